@@ -1,0 +1,48 @@
+# Decision Ledger — every entry point bootstraps itself on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install test unit integration demo lint typecheck check bench broker-stop clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with test/bench/dev extras
+
+test: $(STAMP)  ## whole suite: unit + integration (starts the local Kafka broker itself)
+	$(BIN)/python -m pytest tests
+
+unit: $(STAMP)  ## unit tests only (no broker)
+	$(BIN)/python -m pytest tests -m 'not integration'
+
+integration: $(STAMP)  ## integration tests only (against a real local broker)
+	$(BIN)/python -m pytest tests -m integration
+
+demo: $(STAMP)  ## end-to-end demo on the local broker
+	$(BIN)/python examples/demo.py
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check ledger processors tests benchmarks examples
+	$(BIN)/ruff format --check ledger processors tests benchmarks examples
+
+typecheck: $(STAMP)  ## mypy strict on the package
+	$(BIN)/mypy
+
+check: lint typecheck test  ## everything CI cares about, plus lint and types
+
+bench: $(STAMP)  ## run every benchmark (prints figures and ratios)
+	$(BIN)/python -m benchmarks.core
+
+broker-stop: $(STAMP)  ## stop the local broker
+	$(BIN)/ledger broker stop
+
+clean:  ## remove the virtualenv and caches (not the broker cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,5 @@
+"""Decision Ledger: an event-sourced decision plane for AI agents."""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

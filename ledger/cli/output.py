@@ -1,0 +1,84 @@
+"""How every ``ledger`` command prints: one JSON document with ``--json``, a table otherwise,
+and errors as one line on stderr with a non-zero exit code taken from the error tree."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ledger.errors import LedgerError
+
+__all__ = ["to_jsonable", "print_json", "print_table", "fail", "handle_errors", "console", "json_option"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn events, decimals, datetimes, enums and tuples into plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Print exactly one JSON document on stdout."""
+    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if cell is None else str(to_jsonable(cell)) for cell in row])
+    console.print(table)
+
+
+def fail(message: str, *, exit_code: int = 1) -> None:
+    """One line on stderr, then exit non-zero."""
+    err_console.print(f"error: {message}", markup=False)
+    sys.exit(exit_code)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Translate any ``LedgerError`` into one line on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except LedgerError as exc:
+            fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
+            raise  # unreachable: fail() exits
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")

@@ -1,0 +1,627 @@
+"""The ledger's events and commands: the contract between every part of the product.
+
+Every type here has exactly one Avro schema in ``schemas/`` with the same name and the same
+fields in the same order (a test keeps them in step). Types are frozen, slotted, keyword-only
+dataclasses; names of facts that happened are past tense, names of requests are imperative.
+
+Common fields, first in every record:
+
+- ``event_id``: a UUID (string form; UUIDv7 where the producer generates it, so ids sort by time).
+- ``occurred_at``: when it happened, an aware UTC ``datetime`` (Avro ``timestamp-micros``).
+- ``actor``: the principal that caused it (``human:alice``, ``agent:refund-bot``, ``service:evaluator``).
+
+Governance events (policy and grant events) also carry the aggregate they belong to and the
+aggregate's ``sequence`` (1, 2, 3 … assigned by the single-writer command processor). ``fold``
+applies an event only when its sequence is the next one for its aggregate, which is what makes
+re-delivery of an already applied event a no-op.
+
+Value types carried in facts, context and constraints (see :data:`Value`): ``None``, ``bool``,
+``int``, ``float``, ``str``, ``Decimal`` (exact), aware ``datetime`` (UTC) and ``tuple[str, ...]``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeAlias
+
+__all__ = [
+    "Value",
+    "Stage",
+    "Determination",
+    "Mode",
+    # commands
+    "ProposePolicyVersion",
+    "ApprovePolicyVersion",
+    "PromotePolicyVersion",
+    "RollbackPolicy",
+    "RetirePolicy",
+    "IssueGrant",
+    "RevokeGrant",
+    "AssignRole",
+    "RevokeRole",
+    "Command",
+    "COMMAND_TYPES",
+    # command results
+    "CommandAccepted",
+    "CommandRejected",
+    "CommandResult",
+    # policy events
+    "PolicyVersionProposed",
+    "PolicyVersionApproved",
+    "PolicyVersionPromoted",
+    "PolicyRolledBack",
+    "PolicyRetired",
+    "PolicyEvent",
+    # grant events
+    "GrantIssued",
+    "GrantRevoked",
+    "RoleAssigned",
+    "RoleRevoked",
+    "GrantEvent",
+    "GovernanceEvent",
+    # evaluation
+    "EvaluationRequested",
+    "BatchItem",
+    "BatchEvaluationRequested",
+    "ShadowResult",
+    "DecisionRecorded",
+    "BatchItemDecision",
+    "BatchDecisionRecorded",
+    "DecisionCorrected",
+    # faults
+    "DeadLetter",
+    "EVENT_TYPES",
+    "Event",
+]
+
+Value: TypeAlias = None | bool | int | float | str | Decimal | datetime | tuple[str, ...]
+"""A fact, context or constraint value. Decimals are exact; datetimes are aware UTC."""
+
+
+class Stage(enum.StrEnum):
+    """Where a policy version stands in its lifecycle (DESIGN §7)."""
+
+    DRAFT = "draft"  # proposed, not yet approved
+    APPROVED = "approved"  # approved, not deciding anything yet
+    SHADOW = "shadow"  # evaluated and recorded, never enforced
+    CANARY = "canary"  # decides the requests whose hash bucket is under the canary percent
+    ACTIVE = "active"  # decides every other request
+    SUPERSEDED = "superseded"  # was active or canary, replaced since
+    RETIRED = "retired"  # the whole policy was retired
+
+
+class Determination(enum.StrEnum):
+    """The closed set of answers (DESIGN §5)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    ALLOW_WITH_CONSTRAINTS = "allow_with_constraints"
+    ERROR = "error"
+
+
+class Mode(enum.StrEnum):
+    """Integration pattern of an evaluation request (DESIGN §8)."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+def _empty() -> Mapping[str, Value]:
+    return {}
+
+
+# --------------------------------------------------------------------------- commands
+# Published on ``ledger.commands`` by the CLI/SDK; validated by the command processor.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProposePolicyVersion:
+    """Submit a new version of a policy. ``document`` is the policy YAML as written."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    document: str
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovePolicyVersion:
+    """Approve a proposed version; the approver must differ from the author."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    policy: str
+    version: int
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromotePolicyVersion:
+    """Move a version to shadow, canary (with ``percent`` 1-99) or active."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    policy: str
+    version: int
+    stage: Stage
+    percent: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackPolicy:
+    """Re-activate the previous active version, or ``to_version``. Needs a reason, not approval."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    policy: str
+    reason: str
+    to_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetirePolicy:
+    """Retire a policy: its actions become ungoverned (and so denied)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    policy: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssueGrant:
+    """Give ``principal`` (or a ``role:``) ``actions`` on resources matching ``resource``."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    grant_id: str
+    principal: str
+    actions: tuple[str, ...]
+    resource: str
+    condition: str | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    approved_by: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeGrant:
+    """Revoke a grant by id."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    grant_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignRole:
+    """Make ``principal`` a member of ``role`` (``role:billing_admin``)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeRole:
+    """Remove ``principal`` from ``role``."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    role: str
+
+
+Command: TypeAlias = (
+    ProposePolicyVersion
+    | ApprovePolicyVersion
+    | PromotePolicyVersion
+    | RollbackPolicy
+    | RetirePolicy
+    | IssueGrant
+    | RevokeGrant
+    | AssignRole
+    | RevokeRole
+)
+COMMAND_TYPES: tuple[type, ...] = (
+    ProposePolicyVersion,
+    ApprovePolicyVersion,
+    PromotePolicyVersion,
+    RollbackPolicy,
+    RetirePolicy,
+    IssueGrant,
+    RevokeGrant,
+    AssignRole,
+    RevokeRole,
+)
+
+# --------------------------------------------------------------------------- command results
+# On ``ledger.command-results``, keyed by command id.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandAccepted:
+    """The command was valid; ``event_ids`` are the governance events it produced."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    command_type: str
+    aggregate: str
+    event_ids: tuple[str, ...] = ()
+    version: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRejected:
+    """The command was refused; nothing was applied. ``code`` is stable (see ``ledger.errors``)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    command_type: str
+    aggregate: str
+    code: str
+    reason: str
+
+
+CommandResult: TypeAlias = CommandAccepted | CommandRejected
+
+# --------------------------------------------------------------------------- policy events
+# On ``ledger.policy-events``, keyed by policy name. ``sequence`` counts per policy.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyVersionProposed:
+    """A version was accepted as a draft. ``document`` is the canonical form (JSON text)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    policy: str
+    sequence: int
+    version: int
+    document: str
+    content_hash: str
+    owner: str
+    governs: tuple[str, ...]
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyVersionApproved:
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    policy: str
+    sequence: int
+    version: int
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyVersionPromoted:
+    """``version`` now holds ``stage``; ``previous_version`` held it before (if any)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    policy: str
+    sequence: int
+    version: int
+    stage: Stage
+    percent: int | None = None
+    previous_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyRolledBack:
+    """``to_version`` is active again in place of ``from_version``; any canary is cleared."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    policy: str
+    sequence: int
+    from_version: int | None
+    to_version: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyRetired:
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    policy: str
+    sequence: int
+    reason: str
+
+
+PolicyEvent: TypeAlias = (
+    PolicyVersionProposed
+    | PolicyVersionApproved
+    | PolicyVersionPromoted
+    | PolicyRolledBack
+    | PolicyRetired
+)
+
+# --------------------------------------------------------------------------- grant events
+# On ``ledger.grant-events``, keyed by principal (or role). ``sequence`` counts per principal.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantIssued:
+    event_id: str
+    occurred_at: datetime
+    actor: str  # granted_by
+    command_id: str
+    principal: str
+    sequence: int
+    grant_id: str
+    actions: tuple[str, ...]
+    resource: str
+    condition: str | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    approved_by: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantRevoked:
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    grant_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleAssigned:
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleRevoked:
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    role: str
+
+
+GrantEvent: TypeAlias = GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked
+GovernanceEvent: TypeAlias = PolicyEvent | GrantEvent
+
+# --------------------------------------------------------------------------- evaluation
+# Requests on ``ledger.evaluation-requests`` (keyed by resource or request id); decisions on
+# ``ledger.decisions`` and corrections on ``ledger.corrections`` (keyed by request id).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationRequested:
+    """May ``principal`` do ``action`` on ``resource``, given ``facts``?
+
+    ``event_id`` is the request id: one decision is recorded per request id. In ``async`` mode
+    the caller has proceeded on ``default``; a correction follows if the decision differs.
+    """
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    action: str
+    principal: str
+    resource: str
+    facts: Mapping[str, Value] = field(default_factory=_empty)
+    context: Mapping[str, Value] = field(default_factory=_empty)
+    mode: Mode = Mode.SYNC
+    default: Determination | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItem:
+    """One action of a pre-evaluation batch."""
+
+    item_id: str
+    action: str
+    resource: str
+    facts: Mapping[str, Value] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchEvaluationRequested:
+    """Pre-evaluation: many actions of one principal at workflow start (DESIGN §8.2)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    items: tuple[BatchItem, ...]
+    context: Mapping[str, Value] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowResult:
+    """What a non-deciding version (shadow, or the other of active/canary) would have said."""
+
+    policy: str
+    version: int
+    stage: Stage
+    determination: Determination
+    rule: str | None = None
+    constraints: Mapping[str, Value] = field(default_factory=_empty)
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionRecorded:
+    """The decision trace (DESIGN §6.4): enough to reproduce the decision exactly later.
+
+    ``event_id`` is the decision id; ``request_id`` the request's ``event_id``.
+    ``governance_position`` maps ``"topic/partition"`` to the offset of the last governance
+    event applied to the state that decided. ``prev_hash``/``hash`` chain the traces of one
+    partition (DESIGN §9, tamper evidence); the evaluator fills them.
+    """
+
+    event_id: str
+    occurred_at: datetime  # decided_at
+    actor: str  # the evaluator, ``service:evaluator``
+    request_id: str
+    requested_at: datetime
+    action: str
+    principal: str
+    resource: str
+    determination: Determination
+    constraints: Mapping[str, Value] = field(default_factory=_empty)
+    reasons: tuple[str, ...] = ()
+    reason_code: str | None = None
+    policy: str | None = None
+    policy_version: int | None = None
+    content_hash: str | None = None
+    stage: Stage | None = None
+    rule: str | None = None
+    grant_id: str | None = None
+    facts: Mapping[str, Value] = field(default_factory=_empty)
+    context: Mapping[str, Value] = field(default_factory=_empty)
+    shadow_results: tuple[ShadowResult, ...] = ()
+    bucket: int | None = None
+    mode: Mode = Mode.SYNC
+    default: Determination | None = None
+    evaluator_id: str = ""
+    latency_us: int = 0
+    governance_position: Mapping[str, int] = field(default_factory=dict)
+    prev_hash: str | None = None
+    hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItemDecision:
+    item_id: str
+    action: str
+    resource: str
+    determination: Determination
+    constraints: Mapping[str, Value] = field(default_factory=_empty)
+    reasons: tuple[str, ...] = ()
+    reason_code: str | None = None
+    policy: str | None = None
+    policy_version: int | None = None
+    rule: str | None = None
+    grant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchDecisionRecorded:
+    """Every determination of a batch and the governance position they were made at."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    request_id: str
+    principal: str
+    decisions: tuple[BatchItemDecision, ...]
+    governance_position: Mapping[str, int] = field(default_factory=dict)
+    evaluator_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionCorrected:
+    """Async pattern: the decision differs from the default the caller proceeded on."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    request_id: str
+    decision_id: str
+    default: Determination
+    determination: Determination
+    reasons: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A record a processor could not decode or handle, kept whole with the reason."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    code: str
+    reason: str
+
+
+Event: TypeAlias = (
+    Command
+    | CommandResult
+    | GovernanceEvent
+    | EvaluationRequested
+    | BatchEvaluationRequested
+    | DecisionRecorded
+    | BatchDecisionRecorded
+    | DecisionCorrected
+    | DeadLetter
+)
+
+EVENT_TYPES: tuple[type, ...] = (
+    *COMMAND_TYPES,
+    CommandAccepted,
+    CommandRejected,
+    PolicyVersionProposed,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyRolledBack,
+    PolicyRetired,
+    GrantIssued,
+    GrantRevoked,
+    RoleAssigned,
+    RoleRevoked,
+    EvaluationRequested,
+    BatchEvaluationRequested,
+    DecisionRecorded,
+    BatchDecisionRecorded,
+    DecisionCorrected,
+    DeadLetter,
+)
+"""Every top-level record type, each with one ``schemas/<Name>.avsc``."""

@@ -1,0 +1,146 @@
+"""The one error tree of Decision Ledger.
+
+Every exception the product raises on purpose derives from :class:`LedgerError`, carries a stable
+machine ``code`` (for scripts, logs and ``CommandRejected.code``) and an ``exit_code`` for the CLI.
+Third-party exceptions are translated at the boundary (``raise CodecError(...) from exc``).
+A denial is not an exception: ``evaluate`` returns a decision. Exceptions are faults.
+
+::
+
+    LedgerError                      code               exit
+    ├── UsageError                   usage               2   bad flags or arguments
+    ├── PolicyError                  policy_invalid      3   a policy document is invalid
+    ├── FactsError                   facts_invalid       3   facts do not match a policy's declaration
+    ├── CommandRejectedError         (the reject code)   4   the command processor refused a command
+    ├── CodecError                   codec_error         5   bytes that are not a ledger record
+    │   └── UnknownSchemaError       unknown_schema      5   fingerprint not among the known schemas
+    ├── BrokerError                  broker_error        6   the local broker cannot be fetched/started
+    │   └── PrerequisiteMissing      missing_tool        6   java / mvn not installed
+    ├── KafkaUnavailable             kafka_unavailable   7   cannot reach the bootstrap servers
+    ├── LedgerTimeout                timeout             8   no answer in time (never a silent allow)
+    └── ExportError                  export_error        9   export / DuckDB failure
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LedgerError",
+    "UsageError",
+    "PolicyError",
+    "PolicyProblem",
+    "FactsError",
+    "CommandRejectedError",
+    "CodecError",
+    "UnknownSchemaError",
+    "BrokerError",
+    "PrerequisiteMissing",
+    "KafkaUnavailable",
+    "LedgerTimeout",
+    "ExportError",
+]
+
+from dataclasses import dataclass
+
+
+class LedgerError(Exception):
+    """Root of every error the product raises on purpose."""
+
+    code: str = "ledger_error"
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(LedgerError):
+    code = "usage"
+    exit_code = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyProblem:
+    """One problem in a policy document, located as precisely as the input allows."""
+
+    message: str
+    file: str | None = None
+    rule: str | None = None
+    field: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file + (f":{self.line}" if self.line else ""))
+        if self.rule:
+            where.append(f"rule {self.rule!r}")
+        if self.field:
+            where.append(self.field)
+        if self.column and not self.file:
+            where.append(f"column {self.column}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class PolicyError(LedgerError):
+    """A policy document is invalid. ``problems`` lists every problem found, in order."""
+
+    code = "policy_invalid"
+    exit_code = 3
+
+    def __init__(self, problems: list[PolicyProblem] | tuple[PolicyProblem, ...]) -> None:
+        self.problems = tuple(problems)
+        first = str(self.problems[0]) if self.problems else "invalid policy"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(first + more)
+
+
+class FactsError(LedgerError):
+    code = "facts_invalid"
+    exit_code = 3
+
+
+class CommandRejectedError(LedgerError):
+    """Raised by clients when the command processor answered ``CommandRejected``."""
+
+    code = "command_rejected"
+    exit_code = 4
+
+
+class CodecError(LedgerError):
+    code = "codec_error"
+    exit_code = 5
+
+
+class UnknownSchemaError(CodecError):
+    code = "unknown_schema"
+
+
+class BrokerError(LedgerError):
+    code = "broker_error"
+    exit_code = 6
+
+
+class PrerequisiteMissing(BrokerError):
+    code = "missing_tool"
+
+
+class KafkaUnavailable(LedgerError):
+    code = "kafka_unavailable"
+    exit_code = 7
+
+
+class LedgerTimeout(LedgerError):
+    code = "timeout"
+    exit_code = 8
+
+
+class ExportError(LedgerError):
+    code = "export_error"
+    exit_code = 9
