@@ -19,7 +19,15 @@ from rich.table import Table
 
 from ledger.errors import LedgerError
 
-__all__ = ["to_jsonable", "print_json", "print_table", "fail", "handle_errors", "console", "json_option"]
+__all__ = [
+    "to_jsonable",
+    "print_json",
+    "print_table",
+    "fail",
+    "handle_errors",
+    "console",
+    "json_option",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,7 +60,9 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> None:
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column)
@@ -81,4 +91,6 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+)

@@ -1,0 +1,66 @@
+"""``ledger broker start|stop|status``: the local Apache Kafka broker."""
+
+from __future__ import annotations
+
+import click
+
+from ledger import broker
+from ledger.cli.common import load_settings
+from ledger.cli.output import console, handle_errors, json_option, print_json, print_table
+
+__all__ = ["group"]
+
+
+@click.group("broker")
+def group() -> None:
+    """Run a local single-node Apache Kafka broker (KRaft) on 127.0.0.1.
+
+    The first start fetches Kafka's jars from Maven Central with `mvn` into
+    $XDG_CACHE_HOME/decision-ledger (needs Java 17+ and Maven); later starts take seconds.
+    Broker data and logs live under $LEDGER_HOME (default ~/.local/state/decision-ledger).
+    """
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@group.command("start")
+@json_option
+@handle_errors
+def start_cmd(as_json: bool) -> None:
+    """Start the broker (idempotent); returns when it accepts connections."""
+    status = broker.start(load_settings(), progress=_progress)
+    if as_json:
+        print_json(status.as_dict())
+    else:
+        click.echo(status.bootstrap)
+
+
+@group.command("stop")
+@json_option
+@handle_errors
+def stop_cmd(as_json: bool) -> None:
+    """Stop the broker cleanly (idempotent)."""
+    was_running = broker.stop(load_settings())
+    if as_json:
+        print_json({"stopped": was_running})
+    else:
+        console.print("stopped" if was_running else "not running")
+
+
+@group.command("status")
+@json_option
+@handle_errors
+def status_cmd(as_json: bool) -> None:
+    """Show whether the broker runs and where. Exit code 1 when it is not running."""
+    status = broker.status(load_settings())
+    if as_json:
+        print_json(status.as_dict())
+    else:
+        print_table(
+            ["running", "bootstrap", "pid", "kafka", "log"],
+            [[status.running, status.bootstrap, status.pid, status.kafka_version, status.log_file]],
+        )
+    if not status.running:
+        raise SystemExit(1)

@@ -1,0 +1,42 @@
+"""Options and lookups shared by the command groups that talk to Kafka."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ledger import broker
+from ledger.errors import KafkaUnavailable
+from ledger.settings import Settings
+
+__all__ = ["bootstrap_option", "load_settings", "resolve_bootstrap"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bootstrap_option(func: F) -> F:
+    return click.option(
+        "--bootstrap",
+        metavar="HOST:PORT[,…]",
+        default=None,
+        help="Kafka bootstrap servers (default: $LEDGER_BOOTSTRAP, else the local broker).",
+    )(func)
+
+
+def load_settings(bootstrap: str | None = None) -> Settings:
+    """The one place the CLI builds its settings (flags over environment)."""
+    return Settings.from_env(bootstrap=bootstrap)
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """Where Kafka is: the explicit flag/env, else the running local broker."""
+    if settings.bootstrap:
+        return settings.bootstrap
+    local = broker.local_bootstrap(settings)
+    if local:
+        return local
+    raise KafkaUnavailable(
+        "no Kafka to talk to: pass --bootstrap, set $LEDGER_BOOTSTRAP, or run `ledger broker start`"
+    )

@@ -1,0 +1,117 @@
+"""Configuration: one frozen object, built once at an entry point and passed down.
+
+Nothing below the entry points reads ``os.environ``: :func:`Settings.from_env` is the only place
+that does, and the CLI, the processors and the test fixtures call it (or build ``Settings``
+directly) and pass the result on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["Settings", "TopicNames"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicNames:
+    """The ledger's topic names (DESIGN §4), optionally under a deployment prefix."""
+
+    prefix: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def commands(self) -> str:
+        return self._name("ledger.commands")
+
+    @property
+    def command_results(self) -> str:
+        return self._name("ledger.command-results")
+
+    @property
+    def policy_events(self) -> str:
+        return self._name("ledger.policy-events")
+
+    @property
+    def grant_events(self) -> str:
+        return self._name("ledger.grant-events")
+
+    @property
+    def evaluation_requests(self) -> str:
+        return self._name("ledger.evaluation-requests")
+
+    @property
+    def decisions(self) -> str:
+        return self._name("ledger.decisions")
+
+    @property
+    def corrections(self) -> str:
+        return self._name("ledger.corrections")
+
+    @property
+    def dead_letters(self) -> str:
+        return self._name("ledger.dead-letters")
+
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.commands,
+            self.command_results,
+            self.policy_events,
+            self.grant_events,
+            self.evaluation_requests,
+            self.decisions,
+            self.corrections,
+            self.dead_letters,
+        )
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache"
+
+
+def _default_state() -> Path:
+    return Path.home() / ".local" / "state"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything configurable, in one place.
+
+    - ``bootstrap``: Kafka bootstrap servers; ``None`` means "the local broker's recorded address".
+    - ``home``: state of the local stack (broker log dir, pid files, logs). ``$LEDGER_HOME``.
+    - ``cache``: downloaded broker jars. ``$XDG_CACHE_HOME/decision-ledger``.
+    - ``topics``: topic names (``$LEDGER_TOPIC_PREFIX``).
+    - ``admins``: bootstrap administrators allowed every governance command (``$LEDGER_ADMINS``).
+    """
+
+    bootstrap: str | None = None
+    home: Path = field(default_factory=lambda: _default_state() / "decision-ledger")
+    cache: Path = field(default_factory=lambda: _default_cache() / "decision-ledger")
+    topics: TopicNames = field(default_factory=TopicNames)
+    admins: frozenset[str] = frozenset({"human:admin"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from the environment (the only place that reads it)."""
+        env = os.environ if env is None else env
+        cache_root = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else _default_cache()
+        state_root = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else _default_state()
+        home = (
+            Path(env["LEDGER_HOME"]) if env.get("LEDGER_HOME") else state_root / "decision-ledger"
+        )
+        admins = frozenset(
+            a.strip() for a in env.get("LEDGER_ADMINS", "human:admin").split(",") if a.strip()
+        )
+        settings = cls(
+            bootstrap=env.get("LEDGER_BOOTSTRAP") or None,
+            home=home,
+            cache=cache_root / "decision-ledger",
+            topics=TopicNames(prefix=env.get("LEDGER_TOPIC_PREFIX", "")),
+            admins=admins,
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]

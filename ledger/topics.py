@@ -1,0 +1,145 @@
+"""The ledger's topics, their partition counts and configs (DESIGN §4), and their creation.
+
+Partition counts are deliberate:
+
+- ``ledger.commands`` has one partition: governance commands are rare, and one partition gives
+  the command processor a total order and makes it the single writer of every aggregate.
+- ``ledger.policy-events`` and ``ledger.grant-events`` have one partition each, so the
+  governance position of a decision is two offsets that anyone can replay up to.
+- Evaluation requests, decisions and corrections have several partitions: evaluators scale by
+  partitions and workers.
+
+Ledger topics keep data forever (``retention.ms=-1``); command topics are bounded (7 days).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ledger.errors import KafkaUnavailable
+from ledger.settings import Settings
+
+__all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport"]
+
+_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+_BOUNDED = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicReport:
+    name: str
+    partitions: int
+    action: str  # "created" | "exists" | "updated"
+    configs: Mapping[str, str]
+
+
+def topic_specs(settings: Settings, *, evaluation_partitions: int = 6) -> tuple[TopicSpec, ...]:
+    """Every topic of the ledger with its partitions and configs."""
+    t = settings.topics
+    n = evaluation_partitions
+    return (
+        TopicSpec(name=t.commands, partitions=1, configs=_BOUNDED, purpose="governance commands"),
+        TopicSpec(
+            name=t.command_results, partitions=1, configs=_BOUNDED, purpose="command answers"
+        ),
+        TopicSpec(name=t.policy_events, partitions=1, configs=_FOREVER, purpose="policy history"),
+        TopicSpec(name=t.grant_events, partitions=1, configs=_FOREVER, purpose="authority history"),
+        TopicSpec(name=t.evaluation_requests, partitions=n, configs=_FOREVER, purpose="requests"),
+        TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
+        TopicSpec(name=t.corrections, partitions=n, configs=_FOREVER, purpose="async corrections"),
+        TopicSpec(name=t.dead_letters, partitions=1, configs=_FOREVER, purpose="undecodable input"),
+    )
+
+
+def create_topics(
+    bootstrap: str, specs: tuple[TopicSpec, ...], *, replication_factor: int | None = None
+) -> list[TopicReport]:
+    """Create missing topics and bring existing ones to the declared configs. Idempotent."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    except (KafkaError, OSError) as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {bootstrap}: {exc} (is the broker running? `ledger broker start`)"
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        brokers = len(admin.describe_cluster().get("brokers", [])) or 1
+        rf = replication_factor or min(3, brokers)
+        reports: list[TopicReport] = []
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            new = [
+                NewTopic(
+                    name=s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=rf,
+                    topic_configs=dict(s.configs),
+                )
+                for s in missing
+            ]
+            # Created concurrently by another `topics create`: fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new, timeout_ms=15000)
+        for spec in specs:
+            if spec in missing:
+                reports.append(TopicReport(name=spec.name, partitions=spec.partitions,
+                                           action="created", configs=spec.configs))  # fmt: skip
+                continue
+            resource = ConfigResource(ConfigResourceType.TOPIC, spec.name)
+            current = _describe(admin, resource)
+            drift = {k: v for k, v in spec.configs.items() if current.get(k) != v}
+            if drift:
+                admin.alter_configs(
+                    [
+                        ConfigResource(
+                            ConfigResourceType.TOPIC, spec.name, configs={**current, **drift}
+                        )
+                    ]
+                )
+            reports.append(TopicReport(name=spec.name, partitions=spec.partitions,
+                                       action="updated" if drift else "exists", configs=spec.configs))  # fmt: skip
+        return reports
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating topics on {bootstrap} failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def _describe(admin: object, resource: object) -> dict[str, str]:
+    """Config entries of one topic that are set on the topic itself (not broker defaults)."""
+    result = admin.describe_configs([resource])  # type: ignore[attr-defined]
+    configs: dict[str, str] = {}
+    for entries in result.get("topic", {}).values():
+        for name, entry in entries.items():
+            if (
+                entry.get("config_source") == "DYNAMIC_TOPIC_CONFIG"
+                and entry.get("value") is not None
+            ):
+                configs[str(name)] = str(entry["value"])
+    return configs
+
+
+def describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
+    """Current configs of the named topics (used by tests and `ledger topics create --json`)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        return {n: _describe(admin, ConfigResource(ConfigResourceType.TOPIC, n)) for n in names}
+    finally:
+        admin.close()
