@@ -1,0 +1,524 @@
+"""The ledger's wire format: Avro single-object encoding of the events in :mod:`ledger.core.events`.
+
+Every record on every ledger topic is::
+
+    C3 01 | CRC-64-AVRO fingerprint of the writer schema (8 bytes, little-endian) | Avro binary body
+
+so a record names the exact schema it was written with. :class:`Codec` knows the current schema of
+every event type (``schemas/<Name>.avsc``, the contract) and any older writer versions
+(``schemas/history/**.avsc``); it decodes a record written with an older version by Avro schema
+resolution into the current dataclass, with the current schema's defaults for fields the writer
+did not have.
+
+The fingerprint covers the schema's Parsing Canonical Form, which drops docs, defaults and logical
+types. That is why the codec keeps the full parsed schema per fingerprint instead of rebuilding a
+schema from the canonical form.
+
+Conversion between dataclasses and Avro dicts is generated once per type when the codec is built
+(the evaluator encodes tens of thousands of decisions per second; walking type hints per record
+would cost more than the Avro encoding itself).
+
+Fact, context and constraint values (:data:`ledger.core.events.Value`) travel as one Avro union per
+value: ``null | boolean | long | double | string | DecimalValue | TimestampValue | array<string>``.
+Each Python type has exactly one branch, chosen by type on encode (fastavro's tuple notation, so the
+writer never tries branches) and restored on decode: decimals stay exact with their scale, datetimes
+come back aware UTC, string lists come back as tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint as _avro_fingerprint
+from fastavro.schema import to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
+
+from ledger.core import events as _events
+from ledger.core.events import EVENT_TYPES, Event, Value
+from ledger.errors import CodecError, UnknownSchemaError
+
+__all__ = ["MAGIC", "Codec", "default_codec"]
+
+MAGIC = b"\xc3\x01"
+"""The two marker bytes that open every Avro single-object encoded record."""
+
+_HEADER_LEN = len(MAGIC) + 8
+
+# Union branch names as fastavro's tuple notation spells them (named types by full name).
+_NAMESPACE = "ledger.v1"
+_DECIMAL_BRANCH = f"{_NAMESPACE}.DecimalValue"
+_TIMESTAMP_BRANCH = f"{_NAMESPACE}.TimestampValue"
+
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+_Converter = Callable[[Any], Any]
+
+
+def _repo_schema_dir() -> Path:
+    # ledger/codec.py -> <repo>/schemas
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+# --------------------------------------------------------------------------- Value <-> Avro union
+
+
+def _encode_value(value: Any) -> tuple[str, Any]:
+    """One fact/context/constraint value as an explicit union branch.
+
+    Typed ``Any``, not ``Value``: it is also the run-time check of values the type checker never
+    saw (facts arrive from callers), and ``type(x) is int`` does not narrow for mypy.
+    """
+    kind = type(value)
+    # bool before int: bool is an int subclass, and True must not travel as 1.
+    if kind is str:
+        return ("string", value)
+    if kind is bool:
+        return ("boolean", value)
+    if kind is int:
+        if not _LONG_MIN <= value <= _LONG_MAX:
+            raise CodecError(f"integer {value} does not fit a 64-bit long (use a Decimal)")
+        return ("long", value)
+    if kind is float:
+        return ("double", value)
+    if value is None:
+        return ("null", None)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise CodecError(f"decimal value {value} is not finite")
+        return (_DECIMAL_BRANCH, {"value": str(value)})
+    if isinstance(value, datetime):
+        return (_TIMESTAMP_BRANCH, {"micros": _check_aware(value)})
+    if isinstance(value, (tuple, list)):
+        if not all(type(item) is str for item in value):
+            raise CodecError("list values may only hold strings")
+        return ("array", list(value))
+    # Subclasses of the plain types (a StrEnum member, an IntEnum) travel as their base type.
+    if isinstance(value, str):
+        return ("string", str(value))
+    if isinstance(value, bool):
+        return ("boolean", bool(value))
+    if isinstance(value, int):
+        return _encode_value(int(value))
+    if isinstance(value, float):
+        return ("double", float(value))
+    raise CodecError(f"unsupported value type {kind.__name__}")
+
+
+def _decode_value(raw: Any) -> Value:
+    if type(raw) is dict:
+        if "micros" in raw:
+            micros: datetime = raw["micros"]
+            return micros
+        try:
+            number = Decimal(raw["value"])
+        except (InvalidOperation, KeyError, TypeError) as exc:
+            raise CodecError(f"malformed decimal value {raw!r}") from exc
+        if not number.is_finite():
+            raise CodecError(f"decimal value {number} is not finite")
+        return number
+    if type(raw) is list:
+        return tuple(raw)
+    value: Value = raw
+    return value
+
+
+def _encode_values(values: Mapping[str, Value]) -> dict[str, tuple[str, Any]]:
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = _encode_value(value)
+        except CodecError as exc:
+            raise CodecError(f"key {key!r}: {exc}") from exc
+    return out
+
+
+def _decode_values(raw: dict[str, Any]) -> Mapping[str, Value]:
+    # Most maps hold only scalars, which fastavro already returns as the right Python type.
+    for value in raw.values():
+        if type(value) is dict or type(value) is list:
+            return {key: _decode_value(value) for key, value in raw.items()}
+    return raw
+
+
+def _check_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise CodecError(f"naive datetime {value.isoformat()} (use an aware UTC datetime)")
+    return value
+
+
+# --------------------------------------------------------------------------- per-type converters
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Converters:
+    to_avro: _Converter
+    from_avro: _Converter
+    # (field name, encode converter or None) in field order; used to locate encoding errors.
+    field_encoders: tuple[tuple[str, _Converter | None], ...]
+
+
+def _optional(convert: _Converter) -> _Converter:
+    def convert_optional(value: Any) -> Any:
+        return None if value is None else convert(value)
+
+    return convert_optional
+
+
+def _plain_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return value if type(value) is dict else dict(value)
+
+
+def _is_value_type(hint: Any) -> bool:
+    return set(typing.get_args(hint)) == set(typing.get_args(Value))
+
+
+class _ConverterFactory:
+    """Builds dataclass <-> Avro dict functions from a dataclass's fields and type hints."""
+
+    def __init__(self) -> None:
+        self._built: dict[type, _Converters] = {}
+
+    def for_class(self, cls: type) -> _Converters:
+        built = self._built.get(cls)
+        if built is None:
+            built = self._build(cls)
+            self._built[cls] = built
+        return built
+
+    def _field_converters(self, hint: Any) -> tuple[_Converter | None, _Converter | None]:
+        """(encode, decode) for one field type; ``None`` where the value passes as is."""
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            if _is_value_type(hint):
+                # A bare Value field (none exists today) travels as the union itself.
+                return _encode_value, _decode_value
+            args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+            if len(args) != 1:
+                raise TypeError(f"unsupported union field type {hint}")
+            encode, decode = self._field_converters(args[0])
+            return (
+                _optional(encode) if encode is not None else None,
+                _optional(decode) if decode is not None else None,
+            )
+        if hint is datetime:
+            # fastavro reads timestamp-micros as aware UTC datetimes: nothing to do on decode.
+            return _check_aware, None
+        if hint in (str, int, float, bool, bytes):
+            return None, None
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            # StrEnum members are their own symbol strings for the writer; the reader's symbol is
+            # looked up in a dict because calling the enum class is several times slower.
+            members = {member.value: member for member in hint}
+            return None, members.__getitem__
+        if origin is tuple:
+            (item,) = [arg for arg in typing.get_args(hint) if arg is not Ellipsis]
+            if item is str:
+                return list, tuple
+            if dataclasses.is_dataclass(item) and isinstance(item, type):
+                nested = self.for_class(item)
+                to_avro, from_avro = nested.to_avro, nested.from_avro
+                return (
+                    lambda values: [to_avro(value) for value in values],
+                    lambda values: tuple([from_avro(value) for value in values]),
+                )
+            raise TypeError(f"unsupported tuple field type {hint}")
+        if origin is Mapping or origin is dict:
+            _, value_hint = typing.get_args(hint)
+            if _is_value_type(value_hint):
+                return _encode_values, _decode_values
+            if value_hint in (str, int, float, bool):
+                return _plain_dict, None
+            raise TypeError(f"unsupported mapping field type {hint}")
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            nested = self.for_class(hint)
+            return nested.to_avro, nested.from_avro
+        raise TypeError(f"unsupported field type {hint}")
+
+    def _build(self, cls: type) -> _Converters:
+        hints = typing.get_type_hints(cls, vars(_events))
+        names: dict[str, Any] = {"_cls": cls}
+        encode_items: list[str] = []
+        field_encoders: list[tuple[str, _Converter | None]] = []
+        decode_items: list[str] = []
+        for index, field in enumerate(dataclasses.fields(cls)):
+            encode, decode = self._field_converters(hints[field.name])
+            field_encoders.append((field.name, encode))
+            attribute = f"o.{field.name}"
+            item = f"d[{field.name!r}]"
+            if encode is not None:
+                names[f"_e{index}"] = encode
+                attribute = f"_e{index}({attribute})"
+            if decode is not None:
+                names[f"_d{index}"] = decode
+                item = f"_d{index}({item})"
+            encode_items.append(f"{field.name!r}: {attribute}")
+            decode_items.append(f"{field.name}={item}")
+        # Generated straight-line code: one dict display / one constructor call per record, no
+        # per-field loop or branch at run time. Field names come from the dataclass, not input.
+        source = (
+            f"def to_avro(o):\n    return {{{', '.join(encode_items)}}}\n"
+            f"def from_avro(d):\n    return _cls({', '.join(decode_items)})\n"
+        )
+        exec(compile(source, f"<ledger.codec {cls.__name__}>", "exec"), names)
+        return _Converters(
+            to_avro=names["to_avro"],
+            from_avro=names["from_avro"],
+            field_encoders=tuple(field_encoders),
+        )
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Writer:
+    """One known writer schema: how to read records that carry its fingerprint."""
+
+    name: str  # record name (short), e.g. "DecisionRecorded"
+    schema: dict[str, Any]  # parsed writer schema
+    reader: dict[str, Any] | None  # parsed current schema when it differs from the writer
+    event_type: type
+    from_avro: _Converter
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Current:
+    """Everything needed to encode one event type with its current schema."""
+
+    header: bytes
+    fingerprint: int
+    schema: dict[str, Any]
+    to_avro: _Converter
+    field_encoders: tuple[tuple[str, _Converter | None], ...]
+
+
+def _load_schema(path: Path) -> tuple[dict[str, Any], bytes]:
+    """Parse one self-contained ``.avsc``; return it with its 8-byte fingerprint (wire order)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        # Each file defines its own nested named types, so each gets its own name registry.
+        parsed = parse_schema(raw, named_schemas={})
+        canonical = to_parsing_canonical_form(raw)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CodecError(f"cannot load schema {path}: {exc}") from exc
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        raise CodecError(f"schema {path} is not a record schema")
+    # fastavro spells CRC-64-AVRO as the hex of the little-endian bytes: exactly the wire order.
+    return parsed, bytes.fromhex(_avro_fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def _short_name(parsed: Mapping[str, Any]) -> str:
+    return str(parsed["name"]).rsplit(".", 1)[-1]
+
+
+class Codec:
+    """Encodes ledger events to Avro single-object bytes and decodes them back.
+
+    Build one per process (see :func:`default_codec`) and share it: construction parses every
+    schema and generates the converters; ``encode``/``decode`` are then cheap and thread-safe.
+
+    ``schema_dir`` holds the current schema of every type in
+    :data:`~ledger.core.events.EVENT_TYPES` (default: the repository's ``schemas/``).
+    ``history_dirs`` hold older writer versions, searched recursively (default:
+    ``<schema_dir>/history``); records written with them decode into the current types.
+    """
+
+    def __init__(
+        self,
+        schema_dir: Path | str | None = None,
+        *,
+        history_dirs: Iterable[Path | str] | None = None,
+    ) -> None:
+        directory = Path(schema_dir) if schema_dir is not None else _repo_schema_dir()
+        if not directory.is_dir():
+            raise CodecError(f"schema directory {directory} not found")
+        histories = (
+            [directory / "history"]
+            if history_dirs is None
+            else [Path(history) for history in history_dirs]
+        )
+        factory = _ConverterFactory()
+        types_by_name = {cls.__name__: cls for cls in EVENT_TYPES}
+
+        self._current: dict[type, _Current] = {}
+        self._writers: dict[bytes, _Writer] = {}
+        current_by_name: dict[str, dict[str, Any]] = {}
+        for cls in EVENT_TYPES:
+            path = directory / f"{cls.__name__}.avsc"
+            if not path.is_file():
+                raise CodecError(f"no schema for {cls.__name__}: {path} is missing")
+            parsed, header_fp = _load_schema(path)
+            if _short_name(parsed) != cls.__name__:
+                raise CodecError(f"{path} defines record {parsed['name']}, not {cls.__name__}")
+            converters = factory.for_class(cls)
+            self._current[cls] = _Current(
+                header=MAGIC + header_fp,
+                fingerprint=int.from_bytes(header_fp, "little"),
+                schema=parsed,
+                to_avro=converters.to_avro,
+                field_encoders=converters.field_encoders,
+            )
+            self._writers[header_fp] = _Writer(
+                cls.__name__, parsed, None, cls, converters.from_avro
+            )
+            current_by_name[cls.__name__] = parsed
+
+        for history in histories:
+            if not history.is_dir():
+                continue
+            for path in sorted(history.rglob("*.avsc")):
+                parsed, header_fp = _load_schema(path)
+                if header_fp in self._writers:
+                    continue  # same canonical form as a known schema (e.g. only docs changed)
+                name = _short_name(parsed)
+                if name not in current_by_name:
+                    raise CodecError(f"historic schema {path} has no current schema {name}")
+                cls = types_by_name[name]
+                self._writers[header_fp] = _Writer(
+                    name, parsed, current_by_name[name], cls, factory.for_class(cls).from_avro
+                )
+
+    # ----------------------------------------------------------------------- public API
+
+    def encode(self, event: Event) -> bytes:
+        """The event as single-object encoded bytes, written with its current schema.
+
+        Raises :class:`~ledger.errors.CodecError` naming the field when the event does not fit
+        its schema (a naive datetime, an unsupported fact value, an out-of-range integer ...).
+        """
+        current = self._current.get(type(event))
+        if current is None:
+            raise CodecError(f"not a ledger event type: {type(event).__name__}")
+        try:
+            record = current.to_avro(event)
+            out = BytesIO()
+            out.write(current.header)
+            schemaless_writer(out, current.schema, record)
+        except Exception as exc:  # translated at the boundary; the cause is located below
+            raise CodecError(self._explain_encode_failure(event, current, exc)) from exc
+        return out.getvalue()
+
+    def decode(self, data: bytes) -> Event:
+        """The event in ``data``, as the current dataclass of its type.
+
+        Raises :class:`~ledger.errors.UnknownSchemaError` for a fingerprint this codec does not
+        know and :class:`~ledger.errors.CodecError` for anything else that is not a ledger record.
+        """
+        writer = self._writer_of(data)
+        stream = BytesIO(data)
+        stream.seek(_HEADER_LEN)
+        try:
+            record = schemaless_reader(stream, writer.schema, writer.reader)
+        except EOFError as exc:
+            raise CodecError(
+                f"truncated record: {writer.name} body ends early ({len(data)} bytes)"
+            ) from exc
+        except Exception as exc:
+            raise CodecError(f"malformed {writer.name} body: {_describe(exc)}") from exc
+        if stream.tell() != len(data):
+            raise CodecError(
+                f"malformed {writer.name} body: {len(data) - stream.tell()} bytes after the record"
+            )
+        try:
+            event: Event = writer.from_avro(record)
+        except CodecError as exc:
+            raise CodecError(f"malformed {writer.name} body: {exc}") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CodecError(f"malformed {writer.name} body: {_describe(exc)}") from exc
+        return event
+
+    def type_of(self, data: bytes) -> str:
+        """The record name (e.g. ``"DecisionRecorded"``) of ``data``, from its header alone."""
+        return self._writer_of(data).name
+
+    def fingerprint_of(self, event_type: type) -> int:
+        """CRC-64-AVRO fingerprint of the current schema of ``event_type``, as an unsigned int."""
+        current = self._current.get(event_type)
+        if current is None:
+            raise CodecError(f"not a ledger event type: {event_type.__name__}")
+        return current.fingerprint
+
+    # ----------------------------------------------------------------------- internals
+
+    def _writer_of(self, data: bytes) -> _Writer:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CodecError(f"not a ledger record: expected bytes, got {type(data).__name__}")
+        head = bytes(data[:2])
+        if not head or not MAGIC.startswith(head):
+            raise CodecError(_bad_magic(head))
+        if len(data) < _HEADER_LEN:
+            raise CodecError(
+                f"truncated record: {len(data)} bytes, shorter than the {_HEADER_LEN}-byte header"
+            )
+        writer = self._writers.get(bytes(data[2:_HEADER_LEN]))
+        if writer is None:
+            fingerprint = int.from_bytes(data[2:_HEADER_LEN], "little")
+            raise UnknownSchemaError(
+                f"unknown schema fingerprint 0x{fingerprint:016x} "
+                "(a newer producer? update the ledger schemas)"
+            )
+        return writer
+
+    def _explain_encode_failure(self, event: Event, current: _Current, exc: Exception) -> str:
+        """Name the field that broke encoding; runs only on the error path."""
+        kind = type(event).__name__
+        # A converter refused a value: re-run them field by field to find which one.
+        for name, encode in current.field_encoders:
+            if encode is None:
+                continue
+            try:
+                encode(getattr(event, name))
+            except Exception as field_exc:  # reported with the field, not swallowed
+                return f"cannot encode {kind}.{name}: {_describe(field_exc)}"
+        # Every value converted, so the Avro writer refused a type or range: its validator
+        # reports the field path. It does not read tuple notation, hence the untupling.
+        try:
+            validate(_untuple(current.to_avro(event)), current.schema, raise_errors=True)
+        except ValidationError as invalid:
+            problems = "; ".join(str(error) for error in invalid.errors)
+            return f"cannot encode {kind}: {problems.replace(_NAMESPACE + '.', '')}"
+        except Exception:  # fall back to the writer's own message
+            pass
+        return f"cannot encode {kind}: {_describe(exc)}"
+
+
+def _untuple(record: Any) -> Any:
+    """``record`` with every ``(branch, value)`` union pair replaced by its value."""
+    if type(record) is tuple:
+        return _untuple(record[1])
+    if type(record) is dict:
+        return {key: _untuple(value) for key, value in record.items()}
+    if type(record) is list:
+        return [_untuple(value) for value in record]
+    return record
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, CodecError):
+        return text  # already says what is wrong, in the ledger's words
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _bad_magic(head: bytes) -> str:
+    if not head:
+        return "not a ledger record: empty input"
+    return f"not a ledger record: bad magic 0x{head.hex()} (expected C3 01)"
+
+
+@functools.cache
+def default_codec() -> Codec:
+    """The process-wide codec over the repository's ``schemas/`` (built on first use)."""
+    return Codec()
