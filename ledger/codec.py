@@ -410,7 +410,7 @@ class Codec:
             raise CodecError(self._explain_encode_failure(event, current, exc)) from exc
         return out.getvalue()
 
-    def decode(self, data: bytes) -> Event:
+    def decode(self, data: bytes | bytearray | memoryview) -> Event:
         """The event in ``data``, as the current dataclass of its type.
 
         Raises :class:`~ledger.errors.UnknownSchemaError` for a fingerprint this codec does not
@@ -439,7 +439,7 @@ class Codec:
             raise CodecError(f"malformed {writer.name} body: {_describe(exc)}") from exc
         return event
 
-    def type_of(self, data: bytes) -> str:
+    def type_of(self, data: bytes | bytearray | memoryview) -> str:
         """The record name (e.g. ``"DecisionRecorded"``) of ``data``, from its header alone."""
         return self._writer_of(data).name
 
@@ -452,7 +452,7 @@ class Codec:
 
     # ----------------------------------------------------------------------- internals
 
-    def _writer_of(self, data: bytes) -> _Writer:
+    def _writer_of(self, data: bytes | bytearray | memoryview) -> _Writer:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise CodecError(f"not a ledger record: expected bytes, got {type(data).__name__}")
         head = bytes(data[:2])
