@@ -1,0 +1,112 @@
+"""The pure decision core: no Kafka, Faust, DuckDB, files, environment, clock or randomness.
+
+Everything the processors, replay, ``ledger policy test``, simulation and audit need to agree on
+lives here, once: the policy model (:mod:`~ledger.core.policy`), CEL conditions
+(:mod:`~ledger.core.cel`), facts (:mod:`~ledger.core.facts`), authority
+(:mod:`~ledger.core.authority`), state and fold (:mod:`~ledger.core.state`), the command
+lifecycle (:mod:`~ledger.core.lifecycle`), evaluation (:mod:`~ledger.core.evaluate`), impact
+simulation (:mod:`~ledger.core.simulate`) and offline tests (:mod:`~ledger.core.policytests`).
+Time and ids are parameters; a denial is a value.
+"""
+
+from ledger.core.authority import Grant, authorize, capabilities, effective_grants, valid_principal
+from ledger.core.cel import CompiledCondition, ConditionFault, compile_condition
+from ledger.core.evaluate import (
+    REASON_CODES,
+    bucket,
+    correction_for,
+    decision_id,
+    evaluate,
+    evaluate_batch,
+)
+from ledger.core.facts import FACT_TYPES, FactSpec, validate_facts
+from ledger.core.lifecycle import (
+    DEFAULT_ADMINS,
+    REJECTION_CODES,
+    Rejection,
+    command_action,
+    command_aggregate,
+    command_result,
+    decide,
+)
+from ledger.core.policy import (
+    DefaultDecision,
+    Effect,
+    Policy,
+    PolicyOutcome,
+    PolicyTestCase,
+    Rule,
+    parse_policy,
+    parse_test_cases,
+)
+from ledger.core.policytests import CaseResult, run_case, run_policy_tests
+from ledger.core.simulate import Change, ImpactReport, simulate
+from ledger.core.state import (
+    EMPTY_STATE,
+    LedgerState,
+    PolicyRecord,
+    PolicyVersion,
+    PrincipalRecord,
+    aggregate_of,
+    fold,
+    governing_policy,
+    replay,
+    with_position,
+)
+
+__all__ = [
+    # policy documents
+    "Policy",
+    "Rule",
+    "DefaultDecision",
+    "Effect",
+    "PolicyOutcome",
+    "PolicyTestCase",
+    "parse_policy",
+    "parse_test_cases",
+    "FactSpec",
+    "FACT_TYPES",
+    "validate_facts",
+    "CompiledCondition",
+    "ConditionFault",
+    "compile_condition",
+    # authority
+    "Grant",
+    "authorize",
+    "capabilities",
+    "effective_grants",
+    "valid_principal",
+    # state
+    "LedgerState",
+    "PolicyRecord",
+    "PolicyVersion",
+    "PrincipalRecord",
+    "EMPTY_STATE",
+    "fold",
+    "replay",
+    "with_position",
+    "aggregate_of",
+    "governing_policy",
+    # lifecycle
+    "decide",
+    "Rejection",
+    "REJECTION_CODES",
+    "DEFAULT_ADMINS",
+    "command_aggregate",
+    "command_action",
+    "command_result",
+    # evaluation
+    "evaluate",
+    "evaluate_batch",
+    "correction_for",
+    "bucket",
+    "decision_id",
+    "REASON_CODES",
+    # testing and simulation
+    "CaseResult",
+    "run_case",
+    "run_policy_tests",
+    "simulate",
+    "ImpactReport",
+    "Change",
+]

@@ -1,0 +1,184 @@
+"""Authority: principals, grants, roles — who may attempt which action on what (DESIGN §6.1).
+
+Principals are ``kind:name`` strings (kinds: agent, tool, human, role, service). A grant gives a
+principal or a role a set of action globs (``refund.*``) on a resource glob (``account:*``),
+optionally under a CEL condition over the request's facts and context, within an optional validity
+window ``valid_from <= now < valid_until``. Globs and conditions are compiled once, when the grant
+enters the state, never per request.
+
+When several grants apply, the one with the lowest ``grant_id`` is reported: deterministic, so a
+replay names the same grant.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from ledger.core.cel import CompiledCondition, compile_condition
+from ledger.core.events import GrantIssued
+from ledger.errors import PolicyError
+
+if TYPE_CHECKING:
+    from ledger.core.state import LedgerState
+
+__all__ = [
+    "PRINCIPAL_KINDS",
+    "Grant",
+    "grant_from_event",
+    "compile_grant_condition",
+    "valid_principal",
+    "authorize",
+    "capabilities",
+    "effective_grants",
+]
+
+PRINCIPAL_KINDS: Final = ("agent", "tool", "human", "role", "service")
+_PRINCIPAL_RE: Final = re.compile(r"^(agent|tool|human|role|service):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$")
+_NEVER: Final = re.compile(r"(?!)")
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def valid_principal(principal: str) -> bool:
+    """Is ``principal`` a well-formed ``kind:name`` string?"""
+    return isinstance(principal, str) and _PRINCIPAL_RE.match(principal) is not None
+
+
+def _globs(patterns: tuple[str, ...] | list[str]) -> re.Pattern[str]:
+    if not patterns:
+        return _NEVER
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def compile_grant_condition(text: str) -> CompiledCondition:
+    """Compile a grant condition (dynamic mode: identifiers are request facts of any type).
+
+    Raises :class:`~ledger.errors.PolicyError` when it does not compile.
+    """
+    return compile_condition(text, facts=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """A grant as held in the state, with its globs and condition compiled."""
+
+    grant_id: str
+    principal: str
+    actions: tuple[str, ...]
+    resource: str
+    granted_by: str
+    issued_at: datetime
+    condition: str | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    approved_by: str | None = None
+    note: str | None = None
+    action_re: re.Pattern[str] = field(default=_NEVER, repr=False, compare=False)
+    resource_re: re.Pattern[str] = field(default=_NEVER, repr=False, compare=False)
+    compiled: CompiledCondition | None = field(default=None, repr=False, compare=False)
+    condition_broken: bool = field(default=False, repr=False, compare=False)
+
+    def in_force(self, now: datetime) -> bool:
+        """Is ``now`` inside the validity window?"""
+        if self.valid_from is not None and now < self.valid_from:
+            return False
+        return not (self.valid_until is not None and now >= self.valid_until)
+
+    def applies(
+        self,
+        action: str,
+        resource: str,
+        now: datetime,
+        facts: Mapping[str, Any],
+        context: Mapping[str, Any],
+    ) -> bool:
+        """Does this grant cover ``action`` on ``resource`` at ``now`` for these facts?
+
+        A condition that needs an absent fact, or faults, does not hold: authority fails closed.
+        """
+        if self.action_re.match(action) is None or self.resource_re.match(resource) is None:
+            return False
+        if self.valid_from is not None and now < self.valid_from:
+            return False
+        if self.valid_until is not None and now >= self.valid_until:
+            return False
+        if self.compiled is not None:
+            try:
+                return self.compiled.fn(facts, context) is True
+            except (KeyError, ArithmeticError, TypeError, ValueError, AttributeError):
+                return False
+        return not self.condition_broken
+
+
+def grant_from_event(event: GrantIssued) -> Grant:
+    """Build the state's grant from its event, compiling globs and condition once."""
+    compiled: CompiledCondition | None = None
+    broken = False
+    if event.condition:
+        try:
+            compiled = compile_grant_condition(event.condition)
+        except PolicyError:
+            broken = True  # validated at issue time; if it still fails, the grant never applies
+    return Grant(
+        grant_id=event.grant_id,
+        principal=event.principal,
+        actions=tuple(event.actions),
+        resource=event.resource,
+        granted_by=event.actor,
+        issued_at=event.occurred_at,
+        condition=event.condition,
+        valid_from=event.valid_from,
+        valid_until=event.valid_until,
+        approved_by=event.approved_by,
+        note=event.note,
+        action_re=_globs(tuple(event.actions)),
+        resource_re=_globs((event.resource,)),
+        compiled=compiled,
+        condition_broken=broken,
+    )
+
+
+def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:
+    """The principal's own grants and those of every role it holds, by ascending grant id."""
+    record = state.principals.get(principal)
+    if record is None:
+        return ()
+    memo = state.memo
+    key = ("grants", principal)
+    cached = memo.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    grants = list(record.grants.values())
+    for role in record.roles:
+        role_record = state.principals.get(role)
+        if role_record is not None:
+            grants.extend(role_record.grants.values())
+    result = tuple(sorted(grants, key=lambda g: g.grant_id))
+    memo[key] = result  # derived from this immutable state only, so caching it is safe
+    return result
+
+
+def authorize(
+    state: LedgerState,
+    principal: str,
+    action: str,
+    resource: str,
+    *,
+    now: datetime,
+    facts: Mapping[str, Any] = _EMPTY,
+    context: Mapping[str, Any] = _EMPTY,
+) -> Grant | None:
+    """The grant (lowest id) that lets ``principal`` do ``action`` on ``resource`` now, or None."""
+    for grant in effective_grants(state, principal):
+        if grant.applies(action, resource, now, facts, context):
+            return grant
+    return None
+
+
+def capabilities(state: LedgerState, principal: str, *, now: datetime) -> tuple[Grant, ...]:
+    """Every grant in force for ``principal`` at ``now`` (own and via roles), by grant id."""
+    return tuple(g for g in effective_grants(state, principal) if g.in_force(now))

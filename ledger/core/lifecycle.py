@@ -1,0 +1,528 @@
+"""Governance of the governance: validate a command against the state, emit events or reject.
+
+:func:`decide` is what the single-writer command processor runs per command. It either returns
+the governance events to append (all of them, or none: nothing is half-applied) or a
+:class:`Rejection` with a stable ``code``. It does not apply the events: the processor folds them
+(with :func:`ledger.core.state.fold`) once they are written.
+
+Rules (DESIGN §7):
+
+- propose: the document must validate; versions are 1, 2, 3 … per policy; an identical document
+  to the latest version is ``already_applied``.
+- approve: by a principal other than the author (``self_approval``); only drafts.
+- promote: only approved versions (``not_approved``); to shadow, canary (``percent`` 1–99) or
+  active. One active, at most one canary; promoting the canary to active clears the canary.
+- rollback: needs a reason; re-activates the previous active version, or ``to_version``; clears
+  any canary; needs no approval.
+- retire: needs a reason; the policy's actions become ungoverned (denied).
+- Every command is authorized by a grant: ``ledger.policy.<verb>`` on ``policy:<name>``,
+  ``ledger.grant.issue|revoke`` on ``principal:<p>``, ``ledger.role.assign|revoke`` on the role
+  (``role:<r>``). Members of ``admins`` may do everything (bootstrap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, assert_never
+
+from ledger.core.authority import authorize, compile_grant_condition, valid_principal
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    AssignRole,
+    Command,
+    CommandAccepted,
+    CommandRejected,
+    CommandResult,
+    GovernanceEvent,
+    GrantIssued,
+    GrantRevoked,
+    IssueGrant,
+    PolicyRetired,
+    PolicyRolledBack,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    ProposePolicyVersion,
+    PromotePolicyVersion,
+    RetirePolicy,
+    RevokeGrant,
+    RevokeRole,
+    RoleAssigned,
+    RoleRevoked,
+    RollbackPolicy,
+    Stage,
+)
+from ledger.core.policy import parse_policy
+from ledger.core.state import LedgerState, PolicyRecord, PrincipalRecord
+from ledger.errors import PolicyError
+
+__all__ = [
+    "Rejection",
+    "REJECTION_CODES",
+    "DEFAULT_ADMINS",
+    "decide",
+    "command_aggregate",
+    "command_action",
+    "command_result",
+]
+
+DEFAULT_ADMINS: Final = frozenset({"human:admin"})
+
+REJECTION_CODES: Final[dict[str, str]] = {
+    "not_authorized": "the actor holds no grant for this command",
+    "invalid_policy": "the proposed document does not validate",
+    "unknown_policy": "no policy of that name",
+    "unknown_version": "the policy has no such version",
+    "self_approval": "the author cannot approve their own version",
+    "not_approved": "only approved versions can be promoted or rolled back to",
+    "invalid_stage": "promotion target is not shadow, canary or active, or conflicts with the version's stage",
+    "invalid_percent": "canary needs a percent from 1 to 99; other stages take none",
+    "no_previous_version": "there is no earlier active version to roll back to",
+    "missing_reason": "rollback and retire need a reason",
+    "already_applied": "the command would change nothing (already in that state)",
+    "policy_retired": "the policy is retired",
+    "invalid_principal": "a principal must be kind:name with kind agent, tool, human, role or service",
+    "invalid_role": "a role must be role:<name>",
+    "invalid_grant": "the grant has no actions, an empty resource or an empty validity window",
+    "invalid_condition": "the grant condition does not compile",
+    "duplicate_grant": "a grant with this id exists",
+    "unknown_grant": "no grant with this id",
+    "not_member": "the principal does not hold that role",
+}
+"""Every code :func:`decide` can return, with what it means."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    """A refused command: a value, not an exception. ``code`` is stable (see REJECTION_CODES)."""
+
+    code: str
+    message: str
+
+
+def _reject(code: str, message: str) -> Rejection:
+    assert code in REJECTION_CODES, code
+    return Rejection(code=code, message=message)
+
+
+def command_aggregate(command: Command) -> str:
+    """The aggregate a command addresses — its Kafka key on ``ledger.commands``.
+
+    Policy commands: the policy name (parsed from the document for a proposal; an unparseable
+    document yields ``""`` and will be rejected anyway). Grant and role commands: the principal;
+    RevokeGrant: its grant id (the principal is only known from the state).
+    """
+    match command:
+        case ProposePolicyVersion():
+            try:
+                return parse_policy(command.document).name
+            except PolicyError:
+                return ""
+        case ApprovePolicyVersion() | PromotePolicyVersion() | RollbackPolicy() | RetirePolicy():
+            return command.policy
+        case IssueGrant() | AssignRole() | RevokeRole():
+            return command.principal
+        case RevokeGrant():
+            return command.grant_id
+        case _:
+            assert_never(command)
+
+
+def command_action(command: Command, *, policy_name: str | None = None, grant_principal: str | None = None) -> tuple[str, str]:
+    """(action, resource) a command is authorized as."""
+    match command:
+        case ProposePolicyVersion():
+            return "ledger.policy.propose", f"policy:{policy_name or ''}"
+        case ApprovePolicyVersion():
+            return "ledger.policy.approve", f"policy:{command.policy}"
+        case PromotePolicyVersion():
+            return "ledger.policy.promote", f"policy:{command.policy}"
+        case RollbackPolicy():
+            return "ledger.policy.rollback", f"policy:{command.policy}"
+        case RetirePolicy():
+            return "ledger.policy.retire", f"policy:{command.policy}"
+        case IssueGrant():
+            return "ledger.grant.issue", f"principal:{command.principal}"
+        case RevokeGrant():
+            return "ledger.grant.revoke", f"principal:{grant_principal or ''}"
+        case AssignRole():
+            return "ledger.role.assign", command.role
+        case RevokeRole():
+            return "ledger.role.revoke", command.role
+        case _:
+            assert_never(command)
+
+
+def _allowed(state: LedgerState, command: Command, now: datetime, admins: frozenset[str], **kw: str | None) -> Rejection | None:
+    if command.actor in admins:
+        return None
+    action, resource = command_action(command, **kw)
+    if authorize(state, command.actor, action, resource, now=now) is not None:
+        return None
+    return _reject("not_authorized", f"{command.actor} may not {action} on {resource}")
+
+
+def decide(
+    state: LedgerState,
+    command: Command,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str] = DEFAULT_ADMINS,
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    """Validate ``command`` against ``state``: the events to append, or a :class:`Rejection`.
+
+    ``now`` stamps the events and decides grant validity; ``new_id`` mints event ids. Pure: the
+    same state, command, ``now`` and ids give the same answer.
+    """
+    match command:
+        case ProposePolicyVersion():
+            return _propose(state, command, now, new_id, admins)
+        case ApprovePolicyVersion():
+            return _approve(state, command, now, new_id, admins)
+        case PromotePolicyVersion():
+            return _promote(state, command, now, new_id, admins)
+        case RollbackPolicy():
+            return _rollback(state, command, now, new_id, admins)
+        case RetirePolicy():
+            return _retire(state, command, now, new_id, admins)
+        case IssueGrant():
+            return _issue(state, command, now, new_id, admins)
+        case RevokeGrant():
+            return _revoke(state, command, now, new_id, admins)
+        case AssignRole() | RevokeRole():
+            return _role(state, command, now, new_id, admins)
+        case _:
+            assert_never(command)
+
+
+def _record(state: LedgerState, name: str) -> PolicyRecord | Rejection:
+    record = state.policies.get(name)
+    if record is None or not record.versions:
+        return _reject("unknown_policy", f"no policy named {name!r}")
+    return record
+
+
+def _propose(
+    state: LedgerState, c: ProposePolicyVersion, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    try:
+        policy = parse_policy(c.document)
+    except PolicyError as exc:
+        return _reject("invalid_policy", "; ".join(str(p) for p in exc.problems))
+    denied = _allowed(state, c, now, admins, policy_name=policy.name)
+    if denied:
+        return denied
+    record = state.policies.get(policy.name) or PolicyRecord(name=policy.name)
+    if record.versions:
+        latest = record.versions[record.latest]
+        if latest.content_hash == policy.content_hash:
+            return _reject("already_applied", f"identical to {policy.name} version {latest.version}")
+    return (
+        PolicyVersionProposed(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=policy.name,
+            sequence=record.sequence + 1,
+            version=record.latest + 1,
+            document=policy.canonical,
+            content_hash=policy.content_hash,
+            owner=policy.owner,
+            governs=policy.governs,
+            note=c.note,
+        ),
+    )
+
+
+def _approve(
+    state: LedgerState, c: ApprovePolicyVersion, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    version = record.versions.get(c.version)
+    if version is None:
+        return _reject("unknown_version", f"{c.policy} has no version {c.version}")
+    if version.approved_by is not None:
+        return _reject("already_applied", f"{c.policy} v{c.version} was approved by {version.approved_by}")
+    if c.actor == version.author:
+        return _reject("self_approval", f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyVersionApproved(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            version=c.version,
+            note=c.note,
+        ),
+    )
+
+
+def _promote(
+    state: LedgerState, c: PromotePolicyVersion, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    version = record.versions.get(c.version)
+    if version is None:
+        return _reject("unknown_version", f"{c.policy} has no version {c.version}")
+    if c.stage not in (Stage.SHADOW, Stage.CANARY, Stage.ACTIVE):
+        return _reject("invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active")
+    if c.stage is Stage.CANARY:
+        if c.percent is None or not 1 <= c.percent <= 99:
+            return _reject("invalid_percent", f"canary percent must be 1 to 99, got {c.percent}")
+    elif c.percent is not None:
+        return _reject("invalid_percent", f"only canary takes a percent (got {c.percent} for {c.stage.value})")
+    # Shadow never enforces anything, so a draft may be observed there before review (DESIGN §7);
+    # canary and active decide real requests and need the second pair of eyes.
+    if version.approved_by is None and c.stage is not Stage.SHADOW:
+        return _reject("not_approved", f"{c.policy} v{c.version} is not approved")
+    if c.stage is Stage.ACTIVE and record.active == c.version:
+        return _reject("already_applied", f"{c.policy} v{c.version} is already active")
+    if c.stage is Stage.CANARY:
+        if record.active == c.version:
+            return _reject("invalid_stage", f"{c.policy} v{c.version} is active; it cannot also be the canary")
+        if record.canary == c.version and record.canary_percent == c.percent:
+            return _reject("already_applied", f"{c.policy} v{c.version} is already canary at {c.percent}%")
+    if c.stage is Stage.SHADOW:
+        if c.version in record.shadows:
+            return _reject("already_applied", f"{c.policy} v{c.version} is already in shadow")
+        if record.active == c.version:
+            return _reject("invalid_stage", f"{c.policy} v{c.version} is active; roll back or promote another first")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    previous = {Stage.ACTIVE: record.active, Stage.CANARY: record.canary, Stage.SHADOW: None}[c.stage]
+    return (
+        PolicyVersionPromoted(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            version=c.version,
+            stage=c.stage,
+            percent=c.percent,
+            previous_version=previous if previous != c.version else None,
+        ),
+    )
+
+
+def _rollback(
+    state: LedgerState, c: RollbackPolicy, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    if not c.reason or not c.reason.strip():
+        return _reject("missing_reason", "a rollback needs a reason")
+    if c.to_version is not None:
+        target = record.versions.get(c.to_version)
+        if target is None:
+            return _reject("unknown_version", f"{c.policy} has no version {c.to_version}")
+        if target.approved_by is None:
+            return _reject("not_approved", f"{c.policy} v{c.to_version} was never approved")
+        if record.active == c.to_version:
+            return _reject("already_applied", f"{c.policy} v{c.to_version} is already active")
+        to = c.to_version
+    else:
+        history = record.history
+        earlier = history[:-1] if record.active is not None and history and history[-1] == record.active else history
+        if not earlier:
+            return _reject("no_previous_version", f"{c.policy} has no earlier active version")
+        to = earlier[-1]
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyRolledBack(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            from_version=record.active,
+            to_version=to,
+            reason=c.reason,
+        ),
+    )
+
+
+def _retire(
+    state: LedgerState, c: RetirePolicy, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    if not c.reason or not c.reason.strip():
+        return _reject("missing_reason", "retiring a policy needs a reason")
+    if record.retired:
+        return _reject("already_applied", f"{c.policy} is already retired")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyRetired(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            reason=c.reason,
+        ),
+    )
+
+
+def _find_grant(state: LedgerState, grant_id: str) -> PrincipalRecord | None:
+    # Linear in the number of principals; commands are rare next to evaluations.
+    for record in state.principals.values():
+        if grant_id in record.grants:
+            return record
+    return None
+
+
+def _issue(
+    state: LedgerState, c: IssueGrant, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not valid_principal(c.principal):
+        return _reject("invalid_principal", f"{c.principal!r} is not kind:name (agent, tool, human, role, service)")
+    if not c.grant_id or not c.grant_id.strip():
+        return _reject("invalid_grant", "a grant needs a grant_id")
+    if not c.actions or not all(isinstance(a, str) and a.strip() for a in c.actions):
+        return _reject("invalid_grant", "a grant needs at least one action")
+    if not c.resource or not c.resource.strip():
+        return _reject("invalid_grant", "a grant needs a resource pattern")
+    if c.valid_from is not None and c.valid_until is not None and c.valid_from >= c.valid_until:
+        return _reject("invalid_grant", "valid_from must be before valid_until")
+    if c.condition:
+        try:
+            compile_grant_condition(c.condition)
+        except PolicyError as exc:
+            return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
+    if _find_grant(state, c.grant_id) is not None:
+        return _reject("duplicate_grant", f"grant {c.grant_id!r} exists")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    return (
+        GrantIssued(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + 1,
+            grant_id=c.grant_id,
+            actions=tuple(c.actions),
+            resource=c.resource,
+            condition=c.condition or None,
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+            approved_by=c.approved_by,
+            note=c.note,
+        ),
+    )
+
+
+def _revoke(
+    state: LedgerState, c: RevokeGrant, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _find_grant(state, c.grant_id)
+    if record is None:
+        return _reject("unknown_grant", f"no grant {c.grant_id!r} (never issued, or revoked)")
+    denied = _allowed(state, c, now, admins, grant_principal=record.principal)
+    if denied:
+        return denied
+    return (
+        GrantRevoked(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=record.principal,
+            sequence=record.sequence + 1,
+            grant_id=c.grant_id,
+            reason=c.reason,
+        ),
+    )
+
+
+def _role(
+    state: LedgerState, c: AssignRole | RevokeRole, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not valid_principal(c.principal) or c.principal.startswith("role:"):
+        return _reject("invalid_principal", f"{c.principal!r} is not a non-role kind:name principal")
+    if not valid_principal(c.role) or not c.role.startswith("role:"):
+        return _reject("invalid_role", f"{c.role!r} is not role:<name>")
+    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    if isinstance(c, AssignRole) and c.role in record.roles:
+        return _reject("already_applied", f"{c.principal} already holds {c.role}")
+    if isinstance(c, RevokeRole) and c.role not in record.roles:
+        return _reject("not_member", f"{c.principal} does not hold {c.role}")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    event_type = RoleAssigned if isinstance(c, AssignRole) else RoleRevoked
+    return (
+        event_type(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + 1,
+            role=c.role,
+        ),
+    )
+
+
+def command_result(
+    command: Command,
+    outcome: tuple[GovernanceEvent, ...] | Rejection,
+    *,
+    event_id: str,
+    now: datetime,
+    actor: str = "service:command-processor",
+) -> CommandResult:
+    """The CommandAccepted/CommandRejected to publish for ``command``'s outcome."""
+    aggregate = command_aggregate(command)
+    if isinstance(outcome, Rejection):
+        return CommandRejected(
+            event_id=event_id,
+            occurred_at=now,
+            actor=actor,
+            command_id=command.event_id,
+            command_type=type(command).__name__,
+            aggregate=aggregate,
+            code=outcome.code,
+            reason=outcome.message,
+        )
+    version = next((e.version for e in outcome if isinstance(e, PolicyVersionProposed)), None)
+    if outcome and isinstance(outcome[0], GrantRevoked):
+        aggregate = outcome[0].principal
+    return CommandAccepted(
+        event_id=event_id,
+        occurred_at=now,
+        actor=actor,
+        command_id=command.event_id,
+        command_type=type(command).__name__,
+        aggregate=aggregate,
+        event_ids=tuple(e.event_id for e in outcome),
+        version=version,
+        message=", ".join(type(e).__name__ for e in outcome),
+    )

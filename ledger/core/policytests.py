@@ -1,0 +1,73 @@
+"""Offline policy tests (``ledger policy test``): run a policy's cases, like ``opa test``.
+
+A case states facts (and optionally context, principal, action, resource) and what it expects:
+the determination, and optionally the deciding rule (``null`` = the default decided), the
+constraints and the reason code. The principal is assumed authorized: these tests are about the
+policy, not about grants. An ``action`` the policy does not govern is expected to be ``deny`` /
+``ungoverned_action``, as the evaluator would answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ledger.core.events import Determination
+from ledger.core.policy import Policy, PolicyOutcome, PolicyTestCase
+
+__all__ = ["CaseResult", "run_case", "run_policy_tests", "offline_outcome"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseResult:
+    """The verdict on one case; ``failures`` says what differed (empty when passed)."""
+
+    policy: str
+    case: str
+    passed: bool
+    outcome: PolicyOutcome
+    failures: tuple[str, ...] = ()
+    line: int | None = None
+
+
+def offline_outcome(policy: Policy, case: PolicyTestCase) -> PolicyOutcome:
+    """What the evaluator would say for the case, with authority assumed."""
+    if case.action is not None and not policy.governs_action(case.action):
+        return PolicyOutcome(
+            determination=Determination.DENY,
+            reason_code="ungoverned_action",
+            reasons=(f"{policy.name} does not govern {case.action}",),
+        )
+    outcome, _ = policy.run(case.facts, case.context)
+    return outcome
+
+
+def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
+    """Run one case."""
+    outcome = offline_outcome(policy, case)
+    failures = []
+    if outcome.determination != case.expect_determination:
+        failures.append(f"determination: expected {case.expect_determination.value}, got {outcome.determination.value}")
+    if case.check_rule and outcome.rule != case.expect_rule:
+        exp = case.expect_rule if case.expect_rule is not None else "null (default)"
+        got = outcome.rule if outcome.rule is not None else "null (default)"
+        failures.append(f"rule: expected {exp}, got {got}")
+    if case.expect_constraints is not None and dict(outcome.constraints) != dict(case.expect_constraints):
+        failures.append(f"constraints: expected {dict(case.expect_constraints)}, got {dict(outcome.constraints)}")
+    if case.expect_reason_code is not None and outcome.reason_code != case.expect_reason_code:
+        failures.append(f"reason_code: expected {case.expect_reason_code}, got {outcome.reason_code}")
+    if failures and outcome.reasons:
+        failures.append("reasons: " + "; ".join(outcome.reasons))
+    return CaseResult(
+        policy=policy.name,
+        case=case.name,
+        passed=not failures,
+        outcome=outcome,
+        failures=tuple(failures),
+        line=case.line,
+    )
+
+
+def run_policy_tests(policy: Policy, cases: Iterable[PolicyTestCase] | None = None) -> tuple[CaseResult, ...]:
+    """Run ``cases`` (default: the policy's own ``tests:`` block) in order."""
+    return tuple(run_case(policy, case) for case in (policy.tests if cases is None else cases))

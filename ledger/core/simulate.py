@@ -1,0 +1,99 @@
+"""Impact simulation (DESIGN §9): what would a candidate version have decided on past requests?
+
+Pure: the caller supplies the candidate and the history (pairs of request and the decision that
+was recorded for it); nothing is read from Kafka here. Authority is not re-evaluated — a request
+that was denied for ``no_authority`` would still be — so only requests the candidate governs and
+that reached a policy are re-decided.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
+from ledger.core.policy import Policy
+
+__all__ = ["Change", "ImpactReport", "simulate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One request whose determination (or deciding rule) would change."""
+
+    request_id: str
+    action: str
+    resource: str
+    old_determination: Determination
+    new_determination: Determination
+    old_rule: str | None
+    new_rule: str | None
+    old_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImpactReport:
+    """Counts and the list of changed determinations."""
+
+    policy: str
+    content_hash: str
+    considered: int = 0
+    evaluated: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    changed: tuple[Change, ...] = ()
+    rule_changes: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+    """``"allow -> deny"`` → count, over changed determinations."""
+
+
+def simulate(
+    candidate: Policy,
+    history: Iterable[tuple[EvaluationRequested, DecisionRecorded]],
+) -> ImpactReport:
+    """Re-decide every historic request the candidate governs and report what would change.
+
+    Skipped: requests for actions the candidate does not govern, and those decided before any
+    policy was consulted (``no_authority``). ``rule_changes`` counts requests whose determination
+    stays the same but that another rule would decide.
+    """
+    considered = evaluated = skipped = unchanged = rule_changes = 0
+    changed: list[Change] = []
+    transitions: Counter[str] = Counter()
+    for request, old in history:
+        considered += 1
+        if old.reason_code == "no_authority" or not candidate.governs_action(request.action):
+            skipped += 1
+            continue
+        evaluated += 1
+        outcome, _ = candidate.run(request.facts, request.context)
+        if outcome.determination != old.determination:
+            changed.append(
+                Change(
+                    request_id=request.event_id,
+                    action=request.action,
+                    resource=request.resource,
+                    old_determination=old.determination,
+                    new_determination=outcome.determination,
+                    old_rule=old.rule,
+                    new_rule=outcome.rule,
+                    old_version=old.policy_version,
+                )
+            )
+            transitions[f"{old.determination.value} -> {outcome.determination.value}"] += 1
+        else:
+            unchanged += 1
+            if outcome.rule != old.rule:
+                rule_changes += 1
+    return ImpactReport(
+        policy=candidate.name,
+        content_hash=candidate.content_hash,
+        considered=considered,
+        evaluated=evaluated,
+        skipped=skipped,
+        unchanged=unchanged,
+        changed=tuple(changed),
+        rule_changes=rule_changes,
+        transitions=dict(sorted(transitions.items())),
+    )
