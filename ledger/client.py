@@ -1,0 +1,416 @@
+"""The client SDK: ask the decision plane over Kafka, and submit governance commands.
+
+Three integration patterns (DESIGN §8):
+
+- :meth:`LedgerClient.evaluate` — synchronous: publish ``EvaluationRequested`` and wait for its
+  ``DecisionRecorded`` (correlated by request id). A timeout raises
+  :class:`~ledger.errors.LedgerTimeout`; it never turns into an allow.
+- :meth:`LedgerClient.preevaluate` — one ``BatchEvaluationRequested`` for many actions; the answer
+  carries the governance position, and :meth:`LedgerClient.is_stale` tells when a later policy or
+  grant change has made it stale.
+- :meth:`LedgerClient.submit_async` — proceed on a declared default; corrections arrive through
+  :meth:`LedgerClient.corrections` (or the ``on_correction`` callback) when the decision differs.
+
+:class:`AsyncLedgerClient` offers the same for asyncio code. Both share one listener thread that
+reads replies from the end of the reply topics and matches them by record key before decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ledger.codec import Codec, default_codec
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    BatchItem,
+    Command,
+    CommandAccepted,
+    CommandRejected,
+    DecisionCorrected,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    Mode,
+    Value,
+)
+from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, UsageError
+from ledger.kafka_io import make_consumer, make_producer, new_id, utcnow
+from ledger.settings import TopicNames
+
+__all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """How a client talks to the ledger. ``actor`` is recorded on everything it publishes."""
+
+    bootstrap: str
+    topics: TopicNames = field(default_factory=TopicNames)
+    actor: str = "agent:unknown"
+    timeout: float = 5.0
+
+
+class _Listener:
+    """Reads the reply topics from their current end and completes waiting futures by key."""
+
+    def __init__(self, config: ClientConfig, codec: Codec) -> None:
+        from kafka import TopicPartition
+
+        self._codec = codec
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, Future[Any]] = {}
+        self._corrections: queue.Queue[DecisionCorrected] = queue.Queue()
+        self.on_correction: Callable[[DecisionCorrected], None] | None = None
+        self._watching_corrections: set[bytes] = set()
+        self._consumer = make_consumer(config.bootstrap, auto_offset_reset="latest")
+        topics = (config.topics.decisions, config.topics.command_results, config.topics.corrections)
+        parts = []
+        for topic in topics:
+            found = self._consumer.partitions_for_topic(topic)
+            if found is None:
+                self._consumer.close()
+                raise UsageError(f"topic {topic} does not exist: run `ledger topics create`")
+            parts.extend(TopicPartition(topic, p) for p in found)
+        self._consumer.assign(parts)
+        self._consumer.seek_to_end(*parts)
+        for tp in parts:  # resolve positions now, so no reply sent after this point is missed
+            self._consumer.position(tp)
+        self._corrections_topic = config.topics.corrections
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="ledger-client-listener", daemon=True
+        )
+        self._thread.start()
+
+    def expect(self, key: str) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            self._pending[key.encode()] = future
+        return future
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._pending.pop(key.encode(), None)
+
+    def watch_corrections(self, request_id: str) -> None:
+        with self._lock:
+            self._watching_corrections.add(request_id.encode())
+
+    def corrections(self) -> queue.Queue[DecisionCorrected]:
+        return self._corrections
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = self._consumer.poll(timeout_ms=100)
+            except Exception:  # consumer closed under us during shutdown
+                if self._stop.is_set():
+                    return
+                raise
+            for tp, records in batch.items():
+                for record in records:
+                    self._dispatch(tp.topic, record.key, record.value)
+
+    def _dispatch(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if key is None:
+            return
+        if topic == self._corrections_topic:
+            with self._lock:
+                wanted = key in self._watching_corrections
+            if wanted:
+                try:
+                    event = self._codec.decode(value)
+                except CodecError:
+                    return
+                if isinstance(event, DecisionCorrected):
+                    self._corrections.put(event)
+                    if self.on_correction is not None:
+                        self.on_correction(event)
+            return
+        with self._lock:
+            future = self._pending.pop(key, None)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(self._codec.decode(value))
+        except CodecError as exc:
+            future.set_exception(exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._consumer.close()
+
+
+class LedgerClient:
+    """Blocking client. Thread-safe; create one per process and share it.
+
+    >>> client = LedgerClient(ClientConfig(bootstrap="127.0.0.1:9092", actor="agent:refund-bot"))
+    >>> decision = client.evaluate(action="refund.issue", principal="agent:refund-bot",
+    ...                            resource="account:42", facts={"amount": "120.50", ...})
+    >>> decision.determination
+    <Determination.ALLOW: 'allow'>
+    """
+
+    def __init__(self, config: ClientConfig, *, codec: Codec | None = None) -> None:
+        self.config = config
+        self._codec = codec or default_codec()
+        self._listener = _Listener(config, self._codec)
+        self._producer = make_producer(config.bootstrap)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._producer.flush(timeout=5)
+        self._producer.close(timeout=5)
+        self._listener.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ evaluation
+
+    def request(
+        self,
+        *,
+        action: str,
+        principal: str,
+        resource: str,
+        facts: Mapping[str, Value] | None = None,
+        context: Mapping[str, Value] | None = None,
+    ) -> EvaluationRequested:
+        """Build an evaluation request (a new time-ordered request id, now as its time)."""
+        return EvaluationRequested(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=self.config.actor,
+            action=action,
+            principal=principal,
+            resource=resource,
+            facts=dict(facts or {}),
+            context=dict(context or {}),
+        )
+
+    def send_request(self, request: EvaluationRequested) -> Future[DecisionRecorded]:
+        """Publish a request; the future completes with its decision. Non-blocking."""
+        future: Future[DecisionRecorded] = self._listener.expect(request.event_id)
+        key = (request.resource or request.event_id).encode()
+        self._publish(self.config.topics.evaluation_requests, key, request, future)
+        return future
+
+    def evaluate(
+        self,
+        *,
+        action: str,
+        principal: str,
+        resource: str,
+        facts: Mapping[str, Value] | None = None,
+        context: Mapping[str, Value] | None = None,
+        timeout: float | None = None,
+    ) -> DecisionRecorded:
+        """Synchronous pattern: the decision, or :class:`LedgerTimeout` (never a silent allow)."""
+        request = self.request(
+            action=action, principal=principal, resource=resource, facts=facts, context=context
+        )
+        return self._wait(self.send_request(request), request.event_id, timeout, "decision")
+
+    def preevaluate(
+        self,
+        principal: str,
+        items: Iterable[BatchItem | Mapping[str, Any]],
+        *,
+        context: Mapping[str, Value] | None = None,
+        timeout: float | None = None,
+    ) -> BatchDecisionRecorded:
+        """Pre-evaluation: many actions at once, answered with the governance position."""
+        batch_items = tuple(
+            item if isinstance(item, BatchItem) else _batch_item(index, item)
+            for index, item in enumerate(items)
+        )
+        request = BatchEvaluationRequested(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=self.config.actor,
+            principal=principal,
+            items=batch_items,
+            context=dict(context or {}),
+        )
+        future: Future[BatchDecisionRecorded] = self._listener.expect(request.event_id)
+        self._publish(
+            self.config.topics.evaluation_requests, request.event_id.encode(), request, future
+        )
+        return self._wait(future, request.event_id, timeout, "batch decision")
+
+    def submit_async(
+        self,
+        *,
+        action: str,
+        principal: str,
+        resource: str,
+        default: Determination | str,
+        facts: Mapping[str, Value] | None = None,
+        context: Mapping[str, Value] | None = None,
+    ) -> EvaluationRequested:
+        """Asynchronous pattern: publish and return at once; the caller proceeds on ``default``.
+
+        Use ``deny`` for safety-critical actions, ``allow`` only for low-risk, reversible ones.
+        A :class:`DecisionCorrected` arrives on :meth:`corrections` if the decision differs.
+        """
+        default = Determination(default)
+        if default not in (Determination.ALLOW, Determination.DENY):
+            raise UsageError("an async default must be allow or deny")
+        request = replace(
+            self.request(
+                action=action, principal=principal, resource=resource, facts=facts, context=context
+            ),
+            mode=Mode.ASYNC,
+            default=default,
+        )
+        self._listener.watch_corrections(request.event_id)
+        key = (request.resource or request.event_id).encode()
+        self._publish(self.config.topics.evaluation_requests, key, request, None)
+        return request
+
+    def corrections(self, *, timeout: float | None = None) -> Iterator[DecisionCorrected]:
+        """Corrections for this client's async requests, as they arrive (until ``timeout``)."""
+        source = self._listener.corrections()
+        while True:
+            try:
+                yield source.get(timeout=timeout)
+            except queue.Empty:
+                return
+
+    def on_correction(self, callback: Callable[[DecisionCorrected], None] | None) -> None:
+        """Call ``callback`` (on the listener thread) for every correction of this client."""
+        self._listener.on_correction = callback
+
+    @staticmethod
+    def is_stale(answer: BatchDecisionRecorded, position: Mapping[str, int]) -> bool:
+        """True when ``position`` (the current governance position) has moved past the answer's."""
+        return any(offset > answer.governance_position.get(k, -1) for k, offset in position.items())
+
+    # ------------------------------------------------------------------ governance commands
+
+    def submit_command(self, command: Command, *, timeout: float | None = None) -> CommandAccepted:
+        """Publish a governance command and wait for its result.
+
+        Raises :class:`CommandRejectedError` (carrying the stable code) when it is rejected.
+        """
+        from ledger.core import command_aggregate
+
+        future: Future[CommandAccepted | CommandRejected] = self._listener.expect(command.event_id)
+        key = command_aggregate(command).encode()
+        self._publish(self.config.topics.commands, key, command, future)
+        result = self._wait(future, command.event_id, timeout, "command result")
+        if isinstance(result, CommandRejected):
+            raise CommandRejectedError(f"{result.reason}", code=result.code)
+        return result
+
+    # ------------------------------------------------------------------ internals
+
+    def _publish(self, topic: str, key: bytes, event: Any, future: Future[Any] | None) -> None:
+        send = self._producer.send(topic, key=key, value=self._codec.encode(event))
+        if future is not None:
+            # A failed publish fails the waiting call at once instead of waiting for a timeout.
+            send.add_errback(lambda exc: future.done() or future.set_exception(exc))
+
+    def _wait(self, future: Future[Any], key: str, timeout: float | None, what: str) -> Any:
+        limit = self.config.timeout if timeout is None else timeout
+        try:
+            return future.result(timeout=limit)
+        except FutureTimeout:
+            self._listener.forget(key)
+            raise LedgerTimeout(
+                f"no {what} for {key} within {limit:g} s: is the ledger running "
+                "(`ledger up`) and are the evaluator/command processor healthy?"
+            ) from None
+
+
+def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
+    try:
+        return BatchItem(
+            item_id=str(item.get("item_id", index)),
+            action=str(item["action"]),
+            resource=str(item["resource"]),
+            facts=dict(item.get("facts") or {}),
+        )
+    except KeyError as exc:
+        raise UsageError(f"batch item {index} lacks {exc.args[0]!r}") from None
+
+
+class AsyncLedgerClient:
+    """The asyncio face of :class:`LedgerClient`: same patterns, awaitable, non-blocking."""
+
+    def __init__(self, config: ClientConfig, *, codec: Codec | None = None) -> None:
+        self._sync = LedgerClient(config, codec=codec)
+        self.config = config
+
+    async def evaluate(
+        self,
+        *,
+        action: str,
+        principal: str,
+        resource: str,
+        facts: Mapping[str, Value] | None = None,
+        context: Mapping[str, Value] | None = None,
+        timeout: float | None = None,
+    ) -> DecisionRecorded:
+        request = self._sync.request(
+            action=action, principal=principal, resource=resource, facts=facts, context=context
+        )
+        future = self._sync.send_request(request)
+        limit = self.config.timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), limit)
+        except TimeoutError:
+            raise LedgerTimeout(
+                f"no decision for {request.event_id} within {limit:g} s: is the ledger running?"
+            ) from None
+
+    async def preevaluate(
+        self,
+        principal: str,
+        items: Iterable[BatchItem | Mapping[str, Any]],
+        *,
+        context: Mapping[str, Value] | None = None,
+        timeout: float | None = None,
+    ) -> BatchDecisionRecorded:
+        return await asyncio.to_thread(
+            self._sync.preevaluate, principal, list(items), context=context, timeout=timeout
+        )
+
+    async def submit_async(self, **kwargs: Any) -> EvaluationRequested:
+        return self._sync.submit_async(**kwargs)
+
+    async def next_correction(self, *, timeout: float | None = None) -> DecisionCorrected | None:
+        def get() -> DecisionCorrected | None:
+            return next(self._sync.corrections(timeout=timeout), None)
+
+        return await asyncio.to_thread(get)
+
+    async def submit_command(
+        self, command: Command, *, timeout: float | None = None
+    ) -> CommandAccepted:
+        return await asyncio.to_thread(self._sync.submit_command, command, timeout=timeout)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._sync.close)
+
+    async def __aenter__(self) -> AsyncLedgerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,182 @@
+"""The local stack behind ``ledger up`` / ``ledger down``: broker, topics and processors.
+
+Processors run as detached worker processes (``python -m processors.<name>``) with their logs
+in ``$LEDGER_HOME/logs`` and pid files in ``$LEDGER_HOME/run``. ``up`` returns once each has
+caught up with the governance state (it writes a ready file); ``down`` stops them with SIGTERM
+(Faust commits and leaves its group cleanly), then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import broker
+from ledger.errors import LedgerError
+from ledger.settings import Settings
+from ledger.topics import create_topics, topic_specs
+
+__all__ = [
+    "PROCESSORS",
+    "ProcessStatus",
+    "up",
+    "down",
+    "processes",
+    "start_processor",
+    "stop_processor",
+]
+
+PROCESSORS: dict[str, str] = {
+    "command-processor": "processors.command_processor",
+    "evaluator": "processors.evaluator",
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessStatus:
+    name: str
+    running: bool
+    pid: int | None
+    log: str
+
+
+def _run_dir(settings: Settings) -> Path:
+    return settings.home / "run"
+
+
+def _log_dir(settings: Settings) -> Path:
+    return settings.home / "logs"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+            return False
+    return True
+
+
+def _pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def processes(settings: Settings) -> list[ProcessStatus]:
+    out = []
+    for name in PROCESSORS:
+        pid = _pid(_run_dir(settings) / f"{name}.pid")
+        running = _alive(pid)
+        out.append(ProcessStatus(name=name, running=running, pid=pid if running else None,
+                                 log=str(_log_dir(settings) / f"{name}.log")))  # fmt: skip
+    return out
+
+
+def start_processor(settings: Settings, name: str, *, bootstrap: str, timeout: float = 60.0) -> int:
+    """Start one processor in the background and wait until it is ready. Returns its pid."""
+    run, logs = _run_dir(settings), _log_dir(settings)
+    run.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
+    existing = _pid(pid_file)
+    if _alive(existing):
+        return existing
+    ready.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "LEDGER_BOOTSTRAP": bootstrap,
+        "LEDGER_HOME": str(settings.home),
+        "LEDGER_TOPIC_PREFIX": settings.topics.prefix,
+        "LEDGER_ADMINS": ",".join(sorted(settings.admins)),
+        "LEDGER_READY_FILE": str(ready),
+        "PYTHONUNBUFFERED": "1",
+    })  # fmt: skip
+    log = logs / f"{name}.log"
+    pid = os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-m", PROCESSORS[name]],
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+    pid_file.write_text(str(pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return pid
+        if not _alive(pid):
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise LedgerError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
+        time.sleep(0.1)
+    raise LedgerError(f"{name} did not become ready within {timeout:.0f} s (log: {log})")
+
+
+def stop_processor(
+    settings: Settings, name: str, *, grace: float = 15.0, kill: bool = False
+) -> bool:
+    """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
+    pid_file = _run_dir(settings) / f"{name}.pid"
+    pid = _pid(pid_file)
+    if not _alive(pid):
+        pid_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    pid_file.unlink(missing_ok=True)
+    (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
+    return True
+
+
+def up(settings: Settings, *, progress: Progress = lambda _: None) -> str:
+    """Broker (unless an external one is configured), topics, processors. Returns the bootstrap."""
+    bootstrap = settings.bootstrap
+    if not bootstrap:
+        status = broker.start(settings, progress=progress)
+        assert status.bootstrap is not None
+        bootstrap = status.bootstrap
+    progress(f"creating topics on {bootstrap}…")
+    create_topics(bootstrap, topic_specs(settings))
+    for name in PROCESSORS:
+        progress(f"starting {name}…")
+        start_processor(settings, name, bootstrap=bootstrap)
+    return bootstrap
+
+
+def down(settings: Settings, *, keep_broker: bool = False) -> list[str]:
+    """Stop the processors, then the local broker. Returns what was stopped."""
+    stopped = [name for name in PROCESSORS if stop_processor(settings, name)]
+    if not keep_broker and not settings.bootstrap and broker.stop(settings):
+        stopped.append("broker")
+    return stopped

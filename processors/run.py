@@ -1,0 +1,48 @@
+"""Running a processor as a worker process: settings from the environment, a Faust worker.
+
+This is an entry point, so it is the one place here that reads the environment
+(``Settings.from_env``). ``LEDGER_BOOTSTRAP`` (or the local broker) says where Kafka is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from ledger import broker
+from ledger.settings import Settings
+
+__all__ = ["run_worker"]
+
+
+def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
+    settings = Settings.from_env()
+    bootstrap = settings.bootstrap or broker.local_bootstrap(settings)
+    if not bootstrap:
+        print(
+            f"error: {name}: no Kafka: set LEDGER_BOOTSTRAP or run `ledger broker start`",
+            file=sys.stderr,
+        )
+        sys.exit(7)
+    logging.basicConfig(
+        level=logging.INFO, format=f"[%(asctime)s] {name} %(levelname)s %(message)s"
+    )
+    app: Any = factory(settings, bootstrap=bootstrap)
+    ready_file = os.environ.get("LEDGER_READY_FILE")
+    if ready_file:
+        # `ledger up` waits for this file: written once the governance state has caught up.
+        @app.task
+        async def announce_ready() -> None:
+            await app.ledger_follower.ready.wait()
+            if hasattr(app, "ledger_deduplicated"):
+                await app.ledger_deduplicated.wait()
+            Path(ready_file).write_text(str(os.getpid()))
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()
