@@ -216,6 +216,8 @@ def _propose(
     if denied:
         return denied
     record = state.policies.get(policy.name) or PolicyRecord(name=policy.name)
+    if record.retired:
+        return _reject("policy_retired", f"{policy.name} is retired; roll it back to revive it first")
     if record.versions:
         latest = record.versions[record.latest]
         if latest.content_hash == policy.content_hash:
@@ -244,6 +246,8 @@ def _approve(
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
         return record
+    if record.retired:
+        return _reject("policy_retired", f"{c.policy} is retired; roll it back to revive it first")
     version = record.versions.get(c.version)
     if version is None:
         return _reject("unknown_version", f"{c.policy} has no version {c.version}")
@@ -274,6 +278,8 @@ def _promote(
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
         return record
+    if record.retired:
+        return _reject("policy_retired", f"{c.policy} is retired; roll it back to revive it first")
     version = record.versions.get(c.version)
     if version is None:
         return _reject("unknown_version", f"{c.policy} has no version {c.version}")

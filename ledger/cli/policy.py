@@ -1,0 +1,235 @@
+"""``ledger policy``: offline policy work — validate, test, eval (DESIGN §13).
+
+These commands need nothing running: they read policy files and call the pure core. Reading files
+happens here, at the edge; the core only ever sees text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.core.events import Determination, Value
+from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
+from ledger.core.policytests import CaseResult, offline_outcome, run_policy_tests
+from ledger.errors import LedgerError, PolicyError, PolicyProblem, UsageError
+
+__all__ = ["group"]
+
+_TESTS_SUFFIX = ".tests.yaml"
+
+
+class PolicyTestsFailed(LedgerError):
+    """Some policy test cases failed (exit 1, like pytest)."""
+
+    code = "policy_tests_failed"
+    exit_code = 1
+
+
+@click.group("policy")
+def group() -> None:
+    """Write, check and run policies offline (validate, test, eval)."""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
+def _load(path: Path) -> Policy:
+    return parse_policy(_read(path), filename=str(path))
+
+
+@group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option
+@handle_errors
+def validate(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check policy documents offline.
+
+    Every problem is listed with its file, line, rule id and field; exit code 3 when any file is
+    invalid. Valid files print their policy name and content hash.
+    """
+    problems: list[PolicyProblem] = []
+    valid: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            policy = _load(path)
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+            continue
+        valid.append(
+            {"file": str(path), "policy": policy.name, "content_hash": policy.content_hash, "rules": len(policy.rules)}
+        )
+    if as_json:
+        print_json({"valid": valid, "problems": problems})
+    else:
+        for item in valid:
+            click.echo(f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, {item['content_hash']})")
+        for problem in problems:
+            click.echo(f"error  {problem}", err=True)
+    if problems:
+        raise PolicyError(problems)
+
+
+def _policy_files(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(
+                p
+                for p in sorted(path.rglob("*.y*ml"))
+                if p.suffix in (".yaml", ".yml") and not p.name.endswith((_TESTS_SUFFIX, ".tests.yml"))
+            )
+        elif path.name.endswith((_TESTS_SUFFIX, ".tests.yml")):
+            sibling = path.with_name(path.name.rsplit(".tests.", 1)[0] + ".yaml")
+            out.append(sibling)
+        elif path.exists():
+            out.append(path)
+        else:
+            raise UsageError(f"no such file or directory: {path}")
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
+    cases = list(policy.tests)
+    for name in (path.name.rsplit(".", 1)[0] + _TESTS_SUFFIX, path.name.rsplit(".", 1)[0] + ".tests.yml"):
+        tests_file = path.with_name(name)
+        if tests_file.exists():
+            named, more = parse_test_cases(_read(tests_file), filename=str(tests_file))
+            if named is not None and named != policy.name:
+                raise UsageError(f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}")
+            cases.extend(more)
+    return cases
+
+
+@group.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Print every case, not only failures.")
+@json_option
+@handle_errors
+def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
+    """Run policy test cases offline, like `opa test`.
+
+    PATH is a policy file, a NAME.tests.yaml file or a directory (searched recursively). Cases come
+    from a policy's `tests:` block and from NAME.tests.yaml beside it. Principals are assumed
+    authorized. Prints a pytest-like summary; exits non-zero when a case fails.
+    """
+    results: list[tuple[Path, CaseResult]] = []
+    for path in _policy_files(paths):
+        if not path.exists():
+            raise UsageError(f"no policy file {path} for its tests")
+        policy = _load(path)
+        for result in run_policy_tests(policy, _cases_for(path, policy)):
+            results.append((path, result))
+    passed = sum(1 for _, r in results if r.passed)
+    failed = len(results) - passed
+    if as_json:
+        print_json(
+            {
+                "passed": passed,
+                "failed": failed,
+                "cases": [
+                    {"file": str(p), "policy": r.policy, "case": r.case, "passed": r.passed, "failures": r.failures}
+                    for p, r in results
+                ],
+            }
+        )
+    else:
+        for path, r in results:
+            if r.passed and verbose:
+                click.echo(f"PASS  {path}::{r.case}")
+            elif not r.passed:
+                where = f"{path}:{r.line}" if r.line else str(path)
+                click.echo(f"FAIL  {where}::{r.case}")
+                for failure in r.failures:
+                    click.echo(f"        {failure}")
+        click.echo(f"{passed} passed, {failed} failed")
+    if not results:
+        raise UsageError("no test cases found (add a tests: block or a NAME.tests.yaml file)")
+    if failed:
+        raise PolicyTestsFailed(f"{failed} of {len(results)} policy test cases failed")
+
+
+def _parse_facts(text: str, what: str) -> dict[str, Value]:
+    try:
+        # Numbers with a fraction are read as exact decimals: "amount": 120.50 stays 120.50.
+        data = json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} must be a JSON object, e.g. '{{\"amount\": \"120.50\"}}'")
+    return {str(k): (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+
+
+@group.command("eval")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--facts", "facts_json", required=True, help="Facts as a JSON object, e.g. '{\"amount\": \"120.50\"}'.")
+@click.option("--context", "context_json", default="{}", show_default=True, help="Request context as a JSON object.")
+@click.option("--principal", default="agent:offline", show_default=True, help="Principal (treated as authorized offline).")
+@click.option("--action", default=None, help="Action; default: the policy's first governed action.")
+@click.option("--resource", default="offline", show_default=True, help="Resource the action is on.")
+@json_option
+@handle_errors
+def eval_(
+    file: Path,
+    facts_json: str,
+    context_json: str,
+    principal: str,
+    action: str | None,
+    resource: str,
+    as_json: bool,
+) -> None:
+    """Evaluate one request against a policy file offline.
+
+    No grants are consulted: the principal is treated as authorized. Prints the determination,
+    the rule that decided (null when the default decided), constraints and reasons. Exit code 0
+    whatever the determination; a bad file or bad facts JSON is an error.
+    """
+    policy = _load(file)
+    facts = _parse_facts(facts_json, "--facts")
+    context = _parse_facts(context_json, "--context")
+    case = PolicyTestCase(
+        name="eval",
+        facts=facts,
+        context=context,
+        principal=principal,
+        action=action,
+        resource=resource,
+        expect_determination=Determination.ALLOW,  # unused: eval reports, it does not assert
+    )
+    outcome = offline_outcome(policy, case)
+    result = {
+        "policy": policy.name,
+        "content_hash": policy.content_hash,
+        "action": action or policy.governs[0],
+        "principal": principal,
+        "resource": resource,
+        "determination": outcome.determination,
+        "rule": outcome.rule,
+        "reason_code": outcome.reason_code,
+        "constraints": dict(outcome.constraints),
+        "reasons": list(outcome.reasons),
+    }
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        ("determination", outcome.determination.value),
+        ("rule", outcome.rule if outcome.rule is not None else "null (default)"),
+        ("reason_code", outcome.reason_code),
+        ("constraints", json.dumps(dict(outcome.constraints), default=str) if outcome.constraints else "-"),
+        ("reasons", "; ".join(outcome.reasons) if outcome.reasons else "-"),
+        ("policy", f"{policy.name} {policy.content_hash[:19]}"),
+    ]
+    print_table(["field", "value"], rows)
+

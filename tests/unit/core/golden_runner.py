@@ -1,0 +1,179 @@
+"""Drives the golden YAML cases of tests/golden: commands in, events or rejection out; requests in,
+decisions out. One small vocabulary, so a case reads like the lifecycle it pins down."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ledger.core import EMPTY_STATE, LedgerState, Rejection, decide, evaluate, fold
+from ledger.core.cel import parse_timestamp
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    AssignRole,
+    Command,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    IssueGrant,
+    Mode,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RetirePolicy,
+    RevokeGrant,
+    RevokeRole,
+    RollbackPolicy,
+    Stage,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+ADMINS = frozenset({"human:admin", "human:alice", "human:bob"})
+DOCUMENTS = {"refund": (ROOT / "examples" / "policies" / "refund.yaml").read_text()}
+
+
+def _time(value: Any) -> datetime:
+    return T0 if value is None else parse_timestamp(str(value))
+
+
+def _refund_v2() -> str:
+    return DOCUMENTS["refund"].replace("amount < 750", "amount < 1000")
+
+
+def _document(ref: str) -> str:
+    if ref == "refund-v2":
+        return _refund_v2()
+    return DOCUMENTS.get(ref, ref)
+
+
+def build_command(spec: dict[str, Any], n: int) -> Command:
+    (kind, args), = spec.items()
+    common = {"event_id": f"cmd-{n}", "occurred_at": _time(args.get("at")), "actor": args["by"]}
+    match kind:
+        case "propose":
+            return ProposePolicyVersion(**common, document=_document(args["document"]), note=args.get("note"))
+        case "approve":
+            return ApprovePolicyVersion(**common, policy=args["policy"], version=args["version"])
+        case "promote":
+            return PromotePolicyVersion(
+                **common, policy=args["policy"], version=args["version"], stage=Stage(args["to"]), percent=args.get("percent")
+            )
+        case "rollback":
+            return RollbackPolicy(**common, policy=args["policy"], to_version=args.get("to"), reason=args.get("reason", ""))
+        case "retire":
+            return RetirePolicy(**common, policy=args["policy"], reason=args.get("reason", ""))
+        case "grant":
+            return IssueGrant(
+                **common,
+                grant_id=args["id"],
+                principal=args["to"],
+                actions=tuple(args["actions"]),
+                resource=args["resource"],
+                condition=args.get("when"),
+                valid_from=_time(args["from"]) if "from" in args else None,
+                valid_until=_time(args["until"]) if "until" in args else None,
+            )
+        case "revoke_grant":
+            return RevokeGrant(**common, grant_id=args["id"])
+        case "assign":
+            return AssignRole(**common, principal=args["principal"], role=args["role"])
+        case "revoke_role":
+            return RevokeRole(**common, principal=args["principal"], role=args["role"])
+    raise ValueError(f"unknown command {kind!r}")
+
+
+def expand(given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``deploy: refund`` is shorthand for propose (alice) + approve (bob) + promote active (bob)."""
+    out: list[dict[str, Any]] = []
+    for step in given:
+        if "deploy" in step:
+            name = step["deploy"]
+            out.append({"propose": {"by": "human:alice", "document": name}})
+            version = step.get("version", 1)
+            policy = "refund" if name.startswith("refund") else name
+            out.append({"approve": {"by": "human:bob", "policy": policy, "version": version}})
+            out.append({"promote": {"by": "human:bob", "policy": policy, "version": version, "to": "active"}})
+        else:
+            out.append(step)
+    return out
+
+
+def apply(state: LedgerState, commands: list[dict[str, Any]], ids: Any) -> LedgerState:
+    for n, spec in enumerate(expand(commands)):
+        command = build_command(spec, n)
+        outcome = decide(state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS)
+        assert not isinstance(outcome, Rejection), f"given step {spec} was rejected: {outcome}"
+        for event in outcome:
+            state = fold(state, event)
+    return state
+
+
+def _facts(raw: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (raw or {}).items():
+        out[k] = tuple(v) if isinstance(v, list) else Decimal(repr(v)) if isinstance(v, float) else v
+    return out
+
+
+def run_case(case: dict[str, Any]) -> None:
+    ids = (f"evt-{i}" for i in itertools.count())
+    state = apply(EMPTY_STATE, case.get("given", []), ids)
+    expect = case["expect"]
+    if "when" in case:
+        command = build_command(case["when"], 999)
+        outcome = decide(state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS)
+        if "rejection" in expect:
+            assert isinstance(outcome, Rejection), f"expected rejection {expect['rejection']}, got {outcome}"
+            assert outcome.code == expect["rejection"], outcome
+            return
+        assert not isinstance(outcome, Rejection), f"expected acceptance, got {outcome}"
+        if "events" in expect:
+            assert [type(e).__name__ for e in outcome] == expect["events"]
+        for event in outcome:
+            state = fold(state, event)
+        if "version" in expect:
+            assert getattr(outcome[0], "version", None) == expect["version"]
+    if "request" in case:
+        r = case["request"]
+        request = EvaluationRequested(
+            event_id=r.get("id", "req-1"),
+            occurred_at=_time(r.get("at")),
+            actor=r.get("principal", "agent:refund-bot"),
+            action=r.get("action", "refund.issue"),
+            principal=r.get("principal", "agent:refund-bot"),
+            resource=r.get("resource", "account:5"),
+            facts=_facts(r.get("facts")),
+            context=_facts(r.get("context")),
+            mode=Mode(r.get("mode", "sync")),
+        )
+        decision = evaluate(state, request, now=_time(r.get("at")), evaluator_id="golden")
+        check_decision(decision, expect.get("decision", {}))
+    if "state" in expect:
+        for name, exp in expect["state"].items():
+            record = state.policies[name]
+            for key, value in exp.items():
+                assert getattr(record, key) == (tuple(value) if isinstance(value, list) else value), (key, getattr(record, key))
+
+
+def check_decision(d: DecisionRecorded, exp: dict[str, Any]) -> None:
+    for key, value in exp.items():
+        if key == "determination":
+            assert d.determination == Determination(value), (d.determination, d.reasons)
+        elif key == "stage":
+            assert d.stage == (Stage(value) if value is not None else None)
+        elif key == "version":
+            assert d.policy_version == value
+        elif key == "constraints":
+            assert dict(d.constraints) == value
+        elif key == "reasons_contain":
+            joined = " | ".join(d.reasons)
+            for fragment in value:
+                assert fragment in joined, (fragment, joined)
+        elif key == "shadow":
+            got = [{"version": s.version, "stage": s.stage.value, "determination": s.determination.value} for s in d.shadow_results]
+            assert got == value, got
+        else:
+            assert getattr(d, key) == value, (key, getattr(d, key), d)

@@ -1,0 +1,126 @@
+"""CEL subset: compilation, static types, exact decimals, absence semantics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from ledger.core.cel import ConditionFault, compile_condition, parse_duration
+from ledger.errors import PolicyError
+
+FACTS = {
+    "n": "int",
+    "amount": "decimal",
+    "ratio": "double",
+    "name": "string",
+    "standing": "string",
+    "flag": "bool",
+    "tags": "list<string>",
+    "at": "timestamp",
+    "note": "string",
+}
+ENUMS = {"standing": ("good", "bad")}
+
+
+def ev(text: str, facts: dict[str, object], context: dict[str, object] | None = None) -> bool:
+    return compile_condition(text, facts=FACTS, enums=ENUMS).evaluate(facts, context or {})
+
+
+@pytest.mark.parametrize(
+    ("text", "facts", "expected"),
+    [
+        ("amount < 500", {"amount": Decimal("500.00")}, False),
+        ("amount == 500", {"amount": Decimal("500.00")}, True),
+        ("amount == 0.1", {"amount": Decimal("0.10")}, True),
+        ("amount < 0.3", {"amount": Decimal("0.29999999999999999999")}, True),
+        ("amount <= 500.00", {"amount": Decimal("500")}, True),
+        ("amount + 0.1 == 0.3", {"amount": Decimal("0.2")}, True),
+        ("amount * 3 == 1.5", {"amount": Decimal("0.5")}, True),
+        ("n / 2 == -1", {"n": -3}, True),  # truncation toward zero, as in CEL
+        ("n % 3 == -1", {"n": -7}, True),
+        ("-n > 0", {"n": -1}, True),
+        ("ratio > 0.5 && n >= 2", {"ratio": 0.75, "n": 2}, True),
+        ("name.startsWith('ab') && name.endsWith('z') && name.contains('c')", {"name": "abcz"}, True),
+        ("name.matches('^a.c$')", {"name": "abc"}, True),
+        ("size(name) == 3 && name.size() == 3", {"name": "abc"}, True),
+        ("standing in ['good']", {"standing": "good"}, True),
+        ("'x' in tags", {"tags": ("x", "y")}, True),
+        ("tags.exists(t, t == 'y')", {"tags": ("x", "y")}, True),
+        ("tags.all(t, size(t) == 1)", {"tags": ("x", "yy")}, False),
+        ("size(tags) == 0 ? true : false", {"tags": ()}, True),
+        ("!flag", {"flag": False}, True),
+        ("at > timestamp('2025-01-01T00:00:00Z')", {"at": datetime(2025, 6, 1, tzinfo=UTC)}, True),
+        ("at - timestamp('2025-01-01T00:00:00Z') < duration('24h')", {"at": datetime(2025, 1, 1, 12, tzinfo=UTC)}, True),
+        ("note == 'x'", {}, False),  # absent: never true
+        ("note != 'x'", {}, False),  # absent: never true either
+        ("!has(note) || note != 'x'", {}, True),
+        ("has(note) && note == 'x'", {"note": "x"}, True),
+        ("n > 1 || note == 'x'", {"n": 2}, True),  # short-circuit never reads the absent fact
+    ],
+)
+def test_semantics(text: str, facts: dict[str, object], expected: bool) -> None:
+    assert ev(text, facts) is expected
+
+
+def test_context_fields_are_dynamic() -> None:
+    c = compile_condition("context.channel == 'web' && has(context.ip)", facts=FACTS)
+    assert c.evaluate({}, {"channel": "web", "ip": "1.2.3.4"}) is True
+    assert c.evaluate({}, {"channel": "web"}) is False
+    assert c.context_fields == {"channel", "ip"}
+
+
+def test_references() -> None:
+    c = compile_condition("n > 1 && has(note) && amount < 2", facts=FACTS)
+    assert c.references == {"n", "note", "amount"}
+
+
+def test_runtime_fault_is_a_condition_fault() -> None:
+    c = compile_condition("n / 0 == 1", facts=FACTS)
+    with pytest.raises(ConditionFault):
+        c.evaluate({"n": 1}, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("n == 'x'", "cannot compare int with string"),
+        ("n > 'x'", "cannot order"),
+        ("missing > 1", "undeclared fact 'missing'"),
+        ("standing == 'ugly'", "not a value of enum fact"),
+        ("standing in ['good', 'ugly']", "not a value of enum fact"),
+        ("n", "must be a bool"),
+        ("n +", "syntax error"),
+        ("n[0] == 1", "indexing"),
+        ("{1: 2} == n", "map"),
+        ("foo(n)", "unsupported function foo()"),
+        ("name.lower() == 'a'", "unsupported method lower()"),
+        ("name.matches(name)", "literal pattern"),
+        ("name.matches('(')", "invalid regular expression"),
+        ("amount + ratio > 1", "cannot mix decimal and double"),
+        ("timestamp('2025-01-01') < at", "no time zone"),
+        ("duration('1x') > duration('1s')", "invalid duration"),
+        ("context == 1", "context.<field>"),
+        ("b'ab' == name", "bytes"),
+        ("flag && n", "must be a bool"),
+    ],
+)
+def test_rejections(text: str, fragment: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        compile_condition(text, facts=FACTS, enums=ENUMS)
+    problem = info.value.problems[0]
+    assert fragment in problem.message
+    assert problem.field == "when"
+
+
+def test_syntax_error_has_position() -> None:
+    with pytest.raises(PolicyError) as info:
+        compile_condition("n > > 1", facts=FACTS)
+    assert (info.value.problems[0].line, info.value.problems[0].column) == (1, 5)
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("-1.5s") == timedelta(seconds=-1.5)
+    assert parse_duration("250ms") == timedelta(milliseconds=250)

@@ -1,0 +1,92 @@
+"""Fact validation and coercion at the boundaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from ledger.core.facts import FactSpec, validate_facts
+
+
+def check(spec: FactSpec, value: object) -> tuple[dict[str, object], tuple[str, ...]]:
+    return validate_facts({spec.name: spec}, {spec.name: value})
+
+
+INT = FactSpec(name="n", type="int", minimum=0, maximum=10)
+DEC = FactSpec(name="d", type="decimal", minimum=Decimal("0.01"), maximum=Decimal("999.99"))
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0, True), (10, True), (-1, False), (11, False), (True, False), (1.0, False), ("1", False)])
+def test_int_bounds_and_bool_is_not_int(value: object, ok: bool) -> None:
+    _, reasons = check(INT, value)
+    assert (not reasons) is ok, reasons
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("120.50", Decimal("120.50")), (5, Decimal(5)), (120.5, Decimal("120.5")), (Decimal("0.01"), Decimal("0.01")), (" 7.10 ", Decimal("7.10"))],
+)
+def test_decimal_coercion_is_exact(value: object, expected: Decimal) -> None:
+    coerced, reasons = check(DEC, value)
+    assert not reasons
+    assert coerced["d"] == expected and type(coerced["d"]) is Decimal
+    assert str(coerced["d"]) == str(expected)
+
+
+@pytest.mark.parametrize("value", ["0.00", "1000", "abc", "NaN", "Infinity", True, None, [1]])
+def test_decimal_rejections(value: object) -> None:
+    _, reasons = check(DEC, value)
+    assert reasons and reasons[0].startswith("d: ")
+
+
+def test_decimal_edges_inclusive() -> None:
+    assert not check(DEC, "0.01")[1]
+    assert not check(DEC, "999.99")[1]
+    assert "above the maximum" in check(DEC, "999.991")[1][0]
+
+
+def test_enum_membership() -> None:
+    spec = FactSpec(name="s", type="enum", values=("good", "bad"))
+    assert not check(spec, "good")[1]
+    assert "'Good' is not one of: good, bad" in check(spec, "Good")[1][0]
+    assert check(spec, 1)[1]
+
+
+def test_bool_only_bool() -> None:
+    spec = FactSpec(name="b", type="bool")
+    assert not check(spec, False)[1]
+    assert check(spec, 0)[1] and check(spec, "true")[1]
+
+
+def test_float_accepts_numbers_not_bools() -> None:
+    spec = FactSpec(name="f", type="float", maximum=1.0)
+    assert check(spec, 1)[0] == {"f": 1.0}
+    assert check(spec, True)[1]
+    assert check(spec, float("nan"))[1]
+    assert "above the maximum" in check(spec, 1.5)[1][0]
+
+
+def test_timestamp_normalised_to_utc() -> None:
+    spec = FactSpec(name="t", type="timestamp")
+    coerced, reasons = check(spec, "2025-01-01T02:00:00+02:00")
+    assert not reasons and coerced["t"] == datetime(2025, 1, 1, tzinfo=UTC) and coerced["t"].tzinfo is UTC
+    assert check(spec, datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1))))[0]["t"].tzinfo is UTC
+    assert "no time zone" in check(spec, "2025-01-01T00:00:00")[1][0]
+    assert check(spec, "yesterday")[1]
+
+
+def test_list_of_strings() -> None:
+    spec = FactSpec(name="l", type="list<string>")
+    assert check(spec, ["a", "b"])[0] == {"l": ("a", "b")}
+    assert check(spec, ["a", 1])[1]
+    assert check(spec, "ab")[1]
+
+
+def test_missing_unknown_and_optional() -> None:
+    specs = {"a": FactSpec(name="a", type="int"), "b": FactSpec(name="b", type="string", optional=True)}
+    coerced, reasons = validate_facts(specs, {"a": 1})
+    assert coerced == {"a": 1} and not reasons
+    _, reasons = validate_facts(specs, {"z": 1})
+    assert reasons == ("a: missing required fact", "z: unknown fact (not declared by the policy)")
