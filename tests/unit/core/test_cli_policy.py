@@ -1,0 +1,78 @@
+"""`ledger policy validate|test|eval` through click's CliRunner, on the example policies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ledger.cli.app import cli
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
+REFUND = EXAMPLES / "refund.yaml"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_help_on_every_command() -> None:
+    for args in (["policy", "--help"], ["policy", "validate", "--help"], ["policy", "test", "--help"], ["policy", "eval", "--help"]):
+        code, out, _ = run(*args)
+        assert code == 0 and "Usage" in out
+
+
+def test_validate_ok_and_invalid(tmp_path: Path) -> None:
+    code, out, _ = run("policy", "validate", str(REFUND))
+    assert code == 0 and "policy refund" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy: bad\ngoverns: [a]\nowner: o\nfacts: {n: int}\nrules:\n  - id: r1\n    when: n > 'x'\n    effect: allow\ndefault: {effect: deny}\n")
+    code, out, err = run("policy", "validate", str(bad), str(REFUND))
+    assert code == 3
+    assert f"{bad}:7, rule 'r1', when: cannot order int and string" in err
+    assert "policy refund" in out
+
+
+def test_validate_json(tmp_path: Path) -> None:
+    code, out, _ = run("policy", "validate", "--json", str(REFUND))
+    assert code == 0 and json.loads(out)["valid"][0]["policy"] == "refund"
+
+
+def test_test_directory_and_file() -> None:
+    code, out, _ = run("policy", "test", str(EXAMPLES))
+    assert code == 0 and "8 passed, 0 failed" in out
+    code, out, _ = run("policy", "test", str(EXAMPLES / "refund.tests.yaml"))
+    assert code == 0 and "8 passed, 0 failed" in out
+
+
+def test_test_failures_exit_non_zero(tmp_path: Path) -> None:
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text(
+        "cases:\n  - name: wrong\n    facts: {tenure_days: 1, amount: '1', prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: allow, rule: auto-refund}\n"
+        "  - name: right\n    facts: {tenure_days: 1, amount: '1', prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: allow_with_constraints, rule: credit-only}\n"
+    )
+    code, out, _ = run("policy", "test", str(tmp_path))
+    assert code == 1
+    assert "1 passed, 1 failed" in out and "FAIL" in out and "expected allow, got allow_with_constraints" in out
+
+
+def test_eval_table_and_json() -> None:
+    facts = '{"tenure_days": 120, "amount": 120.50, "prior_refunds_12m": 0, "standing": "good"}'
+    code, out, _ = run("policy", "eval", str(REFUND), "--facts", facts)
+    assert code == 0 and "auto-refund" in out and "allow" in out
+    code, out, _ = run("policy", "eval", str(REFUND), "--facts", facts.replace("120.50", "900"), "--json")
+    doc = json.loads(out)
+    assert (doc["determination"], doc["rule"], doc["reasons"]) == ("deny", None, ["Outside refund policy"])
+    code, out, _ = run("policy", "eval", str(REFUND), "--facts", '{"amount": "x"}', "--json")
+    assert json.loads(out)["determination"] == "error"
+    code, _, err = run("policy", "eval", str(REFUND), "--facts", "not json")
+    assert code == 2 and "--facts is not valid JSON" in err
+
+
+def test_missing_file_is_one_line_error() -> None:
+    code, _, err = run("policy", "validate", "/nonexistent.yaml")
+    assert code == 2 and err.count("\n") == 1

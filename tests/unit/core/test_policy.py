@@ -1,0 +1,193 @@
+"""Policy documents: validation collects every problem, canonical form, never a foreign exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.core.policy import Policy, parse_policy, parse_test_cases
+from ledger.errors import PolicyError
+
+REFUND = (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund.yaml").read_text()
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, filename="p.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_refund_policy_loads() -> None:
+    p = parse_policy(REFUND, filename="refund.yaml")
+    assert p.name == "refund" and p.governs == ("refund.issue",)
+    assert [r.id for r in p.rules] == ["suspended", "auto-refund", "credit-only"]
+    assert p.content_hash.startswith("sha256:") and len(p.content_hash) == 71
+
+
+def test_canonical_round_trip_and_layout_independence() -> None:
+    p = parse_policy(REFUND)
+    q = Policy.from_canonical(p.canonical)
+    assert q == p and q.canonical == p.canonical and q.content_hash == p.content_hash
+    # Same content, different layout, comments and key order: same hash.
+    data = yaml.safe_load(REFUND)
+    reordered = yaml.safe_dump(dict(reversed(list(data.items()))), default_flow_style=False)
+    assert parse_policy(reordered).content_hash == p.content_hash
+    # The tests block is not part of the canonical form.
+    with_tests = REFUND + "tests:\n  - name: t\n    facts: {}\n    expect: {determination: error}\n"
+    assert parse_policy(with_tests).content_hash == p.content_hash
+    assert len(parse_policy(with_tests).tests) == 1
+
+
+def test_every_problem_is_reported_with_file_rule_and_line() -> None:
+    text = """policy: bad
+governs: [a.b]
+owner: o
+facts:
+  n: {type: int}
+  t: {type: integer}
+  e: {type: enum}
+  k: {type: int, min: 5, max: 1}
+rules:
+  - id: r1
+    when: n > "x"
+    effect: allow
+  - id: r1
+    when: undeclared == 1
+    effect: permit
+    colour: red
+  - id: r3
+    when: "n > > 1"
+    effect: deny
+    constraints: {x: 1}
+default: {effect: deny}
+extra: 1
+"""
+    found = problems(text)
+    expected = [
+        "p.yaml:6, facts.t.type: unknown fact type",
+        "p.yaml:7, facts.e: an enum fact needs values",
+        "p.yaml:8, facts.k.max: min 5 is greater than max 1",
+        "p.yaml:11, rule 'r1', when: cannot order int and string",
+        "p.yaml:13, rule 'r1', rules.1.id: duplicate rule id 'r1'",
+        "p.yaml:14, rule 'r1', when: undeclared fact 'undeclared'",
+        "p.yaml:15, rule 'r1', rules.1.effect: unknown effect",
+        "p.yaml:16, rule 'r1', rules.1.colour: unknown key 'colour'",
+        "p.yaml:18, rule 'r3', when: syntax error",
+        "p.yaml:20, rule 'r3', rules.2.constraints: constraints only apply to allow rules",
+        "p.yaml:22, extra: unknown key 'extra'",
+    ]
+    for fragment in expected:
+        assert any(f.startswith(fragment) for f in found), (fragment, found)
+    assert len(found) == len(expected), found
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("policy: x\n", "missing required key 'governs'"),
+        ("[1, 2]", "must be a mapping"),
+        ("policy: x\ngoverns: a\nowner: o\ndefault: {effect: deny}\npolicy: y\n", "duplicate key 'policy'"),
+        ("policy: 'bad name'\ngoverns: [a]\nowner: o\ndefault: {effect: deny}\n", "not a valid policy name"),
+        ("policy: x\ngoverns: [a]\nowner: o\nfacts: {context: {type: int}}\ndefault: {effect: deny}\n", "reserved"),
+        ("policy: x\ngoverns: [a]\nowner: o\ndefault: {effect: maybe}\n", "unknown effect"),
+        ("policy: x\ngoverns: []\nowner: o\ndefault: {effect: deny}\n", "governs must be a non-empty list"),
+        ("policy: x\n  governs: [a\n", "YAML syntax error"),
+        ("a: 1\n---\nb: 2\n", "YAML"),
+    ],
+)
+def test_single_problems(text: str, fragment: str) -> None:
+    assert any(fragment in p for p in problems(text)), problems(text)
+
+
+def test_yaml_dates_and_yes_no_stay_text() -> None:
+    p = parse_policy(
+        "policy: x\ngoverns: [a]\nowner: o\nfacts: {s: {type: enum, values: [yes, no, 2024-01-01]}}\ndefault: {effect: deny}\n"
+    )
+    assert p.facts["s"].values == ("yes", "no", "2024-01-01")
+
+
+def test_test_file_parsing() -> None:
+    name, cases = parse_test_cases(
+        "policy: refund\ncases:\n  - name: a\n    facts: {amount: 1.5}\n    expect: {determination: allow, rule: null}\n"
+    )
+    assert name == "refund" and cases[0].check_rule and cases[0].expect_rule is None
+    with pytest.raises(PolicyError):
+        parse_test_cases("- name: a\n  expect: {determination: perhaps}\n")
+
+
+# --------------------------------------------------------------------------- never anything but PolicyError
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=12,
+)
+_keys = st.sampled_from(["policy", "governs", "owner", "description", "facts", "rules", "default", "tests", "when", "type", "effect", "id"])
+_fact_spec = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(["int", "decimal", "float", "bool", "string", "enum", "timestamp", "list<string>"]), _scalars)},
+    optional={"values": _values, "min": _values, "max": _values, "optional": _values},
+)
+_conditions = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["n > 1", "n == 'a'", "x.y(", "has(n)", "[1,2].exists(v, v > n)", "n / 0 > 1", "((((n))))", "'a' in tags"]),
+)
+_rule = st.fixed_dictionaries(
+    {"id": st.one_of(st.text(max_size=5), _scalars), "effect": st.one_of(st.sampled_from(["allow", "deny"]), _scalars)},
+    optional={"when": _conditions, "constraints": _values, "reason": _values},
+)
+_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "policy": st.one_of(st.just("p"), _scalars),
+        "governs": st.one_of(st.just(["a.*"]), _values),
+        "owner": st.one_of(st.just("o"), _scalars),
+        "facts": st.one_of(st.dictionaries(st.text(max_size=6), st.one_of(_fact_spec, _values), max_size=4), _values),
+        "rules": st.one_of(st.lists(_rule, max_size=4), _values),
+        "default": st.one_of(st.just({"effect": "deny"}), _values),
+        "tests": _values,
+    },
+) | st.dictionaries(_keys, _values, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents)
+def test_validation_only_raises_policy_error_on_documents(doc: object) -> None:
+    try:
+        text = yaml.safe_dump(doc)
+    except yaml.YAMLError:
+        return
+    try:
+        p = parse_policy(text)
+    except PolicyError:
+        return
+    assert Policy.from_canonical(p.canonical).content_hash == p.content_hash
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_validation_only_raises_policy_error_on_text(text: str) -> None:
+    try:
+        parse_policy(text)
+    except PolicyError:
+        pass
+    try:
+        Policy.from_canonical(text)
+    except PolicyError:
+        pass
+
+
+@pytest.mark.parametrize("text", ["[" * 5000, "a: " + "{x: " * 3000, "*x", "!!python/object:os.system {}", "a: &a [*a]"])
+def test_hostile_yaml(text: str) -> None:
+    with pytest.raises(PolicyError):
+        parse_policy(text)
+
+
+def test_deeply_nested_condition() -> None:
+    cond = "(" * 400 + "n > 1" + ")" * 400
+    with pytest.raises(PolicyError):
+        parse_policy(f"policy: x\ngoverns: [a]\nowner: o\nfacts: {{n: int}}\nrules: [{{id: r, when: '{cond}', effect: allow}}]\ndefault: {{effect: deny}}\n")
