@@ -31,7 +31,9 @@ from ledger.core.events import (
 )
 from ledger.core.lifecycle import Rejection
 
-POLICY = (Path(__file__).resolve().parent.parent / "examples" / "policies" / "refund.yaml").read_text()
+POLICY = (
+    Path(__file__).resolve().parent.parent / "examples" / "policies" / "refund.yaml"
+).read_text()
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 CEDAR_POLICY = """
@@ -49,8 +51,17 @@ def build_state() -> LedgerState:
     state = EMPTY_STATE
     commands = [
         ProposePolicyVersion(event_id="c1", occurred_at=T0, actor="human:alice", document=POLICY),
-        ApprovePolicyVersion(event_id="c2", occurred_at=T0, actor="human:bob", policy="refund", version=1),
-        PromotePolicyVersion(event_id="c3", occurred_at=T0, actor="human:bob", policy="refund", version=1, stage=Stage.ACTIVE),
+        ApprovePolicyVersion(
+            event_id="c2", occurred_at=T0, actor="human:bob", policy="refund", version=1
+        ),
+        PromotePolicyVersion(
+            event_id="c3",
+            occurred_at=T0,
+            actor="human:bob",
+            policy="refund",
+            version=1,
+            stage=Stage.ACTIVE,
+        ),
         IssueGrant(
             event_id="c4",
             occurred_at=T0,
@@ -62,7 +73,13 @@ def build_state() -> LedgerState:
         ),
     ]
     for command in commands:
-        outcome = decide(state, command, now=T0, new_id=lambda: next(ids), admins=frozenset({"human:admin", "human:alice", "human:bob"}))
+        outcome = decide(
+            state,
+            command,
+            now=T0,
+            new_id=lambda: next(ids),
+            admins=frozenset({"human:admin", "human:alice", "human:bob"}),
+        )
         assert not isinstance(outcome, Rejection), outcome
         for event in outcome:
             state = fold(state, event)
@@ -112,7 +129,9 @@ def cedar_requests(reqs: list[EvaluationRequested]) -> list[dict[str, object]]:
     return out
 
 
-def bench_ledger(state: LedgerState, reqs: list[EvaluationRequested], rounds: int) -> tuple[float, list[Determination]]:
+def bench_ledger(
+    state: LedgerState, reqs: list[EvaluationRequested], rounds: int
+) -> tuple[float, list[Determination]]:
     best = float("inf")
     results: list[Determination] = []
     now = T0 + timedelta(seconds=1)
@@ -142,24 +161,33 @@ def bench_cedar(reqs: list[dict[str, object]], rounds: int) -> tuple[float, list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50_000, help="requests per round (default 50000)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; the best is reported (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds; the best is reported (default 3)"
+    )
     args = parser.parse_args()
 
     state = build_state()
     reqs = requests(args.n)
     ledger_rate, determinations = bench_ledger(state, reqs, args.rounds)
-    print(f"ledger.core.evaluate : {ledger_rate:>12,.0f} decisions/s  (authority + policy + trace, {args.n} requests)")
+    print(
+        f"ledger.core.evaluate : {ledger_rate:>12,.0f} decisions/s  (authority + policy + trace, {args.n} requests)"
+    )
     cedar = bench_cedar(cedar_requests(reqs), args.rounds)
     if cedar is None:
         print("cedarpy              : not installed (pip install '.[bench]')")
         return
     cedar_rate, allowed = cedar
     mismatches = sum(
-        (d in (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)) != a for d, a in zip(determinations, allowed, strict=True)
+        (d in (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)) != a
+        for d, a in zip(determinations, allowed, strict=True)
     )
     print(f"cedarpy.is_authorized: {cedar_rate:>12,.0f} decisions/s  (allow/deny only)")
-    print(f"ratio                : {ledger_rate / cedar_rate:>12.2f}x  (target >= 3x; target rate >= 100,000/s)")
-    print(f"agreement            : {len(reqs) - mismatches}/{len(reqs)} allow-vs-deny answers identical")
+    print(
+        f"ratio                : {ledger_rate / cedar_rate:>12.2f}x  (target >= 3x; target rate >= 100,000/s)"
+    )
+    print(
+        f"agreement            : {len(reqs) - mismatches}/{len(reqs)} allow-vs-deny answers identical"
+    )
     if mismatches:
         raise SystemExit("the ledger and Cedar disagree: the policies are not equivalent")
 

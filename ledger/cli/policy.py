@@ -67,13 +67,20 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
             problems.extend(exc.problems)
             continue
         valid.append(
-            {"file": str(path), "policy": policy.name, "content_hash": policy.content_hash, "rules": len(policy.rules)}
+            {
+                "file": str(path),
+                "policy": policy.name,
+                "content_hash": policy.content_hash,
+                "rules": len(policy.rules),
+            }
         )
     if as_json:
         print_json({"valid": valid, "problems": problems})
     else:
         for item in valid:
-            click.echo(f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, {item['content_hash']})")
+            click.echo(
+                f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, {item['content_hash']})"
+            )
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:
@@ -87,7 +94,8 @@ def _policy_files(paths: Iterable[Path]) -> list[Path]:
             out.extend(
                 p
                 for p in sorted(path.rglob("*.y*ml"))
-                if p.suffix in (".yaml", ".yml") and not p.name.endswith((_TESTS_SUFFIX, ".tests.yml"))
+                if p.suffix in (".yaml", ".yml")
+                and not p.name.endswith((_TESTS_SUFFIX, ".tests.yml"))
             )
         elif path.name.endswith((_TESTS_SUFFIX, ".tests.yml")):
             sibling = path.with_name(path.name.rsplit(".tests.", 1)[0] + ".yaml")
@@ -102,12 +110,17 @@ def _policy_files(paths: Iterable[Path]) -> list[Path]:
 
 def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
     cases = list(policy.tests)
-    for name in (path.name.rsplit(".", 1)[0] + _TESTS_SUFFIX, path.name.rsplit(".", 1)[0] + ".tests.yml"):
+    for name in (
+        path.name.rsplit(".", 1)[0] + _TESTS_SUFFIX,
+        path.name.rsplit(".", 1)[0] + ".tests.yml",
+    ):
         tests_file = path.with_name(name)
         if tests_file.exists():
             named, more = parse_test_cases(_read(tests_file), filename=str(tests_file))
             if named is not None and named != policy.name:
-                raise UsageError(f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}")
+                raise UsageError(
+                    f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}"
+                )
             cases.extend(more)
     return cases
 
@@ -139,7 +152,13 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
                 "passed": passed,
                 "failed": failed,
                 "cases": [
-                    {"file": str(p), "policy": r.policy, "case": r.case, "passed": r.passed, "failures": r.failures}
+                    {
+                        "file": str(p),
+                        "policy": r.policy,
+                        "case": r.case,
+                        "passed": r.passed,
+                        "failures": r.failures,
+                    }
                     for p, r in results
                 ],
             }
@@ -167,15 +186,31 @@ def _parse_facts(text: str, what: str) -> dict[str, Value]:
     except ValueError as exc:
         raise UsageError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise UsageError(f"{what} must be a JSON object, e.g. '{{\"amount\": \"120.50\"}}'")
+        raise UsageError(f'{what} must be a JSON object, e.g. \'{{"amount": "120.50"}}\'')
     return {str(k): (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
 
 
 @group.command("eval")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--facts", "facts_json", required=True, help="Facts as a JSON object, e.g. '{\"amount\": \"120.50\"}'.")
-@click.option("--context", "context_json", default="{}", show_default=True, help="Request context as a JSON object.")
-@click.option("--principal", default="agent:offline", show_default=True, help="Principal (treated as authorized offline).")
+@click.option(
+    "--facts",
+    "facts_json",
+    required=True,
+    help='Facts as a JSON object, e.g. \'{"amount": "120.50"}\'.',
+)
+@click.option(
+    "--context",
+    "context_json",
+    default="{}",
+    show_default=True,
+    help="Request context as a JSON object.",
+)
+@click.option(
+    "--principal",
+    default="agent:offline",
+    show_default=True,
+    help="Principal (treated as authorized offline).",
+)
 @click.option("--action", default=None, help="Action; default: the policy's first governed action.")
 @click.option("--resource", default="offline", show_default=True, help="Resource the action is on.")
 @json_option
@@ -227,9 +262,11 @@ def eval_(
         ("determination", outcome.determination.value),
         ("rule", outcome.rule if outcome.rule is not None else "null (default)"),
         ("reason_code", outcome.reason_code),
-        ("constraints", json.dumps(dict(outcome.constraints), default=str) if outcome.constraints else "-"),
+        (
+            "constraints",
+            json.dumps(dict(outcome.constraints), default=str) if outcome.constraints else "-",
+        ),
         ("reasons", "; ".join(outcome.reasons) if outcome.reasons else "-"),
         ("policy", f"{policy.name} {policy.content_hash[:19]}"),
     ]
     print_table(["field", "value"], rows)
-

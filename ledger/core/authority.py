@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 PRINCIPAL_KINDS: Final = ("agent", "tool", "human", "role", "service")
-_PRINCIPAL_RE: Final = re.compile(r"^(agent|tool|human|role|service):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$")
+_PRINCIPAL_RE: Final = re.compile(
+    r"^(agent|tool|human|role|service):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$"
+)
 _NEVER: Final = re.compile(r"(?!)")
 _EMPTY: Final[Mapping[str, Any]] = {}
 

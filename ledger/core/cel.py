@@ -38,7 +38,7 @@ import datetime as _dt
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Context, Decimal
 from typing import Any, Final
 
 from ledger.errors import PolicyError, PolicyProblem
@@ -70,7 +70,9 @@ RESERVED_NAMES: Final = frozenset(
     }
 )  # fmt: skip
 
-_DEC: Final = Context(prec=34)  # decimal128 precision; fixed so results never depend on ambient state
+_DEC: Final = Context(
+    prec=34
+)  # decimal128 precision; fixed so results never depend on ambient state
 
 
 class ConditionFault(Exception):
@@ -220,7 +222,7 @@ _ESCAPE_RE: Final = re.compile(
     r"\\(?:([abfnrtv\"'\\`?])|([0-3][0-7]{2})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))"
 )
 _DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)")
-_DURATION_UNITS: Final = {
+_DURATION_UNITS: Final[dict[str, int | Decimal]] = {
     "h": 3_600_000_000,
     "m": 60_000_000,
     "s": 1_000_000,
@@ -340,7 +342,9 @@ class _Compiler:
             cond = self.boolean(self.walk(kids[0]), kids[0], "the condition of ?:")
             a, b = self.coerce_pair(self.walk(kids[1]), self.walk(kids[2]))
             if not _compatible(a.type, b.type):
-                raise self.fail(node, f"both branches of ?: must have one type, got {a.type} and {b.type}")
+                raise self.fail(
+                    node, f"both branches of ?: must have one type, got {a.type} and {b.type}"
+                )
             t = a.type if a.type != "dyn" else b.type
             return _Expr(f"({a.code} if {cond} else {b.code})", t)
         if data in ("conditionalor", "conditionaland"):
@@ -350,17 +354,25 @@ class _Compiler:
             return _Expr(f"({left} {op} {right})", "bool")
         if data == "relation":
             op_node = kids[0]
-            return self.relation(_REL_OPS[op_node.data], self.walk(op_node.children[0]), self.walk(kids[1]), node)
+            return self.relation(
+                _REL_OPS[op_node.data], self.walk(op_node.children[0]), self.walk(kids[1]), node
+            )
         if data in ("addition", "multiplication"):
             op_node = kids[0]
-            return self.arith(_ARITH_OPS[op_node.data], self.walk(op_node.children[0]), self.walk(kids[1]), node)
+            return self.arith(
+                _ARITH_OPS[op_node.data], self.walk(op_node.children[0]), self.walk(kids[1]), node
+            )
         if data == "unary":
             operand = self.walk(kids[1])
             if kids[0].data == "unary_not":
                 return _Expr(f"(not {self.boolean(operand, kids[1], 'the operand of !')})", "bool")
             if operand.type in _NUMERIC or operand.type in ("duration", "dyn"):
                 if operand.const is not _NO_CONST and operand.literal is not None:
-                    lit = operand.literal[1:] if operand.literal.startswith("-") else "-" + operand.literal
+                    lit = (
+                        operand.literal[1:]
+                        if operand.literal.startswith("-")
+                        else "-" + operand.literal
+                    )
                     return self.const(-operand.const, operand.type, lit)  # type: ignore[operator]
                 return _Expr(f"(-{operand.code})", operand.type)
             raise self.fail(node, f"cannot negate a {operand.type}")
@@ -429,7 +441,9 @@ class _Compiler:
         if name not in self.facts:
             raise self.fail(token, f"undeclared fact {name!r}")
         self.refs.add(name)
-        return _Expr(f"f[{name!r}]", self.facts[name], enum_fact=name if name in self.enums else None)
+        return _Expr(
+            f"f[{name!r}]", self.facts[name], enum_fact=name if name in self.enums else None
+        )
 
     def member_dot(self, node: Any) -> _Expr:
         target, name_tok = node.children
@@ -438,7 +452,11 @@ class _Compiler:
             base = base.children[0]
         while base.data == "primary" and len(base.children) == 1:
             base = base.children[0]
-        if base.data == "ident" and str(base.children[0]) == "context" and self.lookup_var("context") is None:
+        if (
+            base.data == "ident"
+            and str(base.children[0]) == "context"
+            and self.lookup_var("context") is None
+        ):
             self.context_fields.add(str(name_tok))
             return _Expr(f"c[{str(name_tok)!r}]", "dyn")
         inner = self.walk(target)
@@ -456,7 +474,9 @@ class _Compiler:
         items = [self.walk(k) for k in self.args(node)]
         types = {e.type for e in items if e.type != "dyn"}
         if len(types) > 1 and not types <= _NUMERIC:
-            raise self.fail(node, f"list elements must have one type, got {', '.join(sorted(types))}")
+            raise self.fail(
+                node, f"list elements must have one type, got {', '.join(sorted(types))}"
+            )
         elem = types.pop() if len(types) == 1 else ("double" if types else "dyn")
         if items and all(e.const is not _NO_CONST for e in items):
             return self.const(tuple(e.const for e in items), f"list<{elem}>")
@@ -472,7 +492,11 @@ class _Compiler:
             self.check_enum(a, b, node)
             self.check_enum(b, a, node)
         else:
-            ok = _compatible(a.type, b.type) and a.type not in ("bool", "null") and not a.type.startswith("list")
+            ok = (
+                _compatible(a.type, b.type)
+                and a.type not in ("bool", "null")
+                and not a.type.startswith("list")
+            )
             if not ok:
                 raise self.fail(node, f"cannot order {a.type} and {b.type} with {op}")
         return _Expr(f"({a.code} {op} {b.code})", "bool")
@@ -482,7 +506,8 @@ class _Compiler:
             values = self.enums[e.enum_fact]
             if other.const not in values:
                 raise self.fail(
-                    node, f"{other.const!r} is not a value of enum fact {e.enum_fact!r} ({', '.join(values)})"
+                    node,
+                    f"{other.const!r} is not a value of enum fact {e.enum_fact!r} ({', '.join(values)})",
                 )
 
     def membership(self, a: _Expr, b: _Expr, node: Any) -> _Expr:
@@ -517,7 +542,9 @@ class _Compiler:
         if ta in _NUMERIC and tb in _NUMERIC:
             if "decimal" in (ta, tb):
                 if "double" in (ta, tb):
-                    raise self.fail(node, "cannot mix decimal and double in arithmetic (use a decimal literal)")
+                    raise self.fail(
+                        node, "cannot mix decimal and double in arithmetic (use a decimal literal)"
+                    )
                 fn = {"+": "_dadd", "-": "_dsub", "*": "_dmul", "/": "_ddiv", "%": "_dmod"}[op]
                 return _Expr(f"{fn}({a.code}, {b.code})", "decimal")
             if ta == tb == "int":
@@ -590,7 +617,9 @@ class _Compiler:
 
     def macro(self, node: Any, name: str, target: Any, arg_nodes: list[Any]) -> _Expr:
         if len(arg_nodes) != 2:
-            raise self.fail(node, f"{name}() takes a variable and a predicate: list.{name}(x, pred)")
+            raise self.fail(
+                node, f"{name}() takes a variable and a predicate: list.{name}(x, pred)"
+            )
         var_node = arg_nodes[0]
         while getattr(var_node, "data", None) in _UNWRAP and len(var_node.children) == 1:
             var_node = var_node.children[0]
@@ -640,7 +669,11 @@ class _Compiler:
             if len(args) != 1 or not isinstance(args[0].const, str):
                 raise self.fail(node, f"{name}() needs one literal string")
             try:
-                value: object = parse_timestamp(args[0].const) if name == "timestamp" else parse_duration(args[0].const)
+                value: object = (
+                    parse_timestamp(args[0].const)
+                    if name == "timestamp"
+                    else parse_duration(args[0].const)
+                )
             except (ValueError, OverflowError) as exc:
                 raise self.fail(node, str(exc)) from exc
             return self.const(value, name)
@@ -659,7 +692,9 @@ def _parse(text: str) -> Any:
         first = str(exc).splitlines()[0] if str(exc).strip() else "syntax error"
         raise _Problem(f"syntax error near {first.strip()!r}", exc.line, exc.column) from exc
     except LarkError as exc:
-        raise _Problem(f"syntax error: {str(exc).splitlines()[0] if str(exc) else exc!r}", None, None) from exc
+        raise _Problem(
+            f"syntax error: {str(exc).splitlines()[0] if str(exc) else exc!r}", None, None
+        ) from exc
 
 
 def compile_condition(
@@ -689,7 +724,7 @@ def compile_condition(
             raise _Problem(f"a condition must be a bool, this one is a {result.type}", 1, 1)
         body = result.code if result.type == "bool" else f"_truth({result.code})"
         python = f"lambda f, c: {body}"
-        fn = eval(compile(python, "<cel>", "eval"), compiler.namespace)  # noqa: S307 - generated from a checked tree
+        fn = eval(compile(python, "<cel>", "eval"), compiler.namespace)
     except _Problem as p:
         raise PolicyError(
             [PolicyProblem(message=p.message, field="when", line=p.line, column=p.column)]
@@ -706,4 +741,3 @@ def compile_condition(
         context_fields=frozenset(compiler.context_fields),
         python=python,
     )
-

@@ -72,7 +72,7 @@ _EMPTY: Final[Mapping[str, Value]] = {}
 
 
 def bucket(key: str) -> int:
-    """Stable canary bucket 0–99 of ``key`` (CRC-32 of its UTF-8 bytes, mod 100).
+    """Stable canary bucket 0-99 of ``key`` (CRC-32 of its UTF-8 bytes, mod 100).
 
     Never Python's ``hash()``, which is salted per process: every worker, and every replay, must
     put a resource in the same bucket.
@@ -82,7 +82,9 @@ def bucket(key: str) -> int:
 
 def _uuid5(name: str, namespace: bytes = DECISION_NAMESPACE) -> str:
     # uuid.uuid5 without the UUID object: the same bytes, a third of the cost on the hot path.
-    digest = bytearray(hashlib.sha1(namespace + name.encode("utf-8", "surrogatepass")).digest()[:16])
+    digest = bytearray(
+        hashlib.sha1(namespace + name.encode("utf-8", "surrogatepass")).digest()[:16]
+    )
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
@@ -101,7 +103,9 @@ _UNAVAILABLE: Final = PolicyOutcome(
 )
 
 
-def _run_version(record: PolicyRecord, version: int, facts: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[PolicyOutcome, Mapping[str, Value], str | None]:
+def _run_version(
+    record: PolicyRecord, version: int, facts: Mapping[str, Any], context: Mapping[str, Any]
+) -> tuple[PolicyOutcome, Mapping[str, Value], str | None]:
     pv = record.versions[version]
     if pv.compiled is None:
         return _UNAVAILABLE, facts, pv.content_hash
@@ -117,7 +121,13 @@ def _shadows(
         if v == deciding:
             continue
         outcome, _, _ = _run_version(record, v, facts, context)
-        stage = Stage.ACTIVE if v == record.active else Stage.CANARY if v == record.canary else Stage.SHADOW
+        stage = (
+            Stage.ACTIVE
+            if v == record.active
+            else Stage.CANARY
+            if v == record.canary
+            else Stage.SHADOW
+        )
         out.append(
             ShadowResult(
                 policy=record.name,
@@ -179,7 +189,9 @@ def evaluate(
             governance_position=state.position,
         )
     record = governing_policy(state, action)
-    version, stage, b = (None, None, None) if record is None else _choose(record, resource or request_id)
+    version, stage, b = (
+        (None, None, None) if record is None else _choose(record, resource or request_id)
+    )
     if record is None or version is None:
         return DecisionRecorded(
             event_id=_uuid5(request_id),
@@ -225,7 +237,9 @@ def evaluate(
         grant_id=grant.grant_id,
         facts=evaluated,
         context=context,
-        shadow_results=_shadows(record, version, facts, context) if (record.shadows or b is not None) else (),
+        shadow_results=_shadows(record, version, facts, context)
+        if (record.shadows or b is not None)
+        else (),
         bucket=b,
         mode=request.mode,
         default=request.default,

@@ -212,7 +212,9 @@ def _converter(spec: FactSpec) -> Callable[[Any], Any]:
             if type(v) is tuple or type(v) is list:
                 for item in v:
                     if type(item) is not str:
-                        return _Bad(f"expected a list of strings, found {_type_name(item)} {_show(item)}")
+                        return _Bad(
+                            f"expected a list of strings, found {_type_name(item)} {_show(item)}"
+                        )
                 return tuple(v)
             return _Bad(f"expected a list of strings, got {_type_name(v)} {_show(v)}")
 

@@ -10,7 +10,7 @@ Rules (DESIGN §7):
 - propose: the document must validate; versions are 1, 2, 3 … per policy; an identical document
   to the latest version is ``already_applied``.
 - approve: by a principal other than the author (``self_approval``); only drafts.
-- promote: only approved versions (``not_approved``); to shadow, canary (``percent`` 1–99) or
+- promote: only approved versions (``not_approved``); to shadow, canary (``percent`` 1-99) or
   active. One active, at most one canary; promoting the canary to active clears the canary.
 - rollback: needs a reason; re-activates the previous active version, or ``to_version``; clears
   any canary; needs no approval.
@@ -44,8 +44,8 @@ from ledger.core.events import (
     PolicyVersionApproved,
     PolicyVersionPromoted,
     PolicyVersionProposed,
-    ProposePolicyVersion,
     PromotePolicyVersion,
+    ProposePolicyVersion,
     RetirePolicy,
     RevokeGrant,
     RevokeRole,
@@ -130,7 +130,9 @@ def command_aggregate(command: Command) -> str:
             assert_never(command)
 
 
-def command_action(command: Command, *, policy_name: str | None = None, grant_principal: str | None = None) -> tuple[str, str]:
+def command_action(
+    command: Command, *, policy_name: str | None = None, grant_principal: str | None = None
+) -> tuple[str, str]:
     """(action, resource) a command is authorized as."""
     match command:
         case ProposePolicyVersion():
@@ -155,7 +157,9 @@ def command_action(command: Command, *, policy_name: str | None = None, grant_pr
             assert_never(command)
 
 
-def _allowed(state: LedgerState, command: Command, now: datetime, admins: frozenset[str], **kw: str | None) -> Rejection | None:
+def _allowed(
+    state: LedgerState, command: Command, now: datetime, admins: frozenset[str], **kw: str | None
+) -> Rejection | None:
     if command.actor in admins:
         return None
     action, resource = command_action(command, **kw)
@@ -206,7 +210,11 @@ def _record(state: LedgerState, name: str) -> PolicyRecord | Rejection:
 
 
 def _propose(
-    state: LedgerState, c: ProposePolicyVersion, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: ProposePolicyVersion,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     try:
         policy = parse_policy(c.document)
@@ -217,11 +225,15 @@ def _propose(
         return denied
     record = state.policies.get(policy.name) or PolicyRecord(name=policy.name)
     if record.retired:
-        return _reject("policy_retired", f"{policy.name} is retired; roll it back to revive it first")
+        return _reject(
+            "policy_retired", f"{policy.name} is retired; roll it back to revive it first"
+        )
     if record.versions:
         latest = record.versions[record.latest]
         if latest.content_hash == policy.content_hash:
-            return _reject("already_applied", f"identical to {policy.name} version {latest.version}")
+            return _reject(
+                "already_applied", f"identical to {policy.name} version {latest.version}"
+            )
     return (
         PolicyVersionProposed(
             event_id=new_id(),
@@ -241,7 +253,11 @@ def _propose(
 
 
 def _approve(
-    state: LedgerState, c: ApprovePolicyVersion, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: ApprovePolicyVersion,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
@@ -252,9 +268,13 @@ def _approve(
     if version is None:
         return _reject("unknown_version", f"{c.policy} has no version {c.version}")
     if version.approved_by is not None:
-        return _reject("already_applied", f"{c.policy} v{c.version} was approved by {version.approved_by}")
+        return _reject(
+            "already_applied", f"{c.policy} v{c.version} was approved by {version.approved_by}"
+        )
     if c.actor == version.author:
-        return _reject("self_approval", f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it")
+        return _reject(
+            "self_approval", f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it"
+        )
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied
@@ -273,7 +293,11 @@ def _approve(
 
 
 def _promote(
-    state: LedgerState, c: PromotePolicyVersion, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: PromotePolicyVersion,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
@@ -284,12 +308,16 @@ def _promote(
     if version is None:
         return _reject("unknown_version", f"{c.policy} has no version {c.version}")
     if c.stage not in (Stage.SHADOW, Stage.CANARY, Stage.ACTIVE):
-        return _reject("invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active")
+        return _reject(
+            "invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active"
+        )
     if c.stage is Stage.CANARY:
         if c.percent is None or not 1 <= c.percent <= 99:
             return _reject("invalid_percent", f"canary percent must be 1 to 99, got {c.percent}")
     elif c.percent is not None:
-        return _reject("invalid_percent", f"only canary takes a percent (got {c.percent} for {c.stage.value})")
+        return _reject(
+            "invalid_percent", f"only canary takes a percent (got {c.percent} for {c.stage.value})"
+        )
     # Shadow never enforces anything, so a draft may be observed there before review (DESIGN §7);
     # canary and active decide real requests and need the second pair of eyes.
     if version.approved_by is None and c.stage is not Stage.SHADOW:
@@ -298,18 +326,27 @@ def _promote(
         return _reject("already_applied", f"{c.policy} v{c.version} is already active")
     if c.stage is Stage.CANARY:
         if record.active == c.version:
-            return _reject("invalid_stage", f"{c.policy} v{c.version} is active; it cannot also be the canary")
+            return _reject(
+                "invalid_stage", f"{c.policy} v{c.version} is active; it cannot also be the canary"
+            )
         if record.canary == c.version and record.canary_percent == c.percent:
-            return _reject("already_applied", f"{c.policy} v{c.version} is already canary at {c.percent}%")
+            return _reject(
+                "already_applied", f"{c.policy} v{c.version} is already canary at {c.percent}%"
+            )
     if c.stage is Stage.SHADOW:
         if c.version in record.shadows:
             return _reject("already_applied", f"{c.policy} v{c.version} is already in shadow")
         if record.active == c.version:
-            return _reject("invalid_stage", f"{c.policy} v{c.version} is active; roll back or promote another first")
+            return _reject(
+                "invalid_stage",
+                f"{c.policy} v{c.version} is active; roll back or promote another first",
+            )
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied
-    previous = {Stage.ACTIVE: record.active, Stage.CANARY: record.canary, Stage.SHADOW: None}[c.stage]
+    previous = {Stage.ACTIVE: record.active, Stage.CANARY: record.canary, Stage.SHADOW: None}[
+        c.stage
+    ]
     return (
         PolicyVersionPromoted(
             event_id=new_id(),
@@ -327,7 +364,11 @@ def _promote(
 
 
 def _rollback(
-    state: LedgerState, c: RollbackPolicy, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: RollbackPolicy,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
@@ -345,7 +386,11 @@ def _rollback(
         to = c.to_version
     else:
         history = record.history
-        earlier = history[:-1] if record.active is not None and history and history[-1] == record.active else history
+        earlier = (
+            history[:-1]
+            if record.active is not None and history and history[-1] == record.active
+            else history
+        )
         if not earlier:
             return _reject("no_previous_version", f"{c.policy} has no earlier active version")
         to = earlier[-1]
@@ -368,7 +413,11 @@ def _rollback(
 
 
 def _retire(
-    state: LedgerState, c: RetirePolicy, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: RetirePolicy,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
@@ -402,10 +451,17 @@ def _find_grant(state: LedgerState, grant_id: str) -> PrincipalRecord | None:
 
 
 def _issue(
-    state: LedgerState, c: IssueGrant, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: IssueGrant,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     if not valid_principal(c.principal):
-        return _reject("invalid_principal", f"{c.principal!r} is not kind:name (agent, tool, human, role, service)")
+        return _reject(
+            "invalid_principal",
+            f"{c.principal!r} is not kind:name (agent, tool, human, role, service)",
+        )
     if not c.grant_id or not c.grant_id.strip():
         return _reject("invalid_grant", "a grant needs a grant_id")
     if not c.actions or not all(isinstance(a, str) and a.strip() for a in c.actions):
@@ -446,7 +502,11 @@ def _issue(
 
 
 def _revoke(
-    state: LedgerState, c: RevokeGrant, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: RevokeGrant,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     record = _find_grant(state, c.grant_id)
     if record is None:
@@ -469,10 +529,16 @@ def _revoke(
 
 
 def _role(
-    state: LedgerState, c: AssignRole | RevokeRole, now: datetime, new_id: Callable[[], str], admins: frozenset[str]
+    state: LedgerState,
+    c: AssignRole | RevokeRole,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     if not valid_principal(c.principal) or c.principal.startswith("role:"):
-        return _reject("invalid_principal", f"{c.principal!r} is not a non-role kind:name principal")
+        return _reject(
+            "invalid_principal", f"{c.principal!r} is not a non-role kind:name principal"
+        )
     if not valid_principal(c.role) or not c.role.startswith("role:"):
         return _reject("invalid_role", f"{c.role!r} is not role:<name>")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)

@@ -122,7 +122,9 @@ class PolicyOutcome:
     reasons: tuple[str, ...] = ()
 
 
-_Runner = Callable[[Mapping[str, Any], Mapping[str, Any]], "tuple[PolicyOutcome, Mapping[str, Value]]"]
+_Runner = Callable[
+    [Mapping[str, Any], Mapping[str, Any]], "tuple[PolicyOutcome, Mapping[str, Value]]"
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +252,7 @@ def load_yaml(text: str, *, filename: str | None = None) -> tuple[Any, _Marks]:
     """
     marks = _Marks()
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -258,7 +260,11 @@ def load_yaml(text: str, *, filename: str | None = None) -> tuple[Any, _Marks]:
         column = mark.column + 1 if mark else None
         message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise PolicyError(
-            [PolicyProblem(message=f"YAML syntax error: {message}", file=filename, line=line, column=column)]
+            [
+                PolicyProblem(
+                    message=f"YAML syntax error: {message}", file=filename, line=line, column=column
+                )
+            ]
         ) from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as exc:
         raise PolicyError(
@@ -280,7 +286,9 @@ def parse_policy(text: str, *, filename: str | None = None) -> Policy:
     return _build(data, file=filename, marks=marks, allow_tests=True)
 
 
-def parse_test_cases(text: str, *, filename: str | None = None) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
+def parse_test_cases(
+    text: str, *, filename: str | None = None
+) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
     """Parse a ``NAME.tests.yaml`` file: ``(policy name or None, cases)``.
 
     The file is either a list of cases or a mapping with ``cases:`` (or ``tests:``) and an
@@ -359,7 +367,12 @@ class _Validator:
                 )
         for key in sorted(required):
             if key not in data:
-                self.add(f"missing required key {key!r}", path, rule=rule, field_name=".".join(map(str, (*path, key))))
+                self.add(
+                    f"missing required key {key!r}",
+                    path,
+                    rule=rule,
+                    field_name=".".join(map(str, (*path, key))),
+                )
 
     def string(
         self,
@@ -372,14 +385,21 @@ class _Validator:
         what: str = "text",
     ) -> str | None:
         if not isinstance(value, str) or not value.strip():
-            self.add(f"expected non-empty {what}, got {_describe(value)}", path, rule=rule, field_name=field_name)
+            self.add(
+                f"expected non-empty {what}, got {_describe(value)}",
+                path,
+                rule=rule,
+                field_name=field_name,
+            )
             return None
         if pattern is not None and not pattern.match(value):
             self.add(f"{value!r} is not a valid {what}", path, rule=rule, field_name=field_name)
             return None
         return value
 
-    def optional_string(self, data: dict[Any, Any], key: str, path: tuple[Any, ...], *, rule: str | None = None) -> str | None:
+    def optional_string(
+        self, data: dict[Any, Any], key: str, path: tuple[Any, ...], *, rule: str | None = None
+    ) -> str | None:
         if key not in data or data[key] is None:
             return None
         return self.string(data[key], (*path, key), rule=rule)
@@ -390,7 +410,9 @@ class _Validator:
         self.add(f"unknown effect {_describe(value)} (expected allow or deny)", path, rule=rule)
         return None
 
-    def constraints(self, value: Any, path: tuple[Any, ...], *, rule: str | None) -> Mapping[str, Value]:
+    def constraints(
+        self, value: Any, path: tuple[Any, ...], *, rule: str | None
+    ) -> Mapping[str, Value]:
         if value is None:
             return _EMPTY
         if not isinstance(value, dict):
@@ -414,7 +436,9 @@ class _Validator:
             out[key] = converted  # type: ignore[assignment]
         return MappingProxyType(out)
 
-    def number(self, value: Any, path: tuple[Any, ...], fact_type: str) -> int | Decimal | float | None:
+    def number(
+        self, value: Any, path: tuple[Any, ...], fact_type: str
+    ) -> int | Decimal | float | None:
         if isinstance(value, bool):
             self.add(f"must be a number, got {_describe(value)}", path)
             return None
@@ -448,7 +472,9 @@ class _Validator:
     def fact(self, name: Any, spec: Any, path: tuple[Any, ...]) -> FactSpec | None:
         ok = True
         if not isinstance(name, str) or not _FACT_RE.match(name):
-            self.add(f"fact name {_describe(name)} must be an identifier (letters, digits, _)", path)
+            self.add(
+                f"fact name {_describe(name)} must be an identifier (letters, digits, _)", path
+            )
             return None
         if name in RESERVED_NAMES:
             self.add(f"fact name {name!r} is reserved", path)
@@ -456,9 +482,16 @@ class _Validator:
         if isinstance(spec, str):
             spec = {"type": spec}  # shorthand: `amount: decimal`
         if not isinstance(spec, dict):
-            self.add(f"fact {name!r} must be a mapping like {{type: int}}, got {_describe(spec)}", path)
+            self.add(
+                f"fact {name!r} must be a mapping like {{type: int}}, got {_describe(spec)}", path
+            )
             return None
-        self.keys(spec, path, allowed={"type", "optional", "values", "min", "max", "description"}, required={"type"})
+        self.keys(
+            spec,
+            path,
+            allowed={"type", "optional", "values", "min", "max", "description"},
+            required={"type"},
+        )
         fact_type = spec.get("type")
         if fact_type not in FACT_TYPES:
             if "type" in spec:
@@ -469,13 +502,22 @@ class _Validator:
             return None
         optional = spec.get("optional", False)
         if not isinstance(optional, bool):
-            self.add(f"optional must be true or false, got {_describe(optional)}", (*path, "optional"))
+            self.add(
+                f"optional must be true or false, got {_describe(optional)}", (*path, "optional")
+            )
             ok = False
         values: tuple[str, ...] | None = None
         if fact_type == "enum":
             raw = spec.get("values")
-            if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
-                self.add("an enum fact needs values: a non-empty list of text", (*path, "values") if "values" in spec else path)
+            if (
+                not isinstance(raw, list)
+                or not raw
+                or not all(isinstance(x, str) and x for x in raw)
+            ):
+                self.add(
+                    "an enum fact needs values: a non-empty list of text",
+                    (*path, "values") if "values" in spec else path,
+                )
                 ok = False
             elif len(set(raw)) != len(raw):
                 self.add("enum values must be unique", (*path, "values"))
@@ -525,7 +567,9 @@ class _Validator:
         enums: Mapping[str, tuple[str, ...]] | None = None,
     ) -> CompiledCondition | None:
         if not isinstance(text, str) or not text.strip():
-            self.add(f"when must be a CEL expression (text), got {_describe(text)}", path, rule=rule)
+            self.add(
+                f"when must be a CEL expression (text), got {_describe(text)}", path, rule=rule
+            )
             return None
         try:
             return compile_condition(text, facts=facts, enums=enums)
@@ -538,7 +582,14 @@ class _Validator:
                 abs_line = line
                 if line is not None and p.line is not None and p.line > 1:
                     abs_line = line + p.line - 1
-                self.add(p.message + where, path, rule=rule, field_name="when", line=abs_line, column=column)
+                self.add(
+                    p.message + where,
+                    path,
+                    rule=rule,
+                    field_name="when",
+                    line=abs_line,
+                    column=column,
+                )
             return None
 
     def test_cases(self, items: Any, path: tuple[Any, ...]) -> tuple[PolicyTestCase, ...]:
@@ -560,7 +611,11 @@ class _Validator:
                 allowed={"name", "facts", "context", "principal", "action", "resource", "expect"},
                 required={"name", "expect"},
             )
-            name = self.string(item.get("name"), (*sub, "name"), what="test name") if "name" in item else None
+            name = (
+                self.string(item.get("name"), (*sub, "name"), what="test name")
+                if "name" in item
+                else None
+            )
             if name is not None:
                 if name in names:
                     self.add(f"duplicate test name {name!r}", (*sub, "name"))
@@ -569,17 +624,24 @@ class _Validator:
             context = self.value_map(item.get("context"), (*sub, "context"))
             optional: dict[str, str | None] = {}
             for key in ("principal", "action", "resource"):
-                optional[key] = self.string(item[key], (*sub, key)) if item.get(key) is not None else None
+                optional[key] = (
+                    self.string(item[key], (*sub, key)) if item.get(key) is not None else None
+                )
             expect = item.get("expect")
             if not isinstance(expect, dict):
                 if "expect" in item:
                     self.add(f"expect must be a mapping, got {_describe(expect)}", (*sub, "expect"))
                 continue
             esub = (*sub, "expect")
-            self.keys(expect, esub, allowed={"determination", "rule", "constraints", "reason_code"}, required={"determination"})
+            self.keys(
+                expect,
+                esub,
+                allowed={"determination", "rule", "constraints", "reason_code"},
+                required={"determination"},
+            )
             det_raw = expect.get("determination")
             try:
-                determination = Determination(det_raw)
+                determination = Determination(str(det_raw))
             except ValueError:
                 if "determination" in expect:
                     self.add(
@@ -590,11 +652,15 @@ class _Validator:
             check_rule = "rule" in expect
             rule = expect.get("rule")
             if rule is not None and not isinstance(rule, str):
-                self.add(f"expect.rule must be a rule id or null, got {_describe(rule)}", (*esub, "rule"))
+                self.add(
+                    f"expect.rule must be a rule id or null, got {_describe(rule)}", (*esub, "rule")
+                )
                 continue
             constraints = None
             if "constraints" in expect:
-                constraints = self.constraints(expect["constraints"], (*esub, "constraints"), rule=None)
+                constraints = self.constraints(
+                    expect["constraints"], (*esub, "constraints"), rule=None
+                )
             reason_code = expect.get("reason_code")
             if reason_code is not None and not isinstance(reason_code, str):
                 self.add("expect.reason_code must be text", (*esub, "reason_code"))
@@ -657,7 +723,16 @@ def _describe(v: Any) -> str:
     return f"{type(v).__name__} {text}"
 
 
-_TOP_KEYS: Final = {"policy", "governs", "owner", "description", "facts", "rules", "default", "tests"}
+_TOP_KEYS: Final = {
+    "policy",
+    "governs",
+    "owner",
+    "description",
+    "facts",
+    "rules",
+    "default",
+    "tests",
+}
 _RULE_KEYS: Final = {"id", "when", "effect", "constraints", "reason", "description"}
 _DEFAULT_KEYS: Final = {"effect", "reason", "constraints"}
 
@@ -673,7 +748,11 @@ def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> 
     allowed = set(_TOP_KEYS) if allow_tests else _TOP_KEYS - {"tests"}
     v.keys(data, (), allowed=allowed, required={"policy", "governs", "owner", "default"})
 
-    name = v.string(data["policy"], ("policy",), pattern=_NAME_RE, what="policy name") if "policy" in data else None
+    name = (
+        v.string(data["policy"], ("policy",), pattern=_NAME_RE, what="policy name")
+        if "policy" in data
+        else None
+    )
     owner = v.string(data["owner"], ("owner",), what="owner") if "owner" in data else None
     description = v.optional_string(data, "description", ())
 
@@ -694,7 +773,10 @@ def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> 
     broken_facts: set[str] = set()
     raw_facts = data.get("facts")
     if raw_facts is not None and not isinstance(raw_facts, dict):
-        v.add(f"facts must be a mapping of fact names to declarations, got {_describe(raw_facts)}", ("facts",))
+        v.add(
+            f"facts must be a mapping of fact names to declarations, got {_describe(raw_facts)}",
+            ("facts",),
+        )
     for fname, fspec in (raw_facts or {}).items() if isinstance(raw_facts, dict) else ():
         spec = v.fact(fname, fspec, ("facts", fname))
         if spec is None:
@@ -727,7 +809,9 @@ def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> 
             if rule_id in seen_ids:
                 v.add(f"duplicate rule id {rule_id!r}", (*path, "id"), rule=rule_id)
             seen_ids.add(rule_id)
-        effect = v.effect(raw["effect"], (*path, "effect"), rule=rule_id) if "effect" in raw else None
+        effect = (
+            v.effect(raw["effect"], (*path, "effect"), rule=rule_id) if "effect" in raw else None
+        )
         constraints = v.constraints(raw.get("constraints"), (*path, "constraints"), rule=rule_id)
         if effect is Effect.DENY and constraints:
             v.add("constraints only apply to allow rules", (*path, "constraints"), rule=rule_id)
@@ -736,7 +820,9 @@ def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> 
         when = raw.get("when")
         condition = None
         if when is not None:
-            condition = v.condition(when, (*path, "when"), rule=rule_id, facts=cel_types, enums=enums)
+            condition = v.condition(
+                when, (*path, "when"), rule=rule_id, facts=cel_types, enums=enums
+            )
         if rule_id is not None and effect is not None:
             rules.append(
                 Rule(
@@ -753,16 +839,27 @@ def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> 
     raw_default = data.get("default")
     if "default" in data:
         if not isinstance(raw_default, dict):
-            v.add(f"default must be a mapping like {{effect: deny}}, got {_describe(raw_default)}", ("default",))
+            v.add(
+                f"default must be a mapping like {{effect: deny}}, got {_describe(raw_default)}",
+                ("default",),
+            )
         else:
             v.keys(raw_default, ("default",), allowed=_DEFAULT_KEYS, required={"effect"})
-            d_effect = v.effect(raw_default["effect"], ("default", "effect"), rule=None) if "effect" in raw_default else None
-            d_constraints = v.constraints(raw_default.get("constraints"), ("default", "constraints"), rule=None)
+            d_effect = (
+                v.effect(raw_default["effect"], ("default", "effect"), rule=None)
+                if "effect" in raw_default
+                else None
+            )
+            d_constraints = v.constraints(
+                raw_default.get("constraints"), ("default", "constraints"), rule=None
+            )
             if d_effect is Effect.DENY and d_constraints:
                 v.add("constraints only apply to an allow default", ("default", "constraints"))
             d_reason = v.optional_string(raw_default, "reason", ("default",))
             if d_effect is not None:
-                default = DefaultDecision(effect=d_effect, reason=d_reason, constraints=d_constraints)
+                default = DefaultDecision(
+                    effect=d_effect, reason=d_reason, constraints=d_constraints
+                )
 
     tests: tuple[PolicyTestCase, ...] = ()
     if allow_tests and "tests" in data:
@@ -852,7 +949,9 @@ def _canonical_text(
     if default.constraints:
         dd["constraints"] = {k: _jsonable(x) for k, x in default.constraints.items()}
     doc["default"] = dd
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 # ----------------------------------------------------------------------------------- the decision
@@ -868,7 +967,9 @@ def _always(f: Mapping[str, Any], c: Mapping[str, Any]) -> bool:
     return True
 
 
-def _make_runner(facts: Mapping[str, FactSpec], rules: tuple[Rule, ...], default: DefaultDecision) -> _Runner:
+def _make_runner(
+    facts: Mapping[str, FactSpec], rules: tuple[Rule, ...], default: DefaultDecision
+) -> _Runner:
     check: FactsChecker = build_checker(facts)
     # Every rule's outcome is a constant: build it once, hand the same object out per request.
     plan = tuple(
@@ -892,10 +993,14 @@ def _make_runner(facts: Mapping[str, FactSpec], rules: tuple[Rule, ...], default
         reasons=(default.reason,) if default.reason else (),
     )
 
-    def run(raw: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[PolicyOutcome, Mapping[str, Value]]:
+    def run(
+        raw: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
         coerced, bad = check(raw)
         if bad:
-            return PolicyOutcome(determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad), raw
+            return PolicyOutcome(
+                determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad
+            ), raw
         for fn, outcome in plan:
             try:
                 if fn(coerced, context):

@@ -47,15 +47,23 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
     outcome = offline_outcome(policy, case)
     failures = []
     if outcome.determination != case.expect_determination:
-        failures.append(f"determination: expected {case.expect_determination.value}, got {outcome.determination.value}")
+        failures.append(
+            f"determination: expected {case.expect_determination.value}, got {outcome.determination.value}"
+        )
     if case.check_rule and outcome.rule != case.expect_rule:
         exp = case.expect_rule if case.expect_rule is not None else "null (default)"
         got = outcome.rule if outcome.rule is not None else "null (default)"
         failures.append(f"rule: expected {exp}, got {got}")
-    if case.expect_constraints is not None and dict(outcome.constraints) != dict(case.expect_constraints):
-        failures.append(f"constraints: expected {dict(case.expect_constraints)}, got {dict(outcome.constraints)}")
+    if case.expect_constraints is not None and dict(outcome.constraints) != dict(
+        case.expect_constraints
+    ):
+        failures.append(
+            f"constraints: expected {dict(case.expect_constraints)}, got {dict(outcome.constraints)}"
+        )
     if case.expect_reason_code is not None and outcome.reason_code != case.expect_reason_code:
-        failures.append(f"reason_code: expected {case.expect_reason_code}, got {outcome.reason_code}")
+        failures.append(
+            f"reason_code: expected {case.expect_reason_code}, got {outcome.reason_code}"
+        )
     if failures and outcome.reasons:
         failures.append("reasons: " + "; ".join(outcome.reasons))
     return CaseResult(
@@ -68,6 +76,8 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
     )
 
 
-def run_policy_tests(policy: Policy, cases: Iterable[PolicyTestCase] | None = None) -> tuple[CaseResult, ...]:
+def run_policy_tests(
+    policy: Policy, cases: Iterable[PolicyTestCase] | None = None
+) -> tuple[CaseResult, ...]:
     """Run ``cases`` (default: the policy's own ``tests:`` block) in order."""
     return tuple(run_case(policy, case) for case in (policy.tests if cases is None else cases))

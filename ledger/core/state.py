@@ -174,7 +174,13 @@ def aggregate_of(event: GovernanceEvent) -> str:
 def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
     """Apply one governance event; a duplicate or out-of-order event is a no-op."""
     match event:
-        case PolicyVersionProposed() | PolicyVersionApproved() | PolicyVersionPromoted() | PolicyRolledBack() | PolicyRetired():
+        case (
+            PolicyVersionProposed()
+            | PolicyVersionApproved()
+            | PolicyVersionPromoted()
+            | PolicyRolledBack()
+            | PolicyRetired()
+        ):
             record = state.policies.get(event.policy) or PolicyRecord(name=event.policy)
             if event.sequence != record.sequence + 1:
                 return state
@@ -183,11 +189,15 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
             policies[event.policy] = replace(updated, sequence=event.sequence)
             return replace(state, policies=policies)
         case GrantIssued() | GrantRevoked() | RoleAssigned() | RoleRevoked():
-            prec = state.principals.get(event.principal) or PrincipalRecord(principal=event.principal)
+            prec = state.principals.get(event.principal) or PrincipalRecord(
+                principal=event.principal
+            )
             if event.sequence != prec.sequence + 1:
                 return state
             principals = dict(state.principals)
-            principals[event.principal] = replace(_apply_grant(prec, event), sequence=event.sequence)
+            principals[event.principal] = replace(
+                _apply_grant(prec, event), sequence=event.sequence
+            )
             return replace(state, principals=principals)
         case _:
             assert_never(event)
@@ -207,7 +217,11 @@ def _set_stage(versions: dict[int, PolicyVersion], version: int | None, stage: S
 
 def _apply_policy(
     record: PolicyRecord,
-    event: PolicyVersionProposed | PolicyVersionApproved | PolicyVersionPromoted | PolicyRolledBack | PolicyRetired,
+    event: PolicyVersionProposed
+    | PolicyVersionApproved
+    | PolicyVersionPromoted
+    | PolicyRolledBack
+    | PolicyRetired,
 ) -> PolicyRecord:
     versions = dict(record.versions)
     match event:
@@ -242,7 +256,12 @@ def _apply_policy(
             if v not in versions:
                 return record
             shadows = tuple(s for s in record.shadows if s != v)
-            active, canary, percent, history = record.active, record.canary, record.canary_percent, record.history
+            active, canary, percent, history = (
+                record.active,
+                record.canary,
+                record.canary_percent,
+                record.history,
+            )
             if event.stage is Stage.SHADOW:
                 if active == v:
                     active = None
@@ -338,7 +357,9 @@ def _apply_grant(
 # ----------------------------------------------------------------------------------- look-ups
 
 
-def _governance_index(state: LedgerState) -> tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]:
+def _governance_index(
+    state: LedgerState,
+) -> tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]:
     cached = state.memo.get("governance")
     if cached is not None:
         return cached  # type: ignore[no-any-return]

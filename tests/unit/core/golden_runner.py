@@ -50,19 +50,30 @@ def _document(ref: str) -> str:
 
 
 def build_command(spec: dict[str, Any], n: int) -> Command:
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     common = {"event_id": f"cmd-{n}", "occurred_at": _time(args.get("at")), "actor": args["by"]}
     match kind:
         case "propose":
-            return ProposePolicyVersion(**common, document=_document(args["document"]), note=args.get("note"))
+            return ProposePolicyVersion(
+                **common, document=_document(args["document"]), note=args.get("note")
+            )
         case "approve":
             return ApprovePolicyVersion(**common, policy=args["policy"], version=args["version"])
         case "promote":
             return PromotePolicyVersion(
-                **common, policy=args["policy"], version=args["version"], stage=Stage(args["to"]), percent=args.get("percent")
+                **common,
+                policy=args["policy"],
+                version=args["version"],
+                stage=Stage(args["to"]),
+                percent=args.get("percent"),
             )
         case "rollback":
-            return RollbackPolicy(**common, policy=args["policy"], to_version=args.get("to"), reason=args.get("reason", ""))
+            return RollbackPolicy(
+                **common,
+                policy=args["policy"],
+                to_version=args.get("to"),
+                reason=args.get("reason", ""),
+            )
         case "retire":
             return RetirePolicy(**common, policy=args["policy"], reason=args.get("reason", ""))
         case "grant":
@@ -95,7 +106,16 @@ def expand(given: list[dict[str, Any]]) -> list[dict[str, Any]]:
             version = step.get("version", 1)
             policy = "refund" if name.startswith("refund") else name
             out.append({"approve": {"by": "human:bob", "policy": policy, "version": version}})
-            out.append({"promote": {"by": "human:bob", "policy": policy, "version": version, "to": "active"}})
+            out.append(
+                {
+                    "promote": {
+                        "by": "human:bob",
+                        "policy": policy,
+                        "version": version,
+                        "to": "active",
+                    }
+                }
+            )
         else:
             out.append(step)
     return out
@@ -104,7 +124,9 @@ def expand(given: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def apply(state: LedgerState, commands: list[dict[str, Any]], ids: Any) -> LedgerState:
     for n, spec in enumerate(expand(commands)):
         command = build_command(spec, n)
-        outcome = decide(state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS)
+        outcome = decide(
+            state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS
+        )
         assert not isinstance(outcome, Rejection), f"given step {spec} was rejected: {outcome}"
         for event in outcome:
             state = fold(state, event)
@@ -114,7 +136,9 @@ def apply(state: LedgerState, commands: list[dict[str, Any]], ids: Any) -> Ledge
 def _facts(raw: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in (raw or {}).items():
-        out[k] = tuple(v) if isinstance(v, list) else Decimal(repr(v)) if isinstance(v, float) else v
+        out[k] = (
+            tuple(v) if isinstance(v, list) else Decimal(repr(v)) if isinstance(v, float) else v
+        )
     return out
 
 
@@ -124,9 +148,13 @@ def run_case(case: dict[str, Any]) -> None:
     expect = case["expect"]
     if "when" in case:
         command = build_command(case["when"], 999)
-        outcome = decide(state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS)
+        outcome = decide(
+            state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS
+        )
         if "rejection" in expect:
-            assert isinstance(outcome, Rejection), f"expected rejection {expect['rejection']}, got {outcome}"
+            assert isinstance(outcome, Rejection), (
+                f"expected rejection {expect['rejection']}, got {outcome}"
+            )
             assert outcome.code == expect["rejection"], outcome
             return
         assert not isinstance(outcome, Rejection), f"expected acceptance, got {outcome}"
@@ -155,7 +183,9 @@ def run_case(case: dict[str, Any]) -> None:
         for name, exp in expect["state"].items():
             record = state.policies[name]
             for key, value in exp.items():
-                assert getattr(record, key) == (tuple(value) if isinstance(value, list) else value), (key, getattr(record, key))
+                assert getattr(record, key) == (
+                    tuple(value) if isinstance(value, list) else value
+                ), (key, getattr(record, key))
 
 
 def check_decision(d: DecisionRecorded, exp: dict[str, Any]) -> None:
@@ -173,7 +203,14 @@ def check_decision(d: DecisionRecorded, exp: dict[str, Any]) -> None:
             for fragment in value:
                 assert fragment in joined, (fragment, joined)
         elif key == "shadow":
-            got = [{"version": s.version, "stage": s.stage.value, "determination": s.determination.value} for s in d.shadow_results]
+            got = [
+                {
+                    "version": s.version,
+                    "stage": s.stage.value,
+                    "determination": s.determination.value,
+                }
+                for s in d.shadow_results
+            ]
             assert got == value, got
         else:
             assert getattr(d, key) == value, (key, getattr(d, key), d)

@@ -42,7 +42,11 @@ def ev(text: str, facts: dict[str, object], context: dict[str, object] | None = 
         ("n % 3 == -1", {"n": -7}, True),
         ("-n > 0", {"n": -1}, True),
         ("ratio > 0.5 && n >= 2", {"ratio": 0.75, "n": 2}, True),
-        ("name.startsWith('ab') && name.endsWith('z') && name.contains('c')", {"name": "abcz"}, True),
+        (
+            "name.startsWith('ab') && name.endsWith('z') && name.contains('c')",
+            {"name": "abcz"},
+            True,
+        ),
         ("name.matches('^a.c$')", {"name": "abc"}, True),
         ("size(name) == 3 && name.size() == 3", {"name": "abc"}, True),
         ("standing in ['good']", {"standing": "good"}, True),
@@ -52,7 +56,11 @@ def ev(text: str, facts: dict[str, object], context: dict[str, object] | None = 
         ("size(tags) == 0 ? true : false", {"tags": ()}, True),
         ("!flag", {"flag": False}, True),
         ("at > timestamp('2025-01-01T00:00:00Z')", {"at": datetime(2025, 6, 1, tzinfo=UTC)}, True),
-        ("at - timestamp('2025-01-01T00:00:00Z') < duration('24h')", {"at": datetime(2025, 1, 1, 12, tzinfo=UTC)}, True),
+        (
+            "at - timestamp('2025-01-01T00:00:00Z') < duration('24h')",
+            {"at": datetime(2025, 1, 1, 12, tzinfo=UTC)},
+            True,
+        ),
         ("note == 'x'", {}, False),  # absent: never true
         ("note != 'x'", {}, False),  # absent: never true either
         ("!has(note) || note != 'x'", {}, True),

@@ -19,7 +19,12 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_help_on_every_command() -> None:
-    for args in (["policy", "--help"], ["policy", "validate", "--help"], ["policy", "test", "--help"], ["policy", "eval", "--help"]):
+    for args in (
+        ["policy", "--help"],
+        ["policy", "validate", "--help"],
+        ["policy", "test", "--help"],
+        ["policy", "eval", "--help"],
+    ):
         code, out, _ = run(*args)
         assert code == 0 and "Usage" in out
 
@@ -28,7 +33,9 @@ def test_validate_ok_and_invalid(tmp_path: Path) -> None:
     code, out, _ = run("policy", "validate", str(REFUND))
     assert code == 0 and "policy refund" in out
     bad = tmp_path / "bad.yaml"
-    bad.write_text("policy: bad\ngoverns: [a]\nowner: o\nfacts: {n: int}\nrules:\n  - id: r1\n    when: n > 'x'\n    effect: allow\ndefault: {effect: deny}\n")
+    bad.write_text(
+        "policy: bad\ngoverns: [a]\nowner: o\nfacts: {n: int}\nrules:\n  - id: r1\n    when: n > 'x'\n    effect: allow\ndefault: {effect: deny}\n"
+    )
     code, out, err = run("policy", "validate", str(bad), str(REFUND))
     assert code == 3
     assert f"{bad}:7, rule 'r1', when: cannot order int and string" in err
@@ -57,16 +64,26 @@ def test_test_failures_exit_non_zero(tmp_path: Path) -> None:
     )
     code, out, _ = run("policy", "test", str(tmp_path))
     assert code == 1
-    assert "1 passed, 1 failed" in out and "FAIL" in out and "expected allow, got allow_with_constraints" in out
+    assert (
+        "1 passed, 1 failed" in out
+        and "FAIL" in out
+        and "expected allow, got allow_with_constraints" in out
+    )
 
 
 def test_eval_table_and_json() -> None:
     facts = '{"tenure_days": 120, "amount": 120.50, "prior_refunds_12m": 0, "standing": "good"}'
     code, out, _ = run("policy", "eval", str(REFUND), "--facts", facts)
     assert code == 0 and "auto-refund" in out and "allow" in out
-    code, out, _ = run("policy", "eval", str(REFUND), "--facts", facts.replace("120.50", "900"), "--json")
+    code, out, _ = run(
+        "policy", "eval", str(REFUND), "--facts", facts.replace("120.50", "900"), "--json"
+    )
     doc = json.loads(out)
-    assert (doc["determination"], doc["rule"], doc["reasons"]) == ("deny", None, ["Outside refund policy"])
+    assert (doc["determination"], doc["rule"], doc["reasons"]) == (
+        "deny",
+        None,
+        ["Outside refund policy"],
+    )
     code, out, _ = run("policy", "eval", str(REFUND), "--facts", '{"amount": "x"}', "--json")
     assert json.loads(out)["determination"] == "error"
     code, _, err = run("policy", "eval", str(REFUND), "--facts", "not json")

@@ -18,7 +18,10 @@ INT = FactSpec(name="n", type="int", minimum=0, maximum=10)
 DEC = FactSpec(name="d", type="decimal", minimum=Decimal("0.01"), maximum=Decimal("999.99"))
 
 
-@pytest.mark.parametrize(("value", "ok"), [(0, True), (10, True), (-1, False), (11, False), (True, False), (1.0, False), ("1", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(0, True), (10, True), (-1, False), (11, False), (True, False), (1.0, False), ("1", False)],
+)
 def test_int_bounds_and_bool_is_not_int(value: object, ok: bool) -> None:
     _, reasons = check(INT, value)
     assert (not reasons) is ok, reasons
@@ -26,7 +29,13 @@ def test_int_bounds_and_bool_is_not_int(value: object, ok: bool) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("120.50", Decimal("120.50")), (5, Decimal(5)), (120.5, Decimal("120.5")), (Decimal("0.01"), Decimal("0.01")), (" 7.10 ", Decimal("7.10"))],
+    [
+        ("120.50", Decimal("120.50")),
+        (5, Decimal(5)),
+        (120.5, Decimal("120.5")),
+        (Decimal("0.01"), Decimal("0.01")),
+        (" 7.10 ", Decimal("7.10")),
+    ],
 )
 def test_decimal_coercion_is_exact(value: object, expected: Decimal) -> None:
     coerced, reasons = check(DEC, value)
@@ -71,8 +80,14 @@ def test_float_accepts_numbers_not_bools() -> None:
 def test_timestamp_normalised_to_utc() -> None:
     spec = FactSpec(name="t", type="timestamp")
     coerced, reasons = check(spec, "2025-01-01T02:00:00+02:00")
-    assert not reasons and coerced["t"] == datetime(2025, 1, 1, tzinfo=UTC) and coerced["t"].tzinfo is UTC
-    assert check(spec, datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1))))[0]["t"].tzinfo is UTC
+    assert (
+        not reasons
+        and coerced["t"] == datetime(2025, 1, 1, tzinfo=UTC)
+        and coerced["t"].tzinfo is UTC
+    )
+    assert (
+        check(spec, datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1))))[0]["t"].tzinfo is UTC
+    )
     assert "no time zone" in check(spec, "2025-01-01T00:00:00")[1][0]
     assert check(spec, "yesterday")[1]
 
@@ -85,7 +100,10 @@ def test_list_of_strings() -> None:
 
 
 def test_missing_unknown_and_optional() -> None:
-    specs = {"a": FactSpec(name="a", type="int"), "b": FactSpec(name="b", type="string", optional=True)}
+    specs = {
+        "a": FactSpec(name="a", type="int"),
+        "b": FactSpec(name="b", type="string", optional=True),
+    }
     coerced, reasons = validate_facts(specs, {"a": 1})
     assert coerced == {"a": 1} and not reasons
     _, reasons = validate_facts(specs, {"z": 1})

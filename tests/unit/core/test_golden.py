@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from golden_runner import run_case  # beside this file (pytest puts its dir on sys.path)
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"

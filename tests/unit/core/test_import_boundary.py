@@ -13,7 +13,20 @@ CORE = Path(__file__).resolve().parents[3] / "ledger" / "core"
 ALLOWED_THIRD_PARTY = {"yaml", "celpy", "lark"}
 ALLOWED_OWN = ("ledger.core", "ledger.errors")
 # Standard-library modules that do I/O, read the clock or randomness: never in the core.
-FORBIDDEN_STDLIB = {"os", "random", "secrets", "socket", "subprocess", "time", "pathlib", "io", "shutil", "tempfile", "threading", "asyncio"}
+FORBIDDEN_STDLIB = {
+    "os",
+    "random",
+    "secrets",
+    "socket",
+    "subprocess",
+    "time",
+    "pathlib",
+    "io",
+    "shutil",
+    "tempfile",
+    "threading",
+    "asyncio",
+}
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -90,11 +91,23 @@ extra: 1
     [
         ("policy: x\n", "missing required key 'governs'"),
         ("[1, 2]", "must be a mapping"),
-        ("policy: x\ngoverns: a\nowner: o\ndefault: {effect: deny}\npolicy: y\n", "duplicate key 'policy'"),
-        ("policy: 'bad name'\ngoverns: [a]\nowner: o\ndefault: {effect: deny}\n", "not a valid policy name"),
-        ("policy: x\ngoverns: [a]\nowner: o\nfacts: {context: {type: int}}\ndefault: {effect: deny}\n", "reserved"),
+        (
+            "policy: x\ngoverns: a\nowner: o\ndefault: {effect: deny}\npolicy: y\n",
+            "duplicate key 'policy'",
+        ),
+        (
+            "policy: 'bad name'\ngoverns: [a]\nowner: o\ndefault: {effect: deny}\n",
+            "not a valid policy name",
+        ),
+        (
+            "policy: x\ngoverns: [a]\nowner: o\nfacts: {context: {type: int}}\ndefault: {effect: deny}\n",
+            "reserved",
+        ),
         ("policy: x\ngoverns: [a]\nowner: o\ndefault: {effect: maybe}\n", "unknown effect"),
-        ("policy: x\ngoverns: []\nowner: o\ndefault: {effect: deny}\n", "governs must be a non-empty list"),
+        (
+            "policy: x\ngoverns: []\nowner: o\ndefault: {effect: deny}\n",
+            "governs must be a non-empty list",
+        ),
         ("policy: x\n  governs: [a\n", "YAML syntax error"),
         ("a: 1\n---\nb: 2\n", "YAML"),
     ],
@@ -121,23 +134,63 @@ def test_test_file_parsing() -> None:
 
 # --------------------------------------------------------------------------- never anything but PolicyError
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12))
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12)
+)
 _values = st.recursive(
     _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=12,
 )
-_keys = st.sampled_from(["policy", "governs", "owner", "description", "facts", "rules", "default", "tests", "when", "type", "effect", "id"])
+_keys = st.sampled_from(
+    [
+        "policy",
+        "governs",
+        "owner",
+        "description",
+        "facts",
+        "rules",
+        "default",
+        "tests",
+        "when",
+        "type",
+        "effect",
+        "id",
+    ]
+)
 _fact_spec = st.fixed_dictionaries(
-    {"type": st.one_of(st.sampled_from(["int", "decimal", "float", "bool", "string", "enum", "timestamp", "list<string>"]), _scalars)},
+    {
+        "type": st.one_of(
+            st.sampled_from(
+                ["int", "decimal", "float", "bool", "string", "enum", "timestamp", "list<string>"]
+            ),
+            _scalars,
+        )
+    },
     optional={"values": _values, "min": _values, "max": _values, "optional": _values},
 )
 _conditions = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["n > 1", "n == 'a'", "x.y(", "has(n)", "[1,2].exists(v, v > n)", "n / 0 > 1", "((((n))))", "'a' in tags"]),
+    st.sampled_from(
+        [
+            "n > 1",
+            "n == 'a'",
+            "x.y(",
+            "has(n)",
+            "[1,2].exists(v, v > n)",
+            "n / 0 > 1",
+            "((((n))))",
+            "'a' in tags",
+        ]
+    ),
 )
 _rule = st.fixed_dictionaries(
-    {"id": st.one_of(st.text(max_size=5), _scalars), "effect": st.one_of(st.sampled_from(["allow", "deny"]), _scalars)},
+    {
+        "id": st.one_of(st.text(max_size=5), _scalars),
+        "effect": st.one_of(st.sampled_from(["allow", "deny"]), _scalars),
+    },
     optional={"when": _conditions, "constraints": _values, "reason": _values},
 )
 _documents = st.fixed_dictionaries(
@@ -146,7 +199,10 @@ _documents = st.fixed_dictionaries(
         "policy": st.one_of(st.just("p"), _scalars),
         "governs": st.one_of(st.just(["a.*"]), _values),
         "owner": st.one_of(st.just("o"), _scalars),
-        "facts": st.one_of(st.dictionaries(st.text(max_size=6), st.one_of(_fact_spec, _values), max_size=4), _values),
+        "facts": st.one_of(
+            st.dictionaries(st.text(max_size=6), st.one_of(_fact_spec, _values), max_size=4),
+            _values,
+        ),
         "rules": st.one_of(st.lists(_rule, max_size=4), _values),
         "default": st.one_of(st.just({"effect": "deny"}), _values),
         "tests": _values,
@@ -171,17 +227,15 @@ def test_validation_only_raises_policy_error_on_documents(doc: object) -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=200))
 def test_validation_only_raises_policy_error_on_text(text: str) -> None:
-    try:
+    with contextlib.suppress(PolicyError):
         parse_policy(text)
-    except PolicyError:
-        pass
-    try:
+    with contextlib.suppress(PolicyError):
         Policy.from_canonical(text)
-    except PolicyError:
-        pass
 
 
-@pytest.mark.parametrize("text", ["[" * 5000, "a: " + "{x: " * 3000, "*x", "!!python/object:os.system {}", "a: &a [*a]"])
+@pytest.mark.parametrize(
+    "text", ["[" * 5000, "a: " + "{x: " * 3000, "*x", "!!python/object:os.system {}", "a: &a [*a]"]
+)
 def test_hostile_yaml(text: str) -> None:
     with pytest.raises(PolicyError):
         parse_policy(text)
@@ -190,4 +244,6 @@ def test_hostile_yaml(text: str) -> None:
 def test_deeply_nested_condition() -> None:
     cond = "(" * 400 + "n > 1" + ")" * 400
     with pytest.raises(PolicyError):
-        parse_policy(f"policy: x\ngoverns: [a]\nowner: o\nfacts: {{n: int}}\nrules: [{{id: r, when: '{cond}', effect: allow}}]\ndefault: {{effect: deny}}\n")
+        parse_policy(
+            f"policy: x\ngoverns: [a]\nowner: o\nfacts: {{n: int}}\nrules: [{{id: r, when: '{cond}', effect: allow}}]\ndefault: {{effect: deny}}\n"
+        )

@@ -57,15 +57,69 @@ def history() -> list[GovernanceEvent]:
     ids = (f"e{i}" for i in itertools.count())
     commands: list[Command] = [
         ProposePolicyVersion(event_id="c1", occurred_at=T0, actor="human:admin", document=REFUND),
-        IssueGrant(event_id="c3b", occurred_at=T0, actor="human:admin", grant_id="g0", principal="human:bob", actions=("ledger.policy.*",), resource="policy:*"),
-        ApprovePolicyVersion(event_id="c2", occurred_at=T0, actor="human:bob", policy="refund", version=1),
-        IssueGrant(event_id="c3", occurred_at=T0, actor="human:admin", grant_id="g1", principal="agent:bot", actions=("refund.*",), resource="account:*"),
-        PromotePolicyVersion(event_id="c4", occurred_at=T0, actor="human:bob", policy="refund", version=1, stage=Stage.ACTIVE),
-        ProposePolicyVersion(event_id="c5", occurred_at=T0, actor="human:admin", document=REFUND.replace("750", "900")),
-        IssueGrant(event_id="c6", occurred_at=T0, actor="human:admin", grant_id="g2", principal="role:ops", actions=("ticket.*",), resource="*"),
-        AssignRole(event_id="c7", occurred_at=T0, actor="human:admin", principal="agent:bot", role="role:ops"),
-        ApprovePolicyVersion(event_id="c8", occurred_at=T0, actor="human:bob", policy="refund", version=2),
-        PromotePolicyVersion(event_id="c9", occurred_at=T0, actor="human:bob", policy="refund", version=2, stage=Stage.CANARY, percent=30),
+        IssueGrant(
+            event_id="c3b",
+            occurred_at=T0,
+            actor="human:admin",
+            grant_id="g0",
+            principal="human:bob",
+            actions=("ledger.policy.*",),
+            resource="policy:*",
+        ),
+        ApprovePolicyVersion(
+            event_id="c2", occurred_at=T0, actor="human:bob", policy="refund", version=1
+        ),
+        IssueGrant(
+            event_id="c3",
+            occurred_at=T0,
+            actor="human:admin",
+            grant_id="g1",
+            principal="agent:bot",
+            actions=("refund.*",),
+            resource="account:*",
+        ),
+        PromotePolicyVersion(
+            event_id="c4",
+            occurred_at=T0,
+            actor="human:bob",
+            policy="refund",
+            version=1,
+            stage=Stage.ACTIVE,
+        ),
+        ProposePolicyVersion(
+            event_id="c5",
+            occurred_at=T0,
+            actor="human:admin",
+            document=REFUND.replace("750", "900"),
+        ),
+        IssueGrant(
+            event_id="c6",
+            occurred_at=T0,
+            actor="human:admin",
+            grant_id="g2",
+            principal="role:ops",
+            actions=("ticket.*",),
+            resource="*",
+        ),
+        AssignRole(
+            event_id="c7",
+            occurred_at=T0,
+            actor="human:admin",
+            principal="agent:bot",
+            role="role:ops",
+        ),
+        ApprovePolicyVersion(
+            event_id="c8", occurred_at=T0, actor="human:bob", policy="refund", version=2
+        ),
+        PromotePolicyVersion(
+            event_id="c9",
+            occurred_at=T0,
+            actor="human:bob",
+            policy="refund",
+            version=2,
+            stage=Stage.CANARY,
+            percent=30,
+        ),
         RevokeGrant(event_id="c10", occurred_at=T0, actor="human:admin", grant_id="g2"),
     ]
     state, events = EMPTY_STATE, []
@@ -84,7 +138,18 @@ FINAL = replay(EVENTS)
 
 def summary(state: LedgerState) -> object:
     return (
-        {n: (r.sequence, r.active, r.canary, r.canary_percent, r.shadows, r.history, {v: x.stage for v, x in r.versions.items()}) for n, r in state.policies.items()},
+        {
+            n: (
+                r.sequence,
+                r.active,
+                r.canary,
+                r.canary_percent,
+                r.shadows,
+                r.history,
+                {v: x.stage for v, x in r.versions.items()},
+            )
+            for n, r in state.policies.items()
+        },
         {p: (r.sequence, sorted(r.grants), sorted(r.roles)) for p, r in state.principals.items()},
     )
 
@@ -124,7 +189,9 @@ def test_fold_is_deterministic_and_skips_gaps() -> None:
 
 
 def test_with_position_and_decisions_carry_it() -> None:
-    state = with_position(with_position(FINAL, "ledger.policy-events/0", 41), "ledger.grant-events/2", 7)
+    state = with_position(
+        with_position(FINAL, "ledger.policy-events/0", 41), "ledger.grant-events/2", 7
+    )
     assert state.position == {"ledger.policy-events/0": 41, "ledger.grant-events/2": 7}
     assert FINAL.position == {}
     d = evaluate(state, _request("r1"), now=T0, evaluator_id="t")
@@ -156,10 +223,21 @@ def test_decision_id_is_uuid5() -> None:
 
 
 def _request(rid: str, **facts: object) -> EvaluationRequested:
-    base = {"tenure_days": 400, "amount": Decimal("800"), "prior_refunds_12m": 0, "standing": "good"}
+    base = {
+        "tenure_days": 400,
+        "amount": Decimal("800"),
+        "prior_refunds_12m": 0,
+        "standing": "good",
+    }
     base.update(facts)
     return EvaluationRequested(
-        event_id=rid, occurred_at=T0, actor="agent:bot", action="refund.issue", principal="agent:bot", resource=f"account:{rid}", facts=base
+        event_id=rid,
+        occurred_at=T0,
+        actor="agent:bot",
+        action="refund.issue",
+        principal="agent:bot",
+        resource=f"account:{rid}",
+        facts=base,
     )
 
 
@@ -171,8 +249,13 @@ def test_evaluate_is_deterministic_and_redelivery_safe() -> None:
 
 def test_evaluate_never_raises_on_odd_facts() -> None:
     odd = EvaluationRequested(
-        event_id="odd", occurred_at=T0, actor="agent:bot", action="refund.issue", principal="agent:bot",
-        resource="account:1", facts={"amount": [1], "tenure_days": None, 3: 4},  # type: ignore[dict-item]
+        event_id="odd",
+        occurred_at=T0,
+        actor="agent:bot",
+        action="refund.issue",
+        principal="agent:bot",
+        resource="account:1",
+        facts={"amount": [1], "tenure_days": None, 3: 4},  # type: ignore[dict-item]
     )
     d = evaluate(FINAL, odd, now=T0, evaluator_id="t")
     assert d.determination is Determination.ERROR and d.reason_code == "invalid_facts"
@@ -180,9 +263,17 @@ def test_evaluate_never_raises_on_odd_facts() -> None:
 
 def test_batch_and_correction() -> None:
     batch = BatchEvaluationRequested(
-        event_id="b1", occurred_at=T0, actor="agent:bot", principal="agent:bot",
+        event_id="b1",
+        occurred_at=T0,
+        actor="agent:bot",
+        principal="agent:bot",
         items=(
-            BatchItem(item_id="1", action="refund.issue", resource="account:1", facts=dict(_request("1").facts)),
+            BatchItem(
+                item_id="1",
+                action="refund.issue",
+                resource="account:1",
+                facts=dict(_request("1").facts),
+            ),
             BatchItem(item_id="2", action="email.send", resource="x", facts={}),
         ),
     )
@@ -191,11 +282,21 @@ def test_batch_and_correction() -> None:
     assert out.event_id == decision_id("b1")
 
     req = _request("async", amount=Decimal("5000"))
-    req = EvaluationRequested(**{**{f: getattr(req, f) for f in req.__dataclass_fields__}, "mode": Mode.ASYNC, "default": Determination.ALLOW})
+    req = EvaluationRequested(
+        **{
+            **{f: getattr(req, f) for f in req.__dataclass_fields__},
+            "mode": Mode.ASYNC,
+            "default": Determination.ALLOW,
+        }
+    )
     d = evaluate(FINAL, req, now=T0 + timedelta(seconds=1), evaluator_id="t")
     c = correction_for(d)
     assert d.determination is Determination.DENY and c is not None
-    assert (c.default, c.determination, c.decision_id) == (Determination.ALLOW, Determination.DENY, d.event_id)
+    assert (c.default, c.determination, c.decision_id) == (
+        Determination.ALLOW,
+        Determination.DENY,
+        d.event_id,
+    )
     assert correction_for(evaluate(FINAL, _request("sync"), now=T0, evaluator_id="t")) is None
 
 
@@ -209,7 +310,11 @@ def test_simulate_reports_changed_determinations() -> None:
     report = simulate(candidate, pairs)
     assert report.evaluated == 3 and len(report.changed) == 1
     change = report.changed[0]
-    assert (change.request_id, change.old_determination, change.new_determination) == ("s1", Determination.DENY, Determination.ALLOW_WITH_CONSTRAINTS)
+    assert (change.request_id, change.old_determination, change.new_determination) == (
+        "s1",
+        Determination.DENY,
+        Determination.ALLOW_WITH_CONSTRAINTS,
+    )
     assert (change.old_rule, change.new_rule) == (None, "credit-only")
     assert report.transitions == {"deny -> allow_with_constraints": 1}
     assert simulate(active, pairs).changed == ()
@@ -221,8 +326,17 @@ def test_replay_of_many_events_is_linear() -> None:
     from ledger.core.events import GrantIssued
 
     events = [
-        GrantIssued(event_id=next(ids), occurred_at=T0, actor="human:admin", command_id="c", principal=f"agent:a{i % 50}",
-                    sequence=i // 50 + 1, grant_id=f"g{i}", actions=("x.*",), resource="*")
+        GrantIssued(
+            event_id=next(ids),
+            occurred_at=T0,
+            actor="human:admin",
+            command_id="c",
+            principal=f"agent:a{i % 50}",
+            sequence=i // 50 + 1,
+            grant_id=f"g{i}",
+            actions=("x.*",),
+            resource="*",
+        )
         for i in range(5000)
     ]
     state = replay(events)
