@@ -43,7 +43,7 @@ from ledger.core.events import (
     Value,
 )
 from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, UsageError
-from ledger.kafka_io import make_consumer, make_producer, new_id, utcnow
+from ledger.kafka_io import make_consumer, make_producer, new_id, position_key, utcnow
 from ledger.settings import TopicNames
 
 __all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
@@ -166,6 +166,8 @@ class LedgerClient:
         self._codec = codec or default_codec()
         self._listener = _Listener(config, self._codec)
         self._producer = make_producer(config.bootstrap)
+        self._position_lock = threading.Lock()
+        self._position_consumer: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -173,6 +175,10 @@ class LedgerClient:
         self._producer.flush(timeout=5)
         self._producer.close(timeout=5)
         self._listener.close()
+        with self._position_lock:
+            if self._position_consumer is not None:
+                self._position_consumer.close()
+                self._position_consumer = None
 
     def __enter__(self) -> LedgerClient:
         return self
@@ -296,6 +302,30 @@ class LedgerClient:
         """Call ``callback`` (on the listener thread) for every correction of this client."""
         self._listener.on_correction = callback
 
+    def governance_position(self) -> dict[str, int]:
+        """The ledger's current governance position: ``{"topic/partition": last offset}``.
+
+        The offsets of the last policy and grant events written (empty partitions are left out),
+        in the form of :attr:`BatchDecisionRecorded.governance_position`, so
+        ``is_stale(answer, client.governance_position())`` tells whether a cached pre-evaluation
+        predates a governance change.
+        """
+        from kafka import TopicPartition
+
+        topics = (self.config.topics.policy_events, self.config.topics.grant_events)
+        with self._position_lock:
+            if self._position_consumer is None:
+                self._position_consumer = make_consumer(self.config.bootstrap)
+            consumer = self._position_consumer
+            parts = []
+            for topic in topics:
+                found = consumer.partitions_for_topic(topic)
+                if found is None:
+                    raise UsageError(f"topic {topic} does not exist: run `ledger topics create`")
+                parts.extend(TopicPartition(topic, p) for p in sorted(found))
+            ends = consumer.end_offsets(parts)
+        return {position_key(tp.topic, tp.partition): ends[tp] - 1 for tp in parts if ends[tp] > 0}
+
     @staticmethod
     def is_stale(answer: BatchDecisionRecorded, position: Mapping[str, int]) -> bool:
         """True when ``position`` (the current governance position) has moved past the answer's."""
@@ -404,6 +434,11 @@ class AsyncLedgerClient:
         self, command: Command, *, timeout: float | None = None
     ) -> CommandAccepted:
         return await asyncio.to_thread(self._sync.submit_command, command, timeout=timeout)
+
+    async def governance_position(self) -> dict[str, int]:
+        return await asyncio.to_thread(self._sync.governance_position)
+
+    is_stale = staticmethod(LedgerClient.is_stale)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,232 @@
+"""The integration harness: a whole ledger stack on the real broker, and helpers to drive it.
+
+A *stack* is the ledger topics under a unique prefix, a ``Settings`` whose home is a temp dir
+(processor logs land in ``<home>/logs``), and the command processor and evaluator running as
+real worker processes (``ledger.stack.start_processor``). Nothing about Kafka is mocked.
+
+- ``stack_factory`` (conftest) builds stacks on demand (stopped at the end of the module): fault tests
+  that kill or restart processors take their own.
+- ``shared_stack`` (conftest) is one stack for a whole module, bootstrapped with grants. Tests sharing
+  it stay apart by giving each its own policy (name and governed action), see :func:`policy_doc`.
+
+Governance is eventually consistent: the evaluator follows the policy/grant topics on its own.
+:meth:`LedgerStack.evaluate_settled` waits (with a deadline) until a decision was made at a
+governance position at least as far as the one the ledger had when it was called.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger.client import ClientConfig, LedgerClient
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    CommandAccepted,
+    DecisionRecorded,
+    IssueGrant,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    Stage,
+    Value,
+)
+from ledger.kafka_io import new_id, read_topic, utcnow
+from ledger.settings import Settings, TopicNames
+from ledger.stack import start_processor, stop_processor
+
+ROOT = Path(__file__).resolve().parents[2]
+REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+
+ADMIN = "human:admin"
+ALICE = "human:alice"
+BOB = "human:bob"
+AGENT = "agent:refund-bot"
+
+GOOD_FACTS: dict[str, Value] = {
+    "tenure_days": 400,
+    "amount": "120.50",
+    "prior_refunds_12m": 0,
+    "standing": "good",
+}
+
+
+def policy_doc(name: str = "refund", *, action: str | None = None, auto_below: int = 500) -> str:
+    """The example refund policy, renamed (so tests can share a stack) and re-thresholded.
+
+    ``auto_below`` is the amount under which the ``auto-refund`` rule allows outright: changing
+    it makes a different version (different content hash, different decisions).
+    """
+    doc = REFUND.replace("policy: refund", f"policy: {name}", 1)
+    doc = doc.replace("governs: [refund.issue]", f"governs: [{action or name + '.issue'}]", 1)
+    return doc.replace("amount < 500", f"amount < {auto_below}", 1)
+
+
+@dataclass
+class LedgerStack:
+    """One running ledger: topics, settings, processors, and the clients made for it."""
+
+    bootstrap: str
+    settings: Settings
+    clients: list[LedgerClient] = field(default_factory=list)
+
+    @property
+    def topics(self) -> TopicNames:
+        return self.settings.topics
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.home / "logs"
+
+    # ------------------------------------------------------------------ processes
+
+    def start(self, name: str) -> int:
+        return start_processor(self.settings, name, bootstrap=self.bootstrap, timeout=90)
+
+    def stop(self, name: str, *, kill: bool = False) -> bool:
+        return stop_processor(self.settings, name, kill=kill)
+
+    def logs(self) -> str:
+        """Every processor log, for assertion messages."""
+        parts = []
+        for log in sorted(self.log_dir.glob("*.log")):
+            parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ clients
+
+    def client(self, actor: str = AGENT, *, timeout: float = 20.0) -> LedgerClient:
+        client = LedgerClient(
+            ClientConfig(bootstrap=self.bootstrap, topics=self.topics, actor=actor, timeout=timeout)
+        )
+        self.clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        while self.clients:
+            self.clients.pop().close()
+
+    # ------------------------------------------------------------------ governance helpers
+
+    def propose(self, client: LedgerClient, document: str, *, by: str) -> CommandAccepted:
+        return client.submit_command(
+            ProposePolicyVersion(
+                event_id=new_id(), occurred_at=utcnow(), actor=by, document=document
+            )
+        )
+
+    def approve(
+        self, client: LedgerClient, policy: str, version: int, *, by: str
+    ) -> CommandAccepted:
+        return client.submit_command(
+            ApprovePolicyVersion(
+                event_id=new_id(), occurred_at=utcnow(), actor=by, policy=policy, version=version
+            )
+        )
+
+    def promote(
+        self,
+        client: LedgerClient,
+        policy: str,
+        version: int,
+        stage: Stage,
+        *,
+        by: str = ADMIN,
+        percent: int | None = None,
+    ) -> CommandAccepted:
+        return client.submit_command(
+            PromotePolicyVersion(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor=by,
+                policy=policy,
+                version=version,
+                stage=stage,
+                percent=percent,
+            )
+        )
+
+    def grant(
+        self,
+        client: LedgerClient,
+        principal: str,
+        actions: tuple[str, ...],
+        resource: str,
+        *,
+        by: str = ADMIN,
+    ) -> CommandAccepted:
+        return client.submit_command(
+            IssueGrant(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor=by,
+                grant_id=f"g-{uuid.uuid4().hex[:12]}",
+                principal=principal,
+                actions=actions,
+                resource=resource,
+            )
+        )
+
+    def deploy(
+        self,
+        client: LedgerClient,
+        document: str,
+        *,
+        author: str = ALICE,
+        approver: str = BOB,
+        stage: Stage = Stage.ACTIVE,
+        percent: int | None = None,
+    ) -> int:
+        """Propose (author), approve (approver), promote (admin). Returns the version."""
+        proposed = self.propose(client, document, by=author)
+        assert proposed.version is not None
+        policy = proposed.aggregate
+        self.approve(client, policy, proposed.version, by=approver)
+        self.promote(client, policy, proposed.version, stage, percent=percent)
+        return proposed.version
+
+    # ------------------------------------------------------------------ evaluation helpers
+
+    def evaluate_settled(
+        self, client: LedgerClient, *, deadline: float = 20.0, **request: Any
+    ) -> DecisionRecorded:
+        """A decision made at (or after) the ledger's governance position as of now.
+
+        Governance changes reach the evaluator asynchronously; this asks again until the
+        evaluator's state has caught up with every policy/grant event written before the call.
+        """
+        target = client.governance_position()
+        give_up = time.monotonic() + deadline
+        while True:
+            decision = client.evaluate(**request)
+            if covers(decision.governance_position, target):
+                return decision
+            if time.monotonic() > give_up:
+                raise AssertionError(
+                    f"evaluator did not reach governance position {target} in {deadline} s "
+                    f"(last decision at {dict(decision.governance_position)})\n{self.logs()}"
+                )
+            time.sleep(0.05)
+
+    def records(self, topic: str) -> list[Any]:
+        """Every decodable record of ``topic``, start to current end."""
+        return [r.event for r in read_topic(self.bootstrap, [topic], idle_timeout=1.0)]
+
+
+def covers(position: Mapping[str, int], target: Mapping[str, int]) -> bool:
+    return all(position.get(key, -1) >= offset for key, offset in target.items())
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, poll: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    give_up = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
