@@ -27,7 +27,7 @@ integration: $(STAMP)  ## integration tests only (against a real local broker)
 	$(BIN)/python -m pytest tests -m integration
 
 demo: $(STAMP)  ## end-to-end demo on the local broker
-	$(BIN)/python examples/demo.py
+	bash examples/demo.sh
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check ledger processors tests benchmarks examples

@@ -1,10 +1,11 @@
-"""Root of the ``ledger`` command. Groups register themselves here, one module each."""
+"""Root of the ``ledger`` command. Each group lives in its own module and is added here."""
 
 from __future__ import annotations
 
 import click
 
 from ledger import __version__
+from ledger.cli import broker, governance, policy, stack, topics
 
 __all__ = ["cli", "main"]
 
@@ -14,26 +15,22 @@ __all__ = ["cli", "main"]
 def cli() -> None:
     """Decision Ledger: policies, authority and audit for AI agents, as events on Kafka.
 
-    Offline policy work (validate, test, eval) needs nothing running. Everything else talks to
-    Kafka at --bootstrap (default $LEDGER_BOOTSTRAP, else the local broker of `ledger broker start`).
+    Offline policy work (policy validate/test/eval) needs nothing running. Everything else talks
+    to Kafka at --bootstrap (default $LEDGER_BOOTSTRAP, else the local broker of
+    `ledger broker start` / `ledger up`).
     """
 
 
-def _register() -> None:
-    # Imported here so each group stays in its own module and `ledger --help` stays fast.
-    import importlib
-
-    for name in ("broker", "topics", "policy"):
-        try:
-            module = importlib.import_module(f"ledger.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ledger.cli.{name}":
-                continue  # group not built yet
-            raise
-        cli.add_command(module.group)
-
-
-_register()
+cli.add_command(broker.group)
+cli.add_command(topics.group)
+cli.add_command(stack.up_cmd)
+cli.add_command(stack.down_cmd)
+cli.add_command(stack.ps_cmd)
+cli.add_command(policy.group)  # offline verbs here, lifecycle verbs added by governance
+cli.add_command(governance.grant_group)
+cli.add_command(governance.role_group)
+cli.add_command(governance.evaluate_cmd)
+cli.add_command(governance.replay_cmd)
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (scripts, logs) gets a wide console so ids are never cut; a terminal its own width.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -65,7 +66,7 @@ def print_table(
 ) -> None:
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*["" if cell is None else str(to_jsonable(cell)) for cell in row])
     console.print(table)

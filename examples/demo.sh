@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The end-to-end demo behind `make demo`: a real Kafka broker, the processors, a policy's whole
+# life (propose → approve → canary → active → rollback), an agent asking for decisions, and
+# replay. Each step prints the `ledger` command it runs, so this file doubles as a tutorial.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+# A fresh ledger for every demo run; the broker's jars stay cached in ~/.cache/decision-ledger.
+export LEDGER_HOME="${DEMO_LEDGER_HOME:-$(mktemp -d -t ledger-demo.XXXXXX)}"
+unset LEDGER_BOOTSTRAP LEDGER_TOPIC_PREFIX
+trap 'echo; step "ledger down"; ledger down >/dev/null || true' EXIT
+
+bold=$(tput bold 2>/dev/null || true); plain=$(tput sgr0 2>/dev/null || true)
+step() { echo; echo "${bold}\$ $*${plain}"; }
+run() { step "$@"; "$@"; }
+
+echo "Decision Ledger demo (state in $LEDGER_HOME)"
+
+run ledger policy validate examples/policies/refund.yaml examples/policies/refund-v2.yaml
+run ledger policy test examples/policies/refund.yaml
+run ledger policy eval examples/policies/refund.yaml --facts '{"tenure_days": 30, "amount": "600", "prior_refunds_12m": 0, "standing": "good"}'
+
+run ledger up
+run ledger broker status
+
+# Authority first: alice writes policies, bob approves and deploys them, the agent refunds.
+run ledger grant issue --to human:alice --actions 'ledger.policy.propose' --resource 'policy:*' --by human:admin
+run ledger grant issue --to role:policy_approver --actions 'ledger.policy.approve,ledger.policy.promote,ledger.policy.rollback' --resource 'policy:*' --by human:admin
+run ledger role assign human:bob policy_approver --by human:admin
+run ledger grant issue --to agent:refund-bot --actions 'refund.*' --resource 'account:*' --by human:admin
+
+run ledger policy propose examples/policies/refund.yaml --by human:alice --note "first refund policy"
+step "ledger policy approve refund 1 --by human:alice   # the author may not approve"
+ledger policy approve refund 1 --by human:alice || echo "(rejected, as it should be)"
+run ledger policy approve refund 1 --by human:bob
+run ledger policy promote refund 1 --to active --by human:bob
+
+FACTS='{"tenure_days": 120, "amount": "300.00", "prior_refunds_12m": 0, "standing": "good"}'
+run ledger evaluate --action refund.issue --principal agent:refund-bot --resource account:42 --facts "$FACTS"
+run ledger evaluate --action refund.issue --principal agent:intruder --resource account:42 --facts "$FACTS"
+run ledger evaluate --action email.send --principal agent:refund-bot --resource customer:42
+
+step "python examples/refund_agent.py"
+python examples/refund_agent.py
+
+# Version 2 goes canary at 30 %, then active, then is rolled back.
+run ledger policy propose examples/policies/refund-v2.yaml --by human:alice --note "tighten auto-refunds"
+run ledger policy approve refund 2 --by human:bob
+run ledger policy promote refund 2 --to canary --percent 30 --by human:bob
+run ledger policy list
+run ledger policy promote refund 2 --to active --by human:bob
+run ledger evaluate --action refund.issue --principal agent:refund-bot --resource account:42 --facts "$FACTS"
+BEFORE_ROLLBACK=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+run ledger policy rollback refund --by human:bob --reason "v2 refuses too many loyal customers"
+run ledger evaluate --action refund.issue --principal agent:refund-bot --resource account:42 --facts "$FACTS"
+
+run ledger policy show refund
+run ledger replay --at "$BEFORE_ROLLBACK" --policy refund
+echo; echo "${bold}Demo complete.${plain}"
