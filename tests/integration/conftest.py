@@ -16,9 +16,9 @@ from ledger.topics import create_topics, topic_specs
 StackFactory = Callable[..., LedgerStack]
 
 
-@pytest.fixture(scope="module")
-def stack_factory(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
-    """Build ledger stacks for this module; all are stopped (and their clients closed) after it."""
+def _maker(
+    kafka: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[StackFactory, Callable[[], None]]:
     made: list[LedgerStack] = []
 
     def make(
@@ -39,36 +39,59 @@ def stack_factory(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             stack.start(name)
         return stack
 
-    yield make
-    for stack in made:
-        stack.close_clients()
-        for name in ("evaluator", "command-processor"):
-            stack.stop(name)
+    def stop_all() -> None:
+        for stack in made:
+            stack.close_clients()
+            for name in ("evaluator", "command-processor"):
+                stack.stop(name)
+
+    return make, stop_all
 
 
 @pytest.fixture(scope="module")
-def shared_stack(stack_factory: StackFactory) -> LedgerStack:
-    """One stack for the module, with alice and bob allowed every policy command and the agent
-    allowed every action on every resource (tests of ``no_authority`` use another principal)."""
-    stack = stack_factory()
-    admin = stack.client(ADMIN)
-    for person in (ALICE, BOB):
-        stack.grant(admin, person, ("ledger.policy.*",), "policy:*")
-    stack.grant(admin, AGENT, ("*",), "*")
-    return stack
+def stack_factory(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    """Build ledger stacks of this module's own (for tests that stop, kill or restart processors);
+    all are stopped, and their clients closed, after the module."""
+    make, stop_all = _maker(kafka, tmp_path_factory)
+    try:
+        yield make
+    finally:
+        stop_all()
+
+
+@pytest.fixture(scope="session")
+def shared_stack(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerStack]:
+    """One stack for every test that leaves its processors alone, with alice and bob allowed
+    every policy command and the agent allowed every action on every resource (tests of
+    ``no_authority`` use another principal). Tests keep apart by owning a policy each."""
+    make, stop_all = _maker(kafka, tmp_path_factory)
+    try:
+        stack = make()
+        admin = stack.client(ADMIN)
+        for person in (ALICE, BOB):
+            stack.grant(admin, person, ("ledger.policy.*",), "policy:*")
+        stack.grant(admin, AGENT, ("*",), "*")
+        stack.release(admin)
+        yield stack
+    finally:
+        stop_all()
 
 
 @pytest.fixture
-def admin(shared_stack: LedgerStack) -> LedgerClient:
-    return shared_stack.client(ADMIN)
+def admin(shared_stack: LedgerStack) -> Iterator[LedgerClient]:
+    client = shared_stack.client(ADMIN)
+    yield client
+    shared_stack.release(client)
 
 
 @pytest.fixture
-def agent(shared_stack: LedgerStack) -> LedgerClient:
-    return shared_stack.client(AGENT)
+def agent(shared_stack: LedgerStack) -> Iterator[LedgerClient]:
+    client = shared_stack.client(AGENT)
+    yield client
+    shared_stack.release(client)
 
 
 @pytest.fixture
-def policy_name(request: pytest.FixtureRequest) -> str:
+def policy_name() -> str:
     """A policy name of this test's own (so tests sharing a stack never touch each other's)."""
     return f"p{uuid.uuid4().hex[:8]}"

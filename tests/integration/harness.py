@@ -109,6 +109,12 @@ class LedgerStack:
         while self.clients:
             self.clients.pop().close()
 
+    def release(self, client: LedgerClient) -> None:
+        """Close one client made by :meth:`client` before the stack goes away."""
+        if client in self.clients:
+            self.clients.remove(client)
+            client.close()
+
     # ------------------------------------------------------------------ governance helpers
 
     def propose(self, client: LedgerClient, document: str, *, by: str) -> CommandAccepted:
