@@ -13,6 +13,7 @@ replay names the same grant.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ def valid_principal(principal: str) -> bool:
     return isinstance(principal, str) and _PRINCIPAL_RE.match(principal) is not None
 
 
-def _globs(patterns: tuple[str, ...] | list[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=4096)
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # Cached: many grants share their patterns, and replay compiles every grant ever issued.
     if not patterns:
         return _NEVER
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
