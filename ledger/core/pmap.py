@@ -42,7 +42,7 @@ class PMap(Mapping[K, V], Generic[K, V]):
     and one leaf of about ``len / 4096`` entries, whatever the size of the map.
     """
 
-    __slots__ = ("_root", "_len")
+    __slots__ = ("_len", "_root")
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         self._root: tuple[tuple[dict[K, V] | None, ...] | None, ...] = _EMPTY_LEVEL
