@@ -247,13 +247,13 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
     if record is None:
         raise UsageError(f"no policy named {name!r}; `ledger policy list` shows the known ones")
     events = [e.event for e in history if getattr(e.event, "policy", None) == name]
-    versions = [
+    versions: list[dict[str, Any]] = [
         {"version": v.version, "stage": v.stage, "author": v.author, "proposed_at": v.proposed_at,
          "approved_by": v.approved_by, "content_hash": v.content_hash, "note": v.note}
         for v in sorted(record.versions.values(), key=lambda v: v.version)
     ]  # fmt: skip
     if as_json:
-        print_json({"policy": _policy_rows(state.__class__(policies={name: record}))[0],
+        print_json({"policy": next(r for r in _policy_rows(state) if r["policy"] == name),
                     "versions": versions, "events": events})  # fmt: skip
         return
     print_table(["version", "stage", "author", "approved by", "content hash", "note"],
@@ -340,7 +340,7 @@ def grant_revoke(grant_id: str, by: str, reason: str | None, bootstrap: str | No
 def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> None:
     """Grants in force now, with role memberships."""
     state, _ = _current_state(bootstrap)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(state.principals):
         rec = state.principals[name]
         if principal and name != principal:
@@ -485,7 +485,7 @@ def replay_cmd(at: str | None, policy: str | None, principal: str | None, bootst
     rows = [r for r in _policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:
         raise UsageError(f"no policy named {policy!r} existed at {instant.isoformat()}")
-    grants = []
+    grants: list[dict[str, Any]] = []
     for name, rec in sorted(state.principals.items()):
         if principal and name != principal:
             continue
