@@ -51,6 +51,12 @@ def create_faust_app(
         "web_enabled": False,
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_interval": 0.5,
+        # A worker that dies without leaving its group (SIGKILL, OOM, power loss) holds its
+        # partitions until the broker stops hearing from it; Faust's default of 60 s leaves
+        # those requests unanswered for a minute after a crash-restart. 10 s (heartbeat 1 s)
+        # bounds that outage while tolerating ordinary GC/scheduling pauses.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
         "store": "memory://",
         "table_standby_replicas": 0,
     }

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness import ADMIN, AGENT, ALICE, BOB, LedgerStack  # beside this file
+from harness import ADMIN, AGENT, LedgerStack  # beside this file
 
 from ledger.client import LedgerClient
 from ledger.settings import Settings, TopicNames
@@ -67,11 +67,7 @@ def shared_stack(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     make, stop_all = _maker(kafka, tmp_path_factory)
     try:
         stack = make()
-        admin = stack.client(ADMIN)
-        for person in (ALICE, BOB):
-            stack.grant(admin, person, ("ledger.policy.*",), "policy:*")
-        stack.grant(admin, AGENT, ("*",), "*")
-        stack.release(admin)
+        stack.grant_defaults()
         yield stack
     finally:
         stop_all()

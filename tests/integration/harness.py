@@ -117,11 +117,14 @@ class LedgerStack:
 
     # ------------------------------------------------------------------ governance helpers
 
-    def propose(self, client: LedgerClient, document: str, *, by: str) -> CommandAccepted:
+    def propose(
+        self, client: LedgerClient, document: str, *, by: str, timeout: float | None = None
+    ) -> CommandAccepted:
         return client.submit_command(
             ProposePolicyVersion(
                 event_id=new_id(), occurred_at=utcnow(), actor=by, document=document
-            )
+            ),
+            timeout=timeout,
         )
 
     def approve(
@@ -175,6 +178,16 @@ class LedgerStack:
                 resource=resource,
             )
         )
+
+    def grant_defaults(self) -> None:
+        """Alice and bob may run every policy command; the agent may do anything to anything."""
+        admin = self.client(ADMIN)
+        try:
+            for person in (ALICE, BOB):
+                self.grant(admin, person, ("ledger.policy.*",), "policy:*")
+            self.grant(admin, AGENT, ("*",), "*")
+        finally:
+            self.release(admin)
 
     def deploy(
         self,

@@ -1,0 +1,203 @@
+"""Faults of DESIGN §12 on the real broker: re-delivered requests, a SIGKILLed evaluator, and
+records that are not evaluation requests. Every check reads what the ledger actually holds."""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
+
+from ledger.codec import default_codec
+from ledger.core.events import (
+    CommandAccepted,
+    DeadLetter,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+)
+from ledger.errors import CodecError
+from ledger.kafka_io import make_consumer, new_id, utcnow
+
+pytestmark = pytest.mark.integration
+
+CODEC = default_codec()
+
+
+def _request(action: str, resource: str) -> EvaluationRequested:
+    return EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=AGENT,
+        action=action,
+        principal=AGENT,
+        resource=resource,
+        facts=GOOD_FACTS,
+    )
+
+
+def _decisions_per_request(stack: LedgerStack) -> collections.Counter[str]:
+    return collections.Counter(
+        d.request_id
+        for d in stack.records(stack.topics.decisions)
+        if isinstance(d, DecisionRecorded)
+    )
+
+
+def test_a_request_delivered_twice_is_decided_once(
+    shared_stack: LedgerStack, admin, agent, policy_name, producer_factory
+):
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:dup")
+
+    request = _request(action, "account:dup")
+    value = CODEC.encode(request)
+    producer = producer_factory()
+    for _ in range(2):  # the same record twice, as a producer retry or a replay would
+        producer.send(stack.topics.evaluation_requests, key=b"account:dup", value=value)
+    producer.flush(timeout=10)
+
+    # Same key, same partition: once this later request is answered, both copies were handled.
+    after = agent.evaluate(action=action, principal=AGENT, resource="account:dup", facts=GOOD_FACTS)
+    assert after.determination is Determination.ALLOW
+
+    counts = _decisions_per_request(stack)
+    assert counts[request.event_id] == 1, stack.logs()
+    assert counts[after.request_id] == 1
+
+
+def test_records_that_are_not_requests_are_dead_lettered_and_the_next_is_answered(
+    shared_stack: LedgerStack, admin, agent, policy_name, producer_factory
+):
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    resource = f"account:dl-{uuid.uuid4().hex[:6]}"
+    key = resource.encode()
+
+    junk = b"\x00not avro at all" + os.urandom(32)
+    wrong_type = CODEC.encode(
+        CommandAccepted(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="service:command-processor",
+            command_id=new_id(),
+            command_type="IssueGrant",
+            aggregate=AGENT,
+        )
+    )
+    valid = CODEC.encode(_request(action, resource))
+    truncated = valid[: len(valid) // 2]
+    producer = producer_factory()
+    for value in (junk, wrong_type, truncated):
+        producer.send(stack.topics.evaluation_requests, key=key, value=value)
+    producer.flush(timeout=10)
+
+    # A valid request after the bad ones (same key, same partition) is still answered.
+    decision = stack.evaluate_settled(
+        agent, action=action, principal=AGENT, resource=resource, facts=GOOD_FACTS
+    )
+    assert decision.determination is Determination.ALLOW
+
+    letters = {
+        bytes(d.value or b""): d
+        for d in stack.records(stack.topics.dead_letters)
+        if isinstance(d, DeadLetter) and d.key == key
+    }
+    assert set(letters) == {junk, wrong_type, truncated}, stack.logs()
+    for value in (junk, truncated):
+        with pytest.raises(CodecError) as expected:
+            CODEC.decode(value)
+        letter = letters[value]
+        assert (letter.code, letter.reason) == (expected.value.code, str(expected.value))
+    assert "truncated" in letters[truncated].reason
+    letter = letters[wrong_type]
+    assert letter.code == "unexpected_event"
+    assert letter.reason == "CommandAccepted is not an evaluation request"
+    for letter in letters.values():
+        assert letter.source_topic == stack.topics.evaluation_requests
+        assert letter.offset >= 0 and letter.actor.startswith("service:")
+    offsets = sorted(letters[v].offset for v in (junk, wrong_type, truncated))
+    assert offsets == list(range(offsets[0], offsets[0] + 3))  # kept in log order, none lost
+
+
+def test_evaluator_killed_mid_stream_answers_every_request_exactly_once(
+    stack_factory, producer_factory
+):
+    stack = stack_factory()
+    topics = stack.topics
+    stack.grant_defaults()
+    admin = stack.client(ADMIN)
+    stack.deploy(admin, policy_doc("refund", action="refund.issue"))
+    agent = stack.client(AGENT)
+    stack.evaluate_settled(agent, action="refund.issue", principal=AGENT, resource="account:0")
+    stack.release(agent)
+
+    total = 2000
+    requests = [_request("refund.issue", f"account:{n}") for n in range(total)]
+    wanted = {r.event_id for r in requests}
+    producer = producer_factory()
+
+    def publish() -> None:
+        # Paced, so the kill lands while requests are still arriving (about 2 s in all).
+        for n, request in enumerate(requests):
+            producer.send(
+                topics.evaluation_requests,
+                key=request.resource.encode(),
+                value=CODEC.encode(request),
+            )
+            if n % 100 == 99:
+                time.sleep(0.1)
+        producer.flush(timeout=30)
+
+    answered: collections.Counter[str] = collections.Counter()
+    consumer = make_consumer(stack.bootstrap)
+    try:
+        from kafka import TopicPartition
+
+        parts = [
+            TopicPartition(topics.decisions, p)
+            for p in consumer.partitions_for_topic(topics.decisions)
+        ]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+
+        def drain() -> int:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    event: Any = CODEC.decode(record.value)
+                    if isinstance(event, DecisionRecorded) and event.request_id in wanted:
+                        answered[event.request_id] += 1
+            return len(answered)
+
+        sender = threading.Thread(target=publish, name="publish-requests")
+        sender.start()
+        wait_for(lambda: drain() >= 300, timeout=60, what="the first 300 decisions", poll=0)
+        assert stack.stop("evaluator", kill=True)  # SIGKILL: no commit, no clean leave
+        killed_at = len(answered)
+        sender.join(timeout=60)
+        assert not sender.is_alive()
+        assert killed_at < total, "the evaluator answered everything before the kill"
+
+        stack.start("evaluator")
+        wait_for(
+            lambda: drain() >= total,
+            timeout=120,
+            what=f"decisions for all {total} requests",
+            poll=0,
+        )
+    finally:
+        consumer.close()
+
+    counts = _decisions_per_request(stack)
+    mine = {rid: n for rid, n in counts.items() if rid in wanted}
+    assert set(mine) == wanted
+    twice = {rid: n for rid, n in mine.items() if n != 1}
+    assert not twice, f"{len(twice)} requests decided more than once\n{stack.logs()}"
