@@ -317,7 +317,7 @@ class LedgerClient:
             if self._position_consumer is None:
                 self._position_consumer = make_consumer(self.config.bootstrap)
             consumer = self._position_consumer
-            parts = []
+            parts: list[Any] = []
             for topic in topics:
                 found = consumer.partitions_for_topic(topic)
                 if found is None:
