@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -43,7 +44,7 @@ from ledger.core.events import (
 )
 from ledger.kafka_io import new_id, utcnow
 from ledger.settings import Settings, TopicNames
-from ledger.stack import PROCESSORS, start_processor, stop_processor
+from ledger.stack import PROCESSORS, processes, start_processor, stop_processor
 from ledger.topics import create_topics, topic_specs
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "AGENT",
     "POLICIES",
     "BenchStack",
+    "CpuMeter",
     "add_stack_arguments",
     "bench_stack",
     "bootstrap_governance",
@@ -100,6 +102,37 @@ class BenchStack:
 
     def log(self, name: str) -> Path:
         return self.settings.home / "logs" / f"{name}.log"
+
+    def pids(self) -> dict[str, int]:
+        """Pids of the running processors, and of the broker if this stack started it."""
+        found = {p.name: p.pid for p in processes(self.settings) if p.pid is not None}
+        state = self.settings.home / "broker" / "broker.json"
+        if self.started_broker and state.exists():
+            found["broker"] = int(json.loads(state.read_text()).get("pid") or 0)
+        return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by a set of processes (and this one) between two calls of ``mark``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = dict(pids)
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        now["benchmark"] = time.process_time()
+        return now
+
+    def used(self) -> dict[str, float]:
+        end = self._now()
+        return {name: end[name] - self._start[name] for name in end}
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from benchmarks.harness import (
+    CpuMeter,
     add_stack_arguments,
     bench_stack,
     bootstrap_governance,
@@ -159,6 +160,12 @@ def run(args: argparse.Namespace) -> None:
             window_start = counter.first_ms + int(args.warmup * 1000)
             window_end = window_start + int(args.seconds * 1000)
             print(f"measuring {args.seconds:g} s after a {args.warmup:g} s warm-up…")
+            while time.time() * 1000 < window_start:
+                counter.poll()
+            meter, meter_from = CpuMeter(stack.pids()), time.time()
+            while time.time() * 1000 < window_end:
+                counter.poll()
+            cpu, cpu_seconds = meter.used(), time.time() - meter_from
             while time.time() * 1000 < window_end + 1000:
                 counter.poll()
             producer.stop()
@@ -171,6 +178,7 @@ def run(args: argparse.Namespace) -> None:
             while time.monotonic() < quiet_until:
                 counter.poll(timeout_ms=100)
             report(args, producer, counter, window_start, window_end, version)
+            report_cpu(cpu, cpu_seconds, counter, window_start, window_end)
         finally:
             counter.close()
             producer.close()
@@ -211,6 +219,30 @@ def report(
         raise SystemExit("some decisions were not made by the refund policy")
     if lost or duplicated or unexpected:
         raise SystemExit("requests were lost or answered twice")
+
+
+def report_cpu(
+    cpu: dict[str, float], wall: float, counter: Counter, window_start: int, window_end: int
+) -> None:
+    """Where the two shared CPUs went during the window, per decision and in cores."""
+    decided = (
+        sum(
+            n
+            for s, n in counter.per_ms_second.items()
+            if window_start // 1000 <= s < window_end // 1000
+        )
+        or 1
+    )
+    parts = "  ".join(
+        f"{name} {used / wall:.2f} cores ({used / decided * 1e6:,.0f} µs/decision)"
+        for name, used in sorted(cpu.items(), key=lambda kv: -kv[1])
+    )
+    print(f"CPU in the window    : {parts}")
+    if "evaluator" in cpu and cpu["evaluator"] > 0:
+        print(
+            f"evaluator capacity   : {decided / cpu['evaluator']:,.0f} decisions per CPU-second "
+            "(the rate one whole core would give it)"
+        )
 
 
 def main() -> None:
