@@ -81,9 +81,23 @@ def _pid(path: Path) -> int:
         return 0
 
 
+def _proc_id(name: str, instance: int | None) -> str:
+    if name not in PROCESSORS:
+        raise LedgerError(f"unknown processor {name!r}: one of {', '.join(PROCESSORS)}")
+    return name if not instance else f"{name}-{instance}"
+
+
+def _known(settings: Settings) -> list[str]:
+    """Every processor this home has started (instances included), base names first."""
+    found = (
+        {p.stem for p in _run_dir(settings).glob("*.pid")} if _run_dir(settings).is_dir() else set()
+    )
+    return sorted(found | set(PROCESSORS), key=lambda n: (n.split("-")[-1].isdigit(), n))
+
+
 def processes(settings: Settings) -> list[ProcessStatus]:
     out = []
-    for name in PROCESSORS:
+    for name in _known(settings):
         pid = _pid(_run_dir(settings) / f"{name}.pid")
         running = _alive(pid)
         out.append(ProcessStatus(name=name, running=running, pid=pid if running else None,
@@ -91,8 +105,21 @@ def processes(settings: Settings) -> list[ProcessStatus]:
     return out
 
 
-def start_processor(settings: Settings, name: str, *, bootstrap: str, timeout: float = 60.0) -> int:
-    """Start one processor in the background and wait until it is ready. Returns its pid."""
+def start_processor(
+    settings: Settings,
+    name: str,
+    *,
+    bootstrap: str,
+    timeout: float = 60.0,
+    instance: int | None = None,
+) -> int:
+    """Start one processor in the background and wait until it is ready. Returns its pid.
+
+    ``instance`` (2, 3, …) starts a further worker of the same processor: it joins the same
+    consumer group and shares the partitions (evaluators scale this way).
+    """
+    module = PROCESSORS.get(name)
+    name = _proc_id(name, instance)
     run, logs = _run_dir(settings), _log_dir(settings)
     run.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
@@ -113,7 +140,7 @@ def start_processor(settings: Settings, name: str, *, bootstrap: str, timeout: f
     log = logs / f"{name}.log"
     pid = os.posix_spawn(
         sys.executable,
-        [sys.executable, "-m", PROCESSORS[name]],
+        [sys.executable, "-m", str(module)],
         env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
@@ -135,9 +162,15 @@ def start_processor(settings: Settings, name: str, *, bootstrap: str, timeout: f
 
 
 def stop_processor(
-    settings: Settings, name: str, *, grace: float = 15.0, kill: bool = False
+    settings: Settings,
+    name: str,
+    *,
+    grace: float = 15.0,
+    kill: bool = False,
+    instance: int | None = None,
 ) -> bool:
     """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
+    name = _proc_id(name, instance) if name in PROCESSORS else name
     pid_file = _run_dir(settings) / f"{name}.pid"
     pid = _pid(pid_file)
     if not _alive(pid):
@@ -159,8 +192,11 @@ def stop_processor(
     return True
 
 
-def up(settings: Settings, *, progress: Progress = lambda _: None) -> str:
-    """Broker (unless an external one is configured), topics, processors. Returns the bootstrap."""
+def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _: None) -> str:
+    """Broker (unless an external one is configured), topics, processors. Returns the bootstrap.
+
+    ``evaluators`` workers of the evaluator share the request partitions.
+    """
     bootstrap = settings.bootstrap
     if not bootstrap:
         status = broker.start(settings, progress=progress)
@@ -171,12 +207,17 @@ def up(settings: Settings, *, progress: Progress = lambda _: None) -> str:
     for name in PROCESSORS:
         progress(f"starting {name}…")
         start_processor(settings, name, bootstrap=bootstrap)
+    for instance in range(2, evaluators + 1):
+        progress(f"starting evaluator worker {instance}…")
+        start_processor(settings, "evaluator", bootstrap=bootstrap, instance=instance)
     return bootstrap
 
 
 def down(settings: Settings, *, keep_broker: bool = False) -> list[str]:
     """Stop the processors, then the local broker. Returns what was stopped."""
-    stopped = [name for name in PROCESSORS if stop_processor(settings, name)]
+    # Evaluator workers first, the command processor last: nothing half-answered is left behind.
+    names = sorted(_known(settings), key=lambda n: n.startswith("command-processor"))
+    stopped = [name for name in names if stop_processor(settings, name)]
     if not keep_broker and not settings.bootstrap and broker.stop(settings):
         stopped.append("broker")
     return stopped

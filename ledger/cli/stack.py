@@ -13,16 +13,18 @@ __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 
 @click.command("up")
 @bootstrap_option
+@click.option("--evaluators", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Evaluator worker processes (they share the request partitions).")  # fmt: skip
 @json_option
 @handle_errors
-def up_cmd(bootstrap: str | None, as_json: bool) -> None:
+def up_cmd(bootstrap: str | None, evaluators: int, as_json: bool) -> None:
     """Start the local stack: broker (unless --bootstrap/$LEDGER_BOOTSTRAP), topics, processors.
 
     Returns once the command processor and the evaluator have caught up with the ledger.
     Logs: $LEDGER_HOME/logs/<processor>.log. Idempotent.
     """
     settings = load_settings(bootstrap)
-    address = stack.up(settings, progress=lambda m: click.echo(m, err=True))
+    address = stack.up(settings, evaluators=evaluators, progress=lambda m: click.echo(m, err=True))
     if as_json:
         print_json({"bootstrap": address, "processors": stack.processes(settings)})
     else:

@@ -44,6 +44,7 @@ def _maker(
             stack.close_clients()
             for name in ("evaluator", "command-processor"):
                 stack.stop(name)
+            stack.stop("evaluator", instance=2)
 
     return make, stop_all
 

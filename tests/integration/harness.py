@@ -83,11 +83,13 @@ class LedgerStack:
 
     # ------------------------------------------------------------------ processes
 
-    def start(self, name: str) -> int:
-        return start_processor(self.settings, name, bootstrap=self.bootstrap, timeout=90)
+    def start(self, name: str, *, instance: int | None = None) -> int:
+        return start_processor(
+            self.settings, name, bootstrap=self.bootstrap, timeout=90, instance=instance
+        )
 
-    def stop(self, name: str, *, kill: bool = False) -> bool:
-        return stop_processor(self.settings, name, kill=kill)
+    def stop(self, name: str, *, kill: bool = False, instance: int | None = None) -> bool:
+        return stop_processor(self.settings, name, kill=kill, instance=instance)
 
     def logs(self) -> str:
         """Every processor log, for assertion messages."""
