@@ -78,7 +78,7 @@ __all__ = [
     "Event",
 ]
 
-Value: TypeAlias = None | bool | int | float | str | Decimal | datetime | tuple[str, ...]
+Value: TypeAlias = bool | int | float | str | Decimal | datetime | tuple[str, ...] | None
 """A fact, context or constraint value. Decimals are exact; datetimes are aware UTC."""
 
 
