@@ -193,6 +193,14 @@ _LOG4J2 = """Configuration:
 """
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64, as Kafka's own tool makes them.
+
+    Passed as ``--cluster-id=ID``: an id starting with ``-`` would otherwise be read as an option.
+    """
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -364,10 +372,10 @@ def start(
 
     if not (data / "meta.properties").exists():
         progress("formatting the KRaft log directory…")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         fmt = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(config)],
+             f"--cluster-id={cluster_id}", "-c", str(config)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if fmt.returncode != 0:

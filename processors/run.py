@@ -6,7 +6,6 @@ This is an entry point, so it is the one place here that reads the environment
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -30,9 +29,6 @@ def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
             file=sys.stderr,
         )
         sys.exit(7)
-    logging.basicConfig(
-        level=logging.INFO, format=f"[%(asctime)s] {name} %(levelname)s %(message)s"
-    )
     app: Any = factory(settings, bootstrap=bootstrap)
     ready_file = os.environ.get("LEDGER_READY_FILE")
     if ready_file:
@@ -44,5 +40,17 @@ def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
                 await app.ledger_deduplicated.wait()
             Path(ready_file).write_text(str(os.getpid()))
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    # Our own INFO lines (caught up, start-up de-duplication, stats) reach the log; the
+    # libraries' chatter stays at WARNING.
+    logging_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": f"[%(asctime)s] {name} %(levelname)s %(name)s: %(message)s"}
+        },
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {lib: {"level": "WARNING"} for lib in ("faust", "aiokafka", "mode", "kafka")},
+    }
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=logging_config)
     worker.execute_from_commandline()
