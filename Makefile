@@ -38,8 +38,8 @@ typecheck: $(STAMP)  ## mypy strict on the package
 
 check: lint typecheck test  ## everything CI cares about, plus lint and types
 
-bench: $(STAMP)  ## run every benchmark (prints figures and ratios)
-	$(BIN)/python -m benchmarks.core
+bench: $(STAMP)  ## run every benchmark: core, roundtrip, throughput, rollback (figures and ratios)
+	$(BIN)/python -m benchmarks
 
 broker-stop: $(STAMP)  ## stop the local broker
 	$(BIN)/ledger broker stop

@@ -34,7 +34,7 @@ from ledger.core.state import aggregate_of
 from ledger.errors import CodecError
 from ledger.kafka_io import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import GovernanceFollower, ProcessorStats, create_faust_app
+from processors.common import GovernanceFollower, ProcessorStats, create_faust_app, send_or_die
 
 __all__ = ["create_app", "main", "APP_ID"]
 
@@ -58,8 +58,6 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
         bootstrap=bootstrap, settings=settings, codec=codec, stats=stats, on_event=remember
     )
     t = settings.topics
-    policy_events, grant_events = app.topic(t.policy_events), app.topic(t.grant_events)
-    results, dead = app.topic(t.command_results), app.topic(t.dead_letters)
     app.ledger_stats = stats  # type: ignore[attr-defined]
     app.ledger_follower = follower  # type: ignore[attr-defined]
 
@@ -83,7 +81,9 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
                     source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
                     key=msg.key, value=msg.value, code=exc.code, reason=str(exc),
                 )  # fmt: skip
-                await dead.send(key=msg.key or b"", value=codec.encode(letter))
+                await send_or_die(
+                    app.producer, t.dead_letters, msg.key or b"", codec.encode(letter)
+                )
                 continue
             now = utcnow()
             if command.event_id in applied:  # re-delivery of an already applied command
@@ -100,16 +100,18 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
                 )  # type: ignore[arg-type]
                 if not isinstance(outcome, Rejection):
                     for gov in outcome:
-                        topic = grant_events if isinstance(gov, _GRANT_EVENTS) else policy_events
-                        # Wait for the broker's ack: the answer must never precede the events.
-                        fut = await topic.send(
-                            key=aggregate_of(gov).encode(), value=codec.encode(gov)
+                        topic = (
+                            t.grant_events if isinstance(gov, _GRANT_EVENTS) else t.policy_events
                         )
-                        await fut
+                        key, value = aggregate_of(gov).encode(), codec.encode(gov)
+                        # Wait for the broker's ack: the answer must never precede the events.
+                        await (await send_or_die(app.producer, topic, key, value))
                         follower.apply_local(gov)
                 result = command_result(command, outcome, event_id=new_id(), now=now)  # type: ignore[arg-type]
             stats.processed += 1
-            await results.send(key=command.event_id.encode(), value=codec.encode(result))
+            await send_or_die(
+                app.producer, t.command_results, command.event_id.encode(), codec.encode(result)
+            )
 
     return app
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from ledger.errors import CodecError
 from ledger.kafka_io import position_key
 from ledger.settings import Settings
 
-__all__ = ["create_faust_app", "GovernanceFollower", "ProcessorStats"]
+__all__ = ["create_faust_app", "GovernanceFollower", "ProcessorStats", "send_or_die"]
 
 log = logging.getLogger("ledger.processors")
 
@@ -62,6 +63,32 @@ def create_faust_app(
     }
     conf.update(overrides)
     return faust.App(f"{settings.topics.prefix}{app_id}", **conf)
+
+
+DELIVERY_FAILED_EXIT = 70
+
+
+def _die_on_failure(future: asyncio.Future[Any]) -> None:
+    if future.cancelled() or future.exception() is None:
+        return
+    log.critical(
+        "output could not be written, stopping before any offset is committed: %r",
+        future.exception(),
+    )
+    # A hard exit, not a Faust crash: no commit may follow a lost output. The input is
+    # re-delivered on restart and request/command ids make that idempotent.
+    os._exit(DELIVERY_FAILED_EXIT)
+
+
+async def send_or_die(producer: Any, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    """Send through the app's producer; if the broker finally refuses the record, exit at once.
+
+    Faust flushes the producer before committing input offsets but does not raise when a send
+    failed, so without this an input could be committed while its output was lost.
+    """
+    future: asyncio.Future[Any] = await producer.send(topic, key, value, None, None, None)
+    future.add_done_callback(_die_on_failure)
+    return future
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ledger.core.events import BatchEvaluationRequested, DeadLetter, EvaluationR
 from ledger.errors import CodecError
 from ledger.kafka_io import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import GovernanceFollower, ProcessorStats, create_faust_app
+from processors.common import GovernanceFollower, ProcessorStats, create_faust_app, send_or_die
 
 __all__ = ["create_app", "RequestHandler", "RecentIds", "main", "APP_ID"]
 
@@ -219,7 +219,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
                 follower.state, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                 key=msg.key, value=msg.value,
             ):  # fmt: skip
-                await producer.send(topic, key, value, None, None, None)
+                await send_or_die(producer, topic, key, value)
 
     @app.timer(interval=30.0)
     async def report() -> None:
