@@ -13,7 +13,7 @@ class _Producer:
     def __init__(self, outcome: BaseException | None) -> None:
         self.outcome = outcome
 
-    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ARG002
+    async def send(self, topic, key, value, partition, timestamp, headers):
         future = asyncio.get_running_loop().create_future()
         if self.outcome is None:
             future.set_result("metadata")
