@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
@@ -47,6 +47,8 @@ from ledger.kafka_io import make_consumer, make_producer, new_id, position_key, 
 from ledger.settings import TopicNames
 
 __all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +75,7 @@ class _Listener:
         self._watching_corrections: set[bytes] = set()
         self._consumer = make_consumer(config.bootstrap, auto_offset_reset="latest")
         topics = (config.topics.decisions, config.topics.command_results, config.topics.corrections)
-        parts = []
+        parts: list[Any] = []
         for topic in topics:
             found = self._consumer.partitions_for_topic(topic)
             if found is None:
@@ -354,9 +356,13 @@ class LedgerClient:
         send = self._producer.send(topic, key=key, value=self._codec.encode(event))
         if future is not None:
             # A failed publish fails the waiting call at once instead of waiting for a timeout.
-            send.add_errback(lambda exc: future.done() or future.set_exception(exc))
+            def fail(exc: BaseException) -> None:
+                if not future.done():
+                    future.set_exception(exc)
 
-    def _wait(self, future: Future[Any], key: str, timeout: float | None, what: str) -> Any:
+            send.add_errback(fail)
+
+    def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
         try:
             return future.result(timeout=limit)
