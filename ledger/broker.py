@@ -10,12 +10,10 @@ bootstrap address in ``settings.home/broker/broker.json`` so every other command
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -25,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ledger.errors import BrokerError, PrerequisiteMissing
+from ledger.processes import alive, exit_status, spawn_detached, terminate
 from ledger.settings import Settings
 
 __all__ = [
@@ -258,23 +257,6 @@ def _read_state(settings: Settings) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited child not yet reaped) is not a running broker.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _accepts(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout):
@@ -320,7 +302,7 @@ def status(settings: Settings) -> BrokerStatus:
     if state:
         pid = int(str(state.get("pid")))
         port = int(str(state.get("port")))
-        running = _pid_alive(pid) and _accepts(port)
+        running = alive(pid) and _accepts(port)
     return BrokerStatus(
         running=running,
         bootstrap=f"127.0.0.1:{port}" if port else None,
@@ -386,24 +368,8 @@ def start(
             )
 
     progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port}…")
-    # posix_spawn rather than Popen: the JVM outlives this process by design (it is stopped by
-    # `ledger broker stop`), and a Popen object would warn about a child still running.
-    pid = os.posix_spawn(
-        java,
-        [*jvm, "kafka.Kafka", str(config)],
-        dict(os.environ),
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (
-                os.POSIX_SPAWN_OPEN,
-                1,
-                str(bdir / "broker.out"),
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                0o644,
-            ),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
+    pid = spawn_detached(
+        [*jvm, "kafka.Kafka", str(config)], env=os.environ, log=bdir / "broker.out"
     )
     _state_file(settings).write_text(
         json.dumps({"pid": pid, "port": port, "controller_port": controller_port,
@@ -412,7 +378,7 @@ def start(
     bootstrap = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        exited, code = _exit_status(pid)
+        exited, code = exit_status(pid)
         if exited:
             raise BrokerError(
                 f"the broker exited with code {code} during start-up: "
@@ -421,41 +387,10 @@ def start(
         if _accepts(port) and _kafka_ready(bootstrap):
             return status(settings)
         time.sleep(0.2)
-    _terminate(pid, grace=5)
+    terminate(pid, grace=5)
     raise BrokerError(
         f"the broker did not accept connections within {timeout:.0f} s (log: {log_file})"
     )
-
-
-def _exit_status(pid: int) -> tuple[bool, int | None]:
-    """Whether our spawned child has exited (reaping it), and its exit code."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return (not _pid_alive(pid), None)
-    if done == 0:
-        return (False, None)
-    return (True, os.waitstatus_to_exitcode(status))
-
-
-def _terminate(pid: int, *, grace: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            break
-        _reap(pid)
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def stop(settings: Settings, *, grace: float = 30.0) -> bool:
@@ -464,9 +399,7 @@ def stop(settings: Settings, *, grace: float = 30.0) -> bool:
     if not state:
         return False
     pid = int(str(state.get("pid")))
-    was_running = _pid_alive(pid)
-    if was_running:
-        _terminate(pid, grace=grace)
+    was_running = terminate(pid, grace=grace)
     # Keep the port in the state file so a restart reuses the same bootstrap address.
     _state_file(settings).write_text(json.dumps({**state, "pid": 0}))
     return was_running

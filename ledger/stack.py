@@ -8,9 +8,7 @@ caught up with the governance state (it writes a ready file); ``down`` stops the
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from pathlib import Path
 
 from ledger import broker
 from ledger.errors import LedgerError
+from ledger.processes import alive, spawn_detached, terminate
 from ledger.settings import Settings
 from ledger.topics import create_topics, topic_specs
 
@@ -56,24 +55,6 @@ def _log_dir(settings: Settings) -> Path:
     return settings.home / "logs"
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
-
-
 def _pid(path: Path) -> int:
     try:
         return int(path.read_text().strip() or 0)
@@ -99,7 +80,7 @@ def processes(settings: Settings) -> list[ProcessStatus]:
     out = []
     for name in _known(settings):
         pid = _pid(_run_dir(settings) / f"{name}.pid")
-        running = _alive(pid)
+        running = alive(pid)
         out.append(ProcessStatus(name=name, running=running, pid=pid if running else None,
                                  log=str(_log_dir(settings) / f"{name}.log")))  # fmt: skip
     return out
@@ -125,7 +106,7 @@ def start_processor(
     logs.mkdir(parents=True, exist_ok=True)
     pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
     existing = _pid(pid_file)
-    if _alive(existing):
+    if alive(existing):
         return existing
     ready.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -138,23 +119,13 @@ def start_processor(
         "PYTHONUNBUFFERED": "1",
     })  # fmt: skip
     log = logs / f"{name}.log"
-    pid = os.posix_spawn(
-        sys.executable,
-        [sys.executable, "-m", str(module)],
-        env,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-    )
+    pid = spawn_detached([sys.executable, "-m", str(module)], env=env, log=log)
     pid_file.write_text(str(pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists():
             return pid
-        if not _alive(pid):
+        if not alive(pid):
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
             raise LedgerError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
         time.sleep(0.1)
@@ -172,24 +143,10 @@ def stop_processor(
     """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
     name = _proc_id(name, instance) if name in PROCESSORS else name
     pid_file = _run_dir(settings) / f"{name}.pid"
-    pid = _pid(pid_file)
-    if not _alive(pid):
-        pid_file.unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    stopped = terminate(_pid(pid_file), grace=grace, kill=kill)
     pid_file.unlink(missing_ok=True)
     (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
-    return True
+    return stopped
 
 
 def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _: None) -> str:

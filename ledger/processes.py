@@ -1,0 +1,86 @@
+"""Background processes of the local stack (the broker's JVM, the processors): spawn, check, stop.
+
+Processes are spawned detached (own session, stdin from /dev/null, output appended to a log
+file) with ``posix_spawn`` rather than ``Popen``: they outlive the command that started them by
+design, and a ``Popen`` object would warn about a child still running when it is collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["spawn_detached", "alive", "exit_status", "terminate"]
+
+
+def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> int:
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log``; its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return os.posix_spawn(
+        argv[0],
+        list(argv),
+        dict(env),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` a running process? (A zombie — exited, not yet reaped — is not.)"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            _reap(pid)
+            return False
+    return True
+
+
+def exit_status(pid: int) -> tuple[bool, int | None]:
+    """Whether a child we spawned has exited (reaping it), and its exit code if known."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return (not alive(pid), None)
+    if done == 0:
+        return (False, None)
+    return (True, os.waitstatus_to_exitcode(status))
+
+
+def terminate(pid: int, *, grace: float, kill: bool = False) -> bool:
+    """Stop the process group of ``pid``: SIGTERM (or SIGKILL at once with ``kill``), then
+    SIGKILL after ``grace`` seconds. Returns False when it was not running."""
+    if not alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    _reap(pid)
+    return True
