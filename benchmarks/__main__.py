@@ -9,7 +9,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ("core", "roundtrip", "throughput", "rollback")
+BENCHMARKS = ("core", "replay", "roundtrip", "throughput", "rollback")
 
 
 def main() -> None:

@@ -7,13 +7,13 @@ events up to T (by ``occurred_at``) are a prefix of each governance topic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.codec import Codec
 from ledger.core.events import GovernanceEvent
-from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
+from ledger.core.state import EMPTY_STATE, LedgerState, replay, with_positions
 from ledger.kafka_io import read_governance
 from ledger.settings import TopicNames
 
@@ -35,10 +35,20 @@ def load_history(
 
 
 def state_at(history: Iterable[HistoryEntry], at: datetime | None = None) -> LedgerState:
-    """Fold the history up to and including instant ``at`` (everything when ``None``)."""
-    state = EMPTY_STATE
-    for entry in history:
-        if at is not None and entry.event.occurred_at > at:
-            continue
-        state = with_position(fold(state, entry.event), entry.position_key, entry.offset)
-    return state
+    """Fold the history up to and including instant ``at`` (everything when ``None``).
+
+    The state, positions included, equals folding each entry with ``fold`` and recording it
+    with ``with_position``; the core's batch :func:`~ledger.core.state.replay` does the folding,
+    and each key's last applied offset is recorded once at the end.
+    """
+    position: dict[str, int] = {}
+
+    def selected() -> Iterator[GovernanceEvent]:
+        for entry in history:
+            if at is not None and entry.event.occurred_at > at:
+                continue
+            position[entry.position_key] = entry.offset
+            yield entry.event
+
+    state = replay(selected(), EMPTY_STATE)
+    return with_positions(state, position)

@@ -59,8 +59,12 @@ def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_grant_condition(text: str) -> CompiledCondition:
     """Compile a grant condition (dynamic mode: identifiers are request facts of any type).
+
+    Cached by text: many grants share a condition, and replay builds every grant in the history
+    (parsing dominated replay). A compiled condition is immutable, so sharing it is safe.
 
     Raises :class:`~ledger.errors.PolicyError` when it does not compile.
     """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, cast
 
 __all__ = ["PMap", "EMPTY_PMAP"]
 
@@ -47,10 +47,52 @@ class PMap(Mapping[K, V], Generic[K, V]):
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         self._root: tuple[tuple[dict[K, V] | None, ...] | None, ...] = _EMPTY_LEVEL
         self._len = 0
-        m: PMap[K, V] = self
-        for key, value in (items or {}).items():
-            m = m.set(key, value)
-        self._root, self._len = m._root, m._len
+        if items:
+            built = PMap.from_mapping(items)
+            self._root, self._len = built._root, built._len
+
+    @classmethod
+    def from_mapping(cls, items: Mapping[K, V]) -> PMap[K, V]:
+        """Build a map in one pass (no per-key copying): equal to setting each item in turn.
+
+        Keys land in their leaves in ``items``' order, so iteration order is also the same as
+        that of a map built by successive :meth:`set` calls in that order.
+        """
+        if not items:
+            return cls._make(_EMPTY_LEVEL, 0)
+        levels: dict[int, list[dict[K, V] | None]] = {}
+        crc32 = zlib.crc32
+        for key, value in items.items():
+            # _hash, inlined for the common str key (this runs once per key of a whole replay)
+            if type(key) is str:
+                h = crc32(cast(str, key).encode("utf-8", "surrogatepass"))
+            else:
+                h = _hash(key)
+            level = levels.get(h & _MASK)
+            if level is None:
+                level = levels[h & _MASK] = list(_EMPTY_LEVEL)
+            j = (h >> _BITS) & _MASK
+            leaf = level[j]
+            if leaf is None:
+                leaf = level[j] = {}
+            leaf[key] = value
+        root: list[tuple[dict[K, V] | None, ...] | None] = list(_EMPTY_LEVEL)
+        for i, level in levels.items():
+            root[i] = tuple(level)
+        return cls._make(tuple(root), len(items))
+
+    def update(self, items: Mapping[K, V]) -> PMap[K, V]:
+        """A new map with every item of ``items`` set (in order), as successive :meth:`set`."""
+        if not items:
+            return self
+        if len(items) * 8 < self._len:  # a few changes to a big map: share structure
+            m: PMap[K, V] = self
+            for key, value in items.items():
+                m = m.set(key, value)
+            return m
+        merged = dict(self.items())
+        merged.update(items)
+        return PMap.from_mapping(merged)
 
     @classmethod
     def _make(

@@ -6,7 +6,10 @@ the next one of its aggregate (the policy name for policy events, the ``principa
 grant events); anything else — a duplicate, or a gap — leaves the state as it was.
 
 Each fold copies only what it touches: the one policy or principal record, and the top-level
-mapping that holds it (copy-on-write), so replaying a long history stays linear in practice.
+mapping that holds it (copy-on-write). :func:`replay` applies the *same* per-event rules
+(``_apply_policy``, ``_apply_grant``) to private mutable records instead, and freezes them once at
+the end: its intermediate states are never observed, so it need not build them. It is equal to
+folding one event at a time (a property test holds it to that).
 
 ``LedgerState.memo`` caches values *derived* from one immutable state (the action → policy index,
 each principal's effective grants). A new state starts with an empty memo, so the cache can never
@@ -19,7 +22,7 @@ import fnmatch
 import functools
 import gc
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -52,6 +55,7 @@ __all__ = [
     "fold",
     "replay",
     "with_position",
+    "with_positions",
     "aggregate_of",
     "governing_policy",
     "load_document",
@@ -163,6 +167,17 @@ def with_position(state: LedgerState, key: str, offset: int) -> LedgerState:
     return new
 
 
+def with_positions(state: LedgerState, positions: Mapping[str, int]) -> LedgerState:
+    """:func:`with_position` for many keys at once (later keys' offsets replace earlier ones)."""
+    if not positions:
+        return state
+    position = dict(state.position)
+    position.update(positions)
+    new = replace(state, position=MappingProxyType(position))
+    new.memo.update(state.memo)
+    return new
+
+
 def aggregate_of(event: GovernanceEvent) -> str:
     """The aggregate a governance event belongs to (its Kafka key)."""
     if isinstance(event, (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)):
@@ -186,45 +201,124 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
             record = state.policies.get(event.policy) or PolicyRecord(name=event.policy)
             if event.sequence != record.sequence + 1:
                 return state
-            updated = _apply_policy(record, event)
+            draft = _PolicyDraft(record)
+            _apply_policy(draft, event)
             return LedgerState(
-                policies=state.policies.set(
-                    event.policy, replace(updated, sequence=event.sequence)
-                ),
+                policies=state.policies.set(event.policy, draft.frozen()),
                 principals=state.principals,
                 position=state.position,
             )
         case GrantIssued() | GrantRevoked() | RoleAssigned() | RoleRevoked():
-            prec = state.principals.get(event.principal) or PrincipalRecord(
-                principal=event.principal
-            )
-            if event.sequence != prec.sequence + 1:
+            prec = state.principals.get(event.principal)
+            if event.sequence != (prec.sequence if prec is not None else 0) + 1:
                 return state
+            grants = _GrantChanges(prec.grants if prec is not None else PMap())
+            roles = set(prec.roles) if prec is not None else set()
+            _apply_grant(grants, roles, event)
+            updated = PrincipalRecord(
+                principal=event.principal,
+                sequence=event.sequence,
+                grants=grants.frozen(),
+                roles=frozenset(roles),
+            )
             return LedgerState(
                 policies=state.policies,
-                principals=state.principals.set(event.principal, _apply_grant(prec, event)),
+                principals=state.principals.set(event.principal, updated),
                 position=state.position,
             )
         case _:
             assert_never(event)
 
 
+class _Principal:
+    """A principal record under construction by :func:`replay` (mutable, private to one call)."""
+
+    __slots__ = ("grants", "initial", "roles", "sequence")
+
+    def __init__(self, record: PrincipalRecord | None) -> None:
+        self.initial = record.sequence if record is not None else 0
+        self.sequence = self.initial
+        self.grants: dict[str, Grant | GrantIssued] = (
+            dict(record.grants.items()) if record is not None else {}
+        )
+        self.roles: set[str] = set(record.roles) if record is not None else set()
+
+    def frozen(self, principal: str) -> PrincipalRecord:
+        return PrincipalRecord(
+            principal=principal,
+            sequence=self.sequence,
+            grants=PMap.from_mapping({k: _built(v) for k, v in self.grants.items()}),
+            roles=frozenset(self.roles),
+        )
+
+
 def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) -> LedgerState:
-    """Fold every event in order.
+    """Fold every event in order: the same state as ``fold`` applied to each in turn.
+
+    The per-event rules are fold's own; only the storage differs. The records being rebuilt live
+    in private mutable dicts and are frozen once at the end (every policy and principal touched
+    becomes one new record, and each top-level map is built in one pass), and an issued grant is
+    compiled into a :class:`Grant` only if it is still held at the end.
 
     The cyclic garbage collector is paused while folding (and restored after): a long replay
-    allocates millions of acyclic records, and the collector's repeated full scans of them
+    allocates millions of acyclic objects, and the collector's repeated full scans of them
     otherwise cost several times the fold itself. Nothing here creates reference cycles.
     """
+    base_policies, base_principals = state.policies, state.principals
+    policies: dict[str, _PolicyDraft] = {}
+    initial: dict[str, int] = {}  # each policy's sequence before this replay
+    principals: dict[str, _Principal] = {}
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for event in events:
-            state = fold(state, event)
+            match event:  # grant events first: most of a history
+                case GrantIssued() | GrantRevoked() | RoleAssigned() | RoleRevoked():
+                    building = principals.get(event.principal)
+                    if building is None:
+                        building = principals[event.principal] = _Principal(
+                            base_principals.get(event.principal)
+                        )
+                    if event.sequence == building.sequence + 1:
+                        _apply_grant(building.grants, building.roles, event)
+                        building.sequence = event.sequence
+                case (
+                    PolicyVersionProposed()
+                    | PolicyVersionApproved()
+                    | PolicyVersionPromoted()
+                    | PolicyRolledBack()
+                    | PolicyRetired()
+                ):
+                    draft = policies.get(event.policy)
+                    if draft is None:
+                        draft = policies[event.policy] = _PolicyDraft(
+                            base_policies.get(event.policy) or PolicyRecord(name=event.policy)
+                        )
+                        initial[event.policy] = draft.sequence
+                    if event.sequence == draft.sequence + 1:
+                        _apply_policy(draft, event)
+                case _:
+                    assert_never(event)
+        frozen = {
+            name: building.frozen(name)
+            for name, building in principals.items()
+            if building.sequence != building.initial  # only what an event actually changed
+        }
     finally:
         if was_enabled:
             gc.enable()
-    return state
+    changed = {
+        name: draft.frozen()
+        for name, draft in policies.items()
+        if draft.sequence != initial[name]  # only what an event actually changed
+    }
+    if not changed and not frozen:
+        return state
+    return LedgerState(
+        policies=base_policies.update(changed),
+        principals=base_principals.update(frozen),
+        position=state.position,
+    )
 
 
 def _set_stage(versions: dict[int, PolicyVersion], version: int | None, stage: Stage) -> None:
@@ -232,15 +326,58 @@ def _set_stage(versions: dict[int, PolicyVersion], version: int | None, stage: S
         versions[version] = replace(versions[version], stage=stage)
 
 
+class _PolicyDraft:
+    """A policy record being changed in place: for one event by :func:`fold` (on a copy), for a
+    whole history by :func:`replay`. :meth:`frozen` gives the immutable record."""
+
+    __slots__ = (
+        "active",
+        "canary",
+        "canary_percent",
+        "history",
+        "name",
+        "retired",
+        "sequence",
+        "shadows",
+        "versions",
+    )
+
+    def __init__(self, record: PolicyRecord) -> None:
+        self.name = record.name
+        self.sequence = record.sequence
+        self.versions: dict[int, PolicyVersion] = dict(record.versions)
+        self.active = record.active
+        self.canary = record.canary
+        self.canary_percent = record.canary_percent
+        self.shadows = record.shadows
+        self.retired = record.retired
+        self.history = record.history
+
+    def frozen(self) -> PolicyRecord:
+        return PolicyRecord(
+            name=self.name,
+            sequence=self.sequence,
+            versions=dict(self.versions),
+            active=self.active,
+            canary=self.canary,
+            canary_percent=self.canary_percent,
+            shadows=self.shadows,
+            retired=self.retired,
+            history=self.history,
+        )
+
+
 def _apply_policy(
-    record: PolicyRecord,
+    draft: _PolicyDraft,
     event: PolicyVersionProposed
     | PolicyVersionApproved
     | PolicyVersionPromoted
     | PolicyRolledBack
     | PolicyRetired,
-) -> PolicyRecord:
-    versions = dict(record.versions)
+) -> None:
+    """The policy rules: change ``draft`` by ``event`` (the next in its sequence), in place."""
+    draft.sequence = event.sequence
+    versions = draft.versions
     match event:
         case PolicyVersionProposed():
             versions[event.version] = PolicyVersion(
@@ -256,118 +393,139 @@ def _apply_policy(
                 note=event.note,
                 compiled=load_document(event.document),
             )
-            return replace(record, versions=versions)
         case PolicyVersionApproved():
             current = versions.get(event.version)
             if current is None:
-                return record
+                return
             versions[event.version] = replace(
                 current,
                 stage=Stage.APPROVED if current.stage is Stage.DRAFT else current.stage,
                 approved_by=event.actor,
                 approved_at=event.occurred_at,
             )
-            return replace(record, versions=versions)
         case PolicyVersionPromoted():
             v = event.version
-            if v not in versions:
-                return record
-            shadows = tuple(s for s in record.shadows if s != v)
-            active, canary, percent, history = (
-                record.active,
-                record.canary,
-                record.canary_percent,
-                record.history,
-            )
+            if v not in versions or event.stage not in _PROMOTABLE:
+                return  # other stages are never promoted to (rejected by decide)
+            draft.shadows = tuple(s for s in draft.shadows if s != v)
             if event.stage is Stage.SHADOW:
-                if active == v:
-                    active = None
-                if canary == v:
-                    canary, percent = None, None
-                shadows = (*shadows, v)
+                if draft.active == v:
+                    draft.active = None
+                if draft.canary == v:
+                    draft.canary, draft.canary_percent = None, None
+                draft.shadows = (*draft.shadows, v)
             elif event.stage is Stage.CANARY:
-                if canary is not None and canary != v:
-                    _set_stage(versions, canary, Stage.SUPERSEDED)
-                canary, percent = v, event.percent
-            elif event.stage is Stage.ACTIVE:
-                if active is not None and active != v:
-                    _set_stage(versions, active, Stage.SUPERSEDED)
-                if canary == v:
-                    canary, percent = None, None
-                active = v
-                history = (*history, v)
-            else:
-                return record  # other stages are never promoted to (rejected by decide)
+                if draft.canary is not None and draft.canary != v:
+                    _set_stage(versions, draft.canary, Stage.SUPERSEDED)
+                draft.canary, draft.canary_percent = v, event.percent
+            else:  # Stage.ACTIVE
+                if draft.active is not None and draft.active != v:
+                    _set_stage(versions, draft.active, Stage.SUPERSEDED)
+                if draft.canary == v:
+                    draft.canary, draft.canary_percent = None, None
+                draft.active = v
+                draft.history = (*draft.history, v)
             _set_stage(versions, v, event.stage)
-            return replace(
-                record,
-                versions=versions,
-                active=active,
-                canary=canary,
-                canary_percent=percent,
-                shadows=shadows,
-                history=history,
-                retired=False,
-            )
+            draft.retired = False
         case PolicyRolledBack():
             to = event.to_version
             if to not in versions:
-                return record
-            history = record.history
-            if record.active is not None and history and history[-1] == record.active:
+                return
+            history = draft.history
+            if draft.active is not None and history and history[-1] == draft.active:
                 history = history[:-1]
             if not history or history[-1] != to:
                 history = (*history, to)
-            if record.active is not None and record.active != to:
-                _set_stage(versions, record.active, Stage.SUPERSEDED)
-            if record.canary is not None and record.canary != to:
-                _set_stage(versions, record.canary, Stage.SUPERSEDED)
+            if draft.active is not None and draft.active != to:
+                _set_stage(versions, draft.active, Stage.SUPERSEDED)
+            if draft.canary is not None and draft.canary != to:
+                _set_stage(versions, draft.canary, Stage.SUPERSEDED)
             _set_stage(versions, to, Stage.ACTIVE)
-            return replace(
-                record,
-                versions=versions,
-                active=to,
-                canary=None,
-                canary_percent=None,
-                shadows=tuple(s for s in record.shadows if s != to),
-                history=history,
-                retired=False,
-            )
+            draft.active, draft.canary, draft.canary_percent = to, None, None
+            draft.shadows = tuple(s for s in draft.shadows if s != to)
+            draft.history = history
+            draft.retired = False
         case PolicyRetired():
-            for v in record.deployed():
+            deployed = [v for v in (draft.active, draft.canary) if v is not None]
+            deployed.extend(v for v in draft.shadows if v not in deployed)
+            for v in deployed:
                 _set_stage(versions, v, Stage.RETIRED)
-            return replace(
-                record,
-                versions=versions,
-                active=None,
-                canary=None,
-                canary_percent=None,
-                shadows=(),
-                retired=True,
-            )
+            draft.active, draft.canary, draft.canary_percent = None, None, None
+            draft.shadows = ()
+            draft.retired = True
         case _:
             assert_never(event)
+
+
+_PROMOTABLE: Final = frozenset({Stage.SHADOW, Stage.CANARY, Stage.ACTIVE})
 
 
 def _apply_grant(
-    record: PrincipalRecord, event: GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked
-) -> PrincipalRecord:
-    # Records are built directly (not with dataclasses.replace): this runs once per grant event.
-    grants, roles = record.grants, record.roles
+    grants: MutableMapping[str, Grant | GrantIssued],
+    roles: set[str],
+    event: GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked,
+) -> None:
+    """The grant rules, applied in place: by :func:`fold` to a copy-on-write overlay of one
+    record, by :func:`replay` to its private record. An issued grant is held as its event until
+    the record is frozen (:func:`_built`), so a grant revoked within one replay is never built."""
     match event:
         case GrantIssued():
-            grants = grants.set(event.grant_id, grant_from_event(event))
+            grants[event.grant_id] = event
         case GrantRevoked():
-            grants = grants.delete(event.grant_id)
+            grants.pop(event.grant_id, None)
         case RoleAssigned():
-            roles = roles | {event.role}
+            roles.add(event.role)
         case RoleRevoked():
-            roles = roles - {event.role}
+            roles.discard(event.role)
         case _:
             assert_never(event)
-    return PrincipalRecord(
-        principal=record.principal, sequence=event.sequence, grants=grants, roles=roles
-    )
+
+
+def _built(grant: Grant | GrantIssued) -> Grant:
+    return grant_from_event(grant) if isinstance(grant, GrantIssued) else grant
+
+
+class _GrantChanges(MutableMapping[str, Grant | GrantIssued]):
+    """A mutable view of a persistent grant map that records changes, for one :func:`fold`.
+
+    :meth:`frozen` applies them to the base map (sharing its structure).
+    """
+
+    __slots__ = ("_base", "_changes")
+
+    def __init__(self, base: PMap[str, Grant]) -> None:
+        self._base = base
+        self._changes: dict[str, Grant | GrantIssued | None] = {}  # None: removed
+
+    def __getitem__(self, key: str) -> Grant | GrantIssued:
+        if key in self._changes:
+            value = self._changes[key]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self._base[key]
+
+    def __setitem__(self, key: str, value: Grant | GrantIssued) -> None:
+        self._changes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # raises KeyError when absent, as a mapping must
+        self._changes[key] = None
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._base:
+            if self._changes.get(key, self._base[key]) is not None:
+                yield key
+        yield from (k for k, v in self._changes.items() if v is not None and k not in self._base)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def frozen(self) -> PMap[str, Grant]:
+        result = self._base
+        for key, value in self._changes.items():
+            result = result.delete(key) if value is None else result.set(key, _built(value))
+        return result
 
 
 # ----------------------------------------------------------------------------------- look-ups

@@ -1,0 +1,233 @@
+"""Replay to a point in time: ``python -m benchmarks.replay`` (DESIGN §11, replay row).
+
+Generates a governance history in memory (no broker): ``--policies`` policies going through
+proposals, approvals, shadow/canary/active promotions, rollbacks and the odd retirement, and
+``--principals`` principals and roles receiving grants (some with CEL conditions and validity
+windows), revocations, role assignments and role revocations; about 1 % of records are
+re-deliveries (duplicates the fold must ignore). Each record carries a ``topic/partition`` and
+offset like the real log, and ``occurred_at`` increases by one second per record.
+
+It then times, on the same history:
+
+* ``state_at(history)``: the replay adapter to the end of the log (positions included);
+* ``state_at(history, mid)``: to the instant half-way through the log;
+* ``core.replay(events)``: the pure core alone, to the end.
+
+and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
+beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
+every record the replay walks, including those after ``mid`` that it filters out. Conditions come
+from a small pool and documents from a pool of distinct texts (each compiled once per process,
+as in a real replay that sees a text once per version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ledger.core.events import (
+    GovernanceEvent,
+    GrantIssued,
+    GrantRevoked,
+    PolicyRetired,
+    PolicyRolledBack,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    RoleAssigned,
+    RoleRevoked,
+    Stage,
+)
+from ledger.core.state import replay
+from ledger.replay import HistoryEntry, state_at
+
+TARGET_S = 3.0
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+REFUND = (
+    Path(__file__).resolve().parent.parent / "examples" / "policies" / "refund.yaml"
+).read_text()
+CONDITIONS = (
+    "amount < 500",
+    "amount < 1000 && standing == 'good'",
+    "tenure_days > 90",
+    "region in ['eu', 'us']",
+)
+ACTIONS = (("refund.*",), ("ticket.*", "email.send"), ("payout.create",), ("report.read",))
+PARTITIONS = 3
+
+
+def _partition(aggregate: str) -> int:
+    return int.from_bytes(hashlib.blake2b(aggregate.encode(), digest_size=2).digest()) % PARTITIONS
+
+
+def generate(
+    n: int, *, policies: int = 300, principals: int = 50_000, roles: int = 200, seed: int = 7
+) -> list[HistoryEntry]:
+    """A deterministic governance history of ``n`` records (see the module docstring)."""
+    rnd = random.Random(seed)
+    docs = [REFUND.replace("750", str(600 + k)) for k in range(64)]
+    hashes = [hashlib.sha256(d.encode()).hexdigest() for d in docs]
+    seq: dict[str, int] = {}
+    pol_versions: dict[str, int] = {}
+    pol_approved: dict[str, set[int]] = {}
+    pol_active: dict[str, int | None] = {}
+    held: dict[str, list[str]] = {}  # principal -> live grant ids
+    role_of: dict[str, set[str]] = {}
+    offsets: dict[str, int] = {}
+    out: list[HistoryEntry] = []
+    gid = 0
+    role_names = [f"role:r{i}" for i in range(roles)]
+    people = [
+        f"{('agent', 'human', 'tool', 'service')[i % 4]}:p{i}" for i in range(principals)
+    ] + role_names
+
+    def emit(topic: str, aggregate: str, event: GovernanceEvent) -> None:
+        key = f"{topic}/{_partition(aggregate)}"
+        offsets[key] = offsets.get(key, -1) + 1
+        out.append(HistoryEntry(key, offsets[key], event))
+
+    def nxt(aggregate: str) -> int:
+        seq[aggregate] = seq.get(aggregate, 0) + 1
+        return seq[aggregate]
+
+    while len(out) < n:
+        i = len(out)
+        at = T0 + timedelta(seconds=i)
+        common = {"event_id": f"e{i}", "occurred_at": at, "command_id": f"c{i}"}
+        if out and rnd.random() < 0.01:  # a re-delivery of a recent record
+            old = out[rnd.randrange(max(0, i - 1000), i)]
+            emit(old.position_key.rsplit("/", 1)[0], "dup", old.event)
+            continue
+        if rnd.random() < 0.15:
+            name = f"policy-{rnd.randrange(policies)}"
+            latest = pol_versions.get(name, 0)
+            approved = pol_approved.setdefault(name, set())
+            r = rnd.random()
+            pev: GovernanceEvent
+            if latest == 0 or r < 0.3:
+                v = latest + 1
+                k = rnd.randrange(len(docs))
+                pev = PolicyVersionProposed(
+                    **common, actor="human:author", policy=name, sequence=nxt(name),
+                    version=v, document=docs[k], content_hash=hashes[k], owner="team:risk",
+                    governs=(f"{name}.*",),
+                )  # fmt: skip
+                pol_versions[name] = v
+            elif r < 0.55 and latest not in approved:
+                pev = PolicyVersionApproved(
+                    **common, actor="human:approver", policy=name, sequence=nxt(name),
+                    version=latest,
+                )  # fmt: skip
+                approved.add(latest)
+            elif r < 0.9 and approved:
+                v = max(approved)
+                stage = rnd.choice((Stage.ACTIVE, Stage.ACTIVE, Stage.CANARY, Stage.SHADOW))
+                pev = PolicyVersionPromoted(
+                    **common, actor="human:approver", policy=name, sequence=nxt(name),
+                    version=v, stage=stage, percent=10 if stage is Stage.CANARY else None,
+                    previous_version=pol_active.get(name),
+                )  # fmt: skip
+                if stage is Stage.ACTIVE:
+                    pol_active[name] = v
+            elif r < 0.99 and len(approved) > 1:
+                to = rnd.choice(sorted(approved))
+                pev = PolicyRolledBack(
+                    **common, actor="human:oncall", policy=name, sequence=nxt(name),
+                    from_version=pol_active.get(name), to_version=to, reason="bad canary",
+                )  # fmt: skip
+                pol_active[name] = to
+            else:
+                pev = PolicyRetired(
+                    **common, actor="human:admin", policy=name, sequence=nxt(name),
+                    reason="unused",
+                )  # fmt: skip
+                pol_active[name] = None
+            emit("ledger.policy-events", name, pev)
+            continue
+        # A few busy principals (and the roles) get most of the traffic; the rest a little each.
+        who = people[-rnd.randrange(roles) - 1] if rnd.random() < 0.2 else rnd.choice(people)
+        live = held.setdefault(who, [])
+        memberships = role_of.setdefault(who, set())
+        r = rnd.random()
+        gev: GovernanceEvent
+        if r < 0.55 or not live:
+            gid += 1
+            conditional = rnd.random() < 0.05
+            gev = GrantIssued(
+                **common, actor="human:admin", principal=who, sequence=nxt(who),
+                grant_id=f"g{gid:08d}", actions=rnd.choice(ACTIONS),
+                resource=rnd.choice(("account:*", "*", "ticket:*")),
+                condition=rnd.choice(CONDITIONS) if conditional else None,
+                valid_until=at + timedelta(days=90) if rnd.random() < 0.2 else None,
+            )  # fmt: skip
+            live.append(gev.grant_id)
+        elif r < 0.75:
+            gev = GrantRevoked(
+                **common, actor="human:admin", principal=who, sequence=nxt(who),
+                grant_id=live.pop(rnd.randrange(len(live))),
+            )  # fmt: skip
+        elif r < 0.9 or not memberships or who.startswith("role:"):
+            role = rnd.choice(role_names)
+            gev = RoleAssigned(
+                **common, actor="human:admin", principal=who, sequence=nxt(who), role=role
+            )  # fmt: skip
+            memberships.add(role)
+        else:
+            role = rnd.choice(sorted(memberships))
+            gev = RoleRevoked(
+                **common, actor="human:admin", principal=who, sequence=nxt(who), role=role
+            )  # fmt: skip
+            memberships.discard(role)
+        emit("ledger.grant-events", who, gev)
+    return out
+
+
+def _timed(label: str, n: int, fn: object) -> float:
+    gc.collect()
+    start, cpu = time.perf_counter(), time.process_time()
+    state = fn()  # type: ignore[operator]
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    grants = sum(len(r.grants) for r in state.principals.values())
+    print(
+        f"{label:<34} {elapsed:7.2f} s  {n / elapsed:>10,.0f} events/s  "
+        f"ratio to {TARGET_S:.0f} s target: {elapsed / TARGET_S:.2f}  (cpu {cpu:.2f} s)  "
+        f"({len(state.policies)} policies, {len(state.principals)} principals, {grants} grants)",
+        flush=True,
+    )
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--policies", type=int, default=300)
+    parser.add_argument("--principals", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=1, help="Time each figure this many times.")
+    parser.add_argument("--adapter-only", action="store_true", help="Skip the core-only figure.")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    history = generate(args.events, policies=args.policies, principals=args.principals)
+    events = [h.event for h in history]
+    mid = history[len(history) // 2].event.occurred_at
+    print(
+        f"generated {len(history):,} governance records in {time.perf_counter() - start:.1f} s "
+        f"({sum(isinstance(e, GrantIssued) for e in events):,} grants issued, "
+        f"{sum(isinstance(e, PolicyVersionProposed) for e in events):,} versions proposed)",
+        flush=True,
+    )
+    n = len(history)
+    for _ in range(args.repeat):
+        _timed("state_at(history) to the end", n, lambda: state_at(history))
+        _timed("state_at(history, mid-point)", n, lambda: state_at(history, mid))
+        if not args.adapter_only:
+            _timed("core replay(events) to the end", n, lambda: replay(events))
+
+
+if __name__ == "__main__":
+    main()
