@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with test/bench/dev extras
 
-test: $(STAMP)  ## whole suite: unit + integration (starts the local Kafka broker itself)
+test: lint typecheck  ## the one check CI runs: format, lint, types, then unit + integration tests (starts the broker itself)
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)  ## unit tests only (no broker)
@@ -33,10 +33,10 @@ lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check ledger processors tests benchmarks examples
 	$(BIN)/ruff format --check ledger processors tests benchmarks examples
 
-typecheck: $(STAMP)  ## mypy strict on the package
+typecheck: $(STAMP)  ## mypy strict on ledger/ and processors/
 	$(BIN)/mypy
 
-check: lint typecheck test  ## everything CI cares about, plus lint and types
+check: test  ## alias of test (format, lint, types, tests)
 
 bench: $(STAMP)  ## run every benchmark: core, roundtrip, throughput, rollback (figures and ratios)
 	$(BIN)/python -m benchmarks

@@ -14,13 +14,14 @@ Run it: ``python -m processors.command_processor``, or let ``ledger up`` do it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from ledger.codec import default_codec
 from ledger.core.events import (
     COMMAND_TYPES,
+    Command,
     CommandAccepted,
     DeadLetter,
     GovernanceEvent,
@@ -71,9 +72,10 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
             await follower.ready.wait()
             msg = event.message
             try:
-                command = codec.decode(msg.value)
-                if not isinstance(command, COMMAND_TYPES):
-                    raise CodecError(f"{type(command).__name__} is not a command")
+                decoded = codec.decode(msg.value)
+                if not isinstance(decoded, COMMAND_TYPES):
+                    raise CodecError(f"{type(decoded).__name__} is not a command")
+                command = cast(Command, decoded)
             except CodecError as exc:
                 stats.dead_lettered += 1
                 letter = DeadLetter(
@@ -97,7 +99,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
             else:
                 outcome = decide(
                     follower.state, command, now=now, new_id=new_id, admins=settings.admins
-                )  # type: ignore[arg-type]
+                )
                 if not isinstance(outcome, Rejection):
                     for gov in outcome:
                         topic = (
@@ -107,7 +109,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
                         # Wait for the broker's ack: the answer must never precede the events.
                         await (await send_or_die(app.producer, topic, key, value))
                         follower.apply_local(gov)
-                result = command_result(command, outcome, event_id=new_id(), now=now)  # type: ignore[arg-type]
+                result = command_result(command, outcome, event_id=new_id(), now=now)
             stats.processed += 1
             await send_or_die(
                 app.producer, t.command_results, command.event_id.encode(), codec.encode(result)
