@@ -18,7 +18,10 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     │   └── PrerequisiteMissing      missing_tool        6   java / mvn not installed
     ├── KafkaUnavailable             kafka_unavailable   7   cannot reach the bootstrap servers
     ├── LedgerTimeout                timeout             8   no answer in time (never a silent allow)
-    └── ExportError                  export_error        9   export / DuckDB failure
+    ├── ExportError                  export_error        9   export / DuckDB failure
+    └── DecisionDenied               denied             10   @enforce: the call was not allowed
+                                                             (in ledger.enforce: it carries the
+                                                             decision trace)
 """
 
 from __future__ import annotations
@@ -94,11 +97,18 @@ class PolicyError(LedgerError):
     code = "policy_invalid"
     exit_code = 3
 
-    def __init__(self, problems: list[PolicyProblem] | tuple[PolicyProblem, ...]) -> None:
+    def __init__(
+        self,
+        problems: list[PolicyProblem] | tuple[PolicyProblem, ...],
+        *,
+        summary: str | None = None,
+    ) -> None:
         self.problems = tuple(problems)
+        #: The problems were already shown to the user; the message only sums them up.
+        self.listed = summary is not None
         first = str(self.problems[0]) if self.problems else "invalid policy"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-        super().__init__(first + more)
+        super().__init__(summary if summary is not None else first + more)
 
 
 class FactsError(LedgerError):

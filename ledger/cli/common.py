@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ledger import broker
-from ledger.errors import KafkaUnavailable
+from ledger.errors import KafkaUnavailable, UsageError
 from ledger.settings import Settings
 
-__all__ = ["bootstrap_option", "load_settings", "resolve_bootstrap"]
+__all__ = ["bootstrap_option", "load_settings", "read_text_file", "resolve_bootstrap"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,3 +41,19 @@ def resolve_bootstrap(settings: Settings) -> str:
     raise KafkaUnavailable(
         "no Kafka to talk to: pass --bootstrap, set $LEDGER_BOOTSTRAP, or run `ledger broker start`"
     )
+
+
+def read_text_file(path: Path, *, what: str = "file") -> str:
+    """A UTF-8 text file's content, or one :class:`UsageError` line saying what to fix."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such {what}; check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory; pass the {what} itself") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied; check the file's permissions") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; save the {what} as UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ledger.cli.common import bootstrap_option, load_settings, resolve_bootstrap
+from ledger.cli.common import bootstrap_option, load_settings, read_text_file, resolve_bootstrap
 from ledger.cli.output import handle_errors, json_option, print_json, print_table, to_jsonable
 from ledger.cli.policy import _parse_facts
 from ledger.cli.policy import group as policy_group
@@ -35,6 +35,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
+from ledger.core.policy import parse_policy
 from ledger.core.state import LedgerState
 from ledger.errors import UsageError
 from ledger.kafka_io import new_id, utcnow
@@ -110,13 +111,12 @@ def propose(
     The document is validated by the command processor exactly as `ledger policy validate`
     does offline; an invalid one is rejected with the problems found.
     """
-    try:
-        document = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read {file}: {exc}") from exc
+    document = read_text_file(file, what="policy file")
+    # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
+    policy = parse_policy(document, filename=str(file))
     command = ProposePolicyVersion(event_id=new_id(), occurred_at=utcnow(), actor=_principal(by, "--by"),
                                    document=document, note=note)  # fmt: skip
-    _submit(bootstrap, timeout, as_json, command, f"proposed {file.name}")
+    _submit(bootstrap, timeout, as_json, command, f"proposed {policy.name}")
 
 
 @policy_group.command("approve")

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, PolicyError
 
 __all__ = [
     "to_jsonable",
@@ -72,7 +72,7 @@ def print_table(
     console.print(table)
 
 
-def fail(message: str, *, exit_code: int = 1) -> None:
+def fail(message: str, *, exit_code: int = 1) -> NoReturn:
     """One line on stderr, then exit non-zero."""
     err_console.print(f"error: {message}", markup=False)
     sys.exit(exit_code)
@@ -85,9 +85,16 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except PolicyError as exc:
+            if len(exc.problems) <= 1 or exc.listed:
+                fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
+            for problem in exc.problems:  # every problem, so one edit round fixes them all
+                err_console.print(f"error  {problem}", markup=False)
+            fail(
+                f"{len(exc.problems)} problems in the policy [{exc.code}]", exit_code=exc.exit_code
+            )
         except LedgerError as exc:
             fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
-            raise  # unreachable: fail() exits
 
     return wrapper
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ledger.cli.common import read_text_file
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.core.events import Determination, Value
 from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
@@ -34,14 +35,12 @@ class PolicyTestsFailed(LedgerError):
 
 @click.group("policy")
 def group() -> None:
-    """Write, check and run policies offline (validate, test, eval)."""
+    """Write and check policies offline (validate, test, eval) and govern them on the ledger
+    (propose, approve, promote, rollback, retire, list, show)."""
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
+    return read_text_file(path, what="policy file")
 
 
 def _load(path: Path) -> Policy:
@@ -84,7 +83,10 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:
-        raise PolicyError(problems)
+        if as_json:
+            raise PolicyError(problems)
+        files_bad = len({problem.file for problem in problems})  # each problem is printed above
+        raise PolicyError(problems, summary=f"{len(problems)} problem(s) in {files_bad} file(s)")
 
 
 def _policy_files(paths: Iterable[Path]) -> list[Path]:
@@ -103,7 +105,7 @@ def _policy_files(paths: Iterable[Path]) -> list[Path]:
         elif path.exists():
             out.append(path)
         else:
-            raise UsageError(f"no such file or directory: {path}")
+            raise UsageError(f"{path}: no such file or directory; check the path")
     seen: set[Path] = set()
     return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 

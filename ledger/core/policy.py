@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final
@@ -714,13 +715,26 @@ def _constraint_value(v: Any) -> object:
     return _INVALID
 
 
+_YAML_KINDS: Final = {
+    bool: "boolean", int: "integer", float: "number", Decimal: "number", str: "text",
+    list: "list", dict: "mapping", datetime: "timestamp", date: "date",
+}  # fmt: skip
+
+
 def _describe(v: Any) -> str:
+    """A value as a policy author wrote it, with its YAML kind (never a Python class name)."""
     if v is None:
         return "nothing"
-    text = repr(v)
+    kind = _YAML_KINDS.get(type(v), "value")
+    if isinstance(v, str):
+        text = repr(v)
+    elif isinstance(v, Decimal):
+        text = str(v)
+    else:
+        text = json.dumps(v, default=str)
     if len(text) > 40:
         text = text[:37] + "..."
-    return f"{type(v).__name__} {text}"
+    return f"{kind} {text}"
 
 
 _TOP_KEYS: Final = {
