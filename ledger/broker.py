@@ -302,7 +302,7 @@ def status(settings: Settings) -> BrokerStatus:
     if state:
         pid = int(str(state.get("pid")))
         port = int(str(state.get("port")))
-        running = alive(pid) and _accepts(port)
+        running = alive(pid, marker=str(bdir / "server.properties")) and _accepts(port)
     return BrokerStatus(
         running=running,
         bootstrap=f"127.0.0.1:{port}" if port else None,
@@ -399,7 +399,8 @@ def stop(settings: Settings, *, grace: float = 30.0) -> bool:
     if not state:
         return False
     pid = int(str(state.get("pid")))
-    was_running = terminate(pid, grace=grace)
+    config = _broker_dir(settings) / "server.properties"
+    was_running = terminate(pid, grace=grace, marker=str(config))
     # Keep the port in the state file so a restart reuses the same bootstrap address.
     _state_file(settings).write_text(json.dumps({**state, "pid": 0}))
     return was_running

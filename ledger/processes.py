@@ -38,9 +38,26 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def alive(pid: int) -> bool:
-    """Is ``pid`` a running process? (A zombie — exited, not yet reaped — is not.)"""
+def _runs(pid: int, marker: str) -> bool:
+    """Does ``pid``'s command line contain ``marker``? (True where /proc cannot tell.)"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid
+    except OSError:
+        return True
+    return marker.encode() in cmdline
+
+
+def alive(pid: int, *, marker: str | None = None) -> bool:
+    """Is ``pid`` a running process? (A zombie — exited, not yet reaped — is not.)
+
+    With ``marker``, only if its command line contains it: a pid file that outlived a reboot
+    must not make an unrelated process that reused the pid look like ours (or get killed).
+    """
     if pid <= 0:
+        return False
+    if marker is not None and not _runs(pid, marker):
         return False
     try:
         os.kill(pid, 0)
@@ -67,10 +84,11 @@ def exit_status(pid: int) -> tuple[bool, int | None]:
     return (True, os.waitstatus_to_exitcode(status))
 
 
-def terminate(pid: int, *, grace: float, kill: bool = False) -> bool:
+def terminate(pid: int, *, grace: float, kill: bool = False, marker: str | None = None) -> bool:
     """Stop the process group of ``pid``: SIGTERM (or SIGKILL at once with ``kill``), then
-    SIGKILL after ``grace`` seconds. Returns False when it was not running."""
-    if not alive(pid):
+    SIGKILL after ``grace`` seconds. Returns False when it was not running (or, with
+    ``marker``, when ``pid`` is some other program's: see :func:`alive`)."""
+    if not alive(pid, marker=marker):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)

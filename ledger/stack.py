@@ -76,11 +76,16 @@ def _known(settings: Settings) -> list[str]:
     return sorted(found | set(PROCESSORS), key=lambda n: (n.split("-")[-1].isdigit(), n))
 
 
+def _module_of(name: str) -> str:
+    """The module a processor id (``evaluator``, ``evaluator-2`` …) runs."""
+    return PROCESSORS.get(name) or PROCESSORS.get(name.rsplit("-", 1)[0], name)
+
+
 def processes(settings: Settings) -> list[ProcessStatus]:
     out = []
     for name in _known(settings):
         pid = _pid(_run_dir(settings) / f"{name}.pid")
-        running = alive(pid)
+        running = alive(pid, marker=_module_of(name))
         out.append(ProcessStatus(name=name, running=running, pid=pid if running else None,
                                  log=str(_log_dir(settings) / f"{name}.log")))  # fmt: skip
     return out
@@ -106,7 +111,7 @@ def start_processor(
     logs.mkdir(parents=True, exist_ok=True)
     pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
     existing = _pid(pid_file)
-    if alive(existing):
+    if alive(existing, marker=str(module)):
         return existing
     ready.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -143,7 +148,7 @@ def stop_processor(
     """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
     name = _proc_id(name, instance) if name in PROCESSORS else name
     pid_file = _run_dir(settings) / f"{name}.pid"
-    stopped = terminate(_pid(pid_file), grace=grace, kill=kill)
+    stopped = terminate(_pid(pid_file), grace=grace, kill=kill, marker=_module_of(name))
     pid_file.unlink(missing_ok=True)
     (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
     return stopped

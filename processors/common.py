@@ -40,8 +40,14 @@ def create_faust_app(
     and command ids instead. Faust flushes its producer before committing offsets, so an input
     offset is committed only after the output it caused is durably written.
     """
+    name = f"{settings.topics.prefix}{app_id}"
+    datadir = settings.home / "faust" / name
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level itself
     conf: dict[str, Any] = {
         "broker": f"kafka://{bootstrap}",
+        # Faust's default data dir is "<app>-data" in the working directory: keep it with the
+        # rest of the stack's state instead of littering wherever the worker was started.
+        "datadir": str(datadir),
         "value_serializer": "raw",
         "key_serializer": "raw",
         "producer_linger_ms": 0,
@@ -62,7 +68,7 @@ def create_faust_app(
         "table_standby_replicas": 0,
     }
     conf.update(overrides)
-    return faust.App(f"{settings.topics.prefix}{app_id}", **conf)
+    return faust.App(name, **conf)
 
 
 DELIVERY_FAILED_EXIT = 70

@@ -1,0 +1,36 @@
+"""Background process control: a pid is only ours when its command line says so."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ledger.processes import alive, exit_status, spawn_detached, terminate
+
+
+def _spawn_sleep(tmp_path: Path) -> int:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    return spawn_detached([sleep, "37"], env=dict(os.environ), log=tmp_path / "sleep.log")
+
+
+def test_a_reused_pid_is_not_taken_for_ours_nor_killed(tmp_path: Path) -> None:
+    pid = _spawn_sleep(tmp_path)
+    try:
+        assert alive(pid) and alive(pid, marker="sleep")
+        # As if a stale pid file named this pid after a reboot: another program holds it now.
+        assert not alive(pid, marker="kafka.Kafka")
+        assert terminate(pid, grace=1, marker="kafka.Kafka") is False
+        assert alive(pid), "an unrelated process was signalled"
+    finally:
+        stopped = terminate(pid, grace=5, marker="37")
+    assert stopped and not alive(pid)
+    assert exit_status(pid) == (True, None)  # already reaped by terminate
+
+
+def test_terminate_of_a_gone_process_reports_it_was_not_running(tmp_path: Path) -> None:
+    pid = _spawn_sleep(tmp_path)
+    assert terminate(pid, grace=5) is True
+    assert terminate(pid, grace=5) is False
+    assert not alive(pid, marker="sleep")
