@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -259,6 +260,20 @@ def test_evaluate_never_raises_on_odd_facts() -> None:
     )
     d = evaluate(FINAL, odd, now=T0, evaluator_id="t")
     assert d.determination is Determination.ERROR and d.reason_code == "invalid_facts"
+
+
+def test_a_stored_version_that_does_not_load_gives_policy_unavailable() -> None:
+    # A document the ledger accepted once but this build cannot load (corrupt, or written by a
+    # newer release): replay keeps going, and decisions under it are errors, never guesses.
+    corrupted = [
+        replace(e, document="{not a policy") if type(e).__name__ == "PolicyVersionProposed" else e
+        for e in EVENTS
+    ]
+    state = replay(corrupted)
+    d = evaluate(state, _request("u1"), now=T0, evaluator_id="t")
+    assert d.determination is Determination.ERROR
+    assert d.reason_code == "policy_unavailable"
+    assert d.policy == "refund" and d.policy_version in (1, 2) and d.rule is None
 
 
 def test_batch_and_correction() -> None:
