@@ -362,16 +362,24 @@ class LedgerClient:
 
             send.add_errback(fail)
 
+    def abandon(self, request_id: str) -> None:
+        """Stop waiting for the answer to ``request_id`` (after giving up on it)."""
+        self._listener.forget(request_id)
+
     def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
         try:
             return future.result(timeout=limit)
         except FutureTimeout:
-            self._listener.forget(key)
-            raise LedgerTimeout(
-                f"no {what} for {key} within {limit:g} s: is the ledger running "
-                "(`ledger up`) and are the evaluator/command processor healthy?"
-            ) from None
+            self.abandon(key)
+            raise _timeout(what, key, limit) from None
+
+
+def _timeout(what: str, key: str, limit: float) -> LedgerTimeout:
+    return LedgerTimeout(
+        f"no {what} for {key} within {limit:g} s: is the ledger running "
+        "(`ledger up`) and are the evaluator/command processor healthy?"
+    )
 
 
 def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
@@ -411,9 +419,8 @@ class AsyncLedgerClient:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), limit)
         except TimeoutError:
-            raise LedgerTimeout(
-                f"no decision for {request.event_id} within {limit:g} s: is the ledger running?"
-            ) from None
+            self._sync.abandon(request.event_id)
+            raise _timeout("decision", request.event_id, limit) from None
 
     async def preevaluate(
         self,

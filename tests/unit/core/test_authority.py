@@ -1,0 +1,102 @@
+"""Authority: "may P do A on R at T" (with the grant that allowed it) and "what can P do at T"."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from ledger.core import EMPTY_STATE, LedgerState, Rejection, capabilities, decide, fold
+from ledger.core.authority import authorize
+from ledger.core.events import AssignRole, Command, IssueGrant, RevokeGrant, RevokeRole
+from ledger.settings import Settings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def _apply(
+    commands: list[Command], *, admins: frozenset[str] = frozenset({"human:admin"})
+) -> LedgerState:
+    ids = (f"e{i}" for i in itertools.count())
+    state = EMPTY_STATE
+    for command in commands:
+        out = decide(state, command, now=T0, new_id=lambda: next(ids), admins=admins)
+        assert not isinstance(out, Rejection), (command, out)
+        for event in out:
+            state = fold(state, event)
+    return state
+
+
+def _grant(
+    gid: str, principal: str, actions: tuple[str, ...], resource: str, **kw: object
+) -> IssueGrant:
+    return IssueGrant(event_id=f"c-{gid}", occurred_at=T0, actor="human:admin", grant_id=gid,
+                      principal=principal, actions=actions, resource=resource, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+STATE = _apply([
+    _grant("g-own", "agent:bot", ("refund.issue",), "account:*",
+           valid_from=T0 + DAY, valid_until=T0 + 3 * DAY),
+    _grant("g-role", "role:support", ("ticket.*",), "queue:eu/*"),
+    _grant("g-cond", "agent:bot", ("refund.void",), "account:*", condition="amount < 100"),
+    _grant("g-gone", "agent:bot", ("email.send",), "*"),
+    AssignRole(event_id="c-r1", occurred_at=T0, actor="human:admin", principal="agent:bot",
+               role="role:support"),
+    RevokeGrant(event_id="c-rv", occurred_at=T0, actor="human:admin", grant_id="g-gone"),
+])  # fmt: skip
+
+
+def _may(action: str, resource: str, at: datetime, **facts: object) -> str | None:
+    grant = authorize(STATE, "agent:bot", action, resource, now=at, facts=facts)
+    return grant.grant_id if grant else None
+
+
+def test_a_grant_answers_only_inside_its_validity_window() -> None:
+    assert _may("refund.issue", "account:7", T0) is None  # not yet valid
+    assert _may("refund.issue", "account:7", T0 + 2 * DAY) == "g-own"
+    assert _may("refund.issue", "account:7", T0 + 3 * DAY + timedelta(seconds=1)) is None  # expired
+
+
+def test_role_grants_apply_through_the_role_with_action_globs_and_resource_patterns() -> None:
+    assert _may("ticket.close", "queue:eu/billing", T0) == "g-role"
+    assert _may("ticket.close", "queue:us/billing", T0) is None  # resource does not match
+    assert _may("refund.close", "queue:eu/billing", T0) is None  # action glob does not match
+
+
+def test_a_grant_condition_is_evaluated_on_the_request_facts() -> None:
+    assert _may("refund.void", "account:1", T0, amount=50) == "g-cond"
+    assert _may("refund.void", "account:1", T0, amount=500) is None
+
+
+def test_revoked_grants_and_roles_stop_answering() -> None:
+    assert _may("email.send", "anything", T0) is None
+    without_role = _apply([
+        _grant("g-role", "role:support", ("ticket.*",), "queue:eu/*"),
+        AssignRole(event_id="c-r1", occurred_at=T0, actor="human:admin", principal="agent:bot", role="role:support"),
+        RevokeRole(event_id="c-r2", occurred_at=T0, actor="human:admin", principal="agent:bot", role="role:support"),
+    ])  # fmt: skip
+    assert authorize(without_role, "agent:bot", "ticket.close", "queue:eu/x", now=T0) is None
+
+
+def test_what_can_a_principal_do_at_a_time() -> None:
+    def ids(at: datetime) -> list[str]:
+        return [g.grant_id for g in capabilities(STATE, "agent:bot", now=at)]
+
+    assert ids(T0) == ["g-cond", "g-role"]  # g-own not yet valid, g-gone revoked
+    assert ids(T0 + 2 * DAY) == ["g-cond", "g-own", "g-role"]
+    assert capabilities(STATE, "agent:stranger", now=T0) == ()
+
+
+def test_bootstrap_administrators_are_configurable() -> None:
+    admins = Settings.from_env({"LEDGER_ADMINS": "human:root, human:ops ,"}).admins
+    assert admins == frozenset({"human:root", "human:ops"})
+    assert Settings.from_env({}).admins == frozenset({"human:admin"})
+
+    def issue(actor: str) -> object:
+        command = IssueGrant(event_id="c", occurred_at=T0, actor=actor, grant_id="g1",
+                             principal="agent:bot", actions=("x.*",), resource="*")  # fmt: skip
+        return decide(EMPTY_STATE, command, now=T0, new_id=lambda: "e1", admins=admins)
+
+    refused = issue("human:admin")  # the default administrator is not one here
+    assert isinstance(refused, Rejection) and refused.code == "not_authorized"
+    assert not isinstance(issue("human:root"), Rejection)
