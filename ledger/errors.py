@@ -17,6 +17,7 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── BrokerError                  broker_error        6   the local broker cannot be fetched/started
     │   └── PrerequisiteMissing      missing_tool        6   java / mvn not installed
     ├── KafkaUnavailable             kafka_unavailable   7   cannot reach the bootstrap servers
+    ├── TopicMismatch                topic_mismatch      7   an existing topic cannot serve the ledger
     ├── LedgerTimeout                timeout             8   no answer in time (never a silent allow)
     ├── ExportError                  export_error        9   export / DuckDB failure
     └── DecisionDenied               denied             10   @enforce: the call was not allowed
@@ -38,6 +39,7 @@ __all__ = [
     "BrokerError",
     "PrerequisiteMissing",
     "KafkaUnavailable",
+    "TopicMismatch",
     "LedgerTimeout",
     "ExportError",
 ]
@@ -143,6 +145,13 @@ class PrerequisiteMissing(BrokerError):
 
 class KafkaUnavailable(LedgerError):
     code = "kafka_unavailable"
+    exit_code = 7
+
+
+class TopicMismatch(LedgerError):
+    """An existing topic's layout contradicts the ledger's (e.g. partitions it cannot remove)."""
+
+    code = "topic_mismatch"
     exit_code = 7
 
 

@@ -10,6 +10,11 @@ Partition counts are deliberate:
   partitions and workers.
 
 Ledger topics keep data forever (``retention.ms=-1``); command topics are bounded (7 days).
+
+On an existing topic, ``create_topics`` repairs config drift and adds partitions where more are
+declared (scaling out evaluators); a single-partition topic whose order the ledger relies on
+but that has more partitions is refused (:class:`~ledger.errors.TopicMismatch`): no
+partition can be removed, so only recreating it under another prefix fixes that.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ledger.errors import KafkaUnavailable
+from ledger.errors import KafkaUnavailable, TopicMismatch
 from ledger.settings import Settings
 
 __all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport"]
@@ -33,13 +38,14 @@ class TopicSpec:
     partitions: int
     configs: Mapping[str, str] = field(default_factory=dict)
     purpose: str = ""
+    ordered: bool = False  # one partition because the ledger relies on its total order
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TopicReport:
     name: str
     partitions: int
-    action: str  # "created" | "exists" | "updated"
+    action: str  # "created" | "exists" | "updated" (configs) | "expanded" (partitions added)
     configs: Mapping[str, str]
 
 
@@ -48,12 +54,30 @@ def topic_specs(settings: Settings, *, evaluation_partitions: int = 6) -> tuple[
     t = settings.topics
     n = evaluation_partitions
     return (
-        TopicSpec(name=t.commands, partitions=1, configs=_BOUNDED, purpose="governance commands"),
+        TopicSpec(
+            name=t.commands,
+            partitions=1,
+            configs=_BOUNDED,
+            purpose="governance commands",
+            ordered=True,
+        ),
         TopicSpec(
             name=t.command_results, partitions=1, configs=_BOUNDED, purpose="command answers"
         ),
-        TopicSpec(name=t.policy_events, partitions=1, configs=_FOREVER, purpose="policy history"),
-        TopicSpec(name=t.grant_events, partitions=1, configs=_FOREVER, purpose="authority history"),
+        TopicSpec(
+            name=t.policy_events,
+            partitions=1,
+            configs=_FOREVER,
+            purpose="policy history",
+            ordered=True,
+        ),
+        TopicSpec(
+            name=t.grant_events,
+            partitions=1,
+            configs=_FOREVER,
+            purpose="authority history",
+            ordered=True,
+        ),
         TopicSpec(name=t.evaluation_requests, partitions=n, configs=_FOREVER, purpose="requests"),
         TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
         TopicSpec(name=t.corrections, partitions=n, configs=_FOREVER, purpose="async corrections"),
@@ -66,7 +90,7 @@ def create_topics(
 ) -> list[TopicReport]:
     """Create missing topics and bring existing ones to the declared configs. Idempotent."""
     from kafka import KafkaAdminClient
-    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:
@@ -94,11 +118,26 @@ def create_topics(
             # Created concurrently by another `topics create`: fine.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, timeout_ms=15000)
+        present = [s.name for s in specs if s not in missing]
+        counts = {
+            str(t.get("name") or t.get("topic")): len(t.get("partitions") or ())
+            for t in (admin.describe_topics(present) if present else [])
+        }
         for spec in specs:
             if spec in missing:
                 reports.append(TopicReport(name=spec.name, partitions=spec.partitions,
                                            action="created", configs=spec.configs))  # fmt: skip
                 continue
+            partitions, expanded = counts.get(spec.name, spec.partitions), False
+            if spec.ordered and partitions != spec.partitions:
+                raise TopicMismatch(
+                    f"topic {spec.name} has {partitions} partitions but the ledger relies on the "
+                    f"order of exactly {spec.partitions}: use a fresh LEDGER_TOPIC_PREFIX "
+                    "(partitions cannot be removed)"
+                )
+            if partitions < spec.partitions:
+                admin.create_partitions({spec.name: NewPartitions(total_count=spec.partitions)})
+                partitions, expanded = spec.partitions, True
             resource = ConfigResource(ConfigResourceType.TOPIC, spec.name)
             current = _describe(admin, resource)
             drift = {k: v for k, v in spec.configs.items() if current.get(k) != v}
@@ -110,8 +149,9 @@ def create_topics(
                         )
                     ]
                 )
-            reports.append(TopicReport(name=spec.name, partitions=spec.partitions,
-                                       action="updated" if drift else "exists", configs=spec.configs))  # fmt: skip
+            action = "expanded" if expanded else "updated" if drift else "exists"
+            reports.append(TopicReport(name=spec.name, partitions=partitions, action=action,
+                                       configs=spec.configs))  # fmt: skip
         return reports
     except KafkaError as exc:
         raise KafkaUnavailable(f"creating topics on {bootstrap} failed: {exc}") from exc

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
+from ledger.errors import TopicMismatch
 from ledger.settings import Settings
 from ledger.topics import create_topics, describe_topic_configs, topic_specs
 
@@ -30,6 +31,8 @@ def test_topics_are_created_with_declared_partitions_and_configs(kafka, topic_na
         consumer.close()
 
     configs = describe_topic_configs(kafka.bootstrap, [s.name for s in specs])
+    for spec in specs:  # every declared config is on the topic itself
+        assert {k: configs[spec.name].get(k) for k in spec.configs} == dict(spec.configs), spec.name
     assert configs[topic_names.decisions]["retention.ms"] == "-1"
     assert configs[topic_names.policy_events]["retention.ms"] == "-1"
     assert configs[topic_names.commands]["retention.ms"] == str(7 * 24 * 3600 * 1000)
@@ -61,6 +64,39 @@ def test_topics_create_is_idempotent_and_repairs_drift(kafka, topic_names):
     assert again[topic_names.commands] == "exists"
     cfg = describe_topic_configs(kafka.bootstrap, [topic_names.decisions])[topic_names.decisions]
     assert cfg["retention.ms"] == "-1"
+
+
+def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kafka, topic_names):
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    settings = Settings(topics=topic_names)
+    create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=2))
+    more = {
+        r.name: r
+        for r in create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=4))
+    }
+    assert (more[topic_names.decisions].action, more[topic_names.decisions].partitions) == (
+        "expanded",
+        4,
+    )
+    assert more[topic_names.policy_events].action == "exists"
+    fewer = {
+        r.name: r
+        for r in create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=2))
+    }
+    assert (fewer[topic_names.decisions].action, fewer[topic_names.decisions].partitions) == (
+        "exists",
+        4,
+    )
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    try:  # someone grew the policy topic: its total order is gone, so the ledger must refuse it
+        admin.create_partitions({topic_names.policy_events: NewPartitions(total_count=2)})
+    finally:
+        admin.close()
+    with pytest.raises(TopicMismatch, match=f"{topic_names.policy_events} has 2 partitions"):
+        create_topics(kafka.bootstrap, topic_specs(settings))
 
 
 def test_cli_topics_create_json(kafka, topic_names, monkeypatch):
