@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
 from ledger.errors import TopicMismatch
-from ledger.settings import Settings
+from ledger.settings import Settings, TopicNames
 from ledger.topics import create_topics, describe_topic_configs, topic_specs
 
 
@@ -121,3 +122,44 @@ def test_broker_status_start_idempotent(kafka, monkeypatch):
     again = runner.invoke(cli, ["broker", "start", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.output)["pid"] == doc["pid"]  # no second JVM
+
+
+def _jvms_serving(home: Path) -> list[int]:
+    """Pids of any process whose command line names this home's broker config."""
+    marker = str(home / "broker" / "server.properties").encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_path):
+    if kafka.source != "local":
+        pytest.skip(f"broker comes from {kafka.source}; the local broker is covered in CI")
+    from ledger import broker
+
+    settings = Settings(
+        home=tmp_path / "home", cache=kafka.settings.cache, topics=TopicNames(prefix="stopcheck.")
+    )
+    first = broker.start(settings)
+    assert first.running and first.pid and _jvms_serving(settings.home) == [first.pid]
+    create_topics(first.bootstrap, topic_specs(settings))
+
+    assert broker.stop(settings) is True
+    assert not broker.status(settings).running
+    assert _jvms_serving(settings.home) == [], "the broker's JVM outlived `stop`"
+    assert broker.stop(settings) is False  # stopping again is a no-op
+
+    second = broker.start(settings)
+    try:
+        assert second.bootstrap == first.bootstrap and second.pid != first.pid
+        again = {r.name: r.action for r in create_topics(second.bootstrap, topic_specs(settings))}
+        assert set(again.values()) == {"exists"}  # the log dir survived the restart
+    finally:
+        broker.stop(settings)
+    assert _jvms_serving(settings.home) == []

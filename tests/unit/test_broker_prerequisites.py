@@ -1,0 +1,81 @@
+"""The local broker's prerequisites: a missing or old tool, or a failed download, is one clear line.
+
+Real ``java``/``mvn`` are replaced by tiny scripts on a private PATH: what is under test is how the
+project reports them, not Kafka (the broker itself is exercised by the integration tests).
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger import broker
+from ledger.cli.app import cli
+from ledger.errors import BrokerError, PrerequisiteMissing
+from ledger.settings import Settings
+
+
+def _tool(bin_dir: Path, name: str, script: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, Path]:
+    """Settings with an empty cache and home, and a PATH holding only what the test puts there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return Settings(home=tmp_path / "home", cache=tmp_path / "cache"), bin_dir
+
+
+def test_missing_maven_names_what_to_install(bare: tuple[Settings, Path]) -> None:
+    settings, _ = bare
+    with pytest.raises(PrerequisiteMissing, match=r"`mvn` not found on PATH: install Apache Maven"):
+        broker.fetch(settings)
+
+
+def test_missing_java_names_what_to_install(bare: tuple[Settings, Path]) -> None:
+    settings, _ = bare
+    with pytest.raises(PrerequisiteMissing, match=r"`java` not found on PATH: install Java 17"):
+        broker.start(settings)
+
+
+def test_an_old_java_is_refused_with_the_version_found(bare: tuple[Settings, Path]) -> None:
+    settings, bin_dir = bare
+    _tool(bin_dir, "java", """echo 'openjdk version "11.0.22" 2024-01-16' >&2""")
+    with pytest.raises(PrerequisiteMissing, match=r"needs Java 17 or newer, found Java 11"):
+        broker.start(settings)
+
+
+def test_a_failed_download_reports_mavens_error_and_leaves_no_partial_cache(
+    bare: tuple[Settings, Path],
+) -> None:
+    settings, bin_dir = bare
+    _tool(bin_dir, "java", """echo 'openjdk version "17.0.9" 2023-10-17' >&2""")
+    _tool(
+        bin_dir,
+        "mvn",
+        "echo '[ERROR] Could not transfer artifact org.apache.kafka:kafka_2.13'; exit 1",
+    )
+    with pytest.raises(
+        BrokerError, match=r"could not fetch Kafka .*Could not transfer artifact.*retry"
+    ):
+        broker.fetch(settings)
+    assert not list(settings.cache.rglob(".complete")), "a failed fetch must not look complete"
+
+
+def test_cli_broker_start_without_java_is_one_line_and_exit_6(
+    bare: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _ = bare
+    monkeypatch.setenv("LEDGER_HOME", str(settings.home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(settings.cache.parent))
+    result = CliRunner().invoke(cli, ["broker", "start"])
+    assert result.exit_code == 6
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: `java` not found on PATH"), result.output
