@@ -1,0 +1,311 @@
+"""The governance CLI (DESIGN §13) end to end: ``ledger`` commands, through click's
+``CliRunner``, against a running stack on the real broker — configured as an operator would,
+with ``$LEDGER_BOOTSTRAP`` and ``$LEDGER_TOPIC_PREFIX``.
+
+Assertions read the ``--json`` documents (the human wording may change); rejections are checked
+by exit code (4) and the stable rejection code on stderr. The module has a stack of its own, so
+the example policy file can be proposed as it is (policy ``refund``) and the inventory holds only
+what these tests put there. Authority is handed out through the CLI itself, by the bootstrap
+administrator, as ``examples/demo.sh`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, ROOT, LedgerStack, policy_doc
+
+from ledger.cli.app import cli
+from ledger.client import LedgerClient
+from ledger.core import parse_policy
+from ledger.core.events import Determination
+
+pytestmark = pytest.mark.integration
+
+REFUND_FILE = ROOT / "examples" / "policies" / "refund.yaml"
+CAROL = "human:carol"
+REJECTED = 4
+# 300 is under v1's auto-refund threshold (500) and over v2's (200).
+FACTS_300 = {**GOOD_FACTS, "amount": "300"}
+
+
+@dataclass
+class Ledger:
+    """Runs ``ledger …`` against the module's stack and checks the exit code."""
+
+    stack: LedgerStack
+    env: dict[str, str]
+
+    def __call__(self, *args: str, expect: int = 0) -> Result:
+        result = CliRunner().invoke(cli, list(args), env=self.env, catch_exceptions=False)
+        assert result.exit_code == expect, (
+            f"`ledger {' '.join(args)}` exited {result.exit_code}, expected {expect}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        )
+        return result
+
+    def json(self, *args: str) -> Any:
+        """The one JSON document ``ledger ARGS --json`` prints."""
+        return json.loads(self(*args, "--json").stdout)
+
+    def rejected(self, *args: str, code: str) -> str:
+        """Run a command that must be rejected with ``code``; its stderr."""
+        result = self(*args, expect=REJECTED)
+        assert code in result.stderr, result.stderr
+        return result.stderr
+
+    def propose(self, file: str, *, by: str = ALICE) -> int:
+        """``ledger policy propose FILE --by BY``; the version the ledger assigned."""
+        accepted = self.json("policy", "propose", file, "--by", by)
+        assert accepted["command_type"] == "ProposePolicyVersion"
+        return int(accepted["version"])
+
+    def grant(self, principal: str, actions: str, resource: str) -> None:
+        accepted = self.json(
+            "grant", "issue", "--to", principal, "--actions", actions, "--resource", resource,
+            "--by", ADMIN,
+        )  # fmt: skip
+        assert (accepted["command_type"], accepted["aggregate"]) == ("IssueGrant", principal)
+
+    def evaluate(self, client: LedgerClient, **request: Any) -> dict[str, Any]:
+        """``ledger evaluate --json`` once the evaluator has caught up with the ledger.
+
+        The SDK waits for a decision made at the current governance position (a condition, not
+        a sleep); the evaluator's state only moves forward, so the CLI's request is decided
+        at that position or later.
+        """
+        self.stack.evaluate_settled(client, **request)
+        return self.json(
+            "evaluate", "--action", request["action"], "--principal", request["principal"],
+            "--resource", request["resource"], "--facts", json.dumps(request.get("facts", {})),
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ledger(stack_factory) -> Ledger:
+    """The CLI pointed at a stack of this module's, with alice, bob and the agent authorized
+    (through ``ledger grant issue``, by the bootstrap administrator)."""
+    stack = stack_factory()
+    env = {
+        "LEDGER_BOOTSTRAP": stack.bootstrap,
+        "LEDGER_TOPIC_PREFIX": stack.topics.prefix,
+        "LEDGER_HOME": str(stack.settings.home),
+        "LEDGER_ADMINS": ADMIN,
+    }
+    run = Ledger(stack, env)
+    for person in (ALICE, BOB):
+        run.grant(person, "ledger.policy.*", "policy:*")
+    run.grant(AGENT, "*", "*")
+    return run
+
+
+@pytest.fixture
+def sdk(ledger: Ledger) -> Iterator[LedgerClient]:
+    """An SDK client on the same stack, used only to wait for the evaluator to catch up."""
+    client = ledger.stack.client(AGENT)
+    yield client
+    ledger.stack.release(client)
+
+
+def _policy_file(tmp_path: Path, name: str, **changes: Any) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(policy_doc(name, **changes))
+    return str(path)
+
+
+def _row(ledger: Ledger, name: str) -> dict[str, Any]:
+    rows = [row for row in ledger.json("policy", "list") if row["policy"] == name]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+# --------------------------------------------------------------------------- policy lifecycle
+
+
+def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
+    ledger: Ledger, sdk: LedgerClient, tmp_path: Path
+):
+    v1_hash = parse_policy(REFUND_FILE.read_text()).content_hash
+    proposed = ledger.json("policy", "propose", str(REFUND_FILE), "--by", ALICE, "--note", "first")
+    assert (proposed["command_type"], proposed["aggregate"], proposed["version"]) == (
+        "ProposePolicyVersion",
+        "refund",
+        1,
+    )
+    approved = ledger.json("policy", "approve", "refund", "1", "--by", BOB)
+    assert (approved["command_type"], approved["aggregate"]) == ("ApprovePolicyVersion", "refund")
+    promoted = ledger.json("policy", "promote", "refund", "1", "--to", "active", "--by", BOB)
+    assert promoted["command_type"] == "PromotePolicyVersion"
+
+    row = _row(ledger, "refund")
+    assert row["active"] == 1 and row["latest"] == 1
+    assert row["owner"] == "customer-success" and row["governs"] == ["refund.issue"]
+    assert (row["canary"], row["shadow"], row["retired"]) == (None, [], False)
+
+    shown = ledger.json("policy", "show", "refund")
+    assert shown["policy"] == row
+    (version,) = shown["versions"]
+    assert (version["version"], version["author"], version["approved_by"]) == (1, ALICE, BOB)
+    assert (version["stage"], version["note"], version["content_hash"]) == (
+        "active",
+        "first",
+        v1_hash,
+    )
+    assert [e["actor"] for e in shown["events"]] == [ALICE, BOB, BOB]
+    assert shown["events"][-1]["stage"] == "active"
+
+    ask = {"action": "refund.issue", "principal": AGENT, "resource": "account:42"}
+    first = ledger.evaluate(sdk, **ask, facts=FACTS_300)
+    assert (first["determination"], first["rule"], first["reason_code"]) == (
+        "allow",
+        "auto-refund",
+        "rule_matched",
+    )
+    assert (first["policy"], first["policy_version"], first["stage"]) == ("refund", 1, "active")
+    assert first["content_hash"] == v1_hash
+
+    # v2: the same policy, stricter; it takes over once approved and promoted.
+    v2_file = tmp_path / "refund.yaml"
+    v2_file.write_text(REFUND_FILE.read_text().replace("amount < 500", "amount < 200", 1))
+    assert ledger.propose(str(v2_file)) == 2
+    ledger.json("policy", "approve", "refund", "2", "--by", BOB)
+    ledger.json("policy", "promote", "refund", "2", "--to", "active", "--by", BOB)
+    second = ledger.evaluate(sdk, **ask, facts=FACTS_300)
+    assert (second["policy_version"], second["rule"]) == (2, "credit-only")
+    assert second["determination"] == Determination.ALLOW_WITH_CONSTRAINTS.value
+    assert second["constraints"] == {"refund_method": "credit"}
+
+    rolled = ledger.json(
+        "policy", "rollback", "refund", "--by", BOB, "--reason", "too much store credit"
+    )
+    assert (rolled["command_type"], rolled["aggregate"]) == ("RollbackPolicy", "refund")
+    third = ledger.evaluate(sdk, **ask, facts=FACTS_300)
+    assert (third["determination"], third["policy_version"], third["rule"]) == (
+        "allow",
+        1,
+        "auto-refund",
+    )
+    row = _row(ledger, "refund")
+    assert (row["active"], row["latest"]) == (1, 2)
+    last = ledger.json("policy", "show", "refund")["events"][-1]
+    assert (last["actor"], last["reason"]) == (BOB, "too much store credit")
+    assert (last["from_version"], last["to_version"]) == (2, 1)
+
+
+def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
+    ledger: Ledger, tmp_path: Path
+):
+    name = "cli-rejections"
+    assert ledger.propose(_policy_file(tmp_path, name)) == 1
+
+    ledger.rejected("policy", "approve", name, "1", "--by", ALICE, code="self_approval")
+    ledger.rejected("policy", "approve", name, "1", "--by", ALICE, "--json", code="self_approval")
+    ledger.rejected(
+        "policy", "promote", name, "1", "--to", "active", "--by", BOB, code="not_approved"
+    )
+    ledger.rejected("policy", "approve", name, "1", "--by", "human:mallory", code="not_authorized")
+    ledger.rejected(
+        "policy", "rollback", name, "--by", BOB, "--reason", "oops", code="no_previous_version"
+    )
+
+    # Nothing was half-applied: still an unapproved draft, with only its proposal recorded.
+    shown = ledger.json("policy", "show", name)
+    assert shown["policy"]["active"] is None
+    assert [(v["version"], v["approved_by"]) for v in shown["versions"]] == [(1, None)]
+    assert len(shown["events"]) == 1
+
+
+# --------------------------------------------------------------------------- grants and roles
+
+
+def test_grant_issue_list_revoke(ledger: Ledger, sdk: LedgerClient):
+    bot = "agent:cli-grants"
+    # Nothing governs this action, so the answer tells authority apart: with a grant it is
+    # `ungoverned_action` (naming the grant), without one `no_authority`.
+    ask = {"action": "cli-grants.run", "principal": bot, "resource": "job:1"}
+    issued = ledger.json(
+        "grant", "issue", "--to", bot, "--actions", "cli-grants.*, report.read",
+        "--resource", "job:*", "--by", ADMIN, "--until", "2099-01-01T00:00:00Z",
+        "--approved-by", CAROL, "--note", "nightly jobs",
+    )  # fmt: skip
+    assert (issued["command_type"], issued["aggregate"]) == ("IssueGrant", bot)
+
+    listed = ledger.json("grant", "list", "--principal", bot)
+    (grant,) = listed["grants"]
+    assert grant["principal"] == bot
+    assert grant["actions"] == ["cli-grants.*", "report.read"]
+    assert (grant["resource"], grant["condition"]) == ("job:*", None)
+    assert (grant["granted_by"], grant["approved_by"]) == (ADMIN, CAROL)
+    assert grant["valid_until"].startswith("2099-01-01T00:00:00")
+    assert listed["roles"] == {}
+
+    authorized = ledger.evaluate(sdk, **ask)
+    assert (authorized["determination"], authorized["reason_code"]) == (
+        "deny",
+        "ungoverned_action",
+    )
+    assert authorized["grant_id"] == grant["grant_id"]
+
+    revoked = ledger.json(
+        "grant", "revoke", grant["grant_id"], "--by", ADMIN, "--reason", "jobs moved"
+    )
+    assert (revoked["command_type"], revoked["aggregate"]) == ("RevokeGrant", bot)
+    assert ledger.json("grant", "list", "--principal", bot)["grants"] == []
+    unauthorized = ledger.evaluate(sdk, **ask)
+    assert (unauthorized["reason_code"], unauthorized["grant_id"]) == ("no_authority", None)
+
+    ledger.rejected("grant", "revoke", grant["grant_id"], "--by", ADMIN, code="unknown_grant")
+    ledger.rejected(
+        "grant", "issue", "--to", bot, "--actions", "x.y", "--resource", "*",
+        "--when", "amount <", "--by", ADMIN, code="invalid_condition",
+    )  # fmt: skip
+    ledger.rejected(
+        "grant", "issue", "--to", bot, "--actions", "x.y", "--resource", "*", "--by", BOB,
+        code="not_authorized",
+    )  # fmt: skip
+
+
+def test_grant_issue_json_names_the_grant_it_issued(ledger: Ledger):
+    """`grant issue` "prints its id (needed to revoke it)" — with --json too, for scripts."""
+    bot = "agent:cli-grant-id"
+    issued = ledger.json(
+        "grant", "issue", "--to", bot, "--actions", "a.b", "--resource", "r:*", "--by", ADMIN
+    )
+    (grant,) = ledger.json("grant", "list", "--principal", bot)["grants"]
+    assert grant["grant_id"] in json.dumps(issued), (
+        f"the --json document of `grant issue` does not carry the grant id {grant['grant_id']}:"
+        f" {issued}"
+    )
+
+
+def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
+    name = "cli-roles"
+    ledger.grant("role:cli_approver", "ledger.policy.approve", "policy:*")
+    assert ledger.propose(_policy_file(tmp_path, name)) == 1
+    ledger.rejected("policy", "approve", name, "1", "--by", CAROL, code="not_authorized")
+
+    assigned = ledger.json("role", "assign", CAROL, "cli_approver", "--by", ADMIN)
+    assert (assigned["command_type"], assigned["aggregate"]) == ("AssignRole", CAROL)
+    assert ledger.json("grant", "list", "--principal", CAROL)["roles"] == {
+        CAROL: ["role:cli_approver"]
+    }
+    ledger.rejected(
+        "role", "assign", CAROL, "role:cli_approver", "--by", ADMIN, code="already_applied"
+    )
+    # Holding the role, carol holds its grant.
+    ledger.json("policy", "approve", name, "1", "--by", CAROL)
+    assert ledger.json("policy", "show", name)["versions"][0]["approved_by"] == CAROL
+
+    revoked = ledger.json("role", "revoke", CAROL, "role:cli_approver", "--by", ADMIN)
+    assert (revoked["command_type"], revoked["aggregate"]) == ("RevokeRole", CAROL)
+    assert ledger.json("grant", "list", "--principal", CAROL)["roles"] == {}
+    ledger.rejected("role", "revoke", CAROL, "cli_approver", "--by", ADMIN, code="not_member")
+
+    assert ledger.propose(_policy_file(tmp_path, name, auto_below=100)) == 2
+    ledger.rejected("policy", "approve", name, "2", "--by", CAROL, code="not_authorized")

@@ -1,0 +1,373 @@
+"""The SDK's guarantees at the edge of the agent, against the real broker and evaluator:
+
+- enforcement points (``ledger.enforce``): the tool body runs only on an allowing decision and
+  gets its constraints; on ``deny`` or ``error`` it never runs and ``DecisionDenied`` carries the
+  decision trace;
+- timeouts: with the topics there but nothing answering, every waiting call raises
+  ``LedgerTimeout`` within its bound — it never turns into an allow — and an enforcement point
+  fails closed;
+- corrections of the asynchronous pattern through the ``on_correction`` hook and through
+  ``AsyncLedgerClient.next_correction`` (``test_patterns`` covers ``corrections()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from harness import AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
+
+from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient
+from ledger.core.events import (
+    DecisionCorrected,
+    Determination,
+    EvaluationRequested,
+    ProposePolicyVersion,
+)
+from ledger.enforce import DecisionDenied, enforce
+from ledger.errors import LedgerError, LedgerTimeout
+from ledger.kafka_io import new_id, utcnow
+
+pytestmark = pytest.mark.integration
+
+SUSPENDED = {**GOOD_FACTS, "standing": "suspended"}
+LARGE = {**GOOD_FACTS, "amount": "600"}  # over auto-refund, under credit-only: store credit
+BAD_FACTS = {"tenure_days": -3, "amount": "lots", "standing": "royal"}
+
+# A call that times out must give up after about its timeout: well before the default of the
+# client (20 s in the harness), and never much later than asked.
+SHORT = 0.5
+SLACK = 3.0
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def governed(shared_stack: LedgerStack, admin: LedgerClient, agent: LedgerClient, policy_name):
+    """This test's own refund policy, active and known to the evaluator; returns its action."""
+    action = f"{policy_name}.issue"
+    shared_stack.deploy(admin, policy_doc(policy_name))
+    shared_stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:0")
+    return action
+
+
+@pytest.fixture
+def refund_tool(agent: LedgerClient, governed: str) -> tuple[Callable[..., Any], list[Any]]:
+    """An enforced refund tool and the list its body appends every run to (its side effect)."""
+    ran: list[Any] = []
+
+    @enforce(
+        agent,
+        action=governed,
+        principal=lambda account, amount, customer, **_: customer.get("as", AGENT),
+        resource=lambda account, amount, customer, **_: f"account:{account}",
+        facts=lambda account, amount, customer, **_: {
+            "amount": amount,
+            **{k: v for k, v in customer.items() if k != "as"},
+        },
+    )
+    def issue_refund(account: str, amount: str, customer: dict[str, Any], *, constraints):
+        ran.append((account, amount, constraints))
+        return f"refunded {amount} to account {account}"
+
+    return issue_refund, ran
+
+
+@pytest.fixture(scope="module")
+def silent_stack(stack_factory) -> LedgerStack:
+    """Every ledger topic, and nothing running to answer: no evaluator, no command processor."""
+    return stack_factory(processors=())
+
+
+def _customer(facts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in facts.items() if k != "amount"}
+
+
+# --------------------------------------------------------------------------- @enforce
+
+
+def test_enforced_tool_runs_on_allow_with_no_constraints(refund_tool):
+    issue_refund, ran = refund_tool
+    assert issue_refund("42", "120.50", _customer(GOOD_FACTS)) == "refunded 120.50 to account 42"
+    assert ran == [("42", "120.50", {})]
+
+
+def test_enforced_tool_runs_on_allow_with_constraints_and_receives_them(refund_tool):
+    issue_refund, ran = refund_tool
+    assert issue_refund("43", "600", _customer(LARGE)) == "refunded 600 to account 43"
+    assert ran == [("43", "600", {"refund_method": "credit"})]
+
+
+def test_enforced_tool_never_runs_on_deny(refund_tool, governed):
+    issue_refund, ran = refund_tool
+    with pytest.raises(DecisionDenied) as denied:
+        issue_refund("44", "120.50", _customer(SUSPENDED))
+    assert ran == []
+    decision = denied.value.decision
+    assert decision.determination is Determination.DENY
+    assert (decision.action, decision.resource, decision.principal) == (
+        governed,
+        "account:44",
+        AGENT,
+    )
+    assert decision.rule == "suspended" and decision.reason_code == "rule_matched"
+    assert decision.policy_version == 1
+    assert "Suspended accounts are not refunded" in str(denied.value)
+    assert isinstance(denied.value, LedgerError) and denied.value.code == "denied"
+
+
+def test_enforced_tool_never_runs_without_authority(refund_tool):
+    issue_refund, ran = refund_tool
+    with pytest.raises(DecisionDenied) as denied:
+        issue_refund("45", "120.50", {**_customer(GOOD_FACTS), "as": "agent:stranger"})
+    assert ran == []
+    assert denied.value.decision.determination is Determination.DENY
+    assert denied.value.decision.reason_code == "no_authority"
+
+
+def test_enforced_tool_never_runs_on_an_error_decision(refund_tool, policy_name):
+    issue_refund, ran = refund_tool
+    with pytest.raises(DecisionDenied) as denied:
+        issue_refund("46", "lots", {k: v for k, v in BAD_FACTS.items() if k != "amount"})
+    assert ran == []
+    decision = denied.value.decision
+    assert decision.determination is Determination.ERROR
+    assert decision.reason_code == "invalid_facts"
+    assert (decision.policy, decision.policy_version) == (policy_name, 1)
+    fields = {reason.split(":", 1)[0] for reason in decision.reasons}
+    assert fields == {"tenure_days", "amount", "standing", "prior_refunds_12m"}
+
+
+def test_enforce_takes_fixed_values_and_omits_constraints_the_tool_does_not_accept(
+    agent: LedgerClient, governed: str
+):
+    ran: list[str] = []
+
+    @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=LARGE)
+    def notify() -> str:
+        ran.append("notified")
+        return "ok"
+
+    assert notify() == "ok"
+    assert ran == ["notified"]
+    assert notify.__name__ == "notify"  # a wrapped tool keeps its identity for agent frameworks
+
+    @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=SUSPENDED)
+    def notify_suspended() -> str:
+        ran.append("suspended")
+        return "ok"
+
+    with pytest.raises(DecisionDenied):
+        notify_suspended()
+    assert ran == ["notified"]
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def test_on_correction_hook_receives_the_correction_of_a_differing_async_decision(
+    shared_stack: LedgerStack, agent: LedgerClient, governed: str
+):
+    received: list[tuple[DecisionCorrected, str]] = []
+    arrived = threading.Event()
+
+    def hook(correction: DecisionCorrected) -> None:
+        received.append((correction, threading.current_thread().name))
+        arrived.set()
+
+    agent.on_correction(hook)
+    request = agent.submit_async(
+        action=governed, principal=AGENT, resource="account:48", facts=SUSPENDED, default="allow"
+    )
+    assert arrived.wait(15), shared_stack.logs()
+    ((correction, thread),) = received
+    assert correction.request_id == request.event_id
+    assert (correction.default, correction.determination) == (
+        Determination.ALLOW,
+        Determination.DENY,
+    )
+    assert thread == "ledger-client-listener"
+    # The hook is in addition to the queue, not instead of it.
+    queued = next(agent.corrections(timeout=5), None)
+    assert queued is not None and queued.event_id == correction.event_id
+
+
+def test_asyncio_client_receives_corrections_of_its_async_requests(
+    shared_stack: LedgerStack, governed: str
+):
+    async def run() -> tuple[list[Any], DecisionCorrected | None, DecisionCorrected | None]:
+        config = ClientConfig(
+            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
+        )
+        async with AsyncLedgerClient(config) as client:
+            requests = [
+                await client.submit_async(
+                    action=governed,
+                    principal=AGENT,
+                    resource="account:49",
+                    facts=facts,
+                    default="deny",
+                )
+                for facts in (SUSPENDED, GOOD_FACTS)  # same resource: decided in this order
+            ]
+            first = await client.next_correction(timeout=15)
+            straggler = await client.next_correction(timeout=1)
+            return requests, first, straggler
+
+    (agreeing, differing), correction, straggler = asyncio.run(run())
+    assert isinstance(agreeing, EvaluationRequested)
+    assert correction is not None, shared_stack.logs()
+    assert correction.request_id == differing.event_id
+    assert (correction.default, correction.determination) == (
+        Determination.DENY,
+        Determination.ALLOW,
+    )
+    assert straggler is None  # the suspended request was denied, as its default said
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+@pytest.fixture
+def silent_client(silent_stack: LedgerStack) -> Iterator[LedgerClient]:
+    client = silent_stack.client(AGENT, timeout=20)
+    yield client
+    silent_stack.release(client)
+
+
+def _elapsed(call: Callable[[], Any]) -> tuple[BaseException, float]:
+    started = time.monotonic()
+    with pytest.raises(LedgerTimeout) as raised:
+        call()
+    return raised.value, time.monotonic() - started
+
+
+def test_evaluate_times_out_when_no_evaluator_answers(
+    silent_stack: LedgerStack, silent_client: LedgerClient
+):
+    error, took = _elapsed(
+        lambda: silent_client.evaluate(
+            action="refund.issue",
+            principal=AGENT,
+            resource="account:50",
+            facts=GOOD_FACTS,
+            timeout=SHORT,
+        )
+    )
+    assert SHORT <= took < SHORT + SLACK
+    assert isinstance(error, LedgerTimeout) and (error.code, error.exit_code) == ("timeout", 8)
+    # The request did go out: what is missing is the answer, and that is not an allow.
+    published = wait_for(
+        lambda: [
+            r
+            for r in silent_stack.records(silent_stack.topics.evaluation_requests)
+            if r.resource == "account:50"
+        ],
+        timeout=10,
+        what="the request on the evaluation topic",
+    )
+    assert len(published) == 1
+    assert silent_stack.records(silent_stack.topics.decisions) == []
+
+
+def test_client_default_timeout_applies_to_every_waiting_call(silent_stack: LedgerStack):
+    client = LedgerClient(
+        ClientConfig(
+            bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=SHORT
+        )
+    )
+    try:
+        _, took = _elapsed(
+            lambda: client.evaluate(action="refund.issue", principal=AGENT, resource="account:51")
+        )
+        assert took < SHORT + SLACK
+        _, took = _elapsed(
+            lambda: client.preevaluate(
+                AGENT, [{"action": "refund.issue", "resource": "account:51"}]
+            )
+        )
+        assert took < SHORT + SLACK
+        # No command processor either: a governance command is not silently taken as accepted.
+        command = ProposePolicyVersion(
+            event_id=new_id(), occurred_at=utcnow(), actor="human:admin", document=policy_doc()
+        )
+        _, took = _elapsed(lambda: client.submit_command(command))
+        assert took < SHORT + SLACK
+    finally:
+        client.close()
+
+
+def test_enforcement_point_fails_closed_on_timeout(silent_client: LedgerClient):
+    ran: list[str] = []
+
+    @enforce(
+        silent_client,
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:52",
+        facts=GOOD_FACTS,
+        timeout=SHORT,
+    )
+    def issue_refund(*, constraints: dict[str, Any]) -> None:
+        ran.append("refunded")
+
+    _, took = _elapsed(issue_refund)
+    assert took < SHORT + SLACK
+    assert ran == []
+
+
+def test_asyncio_client_times_out_without_blocking_the_event_loop(silent_stack: LedgerStack):
+    async def run() -> tuple[BaseException | Any, float, int]:
+        config = ClientConfig(
+            bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=20
+        )
+        async with AsyncLedgerClient(config) as client:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.02)
+                    ticks += 1
+
+            beating = asyncio.create_task(ticker())
+            started = time.monotonic()
+            try:
+                outcome: BaseException | Any = await client.evaluate(
+                    action="refund.issue",
+                    principal=AGENT,
+                    resource="account:53",
+                    facts=GOOD_FACTS,
+                    timeout=SHORT,
+                )
+            except LedgerTimeout as exc:
+                outcome = exc
+            took = time.monotonic() - started
+            beating.cancel()
+            return outcome, took, ticks
+
+    outcome, took, ticks = asyncio.run(run())
+    assert isinstance(outcome, LedgerTimeout), f"expected a timeout, got {outcome!r}"
+    assert SHORT <= took < SHORT + SLACK
+    assert ticks >= 5  # the loop kept running other tasks while the call waited
+
+
+def test_asyncio_client_preevaluate_times_out(silent_stack: LedgerStack):
+    async def run() -> float:
+        config = ClientConfig(
+            bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=20
+        )
+        async with AsyncLedgerClient(config) as client:
+            started = time.monotonic()
+            with pytest.raises(LedgerTimeout):
+                await client.preevaluate(
+                    AGENT, [{"action": "refund.issue", "resource": "account:54"}], timeout=SHORT
+                )
+            return time.monotonic() - started
+
+    assert asyncio.run(run()) < SHORT + SLACK
