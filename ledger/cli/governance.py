@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 import click
 
 from ledger.cli.common import bootstrap_option, load_settings, read_text_file, resolve_bootstrap
-from ledger.cli.output import handle_errors, json_option, print_json, print_table, to_jsonable
+from ledger.cli.output import (
+    handle_errors,
+    json_option,
+    print_json,
+    print_table,
+    rule_label,
+    to_jsonable,
+)
 from ledger.cli.policy import _parse_facts
 from ledger.cli.policy import group as policy_group
 from ledger.client import ClientConfig, LedgerClient
@@ -450,7 +457,7 @@ def evaluate_cmd(action: str, principal: str, resource: str, facts_json: str, co
         return
     print_table(["field", "value"], [
         ["determination", decision.determination.value],
-        ["rule", decision.rule or "null (default)"],
+        ["rule", rule_label(decision.rule, decision.reason_code)],
         ["reason_code", decision.reason_code],
         ["constraints", to_jsonable(decision.constraints) or "-"],
         ["reasons", "; ".join(decision.reasons) or "-"],

@@ -27,6 +27,7 @@ __all__ = [
     "handle_errors",
     "console",
     "json_option",
+    "rule_label",
 ]
 
 P = ParamSpec("P")
@@ -102,3 +103,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )
+
+
+def rule_label(rule: str | None, reason_code: str | None) -> str:
+    """The ``rule`` cell of a decision table: which rule decided, or why none did."""
+    if rule is not None:
+        return rule
+    return "null (default)" if reason_code == "default_applied" else "-"

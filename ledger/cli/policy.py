@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ledger.cli.common import read_text_file
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.output import handle_errors, json_option, print_json, print_table, rule_label
 from ledger.core.events import Determination, Value
 from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
 from ledger.core.policytests import CaseResult, offline_outcome, run_policy_tests
@@ -262,7 +262,7 @@ def eval_(
         return
     rows = [
         ("determination", outcome.determination.value),
-        ("rule", outcome.rule if outcome.rule is not None else "null (default)"),
+        ("rule", rule_label(outcome.rule, outcome.reason_code)),
         ("reason_code", outcome.reason_code),
         (
             "constraints",
