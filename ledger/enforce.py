@@ -14,18 +14,23 @@ Calling ``issue_refund(...)`` first asks the decision plane. ``deny`` and ``erro
 ``allow_with_constraints`` run it, handing the constraints over as the ``constraints`` keyword
 argument when the function accepts one. A timeout raises :class:`~ledger.errors.LedgerTimeout`:
 an enforcement point fails closed.
+
+``async def`` tools are guarded the same way and never block the event loop: pass an
+:class:`~ledger.client.AsyncLedgerClient` (a :class:`~ledger.client.LedgerClient` also works; its
+wait then runs in a worker thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
-from ledger.client import LedgerClient
+from ledger.client import AsyncLedgerClient, LedgerClient
 from ledger.core.events import DecisionRecorded, Determination, Value
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, UsageError
 
 __all__ = ["enforce", "DecisionDenied"]
 
@@ -49,7 +54,7 @@ class DecisionDenied(LedgerError):
 
 
 def enforce(
-    client: LedgerClient,
+    client: LedgerClient | AsyncLedgerClient,
     *,
     action: str,
     principal: str | Callable[..., str],
@@ -64,26 +69,53 @@ def enforce(
     own arguments.
     """
 
-    def resolve(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return spec(*args, **kwargs) if callable(spec) else spec
+    def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        def resolve(spec: Any) -> Any:
+            return spec(*args, **kwargs) if callable(spec) else spec
+
+        return {
+            "action": action,
+            "principal": resolve(principal),
+            "resource": resolve(resource),
+            "facts": resolve(facts) or {},
+            "context": resolve(context) or {},
+            "timeout": timeout,
+        }
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         takes_constraints = "constraints" in inspect.signature(func).parameters
 
-        @functools.wraps(func)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            decision = client.evaluate(
-                action=action,
-                principal=resolve(principal, args, kwargs),
-                resource=resolve(resource, args, kwargs),
-                facts=resolve(facts, args, kwargs) or {},
-                context=resolve(context, args, kwargs) or {},
-                timeout=timeout,
-            )
+        def admit(decision: DecisionRecorded, kwargs: dict[str, Any]) -> None:
             if decision.determination not in _ALLOWING:
                 raise DecisionDenied(decision)
             if takes_constraints:
                 kwargs["constraints"] = dict(decision.constraints)
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                asked = request(args, kwargs)
+                if isinstance(client, AsyncLedgerClient):
+                    decision = await client.evaluate(**asked)
+                else:
+                    decision = await asyncio.to_thread(functools.partial(client.evaluate, **asked))
+                admit(decision, kwargs)
+                return await func(*args, **kwargs)
+
+            guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]
+            return cast(Callable[P, R], guarded_async)
+
+        if isinstance(client, AsyncLedgerClient):
+            raise UsageError(
+                f"{func.__qualname__} is not async: guard it with a LedgerClient, "
+                "or make it `async def` to use the AsyncLedgerClient"
+            )
+        sync_client = client
+
+        @functools.wraps(func)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            admit(sync_client.evaluate(**request(args, kwargs)), kwargs)
             return func(*args, **kwargs)
 
         guarded.__ledger_action__ = action  # type: ignore[attr-defined]

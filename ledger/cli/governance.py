@@ -89,12 +89,19 @@ def _parse_time(value: str | None, flag: str) -> datetime | None:
 
 
 def _submit(
-    bootstrap: str | None, timeout: float, as_json: bool, command: Command, what: str
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+    command: Command,
+    what: str,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> CommandAccepted:
+    """Submit, wait for the result, print it (``extra`` joins the JSON document)."""
     with _client(bootstrap, command.actor) as client:
         result = client.submit_command(command, timeout=timeout)
     if as_json:
-        print_json(result)
+        print_json({**(extra or {}), **to_jsonable(result)})
     else:
         version = f" version {result.version}" if result.version is not None else ""
         click.echo(f"accepted: {what}{version} ({result.message or 'no change'})")
@@ -261,7 +268,8 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
     ]  # fmt: skip
     if as_json:
         print_json({"policy": next(r for r in _policy_rows(state) if r["policy"] == name),
-                    "versions": versions, "events": events})  # fmt: skip
+                    "versions": versions,
+                    "events": [{"type": type(e).__name__, **to_jsonable(e)} for e in events]})  # fmt: skip
         return
     print_table(["version", "stage", "author", "approved by", "content hash", "note"],
                 [[v["version"], v["stage"], v["author"], v["approved_by"] or "-",
@@ -322,7 +330,8 @@ def grant_issue(principal: str, actions: str, resource: str, by: str, valid_from
         valid_until=_parse_time(valid_until, "--until"),
         approved_by=_principal(approved_by, "--approved-by") if approved_by else None, note=note,
     )  # fmt: skip
-    _submit(bootstrap, timeout, as_json, command, f"grant {grant_id} to {principal}")
+    _submit(bootstrap, timeout, as_json, command, f"grant {grant_id} to {principal}",
+            extra={"grant_id": grant_id})  # fmt: skip
 
 
 @grant_group.command("revoke")

@@ -167,6 +167,67 @@ def test_enforce_takes_fixed_values_and_omits_constraints_the_tool_does_not_acce
     assert ran == ["notified"]
 
 
+def test_async_tools_are_enforced_without_blocking_the_event_loop(
+    shared_stack: LedgerStack, agent: LedgerClient, governed: str
+):
+    ran: list[Any] = []
+
+    async def run() -> tuple[list[str], Determination, int]:
+        config = ClientConfig(
+            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
+        )
+        async with AsyncLedgerClient(config) as client:
+
+            @enforce(client, action=governed, principal=AGENT,
+                     resource=lambda account, facts: f"account:{account}",
+                     facts=lambda account, facts: facts)  # fmt: skip
+            async def refund(account: str, facts: dict[str, Any], *, constraints) -> str:
+                ran.append((account, constraints))
+                return f"refunded {account}"
+
+            # The same tool guarded by the synchronous client: its wait runs in a thread.
+            @enforce(agent, action=governed, principal=AGENT, resource="account:52", facts=LARGE)
+            async def refund_via_sync_client(*, constraints) -> str:
+                ran.append(("52", constraints))
+                return "refunded 52"
+
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.005)
+                    ticks += 1
+
+            beat = asyncio.create_task(ticker())
+            answers = [await refund("50", GOOD_FACTS), await refund_via_sync_client()]
+            with pytest.raises(DecisionDenied) as denied:
+                await refund("51", SUSPENDED)
+            beat.cancel()
+            return answers, denied.value.decision.determination, ticks
+
+    answers, determination, ticks = asyncio.run(run())
+    assert answers == ["refunded 50", "refunded 52"]
+    assert ran == [("50", {}), ("52", {"refund_method": "credit"})]  # never ("51", …)
+    assert determination is Determination.DENY
+    assert ticks > 0, "the event loop was blocked while the decisions were awaited"
+
+
+def test_a_sync_tool_cannot_be_guarded_by_the_asyncio_client(shared_stack: LedgerStack):
+    async def build() -> None:
+        config = ClientConfig(
+            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT
+        )
+        async with AsyncLedgerClient(config) as client:
+            with pytest.raises(LedgerError, match="is not async"):
+
+                @enforce(client, action="refund.issue", principal=AGENT, resource="account:1")
+                def blocking() -> None:  # pragma: no cover - never decorated
+                    raise AssertionError("unreachable")
+
+    asyncio.run(build())
+
+
 # --------------------------------------------------------------------------- corrections
 
 
