@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from ledger.processes import alive, exit_status, spawn_detached, terminate
@@ -12,7 +13,12 @@ from ledger.processes import alive, exit_status, spawn_detached, terminate
 def _spawn_sleep(tmp_path: Path) -> int:
     sleep = shutil.which("sleep")
     assert sleep is not None
-    return spawn_detached([sleep, "37"], env=dict(os.environ), log=tmp_path / "sleep.log")
+    pid = spawn_detached([sleep, "37"], env=dict(os.environ), log=tmp_path / "sleep.log")
+    # Right after the spawn the child may still show our own command line for an instant.
+    deadline = time.monotonic() + 5
+    while not alive(pid, marker="sleep") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pid
 
 
 def test_a_reused_pid_is_not_taken_for_ours_nor_killed(tmp_path: Path) -> None:
