@@ -9,7 +9,14 @@ simulation (:mod:`~ledger.core.simulate`) and offline tests (:mod:`~ledger.core.
 Time and ids are parameters; a denial is a value.
 """
 
-from ledger.core.authority import Grant, authorize, capabilities, effective_grants, valid_principal
+from ledger.core.authority import (
+    Grant,
+    authorize,
+    capabilities,
+    effective_grants,
+    unauthorized_reason,
+    valid_principal,
+)
 from ledger.core.cel import CompiledCondition, ConditionFault, compile_condition
 from ledger.core.evaluate import (
     REASON_CODES,
@@ -73,6 +80,7 @@ __all__ = [
     # authority
     "Grant",
     "authorize",
+    "unauthorized_reason",
     "capabilities",
     "effective_grants",
     "valid_principal",

@@ -34,6 +34,7 @@ __all__ = [
     "compile_grant_condition",
     "valid_principal",
     "authorize",
+    "unauthorized_reason",
     "capabilities",
     "effective_grants",
 ]
@@ -186,6 +187,47 @@ def authorize(
         if grant.applies(action, resource, now, facts, context):
             return grant
     return None
+
+
+def unauthorized_reason(
+    state: LedgerState,
+    principal: str,
+    action: str,
+    resource: str,
+    *,
+    now: datetime,
+    facts: Mapping[str, Any] = _EMPTY,
+    context: Mapping[str, Any] = _EMPTY,
+) -> str:
+    """Why :func:`authorize` found no grant, naming the closest grant when there is one.
+
+    Only computed on the deny path, so it may take its time.
+    """
+    covering = [g for g in effective_grants(state, principal)
+                if g.action_re.match(action) and g.resource_re.match(resource)]  # fmt: skip
+    if not covering:
+        return f"{principal} holds no grant for {action} on {resource}"
+    in_force = [g for g in covering if g.in_force(now)]
+    if not in_force:
+        g = covering[0]
+        window = f"valid from {_when(g.valid_from)} until {_when(g.valid_until)}"
+        return f"{principal}'s grant {g.grant_id} for {action} on {resource} is not in force now ({window})"
+    g = in_force[0]
+    if g.condition_broken:
+        return f"grant {g.grant_id}'s condition does not compile on this build: it never applies"
+    assert g.compiled is not None  # covering, in force and not applying: its condition failed
+    try:
+        g.compiled.fn(facts, context)
+    except KeyError as exc:
+        return f"grant {g.grant_id} holds only when `{g.condition}`, and the request lacks {exc}"
+    except (ArithmeticError, TypeError, ValueError, AttributeError):
+        return (f"grant {g.grant_id} holds only when `{g.condition}`, which cannot be evaluated on "
+                "these facts (a type mismatch? send numbers as numbers or Decimal, not strings)")  # fmt: skip
+    return f"grant {g.grant_id} holds only when `{g.condition}`, which is false for this request"
+
+
+def _when(t: datetime | None) -> str:
+    return t.isoformat() if t is not None else "always"
 
 
 def capabilities(state: LedgerState, principal: str, *, now: datetime) -> tuple[Grant, ...]:

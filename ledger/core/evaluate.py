@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from ledger.core.authority import authorize
+from ledger.core.authority import authorize, unauthorized_reason
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -179,7 +179,11 @@ def evaluate(
             principal=principal,
             resource=resource,
             determination=Determination.DENY,
-            reasons=(f"{principal} holds no grant for {action} on {resource}",),
+            reasons=(
+                unauthorized_reason(
+                    state, principal, action, resource, now=now, facts=facts, context=context
+                ),
+            ),
             reason_code="no_authority",
             facts=facts,
             context=context,

@@ -80,6 +80,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "invalid_stage": "promotion target is not shadow, canary or active, or conflicts with the version's stage",
     "invalid_percent": "canary needs a percent from 1 to 99; other stages take none",
     "no_previous_version": "there is no earlier active version to roll back to",
+    "no_active_version": "a canary needs an active version to share traffic with",
     "missing_reason": "rollback and retire need a reason",
     "already_applied": "the command would change nothing (already in that state)",
     "policy_retired": "the policy is retired",
@@ -325,6 +326,13 @@ def _promote(
     if c.stage is Stage.ACTIVE and record.active == c.version:
         return _reject("already_applied", f"{c.policy} v{c.version} is already active")
     if c.stage is Stage.CANARY:
+        if record.active is None:
+            # A canary splits traffic with the active version; with none, it would decide all.
+            return _reject(
+                "no_active_version",
+                f"{c.policy} has no active version for a canary to share traffic with: promote "
+                f"v{c.version} to shadow to observe it, or to active",
+            )
         if record.active == c.version:
             return _reject(
                 "invalid_stage", f"{c.policy} v{c.version} is active; it cannot also be the canary"

@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from ledger.core import EMPTY_STATE, LedgerState, Rejection, capabilities, decide, fold
-from ledger.core.authority import authorize
+from ledger.core.authority import authorize, unauthorized_reason
 from ledger.core.events import AssignRole, Command, IssueGrant, RevokeGrant, RevokeRole
 from ledger.settings import Settings
 
@@ -100,3 +100,23 @@ def test_bootstrap_administrators_are_configurable() -> None:
     refused = issue("human:admin")  # the default administrator is not one here
     assert isinstance(refused, Rejection) and refused.code == "not_authorized"
     assert not isinstance(issue("human:root"), Rejection)
+
+
+def _why(action: str, resource: str, at: datetime, **facts: object) -> str:
+    assert _may(action, resource, at, **facts) is None
+    return unauthorized_reason(STATE, "agent:bot", action, resource, now=at, facts=facts)
+
+
+def test_a_refusal_names_the_closest_grant_and_why_it_did_not_apply() -> None:
+    assert (
+        _why("payroll.run", "account:1", T0)
+        == "agent:bot holds no grant for payroll.run on account:1"
+    )
+    assert _why("refund.issue", "account:7", T0).startswith(
+        "agent:bot's grant g-own for refund.issue on account:7 is not in force now (valid from 2026-01-02"
+    )
+    assert _why("refund.void", "account:1", T0, amount=500) == (
+        "grant g-cond holds only when `amount < 100`, which is false for this request"
+    )
+    assert "the request lacks 'amount'" in _why("refund.void", "account:1", T0)
+    assert "send numbers as numbers or Decimal" in _why("refund.void", "account:1", T0, amount="50")
