@@ -155,7 +155,8 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
                 "failed": failed,
                 "cases": [
                     {
-                        "file": str(p),
+                        "file": r.file or str(p),
+                        "line": r.line,
                         "policy": r.policy,
                         "case": r.case,
                         "passed": r.passed,
@@ -168,15 +169,19 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
     else:
         for path, r in results:
             if r.passed and verbose:
-                click.echo(f"PASS  {path}::{r.case}")
+                click.echo(f"PASS  {r.file or path}::{r.case}")
             elif not r.passed:
-                where = f"{path}:{r.line}" if r.line else str(path)
+                file = r.file or str(path)
+                where = f"{file}:{r.line}" if r.line else file
                 click.echo(f"FAIL  {where}::{r.case}")
                 for failure in r.failures:
                     click.echo(f"        {failure}")
         click.echo(f"{passed} passed, {failed} failed")
     if not results:
-        raise UsageError("no test cases found (add a tests: block or a NAME.tests.yaml file)")
+        raise UsageError(
+            "no test cases found: add a tests: block to the policy, or a file beside it named "
+            "after it (refund.yaml -> refund.tests.yaml)"
+        )
     if failed:
         raise PolicyTestsFailed(f"{failed} of {len(results)} policy test cases failed")
 

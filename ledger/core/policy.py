@@ -109,6 +109,7 @@ class PolicyTestCase:
     expect_rule: str | None = None
     expect_constraints: Mapping[str, Value] | None = None
     expect_reason_code: str | None = None
+    file: str | None = None  # where the case is written (the policy or its .tests.yaml)
     line: int | None = None
 
 
@@ -681,6 +682,7 @@ class _Validator:
                     expect_rule=rule,
                     expect_constraints=constraints,
                     expect_reason_code=reason_code,
+                    file=self.file,
                     line=self.marks.at(sub)[0],
                 )
             )

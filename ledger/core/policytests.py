@@ -27,6 +27,7 @@ class CaseResult:
     passed: bool
     outcome: PolicyOutcome
     failures: tuple[str, ...] = ()
+    file: str | None = None
     line: int | None = None
 
 
@@ -72,6 +73,7 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         passed=not failures,
         outcome=outcome,
         failures=tuple(failures),
+        file=case.file,
         line=case.line,
     )
 

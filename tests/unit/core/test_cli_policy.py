@@ -69,6 +69,11 @@ def test_test_failures_exit_non_zero(tmp_path: Path) -> None:
         and "FAIL" in out
         and "expected allow, got allow_with_constraints" in out
     )
+    # The failure points at the file and line the case is written in, not at the policy.
+    assert f"FAIL  {tmp_path / 'refund.tests.yaml'}:2::wrong" in out
+    code, out, _ = run("policy", "test", str(tmp_path), "--json")
+    (wrong,) = [c for c in json.loads(out)["cases"] if not c["passed"]]
+    assert (wrong["file"], wrong["line"]) == (str(tmp_path / "refund.tests.yaml"), 2)
 
 
 def test_eval_table_and_json() -> None:
@@ -93,3 +98,30 @@ def test_eval_table_and_json() -> None:
 def test_missing_file_is_one_line_error() -> None:
     code, _, err = run("policy", "validate", "/nonexistent.yaml")
     assert code == 2 and err.count("\n") == 1
+    assert "no such policy file; check the path" in err
+
+
+def test_every_problem_is_listed_once_then_counted(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        REFUND.read_text().replace("effect: deny", "effect: permit").replace("owner:", "ownr:")
+    )
+    code, _, err = run("policy", "validate", str(bad))
+    lines = err.strip().splitlines()
+    assert code == 3 and lines[-1].startswith("error: ") and "problem(s) in 1 file(s)" in lines[-1]
+    problems = lines[:-1]
+    assert len(problems) >= 3 and len(set(problems)) == len(problems)
+    assert any("unknown effect text 'permit'" in line for line in problems)  # YAML words, no Python
+    # propose validates locally first: the same problems, before any Kafka is needed
+    code, _, err = run(
+        "policy", "propose", str(bad), "--by", "human:alice", "--bootstrap", "127.0.0.1:1"
+    )
+    assert code == 3 and "problems in the policy [policy_invalid]" in err.strip().splitlines()[-1]
+
+
+def test_no_test_cases_says_how_to_name_the_tests_file(tmp_path: Path) -> None:
+    policy = tmp_path / "travel.yaml"
+    policy.write_text(REFUND.read_text().split("\ntests:")[0])
+    (tmp_path / "travel.booking.tests.yaml").write_text("cases: []\n")
+    code, _, err = run("policy", "test", str(policy))
+    assert code == 2 and "refund.yaml -> refund.tests.yaml" in err
