@@ -161,17 +161,24 @@ def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _
     """
     bootstrap = settings.bootstrap
     if not bootstrap:
+        current = broker.status(settings)
+        if current.running:
+            progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
         status = broker.start(settings, progress=progress)
         assert status.bootstrap is not None
         bootstrap = status.bootstrap
     progress(f"creating topics on {bootstrap}…")
     create_topics(bootstrap, topic_specs(settings))
-    for name in PROCESSORS:
-        progress(f"starting {name}…")
-        start_processor(settings, name, bootstrap=bootstrap)
-    for instance in range(2, evaluators + 1):
-        progress(f"starting evaluator worker {instance}…")
-        start_processor(settings, "evaluator", bootstrap=bootstrap, instance=instance)
+    wanted: list[tuple[str, int | None]] = [(name, None) for name in PROCESSORS]
+    wanted += [("evaluator", instance) for instance in range(2, evaluators + 1)]
+    for name, instance in wanted:
+        proc_id = _proc_id(name, instance)
+        pid = _pid(_run_dir(settings) / f"{proc_id}.pid")
+        if alive(pid, marker=_module_of(proc_id)):
+            progress(f"{proc_id} already running (pid {pid})")
+            continue
+        progress(f"starting {proc_id}…")
+        start_processor(settings, name, bootstrap=bootstrap, instance=instance)
     return bootstrap
 
 

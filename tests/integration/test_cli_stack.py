@@ -1,0 +1,64 @@
+"""`ledger up` / `ps` / `down` on the real broker: idempotent, self-healing, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.cli.app import cli
+from ledger.processes import alive
+
+pytestmark = pytest.mark.integration
+
+
+def _pids(runner: CliRunner) -> dict[str, int | None]:
+    result = runner.invoke(cli, ["ps", "--json"])
+    assert result.exit_code == 0, result.output
+    return {p["name"]: p["pid"] for p in json.loads(result.stdout)["processors"]}
+
+
+def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
+    kafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEDGER_HOME", str(home))
+    monkeypatch.setenv("LEDGER_BOOTSTRAP", kafka.bootstrap)  # external broker: `down` leaves it
+    monkeypatch.setenv("LEDGER_TOPIC_PREFIX", f"up{uuid.uuid4().hex[:8]}.")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    try:
+        first = runner.invoke(cli, ["up"])
+        assert first.exit_code == 0, first.output
+        assert f"ledger is up on {kafka.bootstrap}" in first.stdout
+        pids = _pids(runner)
+        assert set(pids) == {"command-processor", "evaluator"} and all(pids.values())
+
+        again = runner.invoke(cli, ["up"])
+        assert again.exit_code == 0, again.output
+        assert "evaluator already running" in again.stderr and "starting" not in again.stderr
+        assert _pids(runner) == pids  # no second worker of anything
+
+        os.kill(pids["evaluator"], signal.SIGKILL)
+        healed = runner.invoke(cli, ["up"])
+        assert healed.exit_code == 0, healed.output
+        assert "starting evaluator" in healed.stderr
+        assert "command-processor already running" in healed.stderr
+        after = _pids(runner)
+        assert after["command-processor"] == pids["command-processor"]
+        assert after["evaluator"] not in (None, pids["evaluator"])
+
+        # Processor state and logs live under LEDGER_HOME, never in the working directory.
+        assert (home / "logs" / "evaluator.log").exists() and (home / "faust").is_dir()
+        assert not list(tmp_path.glob("*-data"))
+    finally:
+        down = runner.invoke(cli, ["down", "--json"])
+    assert down.exit_code == 0, down.output
+    assert set(json.loads(down.stdout)["stopped"]) == {"command-processor", "evaluator"}
+    assert not any(alive(pid) for pid in after.values() if pid)
+    assert all(pid is None for pid in _pids(runner).values())
