@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ledger.errors import KafkaUnavailable, TopicMismatch
+from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
 from ledger.settings import Settings
 
 __all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport"]
@@ -103,6 +103,11 @@ def create_topics(
         existing = set(admin.list_topics())
         brokers = len(admin.describe_cluster().get("brokers", [])) or 1
         rf = replication_factor or min(3, brokers)
+        if rf > brokers:
+            raise UsageError(
+                f"replication factor {rf} needs {rf} brokers but the cluster at {bootstrap} has "
+                f"{brokers}: pass --replication-factor {brokers} or fewer"
+            )
         reports: list[TopicReport] = []
         missing = [s for s in specs if s.name not in existing]
         if missing:

@@ -7,6 +7,7 @@ stable code; a timeout exits 8 — never a silent success.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -186,7 +187,7 @@ def rollback(name: str, to_version: int | None, by: str, reason: str, bootstrap:
     """Restore the previous (or a named) version now. Needs a reason, not an approval."""
     command = RollbackPolicy(event_id=new_id(), occurred_at=utcnow(), actor=_principal(by, "--by"),
                              policy=name, reason=reason, to_version=to_version)  # fmt: skip
-    _submit(bootstrap, timeout, as_json, command, f"rolled back {name}")
+    _submit(bootstrap, timeout, as_json, command, f"rolled back {name} to")
 
 
 @policy_group.command("retire")
@@ -354,16 +355,22 @@ def grant_revoke(grant_id: str, by: str, reason: str | None, bootstrap: str | No
 @json_option
 @handle_errors
 def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> None:
-    """Grants in force now, with role memberships."""
+    """Grants (not revoked) and role memberships; with --principal, also the grants it holds
+    through its roles (marked "via role:…")."""
     state, _ = _current_state(bootstrap)
     rows: list[dict[str, Any]] = []
     for name in sorted(state.principals):
         rec = state.principals[name]
         if principal and name != principal:
             continue
-        for grant in rec.grants.values():
-            rows.append({"grant_id": grant.grant_id, "principal": name, "actions": list(grant.actions),
-                         "resource": grant.resource, "condition": grant.condition,
+        held: list[tuple[Any, str | None]] = [(grant, None) for grant in rec.grants.values()]
+        if principal:  # what this principal can use: its own grants and those of its roles
+            held += [(grant, role) for role in sorted(rec.roles) if role in state.principals
+                     for grant in state.principals[role].grants.values()]  # fmt: skip
+        for grant, via in held:
+            rows.append({"grant_id": grant.grant_id, "principal": name, "via": via,
+                         "actions": list(grant.actions), "resource": grant.resource,
+                         "condition": grant.condition, "issued_at": grant.issued_at,
                          "valid_from": grant.valid_from, "valid_until": grant.valid_until,
                          "granted_by": grant.granted_by, "approved_by": grant.approved_by})  # fmt: skip
     roles = {
@@ -375,7 +382,8 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
         print_json({"grants": rows, "roles": roles})
         return
     print_table(["grant id", "principal", "actions", "resource", "condition", "until", "granted by"],
-                [[r["grant_id"], r["principal"], ",".join(r["actions"]), r["resource"], r["condition"] or "-",
+                [[r["grant_id"], r["principal"] + (f" (via {r['via']})" if r["via"] else ""),
+                  ",".join(r["actions"]), r["resource"], r["condition"] or "-",
                   r["valid_until"] or "-", r["granted_by"]] for r in rows])  # fmt: skip
     if roles:
         print_table(["principal", "roles"], [[p, ", ".join(rs)] for p, rs in sorted(roles.items())])
@@ -468,12 +476,12 @@ def evaluate_cmd(action: str, principal: str, resource: str, facts_json: str, co
         ["determination", decision.determination.value],
         ["rule", rule_label(decision.rule, decision.reason_code)],
         ["reason_code", decision.reason_code],
-        ["constraints", to_jsonable(decision.constraints) or "-"],
+        ["constraints", json.dumps(to_jsonable(decision.constraints)) if decision.constraints else "-"],
         ["reasons", "; ".join(decision.reasons) or "-"],
         ["policy", f"{decision.policy} v{decision.policy_version} ({decision.stage})" if decision.policy else "-"],
         ["grant", decision.grant_id or "-"],
         ["request id", decision.request_id],
-        ["position", to_jsonable(decision.governance_position)],
+        ["position", json.dumps(to_jsonable(decision.governance_position))],
     ])  # fmt: skip
 
 

@@ -266,7 +266,7 @@ class CommandAccepted:
     command_type: str
     aggregate: str
     event_ids: tuple[str, ...] = ()
-    version: int | None = None
+    version: int | None = None  # the version created (propose) or active again (rollback)
     message: str = ""
 
 

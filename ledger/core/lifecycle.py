@@ -592,7 +592,15 @@ def command_result(
             code=outcome.code,
             reason=outcome.message,
         )
-    version = next((e.version for e in outcome if isinstance(e, PolicyVersionProposed)), None)
+    # The version the command created (propose) or made active again (rollback).
+    version = next(
+        (
+            e.version if isinstance(e, PolicyVersionProposed) else e.to_version
+            for e in outcome
+            if isinstance(e, PolicyVersionProposed | PolicyRolledBack)
+        ),
+        None,
+    )
     if outcome and isinstance(outcome[0], GrantRevoked):
         aggregate = outcome[0].principal
     return CommandAccepted(

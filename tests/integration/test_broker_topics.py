@@ -100,6 +100,18 @@ def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kaf
         create_topics(kafka.bootstrap, topic_specs(settings))
 
 
+def test_a_replication_factor_beyond_the_cluster_is_a_one_line_usage_error(kafka, topic_names):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["topics", "create", "--bootstrap", kafka.bootstrap,
+                                 "--replication-factor", "3"], env={"LEDGER_TOPIC_PREFIX": topic_names.prefix})  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().count("\n") == 0
+    assert (
+        "replication factor 3 needs 3 brokers" in result.stderr
+        and "--replication-factor 1" in result.stderr
+    )
+
+
 def test_cli_topics_create_json(kafka, topic_names, monkeypatch):
     monkeypatch.setenv("LEDGER_TOPIC_PREFIX", topic_names.prefix)
     result = CliRunner().invoke(cli, ["topics", "create", "--bootstrap", kafka.bootstrap, "--json"])

@@ -190,6 +190,7 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
         "policy", "rollback", "refund", "--by", BOB, "--reason", "too much store credit"
     )
     assert (rolled["command_type"], rolled["aggregate"]) == ("RollbackPolicy", "refund")
+    assert rolled["version"] == 1  # the answer says which version is active again
     third = ledger.evaluate(sdk, **ask, facts=FACTS_300)
     assert (third["determination"], third["policy_version"], third["rule"]) == (
         "allow",
@@ -296,9 +297,12 @@ def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
 
     assigned = ledger.json("role", "assign", CAROL, "cli_approver", "--by", ADMIN)
     assert (assigned["command_type"], assigned["aggregate"]) == ("AssignRole", CAROL)
-    assert ledger.json("grant", "list", "--principal", CAROL)["roles"] == {
-        CAROL: ["role:cli_approver"]
-    }
+    held = ledger.json("grant", "list", "--principal", CAROL)
+    assert held["roles"] == {CAROL: ["role:cli_approver"]}
+    # What carol can use includes the role's grant, marked with the role it comes through.
+    assert [(g["actions"], g["via"]) for g in held["grants"]] == [
+        (["ledger.policy.approve"], "role:cli_approver")
+    ]
     ledger.rejected(
         "role", "assign", CAROL, "role:cli_approver", "--by", ADMIN, code="already_applied"
     )
@@ -308,7 +312,7 @@ def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
 
     revoked = ledger.json("role", "revoke", CAROL, "role:cli_approver", "--by", ADMIN)
     assert (revoked["command_type"], revoked["aggregate"]) == ("RevokeRole", CAROL)
-    assert ledger.json("grant", "list", "--principal", CAROL)["roles"] == {}
+    assert ledger.json("grant", "list", "--principal", CAROL) == {"grants": [], "roles": {}}
     ledger.rejected("role", "revoke", CAROL, "cli_approver", "--by", ADMIN, code="not_member")
 
     assert ledger.propose(_policy_file(tmp_path, name, auto_below=100)) == 2
