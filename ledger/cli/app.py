@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ledger import __version__
-from ledger.cli import broker, governance, policy, stack, topics
+from ledger.cli import broker, decisions, governance, policy, stack, topics
 
 __all__ = ["cli", "main"]
 
@@ -31,6 +31,7 @@ cli.add_command(governance.grant_group)
 cli.add_command(governance.role_group)
 cli.add_command(governance.evaluate_cmd)
 cli.add_command(governance.replay_cmd)
+cli.add_command(decisions.decisions_cmd)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,7 +13,13 @@ from ledger import broker
 from ledger.errors import KafkaUnavailable, UsageError
 from ledger.settings import Settings
 
-__all__ = ["bootstrap_option", "load_settings", "read_text_file", "resolve_bootstrap"]
+__all__ = [
+    "bootstrap_option",
+    "load_settings",
+    "parse_time",
+    "read_text_file",
+    "resolve_bootstrap",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,3 +64,16 @@ def read_text_file(path: Path, *, what: str = "file") -> str:
         raise UsageError(f"{path} is not UTF-8 text; save the {what} as UTF-8") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def parse_time(value: str | None, flag: str) -> datetime | None:
+    """An ISO 8601 instant from a flag (UTC when it has no offset), or a UsageError naming it."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

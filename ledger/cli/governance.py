@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ledger.cli.common import bootstrap_option, load_settings, read_text_file, resolve_bootstrap
+from ledger.cli.common import (
+    bootstrap_option,
+    load_settings,
+    parse_time,
+    read_text_file,
+    resolve_bootstrap,
+)
 from ledger.cli.output import (
     handle_errors,
     json_option,
@@ -75,18 +80,6 @@ def _principal(value: str, flag: str) -> str:
     if ":" not in value or value.startswith(":") or value.endswith(":"):
         raise UsageError(f"{flag} {value!r} is not a principal: use kind:name, e.g. human:alice")
     return value
-
-
-def _parse_time(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _submit(
@@ -327,8 +320,8 @@ def grant_issue(principal: str, actions: str, resource: str, by: str, valid_from
     command = IssueGrant(
         event_id=new_id(), occurred_at=utcnow(), actor=_principal(by, "--by"), grant_id=grant_id,
         principal=_principal(principal, "--to"), actions=action_list, resource=resource,
-        condition=condition, valid_from=_parse_time(valid_from, "--from"),
-        valid_until=_parse_time(valid_until, "--until"),
+        condition=condition, valid_from=parse_time(valid_from, "--from"),
+        valid_until=parse_time(valid_until, "--until"),
         approved_by=_principal(approved_by, "--approved-by") if approved_by else None, note=note,
     )  # fmt: skip
     _submit(bootstrap, timeout, as_json, command, f"grant {grant_id} to {principal}",
@@ -503,7 +496,7 @@ def replay_cmd(at: str | None, policy: str | None, principal: str | None, bootst
 
     Answers "which version of each policy was active at T" and "what could principal X do at T".
     """
-    instant = _parse_time(at, "--at") or utcnow()
+    instant = parse_time(at, "--at") or utcnow()
     settings = load_settings(bootstrap)
     state = state_at(load_history(resolve_bootstrap(settings), settings.topics), instant)
     rows = [r for r in _policy_rows(state) if policy is None or r["policy"] == policy]

@@ -203,6 +203,15 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     assert (last["actor"], last["reason"]) == (BOB, "too much store credit")
     assert (last["from_version"], last["to_version"]) == (2, 1)
 
+    # An auditor reads the traces back: each as recorded, with the version that decided it.
+    (trace,) = ledger.json("decisions", "--request", second["request_id"])
+    assert trace == second
+    history = ledger.json("decisions", "--principal", AGENT, "--action", "refund.*")
+    versions = [d["policy_version"] for d in history if d["request_id"] in
+                {first["request_id"], second["request_id"], third["request_id"]}]  # fmt: skip
+    assert versions == [1, 2, 1]
+    assert ledger.json("decisions", "--request", "no-such-request") == []
+
 
 def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
     ledger: Ledger, tmp_path: Path

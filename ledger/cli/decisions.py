@@ -1,0 +1,85 @@
+"""``ledger decisions``: read recorded decision traces back from the ledger (auditors, 3 a.m.).
+
+Reads ``ledger.decisions`` from the beginning up to its current end without a consumer group
+(nothing is committed, nothing changes) and filters on the client. Fine for the life of a
+development or moderate ledger; for large histories and SQL, export to Parquet (DESIGN §9).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+
+import click
+
+from ledger.cli.common import bootstrap_option, load_settings, parse_time, resolve_bootstrap
+from ledger.cli.output import (
+    handle_errors,
+    json_option,
+    print_json,
+    print_table,
+    rule_label,
+    to_jsonable,
+)
+from ledger.core.events import DecisionRecorded, Determination
+from ledger.kafka_io import read_topic
+
+__all__ = ["decisions_cmd"]
+
+
+@click.command("decisions")
+@click.option("--request", "request_id", default=None, help="Only the decision of this request id.")
+@click.option("--principal", default=None, help="Only decisions about this principal.")
+@click.option("--action", default=None, help="Only this action (globs allowed: 'refund.*').")
+@click.option("--determination", type=click.Choice([d.value for d in Determination]),
+              default=None, help="Only this determination.")  # fmt: skip
+@click.option("--since", default=None, help="Decided at or after (ISO 8601).")
+@click.option("--until", default=None, help="Decided before (ISO 8601).")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="Show the most recent N matches.")  # fmt: skip
+@bootstrap_option
+@json_option
+@handle_errors
+def decisions_cmd(request_id: str | None, principal: str | None, action: str | None,
+                  determination: str | None, since: str | None, until: str | None, limit: int,
+                  bootstrap: str | None, as_json: bool) -> None:  # fmt: skip
+    """Recorded decision traces, oldest first; --json prints every field of each trace.
+
+    Examples: `ledger decisions --request 01a2…` (one decision, in full with --json),
+    `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`.
+    """
+    settings = load_settings(bootstrap)
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
+    click.echo(f"reading {settings.topics.decisions}…", err=True)
+    found: list[DecisionRecorded] = []
+    for record in read_topic(resolve_bootstrap(settings), [settings.topics.decisions]):
+        d = record.event
+        if not isinstance(d, DecisionRecorded):
+            continue  # batch answers (BatchDecisionRecorded) carry their own request id
+        if (
+            (request_id and d.request_id != request_id)
+            or (principal and d.principal != principal)
+            or (action and not fnmatch.fnmatchcase(d.action, action))
+            or (determination and d.determination.value != determination)
+            or (start and d.occurred_at < start)
+            or (end and d.occurred_at >= end)
+        ):
+            continue
+        found.append(d)
+    found.sort(key=lambda d: d.occurred_at)
+    shown = found[-limit:]
+    if as_json:
+        print_json([to_jsonable(d) for d in shown])
+        return
+    print_table(
+        ["decided at", "request id", "principal", "action", "resource", "determination",
+         "policy", "rule", "reason code", "constraints"],
+        [[d.occurred_at.isoformat(timespec="milliseconds"), d.request_id, d.principal, d.action,
+          d.resource, d.determination.value,
+          f"{d.policy} v{d.policy_version}" if d.policy else "-",
+          rule_label(d.rule, d.reason_code), d.reason_code or "-",
+          json.dumps(to_jsonable(d.constraints)) if d.constraints else "-"] for d in shown],
+    )  # fmt: skip
+    more = len(found) - len(shown)
+    click.echo(f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
+               err=True)  # fmt: skip
