@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ledger.errors import BrokerError, PrerequisiteMissing
+from ledger.errors import BrokerError, KafkaUnavailable, PrerequisiteMissing
 from ledger.processes import alive, exit_status, spawn_detached, terminate
 from ledger.settings import Settings
 
@@ -34,6 +34,7 @@ __all__ = [
     "stop",
     "status",
     "local_bootstrap",
+    "resolve_bootstrap",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -317,6 +318,26 @@ def local_bootstrap(settings: Settings) -> str | None:
     """The recorded bootstrap address of the local broker if it is running."""
     st = status(settings)
     return st.bootstrap if st.running else None
+
+
+def resolve_bootstrap(
+    settings: Settings, *, explicit: str = "pass --bootstrap", start: str = "ledger broker start"
+) -> str:
+    """Where Kafka is, as every entry point finds it: ``settings.bootstrap`` (a flag or
+    ``$LEDGER_BOOTSTRAP``), else the recorded address of the running local broker.
+
+    Neither: :class:`KafkaUnavailable`, one line saying what to do. ``explicit`` is how the
+    caller names an address of its own (the CLI's ``--bootstrap``, the SDK's ``bootstrap=``) and
+    ``start`` the command that starts what the caller needs (a bare broker, or the whole ledger).
+    """
+    if settings.bootstrap:
+        return settings.bootstrap
+    local = local_bootstrap(settings)
+    if local:
+        return local
+    raise KafkaUnavailable(
+        f"no Kafka to talk to: {explicit}, set $LEDGER_BOOTSTRAP, or run `{start}`"
+    )
 
 
 def start(

@@ -13,6 +13,10 @@ Three integration patterns (DESIGN §8):
 
 :class:`AsyncLedgerClient` offers the same for asyncio code. Both share one listener thread that
 reads replies from the end of the reply topics and matches them by record key before decoding.
+
+Build the configuration once, at the program's entry point, the way every ``ledger`` command
+does: ``ClientConfig.from_env(actor="agent:refund-bot")`` (``$LEDGER_BOOTSTRAP`` or the running
+local ledger, topics under ``$LEDGER_TOPIC_PREFIX``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from ledger import broker
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -44,7 +50,7 @@ from ledger.core.events import (
 )
 from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, UsageError
 from ledger.kafka_io import make_consumer, make_producer, new_id, position_key, utcnow
-from ledger.settings import TopicNames
+from ledger.settings import Settings, TopicNames
 
 __all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
 
@@ -59,6 +65,37 @@ class ClientConfig:
     topics: TopicNames = field(default_factory=TopicNames)
     actor: str = "agent:unknown"
     timeout: float = 5.0
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        actor: str,
+        env: Mapping[str, str] | None = None,
+        bootstrap: str | None = None,
+        topics: TopicNames | None = None,
+        timeout: float | None = None,
+    ) -> ClientConfig:
+        """The configuration every ``ledger`` command would use, for ``actor``.
+
+        - ``bootstrap``: the argument, else ``$LEDGER_BOOTSTRAP``, else the recorded address of
+          the running local broker (``ledger up``); with none of them,
+          :class:`~ledger.errors.KafkaUnavailable` says what to do.
+        - ``topics``: the argument, else the ledger's topics under ``$LEDGER_TOPIC_PREFIX``.
+        - ``timeout``: the argument, else the default (5 s).
+
+        ``env`` defaults to ``os.environ``. Call this once at the entry point and pass the result.
+        """
+        settings = Settings.from_env(env, bootstrap=bootstrap)
+        address = broker.resolve_bootstrap(
+            settings, explicit='pass bootstrap="HOST:PORT"', start="ledger up"
+        )
+        config = cls(
+            bootstrap=address,
+            topics=settings.topics if topics is None else topics,
+            actor=actor,
+        )
+        return config if timeout is None else replace(config, timeout=timeout)
 
 
 class _Listener:
@@ -394,6 +431,9 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
         raise UsageError(f"batch item {index} lacks {exc.args[0]!r}") from None
 
 
+_SLICE = 0.25  # seconds: the longest an asyncio wait for a correction blocks one worker thread
+
+
 class AsyncLedgerClient:
     """The asyncio face of :class:`LedgerClient`: same patterns, awaitable, non-blocking."""
 
@@ -438,10 +478,43 @@ class AsyncLedgerClient:
         return self._sync.submit_async(**kwargs)
 
     async def next_correction(self, *, timeout: float | None = None) -> DecisionCorrected | None:
-        def get() -> DecisionCorrected | None:
-            return next(self._sync.corrections(timeout=timeout), None)
+        """The next correction of this client's async requests, or ``None`` after ``timeout``.
 
-        return await asyncio.to_thread(get)
+        ``timeout=None`` waits for as long as it takes; cancelling the wait is prompt.
+        """
+
+        def get(wait: float) -> DecisionCorrected | None:
+            return next(self._sync.corrections(timeout=wait), None)
+
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Wait in short slices: a worker thread blocked on the queue for ever would outlive
+            # a cancelled wait and hold up the event loop's shutdown.
+            left = _SLICE if give_up is None else min(_SLICE, give_up - time.monotonic())
+            correction = await asyncio.to_thread(get, max(left, 0.0))
+            if correction is not None:
+                return correction
+            if give_up is not None and time.monotonic() >= give_up:
+                return None
+
+    async def corrections(
+        self, *, timeout: float | None = None
+    ) -> AsyncIterator[DecisionCorrected]:
+        """Corrections of this client's async requests as they arrive, until none has come for
+        ``timeout`` seconds (``None``: for ever)::
+
+            async for correction in client.corrections(timeout=5):
+                ...
+        """
+        while (correction := await self.next_correction(timeout=timeout)) is not None:
+            yield correction
+
+    def on_correction(self, callback: Callable[[DecisionCorrected], None] | None) -> None:
+        """Call ``callback`` for every correction of this client, as
+        :meth:`LedgerClient.on_correction` does: on the listener thread, not the event loop (to
+        touch loop objects, hand over with ``loop.call_soon_threadsafe``). ``None`` removes it.
+        """
+        self._sync.on_correction(callback)
 
     async def submit_command(
         self, command: Command, *, timeout: float | None = None

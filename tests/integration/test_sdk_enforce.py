@@ -7,7 +7,9 @@
   ``LedgerTimeout`` within its bound — it never turns into an allow — and an enforcement point
   fails closed;
 - corrections of the asynchronous pattern through the ``on_correction`` hook and through
-  ``AsyncLedgerClient.next_correction`` (``test_patterns`` covers ``corrections()``).
+  ``AsyncLedgerClient`` (``next_correction``, ``corrections()``, ``on_correction``);
+  ``test_patterns`` covers ``LedgerClient.corrections()``;
+- finding the ledger: ``ClientConfig.from_env`` reaches the running local broker.
 """
 
 from __future__ import annotations
@@ -258,6 +260,19 @@ def test_on_correction_hook_receives_the_correction_of_a_differing_async_decisio
     assert queued is not None and queued.event_id == correction.event_id
 
 
+async def _submit_each(
+    client: AsyncLedgerClient, action: str, resource: str, default: str, *facts: dict[str, Any]
+) -> list[EvaluationRequested]:
+    """One asynchronous request per set of facts, in order, all on ``resource`` (one partition,
+    so they are decided in this order too)."""
+    return [
+        await client.submit_async(
+            action=action, principal=AGENT, resource=resource, facts=each, default=default
+        )
+        for each in facts
+    ]
+
+
 def test_asyncio_client_receives_corrections_of_its_async_requests(
     shared_stack: LedgerStack, governed: str
 ):
@@ -266,16 +281,9 @@ def test_asyncio_client_receives_corrections_of_its_async_requests(
             bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
         )
         async with AsyncLedgerClient(config) as client:
-            requests = [
-                await client.submit_async(
-                    action=governed,
-                    principal=AGENT,
-                    resource="account:49",
-                    facts=facts,
-                    default="deny",
-                )
-                for facts in (SUSPENDED, GOOD_FACTS)  # same resource: decided in this order
-            ]
+            requests = await _submit_each(
+                client, governed, "account:49", "deny", SUSPENDED, GOOD_FACTS
+            )
             first = await client.next_correction(timeout=15)
             straggler = await client.next_correction(timeout=1)
             return requests, first, straggler
@@ -289,6 +297,91 @@ def test_asyncio_client_receives_corrections_of_its_async_requests(
         Determination.ALLOW,
     )
     assert straggler is None  # the suspended request was denied, as its default said
+
+
+def test_asyncio_client_iterates_corrections_and_calls_its_hook(
+    shared_stack: LedgerStack, governed: str
+):
+    async def run() -> tuple[list[EvaluationRequested], list[Any], list[Any], list[Any]]:
+        config = ClientConfig(
+            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
+        )
+        hooked: list[tuple[str, str]] = []
+        async with AsyncLedgerClient(config) as client:
+            client.on_correction(
+                lambda c: hooked.append((c.request_id, threading.current_thread().name))
+            )
+            requests = await _submit_each(
+                client, governed, "account:55", "allow", SUSPENDED, GOOD_FACTS, SUSPENDED
+            )
+            received = []
+            async for correction in client.corrections(timeout=15):
+                received.append(correction)
+                if len(received) == 2:
+                    break
+            # The iterator ends once nothing has come for `timeout` seconds.
+            late = [c async for c in client.corrections(timeout=1)]
+        return requests, received, late, hooked
+
+    (first, agreeing, third), received, late, hooked = asyncio.run(run())
+    assert len(received) == 2, shared_stack.logs()
+    assert [c.request_id for c in received] == [first.event_id, third.event_id]
+    assert all(isinstance(c, DecisionCorrected) for c in received)
+    assert all(c.determination is Determination.DENY for c in received)
+    assert late == []  # never a correction for the request whose decision agreed
+    assert agreeing.event_id not in {request_id for request_id, _ in hooked}
+    assert hooked == [
+        (first.event_id, "ledger-client-listener"),
+        (third.event_id, "ledger-client-listener"),
+    ]
+
+
+def test_asyncio_client_wait_for_a_correction_is_cancelled_promptly(shared_stack: LedgerStack):
+    """A cancelled wait leaves no worker thread blocked: the event loop shuts down at once."""
+
+    async def run() -> None:
+        config = ClientConfig(
+            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT
+        )
+        async with AsyncLedgerClient(config) as client:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.next_correction(), 0.3)  # no timeout of its own
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(aiter(client.corrections())), 0.3)
+
+    done: list[float] = []
+    started = time.monotonic()
+    runner = threading.Thread(
+        target=lambda: (asyncio.run(run()), done.append(time.monotonic() - started)),
+        daemon=True,
+    )
+    runner.start()
+    runner.join(timeout=15)
+    assert done, "asyncio.run did not return: a worker thread still waits for a correction"
+    assert done[0] < 10
+
+
+# --------------------------------------------------------------------------- finding the ledger
+
+
+def test_client_config_from_env_reaches_the_running_local_ledger(
+    kafka: Any, shared_stack: LedgerStack, governed: str
+):
+    if kafka.source != "local":
+        pytest.skip(f"the session's broker is not the project's local broker ({kafka.source})")
+    env = {
+        "LEDGER_HOME": str(kafka.settings.home),
+        "LEDGER_TOPIC_PREFIX": shared_stack.topics.prefix,
+    }
+    config = ClientConfig.from_env(actor=AGENT, env=env, timeout=20)
+    assert config.bootstrap == kafka.bootstrap
+    assert config.topics == shared_stack.topics
+    with LedgerClient(config) as client:
+        decision = client.evaluate(
+            action=governed, principal=AGENT, resource="account:56", facts=GOOD_FACTS
+        )
+    assert decision.determination is Determination.ALLOW
+    assert decision.actor == "service:evaluator"
 
 
 # --------------------------------------------------------------------------- timeouts
