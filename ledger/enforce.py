@@ -9,11 +9,20 @@
         method = constraints.get("refund_method", "cash")
         ...
 
-Calling ``issue_refund(...)`` first asks the decision plane. ``deny`` and ``error`` raise
-:class:`DecisionDenied` (carrying the decision trace) and the tool body never runs; ``allow`` and
-``allow_with_constraints`` run it, handing the constraints over as the ``constraints`` keyword
-argument when the function accepts one. A timeout raises :class:`~ledger.errors.LedgerTimeout`:
-an enforcement point fails closed.
+Calling ``issue_refund(...)`` first asks the decision plane, and the tool body runs only when
+the answer allows it *and* the tool can honour it:
+
+- ``allow`` runs the body (with ``constraints={}`` when the function takes that parameter);
+- ``allow_with_constraints`` runs it with the constraints as the ``constraints`` keyword argument,
+  which the function must declare by that name. A function without a ``constraints`` parameter
+  could not honour them, so it does not run: the call raises :class:`DecisionDenied`, whose
+  message names the constraints and the function (``**kwargs`` does not count: constraints are
+  never slipped into a catch-all);
+- ``deny`` and ``error`` raise :class:`DecisionDenied`;
+- no answer in time raises :class:`~ledger.errors.LedgerTimeout`.
+
+An enforcement point fails closed: :class:`DecisionDenied` always carries the decision trace
+(``.decision``), and the body has not run whenever anything is raised.
 
 ``async def`` tools are guarded the same way and never block the event loop: pass an
 :class:`~ledger.client.AsyncLedgerClient` (a :class:`~ledger.client.LedgerClient` also works; its
@@ -41,16 +50,22 @@ _ALLOWING = (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)
 
 
 class DecisionDenied(LedgerError):
-    """The decision plane did not allow the call; ``decision`` is the full trace."""
+    """The call was refused: the decision did not allow it, or allowed it only with constraints
+    the tool cannot take. ``decision`` is the full trace."""
 
     code = "denied"
     exit_code = 10
 
-    def __init__(self, decision: DecisionRecorded) -> None:
+    def __init__(self, decision: DecisionRecorded, *, reason: str | None = None) -> None:
+        """``reason`` says why the call was refused when the decision alone does not (it
+        allowed); by default the message gives the determination and the decision's reasons."""
         self.decision = decision
-        why = "; ".join(decision.reasons) or decision.reason_code or decision.determination.value
-        super().__init__(f"{decision.action} on {decision.resource} by {decision.principal}: "
-                         f"{decision.determination.value} ({why})")  # fmt: skip
+        if reason is None:
+            why = "; ".join(decision.reasons) or decision.reason_code
+            reason = f"{decision.determination.value} ({why or decision.determination.value})"
+        super().__init__(
+            f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"
+        )
 
 
 def enforce(
@@ -90,6 +105,13 @@ def enforce(
                 raise DecisionDenied(decision)
             if takes_constraints:
                 kwargs["constraints"] = dict(decision.constraints)
+            elif decision.constraints:
+                # Running anyway would drop the obligations the allow depends on.
+                raise DecisionDenied(
+                    decision,
+                    reason=f"allowed only with constraints {dict(decision.constraints)}, but "
+                    f"{func.__qualname__} takes no `constraints` parameter to honour them",
+                )
 
         if inspect.iscoroutinefunction(func):
 

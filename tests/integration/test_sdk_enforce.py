@@ -2,7 +2,8 @@
 
 - enforcement points (``ledger.enforce``): the tool body runs only on an allowing decision and
   gets its constraints; on ``deny`` or ``error`` it never runs and ``DecisionDenied`` carries the
-  decision trace;
+  decision trace; nor does it run when the decision carries constraints the tool has no
+  ``constraints`` parameter to take;
 - timeouts: with the topics there but nothing answering, every waiting call raises
   ``LedgerTimeout`` within its bound — it never turns into an allow — and an enforcement point
   fails closed;
@@ -145,12 +146,13 @@ def test_enforced_tool_never_runs_on_an_error_decision(refund_tool, policy_name)
     assert fields == {"tenure_days", "amount", "standing", "prior_refunds_12m"}
 
 
-def test_enforce_takes_fixed_values_and_omits_constraints_the_tool_does_not_accept(
+def test_enforce_takes_fixed_values_and_refuses_constraints_the_tool_cannot_accept(
     agent: LedgerClient, governed: str
 ):
     ran: list[str] = []
 
-    @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=LARGE)
+    # A plain allow carries no constraints: a tool without the parameter runs.
+    @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=GOOD_FACTS)
     def notify() -> str:
         ran.append("notified")
         return "ok"
@@ -158,6 +160,36 @@ def test_enforce_takes_fixed_values_and_omits_constraints_the_tool_does_not_acce
     assert notify() == "ok"
     assert ran == ["notified"]
     assert notify.__name__ == "notify"  # a wrapped tool keeps its identity for agent frameworks
+
+    # LARGE is allowed only with store credit: a tool that cannot be told so must not run.
+    @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=LARGE)
+    def notify_large() -> str:
+        ran.append("large")
+        return "ok"
+
+    with pytest.raises(DecisionDenied) as refused:
+        notify_large()
+    assert ran == ["notified"]
+    decision = refused.value.decision
+    assert decision.determination is Determination.ALLOW_WITH_CONSTRAINTS
+    assert dict(decision.constraints) == {"refund_method": "credit"}
+    assert refused.value.code == "denied"
+    assert str(refused.value) == (
+        f"{governed} on account:47 by {AGENT}: allowed only with constraints "
+        f"{{'refund_method': 'credit'}}, but {notify_large.__qualname__} takes no "
+        "`constraints` parameter to honour them"
+    )
+
+    # The same for an async tool, and a catch-all **kwargs is not a `constraints` parameter.
+    @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=LARGE)
+    async def notify_large_async(**kwargs: Any) -> str:
+        ran.append(f"large async {kwargs}")
+        return "ok"
+
+    with pytest.raises(DecisionDenied, match="allowed only with constraints") as refused_async:
+        asyncio.run(notify_large_async())
+    assert ran == ["notified"]
+    assert refused_async.value.decision.determination is Determination.ALLOW_WITH_CONSTRAINTS
 
     @enforce(agent, action=governed, principal=AGENT, resource="account:47", facts=SUSPENDED)
     def notify_suspended() -> str:
