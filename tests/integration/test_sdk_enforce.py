@@ -10,19 +10,23 @@
 - corrections of the asynchronous pattern through the ``on_correction`` hook and through
   ``AsyncLedgerClient`` (``next_correction``, ``corrections()``, ``on_correction``);
   ``test_patterns`` covers ``LedgerClient.corrections()``;
-- finding the ledger: ``ClientConfig.from_env`` reaches the running local broker.
+- finding the ledger: ``ClientConfig.from_env`` reaches the running local broker, and
+  ``examples/refund_agent.py`` runs to the end, printing refusals rather than tracebacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness import AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
+from harness import ADMIN, AGENT, GOOD_FACTS, REFUND, ROOT, LedgerStack, policy_doc, wait_for
 
 from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient
 from ledger.core.events import (
@@ -32,7 +36,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
 )
 from ledger.enforce import DecisionDenied, enforce
-from ledger.errors import LedgerError, LedgerTimeout
+from ledger.errors import KafkaUnavailable, LedgerError, LedgerTimeout
 from ledger.kafka_io import new_id, utcnow
 
 pytestmark = pytest.mark.integration
@@ -414,6 +418,66 @@ def test_client_config_from_env_reaches_the_running_local_ledger(
         )
     assert decision.determination is Determination.ALLOW
     assert decision.actor == "service:evaluator"
+
+
+def _run_example(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "refund_agent.py")],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_refund_agent_example_runs_as_the_demo_shows_and_prints_refusals_without_tracebacks(
+    stack_factory,
+):
+    stack = stack_factory()
+    stack.grant_defaults()  # the agent may refund; no refund policy yet
+    env = {"LEDGER_BOOTSTRAP": stack.bootstrap, "LEDGER_TOPIC_PREFIX": stack.topics.prefix}
+
+    def lines(done: subprocess.CompletedProcess[str], kind: str) -> list[str]:
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        return [line for line in done.stdout.splitlines() if line.startswith(f"{kind:<7}: ")]
+
+    # Ungoverned: every refund is refused, one printed line each, and the run goes on.
+    ungoverned = _run_example(env)
+    sync = lines(ungoverned, "sync")
+    assert len(sync) == 3, ungoverned.stdout
+    assert all(line.startswith("sync   : refused — refund.issue on account:") for line in sync)
+    assert all(line.endswith("(ungoverned_action)") for line in sync), sync
+    assert len(lines(ungoverned, "batch")) == 4
+    assert lines(ungoverned, "async")[-1].startswith("async  : corrected to deny")
+
+    # The state the demo runs it in: the refund policy active.
+    admin, agent = stack.client(ADMIN), stack.client(AGENT)
+    stack.deploy(admin, REFUND)
+    stack.evaluate_settled(agent, action="refund.issue", principal=AGENT, resource="account:0")
+    governed = _run_example(env)
+    assert lines(governed, "sync") == [
+        "sync   : refunded 120.50 to account 1001 via original payment method",
+        "sync   : refunded 600.00 to account 1002 via credit",
+        "sync   : refused — refund.issue on account:1003 by agent:refund-bot: deny (Suspended "
+        "accounts are not refunded) (policy refund v1, rule suspended)",
+    ]
+    assert lines(governed, "batch")[:3] == [
+        "batch  : refund.issue on account:2001: allow (rule_matched)",
+        "batch  : refund.issue on account:2002: deny (default_applied)",
+        "batch  : email.send on customer:2002: deny (ungoverned_action)",
+    ]
+    assert lines(governed, "async")[-1] == "async  : corrected to deny: Outside refund policy"
+
+
+def test_refund_agent_example_without_a_ledger_says_what_to_do(tmp_path):
+    done = _run_example({"LEDGER_HOME": str(tmp_path)})
+    assert done.returncode == KafkaUnavailable.exit_code
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: no Kafka to talk to:"), done.stderr
+    assert "$LEDGER_BOOTSTRAP" in done.stderr and "`ledger up`" in done.stderr
 
 
 # --------------------------------------------------------------------------- timeouts
