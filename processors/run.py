@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from ledger import broker
+from ledger.errors import KafkaUnavailable
 from ledger.settings import Settings
 
 __all__ = ["run_worker"]
@@ -22,13 +23,11 @@ __all__ = ["run_worker"]
 
 def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
     settings = Settings.from_env()
-    bootstrap = settings.bootstrap or broker.local_bootstrap(settings)
-    if not bootstrap:
-        print(
-            f"error: {name}: no Kafka: set LEDGER_BOOTSTRAP or run `ledger broker start`",
-            file=sys.stderr,
-        )
-        sys.exit(7)
+    try:
+        bootstrap = broker.resolve_bootstrap(settings, explicit="set $LEDGER_BOOTSTRAP")
+    except KafkaUnavailable as exc:
+        print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
+        sys.exit(exc.exit_code)
     app: Any = factory(settings, bootstrap=bootstrap)
     ready_file = os.environ.get("LEDGER_READY_FILE")
     if ready_file:

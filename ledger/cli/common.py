@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ledger import broker
-from ledger.errors import KafkaUnavailable, UsageError
+from ledger.errors import UsageError
 from ledger.settings import Settings
 
 __all__ = [
@@ -39,15 +39,8 @@ def load_settings(bootstrap: str | None = None) -> Settings:
 
 
 def resolve_bootstrap(settings: Settings) -> str:
-    """Where Kafka is: the explicit flag/env, else the running local broker."""
-    if settings.bootstrap:
-        return settings.bootstrap
-    local = broker.local_bootstrap(settings)
-    if local:
-        return local
-    raise KafkaUnavailable(
-        "no Kafka to talk to: pass --bootstrap, set $LEDGER_BOOTSTRAP, or run `ledger broker start`"
-    )
+    """Where Kafka is: the explicit flag/env, else the running local broker (one line if none)."""
+    return broker.resolve_bootstrap(settings)
 
 
 def read_text_file(path: Path, *, what: str = "file") -> str:
