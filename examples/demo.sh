@@ -57,4 +57,5 @@ run ledger evaluate --action refund.issue --principal agent:refund-bot --resourc
 
 run ledger policy show refund
 run ledger replay --at "$BEFORE_ROLLBACK" --policy refund
+run ledger decisions --principal agent:refund-bot --action 'refund.*' --limit 6
 echo; echo "${bold}Demo complete.${plain}"

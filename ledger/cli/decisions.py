@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from datetime import UTC, datetime
 
 import click
 
@@ -74,7 +75,7 @@ def decisions_cmd(request_id: str | None, principal: str | None, action: str | N
     print_table(
         ["decided at", "request id", "principal", "action", "resource", "determination",
          "policy", "rule", "reason code", "constraints"],
-        [[d.occurred_at.isoformat(timespec="milliseconds"), d.request_id, d.principal, d.action,
+        [[_utc(d.occurred_at), d.request_id, d.principal, d.action,
           d.resource, d.determination.value,
           f"{d.policy} v{d.policy_version}" if d.policy else "-",
           rule_label(d.rule, d.reason_code), d.reason_code or "-",
@@ -83,3 +84,8 @@ def decisions_cmd(request_id: str | None, principal: str | None, action: str | N
     more = len(found) - len(shown)
     click.echo(f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
                err=True)  # fmt: skip
+
+
+def _utc(t: datetime) -> str:
+    """2026-11-27T03:47:40.213Z: one column wide, unambiguous."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
