@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ from ledger.settings import Settings, TopicNames
 
 __all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
 
+log = logging.getLogger("ledger.client")
 T = TypeVar("T")
 
 
@@ -157,7 +159,10 @@ class _Listener:
                 raise
             for tp, records in batch.items():
                 for record in records:
-                    self._dispatch(tp.topic, record.key, record.value)
+                    try:
+                        self._dispatch(tp.topic, record.key, record.value)
+                    except Exception:  # one bad record or callback must not silence the client
+                        log.exception("ledger client: could not handle a record of %s", tp.topic)
 
     def _dispatch(self, topic: str, key: bytes | None, value: bytes) -> None:
         if key is None:
@@ -172,17 +177,28 @@ class _Listener:
                     return
                 if isinstance(event, DecisionCorrected):
                     self._corrections.put(event)
-                    if self.on_correction is not None:
-                        self.on_correction(event)
+                    callback = self.on_correction
+                    if callback is not None:
+                        try:
+                            callback(event)
+                        except Exception:  # the user's hook; the listener serves every call
+                            log.exception("ledger client: on_correction callback failed")
             return
         with self._lock:
             future = self._pending.pop(key, None)
         if future is None or future.done():
             return
         try:
-            future.set_result(self._codec.decode(value))
+            outcome: Any = self._codec.decode(value)
         except CodecError as exc:
-            future.set_exception(exc)
+            outcome = exc
+        # The waiter may give up (timeout, cancellation) at any moment: a cancelled future
+        # refuses a result, and that is fine.
+        with contextlib.suppress(InvalidStateError):
+            if isinstance(outcome, CodecError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def close(self) -> None:
         self._stop.set()
@@ -338,8 +354,18 @@ class LedgerClient:
                 return
 
     def on_correction(self, callback: Callable[[DecisionCorrected], None] | None) -> None:
-        """Call ``callback`` (on the listener thread) for every correction of this client."""
+        """Call ``callback`` (on the listener thread) for every correction of this client.
+
+        An exception in the callback is logged and does not stop the client.
+        """
         self._listener.on_correction = callback
+
+    def take_correction(self) -> DecisionCorrected | None:
+        """The next correction if one has already arrived, without waiting."""
+        try:
+            return self._listener.corrections().get_nowait()
+        except queue.Empty:
+            return None
 
     def governance_position(self) -> dict[str, int]:
         """The ledger's current governance position: ``{"topic/partition": last offset}``.
@@ -431,7 +457,7 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
         raise UsageError(f"batch item {index} lacks {exc.args[0]!r}") from None
 
 
-_SLICE = 0.25  # seconds: the longest an asyncio wait for a correction blocks one worker thread
+_POLL = 0.01  # seconds between looks at the corrections queue from the event loop
 
 
 class AsyncLedgerClient:
@@ -461,6 +487,9 @@ class AsyncLedgerClient:
         except TimeoutError:
             self._sync.abandon(request.event_id)
             raise _timeout("decision", request.event_id, limit) from None
+        except asyncio.CancelledError:
+            self._sync.abandon(request.event_id)
+            raise
 
     async def preevaluate(
         self,
@@ -483,19 +512,16 @@ class AsyncLedgerClient:
         ``timeout=None`` waits for as long as it takes; cancelling the wait is prompt.
         """
 
-        def get(wait: float) -> DecisionCorrected | None:
-            return next(self._sync.corrections(timeout=wait), None)
-
+        # Polled on the event loop, never taken by a worker thread: a thread blocked on the
+        # queue would outlive a cancelled wait and swallow the correction that arrives next.
         give_up = None if timeout is None else time.monotonic() + timeout
         while True:
-            # Wait in short slices: a worker thread blocked on the queue for ever would outlive
-            # a cancelled wait and hold up the event loop's shutdown.
-            left = _SLICE if give_up is None else min(_SLICE, give_up - time.monotonic())
-            correction = await asyncio.to_thread(get, max(left, 0.0))
+            correction = self._sync.take_correction()
             if correction is not None:
                 return correction
             if give_up is not None and time.monotonic() >= give_up:
                 return None
+            await asyncio.sleep(_POLL)
 
     async def corrections(
         self, *, timeout: float | None = None

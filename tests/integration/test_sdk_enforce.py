@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -398,6 +399,37 @@ def test_asyncio_client_wait_for_a_correction_is_cancelled_promptly(shared_stack
     runner.join(timeout=15)
     assert done, "asyncio.run did not return: a worker thread still waits for a correction"
     assert done[0] < 10
+
+
+def test_a_cancelled_wait_loses_no_correction_and_a_failing_hook_silences_nothing(
+    shared_stack: LedgerStack, governed: str
+):
+    async def run() -> tuple[EvaluationRequested, DecisionCorrected | None, str]:
+        config = ClientConfig(
+            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
+        )
+        async with AsyncLedgerClient(config) as client:
+
+            def broken_hook(correction: DecisionCorrected) -> None:
+                raise RuntimeError("the agent's hook is broken")
+
+            client.on_correction(broken_hook)
+            # Waits that are given up on, again and again, while the correction is on its way.
+            (request,) = await _submit_each(client, governed, "account:60", "allow", SUSPENDED)
+            correction = None
+            for _ in range(5):
+                with contextlib.suppress(TimeoutError):
+                    correction = await asyncio.wait_for(client.next_correction(), 0.05)
+                    break  # it arrived within one of the short waits: fine too
+            correction = correction or await client.next_correction(timeout=15)
+            # The listener survived the hook: a synchronous decision still arrives.
+            after = await client.evaluate(action=governed, principal=AGENT, resource="account:61",
+                                          facts=GOOD_FACTS)  # fmt: skip
+            return request, correction, after.determination.value
+
+    request, correction, after = asyncio.run(run())
+    assert correction is not None and correction.request_id == request.event_id, shared_stack.logs()
+    assert after == "allow"
 
 
 # --------------------------------------------------------------------------- finding the ledger
