@@ -321,7 +321,10 @@ def local_bootstrap(settings: Settings) -> str | None:
 
 
 def resolve_bootstrap(
-    settings: Settings, *, explicit: str = "pass --bootstrap", start: str = "ledger broker start"
+    settings: Settings,
+    *,
+    explicit: str | None = "pass --bootstrap",
+    start: str = "ledger broker start",
 ) -> str:
     """Where Kafka is, as every entry point finds it: ``settings.bootstrap`` (a flag or
     ``$LEDGER_BOOTSTRAP``), else the recorded address of the running local broker.
@@ -335,9 +338,8 @@ def resolve_bootstrap(
     local = local_bootstrap(settings)
     if local:
         return local
-    raise KafkaUnavailable(
-        f"no Kafka to talk to: {explicit}, set $LEDGER_BOOTSTRAP, or run `{start}`"
-    )
+    ways = [*([explicit] if explicit else []), "set $LEDGER_BOOTSTRAP", f"or run `{start}`"]
+    raise KafkaUnavailable("no Kafka to talk to: " + ", ".join(ways))
 
 
 def start(

@@ -39,14 +39,18 @@ def _reap(pid: int) -> None:
 
 
 def _runs(pid: int, marker: str) -> bool:
-    """Does ``pid``'s command line contain ``marker``? (True where /proc cannot tell.)"""
+    """Does ``pid``'s command line or environment contain ``marker``? (True where /proc cannot
+    tell.) The environment counts because a process may rewrite its command line (Faust does
+    when ``setproctitle`` is installed) but keeps the environment it was started with."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        seen = Path(f"/proc/{pid}/cmdline").read_bytes()
+        with contextlib.suppress(OSError):
+            seen += b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
     except FileNotFoundError:
         return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid
     except OSError:
         return True
-    return marker.encode() in cmdline
+    return marker.encode() in seen
 
 
 def alive(pid: int, *, marker: str | None = None) -> bool:

@@ -8,6 +8,7 @@ caught up with the governance state (it writes a ready file); ``down`` stops the
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
@@ -76,16 +77,17 @@ def _known(settings: Settings) -> list[str]:
     return sorted(found | set(PROCESSORS), key=lambda n: (n.split("-")[-1].isdigit(), n))
 
 
-def _module_of(name: str) -> str:
-    """The module a processor id (``evaluator``, ``evaluator-2`` …) runs."""
-    return PROCESSORS.get(name) or PROCESSORS.get(name.rsplit("-", 1)[0], name)
+def _marker(settings: Settings, proc_id: str) -> str:
+    """What only this home's ``proc_id`` carries: the ready file it was started with (in its
+    environment, which survives a rewritten process title)."""
+    return f"LEDGER_READY_FILE={_run_dir(settings) / f'{proc_id}.ready'}"
 
 
 def processes(settings: Settings) -> list[ProcessStatus]:
     out = []
     for name in _known(settings):
         pid = _pid(_run_dir(settings) / f"{name}.pid")
-        running = alive(pid, marker=_module_of(name))
+        running = alive(pid, marker=_marker(settings, name))
         out.append(ProcessStatus(name=name, running=running, pid=pid if running else None,
                                  log=str(_log_dir(settings) / f"{name}.log")))  # fmt: skip
     return out
@@ -111,7 +113,7 @@ def start_processor(
     logs.mkdir(parents=True, exist_ok=True)
     pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
     existing = _pid(pid_file)
-    if alive(existing, marker=str(module)):
+    if alive(existing, marker=_marker(settings, name)):
         return existing
     ready.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -148,7 +150,7 @@ def stop_processor(
     """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
     name = _proc_id(name, instance) if name in PROCESSORS else name
     pid_file = _run_dir(settings) / f"{name}.pid"
-    stopped = terminate(_pid(pid_file), grace=grace, kill=kill, marker=_module_of(name))
+    stopped = terminate(_pid(pid_file), grace=grace, kill=kill, marker=_marker(settings, name))
     pid_file.unlink(missing_ok=True)
     (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
     return stopped
@@ -157,8 +159,17 @@ def stop_processor(
 def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _: None) -> str:
     """Broker (unless an external one is configured), topics, processors. Returns the bootstrap.
 
-    ``evaluators`` workers of the evaluator share the request partitions.
+    ``evaluators`` workers of the evaluator share the request partitions. Two ``up`` at once
+    on one home take turns (a lock file), so neither starts a second copy of a processor.
     """
+    run = _run_dir(settings)
+    run.mkdir(parents=True, exist_ok=True)
+    with (run / "up.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _up(settings, evaluators=evaluators, progress=progress)
+
+
+def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
     bootstrap = settings.bootstrap
     if not bootstrap:
         current = broker.status(settings)
@@ -174,7 +185,7 @@ def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _
     for name, instance in wanted:
         proc_id = _proc_id(name, instance)
         pid = _pid(_run_dir(settings) / f"{proc_id}.pid")
-        if alive(pid, marker=_module_of(proc_id)):
+        if alive(pid, marker=_marker(settings, proc_id)):
             progress(f"{proc_id} already running (pid {pid})")
             continue
         progress(f"starting {proc_id}…")

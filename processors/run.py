@@ -24,7 +24,7 @@ __all__ = ["run_worker"]
 def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
     settings = Settings.from_env()
     try:
-        bootstrap = broker.resolve_bootstrap(settings, explicit="set $LEDGER_BOOTSTRAP")
+        bootstrap = broker.resolve_bootstrap(settings, explicit=None)
     except KafkaUnavailable as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -90,6 +90,7 @@ def _submit(
     what: str,
     *,
     extra: dict[str, Any] | None = None,
+    version_label: str = "version",
 ) -> CommandAccepted:
     """Submit, wait for the result, print it (``extra`` joins the JSON document)."""
     with _client(bootstrap, command.actor) as client:
@@ -97,7 +98,7 @@ def _submit(
     if as_json:
         print_json({**(extra or {}), **to_jsonable(result)})
     else:
-        version = f" version {result.version}" if result.version is not None else ""
+        version = f" {version_label} {result.version}" if result.version is not None else ""
         click.echo(f"accepted: {what}{version} ({result.message or 'no change'})")
     return result
 
@@ -180,7 +181,7 @@ def rollback(name: str, to_version: int | None, by: str, reason: str, bootstrap:
     """Restore the previous (or a named) version now. Needs a reason, not an approval."""
     command = RollbackPolicy(event_id=new_id(), occurred_at=utcnow(), actor=_principal(by, "--by"),
                              policy=name, reason=reason, to_version=to_version)  # fmt: skip
-    _submit(bootstrap, timeout, as_json, command, f"rolled back {name} to")
+    _submit(bootstrap, timeout, as_json, command, f"rolled back {name}", version_label="to version")
 
 
 @policy_group.command("retire")

@@ -83,9 +83,7 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:
-        if as_json:
-            raise PolicyError(problems)
-        files_bad = len({problem.file for problem in problems})  # each problem is printed above
+        files_bad = len({problem.file for problem in problems})  # each problem is shown above
         raise PolicyError(problems, summary=f"{len(problems)} problem(s) in {files_bad} file(s)")
 
 

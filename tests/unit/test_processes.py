@@ -40,3 +40,19 @@ def test_terminate_of_a_gone_process_reports_it_was_not_running(tmp_path: Path) 
     assert terminate(pid, grace=5) is True
     assert terminate(pid, grace=5) is False
     assert not alive(pid, marker="sleep")
+
+
+def test_the_environment_identifies_a_process_whose_title_was_rewritten(tmp_path: Path) -> None:
+    # Faust rewrites its process title when setproctitle is installed; the environment stays.
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    env = {**os.environ, "LEDGER_READY_FILE": str(tmp_path / "evaluator.ready")}
+    pid = spawn_detached([sleep, "38"], env=env, log=tmp_path / "sleep.log")
+    try:
+        deadline = time.monotonic() + 5
+        while not alive(pid, marker="sleep") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'evaluator.ready'}")
+        assert not alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'other' / 'evaluator.ready'}")
+    finally:
+        terminate(pid, grace=5)
