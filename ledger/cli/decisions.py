@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -22,7 +23,12 @@ from ledger.cli.output import (
     rule_label,
     to_jsonable,
 )
-from ledger.core.events import DecisionRecorded, Determination
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchItemDecision,
+    DecisionRecorded,
+    Determination,
+)
 from ledger.kafka_io import read_topic
 
 __all__ = ["decisions_cmd"]
@@ -46,44 +52,59 @@ def decisions_cmd(request_id: str | None, principal: str | None, action: str | N
                   bootstrap: str | None, as_json: bool) -> None:  # fmt: skip
     """Recorded decision traces, oldest first; --json prints every field of each trace.
 
+    A pre-evaluation answer (BatchDecisionRecorded) shows one row per item (request id
+    REQUEST#ITEM); with --json it is printed whole, its items under "decisions".
+
     Examples: `ledger decisions --request 01a2…` (one decision, in full with --json),
     `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`.
     """
     settings = load_settings(bootstrap)
     start, end = parse_time(since, "--since"), parse_time(until, "--until")
+
+    def wanted(decided_at: datetime, request: str, who: str, what: str, answer: str) -> bool:
+        return not (
+            (request_id and request != request_id)
+            or (principal and who != principal)
+            or (action and not fnmatch.fnmatchcase(what, action))
+            or (determination and answer != determination)
+            or (start and decided_at < start)
+            or (end and decided_at >= end)
+        )
+
     click.echo(f"reading {settings.topics.decisions}…", err=True)
-    found: list[DecisionRecorded] = []
-    for record in read_topic(resolve_bootstrap(settings), [settings.topics.decisions]):
-        d = record.event
-        if not isinstance(d, DecisionRecorded):
-            continue  # batch answers (BatchDecisionRecorded) carry their own request id
-        if (
-            (request_id and d.request_id != request_id)
-            or (principal and d.principal != principal)
-            or (action and not fnmatch.fnmatchcase(d.action, action))
-            or (determination and d.determination.value != determination)
-            or (start and d.occurred_at < start)
-            or (end and d.occurred_at >= end)
-        ):
-            continue
-        found.append(d)
-    found.sort(key=lambda d: d.occurred_at)
+    found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
+    for positioned in read_topic(resolve_bootstrap(settings), [settings.topics.decisions]):
+        d = positioned.event
+        if isinstance(d, DecisionRecorded):
+            if wanted(d.occurred_at, d.request_id, d.principal, d.action, d.determination.value):
+                found.append((d, [_row(d.occurred_at, d.request_id, d.principal, d)]))
+        elif isinstance(d, BatchDecisionRecorded):  # a pre-evaluation: one row per item
+            items = [i for i in d.decisions
+                     if wanted(d.occurred_at, d.request_id, d.principal, i.action, i.determination.value)]  # fmt: skip
+            if items:
+                found.append((d, [_row(d.occurred_at, f"{d.request_id}#{i.item_id}", d.principal, i)
+                                  for i in items]))  # fmt: skip
+    found.sort(key=lambda pair: pair[0].occurred_at)
     shown = found[-limit:]
     if as_json:
-        print_json([to_jsonable(d) for d in shown])
+        print_json([to_jsonable(record) for record, _ in shown])
         return
     print_table(
         ["decided at", "request id", "principal", "action", "resource", "determination",
          "policy", "rule", "reason code", "constraints"],
-        [[_utc(d.occurred_at), d.request_id, d.principal, d.action,
-          d.resource, d.determination.value,
-          f"{d.policy} v{d.policy_version}" if d.policy else "-",
-          rule_label(d.rule, d.reason_code), d.reason_code or "-",
-          json.dumps(to_jsonable(d.constraints)) if d.constraints else "-"] for d in shown],
+        [row for _, rows in shown for row in rows],
     )  # fmt: skip
     more = len(found) - len(shown)
     click.echo(f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
                err=True)  # fmt: skip
+
+
+def _row(decided_at: datetime, request: str, principal: str,
+         d: DecisionRecorded | BatchItemDecision) -> list[Any]:  # fmt: skip
+    return [_utc(decided_at), request, principal, d.action, d.resource, d.determination.value,
+            f"{d.policy} v{d.policy_version}" if d.policy else "-",
+            rule_label(d.rule, d.reason_code), d.reason_code or "-",
+            json.dumps(to_jsonable(d.constraints)) if d.constraints else "-"]  # fmt: skip
 
 
 def _utc(t: datetime) -> str:

@@ -33,6 +33,7 @@ from ledger.cli.output import (
 from ledger.cli.policy import _parse_facts
 from ledger.cli.policy import group as policy_group
 from ledger.client import ClientConfig, LedgerClient
+from ledger.core.authority import effective_grants
 from ledger.core.events import (
     ApprovePolicyVersion,
     AssignRole,
@@ -357,11 +358,11 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
         rec = state.principals[name]
         if principal and name != principal:
             continue
-        held: list[tuple[Any, str | None]] = [(grant, None) for grant in rec.grants.values()]
-        if principal:  # what this principal can use: its own grants and those of its roles
-            held += [(grant, role) for role in sorted(rec.roles) if role in state.principals
-                     for grant in state.principals[role].grants.values()]  # fmt: skip
-        for grant, via in held:
+        # With --principal: what it can use, its own grants and those of its roles (one rule:
+        # the core's effective_grants); the full listing shows each grant once, at its holder.
+        held = effective_grants(state, name) if principal else tuple(rec.grants.values())
+        for grant in held:
+            via = grant.principal if grant.principal != name else None
             rows.append({"grant_id": grant.grant_id, "principal": name, "via": via,
                          "actions": list(grant.actions), "resource": grant.resource,
                          "condition": grant.condition, "issued_at": grant.issued_at,

@@ -98,6 +98,32 @@ class Grant:
             return False
         return not (self.valid_until is not None and now >= self.valid_until)
 
+    def covers(self, action: str, resource: str) -> bool:
+        """Do the grant's action globs and resource pattern match?"""
+        return (
+            self.action_re.match(action) is not None
+            and self.resource_re.match(resource) is not None
+        )
+
+    def condition_fault(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+        """``None`` when the condition holds (or there is none); otherwise why it does not.
+
+        A condition that needs an absent fact, or faults, does not hold: authority fails closed.
+        """
+        if self.condition_broken:
+            return f"grant {self.grant_id}'s condition does not compile on this build: it never applies"
+        if self.compiled is None:
+            return None
+        try:
+            if self.compiled.fn(facts, context) is True:
+                return None
+        except KeyError as exc:
+            return f"grant {self.grant_id} holds only when `{self.condition}`, and the request lacks {exc}"
+        except (ArithmeticError, TypeError, ValueError, AttributeError):
+            return (f"grant {self.grant_id} holds only when `{self.condition}`, which cannot be evaluated "
+                    "on these facts (a type mismatch? send numbers as numbers or Decimal, not strings)")  # fmt: skip
+        return f"grant {self.grant_id} holds only when `{self.condition}`, which is false for this request"
+
     def applies(
         self,
         action: str,
@@ -106,22 +132,12 @@ class Grant:
         facts: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> bool:
-        """Does this grant cover ``action`` on ``resource`` at ``now`` for these facts?
-
-        A condition that needs an absent fact, or faults, does not hold: authority fails closed.
-        """
-        if self.action_re.match(action) is None or self.resource_re.match(resource) is None:
-            return False
-        if self.valid_from is not None and now < self.valid_from:
-            return False
-        if self.valid_until is not None and now >= self.valid_until:
-            return False
-        if self.compiled is not None:
-            try:
-                return self.compiled.fn(facts, context) is True
-            except (KeyError, ArithmeticError, TypeError, ValueError, AttributeError):
-                return False
-        return not self.condition_broken
+        """Does this grant cover ``action`` on ``resource`` at ``now`` for these facts?"""
+        return (
+            self.covers(action, resource)
+            and self.in_force(now)
+            and self.condition_fault(facts, context) is None
+        )
 
 
 def grant_from_event(event: GrantIssued) -> Grant:
@@ -203,8 +219,7 @@ def unauthorized_reason(
 
     Only computed on the deny path, so it may take its time.
     """
-    covering = [g for g in effective_grants(state, principal)
-                if g.action_re.match(action) and g.resource_re.match(resource)]  # fmt: skip
+    covering = [g for g in effective_grants(state, principal) if g.covers(action, resource)]
     if not covering:
         return f"{principal} holds no grant for {action} on {resource}"
     in_force = [g for g in covering if g.in_force(now)]
@@ -212,18 +227,10 @@ def unauthorized_reason(
         g = covering[0]
         window = f"valid from {_when(g.valid_from)} until {_when(g.valid_until)}"
         return f"{principal}'s grant {g.grant_id} for {action} on {resource} is not in force now ({window})"
-    g = in_force[0]
-    if g.condition_broken:
-        return f"grant {g.grant_id}'s condition does not compile on this build: it never applies"
-    assert g.compiled is not None  # covering, in force and not applying: its condition failed
-    try:
-        g.compiled.fn(facts, context)
-    except KeyError as exc:
-        return f"grant {g.grant_id} holds only when `{g.condition}`, and the request lacks {exc}"
-    except (ArithmeticError, TypeError, ValueError, AttributeError):
-        return (f"grant {g.grant_id} holds only when `{g.condition}`, which cannot be evaluated on "
-                "these facts (a type mismatch? send numbers as numbers or Decimal, not strings)")  # fmt: skip
-    return f"grant {g.grant_id} holds only when `{g.condition}`, which is false for this request"
+    fault = in_force[0].condition_fault(facts, context)
+    return (
+        fault or f"{principal}'s grant {in_force[0].grant_id} applies now"
+    )  # not reached on a denial
 
 
 def _when(t: datetime | None) -> str:

@@ -211,6 +211,13 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
                 {first["request_id"], second["request_id"], third["request_id"]}]  # fmt: skip
     assert versions == [1, 2, 1]
     assert ledger.json("decisions", "--request", "no-such-request") == []
+    # A pre-evaluation answer is listed too, whole, with its items.
+    batch = sdk.preevaluate(AGENT, [{"action": "refund.issue", "resource": "account:7",
+                                     "facts": FACTS_300}])  # fmt: skip
+    (answer,) = ledger.json("decisions", "--request", batch.request_id)
+    assert [(i["action"], i["determination"]) for i in answer["decisions"]] == [
+        ("refund.issue", "allow")
+    ]
 
 
 def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
