@@ -348,6 +348,7 @@ def start(
     """Start the local broker (fetching and formatting on first use). Idempotent."""
     current = status(settings)
     if current.running:
+        progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
         return current
     java = _java()
     lib = fetch(settings, progress=progress)

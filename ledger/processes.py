@@ -56,7 +56,7 @@ def _runs(pid: int, marker: str) -> bool:
 def alive(pid: int, *, marker: str | None = None) -> bool:
     """Is ``pid`` a running process? (A zombie — exited, not yet reaped — is not.)
 
-    With ``marker``, only if its command line contains it: a pid file that outlived a reboot
+    With ``marker``, only if its command line or environment contains it: a pid file that outlived a reboot
     must not make an unrelated process that reused the pid look like ours (or get killed).
     """
     if pid <= 0:

@@ -100,6 +100,7 @@ def start_processor(
     bootstrap: str,
     timeout: float = 60.0,
     instance: int | None = None,
+    progress: Progress = lambda _: None,
 ) -> int:
     """Start one processor in the background and wait until it is ready. Returns its pid.
 
@@ -114,7 +115,9 @@ def start_processor(
     pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
     existing = _pid(pid_file)
     if alive(existing, marker=_marker(settings, name)):
+        progress(f"{name} already running (pid {existing})")
         return existing
+    progress(f"starting {name}…")
     ready.unlink(missing_ok=True)
     env = dict(os.environ)
     env.update({
@@ -172,9 +175,6 @@ def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _
 def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
     bootstrap = settings.bootstrap
     if not bootstrap:
-        current = broker.status(settings)
-        if current.running:
-            progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
         status = broker.start(settings, progress=progress)
         assert status.bootstrap is not None
         bootstrap = status.bootstrap
@@ -183,13 +183,7 @@ def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
     wanted: list[tuple[str, int | None]] = [(name, None) for name in PROCESSORS]
     wanted += [("evaluator", instance) for instance in range(2, evaluators + 1)]
     for name, instance in wanted:
-        proc_id = _proc_id(name, instance)
-        pid = _pid(_run_dir(settings) / f"{proc_id}.pid")
-        if alive(pid, marker=_marker(settings, proc_id)):
-            progress(f"{proc_id} already running (pid {pid})")
-            continue
-        progress(f"starting {proc_id}…")
-        start_processor(settings, name, bootstrap=bootstrap, instance=instance)
+        start_processor(settings, name, bootstrap=bootstrap, instance=instance, progress=progress)
     return bootstrap
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ledger import broker
+from ledger.broker import resolve_bootstrap  # the one lookup, shared with the SDK
 from ledger.errors import UsageError
 from ledger.settings import Settings
 
@@ -36,11 +36,6 @@ def bootstrap_option(func: F) -> F:
 def load_settings(bootstrap: str | None = None) -> Settings:
     """The one place the CLI builds its settings (flags over environment)."""
     return Settings.from_env(bootstrap=bootstrap)
-
-
-def resolve_bootstrap(settings: Settings) -> str:
-    """Where Kafka is: the explicit flag/env, else the running local broker (one line if none)."""
-    return broker.resolve_bootstrap(settings)
 
 
 def read_text_file(path: Path, *, what: str = "file") -> str:

@@ -8,7 +8,6 @@ development or moderate ledger; for large histories and SQL, export to Parquet (
 from __future__ import annotations
 
 import fnmatch
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ import click
 from ledger.cli.common import bootstrap_option, load_settings, parse_time, resolve_bootstrap
 from ledger.cli.output import (
     handle_errors,
+    json_cell,
     json_option,
     print_json,
     print_table,
@@ -104,7 +104,7 @@ def _row(decided_at: datetime, request: str, principal: str,
     return [_utc(decided_at), request, principal, d.action, d.resource, d.determination.value,
             f"{d.policy} v{d.policy_version}" if d.policy else "-",
             rule_label(d.rule, d.reason_code), d.reason_code or "-",
-            json.dumps(to_jsonable(d.constraints)) if d.constraints else "-"]  # fmt: skip
+            json_cell(d.constraints)]  # fmt: skip
 
 
 def _utc(t: datetime) -> str:

@@ -7,7 +7,6 @@ stable code; a timeout exits 8 — never a silent success.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from ledger.cli.common import (
 )
 from ledger.cli.output import (
     handle_errors,
+    json_cell,
     json_option,
     print_json,
     print_table,
@@ -471,12 +471,12 @@ def evaluate_cmd(action: str, principal: str, resource: str, facts_json: str, co
         ["determination", decision.determination.value],
         ["rule", rule_label(decision.rule, decision.reason_code)],
         ["reason_code", decision.reason_code],
-        ["constraints", json.dumps(to_jsonable(decision.constraints)) if decision.constraints else "-"],
+        ["constraints", json_cell(decision.constraints)],
         ["reasons", "; ".join(decision.reasons) or "-"],
         ["policy", f"{decision.policy} v{decision.policy_version} ({decision.stage})" if decision.policy else "-"],
         ["grant", decision.grant_id or "-"],
         ["request id", decision.request_id],
-        ["position", json.dumps(to_jsonable(decision.governance_position))],
+        ["position", json_cell(decision.governance_position)],
     ])  # fmt: skip
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "console",
     "json_option",
     "rule_label",
+    "json_cell",
 ]
 
 P = ParamSpec("P")
@@ -110,3 +111,8 @@ def rule_label(rule: str | None, reason_code: str | None) -> str:
     if rule is not None:
         return rule
     return "null (default)" if reason_code == "default_applied" else "-"
+
+
+def json_cell(value: Any) -> str:
+    """A mapping (constraints, a position) as one compact JSON table cell; ``-`` when empty."""
+    return json.dumps(to_jsonable(value)) if value else "-"

@@ -15,7 +15,14 @@ from typing import Any
 import click
 
 from ledger.cli.common import read_text_file
-from ledger.cli.output import handle_errors, json_option, print_json, print_table, rule_label
+from ledger.cli.output import (
+    handle_errors,
+    json_cell,
+    json_option,
+    print_json,
+    print_table,
+    rule_label,
+)
 from ledger.core.events import Determination, Value
 from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
 from ledger.core.policytests import CaseResult, offline_outcome, run_policy_tests
@@ -267,10 +274,7 @@ def eval_(
         ("determination", outcome.determination.value),
         ("rule", rule_label(outcome.rule, outcome.reason_code)),
         ("reason_code", outcome.reason_code),
-        (
-            "constraints",
-            json.dumps(dict(outcome.constraints), default=str) if outcome.constraints else "-",
-        ),
+        ("constraints", json_cell(outcome.constraints)),
         ("reasons", "; ".join(outcome.reasons) if outcome.reasons else "-"),
         ("policy", f"{policy.name} {policy.content_hash[:19]}"),
     ]

@@ -105,24 +105,32 @@ class Grant:
             and self.resource_re.match(resource) is not None
         )
 
-    def condition_fault(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
-        """``None`` when the condition holds (or there is none); otherwise why it does not.
+    def _condition(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> bool | Exception:
+        """True when the condition holds (or there is none), False when it is false, or the
+        fault that stopped it. A fault does not hold: authority fails closed."""
+        if self.condition_broken:
+            return False
+        if self.compiled is None:
+            return True
+        try:
+            return self.compiled.fn(facts, context) is True
+        except (KeyError, ArithmeticError, TypeError, ValueError, AttributeError) as exc:
+            return exc
 
-        A condition that needs an absent fact, or faults, does not hold: authority fails closed.
-        """
+    def condition_fault(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+        """``None`` when the condition holds (or there is none); otherwise why it does not."""
+        outcome = self._condition(facts, context)
+        if outcome is True:
+            return None
+        when = f"grant {self.grant_id} holds only when `{self.condition}`"
         if self.condition_broken:
             return f"grant {self.grant_id}'s condition does not compile on this build: it never applies"
-        if self.compiled is None:
-            return None
-        try:
-            if self.compiled.fn(facts, context) is True:
-                return None
-        except KeyError as exc:
-            return f"grant {self.grant_id} holds only when `{self.condition}`, and the request lacks {exc}"
-        except (ArithmeticError, TypeError, ValueError, AttributeError):
-            return (f"grant {self.grant_id} holds only when `{self.condition}`, which cannot be evaluated "
-                    "on these facts (a type mismatch? send numbers as numbers or Decimal, not strings)")  # fmt: skip
-        return f"grant {self.grant_id} holds only when `{self.condition}`, which is false for this request"
+        if isinstance(outcome, KeyError):
+            return f"{when}, and the request lacks {outcome}"
+        if isinstance(outcome, Exception):
+            return (f"{when}, which cannot be evaluated on these facts (a type mismatch? send "
+                    "numbers as numbers or Decimal, not strings)")  # fmt: skip
+        return f"{when}, which is false for this request"
 
     def applies(
         self,
@@ -132,11 +140,15 @@ class Grant:
         facts: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> bool:
-        """Does this grant cover ``action`` on ``resource`` at ``now`` for these facts?"""
+        """Does this grant cover ``action`` on ``resource`` at ``now`` for these facts?
+
+        Hot path (every request): no messages are built here; :func:`unauthorized_reason` asks
+        :meth:`condition_fault` for them on the deny path only.
+        """
         return (
             self.covers(action, resource)
             and self.in_force(now)
-            and self.condition_fault(facts, context) is None
+            and self._condition(facts, context) is True
         )
 
 

@@ -128,12 +128,12 @@ def test_broker_status_start_idempotent(kafka, monkeypatch):
     runner = CliRunner()
     status = runner.invoke(cli, ["broker", "status", "--json"])
     assert status.exit_code == 0, status.output
-    doc = json.loads(status.output)
+    doc = json.loads(status.stdout)
     assert doc["running"] is True and doc["bootstrap"] == kafka.bootstrap
 
     again = runner.invoke(cli, ["broker", "start", "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.output)["pid"] == doc["pid"]  # no second JVM
+    assert json.loads(again.stdout)["pid"] == doc["pid"]  # no second JVM
 
 
 def _jvms_serving(home: Path) -> list[int]:
