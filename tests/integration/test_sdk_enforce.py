@@ -92,6 +92,23 @@ def silent_stack(stack_factory) -> LedgerStack:
     return stack_factory(processors=())
 
 
+class _Heartbeat:
+    """Counts event-loop turns while an await is pending: zero means the loop was blocked."""
+
+    def __init__(self, *, every: float) -> None:
+        self.ticks = 0
+        self._task = asyncio.get_running_loop().create_task(self._beat(every))
+
+    async def _beat(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.ticks += 1
+
+    def stop(self) -> int:
+        self._task.cancel()
+        return self.ticks
+
+
 def _customer(facts: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if k != "amount"}
 
@@ -230,20 +247,11 @@ def test_async_tools_are_enforced_without_blocking_the_event_loop(
                 ran.append(("52", constraints))
                 return "refunded 52"
 
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.005)
-                    ticks += 1
-
-            beat = asyncio.create_task(ticker())
+            beat = _Heartbeat(every=0.005)
             answers = [await refund("50", GOOD_FACTS), await refund_via_sync_client()]
             with pytest.raises(DecisionDenied) as denied:
                 await refund("51", SUSPENDED)
-            beat.cancel()
-            return answers, denied.value.decision.determination, ticks
+            return answers, denied.value.decision.determination, beat.stop()
 
     answers, determination, ticks = asyncio.run(run())
     assert answers == ["refunded 50", "refunded 52"]
@@ -612,15 +620,7 @@ def test_asyncio_client_times_out_without_blocking_the_event_loop(silent_stack: 
             bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=20
         )
         async with AsyncLedgerClient(config) as client:
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.02)
-                    ticks += 1
-
-            beating = asyncio.create_task(ticker())
+            beat = _Heartbeat(every=0.02)
             started = time.monotonic()
             try:
                 outcome: BaseException | Any = await client.evaluate(
@@ -633,8 +633,7 @@ def test_asyncio_client_times_out_without_blocking_the_event_loop(silent_stack: 
             except LedgerTimeout as exc:
                 outcome = exc
             took = time.monotonic() - started
-            beating.cancel()
-            return outcome, took, ticks
+            return outcome, took, beat.stop()
 
     outcome, took, ticks = asyncio.run(run())
     assert isinstance(outcome, LedgerTimeout), f"expected a timeout, got {outcome!r}"
