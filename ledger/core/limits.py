@@ -1,0 +1,54 @@
+"""Bounds on every input the ledger accepts (STYLE §16): one table, checked before the work.
+
+Anyone who can reach a topic or run the CLI can send a policy document, a command or facts, so
+each is bounded in size, nesting and cost *before* the expensive step (YAML composition, CEL
+compilation, evaluation) and, for commands, before anything an unauthorized sender supplied is
+parsed. The values are product decisions documented in the README's limit table; deployments
+that need other values build their own :class:`Limits` and pass it down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["Limits", "DEFAULT_LIMITS"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Every input bound in one frozen object (sizes in bytes of UTF-8 text unless noted)."""
+
+    # Policy documents (YAML as written, or canonical JSON as stored).
+    policy_document_bytes: int = 256 * 1024
+    yaml_depth: int = 64
+    """Deepest nesting of mappings/sequences."""
+    yaml_aliases: int = 100
+    """Alias references (``*name``) in one document."""
+    yaml_nodes: int = 50_000
+    """Nodes of the document with every alias expanded: what an alias bomb multiplies."""
+
+    # Conditions.
+    condition_chars: int = 4_096
+    regex_chars: int = 1_024
+
+    # Facts and context of one request.
+    facts_bytes: int = 256 * 1024
+    """Facts (and context) text as sent from the CLI, or as the encoded request record."""
+    facts_keys: int = 256
+    fact_string_chars: int = 64 * 1024
+    fact_list_items: int = 1_000
+    facts_json_depth: int = 8
+    """JSON nesting accepted from the CLI (fact values are scalars or lists of text)."""
+
+    # Evaluation.
+    evaluation_cost: int = 1_000_000
+    """Work units one request may spend in conditions (elements visited, characters matched)."""
+
+    # Records.
+    record_bytes: int = 1_000_000
+    """Largest record a processor writes (Kafka's default limit is 1 MiB with headers)."""
+
+
+DEFAULT_LIMITS: Final = Limits()
+"""The limits every entry point uses unless configured otherwise."""
