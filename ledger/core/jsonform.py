@@ -1,0 +1,89 @@
+"""The JSON form of ledger events: one rendering for ``--json`` output, exports and hashing.
+
+Every event (and every value inside one) has exactly one JSON form, so what a script reads from
+``ledger … --json``, what an analyst queries in an export and what a hash chain covers are the
+same text. The rules, stable because hashes depend on them:
+
+- a dataclass (an event, a nested record such as a shadow result) → an object of its fields, in
+  field order (:func:`canonical_json` sorts keys anyway);
+- ``str``, ``bool``, ``int``, ``None`` → themselves; a finite ``float`` → a JSON number (shortest
+  round-trip form); a non-finite float → the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
+- ``Decimal`` → its exact decimal string (``"120.50"``: the scale is kept);
+- ``datetime`` (aware) → RFC 3339 in UTC with microseconds and ``Z``
+  (``"2026-11-26T16:48:26.000000Z"``); a naive datetime is rendered as if it were UTC;
+- an enum member → its value; ``bytes`` → lowercase hex;
+- a mapping → an object (keys as text); a tuple or list → an array; a set → a sorted array.
+
+:func:`canonical_json` is that form as bytes: UTF-8, keys sorted, no insignificant whitespace,
+non-ASCII characters as themselves (RFC 8785-style; reproducible with Python's
+``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["to_json_value", "canonical_json", "format_timestamp"]
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339, UTC, microseconds, ``Z``: the one text form of an instant."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON data (dicts, lists, text, numbers, booleans, null)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return _float(value)
+    if isinstance(value, enum.Enum):
+        return to_json_value(value.value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((to_json_value(v) for v in value), key=canonical_json)
+    if isinstance(value, str):  # a str subclass that is not an enum
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _float(float(value))
+    raise TypeError(f"no JSON form for {kind.__name__}")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical bytes of ``value``'s JSON form (see the module docstring)."""
+    return json.dumps(
+        to_json_value(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
