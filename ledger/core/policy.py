@@ -39,7 +39,15 @@ import yaml
 from ledger.core import boundedjson
 from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
 from ledger.core.events import Determination, Value
-from ledger.core.facts import FACT_TYPES, FactsChecker, FactSpec, FactType, build_checker, cel_type
+from ledger.core.facts import (
+    FACT_TYPES,
+    FactsChecker,
+    FactSpec,
+    FactType,
+    build_checker,
+    cel_type,
+    context_problems,
+)
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError, PolicyProblem
 
@@ -1047,7 +1055,7 @@ def _build(
         canonical=canonical,
         content_hash=digest,
         source_file=file,
-        _runner=_make_runner(frozen_facts, rule_tuple, default),
+        _runner=_make_runner(frozen_facts, rule_tuple, default, limits),
         _governs_re=_globs_regex(governs),
     )
 
@@ -1132,9 +1140,12 @@ def _always(f: Mapping[str, Any], c: Mapping[str, Any]) -> bool:
 
 
 def _make_runner(
-    facts: Mapping[str, FactSpec], rules: tuple[Rule, ...], default: DefaultDecision
+    facts: Mapping[str, FactSpec],
+    rules: tuple[Rule, ...],
+    default: DefaultDecision,
+    limits: Limits,
 ) -> _Runner:
-    check: FactsChecker = build_checker(facts)
+    check: FactsChecker = build_checker(facts, limits=limits)
     # Every rule's outcome is a constant: build it once, hand the same object out per request.
     plan = tuple(
         (
@@ -1161,6 +1172,8 @@ def _make_runner(
         raw: Mapping[str, Any], context: Mapping[str, Any]
     ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
         coerced, bad = check(raw)
+        if context and not bad:
+            bad = context_problems(context, limits)
         if bad:
             return PolicyOutcome(
                 determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad
