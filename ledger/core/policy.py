@@ -37,7 +37,13 @@ from typing import Any, Final
 import yaml
 
 from ledger.core import boundedjson
-from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
+from ledger.core.cel import (
+    RESERVED_NAMES,
+    BudgetExceeded,
+    CompiledCondition,
+    Meter,
+    compile_condition,
+)
 from ledger.core.events import Determination, Value
 from ledger.core.facts import (
     FACT_TYPES,
@@ -65,12 +71,14 @@ __all__ = [
     "REASON_DEFAULT",
     "REASON_INVALID_FACTS",
     "REASON_CONDITION_ERROR",
+    "REASON_BUDGET_EXCEEDED",
 ]
 
 REASON_RULE_MATCHED: Final = "rule_matched"
 REASON_DEFAULT: Final = "default_applied"
 REASON_INVALID_FACTS: Final = "invalid_facts"
 REASON_CONDITION_ERROR: Final = "condition_error"
+REASON_BUDGET_EXCEEDED: Final = "evaluation_budget_exceeded"
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _FACT_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -728,7 +736,7 @@ class _Validator:
             )
             return None
         try:
-            return compile_condition(text, facts=facts, enums=enums)
+            return compile_condition(text, facts=facts, enums=enums, limits=self.limits)
         except PolicyError as exc:
             line, column = self.marks.value_at(path)
             for p in exc.problems:
@@ -1135,7 +1143,7 @@ def _determination(effect: Effect, constraints: Mapping[str, Value]) -> Determin
     return Determination.ALLOW_WITH_CONSTRAINTS if constraints else Determination.ALLOW
 
 
-def _always(f: Mapping[str, Any], c: Mapping[str, Any]) -> bool:
+def _always(f: Mapping[str, Any], c: Mapping[str, Any], m: Meter | None) -> bool:
     return True
 
 
@@ -1146,6 +1154,9 @@ def _make_runner(
     limits: Limits,
 ) -> _Runner:
     check: FactsChecker = build_checker(facts, limits=limits)
+    # One meter per run, and only for a policy with metered conditions: the others pay nothing.
+    metered = any(rule.condition is not None and rule.condition.metered for rule in rules)
+    budget = limits.evaluation_cost
     # Every rule's outcome is a constant: build it once, hand the same object out per request.
     plan = tuple(
         (
@@ -1178,12 +1189,25 @@ def _make_runner(
             return PolicyOutcome(
                 determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad
             ), raw
+        meter = Meter(budget) if metered else None
         for fn, outcome in plan:
             try:
-                if fn(coerced, context):
+                if fn(coerced, context, meter):
                     return outcome, coerced
             except KeyError:
                 continue  # needs an absent fact: the rule does not match (see ledger.core.cel)
+            except BudgetExceeded as exc:
+                # Never an allow, never a later rule: the request asked for more work than any
+                # one request may have.
+                return (
+                    PolicyOutcome(
+                        determination=Determination.ERROR,
+                        reason_code=REASON_BUDGET_EXCEEDED,
+                        rule=outcome.rule,
+                        reasons=(f"evaluation stopped in rule {outcome.rule!r}: {exc}",),
+                    ),
+                    coerced,
+                )
             except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
                 # A fault on present values: record an error rather than skip to a later rule,
                 # which could allow what this rule would have denied.
