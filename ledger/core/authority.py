@@ -128,7 +128,7 @@ class Grant:
             return compiled.fn(facts, context, meter) is True
         except (KeyError, ArithmeticError, TypeError, ValueError, AttributeError) as exc:
             return exc
-        except BudgetExceeded as exc:
+        except BudgetExceeded as exc:  # spent the request's budget: does not hold either
             return exc
 
     def condition_fault(
