@@ -6,9 +6,7 @@ happens here, at the edge; the core only ever sees text.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from ledger.cli.output import (
     rule_label,
 )
 from ledger.core.events import Determination, Value
+from ledger.core.facts import parse_facts_json
 from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
 from ledger.core.policytests import CaseResult, offline_outcome, run_policy_tests
 from ledger.errors import LedgerError, PolicyError, PolicyProblem, UsageError
@@ -192,14 +191,8 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
 
 
 def _parse_facts(text: str, what: str) -> dict[str, Value]:
-    try:
-        # Numbers with a fraction are read as exact decimals: "amount": 120.50 stays 120.50.
-        data = json.loads(text, parse_float=Decimal)
-    except ValueError as exc:
-        raise UsageError(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f'{what} must be a JSON object, e.g. \'{{"amount": "120.50"}}\'')
-    return {str(k): (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+    # Bounded (size, nesting), duplicate keys refused, fractions read as exact decimals.
+    return parse_facts_json(text, what=what)
 
 
 @group.command("eval")

@@ -8,6 +8,11 @@ enters the state, never per request.
 
 When several grants apply, the one with the lowest ``grant_id`` is reported: deterministic, so a
 replay names the same grant.
+
+Grant conditions are bounded like policy conditions (:class:`~ledger.core.cel.Meter`): the
+conditions tried for one request share one budget. A condition that spends it does not hold
+(authority fails closed); :func:`authorize_request` says so, and the evaluator answers ``error``
+/ ``evaluation_budget_exceeded`` rather than a plain denial.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from ledger.core.cel import CompiledCondition, compile_condition
+from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
 from ledger.core.events import GrantIssued
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -37,6 +43,7 @@ __all__ = [
     "unauthorized_reason",
     "capabilities",
     "effective_grants",
+    "authorize_request",
 ]
 
 PRINCIPAL_KINDS: Final = ("agent", "tool", "human", "role", "service")
@@ -105,21 +112,30 @@ class Grant:
             and self.resource_re.match(resource) is not None
         )
 
-    def _condition(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> bool | Exception:
+    def _condition(
+        self, facts: Mapping[str, Any], context: Mapping[str, Any], meter: Meter | None
+    ) -> bool | Exception:
         """True when the condition holds (or there is none), False when it is false, or the
         fault that stopped it. A fault does not hold: authority fails closed."""
         if self.condition_broken:
             return False
-        if self.compiled is None:
+        compiled = self.compiled
+        if compiled is None:
             return True
+        if meter is None and compiled.metered:
+            meter = Meter(DEFAULT_LIMITS.evaluation_cost)
         try:
-            return self.compiled.fn(facts, context) is True
+            return compiled.fn(facts, context, meter) is True
         except (KeyError, ArithmeticError, TypeError, ValueError, AttributeError) as exc:
             return exc
+        except BudgetExceeded as exc:  # spent the request's budget: does not hold either
+            return exc
 
-    def condition_fault(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+    def condition_fault(
+        self, facts: Mapping[str, Any], context: Mapping[str, Any], meter: Meter | None = None
+    ) -> str | None:
         """``None`` when the condition holds (or there is none); otherwise why it does not."""
-        outcome = self._condition(facts, context)
+        outcome = self._condition(facts, context, meter)
         if outcome is True:
             return None
         when = f"grant {self.grant_id} holds only when `{self.condition}`"
@@ -127,6 +143,8 @@ class Grant:
             return f"grant {self.grant_id}'s condition does not compile on this build: it never applies"
         if isinstance(outcome, KeyError):
             return f"{when}, and the request lacks {outcome}"
+        if isinstance(outcome, BudgetExceeded):
+            return f"{when}, and evaluating it stopped: {outcome}"
         if isinstance(outcome, Exception):
             return (f"{when}, which cannot be evaluated on these facts (a type mismatch? send "
                     "numbers as numbers or Decimal, not strings)")  # fmt: skip
@@ -139,16 +157,18 @@ class Grant:
         now: datetime,
         facts: Mapping[str, Any],
         context: Mapping[str, Any],
+        meter: Meter | None = None,
     ) -> bool:
         """Does this grant cover ``action`` on ``resource`` at ``now`` for these facts?
 
         Hot path (every request): no messages are built here; :func:`unauthorized_reason` asks
-        :meth:`condition_fault` for them on the deny path only.
+        :meth:`condition_fault` for them on the deny path only. ``meter`` is the request's
+        budget (default: a fresh one, made only if the condition is metered).
         """
         return (
             self.covers(action, resource)
             and self.in_force(now)
-            and self._condition(facts, context) is True
+            and self._condition(facts, context, meter) is True
         )
 
 
@@ -200,6 +220,36 @@ def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:
     return result
 
 
+def authorize_request(
+    state: LedgerState,
+    principal: str,
+    action: str,
+    resource: str,
+    *,
+    now: datetime,
+    facts: Mapping[str, Any] = _EMPTY,
+    context: Mapping[str, Any] = _EMPTY,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[Grant | None, bool]:
+    """:func:`authorize` for one request: ``(grant or None, budget exceeded)``.
+
+    The grant conditions tried share one budget of ``limits.evaluation_cost`` units, made only
+    when the first metered condition is reached (most grants have none). A condition that spends
+    it does not hold; the second element then tells the evaluator to answer ``error`` /
+    ``evaluation_budget_exceeded`` rather than a plain denial.
+    """
+    meter: Meter | None = None
+    for grant in effective_grants(state, principal):
+        if not (grant.covers(action, resource) and grant.in_force(now)):
+            continue
+        compiled = grant.compiled
+        if meter is None and compiled is not None and compiled.metered:
+            meter = Meter(limits.evaluation_cost)
+        if grant._condition(facts, context, meter) is True:
+            return grant, False
+    return None, meter is not None and meter.exceeded
+
+
 def authorize(
     state: LedgerState,
     principal: str,
@@ -210,11 +260,14 @@ def authorize(
     facts: Mapping[str, Any] = _EMPTY,
     context: Mapping[str, Any] = _EMPTY,
 ) -> Grant | None:
-    """The grant (lowest id) that lets ``principal`` do ``action`` on ``resource`` now, or None."""
-    for grant in effective_grants(state, principal):
-        if grant.applies(action, resource, now, facts, context):
-            return grant
-    return None
+    """The grant (lowest id) that lets ``principal`` do ``action`` on ``resource`` now, or None.
+
+    Grant conditions are bounded as in :func:`authorize_request`; one that spends the budget
+    does not hold (fail closed).
+    """
+    return authorize_request(
+        state, principal, action, resource, now=now, facts=facts, context=context
+    )[0]
 
 
 def unauthorized_reason(

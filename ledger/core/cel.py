@@ -13,7 +13,9 @@ Supported subset (anything else is rejected at validation, with its position):
 - fact identifiers, and ``context.name`` for the request's free-form context map (type ``dyn``);
 - operators ``! - * / % + < <= > >= == != && || ?: in``;
 - ``size(x)``/``x.size()``; ``s.startsWith(t)``, ``s.endsWith(t)``, ``s.contains(t)``,
-  ``s.matches("regex")`` (literal pattern, searched anywhere, like CEL/RE2);
+  ``s.matches("regex")`` (literal pattern, searched anywhere in ``s``; RE2 syntax and semantics,
+  as CEL specifies: linear time, no backreferences or lookaround — a pattern RE2 cannot compile is
+  rejected when the condition is compiled);
 - ``has(fact)`` (is an optional fact present?) and ``has(context.name)``;
 - list macros ``list.exists(x, pred)`` and ``list.all(x, pred)``.
 
@@ -30,30 +32,59 @@ Semantics worth knowing:
 - **Integers** divide and take remainders truncating toward zero, as CEL does.
 - **Run-time faults** (division by zero, a ``dyn`` context value of the wrong type) raise
   :class:`ConditionFault`; the evaluator records an ``error`` decision rather than guessing.
+
+Cost (STYLE §16). Facts are bounded, but a condition can still multiply them: list macros nest,
+and string work inside a macro repeats. So every operation whose work grows with the *data* is
+metered: the compiled function takes a :class:`Meter` (one per request, or per policy version a
+request runs) and charges it *before* the work, raising :class:`BudgetExceeded` when the budget
+(``Limits.evaluation_cost``) is spent. Like Kubernetes' CEL runtime cost, the charge is
+deterministic — counted from sizes, never timed — so a replay reaches the same decision. Units
+(one is roughly 0.1 µs of evaluator time):
+
+- a list macro: one per element of its list, charged before it iterates (a nested macro is
+  charged again on every iteration of the outer one);
+- ``contains``: one plus one per 16 characters of the receiver; ``startsWith``/``endsWith``: one
+  plus one per 16 characters of the argument;
+- ``matches``: 16 per call (the binding's overhead), plus one per 16 UTF-8 bytes of text times
+  the pattern's weight (1 + RE2 program size / 8, fixed when compiled);
+- ``x in list`` (a list that is not a literal), ``==``/``<``… between two values that are not
+  literals, and ``+`` of strings or lists: one plus one per 16 characters or 8 list elements.
+
+Everything else (fact lookups, arithmetic on numbers, comparisons with a literal, membership in a
+literal list, ``size``) costs nothing: a condition without metered operations never touches the
+meter, which is what keeps the ordinary hot path at a plain function call.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any, Final
 
+import re2
+
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError, PolicyProblem
 
 __all__ = [
+    "BudgetExceeded",
     "CompiledCondition",
     "ConditionFault",
     "ConditionFn",
+    "Meter",
     "compile_condition",
     "CEL_TYPES",
     "RESERVED_NAMES",
 ]
 
-ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
-"""``fn(facts, context)``; raises ``KeyError`` when it needs an absent fact (see module doc)."""
+ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
+"""``fn(facts, context, meter)``; raises ``KeyError`` when it needs an absent fact (see module
+doc) and :class:`BudgetExceeded` when the meter runs out. ``meter`` may be ``None`` only for a
+condition that is not :attr:`CompiledCondition.metered`."""
 
 # Static types are plain strings: "int", "double", "decimal", "string", "bool", "null",
 # "timestamp", "duration", "list<T>", "dyn" (unknown until run time: context values).
@@ -77,6 +108,51 @@ _DEC: Final = Context(
 
 class ConditionFault(Exception):
     """A condition failed at run time on present values (not a policy problem, not absence)."""
+
+
+class BudgetExceeded(ConditionFault):
+    """Evaluating a request's conditions would spend more than its budget of work units."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the conditions needed more than the evaluation budget of {limit:,} work units "
+            "(list macros, string and regular-expression work on these facts)"
+        )
+        self.limit = limit
+
+
+class Meter:
+    """The work units left to one request (or to one policy version it runs); see module doc.
+
+    Charges only ever decrease ``left``; once it is negative, every further charge raises again.
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    @property
+    def exceeded(self) -> bool:
+        """Has a charge gone past the budget?"""
+        return self.left < 0
+
+
+# Units per operation (see the module doc); C code scans text and lists far faster than the
+# interpreter runs a macro's predicate, hence the divisors.
+_CHARS_PER_UNIT: Final = 16
+_ITEMS_PER_UNIT: Final = 8
+_REGEX_CALL_UNITS: Final = 16
+_RE2_INSTRUCTIONS_PER_WEIGHT: Final = 8
+
+# RE2 options for ``matches``: only "is there a match" is asked, so no capture groups; errors are
+# reported as policy problems, not logged to stderr by the C++ library; RE2's default memory
+# budget, stated so a change of default does not change what compiles.
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.never_capture = True
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 8 << 20
 
 
 # ----------------------------------------------------------------------------- run-time helpers
@@ -120,6 +196,89 @@ def _truth(v: Any) -> bool:
     raise TypeError(f"expected a bool, got {type(v).__name__}")
 
 
+def _num(v: Any) -> Any:
+    # dyn * and %: Python would repeat text and lists ("x" * 10**12) or format text ("%999999d").
+    if isinstance(v, (str, bytes, tuple, list, dict)):
+        raise TypeError(f"expected a number, got {type(v).__name__}")
+    return v
+
+
+def _units(v: Any) -> int:
+    """Units to scan or copy ``v`` once in C (0 for scalars)."""
+    t = type(v)
+    if t is str:
+        return len(v) // _CHARS_PER_UNIT
+    if t is tuple or t is list:
+        return len(v) // _ITEMS_PER_UNIT
+    return 0
+
+
+def _each(m: Meter, items: Any) -> Any:
+    m.left -= len(items) + 1
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return items
+
+
+def _contains(m: Meter, s: Any, t: Any) -> bool:
+    m.left -= 1 + len(s) // _CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return t in s
+
+
+def _starts(m: Meter, s: Any, t: Any) -> bool:
+    m.left -= 1 + len(t) // _CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return bool(s.startswith(t))
+
+
+def _ends(m: Meter, s: Any, t: Any) -> bool:
+    m.left -= 1 + len(t) // _CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return bool(s.endswith(t))
+
+
+def _matches(m: Meter, pattern: Any, weight: int, s: Any) -> bool:
+    # UTF-8 bytes in, so the binding skips mapping byte offsets back to characters (we only ask
+    # whether there is a match): a third of the cost of searching the str.
+    data = s.encode("utf-8")
+    m.left -= _REGEX_CALL_UNITS + (len(data) // _CHARS_PER_UNIT) * weight
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return pattern.search(data) is not None
+
+
+def _isin(m: Meter, a: Any, b: Any) -> bool:
+    m.left -= 1 + _units(b)
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return a in b
+
+
+def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    m.left -= 1 + min(_units(a), _units(b))
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return op(a, b)
+
+
+def _cat(m: Meter, a: Any, b: Any) -> Any:
+    m.left -= 1 + _units(a) + _units(b)
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return a + b
+
+
+def _lcat(m: Meter, a: Any, b: Any) -> tuple[Any, ...]:
+    m.left -= 1 + _units(a) + _units(b)
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return tuple(a) + tuple(b)
+
+
 _HELPERS: Final[dict[str, Any]] = {
     "_idiv": _idiv,
     "_imod": _imod,
@@ -129,8 +288,25 @@ _HELPERS: Final[dict[str, Any]] = {
     "_ddiv": _ddiv,
     "_dmod": _dmod,
     "_truth": _truth,
+    "_num": _num,
+    "_each": _each,
+    "_contains": _contains,
+    "_starts": _starts,
+    "_ends": _ends,
+    "_matches": _matches,
+    "_isin": _isin,
+    "_cmp": _cmp,
+    "_cat": _cat,
+    "_lcat": _lcat,
+    "_eq": operator.eq,
+    "_ne": operator.ne,
+    "_lt": operator.lt,
+    "_le": operator.le,
+    "_gt": operator.gt,
+    "_ge": operator.ge,
     "__builtins__": {"len": len, "any": any, "all": all},
 }
+_OP_FN: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
 
 
 # ----------------------------------------------------------------------------- compiled result
@@ -150,17 +326,30 @@ class CompiledCondition:
     """Fact names the condition reads (``has(x)`` counts)."""
     context_fields: frozenset[str] = frozenset()
     python: str = field(default="", repr=False, compare=False)
+    metered: bool = False
+    """Does the condition charge a :class:`Meter` (macros, string or regex work)? If not, ``fn``
+    may be called with ``meter=None``."""
 
-    def evaluate(self, facts: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+    def evaluate(
+        self,
+        facts: Mapping[str, Any],
+        context: Mapping[str, Any],
+        *,
+        meter: Meter | None = None,
+    ) -> bool:
         """True when the condition holds; false when it needs an absent value.
 
-        Raises :class:`ConditionFault` for run-time faults on present values.
+        Raises :class:`ConditionFault` for run-time faults on present values, and its subclass
+        :class:`BudgetExceeded` when ``meter`` (default: a fresh one with the default budget)
+        runs out.
         """
+        if meter is None:
+            meter = Meter(DEFAULT_LIMITS.evaluation_cost)
         try:
-            return bool(self.fn(facts, context))
+            return bool(self.fn(facts, context, meter))
         except KeyError:
             return False
-        except (ArithmeticError, TypeError, ValueError) as exc:
+        except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
             raise ConditionFault(f"{self.source!r}: {exc}") from exc
 
 
@@ -281,15 +470,22 @@ class _Compiler:
         text: str,
         facts: Mapping[str, str] | None,
         enums: Mapping[str, tuple[str, ...]],
+        limits: Limits,
     ) -> None:
         self.text = text
         self.facts = facts  # None: dynamic mode (grant conditions), every identifier is a dyn fact
         self.enums = enums
+        self.limits = limits
         self.namespace: dict[str, Any] = dict(_HELPERS)
         self.refs: set[str] = set()
         self.context_fields: set[str] = set()
         self.scopes: list[dict[str, tuple[str, str]]] = []
+        self.metered = False  # set when the generated code charges the meter
         self._n = 0
+
+    def charged(self, code: str, type_: str) -> _Expr:
+        self.metered = True
+        return _Expr(code, type_)
 
     # -- helpers
     def _pos(self, node: Any) -> tuple[int | None, int | None]:
@@ -499,6 +695,9 @@ class _Compiler:
             )
             if not ok:
                 raise self.fail(node, f"cannot order {a.type} and {b.type} with {op}")
+        if a.const is _NO_CONST and b.const is _NO_CONST and _sized(a.type) and _sized(b.type):
+            # Two values from the request: comparing them is as long as they are.
+            return self.charged(f"_cmp(m, {_OP_FN[op]}, {a.code}, {b.code})", "bool")
         return _Expr(f"({a.code} {op} {b.code})", "bool")
 
     def check_enum(self, e: _Expr, other: _Expr, node: Any) -> None:
@@ -512,7 +711,7 @@ class _Compiler:
 
     def membership(self, a: _Expr, b: _Expr, node: Any) -> _Expr:
         if b.type == "dyn":
-            return _Expr(f"({a.code} in {b.code})", "bool")
+            return self.charged(f"_isin(m, {a.code}, {b.code})", "bool")
         if not b.type.startswith("list<"):
             raise self.fail(node, f"the right side of 'in' must be a list, got {b.type}")
         elem = b.type[5:-1]
@@ -532,12 +731,18 @@ class _Compiler:
                 return _Expr(f"({a.code} in {fs.code})", "bool")
             except TypeError:
                 pass
-        return _Expr(f"({a.code} in {b.code})", "bool")
+        if b.const is not _NO_CONST:
+            return _Expr(f"({a.code} in {b.code})", "bool")  # a literal list: bounded by its text
+        return self.charged(f"_isin(m, {a.code}, {b.code})", "bool")
 
     def arith(self, op: str, a: _Expr, b: _Expr, node: Any) -> _Expr:
         a, b = self.coerce_pair(a, b)
         ta, tb = a.type, b.type
         if "dyn" in (ta, tb):
+            if op == "+":
+                return self.charged(f"_cat(m, {a.code}, {b.code})", "dyn")
+            if op in ("*", "%"):
+                return _Expr(f"(_num({a.code}) {op} _num({b.code}))", "dyn")
             return _Expr(f"({a.code} {op} {b.code})", "dyn")
         if ta in _NUMERIC and tb in _NUMERIC:
             if "decimal" in (ta, tb):
@@ -559,8 +764,8 @@ class _Compiler:
         if op == "+":
             if ta == tb and (ta == "string" or ta.startswith("list<")):
                 if ta.startswith("list<"):
-                    return _Expr(f"(tuple({a.code}) + tuple({b.code}))", ta)
-                return _Expr(f"({a.code} + {b.code})", ta)
+                    return self.charged(f"_lcat(m, {a.code}, {b.code})", ta)
+                return self.charged(f"_cat(m, {a.code}, {b.code})", ta)
             if {ta, tb} == {"timestamp", "duration"}:
                 return _Expr(f"({a.code} + {b.code})", "timestamp")
             if ta == tb == "duration":
@@ -595,20 +800,39 @@ class _Compiler:
             self.string_arg(node, args[0], f"the argument of {name}()")
             s, t = recv.code, args[0].code
             if name == "startsWith":
-                return _Expr(f"{s}.startswith({t})", "bool")
+                return self.charged(f"_starts(m, {s}, {t})", "bool")
             if name == "endsWith":
-                return _Expr(f"{s}.endswith({t})", "bool")
+                return self.charged(f"_ends(m, {s}, {t})", "bool")
             if name == "contains":
-                return _Expr(f"({t} in {s})", "bool")
+                return self.charged(f"_contains(m, {s}, {t})", "bool")
             if not isinstance(args[0].const, str):
                 raise self.fail(node, "matches() needs a literal pattern")
-            try:
-                pattern = re.compile(args[0].const)
-            except re.error as exc:
-                raise self.fail(node, f"invalid regular expression: {exc}") from exc
+            pattern, weight = self.regex(arg_nodes[0], args[0].const)
             p = self.const(pattern, "dyn")
-            return _Expr(f"({p.code}.search({s}) is not None)", "bool")
+            return self.charged(f"_matches(m, {p.code}, {weight}, {s})", "bool")
         raise self.fail(node, f"unsupported method {name}()")
+
+    def regex(self, node: Any, text: str) -> tuple[Any, int]:
+        """Compile a ``matches`` pattern with RE2: (pattern, cost weight per 16 bytes of text)."""
+        limit = self.limits.regex_chars
+        if len(text) > limit:
+            raise self.fail(
+                node,
+                f"regular expression of {len(text):,} characters; at most {limit:,} are accepted "
+                "(limit regex_chars): shorten it or split the test",
+            )
+        try:
+            pattern = re2.compile(text, _RE2_OPTIONS)
+        except re2.error as exc:
+            detail = exc.args[0] if exc.args else "cannot compile"
+            if isinstance(detail, bytes):
+                detail = detail.decode("utf-8", "replace")
+            raise self.fail(
+                node,
+                f"invalid regular expression for RE2 (CEL's dialect: no backreferences, no "
+                f"lookaround, \\z not \\Z): {detail}",
+            ) from None
+        return pattern, 1 + pattern.programsize // _RE2_INSTRUCTIONS_PER_WEIGHT
 
     def size(self, node: Any, e: _Expr) -> _Expr:
         if e.type in ("string", "dyn") or e.type.startswith("list<"):
@@ -640,7 +864,7 @@ class _Compiler:
         finally:
             self.scopes.pop()
         fn = "any" if name == "exists" else "all"
-        return _Expr(f"{fn}({pred} for {py} in {recv.code})", "bool")
+        return self.charged(f"{fn}({pred} for {py} in _each(m, {recv.code}))", "bool")
 
     def function(self, node: Any) -> _Expr:
         name = str(node.children[0])
@@ -697,11 +921,17 @@ def _parse(text: str) -> Any:
         ) from exc
 
 
+def _sized(type_: str) -> bool:
+    """Can a value of this static type be long (so that comparing two of them costs)?"""
+    return type_ in ("string", "dyn") or type_.startswith("list<")
+
+
 def compile_condition(
     text: str,
     *,
     facts: Mapping[str, str] | None,
     enums: Mapping[str, tuple[str, ...]] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> CompiledCondition:
     """Parse, check and compile one CEL condition.
 
@@ -711,19 +941,31 @@ def compile_condition(
     facts whose values are a closed set, so a comparison with a value outside it is reported.
 
     Raises :class:`~ledger.errors.PolicyError` with one problem (``field="when"``, CEL line and
-    column) if the condition does not parse, uses something outside the subset, references an
-    undeclared fact or is ill-typed.
+    column) if the condition is longer than ``limits.condition_chars``, does not parse, uses
+    something outside the subset, references an undeclared fact, is ill-typed, or has a
+    ``matches`` pattern RE2 cannot compile (or longer than ``limits.regex_chars``).
     """
     if not isinstance(text, str) or not text.strip():
         raise PolicyError([PolicyProblem(message="condition is empty", field="when")])
-    compiler = _Compiler(text, facts, enums or {})
+    if len(text) > limits.condition_chars:
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    message=f"condition of {len(text):,} characters; at most "
+                    f"{limits.condition_chars:,} are accepted (limit condition_chars): split it "
+                    "into several rules",
+                    field="when",
+                )
+            ]
+        )
+    compiler = _Compiler(text, facts, enums or {}, limits)
     try:
         tree = _parse(text)
         result = compiler.walk(tree)
         if result.type not in ("bool", "dyn"):
             raise _Problem(f"a condition must be a bool, this one is a {result.type}", 1, 1)
         body = result.code if result.type == "bool" else f"_truth({result.code})"
-        python = f"lambda f, c: {body}"
+        python = f"lambda f, c, m: {body}"
         fn = eval(compile(python, "<cel>", "eval"), compiler.namespace)
     except _Problem as p:
         raise PolicyError(
@@ -740,4 +982,5 @@ def compile_condition(
         references=frozenset(compiler.refs),
         context_fields=frozenset(compiler.context_fields),
         python=python,
+        metered=compiler.metered,
     )

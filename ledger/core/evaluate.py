@@ -7,13 +7,17 @@ Order of the questions, each failing closed:
 2. **Policy** — a deployed policy governs the action? If not: ``deny`` / ``ungoverned_action``.
 3. **Version** — the canary decides when ``bucket(key) < percent`` (key: the resource, else the
    request id), the active version otherwise (the canary decides everything if nothing is active).
-4. **Facts** — valid for the deciding version? If not: ``error`` / ``invalid_facts``, with one
-   reason per fact.
+4. **Facts** — valid for the deciding version (declared, typed, within the size limits)? If
+   not: ``error`` / ``invalid_facts``, with one reason per fact.
 5. **Rules** — the first matching rule decides, else the default: ``deny`` for a deny effect,
    ``allow_with_constraints`` for an allow with constraints, else ``allow``.
 
 Shadow versions and the non-deciding one of active/canary are evaluated as well and recorded in
 ``shadow_results``; they never change the determination.
+
+Work is bounded (``Limits.evaluation_cost``, see :mod:`ledger.core.cel`): the grant conditions of
+one request share one budget, and each policy version run has its own. Spending it gives
+``error`` / ``evaluation_budget_exceeded`` — never a hang, never an allow.
 
 The decision id is a UUIDv5 of the request id, so a re-delivered request yields the same decision
 id (idempotent downstream). ``latency_us`` is left at 0: measuring time is the adapter's job.
@@ -27,7 +31,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from ledger.core.authority import authorize, unauthorized_reason
+from ledger.core.authority import authorize_request, unauthorized_reason
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -41,6 +45,7 @@ from ledger.core.events import (
     Stage,
     Value,
 )
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, governing_policy
 
@@ -62,6 +67,8 @@ REASON_CODES: Final[dict[str, str]] = {
     "invalid_facts": "error: facts missing, unknown, ill-typed or out of range",
     "condition_error": "error: a rule's condition failed on the given values (e.g. division by zero)",
     "policy_unavailable": "error: the deciding version's stored document does not load",
+    "evaluation_budget_exceeded": "error: the conditions needed more work than one request may "
+    "spend (list macros, string and regex work on large facts); never an allow",
 }
 """Every ``reason_code`` a decision can carry, with its meaning."""
 
@@ -161,13 +168,40 @@ def evaluate(
     now: datetime,
     evaluator_id: str,
     actor: str = "service:evaluator",
+    limits: Limits = DEFAULT_LIMITS,
 ) -> DecisionRecorded:
-    """Decide ``request`` against ``state`` at ``now``: always a :class:`DecisionRecorded`."""
+    """Decide ``request`` against ``state`` at ``now``: always a :class:`DecisionRecorded`.
+
+    ``limits.evaluation_cost`` bounds the grant conditions' work; each policy version's budget
+    was fixed when it was loaded.
+    """
     facts = request.facts if isinstance(request.facts, Mapping) else _EMPTY
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
     principal, action, resource = request.principal, request.action, request.resource
     request_id = request.event_id
-    grant = authorize(state, principal, action, resource, now=now, facts=facts, context=context)
+    grant, over_budget = authorize_request(
+        state, principal, action, resource, now=now, facts=facts, context=context, limits=limits
+    )
+    if over_budget:
+        return DecisionRecorded(
+            event_id=_uuid5(request_id),
+            occurred_at=now,
+            actor=actor,
+            request_id=request_id,
+            requested_at=request.occurred_at,
+            action=action,
+            principal=principal,
+            resource=resource,
+            determination=Determination.ERROR,
+            reasons=(f"authority: evaluating grant conditions stopped: {_budget(limits)}",),
+            reason_code="evaluation_budget_exceeded",
+            facts=facts,
+            context=context,
+            mode=request.mode,
+            default=request.default,
+            evaluator_id=evaluator_id,
+            governance_position=state.position,
+        )
     if grant is None:
         return DecisionRecorded(
             event_id=_uuid5(request_id),
@@ -249,6 +283,13 @@ def evaluate(
         default=request.default,
         evaluator_id=evaluator_id,
         governance_position=state.position,
+    )
+
+
+def _budget(limits: Limits) -> str:
+    return (
+        f"the conditions needed more than the evaluation budget of {limits.evaluation_cost:,} "
+        "work units (list macros, string and regular-expression work on these facts)"
     )
 
 

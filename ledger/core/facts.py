@@ -16,6 +16,12 @@ Accepted inputs per type (anything else is an ill-typed fact):
 ``timestamp``  aware ``datetime`` or ISO 8601 / RFC 3339 text with a zone; normalised to UTC
 ``list<string>`` list or tuple of ``str``; becomes a tuple
 ============== ==================================================================================
+
+Sizes are bounded (:mod:`ledger.core.limits`): at most ``facts_keys`` facts, text of at most
+``fact_string_chars`` characters, lists of at most ``fact_list_items`` items; the request's
+context is held to the same bounds (:func:`context_problems`). Facts over a bound are invalid
+facts like any other, each with its reason. :func:`parse_facts_json` reads facts written as JSON
+(the CLI's ``--facts``) within ``facts_bytes`` and ``facts_json_depth``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal, TypeAlias
 
+from ledger.core import boundedjson
 from ledger.core.events import Value
+from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.errors import UsageError
 
 __all__ = [
     "FactType",
@@ -36,6 +45,8 @@ __all__ = [
     "FactsChecker",
     "build_checker",
     "validate_facts",
+    "context_problems",
+    "parse_facts_json",
     "cel_type",
 ]
 
@@ -100,8 +111,15 @@ def _type_name(v: object) -> str:
     return type(v).__name__
 
 
-def _converter(spec: FactSpec) -> Callable[[Any], Any]:
+def _long_text(v: str, max_chars: int) -> _Bad:
+    return _Bad(
+        f"text of {len(v):,} characters; at most {max_chars:,} are accepted (limit fact_string_chars)"
+    )
+
+
+def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
     lo, hi = spec.minimum, spec.maximum
+    max_chars, max_items = limits.fact_string_chars, limits.fact_list_items
 
     def bounded(v: Any) -> Any:
         if lo is not None and v < lo:
@@ -128,6 +146,8 @@ def _converter(spec: FactSpec) -> Callable[[Any], Any]:
             if tv is Decimal:
                 d = v
             elif tv is int or tv is str:
+                if tv is str and len(v) > max_chars:
+                    return _long_text(v, max_chars)
                 try:
                     d = Decimal(v.strip() if tv is str else v)
                 except (InvalidOperation, ValueError):
@@ -170,7 +190,7 @@ def _converter(spec: FactSpec) -> Callable[[Any], Any]:
 
         def conv_string(v: Any) -> Any:
             if type(v) is str:
-                return v
+                return v if len(v) <= max_chars else _long_text(v, max_chars)
             return _Bad(f"expected a string, got {_type_name(v)} {_show(v)}")
 
         return conv_string
@@ -182,6 +202,8 @@ def _converter(spec: FactSpec) -> Callable[[Any], Any]:
             if type(v) is str and v in allowed:
                 return v
             if type(v) is str:
+                if len(v) > max_chars:
+                    return _long_text(v, max_chars)
                 return _Bad(f"{_show(v)} is not one of: {listing}")
             return _Bad(f"expected one of: {listing}; got {_type_name(v)} {_show(v)}")
 
@@ -192,6 +214,8 @@ def _converter(spec: FactSpec) -> Callable[[Any], Any]:
             if isinstance(v, datetime):
                 dt = v
             elif type(v) is str:
+                if len(v) > max_chars:
+                    return _long_text(v, max_chars)
                 try:
                     dt = datetime.fromisoformat(v)
                 except ValueError:
@@ -210,11 +234,18 @@ def _converter(spec: FactSpec) -> Callable[[Any], Any]:
 
         def conv_list(v: Any) -> Any:
             if type(v) is tuple or type(v) is list:
+                if len(v) > max_items:
+                    return _Bad(
+                        f"list of {len(v):,} items; at most {max_items:,} are accepted "
+                        "(limit fact_list_items)"
+                    )
                 for item in v:
                     if type(item) is not str:
                         return _Bad(
                             f"expected a list of strings, found {_type_name(item)} {_show(item)}"
                         )
+                    if len(item) > max_chars:
+                        return _long_text(item, max_chars)
                 return tuple(v)
             return _Bad(f"expected a list of strings, got {_type_name(v)} {_show(v)}")
 
@@ -228,12 +259,20 @@ FactsChecker = Callable[[Mapping[str, Any]], "tuple[dict[str, Value], tuple[str,
 _MISSING: Final = object()
 
 
-def build_checker(specs: Mapping[str, FactSpec]) -> FactsChecker:
+def build_checker(
+    specs: Mapping[str, FactSpec], *, limits: Limits = DEFAULT_LIMITS
+) -> FactsChecker:
     """Compile the declarations once into a checker run per request."""
-    plan = tuple((name, _converter(spec), spec.optional) for name, spec in specs.items())
+    plan = tuple((name, _converter(spec, limits), spec.optional) for name, spec in specs.items())
     declared = frozenset(specs)
+    max_keys = limits.facts_keys
 
     def check(raw: Mapping[str, Any]) -> tuple[dict[str, Value], tuple[str, ...]]:
+        if len(raw) > max_keys:
+            # Not one reason per fact: that list would be as long as the flood.
+            return {}, (
+                f"{len(raw):,} facts; a request may carry at most {max_keys:,} (limit facts_keys)",
+            )
         out: dict[str, Value] = {}
         reasons: list[str] | None = None
         seen = 0
@@ -261,7 +300,70 @@ def build_checker(specs: Mapping[str, FactSpec]) -> FactsChecker:
 
 
 def validate_facts(
-    specs: Mapping[str, FactSpec], facts: Mapping[str, Any]
+    specs: Mapping[str, FactSpec], facts: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[dict[str, Value], tuple[str, ...]]:
     """One-off form of :func:`build_checker`: coerced facts, and the per-fact reasons (if any)."""
-    return build_checker(specs)(facts)
+    return build_checker(specs, limits=limits)(facts)
+
+
+def context_problems(
+    context: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> tuple[str, ...]:
+    """Why the request's free-form context is over the facts' bounds (empty when it is not).
+
+    The context is not declared, so only sizes are checked: the number of fields, text length,
+    list length (and the length of each text in a list).
+    """
+    max_keys, max_chars, max_items = (
+        limits.facts_keys,
+        limits.fact_string_chars,
+        limits.fact_list_items,
+    )
+    if len(context) > max_keys:
+        return (
+            f"context: {len(context):,} fields; a request may carry at most {max_keys:,} "
+            "(limit facts_keys)",
+        )
+    reasons: list[str] = []
+    for name, v in context.items():
+        t = type(v)
+        if t is str:
+            if len(v) > max_chars:
+                reasons.append(f"context.{name}: {_long_text(v, max_chars).reason}")
+        elif t is tuple or t is list:
+            if len(v) > max_items:
+                reasons.append(
+                    f"context.{name}: list of {len(v):,} items; at most {max_items:,} are "
+                    "accepted (limit fact_list_items)"
+                )
+                continue
+            for item in v:
+                if type(item) is str and len(item) > max_chars:
+                    reasons.append(f"context.{name}: {_long_text(item, max_chars).reason}")
+                    break
+    return tuple(reasons)
+
+
+def parse_facts_json(text: str, *, what: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Value]:
+    """Facts (or context) written as a JSON object, read within bounds: ``{name: value}``.
+
+    Refuses, with one :class:`~ledger.errors.UsageError` line naming ``what`` (e.g. ``--facts``):
+    text over ``facts_bytes``, nesting over ``facts_json_depth`` (measured before parsing, so deep
+    input never reaches the recursive decoder), a key given twice in one object, ``NaN`` and
+    ``Infinity``, anything not JSON, and JSON that is not an object. Numbers with a fraction are
+    read as exact :class:`~decimal.Decimal` (``120.50`` stays ``120.50``); lists become tuples.
+    Whether the values suit a policy is the policy's question (:func:`build_checker`).
+    """
+    try:
+        data = boundedjson.loads(
+            text,
+            what=what,
+            max_bytes=limits.facts_bytes,
+            max_depth=limits.facts_json_depth,
+            parse_float=Decimal,
+        )
+    except boundedjson.JSONBoundsError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise UsageError(f'{what} must be a JSON object, e.g. \'{{"amount": "120.50"}}\'')
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}

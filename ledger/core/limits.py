@@ -43,7 +43,11 @@ class Limits:
 
     # Evaluation.
     evaluation_cost: int = 1_000_000
-    """Work units one request may spend in conditions (elements visited, characters matched)."""
+    """Work units one request may spend in the conditions of its grants, and again in each policy
+    version it runs: one unit per list element a macro visits, per 8 list elements compared or
+    copied, per 16 characters scanned or copied, per 16 bytes a regular expression reads (times
+    the pattern's weight), and at least one per metered call (``ledger.core.cel`` has the model).
+    A unit is roughly 0.1 µs of evaluator time, so the default stops a request after ~0.1-0.3 s."""
 
     # Records.
     record_bytes: int = 1_000_000

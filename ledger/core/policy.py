@@ -6,6 +6,12 @@ validation, which collects *every* problem (with file, rule id, field, line and 
 input allows) and raises one :class:`~ledger.errors.PolicyError`. Nothing else escapes, whatever
 the input.
 
+Both are bounded before the expensive work (STYLE §16, :mod:`ledger.core.limits`): the text's
+size first; YAML is composed once by a loader that counts nesting, aliases and the nodes the
+aliases expand to, and stops at the first bound crossed, so a 400-byte alias bomb is refused
+after a few hundred nodes instead of growing to billions; canonical JSON has its nesting measured
+before it is parsed.
+
 The canonical form is deterministic JSON (sorted keys, compact separators, no ``tests`` block);
 ``content_hash`` is ``sha256:<hex>`` of its UTF-8 bytes. Two documents that differ only in
 layout, comments, key order or shorthand have the same canonical form and hash.
@@ -30,9 +36,25 @@ from typing import Any, Final
 
 import yaml
 
-from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
+from ledger.core import boundedjson
+from ledger.core.cel import (
+    RESERVED_NAMES,
+    BudgetExceeded,
+    CompiledCondition,
+    Meter,
+    compile_condition,
+)
 from ledger.core.events import Determination, Value
-from ledger.core.facts import FACT_TYPES, FactsChecker, FactSpec, FactType, build_checker, cel_type
+from ledger.core.facts import (
+    FACT_TYPES,
+    FactsChecker,
+    FactSpec,
+    FactType,
+    build_checker,
+    cel_type,
+    context_problems,
+)
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError, PolicyProblem
 
 __all__ = [
@@ -49,12 +71,14 @@ __all__ = [
     "REASON_DEFAULT",
     "REASON_INVALID_FACTS",
     "REASON_CONDITION_ERROR",
+    "REASON_BUDGET_EXCEEDED",
 ]
 
 REASON_RULE_MATCHED: Final = "rule_matched"
 REASON_DEFAULT: Final = "default_applied"
 REASON_INVALID_FACTS: Final = "invalid_facts"
 REASON_CONDITION_ERROR: Final = "condition_error"
+REASON_BUDGET_EXCEEDED: Final = "evaluation_budget_exceeded"
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _FACT_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -151,15 +175,28 @@ class Policy:
     _governs_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_canonical(cls, document: str, *, filename: str | None = None) -> Policy:
-        """Load the canonical JSON text (``PolicyVersionProposed.document``)."""
-        try:
-            data = json.loads(document)
-        except (ValueError, RecursionError) as exc:
+    def from_canonical(
+        cls, document: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> Policy:
+        """Load the canonical JSON text (``PolicyVersionProposed.document``).
+
+        Bounded like YAML input: ``policy_document_bytes``, and nesting ``yaml_depth`` (measured
+        before parsing); duplicate keys are refused.
+        """
+        if not isinstance(document, str):
             raise PolicyError(
-                [PolicyProblem(message=f"not canonical policy JSON: {exc}", file=filename)]
-            ) from None
-        return _build(data, file=filename, marks=_Marks(), allow_tests=False)
+                [PolicyProblem(message="a policy document must be text", file=filename)]
+            )
+        try:
+            data = boundedjson.loads(
+                document,
+                what="canonical policy JSON",
+                max_bytes=limits.policy_document_bytes,
+                max_depth=limits.yaml_depth,
+            )
+        except boundedjson.JSONBoundsError as exc:
+            raise PolicyError([PolicyProblem(message=str(exc), file=filename)]) from None
+        return _build(data, file=filename, marks=_Marks(), allow_tests=False, limits=limits)
 
     def governs_action(self, action: str) -> bool:
         """Does this policy govern ``action`` (exactly or by one of its globs)?"""
@@ -226,10 +263,16 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: _Marks, depth: int = 0) -> None:
-    if depth > 200:
-        return
+def _collect_marks(
+    node: yaml.Node, path: tuple[Any, ...], marks: _Marks, visited: set[int]
+) -> None:
+    # Each node is walked once: a node reached again through an alias is marked where it was
+    # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
+    # recursion is as deep as the document, which the loader bounded.
     marks.values[path] = _mark(node)
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
@@ -241,21 +284,134 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: _Marks, depth:
                 marks.duplicates.append((sub, _mark(key_node)))
             seen.add(key)
             marks.keys[sub] = _mark(key_node)
-            _collect_marks(value_node, sub, marks, depth + 1)
+            _collect_marks(value_node, sub, marks, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _collect_marks(item, (*path, i), marks, depth + 1)
+            _collect_marks(item, (*path, i), marks, visited)
 
 
-def load_yaml(text: str, *, filename: str | None = None) -> tuple[Any, _Marks]:
+class _Refused(Exception):
+    """A bound of :class:`Limits` crossed while composing (message says which and what to do)."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _BoundedLoader(_Loader):
+    """Composes one document counting what an alias bomb multiplies, refusing at the first bound.
+
+    ``expanded`` counts every node as if each alias were replaced by a copy of what it names:
+    that is the size every later walk (marks, validation, canonical form) would see. An anchored
+    node's expanded size is recorded when it is complete, so an alias adds it in one step.
+    """
+
+    def __init__(self, stream: str, limits: Limits) -> None:
+        super().__init__(stream)
+        self.limits = limits
+        self.depth = 0
+        self.aliases = 0
+        self.expanded = 0
+        self.anchored_sizes: dict[int, int] = {}
+
+    def _grow(self, nodes: int, mark: Any) -> None:
+        self.expanded += nodes
+        limit = self.limits.yaml_nodes
+        if self.expanded > limit:
+            raise _Refused(
+                f"the document expands to more than {limit:,} nodes once its aliases are "
+                "expanded (limit yaml_nodes): write repeated parts out or use fewer nested "
+                "aliases",
+                mark,
+            )
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > self.limits.yaml_aliases:
+                raise _Refused(
+                    f"more than {self.limits.yaml_aliases:,} aliases (*name) in one document "
+                    "(limit yaml_aliases): write repeated parts out",
+                    event.start_mark,
+                )
+            node = super().compose_node(parent, index)  # the anchored node (or undefined alias)
+            size = self.anchored_sizes.get(id(node))
+            if size is None:
+                raise _Refused(
+                    f"alias *{event.anchor} refers to a node that contains it (a recursive "
+                    "structure): remove the alias",
+                    event.start_mark,
+                )
+            self._grow(size, event.start_mark)
+            return node
+        collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        if collection:
+            self.depth += 1
+            if self.depth > self.limits.yaml_depth:
+                raise _Refused(
+                    f"mappings and lists nested more than {self.limits.yaml_depth} levels deep "
+                    "(limit yaml_depth): flatten the document",
+                    event.start_mark,
+                )
+        before = self.expanded
+        self._grow(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        if collection:
+            self.depth -= 1
+        if getattr(event, "anchor", None) is not None and node is not None:
+            self.anchored_sizes[id(node)] = self.expanded - before
+        return node
+
+
+def _too_large(text: str, limit: int, *, what: str, filename: str | None) -> PolicyError | None:
+    size = boundedjson.utf8_size_exceeds(text, limit)
+    if size is None:
+        return None
+    return PolicyError(
+        [
+            PolicyProblem(
+                message=f"{what} is {size:,} bytes or more; at most {limit:,} are accepted "
+                "(limit policy_document_bytes): split it or shorten it",
+                file=filename,
+            )
+        ]
+    )
+
+
+def load_yaml(
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, _Marks]:
     """Parse one YAML document into plain data plus the position of every element.
 
-    Raises :class:`PolicyError` for anything that is not one well-formed YAML document.
+    Bounded before the work: the text's size (``policy_document_bytes``), then, while composing,
+    nesting (``yaml_depth``), aliases (``yaml_aliases``) and the node count with aliases
+    expanded (``yaml_nodes``). The document is composed once; the data is constructed from that
+    node tree.
+
+    Raises :class:`PolicyError` for anything that is not one well-formed YAML document within
+    those bounds.
     """
+    oversized = _too_large(
+        text, limits.policy_document_bytes, what="the document", filename=filename
+    )
+    if oversized is not None:
+        raise oversized
     marks = _Marks()
+    loader: _BoundedLoader | None = None
     try:
-        data = yaml.load(text, Loader=_Loader)
-        node = yaml.compose(text, Loader=_Loader)
+        loader = _BoundedLoader(text, limits)  # reads the text: may refuse a character already
+        node = loader.get_single_node()
+        if node is not None:
+            _collect_marks(node, (), marks, set())
+        data = loader.construct_document(node) if node is not None else None
+    except _Refused as exc:
+        line = exc.mark.line + 1 if exc.mark else None
+        column = exc.mark.column + 1 if exc.mark else None
+        raise PolicyError(
+            [PolicyProblem(message=exc.message, file=filename, line=line, column=column)]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -272,32 +428,37 @@ def load_yaml(text: str, *, filename: str | None = None) -> tuple[Any, _Marks]:
         raise PolicyError(
             [PolicyProblem(message=f"YAML error: {type(exc).__name__}: {exc}", file=filename)]
         ) from None
-    if node is not None:
-        _collect_marks(node, (), marks)
+    finally:
+        if loader is not None:
+            loader.dispose()
     return data, marks
 
 
-def parse_policy(text: str, *, filename: str | None = None) -> Policy:
-    """Parse and validate a policy document written in YAML.
+def parse_policy(
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Policy:
+    """Parse and validate a policy document written in YAML, within ``limits``.
 
     Raises :class:`~ledger.errors.PolicyError` listing every problem found; never anything else.
     """
     if not isinstance(text, str):
         raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
-    data, marks = load_yaml(text, filename=filename)
-    return _build(data, file=filename, marks=marks, allow_tests=True)
+    data, marks = load_yaml(text, filename=filename, limits=limits)
+    return _build(data, file=filename, marks=marks, allow_tests=True, limits=limits)
 
 
 def parse_test_cases(
-    text: str, *, filename: str | None = None
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
     """Parse a ``NAME.tests.yaml`` file: ``(policy name or None, cases)``.
 
     The file is either a list of cases or a mapping with ``cases:`` (or ``tests:``) and an
-    optional ``policy:`` naming the policy under test.
+    optional ``policy:`` naming the policy under test. Bounded as policy documents are.
     """
-    data, marks = load_yaml(text, filename=filename)
-    v = _Validator(filename, marks)
+    if not isinstance(text, str):
+        raise PolicyError([PolicyProblem(message="a tests file must be text", file=filename)])
+    data, marks = load_yaml(text, filename=filename, limits=limits)
+    v = _Validator(filename, marks, limits)
     policy_name: str | None = None
     path: tuple[Any, ...] = ()
     if isinstance(data, dict):
@@ -318,9 +479,10 @@ def parse_test_cases(
 
 
 class _Validator:
-    def __init__(self, file: str | None, marks: _Marks) -> None:
+    def __init__(self, file: str | None, marks: _Marks, limits: Limits) -> None:
         self.file = file
         self.marks = marks
+        self.limits = limits
         self.problems: list[PolicyProblem] = []
 
     def add(
@@ -574,7 +736,7 @@ class _Validator:
             )
             return None
         try:
-            return compile_condition(text, facts=facts, enums=enums)
+            return compile_condition(text, facts=facts, enums=enums, limits=self.limits)
         except PolicyError as exc:
             line, column = self.marks.value_at(path)
             for p in exc.problems:
@@ -753,8 +915,10 @@ _RULE_KEYS: Final = {"id", "when", "effect", "constraints", "reason", "descripti
 _DEFAULT_KEYS: Final = {"effect", "reason", "constraints"}
 
 
-def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> Policy:
-    v = _Validator(file, marks)
+def _build(
+    data: Any, *, file: str | None, marks: _Marks, allow_tests: bool, limits: Limits
+) -> Policy:
+    v = _Validator(file, marks, limits)
     for path, (line, column) in marks.duplicates:
         v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
     if not isinstance(data, dict):
@@ -899,7 +1063,7 @@ def _build(data: Any, *, file: str | None, marks: _Marks, allow_tests: bool) -> 
         canonical=canonical,
         content_hash=digest,
         source_file=file,
-        _runner=_make_runner(frozen_facts, rule_tuple, default),
+        _runner=_make_runner(frozen_facts, rule_tuple, default, limits),
         _governs_re=_globs_regex(governs),
     )
 
@@ -979,14 +1143,20 @@ def _determination(effect: Effect, constraints: Mapping[str, Value]) -> Determin
     return Determination.ALLOW_WITH_CONSTRAINTS if constraints else Determination.ALLOW
 
 
-def _always(f: Mapping[str, Any], c: Mapping[str, Any]) -> bool:
+def _always(f: Mapping[str, Any], c: Mapping[str, Any], m: Meter | None) -> bool:
     return True
 
 
 def _make_runner(
-    facts: Mapping[str, FactSpec], rules: tuple[Rule, ...], default: DefaultDecision
+    facts: Mapping[str, FactSpec],
+    rules: tuple[Rule, ...],
+    default: DefaultDecision,
+    limits: Limits,
 ) -> _Runner:
-    check: FactsChecker = build_checker(facts)
+    check: FactsChecker = build_checker(facts, limits=limits)
+    # One meter per run, and only for a policy with metered conditions: the others pay nothing.
+    metered = any(rule.condition is not None and rule.condition.metered for rule in rules)
+    budget = limits.evaluation_cost
     # Every rule's outcome is a constant: build it once, hand the same object out per request.
     plan = tuple(
         (
@@ -1013,16 +1183,31 @@ def _make_runner(
         raw: Mapping[str, Any], context: Mapping[str, Any]
     ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
         coerced, bad = check(raw)
+        if context and not bad:
+            bad = context_problems(context, limits)
         if bad:
             return PolicyOutcome(
                 determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad
             ), raw
+        meter = Meter(budget) if metered else None
         for fn, outcome in plan:
             try:
-                if fn(coerced, context):
+                if fn(coerced, context, meter):
                     return outcome, coerced
             except KeyError:
                 continue  # needs an absent fact: the rule does not match (see ledger.core.cel)
+            except BudgetExceeded as exc:
+                # Never an allow, never a later rule: the request asked for more work than any
+                # one request may have.
+                return (
+                    PolicyOutcome(
+                        determination=Determination.ERROR,
+                        reason_code=REASON_BUDGET_EXCEEDED,
+                        rule=outcome.rule,
+                        reasons=(f"evaluation stopped in rule {outcome.rule!r}: {exc}",),
+                    ),
+                    coerced,
+                )
             except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
                 # A fault on present values: record an error rather than skip to a later rule,
                 # which could allow what this rule would have denied.

@@ -1,0 +1,233 @@
+"""No single request can hold an evaluator (issue 8, item 2; STYLE §16).
+
+``s.matches("(a+)+$")`` used Python's backtracking ``re``: 22 s at 28 characters, 1.8x per
+character more. Conditions now use RE2 (linear time, CEL's specified dialect), and every
+operation whose work grows with the request's data charges a per-request budget
+(``Limits.evaluation_cost``); spending it is an ``error`` decision with its own reason code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from bounded import run_bounded  # beside this file (pytest puts its dir on sys.path)
+
+from ledger.core import EMPTY_STATE, REASON_CODES, decide, evaluate, fold
+from ledger.core.authority import authorize, authorize_request
+from ledger.core.cel import BudgetExceeded, ConditionFault, Meter, compile_condition
+from ledger.core.events import Determination, EvaluationRequested, IssueGrant
+from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.policy import parse_policy
+from ledger.errors import PolicyError
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def policy_with(when: str, facts: str = "s: string", **kw: object) -> str:
+    return (
+        f"policy: p\ngoverns: [p.act]\nowner: o\nfacts: {{{facts}}}\n"
+        f"rules:\n  - id: r\n    when: '{when}'\n    effect: deny\ndefault: {{effect: allow}}\n"
+    )
+
+
+# ----------------------------------------------------------------------------- RE2
+
+
+def test_catastrophic_pattern_runs_in_linear_time_with_re2_semantics() -> None:
+    # In a child with a timeout: with Python's re this never finished (2^10000 paths).
+    result = run_bounded(
+        f"""
+        from ledger.core.policy import parse_policy
+        policy = parse_policy({policy_with('s.matches("(a+)+$")')!r})
+        started = time.perf_counter()
+        hostile, _ = policy.run({{"s": "a" * 10_000 + "!"}})
+        seconds = time.perf_counter() - started
+        matching, _ = policy.run({{"s": "a" * 10_000}})
+        print(json.dumps({{"seconds": seconds, "hostile": hostile.determination.value,
+                          "matching": matching.determination.value}}))
+        """,
+        timeout=30,
+        memory=1 << 30,
+    )
+    assert result["hostile"] == "allow"  # no match: the default decides
+    assert result["matching"] == "deny"
+    assert result["seconds"] < 2  # a generous bound; it takes microseconds
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        ("abc", "xxabcxx", True),  # CEL matches is an unanchored search
+        ("^abc$", "xxabcxx", False),
+        ("^.$", "é", True),  # UTF-8: one character, not two bytes
+        (r"\\d", "٣", False),  # RE2's \d is ASCII, unlike Python's
+        ("(?i)ABC", "abc", True),
+    ],
+)
+def test_matches_has_re2_semantics(pattern: str, text: str, expected: bool) -> None:
+    condition = compile_condition(f's.matches("{pattern}")', facts={"s": "string"})
+    assert condition.evaluate({"s": text}, {}) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "detail"),
+    [
+        (r"(a)\\1", r"invalid escape sequence: \1"),  # backreference
+        ("(?=a)b", "invalid perl operator: (?="),  # lookahead
+        ("(?<!a)b", "invalid perl operator: (?<"),  # lookbehind
+        (r"a\\Z", r"invalid escape sequence: \Z"),
+    ],
+)
+def test_patterns_re2_cannot_compile_are_rejected_with_rule_and_position(
+    pattern: str, detail: str
+) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(policy_with(f's.size() > 1 && s.matches("{pattern}")'), filename="p.yaml")
+    (problem,) = info.value.problems
+    assert (problem.rule, problem.field, problem.line) == ("r", "when", 7)
+    assert "invalid regular expression for RE2" in problem.message and detail in problem.message
+    assert "(at column 27 of the condition)" in problem.message  # the pattern's position
+
+
+def test_pattern_length_is_bounded() -> None:
+    long = "a" * (DEFAULT_LIMITS.regex_chars + 1)
+    with pytest.raises(PolicyError, match="at most 1,024 are accepted \\(limit regex_chars\\)"):
+        compile_condition(f's.matches("{long}")', facts={"s": "string"})
+    assert compile_condition(f's.matches("{long[:-1]}")', facts={"s": "string"}).metered
+
+
+def test_condition_length_is_bounded() -> None:
+    text = " || ".join(["s == 'x'"] * 500)
+    with pytest.raises(PolicyError, match="limit condition_chars"):
+        compile_condition(text, facts={"s": "string"})
+
+
+# ----------------------------------------------------------------------------- the budget
+
+
+def test_nested_macros_over_two_large_lists_exceed_the_budget() -> None:
+    policy = parse_policy(
+        policy_with("a.exists(x, b.exists(y, x == y))", "a: list<string>, b: list<string>")
+    )
+    facts = {"a": [f"a{i}" for i in range(1000)], "b": [f"b{i}" for i in range(1000)]}
+    started = time.perf_counter()
+    outcome, _ = policy.run(facts)
+    seconds = time.perf_counter() - started
+    assert outcome.determination is Determination.ERROR  # never the default allow
+    assert outcome.reason_code == "evaluation_budget_exceeded" and outcome.rule == "r"
+    assert "evaluation budget of 1,000,000 work units" in outcome.reasons[0]
+    assert seconds < 5  # generous: stopping takes a fraction of a second
+    # Deterministic (counted, not timed): the same request gives the same answer.
+    assert policy.run(facts)[0] == outcome
+    # The same condition over ordinary lists is an ordinary decision.
+    small = {"a": facts["a"][:100], "b": [*facts["b"][:100], "a7"]}
+    assert policy.run(small)[0].determination is Determination.DENY
+    assert policy.run({"a": ["x"], "b": ["y"]})[0].determination is Determination.ALLOW
+
+
+def test_string_work_inside_a_macro_is_charged() -> None:
+    policy = parse_policy(
+        policy_with("tags.exists(t, note.contains(t))", "tags: list<string>, note: string")
+    )
+    note = "x" * 60_000
+    outcome, _ = policy.run({"tags": [f"tag{i}" for i in range(1000)], "note": note})
+    assert outcome.reason_code == "evaluation_budget_exceeded"
+    ok, _ = policy.run({"tags": ["tag1", "x"], "note": note})
+    assert ok.determination is Determination.DENY
+
+
+def test_the_budget_comes_from_the_limits() -> None:
+    tight = replace(DEFAULT_LIMITS, evaluation_cost=100)
+    policy = parse_policy(policy_with('a.all(x, x != "z")', "a: list<string>"), limits=tight)
+    assert policy.run({"a": ["y"] * 50})[0].determination is Determination.DENY
+    assert policy.run({"a": ["y"] * 150})[0].reason_code == "evaluation_budget_exceeded"
+
+
+def test_conditions_without_metered_operations_never_touch_the_meter() -> None:
+    plain = compile_condition(
+        "n > 1 && s == 'x' && s in ['x', 'y']", facts={"n": "int", "s": "string"}
+    )
+    assert not plain.metered
+    assert plain.fn({"n": 2, "s": "x"}, {}, None) is True  # no meter needed at all
+    for text in ("a.exists(x, x == 'q')", "s.contains('q')", "s.matches('q')", "s == t", "s in a"):
+        assert compile_condition(
+            text, facts={"a": "list<string>", "s": "string", "t": "string"}
+        ).metered
+
+
+def test_compiled_condition_evaluate_raises_budget_exceeded_as_a_condition_fault() -> None:
+    c = compile_condition("a.exists(x, a.exists(y, x == y + 'z'))", facts={"a": "list<string>"})
+    with pytest.raises(BudgetExceeded) as info:
+        c.evaluate({"a": [str(i) for i in range(1000)]}, {}, meter=Meter(10_000))
+    assert isinstance(info.value, ConditionFault)
+    assert c.evaluate({"a": ["1", "2"]}, {}) is False
+
+
+def test_dynamic_arithmetic_cannot_repeat_or_format_text() -> None:
+    # Grant conditions are dynamic: Python's "x" * n and "%999999999d" % 1 would build gigabytes.
+    result = run_bounded(
+        """
+        from ledger.core.cel import ConditionFault, compile_condition
+        out = {}
+        for text, facts in [
+            ("note * n == 'x'", {"note": "x", "n": 10**12}),
+            ("items * n == items", {"items": ("a",), "n": 10**12}),
+            ("fmt % n == 'x'", {"fmt": "%999999999d", "n": 1}),
+        ]:
+            try:
+                out[text] = compile_condition(text, facts=None).evaluate(facts, {})
+            except ConditionFault as exc:
+                out[text] = "fault: " + str(exc)
+        print(json.dumps(out))
+        """,
+        timeout=30,
+        memory=1 << 30,
+    )
+    assert all(str(v).startswith("fault: ") and "expected a number" in v for v in result.values())
+
+
+# ----------------------------------------------------------------------------- grant conditions
+
+
+def _state_with_grant(condition: str):  # type: ignore[no-untyped-def]
+    command = IssueGrant(
+        event_id="c1",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id="g1",
+        principal="agent:a",
+        actions=("p.act",),
+        resource="*",
+        condition=condition,
+    )
+    outcome = decide(EMPTY_STATE, command, now=T0, new_id=lambda: "e1")
+    assert isinstance(outcome, tuple)
+    state = EMPTY_STATE
+    for event in outcome:
+        state = fold(state, event)
+    return state
+
+
+def test_grant_conditions_are_bounded_and_fail_closed() -> None:
+    state = _state_with_grant("xs.exists(a, xs.exists(b, a == b + '!'))")
+    facts = {"xs": tuple(str(i) for i in range(1000))}
+    request = EvaluationRequested(
+        event_id="r1", occurred_at=T0, actor="agent:a", action="p.act", principal="agent:a",
+        resource="x", facts=facts,
+    )  # fmt: skip
+    decision = evaluate(state, request, now=T0, evaluator_id="t")
+    assert decision.determination is Determination.ERROR
+    assert decision.reason_code == "evaluation_budget_exceeded" and decision.grant_id is None
+    # The governance path (lifecycle) asks authorize(): the grant simply does not apply.
+    assert authorize(state, "agent:a", "p.act", "x", now=T0, facts=facts) is None
+    assert authorize_request(state, "agent:a", "p.act", "x", now=T0, facts=facts) == (None, True)
+    # Small facts: the grant applies as before.
+    ok = replace(request, facts={"xs": ("1", "2!", "2")})
+    assert evaluate(state, ok, now=T0, evaluator_id="t").reason_code == "ungoverned_action"
+
+
+def test_the_reason_code_is_documented() -> None:
+    assert "evaluation_budget_exceeded" in REASON_CODES
