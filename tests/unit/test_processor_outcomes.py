@@ -229,3 +229,11 @@ def test_a_send_refused_on_the_spot_stops_the_process(monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit):
         asyncio.run(common.send_or_die(_Refusing(), "t", b"k", b"v"))
     assert exits == [common.DELIVERY_FAILED_EXIT]
+
+
+def test_fits_agrees_with_the_producers_own_measure_at_the_edge() -> None:
+    limit = OutputLimit(1_000_000)
+    for size in range(999_800, 1_000_001, 7):
+        value = b"v" * size
+        assert limit.fits(b"key", value) == (limit.size(b"key", value) <= 1_000_000), size
+    assert not limit.fits(None, b"v" * 1_000_000)  # the value alone at the limit: framing too
