@@ -17,6 +17,7 @@ Run it: ``python -m processors.command_processor``, or let ``ledger up`` do it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,7 @@ from processors.common import (
     ProcessorStats,
     create_faust_app,
     die,
+    send_all,
     send_or_die,
     state_dir,
 )
@@ -240,12 +242,16 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
                 step = handler.handle(follower.state, event.message)
             except Exception:  # see above
                 die(HANDLING_FAILED_EXIT, "command processor failed outside any one record")
-            for gov, (topic, key, value) in step.events:
-                # Wait for the broker's ack: the answer must never precede the events.
-                await (await send_or_die(app.producer, topic, key, value))
-                follower.apply_local(gov)
-            for topic, key, value in step.outputs:
-                await send_or_die(app.producer, topic, key, value)
+            try:
+                for gov, (topic, key, value) in step.events:
+                    # Wait for the broker's ack: the answer must never precede the events.
+                    await (await send_or_die(app.producer, topic, key, value))
+                    follower.apply_local(gov)
+            except asyncio.CancelledError:
+                # Stopped between appending and answering: exit uncommitted (see send_all); the
+                # command comes again and is answered from the events already written.
+                die(HANDLING_FAILED_EXIT, "stopped while appending a command's events")
+            await send_all(app.producer, step.outputs)
 
     return app
 

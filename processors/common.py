@@ -36,6 +36,7 @@ __all__ = [
     "Output",
     "OutputLimit",
     "send_or_die",
+    "send_all",
     "die",
     "state_dir",
     "DELIVERY_FAILED_EXIT",
@@ -166,6 +167,26 @@ async def send_or_die(producer: Any, topic: str, key: bytes, value: bytes) -> as
             topic, exc)  # fmt: skip
     future.add_done_callback(_die_on_failure)
     return future
+
+
+async def send_all(producer: Any, outputs: list[Output]) -> None:
+    """Send ``outputs`` in order with :func:`send_or_die`; never leave some of them unsent.
+
+    Stopping the worker cancels its agent, possibly between two sends of one input's outputs;
+    Faust would then acknowledge the input and commit past it with the rest unwritten. So a
+    cancellation before every output is queued stops the process instead (the input is
+    re-delivered on restart, and ids make that idempotent).
+    """
+    queued = 0
+    try:
+        for topic, key, value in outputs:
+            await send_or_die(producer, topic, key, value)
+            queued += 1
+    except asyncio.CancelledError:
+        if queued < len(outputs):
+            die(HANDLING_FAILED_EXIT, "stopped with %d of %d outputs unsent: exiting uncommitted",
+                len(outputs) - queued, len(outputs))  # fmt: skip
+        raise
 
 
 @dataclass

@@ -47,7 +47,7 @@ from processors.common import (
     ProcessorStats,
     create_faust_app,
     die,
-    send_or_die,
+    send_all,
     state_dir,
 )
 from processors.dead_letters import DeadLetters, decode_as
@@ -350,8 +350,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
                 outputs = handler.handle_batch(follower.state, [e.message for e in events])
             except Exception:  # see above
                 die(HANDLING_FAILED_EXIT, "evaluator failed outside any one record")
-            for topic, key, value in outputs:
-                await send_or_die(producer, topic, key, value)
+            await send_all(producer, outputs)
 
     @app.timer(interval=30.0)
     async def report() -> None:

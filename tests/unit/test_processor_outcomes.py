@@ -237,3 +237,54 @@ def test_fits_agrees_with_the_producers_own_measure_at_the_edge() -> None:
         value = b"v" * size
         assert limit.fits(b"key", value) == (limit.size(b"key", value) <= 1_000_000), size
     assert not limit.fits(None, b"v" * 1_000_000)  # the value alone at the limit: framing too
+
+
+class _Stalling:
+    """Queues the first record, then never returns from ``send`` (a full buffer, a slow broker)."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, *args: Any) -> Any:
+        if self.queued:
+            await asyncio.Event().wait()
+        self.queued.append(value)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def test_a_worker_stopped_between_two_outputs_of_an_input_exits_uncommitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[int] = []
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(common.os, "_exit", exit_now)
+    producer = _Stalling()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            common.send_all(producer, [("t", b"k", b"decision"), ("t", b"k", b"correction")])
+        )
+        await asyncio.sleep(0.01)
+        task.cancel()  # what stopping the worker does to its agent
+        await task
+
+    with pytest.raises(SystemExit):
+        asyncio.run(scenario())
+    assert producer.queued == [b"decision"]
+    assert exits == [common.HANDLING_FAILED_EXIT]
+
+
+def test_a_worker_stopped_after_queueing_everything_stops_normally() -> None:
+    producer = _Stalling()
+
+    async def scenario() -> None:
+        await common.send_all(producer, [("t", b"k", b"decision")])
+
+    asyncio.run(scenario())
+    assert producer.queued == [b"decision"]
