@@ -50,7 +50,9 @@ def build_state() -> LedgerState:
     ids = (f"evt-{i}" for i in itertools.count())
     state = EMPTY_STATE
     commands = [
-        ProposePolicyVersion(event_id="c1", occurred_at=T0, actor="human:alice", document=POLICY),
+        ProposePolicyVersion(
+            event_id="c1", occurred_at=T0, actor="human:alice", document=POLICY, policy="refund"
+        ),
         ApprovePolicyVersion(
             event_id="c2", occurred_at=T0, actor="human:bob", policy="refund", version=1
         ),

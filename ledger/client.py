@@ -47,6 +47,7 @@ from ledger.core.events import (
     Determination,
     EvaluationRequested,
     Mode,
+    ProposePolicyVersion,
     Value,
 )
 from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, UsageError
@@ -402,9 +403,16 @@ class LedgerClient:
         """Publish a governance command and wait for its result.
 
         Raises :class:`CommandRejectedError` (carrying the stable code) when it is rejected.
+        A proposal that does not say which policy it is for gets the name from its document,
+        parsed here (:class:`~ledger.errors.PolicyError` if it does not validate): the command
+        processor authorizes a proposal on that name before it reads the document.
         """
         from ledger.core import command_aggregate
 
+        if isinstance(command, ProposePolicyVersion) and command.policy is None:
+            from ledger.core.policy import parse_policy
+
+            command = replace(command, policy=parse_policy(command.document).name)
         future: Future[CommandAccepted | CommandRejected] = self._listener.expect(command.event_id)
         key = command_aggregate(command).encode()
         self._publish(self.config.topics.commands, key, command, future)

@@ -4,6 +4,10 @@ Agent body: decode → core ``decide`` → append the events → answer on ``led
 ``ledger.commands`` has one partition and this processor runs as one worker, so commands are
 decided one at a time against the state that includes every earlier accepted command.
 
+Every command record gets a written outcome before its offset is committed: an answer, or a dead
+letter (:mod:`processors.dead_letters`) for a record that is not a command, that the processor
+failed on, or that it died on every time it was handled (:mod:`processors.inflight`).
+
 A command re-delivered after a crash (events written, offset not yet committed) is recognised
 by its id — every governance event carries the ``command_id`` that caused it — and answered
 again without appending anything twice.
@@ -13,52 +17,214 @@ Run it: ``python -m processors.command_processor``, or let ``ledger up`` do it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import faust
 
-from ledger.codec import default_codec
+from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     COMMAND_TYPES,
     Command,
     CommandAccepted,
-    DeadLetter,
+    CommandRejected,
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
     RoleAssigned,
     RoleRevoked,
 )
-from ledger.core.lifecycle import Rejection, command_aggregate, command_result, decide
-from ledger.core.state import aggregate_of
+from ledger.core.lifecycle import (
+    Rejection,
+    command_aggregate,
+    command_result,
+    decide,
+)
+from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
 from ledger.kafka_io import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import GovernanceFollower, ProcessorStats, create_faust_app, send_or_die
+from processors.common import (
+    HANDLING_FAILED_EXIT,
+    GovernanceFollower,
+    Output,
+    OutputLimit,
+    ProcessorStats,
+    create_faust_app,
+    die,
+    send_all,
+    send_or_die,
+    state_dir,
+)
+from processors.dead_letters import DeadLetters, decode_as
+from processors.inflight import InFlight
 
-__all__ = ["create_app", "main", "APP_ID"]
+__all__ = ["create_app", "main", "APP_ID", "CommandHandler", "Step"]
 
 log = logging.getLogger("ledger.command-processor")
 APP_ID = "ledger-command-processor"
+ACTOR = "service:command-processor"
 _GRANT_EVENTS = (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)
+# Text a sender supplied, repeated in an answer that would otherwise not fit, is cut to this.
+_ANSWER_TEXT_CHARS = 1_000
+
+
+@dataclass
+class Step:
+    """What one command record leads to, in order: governance events to append (each with its
+    record), then the answer or dead letter."""
+
+    events: list[tuple[GovernanceEvent, Output]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+
+
+class CommandHandler:
+    """Turns one command record into what to write. No Kafka: easy to test.
+
+    Every record gets an outcome that fits a Kafka record: an answer (a ``too_large`` rejection
+    when an event it would append does not fit), or a dead letter. With ``inflight``, a record
+    that was being handled each time the process died is dead-lettered, not handled.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        codec: Codec,
+        stats: ProcessorStats,
+        limit: OutputLimit | None = None,
+        inflight: InFlight | None = None,
+        new_id: Callable[[], str] = new_id,
+    ) -> None:
+        self.topics = settings.topics
+        self.admins = settings.admins
+        self.codec = codec
+        self.stats = stats
+        self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
+        self.inflight = inflight
+        self.new_id = new_id
+        self.applied: dict[str, list[str]] = {}  # command id -> ids of the events it produced
+        self.letters = DeadLetters(
+            codec=codec, topic=settings.topics.dead_letters, actor=ACTOR, stats=stats,
+            limit=self.limit, new_id=new_id,
+        )  # fmt: skip
+
+    def remember(self, event: GovernanceEvent) -> None:
+        """Note an applied event's command (the follower calls this for every event)."""
+        ids = self.applied.setdefault(event.command_id, [])
+        if event.event_id not in ids:
+            ids.append(event.event_id)
+
+    def handle(self, state: LedgerState, msg: Any) -> Step:
+        """The step for ``msg`` (a Faust message), decided against ``state``."""
+        where = (msg.topic, msg.partition, msg.offset)
+        if self.inflight is not None:
+            deaths = self.inflight.begin(*where)
+            if deaths:
+                reason = (
+                    f"the command processor died {deaths} times while handling this record (a "
+                    "crash, a hang that got it killed, or memory): it is not handled again"
+                )
+                return self._letter(msg, "poison_record", reason)
+        try:
+            return self._handle(state, msg)
+        except Exception as exc:  # one record's failure, not the processor's
+            log.exception("command processor failed on %s[%s]@%s", *where)
+            text = str(exc)
+            return self._letter(msg, "handler_error", f"{type(exc).__name__}: {text}" if text
+                                else type(exc).__name__)  # fmt: skip
+        finally:
+            if self.inflight is not None:
+                self.inflight.clear()
+
+    def _handle(self, state: LedgerState, msg: Any) -> Step:
+        try:
+            command: Command = decode_as(
+                self.codec, msg.value, COMMAND_TYPES, "a governance command"
+            )
+        except CodecError as exc:
+            return self._letter(msg, exc.code, str(exc))
+        now = utcnow()
+        step = Step()
+        if command.event_id in self.applied:  # re-delivery of an already applied command
+            self.stats.duplicates += 1
+            result: CommandAccepted | CommandRejected = CommandAccepted(
+                event_id=self.new_id(), occurred_at=now, actor=ACTOR,
+                command_id=command.event_id, command_type=type(command).__name__,
+                aggregate=command_aggregate(command),
+                event_ids=tuple(self.applied[command.event_id]), message="already applied",
+            )  # fmt: skip
+        else:
+            outcome = decide(state, command, now=now, new_id=self.new_id, admins=self.admins)
+            if not isinstance(outcome, Rejection):
+                for gov in outcome:
+                    topic = (
+                        self.topics.grant_events
+                        if isinstance(gov, _GRANT_EVENTS)
+                        else self.topics.policy_events
+                    )
+                    key, value = aggregate_of(gov).encode(), self.codec.encode(gov)
+                    if not self.limit.fits(key, value):
+                        # Nothing is half-applied: the command is refused as a whole.
+                        step.events.clear()
+                        outcome = Rejection(
+                            code="too_large",
+                            message=f"its {type(gov).__name__} event would be over the "
+                            f"{self.limit.max_bytes}-byte record limit",
+                        )
+                        break
+                    step.events.append((gov, (topic, key, value)))
+            result = command_result(command, outcome, event_id=self.new_id(), now=now)
+        answer = self._answer(command, result)
+        if answer is None:
+            step.events.clear()  # no answer could be written: apply nothing either
+            reason = f"its answer would be over the {self.limit.max_bytes}-byte record limit"
+            return self._letter(msg, "output_too_large", reason)
+        self.stats.processed += 1
+        step.outputs.append(answer)
+        return step
+
+    def _answer(self, command: Command, result: CommandAccepted | CommandRejected) -> Output | None:
+        key = command.event_id.encode()
+        value = self.codec.encode(result)
+        if self.limit.fits(key, value):
+            return (self.topics.command_results, key, value)
+        # The sender's own text (a huge name, a reason quoting it) made it large: cut it.
+        short = replace(result, aggregate=_cut(result.aggregate))
+        if isinstance(short, CommandRejected):
+            short = replace(short, reason=_cut(short.reason))
+        value = self.codec.encode(short)
+        if self.limit.fits(key, value):
+            return (self.topics.command_results, key, value)
+        return None
+
+    def _letter(self, msg: Any, code: str, reason: str) -> Step:
+        letter = self.letters.letter(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                     key=msg.key, value=msg.value, code=code, reason=reason)  # fmt: skip
+        return Step(outputs=[letter])
+
+
+def _cut(text: str) -> str:
+    if len(text) <= _ANSWER_TEXT_CHARS:
+        return text
+    return f"{text[:_ANSWER_TEXT_CHARS]}… ({len(text)} characters)"
 
 
 def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
     app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
     codec = default_codec()
     stats = ProcessorStats()
-    applied: dict[str, list[str]] = {}  # command id -> ids of the events it produced
-
-    def remember(event: GovernanceEvent) -> None:
-        ids = applied.setdefault(event.command_id, [])
-        if event.event_id not in ids:
-            ids.append(event.event_id)
-
+    handler = CommandHandler(
+        settings=settings, codec=codec, stats=stats, limit=OutputLimit.for_app(app),
+        inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
+    )  # fmt: skip
     follower = GovernanceFollower(
-        bootstrap=bootstrap, settings=settings, codec=codec, stats=stats, on_event=remember
+        bootstrap=bootstrap, settings=settings, codec=codec, stats=stats, on_event=handler.remember
     )
-    t = settings.topics
     app.ledger_stats = stats  # type: ignore[attr-defined]
     app.ledger_follower = follower  # type: ignore[attr-defined]
 
@@ -66,54 +232,26 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
     async def follow_governance() -> None:
         await follower.run()
 
-    @app.agent(app.topic(t.commands))
+    @app.agent(app.topic(settings.topics.commands))
     async def handle(stream: Any) -> None:
+        # Nothing may raise out of this body: Faust would acknowledge the command and commit past
+        # it. A command that fails becomes a dead letter; anything else stops the process.
         async for event in stream.events():
             await follower.ready.wait()
-            msg = event.message
             try:
-                decoded = codec.decode(msg.value)
-                if not isinstance(decoded, COMMAND_TYPES):
-                    raise CodecError(f"{type(decoded).__name__} is not a command")
-                command = cast(Command, decoded)
-            except CodecError as exc:
-                stats.dead_lettered += 1
-                letter = DeadLetter(
-                    event_id=new_id(), occurred_at=utcnow(), actor="service:command-processor",
-                    source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                    key=msg.key, value=msg.value, code=exc.code, reason=str(exc),
-                )  # fmt: skip
-                await send_or_die(
-                    app.producer, t.dead_letters, msg.key or b"", codec.encode(letter)
-                )
-                continue
-            now = utcnow()
-            if command.event_id in applied:  # re-delivery of an already applied command
-                stats.duplicates += 1
-                result: Any = CommandAccepted(
-                    event_id=new_id(), occurred_at=now, actor="service:command-processor",
-                    command_id=command.event_id, command_type=type(command).__name__,
-                    aggregate=command_aggregate(command),
-                    event_ids=tuple(applied[command.event_id]), message="already applied",
-                )  # fmt: skip
-            else:
-                outcome = decide(
-                    follower.state, command, now=now, new_id=new_id, admins=settings.admins
-                )
-                if not isinstance(outcome, Rejection):
-                    for gov in outcome:
-                        topic = (
-                            t.grant_events if isinstance(gov, _GRANT_EVENTS) else t.policy_events
-                        )
-                        key, value = aggregate_of(gov).encode(), codec.encode(gov)
-                        # Wait for the broker's ack: the answer must never precede the events.
-                        await (await send_or_die(app.producer, topic, key, value))
-                        follower.apply_local(gov)
-                result = command_result(command, outcome, event_id=new_id(), now=now)
-            stats.processed += 1
-            await send_or_die(
-                app.producer, t.command_results, command.event_id.encode(), codec.encode(result)
-            )
+                step = handler.handle(follower.state, event.message)
+            except Exception:  # see above
+                die(HANDLING_FAILED_EXIT, "command processor failed outside any one record")
+            try:
+                for gov, (topic, key, value) in step.events:
+                    # Wait for the broker's ack: the answer must never precede the events.
+                    await (await send_or_die(app.producer, topic, key, value))
+                    follower.apply_local(gov)
+            except asyncio.CancelledError:
+                # Stopped between appending and answering: exit uncommitted (see send_all); the
+                # command comes again and is answered from the events already written.
+                die(HANDLING_FAILED_EXIT, "stopped while appending a command's events")
+            await send_all(app.producer, step.outputs)
 
     return app
 

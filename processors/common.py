@@ -12,20 +12,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import faust
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ledger.codec import Codec
 from ledger.core.events import GovernanceEvent
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
 from ledger.errors import CodecError
 from ledger.kafka_io import position_key
 from ledger.settings import Settings
 
-__all__ = ["create_faust_app", "GovernanceFollower", "ProcessorStats", "send_or_die"]
+__all__ = [
+    "create_faust_app",
+    "GovernanceFollower",
+    "ProcessorStats",
+    "Output",
+    "OutputLimit",
+    "send_or_die",
+    "send_all",
+    "die",
+    "state_dir",
+    "DELIVERY_FAILED_EXIT",
+    "HANDLING_FAILED_EXIT",
+]
 
 log = logging.getLogger("ledger.processors")
 
@@ -41,7 +57,7 @@ def create_faust_app(
     offset is committed only after the output it caused is durably written.
     """
     name = f"{settings.topics.prefix}{app_id}"
-    datadir = settings.home / "faust" / name
+    datadir = state_dir(settings, app_id)
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level itself
     conf: dict[str, Any] = {
         "broker": f"kafka://{bootstrap}",
@@ -71,30 +87,106 @@ def create_faust_app(
     return faust.App(name, **conf)
 
 
+def state_dir(settings: Settings, app_id: str) -> Path:
+    """The app's own directory under ``$LEDGER_HOME/faust`` (Faust data, in-flight markers)."""
+    return settings.home / "faust" / f"{settings.topics.prefix}{app_id}"
+
+
+Output = tuple[str, bytes, bytes]
+"""One record to write: (topic, key, value)."""
+
+
+# A batch of one header-less record adds its 61-byte batch header and at most ~32 bytes of
+# record framing (varint lengths, attributes, deltas) to the key and value.
+_FRAMING_BOUND = 128
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLimit:
+    """The largest record a processor may write, and the check against it.
+
+    The smaller of the ledger's record limit and the producer's ``max_request_size`` (which the
+    producer enforces by raising from ``send`` itself), measured as the producer measures a
+    record: key, value and the record batch's framing.
+    """
+
+    max_bytes: int
+
+    @classmethod
+    def for_app(cls, app: faust.App, limits: Limits = DEFAULT_LIMITS) -> OutputLimit:
+        return cls(min(limits.record_bytes, int(app.conf.producer_max_request_size)))
+
+    def size(self, key: bytes | None, value: bytes | None) -> int:
+        return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []))
+
+    def fits(self, key: bytes | None, value: bytes | None) -> bool:
+        raw = (len(key) if key else 0) + (len(value) if value else 0)
+        if raw + _FRAMING_BOUND <= self.max_bytes:  # the common case, without the estimate
+            return True
+        return self.size(key, value) <= self.max_bytes
+
+
 DELIVERY_FAILED_EXIT = 70
+HANDLING_FAILED_EXIT = 71
+
+
+def die(exit_code: int, message: str, *args: Any) -> NoReturn:
+    """Stop the process at once, before any offset can be committed.
+
+    A hard exit, not a Faust crash: when Faust sees an agent raise, it acknowledges the events
+    it was handling and commits past them. Whatever input had no written outcome is re-delivered
+    on restart; request and command ids make that idempotent.
+    """
+    log.critical(message, *args, exc_info=sys.exc_info()[0] is not None)
+    os._exit(exit_code)
 
 
 def _die_on_failure(future: asyncio.Future[Any]) -> None:
     if future.cancelled() or future.exception() is None:
         return
-    log.critical(
+    die(
+        DELIVERY_FAILED_EXIT,
         "output could not be written, stopping before any offset is committed: %r",
         future.exception(),
     )
-    # A hard exit, not a Faust crash: no commit may follow a lost output. The input is
-    # re-delivered on restart and request/command ids make that idempotent.
-    os._exit(DELIVERY_FAILED_EXIT)
 
 
 async def send_or_die(producer: Any, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-    """Send through the app's producer; if the broker finally refuses the record, exit at once.
+    """Send through the app's producer; if the record is refused, now or later, exit at once.
 
     Faust flushes the producer before committing input offsets but does not raise when a send
-    failed, so without this an input could be committed while its output was lost.
+    failed, so without this an input could be committed while its output was lost. A refusal can
+    also come from ``send`` itself (a record over ``max_request_size`` raises there, before any
+    future exists): that exits too, instead of propagating into the agent, where Faust would
+    acknowledge the input and commit past it.
     """
-    future: asyncio.Future[Any] = await producer.send(topic, key, value, None, None, None)
+    try:
+        future: asyncio.Future[Any] = await producer.send(topic, key, value, None, None, None)
+    except Exception as exc:  # every refusal is fatal here, whatever its type
+        die(DELIVERY_FAILED_EXIT, "output to %s was refused, stopping before any commit: %r",
+            topic, exc)  # fmt: skip
     future.add_done_callback(_die_on_failure)
     return future
+
+
+async def send_all(producer: Any, outputs: list[Output]) -> None:
+    """Send ``outputs`` in order with :func:`send_or_die`; never leave some of them unsent.
+
+    Stopping the worker cancels its agent, possibly between two sends of one input's outputs;
+    Faust would then acknowledge the input and commit past it with the rest unwritten. So a
+    cancellation before every output is queued stops the process instead (the input is
+    re-delivered on restart, and ids make that idempotent).
+    """
+    queued = 0
+    try:
+        for topic, key, value in outputs:
+            await send_or_die(producer, topic, key, value)
+            queued += 1
+    except asyncio.CancelledError:
+        if queued < len(outputs):
+            die(HANDLING_FAILED_EXIT, "stopped with %d of %d outputs unsent: exiting uncommitted",
+                len(outputs) - queued, len(outputs))  # fmt: skip
+        raise
 
 
 @dataclass

@@ -13,6 +13,7 @@ Run it: ``python -m processors.evaluator`` (reads ``LEDGER_*`` from the environm
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -20,24 +21,52 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import faust
 
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import correction_for, evaluate, evaluate_batch
-from ledger.core.events import BatchEvaluationRequested, DeadLetter, EvaluationRequested
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    BatchItemDecision,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+)
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
-from ledger.kafka_io import new_id, utcnow
+from ledger.kafka_io import utcnow
 from ledger.settings import Settings
-from processors.common import GovernanceFollower, ProcessorStats, create_faust_app, send_or_die
+from processors.common import (
+    HANDLING_FAILED_EXIT,
+    GovernanceFollower,
+    Output,
+    OutputLimit,
+    ProcessorStats,
+    create_faust_app,
+    die,
+    send_all,
+    state_dir,
+)
+from processors.dead_letters import DeadLetters, decode_as
+from processors.inflight import InFlight
 
-__all__ = ["create_app", "RequestHandler", "RecentIds", "main", "APP_ID"]
+__all__ = [
+    "create_app",
+    "RequestHandler",
+    "RecentIds",
+    "main",
+    "APP_ID",
+    "TRACE_TOO_LARGE",
+    "TRACE_TOO_LARGE_MEANING",
+]
 
 log = logging.getLogger("ledger.evaluator")
 APP_ID = "ledger-evaluator"
 
-Output = tuple[str, bytes, bytes]  # (topic, key, value)
+_REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 
 # Requests handled per agent step, and how long a step waits for a batch to fill. The wait is
 # the most latency batching can add to a request that arrives alone.
@@ -68,73 +97,153 @@ class RecentIds:
         return len(self._ids)
 
 
+TRACE_TOO_LARGE: Final = "trace_too_large"
+"""``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record."""
+TRACE_TOO_LARGE_MEANING: Final = (
+    "error: the full decision trace would not fit a Kafka record; facts, context, constraints and "
+    "shadow results are left out, the request's size and SHA-256 are in the reason"
+)
+
+
 class RequestHandler:
-    """Turns one request record into the records to publish. No I/O: easy to test and reuse."""
+    """Turns request records into the records to publish. No Kafka: easy to test and reuse.
+
+    Every record gets an outcome that fits a Kafka record: a decision (an ``error`` decision
+    without facts when the full trace would be too large), or a dead letter. With ``inflight``,
+    a record that was being handled each time the process died is dead-lettered, not handled.
+    """
 
     def __init__(
-        self, *, settings: Settings, codec: Codec, evaluator_id: str, stats: ProcessorStats
+        self,
+        *,
+        settings: Settings,
+        codec: Codec,
+        evaluator_id: str,
+        stats: ProcessorStats,
+        limit: OutputLimit | None = None,
+        inflight: InFlight | None = None,
     ) -> None:
         self.topics = settings.topics
         self.codec = codec
         self.evaluator_id = evaluator_id
         self.stats = stats
         self.recent = RecentIds()
+        self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
+        self.inflight = inflight
+        self.letters = DeadLetters(
+            codec=codec, topic=settings.topics.dead_letters, actor=f"service:{evaluator_id}",
+            stats=stats, limit=self.limit,
+        )  # fmt: skip
 
     def handle(self, state: Any, *, topic: str, partition: int, offset: int,
                key: bytes | None, value: bytes | None) -> list[Output]:  # fmt: skip
         started = time.perf_counter_ns()
         try:
-            if value is None:
-                raise CodecError("empty record (tombstone) on the request topic")
-            request = self.codec.decode(value)
+            request = decode_as(self.codec, value, _REQUEST_TYPES, "an evaluation request")
         except CodecError as exc:
             return [self._dead_letter(topic, partition, offset, key, value, exc.code, str(exc))]
+        rid = request.event_id.encode()
+        if rid in self.recent:
+            self.stats.duplicates += 1
+            return []
+        now = utcnow()
+        out: list[Output]
         if isinstance(request, EvaluationRequested):
-            rid = request.event_id.encode()
-            if rid in self.recent:
-                self.stats.duplicates += 1
-                return []
-            now = utcnow()
             decision = evaluate(state, request, now=now, evaluator_id=self.evaluator_id)
             decision = replace(decision, latency_us=(time.perf_counter_ns() - started) // 1000)
-            out: list[Output] = [(self.topics.decisions, rid, self.codec.encode(decision))]
+            encoded = self.codec.encode(decision)
+            if not self.limit.fits(rid, encoded):
+                decision = _without_trace(decision, value, self.limit.max_bytes)
+                encoded = self.codec.encode(decision)
+            out = [(self.topics.decisions, rid, encoded)]
             correction = correction_for(decision)
             if correction is not None:
                 out.append((self.topics.corrections, rid, self.codec.encode(correction)))
-            self.recent.add(rid)
-            self.stats.processed += 1
-            return out
-        if isinstance(request, BatchEvaluationRequested):
-            rid = request.event_id.encode()
-            if rid in self.recent:
-                self.stats.duplicates += 1
-                return []
-            answer = evaluate_batch(state, request, now=utcnow(), evaluator_id=self.evaluator_id)
-            self.recent.add(rid)
-            self.stats.processed += 1
-            return [(self.topics.decisions, rid, self.codec.encode(answer))]
-        reason = f"{type(request).__name__} is not an evaluation request"
-        return [self._dead_letter(topic, partition, offset, key, value, "unexpected_event", reason)]
+        else:
+            answer = evaluate_batch(state, request, now=now, evaluator_id=self.evaluator_id)
+            encoded = self.codec.encode(answer)
+            if not self.limit.fits(rid, encoded):
+                encoded = self.codec.encode(_batch_without_trace(answer))
+            out = [(self.topics.decisions, rid, encoded)]
+        if not all(self.limit.fits(k, v) for _, k, v in out):
+            reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
+            return [self._dead_letter(topic, partition, offset, key, value, "output_too_large",
+                                      reason)]  # fmt: skip
+        self.recent.add(rid)
+        self.stats.processed += 1
+        return out
 
     def handle_batch(self, state: Any, messages: Iterable[Any]) -> list[Output]:
-        """The outputs of several records (Faust messages) in order, all against one state."""
+        """The outputs of several records (Faust messages) in order, all against one state.
+
+        Each record is marked in flight while it is handled; a record the processor died on
+        (see :class:`~processors.inflight.InFlight`) is dead-lettered instead, and one the
+        handler fails on is dead-lettered with the failure: the batch goes on either way.
+        """
         out: list[Output] = []
-        handle = self.handle
-        for msg in messages:
-            out += handle(state, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                          key=msg.key, value=msg.value)  # fmt: skip
+        handle, inflight = self.handle, self.inflight
+        try:
+            for msg in messages:
+                topic, partition, offset = msg.topic, msg.partition, msg.offset
+                if inflight is not None:
+                    deaths = inflight.begin(topic, partition, offset)
+                    if deaths:
+                        out.append(self._poison(msg, deaths))
+                        continue
+                try:
+                    out += handle(state, topic=topic, partition=partition, offset=offset,
+                                  key=msg.key, value=msg.value)  # fmt: skip
+                except Exception as exc:  # one record's failure, not the batch's
+                    log.exception("evaluator failed on %s[%s]@%s", topic, partition, offset)
+                    out.append(self._dead_letter(topic, partition, offset, msg.key, msg.value,
+                                                 "handler_error", _failure(exc)))  # fmt: skip
+        finally:
+            if inflight is not None:
+                inflight.clear()
         return out
+
+    def _poison(self, msg: Any, deaths: int) -> Output:
+        reason = (
+            f"the evaluator died {deaths} times while handling this record (a crash, a hang "
+            "that got it killed, or memory): it is not handled again"
+        )
+        return self._dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                                 "poison_record", reason)  # fmt: skip
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None,
                      value: bytes | None, code: str, reason: str) -> Output:  # fmt: skip
-        self.stats.dead_lettered += 1
-        log.warning("dead-lettering %s[%s]@%s: %s", topic, partition, offset, reason)
-        letter = DeadLetter(
-            event_id=new_id(), occurred_at=utcnow(), actor=f"service:{self.evaluator_id}",
-            source_topic=topic, partition=partition, offset=offset, key=key, value=value,
-            code=code, reason=reason,
-        )  # fmt: skip
-        return (self.topics.dead_letters, key or b"", self.codec.encode(letter))
+        return self.letters.letter(topic=topic, partition=partition, offset=offset, key=key,
+                                   value=value, code=code, reason=reason)  # fmt: skip
+
+
+def _failure(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _without_trace(
+    decision: DecisionRecorded, request: bytes | None, limit: int
+) -> DecisionRecorded:
+    """An ``error`` decision that fits: the trace's bulky parts left out, the request named."""
+    size, digest = (len(request), hashlib.sha256(request).hexdigest()) if request else (0, "")
+    reason = (
+        f"the full decision trace would be over the {limit}-byte record limit: its facts, context, "
+        f"constraints and shadow results are left out (request record: {size} bytes, sha256 "
+        f"{digest}); treat this as error"
+    )
+    return replace(
+        decision, determination=Determination.ERROR, constraints={}, reasons=(reason,),
+        reason_code=TRACE_TOO_LARGE, rule=None, facts={}, context={}, shadow_results=(),
+    )  # fmt: skip
+
+
+def _batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
+    """Every item an ``error`` that says why, and nothing else that could be large."""
+    return replace(answer, decisions=tuple(
+        BatchItemDecision(item_id=d.item_id, action=d.action, resource=d.resource,
+                          determination=Determination.ERROR, reason_code=TRACE_TOO_LARGE)
+        for d in answer.decisions
+    ))  # fmt: skip
 
 
 def answered_since_last_commit(bootstrap: str, settings: Settings, group_id: str) -> set[bytes]:
@@ -201,7 +310,11 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     codec = default_codec()
     stats = ProcessorStats()
     follower = GovernanceFollower(bootstrap=bootstrap, settings=settings, codec=codec, stats=stats)
-    handler = RequestHandler(settings=settings, codec=codec, evaluator_id=evaluator_id, stats=stats)
+    inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
+    handler = RequestHandler(
+        settings=settings, codec=codec, evaluator_id=evaluator_id, stats=stats,
+        limit=OutputLimit.for_app(app), inflight=inflight,
+    )  # fmt: skip
     deduplicated = asyncio.Event()
     app.ledger_stats = stats  # type: ignore[attr-defined]
     app.ledger_follower = follower  # type: ignore[attr-defined]
@@ -225,16 +338,19 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         # the same: Faust flushes this producer before it commits input offsets.
         # Requests are taken in batches: a batch's outputs are all queued before the producer's
         # sender runs, so they leave in one produce request instead of one or two per decision.
-        # take_events acks a batch only after this body has queued all of its outputs.
+        # take_events acks a batch only after this body has queued all of its outputs; if the
+        # body raised, it would ack the batch anyway, so nothing may raise out of it: a record
+        # that fails becomes a dead letter, and anything else stops the process uncommitted.
         producer = app.producer
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             if not (follower.ready.is_set() and deduplicated.is_set()):
                 await follower.ready.wait()
                 await deduplicated.wait()
-            for topic, key, value in handler.handle_batch(
-                follower.state, [event.message for event in events]
-            ):
-                await send_or_die(producer, topic, key, value)
+            try:
+                outputs = handler.handle_batch(follower.state, [e.message for e in events])
+            except Exception:  # see above
+                die(HANDLING_FAILED_EXIT, "evaluator failed outside any one record")
+            await send_all(producer, outputs)
 
     @app.timer(interval=30.0)
     async def report() -> None:

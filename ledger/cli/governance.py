@@ -124,8 +124,9 @@ def propose(
     document = read_text_file(file, what="policy file")
     # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
     policy = parse_policy(document, filename=str(file))
+    # The name travels beside the document: the processor authorizes on it before reading it.
     command = ProposePolicyVersion(event_id=new_id(), occurred_at=utcnow(), actor=_principal(by, "--by"),
-                                   document=document, note=note)  # fmt: skip
+                                   document=document, note=note, policy=policy.name)  # fmt: skip
     _submit(bootstrap, timeout, as_json, command, f"proposed {policy.name}")
 
 

@@ -120,13 +120,19 @@ def _empty() -> Mapping[str, Value]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProposePolicyVersion:
-    """Submit a new version of a policy. ``document`` is the policy YAML as written."""
+    """Submit a new version of a policy. ``document`` is the policy YAML as written.
+
+    ``policy`` names the policy the document is for. The command processor authorizes the actor
+    on that name before it reads the document, so a proposal without it is rejected (records
+    written before the field existed decode with ``None``).
+    """
 
     event_id: str
     occurred_at: datetime
     actor: str
     document: str
     note: str | None = None
+    policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -578,7 +584,11 @@ class DecisionCorrected:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
-    """A record a processor could not decode or handle, kept whole with the reason."""
+    """A record a processor could not decode or handle, kept whole with the reason.
+
+    A letter that would not fit a Kafka record with the original bytes carries their size and
+    SHA-256 instead (``truncated``): the record itself stays on ``source_topic`` at ``offset``.
+    """
 
     event_id: str
     occurred_at: datetime
@@ -590,6 +600,11 @@ class DeadLetter:
     value: bytes | None
     code: str
     reason: str
+    value_size: int | None = None
+    value_sha256: str | None = None
+    key_size: int | None = None
+    key_sha256: str | None = None
+    truncated: bool = False
 
 
 Event: TypeAlias = (

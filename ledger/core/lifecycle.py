@@ -7,8 +7,11 @@ the governance events to append (all of them, or none: nothing is half-applied) 
 
 Rules (DESIGN §7):
 
-- propose: the document must validate; versions are 1, 2, 3 … per policy; an identical document
-  to the latest version is ``already_applied``.
+- propose: the command names its policy, and the actor is authorized on that name *before* the
+  document is read (nothing an unauthorized sender supplied is parsed); then the document must
+  be within the size limit (``too_large``), validate, and name the same policy
+  (``invalid_policy``); versions are 1, 2, 3 … per policy; an identical document to the latest
+  version is ``already_applied``.
 - approve: by a principal other than the author (``self_approval``); only drafts.
 - promote: only approved versions (``not_approved``); to shadow, canary (``percent`` 1-99) or
   active. One active, at most one canary; promoting the canary to active clears the canary.
@@ -54,6 +57,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import parse_policy
 from ledger.core.state import LedgerState, PolicyRecord, PrincipalRecord
 from ledger.errors import PolicyError
@@ -72,7 +76,8 @@ DEFAULT_ADMINS: Final = frozenset({"human:admin"})
 
 REJECTION_CODES: Final[dict[str, str]] = {
     "not_authorized": "the actor holds no grant for this command",
-    "invalid_policy": "the proposed document does not validate",
+    "invalid_policy": "the proposal names no policy, or its document does not validate or is for another policy",
+    "too_large": "the proposed document, or an event the command would append, exceeds its size limit",
     "unknown_policy": "no policy of that name",
     "unknown_version": "the policy has no such version",
     "self_approval": "the author cannot approve their own version",
@@ -103,6 +108,16 @@ class Rejection:
     message: str
 
 
+def _clipped(text: str, limit: int = 200) -> str:
+    """``text`` for a message, shortened when a sender made it huge."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """``text`` quoted for a message, shortened when a sender made it huge."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def _reject(code: str, message: str) -> Rejection:
     assert code in REJECTION_CODES, code
     return Rejection(code=code, message=message)
@@ -111,16 +126,14 @@ def _reject(code: str, message: str) -> Rejection:
 def command_aggregate(command: Command) -> str:
     """The aggregate a command addresses — its Kafka key on ``ledger.commands``.
 
-    Policy commands: the policy name (parsed from the document for a proposal; an unparseable
-    document yields ``""`` and will be rejected anyway). Grant and role commands: the principal;
-    RevokeGrant: its grant id (the principal is only known from the state).
+    Policy commands: the policy name (for a proposal, the name the command carries: the document
+    is never parsed here; a proposal without one yields ``""`` and is rejected anyway). Grant and
+    role commands: the principal; RevokeGrant: its grant id (the principal is only known from the
+    state).
     """
     match command:
         case ProposePolicyVersion():
-            try:
-                return parse_policy(command.document).name
-            except PolicyError:
-                return ""
+            return command.policy or ""
         case ApprovePolicyVersion() | PromotePolicyVersion() | RollbackPolicy() | RetirePolicy():
             return command.policy
         case IssueGrant() | AssignRole() | RevokeRole():
@@ -131,13 +144,11 @@ def command_aggregate(command: Command) -> str:
             assert_never(command)
 
 
-def command_action(
-    command: Command, *, policy_name: str | None = None, grant_principal: str | None = None
-) -> tuple[str, str]:
-    """(action, resource) a command is authorized as."""
+def command_action(command: Command, *, grant_principal: str | None = None) -> tuple[str, str]:
+    """(action, resource) a command is authorized as (a proposal: on the name it carries)."""
     match command:
         case ProposePolicyVersion():
-            return "ledger.policy.propose", f"policy:{policy_name or ''}"
+            return "ledger.policy.propose", f"policy:{command.policy or ''}"
         case ApprovePolicyVersion():
             return "ledger.policy.approve", f"policy:{command.policy}"
         case PromotePolicyVersion():
@@ -166,7 +177,9 @@ def _allowed(
     action, resource = command_action(command, **kw)
     if authorize(state, command.actor, action, resource, now=now) is not None:
         return None
-    return _reject("not_authorized", f"{command.actor} may not {action} on {resource}")
+    return _reject(
+        "not_authorized", f"{_clipped(command.actor)} may not {action} on {_clipped(resource)}"
+    )
 
 
 def decide(
@@ -176,15 +189,17 @@ def decide(
     now: datetime,
     new_id: Callable[[], str],
     admins: frozenset[str] = DEFAULT_ADMINS,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     """Validate ``command`` against ``state``: the events to append, or a :class:`Rejection`.
 
-    ``now`` stamps the events and decides grant validity; ``new_id`` mints event ids. Pure: the
-    same state, command, ``now`` and ids give the same answer.
+    ``now`` stamps the events and decides grant validity; ``new_id`` mints event ids; ``limits``
+    bounds what is read (the policy document's size). Pure: the same state, command, ``now`` and
+    ids give the same answer.
     """
     match command:
         case ProposePolicyVersion():
-            return _propose(state, command, now, new_id, admins)
+            return _propose(state, command, now, new_id, admins, limits)
         case ApprovePolicyVersion():
             return _approve(state, command, now, new_id, admins)
         case PromotePolicyVersion():
@@ -216,14 +231,37 @@ def _propose(
     now: datetime,
     new_id: Callable[[], str],
     admins: frozenset[str],
+    limits: Limits,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
+    # Who may propose is settled on the name the command carries, before a byte of the document
+    # is read: anyone who can reach the commands topic can send a document, and parsing one (an
+    # alias bomb, say) is the expensive, risky step.
+    if c.policy is None or not c.policy.strip():
+        return _reject(
+            "invalid_policy",
+            "a proposal must name its policy (ProposePolicyVersion.policy): it is authorized on "
+            "that name before the document is read; send it with a current ledger client",
+        )
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    size = len(c.document.encode("utf-8", "surrogatepass"))
+    if size > limits.policy_document_bytes:
+        return _reject(
+            "too_large",
+            f"the policy document is {size} bytes, over the limit of "
+            f"{limits.policy_document_bytes} bytes",
+        )
     try:
         policy = parse_policy(c.document)
     except PolicyError as exc:
         return _reject("invalid_policy", "; ".join(str(p) for p in exc.problems))
-    denied = _allowed(state, c, now, admins, policy_name=policy.name)
-    if denied:
-        return denied
+    if policy.name != c.policy:
+        return _reject(
+            "invalid_policy",
+            f"the document is policy {policy.name!r} but the command proposes it for "
+            f"{_shown(c.policy)}",
+        )
     record = state.policies.get(policy.name) or PolicyRecord(name=policy.name)
     if record.retired:
         return _reject(

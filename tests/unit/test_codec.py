@@ -68,6 +68,8 @@ def full_value(hint: Any, name: str) -> Any:
         return {"percent": 25, "bucket": 42}.get(name, 2**40 + 3)
     if hint is bytes:
         return b"\xc3\x01\x00not-avro"
+    if hint is bool:
+        return True  # every default is False: set, it shows the field really travels
     if hint is datetime:
         return AT
     if isinstance(hint, type) and issubclass(hint, enum.Enum):

@@ -4,6 +4,7 @@ decisions out. One small vocabulary, so a case reads like the lifecycle it pins 
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -54,8 +55,15 @@ def build_command(spec: dict[str, Any], n: int) -> Command:
     common = {"event_id": f"cmd-{n}", "occurred_at": _time(args.get("at")), "actor": args["by"]}
     match kind:
         case "propose":
+            document = _document(args["document"])
+            if "pad_to" in args:  # a valid document grown past a size with a trailing comment
+                document += "#" * max(0, args["pad_to"] - len(document.encode())) + "\n"
+            # The name a proposal carries: the document's own unless the case says otherwise
+            # (`policy: null` for none), as the CLI and the SDK fill it in.
+            found = re.search(r"^policy:\s*(\S+)", document, re.MULTILINE)
+            policy = args["policy"] if "policy" in args else found and found.group(1)
             return ProposePolicyVersion(
-                **common, document=_document(args["document"]), note=args.get("note")
+                **common, document=document, note=args.get("note"), policy=policy
             )
         case "approve":
             return ApprovePolicyVersion(**common, policy=args["policy"], version=args["version"])

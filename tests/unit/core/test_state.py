@@ -57,7 +57,9 @@ def history() -> list[GovernanceEvent]:
     """A realistic governance history produced by decide itself."""
     ids = (f"e{i}" for i in itertools.count())
     commands: list[Command] = [
-        ProposePolicyVersion(event_id="c1", occurred_at=T0, actor="human:admin", document=REFUND),
+        ProposePolicyVersion(
+            event_id="c1", occurred_at=T0, actor="human:admin", document=REFUND, policy="refund"
+        ),
         IssueGrant(
             event_id="c3b",
             occurred_at=T0,
@@ -92,6 +94,7 @@ def history() -> list[GovernanceEvent]:
             occurred_at=T0,
             actor="human:admin",
             document=REFUND.replace("750", "900"),
+            policy="refund",
         ),
         IssueGrant(
             event_id="c6",

@@ -1,0 +1,290 @@
+"""Every input record gets an outcome that fits a Kafka record, and nothing raises out of a batch.
+
+The handlers of both processors, without Kafka: an oversized decision becomes an ``error``
+decision that fits, an oversized governance event a ``too_large`` rejection, anything that still
+would not fit a dead letter; a record the handler fails on, or that the process died on twice,
+is dead-lettered and the records after it are answered. And a send the producer refuses on the
+spot stops the process instead of raising into Faust (which would commit past the input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ledger.codec import default_codec
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    BatchItem,
+    CommandAccepted,
+    CommandRejected,
+    DeadLetter,
+    DecisionCorrected,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    IssueGrant,
+    Mode,
+)
+from ledger.core.state import EMPTY_STATE
+from ledger.kafka_io import new_id, utcnow
+from ledger.settings import Settings
+from processors import common
+from processors import evaluator as evaluator_module
+from processors.command_processor import CommandHandler
+from processors.common import OutputLimit, ProcessorStats
+from processors.evaluator import TRACE_TOO_LARGE, RequestHandler
+from processors.inflight import InFlight
+
+CODEC = default_codec()
+SETTINGS = Settings(home=Path("/nonexistent"))
+TOPICS = SETTINGS.topics
+SMALL = OutputLimit(8_000)
+
+
+def msg(offset: int, value: bytes | None, *, topic: str = "requests", key: bytes = b"k") -> Any:
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, value=value)
+
+
+def request(resource: str = "account:1", **kw: Any) -> EvaluationRequested:
+    return EvaluationRequested(
+        event_id=new_id(), occurred_at=utcnow(), actor="agent:a", action="refund.issue",
+        principal="agent:a", resource=resource, **kw,
+    )  # fmt: skip
+
+
+def requests_handler(
+    limit: OutputLimit = SMALL, inflight: InFlight | None = None
+) -> RequestHandler:
+    return RequestHandler(settings=SETTINGS, codec=CODEC, evaluator_id="test",
+                          stats=ProcessorStats(), limit=limit, inflight=inflight)  # fmt: skip
+
+
+def decoded(out: list[tuple[str, bytes, bytes]]) -> list[tuple[str, Any]]:
+    return [(topic, CODEC.decode(value)) for topic, _, value in out]
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+def test_a_decision_too_large_to_write_becomes_an_error_decision_that_fits() -> None:
+    big = request(facts={"note": "x" * 20_000}, context={"trace": "y" * 5_000})
+    raw = CODEC.encode(big)
+    out = requests_handler().handle_batch(
+        EMPTY_STATE, [msg(0, raw), msg(1, CODEC.encode(request()))]
+    )
+    ((topic, decision), (_, after)) = decoded(out)
+    assert topic == TOPICS.decisions and isinstance(decision, DecisionRecorded)
+    assert decision.request_id == big.event_id
+    assert decision.determination is Determination.ERROR
+    assert decision.reason_code == TRACE_TOO_LARGE
+    assert not decision.facts and not decision.context
+    assert hashlib.sha256(raw).hexdigest() in decision.reasons[0]
+    assert all(SMALL.fits(key, value) for _, key, value in out)
+    assert isinstance(after, DecisionRecorded) and after.reason_code == "no_authority"
+
+
+def test_an_async_request_whose_trace_is_too_large_is_corrected_to_error() -> None:
+    big = request(facts={"note": "x" * 20_000}, mode=Mode.ASYNC, default=Determination.ALLOW)
+    out = decoded(requests_handler().handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(big))]))
+    assert [type(event) for _, event in out] == [DecisionRecorded, DecisionCorrected]
+    assert out[1][1].determination is Determination.ERROR
+
+
+def test_a_batch_answer_too_large_keeps_each_item_as_an_error() -> None:
+    items = tuple(BatchItem(item_id=f"i{n}", action="refund.issue", resource=f"r{n}")
+                  for n in range(40))  # fmt: skip
+    batch = BatchEvaluationRequested(event_id=new_id(), occurred_at=utcnow(), actor="agent:a",
+                                     principal="agent:a", items=items)  # fmt: skip
+    out = decoded(requests_handler(OutputLimit(3_000)).handle_batch(EMPTY_STATE,
+                                                                    [msg(0, CODEC.encode(batch))]))  # fmt: skip
+    ((_, answer),) = out
+    assert isinstance(answer, BatchDecisionRecorded)
+    assert [d.item_id for d in answer.decisions] == [i.item_id for i in items]
+    assert {(d.determination, d.reason_code) for d in answer.decisions} == {
+        (Determination.ERROR, TRACE_TOO_LARGE)
+    }
+
+
+def test_when_not_even_the_smallest_answer_fits_the_request_is_dead_lettered() -> None:
+    huge = EvaluationRequested(event_id="r" * 10_000, occurred_at=utcnow(), actor="agent:a",
+                               action="a", principal="agent:a", resource="x")  # fmt: skip
+    out = requests_handler().handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(huge)),
+                                                        msg(1, CODEC.encode(request()))])  # fmt: skip
+    ((topic, letter), (_, after)) = decoded(out)
+    assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+    assert letter.code == "output_too_large"
+    assert isinstance(after, DecisionRecorded)
+
+
+def test_a_record_the_evaluator_fails_on_is_dead_lettered_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = evaluator_module.evaluate
+
+    def failing(state: Any, req: EvaluationRequested, **kw: Any) -> DecisionRecorded:
+        if req.resource == "account:bug":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(state, req, **kw)
+
+    monkeypatch.setattr(evaluator_module, "evaluate", failing)
+    records = [msg(0, CODEC.encode(request("account:bug"))), msg(1, CODEC.encode(request()))]
+    out = decoded(requests_handler().handle_batch(EMPTY_STATE, records))
+    assert [type(event) for _, event in out] == [DeadLetter, DecisionRecorded]
+    letter = out[0][1]
+    assert (letter.code, letter.offset) == ("handler_error", 0)
+    assert letter.reason.startswith("RecursionError")
+
+
+def test_a_record_in_flight_at_two_deaths_is_dead_lettered_unread(tmp_path: Path) -> None:
+    poison, good = CODEC.encode(request("account:poison")), CODEC.encode(request())
+    for _ in range(2):  # two processes die while handling offset 1
+        process = InFlight(tmp_path)
+        process.begin("requests", 0, 1)
+        process.close()
+    handler = requests_handler(inflight=InFlight(tmp_path))
+    out = decoded(handler.handle_batch(EMPTY_STATE, [msg(1, poison), msg(2, good)]))
+    assert [type(event) for _, event in out] == [DeadLetter, DecisionRecorded]
+    letter = out[0][1]
+    assert (letter.code, letter.offset, letter.value) == ("poison_record", 1, poison)
+    assert "died 2 times" in letter.reason
+    # The batch's end cleared the markers: a later restart suspects nothing.
+    assert InFlight(tmp_path).begin("requests", 0, 3) == 0
+
+
+# --------------------------------------------------------------------------- command processor
+
+
+def command_handler(limit: OutputLimit = SMALL) -> CommandHandler:
+    settings = Settings(home=Path("/nonexistent"), admins=frozenset({"human:admin"}))
+    return CommandHandler(settings=settings, codec=CODEC, stats=ProcessorStats(), limit=limit)
+
+
+def grant(note: str | None = None, principal: str = "agent:bot") -> IssueGrant:
+    return IssueGrant(event_id=new_id(), occurred_at=utcnow(), actor="human:admin",
+                      grant_id=f"g-{new_id()}", principal=principal, actions=("a",),
+                      resource="*", note=note)  # fmt: skip
+
+
+def test_a_command_whose_event_would_not_fit_is_refused_whole() -> None:
+    handler = command_handler()
+    command = grant(note="n" * 7_950)  # its event, with more fields, is over the 8,000 bytes
+    step = handler.handle(EMPTY_STATE, msg(0, CODEC.encode(command), topic="commands"))
+    assert step.events == []
+    ((topic, result),) = decoded(step.outputs)
+    assert topic == TOPICS.command_results
+    assert isinstance(result, CommandRejected) and result.code == "too_large"
+    ok = handler.handle(EMPTY_STATE, msg(1, CODEC.encode(grant()), topic="commands"))
+    assert len(ok.events) == 1 and isinstance(decoded(ok.outputs)[0][1], CommandAccepted)
+
+
+def test_an_answer_repeating_huge_sender_text_is_cut_to_fit() -> None:
+    # Refused as not kind:name, with the principal in both the reason and the aggregate.
+    command = grant(principal="p" * 7_000)
+    step = command_handler(OutputLimit(12_000)).handle(
+        EMPTY_STATE, msg(0, CODEC.encode(command), topic="commands")
+    )
+    ((_, result),) = decoded(step.outputs)
+    assert isinstance(result, CommandRejected) and result.code == "invalid_principal"
+    assert len(result.aggregate) < 1_100 and len(result.reason) < 1_100
+    assert result.command_id == command.event_id
+
+
+def test_a_command_the_processor_fails_on_is_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processors import command_processor
+
+    def failing(*args: Any, **kw: Any) -> Any:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(command_processor, "decide", failing)
+    step = command_handler().handle(EMPTY_STATE, msg(4, CODEC.encode(grant()), topic="commands"))
+    ((topic, letter),) = decoded(step.outputs)
+    assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+    assert (letter.code, letter.reason, letter.offset) == ("handler_error", "ValueError: boom", 4)
+    assert step.events == []
+
+
+# --------------------------------------------------------------------------- sending
+
+
+class _Refusing:
+    async def send(self, *args: Any) -> Any:
+        raise RuntimeError("MessageSizeTooLargeError: raised by send itself")
+
+
+def test_a_send_refused_on_the_spot_stops_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(common.os, "_exit", exit_now)
+    with pytest.raises(SystemExit):
+        asyncio.run(common.send_or_die(_Refusing(), "t", b"k", b"v"))
+    assert exits == [common.DELIVERY_FAILED_EXIT]
+
+
+def test_fits_agrees_with_the_producers_own_measure_at_the_edge() -> None:
+    limit = OutputLimit(1_000_000)
+    for size in range(999_800, 1_000_001, 7):
+        value = b"v" * size
+        assert limit.fits(b"key", value) == (limit.size(b"key", value) <= 1_000_000), size
+    assert not limit.fits(None, b"v" * 1_000_000)  # the value alone at the limit: framing too
+
+
+class _Stalling:
+    """Queues the first record, then never returns from ``send`` (a full buffer, a slow broker)."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, *args: Any) -> Any:
+        if self.queued:
+            await asyncio.Event().wait()
+        self.queued.append(value)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def test_a_worker_stopped_between_two_outputs_of_an_input_exits_uncommitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[int] = []
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(common.os, "_exit", exit_now)
+    producer = _Stalling()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            common.send_all(producer, [("t", b"k", b"decision"), ("t", b"k", b"correction")])
+        )
+        await asyncio.sleep(0.01)
+        task.cancel()  # what stopping the worker does to its agent
+        await task
+
+    with pytest.raises(SystemExit):
+        asyncio.run(scenario())
+    assert producer.queued == [b"decision"]
+    assert exits == [common.HANDLING_FAILED_EXIT]
+
+
+def test_a_worker_stopped_after_queueing_everything_stops_normally() -> None:
+    producer = _Stalling()
+
+    async def scenario() -> None:
+        await common.send_all(producer, [("t", b"k", b"decision")])
+
+    asyncio.run(scenario())
+    assert producer.queued == [b"decision"]
