@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ledger.errors import BrokerError, KafkaUnavailable, PrerequisiteMissing
 from ledger.processes import alive, exit_status, spawn_detached, terminate
-from ledger.settings import Settings
+from ledger.settings import Settings, parse_bootstrap
 
 __all__ = [
     "KAFKA_VERSION",
@@ -272,7 +272,9 @@ def _kafka_ready(bootstrap: str) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000
+        )
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -334,6 +336,7 @@ def resolve_bootstrap(
     ``start`` the command that starts what the caller needs (a bare broker, or the whole ledger).
     """
     if settings.bootstrap:
+        parse_bootstrap(settings.bootstrap)  # a malformed address is a UsageError, here
         return settings.bootstrap
     local = local_bootstrap(settings)
     if local:

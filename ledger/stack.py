@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ledger import broker
 from ledger.errors import LedgerError
+from ledger.kafka_io import check_reachable
 from ledger.processes import alive, spawn_detached, terminate
 from ledger.settings import Settings
 from ledger.topics import create_topics, topic_specs
@@ -174,7 +175,9 @@ def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _
 
 def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
     bootstrap = settings.bootstrap
-    if not bootstrap:
+    if bootstrap:
+        check_reachable(bootstrap)
+    else:
         status = broker.start(settings, progress=progress)
         assert status.bootstrap is not None
         bootstrap = status.bootstrap

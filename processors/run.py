@@ -15,7 +15,7 @@ from typing import Any
 import faust
 
 from ledger import broker
-from ledger.errors import KafkaUnavailable
+from ledger.errors import LedgerError
 from ledger.settings import Settings
 
 __all__ = ["run_worker"]
@@ -25,7 +25,7 @@ def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
     settings = Settings.from_env()
     try:
         bootstrap = broker.resolve_bootstrap(settings, explicit=None)
-    except KafkaUnavailable as exc:
+    except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)
     app: Any = factory(settings, bootstrap=bootstrap)
