@@ -293,7 +293,7 @@ def _read_state(settings: Settings) -> dict[str, object] | None:
     path = _state_file(settings)
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # none, unreadable (a $LEDGER_HOME that is a file), or garbled
         return None
     return data if isinstance(data, dict) else None
 

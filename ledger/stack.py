@@ -15,6 +15,7 @@ period, a short one when the processor cannot reach its broker anyway.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sys
@@ -90,7 +91,7 @@ def _log_dir(settings: Settings) -> Path:
 def _pid(path: Path) -> int:
     try:
         return int(path.read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # none, or unreadable: nothing of ours runs under it
         return 0
 
 
@@ -229,9 +230,9 @@ def stop_processor(
     name = _proc_id(name, instance) if name in PROCESSORS else name
     pid_file = _run_dir(settings) / f"{name}.pid"
     stopped = terminate(_pid(pid_file), grace=grace, kill=kill, marker=_marker(settings, name))
-    pid_file.unlink(missing_ok=True)
-    for leftover in (f"{name}.ready", f"{name}.ready.partial"):
-        (_run_dir(settings) / leftover).unlink(missing_ok=True)
+    for leftover in (f"{name}.pid", f"{name}.ready", f"{name}.ready.partial"):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (_run_dir(settings) / leftover).unlink()
     return stopped
 
 

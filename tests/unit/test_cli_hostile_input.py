@@ -218,3 +218,23 @@ def test_a_policy_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
 def test_a_directory_as_a_policy_file_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["policy", "validate", str(tmp_path)])
     assert "is a directory" in _one_line(result, 2)
+
+
+# --------------------------------------------------------------------------- an unusable home
+
+
+@pytest.mark.parametrize(
+    ("command", "exit_code"),
+    [(["ps"], 0), (["down"], 0), (["broker", "status"], 1), (["up"], 1), (["policy", "list"], 7)],
+    ids=lambda c: " ".join(c) if isinstance(c, list) else str(c),
+)
+def test_a_ledger_home_that_is_a_file_is_no_traceback(
+    command: list[str], exit_code: int, tmp_path: Path
+) -> None:
+    home = tmp_path / "not-a-dir"
+    home.write_text("")
+    result = CliRunner().invoke(cli, command, env={"LEDGER_HOME": str(home)})
+    assert result.exit_code == exit_code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    if exit_code == 1 and command != ["broker", "status"]:
+        assert "Not a directory" in _one_line(result, 1) and "[os_error]" in result.stderr
