@@ -5,6 +5,11 @@ repository), formats a single-node broker+controller log dir under ``settings.ho
 JVM bound to 127.0.0.1 on a free port, waits until it answers Kafka requests, and records the
 bootstrap address in ``settings.home/broker/broker.json`` so every other command finds it.
 ``stop`` terminates the JVM cleanly (SIGTERM, then SIGKILL after a grace period): no orphan JVM.
+
+The address is stable: a restart listens on the recorded ports again, so running processors and
+SDK clients reconnect to where they were. Only when another process holds a recorded port for
+longer than :data:`PORT_WAIT` does the broker move (and says so); ``ledger up`` then restarts the
+processors, which find the new address in the state file.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from pathlib import Path
 
 from ledger.errors import BrokerError, KafkaUnavailable, PrerequisiteMissing
 from ledger.processes import alive, exit_status, spawn_detached, terminate
-from ledger.settings import Settings
+from ledger.settings import Settings, parse_bootstrap
 
 __all__ = [
     "KAFKA_VERSION",
+    "PORT_WAIT",
     "BrokerStatus",
     "fetch",
     "start",
@@ -45,6 +51,9 @@ LOG4J_VERSION = "2.25.3"
 SLF4J_VERSION = "2.0.17"
 
 Progress = Callable[[str], None]
+
+PORT_WAIT = 5.0
+"""Seconds ``start`` waits for a recorded port that some process holds before moving."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,12 +217,35 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Could the broker listen on 127.0.0.1:``port`` now? Probed the way Kafka binds: with
+    ``SO_REUSEADDR`` (Java sets it on server sockets on Unix), so connections of the last run
+    still in TIME_WAIT after a stop do not count as taken; only a socket bound by a process does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def _claim_port(
+    recorded: int, *, what: str, wait: float, progress: Progress, taken: int = 0
+) -> int:
+    """``recorded`` once it is free (waiting up to ``wait`` s for a process to release it), else,
+    or with nothing recorded, a fresh free port other than ``taken``."""
+    if recorded and recorded != taken:
+        deadline = time.monotonic() + wait
+        if not _port_free(recorded):
+            progress(f"the {what} port {recorded} is in use; waiting up to {wait:g} s for it…")
+            while not _port_free(recorded) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if _port_free(recorded):
+            return recorded
+    port = _free_port()
+    while port == taken:
+        port = _free_port()
+    return port
 
 
 def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:
@@ -249,11 +281,19 @@ def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:
 # --------------------------------------------------------------------------- process control
 
 
+def _recorded(state: dict[str, object], key: str) -> int:
+    """An integer of the state file (0 when missing or not an integer: a hand-edited file)."""
+    try:
+        return int(str(state.get(key, 0)))
+    except ValueError:
+        return 0
+
+
 def _read_state(settings: Settings) -> dict[str, object] | None:
     path = _state_file(settings)
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # none, unreadable (a $LEDGER_HOME that is a file), or garbled
         return None
     return data if isinstance(data, dict) else None
 
@@ -272,7 +312,9 @@ def _kafka_ready(bootstrap: str) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000
+        )
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -296,14 +338,11 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 def status(settings: Settings) -> BrokerStatus:
     """The local broker's state, from its state file and a liveness check."""
-    state = _read_state(settings)
+    state = _read_state(settings) or {}
     bdir = _broker_dir(settings)
-    running = False
-    pid = port = None
-    if state:
-        pid = int(str(state.get("pid")))
-        port = int(str(state.get("port")))
-        running = alive(pid, marker=str(bdir / "server.properties")) and _accepts(port)
+    pid, port = _recorded(state, "pid"), _recorded(state, "port")
+    running = bool(pid and port) and alive(pid, marker=str(bdir / "server.properties"))
+    running = running and _accepts(port)
     return BrokerStatus(
         running=running,
         bootstrap=f"127.0.0.1:{port}" if port else None,
@@ -334,6 +373,7 @@ def resolve_bootstrap(
     ``start`` the command that starts what the caller needs (a bare broker, or the whole ledger).
     """
     if settings.bootstrap:
+        parse_bootstrap(settings.bootstrap)  # a malformed address is a UsageError, here
         return settings.bootstrap
     local = local_bootstrap(settings)
     if local:
@@ -343,9 +383,18 @@ def resolve_bootstrap(
 
 
 def start(
-    settings: Settings, *, progress: Progress = _quiet, timeout: float = 90.0
+    settings: Settings,
+    *,
+    progress: Progress = _quiet,
+    timeout: float = 90.0,
+    port_wait: float | None = None,
 ) -> BrokerStatus:
-    """Start the local broker (fetching and formatting on first use). Idempotent."""
+    """Start the local broker (fetching and formatting on first use). Idempotent.
+
+    Listens on the ports of the last run (see the module docstring); ``port_wait`` is how long
+    to wait for a process holding one to let it go before moving to a new port (default
+    :data:`PORT_WAIT`).
+    """
     current = status(settings)
     if current.running:
         progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
@@ -357,12 +406,16 @@ def start(
     bdir.mkdir(parents=True, exist_ok=True)
 
     previous = _read_state(settings) or {}
-    port = int(str(previous.get("port", 0))) or _free_port()
-    if not _port_free(port):
-        port = _free_port()
-    controller_port = _free_port()
-    while controller_port == port:
-        controller_port = _free_port()
+    old_port = _recorded(previous, "port")
+    port_wait = PORT_WAIT if port_wait is None else port_wait
+    port = _claim_port(old_port, what="broker", wait=port_wait, progress=progress)
+    controller_port = _claim_port(_recorded(previous, "controller_port"), what="controller",
+                                  wait=port_wait, progress=progress, taken=port)  # fmt: skip
+    if old_port and port != old_port:
+        progress(
+            f"port {old_port} is held by another process: the broker moves to 127.0.0.1:{port}; "
+            "`ledger up` restarts the processors, restart SDK clients so they find it"
+        )
 
     config = bdir / "server.properties"
     config.write_text(_server_properties(data, port, controller_port))

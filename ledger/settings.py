@@ -8,11 +8,47 @@ directly) and pass the result on.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["Settings", "TopicNames"]
+from ledger.errors import UsageError
+
+__all__ = ["Settings", "TopicNames", "parse_bootstrap"]
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
+
+
+def parse_bootstrap(value: str) -> tuple[tuple[str, int], ...]:
+    """``HOST:PORT[,HOST:PORT…]`` as ``((host, port), …)``, or one :class:`UsageError` line.
+
+    Checked before any Kafka client sees it: kafka-python would raise a bare ``ValueError`` deep
+    in its connection code (a port that is not a number), or retry a malformed address for its
+    whole bootstrap timeout.
+    """
+    servers: list[tuple[str, int]] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        host, sep, port = entry.rpartition(":")
+        problem = None
+        if not entry:
+            problem = "an empty entry"
+        elif not sep:
+            problem = f"{entry!r} has no port"
+        elif not host:
+            problem = f"{entry!r} has no host"
+        elif not _HOST.match(host):
+            problem = f"{host!r} is not a host name or IP address"
+        elif not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+            problem = f"port {port!r} of {entry!r} is not an integer 1-65535"
+        if problem:
+            raise UsageError(
+                f"bootstrap servers {value!r}: {problem}; expected HOST:PORT[,HOST:PORT…] "
+                "(check --bootstrap or $LEDGER_BOOTSTRAP)"
+            )
+        servers.append((host.strip("[]"), int(port)))
+    return tuple(servers)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,24 +1,34 @@
 """The local stack behind ``ledger up`` / ``ledger down``: broker, topics and processors.
 
 Processors run as detached worker processes (``python -m processors.<name>``) with their logs
-in ``$LEDGER_HOME/logs`` and pid files in ``$LEDGER_HOME/run``. ``up`` returns once each has
-caught up with the governance state (it writes a ready file); ``down`` stops them with SIGTERM
-(Faust commits and leaves its group cleanly), then SIGKILL after a grace period.
+in ``$LEDGER_HOME/logs`` and pid and ready files in ``$LEDGER_HOME/run``. Once a processor has
+caught up with the governance state it writes a :class:`~ledger.processes.Heartbeat` into its
+ready file, and again every second: ``up`` returns once each has written one.
+
+A processor is *healthy* when it runs, its heartbeat is fresh, its consumer heard from the broker
+within the last few seconds, and the address it was started with is where Kafka is now (a pid
+alone proves none of that: a processor dialling a stopped or moved broker looks alive). ``up``
+restarts what is not healthy, after giving it a moment to reconnect by itself. ``down`` stops
+processors with SIGTERM (Faust commits and leaves its group cleanly), then SIGKILL after a grace
+period, a short one when the processor cannot reach its broker anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger import broker
 from ledger.errors import LedgerError
-from ledger.processes import alive, spawn_detached, terminate
+from ledger.kafka_io import check_reachable
+from ledger.processes import Heartbeat, alive, spawn_detached, terminate
 from ledger.settings import Settings
 from ledger.topics import create_topics, topic_specs
 
@@ -39,13 +49,35 @@ PROCESSORS: dict[str, str] = {
 
 Progress = Callable[[str], None]
 
+STALE_AFTER = 5.0
+"""Seconds without a heartbeat, or without an answer from the broker, after which a running
+processor is not healthy."""
+RECOVERY_WAIT = 20.0
+"""Seconds ``up`` gives an unhealthy processor (of the right address) to reconnect by itself."""
+STOP_GRACE = 15.0
+"""Seconds a healthy processor has to commit and leave its group on SIGTERM."""
+UNREACHABLE_GRACE = 3.0
+"""The same for a processor that cannot reach its broker: it cannot commit, so do not wait."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessStatus:
+    """One processor as ``ledger ps`` shows it.
+
+    ``bootstrap`` is the Kafka address it was started with, ``heartbeat_age`` the seconds since it
+    last wrote its heartbeat and ``fetch_age`` since its consumer last heard from the broker
+    (``None``: no heartbeat yet). ``problem`` says why it is not healthy.
+    """
+
     name: str
     running: bool
+    healthy: bool
     pid: int | None
     log: str
+    bootstrap: str | None = None
+    heartbeat_age: float | None = None
+    fetch_age: float | None = None
+    problem: str | None = None
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -59,7 +91,7 @@ def _log_dir(settings: Settings) -> Path:
 def _pid(path: Path) -> int:
     try:
         return int(path.read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # none, or unreadable: nothing of ours runs under it
         return 0
 
 
@@ -67,6 +99,17 @@ def _proc_id(name: str, instance: int | None) -> str:
     if name not in PROCESSORS:
         raise LedgerError(f"unknown processor {name!r}: one of {', '.join(PROCESSORS)}")
     return name if not instance else f"{name}-{instance}"
+
+
+def _split(proc_id: str) -> tuple[str, int | None]:
+    """``evaluator-2`` → ``("evaluator", 2)``: the inverse of :func:`_proc_id`."""
+    for name in PROCESSORS:
+        rest = proc_id.removeprefix(name + "-")
+        if proc_id == name:
+            return name, None
+        if rest != proc_id and rest.isdigit():
+            return name, int(rest)
+    raise LedgerError(f"unknown processor {proc_id!r}: one of {', '.join(PROCESSORS)}")
 
 
 def _known(settings: Settings) -> list[str]:
@@ -83,14 +126,47 @@ def _marker(settings: Settings, proc_id: str) -> str:
     return f"LEDGER_READY_FILE={_run_dir(settings) / f'{proc_id}.ready'}"
 
 
-def processes(settings: Settings) -> list[ProcessStatus]:
-    out = []
-    for name in _known(settings):
-        pid = _pid(_run_dir(settings) / f"{name}.pid")
-        running = alive(pid, marker=_marker(settings, name))
-        out.append(ProcessStatus(name=name, running=running, pid=pid if running else None,
-                                 log=str(_log_dir(settings) / f"{name}.log")))  # fmt: skip
-    return out
+def kafka_address(settings: Settings) -> str | None:
+    """Where the processors should be talking to Kafka now: the configured bootstrap, else the
+    running local broker's address (``None`` when it is not running)."""
+    return settings.bootstrap or broker.local_bootstrap(settings)
+
+
+def _status(settings: Settings, name: str, expected: str | None, now: float) -> ProcessStatus:
+    pid = _pid(_run_dir(settings) / f"{name}.pid")
+    log = str(_log_dir(settings) / f"{name}.log")
+    if not alive(pid, marker=_marker(settings, name)):
+        return ProcessStatus(name=name, running=False, healthy=False, pid=None, log=log,
+                             problem="not running")  # fmt: skip
+    beat = Heartbeat.read(_run_dir(settings) / f"{name}.ready")
+    if beat is None or beat.pid != pid:
+        return ProcessStatus(name=name, running=True, healthy=False, pid=pid, log=log,
+                             problem="no heartbeat yet: catching up with the ledger, or stuck "
+                             "before it could (see its log)")  # fmt: skip
+    beat_age = max(0.0, now - beat.at)
+    fetch_age = None if beat.fetched_at is None else max(0.0, now - beat.fetched_at)
+    problem = None
+    if expected is None:
+        problem = "the local broker is not running (`ledger up` starts it)"
+    elif beat.bootstrap != expected:
+        problem = f"started with Kafka at {beat.bootstrap}, but Kafka is at {expected} now"
+    elif beat_age > STALE_AFTER:
+        problem = f"no heartbeat for {beat_age:.0f} s: its event loop is stuck (see its log)"
+    elif fetch_age is None or fetch_age > STALE_AFTER:
+        silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
+        problem = f"no answer from Kafka at {beat.bootstrap} {silent}"
+    return ProcessStatus(name=name, running=True, healthy=problem is None, pid=pid, log=log,
+                         bootstrap=beat.bootstrap, heartbeat_age=round(beat_age, 1),
+                         fetch_age=None if fetch_age is None else round(fetch_age, 1),
+                         problem=problem)  # fmt: skip
+
+
+def processes(settings: Settings, *, bootstrap: str | None = None) -> list[ProcessStatus]:
+    """Every processor this home knows, running or not, with its health judged against
+    ``bootstrap`` (default: :func:`kafka_address`)."""
+    expected = bootstrap or kafka_address(settings)
+    now = time.time()
+    return [_status(settings, name, expected, now) for name in _known(settings)]
 
 
 def start_processor(
@@ -146,7 +222,7 @@ def stop_processor(
     settings: Settings,
     name: str,
     *,
-    grace: float = 15.0,
+    grace: float = STOP_GRACE,
     kill: bool = False,
     instance: int | None = None,
 ) -> bool:
@@ -154,16 +230,20 @@ def stop_processor(
     name = _proc_id(name, instance) if name in PROCESSORS else name
     pid_file = _run_dir(settings) / f"{name}.pid"
     stopped = terminate(_pid(pid_file), grace=grace, kill=kill, marker=_marker(settings, name))
-    pid_file.unlink(missing_ok=True)
-    (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
+    for leftover in (f"{name}.pid", f"{name}.ready", f"{name}.ready.partial"):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (_run_dir(settings) / leftover).unlink()
     return stopped
 
 
 def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _: None) -> str:
     """Broker (unless an external one is configured), topics, processors. Returns the bootstrap.
 
-    ``evaluators`` workers of the evaluator share the request partitions. Two ``up`` at once
-    on one home take turns (a lock file), so neither starts a second copy of a processor.
+    ``evaluators`` workers of the evaluator share the request partitions. Processors already
+    running are kept if healthy, given :data:`RECOVERY_WAIT` seconds to recover if not, then
+    restarted; one started with another Kafka address is restarted at once. Raises
+    :class:`LedgerError` unless every processor is healthy at the end. Two ``up`` at once on one
+    home take turns (a lock file), so neither starts a second copy of a processor.
     """
     run = _run_dir(settings)
     run.mkdir(parents=True, exist_ok=True)
@@ -174,24 +254,72 @@ def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _
 
 def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
     bootstrap = settings.bootstrap
-    if not bootstrap:
+    if bootstrap:
+        check_reachable(bootstrap)
+    else:
         status = broker.start(settings, progress=progress)
         assert status.bootstrap is not None
         bootstrap = status.bootstrap
     progress(f"creating topics on {bootstrap}…")
     create_topics(bootstrap, topic_specs(settings))
-    wanted: list[tuple[str, int | None]] = [(name, None) for name in PROCESSORS]
-    wanted += [("evaluator", instance) for instance in range(2, evaluators + 1)]
-    for name, instance in wanted:
-        start_processor(settings, name, bootstrap=bootstrap, instance=instance, progress=progress)
+    wanted = [_proc_id(name, None) for name in PROCESSORS]
+    wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
+    # Further workers an earlier `up --evaluators N` started are looked after too.
+    wanted += [p.name for p in processes(settings, bootstrap=bootstrap)
+               if p.running and p.name not in wanted]  # fmt: skip
+    for proc_id in wanted:
+        _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress)
+    sick = [p for p in processes(settings, bootstrap=bootstrap)
+            if p.name in wanted and not p.healthy]  # fmt: skip
+    if sick:
+        raise LedgerError(
+            "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
+            code="unhealthy",
+        )
     return bootstrap
 
 
+def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progress) -> None:
+    """Leave a healthy processor alone; start a stopped one; restart an unhealthy one."""
+    name, instance = _split(proc_id)
+    current = _status(settings, proc_id, bootstrap, time.time())
+    if current.running and current.healthy:
+        progress(f"{proc_id} already running (pid {current.pid}), healthy")
+        return
+    if current.running and current.bootstrap in (None, bootstrap):
+        # The broker may just have come back (same address), or it is still catching up.
+        progress(f"{proc_id} (pid {current.pid}) is not healthy: {current.problem}; "
+                 f"giving it {RECOVERY_WAIT:.0f} s to recover…")  # fmt: skip
+        deadline = time.monotonic() + RECOVERY_WAIT
+        while time.monotonic() < deadline and current.running and not current.healthy:
+            time.sleep(0.5)
+            current = _status(settings, proc_id, bootstrap, time.time())
+        if current.healthy:
+            progress(f"{proc_id} recovered (pid {current.pid})")
+            return
+    if current.running:
+        progress(f"restarting {proc_id} (pid {current.pid}): {current.problem}")
+        stop_processor(settings, proc_id, grace=UNREACHABLE_GRACE)
+    start_processor(settings, name, bootstrap=bootstrap, instance=instance, progress=progress)
+
+
 def down(settings: Settings, *, keep_broker: bool = False) -> list[str]:
-    """Stop the processors, then the local broker. Returns what was stopped."""
-    # Evaluator workers first, the command processor last: nothing half-answered is left behind.
-    names = sorted(_known(settings), key=lambda n: n.startswith("command-processor"))
-    stopped = [name for name in names if stop_processor(settings, name)]
+    """Stop the processors, then the local broker. Returns what was stopped.
+
+    A processor that is not healthy (typically: it cannot reach its broker, so it could not
+    commit anyway) gets :data:`UNREACHABLE_GRACE` seconds after SIGTERM instead of
+    :data:`STOP_GRACE`, and all such are stopped at once.
+    """
+    procs = processes(settings)
+    with ThreadPoolExecutor() as pool:
+        sick = [p.name for p in procs if p.running and not p.healthy]
+        done = pool.map(lambda n: stop_processor(settings, n, grace=UNREACHABLE_GRACE), sick)
+        stopped = [name for name, was in zip(sick, list(done), strict=True) if was]
+    # Healthy ones one by one, evaluator workers first and the command processor last: nothing
+    # half-answered is left behind.
+    for p in sorted(procs, key=lambda p: p.name.startswith("command-processor")):
+        if p.name not in sick and stop_processor(settings, p.name, grace=STOP_GRACE):
+            stopped.append(p.name)
     if not keep_broker and not settings.bootstrap and broker.stop(settings):
         stopped.append("broker")
     return stopped

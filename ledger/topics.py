@@ -93,8 +93,10 @@ def create_topics(
     from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    from ledger.kafka_io import ADMIN_CONFIG  # seconds, not 30, to report an unreachable Kafka
+
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **ADMIN_CONFIG)
     except (KafkaError, OSError) as exc:
         raise KafkaUnavailable(
             f"cannot reach Kafka at {bootstrap}: {exc} (is the broker running? `ledger broker start`)"
@@ -183,7 +185,9 @@ def describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[s
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    from ledger.kafka_io import ADMIN_CONFIG
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **ADMIN_CONFIG)
     try:
         return {n: _describe(admin, ConfigResource(ConfigResourceType.TOPIC, n)) for n in names}
     finally:

@@ -220,6 +220,8 @@ class GovernanceFollower:
         self._on_event = on_event
         self.state: LedgerState = EMPTY_STATE
         self.ready = asyncio.Event()
+        #: Unix time of the last fetch response from the broker (health, `ledger ps`).
+        self.last_fetch: float | None = None
 
     def apply_local(self, event: GovernanceEvent) -> None:
         """Apply an event this process just wrote, before it comes back from the log.
@@ -263,6 +265,8 @@ class GovernanceFollower:
                 self.ready.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
+                self.last_fetch = fetched_ms / 1000 if fetched_ms else None
                 for tp, records in batches.items():
                     state = self.state
                     key = position_key(tp.topic, tp.partition)

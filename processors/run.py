@@ -2,12 +2,24 @@
 
 This is an entry point, so it is the one place here that reads the environment
 (``Settings.from_env``). ``LEDGER_BOOTSTRAP`` (or the local broker) says where Kafka is.
+
+With ``LEDGER_READY_FILE`` (set by ``ledger up``), the worker writes a
+:class:`~ledger.processes.Heartbeat` there once its governance state has caught up, and again
+every second: ``ledger up`` waits for the first, ``ledger ps``/``up`` judge health from the rest.
+
+While the broker is away the Kafka libraries log the same connection error several times a
+second; :class:`RepeatFilter` lets each through once per half-minute with a count, so a log
+does not grow megabytes during an outage.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,41 +27,98 @@ from typing import Any
 import faust
 
 from ledger import broker
-from ledger.errors import KafkaUnavailable
+from ledger.errors import LedgerError
+from ledger.processes import Heartbeat
 from ledger.settings import Settings
 
-__all__ = ["run_worker"]
+__all__ = ["run_worker", "RepeatFilter"]
+
+_LIBRARIES = ("faust", "aiokafka", "mode", "kafka")
+
+
+class RepeatFilter(logging.Filter):
+    """Drop a library's log record that repeats one seen less than ``every`` seconds ago.
+
+    Records repeat when they share logger, level and message template; the next one let
+    through says how many were dropped. The project's own loggers are never filtered.
+    """
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(_LIBRARIES):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        last, dropped = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.every:
+            self._seen[key] = (last, dropped + 1)
+            return False
+        if len(self._seen) > 1000:  # messages with varying text would otherwise pile up
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if dropped:
+            record.msg = (
+                f"{record.msg} [and {dropped} more like this in the last {now - last:.0f} s]"
+            )
+        return True
+
+
+def _logging_config(name: str) -> dict[str, Any]:
+    """Our own INFO lines (caught up, start-up de-duplication, stats) reach the log; the
+    libraries' chatter stays at WARNING, and their repeats are thinned out."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": f"[%(asctime)s] {name} %(levelname)s %(name)s: %(message)s"}
+        },
+        "filters": {"repeats": {"()": RepeatFilter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "filters": ["repeats"],
+            }
+        },
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {lib: {"level": "WARNING"} for lib in _LIBRARIES},
+    }
 
 
 def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
     settings = Settings.from_env()
     try:
         bootstrap = broker.resolve_bootstrap(settings, explicit=None)
-    except KafkaUnavailable as exc:
+    except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)
     app: Any = factory(settings, bootstrap=bootstrap)
     ready_file = os.environ.get("LEDGER_READY_FILE")
     if ready_file:
-        # `ledger up` waits for this file: written once the governance state has caught up.
+
         @app.task
-        async def announce_ready() -> None:
-            await app.ledger_follower.ready.wait()
+        async def heartbeat() -> None:
+            follower = app.ledger_follower
+            await follower.ready.wait()
             if hasattr(app, "ledger_deduplicated"):
                 await app.ledger_deduplicated.wait()
-            Path(ready_file).write_text(str(os.getpid()))
+            while follower.last_fetch is None:  # ready means: it has heard from the broker
+                await asyncio.sleep(0.05)
+            path = Path(ready_file)
+            while True:
+                beat = Heartbeat(
+                    pid=os.getpid(),
+                    bootstrap=bootstrap,
+                    at=time.time(),
+                    fetched_at=follower.last_fetch,
+                )
+                with contextlib.suppress(OSError):  # a missing beat shows; a crash helps no one
+                    beat.write(path)
+                await asyncio.sleep(Heartbeat.INTERVAL)
 
-    # Our own INFO lines (caught up, start-up de-duplication, stats) reach the log; the
-    # libraries' chatter stays at WARNING.
-    logging_config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {
-            "plain": {"format": f"[%(asctime)s] {name} %(levelname)s %(name)s: %(message)s"}
-        },
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-        "root": {"level": "INFO", "handlers": ["stderr"]},
-        "loggers": {lib: {"level": "WARNING"} for lib in ("faust", "aiokafka", "mode", "kafka")},
-    }
-    worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=logging_config)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=_logging_config(name))
     worker.execute_from_commandline()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from ledger.broker import resolve_bootstrap  # the one lookup, shared with the SDK
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import UsageError
 from ledger.settings import Settings
 
@@ -38,20 +41,46 @@ def load_settings(bootstrap: str | None = None) -> Settings:
     return Settings.from_env(bootstrap=bootstrap)
 
 
-def read_text_file(path: Path, *, what: str = "file") -> str:
-    """A UTF-8 text file's content, or one :class:`UsageError` line saying what to fix."""
+def read_text_file(
+    path: Path, *, what: str = "file", limit: int = DEFAULT_LIMITS.policy_document_bytes
+) -> str:
+    """A UTF-8 text file's content, or one :class:`UsageError` line saying what to fix.
+
+    Only a regular file of at most ``limit`` bytes is read, and never more than that: a device
+    (``/dev/zero``), a FIFO or an endless file would otherwise hang the command or fill memory.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO nobody writes to must not block; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such {what}; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory; pass the {what} itself") from None
     except PermissionError:
         raise UsageError(f"{path}: permission denied; check the file's permissions") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text; save the {what} as UTF-8") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{path} is a directory; pass the {what} itself")
+        if not stat.S_ISREG(mode):
+            raise UsageError(
+                f"{path} is not a regular file (a device, FIFO or socket); pass the {what} itself"
+            )
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UsageError(f"{path} is larger than {limit:,} bytes, the limit for a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; save the {what} as UTF-8") from None
 
 
 def parse_time(value: str | None, flag: str) -> datetime | None:

@@ -71,9 +71,10 @@ def decisions_cmd(request_id: str | None, principal: str | None, action: str | N
             or (end and decided_at >= end)
         )
 
+    address = resolve_bootstrap(settings)
     click.echo(f"reading {settings.topics.decisions}…", err=True)
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
-    for positioned in read_topic(resolve_bootstrap(settings), [settings.topics.decisions]):
+    for positioned in read_topic(address, [settings.topics.decisions]):
         d = positioned.event
         if isinstance(d, DecisionRecorded):
             if wanted(d.occurred_at, d.request_id, d.principal, d.action, d.determination.value):

@@ -81,7 +81,8 @@ def fail(message: str, *, exit_code: int = 1) -> NoReturn:
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Translate any ``LedgerError`` into one line on stderr and its exit code."""
+    """Translate any ``LedgerError`` into one line on stderr and its exit code; an ``OSError``
+    the product did not foresee (a file system that cannot be used) into one line and exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -97,6 +98,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             )
         except LedgerError as exc:
             fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
+        except OSError as exc:
+            # The machine's fault, not the input's (a $LEDGER_HOME that is a file, a full disk):
+            # still one line, naming the path.
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc} (check $LEDGER_HOME, $XDG_CACHE_HOME and "
+                 "permissions) [os_error]")  # fmt: skip
 
     return wrapper
 

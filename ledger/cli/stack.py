@@ -20,8 +20,10 @@ __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 def up_cmd(bootstrap: str | None, evaluators: int, as_json: bool) -> None:
     """Start the local stack: broker (unless --bootstrap/$LEDGER_BOOTSTRAP), topics, processors.
 
-    Returns once the command processor and the evaluator have caught up with the ledger.
-    Logs: $LEDGER_HOME/logs/<processor>.log. Idempotent.
+    Returns once the command processor and the evaluator have caught up with the ledger and are
+    healthy. Idempotent: what is healthy is left alone, what is not is restarted (a processor
+    that does not recover within 20 s, or that was started with another Kafka address); each is
+    reported. Logs: $LEDGER_HOME/logs/<processor>.log.
     """
     settings = load_settings(bootstrap)
     address = stack.up(settings, evaluators=evaluators, progress=lambda m: click.echo(m, err=True))
@@ -50,13 +52,32 @@ def down_cmd(keep_broker: bool, as_json: bool) -> None:
 @json_option
 @handle_errors
 def ps_cmd(as_json: bool) -> None:
-    """What of the local stack is running, with pids and log files."""
+    """What of the local stack runs, whether it is healthy, with pids and log files.
+
+    A processor is healthy when its heartbeat (written every second) is fresh, its consumer heard
+    from the broker within the last 5 s, and it talks to the address Kafka is at now. Why one is
+    not is said on stderr; `ledger up` restarts it.
+    """
     settings = load_settings()
-    procs = stack.processes(settings)
     b = broker.status(settings)
+    procs = stack.processes(settings)
     if as_json:
         print_json({"broker": b.as_dict(), "processors": procs})
         return
-    rows = [["broker", b.running, b.pid, b.log_file]]
-    rows += [[p.name, p.running, p.pid, p.log] for p in procs]
-    print_table(["process", "running", "pid", "log"], rows)
+    rows: list[list[object]] = [
+        ["broker", b.running, b.running, "-", b.pid, b.bootstrap, b.log_file]
+    ]
+    rows += [
+        [p.name, p.running, p.healthy, _age(p.heartbeat_age), p.pid, p.bootstrap, p.log]
+        for p in procs
+    ]
+    print_table(["process", "running", "healthy", "heartbeat", "pid", "kafka", "log"], rows)
+    sick = [p for p in procs if p.running and not p.healthy]
+    for p in sick:
+        click.echo(f"{p.name} is not healthy: {p.problem}", err=True)
+    if sick:
+        click.echo("`ledger up` restarts what does not recover by itself", err=True)
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s ago"

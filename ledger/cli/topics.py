@@ -6,6 +6,7 @@ import click
 
 from ledger.cli.common import bootstrap_option, load_settings, resolve_bootstrap
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.kafka_io import check_reachable
 from ledger.topics import create_topics, topic_specs
 
 __all__ = ["group"]
@@ -37,7 +38,9 @@ def create_cmd(bootstrap: str | None, partitions: int, replication_factor: int |
                as_json: bool) -> None:  # fmt: skip
     """Create every ledger topic, or bring existing ones to the declared configs (idempotent)."""
     settings = load_settings(bootstrap)
-    reports = create_topics(resolve_bootstrap(settings),
+    address = resolve_bootstrap(settings)
+    check_reachable(address)  # seconds, not the admin client's bootstrap timeout
+    reports = create_topics(address,
                             topic_specs(settings, evaluation_partitions=partitions),
                             replication_factor=replication_factor)  # fmt: skip
     if as_json:

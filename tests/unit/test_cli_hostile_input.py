@@ -1,0 +1,240 @@
+"""What a hostile or careless user types gets one line on stderr, the documented exit code, and
+never a traceback or a hang (issue 8, item 5).
+
+No broker is needed: the addresses are malformed, refused, or a local socket that accepts TCP
+but never answers Kafka (what a firewall or a wrong port looks like).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ledger.cli.app import cli
+from ledger.errors import KafkaUnavailable, UsageError
+from ledger.kafka_io import check_reachable, make_consumer
+from ledger.settings import parse_bootstrap
+
+ROOT = Path(__file__).resolve().parents[2]
+REFUND = ROOT / "examples" / "policies" / "refund.yaml"
+
+# Kafka commands of every group, as a user would type them (an address comes from the env).
+KAFKA_COMMANDS = [
+    ["policy", "list"],
+    ["policy", "propose", str(REFUND), "--by", "human:admin"],
+    ["grant", "list"],
+    ["topics", "create"],
+    ["decisions"],
+    ["evaluate", "--action", "a.b", "--principal", "agent:x", "--resource", "r:1"],
+    ["replay", "--at", "2026-01-01T00:00:00Z"],
+    ["up"],
+]
+
+
+def _one_line(result: Result, exit_code: int) -> str:
+    """The one error line (progress lines such as `creating topics…` may come before it)."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == exit_code, result.output
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert errors == lines[-1:] and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def mute_server() -> Iterator[str]:
+    """A loopback port that accepts TCP connections and never says a word."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A loopback port whose SYNs go unanswered: a listener with a full backlog drops them, as a
+    firewall or an unrouted address does."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        address = server.getsockname()
+        filler = socket.create_connection(address, timeout=2)  # fills the backlog of one
+        try:
+            yield f"127.0.0.1:{address[1]}"
+        finally:
+            filler.close()
+
+
+# --------------------------------------------------------------------------- bootstrap strings
+
+
+@pytest.mark.parametrize("command", KAFKA_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_a_malformed_bootstrap_is_a_usage_error_not_a_traceback(
+    command: list[str], home: Path
+) -> None:
+    result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": "not-a-host:zz"})
+    line = _one_line(result, 2)
+    assert "port 'zz'" in line and "HOST:PORT" in line and "[usage]" in line
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("not-a-host:zz", "port 'zz'"),
+        ("broker1", "has no port"),
+        (":9092", "has no host"),
+        ("broker1:0", "port '0'"),
+        ("broker1:65536", "port '65536'"),
+        ("a:1,,b:2", "an empty entry"),
+        ("bad host:9092", "not a host name"),
+    ],
+)
+def test_bootstrap_strings_are_checked_entry_by_entry(value: str, problem: str) -> None:
+    with pytest.raises(UsageError, match=problem):
+        parse_bootstrap(value)
+
+
+def test_good_bootstrap_strings_parse() -> None:
+    assert parse_bootstrap("b1:9092, b2.example.com:19092,[::1]:9093") == (
+        ("b1", 9092),
+        ("b2.example.com", 19092),
+        ("::1", 9093),
+    )
+
+
+def test_the_bootstrap_flag_is_checked_too(home: Path) -> None:
+    result = CliRunner().invoke(cli, ["decisions", "--bootstrap", "localhost:http"])
+    assert "port 'http'" in _one_line(result, 2)
+
+
+def test_a_processor_with_a_malformed_bootstrap_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_BOOTSTRAP": "not-a-host:zz"}
+    done = subprocess.run([sys.executable, "-m", "processors.evaluator"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "port 'zz'" in done.stderr
+
+
+# --------------------------------------------------------------------------- unreachable Kafka
+
+# Generous: kafka-python alone waited its 30 s bootstrap timeout before saying anything.
+PROMPTLY = 15.0
+
+
+@pytest.mark.parametrize("command", KAFKA_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_a_refused_bootstrap_is_reported_at_once(command: list[str], home: Path) -> None:
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"})
+    took = time.monotonic() - started
+    line = _one_line(result, 7)
+    assert "cannot reach Kafka at 127.0.0.1:1" in line and "connection refused" in line
+    assert "[kafka_unavailable]" in line
+    assert took < PROMPTLY, f"took {took:.1f} s"
+
+
+@pytest.mark.parametrize("command", [["policy", "list"], ["topics", "create"], ["up"]],
+                         ids=lambda c: " ".join(c[:2]))  # fmt: skip
+def test_a_server_that_never_answers_kafka_is_reported_within_seconds(
+    command: list[str], home: Path, mute_server: str
+) -> None:
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": mute_server})
+    took = time.monotonic() - started
+    assert f"cannot reach Kafka at {mute_server}" in _one_line(result, 7)
+    assert took < PROMPTLY, f"took {took:.1f} s"
+
+
+def test_an_address_that_drops_connections_is_reported_within_seconds(black_hole: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match=r"no answer within 2 s.*is it running"):
+        make_consumer(black_hole)
+    assert time.monotonic() - started < PROMPTLY
+
+
+def test_reachability_names_each_server_and_why(black_hole: str) -> None:
+    with pytest.raises(KafkaUnavailable) as caught:
+        check_reachable(f"127.0.0.1:1,no-such-host.invalid:9092,{black_hole}", timeout=0.5)
+    message = str(caught.value)
+    assert "127.0.0.1:1: connection refused" in message
+    assert "no-such-host.invalid: unknown host" in message
+    assert f"{black_hole}: no answer within 0.5 s" in message
+
+
+# --------------------------------------------------------------------------- files that are not
+
+
+def _ledger(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real console script in a subprocess: a hang fails the test instead of the suite."""
+    env = {**os.environ, "LEDGER_HOME": str(cwd / "home"), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    return subprocess.run([sys.executable, "-c", "from ledger.cli import main; main()", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["policy", "eval", "{}", "--facts", "{}", "--action", "a", "--principal", "p:x"],
+        ["policy", "validate", "{}"],
+        ["policy", "test", "{}"],
+        ["policy", "propose", "{}", "--by", "human:admin"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_device_or_fifo_as_a_policy_file_is_refused_without_hanging(
+    command: list[str], special: str, tmp_path: Path
+) -> None:
+    path = special
+    if special == "fifo":
+        path = str(tmp_path / "policy.yaml")
+        os.mkfifo(path)
+    done = _ledger(*[path if arg == "{}" else arg for arg in command], cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a regular file" in lines[0], done.stderr
+
+
+def test_a_policy_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 30_000)  # 300,000 bytes, over the 256 KiB limit
+    result = CliRunner().invoke(cli, ["policy", "validate", str(big)])
+    assert "is larger than 262,144 bytes" in _one_line(result, 2)
+
+
+def test_a_directory_as_a_policy_file_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["policy", "validate", str(tmp_path)])
+    assert "is a directory" in _one_line(result, 2)
+
+
+# --------------------------------------------------------------------------- an unusable home
+
+
+@pytest.mark.parametrize(
+    ("command", "exit_code"),
+    [(["ps"], 0), (["down"], 0), (["broker", "status"], 1), (["up"], 1), (["policy", "list"], 7)],
+    ids=lambda c: " ".join(c) if isinstance(c, list) else str(c),
+)
+def test_a_ledger_home_that_is_a_file_is_no_traceback(
+    command: list[str], exit_code: int, tmp_path: Path
+) -> None:
+    home = tmp_path / "not-a-dir"
+    home.write_text("")
+    result = CliRunner().invoke(cli, command, env={"LEDGER_HOME": str(home)})
+    assert result.exit_code == exit_code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    if exit_code == 1 and command != ["broker", "status"]:
+        assert "Not a directory" in _one_line(result, 1) and "[os_error]" in result.stderr

@@ -1,0 +1,164 @@
+"""How `ledger ps`/`up`/`down` judge a processor: a live pid is not health (issue 8, item 4).
+
+The processors here are stand-ins (``sleep`` started the way ``ledger up`` starts a worker, with
+its ready file in the environment) whose heartbeats the tests write; the real thing, on the real
+broker, is in ``tests/integration/test_stack_health.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger import stack
+from ledger.cli.app import cli
+from ledger.processes import Heartbeat, alive, spawn_detached
+from ledger.settings import Settings
+from processors.run import RepeatFilter
+
+KAFKA = "127.0.0.1:9"  # never dialled: health is judged from the heartbeat, not by probing
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    monkeypatch.setenv("LEDGER_BOOTSTRAP", KAFKA)
+    return Settings(bootstrap=KAFKA, home=tmp_path)
+
+
+def _fake_processor(settings: Settings, name: str, *, ignore_term: bool = False) -> int:
+    """A process that passes for processor ``name`` of this home (what `ledger up` records)."""
+    run = settings.home / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    script = ("trap '' TERM; " if ignore_term else "") + "sleep 60"
+    env = {**os.environ, "LEDGER_READY_FILE": str(run / f"{name}.ready")}
+    sh = shutil.which("sh")
+    assert sh is not None
+    pid = spawn_detached([sh, "-c", script], env=env, log=settings.home / f"{name}.log")
+    (run / f"{name}.pid").write_text(str(pid))
+    deadline = time.monotonic() + 5
+    while not alive(pid, marker=f"{name}.ready") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pid
+
+
+@pytest.fixture
+def evaluator(settings: Settings) -> Iterator[int]:
+    pid = _fake_processor(settings, "evaluator")
+    yield pid
+    stack.stop_processor(settings, "evaluator", kill=True)
+
+
+def _beat(settings: Settings, pid: int, *, age: float = 0.0, fetch_age: float | None = 0.0,
+          bootstrap: str = KAFKA) -> None:  # fmt: skip
+    now = time.time()
+    Heartbeat(
+        pid=pid,
+        bootstrap=bootstrap,
+        at=now - age,
+        fetched_at=None if fetch_age is None else now - fetch_age,
+    ).write(settings.home / "run" / "evaluator.ready")
+
+
+def _evaluator(settings: Settings) -> stack.ProcessStatus:
+    return next(p for p in stack.processes(settings) if p.name == "evaluator")
+
+
+def test_a_fresh_heartbeat_from_a_fetching_processor_is_healthy(
+    settings: Settings, evaluator: int
+) -> None:
+    _beat(settings, evaluator, age=0.5, fetch_age=0.2)
+    status = _evaluator(settings)
+    assert status.running and status.healthy and status.problem is None
+    assert status.pid == evaluator and status.bootstrap == KAFKA
+    assert status.heartbeat_age is not None and 0.4 <= status.heartbeat_age < 3
+
+
+def test_a_running_processor_without_a_heartbeat_is_not_healthy(
+    settings: Settings, evaluator: int
+) -> None:
+    status = _evaluator(settings)
+    assert status.running and not status.healthy
+    assert status.problem is not None and "no heartbeat yet" in status.problem
+
+
+@pytest.mark.parametrize(
+    ("beat", "problem"),
+    [
+        ({"age": 30.0}, "no heartbeat for 30 s"),
+        ({"fetch_age": 30.0}, f"no answer from Kafka at {KAFKA} for 30 s"),
+        ({"fetch_age": None}, f"no answer from Kafka at {KAFKA} ever"),
+        (
+            {"bootstrap": "127.0.0.1:4242"},
+            f"started with Kafka at 127.0.0.1:4242, but Kafka is at {KAFKA} now",
+        ),
+    ],
+    ids=["stuck", "broker-silent", "never-fetched", "broker-moved"],
+)
+def test_a_live_processor_that_is_not_working_is_reported_with_why(
+    settings: Settings, evaluator: int, beat: dict[str, object], problem: str
+) -> None:
+    _beat(settings, evaluator, **beat)  # type: ignore[arg-type]
+    status = _evaluator(settings)
+    assert status.running and not status.healthy
+    assert (status.problem or "").startswith(problem), status.problem
+
+
+def test_ps_shows_health_and_says_why(settings: Settings, evaluator: int) -> None:
+    _beat(settings, evaluator, fetch_age=30.0)
+    runner = CliRunner()
+    table = runner.invoke(cli, ["ps"])
+    assert table.exit_code == 0, table.output
+    assert "healthy" in table.stdout and "heartbeat" in table.stdout
+    assert f"evaluator is not healthy: no answer from Kafka at {KAFKA} for 30 s" in table.stderr
+    as_json = runner.invoke(cli, ["ps", "--json"])
+    procs = {p["name"]: p for p in json.loads(as_json.stdout)["processors"]}
+    assert procs["evaluator"]["running"] is True and procs["evaluator"]["healthy"] is False
+    assert procs["evaluator"]["fetch_age"] >= 29 and procs["evaluator"]["bootstrap"] == KAFKA
+    assert not procs["command-processor"]["running"]
+    assert procs["command-processor"]["problem"] == "not running"
+
+
+def test_down_does_not_wait_the_full_grace_for_a_processor_that_cannot_reach_kafka(
+    settings: Settings,
+) -> None:
+    # Both ignore SIGTERM, as a Faust worker that cannot commit to a vanished broker hangs on.
+    pids = [_fake_processor(settings, n, ignore_term=True) for n in stack.PROCESSORS]
+    started = time.monotonic()
+    stopped = stack.down(settings)
+    took = time.monotonic() - started
+    assert sorted(stopped) == sorted(stack.PROCESSORS)
+    assert not any(alive(pid) for pid in pids)
+    assert took < stack.STOP_GRACE, f"down took {took:.1f} s"
+
+
+# --------------------------------------------------------------------------- the log in an outage
+
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+
+def test_a_repeating_library_error_is_logged_once_per_window_with_a_count() -> None:
+    throttle = RepeatFilter(every=0.3)
+    template = "Unable connect to node with id %s: %s"
+    passed = [throttle.filter(_record("aiokafka", template, 1, f"try {i}")) for i in range(500)]
+    assert passed.count(True) == 1 and passed[0]
+    time.sleep(0.35)
+    later = _record("aiokafka", template, 1, "again")
+    assert throttle.filter(later)
+    assert "[and 499 more like this in the last" in later.getMessage()
+
+
+def test_the_projects_own_lines_are_never_thinned() -> None:
+    throttle = RepeatFilter(every=60)
+    records = [_record("ledger.evaluator", "evaluator stats: %s", i) for i in range(50)]
+    assert all(throttle.filter(r) for r in records)
