@@ -60,7 +60,6 @@ __all__ = [
     "main",
     "APP_ID",
     "TRACE_TOO_LARGE",
-    "TRACE_TOO_LARGE_MEANING",
 ]
 
 log = logging.getLogger("ledger.evaluator")
@@ -98,11 +97,8 @@ class RecentIds:
 
 
 TRACE_TOO_LARGE: Final = "trace_too_large"
-"""``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record."""
-TRACE_TOO_LARGE_MEANING: Final = (
-    "error: the full decision trace would not fit a Kafka record; facts, context, constraints and "
-    "shadow results are left out, the request's size and SHA-256 are in the reason"
-)
+"""``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record
+(its meaning is in :data:`ledger.core.evaluate.REASON_CODES`)."""
 
 
 class RequestHandler:

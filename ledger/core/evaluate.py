@@ -67,6 +67,9 @@ REASON_CODES: Final[dict[str, str]] = {
     "invalid_facts": "error: facts missing, unknown, ill-typed or out of range",
     "condition_error": "error: a rule's condition failed on the given values (e.g. division by zero)",
     "policy_unavailable": "error: the deciding version's stored document does not load",
+    "trace_too_large": "error: the full decision trace would not fit a Kafka record; facts, "
+    "context, constraints and shadow results are left out, the request's size and SHA-256 are "
+    "in the reason",
     "evaluation_budget_exceeded": "error: the conditions needed more work than one request may "
     "spend (list macros, string and regex work on large facts); never an allow",
 }

@@ -253,7 +253,7 @@ def _propose(
             f"{limits.policy_document_bytes} bytes",
         )
     try:
-        policy = parse_policy(c.document)
+        policy = parse_policy(c.document, limits=limits)
     except PolicyError as exc:
         return _reject("invalid_policy", "; ".join(str(p) for p in exc.problems))
     if policy.name != c.policy:
