@@ -261,12 +261,14 @@ class GovernanceFollower:
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
             pending = {tp for tp in parts if end[tp] > 0}
-            if not pending:
-                self.ready.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
                 self.last_fetch = fetched_ms / 1000 if fetched_ms else None
+                if not pending and not self.ready.is_set():
+                    # Empty governance topics: ready after the first fetch, so whoever waits
+                    # for readiness also finds proof of a live broker (the heartbeat does).
+                    self.ready.set()
                 for tp, records in batches.items():
                     state = self.state
                     key = position_key(tp.topic, tp.partition)
