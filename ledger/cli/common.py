@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from ledger.errors import UsageError
 from ledger.settings import Settings
 
 __all__ = [
+    "Seconds",
     "bootstrap_option",
     "load_settings",
     "parse_time",
@@ -94,3 +96,15 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
             f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds within bounds; ``nan`` and ``inf`` are not durations."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds

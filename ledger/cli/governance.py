@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from ledger.cli.common import (
+    Seconds,
     bootstrap_option,
     load_settings,
     parse_time,
@@ -62,7 +63,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _common(func: F) -> F:
     """--bootstrap, --timeout and --json, shared by every command that talks to the ledger."""
-    func = click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+    func = click.option("--timeout", type=Seconds(0.1, 600), default=10.0, show_default=True,
                         help="Seconds to wait for the answer.")(func)  # fmt: skip
     return json_option(bootstrap_option(func))
 

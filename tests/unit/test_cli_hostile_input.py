@@ -238,3 +238,14 @@ def test_a_ledger_home_that_is_a_file_is_no_traceback(
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     if exit_code == 1 and command != ["broker", "status"]:
         assert "Not a directory" in _one_line(result, 1) and "[os_error]" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_timeout_that_is_not_a_duration_is_a_usage_error(value: str, home: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate", "--action", "a", "--principal", "agent:x", "--resource", "r",
+         "--timeout", value],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.output
