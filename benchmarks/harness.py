@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ledger import broker
 from ledger.client import ClientConfig, LedgerClient
 from ledger.core.events import (
     ApprovePolicyVersion,
@@ -42,10 +41,11 @@ from ledger.core.events import (
     Stage,
     Value,
 )
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
+from ledger.kafka.topics import create_topics, topic_specs
+from ledger.local import broker
+from ledger.local.stack import PROCESSORS, processes, start_processor, stop_processor
 from ledger.settings import Settings, TopicNames
-from ledger.stack import PROCESSORS, processes, start_processor, stop_processor
-from ledger.topics import create_topics, topic_specs
 
 __all__ = [
     "ADMIN",

@@ -43,8 +43,8 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
+from ledger.core.history import HistoryEntry, state_at
 from ledger.core.state import replay
-from ledger.replay import HistoryEntry, state_at
 
 TARGET_S = 3.0
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -113,39 +113,61 @@ def generate(
                 v = latest + 1
                 k = rnd.randrange(len(docs))
                 pev = PolicyVersionProposed(
-                    **common, actor="human:author", policy=name, sequence=nxt(name),
-                    version=v, document=docs[k], content_hash=hashes[k], owner="team:risk",
+                    **common,
+                    actor="human:author",
+                    policy=name,
+                    sequence=nxt(name),
+                    version=v,
+                    document=docs[k],
+                    content_hash=hashes[k],
+                    owner="team:risk",
                     governs=(f"{name}.*",),
-                )  # fmt: skip
+                )
                 pol_versions[name] = v
             elif r < 0.55 and latest not in approved:
                 pev = PolicyVersionApproved(
-                    **common, actor="human:approver", policy=name, sequence=nxt(name),
+                    **common,
+                    actor="human:approver",
+                    policy=name,
+                    sequence=nxt(name),
                     version=latest,
-                )  # fmt: skip
+                )
                 approved.add(latest)
             elif r < 0.9 and approved:
                 v = max(approved)
                 stage = rnd.choice((Stage.ACTIVE, Stage.ACTIVE, Stage.CANARY, Stage.SHADOW))
                 pev = PolicyVersionPromoted(
-                    **common, actor="human:approver", policy=name, sequence=nxt(name),
-                    version=v, stage=stage, percent=10 if stage is Stage.CANARY else None,
+                    **common,
+                    actor="human:approver",
+                    policy=name,
+                    sequence=nxt(name),
+                    version=v,
+                    stage=stage,
+                    percent=10 if stage is Stage.CANARY else None,
                     previous_version=pol_active.get(name),
-                )  # fmt: skip
+                )
                 if stage is Stage.ACTIVE:
                     pol_active[name] = v
             elif r < 0.99 and len(approved) > 1:
                 to = rnd.choice(sorted(approved))
                 pev = PolicyRolledBack(
-                    **common, actor="human:oncall", policy=name, sequence=nxt(name),
-                    from_version=pol_active.get(name), to_version=to, reason="bad canary",
-                )  # fmt: skip
+                    **common,
+                    actor="human:oncall",
+                    policy=name,
+                    sequence=nxt(name),
+                    from_version=pol_active.get(name),
+                    to_version=to,
+                    reason="bad canary",
+                )
                 pol_active[name] = to
             else:
                 pev = PolicyRetired(
-                    **common, actor="human:admin", policy=name, sequence=nxt(name),
+                    **common,
+                    actor="human:admin",
+                    policy=name,
+                    sequence=nxt(name),
                     reason="unused",
-                )  # fmt: skip
+                )
                 pol_active[name] = None
             emit("ledger.policy-events", name, pev)
             continue
@@ -159,29 +181,36 @@ def generate(
             gid += 1
             conditional = rnd.random() < 0.05
             gev = GrantIssued(
-                **common, actor="human:admin", principal=who, sequence=nxt(who),
-                grant_id=f"g{gid:08d}", actions=rnd.choice(ACTIONS),
+                **common,
+                actor="human:admin",
+                principal=who,
+                sequence=nxt(who),
+                grant_id=f"g{gid:08d}",
+                actions=rnd.choice(ACTIONS),
                 resource=rnd.choice(("account:*", "*", "ticket:*")),
                 condition=rnd.choice(CONDITIONS) if conditional else None,
                 valid_until=at + timedelta(days=90) if rnd.random() < 0.2 else None,
-            )  # fmt: skip
+            )
             live.append(gev.grant_id)
         elif r < 0.75:
             gev = GrantRevoked(
-                **common, actor="human:admin", principal=who, sequence=nxt(who),
+                **common,
+                actor="human:admin",
+                principal=who,
+                sequence=nxt(who),
                 grant_id=live.pop(rnd.randrange(len(live))),
-            )  # fmt: skip
+            )
         elif r < 0.9 or not memberships or who.startswith("role:"):
             role = rnd.choice(role_names)
             gev = RoleAssigned(
                 **common, actor="human:admin", principal=who, sequence=nxt(who), role=role
-            )  # fmt: skip
+            )
             memberships.add(role)
         else:
             role = rnd.choice(sorted(memberships))
             gev = RoleRevoked(
                 **common, actor="human:admin", principal=who, sequence=nxt(who), role=role
-            )  # fmt: skip
+            )
             memberships.discard(role)
         emit("ledger.grant-events", who, gev)
     return out

@@ -33,7 +33,7 @@ from benchmarks.harness import (
 )
 from ledger.client import LedgerClient
 from ledger.core.events import DecisionRecorded, RollbackPolicy
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 
 TARGET_MS = 500.0
 

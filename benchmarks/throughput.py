@@ -33,7 +33,7 @@ from benchmarks.harness import (
 )
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded
-from ledger.kafka_io import make_consumer, make_producer
+from ledger.kafka.clients import make_consumer, make_producer
 
 TARGET = 10_000
 BATCHING = {"linger_ms": 5, "batch_size": 256 * 1024}

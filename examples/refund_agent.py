@@ -89,35 +89,50 @@ def batch_pattern(client: LedgerClient) -> None:
         batch = client.preevaluate(
             AGENT,
             [
-                {"action": "refund.issue", "resource": "account:2001",
-                 "facts": {"amount": "50", **LOYAL}},
-                {"action": "refund.issue", "resource": "account:2002",
-                 "facts": {"amount": "900", **LOYAL}},
+                {
+                    "action": "refund.issue",
+                    "resource": "account:2001",
+                    "facts": {"amount": "50", **LOYAL},
+                },
+                {
+                    "action": "refund.issue",
+                    "resource": "account:2002",
+                    "facts": {"amount": "900", **LOYAL},
+                },
                 {"action": "email.send", "resource": "customer:2002"},
             ],
-        )  # fmt: skip
+        )
     except LedgerTimeout as timeout:
         print(f"batch  : no answer — {timeout}")
         return
     for item in batch.decisions:
-        print(f"batch  : {item.action} on {item.resource}: "
-              f"{item.determination.value} ({item.reason_code})")  # fmt: skip
+        print(
+            f"batch  : {item.action} on {item.resource}: "
+            f"{item.determination.value} ({item.reason_code})"
+        )
     print("batch  : decided at governance position", dict(batch.governance_position))
 
 
 def async_pattern(client: LedgerClient) -> None:
     request = client.submit_async(
-        action="refund.issue", principal=AGENT, resource="account:3001",
-        facts={"amount": "5000", **LOYAL}, default="allow",
-    )  # fmt: skip
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:3001",
+        facts={"amount": "5000", **LOYAL},
+        default="allow",
+    )
     print("async  : proceeded on allow for", request.event_id)
     for correction in client.corrections(timeout=CORRECTION_WAIT):
         if correction.request_id == request.event_id:
-            print(f"async  : corrected to {correction.determination.value}: "
-                  f"{'; '.join(correction.reasons) or '(no reason given)'}")  # fmt: skip
+            print(
+                f"async  : corrected to {correction.determination.value}: "
+                f"{'; '.join(correction.reasons) or '(no reason given)'}"
+            )
             return
-    print(f"async  : no correction within {CORRECTION_WAIT:g} s: the decision agreed with "
-          "the default, or none was made (is the evaluator running?)")  # fmt: skip
+    print(
+        f"async  : no correction within {CORRECTION_WAIT:g} s: the decision agreed with "
+        "the default, or none was made (is the evaluator running?)"
+    )
 
 
 def main() -> int:

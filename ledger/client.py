@@ -33,7 +33,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from ledger import broker
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -50,8 +49,11 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, UsageError
-from ledger.kafka_io import make_consumer, make_producer, new_id, position_key, utcnow
+from ledger.discovery import resolve_bootstrap
+from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, TopicMissing, UsageError
+from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_consumer, make_producer
+from ledger.kafka.reading import position_key, topic_partitions
 from ledger.settings import Settings, TopicNames
 
 __all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
@@ -90,7 +92,7 @@ class ClientConfig:
         ``env`` defaults to ``os.environ``. Call this once at the entry point and pass the result.
         """
         settings = Settings.from_env(env, bootstrap=bootstrap)
-        address = broker.resolve_bootstrap(
+        address = resolve_bootstrap(
             settings, explicit='pass bootstrap="HOST:PORT"', start="ledger up"
         )
         config = cls(
@@ -105,8 +107,6 @@ class _Listener:
     """Reads the reply topics from their current end and completes waiting futures by key."""
 
     def __init__(self, config: ClientConfig, codec: Codec) -> None:
-        from kafka import TopicPartition
-
         self._codec = codec
         self._lock = threading.Lock()
         self._pending: dict[bytes, Future[Any]] = {}
@@ -116,12 +116,12 @@ class _Listener:
         self._consumer = make_consumer(config.bootstrap, auto_offset_reset="latest")
         topics = (config.topics.decisions, config.topics.command_results, config.topics.corrections)
         parts: list[Any] = []
-        for topic in topics:
-            found = self._consumer.partitions_for_topic(topic)
-            if found is None:
-                self._consumer.close()
-                raise UsageError(f"topic {topic} does not exist: run `ledger topics create`")
-            parts.extend(TopicPartition(topic, p) for p in found)
+        try:
+            for topic in topics:
+                parts += topic_partitions(self._consumer, topic, bootstrap=config.bootstrap)
+        except TopicMissing:
+            self._consumer.close()
+            raise
         self._consumer.assign(parts)
         self._consumer.seek_to_end(*parts)
         for tp in parts:  # resolve positions now, so no reply sent after this point is missed
@@ -376,8 +376,6 @@ class LedgerClient:
         ``is_stale(answer, client.governance_position())`` tells whether a cached pre-evaluation
         predates a governance change.
         """
-        from kafka import TopicPartition
-
         topics = (self.config.topics.policy_events, self.config.topics.grant_events)
         with self._position_lock:
             if self._position_consumer is None:
@@ -385,10 +383,7 @@ class LedgerClient:
             consumer = self._position_consumer
             parts: list[Any] = []
             for topic in topics:
-                found = consumer.partitions_for_topic(topic)
-                if found is None:
-                    raise UsageError(f"topic {topic} does not exist: run `ledger topics create`")
-                parts.extend(TopicPartition(topic, p) for p in sorted(found))
+                parts += topic_partitions(consumer, topic, bootstrap=self.config.bootstrap)
             ends = consumer.end_offsets(parts)
         return {position_key(tp.topic, tp.partition): ends[tp] - 1 for tp in parts if ends[tp] > 0}
 

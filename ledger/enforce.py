@@ -39,7 +39,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from ledger.client import AsyncLedgerClient, LedgerClient
 from ledger.core.events import DecisionRecorded, Determination, Value
-from ledger.errors import LedgerError, UsageError
+from ledger.errors import DecisionDenied, UsageError
 
 __all__ = ["enforce", "DecisionDenied"]
 
@@ -47,25 +47,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _ALLOWING = (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)
-
-
-class DecisionDenied(LedgerError):
-    """The call was refused: the decision did not allow it, or allowed it only with constraints
-    the tool cannot take. ``decision`` is the full trace."""
-
-    code = "denied"
-    exit_code = 10
-
-    def __init__(self, decision: DecisionRecorded, *, reason: str | None = None) -> None:
-        """``reason`` says why the call was refused when the decision alone does not (it
-        allowed); by default the message gives the determination and the decision's reasons."""
-        self.decision = decision
-        if reason is None:
-            why = "; ".join(decision.reasons) or decision.reason_code
-            reason = f"{decision.determination.value} ({why or decision.determination.value})"
-        super().__init__(
-            f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"
-        )
 
 
 def enforce(

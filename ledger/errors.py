@@ -17,12 +17,15 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── BrokerError                  broker_error        6   the local broker cannot be fetched/started
     │   └── PrerequisiteMissing      missing_tool        6   java / mvn not installed
     ├── KafkaUnavailable             kafka_unavailable   7   cannot reach the bootstrap servers
+    ├── TopicMissing                 topic_missing       7   a ledger topic does not exist (create it)
     ├── TopicMismatch                topic_mismatch      7   an existing topic cannot serve the ledger
     ├── LedgerTimeout                timeout             8   no answer in time (never a silent allow)
     ├── ExportError                  export_error        9   export / DuckDB failure
-    └── DecisionDenied               denied             10   @enforce: the call was not allowed
-                                                             (in ledger.enforce: it carries the
-                                                             decision trace)
+    ├── DecisionDenied               denied             10   @enforce: the call was not allowed
+    │                                                        (it carries the decision trace)
+    ├── PolicyTestsFailed            policy_tests_failed 1   some offline policy test cases failed
+    ├── ProcessorError               processor_error     1   a local processor failed to start
+    └── ClientClosed                 client_unavailable  7   the SDK's reply listener stopped
 """
 
 from __future__ import annotations
@@ -39,12 +42,21 @@ __all__ = [
     "BrokerError",
     "PrerequisiteMissing",
     "KafkaUnavailable",
+    "TopicMissing",
     "TopicMismatch",
     "LedgerTimeout",
     "ExportError",
+    "DecisionDenied",
+    "PolicyTestsFailed",
+    "ProcessorError",
+    "ClientClosed",
 ]
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.core.events import DecisionRecorded
 
 
 class LedgerError(Exception):
@@ -148,6 +160,13 @@ class KafkaUnavailable(LedgerError):
     exit_code = 7
 
 
+class TopicMissing(LedgerError):
+    """A topic the ledger needs does not exist on the cluster."""
+
+    code = "topic_missing"
+    exit_code = 7
+
+
 class TopicMismatch(LedgerError):
     """An existing topic's layout contradicts the ledger's (e.g. partitions it cannot remove)."""
 
@@ -163,3 +182,44 @@ class LedgerTimeout(LedgerError):
 class ExportError(LedgerError):
     code = "export_error"
     exit_code = 9
+
+
+class DecisionDenied(LedgerError):
+    """An enforcement point refused the call: the decision did not allow it, or allowed it only
+    with constraints the tool cannot take. ``decision`` is the full trace."""
+
+    code = "denied"
+    exit_code = 10
+
+    def __init__(self, decision: DecisionRecorded, *, reason: str | None = None) -> None:
+        """``reason`` says why the call was refused when the decision alone does not (it
+        allowed); by default the message gives the determination and the decision's reasons."""
+        self.decision = decision
+        if reason is None:
+            why = "; ".join(decision.reasons) or decision.reason_code
+            reason = f"{decision.determination.value} ({why or decision.determination.value})"
+        super().__init__(
+            f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"
+        )
+
+
+class PolicyTestsFailed(LedgerError):
+    """Some policy test cases failed (exit 1, like pytest)."""
+
+    code = "policy_tests_failed"
+    exit_code = 1
+
+
+class ProcessorError(LedgerError):
+    """A processor of the local stack could not be started or is unknown."""
+
+    code = "processor_error"
+    exit_code = 1
+
+
+class ClientClosed(LedgerError):
+    """The SDK client cannot answer: it was closed, or its reply listener stopped on an error
+    it could not recover from (the message says which)."""
+
+    code = "client_unavailable"
+    exit_code = 7

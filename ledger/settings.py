@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ledger.core.lifecycle import DEFAULT_ADMINS
 from ledger.errors import UsageError
 
 __all__ = ["Settings", "TopicNames", "parse_bootstrap"]
@@ -122,13 +123,19 @@ class Settings:
     - ``cache``: downloaded broker jars. ``$XDG_CACHE_HOME/decision-ledger``.
     - ``topics``: topic names (``$LEDGER_TOPIC_PREFIX``).
     - ``admins``: bootstrap administrators allowed every governance command (``$LEDGER_ADMINS``).
+    - ``ready_file``: where a processor worker writes its heartbeat (``$LEDGER_READY_FILE``, set
+      by ``ledger up`` for the workers it starts).
+
+    :meth:`to_env` is the inverse of :meth:`from_env`: the environment a child process (a
+    processor worker) needs to build the same settings.
     """
 
     bootstrap: str | None = None
     home: Path = field(default_factory=lambda: _default_state() / "decision-ledger")
     cache: Path = field(default_factory=lambda: _default_cache() / "decision-ledger")
     topics: TopicNames = field(default_factory=TopicNames)
-    admins: frozenset[str] = frozenset({"human:admin"})
+    admins: frozenset[str] = DEFAULT_ADMINS
+    ready_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -139,8 +146,11 @@ class Settings:
         home = (
             Path(env["LEDGER_HOME"]) if env.get("LEDGER_HOME") else state_root / "decision-ledger"
         )
-        admins = frozenset(
-            a.strip() for a in env.get("LEDGER_ADMINS", "human:admin").split(",") if a.strip()
+        raw_admins = env.get("LEDGER_ADMINS")
+        admins = (
+            frozenset(a.strip() for a in raw_admins.split(",") if a.strip())
+            if raw_admins is not None
+            else DEFAULT_ADMINS
         )
         settings = cls(
             bootstrap=env.get("LEDGER_BOOTSTRAP") or None,
@@ -148,6 +158,21 @@ class Settings:
             cache=cache_root / "decision-ledger",
             topics=TopicNames(prefix=env.get("LEDGER_TOPIC_PREFIX", "")),
             admins=admins,
+            ready_file=Path(env["LEDGER_READY_FILE"]) if env.get("LEDGER_READY_FILE") else None,
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``LEDGER_*`` variables from which :meth:`from_env` rebuilds these settings (the
+        cache is left to ``$XDG_CACHE_HOME``, which a child inherits)."""
+        env = {
+            "LEDGER_HOME": str(self.home),
+            "LEDGER_TOPIC_PREFIX": self.topics.prefix,
+            "LEDGER_ADMINS": ",".join(sorted(self.admins)),
+        }
+        if self.bootstrap:
+            env["LEDGER_BOOTSTRAP"] = self.bootstrap
+        if self.ready_file is not None:
+            env["LEDGER_READY_FILE"] = str(self.ready_file)
+        return env

@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import faust
-
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     COMMAND_TYPES,
@@ -32,27 +30,25 @@ from ledger.core.events import (
     CommandAccepted,
     CommandRejected,
     GovernanceEvent,
-    GrantIssued,
-    GrantRevoked,
-    RoleAssigned,
-    RoleRevoked,
 )
 from ledger.core.lifecycle import (
     Rejection,
-    command_aggregate,
+    already_applied,
     command_result,
     decide,
+    event_stream,
 )
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
+from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import Settings
 from processors.common import (
     HANDLING_FAILED_EXIT,
-    GovernanceFollower,
     Output,
     OutputLimit,
+    Processor,
     ProcessorStats,
     create_faust_app,
     die,
@@ -68,7 +64,6 @@ __all__ = ["create_app", "main", "APP_ID", "CommandHandler", "Step"]
 log = logging.getLogger("ledger.command-processor")
 APP_ID = "ledger-command-processor"
 ACTOR = "service:command-processor"
-_GRANT_EVENTS = (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)
 # Text a sender supplied, repeated in an answer that would otherwise not fit, is cut to this.
 _ANSWER_TEXT_CHARS = 1_000
 
@@ -101,6 +96,10 @@ class CommandHandler:
         new_id: Callable[[], str] = new_id,
     ) -> None:
         self.topics = settings.topics
+        self.streams = {
+            "policy": settings.topics.policy_events,
+            "grant": settings.topics.grant_events,
+        }
         self.admins = settings.admins
         self.codec = codec
         self.stats = stats
@@ -109,9 +108,13 @@ class CommandHandler:
         self.new_id = new_id
         self.applied: dict[str, list[str]] = {}  # command id -> ids of the events it produced
         self.letters = DeadLetters(
-            codec=codec, topic=settings.topics.dead_letters, actor=ACTOR, stats=stats,
-            limit=self.limit, new_id=new_id,
-        )  # fmt: skip
+            codec=codec,
+            topic=settings.topics.dead_letters,
+            actor=ACTOR,
+            stats=stats,
+            limit=self.limit,
+            new_id=new_id,
+        )
 
     def remember(self, event: GovernanceEvent) -> None:
         """Note an applied event's command (the follower calls this for every event)."""
@@ -135,8 +138,11 @@ class CommandHandler:
         except Exception as exc:  # one record's failure, not the processor's
             log.exception("command processor failed on %s[%s]@%s", *where)
             text = str(exc)
-            return self._letter(msg, "handler_error", f"{type(exc).__name__}: {text}" if text
-                                else type(exc).__name__)  # fmt: skip
+            return self._letter(
+                msg,
+                "handler_error",
+                f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+            )
         finally:
             if self.inflight is not None:
                 self.inflight.clear()
@@ -152,21 +158,18 @@ class CommandHandler:
         step = Step()
         if command.event_id in self.applied:  # re-delivery of an already applied command
             self.stats.duplicates += 1
-            result: CommandAccepted | CommandRejected = CommandAccepted(
-                event_id=self.new_id(), occurred_at=now, actor=ACTOR,
-                command_id=command.event_id, command_type=type(command).__name__,
-                aggregate=command_aggregate(command),
-                event_ids=tuple(self.applied[command.event_id]), message="already applied",
-            )  # fmt: skip
+            result: CommandAccepted | CommandRejected = already_applied(
+                command,
+                tuple(self.applied[command.event_id]),
+                event_id=self.new_id(),
+                now=now,
+                actor=ACTOR,
+            )
         else:
             outcome = decide(state, command, now=now, new_id=self.new_id, admins=self.admins)
             if not isinstance(outcome, Rejection):
                 for gov in outcome:
-                    topic = (
-                        self.topics.grant_events
-                        if isinstance(gov, _GRANT_EVENTS)
-                        else self.topics.policy_events
-                    )
+                    topic = self.streams[event_stream(gov)]
                     key, value = aggregate_of(gov).encode(), self.codec.encode(gov)
                     if not self.limit.fits(key, value):
                         # Nothing is half-applied: the command is refused as a whole.
@@ -203,8 +206,15 @@ class CommandHandler:
         return None
 
     def _letter(self, msg: Any, code: str, reason: str) -> Step:
-        letter = self.letters.letter(topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                                     key=msg.key, value=msg.value, code=code, reason=reason)  # fmt: skip
+        letter = self.letters.letter(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            code=code,
+            reason=reason,
+        )
         return Step(outputs=[letter])
 
 
@@ -214,19 +224,21 @@ def _cut(text: str) -> str:
     return f"{text[:_ANSWER_TEXT_CHARS]}… ({len(text)} characters)"
 
 
-def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
+def create_app(settings: Settings, *, bootstrap: str) -> Processor:
     app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
     codec = default_codec()
     stats = ProcessorStats()
     handler = CommandHandler(
-        settings=settings, codec=codec, stats=stats, limit=OutputLimit.for_app(app),
+        settings=settings,
+        codec=codec,
+        stats=stats,
+        limit=OutputLimit.for_app(app),
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
-    )  # fmt: skip
-    follower = GovernanceFollower(
-        bootstrap=bootstrap, settings=settings, codec=codec, stats=stats, on_event=handler.remember
     )
-    app.ledger_stats = stats  # type: ignore[attr-defined]
-    app.ledger_follower = follower  # type: ignore[attr-defined]
+    follower = GovernanceFollower(
+        bootstrap=bootstrap, topics=settings.topics, codec=codec, on_event=handler.remember
+    )
+    processor = Processor(app=app, follower=follower, stats=stats)
 
     @app.task
     async def follow_governance() -> None:
@@ -253,7 +265,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> faust.App:
                 die(HANDLING_FAILED_EXIT, "stopped while appending a command's events")
             await send_all(app.producer, step.outputs)
 
-    return app
+    return processor
 
 
 def main() -> None:

@@ -1,10 +1,9 @@
-"""What the Faust processors share: the app factory and the governance follower.
+"""What the Faust processors share: the app factory, the built :class:`Processor`, output
+limits and the sends that never let an offset pass a lost output.
 
-Governance state is not kept in a Faust table. Every worker follows the (single-partition)
-policy and grant topics itself with a group-less consumer and folds them with the core's pure
-``fold``, so each worker sees every governance event (Faust's GlobalTable has open bugs across
-several workers) and the state is exactly what replay computes. A worker answers nothing until
-its follower has caught up with the end offsets seen at start: never from partial state.
+The governance state each worker follows lives in the Kafka wing
+(:class:`ledger.kafka.governance.GovernanceFollower`): a worker answers nothing until its
+follower has caught up with the end offsets seen at start, never from partial state.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,17 +19,13 @@ from typing import Any, NoReturn
 import faust
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from ledger.codec import Codec
-from ledger.core.events import GovernanceEvent
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
-from ledger.errors import CodecError
-from ledger.kafka_io import position_key
+from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import Settings
 
 __all__ = [
     "create_faust_app",
-    "GovernanceFollower",
+    "Processor",
     "ProcessorStats",
     "Output",
     "OutputLimit",
@@ -163,8 +157,12 @@ async def send_or_die(producer: Any, topic: str, key: bytes, value: bytes) -> as
     try:
         future: asyncio.Future[Any] = await producer.send(topic, key, value, None, None, None)
     except Exception as exc:  # every refusal is fatal here, whatever its type
-        die(DELIVERY_FAILED_EXIT, "output to %s was refused, stopping before any commit: %r",
-            topic, exc)  # fmt: skip
+        die(
+            DELIVERY_FAILED_EXIT,
+            "output to %s was refused, stopping before any commit: %r",
+            topic,
+            exc,
+        )
     future.add_done_callback(_die_on_failure)
     return future
 
@@ -184,8 +182,12 @@ async def send_all(producer: Any, outputs: list[Output]) -> None:
             queued += 1
     except asyncio.CancelledError:
         if queued < len(outputs):
-            die(HANDLING_FAILED_EXIT, "stopped with %d of %d outputs unsent: exiting uncommitted",
-                len(outputs) - queued, len(outputs))  # fmt: skip
+            die(
+                HANDLING_FAILED_EXIT,
+                "stopped with %d of %d outputs unsent: exiting uncommitted",
+                len(outputs) - queued,
+                len(outputs),
+            )
         raise
 
 
@@ -196,103 +198,24 @@ class ProcessorStats:
     processed: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
-    governance_events: int = 0
-    undecodable_governance: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
-class GovernanceFollower:
-    """Follows policy and grant events into a :class:`LedgerState` (see module docstring)."""
+@dataclass(frozen=True, slots=True)
+class Processor:
+    """A built processor: its Faust app and what its entry point (and tests) observe.
 
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        settings: Settings,
-        codec: Codec,
-        stats: ProcessorStats,
-        on_event: Callable[[GovernanceEvent], None] | None = None,
-    ) -> None:
-        self._bootstrap = bootstrap
-        self._topics = (settings.topics.policy_events, settings.topics.grant_events)
-        self._codec = codec
-        self._stats = stats
-        self._on_event = on_event
-        self.state: LedgerState = EMPTY_STATE
-        self.ready = asyncio.Event()
-        #: Unix time of the last fetch response from the broker (health, `ledger ps`).
-        self.last_fetch: float | None = None
+    ``gates`` are events that must all be set, besides the follower having caught up, before
+    it answers anything (for the evaluator: the start-up de-duplication read is done).
+    """
 
-    def apply_local(self, event: GovernanceEvent) -> None:
-        """Apply an event this process just wrote, before it comes back from the log.
+    app: faust.App
+    follower: GovernanceFollower
+    stats: ProcessorStats
+    gates: tuple[asyncio.Event, ...] = ()
 
-        The same event read later from the topic is a no-op for ``fold`` (its sequence is
-        already applied) and only advances the position.
-        """
-        self.state = fold(self.state, event)
-        if self._on_event is not None:
-            self._on_event(event)
-
-    async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
-            fetch_min_bytes=1,
-        )
-        await consumer.start()
-        try:
-            parts: list[TopicPartition] = []
-            for topic in self._topics:
-                found: set[int] | None = None
-                for _ in range(100):
-                    await consumer._client.force_metadata_update()
-                    found = consumer.partitions_for_topic(topic)
-                    if found:
-                        break
-                    await asyncio.sleep(0.1)
-                if not found:
-                    raise RuntimeError(f"topic {topic} does not exist: run `ledger topics create`")
-                parts.extend(TopicPartition(topic, p) for p in sorted(found))
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            end = await consumer.end_offsets(parts)
-            pending = {tp for tp in parts if end[tp] > 0}
-            while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-                fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
-                self.last_fetch = fetched_ms / 1000 if fetched_ms else None
-                if not pending and not self.ready.is_set():
-                    # Empty governance topics: ready after the first fetch, so whoever waits
-                    # for readiness also finds proof of a live broker (the heartbeat does).
-                    self.ready.set()
-                for tp, records in batches.items():
-                    state = self.state
-                    key = position_key(tp.topic, tp.partition)
-                    for record in records:
-                        try:
-                            event = self._codec.decode(record.value)
-                        except CodecError as exc:
-                            self._stats.undecodable_governance += 1
-                            log.error(
-                                "undecodable governance record %s@%s: %s", key, record.offset, exc
-                            )
-                            continue
-                        state = fold(state, event)  # type: ignore[arg-type]
-                        state = with_position(state, key, record.offset)
-                        self._stats.governance_events += 1
-                        if self._on_event is not None:
-                            self._on_event(event)  # type: ignore[arg-type]
-                    self.state = state
-                if pending:
-                    for tp in list(pending):
-                        if await consumer.position(tp) >= end[tp]:
-                            pending.discard(tp)
-                    if not pending:
-                        log.info("governance state caught up: %s", dict(self.state.position))
-                        self.ready.set()
-        finally:
-            await consumer.stop()
+    async def ready(self) -> None:
+        """Return once the processor answers from complete state."""
+        await self.follower.ready.wait()
+        for gate in self.gates:
+            await gate.wait()

@@ -20,7 +20,7 @@ from typing import Any, Final
 from ledger.codec import Codec
 from ledger.core.events import DeadLetter
 from ledger.errors import CodecError
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 from processors.common import Output, OutputLimit, ProcessorStats
 
 __all__ = ["DEAD_LETTER_CODES", "DeadLetters", "decode_as"]
@@ -109,11 +109,21 @@ class DeadLetters:
         else:
             kafka_key = key or b""
         letter = DeadLetter(
-            event_id=self._new_id(), occurred_at=utcnow(), actor=self._actor,
-            source_topic=topic, partition=partition, offset=offset, key=key, value=value,
-            code=code, reason=reason, value_size=value_size, value_sha256=value_sha256,
-            key_size=key_size, key_sha256=key_sha256,
-        )  # fmt: skip
+            event_id=self._new_id(),
+            occurred_at=utcnow(),
+            actor=self._actor,
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            code=code,
+            reason=reason,
+            value_size=value_size,
+            value_sha256=value_sha256,
+            key_size=key_size,
+            key_sha256=key_sha256,
+        )
         encoded = self._codec.encode(letter)
         # Leave out the value, then the key too, until the letter fits: the digests identify
         # them on the source topic. Without both, a letter is a few hundred bytes.

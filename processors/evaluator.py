@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final
 
-import faust
-
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import correction_for, evaluate, evaluate_batch
 from ledger.core.events import (
@@ -37,13 +35,15 @@ from ledger.core.events import (
 )
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
-from ledger.kafka_io import utcnow
+from ledger.ids import utcnow
+from ledger.kafka.dedup import answered_since_last_commit
+from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import Settings
 from processors.common import (
     HANDLING_FAILED_EXIT,
-    GovernanceFollower,
     Output,
     OutputLimit,
+    Processor,
     ProcessorStats,
     create_faust_app,
     die,
@@ -127,12 +127,23 @@ class RequestHandler:
         self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
         self.inflight = inflight
         self.letters = DeadLetters(
-            codec=codec, topic=settings.topics.dead_letters, actor=f"service:{evaluator_id}",
-            stats=stats, limit=self.limit,
-        )  # fmt: skip
+            codec=codec,
+            topic=settings.topics.dead_letters,
+            actor=f"service:{evaluator_id}",
+            stats=stats,
+            limit=self.limit,
+        )
 
-    def handle(self, state: Any, *, topic: str, partition: int, offset: int,
-               key: bytes | None, value: bytes | None) -> list[Output]:  # fmt: skip
+    def handle(
+        self,
+        state: Any,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> list[Output]:
         started = time.perf_counter_ns()
         try:
             request = decode_as(self.codec, value, _REQUEST_TYPES, "an evaluation request")
@@ -163,8 +174,9 @@ class RequestHandler:
             out = [(self.topics.decisions, rid, encoded)]
         if not all(self.limit.fits(k, v) for _, k, v in out):
             reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
-            return [self._dead_letter(topic, partition, offset, key, value, "output_too_large",
-                                      reason)]  # fmt: skip
+            return [
+                self._dead_letter(topic, partition, offset, key, value, "output_too_large", reason)
+            ]
         self.recent.add(rid)
         self.stats.processed += 1
         return out
@@ -187,12 +199,27 @@ class RequestHandler:
                         out.append(self._poison(msg, deaths))
                         continue
                 try:
-                    out += handle(state, topic=topic, partition=partition, offset=offset,
-                                  key=msg.key, value=msg.value)  # fmt: skip
+                    out += handle(
+                        state,
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        key=msg.key,
+                        value=msg.value,
+                    )
                 except Exception as exc:  # one record's failure, not the batch's
                     log.exception("evaluator failed on %s[%s]@%s", topic, partition, offset)
-                    out.append(self._dead_letter(topic, partition, offset, msg.key, msg.value,
-                                                 "handler_error", _failure(exc)))  # fmt: skip
+                    out.append(
+                        self._dead_letter(
+                            topic,
+                            partition,
+                            offset,
+                            msg.key,
+                            msg.value,
+                            "handler_error",
+                            _failure(exc),
+                        )
+                    )
         finally:
             if inflight is not None:
                 inflight.clear()
@@ -203,13 +230,29 @@ class RequestHandler:
             f"the evaluator died {deaths} times while handling this record (a crash, a hang "
             "that got it killed, or memory): it is not handled again"
         )
-        return self._dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                                 "poison_record", reason)  # fmt: skip
+        return self._dead_letter(
+            msg.topic, msg.partition, msg.offset, msg.key, msg.value, "poison_record", reason
+        )
 
-    def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None,
-                     value: bytes | None, code: str, reason: str) -> Output:  # fmt: skip
-        return self.letters.letter(topic=topic, partition=partition, offset=offset, key=key,
-                                   value=value, code=code, reason=reason)  # fmt: skip
+    def _dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        code: str,
+        reason: str,
+    ) -> Output:
+        return self.letters.letter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            code=code,
+            reason=reason,
+        )
 
 
 def _failure(exc: BaseException) -> str:
@@ -228,93 +271,54 @@ def _without_trace(
         f"{digest}); treat this as error"
     )
     return replace(
-        decision, determination=Determination.ERROR, constraints={}, reasons=(reason,),
-        reason_code=TRACE_TOO_LARGE, rule=None, facts={}, context={}, shadow_results=(),
-    )  # fmt: skip
+        decision,
+        determination=Determination.ERROR,
+        constraints={},
+        reasons=(reason,),
+        reason_code=TRACE_TOO_LARGE,
+        rule=None,
+        facts={},
+        context={},
+        shadow_results=(),
+    )
 
 
 def _batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
     """Every item an ``error`` that says why, and nothing else that could be large."""
-    return replace(answer, decisions=tuple(
-        BatchItemDecision(item_id=d.item_id, action=d.action, resource=d.resource,
-                          determination=Determination.ERROR, reason_code=TRACE_TOO_LARGE)
-        for d in answer.decisions
-    ))  # fmt: skip
+    return replace(
+        answer,
+        decisions=tuple(
+            BatchItemDecision(
+                item_id=d.item_id,
+                action=d.action,
+                resource=d.resource,
+                determination=Determination.ERROR,
+                reason_code=TRACE_TOO_LARGE,
+            )
+            for d in answer.decisions
+        ),
+    )
 
 
-def answered_since_last_commit(bootstrap: str, settings: Settings, group_id: str) -> set[bytes]:
-    """Request ids already answered but possibly not committed (a crash between the two).
-
-    For each request partition, the first uncommitted request's timestamp bounds how far back a
-    decision for it can be; the decisions written since (minus a clock-skew margin) are read.
-    """
-    from kafka import TopicPartition
-
-    from ledger.kafka_io import make_consumer
-
-    # A consumer carrying the group id can read the group's committed offsets without joining.
-    consumer = make_consumer(bootstrap, group_id=group_id, consumer_timeout_ms=1000)
-    try:
-        req_parts = [TopicPartition(settings.topics.evaluation_requests, p)
-                     for p in consumer.partitions_for_topic(settings.topics.evaluation_requests) or ()]  # fmt: skip
-        ends = consumer.end_offsets(req_parts) if req_parts else {}
-        oldest_ms: int | None = None
-        for tp in req_parts:
-            committed = consumer.committed(tp)
-            start = committed if committed is not None and committed >= 0 else 0
-            if start >= ends[tp]:
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            records = consumer.poll(timeout_ms=2000, max_records=1).get(tp, [])
-            if records:
-                ts = records[0].timestamp
-                oldest_ms = ts if oldest_ms is None else min(oldest_ms, ts)
-        if oldest_ms is None:
-            return set()
-        dec_parts = [TopicPartition(settings.topics.decisions, p)
-                     for p in consumer.partitions_for_topic(settings.topics.decisions) or ()]  # fmt: skip
-        consumer.assign(dec_parts)
-        starts = consumer.offsets_for_times({tp: max(0, oldest_ms - 60_000) for tp in dec_parts})
-        dec_ends = consumer.end_offsets(dec_parts)
-        live = []
-        for tp in dec_parts:
-            found = starts.get(tp)
-            if found is None:
-                continue
-            consumer.seek(tp, found.offset)
-            live.append(tp)
-        seen: set[bytes] = set()
-        remaining = {tp for tp in live if dec_ends[tp] > 0}
-        while remaining:
-            batch = consumer.poll(timeout_ms=1000)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                seen.update(r.key for r in records if r.key is not None)
-                if consumer.position(tp) >= dec_ends[tp]:
-                    remaining.discard(tp)
-        return seen
-    finally:
-        consumer.close()
-
-
-def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None = None) -> faust.App:
+def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None = None) -> Processor:
     """Build an evaluator app. Several workers of the same app share the request partitions."""
     evaluator_id = evaluator_id or f"evaluator-{socket.gethostname()}-{os.getpid()}"
     app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
     codec = default_codec()
     stats = ProcessorStats()
-    follower = GovernanceFollower(bootstrap=bootstrap, settings=settings, codec=codec, stats=stats)
+    follower = GovernanceFollower(bootstrap=bootstrap, topics=settings.topics, codec=codec)
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
     handler = RequestHandler(
-        settings=settings, codec=codec, evaluator_id=evaluator_id, stats=stats,
-        limit=OutputLimit.for_app(app), inflight=inflight,
-    )  # fmt: skip
+        settings=settings,
+        codec=codec,
+        evaluator_id=evaluator_id,
+        stats=stats,
+        limit=OutputLimit.for_app(app),
+        inflight=inflight,
+    )
     deduplicated = asyncio.Event()
-    app.ledger_stats = stats  # type: ignore[attr-defined]
-    app.ledger_follower = follower  # type: ignore[attr-defined]
-    app.ledger_deduplicated = deduplicated  # type: ignore[attr-defined]
+
+    processor = Processor(app=app, follower=follower, stats=stats, gates=(deduplicated,))
 
     @app.task
     async def follow_governance() -> None:
@@ -322,7 +326,9 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
 
     @app.task
     async def remember_answered() -> None:
-        seen = await asyncio.to_thread(answered_since_last_commit, bootstrap, settings, app.conf.id)
+        seen = await asyncio.to_thread(
+            answered_since_last_commit, bootstrap, settings.topics, app.conf.id
+        )
         handler.recent.update(seen)
         log.info("start-up: %d request ids answered since the last commit", len(seen))
         deduplicated.set()
@@ -340,8 +346,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         producer = app.producer
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             if not (follower.ready.is_set() and deduplicated.is_set()):
-                await follower.ready.wait()
-                await deduplicated.wait()
+                await processor.ready()
             try:
                 outputs = handler.handle_batch(follower.state, [e.message for e in events])
             except Exception:  # see above
@@ -350,9 +355,14 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
 
     @app.timer(interval=30.0)
     async def report() -> None:
-        log.info("evaluator stats: %s", stats)
+        log.info(
+            "evaluator stats: %s, governance events %d (%d undecodable)",
+            stats,
+            follower.applied,
+            follower.undecodable,
+        )
 
-    return app
+    return processor
 
 
 def main() -> None:

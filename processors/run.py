@@ -4,7 +4,7 @@ This is an entry point, so it is the one place here that reads the environment
 (``Settings.from_env``). ``LEDGER_BOOTSTRAP`` (or the local broker) says where Kafka is.
 
 With ``LEDGER_READY_FILE`` (set by ``ledger up``), the worker writes a
-:class:`~ledger.processes.Heartbeat` there once its governance state has caught up, and again
+:class:`~processors.heartbeat.Heartbeat` there once its governance state has caught up, and again
 every second: ``ledger up`` waits for the first, ``ledger ps``/``up`` judge health from the rest.
 
 While the broker is away the Kafka libraries log the same connection error several times a
@@ -21,15 +21,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import faust
 
-from ledger import broker
+from ledger.discovery import resolve_bootstrap
 from ledger.errors import LedgerError
-from ledger.processes import Heartbeat
 from ledger.settings import Settings
+from processors.common import Processor
+from processors.heartbeat import Heartbeat
 
 __all__ = ["run_worker", "RepeatFilter"]
 
@@ -89,26 +89,25 @@ def _logging_config(name: str) -> dict[str, Any]:
     }
 
 
-def run_worker(factory: Callable[..., faust.App], *, name: str) -> None:
+def run_worker(factory: Callable[..., Processor], *, name: str) -> None:
+    """Build the processor from the environment's settings and run it as a Faust worker."""
     settings = Settings.from_env()
     try:
-        bootstrap = broker.resolve_bootstrap(settings, explicit=None)
+        bootstrap = resolve_bootstrap(settings, explicit=None)
     except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)
-    app: Any = factory(settings, bootstrap=bootstrap)
-    ready_file = os.environ.get("LEDGER_READY_FILE")
-    if ready_file:
+    processor = factory(settings, bootstrap=bootstrap)
+    app, follower = processor.app, processor.follower
+    ready_file = settings.ready_file
+    if ready_file is not None:
+        path = ready_file
 
         @app.task
         async def heartbeat() -> None:
-            follower = app.ledger_follower
-            await follower.ready.wait()
-            if hasattr(app, "ledger_deduplicated"):
-                await app.ledger_deduplicated.wait()
+            await processor.ready()
             while follower.last_fetch is None:  # ready means: it has heard from the broker
                 await asyncio.sleep(0.05)
-            path = Path(ready_file)
             while True:
                 beat = Heartbeat(
                     pid=os.getpid(),

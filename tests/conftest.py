@@ -71,7 +71,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
             yield KafkaUnderTest(container.get_bootstrap_server(), "testcontainers", base)
         return
 
-    from ledger import broker
+    from ledger.local import broker
 
     home = tmp_path_factory.mktemp("ledger-home")
     settings = Settings(home=home, cache=base.cache)
@@ -92,7 +92,7 @@ def topic_names(request: pytest.FixtureRequest) -> TopicNames:
 @pytest.fixture
 def ledger_topics(kafka: KafkaUnderTest, topic_names: TopicNames) -> TopicNames:
     """All ledger topics created under this test's prefix."""
-    from ledger.topics import create_topics, topic_specs
+    from ledger.kafka.topics import create_topics, topic_specs
 
     settings = Settings(topics=topic_names)
     create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ledger import __version__
-from ledger.cli import broker, decisions, governance, policy, stack, topics
+from ledger.cli import broker, decisions, evaluate, grants, policy, replay, stack, topics
 
 __all__ = ["cli", "main"]
 
@@ -26,11 +26,11 @@ cli.add_command(topics.group)
 cli.add_command(stack.up_cmd)
 cli.add_command(stack.down_cmd)
 cli.add_command(stack.ps_cmd)
-cli.add_command(policy.group)  # offline verbs here, lifecycle verbs added by governance
-cli.add_command(governance.grant_group)
-cli.add_command(governance.role_group)
-cli.add_command(governance.evaluate_cmd)
-cli.add_command(governance.replay_cmd)
+cli.add_command(policy.group)
+cli.add_command(grants.grant_group)
+cli.add_command(grants.role_group)
+cli.add_command(evaluate.evaluate_cmd)
+cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ledger import broker
 from ledger.cli.common import load_settings
 from ledger.cli.output import console, handle_errors, json_option, print_json, print_table
+from ledger.local import broker
 
 __all__ = ["group"]
 

@@ -1,29 +1,44 @@
-"""Options and lookups shared by the command groups that talk to Kafka."""
+"""What the command groups share: options, settings, input parsing, and the SDK client and
+governance history every command that talks to the ledger uses. Parsing and printing only: the
+rules are the core's."""
 
 from __future__ import annotations
 
 import math
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ledger.broker import resolve_bootstrap  # the one lookup, shared with the SDK
+from ledger.cli.output import json_option, print_json, to_jsonable
+from ledger.client import ClientConfig, LedgerClient
+from ledger.core.events import Command, CommandAccepted
+from ledger.core.history import HistoryEntry, state_at
 from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.state import LedgerState
+from ledger.discovery import resolve_bootstrap
 from ledger.errors import UsageError
+from ledger.kafka.governance import load_history
 from ledger.settings import Settings
 
 __all__ = [
     "Seconds",
     "bootstrap_option",
+    "current_state",
+    "ledger_client",
+    "ledger_options",
     "load_settings",
     "parse_time",
+    "policy_rows",
+    "principal_arg",
     "read_text_file",
     "resolve_bootstrap",
+    "submit",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,3 +123,83 @@ class Seconds(click.FloatRange):
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         return seconds
+
+
+def ledger_options(func: F) -> F:
+    """--bootstrap, --timeout and --json, shared by every command that talks to the ledger."""
+    func = click.option(
+        "--timeout",
+        type=Seconds(0.1, 600),
+        default=10.0,
+        show_default=True,
+        help="Seconds to wait for the answer.",
+    )(func)
+    return json_option(bootstrap_option(func))
+
+
+@contextmanager
+def ledger_client(bootstrap: str | None, actor: str) -> Iterator[LedgerClient]:
+    """An SDK client configured the way every command finds the ledger."""
+    settings = load_settings(bootstrap)
+    config = ClientConfig(
+        bootstrap=resolve_bootstrap(settings), topics=settings.topics, actor=actor
+    )
+    with LedgerClient(config) as client:
+        yield client
+
+
+def principal_arg(value: str, flag: str) -> str:
+    """A ``kind:name`` principal from a flag, or one usage line naming the flag."""
+    if ":" not in value or value.startswith(":") or value.endswith(":"):
+        raise UsageError(f"{flag} {value!r} is not a principal: use kind:name, e.g. human:alice")
+    return value
+
+
+def submit(
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+    command: Command,
+    what: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    version_label: str = "version",
+) -> CommandAccepted:
+    """Submit a command, wait for the result, print it (``extra`` joins the JSON document)."""
+    with ledger_client(bootstrap, command.actor) as client:
+        result = client.submit_command(command, timeout=timeout)
+    if as_json:
+        print_json({**(extra or {}), **to_jsonable(result)})
+    else:
+        version = f" {version_label} {result.version}" if result.version is not None else ""
+        click.echo(f"accepted: {what}{version} ({result.message or 'no change'})")
+    return result
+
+
+def current_state(bootstrap: str | None) -> tuple[LedgerState, list[HistoryEntry]]:
+    """The governance state now, and the history it was folded from (read from Kafka)."""
+    settings = load_settings(bootstrap)
+    history = load_history(resolve_bootstrap(settings), settings.topics)
+    return state_at(history), history
+
+
+def policy_rows(state: LedgerState) -> list[dict[str, Any]]:
+    """One summary row per policy (owner, deployed versions), as tables and --json show them."""
+    rows = []
+    for name in sorted(state.policies):
+        rec = state.policies[name]
+        latest = rec.versions.get(rec.latest)
+        rows.append(
+            {
+                "policy": name,
+                "owner": latest.owner if latest else None,
+                "governs": list(latest.governs) if latest else [],
+                "active": rec.active,
+                "canary": rec.canary,
+                "canary_percent": rec.canary_percent,
+                "shadow": list(rec.shadows),
+                "latest": rec.latest,
+                "retired": rec.retired,
+            }
+        )
+    return rows

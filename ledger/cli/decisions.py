@@ -29,7 +29,7 @@ from ledger.core.events import (
     DecisionRecorded,
     Determination,
 )
-from ledger.kafka_io import read_topic
+from ledger.kafka.reading import read_topic
 
 __all__ = ["decisions_cmd"]
 
@@ -38,18 +38,35 @@ __all__ = ["decisions_cmd"]
 @click.option("--request", "request_id", default=None, help="Only the decision of this request id.")
 @click.option("--principal", default=None, help="Only decisions about this principal.")
 @click.option("--action", default=None, help="Only this action (globs allowed: 'refund.*').")
-@click.option("--determination", type=click.Choice([d.value for d in Determination]),
-              default=None, help="Only this determination.")  # fmt: skip
+@click.option(
+    "--determination",
+    type=click.Choice([d.value for d in Determination]),
+    default=None,
+    help="Only this determination.",
+)
 @click.option("--since", default=None, help="Decided at or after (ISO 8601).")
 @click.option("--until", default=None, help="Decided before (ISO 8601).")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
-              help="Show the most recent N matches.")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Show the most recent N matches.",
+)
 @bootstrap_option
 @json_option
 @handle_errors
-def decisions_cmd(request_id: str | None, principal: str | None, action: str | None,
-                  determination: str | None, since: str | None, until: str | None, limit: int,
-                  bootstrap: str | None, as_json: bool) -> None:  # fmt: skip
+def decisions_cmd(
+    request_id: str | None,
+    principal: str | None,
+    action: str | None,
+    determination: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    bootstrap: str | None,
+    as_json: bool,
+) -> None:
     """Recorded decision traces, oldest first; --json prints every field of each trace.
 
     A pre-evaluation answer (BatchDecisionRecorded) shows one row per item (request id
@@ -80,32 +97,63 @@ def decisions_cmd(request_id: str | None, principal: str | None, action: str | N
             if wanted(d.occurred_at, d.request_id, d.principal, d.action, d.determination.value):
                 found.append((d, [_row(d.occurred_at, d.request_id, d.principal, d)]))
         elif isinstance(d, BatchDecisionRecorded):  # a pre-evaluation: one row per item
-            items = [i for i in d.decisions
-                     if wanted(d.occurred_at, d.request_id, d.principal, i.action, i.determination.value)]  # fmt: skip
+            items = [
+                i
+                for i in d.decisions
+                if wanted(d.occurred_at, d.request_id, d.principal, i.action, i.determination.value)
+            ]
             if items:
-                found.append((d, [_row(d.occurred_at, f"{d.request_id}#{i.item_id}", d.principal, i)
-                                  for i in items]))  # fmt: skip
+                found.append(
+                    (
+                        d,
+                        [
+                            _row(d.occurred_at, f"{d.request_id}#{i.item_id}", d.principal, i)
+                            for i in items
+                        ],
+                    )
+                )
     found.sort(key=lambda pair: pair[0].occurred_at)
     shown = found[-limit:]
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
         return
     print_table(
-        ["decided at", "request id", "principal", "action", "resource", "determination",
-         "policy", "rule", "reason code", "constraints"],
+        [
+            "decided at",
+            "request id",
+            "principal",
+            "action",
+            "resource",
+            "determination",
+            "policy",
+            "rule",
+            "reason code",
+            "constraints",
+        ],
         [row for _, rows in shown for row in rows],
-    )  # fmt: skip
+    )
     more = len(found) - len(shown)
-    click.echo(f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
-               err=True)  # fmt: skip
+    click.echo(
+        f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
+        err=True,
+    )
 
 
-def _row(decided_at: datetime, request: str, principal: str,
-         d: DecisionRecorded | BatchItemDecision) -> list[Any]:  # fmt: skip
-    return [_utc(decided_at), request, principal, d.action, d.resource, d.determination.value,
-            f"{d.policy} v{d.policy_version}" if d.policy else "-",
-            rule_label(d.rule, d.reason_code), d.reason_code or "-",
-            json_cell(d.constraints)]  # fmt: skip
+def _row(
+    decided_at: datetime, request: str, principal: str, d: DecisionRecorded | BatchItemDecision
+) -> list[Any]:
+    return [
+        _utc(decided_at),
+        request,
+        principal,
+        d.action,
+        d.resource,
+        d.determination.value,
+        f"{d.policy} v{d.policy_version}" if d.policy else "-",
+        rule_label(d.rule, d.reason_code),
+        d.reason_code or "-",
+        json_cell(d.constraints),
+    ]
 
 
 def _utc(t: datetime) -> str:

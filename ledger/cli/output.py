@@ -102,8 +102,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             # The machine's fault, not the input's (a $LEDGER_HOME that is a file, a full disk):
             # still one line, naming the path.
             where = f"{exc.filename}: " if exc.filename else ""
-            fail(f"{where}{exc.strerror or exc} (check $LEDGER_HOME, $XDG_CACHE_HOME and "
-                 "permissions) [os_error]")  # fmt: skip
+            fail(
+                f"{where}{exc.strerror or exc} (check $LEDGER_HOME, $XDG_CACHE_HOME and "
+                "permissions) [os_error]"
+            )
 
     return wrapper
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ledger.cli import lifecycle
 from ledger.cli.common import read_text_file
 from ledger.cli.output import (
     handle_errors,
@@ -21,22 +22,15 @@ from ledger.cli.output import (
     print_table,
     rule_label,
 )
-from ledger.core.events import Determination, Value
+from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
 from ledger.core.policytests import CaseResult, offline_outcome, run_policy_tests
-from ledger.errors import LedgerError, PolicyError, PolicyProblem, UsageError
+from ledger.errors import PolicyError, PolicyProblem, PolicyTestsFailed, UsageError
 
 __all__ = ["group"]
 
 _TESTS_SUFFIX = ".tests.yaml"
-
-
-class PolicyTestsFailed(LedgerError):
-    """Some policy test cases failed (exit 1, like pytest)."""
-
-    code = "policy_tests_failed"
-    exit_code = 1
 
 
 @click.group("policy")
@@ -190,11 +184,6 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
         raise PolicyTestsFailed(f"{failed} of {len(results)} policy test cases failed")
 
 
-def _parse_facts(text: str, what: str) -> dict[str, Value]:
-    # Bounded (size, nesting), duplicate keys refused, fractions read as exact decimals.
-    return parse_facts_json(text, what=what)
-
-
 @group.command("eval")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
@@ -236,8 +225,8 @@ def eval_(
     whatever the determination; a bad file or bad facts JSON is an error.
     """
     policy = _load(file)
-    facts = _parse_facts(facts_json, "--facts")
-    context = _parse_facts(context_json, "--context")
+    facts = parse_facts_json(facts_json, what="--facts")
+    context = parse_facts_json(context_json, what="--context")
     case = PolicyTestCase(
         name="eval",
         facts=facts,
@@ -272,3 +261,9 @@ def eval_(
         ("policy", f"{policy.name} {policy.content_hash[:19]}"),
     ]
     print_table(["field", "value"], rows)
+
+
+# The lifecycle verbs (propose … show) talk to the ledger; they live in their own module and
+# join this group here, so the group is defined, and assembled, in one place.
+for _command in lifecycle.COMMANDS:
+    group.add_command(_command)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import click
 
-from ledger import broker, stack
 from ledger.cli.common import bootstrap_option, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.local import broker, stack
 
 __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 
 
 @click.command("up")
 @bootstrap_option
-@click.option("--evaluators", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Evaluator worker processes (they share the request partitions).")  # fmt: skip
+@click.option(
+    "--evaluators",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Evaluator worker processes (they share the request partitions).",
+)
 @json_option
 @handle_errors
 def up_cmd(bootstrap: str | None, evaluators: int, as_json: bool) -> None:

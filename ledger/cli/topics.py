@@ -6,8 +6,8 @@ import click
 
 from ledger.cli.common import bootstrap_option, load_settings, resolve_bootstrap
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
-from ledger.kafka_io import check_reachable
-from ledger.topics import create_topics, topic_specs
+from ledger.kafka.clients import check_reachable
+from ledger.kafka.topics import create_topics, topic_specs
 
 __all__ = ["group"]
 
@@ -34,18 +34,32 @@ def group() -> None:
 )
 @json_option
 @handle_errors
-def create_cmd(bootstrap: str | None, partitions: int, replication_factor: int | None,
-               as_json: bool) -> None:  # fmt: skip
+def create_cmd(
+    bootstrap: str | None, partitions: int, replication_factor: int | None, as_json: bool
+) -> None:
     """Create every ledger topic, or bring existing ones to the declared configs (idempotent)."""
     settings = load_settings(bootstrap)
     address = resolve_bootstrap(settings)
     check_reachable(address)  # seconds, not the admin client's bootstrap timeout
-    reports = create_topics(address,
-                            topic_specs(settings, evaluation_partitions=partitions),
-                            replication_factor=replication_factor)  # fmt: skip
+    reports = create_topics(
+        address,
+        topic_specs(settings, evaluation_partitions=partitions),
+        replication_factor=replication_factor,
+    )
     if as_json:
-        print_json([{"name": r.name, "partitions": r.partitions, "action": r.action,
-                     "configs": dict(r.configs)} for r in reports])  # fmt: skip
+        print_json(
+            [
+                {
+                    "name": r.name,
+                    "partitions": r.partitions,
+                    "action": r.action,
+                    "configs": dict(r.configs),
+                }
+                for r in reports
+            ]
+        )
     else:
-        print_table(["topic", "partitions", "retention.ms", "action"],
-                    [[r.name, r.partitions, r.configs.get("retention.ms"), r.action] for r in reports])  # fmt: skip
+        print_table(
+            ["topic", "partitions", "retention.ms", "action"],
+            [[r.name, r.partitions, r.configs.get("retention.ms"), r.action] for r in reports],
+        )

@@ -146,8 +146,10 @@ class Grant:
         if isinstance(outcome, BudgetExceeded):
             return f"{when}, and evaluating it stopped: {outcome}"
         if isinstance(outcome, Exception):
-            return (f"{when}, which cannot be evaluated on these facts (a type mismatch? send "
-                    "numbers as numbers or Decimal, not strings)")  # fmt: skip
+            return (
+                f"{when}, which cannot be evaluated on these facts (a type mismatch? send "
+                "numbers as numbers or Decimal, not strings)"
+            )
         return f"{when}, which is false for this request"
 
     def applies(

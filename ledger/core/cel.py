@@ -95,11 +95,34 @@ _NUMERIC: Final = frozenset({"int", "double", "decimal"})
 
 RESERVED_NAMES: Final = frozenset(
     {
-        "context", "true", "false", "null", "in", "has", "size", "timestamp", "duration",
-        "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let",
-        "loop", "package", "namespace", "return", "var", "void", "while",
+        "context",
+        "true",
+        "false",
+        "null",
+        "in",
+        "has",
+        "size",
+        "timestamp",
+        "duration",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
     }
-)  # fmt: skip
+)
 
 _DEC: Final = Context(
     prec=34
@@ -384,9 +407,18 @@ def _compatible(a: str, b: str) -> bool:
 
 
 _UNWRAP: Final = frozenset(
-    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary",
-     "member", "primary"}
-)  # fmt: skip
+    {
+        "expr",
+        "conditionalor",
+        "conditionaland",
+        "relation",
+        "addition",
+        "multiplication",
+        "unary",
+        "member",
+        "primary",
+    }
+)
 _REL_OPS: Final = {
     "relation_lt": "<",
     "relation_le": "<=",
@@ -404,9 +436,19 @@ _ARITH_OPS: Final = {
     "multiplication_mod": "%",
 }
 _ESCAPES: Final = {
-    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-    '"': '"', "'": "'", "\\": "\\", "`": "`", "?": "?",
-}  # fmt: skip
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "`": "`",
+    "?": "?",
+}
 _ESCAPE_RE: Final = re.compile(
     r"\\(?:([abfnrtv\"'\\`?])|([0-3][0-7]{2})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))"
 )

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, assert_never
+from typing import Final, Literal, TypeAlias, assert_never
 
 from ledger.core.authority import authorize, compile_grant_condition, valid_principal
 from ledger.core.events import (
@@ -70,6 +70,9 @@ __all__ = [
     "command_aggregate",
     "command_action",
     "command_result",
+    "already_applied",
+    "event_stream",
+    "EventStream",
 ]
 
 DEFAULT_ADMINS: Final = frozenset({"human:admin"})
@@ -651,4 +654,36 @@ def command_result(
         event_ids=tuple(e.event_id for e in outcome),
         version=version,
         message=", ".join(type(e).__name__ for e in outcome),
+    )
+
+
+EventStream: TypeAlias = Literal["policy", "grant"]
+
+
+def event_stream(event: GovernanceEvent) -> EventStream:
+    """Which governance stream (topic) ``event`` belongs to: policy events, or grant events."""
+    if isinstance(event, (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)):
+        return "grant"
+    return "policy"
+
+
+def already_applied(
+    command: Command,
+    event_ids: tuple[str, ...],
+    *,
+    event_id: str,
+    now: datetime,
+    actor: str = "service:command-processor",
+) -> CommandAccepted:
+    """The answer to a command delivered again after it was applied (its events were written
+    before a crash let it come back): accepted, naming the events it produced, nothing new."""
+    return CommandAccepted(
+        event_id=event_id,
+        occurred_at=now,
+        actor=actor,
+        command_id=command.event_id,
+        command_type=type(command).__name__,
+        aggregate=command_aggregate(command),
+        event_ids=event_ids,
+        message="already applied",
     )

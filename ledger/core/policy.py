@@ -880,9 +880,16 @@ def _constraint_value(v: Any) -> object:
 
 
 _YAML_KINDS: Final = {
-    bool: "boolean", int: "integer", float: "number", Decimal: "number", str: "text",
-    list: "list", dict: "mapping", datetime: "timestamp", date: "date",
-}  # fmt: skip
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    Decimal: "number",
+    str: "text",
+    list: "list",
+    dict: "mapping",
+    datetime: "timestamp",
+    date: "date",
+}
 
 
 def _describe(v: Any) -> str:

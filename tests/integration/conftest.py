@@ -10,8 +10,8 @@ import pytest
 from harness import ADMIN, AGENT, LedgerStack  # beside this file
 
 from ledger.client import LedgerClient
+from ledger.kafka.topics import create_topics, topic_specs
 from ledger.settings import Settings, TopicNames
-from ledger.topics import create_topics, topic_specs
 
 StackFactory = Callable[..., LedgerStack]
 

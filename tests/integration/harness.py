@@ -34,9 +34,10 @@ from ledger.core.events import (
     Stage,
     Value,
 )
-from ledger.kafka_io import new_id, read_topic, utcnow
+from ledger.ids import new_id, utcnow
+from ledger.kafka.reading import read_topic
+from ledger.local.stack import start_processor, stop_processor
 from ledger.settings import Settings, TopicNames
-from ledger.stack import start_processor, stop_processor
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()

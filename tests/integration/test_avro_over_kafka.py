@@ -14,30 +14,61 @@ from ledger.core.events import (
     ShadowResult,
     Stage,
 )
-from ledger.kafka_io import new_id
+from ledger.ids import new_id
 
 
 def _events() -> list[object]:
     now = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
     request = EvaluationRequested(
-        event_id=new_id(), occurred_at=now, actor="agent:refund-bot", action="refund.issue",
-        principal="agent:refund-bot", resource="account:42",
-        facts={"amount": Decimal("120.50"), "tenure_days": 120, "tags": ("vip", "eu"),
-               "since": now, "standing": "good", "flag": True},
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=now,
+        actor="agent:refund-bot",
+        action="refund.issue",
+        principal="agent:refund-bot",
+        resource="account:42",
+        facts={
+            "amount": Decimal("120.50"),
+            "tenure_days": 120,
+            "tags": ("vip", "eu"),
+            "since": now,
+            "standing": "good",
+            "flag": True,
+        },
+    )
     decision = DecisionRecorded(
-        event_id=new_id(), occurred_at=now, actor="service:evaluator", request_id=request.event_id,
-        requested_at=now, action="refund.issue", principal="agent:refund-bot", resource="account:42",
-        determination=Determination.ALLOW_WITH_CONSTRAINTS, constraints={"refund_method": "credit"},
-        policy="refund", policy_version=3, stage=Stage.ACTIVE, rule="credit-only",
-        facts=request.facts, governance_position={"ledger.policy-events/0": 7},
-        shadow_results=(ShadowResult(policy="refund", version=4, stage=Stage.SHADOW,
-                                     determination=Determination.DENY),),
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=now,
+        actor="service:evaluator",
+        request_id=request.event_id,
+        requested_at=now,
+        action="refund.issue",
+        principal="agent:refund-bot",
+        resource="account:42",
+        determination=Determination.ALLOW_WITH_CONSTRAINTS,
+        constraints={"refund_method": "credit"},
+        policy="refund",
+        policy_version=3,
+        stage=Stage.ACTIVE,
+        rule="credit-only",
+        facts=request.facts,
+        governance_position={"ledger.policy-events/0": 7},
+        shadow_results=(
+            ShadowResult(
+                policy="refund", version=4, stage=Stage.SHADOW, determination=Determination.DENY
+            ),
+        ),
+    )
     promoted = PolicyVersionPromoted(
-        event_id=new_id(), occurred_at=now, actor="human:bob", command_id=new_id(), policy="refund",
-        sequence=5, version=3, stage=Stage.CANARY, percent=25,
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=now,
+        actor="human:bob",
+        command_id=new_id(),
+        policy="refund",
+        sequence=5,
+        version=3,
+        stage=Stage.CANARY,
+        percent=25,
+    )
     return [request, decision, promoted]
 
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from ledger.cli.app import cli
 from ledger.errors import TopicMismatch
+from ledger.kafka.topics import create_topics, describe_topic_configs, topic_specs
 from ledger.settings import Settings, TopicNames
-from ledger.topics import create_topics, describe_topic_configs, topic_specs
 
 
 def test_topics_are_created_with_declared_partitions_and_configs(kafka, topic_names):
@@ -49,8 +49,15 @@ def test_topics_create_is_idempotent_and_repairs_drift(kafka, topic_names):
     create_topics(kafka.bootstrap, specs)
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     try:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic_names.decisions,
-                                            configs={"retention.ms": "1000"})])  # fmt: skip
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    topic_names.decisions,
+                    configs={"retention.ms": "1000"},
+                )
+            ]
+        )
     finally:
         admin.close()
     # Config changes reach the broker's metadata asynchronously: wait until ours is visible.
@@ -102,8 +109,11 @@ def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kaf
 
 def test_a_replication_factor_beyond_the_cluster_is_a_one_line_usage_error(kafka, topic_names):
     runner = CliRunner()
-    result = runner.invoke(cli, ["topics", "create", "--bootstrap", kafka.bootstrap,
-                                 "--replication-factor", "3"], env={"LEDGER_TOPIC_PREFIX": topic_names.prefix})  # fmt: skip
+    result = runner.invoke(
+        cli,
+        ["topics", "create", "--bootstrap", kafka.bootstrap, "--replication-factor", "3"],
+        env={"LEDGER_TOPIC_PREFIX": topic_names.prefix},
+    )
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().count("\n") == 0
     assert (
@@ -153,7 +163,7 @@ def _jvms_serving(home: Path) -> list[int]:
 def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_path):
     if kafka.source != "local":
         pytest.skip(f"broker comes from {kafka.source}; the local broker is covered in CI")
-    from ledger import broker
+    from ledger.local import broker
 
     settings = Settings(
         home=tmp_path / "home", cache=kafka.settings.cache, topics=TopicNames(prefix="stopcheck.")

@@ -68,9 +68,17 @@ class Ledger:
 
     def grant(self, principal: str, actions: str, resource: str) -> None:
         accepted = self.json(
-            "grant", "issue", "--to", principal, "--actions", actions, "--resource", resource,
-            "--by", ADMIN,
-        )  # fmt: skip
+            "grant",
+            "issue",
+            "--to",
+            principal,
+            "--actions",
+            actions,
+            "--resource",
+            resource,
+            "--by",
+            ADMIN,
+        )
         assert (accepted["command_type"], accepted["aggregate"]) == ("IssueGrant", principal)
 
     def evaluate(self, client: LedgerClient, **request: Any) -> dict[str, Any]:
@@ -82,9 +90,16 @@ class Ledger:
         """
         self.stack.evaluate_settled(client, **request)
         return self.json(
-            "evaluate", "--action", request["action"], "--principal", request["principal"],
-            "--resource", request["resource"], "--facts", json.dumps(request.get("facts", {})),
-        )  # fmt: skip
+            "evaluate",
+            "--action",
+            request["action"],
+            "--principal",
+            request["principal"],
+            "--resource",
+            request["resource"],
+            "--facts",
+            json.dumps(request.get("facts", {})),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +222,17 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     (trace,) = ledger.json("decisions", "--request", second["request_id"])
     assert trace == second
     history = ledger.json("decisions", "--principal", AGENT, "--action", "refund.*")
-    versions = [d["policy_version"] for d in history if d["request_id"] in
-                {first["request_id"], second["request_id"], third["request_id"]}]  # fmt: skip
+    versions = [
+        d["policy_version"]
+        for d in history
+        if d["request_id"] in {first["request_id"], second["request_id"], third["request_id"]}
+    ]
     assert versions == [1, 2, 1]
     assert ledger.json("decisions", "--request", "no-such-request") == []
     # A pre-evaluation answer is listed too, whole, with its items.
-    batch = sdk.preevaluate(AGENT, [{"action": "refund.issue", "resource": "account:7",
-                                     "facts": FACTS_300}])  # fmt: skip
+    batch = sdk.preevaluate(
+        AGENT, [{"action": "refund.issue", "resource": "account:7", "facts": FACTS_300}]
+    )
     (answer,) = ledger.json("decisions", "--request", batch.request_id)
     assert [(i["action"], i["determination"]) for i in answer["decisions"]] == [
         ("refund.issue", "allow")
@@ -252,10 +271,23 @@ def test_grant_issue_list_revoke(ledger: Ledger, sdk: LedgerClient):
     # `ungoverned_action` (naming the grant), without one `no_authority`.
     ask = {"action": "cli-grants.run", "principal": bot, "resource": "job:1"}
     issued = ledger.json(
-        "grant", "issue", "--to", bot, "--actions", "cli-grants.*, report.read",
-        "--resource", "job:*", "--by", ADMIN, "--until", "2099-01-01T00:00:00Z",
-        "--approved-by", CAROL, "--note", "nightly jobs",
-    )  # fmt: skip
+        "grant",
+        "issue",
+        "--to",
+        bot,
+        "--actions",
+        "cli-grants.*, report.read",
+        "--resource",
+        "job:*",
+        "--by",
+        ADMIN,
+        "--until",
+        "2099-01-01T00:00:00Z",
+        "--approved-by",
+        CAROL,
+        "--note",
+        "nightly jobs",
+    )
     assert (issued["command_type"], issued["aggregate"]) == ("IssueGrant", bot)
 
     listed = ledger.json("grant", "list", "--principal", bot)
@@ -284,13 +316,33 @@ def test_grant_issue_list_revoke(ledger: Ledger, sdk: LedgerClient):
 
     ledger.rejected("grant", "revoke", grant["grant_id"], "--by", ADMIN, code="unknown_grant")
     ledger.rejected(
-        "grant", "issue", "--to", bot, "--actions", "x.y", "--resource", "*",
-        "--when", "amount <", "--by", ADMIN, code="invalid_condition",
-    )  # fmt: skip
+        "grant",
+        "issue",
+        "--to",
+        bot,
+        "--actions",
+        "x.y",
+        "--resource",
+        "*",
+        "--when",
+        "amount <",
+        "--by",
+        ADMIN,
+        code="invalid_condition",
+    )
     ledger.rejected(
-        "grant", "issue", "--to", bot, "--actions", "x.y", "--resource", "*", "--by", BOB,
+        "grant",
+        "issue",
+        "--to",
+        bot,
+        "--actions",
+        "x.y",
+        "--resource",
+        "*",
+        "--by",
+        BOB,
         code="not_authorized",
-    )  # fmt: skip
+    )
 
 
 def test_grant_issue_json_names_the_grant_it_issued(ledger: Ledger):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
-from ledger.processes import alive
+from ledger.local.processes import alive
 
 pytestmark = pytest.mark.integration
 

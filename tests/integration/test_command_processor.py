@@ -8,7 +8,7 @@ from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc
 
 from ledger.core.events import PolicyVersionProposed, ProposePolicyVersion, Stage
 from ledger.errors import CommandRejectedError
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.errors import CodecError
-from ledger.kafka_io import make_consumer, new_id, utcnow
+from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_consumer
 
 pytestmark = pytest.mark.integration
 

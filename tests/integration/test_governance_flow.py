@@ -21,7 +21,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.errors import CommandRejectedError
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
 

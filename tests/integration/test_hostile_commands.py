@@ -17,7 +17,7 @@ from harness import ADMIN, LedgerStack, wait_for
 
 from ledger.codec import default_codec
 from ledger.core.events import CommandRejected, IssueGrant, ProposePolicyVersion
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +63,17 @@ def test_an_alias_bomb_from_an_actor_without_grants_is_refused_unread(stack_fact
     admin = stack.client(ADMIN)
     # A normal command right behind the attack is accepted within a few seconds.
     accepted = admin.submit_command(
-        IssueGrant(event_id=new_id(), occurred_at=utcnow(), actor=ADMIN, grant_id="g-after",
-                   principal="agent:bot", actions=("refund.issue",), resource="account:*"),
+        IssueGrant(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            grant_id="g-after",
+            principal="agent:bot",
+            actions=("refund.issue",),
+            resource="account:*",
+        ),
         timeout=10,
-    )  # fmt: skip
+    )
     assert accepted.aggregate == "agent:bot"
     assert time.monotonic() - started < 10
 

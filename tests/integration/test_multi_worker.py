@@ -12,10 +12,16 @@ from harness import ADMIN, AGENT, GOOD_FACTS, covers, policy_doc, wait_for
 
 def _answer_all(client, policy: str, n: int, tag: str):
     futures = [
-        client.send_request(client.request(action=f"{policy}.issue", principal=AGENT,
-                                           resource=f"account:{tag}-{i}", facts=GOOD_FACTS))
+        client.send_request(
+            client.request(
+                action=f"{policy}.issue",
+                principal=AGENT,
+                resource=f"account:{tag}-{i}",
+                facts=GOOD_FACTS,
+            )
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     return [f.result(timeout=30) for f in futures]
 
 

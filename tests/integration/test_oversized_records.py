@@ -28,7 +28,8 @@ from ledger.core.events import (
     EvaluationRequested,
     IssueGrant,
 )
-from ledger.kafka_io import make_consumer, new_id, utcnow
+from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_consumer
 from processors import command_processor, evaluator
 
 pytestmark = pytest.mark.integration
@@ -63,16 +64,27 @@ def sized(build: Callable[[str], Any], size: int) -> tuple[Any, bytes]:
 
 def request(resource: str = "account:1", **facts: Any) -> EvaluationRequested:
     return EvaluationRequested(
-        event_id=new_id(), occurred_at=utcnow(), actor=AGENT, action="refund.issue",
-        principal=AGENT, resource=resource, facts={**GOOD_FACTS, **facts},
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=AGENT,
+        action="refund.issue",
+        principal=AGENT,
+        resource=resource,
+        facts={**GOOD_FACTS, **facts},
+    )
 
 
 def grant(n: int, note: str | None = None) -> IssueGrant:
     return IssueGrant(
-        event_id=new_id(), occurred_at=utcnow(), actor=ADMIN, grant_id=f"g-{new_id()}",
-        principal=f"agent:bot-{n}", actions=("refund.issue",), resource="account:*", note=note,
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=ADMIN,
+        grant_id=f"g-{new_id()}",
+        principal=f"agent:bot-{n}",
+        actions=("refund.issue",),
+        resource="account:*",
+        note=note,
+    )
 
 
 def produce(stack: LedgerStack, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -132,8 +144,13 @@ def test_a_garbage_record_of_1mb_on_the_request_topic_is_dead_lettered_by_digest
     assert letter.source_topic == stack.topics.evaluation_requests
     # And the evaluator carries on, the same process.
     agent = stack.client(AGENT)
-    decision = stack.evaluate_settled(agent, action="refund.issue", principal=AGENT,
-                                      resource="account:after-garbage", facts=GOOD_FACTS)  # fmt: skip
+    decision = stack.evaluate_settled(
+        agent,
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:after-garbage",
+        facts=GOOD_FACTS,
+    )
     assert decision.determination is Determination.ALLOW
     assert pids(stack) == before, stack.logs()
 
@@ -146,8 +163,11 @@ def test_a_valid_1mb_request_among_40_is_answered_and_so_is_every_one_after_it(
     big, big_bytes = sized(lambda filler: request("account:big", note=filler), VALID_BYTES)
     requests.insert(20, big)
     key = b"one-partition"  # all in one partition, in this order
-    produce(stack, stack.topics.evaluation_requests,
-            [(key, big_bytes if r is big else CODEC.encode(r)) for r in requests])  # fmt: skip
+    produce(
+        stack,
+        stack.topics.evaluation_requests,
+        [(key, big_bytes if r is big else CODEC.encode(r)) for r in requests],
+    )
     wanted = {r.event_id for r in requests}
 
     def outcomes() -> dict[str, Any] | None:
@@ -159,8 +179,9 @@ def test_a_valid_1mb_request_among_40_is_answered_and_so_is_every_one_after_it(
         return found if set(found) == wanted else None
 
     found = wait_for(outcomes, timeout=60, what="a decision for each of the 41 requests")
-    assert all(found[r.event_id].determination is Determination.ALLOW for r in requests
-               if r is not big)  # fmt: skip
+    assert all(
+        found[r.event_id].determination is Determination.ALLOW for r in requests if r is not big
+    )
     answer = found[big.event_id]
     assert answer.determination is Determination.ERROR
     assert not answer.facts  # left out: the trace with them would not fit
@@ -220,11 +241,17 @@ def test_1mb_records_on_the_commands_topic_are_each_answered_or_dead_lettered(
 def test_a_record_of_the_wrong_type_has_one_code_on_both_topics(stack: LedgerStack) -> None:
     stray = CODEC.encode(
         DecisionRecorded(
-            event_id=new_id(), occurred_at=utcnow(), actor="service:evaluator",
-            request_id=new_id(), requested_at=utcnow(), action="refund.issue", principal=AGENT,
-            resource="account:1", determination=Determination.ALLOW,
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="service:evaluator",
+            request_id=new_id(),
+            requested_at=utcnow(),
+            action="refund.issue",
+            principal=AGENT,
+            resource="account:1",
+            determination=Determination.ALLOW,
         )
-    )  # fmt: skip
+    )
     key = f"stray-{new_id()}".encode()
     topics = (stack.topics.evaluation_requests, stack.topics.commands)
     produce(stack, topics[0], [(key, stray)])

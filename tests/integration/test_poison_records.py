@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
 
-from ledger import stack as stack_module
 from ledger.codec import default_codec
 from ledger.core.events import (
     CommandAccepted,
@@ -28,7 +27,8 @@ from ledger.core.events import (
     EvaluationRequested,
     IssueGrant,
 )
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
+from ledger.local import stack as stack_module
 from processors import command_processor, evaluator
 from processors.common import state_dir
 
@@ -69,26 +69,40 @@ def produce(stack: LedgerStack, topic: str, records: list[tuple[bytes, bytes]]) 
         producer.close(timeout=5)
 
 
-def kill_while_stuck_on(stack: LedgerStack, name: str, app_id: str, topic: str,
-                        offset: int, attempt: int) -> None:  # fmt: skip
+def kill_while_stuck_on(
+    stack: LedgerStack, name: str, app_id: str, topic: str, offset: int, attempt: int
+) -> None:
     """Wait until ``name`` is stuck handling ``offset`` (its ``attempt``-th try), then SIGKILL."""
-    wait_for(lambda: marker(stack, app_id, topic) == (offset, attempt), timeout=60,
-             what=f"{name} to be handling offset {offset} (attempt {attempt})")  # fmt: skip
+    wait_for(
+        lambda: marker(stack, app_id, topic) == (offset, attempt),
+        timeout=60,
+        what=f"{name} to be handling offset {offset} (attempt {attempt})",
+    )
     assert stack.stop(name, kill=True)
 
 
 def request(resource: str) -> EvaluationRequested:
     return EvaluationRequested(
-        event_id=new_id(), occurred_at=utcnow(), actor=AGENT, action="refund.issue",
-        principal=AGENT, resource=resource, facts=GOOD_FACTS,
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=AGENT,
+        action="refund.issue",
+        principal=AGENT,
+        resource=resource,
+        facts=GOOD_FACTS,
+    )
 
 
 def grant(principal: str) -> IssueGrant:
     return IssueGrant(
-        event_id=new_id(), occurred_at=utcnow(), actor=ADMIN, grant_id=f"g-{new_id()}",
-        principal=principal, actions=("refund.issue",), resource="account:*",
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=ADMIN,
+        grant_id=f"g-{new_id()}",
+        principal=principal,
+        actions=("refund.issue",),
+        resource="account:*",
+    )
 
 
 def letters_at(stack: LedgerStack, topic: str, offset: int) -> list[DeadLetter]:
@@ -140,11 +154,15 @@ def test_a_request_that_hangs_the_evaluator_is_dead_lettered_after_two_deaths(
     # The same worker goes on answering; a request it raises on is dead-lettered at once.
     broken = request("account:raise")
     (broken_offset,) = produce(stack, topic, [(b"k", CODEC.encode(broken))])
-    decision = agent.evaluate(action="refund.issue", principal=AGENT, resource="account:9",
-                              facts=GOOD_FACTS)  # fmt: skip
+    decision = agent.evaluate(
+        action="refund.issue", principal=AGENT, resource="account:9", facts=GOOD_FACTS
+    )
     assert decision.determination is Determination.ALLOW
-    (raised,) = wait_for(lambda: letters_at(stack, topic, broken_offset), timeout=20,
-                         what="the dead letter of the record the evaluator raised on")  # fmt: skip
+    (raised,) = wait_for(
+        lambda: letters_at(stack, topic, broken_offset),
+        timeout=20,
+        what="the dead letter of the record the evaluator raised on",
+    )
     assert raised.code == "handler_error" and "test fault" in raised.reason
 
 
@@ -156,12 +174,14 @@ def test_a_command_that_hangs_the_command_processor_is_dead_lettered_after_two_d
     topic = stack.topics.commands
     poison = grant("agent:poison-hang")
     after = [grant(f"agent:bot-{n}") for n in range(3)]
-    offsets = produce(stack, topic, [(c.principal.encode(), CODEC.encode(c))
-                                     for c in (poison, *after)])  # fmt: skip
+    offsets = produce(
+        stack, topic, [(c.principal.encode(), CODEC.encode(c)) for c in (poison, *after)]
+    )
 
     for attempt in (1, 2):
-        kill_while_stuck_on(stack, "command-processor", command_processor.APP_ID, topic,
-                            offsets[0], attempt)  # fmt: skip
+        kill_while_stuck_on(
+            stack, "command-processor", command_processor.APP_ID, topic, offsets[0], attempt
+        )
         stack.start("command-processor")
 
     wanted = {c.event_id for c in after}

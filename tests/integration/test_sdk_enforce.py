@@ -38,7 +38,7 @@ from ledger.core.events import (
 )
 from ledger.enforce import DecisionDenied, enforce
 from ledger.errors import KafkaUnavailable, LedgerError, LedgerTimeout
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -234,9 +234,13 @@ def test_async_tools_are_enforced_without_blocking_the_event_loop(
         )
         async with AsyncLedgerClient(config) as client:
 
-            @enforce(client, action=governed, principal=AGENT,
-                     resource=lambda account, facts: f"account:{account}",
-                     facts=lambda account, facts: facts)  # fmt: skip
+            @enforce(
+                client,
+                action=governed,
+                principal=AGENT,
+                resource=lambda account, facts: f"account:{account}",
+                facts=lambda account, facts: facts,
+            )
             async def refund(account: str, facts: dict[str, Any], *, constraints) -> str:
                 ran.append((account, constraints))
                 return f"refunded {account}"
@@ -431,8 +435,9 @@ def test_a_cancelled_wait_loses_no_correction_and_a_failing_hook_silences_nothin
                     break  # it arrived within one of the short waits: fine too
             correction = correction or await client.next_correction(timeout=15)
             # The listener survived the hook: a synchronous decision still arrives.
-            after = await client.evaluate(action=governed, principal=AGENT, resource="account:61",
-                                          facts=GOOD_FACTS)  # fmt: skip
+            after = await client.evaluate(
+                action=governed, principal=AGENT, resource="account:61", facts=GOOD_FACTS
+            )
             return request, correction, after.determination.value
 
     request, correction, after = asyncio.run(run())

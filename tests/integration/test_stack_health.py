@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger import broker
 from ledger.cli.app import cli
+from ledger.local import broker
 from ledger.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -33,8 +33,11 @@ def _time_wait_on(port: int) -> int:
     """TCP sockets in TIME_WAIT whose local port is ``port`` (what made the old probe fail).
     The JVM's are IPv6 sockets (bound to an IPv4-mapped address): both tables count."""
     try:
-        table = [line for name in ("tcp", "tcp6")
-                 for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]]  # fmt: skip
+        table = [
+            line
+            for name in ("tcp", "tcp6")
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        ]
     except FileNotFoundError:  # no procfs: the precondition cannot be shown, the test still runs
         return -1
     return sum(
@@ -106,12 +109,28 @@ def _ok(result: Result) -> Result:
 
 
 def _ps(runner: CliRunner) -> dict[str, Any]:
-    return {p["name"]: p for p in json.loads(_ok(runner.invoke(cli, ["ps", "--json"])).stdout)["processors"]}  # fmt: skip
+    return {
+        p["name"]: p
+        for p in json.loads(_ok(runner.invoke(cli, ["ps", "--json"])).stdout)["processors"]
+    }
 
 
 def _evaluate(runner: CliRunner) -> dict[str, Any]:
-    result = runner.invoke(cli, ["evaluate", "--action", "x.y", "--principal", "agent:a",
-                                 "--resource", "r:1", "--timeout", "20", "--json"])  # fmt: skip
+    result = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            "--action",
+            "x.y",
+            "--principal",
+            "agent:a",
+            "--resource",
+            "r:1",
+            "--timeout",
+            "20",
+            "--json",
+        ],
+    )
     return dict(json.loads(_ok(result).stdout))
 
 

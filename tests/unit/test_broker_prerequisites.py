@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger import broker
 from ledger.cli.app import cli
 from ledger.errors import BrokerError, PrerequisiteMissing
+from ledger.local import broker
 from ledger.settings import Settings
 
 

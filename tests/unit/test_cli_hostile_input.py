@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from ledger.cli.app import cli
 from ledger.errors import KafkaUnavailable, UsageError
-from ledger.kafka_io import check_reachable, make_consumer
+from ledger.kafka.clients import check_reachable, make_consumer
 from ledger.settings import parse_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,8 +123,14 @@ def test_the_bootstrap_flag_is_checked_too(home: Path) -> None:
 
 def test_a_processor_with_a_malformed_bootstrap_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_BOOTSTRAP": "not-a-host:zz"}
-    done = subprocess.run([sys.executable, "-m", "processors.evaluator"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "processors.evaluator"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "port 'zz'" in done.stderr
 
@@ -146,8 +152,9 @@ def test_a_refused_bootstrap_is_reported_at_once(command: list[str], home: Path)
     assert took < PROMPTLY, f"took {took:.1f} s"
 
 
-@pytest.mark.parametrize("command", [["policy", "list"], ["topics", "create"], ["up"]],
-                         ids=lambda c: " ".join(c[:2]))  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [["policy", "list"], ["topics", "create"], ["up"]], ids=lambda c: " ".join(c[:2])
+)
 def test_a_server_that_never_answers_kafka_is_reported_within_seconds(
     command: list[str], home: Path, mute_server: str
 ) -> None:
@@ -180,8 +187,15 @@ def test_reachability_names_each_server_and_why(black_hole: str) -> None:
 def _ledger(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The real console script in a subprocess: a hang fails the test instead of the suite."""
     env = {**os.environ, "LEDGER_HOME": str(cwd / "home"), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
-    return subprocess.run([sys.executable, "-c", "from ledger.cli import main; main()", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from ledger.cli import main; main()", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -244,8 +258,17 @@ def test_a_ledger_home_that_is_a_file_is_no_traceback(
 def test_a_timeout_that_is_not_a_duration_is_a_usage_error(value: str, home: Path) -> None:
     result = CliRunner().invoke(
         cli,
-        ["evaluate", "--action", "a", "--principal", "agent:x", "--resource", "r",
-         "--timeout", value],
-    )  # fmt: skip
+        [
+            "evaluate",
+            "--action",
+            "a",
+            "--principal",
+            "agent:x",
+            "--resource",
+            "r",
+            "--timeout",
+            value,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "--timeout" in result.output

@@ -17,7 +17,7 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.errors import CodecError
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 from processors.common import OutputLimit, ProcessorStats
 from processors.dead_letters import DEAD_LETTER_CODES, DeadLetters, decode_as
 
@@ -26,18 +26,25 @@ LIMIT = OutputLimit(1_000_000)
 
 
 def letters(limit: OutputLimit = LIMIT) -> DeadLetters:
-    return DeadLetters(codec=CODEC, topic="dead", actor="service:test", stats=ProcessorStats(),
-                       limit=limit)  # fmt: skip
+    return DeadLetters(
+        codec=CODEC, topic="dead", actor="service:test", stats=ProcessorStats(), limit=limit
+    )
 
 
 def stray_decision() -> bytes:
     return CODEC.encode(
         DecisionRecorded(
-            event_id=new_id(), occurred_at=utcnow(), actor="service:evaluator",
-            request_id=new_id(), requested_at=utcnow(), action="a", principal="agent:a",
-            resource="r", determination=Determination.ALLOW,
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="service:evaluator",
+            request_id=new_id(),
+            requested_at=utcnow(),
+            action="a",
+            principal="agent:a",
+            resource="r",
+            determination=Determination.ALLOW,
         )
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,8 +70,9 @@ def test_the_same_record_gets_the_same_code_on_either_topic(value: bytes | None,
 
 def test_a_letter_that_fits_keeps_the_bytes_and_their_digest() -> None:
     helper = letters()
-    topic, key, value = helper.letter(topic="in", partition=2, offset=7, key=b"k",
-                                      value=b"junk", code="codec_error", reason="bad")  # fmt: skip
+    topic, key, value = helper.letter(
+        topic="in", partition=2, offset=7, key=b"k", value=b"junk", code="codec_error", reason="bad"
+    )
     letter = CODEC.decode(value)
     assert topic == "dead" and key == b"k"
     assert isinstance(letter, DeadLetter)
@@ -75,8 +83,15 @@ def test_a_letter_that_fits_keeps_the_bytes_and_their_digest() -> None:
 
 def test_a_letter_that_would_not_fit_carries_size_and_digest_instead() -> None:
     original = os.urandom(1_048_301)
-    _, key, value = letters().letter(topic="in", partition=0, offset=1, key=b"k", value=original,
-                                     code="codec_error", reason="bad")  # fmt: skip
+    _, key, value = letters().letter(
+        topic="in",
+        partition=0,
+        offset=1,
+        key=b"k",
+        value=original,
+        code="codec_error",
+        reason="bad",
+    )
     assert LIMIT.fits(key, value)
     letter = CODEC.decode(value)
     assert isinstance(letter, DeadLetter)
@@ -87,9 +102,15 @@ def test_a_letter_that_would_not_fit_carries_size_and_digest_instead() -> None:
 
 def test_a_huge_key_is_left_out_too_and_never_reused_as_the_letters_key() -> None:
     huge_key = b"k" * 999_000
-    _, key, value = letters().letter(topic="in", partition=0, offset=1, key=huge_key,
-                                     value=b"v" * 900_000, code="codec_error",
-                                     reason="r" * 50_000)  # fmt: skip
+    _, key, value = letters().letter(
+        topic="in",
+        partition=0,
+        offset=1,
+        key=huge_key,
+        value=b"v" * 900_000,
+        code="codec_error",
+        reason="r" * 50_000,
+    )
     assert LIMIT.fits(key, value)
     assert key == f"sha256:{hashlib.sha256(huge_key).hexdigest()}".encode()
     letter = CODEC.decode(value)
@@ -101,5 +122,6 @@ def test_a_huge_key_is_left_out_too_and_never_reused_as_the_letters_key() -> Non
 
 def test_unknown_codes_are_a_bug() -> None:
     with pytest.raises(AssertionError):
-        letters().letter(topic="in", partition=0, offset=1, key=None, value=None,
-                         code="something_new", reason="")  # fmt: skip
+        letters().letter(
+            topic="in", partition=0, offset=1, key=None, value=None, code="something_new", reason=""
+        )

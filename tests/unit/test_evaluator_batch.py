@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from ledger.codec import default_codec
 from ledger.core.events import DeadLetter, DecisionRecorded, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
 from processors.common import ProcessorStats
 from processors.evaluator import RequestHandler
@@ -24,9 +24,14 @@ def test_a_batch_answers_each_request_once_and_dead_letters_garbage() -> None:
         settings=settings, codec=codec, evaluator_id="test", stats=ProcessorStats()
     )
     request = EvaluationRequested(
-        event_id=new_id(), occurred_at=utcnow(), actor="agent:a", action="refund.issue",
-        principal="agent:a", resource="account:1", facts={},
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="agent:a",
+        action="refund.issue",
+        principal="agent:a",
+        resource="account:1",
+        facts={},
+    )
     raw = codec.encode(request)
     out = handler.handle_batch(EMPTY_STATE, [_msg(0, raw), _msg(1, b"garbage"), _msg(2, raw)])
     topics = settings.topics

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ledger.processes import alive, exit_status, spawn_detached, terminate
+from ledger.local.processes import alive, exit_status, spawn_detached, terminate
 
 
 def _spawn_sleep(tmp_path: Path) -> int:

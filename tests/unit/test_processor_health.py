@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger import stack
 from ledger.cli.app import cli
-from ledger.processes import Heartbeat, alive, spawn_detached
+from ledger.local import stack
+from ledger.local.processes import alive, spawn_detached
 from ledger.settings import Settings
+from processors.heartbeat import Heartbeat
 from processors.run import RepeatFilter
 
 KAFKA = "127.0.0.1:9"  # never dialled: health is judged from the heartbeat, not by probing
@@ -57,8 +58,14 @@ def evaluator(settings: Settings) -> Iterator[int]:
     stack.stop_processor(settings, "evaluator", kill=True)
 
 
-def _beat(settings: Settings, pid: int, *, age: float = 0.0, fetch_age: float | None = 0.0,
-          bootstrap: str = KAFKA) -> None:  # fmt: skip
+def _beat(
+    settings: Settings,
+    pid: int,
+    *,
+    age: float = 0.0,
+    fetch_age: float | None = 0.0,
+    bootstrap: str = KAFKA,
+) -> None:
     now = time.time()
     Heartbeat(
         pid=pid,

@@ -33,7 +33,7 @@ from ledger.core.events import (
     Mode,
 )
 from ledger.core.state import EMPTY_STATE
-from ledger.kafka_io import new_id, utcnow
+from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
 from processors import common
 from processors import evaluator as evaluator_module
@@ -54,16 +54,27 @@ def msg(offset: int, value: bytes | None, *, topic: str = "requests", key: bytes
 
 def request(resource: str = "account:1", **kw: Any) -> EvaluationRequested:
     return EvaluationRequested(
-        event_id=new_id(), occurred_at=utcnow(), actor="agent:a", action="refund.issue",
-        principal="agent:a", resource=resource, **kw,
-    )  # fmt: skip
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="agent:a",
+        action="refund.issue",
+        principal="agent:a",
+        resource=resource,
+        **kw,
+    )
 
 
 def requests_handler(
     limit: OutputLimit = SMALL, inflight: InFlight | None = None
 ) -> RequestHandler:
-    return RequestHandler(settings=SETTINGS, codec=CODEC, evaluator_id="test",
-                          stats=ProcessorStats(), limit=limit, inflight=inflight)  # fmt: skip
+    return RequestHandler(
+        settings=SETTINGS,
+        codec=CODEC,
+        evaluator_id="test",
+        stats=ProcessorStats(),
+        limit=limit,
+        inflight=inflight,
+    )
 
 
 def decoded(out: list[tuple[str, bytes, bytes]]) -> list[tuple[str, Any]]:
@@ -98,12 +109,17 @@ def test_an_async_request_whose_trace_is_too_large_is_corrected_to_error() -> No
 
 
 def test_a_batch_answer_too_large_keeps_each_item_as_an_error() -> None:
-    items = tuple(BatchItem(item_id=f"i{n}", action="refund.issue", resource=f"r{n}")
-                  for n in range(40))  # fmt: skip
-    batch = BatchEvaluationRequested(event_id=new_id(), occurred_at=utcnow(), actor="agent:a",
-                                     principal="agent:a", items=items)  # fmt: skip
-    out = decoded(requests_handler(OutputLimit(3_000)).handle_batch(EMPTY_STATE,
-                                                                    [msg(0, CODEC.encode(batch))]))  # fmt: skip
+    items = tuple(
+        BatchItem(item_id=f"i{n}", action="refund.issue", resource=f"r{n}") for n in range(40)
+    )
+    batch = BatchEvaluationRequested(
+        event_id=new_id(), occurred_at=utcnow(), actor="agent:a", principal="agent:a", items=items
+    )
+    out = decoded(
+        requests_handler(OutputLimit(3_000)).handle_batch(
+            EMPTY_STATE, [msg(0, CODEC.encode(batch))]
+        )
+    )
     ((_, answer),) = out
     assert isinstance(answer, BatchDecisionRecorded)
     assert [d.item_id for d in answer.decisions] == [i.item_id for i in items]
@@ -113,10 +129,17 @@ def test_a_batch_answer_too_large_keeps_each_item_as_an_error() -> None:
 
 
 def test_when_not_even_the_smallest_answer_fits_the_request_is_dead_lettered() -> None:
-    huge = EvaluationRequested(event_id="r" * 10_000, occurred_at=utcnow(), actor="agent:a",
-                               action="a", principal="agent:a", resource="x")  # fmt: skip
-    out = requests_handler().handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(huge)),
-                                                        msg(1, CODEC.encode(request()))])  # fmt: skip
+    huge = EvaluationRequested(
+        event_id="r" * 10_000,
+        occurred_at=utcnow(),
+        actor="agent:a",
+        action="a",
+        principal="agent:a",
+        resource="x",
+    )
+    out = requests_handler().handle_batch(
+        EMPTY_STATE, [msg(0, CODEC.encode(huge)), msg(1, CODEC.encode(request()))]
+    )
     ((topic, letter), (_, after)) = decoded(out)
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
     assert letter.code == "output_too_large"
@@ -167,9 +190,16 @@ def command_handler(limit: OutputLimit = SMALL) -> CommandHandler:
 
 
 def grant(note: str | None = None, principal: str = "agent:bot") -> IssueGrant:
-    return IssueGrant(event_id=new_id(), occurred_at=utcnow(), actor="human:admin",
-                      grant_id=f"g-{new_id()}", principal=principal, actions=("a",),
-                      resource="*", note=note)  # fmt: skip
+    return IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id=f"g-{new_id()}",
+        principal=principal,
+        actions=("a",),
+        resource="*",
+        note=note,
+    )
 
 
 def test_a_command_whose_event_would_not_fit_is_refused_whole() -> None:

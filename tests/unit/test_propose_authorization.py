@@ -115,9 +115,14 @@ def test_a_grant_on_another_policy_authorizes_neither_that_name_nor_a_document_u
     parses: list[str],
 ) -> None:
     grant = IssueGrant(
-        event_id="g", occurred_at=T0, actor="human:admin", grant_id="g1",
-        principal="human:carol", actions=("ledger.policy.propose",), resource="policy:billing",
-    )  # fmt: skip
+        event_id="g",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id="g1",
+        principal="human:carol",
+        actions=("ledger.policy.propose",),
+        resource="policy:billing",
+    )
     (issued,) = decide(EMPTY_STATE, grant, now=T0, new_id=ids().__next__)  # type: ignore[misc]
     state = fold(EMPTY_STATE, issued)
 
@@ -174,9 +179,14 @@ def test_a_proposal_written_before_the_policy_field_decodes_and_is_refused() -> 
     fastavro.schemaless_writer(
         body,
         fastavro.parse_schema(old, named_schemas={}),
-        {"event_id": "c1", "occurred_at": T0, "actor": "human:admin", "document": REFUND,
-         "note": None},
-    )  # fmt: skip
+        {
+            "event_id": "c1",
+            "occurred_at": T0,
+            "actor": "human:admin",
+            "document": REFUND,
+            "note": None,
+        },
+    )
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO"))
     command = codec.decode(b"\xc3\x01" + fp + body.getvalue())
     assert isinstance(command, ProposePolicyVersion) and command.policy is None

@@ -30,20 +30,41 @@ def _apply(
 def _grant(
     gid: str, principal: str, actions: tuple[str, ...], resource: str, **kw: object
 ) -> IssueGrant:
-    return IssueGrant(event_id=f"c-{gid}", occurred_at=T0, actor="human:admin", grant_id=gid,
-                      principal=principal, actions=actions, resource=resource, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return IssueGrant(
+        event_id=f"c-{gid}",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id=gid,
+        principal=principal,
+        actions=actions,
+        resource=resource,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
-STATE = _apply([
-    _grant("g-own", "agent:bot", ("refund.issue",), "account:*",
-           valid_from=T0 + DAY, valid_until=T0 + 3 * DAY),
-    _grant("g-role", "role:support", ("ticket.*",), "queue:eu/*"),
-    _grant("g-cond", "agent:bot", ("refund.void",), "account:*", condition="amount < 100"),
-    _grant("g-gone", "agent:bot", ("email.send",), "*"),
-    AssignRole(event_id="c-r1", occurred_at=T0, actor="human:admin", principal="agent:bot",
-               role="role:support"),
-    RevokeGrant(event_id="c-rv", occurred_at=T0, actor="human:admin", grant_id="g-gone"),
-])  # fmt: skip
+STATE = _apply(
+    [
+        _grant(
+            "g-own",
+            "agent:bot",
+            ("refund.issue",),
+            "account:*",
+            valid_from=T0 + DAY,
+            valid_until=T0 + 3 * DAY,
+        ),
+        _grant("g-role", "role:support", ("ticket.*",), "queue:eu/*"),
+        _grant("g-cond", "agent:bot", ("refund.void",), "account:*", condition="amount < 100"),
+        _grant("g-gone", "agent:bot", ("email.send",), "*"),
+        AssignRole(
+            event_id="c-r1",
+            occurred_at=T0,
+            actor="human:admin",
+            principal="agent:bot",
+            role="role:support",
+        ),
+        RevokeGrant(event_id="c-rv", occurred_at=T0, actor="human:admin", grant_id="g-gone"),
+    ]
+)
 
 
 def _may(action: str, resource: str, at: datetime, **facts: object) -> str | None:
@@ -70,11 +91,25 @@ def test_a_grant_condition_is_evaluated_on_the_request_facts() -> None:
 
 def test_revoked_grants_and_roles_stop_answering() -> None:
     assert _may("email.send", "anything", T0) is None
-    without_role = _apply([
-        _grant("g-role", "role:support", ("ticket.*",), "queue:eu/*"),
-        AssignRole(event_id="c-r1", occurred_at=T0, actor="human:admin", principal="agent:bot", role="role:support"),
-        RevokeRole(event_id="c-r2", occurred_at=T0, actor="human:admin", principal="agent:bot", role="role:support"),
-    ])  # fmt: skip
+    without_role = _apply(
+        [
+            _grant("g-role", "role:support", ("ticket.*",), "queue:eu/*"),
+            AssignRole(
+                event_id="c-r1",
+                occurred_at=T0,
+                actor="human:admin",
+                principal="agent:bot",
+                role="role:support",
+            ),
+            RevokeRole(
+                event_id="c-r2",
+                occurred_at=T0,
+                actor="human:admin",
+                principal="agent:bot",
+                role="role:support",
+            ),
+        ]
+    )
     assert authorize(without_role, "agent:bot", "ticket.close", "queue:eu/x", now=T0) is None
 
 
@@ -93,8 +128,15 @@ def test_bootstrap_administrators_are_configurable() -> None:
     assert Settings.from_env({}).admins == frozenset({"human:admin"})
 
     def issue(actor: str) -> object:
-        command = IssueGrant(event_id="c", occurred_at=T0, actor=actor, grant_id="g1",
-                             principal="agent:bot", actions=("x.*",), resource="*")  # fmt: skip
+        command = IssueGrant(
+            event_id="c",
+            occurred_at=T0,
+            actor=actor,
+            grant_id="g1",
+            principal="agent:bot",
+            actions=("x.*",),
+            resource="*",
+        )
         return decide(EMPTY_STATE, command, now=T0, new_id=lambda: "e1", admins=admins)
 
     refused = issue("human:admin")  # the default administrator is not one here

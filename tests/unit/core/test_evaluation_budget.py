@@ -215,9 +215,14 @@ def test_grant_conditions_are_bounded_and_fail_closed() -> None:
     state = _state_with_grant("xs.exists(a, xs.exists(b, a == b + '!'))")
     facts = {"xs": tuple(str(i) for i in range(1000))}
     request = EvaluationRequested(
-        event_id="r1", occurred_at=T0, actor="agent:a", action="p.act", principal="agent:a",
-        resource="x", facts=facts,
-    )  # fmt: skip
+        event_id="r1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p.act",
+        principal="agent:a",
+        resource="x",
+        facts=facts,
+    )
     decision = evaluate(state, request, now=T0, evaluator_id="t")
     assert decision.determination is Determination.ERROR
     assert decision.reason_code == "evaluation_budget_exceeded" and decision.grant_id is None

@@ -49,8 +49,15 @@ def test_deep_nesting_is_one_line_not_a_recursion_error() -> None:
 def test_duplicate_keys_are_refused() -> None:
     with pytest.raises(UsageError, match="has the key 'amount' more than once"):
         parse_facts_json('{"amount": "1", "amount": "900"}', what="--facts")
-    code, _, err = run("policy", "eval", str(REFUND), "--context", '{"a": {"b": 1, "b": 2}}',
-                       "--facts", json.dumps(GOOD))  # fmt: skip
+    code, _, err = run(
+        "policy",
+        "eval",
+        str(REFUND),
+        "--context",
+        '{"a": {"b": 1, "b": 2}}',
+        "--facts",
+        json.dumps(GOOD),
+    )
     assert code == 2 and "--context has the key 'b' more than once" in err
 
 
@@ -104,10 +111,17 @@ def test_too_long_text_and_too_long_lists_are_invalid_facts() -> None:
         "amount: text of 70,000 characters; at most 65,536 are accepted (limit fact_string_chars)",
         "at: text of 65,537 characters; at most 65,536 are accepted (limit fact_string_chars)",
     )
-    _, reasons = validate_facts(specs, {"note": "x", "tags": ["ok", long], "amount": "1", "at": "2025-01-01T00:00:00Z"})  # fmt: skip
-    assert reasons == ("tags: text of 65,537 characters; at most 65,536 are accepted (limit fact_string_chars)",)  # fmt: skip
+    _, reasons = validate_facts(
+        specs, {"note": "x", "tags": ["ok", long], "amount": "1", "at": "2025-01-01T00:00:00Z"}
+    )
+    assert reasons == (
+        "tags: text of 65,537 characters; at most 65,536 are accepted (limit fact_string_chars)",
+    )
     # At the bounds: accepted.
-    coerced, reasons = validate_facts(specs, {"note": long[:-1], "tags": ["t"] * 1000, "amount": "1", "at": "2025-01-01T00:00:00Z"})  # fmt: skip
+    coerced, reasons = validate_facts(
+        specs,
+        {"note": long[:-1], "tags": ["t"] * 1000, "amount": "1", "at": "2025-01-01T00:00:00Z"},
+    )
     assert reasons == () and len(coerced["tags"]) == 1000  # type: ignore[arg-type]
 
 
@@ -126,9 +140,13 @@ def test_the_context_is_held_to_the_same_bounds() -> None:
 
 def test_oversized_facts_through_policy_eval_are_an_error_decision() -> None:
     code, out, _ = run(
-        "policy", "eval", str(REFUND), "--json",
-        "--facts", json.dumps(GOOD | {"standing": "g" * 70_000}),
-    )  # fmt: skip
+        "policy",
+        "eval",
+        str(REFUND),
+        "--json",
+        "--facts",
+        json.dumps(GOOD | {"standing": "g" * 70_000}),
+    )
     doc = json.loads(out)
     assert code == 0 and (doc["determination"], doc["reason_code"]) == ("error", "invalid_facts")
     assert "limit fact_string_chars" in doc["reasons"][0]

@@ -26,9 +26,9 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
+from ledger.core.history import HistoryEntry, state_at
 from ledger.core.pmap import PMap
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, replay, with_position
-from ledger.replay import HistoryEntry, state_at
 
 REFUND = (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund.yaml").read_text()
 DOCUMENTS = (REFUND, REFUND.replace("750", "900"), "not: [a policy")
@@ -73,10 +73,14 @@ def histories(draw: st.DrawFn) -> list[GovernanceEvent]:
             case "propose":
                 doc = draw(st.sampled_from(DOCUMENTS))
                 event = PolicyVersionProposed(
-                    **common, policy=aggregate, version=version, document=doc,
-                    content_hash=str(DOCUMENTS.index(doc)), owner="team:x",
+                    **common,
+                    policy=aggregate,
+                    version=version,
+                    document=doc,
+                    content_hash=str(DOCUMENTS.index(doc)),
+                    owner="team:x",
                     governs=(f"{aggregate}.*",),
-                )  # fmt: skip
+                )
             case "approve":
                 event = PolicyVersionApproved(**common, policy=aggregate, version=version)
             case "promote":
@@ -84,9 +88,12 @@ def histories(draw: st.DrawFn) -> list[GovernanceEvent]:
                     st.sampled_from((Stage.ACTIVE, Stage.CANARY, Stage.SHADOW, Stage.DRAFT))
                 )
                 event = PolicyVersionPromoted(
-                    **common, policy=aggregate, version=version, stage=stage,
+                    **common,
+                    policy=aggregate,
+                    version=version,
+                    stage=stage,
                     percent=draw(st.sampled_from((None, 10, 50))),
-                )  # fmt: skip
+                )
             case "rollback":
                 event = PolicyRolledBack(
                     **common, policy=aggregate, from_version=None, to_version=version, reason="r"
@@ -95,10 +102,13 @@ def histories(draw: st.DrawFn) -> list[GovernanceEvent]:
                 event = PolicyRetired(**common, policy=aggregate, reason="r")
             case "issue":
                 event = GrantIssued(
-                    **common, principal=aggregate, grant_id=f"g{version}",
-                    actions=(draw(st.sampled_from(("refund.*", "x.y"))),), resource="*",
+                    **common,
+                    principal=aggregate,
+                    grant_id=f"g{version}",
+                    actions=(draw(st.sampled_from(("refund.*", "x.y"))),),
+                    resource="*",
                     condition=draw(st.sampled_from((None, "amount < 5", "amount <"))),
-                )  # fmt: skip
+                )
             case "revoke":
                 event = GrantRevoked(**common, principal=aggregate, grant_id=f"g{version}")
             case "assign":

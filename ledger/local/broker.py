@@ -27,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ledger.errors import BrokerError, KafkaUnavailable, PrerequisiteMissing
-from ledger.processes import alive, exit_status, spawn_detached, terminate
-from ledger.settings import Settings, parse_bootstrap
+from ledger.discovery import accepts, broker_record_file, read_broker_record, recorded_int
+from ledger.errors import BrokerError, PrerequisiteMissing
+from ledger.local.processes import alive, exit_status, spawn_detached, terminate
+from ledger.settings import Settings
 
 __all__ = [
     "KAFKA_VERSION",
@@ -39,8 +40,6 @@ __all__ = [
     "start",
     "stop",
     "status",
-    "local_bootstrap",
-    "resolve_bootstrap",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -81,7 +80,7 @@ def _broker_dir(settings: Settings) -> Path:
 
 
 def _state_file(settings: Settings) -> Path:
-    return _broker_dir(settings) / "broker.json"
+    return broker_record_file(settings)
 
 
 def _lib_dir(settings: Settings) -> Path:
@@ -153,11 +152,15 @@ def fetch(settings: Settings, *, progress: Progress = _quiet) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central (first time only)…")
     cmd = [
-        mvn, "-B", "-q", "-f", str(pom),
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
-    ]  # fmt: skip
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         lines = [ln for ln in (result.stdout + result.stderr).splitlines() if "ERROR" in ln]
@@ -281,31 +284,6 @@ def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:
 # --------------------------------------------------------------------------- process control
 
 
-def _recorded(state: dict[str, object], key: str) -> int:
-    """An integer of the state file (0 when missing or not an integer: a hand-edited file)."""
-    try:
-        return int(str(state.get(key, 0)))
-    except ValueError:
-        return 0
-
-
-def _read_state(settings: Settings) -> dict[str, object] | None:
-    path = _state_file(settings)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):  # none, unreadable (a $LEDGER_HOME that is a file), or garbled
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _accepts(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _kafka_ready(bootstrap: str) -> bool:
     """True once the broker answers a metadata request (not merely accepts TCP)."""
     from kafka import KafkaAdminClient
@@ -338,11 +316,11 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 def status(settings: Settings) -> BrokerStatus:
     """The local broker's state, from its state file and a liveness check."""
-    state = _read_state(settings) or {}
+    state = read_broker_record(settings) or {}
     bdir = _broker_dir(settings)
-    pid, port = _recorded(state, "pid"), _recorded(state, "port")
+    pid, port = recorded_int(state, "pid"), recorded_int(state, "port")
     running = bool(pid and port) and alive(pid, marker=str(bdir / "server.properties"))
-    running = running and _accepts(port)
+    running = running and accepts(port)
     return BrokerStatus(
         running=running,
         bootstrap=f"127.0.0.1:{port}" if port else None,
@@ -351,35 +329,6 @@ def status(settings: Settings) -> BrokerStatus:
         log_dir=str(bdir / "data"),
         log_file=str(bdir / "broker.log"),
     )
-
-
-def local_bootstrap(settings: Settings) -> str | None:
-    """The recorded bootstrap address of the local broker if it is running."""
-    st = status(settings)
-    return st.bootstrap if st.running else None
-
-
-def resolve_bootstrap(
-    settings: Settings,
-    *,
-    explicit: str | None = "pass --bootstrap",
-    start: str = "ledger broker start",
-) -> str:
-    """Where Kafka is, as every entry point finds it: ``settings.bootstrap`` (a flag or
-    ``$LEDGER_BOOTSTRAP``), else the recorded address of the running local broker.
-
-    Neither: :class:`KafkaUnavailable`, one line saying what to do. ``explicit`` is how the
-    caller names an address of its own (the CLI's ``--bootstrap``, the SDK's ``bootstrap=``) and
-    ``start`` the command that starts what the caller needs (a bare broker, or the whole ledger).
-    """
-    if settings.bootstrap:
-        parse_bootstrap(settings.bootstrap)  # a malformed address is a UsageError, here
-        return settings.bootstrap
-    local = local_bootstrap(settings)
-    if local:
-        return local
-    ways = [*([explicit] if explicit else []), "set $LEDGER_BOOTSTRAP", f"or run `{start}`"]
-    raise KafkaUnavailable("no Kafka to talk to: " + ", ".join(ways))
 
 
 def start(
@@ -405,12 +354,17 @@ def start(
     data = bdir / "data"
     bdir.mkdir(parents=True, exist_ok=True)
 
-    previous = _read_state(settings) or {}
-    old_port = _recorded(previous, "port")
+    previous = read_broker_record(settings) or {}
+    old_port = recorded_int(previous, "port")
     port_wait = PORT_WAIT if port_wait is None else port_wait
     port = _claim_port(old_port, what="broker", wait=port_wait, progress=progress)
-    controller_port = _claim_port(_recorded(previous, "controller_port"), what="controller",
-                                  wait=port_wait, progress=progress, taken=port)  # fmt: skip
+    controller_port = _claim_port(
+        recorded_int(previous, "controller_port"),
+        what="controller",
+        wait=port_wait,
+        progress=progress,
+        taken=port,
+    )
     if old_port and port != old_port:
         progress(
             f"port {old_port} is held by another process: the broker moves to 127.0.0.1:{port}; "
@@ -424,19 +378,34 @@ def start(
     log_config.write_text(_LOG4J2.format(log=log_file))
     classpath = f"{lib}/*"
     jvm = [
-        java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log_config}",
-        "-cp", classpath,
-    ]  # fmt: skip
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log_config}",
+        "-cp",
+        classpath,
+    ]
 
     if not (data / "meta.properties").exists():
         progress("formatting the KRaft log directory…")
         cluster_id = _cluster_id()
         fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
-             f"--cluster-id={cluster_id}", "-c", str(config)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if fmt.returncode != 0:
             detail = (fmt.stderr or fmt.stdout).strip().splitlines()
             raise BrokerError(
@@ -449,9 +418,16 @@ def start(
         [*jvm, "kafka.Kafka", str(config)], env=os.environ, log=bdir / "broker.out"
     )
     _state_file(settings).write_text(
-        json.dumps({"pid": pid, "port": port, "controller_port": controller_port,
-                    "kafka_version": KAFKA_VERSION, "started_at": time.time()})
-    )  # fmt: skip
+        json.dumps(
+            {
+                "pid": pid,
+                "port": port,
+                "controller_port": controller_port,
+                "kafka_version": KAFKA_VERSION,
+                "started_at": time.time(),
+            }
+        )
+    )
     bootstrap = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -461,7 +437,7 @@ def start(
                 f"the broker exited with code {code} during start-up: "
                 f"{_log_tail(log_file) or _log_tail(bdir / 'broker.out')} (full log: {log_file})"
             )
-        if _accepts(port) and _kafka_ready(bootstrap):
+        if accepts(port) and _kafka_ready(bootstrap):
             return status(settings)
         time.sleep(0.2)
     terminate(pid, grace=5)
@@ -472,7 +448,7 @@ def start(
 
 def stop(settings: Settings, *, grace: float = 30.0) -> bool:
     """Stop the local broker cleanly. Returns False when it was not running."""
-    state = _read_state(settings)
+    state = read_broker_record(settings)
     if not state:
         return False
     pid = int(str(state.get("pid")))

@@ -2,7 +2,7 @@
 
 Processors run as detached worker processes (``python -m processors.<name>``) with their logs
 in ``$LEDGER_HOME/logs`` and pid and ready files in ``$LEDGER_HOME/run``. Once a processor has
-caught up with the governance state it writes a :class:`~ledger.processes.Heartbeat` into its
+caught up with the governance state it writes a :class:`~processors.heartbeat.Heartbeat` into its
 ready file, and again every second: ``up`` returns once each has written one.
 
 A processor is *healthy* when it runs, its heartbeat is fresh, its consumer heard from the broker
@@ -22,15 +22,17 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ledger import broker
-from ledger.errors import LedgerError
-from ledger.kafka_io import check_reachable
-from ledger.processes import Heartbeat, alive, spawn_detached, terminate
+from ledger.discovery import local_bootstrap
+from ledger.errors import ProcessorError
+from ledger.kafka.clients import check_reachable
+from ledger.kafka.topics import create_topics, topic_specs
+from ledger.local import broker
+from ledger.local.processes import alive, spawn_detached, terminate
 from ledger.settings import Settings
-from ledger.topics import create_topics, topic_specs
+from processors.heartbeat import Heartbeat
 
 __all__ = [
     "PROCESSORS",
@@ -97,7 +99,7 @@ def _pid(path: Path) -> int:
 
 def _proc_id(name: str, instance: int | None) -> str:
     if name not in PROCESSORS:
-        raise LedgerError(f"unknown processor {name!r}: one of {', '.join(PROCESSORS)}")
+        raise ProcessorError(f"unknown processor {name!r}: one of {', '.join(PROCESSORS)}")
     return name if not instance else f"{name}-{instance}"
 
 
@@ -109,7 +111,7 @@ def _split(proc_id: str) -> tuple[str, int | None]:
             return name, None
         if rest != proc_id and rest.isdigit():
             return name, int(rest)
-    raise LedgerError(f"unknown processor {proc_id!r}: one of {', '.join(PROCESSORS)}")
+    raise ProcessorError(f"unknown processor {proc_id!r}: one of {', '.join(PROCESSORS)}")
 
 
 def _known(settings: Settings) -> list[str]:
@@ -129,20 +131,27 @@ def _marker(settings: Settings, proc_id: str) -> str:
 def kafka_address(settings: Settings) -> str | None:
     """Where the processors should be talking to Kafka now: the configured bootstrap, else the
     running local broker's address (``None`` when it is not running)."""
-    return settings.bootstrap or broker.local_bootstrap(settings)
+    return settings.bootstrap or local_bootstrap(settings)
 
 
 def _status(settings: Settings, name: str, expected: str | None, now: float) -> ProcessStatus:
     pid = _pid(_run_dir(settings) / f"{name}.pid")
     log = str(_log_dir(settings) / f"{name}.log")
     if not alive(pid, marker=_marker(settings, name)):
-        return ProcessStatus(name=name, running=False, healthy=False, pid=None, log=log,
-                             problem="not running")  # fmt: skip
+        return ProcessStatus(
+            name=name, running=False, healthy=False, pid=None, log=log, problem="not running"
+        )
     beat = Heartbeat.read(_run_dir(settings) / f"{name}.ready")
     if beat is None or beat.pid != pid:
-        return ProcessStatus(name=name, running=True, healthy=False, pid=pid, log=log,
-                             problem="no heartbeat yet: catching up with the ledger, or stuck "
-                             "before it could (see its log)")  # fmt: skip
+        return ProcessStatus(
+            name=name,
+            running=True,
+            healthy=False,
+            pid=pid,
+            log=log,
+            problem="no heartbeat yet: catching up with the ledger, or stuck "
+            "before it could (see its log)",
+        )
     beat_age = max(0.0, now - beat.at)
     fetch_age = None if beat.fetched_at is None else max(0.0, now - beat.fetched_at)
     problem = None
@@ -155,10 +164,17 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
     elif fetch_age is None or fetch_age > STALE_AFTER:
         silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
         problem = f"no answer from Kafka at {beat.bootstrap} {silent}"
-    return ProcessStatus(name=name, running=True, healthy=problem is None, pid=pid, log=log,
-                         bootstrap=beat.bootstrap, heartbeat_age=round(beat_age, 1),
-                         fetch_age=None if fetch_age is None else round(fetch_age, 1),
-                         problem=problem)  # fmt: skip
+    return ProcessStatus(
+        name=name,
+        running=True,
+        healthy=problem is None,
+        pid=pid,
+        log=log,
+        bootstrap=beat.bootstrap,
+        heartbeat_age=round(beat_age, 1),
+        fetch_age=None if fetch_age is None else round(fetch_age, 1),
+        problem=problem,
+    )
 
 
 def processes(settings: Settings, *, bootstrap: str | None = None) -> list[ProcessStatus]:
@@ -196,14 +212,8 @@ def start_processor(
     progress(f"starting {name}…")
     ready.unlink(missing_ok=True)
     env = dict(os.environ)
-    env.update({
-        "LEDGER_BOOTSTRAP": bootstrap,
-        "LEDGER_HOME": str(settings.home),
-        "LEDGER_TOPIC_PREFIX": settings.topics.prefix,
-        "LEDGER_ADMINS": ",".join(sorted(settings.admins)),
-        "LEDGER_READY_FILE": str(ready),
-        "PYTHONUNBUFFERED": "1",
-    })  # fmt: skip
+    env.update(replace(settings, bootstrap=bootstrap, ready_file=ready).to_env())
+    env["PYTHONUNBUFFERED"] = "1"
     log = logs / f"{name}.log"
     pid = spawn_detached([sys.executable, "-m", str(module)], env=env, log=log)
     pid_file.write_text(str(pid))
@@ -213,9 +223,9 @@ def start_processor(
             return pid
         if not alive(pid):
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            raise LedgerError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
+            raise ProcessorError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
         time.sleep(0.1)
-    raise LedgerError(f"{name} did not become ready within {timeout:.0f} s (log: {log})")
+    raise ProcessorError(f"{name} did not become ready within {timeout:.0f} s (log: {log})")
 
 
 def stop_processor(
@@ -265,14 +275,18 @@ def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
     wanted = [_proc_id(name, None) for name in PROCESSORS]
     wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
     # Further workers an earlier `up --evaluators N` started are looked after too.
-    wanted += [p.name for p in processes(settings, bootstrap=bootstrap)
-               if p.running and p.name not in wanted]  # fmt: skip
+    wanted += [
+        p.name
+        for p in processes(settings, bootstrap=bootstrap)
+        if p.running and p.name not in wanted
+    ]
     for proc_id in wanted:
         _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress)
-    sick = [p for p in processes(settings, bootstrap=bootstrap)
-            if p.name in wanted and not p.healthy]  # fmt: skip
+    sick = [
+        p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted and not p.healthy
+    ]
     if sick:
-        raise LedgerError(
+        raise ProcessorError(
             "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
             code="unhealthy",
         )
@@ -288,8 +302,10 @@ def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progr
         return
     if current.running and current.bootstrap in (None, bootstrap):
         # The broker may just have come back (same address), or it is still catching up.
-        progress(f"{proc_id} (pid {current.pid}) is not healthy: {current.problem}; "
-                 f"giving it {RECOVERY_WAIT:.0f} s to recover…")  # fmt: skip
+        progress(
+            f"{proc_id} (pid {current.pid}) is not healthy: {current.problem}; "
+            f"giving it {RECOVERY_WAIT:.0f} s to recover…"
+        )
         deadline = time.monotonic() + RECOVERY_WAIT
         while time.monotonic() < deadline and current.running and not current.healthy:
             time.sleep(0.5)

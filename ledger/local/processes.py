@@ -4,64 +4,21 @@ Processes are spawned detached (own session, stdin from /dev/null, output append
 file) with ``posix_spawn`` rather than ``Popen``: they outlive the command that started them by
 design, and a ``Popen`` object would warn about a child still running when it is collected.
 
-A running processor proves it works with a :class:`Heartbeat` in its ready file: rewritten every
-second with where it talks to Kafka and when its consumer last got an answer from the broker.
-``ledger ps`` and ``ledger up`` judge health from it (``ledger.stack``); a pid alone only says the
-process exists.
+A running processor proves it works with a heartbeat in its ready file
+(:class:`processors.heartbeat.Heartbeat`); ``ledger ps`` and ``ledger up`` judge health from it
+(:mod:`ledger.local.stack`): a pid alone only says the process exists.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["spawn_detached", "alive", "exit_status", "terminate", "Heartbeat"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Heartbeat:
-    """What a processor writes into its ready file, every :attr:`INTERVAL` seconds.
-
-    ``at`` is when it was written, ``fetched_at`` when the processor's consumer last received a
-    fetch response from the broker (``None``: never yet); both are Unix times. ``bootstrap`` is the
-    address the processor was started with: if the broker moved, the processor is dialling the
-    wrong place however alive it looks.
-    """
-
-    INTERVAL = 1.0
-
-    pid: int
-    bootstrap: str
-    at: float
-    fetched_at: float | None
-
-    def write(self, path: Path) -> None:
-        """Replace ``path`` atomically: a reader never sees half a heartbeat."""
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(asdict(self)))
-        partial.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> Heartbeat | None:
-        """The heartbeat in ``path``; ``None`` if there is none (not ready yet, or a ready file
-        from a version of the processors that wrote no heartbeat)."""
-        try:
-            data = json.loads(path.read_text())
-            fetched = data.get("fetched_at")
-            return cls(
-                pid=int(data["pid"]),
-                bootstrap=str(data["bootstrap"]),
-                at=float(data["at"]),
-                fetched_at=None if fetched is None else float(fetched),
-            )
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None
+__all__ = ["spawn_detached", "alive", "exit_status", "terminate"]
 
 
 def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> int:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
+from ledger.kafka.clients import make_admin
 from ledger.settings import Settings
 
 __all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport"]
@@ -89,18 +90,10 @@ def create_topics(
     bootstrap: str, specs: tuple[TopicSpec, ...], *, replication_factor: int | None = None
 ) -> list[TopicReport]:
     """Create missing topics and bring existing ones to the declared configs. Idempotent."""
-    from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    from ledger.kafka_io import ADMIN_CONFIG  # seconds, not 30, to report an unreachable Kafka
-
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **ADMIN_CONFIG)
-    except (KafkaError, OSError) as exc:
-        raise KafkaUnavailable(
-            f"cannot reach Kafka at {bootstrap}: {exc} (is the broker running? `ledger broker start`)"
-        ) from exc
+    admin = make_admin(bootstrap)
     try:
         existing = set(admin.list_topics())
         brokers = len(admin.describe_cluster().get("brokers", [])) or 1
@@ -132,8 +125,14 @@ def create_topics(
         }
         for spec in specs:
             if spec in missing:
-                reports.append(TopicReport(name=spec.name, partitions=spec.partitions,
-                                           action="created", configs=spec.configs))  # fmt: skip
+                reports.append(
+                    TopicReport(
+                        name=spec.name,
+                        partitions=spec.partitions,
+                        action="created",
+                        configs=spec.configs,
+                    )
+                )
                 continue
             partitions, expanded = counts.get(spec.name, spec.partitions), False
             if spec.ordered and partitions != spec.partitions:
@@ -157,8 +156,11 @@ def create_topics(
                     ]
                 )
             action = "expanded" if expanded else "updated" if drift else "exists"
-            reports.append(TopicReport(name=spec.name, partitions=partitions, action=action,
-                                       configs=spec.configs))  # fmt: skip
+            reports.append(
+                TopicReport(
+                    name=spec.name, partitions=partitions, action=action, configs=spec.configs
+                )
+            )
         return reports
     except KafkaError as exc:
         raise KafkaUnavailable(f"creating topics on {bootstrap} failed: {exc}") from exc
@@ -182,12 +184,9 @@ def _describe(admin: object, resource: object) -> dict[str, str]:
 
 def describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
     """Current configs of the named topics (used by tests and `ledger topics create --json`)."""
-    from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from ledger.kafka_io import ADMIN_CONFIG
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **ADMIN_CONFIG)
+    admin = make_admin(bootstrap)
     try:
         return {n: _describe(admin, ConfigResource(ConfigResourceType.TOPIC, n)) for n in names}
     finally:

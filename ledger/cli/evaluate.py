@@ -1,0 +1,104 @@
+"""``ledger evaluate``: ask the decision plane from a shell, as an agent would (DESIGN §8)."""
+
+from __future__ import annotations
+
+import click
+
+from ledger.cli.common import ledger_client, ledger_options, principal_arg
+from ledger.cli.output import handle_errors, json_cell, print_json, print_table, rule_label
+from ledger.core.events import Determination
+from ledger.core.facts import parse_facts_json
+from ledger.errors import UsageError
+
+__all__ = ["evaluate_cmd"]
+
+
+@click.command("evaluate")
+@click.option("--action", required=True, help="Action, e.g. refund.issue.")
+@click.option("--principal", required=True, help="Who attempts it, e.g. agent:refund-bot.")
+@click.option("--resource", required=True, help="What it is on, e.g. account:42.")
+@click.option("--facts", "facts_json", default="{}", help="Facts as a JSON object.")
+@click.option("--context", "context_json", default="{}", help="Context as a JSON object.")
+@click.option(
+    "--async", "is_async", is_flag=True, help="Publish and return at once (asynchronous pattern)."
+)
+@click.option(
+    "--default",
+    "default",
+    type=click.Choice(["allow", "deny"]),
+    default=None,
+    help="With --async: the determination the caller proceeds on.",
+)
+@ledger_options
+@handle_errors
+def evaluate_cmd(
+    action: str,
+    principal: str,
+    resource: str,
+    facts_json: str,
+    context_json: str,
+    is_async: bool,
+    default: str | None,
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Ask the decision plane: publish a request and print its decision trace.
+
+    With --async --default D, print the request id at once; a correction is published on
+    ledger.corrections if the decision differs from D.
+    """
+    facts, context = (
+        parse_facts_json(facts_json, what="--facts"),
+        parse_facts_json(context_json, what="--context"),
+    )
+    principal_arg(principal, "--principal")
+    with ledger_client(bootstrap, principal) as client:
+        if is_async:
+            if default is None:
+                raise UsageError("--async needs --default allow|deny (what the caller proceeds on)")
+            request = client.submit_async(
+                action=action,
+                principal=principal,
+                resource=resource,
+                default=Determination(default),
+                facts=facts,
+                context=context,
+            )
+            if as_json:
+                print_json({"request_id": request.event_id, "default": default})
+            else:
+                click.echo(f"submitted {request.event_id}; proceeding on {default}")
+            return
+        if default is not None:
+            raise UsageError("--default applies only with --async")
+        decision = client.evaluate(
+            action=action,
+            principal=principal,
+            resource=resource,
+            facts=facts,
+            context=context,
+            timeout=timeout,
+        )
+    if as_json:
+        print_json(decision)
+        return
+    print_table(
+        ["field", "value"],
+        [
+            ["determination", decision.determination.value],
+            ["rule", rule_label(decision.rule, decision.reason_code)],
+            ["reason_code", decision.reason_code],
+            ["constraints", json_cell(decision.constraints)],
+            ["reasons", "; ".join(decision.reasons) or "-"],
+            [
+                "policy",
+                f"{decision.policy} v{decision.policy_version} ({decision.stage})"
+                if decision.policy
+                else "-",
+            ],
+            ["grant", decision.grant_id or "-"],
+            ["request id", decision.request_id],
+            ["position", json_cell(decision.governance_position)],
+        ],
+    )

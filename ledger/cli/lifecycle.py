@@ -1,0 +1,308 @@
+"""``ledger policy propose|approve|promote|rollback|retire|list|show``: the policy lifecycle on
+the ledger (DESIGN §7). The ``policy`` group itself lives in :mod:`ledger.cli.policy`, which adds
+these commands to it.
+
+Every command here publishes a command and waits for its answer, printing it as a table or, with
+``--json``, as one JSON document. A rejected command exits 4 with its reason and stable code; a
+timeout exits 8 — never a silent success.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.cli.common import (
+    bootstrap_option,
+    current_state,
+    ledger_options,
+    policy_rows,
+    principal_arg,
+    read_text_file,
+    submit,
+)
+from ledger.cli.output import handle_errors, json_option, print_json, print_table, to_jsonable
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RetirePolicy,
+    RollbackPolicy,
+    Stage,
+)
+from ledger.core.policy import parse_policy
+from ledger.errors import UsageError
+from ledger.ids import new_id, utcnow
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("propose")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--by", "by", required=True, help="Author, e.g. human:alice.")
+@click.option("--note", default=None, help="Why this version (kept in the ledger).")
+@ledger_options
+@handle_errors
+def propose(
+    file: Path, by: str, note: str | None, bootstrap: str | None, timeout: float, as_json: bool
+) -> None:
+    """Submit a new version of a policy; prints the version number the ledger assigned.
+
+    The document is validated by the command processor exactly as `ledger policy validate`
+    does offline; an invalid one is rejected with the problems found.
+    """
+    document = read_text_file(file, what="policy file")
+    # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
+    policy = parse_policy(document, filename=str(file))
+    # The name travels beside the document: the processor authorizes on it before reading it.
+    command = ProposePolicyVersion(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal_arg(by, "--by"),
+        document=document,
+        note=note,
+        policy=policy.name,
+    )
+    submit(bootstrap, timeout, as_json, command, f"proposed {policy.name}")
+
+
+@click.command("approve")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(1))
+@click.option("--by", "by", required=True, help="Approver; must differ from the author.")
+@click.option("--note", default=None, help="Approval note.")
+@ledger_options
+@handle_errors
+def approve(
+    name: str,
+    version: int,
+    by: str,
+    note: str | None,
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Approve a proposed version (the approver must not be its author)."""
+    command = ApprovePolicyVersion(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal_arg(by, "--by"),
+        policy=name,
+        version=version,
+        note=note,
+    )
+    submit(bootstrap, timeout, as_json, command, f"approved {name} v{version}")
+
+
+@click.command("promote")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(1))
+@click.option(
+    "--to",
+    "stage",
+    required=True,
+    type=click.Choice(["shadow", "canary", "active"]),
+    help="Target stage.",
+)
+@click.option(
+    "--percent",
+    type=click.IntRange(1, 99),
+    default=None,
+    help="Canary only: share of requests (by stable hash bucket) the canary decides.",
+)
+@click.option("--by", "by", required=True, help="Who promotes, e.g. human:bob.")
+@ledger_options
+@handle_errors
+def promote(
+    name: str,
+    version: int,
+    stage: str,
+    percent: int | None,
+    by: str,
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Promote a version to shadow (recorded, never enforced), canary (--percent) or active.
+
+    Only an approved version may become canary or active.
+    """
+    if stage == "canary" and percent is None:
+        raise UsageError("--to canary needs --percent N (1-99)")
+    if stage != "canary" and percent is not None:
+        raise UsageError("--percent applies only to --to canary")
+    command = PromotePolicyVersion(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal_arg(by, "--by"),
+        policy=name,
+        version=version,
+        stage=Stage(stage),
+        percent=percent,
+    )
+    submit(bootstrap, timeout, as_json, command, f"{name} v{version} → {stage}")
+
+
+@click.command("rollback")
+@click.argument("name")
+@click.option(
+    "--to",
+    "to_version",
+    type=click.IntRange(1),
+    default=None,
+    help="Version to restore (default: the previously active one).",
+)
+@click.option("--by", "by", required=True, help="Who rolls back.")
+@click.option("--reason", required=True, help="Why (kept in the ledger).")
+@ledger_options
+@handle_errors
+def rollback(
+    name: str,
+    to_version: int | None,
+    by: str,
+    reason: str,
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Restore the previous (or a named) version now. Needs a reason, not an approval."""
+    command = RollbackPolicy(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal_arg(by, "--by"),
+        policy=name,
+        reason=reason,
+        to_version=to_version,
+    )
+    submit(bootstrap, timeout, as_json, command, f"rolled back {name}", version_label="to version")
+
+
+@click.command("retire")
+@click.argument("name")
+@click.option("--by", "by", required=True, help="Who retires the policy.")
+@click.option("--reason", required=True, help="Why (kept in the ledger).")
+@ledger_options
+@handle_errors
+def retire(
+    name: str, by: str, reason: str, bootstrap: str | None, timeout: float, as_json: bool
+) -> None:
+    """Retire a policy: its actions become ungoverned, and so denied."""
+    command = RetirePolicy(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal_arg(by, "--by"),
+        policy=name,
+        reason=reason,
+    )
+    submit(bootstrap, timeout, as_json, command, f"retired {name}")
+
+
+@click.command("list")
+@bootstrap_option
+@json_option
+@handle_errors
+def list_policies(bootstrap: str | None, as_json: bool) -> None:
+    """Inventory: every policy with its owner and active / canary / shadow versions."""
+    state, _ = current_state(bootstrap)
+    rows = policy_rows(state)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        ["policy", "owner", "active", "canary", "shadow", "latest", "governs"],
+        [
+            [
+                r["policy"],
+                r["owner"],
+                r["active"] or "-",
+                f"v{r['canary']} ({r['canary_percent']}%)" if r["canary"] else "-",
+                ",".join(map(str, r["shadow"])) or "-",
+                r["latest"],
+                "retired" if r["retired"] else ", ".join(r["governs"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@click.command("show")
+@click.argument("name")
+@bootstrap_option
+@json_option
+@handle_errors
+def show(name: str, bootstrap: str | None, as_json: bool) -> None:
+    """Full history of one policy: every version and every lifecycle event, who and when."""
+    state, history = current_state(bootstrap)
+    record = state.policies.get(name)
+    if record is None:
+        raise UsageError(f"no policy named {name!r}; `ledger policy list` shows the known ones")
+    events = [e.event for e in history if getattr(e.event, "policy", None) == name]
+    versions: list[dict[str, Any]] = [
+        {
+            "version": v.version,
+            "stage": v.stage,
+            "author": v.author,
+            "proposed_at": v.proposed_at,
+            "approved_by": v.approved_by,
+            "content_hash": v.content_hash,
+            "note": v.note,
+        }
+        for v in sorted(record.versions.values(), key=lambda v: v.version)
+    ]
+    if as_json:
+        print_json(
+            {
+                "policy": next(r for r in policy_rows(state) if r["policy"] == name),
+                "versions": versions,
+                "events": [{"type": type(e).__name__, **to_jsonable(e)} for e in events],
+            }
+        )
+        return
+    print_table(
+        ["version", "stage", "author", "approved by", "content hash", "note"],
+        [
+            [
+                v["version"],
+                v["stage"],
+                v["author"],
+                v["approved_by"] or "-",
+                v["content_hash"][:19],
+                v["note"] or "",
+            ]
+            for v in versions
+        ],
+        title=f"policy {name}",
+    )
+    print_table(
+        ["when", "event", "by", "details"],
+        [
+            [e.occurred_at.isoformat(timespec="seconds"), type(e).__name__, e.actor, _details(e)]
+            for e in events
+        ],
+        title="history",
+    )
+
+
+def _details(event: Any) -> str:
+    data = to_jsonable(event)
+    skip = {
+        "event_id",
+        "occurred_at",
+        "actor",
+        "command_id",
+        "policy",
+        "sequence",
+        "document",
+        "content_hash",
+        "governs",
+        "owner",
+    }
+    return ", ".join(
+        f"{k}={v}" for k, v in data.items() if k not in skip and v not in (None, [], "")
+    )
+
+
+COMMANDS = (propose, approve, promote, rollback, retire, list_policies, show)
+"""Added to the ``policy`` group by :mod:`ledger.cli.policy`."""

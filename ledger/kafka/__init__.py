@@ -1,0 +1,19 @@
+"""The one Kafka adapter: everything that talks to Kafka for the SDK, the CLI, replay, the
+processors and the audit wing lives here, once.
+
+- :mod:`~ledger.kafka.clients` — configured kafka-python clients (producer, consumer, admin),
+  reachability checked before a client is made;
+- :mod:`~ledger.kafka.reading` — a topic's partitions (one :class:`~ledger.errors.TopicMissing`
+  for a topic that does not exist), a topic read to its end;
+- :mod:`~ledger.kafka.topics` — the ledger's topics, partitions and configs, and their creation;
+- :mod:`~ledger.kafka.governance` — the governance history (replay) and the live follower
+  (processors);
+- :mod:`~ledger.kafka.dedup` — the evaluator's start-up de-duplication read.
+
+May import: the core, :mod:`ledger.codec`, :mod:`ledger.settings`, :mod:`ledger.errors`,
+:mod:`ledger.ids`, and Kafka client libraries. Never :mod:`ledger.local` (the development
+launcher), :mod:`ledger.cli` or the processors (a test enforces it). Nothing is imported here,
+so importing one module does not load the others' client libraries.
+"""
+
+__all__: list[str] = []

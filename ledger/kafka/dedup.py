@@ -1,0 +1,69 @@
+"""Start-up de-duplication: the request ids an evaluator group answered but may not have
+committed (a crash between writing a decision and committing the request's offset).
+
+For each request partition, the first uncommitted request's timestamp bounds how far back a
+decision for it can be; the decisions written since (minus a clock-skew margin) are read and
+their keys (request ids) returned. The evaluator seeds its memory of answered ids with them
+before it answers anything, so a re-delivered request is not answered twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.kafka.clients import make_consumer
+from ledger.kafka.reading import topic_partitions
+from ledger.settings import TopicNames
+
+__all__ = ["answered_since_last_commit", "CLOCK_SKEW_MS"]
+
+CLOCK_SKEW_MS = 60_000
+"""How far before the oldest uncommitted request a decision for it may be stamped."""
+
+
+def answered_since_last_commit(bootstrap: str, topics: TopicNames, group_id: str) -> set[bytes]:
+    """Request ids (decision keys) written since the group's oldest uncommitted request."""
+    # A consumer carrying the group id can read the group's committed offsets without joining.
+    consumer = make_consumer(bootstrap, group_id=group_id, consumer_timeout_ms=1000)
+    try:
+        requests = topic_partitions(consumer, topics.evaluation_requests, bootstrap=bootstrap)
+        ends = consumer.end_offsets(requests)
+        oldest_ms: int | None = None
+        for tp in requests:
+            committed = consumer.committed(tp)
+            start = committed if committed is not None and committed >= 0 else 0
+            if start >= ends[tp]:
+                continue
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            records = consumer.poll(timeout_ms=2000, max_records=1).get(tp, [])
+            if records:
+                ts = records[0].timestamp
+                oldest_ms = ts if oldest_ms is None else min(oldest_ms, ts)
+        if oldest_ms is None:
+            return set()
+        decisions = topic_partitions(consumer, topics.decisions, bootstrap=bootstrap)
+        consumer.assign(decisions)
+        since = max(0, oldest_ms - CLOCK_SKEW_MS)
+        starts = consumer.offsets_for_times({tp: since for tp in decisions})
+        dec_ends = consumer.end_offsets(decisions)
+        live: list[Any] = []
+        for tp in decisions:
+            found = starts.get(tp)
+            if found is None:
+                continue
+            consumer.seek(tp, found.offset)
+            live.append(tp)
+        seen: set[bytes] = set()
+        remaining = {tp for tp in live if dec_ends[tp] > 0}
+        while remaining:
+            batch = consumer.poll(timeout_ms=1000)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                seen.update(r.key for r in records if r.key is not None)
+                if consumer.position(tp) >= dec_ends[tp]:
+                    remaining.discard(tp)
+        return seen
+    finally:
+        consumer.close()

@@ -1,0 +1,186 @@
+"""Governance from Kafka: the history read to its end (replay, CLI) and followed live
+(processors).
+
+Governance state is not kept in a Faust table. Every processor worker follows the
+(single-partition) policy and grant topics itself with a group-less consumer
+(:class:`GovernanceFollower`) and folds them with the core's pure ``fold``, so each worker sees
+every governance event (Faust's GlobalTable has open bugs across several workers) and the state
+is exactly what replay (:func:`load_history` + :func:`ledger.core.history.state_at`) computes. A
+worker answers nothing until its follower has caught up with the end offsets seen at start:
+never from partial state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ledger.codec import Codec, default_codec
+from ledger.core.events import (
+    GovernanceEvent,
+    GrantIssued,
+    GrantRevoked,
+    PolicyRetired,
+    PolicyRolledBack,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    RoleAssigned,
+    RoleRevoked,
+)
+from ledger.core.history import HistoryEntry
+from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
+from ledger.errors import CodecError
+from ledger.kafka.reading import position_key, read_topic, topic_partitions_async
+from ledger.settings import TopicNames
+
+__all__ = [
+    "GOVERNANCE_TYPES",
+    "decode_governance",
+    "read_governance",
+    "load_history",
+    "GovernanceFollower",
+]
+
+log = logging.getLogger("ledger.governance")
+
+GOVERNANCE_TYPES: tuple[type, ...] = (
+    PolicyVersionProposed,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyRolledBack,
+    PolicyRetired,
+    GrantIssued,
+    GrantRevoked,
+    RoleAssigned,
+    RoleRevoked,
+)
+
+
+def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
+    """A governance record's event; :class:`~ledger.errors.CodecError` for anything else
+    (undecodable bytes, or a record of another type on a governance topic)."""
+    if value is None:
+        raise CodecError("empty record (tombstone) on a governance topic")
+    event = codec.decode(value)
+    if not isinstance(event, GOVERNANCE_TYPES):
+        raise CodecError(f"{type(event).__name__} is not a governance event")
+    return event  # type: ignore[return-value]
+
+
+def read_governance(
+    bootstrap: str, topics: TopicNames, *, codec: Codec | None = None
+) -> Iterator[HistoryEntry]:
+    """Governance events in log order, each with its position key and offset.
+
+    Policy and grant topics are read to their current ends. Each has one partition, so the
+    order within each is the order of the ledger; the two streams are independent aggregates.
+    Records that are not governance events are skipped (the processors never write them).
+    """
+    for rec in read_topic(bootstrap, [topics.policy_events, topics.grant_events], codec=codec):
+        if isinstance(rec.event, GOVERNANCE_TYPES):
+            yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, rec.event)  # type: ignore[arg-type]
+
+
+def load_history(
+    bootstrap: str, topics: TopicNames, *, codec: Codec | None = None
+) -> list[HistoryEntry]:
+    """Every governance event in the ledger, in log order."""
+    return list(read_governance(bootstrap, topics, codec=codec))
+
+
+class GovernanceFollower:
+    """Follows policy and grant events into a :class:`LedgerState` (see module docstring).
+
+    ``ready`` is set once the state includes every event written before the follower started;
+    ``last_fetch`` is the Unix time of the last fetch response from the broker (health).
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topics: TopicNames,
+        codec: Codec | None = None,
+        on_event: Callable[[GovernanceEvent], None] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = (topics.policy_events, topics.grant_events)
+        self._codec = codec or default_codec()
+        self._on_event = on_event
+        self._consumer_config = consumer_config or {}
+        self.state: LedgerState = EMPTY_STATE
+        self.ready = asyncio.Event()
+        self.last_fetch: float | None = None
+        self.applied = 0
+        """Governance records folded so far."""
+        self.undecodable = 0
+        """Records on the governance topics that are not governance events (logged, skipped)."""
+
+    def apply_local(self, event: GovernanceEvent) -> None:
+        """Apply an event this process just wrote, before it comes back from the log.
+
+        The same event read later from the topic is a no-op for ``fold`` (its sequence is
+        already applied) and only advances the position.
+        """
+        self.state = fold(self.state, event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+            fetch_min_bytes=1,
+            **self._consumer_config,
+        )
+        await consumer.start()
+        try:
+            parts: list[Any] = []
+            for topic in self._topics:
+                parts += await topic_partitions_async(consumer, topic, bootstrap=self._bootstrap)
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            pending = {tp for tp in parts if end[tp] > 0}
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
+                self.last_fetch = fetched_ms / 1000 if fetched_ms else None
+                if not pending and not self.ready.is_set():
+                    # Empty governance topics: ready after the first fetch, so whoever waits
+                    # for readiness also finds proof of a live broker (the heartbeat does).
+                    self.ready.set()
+                for tp, records in batches.items():
+                    self._apply(position_key(tp.topic, tp.partition), records)
+                if pending:
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= end[tp]:
+                            pending.discard(tp)
+                    if not pending:
+                        log.info("governance state caught up: %s", dict(self.state.position))
+                        self.ready.set()
+        finally:
+            await consumer.stop()
+
+    def _apply(self, key: str, records: list[Any]) -> None:
+        state = self.state
+        for record in records:
+            try:
+                event = decode_governance(self._codec, record.value)
+            except CodecError as exc:
+                self.undecodable += 1
+                log.error("undecodable governance record %s@%s: %s", key, record.offset, exc)
+                continue
+            state = with_position(fold(state, event), key, record.offset)
+            self.applied += 1
+            if self._on_event is not None:
+                self._on_event(event)
+        self.state = state
