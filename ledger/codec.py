@@ -45,6 +45,7 @@ from fastavro.schema import fingerprint as _avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import EVENT_TYPES, Event, Value
 from ledger.errors import CodecError, UnknownSchemaError
@@ -66,9 +67,8 @@ _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _Converter = Callable[[Any], Any]
 
 
-def _repo_schema_dir() -> Path:
-    # ledger/codec.py -> <repo>/schemas
-    return Path(__file__).resolve().parent.parent / "schemas"
+def _schema_dir() -> Path:
+    return contract_dir("schemas")
 
 
 # --------------------------------------------------------------------------- Value <-> Avro union
@@ -341,7 +341,7 @@ class Codec:
         *,
         history_dirs: Iterable[Path | str] | None = None,
     ) -> None:
-        directory = Path(schema_dir) if schema_dir is not None else _repo_schema_dir()
+        directory = Path(schema_dir) if schema_dir is not None else _schema_dir()
         if not directory.is_dir():
             raise CodecError(f"schema directory {directory} not found")
         histories = (
@@ -520,5 +520,5 @@ def _bad_magic(head: bytes) -> str:
 
 @functools.cache
 def default_codec() -> Codec:
-    """The process-wide codec over the repository's ``schemas/`` (built on first use)."""
+    """The process-wide codec over the ledger's ``schemas/`` (built on first use)."""
     return Codec()

@@ -7,7 +7,6 @@ development or moderate ledger; for large histories and SQL, export to Parquet (
 
 from __future__ import annotations
 
-import fnmatch
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from ledger.cli.output import (
     rule_label,
     to_jsonable,
 )
+from ledger.core.authority import glob_matches
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchItemDecision,
@@ -82,7 +82,7 @@ def decisions_cmd(
         return not (
             (request_id and request != request_id)
             or (principal and who != principal)
-            or (action and not fnmatch.fnmatchcase(what, action))
+            or (action and not glob_matches(action, what))
             or (determination and answer != determination)
             or (start and decided_at < start)
             or (end and decided_at >= end)

@@ -39,6 +39,7 @@ __all__ = [
     "grant_from_event",
     "compile_grant_condition",
     "valid_principal",
+    "glob_matches",
     "authorize",
     "unauthorized_reason",
     "capabilities",
@@ -65,6 +66,11 @@ def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
     if not patterns:
         return _NEVER
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def glob_matches(pattern: str, value: str) -> bool:
+    """Does ``value`` match the glob ``pattern`` (``refund.*``), as grants and ``governs`` match?"""
+    return _globs((pattern,)).match(value) is not None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -385,3 +385,18 @@ def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
 
     assert ledger.propose(_policy_file(tmp_path, name, auto_below=100)) == 2
     ledger.rejected("policy", "approve", name, "2", "--by", CAROL, code="not_authorized")
+
+
+def test_replay_of_a_principal_includes_the_grants_it_holds_through_its_roles(ledger: Ledger):
+    """Reported: `ledger replay --principal X` left out the grants X holds through its roles
+    while `ledger grant list --principal X` showed them (the CLI rebuilt the rule by hand)."""
+    dave = "human:dave"
+    ledger.grant("role:replay_auditor", "report.read", "report:*")
+    ledger.json("role", "assign", dave, "replay_auditor", "--by", ADMIN)
+    listed = ledger.json("grant", "list", "--principal", dave)
+    replayed = ledger.json("replay", "--principal", dave)
+    via_list = {(tuple(g["actions"]), g["via"]) for g in listed["grants"]}
+    via_replay = {(tuple(g["actions"]), g["via"]) for g in replayed["grants"]}
+    assert (("report.read",), "role:replay_auditor") in via_replay
+    assert via_replay == via_list
+    assert replayed["roles"] == {dave: ["role:replay_auditor"]}
