@@ -44,6 +44,8 @@ __all__ = [
     "CHAINED_TYPES",
     "ChainHead",
     "form_hash",
+    "form_text",
+    "text_hash",
     "record_hash",
     "canonical_text",
     "link",
@@ -205,17 +207,24 @@ def canonical_text(record: Any) -> str:
 # --------------------------------------------------------------------------- hashing
 
 
-def form_hash(form: Mapping[str, Any]) -> str:
-    """The hash of a record given its JSON form: every member but ``hash``, canonical, SHA-256.
-
-    ``form`` is what :func:`~ledger.core.jsonform.to_json_value` gives for the record, or the
-    same rebuilt from an export's columns.
-    """
-    return _digest(_encoder.encode({k: v for k, v in form.items() if k != "hash"}))
+def form_text(form: Mapping[str, Any]) -> str:
+    """The canonical JSON text that is hashed, given a record's JSON form: every member but
+    ``hash``. ``form`` is what :func:`~ledger.core.jsonform.to_json_value` gives for the
+    record, or the same rebuilt from an export's columns."""
+    return _encoder.encode({k: v for k, v in form.items() if k != "hash"})
 
 
-def _digest(text: str) -> str:
+def text_hash(text: str) -> str:
+    """``"sha256:"`` + the hex SHA-256 of ``text`` in UTF-8."""
     return HASH_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def form_hash(form: Mapping[str, Any]) -> str:
+    """The hash of a record given its JSON form (see :func:`form_text`)."""
+    return text_hash(form_text(form))
+
+
+_digest = text_hash
 
 
 def record_hash(record: DecisionRecorded | BatchDecisionRecorded) -> str:
