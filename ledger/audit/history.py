@@ -17,7 +17,7 @@ simulation run on exactly what was written.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ __all__ = [
     "topic_files",
     "connect",
     "READ_PARQUET",
+    "single_pairs",
 ]
 
 Decision: TypeAlias = DecisionRecorded | BatchDecisionRecorded
@@ -58,8 +59,10 @@ _DECISION_BASE = "ledger.decisions"
 class LedgerSource(Protocol):
     """Where recorded history is read from."""
 
-    where: str
-    """Human-readable: the bootstrap servers or the export directory."""
+    @property
+    def where(self) -> str:
+        """Human-readable: the bootstrap servers or the export directory."""
+        ...
 
     def decision(self, decision_id: str) -> Decision:
         """The decision with this decision id (or of this request id); UsageError if none."""
@@ -331,3 +334,58 @@ class ExportSource:
             with contextlib.suppress(Exception):
                 self._con.close()
             self._con = None
+
+
+def single_pairs(
+    pairs: Iterable[tuple[Request, Decision]],
+) -> Iterator[tuple[EvaluationRequested, DecisionRecorded]]:
+    """Pairs of one request and its decision, a pre-evaluation batch taken item by item (each
+    item as the single request :func:`ledger.core.evaluate.evaluate_batch` decided it as:
+    request id ``<batch request id>/<item id>``, the batch's principal and context)."""
+    for request, decision in pairs:
+        if isinstance(request, EvaluationRequested) and isinstance(decision, DecisionRecorded):
+            yield request, decision
+            continue
+        if not (
+            isinstance(request, BatchEvaluationRequested)
+            and isinstance(decision, BatchDecisionRecorded)
+        ):
+            continue
+        answers = {d.item_id: d for d in decision.decisions}
+        for item in request.items:
+            answer = answers.get(item.item_id)
+            if answer is None:
+                continue
+            rid = f"{request.event_id}/{item.item_id}"
+            yield (
+                EvaluationRequested(
+                    event_id=rid,
+                    occurred_at=request.occurred_at,
+                    actor=request.actor,
+                    action=item.action,
+                    principal=request.principal,
+                    resource=item.resource,
+                    facts=item.facts,
+                    context=request.context,
+                ),
+                DecisionRecorded(
+                    event_id=f"{decision.event_id}/{item.item_id}",
+                    occurred_at=decision.occurred_at,
+                    actor=decision.actor,
+                    request_id=rid,
+                    requested_at=request.occurred_at,
+                    action=answer.action,
+                    principal=request.principal,
+                    resource=answer.resource,
+                    determination=answer.determination,
+                    constraints=answer.constraints,
+                    reasons=answer.reasons,
+                    reason_code=answer.reason_code,
+                    policy=answer.policy,
+                    policy_version=answer.policy_version,
+                    rule=answer.rule,
+                    grant_id=answer.grant_id,
+                    governance_position=decision.governance_position,
+                    evaluator_id=decision.evaluator_id,
+                ),
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,8 @@ from ledger.cli.common import (
     resolve_bootstrap,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.reproduce import reproduce_decision
+from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.authority import capabilities
 from ledger.core.history import state_at
 from ledger.errors import UsageError
@@ -29,16 +32,46 @@ __all__ = ["replay_cmd"]
 )
 @click.option("--policy", "policy", default=None, help="Only this policy.")
 @click.option("--principal", default=None, help="Only this principal's grants and roles.")
+@click.option(
+    "--decision",
+    "decision_id",
+    default=None,
+    metavar="ID",
+    help="Reproduce this recorded decision (decision or request id) instead.",
+)
+@from_option(FROM_INSTEAD_OF_KAFKA)
 @bootstrap_option
 @json_option
 @handle_errors
 def replay_cmd(
-    at: str | None, policy: str | None, principal: str | None, bootstrap: str | None, as_json: bool
+    at: str | None,
+    policy: str | None,
+    principal: str | None,
+    decision_id: str | None,
+    from_dir: Path | None,
+    bootstrap: str | None,
+    as_json: bool,
 ) -> None:
     """State at instant T, rebuilt from the ledger: versions in force and grants in force.
 
     Answers "which version of each policy was active at T" and "what could principal X do at T".
+
+    With --decision ID: reproduce one recorded decision exactly. Its request is re-evaluated
+    with the core against the governance state at the decision's recorded governance
+    position, at the decision's own time, and every field is compared with the record except
+    those only its writer knows (latency_us, evaluator_id, chain_id, chain_seq, prev_hash,
+    hash). Exit 0 when it reproduces; otherwise exit 12 (not_reproduced) with the fields that
+    differ, recorded beside reproduced.
     """
+    if decision_id is not None:
+        if at is not None or policy is not None or principal is not None:
+            raise UsageError(
+                "--decision reproduces one decision: leave out --at, --policy and --principal"
+            )
+        reproduce_decision(decision_id, from_dir, bootstrap, as_json)
+        return
+    if from_dir is not None:  # the export reader for --at comes with `ledger export`
+        raise UsageError("--from is for --decision here; --at reads Kafka")
     instant = parse_time(at, "--at") or utcnow()
     settings = load_settings(bootstrap)
     state = state_at(load_history(resolve_bootstrap(settings), settings.topics), instant)
