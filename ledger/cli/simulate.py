@@ -152,7 +152,7 @@ def _print(
         return
     print_table(
         ["from → to", "requests"],
-        [[transition, count] for transition, count in report.transitions.items()],
+        [[transition.replace(" -> ", " → "), n] for transition, n in report.transitions.items()],
         title="determinations that would change",
     )
     print_table(
@@ -166,7 +166,7 @@ def _print(
             ]
             for r in by_rule
         ],
-        title="per rule",
+        title="per rule (the rule that decided → the draft's rule)",
     )
     if shown:
         print_table(
@@ -176,8 +176,8 @@ def _print(
                     c.request_id,
                     c.action,
                     c.resource,
-                    f"{c.old_determination.value} ({c.old_rule or '-'}, v{c.old_version})",
-                    f"{c.new_determination.value} ({c.new_rule or '-'})",
+                    f"{c.old_determination.value} ({c.old_rule or '(default)'}, v{c.old_version})",
+                    f"{c.new_determination.value} ({c.new_rule or '(default)'})",
                 ]
                 for c in shown
             ],

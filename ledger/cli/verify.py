@@ -122,8 +122,8 @@ def _print(report: VerifyReport) -> None:
         )
     verdict = "intact" if report.intact else "NOT intact"
     click.echo(
-        f"{report.records} decisions in {len(report.chains)} chains, {report.checkpoints} "
-        f"checkpoints: {verdict}"
+        f"{report.records} decision(s) in {len(report.chains)} chain(s), {report.checkpoints} "
+        f"checkpoint(s): {verdict}"
         + (
             f"; {report.unconfirmed} after their chain's last checkpoint"
             if report.unconfirmed
