@@ -29,7 +29,7 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -179,19 +179,40 @@ def _text_writer(cls: type) -> Callable[[Any], str]:
     return built
 
 
+# The common cases, inline in the generated code (a call per field costs as much as the work):
+# ``{v}`` is the field's value, ``{w}`` the field's writer for every other case.
+_INLINE: Final[dict[Callable[[Any], str], str]] = {
+    # a str (or StrEnum member: its text is its value) as JSON text
+    _str_text: "_e({v}) if isinstance({v}, str) else {w}({v})",
+    _enum_text: "_e({v}) if isinstance({v}, str) else {w}({v})",
+    _int_text: "int.__repr__({v}) if type({v}) is int else {w}({v})",
+    _bool_text: "('true' if {v} else 'false') if type({v}) is bool else {w}({v})",
+    _time_text: (
+        "'\"' + {v}.isoformat(timespec='microseconds')[:-6] + 'Z\"' "
+        "if {v}.tzinfo is _UTC and {v}.year >= 1000 else {w}({v})"
+    ),
+    _mapping_text: "'{{}}' if not {v} else {w}({v})",
+    _strings_text: "'[]' if not {v} else {w}({v})",
+    _records_text: "'[]' if not {v} else {w}({v})",
+}
+
+
 def _build_text_writer(cls: type) -> Callable[[Any], str]:
     """Straight-line code for one record type: one list display of the members' texts, in
     sorted key order, joined once — no per-field loop or dict at run time. Field names come
     from the dataclass, never from input."""
     hints = typing.get_type_hints(cls, vars(_events))
-    names: dict[str, Any] = {}
+    names: dict[str, Any] = {"_e": _encode_str, "_UTC": UTC}
     items: list[str] = []
     fields = sorted(f.name for f in dataclasses.fields(cls) if f.name != "hash")
     for index, name in enumerate(fields):
-        names[f"_w{index}"] = _writer(hints[name])
+        write = _writer(hints[name])
+        names[f"_w{index}"] = write
+        v = f"v{index}"
+        inline = _INLINE.get(write, "{w}({v})").format(v=v, w=f"_w{index}")
         sep = "{" if index == 0 else ","
         key = json.dumps(sep + json.dumps(name) + ":")
-        items.append(f"{key}, ('null' if o.{name} is None else _w{index}(o.{name}))")
+        items.append(f"{key}, ('null' if ({v} := o.{name}) is None else ({inline}))")
     source = f"def text(o):\n    return ''.join([{', '.join(items)}, '}}'])\n"
     exec(source, names)
     writer: Callable[[Any], str] = names["text"]
@@ -244,29 +265,51 @@ class ChainHead:
     hash: str | None = GENESIS
 
 
+_copiers: dict[type, Callable[[Any], Any]] = {}
+
+
+def _copier(cls: type) -> Callable[[Any], Any]:
+    """A copy of a frozen, slotted record, field for field, without ``__init__``.
+
+    ``dataclasses.replace`` walks the fields and calls ``__init__`` with keywords: for a
+    decision trace that costs about as much as hashing it, on every decision. The records
+    chained here have no ``__post_init__``; their fields are immutable values, so a shallow
+    copy shares nothing that can change.
+    """
+    built = _copiers.get(cls)
+    if built is None:
+        slots = [f.name for f in dataclasses.fields(cls)]
+        body = "".join(f"    _set(n, {name!r}, o.{name})\n" for name in slots)
+        source = f"def copy(o):\n    n = _new(_cls)\n{body}    return n\n"
+        names: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
+        exec(source, names)
+        built = _copiers[cls] = names["copy"]
+    return built
+
+
 def link(
     record: Chained, head: ChainHead, changes: Mapping[str, Any] | None = None
 ) -> tuple[Chained, ChainHead]:
     """``record`` (with ``changes``, e.g. the writer's ``latency_us``) stamped as the next link
     after ``head``, and the chain's new head.
 
-    Pure: ``head`` is not changed, so a writer that ends up not writing this record (it did
-    not fit, it became a dead letter) keeps its old head and the chain has no gap. One
-    ``replace`` sets ``changes`` and the chain fields together: a writer that would otherwise
-    replace a field itself (the evaluator's ``latency_us``) pays for no extra copy.
+    Pure: neither ``record`` nor ``head`` is changed, so a writer that ends up not writing this
+    record (it did not fit, it became a dead letter) keeps its old head and the chain has no
+    gap. ``changes`` are applied in the same copy as the chain fields: a writer that would
+    otherwise copy the record to set a field of its own (the evaluator's ``latency_us``) pays
+    for no second copy.
     """
     seq = head.seq + 1
-    stamped = replace(
-        record,
-        **(changes or {}),
-        chain_id=head.chain_id,
-        chain_seq=seq,
-        prev_hash=head.hash,
-        hash=None,
-    )
+    stamped = _copier(type(record))(record)
+    # Only the copy made just above is written to, before anyone else can see it.
+    for name, value in (changes or {}).items():
+        if name in CHAIN_FIELDS:
+            raise ValueError(f"{name} is the chain's to set")
+        object.__setattr__(stamped, name, value)
+    object.__setattr__(stamped, "chain_id", head.chain_id)
+    object.__setattr__(stamped, "chain_seq", seq)
+    object.__setattr__(stamped, "prev_hash", head.hash)
     digest = _digest(canonical_text(stamped))
-    # The record was built just above and nothing else holds it: setting its last field in
-    # place spares a second replace, which costs as much as the hashing.
     object.__setattr__(stamped, "hash", digest)
     return stamped, ChainHead(head.chain_id, seq, digest)
 
