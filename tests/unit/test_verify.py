@@ -404,3 +404,19 @@ def test_decisions_outside_every_chain(tmp_path: Path) -> None:
 
 def ledger_partition(d: DecisionRecorded) -> int:
     return zlib.crc32(d.request_id.encode()) % PARTITIONS
+
+
+def test_worker_processes_split_the_chains_and_find_the_same(ledger: Ledger, export: Path) -> None:
+    tamper(export, chain_row(ledger, "a", 12).event_id, lambda r: None)
+    tamper(export, chain_row(ledger, "b", 3).event_id, lambda r: {**r, "rule": "forged"})
+    # chain_id altered: the row lands in another worker's share; its gap is not reported twice.
+    tamper(
+        export, chain_row(ledger, "a", 20).event_id, lambda r: {**r, "chain_id": "evaluator-b/n2"}
+    )
+    alone, split = verify(export, workers=1), verify(export, workers=2)
+    assert split.problems == alone.problems and split.chains == alone.chains
+    assert [(p.kind, p.chain_seq) for p in alone.problems] == [
+        ("altered", 3),
+        ("missing", 13),
+        ("altered", 20),
+    ]
