@@ -58,4 +58,19 @@ run ledger evaluate --action refund.issue --principal agent:refund-bot --resourc
 run ledger policy show refund
 run ledger replay --at "$BEFORE_ROLLBACK" --policy refund
 run ledger decisions --principal agent:refund-bot --action 'refund.*' --limit 6
+
+# ---------------------------------------------------------------------------------------------
+# The auditor, last: what v2 would have changed over everything the demo recorded (re-decided
+# with the core, nothing written), a reproduction of the last decision at its recorded
+# governance position, and the evaluator's decision hash chains checked over the export.
+run ledger policy simulate examples/policies/refund-v2.yaml --sample 5
+LAST_DECISION=$(ledger decisions --limit 1 --json | python -c 'import json, sys; print(json.load(sys.stdin)[-1]["event_id"])')
+run ledger replay --decision "$LAST_DECISION"
+if [ -d "$LEDGER_HOME/export" ]; then
+  run ledger audit verify
+else
+  step "ledger audit verify   # skipped: no export in \$LEDGER_HOME/export (ledger export writes it)"
+fi
+# ---------------------------------------------------------------------------------------------
+
 echo; echo "${bold}Demo complete.${plain}"

@@ -159,8 +159,8 @@ def _print(
         ["recorded rule", "draft rule", "from → to", "requests"],
         [
             [
-                r["recorded_rule"] or "-",
-                r["draft_rule"] or "-",
+                r["recorded_rule"] or "(default)",
+                r["draft_rule"] or "(default)",
                 f"{r['from']} → {r['to']}",
                 r["count"],
             ]
@@ -176,8 +176,8 @@ def _print(
                     c.request_id,
                     c.action,
                     c.resource,
-                    f"{c.old_determination.value} ({c.old_rule or '(default)'}, v{c.old_version})",
-                    f"{c.new_determination.value} ({c.new_rule or '(default)'})",
+                    f"{c.old_determination.value} ({c.old_rule or 'default'}, v{c.old_version})",
+                    f"{c.new_determination.value} ({c.new_rule or 'default'})",
                 ]
                 for c in shown
             ],
