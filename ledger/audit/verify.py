@@ -665,7 +665,7 @@ def _checked_decisions(
                 cols["topic"][i],
                 cols["partition"][i],
                 cols["offset"][i],
-                datetime.fromisoformat(at) if at is not None else None,
+                datetime.fromisoformat(at) if isinstance(at, str) else None,
             )
             shape = shapes.get(kinds[i] or "")
             form: dict[str, Any] | None = None
@@ -675,7 +675,10 @@ def _checked_decisions(
                     if any(column[i] is not None for column in foreign):
                         raise _Slow
                     text = texts.text(columns, i)
-                    decoded = decode(records[i])
+                    record = records[i]
+                    if not isinstance(record, bytes):
+                        raise _Slow
+                    decoded = decode(record)
                     if type(decoded) is not texts.cls:
                         raise _Slow
                     event = cast(Any, decoded)
@@ -733,7 +736,7 @@ class _Rows:
         record = row.get("record")
         event: Any = None
         undecodable = "no record bytes"
-        if record is not None:
+        if isinstance(record, bytes):
             try:
                 event = self.codec.decode(record)
             except CodecError as exc:

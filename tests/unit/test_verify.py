@@ -420,3 +420,11 @@ def test_worker_processes_split_the_chains_and_find_the_same(ledger: Ledger, exp
         ("missing", 13),
         ("altered", 20),
     ]
+
+
+def test_a_row_without_its_record_bytes_is_altered(ledger: Ledger, export: Path) -> None:
+    target = chain_row(ledger, "b", 2)
+    tamper(export, target.event_id, lambda r: {**r, "record": None})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("altered", target.event_id)
+    assert "record bytes do not decode" in p.found
