@@ -3,10 +3,13 @@ tests of what reads exports — verification, reproduction and simulation — wi
 the exporter itself.
 
 ``DIR/topic=<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first offset>.parquet``, one row per
-record: ``topic``, ``partition``, ``offset``, ``kafka_timestamp``, ``key``, ``event_type``,
-``record`` (the raw bytes), then one column per top-level field of the topic's event types,
-typed from the field's Python type (datetime → timestamp, int → int64, bool, float → double,
-str/enum/Decimal → string, bytes → binary, anything nested → its canonical JSON text).
+record: ``topic``, ``partition`` (int32), ``offset``, ``kafka_timestamp`` (ms, UTC), ``key``,
+``event_type``, ``record`` (the raw bytes), then one column per top-level field of the topic's
+event types (``event_<name>`` where a field shares a coordinate's name), typed from the field's
+Python type (datetime → timestamp µs UTC, int → int64, bool, float → double, str/enum/Decimal →
+string, bytes → binary, anything nested → its canonical JSON text as Arrow's JSON type); and
+``DIR/_manifest.json`` (format 1: the topic prefix, each partition's next offset, every file),
+as ``ledger export`` writes them.
 
 Also :func:`rewrite`, the tests' way of tampering with an exported file.
 """
@@ -94,15 +97,22 @@ def _kind(hint: Any) -> tuple[pa.DataType, Callable[[Any], Any]]:
         return pa.string(), lambda v: v
     if hint is bytes:
         return pa.binary(), bytes.fromhex
-    return pa.string(), lambda v: canonical_json(v).decode("utf-8")
+    return pa.json_(), lambda v: canonical_json(v).decode("utf-8")
 
 
-def _columns(types_: tuple[type, ...]) -> dict[str, tuple[pa.DataType, Callable[[Any], Any]]]:
-    columns: dict[str, tuple[pa.DataType, Callable[[Any], Any]]] = {}
+_COORDINATES = ("topic", "partition", "offset", "kafka_timestamp", "key", "event_type", "record")
+
+
+def _columns(
+    types_: tuple[type, ...],
+) -> dict[str, tuple[str, pa.DataType, Callable[[Any], Any]]]:
+    """field name → (column name, Arrow type, JSON form → column value)."""
+    columns: dict[str, tuple[str, pa.DataType, Callable[[Any], Any]]] = {}
     for cls in types_:
         hints = typing.get_type_hints(cls, vars(events))
         for field in dataclasses.fields(cls):
-            columns.setdefault(field.name, _kind(hints[field.name]))
+            name = f"event_{field.name}" if field.name in _COORDINATES else field.name
+            columns.setdefault(field.name, (name, *_kind(hints[field.name])))
     return columns
 
 
@@ -134,7 +144,8 @@ def write_export(
         )
         date = when.astimezone(UTC).strftime("%Y-%m-%d")
         groups[(record.topic, record.partition, date)].append((record, event))
-    written = []
+    written: list[Path] = []
+    listed: list[dict[str, Any]] = []
     for (topic, partition, date), rows in sorted(groups.items()):
         rows.sort(key=lambda pair: pair[0].offset)
         columns = _columns(by_topic[topic])
@@ -150,18 +161,21 @@ def write_export(
             "record": [r.value for r, _ in rows],
         }
         forms = [to_json_value(e) if e is not None else {} for _, e in rows]
-        for name, (_, convert) in columns.items():
-            data[name] = [None if form.get(name) is None else convert(form[name]) for form in forms]
+        for field_name, (name, _, convert) in columns.items():
+            data[name] = [
+                None if form.get(field_name) is None else convert(form[field_name])
+                for form in forms
+            ]
         schema = pa.schema(
             [
                 ("topic", pa.string()),
                 ("partition", pa.int32()),
                 ("offset", pa.int64()),
-                ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+                ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
                 ("key", pa.string()),
                 ("event_type", pa.string()),
                 ("record", pa.binary()),
-                *[(name, arrow) for name, (arrow, _) in columns.items()],
+                *[(name, arrow) for name, arrow, _ in columns.values()],
             ]
         )
         folder = out / f"topic={topic}" / f"date={date}"
@@ -169,11 +183,28 @@ def write_export(
         path = folder / f"{topic}+{partition}+{rows[0][0].offset}.parquet"
         pq.write_table(pa.table(data, schema=schema), path)
         written.append(path)
+        listed.append(
+            {
+                "path": path.relative_to(out).as_posix(),
+                "topic": topic,
+                "partition": partition,
+                "date": date,
+                "first_offset": rows[0][0].offset,
+                "last_offset": rows[-1][0].offset,
+                "rows": len(rows),
+            }
+        )
     ends: dict[str, dict[str, int]] = defaultdict(dict)
     for (topic, partition, _), rows in groups.items():
         last = max(r.offset for r, _ in rows) + 1
         ends[topic][str(partition)] = max(last, ends[topic].get(str(partition), 0))
-    manifest = {"topics": ends}
+    manifest = {
+        "format": 1,
+        "topic_prefix": topics.prefix,
+        "updated_at": None,
+        "offsets": ends,
+        "files": listed,
+    }
     (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
     return written
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ledger.audit.history import Decision, Request
+from ledger.audit.sources import Decision, Request
 from ledger.core.evaluate import evaluate, evaluate_batch
 from ledger.core.events import (
     BatchDecisionRecorded,

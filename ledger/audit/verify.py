@@ -43,7 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, cast
 
-from ledger.audit.history import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
+from ledger.audit.sources import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
 from ledger.codec import Codec, default_codec
 from ledger.core import events as _events
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hash, form_text, text_hash
@@ -348,7 +348,9 @@ def _columns(batch: Any) -> dict[str, list[Any]]:
 
     out: dict[str, list[Any]] = {}
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if pa.types.is_timestamp(column.type) and column.type.unit == "us":
+        if name not in _COORDINATES and pa.types.is_timestamp(column.type):
+            if column.type.unit != "us":  # the export spec's unit; anything else is compared
+                column = column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
             texts = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
             if any(t is not None and t[0] == "0" for t in texts):
                 # Before year 1000 the JSON form's year is not zero-padded (strftime's %Y).
@@ -665,7 +667,7 @@ def _checked_decisions(
                 cols["topic"][i],
                 cols["partition"][i],
                 cols["offset"][i],
-                datetime.fromisoformat(at) if isinstance(at, str) else None,
+                at if isinstance(at, datetime) else None,
             )
             shape = shapes.get(kinds[i] or "")
             form: dict[str, Any] | None = None

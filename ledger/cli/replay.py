@@ -16,7 +16,6 @@ from ledger.cli.common import (
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.reproduce import reproduce_decision
-from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.authority import capabilities
 from ledger.core.history import state_at
 from ledger.errors import UsageError
@@ -33,13 +32,19 @@ __all__ = ["replay_cmd"]
 @click.option("--policy", "policy", default=None, help="Only this policy.")
 @click.option("--principal", default=None, help="Only this principal's grants and roles.")
 @click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Replay from this export directory (`ledger export --out DIR`) instead of Kafka.",
+)
+@click.option(
     "--decision",
     "decision_id",
     default=None,
     metavar="ID",
     help="Reproduce this recorded decision (decision or request id) instead.",
 )
-@from_option(FROM_INSTEAD_OF_KAFKA)
 @bootstrap_option
 @json_option
 @handle_errors
@@ -47,8 +52,8 @@ def replay_cmd(
     at: str | None,
     policy: str | None,
     principal: str | None,
+    source: Path | None,
     decision_id: str | None,
-    from_dir: Path | None,
     bootstrap: str | None,
     as_json: bool,
 ) -> None:
@@ -68,9 +73,9 @@ def replay_cmd(
             raise UsageError(
                 "--decision reproduces one decision: leave out --at, --policy and --principal"
             )
-        reproduce_decision(decision_id, from_dir, bootstrap, as_json)
+        reproduce_decision(decision_id, source, bootstrap, as_json)
         return
-    if from_dir is not None:  # the export reader for --at comes with `ledger export`
+    if source is not None:  # the export reader for --at comes with `ledger export`
         raise UsageError("--from is for --decision here; --at reads Kafka")
     instant = parse_time(at, "--at") or utcnow()
     settings = load_settings(bootstrap)

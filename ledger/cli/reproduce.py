@@ -1,7 +1,7 @@
 """``ledger replay --decision ID``: reproduce one recorded decision exactly (DESIGN §9).
 
 The option belongs to ``ledger replay`` (:mod:`ledger.cli.replay`); finding the decision, its
-request and the governance history is :mod:`ledger.audit.history`'s, re-deciding and comparing
+request and the governance history is :mod:`ledger.audit.sources`'s, re-deciding and comparing
 :mod:`ledger.audit.reproduce`'s. This module prints.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from ledger.audit.history import ExportSource, KafkaSource, LedgerSource
 from ledger.audit.reproduce import reproduce
+from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource
 from ledger.cli.common import load_settings, resolve_bootstrap
 from ledger.cli.output import json_cell, print_json, print_table
 from ledger.errors import NotReproduced

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ledger.audit.history import ExportSource, KafkaSource, LedgerSource, single_pairs
+from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
 from ledger.cli.common import (
     bootstrap_option,
     load_settings,

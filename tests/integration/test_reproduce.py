@@ -26,8 +26,8 @@ from click.testing import CliRunner, Result
 from export_format import export_from_kafka, files_of, rewrite, rows_of
 from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
 
-from ledger.audit.history import ExportSource, KafkaSource, LedgerSource
 from ledger.audit.reproduce import reproduce
+from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource
 from ledger.audit.verify import VerifyReport, verify_export
 from ledger.cli.app import cli
 from ledger.codec import default_codec

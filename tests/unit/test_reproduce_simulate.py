@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner, Result
 from export_format import Exported, files_of, rewrite, write_export
 
-from ledger.audit.history import ExportSource, single_pairs
 from ledger.audit.reproduce import WRITER_FIELDS, reproduce
+from ledger.audit.sources import ExportSource, single_pairs
 from ledger.cli.app import cli
 from ledger.codec import default_codec
 from ledger.core.chain import ChainHead, checkpoint, link

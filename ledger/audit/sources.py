@@ -17,6 +17,7 @@ simulation run on exactly what was written.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,7 @@ __all__ = [
     "topic_files",
     "connect",
     "READ_PARQUET",
+    "MANIFEST",
     "single_pairs",
 ]
 
@@ -163,6 +165,20 @@ def _within(at: datetime, since: datetime | None, until: datetime | None) -> boo
 # --------------------------------------------------------------------------- export
 
 
+MANIFEST = "_manifest.json"
+
+
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """The export's manifest (``ledger export`` writes it last), ``None`` if it has none."""
+    try:
+        raw = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read {path / MANIFEST}: {exc}") from exc
+    return raw if isinstance(raw, dict) else None
+
+
 def export_dir(path: Path) -> Path:
     """``path`` if it is an export directory, else one :class:`ExportError` line."""
     if not path.exists():
@@ -172,18 +188,21 @@ def export_dir(path: Path) -> Path:
         )
     if not path.is_dir():
         raise ExportError(f"{path} is not a directory: pass the export directory with --from")
-    if not any(path.glob("topic=*")):
+    if not (path / MANIFEST).is_file() and not any(path.glob("topic=*")):
         raise ExportError(
-            f"{path} is not a ledger export (no topic=… folders in it): run `ledger export "
-            f"--out {path}` first"
+            f"{path} is not a ledger export (no {MANIFEST}, no topic=… folders): run "
+            f"`ledger export --out {path}` first"
         )
     return path
 
 
 def resolve_topics(path: Path, topics: TopicNames) -> TopicNames:
-    """The topic names the export at ``path`` holds: ``topics`` if its decisions are there,
-    else the one deployment prefix found in the export (an export is read where it lies,
-    whatever ``$LEDGER_TOPIC_PREFIX`` says)."""
+    """The topic names the export at ``path`` holds: the prefix its manifest records, else
+    ``topics`` if its decisions are there, else the one prefix found in its folders (an export
+    is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says)."""
+    manifest = _manifest(path)
+    if manifest is not None and isinstance(manifest.get("topic_prefix"), str):
+        return TopicNames(prefix=manifest["topic_prefix"])
     if (path / f"topic={topics.decisions}").is_dir():
         return topics
     found = sorted(
@@ -197,7 +216,17 @@ def resolve_topics(path: Path, topics: TopicNames) -> TopicNames:
 
 
 def topic_files(path: Path, topic: str) -> list[str]:
-    """The Parquet files of ``topic`` in the export at ``path`` (none if it has none)."""
+    """The Parquet files of ``topic`` in the export at ``path``: those its manifest lists (a
+    file beyond the manifest is what a killed export left; the next export removes it), else
+    every file in the topic's folder."""
+    manifest = _manifest(path)
+    files = manifest.get("files") if manifest is not None else None
+    if isinstance(files, list):
+        return sorted(
+            str(path / str(f["path"]))
+            for f in files
+            if isinstance(f, dict) and f.get("topic") == topic and "path" in f
+        )
     return sorted(str(p) for p in (path / f"topic={topic}").glob("*/*.parquet"))
 
 
