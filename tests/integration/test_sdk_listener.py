@@ -8,6 +8,8 @@ client must not turn into a hang that ends in "is the ledger running?":
 - the next call restarts the listener and is answered;
 - when the listener cannot be restarted (its reply topics were deleted), every call raises
   ``ClientClosed`` saying why, promptly, and so does a wait for corrections (sync and asyncio);
+- a restarted listener resumes the reply topics where the stopped one was, so a correction
+  published while no listener ran still arrives;
 - a call on a closed client raises ``ClientClosed`` at once.
 
 The faults are injected by reaching into the transport for the listener's consumer: Kafka itself
@@ -25,10 +27,12 @@ import pytest
 from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, wait_for
 
 from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient
-from ledger.core.events import Determination, IssueGrant
+from ledger.codec import default_codec
+from ledger.core.evaluate import decision_id
+from ledger.core.events import DecisionCorrected, Determination, IssueGrant
 from ledger.errors import ClientClosed, LedgerError, LedgerTimeout, TopicMissing
 from ledger.ids import new_id, utcnow
-from ledger.kafka.clients import make_admin
+from ledger.kafka.clients import make_admin, make_producer
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +108,41 @@ def test_a_dead_listener_fails_the_waiting_call_at_once_and_the_next_call_restar
     # ... and keeps answering, from the same (restarted) thread name.
     assert _ask(client, "account:3").resource == "account:3"
     assert {t.name for t in threading.enumerate()} >= {"ledger-client-listener"}
+
+
+def test_a_correction_published_while_the_listener_was_down_still_arrives(stack_factory):
+    stack: LedgerStack = stack_factory(processors=())  # nothing decides: the test publishes
+    client = stack.client(AGENT, timeout=LONG)
+    request = client.submit_async(
+        action="refund.issue", principal=AGENT, resource="account:7", default="allow"
+    )
+    _break_listener(client)
+    wait_for(lambda: not client._transport.healthy, timeout=PROMPT, what="the listener to stop")
+
+    # What the evaluator would publish, written while no listener reads the topic.
+    correction = DecisionCorrected(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="service:evaluator",
+        request_id=request.event_id,
+        decision_id=decision_id(request.event_id),
+        default=Determination.ALLOW,
+        determination=Determination.DENY,
+        reasons=("published while the listener was down",),
+    )
+    producer = make_producer(stack.bootstrap)
+    try:
+        producer.send(
+            stack.topics.corrections,
+            key=request.event_id.encode(),
+            value=default_codec().encode(correction),
+        ).get(timeout=30)
+    finally:
+        producer.close()
+
+    arrived = next(client.corrections(timeout=LONG), None)  # restarts the listener first
+    assert arrived is not None and arrived.event_id == correction.event_id
+    assert arrived.reasons == ("published while the listener was down",)
 
 
 def test_a_listener_that_cannot_restart_says_why_on_every_call_and_never_hangs(stack_factory):
