@@ -299,10 +299,10 @@ def _json_converter(hint: Any) -> _Convert | None:
         if _is_value(hint):
             return _value_json
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        convert = _json_converter(inner)
-        if convert is None:
+        optional = _json_converter(inner)
+        if optional is None:
             return None
-        return lambda value: None if value is None else convert(value)
+        return lambda value: None if value is None else optional(value)
     if hint is datetime:
         return _micros_text
     if hint is float:
@@ -313,10 +313,10 @@ def _json_converter(hint: Any) -> _Convert | None:
         return None
     if origin is tuple:
         (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        convert = _json_converter(item)
-        if convert is None:
+        each = _json_converter(item)
+        if each is None:
             return None
-        return lambda values: [convert(v) for v in values]
+        return lambda values: [each(v) for v in values]
     if origin is Mapping or origin is dict:
         _, value_hint = typing.get_args(hint)
         if _is_value(value_hint):

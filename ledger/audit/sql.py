@@ -95,6 +95,8 @@ class Result:
 
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
+    types: tuple[str, ...] = ()
+    """DuckDB's type of each column (``JSON``, ``TIMESTAMP WITH TIME ZONE`` …)."""
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -331,7 +333,9 @@ def _execute(
 ) -> Result:
     try:
         cursor = con.execute(sql, dict(params) if params else None)
-        columns = tuple(d[0] for d in cursor.description or ())
+        description = cursor.description or []
+        columns = tuple(d[0] for d in description)
+        types = tuple(str(d[1]) for d in description)
         rows = cursor.fetchall()
     except duckdb.ParserException as exc:
         raise UsageError(f"malformed SQL: {_first_line(exc)}") from None
@@ -341,7 +345,7 @@ def _execute(
         raise UsageError(f"refused: {_first_line(exc)}") from None
     except duckdb.Error as exc:
         raise ExportError(f"query failed: {_first_line(exc)}") from None
-    return Result(columns, rows)
+    return Result(columns, rows, types)
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
