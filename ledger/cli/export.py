@@ -40,11 +40,24 @@ __all__ = ["export_cmd"]
     show_default=True,
     help="With --follow: seconds between flushes (how far the export trails the ledger).",
 )
+@click.option(
+    "--batch-records",
+    type=click.IntRange(1, 10_000_000),
+    default=200_000,
+    show_default=True,
+    help="Rows read before a flush (data files, then the manifest): bounds memory, and how much "
+    "a killed run has to redo.",
+)
 @bootstrap_option
 @json_option
 @handle_errors
 def export_cmd(
-    out: Path | None, follow: bool, interval: float, bootstrap: str | None, as_json: bool
+    out: Path | None,
+    follow: bool,
+    interval: float,
+    batch_records: int,
+    bootstrap: str | None,
+    as_json: bool,
 ) -> None:
     """Export every ledger topic to Parquet for SQL audits (`ledger audit`, DuckDB, Spark …).
 
@@ -82,15 +95,21 @@ def export_cmd(
 
         try:
             summary = follow_export(
-                directory, address, settings.topics, stop=stop, interval=interval, on_flush=flushed
+                directory,
+                address,
+                settings.topics,
+                stop=stop,
+                interval=interval,
+                batch_records=batch_records,
+                on_flush=flushed,
             )
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     elif as_json or not sys.stderr.isatty():
-        summary = export(directory, address, settings.topics)
+        summary = export(directory, address, settings.topics, batch_records=batch_records)
     else:
-        summary = _with_progress(directory, address, settings.topics, export)
+        summary = _with_progress(directory, address, settings.topics, export, batch_records)
     if as_json:
         print_json(summary.to_json())
         return
@@ -101,7 +120,9 @@ def export_cmd(
     )
 
 
-def _with_progress(directory: Path, address: str, topics: Any, export: Any) -> Any:
+def _with_progress(
+    directory: Path, address: str, topics: Any, export: Any, batch_records: int
+) -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -123,4 +144,4 @@ def _with_progress(directory: Path, address: str, topics: Any, export: Any) -> A
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return export(directory, address, topics, progress=progress)
+        return export(directory, address, topics, progress=progress, batch_records=batch_records)

@@ -27,7 +27,7 @@ from ledger.core.jsonform import canonical_json
 from ledger.settings import TopicNames
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_codec import build  # noqa: E402  (the codec tests' example events)
+from test_codec import build  # the codec tests' example events, one per type
 
 TOPICS = TopicNames(prefix="x.")
 ROWS = RowMaker(TOPICS)
