@@ -314,8 +314,8 @@ class ExportWriter:
 
     def flush(self) -> int:
         """Write the buffered rows, then the manifest. Returns the number of files written."""
-        if not self._buffers and not self._pending:
-            return 0
+        if not self._buffers and not self._pending and (self.out / MANIFEST).exists():
+            return 0  # nothing new; a first run writes its (empty) manifest: an empty export
         written: list[dict[str, Any]] = []
         for (topic, partition, date), rows in sorted(self._buffers.items()):
             first, last = rows[0][2], rows[-1][2]

@@ -122,3 +122,18 @@ def test_the_audit_wing_never_loads_the_launcher_or_the_cli() -> None:
         m for m in done.stdout.split() if m.startswith(("ledger.local", "ledger.cli", "processors"))
     ]
     assert not bad, f"the audit wing loads {bad}"
+
+
+def test_an_empty_ledger_exports_to_an_empty_export(tmp_path: Path) -> None:
+    """Found by the point-in-time property: a history with no events left no manifest, and the
+    views then said the directory held no export."""
+    ExportWriter(tmp_path, TOPICS).flush()
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and manifest.files == []
+    from ledger.audit.sql import connect
+
+    con = connect(tmp_path)
+    try:
+        assert con.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+    finally:
+        con.close()
