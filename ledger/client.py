@@ -11,12 +11,25 @@ Three integration patterns (DESIGN §8):
 - :meth:`LedgerClient.submit_async` — proceed on a declared default; corrections arrive through
   :meth:`LedgerClient.corrections` (or the ``on_correction`` callback) when the decision differs.
 
-:class:`AsyncLedgerClient` offers the same for asyncio code. Both share one listener thread that
-reads replies from the end of the reply topics and matches them by record key before decoding.
+:class:`AsyncLedgerClient` offers the same for asyncio code.
 
 Build the configuration once, at the program's entry point, the way every ``ledger`` command
 does: ``ClientConfig.from_env(actor="agent:refund-bot")`` (``$LEDGER_BOOTSTRAP`` or the running
 local ledger, topics under ``$LEDGER_TOPIC_PREFIX``).
+
+**Transports.** A client talks to the ledger through a :class:`Transport`: by default the Kafka
+one (:class:`ledger.kafka.transport.KafkaTransport`: a producer, and one listener thread that
+reads the reply topics from their end and matches replies by record key before decoding). Pass
+``transport=`` to use another: :mod:`ledger.testing` has in-memory ones to unit-test agents
+without a broker (``MockTransport`` for canned answers, ``LocalLedger`` for a whole ledger on the
+pure core).
+
+**When the client cannot answer** it says so: a call on a closed client raises
+:class:`~ledger.errors.ClientClosed` at once; if the Kafka listener stops on an error, every
+waiting call fails at once with :class:`~ledger.errors.ClientClosed` carrying the cause, and the
+next call restarts the listener (or raises :class:`~ledger.errors.ClientClosed` saying why it
+could not). No answer in time is :class:`~ledger.errors.LedgerTimeout`. None of these is ever an
+allow.
 """
 
 from __future__ import annotations
@@ -25,15 +38,14 @@ import asyncio
 import contextlib
 import logging
 import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
-from ledger.codec import Codec, default_codec
+from ledger.codec import Codec
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -50,13 +62,20 @@ from ledger.core.events import (
     Value,
 )
 from ledger.discovery import resolve_bootstrap
-from ledger.errors import CodecError, CommandRejectedError, LedgerTimeout, TopicMissing, UsageError
+from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
 from ledger.ids import new_id, utcnow
-from ledger.kafka.clients import make_consumer, make_producer
-from ledger.kafka.reading import position_key, topic_partitions
+from ledger.kafka.transport import KafkaTransport
 from ledger.settings import Settings, TopicNames
 
-__all__ = ["LedgerClient", "AsyncLedgerClient", "ClientConfig"]
+__all__ = [
+    "LedgerClient",
+    "AsyncLedgerClient",
+    "ClientConfig",
+    "Transport",
+    "Outgoing",
+    "Reply",
+    "CorrectionSink",
+]
 
 log = logging.getLogger("ledger.client")
 T = TypeVar("T")
@@ -64,9 +83,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig:
-    """How a client talks to the ledger. ``actor`` is recorded on everything it publishes."""
+    """How a client talks to the ledger. ``actor`` is recorded on everything it publishes.
 
-    bootstrap: str
+    ``bootstrap`` (the Kafka servers, ``"host:port,…"``) is needed by the default, Kafka,
+    transport only: a client on an in-memory transport (:mod:`ledger.testing`) needs none.
+    """
+
+    bootstrap: str | None = None
     topics: TopicNames = field(default_factory=TopicNames)
     actor: str = "agent:unknown"
     timeout: float = 5.0
@@ -103,108 +126,59 @@ class ClientConfig:
         return config if timeout is None else replace(config, timeout=timeout)
 
 
-class _Listener:
-    """Reads the reply topics from their current end and completes waiting futures by key."""
+Outgoing: TypeAlias = EvaluationRequested | BatchEvaluationRequested | Command
+"""What a client publishes and waits on: a request, a batch, a governance command."""
+Reply: TypeAlias = DecisionRecorded | BatchDecisionRecorded | CommandAccepted | CommandRejected
+"""The reply to an :data:`Outgoing`: its decision, batch decision, or command result."""
+CorrectionSink: TypeAlias = Callable[[DecisionCorrected], None]
+"""Where a transport delivers the corrections of an asynchronous request."""
 
-    def __init__(self, config: ClientConfig, codec: Codec) -> None:
-        self._codec = codec
-        self._lock = threading.Lock()
-        self._pending: dict[bytes, Future[Any]] = {}
-        self._corrections: queue.Queue[DecisionCorrected] = queue.Queue()
-        self.on_correction: Callable[[DecisionCorrected], None] | None = None
-        self._watching_corrections: set[bytes] = set()
-        self._consumer = make_consumer(config.bootstrap, auto_offset_reset="latest")
-        topics = (config.topics.decisions, config.topics.command_results, config.topics.corrections)
-        parts: list[Any] = []
-        try:
-            for topic in topics:
-                parts += topic_partitions(self._consumer, topic, bootstrap=config.bootstrap)
-        except TopicMissing:
-            self._consumer.close()
-            raise
-        self._consumer.assign(parts)
-        self._consumer.seek_to_end(*parts)
-        for tp in parts:  # resolve positions now, so no reply sent after this point is missed
-            self._consumer.position(tp)
-        self._corrections_topic = config.topics.corrections
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="ledger-client-listener", daemon=True
-        )
-        self._thread.start()
 
-    def expect(self, key: str) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._lock:
-            self._pending[key.encode()] = future
-        return future
+class Transport(Protocol):
+    """How a client reaches the ledger: the seam between :class:`LedgerClient` and Kafka.
 
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._pending.pop(key.encode(), None)
+    Implementations: :class:`ledger.kafka.transport.KafkaTransport` (the default),
+    :class:`ledger.testing.MockTransport` and :class:`ledger.testing.LocalLedger`. Where a
+    message goes (topic, key) and how it is encoded is the transport's business; the client
+    deals in events. Every method may raise :class:`~ledger.errors.ClientClosed` when the
+    transport cannot serve.
+    """
 
-    def watch_corrections(self, request_id: str) -> None:
-        with self._lock:
-            self._watching_corrections.add(request_id.encode())
+    def send(self, message: Outgoing) -> Future[Any]:
+        """Publish ``message``; the future completes with its :data:`Reply` (a
+        :class:`DecisionRecorded` for an :class:`EvaluationRequested`, a
+        :class:`BatchDecisionRecorded` for a batch, a command result for a command), or fails
+        with the reason there will be none. Never blocks waiting for the reply."""
+        ...
 
-    def corrections(self) -> queue.Queue[DecisionCorrected]:
-        return self._corrections
+    def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
+        """Publish an asynchronous request (``mode`` async, with a ``default``); if its decision
+        differs from the default, hand the :class:`DecisionCorrected` to ``on_correction``."""
+        ...
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                batch = self._consumer.poll(timeout_ms=100)
-            except Exception:  # consumer closed under us during shutdown
-                if self._stop.is_set():
-                    return
-                raise
-            for tp, records in batch.items():
-                for record in records:
-                    try:
-                        self._dispatch(tp.topic, record.key, record.value)
-                    except Exception:  # one bad record or callback must not silence the client
-                        log.exception("ledger client: could not handle a record of %s", tp.topic)
+    def forget(self, message_id: str) -> None:
+        """The caller gave up on the reply to ``message_id``: drop what waits for it."""
+        ...
 
-    def _dispatch(self, topic: str, key: bytes | None, value: bytes) -> None:
-        if key is None:
-            return
-        if topic == self._corrections_topic:
-            with self._lock:
-                wanted = key in self._watching_corrections
-            if wanted:
-                try:
-                    event = self._codec.decode(value)
-                except CodecError:
-                    return
-                if isinstance(event, DecisionCorrected):
-                    self._corrections.put(event)
-                    callback = self.on_correction
-                    if callback is not None:
-                        try:
-                            callback(event)
-                        except Exception:  # the user's hook; the listener serves every call
-                            log.exception("ledger client: on_correction callback failed")
-            return
-        with self._lock:
-            future = self._pending.pop(key, None)
-        if future is None or future.done():
-            return
-        try:
-            outcome: Any = self._codec.decode(value)
-        except CodecError as exc:
-            outcome = exc
-        # The waiter may give up (timeout, cancellation) at any moment: a cancelled future
-        # refuses a result, and that is fine.
-        with contextlib.suppress(InvalidStateError):
-            if isinstance(outcome, CodecError):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+    @property
+    def healthy(self) -> bool:
+        """True when :meth:`check` would return at once, without blocking."""
+        ...
+
+    def check(self) -> None:
+        """Make the transport ready for a call, or raise :class:`~ledger.errors.ClientClosed`
+        saying why it is not (closed; a failure it could not recover from). May block while it
+        recovers (the Kafka transport restarts a stopped listener here)."""
+        ...
+
+    def governance_position(self) -> dict[str, int]:
+        """The current governance position: ``{"topic/partition": offset of the last policy or
+        grant event}``, in the form of :attr:`BatchDecisionRecorded.governance_position`."""
+        ...
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._consumer.close()
+        """Release what the transport holds; calls still waiting fail. Idempotent."""
+        ...
 
 
 class LedgerClient:
@@ -215,26 +189,40 @@ class LedgerClient:
     ...                            resource="account:42", facts={"amount": "120.50", ...})
     >>> decision.determination
     <Determination.ALLOW: 'allow'>
+
+    ``transport`` replaces the default Kafka transport (built from ``config.bootstrap`` and
+    ``config.topics``, with ``codec``); the client closes it when it is closed.
     """
 
-    def __init__(self, config: ClientConfig, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: Transport | None = None,
+        codec: Codec | None = None,
+    ) -> None:
         self.config = config
-        self._codec = codec or default_codec()
-        self._listener = _Listener(config, self._codec)
-        self._producer = make_producer(config.bootstrap)
-        self._position_lock = threading.Lock()
-        self._position_consumer: Any = None
+        if transport is None:
+            if config.bootstrap is None:
+                raise UsageError(
+                    "ClientConfig has no bootstrap: the Kafka transport needs the ledger's "
+                    'servers (ClientConfig.from_env(actor=...) finds them, or pass bootstrap="HOST:'
+                    'PORT"); to run without a broker, pass transport= (see ledger.testing)'
+                )
+            transport = KafkaTransport(config.bootstrap, config.topics, codec=codec)
+        elif codec is not None:
+            raise UsageError("pass the codec to the transport, not to the client that uses it")
+        self._transport: Transport = transport
+        self._corrections: queue.Queue[DecisionCorrected] = queue.Queue()
+        self._on_correction: CorrectionSink | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        self._producer.flush(timeout=5)
-        self._producer.close(timeout=5)
-        self._listener.close()
-        with self._position_lock:
-            if self._position_consumer is not None:
-                self._position_consumer.close()
-                self._position_consumer = None
+        """Close the client and its transport; later calls raise :class:`ClientClosed`."""
+        self._closed = True
+        self._transport.close()
 
     def __enter__(self) -> LedgerClient:
         return self
@@ -267,10 +255,8 @@ class LedgerClient:
 
     def send_request(self, request: EvaluationRequested) -> Future[DecisionRecorded]:
         """Publish a request; the future completes with its decision. Non-blocking."""
-        future: Future[DecisionRecorded] = self._listener.expect(request.event_id)
-        key = (request.resource or request.event_id).encode()
-        self._publish(self.config.topics.evaluation_requests, key, request, future)
-        return future
+        self._ready()
+        return cast("Future[DecisionRecorded]", self._transport.send(request))
 
     def evaluate(
         self,
@@ -309,10 +295,8 @@ class LedgerClient:
             items=batch_items,
             context=dict(context or {}),
         )
-        future: Future[BatchDecisionRecorded] = self._listener.expect(request.event_id)
-        self._publish(
-            self.config.topics.evaluation_requests, request.event_id.encode(), request, future
-        )
+        self._ready()
+        future = cast("Future[BatchDecisionRecorded]", self._transport.send(request))
         return self._wait(future, request.event_id, timeout, "batch decision")
 
     def submit_async(
@@ -340,31 +324,40 @@ class LedgerClient:
             mode=Mode.ASYNC,
             default=default,
         )
-        self._listener.watch_corrections(request.event_id)
-        key = (request.resource or request.event_id).encode()
-        self._publish(self.config.topics.evaluation_requests, key, request, None)
+        self._ready()
+        self._transport.submit(request, self._correction_arrived)
         return request
 
     def corrections(self, *, timeout: float | None = None) -> Iterator[DecisionCorrected]:
-        """Corrections for this client's async requests, as they arrive (until ``timeout``)."""
-        source = self._listener.corrections()
+        """Corrections for this client's async requests, as they arrive, until none has come
+        for ``timeout`` seconds (``None``: for ever). Raises :class:`ClientClosed` when the
+        client is closed, or its transport stops and cannot be restarted, meanwhile."""
         while True:
-            try:
-                yield source.get(timeout=timeout)
-            except queue.Empty:
-                return
+            give_up = None if timeout is None else time.monotonic() + timeout
+            while True:
+                self._ready()
+                left = _CHECK_EVERY if give_up is None else give_up - time.monotonic()
+                try:
+                    correction = self._corrections.get(timeout=max(0.0, min(left, _CHECK_EVERY)))
+                    break
+                except queue.Empty:
+                    if give_up is not None and time.monotonic() >= give_up:
+                        return
+            yield correction
 
-    def on_correction(self, callback: Callable[[DecisionCorrected], None] | None) -> None:
-        """Call ``callback`` (on the listener thread) for every correction of this client.
+    def on_correction(self, callback: CorrectionSink | None) -> None:
+        """Call ``callback`` for every correction of this client (on the Kafka transport's
+        listener thread; on the submitting thread for the in-memory ones). ``None`` removes it.
 
         An exception in the callback is logged and does not stop the client.
         """
-        self._listener.on_correction = callback
+        self._on_correction = callback
 
     def take_correction(self) -> DecisionCorrected | None:
         """The next correction if one has already arrived, without waiting."""
+        self._refuse_if_closed()
         try:
-            return self._listener.corrections().get_nowait()
+            return self._corrections.get_nowait()
         except queue.Empty:
             return None
 
@@ -376,16 +369,8 @@ class LedgerClient:
         ``is_stale(answer, client.governance_position())`` tells whether a cached pre-evaluation
         predates a governance change.
         """
-        topics = (self.config.topics.policy_events, self.config.topics.grant_events)
-        with self._position_lock:
-            if self._position_consumer is None:
-                self._position_consumer = make_consumer(self.config.bootstrap)
-            consumer = self._position_consumer
-            parts: list[Any] = []
-            for topic in topics:
-                parts += topic_partitions(consumer, topic, bootstrap=self.config.bootstrap)
-            ends = consumer.end_offsets(parts)
-        return {position_key(tp.topic, tp.partition): ends[tp] - 1 for tp in parts if ends[tp] > 0}
+        self._ready()
+        return self._transport.governance_position()
 
     @staticmethod
     def is_stale(answer: BatchDecisionRecorded, position: Mapping[str, int]) -> bool:
@@ -402,15 +387,12 @@ class LedgerClient:
         parsed here (:class:`~ledger.errors.PolicyError` if it does not validate): the command
         processor authorizes a proposal on that name before it reads the document.
         """
-        from ledger.core import command_aggregate
-
         if isinstance(command, ProposePolicyVersion) and command.policy is None:
             from ledger.core.policy import parse_policy
 
             command = replace(command, policy=parse_policy(command.document).name)
-        future: Future[CommandAccepted | CommandRejected] = self._listener.expect(command.event_id)
-        key = command_aggregate(command).encode()
-        self._publish(self.config.topics.commands, key, command, future)
+        self._ready()
+        future = cast("Future[CommandAccepted | CommandRejected]", self._transport.send(command))
         result = self._wait(future, command.event_id, timeout, "command result")
         if isinstance(result, CommandRejected):
             raise CommandRejectedError(f"{result.reason}", code=result.code)
@@ -418,19 +400,28 @@ class LedgerClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _publish(self, topic: str, key: bytes, event: Any, future: Future[Any] | None) -> None:
-        send = self._producer.send(topic, key=key, value=self._codec.encode(event))
-        if future is not None:
-            # A failed publish fails the waiting call at once instead of waiting for a timeout.
-            def fail(exc: BaseException) -> None:
-                if not future.done():
-                    future.set_exception(exc)
-
-            send.add_errback(fail)
-
     def abandon(self, request_id: str) -> None:
         """Stop waiting for the answer to ``request_id`` (after giving up on it)."""
-        self._listener.forget(request_id)
+        self._transport.forget(request_id)
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise ClientClosed("this ledger client is closed")
+
+    def _ready(self) -> None:
+        """Raise :class:`ClientClosed` unless a call can be served now (the transport may
+        restart what stopped, once per call)."""
+        self._refuse_if_closed()
+        self._transport.check()
+
+    def _correction_arrived(self, correction: DecisionCorrected) -> None:
+        self._corrections.put(correction)
+        callback = self._on_correction
+        if callback is not None:
+            try:
+                callback(correction)
+            except Exception:  # the user's hook; the transport serves every call
+                log.exception("ledger client: on_correction callback failed")
 
     def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
@@ -439,6 +430,10 @@ class LedgerClient:
         except FutureTimeout:
             self.abandon(key)
             raise _timeout(what, key, limit) from None
+
+
+_CHECK_EVERY = 0.25
+"""Seconds between looks at the transport's health while waiting for corrections."""
 
 
 def _timeout(what: str, key: str, limit: float) -> LedgerTimeout:
@@ -464,11 +459,27 @@ _POLL = 0.01  # seconds between looks at the corrections queue from the event lo
 
 
 class AsyncLedgerClient:
-    """The asyncio face of :class:`LedgerClient`: same patterns, awaitable, non-blocking."""
+    """The asyncio face of :class:`LedgerClient`: same patterns, awaitable, non-blocking.
 
-    def __init__(self, config: ClientConfig, *, codec: Codec | None = None) -> None:
-        self._sync = LedgerClient(config, codec=codec)
+    ``transport`` and ``codec`` as for :class:`LedgerClient`.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: Transport | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self._sync = LedgerClient(config, transport=transport, codec=codec)
         self.config = config
+
+    async def _ready(self) -> None:
+        """:meth:`LedgerClient._ready` without blocking the event loop: a transport that must
+        recover first (restart a listener) does so in a worker thread."""
+        self._sync._refuse_if_closed()
+        if not self._sync._transport.healthy:
+            await asyncio.to_thread(self._sync._ready)
 
     async def evaluate(
         self,
@@ -483,6 +494,7 @@ class AsyncLedgerClient:
         request = self._sync.request(
             action=action, principal=principal, resource=resource, facts=facts, context=context
         )
+        await self._ready()
         future = self._sync.send_request(request)
         limit = self.config.timeout if timeout is None else timeout
         try:
@@ -507,6 +519,7 @@ class AsyncLedgerClient:
         )
 
     async def submit_async(self, **kwargs: Any) -> EvaluationRequested:
+        await self._ready()
         return self._sync.submit_async(**kwargs)
 
     async def next_correction(self, *, timeout: float | None = None) -> DecisionCorrected | None:
@@ -518,12 +531,18 @@ class AsyncLedgerClient:
         # Polled on the event loop, never taken by a worker thread: a thread blocked on the
         # queue would outlive a cancelled wait and swallow the correction that arrives next.
         give_up = None if timeout is None else time.monotonic() + timeout
+        checked = time.monotonic()
+        await self._ready()
         while True:
             correction = self._sync.take_correction()
             if correction is not None:
                 return correction
-            if give_up is not None and time.monotonic() >= give_up:
+            now = time.monotonic()
+            if give_up is not None and now >= give_up:
                 return None
+            if now - checked >= _CHECK_EVERY:  # a stopped transport surfaces, never a hang
+                checked = now
+                await self._ready()
             await asyncio.sleep(_POLL)
 
     async def corrections(

@@ -10,11 +10,13 @@ from ledger.cli import (
     broker,
     decisions,
     evaluate,
+    export,
     grants,
     policy,
     replay,
     stack,
     topics,
+    verify,
 )
 
 __all__ = ["cli", "main"]
@@ -42,6 +44,8 @@ cli.add_command(grants.role_group)
 cli.add_command(evaluate.evaluate_cmd)
 cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
+cli.add_command(export.export_cmd)
+audit.add_commands(*verify.COMMANDS)
 cli.add_command(audit.group)
 
 

@@ -60,6 +60,8 @@ def replay_cmd(
     """State at instant T, rebuilt from the ledger: versions in force and grants in force.
 
     Answers "which version of each policy was active at T" and "what could principal X do at T".
+    The history is read from Kafka, or with --from DIR from an export (the governance records'
+    bytes it keeps); the same fold gives the same state either way.
 
     With --decision ID: reproduce one recorded decision exactly. Its request is re-evaluated
     with the core against the governance state at the decision's recorded governance
@@ -75,11 +77,15 @@ def replay_cmd(
             )
         reproduce_decision(decision_id, source, bootstrap, as_json)
         return
-    if source is not None:  # the export reader for --at comes with `ledger export`
-        raise UsageError("--from is for --decision here; --at reads Kafka")
     instant = parse_time(at, "--at") or utcnow()
-    settings = load_settings(bootstrap)
-    state = state_at(load_history(resolve_bootstrap(settings), settings.topics), instant)
+    if source is not None:
+        from ledger.audit.history import load_export_history  # pyarrow: only when asked for
+
+        history = load_export_history(source)
+    else:
+        settings = load_settings(bootstrap)
+        history = load_history(resolve_bootstrap(settings), settings.topics)
+    state = state_at(history, instant)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:
         raise UsageError(f"no policy named {policy!r} existed at {instant.isoformat()}")

@@ -8,7 +8,9 @@ processors and the audit wing lives here, once.
 - :mod:`~ledger.kafka.topics` — the ledger's topics, partitions and configs, and their creation;
 - :mod:`~ledger.kafka.governance` — the governance history (replay) and the live follower
   (processors);
-- :mod:`~ledger.kafka.dedup` — the evaluator's start-up de-duplication read.
+- :mod:`~ledger.kafka.dedup` — the evaluator's start-up de-duplication read;
+- :mod:`~ledger.kafka.transport` — the SDK's default transport (requests out, replies back by
+  key, a listener that is restarted rather than dying silently).
 
 May import: the core, :mod:`ledger.codec`, :mod:`ledger.settings`, :mod:`ledger.errors`,
 :mod:`ledger.ids`, and Kafka client libraries. Never :mod:`ledger.local` (the development

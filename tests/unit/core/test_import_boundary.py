@@ -1,15 +1,22 @@
-"""The core is pure: every module in ledger/core imports only the stdlib, yaml, celpy/lark, re2
-(CEL's regular expressions), ledger.core and ledger.errors (STYLE.md rule 1)."""
+"""The core is pure: every module in ledger/core (sub-packages included) imports only the stdlib,
+yaml, celpy/lark, re2 (CEL's regular expressions), ledger.core and ledger.errors (STYLE.md
+rule 1). Inside the ledger.core.policy package, each module imports only the modules of the
+package before it (its docstring draws the order), so the package has no import loop."""
 
 from __future__ import annotations
 
 import ast
+import pkgutil
 import sys
 from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[3] / "ledger" / "core"
+import ledger.core
+
+ROOT = Path(__file__).resolve().parents[3]
+CORE = ROOT / "ledger" / "core"
+CORE_MODULES = sorted(CORE.rglob("*.py"))
 ALLOWED_THIRD_PARTY = {"yaml", "celpy", "lark", "re2"}
 ALLOWED_OWN = ("ledger.core", "ledger.errors")
 # Standard-library modules that do I/O, read the clock or randomness: never in the core.
@@ -28,22 +35,55 @@ FORBIDDEN_STDLIB = {
     "asyncio",
 }
 
+POLICY = "ledger.core.policy"
+# Which modules of ledger.core.policy each of its modules may import (its __init__: any).
+POLICY_LAYERS: dict[str, set[str]] = {
+    "model": set(),
+    "canonical": {"model"},
+    "runner": {"model"},
+    "validate": {"model", "canonical", "runner"},
+    "source": {"model", "validate"},
+}
+# Imports made inside a function, when the package is already loaded: (importer, imported).
+# Policy.from_canonical delegates to the loader, which builds Policies.
+POLICY_LAZY = {("model", "source")}
 
-def _imports(path: Path) -> list[tuple[str, int]]:
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, *, module_level: bool | None = None) -> list[tuple[str, int]]:
+    """Every module ``path`` imports, relative imports resolved: ``(name, line)``.
+
+    ``module_level`` True: only those run at import time; False: only those inside a function.
+    """
     tree = ast.parse(path.read_text(), filename=str(path))
+    module = _module_name(path)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    functions = [
+        n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    inside = {id(n) for f in functions for n in ast.walk(f)}
     found = []
     for node in ast.walk(tree):
+        if module_level is not None and (id(node) in inside) == module_level:
+            continue
         if isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                found.append((f"ledger.core.{node.module or ''}", node.lineno))
+                base = package[: len(package) - node.level + 1]
+                found.append(
+                    (".".join([*base, *([node.module] if node.module else [])]), node.lineno)
+                )
             elif node.module:
                 found.append((node.module, node.lineno))
     return found
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: str(p.relative_to(CORE)))
 def test_core_module_imports_only_allowed_modules(path: Path) -> None:
     bad = []
     for name, line in _imports(path):
@@ -52,9 +92,46 @@ def test_core_module_imports_only_allowed_modules(path: Path) -> None:
             continue
         if top in sys.stdlib_module_names and top not in FORBIDDEN_STDLIB:
             continue
-        bad.append(f"{path.name}:{line} imports {name}")
+        bad.append(f"{path.relative_to(CORE)}:{line} imports {name}")
     assert not bad, "\n".join(bad)
 
 
 def test_core_has_modules() -> None:
-    assert len(list(CORE.glob("*.py"))) >= 10
+    """The boundary test sees every module Python can import from ledger.core, sub-packages too."""
+    importable = {m.name for m in pkgutil.walk_packages(ledger.core.__path__, "ledger.core.")}
+    checked = {_module_name(p) for p in CORE_MODULES}
+    assert importable | {"ledger.core"} == checked
+    assert len(checked) >= 10
+    assert any(name.count(".") > 2 for name in checked), "no sub-package found: check the glob"
+
+
+def test_policy_package_modules_are_all_layered() -> None:
+    modules = {p.stem for p in (CORE / "policy").glob("*.py")} - {"__init__"}
+    assert modules == set(POLICY_LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(POLICY_LAYERS))
+def test_policy_module_imports_only_earlier_modules(module: str) -> None:
+    path = CORE / "policy" / f"{module}.py"
+    bad = []
+    for name, line in _imports(path, module_level=True):
+        if name == POLICY:
+            bad.append(f"{module}.py:{line} imports the package itself")
+        elif name.startswith(POLICY + "."):
+            imported = name.split(".")[3]
+            if imported not in POLICY_LAYERS[module]:
+                bad.append(f"{module}.py:{line} imports .{imported} at module level")
+    for name, line in _imports(path, module_level=False):
+        if name.startswith(POLICY + "."):
+            imported = name.split(".")[3]
+            if imported not in POLICY_LAYERS[module] and (module, imported) not in POLICY_LAZY:
+                bad.append(f"{module}.py:{line} imports .{imported} in a function")
+    assert not bad, "\n".join(bad)
+
+
+def test_policy_layers_have_no_loop() -> None:
+    done: set[str] = set()
+    for _ in POLICY_LAYERS:
+        ready = {m for m, deps in POLICY_LAYERS.items() if m not in done and deps <= done}
+        done |= ready
+    assert done == set(POLICY_LAYERS)

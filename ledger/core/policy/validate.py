@@ -1,245 +1,52 @@
-"""Policy documents: parsing, validation, canonical form, and the compiled decision function.
+"""Validation: plain data (from YAML or canonical JSON) in, a :class:`Policy` or every problem out.
 
-A policy arrives as YAML text (:func:`parse_policy`) or as its canonical JSON text as stored in
-``PolicyVersionProposed.document`` (:meth:`Policy.from_canonical`). Both go through the same
-validation, which collects *every* problem (with file, rule id, field, line and column where the
-input allows) and raises one :class:`~ledger.errors.PolicyError`. Nothing else escapes, whatever
-the input.
+Lives here: :class:`Marks` (where each key and value was written, so a problem can name its line
+and column), :class:`Validator` (checks one part at a time and *collects* problems rather than
+stopping at the first) and :func:`build`, which validates a whole document and assembles the
+:class:`Policy` with its canonical form (:mod:`.canonical`) and compiled runner (:mod:`.runner`).
+Whatever the data, the only exception that leaves is one :class:`~ledger.errors.PolicyError`.
 
-Both are bounded before the expensive work (STYLE §16, :mod:`ledger.core.limits`): the text's
-size first; YAML is composed once by a loader that counts nesting, aliases and the nodes the
-aliases expand to, and stops at the first bound crossed, so a 400-byte alias bomb is refused
-after a few hundred nodes instead of growing to billions; canonical JSON has its nesting measured
-before it is parsed.
-
-The canonical form is deterministic JSON (sorted keys, compact separators, no ``tests`` block);
-``content_hash`` is ``sha256:<hex>`` of its UTF-8 bytes. Two documents that differ only in
-layout, comments, key order or shorthand have the same canonical form and hash.
-
-A loaded :class:`Policy` carries its conditions already compiled and its fact checker built, so
-:meth:`Policy.run` is the whole per-request cost of a policy.
+May import: the stdlib, :mod:`ledger.core.cel`, :mod:`ledger.core.events`,
+:mod:`ledger.core.facts`, :mod:`ledger.core.limits`, :mod:`ledger.errors` and, of this package,
+:mod:`.model`, :mod:`.canonical` and :mod:`.runner` — never :mod:`.source` (no YAML here).
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final
 
-import yaml
-
-from ledger.core import boundedjson
-from ledger.core.cel import (
-    RESERVED_NAMES,
-    BudgetExceeded,
-    CompiledCondition,
-    Meter,
-    compile_condition,
-)
+from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
 from ledger.core.events import Determination, Value
-from ledger.core.facts import (
-    FACT_TYPES,
-    FactsChecker,
-    FactSpec,
-    FactType,
-    build_checker,
-    cel_type,
-    context_problems,
+from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type
+from ledger.core.limits import Limits
+from ledger.core.policy.canonical import canonical_text, content_hash
+from ledger.core.policy.model import (
+    EMPTY,
+    DefaultDecision,
+    Effect,
+    Policy,
+    PolicyTestCase,
+    Rule,
 )
-from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.policy.runner import globs_regex, make_runner
 from ledger.errors import PolicyError, PolicyProblem
 
-__all__ = [
-    "Effect",
-    "Rule",
-    "DefaultDecision",
-    "PolicyTestCase",
-    "PolicyOutcome",
-    "Policy",
-    "parse_policy",
-    "parse_test_cases",
-    "load_yaml",
-    "REASON_RULE_MATCHED",
-    "REASON_DEFAULT",
-    "REASON_INVALID_FACTS",
-    "REASON_CONDITION_ERROR",
-    "REASON_BUDGET_EXCEEDED",
-]
-
-REASON_RULE_MATCHED: Final = "rule_matched"
-REASON_DEFAULT: Final = "default_applied"
-REASON_INVALID_FACTS: Final = "invalid_facts"
-REASON_CONDITION_ERROR: Final = "condition_error"
-REASON_BUDGET_EXCEEDED: Final = "evaluation_budget_exceeded"
+__all__ = ["Marks", "Validator", "build"]
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _FACT_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ACTION_RE: Final = re.compile(r"^[A-Za-z0-9_.\-*?:/]+$")
-_EMPTY: Final[Mapping[str, Value]] = MappingProxyType({})
 
 
-class Effect(enum.StrEnum):
-    """The closed set of rule effects."""
-
-    ALLOW = "allow"
-    DENY = "deny"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rule:
-    """One ordered rule; ``when=None`` matches every request."""
-
-    id: str
-    effect: Effect
-    when: str | None = None
-    constraints: Mapping[str, Value] = field(default_factory=lambda: _EMPTY)
-    reason: str | None = None
-    condition: CompiledCondition | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DefaultDecision:
-    """What decides when no rule matches."""
-
-    effect: Effect
-    reason: str | None = None
-    constraints: Mapping[str, Value] = field(default_factory=lambda: _EMPTY)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicyTestCase:
-    """One offline test: facts in, expected determination (and rule/constraints) out.
-
-    ``check_rule`` is false when the case does not say which rule decides; ``expect_rule=None``
-    with ``check_rule`` means "the default decided".
-    """
-
-    name: str
-    facts: Mapping[str, Value]
-    expect_determination: Determination
-    context: Mapping[str, Value] = field(default_factory=lambda: _EMPTY)
-    principal: str | None = None
-    action: str | None = None
-    resource: str | None = None
-    check_rule: bool = False
-    expect_rule: str | None = None
-    expect_constraints: Mapping[str, Value] | None = None
-    expect_reason_code: str | None = None
-    file: str | None = None  # where the case is written (the policy or its .tests.yaml)
-    line: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicyOutcome:
-    """What one policy version says about one request's facts (no authority, no trace)."""
-
-    determination: Determination
-    reason_code: str
-    rule: str | None = None
-    constraints: Mapping[str, Value] = field(default_factory=lambda: _EMPTY)
-    reasons: tuple[str, ...] = ()
-
-
-_Runner = Callable[
-    [Mapping[str, Any], Mapping[str, Any]], "tuple[PolicyOutcome, Mapping[str, Value]]"
-]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
-    """A validated policy document with its compiled rules.
-
-    Equality compares the canonical form only (the compiled parts are derived from it).
-    """
-
-    name: str
-    governs: tuple[str, ...]
-    owner: str
-    description: str | None
-    facts: Mapping[str, FactSpec]
-    rules: tuple[Rule, ...]
-    default: DefaultDecision
-    tests: tuple[PolicyTestCase, ...] = field(default=(), compare=False)
-    canonical: str = ""
-    content_hash: str = ""
-    source_file: str | None = field(default=None, compare=False)
-    _runner: _Runner | None = field(default=None, repr=False, compare=False)
-    _governs_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def from_canonical(
-        cls, document: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
-    ) -> Policy:
-        """Load the canonical JSON text (``PolicyVersionProposed.document``).
-
-        Bounded like YAML input: ``policy_document_bytes``, and nesting ``yaml_depth`` (measured
-        before parsing); duplicate keys are refused.
-        """
-        if not isinstance(document, str):
-            raise PolicyError(
-                [PolicyProblem(message="a policy document must be text", file=filename)]
-            )
-        try:
-            data = boundedjson.loads(
-                document,
-                what="canonical policy JSON",
-                max_bytes=limits.policy_document_bytes,
-                max_depth=limits.yaml_depth,
-            )
-        except boundedjson.JSONBoundsError as exc:
-            raise PolicyError([PolicyProblem(message=str(exc), file=filename)]) from None
-        return _build(data, file=filename, marks=_Marks(), allow_tests=False, limits=limits)
-
-    def governs_action(self, action: str) -> bool:
-        """Does this policy govern ``action`` (exactly or by one of its globs)?"""
-        assert self._governs_re is not None
-        return self._governs_re.match(action) is not None
-
-    def run(
-        self, facts: Mapping[str, Any], context: Mapping[str, Any] = _EMPTY
-    ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
-        """Validate ``facts`` and apply the rules: (outcome, facts as evaluated). Never raises."""
-        assert self._runner is not None
-        return self._runner(facts, context)
-
-
-# ----------------------------------------------------------------------------------- YAML input
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1 surprises: dates stay text, only true/false are booleans."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    key: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
-    ]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _bool_constructor(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
-    return str(node.value).lower() == "true"
-
-
-_Loader.add_constructor("tag:yaml.org,2002:bool", _bool_constructor)
-
-
-class _Marks:
-    """Line/column of every key and value in the YAML tree, by path."""
+class Marks:
+    """Line/column of every key and value in the YAML tree, by path (empty for JSON input)."""
 
     def __init__(self) -> None:
         self.keys: dict[tuple[Any, ...], tuple[int, int]] = {}
@@ -259,227 +66,10 @@ class _Marks:
         return self.values.get(path) or self.at(path)
 
 
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
+class Validator:
+    """Checks the parts of one document, collecting every problem with where it was written."""
 
-
-def _collect_marks(
-    node: yaml.Node, path: tuple[Any, ...], marks: _Marks, visited: set[int]
-) -> None:
-    # Each node is walked once: a node reached again through an alias is marked where it was
-    # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
-    # recursion is as deep as the document, which the loader bounded.
-    marks.values[path] = _mark(node)
-    if id(node) in visited:
-        return
-    visited.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None:
-                continue
-            sub = (*path, key)
-            if key in seen:
-                marks.duplicates.append((sub, _mark(key_node)))
-            seen.add(key)
-            marks.keys[sub] = _mark(key_node)
-            _collect_marks(value_node, sub, marks, visited)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _collect_marks(item, (*path, i), marks, visited)
-
-
-class _Refused(Exception):
-    """A bound of :class:`Limits` crossed while composing (message says which and what to do)."""
-
-    def __init__(self, message: str, mark: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
-
-
-class _BoundedLoader(_Loader):
-    """Composes one document counting what an alias bomb multiplies, refusing at the first bound.
-
-    ``expanded`` counts every node as if each alias were replaced by a copy of what it names:
-    that is the size every later walk (marks, validation, canonical form) would see. An anchored
-    node's expanded size is recorded when it is complete, so an alias adds it in one step.
-    """
-
-    def __init__(self, stream: str, limits: Limits) -> None:
-        super().__init__(stream)
-        self.limits = limits
-        self.depth = 0
-        self.aliases = 0
-        self.expanded = 0
-        self.anchored_sizes: dict[int, int] = {}
-
-    def _grow(self, nodes: int, mark: Any) -> None:
-        self.expanded += nodes
-        limit = self.limits.yaml_nodes
-        if self.expanded > limit:
-            raise _Refused(
-                f"the document expands to more than {limit:,} nodes once its aliases are "
-                "expanded (limit yaml_nodes): write repeated parts out or use fewer nested "
-                "aliases",
-                mark,
-            )
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > self.limits.yaml_aliases:
-                raise _Refused(
-                    f"more than {self.limits.yaml_aliases:,} aliases (*name) in one document "
-                    "(limit yaml_aliases): write repeated parts out",
-                    event.start_mark,
-                )
-            node = super().compose_node(parent, index)  # the anchored node (or undefined alias)
-            size = self.anchored_sizes.get(id(node))
-            if size is None:
-                raise _Refused(
-                    f"alias *{event.anchor} refers to a node that contains it (a recursive "
-                    "structure): remove the alias",
-                    event.start_mark,
-                )
-            self._grow(size, event.start_mark)
-            return node
-        collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
-        if collection:
-            self.depth += 1
-            if self.depth > self.limits.yaml_depth:
-                raise _Refused(
-                    f"mappings and lists nested more than {self.limits.yaml_depth} levels deep "
-                    "(limit yaml_depth): flatten the document",
-                    event.start_mark,
-                )
-        before = self.expanded
-        self._grow(1, event.start_mark)
-        node = super().compose_node(parent, index)
-        if collection:
-            self.depth -= 1
-        if getattr(event, "anchor", None) is not None and node is not None:
-            self.anchored_sizes[id(node)] = self.expanded - before
-        return node
-
-
-def _too_large(text: str, limit: int, *, what: str, filename: str | None) -> PolicyError | None:
-    size = boundedjson.utf8_size_exceeds(text, limit)
-    if size is None:
-        return None
-    return PolicyError(
-        [
-            PolicyProblem(
-                message=f"{what} is {size:,} bytes or more; at most {limit:,} are accepted "
-                "(limit policy_document_bytes): split it or shorten it",
-                file=filename,
-            )
-        ]
-    )
-
-
-def load_yaml(
-    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
-) -> tuple[Any, _Marks]:
-    """Parse one YAML document into plain data plus the position of every element.
-
-    Bounded before the work: the text's size (``policy_document_bytes``), then, while composing,
-    nesting (``yaml_depth``), aliases (``yaml_aliases``) and the node count with aliases
-    expanded (``yaml_nodes``). The document is composed once; the data is constructed from that
-    node tree.
-
-    Raises :class:`PolicyError` for anything that is not one well-formed YAML document within
-    those bounds.
-    """
-    oversized = _too_large(
-        text, limits.policy_document_bytes, what="the document", filename=filename
-    )
-    if oversized is not None:
-        raise oversized
-    marks = _Marks()
-    loader: _BoundedLoader | None = None
-    try:
-        loader = _BoundedLoader(text, limits)  # reads the text: may refuse a character already
-        node = loader.get_single_node()
-        if node is not None:
-            _collect_marks(node, (), marks, set())
-        data = loader.construct_document(node) if node is not None else None
-    except _Refused as exc:
-        line = exc.mark.line + 1 if exc.mark else None
-        column = exc.mark.column + 1 if exc.mark else None
-        raise PolicyError(
-            [PolicyProblem(message=exc.message, file=filename, line=line, column=column)]
-        ) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
-        message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise PolicyError(
-            [
-                PolicyProblem(
-                    message=f"YAML syntax error: {message}", file=filename, line=line, column=column
-                )
-            ]
-        ) from None
-    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as exc:
-        raise PolicyError(
-            [PolicyProblem(message=f"YAML error: {type(exc).__name__}: {exc}", file=filename)]
-        ) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    return data, marks
-
-
-def parse_policy(
-    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
-) -> Policy:
-    """Parse and validate a policy document written in YAML, within ``limits``.
-
-    Raises :class:`~ledger.errors.PolicyError` listing every problem found; never anything else.
-    """
-    if not isinstance(text, str):
-        raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
-    data, marks = load_yaml(text, filename=filename, limits=limits)
-    return _build(data, file=filename, marks=marks, allow_tests=True, limits=limits)
-
-
-def parse_test_cases(
-    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
-) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
-    """Parse a ``NAME.tests.yaml`` file: ``(policy name or None, cases)``.
-
-    The file is either a list of cases or a mapping with ``cases:`` (or ``tests:``) and an
-    optional ``policy:`` naming the policy under test. Bounded as policy documents are.
-    """
-    if not isinstance(text, str):
-        raise PolicyError([PolicyProblem(message="a tests file must be text", file=filename)])
-    data, marks = load_yaml(text, filename=filename, limits=limits)
-    v = _Validator(filename, marks, limits)
-    policy_name: str | None = None
-    path: tuple[Any, ...] = ()
-    if isinstance(data, dict):
-        v.keys(data, (), allowed={"policy", "cases", "tests"}, required=set())
-        if "policy" in data:
-            policy_name = v.string(data["policy"], ("policy",), field_name="policy")
-        key = "cases" if "cases" in data else "tests"
-        items = data.get(key)
-        path = (key,)
-    else:
-        items = data
-    cases = v.test_cases(items, path)
-    v.raise_if_any()
-    return policy_name, cases
-
-
-# ----------------------------------------------------------------------------------- validation
-
-
-class _Validator:
-    def __init__(self, file: str | None, marks: _Marks, limits: Limits) -> None:
+    def __init__(self, file: str | None, marks: Marks, limits: Limits) -> None:
         self.file = file
         self.marks = marks
         self.limits = limits
@@ -578,10 +168,10 @@ class _Validator:
         self, value: Any, path: tuple[Any, ...], *, rule: str | None
     ) -> Mapping[str, Value]:
         if value is None:
-            return _EMPTY
+            return EMPTY
         if not isinstance(value, dict):
             self.add(f"constraints must be a mapping, got {_describe(value)}", path, rule=rule)
-            return _EMPTY
+            return EMPTY
         out: dict[str, Value] = {}
         for key in sorted(value, key=str):
             item = value[key]
@@ -852,7 +442,7 @@ class _Validator:
 
     def value_map(self, value: Any, path: tuple[Any, ...]) -> Mapping[str, Value] | None:
         if value is None:
-            return _EMPTY
+            return EMPTY
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             self.add(f"must be a mapping of names to values, got {_describe(value)}", path)
             return None
@@ -922,10 +512,15 @@ _RULE_KEYS: Final = {"id", "when", "effect", "constraints", "reason", "descripti
 _DEFAULT_KEYS: Final = {"effect", "reason", "constraints"}
 
 
-def _build(
-    data: Any, *, file: str | None, marks: _Marks, allow_tests: bool, limits: Limits
+def build(
+    data: Any, *, file: str | None, marks: Marks, allow_tests: bool, limits: Limits
 ) -> Policy:
-    v = _Validator(file, marks, limits)
+    """Validate one policy document's data and build the :class:`Policy` (compiled, hashed).
+
+    ``tests`` are accepted only with ``allow_tests`` (YAML input; the canonical form has none).
+    Raises :class:`~ledger.errors.PolicyError` listing every problem, in reading order.
+    """
+    v = Validator(file, marks, limits)
     for path, (line, column) in marks.duplicates:
         v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
     if not isinstance(data, dict):
@@ -1054,8 +649,8 @@ def _build(
 
     v.raise_if_any()
     assert name is not None and owner is not None and default is not None
-    canonical = _canonical_text(name, tuple(governs), owner, description, facts, rules, default)
-    digest = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    canonical = canonical_text(name, tuple(governs), owner, description, facts, rules, default)
+    digest = content_hash(canonical)
     frozen_facts = MappingProxyType(dict(facts))
     rule_tuple = tuple(rules)
     return Policy(
@@ -1070,163 +665,6 @@ def _build(
         canonical=canonical,
         content_hash=digest,
         source_file=file,
-        _runner=_make_runner(frozen_facts, rule_tuple, default, limits),
-        _governs_re=_globs_regex(governs),
+        _runner=make_runner(frozen_facts, rule_tuple, default, limits),
+        _governs_re=globs_regex(governs),
     )
-
-
-def _globs_regex(patterns: Sequence[str]) -> re.Pattern[str]:
-    import fnmatch
-
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or r"(?!)")
-
-
-# ----------------------------------------------------------------------------------- canonical form
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, tuple):
-        return list(v)
-    return v
-
-
-def _canonical_text(
-    name: str,
-    governs: tuple[str, ...],
-    owner: str,
-    description: str | None,
-    facts: Mapping[str, FactSpec],
-    rules: Sequence[Rule],
-    default: DefaultDecision,
-) -> str:
-    doc: dict[str, Any] = {"policy": name, "governs": list(governs), "owner": owner}
-    if description is not None:
-        doc["description"] = description
-    fact_docs: dict[str, Any] = {}
-    for fname, spec in facts.items():
-        fd: dict[str, Any] = {"type": spec.type}
-        if spec.optional:
-            fd["optional"] = True
-        if spec.values is not None:
-            fd["values"] = list(spec.values)
-        if spec.minimum is not None:
-            fd["min"] = _jsonable(spec.minimum)
-        if spec.maximum is not None:
-            fd["max"] = _jsonable(spec.maximum)
-        if spec.description is not None:
-            fd["description"] = spec.description
-        fact_docs[fname] = fd
-    doc["facts"] = fact_docs
-    rule_docs = []
-    for rule in rules:
-        rd: dict[str, Any] = {"id": rule.id, "effect": rule.effect.value}
-        if rule.when is not None:
-            rd["when"] = rule.when
-        if rule.constraints:
-            rd["constraints"] = {k: _jsonable(x) for k, x in rule.constraints.items()}
-        if rule.reason is not None:
-            rd["reason"] = rule.reason
-        rule_docs.append(rd)
-    doc["rules"] = rule_docs
-    dd: dict[str, Any] = {"effect": default.effect.value}
-    if default.reason is not None:
-        dd["reason"] = default.reason
-    if default.constraints:
-        dd["constraints"] = {k: _jsonable(x) for k, x in default.constraints.items()}
-    doc["default"] = dd
-    return json.dumps(
-        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-# ----------------------------------------------------------------------------------- the decision
-
-
-def _determination(effect: Effect, constraints: Mapping[str, Value]) -> Determination:
-    if effect is Effect.DENY:
-        return Determination.DENY
-    return Determination.ALLOW_WITH_CONSTRAINTS if constraints else Determination.ALLOW
-
-
-def _always(f: Mapping[str, Any], c: Mapping[str, Any], m: Meter | None) -> bool:
-    return True
-
-
-def _make_runner(
-    facts: Mapping[str, FactSpec],
-    rules: tuple[Rule, ...],
-    default: DefaultDecision,
-    limits: Limits,
-) -> _Runner:
-    check: FactsChecker = build_checker(facts, limits=limits)
-    # One meter per run, and only for a policy with metered conditions: the others pay nothing.
-    metered = any(rule.condition is not None and rule.condition.metered for rule in rules)
-    budget = limits.evaluation_cost
-    # Every rule's outcome is a constant: build it once, hand the same object out per request.
-    plan = tuple(
-        (
-            rule.condition.fn if rule.condition is not None else _always,
-            PolicyOutcome(
-                determination=_determination(rule.effect, rule.constraints),
-                reason_code=REASON_RULE_MATCHED,
-                rule=rule.id,
-                constraints=rule.constraints,
-                reasons=(rule.reason,) if rule.reason else (),
-            ),
-        )
-        for rule in rules
-    )
-    fallback = PolicyOutcome(
-        determination=_determination(default.effect, default.constraints),
-        reason_code=REASON_DEFAULT,
-        rule=None,
-        constraints=default.constraints,
-        reasons=(default.reason,) if default.reason else (),
-    )
-
-    def run(
-        raw: Mapping[str, Any], context: Mapping[str, Any]
-    ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
-        coerced, bad = check(raw)
-        if context and not bad:
-            bad = context_problems(context, limits)
-        if bad:
-            return PolicyOutcome(
-                determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad
-            ), raw
-        meter = Meter(budget) if metered else None
-        for fn, outcome in plan:
-            try:
-                if fn(coerced, context, meter):
-                    return outcome, coerced
-            except KeyError:
-                continue  # needs an absent fact: the rule does not match (see ledger.core.cel)
-            except BudgetExceeded as exc:
-                # Never an allow, never a later rule: the request asked for more work than any
-                # one request may have.
-                return (
-                    PolicyOutcome(
-                        determination=Determination.ERROR,
-                        reason_code=REASON_BUDGET_EXCEEDED,
-                        rule=outcome.rule,
-                        reasons=(f"evaluation stopped in rule {outcome.rule!r}: {exc}",),
-                    ),
-                    coerced,
-                )
-            except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
-                # A fault on present values: record an error rather than skip to a later rule,
-                # which could allow what this rule would have denied.
-                return (
-                    PolicyOutcome(
-                        determination=Determination.ERROR,
-                        reason_code=REASON_CONDITION_ERROR,
-                        rule=outcome.rule,
-                        reasons=(f"condition of rule {outcome.rule!r} failed: {exc}",),
-                    ),
-                    coerced,
-                )
-        return fallback, coerced
-
-    return run

@@ -1,0 +1,288 @@
+"""Where a policy comes from: YAML text or canonical JSON text, each loaded within bounds.
+
+Lives here: :func:`load_yaml` (one YAML document composed once by a loader that counts nesting,
+aliases and the nodes the aliases expand to, and stops at the first bound crossed, with the line
+and column of every element recorded), the entry points :func:`parse_policy` and
+:func:`parse_test_cases` for YAML, and :func:`parse_canonical` (behind
+:meth:`Policy.from_canonical`) for the canonical JSON, its nesting measured by
+:mod:`ledger.core.boundedjson` before it is parsed. Everything is bounded before the expensive
+work (STYLE §16, :mod:`ledger.core.limits`): the text's size first.
+
+May import: the stdlib, ``yaml``, :mod:`ledger.core.boundedjson`, :mod:`ledger.core.limits`,
+:mod:`ledger.errors` and, of this package, :mod:`.model` and :mod:`.validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from ledger.core import boundedjson
+from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.policy.model import Policy, PolicyTestCase
+from ledger.core.policy.validate import Marks, Validator, build
+from ledger.errors import PolicyError, PolicyProblem
+
+__all__ = ["load_yaml", "parse_policy", "parse_test_cases", "parse_canonical"]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 surprises: dates stay text, only true/false are booleans."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _bool_constructor(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
+    return str(node.value).lower() == "true"
+
+
+_Loader.add_constructor("tag:yaml.org,2002:bool", _bool_constructor)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited: set[int]) -> None:
+    # Each node is walked once: a node reached again through an alias is marked where it was
+    # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
+    # recursion is as deep as the document, which the loader bounded.
+    marks.values[path] = _mark(node)
+    if id(node) in visited:
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                continue
+            sub = (*path, key)
+            if key in seen:
+                marks.duplicates.append((sub, _mark(key_node)))
+            seen.add(key)
+            marks.keys[sub] = _mark(key_node)
+            _collect_marks(value_node, sub, marks, visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect_marks(item, (*path, i), marks, visited)
+
+
+class _Refused(Exception):
+    """A bound of :class:`Limits` crossed while composing (message says which and what to do)."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _BoundedLoader(_Loader):
+    """Composes one document counting what an alias bomb multiplies, refusing at the first bound.
+
+    ``expanded`` counts every node as if each alias were replaced by a copy of what it names:
+    that is the size every later walk (marks, validation, canonical form) would see. An anchored
+    node's expanded size is recorded when it is complete, so an alias adds it in one step.
+    """
+
+    def __init__(self, stream: str, limits: Limits) -> None:
+        super().__init__(stream)
+        self.limits = limits
+        self.depth = 0
+        self.aliases = 0
+        self.expanded = 0
+        self.anchored_sizes: dict[int, int] = {}
+
+    def _grow(self, nodes: int, mark: Any) -> None:
+        self.expanded += nodes
+        limit = self.limits.yaml_nodes
+        if self.expanded > limit:
+            raise _Refused(
+                f"the document expands to more than {limit:,} nodes once its aliases are "
+                "expanded (limit yaml_nodes): write repeated parts out or use fewer nested "
+                "aliases",
+                mark,
+            )
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > self.limits.yaml_aliases:
+                raise _Refused(
+                    f"more than {self.limits.yaml_aliases:,} aliases (*name) in one document "
+                    "(limit yaml_aliases): write repeated parts out",
+                    event.start_mark,
+                )
+            node = super().compose_node(parent, index)  # the anchored node (or undefined alias)
+            size = self.anchored_sizes.get(id(node))
+            if size is None:
+                raise _Refused(
+                    f"alias *{event.anchor} refers to a node that contains it (a recursive "
+                    "structure): remove the alias",
+                    event.start_mark,
+                )
+            self._grow(size, event.start_mark)
+            return node
+        collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        if collection:
+            self.depth += 1
+            if self.depth > self.limits.yaml_depth:
+                raise _Refused(
+                    f"mappings and lists nested more than {self.limits.yaml_depth} levels deep "
+                    "(limit yaml_depth): flatten the document",
+                    event.start_mark,
+                )
+        before = self.expanded
+        self._grow(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        if collection:
+            self.depth -= 1
+        if getattr(event, "anchor", None) is not None and node is not None:
+            self.anchored_sizes[id(node)] = self.expanded - before
+        return node
+
+
+def _too_large(text: str, limit: int, *, what: str, filename: str | None) -> PolicyError | None:
+    size = boundedjson.utf8_size_exceeds(text, limit)
+    if size is None:
+        return None
+    return PolicyError(
+        [
+            PolicyProblem(
+                message=f"{what} is {size:,} bytes or more; at most {limit:,} are accepted "
+                "(limit policy_document_bytes): split it or shorten it",
+                file=filename,
+            )
+        ]
+    )
+
+
+def load_yaml(
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, Marks]:
+    """Parse one YAML document into plain data plus the position of every element.
+
+    Bounded before the work: the text's size (``policy_document_bytes``), then, while composing,
+    nesting (``yaml_depth``), aliases (``yaml_aliases``) and the node count with aliases
+    expanded (``yaml_nodes``). The document is composed once; the data is constructed from that
+    node tree.
+
+    Raises :class:`PolicyError` for anything that is not one well-formed YAML document within
+    those bounds.
+    """
+    oversized = _too_large(
+        text, limits.policy_document_bytes, what="the document", filename=filename
+    )
+    if oversized is not None:
+        raise oversized
+    marks = Marks()
+    loader: _BoundedLoader | None = None
+    try:
+        loader = _BoundedLoader(text, limits)  # reads the text: may refuse a character already
+        node = loader.get_single_node()
+        if node is not None:
+            _collect_marks(node, (), marks, set())
+        data = loader.construct_document(node) if node is not None else None
+    except _Refused as exc:
+        line = exc.mark.line + 1 if exc.mark else None
+        column = exc.mark.column + 1 if exc.mark else None
+        raise PolicyError(
+            [PolicyProblem(message=exc.message, file=filename, line=line, column=column)]
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    message=f"YAML syntax error: {message}", file=filename, line=line, column=column
+                )
+            ]
+        ) from None
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as exc:
+        raise PolicyError(
+            [PolicyProblem(message=f"YAML error: {type(exc).__name__}: {exc}", file=filename)]
+        ) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, marks
+
+
+def parse_policy(
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Policy:
+    """Parse and validate a policy document written in YAML, within ``limits``.
+
+    Raises :class:`~ledger.errors.PolicyError` listing every problem found; never anything else.
+    """
+    if not isinstance(text, str):
+        raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
+    data, marks = load_yaml(text, filename=filename, limits=limits)
+    return build(data, file=filename, marks=marks, allow_tests=True, limits=limits)
+
+
+def parse_test_cases(
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
+    """Parse a ``NAME.tests.yaml`` file: ``(policy name or None, cases)``.
+
+    The file is either a list of cases or a mapping with ``cases:`` (or ``tests:``) and an
+    optional ``policy:`` naming the policy under test. Bounded as policy documents are.
+    """
+    if not isinstance(text, str):
+        raise PolicyError([PolicyProblem(message="a tests file must be text", file=filename)])
+    data, marks = load_yaml(text, filename=filename, limits=limits)
+    v = Validator(filename, marks, limits)
+    policy_name: str | None = None
+    path: tuple[Any, ...] = ()
+    if isinstance(data, dict):
+        v.keys(data, (), allowed={"policy", "cases", "tests"}, required=set())
+        if "policy" in data:
+            policy_name = v.string(data["policy"], ("policy",), field_name="policy")
+        key = "cases" if "cases" in data else "tests"
+        items = data.get(key)
+        path = (key,)
+    else:
+        items = data
+    cases = v.test_cases(items, path)
+    v.raise_if_any()
+    return policy_name, cases
+
+
+def parse_canonical(
+    document: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Policy:
+    """Load canonical JSON text (``PolicyVersionProposed.document``); :meth:`Policy.from_canonical`.
+
+    Bounded like YAML input: ``policy_document_bytes``, and nesting ``yaml_depth`` (measured
+    before parsing); duplicate keys are refused.
+    """
+    if not isinstance(document, str):
+        raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
+    try:
+        data = boundedjson.loads(
+            document,
+            what="canonical policy JSON",
+            max_bytes=limits.policy_document_bytes,
+            max_depth=limits.yaml_depth,
+        )
+    except boundedjson.JSONBoundsError as exc:
+        raise PolicyError([PolicyProblem(message=str(exc), file=filename)]) from None
+    return build(data, file=filename, marks=Marks(), allow_tests=False, limits=limits)

@@ -1,0 +1,593 @@
+"""Test your agent without a broker: in-memory transports for the SDK.
+
+As httpx ships ``MockTransport``, the SDK ships two :class:`~ledger.client.Transport` doubles
+that work with :class:`~ledger.client.LedgerClient`, :class:`~ledger.client.AsyncLedgerClient`
+and :func:`~ledger.enforce.enforce` (sync and async tools) — no Kafka, no processors, no threads:
+
+- :class:`MockTransport` — canned answers. ``handler(message)`` gets each request, batch or
+  governance command the client publishes and returns its reply (build one with
+  :func:`decision`, :func:`batch_decision`, :func:`accepted`, :func:`rejected`), or just a
+  :class:`~ledger.core.events.Determination`; it raises to make the call fail with that error,
+  and returns ``None`` to never answer (the call then times out, as with a silent ledger).
+- :class:`LocalLedger` — a whole ledger in memory on the pure core: governance commands go
+  through :func:`ledger.core.lifecycle.decide` and :func:`ledger.core.state.fold`, requests
+  through :func:`ledger.core.evaluate.evaluate` / ``evaluate_batch`` at its (injectable) clock,
+  corrections through :func:`ledger.core.evaluate.correction_for`. Load policies and issue
+  grants directly (:meth:`LocalLedger.deploy_file`, :meth:`LocalLedger.grant`).
+
+::
+
+    ledger = LocalLedger()
+    ledger.deploy_file("examples/policies/refund.yaml")
+    ledger.grant("agent:refund-bot", "refund.*", "account:*")
+    client = LedgerClient(ClientConfig(actor="agent:refund-bot"), transport=ledger)
+
+Both pass what the client publishes, and what they answer, through the Avro codec, so a
+request the real ledger could not carry fails here too. Corrections (and ``on_correction``
+hooks) are delivered on the thread that submitted the request, before ``submit_async`` returns.
+Closing a client leaves these transports as they were (one ``LocalLedger`` can serve an
+admin's client and an agent's); the closed client itself refuses every call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, TypeAlias, TypeVar, cast
+
+from ledger.client import CorrectionSink, Outgoing, Reply
+from ledger.codec import Codec, default_codec
+from ledger.core.evaluate import correction_for, decision_id, evaluate, evaluate_batch
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    AssignRole,
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    BatchItemDecision,
+    Command,
+    CommandAccepted,
+    CommandRejected,
+    DecisionCorrected,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    Event,
+    GovernanceEvent,
+    IssueGrant,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RevokeGrant,
+    RollbackPolicy,
+    Stage,
+    Value,
+)
+from ledger.core.lifecycle import (
+    REJECTION_CODES,
+    Rejection,
+    command_aggregate,
+    command_result,
+    decide,
+    event_stream,
+)
+from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.policy import parse_policy
+from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
+from ledger.errors import CommandRejectedError, UsageError
+from ledger.ids import new_id, utcnow
+from ledger.kafka.reading import position_key
+from ledger.settings import TopicNames
+
+__all__ = [
+    "MockTransport",
+    "Handler",
+    "LocalLedger",
+    "decision",
+    "batch_decision",
+    "accepted",
+    "rejected",
+    "ADMIN",
+    "REVIEWER",
+]
+
+Handler: TypeAlias = Callable[[Outgoing], Reply | Determination | None]
+"""What a :class:`MockTransport` asks: the reply to a message, a determination, or ``None``."""
+
+ADMIN: Final = "human:admin"
+"""The bootstrap administrator (as on a real ledger): :class:`LocalLedger`'s default actor."""
+REVIEWER: Final = "human:reviewer"
+"""A second administrator of :class:`LocalLedger`, who approves what :data:`ADMIN` proposes
+(nobody may approve their own proposal)."""
+
+_EVALUATOR: Final = "service:evaluator"
+_COMMAND_PROCESSOR: Final = "service:command-processor"
+
+E = TypeVar("E", bound=Event)
+
+
+# --------------------------------------------------------------------------- reply builders
+
+
+def decision(
+    request: EvaluationRequested,
+    determination: Determination | str,
+    *,
+    constraints: Mapping[str, Value] | None = None,
+    rule: str | None = None,
+    reasons: Iterable[str] | str = (),
+    reason_code: str | None = None,
+    policy: str | None = None,
+    policy_version: int | None = None,
+    grant_id: str | None = None,
+    governance_position: Mapping[str, int] | None = None,
+) -> DecisionRecorded:
+    """The :class:`DecisionRecorded` answering ``request`` with ``determination``.
+
+    ``constraints`` go with ``allow_with_constraints`` (and only with it, as on a real ledger).
+    ``reason_code`` defaults to ``rule_matched`` when a ``rule`` is named. The decision carries
+    the request's facts, context, mode and default, so an asynchronous request is corrected
+    when the determination differs from its default.
+    """
+    determination = Determination(determination)
+    constraints = dict(constraints or {})
+    if (determination is Determination.ALLOW_WITH_CONSTRAINTS) != bool(constraints):
+        raise UsageError(
+            "constraints go with allow_with_constraints, and allow_with_constraints needs "
+            f"constraints (got {determination.value} with {constraints or 'none'})"
+        )
+    return DecisionRecorded(
+        event_id=decision_id(request.event_id),
+        occurred_at=request.occurred_at,
+        actor=_EVALUATOR,
+        request_id=request.event_id,
+        requested_at=request.occurred_at,
+        action=request.action,
+        principal=request.principal,
+        resource=request.resource,
+        determination=determination,
+        constraints=constraints,
+        reasons=(reasons,) if isinstance(reasons, str) else tuple(reasons),
+        reason_code=reason_code or ("rule_matched" if rule else None),
+        policy=policy,
+        policy_version=policy_version,
+        rule=rule,
+        grant_id=grant_id,
+        facts=request.facts,
+        context=request.context,
+        mode=request.mode,
+        default=request.default,
+        evaluator_id="mock",
+        governance_position=dict(governance_position or {}),
+    )
+
+
+def batch_decision(
+    request: BatchEvaluationRequested,
+    determinations: Determination | str | Mapping[str, Determination | str | BatchItemDecision],
+    *,
+    governance_position: Mapping[str, int] | None = None,
+) -> BatchDecisionRecorded:
+    """The :class:`BatchDecisionRecorded` answering ``request``: one determination for every
+    item, or one per ``item_id`` (a determination, or a whole :class:`BatchItemDecision`)."""
+    by_item = determinations if isinstance(determinations, Mapping) else None
+    missing = [i.item_id for i in request.items if by_item is not None and i.item_id not in by_item]
+    if missing:
+        raise UsageError(f"batch_decision: no determination for item(s) {', '.join(missing)}")
+    decisions = []
+    for item in request.items:
+        given = by_item[item.item_id] if by_item is not None else determinations
+        if isinstance(given, BatchItemDecision):
+            decisions.append(given)
+            continue
+        assert not isinstance(given, Mapping)
+        decisions.append(
+            BatchItemDecision(
+                item_id=item.item_id,
+                action=item.action,
+                resource=item.resource,
+                determination=Determination(given),
+            )
+        )
+    return BatchDecisionRecorded(
+        event_id=decision_id(request.event_id),
+        occurred_at=request.occurred_at,
+        actor=_EVALUATOR,
+        request_id=request.event_id,
+        principal=request.principal,
+        decisions=tuple(decisions),
+        governance_position=dict(governance_position or {}),
+        evaluator_id="mock",
+    )
+
+
+def accepted(command: Command, *, version: int | None = None, message: str = "") -> CommandAccepted:
+    """The :class:`CommandAccepted` answering ``command`` (``version``: the one it created)."""
+    return CommandAccepted(
+        event_id=new_id(),
+        occurred_at=command.occurred_at,
+        actor=_COMMAND_PROCESSOR,
+        command_id=command.event_id,
+        command_type=type(command).__name__,
+        aggregate=command_aggregate(command),
+        version=version,
+        message=message,
+    )
+
+
+def rejected(command: Command, code: str, reason: str) -> CommandRejected:
+    """The :class:`CommandRejected` answering ``command``; ``code`` is one of the ledger's
+    (:data:`ledger.core.lifecycle.REJECTION_CODES`), so the test sees what production would."""
+    if code not in REJECTION_CODES:
+        raise UsageError(f"{code!r} is not a rejection code: one of {', '.join(REJECTION_CODES)}")
+    return CommandRejected(
+        event_id=new_id(),
+        occurred_at=command.occurred_at,
+        actor=_COMMAND_PROCESSOR,
+        command_id=command.event_id,
+        command_type=type(command).__name__,
+        aggregate=command_aggregate(command),
+        code=code,
+        reason=reason,
+    )
+
+
+_REPLY_TYPES: Final[dict[type, type | tuple[type, ...]]] = {
+    EvaluationRequested: DecisionRecorded,
+    BatchEvaluationRequested: BatchDecisionRecorded,
+}
+
+
+def _as_reply(message: Outgoing, answer: Reply | Determination | str) -> Reply:
+    """``answer`` as the reply to ``message``, or :class:`UsageError` if it cannot be one."""
+    if isinstance(answer, str):  # a Determination, or its value
+        if isinstance(message, EvaluationRequested):
+            return decision(message, answer)
+        if isinstance(message, BatchEvaluationRequested):
+            return batch_decision(message, answer)
+        raise UsageError(
+            f"{type(message).__name__} is a governance command: answer it with accepted(...) "
+            "or rejected(...), not a determination"
+        )
+    expected = _REPLY_TYPES.get(type(message), (CommandAccepted, CommandRejected))
+    if not isinstance(answer, expected):
+        raise UsageError(
+            f"the handler answered {type(message).__name__} with {type(answer).__name__}"
+        )
+    return answer
+
+
+class _Wire:
+    """What Kafka would do to an event: encode it and decode it again."""
+
+    def __init__(self, codec: Codec | None) -> None:
+        self._codec = codec or default_codec()
+
+    def __call__(self, event: E) -> E:
+        return cast(E, self._codec.decode(self._codec.encode(event)))
+
+
+# --------------------------------------------------------------------------- MockTransport
+
+
+class MockTransport:
+    """A transport that answers every message with ``handler(message)`` (see the module
+    docstring); no broker, no thread.
+
+    - a :class:`~ledger.core.events.Determination` (or its value) answers a request or batch
+      with a plain decision of it; a reply event (:func:`decision`, ...) answers as it is;
+    - an exception raised by ``handler`` fails the call with it (``submit_async`` raises it);
+    - ``None`` never answers: the call raises :class:`~ledger.errors.LedgerTimeout` after its
+      timeout (keep ``ClientConfig.timeout`` small in such tests).
+
+    ``sent`` lists every message published, in order, as the ledger received it.
+    ``governance_position`` is what :meth:`LedgerClient.governance_position` answers (assign a
+    new mapping to move it).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        governance_position: Mapping[str, int] | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.handler = handler
+        self.position: dict[str, int] = dict(governance_position or {})
+        self.sent: list[Outgoing] = []
+        self._wire = _Wire(codec)
+        self._lock = threading.Lock()
+        self._unanswered: dict[str, Future[Any]] = {}
+
+    def _publish(self, message: Outgoing) -> None:
+        with self._lock:
+            self.sent.append(message)
+
+    def send(self, message: Outgoing) -> Future[Any]:
+        message = self._wire(message)
+        self._publish(message)
+        future: Future[Any] = Future()
+        try:
+            answer = self.handler(message)
+            if answer is None:
+                with self._lock:
+                    self._unanswered[message.event_id] = future
+                return future
+            future.set_result(self._wire(_as_reply(message, answer)))
+        except Exception as exc:  # the handler's way to make the call fail
+            future.set_exception(exc)
+        return future
+
+    def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
+        request = self._wire(request)
+        self._publish(request)
+        answer = self.handler(request)
+        if answer is None:
+            return
+        reply = _as_reply(request, answer)
+        assert isinstance(reply, DecisionRecorded)
+        correction = correction_for(reply)
+        if correction is not None:
+            on_correction(self._wire(correction))
+
+    def forget(self, message_id: str) -> None:
+        with self._lock:
+            self._unanswered.pop(message_id, None)
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        return None
+
+    def governance_position(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def close(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- LocalLedger
+
+
+class LocalLedger:
+    """A whole ledger in memory, deciding with the pure core (see the module docstring).
+
+    - ``admins`` may run every governance command without a grant (default :data:`ADMIN` and
+      :data:`REVIEWER`, so :meth:`deploy` can propose and approve as two people);
+    - ``clock`` is the ledger's time: when commands are applied, grants are in force and
+      requests are decided (default: the real UTC clock; pass a function for a fixed time);
+    - ``topics`` name the governance streams in governance positions, as on a real ledger;
+    - ``limits`` bound what is parsed and evaluated, as the processors' do.
+
+    ``events`` holds every governance event applied, ``decisions`` every decision and batch
+    decision made, ``corrections`` every correction sent, in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        admins: Iterable[str] = (ADMIN, REVIEWER),
+        clock: Callable[[], datetime] = utcnow,
+        topics: TopicNames | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        codec: Codec | None = None,
+        evaluator_id: str = "local-ledger",
+    ) -> None:
+        self.admins = frozenset(admins)
+        self.clock = clock
+        self.limits = limits
+        self.evaluator_id = evaluator_id
+        self.events: list[GovernanceEvent] = []
+        self.decisions: list[DecisionRecorded | BatchDecisionRecorded] = []
+        self.corrections: list[DecisionCorrected] = []
+        topics = topics or TopicNames()
+        self._streams = {
+            "policy": position_key(topics.policy_events, 0),
+            "grant": position_key(topics.grant_events, 0),
+        }
+        self._next_offset = {"policy": 0, "grant": 0}
+        self._state = EMPTY_STATE
+        self._wire = _Wire(codec)
+        self._lock = threading.RLock()
+
+    @property
+    def state(self) -> LedgerState:
+        """The governance state now (what the evaluator would hold)."""
+        return self._state
+
+    # ------------------------------------------------------------------ the transport
+
+    def send(self, message: Outgoing) -> Future[Any]:
+        message = self._wire(message)
+        reply: Reply
+        if isinstance(message, EvaluationRequested):
+            reply = self._evaluate(message)
+        elif isinstance(message, BatchEvaluationRequested):
+            reply = self._evaluate_batch(message)
+        else:
+            reply = self._apply(message)
+        future: Future[Any] = Future()
+        future.set_result(self._wire(reply))
+        return future
+
+    def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
+        made = self._evaluate(self._wire(request))
+        correction = correction_for(made)
+        if correction is not None:
+            with self._lock:
+                self.corrections.append(correction)
+            on_correction(self._wire(correction))
+
+    def forget(self, message_id: str) -> None:
+        return None  # every message is answered before send() returns
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        return None
+
+    def governance_position(self) -> dict[str, int]:
+        return dict(self._state.position)
+
+    def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ governance, directly
+
+    def submit_command(self, command: Command) -> CommandAccepted:
+        """Apply ``command`` as the command processor would; :class:`CommandRejectedError` (with
+        the stable code) when it is refused. A proposal without ``policy`` gets its document's."""
+        if isinstance(command, ProposePolicyVersion) and command.policy is None:
+            command = _named(command)
+        result = self._apply(command)
+        if isinstance(result, CommandRejected):
+            raise CommandRejectedError(result.reason, code=result.code)
+        return result
+
+    def deploy(
+        self,
+        document: str,
+        *,
+        stage: Stage | str = Stage.ACTIVE,
+        percent: int | None = None,
+        author: str = ADMIN,
+        approver: str = REVIEWER,
+    ) -> int:
+        """Propose the policy ``document`` (YAML text) as ``author``, approve it as
+        ``approver`` (unless it only goes to shadow) and promote it to ``stage`` (canary:
+        with ``percent``). Returns the new version; :class:`~ledger.errors.PolicyError` if the
+        document is invalid, :class:`CommandRejectedError` if a step is refused."""
+        stage = Stage(stage)
+        proposed = self.submit_command(
+            _named(ProposePolicyVersion(**self._stamp(author), document=document))
+        )
+        assert proposed.version is not None
+        name, version = proposed.aggregate, proposed.version
+        if stage is not Stage.SHADOW:
+            self.submit_command(
+                ApprovePolicyVersion(**self._stamp(approver), policy=name, version=version)
+            )
+        if stage is not Stage.DRAFT:
+            self.submit_command(
+                PromotePolicyVersion(
+                    **self._stamp(author),
+                    policy=name,
+                    version=version,
+                    stage=stage,
+                    percent=percent,
+                )
+            )
+        return version
+
+    def deploy_file(self, path: str | Path, **options: Any) -> int:
+        """:meth:`deploy` the policy file at ``path`` (same options)."""
+        return self.deploy(Path(path).read_text(encoding="utf-8"), **options)
+
+    def rollback(
+        self, policy: str, *, reason: str, to_version: int | None = None, by: str = ADMIN
+    ) -> int:
+        """Re-activate the previous active version of ``policy`` (or ``to_version``); returns
+        the version active again."""
+        done = self.submit_command(
+            RollbackPolicy(**self._stamp(by), policy=policy, reason=reason, to_version=to_version)
+        )
+        assert done.version is not None
+        return done.version
+
+    def grant(
+        self,
+        principal: str,
+        actions: str | Iterable[str],
+        resource: str,
+        *,
+        when: str | None = None,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        grant_id: str | None = None,
+        by: str = ADMIN,
+    ) -> str:
+        """Grant ``principal`` (or a ``role:``) ``actions`` (globs) on resources matching
+        ``resource``, optionally under the CEL condition ``when`` and within a validity window.
+        Returns the grant id."""
+        grant_id = grant_id or f"grant-{new_id()}"
+        self.submit_command(
+            IssueGrant(
+                **self._stamp(by),
+                grant_id=grant_id,
+                principal=principal,
+                actions=(actions,) if isinstance(actions, str) else tuple(actions),
+                resource=resource,
+                condition=when,
+                valid_from=valid_from,
+                valid_until=valid_until,
+            )
+        )
+        return grant_id
+
+    def revoke_grant(self, grant_id: str, *, by: str = ADMIN) -> None:
+        """Revoke the grant ``grant_id``."""
+        self.submit_command(RevokeGrant(**self._stamp(by), grant_id=grant_id))
+
+    def assign_role(self, principal: str, role: str, *, by: str = ADMIN) -> None:
+        """Make ``principal`` a member of ``role`` (``role:<name>``)."""
+        self.submit_command(AssignRole(**self._stamp(by), principal=principal, role=role))
+
+    # ------------------------------------------------------------------ internals
+
+    def _stamp(self, actor: str) -> dict[str, Any]:
+        return {"event_id": new_id(), "occurred_at": self.clock(), "actor": actor}
+
+    def _apply(self, command: Command) -> CommandAccepted | CommandRejected:
+        with self._lock:
+            now = self.clock()
+            outcome = decide(
+                self._state,
+                command,
+                now=now,
+                new_id=new_id,
+                admins=self.admins,
+                limits=self.limits,
+            )
+            if not isinstance(outcome, Rejection):
+                state = self._state
+                for event in outcome:
+                    stream = event_stream(event)
+                    offset = self._next_offset[stream]
+                    self._next_offset[stream] = offset + 1
+                    state = with_position(fold(state, event), self._streams[stream], offset)
+                self._state = state
+                self.events.extend(outcome)
+            return command_result(command, outcome, event_id=new_id(), now=now)
+
+    def _evaluate(self, request: EvaluationRequested) -> DecisionRecorded:
+        made = evaluate(
+            self._state,
+            request,
+            now=self.clock(),
+            evaluator_id=self.evaluator_id,
+            limits=self.limits,
+        )
+        with self._lock:
+            self.decisions.append(made)
+        return made
+
+    def _evaluate_batch(self, request: BatchEvaluationRequested) -> BatchDecisionRecorded:
+        made = evaluate_batch(
+            self._state, request, now=self.clock(), evaluator_id=self.evaluator_id
+        )
+        with self._lock:
+            self.decisions.append(made)
+        return made
+
+
+def _named(command: ProposePolicyVersion) -> ProposePolicyVersion:
+    """A proposal that names its policy (from its document), as the client sends it."""
+    if command.policy is not None:
+        return command
+    return replace(command, policy=parse_policy(command.document).name)

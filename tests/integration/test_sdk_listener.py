@@ -1,0 +1,210 @@
+"""The SDK's reply listener never dies silently, against the real broker.
+
+The Kafka transport reads replies on one listener thread. When that thread stops on an error
+(here: its consumer is closed under it, as a broken connection or a library fault would), the
+client must not turn into a hang that ends in "is the ledger running?":
+
+- a call waiting for its answer fails at once with ``ClientClosed`` carrying the cause;
+- the next call restarts the listener and is answered;
+- when the listener cannot be restarted (its reply topics were deleted), every call raises
+  ``ClientClosed`` saying why, promptly, and so does a wait for corrections (sync and asyncio);
+- a restarted listener resumes the reply topics where the stopped one was, so a correction
+  published while no listener ran still arrives;
+- a call on a closed client raises ``ClientClosed`` at once.
+
+The faults are injected by reaching into the transport for the listener's consumer: Kafka itself
+is real, nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, wait_for
+
+from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient
+from ledger.codec import default_codec
+from ledger.core.evaluate import decision_id
+from ledger.core.events import DecisionCorrected, Determination, IssueGrant
+from ledger.errors import ClientClosed, LedgerError, LedgerTimeout, TopicMissing
+from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_admin, make_producer
+
+pytestmark = pytest.mark.integration
+
+LONG = 30.0  # a call's own timeout: failing anywhere near it is the hang this file forbids
+PROMPT = 10.0  # generous bound for "at once" on a loaded 2-core machine, far below LONG
+
+
+def _break_listener(client: LedgerClient | AsyncLedgerClient) -> None:
+    """Close the listener's consumer under its thread: its next poll raises."""
+    sync = client._sync if isinstance(client, AsyncLedgerClient) else client
+    sync._transport._listener._consumer.close()  # type: ignore[attr-defined]
+
+
+def _grant_command() -> IssueGrant:
+    return IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=ADMIN,
+        grant_id=f"g-{new_id()}",
+        principal=AGENT,
+        actions=("refund.*",),
+        resource="account:*",
+    )
+
+
+def _ask(client: LedgerClient, resource: str = "account:1", **kw: Any) -> Any:
+    return client.evaluate(
+        action="refund.issue", principal=AGENT, resource=resource, facts=GOOD_FACTS, **kw
+    )
+
+
+def test_a_dead_listener_fails_the_waiting_call_at_once_and_the_next_call_restarts_it(
+    stack_factory,
+):
+    # An evaluator answers requests; no command processor, so a command waits for ever.
+    stack: LedgerStack = stack_factory(processors=("evaluator",))
+    client = stack.client(AGENT, timeout=LONG)
+    assert _ask(client).reason_code == "no_authority"  # the listener works
+
+    outcome: list[BaseException | Any] = []
+
+    def wait_for_command() -> None:
+        started = time.monotonic()
+        try:
+            outcome.append(client.submit_command(_grant_command()))
+        except BaseException as exc:
+            outcome.append(exc)
+        outcome.append(time.monotonic() - started)
+
+    waiter = threading.Thread(target=wait_for_command, daemon=True)
+    waiter.start()
+    time.sleep(0.5)  # the command is out, its caller waits for the result
+    assert not outcome
+    _break_listener(client)
+    waiter.join(timeout=LONG + 5)
+
+    error, took = outcome
+    assert isinstance(error, ClientClosed), f"expected ClientClosed, got {error!r}"
+    assert took < PROMPT, f"the waiting call failed only after {took:.1f} s"
+    assert isinstance(error, LedgerError)
+    assert (error.code, error.exit_code) == ("client_unavailable", 7)
+    assert "reply listener stopped" in str(error)
+    assert error.__cause__ is not None  # the poll error itself, for the logs
+    assert not isinstance(error, LedgerTimeout)
+
+    # The next call restarts the listener and gets its answer.
+    started = time.monotonic()
+    decision = _ask(client, "account:2")
+    assert decision.determination is Determination.DENY
+    assert decision.reason_code == "no_authority" and decision.resource == "account:2"
+    assert time.monotonic() - started < PROMPT
+    assert client._transport.healthy
+    # ... and keeps answering, from the same (restarted) thread name.
+    assert _ask(client, "account:3").resource == "account:3"
+    assert {t.name for t in threading.enumerate()} >= {"ledger-client-listener"}
+
+
+def test_a_correction_published_while_the_listener_was_down_still_arrives(stack_factory):
+    stack: LedgerStack = stack_factory(processors=())  # nothing decides: the test publishes
+    client = stack.client(AGENT, timeout=LONG)
+    request = client.submit_async(
+        action="refund.issue", principal=AGENT, resource="account:7", default="allow"
+    )
+    _break_listener(client)
+    wait_for(lambda: not client._transport.healthy, timeout=PROMPT, what="the listener to stop")
+
+    # What the evaluator would publish, written while no listener reads the topic.
+    correction = DecisionCorrected(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="service:evaluator",
+        request_id=request.event_id,
+        decision_id=decision_id(request.event_id),
+        default=Determination.ALLOW,
+        determination=Determination.DENY,
+        reasons=("published while the listener was down",),
+    )
+    producer = make_producer(stack.bootstrap)
+    try:
+        producer.send(
+            stack.topics.corrections,
+            key=request.event_id.encode(),
+            value=default_codec().encode(correction),
+        ).get(timeout=30)
+    finally:
+        producer.close()
+
+    arrived = next(client.corrections(timeout=LONG), None)  # restarts the listener first
+    assert arrived is not None and arrived.event_id == correction.event_id
+    assert arrived.reasons == ("published while the listener was down",)
+
+
+def test_a_listener_that_cannot_restart_says_why_on_every_call_and_never_hangs(stack_factory):
+    stack: LedgerStack = stack_factory(processors=())
+    client = stack.client(AGENT, timeout=LONG)
+    config = ClientConfig(bootstrap=stack.bootstrap, topics=stack.topics, actor=AGENT, timeout=LONG)
+    async_client = AsyncLedgerClient(config)
+    topics = stack.topics
+    replies = [topics.decisions, topics.command_results, topics.corrections]
+    admin = make_admin(stack.bootstrap)
+    try:
+        admin.delete_topics(replies)
+        wait_for(
+            lambda: not set(replies) & set(admin.list_topics()),
+            timeout=30,
+            what="the reply topics to be deleted",
+        )
+    finally:
+        admin.close()
+    _break_listener(client)
+    _break_listener(async_client)
+    wait_for(lambda: not client._transport.healthy, timeout=PROMPT, what="the listener to stop")
+
+    for _ in range(2):  # each call tries to restart it once, and says why it could not
+        started = time.monotonic()
+        with pytest.raises(ClientClosed) as raised:
+            _ask(client)
+        assert time.monotonic() - started < PROMPT
+        message = str(raised.value)
+        assert "reply listener stopped" in message and "could not be restarted" in message
+        assert f"topic {topics.decisions} does not exist" in message, message
+        assert isinstance(raised.value.__cause__, TopicMissing)
+
+    # A wait for corrections is a call too: it raises instead of waiting for ever.
+    started = time.monotonic()
+    with pytest.raises(ClientClosed, match="could not be restarted"):
+        next(client.corrections())
+    assert time.monotonic() - started < PROMPT
+
+    async def ask_async() -> float:
+        started = time.monotonic()
+        with pytest.raises(ClientClosed, match="could not be restarted"):
+            await async_client.evaluate(
+                action="refund.issue", principal=AGENT, resource="account:1", facts=GOOD_FACTS
+            )
+        with pytest.raises(ClientClosed, match="could not be restarted"):
+            await async_client.next_correction()
+        took = time.monotonic() - started
+        await async_client.close()
+        return took
+
+    assert asyncio.run(ask_async()) < 2 * PROMPT
+
+    # A closed client refuses at once, without trying anything.
+    stack.release(client)
+    for call in (
+        lambda: _ask(client),
+        lambda: client.submit_command(_grant_command()),
+        lambda: client.governance_position(),
+        lambda: next(client.corrections(timeout=LONG)),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ClientClosed, match="closed"):
+            call()
+        assert time.monotonic() - started < 1.0

@@ -1,0 +1,365 @@
+"""The SDK clients over the transport seam, with ``ledger.testing.MockTransport`` (no broker):
+
+- ``ClientConfig`` needs no bootstrap unless the Kafka transport is used, which says so;
+- canned answers (determinations, built replies, batches, command results) reach the caller as
+  the ledger's would, and a handler's exception is the call's;
+- a closed client, or a transport that cannot serve, raises ``ClientClosed`` at once — from
+  every call, including a wait for corrections (sync and asyncio) — never a hang;
+- the reply builders refuse what a real ledger could not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient, Outgoing, Transport
+from ledger.codec import default_codec
+from ledger.core.events import (
+    BatchEvaluationRequested,
+    BatchItemDecision,
+    CommandAccepted,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    IssueGrant,
+    ProposePolicyVersion,
+)
+from ledger.enforce import enforce
+from ledger.errors import (
+    ClientClosed,
+    CodecError,
+    CommandRejectedError,
+    KafkaUnavailable,
+    LedgerTimeout,
+    UsageError,
+)
+from ledger.ids import new_id, utcnow
+from ledger.testing import (
+    LocalLedger,
+    MockTransport,
+    accepted,
+    batch_decision,
+    decision,
+    rejected,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT = "agent:refund-bot"
+PROMPT = 2.0  # "at once": far below any timeout used here
+
+
+def make(handler: Callable[[Outgoing], Any], **config: Any) -> tuple[LedgerClient, MockTransport]:
+    transport = MockTransport(handler)
+    return LedgerClient(ClientConfig(actor=AGENT, **config), transport=transport), transport
+
+
+def ask(client: LedgerClient, **kw: Any) -> DecisionRecorded:
+    return client.evaluate(action="refund.issue", principal=AGENT, resource="account:1", **kw)
+
+
+def grant_command() -> IssueGrant:
+    return IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id="g-1",
+        principal=AGENT,
+        actions=("refund.*",),
+        resource="account:*",
+    )
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_a_config_without_bootstrap_serves_an_in_memory_transport_only() -> None:
+    config = ClientConfig(actor=AGENT)
+    assert config.bootstrap is None and config.timeout == 5.0
+    client = LedgerClient(config, transport=MockTransport(lambda m: Determination.ALLOW))
+    assert ask(client).determination is Determination.ALLOW
+    with pytest.raises(UsageError, match="no bootstrap") as raised:
+        LedgerClient(config)
+    assert "ledger.testing" in str(raised.value) and "from_env" in str(raised.value)
+    with pytest.raises(UsageError, match="no bootstrap"):
+        AsyncLedgerClient(config)
+
+
+def test_a_codec_goes_to_the_transport_not_beside_it() -> None:
+    with pytest.raises(UsageError, match="codec"):
+        LedgerClient(
+            ClientConfig(actor=AGENT),
+            transport=MockTransport(lambda m: None),
+            codec=default_codec(),
+        )
+
+
+def test_the_in_memory_transports_are_transports() -> None:
+    transports: list[Transport] = [MockTransport(lambda m: None), LocalLedger()]
+    for transport in transports:
+        assert transport.healthy
+        transport.check()
+        transport.close()
+
+
+# --------------------------------------------------------------------------- canned answers
+
+
+def test_canned_decisions_reach_the_caller_through_the_codec() -> None:
+    client, transport = make(
+        lambda request: decision(
+            request,
+            "allow_with_constraints",
+            constraints={"refund_method": "credit"},
+            rule="credit-only",
+            reasons="large amount",
+            policy="refund",
+            policy_version=3,
+        )
+    )
+    answer = ask(client, facts={"amount": "600"})
+    assert answer.determination is Determination.ALLOW_WITH_CONSTRAINTS
+    assert dict(answer.constraints) == {"refund_method": "credit"}
+    assert (answer.rule, answer.reason_code, answer.reasons) == (
+        "credit-only",
+        "rule_matched",
+        ("large amount",),
+    )
+    (sent,) = transport.sent
+    assert isinstance(sent, EvaluationRequested)
+    assert answer.request_id == sent.event_id and sent.facts == {"amount": "600"}
+    # What cannot go over the wire fails here as it would against a real ledger.
+    with pytest.raises(CodecError):
+        ask(client, facts={"amount": object()})  # type: ignore[dict-item]
+
+
+def test_a_handler_exception_is_the_calls() -> None:
+    def outage(message: Outgoing) -> Any:
+        raise KafkaUnavailable("cannot reach Kafka at k:1")
+
+    client, _ = make(outage)
+    with pytest.raises(KafkaUnavailable):
+        ask(client)
+    with pytest.raises(KafkaUnavailable):
+        client.submit_async(action="a.b", principal=AGENT, resource="r", default="deny")
+
+    def gone(message: Outgoing) -> Any:
+        raise ClientClosed("the ledger client's reply listener stopped (simulated)")
+
+    client, _ = make(gone)
+    ran: list[str] = []
+
+    @enforce(client, action="refund.issue", principal=AGENT, resource="account:1")
+    def tool() -> None:
+        ran.append("ran")
+
+    with pytest.raises(ClientClosed) as raised:
+        tool()
+    assert ran == [] and raised.value.code == "client_unavailable"
+
+
+def test_batches_and_commands_get_their_replies() -> None:
+    def handler(message: Outgoing) -> Any:
+        if isinstance(message, BatchEvaluationRequested) and len(message.items) == 2:
+            return batch_decision(
+                message,
+                {
+                    "small": Determination.ALLOW,
+                    "email": BatchItemDecision(
+                        item_id="email",
+                        action="email.send",
+                        resource="customer:1",
+                        determination=Determination.DENY,
+                        reason_code="ungoverned_action",
+                    ),
+                },
+                governance_position={"ledger.policy-events/0": 4},
+            )
+        if isinstance(message, ProposePolicyVersion):
+            return accepted(message, version=7)
+        if isinstance(message, IssueGrant):
+            return rejected(message, "duplicate_grant", "grant 'g-1' exists")
+        return Determination.DENY
+
+    client, transport = make(handler)
+    transport.position = {"ledger.policy-events/0": 5}
+    answer = client.preevaluate(
+        AGENT,
+        [
+            {"item_id": "small", "action": "refund.issue", "resource": "account:1"},
+            {"item_id": "email", "action": "email.send", "resource": "customer:1"},
+        ],
+    )
+    assert [d.determination for d in answer.decisions] == [Determination.ALLOW, Determination.DENY]
+    assert answer.decisions[1].reason_code == "ungoverned_action"
+    assert client.is_stale(answer, client.governance_position())
+
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    result = client.submit_command(
+        ProposePolicyVersion(
+            event_id=new_id(), occurred_at=utcnow(), actor="human:a", document=document
+        )
+    )
+    assert isinstance(result, CommandAccepted) and result.version == 7
+    assert result.aggregate == "refund"  # the client named the proposal from its document
+    with pytest.raises(CommandRejectedError) as refused:
+        client.submit_command(grant_command())
+    assert refused.value.code == "duplicate_grant"
+    assert ask(client).determination is Determination.DENY
+    # One determination answers every item of a batch.
+    every = client.preevaluate(AGENT, [{"action": "refund.issue", "resource": "account:1"}])
+    assert every.decisions[0].determination is Determination.DENY
+
+
+def test_answers_a_ledger_could_not_give_are_usage_errors() -> None:
+    client, _ = make(lambda message: Determination.ALLOW)
+    with pytest.raises(UsageError, match="governance command"):
+        client.submit_command(grant_command())
+
+    client, _ = make(lambda message: accepted(grant_command()))
+    with pytest.raises(UsageError, match="answered EvaluationRequested with CommandAccepted"):
+        ask(client)
+
+    request = LedgerClient(ClientConfig(actor=AGENT), transport=MockTransport(print)).request(
+        action="refund.issue", principal=AGENT, resource="account:1"
+    )
+    with pytest.raises(UsageError, match="constraints"):
+        decision(request, "allow", constraints={"refund_method": "credit"})
+    with pytest.raises(UsageError, match="constraints"):
+        decision(request, Determination.ALLOW_WITH_CONSTRAINTS)
+    with pytest.raises(UsageError, match="not a rejection code"):
+        rejected(grant_command(), "nope", "why")
+    batch = BatchEvaluationRequested(
+        event_id=new_id(), occurred_at=utcnow(), actor=AGENT, principal=AGENT, items=()
+    )
+    assert batch_decision(batch, {}).decisions == ()
+
+
+def test_a_silent_ledger_times_out_and_forgets_the_call() -> None:
+    client, transport = make(lambda message: None, timeout=0.05)
+    with pytest.raises(LedgerTimeout):
+        ask(client)
+    assert transport._unanswered == {}  # abandoned: nothing left waiting
+    # An async request without an answer is never corrected.
+    client.submit_async(action="refund.issue", principal=AGENT, resource="r", default="deny")
+    assert list(client.corrections(timeout=0.05)) == []
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def test_a_failing_hook_is_logged_and_silences_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    client, _ = make(lambda message: Determination.DENY)
+
+    def broken(correction: Any) -> None:
+        raise RuntimeError("the agent's hook is broken")
+
+    client.on_correction(broken)
+    with caplog.at_level(logging.ERROR, logger="ledger.client"):
+        request = client.submit_async(
+            action="refund.issue", principal=AGENT, resource="account:1", default="allow"
+        )
+    assert "on_correction callback failed" in caplog.text
+    queued = client.take_correction()
+    assert queued is not None and queued.request_id == request.event_id
+    assert queued.determination is Determination.DENY
+    client.on_correction(None)
+    with pytest.raises(UsageError, match="allow or deny"):
+        client.submit_async(action="a", principal=AGENT, resource="r", default="error")
+
+
+# --------------------------------------------------------------------------- ClientClosed
+
+
+def _prompt(call: Callable[[], Any], match: str = "closed") -> None:
+    started = time.monotonic()
+    with pytest.raises(ClientClosed, match=match) as raised:
+        call()
+    assert time.monotonic() - started < PROMPT
+    assert (raised.value.code, raised.value.exit_code) == ("client_unavailable", 7)
+
+
+def test_every_call_on_a_closed_client_raises_client_closed_at_once() -> None:
+    client, transport = make(lambda message: Determination.ALLOW, timeout=60)
+    with client:
+        assert ask(client).determination is Determination.ALLOW
+    for call in (
+        lambda: ask(client),
+        lambda: client.send_request(client.request(action="a", principal=AGENT, resource="r")),
+        lambda: client.preevaluate(AGENT, [{"action": "a", "resource": "r"}]),
+        lambda: client.submit_async(action="a", principal=AGENT, resource="r", default="deny"),
+        lambda: client.submit_command(grant_command()),
+        lambda: client.governance_position(),
+        lambda: next(client.corrections()),
+        lambda: client.take_correction(),
+    ):
+        _prompt(call)
+    assert len(transport.sent) == 1  # nothing was published after the close
+
+
+def test_a_closed_asyncio_client_raises_client_closed_at_once() -> None:
+    async def run() -> None:
+        client = AsyncLedgerClient(
+            ClientConfig(actor=AGENT, timeout=60), transport=MockTransport(lambda m: None)
+        )
+        await client.close()
+        started = time.monotonic()
+        with pytest.raises(ClientClosed):
+            await client.evaluate(action="a", principal=AGENT, resource="r")
+        with pytest.raises(ClientClosed):
+            await client.submit_async(action="a", principal=AGENT, resource="r", default="deny")
+        with pytest.raises(ClientClosed):
+            await client.next_correction()
+        with pytest.raises(ClientClosed):
+            await client.preevaluate(AGENT, [{"action": "a", "resource": "r"}])
+        assert time.monotonic() - started < PROMPT
+
+    asyncio.run(run())
+
+
+class _Breaks(MockTransport):
+    """A transport that stops serving when told to, and cannot recover: what a Kafka transport
+    whose listener died and cannot be restarted looks like through the seam."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda message: None)
+        self.broken = False
+        self.checks = 0
+
+    @property
+    def healthy(self) -> bool:
+        return not self.broken
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.broken:
+            raise ClientClosed("the ledger client's reply listener stopped (simulated)")
+
+
+def test_a_wait_for_corrections_surfaces_a_transport_that_stops() -> None:
+    transport = _Breaks()
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=transport)
+    waiting = client.corrections()  # no timeout: it would wait for ever
+    start = time.monotonic()
+
+    threading.Timer(0.2, lambda: setattr(transport, "broken", True)).start()
+    _prompt(lambda: next(waiting), match="listener stopped")
+    assert time.monotonic() - start >= 0.2
+
+    async def run() -> None:
+        transport.broken = False
+        client = AsyncLedgerClient(ClientConfig(actor=AGENT), transport=transport)
+        asyncio.get_running_loop().call_later(0.2, setattr, transport, "broken", True)
+        with pytest.raises(ClientClosed, match="listener stopped"):
+            await asyncio.wait_for(client.next_correction(), 5)
+        with pytest.raises(ClientClosed, match="listener stopped"):
+            await client.evaluate(action="a", principal=AGENT, resource="r")
+
+    asyncio.run(run())

@@ -1,0 +1,445 @@
+"""``ledger.testing.LocalLedger``: an agent's guarded tools unit-tested without a broker, decided
+by the pure core from the example policy ``examples/policies/refund.yaml``.
+
+Covers ``@enforce`` (sync and async tools, both clients) allowed, denied, constrained, refused
+for an error decision and for want of authority, and failing closed on a timeout (with a
+``MockTransport`` that never answers); governance through the client; corrections; staleness;
+the injectable clock; and the README's snippet, run as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    BatchDecisionRecorded,
+    DecisionCorrected,
+    DecisionRecorded,
+    Determination,
+    GrantIssued,
+    PolicyVersionPromoted,
+    ProposePolicyVersion,
+    Stage,
+)
+from ledger.enforce import DecisionDenied, enforce
+from ledger.errors import CommandRejectedError, LedgerTimeout, PolicyError
+from ledger.ids import new_id, utcnow
+from ledger.testing import ADMIN, REVIEWER, LocalLedger, MockTransport
+
+ROOT = Path(__file__).resolve().parents[2]
+REFUND = ROOT / "examples" / "policies" / "refund.yaml"
+AGENT = "agent:refund-bot"
+
+LOYAL: dict[str, Any] = {"tenure_days": 400, "prior_refunds_12m": 0, "standing": "good"}
+SUSPENDED = {**LOYAL, "standing": "suspended"}
+
+
+@pytest.fixture
+def ledger() -> LocalLedger:
+    """The refund policy active, and the agent allowed to refund any account."""
+    ledger = LocalLedger()
+    assert ledger.deploy_file(REFUND) == 1
+    ledger.grant(AGENT, "refund.*", "account:*")
+    return ledger
+
+
+@pytest.fixture
+def client(ledger: LocalLedger) -> LedgerClient:
+    return LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+
+
+def refund_tool(
+    client: LedgerClient | AsyncLedgerClient, ran: list[Any], *, principal: str = AGENT
+) -> Callable[..., str]:
+    @enforce(
+        client,
+        action="refund.issue",
+        principal=principal,
+        resource=lambda account, amount, customer: f"account:{account}",
+        facts=lambda account, amount, customer: {"amount": amount, **customer},
+    )
+    def issue_refund(
+        account: str, amount: str, customer: dict[str, Any], *, constraints: dict[str, Any]
+    ) -> str:
+        ran.append((account, constraints))
+        return f"refunded {amount} via {constraints.get('refund_method', 'cash')}"
+
+    return issue_refund
+
+
+# --------------------------------------------------------------------------- @enforce
+
+
+def test_an_allowed_call_runs_the_tool(ledger: LocalLedger, client: LedgerClient) -> None:
+    ran: list[Any] = []
+    assert refund_tool(client, ran)("1", "120.50", LOYAL) == "refunded 120.50 via cash"
+    assert ran == [("1", {})]
+    (made,) = ledger.decisions
+    assert isinstance(made, DecisionRecorded)
+    assert (made.determination, made.rule, made.policy, made.policy_version) == (
+        Determination.ALLOW,
+        "auto-refund",
+        "refund",
+        1,
+    )
+    assert made.stage is Stage.ACTIVE and made.grant_id is not None
+    assert made.actor == "service:evaluator" and made.evaluator_id == "local-ledger"
+
+
+def test_a_constrained_allow_hands_the_tool_its_constraints(client: LedgerClient) -> None:
+    ran: list[Any] = []
+    assert refund_tool(client, ran)("2", "600", LOYAL) == "refunded 600 via credit"
+    assert ran == [("2", {"refund_method": "credit"})]
+
+
+def test_a_denied_call_never_runs_the_tool(client: LedgerClient) -> None:
+    ran: list[Any] = []
+    with pytest.raises(DecisionDenied) as denied:
+        refund_tool(client, ran)("3", "20", SUSPENDED)
+    assert ran == []
+    decision = denied.value.decision
+    assert decision.determination is Determination.DENY
+    assert (decision.rule, decision.reason_code) == ("suspended", "rule_matched")
+    assert "Suspended accounts are not refunded" in str(denied.value)
+
+    with pytest.raises(DecisionDenied) as outside:
+        refund_tool(client, ran)("3", "900", LOYAL)
+    assert outside.value.decision.reason_code == "default_applied"
+    assert ran == []
+
+
+def test_error_decisions_and_missing_authority_are_refusals_too(client: LedgerClient) -> None:
+    ran: list[Any] = []
+    with pytest.raises(DecisionDenied) as invalid:
+        refund_tool(client, ran)("4", "lots", {**LOYAL, "standing": "royal"})
+    assert invalid.value.decision.determination is Determination.ERROR
+    assert invalid.value.decision.reason_code == "invalid_facts"
+    with pytest.raises(DecisionDenied) as stranger:
+        refund_tool(client, ran, principal="agent:stranger")("4", "10", LOYAL)
+    assert stranger.value.decision.reason_code == "no_authority"
+    assert ran == []
+
+
+def test_a_call_without_an_answer_times_out_and_the_tool_never_runs() -> None:
+    silent = MockTransport(lambda message: None)
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.05), transport=silent)
+    ran: list[Any] = []
+    with pytest.raises(LedgerTimeout) as raised:
+        refund_tool(client, ran)("5", "10", LOYAL)
+    assert ran == []
+    assert raised.value.code == "timeout"
+    assert len(silent.sent) == 1  # the request went out; no answer is not an allow
+
+
+def test_async_tools_with_either_client(ledger: LocalLedger) -> None:
+    ran: list[Any] = []
+
+    async def run() -> list[Any]:
+        async with AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger) as client:
+            sync_client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+
+            def guard(c: LedgerClient | AsyncLedgerClient) -> Any:
+                @enforce(
+                    c,
+                    action="refund.issue",
+                    principal=AGENT,
+                    resource=lambda account, facts: f"account:{account}",
+                    facts=lambda account, facts: facts,
+                )
+                async def refund(account: str, facts: dict[str, Any], *, constraints: Any) -> str:
+                    ran.append((account, constraints))
+                    return account
+
+                return refund
+
+            answers = [
+                await guard(client)("6", {**LOYAL, "amount": "10"}),
+                await guard(sync_client)("7", {**LOYAL, "amount": "600"}),
+            ]
+            with pytest.raises(DecisionDenied):
+                await guard(client)("8", {**SUSPENDED, "amount": "10"})
+            silent = AsyncLedgerClient(
+                ClientConfig(actor=AGENT, timeout=0.05), transport=MockTransport(lambda m: None)
+            )
+            with pytest.raises(LedgerTimeout):
+                await guard(silent)("9", {**LOYAL, "amount": "10"})
+            return answers
+
+    assert asyncio.run(run()) == ["6", "7"]
+    assert ran == [("6", {}), ("7", {"refund_method": "credit"})]
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def test_corrections_of_async_requests(ledger: LocalLedger, client: LedgerClient) -> None:
+    hooked: list[tuple[str, str]] = []
+    client.on_correction(lambda c: hooked.append((c.request_id, threading.current_thread().name)))
+    agreeing = client.submit_async(
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:10",
+        facts={**LOYAL, "amount": "10"},
+        default="allow",
+    )
+    differing = client.submit_async(
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:11",
+        facts={**SUSPENDED, "amount": "10"},
+        default="allow",
+    )
+    received = list(client.corrections(timeout=0.05))
+    assert [c.request_id for c in received] == [differing.event_id]
+    (correction,) = received
+    assert isinstance(correction, DecisionCorrected)
+    assert (correction.default, correction.determination) == (
+        Determination.ALLOW,
+        Determination.DENY,
+    )
+    assert correction.reasons == ("Suspended accounts are not refunded",)
+    assert hooked == [(differing.event_id, threading.current_thread().name)]
+    assert ledger.corrections == [correction]
+    assert agreeing.event_id not in {c.request_id for c in ledger.corrections}
+    assert client.take_correction() is None
+
+
+def test_asyncio_client_receives_corrections(ledger: LocalLedger) -> None:
+    async def run() -> DecisionCorrected | None:
+        async with AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger) as client:
+            await client.submit_async(
+                action="refund.issue",
+                principal=AGENT,
+                resource="account:12",
+                facts={**LOYAL, "amount": "10"},
+                default="deny",
+            )
+            return await client.next_correction(timeout=1)
+
+    correction = asyncio.run(run())
+    assert correction is not None
+    assert (correction.default, correction.determination) == (
+        Determination.DENY,
+        Determination.ALLOW,
+    )
+
+
+def test_preevaluation_goes_stale_when_governance_moves(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    answer = client.preevaluate(
+        AGENT,
+        [
+            {
+                "item_id": "small",
+                "action": "refund.issue",
+                "resource": "account:1",
+                "facts": {**LOYAL, "amount": "10"},
+            },
+            {"item_id": "email", "action": "email.send", "resource": "customer:1"},
+        ],
+    )
+    assert isinstance(answer, BatchDecisionRecorded)
+    assert [(d.item_id, d.determination) for d in answer.decisions] == [
+        ("small", Determination.ALLOW),
+        ("email", Determination.DENY),
+    ]
+    assert answer.decisions[1].reason_code == "no_authority"  # the grant is for refund.*
+    position = client.governance_position()
+    # Proposal, approval, promotion on the policy stream; one grant on the grant stream.
+    assert position == {"ledger.policy-events/0": 2, "ledger.grant-events/0": 0}
+    assert dict(answer.governance_position) == position
+    assert not client.is_stale(answer, position)
+
+    document = REFUND.read_text().replace("amount < 500", "amount < 100")
+    assert ledger.deploy(document) == 2
+    assert client.is_stale(answer, client.governance_position())
+    again = client.preevaluate(AGENT, [answer_item("account:1", "200")])
+    assert again.decisions[0].determination is Determination.ALLOW_WITH_CONSTRAINTS
+    assert again.decisions[0].policy_version == 2
+
+    assert ledger.rollback("refund", reason="too strict") == 1
+    back = client.preevaluate(AGENT, [answer_item("account:1", "200")])
+    assert back.decisions[0].determination is Determination.ALLOW
+    assert back.decisions[0].policy_version == 1
+
+
+def answer_item(resource: str, amount: str) -> dict[str, Any]:
+    return {
+        "action": "refund.issue",
+        "resource": resource,
+        "facts": {**LOYAL, "amount": amount},
+    }
+
+
+# --------------------------------------------------------------------------- governance
+
+
+def test_governance_commands_go_through_the_core_rules() -> None:
+    ledger = LocalLedger()
+    alice = LedgerClient(ClientConfig(actor="human:alice"), transport=ledger)
+    document = REFUND.read_text()
+
+    def propose(by: str) -> Any:
+        return alice.submit_command(
+            ProposePolicyVersion(
+                event_id=new_id(), occurred_at=utcnow(), actor=by, document=document
+            )
+        )
+
+    with pytest.raises(CommandRejectedError) as refused:
+        propose("human:alice")  # no grant, not an administrator
+    assert refused.value.code == "not_authorized"
+
+    ledger.grant("human:alice", "ledger.policy.*", "policy:*")
+    proposed = propose("human:alice")
+    assert (proposed.aggregate, proposed.version) == ("refund", 1)
+    with pytest.raises(CommandRejectedError) as self_approval:
+        alice.submit_command(
+            ApprovePolicyVersion(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor="human:alice",
+                policy="refund",
+                version=1,
+            )
+        )
+    assert self_approval.value.code == "self_approval"
+    with pytest.raises(CommandRejectedError) as again:
+        propose("human:alice")
+    assert again.value.code == "already_applied"
+
+    kinds = [type(e).__name__ for e in ledger.events]
+    assert kinds == ["GrantIssued", "PolicyVersionProposed"]
+    assert ledger.state.policies["refund"].versions[1].author == "human:alice"
+
+
+def test_deploy_stages_and_refusals() -> None:
+    ledger = LocalLedger()
+    assert ledger.deploy_file(REFUND, stage="shadow") == 1
+    record = ledger.state.policies["refund"]
+    assert record.active is None and record.shadows == (1,)
+    assert ledger.deploy_file(str(REFUND).replace("refund.yaml", "refund-v2.yaml")) == 2
+    with pytest.raises(CommandRejectedError) as canary:
+        ledger.deploy(REFUND.read_text().replace("amount < 500", "amount < 50"), stage="canary")
+    assert canary.value.code == "invalid_percent"
+    assert (
+        ledger.deploy(
+            REFUND.read_text().replace("amount < 500", "amount < 60"), stage="canary", percent=10
+        )
+        == 4
+    )
+    assert ledger.state.policies["refund"].canary == 4
+    with pytest.raises(PolicyError):
+        ledger.deploy("policy: broken\n")
+    promoted = [e for e in ledger.events if isinstance(e, PolicyVersionPromoted)]
+    assert {e.actor for e in promoted} == {ADMIN}
+    approvers = {e.actor for e in ledger.events if type(e).__name__ == "PolicyVersionApproved"}
+    assert approvers == {REVIEWER}
+
+    strict = LocalLedger(admins=["human:root"])
+    with pytest.raises(CommandRejectedError, match="may not") as denied:
+        strict.deploy_file(REFUND)
+    assert denied.value.code == "not_authorized"
+
+
+def test_roles_grants_and_revocation(ledger: LocalLedger, client: LedgerClient) -> None:
+    ask = lambda who: client.evaluate(  # noqa: E731
+        action="refund.issue", principal=who, resource="account:1", facts={**LOYAL, "amount": "1"}
+    )
+    assert ask("agent:helper").reason_code == "no_authority"
+    ledger.grant("role:refunders", ["refund.issue"], "account:*", grant_id="g-role")
+    ledger.assign_role("agent:helper", "role:refunders")
+    helped = ask("agent:helper")
+    assert helped.determination is Determination.ALLOW and helped.grant_id == "g-role"
+    ledger.revoke_grant("g-role")
+    assert ask("agent:helper").reason_code == "no_authority"
+    with pytest.raises(CommandRejectedError) as unknown:
+        ledger.revoke_grant("g-role")
+    assert unknown.value.code == "unknown_grant"
+
+
+def test_the_clock_is_injectable() -> None:
+    now = [datetime(2030, 1, 1, tzinfo=UTC)]
+    ledger = LocalLedger(clock=lambda: now[0])
+    ledger.deploy_file(REFUND)
+    ledger.grant(AGENT, "refund.*", "account:*", valid_until=now[0] + timedelta(days=1))
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+
+    def ask() -> DecisionRecorded:
+        return client.evaluate(
+            action="refund.issue",
+            principal=AGENT,
+            resource="account:1",
+            facts={**LOYAL, "amount": "10"},
+        )
+
+    first = ask()
+    assert first.determination is Determination.ALLOW
+    assert first.occurred_at == now[0]
+    (grant,) = [e for e in ledger.events if isinstance(e, GrantIssued)]
+    assert grant.occurred_at == now[0]
+    now[0] += timedelta(days=2)  # the grant has expired
+    assert ask().reason_code == "no_authority"
+
+
+def test_a_grant_condition_is_evaluated_on_the_facts(ledger: LocalLedger) -> None:
+    ledger.grant("agent:capped", "refund.issue", "account:*", when="prior_refunds_12m < 2")
+    client = LedgerClient(ClientConfig(actor="agent:capped"), transport=ledger)
+
+    def ask(prior: int) -> DecisionRecorded:
+        return client.evaluate(
+            action="refund.issue",
+            principal="agent:capped",
+            resource="account:1",
+            facts={**LOYAL, "amount": "10", "prior_refunds_12m": prior},
+        )
+
+    assert ask(1).determination is Determination.ALLOW
+    assert ask(2).reason_code == "no_authority"
+
+
+# --------------------------------------------------------------------------- the README
+
+
+def _readme_snippet() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Testing your agent without a broker", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README section has no python snippet"
+    return match.group(1)
+
+
+def test_the_readme_snippet_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # it names the example policy by its path in the repository
+    namespace: dict[str, Any] = {}
+    exec(compile(_readme_snippet(), "README.md", "exec"), namespace)
+    tests = [name for name in namespace if name.startswith("test_")]
+    assert len(tests) == 2
+    for name in tests:
+        namespace[name]()
+
+
+def test_the_testing_module_loads_neither_kafka_nor_the_local_launcher() -> None:
+    code = (
+        "import sys, ledger.testing, ledger.enforce\n"
+        "loaded = [m for m in sys.modules if m == 'kafka' or m.startswith(('kafka.', "
+        "'ledger.local', 'aiokafka', 'faust'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
