@@ -231,10 +231,13 @@ def topic_files(path: Path, topic: str) -> list[str]:
 
 
 def connect() -> Any:
-    """An in-memory DuckDB connection for reading export files."""
+    """An in-memory DuckDB connection for reading export files (no progress bar: verify,
+    reproduce and simulate print their own output, `--json` must stay one document)."""
     import duckdb
 
-    return duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 READ_PARQUET = "read_parquet(?, hive_partitioning = true, union_by_name = true)"

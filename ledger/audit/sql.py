@@ -285,6 +285,7 @@ def connect(
         con.execute("LOAD json")
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET parquet_metadata_cache = true")
+        con.execute("SET enable_progress_bar = false")  # --json/--csv stay clean documents
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
         con.execute(base)

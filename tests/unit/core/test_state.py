@@ -222,8 +222,30 @@ def test_canary_share_close_to_percent(percent: int, prefix: str) -> None:
     assert abs(share - percent) < 3, (share, percent)
 
 
-def test_decision_id_is_uuid5() -> None:
+def test_decision_id_of_an_arbitrary_request_id_is_uuid5() -> None:
     assert decision_id("abc") == str(uuid.uuid5(uuid.UUID(bytes=DECISION_NAMESPACE), "abc"))
+
+
+@settings(max_examples=200)
+@given(st.integers(min_value=0, max_value=(1 << 48) - 1), st.integers(min_value=0))
+def test_decision_id_of_a_uuid7_request_keeps_its_instant(ms: int, rand: int) -> None:
+    value = (ms << 80) | (0x7 << 76) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    value |= ((rand >> 62) & 0xFFF) << 64
+    request_id = str(uuid.UUID(int=value))
+    made = decision_id(request_id)
+    parsed = uuid.UUID(made)
+    assert str(parsed) == made  # canonical lower-case form
+    assert parsed.version == 8 and parsed.variant == uuid.RFC_4122
+    assert parsed.int >> 80 == ms  # time-ordered like its request: exports prune lookups by it
+    assert made != decision_id(str(uuid.UUID(int=value ^ 1)))
+
+
+def test_decision_ids_sort_with_their_requests() -> None:
+    from ledger.ids import new_id
+
+    requests = [new_id() for _ in range(50)]
+    by_request = sorted(requests)
+    assert [decision_id(r)[:13] for r in by_request] == sorted(decision_id(r)[:13] for r in requests)
 
 
 def _request(rid: str, **facts: object) -> EvaluationRequested:
