@@ -115,8 +115,9 @@ def run_worker(factory: Callable[..., Processor], *, name: str) -> None:
                     at=time.time(),
                     fetched_at=follower.last_fetch,
                 )
-                with contextlib.suppress(OSError):  # a missing beat shows; a crash helps no one
-                    beat.write(path)
+                if processor.alive():  # a stuck request thread shows as a missing beat
+                    with contextlib.suppress(OSError):  # a missing beat shows; a crash helps no one
+                        beat.write(path)
                 await asyncio.sleep(Heartbeat.INTERVAL)
 
     worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=_logging_config(name))
