@@ -19,6 +19,7 @@ seconds, not a ``ValueError`` or kafka-python's 30 s bootstrap timeout.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -149,12 +150,18 @@ RDKAFKA_CONSUMER_CONFIG: dict[str, Any] = {
 """librdkafka consumer settings of the request/reply path."""
 
 
+_RDKAFKA_LOG = logging.getLogger("ledger.kafka.librdkafka")
+
+
 def rdkafka_config(bootstrap: str, base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """The configuration of one librdkafka client: ``base`` and ``overrides`` on what every
     client of the ledger shares (the bootstrap servers, Nagle off on loopback-fast paths, quiet
     logs). Overrides use librdkafka's dotted names, or underscores for dots."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        # librdkafka's own log lines (a broker going away …) go through Python logging, where
+        # the application decides what to show, instead of straight to stderr.
+        "logger": _RDKAFKA_LOG,
         "socket.nagle.disable": True,
         "log.connection.close": False,
         "topic.metadata.refresh.interval.ms": 30_000,

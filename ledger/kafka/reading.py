@@ -23,6 +23,7 @@ __all__ = [
     "position_key",
     "topic_partitions",
     "topic_partitions_async",
+    "rdkafka_partitions",
     "read_topic",
 ]
 
@@ -51,6 +52,17 @@ def topic_partitions(consumer: Any, topic: str, *, bootstrap: str | None = None)
     if not found:  # None (unknown) or empty (kafka-python for a topic it knows nothing of)
         raise _missing(topic, bootstrap)
     return [TopicPartition(topic, p) for p in sorted(found)]
+
+
+def rdkafka_partitions(
+    client: Any, topic: str, *, bootstrap: str | None = None, timeout: float = 10.0
+) -> list[int]:
+    """The partition numbers of ``topic`` (sorted), from a librdkafka client (``confluent_kafka``
+    consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""
+    meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise _missing(topic, bootstrap)
+    return sorted(meta.partitions)
 
 
 async def topic_partitions_async(
