@@ -23,6 +23,7 @@ Run it: ``python -m processors.evaluator`` (reads ``LEDGER_*`` from the environm
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -340,16 +341,34 @@ class _Record:
         self.key, self.value = key, value
 
 
+class _Batch:
+    """One fetched batch whose outputs are in flight: settled when all are acknowledged."""
+
+    __slots__ = ("failure", "offsets", "pending")
+
+    def __init__(self, records: list[_Record]) -> None:
+        self.pending = 0
+        self.failure: Any = None
+        self.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+
+    def delivered(self, error: Any, message: Any) -> None:
+        self.pending -= 1
+        if error is not None and self.failure is None:
+            self.failure = error
+
+
 class RequestLoop:
     """The batched request path on its own thread (see the module docstring).
 
     Per batch: fetch what has arrived (up to :data:`BATCH_MAX`), answer it against the current
-    governance state (``state()``), produce every output, wait until the broker has acknowledged
-    all of them, then commit the batch's offsets. An output the broker refuses, or any failure
-    outside one record's handling, stops the process before that commit (the batch is
-    re-delivered on restart, and request ids make that idempotent). When the group takes
-    partitions away, their offsets are committed synchronously before they go, so another worker
-    never re-answers what this one answered.
+    governance state (``state()``) and queue every output to the producer; the next batch is
+    fetched while those are in flight. A batch's offsets are committed once the broker has
+    acknowledged all of its outputs (``acks=all``), batches in the order they were fetched. An
+    output the broker refuses, or any failure outside one record's handling, stops the process
+    before that commit (the batch is re-delivered on restart, and request ids make that
+    idempotent). When the group takes partitions away, every output in flight is awaited and
+    their offsets committed synchronously before they go, so another worker never re-answers
+    what this one answered.
 
     ``alive()`` is false while a batch has been in hand for longer than ``stuck_after`` seconds
     (a record hanging the handler): the heartbeat stops, so a supervisor sees it.
@@ -380,6 +399,8 @@ class RequestLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-requests", daemon=True)
         self._busy_since: float | None = None
+        self._open: collections.deque[_Batch] = collections.deque()  # outputs in flight
+        self._producer: Any = None
         self._committed: dict[tuple[str, int], int] = {}  # next offset, last committed
         self._handled: dict[tuple[str, int], int] = {}  # next offset, handled and durable
         self._partitions: dict[str, int] = {}  # reply topic -> partition count
@@ -419,6 +440,7 @@ class RequestLoop:
     def _serve(self) -> None:
         from confluent_kafka import KafkaException
 
+        self._open.clear()
         consumer = make_rdkafka_consumer(
             self._bootstrap,
             **{
@@ -429,7 +451,7 @@ class RequestLoop:
                 **self._consumer_config,
             },
         )
-        producer = make_rdkafka_producer(
+        producer = self._producer = make_rdkafka_producer(
             self._bootstrap,
             **{"message.max.bytes": self._max_bytes, **self._producer_config},
         )
@@ -443,11 +465,13 @@ class RequestLoop:
             self.started.set()
             handler, state = self._handler, self._state
             while not self._stop.is_set():
+                self._settle(consumer, producer)
                 # consume() waits until it has all it asked for: take what is there, and when
-                # nothing is, wait for one record only.
+                # nothing is, wait for one record only — briefly while outputs are in flight,
+                # so their acknowledgements are settled within a millisecond.
                 messages = consumer.consume(num_messages=BATCH_MAX, timeout=0)
                 if not messages:
-                    first = consumer.poll(0.2)
+                    first = consumer.poll(0.001 if self._open else 0.2)
                     if first is None:
                         continue
                     messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
@@ -470,33 +494,47 @@ class RequestLoop:
                         )
                     )
                 if records:
+                    batch = _Batch(records)
                     outputs = handler.handle_batch(state(), records)
-                    self._produce(producer, outputs)
-                    for record in records:
-                        self._handled[(record.topic, record.partition)] = record.offset + 1
-                    self._commit(consumer, asynchronous=True)
+                    self._produce(producer, outputs, batch)
+                    self._open.append(batch)
                 self.batches += 1
                 self._busy_since = None
         finally:
             self._busy_since = None
             with contextlib.suppress(Exception):
-                self._commit(consumer, asynchronous=False)
+                producer.flush(10)
+                self._settle(consumer, producer, asynchronous=False)
             with contextlib.suppress(Exception):
                 consumer.close()
 
-    def _produce(self, producer: Any, outputs: list[Output]) -> None:
-        """Produce ``outputs`` and return once the broker has acknowledged every one."""
-        if not outputs:
-            return
-        failures: list[Any] = []
+    def _settle(self, consumer: Any, producer: Any, *, asynchronous: bool = True) -> None:
+        """Commit the offsets of the oldest batches whose outputs are all acknowledged.
 
-        def delivered(error: Any, message: Any) -> None:
-            if error is not None:
-                failures.append(error)
+        Batches are settled in the order they were fetched, so a committed offset never passes
+        a record whose outputs are still in flight.
+        """
+        producer.poll(0)  # runs the delivery callbacks
+        settled = False
+        while self._open and self._open[0].pending == 0:
+            batch = self._open.popleft()
+            if batch.failure is not None:
+                die(
+                    DELIVERY_FAILED_EXIT,
+                    "output could not be written, stopping before any offset is committed: %r",
+                    batch.failure,
+                )
+            self._handled.update(batch.offsets)
+            settled = True
+        if settled or not asynchronous:
+            self._commit(consumer, asynchronous=asynchronous)
 
+    def _produce(self, producer: Any, outputs: list[Output], batch: _Batch) -> None:
+        """Queue ``outputs`` for the broker (each acknowledgement settles one of ``batch``)."""
         routes = self._handler.reply_partitions
         replies = (self._topics.decisions, self._topics.corrections)
-        produce = producer.produce
+        produce, delivered = producer.produce, batch.delivered
+        batch.pending = len(outputs)
         for topic, key, value in outputs:
             partition = -1  # the partitioner's choice (by key)
             if topic in replies:
@@ -517,15 +555,6 @@ class RequestLoop:
                         exc,
                     )
         routes.clear()
-        while producer.flush(1.0) > 0:
-            if failures:
-                break
-        if failures:
-            die(
-                DELIVERY_FAILED_EXIT,
-                "output could not be written, stopping before any offset is committed: %r",
-                failures[0],
-            )
 
     def _reply_partition(self, producer: Any, topic: str, wanted: int) -> int:
         """``wanted`` when ``topic`` has that partition, else the key's (-1): a request cannot
@@ -545,14 +574,19 @@ class RequestLoop:
                     self._partitions[topic] = len(meta.partitions)
 
     def _commit(
-        self, consumer: Any, *, asynchronous: bool, only: set[tuple[str, int]] | None = None
+        self,
+        consumer: Any,
+        *,
+        asynchronous: bool,
+        only: set[tuple[str, int]] | None = None,
+        force: bool = False,
     ) -> None:
         from confluent_kafka import TopicPartition
 
         due = [
             TopicPartition(topic, partition, offset)
             for (topic, partition), offset in self._handled.items()
-            if self._committed.get((topic, partition)) != offset
+            if (force or self._committed.get((topic, partition)) != offset)
             and (only is None or (topic, partition) in only)
         ]
         if not due:
@@ -562,11 +596,15 @@ class RequestLoop:
             self._committed[(tp.topic, tp.partition)] = tp.offset
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
-        # Called inside consume(), between batches: everything handled is durable; make the
-        # commits of the partitions that leave durable too, before another worker reads them.
+        # Called inside consume(), between batches: wait until every output in flight is
+        # acknowledged, and make the commits of the partitions that leave durable, before
+        # another worker reads them.
         leaving = {(tp.topic, tp.partition) for tp in partitions}
-        try:
-            self._commit(consumer, asynchronous=False, only=leaving)
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._settle(consumer, self._producer)
+        try:  # again, and synchronously, even what an asynchronous commit already sent
+            self._commit(consumer, asynchronous=False, only=leaving, force=True)
         except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
             log.warning("could not commit revoked partitions: %s", exc)
         for where in leaving:
