@@ -22,6 +22,8 @@ import uuid
 from concurrent.futures import Future
 from typing import Any
 
+from ledger.kafka.reading import rdkafka_end_offset
+
 __all__ = ["LIBRARIES", "EchoServer", "EchoClient"]
 
 LIBRARIES = ("librdkafka", "kafka-python")
@@ -43,7 +45,7 @@ def _serve(library: str, bootstrap: str, requests: str, replies: str, stop: Any)
                 "socket.nagle.disable": True,
             }
         )
-        _, end = consumer.get_watermark_offsets(TopicPartition(requests, 0), timeout=10)
+        end = rdkafka_end_offset(consumer, TopicPartition(requests, 0))
         consumer.assign([TopicPartition(requests, 0, end)])
         producer = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
@@ -126,7 +128,7 @@ class EchoClient:
                     "socket.nagle.disable": True,
                 }
             )
-            _, end = self._consumer.get_watermark_offsets(TopicPartition(replies, 0), timeout=10)
+            end = rdkafka_end_offset(self._consumer, TopicPartition(replies, 0))
             self._consumer.assign([TopicPartition(replies, 0, end)])
             self._producer: Any = Producer(
                 {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}

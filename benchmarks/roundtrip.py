@@ -33,6 +33,7 @@ from typing import Any
 from benchmarks.echo import LIBRARIES, EchoClient, EchoServer
 from benchmarks.harness import (
     BenchStack,
+    CpuMeter,
     add_stack_arguments,
     bench_stack,
     bootstrap_governance,
@@ -200,8 +201,21 @@ def _ratio_lines(sdk: Samples, echoes: dict[str, Samples]) -> None:
             print(f"  SDK p50 / {library} echo p50: {ratio:.2f}x  (target <= {ECHO_RATIO_TARGET}x)")
 
 
+def _cpu_line(meter: CpuMeter, n: float) -> None:
+    """CPU per request of each process over the level (warm-up included), busiest first."""
+    used = {name: cpu for name, cpu in meter.used().items() if cpu > 0}
+    parts = "  ".join(
+        f"{name} {cpu / n * 1e6:,.0f}" for name, cpu in sorted(used.items(), key=lambda kv: -kv[1])
+    )
+    print(f"  CPU µs per request    : {parts}")
+
+
 def level(
-    client: LedgerClient, echoes: Echoes | None, rate: float, args: argparse.Namespace
+    client: LedgerClient,
+    echoes: Echoes | None,
+    rate: float,
+    args: argparse.Namespace,
+    pids: dict[str, int],
 ) -> Samples:
     kw: dict[str, Any] = {
         "rate": rate,
@@ -210,8 +224,10 @@ def level(
         "timeout": args.timeout,
     }
     print(f"\n-- {rate:,.0f} req/s for {args.seconds:g} s (+{args.warmup:g} s warm-up)")
+    meter = CpuMeter(pids)
     sdk = pace(lambda i: client.send_request(make_request(i)), legs=True, **kw)
     print(_line("SDK round trip", sdk))
+    _cpu_line(meter, rate * (args.seconds + args.warmup))
     for name, values in (("to decided", sdk.to_decided), ("to received", sdk.to_received)):
         v = sorted(values)
         if v:
@@ -222,8 +238,10 @@ def level(
     measured: dict[str, Samples] = {}
     if echoes is not None:
         for library in LIBRARIES:
+            meter = CpuMeter({"echo server": echoes.pairs[library][0].pid or 0, **pids})
             measured[library] = echoes.measure(library, **kw)
             print(_line(f"{library} echo", measured[library]))
+            _cpu_line(meter, rate * (args.seconds + args.warmup))
         _ratio_lines(sdk, measured)
     return sdk
 
@@ -283,7 +301,8 @@ def main() -> None:
                 f"round trip: {args.partitions} partitions, one evaluator; {load_average()}; "
                 "the SDK, the evaluator and the echoes use librdkafka"
             )
-            results = {rate: level(client, echoes, rate, args) for rate in rates}
+            pids = {k: v for k, v in stack.pids().items() if k in ("broker", "evaluator")}
+            results = {rate: level(client, echoes, rate, args, pids) for rate in rates}
             best = max((r for r, s in results.items() if s.ok_at_load), default=None)
             rate = max(rates) * 1.5
             while args.max_rate and best == max(rates) and rate <= args.max_rate:

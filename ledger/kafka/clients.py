@@ -144,7 +144,7 @@ RDKAFKA_CONSUMER_CONFIG: dict[str, Any] = {
     # The broker answers a fetch as soon as one byte is there; the wait only bounds how long an
     # idle fetch is parked (it costs no latency, and fewer idle fetches cost the broker less).
     "fetch.min.bytes": 1,
-    "fetch.wait.max.ms": 100,
+    "fetch.wait.max.ms": 500,
     "enable.partition.eof": False,
 }
 """librdkafka consumer settings of the request/reply path."""

@@ -24,6 +24,7 @@ __all__ = [
     "topic_partitions",
     "topic_partitions_async",
     "rdkafka_partitions",
+    "rdkafka_end_offset",
     "read_topic",
 ]
 
@@ -63,6 +64,26 @@ def rdkafka_partitions(
     if meta is None or meta.error is not None or not meta.partitions:
         raise _missing(topic, bootstrap)
     return sorted(meta.partitions)
+
+
+def rdkafka_end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
+    """The end offset of ``tp`` (a ``confluent_kafka.TopicPartition``) from a librdkafka
+    consumer, asking again while the broker says to retry (a topic created
+    a moment ago may have no leader yet)."""
+    import time
+
+    from confluent_kafka import KafkaException
+
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if time.monotonic() >= give_up or not (error.retriable() or error.code() == 6):
+                raise
+        time.sleep(0.1)
 
 
 async def topic_partitions_async(

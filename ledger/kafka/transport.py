@@ -49,7 +49,12 @@ from ledger.core.events import (
 from ledger.core.lifecycle import command_aggregate
 from ledger.errors import ClientClosed, CodecError, TopicMissing
 from ledger.kafka.clients import make_consumer, make_rdkafka_consumer, make_rdkafka_producer
-from ledger.kafka.reading import position_key, rdkafka_partitions, topic_partitions
+from ledger.kafka.reading import (
+    position_key,
+    rdkafka_end_offset,
+    rdkafka_partitions,
+    topic_partitions,
+)
 from ledger.settings import TopicNames
 
 __all__ = ["KafkaTransport", "LISTENER_THREAD", "LISTENER_CONFIG"]
@@ -156,7 +161,7 @@ class _Listener:
                 else:
                     # The end now, explicitly: a reply written after this point is never missed
                     # (an OFFSET_END assignment would be resolved later, asynchronously).
-                    offset = _end_offset(raw, TopicPartition(topic, partition))
+                    offset = rdkafka_end_offset(raw, TopicPartition(topic, partition))
                 positions[where] = offset
                 assignment.append(TopicPartition(topic, partition, offset))
             raw.assign(assignment)
@@ -208,25 +213,6 @@ class _Listener:
 
 # Errors after which the assigned reply partitions are gone: a listener cannot serve any more.
 _LISTENER_FATAL = frozenset({"UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC"})
-
-
-def _end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
-    """The end offset of ``tp``, asking again while the broker says to retry (a topic created
-    a moment ago may have no leader yet)."""
-    import time
-
-    from confluent_kafka import KafkaException
-
-    give_up = time.monotonic() + timeout
-    while True:
-        try:
-            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            return int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if time.monotonic() >= give_up or not (error.retriable() or error.code() == 6):
-                raise
-        time.sleep(0.1)
 
 
 def _delivery_error(error: Any) -> Exception:
