@@ -16,6 +16,11 @@ Faust remains the runtime around it (worker, lifecycle, the governance follower,
 stats). Answers go to the decisions/corrections partition a request names
 (``reply_partition``), so a client reads one partition, not every decision of the ledger.
 
+Tamper evidence (DESIGN §9): each worker keeps one hash chain (:mod:`ledger.core.chain`), named
+by its evaluator id and a start-up nonce, and every record it writes to the decisions topic is
+the chain's next link; the chain's head is published on ``ledger.chain-checkpoints`` every
+:data:`CHECKPOINT_EVERY` records, after each second with decisions, and at a clean shutdown.
+
 Run it: ``python -m processors.evaluator`` (reads ``LEDGER_*`` from the environment), or let
 ``ledger up`` do it. Scale with more workers (same group) and more request partitions.
 """
@@ -34,9 +39,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
+from ledger.core.chain import ChainHead, checkpoint, link
 from ledger.core.evaluate import correction_for, evaluate, evaluate_batch
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -48,7 +55,7 @@ from ledger.core.events import (
 )
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
-from ledger.ids import utcnow
+from ledger.ids import new_id, utcnow
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.dedup import answered_since_last_commit
 from ledger.kafka.governance import GovernanceFollower
@@ -75,6 +82,8 @@ __all__ = [
     "main",
     "APP_ID",
     "TRACE_TOO_LARGE",
+    "CHECKPOINT_EVERY",
+    "CHECKPOINT_INTERVAL",
 ]
 
 log = logging.getLogger("ledger.evaluator")
@@ -85,6 +94,12 @@ _REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 # Requests fetched and answered per batch at most. A batch is whatever has arrived: nothing
 # waits for a batch to fill, so a request that arrives alone is answered alone, at once.
 BATCH_MAX = 2000
+
+CHECKPOINT_EVERY = 1000
+"""A chain checkpoint follows at the latest this many decisions after the previous one."""
+CHECKPOINT_INTERVAL = 1.0
+"""Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
+gets one, so its newest records are vouched for within about a second."""
 
 
 class RecentIds:
@@ -110,6 +125,8 @@ class RecentIds:
         return len(self._ids)
 
 
+_ACTOR: Final = "service:evaluator"
+
 TRACE_TOO_LARGE: Final = "trace_too_large"
 """``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record
 (its meaning is in :data:`ledger.core.evaluate.REASON_CODES`)."""
@@ -121,6 +138,11 @@ class RequestHandler:
     Every record gets an outcome that fits a Kafka record: a decision (an ``error`` decision
     without facts when the full trace would be too large), or a dead letter. With ``inflight``,
     a record that was being handled each time the process died is dead-lettered, not handled.
+
+    Every decision it returns is the next link of its hash chain (``chain``, one per handler:
+    one per worker process), stamped as its last step so the chain advances only for records
+    that are written. Checkpoints of the chain's head come out as outputs too: after every
+    ``checkpoint_every`` decisions, from :meth:`tick` (called on a timer) and :meth:`close`.
     """
 
     def __init__(
@@ -132,6 +154,8 @@ class RequestHandler:
         stats: ProcessorStats,
         limit: OutputLimit | None = None,
         inflight: InFlight | None = None,
+        chain_id: str | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self.topics = settings.topics
         self.codec = codec
@@ -150,6 +174,10 @@ class RequestHandler:
             stats=stats,
             limit=self.limit,
         )
+        # A fresh nonce per handler: a restarted or second worker starts a chain of its own.
+        self.chain = ChainHead(chain_id or f"{evaluator_id}/{new_id()}")
+        self.checkpoint_every = checkpoint_every
+        self._checkpointed = 0  # chain_seq of the last checkpoint returned
 
     def handle(
         self,
@@ -172,33 +200,59 @@ class RequestHandler:
             return []
         now = utcnow()
         out: list[Output]
+        chain = self.chain
         if isinstance(request, EvaluationRequested):
             decision = evaluate(state, request, now=now, evaluator_id=self.evaluator_id)
-            _stamp_latency(decision, (time.perf_counter_ns() - started) // 1000)
-            encoded = self.codec.encode(decision)
+            latency = {"latency_us": (time.perf_counter_ns() - started) // 1000}
+            stamped, head = link(decision, chain, latency)
+            encoded = self.codec.encode(stamped)
             if not self.limit.fits(rid, encoded):
-                decision = _without_trace(decision, value, self.limit.max_bytes)
-                encoded = self.codec.encode(decision)
+                reduced = _without_trace(decision, value, self.limit.max_bytes)
+                stamped, head = link(reduced, chain, latency)
+                encoded = self.codec.encode(stamped)
             out = [(self.topics.decisions, rid, encoded)]
-            correction = correction_for(decision)
+            correction = correction_for(stamped)
             if correction is not None:
                 out.append((self.topics.corrections, rid, self.codec.encode(correction)))
         else:
             answer = evaluate_batch(state, request, now=now, evaluator_id=self.evaluator_id)
-            encoded = self.codec.encode(answer)
+            stamped_batch, head = link(answer, chain)
+            encoded = self.codec.encode(stamped_batch)
             if not self.limit.fits(rid, encoded):
-                encoded = self.codec.encode(_batch_without_trace(answer))
+                stamped_batch, head = link(_batch_without_trace(answer), chain)
+                encoded = self.codec.encode(stamped_batch)
             out = [(self.topics.decisions, rid, encoded)]
         if not all(self.limit.fits(k, v) for _, k, v in out):
             reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
             return [
                 self._dead_letter(topic, partition, offset, key, value, "output_too_large", reason)
             ]
+        self.chain = head  # only now: a record that is not written is not in the chain
         self.recent.add(rid)
         self.stats.processed += 1
         if request.reply_partition is not None:
             self.reply_partitions[rid] = request.reply_partition
+        if head.seq - self._checkpointed >= self.checkpoint_every:
+            out.append(self._checkpoint(now))
         return out
+
+    def tick(self, now: datetime) -> list[Output]:
+        """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""
+        if self.chain.seq > self._checkpointed:
+            return [self._checkpoint(now)]
+        return []
+
+    def close(self, now: datetime) -> list[Output]:
+        """The chain's final checkpoint, at a clean shutdown: nothing follows it."""
+        if self.chain.seq == 0:
+            return []
+        return [self._checkpoint(now, final=True)]
+
+    def _checkpoint(self, now: datetime, *, final: bool = False) -> Output:
+        head = self.chain
+        mark = checkpoint(head, now=now, actor=_ACTOR, evaluator_id=self.evaluator_id, final=final)
+        self._checkpointed = head.seq
+        return (self.topics.chain_checkpoints, head.chain_id.encode(), self.codec.encode(mark))
 
     def handle_batch(self, state: Any, messages: Iterable[Any]) -> list[Output]:
         """The outputs of several records (Faust messages) in order, all against one state.
@@ -272,16 +326,6 @@ class RequestHandler:
             code=code,
             reason=reason,
         )
-
-
-def _stamp_latency(decision: DecisionRecorded, latency_us: int) -> None:
-    """Set the latency of a decision just built here, before anyone else has seen it.
-
-    ``dataclasses.replace`` would copy all 31 fields of the trace to change one: 7 % of the
-    evaluator's CPU under load (py-spy). The value is still private to the handler, so setting
-    the one field in place is safe.
-    """
-    object.__setattr__(decision, "latency_us", latency_us)
 
 
 def _failure(exc: BaseException) -> str:
@@ -372,6 +416,12 @@ class RequestLoop:
 
     ``alive()`` is false while a batch has been in hand for longer than ``stuck_after`` seconds
     (a record hanging the handler): the heartbeat stops, so a supervisor sees it.
+
+    The handler's hash chain is only touched on this thread: its checkpoints go out with the
+    batch that reached :data:`CHECKPOINT_EVERY`, every ``checkpoint_interval`` seconds when the
+    chain grew (:meth:`RequestHandler.tick`), and once after the last batch when the loop is
+    stopped (:meth:`stop`: the final checkpoint, :meth:`RequestHandler.close`). A loop that dies
+    writes no final checkpoint; the restarted process starts a chain of its own.
     """
 
     def __init__(
@@ -384,6 +434,7 @@ class RequestLoop:
         state: Callable[[], Any],
         max_bytes: int,
         stuck_after: float = 10.0,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
         consumer_config: dict[str, Any] | None = None,
         producer_config: dict[str, Any] | None = None,
     ) -> None:
@@ -394,6 +445,7 @@ class RequestLoop:
         self._state = state
         self._max_bytes = max_bytes
         self._stuck_after = stuck_after
+        self._checkpoint_interval = checkpoint_interval
         self._consumer_config = consumer_config or {}
         self._producer_config = producer_config or {}
         self._stop = threading.Event()
@@ -406,6 +458,8 @@ class RequestLoop:
         self._partitions: dict[str, int] = {}  # reply topic -> partition count
         self._metadata_at = 0.0
         self.batches = 0
+        self.stopped = False
+        """True once :meth:`stop` was called: the loop ends because it was told to."""
         self.started = threading.Event()
         """Set once the consumer has subscribed (tests, and the log)."""
 
@@ -415,6 +469,9 @@ class RequestLoop:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the batch in hand: its outputs and the chain's final checkpoint are
+        written and its offsets committed before the thread ends."""
+        self.stopped = True
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -464,8 +521,13 @@ class RequestLoop:
             self._refresh_partitions(producer)
             self.started.set()
             handler, state = self._handler, self._state
+            interval = self._checkpoint_interval
+            next_tick = time.monotonic() + interval
             while not self._stop.is_set():
                 self._settle(consumer, producer)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + interval
+                    self._produce_extra(producer, handler.tick(utcnow()))
                 # consume() waits until it has all it asked for: take what is there, and when
                 # nothing is, wait for one record only — briefly while outputs are in flight,
                 # so their acknowledgements are settled within a millisecond.
@@ -505,8 +567,34 @@ class RequestLoop:
             with contextlib.suppress(Exception):
                 producer.flush(10)
                 self._settle(consumer, producer, asynchronous=False)
+            if self._stop.is_set():
+                self._close_chain(producer)
             with contextlib.suppress(Exception):
                 consumer.close()
+
+    def _produce_extra(self, producer: Any, outputs: list[Output]) -> None:
+        """Queue outputs that answer no fetched record (chain checkpoints): settled in order
+        with the batches, a failed delivery stops the process like any other."""
+        if outputs:
+            batch = _Batch([])
+            self._produce(producer, outputs, batch)
+            self._open.append(batch)
+
+    def _close_chain(self, producer: Any) -> None:
+        """The chain's final checkpoint, after every decision of this loop is written."""
+        handler = self._handler
+        try:
+            outputs = handler.close(utcnow())
+            if outputs:
+                batch = _Batch([])
+                self._produce(producer, outputs, batch)
+                producer.flush(10)
+                if batch.pending or batch.failure is not None:
+                    log.warning("final chain checkpoint not written: %r", batch.failure)
+                    return
+            log.info("chain %s closed at %d records", handler.chain.chain_id, handler.chain.seq)
+        except Exception:
+            log.exception("final chain checkpoint failed")
 
     def _settle(self, consumer: Any, producer: Any, *, asynchronous: bool = True) -> None:
         """Commit the offsets of the oldest batches whose outputs are all acknowledged.
@@ -659,6 +747,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         )
         handler.recent.update(seen)
         log.info("start-up: %d request ids answered since the last commit", len(seen))
+        log.info("decisions are chained in %s", handler.chain.chain_id)
         deduplicated.set()
 
     @app.task
@@ -672,7 +761,15 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
                 await asyncio.sleep(0.5)
         finally:
             await asyncio.to_thread(requests.stop)
-        die(HANDLING_FAILED_EXIT, "the evaluator's request loop stopped")
+        if not requests.stopped:
+            die(HANDLING_FAILED_EXIT, "the evaluator's request loop stopped")
+
+    @app.on_before_shutdown.connect
+    async def stop_requests(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust sends this first thing when the app stops (before its tasks are cancelled): the
+        # loop finishes its batch, writes and commits it, and closes the chain with its final
+        # checkpoint (see RequestLoop).
+        await asyncio.to_thread(requests.stop)
 
     @app.timer(interval=30.0)
     async def report() -> None:

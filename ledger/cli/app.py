@@ -5,7 +5,19 @@ from __future__ import annotations
 import click
 
 from ledger import __version__
-from ledger.cli import broker, decisions, evaluate, grants, policy, replay, stack, topics
+from ledger.cli import (
+    audit,
+    broker,
+    decisions,
+    evaluate,
+    export,
+    grants,
+    policy,
+    replay,
+    stack,
+    topics,
+    verify,
+)
 
 __all__ = ["cli", "main"]
 
@@ -32,6 +44,9 @@ cli.add_command(grants.role_group)
 cli.add_command(evaluate.evaluate_cmd)
 cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
+cli.add_command(export.export_cmd)
+audit.add_commands(*verify.COMMANDS)
+cli.add_command(audit.group)
 
 
 def main() -> None:
