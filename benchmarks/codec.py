@@ -7,7 +7,7 @@ a shadow-free trace). It times ``Codec.encode`` over them, ``Codec.decode`` over
 round trip the target is about (encode + decode of one trace), and prints traces per CPU-second
 with the ratio to the 100,000/s target, and beside it the generic path's (fastavro over dicts,
 ``Codec(compiled=False)``) measured in the same run. The evaluation request itself is timed too (the evaluator decodes one per
-decision). CPU time is printed beside wall time: on a shared machine the wall time includes
+decision), and so is stamping a trace into the evaluator's hash chain (``ledger.core.chain.link``). CPU time is printed beside wall time: on a shared machine the wall time includes
 waiting for a core.
 """
 
@@ -24,6 +24,7 @@ from benchmarks.core import build_state
 from benchmarks.harness import load_average, make_request
 from ledger.codec import Codec
 from ledger.core import evaluate
+from ledger.core.chain import ChainHead, link
 from ledger.core.events import DecisionRecorded
 
 TARGET = 100_000
@@ -93,6 +94,15 @@ def main() -> None:
     )
     _best("decode request", n, lambda: [decode(e) for e in encoded_requests], args.repeat)
     _best("encode request", n, lambda: [encode(r) for r in requests], args.repeat)
+
+    # The evaluator stamps every trace into its hash chain before encoding it (ledger.core.chain):
+    # part of the hot path's cost per decision, beside the codec's.
+    def stamp_all() -> None:
+        head = ChainHead("evaluator-1/bench")
+        for d in items:
+            _, head = link(d, head, {"latency_us": 12})
+
+    _best("chain stamp (link)", n, stamp_all, args.repeat)
     verdict = "meets" if rate >= TARGET else "misses"
     print(f"compiled / generic   : {rate / slow:.2f}x")
     print(
