@@ -95,6 +95,9 @@ _REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 # waits for a batch to fill, so a request that arrives alone is answered alone, at once.
 BATCH_MAX = 2000
 
+COMMIT_INTERVAL = 0.1
+"""Seconds between the request loop's asynchronous offset commits, at most."""
+
 CHECKPOINT_EVERY = 1000
 """A chain checkpoint follows at the latest this many decisions after the previous one."""
 CHECKPOINT_INTERVAL = 1.0
@@ -457,6 +460,8 @@ class RequestLoop:
         self._handled: dict[tuple[str, int], int] = {}  # next offset, handled and durable
         self._partitions: dict[str, int] = {}  # reply topic -> partition count
         self._metadata_at = 0.0
+        self._unsaved = False  # offsets handled since the last commit
+        self._commit_at = 0.0
         self.batches = 0
         self.stopped = False
         """True once :meth:`stop` was called: the loop ends because it was told to."""
@@ -603,7 +608,6 @@ class RequestLoop:
         a record whose outputs are still in flight.
         """
         producer.poll(0)  # runs the delivery callbacks
-        settled = False
         while self._open and self._open[0].pending == 0:
             batch = self._open.popleft()
             if batch.failure is not None:
@@ -613,9 +617,15 @@ class RequestLoop:
                     batch.failure,
                 )
             self._handled.update(batch.offsets)
-            settled = True
-        if settled or not asynchronous:
+            self._unsaved = True
+        # At most one asynchronous commit per COMMIT_INTERVAL: a commit per small batch cost the
+        # broker more than answering it. What is answered but not yet committed is re-delivered
+        # after a crash and recognised by the start-up de-duplication; a rebalance and a stop
+        # commit synchronously.
+        now = time.monotonic()
+        if not asynchronous or (self._unsaved and now - self._commit_at >= COMMIT_INTERVAL):
             self._commit(consumer, asynchronous=asynchronous)
+            self._unsaved, self._commit_at = False, now
 
     def _produce(self, producer: Any, outputs: list[Output], batch: _Batch) -> None:
         """Queue ``outputs`` for the broker (each acknowledgement settles one of ``batch``)."""
