@@ -148,3 +148,81 @@ def test_a_request_naming_a_partition_that_does_not_exist_is_answered_on_its_key
         action=action, principal=AGENT, resource="account:after", facts=GOOD_FACTS
     )
     assert again.determination is Determination.ALLOW
+
+
+PROCESSES = 4
+CLIENTS_PER_PROCESS = 30
+
+
+def _clients_in_a_process(
+    bootstrap: str, topics: Any, action: str, process: int
+) -> list[tuple[str, str, str, str, str, int]]:
+    """Run in a spawned process: its clients all ask at once, synchronously (``evaluate``).
+
+    Returns, per answer: the resource asked about (unique per request) and the decision's, the
+    amount sent and the one decided on, the determination and the client's reply partition.
+    """
+    config = ClientConfig(bootstrap=bootstrap, topics=topics, actor=AGENT, timeout=60)
+    clients = [LedgerClient(config) for _ in range(CLIENTS_PER_PROCESS)]
+    start = threading.Barrier(CLIENTS_PER_PROCESS)
+
+    def ask(n: int) -> list[tuple[str, str, str, str, str, int]]:
+        client = clients[n]
+        resource = f"account:p{process}-c{n}"
+        amount = f"{process * 100 + n + 1}.25"  # unique per client, under the auto limit
+        start.wait(timeout=120)
+        out = []
+        for i in range(2):
+            decision = client.evaluate(
+                action=action,
+                principal=AGENT,
+                resource=f"{resource}-{i}",
+                facts={**GOOD_FACTS, "amount": amount},
+            )
+            out.append(
+                (
+                    f"{resource}-{i}",
+                    decision.resource,
+                    amount,
+                    str(decision.facts["amount"]),
+                    decision.determination.value,
+                    client._transport.reply_partition,  # type: ignore[attr-defined]
+                )
+            )
+        return out
+
+    try:
+        with ThreadPoolExecutor(max_workers=CLIENTS_PER_PROCESS) as pool:
+            return [
+                answer
+                for answers in pool.map(ask, range(CLIENTS_PER_PROCESS))
+                for answer in answers
+            ]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_clients_in_several_processes_sharing_partitions_get_their_own_answers(
+    shared_stack: LedgerStack, admin: LedgerClient, agent: LedgerClient, policy_name: str
+) -> None:
+    import multiprocessing
+
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:0")
+    spawn = multiprocessing.get_context("spawn")  # librdkafka's threads do not survive fork
+    with spawn.Pool(PROCESSES) as pool:
+        results = pool.starmap(
+            _clients_in_a_process,
+            [(stack.bootstrap, stack.topics, action, p) for p in range(PROCESSES)],
+        )
+    answers = [answer for per_process in results for answer in per_process]
+    assert len(answers) == PROCESSES * CLIENTS_PER_PROCESS * 2
+    for asked, answered, sent, decided_on, determination, _ in answers:
+        assert answered == asked, "a client got another's answer"
+        assert decided_on == sent
+        assert determination == Determination.ALLOW.value
+    # The clients of different processes shared reply partitions.
+    assert len({partition for *_, partition in answers}) > 1
