@@ -473,7 +473,7 @@ class RequestLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """Stop after the batch in hand: its outputs and the chain's final checkpoint are
         written and its offsets committed before the thread ends."""
         self.stopped = True
