@@ -1,11 +1,17 @@
 """Evaluator throughput, one worker process: ``python -m benchmarks.throughput`` (DESIGN §11).
 
 On a private loopback stack (see ``benchmarks.harness``): the grants and the refund policy are
-set up, a backlog of ``--backlog`` evaluation requests is produced with a raw, batching
-kafka-python producer *before* the evaluator starts, then ONE evaluator worker is started and a
-producer thread keeps the backlog topped up so the evaluator never waits for work. A raw consumer
-counts the records on the decisions topic (by record key, which is the request id) and bins them
-by their record timestamp, i.e. when the evaluator produced them.
+set up, a backlog of ``--backlog`` evaluation requests is produced with a raw librdkafka producer
+(``linger.ms=0``: what is queued while a produce request is in flight leaves in the next one)
+*before* the evaluator starts, then ONE evaluator worker is started and a producer thread keeps
+the backlog topped up so the evaluator never waits for work. A raw librdkafka consumer counts the
+records on the decisions topic (by record key, which is the request id) and bins them by their
+record timestamp, i.e. when the evaluator produced them (a whole batch of the evaluator's answers
+is stamped within milliseconds, so per-second bins are lumpy: the window rate is what counts).
+
+The CPU each process used in the window (broker, evaluator, command processor, this load
+generator) is read from ``/proc`` and printed per decision: the evaluator's gives its capacity
+(decisions per CPU-second), independent of how much of the two shared cores it got.
 
 The rate is the decisions stamped inside the measured window (``--seconds``, after ``--warmup``
 seconds from the first decision) divided by its length. After the window the producer stops and
@@ -18,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
@@ -33,17 +41,16 @@ from benchmarks.harness import (
 )
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded
-from ledger.kafka.clients import make_consumer, make_producer
+from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 
 TARGET = 10_000
-BATCHING = {"linger_ms": 5, "batch_size": 256 * 1024}
 
 
 class Producer:
     """Produces requests; remembers their ids. Tops the backlog up from a thread."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._producer = make_producer(bootstrap, **BATCHING)
+        self._producer = make_rdkafka_producer(bootstrap)
         self._codec = default_codec()
         self._topic = topic
         self.ids: list[bytes] = []
@@ -52,15 +59,28 @@ class Producer:
         self.error: BaseException | None = None
 
     def produce(self, n: int) -> None:
-        codec, send, topic = self._codec, self._producer.send, self._topic
+        codec, produce, topic = self._codec, self._producer.produce, self._topic
         start = len(self.ids)
         for i in range(start, start + n):
             request = make_request(i)
-            send(topic, key=request.resource.encode(), value=codec.encode(request))
+            value = codec.encode(request)
+            while True:
+                try:
+                    produce(topic, value, request.resource.encode(), on_delivery=self._delivered)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
             self.ids.append(request.event_id.encode())
+        self._producer.poll(0)
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None and self.error is None:
+            self.error = RuntimeError(f"a request was not written: {error}")
 
     def flush(self) -> None:
-        self._producer.flush(timeout=60)
+        left = self._producer.flush(60)
+        if left or self.error is not None:
+            raise RuntimeError(f"the producer failed ({left} unsent): {self.error}")
 
     def keep_ahead(self, answered: Any, backlog: int, chunk: int = 2_000) -> None:
         """Keep ``len(ids) - answered()`` at about ``backlog`` until :meth:`stop`."""
@@ -87,21 +107,21 @@ class Producer:
             raise RuntimeError(f"the producer failed: {self.error}") from self.error
 
     def close(self) -> None:
-        self._producer.close(timeout=10)
+        self._producer.flush(10)
+        self._producer = None  # librdkafka's client ends when released: before the broker does
 
 
 class Counter:
     """Counts decisions by request id and by the second they were produced in."""
 
     def __init__(self, bootstrap: str, topic: str, *, sample_every: int = 997) -> None:
-        from kafka import TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        self._consumer = make_consumer(bootstrap, max_poll_records=10_000, fetch_max_wait_ms=100)
-        parts = [
-            TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic))
-        ]
-        self._consumer.assign(parts)
-        self._consumer.seek_to_beginning(*parts)
+        self._consumer = make_rdkafka_consumer(bootstrap)
+        meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+        )
         self.seen: collections.Counter[bytes] = collections.Counter()
         self.per_ms_second: collections.Counter[int] = collections.Counter()
         self.total = 0
@@ -111,20 +131,24 @@ class Counter:
         self._codec = default_codec()
 
     def poll(self, timeout_ms: int = 200) -> int:
-        got = 0
-        for records in self._consumer.poll(timeout_ms=timeout_ms).values():
-            for record in records:
-                self.seen[record.key] += 1
-                self.per_ms_second[record.timestamp // 1000] += 1
-                if self.first_ms is None or record.timestamp < self.first_ms:
-                    self.first_ms = record.timestamp
-                self.total += 1
-                if self.total % self._sample_every == 0:
-                    decision = self._codec.decode(record.value)
-                    assert isinstance(decision, DecisionRecorded), decision
-                    self.samples.append(decision)
-            got += len(records)
-        return got
+        records = self._consumer.consume(num_messages=10_000, timeout=0)
+        if not records:
+            first = self._consumer.poll(timeout_ms / 1000)
+            records = [first] if first is not None else []
+        for record in records:
+            if record.error() is not None:
+                raise RuntimeError(f"the counter failed: {record.error()}")
+            self.seen[record.key()] += 1
+            stamp = record.timestamp()[1]
+            self.per_ms_second[stamp // 1000] += 1
+            if self.first_ms is None or stamp < self.first_ms:
+                self.first_ms = stamp
+            self.total += 1
+            if self.total % self._sample_every == 0:
+                decision = self._codec.decode(record.value())
+                assert isinstance(decision, DecisionRecorded), decision
+                self.samples.append(decision)
+        return len(records)
 
     def close(self) -> None:
         self._consumer.close()
@@ -163,9 +187,15 @@ def run(args: argparse.Namespace) -> None:
             while time.time() * 1000 < window_start:
                 counter.poll()
             meter, meter_from = CpuMeter(stack.pids()), time.time()
+            profiler = _profile(
+                args, stack.pids().get("evaluator"), window_end / 1000 - time.time()
+            )
             while time.time() * 1000 < window_end:
                 counter.poll()
             cpu, cpu_seconds = meter.used(), time.time() - meter_from
+            if profiler is not None:
+                profiler.wait(timeout=60)
+                print(f"profile of the evaluator in the window: {args.profile}")
             while time.time() * 1000 < window_end + 1000:
                 counter.poll()
             producer.stop()
@@ -182,6 +212,36 @@ def run(args: argparse.Namespace) -> None:
         finally:
             counter.close()
             producer.close()
+
+
+def _profile(args: argparse.Namespace, pid: int | None, seconds: float) -> Any:
+    """``py-spy record`` of the evaluator for the measured window, when ``--profile`` asks."""
+    if not args.profile or pid is None:
+        return None
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    fmt = "raw" if args.profile.endswith(".txt") else "flamegraph"
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            "200",
+            "--format",
+            fmt,
+            "--output",
+            args.profile,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def report(
@@ -259,6 +319,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--drain-timeout", type=float, default=120.0, help="seconds to drain at the end (120)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the evaluator with py-spy during the window: FILE.svg (flame graph) or "
+        "FILE.txt (collapsed stacks)",
     )
     add_stack_arguments(parser)
     run(parser.parse_args())

@@ -14,9 +14,13 @@ The fingerprint covers the schema's Parsing Canonical Form, which drops docs, de
 types. That is why the codec keeps the full parsed schema per fingerprint instead of rebuilding a
 schema from the canonical form.
 
-Conversion between dataclasses and Avro dicts is generated once per type when the codec is built
-(the evaluator encodes tens of thousands of decisions per second; walking type hints per record
-would cost more than the Avro encoding itself).
+Each current schema is compiled, when the codec is built, into a straight-line encoder and
+decoder between its dataclass and Avro binary (:mod:`ledger.avro`): no dicts in between, no walk
+over schemas or type hints per record (the evaluator decodes a request and encodes a decision per
+answer, tens of thousands a second). The generic path — dataclass <-> dict converters generated
+once per type, and fastavro — remains for what the compiled code leaves to it: records written
+with an older schema (Avro schema resolution), values of subclasses of the plain types, and
+explaining why an event does not encode.
 
 Fact, context and constraint values (:data:`ledger.core.events.Value`) travel as one Avro union per
 value: ``null | boolean | long | double | string | DecimalValue | TimestampValue | array<string>``.
@@ -45,6 +49,7 @@ from fastavro.schema import fingerprint as _avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from ledger.avro import CompiledEvent, compile_event
 from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import EVENT_TYPES, Event, Value
@@ -291,6 +296,7 @@ class _Writer:
     reader: dict[str, Any] | None  # parsed current schema when it differs from the writer
     event_type: type
     from_avro: _Converter
+    compiled: Callable[[bytes, int], tuple[Any, int]] | None = None  # when reader is None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -302,6 +308,7 @@ class _Current:
     schema: dict[str, Any]
     to_avro: _Converter
     field_encoders: tuple[tuple[str, _Converter | None], ...]
+    compiled: Callable[[Any, bytearray], None] | None = None
 
 
 def _load_schema(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -333,6 +340,8 @@ class Codec:
     :data:`~ledger.core.events.EVENT_TYPES` (default: the repository's ``schemas/``).
     ``history_dirs`` hold older writer versions, searched recursively (default:
     ``<schema_dir>/history``); records written with them decode into the current types.
+    ``compiled=False`` serves every type by the generic path (fastavro over dicts): the same
+    bytes and events, slower; the tests hold the two paths to each other.
     """
 
     def __init__(
@@ -340,6 +349,7 @@ class Codec:
         schema_dir: Path | str | None = None,
         *,
         history_dirs: Iterable[Path | str] | None = None,
+        compiled: bool = True,
     ) -> None:
         directory = Path(schema_dir) if schema_dir is not None else _schema_dir()
         if not directory.is_dir():
@@ -349,6 +359,7 @@ class Codec:
             if history_dirs is None
             else [Path(history) for history in history_dirs]
         )
+        compiled_codecs = compiled
         factory = _ConverterFactory()
         types_by_name = {cls.__name__: cls for cls in EVENT_TYPES}
 
@@ -363,15 +374,22 @@ class Codec:
             if _short_name(parsed) != cls.__name__:
                 raise CodecError(f"{path} defines record {parsed['name']}, not {cls.__name__}")
             converters = factory.for_class(cls)
+            fast = _compile(parsed, cls) if compiled_codecs else None
             self._current[cls] = _Current(
                 header=MAGIC + header_fp,
                 fingerprint=int.from_bytes(header_fp, "little"),
                 schema=parsed,
                 to_avro=converters.to_avro,
                 field_encoders=converters.field_encoders,
+                compiled=fast.encode if fast is not None else None,
             )
             self._writers[header_fp] = _Writer(
-                cls.__name__, parsed, None, cls, converters.from_avro
+                cls.__name__,
+                parsed,
+                None,
+                cls,
+                converters.from_avro,
+                fast.decode if fast is not None else None,
             )
             current_by_name[cls.__name__] = parsed
 
@@ -401,6 +419,13 @@ class Codec:
         current = self._current.get(type(event))
         if current is None:
             raise CodecError(f"not a ledger event type: {type(event).__name__}")
+        if current.compiled is not None:
+            buffer = bytearray(current.header)
+            try:
+                current.compiled(event, buffer)
+                return bytes(buffer)
+            except Exception:  # the general path below converts it, or explains why not
+                pass
         try:
             record = current.to_avro(event)
             out = BytesIO()
@@ -417,6 +442,8 @@ class Codec:
         know and :class:`~ledger.errors.CodecError` for anything else that is not a ledger record.
         """
         writer = self._writer_of(data)
+        if writer.compiled is not None:
+            return self._decode_compiled(writer, writer.compiled, data)
         stream = BytesIO(data)
         stream.seek(_HEADER_LEN)
         try:
@@ -451,6 +478,33 @@ class Codec:
         return current.fingerprint
 
     # ----------------------------------------------------------------------- internals
+
+    @staticmethod
+    def _decode_compiled(
+        writer: _Writer,
+        decode: Callable[[bytes, int], tuple[Any, int]],
+        data: bytes | bytearray | memoryview,
+    ) -> Event:
+        if type(data) is not bytes:
+            data = bytes(data)
+        try:
+            event, end = decode(data, _HEADER_LEN)
+        except (IndexError, EOFError) as exc:
+            raise CodecError(
+                f"truncated record: {writer.name} body ends early ({len(data)} bytes)"
+            ) from exc
+        except Exception as exc:
+            raise CodecError(f"malformed {writer.name} body: {_describe(exc)}") from exc
+        if end > len(data):  # a length that ran past the end
+            raise CodecError(
+                f"truncated record: {writer.name} body ends early ({len(data)} bytes)"
+            ) from EOFError(f"the body needs {end - len(data)} more bytes")
+        if end < len(data):
+            raise CodecError(
+                f"malformed {writer.name} body: {len(data) - end} bytes after the record"
+            )
+        decoded: Event = event
+        return decoded
 
     def _writer_of(self, data: bytes | bytearray | memoryview) -> _Writer:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -516,6 +570,19 @@ def _bad_magic(head: bytes) -> str:
     if not head:
         return "not a ledger record: empty input"
     return f"not a ledger record: bad magic 0x{head.hex()} (expected C3 01)"
+
+
+def _compile(schema: dict[str, Any], cls: type) -> CompiledEvent | None:
+    """The compiled encoder/decoder of ``cls``; ``None`` (the generic path serves it) for a
+    schema the compiler does not support, e.g. a test's variant schema."""
+    try:
+        return compile_event(schema, cls, _hints)
+    except TypeError:
+        return None
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(_events))
 
 
 @functools.cache

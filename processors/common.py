@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,7 +42,7 @@ log = logging.getLogger("ledger.processors")
 
 
 def create_faust_app(
-    settings: Settings, *, app_id: str, bootstrap: str, **overrides: Any
+    settings: Settings, *, app_id: str, bootstrap: str, kafka: bool = True, **overrides: Any
 ) -> faust.App:
     """A Faust app tuned for the decision path (DESIGN §11).
 
@@ -49,6 +50,9 @@ def create_faust_app(
     every few seconds, which would break the synchronous budget); idempotence comes from request
     and command ids instead. Faust flushes its producer before committing offsets, so an input
     offset is committed only after the output it caused is durably written.
+
+    ``kafka=False`` starts neither Faust's consumer nor its producer: for an app whose Kafka
+    traffic is all its own (the evaluator's request loop), with Faust as the runtime around it.
     """
     name = f"{settings.topics.prefix}{app_id}"
     datadir = state_dir(settings, app_id)
@@ -78,7 +82,12 @@ def create_faust_app(
         "table_standby_replicas": 0,
     }
     conf.update(overrides)
-    return faust.App(name, **conf)
+    app = faust.App(name, **conf)
+    if not kafka:
+        from faust.app.base import BootStrategy
+
+        app.boot_strategy = BootStrategy(app, enable_kafka=False)
+    return app
 
 
 def state_dir(settings: Settings, app_id: str) -> Path:
@@ -207,12 +216,15 @@ class Processor:
 
     ``gates`` are events that must all be set, besides the follower having caught up, before
     it answers anything (for the evaluator: the start-up de-duplication read is done).
+    ``alive()`` is false while work the event loop does not see is stuck (the evaluator's
+    request thread on one batch for too long): the heartbeat pauses meanwhile.
     """
 
     app: faust.App
     follower: GovernanceFollower
     stats: ProcessorStats
     gates: tuple[asyncio.Event, ...] = ()
+    alive: Callable[[], bool] = field(default=lambda: True)
 
     async def ready(self) -> None:
         """Return once the processor answers from complete state."""

@@ -1,10 +1,20 @@
 """The evaluator: answers evaluation requests with decision traces (DESIGN §6, §8, §12).
 
-Agent body: decode → core ``evaluate`` → encode → send. Everything else is here to make that
-safe: the governance follower (state from the ledger, caught up before the first answer), one
-decision per request id (a bounded memory of answered ids, seeded at start-up from the decisions
-written after the group's last commit, so a crash-restart does not answer twice), dead-letters
-for undecodable records, an ``error`` decision for a bad request.
+Per request: decode → core ``evaluate`` → encode → send (:class:`RequestHandler`, no I/O).
+Everything else is here to make that safe: the governance follower (state from the ledger,
+caught up before the first answer), one decision per request id (a bounded memory of answered
+ids, seeded at start-up from the decisions written after the group's last commit, so a
+crash-restart does not answer twice), dead-letters for undecodable records, an ``error`` decision
+for a bad request.
+
+The request path runs in batches end to end (:class:`RequestLoop`): a librdkafka consumer in the
+evaluator group fetches up to :data:`BATCH_MAX` requests, the handler answers them all against one
+governance state, the answers are produced (many per produce request), and once every one of them
+is acknowledged by the broker (``acks=all``) the batch's offsets are committed — once per batch.
+It runs on a thread the Faust app starts once the processor is ready and stops with the app;
+Faust remains the runtime around it (worker, lifecycle, the governance follower, the heartbeat,
+stats). Answers go to the decisions/corrections partition a request names
+(``reply_partition``), so a client reads one partition, not every decision of the ledger.
 
 Tamper evidence (DESIGN §9): each worker keeps one hash chain (:mod:`ledger.core.chain`), named
 by its evaluator id and a start-up nonce, and every record it writes to the decisions topic is
@@ -18,13 +28,16 @@ Run it: ``python -m processors.evaluator`` (reads ``LEDGER_*`` from the environm
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
@@ -43,10 +56,12 @@ from ledger.core.events import (
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.dedup import answered_since_last_commit
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import Settings
 from processors.common import (
+    DELIVERY_FAILED_EXIT,
     HANDLING_FAILED_EXIT,
     Output,
     OutputLimit,
@@ -54,7 +69,6 @@ from processors.common import (
     ProcessorStats,
     create_faust_app,
     die,
-    send_all,
     state_dir,
 )
 from processors.dead_letters import DeadLetters, decode_as
@@ -64,6 +78,7 @@ __all__ = [
     "create_app",
     "RequestHandler",
     "RecentIds",
+    "RequestLoop",
     "main",
     "APP_ID",
     "TRACE_TOO_LARGE",
@@ -76,10 +91,12 @@ APP_ID = "ledger-evaluator"
 
 _REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 
-# Requests handled per agent step, and how long a step waits for a batch to fill. The wait is
-# the most latency batching can add to a request that arrives alone.
-BATCH_MAX = 1000
-BATCH_WITHIN = 0.001
+# Requests fetched and answered per batch at most. A batch is whatever has arrived: nothing
+# waits for a batch to fill, so a request that arrives alone is answered alone, at once.
+BATCH_MAX = 2000
+
+COMMIT_INTERVAL = 0.1
+"""Seconds between the request loop's asynchronous offset commits, at most."""
 
 CHECKPOINT_EVERY = 1000
 """A chain checkpoint follows at the latest this many decisions after the previous one."""
@@ -148,6 +165,9 @@ class RequestHandler:
         self.evaluator_id = evaluator_id
         self.stats = stats
         self.recent = RecentIds()
+        self.reply_partitions: dict[bytes, int] = {}
+        """Request id -> the partition its answers go to, for requests that name one (the
+        sender of the outputs pops them; outputs stay ``(topic, key, value)``)."""
         self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
         self.inflight = inflight
         self.letters = DeadLetters(
@@ -213,6 +233,8 @@ class RequestHandler:
         self.chain = head  # only now: a record that is not written is not in the chain
         self.recent.add(rid)
         self.stats.processed += 1
+        if request.reply_partition is not None:
+            self.reply_partitions[rid] = request.reply_partition
         if head.seq - self._checkpointed >= self.checkpoint_every:
             out.append(self._checkpoint(now))
         return out
@@ -354,25 +376,375 @@ def _batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded
     )
 
 
+class _Record:
+    """One fetched request: what :meth:`RequestHandler.handle_batch` reads of a message."""
+
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value = key, value
+
+
+class _Batch:
+    """One fetched batch whose outputs are in flight: settled when all are acknowledged."""
+
+    __slots__ = ("failure", "offsets", "pending")
+
+    def __init__(self, records: list[_Record]) -> None:
+        self.pending = 0
+        self.failure: Any = None
+        self.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+
+    def delivered(self, error: Any, message: Any) -> None:
+        self.pending -= 1
+        if error is not None and self.failure is None:
+            self.failure = error
+
+
+class RequestLoop:
+    """The batched request path on its own thread (see the module docstring).
+
+    Per batch: fetch what has arrived (up to :data:`BATCH_MAX`), answer it against the current
+    governance state (``state()``) and queue every output to the producer; the next batch is
+    fetched while those are in flight. A batch's offsets are committed once the broker has
+    acknowledged all of its outputs (``acks=all``), batches in the order they were fetched. An
+    output the broker refuses, or any failure outside one record's handling, stops the process
+    before that commit (the batch is re-delivered on restart, and request ids make that
+    idempotent). When the group takes partitions away, every output in flight is awaited and
+    their offsets committed synchronously before they go, so another worker never re-answers
+    what this one answered.
+
+    ``alive()`` is false while a batch has been in hand for longer than ``stuck_after`` seconds
+    (a record hanging the handler): the heartbeat stops, so a supervisor sees it.
+
+    The handler's hash chain is only touched on this thread: its checkpoints go out with the
+    batch that reached :data:`CHECKPOINT_EVERY`, every ``checkpoint_interval`` seconds when the
+    chain grew (:meth:`RequestHandler.tick`), and once after the last batch when the loop is
+    stopped (:meth:`stop`: the final checkpoint, :meth:`RequestHandler.close`). A loop that dies
+    writes no final checkpoint; the restarted process starts a chain of its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        settings: Settings,
+        handler: RequestHandler,
+        state: Callable[[], Any],
+        max_bytes: int,
+        stuck_after: float = 10.0,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        consumer_config: dict[str, Any] | None = None,
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._topics = settings.topics
+        self._handler = handler
+        self._state = state
+        self._max_bytes = max_bytes
+        self._stuck_after = stuck_after
+        self._checkpoint_interval = checkpoint_interval
+        self._consumer_config = consumer_config or {}
+        self._producer_config = producer_config or {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-requests", daemon=True)
+        self._busy_since: float | None = None
+        self._open: collections.deque[_Batch] = collections.deque()  # outputs in flight
+        self._producer: Any = None
+        self._committed: dict[tuple[str, int], int] = {}  # next offset, last committed
+        self._handled: dict[tuple[str, int], int] = {}  # next offset, handled and durable
+        self._partitions: dict[str, int] = {}  # reply topic -> partition count
+        self._metadata_at = 0.0
+        self._unsaved = False  # offsets handled since the last commit
+        self._commit_at = 0.0
+        self.batches = 0
+        self.stopped = False
+        """True once :meth:`stop` was called: the loop ends because it was told to."""
+        self.started = threading.Event()
+        """Set once the consumer has subscribed (tests, and the log)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the batch in hand: its outputs and the chain's final checkpoint are
+        written and its offsets committed before the thread ends."""
+        self.stopped = True
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def alive(self) -> bool:
+        """False while one batch has been in hand for longer than ``stuck_after`` seconds."""
+        since = self._busy_since
+        return since is None or time.monotonic() - since < self._stuck_after
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # the request path is the evaluator: without it, stop
+            if not self._stop.is_set():
+                die(HANDLING_FAILED_EXIT, "the evaluator's request loop failed")
+
+    def _serve(self) -> None:
+        from confluent_kafka import KafkaException
+
+        self._open.clear()
+        consumer = make_rdkafka_consumer(
+            self._bootstrap,
+            **{
+                "group.id": self._group_id,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 300_000,
+                **self._consumer_config,
+            },
+        )
+        producer = self._producer = make_rdkafka_producer(
+            self._bootstrap,
+            **{"message.max.bytes": self._max_bytes, **self._producer_config},
+        )
+        try:
+            consumer.subscribe(
+                [self._topics.evaluation_requests],
+                on_revoke=self._revoked,
+                on_lost=self._lost,
+            )
+            self._refresh_partitions(producer)
+            self.started.set()
+            handler, state = self._handler, self._state
+            interval = self._checkpoint_interval
+            next_tick = time.monotonic() + interval
+            while not self._stop.is_set():
+                self._settle(consumer, producer)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + interval
+                    self._produce_extra(producer, handler.tick(utcnow()))
+                # consume() waits until it has all it asked for: take what is there, and when
+                # nothing is, wait for one record only — briefly while outputs are in flight,
+                # so their acknowledgements are settled within a millisecond.
+                messages = consumer.consume(num_messages=BATCH_MAX, timeout=0)
+                if not messages:
+                    first = consumer.poll(0.001 if self._open else 0.2)
+                    if first is None:
+                        continue
+                    messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
+                self._busy_since = time.monotonic()
+                records = []
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.fatal():
+                            raise KafkaException(error)
+                        log.warning("request consumer: %s", error)
+                        continue
+                    records.append(
+                        _Record(
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            message.key(),
+                            message.value(),
+                        )
+                    )
+                if records:
+                    batch = _Batch(records)
+                    outputs = handler.handle_batch(state(), records)
+                    self._produce(producer, outputs, batch)
+                    self._open.append(batch)
+                self.batches += 1
+                self._busy_since = None
+        finally:
+            self._busy_since = None
+            with contextlib.suppress(Exception):
+                producer.flush(10)
+                self._settle(consumer, producer, asynchronous=False)
+            if self._stop.is_set():
+                self._close_chain(producer)
+            with contextlib.suppress(Exception):
+                consumer.close()
+
+    def _produce_extra(self, producer: Any, outputs: list[Output]) -> None:
+        """Queue outputs that answer no fetched record (chain checkpoints): settled in order
+        with the batches, a failed delivery stops the process like any other."""
+        if outputs:
+            batch = _Batch([])
+            self._produce(producer, outputs, batch)
+            self._open.append(batch)
+
+    def _close_chain(self, producer: Any) -> None:
+        """The chain's final checkpoint, after every decision of this loop is written."""
+        handler = self._handler
+        try:
+            outputs = handler.close(utcnow())
+            if outputs:
+                batch = _Batch([])
+                self._produce(producer, outputs, batch)
+                producer.flush(10)
+                if batch.pending or batch.failure is not None:
+                    log.warning("final chain checkpoint not written: %r", batch.failure)
+                    return
+            log.info("chain %s closed at %d records", handler.chain.chain_id, handler.chain.seq)
+        except Exception:
+            log.exception("final chain checkpoint failed")
+
+    def _settle(self, consumer: Any, producer: Any, *, asynchronous: bool = True) -> None:
+        """Commit the offsets of the oldest batches whose outputs are all acknowledged.
+
+        Batches are settled in the order they were fetched, so a committed offset never passes
+        a record whose outputs are still in flight.
+        """
+        producer.poll(0)  # runs the delivery callbacks
+        while self._open and self._open[0].pending == 0:
+            batch = self._open.popleft()
+            if batch.failure is not None:
+                die(
+                    DELIVERY_FAILED_EXIT,
+                    "output could not be written, stopping before any offset is committed: %r",
+                    batch.failure,
+                )
+            self._handled.update(batch.offsets)
+            self._unsaved = True
+        # At most one asynchronous commit per COMMIT_INTERVAL: a commit per small batch cost the
+        # broker more than answering it. What is answered but not yet committed is re-delivered
+        # after a crash and recognised by the start-up de-duplication; a rebalance and a stop
+        # commit synchronously.
+        now = time.monotonic()
+        if not asynchronous or (self._unsaved and now - self._commit_at >= COMMIT_INTERVAL):
+            self._commit(consumer, asynchronous=asynchronous)
+            self._unsaved, self._commit_at = False, now
+
+    def _produce(self, producer: Any, outputs: list[Output], batch: _Batch) -> None:
+        """Queue ``outputs`` for the broker (each acknowledgement settles one of ``batch``)."""
+        routes = self._handler.reply_partitions
+        replies = (self._topics.decisions, self._topics.corrections)
+        produce, delivered = producer.produce, batch.delivered
+        batch.pending = len(outputs)
+        for topic, key, value in outputs:
+            partition = -1  # the partitioner's choice (by key)
+            if topic in replies:
+                wanted = routes.get(key)
+                if wanted is not None:
+                    partition = self._reply_partition(producer, topic, wanted)
+            while True:
+                try:
+                    produce(topic, value, key, partition=partition, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.05)
+                except Exception as exc:  # refused on the spot (too large, unknown topic …)
+                    die(
+                        DELIVERY_FAILED_EXIT,
+                        "output to %s was refused, stopping before any commit: %r",
+                        topic,
+                        exc,
+                    )
+        routes.clear()
+
+    def _reply_partition(self, producer: Any, topic: str, wanted: int) -> int:
+        """``wanted`` when ``topic`` has that partition, else the key's (-1): a request cannot
+        make the evaluator produce to a partition that does not exist."""
+        count = self._partitions.get(topic, 0)
+        if wanted >= count and time.monotonic() - self._metadata_at > 10.0:
+            self._refresh_partitions(producer)  # partitions may have been added since
+            count = self._partitions.get(topic, 0)
+        return wanted if 0 <= wanted < count else -1
+
+    def _refresh_partitions(self, producer: Any) -> None:
+        self._metadata_at = time.monotonic()
+        for topic in (self._topics.decisions, self._topics.corrections):
+            with contextlib.suppress(Exception):
+                meta = producer.list_topics(topic, timeout=10).topics.get(topic)
+                if meta is not None and meta.error is None:
+                    self._partitions[topic] = len(meta.partitions)
+
+    def _commit(
+        self,
+        consumer: Any,
+        *,
+        asynchronous: bool,
+        only: set[tuple[str, int]] | None = None,
+        force: bool = False,
+    ) -> None:
+        from confluent_kafka import TopicPartition
+
+        due = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in self._handled.items()
+            if (force or self._committed.get((topic, partition)) != offset)
+            and (only is None or (topic, partition) in only)
+        ]
+        if not due:
+            return
+        consumer.commit(offsets=due, asynchronous=asynchronous)
+        for tp in due:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        # Called inside consume(), between batches: wait until every output in flight is
+        # acknowledged, and make the commits of the partitions that leave durable, before
+        # another worker reads them.
+        leaving = {(tp.topic, tp.partition) for tp in partitions}
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._settle(consumer, self._producer)
+        try:  # again, and synchronously, even what an asynchronous commit already sent
+            self._commit(consumer, asynchronous=False, only=leaving, force=True)
+        except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
+            log.warning("could not commit revoked partitions: %s", exc)
+        for where in leaving:
+            self._handled.pop(where, None)
+            self._committed.pop(where, None)
+
+    def _lost(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._handled.pop((tp.topic, tp.partition), None)
+            self._committed.pop((tp.topic, tp.partition), None)
+
+
 def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None = None) -> Processor:
     """Build an evaluator app. Several workers of the same app share the request partitions."""
     evaluator_id = evaluator_id or f"evaluator-{socket.gethostname()}-{os.getpid()}"
-    app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
+    app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap, kafka=False)
     codec = default_codec()
     stats = ProcessorStats()
     follower = GovernanceFollower(bootstrap=bootstrap, topics=settings.topics, codec=codec)
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
+    limit = OutputLimit.for_app(app)
     handler = RequestHandler(
         settings=settings,
         codec=codec,
         evaluator_id=evaluator_id,
         stats=stats,
-        limit=OutputLimit.for_app(app),
+        limit=limit,
         inflight=inflight,
     )
     deduplicated = asyncio.Event()
+    requests = RequestLoop(
+        bootstrap=bootstrap,
+        group_id=app.conf.id,
+        settings=settings,
+        handler=handler,
+        state=lambda: follower.state,
+        max_bytes=limit.max_bytes,
+    )
 
-    processor = Processor(app=app, follower=follower, stats=stats, gates=(deduplicated,))
+    processor = Processor(
+        app=app, follower=follower, stats=stats, gates=(deduplicated,), alive=requests.alive
+    )
 
     @app.task
     async def follow_governance() -> None:
@@ -388,42 +760,33 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         log.info("decisions are chained in %s", handler.chain.chain_id)
         deduplicated.set()
 
-    @app.agent(app.topic(settings.topics.evaluation_requests))
-    async def answer(stream: Any) -> None:
-        # Outputs go straight to the app's producer: Faust's Topic.send adds a FutureMessage,
-        # sensors and a debug log per record (about a quarter of the agent's CPU). Durability is
-        # the same: Faust flushes this producer before it commits input offsets.
-        # Requests are taken in batches: a batch's outputs are all queued before the producer's
-        # sender runs, so they leave in one produce request instead of one or two per decision.
-        # take_events acks a batch only after this body has queued all of its outputs; if the
-        # body raised, it would ack the batch anyway, so nothing may raise out of it: a record
-        # that fails becomes a dead letter, and anything else stops the process uncommitted.
-        producer = app.producer
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-            if not (follower.ready.is_set() and deduplicated.is_set()):
-                await processor.ready()
-            try:
-                outputs = handler.handle_batch(follower.state, [e.message for e in events])
-            except Exception:  # see above
-                die(HANDLING_FAILED_EXIT, "evaluator failed outside any one record")
-            await send_all(producer, outputs)
-
-    @app.timer(interval=CHECKPOINT_INTERVAL)
-    async def checkpoint_chain() -> None:
-        await send_all(app.producer, handler.tick(utcnow()))
+    @app.task
+    async def answer_requests() -> None:
+        # Nothing is fetched before the state is complete and the start-up de-duplication read
+        # is done; then the request loop runs on its thread until the app stops.
+        await processor.ready()
+        requests.start()
+        try:
+            while requests.running:
+                await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(requests.stop)
+        if not requests.stopped:
+            die(HANDLING_FAILED_EXIT, "the evaluator's request loop stopped")
 
     @app.on_before_shutdown.connect
-    async def final_checkpoint(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust sends this after the agents stopped and before it flushes the producer: the
-        # chain's last head is written with the last decisions.
-        await send_all(app.producer, handler.close(utcnow()))
-        log.info("chain %s closed at %d records", handler.chain.chain_id, handler.chain.seq)
+    async def stop_requests(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust sends this first thing when the app stops (before its tasks are cancelled): the
+        # loop finishes its batch, writes and commits it, and closes the chain with its final
+        # checkpoint (see RequestLoop).
+        await asyncio.to_thread(requests.stop)
 
     @app.timer(interval=30.0)
     async def report() -> None:
         log.info(
-            "evaluator stats: %s, governance events %d (%d undecodable)",
+            "evaluator stats: %s, batches %d, governance events %d (%d undecodable)",
             stats,
+            requests.batches,
             follower.applied,
             follower.undecodable,
         )

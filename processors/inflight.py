@@ -12,14 +12,17 @@ out-of-memory kill caused by something else), so a record is given up on only af
 flight at ``strikes`` deaths (default 2): the first time it is simply handled again. The caller
 dead-letters a given-up record instead of handling it.
 
-Markers live on the worker's disk (``$LEDGER_HOME/faust/<app>/inflight``); they are written
-with one ``pwrite`` each, without ``fsync``: they must survive the process, not the machine.
+Markers live on the worker's disk (``$LEDGER_HOME/faust/<app>/inflight``); each file is mapped
+into memory and a marker is one store into the shared mapping (no system call per record), without
+``fsync``: the page cache keeps it when the process dies, and markers must survive the process,
+not the machine.
 Workers sharing a home share the markers, so a partition taken over by another worker on the
 same machine is covered too.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Final
@@ -53,6 +56,7 @@ class InFlight:
         self._dir = directory
         self._strikes = strikes
         self._fds: dict[tuple[str, int], int] = {}
+        self._maps: dict[tuple[str, int], mmap.mmap] = {}
         self._expected: dict[tuple[str, int], int] = {}  # next offset this process expects
         self._suspects: dict[tuple[str, int], tuple[int, int]] = {}  # (offset, deaths)
         self._marked: set[tuple[str, int]] = set()
@@ -96,6 +100,9 @@ class InFlight:
         self._marked.clear()
 
     def close(self) -> None:
+        for mapped in self._maps.values():
+            mapped.close()
+        self._maps.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -114,11 +121,20 @@ class InFlight:
             self._fds[where] = fd
         return fd
 
+    def _map(self, where: tuple[str, int]) -> mmap.mmap:
+        mapped = self._maps.get(where)
+        if mapped is None:
+            fd = self._fd(where)
+            if os.fstat(fd).st_size < _WIDTH:  # new (or emptied): holds no marker yet
+                os.pwrite(fd, _encode(_CLEAR, 0), 0)
+            mapped = self._maps[where] = mmap.mmap(fd, _WIDTH)
+        return mapped
+
     def _read(self, where: tuple[str, int]) -> tuple[int, int] | None:
         if where not in self._fds and not self._path(where).exists():
             return None
         return _decode(os.pread(self._fd(where), _WIDTH, 0))
 
     def _write(self, where: tuple[str, int], offset: int, attempt: int) -> None:
-        # Fixed width at offset 0: one write replaces the whole marker, no truncation needed.
-        os.pwrite(self._fd(where), _encode(offset, attempt), 0)
+        # Fixed width at offset 0: one store replaces the whole marker, no truncation needed.
+        self._map(where)[0:_WIDTH] = _encode(offset, attempt)

@@ -33,7 +33,10 @@ from processors.heartbeat import Heartbeat
 
 __all__ = ["run_worker", "RepeatFilter"]
 
-_LIBRARIES = ("faust", "aiokafka", "mode", "kafka")
+_LIBRDKAFKA = (
+    "ledger.kafka.librdkafka"  # where librdkafka's own lines are logged (ledger.kafka.clients)
+)
+_LIBRARIES = ("faust", "aiokafka", "mode", "kafka", _LIBRDKAFKA)
 
 
 class RepeatFilter(logging.Filter):
@@ -46,12 +49,12 @@ class RepeatFilter(logging.Filter):
     def __init__(self, every: float = 30.0) -> None:
         super().__init__()
         self.every = every
-        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, int, str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(_LIBRARIES):
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, str(record.msg), _facility(record))
         now = time.monotonic()
         last, dropped = self._seen.get(key, (float("-inf"), 0))
         if now - last < self.every:
@@ -65,6 +68,14 @@ class RepeatFilter(logging.Filter):
                 f"{record.msg} [and {dropped} more like this in the last {now - last:.0f} s]"
             )
         return True
+
+
+def _facility(record: logging.LogRecord) -> str:
+    """librdkafka logs every line with one template (facility, client name, text): its facility
+    (``FAIL``, ``GETPID`` …) tells its repeats apart."""
+    if record.name == _LIBRDKAFKA and isinstance(record.args, tuple) and record.args:
+        return str(record.args[0])
+    return ""
 
 
 def _logging_config(name: str) -> dict[str, Any]:
@@ -115,8 +126,9 @@ def run_worker(factory: Callable[..., Processor], *, name: str) -> None:
                     at=time.time(),
                     fetched_at=follower.last_fetch,
                 )
-                with contextlib.suppress(OSError):  # a missing beat shows; a crash helps no one
-                    beat.write(path)
+                if processor.alive():  # a stuck request thread shows as a missing beat
+                    with contextlib.suppress(OSError):  # a missing beat shows; a crash helps no one
+                        beat.write(path)
                 await asyncio.sleep(Heartbeat.INTERVAL)
 
     worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=_logging_config(name))

@@ -459,6 +459,8 @@ class EvaluationRequested:
     context: Mapping[str, Value] = field(default_factory=_empty)
     mode: Mode = Mode.SYNC
     default: Determination | None = None
+    reply_partition: int | None = None
+    """The decisions/corrections partition the requester reads (``None``: the key's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -481,6 +483,8 @@ class BatchEvaluationRequested:
     principal: str
     items: tuple[BatchItem, ...]
     context: Mapping[str, Value] = field(default_factory=_empty)
+    reply_partition: int | None = None
+    """The decisions partition the requester reads (``None``: the key's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

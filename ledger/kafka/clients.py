@@ -4,6 +4,13 @@ Client settings are tuned for the synchronous decision path (DESIGN §11): produ
 once (``linger_ms=0``) with ``acks=all`` and idempotence; consumers answer a fetch as soon as one
 byte is there (``fetch_min_bytes=1``) and never park idle for long (small ``fetch_max_wait_ms``).
 
+The latency-critical request/reply path (the evaluator's requests and answers, the SDK's Kafka
+transport) uses librdkafka through ``confluent-kafka`` instead: measured on the same broker in the
+same run, its request/reply echo is several times faster than kafka-python's (see the README's
+status table and ``benchmarks.roundtrip``). Every librdkafka client's configuration is built by
+:func:`rdkafka_config`, the one place where settings common to all of them (and the security
+settings, when the ledger has them) are added.
+
 Every client is made by a factory here that first checks the bootstrap string and that some
 server on it accepts a TCP connection, so a typo or a stopped broker is one
 :class:`~ledger.errors.UsageError` / :class:`~ledger.errors.KafkaUnavailable` line within
@@ -12,6 +19,7 @@ seconds, not a ``ValueError`` or kafka-python's 30 s bootstrap timeout.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -27,6 +35,11 @@ __all__ = [
     "make_producer",
     "make_consumer",
     "make_admin",
+    "RDKAFKA_PRODUCER_CONFIG",
+    "RDKAFKA_CONSUMER_CONFIG",
+    "rdkafka_config",
+    "make_rdkafka_producer",
+    "make_rdkafka_consumer",
 ]
 
 CONNECT_TIMEOUT = 2.0
@@ -108,3 +121,77 @@ def make_admin(bootstrap: str, **overrides: Any) -> Any:
     from kafka import KafkaAdminClient
 
     return _client(KafkaAdminClient, bootstrap, {**ADMIN_CONFIG, **overrides})
+
+
+# --------------------------------------------------------------------------- librdkafka
+
+RDKAFKA_PRODUCER_CONFIG: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    # Send at once; records queued while a produce request is in flight leave together in the
+    # next one (up to batch.num.messages), so batching costs a lone request nothing.
+    "linger.ms": 0,
+    "batch.num.messages": 10_000,
+    # The partition of a keyed record is the one Java clients and kafka-python pick.
+    "partitioner": "murmur2_random",
+}
+"""librdkafka producer settings of the request/reply path (DESIGN §11)."""
+
+RDKAFKA_CONSUMER_CONFIG: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    # The broker answers a fetch as soon as one byte is there; the wait only bounds how long an
+    # idle fetch is parked (it costs no latency, and fewer idle fetches cost the broker less).
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 500,
+    "enable.partition.eof": False,
+}
+"""librdkafka consumer settings of the request/reply path."""
+
+
+_RDKAFKA_LOG = logging.getLogger("ledger.kafka.librdkafka")
+
+
+def rdkafka_config(bootstrap: str, base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The configuration of one librdkafka client: ``base`` and ``overrides`` on what every
+    client of the ledger shares (the bootstrap servers, Nagle off on loopback-fast paths, quiet
+    logs). Overrides use librdkafka's dotted names, or underscores for dots."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # librdkafka's own log lines (a broker going away …) go through Python logging, where
+        # the application decides what to show, instead of straight to stderr.
+        "logger": _RDKAFKA_LOG,
+        "socket.nagle.disable": True,
+        "log.connection.close": False,
+        "topic.metadata.refresh.interval.ms": 30_000,
+    }
+    config.update(base)
+    config.update({key.replace("_", "."): value for key, value in overrides.items()})
+    return config
+
+
+def make_rdkafka_producer(bootstrap: str, **overrides: Any) -> Any:
+    """A ``confluent_kafka.Producer`` for the request/reply path (reachability checked first)."""
+    from confluent_kafka import KafkaException, Producer
+
+    check_reachable(bootstrap)
+    try:
+        return Producer(rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, **overrides))
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
+
+
+def make_rdkafka_consumer(bootstrap: str, **overrides: Any) -> Any:
+    """A ``confluent_kafka.Consumer`` for the request/reply path (reachability checked first).
+    Without a ``group.id`` override it gets a group id it never uses (librdkafka requires one;
+    an assigned, never-committing consumer does not join the group)."""
+    from confluent_kafka import Consumer, KafkaException
+
+    check_reachable(bootstrap)
+    config = rdkafka_config(bootstrap, RDKAFKA_CONSUMER_CONFIG, **overrides)
+    config.setdefault("group.id", "ledger-unused")
+    try:
+        return Consumer(config)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc

@@ -137,7 +137,9 @@ class GovernanceFollower:
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
+            # A fetch is answered the moment an event is written; the wait only bounds how long an
+            # idle fetch is parked: a short one costs the broker a request every few ms for nothing.
+            fetch_max_wait_ms=500,
             fetch_min_bytes=1,
             **self._consumer_config,
         )

@@ -23,6 +23,8 @@ __all__ = [
     "position_key",
     "topic_partitions",
     "topic_partitions_async",
+    "rdkafka_partitions",
+    "rdkafka_end_offset",
     "read_topic",
 ]
 
@@ -51,6 +53,37 @@ def topic_partitions(consumer: Any, topic: str, *, bootstrap: str | None = None)
     if not found:  # None (unknown) or empty (kafka-python for a topic it knows nothing of)
         raise _missing(topic, bootstrap)
     return [TopicPartition(topic, p) for p in sorted(found)]
+
+
+def rdkafka_partitions(
+    client: Any, topic: str, *, bootstrap: str | None = None, timeout: float = 10.0
+) -> list[int]:
+    """The partition numbers of ``topic`` (sorted), from a librdkafka client (``confluent_kafka``
+    consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""
+    meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise _missing(topic, bootstrap)
+    return sorted(meta.partitions)
+
+
+def rdkafka_end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
+    """The end offset of ``tp`` (a ``confluent_kafka.TopicPartition``) from a librdkafka
+    consumer, asking again while the broker says to retry (a topic created
+    a moment ago may have no leader yet)."""
+    import time
+
+    from confluent_kafka import KafkaException
+
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if time.monotonic() >= give_up or not (error.retriable() or error.code() == 6):
+                raise
+        time.sleep(0.1)
 
 
 async def topic_partitions_async(

@@ -136,6 +136,7 @@ def test_a_correction_published_while_the_listener_was_down_still_arrives(stack_
             stack.topics.corrections,
             key=request.event_id.encode(),
             value=default_codec().encode(correction),
+            partition=client._transport.reply_partition,  # type: ignore[attr-defined]
         ).get(timeout=30)
     finally:
         producer.close()

@@ -65,7 +65,7 @@ def full_value(hint: Any, name: str) -> Any:
     if hint is str:
         return f"{name}-0190a3b4-7000-8000"
     if hint is int:
-        return {"percent": 25, "bucket": 42}.get(name, 2**40 + 3)
+        return {"percent": 25, "bucket": 42, "reply_partition": 5}.get(name, 2**40 + 3)
     if hint is bytes:
         return b"\xc3\x01\x00not-avro"
     if hint is bool:

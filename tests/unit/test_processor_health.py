@@ -169,3 +169,24 @@ def test_the_projects_own_lines_are_never_thinned() -> None:
     throttle = RepeatFilter(every=60)
     records = [_record("ledger.evaluator", "evaluator stats: %s", i) for i in range(50)]
     assert all(throttle.filter(r) for r in records)
+
+
+def test_librdkafka_repeats_are_thinned_per_facility() -> None:
+    # confluent-kafka logs every librdkafka line with one template: (facility, client, text).
+    throttle = RepeatFilter(every=60)
+    template = "%s [%s] %s"
+    refused = [
+        throttle.filter(
+            _record(
+                "ledger.kafka.librdkafka",
+                template,
+                "FAIL",
+                "rdkafka#consumer-1",
+                f"Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after {i}ms)",
+            )
+        )
+        for i in range(200)
+    ]
+    assert refused.count(True) == 1 and refused[0]
+    other = _record("ledger.kafka.librdkafka", template, "GETPID", "rdkafka#producer-1", "retry")
+    assert throttle.filter(other)  # another facility is another kind of line
