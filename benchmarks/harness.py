@@ -10,6 +10,12 @@ on the way out, also on Ctrl-C, SIGTERM or an error.
 processor, as an operator would: ``human:admin`` (a bootstrap admin) grants ``human:alice`` the
 policy commands and ``agent:refund-bot`` ``refund.*``; alice proposes, admin approves (the
 approver must differ from the author) and promotes.
+
+Security is on, as in ``ledger up``: the private broker authenticates every client and enforces
+the ledger's ACLs, and each client (processors, the SDK, the load generators) uses its role's
+credential. ``--insecure`` runs the same benchmark on a broker without either, to measure what
+authentication costs. With ``--bootstrap``, credentials come from ``$LEDGER_SECURITY_PROTOCOL``,
+``$LEDGER_SASL_*`` or ``$LEDGER_CREDENTIALS``, as for any ledger command.
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ from ledger.core.events import (
     Stage,
     Value,
 )
+from ledger.discovery import resolve_security
 from ledger.ids import new_id, utcnow
+from ledger.kafka.acls import ensure_acls
 from ledger.kafka.topics import create_topics, topic_specs
 from ledger.local import broker
 from ledger.local.stack import PROCESSORS, processes, start_processor, stop_processor
-from ledger.settings import Settings, TopicNames
+from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 __all__ = [
     "ADMIN",
@@ -89,9 +97,23 @@ class BenchStack:
     def topics(self) -> TopicNames:
         return self.settings.topics
 
-    def client(self, actor: str = AGENT, *, timeout: float = 10.0) -> LedgerClient:
+    def security(self, role: Role) -> KafkaSecurity:
+        """``role``'s credential for this stack's broker."""
+        return resolve_security(self.settings, role, bootstrap=self.bootstrap)
+
+    def client(
+        self, actor: str = AGENT, *, timeout: float = 10.0, role: Role | None = None
+    ) -> LedgerClient:
+        role = role or ("governance" if actor.startswith("human:") else "agent")
         return LedgerClient(
-            ClientConfig(bootstrap=self.bootstrap, topics=self.topics, actor=actor, timeout=timeout)
+            ClientConfig(
+                bootstrap=self.bootstrap,
+                topics=self.topics,
+                actor=actor,
+                timeout=timeout,
+                security=self.security(role),
+                role=role,
+            )
         )
 
     def start(self, name: str) -> int:
@@ -150,6 +172,11 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-home", action="store_true", help="keep the temporary LEDGER_HOME (processor logs)"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the private broker without authentication or ACLs (to measure their cost)",
+    )
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -164,6 +191,7 @@ def bench_stack(
     partitions: int = 6,
     keep_home: bool = False,
     progress: Progress = _say,
+    insecure: bool = False,
 ) -> Iterator[BenchStack]:
     """A private ledger for one benchmark run, torn down whatever happens (see module doc)."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -174,18 +202,26 @@ def bench_stack(
         home=home,
         cache=base.cache,
         topics=TopicNames(prefix=f"bench{uuid.uuid4().hex[:8]}."),
+        # With --bootstrap, the operator's credentials (a private broker's are found in home).
+        security=base.security if bootstrap else None,
+        credentials_dir=base.credentials_dir if bootstrap else None,
     )
     started_broker = False
     try:
         if bootstrap is None:
             progress(f"starting a private broker (home {home})…")
             started_broker = True
-            status = broker.start(settings)
+            status = broker.start(settings, insecure=insecure)
             assert status.bootstrap is not None
             bootstrap = status.bootstrap
         progress(f"creating topics {settings.topics.prefix}* on {bootstrap}…")
-        create_topics(bootstrap, topic_specs(settings, evaluation_partitions=partitions))
         stack = BenchStack(bootstrap=bootstrap, settings=settings, started_broker=started_broker)
+        admin = stack.security("admin")
+        create_topics(
+            bootstrap, topic_specs(settings, evaluation_partitions=partitions), security=admin
+        )
+        if admin.enabled:
+            ensure_acls(bootstrap, settings.topics, security=admin)
         for name in processors:
             progress(f"starting {name}…")
             stack.start(name)

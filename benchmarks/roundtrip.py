@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from benchmarks.harness import (
+    ADMIN,
     add_stack_arguments,
     bench_stack,
     bootstrap_governance,
@@ -151,9 +152,12 @@ def main() -> None:
     args = parser.parse_args()
 
     with bench_stack(
-        bootstrap=args.bootstrap, partitions=args.partitions, keep_home=args.keep_home
+        bootstrap=args.bootstrap,
+        partitions=args.partitions,
+        keep_home=args.keep_home,
+        insecure=args.insecure,
     ) as stack:
-        admin = stack.client()
+        admin = stack.client(ADMIN)
         client = stack.client(timeout=args.timeout)
         try:
             version = bootstrap_governance(admin)

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from benchmarks.harness import (
+    ADMIN,
     CpuMeter,
     add_stack_arguments,
     bench_stack,
@@ -34,6 +35,7 @@ from benchmarks.harness import (
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded
 from ledger.kafka.clients import make_consumer, make_producer
+from ledger.settings import KafkaSecurity
 
 TARGET = 10_000
 BATCHING = {"linger_ms": 5, "batch_size": 256 * 1024}
@@ -42,8 +44,8 @@ BATCHING = {"linger_ms": 5, "batch_size": 256 * 1024}
 class Producer:
     """Produces requests; remembers their ids. Tops the backlog up from a thread."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._producer = make_producer(bootstrap, **BATCHING)
+    def __init__(self, bootstrap: str, topic: str, *, security: KafkaSecurity | None) -> None:
+        self._producer = make_producer(bootstrap, security=security, **BATCHING)
         self._codec = default_codec()
         self._topic = topic
         self.ids: list[bytes] = []
@@ -93,10 +95,19 @@ class Producer:
 class Counter:
     """Counts decisions by request id and by the second they were produced in."""
 
-    def __init__(self, bootstrap: str, topic: str, *, sample_every: int = 997) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        security: KafkaSecurity | None,
+        sample_every: int = 997,
+    ) -> None:
         from kafka import TopicPartition
 
-        self._consumer = make_consumer(bootstrap, max_poll_records=10_000, fetch_max_wait_ms=100)
+        self._consumer = make_consumer(
+            bootstrap, security=security, max_poll_records=10_000, fetch_max_wait_ms=100
+        )
         parts = [
             TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic))
         ]
@@ -136,14 +147,17 @@ def run(args: argparse.Namespace) -> None:
         processors=("command-processor",),
         partitions=args.partitions,
         keep_home=args.keep_home,
+        insecure=args.insecure,
     ) as stack:
-        admin = stack.client()
+        admin = stack.client(ADMIN)
         try:
             version = bootstrap_governance(admin)
         finally:
             admin.close()
-        producer = Producer(stack.bootstrap, stack.topics.evaluation_requests)
-        counter = Counter(stack.bootstrap, stack.topics.decisions)
+        producer = Producer(
+            stack.bootstrap, stack.topics.evaluation_requests, security=stack.security("agent")
+        )
+        counter = Counter(stack.bootstrap, stack.topics.decisions, security=stack.security("agent"))
         try:
             t = time.perf_counter()
             producer.produce(args.backlog)

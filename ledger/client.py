@@ -61,11 +61,11 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.discovery import resolve_bootstrap
+from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.transport import KafkaTransport
-from ledger.settings import Settings, TopicNames
+from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 __all__ = [
     "LedgerClient",
@@ -87,12 +87,19 @@ class ClientConfig:
 
     ``bootstrap`` (the Kafka servers, ``"host:port,…"``) is needed by the default, Kafka,
     transport only: a client on an in-memory transport (:mod:`ledger.testing`) needs none.
+
+    ``security`` is how the Kafka transport authenticates (``None``: a plain connection, which
+    a secured broker refuses); ``role`` says which ledger topics it uses: ``"agent"`` (the
+    default: evaluation requests out, decisions and corrections back) or ``"governance"``
+    (commands out, command results back); any other role listens to all three reply topics.
     """
 
     bootstrap: str | None = None
     topics: TopicNames = field(default_factory=TopicNames)
     actor: str = "agent:unknown"
     timeout: float = 5.0
+    security: KafkaSecurity | None = None
+    role: Role = "agent"
 
     @classmethod
     def from_env(
@@ -103,6 +110,7 @@ class ClientConfig:
         bootstrap: str | None = None,
         topics: TopicNames | None = None,
         timeout: float | None = None,
+        role: Role = "agent",
     ) -> ClientConfig:
         """The configuration every ``ledger`` command would use, for ``actor``.
 
@@ -111,6 +119,8 @@ class ClientConfig:
           :class:`~ledger.errors.KafkaUnavailable` says what to do.
         - ``topics``: the argument, else the ledger's topics under ``$LEDGER_TOPIC_PREFIX``.
         - ``timeout``: the argument, else the default (5 s).
+        - ``security``: ``$LEDGER_SECURITY_PROTOCOL``/``$LEDGER_SASL_*``/``$LEDGER_SSL_*``, else
+          (for the local broker) ``role``'s credential, which ``ledger up`` wrote.
 
         ``env`` defaults to ``os.environ``. Call this once at the entry point and pass the result.
         """
@@ -122,6 +132,8 @@ class ClientConfig:
             bootstrap=address,
             topics=settings.topics if topics is None else topics,
             actor=actor,
+            security=resolve_security(settings, role, bootstrap=address),
+            role=role,
         )
         return config if timeout is None else replace(config, timeout=timeout)
 
@@ -209,7 +221,13 @@ class LedgerClient:
                     'servers (ClientConfig.from_env(actor=...) finds them, or pass bootstrap="HOST:'
                     'PORT"); to run without a broker, pass transport= (see ledger.testing)'
                 )
-            transport = KafkaTransport(config.bootstrap, config.topics, codec=codec)
+            transport = KafkaTransport(
+                config.bootstrap,
+                config.topics,
+                codec=codec,
+                security=config.security,
+                replies=_replies(config),
+            )
         elif codec is not None:
             raise UsageError("pass the codec to the transport, not to the client that uses it")
         self._transport: Transport = transport
@@ -430,6 +448,15 @@ class LedgerClient:
         except FutureTimeout:
             self.abandon(key)
             raise _timeout(what, key, limit) from None
+
+
+def _replies(config: ClientConfig) -> tuple[str, ...] | None:
+    """The reply topics a client of ``config.role`` listens to (what its credential may read)."""
+    if config.role == "agent":
+        return (config.topics.decisions, config.topics.corrections)
+    if config.role == "governance":
+        return (config.topics.command_results,)
+    return None
 
 
 _CHECK_EVERY = 0.25

@@ -236,7 +236,11 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
     )
     follower = GovernanceFollower(
-        bootstrap=bootstrap, topics=settings.topics, codec=codec, on_event=handler.remember
+        bootstrap=bootstrap,
+        topics=settings.topics,
+        codec=codec,
+        on_event=handler.remember,
+        security=settings.security,
     )
     processor = Processor(app=app, follower=follower, stats=stats)
 

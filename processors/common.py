@@ -20,11 +20,13 @@ import faust
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
-from ledger.settings import Settings
+from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
     "create_faust_app",
+    "faust_credentials",
     "Processor",
     "ProcessorStats",
     "Output",
@@ -49,6 +51,8 @@ def create_faust_app(
     every few seconds, which would break the synchronous budget); idempotence comes from request
     and command ids instead. Faust flushes its producer before committing offsets, so an input
     offset is committed only after the output it caused is durably written.
+
+    The app's Kafka clients authenticate with ``settings.security`` (the processor's role).
     """
     name = f"{settings.topics.prefix}{app_id}"
     datadir = state_dir(settings, app_id)
@@ -77,8 +81,26 @@ def create_faust_app(
         "store": "memory://",
         "table_standby_replicas": 0,
     }
+    credentials = faust_credentials(settings.security)
+    if credentials is not None:
+        conf["broker_credentials"] = credentials
     conf.update(overrides)
     return faust.App(name, **conf)
+
+
+def faust_credentials(security: KafkaSecurity | None) -> Any:
+    """Faust's ``broker_credentials`` for ``security`` (``None``: a plain connection)."""
+    if security is None or not security.enabled:
+        return None
+    context = ssl_context(security) if security.tls else None
+    if security.sasl:
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            mechanism=security.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
 
 
 def state_dir(settings: Settings, app_id: str) -> Path:

@@ -306,7 +306,9 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
     codec = default_codec()
     stats = ProcessorStats()
-    follower = GovernanceFollower(bootstrap=bootstrap, topics=settings.topics, codec=codec)
+    follower = GovernanceFollower(
+        bootstrap=bootstrap, topics=settings.topics, codec=codec, security=settings.security
+    )
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
     handler = RequestHandler(
         settings=settings,
@@ -327,7 +329,11 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     @app.task
     async def remember_answered() -> None:
         seen = await asyncio.to_thread(
-            answered_since_last_commit, bootstrap, settings.topics, app.conf.id
+            answered_since_last_commit,
+            bootstrap,
+            settings.topics,
+            app.conf.id,
+            security=settings.security,
         )
         handler.recent.update(seen)
         log.info("start-up: %d request ids answered since the last commit", len(seen))

@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from ledger import __version__
-from ledger.cli import broker, decisions, evaluate, grants, policy, replay, stack, topics
+from ledger.cli import (
+    broker,
+    credentials,
+    decisions,
+    evaluate,
+    grants,
+    policy,
+    replay,
+    stack,
+    topics,
+)
 
 __all__ = ["cli", "main"]
 
@@ -32,6 +42,7 @@ cli.add_command(grants.role_group)
 cli.add_command(evaluate.evaluate_cmd)
 cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
+cli.add_command(credentials.group)
 
 
 def main() -> None:

@@ -8,10 +8,10 @@ import click
 
 from ledger.cli.common import (
     bootstrap_option,
+    connection,
     load_settings,
     parse_time,
     policy_rows,
-    resolve_bootstrap,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.core.authority import capabilities
@@ -41,7 +41,8 @@ def replay_cmd(
     """
     instant = parse_time(at, "--at") or utcnow()
     settings = load_settings(bootstrap)
-    state = state_at(load_history(resolve_bootstrap(settings), settings.topics), instant)
+    address, security = connection(settings, "auditor")
+    state = state_at(load_history(address, settings.topics, security=security), instant)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:
         raise UsageError(f"no policy named {policy!r} existed at {instant.isoformat()}")

@@ -8,6 +8,13 @@ Every client is made by a factory here that first checks the bootstrap string an
 server on it accepts a TCP connection, so a typo or a stopped broker is one
 :class:`~ledger.errors.UsageError` / :class:`~ledger.errors.KafkaUnavailable` line within
 seconds, not a ``ValueError`` or kafka-python's 30 s bootstrap timeout.
+
+**Security.** Every client takes a :class:`~ledger.settings.KafkaSecurity` (``security=``;
+``None`` is a plain, unauthenticated connection). It is mapped here, in one place, to each
+library's settings: :func:`kafka_python_config` (kafka-python, the clients made here),
+:func:`aiokafka_config` (the governance follower), :func:`librdkafka_config` (confluent-kafka)
+and, in :mod:`processors.common`, Faust's ``broker_credentials``. A broker that refuses the
+credentials is :class:`~ledger.errors.KafkaAccessDenied`, one line naming the user.
 """
 
 from __future__ import annotations
@@ -15,10 +22,14 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ledger.errors import KafkaUnavailable
-from ledger.settings import parse_bootstrap
+from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+from ledger.settings import KafkaSecurity, parse_bootstrap
 
 __all__ = [
+    "kafka_python_config",
+    "aiokafka_config",
+    "librdkafka_config",
+    "access_denied",
     "PRODUCER_CONFIG",
     "CONSUMER_CONFIG",
     "ADMIN_CONFIG",
@@ -56,6 +67,100 @@ ADMIN_CONFIG: dict[str, Any] = {
 }
 
 
+def kafka_python_config(security: KafkaSecurity | None) -> dict[str, Any]:
+    """kafka-python keyword arguments for ``security`` (empty for a plain connection)."""
+    if security is None or not security.enabled:
+        return {}
+    config: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.sasl:
+        config.update(
+            sasl_mechanism=security.sasl_mechanism,
+            sasl_plain_username=security.username,
+            sasl_plain_password=security.password,
+        )
+    if security.tls:
+        for key, path in (
+            ("ssl_cafile", security.ssl_cafile),
+            ("ssl_certfile", security.ssl_certfile),
+            ("ssl_keyfile", security.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+    return config
+
+
+def aiokafka_config(security: KafkaSecurity | None) -> dict[str, Any]:
+    """aiokafka keyword arguments for ``security`` (TLS files become an ``ssl_context``)."""
+    if security is None or not security.enabled:
+        return {}
+    config: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.sasl:
+        config.update(
+            sasl_mechanism=security.sasl_mechanism,
+            sasl_plain_username=security.username,
+            sasl_plain_password=security.password,
+        )
+    if security.tls:
+        config["ssl_context"] = ssl_context(security)
+    return config
+
+
+def ssl_context(security: KafkaSecurity) -> Any:
+    """An ``ssl.SSLContext`` trusting ``security``'s CA (else the system's) with its client
+    certificate, if any: what aiokafka and Faust take instead of file names."""
+    import ssl
+
+    context = ssl.create_default_context(
+        cafile=str(security.ssl_cafile) if security.ssl_cafile else None
+    )
+    if security.ssl_certfile is not None:
+        context.load_cert_chain(
+            str(security.ssl_certfile),
+            str(security.ssl_keyfile) if security.ssl_keyfile else None,
+        )
+    return context
+
+
+def librdkafka_config(security: KafkaSecurity | None) -> dict[str, str]:
+    """librdkafka (confluent-kafka) configuration keys for ``security``."""
+    if security is None or not security.enabled:
+        return {}
+    config = {"security.protocol": security.protocol.lower()}
+    if security.sasl:
+        config["sasl.mechanism"] = str(security.sasl_mechanism)
+        config["sasl.username"] = str(security.username)
+        config["sasl.password"] = str(security.password)
+    if security.tls:
+        for key, path in (
+            ("ssl.ca.location", security.ssl_cafile),
+            ("ssl.certificate.location", security.ssl_certfile),
+            ("ssl.key.location", security.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+    return config
+
+
+def access_denied(exc: BaseException, security: KafkaSecurity | None) -> KafkaAccessDenied | None:
+    """``exc`` as :class:`KafkaAccessDenied` if it is the broker refusing who we are (bad
+    credentials) or what we asked (an ACL), else ``None``."""
+    from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
+
+    who = (
+        f"user {security.username!r}"
+        if security is not None and security.username
+        else ("an anonymous client")
+    )
+    if isinstance(exc, SaslAuthenticationFailedError):
+        return KafkaAccessDenied(
+            f"Kafka refused to authenticate {who}: {exc} (check the credentials: "
+            "`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
+        )
+    if isinstance(exc, AuthorizationError):
+        return KafkaAccessDenied(f"Kafka's ACLs do not allow {who} this: {exc}")
+    return None
+
+
 _WHAT_TO_DO = "is it running (`ledger ps`, `ledger up`)? else check --bootstrap / $LEDGER_BOOTSTRAP"
 
 
@@ -82,29 +187,46 @@ def check_reachable(bootstrap: str, *, timeout: float = CONNECT_TIMEOUT) -> None
     )
 
 
-def _client(kind: Any, bootstrap: str, config: dict[str, Any]) -> Any:
+def _client(
+    kind: Any, bootstrap: str, security: KafkaSecurity | None, config: dict[str, Any]
+) -> Any:
     from kafka.errors import KafkaError
 
     check_reachable(bootstrap)
     try:
-        return kind(bootstrap_servers=bootstrap, **config)
+        return kind(bootstrap_servers=bootstrap, **kafka_python_config(security), **config)
     except (KafkaError, OSError) as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
+        denied = access_denied(exc, security)
+        if denied is not None:
+            raise denied from exc
+        hint = (
+            ""
+            if security is not None and security.enabled
+            else " (a broker that requires authentication drops unauthenticated clients: "
+            "check $LEDGER_SECURITY_PROTOCOL / `ledger credentials show ROLE`)"
+        )
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}{hint}"
+        ) from exc
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Any:
+def make_producer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
     from kafka import KafkaProducer
 
-    return _client(KafkaProducer, bootstrap, {**PRODUCER_CONFIG, **overrides})
+    return _client(KafkaProducer, bootstrap, security, {**PRODUCER_CONFIG, **overrides})
 
 
-def make_consumer(bootstrap: str, **overrides: Any) -> Any:
+def make_consumer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
     from kafka import KafkaConsumer
 
-    return _client(KafkaConsumer, bootstrap, {**CONSUMER_CONFIG, **overrides})
+    return _client(KafkaConsumer, bootstrap, security, {**CONSUMER_CONFIG, **overrides})
 
 
-def make_admin(bootstrap: str, **overrides: Any) -> Any:
+def make_admin(bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any) -> Any:
     from kafka import KafkaAdminClient
 
-    return _client(KafkaAdminClient, bootstrap, {**ADMIN_CONFIG, **overrides})
+    return _client(KafkaAdminClient, bootstrap, security, {**ADMIN_CONFIG, **overrides})

@@ -17,6 +17,7 @@ from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
 from ledger.errors import CodecError, TopicMissing
 from ledger.kafka.clients import make_consumer
+from ledger.settings import KafkaSecurity
 
 __all__ = [
     "Positioned",
@@ -84,7 +85,12 @@ class Positioned:
 
 
 def read_topic(
-    bootstrap: str, topics: Iterable[str], *, codec: Codec | None = None, idle_timeout: float = 2.0
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    codec: Codec | None = None,
+    idle_timeout: float = 2.0,
+    security: KafkaSecurity | None = None,
 ) -> Iterator[Positioned]:
     """Every record of ``topics`` from the beginning to the end offsets seen at the start.
 
@@ -93,7 +99,9 @@ def read_topic(
     skipped (processors dead-letter them; readers must not stop on them).
     """
     codec = codec or default_codec()
-    consumer = make_consumer(bootstrap, consumer_timeout_ms=int(idle_timeout * 1000))
+    consumer = make_consumer(
+        bootstrap, security=security, consumer_timeout_ms=int(idle_timeout * 1000)
+    )
     try:
         parts: list[Any] = []
         for topic in topics:

@@ -40,7 +40,7 @@ from ledger.core.lifecycle import command_aggregate
 from ledger.errors import ClientClosed, CodecError
 from ledger.kafka.clients import make_consumer, make_producer
 from ledger.kafka.reading import position_key, topic_partitions
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["KafkaTransport", "LISTENER_THREAD"]
 
@@ -74,11 +74,12 @@ class _Listener:
         dispatch: Callable[[str, bytes | None, bytes], None],
         died: Callable[[_Listener, BaseException], None],
         positions: dict[Any, int],
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._dispatch = dispatch
         self._died = died
         self._positions = positions
-        self._consumer = make_consumer(bootstrap, auto_offset_reset="latest")
+        self._consumer = make_consumer(bootstrap, security=security, auto_offset_reset="latest")
         try:
             parts: list[Any] = []
             for topic in topics:
@@ -131,15 +132,31 @@ class KafkaTransport:
     """Requests, commands and their replies over Kafka (see the module docstring).
 
     ``bootstrap`` and ``topics`` say where the ledger is; ``codec`` encodes what is published
-    and decodes the replies. Raises :class:`~ledger.errors.KafkaUnavailable` /
-    :class:`~ledger.errors.TopicMissing` when the ledger cannot be reached.
+    and decodes the replies; ``security`` how to authenticate. ``replies`` are the reply topics
+    to listen to (default: decisions, command results and corrections): a client whose
+    credentials may read only some of them (an agent: no command results) names those.
+    Raises :class:`~ledger.errors.KafkaUnavailable` / :class:`~ledger.errors.TopicMissing` when
+    the ledger cannot be reached.
     """
 
-    def __init__(self, bootstrap: str, topics: TopicNames, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: TopicNames,
+        *,
+        codec: Codec | None = None,
+        security: KafkaSecurity | None = None,
+        replies: tuple[str, ...] | None = None,
+    ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._codec = codec or default_codec()
-        self._reply_topics = (topics.decisions, topics.command_results, topics.corrections)
+        self._security = security
+        self._reply_topics = replies or (
+            topics.decisions,
+            topics.command_results,
+            topics.corrections,
+        )
         self._lock = threading.Lock()  # guards the maps below, _listener, _failure, _closed
         self._pending: dict[bytes, Future[Any]] = {}
         self._watching: dict[bytes, Callable[[DecisionCorrected], None]] = {}
@@ -149,7 +166,7 @@ class KafkaTransport:
         self._restart_lock = threading.Lock()
         self._listener = self._new_listener()
         try:
-            self._producer = make_producer(bootstrap)
+            self._producer = make_producer(bootstrap, security=security)
         except BaseException:
             self._listener.close()
             raise
@@ -239,7 +256,7 @@ class KafkaTransport:
             with self._lock:
                 self._refuse_if_closed()
             if self._position_consumer is None:
-                self._position_consumer = make_consumer(self._bootstrap)
+                self._position_consumer = make_consumer(self._bootstrap, security=self._security)
             consumer = self._position_consumer
             parts: list[Any] = []
             for topic in topics:
@@ -298,6 +315,7 @@ class KafkaTransport:
             dispatch=self._dispatch,
             died=self._died,
             positions=self._positions,
+            security=self._security,
         )
 
     def _died(self, listener: _Listener, exc: BaseException) -> None:

@@ -9,6 +9,9 @@ real worker processes (``ledger.stack.start_processor``). Nothing about Kafka is
 - ``shared_stack`` (conftest) is one stack for a whole module, bootstrapped with grants. Tests sharing
   it stay apart by giving each its own policy (name and governed action), see :func:`policy_doc`.
 
+Every client of a stack uses its role's credential on the session's (secured) broker: processors
+theirs, :meth:`LedgerStack.client` ``governance`` for people and ``agent`` for the rest.
+
 Governance is eventually consistent: the evaluator follows the policy/grant topics on its own.
 :meth:`LedgerStack.evaluate_settled` waits (with a deadline) until a decision was made at a
 governance position at least as far as the one the ledger had when it was called.
@@ -21,7 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ledger.client import ClientConfig, LedgerClient
 from ledger.core.events import (
@@ -35,9 +38,10 @@ from ledger.core.events import (
     Value,
 )
 from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_consumer, make_producer
 from ledger.kafka.reading import read_topic
 from ledger.local.stack import start_processor, stop_processor
-from ledger.settings import Settings, TopicNames
+from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
@@ -72,7 +76,30 @@ class LedgerStack:
 
     bootstrap: str
     settings: Settings
+    credentials: Mapping[str, KafkaSecurity] = field(default_factory=dict)
     clients: list[LedgerClient] = field(default_factory=list)
+
+    def security(self, role: Role) -> KafkaSecurity | None:
+        """``role``'s credential on the session's broker (``None``: a plain connection)."""
+        return self.credentials.get(role)
+
+    def producer(self, role: Role = "admin", **config: Any) -> Any:
+        """A kafka-python producer with ``role``'s credential (the caller closes it)."""
+        return make_producer(self.bootstrap, security=self.security(role), **config)
+
+    def consumer(self, role: Role = "admin", **config: Any) -> Any:
+        """A kafka-python consumer with ``role``'s credential (the caller closes it)."""
+        return make_consumer(self.bootstrap, security=self.security(role), **config)
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment of a ``ledger`` command run against this stack, as an operator sets
+        it: where Kafka is, the topic prefix, this stack's home and its roles' credentials."""
+        return {
+            "LEDGER_BOOTSTRAP": self.bootstrap,
+            "LEDGER_TOPIC_PREFIX": self.topics.prefix,
+            "LEDGER_HOME": str(self.settings.home),
+            "LEDGER_CREDENTIALS": str(self.settings.credentials),
+        }
 
     @property
     def topics(self) -> TopicNames:
@@ -86,7 +113,12 @@ class LedgerStack:
 
     def start(self, name: str, *, instance: int | None = None) -> int:
         return start_processor(
-            self.settings, name, bootstrap=self.bootstrap, timeout=90, instance=instance
+            self.settings,
+            name,
+            bootstrap=self.bootstrap,
+            timeout=90,
+            instance=instance,
+            security=self.security(cast(Role, name)) or KafkaSecurity(),
         )
 
     def stop(self, name: str, *, kill: bool = False, instance: int | None = None) -> bool:
@@ -101,10 +133,25 @@ class LedgerStack:
 
     # ------------------------------------------------------------------ clients
 
-    def client(self, actor: str = AGENT, *, timeout: float = 20.0) -> LedgerClient:
-        client = LedgerClient(
-            ClientConfig(bootstrap=self.bootstrap, topics=self.topics, actor=actor, timeout=timeout)
+    def config(
+        self, actor: str = AGENT, *, role: Role | None = None, timeout: float = 20.0
+    ) -> ClientConfig:
+        """A client configuration for ``actor`` with ``role``'s credential (default: a person
+        governs, anyone else is an agent)."""
+        role = role or ("governance" if actor.startswith("human:") else "agent")
+        return ClientConfig(
+            bootstrap=self.bootstrap,
+            topics=self.topics,
+            actor=actor,
+            timeout=timeout,
+            security=self.security(role),
+            role=role,
         )
+
+    def client(
+        self, actor: str = AGENT, *, role: Role | None = None, timeout: float = 20.0
+    ) -> LedgerClient:
+        client = LedgerClient(self.config(actor, role=role, timeout=timeout))
         self.clients.append(client)
         return client
 
@@ -235,7 +282,12 @@ class LedgerStack:
 
     def records(self, topic: str) -> list[Any]:
         """Every decodable record of ``topic``, start to current end."""
-        return [r.event for r in read_topic(self.bootstrap, [topic], idle_timeout=1.0)]
+        return [
+            r.event
+            for r in read_topic(
+                self.bootstrap, [topic], idle_timeout=1.0, security=self.security("auditor")
+            )
+        ]
 
 
 def covers(position: Mapping[str, int], target: Mapping[str, int]) -> bool:

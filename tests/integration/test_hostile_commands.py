@@ -50,9 +50,7 @@ def test_an_alias_bomb_from_an_actor_without_grants_is_refused_unread(stack_fact
         )
         for policy in ("refund", None)
     ]
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=0)
+    producer = stack.producer("governance")  # a client allowed to send commands
     try:
         for attack in attacks:  # straight to the topic, as the attacker did
             producer.send(stack.topics.commands, key=b"refund", value=CODEC.encode(attack))

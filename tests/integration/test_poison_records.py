@@ -59,9 +59,7 @@ def marker(stack: LedgerStack, app_id: str, topic: str) -> tuple[int, int] | Non
 
 
 def produce(stack: LedgerStack, topic: str, records: list[tuple[bytes, bytes]]) -> list[int]:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=0)
+    producer = stack.producer("admin")
     try:
         futures = [producer.send(topic, key=key, value=value) for key, value in records]
         return [f.get(timeout=30).offset for f in futures]
