@@ -6,6 +6,7 @@ import click
 
 from ledger import __version__
 from ledger.cli import (
+    actors,
     broker,
     credentials,
     decisions,
@@ -43,6 +44,7 @@ cli.add_command(evaluate.evaluate_cmd)
 cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
 cli.add_command(credentials.group)
+cli.add_command(actors.group)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import UsageError
 from ledger.kafka.governance import load_history
+from ledger.keys import KeyStore, sign
 from ledger.settings import KafkaSecurity, Role, Settings
 
 __all__ = [
@@ -175,8 +176,11 @@ def submit(
     extra: dict[str, Any] | None = None,
     version_label: str = "version",
 ) -> CommandAccepted:
-    """Submit a command, wait for the result, print it (``extra`` joins the JSON document)."""
+    """Sign a command with its actor's key, submit it, wait for the result, print it (``extra``
+    joins the JSON document). No key for the actor in the key store: one line, exit 2."""
+    store = KeyStore(load_settings(bootstrap).keys)
     with ledger_client(bootstrap, command.actor, role="governance") as client:
+        command = sign(command, store.private_key(command.actor))
         result = client.submit_command(command, timeout=timeout)
     if as_json:
         print_json({**(extra or {}), **to_jsonable(result)})

@@ -15,6 +15,12 @@ aggregate's ``sequence`` (1, 2, 3 … assigned by the single-writer command proc
 applies an event only when its sequence is the next one for its aggregate, which is what makes
 re-delivery of an already applied event a no-op.
 
+Governance commands carry their actor's signature (``key_id``, ``signature``: Ed25519 over
+:func:`ledger.core.signing.signed_bytes`); every governance event an accepted command produced
+records that proof (``command_key_id``, ``command_signature``, and the signed bytes as
+``signed_command``), so who did what can be verified offline with the actors' registered keys
+(``ActorKeyRegistered`` events).
+
 Value types carried in facts, context and constraints (see :data:`Value`): ``None``, ``bool``,
 ``int``, ``float``, ``str``, ``Decimal`` (exact), aware ``datetime`` (UTC) and ``tuple[str, ...]``.
 """
@@ -43,6 +49,8 @@ __all__ = [
     "RevokeGrant",
     "AssignRole",
     "RevokeRole",
+    "RegisterActorKey",
+    "RevokeActorKey",
     "Command",
     "COMMAND_TYPES",
     # command results
@@ -61,6 +69,8 @@ __all__ = [
     "GrantRevoked",
     "RoleAssigned",
     "RoleRevoked",
+    "ActorKeyRegistered",
+    "ActorKeyRevoked",
     "GrantEvent",
     "GovernanceEvent",
     # evaluation
@@ -133,6 +143,8 @@ class ProposePolicyVersion:
     document: str
     note: str | None = None
     policy: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +157,8 @@ class ApprovePolicyVersion:
     policy: str
     version: int
     note: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +172,8 @@ class PromotePolicyVersion:
     version: int
     stage: Stage
     percent: int | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +186,8 @@ class RollbackPolicy:
     policy: str
     reason: str
     to_version: int | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,6 +199,8 @@ class RetirePolicy:
     actor: str
     policy: str
     reason: str
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +219,8 @@ class IssueGrant:
     valid_until: datetime | None = None
     approved_by: str | None = None
     note: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +232,8 @@ class RevokeGrant:
     actor: str
     grant_id: str
     reason: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +245,8 @@ class AssignRole:
     actor: str
     principal: str
     role: str
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,6 +258,40 @@ class RevokeRole:
     actor: str
     principal: str
     role: str
+    key_id: str | None = None
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterActorKey:
+    """Register ``public_key`` (raw Ed25519, 32 bytes) as a signing key of ``principal``.
+
+    ``actor_key_id`` is the key's id, derived from the key (:func:`ledger.core.signing.key_id_of`).
+    """
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    actor_key_id: str
+    public_key: bytes
+    note: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeActorKey:
+    """Revoke ``principal``'s key ``actor_key_id`` (``None``: every key it holds)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    reason: str
+    actor_key_id: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 Command: TypeAlias = (
@@ -244,6 +304,8 @@ Command: TypeAlias = (
     | RevokeGrant
     | AssignRole
     | RevokeRole
+    | RegisterActorKey
+    | RevokeActorKey
 )
 COMMAND_TYPES: tuple[type, ...] = (
     ProposePolicyVersion,
@@ -255,6 +317,8 @@ COMMAND_TYPES: tuple[type, ...] = (
     RevokeGrant,
     AssignRole,
     RevokeRole,
+    RegisterActorKey,
+    RevokeActorKey,
 )
 
 # --------------------------------------------------------------------------- command results
@@ -312,6 +376,9 @@ class PolicyVersionProposed:
     owner: str
     governs: tuple[str, ...]
     note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +391,9 @@ class PolicyVersionApproved:
     sequence: int
     version: int
     note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,6 +410,9 @@ class PolicyVersionPromoted:
     stage: Stage
     percent: int | None = None
     previous_version: int | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,6 +428,9 @@ class PolicyRolledBack:
     from_version: int | None
     to_version: int
     reason: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -366,6 +442,9 @@ class PolicyRetired:
     policy: str
     sequence: int
     reason: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 PolicyEvent: TypeAlias = (
@@ -396,6 +475,9 @@ class GrantIssued:
     valid_until: datetime | None = None
     approved_by: str | None = None
     note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -408,6 +490,9 @@ class GrantRevoked:
     sequence: int
     grant_id: str
     reason: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -419,6 +504,9 @@ class RoleAssigned:
     principal: str
     sequence: int
     role: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -430,9 +518,54 @@ class RoleRevoked:
     principal: str
     sequence: int
     role: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
-GrantEvent: TypeAlias = GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorKeyRegistered:
+    """``public_key`` is a signing key of ``principal`` from now on (until revoked).
+
+    Written by the command processor for an accepted :class:`RegisterActorKey`, and for the
+    bootstrap administrators' keys (its trust anchors, from its configuration) with actor
+    ``service:command-processor`` and no command signature.
+    """
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    actor_key_id: str
+    public_key: bytes
+    note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorKeyRevoked:
+    """``principal``'s key ``actor_key_id`` signs nothing from now on."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    actor_key_id: str
+    reason: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
+
+
+GrantEvent: TypeAlias = (
+    GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked | ActorKeyRegistered | ActorKeyRevoked
+)
 GovernanceEvent: TypeAlias = PolicyEvent | GrantEvent
 
 # --------------------------------------------------------------------------- evaluation
@@ -446,6 +579,8 @@ class EvaluationRequested:
 
     ``event_id`` is the request id: one decision is recorded per request id. In ``async`` mode
     the caller has proceeded on ``default``; a correction follows if the decision differs.
+    ``requested_by`` is who asked: the enforcement point's configured actor (the SDK's), which
+    the broker authenticated by its credential; ``principal`` is whom the request is about.
     """
 
     event_id: str
@@ -458,6 +593,7 @@ class EvaluationRequested:
     context: Mapping[str, Value] = field(default_factory=_empty)
     mode: Mode = Mode.SYNC
     default: Determination | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -502,7 +638,8 @@ class DecisionRecorded:
     ``event_id`` is the decision id; ``request_id`` the request's ``event_id``.
     ``governance_position`` maps ``"topic/partition"`` to the offset of the last governance
     event applied to the state that decided. ``prev_hash``/``hash`` chain the traces of one
-    partition (DESIGN §9, tamper evidence); the evaluator fills them.
+    partition (DESIGN §9, tamper evidence); the evaluator fills them. ``requested_by`` is the
+    request's (who asked).
     """
 
     event_id: str
@@ -534,6 +671,7 @@ class DecisionRecorded:
     governance_position: Mapping[str, int] = field(default_factory=dict)
     prev_hash: str | None = None
     hash: str | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -632,6 +770,8 @@ EVENT_TYPES: tuple[type, ...] = (
     GrantRevoked,
     RoleAssigned,
     RoleRevoked,
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     EvaluationRequested,
     BatchEvaluationRequested,
     DecisionRecorded,

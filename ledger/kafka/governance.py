@@ -19,6 +19,8 @@ from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
@@ -57,6 +59,8 @@ GOVERNANCE_TYPES: tuple[type, ...] = (
     GrantRevoked,
     RoleAssigned,
     RoleRevoked,
+    ActorKeyRegistered,
+    ActorKeyRevoked,
 )
 
 

@@ -31,6 +31,7 @@ from ledger.files import private_dir, private_umask
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
 from ledger.kafka.topics import create_topics, topic_specs
+from ledger.keys import KeyStore
 from ledger.local import broker
 from ledger.local.processes import alive, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
@@ -44,6 +45,7 @@ __all__ = [
     "processes",
     "start_processor",
     "stop_processor",
+    "ensure_admin_keys",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -303,6 +305,7 @@ def _up(settings: Settings, *, evaluators: int, progress: Progress, insecure: bo
     if admin.enabled:
         progress("setting the ledger's ACLs…")
         ensure_acls(bootstrap, settings.topics, security=admin)
+    ensure_admin_keys(settings, progress=progress)
     wanted = [_proc_id(name, None) for name in PROCESSORS]
     wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
     # Further workers an earlier `up --evaluators N` started are looked after too.
@@ -322,6 +325,16 @@ def _up(settings: Settings, *, evaluators: int, progress: Progress, insecure: bo
             code="unhealthy",
         )
     return bootstrap
+
+
+def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None) -> None:
+    """Create the bootstrap administrators' signing keys in the key store, if missing: the
+    command processor's trust anchors (it records them in the ledger when it starts)."""
+    store = KeyStore(settings.keys)
+    for admin in sorted(settings.admins):
+        if store.public_key(admin) is None:
+            store.create(admin)
+            progress(f"created the signing key of {admin} in {store.private_path(admin)}")
 
 
 def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progress) -> None:

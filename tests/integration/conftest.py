@@ -15,6 +15,7 @@ from ledger.files import write_private
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import kafka_python_config
 from ledger.kafka.topics import create_topics, topic_specs
+from ledger.local.stack import ensure_admin_keys
 from ledger.settings import ROLES, KafkaSecurity, Settings, TopicNames
 
 StackFactory = Callable[..., LedgerStack]
@@ -47,6 +48,7 @@ def _maker(
             write_private(
                 settings.credentials / f"{role}.json", json.dumps(kafka_python_config(security))
             )
+        ensure_admin_keys(settings)  # the command processor's trust anchor
         stack = LedgerStack(
             bootstrap=kafka.bootstrap, settings=settings, credentials=dict(kafka.credentials)
         )

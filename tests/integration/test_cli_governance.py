@@ -109,6 +109,11 @@ def ledger(stack_factory) -> Ledger:
     stack = stack_factory()
     env = {**stack.cli_env(), "LEDGER_ADMINS": ADMIN}
     run = Ledger(stack, env)
+    for person in (ALICE, BOB, CAROL, "human:mallory"):  # their signing keys
+        added = run.json("actor", "add", person, "--by", ADMIN)
+        assert added["command_type"] == "RegisterActorKey" and added["key_id"].startswith(
+            "ed25519:"
+        )
     for person in (ALICE, BOB):
         run.grant(person, "ledger.policy.*", "policy:*")
     run.grant(AGENT, "*", "*")

@@ -197,8 +197,8 @@ def test_1mb_records_on_the_commands_topic_are_each_answered_or_dead_lettered(
     stack: LedgerStack,
 ) -> None:
     before = pids(stack)
-    commands = [grant(n) for n in range(10)]
-    big, big_bytes = sized(lambda filler: grant(99, note=filler), VALID_BYTES)
+    commands = [stack.sign(grant(n)) for n in range(10)]
+    big, big_bytes = sized(lambda filler: stack.sign(grant(99, note=filler)), VALID_BYTES)
     commands.insert(5, big)
     garbage = b"\x00" + os.urandom(GARBAGE_BYTES - 1)
     records = [(c.principal.encode(), big_bytes if c is big else CODEC.encode(c)) for c in commands]

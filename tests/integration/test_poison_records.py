@@ -170,8 +170,8 @@ def test_a_command_that_hangs_the_command_processor_is_dead_lettered_after_two_d
     stack = stack_factory(processors=())
     stack.start("command-processor")
     topic = stack.topics.commands
-    poison = grant("agent:poison-hang")
-    after = [grant(f"agent:bot-{n}") for n in range(3)]
+    poison = stack.sign(grant("agent:poison-hang"))
+    after = [stack.sign(grant(f"agent:bot-{n}")) for n in range(3)]
     offsets = produce(
         stack, topic, [(c.principal.encode(), CODEC.encode(c)) for c in (poison, *after)]
     )

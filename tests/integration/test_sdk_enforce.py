@@ -562,7 +562,8 @@ def test_evaluate_times_out_when_no_evaluator_answers(
 
 
 def test_client_default_timeout_applies_to_every_waiting_call(silent_stack: LedgerStack):
-    client = LedgerClient(silent_stack.config(AGENT, timeout=SHORT))
+    # One client for requests and commands: the admin credential may do both.
+    client = LedgerClient(silent_stack.config(AGENT, role="admin", timeout=SHORT))
     try:
         _, took = _elapsed(
             lambda: client.evaluate(action="refund.issue", principal=AGENT, resource="account:51")

@@ -69,7 +69,9 @@ def test_a_dead_listener_fails_the_waiting_call_at_once_and_the_next_call_restar
 ):
     # An evaluator answers requests; no command processor, so a command waits for ever.
     stack: LedgerStack = stack_factory(processors=("evaluator",))
-    client = stack.client(AGENT, timeout=LONG)
+    # One client for requests and commands (the admin credential may do both), so its listener
+    # reads every reply topic.
+    client = stack.client(AGENT, role="admin", timeout=LONG)
     assert _ask(client).reason_code == "no_authority"  # the listener works
 
     outcome: list[BaseException | Any] = []
