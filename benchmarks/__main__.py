@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "roundtrip": "SDK -> Kafka -> evaluator -> Kafka -> SDK latency at fixed request rates",
     "throughput": "sustained decisions/s of one evaluator worker, CPU per decision per process",
     "rollback": "rollback accepted -> first decision under the restored version",
+    "audit": "DuckDB over 10,000,000 exported decisions; export throughput from Kafka",
 }
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end demo behind `make demo`: a real Kafka broker, the processors, a policy's whole
-# life (propose → approve → canary → active → rollback), an agent asking for decisions, and
-# replay. Each step prints the `ledger` command it runs, so this file doubles as a tutorial.
+# life (propose → approve → canary → active → rollback), an agent asking for decisions, replay,
+# and an auditor's export and SQL questions. Each step prints the `ledger` command it runs, so
+# this file doubles as a tutorial.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -68,4 +69,25 @@ run ledger replay --at "$BEFORE_ROLLBACK" --policy refund
 run ledger decisions --principal agent:refund-bot --action 'refund.*' --limit 6
 run ledger actor list
 run ledger actor verify   # every governance event's signature, checked offline
+
+# The auditor: export the ledger to Parquet and question it with DuckDB.
+EXPORT="$LEDGER_HOME/export"
+run ledger export --out "$EXPORT"
+run ledger audit list
+# "Which policy governed refund X?" — the last refund decision for account:42 that allowed.
+REFUND_ID=$(ledger audit sql "SELECT request_id FROM decisions WHERE resource = 'account:42' AND determination <> 'deny' ORDER BY decided_at DESC LIMIT 1" --from "$EXPORT" --csv | tail -n 1)
+run ledger audit run decision_lineage --param "id=$REFUND_ID" --from "$EXPORT"
+# "Who approved the version that allowed it?"
+run ledger audit run who_approved --param policy=refund --from "$EXPORT"
+# "Which policy was active the instant before the rollback?" — SQL and replay agree.
+run ledger audit run active_policies_at --param "at=$BEFORE_ROLLBACK" --from "$EXPORT"
+run ledger replay --at "$BEFORE_ROLLBACK" --policy refund --from "$EXPORT"
+run ledger audit sql "SELECT policy, policy_version, determination, count(*) AS decisions FROM decisions GROUP BY ALL ORDER BY ALL" --from "$EXPORT"
+# What v2 would have changed over everything the demo recorded (re-decided with the core,
+# nothing written), a reproduction of the last decision at its recorded governance position
+# from the export, and the evaluator's decision hash chains checked over the export.
+run ledger policy simulate examples/policies/refund-v2.yaml --from "$EXPORT" --sample 5
+LAST_DECISION=$(ledger audit sql "SELECT decision_id FROM decisions ORDER BY decided_at DESC LIMIT 1" --from "$EXPORT" --csv | tail -n 1)
+run ledger replay --decision "$LAST_DECISION" --from "$EXPORT"
+run ledger audit verify --from "$EXPORT"
 echo; echo "${bold}Demo complete.${plain}"

@@ -24,6 +24,8 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── ExportError                  export_error        9   export / DuckDB failure
     ├── DecisionDenied               denied             10   @enforce: the call was not allowed
     │                                                        (it carries the decision trace)
+    ├── TamperDetected               tamper_detected    11   audit verify: a decision chain is broken
+    ├── NotReproduced                not_reproduced     12   replay --decision: re-evaluation differs
     ├── PolicyTestsFailed            policy_tests_failed 1   some offline policy test cases failed
     ├── ProcessorError               processor_error     1   a local processor failed to start
     ├── SigningKeyMissing            no_signing_key      2   no private key to sign a command as an actor
@@ -50,6 +52,8 @@ __all__ = [
     "LedgerTimeout",
     "ExportError",
     "DecisionDenied",
+    "TamperDetected",
+    "NotReproduced",
     "PolicyTestsFailed",
     "ProcessorError",
     "ClientClosed",
@@ -212,6 +216,22 @@ class DecisionDenied(LedgerError):
         super().__init__(
             f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"
         )
+
+
+class TamperDetected(LedgerError):
+    """``ledger audit verify`` found a decision altered, missing, inserted, reordered or outside
+    every chain; the message names the first (topic, partition, offset, decision id)."""
+
+    code = "tamper_detected"
+    exit_code = 11
+
+
+class NotReproduced(LedgerError):
+    """Re-evaluating a recorded decision at its governance position gave another decision (or
+    its request is not in the ledger); the message says what differs."""
+
+    code = "not_reproduced"
+    exit_code = 12
 
 
 class PolicyTestsFailed(LedgerError):

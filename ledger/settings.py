@@ -130,6 +130,11 @@ class TopicNames:
     def dead_letters(self) -> str:
         return self._name("ledger.dead-letters")
 
+    @property
+    def chain_checkpoints(self) -> str:
+        """Heads of the evaluators' decision hash chains (``ChainCheckpoint``, DESIGN §9)."""
+        return self._name("ledger.chain-checkpoints")
+
     def all(self) -> tuple[str, ...]:
         return (
             self.commands,
@@ -140,6 +145,7 @@ class TopicNames:
             self.decisions,
             self.corrections,
             self.dead_letters,
+            self.chain_checkpoints,
         )
 
 

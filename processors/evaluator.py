@@ -6,6 +6,11 @@ decision per request id (a bounded memory of answered ids, seeded at start-up fr
 written after the group's last commit, so a crash-restart does not answer twice), dead-letters
 for undecodable records, an ``error`` decision for a bad request.
 
+Tamper evidence (DESIGN §9): each worker keeps one hash chain (:mod:`ledger.core.chain`), named
+by its evaluator id and a start-up nonce, and every record it writes to the decisions topic is
+the chain's next link; the chain's head is published on ``ledger.chain-checkpoints`` every
+:data:`CHECKPOINT_EVERY` records, after each second with decisions, and at a clean shutdown.
+
 Run it: ``python -m processors.evaluator`` (reads ``LEDGER_*`` from the environment), or let
 ``ledger up`` do it. Scale with more workers (same group) and more request partitions.
 """
@@ -21,9 +26,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
+from ledger.core.chain import ChainHead, checkpoint, link
 from ledger.core.evaluate import correction_for, evaluate, evaluate_batch
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -35,7 +42,7 @@ from ledger.core.events import (
 )
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
-from ledger.ids import utcnow
+from ledger.ids import new_id, utcnow
 from ledger.kafka.dedup import answered_since_last_commit
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import Settings
@@ -60,6 +67,8 @@ __all__ = [
     "main",
     "APP_ID",
     "TRACE_TOO_LARGE",
+    "CHECKPOINT_EVERY",
+    "CHECKPOINT_INTERVAL",
 ]
 
 log = logging.getLogger("ledger.evaluator")
@@ -71,6 +80,12 @@ _REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 # the most latency batching can add to a request that arrives alone.
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.001
+
+CHECKPOINT_EVERY = 1000
+"""A chain checkpoint follows at the latest this many decisions after the previous one."""
+CHECKPOINT_INTERVAL = 1.0
+"""Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
+gets one, so its newest records are vouched for within about a second."""
 
 
 class RecentIds:
@@ -96,6 +111,8 @@ class RecentIds:
         return len(self._ids)
 
 
+_ACTOR: Final = "service:evaluator"
+
 TRACE_TOO_LARGE: Final = "trace_too_large"
 """``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record
 (its meaning is in :data:`ledger.core.evaluate.REASON_CODES`)."""
@@ -107,6 +124,11 @@ class RequestHandler:
     Every record gets an outcome that fits a Kafka record: a decision (an ``error`` decision
     without facts when the full trace would be too large), or a dead letter. With ``inflight``,
     a record that was being handled each time the process died is dead-lettered, not handled.
+
+    Every decision it returns is the next link of its hash chain (``chain``, one per handler:
+    one per worker process), stamped as its last step so the chain advances only for records
+    that are written. Checkpoints of the chain's head come out as outputs too: after every
+    ``checkpoint_every`` decisions, from :meth:`tick` (called on a timer) and :meth:`close`.
     """
 
     def __init__(
@@ -118,6 +140,8 @@ class RequestHandler:
         stats: ProcessorStats,
         limit: OutputLimit | None = None,
         inflight: InFlight | None = None,
+        chain_id: str | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self.topics = settings.topics
         self.codec = codec
@@ -133,6 +157,10 @@ class RequestHandler:
             stats=stats,
             limit=self.limit,
         )
+        # A fresh nonce per handler: a restarted or second worker starts a chain of its own.
+        self.chain = ChainHead(chain_id or f"{evaluator_id}/{new_id()}")
+        self.checkpoint_every = checkpoint_every
+        self._checkpointed = 0  # chain_seq of the last checkpoint returned
 
     def handle(
         self,
@@ -155,31 +183,57 @@ class RequestHandler:
             return []
         now = utcnow()
         out: list[Output]
+        chain = self.chain
         if isinstance(request, EvaluationRequested):
             decision = evaluate(state, request, now=now, evaluator_id=self.evaluator_id)
-            decision = replace(decision, latency_us=(time.perf_counter_ns() - started) // 1000)
-            encoded = self.codec.encode(decision)
+            latency = {"latency_us": (time.perf_counter_ns() - started) // 1000}
+            stamped, head = link(decision, chain, latency)
+            encoded = self.codec.encode(stamped)
             if not self.limit.fits(rid, encoded):
-                decision = _without_trace(decision, value, self.limit.max_bytes)
-                encoded = self.codec.encode(decision)
+                reduced = _without_trace(decision, value, self.limit.max_bytes)
+                stamped, head = link(reduced, chain, latency)
+                encoded = self.codec.encode(stamped)
             out = [(self.topics.decisions, rid, encoded)]
-            correction = correction_for(decision)
+            correction = correction_for(stamped)
             if correction is not None:
                 out.append((self.topics.corrections, rid, self.codec.encode(correction)))
         else:
             answer = evaluate_batch(state, request, now=now, evaluator_id=self.evaluator_id)
-            encoded = self.codec.encode(answer)
+            stamped_batch, head = link(answer, chain)
+            encoded = self.codec.encode(stamped_batch)
             if not self.limit.fits(rid, encoded):
-                encoded = self.codec.encode(_batch_without_trace(answer))
+                stamped_batch, head = link(_batch_without_trace(answer), chain)
+                encoded = self.codec.encode(stamped_batch)
             out = [(self.topics.decisions, rid, encoded)]
         if not all(self.limit.fits(k, v) for _, k, v in out):
             reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
             return [
                 self._dead_letter(topic, partition, offset, key, value, "output_too_large", reason)
             ]
+        self.chain = head  # only now: a record that is not written is not in the chain
         self.recent.add(rid)
         self.stats.processed += 1
+        if head.seq - self._checkpointed >= self.checkpoint_every:
+            out.append(self._checkpoint(now))
         return out
+
+    def tick(self, now: datetime) -> list[Output]:
+        """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""
+        if self.chain.seq > self._checkpointed:
+            return [self._checkpoint(now)]
+        return []
+
+    def close(self, now: datetime) -> list[Output]:
+        """The chain's final checkpoint, at a clean shutdown: nothing follows it."""
+        if self.chain.seq == 0:
+            return []
+        return [self._checkpoint(now, final=True)]
+
+    def _checkpoint(self, now: datetime, *, final: bool = False) -> Output:
+        head = self.chain
+        mark = checkpoint(head, now=now, actor=_ACTOR, evaluator_id=self.evaluator_id, final=final)
+        self._checkpointed = head.seq
+        return (self.topics.chain_checkpoints, head.chain_id.encode(), self.codec.encode(mark))
 
     def handle_batch(self, state: Any, messages: Iterable[Any]) -> list[Output]:
         """The outputs of several records (Faust messages) in order, all against one state.
@@ -337,6 +391,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         )
         handler.recent.update(seen)
         log.info("start-up: %d request ids answered since the last commit", len(seen))
+        log.info("decisions are chained in %s", handler.chain.chain_id)
         deduplicated.set()
 
     @app.agent(app.topic(settings.topics.evaluation_requests))
@@ -358,6 +413,17 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
             except Exception:  # see above
                 die(HANDLING_FAILED_EXIT, "evaluator failed outside any one record")
             await send_all(producer, outputs)
+
+    @app.timer(interval=CHECKPOINT_INTERVAL)
+    async def checkpoint_chain() -> None:
+        await send_all(app.producer, handler.tick(utcnow()))
+
+    @app.on_before_shutdown.connect
+    async def final_checkpoint(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust sends this after the agents stopped and before it flushes the producer: the
+        # chain's last head is written with the last decisions.
+        await send_all(app.producer, handler.close(utcnow()))
+        log.info("chain %s closed at %d records", handler.chain.chain_id, handler.chain.seq)
 
     @app.timer(interval=30.0)
     async def report() -> None:

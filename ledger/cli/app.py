@@ -7,15 +7,18 @@ import click
 from ledger import __version__
 from ledger.cli import (
     actors,
+    audit,
     broker,
     credentials,
     decisions,
     evaluate,
+    export,
     grants,
     policy,
     replay,
     stack,
     topics,
+    verify,
 )
 
 __all__ = ["cli", "main"]
@@ -45,6 +48,9 @@ cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
 cli.add_command(credentials.group)
 cli.add_command(actors.group)
+cli.add_command(export.export_cmd)
+audit.add_commands(*verify.COMMANDS)
+cli.add_command(audit.group)
 
 
 def main() -> None:

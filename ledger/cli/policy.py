@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ledger.cli import lifecycle
+from ledger.cli import lifecycle, simulate
 from ledger.cli.common import read_text_file
 from ledger.cli.output import (
     handle_errors,
@@ -265,5 +265,5 @@ def eval_(
 
 # The lifecycle verbs (propose … show) talk to the ledger; they live in their own module and
 # join this group here, so the group is defined, and assembled, in one place.
-for _command in lifecycle.COMMANDS:
+for _command in (*lifecycle.COMMANDS, *simulate.COMMANDS):
     group.add_command(_command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from ledger.cli.common import (
     policy_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.reproduce import reproduce_decision
 from ledger.core.authority import capabilities
 from ledger.core.history import state_at
 from ledger.errors import UsageError
@@ -29,20 +31,62 @@ __all__ = ["replay_cmd"]
 )
 @click.option("--policy", "policy", default=None, help="Only this policy.")
 @click.option("--principal", default=None, help="Only this principal's grants and roles.")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Replay from this export directory (`ledger export --out DIR`) instead of Kafka.",
+)
+@click.option(
+    "--decision",
+    "decision_id",
+    default=None,
+    metavar="ID",
+    help="Reproduce this recorded decision (decision or request id) instead.",
+)
 @bootstrap_option
 @json_option
 @handle_errors
 def replay_cmd(
-    at: str | None, policy: str | None, principal: str | None, bootstrap: str | None, as_json: bool
+    at: str | None,
+    policy: str | None,
+    principal: str | None,
+    source: Path | None,
+    decision_id: str | None,
+    bootstrap: str | None,
+    as_json: bool,
 ) -> None:
     """State at instant T, rebuilt from the ledger: versions in force and grants in force.
 
     Answers "which version of each policy was active at T" and "what could principal X do at T".
+    The history is read from Kafka, or with --from DIR from an export (the governance records'
+    bytes it keeps); the same fold gives the same state either way.
+
+    With --decision ID: reproduce one recorded decision exactly. Its request is re-evaluated
+    with the core against the governance state at the decision's recorded governance
+    position, at the decision's own time, and every field is compared with the record except
+    those only its writer knows (latency_us, evaluator_id, chain_id, chain_seq, prev_hash,
+    hash). Exit 0 when it reproduces; otherwise exit 12 (not_reproduced) with the fields that
+    differ, recorded beside reproduced.
     """
+    if decision_id is not None:
+        if at is not None or policy is not None or principal is not None:
+            raise UsageError(
+                "--decision reproduces one decision: leave out --at, --policy and --principal"
+            )
+        reproduce_decision(decision_id, source, bootstrap, as_json)
+        return
     instant = parse_time(at, "--at") or utcnow()
-    settings = load_settings(bootstrap)
-    address, security = connection(settings, "auditor")
-    state = state_at(load_history(address, settings.topics, security=security), instant)
+    if source is not None:
+        from ledger.audit.history import load_export_history  # pyarrow: only when asked for
+
+        history = load_export_history(source)
+    else:
+        settings = load_settings(bootstrap)
+        address, security = connection(settings, "auditor")
+        history = load_history(address, settings.topics, security=security)
+    state = state_at(history, instant)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:
         raise UsageError(f"no policy named {policy!r} existed at {instant.isoformat()}")

@@ -82,6 +82,7 @@ __all__ = [
     "BatchItemDecision",
     "BatchDecisionRecorded",
     "DecisionCorrected",
+    "ChainCheckpoint",
     # faults
     "DeadLetter",
     "EVENT_TYPES",
@@ -637,9 +638,10 @@ class DecisionRecorded:
 
     ``event_id`` is the decision id; ``request_id`` the request's ``event_id``.
     ``governance_position`` maps ``"topic/partition"`` to the offset of the last governance
-    event applied to the state that decided. ``prev_hash``/``hash`` chain the traces of one
-    partition (DESIGN §9, tamper evidence); the evaluator fills them. ``requested_by`` is the
-    request's (who asked).
+    event applied to the state that decided. ``chain_id``/``chain_seq``/``prev_hash``/``hash``
+    put the trace in its writer's hash chain (DESIGN §9, tamper evidence, see
+    :mod:`ledger.core.chain`); the evaluator fills them, records written before chains existed
+    have them ``None``. ``requested_by`` is the request's (who asked).
     """
 
     event_id: str
@@ -671,6 +673,8 @@ class DecisionRecorded:
     governance_position: Mapping[str, int] = field(default_factory=dict)
     prev_hash: str | None = None
     hash: str | None = None
+    chain_id: str | None = None
+    chain_seq: int | None = None
     requested_by: str | None = None
 
 
@@ -691,7 +695,10 @@ class BatchItemDecision:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchDecisionRecorded:
-    """Every determination of a batch and the governance position they were made at."""
+    """Every determination of a batch and the governance position they were made at.
+
+    Chained like :class:`DecisionRecorded` (the same writer's chain, the same four fields).
+    """
 
     event_id: str
     occurred_at: datetime
@@ -701,6 +708,10 @@ class BatchDecisionRecorded:
     decisions: tuple[BatchItemDecision, ...]
     governance_position: Mapping[str, int] = field(default_factory=dict)
     evaluator_id: str = ""
+    prev_hash: str | None = None
+    hash: str | None = None
+    chain_id: str | None = None
+    chain_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -715,6 +726,25 @@ class DecisionCorrected:
     default: Determination
     determination: Determination
     reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainCheckpoint:
+    """The head of one writer's decision chain, on ``ledger.chain-checkpoints`` (keyed by chain).
+
+    Published every so many decisions, after a second of activity and at a clean shutdown
+    (``final``), so that deleting a chain's newest records is detected as well: the record at
+    ``chain_seq`` must exist and have ``head_hash`` (see :mod:`ledger.core.chain`).
+    """
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    chain_id: str
+    chain_seq: int
+    head_hash: str
+    evaluator_id: str = ""
+    final: bool = False
 
 
 # --------------------------------------------------------------------------- faults
@@ -754,6 +784,7 @@ Event: TypeAlias = (
     | DecisionRecorded
     | BatchDecisionRecorded
     | DecisionCorrected
+    | ChainCheckpoint
     | DeadLetter
 )
 
@@ -777,6 +808,7 @@ EVENT_TYPES: tuple[type, ...] = (
     DecisionRecorded,
     BatchDecisionRecorded,
     DecisionCorrected,
+    ChainCheckpoint,
     DeadLetter,
 )
 """Every top-level record type, each with one ``schemas/<Name>.avsc``."""

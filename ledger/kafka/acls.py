@@ -10,8 +10,8 @@ topics or change ACLs (nothing grants ``DELETE``, ``CREATE`` or ``ALTER``).
 | ``agent`` | evaluation-requests | decisions, corrections (describe: policy and grant events, for the governance position) |
 | ``governance`` | commands | command-results, policy-events, grant-events |
 | ``command-processor`` | policy-events, grant-events, command-results, dead-letters | commands, policy-events, grant-events |
-| ``evaluator`` | decisions, corrections, dead-letters | evaluation-requests, policy-events, grant-events, decisions (start-up de-duplication) |
-| ``exporter``, ``auditor`` | — | every ledger topic |
+| ``evaluator`` | decisions, corrections, chain-checkpoints, dead-letters | evaluation-requests, policy-events, grant-events, decisions (start-up de-duplication) |
+| ``exporter``, ``auditor`` | — | every ledger topic (chain-checkpoints included) |
 
 Consumer groups: each processor its own (``<prefix>ledger-<processor>``), the exporter's
 ``<prefix>ledger-exporter…``, and every other role groups named ``<prefix><role>.…``.
@@ -70,7 +70,7 @@ def acl_table(topics: TopicNames) -> tuple[Permission, ...]:
     allow("command-processor", "READ", [t.commands, *governance])
     allow("command-processor", "WRITE", [*governance, t.command_results, t.dead_letters])
     allow("evaluator", "READ", [t.evaluation_requests, *governance, t.decisions])
-    allow("evaluator", "WRITE", [t.decisions, t.corrections, t.dead_letters])
+    allow("evaluator", "WRITE", [t.decisions, t.corrections, t.chain_checkpoints, t.dead_letters])
     allow("exporter", "READ", everything)
     allow("auditor", "READ", everything)
     for role, group in PROCESSOR_GROUPS.items():

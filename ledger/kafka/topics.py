@@ -8,6 +8,9 @@ Partition counts are deliberate:
   governance position of a decision is two offsets that anyone can replay up to.
 - Evaluation requests, decisions and corrections have several partitions: evaluators scale by
   partitions and workers.
+- ``ledger.chain-checkpoints`` has one partition: the heads of the evaluators' decision hash
+  chains are few (one every second of activity per evaluator) and kept forever, like the
+  decisions they vouch for.
 
 Ledger topics keep data forever (``retention.ms=-1``); command topics are bounded (7 days).
 
@@ -83,6 +86,12 @@ def topic_specs(settings: Settings, *, evaluation_partitions: int = 6) -> tuple[
         TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
         TopicSpec(name=t.corrections, partitions=n, configs=_FOREVER, purpose="async corrections"),
         TopicSpec(name=t.dead_letters, partitions=1, configs=_FOREVER, purpose="undecodable input"),
+        TopicSpec(
+            name=t.chain_checkpoints,
+            partitions=1,
+            configs=_FOREVER,
+            purpose="decision chain heads",
+        ),
     )
 
 

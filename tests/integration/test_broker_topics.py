@@ -39,7 +39,9 @@ def test_topics_are_created_with_declared_partitions_and_configs(kafka, topic_na
     assert configs[topic_names.decisions]["retention.ms"] == "-1"
     assert configs[topic_names.policy_events]["retention.ms"] == "-1"
     assert configs[topic_names.commands]["retention.ms"] == str(7 * 24 * 3600 * 1000)
-    assert len({s.name for s in specs}) == 8
+    assert len({s.name for s in specs}) == 9
+    checkpoints = next(s for s in specs if s.name == topic_names.chain_checkpoints)
+    assert checkpoints.partitions == 1 and configs[checkpoints.name]["retention.ms"] == "-1"
     assert next(s for s in specs if s.name == topic_names.commands).partitions == 1
 
 

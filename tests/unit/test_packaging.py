@@ -1,4 +1,5 @@
-"""A wheel of the project works outside the checkout: the schemas travel as package data.
+"""A wheel of the project works outside the checkout: the schemas and the audit queries travel
+as package data.
 
 Reported: only editable installs worked, because the codec read ``__file__/../../schemas``; a
 ``pip install .`` into another environment could not find the schemas.
@@ -55,6 +56,10 @@ letter = DeadLetter(event_id="e", occurred_at=datetime.now(UTC), actor="service:
                     source_topic="t", partition=0, offset=1, key=None, value=b"v", code="c",
                     reason="r")
 assert codec.decode(codec.encode(letter)) == letter
+queries = contract_dir("queries")
+assert str(queries).startswith({str(target)!r}), queries
+from ledger.audit.sql import named_queries, views_sql
+assert "active_policies_at" in named_queries() and "policy_timeline" in views_sql()
 print(schemas)
 """
     done = subprocess.run(

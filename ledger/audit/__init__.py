@@ -1,0 +1,38 @@
+"""The audit wing: the ledger exported to Parquet and questioned with DuckDB (DESIGN §9).
+
+- :mod:`~ledger.audit.rows` — the export format: one ledger record → one row of typed columns;
+- :mod:`~ledger.audit.export` — ``ledger export``: Kafka → Parquet files and their manifest,
+  incremental, idempotent, repaired after a kill; also the file half alone
+  (:class:`~ledger.audit.export.ExportWriter`) for writing the format without Kafka;
+- :mod:`~ledger.audit.sql` — DuckDB over an export: the views of ``queries/views.sql``, the
+  named audit queries of ``queries/*.sql``, read-only ad-hoc SQL;
+- :mod:`~ledger.audit.history` — the governance history read back from an export, for replay;
+- :mod:`~ledger.audit.sources` — recorded decisions, requests and governance history for
+  reproduction and simulation, read from Kafka or from an export;
+- :mod:`~ledger.audit.reproduce` — re-evaluate one recorded decision at its governance position;
+- :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export.
+
+May import: the core, :mod:`ledger.codec`, :mod:`ledger.contract`, :mod:`ledger.settings`,
+:mod:`ledger.errors`, the Kafka wing (:mod:`ledger.kafka`), duckdb and pyarrow. Never
+:mod:`ledger.local` (the development launcher) or :mod:`ledger.cli` (a test enforces it).
+
+``connect(export_dir)`` is the analysts' entry point: a DuckDB connection with the views
+attached (imported lazily here, so the exporter does not load DuckDB).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["connect"]
+
+
+def connect(export_dir: Any, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection over ``export_dir`` with the audit views attached
+    (see :func:`ledger.audit.sql.connect`)."""
+    from ledger.audit.sql import connect as _connect
+
+    return _connect(export_dir, read_only=read_only)

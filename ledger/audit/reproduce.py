@@ -1,0 +1,132 @@
+"""Exact reproduction of a recorded decision (DESIGN §9): rebuild the governance state at the
+decision's recorded ``governance_position``, re-evaluate its request with the core at the
+decision's own ``occurred_at``, and compare the result with the record field by field.
+
+Fields that only the writer knows are not compared (:data:`WRITER_FIELDS`): how long it took,
+which evaluator instance wrote it, and its place in that writer's hash chain. A decision whose
+trace was reduced by the writer because it would not fit a Kafka record (``reason_code``
+``trace_too_large``) is compared on what the reduced trace kept (:data:`REDUCED_FIELDS` are
+left out) and the re-evaluated determination is reported beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ledger.audit.sources import Decision, Request
+from ledger.core.evaluate import evaluate, evaluate_batch
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    DecisionRecorded,
+    EvaluationRequested,
+)
+from ledger.core.history import HistoryEntry, state_at_position
+from ledger.core.jsonform import to_json_value
+
+__all__ = ["WRITER_FIELDS", "REDUCED_FIELDS", "Difference", "Reproduction", "reproduce"]
+
+WRITER_FIELDS: Final = ("latency_us", "evaluator_id", "chain_id", "chain_seq", "prev_hash", "hash")
+"""Written by the evaluator instance, not decided: never compared."""
+
+REDUCED_FIELDS: Final = (
+    "determination",
+    "constraints",
+    "reasons",
+    "reason_code",
+    "rule",
+    "facts",
+    "context",
+    "shadow_results",
+    "decisions",
+)
+"""What a ``trace_too_large`` record left out or replaced: not compared for such a record."""
+
+_TRACE_TOO_LARGE: Final = "trace_too_large"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Difference:
+    """One field whose recorded value the re-evaluation does not give (JSON forms)."""
+
+    field: str
+    recorded: Any
+    reproduced: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reproduction:
+    """The recorded decision, what the core decides again, and what differs."""
+
+    recorded: Decision
+    request: Request
+    reproduced: Decision
+    differences: tuple[Difference, ...]
+    ignored: tuple[str, ...]
+    note: str | None = None
+
+    @property
+    def reproduces(self) -> bool:
+        return not self.differences
+
+
+def _reduced(decision: Decision) -> bool:
+    if isinstance(decision, DecisionRecorded):
+        return decision.reason_code == _TRACE_TOO_LARGE
+    return bool(decision.decisions) and all(
+        d.reason_code == _TRACE_TOO_LARGE for d in decision.decisions
+    )
+
+
+def reproduce(
+    decision: Decision, request: Request, history: Iterable[HistoryEntry]
+) -> Reproduction:
+    """Re-decide ``request`` as the evaluator did for ``decision`` and compare.
+
+    ``history`` is the ledger's governance history (from Kafka or an export); only the events
+    at or before the decision's ``governance_position`` are folded.
+    """
+    state = state_at_position(history, decision.governance_position)
+    again: Decision
+    if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
+        again = evaluate(
+            state, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
+        )
+    elif isinstance(decision, BatchDecisionRecorded) and isinstance(
+        request, BatchEvaluationRequested
+    ):
+        again = evaluate_batch(
+            state, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
+        )
+    else:
+        raise TypeError(f"a {type(decision).__name__} does not answer a {type(request).__name__}")
+    ignored: tuple[str, ...] = WRITER_FIELDS
+    note = None
+    if _reduced(decision):
+        ignored = WRITER_FIELDS + REDUCED_FIELDS
+        note = (
+            "the writer reduced this trace (it would not fit a Kafka record), so its "
+            f"determination was recorded as error; re-evaluated: {_outcome(again)}"
+        )
+    recorded_form, again_form = to_json_value(decision), to_json_value(again)
+    differences = tuple(
+        Difference(field=name, recorded=recorded_form.get(name), reproduced=again_form.get(name))
+        for name in recorded_form
+        if name not in ignored and recorded_form.get(name) != again_form.get(name)
+    )
+    return Reproduction(
+        recorded=decision,
+        request=request,
+        reproduced=again,
+        differences=differences,
+        ignored=ignored,
+        note=note,
+    )
+
+
+def _outcome(decision: Decision) -> str:
+    if isinstance(decision, DecisionRecorded):
+        return f"{decision.determination.value} ({decision.reason_code or '-'})"
+    return ", ".join(f"{d.item_id}: {d.determination.value}" for d in decision.decisions)

@@ -1,0 +1,429 @@
+"""Recorded history for reproduction and simulation: decisions, their requests and the
+governance history, read from Kafka or from an export directory.
+
+Two sources with one interface (:class:`LedgerSource`):
+
+- :class:`KafkaSource` reads the topics from the beginning to their current end (no consumer
+  group, nothing committed) — fine for a development or moderate ledger;
+- :class:`ExportSource` queries an export (the layout of ``ledger export``:
+  ``DIR/topic=<topic>/date=…/<topic>+<partition>+<offset>.parquet``) with DuckDB, and decodes the
+  rows' ``record`` bytes, the authoritative record (``ledger audit verify`` checks that the
+  queryable columns agree with them).
+
+Either way the events are the codec's decoding of the recorded bytes, so reproduction and
+simulation run on exactly what was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias
+
+from ledger.codec import Codec, default_codec
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    DecisionRecorded,
+    EvaluationRequested,
+)
+from ledger.core.history import HistoryEntry
+from ledger.errors import CodecError, ExportError, UsageError
+from ledger.kafka.governance import GOVERNANCE_TYPES, load_history
+from ledger.kafka.reading import position_key, read_topic
+from ledger.settings import KafkaSecurity, TopicNames
+
+__all__ = [
+    "Decision",
+    "Request",
+    "LedgerSource",
+    "KafkaSource",
+    "ExportSource",
+    "export_dir",
+    "resolve_topics",
+    "topic_files",
+    "connect",
+    "READ_PARQUET",
+    "MANIFEST",
+    "single_pairs",
+]
+
+Decision: TypeAlias = DecisionRecorded | BatchDecisionRecorded
+Request: TypeAlias = EvaluationRequested | BatchEvaluationRequested
+
+_DECISION_BASE = "ledger.decisions"
+
+
+class LedgerSource(Protocol):
+    """Where recorded history is read from."""
+
+    @property
+    def where(self) -> str:
+        """Human-readable: the bootstrap servers or the export directory."""
+        ...
+
+    def decision(self, decision_id: str) -> Decision:
+        """The decision with this decision id (or of this request id); UsageError if none."""
+        ...
+
+    def request(self, request_id: str) -> Request | None:
+        """The evaluation request with this id, if it is in the ledger."""
+        ...
+
+    def history(self) -> list[HistoryEntry]:
+        """Every governance event in log order, with where it was read."""
+        ...
+
+    def pairs(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[tuple[Request, Decision]]:
+        """Each request asked in ``[since, until)`` with the decision recorded for it (the
+        first, if a crash-restart recorded two), oldest request first."""
+        ...
+
+
+def _not_found(decision_id: str, where: str) -> UsageError:
+    return UsageError(
+        f"no decision {decision_id!r} in the ledger at {where} (give a decision id or request "
+        "id; `ledger decisions` lists them)"
+    )
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSource:
+    """History read from the ledger's topics."""
+
+    bootstrap: str
+    topics: TopicNames
+    codec: Codec | None = None
+    security: KafkaSecurity | None = None
+
+    @property
+    def where(self) -> str:
+        return self.bootstrap
+
+    def decision(self, decision_id: str) -> Decision:
+        found: Decision | None = None
+        for positioned in read_topic(
+            self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
+        ):
+            event = positioned.event
+            if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)) and (
+                event.event_id == decision_id or event.request_id == decision_id
+            ):
+                found = found or event  # the first recorded, as pairs() takes it
+        if found is None:
+            raise _not_found(decision_id, self.where)
+        return found
+
+    def request(self, request_id: str) -> Request | None:
+        topic = [self.topics.evaluation_requests]
+        for positioned in read_topic(
+            self.bootstrap, topic, codec=self.codec, security=self.security
+        ):
+            event = positioned.event
+            if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and (
+                event.event_id == request_id
+            ):
+                return event
+        return None
+
+    def history(self) -> list[HistoryEntry]:
+        return load_history(self.bootstrap, self.topics, codec=self.codec, security=self.security)
+
+    def pairs(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[tuple[Request, Decision]]:
+        requests: dict[str, Request] = {}
+        topic = [self.topics.evaluation_requests]
+        for positioned in read_topic(
+            self.bootstrap, topic, codec=self.codec, security=self.security
+        ):
+            event = positioned.event
+            if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and _within(
+                event.occurred_at, since, until
+            ):
+                requests.setdefault(event.event_id, event)
+        found: dict[str, Decision] = {}
+        for positioned in read_topic(
+            self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
+        ):
+            event = positioned.event
+            if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
+                continue
+            if event.request_id in requests:
+                found.setdefault(event.request_id, event)
+        ordered = sorted(requests.values(), key=lambda r: r.occurred_at)
+        for request in ordered:
+            decision = found.get(request.event_id)
+            if decision is not None:
+                yield request, decision
+
+
+def _within(at: datetime, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+# --------------------------------------------------------------------------- export
+
+
+MANIFEST = "_manifest.json"
+
+
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """The export's manifest (``ledger export`` writes it last), ``None`` if it has none."""
+    try:
+        raw = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read {path / MANIFEST}: {exc}") from exc
+    return raw if isinstance(raw, dict) else None
+
+
+def export_dir(path: Path) -> Path:
+    """``path`` if it is an export directory, else one :class:`ExportError` line."""
+    if not path.exists():
+        raise ExportError(
+            f"export directory {path} does not exist: run `ledger export` first, or pass the "
+            "directory it wrote with --from"
+        )
+    if not path.is_dir():
+        raise ExportError(f"{path} is not a directory: pass the export directory with --from")
+    if not (path / MANIFEST).is_file() and not any(path.glob("topic=*")):
+        raise ExportError(
+            f"{path} is not a ledger export (no {MANIFEST}, no topic=… folders): run "
+            f"`ledger export --out {path}` first"
+        )
+    return path
+
+
+def resolve_topics(path: Path, topics: TopicNames) -> TopicNames:
+    """The topic names the export at ``path`` holds: the prefix its manifest records, else
+    ``topics`` if its decisions are there, else the one prefix found in its folders (an export
+    is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says)."""
+    manifest = _manifest(path)
+    if manifest is not None and isinstance(manifest.get("topic_prefix"), str):
+        return TopicNames(prefix=manifest["topic_prefix"])
+    if (path / f"topic={topics.decisions}").is_dir():
+        return topics
+    found = sorted(
+        d.name.removeprefix("topic=")
+        for d in path.glob("topic=*")
+        if d.name.endswith(_DECISION_BASE)
+    )
+    if len(found) == 1:
+        return TopicNames(prefix=found[0].removesuffix(_DECISION_BASE))
+    return topics
+
+
+def topic_files(path: Path, topic: str) -> list[str]:
+    """The Parquet files of ``topic`` in the export at ``path``: those its manifest lists (a
+    file beyond the manifest is what a killed export left; the next export removes it), else
+    every file in the topic's folder."""
+    manifest = _manifest(path)
+    files = manifest.get("files") if manifest is not None else None
+    if isinstance(files, list):
+        return sorted(
+            str(path / str(f["path"]))
+            for f in files
+            if isinstance(f, dict) and f.get("topic") == topic and "path" in f
+        )
+    return sorted(str(p) for p in (path / f"topic={topic}").glob("*/*.parquet"))
+
+
+def connect() -> Any:
+    """An in-memory DuckDB connection for reading export files."""
+    import duckdb
+
+    return duckdb.connect(":memory:")
+
+
+READ_PARQUET = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
+"""How the export's files of one topic are read: the file list is bound as a parameter, never
+interpolated into the SQL; columns are matched by name across files."""
+
+
+@dataclass
+class ExportSource:
+    """History read from an export directory with DuckDB."""
+
+    path: Path
+    topics: TopicNames
+    codec: Codec | None = None
+
+    def __post_init__(self) -> None:
+        self.path = export_dir(self.path)
+        self.topics = resolve_topics(self.path, self.topics)
+        self._con: Any = None
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    @property
+    def _codec(self) -> Codec:
+        if self.codec is None:
+            self.codec = default_codec()
+        return self.codec
+
+    def _query(self, topic: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        files = topic_files(self.path, topic)
+        if not files:
+            return []
+        if self._con is None:
+            self._con = connect()
+        import duckdb
+
+        try:
+            rows: list[Any] = self._con.execute(
+                sql.replace("{files}", READ_PARQUET), [files, *params]
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise ExportError(f"reading {topic} from the export at {self.path}: {exc}") from exc
+        return rows
+
+    def _decode(self, record: bytes | None) -> Any:
+        if record is None:
+            return None
+        try:
+            return self._codec.decode(record)
+        except CodecError:
+            return None
+
+    def decision(self, decision_id: str) -> Decision:
+        rows = self._query(
+            self.topics.decisions,
+            "SELECT record FROM {files} WHERE event_id = ? OR request_id = ? "
+            'ORDER BY occurred_at, "partition", "offset" LIMIT 1',
+            [decision_id, decision_id],
+        )
+        event = self._decode(rows[0][0]) if rows else None
+        if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
+            raise _not_found(decision_id, self.where)
+        return event
+
+    def request(self, request_id: str) -> Request | None:
+        rows = self._query(
+            self.topics.evaluation_requests,
+            "SELECT record FROM {files} WHERE event_id = ? LIMIT 1",
+            [request_id],
+        )
+        event = self._decode(rows[0][0]) if rows else None
+        return event if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) else None
+
+    def history(self) -> list[HistoryEntry]:
+        entries: list[HistoryEntry] = []
+        for topic in (self.topics.policy_events, self.topics.grant_events):
+            rows = self._query(
+                topic, 'SELECT "partition", "offset", record FROM {files} ORDER BY 1, 2'
+            )
+            for partition, offset, record in rows:
+                event = self._decode(record)
+                if isinstance(event, GOVERNANCE_TYPES):
+                    entries.append(
+                        HistoryEntry(position_key(topic, partition), offset, event)  # type: ignore[arg-type]
+                    )
+        return entries
+
+    def pairs(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[tuple[Request, Decision]]:
+        requests = topic_files(self.path, self.topics.evaluation_requests)
+        decisions = topic_files(self.path, self.topics.decisions)
+        if not requests or not decisions:
+            return
+        if self._con is None:
+            self._con = connect()
+        import duckdb
+
+        # The first decision recorded for each request of the window, oldest request first.
+        sql = (
+            f"SELECT q.record, d.record FROM {READ_PARQUET} AS q "
+            "JOIN (SELECT request_id, record, row_number() OVER (PARTITION BY request_id "
+            '      ORDER BY occurred_at, "partition", "offset") AS n '
+            f"      FROM {READ_PARQUET}) AS d "
+            "  ON d.request_id = q.event_id AND d.n = 1 "
+            "WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR q.occurred_at >= ?) "
+            "  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR q.occurred_at < ?) "
+            'ORDER BY q.occurred_at, q."partition", q."offset"'
+        )
+        try:
+            cursor = self._con.execute(sql, [requests, decisions, since, since, until, until])
+            while batch := cursor.fetchmany(2000):
+                for raw_request, raw_decision in batch:
+                    request, decision = self._decode(raw_request), self._decode(raw_decision)
+                    if isinstance(
+                        request, (EvaluationRequested, BatchEvaluationRequested)
+                    ) and isinstance(decision, (DecisionRecorded, BatchDecisionRecorded)):
+                        yield request, decision
+        except duckdb.Error as exc:
+            raise ExportError(f"reading the export at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._con is not None:
+            with contextlib.suppress(Exception):
+                self._con.close()
+            self._con = None
+
+
+def single_pairs(
+    pairs: Iterable[tuple[Request, Decision]],
+) -> Iterator[tuple[EvaluationRequested, DecisionRecorded]]:
+    """Pairs of one request and its decision, a pre-evaluation batch taken item by item (each
+    item as the single request :func:`ledger.core.evaluate.evaluate_batch` decided it as:
+    request id ``<batch request id>/<item id>``, the batch's principal and context)."""
+    for request, decision in pairs:
+        if isinstance(request, EvaluationRequested) and isinstance(decision, DecisionRecorded):
+            yield request, decision
+            continue
+        if not (
+            isinstance(request, BatchEvaluationRequested)
+            and isinstance(decision, BatchDecisionRecorded)
+        ):
+            continue
+        answers = {d.item_id: d for d in decision.decisions}
+        for item in request.items:
+            answer = answers.get(item.item_id)
+            if answer is None:
+                continue
+            rid = f"{request.event_id}/{item.item_id}"
+            yield (
+                EvaluationRequested(
+                    event_id=rid,
+                    occurred_at=request.occurred_at,
+                    actor=request.actor,
+                    action=item.action,
+                    principal=request.principal,
+                    resource=item.resource,
+                    facts=item.facts,
+                    context=request.context,
+                ),
+                DecisionRecorded(
+                    event_id=f"{decision.event_id}/{item.item_id}",
+                    occurred_at=decision.occurred_at,
+                    actor=decision.actor,
+                    request_id=rid,
+                    requested_at=request.occurred_at,
+                    action=answer.action,
+                    principal=request.principal,
+                    resource=answer.resource,
+                    determination=answer.determination,
+                    constraints=answer.constraints,
+                    reasons=answer.reasons,
+                    reason_code=answer.reason_code,
+                    policy=answer.policy,
+                    policy_version=answer.policy_version,
+                    rule=answer.rule,
+                    grant_id=answer.grant_id,
+                    governance_position=decision.governance_position,
+                    evaluator_id=decision.evaluator_id,
+                ),
+            )

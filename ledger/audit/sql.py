@@ -1,0 +1,380 @@
+"""DuckDB over an export: the views of ``queries/views.sql`` and the named audit queries.
+
+:func:`connect` opens an in-memory DuckDB connection over an export directory in two layers:
+
+1. one base view per topic, ``topic_<name>`` (``topic_commands``, ``topic_command_results``,
+   ``topic_policy_events``, ``topic_grant_events``, ``topic_evaluation_requests``,
+   ``topic_decisions``, ``topic_corrections``, ``topic_dead_letters``), reading exactly the Parquet
+   files the manifest lists (a topic with none yet is an empty view with the same columns);
+2. the analysts' views, defined by ``queries/views.sql`` over those base views.
+
+Named queries are the other ``queries/*.sql`` files. Each opens with a header comment::
+
+    -- question: Which policy versions were deployed at instant `at`?
+    -- param: at TIMESTAMPTZ the instant (ISO 8601; UTC when it has no offset)
+
+and refers to its parameters as ``$name``: they are bound as DuckDB prepared parameters, never
+pasted into the text. Parameter types: ``VARCHAR``, ``BIGINT``, ``TIMESTAMPTZ``.
+
+Read-only connections (``read_only=True``, what ``ledger audit sql`` uses) may read only the
+export's files (DuckDB's ``allowed_paths`` with ``enable_external_access = false``), cannot
+change settings (``lock_configuration``), and :func:`run_sql` accepts a single ``SELECT``
+statement only, so nothing can write, attach, copy, install, load or set options.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from ledger.audit.export import read_manifest
+from ledger.audit.rows import TOPIC_TYPES, topic_formats
+from ledger.contract import contract_dir
+from ledger.errors import ExportError, UsageError
+from ledger.settings import TopicNames
+
+__all__ = [
+    "PARAM_TYPES",
+    "Param",
+    "NamedQuery",
+    "Result",
+    "connect",
+    "named_queries",
+    "named_query",
+    "parse_params",
+    "run_named",
+    "run_sql",
+    "views_sql",
+]
+
+PARAM_TYPES: Final = ("VARCHAR", "BIGINT", "TIMESTAMPTZ")
+_DUCK_TYPES: Final[dict[str, str]] = {
+    "string": "VARCHAR",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "bool": "BOOLEAN",
+    "double": "DOUBLE",
+    "binary": "BLOB",
+    "timestamp[ms, tz=UTC]": "TIMESTAMPTZ",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+    "extension<arrow.json>": "JSON",
+}
+_VIEWS: Final = "views.sql"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a named query."""
+
+    name: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class NamedQuery:
+    """A named audit query: its file, the question it answers, its parameters and its SQL."""
+
+    name: str
+    question: str
+    params: tuple[Param, ...]
+    sql: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A query's answer: column names and rows (Python values as DuckDB returns them)."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    types: tuple[str, ...] = ()
+    """DuckDB's type of each column (``JSON``, ``TIMESTAMP WITH TIME ZONE`` …)."""
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+# --------------------------------------------------------------------------- the queries
+
+
+def _queries_dir() -> Path:
+    return contract_dir("queries")
+
+
+def views_sql() -> str:
+    """The text of ``queries/views.sql``."""
+    return (_queries_dir() / _VIEWS).read_text(encoding="utf-8")
+
+
+_HEADER = re.compile(r"^--\s?(.*)$")
+
+
+def _parse_query(path: Path) -> NamedQuery:
+    text = path.read_text(encoding="utf-8")
+    question: list[str] = []
+    params: list[Param] = []
+    current: str | None = None
+    for line in text.splitlines():
+        match = _HEADER.match(line.strip())
+        if match is None:
+            if line.strip():
+                break
+            continue
+        body = match.group(1).rstrip()
+        if body.startswith("question:"):
+            current = "question"
+            question.append(body.removeprefix("question:").strip())
+        elif body.startswith("param:"):
+            current = "param"
+            parts = body.removeprefix("param:").split(None, 2)
+            if len(parts) < 2 or parts[1].upper() not in PARAM_TYPES:
+                raise ExportError(f"{path}: malformed parameter line {body!r}")
+            params.append(Param(parts[0], parts[1].upper(), parts[2] if len(parts) > 2 else ""))
+        elif body.startswith(("  ", "\t")) and current == "question":
+            question.append(body.strip())
+        elif body.startswith(("  ", "\t")) and current == "param" and params:
+            last = params[-1]
+            params[-1] = Param(last.name, last.type, f"{last.description} {body.strip()}".strip())
+        else:
+            current = None
+    if not question:
+        raise ExportError(f"{path}: the header has no `-- question:` line")
+    return NamedQuery(path.stem, " ".join(question), tuple(params), text, path)
+
+
+def named_queries() -> dict[str, NamedQuery]:
+    """Every named query of ``queries/``, by name."""
+    found = {}
+    for path in sorted(_queries_dir().glob("*.sql")):
+        if path.name != _VIEWS:
+            query = _parse_query(path)
+            found[query.name] = query
+    return found
+
+
+def named_query(name: str) -> NamedQuery:
+    """One named query, or a :class:`UsageError` naming the ones that exist."""
+    queries = named_queries()
+    if name not in queries:
+        raise UsageError(
+            f"no named query {name!r}; `ledger audit list` shows them: {', '.join(queries)}"
+        )
+    return queries[name]
+
+
+def _parse_value(param: Param, raw: str) -> Any:
+    if param.type == "VARCHAR":
+        return raw
+    if param.type == "BIGINT":
+        try:
+            return int(raw, 10)
+        except ValueError:
+            raise UsageError(f"parameter {param.name} must be an integer, got {raw!r}") from None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"parameter {param.name} must be an ISO 8601 time (e.g. 2026-11-26T12:00:00Z), "
+            f"got {raw!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_params(query: NamedQuery, given: Mapping[str, str]) -> dict[str, Any]:
+    """``given`` (``name → text``) as typed values for ``query``, or one :class:`UsageError`
+    naming the unknown, missing or ill-typed parameter."""
+    declared = {p.name: p for p in query.params}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        takes = ", ".join(f"{p.name} ({p.type})" for p in query.params) or "no parameters"
+        raise UsageError(f"{query.name} has no parameter {', '.join(unknown)}; it takes {takes}")
+    missing = [p.name for p in query.params if p.name not in given]
+    if missing:
+        raise UsageError(
+            f"{query.name} needs --param {' --param '.join(m + '=…' for m in missing)} "
+            f"({'; '.join(f'{p.name}: {p.type} {p.description}' for p in query.params if p.name in missing)})"
+        )
+    return {name: _parse_value(declared[name], raw) for name, raw in given.items()}
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    columns = ", ".join(
+        f"CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS {_ident(f.name)}" for f in schema
+    )
+    return f"SELECT {columns} WHERE false"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def base_views_sql(export_dir: Path) -> tuple[str, list[Path]]:
+    """The SQL defining the ``topic_<name>`` base views of ``export_dir``, and the files read.
+
+    Raises :class:`ExportError` (exit 9) when the directory does not exist or holds no export.
+    """
+    if not export_dir.exists():
+        raise ExportError(f"{export_dir} does not exist: run `ledger export --out {export_dir}`")
+    if not export_dir.is_dir():
+        raise ExportError(f"{export_dir} is not a directory (an export directory is needed)")
+    manifest = read_manifest(export_dir)
+    if manifest is None:
+        raise ExportError(
+            f"{export_dir} holds no export (no _manifest.json): run `ledger export --out "
+            f"{export_dir}` first"
+        )
+    formats = topic_formats(TopicNames(prefix=manifest.prefix))
+    by_topic: dict[str, list[str]] = {}
+    for entry in manifest.files:
+        by_topic.setdefault(str(entry["topic"]), []).append(str(entry["path"]))
+    statements = []
+    files: list[Path] = []
+    for topic, fmt in formats.items():
+        paths = [export_dir / p for p in sorted(by_topic.get(topic, []))]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise ExportError(
+                f"{missing[0]} is listed in the manifest but missing: the export is damaged; "
+                "export again into a fresh directory"
+            )
+        files.extend(paths)
+        if paths:
+            listing = ", ".join(_literal(str(p.resolve())) for p in paths)
+            body = f"SELECT * FROM read_parquet([{listing}])"
+        else:
+            body = _empty_select(fmt.schema)
+        statements.append(f"CREATE OR REPLACE VIEW topic_{fmt.attribute} AS {body};")
+    return "\n".join(statements), files
+
+
+def connect(
+    export_dir: Path | str, *, read_only: bool = False, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (in memory) with the export's views attached.
+
+    The views are those of ``queries/views.sql`` (``decisions``, ``policy_events``,
+    ``policy_timeline`` …) over the ``topic_<name>`` base views. Use it from your own Python::
+
+        from ledger.audit import connect
+        con = connect("export")
+        con.sql("SELECT determination, count(*) FROM decisions GROUP BY 1").show()
+
+    ``read_only=True`` also confines the connection to the export's files and locks its
+    settings (see the module docstring). Times are shown in UTC.
+    """
+    directory = Path(export_dir)
+    base, files = base_views_sql(directory)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("LOAD parquet")
+        con.execute("LOAD json")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET parquet_metadata_cache = true")
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
+        con.execute(base)
+        con.execute(views_sql())
+        if read_only:
+            paths = ", ".join(_literal(str(p.resolve())) for p in files)
+            con.execute(f"SET allowed_paths = [{paths}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        con.close()
+        raise ExportError(f"cannot open the export at {directory}: {_first_line(exc)}") from exc
+    return con
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- running queries
+
+
+_ALLOWED: Final = {"SELECT"}
+
+
+def _check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"malformed SQL: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise UsageError(
+            f"audit sql runs exactly one SELECT statement, got {len(statements)} statements"
+        )
+    kind = statements[0].type.name
+    if kind not in _ALLOWED:
+        raise UsageError(
+            f"audit sql is read-only: {kind} statements are refused (only SELECT; queries "
+            "cannot write, attach, copy, install, load or set options)"
+        )
+
+
+def _execute(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
+) -> Result:
+    try:
+        cursor = con.execute(sql, dict(params) if params else None)
+        description = cursor.description or []
+        columns = tuple(d[0] for d in description)
+        types = tuple(str(d[1]) for d in description)
+        rows = cursor.fetchall()
+    except duckdb.ParserException as exc:
+        raise UsageError(f"malformed SQL: {_first_line(exc)}") from None
+    except (duckdb.BinderException, duckdb.CatalogException) as exc:
+        raise UsageError(f"SQL does not fit the views: {_first_line(exc)}") from None
+    except duckdb.PermissionException as exc:
+        raise UsageError(f"refused: {_first_line(exc)}") from None
+    except duckdb.Error as exc:
+        raise ExportError(f"query failed: {_first_line(exc)}") from None
+    return Result(columns, rows, types)
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
+    """Run one ad-hoc ``SELECT`` (anything else is refused with a :class:`UsageError`)."""
+    _check_read_only(sql, con)
+    return _execute(con, sql)
+
+
+def run_named(
+    con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, str] | None = None
+) -> Result:
+    """Run named query ``name`` with parameters given as text (parsed by their declared types)."""
+    query = named_query(name)
+    values = parse_params(query, params or {})
+    return _execute(con, query.sql, values)
+
+
+def run_named_typed(
+    con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any] | None = None
+) -> Result:
+    """Run named query ``name`` with parameters already typed (``datetime``, ``int``, ``str``)."""
+    query = named_query(name)
+    declared = {p.name for p in query.params}
+    given = dict(params or {})
+    if set(given) != declared:
+        raise UsageError(f"{name} takes {sorted(declared)}, got {sorted(given)}")
+    return _execute(con, query.sql, given)
+
+
+def topic_views() -> Sequence[str]:
+    """The names of the base views, one per topic."""
+    return [f"topic_{attribute}" for attribute in TOPIC_TYPES]

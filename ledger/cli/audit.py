@@ -1,0 +1,235 @@
+"""``ledger audit``: SQL audits over an export with DuckDB (DESIGN §9, §13).
+
+``list`` shows the named queries of ``queries/``; ``run`` runs one with typed parameters;
+``sql`` runs one read-only ``SELECT``; ``shell`` opens DuckDB with the views defined. Each
+prints a table, or with ``--json`` a JSON array of row objects, or with ``--csv`` CSV.
+
+Other modules add commands to this group with :func:`add_commands` (``audit verify`` lives with
+the hash chain); ``ledger.cli.app`` registers :data:`group`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ledger.cli.common import load_settings
+from ledger.cli.output import handle_errors, print_json, print_table
+from ledger.errors import UsageError
+
+__all__ = ["group", "add_commands"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group("audit")
+def group() -> None:
+    """SQL audits over an export (`ledger export`) with DuckDB: named queries, ad-hoc read-only
+    SQL, a shell. Views: policy_events, policy_timeline, grant_events, grant_history,
+    role_history, commands, command_results, evaluation_requests, decisions, batch_decisions,
+    shadow_results, corrections, dead_letters, chain_checkpoints, undecodable_records."""
+
+
+def add_commands(*commands: click.Command) -> None:
+    """Add commands to ``ledger audit`` (for modules that own them, e.g. ``audit verify``)."""
+    for command in commands:
+        group.add_command(command)
+
+
+def from_option(func: F) -> F:
+    return click.option(
+        "--from",
+        "source",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Export directory (default: $LEDGER_HOME/export).",
+    )(func)
+
+
+def _format_options(func: F) -> F:
+    func = click.option("--csv", "as_csv", is_flag=True, help="Print CSV (a header row first).")(
+        func
+    )
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print a JSON array of row objects."
+    )(func)
+
+
+def _source(source: Path | None) -> Path:
+    return source if source is not None else load_settings().home / "export"
+
+
+def _cell(value: Any, kind: str) -> Any:
+    """A value as JSON data: JSON columns parsed, times in RFC 3339, bytes in hex."""
+    if value is None:
+        return None
+    if kind == "JSON" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_cell(v, "") for v in value]
+    if isinstance(value, dict):
+        return {str(k): _cell(v, "") for k, v in value.items()}
+    return value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> None:
+    if as_json and as_csv:
+        raise UsageError("choose one of --json and --csv")
+    rows = [[_cell(v, k) for v, k in zip(row, kinds, strict=True)] for row in result.rows]
+    if as_json:
+        print_json([dict(zip(result.columns, row, strict=True)) for row in rows])
+    elif as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows([[_text(v) for v in row] for row in rows])
+    else:
+        print_table(result.columns, [[_text(v) for v in row] for row in rows])
+        click.echo(f"{len(rows)} row(s)", err=True)
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handle_errors
+def list_queries(as_json: bool) -> None:
+    """The named queries: name, the question each answers, its parameters."""
+    from ledger.audit.sql import named_queries
+
+    queries = named_queries()
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": q.name,
+                    "question": q.question,
+                    "params": [
+                        {"name": p.name, "type": p.type, "description": p.description}
+                        for p in q.params
+                    ],
+                }
+                for q in queries.values()
+            ]
+        )
+        return
+    print_table(
+        ["name", "question", "parameters"],
+        [
+            [q.name, q.question, "\n".join(f"{p.name} {p.type}: {p.description}" for p in q.params)]
+            for q in queries.values()
+        ],
+    )
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--param {pair!r} is not name=value")
+        if name.strip() in given:
+            raise UsageError(f"--param {name.strip()} is given twice")
+        given[name.strip()] = value
+    return given
+
+
+@group.command("run")
+@click.argument("name")
+@click.option("--param", "pairs", multiple=True, metavar="NAME=VALUE", help="A parameter.")
+@from_option
+@_format_options
+@handle_errors
+def run(
+    name: str, pairs: tuple[str, ...], source: Path | None, as_json: bool, as_csv: bool
+) -> None:
+    """Run the named query NAME (`ledger audit list` shows them) with its parameters.
+
+    Example: ledger audit run active_policies_at --param at=2026-11-26T16:48:26Z
+    """
+    from ledger.audit.sql import connect, named_query, parse_params, run_named
+
+    query = named_query(name)
+    parse_params(query, _params(pairs))  # bad parameters are told before the export is opened
+    con = connect(_source(source), read_only=True)
+    try:
+        result = run_named(con, name, _params(pairs))
+    finally:
+        con.close()
+    _print(result, list(result.types), as_json, as_csv)
+
+
+@group.command("sql")
+@click.argument("statement")
+@from_option
+@_format_options
+@handle_errors
+def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> None:
+    """Run one read-only SELECT over the views (statements that write, attach, copy, install,
+    load or set options are refused).
+
+    Example: ledger audit sql "SELECT determination, count(*) FROM decisions GROUP BY 1"
+    """
+    from ledger.audit.sql import connect, run_sql
+
+    con = connect(_source(source), read_only=True)
+    try:
+        result = run_sql(con, statement)
+    finally:
+        con.close()
+    _print(result, list(result.types), as_json, as_csv)
+
+
+@group.command("shell")
+@from_option
+@handle_errors
+def shell(source: Path | None) -> None:
+    """Open the DuckDB CLI (`duckdb`, if on the PATH: pip install duckdb-cli) with the views
+    defined; without it, a Python REPL with `con`, a DuckDB connection with the views.
+
+    The shell is yours: unlike `audit sql` it is not read-only.
+    """
+    from ledger.audit.sql import base_views_sql, connect, views_sql
+
+    directory = _source(source)
+    base, _files = base_views_sql(directory)
+    cli = shutil.which("duckdb")
+    if cli is not None:
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as init:
+            init.write("SET TimeZone = 'UTC';\n" + base + "\n" + views_sql())
+        click.echo(f"DuckDB over {directory}: the views are defined (try `.tables`)", err=True)
+        os.execv(cli, [cli, "-init", init.name])
+    import code
+
+    con = connect(directory)
+    banner = (
+        f"Python with `con`, a DuckDB connection over {directory} with the audit views "
+        "(no `duckdb` CLI on the PATH).\n"
+        'Try: con.sql("SELECT determination, count(*) FROM decisions GROUP BY 1").show()'
+    )
+    code.interact(banner=banner, local={"con": con}, exitmsg="")

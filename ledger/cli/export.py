@@ -1,0 +1,165 @@
+"""``ledger export``: every ledger topic to Parquet (DESIGN §9), once or continuously.
+
+Parsing and printing only: the export itself is :mod:`ledger.audit.export`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from ledger.cli.common import Seconds, bootstrap_option, connection, load_settings
+from ledger.cli.output import err_console, handle_errors, json_option, print_json
+from ledger.settings import KafkaSecurity
+
+__all__ = ["export_cmd"]
+
+
+@click.command("export")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export directory (default: $LEDGER_HOME/export).",
+)
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep exporting as records arrive, flushing every --interval seconds, until Ctrl-C or "
+    "SIGTERM (which stop it cleanly after the current flush).",
+)
+@click.option(
+    "--interval",
+    type=Seconds(0.1, 3600),
+    default=2.0,
+    show_default=True,
+    help="With --follow: seconds between flushes (how far the export trails the ledger).",
+)
+@click.option(
+    "--batch-records",
+    type=click.IntRange(1, 10_000_000),
+    default=200_000,
+    show_default=True,
+    help="Rows read before a flush (data files, then the manifest): bounds memory, and how much "
+    "a killed run has to redo.",
+)
+@bootstrap_option
+@json_option
+@handle_errors
+def export_cmd(
+    out: Path | None,
+    follow: bool,
+    interval: float,
+    batch_records: int,
+    bootstrap: str | None,
+    as_json: bool,
+) -> None:
+    """Export every ledger topic to Parquet for SQL audits (`ledger audit`, DuckDB, Spark …).
+
+    Layout: DIR/topic=<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first offset>.parquet and
+    DIR/_manifest.json. Incremental and idempotent: a re-run adds exactly what is new, and a run
+    that was killed is repaired by the next one. A progress bar shows on a terminal; --json
+    prints one summary (records per topic, files written, duration) and nothing else.
+    """
+    from ledger.audit.export import export  # pyarrow, when asked for
+    from ledger.audit.export import follow as follow_export
+
+    settings = load_settings(bootstrap)
+    directory = out if out is not None else settings.home / "export"
+    address, security = connection(settings, "exporter")
+    if follow:
+        stop = threading.Event()
+
+        def stop_now(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if not as_json:
+            err_console.print(
+                f"exporting to {directory} every {interval:g} s; Ctrl-C stops after the "
+                "current flush",
+                markup=False,
+            )
+
+        def flushed(summary: Any) -> None:
+            if not as_json:
+                err_console.print(
+                    f"  {summary.total:,} records, {summary.files_written} files so far",
+                    markup=False,
+                )
+
+        try:
+            summary = follow_export(
+                directory,
+                address,
+                settings.topics,
+                stop=stop,
+                interval=interval,
+                batch_records=batch_records,
+                on_flush=flushed,
+                security=security,
+            )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    elif as_json or not sys.stderr.isatty():
+        summary = export(
+            directory, address, settings.topics, batch_records=batch_records, security=security
+        )
+    else:
+        summary = _with_progress(
+            directory, address, settings.topics, export, batch_records, security
+        )
+    if as_json:
+        print_json(summary.to_json())
+        return
+    per_topic = ", ".join(f"{t}: {n:,}" for t, n in summary.records.items() if n)
+    click.echo(
+        f"exported {summary.total:,} new records to {directory} in {summary.duration_s:.1f} s "
+        f"({summary.files_written} files){': ' + per_topic if per_topic else ''}"
+    )
+
+
+def _with_progress(
+    directory: Path,
+    address: str,
+    topics: Any,
+    export: Any,
+    batch_records: int,
+    security: KafkaSecurity,
+) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("exporting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("export", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return export(
+            directory,
+            address,
+            topics,
+            progress=progress,
+            batch_records=batch_records,
+            security=security,
+        )

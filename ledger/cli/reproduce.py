@@ -1,0 +1,91 @@
+"""``ledger replay --decision ID``: reproduce one recorded decision exactly (DESIGN §9).
+
+The option belongs to ``ledger replay`` (:mod:`ledger.cli.replay`); finding the decision, its
+request and the governance history is :mod:`ledger.audit.sources`'s, re-deciding and comparing
+:mod:`ledger.audit.reproduce`'s. This module prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.audit.reproduce import reproduce
+from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource
+from ledger.cli.common import connection, load_settings
+from ledger.cli.output import json_cell, print_json, print_table
+from ledger.errors import NotReproduced
+
+__all__ = ["reproduce_decision"]
+
+
+def reproduce_decision(
+    decision_id: str, from_dir: Path | None, bootstrap: str | None, as_json: bool
+) -> None:
+    """``replay --decision``: find the decision and its request, re-decide, compare, print."""
+    settings = load_settings(bootstrap)
+    source: LedgerSource
+    if from_dir is not None:
+        source = ExportSource(from_dir, settings.topics)
+    else:
+        address, security = connection(settings, "auditor")
+        source = KafkaSource(address, settings.topics, security=security)
+    decision = source.decision(decision_id)
+    request = source.request(decision.request_id)
+    if request is None:
+        raise NotReproduced(
+            f"decision {decision.event_id}: its request {decision.request_id} is not in the "
+            f"ledger at {source.where}, so it cannot be re-evaluated"
+        )
+    result = reproduce(decision, request, source.history())
+    differences = [
+        {"field": d.field, "recorded": d.recorded, "reproduced": d.reproduced}
+        for d in result.differences
+    ]
+    if as_json:
+        print_json(
+            {
+                "decision_id": decision.event_id,
+                "request_id": decision.request_id,
+                "decided_at": decision.occurred_at,
+                "governance_position": dict(decision.governance_position),
+                "reproduces": result.reproduces,
+                "differences": differences,
+                "not_compared": list(result.ignored),
+                "note": result.note,
+                "source": source.where,
+            }
+        )
+    else:
+        click.echo(
+            f"decision {decision.event_id} (request {decision.request_id}), decided "
+            f"{decision.occurred_at.isoformat()} at governance position "
+            f"{dict(decision.governance_position)}, re-evaluated from {source.where}:"
+        )
+        if result.note:
+            click.echo(f"  note: {result.note}")
+        if differences:
+            print_table(
+                ["field", "recorded", "reproduced"],
+                [
+                    [d["field"], json_cell(d["recorded"]), json_cell(d["reproduced"])]
+                    for d in differences
+                ],
+                title="fields that differ",
+            )
+        click.echo(f"  not compared (the writer's own): {', '.join(result.ignored)}")
+    if not result.reproduces:
+        names = ", ".join(d.field for d in result.differences)
+        raise NotReproduced(f"decision {decision.event_id} does not reproduce: {names} differ")
+    if not as_json:
+        click.echo(f"  reproduces: {_summary(result.recorded)}")
+
+
+def _summary(decision: Any) -> str:
+    if hasattr(decision, "determination"):
+        where = f", {decision.policy} v{decision.policy_version}" if decision.policy else ""
+        rule = decision.rule or decision.reason_code or "-"
+        return f"{decision.determination.value} ({rule}{where})"
+    return f"{len(decision.decisions)} batch items, identical"

@@ -1,0 +1,41 @@
+-- question: Which decisions did version `version` of policy `policy` decide differently from
+--   the version before it (the recall list after a bad rollout)? For each decision it made,
+--   what the previous version said, read from the shadow results recorded with the decision.
+--   The previous version is the one active alongside it while it was the canary, else the
+--   version that was active just before it first became active.
+--   Covered: decisions made while the previous version was evaluated beside it (active beside a
+--   canary, or kept in shadow). Not covered: decisions without such a shadow result (the
+--   previous version was no longer deployed): they are listed with flipped NULL; re-evaluate
+--   them against the old version to know. Rows with flipped false are left out.
+-- param: policy VARCHAR the policy name
+-- param: version BIGINT the version whose decisions are examined
+WITH first_active AS (
+    SELECT min(valid_from) AS at FROM policy_timeline
+    WHERE policy = $policy AND version = $version AND stage = 'active'
+),
+before AS (  -- the version active just before `version` first became active
+    SELECT t.version FROM policy_timeline t, first_active f
+    WHERE t.policy = $policy AND t.stage = 'active' AND t.version <> $version
+      AND t.valid_from < f.at AND (t.valid_to IS NULL OR t.valid_to >= f.at)
+    ORDER BY t.valid_from DESC LIMIT 1
+),
+made AS (
+    SELECT * FROM decisions WHERE policy = $policy AND policy_version = $version
+),
+said AS (  -- the previous version's recorded answer, per decision
+    SELECT d.decision_id, s.version AS previous_version, s.determination, s.rule,
+           row_number() OVER (PARTITION BY d.decision_id
+                              ORDER BY (s.stage = 'active') DESC, s.version DESC) AS pick
+    FROM made d JOIN shadow_results s ON s.decision_id = d.decision_id
+    WHERE s.policy = $policy AND s.version <> $version
+      AND ((d.policy_stage = 'canary' AND s.stage = 'active')
+           OR s.version = (SELECT version FROM before))
+)
+SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
+       d.policy_stage, d.determination, d.rule, s.previous_version,
+       s.determination AS previous_determination, s.rule AS previous_rule,
+       CASE WHEN s.decision_id IS NULL THEN NULL
+            ELSE s.determination IS DISTINCT FROM d.determination END AS flipped
+FROM made d LEFT JOIN (SELECT * FROM said WHERE pick = 1) s USING (decision_id)
+WHERE s.decision_id IS NULL OR s.determination IS DISTINCT FROM d.determination
+ORDER BY d.decided_at, d.decision_id;

@@ -1,0 +1,78 @@
+"""Exports for the tests of what reads them — verification, reproduction and simulation —
+written by the exporter itself (:class:`ledger.audit.export.ExportWriter` from records made in
+the test, or :func:`ledger.audit.export.export` from the broker), so the tests read exactly
+the format ``ledger export`` writes (README "For auditors").
+
+Also :func:`rewrite`, the tests' way of tampering with an exported file, and :func:`rows_of`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ledger.codec import Codec, default_codec
+from ledger.settings import TopicNames
+
+__all__ = ["Exported", "write_export", "export_from_kafka", "rewrite", "rows_of", "files_of"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One Kafka record as the exporter reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+
+def write_export(
+    out: Path, records: Iterable[Exported], topics: TopicNames, *, codec: Codec | None = None
+) -> list[Path]:
+    """Write ``records`` under ``out`` with the exporter's own file half
+    (:class:`ledger.audit.export.ExportWriter`); returns the files written."""
+    from ledger.audit.export import ExportWriter
+
+    before = set(out.rglob("*.parquet")) if out.exists() else set()
+    writer = ExportWriter(out, topics, codec=codec or default_codec())
+    for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        writer.add(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value)
+    writer.flush()
+    return sorted(set(out.rglob("*.parquet")) - before)
+
+
+def export_from_kafka(bootstrap: str, topics: TopicNames, out: Path) -> list[Path]:
+    """Everything in the ledger at ``bootstrap``, exported as ``ledger export`` does."""
+    from ledger.audit.export import export
+
+    before = set(out.rglob("*.parquet")) if out.exists() else set()
+    export(out, bootstrap, topics)
+    return sorted(set(out.rglob("*.parquet")) - before)
+
+
+def rewrite(path: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+    """Tamper with an exported file: rows as dicts in, rows as dicts out, same schema."""
+    table = pq.read_table(path)
+    rows = change(table.to_pylist())
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+
+def rows_of(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def files_of(out: Path, topic: str) -> list[Path]:
+    return sorted((out / f"topic={topic}").rglob("*.parquet"))
+
+
+def json_column(row: Mapping[str, Any], name: str) -> Any:
+    return json.loads(row[name])

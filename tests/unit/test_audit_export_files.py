@@ -1,0 +1,139 @@
+"""The file half of an export: the manifest is the truth, leftovers of a killed run are removed,
+re-adding is idempotent, and the audit wing keeps to its layer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ledger.audit.export import MANIFEST, ExportWriter, read_manifest
+from ledger.core.events import CommandRejected
+from ledger.errors import ExportError
+from ledger.settings import TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPICS = TopicNames(prefix="f.")
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def rejected(n: int) -> CommandRejected:
+    return CommandRejected(
+        event_id=f"r{n}",
+        occurred_at=T0 + timedelta(hours=n),
+        actor="service:command-processor",
+        command_id=f"c{n}",
+        command_type="RetirePolicy",
+        aggregate="refund",
+        code="missing_reason",
+        reason="a reason is needed",
+    )
+
+
+def write(out: Path, numbers: range) -> ExportWriter:
+    writer = ExportWriter(out, TOPICS)
+    for n in numbers:
+        writer.add_event(TOPICS.command_results, 0, n, rejected(n))
+    writer.flush()
+    return writer
+
+
+def rows(out: Path) -> int:
+    manifest = read_manifest(out)
+    assert manifest is not None
+    files = [str(out / f["path"]) for f in manifest.files]
+    con = duckdb.connect()
+    try:
+        (count,) = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone() or (0,)
+    finally:
+        con.close()
+    return int(count)
+
+
+def test_leftovers_beyond_the_manifest_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    write(tmp_path, range(0, 30))
+    topic_dir = tmp_path / f"topic={TOPICS.command_results}" / "date=2026-02-02"
+    topic_dir.mkdir(parents=True, exist_ok=True)
+    # What a killed run leaves: a complete file it never listed, a temporary file, a manifest
+    # being written; and a file of the analyst's own, which must survive.
+    unlisted = topic_dir / f"{TOPICS.command_results}+0+30.parquet"
+    unlisted.write_bytes(b"PAR1 partial")
+    (topic_dir / f".{unlisted.name}.tmp-123").write_bytes(b"half")
+    (tmp_path / f".{MANIFEST}.tmp-123").write_text("{")
+    (tmp_path / "notes.txt").write_text("mine")
+    writer = ExportWriter(tmp_path, TOPICS)
+    assert writer.removed == 3 and not unlisted.exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    for n in range(30, 40):
+        writer.add_event(TOPICS.command_results, 0, n, rejected(n))
+    writer.flush()
+    assert rows(tmp_path) == 40
+
+
+def test_offsets_and_files_are_committed_together(tmp_path: Path) -> None:
+    writer = write(tmp_path, range(0, 5))
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None
+    assert manifest.offsets == {TOPICS.command_results: {0: 5}}
+    assert writer.next_offset(TOPICS.command_results, 0) == 5
+    # Rows buffered but not flushed are not in the manifest: a crash loses no committed row.
+    writer.add_event(TOPICS.command_results, 0, 5, rejected(5))
+    assert json.loads((tmp_path / MANIFEST).read_text())["offsets"] == {
+        TOPICS.command_results: {"0": 5}
+    }
+    assert rows(tmp_path) == 5
+
+
+def test_an_export_of_another_ledger_or_a_bad_manifest_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, range(0, 2))
+    with pytest.raises(ExportError, match="prefixed"):
+        ExportWriter(tmp_path, TopicNames(prefix="other."))
+    (tmp_path / MANIFEST).write_text("not json")
+    with pytest.raises(ExportError, match="not JSON"):
+        ExportWriter(tmp_path, TOPICS)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="not a directory"):
+        ExportWriter(tmp_path / "file", TOPICS)
+
+
+def test_the_audit_wing_never_loads_the_launcher_or_the_cli() -> None:
+    modules = [
+        "ledger.audit",
+        "ledger.audit.rows",
+        "ledger.audit.export",
+        "ledger.audit.sql",
+        "ledger.audit.history",
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    bad = [
+        m for m in done.stdout.split() if m.startswith(("ledger.local", "ledger.cli", "processors"))
+    ]
+    assert not bad, f"the audit wing loads {bad}"
+
+
+def test_an_empty_ledger_exports_to_an_empty_export(tmp_path: Path) -> None:
+    """Found by the point-in-time property: a history with no events left no manifest, and the
+    views then said the directory held no export."""
+    ExportWriter(tmp_path, TOPICS).flush()
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and manifest.files == []
+    from ledger.audit.sql import connect
+
+    con = connect(tmp_path)
+    try:
+        assert con.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+    finally:
+        con.close()

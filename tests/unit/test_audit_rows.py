@@ -1,0 +1,177 @@
+"""The export format's rows (the export spec): typed columns, the JSON form of nested fields,
+and the fast decoding path equal to the reference path for every event type."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.audit.rows import TOPIC_TYPES, RowMaker, key_text
+from ledger.codec import default_codec
+from ledger.core.events import (
+    DeadLetter,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    ShadowResult,
+    Stage,
+)
+from ledger.core.jsonform import canonical_json
+from ledger.settings import TopicNames
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_codec import build  # the codec tests' example events, one per type
+
+TOPICS = TopicNames(prefix="x.")
+ROWS = RowMaker(TOPICS)
+CODEC = default_codec()
+
+
+def _cases() -> list[tuple[str, type, bool]]:
+    return [
+        (getattr(TOPICS, attribute), cls, full)
+        for attribute, types in TOPIC_TYPES.items()
+        for cls in types
+        for full in (True, False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("topic", "cls", "full"), _cases(), ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_fast_path_equals_reference_path_for_every_event_type(
+    topic: str, cls: type, full: bool
+) -> None:
+    event = build(cls, full=full)
+    value = CODEC.encode(event)
+    fast = ROWS.row(topic, 2, 40, 1_700_000_000_000, b"k", value)
+    reference = ROWS.event_row(topic, 2, 40, 1_700_000_000_000, b"k", value, CODEC.decode(value))
+    assert fast == reference
+    table = ROWS.table(topic, [fast])
+    assert table.num_rows == 1 and table.schema == ROWS.formats[topic].schema
+
+
+def test_columns_hold_the_json_form_and_typed_values() -> None:
+    at = datetime(2026, 11, 26, 16, 48, 26, 123456, tzinfo=UTC)
+    decision = DecisionRecorded(
+        event_id="d1",
+        occurred_at=at,
+        actor="service:evaluator",
+        request_id="r1",
+        requested_at=at,
+        action="refund.issue",
+        principal="agent:bot",
+        resource="account:42",
+        determination=Determination.ALLOW_WITH_CONSTRAINTS,
+        constraints={"refund_method": "credit"},
+        facts={"amount": Decimal("120.50"), "when": at, "tags": ("a", "b"), "x": float("nan")},
+        shadow_results=(
+            ShadowResult(
+                policy="refund", version=2, stage=Stage.SHADOW, determination=Determination.DENY
+            ),
+        ),
+        policy_version=3,
+        governance_position={"t/0": 4},
+    )
+    fmt = ROWS.formats[TOPICS.decisions]
+    row = dict(
+        zip(
+            fmt.column_names,
+            ROWS.row(TOPICS.decisions, 0, 7, 5, None, CODEC.encode(decision)),
+            strict=True,
+        )
+    )
+    assert row["event_type"] == "DecisionRecorded" and row["key"] is None
+    assert row["determination"] == "allow_with_constraints" and row["policy_version"] == 3
+    assert row["occurred_at"] == 1_795_711_706_123_456  # µs since the epoch
+    assert row["facts"] == canonical_json(decision.facts).decode()
+    assert json.loads(row["facts"]) == {
+        "amount": "120.50",
+        "when": "2026-11-26T16:48:26.123456Z",
+        "tags": ["a", "b"],
+        "x": "NaN",
+    }
+    assert row["shadow_results"] == canonical_json(decision.shadow_results).decode()
+    assert row["decisions"] is None  # the batch field: NULL for a single decision
+    assert row["record"] == CODEC.encode(decision)
+
+
+def test_an_undecodable_record_still_gets_a_row_with_its_bytes() -> None:
+    for value in (b"", b"\xc3\x01garbage", b"not avro at all", None):
+        row = ROWS.row(TOPICS.decisions, 1, 9, 5, b"\xff\xfe", value)
+        fmt = ROWS.formats[TOPICS.decisions]
+        named = dict(zip(fmt.column_names, row, strict=True))
+        assert named["event_type"] is None and named["record"] == value
+        assert named["key"] == "hex:fffe" and named["offset"] == 9
+        assert all(named[c.name] is None for c in fmt.columns)
+
+
+def test_a_record_with_bytes_after_the_body_is_undecodable_on_both_paths() -> None:
+    value = CODEC.encode(build(EvaluationRequested, full=False)) + b"\x00"
+    row = ROWS.row(TOPICS.evaluation_requests, 0, 1, 5, None, value)
+    assert row[5] is None
+
+
+def test_dead_letter_fields_named_like_coordinates_get_an_event_prefix() -> None:
+    fmt = ROWS.formats[TOPICS.dead_letters]
+    names = fmt.column_names
+    assert {"event_partition", "event_offset", "event_key"} <= set(names)
+    assert len(names) == len(set(names))
+    letter = build(DeadLetter, full=True)
+    named = dict(
+        zip(names, ROWS.row(TOPICS.dead_letters, 0, 3, 5, None, CODEC.encode(letter)), strict=True)
+    )
+    assert named["partition"] == 0 and named["event_partition"] == letter.partition
+    assert named["event_key"] == letter.key and named["offset"] == 3
+
+
+def test_key_text() -> None:
+    assert key_text(None) is None
+    assert key_text("é".encode()) == "é"
+    assert key_text(b"\xff") == "hex:ff"
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(),
+    st.text(),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.datetimes(timezones=st.just(UTC)),
+    st.lists(st.text(), max_size=3).map(tuple),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    facts=st.dictionaries(st.text(), values, max_size=6), reasons=st.lists(st.text(), max_size=3)
+)
+def test_property_fast_rows_equal_reference_rows(
+    facts: dict[str, object], reasons: list[str]
+) -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    decision = DecisionRecorded(
+        event_id="d",
+        occurred_at=at,
+        actor="a",
+        request_id="r",
+        requested_at=at,
+        action="x",
+        principal="p",
+        resource="r",
+        determination=Determination.DENY,
+        facts=facts,  # type: ignore[arg-type]
+        context=facts,  # type: ignore[arg-type]
+        reasons=tuple(reasons),
+    )
+    value = CODEC.encode(decision)
+    fast = ROWS.row(TOPICS.decisions, 0, 1, 5, None, value)
+    assert fast == ROWS.event_row(TOPICS.decisions, 0, 1, 5, None, value, CODEC.decode(value))

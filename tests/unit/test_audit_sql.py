@@ -1,0 +1,510 @@
+"""DuckDB over an export: the views, the named queries on a known history, and every way the
+CLI refuses bad input (one line, documented exit code, no traceback)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.audit.export import write_events
+from ledger.audit.sql import connect, named_queries, run_named, run_sql
+from ledger.cli.app import cli
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    AssignRole,
+    Command,
+    DecisionRecorded,
+    Determination,
+    Event,
+    IssueGrant,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RevokeGrant,
+    RollbackPolicy,
+    ShadowResult,
+    Stage,
+)
+from ledger.core.lifecycle import decide, event_stream
+from ledger.core.state import EMPTY_STATE, fold
+from ledger.errors import UsageError
+from ledger.settings import TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+V2 = (ROOT / "examples" / "policies" / "refund-v2.yaml").read_text()
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+TOPICS = TopicNames()
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def _decision(
+    n: int,
+    when: datetime,
+    version: int,
+    stage: Stage,
+    answer: Determination,
+    shadow: tuple[ShadowResult, ...] = (),
+) -> DecisionRecorded:
+    return DecisionRecorded(
+        event_id=f"dec-{n}",
+        occurred_at=when,
+        actor="service:evaluator",
+        request_id=f"req-{n}",
+        requested_at=when,
+        action="refund.issue",
+        principal="agent:bot",
+        resource=f"account:{n}",
+        determination=answer,
+        reason_code="rule_matched",
+        rule="auto-refund" if answer is Determination.ALLOW else "suspended",
+        policy="refund",
+        policy_version=version,
+        stage=stage,
+        shadow_results=shadow,
+    )
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """v1 active at 3 s; v2 canary 30 % at 6 s, active at 7 s, rolled back to v1 at 8 s;
+    role:ops granted refund.* at 9 s, agent:a joins it at 10 s, the grant is revoked at 11 s."""
+    state = EMPTY_STATE
+    counter = iter(range(1, 1000))
+    written: list[tuple[str, Event]] = []
+    commands: list[tuple[int, Command]] = [
+        (
+            1,
+            ProposePolicyVersion(
+                event_id="c1",
+                occurred_at=at(1),
+                actor="human:alice",
+                policy="refund",
+                document=REFUND,
+            ),
+        ),
+        (
+            2,
+            ApprovePolicyVersion(
+                event_id="c2", occurred_at=at(2), actor="human:bob", policy="refund", version=1
+            ),
+        ),
+        (
+            3,
+            PromotePolicyVersion(
+                event_id="c3",
+                occurred_at=at(3),
+                actor="human:bob",
+                policy="refund",
+                version=1,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (
+            4,
+            ProposePolicyVersion(
+                event_id="c4", occurred_at=at(4), actor="human:alice", policy="refund", document=V2
+            ),
+        ),
+        (
+            5,
+            ApprovePolicyVersion(
+                event_id="c5", occurred_at=at(5), actor="human:carol", policy="refund", version=2
+            ),
+        ),
+        (
+            6,
+            PromotePolicyVersion(
+                event_id="c6",
+                occurred_at=at(6),
+                actor="human:bob",
+                policy="refund",
+                version=2,
+                stage=Stage.CANARY,
+                percent=30,
+            ),
+        ),
+        (
+            7,
+            PromotePolicyVersion(
+                event_id="c7",
+                occurred_at=at(7),
+                actor="human:bob",
+                policy="refund",
+                version=2,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (
+            8,
+            RollbackPolicy(
+                event_id="c8",
+                occurred_at=at(8),
+                actor="human:bob",
+                policy="refund",
+                reason="too strict",
+            ),
+        ),
+        (
+            9,
+            IssueGrant(
+                event_id="c9",
+                occurred_at=at(9),
+                actor="human:admin",
+                grant_id="g-ops",
+                principal="role:ops",
+                actions=("refund.*",),
+                resource="*",
+            ),
+        ),
+        (
+            10,
+            AssignRole(
+                event_id="c10",
+                occurred_at=at(10),
+                actor="human:admin",
+                principal="agent:a",
+                role="role:ops",
+            ),
+        ),
+        (
+            11,
+            RevokeGrant(event_id="c11", occurred_at=at(11), actor="human:admin", grant_id="g-ops"),
+        ),
+    ]
+    admins = frozenset({"human:admin", "human:alice", "human:bob", "human:carol"})
+    for seconds, command in commands:
+        outcome = decide(
+            state, command, now=at(seconds), new_id=lambda: f"e{next(counter)}", admins=admins
+        )
+        assert isinstance(outcome, tuple), outcome
+        for event in outcome:
+            state = fold(state, event)
+            topic = TOPICS.policy_events if event_stream(event) == "policy" else TOPICS.grant_events
+            written.append((topic, event))
+    v1_said_allow = ShadowResult(
+        policy="refund", version=1, stage=Stage.ACTIVE, determination=Determination.ALLOW
+    )
+    decisions = [
+        _decision(1, at(4), 1, Stage.ACTIVE, Determination.ALLOW),
+        # canary v2 beside active v1: one flip, one agreement
+        _decision(
+            2,
+            at(6) + timedelta(milliseconds=100),
+            2,
+            Stage.CANARY,
+            Determination.DENY,
+            (v1_said_allow,),
+        ),
+        _decision(
+            3,
+            at(6) + timedelta(milliseconds=200),
+            2,
+            Stage.CANARY,
+            Determination.ALLOW,
+            (v1_said_allow,),
+        ),
+        # active v2, v1 no longer evaluated: not covered
+        _decision(4, at(7) + timedelta(milliseconds=100), 2, Stage.ACTIVE, Determination.DENY),
+    ]
+    written.extend((TOPICS.decisions, d) for d in decisions)
+    directory = tmp_path_factory.mktemp("export")
+    write_events(directory, TOPICS, written)
+    return directory
+
+
+def rows(export_dir: Path, name: str, **params: str) -> list[dict[str, Any]]:
+    con = connect(export_dir)
+    try:
+        return run_named(con, name, params).records()
+    finally:
+        con.close()
+
+
+def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
+    samples = {
+        "at": at(7).isoformat(),
+        "policy": "refund",
+        "version": "2",
+        "principal": "agent:a",
+        "id": "dec-2",
+    }
+    for name, query in named_queries().items():
+        assert query.question, name
+        rows(export_dir, name, **{p.name: samples[p.name] for p in query.params})
+    assert {
+        "active_policies_at",
+        "policy_history",
+        "decisions_by_version",
+        "who_approved",
+        "grants_of",
+        "shadow_disagreements",
+        "rollbacks",
+        "ungoverned_actions",
+        "denials_by_rule",
+        "decisions_flipped_by",
+    } <= set(named_queries())
+
+
+def test_active_policies_at_instants_on_and_around_events(export_dir: Path) -> None:
+    def deployed(t: datetime) -> set[tuple[Any, ...]]:
+        return {
+            (r["version"], r["stage"], r["percent"])
+            for r in rows(export_dir, "active_policies_at", at=t.isoformat())
+        }
+
+    assert deployed(at(3) - timedelta(microseconds=1)) == set()
+    assert deployed(at(3)) == {(1, "active", None)}
+    assert deployed(at(6)) == {(1, "active", None), (2, "canary", 30)}
+    assert deployed(at(7)) == {(2, "active", None)}
+    assert deployed(at(8) - timedelta(microseconds=1)) == {(2, "active", None)}
+    assert deployed(at(8)) == {(1, "active", None)}
+
+
+def test_policy_timeline_says_who_moved_each_version(export_dir: Path) -> None:
+    con = connect(export_dir)
+    timeline = con.execute(
+        "SELECT version, stage, changed_by FROM policy_timeline ORDER BY valid_from, version"
+    ).fetchall()
+    con.close()
+    assert timeline == [
+        (1, "draft", "human:alice"),
+        (1, "approved", "human:bob"),
+        (1, "active", "human:bob"),
+        (2, "draft", "human:alice"),
+        (2, "approved", "human:carol"),
+        (2, "canary", "human:bob"),
+        (1, "superseded", "human:bob"),
+        (2, "active", "human:bob"),
+        (1, "active", "human:bob"),
+        (2, "superseded", "human:bob"),
+    ]
+
+
+def test_who_approved_and_lineage(export_dir: Path) -> None:
+    approved = rows(export_dir, "who_approved", policy="refund")
+    assert [(r["version"], r["author"], r["approver"]) for r in approved] == [
+        (1, "human:alice", "human:bob"),
+        (2, "human:alice", "human:carol"),
+    ]
+    (lineage,) = rows(export_dir, "decision_lineage", id="req-2")
+    assert (lineage["policy_version"], lineage["approver"], lineage["promoted_by"]) == (
+        2,
+        "human:carol",
+        "human:bob",
+    )
+
+
+def test_grants_of_follows_roles_and_revocations(export_dir: Path) -> None:
+    def held(t: datetime) -> list[tuple[Any, ...]]:
+        return [
+            (r["grant_id"], r["via"])
+            for r in rows(export_dir, "grants_of", principal="agent:a", at=t.isoformat())
+        ]
+
+    assert held(at(9)) == []
+    assert held(at(10)) == [("g-ops", "role:ops")]
+    assert held(at(11)) == []
+
+
+def test_decisions_flipped_by_uses_recorded_shadow_results(export_dir: Path) -> None:
+    flipped = rows(export_dir, "decisions_flipped_by", policy="refund", version="2")
+    assert [(r["decision_id"], r["previous_version"], r["flipped"]) for r in flipped] == [
+        ("dec-2", 1, True),
+        ("dec-4", None, None),  # v1 was not evaluated beside it: not covered
+    ]
+    assert {
+        r["decision_id"]
+        for r in rows(export_dir, "decisions_by_version", policy="refund", version="2")
+    } == {"dec-2", "dec-3", "dec-4"}
+    (rollback,) = rows(export_dir, "rollbacks")
+    assert (
+        rollback["from_version"],
+        rollback["to_version"],
+        rollback["decisions_by_from_version"],
+    ) == (2, 1, 3)
+
+
+# --------------------------------------------------------------------------- read-only
+
+
+REFUSED = [
+    "COPY (SELECT 1) TO 'x.csv'",
+    "ATTACH 'x.db'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET threads = 1",
+    "CREATE TABLE t AS SELECT 1",
+    "INSERT INTO t VALUES (1)",
+    "PRAGMA version",
+    "CALL pragma_version()",
+    "SELECT 1; SELECT 2",
+    "DETACH memory",
+    "EXPORT DATABASE 'x'",
+]
+
+
+@pytest.mark.parametrize("statement", REFUSED)
+def test_audit_sql_refuses_anything_but_one_select(
+    export_dir: Path, statement: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    con = connect(export_dir, read_only=True)
+    try:
+        with pytest.raises(UsageError):
+            run_sql(con, statement)
+    finally:
+        con.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_select_cannot_read_other_files_or_change_settings(export_dir: Path) -> None:
+    con = connect(export_dir, read_only=True)
+    try:
+        for statement in ("SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM glob('/*')"):
+            with pytest.raises(UsageError, match="refused"):
+                run_sql(con, statement)
+        with pytest.raises(Exception, match="locked"):
+            con.execute("SET enable_external_access = true")
+        assert run_sql(con, "SELECT count(*) AS n FROM decisions").rows == [(4,)]
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_cli_json_and_csv(export_dir: Path) -> None:
+    done = invoke(
+        "audit",
+        "run",
+        "active_policies_at",
+        "--param",
+        f"at={at(6).isoformat()}",
+        "--from",
+        str(export_dir),
+        "--json",
+    )
+    assert done.exit_code == 0, done.output
+    assert [(r["version"], r["stage"]) for r in json.loads(done.stdout)] == [
+        (1, "active"),
+        (2, "canary"),
+    ]
+    done = invoke(
+        "audit",
+        "sql",
+        "SELECT decision_id, facts FROM decisions ORDER BY 1 LIMIT 1",
+        "--from",
+        str(export_dir),
+        "--json",
+    )
+    assert json.loads(done.stdout) == [{"decision_id": "dec-1", "facts": {}}]
+    done = invoke(
+        "audit",
+        "sql",
+        "SELECT decision_id, policy_version FROM decisions ORDER BY 1",
+        "--from",
+        str(export_dir),
+        "--csv",
+    )
+    assert done.stdout.splitlines()[:2] == ["decision_id,policy_version", "dec-1,1"]
+    listing = invoke("audit", "list", "--json")
+    assert {q["name"] for q in json.loads(listing.stdout)} == set(named_queries())
+
+
+BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
+    (lambda e, t: ["audit", "run", "no_such_query", "--from", str(e)], 2, "no named query"),
+    (lambda e, t: ["audit", "run", "active_policies_at", "--from", str(e)], 2, "needs --param at="),
+    (
+        lambda e, t: ["audit", "run", "rollbacks", "--param", "x=1", "--from", str(e)],
+        2,
+        "has no parameter x",
+    ),
+    (
+        lambda e, t: [
+            "audit",
+            "run",
+            "active_policies_at",
+            "--param",
+            "at=yesterday",
+            "--from",
+            str(e),
+        ],
+        2,
+        "ISO 8601",
+    ),
+    (
+        lambda e, t: [
+            "audit",
+            "run",
+            "decisions_by_version",
+            "--param",
+            "policy=refund",
+            "--param",
+            "version=two",
+            "--from",
+            str(e),
+        ],
+        2,
+        "must be an integer",
+    ),
+    (
+        lambda e, t: ["audit", "run", "active_policies_at", "--param", "at", "--from", str(e)],
+        2,
+        "not name=value",
+    ),
+    (lambda e, t: ["audit", "sql", "SELEC nonsense", "--from", str(e)], 2, "malformed SQL"),
+    (
+        lambda e, t: ["audit", "sql", "SELECT no_such_column FROM decisions", "--from", str(e)],
+        2,
+        "does not fit",
+    ),
+    (lambda e, t: ["audit", "sql", "DROP VIEW decisions", "--from", str(e)], 2, "read-only"),
+    (lambda e, t: ["audit", "sql", "SELECT 1", "--from", str(t / "missing")], 9, "does not exist"),
+    (lambda e, t: ["audit", "sql", "SELECT 1", "--from", str(t)], 9, "holds no export"),
+    (lambda e, t: ["replay", "--from", str(t / "missing")], 9, "not an export directory"),
+    (lambda e, t: ["replay", "--from", str(t)], 9, "holds no export"),
+    (lambda e, t: ["replay", "--at", "not-a-time", "--from", str(e)], 2, "--at"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "says"), BAD, ids=[b[2] for b in BAD])
+def test_bad_input_is_one_line_and_a_documented_exit_code(
+    export_dir: Path, tmp_path: Path, args: Callable[[Path, Path], list[str]], code: int, says: str
+) -> None:
+    done = invoke(*args(export_dir, tmp_path))
+    assert done.exit_code == code, done.output
+    assert says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_replay_from_an_export(export_dir: Path) -> None:
+    done = invoke("replay", "--at", at(6).isoformat(), "--from", str(export_dir), "--json")
+    assert done.exit_code == 0, done.output
+    (refund,) = json.loads(done.stdout)["policies"]
+    assert (refund["active"], refund["canary"], refund["canary_percent"]) == (1, 2, 30)
+    done = invoke(
+        "replay",
+        "--at",
+        at(10).isoformat(),
+        "--principal",
+        "agent:a",
+        "--from",
+        str(export_dir),
+        "--json",
+    )
+    assert [(g["grant_id"], g["via"]) for g in json.loads(done.stdout)["grants"]] == [
+        ("g-ops", "role:ops")
+    ]

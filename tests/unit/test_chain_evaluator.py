@@ -1,0 +1,190 @@
+"""The evaluator's RequestHandler keeps one hash chain: every record it writes to the decisions
+topic is the chain's next link (the trace-too-large path and batches included), records that
+are not written leave no gap, and checkpoints of the head come out every N decisions, on a
+tick and at close."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ledger.codec import default_codec
+from ledger.core.chain import record_hash
+from ledger.core.events import (
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    BatchItem,
+    ChainCheckpoint,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    Mode,
+)
+from ledger.core.state import EMPTY_STATE
+from ledger.ids import new_id, utcnow
+from ledger.settings import Settings
+from processors.common import OutputLimit, ProcessorStats
+from processors.evaluator import TRACE_TOO_LARGE, RequestHandler
+
+CODEC = default_codec()
+SETTINGS = Settings(home=Path("/nonexistent"))
+TOPICS = SETTINGS.topics
+_offsets = itertools.count()
+
+
+def msg(value: bytes | None) -> Any:
+    return SimpleNamespace(
+        topic="requests", partition=0, offset=next(_offsets), key=b"k", value=value
+    )
+
+
+def request(**kw: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "event_id": new_id(),
+        "occurred_at": utcnow(),
+        "actor": "agent:a",
+        "action": "refund.issue",
+        "principal": "agent:a",
+        "resource": "account:1",
+    }
+    fields.update(kw)
+    return CODEC.encode(EvaluationRequested(**fields))
+
+
+def batch_request(n: int = 2) -> bytes:
+    items = tuple(
+        BatchItem(item_id=f"i{k}", action="refund.issue", resource=f"r{k}") for k in range(n)
+    )
+    return CODEC.encode(
+        BatchEvaluationRequested(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="agent:a",
+            principal="agent:a",
+            items=items,
+        )
+    )
+
+
+def handler(*, every: int = 1000, limit: int = 8_000) -> RequestHandler:
+    return RequestHandler(
+        settings=SETTINGS,
+        codec=CODEC,
+        evaluator_id="evaluator-t",
+        stats=ProcessorStats(),
+        limit=OutputLimit(limit),
+        checkpoint_every=every,
+    )
+
+
+def chained(out: list[tuple[str, bytes, bytes]]) -> list[Any]:
+    return [CODEC.decode(v) for topic, _, v in out if topic == TOPICS.decisions]
+
+
+def checkpoints(out: list[tuple[str, bytes, bytes]]) -> list[ChainCheckpoint]:
+    found = []
+    for topic, key, value in out:
+        if topic == TOPICS.chain_checkpoints:
+            mark = CODEC.decode(value)
+            assert isinstance(mark, ChainCheckpoint) and key == mark.chain_id.encode()
+            found.append(mark)
+    return found
+
+
+def assert_one_chain(records: list[Any]) -> None:
+    assert records, "no decisions"
+    assert len({r.chain_id for r in records}) == 1
+    assert [r.chain_seq for r in records] == list(range(1, len(records) + 1))
+    assert records[0].prev_hash is None
+    for before, after in itertools.pairwise(records):
+        assert after.prev_hash == before.hash
+    for record in records:
+        assert record.hash == record_hash(record)
+
+
+def test_every_record_written_to_the_decisions_topic_is_a_link() -> None:
+    h = handler()
+    big = request(facts={"note": "x" * 20_000}, mode=Mode.ASYNC, default=Determination.ALLOW)
+    out = h.handle_batch(
+        EMPTY_STATE,
+        [msg(request()), msg(big), msg(batch_request()), msg(request())],
+    )
+    records = chained(out)
+    assert [type(r) for r in records] == [
+        DecisionRecorded,
+        DecisionRecorded,
+        BatchDecisionRecorded,
+        DecisionRecorded,
+    ]
+    assert records[1].reason_code == TRACE_TOO_LARGE  # the reduced trace is what is chained
+    assert_one_chain(records)
+    assert h.chain.seq == 4 and h.chain.hash == records[-1].hash
+    assert records[0].chain_id.startswith("evaluator-t/")
+
+
+def test_a_batch_too_large_is_chained_in_its_reduced_form() -> None:
+    h = handler(limit=3_000)
+    records = chained(h.handle_batch(EMPTY_STATE, [msg(batch_request(40)), msg(request())]))
+    assert isinstance(records[0], BatchDecisionRecorded)
+    assert {d.reason_code for d in records[0].decisions} == {TRACE_TOO_LARGE}
+    assert_one_chain(records)
+
+
+def test_records_not_written_leave_no_gap() -> None:
+    h = handler()
+    first = request()
+    huge = CODEC.encode(
+        EvaluationRequested(
+            event_id="r" * 10_000,  # not even the smallest answer fits: a dead letter
+            occurred_at=utcnow(),
+            actor="agent:a",
+            action="a",
+            principal="agent:a",
+            resource="x",
+        )
+    )
+    out = h.handle_batch(
+        EMPTY_STATE, [msg(first), msg(b"garbage"), msg(huge), msg(first), msg(request())]
+    )
+    records = chained(out)
+    assert len(records) == 2  # the duplicate of `first` is not answered again
+    assert_one_chain(records)
+    assert h.stats.dead_lettered == 2 and h.stats.duplicates == 1
+
+
+def test_checkpoints_every_n_decisions_on_ticks_and_at_close() -> None:
+    h = handler(every=3)
+    out = h.handle_batch(EMPTY_STATE, [msg(request()) for _ in range(7)])
+    records = chained(out)
+    marks = checkpoints(out)
+    assert [m.chain_seq for m in marks] == [3, 6]
+    for mark in marks:
+        assert mark.head_hash == records[mark.chain_seq - 1].hash
+        assert mark.chain_id == records[0].chain_id and not mark.final
+    # A checkpoint follows its record in the outputs (written after it).
+    topics = [topic for topic, _, _ in out]
+    assert topics.index(TOPICS.chain_checkpoints) == 3
+
+    now = utcnow()
+    (ticked,) = checkpoints(h.tick(now))
+    assert (ticked.chain_seq, ticked.head_hash, ticked.occurred_at) == (7, records[-1].hash, now)
+    assert h.tick(now + timedelta(seconds=1)) == []  # nothing new: nothing to vouch for
+    (final,) = checkpoints(h.close(now))
+    assert final.final and final.chain_seq == 7
+
+
+def test_an_idle_handler_publishes_nothing() -> None:
+    h = handler()
+    assert h.tick(utcnow()) == [] and h.close(utcnow()) == []
+
+
+def test_each_handler_starts_a_chain_of_its_own() -> None:
+    a, b = handler(), handler()
+    assert a.chain.chain_id != b.chain.chain_id
+    raw = request()
+    (ra,) = chained(a.handle_batch(EMPTY_STATE, [msg(raw)]))
+    (rb,) = chained(b.handle_batch(EMPTY_STATE, [msg(raw)]))
+    assert ra.chain_seq == rb.chain_seq == 1 and ra.hash != rb.hash

@@ -1,0 +1,427 @@
+"""Reproduction (``replay --decision``) and impact simulation (``policy simulate``) over a
+history generated with the core — policy versions, a canary, a rollback, grants, a batch —
+written in the export format, and read back as the CLI reads an export. No broker: the same
+over Kafka is tests/integration/test_reproduce.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from export_format import Exported, files_of, rewrite, write_export
+
+from ledger.audit.reproduce import WRITER_FIELDS, reproduce
+from ledger.audit.sources import ExportSource, single_pairs
+from ledger.cli.app import cli
+from ledger.codec import default_codec
+from ledger.core.chain import ChainHead, checkpoint, link
+from ledger.core.evaluate import evaluate, evaluate_batch
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    BatchDecisionRecorded,
+    BatchEvaluationRequested,
+    BatchItem,
+    Command,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    IssueGrant,
+    PolicyRolledBack,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RollbackPolicy,
+    Stage,
+)
+from ledger.core.lifecycle import Rejection, decide
+from ledger.core.policy import parse_policy
+from ledger.core.simulate import simulate
+from ledger.core.state import EMPTY_STATE, fold, with_position
+from ledger.kafka.reading import position_key
+from ledger.settings import TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+V1 = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+V2_PATH = ROOT / "examples" / "policies" / "refund-v2.yaml"
+V2 = V2_PATH.read_text()
+CODEC = default_codec()
+TOPICS = TopicNames(prefix="s.")
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+ADMINS = frozenset({"human:admin", "human:alice", "human:bob"})
+AGENT = "agent:refund-bot"
+_POLICY_EVENTS = (
+    PolicyVersionProposed,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyRolledBack,
+)
+
+# Facts whose determination under v1 and under v2 is known (see examples/policies).
+FLIP_TO_CREDIT = {
+    "tenure_days": 400,
+    "amount": Decimal("300.00"),
+    "prior_refunds_12m": 0,
+    "standing": "good",
+}
+FLIP_TO_DENY = {
+    "tenure_days": 400,
+    "amount": Decimal("600.00"),
+    "prior_refunds_12m": 0,
+    "standing": "good",
+}
+SAME_ALLOW = {
+    "tenure_days": 400,
+    "amount": Decimal("100.00"),
+    "prior_refunds_12m": 0,
+    "standing": "good",
+}
+SAME_DENY = {
+    "tenure_days": 400,
+    "amount": Decimal("100.00"),
+    "prior_refunds_12m": 0,
+    "standing": "suspended",
+}
+
+
+class History:
+    """A ledger generated with the core, recorded as Kafka records would be."""
+
+    def __init__(self) -> None:
+        self.state = EMPTY_STATE
+        self.now = T0
+        self.records: list[Exported] = []
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.head = ChainHead("evaluator-s/n1")
+        self.decisions: list[DecisionRecorded | BatchDecisionRecorded] = []
+        self.ids = (f"e-{i}" for i in itertools.count())
+        self.marks: dict[str, datetime] = {}
+
+    def tick(self, seconds: float = 1.0) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+    def record(self, topic: str, partition: int, key: str, event: Any) -> int:
+        offset = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = offset + 1
+        self.records.append(
+            Exported(
+                topic,
+                partition,
+                offset,
+                int(event.occurred_at.timestamp() * 1000),
+                key.encode(),
+                CODEC.encode(event),
+            )
+        )
+        return offset
+
+    def command(self, make: Callable[..., Command], **fields: Any) -> None:
+        command = make(event_id=next(self.ids), occurred_at=self.tick(), **fields)
+        outcome = decide(
+            self.state, command, now=self.now, new_id=lambda: next(self.ids), admins=ADMINS
+        )
+        assert not isinstance(outcome, Rejection), outcome
+        for event in outcome:
+            topic = (
+                TOPICS.policy_events if isinstance(event, _POLICY_EVENTS) else TOPICS.grant_events
+            )
+            offset = self.record(topic, 0, "k", event)
+            self.state = with_position(fold(self.state, event), position_key(topic, 0), offset)
+
+    def ask(self, facts: dict[str, Any], *, principal: str = AGENT, n: int = 1) -> None:
+        for _ in range(n):
+            rid = next(self.ids)
+            request = EvaluationRequested(
+                event_id=rid,
+                occurred_at=self.tick(0.01),
+                actor=principal,
+                action="refund.issue",
+                principal=principal,
+                resource=f"account:{rid}",
+                facts=facts,
+            )
+            partition = zlib.crc32(rid.encode()) % 3
+            self.record(TOPICS.evaluation_requests, partition, rid, request)
+            decided = evaluate(
+                self.state, request, now=self.tick(0.001), evaluator_id="evaluator-s"
+            )
+            self._decided(decided, partition)
+
+    def ask_batch(self) -> None:
+        rid = next(self.ids)
+        request = BatchEvaluationRequested(
+            event_id=rid,
+            occurred_at=self.tick(0.01),
+            actor=AGENT,
+            principal=AGENT,
+            items=(
+                BatchItem(
+                    item_id="a", action="refund.issue", resource="account:b1", facts=FLIP_TO_CREDIT
+                ),
+                BatchItem(
+                    item_id="b", action="refund.issue", resource="account:b2", facts=SAME_ALLOW
+                ),
+            ),
+        )
+        self.record(TOPICS.evaluation_requests, 0, rid, request)
+        self._decided(
+            evaluate_batch(self.state, request, now=self.tick(0.001), evaluator_id="evaluator-s"), 0
+        )
+
+    def _decided(self, decided: Any, partition: int) -> None:
+        changes = {"latency_us": 7} if isinstance(decided, DecisionRecorded) else None
+        stamped, self.head = link(decided, self.head, changes)
+        self.decisions.append(stamped)
+        self.record(TOPICS.decisions, partition, stamped.request_id, stamped)
+
+    def close(self) -> None:
+        mark = checkpoint(self.head, now=self.tick(), actor="service:evaluator", final=True)
+        self.record(TOPICS.chain_checkpoints, 0, mark.chain_id, mark)
+
+
+def generate() -> History:
+    h = History()
+    h.command(
+        IssueGrant,
+        actor="human:admin",
+        grant_id="g-agent",
+        principal=AGENT,
+        actions=("refund.*",),
+        resource="account:*",
+    )
+    h.command(ProposePolicyVersion, actor="human:alice", document=V1, policy="refund")
+    h.command(ApprovePolicyVersion, actor="human:bob", policy="refund", version=1)
+    h.command(
+        PromotePolicyVersion, actor="human:admin", policy="refund", version=1, stage=Stage.ACTIVE
+    )
+    h.ask(FLIP_TO_CREDIT, n=10)
+    h.ask(FLIP_TO_DENY, n=4)
+    h.ask(SAME_ALLOW, n=5)
+    h.ask(SAME_DENY, n=3)
+    h.ask(SAME_ALLOW, principal="agent:intruder", n=2)  # no_authority: skipped by simulation
+    h.ask_batch()
+    h.marks["v1 only until"] = h.tick()
+    h.command(ProposePolicyVersion, actor="human:alice", document=V2, policy="refund")
+    h.command(ApprovePolicyVersion, actor="human:bob", policy="refund", version=2)
+    h.command(
+        PromotePolicyVersion,
+        actor="human:admin",
+        policy="refund",
+        version=2,
+        stage=Stage.CANARY,
+        percent=50,
+    )
+    h.ask(FLIP_TO_CREDIT, n=6)  # some decided by the canary, all with shadow results
+    h.command(
+        PromotePolicyVersion, actor="human:admin", policy="refund", version=2, stage=Stage.ACTIVE
+    )
+    h.ask(FLIP_TO_DENY, n=2)
+    h.command(RollbackPolicy, actor="human:admin", policy="refund", reason="too strict")
+    h.ask(FLIP_TO_CREDIT, n=2)
+    h.close()
+    return h
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return generate()
+
+
+@pytest.fixture(scope="module")
+def export(history: History, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "export"
+    write_export(out, history.records, TOPICS)
+    return out
+
+
+# --------------------------------------------------------------------------- reproduction
+
+
+def test_every_decision_of_the_history_reproduces_from_the_export(
+    history: History, export: Path
+) -> None:
+    source = ExportSource(export, TopicNames())  # the prefix is found in the export
+    entries = source.history()
+    assert len(entries) == sum(
+        1 for r in history.records if "policy" in r.topic or "grant" in r.topic
+    )
+    stages = set()
+    for recorded in history.decisions:
+        found = source.decision(recorded.event_id)
+        assert found == recorded
+        request = source.request(recorded.request_id)
+        assert request is not None
+        result = reproduce(found, request, entries)
+        assert result.reproduces, (recorded.event_id, result.differences)
+        if isinstance(recorded, DecisionRecorded):
+            stages.add((recorded.stage, recorded.reason_code, bool(recorded.shadow_results)))
+    # The history exercised what reproduction must get right: canary with shadows, rollback,
+    # no_authority, versions.
+    assert (Stage.CANARY, "rule_matched", True) in stages
+    assert any(reason == "no_authority" for _, reason, _ in stages)
+    assert {d.policy_version for d in history.decisions if isinstance(d, DecisionRecorded)} >= {
+        1,
+        2,
+    }
+
+
+def test_a_decision_that_does_not_match_its_position_is_reported_field_by_field(
+    history: History, export: Path
+) -> None:
+    source = ExportSource(export, TOPICS)
+    recorded = next(
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.policy_version == 1
+    )
+    request = source.request(recorded.request_id)
+    assert request is not None
+    forged = dataclasses.replace(
+        recorded, determination=Determination.DENY, rule="suspended", latency_us=1
+    )
+    result = reproduce(forged, request, source.history())
+    assert not result.reproduces
+    assert [d.field for d in result.differences] == ["determination", "rule"]
+    assert result.differences[0].recorded == "deny" and result.differences[0].reproduced == "allow"
+    assert set(WRITER_FIELDS) <= set(result.ignored)
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+def test_simulating_v2_over_the_v1_window_finds_the_known_flips(
+    history: History, export: Path
+) -> None:
+    source = ExportSource(export, TOPICS)
+    window = list(single_pairs(source.pairs(until=history.marks["v1 only until"])))
+    report = simulate(parse_policy(V2), window)
+    assert report.considered == 10 + 4 + 5 + 3 + 2 + 2  # the batch counts item by item
+    assert report.skipped == 2  # no_authority
+    assert report.transitions == {
+        "allow -> allow_with_constraints": 11,
+        "allow_with_constraints -> deny": 4,
+    }
+    assert len(report.changed) == 15
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def one_error_line(result: Result, exit_code: int) -> str:
+    assert result.exit_code == exit_code, (result.output, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_policy_simulate_from_an_export(history: History, export: Path) -> None:
+    until = history.marks["v1 only until"].isoformat()
+    result = run(
+        "policy", "simulate", str(V2_PATH), "--from", str(export), "--until", until, "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["replayed"], data["changed"], data["skipped"]) == (26, 15, 2)
+    assert data["transitions"] == {
+        "allow -> allow_with_constraints": 11,
+        "allow_with_constraints -> deny": 4,
+    }
+    by_rule = {(r["recorded_rule"], r["draft_rule"]): r["count"] for r in data["by_rule"]}
+    assert by_rule == {("auto-refund", "credit-only"): 11, ("credit-only", None): 4}
+    assert len(data["sample"]) == 10
+    table = run("policy", "simulate", str(V2_PATH), "--from", str(export), "--until", until)
+    assert table.exit_code == 0 and "15 determinations would change" in table.stdout
+    since = run(
+        "policy", "simulate", str(V2_PATH), "--from", str(export), "--since", until, "--json"
+    )
+    assert json.loads(since.stdout)["replayed"] == 10  # the rest of the history
+
+
+def test_replay_decision_from_an_export(history: History, export: Path) -> None:
+    canary = next(
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.stage is Stage.CANARY
+    )
+    result = run("replay", "--decision", canary.event_id, "--from", str(export))
+    assert result.exit_code == 0, result.stderr
+    assert "reproduces:" in result.stdout and "latency_us" in result.stdout
+    by_request = run("replay", "--decision", canary.request_id, "--from", str(export), "--json")
+    data = json.loads(by_request.stdout)
+    assert data["reproduces"] is True and data["decision_id"] == canary.event_id
+
+
+def test_replay_decision_that_was_altered_exits_12(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    write_export(copy, history.records, TOPICS)
+    target = next(
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.policy_version == 1
+    )
+    forged = CODEC.encode(dataclasses.replace(target, determination=Determination.DENY))
+    for path in files_of(copy, TOPICS.decisions):
+        rewrite(
+            path,
+            lambda rows: [
+                {**r, "record": forged} if r["event_id"] == target.event_id else r for r in rows
+            ],
+        )
+    result = run("replay", "--decision", target.event_id, "--from", str(copy), "--json")
+    line = one_error_line(result, 12)
+    assert "determination" in line and "not_reproduced" in line
+    assert json.loads(result.stdout)["differences"][0]["field"] == "determination"
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_line_with_its_exit_code(export: Path, tmp_path: Path) -> None:
+    assert "no decision 'nope'" in one_error_line(
+        run("replay", "--decision", "nope", "--from", str(export)), 2
+    )
+    assert "does not exist" in one_error_line(
+        run("replay", "--decision", "x", "--from", str(tmp_path / "no")), 9
+    )
+    assert "--since" in one_error_line(
+        run("policy", "simulate", str(V2_PATH), "--from", str(export), "--since", "yesterday"), 2
+    )
+    assert "not a ledger export" in one_error_line(
+        run("policy", "simulate", str(V2_PATH), "--from", str(tmp_path)), 9
+    )
+    assert "--decision" in one_error_line(run("replay", "--decision", "x", "--at", "2026-01-01"), 2)
+    assert "does not exist" in one_error_line(
+        run("audit", "verify", "--from", str(tmp_path / "no")), 9
+    )
+
+
+def test_audit_verify_cli(history: History, export: Path, tmp_path: Path) -> None:
+    ok = run("audit", "verify", "--from", str(export))
+    assert ok.exit_code == 0, ok.stderr
+    assert "intact" in ok.stdout
+    data = json.loads(run("audit", "verify", "--from", str(export), "--json").stdout)
+    assert data["intact"] is True and data["records"] == len(history.decisions)
+    assert data["chains"][0]["final"] is True and data["unconfirmed"] == 0
+
+    copy = tmp_path / "copy"
+    write_export(copy, history.records, TOPICS)
+    victim = history.decisions[5]
+    for path in files_of(copy, TOPICS.decisions):
+        rewrite(
+            path,
+            lambda rows: [
+                {**r, "rule": "forged"} if r["event_id"] == victim.event_id else r for r in rows
+            ],
+        )
+    bad = run("audit", "verify", "--from", str(copy), "--json")
+    line = one_error_line(bad, 11)
+    assert "tamper_detected" in line and victim.event_id in line and "altered" in line
+    assert json.loads(bad.stdout)["problems"][0]["decision_id"] == victim.event_id

@@ -1,0 +1,430 @@
+"""``verify_export`` over an export written in the export format: an intact ledger passes, and
+every way of tampering is caught and named — a queryable column, a fact inside ``facts``, the
+raw record, a deleted row, a forged row, two rows swapped, the newest rows deleted after a
+checkpoint, a record rewritten with its hash recomputed, a decision outside every chain."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from export_format import Exported, files_of, rewrite, rows_of, write_export
+
+from ledger.audit.verify import Problem, VerifyReport, verify_export, verify_throughput
+from ledger.codec import default_codec
+from ledger.core.chain import ChainHead, checkpoint, link
+from ledger.core.events import DecisionRecorded, Determination
+from ledger.errors import ExportError
+from ledger.settings import TopicNames
+
+CODEC = default_codec()
+TOPICS = TopicNames(prefix="v.")
+T0 = datetime(2026, 3, 1, 23, 59, 50, tzinfo=UTC)  # the run crosses midnight: two date folders
+PARTITIONS = 3
+
+
+def decision(n: int, writer: str, at: datetime) -> DecisionRecorded:
+    allow = n % 3 != 0
+    return DecisionRecorded(
+        event_id=f"d-{n:03d}",
+        occurred_at=at,
+        actor="service:evaluator",
+        request_id=f"r-{n:03d}",
+        requested_at=at - timedelta(milliseconds=2),
+        action="refund.issue",
+        principal="agent:bot",
+        resource=f"account:{n}",
+        determination=Determination.ALLOW if allow else Determination.DENY,
+        reason_code="rule_matched",
+        policy="refund",
+        policy_version=1,
+        rule="auto-refund" if allow else "suspended",
+        facts={"amount": Decimal(f"{100 + n}.50"), "tenure_days": n, "standing": "good"},
+        governance_position={"v.ledger.policy-events/0": 3},
+        evaluator_id=writer,
+        latency_us=100 + n,
+    )
+
+
+@dataclasses.dataclass
+class Ledger:
+    """A synthetic decisions topic: two writers' interleaved chains, with checkpoints."""
+
+    records: list[Exported]
+    decisions: list[DecisionRecorded]
+
+    def export(self, out: Path) -> Path:
+        write_export(out, self.records, TOPICS)
+        return out
+
+
+def build(n: int = 40, *, unchained: int = 0) -> Ledger:
+    heads = {"a": ChainHead("evaluator-a/n1"), "b": ChainHead("evaluator-b/n2")}
+    offsets = dict.fromkeys(range(PARTITIONS), 0)
+    records: list[Exported] = []
+    decisions: list[DecisionRecorded] = []
+    checkpoints: list[Exported] = []
+
+    def mark(writer: str, at: datetime, *, final: bool = False) -> None:
+        cp = checkpoint(heads[writer], now=at, actor="service:evaluator", final=final)
+        checkpoints.append(
+            Exported(
+                TOPICS.chain_checkpoints,
+                0,
+                len(checkpoints),
+                int(at.timestamp() * 1000),
+                cp.chain_id.encode(),
+                CODEC.encode(cp),
+            )
+        )
+
+    for i in range(n):
+        writer = "a" if i % 3 else "b"
+        at = T0 + timedelta(seconds=i / 2)
+        stamped, heads[writer] = link(decision(i, f"evaluator-{writer}", at), heads[writer])
+        if i < unchained:
+            stamped = dataclasses.replace(
+                stamped, chain_id=None, chain_seq=None, prev_hash=None, hash=None
+            )
+            heads[writer] = ChainHead(heads[writer].chain_id)
+        decisions.append(stamped)
+        partition = zlib.crc32(stamped.request_id.encode()) % PARTITIONS
+        records.append(
+            Exported(
+                TOPICS.decisions,
+                partition,
+                offsets[partition],
+                int(at.timestamp() * 1000),
+                stamped.request_id.encode(),
+                CODEC.encode(stamped),
+            )
+        )
+        offsets[partition] += 1
+        if heads[writer].seq and heads[writer].seq % 10 == 0:
+            mark(writer, at)
+    last = T0 + timedelta(seconds=n)
+    mark("a", last, final=True)  # a stopped cleanly; b is still running
+    return Ledger(records + checkpoints, decisions)
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return build()
+
+
+@pytest.fixture
+def export(ledger: Ledger, tmp_path: Path) -> Path:
+    return ledger.export(tmp_path / "export")
+
+
+def verify(path: Path, **kw: Any) -> VerifyReport:
+    return verify_export(path, TOPICS, **kw)
+
+
+def tamper(export: Path, decision_id: str, change: Callable[[dict[str, Any]], Any]) -> None:
+    """Apply ``change`` to the exported row of ``decision_id`` (return ``None`` to delete it)."""
+    for path in files_of(export, TOPICS.decisions):
+        rows = rows_of(path)
+        if any(r["event_id"] == decision_id for r in rows):
+
+            def edit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                out = []
+                for row in rows:
+                    if row["event_id"] == decision_id:
+                        row = change(dict(row))
+                        if row is None:
+                            continue
+                    out.append(row)
+                return out
+
+            rewrite(path, edit)
+            return
+    raise AssertionError(f"{decision_id} not exported")
+
+
+def first(report: VerifyReport) -> Problem:
+    assert not report.intact, "tampering went unnoticed"
+    return report.problems[0]
+
+
+def chain_row(ledger: Ledger, writer: str, seq: int) -> DecisionRecorded:
+    (found,) = [
+        d
+        for d in ledger.decisions
+        if d.chain_id and d.chain_id.startswith(f"evaluator-{writer}/") and d.chain_seq == seq
+    ]
+    return found
+
+
+# --------------------------------------------------------------------------- intact
+
+
+def test_an_intact_export_verifies(ledger: Ledger, export: Path) -> None:
+    assert len({p.parent.name for p in files_of(export, TOPICS.decisions)}) == 2  # two dates
+    report = verify(export)
+    assert report.intact, [str(p) for p in report.problems]
+    assert report.records == 40 and report.unchained == 0
+    chains = {c.chain_id: c for c in report.chains}
+    a, b = chains["evaluator-a/n1"], chains["evaluator-b/n2"]
+    assert (a.records, a.last_seq, a.checkpoint_seq, a.final, a.unconfirmed) == (
+        26,
+        26,
+        26,
+        True,
+        0,
+    )
+    assert (b.records, b.checkpoint_seq, b.final, b.unconfirmed) == (14, 10, False, 4)
+    assert report.checkpoints == 4 and report.unconfirmed == 4
+    assert verify_throughput(export) > 0
+
+
+def test_an_export_of_another_prefix_is_found_where_it_lies(export: Path) -> None:
+    assert verify_export(export, TopicNames()).records == 40
+
+
+def test_a_missing_or_foreign_directory_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        verify(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="not a ledger export"):
+        verify(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------- altered
+
+
+def test_an_altered_queryable_column_is_named(ledger: Ledger, export: Path) -> None:
+    target = chain_row(ledger, "a", 5)
+    tamper(export, target.event_id, lambda r: {**r, "determination": "deny"})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id, p.chain_seq) == ("altered", target.event_id, 5)
+    assert (p.topic, p.partition) == (TOPICS.decisions, ledger_partition(target))
+    assert 'determination="deny"' in p.found and 'determination="allow"' in p.expected
+    assert "record bytes" in p.expected
+    assert len(verify(export).problems) == 1  # its place in the chain is not reported twice
+
+
+def test_an_altered_fact_inside_the_facts_column_is_named(ledger: Ledger, export: Path) -> None:
+    target = chain_row(ledger, "b", 3)
+
+    def richer(row: dict[str, Any]) -> dict[str, Any]:
+        facts = json.loads(row["facts"])
+        facts["amount"] = "99999.00"
+        return {**row, "facts": json.dumps(facts, sort_keys=True, separators=(",", ":"))}
+
+    tamper(export, target.event_id, richer)
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("altered", target.event_id)
+    assert "99999.00" in p.found and "facts=" in p.found
+
+
+def test_altered_record_bytes_are_named(ledger: Ledger, export: Path) -> None:
+    target = chain_row(ledger, "a", 7)
+    forged = CODEC.encode(dataclasses.replace(target, resource="account:attacker"))
+    tamper(export, target.event_id, lambda r: {**r, "record": forged})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("altered", target.event_id)
+    assert "record bytes hold" in p.found and "account:attacker" in p.found
+    assert "match the chain's hash" in p.expected
+
+
+def test_a_record_rewritten_with_its_hash_recomputed_breaks_the_chain(
+    ledger: Ledger, export: Path
+) -> None:
+    target = chain_row(ledger, "a", 8)
+    rewritten, _ = link(
+        dataclasses.replace(target, determination=Determination.DENY),
+        ChainHead(target.chain_id or "", 7, target.prev_hash),
+    )
+    assert rewritten.hash != target.hash
+
+    def consistent(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **row,
+            "determination": "deny",
+            "hash": rewritten.hash,
+            "record": CODEC.encode(rewritten),
+        }
+
+    tamper(export, target.event_id, consistent)
+    p = first(verify(export))
+    assert (p.kind, p.decision_id, p.chain_seq) == ("altered", target.event_id, 8)
+    assert chain_row(ledger, "a", 9).event_id in p.found  # the successor vouches otherwise
+    assert str(target.hash) in p.expected
+
+
+def test_a_tampered_checkpoint_column_is_named(ledger: Ledger, export: Path) -> None:
+    path = files_of(export, TOPICS.chain_checkpoints)[0]
+    rewrite(path, lambda rows: [{**rows[0], "chain_seq": 11}, *rows[1:]])
+    p = first(verify(export))
+    assert p.kind == "altered" and p.topic == TOPICS.chain_checkpoints
+
+
+# --------------------------------------------------------------------------- missing
+
+
+def test_a_deleted_row_is_named_by_the_record_after_the_gap(ledger: Ledger, export: Path) -> None:
+    gone, after = chain_row(ledger, "a", 12), chain_row(ledger, "a", 13)
+    tamper(export, gone.event_id, lambda r: None)
+    p = first(verify(export))
+    assert (p.kind, p.decision_id, p.chain_seq) == ("missing", after.event_id, 13)
+    assert "chain_seq 12" in p.expected and str(gone.hash) in p.expected
+
+
+def test_deleting_the_newest_rows_after_a_checkpoint_is_caught(
+    ledger: Ledger, export: Path
+) -> None:
+    # Chain a's final checkpoint vouches for its 26th record: delete the last three.
+    for seq in (24, 25, 26):
+        tamper(export, chain_row(ledger, "a", seq).event_id, lambda r: None)
+    p = first(verify(export))
+    assert p.kind == "missing" and p.decision_id == chain_row(ledger, "a", 23).event_id
+    assert "up to chain_seq 26" in p.expected and "deleted" in p.expected
+
+
+def test_deleting_a_whole_chain_leaves_its_checkpoints_unanswered(
+    ledger: Ledger, export: Path
+) -> None:
+    for d in ledger.decisions:
+        if d.chain_id and d.chain_id.startswith("evaluator-b/"):
+            tamper(export, d.event_id, lambda r: None)
+    p = first(verify(export))
+    assert p.kind == "missing" and p.chain_id == "evaluator-b/n2" and p.decision_id is None
+
+
+# --------------------------------------------------------------------------- inserted, reordered
+
+
+def test_a_forged_row_is_named(ledger: Ledger, export: Path) -> None:
+    genuine = chain_row(ledger, "a", 4)
+    # The forger knows the scheme: a well-formed link claiming seq 4 after the real seq 3.
+    forged, _ = link(
+        dataclasses.replace(
+            genuine, event_id="d-forged", request_id="r-forged", resource="account:attacker"
+        ),
+        ChainHead(genuine.chain_id or "", 3, genuine.prev_hash),
+    )
+
+    def add(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        template = next(r for r in rows if r["event_id"] == genuine.event_id)
+        row = {
+            **template,
+            "offset": max(r["offset"] for r in rows) + 100,
+            "key": "r-forged",
+            "event_id": "d-forged",
+            "request_id": "r-forged",
+            "resource": "account:attacker",
+            "hash": forged.hash,
+            "record": CODEC.encode(forged),
+        }
+        return [*rows, row]
+
+    path = next(
+        p for p in files_of(export, TOPICS.decisions) if genuine.event_id in str(rows_of(p))
+    )
+    rewrite(path, add)
+    p = first(verify(export))
+    assert (p.kind, p.decision_id, p.chain_seq) == ("inserted", "d-forged", 4)
+    assert genuine.event_id in p.expected
+
+
+def test_a_row_after_a_final_checkpoint_is_inserted(ledger: Ledger, export: Path) -> None:
+    last = chain_row(ledger, "a", 26)
+    forged, _ = link(
+        dataclasses.replace(last, event_id="d-late", request_id="r-late"),
+        ChainHead(last.chain_id or "", 26, last.hash),
+    )
+    path = next(p for p in files_of(export, TOPICS.decisions) if last.event_id in str(rows_of(p)))
+
+    def add(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        template = next(r for r in rows if r["event_id"] == last.event_id)
+        extra = {
+            **template,
+            "offset": max(r["offset"] for r in rows) + 1,
+            "key": "r-late",
+            "event_id": "d-late",
+            "request_id": "r-late",
+            "chain_seq": 27,
+            "prev_hash": last.hash,
+            "hash": forged.hash,
+            "record": CODEC.encode(forged),
+        }
+        return [*rows, extra]
+
+    rewrite(path, add)
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("inserted", "d-late")
+    assert "final checkpoint" in p.found
+
+
+def test_two_rows_swapped_within_a_partition_are_reordered(ledger: Ledger, export: Path) -> None:
+    # Two records of one chain in one partition: swap their contents, keep the coordinates.
+    by_partition: dict[int, list[DecisionRecorded]] = {}
+    for d in ledger.decisions:
+        if d.chain_id and d.chain_id.startswith("evaluator-a/"):
+            by_partition.setdefault(ledger_partition(d), []).append(d)
+    pair = next(ds[:2] for ds in by_partition.values() if len(ds) >= 2)
+    ids = {d.event_id for d in pair}
+    path = next(
+        p for p in files_of(export, TOPICS.decisions) if pair[0].event_id in str(rows_of(p))
+    )
+    coordinates = ("topic", "partition", "offset", "kafka_timestamp")
+
+    def swap(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        i, j = [k for k, r in enumerate(rows) if r["event_id"] in ids]
+        a, b = rows[i], rows[j]
+        rows[i] = {**b, **{c: a[c] for c in coordinates}}
+        rows[j] = {**a, **{c: b[c] for c in coordinates}}
+        return rows
+
+    rewrite(path, swap)
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("reordered", pair[1].event_id)
+    assert f"chain_seq {pair[0].chain_seq}" in p.found
+
+
+# --------------------------------------------------------------------------- unchained
+
+
+def test_decisions_outside_every_chain(tmp_path: Path) -> None:
+    ledger = build(unchained=1)
+    export = ledger.export(tmp_path / "x")
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("unchained", "d-000")
+    report = verify(export, allow_unchained=True)
+    assert report.intact and report.unchained == 1
+
+
+def ledger_partition(d: DecisionRecorded) -> int:
+    return zlib.crc32(d.request_id.encode()) % PARTITIONS
+
+
+def test_worker_processes_split_the_chains_and_find_the_same(ledger: Ledger, export: Path) -> None:
+    tamper(export, chain_row(ledger, "a", 12).event_id, lambda r: None)
+    tamper(export, chain_row(ledger, "b", 3).event_id, lambda r: {**r, "rule": "forged"})
+    # chain_id altered: the row lands in another worker's share; its gap is not reported twice.
+    tamper(
+        export, chain_row(ledger, "a", 20).event_id, lambda r: {**r, "chain_id": "evaluator-b/n2"}
+    )
+    alone, split = verify(export, workers=1), verify(export, workers=2)
+    assert split.problems == alone.problems and split.chains == alone.chains
+    assert [(p.kind, p.chain_seq) for p in alone.problems] == [
+        ("altered", 3),
+        ("missing", 13),
+        ("altered", 20),
+    ]
+
+
+def test_a_row_without_its_record_bytes_is_altered(ledger: Ledger, export: Path) -> None:
+    target = chain_row(ledger, "b", 2)
+    tamper(export, target.event_id, lambda r: {**r, "record": None})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("altered", target.event_id)
+    assert "record bytes do not decode" in p.found
