@@ -90,4 +90,7 @@ run ledger policy simulate examples/policies/refund-v2.yaml --from "$EXPORT" --s
 LAST_DECISION=$(ledger audit sql "SELECT decision_id FROM decisions ORDER BY decided_at DESC LIMIT 1" --from "$EXPORT" --csv | tail -n 1)
 run ledger replay --decision "$LAST_DECISION" --from "$EXPORT"
 run ledger audit verify --from "$EXPORT"
+# Who did what, proven from the export alone: every governance event's signature checked
+# against the keys the ledger registered.
+run ledger actor verify --from "$EXPORT"
 echo; echo "${bold}Demo complete.${plain}"

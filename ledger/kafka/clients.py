@@ -19,6 +19,7 @@ credentials is :class:`~ledger.errors.KafkaAccessDenied`, one line naming the us
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from typing import Any
@@ -209,6 +210,20 @@ def check_reachable(bootstrap: str, *, timeout: float = CONNECT_TIMEOUT) -> None
     )
 
 
+def _close_abandoned(exc: BaseException) -> None:
+    """Close the network client a kafka-python constructor made before it failed (a refused
+    authentication, an unreachable broker): kafka-python leaves it, and its wake-up socket pair,
+    open for the garbage collector to find, at some later moment."""
+    tb = exc.__traceback__
+    while tb is not None:
+        scope = tb.tb_frame.f_locals
+        for candidate in (scope.get("client"), getattr(scope.get("self"), "_client", None)):
+            if type(candidate).__module__.startswith("kafka.") and hasattr(candidate, "close"):
+                with contextlib.suppress(Exception):
+                    candidate.close()
+        tb = tb.tb_next
+
+
 def _client(
     kind: Any, bootstrap: str, security: KafkaSecurity | None, config: dict[str, Any]
 ) -> Any:
@@ -218,6 +233,7 @@ def _client(
     try:
         return kind(bootstrap_servers=bootstrap, **kafka_python_config(security), **config)
     except (KafkaError, OSError) as exc:
+        _close_abandoned(exc)
         denied = access_denied(exc, security)
         if denied is not None:
             raise denied from exc
