@@ -218,9 +218,10 @@ def _close_abandoned(exc: BaseException) -> None:
     while tb is not None:
         scope = tb.tb_frame.f_locals
         for candidate in (scope.get("client"), getattr(scope.get("self"), "_client", None)):
-            if type(candidate).__module__.startswith("kafka.") and hasattr(candidate, "close"):
+            close = getattr(candidate, "close", None)
+            if type(candidate).__module__.startswith("kafka.") and callable(close):
                 with contextlib.suppress(Exception):
-                    candidate.close()
+                    close()
         tb = tb.tb_next
 
 
