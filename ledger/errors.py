@@ -220,7 +220,8 @@ class DecisionDenied(LedgerError):
 
 class TamperDetected(LedgerError):
     """``ledger audit verify`` found a decision altered, missing, inserted, reordered or outside
-    every chain; the message names the first (topic, partition, offset, decision id)."""
+    every chain; the message names the first (topic, partition, offset, decision id). Also
+    ``ledger actor verify``: a governance event whose command signature does not prove it."""
 
     code = "tamper_detected"
     exit_code = 11

@@ -124,6 +124,7 @@ def test_each_role_writes_only_what_the_acl_table_gives_it(bare: LedgerStack) ->
     assert writers[t.policy_events] == writers[t.grant_events] == {"command-processor"}
     assert writers[t.command_results] == {"command-processor"}
     assert writers[t.decisions] == writers[t.corrections] == {"evaluator"}
+    assert writers[t.chain_checkpoints] == {"evaluator"}
     assert writers[t.evaluation_requests] == {"agent"} and writers[t.commands] == {"governance"}
 
     refused: dict[str, set[str]] = {}

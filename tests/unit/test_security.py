@@ -229,6 +229,10 @@ def test_the_acl_table_grants_reads_writes_and_describes_only() -> None:
     assert ("agent", "p.ledger.decisions") not in writes
     assert {r for r, t in writes if t == "p.ledger.decisions"} == {"evaluator"}
     assert {r for r, t in writes if t == "p.ledger.grant-events"} == {"command-processor"}
+    # The decision hash chains' checkpoints: the evaluators write them, auditors read them.
+    assert {r for r, t in writes if t == "p.ledger.chain-checkpoints"} == {"evaluator"}
+    reads = {(p.role, p.name) for p in table if p.operation == "READ"}
+    assert {r for r, t in reads if t == "p.ledger.chain-checkpoints"} == {"exporter", "auditor"}
     assert all(p.name.startswith("p.") for p in table)
 
 
