@@ -35,24 +35,36 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ledger.client import ClientConfig, LedgerClient
 from ledger.core.events import (
     ApprovePolicyVersion,
+    CommandAccepted,
     DecisionRecorded,
     EvaluationRequested,
     IssueGrant,
     PromotePolicyVersion,
     ProposePolicyVersion,
+    RegisterActorKey,
     Stage,
     Value,
 )
+from ledger.core.policy import parse_policy
+from ledger.core.signing import key_id_of
 from ledger.discovery import resolve_security
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.topics import create_topics, topic_specs
+from ledger.keys import KeyStore, public_bytes, sign
 from ledger.local import broker
-from ledger.local.stack import PROCESSORS, processes, start_processor, stop_processor
+from ledger.local.stack import (
+    PROCESSORS,
+    ensure_admin_keys,
+    processes,
+    start_processor,
+    stop_processor,
+)
 from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 __all__ = [
@@ -105,6 +117,7 @@ class BenchStack:
         self, actor: str = AGENT, *, timeout: float = 10.0, role: Role | None = None
     ) -> LedgerClient:
         role = role or ("governance" if actor.startswith("human:") else "agent")
+        keys = KeyStore(self.settings.keys)
         return LedgerClient(
             ClientConfig(
                 bootstrap=self.bootstrap,
@@ -113,6 +126,7 @@ class BenchStack:
                 timeout=timeout,
                 security=self.security(role),
                 role=role,
+                signing_key=keys.private_path(actor) if keys.has_private(actor) else None,
             )
         )
 
@@ -222,6 +236,7 @@ def bench_stack(
         )
         if admin.enabled:
             ensure_acls(bootstrap, settings.topics, security=admin)
+        ensure_admin_keys(settings)  # the command processor's trust anchor: human:admin's key
         for name in processors:
             progress(f"starting {name}…")
             stack.start(name)
@@ -248,8 +263,36 @@ def bench_stack(
 # ---------------------------------------------------------------------- governance
 
 
+def _submit(client: LedgerClient, command: Any) -> CommandAccepted:
+    """Submit ``command`` signed with its actor's key, from the key store the administrator's
+    client signs from (the stack's: :meth:`BenchStack.client`)."""
+    key = client.config.signing_key
+    if not isinstance(key, Path):
+        raise RuntimeError(f"{client.config.actor}'s client has no signing key in a key store")
+    return client.submit_command(sign(command, KeyStore(key.parent).private_key(command.actor)))
+
+
+def _register(client: LedgerClient, actor: str) -> None:
+    """Create ``actor``'s key pair in the key store and register it, signed by the admin."""
+    key = client.config.signing_key
+    assert isinstance(key, Path)
+    public = public_bytes(KeyStore(key.parent).ensure(actor))
+    _submit(
+        client,
+        RegisterActorKey(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            principal=actor,
+            actor_key_id=key_id_of(public),
+            public_key=public,
+        ),
+    )
+
+
 def _grant(client: LedgerClient, principal: str, actions: tuple[str, ...], resource: str) -> None:
-    client.submit_command(
+    _submit(
+        client,
         IssueGrant(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -258,12 +301,13 @@ def _grant(client: LedgerClient, principal: str, actions: tuple[str, ...], resou
             principal=principal,
             actions=actions,
             resource=resource,
-        )
+        ),
     )
 
 
 def promote(client: LedgerClient, policy: str, version: int) -> None:
-    client.submit_command(
+    _submit(
+        client,
         PromotePolicyVersion(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -271,33 +315,40 @@ def promote(client: LedgerClient, policy: str, version: int) -> None:
             policy=policy,
             version=version,
             stage=Stage.ACTIVE,
-        )
+        ),
     )
 
 
 def deploy(client: LedgerClient, document: str) -> int:
     """Propose as alice, approve and promote to active as admin. Returns the version."""
-    proposed = client.submit_command(
+    proposed = _submit(
+        client,
         ProposePolicyVersion(
-            event_id=new_id(), occurred_at=utcnow(), actor=ALICE, document=document
-        )
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ALICE,
+            document=document,
+            policy=parse_policy(document).name,  # the name the signature covers
+        ),
     )
     assert proposed.version is not None
-    client.submit_command(
+    _submit(
+        client,
         ApprovePolicyVersion(
             event_id=new_id(),
             occurred_at=utcnow(),
             actor=ADMIN,
             policy=proposed.aggregate,
             version=proposed.version,
-        )
+        ),
     )
     promote(client, proposed.aggregate, proposed.version)
     return proposed.version
 
 
 def bootstrap_governance(client: LedgerClient) -> int:
-    """Grants and the refund policy (v1) active. Returns its version."""
+    """Alice's signing key, grants and the refund policy (v1) active. Returns its version."""
+    _register(client, ALICE)
     _grant(client, ALICE, ("ledger.policy.*",), "policy:*")
     _grant(client, AGENT, ("refund.*",), "account:*")
     return deploy(client, (POLICIES / "refund.yaml").read_text())
