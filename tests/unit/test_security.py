@@ -279,3 +279,37 @@ def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path) -> None:
     assert signed.signature is not None
     assert verify_signature(public_bytes(key), signed.signature, signed_bytes(signed))
     assert sign(command, key) == signed  # Ed25519 is deterministic
+
+
+def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
+    """kafka-python abandons the network client of a constructor that fails (a refused
+    authentication): its wake-up socket pair stayed open until some later garbage collection,
+    which then failed an unrelated test. ``_client`` closes it from the failed frame."""
+    from kafka.errors import KafkaError
+
+    from ledger.kafka.clients import _close_abandoned
+
+    closed: list[str] = []
+
+    class NetworkClient:  # stands for kafka-python's, by its module
+        def close(self) -> None:
+            closed.append("client")
+
+    NetworkClient.__module__ = "kafka.net.compat"
+
+    class Unrelated:
+        def close(self) -> None:
+            closed.append("unrelated")
+
+    def constructor() -> None:
+        client = NetworkClient()  # noqa: F841 - found in the frame
+        raise KafkaError("authentication failed")
+
+    def caller() -> None:
+        client = Unrelated()  # noqa: F841 - not kafka-python's: left alone
+        constructor()
+
+    with pytest.raises(KafkaError) as raised:
+        caller()
+    _close_abandoned(raised.value)
+    assert closed == ["client"]
