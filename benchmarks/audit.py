@@ -460,10 +460,16 @@ def export_throughput(args: argparse.Namespace) -> None:
         processors=(),
         partitions=args.partitions,
         keep_home=args.keep_home,
+        insecure=args.insecure,
     ) as stack:
         codec = default_codec()
         template = _template_decision()
-        producer = make_producer(stack.bootstrap, linger_ms=50, batch_size=1024 * 1024)
+        producer = make_producer(
+            stack.bootstrap,
+            security=stack.security("evaluator"),  # the decisions' one writer
+            linger_ms=50,
+            batch_size=1024 * 1024,
+        )
         started = time.perf_counter()
 
         for i in range(records):
@@ -488,6 +494,7 @@ def export_throughput(args: argparse.Namespace) -> None:
                 **os.environ,
                 "LEDGER_BOOTSTRAP": stack.bootstrap,
                 "LEDGER_TOPIC_PREFIX": stack.topics.prefix,
+                "LEDGER_CREDENTIALS": str(stack.settings.credentials),  # the exporter's
             }
             ledger = str(Path(sys.executable).parent / "ledger")
             done = subprocess.run(

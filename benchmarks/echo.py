@@ -10,7 +10,9 @@ client libraries, so one run compares them on the same broker:
   response;
 - ``kafka-python``: producer ``linger_ms=0``, consumer polling with a small fetch wait.
 
-Payloads are about the size of an evaluation request and of a decision trace.
+Payloads are about the size of an evaluation request and of a decision trace. Against a secured
+broker both sides authenticate like any client (``security``: the same SASL settings the ledger's
+clients use, mapped to each library's names), so the floor pays what the SDK pays.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import uuid
 from concurrent.futures import Future
 from typing import Any
 
+from ledger.kafka.clients import kafka_python_config, librdkafka_config
 from ledger.kafka.reading import rdkafka_end_offset
+from ledger.settings import KafkaSecurity
 
 __all__ = ["LIBRARIES", "EchoServer", "EchoClient"]
 
@@ -31,7 +35,14 @@ LIBRARIES = ("librdkafka", "kafka-python")
 REQUEST_BYTES = 300
 
 
-def _serve(library: str, bootstrap: str, requests: str, replies: str, stop: Any) -> None:
+def _serve(
+    library: str,
+    bootstrap: str,
+    requests: str,
+    replies: str,
+    stop: Any,
+    security: KafkaSecurity | None = None,
+) -> None:
     """The echo server's process: copy every request record to the reply topic."""
     if library == "librdkafka":
         from confluent_kafka import Consumer, Producer, TopicPartition
@@ -39,6 +50,7 @@ def _serve(library: str, bootstrap: str, requests: str, replies: str, stop: Any)
         consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
+                **librdkafka_config(security),
                 "group.id": f"echo-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 500,
@@ -48,7 +60,12 @@ def _serve(library: str, bootstrap: str, requests: str, replies: str, stop: Any)
         end = rdkafka_end_offset(consumer, TopicPartition(requests, 0))
         consumer.assign([TopicPartition(requests, 0, end)])
         producer = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
+            {
+                "bootstrap.servers": bootstrap,
+                **librdkafka_config(security),
+                "linger.ms": 0,
+                "socket.nagle.disable": True,
+            }
         )
         while not stop.is_set():
             batch = consumer.consume(num_messages=1000, timeout=0)
@@ -65,13 +82,18 @@ def _serve(library: str, bootstrap: str, requests: str, replies: str, stop: Any)
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
         kconsumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
+            bootstrap_servers=bootstrap,
+            fetch_max_wait_ms=20,
+            enable_auto_commit=False,
+            **kafka_python_config(security),
         )
         tp = TopicPartition(requests, 0)
         kconsumer.assign([tp])
         kconsumer.seek_to_end(tp)
         kconsumer.position(tp)
-        kproducer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        kproducer = KafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=0, **kafka_python_config(security)
+        )
         while not stop.is_set():
             for records in kconsumer.poll(timeout_ms=200).values():
                 for record in records:
@@ -83,12 +105,19 @@ def _serve(library: str, bootstrap: str, requests: str, replies: str, stop: Any)
 class EchoServer:
     """The echo server process for one library (started, and ready, on construction)."""
 
-    def __init__(self, library: str, bootstrap: str, requests: str, replies: str) -> None:
+    def __init__(
+        self,
+        library: str,
+        bootstrap: str,
+        requests: str,
+        replies: str,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._process = context.Process(
             target=_serve,
-            args=(library, bootstrap, requests, replies, self._stop),
+            args=(library, bootstrap, requests, replies, self._stop, security),
             name=f"echo-{library}",
             daemon=True,
         )
@@ -109,7 +138,14 @@ class EchoServer:
 class EchoClient:
     """Publishes echo requests and completes their futures when the echoes arrive."""
 
-    def __init__(self, library: str, bootstrap: str, requests: str, replies: str) -> None:
+    def __init__(
+        self,
+        library: str,
+        bootstrap: str,
+        requests: str,
+        replies: str,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self.library = library
         self._requests = requests
         self._pending: dict[bytes, Future[None]] = {}
@@ -131,7 +167,12 @@ class EchoClient:
             end = rdkafka_end_offset(self._consumer, TopicPartition(replies, 0))
             self._consumer.assign([TopicPartition(replies, 0, end)])
             self._producer: Any = Producer(
-                {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
+                {
+                    "bootstrap.servers": bootstrap,
+                    **librdkafka_config(security),
+                    "linger.ms": 0,
+                    "socket.nagle.disable": True,
+                }
             )
             self._send = lambda key: self._producer.produce(requests, self._payload, key)
             target = self._listen_rdkafka
@@ -139,13 +180,18 @@ class EchoClient:
             from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
             self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
+                bootstrap_servers=bootstrap,
+                fetch_max_wait_ms=20,
+                enable_auto_commit=False,
+                **kafka_python_config(security),
             )
             tp = TopicPartition(replies, 0)
             self._consumer.assign([tp])
             self._consumer.seek_to_end(tp)
             self._consumer.position(tp)
-            self._producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap, linger_ms=0, **kafka_python_config(security)
+            )
             self._send = lambda key: self._producer.send(requests, key=key, value=self._payload)
             target = self._listen_kafka_python
         self._thread = threading.Thread(target=target, name=f"echo-{library}", daemon=True)

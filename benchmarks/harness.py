@@ -10,6 +10,12 @@ on the way out, also on Ctrl-C, SIGTERM or an error.
 processor, as an operator would: ``human:admin`` (a bootstrap admin) grants ``human:alice`` the
 policy commands and ``agent:refund-bot`` ``refund.*``; alice proposes, admin approves (the
 approver must differ from the author) and promotes.
+
+Security is on, as in ``ledger up``: the private broker authenticates every client and enforces
+the ledger's ACLs, and each client (processors, the SDK, the load generators) uses its role's
+credential. ``--insecure`` runs the same benchmark on a broker without either, to measure what
+authentication costs. With ``--bootstrap``, credentials come from ``$LEDGER_SECURITY_PROTOCOL``,
+``$LEDGER_SASL_*`` or ``$LEDGER_CREDENTIALS``, as for any ledger command.
 """
 
 from __future__ import annotations
@@ -29,23 +35,37 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ledger.client import ClientConfig, LedgerClient
 from ledger.core.events import (
     ApprovePolicyVersion,
+    CommandAccepted,
     DecisionRecorded,
     EvaluationRequested,
     IssueGrant,
     PromotePolicyVersion,
     ProposePolicyVersion,
+    RegisterActorKey,
     Stage,
     Value,
 )
+from ledger.core.policy import parse_policy
+from ledger.core.signing import key_id_of
+from ledger.discovery import resolve_security
 from ledger.ids import new_id, utcnow
+from ledger.kafka.acls import ensure_acls
 from ledger.kafka.topics import create_topics, topic_specs
+from ledger.keys import KeyStore, public_bytes, sign
 from ledger.local import broker
-from ledger.local.stack import PROCESSORS, processes, start_processor, stop_processor
-from ledger.settings import Settings, TopicNames
+from ledger.local.stack import (
+    PROCESSORS,
+    ensure_admin_keys,
+    processes,
+    start_processor,
+    stop_processor,
+)
+from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 __all__ = [
     "ADMIN",
@@ -89,9 +109,25 @@ class BenchStack:
     def topics(self) -> TopicNames:
         return self.settings.topics
 
-    def client(self, actor: str = AGENT, *, timeout: float = 10.0) -> LedgerClient:
+    def security(self, role: Role) -> KafkaSecurity:
+        """``role``'s credential for this stack's broker."""
+        return resolve_security(self.settings, role, bootstrap=self.bootstrap)
+
+    def client(
+        self, actor: str = AGENT, *, timeout: float = 10.0, role: Role | None = None
+    ) -> LedgerClient:
+        role = role or ("governance" if actor.startswith("human:") else "agent")
+        keys = KeyStore(self.settings.keys)
         return LedgerClient(
-            ClientConfig(bootstrap=self.bootstrap, topics=self.topics, actor=actor, timeout=timeout)
+            ClientConfig(
+                bootstrap=self.bootstrap,
+                topics=self.topics,
+                actor=actor,
+                timeout=timeout,
+                security=self.security(role),
+                role=role,
+                signing_key=keys.private_path(actor) if keys.has_private(actor) else None,
+            )
         )
 
     def start(self, name: str) -> int:
@@ -150,6 +186,11 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-home", action="store_true", help="keep the temporary LEDGER_HOME (processor logs)"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the private broker without authentication or ACLs (to measure their cost)",
+    )
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -164,6 +205,7 @@ def bench_stack(
     partitions: int = 6,
     keep_home: bool = False,
     progress: Progress = _say,
+    insecure: bool = False,
 ) -> Iterator[BenchStack]:
     """A private ledger for one benchmark run, torn down whatever happens (see module doc)."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -174,18 +216,27 @@ def bench_stack(
         home=home,
         cache=base.cache,
         topics=TopicNames(prefix=f"bench{uuid.uuid4().hex[:8]}."),
+        # With --bootstrap, the operator's credentials (a private broker's are found in home).
+        security=base.security if bootstrap else None,
+        credentials_dir=base.credentials_dir if bootstrap else None,
     )
     started_broker = False
     try:
         if bootstrap is None:
             progress(f"starting a private broker (home {home})…")
             started_broker = True
-            status = broker.start(settings)
+            status = broker.start(settings, insecure=insecure)
             assert status.bootstrap is not None
             bootstrap = status.bootstrap
         progress(f"creating topics {settings.topics.prefix}* on {bootstrap}…")
-        create_topics(bootstrap, topic_specs(settings, evaluation_partitions=partitions))
         stack = BenchStack(bootstrap=bootstrap, settings=settings, started_broker=started_broker)
+        admin = stack.security("admin")
+        create_topics(
+            bootstrap, topic_specs(settings, evaluation_partitions=partitions), security=admin
+        )
+        if admin.enabled:
+            ensure_acls(bootstrap, settings.topics, security=admin)
+        ensure_admin_keys(settings)  # the command processor's trust anchor: human:admin's key
         for name in processors:
             progress(f"starting {name}…")
             stack.start(name)
@@ -212,8 +263,36 @@ def bench_stack(
 # ---------------------------------------------------------------------- governance
 
 
+def _submit(client: LedgerClient, command: Any) -> CommandAccepted:
+    """Submit ``command`` signed with its actor's key, from the key store the administrator's
+    client signs from (the stack's: :meth:`BenchStack.client`)."""
+    key = client.config.signing_key
+    if not isinstance(key, Path):
+        raise RuntimeError(f"{client.config.actor}'s client has no signing key in a key store")
+    return client.submit_command(sign(command, KeyStore(key.parent).private_key(command.actor)))
+
+
+def _register(client: LedgerClient, actor: str) -> None:
+    """Create ``actor``'s key pair in the key store and register it, signed by the admin."""
+    key = client.config.signing_key
+    assert isinstance(key, Path)
+    public = public_bytes(KeyStore(key.parent).ensure(actor))
+    _submit(
+        client,
+        RegisterActorKey(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            principal=actor,
+            actor_key_id=key_id_of(public),
+            public_key=public,
+        ),
+    )
+
+
 def _grant(client: LedgerClient, principal: str, actions: tuple[str, ...], resource: str) -> None:
-    client.submit_command(
+    _submit(
+        client,
         IssueGrant(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -222,12 +301,13 @@ def _grant(client: LedgerClient, principal: str, actions: tuple[str, ...], resou
             principal=principal,
             actions=actions,
             resource=resource,
-        )
+        ),
     )
 
 
 def promote(client: LedgerClient, policy: str, version: int) -> None:
-    client.submit_command(
+    _submit(
+        client,
         PromotePolicyVersion(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -235,33 +315,40 @@ def promote(client: LedgerClient, policy: str, version: int) -> None:
             policy=policy,
             version=version,
             stage=Stage.ACTIVE,
-        )
+        ),
     )
 
 
 def deploy(client: LedgerClient, document: str) -> int:
     """Propose as alice, approve and promote to active as admin. Returns the version."""
-    proposed = client.submit_command(
+    proposed = _submit(
+        client,
         ProposePolicyVersion(
-            event_id=new_id(), occurred_at=utcnow(), actor=ALICE, document=document
-        )
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ALICE,
+            document=document,
+            policy=parse_policy(document).name,  # the name the signature covers
+        ),
     )
     assert proposed.version is not None
-    client.submit_command(
+    _submit(
+        client,
         ApprovePolicyVersion(
             event_id=new_id(),
             occurred_at=utcnow(),
             actor=ADMIN,
             policy=proposed.aggregate,
             version=proposed.version,
-        )
+        ),
     )
     promote(client, proposed.aggregate, proposed.version)
     return proposed.version
 
 
 def bootstrap_governance(client: LedgerClient) -> int:
-    """Grants and the refund policy (v1) active. Returns its version."""
+    """Alice's signing key, grants and the refund policy (v1) active. Returns its version."""
+    _register(client, ALICE)
     _grant(client, ALICE, ("ledger.policy.*",), "policy:*")
     _grant(client, AGENT, ("refund.*",), "account:*")
     return deploy(client, (POLICIES / "refund.yaml").read_text())

@@ -92,7 +92,10 @@ class Stream:
 
 def measure(args: argparse.Namespace) -> list[float]:
     with bench_stack(
-        bootstrap=args.bootstrap, partitions=args.partitions, keep_home=args.keep_home
+        bootstrap=args.bootstrap,
+        partitions=args.partitions,
+        keep_home=args.keep_home,
+        insecure=args.insecure,
     ) as stack:
         admin = stack.client(ADMIN)
         agent = stack.client(timeout=10)

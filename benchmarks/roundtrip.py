@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks.echo import LIBRARIES, EchoClient, EchoServer
 from benchmarks.harness import (
+    ADMIN,
     BenchStack,
     CpuMeter,
     add_stack_arguments,
@@ -170,9 +171,12 @@ class Echoes:
                     TopicSpec(name=requests, partitions=1, configs={}, purpose="echo"),
                     TopicSpec(name=replies, partitions=1, configs={}, purpose="echo"),
                 ),
+                security=stack.security("admin"),
             )
-            server = EchoServer(library, stack.bootstrap, requests, replies)
-            client = EchoClient(library, stack.bootstrap, requests, replies)
+            # The echoes authenticate (as the admin) like the SDK, so the floor pays SASL too.
+            security = stack.security("admin")
+            server = EchoServer(library, stack.bootstrap, requests, replies, security)
+            client = EchoClient(library, stack.bootstrap, requests, replies, security)
             self.pairs[library] = (server, client)
         for library, (_, client) in self.pairs.items():  # both ends connected and positioned
             deadline = time.monotonic() + 60
@@ -289,9 +293,12 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 
     with bench_stack(
-        bootstrap=args.bootstrap, partitions=args.partitions, keep_home=args.keep_home
+        bootstrap=args.bootstrap,
+        partitions=args.partitions,
+        keep_home=args.keep_home,
+        insecure=args.insecure,
     ) as stack:
-        admin = stack.client()
+        admin = stack.client(ADMIN)
         client = stack.client(timeout=args.timeout)
         echoes = None if args.no_echo else Echoes(stack)
         try:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
+    ADMIN,
     CpuMeter,
     add_stack_arguments,
     bench_stack,
@@ -42,6 +43,7 @@ from benchmarks.harness import (
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
+from ledger.settings import KafkaSecurity
 
 TARGET = 10_000
 
@@ -49,8 +51,8 @@ TARGET = 10_000
 class Producer:
     """Produces requests; remembers their ids. Tops the backlog up from a thread."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._producer = make_rdkafka_producer(bootstrap)
+    def __init__(self, bootstrap: str, topic: str, *, security: KafkaSecurity | None) -> None:
+        self._producer = make_rdkafka_producer(bootstrap, security=security)
         self._codec = default_codec()
         self._topic = topic
         self.ids: list[bytes] = []
@@ -114,10 +116,17 @@ class Producer:
 class Counter:
     """Counts decisions by request id and by the second they were produced in."""
 
-    def __init__(self, bootstrap: str, topic: str, *, sample_every: int = 997) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        security: KafkaSecurity | None,
+        sample_every: int = 997,
+    ) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        self._consumer = make_rdkafka_consumer(bootstrap)
+        self._consumer = make_rdkafka_consumer(bootstrap, security=security)
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
@@ -160,14 +169,17 @@ def run(args: argparse.Namespace) -> None:
         processors=("command-processor",),
         partitions=args.partitions,
         keep_home=args.keep_home,
+        insecure=args.insecure,
     ) as stack:
-        admin = stack.client()
+        admin = stack.client(ADMIN)
         try:
             version = bootstrap_governance(admin)
         finally:
             admin.close()
-        producer = Producer(stack.bootstrap, stack.topics.evaluation_requests)
-        counter = Counter(stack.bootstrap, stack.topics.decisions)
+        producer = Producer(
+            stack.bootstrap, stack.topics.evaluation_requests, security=stack.security("agent")
+        )
+        counter = Counter(stack.bootstrap, stack.topics.decisions, security=stack.security("agent"))
         try:
             t = time.perf_counter()
             producer.produce(args.backlog)

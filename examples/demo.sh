@@ -22,8 +22,16 @@ run ledger policy validate examples/policies/refund.yaml examples/policies/refun
 run ledger policy test examples/policies/refund.yaml
 run ledger policy eval examples/policies/refund.yaml --facts '{"tenure_days": 30, "amount": "600", "prior_refunds_12m": 0, "standing": "good"}'
 
-run ledger up
+run ledger up          # a secured broker: one SCRAM credential per role, ACLs; admin's signing key
 run ledger broker status
+run ledger credentials show agent    # what an agent's Kafka client uses (--json: kafka-python kwargs)
+
+# Every governance command is signed by its actor's key: the administrator registers alice's and
+# bob's (their private keys land in $LEDGER_HOME/keys, 0600).
+run ledger actor add human:alice --by human:admin
+run ledger actor add human:bob --by human:admin
+step "ledger grant issue --to agent:mallory --actions '*' --resource '*' --by human:carol   # no key: refused"
+ledger grant issue --to agent:mallory --actions '*' --resource '*' --by human:carol || echo "(refused, as it should be)"
 
 # Authority first: alice writes policies, bob approves and deploys them, the agent refunds.
 run ledger grant issue --to human:alice --actions 'ledger.policy.propose' --resource 'policy:*' --by human:admin
@@ -59,6 +67,8 @@ run ledger evaluate --action refund.issue --principal agent:refund-bot --resourc
 run ledger policy show refund
 run ledger replay --at "$BEFORE_ROLLBACK" --policy refund
 run ledger decisions --principal agent:refund-bot --action 'refund.*' --limit 6
+run ledger actor list
+run ledger actor verify   # every governance event's signature, checked offline
 
 # The auditor: export the ledger to Parquet and question it with DuckDB.
 EXPORT="$LEDGER_HOME/export"
@@ -80,4 +90,7 @@ run ledger policy simulate examples/policies/refund-v2.yaml --from "$EXPORT" --s
 LAST_DECISION=$(ledger audit sql "SELECT decision_id FROM decisions ORDER BY decided_at DESC LIMIT 1" --from "$EXPORT" --csv | tail -n 1)
 run ledger replay --decision "$LAST_DECISION" --from "$EXPORT"
 run ledger audit verify --from "$EXPORT"
+# Who did what, proven from the export alone: every governance event's signature checked
+# against the keys the ledger registered.
+run ledger actor verify --from "$EXPORT"
 echo; echo "${bold}Demo complete.${plain}"

@@ -43,7 +43,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, TypeAlias, TypeVar, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import Codec
 from ledger.core.events import (
@@ -61,11 +64,12 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.discovery import resolve_bootstrap
+from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.transport import KafkaTransport
-from ledger.settings import Settings, TopicNames
+from ledger.keys import KeyStore, load_private_key, sign
+from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 __all__ = [
     "LedgerClient",
@@ -87,12 +91,25 @@ class ClientConfig:
 
     ``bootstrap`` (the Kafka servers, ``"host:port,…"``) is needed by the default, Kafka,
     transport only: a client on an in-memory transport (:mod:`ledger.testing`) needs none.
+
+    ``security`` is how the Kafka transport authenticates (``None``: a plain connection, which
+    a secured broker refuses); ``role`` says which ledger topics it uses: ``"agent"`` (the
+    default: evaluation requests out, decisions and corrections back) or ``"governance"``
+    (commands out, command results back); any other role listens to all three reply topics.
+
+    ``signing_key`` (a PEM file's path, or an ``Ed25519PrivateKey``) is ``actor``'s key:
+    :meth:`LedgerClient.submit_command` signs every unsigned command with it. The command
+    processor rejects unsigned commands (``unsigned_command``); the in-memory
+    :class:`ledger.testing.LocalLedger` accepts them.
     """
 
     bootstrap: str | None = None
     topics: TopicNames = field(default_factory=TopicNames)
     actor: str = "agent:unknown"
     timeout: float = 5.0
+    security: KafkaSecurity | None = None
+    role: Role = "agent"
+    signing_key: Path | Ed25519PrivateKey | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -103,6 +120,7 @@ class ClientConfig:
         bootstrap: str | None = None,
         topics: TopicNames | None = None,
         timeout: float | None = None,
+        role: Role = "agent",
     ) -> ClientConfig:
         """The configuration every ``ledger`` command would use, for ``actor``.
 
@@ -111,6 +129,10 @@ class ClientConfig:
           :class:`~ledger.errors.KafkaUnavailable` says what to do.
         - ``topics``: the argument, else the ledger's topics under ``$LEDGER_TOPIC_PREFIX``.
         - ``timeout``: the argument, else the default (5 s).
+        - ``security``: ``$LEDGER_SECURITY_PROTOCOL``/``$LEDGER_SASL_*``/``$LEDGER_SSL_*``, else
+          (for the local broker) ``role``'s credential, which ``ledger up`` wrote.
+        - ``signing_key``: ``actor``'s key in the key store (``$LEDGER_KEYS``, else
+          ``$LEDGER_HOME/keys``), if it has one.
 
         ``env`` defaults to ``os.environ``. Call this once at the entry point and pass the result.
         """
@@ -122,6 +144,9 @@ class ClientConfig:
             bootstrap=address,
             topics=settings.topics if topics is None else topics,
             actor=actor,
+            security=resolve_security(settings, role, bootstrap=address),
+            role=role,
+            signing_key=_key_path(KeyStore(settings.keys), actor),
         )
         return config if timeout is None else replace(config, timeout=timeout)
 
@@ -209,10 +234,17 @@ class LedgerClient:
                     'servers (ClientConfig.from_env(actor=...) finds them, or pass bootstrap="HOST:'
                     'PORT"); to run without a broker, pass transport= (see ledger.testing)'
                 )
-            transport = KafkaTransport(config.bootstrap, config.topics, codec=codec)
+            transport = KafkaTransport(
+                config.bootstrap,
+                config.topics,
+                codec=codec,
+                security=config.security,
+                replies=_replies(config),
+            )
         elif codec is not None:
             raise UsageError("pass the codec to the transport, not to the client that uses it")
         self._transport: Transport = transport
+        self._loaded_key: Ed25519PrivateKey | None = None
         self._corrections: queue.Queue[DecisionCorrected] = queue.Queue()
         self._on_correction: CorrectionSink | None = None
         self._closed = False
@@ -246,6 +278,7 @@ class LedgerClient:
             event_id=new_id(),
             occurred_at=utcnow(),
             actor=self.config.actor,
+            requested_by=self.config.actor,
             action=action,
             principal=principal,
             resource=resource,
@@ -391,6 +424,8 @@ class LedgerClient:
             from ledger.core.policy import parse_policy
 
             command = replace(command, policy=parse_policy(command.document).name)
+        if command.signature is None and self.config.signing_key is not None:
+            command = sign(command, self._signing_key())
         self._ready()
         future = cast("Future[CommandAccepted | CommandRejected]", self._transport.send(command))
         result = self._wait(future, command.event_id, timeout, "command result")
@@ -399,6 +434,15 @@ class LedgerClient:
         return result
 
     # ------------------------------------------------------------------ internals
+
+    def _signing_key(self) -> Ed25519PrivateKey:
+        key = self.config.signing_key
+        if isinstance(key, Path):
+            if self._loaded_key is None:
+                self._loaded_key = load_private_key(key)
+            return self._loaded_key
+        assert key is not None
+        return key
 
     def abandon(self, request_id: str) -> None:
         """Stop waiting for the answer to ``request_id`` (after giving up on it)."""
@@ -430,6 +474,20 @@ class LedgerClient:
         except FutureTimeout:
             self.abandon(key)
             raise _timeout(what, key, limit) from None
+
+
+def _replies(config: ClientConfig) -> tuple[str, ...] | None:
+    """The reply topics a client of ``config.role`` listens to (what its credential may read)."""
+    if config.role == "agent":
+        return (config.topics.decisions, config.topics.corrections)
+    if config.role == "governance":
+        return (config.topics.command_results,)
+    return None
+
+
+def _key_path(store: KeyStore, actor: str) -> Path | None:
+    path = store.private_path(actor)
+    return path if path.is_file() else None
 
 
 _CHECK_EVERY = 0.25

@@ -1,10 +1,16 @@
-"""Where Kafka is, found the same way by every entry point (CLI, SDK, processors).
+"""Where Kafka is, and with which credentials, found the same way by every entry point (CLI,
+SDK, processors).
 
-In order: an explicit address (a ``--bootstrap`` flag, the SDK's ``bootstrap=``, or
+Where: an explicit address (a ``--bootstrap`` flag, the SDK's ``bootstrap=``, or
 ``$LEDGER_BOOTSTRAP``, all carried by :class:`~ledger.settings.Settings`), else the address the
 local development broker recorded when it started (``$LEDGER_HOME/broker/broker.json``) if a
 server accepts connections there. Runtime code reads that record here; only the local launcher
 (:mod:`ledger.local.broker`) writes it, so the SDK and the processors never import the launcher.
+
+Credentials (:func:`resolve_security`): the ones configured (``$LEDGER_SECURITY_PROTOCOL``,
+``$LEDGER_SASL_*``, ``$LEDGER_SSL_*``, carried by ``Settings.security``), else, for the local
+broker, the entry point's role's credential file that ``ledger up`` wrote
+(``$LEDGER_HOME/credentials/<role>.json``, written only by :mod:`ledger.local.credentials`).
 """
 
 from __future__ import annotations
@@ -13,15 +19,19 @@ import json
 import socket
 from pathlib import Path
 
-from ledger.errors import KafkaUnavailable
-from ledger.settings import Settings, parse_bootstrap
+from ledger.errors import KafkaUnavailable, UsageError
+from ledger.settings import KafkaSecurity, Role, Settings, parse_bootstrap
 
 __all__ = [
+    "credentials_file",
+    "read_credentials",
+    "resolve_security",
     "broker_record_file",
     "read_broker_record",
     "recorded_int",
     "accepts",
     "local_bootstrap",
+    "local_is_secured",
     "resolve_bootstrap",
 ]
 
@@ -87,3 +97,81 @@ def resolve_bootstrap(
         return local
     ways = [*([explicit] if explicit else []), "set $LEDGER_BOOTSTRAP", f"or run `{start}`"]
     raise KafkaUnavailable("no Kafka to talk to: " + ", ".join(ways))
+
+
+def credentials_file(settings: Settings, role: Role) -> Path:
+    """A role's credential for the local broker (kafka-python settings, JSON, mode 0600)."""
+    return settings.credentials / f"{role}.json"
+
+
+def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
+    """The local broker's credential for ``role``; ``None`` when there is none.
+
+    A file that exists but does not hold a credential is one :class:`UsageError` line (a
+    half-written or hand-edited file must not turn into an anonymous connection)."""
+    path = credentials_file(settings, role)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read the {role} credential {path}: {exc}; `ledger up` writes it again"
+        ) from None
+    try:
+        return KafkaSecurity(
+            protocol=data.get("security_protocol", "PLAINTEXT"),
+            sasl_mechanism=data.get("sasl_mechanism"),
+            username=data.get("sasl_plain_username"),
+            password=data.get("sasl_plain_password"),
+            ssl_cafile=Path(data["ssl_cafile"]) if data.get("ssl_cafile") else None,
+            ssl_certfile=Path(data["ssl_certfile"]) if data.get("ssl_certfile") else None,
+            ssl_keyfile=Path(data["ssl_keyfile"]) if data.get("ssl_keyfile") else None,
+        )
+    except (AttributeError, TypeError) as exc:
+        raise UsageError(f"the {role} credential {path} is not an object: {exc}") from None
+    except UsageError as exc:
+        raise UsageError(f"the {role} credential {path}: {exc}") from None
+
+
+def local_is_secured(settings: Settings) -> bool:
+    """Was the local broker last started with authentication (not ``--insecure``)?"""
+    record = read_broker_record(settings) or {}
+    return record.get("security_protocol", "PLAINTEXT") != "PLAINTEXT"
+
+
+def resolve_security(
+    settings: Settings, role: Role, *, bootstrap: str | None = None
+) -> KafkaSecurity:
+    """How a client of ``role`` authenticates to Kafka at ``bootstrap``.
+
+    The configured security (``settings.security``) if any; else the role's file in a
+    configured credentials directory (``$LEDGER_CREDENTIALS``); else, when the target is the
+    local broker (no other address configured, or the local broker's own) and it runs secured,
+    the role's local credential (``ledger up`` writes one per role); else a plain connection,
+    which a secured broker refuses.
+    """
+    if settings.security is not None:
+        return settings.security
+    if settings.credentials_dir is not None:
+        given = read_credentials(settings, role)
+        if given is None:
+            raise UsageError(
+                f"no {role} credential in $LEDGER_CREDENTIALS ({settings.credentials_dir}): "
+                f"put {role}.json there (`ledger credentials show {role} --json` prints one)"
+            )
+        return given
+    record = read_broker_record(settings) or {}
+    port = recorded_int(record, "port")
+    target = bootstrap or settings.bootstrap
+    local = target is None or (port > 0 and target == f"127.0.0.1:{port}")
+    if local and local_is_secured(settings):
+        found = read_credentials(settings, role)
+        if found is None:
+            raise UsageError(
+                f"no {role} credential in {credentials_file(settings, role).parent}: run "
+                "`ledger up` (it writes one per role), or set $LEDGER_SASL_USERNAME / "
+                "$LEDGER_SASL_PASSWORD"
+            )
+        return found
+    return KafkaSecurity()

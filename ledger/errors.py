@@ -17,6 +17,7 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── BrokerError                  broker_error        6   the local broker cannot be fetched/started
     │   └── PrerequisiteMissing      missing_tool        6   java / mvn not installed
     ├── KafkaUnavailable             kafka_unavailable   7   cannot reach the bootstrap servers
+    ├── KafkaAccessDenied            kafka_access_denied 7   the broker refused the credentials or an ACL
     ├── TopicMissing                 topic_missing       7   a ledger topic does not exist (create it)
     ├── TopicMismatch                topic_mismatch      7   an existing topic cannot serve the ledger
     ├── LedgerTimeout                timeout             8   no answer in time (never a silent allow)
@@ -27,6 +28,7 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── NotReproduced                not_reproduced     12   replay --decision: re-evaluation differs
     ├── PolicyTestsFailed            policy_tests_failed 1   some offline policy test cases failed
     ├── ProcessorError               processor_error     1   a local processor failed to start
+    ├── SigningKeyMissing            no_signing_key      2   no private key to sign a command as an actor
     └── ClientClosed                 client_unavailable  7   the SDK's reply listener stopped
 """
 
@@ -44,6 +46,7 @@ __all__ = [
     "BrokerError",
     "PrerequisiteMissing",
     "KafkaUnavailable",
+    "KafkaAccessDenied",
     "TopicMissing",
     "TopicMismatch",
     "LedgerTimeout",
@@ -54,6 +57,7 @@ __all__ = [
     "PolicyTestsFailed",
     "ProcessorError",
     "ClientClosed",
+    "SigningKeyMissing",
 ]
 
 from dataclasses import dataclass
@@ -164,6 +168,13 @@ class KafkaUnavailable(LedgerError):
     exit_code = 7
 
 
+class KafkaAccessDenied(LedgerError):
+    """The broker refused the client's credentials (authentication) or an operation (ACLs)."""
+
+    code = "kafka_access_denied"
+    exit_code = 7
+
+
 class TopicMissing(LedgerError):
     """A topic the ledger needs does not exist on the cluster."""
 
@@ -209,7 +220,8 @@ class DecisionDenied(LedgerError):
 
 class TamperDetected(LedgerError):
     """``ledger audit verify`` found a decision altered, missing, inserted, reordered or outside
-    every chain; the message names the first (topic, partition, offset, decision id)."""
+    every chain; the message names the first (topic, partition, offset, decision id). Also
+    ``ledger actor verify``: a governance event whose command signature does not prove it."""
 
     code = "tamper_detected"
     exit_code = 11
@@ -243,3 +255,11 @@ class ClientClosed(LedgerError):
 
     code = "client_unavailable"
     exit_code = 7
+
+
+class SigningKeyMissing(LedgerError):
+    """A governance command must be signed by its actor, and the key store has no private key
+    for that actor (the message says where it looked and how to create one)."""
+
+    code = "no_signing_key"
+    exit_code = 2

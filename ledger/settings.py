@@ -10,13 +10,50 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Final, Literal, get_args
 
 from ledger.core.lifecycle import DEFAULT_ADMINS
 from ledger.errors import UsageError
 
-__all__ = ["Settings", "TopicNames", "parse_bootstrap"]
+__all__ = [
+    "Settings",
+    "TopicNames",
+    "KafkaSecurity",
+    "Role",
+    "ROLES",
+    "SECURITY_ENV",
+    "parse_bootstrap",
+]
+
+Role = Literal[
+    "agent", "governance", "command-processor", "evaluator", "exporter", "auditor", "admin"
+]
+"""Who a Kafka client is, for the broker's ACLs (see the README's security section):
+
+- ``agent``: SDK evaluation (writes requests, reads decisions and corrections);
+- ``governance``: CLI/SDK governance commands (writes commands, reads their results);
+- ``command-processor``, ``evaluator``: the processors, the only writers of governance events
+  and of decisions respectively;
+- ``exporter``, ``auditor``: read-only (export; audit, replay, list and show);
+- ``admin``: topics, ACLs and credentials (a super user of the broker)."""
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+
+Protocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+_PROTOCOLS: Final = get_args(Protocol)
+_MECHANISMS: Final = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+SECURITY_ENV: Final = {
+    "protocol": "LEDGER_SECURITY_PROTOCOL",
+    "sasl_mechanism": "LEDGER_SASL_MECHANISM",
+    "username": "LEDGER_SASL_USERNAME",
+    "password": "LEDGER_SASL_PASSWORD",
+    "ssl_cafile": "LEDGER_SSL_CAFILE",
+    "ssl_certfile": "LEDGER_SSL_CERTFILE",
+    "ssl_keyfile": "LEDGER_SSL_KEYFILE",
+}
+"""The environment variables of :class:`KafkaSecurity`, by field."""
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
 
@@ -112,6 +149,86 @@ class TopicNames:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSecurity:
+    """How a Kafka client authenticates: the one description every client is configured from.
+
+    ``protocol`` is Kafka's ``security.protocol``; SASL protocols need ``sasl_mechanism``,
+    ``username`` and ``password``; TLS protocols may name a CA file and a client certificate and
+    key (PEM). The Kafka wing maps it to each library's settings
+    (:mod:`ledger.kafka.clients`); the password never appears in ``repr``.
+    """
+
+    protocol: Protocol = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in _PROTOCOLS:
+            raise UsageError(
+                f"security protocol {self.protocol!r} is not one of {', '.join(_PROTOCOLS)} "
+                "(check $LEDGER_SECURITY_PROTOCOL)"
+            )
+        if self.sasl:
+            if self.sasl_mechanism not in _MECHANISMS:
+                raise UsageError(
+                    f"SASL mechanism {self.sasl_mechanism!r} is not one of "
+                    f"{', '.join(_MECHANISMS)} (check $LEDGER_SASL_MECHANISM)"
+                )
+            if not self.username or self.password is None:
+                raise UsageError(
+                    f"{self.protocol} needs a username and a password "
+                    "(set $LEDGER_SASL_USERNAME and $LEDGER_SASL_PASSWORD)"
+                )
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
+
+    @property
+    def enabled(self) -> bool:
+        """False for a plain, unauthenticated connection (``PLAINTEXT``)."""
+        return self.protocol != "PLAINTEXT"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity | None:
+        """The security the ``LEDGER_SECURITY_*``/``LEDGER_SASL_*``/``LEDGER_SSL_*`` variables
+        describe, or ``None`` when none is set (then the entry point discovers it)."""
+        values = {name: env.get(var) or None for name, var in SECURITY_ENV.items()}
+        if not any(values.values()):
+            return None
+        protocol = values.pop("protocol") or (
+            "SASL_PLAINTEXT" if values["username"] else "PLAINTEXT"
+        )
+        if protocol.startswith("SASL_") and not values["sasl_mechanism"]:
+            values["sasl_mechanism"] = "SCRAM-SHA-512"
+        paths = {k: Path(v) if v else None for k, v in values.items() if k.startswith("ssl_")}
+        return cls(
+            protocol=protocol,  # type: ignore[arg-type]  # checked in __post_init__
+            sasl_mechanism=values["sasl_mechanism"],
+            username=values["username"],
+            password=values["password"],
+            **paths,
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables :meth:`from_env` reads back into these settings."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[SECURITY_ENV[f.name]] = str(value)
+        return env
+
+
 def _default_cache() -> Path:
     return Path.home() / ".cache"
 
@@ -131,6 +248,12 @@ class Settings:
     - ``admins``: bootstrap administrators allowed every governance command (``$LEDGER_ADMINS``).
     - ``ready_file``: where a processor worker writes its heartbeat (``$LEDGER_READY_FILE``, set
       by ``ledger up`` for the workers it starts).
+    - ``security``: how Kafka clients authenticate, when configured (``$LEDGER_SECURITY_PROTOCOL``,
+      ``$LEDGER_SASL_*``, ``$LEDGER_SSL_*``); ``None`` means "discover it": the local broker's
+      credential for the entry point's role (:func:`ledger.discovery.resolve_security`).
+    - ``keys``: the actors' signing key store (``$LEDGER_KEYS``, default ``$LEDGER_HOME/keys``).
+    - ``credentials``: where each role's credential file is (``$LEDGER_CREDENTIALS``, default
+      ``$LEDGER_HOME/credentials``, written by ``ledger up``); set, it is used whatever the broker.
 
     :meth:`to_env` is the inverse of :meth:`from_env`: the environment a child process (a
     processor worker) needs to build the same settings.
@@ -142,6 +265,20 @@ class Settings:
     topics: TopicNames = field(default_factory=TopicNames)
     admins: frozenset[str] = DEFAULT_ADMINS
     ready_file: Path | None = None
+    security: KafkaSecurity | None = None
+    key_store: Path | None = None
+    credentials_dir: Path | None = None
+
+    @property
+    def credentials(self) -> Path:
+        """Where the roles' credential files are: ``$LEDGER_CREDENTIALS``, else
+        ``$LEDGER_HOME/credentials``."""
+        return self.credentials_dir or self.home / "credentials"
+
+    @property
+    def keys(self) -> Path:
+        """Where the actors' signing keys are: ``$LEDGER_KEYS``, else ``$LEDGER_HOME/keys``."""
+        return self.key_store if self.key_store is not None else self.home / "keys"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -165,6 +302,11 @@ class Settings:
             topics=TopicNames(prefix=env.get("LEDGER_TOPIC_PREFIX", "")),
             admins=admins,
             ready_file=Path(env["LEDGER_READY_FILE"]) if env.get("LEDGER_READY_FILE") else None,
+            security=KafkaSecurity.from_env(env),
+            key_store=Path(env["LEDGER_KEYS"]) if env.get("LEDGER_KEYS") else None,
+            credentials_dir=(
+                Path(env["LEDGER_CREDENTIALS"]) if env.get("LEDGER_CREDENTIALS") else None
+            ),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]
@@ -181,4 +323,10 @@ class Settings:
             env["LEDGER_BOOTSTRAP"] = self.bootstrap
         if self.ready_file is not None:
             env["LEDGER_READY_FILE"] = str(self.ready_file)
+        if self.security is not None:
+            env.update(self.security.to_env())
+        if self.key_store is not None:
+            env["LEDGER_KEYS"] = str(self.key_store)
+        if self.credentials_dir is not None:
+            env["LEDGER_CREDENTIALS"] = str(self.credentials_dir)
         return env

@@ -12,6 +12,13 @@ A command re-delivered after a crash (events written, offset not yet committed) 
 by its id — every governance event carries the ``command_id`` that caused it — and answered
 again without appending anything twice.
 
+Every command must be signed by its actor: the core's ``decide_signed`` rejects unsigned ones,
+unknown or revoked keys and bad signatures before anything else, and records the proof on the
+events it accepts. The trust anchors — the bootstrap administrators' public keys, read from the
+key store (``$LEDGER_KEYS``, their ``.pub`` files) — are recorded in the ledger as
+``ActorKeyRegistered`` by ``service:command-processor`` when it starts, before it answers any
+command (once: a key the ledger knows is left alone).
+
 Run it: ``python -m processors.command_processor``, or let ``ledger up`` do it.
 """
 
@@ -35,14 +42,16 @@ from ledger.core.lifecycle import (
     Rejection,
     already_applied,
     command_result,
-    decide,
+    decide_signed,
     event_stream,
+    register_anchors,
 )
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import GovernanceFollower
+from ledger.keys import KeyStore
 from ledger.settings import Settings
 from processors.common import (
     HANDLING_FAILED_EXIT,
@@ -59,7 +68,7 @@ from processors.common import (
 from processors.dead_letters import DeadLetters, decode_as
 from processors.inflight import InFlight
 
-__all__ = ["create_app", "main", "APP_ID", "CommandHandler", "Step"]
+__all__ = ["create_app", "main", "trust_anchors", "APP_ID", "CommandHandler", "Step"]
 
 log = logging.getLogger("ledger.command-processor")
 APP_ID = "ledger-command-processor"
@@ -166,7 +175,7 @@ class CommandHandler:
                 actor=ACTOR,
             )
         else:
-            outcome = decide(state, command, now=now, new_id=self.new_id, admins=self.admins)
+            outcome = decide_signed(state, command, now=now, new_id=self.new_id, admins=self.admins)
             if not isinstance(outcome, Rejection):
                 for gov in outcome:
                     topic = self.streams[event_stream(gov)]
@@ -236,20 +245,38 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
     )
     follower = GovernanceFollower(
-        bootstrap=bootstrap, topics=settings.topics, codec=codec, on_event=handler.remember
+        bootstrap=bootstrap,
+        topics=settings.topics,
+        codec=codec,
+        on_event=handler.remember,
+        security=settings.security,
     )
-    processor = Processor(app=app, follower=follower, stats=stats)
+    anchors = trust_anchors(settings)
+    anchored = asyncio.Event()
+    processor = Processor(app=app, follower=follower, stats=stats, gates=(anchored,))
 
     @app.task
     async def follow_governance() -> None:
         await follower.run()
+
+    @app.task
+    async def record_trust_anchors() -> None:
+        # Before any command is answered: the administrators' keys must be in the ledger for
+        # their first command to be authenticated.
+        await follower.ready.wait()
+        for event in register_anchors(follower.state, anchors, now=utcnow(), new_id=new_id):
+            key, value = aggregate_of(event).encode(), codec.encode(event)
+            await (await send_or_die(app.producer, settings.topics.grant_events, key, value))
+            follower.apply_local(event)
+            log.info("trust anchor recorded: %s key %s", event.principal, event.actor_key_id)
+        anchored.set()
 
     @app.agent(app.topic(settings.topics.commands))
     async def handle(stream: Any) -> None:
         # Nothing may raise out of this body: Faust would acknowledge the command and commit past
         # it. A command that fails becomes a dead letter; anything else stops the process.
         async for event in stream.events():
-            await follower.ready.wait()
+            await processor.ready()
             try:
                 step = handler.handle(follower.state, event.message)
             except Exception:  # see above
@@ -266,6 +293,24 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
             await send_all(app.producer, step.outputs)
 
     return processor
+
+
+def trust_anchors(settings: Settings) -> dict[str, bytes]:
+    """The bootstrap administrators' public keys from the key store (those it has)."""
+    store = KeyStore(settings.keys)
+    anchors = {}
+    for admin in sorted(settings.admins):
+        public = store.public_key(admin)
+        if public is None:
+            log.warning(
+                "no public key of bootstrap administrator %s in %s: it cannot sign commands "
+                "until an administrator registers one (`ledger up` creates it locally)",
+                admin,
+                settings.keys,
+            )
+        else:
+            anchors[admin] = public
+    return anchors
 
 
 def main() -> None:

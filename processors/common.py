@@ -21,11 +21,13 @@ import faust
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
-from ledger.settings import Settings
+from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
     "create_faust_app",
+    "faust_credentials",
     "Processor",
     "ProcessorStats",
     "Output",
@@ -53,6 +55,8 @@ def create_faust_app(
 
     ``kafka=False`` starts neither Faust's consumer nor its producer: for an app whose Kafka
     traffic is all its own (the evaluator's request loop), with Faust as the runtime around it.
+
+    The app's Kafka clients authenticate with ``settings.security`` (the processor's role).
     """
     name = f"{settings.topics.prefix}{app_id}"
     datadir = state_dir(settings, app_id)
@@ -81,6 +85,9 @@ def create_faust_app(
         "store": "memory://",
         "table_standby_replicas": 0,
     }
+    credentials = faust_credentials(settings.security)
+    if credentials is not None:
+        conf["broker_credentials"] = credentials
     conf.update(overrides)
     app = faust.App(name, **conf)
     if not kafka:
@@ -88,6 +95,21 @@ def create_faust_app(
 
         app.boot_strategy = BootStrategy(app, enable_kafka=False)
     return app
+
+
+def faust_credentials(security: KafkaSecurity | None) -> Any:
+    """Faust's ``broker_credentials`` for ``security`` (``None``: a plain connection)."""
+    if security is None or not security.enabled:
+        return None
+    context = ssl_context(security) if security.tls else None
+    if security.sasl:
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            mechanism=security.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
 
 
 def state_dir(settings: Settings, app_id: str) -> Path:

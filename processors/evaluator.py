@@ -444,6 +444,7 @@ class RequestLoop:
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._topics = settings.topics
+        self._security = settings.security
         self._handler = handler
         self._state = state
         self._max_bytes = max_bytes
@@ -505,6 +506,7 @@ class RequestLoop:
         self._open.clear()
         consumer = make_rdkafka_consumer(
             self._bootstrap,
+            security=self._security,
             **{
                 "group.id": self._group_id,
                 "session.timeout.ms": 10_000,
@@ -515,6 +517,7 @@ class RequestLoop:
         )
         producer = self._producer = make_rdkafka_producer(
             self._bootstrap,
+            security=self._security,
             **{"message.max.bytes": self._max_bytes, **self._producer_config},
         )
         try:
@@ -721,7 +724,9 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap, kafka=False)
     codec = default_codec()
     stats = ProcessorStats()
-    follower = GovernanceFollower(bootstrap=bootstrap, topics=settings.topics, codec=codec)
+    follower = GovernanceFollower(
+        bootstrap=bootstrap, topics=settings.topics, codec=codec, security=settings.security
+    )
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
     limit = OutputLimit.for_app(app)
     handler = RequestHandler(
@@ -753,7 +758,11 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     @app.task
     async def remember_answered() -> None:
         seen = await asyncio.to_thread(
-            answered_since_last_commit, bootstrap, settings.topics, app.conf.id
+            answered_since_last_commit,
+            bootstrap,
+            settings.topics,
+            app.conf.id,
+            security=settings.security,
         )
         handler.recent.update(seen)
         log.info("start-up: %d request ids answered since the last commit", len(seen))

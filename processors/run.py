@@ -1,7 +1,9 @@
 """Running a processor as a worker process: settings from the environment, a Faust worker.
 
 This is an entry point, so it is the one place here that reads the environment
-(``Settings.from_env``). ``LEDGER_BOOTSTRAP`` (or the local broker) says where Kafka is.
+(``Settings.from_env``). ``LEDGER_BOOTSTRAP`` (or the local broker) says where Kafka is, and
+``LEDGER_SECURITY_PROTOCOL``/``LEDGER_SASL_*``/``LEDGER_SSL_*`` (or the local broker's credential
+for the processor's role, ``command-processor`` or ``evaluator``) how to authenticate.
 
 With ``LEDGER_READY_FILE`` (set by ``ledger up``), the worker writes a
 :class:`~processors.heartbeat.Heartbeat` there once its governance state has caught up, and again
@@ -21,13 +23,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import faust
 
-from ledger.discovery import resolve_bootstrap
+from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import LedgerError
-from ledger.settings import Settings
+from ledger.settings import ROLES, Role, Settings
 from processors.common import Processor
 from processors.heartbeat import Heartbeat
 
@@ -100,11 +103,19 @@ def _logging_config(name: str) -> dict[str, Any]:
     }
 
 
-def run_worker(factory: Callable[..., Processor], *, name: str) -> None:
-    """Build the processor from the environment's settings and run it as a Faust worker."""
+def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | None = None) -> None:
+    """Build the processor from the environment's settings and run it as a Faust worker.
+
+    ``role`` (default: ``name``, which must then be a role) picks its Kafka credential."""
+    if role is None:
+        if name not in ROLES:
+            raise ValueError(f"{name!r} is not a role: pass role=")
+        role = name  # narrowed by the membership test above
     settings = Settings.from_env()
     try:
         bootstrap = resolve_bootstrap(settings, explicit=None)
+        security = resolve_security(settings, role, bootstrap=bootstrap)
+        settings = replace(settings, security=security)
     except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)

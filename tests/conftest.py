@@ -1,24 +1,30 @@
 """Shared fixtures: a real Kafka broker for the session, and factories for topics and clients.
 
 The broker comes from, in order:
-1. ``$LEDGER_TEST_BOOTSTRAP`` (an existing cluster you point the suite at);
-2. a testcontainers Kafka, when a Docker engine answers a ping;
-3. the project's own local broker (``ledger.broker``), started in a fresh ``$LEDGER_HOME`` under
-   pytest's temp dir and stopped at the end — the path CI takes on machines without Docker.
+1. ``$LEDGER_TEST_BOOTSTRAP`` (an existing cluster you point the suite at; every role then uses
+   the credential of ``$LEDGER_SECURITY_PROTOCOL``/``$LEDGER_SASL_*``/``$LEDGER_SSL_*``);
+2. a testcontainers Kafka, when a Docker engine answers a ping (without authentication);
+3. the project's own local broker (``ledger.broker``), started **secured** (SASL/SCRAM, ACLs) in a
+   fresh ``$LEDGER_HOME`` under pytest's temp dir and stopped at the end — the path CI takes on
+   machines without Docker. Each role gets its own credential (``kafka.security(role)``).
 Jars are cached in the user's cache dir, so only the first run downloads them.
+
+Every raw client a test makes comes from ``producer_factory`` / ``consumer_factory`` (with the
+``role`` whose credential it uses, ``admin`` by default); topics of a test get the ledger's ACLs.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ledger.settings import Settings, TopicNames
+from ledger.kafka.clients import kafka_python_config
+from ledger.settings import ROLES, KafkaSecurity, Role, Settings, TopicNames
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,20 @@ class KafkaUnderTest:
     bootstrap: str
     source: str  # "env" | "testcontainers" | "local"
     settings: Settings  # home/cache of the local broker when source == "local"
+    credentials: Mapping[str, KafkaSecurity] = field(default_factory=dict)
+
+    @property
+    def secured(self) -> bool:
+        """Does this broker authenticate clients and enforce the ledger's ACLs (the local one)?"""
+        return self.source == "local"
+
+    def security(self, role: Role) -> KafkaSecurity | None:
+        """The credential of ``role`` on this broker (``None``: a plain connection)."""
+        return self.credentials.get(role)
+
+    def client_config(self, role: Role) -> dict[str, object]:
+        """kafka-python keyword arguments for a client of ``role``."""
+        return {"bootstrap_servers": self.bootstrap, **kafka_python_config(self.security(role))}
 
 
 def _docker_engine_answers() -> bool:
@@ -62,7 +82,8 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
     base = Settings.from_env()
     env_bootstrap = os.environ.get("LEDGER_TEST_BOOTSTRAP")
     if env_bootstrap:
-        yield KafkaUnderTest(env_bootstrap, "env", base)
+        given = {role: base.security for role in ROLES if base.security is not None}
+        yield KafkaUnderTest(env_bootstrap, "env", base, given)
         return
     if _docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
@@ -71,14 +92,14 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
             yield KafkaUnderTest(container.get_bootstrap_server(), "testcontainers", base)
         return
 
-    from ledger.local import broker
+    from ledger.local import broker, credentials
 
     home = tmp_path_factory.mktemp("ledger-home")
     settings = Settings(home=home, cache=base.cache)
     status = broker.start(settings, progress=print)
-    assert status.bootstrap is not None
+    assert status.bootstrap is not None and status.secured
     try:
-        yield KafkaUnderTest(status.bootstrap, "local", settings)
+        yield KafkaUnderTest(status.bootstrap, "local", settings, credentials.ensure(settings))
     finally:
         broker.stop(settings)
 
@@ -92,10 +113,14 @@ def topic_names(request: pytest.FixtureRequest) -> TopicNames:
 @pytest.fixture
 def ledger_topics(kafka: KafkaUnderTest, topic_names: TopicNames) -> TopicNames:
     """All ledger topics created under this test's prefix."""
+    from ledger.kafka.acls import ensure_acls
     from ledger.kafka.topics import create_topics, topic_specs
 
     settings = Settings(topics=topic_names)
-    create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=3))
+    admin = kafka.security("admin")
+    create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=3), security=admin)
+    if kafka.secured:
+        ensure_acls(kafka.bootstrap, topic_names, security=admin)
     return topic_names
 
 
@@ -105,10 +130,8 @@ def producer_factory(kafka: KafkaUnderTest) -> Iterator[Callable[..., object]]:
 
     made: list[KafkaProducer] = []
 
-    def make(**config: object) -> KafkaProducer:
-        producer = KafkaProducer(
-            bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=0, **config
-        )
+    def make(*, role: Role = "admin", **config: object) -> KafkaProducer:
+        producer = KafkaProducer(**kafka.client_config(role), acks="all", linger_ms=0, **config)
         made.append(producer)
         return producer
 
@@ -123,9 +146,9 @@ def consumer_factory(kafka: KafkaUnderTest) -> Iterator[Callable[..., object]]:
 
     made: list[KafkaConsumer] = []
 
-    def make(*topics: str, **config: object) -> KafkaConsumer:
+    def make(*topics: str, role: Role = "admin", **config: object) -> KafkaConsumer:
         defaults: dict[str, object] = {
-            "bootstrap_servers": kafka.bootstrap,
+            **kafka.client_config(role),
             "auto_offset_reset": "earliest",
             "enable_auto_commit": False,
             "fetch_max_wait_ms": 50,

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.codec import Codec, default_codec
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["Exported", "write_export", "export_from_kafka", "rewrite", "rows_of", "files_of"]
 
@@ -50,12 +50,15 @@ def write_export(
     return sorted(set(out.rglob("*.parquet")) - before)
 
 
-def export_from_kafka(bootstrap: str, topics: TopicNames, out: Path) -> list[Path]:
-    """Everything in the ledger at ``bootstrap``, exported as ``ledger export`` does."""
+def export_from_kafka(
+    bootstrap: str, topics: TopicNames, out: Path, *, security: KafkaSecurity | None = None
+) -> list[Path]:
+    """Everything in the ledger at ``bootstrap``, exported as ``ledger export`` does (with
+    ``security``: the exporter's credential on a secured broker)."""
     from ledger.audit.export import export
 
     before = set(out.rglob("*.parquet")) if out.exists() else set()
-    export(out, bootstrap, topics)
+    export(out, bootstrap, topics, security=security)
     return sorted(set(out.rglob("*.parquet")) - before)
 
 

@@ -48,7 +48,7 @@ from ledger.audit.rows import RowMaker, TopicFormat
 from ledger.codec import Codec
 from ledger.core.events import Event
 from ledger.errors import ExportError
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
     "MANIFEST",
@@ -381,11 +381,13 @@ _CONSUMER: Final[dict[str, Any]] = {
 
 
 @contextlib.contextmanager
-def _assigned(bootstrap: str, writer: ExportWriter) -> Iterator[tuple[Any, list[Any]]]:
+def _assigned(
+    bootstrap: str, writer: ExportWriter, security: KafkaSecurity | None
+) -> Iterator[tuple[Any, list[Any]]]:
     from ledger.kafka.clients import make_consumer
     from ledger.kafka.reading import topic_partitions
 
-    consumer = make_consumer(bootstrap, **_CONSUMER)
+    consumer = make_consumer(bootstrap, security=security, **_CONSUMER)
     try:
         parts: list[Any] = []
         for topic in writer.formats:
@@ -423,11 +425,12 @@ def export(
     batch_records: int = DEFAULT_BATCH,
     progress: Progress | None = None,
     codec: Codec | None = None,
+    security: KafkaSecurity | None = None,
 ) -> ExportSummary:
     """Export everything new in the ledger at ``bootstrap`` into ``out`` (see module doc)."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    with _assigned(bootstrap, writer) as (consumer, parts):
+    with _assigned(bootstrap, writer, security) as (consumer, parts):
         end = consumer.end_offsets(parts)
         todo = {tp: end[tp] - consumer.position(tp) for tp in parts}
         total = sum(max(0, n) for n in todo.values())
@@ -477,13 +480,14 @@ def follow(
     batch_records: int = DEFAULT_BATCH,
     on_flush: Callable[[ExportSummary], None] | None = None,
     codec: Codec | None = None,
+    security: KafkaSecurity | None = None,
 ) -> ExportSummary:
     """Export continuously until ``stop`` is set: everything new is flushed every ``interval``
     seconds (or every ``batch_records`` rows), so the export trails the ledger by about that.
     When ``stop`` is set, the rows read so far are flushed and the function returns."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    with _assigned(bootstrap, writer) as (consumer, _parts):
+    with _assigned(bootstrap, writer, security) as (consumer, _parts):
         last_flush = time.monotonic()
         while not stop.is_set():
             batch = consumer.poll(

@@ -44,6 +44,8 @@ from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import (
     COMMAND_TYPES,
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     BatchDecisionRecorded,
     BatchEvaluationRequested,
     ChainCheckpoint,
@@ -109,7 +111,14 @@ TOPIC_TYPES: Final[dict[str, tuple[type, ...]]] = {
         PolicyRolledBack,
         PolicyRetired,
     ),
-    "grant_events": (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked),
+    "grant_events": (
+        GrantIssued,
+        GrantRevoked,
+        RoleAssigned,
+        RoleRevoked,
+        ActorKeyRegistered,
+        ActorKeyRevoked,
+    ),
     "evaluation_requests": (EvaluationRequested, BatchEvaluationRequested),
     "decisions": (DecisionRecorded, BatchDecisionRecorded),
     "corrections": (DecisionCorrected,),

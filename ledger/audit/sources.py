@@ -35,7 +35,7 @@ from ledger.core.history import HistoryEntry
 from ledger.errors import CodecError, ExportError, UsageError
 from ledger.kafka.governance import GOVERNANCE_TYPES, load_history
 from ledger.kafka.reading import position_key, read_topic
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
     "Decision",
@@ -103,6 +103,7 @@ class KafkaSource:
     bootstrap: str
     topics: TopicNames
     codec: Codec | None = None
+    security: KafkaSecurity | None = None
 
     @property
     def where(self) -> str:
@@ -110,7 +111,9 @@ class KafkaSource:
 
     def decision(self, decision_id: str) -> Decision:
         found: Decision | None = None
-        for positioned in read_topic(self.bootstrap, [self.topics.decisions], codec=self.codec):
+        for positioned in read_topic(
+            self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
+        ):
             event = positioned.event
             if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)) and (
                 event.event_id == decision_id or event.request_id == decision_id
@@ -122,7 +125,9 @@ class KafkaSource:
 
     def request(self, request_id: str) -> Request | None:
         topic = [self.topics.evaluation_requests]
-        for positioned in read_topic(self.bootstrap, topic, codec=self.codec):
+        for positioned in read_topic(
+            self.bootstrap, topic, codec=self.codec, security=self.security
+        ):
             event = positioned.event
             if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and (
                 event.event_id == request_id
@@ -131,21 +136,25 @@ class KafkaSource:
         return None
 
     def history(self) -> list[HistoryEntry]:
-        return load_history(self.bootstrap, self.topics, codec=self.codec)
+        return load_history(self.bootstrap, self.topics, codec=self.codec, security=self.security)
 
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[tuple[Request, Decision]]:
         requests: dict[str, Request] = {}
         topic = [self.topics.evaluation_requests]
-        for positioned in read_topic(self.bootstrap, topic, codec=self.codec):
+        for positioned in read_topic(
+            self.bootstrap, topic, codec=self.codec, security=self.security
+        ):
             event = positioned.event
             if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and _within(
                 event.occurred_at, since, until
             ):
                 requests.setdefault(event.event_id, event)
         found: dict[str, Decision] = {}
-        for positioned in read_topic(self.bootstrap, [self.topics.decisions], codec=self.codec):
+        for positioned in read_topic(
+            self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
+        ):
             event = positioned.event
             if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
                 continue

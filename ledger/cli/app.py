@@ -6,8 +6,10 @@ import click
 
 from ledger import __version__
 from ledger.cli import (
+    actors,
     audit,
     broker,
+    credentials,
     decisions,
     evaluate,
     export,
@@ -44,6 +46,8 @@ cli.add_command(grants.role_group)
 cli.add_command(evaluate.evaluate_cmd)
 cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
+cli.add_command(credentials.group)
+cli.add_command(actors.group)
 cli.add_command(export.export_cmd)
 audit.add_commands(*verify.COMMANDS)
 cli.add_command(audit.group)

@@ -26,11 +26,19 @@ def _progress(message: str) -> None:
 
 
 @group.command("start")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="DEBUGGING ONLY: no authentication, no ACLs.",
+)
 @json_option
 @handle_errors
-def start_cmd(as_json: bool) -> None:
-    """Start the broker (idempotent); returns when it accepts connections."""
-    status = broker.start(load_settings(), progress=_progress)
+def start_cmd(insecure: bool, as_json: bool) -> None:
+    """Start the broker (idempotent); returns when it accepts connections.
+
+    It authenticates clients with SASL/SCRAM (credentials per role in
+    $LEDGER_HOME/credentials) and enforces ACLs, unless --insecure."""
+    status = broker.start(load_settings(), progress=_progress, insecure=insecure)
     if as_json:
         print_json(status.as_dict())
     else:

@@ -21,14 +21,16 @@ from ledger.core.events import Command, CommandAccepted
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
-from ledger.discovery import resolve_bootstrap
+from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import UsageError
 from ledger.kafka.governance import load_history
-from ledger.settings import Settings
+from ledger.keys import KeyStore, sign
+from ledger.settings import KafkaSecurity, Role, Settings
 
 __all__ = [
     "Seconds",
     "bootstrap_option",
+    "connection",
     "current_state",
     "ledger_client",
     "ledger_options",
@@ -137,12 +139,21 @@ def ledger_options(func: F) -> F:
     return json_option(bootstrap_option(func))
 
 
+def connection(settings: Settings, role: Role) -> tuple[str, KafkaSecurity]:
+    """Where Kafka is, and ``role``'s credential for it (see :mod:`ledger.discovery`)."""
+    address = resolve_bootstrap(settings)
+    return address, resolve_security(settings, role, bootstrap=address)
+
+
 @contextmanager
-def ledger_client(bootstrap: str | None, actor: str) -> Iterator[LedgerClient]:
-    """An SDK client configured the way every command finds the ledger."""
+def ledger_client(
+    bootstrap: str | None, actor: str, *, role: Role = "agent"
+) -> Iterator[LedgerClient]:
+    """An SDK client configured the way every command finds the ledger, as ``role``."""
     settings = load_settings(bootstrap)
+    address, security = connection(settings, role)
     config = ClientConfig(
-        bootstrap=resolve_bootstrap(settings), topics=settings.topics, actor=actor
+        bootstrap=address, topics=settings.topics, actor=actor, security=security, role=role
     )
     with LedgerClient(config) as client:
         yield client
@@ -165,8 +176,11 @@ def submit(
     extra: dict[str, Any] | None = None,
     version_label: str = "version",
 ) -> CommandAccepted:
-    """Submit a command, wait for the result, print it (``extra`` joins the JSON document)."""
-    with ledger_client(bootstrap, command.actor) as client:
+    """Sign a command with its actor's key, submit it, wait for the result, print it (``extra``
+    joins the JSON document). No key for the actor in the key store: one line, exit 2."""
+    store = KeyStore(load_settings(bootstrap).keys)
+    with ledger_client(bootstrap, command.actor, role="governance") as client:
+        command = sign(command, store.private_key(command.actor))
         result = client.submit_command(command, timeout=timeout)
     if as_json:
         print_json({**(extra or {}), **to_jsonable(result)})
@@ -179,7 +193,8 @@ def submit(
 def current_state(bootstrap: str | None) -> tuple[LedgerState, list[HistoryEntry]]:
     """The governance state now, and the history it was folded from (read from Kafka)."""
     settings = load_settings(bootstrap)
-    history = load_history(resolve_bootstrap(settings), settings.topics)
+    address, security = connection(settings, "auditor")
+    history = load_history(address, settings.topics, security=security)
     return state_at(history), history
 
 

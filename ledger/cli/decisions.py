@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import bootstrap_option, load_settings, parse_time, resolve_bootstrap
+from ledger.cli.common import bootstrap_option, connection, load_settings, parse_time
 from ledger.cli.output import (
     handle_errors,
     json_cell,
@@ -88,10 +88,10 @@ def decisions_cmd(
             or (end and decided_at >= end)
         )
 
-    address = resolve_bootstrap(settings)
+    address, security = connection(settings, "auditor")
     click.echo(f"reading {settings.topics.decisions}…", err=True)
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
-    for positioned in read_topic(address, [settings.topics.decisions]):
+    for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
         if isinstance(d, DecisionRecorded):
             if wanted(d.occurred_at, d.request_id, d.principal, d.action, d.determination.value):

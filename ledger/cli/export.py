@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import Seconds, bootstrap_option, load_settings, resolve_bootstrap
+from ledger.cli.common import Seconds, bootstrap_option, connection, load_settings
 from ledger.cli.output import err_console, handle_errors, json_option, print_json
+from ledger.settings import KafkaSecurity
 
 __all__ = ["export_cmd"]
 
@@ -71,7 +72,7 @@ def export_cmd(
 
     settings = load_settings(bootstrap)
     directory = out if out is not None else settings.home / "export"
-    address = resolve_bootstrap(settings)
+    address, security = connection(settings, "exporter")
     if follow:
         stop = threading.Event()
 
@@ -102,14 +103,19 @@ def export_cmd(
                 interval=interval,
                 batch_records=batch_records,
                 on_flush=flushed,
+                security=security,
             )
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     elif as_json or not sys.stderr.isatty():
-        summary = export(directory, address, settings.topics, batch_records=batch_records)
+        summary = export(
+            directory, address, settings.topics, batch_records=batch_records, security=security
+        )
     else:
-        summary = _with_progress(directory, address, settings.topics, export, batch_records)
+        summary = _with_progress(
+            directory, address, settings.topics, export, batch_records, security
+        )
     if as_json:
         print_json(summary.to_json())
         return
@@ -121,7 +127,12 @@ def export_cmd(
 
 
 def _with_progress(
-    directory: Path, address: str, topics: Any, export: Any, batch_records: int
+    directory: Path,
+    address: str,
+    topics: Any,
+    export: Any,
+    batch_records: int,
+    security: KafkaSecurity,
 ) -> Any:
     from rich.progress import (
         BarColumn,
@@ -144,4 +155,11 @@ def _with_progress(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return export(directory, address, topics, progress=progress, batch_records=batch_records)
+        return export(
+            directory,
+            address,
+            topics,
+            progress=progress,
+            batch_records=batch_records,
+            security=security,
+        )

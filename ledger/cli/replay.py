@@ -9,10 +9,10 @@ import click
 
 from ledger.cli.common import (
     bootstrap_option,
+    connection,
     load_settings,
     parse_time,
     policy_rows,
-    resolve_bootstrap,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.reproduce import reproduce_decision
@@ -84,7 +84,8 @@ def replay_cmd(
         history = load_export_history(source)
     else:
         settings = load_settings(bootstrap)
-        history = load_history(resolve_bootstrap(settings), settings.topics)
+        address, security = connection(settings, "auditor")
+        history = load_history(address, settings.topics, security=security)
     state = state_at(history, instant)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:

@@ -14,7 +14,7 @@ import click
 
 from ledger.audit.reproduce import reproduce
 from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource
-from ledger.cli.common import load_settings, resolve_bootstrap
+from ledger.cli.common import connection, load_settings
 from ledger.cli.output import json_cell, print_json, print_table
 from ledger.errors import NotReproduced
 
@@ -30,7 +30,8 @@ def reproduce_decision(
     if from_dir is not None:
         source = ExportSource(from_dir, settings.topics)
     else:
-        source = KafkaSource(resolve_bootstrap(settings), settings.topics)
+        address, security = connection(settings, "auditor")
+        source = KafkaSource(address, settings.topics, security=security)
     decision = source.decision(decision_id)
     request = source.request(decision.request_id)
     if request is None:

@@ -17,10 +17,10 @@ import click
 from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
 from ledger.cli.common import (
     bootstrap_option,
+    connection,
     load_settings,
     parse_time,
     read_text_file,
-    resolve_bootstrap,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
@@ -73,7 +73,8 @@ def simulate_cmd(
     if from_dir is not None:
         source = ExportSource(from_dir, settings.topics)
     else:
-        source = KafkaSource(resolve_bootstrap(settings), settings.topics)
+        address, security = connection(settings, "auditor")
+        source = KafkaSource(address, settings.topics, security=security)
     report = simulate(policy, single_pairs(source.pairs(since=start, until=end)))
     by_rule = _by_rule(report.changed)
     shown = report.changed[:sample]

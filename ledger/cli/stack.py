@@ -20,18 +20,40 @@ __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
     show_default=True,
     help="Evaluator worker processes (they share the request partitions).",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="DEBUGGING ONLY: run the local broker without authentication or ACLs.",
+)
 @json_option
 @handle_errors
-def up_cmd(bootstrap: str | None, evaluators: int, as_json: bool) -> None:
+def up_cmd(bootstrap: str | None, evaluators: int, insecure: bool, as_json: bool) -> None:
     """Start the local stack: broker (unless --bootstrap/$LEDGER_BOOTSTRAP), topics, processors.
 
     Returns once the command processor and the evaluator have caught up with the ledger and are
     healthy. Idempotent: what is healthy is left alone, what is not is restarted (a processor
     that does not recover within 20 s, or that was started with another Kafka address); each is
     reported. Logs: $LEDGER_HOME/logs/<processor>.log.
+
+    The local broker authenticates every client (SASL/SCRAM, one credential per role in
+    $LEDGER_HOME/credentials) and enforces the ledger's ACLs; --insecure turns both off, for
+    debugging only, and says so loudly.
     """
     settings = load_settings(bootstrap)
-    address = stack.up(settings, evaluators=evaluators, progress=lambda m: click.echo(m, err=True))
+    if insecure:
+        click.secho(
+            "WARNING: --insecure: the broker accepts anyone on this machine, with every right "
+            "(no authentication, no ACLs). Never use it for a ledger that matters.",
+            err=True,
+            fg="red",
+            bold=True,
+        )
+    address = stack.up(
+        settings,
+        evaluators=evaluators,
+        progress=lambda m: click.echo(m, err=True),
+        insecure=insecure,
+    )
     if as_json:
         print_json({"bootstrap": address, "processors": stack.processes(settings)})
     else:

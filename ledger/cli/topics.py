@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ledger.cli.common import bootstrap_option, load_settings, resolve_bootstrap
+from ledger.cli.common import bootstrap_option, connection, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
 from ledger.kafka.topics import create_topics, topic_specs
 
@@ -32,20 +33,35 @@ def group() -> None:
     default=None,
     help="Replicas per partition (default: min(3, brokers in the cluster)).",
 )
+@click.option(
+    "--acls/--no-acls",
+    default=False,
+    help="Also grant the ledger's roles their ACLs on these topics (needs an admin credential).",
+)
 @json_option
 @handle_errors
 def create_cmd(
-    bootstrap: str | None, partitions: int, replication_factor: int | None, as_json: bool
+    bootstrap: str | None,
+    partitions: int,
+    replication_factor: int | None,
+    acls: bool,
+    as_json: bool,
 ) -> None:
-    """Create every ledger topic, or bring existing ones to the declared configs (idempotent)."""
+    """Create every ledger topic, or bring existing ones to the declared configs (idempotent).
+
+    Runs as the admin role. With --acls it also creates the ACLs of every role on them (the
+    README's table; `ledger up` does this for the local broker)."""
     settings = load_settings(bootstrap)
-    address = resolve_bootstrap(settings)
+    address, security = connection(settings, "admin")
     check_reachable(address)  # seconds, not the admin client's bootstrap timeout
     reports = create_topics(
         address,
         topic_specs(settings, evaluation_partitions=partitions),
         replication_factor=replication_factor,
+        security=security,
     )
+    if acls:
+        ensure_acls(address, settings.topics, security=security)
     if as_json:
         print_json(
             [

@@ -207,6 +207,8 @@ def evaluate(
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
     principal, action, resource = request.principal, request.action, request.resource
     request_id = request.event_id
+    # Who asked: the enforcement point's actor (authenticated by its broker credential).
+    requested_by = request.requested_by or request.actor
     grant, over_budget = authorize_request(
         state, principal, action, resource, now=now, facts=facts, context=context, limits=limits
     )
@@ -217,6 +219,7 @@ def evaluate(
             actor=actor,
             request_id=request_id,
             requested_at=request.occurred_at,
+            requested_by=requested_by,
             action=action,
             principal=principal,
             resource=resource,
@@ -237,6 +240,7 @@ def evaluate(
             actor=actor,
             request_id=request_id,
             requested_at=request.occurred_at,
+            requested_by=requested_by,
             action=action,
             principal=principal,
             resource=resource,
@@ -265,6 +269,7 @@ def evaluate(
             actor=actor,
             request_id=request_id,
             requested_at=request.occurred_at,
+            requested_by=requested_by,
             action=action,
             principal=principal,
             resource=resource,
@@ -288,6 +293,7 @@ def evaluate(
         actor=actor,
         request_id=request_id,
         requested_at=request.occurred_at,
+        requested_by=requested_by,
         action=action,
         principal=principal,
         resource=resource,

@@ -15,6 +15,12 @@ aggregate's ``sequence`` (1, 2, 3 … assigned by the single-writer command proc
 applies an event only when its sequence is the next one for its aggregate, which is what makes
 re-delivery of an already applied event a no-op.
 
+Governance commands carry their actor's signature (``key_id``, ``signature``: Ed25519 over
+:func:`ledger.core.signing.signed_bytes`); every governance event an accepted command produced
+records that proof (``command_key_id``, ``command_signature``, and the signed bytes as
+``signed_command``), so who did what can be verified offline with the actors' registered keys
+(``ActorKeyRegistered`` events).
+
 Value types carried in facts, context and constraints (see :data:`Value`): ``None``, ``bool``,
 ``int``, ``float``, ``str``, ``Decimal`` (exact), aware ``datetime`` (UTC) and ``tuple[str, ...]``.
 """
@@ -43,6 +49,8 @@ __all__ = [
     "RevokeGrant",
     "AssignRole",
     "RevokeRole",
+    "RegisterActorKey",
+    "RevokeActorKey",
     "Command",
     "COMMAND_TYPES",
     # command results
@@ -61,6 +69,8 @@ __all__ = [
     "GrantRevoked",
     "RoleAssigned",
     "RoleRevoked",
+    "ActorKeyRegistered",
+    "ActorKeyRevoked",
     "GrantEvent",
     "GovernanceEvent",
     # evaluation
@@ -134,6 +144,8 @@ class ProposePolicyVersion:
     document: str
     note: str | None = None
     policy: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +158,8 @@ class ApprovePolicyVersion:
     policy: str
     version: int
     note: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +173,8 @@ class PromotePolicyVersion:
     version: int
     stage: Stage
     percent: int | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +187,8 @@ class RollbackPolicy:
     policy: str
     reason: str
     to_version: int | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +200,8 @@ class RetirePolicy:
     actor: str
     policy: str
     reason: str
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +220,8 @@ class IssueGrant:
     valid_until: datetime | None = None
     approved_by: str | None = None
     note: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,6 +233,8 @@ class RevokeGrant:
     actor: str
     grant_id: str
     reason: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +246,8 @@ class AssignRole:
     actor: str
     principal: str
     role: str
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +259,40 @@ class RevokeRole:
     actor: str
     principal: str
     role: str
+    key_id: str | None = None
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterActorKey:
+    """Register ``public_key`` (raw Ed25519, 32 bytes) as a signing key of ``principal``.
+
+    ``actor_key_id`` is the key's id, derived from the key (:func:`ledger.core.signing.key_id_of`).
+    """
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    actor_key_id: str
+    public_key: bytes
+    note: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeActorKey:
+    """Revoke ``principal``'s key ``actor_key_id`` (``None``: every key it holds)."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    principal: str
+    reason: str
+    actor_key_id: str | None = None
+    key_id: str | None = None
+    signature: bytes | None = None
 
 
 Command: TypeAlias = (
@@ -245,6 +305,8 @@ Command: TypeAlias = (
     | RevokeGrant
     | AssignRole
     | RevokeRole
+    | RegisterActorKey
+    | RevokeActorKey
 )
 COMMAND_TYPES: tuple[type, ...] = (
     ProposePolicyVersion,
@@ -256,6 +318,8 @@ COMMAND_TYPES: tuple[type, ...] = (
     RevokeGrant,
     AssignRole,
     RevokeRole,
+    RegisterActorKey,
+    RevokeActorKey,
 )
 
 # --------------------------------------------------------------------------- command results
@@ -313,6 +377,9 @@ class PolicyVersionProposed:
     owner: str
     governs: tuple[str, ...]
     note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,6 +392,9 @@ class PolicyVersionApproved:
     sequence: int
     version: int
     note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,6 +411,9 @@ class PolicyVersionPromoted:
     stage: Stage
     percent: int | None = None
     previous_version: int | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,6 +429,9 @@ class PolicyRolledBack:
     from_version: int | None
     to_version: int
     reason: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,6 +443,9 @@ class PolicyRetired:
     policy: str
     sequence: int
     reason: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 PolicyEvent: TypeAlias = (
@@ -397,6 +476,9 @@ class GrantIssued:
     valid_until: datetime | None = None
     approved_by: str | None = None
     note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -409,6 +491,9 @@ class GrantRevoked:
     sequence: int
     grant_id: str
     reason: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,6 +505,9 @@ class RoleAssigned:
     principal: str
     sequence: int
     role: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -431,9 +519,54 @@ class RoleRevoked:
     principal: str
     sequence: int
     role: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
 
 
-GrantEvent: TypeAlias = GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorKeyRegistered:
+    """``public_key`` is a signing key of ``principal`` from now on (until revoked).
+
+    Written by the command processor for an accepted :class:`RegisterActorKey`, and for the
+    bootstrap administrators' keys (its trust anchors, from its configuration) with actor
+    ``service:command-processor`` and no command signature.
+    """
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    actor_key_id: str
+    public_key: bytes
+    note: str | None = None
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorKeyRevoked:
+    """``principal``'s key ``actor_key_id`` signs nothing from now on."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    command_id: str
+    principal: str
+    sequence: int
+    actor_key_id: str
+    reason: str
+    command_key_id: str | None = None
+    command_signature: bytes | None = None
+    signed_command: str | None = None
+
+
+GrantEvent: TypeAlias = (
+    GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked | ActorKeyRegistered | ActorKeyRevoked
+)
 GovernanceEvent: TypeAlias = PolicyEvent | GrantEvent
 
 # --------------------------------------------------------------------------- evaluation
@@ -447,6 +580,8 @@ class EvaluationRequested:
 
     ``event_id`` is the request id: one decision is recorded per request id. In ``async`` mode
     the caller has proceeded on ``default``; a correction follows if the decision differs.
+    ``requested_by`` is who asked: the enforcement point's configured actor (the SDK's), which
+    the broker authenticated by its credential; ``principal`` is whom the request is about.
     """
 
     event_id: str
@@ -461,6 +596,7 @@ class EvaluationRequested:
     default: Determination | None = None
     reply_partition: int | None = None
     """The decisions/corrections partition the requester reads (``None``: the key's)."""
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -509,7 +645,7 @@ class DecisionRecorded:
     event applied to the state that decided. ``chain_id``/``chain_seq``/``prev_hash``/``hash``
     put the trace in its writer's hash chain (DESIGN §9, tamper evidence, see
     :mod:`ledger.core.chain`); the evaluator fills them, records written before chains existed
-    have them ``None``.
+    have them ``None``. ``requested_by`` is the request's (who asked).
     """
 
     event_id: str
@@ -543,6 +679,7 @@ class DecisionRecorded:
     hash: str | None = None
     chain_id: str | None = None
     chain_seq: int | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -668,6 +805,8 @@ EVENT_TYPES: tuple[type, ...] = (
     GrantRevoked,
     RoleAssigned,
     RoleRevoked,
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     EvaluationRequested,
     BatchEvaluationRequested,
     DecisionRecorded,

@@ -20,18 +20,30 @@ Rules (DESIGN §7):
 - retire: needs a reason; the policy's actions become ungoverned (denied).
 - Every command is authorized by a grant: ``ledger.policy.<verb>`` on ``policy:<name>``,
   ``ledger.grant.issue|revoke`` on ``principal:<p>``, ``ledger.role.assign|revoke`` on the role
-  (``role:<r>``). Members of ``admins`` may do everything (bootstrap).
+  (``role:<r>``), ``ledger.key.register|revoke`` on ``principal:<p>``. Members of ``admins`` may
+  do everything (bootstrap).
+- keys: a registered key's id is derived from the key (``invalid_key``); a key is registered to
+  one actor, once; revoking needs a reason and names a key the actor holds (or all of them).
+
+**Authentication** comes first: :func:`decide_signed` (what the command processor runs) rejects
+an unsigned command (``unsigned_command``), a key that is not a registered, unrevoked key of the
+command's actor (``unknown_actor_key``) and a signature that does not verify (``bad_signature``)
+before anything else is looked at — authorization, and a proposal's document — and records the
+proof on every event it accepts. :func:`decide` alone takes the actor's word (the in-memory
+``ledger.testing.LocalLedger`` does, for tests of agents).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal, TypeAlias, assert_never
 
 from ledger.core.authority import authorize, compile_grant_condition, valid_principal
 from ledger.core.events import (
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     ApprovePolicyVersion,
     AssignRole,
     Command,
@@ -49,7 +61,9 @@ from ledger.core.events import (
     PolicyVersionProposed,
     PromotePolicyVersion,
     ProposePolicyVersion,
+    RegisterActorKey,
     RetirePolicy,
+    RevokeActorKey,
     RevokeGrant,
     RevokeRole,
     RoleAssigned,
@@ -59,7 +73,14 @@ from ledger.core.events import (
 )
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import parse_policy
-from ledger.core.state import LedgerState, PolicyRecord, PrincipalRecord
+from ledger.core.signing import (
+    ANCHOR_ACTOR,
+    PUBLIC_KEY_BYTES,
+    key_id_of,
+    signed_bytes,
+    verify_signature,
+)
+from ledger.core.state import LedgerState, PolicyRecord, PrincipalRecord, actor_key, key_owner
 from ledger.errors import PolicyError
 
 __all__ = [
@@ -67,6 +88,9 @@ __all__ = [
     "REJECTION_CODES",
     "DEFAULT_ADMINS",
     "decide",
+    "decide_signed",
+    "authenticate",
+    "register_anchors",
     "command_aggregate",
     "command_action",
     "command_result",
@@ -99,6 +123,10 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "duplicate_grant": "a grant with this id exists",
     "unknown_grant": "no grant with this id",
     "not_member": "the principal does not hold that role",
+    "unsigned_command": "the command carries no signature of its actor",
+    "unknown_actor_key": "the signing key is not a registered, unrevoked key of the command's actor",
+    "bad_signature": "the signature does not verify against the actor's key",
+    "invalid_key": "the key is not a 32-byte Ed25519 public key with its own id, or belongs to someone",
 }
 """Every code :func:`decide` can return, with what it means."""
 
@@ -139,7 +167,7 @@ def command_aggregate(command: Command) -> str:
             return command.policy or ""
         case ApprovePolicyVersion() | PromotePolicyVersion() | RollbackPolicy() | RetirePolicy():
             return command.policy
-        case IssueGrant() | AssignRole() | RevokeRole():
+        case IssueGrant() | AssignRole() | RevokeRole() | RegisterActorKey() | RevokeActorKey():
             return command.principal
         case RevokeGrant():
             return command.grant_id
@@ -168,6 +196,10 @@ def command_action(command: Command, *, grant_principal: str | None = None) -> t
             return "ledger.role.assign", command.role
         case RevokeRole():
             return "ledger.role.revoke", command.role
+        case RegisterActorKey():
+            return "ledger.key.register", f"principal:{command.principal}"
+        case RevokeActorKey():
+            return "ledger.key.revoke", f"principal:{command.principal}"
         case _:
             assert_never(command)
 
@@ -217,8 +249,117 @@ def decide(
             return _revoke(state, command, now, new_id, admins)
         case AssignRole() | RevokeRole():
             return _role(state, command, now, new_id, admins)
+        case RegisterActorKey():
+            return _register_key(state, command, now, new_id, admins)
+        case RevokeActorKey():
+            return _revoke_key(state, command, now, new_id, admins)
         case _:
             assert_never(command)
+
+
+def authenticate(state: LedgerState, command: Command) -> Rejection | None:
+    """``None`` when ``command`` is signed by a registered, unrevoked key of its actor, else
+    the :class:`Rejection` (``unsigned_command``, ``unknown_actor_key``, ``bad_signature``).
+
+    Looks at nothing but the signature, the key registry and the signed bytes: no document is
+    parsed, no authority is consulted."""
+    what = f"{type(command).__name__} by {_clipped(command.actor)}"
+    if command.key_id is None or command.signature is None:
+        return _reject(
+            "unsigned_command",
+            f"{what} is not signed: every governance command must be signed with its actor's "
+            "key (`--by ACTOR` signs with ACTOR's key from the key store)",
+        )
+    key = actor_key(state, command.actor, command.key_id)
+    if key is None:
+        owner = key_owner(state, command.key_id)
+        whose = f" (it is {_clipped(owner)}'s)" if owner is not None else ""
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {_shown(command.key_id, 80)} is not a registered key of "
+            f"{_clipped(command.actor)}{whose}",
+        )
+    if not key.active:
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {command.key_id} of {_clipped(command.actor)} was revoked by "
+            f"{key.revoked_by} ({_clipped(key.revoke_reason or '')})",
+        )
+    if not verify_signature(key.public_key, command.signature, signed_bytes(command)):
+        return _reject(
+            "bad_signature",
+            f"{what}: the signature does not verify with key {command.key_id} (the command was "
+            "altered after it was signed, or signed with another key)",
+        )
+    return None
+
+
+def decide_signed(
+    state: LedgerState,
+    command: Command,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str] = DEFAULT_ADMINS,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    """:func:`authenticate`, then :func:`decide`; every event accepted records the command's
+    proof (its key id, signature and signed bytes), so who asked for it can be verified
+    offline (:func:`ledger.core.signing.verify_history`)."""
+    denied = authenticate(state, command)
+    if denied is not None:
+        return denied
+    outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)
+    if isinstance(outcome, Rejection):
+        return outcome
+    signed = signed_bytes(command).decode("utf-8")
+    return tuple(
+        replace(
+            event,
+            command_key_id=command.key_id,
+            command_signature=command.signature,
+            signed_command=signed,
+        )
+        for event in outcome
+    )
+
+
+def register_anchors(
+    state: LedgerState,
+    anchors: Mapping[str, bytes],
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+) -> tuple[ActorKeyRegistered, ...]:
+    """The ``ActorKeyRegistered`` events that record the trust anchors (actor → raw public
+    key: the bootstrap administrators' keys from the command processor's configuration) not yet
+    in the ledger. Written by ``service:command-processor``, with no command; a key id the ledger
+    already knows (registered or revoked, for anyone) is left alone."""
+    out: list[ActorKeyRegistered] = []
+    sequences: dict[str, int] = {}
+    for principal in sorted(anchors):
+        public_key = bytes(anchors[principal])
+        key_id = key_id_of(public_key)
+        if len(public_key) != PUBLIC_KEY_BYTES or key_owner(state, key_id) is not None:
+            continue
+        record = state.principals.get(principal)
+        sequence = sequences.get(principal, record.sequence if record is not None else 0) + 1
+        sequences[principal] = sequence
+        event_id = new_id()
+        out.append(
+            ActorKeyRegistered(
+                event_id=event_id,
+                occurred_at=now,
+                actor=ANCHOR_ACTOR,
+                command_id=event_id,
+                principal=principal,
+                sequence=sequence,
+                actor_key_id=key_id,
+                public_key=public_key,
+                note="trust anchor: a bootstrap administrator's key from the configuration",
+            )
+        )
+    return tuple(out)
 
 
 def _record(state: LedgerState, name: str) -> PolicyRecord | Rejection:
@@ -612,6 +753,96 @@ def _role(
     )
 
 
+def _register_key(
+    state: LedgerState,
+    c: RegisterActorKey,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not valid_principal(c.principal) or c.principal.startswith("role:"):
+        return _reject(
+            "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
+        )
+    public_key = bytes(c.public_key)
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        return _reject(
+            "invalid_key", f"an Ed25519 public key has 32 bytes, this one {len(public_key)}"
+        )
+    if c.actor_key_id != key_id_of(public_key):
+        return _reject(
+            "invalid_key",
+            f"the key id {_shown(c.actor_key_id, 80)} is not the id of that key "
+            f"({key_id_of(public_key)})",
+        )
+    owner = key_owner(state, c.actor_key_id)
+    if owner is not None:
+        key = actor_key(state, owner, c.actor_key_id)
+        if owner == c.principal and key is not None and key.active:
+            return _reject("already_applied", f"{c.actor_key_id} is already a key of {owner}")
+        return _reject(
+            "invalid_key",
+            f"{c.actor_key_id} was registered to {owner} before"
+            + (
+                " and revoked: a revoked key is never registered again"
+                if key and not key.active
+                else ""
+            ),
+        )
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    return (
+        ActorKeyRegistered(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + 1,
+            actor_key_id=c.actor_key_id,
+            public_key=public_key,
+            note=c.note,
+        ),
+    )
+
+
+def _revoke_key(
+    state: LedgerState,
+    c: RevokeActorKey,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not c.reason or not c.reason.strip():
+        return _reject("missing_reason", "revoking a key needs a reason")
+    record = state.principals.get(c.principal)
+    active = [k for k in (record.keys if record is not None else ()) if k.active]
+    if c.actor_key_id is not None:
+        active = [k for k in active if k.key_id == c.actor_key_id]
+    if not active:
+        which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "an active key"
+        return _reject("unknown_actor_key", f"{_clipped(c.principal)} has no {which}")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    assert record is not None
+    return tuple(
+        ActorKeyRevoked(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + n,
+            actor_key_id=key.key_id,
+            reason=c.reason,
+        )
+        for n, key in enumerate(active, start=1)
+    )
+
+
 def command_result(
     command: Command,
     outcome: tuple[GovernanceEvent, ...] | Rejection,
@@ -662,7 +893,10 @@ EventStream: TypeAlias = Literal["policy", "grant"]
 
 def event_stream(event: GovernanceEvent) -> EventStream:
     """Which governance stream (topic) ``event`` belongs to: policy events, or grant events."""
-    if isinstance(event, (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)):
+    if isinstance(
+        event,
+        (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked, ActorKeyRegistered, ActorKeyRevoked),
+    ):
         return "grant"
     return "policy"
 

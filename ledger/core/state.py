@@ -30,6 +30,8 @@ from typing import Any, Final, assert_never
 
 from ledger.core.authority import Grant, grant_from_event
 from ledger.core.events import (
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
@@ -50,6 +52,9 @@ __all__ = [
     "PolicyVersion",
     "PolicyRecord",
     "PrincipalRecord",
+    "ActorKey",
+    "actor_key",
+    "key_owner",
     "LedgerState",
     "EMPTY_STATE",
     "fold",
@@ -127,13 +132,32 @@ class PolicyRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ActorKey:
+    """A signing key of an actor, as the ledger registered (and maybe revoked) it."""
+
+    key_id: str
+    public_key: bytes
+    registered_at: datetime
+    registered_by: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PrincipalRecord:
-    """One grant aggregate: a principal (or role) with its grants and its role memberships."""
+    """One grant aggregate: a principal (or role) with its grants, its role memberships and its
+    signing keys (in registration order, revoked ones included)."""
 
     principal: str
     sequence: int = 0
     grants: PMap[str, Grant] = field(default_factory=PMap)
     roles: frozenset[str] = frozenset()
+    keys: tuple[ActorKey, ...] = ()
 
 
 def _new_memo() -> dict[Any, Any]:
@@ -180,9 +204,36 @@ def with_positions(state: LedgerState, positions: Mapping[str, int]) -> LedgerSt
 
 def aggregate_of(event: GovernanceEvent) -> str:
     """The aggregate a governance event belongs to (its Kafka key)."""
-    if isinstance(event, (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)):
+    if isinstance(event, _PRINCIPAL_EVENTS):
         return event.principal
     return event.policy
+
+
+_PRINCIPAL_EVENTS: Final = (
+    GrantIssued,
+    GrantRevoked,
+    RoleAssigned,
+    RoleRevoked,
+    ActorKeyRegistered,
+    ActorKeyRevoked,
+)
+
+
+def actor_key(state: LedgerState, actor: str, key_id: str) -> ActorKey | None:
+    """``actor``'s key ``key_id`` (active or revoked), or ``None`` when it is not theirs."""
+    record = state.principals.get(actor)
+    if record is None:
+        return None
+    return next((k for k in record.keys if k.key_id == key_id), None)
+
+
+def key_owner(state: LedgerState, key_id: str) -> str | None:
+    """Whose key ``key_id`` is (registered to one principal at most), or ``None``."""
+    # Linear in the principals; commands are rare next to evaluations.
+    for name, record in state.principals.items():
+        if any(k.key_id == key_id for k in record.keys):
+            return name
+    return None
 
 
 # ----------------------------------------------------------------------------------- the fold
@@ -208,18 +259,27 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
                 principals=state.principals,
                 position=state.position,
             )
-        case GrantIssued() | GrantRevoked() | RoleAssigned() | RoleRevoked():
+        case (
+            GrantIssued()
+            | GrantRevoked()
+            | RoleAssigned()
+            | RoleRevoked()
+            | ActorKeyRegistered()
+            | ActorKeyRevoked()
+        ):
             prec = state.principals.get(event.principal)
             if event.sequence != (prec.sequence if prec is not None else 0) + 1:
                 return state
             grants = _GrantChanges(prec.grants if prec is not None else PMap())
             roles = set(prec.roles) if prec is not None else set()
-            _apply_grant(grants, roles, event)
+            keys = {k.key_id: k for k in prec.keys} if prec is not None else {}
+            _apply_grant(grants, roles, keys, event)
             updated = PrincipalRecord(
                 principal=event.principal,
                 sequence=event.sequence,
                 grants=grants.frozen(),
                 roles=frozenset(roles),
+                keys=tuple(keys.values()),
             )
             return LedgerState(
                 policies=state.policies,
@@ -233,7 +293,7 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
 class _Principal:
     """A principal record under construction by :func:`replay` (mutable, private to one call)."""
 
-    __slots__ = ("grants", "initial", "roles", "sequence")
+    __slots__ = ("grants", "initial", "keys", "roles", "sequence")
 
     def __init__(self, record: PrincipalRecord | None) -> None:
         self.initial = record.sequence if record is not None else 0
@@ -242,6 +302,9 @@ class _Principal:
             dict(record.grants.items()) if record is not None else {}
         )
         self.roles: set[str] = set(record.roles) if record is not None else set()
+        self.keys: dict[str, ActorKey] = (
+            {k.key_id: k for k in record.keys} if record is not None else {}
+        )
 
     def frozen(self, principal: str) -> PrincipalRecord:
         return PrincipalRecord(
@@ -249,6 +312,7 @@ class _Principal:
             sequence=self.sequence,
             grants=PMap.from_mapping({k: _built(v) for k, v in self.grants.items()}),
             roles=frozenset(self.roles),
+            keys=tuple(self.keys.values()),
         )
 
 
@@ -273,14 +337,21 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
     try:
         for event in events:
             match event:  # grant events first: most of a history
-                case GrantIssued() | GrantRevoked() | RoleAssigned() | RoleRevoked():
+                case (
+                    GrantIssued()
+                    | GrantRevoked()
+                    | RoleAssigned()
+                    | RoleRevoked()
+                    | ActorKeyRegistered()
+                    | ActorKeyRevoked()
+                ):
                     building = principals.get(event.principal)
                     if building is None:
                         building = principals[event.principal] = _Principal(
                             base_principals.get(event.principal)
                         )
                     if event.sequence == building.sequence + 1:
-                        _apply_grant(building.grants, building.roles, event)
+                        _apply_grant(building.grants, building.roles, building.keys, event)
                         building.sequence = event.sequence
                 case (
                     PolicyVersionProposed()
@@ -463,12 +534,37 @@ _PROMOTABLE: Final = frozenset({Stage.SHADOW, Stage.CANARY, Stage.ACTIVE})
 def _apply_grant(
     grants: MutableMapping[str, Grant | GrantIssued],
     roles: set[str],
-    event: GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked,
+    keys: dict[str, ActorKey],
+    event: GrantIssued
+    | GrantRevoked
+    | RoleAssigned
+    | RoleRevoked
+    | ActorKeyRegistered
+    | ActorKeyRevoked,
 ) -> None:
     """The grant rules, applied in place: by :func:`fold` to a copy-on-write overlay of one
     record, by :func:`replay` to its private record. An issued grant is held as its event until
-    the record is frozen (:func:`_built`), so a grant revoked within one replay is never built."""
+    the record is frozen (:func:`_built`), so a grant revoked within one replay is never built.
+    A key is registered once (a second registration of its id changes nothing) and revoked for
+    good."""
     match event:
+        case ActorKeyRegistered():
+            if event.actor_key_id not in keys:
+                keys[event.actor_key_id] = ActorKey(
+                    key_id=event.actor_key_id,
+                    public_key=bytes(event.public_key),
+                    registered_at=event.occurred_at,
+                    registered_by=event.actor,
+                )
+        case ActorKeyRevoked():
+            key = keys.get(event.actor_key_id)
+            if key is not None and key.active:
+                keys[event.actor_key_id] = replace(
+                    key,
+                    revoked_at=event.occurred_at,
+                    revoked_by=event.actor,
+                    revoke_reason=event.reason,
+                )
         case GrantIssued():
             grants[event.grant_id] = event
         case GrantRevoked():

@@ -15,18 +15,30 @@ Every client is made by a factory here that first checks the bootstrap string an
 server on it accepts a TCP connection, so a typo or a stopped broker is one
 :class:`~ledger.errors.UsageError` / :class:`~ledger.errors.KafkaUnavailable` line within
 seconds, not a ``ValueError`` or kafka-python's 30 s bootstrap timeout.
+
+**Security.** Every client takes a :class:`~ledger.settings.KafkaSecurity` (``security=``;
+``None`` is a plain, unauthenticated connection). It is mapped here, in one place, to each
+library's settings: :func:`kafka_python_config` (kafka-python, the clients made here),
+:func:`aiokafka_config` (the governance follower), :func:`librdkafka_config` (confluent-kafka)
+and, in :mod:`processors.common`, Faust's ``broker_credentials``. A broker that refuses the
+credentials is :class:`~ledger.errors.KafkaAccessDenied`, one line naming the user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from typing import Any
 
-from ledger.errors import KafkaUnavailable
-from ledger.settings import parse_bootstrap
+from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+from ledger.settings import KafkaSecurity, parse_bootstrap
 
 __all__ = [
+    "kafka_python_config",
+    "aiokafka_config",
+    "librdkafka_config",
+    "access_denied",
     "PRODUCER_CONFIG",
     "CONSUMER_CONFIG",
     "ADMIN_CONFIG",
@@ -69,6 +81,121 @@ ADMIN_CONFIG: dict[str, Any] = {
 }
 
 
+class _ScramIsNotCleartext(logging.Filter):
+    """kafka-python warns "Exchanging credentials in the clear" on every SCRAM connection over
+    SASL_PLAINTEXT. SCRAM never sends the password (only salted proofs), and the line would
+    break every command's one-line error contract on stderr; the README says what
+    SASL_PLAINTEXT does not protect (the traffic itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "credentials in the clear" not in str(record.msg)
+
+
+_SCRAM_FILTER = _ScramIsNotCleartext()
+
+
+def _quiet_scram(security: KafkaSecurity) -> None:
+    if security.sasl and str(security.sasl_mechanism).startswith("SCRAM"):
+        logger = logging.getLogger("kafka.net.sasl.scram")
+        if _SCRAM_FILTER not in logger.filters:
+            logger.addFilter(_SCRAM_FILTER)
+
+
+def kafka_python_config(security: KafkaSecurity | None) -> dict[str, Any]:
+    """kafka-python keyword arguments for ``security`` (empty for a plain connection)."""
+    if security is None or not security.enabled:
+        return {}
+    _quiet_scram(security)
+    config: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.sasl:
+        config.update(
+            sasl_mechanism=security.sasl_mechanism,
+            sasl_plain_username=security.username,
+            sasl_plain_password=security.password,
+        )
+    if security.tls:
+        for key, path in (
+            ("ssl_cafile", security.ssl_cafile),
+            ("ssl_certfile", security.ssl_certfile),
+            ("ssl_keyfile", security.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+    return config
+
+
+def aiokafka_config(security: KafkaSecurity | None) -> dict[str, Any]:
+    """aiokafka keyword arguments for ``security`` (TLS files become an ``ssl_context``)."""
+    if security is None or not security.enabled:
+        return {}
+    config: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.sasl:
+        config.update(
+            sasl_mechanism=security.sasl_mechanism,
+            sasl_plain_username=security.username,
+            sasl_plain_password=security.password,
+        )
+    if security.tls:
+        config["ssl_context"] = ssl_context(security)
+    return config
+
+
+def ssl_context(security: KafkaSecurity) -> Any:
+    """An ``ssl.SSLContext`` trusting ``security``'s CA (else the system's) with its client
+    certificate, if any: what aiokafka and Faust take instead of file names."""
+    import ssl
+
+    context = ssl.create_default_context(
+        cafile=str(security.ssl_cafile) if security.ssl_cafile else None
+    )
+    if security.ssl_certfile is not None:
+        context.load_cert_chain(
+            str(security.ssl_certfile),
+            str(security.ssl_keyfile) if security.ssl_keyfile else None,
+        )
+    return context
+
+
+def librdkafka_config(security: KafkaSecurity | None) -> dict[str, str]:
+    """librdkafka (confluent-kafka) configuration keys for ``security``."""
+    if security is None or not security.enabled:
+        return {}
+    config = {"security.protocol": security.protocol.lower()}
+    if security.sasl:
+        config["sasl.mechanism"] = str(security.sasl_mechanism)
+        config["sasl.username"] = str(security.username)
+        config["sasl.password"] = str(security.password)
+    if security.tls:
+        for key, path in (
+            ("ssl.ca.location", security.ssl_cafile),
+            ("ssl.certificate.location", security.ssl_certfile),
+            ("ssl.key.location", security.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+    return config
+
+
+def access_denied(exc: BaseException, security: KafkaSecurity | None) -> KafkaAccessDenied | None:
+    """``exc`` as :class:`KafkaAccessDenied` if it is the broker refusing who we are (bad
+    credentials) or what we asked (an ACL), else ``None``."""
+    from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
+
+    who = (
+        f"user {security.username!r}"
+        if security is not None and security.username
+        else ("an anonymous client")
+    )
+    if isinstance(exc, SaslAuthenticationFailedError):
+        return KafkaAccessDenied(
+            f"Kafka refused to authenticate {who}: {exc} (check the credentials: "
+            "`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
+        )
+    if isinstance(exc, AuthorizationError):
+        return KafkaAccessDenied(f"Kafka's ACLs do not allow {who} this: {exc}")
+    return None
+
+
 _WHAT_TO_DO = "is it running (`ledger ps`, `ledger up`)? else check --bootstrap / $LEDGER_BOOTSTRAP"
 
 
@@ -95,32 +222,65 @@ def check_reachable(bootstrap: str, *, timeout: float = CONNECT_TIMEOUT) -> None
     )
 
 
-def _client(kind: Any, bootstrap: str, config: dict[str, Any]) -> Any:
+def _close_abandoned(exc: BaseException) -> None:
+    """Close the network client a kafka-python constructor made before it failed (a refused
+    authentication, an unreachable broker): kafka-python leaves it, and its wake-up socket pair,
+    open for the garbage collector to find, at some later moment."""
+    tb = exc.__traceback__
+    while tb is not None:
+        scope = tb.tb_frame.f_locals
+        for candidate in (scope.get("client"), getattr(scope.get("self"), "_client", None)):
+            close = getattr(candidate, "close", None)
+            if type(candidate).__module__.startswith("kafka.") and callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+        tb = tb.tb_next
+
+
+def _client(
+    kind: Any, bootstrap: str, security: KafkaSecurity | None, config: dict[str, Any]
+) -> Any:
     from kafka.errors import KafkaError
 
     check_reachable(bootstrap)
     try:
-        return kind(bootstrap_servers=bootstrap, **config)
+        return kind(bootstrap_servers=bootstrap, **kafka_python_config(security), **config)
     except (KafkaError, OSError) as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
+        _close_abandoned(exc)
+        denied = access_denied(exc, security)
+        if denied is not None:
+            raise denied from exc
+        hint = (
+            ""
+            if security is not None and security.enabled
+            else " (a broker that requires authentication drops unauthenticated clients: "
+            "check $LEDGER_SECURITY_PROTOCOL / `ledger credentials show ROLE`)"
+        )
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}{hint}"
+        ) from exc
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Any:
+def make_producer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
     from kafka import KafkaProducer
 
-    return _client(KafkaProducer, bootstrap, {**PRODUCER_CONFIG, **overrides})
+    return _client(KafkaProducer, bootstrap, security, {**PRODUCER_CONFIG, **overrides})
 
 
-def make_consumer(bootstrap: str, **overrides: Any) -> Any:
+def make_consumer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
     from kafka import KafkaConsumer
 
-    return _client(KafkaConsumer, bootstrap, {**CONSUMER_CONFIG, **overrides})
+    return _client(KafkaConsumer, bootstrap, security, {**CONSUMER_CONFIG, **overrides})
 
 
-def make_admin(bootstrap: str, **overrides: Any) -> Any:
+def make_admin(bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any) -> Any:
     from kafka import KafkaAdminClient
 
-    return _client(KafkaAdminClient, bootstrap, {**ADMIN_CONFIG, **overrides})
+    return _client(KafkaAdminClient, bootstrap, security, {**ADMIN_CONFIG, **overrides})
 
 
 # --------------------------------------------------------------------------- librdkafka
@@ -153,10 +313,16 @@ RDKAFKA_CONSUMER_CONFIG: dict[str, Any] = {
 _RDKAFKA_LOG = logging.getLogger("ledger.kafka.librdkafka")
 
 
-def rdkafka_config(bootstrap: str, base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+def rdkafka_config(
+    bootstrap: str,
+    base: dict[str, Any],
+    security: KafkaSecurity | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """The configuration of one librdkafka client: ``base`` and ``overrides`` on what every
-    client of the ledger shares (the bootstrap servers, Nagle off on loopback-fast paths, quiet
-    logs). Overrides use librdkafka's dotted names, or underscores for dots."""
+    client of the ledger shares (the bootstrap servers, the role's credentials from
+    :func:`librdkafka_config`, Nagle off on loopback-fast paths, quiet logs). Overrides use
+    librdkafka's dotted names, or underscores for dots."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         # librdkafka's own log lines (a broker going away …) go through Python logging, where
@@ -166,30 +332,35 @@ def rdkafka_config(bootstrap: str, base: dict[str, Any], **overrides: Any) -> di
         "log.connection.close": False,
         "topic.metadata.refresh.interval.ms": 30_000,
     }
+    config.update(librdkafka_config(security))
     config.update(base)
     config.update({key.replace("_", "."): value for key, value in overrides.items()})
     return config
 
 
-def make_rdkafka_producer(bootstrap: str, **overrides: Any) -> Any:
+def make_rdkafka_producer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
     """A ``confluent_kafka.Producer`` for the request/reply path (reachability checked first)."""
     from confluent_kafka import KafkaException, Producer
 
     check_reachable(bootstrap)
     try:
-        return Producer(rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, **overrides))
+        return Producer(rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, security, **overrides))
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
 
 
-def make_rdkafka_consumer(bootstrap: str, **overrides: Any) -> Any:
+def make_rdkafka_consumer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
     """A ``confluent_kafka.Consumer`` for the request/reply path (reachability checked first).
     Without a ``group.id`` override it gets a group id it never uses (librdkafka requires one;
     an assigned, never-committing consumer does not join the group)."""
     from confluent_kafka import Consumer, KafkaException
 
     check_reachable(bootstrap)
-    config = rdkafka_config(bootstrap, RDKAFKA_CONSUMER_CONFIG, **overrides)
+    config = rdkafka_config(bootstrap, RDKAFKA_CONSUMER_CONFIG, security, **overrides)
     config.setdefault("group.id", "ledger-unused")
     try:
         return Consumer(config)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger.kafka.clients import make_consumer
 from ledger.kafka.reading import topic_partitions
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["answered_since_last_commit", "CLOCK_SKEW_MS"]
 
@@ -21,10 +21,14 @@ CLOCK_SKEW_MS = 60_000
 """How far before the oldest uncommitted request a decision for it may be stamped."""
 
 
-def answered_since_last_commit(bootstrap: str, topics: TopicNames, group_id: str) -> set[bytes]:
+def answered_since_last_commit(
+    bootstrap: str, topics: TopicNames, group_id: str, *, security: KafkaSecurity | None = None
+) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request."""
     # A consumer carrying the group id can read the group's committed offsets without joining.
-    consumer = make_consumer(bootstrap, group_id=group_id, consumer_timeout_ms=1000)
+    consumer = make_consumer(
+        bootstrap, security=security, group_id=group_id, consumer_timeout_ms=1000
+    )
     try:
         requests = topic_partitions(consumer, topics.evaluation_requests, bootstrap=bootstrap)
         ends = consumer.end_offsets(requests)

@@ -19,6 +19,8 @@ from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
+    ActorKeyRegistered,
+    ActorKeyRevoked,
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
@@ -33,8 +35,9 @@ from ledger.core.events import (
 from ledger.core.history import HistoryEntry
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
 from ledger.errors import CodecError
+from ledger.kafka.clients import aiokafka_config
 from ledger.kafka.reading import position_key, read_topic, topic_partitions_async
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
     "GOVERNANCE_TYPES",
@@ -56,6 +59,8 @@ GOVERNANCE_TYPES: tuple[type, ...] = (
     GrantRevoked,
     RoleAssigned,
     RoleRevoked,
+    ActorKeyRegistered,
+    ActorKeyRevoked,
 )
 
 
@@ -71,7 +76,11 @@ def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
 
 
 def read_governance(
-    bootstrap: str, topics: TopicNames, *, codec: Codec | None = None
+    bootstrap: str,
+    topics: TopicNames,
+    *,
+    codec: Codec | None = None,
+    security: KafkaSecurity | None = None,
 ) -> Iterator[HistoryEntry]:
     """Governance events in log order, each with its position key and offset.
 
@@ -79,16 +88,21 @@ def read_governance(
     order within each is the order of the ledger; the two streams are independent aggregates.
     Records that are not governance events are skipped (the processors never write them).
     """
-    for rec in read_topic(bootstrap, [topics.policy_events, topics.grant_events], codec=codec):
+    governance = [topics.policy_events, topics.grant_events]
+    for rec in read_topic(bootstrap, governance, codec=codec, security=security):
         if isinstance(rec.event, GOVERNANCE_TYPES):
             yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, rec.event)  # type: ignore[arg-type]
 
 
 def load_history(
-    bootstrap: str, topics: TopicNames, *, codec: Codec | None = None
+    bootstrap: str,
+    topics: TopicNames,
+    *,
+    codec: Codec | None = None,
+    security: KafkaSecurity | None = None,
 ) -> list[HistoryEntry]:
     """Every governance event in the ledger, in log order."""
-    return list(read_governance(bootstrap, topics, codec=codec))
+    return list(read_governance(bootstrap, topics, codec=codec, security=security))
 
 
 class GovernanceFollower:
@@ -106,8 +120,10 @@ class GovernanceFollower:
         codec: Codec | None = None,
         on_event: Callable[[GovernanceEvent], None] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = (topics.policy_events, topics.grant_events)
         self._codec = codec or default_codec()
         self._on_event = on_event
@@ -141,6 +157,7 @@ class GovernanceFollower:
             # idle fetch is parked: a short one costs the broker a request every few ms for nothing.
             fetch_max_wait_ms=500,
             fetch_min_bytes=1,
+            **aiokafka_config(self._security),
             **self._consumer_config,
         )
         await consumer.start()

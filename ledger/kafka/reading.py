@@ -15,8 +15,9 @@ from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
-from ledger.errors import CodecError, TopicMissing
+from ledger.errors import CodecError, KafkaAccessDenied, TopicMissing
 from ledger.kafka.clients import make_consumer
+from ledger.settings import KafkaSecurity
 
 __all__ = [
     "Positioned",
@@ -55,12 +56,20 @@ def topic_partitions(consumer: Any, topic: str, *, bootstrap: str | None = None)
     return [TopicPartition(topic, p) for p in sorted(found)]
 
 
+_NOT_AUTHORIZED = 29  # TOPIC_AUTHORIZATION_FAILED, in Kafka's protocol and librdkafka
+
+
 def rdkafka_partitions(
     client: Any, topic: str, *, bootstrap: str | None = None, timeout: float = 10.0
 ) -> list[int]:
     """The partition numbers of ``topic`` (sorted), from a librdkafka client (``confluent_kafka``
     consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""
     meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is not None and meta.error is not None and meta.error.code() == _NOT_AUTHORIZED:
+        raise KafkaAccessDenied(
+            f"Kafka's ACLs do not allow this client's credentials to use {topic}: check its "
+            "role (`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME)"
+        )
     if meta is None or meta.error is not None or not meta.partitions:
         raise _missing(topic, bootstrap)
     return sorted(meta.partitions)
@@ -117,7 +126,12 @@ class Positioned:
 
 
 def read_topic(
-    bootstrap: str, topics: Iterable[str], *, codec: Codec | None = None, idle_timeout: float = 2.0
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    codec: Codec | None = None,
+    idle_timeout: float = 2.0,
+    security: KafkaSecurity | None = None,
 ) -> Iterator[Positioned]:
     """Every record of ``topics`` from the beginning to the end offsets seen at the start.
 
@@ -126,7 +140,9 @@ def read_topic(
     skipped (processors dead-letter them; readers must not stop on them).
     """
     codec = codec or default_codec()
-    consumer = make_consumer(bootstrap, consumer_timeout_ms=int(idle_timeout * 1000))
+    consumer = make_consumer(
+        bootstrap, security=security, consumer_timeout_ms=int(idle_timeout * 1000)
+    )
     try:
         parts: list[Any] = []
         for topic in topics:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
 from ledger.kafka.clients import make_admin
-from ledger.settings import Settings
+from ledger.settings import KafkaSecurity, Settings
 
 __all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport"]
 
@@ -96,13 +96,17 @@ def topic_specs(settings: Settings, *, evaluation_partitions: int = 6) -> tuple[
 
 
 def create_topics(
-    bootstrap: str, specs: tuple[TopicSpec, ...], *, replication_factor: int | None = None
+    bootstrap: str,
+    specs: tuple[TopicSpec, ...],
+    *,
+    replication_factor: int | None = None,
+    security: KafkaSecurity | None = None,
 ) -> list[TopicReport]:
     """Create missing topics and bring existing ones to the declared configs. Idempotent."""
     from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = make_admin(bootstrap)
+    admin = make_admin(bootstrap, security=security)
     try:
         existing = set(admin.list_topics())
         brokers = len(admin.describe_cluster().get("brokers", [])) or 1
@@ -191,11 +195,13 @@ def _describe(admin: object, resource: object) -> dict[str, str]:
     return configs
 
 
-def describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
+def describe_topic_configs(
+    bootstrap: str, names: list[str], *, security: KafkaSecurity | None = None
+) -> dict[str, dict[str, str]]:
     """Current configs of the named topics (used by tests and `ledger topics create --json`)."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    admin = make_admin(bootstrap)
+    admin = make_admin(bootstrap, security=security)
     try:
         return {n: _describe(admin, ConfigResource(ConfigResourceType.TOPIC, n)) for n in names}
     finally:

@@ -55,7 +55,7 @@ from ledger.kafka.reading import (
     rdkafka_partitions,
     topic_partitions,
 )
-from ledger.settings import TopicNames
+from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["KafkaTransport", "LISTENER_THREAD", "LISTENER_CONFIG"]
 
@@ -144,6 +144,7 @@ class _Listener:
         positions: dict[tuple[str, int], int],
         config: Mapping[str, Any],
         tick: Callable[[], None],
+        security: KafkaSecurity | None = None,
     ) -> None:
         from confluent_kafka import TopicPartition
 
@@ -151,7 +152,7 @@ class _Listener:
         self._dispatch = dispatch
         self._died = died
         self._positions = positions
-        raw = make_rdkafka_consumer(bootstrap, **{**LISTENER_CONFIG, **config})
+        raw = make_rdkafka_consumer(bootstrap, security=security, **{**LISTENER_CONFIG, **config})
         try:
             assignment = []
             for topic, partition in parts:
@@ -227,8 +228,11 @@ class KafkaTransport:
     """Requests, commands and their replies over Kafka (see the module docstring).
 
     ``bootstrap`` and ``topics`` say where the ledger is; ``codec`` encodes what is published
-    and decodes the replies. Raises :class:`~ledger.errors.KafkaUnavailable` /
-    :class:`~ledger.errors.TopicMissing` when the ledger cannot be reached.
+    and decodes the replies; ``security`` how to authenticate. ``replies`` are the reply topics
+    to listen to (default: decisions, command results and corrections): a client whose
+    credentials may read only some of them (an agent: no command results) names those.
+    Raises :class:`~ledger.errors.KafkaUnavailable` / :class:`~ledger.errors.TopicMissing` when
+    the ledger cannot be reached.
     """
 
     def __init__(
@@ -239,11 +243,19 @@ class KafkaTransport:
         codec: Codec | None = None,
         reply_partition: int | None = None,
         listener_config: Mapping[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
+        replies: tuple[str, ...] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._codec = codec or default_codec()
         self._listener_config = dict(listener_config or {})
+        self._security = security
+        self._reply_topics = replies or (
+            topics.decisions,
+            topics.command_results,
+            topics.corrections,
+        )
         self._lock = threading.Lock()  # guards the maps below, _listener, _failure, _closed
         self._pending: dict[bytes, Future[Any]] = {}
         self._watching: dict[bytes, Callable[[DecisionCorrected], None]] = {}
@@ -251,9 +263,14 @@ class KafkaTransport:
         self._failure: BaseException | None = None
         self._closed = False
         self._restart_lock = threading.Lock()
-        self._producer = make_rdkafka_producer(bootstrap)
-        self.reply_partition = self._choose_reply_partition(reply_partition)
-        """The decisions/corrections partition this transport's requests name and it reads."""
+        self._producer = make_rdkafka_producer(bootstrap, security=security)
+        self.reply_partition: int | None = (
+            self._choose_reply_partition(reply_partition)
+            if topics.decisions in self._reply_topics
+            else reply_partition
+        )
+        """The decisions/corrections partition this transport's requests name and it reads
+        (``None`` for a client that reads no decisions: a governance client)."""
         self._listener = self._new_listener()
         self._listener.start()
         self._position_lock = threading.Lock()
@@ -343,7 +360,7 @@ class KafkaTransport:
             with self._lock:
                 self._refuse_if_closed()
             if self._position_consumer is None:
-                self._position_consumer = make_consumer(self._bootstrap)
+                self._position_consumer = make_consumer(self._bootstrap, security=self._security)
             consumer = self._position_consumer
             parts: list[Any] = []
             for topic in topics:
@@ -433,12 +450,18 @@ class KafkaTransport:
 
     def _new_listener(self) -> _Listener:
         t = self._topics
+        parts: list[tuple[str, int]] = []
         # Every reply topic must still exist (a restart after they were deleted says so).
         for topic in (t.decisions, t.corrections):
-            rdkafka_partitions(self._producer, topic, bootstrap=self._bootstrap)
-        results = rdkafka_partitions(self._producer, t.command_results, bootstrap=self._bootstrap)
-        parts = [(t.decisions, self.reply_partition), (t.corrections, self.reply_partition)]
-        parts += [(t.command_results, p) for p in results]
+            if topic in self._reply_topics:
+                rdkafka_partitions(self._producer, topic, bootstrap=self._bootstrap)
+                if self.reply_partition is not None:
+                    parts.append((topic, self.reply_partition))
+        if t.command_results in self._reply_topics:
+            results = rdkafka_partitions(
+                self._producer, t.command_results, bootstrap=self._bootstrap
+            )
+            parts += [(t.command_results, p) for p in results]
         return _Listener(
             self._bootstrap,
             parts,
@@ -448,6 +471,7 @@ class KafkaTransport:
             positions=self._positions,
             config=self._listener_config,
             tick=self._serve_deliveries,
+            security=self._security,
         )
 
     def _serve_deliveries(self) -> None:

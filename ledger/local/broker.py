@@ -10,6 +10,16 @@ The address is stable: a restart listens on the recorded ports again, so running
 SDK clients reconnect to where they were. Only when another process holds a recorded port for
 longer than :data:`PORT_WAIT` does the broker move (and says so); ``ledger up`` then restarts the
 processors, which find the new address in the state file.
+
+**Security** (unless started ``insecure``): the client listener speaks SASL_PLAINTEXT with
+SCRAM-SHA-512 only, the controller listener (loopback, used by the node itself) SASL PLAIN with
+the broker's own static credential (KRaft cannot use SCRAM there: SCRAM credentials live in the
+metadata the controller serves). Kafka's ``StandardAuthorizer`` refuses whatever no ACL allows;
+the super users are the broker itself and ``admin``. The users' SCRAM credentials
+(:mod:`ledger.local.credentials`) are added when the log directory is formatted (the passwords
+reach the formatting JVM through a 0600 argument file, never a command line); a home formatted
+before authentication existed gets them once through the admin API, on a short start without
+authentication on a fresh loopback port. Everything under ``$LEDGER_HOME`` is created 0700/0600.
 """
 
 from __future__ import annotations
@@ -28,9 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ledger.discovery import accepts, broker_record_file, read_broker_record, recorded_int
-from ledger.errors import BrokerError, PrerequisiteMissing
+from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing
+from ledger.files import private_dir, private_umask, write_private
+from ledger.local import credentials
 from ledger.local.processes import alive, exit_status, spawn_detached, terminate
-from ledger.settings import Settings
+from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
     "KAFKA_VERSION",
@@ -63,6 +75,7 @@ class BrokerStatus:
     kafka_version: str
     log_dir: str
     log_file: str
+    secured: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -251,16 +264,56 @@ def _claim_port(
     return port
 
 
-def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:
+def _jaas(module: str, user: str, password: str, **extra: str) -> str:
+    options = " ".join(
+        f'{k}="{v}"' for k, v in {"username": user, "password": password, **extra}.items()
+    )
+    return f"org.apache.kafka.common.security.{module} required {options};"
+
+
+def _listeners(port: int, controller_port: int, broker: KafkaSecurity | None) -> dict[str, str]:
+    """Listener settings: plain (``broker`` None, ``--insecure``) or SASL with the authorizer."""
+    if broker is None:
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+    user, password = str(broker.username), str(broker.password)
+    return {
+        "listeners": (
+            f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        ),
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": credentials.MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": credentials.MECHANISM,
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": credentials.MECHANISM,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": _jaas(
+            "scram.ScramLoginModule", user, password
+        ),
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": _jaas(
+            "plain.PlainLoginModule", user, password, **{f"user_{user}": password}
+        ),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{user};User:admin",
+    }
+
+
+def _server_properties(
+    log_dir: Path, port: int, controller_port: int, broker: KafkaSecurity | None = None
+) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        **_listeners(port, controller_port, broker),
         "log.dirs": str(log_dir),
         "num.partitions": "1",
         # Topics are created by `ledger topics create` with explicit partitions and configs.
@@ -284,24 +337,42 @@ def _server_properties(log_dir: Path, port: int, controller_port: int) -> str:
 # --------------------------------------------------------------------------- process control
 
 
-def _kafka_ready(bootstrap: str) -> bool:
-    """True once the broker answers a metadata request (not merely accepts TCP)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+def _kafka_ready(bootstrap: str, security: KafkaSecurity | None = None) -> bool:
+    """True once the broker answers a metadata request (not merely accepts TCP), as the admin.
 
+    A broker that refuses the admin's credential is a :class:`BrokerError` at once: waiting
+    would not change its mind."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError, SaslAuthenticationFailedError
+
+    from ledger.kafka.clients import kafka_python_config
+
+    auth = kafka_python_config(security)
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000
+            bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000, **auth
         )
+    except SaslAuthenticationFailedError as exc:
+        raise _refused(exc) from exc
     except (KafkaError, OSError, ValueError):
         return False
     try:
         admin.describe_cluster()
         return True
+    except SaslAuthenticationFailedError as exc:
+        raise _refused(exc) from exc
     except (KafkaError, OSError, ValueError):
         return False
     finally:
         admin.close()
+
+
+def _refused(exc: Exception) -> BrokerError:
+    return BrokerError(
+        f"the broker refused the admin credential ({exc}): its SCRAM users do not match "
+        "$LEDGER_HOME/credentials; remove $LEDGER_HOME/broker/scram.json so the next start adds "
+        "them again, or start from a fresh $LEDGER_HOME"
+    )
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:
@@ -328,6 +399,7 @@ def status(settings: Settings) -> BrokerStatus:
         kafka_version=KAFKA_VERSION,
         log_dir=str(bdir / "data"),
         log_file=str(bdir / "broker.log"),
+        secured=state.get("security_protocol", "PLAINTEXT") != "PLAINTEXT",
     )
 
 
@@ -337,22 +409,32 @@ def start(
     progress: Progress = _quiet,
     timeout: float = 90.0,
     port_wait: float | None = None,
+    insecure: bool = False,
 ) -> BrokerStatus:
     """Start the local broker (fetching and formatting on first use). Idempotent.
 
     Listens on the ports of the last run (see the module docstring); ``port_wait`` is how long
     to wait for a process holding one to let it go before moving to a new port (default
-    :data:`PORT_WAIT`).
+    :data:`PORT_WAIT`). ``insecure`` starts it without authentication or ACLs (debugging only).
+    A running broker of the other kind is a :class:`BrokerError`: stop it first.
     """
+    private_umask()
+    private_dir(settings.home)
     current = status(settings)
     if current.running:
-        progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
-        return current
+        if current.secured == (not insecure):
+            progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
+            return current
+        now, wanted = ("with", "without") if current.secured else ("without", "with")
+        raise BrokerError(
+            f"the broker runs {now} authentication (pid {current.pid}); to run it {wanted}, "
+            "stop it first (`ledger down`), then start it again"
+            + (" with --insecure" if insecure else "")
+        )
     java = _java()
     lib = fetch(settings, progress=progress)
-    bdir = _broker_dir(settings)
+    bdir = private_dir(_broker_dir(settings))
     data = bdir / "data"
-    bdir.mkdir(parents=True, exist_ok=True)
 
     previous = read_broker_record(settings) or {}
     old_port = recorded_int(previous, "port")
@@ -371,13 +453,58 @@ def start(
             "`ledger up` restarts the processors, restart SDK clients so they find it"
         )
 
+    users = None if insecure else credentials.ensure(settings)
+    broker = None if users is None else users[credentials.BROKER_USER]
+    admin = None if users is None else users["admin"]
+    jvm = _jvm(java, lib, bdir)
+    if not (data / "meta.properties").exists():
+        _format(settings, jvm, data, port, controller_port, users, progress)
+    elif users is not None and "admin" not in credentials.registered(settings, users):
+        _add_credentials_without_authentication(
+            settings, jvm, data, controller_port, users, timeout=timeout, progress=progress
+        )
+
     config = bdir / "server.properties"
-    config.write_text(_server_properties(data, port, controller_port))
+    write_private(config, _server_properties(data, port, controller_port, broker))
+    if insecure:
+        progress(
+            "WARNING: starting the broker WITHOUT authentication or ACLs (--insecure): anyone "
+            "who reaches 127.0.0.1 may read, write and delete every topic. For debugging only."
+        )
+    progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port}…")
+    pid = _launch(jvm, config, bdir)
+    write_private(
+        _state_file(settings),
+        json.dumps(
+            {
+                "pid": pid,
+                "port": port,
+                "controller_port": controller_port,
+                "kafka_version": KAFKA_VERSION,
+                "started_at": time.time(),
+                "security_protocol": "PLAINTEXT" if insecure else "SASL_PLAINTEXT",
+            }
+        ),
+    )
+    bootstrap = f"127.0.0.1:{port}"
+    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout)
+    if users is not None:
+        missing = {u: users[u] for u in set(users) - credentials.registered(settings, users)}
+        if missing:
+            progress(f"adding SCRAM credentials for {', '.join(sorted(missing))}…")
+            try:
+                credentials.register(bootstrap, missing, security=admin)
+            except LedgerError as exc:
+                raise BrokerError(f"adding credentials to the broker failed: {exc}") from exc
+            credentials.remember_registered(settings, missing)
+    return status(settings)
+
+
+def _jvm(java: str, lib: Path, bdir: Path) -> list[str]:
     log_file = bdir / "broker.log"
     log_config = bdir / "log4j2.yaml"
     log_config.write_text(_LOG4J2.format(log=log_file))
-    classpath = f"{lib}/*"
-    jvm = [
+    return [
         java,
         "-Xms256m",
         "-Xmx1g",
@@ -386,50 +513,22 @@ def start(
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log_config}",
         "-cp",
-        classpath,
+        f"{lib}/*",
     ]
 
-    if not (data / "meta.properties").exists():
-        progress("formatting the KRaft log directory…")
-        cluster_id = _cluster_id()
-        fmt = subprocess.run(
-            [
-                *jvm,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                f"--cluster-id={cluster_id}",
-                "-c",
-                str(config),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            detail = (fmt.stderr or fmt.stdout).strip().splitlines()
-            raise BrokerError(
-                f"formatting the broker log dir failed: {detail[-1] if detail else fmt.returncode} "
-                f"(remove {data} and retry)"
-            )
 
-    progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port}…")
-    pid = spawn_detached(
+def _launch(jvm: list[str], config: Path, bdir: Path) -> int:
+    return spawn_detached(
         [*jvm, "kafka.Kafka", str(config)], env=os.environ, log=bdir / "broker.out"
     )
-    _state_file(settings).write_text(
-        json.dumps(
-            {
-                "pid": pid,
-                "port": port,
-                "controller_port": controller_port,
-                "kafka_version": KAFKA_VERSION,
-                "started_at": time.time(),
-            }
-        )
-    )
-    bootstrap = f"127.0.0.1:{port}"
+
+
+def _wait_ready(
+    pid: int, bootstrap: str, admin: KafkaSecurity | None, bdir: Path, *, timeout: float
+) -> None:
+    log_file = bdir / "broker.log"
     deadline = time.monotonic() + timeout
+    port = int(bootstrap.rpartition(":")[2])
     while time.monotonic() < deadline:
         exited, code = exit_status(pid)
         if exited:
@@ -437,13 +536,88 @@ def start(
                 f"the broker exited with code {code} during start-up: "
                 f"{_log_tail(log_file) or _log_tail(bdir / 'broker.out')} (full log: {log_file})"
             )
-        if accepts(port) and _kafka_ready(bootstrap):
-            return status(settings)
+        if accepts(port) and _kafka_ready(bootstrap, admin):
+            return
         time.sleep(0.2)
     terminate(pid, grace=5)
     raise BrokerError(
         f"the broker did not accept connections within {timeout:.0f} s (log: {log_file})"
     )
+
+
+def _format(
+    settings: Settings,
+    jvm: list[str],
+    data: Path,
+    port: int,
+    controller_port: int,
+    users: dict[str, KafkaSecurity] | None,
+    progress: Progress,
+) -> None:
+    """Format a fresh KRaft log directory, with the users' SCRAM credentials when secured.
+
+    The arguments go through a 0600 argument file (``java @file``): passwords never appear on
+    a command line, which every local user can read."""
+    progress("formatting the KRaft log directory…")
+    bdir = data.parent
+    config = bdir / "server.properties"
+    broker = None if users is None else users[credentials.BROKER_USER]
+    write_private(config, _server_properties(data, port, controller_port, broker))
+    args = ["kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={_cluster_id()}"]
+    args += ["-c", str(config)]
+    for user, sec in (users or {}).items():
+        args += ["--add-scram", f"{credentials.MECHANISM}=[name={user},password={sec.password}]"]
+    argfile = bdir / "format.args"
+    write_private(argfile, "\n".join(f'"{a}"' for a in args) + "\n")
+    try:
+        fmt = subprocess.run([*jvm, f"@{argfile}"], capture_output=True, text=True, check=False)
+    finally:
+        argfile.unlink(missing_ok=True)
+    if fmt.returncode != 0:
+        detail = (fmt.stderr or fmt.stdout).strip().splitlines()
+        raise BrokerError(
+            f"formatting the broker log dir failed: {detail[-1] if detail else fmt.returncode} "
+            f"(remove {data} and retry)"
+        )
+    if users is not None:
+        credentials.remember_registered(settings, users)
+
+
+def _add_credentials_without_authentication(
+    settings: Settings,
+    jvm: list[str],
+    data: Path,
+    controller_port: int,
+    users: dict[str, KafkaSecurity],
+    *,
+    timeout: float,
+    progress: Progress,
+) -> None:
+    """Give a home formatted without authentication (before it existed, or ``--insecure``) its
+    SCRAM users: start it once as it was, on a fresh loopback port, add them, stop it."""
+    progress(
+        "this broker was formatted without authentication: adding its SCRAM credentials "
+        "(once, on a private port)…"
+    )
+    bdir = data.parent
+    port = _free_port()
+    while port == controller_port:
+        port = _free_port()
+    config = bdir / "server.properties"
+    write_private(config, _server_properties(data, port, controller_port, None))
+    pid = _launch(jvm, config, bdir)
+    try:
+        _wait_ready(pid, f"127.0.0.1:{port}", None, bdir, timeout=timeout)
+        try:
+            credentials.register(f"127.0.0.1:{port}", users, security=None)
+        except LedgerError as exc:
+            raise BrokerError(
+                f"adding credentials to this home's broker failed: {exc}; start from a fresh "
+                "$LEDGER_HOME, or run it with --insecure"
+            ) from exc
+    finally:
+        terminate(pid, grace=30, marker=str(config))
+    credentials.remember_registered(settings, users)
 
 
 def stop(settings: Settings, *, grace: float = 30.0) -> bool:
@@ -455,5 +629,5 @@ def stop(settings: Settings, *, grace: float = 30.0) -> bool:
     config = _broker_dir(settings) / "server.properties"
     was_running = terminate(pid, grace=grace, marker=str(config))
     # Keep the port in the state file so a restart reuses the same bootstrap address.
-    _state_file(settings).write_text(json.dumps({**state, "pid": 0}))
+    write_private(_state_file(settings), json.dumps({**state, "pid": 0}))
     return was_running

@@ -25,13 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ledger.discovery import local_bootstrap
+from ledger.discovery import local_bootstrap, resolve_security
 from ledger.errors import ProcessorError
+from ledger.files import private_dir, private_umask
+from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
 from ledger.kafka.topics import create_topics, topic_specs
+from ledger.keys import KeyStore
 from ledger.local import broker
 from ledger.local.processes import alive, spawn_detached, terminate
-from ledger.settings import Settings
+from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
 from processors.heartbeat import Heartbeat
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "processes",
     "start_processor",
     "stop_processor",
+    "ensure_admin_keys",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -193,11 +197,14 @@ def start_processor(
     timeout: float = 60.0,
     instance: int | None = None,
     progress: Progress = lambda _: None,
+    security: KafkaSecurity | None = None,
 ) -> int:
     """Start one processor in the background and wait until it is ready. Returns its pid.
 
     ``instance`` (2, 3, …) starts a further worker of the same processor: it joins the same
-    consumer group and shares the partitions (evaluators scale this way).
+    consumer group and shares the partitions (evaluators scale this way). ``security`` is the
+    processor's Kafka credential (default: its role's, found as every entry point finds it); it
+    reaches the worker in its environment, never on its command line.
     """
     module = PROCESSORS.get(name)
     name = _proc_id(name, instance)
@@ -211,8 +218,12 @@ def start_processor(
         return existing
     progress(f"starting {name}…")
     ready.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.update(replace(settings, bootstrap=bootstrap, ready_file=ready).to_env())
+    if security is None:
+        security = resolve_security(settings, _role(name), bootstrap=bootstrap)
+    # Only the credential chosen here: none inherited from whoever runs `ledger up`.
+    env = {k: v for k, v in os.environ.items() if k not in SECURITY_ENV.values()}
+    child = replace(settings, bootstrap=bootstrap, ready_file=ready, security=security)
+    env.update(child.to_env())
     env["PYTHONUNBUFFERED"] = "1"
     log = logs / f"{name}.log"
     pid = spawn_detached([sys.executable, "-m", str(module)], env=env, log=log)
@@ -226,6 +237,12 @@ def start_processor(
             raise ProcessorError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
         time.sleep(0.1)
     raise ProcessorError(f"{name} did not become ready within {timeout:.0f} s (log: {log})")
+
+
+def _role(proc_id: str) -> Role:
+    """A processor's Kafka role: its base name (``evaluator-2`` is an ``evaluator``)."""
+    name, _ = _split(proc_id)
+    return "command-processor" if name == "command-processor" else "evaluator"
 
 
 def stop_processor(
@@ -246,32 +263,49 @@ def stop_processor(
     return stopped
 
 
-def up(settings: Settings, *, evaluators: int = 1, progress: Progress = lambda _: None) -> str:
-    """Broker (unless an external one is configured), topics, processors. Returns the bootstrap.
+def up(
+    settings: Settings,
+    *,
+    evaluators: int = 1,
+    progress: Progress = lambda _: None,
+    insecure: bool = False,
+) -> str:
+    """Broker (unless an external one is configured), topics, ACLs, processors. Returns the
+    bootstrap.
 
     ``evaluators`` workers of the evaluator share the request partitions. Processors already
     running are kept if healthy, given :data:`RECOVERY_WAIT` seconds to recover if not, then
     restarted; one started with another Kafka address is restarted at once. Raises
     :class:`LedgerError` unless every processor is healthy at the end. Two ``up`` at once on one
     home take turns (a lock file), so neither starts a second copy of a processor.
+
+    The local broker runs with authentication and ACLs (each processor with its role's
+    credential) unless ``insecure``. Everything written under ``$LEDGER_HOME`` is private to
+    its owner (0700 directories, 0600 files).
     """
-    run = _run_dir(settings)
-    run.mkdir(parents=True, exist_ok=True)
+    private_umask()
+    run = private_dir(_run_dir(settings))
+    private_dir(settings.home)
     with (run / "up.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _up(settings, evaluators=evaluators, progress=progress)
+        return _up(settings, evaluators=evaluators, progress=progress, insecure=insecure)
 
 
-def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
+def _up(settings: Settings, *, evaluators: int, progress: Progress, insecure: bool) -> str:
     bootstrap = settings.bootstrap
     if bootstrap:
         check_reachable(bootstrap)
     else:
-        status = broker.start(settings, progress=progress)
+        status = broker.start(settings, progress=progress, insecure=insecure)
         assert status.bootstrap is not None
         bootstrap = status.bootstrap
     progress(f"creating topics on {bootstrap}…")
-    create_topics(bootstrap, topic_specs(settings))
+    admin = resolve_security(settings, "admin", bootstrap=bootstrap)
+    create_topics(bootstrap, topic_specs(settings), security=admin)
+    if admin.enabled:
+        progress("setting the ledger's ACLs…")
+        ensure_acls(bootstrap, settings.topics, security=admin)
+    ensure_admin_keys(settings, progress=progress)
     wanted = [_proc_id(name, None) for name in PROCESSORS]
     wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
     # Further workers an earlier `up --evaluators N` started are looked after too.
@@ -291,6 +325,16 @@ def _up(settings: Settings, *, evaluators: int, progress: Progress) -> str:
             code="unhealthy",
         )
     return bootstrap
+
+
+def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None) -> None:
+    """Create the bootstrap administrators' signing keys in the key store, if missing: the
+    command processor's trust anchors (it records them in the ledger when it starts)."""
+    store = KeyStore(settings.keys)
+    for admin in sorted(settings.admins):
+        if store.public_key(admin) is None:
+            store.create(admin)
+            progress(f"created the signing key of {admin} in {store.private_path(admin)}")
 
 
 def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progress) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,8 +11,12 @@ import pytest
 from harness import ADMIN, AGENT, LedgerStack  # beside this file
 
 from ledger.client import LedgerClient
+from ledger.files import write_private
+from ledger.kafka.acls import ensure_acls
+from ledger.kafka.clients import kafka_python_config
 from ledger.kafka.topics import create_topics, topic_specs
-from ledger.settings import Settings, TopicNames
+from ledger.local.stack import ensure_admin_keys
+from ledger.settings import ROLES, KafkaSecurity, Settings, TopicNames
 
 StackFactory = Callable[..., LedgerStack]
 
@@ -30,10 +35,23 @@ def _maker(
         settings = Settings(
             bootstrap=kafka.bootstrap, home=tmp_path_factory.mktemp("stack"), topics=topics
         )
+        admin = kafka.security("admin")
         create_topics(
-            kafka.bootstrap, topic_specs(settings, evaluation_partitions=evaluation_partitions)
+            kafka.bootstrap,
+            topic_specs(settings, evaluation_partitions=evaluation_partitions),
+            security=admin,
         )
-        stack = LedgerStack(bootstrap=kafka.bootstrap, settings=settings)
+        if kafka.secured:
+            ensure_acls(kafka.bootstrap, topics, security=admin)
+        for role in ROLES:
+            security = kafka.security(role) or KafkaSecurity()
+            write_private(
+                settings.credentials / f"{role}.json", json.dumps(kafka_python_config(security))
+            )
+        ensure_admin_keys(settings)  # the command processor's trust anchor
+        stack = LedgerStack(
+            bootstrap=kafka.bootstrap, settings=settings, credentials=dict(kafka.credentials)
+        )
         made.append(stack)
         for name in processors:
             stack.start(name)

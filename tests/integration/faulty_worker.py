@@ -40,13 +40,13 @@ def main() -> None:
         evaluator.evaluate = evaluate  # type: ignore[assignment]
         evaluator.main()
     else:
-        real_decide = command_processor.decide
+        real_decide = command_processor.decide_signed
 
         def decide(state: Any, command: Any, **kw: Any) -> Any:
             _misbehave(str(getattr(command, "principal", "")))
             return real_decide(state, command, **kw)
 
-        command_processor.decide = decide  # type: ignore[assignment]
+        command_processor.decide_signed = decide  # type: ignore[assignment]
         command_processor.main()
 
 

@@ -9,6 +9,14 @@ real worker processes (``ledger.stack.start_processor``). Nothing about Kafka is
 - ``shared_stack`` (conftest) is one stack for a whole module, bootstrapped with grants. Tests sharing
   it stay apart by giving each its own policy (name and governed action), see :func:`policy_doc`.
 
+Every client of a stack uses its role's credential on the session's (secured) broker: processors
+theirs, :meth:`LedgerStack.client` ``governance`` for people and ``agent`` for the rest.
+
+Every governance command is signed by its actor, as the command processor requires: the stack's
+key store (``<home>/keys``) holds the bootstrap administrator's key (the processor's trust
+anchor), and the helpers below sign each command with its actor's key, registering a key for a
+new actor (signed by the administrator) the first time it acts.
+
 Governance is eventually consistent: the evaluator follows the policy/grant topics on its own.
 :meth:`LedgerStack.evaluate_settled` waits (with a deadline) until a decision was made at a
 governance position at least as far as the one the ledger had when it was called.
@@ -19,25 +27,31 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ledger.client import ClientConfig, LedgerClient
 from ledger.core.events import (
     ApprovePolicyVersion,
+    Command,
     CommandAccepted,
     DecisionRecorded,
     IssueGrant,
     PromotePolicyVersion,
     ProposePolicyVersion,
+    RegisterActorKey,
     Stage,
     Value,
 )
+from ledger.core.policy import parse_policy
+from ledger.core.signing import key_id_of
 from ledger.ids import new_id, utcnow
+from ledger.kafka.clients import make_consumer, make_producer
 from ledger.kafka.reading import read_topic
+from ledger.keys import C, KeyStore, public_bytes, sign
 from ledger.local.stack import start_processor, stop_processor
-from ledger.settings import Settings, TopicNames
+from ledger.settings import KafkaSecurity, Role, Settings, TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
@@ -72,7 +86,30 @@ class LedgerStack:
 
     bootstrap: str
     settings: Settings
+    credentials: Mapping[str, KafkaSecurity] = field(default_factory=dict)
     clients: list[LedgerClient] = field(default_factory=list)
+
+    def security(self, role: Role) -> KafkaSecurity | None:
+        """``role``'s credential on the session's broker (``None``: a plain connection)."""
+        return self.credentials.get(role)
+
+    def producer(self, role: Role = "admin", **config: Any) -> Any:
+        """A kafka-python producer with ``role``'s credential (the caller closes it)."""
+        return make_producer(self.bootstrap, security=self.security(role), **config)
+
+    def consumer(self, role: Role = "admin", **config: Any) -> Any:
+        """A kafka-python consumer with ``role``'s credential (the caller closes it)."""
+        return make_consumer(self.bootstrap, security=self.security(role), **config)
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment of a ``ledger`` command run against this stack, as an operator sets
+        it: where Kafka is, the topic prefix, this stack's home and its roles' credentials."""
+        return {
+            "LEDGER_BOOTSTRAP": self.bootstrap,
+            "LEDGER_TOPIC_PREFIX": self.topics.prefix,
+            "LEDGER_HOME": str(self.settings.home),
+            "LEDGER_CREDENTIALS": str(self.settings.credentials),
+        }
 
     @property
     def topics(self) -> TopicNames:
@@ -86,7 +123,12 @@ class LedgerStack:
 
     def start(self, name: str, *, instance: int | None = None) -> int:
         return start_processor(
-            self.settings, name, bootstrap=self.bootstrap, timeout=90, instance=instance
+            self.settings,
+            name,
+            bootstrap=self.bootstrap,
+            timeout=90,
+            instance=instance,
+            security=self.security(cast(Role, name)) or KafkaSecurity(),
         )
 
     def stop(self, name: str, *, kill: bool = False, instance: int | None = None) -> bool:
@@ -101,10 +143,67 @@ class LedgerStack:
 
     # ------------------------------------------------------------------ clients
 
-    def client(self, actor: str = AGENT, *, timeout: float = 20.0) -> LedgerClient:
-        client = LedgerClient(
-            ClientConfig(bootstrap=self.bootstrap, topics=self.topics, actor=actor, timeout=timeout)
+    def config(
+        self, actor: str = AGENT, *, role: Role | None = None, timeout: float = 20.0
+    ) -> ClientConfig:
+        """A client configuration for ``actor`` with ``role``'s credential (default: a person
+        governs, anyone else is an agent)."""
+        role = role or ("governance" if actor.startswith("human:") else "agent")
+        key = self.keys.private_path(actor)
+        return ClientConfig(
+            bootstrap=self.bootstrap,
+            topics=self.topics,
+            actor=actor,
+            timeout=timeout,
+            security=self.security(role),
+            role=role,
+            signing_key=key if key.is_file() else None,
         )
+
+    # ------------------------------------------------------------------ signing
+
+    @property
+    def keys(self) -> KeyStore:
+        """The stack's key store (the command processor's trust anchors come from it)."""
+        return KeyStore(self.settings.keys)
+
+    def register_key(self, client: LedgerClient, actor: str, *, by: str = ADMIN) -> str:
+        """Create ``actor``'s key pair and register it, signed by ``by``. Returns its key id."""
+        public = public_bytes(self.keys.create(actor))
+        command = RegisterActorKey(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=by,
+            principal=actor,
+            actor_key_id=key_id_of(public),
+            public_key=public,
+        )
+        client.submit_command(sign(command, self.keys.private_key(by)))
+        return command.actor_key_id
+
+    def sign(self, command: C) -> C:
+        """``command`` signed by its actor, who must have a key here (the administrator has)."""
+        return sign(command, self.keys.private_key(command.actor))
+
+    def signed(self, client: LedgerClient, command: Command) -> Command:
+        """``command`` signed by its actor (whose key is registered first if it has none)."""
+        if not self.keys.has_private(command.actor):
+            self.register_key(client, command.actor)
+        if isinstance(command, ProposePolicyVersion) and command.policy is None:
+            # The name the signature covers, as the SDK fills it in (from the document).
+            command = replace(command, policy=parse_policy(command.document).name)
+        return sign(command, self.keys.private_key(command.actor))
+
+    def submit(
+        self, client: LedgerClient, command: Command, *, timeout: float | None = None
+    ) -> CommandAccepted:
+        """Sign ``command`` as its actor and submit it through ``client``."""
+        return client.submit_command(self.signed(client, command), timeout=timeout)
+
+    def client(
+        self, actor: str = AGENT, *, role: Role | None = None, timeout: float = 20.0
+    ) -> LedgerClient:
+        client = LedgerClient(self.config(actor, role=role, timeout=timeout))
         self.clients.append(client)
         return client
 
@@ -123,7 +222,8 @@ class LedgerStack:
     def propose(
         self, client: LedgerClient, document: str, *, by: str, timeout: float | None = None
     ) -> CommandAccepted:
-        return client.submit_command(
+        return self.submit(
+            client,
             ProposePolicyVersion(
                 event_id=new_id(), occurred_at=utcnow(), actor=by, document=document
             ),
@@ -133,10 +233,11 @@ class LedgerStack:
     def approve(
         self, client: LedgerClient, policy: str, version: int, *, by: str
     ) -> CommandAccepted:
-        return client.submit_command(
+        return self.submit(
+            client,
             ApprovePolicyVersion(
                 event_id=new_id(), occurred_at=utcnow(), actor=by, policy=policy, version=version
-            )
+            ),
         )
 
     def promote(
@@ -149,7 +250,8 @@ class LedgerStack:
         by: str = ADMIN,
         percent: int | None = None,
     ) -> CommandAccepted:
-        return client.submit_command(
+        return self.submit(
+            client,
             PromotePolicyVersion(
                 event_id=new_id(),
                 occurred_at=utcnow(),
@@ -158,7 +260,7 @@ class LedgerStack:
                 version=version,
                 stage=stage,
                 percent=percent,
-            )
+            ),
         )
 
     def grant(
@@ -170,7 +272,8 @@ class LedgerStack:
         *,
         by: str = ADMIN,
     ) -> CommandAccepted:
-        return client.submit_command(
+        return self.submit(
+            client,
             IssueGrant(
                 event_id=new_id(),
                 occurred_at=utcnow(),
@@ -179,7 +282,7 @@ class LedgerStack:
                 principal=principal,
                 actions=actions,
                 resource=resource,
-            )
+            ),
         )
 
     def grant_defaults(self) -> None:
@@ -235,7 +338,12 @@ class LedgerStack:
 
     def records(self, topic: str) -> list[Any]:
         """Every decodable record of ``topic``, start to current end."""
-        return [r.event for r in read_topic(self.bootstrap, [topic], idle_timeout=1.0)]
+        return [
+            r.event
+            for r in read_topic(
+                self.bootstrap, [topic], idle_timeout=1.0, security=self.security("auditor")
+            )
+        ]
 
 
 def covers(position: Mapping[str, int], target: Mapping[str, int]) -> bool:

@@ -19,10 +19,10 @@ def test_topics_are_created_with_declared_partitions_and_configs(kafka, topic_na
     from kafka import KafkaConsumer
 
     specs = topic_specs(Settings(topics=topic_names), evaluation_partitions=4)
-    first = create_topics(kafka.bootstrap, specs)
+    first = create_topics(kafka.bootstrap, specs, security=kafka.security("admin"))
     assert {r.action for r in first} == {"created"}
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap)
+    consumer = KafkaConsumer(**kafka.client_config("admin"))
     try:
         for spec in specs:
             assert consumer.partitions_for_topic(spec.name) == set(range(spec.partitions)), (
@@ -31,7 +31,9 @@ def test_topics_are_created_with_declared_partitions_and_configs(kafka, topic_na
     finally:
         consumer.close()
 
-    configs = describe_topic_configs(kafka.bootstrap, [s.name for s in specs])
+    configs = describe_topic_configs(
+        kafka.bootstrap, [s.name for s in specs], security=kafka.security("admin")
+    )
     for spec in specs:  # every declared config is on the topic itself
         assert {k: configs[spec.name].get(k) for k in spec.configs} == dict(spec.configs), spec.name
     assert configs[topic_names.decisions]["retention.ms"] == "-1"
@@ -48,8 +50,8 @@ def test_topics_create_is_idempotent_and_repairs_drift(kafka, topic_names):
     from kafka.admin import ConfigResource, ConfigResourceType
 
     specs = topic_specs(Settings(topics=topic_names))
-    create_topics(kafka.bootstrap, specs)
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    create_topics(kafka.bootstrap, specs, security=kafka.security("admin"))
+    admin = KafkaAdminClient(**kafka.client_config("admin"))
     try:
         admin.alter_configs(
             [
@@ -65,14 +67,21 @@ def test_topics_create_is_idempotent_and_repairs_drift(kafka, topic_names):
     # Config changes reach the broker's metadata asynchronously: wait until ours is visible.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        now = describe_topic_configs(kafka.bootstrap, [topic_names.decisions])
+        now = describe_topic_configs(
+            kafka.bootstrap, [topic_names.decisions], security=kafka.security("admin")
+        )
         if now[topic_names.decisions].get("retention.ms") == "1000":
             break
         time.sleep(0.1)
-    again = {r.name: r.action for r in create_topics(kafka.bootstrap, specs)}
+    again = {
+        r.name: r.action
+        for r in create_topics(kafka.bootstrap, specs, security=kafka.security("admin"))
+    }
     assert again[topic_names.decisions] == "updated"
     assert again[topic_names.commands] == "exists"
-    cfg = describe_topic_configs(kafka.bootstrap, [topic_names.decisions])[topic_names.decisions]
+    cfg = describe_topic_configs(
+        kafka.bootstrap, [topic_names.decisions], security=kafka.security("admin")
+    )[topic_names.decisions]
     assert cfg["retention.ms"] == "-1"
 
 
@@ -81,10 +90,18 @@ def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kaf
     from kafka.admin import NewPartitions
 
     settings = Settings(topics=topic_names)
-    create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=2))
+    create_topics(
+        kafka.bootstrap,
+        topic_specs(settings, evaluation_partitions=2),
+        security=kafka.security("admin"),
+    )
     more = {
         r.name: r
-        for r in create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=4))
+        for r in create_topics(
+            kafka.bootstrap,
+            topic_specs(settings, evaluation_partitions=4),
+            security=kafka.security("admin"),
+        )
     }
     assert (more[topic_names.decisions].action, more[topic_names.decisions].partitions) == (
         "expanded",
@@ -93,20 +110,24 @@ def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kaf
     assert more[topic_names.policy_events].action == "exists"
     fewer = {
         r.name: r
-        for r in create_topics(kafka.bootstrap, topic_specs(settings, evaluation_partitions=2))
+        for r in create_topics(
+            kafka.bootstrap,
+            topic_specs(settings, evaluation_partitions=2),
+            security=kafka.security("admin"),
+        )
     }
     assert (fewer[topic_names.decisions].action, fewer[topic_names.decisions].partitions) == (
         "exists",
         4,
     )
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin = KafkaAdminClient(**kafka.client_config("admin"))
     try:  # someone grew the policy topic: its total order is gone, so the ledger must refuse it
         admin.create_partitions({topic_names.policy_events: NewPartitions(total_count=2)})
     finally:
         admin.close()
     with pytest.raises(TopicMismatch, match=f"{topic_names.policy_events} has 2 partitions"):
-        create_topics(kafka.bootstrap, topic_specs(settings))
+        create_topics(kafka.bootstrap, topic_specs(settings), security=kafka.security("admin"))
 
 
 def test_a_replication_factor_beyond_the_cluster_is_a_one_line_usage_error(kafka, topic_names):
@@ -114,7 +135,10 @@ def test_a_replication_factor_beyond_the_cluster_is_a_one_line_usage_error(kafka
     result = runner.invoke(
         cli,
         ["topics", "create", "--bootstrap", kafka.bootstrap, "--replication-factor", "3"],
-        env={"LEDGER_TOPIC_PREFIX": topic_names.prefix},
+        env={
+            "LEDGER_TOPIC_PREFIX": topic_names.prefix,
+            "LEDGER_CREDENTIALS": str(kafka.settings.credentials),
+        },
     )
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().count("\n") == 0
@@ -126,6 +150,7 @@ def test_a_replication_factor_beyond_the_cluster_is_a_one_line_usage_error(kafka
 
 def test_cli_topics_create_json(kafka, topic_names, monkeypatch):
     monkeypatch.setenv("LEDGER_TOPIC_PREFIX", topic_names.prefix)
+    monkeypatch.setenv("LEDGER_CREDENTIALS", str(kafka.settings.credentials))
     result = CliRunner().invoke(cli, ["topics", "create", "--bootstrap", kafka.bootstrap, "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
@@ -166,13 +191,15 @@ def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_pa
     if kafka.source != "local":
         pytest.skip(f"broker comes from {kafka.source}; the local broker is covered in CI")
     from ledger.local import broker
+    from ledger.local.credentials import credential
 
     settings = Settings(
         home=tmp_path / "home", cache=kafka.settings.cache, topics=TopicNames(prefix="stopcheck.")
     )
     first = broker.start(settings)
     assert first.running and first.pid and _jvms_serving(settings.home) == [first.pid]
-    create_topics(first.bootstrap, topic_specs(settings))
+    admin = credential(settings, "admin")
+    create_topics(first.bootstrap, topic_specs(settings), security=admin)
 
     assert broker.stop(settings) is True
     assert not broker.status(settings).running
@@ -182,7 +209,10 @@ def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_pa
     second = broker.start(settings)
     try:
         assert second.bootstrap == first.bootstrap and second.pid != first.pid
-        again = {r.name: r.action for r in create_topics(second.bootstrap, topic_specs(settings))}
+        again = {
+            r.name: r.action
+            for r in create_topics(second.bootstrap, topic_specs(settings), security=admin)
+        }
         assert set(again.values()) == {"exists"}  # the log dir survived the restart
     finally:
         broker.stop(settings)

@@ -107,13 +107,13 @@ def ledger(stack_factory) -> Ledger:
     """The CLI pointed at a stack of this module's, with alice, bob and the agent authorized
     (through ``ledger grant issue``, by the bootstrap administrator)."""
     stack = stack_factory()
-    env = {
-        "LEDGER_BOOTSTRAP": stack.bootstrap,
-        "LEDGER_TOPIC_PREFIX": stack.topics.prefix,
-        "LEDGER_HOME": str(stack.settings.home),
-        "LEDGER_ADMINS": ADMIN,
-    }
+    env = {**stack.cli_env(), "LEDGER_ADMINS": ADMIN}
     run = Ledger(stack, env)
+    for person in (ALICE, BOB, CAROL, "human:mallory"):  # their signing keys
+        added = run.json("actor", "add", person, "--by", ADMIN)
+        assert added["command_type"] == "RegisterActorKey" and added["key_id"].startswith(
+            "ed25519:"
+        )
     for person in (ALICE, BOB):
         run.grant(person, "ledger.policy.*", "policy:*")
     run.grant(AGENT, "*", "*")

@@ -29,6 +29,8 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
     home = tmp_path / "home"
     monkeypatch.setenv("LEDGER_HOME", str(home))
     monkeypatch.setenv("LEDGER_BOOTSTRAP", kafka.bootstrap)  # external broker: `down` leaves it
+    # An operator's credentials for that broker, one file per role (the admin sets ACLs).
+    monkeypatch.setenv("LEDGER_CREDENTIALS", str(kafka.settings.credentials))
     monkeypatch.setenv("LEDGER_TOPIC_PREFIX", f"up{uuid.uuid4().hex[:8]}.")
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

@@ -23,7 +23,6 @@ from ledger.core.events import (
 )
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
-from ledger.kafka.clients import make_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +158,7 @@ def test_evaluator_killed_mid_stream_answers_every_request_exactly_once(
         producer.flush(timeout=30)
 
     answered: collections.Counter[str] = collections.Counter()
-    consumer = make_consumer(stack.bootstrap)
+    consumer = stack.consumer("auditor")
     try:
         from kafka import TopicPartition
 

@@ -96,7 +96,7 @@ def _governance() -> list[Event]:
 
 
 def produce(
-    bootstrap: str,
+    kafka: Any,
     topics: TopicNames,
     *,
     decisions: list[DecisionRecorded],
@@ -104,7 +104,11 @@ def produce(
     garbage: int = 0,
 ) -> None:  # type: ignore[assignment]
     codec = default_codec()
-    producer = make_producer(bootstrap, linger_ms=20, batch_size=512 * 1024)
+    # The writers' credential: on the secured broker only the command processor and the
+    # evaluator may write these topics.
+    producer = make_producer(
+        kafka.bootstrap, security=kafka.security("admin"), linger_ms=20, batch_size=512 * 1024
+    )
     try:
         for event in governance:
             producer.send(topics.policy_events, codec.encode(event), key=b"refund")
@@ -120,9 +124,14 @@ def produce(
 
 
 def ledger_export(
-    bootstrap: str, topics: TopicNames, out: Path, *extra: str, **popen: Any
+    kafka: Any, topics: TopicNames, out: Path, *extra: str, **popen: Any
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, "LEDGER_BOOTSTRAP": bootstrap, "LEDGER_TOPIC_PREFIX": topics.prefix}
+    env = {
+        **os.environ,
+        "LEDGER_BOOTSTRAP": kafka.bootstrap,
+        "LEDGER_TOPIC_PREFIX": topics.prefix,
+        "LEDGER_CREDENTIALS": str(kafka.settings.credentials),
+    }
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ledger"),
@@ -140,8 +149,8 @@ def ledger_export(
     )
 
 
-def run_export(bootstrap: str, topics: TopicNames, out: Path, *extra: str) -> dict[str, Any]:
-    process = ledger_export(bootstrap, topics, out, *extra)
+def run_export(kafka: Any, topics: TopicNames, out: Path, *extra: str) -> dict[str, Any]:
+    process = ledger_export(kafka, topics, out, *extra)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     summary: dict[str, Any] = json.loads(stdout)
@@ -172,14 +181,14 @@ def test_export_is_complete_incremental_and_typed(
     kafka: Any, ledger_topics: TopicNames, tmp_path: Path
 ) -> None:
     produce(
-        kafka.bootstrap,
+        kafka,
         ledger_topics,
         decisions=_decisions(0, 3000),
         governance=_governance(),
         garbage=2,
     )
     out = tmp_path / "export"
-    first = run_export(kafka.bootstrap, ledger_topics, out)
+    first = run_export(kafka, ledger_topics, out)
     assert first["records"][ledger_topics.decisions] == 3002
     assert first["records"][ledger_topics.policy_events] == 3
     assert counted(out, ledger_topics.decisions) == (3002, 3002)
@@ -187,11 +196,11 @@ def test_export_is_complete_incremental_and_typed(
     # Decisions by the UTC date of occurred_at; the undecodable records by their Kafka time's.
     assert {"date=2026-06-30", "date=2026-07-01"} <= dates and len(dates) <= 4
 
-    again = run_export(kafka.bootstrap, ledger_topics, out)
+    again = run_export(kafka, ledger_topics, out)
     assert again["total_records"] == 0 and again["files_written"] == 0
 
-    produce(kafka.bootstrap, ledger_topics, decisions=_decisions(3000, 500))
-    third = run_export(kafka.bootstrap, ledger_topics, out)
+    produce(kafka, ledger_topics, decisions=_decisions(3000, 500))
+    third = run_export(kafka, ledger_topics, out)
     assert third["records"][ledger_topics.decisions] == 500
     assert counted(out, ledger_topics.decisions) == (3502, 3502)
 
@@ -211,7 +220,7 @@ def test_export_is_complete_incremental_and_typed(
 
     # Replay from the export folds the very events replay from Kafka folds.
     from_export = load_export_history(out)
-    from_kafka = load_history(kafka.bootstrap, ledger_topics)
+    from_kafka = load_history(kafka.bootstrap, ledger_topics, security=kafka.security("auditor"))
     assert from_export == from_kafka
     assert state_at(from_export) == state_at(from_kafka)
 
@@ -220,10 +229,10 @@ def test_an_export_killed_mid_run_is_repaired_by_the_next(
     kafka: Any, ledger_topics: TopicNames, tmp_path: Path
 ) -> None:
     total = 30_000
-    produce(kafka.bootstrap, ledger_topics, decisions=_decisions(0, total))
+    produce(kafka, ledger_topics, decisions=_decisions(0, total))
     out = tmp_path / "export"
     for attempt in range(3):  # the kill must land mid-run: after a first flush, before the end
-        process = ledger_export(kafka.bootstrap, ledger_topics, out, "--batch-records", "1000")
+        process = ledger_export(kafka, ledger_topics, out, "--batch-records", "1000")
         deadline = time.monotonic() + 120
         while (
             not (out / "_manifest.json").exists()
@@ -245,7 +254,7 @@ def test_an_export_killed_mid_run_is_repaired_by_the_next(
         )  # pragma: no cover
     rows_before, _ = counted(out, ledger_topics.decisions)
     assert 0 < rows_before < total
-    summary = run_export(kafka.bootstrap, ledger_topics, out)
+    summary = run_export(kafka, ledger_topics, out)
     assert summary["records"][ledger_topics.decisions] == total - rows_before
     assert counted(out, ledger_topics.decisions) == (total, total)
     # Nothing is left beside the listed files: no temporary file, no unlisted data file.
@@ -262,9 +271,9 @@ def test_follow_keeps_up_and_stops_cleanly_on_sigterm(
     kafka: Any, ledger_topics: TopicNames, tmp_path: Path
 ) -> None:
     out = tmp_path / "export"
-    process = ledger_export(kafka.bootstrap, ledger_topics, out, "--follow", "--interval", "0.5")
+    process = ledger_export(kafka, ledger_topics, out, "--follow", "--interval", "0.5")
     try:
-        produce(kafka.bootstrap, ledger_topics, decisions=_decisions(0, 200))
+        produce(kafka, ledger_topics, decisions=_decisions(0, 200))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if (out / "_manifest.json").exists() and counted(out, ledger_topics.decisions)[
@@ -273,7 +282,7 @@ def test_follow_keeps_up_and_stops_cleanly_on_sigterm(
                 break
             time.sleep(0.2)
         assert counted(out, ledger_topics.decisions) == (200, 200)
-        produce(kafka.bootstrap, ledger_topics, decisions=_decisions(200, 50))
+        produce(kafka, ledger_topics, decisions=_decisions(200, 50))
         time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -282,7 +291,7 @@ def test_follow_keeps_up_and_stops_cleanly_on_sigterm(
     summary = json.loads(stdout)
     assert summary["records"][ledger_topics.decisions] == counted(out, ledger_topics.decisions)[0]
     assert (
-        run_export(kafka.bootstrap, ledger_topics, out)["total_records"]
+        run_export(kafka, ledger_topics, out)["total_records"]
         == 250 - summary["records"][ledger_topics.decisions]
     )
     assert counted(out, ledger_topics.decisions) == (250, 250)

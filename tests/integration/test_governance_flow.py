@@ -93,13 +93,14 @@ def test_lifecycle_rejections_carry_stable_codes(shared_stack: LedgerStack, admi
     assert canary.value.code == "not_approved"
 
     with pytest.raises(CommandRejectedError) as stranger:
-        admin.submit_command(
+        stack.submit(
+            admin,
             ProposePolicyVersion(
                 event_id=new_id(),
                 occurred_at=utcnow(),
                 actor="human:mallory",
                 document=policy_doc(policy_name, auto_below=100),
-            )
+            ),
         )
     assert stranger.value.code == "not_authorized"
     with pytest.raises(CommandRejectedError) as stranger_approves:

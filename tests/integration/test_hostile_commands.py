@@ -18,6 +18,7 @@ from harness import ADMIN, LedgerStack, wait_for
 from ledger.codec import default_codec
 from ledger.core.events import CommandRejected, IssueGrant, ProposePolicyVersion
 from ledger.ids import new_id, utcnow
+from ledger.keys import sign
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +45,24 @@ def test_an_alias_bomb_from_an_actor_without_grants_is_refused_unread(stack_fact
     stack = stack_factory(processors=("command-processor",))
     bomb = alias_bomb()
     assert len(bomb.encode()) < 500
+    # Mallory is a known actor (her key is registered: she signs what she sends) with no grant.
+    stack.register_key(stack.client(ADMIN), MALLORY)
     attacks = [
-        ProposePolicyVersion(
-            event_id=new_id(), occurred_at=utcnow(), actor=MALLORY, document=bomb, policy=policy
+        sign(
+            ProposePolicyVersion(
+                event_id=new_id(), occurred_at=utcnow(), actor=MALLORY, document=bomb, policy=policy
+            ),
+            stack.keys.private_key(MALLORY),
         )
         for policy in ("refund", None)
     ]
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=0)
+    # Unsigned, it is refused even earlier: before authorization.
+    attacks.append(
+        ProposePolicyVersion(
+            event_id=new_id(), occurred_at=utcnow(), actor=MALLORY, document=bomb, policy="refund"
+        )
+    )
+    producer = stack.producer("governance")  # a client allowed to send commands
     try:
         for attack in attacks:  # straight to the topic, as the attacker did
             producer.send(stack.topics.commands, key=b"refund", value=CODEC.encode(attack))
@@ -87,9 +97,10 @@ def test_an_alias_bomb_from_an_actor_without_grants_is_refused_unread(stack_fact
         }
         return found if set(found) == wanted else None
 
-    found = wait_for(refusals, timeout=10, what="both attacks to be refused")
-    named, unnamed = (found[a.event_id] for a in attacks)
+    found = wait_for(refusals, timeout=10, what="every attack to be refused")
+    named, unnamed, unsigned = (found[a.event_id] for a in attacks)
     assert named.code == "not_authorized" and "policy:refund" in named.reason
     assert unnamed.code == "invalid_policy" and "must name its policy" in unnamed.reason
+    assert unsigned.code == "unsigned_command"
     # It never expanded the bomb: the processor is the size of an idle Python process.
     assert rss_bytes(stack, "command-processor") < 1_000_000_000, stack.logs()

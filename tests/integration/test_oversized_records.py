@@ -29,7 +29,6 @@ from ledger.core.events import (
     IssueGrant,
 )
 from ledger.ids import new_id, utcnow
-from ledger.kafka.clients import make_consumer
 from processors import command_processor, evaluator
 
 pytestmark = pytest.mark.integration
@@ -99,9 +98,7 @@ def produce(stack: LedgerStack, topic: str, records: list[tuple[bytes, bytes]]) 
 
 
 def stack_producer(stack: LedgerStack) -> Any:
-    from kafka import KafkaProducer
-
-    return KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=0)
+    return stack.producer("admin")
 
 
 def letters(stack: LedgerStack) -> list[DeadLetter]:
@@ -113,7 +110,7 @@ def committed_to_the_end(stack: LedgerStack, topic: str, app_id: str) -> bool:
     from kafka import TopicPartition
 
     tp = TopicPartition(topic, 0)
-    consumer = make_consumer(stack.bootstrap, group_id=f"{stack.topics.prefix}{app_id}")
+    consumer = stack.consumer("admin", group_id=f"{stack.topics.prefix}{app_id}")
     try:
         return bool(consumer.committed(tp) == consumer.end_offsets([tp])[tp])
     finally:
@@ -200,8 +197,8 @@ def test_1mb_records_on_the_commands_topic_are_each_answered_or_dead_lettered(
     stack: LedgerStack,
 ) -> None:
     before = pids(stack)
-    commands = [grant(n) for n in range(10)]
-    big, big_bytes = sized(lambda filler: grant(99, note=filler), VALID_BYTES)
+    commands = [stack.sign(grant(n)) for n in range(10)]
+    big, big_bytes = sized(lambda filler: stack.sign(grant(99, note=filler)), VALID_BYTES)
     commands.insert(5, big)
     garbage = b"\x00" + os.urandom(GARBAGE_BYTES - 1)
     records = [(c.principal.encode(), big_bytes if c is big else CODEC.encode(c)) for c in commands]

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from harness import AGENT, GOOD_FACTS, LedgerStack, policy_doc
 
-from ledger.client import AsyncLedgerClient, ClientConfig
+from ledger.client import AsyncLedgerClient
 from ledger.core.events import (
     BatchDecisionRecorded,
     DecisionCorrected,
@@ -138,9 +138,7 @@ def test_asyncio_client_evaluates_and_submits(shared_stack: LedgerStack, admin, 
     stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:5")
 
     async def run() -> list[DecisionRecorded]:
-        config = ClientConfig(
-            bootstrap=stack.bootstrap, topics=stack.topics, actor=AGENT, timeout=20
-        )
+        config = stack.config(AGENT, timeout=20)
         async with AsyncLedgerClient(config) as client:
             return await asyncio.gather(
                 *(

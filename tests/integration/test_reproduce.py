@@ -62,11 +62,7 @@ class Run:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            "LEDGER_BOOTSTRAP": self.stack.bootstrap,
-            "LEDGER_TOPIC_PREFIX": self.stack.topics.prefix,
-            "LEDGER_HOME": str(self.stack.settings.home),
-        }
+        return self.stack.cli_env()
 
     def cli(self, *args: str) -> Result:
         return CliRunner().invoke(cli, list(args), env=self.env, catch_exceptions=False)
@@ -173,7 +169,7 @@ def run(stack_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     wait_for(checkpointed, timeout=20, what="checkpoints of both chains' heads")
 
     export = tmp_path_factory.mktemp("audit") / "export"
-    export_from_kafka(stack.bootstrap, stack.topics, export)
+    export_from_kafka(stack.bootstrap, stack.topics, export, security=stack.security("exporter"))
     v2_file = tmp_path_factory.mktemp("draft") / "refund-v2.yaml"
     v2_file.write_text(policy_doc("refund", auto_below=200))
     # v1's flips: the sync requests, the async one and the batch's first item.
@@ -193,7 +189,10 @@ def _reproduce_all(source: LedgerSource, expected: int) -> None:
 
 
 def test_every_decision_reproduces_from_kafka(run: Run) -> None:
-    _reproduce_all(KafkaSource(run.stack.bootstrap, run.stack.topics), len(run.decisions))
+    _reproduce_all(
+        KafkaSource(run.stack.bootstrap, run.stack.topics, security=run.stack.security("auditor")),
+        len(run.decisions),
+    )
     canary = next(
         d for d in run.decisions if isinstance(d, DecisionRecorded) and d.stage is Stage.CANARY
     )

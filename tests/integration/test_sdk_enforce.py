@@ -229,9 +229,7 @@ def test_async_tools_are_enforced_without_blocking_the_event_loop(
     ran: list[Any] = []
 
     async def run() -> tuple[list[str], Determination, int]:
-        config = ClientConfig(
-            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
-        )
+        config = shared_stack.config(AGENT, timeout=20)
         async with AsyncLedgerClient(config) as client:
 
             @enforce(
@@ -266,9 +264,7 @@ def test_async_tools_are_enforced_without_blocking_the_event_loop(
 
 def test_a_sync_tool_cannot_be_guarded_by_the_asyncio_client(shared_stack: LedgerStack):
     async def build() -> None:
-        config = ClientConfig(
-            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT
-        )
+        config = shared_stack.config(AGENT, timeout=5.0)
         async with AsyncLedgerClient(config) as client:
             with pytest.raises(LedgerError, match="is not async"):
 
@@ -326,9 +322,7 @@ def test_asyncio_client_receives_corrections_of_its_async_requests(
     shared_stack: LedgerStack, governed: str
 ):
     async def run() -> tuple[list[Any], DecisionCorrected | None, DecisionCorrected | None]:
-        config = ClientConfig(
-            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
-        )
+        config = shared_stack.config(AGENT, timeout=20)
         async with AsyncLedgerClient(config) as client:
             requests = await _submit_each(
                 client, governed, "account:49", "deny", SUSPENDED, GOOD_FACTS
@@ -352,9 +346,7 @@ def test_asyncio_client_iterates_corrections_and_calls_its_hook(
     shared_stack: LedgerStack, governed: str
 ):
     async def run() -> tuple[list[EvaluationRequested], list[Any], list[Any], list[Any]]:
-        config = ClientConfig(
-            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
-        )
+        config = shared_stack.config(AGENT, timeout=20)
         hooked: list[tuple[str, str]] = []
         async with AsyncLedgerClient(config) as client:
             client.on_correction(
@@ -392,9 +384,7 @@ def test_asyncio_client_wait_for_a_correction_is_cancelled_promptly(shared_stack
     """A cancelled wait leaves no worker thread blocked: the event loop shuts down at once."""
 
     async def run() -> None:
-        config = ClientConfig(
-            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT
-        )
+        config = shared_stack.config(AGENT, timeout=5.0)
         async with AsyncLedgerClient(config) as client:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(client.next_correction(), 0.3)  # no timeout of its own
@@ -417,9 +407,7 @@ def test_a_cancelled_wait_loses_no_correction_and_a_failing_hook_silences_nothin
     shared_stack: LedgerStack, governed: str
 ):
     async def run() -> tuple[EvaluationRequested, DecisionCorrected | None, str]:
-        config = ClientConfig(
-            bootstrap=shared_stack.bootstrap, topics=shared_stack.topics, actor=AGENT, timeout=20
-        )
+        config = shared_stack.config(AGENT, timeout=20)
         async with AsyncLedgerClient(config) as client:
 
             def broken_hook(correction: DecisionCorrected) -> None:
@@ -485,7 +473,7 @@ def test_refund_agent_example_runs_as_the_demo_shows_and_prints_refusals_without
 ):
     stack = stack_factory()
     stack.grant_defaults()  # the agent may refund; no refund policy yet
-    env = {"LEDGER_BOOTSTRAP": stack.bootstrap, "LEDGER_TOPIC_PREFIX": stack.topics.prefix}
+    env = stack.cli_env()
 
     def lines(done: subprocess.CompletedProcess[str], kind: str) -> list[str]:
         assert done.returncode == 0, done.stderr
@@ -574,11 +562,8 @@ def test_evaluate_times_out_when_no_evaluator_answers(
 
 
 def test_client_default_timeout_applies_to_every_waiting_call(silent_stack: LedgerStack):
-    client = LedgerClient(
-        ClientConfig(
-            bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=SHORT
-        )
-    )
+    # One client for requests and commands: the admin credential may do both.
+    client = LedgerClient(silent_stack.config(AGENT, role="admin", timeout=SHORT))
     try:
         _, took = _elapsed(
             lambda: client.evaluate(action="refund.issue", principal=AGENT, resource="account:51")
@@ -621,9 +606,7 @@ def test_enforcement_point_fails_closed_on_timeout(silent_client: LedgerClient):
 
 def test_asyncio_client_times_out_without_blocking_the_event_loop(silent_stack: LedgerStack):
     async def run() -> tuple[BaseException | Any, float, int]:
-        config = ClientConfig(
-            bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=20
-        )
+        config = silent_stack.config(AGENT, timeout=20)
         async with AsyncLedgerClient(config) as client:
             beat = _Heartbeat(every=0.02)
             started = time.monotonic()
@@ -648,9 +631,7 @@ def test_asyncio_client_times_out_without_blocking_the_event_loop(silent_stack: 
 
 def test_asyncio_client_preevaluate_times_out(silent_stack: LedgerStack):
     async def run() -> float:
-        config = ClientConfig(
-            bootstrap=silent_stack.bootstrap, topics=silent_stack.topics, actor=AGENT, timeout=20
-        )
+        config = silent_stack.config(AGENT, timeout=20)
         async with AsyncLedgerClient(config) as client:
             started = time.monotonic()
             with pytest.raises(LedgerTimeout):

@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, wait_for
 
-from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient
+from ledger.client import AsyncLedgerClient, LedgerClient
 from ledger.codec import default_codec
 from ledger.core.evaluate import decision_id
 from ledger.core.events import DecisionCorrected, Determination, IssueGrant
 from ledger.errors import ClientClosed, LedgerError, LedgerTimeout, TopicMissing
 from ledger.ids import new_id, utcnow
-from ledger.kafka.clients import make_admin, make_producer
+from ledger.kafka.clients import make_admin
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,9 @@ def test_a_dead_listener_fails_the_waiting_call_at_once_and_the_next_call_restar
 ):
     # An evaluator answers requests; no command processor, so a command waits for ever.
     stack: LedgerStack = stack_factory(processors=("evaluator",))
-    client = stack.client(AGENT, timeout=LONG)
+    # One client for requests and commands (the admin credential may do both), so its listener
+    # reads every reply topic.
+    client = stack.client(AGENT, role="admin", timeout=LONG)
     assert _ask(client).reason_code == "no_authority"  # the listener works
 
     outcome: list[BaseException | Any] = []
@@ -130,7 +132,7 @@ def test_a_correction_published_while_the_listener_was_down_still_arrives(stack_
         determination=Determination.DENY,
         reasons=("published while the listener was down",),
     )
-    producer = make_producer(stack.bootstrap)
+    producer = stack.producer("evaluator")  # as the evaluator publishes it
     try:
         producer.send(
             stack.topics.corrections,
@@ -149,11 +151,11 @@ def test_a_correction_published_while_the_listener_was_down_still_arrives(stack_
 def test_a_listener_that_cannot_restart_says_why_on_every_call_and_never_hangs(stack_factory):
     stack: LedgerStack = stack_factory(processors=())
     client = stack.client(AGENT, timeout=LONG)
-    config = ClientConfig(bootstrap=stack.bootstrap, topics=stack.topics, actor=AGENT, timeout=LONG)
+    config = stack.config(AGENT, timeout=LONG)
     async_client = AsyncLedgerClient(config)
     topics = stack.topics
     replies = [topics.decisions, topics.command_results, topics.corrections]
-    admin = make_admin(stack.bootstrap)
+    admin = make_admin(stack.bootstrap, security=stack.security("admin"))
     try:
         admin.delete_topics(replies)
         wait_for(

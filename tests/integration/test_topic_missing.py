@@ -23,9 +23,16 @@ NOWHERE = TopicNames(prefix="no-such-ledger.")
 
 def test_the_sdk_and_replay_raise_topic_missing(kafka) -> None:
     with pytest.raises(TopicMissing, match="ledger topics create"):
-        LedgerClient(ClientConfig(bootstrap=kafka.bootstrap, topics=NOWHERE, actor="agent:a"))
+        LedgerClient(
+            ClientConfig(
+                bootstrap=kafka.bootstrap,
+                topics=NOWHERE,
+                actor="agent:a",
+                security=kafka.security("agent"),
+            )
+        )
     with pytest.raises(TopicMissing, match=r"no-such-ledger\.ledger\.policy-events"):
-        load_history(kafka.bootstrap, NOWHERE)
+        load_history(kafka.bootstrap, NOWHERE, security=kafka.security("auditor"))
 
 
 @pytest.mark.parametrize(
@@ -42,6 +49,7 @@ def test_the_cli_says_so_in_one_line_with_exit_7(kafka, args: list[str], tmp_pat
         "LEDGER_BOOTSTRAP": kafka.bootstrap,
         "LEDGER_TOPIC_PREFIX": NOWHERE.prefix,
         "LEDGER_HOME": str(tmp_path),
+        "LEDGER_CREDENTIALS": str(kafka.settings.credentials),
     }
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 7, result.output

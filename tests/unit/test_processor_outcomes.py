@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
 from ledger.core.events import (
@@ -32,8 +33,10 @@ from ledger.core.events import (
     IssueGrant,
     Mode,
 )
-from ledger.core.state import EMPTY_STATE
+from ledger.core.lifecycle import register_anchors
+from ledger.core.state import EMPTY_STATE, fold
 from ledger.ids import new_id, utcnow
+from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
 from processors import common
 from processors import evaluator as evaluator_module
@@ -189,28 +192,39 @@ def command_handler(limit: OutputLimit = SMALL) -> CommandHandler:
     return CommandHandler(settings=settings, codec=CODEC, stats=ProcessorStats(), limit=limit)
 
 
+ADMIN_KEY = Ed25519PrivateKey.generate()
+# The state a command processor starts from: the bootstrap administrator's key registered.
+(_ANCHOR,) = register_anchors(
+    EMPTY_STATE, {"human:admin": public_bytes(ADMIN_KEY)}, now=utcnow(), new_id=new_id
+)
+KEYED = fold(EMPTY_STATE, _ANCHOR)
+
+
 def grant(note: str | None = None, principal: str = "agent:bot") -> IssueGrant:
-    return IssueGrant(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="human:admin",
-        grant_id=f"g-{new_id()}",
-        principal=principal,
-        actions=("a",),
-        resource="*",
-        note=note,
+    return sign(
+        IssueGrant(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="human:admin",
+            grant_id=f"g-{new_id()}",
+            principal=principal,
+            actions=("a",),
+            resource="*",
+            note=note,
+        ),
+        ADMIN_KEY,
     )
 
 
 def test_a_command_whose_event_would_not_fit_is_refused_whole() -> None:
     handler = command_handler()
     command = grant(note="n" * 7_950)  # its event, with more fields, is over the 8,000 bytes
-    step = handler.handle(EMPTY_STATE, msg(0, CODEC.encode(command), topic="commands"))
+    step = handler.handle(KEYED, msg(0, CODEC.encode(command), topic="commands"))
     assert step.events == []
     ((topic, result),) = decoded(step.outputs)
     assert topic == TOPICS.command_results
     assert isinstance(result, CommandRejected) and result.code == "too_large"
-    ok = handler.handle(EMPTY_STATE, msg(1, CODEC.encode(grant()), topic="commands"))
+    ok = handler.handle(KEYED, msg(1, CODEC.encode(grant()), topic="commands"))
     assert len(ok.events) == 1 and isinstance(decoded(ok.outputs)[0][1], CommandAccepted)
 
 
@@ -218,7 +232,7 @@ def test_an_answer_repeating_huge_sender_text_is_cut_to_fit() -> None:
     # Refused as not kind:name, with the principal in both the reason and the aggregate.
     command = grant(principal="p" * 7_000)
     step = command_handler(OutputLimit(12_000)).handle(
-        EMPTY_STATE, msg(0, CODEC.encode(command), topic="commands")
+        KEYED, msg(0, CODEC.encode(command), topic="commands")
     )
     ((_, result),) = decoded(step.outputs)
     assert isinstance(result, CommandRejected) and result.code == "invalid_principal"
@@ -232,8 +246,8 @@ def test_a_command_the_processor_fails_on_is_dead_lettered(monkeypatch: pytest.M
     def failing(*args: Any, **kw: Any) -> Any:
         raise ValueError("boom")
 
-    monkeypatch.setattr(command_processor, "decide", failing)
-    step = command_handler().handle(EMPTY_STATE, msg(4, CODEC.encode(grant()), topic="commands"))
+    monkeypatch.setattr(command_processor, "decide_signed", failing)
+    step = command_handler().handle(KEYED, msg(4, CODEC.encode(grant()), topic="commands"))
     ((topic, letter),) = decoded(step.outputs)
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
     assert (letter.code, letter.reason, letter.offset) == ("handler_error", "ValueError: boom", 4)

@@ -1,14 +1,23 @@
 """Drives the golden YAML cases of tests/golden: commands in, events or rejection out; requests in,
-decisions out. One small vocabulary, so a case reads like the lifecycle it pins down."""
+decisions out. One small vocabulary, so a case reads like the lifecycle it pins down.
+
+Signatures: ``signed_with: NAME`` on a command signs it with the Ed25519 key derived from NAME
+(``tamper: true`` alters it after signing); a ``when`` command that is signed, or says
+``authenticate: true``, is decided as the command processor decides it (``decide_signed``:
+authentication first). ``register_key: {by, for, key: NAME}`` registers NAME's public key."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.core import EMPTY_STATE, LedgerState, Rejection, decide, evaluate, fold
 from ledger.core.cel import parse_timestamp
@@ -23,12 +32,17 @@ from ledger.core.events import (
     Mode,
     PromotePolicyVersion,
     ProposePolicyVersion,
+    RegisterActorKey,
     RetirePolicy,
+    RevokeActorKey,
     RevokeGrant,
     RevokeRole,
     RollbackPolicy,
     Stage,
 )
+from ledger.core.lifecycle import decide_signed
+from ledger.core.signing import key_id_of
+from ledger.keys import public_bytes, sign
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -50,8 +64,27 @@ def _document(ref: str) -> str:
     return DOCUMENTS.get(ref, ref)
 
 
+def key(name: str) -> Ed25519PrivateKey:
+    """A deterministic Ed25519 key named ``name`` (its seed: the SHA-256 of the name)."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(name.encode()).digest())
+
+
 def build_command(spec: dict[str, Any], n: int) -> Command:
     ((kind, args),) = spec.items()
+    command = _build(kind, args, n)
+    if "signed_with" in args:
+        command = sign(command, key(args["signed_with"]))
+    if args.get("tamper"):  # altered after signing: the note a reader would trust
+        command = dataclasses.replace(command, event_id=f"{command.event_id}-altered")
+    return command
+
+
+def authenticated(spec: dict[str, Any]) -> bool:
+    ((_, args),) = spec.items()
+    return bool("signed_with" in args or args.get("authenticate"))
+
+
+def _build(kind: str, args: dict[str, Any], n: int) -> Command:
     common = {"event_id": f"cmd-{n}", "occurred_at": _time(args.get("at")), "actor": args["by"]}
     match kind:
         case "propose":
@@ -101,6 +134,22 @@ def build_command(spec: dict[str, Any], n: int) -> Command:
             return AssignRole(**common, principal=args["principal"], role=args["role"])
         case "revoke_role":
             return RevokeRole(**common, principal=args["principal"], role=args["role"])
+        case "register_key":
+            public = public_bytes(key(args["key"]))
+            return RegisterActorKey(
+                **common,
+                principal=args["for"],
+                actor_key_id=args.get("key_id", key_id_of(public)),
+                public_key=public,
+            )
+        case "revoke_key":
+            named = args.get("key")
+            return RevokeActorKey(
+                **common,
+                principal=args["of"],
+                reason=args.get("reason", ""),
+                actor_key_id=key_id_of(public_bytes(key(named))) if named else None,
+            )
     raise ValueError(f"unknown command {kind!r}")
 
 
@@ -156,7 +205,8 @@ def run_case(case: dict[str, Any]) -> None:
     expect = case["expect"]
     if "when" in case:
         command = build_command(case["when"], 999)
-        outcome = decide(
+        decider = decide_signed if authenticated(case["when"]) else decide
+        outcome = decider(
             state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS
         )
         if "rejection" in expect:
@@ -168,6 +218,13 @@ def run_case(case: dict[str, Any]) -> None:
         assert not isinstance(outcome, Rejection), f"expected acceptance, got {outcome}"
         if "events" in expect:
             assert [type(e).__name__ for e in outcome] == expect["events"]
+        if expect.get("signed"):  # every event records the command's proof
+            assert all(
+                e.command_key_id == command.key_id
+                and e.command_signature == command.signature
+                and e.signed_command is not None
+                for e in outcome
+            ), outcome
         for event in outcome:
             state = fold(state, event)
         if "version" in expect:

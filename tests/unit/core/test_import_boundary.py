@@ -1,6 +1,7 @@
 """The core is pure: every module in ledger/core (sub-packages included) imports only the stdlib,
-yaml, celpy/lark, re2 (CEL's regular expressions), ledger.core and ledger.errors (STYLE.md
-rule 1). Inside the ledger.core.policy package, each module imports only the modules of the
+yaml, celpy/lark, re2 (CEL's regular expressions), cryptography (Ed25519 verification of signed
+commands: pure computation, no key material is read or made), ledger.core and ledger.errors
+(STYLE.md rule 1). Inside the ledger.core.policy package, each module imports only the modules of the
 package before it (its docstring draws the order), so the package has no import loop."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ledger.core
 ROOT = Path(__file__).resolve().parents[3]
 CORE = ROOT / "ledger" / "core"
 CORE_MODULES = sorted(CORE.rglob("*.py"))
-ALLOWED_THIRD_PARTY = {"yaml", "celpy", "lark", "re2"}
+ALLOWED_THIRD_PARTY = {"yaml", "celpy", "lark", "re2", "cryptography"}
 ALLOWED_OWN = ("ledger.core", "ledger.errors")
 # Standard-library modules that do I/O, read the clock or randomness: never in the core.
 FORBIDDEN_STDLIB = {

@@ -245,7 +245,9 @@ def test_decision_ids_sort_with_their_requests() -> None:
 
     requests = [new_id() for _ in range(50)]
     by_request = sorted(requests)
-    assert [decision_id(r)[:13] for r in by_request] == sorted(decision_id(r)[:13] for r in requests)
+    assert [decision_id(r)[:13] for r in by_request] == sorted(
+        decision_id(r)[:13] for r in requests
+    )
 
 
 def _request(rid: str, **facts: object) -> EvaluationRequested:

@@ -1,0 +1,224 @@
+"""Signed governance commands: what a signature covers, key ids, and verification (pure).
+
+Kafka does not tell a consumer who produced a record, so a command's ``actor`` is only a claim
+until its signature is checked against a key the ledger registered for that actor (DESIGN §14).
+
+**The signed bytes** of a command are the canonical JSON (:func:`ledger.core.jsonform.canonical_json`:
+UTF-8, keys sorted, no whitespace) of::
+
+    {"domain": "decision-ledger/command/v1",
+     "type": "<the command's type, e.g. IssueGrant>",
+     "command": {<every field of the command except key_id and signature>}}
+
+The domain and type keep a signature from being replayed as anything else. A verifier needs
+these bytes (every accepted governance event carries them as ``signed_command``), the signature
+(``command_signature``) and the actor's public key (an ``ActorKeyRegistered`` event): Ed25519
+(RFC 8032) over exactly those bytes. **Key ids** are ``ed25519:`` and the first 32 hex digits of
+the SHA-256 of the raw 32-byte public key.
+
+:func:`verify_history` checks a whole governance history offline (a third party can do the
+same from an export, with any Ed25519 implementation). Signing itself needs a private key and
+lives outside the core (:mod:`ledger.keys`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger.core.events import (
+    ActorKeyRegistered,
+    ActorKeyRevoked,
+    Command,
+    GovernanceEvent,
+    GrantIssued,
+    GrantRevoked,
+    PolicyRetired,
+    PolicyRolledBack,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    RoleAssigned,
+    RoleRevoked,
+)
+from ledger.core.jsonform import canonical_json, to_json_value
+from ledger.core.policy import parse_policy
+from ledger.core.state import EMPTY_STATE, LedgerState, actor_key, replay
+from ledger.errors import PolicyError
+
+__all__ = [
+    "DOMAIN",
+    "UNSIGNED_FIELDS",
+    "PUBLIC_KEY_BYTES",
+    "ANCHOR_ACTOR",
+    "signed_bytes",
+    "key_id_of",
+    "verify_signature",
+    "Verdict",
+    "verify_event",
+    "verify_history",
+]
+
+DOMAIN: Final = "decision-ledger/command/v1"
+UNSIGNED_FIELDS: Final = frozenset({"key_id", "signature"})
+"""The fields a signature does not cover: the signature itself, and which key made it."""
+PUBLIC_KEY_BYTES: Final = 32
+ANCHOR_ACTOR: Final = "service:command-processor"
+"""Who records the trust anchors (the bootstrap administrators' keys, from configuration)."""
+
+_PRODUCES: Final[dict[str, tuple[type, ...]]] = {
+    "ProposePolicyVersion": (PolicyVersionProposed,),
+    "ApprovePolicyVersion": (PolicyVersionApproved,),
+    "PromotePolicyVersion": (PolicyVersionPromoted,),
+    "RollbackPolicy": (PolicyRolledBack,),
+    "RetirePolicy": (PolicyRetired,),
+    "IssueGrant": (GrantIssued,),
+    "RevokeGrant": (GrantRevoked,),
+    "AssignRole": (RoleAssigned,),
+    "RevokeRole": (RoleRevoked,),
+    "RegisterActorKey": (ActorKeyRegistered,),
+    "RevokeActorKey": (ActorKeyRevoked,),
+}
+"""Which event types each command type produces (a signed proposal is no proof of a grant)."""
+
+
+def signed_bytes(command: Command) -> bytes:
+    """The bytes ``command``'s signature covers (see the module docstring)."""
+    body = {
+        f.name: getattr(command, f.name)
+        for f in dataclasses.fields(command)
+        if f.name not in UNSIGNED_FIELDS
+    }
+    return canonical_json({"domain": DOMAIN, "type": type(command).__name__, "command": body})
+
+
+def key_id_of(public_key: bytes) -> str:
+    """The id of a raw Ed25519 public key: ``ed25519:`` + 32 hex digits of its SHA-256."""
+    return "ed25519:" + hashlib.sha256(public_key).hexdigest()[:32]
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Is ``signature`` an Ed25519 signature of ``message`` by ``public_key``? Malformed keys
+    and signatures are simply not valid."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != 64:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """What :func:`verify_event` found for one governance event.
+
+    ``ok`` with ``anchor`` True: a trust anchor the command processor registered from its
+    configuration (no command; trusted as the configuration is). ``problem`` says what is wrong.
+    """
+
+    event_id: str
+    event_type: str
+    actor: str
+    key_id: str | None
+    ok: bool
+    anchor: bool = False
+    problem: str | None = None
+
+
+def verify_event(state: LedgerState, event: GovernanceEvent) -> Verdict:
+    """Check ``event``'s command proof against the keys registered in ``state``: signed by a
+    key of its actor that was registered at the event's time and not yet revoked, over a command
+    of that actor, with that id, of a type that produces this event.
+
+    ``state`` may be the state after the whole history: keys carry when they were registered
+    and revoked, so the order events are checked in does not matter."""
+    kind = type(event).__name__
+
+    def verdict(ok: bool, problem: str | None = None, *, anchor: bool = False) -> Verdict:
+        return Verdict(
+            event_id=event.event_id,
+            event_type=kind,
+            actor=event.actor,
+            key_id=event.command_key_id,
+            ok=ok,
+            anchor=anchor,
+            problem=problem,
+        )
+
+    proof = (event.command_key_id, event.command_signature, event.signed_command)
+    if all(part is None for part in proof):
+        if isinstance(event, ActorKeyRegistered) and event.actor == ANCHOR_ACTOR:
+            return verdict(True, anchor=True)
+        return verdict(False, "no command signature recorded")
+    if any(part is None for part in proof):
+        return verdict(False, "an incomplete command signature is recorded")
+    key_id, signature, text = (
+        str(event.command_key_id),
+        bytes(event.command_signature or b""),
+        str(event.signed_command),
+    )
+    try:
+        signed: Any = json.loads(text)
+        command: Mapping[str, Any] = signed["command"]
+        command_type = str(signed["type"])
+        if signed["domain"] != DOMAIN or not isinstance(command, Mapping):
+            raise ValueError("not a signed command")
+    except (ValueError, KeyError, TypeError):
+        return verdict(False, "the recorded signed command is not a signed command document")
+    if command.get("actor") != event.actor:
+        return verdict(False, f"the signed command's actor is {command.get('actor')!r}")
+    if command.get("event_id") != event.command_id:
+        return verdict(False, "the signed command is not the command that produced this event")
+    if not isinstance(event, _PRODUCES.get(command_type, ())):
+        return verdict(False, f"a {command_type} command does not produce a {kind}")
+    differs = _differs(command, event)
+    if differs:
+        return verdict(False, differs)
+    key = actor_key(state, event.actor, key_id)
+    if key is None or key.registered_at > event.occurred_at:
+        return verdict(False, f"{key_id} was not a registered key of {event.actor}")
+    if key.revoked_at is not None and key.revoked_at < event.occurred_at:
+        return verdict(False, f"{key_id} of {event.actor} was revoked before this event")
+    if not verify_signature(key.public_key, signature, text.encode("utf-8")):
+        return verdict(False, "the signature does not verify")
+    return verdict(True)
+
+
+_NOT_COMPARED: Final = frozenset({"event_id", "occurred_at", "actor", "document"})
+
+
+def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
+    """Why ``event`` is not what the signed ``command`` asked for, if it is not: a field both
+    have that the command set must hold the same value (a proposal's document is stored in
+    canonical form, so its content hash is compared instead)."""
+    for f in dataclasses.fields(event):
+        wanted = command.get(f.name)
+        if f.name in _NOT_COMPARED or wanted is None or wanted == "":
+            continue
+        if to_json_value(getattr(event, f.name)) != wanted:
+            return f"the event's {f.name} is not the signed command's"
+    if isinstance(event, PolicyVersionProposed):
+        try:
+            signed_hash = parse_policy(str(command.get("document", ""))).content_hash
+        except PolicyError:
+            return "the signed command's document does not load"
+        if signed_hash != event.content_hash:
+            return "the event's document is not the signed command's"
+    return None
+
+
+def verify_history(events: Iterable[GovernanceEvent]) -> list[Verdict]:
+    """:func:`verify_event` for every event of a governance history (policy and grant events,
+    each topic in its log order), against the keys its ``ActorKeyRegistered``/``ActorKeyRevoked``
+    events registered (folded with the core's ``replay``)."""
+    history = list(events)
+    state = replay(history, EMPTY_STATE)
+    return [verify_event(state, event) for event in history]

@@ -1,0 +1,137 @@
+"""The actors' signing keys: a key store on disk, and signing governance commands with them.
+
+A key store is a directory (``$LEDGER_KEYS``, default ``$LEDGER_HOME/keys``; mode 0700) with,
+per actor, ``<actor>.key`` (its Ed25519 private key, PKCS#8 PEM, mode 0600) and ``<actor>.pub``
+(the public key, SubjectPublicKeyInfo PEM). ``ledger actor add`` creates them, ``ledger up``
+those of the bootstrap administrators; the command processor reads only the administrators'
+``.pub`` files (its trust anchors), so a deployment gives it those and nothing else.
+
+:func:`sign` fills a command's ``key_id`` and ``signature`` (the bytes signed are the core's:
+:func:`ledger.core.signing.signed_bytes`). The SDK signs with the key in its
+``ClientConfig.signing_key``; the CLI's ``--by ACTOR`` with ACTOR's key from the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote, unquote
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.core.events import Command
+from ledger.core.signing import key_id_of, signed_bytes
+from ledger.errors import SigningKeyMissing, UsageError
+from ledger.files import private_dir, write_private
+
+__all__ = ["KeyStore", "sign", "public_bytes", "load_private_key", "C"]
+
+C = TypeVar("C", bound=Command)
+
+_SAFE = ":._@-"
+_NAME = re.compile(r"^[A-Za-z0-9:._@%-]+$")
+
+
+def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of a key's public half."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file, or one :class:`UsageError` line."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise SigningKeyMissing(f"no signing key at {path}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UsageError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+    return key
+
+
+def sign(command: C, key: Ed25519PrivateKey) -> C:
+    """``command`` signed with ``key``: its ``key_id`` and ``signature`` filled in."""
+    signature = key.sign(signed_bytes(command))
+    return dataclasses.replace(command, key_id=key_id_of(public_bytes(key)), signature=signature)
+
+
+class KeyStore:
+    """The actors' keys under one directory (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _file(self, actor: str, suffix: str) -> Path:
+        return self.path / f"{quote(actor, safe=_SAFE)}{suffix}"
+
+    def private_path(self, actor: str) -> Path:
+        return self._file(actor, ".key")
+
+    def public_path(self, actor: str) -> Path:
+        return self._file(actor, ".pub")
+
+    def has_private(self, actor: str) -> bool:
+        return self.private_path(actor).is_file()
+
+    def create(self, actor: str) -> Ed25519PrivateKey:
+        """A new key pair for ``actor`` (refused if it has one: keys are never overwritten)."""
+        if self.has_private(actor):
+            raise UsageError(
+                f"{actor} already has a key in {self.path}: `ledger actor revoke` it first, "
+                f"or remove {self.private_path(actor)} yourself"
+            )
+        key = Ed25519PrivateKey.generate()
+        private_dir(self.path)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_private(self.private_path(actor), pem.decode("ascii"))
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        write_private(self.public_path(actor), public.decode("ascii"))
+        return key
+
+    def ensure(self, actor: str) -> Ed25519PrivateKey:
+        """``actor``'s key, created if the store has none."""
+        return self.private_key(actor) if self.has_private(actor) else self.create(actor)
+
+    def private_key(self, actor: str) -> Ed25519PrivateKey:
+        """``actor``'s private key, or :class:`SigningKeyMissing` saying what to do."""
+        path = self.private_path(actor)
+        if not path.is_file():
+            raise SigningKeyMissing(
+                f"no signing key for {actor} in {self.path}: commands --by {actor} must be "
+                f"signed with its key (an administrator creates it: `ledger actor add {actor} "
+                "--by ADMIN`; set $LEDGER_KEYS if your keys live elsewhere)"
+            )
+        return load_private_key(path)
+
+    def public_key(self, actor: str) -> bytes | None:
+        """``actor``'s raw public key (from its ``.pub``, else its ``.key``), or ``None``."""
+        path = self.public_path(actor)
+        if path.is_file():
+            try:
+                key = serialization.load_pem_public_key(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"{path} is not a PEM public key: {exc}") from None
+            if not isinstance(key, Ed25519PublicKey):
+                raise UsageError(f"{path} is not an Ed25519 public key")
+            return public_bytes(key)
+        if self.has_private(actor):
+            return public_bytes(self.private_key(actor))
+        return None
+
+    def actors(self) -> list[str]:
+        """The actors with a key here (private or public)."""
+        if not self.path.is_dir():
+            return []
+        names = {unquote(p.stem) for p in self.path.iterdir() if p.suffix in (".key", ".pub")}
+        return sorted(n for n in names if _NAME.match(quote(n, safe=_SAFE)))

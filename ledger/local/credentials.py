@@ -1,0 +1,140 @@
+"""Credentials of the local broker: one SCRAM-SHA-512 user per role, and the broker's own.
+
+Generated once, at random, into ``$LEDGER_HOME/credentials/<name>.json`` (mode 0600, in a 0700
+directory): kafka-python keyword arguments (``security_protocol``, ``sasl_mechanism``,
+``sasl_plain_username``, ``sasl_plain_password``), which is also what
+``ledger credentials show ROLE --json`` prints (with ``bootstrap_servers``). Runtime code reads
+them through :func:`ledger.discovery.read_credentials`; only this module writes them.
+
+The broker learns the users' SCRAM credentials when its log directory is formatted, or later
+through the admin API (:func:`register`); ``$LEDGER_HOME/broker/scram.json`` remembers which
+users the broker knows, and with which password (a SHA-256 of it), so a start adds only what
+is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from typing import Final
+
+from ledger.discovery import credentials_file, read_credentials
+from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+from ledger.files import write_private
+from ledger.kafka.clients import access_denied, kafka_python_config, make_admin
+from ledger.settings import ROLES, KafkaSecurity, Role, Settings
+
+__all__ = [
+    "BROKER_USER",
+    "MECHANISM",
+    "USERS",
+    "ensure",
+    "credential",
+    "client_settings",
+    "registered",
+    "remember_registered",
+    "register",
+]
+
+BROKER_USER: Final = "broker"
+"""The broker's own principal (``User:broker``): a super user, with ``admin``."""
+MECHANISM: Final = "SCRAM-SHA-512"
+USERS: Final[tuple[str, ...]] = (BROKER_USER, *ROLES)
+"""Every SCRAM user of the local broker: the broker, then one per role (user name = role)."""
+
+
+def _security(user: str, password: str) -> KafkaSecurity:
+    return KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism=MECHANISM, username=user, password=password
+    )
+
+
+def _file(settings: Settings, user: str) -> Path:
+    return credentials_file(settings, user)  # type: ignore[arg-type]  # the broker is no role
+
+
+def ensure(settings: Settings) -> dict[str, KafkaSecurity]:
+    """Every user's credential, generating (once) the ones missing. Keyed by user name."""
+    found: dict[str, KafkaSecurity] = {}
+    for user in USERS:
+        existing = read_credentials(settings, user)  # type: ignore[arg-type]
+        if existing is None:
+            existing = _security(user, secrets.token_urlsafe(32))
+            write_private(
+                _file(settings, user), json.dumps(kafka_python_config(existing), indent=2)
+            )
+        found[user] = existing
+    return found
+
+
+def credential(settings: Settings, role: Role) -> KafkaSecurity:
+    """``role``'s credential (generating the set if this home has none yet)."""
+    return ensure(settings)[role]
+
+
+def client_settings(settings: Settings, role: Role, bootstrap: str) -> dict[str, object]:
+    """kafka-python keyword arguments of a client of ``role``: ``bootstrap_servers`` and its
+    credential."""
+    return {"bootstrap_servers": bootstrap, **kafka_python_config(credential(settings, role))}
+
+
+def _fingerprint(security: KafkaSecurity) -> str:
+    return hashlib.sha256((security.password or "").encode()).hexdigest()
+
+
+def _record(settings: Settings) -> Path:
+    return settings.home / "broker" / "scram.json"
+
+
+def registered(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
+    """The users the broker knows with their current password (per ``scram.json``)."""
+    try:
+        known = json.loads(_record(settings).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(known, dict):
+        return set()
+    return {u for u, sec in users.items() if known.get(u) == _fingerprint(sec)}
+
+
+def remember_registered(settings: Settings, users: dict[str, KafkaSecurity]) -> None:
+    """Note that the broker now knows ``users`` with these passwords."""
+    try:
+        known = json.loads(_record(settings).read_text())
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    known.update({u: _fingerprint(sec) for u, sec in users.items()})
+    write_private(_record(settings), json.dumps(known, indent=2, sort_keys=True))
+
+
+def register(
+    bootstrap: str, users: dict[str, KafkaSecurity], *, security: KafkaSecurity | None
+) -> None:
+    """Add or update ``users``' SCRAM credentials on the broker, as ``security`` (the admin;
+    ``None`` on a broker still without authentication)."""
+    from kafka.admin import UserScramCredentialUpsertion
+    from kafka.errors import KafkaError
+
+    admin = make_admin(bootstrap, security=security)
+    try:
+        failures = admin.alter_user_scram_credentials(
+            [
+                UserScramCredentialUpsertion(user, MECHANISM, str(sec.password))
+                for user, sec in users.items()
+            ]
+        )
+    except KafkaError as exc:
+        denied = access_denied(exc, security)
+        raise (
+            denied
+            if denied is not None
+            else KafkaUnavailable(f"adding SCRAM credentials on {bootstrap} failed: {exc}")
+        ) from exc
+    finally:
+        admin.close()
+    bad = {user: error for user, error in (failures or {}).items() if error}
+    if bad:
+        raise KafkaAccessDenied(f"the broker refused SCRAM credentials for {bad}")

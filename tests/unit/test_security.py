@@ -1,0 +1,315 @@
+"""Security configuration without a broker: one KafkaSecurity mapped to every client library,
+found the same way by every entry point; credentials and keys written private; the ACL table."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.discovery import resolve_security
+from ledger.errors import SigningKeyMissing, UsageError
+from ledger.files import write_private
+from ledger.kafka.acls import PROCESSOR_GROUPS, acl_table
+from ledger.kafka.clients import aiokafka_config, kafka_python_config, librdkafka_config
+from ledger.keys import KeyStore, public_bytes, sign
+from ledger.settings import ROLES, KafkaSecurity, Settings, TopicNames
+
+SCRAM = KafkaSecurity(
+    protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="agent", password="pw"
+)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_security_comes_from_the_environment_and_goes_back_to_it() -> None:
+    env = {
+        "LEDGER_SECURITY_PROTOCOL": "SASL_SSL",
+        "LEDGER_SASL_USERNAME": "evaluator",
+        "LEDGER_SASL_PASSWORD": "s3cret",
+        "LEDGER_SSL_CAFILE": "/etc/kafka/ca.pem",
+    }
+    security = KafkaSecurity.from_env(env)
+    assert security == KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",  # the default mechanism
+        username="evaluator",
+        password="s3cret",
+        ssl_cafile=Path("/etc/kafka/ca.pem"),
+    )
+    assert "s3cret" not in repr(security)
+    settings = Settings.from_env(env)
+    assert settings.security == security
+    assert Settings.from_env(settings.to_env()).security == security
+    assert KafkaSecurity.from_env({}) is None  # nothing configured: discover
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"LEDGER_SECURITY_PROTOCOL": "SASL"}, "not one of"),
+        ({"LEDGER_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "LEDGER_SASL_USERNAME": "u"}, "password"),
+        (
+            {
+                "LEDGER_SASL_USERNAME": "u",
+                "LEDGER_SASL_PASSWORD": "p",
+                "LEDGER_SASL_MECHANISM": "MD5",
+            },
+            "MD5",
+        ),
+    ],
+)
+def test_bad_security_settings_are_one_usage_line(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(UsageError, match=problem):
+        KafkaSecurity.from_env(env)
+
+
+def test_one_security_maps_to_every_client_library() -> None:
+    assert kafka_python_config(None) == kafka_python_config(KafkaSecurity()) == {}
+    assert kafka_python_config(SCRAM) == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "agent",
+        "sasl_plain_password": "pw",
+    }
+    assert aiokafka_config(SCRAM) == kafka_python_config(SCRAM)
+    assert librdkafka_config(SCRAM) == {
+        "security.protocol": "sasl_plaintext",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "agent",
+        "sasl.password": "pw",
+    }
+    tls = KafkaSecurity(protocol="SSL", ssl_cafile=Path("/ca.pem"), ssl_certfile=Path("/c.pem"))
+    assert kafka_python_config(tls) == {
+        "security_protocol": "SSL",
+        "ssl_cafile": "/ca.pem",
+        "ssl_certfile": "/c.pem",
+    }
+    assert librdkafka_config(tls)["ssl.ca.location"] == "/ca.pem"
+
+
+def test_faust_gets_the_same_credentials() -> None:
+    import faust
+
+    from processors.common import create_faust_app, faust_credentials
+
+    assert faust_credentials(None) is None and faust_credentials(KafkaSecurity()) is None
+    credentials = faust_credentials(SCRAM)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert (credentials.username, credentials.password) == ("agent", "pw")
+    assert credentials.mechanism.value == "SCRAM-SHA-512"
+    assert credentials.protocol.value == "SASL_PLAINTEXT"
+    settings = Settings(home=Path("/nonexistent"), security=SCRAM)
+    app = create_faust_app(settings, app_id="x", bootstrap="127.0.0.1:9")
+    assert app.conf.broker_credentials is not None
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _local_broker(home: Path, *, secured: bool) -> None:
+    record = {
+        "pid": 1,
+        "port": 9092,
+        "security_protocol": "SASL_PLAINTEXT" if secured else "PLAINTEXT",
+    }
+    write_private(home / "broker" / "broker.json", json.dumps(record))
+
+
+def test_each_role_finds_its_own_local_credential(tmp_path: Path) -> None:
+    from ledger.local.credentials import ensure
+
+    settings = Settings(home=tmp_path)
+    users = ensure(settings)
+    _local_broker(tmp_path, secured=True)
+    for role in ROLES:
+        found = resolve_security(settings, role)
+        assert found == users[role] and found.username == role
+    # Also when the local broker's address is given explicitly; not for another cluster.
+    assert resolve_security(settings, "agent", bootstrap="127.0.0.1:9092") == users["agent"]
+    assert resolve_security(settings, "agent", bootstrap="kafka:9092") == KafkaSecurity()
+    _local_broker(tmp_path, secured=False)  # started --insecure: no credential
+    assert resolve_security(settings, "agent") == KafkaSecurity()
+
+
+def test_configured_security_and_credential_directories_win(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, security=SCRAM)
+    assert resolve_security(settings, "admin") is SCRAM
+    directory = tmp_path / "given"
+    write_private(directory / "auditor.json", json.dumps(kafka_python_config(SCRAM)))
+    given = Settings(home=tmp_path, credentials_dir=directory)
+    assert resolve_security(given, "auditor") == SCRAM
+    with pytest.raises(UsageError, match="no evaluator credential in"):
+        resolve_security(given, "evaluator")
+
+
+def test_a_secured_local_broker_without_the_roles_credential_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    _local_broker(tmp_path, secured=True)
+    with pytest.raises(UsageError, match="ledger up"):
+        resolve_security(Settings(home=tmp_path), "agent")
+
+
+def test_a_garbled_credential_file_is_one_line_not_an_anonymous_connection(tmp_path: Path) -> None:
+    _local_broker(tmp_path, secured=True)
+    write_private(tmp_path / "credentials" / "agent.json", "{not json")
+    with pytest.raises(UsageError, match="cannot read the agent credential"):
+        resolve_security(Settings(home=tmp_path), "agent")
+
+
+# --------------------------------------------------------------------------- private files
+
+
+def test_credentials_are_generated_once_private_and_distinct(tmp_path: Path) -> None:
+    from ledger.local.credentials import USERS, ensure
+
+    old = os.umask(0o022)  # a permissive umask: modes are explicit anyway
+    try:
+        first = ensure(Settings(home=tmp_path))
+    finally:
+        os.umask(old)
+    assert set(first) == set(USERS)
+    assert len({s.password for s in first.values()}) == len(USERS)
+    assert mode(tmp_path / "credentials") == 0o700
+    assert all(mode(p) == 0o600 for p in (tmp_path / "credentials").iterdir())
+    assert ensure(Settings(home=tmp_path)) == first  # never regenerated
+
+
+def test_keys_are_private_never_overwritten_and_missing_ones_say_what_to_do(
+    tmp_path: Path,
+) -> None:
+    store = KeyStore(tmp_path / "keys")
+    old = os.umask(0o022)
+    try:
+        key = store.create("human:alice")
+    finally:
+        os.umask(old)
+    assert mode(store.path) == 0o700
+    assert mode(store.private_path("human:alice")) == 0o600
+    assert store.public_key("human:alice") == public_bytes(key)
+    assert store.actors() == ["human:alice"]
+    with pytest.raises(UsageError, match="already has a key"):
+        store.create("human:alice")
+    with pytest.raises(SigningKeyMissing, match="ledger actor add human:bob --by ADMIN") as missing:
+        store.private_key("human:bob")
+    assert (missing.value.code, missing.value.exit_code) == ("no_signing_key", 2)
+
+
+def test_the_local_stack_runs_with_a_private_umask(tmp_path: Path) -> None:
+    from ledger.files import private_umask
+
+    old = os.umask(0o022)
+    try:
+        private_umask()
+        (tmp_path / "segment").write_text("facts")
+        (tmp_path / "dir").mkdir()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "segment") == 0o600 and mode(tmp_path / "dir") == 0o700
+
+
+# --------------------------------------------------------------------------- ACLs
+
+
+def test_the_acl_table_grants_reads_writes_and_describes_only() -> None:
+    table = acl_table(TopicNames(prefix="p."))
+    assert {p.operation for p in table} == {"READ", "WRITE", "DESCRIBE"}  # no DELETE, ALTER…
+    assert "admin" not in {p.role for p in table}  # a super user of the broker
+    writes = {(p.role, p.name) for p in table if p.operation == "WRITE"}
+    assert ("agent", "p.ledger.decisions") not in writes
+    assert {r for r, t in writes if t == "p.ledger.decisions"} == {"evaluator"}
+    assert {r for r, t in writes if t == "p.ledger.grant-events"} == {"command-processor"}
+    # The decision hash chains' checkpoints: the evaluators write them, auditors read them.
+    assert {r for r, t in writes if t == "p.ledger.chain-checkpoints"} == {"evaluator"}
+    reads = {(p.role, p.name) for p in table if p.operation == "READ"}
+    assert {r for r, t in reads if t == "p.ledger.chain-checkpoints"} == {"exporter", "auditor"}
+    assert all(p.name.startswith("p.") for p in table)
+
+
+def test_processor_groups_are_the_faust_app_ids() -> None:
+    from processors import command_processor, evaluator
+
+    assert PROCESSOR_GROUPS["command-processor"] == command_processor.APP_ID
+    assert PROCESSOR_GROUPS["evaluator"] == evaluator.APP_ID
+
+
+def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path) -> None:
+    from ledger.client import ClientConfig, LedgerClient
+    from ledger.core.events import IssueGrant
+    from ledger.core.signing import key_id_of, signed_bytes, verify_signature
+    from ledger.ids import new_id, utcnow
+    from ledger.testing import LocalLedger
+
+    sent: list[Any] = []
+
+    class Recording(LocalLedger):  # the in-memory ledger, keeping what it was sent
+        def send(self, message: Any) -> Any:
+            sent.append(message)
+            return super().send(message)
+
+    store = KeyStore(tmp_path)
+    key = store.create("human:admin")
+    ledger = Recording()
+    client = LedgerClient(
+        ClientConfig(actor="human:admin", signing_key=store.private_path("human:admin")),
+        transport=ledger,
+    )
+    command = IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id="g1",
+        principal="agent:bot",
+        actions=("a",),
+        resource="*",
+    )
+    client.submit_command(command)
+    (signed,) = sent  # LocalLedger takes unsigned commands too: the client signed this one
+    assert signed.key_id == key_id_of(public_bytes(key))
+    assert signed.signature is not None
+    assert verify_signature(public_bytes(key), signed.signature, signed_bytes(signed))
+    assert sign(command, key) == signed  # Ed25519 is deterministic
+
+
+def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
+    """kafka-python abandons the network client of a constructor that fails (a refused
+    authentication): its wake-up socket pair stayed open until some later garbage collection,
+    which then failed an unrelated test. ``_client`` closes it from the failed frame."""
+    from kafka.errors import KafkaError
+
+    from ledger.kafka.clients import _close_abandoned
+
+    closed: list[str] = []
+
+    class NetworkClient:  # stands for kafka-python's, by its module
+        def close(self) -> None:
+            closed.append("client")
+
+    NetworkClient.__module__ = "kafka.net.compat"
+
+    class Unrelated:
+        def close(self) -> None:
+            closed.append("unrelated")
+
+    def constructor() -> None:
+        client = NetworkClient()  # noqa: F841 - found in the frame
+        raise KafkaError("authentication failed")
+
+    def caller() -> None:
+        client = Unrelated()  # noqa: F841 - not kafka-python's: left alone
+        constructor()
+
+    with pytest.raises(KafkaError) as raised:
+        caller()
+    _close_abandoned(raised.value)
+    assert closed == ["client"]
