@@ -10,7 +10,7 @@ stop; a second loop (a restarted worker) writes a chain of its own.
 
 from __future__ import annotations
 
-import uuid
+import dataclasses
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from ledger.core.chain import GENESIS, record_hash
 from ledger.core.events import ChainCheckpoint, DecisionRecorded, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
+from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.reading import read_topic
 from processors.common import ProcessorStats
@@ -50,7 +51,7 @@ def _requests(n: int, partitions: int) -> list[EvaluationRequested]:
 
 
 def _publish(stack: LedgerStack, requests: list[EvaluationRequested]) -> None:
-    producer = make_rdkafka_producer(stack.bootstrap)
+    producer = make_rdkafka_producer(stack.bootstrap, security=stack.security("agent"))
     for request in requests:
         producer.produce(
             stack.topics.evaluation_requests, CODEC.encode(request), request.event_id.encode()
@@ -59,9 +60,10 @@ def _publish(stack: LedgerStack, requests: list[EvaluationRequested]) -> None:
 
 
 def _loop(stack: LedgerStack, group: str) -> tuple[RequestLoop, RequestHandler]:
+    settings = dataclasses.replace(stack.settings, security=stack.security("evaluator"))
     stats = ProcessorStats()
     handler = RequestHandler(
-        settings=stack.settings,
+        settings=settings,
         codec=CODEC,
         evaluator_id="evaluator-test",
         stats=stats,
@@ -70,7 +72,7 @@ def _loop(stack: LedgerStack, group: str) -> tuple[RequestLoop, RequestHandler]:
     loop = RequestLoop(
         bootstrap=stack.bootstrap,
         group_id=group,
-        settings=stack.settings,
+        settings=settings,
         handler=handler,
         state=lambda: EMPTY_STATE,
         max_bytes=1_000_000,
@@ -97,7 +99,9 @@ def _run(stack: LedgerStack, group: str, requests: list[EvaluationRequested]) ->
 def _committed(stack: LedgerStack, group: str) -> dict[int, int]:
     from confluent_kafka import TopicPartition
 
-    consumer = make_rdkafka_consumer(stack.bootstrap, **{"group.id": group})
+    consumer = make_rdkafka_consumer(
+        stack.bootstrap, security=stack.security("evaluator"), **{"group.id": group}
+    )
     try:
         topic = stack.topics.evaluation_requests
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -112,7 +116,9 @@ def _committed(stack: LedgerStack, group: str) -> dict[int, int]:
 
 def _decisions(stack: LedgerStack) -> list[tuple[int, DecisionRecorded]]:
     out = []
-    for record in read_topic(stack.bootstrap, [stack.topics.decisions], codec=CODEC):
+    for record in read_topic(
+        stack.bootstrap, [stack.topics.decisions], codec=CODEC, security=stack.security("auditor")
+    ):
         assert isinstance(record.event, DecisionRecorded)
         out.append((record.partition, record.event))
     return out
@@ -120,7 +126,12 @@ def _decisions(stack: LedgerStack) -> list[tuple[int, DecisionRecorded]]:
 
 def _checkpoints(stack: LedgerStack) -> list[ChainCheckpoint]:
     marks = []
-    for record in read_topic(stack.bootstrap, [stack.topics.chain_checkpoints], codec=CODEC):
+    for record in read_topic(
+        stack.bootstrap,
+        [stack.topics.chain_checkpoints],
+        codec=CODEC,
+        security=stack.security("auditor"),
+    ):
         assert isinstance(record.event, ChainCheckpoint)
         marks.append(record.event)
     return marks
@@ -145,7 +156,7 @@ def test_a_burst_is_answered_in_batches_once_each_on_its_partition_and_chained(
     stack_factory: Any,
 ) -> None:
     stack: LedgerStack = stack_factory(processors=(), evaluation_partitions=3)
-    group = f"batching-{uuid.uuid4().hex[:8]}"
+    group = f"{stack.topics.prefix}{PROCESSOR_GROUPS['evaluator']}"  # the ACL names it
     first = _requests(BURST, partitions=3)
     _publish(stack, first)  # all waiting before the loop starts: a burst
 

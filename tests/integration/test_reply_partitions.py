@@ -34,7 +34,9 @@ def _decision_partitions(stack: LedgerStack, request_ids: set[str]) -> dict[str,
     """request id -> the decisions partition its decision was written to."""
     from kafka import TopicPartition
 
-    consumer = make_consumer(stack.bootstrap, consumer_timeout_ms=2000)
+    consumer = make_consumer(
+        stack.bootstrap, security=stack.security("auditor"), consumer_timeout_ms=2000
+    )
     try:
         topic = stack.topics.decisions
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
@@ -69,7 +71,13 @@ def test_hundreds_of_concurrent_clients_each_get_exactly_their_own_answers(
     stack = shared_stack
     action = f"{policy_name}.issue"
     stack.deploy(admin, policy_doc(policy_name))
-    config = ClientConfig(bootstrap=stack.bootstrap, topics=stack.topics, actor=AGENT, timeout=60)
+    config = ClientConfig(
+        bootstrap=stack.bootstrap,
+        topics=stack.topics,
+        actor=AGENT,
+        timeout=60,
+        security=stack.security("agent"),
+    )
     with ThreadPoolExecutor(max_workers=32) as pool:
         clients = list(pool.map(lambda _: LedgerClient(config), range(CLIENTS)))
     try:
@@ -125,7 +133,7 @@ def test_a_request_naming_a_partition_that_does_not_exist_is_answered_on_its_key
     named = replace(_request("account:named", reply_partition=2), action=action)
     absent = replace(_request("account:absent", reply_partition=9999), action=action)
     negative = replace(_request("account:negative", reply_partition=-5), action=action)
-    producer = make_rdkafka_producer(stack.bootstrap)
+    producer = make_rdkafka_producer(stack.bootstrap, security=stack.security("agent"))
     for request in (named, absent, negative):
         producer.produce(
             stack.topics.evaluation_requests, CODEC.encode(request), request.resource.encode()
@@ -155,14 +163,16 @@ CLIENTS_PER_PROCESS = 30
 
 
 def _clients_in_a_process(
-    bootstrap: str, topics: Any, action: str, process: int
+    bootstrap: str, topics: Any, action: str, process: int, security: Any
 ) -> list[tuple[str, str, str, str, str, int]]:
     """Run in a spawned process: its clients all ask at once, synchronously (``evaluate``).
 
     Returns, per answer: the resource asked about (unique per request) and the decision's, the
     amount sent and the one decided on, the determination and the client's reply partition.
     """
-    config = ClientConfig(bootstrap=bootstrap, topics=topics, actor=AGENT, timeout=60)
+    config = ClientConfig(
+        bootstrap=bootstrap, topics=topics, actor=AGENT, timeout=60, security=security
+    )
     clients = [LedgerClient(config) for _ in range(CLIENTS_PER_PROCESS)]
     start = threading.Barrier(CLIENTS_PER_PROCESS)
 
@@ -216,7 +226,10 @@ def test_clients_in_several_processes_sharing_partitions_get_their_own_answers(
     with spawn.Pool(PROCESSES) as pool:
         results = pool.starmap(
             _clients_in_a_process,
-            [(stack.bootstrap, stack.topics, action, p) for p in range(PROCESSES)],
+            [
+                (stack.bootstrap, stack.topics, action, p, stack.security("agent"))
+                for p in range(PROCESSES)
+            ],
         )
     answers = [answer for per_process in results for answer in per_process]
     assert len(answers) == PROCESSES * CLIENTS_PER_PROCESS * 2
