@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
-from ledger.errors import CodecError, KafkaAccessDenied, TopicMissing
+from ledger.errors import CodecError, TopicMissing
 from ledger.kafka.clients import make_consumer
 from ledger.settings import KafkaSecurity
 
@@ -66,9 +66,12 @@ def rdkafka_partitions(
     consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""
     meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
     if meta is not None and meta.error is not None and meta.error.code() == _NOT_AUTHORIZED:
-        raise KafkaAccessDenied(
-            f"Kafka's ACLs do not allow this client's credentials to use {topic}: check its "
-            "role (`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME)"
+        # A broker with ACLs does not tell a client whether a topic it may not use exists.
+        where = f" at {bootstrap}" if bootstrap else ""
+        raise TopicMissing(
+            f"topic {topic} does not exist{where}, or this client's credentials may not use it: "
+            "check $LEDGER_TOPIC_PREFIX (`ledger topics create` creates the topics) and the "
+            "client's role (`ledger credentials show ROLE`)"
         )
     if meta is None or meta.error is not None or not meta.partitions:
         raise _missing(topic, bootstrap)

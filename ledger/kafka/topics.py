@@ -23,8 +23,10 @@ partition can be removed, so only recreating it under another prefix fixes that.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
 from ledger.kafka.clients import make_admin
@@ -131,6 +133,7 @@ def create_topics(
             # Created concurrently by another `topics create`: fine.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, timeout_ms=15000)
+        settle = {s.name: s.partitions for s in missing}
         present = [s.name for s in specs if s not in missing]
         counts = {
             str(t.get("name") or t.get("topic")): len(t.get("partitions") or ())
@@ -157,6 +160,7 @@ def create_topics(
             if partitions < spec.partitions:
                 admin.create_partitions({spec.name: NewPartitions(total_count=spec.partitions)})
                 partitions, expanded = spec.partitions, True
+                settle[spec.name] = spec.partitions
             resource = ConfigResource(ConfigResourceType.TOPIC, spec.name)
             current = _describe(admin, resource)
             drift = {k: v for k, v in spec.configs.items() if current.get(k) != v}
@@ -174,11 +178,45 @@ def create_topics(
                     name=spec.name, partitions=partitions, action=action, configs=spec.configs
                 )
             )
+        _await_metadata(admin, settle)
         return reports
     except KafkaError as exc:
         raise KafkaUnavailable(f"creating topics on {bootstrap} failed: {exc}") from exc
     finally:
         admin.close()
+
+
+def _await_metadata(admin: Any, expected: dict[str, int], timeout: float = 15.0) -> None:
+    """Wait until the broker's metadata shows each created or grown topic with its partitions,
+    each with a leader: the controller has committed the change, but the broker that answers
+    clients applies it a moment later, and a client asking in between would see the topic
+    missing or smaller (and, e.g., a second `topics create` would grow it again)."""
+    from kafka.errors import UnknownTopicOrPartitionError
+
+    waiting = dict(expected)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        try:
+            described = admin.describe_topics(list(waiting))
+        except UnknownTopicOrPartitionError:  # not in the broker's metadata yet
+            described = []
+        for topic in described:
+            name = str(topic.get("name") or topic.get("topic"))
+            parts = topic.get("partitions") or ()
+            if (
+                not topic.get("error_code")
+                and len(parts) >= waiting.get(name, 0)
+                and all(int(p.get("leader", -1)) >= 0 for p in parts)
+            ):
+                waiting.pop(name, None)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(
+                f"Kafka did not show {', '.join(sorted(waiting))} with their partitions within "
+                f"{timeout:g} s of creating them: is the broker overloaded? run the command again"
+            )
+        time.sleep(0.1)
 
 
 def _describe(admin: object, resource: object) -> dict[str, str]:

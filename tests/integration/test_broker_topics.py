@@ -124,6 +124,13 @@ def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kaf
     admin = KafkaAdminClient(**kafka.client_config("admin"))
     try:  # someone grew the policy topic: its total order is gone, so the ledger must refuse it
         admin.create_partitions({topic_names.policy_events: NewPartitions(total_count=2)})
+        # The broker's metadata shows the growth a moment after the controller commits it.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            (described,) = admin.describe_topics([topic_names.policy_events])
+            if len(described["partitions"]) == 2:
+                break
+            time.sleep(0.1)
     finally:
         admin.close()
     with pytest.raises(TopicMismatch, match=f"{topic_names.policy_events} has 2 partitions"):
