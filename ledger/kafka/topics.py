@@ -206,7 +206,7 @@ def _await_metadata(admin: Any, expected: dict[str, int], timeout: float = 15.0)
             if (
                 not topic.get("error_code")
                 and len(parts) >= waiting.get(name, 0)
-                and all(int(p.get("leader", -1)) >= 0 for p in parts)
+                and all(int(p.get("leader_id", p.get("leader", -1))) >= 0 for p in parts)
             ):
                 waiting.pop(name, None)
         if not waiting:
