@@ -158,6 +158,7 @@ class EchoClient:
             self._consumer: Any = Consumer(
                 {
                     "bootstrap.servers": bootstrap,
+                    **librdkafka_config(security),
                     "group.id": f"echo-{uuid.uuid4().hex}",
                     "enable.auto.commit": False,
                     "fetch.wait.max.ms": 500,

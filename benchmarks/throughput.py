@@ -122,11 +122,15 @@ class Counter:
         topic: str,
         *,
         security: KafkaSecurity | None,
+        group_prefix: str = "",
         sample_every: int = 997,
     ) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        self._consumer = make_rdkafka_consumer(bootstrap, security=security)
+        # Assigned, never committing; its group is still one the agent's ACLs allow.
+        self._consumer = make_rdkafka_consumer(
+            bootstrap, security=security, **{"group.id": f"{group_prefix}agent.counter"}
+        )
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
@@ -179,7 +183,12 @@ def run(args: argparse.Namespace) -> None:
         producer = Producer(
             stack.bootstrap, stack.topics.evaluation_requests, security=stack.security("agent")
         )
-        counter = Counter(stack.bootstrap, stack.topics.decisions, security=stack.security("agent"))
+        counter = Counter(
+            stack.bootstrap,
+            stack.topics.decisions,
+            security=stack.security("agent"),
+            group_prefix=stack.topics.prefix,
+        )
         try:
             t = time.perf_counter()
             producer.produce(args.backlog)

@@ -240,6 +240,7 @@ class LedgerClient:
                 codec=codec,
                 security=config.security,
                 replies=_replies(config),
+                listener_config=_listener_group(config),
             )
         elif codec is not None:
             raise UsageError("pass the codec to the transport, not to the client that uses it")
@@ -474,6 +475,15 @@ class LedgerClient:
         except FutureTimeout:
             self.abandon(key)
             raise _timeout(what, key, limit) from None
+
+
+def _listener_group(config: ClientConfig) -> dict[str, str]:
+    """The reply listener's consumer group: one the role's ACLs allow (``<prefix><role>.``),
+    so a secured broker never refuses it should librdkafka use it (the listener only assigns
+    partitions and never commits)."""
+    if config.role in ("agent", "governance", "auditor"):
+        return {"group.id": f"{config.topics.prefix}{config.role}.sdk-replies"}
+    return {}
 
 
 def _replies(config: ClientConfig) -> tuple[str, ...] | None:

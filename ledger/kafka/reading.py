@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
-from ledger.errors import CodecError, TopicMissing
+from ledger.errors import CodecError, KafkaAccessDenied, KafkaUnavailable, TopicMissing
 from ledger.kafka.clients import make_consumer
 from ledger.settings import KafkaSecurity
 
@@ -64,7 +64,25 @@ def rdkafka_partitions(
 ) -> list[int]:
     """The partition numbers of ``topic`` (sorted), from a librdkafka client (``confluent_kafka``
     consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""
-    meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    from confluent_kafka import KafkaError, KafkaException
+
+    try:
+        meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        code = error.code() if isinstance(error, KafkaError) else None
+        where = f" at {bootstrap}" if bootstrap else ""
+        if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            raise KafkaAccessDenied(
+                f"Kafka{where} refused to authenticate this client: {error} (check the "
+                "credentials: `ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/"
+                "$LEDGER_SASL_PASSWORD)"
+            ) from exc
+        raise KafkaUnavailable(
+            f"cannot read Kafka's metadata{where}: {error} (a broker that refuses this client's "
+            "credentials looks the same to librdkafka: check `ledger credentials show ROLE`, "
+            "or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
+        ) from exc
     if meta is not None and meta.error is not None and meta.error.code() == _NOT_AUTHORIZED:
         # A broker with ACLs does not tell a client whether a topic it may not use exists.
         where = f" at {bootstrap}" if bootstrap else ""

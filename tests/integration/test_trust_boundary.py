@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack
 
 from ledger.cli.app import cli
+from ledger.client import ClientConfig, LedgerClient
 from ledger.codec import default_codec
 from ledger.core.events import (
     DecisionRecorded,
@@ -43,7 +44,7 @@ from ledger.core.events import (
 from ledger.core.signing import verify_event, verify_history
 from ledger.core.state import replay
 from ledger.enforce import DecisionDenied, enforce
-from ledger.errors import CommandRejectedError, KafkaUnavailable
+from ledger.errors import CommandRejectedError, KafkaAccessDenied, KafkaUnavailable
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import acl_table
 from ledger.kafka.clients import make_admin, make_producer
@@ -93,6 +94,25 @@ def test_a_wrong_password_is_refused(kafka: Any) -> None:
         make_producer(kafka.bootstrap, security=replace(agent, password="guessed"))
     del refused
     gc.collect()
+
+
+def test_the_sdk_with_a_wrong_password_is_one_ledger_error(shared_stack: LedgerStack) -> None:
+    # The SDK's request path is librdkafka, which reports a refused SASL login as a transport
+    # failure: it must still be one ledger error naming the credentials, never a raw
+    # KafkaException.
+    agent = shared_stack.security("agent")
+    assert agent is not None
+    config = ClientConfig(
+        bootstrap=shared_stack.bootstrap,
+        topics=shared_stack.topics,
+        actor=AGENT,
+        timeout=10,
+        security=replace(agent, password="guessed"),
+    )
+    started = time.monotonic()
+    with pytest.raises((KafkaAccessDenied, KafkaUnavailable), match="credentials"):
+        LedgerClient(config)
+    assert time.monotonic() - started < 30
 
 
 # --------------------------------------------------------------------------- authorization
