@@ -580,8 +580,9 @@ class EvaluationRequested:
 
     ``event_id`` is the request id: one decision is recorded per request id. In ``async`` mode
     the caller has proceeded on ``default``; a correction follows if the decision differs.
-    ``requested_by`` is who asked: the enforcement point's configured actor (the SDK's), which
-    the broker authenticated by its credential; ``principal`` is whom the request is about.
+    ``requested_by`` is who asked: the enforcement point's configured actor (the SDK's), as it
+    states it — the broker authenticates only its credential's role (``agent``), shared by every
+    enforcement point; ``principal`` is whom the request is about.
     """
 
     event_id: str
