@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Literal, TypeAlias, assert_never
 
 from ledger.core.authority import authorize, compile_grant_condition, valid_principal
@@ -89,6 +89,9 @@ __all__ = [
     "DEFAULT_ADMINS",
     "decide",
     "decide_signed",
+    "fresh",
+    "COMMAND_VALID_FOR",
+    "CLOCK_SKEW",
     "authenticate",
     "register_anchors",
     "command_aggregate",
@@ -126,6 +129,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "unsigned_command": "the command carries no signature of its actor",
     "unknown_actor_key": "the signing key is not a registered, unrevoked key of the command's actor",
     "bad_signature": "the signature does not verify against the actor's key",
+    "stale_command": "the command was signed too long ago (or too far ahead of the ledger's clock)",
     "invalid_key": "the key is not a 32-byte Ed25519 public key with its own id, or belongs to someone",
 }
 """Every code :func:`decide` can return, with what it means."""
@@ -294,6 +298,29 @@ def authenticate(state: LedgerState, command: Command) -> Rejection | None:
     return None
 
 
+COMMAND_VALID_FOR: Final = timedelta(minutes=10)
+"""How long after it was signed (its ``occurred_at``, covered by the signature) a command is
+accepted: a captured command, even one that was rejected, cannot be replayed later, when the
+state it would change has moved on."""
+
+CLOCK_SKEW: Final = timedelta(minutes=2)
+"""How far ahead of the command processor's clock a signer's clock may be."""
+
+
+def fresh(command: Command, now: datetime) -> Rejection | None:
+    """``None`` when ``command`` was signed within :data:`COMMAND_VALID_FOR` before ``now``
+    (and at most :data:`CLOCK_SKEW` after it), else the ``stale_command`` :class:`Rejection`."""
+    if now - COMMAND_VALID_FOR <= command.occurred_at <= now + CLOCK_SKEW:
+        return None
+    return _reject(
+        "stale_command",
+        f"{type(command).__name__} by {_clipped(command.actor)} was signed at "
+        f"{command.occurred_at.isoformat()}, outside the {COMMAND_VALID_FOR.seconds // 60} "
+        "minutes a signed command is valid for: sign it again (a check of the signer's clock "
+        "may be due)",
+    )
+
+
 def decide_signed(
     state: LedgerState,
     command: Command,
@@ -303,10 +330,11 @@ def decide_signed(
     admins: frozenset[str] = DEFAULT_ADMINS,
     limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    """:func:`authenticate`, then :func:`decide`; every event accepted records the command's
+    """:func:`authenticate`, then :func:`fresh` (so a captured command cannot be replayed once
+    its validity has passed), then :func:`decide`; every event accepted records the command's
     proof (its key id, signature and signed bytes), so who asked for it can be verified
     offline (:func:`ledger.core.signing.verify_history`)."""
-    denied = authenticate(state, command)
+    denied = authenticate(state, command) or fresh(command, now)
     if denied is not None:
         return denied
     outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)

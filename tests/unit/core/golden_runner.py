@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -206,9 +206,9 @@ def run_case(case: dict[str, Any]) -> None:
     if "when" in case:
         command = build_command(case["when"], 999)
         decider = decide_signed if authenticated(case["when"]) else decide
-        outcome = decider(
-            state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS
-        )
+        # ``decided_after_minutes``: the processor's clock that many minutes after the signing.
+        now = command.occurred_at + timedelta(minutes=case.get("decided_after_minutes", 0))
+        outcome = decider(state, command, now=now, new_id=lambda: next(ids), admins=ADMINS)
         if "rejection" in expect:
             assert isinstance(outcome, Rejection), (
                 f"expected rejection {expect['rejection']}, got {outcome}"
