@@ -17,13 +17,13 @@ simulation run on exactly what was written.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
+from ledger.audit.export import MANIFEST, Manifest, read_manifest
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -48,14 +48,11 @@ __all__ = [
     "topic_files",
     "connect",
     "READ_PARQUET",
-    "MANIFEST",
     "single_pairs",
 ]
 
 Decision: TypeAlias = DecisionRecorded | BatchDecisionRecorded
 Request: TypeAlias = EvaluationRequested | BatchEvaluationRequested
-
-_DECISION_BASE = "ledger.decisions"
 
 
 class LedgerSource(Protocol):
@@ -174,22 +171,18 @@ def _within(at: datetime, since: datetime | None, until: datetime | None) -> boo
 # --------------------------------------------------------------------------- export
 
 
-MANIFEST = "_manifest.json"
-
-
-def _manifest(path: Path) -> dict[str, Any] | None:
-    """The export's manifest (``ledger export`` writes it last), ``None`` if it has none."""
-    try:
-        raw = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot read {path / MANIFEST}: {exc}") from exc
-    return raw if isinstance(raw, dict) else None
+def _read(path: Path) -> Manifest:
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise ExportError(
+            f"{path} is not a ledger export (no {MANIFEST}): run `ledger export --out {path}` first"
+        )
+    return manifest
 
 
 def export_dir(path: Path) -> Path:
-    """``path`` if it is an export directory, else one :class:`ExportError` line."""
+    """``path`` if it is an export directory (its manifest is there: ``ledger export`` writes
+    it last), else one :class:`ExportError` line."""
     if not path.exists():
         raise ExportError(
             f"export directory {path} does not exist: run `ledger export` first, or pass the "
@@ -197,46 +190,30 @@ def export_dir(path: Path) -> Path:
         )
     if not path.is_dir():
         raise ExportError(f"{path} is not a directory: pass the export directory with --from")
-    if not (path / MANIFEST).is_file() and not any(path.glob("topic=*")):
-        raise ExportError(
-            f"{path} is not a ledger export (no {MANIFEST}, no topic=… folders): run "
-            f"`ledger export --out {path}` first"
-        )
+    _read(path)
     return path
 
 
 def resolve_topics(path: Path, topics: TopicNames) -> TopicNames:
-    """The topic names the export at ``path`` holds: the prefix its manifest records, else
-    ``topics`` if its decisions are there, else the one prefix found in its folders (an export
-    is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says)."""
-    manifest = _manifest(path)
-    if manifest is not None and isinstance(manifest.get("topic_prefix"), str):
-        return TopicNames(prefix=manifest["topic_prefix"])
-    if (path / f"topic={topics.decisions}").is_dir():
-        return topics
-    found = sorted(
-        d.name.removeprefix("topic=")
-        for d in path.glob("topic=*")
-        if d.name.endswith(_DECISION_BASE)
-    )
-    if len(found) == 1:
-        return TopicNames(prefix=found[0].removesuffix(_DECISION_BASE))
-    return topics
+    """The topic names the export at ``path`` holds: the prefix its manifest records (an export
+    is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says). ``topics`` is unused but
+    kept for callers that pass their own."""
+    del topics
+    return TopicNames(prefix=_read(path).prefix)
 
 
 def topic_files(path: Path, topic: str) -> list[str]:
-    """The Parquet files of ``topic`` in the export at ``path``: those its manifest lists (a
-    file beyond the manifest is what a killed export left; the next export removes it), else
-    every file in the topic's folder."""
-    manifest = _manifest(path)
-    files = manifest.get("files") if manifest is not None else None
-    if isinstance(files, list):
-        return sorted(
-            str(path / str(f["path"]))
-            for f in files
-            if isinstance(f, dict) and f.get("topic") == topic and "path" in f
+    """The Parquet files of ``topic`` in the export at ``path``: exactly those its manifest
+    lists (a file beyond the manifest is what a killed export left; the next export removes
+    it), as ``ledger audit`` reads them. A listed file that is gone is one error line."""
+    files = sorted(path / str(f["path"]) for f in _read(path).files if f.get("topic") == topic)
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise ExportError(
+            f"{path} is damaged: {missing[0].relative_to(path)} is listed in its manifest but "
+            f"missing; run `ledger export --out {path}` again into a fresh directory"
         )
-    return sorted(str(p) for p in (path / f"topic={topic}").glob("*/*.parquet"))
+    return [str(f) for f in files]
 
 
 def connect() -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -195,6 +196,18 @@ def test_a_missing_or_foreign_directory_is_one_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportError, match="not a ledger export"):
         verify(tmp_path / "empty")
+
+
+def test_files_a_killed_first_export_left_without_a_manifest_are_not_read(
+    export: Path, tmp_path: Path
+) -> None:
+    # A first export killed before its manifest: its files are not an export yet (the next run
+    # removes them), so verify reads nothing from them, as `ledger audit` does not.
+    killed = tmp_path / "killed"
+    shutil.copytree(export, killed)
+    (killed / "_manifest.json").unlink()
+    with pytest.raises(ExportError, match="not a ledger export"):
+        verify(killed)
 
 
 # --------------------------------------------------------------------------- altered
