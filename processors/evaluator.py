@@ -391,11 +391,12 @@ class _Record:
 class _Batch:
     """One fetched batch whose outputs are in flight: settled when all are acknowledged."""
 
-    __slots__ = ("failure", "offsets", "pending")
+    __slots__ = ("failure", "offsets", "pending", "settled")
 
     def __init__(self, records: list[_Record]) -> None:
         self.pending = 0
         self.failure: Any = None
+        self.settled = False  # every output acknowledged, and every batch before it
         self.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
 
     def delivered(self, error: Any, message: Any) -> None:
@@ -420,11 +421,15 @@ class RequestLoop:
     ``alive()`` is false while a batch has been in hand for longer than ``stuck_after`` seconds
     (a record hanging the handler): the heartbeat stops, so a supervisor sees it.
 
-    The handler's hash chain is only touched on this thread: its checkpoints go out with the
-    batch that reached :data:`CHECKPOINT_EVERY`, every ``checkpoint_interval`` seconds when the
-    chain grew (:meth:`RequestHandler.tick`), and once after the last batch when the loop is
-    stopped (:meth:`stop`: the final checkpoint, :meth:`RequestHandler.close`). A loop that dies
-    writes no final checkpoint; the restarted process starts a chain of its own.
+    The handler's hash chain is only touched on this thread: its checkpoints are made when a
+    batch reaches :data:`CHECKPOINT_EVERY`, every ``checkpoint_interval`` seconds when the chain
+    grew (:meth:`RequestHandler.tick`), and once after the last batch when the loop is stopped
+    (:meth:`stop`: the final checkpoint, :meth:`RequestHandler.close`). A checkpoint vouches for
+    every decision up to its sequence number, so it is *held* until the batches before it are
+    settled (all their outputs acknowledged): a decision that never reached the broker — the
+    process stops on it — is never vouched for, and ``audit verify`` does not report it missing.
+    A loop that dies writes no final checkpoint (nor one while anything is unacknowledged); the
+    restarted process starts a chain of its own.
     """
 
     def __init__(
@@ -456,9 +461,14 @@ class RequestLoop:
         self._thread = threading.Thread(target=self._run, name="ledger-requests", daemon=True)
         self._busy_since: float | None = None
         self._open: collections.deque[_Batch] = collections.deque()  # outputs in flight
+        # Chain checkpoints waiting for the batch they follow to settle.
+        self._held: collections.deque[tuple[_Batch, list[Output]]] = collections.deque()
         self._producer: Any = None
         self._committed: dict[tuple[str, int], int] = {}  # next offset, last committed
         self._handled: dict[tuple[str, int], int] = {}  # next offset, handled and durable
+        # Partitions the group took away: a batch of theirs that settles late (a revoke whose
+        # flush timed out) must not commit for the partition's next owner.
+        self._gone: set[tuple[str, int]] = set()
         self._partitions: dict[str, int] = {}  # reply topic -> partition count
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
@@ -504,6 +514,7 @@ class RequestLoop:
         from confluent_kafka import KafkaException
 
         self._open.clear()
+        self._held.clear()
         consumer = make_rdkafka_consumer(
             self._bootstrap,
             security=self._security,
@@ -523,6 +534,7 @@ class RequestLoop:
         try:
             consumer.subscribe(
                 [self._topics.evaluation_requests],
+                on_assign=self._assigned,
                 on_revoke=self._revoked,
                 on_lost=self._lost,
             )
@@ -535,7 +547,7 @@ class RequestLoop:
                 self._settle(consumer, producer)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + interval
-                    self._produce_extra(producer, handler.tick(utcnow()))
+                    self._hold(producer, handler.tick(utcnow()))
                 # consume() waits until it has all it asked for: take what is there, and when
                 # nothing is, wait for one record only — briefly while outputs are in flight,
                 # so their acknowledgements are settled within a millisecond.
@@ -564,21 +576,39 @@ class RequestLoop:
                         )
                     )
                 if records:
-                    batch = _Batch(records)
-                    outputs = handler.handle_batch(state(), records)
-                    self._produce(producer, outputs, batch)
-                    self._open.append(batch)
+                    self._dispatch(producer, handler.handle_batch(state(), records), records)
                 self.batches += 1
                 self._busy_since = None
         finally:
             self._busy_since = None
             with contextlib.suppress(Exception):
-                producer.flush(10)
-                self._settle(consumer, producer, asynchronous=False)
+                for _ in range(2):  # settling releases held checkpoints: flush those too
+                    producer.flush(10)
+                    self._settle(consumer, producer, asynchronous=False)
             if self._stop.is_set():
                 self._close_chain(producer)
             with contextlib.suppress(Exception):
                 consumer.close()
+
+    def _dispatch(self, producer: Any, outputs: list[Output], records: list[_Record]) -> None:
+        """Queue the outputs of one fetched batch; its chain checkpoints wait (see :meth:`_hold`)."""
+        marks = self._topics.chain_checkpoints
+        held = [o for o in outputs if o[0] == marks]
+        batch = _Batch(records)
+        self._produce(producer, [o for o in outputs if o[0] != marks] if held else outputs, batch)
+        self._open.append(batch)
+        if held:
+            self._held.append((batch, held))
+
+    def _hold(self, producer: Any, checkpoints: list[Output]) -> None:
+        """Queue chain checkpoints once every batch fetched so far is settled: at once when
+        nothing is in flight, else after the newest open batch (see :meth:`_settle`)."""
+        if not checkpoints:
+            return
+        if self._open:
+            self._held.append((self._open[-1], checkpoints))
+        else:
+            self._produce_extra(producer, checkpoints)
 
     def _produce_extra(self, producer: Any, outputs: list[Output]) -> None:
         """Queue outputs that answer no fetched record (chain checkpoints): settled in order
@@ -591,6 +621,13 @@ class RequestLoop:
     def _close_chain(self, producer: Any) -> None:
         """The chain's final checkpoint, after every decision of this loop is written."""
         handler = self._handler
+        if self._open or self._held:  # something unacknowledged: vouch for nothing more
+            log.warning(
+                "chain %s left without a final checkpoint: %d batch(es) unacknowledged",
+                handler.chain.chain_id,
+                len(self._open),
+            )
+            return
         try:
             outputs = handler.close(utcnow())
             if outputs:
@@ -619,8 +656,15 @@ class RequestLoop:
                     "output could not be written, stopping before any offset is committed: %r",
                     batch.failure,
                 )
-            self._handled.update(batch.offsets)
+            batch.settled = True
+            if self._gone:
+                gone = self._gone
+                self._handled.update((k, v) for k, v in batch.offsets.items() if k not in gone)
+            else:
+                self._handled.update(batch.offsets)
             self._unsaved = True
+        while self._held and self._held[0][0].settled:  # what they vouch for is all written
+            self._produce_extra(producer, self._held.popleft()[1])
         # At most one asynchronous commit per COMMIT_INTERVAL: a commit per small batch cost the
         # broker more than answering it. What is answered but not yet committed is re-delivered
         # after a crash and recognised by the start-up de-duplication; a rebalance and a stop
@@ -696,6 +740,10 @@ class RequestLoop:
         for tp in due:
             self._committed[(tp.topic, tp.partition)] = tp.offset
 
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        # librdkafka assigns them when this returns; ours again, their offsets count again.
+        self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
+
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         # Called inside consume(), between batches: wait until every output in flight is
         # acknowledged, and make the commits of the partitions that leave durable, before
@@ -708,14 +756,16 @@ class RequestLoop:
             self._commit(consumer, asynchronous=False, only=leaving, force=True)
         except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
             log.warning("could not commit revoked partitions: %s", exc)
+        self._forget(leaving)
+
+    def _lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, leaving: set[tuple[str, int]]) -> None:
+        self._gone |= leaving
         for where in leaving:
             self._handled.pop(where, None)
             self._committed.pop(where, None)
-
-    def _lost(self, consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            self._handled.pop((tp.topic, tp.partition), None)
-            self._committed.pop((tp.topic, tp.partition), None)
 
 
 def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None = None) -> Processor:

@@ -1,0 +1,222 @@
+"""The evaluator's RequestLoop settles what it wrote before it vouches for it or commits it.
+
+The broker's side is played by a producer whose deliveries the test acknowledges (or fails) by
+hand, so the order of events the loop reacts to is exact: a chain checkpoint is not produced
+before the decisions it vouches for are acknowledged, a decision that fails stops the process
+before its checkpoint, and a batch of a partition the group took away that settles late does not
+commit for the partition's next owner. (The loop against a real broker is
+``tests/integration/test_reply_batching.py``.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import processors.evaluator as evaluator
+from ledger.codec import default_codec
+from ledger.core.events import ChainCheckpoint, EvaluationRequested
+from ledger.core.state import EMPTY_STATE
+from ledger.ids import new_id, utcnow
+from ledger.settings import Settings
+from processors.common import OutputLimit, ProcessorStats
+from processors.evaluator import RequestHandler, RequestLoop, _Record
+
+CODEC = default_codec()
+SETTINGS = Settings(home=Path("/nonexistent"))
+TOPICS = SETTINGS.topics
+REQUESTS = TOPICS.evaluation_requests
+_offsets = itertools.count()
+
+
+class Broker:
+    """A producer whose deliveries are acknowledged when the test says so."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, Any]] = []  # (topic, on_delivery) not yet acknowledged
+        self.produced: list[str] = []  # topics, in produce order
+        self.values: list[Any] = []  # the chain checkpoints produced, decoded
+
+    def produce(self, topic: str, value: bytes, key: bytes, *, partition: int, on_delivery: Any):
+        self.produced.append(topic)
+        self.queued.append((topic, on_delivery))
+        if topic == TOPICS.chain_checkpoints:
+            mark = CODEC.decode(value)
+            assert isinstance(mark, ChainCheckpoint)
+            self.values.append(mark)
+
+    def ack(self, *, fail: str | None = None) -> None:
+        """Acknowledge everything queued (a delivery to ``fail``'s topic fails)."""
+        queued, self.queued = self.queued, []
+        for topic, on_delivery in queued:
+            on_delivery("broker said no" if topic == fail else None, None)
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return len(self.queued)  # a flush that times out: nothing acknowledged
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.commits: list[list[tuple[str, int, int]]] = []
+
+    def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+
+
+class Died(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def die(code: int, message: str, *args: Any) -> None:
+        raise Died(message % args)
+
+    monkeypatch.setattr(evaluator, "die", die)
+
+
+def loop(every: int = 3) -> tuple[RequestLoop, RequestHandler, Broker, Consumer]:
+    handler = RequestHandler(
+        settings=SETTINGS,
+        codec=CODEC,
+        evaluator_id="evaluator-t",
+        stats=ProcessorStats(),
+        limit=OutputLimit(100_000),
+        checkpoint_every=every,
+    )
+    request_loop = RequestLoop(
+        bootstrap="127.0.0.1:1",
+        group_id="g",
+        settings=SETTINGS,
+        handler=handler,
+        state=lambda: EMPTY_STATE,
+        max_bytes=100_000,
+    )
+    broker = Broker()
+    request_loop._producer = broker
+    return request_loop, handler, broker, Consumer()
+
+
+def records(n: int, partition: int = 0) -> list[_Record]:
+    out = []
+    for _ in range(n):
+        value = CODEC.encode(
+            EvaluationRequested(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor="agent:a",
+                action="refund.issue",
+                principal="agent:a",
+                resource="account:1",
+            )
+        )
+        out.append(_Record(REQUESTS, partition, next(_offsets), b"k", value))
+    return out
+
+
+def fetched(request_loop: RequestLoop, handler: RequestHandler, batch: list[_Record]) -> None:
+    request_loop._dispatch(request_loop._producer, handler.handle_batch(EMPTY_STATE, batch), batch)
+
+
+def test_a_checkpoint_waits_until_the_decisions_it_vouches_for_are_acknowledged() -> None:
+    request_loop, handler, broker, consumer = loop(every=3)
+    fetched(request_loop, handler, records(3))  # the third decision makes a checkpoint
+    assert broker.produced == [TOPICS.decisions] * 3  # the checkpoint is held
+
+    request_loop._settle(consumer, broker)
+    assert TOPICS.chain_checkpoints not in broker.produced  # nothing acknowledged yet
+
+    broker.ack()
+    request_loop._settle(consumer, broker)
+    assert broker.produced[-1] == TOPICS.chain_checkpoints
+    broker.ack()
+    request_loop._settle(consumer, broker, asynchronous=False)
+    assert not request_loop._open and not request_loop._held
+
+
+def test_a_failed_decision_stops_the_process_before_its_checkpoint_is_produced() -> None:
+    request_loop, handler, broker, consumer = loop(every=2)
+    fetched(request_loop, handler, records(2))
+    broker.ack(fail=TOPICS.decisions)
+    with pytest.raises(Died, match="could not be written"):
+        request_loop._settle(consumer, broker)
+    assert TOPICS.chain_checkpoints not in broker.produced
+    assert consumer.commits == []
+
+
+def test_a_tick_checkpoint_waits_for_the_batches_in_flight() -> None:
+    request_loop, handler, broker, consumer = loop(every=1000)
+    fetched(request_loop, handler, records(2))
+    request_loop._hold(broker, handler.tick(utcnow()))
+    fetched(request_loop, handler, records(1))  # later than the tick: not waited for
+    assert TOPICS.chain_checkpoints not in broker.produced
+
+    # The first batch is acknowledged, the second still in flight: the tick's checkpoint
+    # (seq 2) vouches only for the first, so it goes out now.
+    first = broker.queued[:2]
+    broker.queued = broker.queued[2:]
+    for _, on_delivery in first:
+        on_delivery(None, None)
+    request_loop._settle(consumer, broker)
+    assert broker.produced[-1] == TOPICS.chain_checkpoints
+    (topic, on_delivery) = broker.queued[-1]
+    assert topic == TOPICS.chain_checkpoints
+
+
+def test_with_nothing_in_flight_a_tick_checkpoint_goes_at_once() -> None:
+    request_loop, handler, broker, consumer = loop(every=1000)
+    fetched(request_loop, handler, records(1))
+    broker.ack()
+    request_loop._settle(consumer, broker)
+    request_loop._hold(broker, handler.tick(utcnow()))
+    assert broker.produced[-1] == TOPICS.chain_checkpoints
+
+
+def test_no_final_checkpoint_while_decisions_are_unacknowledged() -> None:
+    request_loop, handler, broker, _ = loop(every=1000)
+    fetched(request_loop, handler, records(2))
+    request_loop._close_chain(broker)  # the decisions were never acknowledged
+    assert TOPICS.chain_checkpoints not in broker.produced
+
+
+def test_the_final_checkpoint_follows_a_clean_stop() -> None:
+    request_loop, handler, broker, consumer = loop(every=1000)
+    fetched(request_loop, handler, records(2))
+    broker.ack()
+    request_loop._settle(consumer, broker, asynchronous=False)
+
+    def flush(timeout: float = 0) -> int:
+        broker.ack()
+        return 0
+
+    broker.flush = flush  # type: ignore[method-assign]
+    request_loop._close_chain(broker)
+    assert broker.produced[-1] == TOPICS.chain_checkpoints
+    assert broker.values[-1].final
+
+
+def test_a_batch_of_a_revoked_partition_that_settles_late_commits_nothing_for_it() -> None:
+    request_loop, handler, broker, consumer = loop(every=1000)
+    fetched(request_loop, handler, records(2, partition=0))
+    fetched(request_loop, handler, records(1, partition=1))
+    revoked = [SimpleNamespace(topic=REQUESTS, partition=0)]
+    request_loop._revoked(consumer, revoked)  # its flush times out: nothing acknowledged yet
+
+    broker.ack()  # now the revoked partition's batch settles
+    request_loop._settle(consumer, broker, asynchronous=False)
+    committed = {(t, p) for commit in consumer.commits for t, p, _ in commit}
+    assert committed == {(REQUESTS, 1)}
+
+    # The partition comes back: its batches count again.
+    request_loop._assigned(consumer, revoked)
+    fetched(request_loop, handler, records(1, partition=0))
+    broker.ack()
+    request_loop._settle(consumer, broker, asynchronous=False)
+    assert (REQUESTS, 0) in {(t, p) for t, p, _ in consumer.commits[-1]}
