@@ -8,9 +8,13 @@ Every command record gets a written outcome before its offset is committed: an a
 letter (:mod:`processors.dead_letters`) for a record that is not a command, that the processor
 failed on, or that it died on every time it was handled (:mod:`processors.inflight`).
 
-A command re-delivered after a crash (events written, offset not yet committed) is recognised
-by its id — every governance event carries the ``command_id`` that caused it — and answered
-again without appending anything twice.
+A command id is decided once (the core's ``decide_again``). A command re-delivered after a
+crash (events written, offset not yet committed) is recognised by its id — every governance
+event carries the ``command_id`` that caused it, and the signature — and answered again without
+appending anything twice. A rejected command sent again gets its first rejection again, so a
+captured rejected command cannot be replayed once the state would let it through: the processor
+remembers the rejections of authenticated commands for as long as a command is valid, and at
+start reads them back from ``ledger.command-results`` (:data:`REMEMBER_REJECTIONS`).
 
 Every command must be signed by its actor: the core's ``decide_signed`` rejects unsigned ones,
 unknown or revoked keys and bad signatures before anything else, and records the proof on the
@@ -26,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
@@ -39,9 +45,14 @@ from ledger.core.events import (
     GovernanceEvent,
 )
 from ledger.core.lifecycle import (
+    AUTHENTICATION_CODES,
+    CLOCK_SKEW,
+    COMMAND_VALID_FOR,
+    FirstAnswer,
     Rejection,
     already_applied,
     command_result,
+    decide_again,
     decide_signed,
     event_stream,
     register_anchors,
@@ -51,6 +62,7 @@ from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import GovernanceFollower
+from ledger.kafka.reading import read_topic
 from ledger.keys import KeyStore
 from ledger.settings import Settings
 from processors.common import (
@@ -75,6 +87,11 @@ APP_ID = "ledger-command-processor"
 ACTOR = "service:command-processor"
 # Text a sender supplied, repeated in an answer that would otherwise not fit, is cut to this.
 _ANSWER_TEXT_CHARS = 1_000
+
+
+REMEMBER_REJECTIONS: Final = COMMAND_VALID_FOR + CLOCK_SKEW + timedelta(minutes=1)
+"""How long a rejection is remembered against its command id (and how far back the processor
+reads its answers at start): longer than any command stays valid."""
 
 
 @dataclass
@@ -116,6 +133,9 @@ class CommandHandler:
         self.inflight = inflight
         self.new_id = new_id
         self.applied: dict[str, list[str]] = {}  # command id -> ids of the events it produced
+        self.signatures: dict[str, bytes | None] = {}  # command id -> signature on its events
+        # command id -> (when it was answered, the rejection): authenticated commands' only.
+        self.rejected: OrderedDict[str, tuple[datetime, Rejection]] = OrderedDict()
         self.letters = DeadLetters(
             codec=codec,
             topic=settings.topics.dead_letters,
@@ -130,6 +150,35 @@ class CommandHandler:
         ids = self.applied.setdefault(event.command_id, [])
         if event.event_id not in ids:
             ids.append(event.event_id)
+        self.signatures.setdefault(event.command_id, getattr(event, "command_signature", None))
+
+    def remember_answer(self, result: CommandAccepted | CommandRejected, now: datetime) -> None:
+        """Note an answer (the start-up read of recent answers calls this, and every rejection
+        the handler writes): the rejection of an authenticated command is remembered for
+        :data:`REMEMBER_REJECTIONS` after it was answered."""
+        cutoff = now - REMEMBER_REJECTIONS
+        rejected = self.rejected
+        while rejected and next(iter(rejected.values()))[0] < cutoff:
+            rejected.popitem(last=False)
+        if (
+            isinstance(result, CommandRejected)
+            and result.code not in AUTHENTICATION_CODES
+            and result.occurred_at >= cutoff
+        ):
+            rejected[result.command_id] = (
+                result.occurred_at,
+                Rejection(code=result.code, message=result.reason),
+            )
+
+    def first_answer(self, command_id: str) -> FirstAnswer | None:
+        """What the ledger answered ``command_id`` first, if it remembers."""
+        if command_id in self.applied:
+            return FirstAnswer(
+                event_ids=tuple(self.applied[command_id]),
+                signature=self.signatures.get(command_id),
+            )
+        found = self.rejected.get(command_id)
+        return None if found is None else FirstAnswer(rejection=found[1])
 
     def handle(self, state: LedgerState, msg: Any) -> Step:
         """The step for ``msg`` (a Faust message), decided against ``state``."""
@@ -165,15 +214,17 @@ class CommandHandler:
             return self._letter(msg, exc.code, str(exc))
         now = utcnow()
         step = Step()
-        if command.event_id in self.applied:  # re-delivery of an already applied command
-            self.stats.duplicates += 1
-            result: CommandAccepted | CommandRejected = already_applied(
-                command,
-                tuple(self.applied[command.event_id]),
-                event_id=self.new_id(),
-                now=now,
-                actor=ACTOR,
-            )
+        first = self.first_answer(command.event_id)
+        result: CommandAccepted | CommandRejected
+        if first is not None:  # decided before: its first answer again, nothing applied
+            again = decide_again(state, command, first)
+            if isinstance(again, Rejection):
+                result = command_result(command, again, event_id=self.new_id(), now=now)
+            else:
+                self.stats.duplicates += 1
+                result = already_applied(
+                    command, again, event_id=self.new_id(), now=now, actor=ACTOR
+                )
         else:
             outcome = decide_signed(state, command, now=now, new_id=self.new_id, admins=self.admins)
             if not isinstance(outcome, Rejection):
@@ -191,6 +242,8 @@ class CommandHandler:
                         break
                     step.events.append((gov, (topic, key, value)))
             result = command_result(command, outcome, event_id=self.new_id(), now=now)
+            if isinstance(result, CommandRejected):
+                self.remember_answer(result, now)
         answer = self._answer(command, result)
         if answer is None:
             step.events.clear()  # no answer could be written: apply nothing either
@@ -253,7 +306,8 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
     )
     anchors = trust_anchors(settings)
     anchored = asyncio.Event()
-    processor = Processor(app=app, follower=follower, stats=stats, gates=(anchored,))
+    recalled = asyncio.Event()
+    processor = Processor(app=app, follower=follower, stats=stats, gates=(anchored, recalled))
 
     @app.task
     async def follow_governance() -> None:
@@ -270,6 +324,30 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
             follower.apply_local(event)
             log.info("trust anchor recorded: %s key %s", event.principal, event.actor_key_id)
         anchored.set()
+
+    @app.task
+    async def recall_rejections() -> None:
+        # Before any command is answered: the rejections of the last minutes, so a command
+        # rejected before a restart is not decided again (see decide_again).
+        now = utcnow()
+        since_ms = int((now - REMEMBER_REJECTIONS).timestamp() * 1000)
+        answers = await asyncio.to_thread(
+            lambda: [
+                r.event
+                for r in read_topic(
+                    bootstrap,
+                    [settings.topics.command_results],
+                    codec=codec,
+                    security=settings.security,
+                    since_ms=since_ms,
+                )
+            ]
+        )
+        for answer in answers:
+            if isinstance(answer, CommandAccepted | CommandRejected):
+                handler.remember_answer(answer, now)
+        log.info("start-up: %d recent rejections remembered", len(handler.rejected))
+        recalled.set()
 
     @app.agent(app.topic(settings.topics.commands))
     async def handle(stream: Any) -> None:

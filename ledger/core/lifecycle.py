@@ -98,6 +98,9 @@ __all__ = [
     "command_action",
     "command_result",
     "already_applied",
+    "FirstAnswer",
+    "decide_again",
+    "AUTHENTICATION_CODES",
     "event_stream",
     "EventStream",
 ]
@@ -131,6 +134,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "bad_signature": "the signature does not verify against the actor's key",
     "stale_command": "the command was signed too long ago (or too far ahead of the ledger's clock)",
     "invalid_key": "the key is not a 32-byte Ed25519 public key with its own id, or belongs to someone",
+    "duplicate_command_id": "another command already used this command id: sign the command again (a new id)",
 }
 """Every code :func:`decide` can return, with what it means."""
 
@@ -349,6 +353,54 @@ def decide_signed(
             signed_command=signed,
         )
         for event in outcome
+    )
+
+
+AUTHENTICATION_CODES: Final = frozenset(
+    {"unsigned_command", "unknown_actor_key", "bad_signature", "stale_command"}
+)
+"""The rejections of a command that was never authenticated as its actor's (see
+:func:`decide_signed`): nothing about them is remembered against the command's id."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirstAnswer:
+    """What the ledger answered a command id the first time it decided it.
+
+    Accepted: ``event_ids`` (the events it produced) and ``signature`` (the one recorded on them;
+    None for events written before commands were signed). Rejected: ``rejection`` (an
+    authenticated command's; the command processor remembers these for as long as a command is
+    valid, :data:`COMMAND_VALID_FOR` plus :data:`CLOCK_SKEW`)."""
+
+    event_ids: tuple[str, ...] = ()
+    signature: bytes | None = None
+    rejection: Rejection | None = None
+
+
+def decide_again(
+    state: LedgerState, command: Command, first: FirstAnswer
+) -> tuple[str, ...] | Rejection:
+    """A command whose id was decided before is not decided again: the same command delivered
+    again (a crash before its offset was committed, a client's retry, a captured copy) gets its
+    first answer — the ids of the events it produced (answer ``already applied``), or the same
+    rejection, so a rejected command cannot be replayed once the state would let it through.
+
+    A different command under that id — its signature is not the one recorded — is authenticated
+    like any command, and if genuine rejected as ``duplicate_command_id``: nobody is told that a
+    forged command was "already applied"."""
+    if first.rejection is not None:
+        return first.rejection
+    if first.signature is not None and command.signature == first.signature:
+        return first.event_ids
+    denied = authenticate(state, command)
+    if denied is not None:
+        return denied
+    if first.signature is None:  # applied before signatures were recorded: an authentic repeat
+        return first.event_ids
+    return _reject(
+        "duplicate_command_id",
+        f"command id {_shown(command.event_id, 80)} was already used by another command: a "
+        "command needs an id of its own (sign it again)",
     )
 
 

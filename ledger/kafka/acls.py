@@ -9,7 +9,7 @@ topics or change ACLs (nothing grants ``DELETE``, ``CREATE`` or ``ALTER``).
 | --- | --- | --- |
 | ``agent`` | evaluation-requests | decisions, corrections (describe: policy and grant events, for the governance position) |
 | ``governance`` | commands | command-results, policy-events, grant-events |
-| ``command-processor`` | policy-events, grant-events, command-results, dead-letters | commands, policy-events, grant-events |
+| ``command-processor`` | policy-events, grant-events, command-results, dead-letters | commands, policy-events, grant-events, command-results (the answers of the last minutes, at start) |
 | ``evaluator`` | decisions, corrections, chain-checkpoints, dead-letters | evaluation-requests, policy-events, grant-events, decisions (start-up de-duplication) |
 | ``exporter``, ``auditor`` | — | every ledger topic (chain-checkpoints included) |
 
@@ -67,7 +67,7 @@ def acl_table(topics: TopicNames) -> tuple[Permission, ...]:
     allow("agent", "DESCRIBE", governance)
     allow("governance", "WRITE", [t.commands])
     allow("governance", "READ", [t.command_results, *governance])
-    allow("command-processor", "READ", [t.commands, *governance])
+    allow("command-processor", "READ", [t.commands, *governance, t.command_results])
     allow("command-processor", "WRITE", [*governance, t.command_results, t.dead_letters])
     allow("evaluator", "READ", [t.evaluation_requests, *governance, t.decisions])
     allow("evaluator", "WRITE", [t.decisions, t.corrections, t.chain_checkpoints, t.dead_letters])

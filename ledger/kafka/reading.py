@@ -153,8 +153,10 @@ def read_topic(
     codec: Codec | None = None,
     idle_timeout: float = 2.0,
     security: KafkaSecurity | None = None,
+    since_ms: int | None = None,
 ) -> Iterator[Positioned]:
-    """Every record of ``topics`` from the beginning to the end offsets seen at the start.
+    """Every record of ``topics`` from the beginning to the end offsets seen at the start
+    (with ``since_ms``: from each partition's first record stamped at or after it).
 
     Reads without a consumer group (nothing is committed) and stops at the end offsets captured
     when it began, so the result is a consistent prefix of the log. Undecodable records are
@@ -173,7 +175,15 @@ def read_topic(
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
-        remaining = {tp for tp in parts if end[tp] > 0}
+        if since_ms is not None:
+            found = consumer.offsets_for_times({tp: since_ms for tp in parts})
+            for tp in parts:
+                at = found.get(tp)
+                if at is None:  # nothing stamped that late: nothing to read here
+                    end[tp] = 0
+                else:
+                    consumer.seek(tp, at.offset)
+        remaining = {tp for tp in parts if end[tp] > 0 and consumer.position(tp) < end[tp]}
         while remaining:
             batch = consumer.poll(timeout_ms=int(idle_timeout * 1000))
             if not batch:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc
 
-from ledger.core.events import PolicyVersionProposed, ProposePolicyVersion, Stage
+from ledger.core.events import (
+    CommandRejected,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    Stage,
+)
 from ledger.errors import CommandRejectedError
 from ledger.ids import new_id, utcnow
 
@@ -78,3 +85,41 @@ def test_a_command_delivered_twice_is_applied_once(stack_factory):
     assert again.message == "already applied"
     events = stack.records(stack.topics.policy_events)
     assert [type(e).__name__ for e in events] == ["PolicyVersionProposed"]
+
+
+def test_a_rejected_command_sent_again_after_a_restart_gets_its_first_rejection(stack_factory):
+    # A captured rejected command must not go through later, when the state would let it:
+    # the restarted processor reads its recent answers back before it answers anything.
+    stack = stack_factory(processors=("command-processor",))
+    stack.grant_defaults()
+    admin = stack.client(ADMIN)
+    stack.propose(admin, policy_doc("refund", action="refund.issue"), by=ALICE)
+    captured = stack.signed(
+        admin,
+        PromotePolicyVersion(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            policy="refund",
+            version=1,
+            stage=Stage.ACTIVE,
+        ),
+    )
+    with pytest.raises(CommandRejectedError) as first:
+        admin.submit_command(captured)
+    assert first.value.code == "not_approved"
+    stack.approve(admin, "refund", 1, by=BOB)  # now the same promotion would be accepted
+
+    assert stack.stop("command-processor")
+    stack.start("command-processor")
+    again = stack.client(ADMIN)
+    with pytest.raises(CommandRejectedError) as replayed:
+        again.submit_command(captured, timeout=60)
+    assert replayed.value.code == "not_approved"
+
+    answers = [
+        r for r in stack.records(stack.topics.command_results) if r.command_id == captured.event_id
+    ]
+    assert [(type(a), a.code) for a in answers] == [(CommandRejected, "not_approved")] * 2
+    events = stack.records(stack.topics.policy_events)
+    assert not any(isinstance(e, PolicyVersionPromoted) for e in events)

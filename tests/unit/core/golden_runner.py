@@ -4,7 +4,13 @@ decisions out. One small vocabulary, so a case reads like the lifecycle it pins 
 Signatures: ``signed_with: NAME`` on a command signs it with the Ed25519 key derived from NAME
 (``tamper: true`` alters it after signing); a ``when`` command that is signed, or says
 ``authenticate: true``, is decided as the command processor decides it (``decide_signed``:
-authentication first). ``register_key: {by, for, key: NAME}`` registers NAME's public key."""
+authentication first). ``register_key: {by, for, key: NAME}`` registers NAME's public key.
+
+Repeats: ``decided_before: {signed_with: NAME}`` says the ``when`` command's id was applied
+before, by that command signed with NAME (``none``: before signatures were recorded), and
+``decided_before: {rejected: CODE}`` that it was rejected; the case is then decided with
+``decide_again``, and ``expect: {answer: already_applied}`` means it answers with the first
+events."""
 
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
-from ledger.core.lifecycle import decide_signed
+from ledger.core.lifecycle import FirstAnswer, decide_again, decide_signed
 from ledger.core.signing import key_id_of
 from ledger.keys import public_bytes, sign
 
@@ -199,6 +205,14 @@ def _facts(raw: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def first_answer(before: dict[str, Any], command: Any) -> FirstAnswer:
+    if "rejected" in before:
+        return FirstAnswer(rejection=Rejection(code=before["rejected"], message="the first"))
+    name = before["signed_with"]
+    first = None if name == "none" else sign(command, key(name)).signature
+    return FirstAnswer(event_ids=("evt-first",), signature=first)
+
+
 def run_case(case: dict[str, Any]) -> None:
     ids = (f"evt-{i}" for i in itertools.count())
     state = apply(EMPTY_STATE, case.get("given", []), ids)
@@ -208,7 +222,13 @@ def run_case(case: dict[str, Any]) -> None:
         decider = decide_signed if authenticated(case["when"]) else decide
         # ``decided_after_minutes``: the processor's clock that many minutes after the signing.
         now = command.occurred_at + timedelta(minutes=case.get("decided_after_minutes", 0))
-        outcome = decider(state, command, now=now, new_id=lambda: next(ids), admins=ADMINS)
+        if "decided_before" in case:
+            outcome = decide_again(state, command, first_answer(case["decided_before"], command))
+            if expect.get("answer") == "already_applied":
+                assert outcome == ("evt-first",), outcome
+                return
+        else:
+            outcome = decider(state, command, now=now, new_id=lambda: next(ids), admins=ADMINS)
         if "rejection" in expect:
             assert isinstance(outcome, Rejection), (
                 f"expected rejection {expect['rejection']}, got {outcome}"

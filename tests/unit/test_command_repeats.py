@@ -1,0 +1,171 @@
+"""A command id is decided once (the core's ``decide_again``, through the command processor's
+handler): the same command again gets its first answer; a forged copy of an applied command is
+not told "already applied"; a rejected command cannot be replayed once the state would let it
+through, across a restart too (the handler is seeded from recent answers)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.codec import default_codec
+from ledger.core.events import (
+    CommandAccepted,
+    CommandRejected,
+    GovernanceEvent,
+    IssueGrant,
+    RevokeGrant,
+)
+from ledger.core.lifecycle import REJECTION_CODES, register_anchors
+from ledger.core.state import EMPTY_STATE, LedgerState, fold
+from ledger.ids import new_id, utcnow
+from ledger.keys import public_bytes, sign
+from ledger.settings import Settings
+from processors.command_processor import REMEMBER_REJECTIONS, CommandHandler
+from processors.common import ProcessorStats
+
+CODEC = default_codec()
+SETTINGS = Settings(home=Path("/nonexistent"), admins=frozenset({"human:admin"}))
+ADMIN_KEY = Ed25519PrivateKey.generate()
+OTHER_KEY = Ed25519PrivateKey.generate()
+_offsets = itertools.count()
+
+
+class Ledger:
+    """A command processor's handler with the state it folds, as the processor keeps them."""
+
+    def __init__(self) -> None:
+        self.handler = CommandHandler(settings=SETTINGS, codec=CODEC, stats=ProcessorStats())
+        self.state: LedgerState = EMPTY_STATE
+        for anchor in register_anchors(
+            EMPTY_STATE, {"human:admin": public_bytes(ADMIN_KEY)}, now=utcnow(), new_id=new_id
+        ):
+            self.apply(anchor)
+
+    def apply(self, event: GovernanceEvent) -> None:
+        self.state = fold(self.state, event)
+        self.handler.remember(event)
+
+    def send(self, command: Any) -> tuple[Any, list[GovernanceEvent]]:
+        message = SimpleNamespace(
+            topic="commands",
+            partition=0,
+            offset=next(_offsets),
+            key=b"k",
+            value=CODEC.encode(command),
+        )
+        step = self.handler.handle(self.state, message)
+        for event, _ in step.events:
+            self.apply(event)
+        ((_, _, value),) = step.outputs
+        return CODEC.decode(value), [event for event, _ in step.events]
+
+
+def grants(state: LedgerState) -> set[str]:
+    """Ids of the live grants of agent:bot."""
+    record = state.principals.get("agent:bot")
+    return set() if record is None else set(record.grants)
+
+
+def issue(grant_id: str = "g-1") -> IssueGrant:
+    return IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id=grant_id,
+        principal="agent:bot",
+        actions=("refund.issue",),
+        resource="*",
+    )
+
+
+def revoke(grant_id: str = "g-1") -> RevokeGrant:
+    return RevokeGrant(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", grant_id=grant_id
+    )
+
+
+def test_the_same_command_again_is_answered_already_applied_and_appends_nothing() -> None:
+    ledger = Ledger()
+    command = sign(issue(), ADMIN_KEY)
+    first, events = ledger.send(command)
+    assert isinstance(first, CommandAccepted) and len(events) == 1
+    again, more = ledger.send(command)
+    assert isinstance(again, CommandAccepted) and again.message == "already applied"
+    assert again.event_ids == first.event_ids and more == []
+
+
+def test_a_forged_copy_of_an_applied_command_is_authenticated_not_called_applied() -> None:
+    ledger = Ledger()
+    command = sign(issue(), ADMIN_KEY)
+    ledger.send(command)
+
+    unsigned = dataclasses.replace(command, key_id=None, signature=None)
+    answer, events = ledger.send(unsigned)
+    assert isinstance(answer, CommandRejected) and answer.code == "unsigned_command"
+    assert events == []
+
+    wrong_key = sign(command, OTHER_KEY)  # not a key of human:admin
+    answer, _ = ledger.send(wrong_key)
+    assert isinstance(answer, CommandRejected) and answer.code == "unknown_actor_key"
+
+
+def test_another_genuine_command_under_a_used_id_is_a_duplicate_id() -> None:
+    ledger = Ledger()
+    command = sign(issue("g-1"), ADMIN_KEY)
+    ledger.send(command)
+    other = sign(dataclasses.replace(issue("g-2"), event_id=command.event_id), ADMIN_KEY)
+    answer, events = ledger.send(other)
+    assert isinstance(answer, CommandRejected) and answer.code == "duplicate_command_id"
+    assert "duplicate_command_id" in REJECTION_CODES
+    assert events == [] and "g-2" not in grants(ledger.state)
+
+
+def test_a_rejected_command_replayed_once_the_state_allows_it_is_rejected_again() -> None:
+    ledger = Ledger()
+    captured = sign(revoke("g-1"), ADMIN_KEY)
+    first, _ = ledger.send(captured)
+    assert isinstance(first, CommandRejected) and first.code == "unknown_grant"
+
+    ledger.send(sign(issue("g-1"), ADMIN_KEY))  # now the captured revoke would go through
+    again, events = ledger.send(captured)
+    assert isinstance(again, CommandRejected) and again.code == "unknown_grant"
+    assert events == [] and "g-1" in grants(ledger.state)
+
+
+def test_after_a_restart_recent_rejections_are_remembered_from_the_answers() -> None:
+    before = Ledger()
+    captured = sign(revoke("g-1"), ADMIN_KEY)
+    first, _ = before.send(captured)
+
+    after = Ledger()  # a restarted processor: the start-up read hands it the recent answers
+    after.handler.remember_answer(first, utcnow())
+    after.send(sign(issue("g-1"), ADMIN_KEY))
+    again, events = after.send(captured)
+    assert isinstance(again, CommandRejected) and again.code == "unknown_grant"
+    assert events == []
+
+
+def test_an_unauthenticated_rejection_does_not_block_the_genuine_command_with_that_id() -> None:
+    ledger = Ledger()
+    genuine = sign(issue(), ADMIN_KEY)
+    forged_first = dataclasses.replace(genuine, key_id=None, signature=None)
+    answer, _ = ledger.send(forged_first)
+    assert isinstance(answer, CommandRejected) and answer.code == "unsigned_command"
+    accepted, events = ledger.send(genuine)
+    assert isinstance(accepted, CommandAccepted) and len(events) == 1
+
+
+def test_rejections_are_forgotten_once_no_command_could_still_be_valid() -> None:
+    ledger = Ledger()
+    first, _ = ledger.send(sign(revoke("g-1"), ADMIN_KEY))
+    assert first.command_id in ledger.handler.rejected
+    later = utcnow() + REMEMBER_REJECTIONS + timedelta(seconds=1)
+    ledger.handler.remember_answer(first, later)  # pruned as it is offered again: too old
+    assert ledger.handler.rejected == {}
