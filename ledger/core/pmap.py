@@ -6,6 +6,10 @@ copies two 64-slot tuples and one small dict, and shares the rest with the previ
 
 Placement is deterministic across processes (CRC-32 for text keys; never the salted
 ``hash()`` of a str), so iteration order is the same on every worker and in every replay.
+
+A map of at most :data:`FLAT_MAX` items (most principals' grants) is one plain dict instead,
+kept in the order the trie would iterate (by slot, then insertion): building it costs a sort of
+a few keys instead of two 64-slot levels per key, and no caller can tell the two forms apart.
 """
 
 from __future__ import annotations
@@ -34,6 +38,32 @@ def _hash(key: object) -> int:
 
 _EMPTY_LEVEL: Final[tuple[None, ...]] = (None,) * _WIDTH
 
+FLAT_MAX: Final = 16
+"""Maps up to this size are built flat (one dict in trie order); larger ones as the trie."""
+
+
+def _slot(key: object) -> int:
+    """The trie slot of ``key`` as one number that sorts in the trie's iteration order."""
+    h = _hash(key)
+    return ((h & _MASK) << _BITS) | ((h >> _BITS) & _MASK)
+
+
+def _flat_order(items: Mapping[K, V]) -> dict[K, V]:
+    """``items`` as a dict in the trie's iteration order (stable: insertion order per slot)."""
+    crc32 = zlib.crc32
+    keyed = []
+    for n, (key, value) in enumerate(items.items()):
+        # _slot, inlined for the common str key (this runs once per key of a whole replay)
+        h = (
+            crc32(cast(str, key).encode("utf-8", "surrogatepass"))
+            if type(key) is str
+            else _hash(key)
+        )
+        keyed.append((((h & _MASK) << _BITS) | ((h >> _BITS) & _MASK), n, key, value))
+    if len(keyed) > 1:
+        keyed.sort()  # (slot, n) is unique: keys and values are never compared
+    return {key: value for _, _, key, value in keyed}
+
 
 class PMap(Mapping[K, V], Generic[K, V]):
     """Immutable mapping; :meth:`set` and :meth:`delete` return new maps sharing structure.
@@ -42,14 +72,15 @@ class PMap(Mapping[K, V], Generic[K, V]):
     and one leaf of about ``len / 4096`` entries, whatever the size of the map.
     """
 
-    __slots__ = ("_len", "_root")
+    __slots__ = ("_flat", "_len", "_root")
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         self._root: tuple[tuple[dict[K, V] | None, ...] | None, ...] = _EMPTY_LEVEL
+        self._flat: dict[K, V] | None = {}
         self._len = 0
         if items:
             built = PMap.from_mapping(items)
-            self._root, self._len = built._root, built._len
+            self._root, self._flat, self._len = built._root, built._flat, built._len
 
     @classmethod
     def from_mapping(cls, items: Mapping[K, V]) -> PMap[K, V]:
@@ -58,8 +89,8 @@ class PMap(Mapping[K, V], Generic[K, V]):
         Keys land in their leaves in ``items``' order, so iteration order is also the same as
         that of a map built by successive :meth:`set` calls in that order.
         """
-        if not items:
-            return cls._make(_EMPTY_LEVEL, 0)
+        if len(items) <= FLAT_MAX:
+            return cls._make_flat(_flat_order(items) if items else {})
         levels: dict[int, list[dict[K, V] | None]] = {}
         crc32 = zlib.crc32
         for key, value in items.items():
@@ -100,7 +131,16 @@ class PMap(Mapping[K, V], Generic[K, V]):
     ) -> PMap[K, V]:
         new: PMap[K, V] = cls.__new__(cls)
         new._root = root
+        new._flat = None
         new._len = length
+        return new
+
+    @classmethod
+    def _make_flat(cls, flat: dict[K, V]) -> PMap[K, V]:
+        new: PMap[K, V] = cls.__new__(cls)
+        new._root = _EMPTY_LEVEL
+        new._flat = flat
+        new._len = len(flat)
         return new
 
     def _leaf(self, key: object) -> dict[K, V] | None:
@@ -111,6 +151,8 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return level[(h >> _BITS) & _MASK]
 
     def __getitem__(self, key: K) -> V:
+        if self._flat is not None:
+            return self._flat[key]
         leaf = self._leaf(key)
         if leaf is None:
             raise KeyError(key)
@@ -118,6 +160,8 @@ class PMap(Mapping[K, V], Generic[K, V]):
 
     def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
         """Faster than Mapping.get: one leaf look-up, no exception."""
+        if self._flat is not None:
+            return self._flat.get(key, default)
         try:
             leaf = self._leaf(key)
         except TypeError:
@@ -127,6 +171,8 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return leaf.get(key, default)
 
     def __contains__(self, key: object) -> bool:
+        if self._flat is not None:
+            return key in self._flat
         try:
             leaf = self._leaf(key)
         except TypeError:
@@ -134,6 +180,9 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return leaf is not None and key in leaf
 
     def __iter__(self) -> Iterator[K]:
+        if self._flat is not None:
+            yield from self._flat
+            return
         for level in self._root:
             if level is not None:
                 for leaf in level:
@@ -155,6 +204,21 @@ class PMap(Mapping[K, V], Generic[K, V]):
 
     def set(self, key: K, value: V) -> PMap[K, V]:
         """A new map with ``key`` bound to ``value``."""
+        flat = self._flat
+        if flat is not None:
+            slot = _slot(key)  # raises for a key of the wrong type, as the trie does
+            if key in flat:
+                changed = flat.copy()
+                changed[key] = value  # keeps its place, as in a trie leaf
+                return PMap._make_flat(changed)
+            if len(flat) >= FLAT_MAX:
+                grown = dict(flat)
+                grown[key] = value  # after every key of its slot: where the trie puts it
+                return PMap.from_mapping(grown)
+            items = list(flat.items())
+            at = next((n for n, (k, _) in enumerate(items) if _slot(k) > slot), len(items))
+            items.insert(at, (key, value))
+            return PMap._make_flat(dict(items))
         h = _hash(key)
         i, j = h & _MASK, (h >> _BITS) & _MASK
         level = self._root[i]
@@ -166,6 +230,13 @@ class PMap(Mapping[K, V], Generic[K, V]):
 
     def delete(self, key: K) -> PMap[K, V]:
         """A new map without ``key`` (the same map if it is absent)."""
+        flat = self._flat
+        if flat is not None:
+            if key not in flat:
+                return self
+            smaller = flat.copy()
+            del smaller[key]
+            return PMap._make_flat(smaller)
         h = _hash(key)
         i, j = h & _MASK, (h >> _BITS) & _MASK
         level = self._root[i]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -202,3 +203,25 @@ def test_pmap_bulk_build_equals_successive_sets() -> None:
     big_change = {f"z{i}": i for i in range(100)}
     assert small.update(big_change) == {"a": 1, **big_change}
     assert PMap.from_mapping({}) == {} and small.update({}) is small
+
+
+def test_a_small_map_iterates_as_the_trie_would_through_growth_and_deletes() -> None:
+    # Maps of up to FLAT_MAX items are one dict in the trie's order: whether built in one pass,
+    # by successive sets, grown past the limit, or shrunk by deletes, the order is the same.
+    from ledger.core.pmap import FLAT_MAX
+
+    keys = [f"grant-{i}" for i in range(3 * FLAT_MAX)]
+    stepwise: PMap[str, int] = PMap()
+    for n, key in enumerate(keys):
+        stepwise = stepwise.set(key, n)
+        bulk = PMap.from_mapping({k: i for i, k in enumerate(keys[: n + 1])})
+        assert list(bulk.items()) == list(stepwise.items()), n
+    for key in keys[: 2 * FLAT_MAX + 3]:  # back under the limit: still the trie's order
+        stepwise = stepwise.delete(key)
+    rest = {k: i for i, k in enumerate(keys) if i >= 2 * FLAT_MAX + 3}
+    assert list(PMap.from_mapping(rest).items()) == list(stepwise.items())
+    small = PMap.from_mapping({"a": 1, "b": 2})
+    assert list(small.set("a", 9).items()) == [(k, 9 if k == "a" else v) for k, v in small.items()]
+    assert small.delete("zzz") is small and "a" in small and small.get("zzz") is None
+    with pytest.raises(TypeError):
+        small.set(3.5, 1)  # type: ignore[arg-type]
