@@ -234,6 +234,7 @@ class EchoClient:
         self._thread.join(5)
         if self.library == "librdkafka":
             self._producer.flush(5)
+            self._producer.close()  # no reconnect attempts after the broker stops
         else:
             self._producer.close(5)
         self._consumer.close()

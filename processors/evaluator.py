@@ -589,6 +589,8 @@ class RequestLoop:
                 self._close_chain(producer)
             with contextlib.suppress(Exception):
                 consumer.close()
+            with contextlib.suppress(Exception):
+                producer.close()
 
     def _dispatch(self, producer: Any, outputs: list[Output], records: list[_Record]) -> None:
         """Queue the outputs of one fetched batch; its chain checkpoints wait (see :meth:`_hold`)."""

@@ -381,6 +381,10 @@ class KafkaTransport:
         try:
             self._producer.flush(5)
         finally:
+            # Its threads and broker connections go now, not when the object is collected: a
+            # closed client kept by its caller must not go on reconnecting to a broker.
+            with contextlib.suppress(Exception):
+                self._producer.close()
             self._listener.close()
             with self._position_lock:
                 if self._position_consumer is not None:
