@@ -634,25 +634,29 @@ class _Sink:
 
 
 class _PooledSink(_Sink):
-    """Rows made by worker processes, a chunk of one partition's records at a time; this
-    process keeps the order (results are taken back in the order chunks were sent, so every
-    partition's rows reach the writer in offset order) and writes the files and the manifest."""
+    """Rows made a chunk of one partition's records at a time, by helper processes and by this
+    one: a chunk goes to a helper when one is free, else this process makes it while the
+    helpers work. Results are taken back in the order the chunks were cut, so every
+    partition's rows reach the writer in offset order; this process writes the files and the
+    manifest."""
 
-    def __init__(self, writer: ExportWriter, workers: int) -> None:
+    def __init__(self, writer: ExportWriter, helpers: int) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         super().__init__(writer)
         # spawn, not fork: this process already runs librdkafka's threads.
         self._pool = ProcessPoolExecutor(
-            max_workers=workers,
+            max_workers=helpers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(writer.topics,),
+            initargs=(writer.topics, os.getpid()),
         )
-        self._chunks: dict[Where, list[tuple[int, int | None, bytes | None, bytes | None]]] = {}
-        self._inflight: collections.deque[tuple[Where, Future[Any]]] = collections.deque()
-        self._limit = 3 * workers
+        self._helpers = helpers
+        self._chunks: dict[Where, list[_Record]] = {}
+        # In the order cut: (where, a helper's future, or the tables made here, and the count).
+        self._ordered: collections.deque[tuple[Where, Future[Any] | _Made]] = collections.deque()
+        self._busy = 0  # chunks sent to helpers and not yet taken back
         self._held = 0  # records in chunks and in flight
 
     def _take(
@@ -671,20 +675,35 @@ class _PooledSink(_Sink):
         chunk.append((offset, timestamp_ms, key, value))
         self._held += 1
         if len(chunk) >= _CHUNK:
-            self._send(where)
+            self._cut(where)
 
-    def _send(self, where: Where) -> None:
+    def _cut(self, where: Where) -> None:
         chunk = self._chunks.pop(where)
-        self._inflight.append((where, self._pool.submit(_worker_tables, *where, chunk)))
-        while len(self._inflight) > self._limit:
+        while self._ordered and self._ready(self._ordered[0][1]):
+            self._collect()
+        if self._busy < 2 * self._helpers:  # one at work and one queued, per helper
+            self._ordered.append((where, self._pool.submit(_worker_tables, *where, chunk)))
+            self._busy += 1
+        else:  # every helper is busy: this process makes this chunk's rows meanwhile
+            made = make_tables(self.writer.rows, *where, chunk)
+            self._ordered.append((where, (made, len(chunk))))
+        while len(self._ordered) > 4 * (self._helpers + 1):  # bounds memory
             self._collect()
 
+    @staticmethod
+    def _ready(item: Future[Any] | _Made) -> bool:
+        return not isinstance(item, Future) or item.done()
+
     def _collect(self) -> None:
-        (topic, partition), future = self._inflight.popleft()
-        try:
-            tables, count = future.result()
-        except Exception as exc:
-            raise ExportError(f"a worker process failed making rows of {topic}: {exc}") from exc
+        (topic, partition), item = self._ordered.popleft()
+        if isinstance(item, Future):
+            self._busy -= 1
+            try:
+                tables, count = item.result()
+            except Exception as exc:
+                raise ExportError(f"a worker process failed making rows of {topic}: {exc}") from exc
+        else:
+            tables, count = item
         for date, table in tables:
             self.writer.add_table(topic, partition, date, table)
         self._held -= count
@@ -695,8 +714,8 @@ class _PooledSink(_Sink):
 
     def flush(self) -> int:
         for where in list(self._chunks):
-            self._send(where)
-        while self._inflight:
+            self._cut(where)
+        while self._ordered:
             self._collect()
         return self.writer.flush()
 
@@ -704,28 +723,33 @@ class _PooledSink(_Sink):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+_Record = tuple[int, int | None, bytes | None, bytes | None]
+_Made = tuple[list[tuple[str, pa.Table]], int]
+
+
 _WORKER_ROWS: list[RowMaker] = []
 
 
-def _worker_init(topics: TopicNames) -> None:
+def _worker_init(topics: TopicNames, parent: int) -> None:
+    def watch() -> None:
+        # A helper outlives an export killed by SIGKILL (nothing tells it): it would keep the
+        # export's stdout and stderr open, and its caller waiting for their end.
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ledger-export-parent-watch", daemon=True).start()
     _WORKER_ROWS.append(RowMaker(topics))
 
 
-def _worker_tables(
-    topic: str,
-    partition: int,
-    records: list[tuple[int, int | None, bytes | None, bytes | None]],
-) -> tuple[list[tuple[str, pa.Table]], int]:
+def _worker_tables(topic: str, partition: int, records: list[_Record]) -> _Made:
     """In a worker: the rows of one partition's records, a table per date in offset order."""
     (rows,) = _WORKER_ROWS
     return make_tables(rows, topic, partition, records), len(records)
 
 
 def make_tables(
-    rows: RowMaker,
-    topic: str,
-    partition: int,
-    records: list[tuple[int, int | None, bytes | None, bytes | None]],
+    rows: RowMaker, topic: str, partition: int, records: list[_Record]
 ) -> list[tuple[str, pa.Table]]:
     """``records`` (offset, Kafka timestamp, key, value) of one partition as Arrow tables of the
     topic's schema, one per ``date=`` partition, rows in offset order."""
@@ -746,10 +770,10 @@ def make_tables(
 def _sink(writer: ExportWriter, backlog: int, codec: Codec | None, workers: int | None) -> _Sink:
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)), POOL_WORKERS)
-    # Worker processes make rows with the default codec: a run given another codec stays here.
+    # Helpers make rows with the default codec: a run given another codec stays in one process.
     if workers < 2 or backlog <= POOL_THRESHOLD or codec is not None:
         return _Sink(writer)
-    return _PooledSink(writer, workers)
+    return _PooledSink(writer, workers - 1)
 
 
 def export(
