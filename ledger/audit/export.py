@@ -58,6 +58,8 @@ __all__ = [
     "FORMAT_VERSION",
     "DEFAULT_BATCH",
     "DEFAULT_FLUSH_INTERVAL",
+    "POOL_THRESHOLD",
+    "RDKAFKA_CONFIG",
     "ExportSummary",
     "Manifest",
     "ExportWriter",
@@ -436,7 +438,7 @@ class ExportWriter:
 # The topics are read with librdkafka (confluent-kafka), not kafka-python: on the benchmark's
 # 200,000 decisions kafka-python spent ~85 µs a record in pure-Python batch parsing and CRC-32C
 # (more than making the rows), librdkafka ~3-5 µs (see the README's status table).
-_RDKAFKA: Final[dict[str, Any]] = {
+RDKAFKA_CONFIG: Final[dict[str, Any]] = {
     "fetch.wait.max.ms": 100,
     "fetch.max.bytes": 64 * 1024 * 1024,
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
@@ -449,6 +451,7 @@ _RDKAFKA: Final[dict[str, Any]] = {
     # (transaction markers, compacted gaps) just before the end offset it captured.
     "enable.partition.eof": True,
 }
+"""librdkafka settings of the export's consumer (on the ledger's consumer defaults)."""
 _CONSUME_BATCH: Final = 10_000
 """Records taken from librdkafka's queue per call."""
 _IDLE_LIMIT: Final = 30.0
@@ -485,7 +488,9 @@ class _Source:
         self.done: set[Where] = set()  # partitions read up to their end offset
         # The exporter's group (its ACLs allow it); it is never joined nor committed to.
         group = {"group.id": f"{writer.topics.prefix}ledger-exporter.export"}
-        self.consumer = make_rdkafka_consumer(bootstrap, security=security, **_RDKAFKA, **group)
+        self.consumer = make_rdkafka_consumer(
+            bootstrap, security=security, **RDKAFKA_CONFIG, **group
+        )
         try:
             self.start: dict[Where, int] = {}
             self.end: dict[Where, int] = {}
