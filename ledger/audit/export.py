@@ -457,9 +457,9 @@ _CONSUME_BATCH: Final = 10_000
 _IDLE_LIMIT: Final = 30.0
 """Seconds without a record or an end-of-partition event before a one-shot export gives up."""
 POOL_THRESHOLD: Final = 20_000
-"""A one-shot export with more records than this to read makes its rows in worker processes
-(one per core, at most :data:`POOL_WORKERS`); a smaller one does not pay their start-up."""
-POOL_WORKERS: Final = 4
+"""A one-shot export with more records than this to read makes its rows in helper processes
+too (one per core, at most :data:`POOL_HELPERS`); a smaller one does not pay their start-up."""
+POOL_HELPERS: Final = 4
 _CHUNK: Final = 4_096
 """Records of one partition a worker turns into rows at a time."""
 
@@ -646,14 +646,12 @@ class _PooledSink(_Sink):
     manifest."""
 
     def __init__(self, writer: ExportWriter, helpers: int) -> None:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         super().__init__(writer)
-        # spawn, not fork: this process already runs librdkafka's threads.
         self._pool = ProcessPoolExecutor(
             max_workers=helpers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=_helper_context(),
             initializer=_worker_init,
             initargs=(writer.topics, os.getpid()),
         )
@@ -686,7 +684,7 @@ class _PooledSink(_Sink):
         chunk = self._chunks.pop(where)
         while self._ordered and self._ready(self._ordered[0][1]):
             self._collect()
-        if self._busy < 2 * self._helpers:  # one at work and one queued, per helper
+        if self._busy < 4 * self._helpers:  # one at work and one queued, per helper
             self._ordered.append((where, self._pool.submit(_worker_tables, *where, chunk)))
             self._busy += 1
         else:  # every helper is busy: this process makes this chunk's rows meanwhile
@@ -736,15 +734,39 @@ _WORKER_ROWS: list[RowMaker] = []
 
 
 def _worker_init(topics: TopicNames, parent: int) -> None:
+    server = os.getppid()  # the fork server (it exits once the export and its helpers have)
+
     def watch() -> None:
         # A helper outlives an export killed by SIGKILL (nothing tells it): it would keep the
         # export's stdout and stderr open, and its caller waiting for their end.
-        while os.getppid() == parent:
+        while os.getppid() == server and _alive(parent):
             time.sleep(0.2)
         os._exit(1)
 
     threading.Thread(target=watch, name="ledger-export-parent-watch", daemon=True).start()
     _WORKER_ROWS.append(RowMaker(topics))
+
+
+_PROC: Final = Path("/proc/self/stat").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs. A killed export stays a zombie until its own parent reaps
+    it, and a parent waiting for the export's output to end reaps it only after that: a zombie
+    counts as gone (Linux tells, from ``/proc``)."""
+    if _PROC:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            return False
+        return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_tables(topic: str, partition: int, records: list[_Record]) -> _Made:
@@ -772,13 +794,25 @@ def make_tables(
     return [(date, rows.table(topic, made)) for date, made in by_date.items()]
 
 
-def _sink(writer: ExportWriter, backlog: int, codec: Codec | None, workers: int | None) -> _Sink:
-    if workers is None:
-        workers = min(len(os.sched_getaffinity(0)), POOL_WORKERS)
+def _helper_context() -> Any:
+    """Helpers are forked from a fresh server process that has imported the row maker once
+    (each of them spawned from scratch spent ~0.8 s importing), never from this process:
+    it already runs librdkafka's threads."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["ledger.audit.export"])
+    return context
+
+
+def _sink(writer: ExportWriter, backlog: int, codec: Codec | None, helpers: int | None) -> _Sink:
+    cores = len(os.sched_getaffinity(0))
+    if helpers is None:
+        helpers = min(cores, POOL_HELPERS) if cores > 1 else 0
     # Helpers make rows with the default codec: a run given another codec stays in one process.
-    if workers < 2 or backlog <= POOL_THRESHOLD or codec is not None:
+    if helpers < 1 or backlog <= POOL_THRESHOLD or codec is not None:
         return _Sink(writer)
-    return _PooledSink(writer, workers - 1)
+    return _PooledSink(writer, helpers)
 
 
 def export(
@@ -790,12 +824,14 @@ def export(
     progress: Progress | None = None,
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
-    workers: int | None = None,
+    helpers: int | None = None,
 ) -> ExportSummary:
     """Export everything new in the ledger at ``bootstrap`` into ``out`` (see module doc).
 
-    ``workers``: processes making rows when there are more than :data:`POOL_THRESHOLD` records
-    to read (default: one per core, at most :data:`POOL_WORKERS`; below 2, none)."""
+    ``helpers``: processes making rows beside this one when there are more than
+    :data:`POOL_THRESHOLD` records to read (default: one per core, at most
+    :data:`POOL_HELPERS`, none on one core; 0: none). They are started the ``multiprocessing``
+    way: a script calling this must guard its top level with ``if __name__ == "__main__"``."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
     source = _Source(bootstrap, writer, security, bounded=True)
@@ -803,7 +839,7 @@ def export(
         end = source.end
         remaining = {where for where, start in source.start.items() if start < end[where]}
         total = sum(end[where] - source.start[where] for where in remaining)
-        sink = _sink(writer, total, codec, workers)
+        sink = _sink(writer, total, codec, helpers)
         try:
             done = 0
             if progress is not None:

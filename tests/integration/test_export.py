@@ -334,11 +334,11 @@ def test_a_pooled_export_writes_exactly_what_one_process_writes(
     monkeypatch.setattr(exporting, "_PooledSink", Spy)
     security = kafka.security("exporter")
     one = exporting.export(
-        tmp_path / "one", kafka.bootstrap, ledger_topics, security=security, workers=1
+        tmp_path / "one", kafka.bootstrap, ledger_topics, security=security, helpers=0
     )
     assert pooled == []
     two = exporting.export(
-        tmp_path / "two", kafka.bootstrap, ledger_topics, security=security, workers=2
+        tmp_path / "two", kafka.bootstrap, ledger_topics, security=security, helpers=1
     )
     assert pooled == [1]  # one helper process beside this one
     assert one.records == two.records
