@@ -457,10 +457,14 @@ class _DecoderSource:
         self.emit(at, f"if {to} > L - p:")  # every item takes at least one byte
         self.emit(at + 1, "raise _Malformed('block count larger than the bytes left')")
 
-    def _index(self, to: str, at: int) -> None:
-        self.long(to, at)
-        self.emit(at, f"if {to} < 0:")
-        self.emit(at + 1, "raise _Malformed('negative index')")
+    def _index(self, to: str, at: int, count: int) -> None:
+        """A union branch or enum symbol index, below ``count``, as its varint byte: indexes up
+        to 63 take one byte, ``2 * index`` (an overlong or negative one is left to the
+        reference path, which reads any valid varint)."""
+        if count > 64:
+            raise TypeError(f"{count} union branches or enum symbols")
+        self.emit(at, f"{to} = d[p]")
+        self.emit(at, "p += 1")
 
     # ----------------------------------------------------------------------- values
 
@@ -497,9 +501,9 @@ class _DecoderSource:
 
     def _union(self, branches: list[Any], hint: Any, to: str, at: int, *, json: bool) -> None:
         index = self.var()
-        self._index(index, at)
+        self._index(index, at, len(branches))
         for number, branch in enumerate(branches):
-            self.emit(at, f"{'if' if number == 0 else 'elif'} {index} == {number}:")
+            self.emit(at, f"{'if' if number == 0 else 'elif'} {index} == {2 * number}:")
             if self.resolve(branch) == "null":
                 self.emit(at + 1, f"{to} = None")
             else:
@@ -511,9 +515,11 @@ class _DecoderSource:
         kind = schema["type"]
         origin = typing.get_origin(hint)
         if kind == "enum":
-            index = self.var()
-            self._index(index, at)
-            self.emit(at, f"{to} = {self.constant(tuple(schema['symbols']))}[{index}]")
+            index, symbols = self.var(), tuple(schema["symbols"])
+            self._index(index, at, len(symbols))
+            self.emit(at, f"if {index} & 1:")
+            self.emit(at + 1, "raise _Malformed('negative enum index')")
+            self.emit(at, f"{to} = {self.constant(symbols)}[{index} >> 1]")
         elif kind in ("array", "map"):
             item_hint: Any = None
             if json and kind == "array":
@@ -558,10 +564,10 @@ class _DecoderSource:
         """The fact value union (:data:`ledger.core.events.Value`), each branch in its JSON
         form: decimals as their string, instants as their text, non-finite floats as text."""
         index = self.var()
-        self._index(index, at)
+        self._index(index, at, len(schema))
         for number, branch in enumerate(schema):
             resolved = self.resolve(branch)
-            self.emit(at, f"{'if' if number == 0 else 'elif'} {index} == {number}:")
+            self.emit(at, f"{'if' if number == 0 else 'elif'} {index} == {2 * number}:")
             if isinstance(resolved, dict) and resolved["type"] == "record":
                 names = [f["name"] for f in resolved["fields"]]
                 if names == ["micros"]:
