@@ -81,6 +81,10 @@ DEFAULT_FLUSH_INTERVAL: Final = 2.0
 """Seconds between flushes in ``--follow`` mode (when something new arrived)."""
 
 _DAY_US: Final = 86_400_000_000
+_CORES: Final = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+"""Cores this process may run on."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[int, int], None]
@@ -368,37 +372,17 @@ class ExportWriter:
         """Write the buffered rows, then the manifest. Returns the number of files written."""
         if not self._buffers and not self._pending and (self.out / MANIFEST).exists():
             return 0  # nothing new; a first run writes its (empty) manifest: an empty export
-        written: list[dict[str, Any]] = []
-        for (topic, partition, date), parts in sorted(self._buffers.items()):
-            first, last = self._spans[(topic, partition, date)]
-            directory = self.out / f"topic={topic}" / f"date={date}"
-            directory.mkdir(parents=True, exist_ok=True)
-            name = f"{topic}+{partition}+{first}.parquet"
-            path = directory / name
-            tmp = directory / f".{name}.tmp-{os.getpid()}"
-            table = self._table(topic, parts)
-            pq.write_table(
-                table,
-                tmp,
-                compression="zstd",
-                row_group_size=ROW_GROUP_ROWS,
-                write_statistics=True,
-            )
-            with open(tmp, "rb+") as done:
-                os.fsync(done.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(directory)
-            written.append(
-                {
-                    "path": path.relative_to(self.out).as_posix(),
-                    "topic": topic,
-                    "partition": partition,
-                    "date": date,
-                    "first_offset": first,
-                    "last_offset": last,
-                    "rows": table.num_rows,
-                }
-            )
+        keys = sorted(self._buffers)
+        if len(keys) > 1 and _CORES > 1:
+            # Compression and fsync release the GIL: the files of a flush are written side by
+            # side (a large run's last flush was one core writing six files while the other
+            # idled). Every file is complete before the manifest below names it.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(len(keys), _CORES)) as threads:
+                written = list(threads.map(self._write_file, keys))
+        else:
+            written = [self._write_file(key) for key in keys]
         listed = {f["path"] for f in written}
         self.manifest.files = [f for f in self.manifest.files if f["path"] not in listed]
         self.manifest.files.extend(written)
@@ -415,6 +399,38 @@ class ExportWriter:
         self.buffered = 0
         self.files_written += len(written)
         return len(written)
+
+    def _write_file(self, key: tuple[str, int, str]) -> dict[str, Any]:
+        """Write the buffered rows of ``key`` (topic, partition, date) to their file, durably;
+        returns the file's manifest entry."""
+        topic, partition, date = key
+        first, last = self._spans[key]
+        directory = self.out / f"topic={topic}" / f"date={date}"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{topic}+{partition}+{first}.parquet"
+        path = directory / name
+        tmp = directory / f".{name}.tmp-{os.getpid()}"
+        table = self._table(topic, self._buffers[key])
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            row_group_size=ROW_GROUP_ROWS,
+            write_statistics=True,
+        )
+        with open(tmp, "rb+") as done:
+            os.fsync(done.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+        return {
+            "path": path.relative_to(self.out).as_posix(),
+            "topic": topic,
+            "partition": partition,
+            "date": date,
+            "first_offset": first,
+            "last_offset": last,
+            "rows": table.num_rows,
+        }
 
     def _table(self, topic: str, parts: list[tuple[Any, ...] | pa.Table]) -> pa.Table:
         """One table of the buffered parts (runs of row tuples become tables, in order)."""
@@ -806,9 +822,8 @@ def _helper_context() -> Any:
 
 
 def _sink(writer: ExportWriter, backlog: int, codec: Codec | None, helpers: int | None) -> _Sink:
-    cores = len(os.sched_getaffinity(0))
     if helpers is None:
-        helpers = min(cores, POOL_HELPERS) if cores > 1 else 0
+        helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
     # Helpers make rows with the default codec: a run given another codec stays in one process.
     if helpers < 1 or backlog <= POOL_THRESHOLD or codec is not None:
         return _Sink(writer)
