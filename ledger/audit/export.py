@@ -25,6 +25,11 @@ How a run stays exact, whatever happens to it:
 Readers (:func:`ledger.audit.sql.connect`) read the files the manifest lists, so a reader never
 sees a file of a run that has not committed it.
 
+Kafka is read with librdkafka (``confluent-kafka``). A one-shot run with more than
+:data:`POOL_THRESHOLD` records to read makes rows in helper processes too, a chunk of one
+partition at a time; results come back in the order the chunks were cut, so the writer still
+sees every partition in offset order, and only this process writes files and the manifest.
+
 :class:`ExportWriter` is the file and manifest half, usable without Kafka (tests and the audit
 benchmark write the export format with it); :func:`export` / :func:`follow` add Kafka.
 """
@@ -477,7 +482,7 @@ POOL_THRESHOLD: Final = 20_000
 too (one per core, at most :data:`POOL_HELPERS`); a smaller one does not pay their start-up."""
 POOL_HELPERS: Final = 4
 _CHUNK: Final = 4_096
-"""Records of one partition a worker turns into rows at a time."""
+"""Records of one partition a process turns into rows at a time."""
 
 Where = tuple[str, int]
 

@@ -12,11 +12,12 @@ VARCHAR, ``bytes`` → BLOB, anything nested → JSON holding exactly
 
 Two ways to a row, with the same result (a test holds them to that):
 
-- the fast path, for records written with a current schema: fastavro decodes the body straight
-  to dicts against the schema with its logical types removed (timestamps stay integers), and a
-  converter generated once per event type turns the dict into the row;
-- the reference path, for everything else (records written with an older schema): the codec
-  decodes the event, and each field is rendered from the Python value.
+- the fast path, for records written with a current schema: a function compiled once per event
+  type and topic from the schema reads the Avro body straight into the row (timestamps as
+  integers, nested fields into their JSON form, then their canonical text);
+- the reference path, for everything else (records written with an older schema, and anything
+  the fast path finds malformed): the codec decodes the event, and each field is rendered from
+  the Python value.
 
 A record neither path can decode still gets a row: ``event_type`` and every field NULL, the
 bytes kept in ``record``.

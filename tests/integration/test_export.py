@@ -385,3 +385,28 @@ def test_an_export_ends_past_a_transaction_marker(
     produce(kafka, ledger_topics, decisions=_decisions(3, 2))
     assert run_export(kafka, ledger_topics, out)["records"][ledger_topics.decisions] == 2
     assert counted(out, ledger_topics.decisions) == (5, 5)
+
+
+def test_an_export_the_broker_refuses_is_one_ledger_error(
+    kafka: Any, ledger_topics: TopicNames, tmp_path: Path
+) -> None:
+    """librdkafka reports a refused login or a topic the role may not read its own way: the
+    export still ends, at once, in one ledger error naming what to check."""
+    from dataclasses import replace
+
+    from ledger.audit.export import export
+    from ledger.errors import KafkaAccessDenied, KafkaUnavailable, TopicMissing
+
+    exporter = kafka.security("exporter")
+    agent = kafka.security("agent")
+    if exporter is None or agent is None:  # pragma: no cover - a broker without authentication
+        pytest.skip("the broker under test does not authenticate clients")
+    for security, refused in (
+        (replace(exporter, password="guessed"), (KafkaAccessDenied, KafkaUnavailable)),
+        (agent, (TopicMissing, KafkaAccessDenied)),  # the agent may not read commands
+    ):
+        started = time.monotonic()
+        with pytest.raises(refused, match=r"credentials|refused|may not"):
+            export(tmp_path / "export", kafka.bootstrap, ledger_topics, security=security)
+        assert time.monotonic() - started < 30
+    assert not (tmp_path / "export" / "_manifest.json").exists()
