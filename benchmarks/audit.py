@@ -25,7 +25,9 @@ Two parts:
 
 2. **Export throughput from Kafka** (target ≥ 50,000 records/s): ``--export-records`` decision
    records produced to a private broker (``benchmarks.harness.bench_stack``, no processors),
-   then exported by a real ``ledger export --json`` process; records/s from its summary.
+   then exported by a real ``ledger export --json`` process; records/s from its summary. Beside
+   it, the floor: a bare librdkafka read of the same records (values touched, nothing decoded)
+   with the exporter's consumer settings, on the same broker in the same run.
 """
 
 from __future__ import annotations
@@ -488,6 +490,7 @@ def export_throughput(args: argparse.Namespace) -> None:
             f"produced {records:,} decision records in {time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
+        floor = bare_consume(stack, records)
         out = Path(tempfile.mkdtemp(prefix="ledger-bench-export-"))
         try:
             env = {
@@ -513,6 +516,52 @@ def export_throughput(args: argparse.Namespace) -> None:
     print(
         f"export from Kafka: {summary['total_records']:,} records in {summary['duration_s']:.1f} s = {rate:,.0f} records/s  target ≥ 50,000  ratio {rate / 50_000:.2f}"
     )
+    print(
+        f"floor (bare librdkafka consume, no decoding, same broker and run): {floor:,.0f} records/s  "
+        f"ratio to target {floor / 50_000:.2f}; export / floor {rate / floor:.2f}"
+    )
+
+
+def bare_consume(stack: Any, records: int) -> float:
+    """Records/s of a bare librdkafka read of the decisions topic (every record's value touched,
+    nothing decoded), with the exporter's consumer settings and credential: the floor under
+    ``ledger export``, measured the way the export measures itself (consumer set-up included)."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from ledger.audit.export import RDKAFKA_CONFIG
+    from ledger.kafka.clients import make_rdkafka_consumer
+    from ledger.kafka.reading import rdkafka_partitions
+
+    topic = stack.topics.decisions
+    started = time.perf_counter()
+    consumer = make_rdkafka_consumer(
+        stack.bootstrap,
+        security=stack.security("exporter"),
+        **RDKAFKA_CONFIG,
+        **{"group.id": f"{stack.topics.prefix}ledger-exporter.bench"},
+    )
+    try:
+        parts = [
+            TopicPartition(topic, p, 0)
+            for p in rdkafka_partitions(consumer, topic, bootstrap=stack.bootstrap)
+        ]
+        left = {tp.partition for tp in parts}
+        consumer.assign(parts)
+        seen = size = 0
+        while left:
+            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        left.discard(message.partition())
+                    continue
+                size += len(message.value())  # the bytes reach Python, as for the export
+                seen += 1
+    finally:
+        consumer.close()
+    if seen != records:
+        raise RuntimeError(f"the bare read saw {seen:,} records, not {records:,}")
+    return records / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

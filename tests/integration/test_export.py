@@ -295,3 +295,118 @@ def test_follow_keeps_up_and_stops_cleanly_on_sigterm(
         == 250 - summary["records"][ledger_topics.decisions]
     )
     assert counted(out, ledger_topics.decisions) == (250, 250)
+
+
+def _exported(out: Path, topic: str) -> Any:
+    """Every row of ``topic`` in the files the manifest lists, in (partition, offset) order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = [
+        out / f["path"]
+        for f in json.loads((out / "_manifest.json").read_text())["files"]
+        if f["topic"] == topic
+    ]
+    table = pa.concat_tables([pq.read_table(path) for path in files])
+    return table.sort_by([("partition", "ascending"), ("offset", "ascending")])
+
+
+def test_a_pooled_export_writes_exactly_what_one_process_writes(
+    kafka: Any, ledger_topics: TopicNames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.audit import export as exporting
+
+    total = exporting.POOL_THRESHOLD + 5_000
+    produce(
+        kafka,
+        ledger_topics,
+        decisions=_decisions(0, total),
+        governance=_governance(),
+        garbage=3,
+    )
+    pooled: list[int] = []
+
+    class Spy(exporting._PooledSink):
+        def __init__(self, writer: Any, helpers: int) -> None:
+            pooled.append(helpers)
+            super().__init__(writer, helpers)
+
+    monkeypatch.setattr(exporting, "_PooledSink", Spy)
+    security = kafka.security("exporter")
+    one = exporting.export(
+        tmp_path / "one", kafka.bootstrap, ledger_topics, security=security, helpers=0
+    )
+    assert pooled == []
+    two = exporting.export(
+        tmp_path / "two", kafka.bootstrap, ledger_topics, security=security, helpers=1
+    )
+    assert pooled == [1]  # one helper process beside this one
+    assert one.records == two.records
+    assert one.records[ledger_topics.decisions] == total + 3
+    for topic in (ledger_topics.decisions, ledger_topics.policy_events):
+        assert _exported(tmp_path / "one", topic).equals(_exported(tmp_path / "two", topic))
+    manifests = [json.loads((tmp_path / d / "_manifest.json").read_text()) for d in ("one", "two")]
+    assert manifests[0]["offsets"] == manifests[1]["offsets"]
+
+
+def test_an_export_ends_past_a_transaction_marker(
+    kafka: Any, ledger_topics: TopicNames, tmp_path: Path
+) -> None:
+    """The last offset of the partition is a commit marker, not a record: the run must see
+    that it reached the end offset it captured (not wait for a record that never comes)."""
+    from confluent_kafka import Producer
+
+    from ledger.kafka.clients import librdkafka_config
+
+    codec = default_codec()
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            **librdkafka_config(kafka.security("admin")),
+            "transactional.id": f"{ledger_topics.prefix}export-test",
+        }
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for d in _decisions(0, 3):
+        producer.produce(
+            ledger_topics.decisions, codec.encode(d), key=d.request_id.encode(), partition=0
+        )
+    producer.commit_transaction(30)
+    del producer  # closed now, not when the broker is gone
+    out = tmp_path / "export"
+    started = time.monotonic()
+    first = run_export(kafka, ledger_topics, out)
+    assert time.monotonic() - started < 25  # generous: the no-progress error comes at 30 s
+    assert first["records"][ledger_topics.decisions] == 3
+    offsets = json.loads((out / "_manifest.json").read_text())["offsets"]
+    assert offsets[ledger_topics.decisions]["0"] == 4  # three records and the commit marker
+
+    produce(kafka, ledger_topics, decisions=_decisions(3, 2))
+    assert run_export(kafka, ledger_topics, out)["records"][ledger_topics.decisions] == 2
+    assert counted(out, ledger_topics.decisions) == (5, 5)
+
+
+def test_an_export_the_broker_refuses_is_one_ledger_error(
+    kafka: Any, ledger_topics: TopicNames, tmp_path: Path
+) -> None:
+    """librdkafka reports a refused login or a topic the role may not read its own way: the
+    export still ends, at once, in one ledger error naming what to check."""
+    from dataclasses import replace
+
+    from ledger.audit.export import export
+    from ledger.errors import KafkaAccessDenied, KafkaUnavailable, TopicMissing
+
+    exporter = kafka.security("exporter")
+    agent = kafka.security("agent")
+    if exporter is None or agent is None:  # pragma: no cover - a broker without authentication
+        pytest.skip("the broker under test does not authenticate clients")
+    for security, refused in (
+        (replace(exporter, password="guessed"), (KafkaAccessDenied, KafkaUnavailable)),
+        (agent, (TopicMissing, KafkaAccessDenied)),  # the agent may not read commands
+    ):
+        started = time.monotonic()
+        with pytest.raises(refused, match=r"credentials|refused|may not"):
+            export(tmp_path / "export", kafka.bootstrap, ledger_topics, security=security)
+        assert time.monotonic() - started < 30
+    assert not (tmp_path / "export" / "_manifest.json").exists()

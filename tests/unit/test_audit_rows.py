@@ -175,3 +175,49 @@ def test_property_fast_rows_equal_reference_rows(
     value = CODEC.encode(decision)
     fast = ROWS.row(TOPICS.decisions, 0, 1, 5, None, value)
     assert fast == ROWS.event_row(TOPICS.decisions, 0, 1, 5, None, value, CODEC.decode(value))
+
+
+@pytest.mark.parametrize(
+    ("topic", "cls", "full"), _cases(), ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_the_compiled_decoder_reads_every_current_event_type(
+    topic: str, cls: type, full: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path does not quietly fall back to the reference path (which would keep the
+    rows equal, and ``ledger export`` several times slower)."""
+    event = build(cls, full=full)
+    value = CODEC.encode(event)
+    reference = ROWS.event_row(topic, 2, 40, 1_700_000_000_000, b"k", value, event)
+    rows = RowMaker(TOPICS)
+
+    def no_reference_path(data: bytes) -> object:
+        raise AssertionError("the reference path decoded a current record")
+
+    monkeypatch.setattr(rows.codec, "decode", no_reference_path)
+    assert rows.row(topic, 2, 40, 1_700_000_000_000, b"k", value) == reference
+
+
+def test_every_truncation_of_a_record_is_undecodable_and_says_so_quickly() -> None:
+    decision = build(DecisionRecorded, full=True)
+    value = CODEC.encode(decision)
+    for cut in range(len(value)):
+        row = ROWS.row(TOPICS.decisions, 0, 1, 5, None, value[:cut])
+        assert row[5] is None and row[6] == value[:cut], cut
+
+
+def test_a_hostile_block_count_is_refused_before_it_is_looped_over() -> None:
+    # A DecisionRecorded whose `constraints` map claims 2**62 entries (zig-zag varint).
+    decision = build(DecisionRecorded, full=False)
+    value = CODEC.encode(decision)
+    count = (2**62) << 1
+    varint = bytearray()
+    while count >= 0x80:
+        varint.append((count & 0x7F) | 0x80)
+        count >>= 7
+    varint.append(count)
+    fields = ROWS.formats[TOPICS.decisions]
+    assert fields.column_names.index("constraints") > 0
+    # Every byte position: wherever the count lands, the row is made at once.
+    for at in range(10, len(value)):
+        hostile = value[:at] + bytes(varint) + value[at:]
+        assert len(ROWS.row(TOPICS.decisions, 0, 1, 5, None, hostile)) == len(fields.column_names)
