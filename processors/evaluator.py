@@ -97,6 +97,9 @@ BATCH_MAX = 2000
 
 COMMIT_INTERVAL = 0.1
 """Seconds between the request loop's asynchronous offset commits, at most."""
+SETTLE_WAIT = 0.05
+"""Seconds the idle request loop waits for a request while outputs are in flight (their
+acknowledgements are settled after at most this)."""
 
 CHECKPOINT_EVERY = 1000
 """A chain checkpoint follows at the latest this many decisions after the previous one."""
@@ -549,11 +552,14 @@ class RequestLoop:
                     next_tick = time.monotonic() + interval
                     self._hold(producer, handler.tick(utcnow()))
                 # consume() waits until it has all it asked for: take what is there, and when
-                # nothing is, wait for one record only — briefly while outputs are in flight,
-                # so their acknowledgements are settled within a millisecond.
+                # nothing is, wait for one record only (a record ends the wait at once). While
+                # outputs are in flight the wait is shorter, so their acknowledgements are
+                # settled within SETTLE_WAIT — they only gate commits (at most one per
+                # COMMIT_INTERVAL) and checkpoints, never an answer: waking every millisecond for
+                # them cost the evaluator CPU and the round trip its tail at low rates.
                 messages = consumer.consume(num_messages=BATCH_MAX, timeout=0)
                 if not messages:
-                    first = consumer.poll(0.001 if self._open else 0.2)
+                    first = consumer.poll(SETTLE_WAIT if self._open else 0.2)
                     if first is None:
                         continue
                     messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
