@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["CompiledEvent", "compile_event", "write_long", "VALUE_BRANCHES"]
+__all__ = ["CompiledEvent", "compile_event", "write_long", "read_long_tail", "VALUE_BRANCHES"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -89,7 +89,7 @@ def _write_int(n: int) -> bytes:
     return write_long(n)
 
 
-def _read_long_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
+def read_long_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
     """The rest of a varint whose first byte ``first`` (continuation bit set) was at ``pos-1``."""
     n = first & 0x7F
     shift = 7
@@ -112,13 +112,13 @@ def _read_count(data: bytes, pos: int) -> tuple[int, int]:
     if b < 0x80:
         n = (b >> 1) ^ -(b & 1)
     else:
-        n, pos = _read_long_tail(data, pos, b)
+        n, pos = read_long_tail(data, pos, b)
     if n < 0:
         n = -n
         b = data[pos]
         pos += 1
         if b >= 0x80:
-            _, pos = _read_long_tail(data, pos, b)
+            _, pos = read_long_tail(data, pos, b)
     if n > len(data) - pos:  # every item takes at least one byte
         raise ValueError(f"block count {n} is larger than the bytes left")
     return n, pos
@@ -191,7 +191,7 @@ def _read_string(data: bytes, pos: int) -> tuple[str, int]:
     if b < 0x80:
         n = (b >> 1) ^ -(b & 1)
     else:
-        n, pos = _read_long_tail(data, pos, b)
+        n, pos = read_long_tail(data, pos, b)
     end = pos + n
     if n < 0 or end > len(data):
         raise EOFError("string runs past the end of the record")
@@ -207,7 +207,7 @@ def _read_value(data: bytes, pos: int) -> tuple[Any, int]:
         b = data[pos]
         if b < 0x80:
             return (b >> 1) ^ -(b & 1), pos + 1
-        return _read_long_tail(data, pos + 1, b)
+        return read_long_tail(data, pos + 1, b)
     if branch == 2:
         return data[pos] != 0, pos + 1
     if branch == 0:
@@ -226,7 +226,7 @@ def _read_value(data: bytes, pos: int) -> tuple[Any, int]:
         b = data[pos]
         if b < 0x80:
             return _timestamp((b >> 1) ^ -(b & 1)), pos + 1
-        micros, pos = _read_long_tail(data, pos + 1, b)
+        micros, pos = read_long_tail(data, pos + 1, b)
         return _timestamp(micros), pos
     if branch == 14:
         items: list[str] = []
@@ -286,7 +286,7 @@ class _Compiler:
             "_ts": _timestamp,
             "_pd": _pack_double,
             "_ud": _unpack_double,
-            "_tail": _read_long_tail,
+            "_tail": read_long_tail,
             "_count": _read_count,
             "_rs": _read_string,
             "_wv": _write_value,

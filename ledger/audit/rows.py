@@ -40,6 +40,7 @@ from typing import Any, Final
 import pyarrow as pa
 from fastavro import parse_schema
 
+from ledger.avro import read_long_tail
 from ledger.codec import MAGIC, Codec, default_codec
 from ledger.contract import contract_dir
 from ledger.core import events as _events
@@ -337,21 +338,6 @@ _PRIMITIVES: Final = frozenset(
 )
 
 
-def _long_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
-    """The rest of a varint whose first byte ``first`` (continuation bit set) preceded ``pos``."""
-    n = first & 0x7F
-    shift = 7
-    while True:
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (n >> 1) ^ -(n & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def _decimal_text(text: str) -> str:
     number = Decimal(text)
     if not number.is_finite():
@@ -371,7 +357,7 @@ class _DecoderSource:
     def __init__(self, named: dict[str, Any]) -> None:
         self.named = named
         self.names: dict[str, Any] = {
-            "_tail": _long_tail,
+            "_tail": read_long_tail,
             "_double": _unpack_double,
             "_float": _unpack_float,
             "_Malformed": _Malformed,

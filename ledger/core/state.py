@@ -22,19 +22,22 @@ import fnmatch
 import functools
 import gc
 import re
+import typing
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias, assert_never, cast
+from typing import Any, Final, assert_never, cast
 
 from ledger.core.authority import Grant, grant_from_event
 from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
     GovernanceEvent,
+    GrantEvent,
     GrantIssued,
     GrantRevoked,
+    PolicyEvent,
     PolicyRetired,
     PolicyRolledBack,
     PolicyVersionApproved,
@@ -48,28 +51,8 @@ from ledger.core.pmap import PMap
 from ledger.core.policy import Policy
 from ledger.errors import PolicyError
 
-GrantEvent: TypeAlias = (
-    GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked | ActorKeyRegistered | ActorKeyRevoked
-)
-PolicyEvent: TypeAlias = (
-    PolicyVersionProposed
-    | PolicyVersionApproved
-    | PolicyVersionPromoted
-    | PolicyRolledBack
-    | PolicyRetired
-)
-_GRANT_EVENT_TYPES: Final = frozenset(
-    {GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked, ActorKeyRegistered, ActorKeyRevoked}
-)
-_POLICY_EVENT_TYPES: Final = frozenset(
-    {
-        PolicyVersionProposed,
-        PolicyVersionApproved,
-        PolicyVersionPromoted,
-        PolicyRolledBack,
-        PolicyRetired,
-    }
-)
+_GRANT_EVENT_TYPES: Final = frozenset(typing.get_args(GrantEvent))
+_POLICY_EVENT_TYPES: Final = frozenset(typing.get_args(PolicyEvent))
 
 __all__ = [
     "PolicyVersion",
