@@ -331,18 +331,26 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         # rejected before a restart is not decided again (see decide_again).
         now = utcnow()
         since_ms = int((now - REMEMBER_REJECTIONS).timestamp() * 1000)
-        answers = await asyncio.to_thread(
-            lambda: [
-                r.event
-                for r in read_topic(
-                    bootstrap,
-                    [settings.topics.command_results],
-                    codec=codec,
-                    security=settings.security,
-                    since_ms=since_ms,
-                )
-            ]
-        )
+        try:
+            answers = await asyncio.to_thread(
+                lambda: [
+                    r.event
+                    for r in read_topic(
+                        bootstrap,
+                        [settings.topics.command_results],
+                        codec=codec,
+                        security=settings.security,
+                        since_ms=since_ms,
+                    )
+                ]
+            )
+        except Exception:  # answering without them would reopen the replay window: stop
+            die(
+                HANDLING_FAILED_EXIT,
+                "cannot read the recent answers on %s (is the ACL table applied? `ledger topics "
+                "create --acls` as an admin): not answering commands without them",
+                settings.topics.command_results,
+            )
         for answer in answers:
             if isinstance(answer, CommandAccepted | CommandRejected):
                 handler.remember_answer(answer, now)

@@ -123,3 +123,47 @@ def test_a_rejected_command_sent_again_after_a_restart_gets_its_first_rejection(
     assert [(type(a), a.code) for a in answers] == [(CommandRejected, "not_approved")] * 2
     events = stack.records(stack.topics.policy_events)
     assert not any(isinstance(e, PolicyVersionPromoted) for e in events)
+
+
+def test_without_its_read_of_recent_answers_the_command_processor_stops_and_says_why(
+    stack_factory,
+):
+    # A deployment upgraded without applying the ACL table again: answering commands without
+    # the recent rejections would reopen the replay window, so the processor stops and says why.
+    from kafka.admin import ACLFilter
+
+    from ledger.errors import ProcessorError
+    from ledger.kafka.acls import _acl, acl_table
+    from ledger.kafka.clients import make_admin
+
+    stack = stack_factory(processors=("command-processor",))
+    admin_client = stack.client(ADMIN)
+    with pytest.raises(CommandRejectedError):  # an answer for the restart to read back
+        stack.approve(admin_client, "refund", 1, by=ADMIN)
+    assert stack.stop("command-processor")
+
+    (row,) = [
+        p
+        for p in acl_table(stack.topics)
+        if (p.role, p.name, p.operation)
+        == ("command-processor", stack.topics.command_results, "READ")
+    ]
+    acl = _acl(row)
+    admin = make_admin(stack.bootstrap, security=stack.security("admin"))
+    try:
+        admin.delete_acls(
+            [
+                ACLFilter(
+                    principal=acl.principal,
+                    host=acl.host,
+                    operation=acl.operation,
+                    permission_type=acl.permission_type,
+                    resource_pattern=acl.resource_pattern,
+                )
+            ]
+        )
+    finally:
+        admin.close()
+    with pytest.raises(ProcessorError, match="exited during start-up"):
+        stack.start("command-processor")
+    assert "is the ACL table applied?" in stack.logs()
