@@ -381,11 +381,13 @@ class KafkaTransport:
         try:
             self._producer.flush(5)
         finally:
-            # Its threads and broker connections go now, not when the object is collected: a
-            # closed client kept by its caller must not go on reconnecting to a broker.
+            # The listener first: its thread serves the producer's delivery callbacks, and must
+            # be gone before the producer is. Then the producer's threads and broker connections
+            # go now, not when the object is collected: a closed client kept by its caller must
+            # not go on reconnecting to a broker.
+            self._listener.close()
             with contextlib.suppress(Exception):
                 self._producer.close()
-            self._listener.close()
             with self._position_lock:
                 if self._position_consumer is not None:
                     self._position_consumer.close()
@@ -483,6 +485,9 @@ class KafkaTransport:
         self._producer.poll(0)
 
     def _died(self, listener: _Listener, exc: BaseException) -> None:
+        with self._lock:
+            if listener is not self._listener or self._closed:
+                return  # a replaced listener, or a client being closed: nothing to report
         log.error("ledger client: the reply listener stopped: %s", _describe(exc), exc_info=exc)
         with self._lock:
             if listener is not self._listener or self._closed:

@@ -211,3 +211,27 @@ def test_a_listener_that_cannot_restart_says_why_on_every_call_and_never_hangs(s
         with pytest.raises(ClientClosed, match="closed"):
             call()
         assert time.monotonic() - started < 1.0
+
+
+def test_closing_a_client_that_has_answered_reports_nothing_as_broken(stack_factory, caplog):
+    """Closing is not a failure: the listener thread stops before the producer it serves
+    closes, so no "reply listener stopped" error is logged for a client closed on purpose —
+    even while replies stream in (the listener thread busy in its loop)."""
+    stack: LedgerStack = stack_factory(processors=("evaluator",))
+    caplog.set_level("ERROR", logger="ledger")
+    for n in range(5):
+        client = stack.client(AGENT, timeout=LONG)
+        assert _ask(client, f"account:{n}").reason_code == "no_authority"
+        in_flight = [
+            client.send_request(
+                client.request(
+                    action="refund.issue", principal=AGENT, resource=f"account:{i}", facts={}
+                )
+            )
+            for i in range(300)
+        ]
+        in_flight[len(in_flight) // 2].result(timeout=LONG)  # replies are streaming in
+        client.close()
+    time.sleep(2 * 0.2)  # past the listener's longest wait, had it outlived the close
+    stopped = [r.getMessage() for r in caplog.records if "listener stopped" in r.getMessage()]
+    assert not stopped, stopped
