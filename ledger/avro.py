@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from ledger.core.builders import builder, field_names
+
 __all__ = ["CompiledEvent", "compile_event", "write_long", "read_long_tail", "VALUE_BRANCHES"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -334,7 +336,12 @@ class _Compiler:
             self._encode(f["type"], hints[name], "v", enc, 1)
             self._decode(f["type"], hints[name], var, dec, 1)
             args.append(f"{name}={var}")
-        dec.append(f"    return _cls_{suffix}({', '.join(args)}), p")
+        try:  # straight into the slots, no __init__ (ledger.core.builders)
+            self.globals[f"_new_{suffix}"] = builder(cls)
+            ordered = ", ".join(f"f_{name}" for name in field_names(cls))
+            dec.append(f"    return _new_{suffix}({ordered}), p")
+        except TypeError:  # not a frozen, slotted dataclass: its own __init__
+            dec.append(f"    return _cls_{suffix}({', '.join(args)}), p")
         self.functions.append("\n".join(enc))
         self.functions.append("\n".join(dec))
         return suffix

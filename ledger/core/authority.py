@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from ledger.core.builders import builder
 from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
 from ledger.core.events import GrantIssued
 from ledger.core.limits import DEFAULT_LIMITS, Limits
@@ -189,23 +190,29 @@ def grant_from_event(event: GrantIssued) -> Grant:
             compiled = compile_grant_condition(event.condition)
         except PolicyError:
             broken = True  # validated at issue time; if it still fails, the grant never applies
-    return Grant(
-        grant_id=event.grant_id,
-        principal=event.principal,
-        actions=tuple(event.actions),
-        resource=event.resource,
-        granted_by=event.actor,
-        issued_at=event.occurred_at,
-        condition=event.condition,
-        valid_from=event.valid_from,
-        valid_until=event.valid_until,
-        approved_by=event.approved_by,
-        note=event.note,
-        action_re=_globs(tuple(event.actions)),
-        resource_re=_globs((event.resource,)),
-        compiled=compiled,
-        condition_broken=broken,
+    actions = tuple(event.actions)
+    # Positionally, in Grant's field order, straight into its slots (ledger.core.builders):
+    # replay builds every grant still held at its end, hundreds of thousands of them.
+    return _build_grant(
+        event.grant_id,
+        event.principal,
+        actions,
+        event.resource,
+        event.actor,  # granted_by
+        event.occurred_at,  # issued_at
+        event.condition,
+        event.valid_from,
+        event.valid_until,
+        event.approved_by,
+        event.note,
+        _globs(actions),  # action_re
+        _globs((event.resource,)),  # resource_re
+        compiled,
+        broken,  # condition_broken
     )
+
+
+_build_grant: Final = builder(Grant)
 
 
 def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from ledger.core import events as _events
+from ledger.core.builders import copier
 from ledger.core.events import BatchDecisionRecorded, ChainCheckpoint, DecisionRecorded
 from ledger.core.jsonform import format_timestamp, to_json_value
 
@@ -265,28 +266,6 @@ class ChainHead:
     hash: str | None = GENESIS
 
 
-_copiers: dict[type, Callable[[Any], Any]] = {}
-
-
-def _copier(cls: type) -> Callable[[Any], Any]:
-    """A copy of a frozen, slotted record, field for field, without ``__init__``.
-
-    ``dataclasses.replace`` walks the fields and calls ``__init__`` with keywords: for a
-    decision trace that costs about as much as hashing it, on every decision. The records
-    chained here have no ``__post_init__``; their fields are immutable values, so a shallow
-    copy shares nothing that can change.
-    """
-    built = _copiers.get(cls)
-    if built is None:
-        slots = [f.name for f in dataclasses.fields(cls)]
-        body = "".join(f"    _set(n, {name!r}, o.{name})\n" for name in slots)
-        source = f"def copy(o):\n    n = _new(_cls)\n{body}    return n\n"
-        names: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
-        exec(source, names)
-        built = _copiers[cls] = names["copy"]
-    return built
-
-
 def link(
     record: Chained, head: ChainHead, changes: Mapping[str, Any] | None = None
 ) -> tuple[Chained, ChainHead]:
@@ -300,7 +279,9 @@ def link(
     for no second copy.
     """
     seq = head.seq + 1
-    stamped = _copier(type(record))(record)
+    # A copy straight into the slots: dataclasses.replace walks the fields and calls __init__
+    # with keywords, which for a decision trace costs about as much as hashing it.
+    stamped = copier(type(record))(record)
     # Only the copy made just above is written to, before anyone else can see it.
     for name, value in (changes or {}).items():
         if name in CHAIN_FIELDS:
