@@ -27,9 +27,10 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Final, assert_never, cast
+from typing import Any, Final, assert_never
 
 from ledger.core.authority import Grant, grant_from_event
+from ledger.core.builders import builder
 from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
@@ -316,7 +317,12 @@ class _Principal:
         return PrincipalRecord(
             principal=principal,
             sequence=self.sequence,
-            grants=PMap.from_mapping({k: _built(v) for k, v in self.grants.items()}),
+            grants=PMap.from_mapping(
+                {
+                    k: grant_from_event(v) if isinstance(v, GrantIssued) else v  # _built, inline
+                    for k, v in self.grants.items()
+                }
+            ),
             roles=frozenset(self.roles),
             keys=tuple(self.keys.values()),
         )
@@ -346,7 +352,7 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
             # event types are final dataclasses. Grant events first: most of a history.
             kind = type(event)
             if kind in _GRANT_EVENT_TYPES:
-                grant_event = cast(GrantEvent, event)
+                grant_event: GrantEvent = event  # type: ignore[assignment]  # by its type
                 building = principals.get(grant_event.principal)
                 if building is None:
                     building = principals[grant_event.principal] = _Principal(
@@ -356,7 +362,7 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
                     _apply_grant(building.grants, building.roles, building.keys, grant_event)
                     building.sequence = grant_event.sequence
             elif kind in _POLICY_EVENT_TYPES:
-                policy_event = cast(PolicyEvent, event)
+                policy_event: PolicyEvent = event  # type: ignore[assignment]  # by its type
                 draft = policies.get(policy_event.policy)
                 if draft is None:
                     draft = policies[policy_event.policy] = _PolicyDraft(
@@ -390,14 +396,14 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
     )
 
 
-def _set_stage(versions: dict[int, PolicyVersion], version: int | None, stage: Stage) -> None:
-    if version is not None and version in versions:
-        versions[version] = replace(versions[version], stage=stage)
-
-
 class _PolicyDraft:
     """A policy record being changed in place: for one event by :func:`fold` (on a copy), for a
-    whole history by :func:`replay`. :meth:`frozen` gives the immutable record."""
+    whole history by :func:`replay`. :meth:`frozen` gives the immutable record.
+
+    Versions are built lazily, as grants are: a version proposed here is held as its event, and
+    stage and approval changes wait in ``pending``, so a version that changes stage many times
+    in one replay becomes one :class:`PolicyVersion`, when the draft is frozen.
+    """
 
     __slots__ = (
         "active",
@@ -405,6 +411,7 @@ class _PolicyDraft:
         "canary_percent",
         "history",
         "name",
+        "pending",
         "retired",
         "sequence",
         "shadows",
@@ -414,7 +421,8 @@ class _PolicyDraft:
     def __init__(self, record: PolicyRecord) -> None:
         self.name = record.name
         self.sequence = record.sequence
-        self.versions: dict[int, PolicyVersion] = dict(record.versions)
+        self.versions: dict[int, PolicyVersion | PolicyVersionProposed] = dict(record.versions)
+        self.pending: dict[int, dict[str, Any]] = {}  # version -> fields changed since built
         self.active = record.active
         self.canary = record.canary
         self.canary_percent = record.canary_percent
@@ -422,11 +430,36 @@ class _PolicyDraft:
         self.retired = record.retired
         self.history = record.history
 
+    def stage_of(self, version: int) -> Stage:
+        changed = self.pending.get(version)
+        if changed is not None and "stage" in changed:
+            stage: Stage = changed["stage"]
+            return stage
+        held = self.versions[version]
+        return Stage.DRAFT if type(held) is PolicyVersionProposed else held.stage  # type: ignore[union-attr]
+
+    def change(self, version: int | None, **fields: Any) -> None:
+        """Set fields of a version that exists (a missing one is ignored, as the rules say)."""
+        if version is not None and version in self.versions:
+            changed = self.pending.get(version)
+            if changed is None:
+                self.pending[version] = fields
+            else:
+                changed.update(fields)
+
     def frozen(self) -> PolicyRecord:
+        built: dict[int, PolicyVersion] = {}
+        for version, held in self.versions.items():
+            changed = self.pending.get(version)
+            if isinstance(held, PolicyVersionProposed):
+                built[version] = _proposed(held, changed)
+            else:
+                built[version] = replace(held, **changed) if changed else held
+        self.versions, self.pending = dict(built.items()), {}
         return PolicyRecord(
             name=self.name,
             sequence=self.sequence,
-            versions=dict(self.versions),
+            versions=built,
             active=self.active,
             canary=self.canary,
             canary_percent=self.canary_percent,
@@ -434,6 +467,31 @@ class _PolicyDraft:
             retired=self.retired,
             history=self.history,
         )
+
+
+_build_version: Final = builder(PolicyVersion)
+
+
+def _proposed(event: PolicyVersionProposed, changed: dict[str, Any] | None) -> PolicyVersion:
+    """The version ``event`` proposed, with the changes made to it since (stage, approval)."""
+    if changed is None:
+        changed = {}
+    # Positionally, in PolicyVersion's field order (ledger.core.builders).
+    return _build_version(
+        event.policy,
+        event.version,
+        changed.get("stage", Stage.DRAFT),
+        event.content_hash,
+        event.document,
+        event.actor,  # author
+        event.occurred_at,  # proposed_at
+        event.owner,
+        tuple(event.governs),
+        event.note,
+        changed.get("approved_by"),
+        changed.get("approved_at"),
+        load_document(event.document),  # compiled
+    )
 
 
 def _apply_policy(
@@ -449,26 +507,15 @@ def _apply_policy(
     versions = draft.versions
     match event:
         case PolicyVersionProposed():
-            versions[event.version] = PolicyVersion(
-                policy=event.policy,
-                version=event.version,
-                stage=Stage.DRAFT,
-                content_hash=event.content_hash,
-                document=event.document,
-                author=event.actor,
-                proposed_at=event.occurred_at,
-                owner=event.owner,
-                governs=tuple(event.governs),
-                note=event.note,
-                compiled=load_document(event.document),
-            )
+            draft.pending.pop(event.version, None)
+            versions[event.version] = event  # built when the draft is frozen
         case PolicyVersionApproved():
-            current = versions.get(event.version)
-            if current is None:
+            if event.version not in versions:
                 return
-            versions[event.version] = replace(
-                current,
-                stage=Stage.APPROVED if current.stage is Stage.DRAFT else current.stage,
+            stage = draft.stage_of(event.version)
+            draft.change(
+                event.version,
+                stage=Stage.APPROVED if stage is Stage.DRAFT else stage,
                 approved_by=event.actor,
                 approved_at=event.occurred_at,
             )
@@ -485,16 +532,16 @@ def _apply_policy(
                 draft.shadows = (*draft.shadows, v)
             elif event.stage is Stage.CANARY:
                 if draft.canary is not None and draft.canary != v:
-                    _set_stage(versions, draft.canary, Stage.SUPERSEDED)
+                    draft.change(draft.canary, stage=Stage.SUPERSEDED)
                 draft.canary, draft.canary_percent = v, event.percent
             else:  # Stage.ACTIVE
                 if draft.active is not None and draft.active != v:
-                    _set_stage(versions, draft.active, Stage.SUPERSEDED)
+                    draft.change(draft.active, stage=Stage.SUPERSEDED)
                 if draft.canary == v:
                     draft.canary, draft.canary_percent = None, None
                 draft.active = v
                 draft.history = (*draft.history, v)
-            _set_stage(versions, v, event.stage)
+            draft.change(v, stage=event.stage)
             draft.retired = False
         case PolicyRolledBack():
             to = event.to_version
@@ -506,10 +553,10 @@ def _apply_policy(
             if not history or history[-1] != to:
                 history = (*history, to)
             if draft.active is not None and draft.active != to:
-                _set_stage(versions, draft.active, Stage.SUPERSEDED)
+                draft.change(draft.active, stage=Stage.SUPERSEDED)
             if draft.canary is not None and draft.canary != to:
-                _set_stage(versions, draft.canary, Stage.SUPERSEDED)
-            _set_stage(versions, to, Stage.ACTIVE)
+                draft.change(draft.canary, stage=Stage.SUPERSEDED)
+            draft.change(to, stage=Stage.ACTIVE)
             draft.active, draft.canary, draft.canary_percent = to, None, None
             draft.shadows = tuple(s for s in draft.shadows if s != to)
             draft.history = history
@@ -518,7 +565,7 @@ def _apply_policy(
             deployed = [v for v in (draft.active, draft.canary) if v is not None]
             deployed.extend(v for v in draft.shadows if v not in deployed)
             for v in deployed:
-                _set_stage(versions, v, Stage.RETIRED)
+                draft.change(v, stage=Stage.RETIRED)
             draft.active, draft.canary, draft.canary_percent = None, None, None
             draft.shadows = ()
             draft.retired = True
@@ -545,7 +592,15 @@ def _apply_grant(
     the record is frozen (:func:`_built`), so a grant revoked within one replay is never built.
     A key is registered once (a second registration of its id changes nothing) and revoked for
     good."""
-    match event:
+    match event:  # the common cases first: a class pattern is an isinstance check
+        case GrantIssued():
+            grants[event.grant_id] = event
+        case GrantRevoked():
+            grants.pop(event.grant_id, None)
+        case RoleAssigned():
+            roles.add(event.role)
+        case RoleRevoked():
+            roles.discard(event.role)
         case ActorKeyRegistered():
             if event.actor_key_id not in keys:
                 keys[event.actor_key_id] = ActorKey(
@@ -563,14 +618,6 @@ def _apply_grant(
                     revoked_by=event.actor,
                     revoke_reason=event.reason,
                 )
-        case GrantIssued():
-            grants[event.grant_id] = event
-        case GrantRevoked():
-            grants.pop(event.grant_id, None)
-        case RoleAssigned():
-            roles.add(event.role)
-        case RoleRevoked():
-            roles.discard(event.role)
         case _:
             assert_never(event)
 
