@@ -79,3 +79,15 @@ def test_cli_broker_start_without_java_is_one_line_and_exit_6(
     assert result.exit_code == 6
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: `java` not found on PATH"), result.output
+
+
+@pytest.mark.parametrize(
+    ("cores", "network", "io"), [(1, 1, 2), (2, 1, 2), (4, 2, 4), (8, 3, 8), (64, 3, 8)]
+)
+def test_the_local_broker_sizes_its_request_threads_to_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, network: int, io: int
+) -> None:
+    monkeypatch.setattr(broker.os, "cpu_count", lambda: cores)
+    text = broker._server_properties(tmp_path / "data", 9092, 9093)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert (props["num.network.threads"], props["num.io.threads"]) == (str(network), str(io))
