@@ -191,7 +191,7 @@ def grant_from_event(event: GrantIssued) -> Grant:
         except PolicyError:
             broken = True  # validated at issue time; if it still fails, the grant never applies
     actions = tuple(event.actions)
-    # Positionally, in Grant's field order, straight into its slots (ledger.core.builders):
+    # Positionally, in the order _build_grant names, straight into the slots (ledger.core.builders):
     # replay builds every grant still held at its end, hundreds of thousands of them.
     return _build_grant(
         event.grant_id,
@@ -212,7 +212,26 @@ def grant_from_event(event: GrantIssued) -> Grant:
     )
 
 
-_build_grant: Final = builder(Grant)
+_build_grant: Final = builder(
+    Grant,
+    (
+        "grant_id",
+        "principal",
+        "actions",
+        "resource",
+        "granted_by",
+        "issued_at",
+        "condition",
+        "valid_from",
+        "valid_until",
+        "approved_by",
+        "note",
+        "action_re",
+        "resource_re",
+        "compiled",
+        "condition_broken",
+    ),
+)
 
 
 def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:

@@ -56,9 +56,17 @@ _builders: dict[type, Callable[..., Any]] = {}
 _copiers: dict[type, Callable[[Any], Any]] = {}
 
 
-def builder(cls: type[T]) -> Callable[..., T]:
+def builder(cls: type[T], order: tuple[str, ...] | None = None) -> Callable[..., T]:
     """``build(*fields)``: an instance of ``cls`` from every field, positionally, in field order
-    (:func:`field_names`), equal to ``cls(**dict(zip(field_names(cls), fields)))``."""
+    (:func:`field_names`), equal to ``cls(**dict(zip(field_names(cls), fields)))``.
+
+    A caller that writes its arguments out by hand names the ``order`` it follows: if the
+    class's fields are ever reordered, added or renamed, that is a ``TypeError`` at import,
+    not values silently stored in the wrong fields."""
+    if order is not None and order != field_names(cls):
+        raise TypeError(
+            f"{cls.__name__}'s fields are {field_names(cls)}, not {order}: update the caller"
+        )
     built = _builders.get(cls)
     if built is None:
         names = _check(cls)

@@ -469,14 +469,31 @@ class _PolicyDraft:
         )
 
 
-_build_version: Final = builder(PolicyVersion)
+_build_version: Final = builder(
+    PolicyVersion,
+    (
+        "policy",
+        "version",
+        "stage",
+        "content_hash",
+        "document",
+        "author",
+        "proposed_at",
+        "owner",
+        "governs",
+        "note",
+        "approved_by",
+        "approved_at",
+        "compiled",
+    ),
+)
 
 
 def _proposed(event: PolicyVersionProposed, changed: dict[str, Any] | None) -> PolicyVersion:
     """The version ``event`` proposed, with the changes made to it since (stage, approval)."""
     if changed is None:
         changed = {}
-    # Positionally, in PolicyVersion's field order (ledger.core.builders).
+    # Positionally, in the order _build_version names (ledger.core.builders).
     return _build_version(
         event.policy,
         event.version,

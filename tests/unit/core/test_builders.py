@@ -105,3 +105,13 @@ def test_a_decision_decoded_by_the_codec_is_a_normal_instance() -> None:
     decoded = codec.decode(codec.encode(decision))
     assert decoded == decision and hash(decoded.event_id) == hash("d1")
     assert dataclasses.replace(decoded, resource="account:2").resource == "account:2"
+
+
+def test_a_caller_naming_a_stale_field_order_fails_at_once() -> None:
+    order = field_names(Grant)
+    assert builder(Grant, order) is builder(Grant)
+    swapped = (order[1], order[0], *order[2:])
+    with pytest.raises(TypeError, match="update the caller"):
+        builder(Grant, swapped)
+    with pytest.raises(TypeError, match="update the caller"):
+        builder(Grant, order[:-1])
