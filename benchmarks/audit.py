@@ -549,7 +549,10 @@ def bare_consume(stack: Any, records: int) -> float:
         consumer.assign(parts)
         seen = size = 0
         while left:
-            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+            # librdkafka returns when it has as many messages as asked or the wait is over:
+            # ask for no more than are left (the records and an end event per partition).
+            want = max(1, min(10_000, records - seen + len(left)))
+            for message in consumer.consume(num_messages=want, timeout=1.0):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:

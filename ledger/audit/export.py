@@ -26,9 +26,12 @@ Readers (:func:`ledger.audit.sql.connect`) read the files the manifest lists, so
 sees a file of a run that has not committed it.
 
 Kafka is read with librdkafka (``confluent-kafka``). A one-shot run with more than
-:data:`POOL_THRESHOLD` records to read makes rows in helper processes too, a chunk of one
-partition at a time; results come back in the order the chunks were cut, so the writer still
-sees every partition in offset order, and only this process writes files and the manifest.
+:data:`POOL_THRESHOLD` records to read is done by helper processes (one per core): the run cuts
+every partition's range into units of consecutive offsets, and a helper exports a unit end to
+end (reads it, makes its rows, writes its files). This process only plans the units and keeps
+the manifest: a unit's files are listed, and its partition's next offset moved past it, once
+every unit before it in that partition is done too. Nothing crosses between processes but the
+units and the names of the files written.
 
 :class:`ExportWriter` is the file and manifest half, usable without Kafka (tests and the audit
 benchmark write the export format with it); :func:`export` / :func:`follow` add Kafka.
@@ -228,78 +231,27 @@ def row_date(row: tuple[Any, ...], occurred: int) -> str:
     return found
 
 
-class ExportWriter:
-    """The file half of an export: rows in, Parquet files and the manifest out.
+class _Files:
+    """Rows buffered per topic, partition and date, written as complete files: the half of an
+    export that helper processes share with :class:`ExportWriter` (which adds the manifest).
+    Rows are kept as Arrow tables of :data:`_CHUNK` rows (tuples only for the last few)."""
 
-    Opening one repairs the directory (see the module docstring). :meth:`add` buffers a record's
-    row; :meth:`flush` writes the buffered rows (one file per topic, partition and date) and then
-    the manifest. Offsets must arrive in increasing order per partition, starting at
-    :meth:`next_offset`.
-    """
-
-    def __init__(
-        self, out: Path, topics: TopicNames, *, codec: Codec | None = None, create: bool = True
-    ) -> None:
+    def __init__(self, out: Path, topics: TopicNames, rows: RowMaker) -> None:
         self.out = out
         self.topics = topics
-        self.rows = RowMaker(topics, codec=codec)
-        self.formats: dict[str, TopicFormat] = self.rows.formats
-        if out.exists() and not out.is_dir():
-            raise ExportError(f"{out} is not a directory; choose another --out")
-        if create:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from exc
-        manifest = read_manifest(out)
-        if manifest is not None and manifest.prefix != topics.prefix:
-            raise ExportError(
-                f"{out} holds an export of topics prefixed {manifest.prefix!r}, not "
-                f"{topics.prefix!r}: export each ledger to its own directory"
-            )
-        self.manifest = manifest or Manifest(prefix=topics.prefix)
-        self.removed = self._repair()
-        # (topic, partition, date) -> rows in offset order (tuples, or whole Arrow tables that
-        # worker processes made), and the first and last offset among them.
-        self._buffers: dict[tuple[str, int, str], list[tuple[Any, ...] | pa.Table]] = {}
+        self.rows = rows
+        self.formats: dict[str, TopicFormat] = rows.formats
+        # (topic, partition, date) -> the rows in offset order: tables, then the rows not yet
+        # made into one; and the first and last offset among them.
+        self._tables: dict[tuple[str, int, str], list[pa.Table]] = {}
+        self._buffers: dict[tuple[str, int, str], list[tuple[Any, ...]]] = {}
         self._spans: dict[tuple[str, int, str], list[int]] = {}
-        self._pending: dict[tuple[str, int], int] = {}  # next offset of rows not yet flushed
+        self._pending: dict[tuple[str, int], int] = {}  # next offset of rows not yet written
         self.buffered = 0
-        self.files_written = 0
         self.records: dict[str, int] = {topic: 0 for topic in self.formats}
         self._occurred = {
             topic: fmt.column_names.index("occurred_at") for topic, fmt in self.formats.items()
         }
-
-    # ----------------------------------------------------------------------- repair
-
-    def _repair(self) -> int:
-        """Remove what a killed run left beyond the manifest (temporary and unlisted files)."""
-        listed = {f["path"] for f in self.manifest.files}
-        removed = 0
-        for topic_dir in self.out.glob("topic=*"):
-            if not topic_dir.is_dir():
-                continue
-            for path in topic_dir.glob("date=*/*"):
-                name = path.name
-                relative = path.relative_to(self.out).as_posix()
-                leftover = (name.startswith(".") and ".tmp-" in name) or (
-                    name.endswith(".parquet") and relative not in listed
-                )
-                if leftover and path.is_file():
-                    path.unlink()
-                    removed += 1
-        for tmp in self.out.glob(f".{MANIFEST}.tmp-*"):
-            tmp.unlink()
-            removed += 1
-        return removed
-
-    # ----------------------------------------------------------------------- rows in
-
-    def next_offset(self, topic: str, partition: int) -> int:
-        """The offset the next record of this partition must have (buffered rows included)."""
-        pending = self._pending.get((topic, partition))
-        return pending if pending is not None else self.manifest.next_offset(topic, partition)
 
     def add(
         self,
@@ -336,74 +288,37 @@ class ExportWriter:
         found = self._buffers.get(key)
         if found is None:
             self._buffers[key] = [row]
+            self._tables[key] = []
             self._spans[key] = [offset, offset]
         else:
             found.append(row)
             self._spans[key][1] = offset
+            if len(found) >= _CHUNK:  # a table holds them in a fraction of the memory
+                self._tables[key].append(self.rows.table(topic, found))
+                self._buffers[key] = []
         self._pending[(topic, partition)] = offset + 1
         self.buffered += 1
         self.records[topic] += 1
 
-    def add_table(self, topic: str, partition: int, date: str, table: pa.Table) -> None:
-        """Buffer rows already made into a table of the topic's schema (by a worker process):
-        rows of ``partition`` whose date is ``date``, in offset order, after every row buffered
-        for the partition so far."""
-        if not table.num_rows:
-            return
-        offsets = table.column("offset")
-        first, last = offsets[0].as_py(), offsets[-1].as_py()
-        key = (topic, partition, date)
-        found = self._buffers.get(key)
-        if found is None:
-            self._buffers[key] = [table]
-            self._spans[key] = [first, last]
-        else:
-            found.append(table)
-            self._spans[key][1] = last
-        pending = self._pending.get((topic, partition), -1)
-        self._pending[(topic, partition)] = max(pending, last + 1)
-        self.buffered += table.num_rows
-        self.records[topic] += table.num_rows
-
-    def mark(self, topic: str, partition: int, next_offset: int) -> None:
-        """Record that ``partition`` has nothing to export before ``next_offset`` (a run that
-        reached the end offset, past offsets that hold no record, e.g. transaction markers)."""
-        if next_offset > self.next_offset(topic, partition):
-            self._pending[(topic, partition)] = next_offset
-
-    # ----------------------------------------------------------------------- files out
-
-    def flush(self) -> int:
-        """Write the buffered rows, then the manifest. Returns the number of files written."""
-        if not self._buffers and not self._pending and (self.out / MANIFEST).exists():
-            return 0  # nothing new; a first run writes its (empty) manifest: an empty export
-        keys = sorted(self._buffers)
+    def write_files(self) -> list[dict[str, Any]]:
+        """Write the buffered rows (one file per topic, partition and date), each complete and
+        durable before this returns; returns their manifest entries."""
+        keys = sorted(self._spans)
         if len(keys) > 1 and _CORES > 1:
             # Compression and fsync release the GIL: the files of a flush are written side by
             # side (a large run's last flush was one core writing six files while the other
-            # idled). Every file is complete before the manifest below names it.
+            # idled).
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(min(len(keys), _CORES)) as threads:
                 written = list(threads.map(self._write_file, keys))
         else:
             written = [self._write_file(key) for key in keys]
-        listed = {f["path"] for f in written}
-        self.manifest.files = [f for f in self.manifest.files if f["path"] not in listed]
-        self.manifest.files.extend(written)
-        for (topic, partition), offset in self._pending.items():
-            self.manifest.offsets.setdefault(topic, {})[partition] = offset
-        self.manifest.updated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        _atomic_write(
-            self.out / MANIFEST,
-            json.dumps(self.manifest.to_json(), indent=1, sort_keys=False).encode("utf-8"),
-        )
+        self._tables.clear()
         self._buffers.clear()
         self._spans.clear()
-        self._pending.clear()
         self.buffered = 0
-        self.files_written += len(written)
-        return len(written)
+        return written
 
     def _write_file(self, key: tuple[str, int, str]) -> dict[str, Any]:
         """Write the buffered rows of ``key`` (topic, partition, date) to their file, durably;
@@ -415,7 +330,10 @@ class ExportWriter:
         name = f"{topic}+{partition}+{first}.parquet"
         path = directory / name
         tmp = directory / f".{name}.tmp-{os.getpid()}"
-        table = self._table(topic, self._buffers[key])
+        tables = self._tables[key]
+        if self._buffers[key]:
+            tables.append(self.rows.table(topic, self._buffers[key]))
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         pq.write_table(
             table,
             tmp,
@@ -437,21 +355,99 @@ class ExportWriter:
             "rows": table.num_rows,
         }
 
-    def _table(self, topic: str, parts: list[tuple[Any, ...] | pa.Table]) -> pa.Table:
-        """One table of the buffered parts (runs of row tuples become tables, in order)."""
-        tables: list[pa.Table] = []
-        run: list[tuple[Any, ...]] = []
-        for part in parts:
-            if isinstance(part, pa.Table):
-                if run:
-                    tables.append(self.rows.table(topic, run))
-                    run = []
-                tables.append(part)
-            else:
-                run.append(part)
-        if run:
-            tables.append(self.rows.table(topic, run))
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+class ExportWriter(_Files):
+    """The file half of an export: rows in, Parquet files and the manifest out.
+
+    Opening one repairs the directory (see the module docstring). :meth:`add` buffers a record's
+    row; :meth:`flush` writes the buffered rows (one file per topic, partition and date) and then
+    the manifest. Offsets must arrive in increasing order per partition, starting at
+    :meth:`next_offset`.
+    """
+
+    def __init__(
+        self, out: Path, topics: TopicNames, *, codec: Codec | None = None, create: bool = True
+    ) -> None:
+        super().__init__(out, topics, RowMaker(topics, codec=codec))
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"{out} is not a directory; choose another --out")
+        if create:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from exc
+        manifest = read_manifest(out)
+        if manifest is not None and manifest.prefix != topics.prefix:
+            raise ExportError(
+                f"{out} holds an export of topics prefixed {manifest.prefix!r}, not "
+                f"{topics.prefix!r}: export each ledger to its own directory"
+            )
+        self.manifest = manifest or Manifest(prefix=topics.prefix)
+        self.removed = self._repair()
+        self.files_written = 0
+
+    # ----------------------------------------------------------------------- repair
+
+    def _repair(self) -> int:
+        """Remove what a killed run left beyond the manifest (temporary and unlisted files)."""
+        listed = {f["path"] for f in self.manifest.files}
+        removed = 0
+        for topic_dir in self.out.glob("topic=*"):
+            if not topic_dir.is_dir():
+                continue
+            for path in topic_dir.glob("date=*/*"):
+                name = path.name
+                relative = path.relative_to(self.out).as_posix()
+                leftover = (name.startswith(".") and ".tmp-" in name) or (
+                    name.endswith(".parquet") and relative not in listed
+                )
+                if leftover and path.is_file():
+                    path.unlink()
+                    removed += 1
+        for tmp in self.out.glob(f".{MANIFEST}.tmp-*"):
+            tmp.unlink()
+            removed += 1
+        return removed
+
+    # ----------------------------------------------------------------------- offsets
+
+    def next_offset(self, topic: str, partition: int) -> int:
+        """The offset the next record of this partition must have (buffered rows included)."""
+        pending = self._pending.get((topic, partition))
+        return pending if pending is not None else self.manifest.next_offset(topic, partition)
+
+    def mark(self, topic: str, partition: int, next_offset: int) -> None:
+        """Record that ``partition`` has nothing to export before ``next_offset`` (a run that
+        reached the end offset, past offsets that hold no record, e.g. transaction markers)."""
+        if next_offset > self.next_offset(topic, partition):
+            self._pending[(topic, partition)] = next_offset
+
+    # ----------------------------------------------------------------------- files out
+
+    def flush(self) -> int:
+        """Write the buffered rows, then the manifest. Returns the number of files written."""
+        if not self._spans and not self._pending and (self.out / MANIFEST).exists():
+            return 0  # nothing new; a first run writes its (empty) manifest: an empty export
+        written = self.write_files()
+        offsets = dict(self._pending)
+        self._pending.clear()
+        self.commit(written, offsets)
+        return len(written)
+
+    def commit(self, files: list[dict[str, Any]], offsets: dict[tuple[str, int], int]) -> None:
+        """List ``files`` (complete on disk) in the manifest and move the partitions' next
+        offsets to ``offsets``, in one atomic rewrite of the manifest."""
+        listed = {f["path"] for f in files}
+        self.manifest.files = [f for f in self.manifest.files if f["path"] not in listed]
+        self.manifest.files.extend(files)
+        for (topic, partition), offset in offsets.items():
+            self.manifest.offsets.setdefault(topic, {})[partition] = offset
+        self.manifest.updated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        _atomic_write(
+            self.out / MANIFEST,
+            json.dumps(self.manifest.to_json(), indent=1, sort_keys=False).encode("utf-8"),
+        )
+        self.files_written += len(files)
 
 
 # --------------------------------------------------------------------------- from Kafka
@@ -465,6 +461,7 @@ RDKAFKA_CONFIG: Final[dict[str, Any]] = {
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
     "queued.max.messages.kbytes": 64 * 1024,
     "socket.receive.buffer.bytes": 4 * 1024 * 1024,
+    "fetch.queue.backoff.ms": 20,
     # As kafka-python read: every record, and each batch's CRC checked.
     "isolation.level": "read_uncommitted",
     "check.crcs": True,
@@ -478,57 +475,67 @@ _CONSUME_BATCH: Final = 10_000
 _IDLE_LIMIT: Final = 30.0
 """Seconds without a record or an end-of-partition event before a one-shot export gives up."""
 POOL_THRESHOLD: Final = 20_000
-"""A one-shot export with more records than this to read makes its rows in helper processes
-too (one per core, at most :data:`POOL_HELPERS`); a smaller one does not pay their start-up."""
+"""A one-shot export with more records than this to read is done by helper processes (one per
+core, at most :data:`POOL_HELPERS`); a smaller one does not pay their start-up."""
 POOL_HELPERS: Final = 4
 _CHUNK: Final = 4_096
-"""Records of one partition a process turns into rows at a time."""
+"""Rows of one file made into an Arrow table at a time (bounds the memory rows take)."""
+_MIN_UNIT: Final = 4_096
+"""The fewest records a helper is given at once (unless the run's flush size is smaller)."""
 
 Where = tuple[str, int]
+Ranges = dict[Where, tuple[int, int]]
+"""Per partition: the first offset to read and the end offset (exclusive)."""
 
 
 class _Source:
-    """The ledger's topics, assigned from the writer's next offsets (never before the log
-    start: a bounded topic, commands with its 7 days, may have dropped records since the last
-    run), with the end offsets seen at the start."""
+    """A librdkafka consumer of the ledger's topics: :meth:`plan` says what a run has to read
+    (from the writer's next offsets, never before the log start: a bounded topic, commands with
+    its 7 days, may have dropped records since the last run, to the end offsets seen now), and
+    :meth:`watch` assigns it."""
 
-    def __init__(
-        self,
-        bootstrap: str,
-        writer: ExportWriter,
-        security: KafkaSecurity | None,
-        *,
-        bounded: bool,
-    ) -> None:
-        from confluent_kafka import TopicPartition
-
+    def __init__(self, bootstrap: str, topics: TopicNames, security: KafkaSecurity | None) -> None:
         from ledger.kafka.clients import make_rdkafka_consumer
-        from ledger.kafka.reading import rdkafka_partitions
 
         self.bootstrap = bootstrap
+        self.start: dict[Where, int] = {}
+        self.end: dict[Where, int] = {}
         self.done: set[Where] = set()  # partitions read up to their end offset
+        self.closed = False
         # The exporter's group (its ACLs allow it); it is never joined nor committed to.
-        group = {"group.id": f"{writer.topics.prefix}ledger-exporter.export"}
+        group = {"group.id": f"{topics.prefix}ledger-exporter.export"}
         self.consumer = make_rdkafka_consumer(
             bootstrap, security=security, **RDKAFKA_CONFIG, **group
         )
-        try:
-            self.start: dict[Where, int] = {}
-            self.end: dict[Where, int] = {}
-            assignment = []
-            for topic in writer.formats:
-                for partition in rdkafka_partitions(self.consumer, topic, bootstrap=bootstrap):
-                    tp = TopicPartition(topic, partition)
-                    low, high = self._watermarks(tp)
-                    where = (topic, partition)
-                    self.start[where] = max(writer.next_offset(topic, partition), low)
-                    self.end[where] = high
-                    if not bounded or self.start[where] < high:
-                        assignment.append(TopicPartition(topic, partition, self.start[where]))
-            self.consumer.assign(assignment)
-        except BaseException:
-            self.consumer.close()
-            raise
+
+    def plan(self, writer: ExportWriter) -> Ranges:
+        """Every partition of the ledger's topics: where the run starts, and its end offset."""
+        from confluent_kafka import TopicPartition
+
+        from ledger.kafka.reading import rdkafka_partitions
+
+        ranges: Ranges = {}
+        for topic in writer.formats:
+            for partition in rdkafka_partitions(self.consumer, topic, bootstrap=self.bootstrap):
+                low, high = self._watermarks(TopicPartition(topic, partition))
+                ranges[(topic, partition)] = (max(writer.next_offset(topic, partition), low), high)
+        return ranges
+
+    def watch(self, ranges: Ranges, *, bounded: bool) -> None:
+        """Read these partitions from their start (a bounded read: those with something before
+        their end offset, up to it)."""
+        from confluent_kafka import TopicPartition
+
+        self.start = {where: start for where, (start, _) in ranges.items()}
+        self.end = {where: end for where, (_, end) in ranges.items()}
+        self.done = set()
+        self.consumer.assign(
+            [
+                TopicPartition(topic, partition, start)
+                for (topic, partition), (start, end) in ranges.items()
+                if not bounded or start < end
+            ]
+        )
 
     def _watermarks(self, tp: Any) -> tuple[int, int]:
         from confluent_kafka import KafkaException
@@ -565,7 +572,15 @@ class _Source:
         Returns (records handed, whether anything arrived: a record or an end of partition)."""
         from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError
 
-        messages = self.consumer.consume(num_messages=_CONSUME_BATCH, timeout=wait)
+        want = _CONSUME_BATCH
+        if bounded:
+            # librdkafka returns when it has ``want`` records or the wait is over: never ask
+            # for more than are left (a helper's unit ended with a second's wait for records
+            # that were not coming), and wait less, should offsets without records be left.
+            left = sum(e - sink.position(w) for w, e in self.end.items() if w not in self.done)
+            want = max(1, min(want, left))
+            wait = min(wait, 0.25)
+        messages = self.consumer.consume(num_messages=want, timeout=wait)
         if not messages:
             return 0, False
         end, done, add = self.end, self.done, sink.add
@@ -590,7 +605,9 @@ class _Source:
                 continue  # transient (a broker restarting): librdkafka retries
             where = (topic, partition)
             if bounded:
-                stop = end[where]
+                stop = end.get(where)
+                if stop is None:
+                    continue  # of a partition no longer assigned (a helper's previous unit)
                 if offset + 1 >= stop:
                     done.add(where)
                     if offset >= stop:
@@ -608,19 +625,24 @@ class _Source:
         return taken, True
 
     def close(self) -> None:
-        self.consumer.close()
+        if not self.closed:
+            self.closed = True
+            self.consumer.close()
 
 
 class _Sink:
-    """Rows into the writer, made in this process. Skips what the writer already has."""
+    """Records into rows of ``files``, every partition's in offset order from the offset
+    ``start`` names (skipping what was read already, or is not wanted)."""
 
-    def __init__(self, writer: ExportWriter) -> None:
-        self.writer = writer
+    def __init__(self, files: _Files, start: Callable[[str, int], int]) -> None:
+        self.files = files
+        self.start = start
         self._next: dict[Where, int] = {}
 
-    def expected(self, topic: str, partition: int) -> int:
-        found = self._next.get((topic, partition))
-        return found if found is not None else self.writer.next_offset(topic, partition)
+    def position(self, where: Where) -> int:
+        """The offset of the next record of partition ``where`` the sink takes."""
+        found = self._next.get(where)
+        return found if found is not None else self.start(*where)
 
     def add(
         self,
@@ -631,130 +653,107 @@ class _Sink:
         key: bytes | None,
         value: bytes | None,
     ) -> bool:
-        if offset < self.expected(topic, partition):
+        expected = self._next.get((topic, partition))
+        if expected is None:
+            expected = self.start(topic, partition)
+        if offset < expected:
             return False  # read again after a seek, or before what the manifest holds
         self._next[(topic, partition)] = offset + 1
-        self._take(topic, partition, offset, timestamp_ms, key, value)
+        self.files.add(topic, partition, offset, timestamp_ms, key, value)
         return True
 
-    def _take(
+
+# --------------------------------------------------------------------------- helper processes
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """Consecutive offsets of one partition that one helper exports: ``[start, stop)``."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitDone:
+    unit: _Unit
+    files: list[dict[str, Any]]
+    records: int
+
+
+def _units(ranges: Ranges, size: int) -> list[_Unit]:
+    """The ranges cut into units of at most ``size`` records, every partition's first unit
+    first (then the second ones …), so helpers start on different partitions and each
+    partition's prefix completes early."""
+    cut = [
+        [_Unit(topic, partition, at, min(at + size, end)) for at in range(start, end, size)]
+        for (topic, partition), (start, end) in ranges.items()
+        if start < end
+    ]
+    return [
+        units[i] for i in range(max(map(len, cut), default=0)) for units in cut if i < len(units)
+    ]
+
+
+_NEVER: Final = 1 << 63
+
+
+class _Helper:
+    """A helper process's state: its row maker, its consumer (made for the first unit), and
+    the run's shared count of records read (the progress bar's)."""
+
+    def __init__(
         self,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int | None,
-        key: bytes | None,
-        value: bytes | None,
+        out: Path,
+        topics: TopicNames,
+        bootstrap: str,
+        security: KafkaSecurity | None,
+        counter: Any,
     ) -> None:
-        self.writer.add(topic, partition, offset, timestamp_ms, key, value)
+        self.files = _Files(out, topics, RowMaker(topics))
+        self.topics = topics
+        self.bootstrap = bootstrap
+        self.security = security
+        self.counter = counter
+        self.source: _Source | None = None
 
-    @property
-    def buffered(self) -> int:
-        return self.writer.buffered
-
-    def flush(self) -> int:
-        return self.writer.flush()
-
-    def close(self) -> None:
-        pass
-
-
-class _PooledSink(_Sink):
-    """Rows made a chunk of one partition's records at a time, by helper processes and by this
-    one: a chunk goes to a helper when one is free, else this process makes it while the
-    helpers work. Results are taken back in the order the chunks were cut, so every
-    partition's rows reach the writer in offset order; this process writes the files and the
-    manifest."""
-
-    def __init__(self, writer: ExportWriter, helpers: int) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        super().__init__(writer)
-        self._pool = ProcessPoolExecutor(
-            max_workers=helpers,
-            mp_context=_helper_context(),
-            initializer=_worker_init,
-            initargs=(writer.topics, os.getpid()),
-        )
-        self._helpers = helpers
-        self._chunks: dict[Where, list[_Record]] = {}
-        # In the order cut: (where, a helper's future, or the tables made here, and the count).
-        self._ordered: collections.deque[tuple[Where, Future[Any] | _Made]] = collections.deque()
-        self._busy = 0  # chunks sent to helpers and not yet taken back
-        self._held = 0  # records in chunks and in flight
-
-    def _take(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int | None,
-        key: bytes | None,
-        value: bytes | None,
-    ) -> None:
-        where = (topic, partition)
-        chunk = self._chunks.get(where)
-        if chunk is None:
-            chunk = self._chunks[where] = []
-        chunk.append((offset, timestamp_ms, key, value))
-        self._held += 1
-        if len(chunk) >= _CHUNK:
-            self._cut(where)
-
-    def _cut(self, where: Where) -> None:
-        chunk = self._chunks.pop(where)
-        while self._ordered and self._ready(self._ordered[0][1]):
-            self._collect()
-        if self._busy < 4 * self._helpers:  # one at work and one queued, per helper
-            self._ordered.append((where, self._pool.submit(_worker_tables, *where, chunk)))
-            self._busy += 1
-        else:  # every helper is busy: this process makes this chunk's rows meanwhile
-            made = make_tables(self.writer.rows, *where, chunk)
-            self._ordered.append((where, (made, len(chunk))))
-        while len(self._ordered) > 4 * (self._helpers + 1):  # bounds memory
-            self._collect()
-
-    @staticmethod
-    def _ready(item: Future[Any] | _Made) -> bool:
-        return not isinstance(item, Future) or item.done()
-
-    def _collect(self) -> None:
-        (topic, partition), item = self._ordered.popleft()
-        if isinstance(item, Future):
-            self._busy -= 1
-            try:
-                tables, count = item.result()
-            except Exception as exc:
-                raise ExportError(f"a worker process failed making rows of {topic}: {exc}") from exc
-        else:
-            tables, count = item
-        for date, table in tables:
-            self.writer.add_table(topic, partition, date, table)
-        self._held -= count
-
-    @property
-    def buffered(self) -> int:
-        return self.writer.buffered + self._held
-
-    def flush(self) -> int:
-        for where in list(self._chunks):
-            self._cut(where)
-        while self._ordered:
-            self._collect()
-        return self.writer.flush()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def run(self, unit: _Unit) -> _UnitDone:
+        if self.source is None:
+            self.source = _Source(self.bootstrap, self.topics, self.security)
+        source, where = self.source, (unit.topic, unit.partition)
+        source.watch({where: (unit.start, unit.stop)}, bounded=True)
+        sink = _Sink(self.files, lambda *other: unit.start if other == where else _NEVER)
+        last_arrival = time.monotonic()
+        while where not in source.done:
+            taken, arrived = source.read(sink, bounded=True)
+            if taken:
+                with self.counter.get_lock():
+                    self.counter.value += taken
+            if arrived:
+                last_arrival = time.monotonic()
+            elif time.monotonic() - last_arrival > _IDLE_LIMIT:
+                raise ExportError(
+                    f"no records of {unit.topic} partition {unit.partition} arrived for "
+                    f"{_IDLE_LIMIT:g} s although it has more: is the broker healthy?"
+                )
+        files = self.files.write_files()
+        self.files._pending.clear()
+        return _UnitDone(unit, files, sum(f["rows"] for f in files))
 
 
-_Record = tuple[int, int | None, bytes | None, bytes | None]
-_Made = tuple[list[tuple[str, pa.Table]], int]
+_HELPER: list[_Helper] = []
 
 
-_WORKER_ROWS: list[RowMaker] = []
-
-
-def _worker_init(topics: TopicNames, parent: int) -> None:
+def _helper_init(
+    parent: int,
+    out: Path,
+    topics: TopicNames,
+    bootstrap: str,
+    security: KafkaSecurity | None,
+    counter: Any,
+) -> None:
     server = os.getppid()  # the fork server (it exits once the export and its helpers have)
 
     def watch() -> None:
@@ -765,7 +764,12 @@ def _worker_init(topics: TopicNames, parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="ledger-export-parent-watch", daemon=True).start()
-    _WORKER_ROWS.append(RowMaker(topics))
+    _HELPER.append(_Helper(out, topics, bootstrap, security, counter))
+
+
+def _helper_run(unit: _Unit) -> _UnitDone:
+    (helper,) = _HELPER
+    return helper.run(unit)
 
 
 _PROC: Final = Path("/proc/self/stat").exists()
@@ -790,31 +794,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _worker_tables(topic: str, partition: int, records: list[_Record]) -> _Made:
-    """In a worker: the rows of one partition's records, a table per date in offset order."""
-    (rows,) = _WORKER_ROWS
-    return make_tables(rows, topic, partition, records), len(records)
-
-
-def make_tables(
-    rows: RowMaker, topic: str, partition: int, records: list[_Record]
-) -> list[tuple[str, pa.Table]]:
-    """``records`` (offset, Kafka timestamp, key, value) of one partition as Arrow tables of the
-    topic's schema, one per ``date=`` partition, rows in offset order."""
-    occurred = rows.formats[topic].column_names.index("occurred_at")
-    by_date: dict[str, list[tuple[Any, ...]]] = {}
-    row = rows.row
-    for offset, timestamp_ms, key, value in records:
-        made = row(topic, partition, offset, timestamp_ms, key, value)
-        date = row_date(made, occurred)
-        found = by_date.get(date)
-        if found is None:
-            by_date[date] = [made]
-        else:
-            found.append(made)
-    return [(date, rows.table(topic, made)) for date, made in by_date.items()]
-
-
 def _helper_context() -> Any:
     """Helpers are forked from a fresh server process that has imported the row maker once
     (each of them spawned from scratch spent ~0.8 s importing), never from this process:
@@ -826,13 +805,79 @@ def _helper_context() -> Any:
     return context
 
 
-def _sink(writer: ExportWriter, backlog: int, codec: Codec | None, helpers: int | None) -> _Sink:
-    if helpers is None:
-        helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
-    # Helpers make rows with the default codec: a run given another codec stays in one process.
-    if helpers < 1 or backlog <= POOL_THRESHOLD or codec is not None:
-        return _Sink(writer)
-    return _PooledSink(writer, helpers)
+def _export_in_helpers(
+    writer: ExportWriter,
+    ranges: Ranges,
+    *,
+    bootstrap: str,
+    security: KafkaSecurity | None,
+    helpers: int,
+    batch_records: int,
+    progress: Progress | None,
+) -> None:
+    """Export ``ranges`` with ``helpers`` processes, a unit at a time (see the module doc);
+    this process commits each partition's units to the manifest in offset order."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    total = sum(end - start for start, end in ranges.values())
+    size = min(batch_records, max(_MIN_UNIT, -(-total // (2 * helpers))))
+    context = _helper_context()
+    counter = context.Value("q", 0)
+    prefixes = _Prefixes(ranges)
+    with ProcessPoolExecutor(
+        max_workers=helpers,
+        mp_context=context,
+        initializer=_helper_init,
+        initargs=(os.getpid(), writer.out, writer.topics, bootstrap, security, counter),
+    ) as pool:
+        pending = {pool.submit(_helper_run, unit) for unit in _units(ranges, size)}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                files, offsets = prefixes.take([_unit_result(future) for future in done])
+                for file in files:
+                    writer.records[file["topic"]] += file["rows"]
+                if offsets:
+                    writer.commit(files, offsets)
+                if progress is not None:
+                    progress(counter.value, total)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+class _Prefixes:
+    """Which finished units may be committed: a partition's units in offset order, each once
+    every unit before it is done (the manifest's offsets are exactly the rows of its files)."""
+
+    def __init__(self, ranges: Ranges) -> None:
+        self.following = {where: start for where, (start, _) in ranges.items()}
+        self.finished: dict[Where, dict[int, _UnitDone]] = collections.defaultdict(dict)
+
+    def take(self, results: Iterable[_UnitDone]) -> tuple[list[dict[str, Any]], dict[Where, int]]:
+        """The files now committable and the partitions' new next offsets."""
+        files: list[dict[str, Any]] = []
+        offsets: dict[Where, int] = {}
+        for result in results:
+            where = (result.unit.topic, result.unit.partition)
+            self.finished[where][result.unit.start] = result
+            while self.following[where] in self.finished[where]:  # the prefix grew
+                ready = self.finished[where].pop(self.following[where])
+                files.extend(ready.files)
+                self.following[where] = offsets[where] = ready.unit.stop
+        return files, offsets
+
+
+def _unit_result(future: Future[_UnitDone]) -> _UnitDone:
+    from ledger.errors import LedgerError
+
+    try:
+        return future.result()
+    except LedgerError:
+        raise  # the helper's own words (a refused login, a broker gone quiet)
+    except Exception as exc:
+        raise ExportError(f"a helper process failed exporting: {exc}") from exc
 
 
 def export(
@@ -848,52 +893,71 @@ def export(
 ) -> ExportSummary:
     """Export everything new in the ledger at ``bootstrap`` into ``out`` (see module doc).
 
-    ``helpers``: processes making rows beside this one when there are more than
-    :data:`POOL_THRESHOLD` records to read (default: one per core, at most
-    :data:`POOL_HELPERS`, none on one core; 0: none). They are started the ``multiprocessing``
-    way: a script calling this must guard its top level with ``if __name__ == "__main__"``."""
+    ``helpers``: processes doing the export when there are more than :data:`POOL_THRESHOLD`
+    records to read (default: one per core, at most :data:`POOL_HELPERS`, none on one core;
+    0: none, this process does it). A run given another ``codec`` stays in this process. They
+    are started the ``multiprocessing`` way: a script calling this must guard its top level
+    with ``if __name__ == "__main__"``."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    source = _Source(bootstrap, writer, security, bounded=True)
+    source = _Source(bootstrap, topics, security)
     try:
-        end = source.end
-        remaining = {where for where, start in source.start.items() if start < end[where]}
-        total = sum(end[where] - source.start[where] for where in remaining)
-        sink = _sink(writer, total, codec, helpers)
-        try:
-            done = 0
-            if progress is not None:
-                progress(0, total)
-            last_arrival = time.monotonic()
-            while remaining:
-                taken, arrived = source.read(sink, bounded=True)
-                remaining -= source.done
-                if arrived:
-                    last_arrival = time.monotonic()
-                elif time.monotonic() - last_arrival > _IDLE_LIMIT:
-                    raise ExportError(
-                        f"no records arrived for {_IDLE_LIMIT:g} s although {len(remaining)} "
-                        "partition(s) have more: is the broker healthy?"
-                    )
-                done += taken
-                if progress is not None:
-                    progress(done, total)
-                if sink.buffered >= batch_records:
-                    sink.flush()
-            for topic, partition in end:
-                writer.mark(topic, partition, end[(topic, partition)])
-            sink.flush()
-        finally:
-            sink.close()
+        ranges = source.plan(writer)
+        total = sum(max(end - start, 0) for start, end in ranges.values())
+        if helpers is None:
+            helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
+        if progress is not None:
+            progress(0, total)
+        if helpers > 0 and total > POOL_THRESHOLD and codec is None:
+            source.close()  # this process only keeps the manifest now
+            _export_in_helpers(
+                writer,
+                {where: span for where, span in ranges.items() if span[0] < span[1]},
+                bootstrap=bootstrap,
+                security=security,
+                helpers=helpers,
+                batch_records=batch_records,
+                progress=progress,
+            )
+        else:
+            _export_here(writer, source, ranges, batch_records, progress, total)
+        for (topic, partition), (_, end) in ranges.items():
+            writer.mark(topic, partition, end)
+        writer.flush()
     finally:
         source.close()
-    return ExportSummary(
-        out=out,
-        records=dict(writer.records),
-        files_written=writer.files_written,
-        duration_s=time.perf_counter() - started,
-        removed=writer.removed,
-    )
+    return _summary(writer, started)
+
+
+def _export_here(
+    writer: ExportWriter,
+    source: _Source,
+    ranges: Ranges,
+    batch_records: int,
+    progress: Progress | None,
+    total: int,
+) -> None:
+    """Export ``ranges`` in this process, flushing every ``batch_records`` rows."""
+    source.watch(ranges, bounded=True)
+    sink = _Sink(writer, writer.next_offset)
+    remaining = {where for where, (start, end) in ranges.items() if start < end}
+    done = 0
+    last_arrival = time.monotonic()
+    while remaining:
+        taken, arrived = source.read(sink, bounded=True)
+        remaining -= source.done
+        if arrived:
+            last_arrival = time.monotonic()
+        elif time.monotonic() - last_arrival > _IDLE_LIMIT:
+            raise ExportError(
+                f"no records arrived for {_IDLE_LIMIT:g} s although {len(remaining)} "
+                "partition(s) have more: is the broker healthy?"
+            )
+        done += taken
+        if progress is not None:
+            progress(done, total)
+        if writer.buffered >= batch_records:
+            writer.flush()
 
 
 def follow(
@@ -913,21 +977,22 @@ def follow(
     When ``stop`` is set, the rows read so far are flushed and the function returns."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    source = _Source(bootstrap, writer, security, bounded=False)
-    sink = _Sink(writer)
+    source = _Source(bootstrap, topics, security)
+    sink = _Sink(writer, writer.next_offset)
     try:
+        source.watch(source.plan(writer), bounded=False)
         last_flush = time.monotonic()
         while not stop.is_set():
             source.read(sink, bounded=False, wait=min(interval, 0.5))
             due = time.monotonic() - last_flush >= interval
-            if sink.buffered >= batch_records or (due and sink.buffered):
-                sink.flush()
+            if writer.buffered >= batch_records or (due and writer.buffered):
+                writer.flush()
                 last_flush = time.monotonic()
                 if on_flush is not None:
                     on_flush(_summary(writer, started))
             elif due:
                 last_flush = time.monotonic()
-        sink.flush()
+        writer.flush()
     finally:
         source.close()
     return _summary(writer, started)

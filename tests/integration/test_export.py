@@ -5,6 +5,7 @@ the partitions, governance events decided by the core, and a record that does no
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -311,9 +312,12 @@ def _exported(out: Path, topic: str) -> Any:
     return table.sort_by([("partition", "ascending"), ("offset", "ascending")])
 
 
-def test_a_pooled_export_writes_exactly_what_one_process_writes(
+def test_an_export_by_helpers_writes_exactly_what_one_process_writes(
     kafka: Any, ledger_topics: TopicNames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Helpers export units of consecutive offsets (here cut small: many units per partition,
+    each helper's consumer reassigned between them): the rows, the files' rows and the offsets
+    are those of one process reading everything, and nothing unlisted is left on disk."""
     from ledger.audit import export as exporting
 
     total = exporting.POOL_THRESHOLD + 5_000
@@ -324,29 +328,42 @@ def test_a_pooled_export_writes_exactly_what_one_process_writes(
         governance=_governance(),
         garbage=3,
     )
-    pooled: list[int] = []
+    units: list[Any] = []
+    cut = exporting._units
 
-    class Spy(exporting._PooledSink):
-        def __init__(self, writer: Any, helpers: int) -> None:
-            pooled.append(helpers)
-            super().__init__(writer, helpers)
+    def spy(ranges: Any, size: int) -> Any:
+        made = cut(ranges, size)
+        units.extend(made)
+        return made
 
-    monkeypatch.setattr(exporting, "_PooledSink", Spy)
+    monkeypatch.setattr(exporting, "_units", spy)
     security = kafka.security("exporter")
     one = exporting.export(
         tmp_path / "one", kafka.bootstrap, ledger_topics, security=security, helpers=0
     )
-    assert pooled == []
+    assert units == []
     two = exporting.export(
-        tmp_path / "two", kafka.bootstrap, ledger_topics, security=security, helpers=1
+        tmp_path / "two",
+        kafka.bootstrap,
+        ledger_topics,
+        security=security,
+        helpers=2,
+        batch_records=1_000,  # a unit is at most a flush: several units per partition
     )
-    assert pooled == [1]  # one helper process beside this one
+    per_partition = collections.Counter((u.topic, u.partition) for u in units)
+    assert max(per_partition.values()) > 2
     assert one.records == two.records
     assert one.records[ledger_topics.decisions] == total + 3
     for topic in (ledger_topics.decisions, ledger_topics.policy_events):
         assert _exported(tmp_path / "one", topic).equals(_exported(tmp_path / "two", topic))
     manifests = [json.loads((tmp_path / d / "_manifest.json").read_text()) for d in ("one", "two")]
     assert manifests[0]["offsets"] == manifests[1]["offsets"]
+    listed = {f["path"] for f in manifests[1]["files"]}
+    on_disk = {
+        p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*.parquet")
+    }
+    assert on_disk == listed
+    assert sum(f["rows"] for f in manifests[1]["files"]) == sum(two.records.values())
 
 
 def test_an_export_ends_past_a_transaction_marker(

@@ -137,3 +137,39 @@ def test_an_empty_ledger_exports_to_an_empty_export(tmp_path: Path) -> None:
         assert con.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
     finally:
         con.close()
+
+
+def test_helper_units_cover_every_range_once_each_partition_in_order() -> None:
+    from ledger.audit.export import _units
+
+    ranges = {("a", 0): (10, 35), ("a", 1): (0, 5), ("b", 0): (7, 7)}
+    units = _units(ranges, 10)
+    # Every partition's first unit first, so helpers start on different partitions.
+    assert [(u.topic, u.partition, u.start, u.stop) for u in units] == [
+        ("a", 0, 10, 20),
+        ("a", 1, 0, 5),
+        ("a", 0, 20, 30),
+        ("a", 0, 30, 35),
+    ]
+
+
+def test_units_are_committed_only_once_their_partition_prefix_is_done() -> None:
+    """A helper may finish a partition's later unit first: its files wait, unlisted (a killed
+    run's next run removes them), until every unit before it is done."""
+    from ledger.audit.export import _Prefixes, _UnitDone, _units
+
+    ranges = {("a", 0): (0, 30), ("a", 1): (100, 110)}
+    first, other, second, third = _units(ranges, 10)
+
+    def done(unit: object) -> _UnitDone:
+        assert isinstance(unit, type(first))
+        name = f"{unit.topic}+{unit.partition}+{unit.start}"
+        return _UnitDone(unit, [{"path": name, "rows": unit.stop - unit.start}], 10)
+
+    prefixes = _Prefixes(ranges)
+    assert prefixes.take([done(third), done(second)]) == ([], {})
+    files, offsets = prefixes.take([done(other)])
+    assert ([f["path"] for f in files], offsets) == (["a+1+100"], {("a", 1): 110})
+    files, offsets = prefixes.take([done(first)])
+    assert [f["path"] for f in files] == ["a+0+0", "a+0+10", "a+0+20"]
+    assert offsets == {("a", 0): 30}
