@@ -594,8 +594,15 @@ def _compile_decoder(
         to = by_field[f["name"]] = source.var()
         if column.kind == "json":
             source.value(f["type"], hints[f["name"]], to, 1, json=True)
-            source.emit(1, f"if {to} is not None:")
-            source.emit(2, f"{to} = _dumps({to})")
+            kind = source.resolve(f["type"])
+            empty = {"map": "'{}'", "array": "'[]'"}.get(
+                kind.get("type", "") if isinstance(kind, dict) else ""
+            )
+            if empty is not None:  # never null, and often empty: no call for an empty one
+                source.emit(1, f"{to} = _dumps({to}) if {to} else {empty}")
+            else:
+                source.emit(1, f"if {to} is not None:")
+                source.emit(2, f"{to} = _dumps({to})")
         else:
             source.raw(f["type"], to, 1)
     source.emit(1, "if p != L:")
