@@ -55,7 +55,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ledger.audit.rows import RowMaker, TopicFormat
+from ledger.audit.rows import RowMaker, TopicFormat, topic_formats
 from ledger.codec import Codec
 from ledger.core.events import Event
 from ledger.errors import ExportError
@@ -236,11 +236,19 @@ class _Files:
     export that helper processes share with :class:`ExportWriter` (which adds the manifest).
     Rows are kept as Arrow tables of :data:`_CHUNK` rows (tuples only for the last few)."""
 
-    def __init__(self, out: Path, topics: TopicNames, rows: RowMaker) -> None:
+    def __init__(
+        self,
+        out: Path,
+        topics: TopicNames,
+        rows: RowMaker | None = None,
+        *,
+        codec: Codec | None = None,
+    ) -> None:
         self.out = out
         self.topics = topics
-        self.rows = rows
-        self.formats: dict[str, TopicFormat] = rows.formats
+        self._rows = rows
+        self._codec = codec
+        self.formats: dict[str, TopicFormat] = rows.formats if rows else topic_formats(topics)
         # (topic, partition, date) -> the rows in offset order: tables, then the rows not yet
         # made into one; and the first and last offset among them.
         self._tables: dict[tuple[str, int, str], list[pa.Table]] = {}
@@ -252,6 +260,14 @@ class _Files:
         self._occurred = {
             topic: fmt.column_names.index("occurred_at") for topic, fmt in self.formats.items()
         }
+
+    @property
+    def rows(self) -> RowMaker:
+        """The row maker, made when first needed (an export done by helper processes never
+        makes rows here, and a row maker takes a while to generate its decoders)."""
+        if self._rows is None:
+            self._rows = RowMaker(self.topics, codec=self._codec)
+        return self._rows
 
     def add(
         self,
@@ -368,7 +384,7 @@ class ExportWriter(_Files):
     def __init__(
         self, out: Path, topics: TopicNames, *, codec: Codec | None = None, create: bool = True
     ) -> None:
-        super().__init__(out, topics, RowMaker(topics, codec=codec))
+        super().__init__(out, topics, codec=codec)
         if out.exists() and not out.is_dir():
             raise ExportError(f"{out} is not a directory; choose another --out")
         if create:
@@ -794,57 +810,85 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _helper_context() -> Any:
-    """Helpers are forked from a fresh server process that has imported the row maker once
-    (each of them spawned from scratch spent ~0.8 s importing), never from this process:
-    it already runs librdkafka's threads."""
-    import multiprocessing
+def _one_thread() -> bool:
+    """Whether this process runs a single thread, native ones included (Linux tells)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["ledger.audit.export"])
-    return context
+
+class _Helpers:
+    """The helper processes of a run. Forked from this process when it runs one thread, so
+    they start at once, sharing what it has imported, and are ready when the run's plan is
+    (they are started before this process starts librdkafka's threads: a fork copies no
+    thread, and a lock another thread held stays held in the copy). Otherwise they are forked
+    from a fresh server process that has imported the row maker once (a helper spawned from
+    scratch spent ~0.8 s importing), when the plan asks for them."""
+
+    def __init__(
+        self,
+        writer: ExportWriter,
+        bootstrap: str,
+        security: KafkaSecurity | None,
+        count: int,
+    ) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        forked = _one_thread()
+        context = multiprocessing.get_context("fork" if forked else "forkserver")
+        if not forked:
+            context.set_forkserver_preload(["ledger.audit.export"])
+        self.count = count
+        self.counter = context.Value("q", 0)  # records read, for progress
+        self.pool = ProcessPoolExecutor(
+            max_workers=count,
+            mp_context=context,
+            initializer=_helper_init,
+            initargs=(os.getpid(), writer.out, writer.topics, bootstrap, security, self.counter),
+        )
+        if forked:
+            self.pool.submit(_helper_ready)  # with fork, the first task forks every helper
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _helper_ready() -> None:
+    """Nothing: a first task, that starts the helpers."""
 
 
 def _export_in_helpers(
     writer: ExportWriter,
     ranges: Ranges,
+    helpers: _Helpers,
     *,
-    bootstrap: str,
-    security: KafkaSecurity | None,
-    helpers: int,
     batch_records: int,
     progress: Progress | None,
 ) -> None:
-    """Export ``ranges`` with ``helpers`` processes, a unit at a time (see the module doc);
-    this process commits each partition's units to the manifest in offset order."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    """Export ``ranges`` with the helpers, a unit at a time (see the module doc); this
+    process commits each partition's units to the manifest in offset order."""
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     total = sum(end - start for start, end in ranges.values())
-    size = min(batch_records, max(_MIN_UNIT, -(-total // (2 * helpers))))
-    context = _helper_context()
-    counter = context.Value("q", 0)
+    size = min(batch_records, max(_MIN_UNIT, -(-total // (2 * helpers.count))))
     prefixes = _Prefixes(ranges)
-    with ProcessPoolExecutor(
-        max_workers=helpers,
-        mp_context=context,
-        initializer=_helper_init,
-        initargs=(os.getpid(), writer.out, writer.topics, bootstrap, security, counter),
-    ) as pool:
-        pending = {pool.submit(_helper_run, unit) for unit in _units(ranges, size)}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                files, offsets = prefixes.take([_unit_result(future) for future in done])
-                for file in files:
-                    writer.records[file["topic"]] += file["rows"]
-                if offsets:
-                    writer.commit(files, offsets)
-                if progress is not None:
-                    progress(counter.value, total)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    pending = {helpers.pool.submit(_helper_run, unit) for unit in _units(ranges, size)}
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            files, offsets = prefixes.take([_unit_result(future) for future in done])
+            for file in files:
+                writer.records[file["topic"]] += file["rows"]
+            if offsets:
+                writer.commit(files, offsets)
+            if progress is not None:
+                progress(helpers.counter.value, total)
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise
 
 
 class _Prefixes:
@@ -900,32 +944,35 @@ def export(
     with ``if __name__ == "__main__"``."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    source = _Source(bootstrap, topics, security)
+    if helpers is None:
+        helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
+    pool = _Helpers(writer, bootstrap, security, helpers) if helpers > 0 and codec is None else None
     try:
-        ranges = source.plan(writer)
-        total = sum(max(end - start, 0) for start, end in ranges.values())
-        if helpers is None:
-            helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
-        if progress is not None:
-            progress(0, total)
-        if helpers > 0 and total > POOL_THRESHOLD and codec is None:
-            source.close()  # this process only keeps the manifest now
-            _export_in_helpers(
-                writer,
-                {where: span for where, span in ranges.items() if span[0] < span[1]},
-                bootstrap=bootstrap,
-                security=security,
-                helpers=helpers,
-                batch_records=batch_records,
-                progress=progress,
-            )
-        else:
-            _export_here(writer, source, ranges, batch_records, progress, total)
-        for (topic, partition), (_, end) in ranges.items():
-            writer.mark(topic, partition, end)
-        writer.flush()
+        source = _Source(bootstrap, topics, security)
+        try:
+            ranges = source.plan(writer)
+            total = sum(max(end - start, 0) for start, end in ranges.values())
+            if progress is not None:
+                progress(0, total)
+            if pool is not None and total > POOL_THRESHOLD:
+                source.close()  # this process only keeps the manifest now
+                _export_in_helpers(
+                    writer,
+                    {where: span for where, span in ranges.items() if span[0] < span[1]},
+                    pool,
+                    batch_records=batch_records,
+                    progress=progress,
+                )
+            else:
+                _export_here(writer, source, ranges, batch_records, progress, total)
+            for (topic, partition), (_, end) in ranges.items():
+                writer.mark(topic, partition, end)
+            writer.flush()
+        finally:
+            source.close()
     finally:
-        source.close()
+        if pool is not None:
+            pool.close()
     return _summary(writer, started)
 
 

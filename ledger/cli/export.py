@@ -142,19 +142,27 @@ def _with_progress(
         TimeRemainingColumn,
     )
 
-    with Progress(
+    bar = Progress(
         TextColumn("exporting"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
-    ) as bar:
-        task = bar.add_task("export", total=None)
+    )
+    task = bar.add_task("export", total=None)
+    shown = False
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:
+        nonlocal shown
+        if not shown:
+            # Started here, not before the export: its refresh thread would make the export
+            # start its helper processes the slower way (forked only from a one-thread process).
+            bar.start()
+            shown = True
+        bar.update(task, completed=done, total=total)
 
+    try:
         return export(
             directory,
             address,
@@ -163,3 +171,6 @@ def _with_progress(
             batch_records=batch_records,
             security=security,
         )
+    finally:
+        if shown:
+            bar.stop()
