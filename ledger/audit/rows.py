@@ -616,6 +616,163 @@ def _compile_decoder(
     return typing.cast(_Decode, source.names["decode"]), text
 
 
+# --------------------------------------------------------------------------- the native decoder
+
+# ledger.audit._rowvm (built from _rowvm.pyx when the package is installed with a C compiler)
+# runs the same reading as the generated decoders above, in C: a program of nodes per event type
+# and topic, made here from the same schema walk. Without it, the generated decoders are used.
+_vm: types.ModuleType | None
+try:
+    import ledger.audit._rowvm as _vm
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _vm = None
+
+NATIVE: Final = _vm is not None
+"""Whether the export's row decoder in C is installed (else rows are read in Python)."""
+
+
+class _Program:
+    """The native decoder's nodes for values of one schema: the reading of
+    :class:`_DecoderSource`, as a tree instead of source lines."""
+
+    def __init__(self, named: dict[str, Any]) -> None:
+        self.source = _DecoderSource(named)  # for resolve and the conversions' functions
+        self.kinds: dict[str, int] = _vm.KINDS if _vm is not None else {}
+
+    def node(self, kind: str, kids: Iterable[Any] = (), **extra: Any) -> Any:
+        assert _vm is not None
+        return _vm.Node(self.kinds[kind], kids, **extra)
+
+    def value(self, schema: Any, hint: Any, *, json: bool) -> Any:
+        schema = self.source.resolve(schema)
+        origin = typing.get_origin(hint)
+        if json and origin in (typing.Union, types.UnionType):
+            if _is_value(hint):
+                return self._fact_value(schema)
+            (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = inner
+        convert: Callable[[Any], Any] | None = None
+        if json:
+            if hint is datetime:
+                convert = _micros_text
+            elif hint is float:
+                convert = _float_json
+            elif hint is bytes:
+                convert = bytes.hex
+        if isinstance(schema, list):
+            return self._union(schema, hint, json=json)
+        if isinstance(schema, str):
+            made = self._primitive(schema)
+        else:
+            made = self._complex(schema, hint, json=json)
+        return made if convert is None else self.node("convert", [made], arg=convert)
+
+    def _primitive(self, kind: str) -> Any:
+        if kind not in _PRIMITIVES:  # pragma: no cover - resolve gives primitives by name
+            raise TypeError(kind)
+        return self.node("long" if kind == "int" else kind)
+
+    def _union(self, branches: list[Any], hint: Any, *, json: bool) -> Any:
+        if len(branches) > 64:
+            raise TypeError(f"{len(branches)} union branches")
+        return self.node(
+            "union",
+            [
+                self.node("null")
+                if self.source.resolve(branch) == "null"
+                else self.value(branch, hint, json=json)
+                for branch in branches
+            ],
+        )
+
+    def _complex(self, schema: dict[str, Any], hint: Any, *, json: bool) -> Any:
+        kind = schema["type"]
+        origin = typing.get_origin(hint)
+        if kind == "enum":
+            if len(schema["symbols"]) > 64:
+                raise TypeError(f"{len(schema['symbols'])} enum symbols")
+            return self.node("enum", arg=tuple(schema["symbols"]))
+        if kind in ("array", "map"):
+            item_hint: Any = None
+            if json and kind == "array":
+                if origin is not tuple:
+                    raise TypeError(f"{hint} is not an array")
+                (item_hint,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
+            elif json:
+                if origin not in (Mapping, dict):
+                    raise TypeError(f"{hint} is not a map")
+                _, item_hint = typing.get_args(hint)
+            items = schema["items"] if kind == "array" else schema["values"]
+            return self.node(kind, [self.value(items, item_hint, json=json)])
+        if kind == "record":
+            hints: dict[str, Any] = {}
+            if json:
+                if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
+                    raise TypeError(f"{hint} is not a record")
+                hints = _hints(hint)
+            fields = schema["fields"]
+            return self.node(
+                "record",
+                [self.value(f["type"], hints.get(f["name"]), json=json) for f in fields],
+                keys=[f["name"] for f in fields],
+            )
+        raise TypeError(f"no compiled reader for Avro type {kind!r}")
+
+    def _fact_value(self, schema: Any) -> Any:
+        """The fact value union, each branch in its JSON form (see ``_DecoderSource``)."""
+        if len(schema) > 64:
+            raise TypeError(f"{len(schema)} union branches")
+        branches = []
+        for branch in schema:
+            resolved = self.source.resolve(branch)
+            if isinstance(resolved, dict) and resolved["type"] == "record":
+                names = [f["name"] for f in resolved["fields"]]
+                if names == ["micros"]:
+                    branches.append(self.node("convert", [self.node("long")], arg=_micros_text))
+                elif names == ["value"]:
+                    branches.append(self.node("convert", [self.node("string")], arg=_decimal_text))
+                else:
+                    raise TypeError(f"unknown fact value record {resolved.get('name')}")
+            elif resolved == "double":
+                branches.append(self.node("convert", [self.node("double")], arg=_float_json))
+            else:
+                branches.append(self.value(resolved, None, json=False))
+        return self.node("union", branches)
+
+
+def _python_decoder(
+    schema: dict[str, Any], named: dict[str, Any], cls: type, fmt: TopicFormat
+) -> _Decode:
+    return _compile_decoder(schema, named, cls, fmt)[0]
+
+
+def _native_decoder(
+    schema: dict[str, Any], named: dict[str, Any], cls: type, fmt: TopicFormat
+) -> _Decode:
+    """The native decoder of ``cls`` records on the topic of ``fmt``: the same rows as
+    :func:`_compile_decoder`'s."""
+    assert _vm is not None
+    program = _Program(named)
+    hints = _hints(cls)
+    own = fmt.column_of(cls)
+    fields = []
+    for f in schema["fields"]:
+        column = own[f["name"]]
+        if column.kind == "json":
+            value = program.value(f["type"], hints[f["name"]], json=True)
+            kind = program.source.resolve(f["type"])
+            empty = {"map": "{}", "array": "[]"}.get(
+                kind.get("type", "") if isinstance(kind, dict) else ""
+            )
+            fields.append(program.node("dumps", [value], arg=_dumps, empty=empty))
+        else:
+            fields.append(program.value(f["type"], None, json=False))
+    index = {f["name"]: i for i, f in enumerate(schema["fields"])}
+    columns = [index[c.field] if c.field in own and own[c.field] is c else -1 for c in fmt.columns]
+    row = _vm.Row(cls.__name__, fields, columns)
+    return typing.cast(_Decode, row.decode)
+
+
 _HEADER_LEN: Final = len(MAGIC) + 8
 
 
@@ -626,7 +783,13 @@ class RowMaker:
     per event type. ``row`` is the hot path of ``ledger export``.
     """
 
-    def __init__(self, topics: TopicNames, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self, topics: TopicNames, *, codec: Codec | None = None, native: bool | None = None
+    ) -> None:
+        if native and not NATIVE:
+            raise RuntimeError("the native row decoder (ledger.audit._rowvm) is not installed")
+        self.native = NATIVE if native is None else native
+        """Whether current records are read by the decoder in C (else by generated Python)."""
         self.codec = codec or default_codec()
         self.formats = topic_formats(topics)
         # fingerprint -> {topic: compiled row decoder} for the current schemas.
@@ -644,8 +807,9 @@ class RowMaker:
             parsed = typing.cast(
                 dict[str, Any], parse_schema(_strip_logical(raw), named_schemas=named)
             )
+            make = _native_decoder if self.native else _python_decoder
             self._fast[header] = {
-                topic: _compile_decoder(parsed, named, cls, fmt)[0]
+                topic: make(parsed, named, cls, fmt)
                 for topic, fmt in self.formats.items()
                 if cls in fmt.types
             }

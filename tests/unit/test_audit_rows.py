@@ -221,3 +221,90 @@ def test_a_hostile_block_count_is_refused_before_it_is_looped_over() -> None:
     for at in range(10, len(value)):
         hostile = value[:at] + bytes(varint) + value[at:]
         assert len(ROWS.row(TOPICS.decisions, 0, 1, 5, None, hostile)) == len(fields.column_names)
+
+
+# --------------------------------------------------------------------------- the decoder in C
+
+PYTHON_ROWS = RowMaker(TOPICS, native=False)
+
+
+def test_the_native_row_decoder_is_installed_and_used() -> None:
+    """`make install` builds it (a C compiler and Cython are on every machine this runs on):
+    without it `ledger export` quietly runs at a fraction of its speed."""
+    from ledger.audit import rows
+
+    assert rows.NATIVE and ROWS.native and not PYTHON_ROWS.native
+
+
+@pytest.mark.parametrize(
+    ("topic", "cls", "full"), _cases(), ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_native_rows_equal_python_rows_for_every_event_type(
+    topic: str, cls: type, full: bool
+) -> None:
+    value = CODEC.encode(build(cls, full=full))
+    native = ROWS.row(topic, 2, 40, 1_700_000_000_000, b"k", value)
+    assert native == PYTHON_ROWS.row(topic, 2, 40, 1_700_000_000_000, b"k", value)
+    assert [type(v) for v in native] == [
+        type(v) for v in PYTHON_ROWS.row(topic, 2, 40, 1_700_000_000_000, b"k", value)
+    ]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_the_native_json_text_is_the_python_encoders(value: object) -> None:
+    """The decoder in C writes the JSON columns' canonical text itself (sorted keys, escapes,
+    float and integer forms): the very text of the Python encoder, or it defers to it."""
+    from ledger.audit import _rowvm
+    from ledger.audit.rows import _dumps
+
+    program = _rowvm.Node(_rowvm.KINDS["long"])  # reads the one byte below, then becomes value
+    convert = _rowvm.Node(_rowvm.KINDS["convert"], [program], arg=lambda _: value)
+    dumps = _rowvm.Node(_rowvm.KINDS["dumps"], [convert], arg=_dumps)
+    row = _rowvm.Row("T", [dumps], [0])
+    try:
+        expected: object = _dumps(value)
+    except ValueError:  # NaN and infinities have no JSON text: neither path writes one
+        with pytest.raises(ValueError):
+            row.decode(b"\x00", 0, ())
+        return
+    assert row.decode(b"\x00", 0, ()) == ("T", b"\x00", None if value is None else expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    facts=st.dictionaries(st.text(), values, max_size=6),
+    reasons=st.lists(st.text(), max_size=3),
+    cut=st.integers(min_value=0, max_value=400),
+    junk=st.binary(max_size=12),
+)
+def test_property_native_rows_equal_python_rows_even_for_damaged_records(
+    facts: dict[str, object], reasons: list[str], cut: int, junk: bytes
+) -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    decision = DecisionRecorded(
+        event_id="d",
+        occurred_at=at,
+        actor="a",
+        request_id="r",
+        requested_at=at,
+        action="x",
+        principal="p",
+        resource="r",
+        determination=Determination.DENY,
+        facts=facts,  # type: ignore[arg-type]
+        constraints=facts,  # type: ignore[arg-type]
+        reasons=tuple(reasons),
+    )
+    value = CODEC.encode(decision)
+    for record in (value, value[:cut] + junk + value[cut:], value[: min(cut, len(value))]):
+        assert ROWS.row(TOPICS.decisions, 0, 1, 5, None, record) == PYTHON_ROWS.row(
+            TOPICS.decisions, 0, 1, 5, None, record
+        )

@@ -60,6 +60,8 @@ queries = contract_dir("queries")
 assert str(queries).startswith({str(target)!r}), queries
 from ledger.audit.sql import named_queries, views_sql
 assert "active_policies_at" in named_queries() and "policy_timeline" in views_sql()
+from ledger.audit import rows  # the wheel carries the export's row decoder in C
+assert rows.NATIVE and rows.__file__.startswith({str(target)!r}), rows.__file__
 print(schemas)
 """
     done = subprocess.run(
