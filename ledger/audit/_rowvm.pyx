@@ -66,8 +66,10 @@ class Malformed(ValueError):
 
 cdef class Node:
     """One value of a program: its kind, its children (union branches, record fields, the item
-    of an array or map, the value converted), the record's field names, and ``arg`` (an enum's
-    symbols, a conversion's function, the JSON text of an empty map or array)."""
+    of an array or map, the value converted), the record's field names, ``arg`` (an enum's
+    symbols, a conversion's function, a ``dumps`` node's Python encoder) and ``empty`` (the
+    JSON text of an empty map or array). A ``dumps`` node writes its value's canonical JSON
+    text itself, and asks the Python encoder for what it does not write."""
 
     cdef readonly int kind
     cdef readonly list kids
