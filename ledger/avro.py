@@ -31,7 +31,14 @@ from typing import Any
 
 from ledger.core.builders import builder, field_names
 
-__all__ = ["CompiledEvent", "compile_event", "write_long", "read_long_tail", "VALUE_BRANCHES"]
+__all__ = [
+    "CompiledEvent",
+    "compile_event",
+    "native_reader",
+    "write_long",
+    "read_long_tail",
+    "VALUE_BRANCHES",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -98,6 +105,8 @@ def read_long_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
     while True:
         b = data[pos]
         pos += 1
+        if shift == 63 and b > 1:  # the tenth byte holds the 64th bit, nothing more
+            raise ValueError("varint larger than 64 bits")
         n |= (b & 0x7F) << shift
         if b < 0x80:
             break
@@ -542,3 +551,118 @@ def compile_event(
     return CompiledEvent(
         encode=names[f"_enc_{suffix}"], decode=names[f"_dec_{suffix}"], source=source
     )
+
+
+# --------------------------------------------------------------------------- the reader in C
+
+_vm: types.ModuleType | None
+try:
+    import ledger._avrovm as _vm
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _vm = None
+
+
+def _decimal_value(text: str) -> Decimal:
+    number = Decimal(text)
+    if not number.is_finite():
+        raise ValueError(f"decimal value {number} is not finite")
+    return number
+
+
+class _Program:
+    """The nodes of :mod:`ledger._avrovm` reading one record type into its dataclass: the
+    reading of :meth:`_Compiler._decode`, as a tree."""
+
+    def __init__(self, hints_of: Callable[[type], dict[str, Any]]) -> None:
+        assert _vm is not None
+        self.vm = _vm
+        self.kinds: dict[str, int] = _vm.KINDS
+        self._hints_of = hints_of
+        self._named: dict[str, Any] = {}
+
+    def node(self, kind: str, kids: list[Any] | tuple[Any, ...] = (), **extra: Any) -> Any:
+        return self.vm.Node(self.kinds[kind], kids, **extra)
+
+    def _resolve(self, schema: Any) -> Any:
+        if isinstance(schema, str) and schema in self._named:
+            return self._named[schema]
+        if isinstance(schema, dict) and schema.get("type") in ("record", "enum", "fixed"):
+            self._named.setdefault(schema["name"], schema)
+        return schema
+
+    def record(self, schema: dict[str, Any], cls: type) -> Any:
+        schema = self._resolve(schema)
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls!r} is not a dataclass")
+        hints = self._hints_of(cls)
+        names = [f["name"] for f in schema["fields"]]
+        order = field_names(cls)
+        if set(names) != set(order):
+            raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
+        kids = [self.value(f["type"], hints[f["name"]]) for f in schema["fields"]]
+        return self.node(
+            "object", kids, arg=builder(cls), order=[order.index(name) for name in names]
+        )
+
+    def value(self, schema: Any, hint: Any) -> Any:
+        schema = self._resolve(schema)
+        if isinstance(schema, list):
+            inner = _optional_of(hint)
+            if len(schema) == 2 and schema[0] == "null" and inner is not None:
+                return self.node("union", [self.node("null"), self.value(schema[1], inner)])
+            raise TypeError(f"unsupported union {schema} for {hint}")
+        kind = schema if isinstance(schema, str) else schema["type"]
+        logical = schema.get("logicalType") if isinstance(schema, dict) else None
+        if kind in ("string", "bytes", "double"):
+            return self.node(kind)
+        if kind == "long" and logical == "timestamp-micros":
+            return self.node("timestamp", arg=_timestamp)
+        if kind in ("long", "int"):
+            return self.node("long")
+        if kind == "boolean":
+            return self.node("truthy")
+        if kind == "enum":
+            members = {member.value: member for member in hint}
+            return self.node("enum", arg=tuple(members[symbol] for symbol in schema["symbols"]))
+        if kind == "array":
+            return self.node("tuple", [self.value(schema["items"], _tuple_item(hint))])
+        if kind == "map":
+            values = schema["values"]
+            if _is_value_union(values):
+                item = self._fact_value()
+            else:
+                item = self.value(values, _mapping_value(hint))
+            return self.node("map", [item])
+        if kind == "record":
+            return self.record(schema, hint)
+        raise TypeError(f"unsupported Avro type {schema!r}")
+
+    def _fact_value(self) -> Any:
+        """The fact value union, branch by branch as :func:`_read_value` reads it."""
+        return self.node(
+            "union",
+            [
+                self.node("null"),
+                self.node("truthy"),
+                self.node("long"),
+                self.node("double"),
+                self.node("string"),
+                self.node("convert", [self.node("string")], arg=_decimal_value),
+                self.node("timestamp", arg=_timestamp),
+                self.node("tuple", [self.node("string")]),
+            ],
+        )
+
+
+def native_reader(
+    schema: dict[str, Any], cls: type, hints_of: Callable[[type], dict[str, Any]]
+) -> Callable[[bytes, int], tuple[Any, int]] | None:
+    """``read(data, pos) -> (event, end)`` in C for ``cls`` records of ``schema``, reading
+    what :func:`compile_event`'s decoder reads; ``None`` when :mod:`ledger._avrovm` is not
+    installed. Raises ``TypeError`` as :func:`compile_event` does."""
+    if _vm is None:
+        return None
+    program = _Program(hints_of)
+    reader = _vm.Reader(program.record(schema, cls))
+    read: Callable[[bytes, int], tuple[Any, int]] = reader.read
+    return read

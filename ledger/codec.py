@@ -49,7 +49,7 @@ from fastavro.schema import fingerprint as _avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from ledger.avro import CompiledEvent, compile_event
+from ledger.avro import CompiledEvent, compile_event, native_reader
 from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import EVENT_TYPES, Event, Value
@@ -341,7 +341,9 @@ class Codec:
     ``history_dirs`` hold older writer versions, searched recursively (default:
     ``<schema_dir>/history``); records written with them decode into the current types.
     ``compiled=False`` serves every type by the generic path (fastavro over dicts): the same
-    bytes and events, slower; the tests hold the two paths to each other.
+    bytes and events, slower; the tests hold the two paths to each other. ``native`` (default:
+    when installed) reads current records with :mod:`ledger._avrovm`, the reader in C; with
+    ``native=False`` the compiled Python reader does (the same events, slower).
     """
 
     def __init__(
@@ -350,6 +352,7 @@ class Codec:
         *,
         history_dirs: Iterable[Path | str] | None = None,
         compiled: bool = True,
+        native: bool | None = None,
     ) -> None:
         directory = Path(schema_dir) if schema_dir is not None else _schema_dir()
         if not directory.is_dir():
@@ -375,6 +378,9 @@ class Codec:
                 raise CodecError(f"{path} defines record {parsed['name']}, not {cls.__name__}")
             converters = factory.for_class(cls)
             fast = _compile(parsed, cls) if compiled_codecs else None
+            read = _native(parsed, cls) if fast is not None and native is not False else None
+            if native and fast is not None and read is None:
+                raise CodecError("the Avro reader in C (ledger._avrovm) is not installed")
             self._current[cls] = _Current(
                 header=MAGIC + header_fp,
                 fingerprint=int.from_bytes(header_fp, "little"),
@@ -389,7 +395,7 @@ class Codec:
                 None,
                 cls,
                 converters.from_avro,
-                fast.decode if fast is not None else None,
+                read or (fast.decode if fast is not None else None),
             )
             current_by_name[cls.__name__] = parsed
 
@@ -577,6 +583,15 @@ def _compile(schema: dict[str, Any], cls: type) -> CompiledEvent | None:
     schema the compiler does not support, e.g. a test's variant schema."""
     try:
         return compile_event(schema, cls, _hints)
+    except TypeError:
+        return None
+
+
+def _native(schema: dict[str, Any], cls: type) -> Callable[[bytes, int], tuple[Any, int]] | None:
+    """The reader in C of ``cls``; ``None`` when it is not installed, or for a schema the
+    compiler does not support."""
+    try:
+        return native_reader(schema, cls, _hints)
     except TypeError:
         return None
 

@@ -618,12 +618,12 @@ def _compile_decoder(
 
 # --------------------------------------------------------------------------- the native decoder
 
-# ledger.audit._rowvm (built from _rowvm.pyx when the package is installed with a C compiler)
+# ledger._avrovm (built from _avrovm.pyx when the package is installed with a C compiler)
 # runs the same reading as the generated decoders above, in C: a program of nodes per event type
 # and topic, made here from the same schema walk. Without it, the generated decoders are used.
 _vm: types.ModuleType | None
 try:
-    import ledger.audit._rowvm as _vm
+    import ledger._avrovm as _vm
 except ImportError:  # pragma: no cover - installed without a C compiler
     _vm = None
 
@@ -787,7 +787,7 @@ class RowMaker:
         self, topics: TopicNames, *, codec: Codec | None = None, native: bool | None = None
     ) -> None:
         if native and not NATIVE:
-            raise RuntimeError("the native row decoder (ledger.audit._rowvm) is not installed")
+            raise RuntimeError("the native row decoder (ledger._avrovm) is not installed")
         self.native = NATIVE if native is None else native
         """Whether current records are read by the decoder in C (else by generated Python)."""
         self.codec = codec or default_codec()

@@ -262,7 +262,7 @@ json_values = st.recursive(
 def test_the_native_json_text_is_the_python_encoders(value: object) -> None:
     """The decoder in C writes the JSON columns' canonical text itself (sorted keys, escapes,
     float and integer forms): the very text of the Python encoder, or it defers to it."""
-    from ledger.audit import _rowvm
+    from ledger import _avrovm as _rowvm
     from ledger.audit.rows import _dumps
 
     program = _rowvm.Node(_rowvm.KINDS["long"])  # reads the one byte below, then becomes value

@@ -1,4 +1,4 @@
-"""Types of the export's row decoder in C (``_rowvm.pyx``)."""
+"""Types of the export's row decoder in C (``_avrovm.pyx``)."""
 
 from collections.abc import Callable, Iterable
 from typing import Any
