@@ -13,12 +13,25 @@ Anything malformed raises :class:`Malformed` (a ``ValueError``), a body that end
 from cpython.datetime cimport datetime_new, import_datetime
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Keys
-from cpython.float cimport PyFloat_FromDouble
-from cpython.object cimport PyObject_Repr
-from cpython.long cimport PyLong_FromLongLong
+from cpython.float cimport PyFloat_AsDouble, PyFloat_FromDouble
+from cpython.object cimport PyObject_GenericSetAttr, PyObject_Repr
+from cpython.long cimport PyLong_AsLongLong, PyLong_FromLongLong
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from cpython.datetime cimport (
+    datetime_day,
+    datetime_hour,
+    datetime_microsecond,
+    datetime_minute,
+    datetime_month,
+    datetime_second,
+    datetime_year,
+    datetime_tzinfo,
+)
+from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.object cimport PyObject
+from libc.stdlib cimport free, malloc, realloc
 from libc.stdint cimport int64_t, uint64_t
 from libc.math cimport isfinite
 from libc.string cimport memcpy
@@ -31,6 +44,9 @@ import_datetime()
 from datetime import timezone
 
 cdef object _UTC = timezone.utc
+cdef object _new = object.__new__
+from datetime import datetime as _datetime_type
+from decimal import Decimal as _Decimal
 
 cdef enum Kind:
     K_NULL = 0
@@ -51,6 +67,8 @@ cdef enum Kind:
     K_TRUTHY = 15
     K_TUPLE = 16
     K_OBJECT = 17
+    K_INT = 18
+    K_VALUE = 19
 
 
 KINDS = {
@@ -72,6 +90,8 @@ KINDS = {
     "truthy": K_TRUTHY,
     "tuple": K_TUPLE,
     "object": K_OBJECT,
+    "int": K_INT,
+    "value": K_VALUE,
 }
 """The node kinds by name (what :class:`Node` takes)."""
 
@@ -82,6 +102,11 @@ class Malformed(ValueError):
 
 class Truncated(EOFError):
     """A record body that ends before its last value does."""
+
+
+class Unsupported(TypeError):
+    """A value the writer in C leaves to the Python writers (a subclass of a plain type, a
+    mapping that is not a dict ...): they write it, or explain why it does not fit."""
 
 
 cdef class Node:
@@ -96,11 +121,10 @@ cdef class Node:
     cdef readonly tuple keys
     cdef readonly object arg
     cdef readonly object empty
-    cdef readonly tuple order
     cdef Py_ssize_t nkids
 
-    def __init__(self, int kind, kids=(), keys=(), arg=None, empty=None, order=()):
-        if kind < K_NULL or kind > K_OBJECT:
+    def __init__(self, int kind, kids=(), keys=(), arg=None, empty=None):
+        if kind < K_NULL or kind > K_VALUE:
             raise ValueError(f"no node kind {kind}")
         self.kind = kind
         self.kids = list(kids)
@@ -108,22 +132,21 @@ cdef class Node:
         self.arg = arg
         self.empty = empty
         self.nkids = len(self.kids)
-        self.order = tuple(order)
-        if kind == K_OBJECT and sorted(self.order) != list(range(self.nkids)):
-            raise ValueError("an object node puts each field at one place of its builder's")
-        if kind == K_OBJECT and not callable(arg):
-            raise TypeError("an object node's arg is its builder")
+        if kind == K_OBJECT and not isinstance(arg, type):
+            raise TypeError("an object node's arg is its class")
         if kind == K_TIMESTAMP and not callable(arg):
             raise TypeError("a timestamp node's arg reads the instants C does not")
         for kid in self.kids:
             if not isinstance(kid, Node):
                 raise TypeError("a node's children are nodes")
-        if kind == K_RECORD and len(self.keys) != self.nkids:
+        if kind in (K_RECORD, K_OBJECT) and len(self.keys) != self.nkids:
             raise ValueError("a record node names each of its fields")
         if kind in (K_ARRAY, K_TUPLE, K_MAP, K_CONVERT, K_DUMPS) and self.nkids != 1:
             raise ValueError("this node has exactly one child")
-        if kind == K_ENUM and not isinstance(arg, tuple):
-            raise TypeError("an enum node's arg is its symbols")
+        if kind == K_ENUM and not isinstance(arg, (tuple, dict)):
+            raise TypeError("an enum node's arg is its symbols (read) or their indexes (write)")
+        if kind == K_VALUE and not (isinstance(arg, tuple) and len(arg) == 2):
+            raise TypeError("a value node's arg is (decimal text, instant micros)")
         if kind in (K_CONVERT, K_DUMPS) and not callable(arg):
             raise TypeError("a conversion node's arg is its function")
 
@@ -225,8 +248,6 @@ cdef object _read(Node node, Cursor* c):
     cdef float f
     cdef unsigned char b
     cdef object value, key, item
-    cdef tuple values
-    cdef Py_ssize_t at
     cdef list items
     cdef dict mapping
     if kind == K_STRING:
@@ -298,13 +319,12 @@ cdef object _read(Node node, Cursor* c):
                 c.pos += n
                 mapping[key] = _read(<Node>node.kids[0], c)
     if kind == K_OBJECT:
-        values = PyTuple_New(node.nkids)
+        # As ledger.core.builders does: a bare instance, each field stored through its slot
+        # (object.__setattr__, past the frozen class's refusing __setattr__).
+        item = _new(node.arg)
         for i in range(node.nkids):
-            item = _read(<Node>node.kids[i], c)
-            at = <Py_ssize_t>(<tuple>node.order)[i]
-            Py_INCREF(item)
-            PyTuple_SET_ITEM(values, at, item)
-        return node.arg(*values)
+            PyObject_GenericSetAttr(item, (<tuple>node.keys)[i], _read(<Node>node.kids[i], c))
+        return item
     if kind == K_TIMESTAMP:
         return _instant(_long(c), node.arg)
     if kind == K_TRUTHY:
@@ -481,3 +501,240 @@ cdef class Row:
             Py_INCREF(item)
             PyTuple_SET_ITEM(row, nhead + 2 + i, item)
         return row
+
+
+# --------------------------------------------------------------------------- writing
+
+cdef struct Buffer:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
+cdef int _reserve(Buffer* b, Py_ssize_t more) except -1:
+    cdef Py_ssize_t need = b.size + more
+    cdef Py_ssize_t capacity
+    cdef char* grown
+    if need <= b.capacity:
+        return 0
+    capacity = b.capacity * 2
+    if capacity < need:
+        capacity = need
+    grown = <char*>realloc(b.data, capacity)
+    if grown == NULL:
+        raise MemoryError()
+    b.data = grown
+    b.capacity = capacity
+    return 0
+
+
+cdef inline int _put(Buffer* b, const char* src, Py_ssize_t n) except -1:
+    _reserve(b, n)
+    memcpy(b.data + b.size, src, n)
+    b.size += n
+    return 0
+
+
+cdef inline int _byte(Buffer* b, unsigned char value) except -1:
+    _reserve(b, 1)
+    b.data[b.size] = <char>value
+    b.size += 1
+    return 0
+
+
+cdef int _put_long(Buffer* b, int64_t value) except -1:
+    cdef uint64_t z = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
+    _reserve(b, 10)
+    while z > 0x7F:
+        b.data[b.size] = <char>((z & 0x7F) | 0x80)
+        b.size += 1
+        z >>= 7
+    b.data[b.size] = <char>z
+    b.size += 1
+    return 0
+
+
+cdef int _put_text(Buffer* b, object text) except -1:
+    cdef Py_ssize_t n
+    cdef const char* utf8
+    if type(text) is not str:
+        raise Unsupported("not a str")
+    utf8 = PyUnicode_AsUTF8AndSize(text, &n)  # a lone surrogate raises, as str.encode does
+    _put_long(b, n)
+    _put(b, utf8, n)
+    return 0
+
+
+cdef int64_t _days_from_civil(int64_t y, int64_t m, int64_t d):
+    # Howard Hinnant's days_from_civil
+    cdef int64_t era, yoe, doy, doe
+    if m <= 2:
+        y -= 1
+    era = (y if y >= 0 else y - 399) / 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) / 5 + d - 1
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+    return era * 146097 + doe - 719468
+
+
+cdef int _put_instant(Buffer* b, object value, object slow) except -1:
+    """An aware datetime as microseconds since the epoch (``slow`` for anything but a plain
+    datetime in UTC: it converts, or raises as the Python writer does)."""
+    cdef int64_t micros
+    if type(value) is not _datetime_type or datetime_tzinfo(value) is not _UTC:
+        return _put_long(b, PyLong_AsLongLong(slow(value)))
+    micros = (
+        _days_from_civil(datetime_year(value), datetime_month(value), datetime_day(value))
+        * 86400000000
+        + <int64_t>datetime_hour(value) * 3600000000
+        + <int64_t>datetime_minute(value) * 60000000
+        + <int64_t>datetime_second(value) * 1000000
+        + datetime_microsecond(value)
+    )
+    return _put_long(b, micros)
+
+
+cdef int _put_strings(Buffer* b, object items) except -1:
+    cdef Py_ssize_t n = len(items)
+    if n:
+        _put_long(b, n)
+        for item in items:
+            _put_text(b, item)
+    return _byte(b, 0)
+
+
+cdef int _put_value(Buffer* b, object value, tuple helpers) except -1:
+    """One fact value as its union branch (the codec's branch rules, ledger.avro._write_value)."""
+    cdef object kind = type(value)
+    cdef double number
+    if kind is str:
+        _byte(b, 0x08)
+        return _put_text(b, value)
+    if kind is bool:
+        _byte(b, 0x02)
+        return _byte(b, 1 if value is True else 0)
+    if kind is int:
+        _byte(b, 0x04)
+        return _put_long(b, PyLong_AsLongLong(value))
+    if kind is float:
+        _byte(b, 0x06)
+        number = PyFloat_AsDouble(value)
+        return _put(b, <const char*>&number, 8)
+    if value is None:
+        return _byte(b, 0x00)
+    if kind is tuple or kind is list:
+        _byte(b, 0x0E)
+        return _put_strings(b, value)
+    if kind is _Decimal:
+        _byte(b, 0x0A)
+        return _put_text(b, helpers[0](value))
+    if kind is _datetime_type:
+        _byte(b, 0x0C)
+        return _put_instant(b, value, helpers[1])
+    raise Unsupported(f"a fact value of type {kind.__name__}")
+
+
+cdef int _write(Node node, object value, Buffer* b) except -1:
+    cdef int kind = node.kind
+    cdef Py_ssize_t i, n, pos
+    cdef int64_t number
+    cdef double real
+    cdef PyObject* found
+    cdef PyObject* key
+    cdef PyObject* item
+    if kind == K_STRING:
+        return _put_text(b, value)
+    if kind == K_UNION:  # an optional value: [null, X]
+        if value is None:
+            return _byte(b, 0)
+        _byte(b, 2)
+        return _write(<Node>node.kids[1], value, b)
+    if kind == K_LONG or kind == K_INT:
+        if type(value) is not int:
+            raise Unsupported("not an int")
+        number = PyLong_AsLongLong(value)
+        if kind == K_INT and (number < -2147483648 or number > 2147483647):
+            raise OverflowError(f"{value} does not fit a 32-bit int")
+        return _put_long(b, number)
+    if kind == K_TIMESTAMP:
+        return _put_instant(b, value, node.arg)
+    if kind == K_ENUM:
+        found = PyDict_GetItem(<dict>node.arg, value)
+        if found == NULL:
+            raise Unsupported("not a symbol of the enum")
+        return _put_long(b, PyLong_AsLongLong(<object>found))
+    if kind == K_OBJECT:
+        for i in range(node.nkids):
+            _write(<Node>node.kids[i], getattr(value, (<tuple>node.keys)[i]), b)
+        return 0
+    if kind == K_MAP:
+        if type(value) is dict:
+            n = len(<dict>value)
+            if n:
+                _put_long(b, n)
+                pos = 0
+                while PyDict_Next(value, &pos, &key, &item):
+                    _put_text(b, <object>key)
+                    _write(<Node>node.kids[0], <object>item, b)
+        else:  # any other mapping (a read-only view ...), through its items()
+            pairs = list(value.items())
+            n = len(pairs)
+            if n:
+                _put_long(b, n)
+                for pair in pairs:
+                    _put_text(b, (<tuple>pair)[0])
+                    _write(<Node>node.kids[0], (<tuple>pair)[1], b)
+        return _byte(b, 0)
+    if kind == K_VALUE:
+        return _put_value(b, value, <tuple>node.arg)
+    if kind == K_TUPLE:
+        if type(value) is not tuple and type(value) is not list:
+            raise Unsupported("not a tuple")
+        n = len(value)
+        if n:
+            _put_long(b, n)
+            for item_value in value:
+                _write(<Node>node.kids[0], item_value, b)
+        return _byte(b, 0)
+    if kind == K_TRUTHY:
+        return _byte(b, 1 if value else 0)
+    if kind == K_DOUBLE:
+        if type(value) is not float and type(value) is not int:
+            raise Unsupported("not a float")
+        real = PyFloat_AsDouble(value)
+        return _put(b, <const char*>&real, 8)
+    if kind == K_BYTES:
+        if type(value) is not bytes:
+            raise Unsupported("not bytes")
+        n = PyBytes_GET_SIZE(value)
+        _put_long(b, n)
+        return _put(b, PyBytes_AS_STRING(value), n)
+    raise Unsupported("no writer for this node")
+
+
+cdef class Writer:
+    """The program of one event type for the codec: ``write(event)`` is ``header`` followed by
+    the event's Avro body, the very bytes the Python writers produce. Raises
+    :class:`Unsupported` for a value it leaves to them (and whatever a value that does not fit
+    raises: they explain it)."""
+
+    cdef Node node
+    cdef bytes header
+
+    def __init__(self, Node node, bytes header):
+        self.node = node
+        self.header = header
+
+    def write(self, event):
+        cdef Buffer b
+        b.capacity = 512
+        b.size = 0
+        b.data = <char*>malloc(b.capacity)
+        if b.data == NULL:
+            raise MemoryError()
+        try:
+            _put(&b, PyBytes_AS_STRING(self.header), PyBytes_GET_SIZE(self.header))
+            _write(self.node, event, &b)
+            return PyBytes_FromStringAndSize(b.data, b.size)
+        finally:
+            free(b.data)

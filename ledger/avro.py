@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "CompiledEvent",
     "compile_event",
     "native_reader",
+    "native_writer",
     "write_long",
     "read_long_tail",
     "VALUE_BRANCHES",
@@ -599,10 +601,10 @@ class _Program:
         order = field_names(cls)
         if set(names) != set(order):
             raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
+        builder(cls)  # the same checks: a frozen, slotted dataclass, nothing but its fields
         kids = [self.value(f["type"], hints[f["name"]]) for f in schema["fields"]]
-        return self.node(
-            "object", kids, arg=builder(cls), order=[order.index(name) for name in names]
-        )
+        # Each field stored through its slot, as the builder's function does.
+        return self.node("object", kids, keys=[sys.intern(name) for name in names], arg=cls)
 
     def value(self, schema: Any, hint: Any) -> Any:
         schema = self._resolve(schema)
@@ -666,3 +668,76 @@ def native_reader(
     reader = _vm.Reader(program.record(schema, cls))
     read: Callable[[bytes, int], tuple[Any, int]] = reader.read
     return read
+
+
+def _decimal_text(value: Decimal) -> str:
+    if not value.is_finite():
+        raise ValueError(f"decimal value {value} is not finite")
+    return str(value)
+
+
+class _WriteProgram(_Program):
+    """The nodes of :mod:`ledger._avrovm` writing one record type: the writing of
+    :meth:`_Compiler._encode`, as a tree."""
+
+    def record(self, schema: dict[str, Any], cls: type) -> Any:
+        schema = self._resolve(schema)
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls!r} is not a dataclass")
+        hints = self._hints_of(cls)
+        names = [f["name"] for f in schema["fields"]]
+        if set(names) != set(field_names(cls)):
+            raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
+        kids = [self.value(f["type"], hints[f["name"]]) for f in schema["fields"]]
+        return self.node("object", kids, keys=[sys.intern(name) for name in names], arg=cls)
+
+    def value(self, schema: Any, hint: Any) -> Any:
+        schema = self._resolve(schema)
+        if isinstance(schema, list):
+            inner = _optional_of(hint)
+            if len(schema) == 2 and schema[0] == "null" and inner is not None:
+                return self.node("union", [self.node("null"), self.value(schema[1], inner)])
+            raise TypeError(f"unsupported union {schema} for {hint}")
+        kind = schema if isinstance(schema, str) else schema["type"]
+        logical = schema.get("logicalType") if isinstance(schema, dict) else None
+        if kind in ("string", "bytes", "double", "int"):
+            return self.node(kind)
+        if kind == "long" and logical == "timestamp-micros":
+            return self.node("timestamp", arg=_micros)
+        if kind == "long":
+            return self.node("long")
+        if kind == "boolean":
+            return self.node("truthy")
+        if kind == "enum":
+            if not (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+                raise TypeError(f"enum {schema['name']} needs an Enum field, not {hint}")
+            return self.node("enum", arg={s: i for i, s in enumerate(schema["symbols"])})
+        if kind == "array":
+            return self.node("tuple", [self.value(schema["items"], _tuple_item(hint))])
+        if kind == "map":
+            values = schema["values"]
+            if _is_value_union(values):
+                item = self.node("value", arg=(_decimal_text, _micros))
+            else:
+                item = self.value(values, _mapping_value(hint))
+            return self.node("map", [item])
+        if kind == "record":
+            if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+                raise TypeError(f"record {schema['name']} needs a dataclass field, not {hint}")
+            return self.record(schema, hint)
+        raise TypeError(f"unsupported Avro type {schema!r}")
+
+
+def native_writer(
+    schema: dict[str, Any], cls: type, hints_of: Callable[[type], dict[str, Any]], header: bytes
+) -> Callable[[Any], bytes] | None:
+    """``write(event) -> header + body`` in C for ``cls`` events of ``schema``: the bytes of
+    :func:`compile_event`'s encoder; ``None`` when :mod:`ledger._avrovm` is not installed.
+    It raises for what it leaves to the Python writers (subclasses of plain values, mappings
+    that are not dicts ...). Raises ``TypeError`` as :func:`compile_event` does."""
+    if _vm is None:
+        return None
+    program = _WriteProgram(hints_of)
+    writer = _vm.Writer(program.record(schema, cls), header)
+    write: Callable[[Any], bytes] = writer.write
+    return write

@@ -49,7 +49,7 @@ from fastavro.schema import fingerprint as _avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from ledger.avro import CompiledEvent, compile_event, native_reader
+from ledger.avro import CompiledEvent, compile_event, native_reader, native_writer
 from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import EVENT_TYPES, Event, Value
@@ -309,6 +309,7 @@ class _Current:
     to_avro: _Converter
     field_encoders: tuple[tuple[str, _Converter | None], ...]
     compiled: Callable[[Any, bytearray], None] | None = None
+    native: Callable[[Any], bytes] | None = None  # the writer in C, tried first
 
 
 def _load_schema(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -378,8 +379,10 @@ class Codec:
                 raise CodecError(f"{path} defines record {parsed['name']}, not {cls.__name__}")
             converters = factory.for_class(cls)
             fast = _compile(parsed, cls) if compiled_codecs else None
-            read = _native(parsed, cls) if fast is not None and native is not False else None
-            if native and fast is not None and read is None:
+            use_native = fast is not None and native is not False
+            read = _native(parsed, cls) if use_native else None
+            write = _native_writer(parsed, cls, MAGIC + header_fp) if use_native else None
+            if native and fast is not None and (read is None or write is None):
                 raise CodecError("the Avro reader in C (ledger._avrovm) is not installed")
             self._current[cls] = _Current(
                 header=MAGIC + header_fp,
@@ -388,6 +391,7 @@ class Codec:
                 to_avro=converters.to_avro,
                 field_encoders=converters.field_encoders,
                 compiled=fast.encode if fast is not None else None,
+                native=write,
             )
             self._writers[header_fp] = _Writer(
                 cls.__name__,
@@ -425,6 +429,11 @@ class Codec:
         current = self._current.get(type(event))
         if current is None:
             raise CodecError(f"not a ledger event type: {type(event).__name__}")
+        if current.native is not None:
+            try:
+                return current.native(event)
+            except Exception:  # left to the Python writers, which write it or explain why not
+                pass
         if current.compiled is not None:
             buffer = bytearray(current.header)
             try:
@@ -592,6 +601,17 @@ def _native(schema: dict[str, Any], cls: type) -> Callable[[bytes, int], tuple[A
     compiler does not support."""
     try:
         return native_reader(schema, cls, _hints)
+    except TypeError:
+        return None
+
+
+def _native_writer(
+    schema: dict[str, Any], cls: type, header: bytes
+) -> Callable[[Any], bytes] | None:
+    """The writer in C of ``cls``; ``None`` when it is not installed, or for a schema the
+    compiler does not support."""
+    try:
+        return native_writer(schema, cls, _hints, header)
     except TypeError:
         return None
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -253,3 +254,37 @@ def test_the_reader_in_c_reads_every_instant_the_python_reader_does(micros: int)
     assert head[:start] == data[:start]
     record = data[:start] + write_long(micros) + data[start + old_len :]
     assert _outcome(_COMPILED, record) == _outcome(_PYTHON_READER, record)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "minimal"])
+@pytest.mark.parametrize("cls", EVENT_TYPES, ids=lambda cls: cls.__name__)
+def test_the_writer_in_c_writes_every_current_type_itself(cls: type, full: bool) -> None:
+    """Byte for byte the Python writer's, and not by quietly leaving the event to it."""
+    event = build(cls, full=full)
+    native = _COMPILED._current[cls].native
+    assert native is not None
+    assert native(event) == _PYTHON_READER.encode(event) == _GENERIC.encode(event)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    facts=value_maps,
+    at=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+    ),
+    version=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
+def test_property_the_writer_in_c_writes_the_python_writers_bytes(
+    facts: Any, at: datetime, version: int
+) -> None:
+    decision = dataclasses.replace(
+        build(DecisionRecorded, full=True),
+        facts=facts,
+        constraints=MappingProxyType(dict(facts)),
+        occurred_at=at,
+        policy_version=version,
+    )
+    assert _COMPILED.encode(decision) == _PYTHON_READER.encode(decision)
+    assert _COMPILED.decode(_COMPILED.encode(decision)) == decision
