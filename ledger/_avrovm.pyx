@@ -14,7 +14,7 @@ from cpython.datetime cimport datetime_new, import_datetime
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Keys
 from cpython.float cimport PyFloat_AsDouble, PyFloat_FromDouble
-from cpython.object cimport PyObject_GenericSetAttr, PyObject_Repr
+from cpython.object cimport PyObject_Repr
 from cpython.long cimport PyLong_AsLongLong, PyLong_FromLongLong
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -37,6 +37,15 @@ from libc.math cimport isfinite
 from libc.string cimport memcpy
 
 import json.encoder
+
+cdef extern from *:
+    """
+    /* Store value in obj through a slot's member descriptor (what descr.__set__ does). */
+    static int ledger_avrovm_set_slot(PyObject* descr, PyObject* obj, PyObject* value) {
+        return Py_TYPE(descr)->tp_descr_set(descr, obj, value);
+    }
+    """
+    int _set_slot "ledger_avrovm_set_slot" (object descr, object obj, object value) except -1
 
 cdef object _quote = json.encoder.encode_basestring  # the C one when the json module has it
 
@@ -121,6 +130,7 @@ cdef class Node:
     cdef readonly tuple keys
     cdef readonly object arg
     cdef readonly object empty
+    cdef tuple slots
     cdef Py_ssize_t nkids
 
     def __init__(self, int kind, kids=(), keys=(), arg=None, empty=None):
@@ -134,6 +144,12 @@ cdef class Node:
         self.nkids = len(self.kids)
         if kind == K_OBJECT and not isinstance(arg, type):
             raise TypeError("an object node's arg is its class")
+        if kind == K_OBJECT:
+            # The class's own slot descriptors, by field (ledger.core.builders checked them).
+            self.slots = tuple(arg.__dict__[key] for key in self.keys)
+            for slot in self.slots:
+                if getattr(type(slot), "__set__", None) is None:
+                    raise TypeError(f"{arg.__name__} stores a field without a slot")
         if kind == K_TIMESTAMP and not callable(arg):
             raise TypeError("a timestamp node's arg reads the instants C does not")
         for kid in self.kids:
@@ -319,11 +335,11 @@ cdef object _read(Node node, Cursor* c):
                 c.pos += n
                 mapping[key] = _read(<Node>node.kids[0], c)
     if kind == K_OBJECT:
-        # As ledger.core.builders does: a bare instance, each field stored through its slot
-        # (object.__setattr__, past the frozen class's refusing __setattr__).
+        # As ledger.core.builders does: a bare instance, each field stored through its slot's
+        # descriptor (past the frozen class's refusing __setattr__).
         item = _new(node.arg)
         for i in range(node.nkids):
-            PyObject_GenericSetAttr(item, (<tuple>node.keys)[i], _read(<Node>node.kids[i], c))
+            _set_slot((<tuple>node.slots)[i], item, _read(<Node>node.kids[i], c))
         return item
     if kind == K_TIMESTAMP:
         return _instant(_long(c), node.arg)

@@ -456,6 +456,17 @@ class Codec:
         Raises :class:`~ledger.errors.UnknownSchemaError` for a fingerprint this codec does not
         know and :class:`~ledger.errors.CodecError` for anything else that is not a ledger record.
         """
+        if type(data) is bytes and data[:2] == MAGIC:  # the common case, without the checks
+            found = self._writers.get(data[2:_HEADER_LEN])
+            if found is not None and found.compiled is not None:
+                try:
+                    quick, end = found.compiled(data, _HEADER_LEN)
+                except Exception:
+                    pass  # the full path below says what is wrong
+                else:
+                    if end == len(data):
+                        decoded: Event = quick
+                        return decoded
         writer = self._writer_of(data)
         if writer.compiled is not None:
             return self._decode_compiled(writer, writer.compiled, data)
