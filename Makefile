@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml ledger/_avrovm.pyx
+$(STAMP): pyproject.toml ledger/_avrovm.pyx ledger/core/_canonical.pyx
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'

@@ -220,9 +220,22 @@ def _build_text_writer(cls: type) -> Callable[[Any], str]:
     return writer
 
 
+_native: types.ModuleType | None
+try:  # the same text written in C, when installed (ledger/core/_canonical.pyx)
+    import ledger.core._canonical as _native
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _native = None
+
+
 def canonical_text(record: Any) -> str:
     """The canonical JSON text of ``record`` without its ``hash``: exactly ``canonical_json``
     of its JSON form minus ``hash``, as text."""
+    if _native is not None:
+        try:
+            text: str = _native.text(record, "hash")
+            return text
+        except _native.Unsupported:
+            pass  # a value the writer in C leaves to this one
     return _text_writer(type(record))(record)
 
 

@@ -4,6 +4,7 @@ that the writer's fast canonical text is byte for byte the documented canonical 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import itertools
 import json
@@ -280,4 +281,57 @@ def test_fast_canonical_text_equals_canonical_json(record: DecisionRecorded) -> 
 )
 def test_fast_canonical_text_of_batches(items: list[BatchItemDecision], where: Any) -> None:
     record = batch(decisions=tuple(items), governance_position={k: 1 for k in where})
+    assert canonical_text(record) == expected_text(record)
+
+
+# --------------------------------------------------------------------------- the writer in C
+
+
+@settings(max_examples=300, deadline=None)
+@given(decisions())
+def test_the_text_writer_in_c_writes_the_python_writers_text(record: DecisionRecorded) -> None:
+    """Byte for byte; what it leaves to the Python writer (an instant in another zone or
+    before the year 1000, a subclass of a plain value) hashes the same through it."""
+    from ledger.core import _canonical, chain
+
+    python = chain._text_writer(type(record))(record)
+    assert python == expected_text(record)
+    try:
+        native = _canonical.text(record, "hash")
+    except _canonical.Unsupported:
+        assert canonical_text(record) == python
+        return
+    assert native == python
+
+
+def test_an_evaluators_decision_is_written_in_c() -> None:
+    """Instants in UTC and plain values, as the evaluator's: no value is left to Python."""
+    from ledger.core import _canonical
+
+    record = dataclasses.replace(
+        decision(),
+        facts={"amount": Decimal("12.50"), "at": datetime(2026, 1, 2, tzinfo=UTC), "n": 1.5},
+        shadow_results=(
+            ShadowResult(
+                policy="p", version=2, stage=Stage.SHADOW, determination=Determination.DENY
+            ),
+        ),
+    )
+    assert _canonical.text(record, "hash") == expected_text(record)
+
+
+def test_values_the_writer_in_c_leaves_to_python_still_hash_the_same() -> None:
+    from ledger.core import _canonical
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    class Name(str):
+        pass
+
+    record = dataclasses.replace(
+        decision(), facts={"colour": Colour.RED, "n": Name("x"), "when": datetime(999, 1, 1)}
+    )
+    with pytest.raises(_canonical.Unsupported):
+        _canonical.text(record, "hash")
     assert canonical_text(record) == expected_text(record)

@@ -62,6 +62,8 @@ from ledger.audit.sql import named_queries, views_sql
 assert "active_policies_at" in named_queries() and "policy_timeline" in views_sql()
 from ledger.audit import rows  # the wheel carries the export's row decoder in C
 assert rows.NATIVE and rows.__file__.startswith({str(target)!r}), rows.__file__
+from ledger.core import chain  # and the canonical text writer in C
+assert chain._native is not None and chain._native.__file__.startswith({str(target)!r})
 print(schemas)
 """
     done = subprocess.run(

@@ -18,6 +18,9 @@ import ledger.core
 ROOT = Path(__file__).resolve().parents[3]
 CORE = ROOT / "ledger" / "core"
 CORE_MODULES = sorted(CORE.rglob("*.py"))
+CORE_EXTENSIONS = sorted(CORE.rglob("*.pyx"))
+"""Cython sources of compiled core modules (their Python imports are checked the same way;
+``cimport`` lines reach C headers, CPython's and libc's, not Python modules)."""
 ALLOWED_THIRD_PARTY = {"yaml", "celpy", "lark", "re2", "cryptography"}
 ALLOWED_OWN = ("ledger.core", "ledger.errors")
 # Standard-library modules that do I/O, read the clock or randomness: never in the core.
@@ -55,6 +58,16 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _pyx_imports(path: Path) -> list[tuple[str, int]]:
+    """The Python modules a Cython source imports (``import X``, ``from X import``)."""
+    found = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("import", "from") and "cimport" not in words:
+            found.append((words[1].rstrip(","), number))
+    return found
+
+
 def _imports(path: Path, *, module_level: bool | None = None) -> list[tuple[str, int]]:
     """Every module ``path`` imports, relative imports resolved: ``(name, line)``.
 
@@ -84,10 +97,12 @@ def _imports(path: Path, *, module_level: bool | None = None) -> list[tuple[str,
     return found
 
 
-@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: str(p.relative_to(CORE)))
+@pytest.mark.parametrize(
+    "path", CORE_MODULES + CORE_EXTENSIONS, ids=lambda p: str(p.relative_to(CORE))
+)
 def test_core_module_imports_only_allowed_modules(path: Path) -> None:
     bad = []
-    for name, line in _imports(path):
+    for name, line in _imports(path) if path.suffix == ".py" else _pyx_imports(path):
         top = name.split(".")[0]
         if name.startswith(ALLOWED_OWN) or top in ALLOWED_THIRD_PARTY or top == "__future__":
             continue
@@ -100,7 +115,7 @@ def test_core_module_imports_only_allowed_modules(path: Path) -> None:
 def test_core_has_modules() -> None:
     """The boundary test sees every module Python can import from ledger.core, sub-packages too."""
     importable = {m.name for m in pkgutil.walk_packages(ledger.core.__path__, "ledger.core.")}
-    checked = {_module_name(p) for p in CORE_MODULES}
+    checked = {_module_name(p) for p in CORE_MODULES + CORE_EXTENSIONS}
     assert importable | {"ledger.core"} == checked
     assert len(checked) >= 10
     assert any(name.count(".") > 2 for name in checked), "no sub-package found: check the glob"
