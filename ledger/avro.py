@@ -593,17 +593,17 @@ class _Program:
         return schema
 
     def record(self, schema: dict[str, Any], cls: type) -> Any:
+        """An ``object`` node: the record's fields in schema order, each stored through the
+        class's slot (the reader builds the instance, the writer reads the fields)."""
         schema = self._resolve(schema)
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls!r} is not a dataclass")
         hints = self._hints_of(cls)
         names = [f["name"] for f in schema["fields"]]
-        order = field_names(cls)
-        if set(names) != set(order):
+        if set(names) != set(field_names(cls)):
             raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
-        builder(cls)  # the same checks: a frozen, slotted dataclass, nothing but its fields
+        builder(cls)  # the builder's checks: a frozen, slotted dataclass, nothing but fields
         kids = [self.value(f["type"], hints[f["name"]]) for f in schema["fields"]]
-        # Each field stored through its slot, as the builder's function does.
         return self.node("object", kids, keys=[sys.intern(name) for name in names], arg=cls)
 
     def value(self, schema: Any, hint: Any) -> Any:
@@ -679,17 +679,6 @@ def _decimal_text(value: Decimal) -> str:
 class _WriteProgram(_Program):
     """The nodes of :mod:`ledger._avrovm` writing one record type: the writing of
     :meth:`_Compiler._encode`, as a tree."""
-
-    def record(self, schema: dict[str, Any], cls: type) -> Any:
-        schema = self._resolve(schema)
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"{cls!r} is not a dataclass")
-        hints = self._hints_of(cls)
-        names = [f["name"] for f in schema["fields"]]
-        if set(names) != set(field_names(cls)):
-            raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
-        kids = [self.value(f["type"], hints[f["name"]]) for f in schema["fields"]]
-        return self.node("object", kids, keys=[sys.intern(name) for name in names], arg=cls)
 
     def value(self, schema: Any, hint: Any) -> Any:
         schema = self._resolve(schema)

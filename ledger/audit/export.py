@@ -755,7 +755,6 @@ class _Helper:
                     f"{_IDLE_LIMIT:g} s although it has more: is the broker healthy?"
                 )
         files = self.files.write_files()
-        self.files._pending.clear()
         return _UnitDone(unit, files, sum(f["rows"] for f in files))
 
 
@@ -770,7 +769,9 @@ def _helper_init(
     security: KafkaSecurity | None,
     counter: Any,
 ) -> None:
-    server = os.getppid()  # the fork server (it exits once the export and its helpers have)
+    # The process that started this helper: the exporting process, or the fork server (which
+    # exits once the export and its helpers have).
+    server = os.getppid()
 
     def watch() -> None:
         # A helper outlives an export killed by SIGKILL (nothing tells it): it would keep the
