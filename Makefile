@@ -44,5 +44,6 @@ bench: $(STAMP)  ## run every benchmark: core, roundtrip, throughput, rollback (
 broker-stop: $(STAMP)  ## stop the local broker
 	$(BIN)/ledger broker stop
 
-clean:  ## remove the virtualenv and caches (not the broker cache)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean:  ## remove the virtualenv, caches and the built C code (not the broker cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	rm -f ledger/_avrovm.c ledger/core/_canonical.c ledger/_avrovm.*.so ledger/core/_canonical.*.so
