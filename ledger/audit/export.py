@@ -769,9 +769,7 @@ def _helper_init(
     security: KafkaSecurity | None,
     counter: Any,
 ) -> None:
-    # The process that started this helper: the exporting process, or the fork server (which
-    # exits once the export and its helpers have).
-    server = os.getppid()
+    server = os.getppid()  # the fork server (it exits once the export and its helpers have)
 
     def watch() -> None:
         # A helper outlives an export killed by SIGKILL (nothing tells it): it would keep the
@@ -811,21 +809,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _one_thread() -> bool:
-    """Whether this process runs a single thread, native ones included (Linux tells)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
+def _helper_context() -> Any:
+    """The ``multiprocessing`` context helpers start from (its fork server preloads
+    :mod:`ledger.audit._preload`)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["ledger.audit._preload"])
+    return context
+
+
+def _start_fork_server() -> None:
+    """Start the helpers' fork server now, so that it imports and builds the codec while the
+    run plans (~0.6 s of CPU, wasted when the run turns out small enough for one process)."""
+    from multiprocessing import forkserver
+
+    _helper_context()
+    forkserver.ensure_running()
 
 
 class _Helpers:
-    """The helper processes of a run. Forked from this process when it runs one thread, so
-    they start at once, sharing what it has imported, and are ready when the run's plan is
-    (they are started before this process starts librdkafka's threads: a fork copies no
-    thread, and a lock another thread held stays held in the copy). Otherwise they are forked
-    from a fresh server process that has imported the row maker once (a helper spawned from
-    scratch spent ~0.8 s importing), when the plan asks for them."""
+    """The helper processes of a run, forked from a fresh server process that has imported the
+    row maker and built the codec once (:mod:`ledger.audit._preload`; a helper spawned from
+    scratch spent ~0.8 s importing). Never forked from this process: pyarrow's and numpy's
+    native threads run in it from import on (and librdkafka's once it reads), and a fork copies
+    the locks those threads hold, not the threads."""
 
     def __init__(
         self,
@@ -834,13 +842,9 @@ class _Helpers:
         security: KafkaSecurity | None,
         count: int,
     ) -> None:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        forked = _one_thread()
-        context = multiprocessing.get_context("fork" if forked else "forkserver")
-        if not forked:
-            context.set_forkserver_preload(["ledger.audit.export"])
+        context = _helper_context()
         self.count = count
         self.counter = context.Value("q", 0)  # records read, for progress
         self.pool = ProcessPoolExecutor(
@@ -849,15 +853,9 @@ class _Helpers:
             initializer=_helper_init,
             initargs=(os.getpid(), writer.out, writer.topics, bootstrap, security, self.counter),
         )
-        if forked:
-            self.pool.submit(_helper_ready)  # with fork, the first task forks every helper
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _helper_ready() -> None:
-    """Nothing: a first task, that starts the helpers."""
 
 
 def _export_in_helpers(
@@ -947,16 +945,18 @@ def export(
     writer = ExportWriter(out, topics, codec=codec)
     if helpers is None:
         helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
-    pool = _Helpers(writer, bootstrap, security, helpers) if helpers > 0 and codec is None else None
+    if helpers > 0 and codec is None:
+        _start_fork_server()
+    source = _Source(bootstrap, topics, security)
     try:
-        source = _Source(bootstrap, topics, security)
-        try:
-            ranges = source.plan(writer)
-            total = sum(max(end - start, 0) for start, end in ranges.values())
-            if progress is not None:
-                progress(0, total)
-            if pool is not None and total > POOL_THRESHOLD:
-                source.close()  # this process only keeps the manifest now
+        ranges = source.plan(writer)
+        total = sum(max(end - start, 0) for start, end in ranges.values())
+        if progress is not None:
+            progress(0, total)
+        if helpers > 0 and total > POOL_THRESHOLD and codec is None:
+            source.close()  # this process only keeps the manifest now
+            pool = _Helpers(writer, bootstrap, security, helpers)
+            try:
                 _export_in_helpers(
                     writer,
                     {where: span for where, span in ranges.items() if span[0] < span[1]},
@@ -964,16 +964,15 @@ def export(
                     batch_records=batch_records,
                     progress=progress,
                 )
-            else:
-                _export_here(writer, source, ranges, batch_records, progress, total)
-            for (topic, partition), (_, end) in ranges.items():
-                writer.mark(topic, partition, end)
-            writer.flush()
-        finally:
-            source.close()
+            finally:
+                pool.close()
+        else:
+            _export_here(writer, source, ranges, batch_records, progress, total)
+        for (topic, partition), (_, end) in ranges.items():
+            writer.mark(topic, partition, end)
+        writer.flush()
     finally:
-        if pool is not None:
-            pool.close()
+        source.close()
     return _summary(writer, started)
 
 

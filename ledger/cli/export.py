@@ -156,8 +156,7 @@ def _with_progress(
     def progress(done: int, total: int) -> None:
         nonlocal shown
         if not shown:
-            # Started here, not before the export: its refresh thread would make the export
-            # start its helper processes the slower way (forked only from a one-thread process).
+            # Shown once the export knows how much it has to read.
             bar.start()
             shown = True
         bar.update(task, completed=done, total=total)
