@@ -734,11 +734,21 @@ class _Helper:
         self.security = security
         self.counter = counter
         self.source: _Source | None = None
+        self.read_before: set[Where] = set()  # partitions the current consumer was given
 
     def run(self, unit: _Unit) -> _UnitDone:
+        where = (unit.topic, unit.partition)
+        if self.source is not None and where in self.read_before:
+            # A consumer that read this partition before may still hold what it fetched then,
+            # an end-of-partition event among it: one taken for this unit's end would move the
+            # manifest past records never exported. A fresh consumer holds nothing.
+            self.source.close()
+            self.source = None
         if self.source is None:
             self.source = _Source(self.bootstrap, self.topics, self.security)
-        source, where = self.source, (unit.topic, unit.partition)
+            self.read_before = set()
+        self.read_before.add(where)
+        source = self.source
         source.watch({where: (unit.start, unit.stop)}, bounded=True)
         sink = _Sink(self.files, lambda *other: unit.start if other == where else _NEVER)
         last_arrival = time.monotonic()
