@@ -7,6 +7,7 @@ issued, conditions that do not compile and a document that does not load.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -225,3 +226,40 @@ def test_a_small_map_iterates_as_the_trie_would_through_growth_and_deletes() -> 
     assert small.delete("zzz") is small and "a" in small and small.get("zzz") is None
     with pytest.raises(TypeError):
         small.set(3.5, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("was_enabled", [True, False])
+def test_replay_restores_the_collector_as_it_found_it(was_enabled: bool) -> None:
+    # replay pauses the cyclic collector while it folds and freezes; the caller's setting comes
+    # back afterwards, also when a record that is not a governance event stops it.
+    import gc
+
+    events = [
+        GrantIssued(
+            event_id="e1",
+            occurred_at=T0,
+            command_id="c1",
+            actor="human:admin",
+            principal="agent:a",
+            sequence=1,
+            grant_id="g1",
+            actions=("refund.*",),
+            resource="*",
+        )
+    ]
+    seen: list[bool] = []
+
+    def watched() -> Iterator[GovernanceEvent]:
+        seen.append(gc.isenabled())
+        yield from events
+
+    (gc.enable if was_enabled else gc.disable)()
+    try:
+        state = replay(watched())
+        assert seen == [False] and gc.isenabled() is was_enabled
+        assert list(state.principals["agent:a"].grants) == ["g1"]
+        with pytest.raises(TypeError, match="not a governance event"):
+            replay([object()])  # type: ignore[list-item]
+        assert gc.isenabled() is was_enabled
+    finally:
+        gc.enable()
