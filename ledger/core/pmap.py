@@ -10,6 +10,11 @@ Placement is deterministic across processes (CRC-32 for text keys; never the sal
 A map of at most :data:`FLAT_MAX` items (most principals' grants) is one plain dict instead,
 kept in the order the trie would iterate (by slot, then insertion): building it costs a sort of
 a few keys instead of two 64-slot levels per key, and no caller can tell the two forms apart.
+
+A subclass may store values in a raw form and convert them when read (the state's grants are
+held as their events and built on first read, :class:`~ledger.core.authority.HeldGrants`): every
+new map a subclass's ``set``/``delete``/``update`` returns is of its class, :meth:`stored_items`
+gives the raw values, and :meth:`_memo_store` keeps a converted value in place of its raw form.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ class PMap(Mapping[K, V], Generic[K, V]):
         self._flat: dict[K, V] | None = {}
         self._len = 0
         if items:
-            built = PMap.from_mapping(items)
+            built = type(self).from_mapping(items)
             self._root, self._flat, self._len = built._root, built._flat, built._len
 
     @classmethod
@@ -121,9 +126,9 @@ class PMap(Mapping[K, V], Generic[K, V]):
             for key, value in items.items():
                 m = m.set(key, value)
             return m
-        merged = dict(self.items())
+        merged = dict(self.stored_items())
         merged.update(items)
-        return PMap.from_mapping(merged)
+        return type(self).from_mapping(merged)
 
     @classmethod
     def _make(
@@ -193,14 +198,48 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return self._len
 
     def __repr__(self) -> str:
-        return f"PMap({dict(self.items())!r})"
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+    def stored_items(self) -> Iterator[tuple[K, V]]:
+        """The items as stored, in iteration order: for a subclass that converts values when
+        read, their raw form (for :class:`PMap` itself, the same as ``items()``, but faster)."""
+        if self._flat is not None:
+            yield from self._flat.items()
+            return
+        for level in self._root:
+            if level is not None:
+                for leaf in level:
+                    if leaf:
+                        yield from leaf.items()
+
+    def _leaves(self) -> Iterator[dict[K, V]]:
+        """The dicts that store the items (one when flat), for a subclass's :meth:`_memo_store`
+        of many values at once."""
+        if self._flat is not None:
+            yield self._flat
+            return
+        for level in self._root:
+            if level is not None:
+                yield from (leaf for leaf in level if leaf)
+
+    def _memo_store(self, key: K, value: V) -> None:
+        """Replace the stored form of ``key``'s value by ``value``, in place, in this map and in
+        every map sharing its leaf. Only for a subclass caching a value converted from its raw
+        form (the same value to every reader): the map's meaning never changes. Assigning an
+        existing key does not resize the dict, so iterations in progress are unaffected."""
+        if self._flat is not None:
+            self._flat[key] = value
+            return
+        leaf = self._leaf(key)
+        if leaf is not None:
+            leaf[key] = value
 
     def _with_leaf(self, i: int, j: int, leaf: dict[K, V] | None, length: int) -> PMap[K, V]:
         level = list(self._root[i] or _EMPTY_LEVEL)
         level[j] = leaf
         root = list(self._root)
         root[i] = tuple(level)
-        return PMap._make(tuple(root), length)
+        return type(self)._make(tuple(root), length)
 
     def set(self, key: K, value: V) -> PMap[K, V]:
         """A new map with ``key`` bound to ``value``."""
@@ -210,15 +249,15 @@ class PMap(Mapping[K, V], Generic[K, V]):
             if key in flat:
                 changed = flat.copy()
                 changed[key] = value  # keeps its place, as in a trie leaf
-                return PMap._make_flat(changed)
+                return type(self)._make_flat(changed)
             if len(flat) >= FLAT_MAX:
                 grown = dict(flat)
                 grown[key] = value  # after every key of its slot: where the trie puts it
-                return PMap.from_mapping(grown)
+                return type(self).from_mapping(grown)
             items = list(flat.items())
             at = next((n for n, (k, _) in enumerate(items) if _slot(k) > slot), len(items))
             items.insert(at, (key, value))
-            return PMap._make_flat(dict(items))
+            return type(self)._make_flat(dict(items))
         h = _hash(key)
         i, j = h & _MASK, (h >> _BITS) & _MASK
         level = self._root[i]
@@ -236,7 +275,7 @@ class PMap(Mapping[K, V], Generic[K, V]):
                 return self
             smaller = flat.copy()
             del smaller[key]
-            return PMap._make_flat(smaller)
+            return type(self)._make_flat(smaller)
         h = _hash(key)
         i, j = h & _MASK, (h >> _BITS) & _MASK
         level = self._root[i]

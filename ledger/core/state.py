@@ -29,7 +29,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final, assert_never
 
-from ledger.core.authority import Grant, grant_from_event
+from ledger.core.authority import Grant, HeldGrants
 from ledger.core.builders import builder
 from ledger.core.events import (
     ActorKeyRegistered,
@@ -162,7 +162,7 @@ class PrincipalRecord:
 
     principal: str
     sequence: int = 0
-    grants: PMap[str, Grant] = field(default_factory=PMap)
+    grants: PMap[str, Grant] = field(default_factory=HeldGrants)
     roles: frozenset[str] = frozenset()
     keys: tuple[ActorKey, ...] = ()
 
@@ -277,7 +277,7 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
             prec = state.principals.get(event.principal)
             if event.sequence != (prec.sequence if prec is not None else 0) + 1:
                 return state
-            grants = _GrantChanges(prec.grants if prec is not None else PMap())
+            grants = _GrantChanges(prec.grants if prec is not None else HeldGrants())
             roles = set(prec.roles) if prec is not None else set()
             keys = {k.key_id: k for k in prec.keys} if prec is not None else {}
             _apply_grant(grants, roles, keys, event)
@@ -306,7 +306,7 @@ class _Principal:
         self.initial = record.sequence if record is not None else 0
         self.sequence = self.initial
         self.grants: dict[str, Grant | GrantIssued] = (
-            dict(record.grants.items()) if record is not None else {}
+            dict(record.grants.stored_items()) if record is not None else {}
         )
         self.roles: set[str] = set(record.roles) if record is not None else set()
         self.keys: dict[str, ActorKey] = (
@@ -317,12 +317,7 @@ class _Principal:
         return PrincipalRecord(
             principal=principal,
             sequence=self.sequence,
-            grants=PMap.from_mapping(
-                {
-                    k: grant_from_event(v) if isinstance(v, GrantIssued) else v  # _built, inline
-                    for k, v in self.grants.items()
-                }
-            ),
+            grants=HeldGrants.from_mapping(self.grants),  # type: ignore[arg-type]  # events kept
             roles=frozenset(self.roles),
             keys=tuple(self.keys.values()),
         )
@@ -333,14 +328,16 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
 
     The per-event rules are fold's own; only the storage differs. The records being rebuilt live
     in private mutable dicts and are frozen once at the end (every policy and principal touched
-    becomes one new record, and each top-level map is built in one pass), and an issued grant is
-    compiled into a :class:`Grant` only if it is still held at the end.
+    becomes one new record, and each top-level map is built in one pass). An issued grant stays
+    its event, in the state too, until something reads it
+    (:class:`~ledger.core.authority.HeldGrants`): a replay to answer "what did P hold at T" builds
+    P's grants, not the hundreds of thousands of others.
 
     The cyclic garbage collector is paused while folding and freezing (and restored after, also
     when a bad event raises): a long replay allocates millions of acyclic objects, and the
     collector's repeated full scans of them otherwise cost several times the work itself. The
-    freezing allocates as many objects as the fold (every version, grant and record built), so
-    it runs paused too: with the collector back on, its scans cost 1M-event replays ~40 %.
+    freezing allocates many objects too (every version and record built), so it runs paused
+    too: with the collector back on, its scans cost 1M-event replays ~40 %.
     Nothing here creates reference cycles.
     """
     base_policies, base_principals = state.policies, state.principals
@@ -608,8 +605,9 @@ def _apply_grant(
     | ActorKeyRevoked,
 ) -> None:
     """The grant rules, applied in place: by :func:`fold` to a copy-on-write overlay of one
-    record, by :func:`replay` to its private record. An issued grant is held as its event until
-    the record is frozen (:func:`_built`), so a grant revoked within one replay is never built.
+    record, by :func:`replay` to its private record. An issued grant is held as its event, in
+    the state too, until it is first read (:class:`~ledger.core.authority.HeldGrants`), so a
+    grant revoked before anyone reads it is never built.
     A key is registered once (a second registration of its id changes nothing) and revoked for
     good."""
     match event:  # the common cases first: a class pattern is an isinstance check
@@ -642,20 +640,20 @@ def _apply_grant(
             assert_never(event)
 
 
-def _built(grant: Grant | GrantIssued) -> Grant:
-    return grant_from_event(grant) if isinstance(grant, GrantIssued) else grant
-
-
 class _GrantChanges(MutableMapping[str, Grant | GrantIssued]):
     """A mutable view of a persistent grant map that records changes, for one :func:`fold`.
 
-    :meth:`frozen` applies them to the base map (sharing its structure).
+    It reads and writes the stored form (an issued grant stays its event, :class:`HeldGrants`
+    builds it when the state is read), so a fold builds no grant. :meth:`frozen` applies the
+    changes to the base map (sharing its structure).
     """
 
     __slots__ = ("_base", "_changes")
 
     def __init__(self, base: PMap[str, Grant]) -> None:
-        self._base = base
+        if not isinstance(base, HeldGrants):  # a plain map would hand events out unbuilt
+            base = HeldGrants.from_mapping(dict(base.stored_items()))
+        self._base: PMap[str, Grant | GrantIssued] = base  # type: ignore[assignment]  # stored form
         self._changes: dict[str, Grant | GrantIssued | None] = {}  # None: removed
 
     def __getitem__(self, key: str) -> Grant | GrantIssued:
@@ -664,20 +662,27 @@ class _GrantChanges(MutableMapping[str, Grant | GrantIssued]):
             if value is None:
                 raise KeyError(key)
             return value
-        return self._base[key]
+        return PMap.__getitem__(self._base, key)  # as stored: nothing is built
 
     def __setitem__(self, key: str, value: Grant | GrantIssued) -> None:
         self._changes[key] = value
 
     def __delitem__(self, key: str) -> None:
-        self[key]  # raises KeyError when absent, as a mapping must
+        if key not in self:  # a KeyError when absent, as a mapping must
+            raise KeyError(key)
         self._changes[key] = None
 
+    def __contains__(self, key: object) -> bool:
+        if key in self._changes:
+            return self._changes[key] is not None
+        return key in self._base
+
     def __iter__(self) -> Iterator[str]:
+        changes = self._changes
         for key in self._base:
-            if self._changes.get(key, self._base[key]) is not None:
+            if key not in changes or changes[key] is not None:
                 yield key
-        yield from (k for k, v in self._changes.items() if v is not None and k not in self._base)
+        yield from (k for k, v in changes.items() if v is not None and k not in self._base)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -685,8 +690,8 @@ class _GrantChanges(MutableMapping[str, Grant | GrantIssued]):
     def frozen(self) -> PMap[str, Grant]:
         result = self._base
         for key, value in self._changes.items():
-            result = result.delete(key) if value is None else result.set(key, _built(value))
-        return result
+            result = result.delete(key) if value is None else result.set(key, value)
+        return result  # type: ignore[return-value]  # a HeldGrants: it builds what it holds
 
 
 # ----------------------------------------------------------------------------------- look-ups

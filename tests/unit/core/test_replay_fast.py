@@ -263,3 +263,86 @@ def test_replay_restores_the_collector_as_it_found_it(was_enabled: bool) -> None
         assert gc.isenabled() is was_enabled
     finally:
         gc.enable()
+
+
+def _issued(n: int, principal: str = "agent:a", *, condition: str | None = None) -> GrantIssued:
+    return GrantIssued(
+        event_id=f"e{n}",
+        occurred_at=T0 + timedelta(seconds=n),
+        command_id=f"c{n}",
+        actor="human:admin",
+        principal=principal,
+        sequence=n,
+        grant_id=f"g{n:03d}",
+        actions=("refund.*",),
+        resource="account:*",
+        condition=condition,
+    )
+
+
+@pytest.mark.parametrize("count", [3, 40])  # a flat map and a trie
+def test_grants_stay_events_until_read_then_are_built_once(count: int) -> None:
+    from ledger.core.authority import Grant, HeldGrants, grant_from_event
+
+    events = [_issued(n, condition="amount < 5" if n % 2 else None) for n in range(1, count + 1)]
+    for state in (replay(events), one_by_one(events)):
+        grants = state.principals["agent:a"].grants
+        assert type(grants) is HeldGrants and len(grants) == count
+        assert all(type(v) is GrantIssued for _, v in grants.stored_items())  # nothing built
+        first = grants["g001"]
+        assert type(first) is Grant and first == grant_from_event(events[0])
+        assert grants["g001"] is first  # built once: the map now stores the Grant
+        assert dict(grants.stored_items())["g001"] is first
+        assert type(dict(grants.stored_items())["g002"]) is GrantIssued  # others still wait
+        # A later state shares the storage, so it finds the grant built; a fold builds nothing.
+        later = fold(state, _issued(count + 1))
+        again = later.principals["agent:a"].grants
+        assert type(again) is HeldGrants and again["g001"] is first
+        assert type(dict(again.stored_items())[f"g{count + 1:03d}"]) is GrantIssued
+        assert again.get("g002") == grant_from_event(events[1])
+        assert again.get("nope") is None and again.get("nope", first) is first
+        assert "g003" in again and "nope" not in again
+        assert all(type(g) is Grant for g in again.values())
+        assert dict(again.items()) == {
+            e.grant_id: grant_from_event(e) for e in [*events, _issued(count + 1)]
+        }
+
+
+def test_a_revoke_in_a_fold_builds_nothing_and_removes_the_grant() -> None:
+    from ledger.core.authority import HeldGrants
+
+    state = replay([_issued(1), _issued(2)])
+    revoked = fold(
+        state,
+        GrantRevoked(
+            event_id="e3",
+            occurred_at=T0,
+            command_id="c3",
+            actor="human:admin",
+            principal="agent:a",
+            sequence=3,
+            grant_id="g001",
+        ),
+    )
+    grants = revoked.principals["agent:a"].grants
+    assert type(grants) is HeldGrants and list(grants) == ["g002"]
+    assert all(type(v) is GrantIssued for _, v in grants.stored_items())
+    assert "g001" in state.principals["agent:a"].grants  # the earlier state is unchanged
+
+
+def test_a_pmap_subclass_keeps_its_class_through_every_change() -> None:
+    from ledger.core.pmap import FLAT_MAX
+
+    class Tagged(PMap[str, int]):
+        __slots__ = ()
+
+    m: PMap[str, int] = Tagged()
+    for n in range(3 * FLAT_MAX):  # flat, then grown into a trie
+        m = m.set(f"k{n}", n)
+        assert type(m) is Tagged
+    assert type(m.delete("k0")) is Tagged and type(m.update({"x": 1})) is Tagged
+    assert type(m.update({f"y{n}": n for n in range(200)})) is Tagged
+    assert type(Tagged.from_mapping({"a": 1})) is Tagged and type(Tagged({"a": 1})) is Tagged
+    small = Tagged.from_mapping({"a": 1}).delete("a")
+    assert type(small) is Tagged and list(small.stored_items()) == []
+    assert list(m.stored_items()) == list(m.items())
