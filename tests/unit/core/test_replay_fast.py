@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -228,25 +229,34 @@ def test_a_small_map_iterates_as_the_trie_would_through_growth_and_deletes() -> 
         small.set(3.5, 1)  # type: ignore[arg-type]
 
 
+def _common(n: int) -> dict[str, Any]:
+    return {
+        "event_id": f"e{n}",
+        "occurred_at": T0 + timedelta(seconds=n),
+        "command_id": f"c{n}",
+        "actor": "human:admin",
+    }
+
+
+def _issued(n: int, principal: str = "agent:a", *, condition: str | None = None) -> GrantIssued:
+    return GrantIssued(
+        **_common(n),
+        principal=principal,
+        sequence=n,
+        grant_id=f"g{n:03d}",
+        actions=("refund.*",),
+        resource="account:*",
+        condition=condition,
+    )
+
+
 @pytest.mark.parametrize("was_enabled", [True, False])
 def test_replay_restores_the_collector_as_it_found_it(was_enabled: bool) -> None:
     # replay pauses the cyclic collector while it folds and freezes; the caller's setting comes
     # back afterwards, also when a record that is not a governance event stops it.
     import gc
 
-    events = [
-        GrantIssued(
-            event_id="e1",
-            occurred_at=T0,
-            command_id="c1",
-            actor="human:admin",
-            principal="agent:a",
-            sequence=1,
-            grant_id="g1",
-            actions=("refund.*",),
-            resource="*",
-        )
-    ]
+    events = [_issued(1)]
     seen: list[bool] = []
 
     def watched() -> Iterator[GovernanceEvent]:
@@ -257,27 +267,12 @@ def test_replay_restores_the_collector_as_it_found_it(was_enabled: bool) -> None
     try:
         state = replay(watched())
         assert seen == [False] and gc.isenabled() is was_enabled
-        assert list(state.principals["agent:a"].grants) == ["g1"]
+        assert list(state.principals["agent:a"].grants) == ["g001"]
         with pytest.raises(TypeError, match="not a governance event"):
             replay([object()])  # type: ignore[list-item]
         assert gc.isenabled() is was_enabled
     finally:
         gc.enable()
-
-
-def _issued(n: int, principal: str = "agent:a", *, condition: str | None = None) -> GrantIssued:
-    return GrantIssued(
-        event_id=f"e{n}",
-        occurred_at=T0 + timedelta(seconds=n),
-        command_id=f"c{n}",
-        actor="human:admin",
-        principal=principal,
-        sequence=n,
-        grant_id=f"g{n:03d}",
-        actions=("refund.*",),
-        resource="account:*",
-        condition=condition,
-    )
 
 
 @pytest.mark.parametrize("count", [3, 40])  # a flat map and a trie
@@ -314,15 +309,7 @@ def test_a_revoke_in_a_fold_builds_nothing_and_removes_the_grant() -> None:
     state = replay([_issued(1), _issued(2)])
     revoked = fold(
         state,
-        GrantRevoked(
-            event_id="e3",
-            occurred_at=T0,
-            command_id="c3",
-            actor="human:admin",
-            principal="agent:a",
-            sequence=3,
-            grant_id="g001",
-        ),
+        GrantRevoked(**_common(3), principal="agent:a", sequence=3, grant_id="g001"),
     )
     grants = revoked.principals["agent:a"].grants
     assert type(grants) is HeldGrants and list(grants) == ["g002"]
