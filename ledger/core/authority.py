@@ -20,16 +20,16 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from ledger.core.builders import builder
 from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
 from ledger.core.events import GrantIssued
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.pmap import PMap
+from ledger.core.pmap import BuiltOnRead
 from ledger.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -214,53 +214,21 @@ def grant_from_event(event: GrantIssued) -> Grant:
     )
 
 
-class HeldGrants(PMap[str, Grant]):
+class HeldGrants(BuiltOnRead[str, Grant]):
     """A principal's grants in the state: each is held as the :class:`GrantIssued` event that
-    issued it until it is first read, and built into its :class:`Grant` then, once.
+    issued it until it is first read, and built into its :class:`Grant` then, once
+    (:class:`~ledger.core.pmap.BuiltOnRead`).
 
     A replay keeps hundreds of thousands of grants and most are never read by the question asked
     of it ("which grants did P hold at T?" reads one principal's); building them all when the
-    replay ends was a third of its time. Every read (``[]``, ``get``, ``values``, ``items``,
-    equality) gives built grants, and the built grant replaces the event in the map's storage,
-    where every later state that shares it finds it built. :meth:`stored_items` gives the stored
-    form (the fold's copy of a record, which must not build what it only carries over).
+    replay ended was a third of its time.
     """
 
     __slots__ = ()
+    RAW = GrantIssued
 
-    def __getitem__(self, key: str) -> Grant:
-        held: object = PMap.__getitem__(self, key)  # the stored form
-        return self._build(key, held) if type(held) is GrantIssued else cast(Grant, held)
-
-    def get(self, key: str, default: Grant | None = None) -> Grant | None:  # type: ignore[override]
-        held: object = PMap.get(self, key, _ABSENT)  # type: ignore[arg-type]  # the stored form
-        if held is _ABSENT:
-            return default
-        return self._build(key, held) if type(held) is GrantIssued else cast(Grant, held)
-
-    def values(self) -> ValuesView[Grant]:
-        self._build_all()
-        return super().values()
-
-    def items(self) -> ItemsView[str, Grant]:
-        self._build_all()
-        return super().items()
-
-    def _build_all(self) -> None:
-        # One pass over the storage (no look-up per key): the reads that take every grant.
-        leaves = cast(Iterator[dict[str, object]], self._leaves())  # the stored form
-        for leaf in leaves:
-            for key, held in leaf.items():
-                if type(held) is GrantIssued:
-                    leaf[key] = grant_from_event(held)  # same key: the dict keeps its shape
-
-    def _build(self, key: str, event: GrantIssued) -> Grant:
-        grant = grant_from_event(event)
-        self._memo_store(key, grant)  # the same grant to every reader: a cache, not a change
-        return grant
-
-
-_ABSENT: Final = cast(Grant, object())
+    def _build_value(self, raw: GrantIssued) -> Grant:
+        return grant_from_event(raw)
 
 
 _build_grant: Final = builder(

@@ -11,19 +11,19 @@ A map of at most :data:`FLAT_MAX` items (most principals' grants) is one plain d
 kept in the order the trie would iterate (by slot, then insertion): building it costs a sort of
 a few keys instead of two 64-slot levels per key, and no caller can tell the two forms apart.
 
-A subclass may store values in a raw form and convert them when read (the state's grants are
-held as their events and built on first read, :class:`~ledger.core.authority.HeldGrants`): every
-new map a subclass's ``set``/``delete``/``update`` returns is of its class, :meth:`stored_items`
-gives the raw values, and :meth:`_memo_store` keeps a converted value in place of its raw form.
+A subclass keeps its class through ``set``/``delete``/``update``. :class:`BuiltOnRead` is the
+one such subclass here: its values may be stored in a raw form and are built, once, when first
+read (the state's grants are held as the events that issued them, its principals' records as a
+replay's drafts: a replay answers "what held P at T" without building everyone's).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
-from typing import Final, Generic, TypeVar, cast
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 
-__all__ = ["PMap", "EMPTY_PMAP"]
+__all__ = ["PMap", "EMPTY_PMAP", "BuiltOnRead"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -201,8 +201,8 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return f"{type(self).__name__}({dict(self.items())!r})"
 
     def stored_items(self) -> Iterator[tuple[K, V]]:
-        """The items as stored, in iteration order: for a subclass that converts values when
-        read, their raw form (for :class:`PMap` itself, the same as ``items()``, but faster)."""
+        """The items as stored, in iteration order: for a :class:`BuiltOnRead` map, values not
+        read yet in their raw form (for :class:`PMap` itself, the same as ``items()``, faster)."""
         if self._flat is not None:
             yield from self._flat.items()
             return
@@ -211,28 +211,6 @@ class PMap(Mapping[K, V], Generic[K, V]):
                 for leaf in level:
                     if leaf:
                         yield from leaf.items()
-
-    def _leaves(self) -> Iterator[dict[K, V]]:
-        """The dicts that store the items (one when flat), for a subclass's :meth:`_memo_store`
-        of many values at once."""
-        if self._flat is not None:
-            yield self._flat
-            return
-        for level in self._root:
-            if level is not None:
-                yield from (leaf for leaf in level if leaf)
-
-    def _memo_store(self, key: K, value: V) -> None:
-        """Replace the stored form of ``key``'s value by ``value``, in place, in this map and in
-        every map sharing its leaf. Only for a subclass caching a value converted from its raw
-        form (the same value to every reader): the map's meaning never changes. Assigning an
-        existing key does not resize the dict, so iterations in progress are unaffected."""
-        if self._flat is not None:
-            self._flat[key] = value
-            return
-        leaf = self._leaf(key)
-        if leaf is not None:
-            leaf[key] = value
 
     def _with_leaf(self, i: int, j: int, leaf: dict[K, V] | None, length: int) -> PMap[K, V]:
         level = list(self._root[i] or _EMPTY_LEVEL)
@@ -288,3 +266,75 @@ class PMap(Mapping[K, V], Generic[K, V]):
 
 
 EMPTY_PMAP: Final[PMap[object, object]] = PMap()
+
+_ABSENT: Final = object()
+
+
+class BuiltOnRead(PMap[K, V]):
+    """A map whose values may be stored raw (of type :attr:`RAW`) and are built on first read.
+
+    Every read — ``[]``, ``get``, ``values``, ``items``, equality — gives built values; the built
+    value then replaces the raw one in the storage (:meth:`_memo_store`), where every map that
+    shares that leaf finds it built. That is a cache, not a change: each raw value has exactly
+    one built form, so no reader can tell when it was built. :meth:`stored_items` gives what is
+    stored, raw or built, for code that only carries values over (a fold copying a record).
+    Concurrent readers may both build a value; either result is the same value.
+    """
+
+    __slots__ = ()
+    RAW: ClassVar[type]
+    """The type of the raw form (checked by exact type: one comparison per read)."""
+
+    def _build_value(self, raw: Any) -> V:
+        raise NotImplementedError
+
+    def __getitem__(self, key: K) -> V:
+        held: Any = PMap.__getitem__(self, key)
+        return self._built(key, held) if type(held) is self.RAW else cast(V, held)
+
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+        held: Any = PMap.get(self, key, _ABSENT)
+        if held is _ABSENT:
+            return default
+        return self._built(key, held) if type(held) is self.RAW else cast(V, held)
+
+    def values(self) -> ValuesView[V]:
+        self._build_all()
+        return super().values()
+
+    def items(self) -> ItemsView[K, V]:
+        self._build_all()
+        return super().items()
+
+    def _built(self, key: K, raw: Any) -> V:
+        value = self._build_value(raw)
+        self._memo_store(key, value)
+        return value
+
+    def _build_all(self) -> None:
+        # One pass over the storage, no look-up per key: for the reads that take every value.
+        raw_type = self.RAW
+        for leaf in self._leaves():
+            for key, held in leaf.items():
+                if type(held) is raw_type:
+                    leaf[key] = self._build_value(held)  # same key: the dict keeps its shape
+
+    def _leaves(self) -> Iterator[dict[K, V]]:
+        """The dicts that store the items (one when flat)."""
+        if self._flat is not None:
+            yield self._flat
+            return
+        for level in self._root:
+            if level is not None:
+                yield from (leaf for leaf in level if leaf)
+
+    def _memo_store(self, key: K, value: V) -> None:
+        """Store the built ``value`` in place of ``key``'s raw one, in this map and every map
+        sharing its leaf. Assigning an existing key does not resize the dict, so iterations in
+        progress (another reader's) are unaffected."""
+        if self._flat is not None:
+            self._flat[key] = value
+            return
+        leaf = self._leaf(key)
+        if leaf is not None:
+            leaf[key] = value

@@ -48,7 +48,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
-from ledger.core.pmap import PMap
+from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
 from ledger.errors import PolicyError
 
@@ -59,6 +59,7 @@ __all__ = [
     "PolicyVersion",
     "PolicyRecord",
     "PrincipalRecord",
+    "HeldPrincipals",
     "ActorKey",
     "actor_key",
     "key_owner",
@@ -167,6 +168,50 @@ class PrincipalRecord:
     keys: tuple[ActorKey, ...] = ()
 
 
+class _Principal:
+    """A principal record under construction by :func:`replay` (mutable, private to one call).
+
+    When the replay ends, each one it changed goes into the state as it is, and becomes its
+    :class:`PrincipalRecord` when first read (:class:`HeldPrincipals`); nothing changes it after.
+    """
+
+    __slots__ = ("grants", "initial", "keys", "name", "roles", "sequence")
+
+    def __init__(self, name: str, record: PrincipalRecord | None) -> None:
+        self.name = name
+        self.initial = record.sequence if record is not None else 0
+        self.sequence = self.initial
+        self.grants: dict[str, Grant | GrantIssued] = (
+            dict(record.grants.stored_items()) if record is not None else {}
+        )
+        self.roles: set[str] = set(record.roles) if record is not None else set()
+        self.keys: dict[str, ActorKey] = (
+            {k.key_id: k for k in record.keys} if record is not None else {}
+        )
+
+    def frozen(self) -> PrincipalRecord:
+        return PrincipalRecord(
+            principal=self.name,
+            sequence=self.sequence,
+            grants=HeldGrants.from_mapping(self.grants),  # type: ignore[arg-type]  # events kept
+            roles=frozenset(self.roles),
+            keys=tuple(self.keys.values()),
+        )
+
+
+class HeldPrincipals(BuiltOnRead[str, PrincipalRecord]):
+    """The state's principal records: one a replay rebuilt is held as its draft until it is
+    first read, and built then, once (:class:`~ledger.core.pmap.BuiltOnRead`): a replay of a
+    long history does not build the records of tens of thousands of principals that the
+    question asked of it never reads."""
+
+    __slots__ = ()
+    RAW = _Principal
+
+    def _build_value(self, raw: _Principal) -> PrincipalRecord:
+        return raw.frozen()
+
+
 def _new_memo() -> dict[Any, Any]:
     return {}
 
@@ -180,7 +225,7 @@ class LedgerState:
     """
 
     policies: PMap[str, PolicyRecord] = field(default_factory=PMap)
-    principals: PMap[str, PrincipalRecord] = field(default_factory=PMap)
+    principals: PMap[str, PrincipalRecord] = field(default_factory=HeldPrincipals)
     position: Mapping[str, int] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=_new_memo, init=False, repr=False, compare=False)
 
@@ -297,32 +342,6 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
             assert_never(event)
 
 
-class _Principal:
-    """A principal record under construction by :func:`replay` (mutable, private to one call)."""
-
-    __slots__ = ("grants", "initial", "keys", "roles", "sequence")
-
-    def __init__(self, record: PrincipalRecord | None) -> None:
-        self.initial = record.sequence if record is not None else 0
-        self.sequence = self.initial
-        self.grants: dict[str, Grant | GrantIssued] = (
-            dict(record.grants.stored_items()) if record is not None else {}
-        )
-        self.roles: set[str] = set(record.roles) if record is not None else set()
-        self.keys: dict[str, ActorKey] = (
-            {k.key_id: k for k in record.keys} if record is not None else {}
-        )
-
-    def frozen(self, principal: str) -> PrincipalRecord:
-        return PrincipalRecord(
-            principal=principal,
-            sequence=self.sequence,
-            grants=HeldGrants.from_mapping(self.grants),  # type: ignore[arg-type]  # events kept
-            roles=frozenset(self.roles),
-            keys=tuple(self.keys.values()),
-        )
-
-
 def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) -> LedgerState:
     """Fold every event in order: the same state as ``fold`` applied to each in turn.
 
@@ -330,14 +349,15 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
     in private mutable dicts and are frozen once at the end (every policy and principal touched
     becomes one new record, and each top-level map is built in one pass). An issued grant stays
     its event, in the state too, until something reads it
-    (:class:`~ledger.core.authority.HeldGrants`): a replay to answer "what did P hold at T" builds
-    P's grants, not the hundreds of thousands of others.
+    (:class:`~ledger.core.authority.HeldGrants`), and a rebuilt principal its draft
+    (:class:`HeldPrincipals`): a replay to answer "what did P hold at T" builds P's record and
+    grants, not the tens of thousands of others.
 
     The cyclic garbage collector is paused while folding and freezing (and restored after, also
     when a bad event raises): a long replay allocates millions of acyclic objects, and the
     collector's repeated full scans of them otherwise cost several times the work itself. The
-    freezing allocates many objects too (every version and record built), so it runs paused
-    too: with the collector back on, its scans cost 1M-event replays ~40 %.
+    freezing allocates many objects too (every policy version built, the persistent maps), so
+    it runs paused too: with the collector back on, its scans cost 1M-event replays ~40 %.
     Nothing here creates reference cycles.
     """
     base_policies, base_principals = state.policies, state.principals
@@ -356,7 +376,7 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
                 building = principals.get(grant_event.principal)
                 if building is None:
                     building = principals[grant_event.principal] = _Principal(
-                        base_principals.get(grant_event.principal)
+                        grant_event.principal, base_principals.get(grant_event.principal)
                     )
                 if grant_event.sequence == building.sequence + 1:
                     _apply_grant(building.grants, building.roles, building.keys, grant_event)
@@ -374,8 +394,8 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
                     _apply_policy(draft, policy_event)
             else:
                 raise TypeError(f"not a governance event: {kind.__name__}")
-        frozen = {
-            name: building.frozen(name)
+        rebuilt = {  # held as they are, built when read (HeldPrincipals)
+            name: building
             for name, building in principals.items()
             if building.sequence != building.initial  # only what an event actually changed
         }
@@ -384,11 +404,14 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
             for name, draft in policies.items()
             if draft.sequence != initial[name]  # only what an event actually changed
         }
-        if not changed and not frozen:
+        if not changed and not rebuilt:
             return state
+        if rebuilt and not isinstance(base_principals, HeldPrincipals):
+            # A plain map would hand the drafts out as they are: hold them where they get built.
+            base_principals = HeldPrincipals.from_mapping(dict(base_principals.stored_items()))
         return LedgerState(
             policies=base_policies.update(changed),
-            principals=base_principals.update(frozen),
+            principals=base_principals.update(rebuilt),  # type: ignore[arg-type]  # built on read
             position=state.position,
         )
     finally:

@@ -169,6 +169,18 @@ def test_replay_continues_from_any_state(events: list[GovernanceEvent], cut: int
 
 
 @settings(max_examples=150, deadline=None)
+@given(histories(), st.integers(min_value=0, max_value=80))
+def test_replay_continues_from_a_replayed_state(events: list[GovernanceEvent], cut: int) -> None:
+    # The first replay's principals are still drafts (built on read): the second starts from
+    # them, and some are read in between, some not.
+    cut = min(cut, len(events))
+    start = replay(events[:cut])
+    for name in list(start.principals)[::2]:
+        start.principals[name]
+    assert_same(replay(events[cut:], start), one_by_one(events))
+
+
+@settings(max_examples=150, deadline=None)
 @given(histories(), st.integers(min_value=0, max_value=80), st.booleans())
 def test_state_at_equals_fold_with_position(
     events: list[GovernanceEvent], at_index: int, until_end: bool
@@ -333,3 +345,34 @@ def test_a_pmap_subclass_keeps_its_class_through_every_change() -> None:
     small = Tagged.from_mapping({"a": 1}).delete("a")
     assert type(small) is Tagged and list(small.stored_items()) == []
     assert list(m.stored_items()) == list(m.items())
+
+
+def test_principals_stay_drafts_until_read_then_are_built_once() -> None:
+    from ledger.core.state import HeldPrincipals, PrincipalRecord
+
+    events = [_issued(1), _issued(2), _issued(1, "agent:b"), _issued(1, "role:ops")]
+    state = replay(events)
+    principals = state.principals
+    assert type(principals) is HeldPrincipals
+    assert all(type(v) is not PrincipalRecord for _, v in principals.stored_items())
+    record = principals["agent:a"]
+    assert type(record) is PrincipalRecord and record.sequence == 2 and len(record.grants) == 2
+    assert principals["agent:a"] is record  # built once, then kept
+    assert principals.get("agent:b") == one_by_one(events).principals["agent:b"]
+    assert principals.get("nobody") is None
+    stored = dict(principals.stored_items())
+    assert stored["agent:a"] is record and type(stored["role:ops"]) is not PrincipalRecord
+    # A fold on top reads the one principal it changes; the others stay as they were stored.
+    later = fold(state, _issued(2, "agent:b"))
+    assert type(later.principals) is HeldPrincipals and later.principals["agent:b"].sequence == 2
+    assert type(dict(later.principals.stored_items())["role:ops"]) is not PrincipalRecord
+    assert later == one_by_one([*events, _issued(2, "agent:b")])
+
+
+def test_a_replay_onto_a_plain_principals_map_still_builds_what_it_hands_out() -> None:
+    from ledger.core.state import HeldPrincipals, PrincipalRecord
+
+    base = LedgerState(principals=PMap())
+    state = replay([_issued(1)], base)
+    assert type(state.principals) is HeldPrincipals
+    assert type(state.principals["agent:a"]) is PrincipalRecord
