@@ -11,6 +11,11 @@ mapping that holds it (copy-on-write). :func:`replay` applies the *same* per-eve
 the end: its intermediate states are never observed, so it need not build them. It is equal to
 folding one event at a time (a property test holds it to that).
 
+Some of what the state holds is built when first read, not when folded
+(:class:`~ledger.core.pmap.BuiltOnRead`): an issued grant is held as its event
+(:class:`~ledger.core.authority.HeldGrants`), and a principal a replay rebuilt as its draft
+(:class:`HeldPrincipals`). Every read gives the built value, so no reader can tell.
+
 ``LedgerState.memo`` caches values *derived* from one immutable state (the action → policy index,
 each principal's effective grants). A new state starts with an empty memo, so the cache can never
 be stale; it is excluded from equality.
@@ -346,8 +351,8 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
     """Fold every event in order: the same state as ``fold`` applied to each in turn.
 
     The per-event rules are fold's own; only the storage differs. The records being rebuilt live
-    in private mutable dicts and are frozen once at the end (every policy and principal touched
-    becomes one new record, and each top-level map is built in one pass). An issued grant stays
+    in private mutable dicts and are frozen once at the end (every policy touched becomes one new
+    record, and each top-level map is built in one pass). An issued grant stays
     its event, in the state too, until something reads it
     (:class:`~ledger.core.authority.HeldGrants`), and a rebuilt principal its draft
     (:class:`HeldPrincipals`): a replay to answer "what did P hold at T" builds P's record and
