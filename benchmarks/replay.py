@@ -226,8 +226,8 @@ def _timed(label: str, n: int, fn: object) -> float:
     gc.collect()
     start, cpu = time.perf_counter(), time.process_time()
     state = fn()  # type: ignore[operator]
-    # The replay pauses the collector; its first pass over what the replay built (~320,000
-    # young objects, 0.2-0.3 s here) falls on whatever allocates next: it is the replay's cost.
+    # The replay pauses the collector; its first pass over what the replay built (a few hundred
+    # thousand young objects, 0.2-0.3 s here) falls on whatever allocates next: the replay's cost.
     gc.collect(0)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     grants = sum(len(r.grants) for r in state.principals.values())
