@@ -9,7 +9,7 @@ so "which policy was active at T" is answered by the code that decided then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,31 +35,27 @@ def state_at(history: Iterable[HistoryEntry], at: datetime | None = None) -> Led
     with ``with_position``; the core's batch :func:`~ledger.core.state.replay` does the folding,
     and each key's last applied offset is recorded once at the end.
     """
-    position: dict[str, int] = {}
-
-    def selected() -> Iterator[GovernanceEvent]:
-        for entry in history:
-            if at is not None and entry.event.occurred_at > at:
-                continue
-            position[entry.position_key] = entry.offset
-            yield entry.event
-
-    state = replay(selected(), EMPTY_STATE)
-    return with_positions(state, position)
+    if at is None:
+        entries = history if isinstance(history, (list, tuple)) else list(history)
+    else:
+        entries = [entry for entry in history if entry.event.occurred_at <= at]
+    return _replayed(entries)
 
 
 def state_at_position(history: Iterable[HistoryEntry], position: Mapping[str, int]) -> LedgerState:
     """The state a decision recorded at governance ``position`` was made against: every entry
     at or before its key's offset (keys absent from ``position`` contribute nothing)."""
-    applied: dict[str, int] = {}
+    return _replayed(
+        [entry for entry in history if entry.offset <= position.get(entry.position_key, -1)]
+    )
 
-    def selected() -> Iterator[GovernanceEvent]:
-        for entry in history:
-            last = position.get(entry.position_key)
-            if last is None or entry.offset > last:
-                continue
-            applied[entry.position_key] = entry.offset
-            yield entry.event
 
-    state = replay(selected(), EMPTY_STATE)
-    return with_positions(state, applied)
+def _replayed(entries: Sequence[HistoryEntry]) -> LedgerState:
+    """The selected ``entries`` folded, and each key's last offset among them recorded.
+
+    Two comprehensions over the list, then the fold over a list of events: a generator
+    selecting and recording as the fold pulled each event cost a 1M-entry replay 0.3-0.6 s
+    more (a frame resumed per event), a sixth of the whole (``benchmarks.replay``).
+    """
+    state = replay([entry.event for entry in entries], EMPTY_STATE)
+    return with_positions(state, {entry.position_key: entry.offset for entry in entries})

@@ -29,7 +29,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
-from ledger.core.history import HistoryEntry, state_at
+from ledger.core.history import HistoryEntry, state_at, state_at_position
 from ledger.core.pmap import PMap
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, replay, with_position
 
@@ -198,6 +198,37 @@ def test_state_at_equals_fold_with_position(
         if at is None or entry.event.occurred_at <= at:
             slow = with_position(fold(slow, entry.event), entry.position_key, entry.offset)
     fast = state_at(entries, at)
+    assert_same(fast, slow)
+    assert dict(fast.position) == dict(slow.position)
+    # A history read once (a generator, as a reader may hand it over) folds to the same.
+    once = state_at((entry for entry in entries), at)
+    assert_same(once, slow)
+    assert dict(once.position) == dict(slow.position)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    histories(),
+    st.dictionaries(
+        st.sampled_from(("ledger.policy-events/0", "ledger.grant-events/0", "ledger.other/0")),
+        st.integers(min_value=0, max_value=40),
+    ),
+)
+def test_state_at_position_equals_fold_of_the_entries_at_or_before_it(
+    events: list[GovernanceEvent], position: dict[str, int]
+) -> None:
+    keys = ("ledger.policy-events/0", "ledger.grant-events/0", "ledger.grant-events/1")
+    offsets = dict.fromkeys(keys, -1)
+    entries = []
+    for i, event in enumerate(events):
+        key = keys[i % 3]
+        offsets[key] += 1
+        entries.append(HistoryEntry(key, offsets[key], event))
+    slow = EMPTY_STATE
+    for entry in entries:  # a key the position does not name contributes nothing
+        if entry.offset <= position.get(entry.position_key, -1):
+            slow = with_position(fold(slow, entry.event), entry.position_key, entry.offset)
+    fast = state_at_position(iter(entries), position)
     assert_same(fast, slow)
     assert dict(fast.position) == dict(slow.position)
 
