@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "core": "pure evaluation (authority + policy + trace) against cedarpy, no Kafka",
     "codec": "encode + decode of decision traces (compiled and generic paths), no Kafka",
     "replay": "folding 1,000,000 governance events to a point in time, no Kafka",
+    "handler": "the evaluator's work per request by stage, warm and evicted caches, no Kafka",
     "roundtrip": "SDK -> Kafka -> evaluator -> Kafka -> SDK latency at fixed request rates",
     "throughput": "sustained decisions/s of one evaluator worker, CPU per decision per process",
     "rollback": "rollback accepted -> first decision under the restored version",

@@ -34,3 +34,43 @@ def test_unknown_benchmark_is_a_usage_error() -> None:
     assert done.returncode == 2
     assert "unknown benchmark nonsense" in done.stderr
     assert "== benchmarks." not in done.stdout
+
+
+def test_the_handler_benchmark_prints_every_stage_warm_and_cold() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.handler", "--requests", "20", "--evict-mb", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {}
+    for line in done.stdout.splitlines():
+        parts = line.rsplit(maxsplit=3)
+        if len(parts) == 4 and parts[3].endswith("x"):
+            rows[parts[0].strip()] = (float(parts[1]), float(parts[2]))
+    expected = {
+        "decode request",
+        "evaluate",
+        "chain link",
+        "encode trace",
+        "sum of the stages",
+        "handle_batch of one record",
+    }
+    assert set(rows) == expected, done.stdout
+    assert all(warm > 0 and cold > 0 for warm, cold in rows.values())
+
+
+def test_the_handler_benchmark_refuses_an_empty_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.handler", "--requests", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--requests and --evict-mb must be at least 1" in done.stderr
