@@ -51,6 +51,7 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.state import LedgerState, replay
+from ledger.kafka.reading import position_key
 
 TARGET_S = 3.0
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -93,7 +94,7 @@ def generate(
     ] + role_names
 
     def emit(topic: str, aggregate: str, event: GovernanceEvent) -> None:
-        key = f"{topic}/{_partition(aggregate)}"
+        key = position_key(topic, _partition(aggregate))  # shared, as the readers share them
         offsets[key] = offsets.get(key, -1) + 1
         out.append(HistoryEntry(key, offsets[key], event))
 

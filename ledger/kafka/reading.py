@@ -9,6 +9,7 @@ when it started: a consistent prefix of the log, without a consumer group.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,14 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=1024)
 def position_key(topic: str, partition: int) -> str:
-    """The key of a governance position entry: ``"topic/partition"``."""
+    """The key of a governance position entry: ``"topic/partition"``.
+
+    One string object per partition (cached): a history of a million entries shares a handful
+    of keys instead of holding a million copies, and a replay recording each key's offset finds
+    them by identity, with their hashes computed once.
+    """
     return f"{topic}/{partition}"
 
 

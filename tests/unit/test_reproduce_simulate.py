@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from export_format import Exported, files_of, rewrite, write_export
 
+from ledger.audit.history import load_export_history
 from ledger.audit.reproduce import WRITER_FIELDS, reproduce
 from ledger.audit.sources import ExportSource, single_pairs
 from ledger.cli.app import cli
@@ -243,6 +244,16 @@ def export(history: History, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "export"
     write_export(out, history.records, TOPICS)
     return out
+
+
+def test_histories_share_one_position_key_object_per_partition(export: Path) -> None:
+    # A million-entry history holds a handful of key strings, not a million copies.
+    assert position_key("ledger.grant-events", 0) == "ledger.grant-events/0"
+    assert position_key("ledger.grant-events", 0) is position_key("ledger.grant-events", 0)
+    for entries in (load_export_history(export), ExportSource(export, TopicNames()).history()):
+        keys = [entry.position_key for entry in entries]
+        assert len(keys) > len(set(keys)) >= 2
+        assert len({id(key) for key in keys}) == len(set(keys))
 
 
 # --------------------------------------------------------------------------- reproduction
