@@ -38,7 +38,7 @@ typecheck: $(STAMP)  ## mypy strict on ledger/ and processors/
 
 check: test  ## alias of test (format, lint, types, tests)
 
-bench: $(STAMP)  ## run every benchmark: core, roundtrip, throughput, rollback (figures and ratios)
+bench: $(STAMP)  ## run every benchmark in turn, each printing its figures and ratios (`python -m benchmarks --list` names them)
 	$(BIN)/python -m benchmarks
 
 broker-stop: $(STAMP)  ## stop the local broker
