@@ -54,8 +54,8 @@ def _replayed(entries: Sequence[HistoryEntry]) -> LedgerState:
     """The selected ``entries`` folded, and each key's last offset among them recorded.
 
     Two comprehensions over the list, then the fold over a list of events: a generator
-    selecting and recording as the fold pulled each event cost a 1M-entry replay 0.3-0.6 s
-    more (a frame resumed per event), a sixth of the whole (``benchmarks.replay``).
+    selecting and recording as the fold pulled each event (a frame resumed per event) cost a
+    1M-entry replay ~0.3 s more, a tenth of the whole (``benchmarks.replay``).
     """
     state = replay([entry.event for entry in entries], EMPTY_STATE)
     return with_positions(state, {entry.position_key: entry.offset for entry in entries})
