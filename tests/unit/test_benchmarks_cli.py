@@ -9,13 +9,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, module: str = "benchmarks") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
 
@@ -37,14 +37,7 @@ def test_unknown_benchmark_is_a_usage_error() -> None:
 
 
 def test_the_handler_benchmark_prints_every_stage_warm_and_cold() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.handler", "--requests", "20", "--evict-mb", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _run("--requests", "20", "--evict-mb", "1", module="benchmarks.handler")
     assert done.returncode == 0, done.stderr
     rows = {}
     for line in done.stdout.splitlines():
@@ -64,13 +57,6 @@ def test_the_handler_benchmark_prints_every_stage_warm_and_cold() -> None:
 
 
 def test_the_handler_benchmark_refuses_an_empty_run() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.handler", "--requests", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run("--requests", "0", module="benchmarks.handler")
     assert done.returncode == 2
     assert "--requests and --evict-mb must be at least 1" in done.stderr
