@@ -424,6 +424,18 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
             gc.enable()
 
 
+# The stages as plain module names: on Python 3.11 each ``Stage.X`` read goes through the enum's
+# member descriptor (~100 ns), and a promotion reads several; the policy rules run once per
+# policy event of a replay.
+_DRAFT: Final = Stage.DRAFT
+_APPROVED: Final = Stage.APPROVED
+_SHADOW: Final = Stage.SHADOW
+_CANARY: Final = Stage.CANARY
+_ACTIVE: Final = Stage.ACTIVE
+_SUPERSEDED: Final = Stage.SUPERSEDED
+_RETIRED: Final = Stage.RETIRED
+
+
 class _PolicyDraft:
     """A policy record being changed in place: for one event by :func:`fold` (on a copy), for a
     whole history by :func:`replay`. :meth:`frozen` gives the immutable record.
@@ -456,7 +468,7 @@ class _PolicyDraft:
         self.canary_percent = record.canary_percent
         self.shadows = record.shadows
         self.retired = record.retired
-        self.history = record.history
+        self.history = list(record.history)  # appended to in place; a tuple again when frozen
 
     def stage_of(self, version: int) -> Stage:
         changed = self.pending.get(version)
@@ -464,7 +476,7 @@ class _PolicyDraft:
             stage: Stage = changed["stage"]
             return stage
         held = self.versions[version]
-        return Stage.DRAFT if type(held) is PolicyVersionProposed else held.stage  # type: ignore[union-attr]
+        return _DRAFT if type(held) is PolicyVersionProposed else held.stage  # type: ignore[union-attr]
 
     def change(self, version: int | None, **fields: Any) -> None:
         """Set fields of a version that exists (a missing one is ignored, as the rules say)."""
@@ -474,6 +486,16 @@ class _PolicyDraft:
                 self.pending[version] = fields
             else:
                 changed.update(fields)
+
+    def set_stage(self, version: int | None, stage: Stage) -> None:
+        """``change(version, stage=stage)`` without the keyword dict: the rules' commonest
+        change (every promotion makes one or two)."""
+        if version is not None and version in self.versions:
+            changed = self.pending.get(version)
+            if changed is None:
+                self.pending[version] = {"stage": stage}
+            else:
+                changed["stage"] = stage
 
     def frozen(self) -> PolicyRecord:
         built: dict[int, PolicyVersion] = {}
@@ -493,7 +515,7 @@ class _PolicyDraft:
             canary_percent=self.canary_percent,
             shadows=self.shadows,
             retired=self.retired,
-            history=self.history,
+            history=tuple(self.history),
         )
 
 
@@ -525,7 +547,7 @@ def _proposed(event: PolicyVersionProposed, changed: dict[str, Any] | None) -> P
     return _build_version(
         event.policy,
         event.version,
-        changed.get("stage", Stage.DRAFT),
+        changed.get("stage", _DRAFT),
         event.content_hash,
         event.document,
         event.actor,  # author
@@ -560,33 +582,34 @@ def _apply_policy(
             stage = draft.stage_of(event.version)
             draft.change(
                 event.version,
-                stage=Stage.APPROVED if stage is Stage.DRAFT else stage,
+                stage=_APPROVED if stage is _DRAFT else stage,
                 approved_by=event.actor,
                 approved_at=event.occurred_at,
             )
         case PolicyVersionPromoted():
-            v = event.version
-            if v not in versions or event.stage not in _PROMOTABLE:
+            v, stage = event.version, event.stage
+            if v not in versions or stage not in _PROMOTABLE:
                 return  # other stages are never promoted to (rejected by decide)
-            draft.shadows = tuple(s for s in draft.shadows if s != v)
-            if event.stage is Stage.SHADOW:
+            if v in draft.shadows:
+                draft.shadows = tuple(s for s in draft.shadows if s != v)
+            if stage is _SHADOW:
                 if draft.active == v:
                     draft.active = None
                 if draft.canary == v:
                     draft.canary, draft.canary_percent = None, None
                 draft.shadows = (*draft.shadows, v)
-            elif event.stage is Stage.CANARY:
+            elif stage is _CANARY:
                 if draft.canary is not None and draft.canary != v:
-                    draft.change(draft.canary, stage=Stage.SUPERSEDED)
+                    draft.set_stage(draft.canary, _SUPERSEDED)
                 draft.canary, draft.canary_percent = v, event.percent
             else:  # Stage.ACTIVE
                 if draft.active is not None and draft.active != v:
-                    draft.change(draft.active, stage=Stage.SUPERSEDED)
+                    draft.set_stage(draft.active, _SUPERSEDED)
                 if draft.canary == v:
                     draft.canary, draft.canary_percent = None, None
                 draft.active = v
-                draft.history = (*draft.history, v)
-            draft.change(v, stage=event.stage)
+                draft.history.append(v)
+            draft.set_stage(v, stage)
             draft.retired = False
         case PolicyRolledBack():
             to = event.to_version
@@ -594,23 +617,23 @@ def _apply_policy(
                 return
             history = draft.history
             if draft.active is not None and history and history[-1] == draft.active:
-                history = history[:-1]
+                history.pop()
             if not history or history[-1] != to:
-                history = (*history, to)
+                history.append(to)
             if draft.active is not None and draft.active != to:
-                draft.change(draft.active, stage=Stage.SUPERSEDED)
+                draft.set_stage(draft.active, _SUPERSEDED)
             if draft.canary is not None and draft.canary != to:
-                draft.change(draft.canary, stage=Stage.SUPERSEDED)
-            draft.change(to, stage=Stage.ACTIVE)
+                draft.set_stage(draft.canary, _SUPERSEDED)
+            draft.set_stage(to, _ACTIVE)
             draft.active, draft.canary, draft.canary_percent = to, None, None
-            draft.shadows = tuple(s for s in draft.shadows if s != to)
-            draft.history = history
+            if to in draft.shadows:
+                draft.shadows = tuple(s for s in draft.shadows if s != to)
             draft.retired = False
         case PolicyRetired():
             deployed = [v for v in (draft.active, draft.canary) if v is not None]
             deployed.extend(v for v in draft.shadows if v not in deployed)
             for v in deployed:
-                draft.change(v, stage=Stage.RETIRED)
+                draft.set_stage(v, _RETIRED)
             draft.active, draft.canary, draft.canary_percent = None, None, None
             draft.shadows = ()
             draft.retired = True

@@ -383,3 +383,98 @@ def test_replay_of_many_events_is_linear() -> None:
     ]
     state = replay(events)
     assert sum(len(r.grants) for r in state.principals.values()) == 5000
+
+
+def _policy_events(*steps: tuple[str, int]) -> list[GovernanceEvent]:
+    """Policy events for ``refund``, one per step: ("propose", v), ("approve", v),
+    ("activate", v), ("canary", v), ("shadow", v) or ("rollback", to)."""
+    from ledger.core.events import (
+        PolicyRolledBack,
+        PolicyVersionApproved,
+        PolicyVersionPromoted,
+        PolicyVersionProposed,
+    )
+
+    out: list[GovernanceEvent] = []
+    for i, (kind, v) in enumerate(steps, start=1):
+        common = {
+            "event_id": f"p{i}",
+            "occurred_at": T0 + timedelta(seconds=i),
+            "actor": "human:bob",
+            "command_id": f"c{i}",
+            "policy": "refund",
+            "sequence": i,
+        }
+        if kind == "propose":
+            doc = REFUND.replace("750", str(700 + v))
+            out.append(
+                PolicyVersionProposed(
+                    **common,
+                    version=v,
+                    document=doc,
+                    content_hash=f"h{v}",
+                    owner="team:risk",
+                    governs=("refund.*",),
+                )
+            )
+        elif kind == "approve":
+            out.append(PolicyVersionApproved(**common, version=v))
+        elif kind == "rollback":
+            out.append(PolicyRolledBack(**common, from_version=None, to_version=v, reason="r"))
+        else:
+            stage = {"activate": Stage.ACTIVE, "canary": Stage.CANARY, "shadow": Stage.SHADOW}
+            out.append(
+                PolicyVersionPromoted(
+                    **common,
+                    version=v,
+                    stage=stage[kind],
+                    percent=10 if kind == "canary" else None,
+                )
+            )
+    return out
+
+
+def test_activation_history_and_rollback_rules() -> None:
+    # history lists the versions that became active, oldest first, the active one last; a
+    # rollback drops the active entry and makes its target the last (once).
+    made = _policy_events(
+        *[step for v in (1, 2, 3) for step in (("propose", v), ("approve", v), ("activate", v))],
+        ("shadow", 1),
+        ("canary", 2),
+        ("rollback", 2),
+        ("rollback", 1),
+    )
+    record = replay(made[:9]).policies["refund"]
+    assert (record.history, record.active) == ((1, 2, 3), 3)
+    assert {v: pv.stage for v, pv in record.versions.items()} == {
+        1: Stage.SUPERSEDED,
+        2: Stage.SUPERSEDED,
+        3: Stage.ACTIVE,
+    }
+    record = replay(made[:11]).policies["refund"]
+    assert (record.shadows, record.canary, record.canary_percent) == ((1,), 2, 10)
+    record = replay(made[:12]).policies["refund"]  # back to 2: 3 leaves, 2 is already before it
+    assert (record.history, record.active, record.canary, record.shadows) == ((1, 2), 2, None, (1,))
+    assert {v: pv.stage for v, pv in record.versions.items()} == {
+        1: Stage.SHADOW,
+        2: Stage.ACTIVE,
+        3: Stage.SUPERSEDED,
+    }
+    record = replay(made).policies["refund"]  # back to 1: 2 leaves, 1 was a shadow
+    assert (record.history, record.active, record.shadows) == ((1,), 1, ())
+    assert type(record.history) is tuple
+
+
+def test_a_fold_leaves_the_state_it_started_from_as_it_was() -> None:
+    # The rules change a draft in place (its history a list): never the record it copied.
+    made = _policy_events(
+        *[step for v in (1, 2) for step in (("propose", v), ("approve", v), ("activate", v))],
+        ("rollback", 1),
+        ("activate", 2),
+    )
+    before = replay(made[:6])
+    kept = summary(before)
+    after = fold(fold(before, made[6]), made[7])
+    assert summary(before) == kept and before.policies["refund"].history == (1, 2)
+    assert after.policies["refund"].history == (1, 2)
+    assert type(after.policies["refund"].history) is tuple
