@@ -180,8 +180,8 @@ SELECT event_id AS decision_id, request_id, occurred_at AS decided_at, requested
        principal, resource, determination, reason_code, rule, policy, policy_version,
        stage AS policy_stage, content_hash, grant_id, facts, context, constraints, reasons,
        shadow_results, bucket, mode, "default", evaluator_id, latency_us, governance_position,
-       chain_id, chain_seq, prev_hash, hash, actor, topic, partition, "offset", kafka_timestamp,
-       key, record
+       requested_by, chain_id, chain_seq, prev_hash, hash, actor, topic, partition, "offset",
+       kafka_timestamp, key, record
 FROM topic_decisions WHERE event_type = 'DecisionRecorded';
 
 -- Pre-evaluation answers (BatchDecisionRecorded): one row per item.

@@ -3,6 +3,7 @@ CLI refuses bad input (one line, documented exit code, no traceback)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -508,3 +509,18 @@ def test_replay_from_an_export(export_dir: Path) -> None:
     assert [(g["grant_id"], g["via"]) for g in json.loads(done.stdout)["grants"]] == [
         ("g-ops", "role:ops")
     ]
+
+
+def test_every_field_of_a_decision_trace_is_a_column_of_the_decisions_view(
+    export_dir: Path,
+) -> None:
+    # The README promises every field as a column (and an auditor rebuilds the hashed JSON form
+    # from them): under its own name, or under the one name the view gives it instead.
+    renamed = {"event_id": "decision_id", "occurred_at": "decided_at", "stage": "policy_stage"}
+    con = connect(export_dir)
+    try:
+        columns = set(run_sql(con, "SELECT * FROM decisions LIMIT 0").columns)
+    finally:
+        con.close()
+    fields = {f.name for f in dataclasses.fields(DecisionRecorded)}
+    assert {renamed.get(name, name) for name in fields} <= columns
