@@ -46,7 +46,7 @@ from typing import Any, Final, cast
 from ledger.audit.sources import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
 from ledger.codec import Codec, default_codec
 from ledger.core import events as _events
-from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hash, form_text, text_hash
+from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
 from ledger.core.events import ChainCheckpoint
 from ledger.core.jsonform import format_timestamp, to_json_value
 from ledger.errors import CodecError, ExportError
@@ -810,7 +810,7 @@ class _Rows:
         if canonical_text(event) != body or getattr(event, "hash", None) != form.get("hash"):
             record_form = to_json_value(event)
             names = _differing(form, record_form) or ["hash"]
-            columns_match_hash = digest == form.get("hash")
+            columns_match_hash = form.get("hash") in form_hashes(form)
             if columns_match_hash:
                 found = "the record bytes hold " + ", ".join(
                     f"{n}={_show(record_form.get(n))}" for n in names
@@ -828,7 +828,7 @@ class _Rows:
             return None
         if form.get("hash") is None and form.get("chain_id") is None:
             return form  # outside every chain: the caller decides
-        if digest != form.get("hash"):
+        if digest != form.get("hash") and form.get("hash") not in form_hashes(form):
             self.report(
                 self.row_problem(
                     row,
@@ -848,7 +848,7 @@ class _Rows:
 
 
 def _self_consistent(event: Any) -> bool:
-    return bool(getattr(event, "hash", None) == form_hash(to_json_value(event)))
+    return getattr(event, "hash", None) in form_hashes(to_json_value(event))
 
 
 def _load_checkpoints(con: Any, files: list[str], rows: _Rows) -> dict[str, list[_Checkpoint]]:

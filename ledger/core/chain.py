@@ -44,7 +44,9 @@ __all__ = [
     "CHAIN_FIELDS",
     "CHAINED_TYPES",
     "ChainHead",
+    "LATE_FIELDS",
     "form_hash",
+    "form_hashes",
     "form_text",
     "text_hash",
     "record_hash",
@@ -63,6 +65,12 @@ CHAIN_FIELDS: Final = ("chain_id", "chain_seq", "prev_hash", "hash")
 
 CHAINED_TYPES: Final[tuple[type, ...]] = (DecisionRecorded, BatchDecisionRecorded)
 """The record types of the decisions topic, each a link of its writer's chain."""
+LATE_FIELDS: Final = ("requested_by",)
+"""Fields added to chained records after chains began: ``DecisionRecorded`` v2 (in
+``schemas/history``) has the chain but not ``requested_by``. A record its writer hashed before a
+field existed reads back with that field null, so while it is null the record's hash may also
+be that of its form without it (:func:`form_hashes`). A value that is not null is covered as
+every field is: setting it to null breaks the link."""
 
 Chained = TypeVar("Chained", DecisionRecorded, BatchDecisionRecorded)
 
@@ -257,6 +265,17 @@ def text_hash(text: str) -> str:
 def form_hash(form: Mapping[str, Any]) -> str:
     """The hash of a record given its JSON form (see :func:`form_text`)."""
     return text_hash(form_text(form))
+
+
+def form_hashes(form: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every hash a chained record with JSON form ``form`` may carry: :func:`form_hash` of it,
+    then, while one of its :data:`LATE_FIELDS` is null, that of the form without them (the
+    record was written before they existed)."""
+    full = form_hash(form)
+    late = [name for name in LATE_FIELDS if name in form and form[name] is None]
+    if not late:
+        return (full,)
+    return full, form_hash({k: v for k, v in form.items() if k not in late})
 
 
 _digest = text_hash

@@ -20,8 +20,9 @@ from export_format import Exported, files_of, rewrite, rows_of, write_export
 
 from ledger.audit.verify import Problem, VerifyReport, verify_export, verify_throughput
 from ledger.codec import default_codec
-from ledger.core.chain import ChainHead, checkpoint, link
+from ledger.core.chain import ChainHead, checkpoint, form_hash, link, record_hash
 from ledger.core.events import DecisionRecorded, Determination
+from ledger.core.jsonform import to_json_value
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
 
@@ -31,9 +32,12 @@ T0 = datetime(2026, 3, 1, 23, 59, 50, tzinfo=UTC)  # the run crosses midnight: t
 PARTITIONS = 3
 
 
-def decision(n: int, writer: str, at: datetime) -> DecisionRecorded:
+def decision(
+    n: int, writer: str, at: datetime, requested_by: str | None = None
+) -> DecisionRecorded:
     allow = n % 3 != 0
     return DecisionRecorded(
+        requested_by=requested_by,
         event_id=f"d-{n:03d}",
         occurred_at=at,
         actor="service:evaluator",
@@ -66,7 +70,12 @@ class Ledger:
         return out
 
 
-def build(n: int = 40, *, unchained: int = 0) -> Ledger:
+Linker = Callable[[DecisionRecorded, ChainHead], tuple[DecisionRecorded, ChainHead]]
+
+
+def build(
+    n: int = 40, *, unchained: int = 0, linker: Linker = link, requested_by: str | None = None
+) -> Ledger:
     heads = {"a": ChainHead("evaluator-a/n1"), "b": ChainHead("evaluator-b/n2")}
     offsets = dict.fromkeys(range(PARTITIONS), 0)
     records: list[Exported] = []
@@ -89,7 +98,9 @@ def build(n: int = 40, *, unchained: int = 0) -> Ledger:
     for i in range(n):
         writer = "a" if i % 3 else "b"
         at = T0 + timedelta(seconds=i / 2)
-        stamped, heads[writer] = link(decision(i, f"evaluator-{writer}", at), heads[writer])
+        stamped, heads[writer] = linker(
+            decision(i, f"evaluator-{writer}", at, requested_by), heads[writer]
+        )
         if i < unchained:
             stamped = dataclasses.replace(
                 stamped, chain_id=None, chain_seq=None, prev_hash=None, hash=None
@@ -184,6 +195,43 @@ def test_an_intact_export_verifies(ledger: Ledger, export: Path) -> None:
     assert (b.records, b.checkpoint_seq, b.final, b.unconfirmed) == (14, 10, False, 4)
     assert report.checkpoints == 4 and report.unconfirmed == 4
     assert verify_throughput(export) > 0
+
+
+def _link_before_requested_by(
+    record: DecisionRecorded, head: ChainHead
+) -> tuple[DecisionRecorded, ChainHead]:
+    """A link as an evaluator from before requested_by existed (DecisionRecorded v2) wrote it:
+    its hash covers every field but that one."""
+    seq = head.seq + 1
+    stamped = dataclasses.replace(
+        record, chain_id=head.chain_id, chain_seq=seq, prev_hash=head.hash
+    )
+    form = to_json_value(stamped)
+    del form["requested_by"]
+    digest = form_hash(form)
+    return dataclasses.replace(stamped, hash=digest), ChainHead(head.chain_id, seq, digest)
+
+
+def test_decisions_hashed_before_requested_by_existed_verify(tmp_path: Path) -> None:
+    # Read back with requested_by null, they hash differently from what their writer hashed:
+    # a null late field (LATE_FIELDS) may be left out of the hashed form.
+    old = build(linker=_link_before_requested_by)
+    assert old.decisions[5].hash != record_hash(old.decisions[5])
+    report = verify(old.export(tmp_path / "old"))
+    assert report.intact, [str(p) for p in report.problems]
+    assert report.records == 40 and report.unchained == 0
+
+
+def test_a_requested_by_nulled_after_hashing_is_altered(tmp_path: Path) -> None:
+    # Only a null that was hashed as null (or before the field existed) passes: setting a
+    # recorded requested_by to null, in the columns and in the record bytes, breaks the link.
+    asked = build(requested_by="agent:gateway")
+    export = asked.export(tmp_path / "asked")
+    target = chain_row(asked, "a", 5)
+    nulled = CODEC.encode(dataclasses.replace(target, requested_by=None))
+    tamper(export, target.event_id, lambda r: {**r, "requested_by": None, "record": nulled})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id, p.chain_seq) == ("altered", target.event_id, 5)
 
 
 def test_an_export_of_another_prefix_is_found_where_it_lies(export: Path) -> None:
