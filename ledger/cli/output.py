@@ -3,20 +3,17 @@ and errors as one line on stderr with a non-zero exit code taken from the error 
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import functools
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from decimal import Decimal
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ledger.core.jsonform import to_json_value
 from ledger.errors import LedgerError, PolicyError
 
 __all__ = [
@@ -40,22 +37,17 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def to_jsonable(value: Any) -> Any:
-    """Turn events, decimals, datetimes, enums and tuples into plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Decimal):
+    """Events, decimals, datetimes, enums and tuples as plain JSON values: the ledger's one JSON
+    form (:func:`ledger.core.jsonform.to_json_value`), the form of exports, of signed commands
+    and of the hash chain, so ``--json`` output can be hashed and checked as they are."""
+    return to_json_value(value)
+
+
+def _cell(value: Any) -> str:
+    try:
+        return str(to_json_value(value))
+    except TypeError:  # not ledger data (a path, a count object): as Python prints it
         return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 def print_json(value: Any) -> None:
@@ -70,7 +62,7 @@ def print_table(
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*["" if cell is None else str(to_jsonable(cell)) for cell in row])
+        table.add_row(*["" if cell is None else _cell(cell) for cell in row])
     console.print(table)
 
 
