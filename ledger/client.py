@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -97,7 +98,8 @@ class ClientConfig:
     default: evaluation requests out, decisions and corrections back) or ``"governance"``
     (commands out, command results back); any other role listens to all three reply topics.
 
-    ``signing_key`` (a PEM file's path, or an ``Ed25519PrivateKey``) is ``actor``'s key:
+    ``signing_key`` (a PEM file's path, as text or a path, or an ``Ed25519PrivateKey``) is
+    ``actor``'s key:
     :meth:`LedgerClient.submit_command` signs every unsigned command with it. The command
     processor rejects unsigned commands (``unsigned_command``); the in-memory
     :class:`ledger.testing.LocalLedger` accepts them.
@@ -109,7 +111,7 @@ class ClientConfig:
     timeout: float = 5.0
     security: KafkaSecurity | None = None
     role: Role = "agent"
-    signing_key: Path | Ed25519PrivateKey | None = field(default=None, repr=False)
+    signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -438,12 +440,15 @@ class LedgerClient:
 
     def _signing_key(self) -> Ed25519PrivateKey:
         key = self.config.signing_key
-        if isinstance(key, Path):
+        if isinstance(key, Ed25519PrivateKey):
+            return key
+        if isinstance(key, (str, os.PathLike)):
             if self._loaded_key is None:
-                self._loaded_key = load_private_key(key)
+                self._loaded_key = load_private_key(Path(key))
             return self._loaded_key
-        assert key is not None
-        return key
+        raise UsageError(
+            f"signing_key is a {type(key).__name__}: give a PEM file's path or an Ed25519PrivateKey"
+        )
 
     def abandon(self, request_id: str) -> None:
         """Stop waiting for the answer to ``request_id`` (after giving up on it)."""

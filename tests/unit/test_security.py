@@ -243,7 +243,8 @@ def test_processor_groups_are_the_faust_app_ids() -> None:
     assert PROCESSOR_GROUPS["evaluator"] == evaluator.APP_ID
 
 
-def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_text", [False, True], ids=["path", "text"])
+def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path, as_text: bool) -> None:
     from ledger.client import ClientConfig, LedgerClient
     from ledger.core.events import IssueGrant
     from ledger.core.signing import key_id_of, signed_bytes, verify_signature
@@ -260,8 +261,9 @@ def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     key = store.create("human:admin")
     ledger = Recording()
+    path = store.private_path("human:admin")
     client = LedgerClient(
-        ClientConfig(actor="human:admin", signing_key=store.private_path("human:admin")),
+        ClientConfig(actor="human:admin", signing_key=str(path) if as_text else path),
         transport=ledger,
     )
     command = IssueGrant(
@@ -279,6 +281,29 @@ def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path) -> None:
     assert signed.signature is not None
     assert verify_signature(public_bytes(key), signed.signature, signed_bytes(signed))
     assert sign(command, key) == signed  # Ed25519 is deterministic
+
+
+def test_a_signing_key_of_another_kind_is_one_usage_error() -> None:
+    from ledger.client import ClientConfig, LedgerClient
+    from ledger.core.events import IssueGrant
+    from ledger.ids import new_id, utcnow
+    from ledger.testing import LocalLedger
+
+    client = LedgerClient(
+        ClientConfig(actor="human:admin", signing_key=b"not a key"),  # type: ignore[arg-type]
+        transport=LocalLedger(),
+    )
+    command = IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id="g1",
+        principal="agent:bot",
+        actions=("a",),
+        resource="*",
+    )
+    with pytest.raises(UsageError, match="signing_key is a bytes"):
+        client.submit_command(command)
 
 
 def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
