@@ -65,6 +65,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
 from ledger.ids import new_id, utcnow
@@ -318,11 +319,19 @@ class LedgerClient:
         context: Mapping[str, Value] | None = None,
         timeout: float | None = None,
     ) -> BatchDecisionRecorded:
-        """Pre-evaluation: many actions at once, answered with the governance position."""
+        """Pre-evaluation: many actions at once, answered with the governance position.
+
+        At most ``batch_items`` (500) items per call, sharing one evaluation budget (README,
+        input limits): more is a :class:`UsageError` here rather than an answer of errors."""
         batch_items = tuple(
             item if isinstance(item, BatchItem) else _batch_item(index, item)
             for index, item in enumerate(items)
         )
+        if len(batch_items) > DEFAULT_LIMITS.batch_items:
+            raise UsageError(
+                f"{len(batch_items):,} items in one pre-evaluation: at most "
+                f"{DEFAULT_LIMITS.batch_items:,}; split them into several calls"
+            )
         request = BatchEvaluationRequested(
             event_id=new_id(),
             occurred_at=utcnow(),

@@ -212,6 +212,10 @@ class CommandHandler:
             )
         except CodecError as exc:
             return self._letter(msg, exc.code, str(exc))
+        if len(command.event_id) > DEFAULT_LIMITS.request_id_chars:
+            # Not decided, and above all not remembered: rejections are held for minutes.
+            reason = f"the command id is longer than {DEFAULT_LIMITS.request_id_chars} characters"
+            return self._letter(msg, "id_too_long", reason)
         now = utcnow()
         step = Step()
         first = self.first_answer(command.event_id)

@@ -34,6 +34,8 @@ DEAD_LETTER_CODES: Final[dict[str, str]] = {
     "handler_error": "the processor failed on the record (a bug: its log has the traceback)",
     "poison_record": "the processor died while handling the record, on every attempt: not handled again",
     "output_too_large": "even the smallest answer to the record would not fit a Kafka record",
+    "id_too_long": "a request or command whose id is longer than the limit (request_id_chars): "
+    "not answered, not remembered",
 }
 """Every ``code`` a dead letter can carry, with what it means."""
 

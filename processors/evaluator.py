@@ -200,6 +200,10 @@ class RequestHandler:
             request = decode_as(self.codec, value, _REQUEST_TYPES, "an evaluation request")
         except CodecError as exc:
             return [self._dead_letter(topic, partition, offset, key, value, exc.code, str(exc))]
+        if len(request.event_id) > DEFAULT_LIMITS.request_id_chars:
+            # Not answered, and above all not remembered: ids are held for a million requests.
+            reason = f"the request id is longer than {DEFAULT_LIMITS.request_id_chars} characters"
+            return [self._dead_letter(topic, partition, offset, key, value, "id_too_long", reason)]
         rid = request.event_id.encode()
         if rid in self.recent:
             self.stats.duplicates += 1

@@ -283,24 +283,28 @@ def authorize_request(
     facts: Mapping[str, Any] = _EMPTY,
     context: Mapping[str, Any] = _EMPTY,
     limits: Limits = DEFAULT_LIMITS,
+    meter: Meter | None = None,
 ) -> tuple[Grant | None, bool]:
     """:func:`authorize` for one request: ``(grant or None, budget exceeded)``.
 
     The grant conditions tried share one budget of ``limits.evaluation_cost`` units, made only
-    when the first metered condition is reached (most grants have none). A condition that spends
-    it does not hold; the second element then tells the evaluator to answer ``error`` /
+    when the first metered condition is reached (most grants have none), or ``meter`` when
+    given (the items of a pre-evaluation share one). A condition that spends it does not hold;
+    the second element then tells the evaluator to answer ``error`` /
     ``evaluation_budget_exceeded`` rather than a plain denial.
     """
-    meter: Meter | None = None
+    charged = False  # a shared meter may be spent already: only this request's charges count
     for grant in effective_grants(state, principal):
         if not (grant.covers(action, resource) and grant.in_force(now)):
             continue
         compiled = grant.compiled
-        if meter is None and compiled is not None and compiled.metered:
-            meter = Meter(limits.evaluation_cost)
+        if compiled is not None and compiled.metered:
+            charged = True
+            if meter is None:
+                meter = Meter(limits.evaluation_cost)
         if grant._condition(facts, context, meter) is True:
             return grant, False
-    return None, meter is not None and meter.exceeded
+    return None, charged and meter is not None and meter.exceeded
 
 
 def authorize(

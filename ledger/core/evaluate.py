@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from ledger.core.authority import authorize_request, unauthorized_reason
+from ledger.core.cel import Meter
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -56,6 +57,7 @@ __all__ = [
     "decision_id",
     "evaluate",
     "evaluate_batch",
+    "request_problem",
     "correction_for",
 ]
 
@@ -72,6 +74,8 @@ REASON_CODES: Final[dict[str, str]] = {
     "in the reason",
     "evaluation_budget_exceeded": "error: the conditions needed more work than one request may "
     "spend (list macros, string and regex work on large facts); never an allow",
+    "request_too_large": "error: the request's names or pre-evaluation items exceed the input "
+    "limits; nothing was evaluated",
 }
 """Every ``reason_code`` a decision can carry, with its meaning."""
 
@@ -139,12 +143,16 @@ _UNAVAILABLE: Final = PolicyOutcome(
 
 
 def _run_version(
-    record: PolicyRecord, version: int, facts: Mapping[str, Any], context: Mapping[str, Any]
+    record: PolicyRecord,
+    version: int,
+    facts: Mapping[str, Any],
+    context: Mapping[str, Any],
+    meter: Meter | None = None,
 ) -> tuple[PolicyOutcome, Mapping[str, Value], str | None]:
     pv = record.versions[version]
     if pv.compiled is None:
         return _UNAVAILABLE, facts, pv.content_hash
-    outcome, evaluated = pv.compiled.run(facts, context)
+    outcome, evaluated = pv.compiled.run(facts, context, meter)
     return outcome, evaluated, pv.content_hash
 
 
@@ -197,11 +205,18 @@ def evaluate(
     evaluator_id: str,
     actor: str = "service:evaluator",
     limits: Limits = DEFAULT_LIMITS,
+    meter: Meter | None = None,
+    shadows: bool = True,
 ) -> DecisionRecorded:
     """Decide ``request`` against ``state`` at ``now``: always a :class:`DecisionRecorded`.
 
     ``limits.evaluation_cost`` bounds the grant conditions' work; each policy version's budget
-    was fixed when it was loaded.
+    was fixed when it was loaded. With ``meter``, all of it is charged to that one budget
+    instead (:func:`evaluate_batch` shares one among its items); without ``shadows``, the
+    non-deciding versions are not run.
+
+    A request whose names exceed ``limits`` (:func:`request_problem`) is answered ``error`` /
+    ``request_too_large`` before anything is looked up: names key the evaluator's caches.
     """
     facts = request.facts if isinstance(request.facts, Mapping) else _EMPTY
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
@@ -209,8 +224,36 @@ def evaluate(
     request_id = request.event_id
     # Who asked: the enforcement point's actor (authenticated by its broker credential).
     requested_by = request.requested_by or request.actor
+    problem = _names_problem(principal, action, resource, limits)
+    if problem is not None:
+        return DecisionRecorded(
+            event_id=decision_id(request_id),
+            occurred_at=now,
+            actor=actor,
+            request_id=request_id,
+            requested_at=request.occurred_at,
+            requested_by=requested_by,
+            action=action,
+            principal=principal,
+            resource=resource,
+            determination=Determination.ERROR,
+            reasons=(problem,),
+            reason_code="request_too_large",
+            mode=request.mode,
+            default=request.default,
+            evaluator_id=evaluator_id,
+            governance_position=state.position,
+        )
     grant, over_budget = authorize_request(
-        state, principal, action, resource, now=now, facts=facts, context=context, limits=limits
+        state,
+        principal,
+        action,
+        resource,
+        now=now,
+        facts=facts,
+        context=context,
+        limits=limits,
+        meter=meter,
     )
     if over_budget:
         return DecisionRecorded(
@@ -280,13 +323,15 @@ def evaluate(
             grant_id=grant.grant_id,
             facts=facts,
             context=context,
-            shadow_results=_shadows(record, None, facts, context) if record is not None else (),
+            shadow_results=_shadows(record, None, facts, context)
+            if record is not None and shadows
+            else (),
             mode=request.mode,
             default=request.default,
             evaluator_id=evaluator_id,
             governance_position=state.position,
         )
-    outcome, evaluated, content_hash = _run_version(record, version, facts, context)
+    outcome, evaluated, content_hash = _run_version(record, version, facts, context, meter)
     return DecisionRecorded(
         event_id=decision_id(request_id),
         occurred_at=now,
@@ -310,7 +355,7 @@ def evaluate(
         facts=evaluated,
         context=context,
         shadow_results=_shadows(record, version, facts, context)
-        if (record.shadows or b is not None)
+        if shadows and (record.shadows or b is not None)
         else (),
         bucket=b,
         mode=request.mode,
@@ -327,6 +372,47 @@ def _budget(limits: Limits) -> str:
     )
 
 
+def _names_problem(principal: str, action: str, resource: str | None, limits: Limits) -> str | None:
+    longest = limits.request_name_chars
+    if len(principal) <= longest and len(action) <= longest and len(resource or "") <= longest:
+        return None
+    name = next(
+        n
+        for n, v in (("principal", principal), ("action", action), ("resource", resource or ""))
+        if len(v) > longest
+    )
+    return f"the request's {name} is longer than {longest:,} characters (request_name_chars)"
+
+
+def request_problem(
+    request: EvaluationRequested | BatchEvaluationRequested, limits: Limits = DEFAULT_LIMITS
+) -> str | None:
+    """Why ``request`` is outside the input limits (ids, names, pre-evaluation items), or
+    ``None``. The evaluator refuses a request id over ``request_id_chars`` before it remembers
+    it; :func:`evaluate` and :func:`evaluate_batch` answer anything else here ``error`` /
+    ``request_too_large``."""
+    if len(request.event_id) > limits.request_id_chars:
+        return f"the request id is longer than {limits.request_id_chars:,} characters"
+    if isinstance(request, EvaluationRequested):
+        return _names_problem(request.principal, request.action, request.resource, limits)
+    return _batch_problem(request, limits)
+
+
+def _batch_problem(request: BatchEvaluationRequested, limits: Limits) -> str | None:
+    if len(request.items) > limits.batch_items:
+        return (
+            f"the pre-evaluation has {len(request.items):,} items, more than "
+            f"{limits.batch_items:,} (batch_items)"
+        )
+    for item in request.items:
+        if len(item.item_id) > limits.request_id_chars:
+            return f"an item id is longer than {limits.request_id_chars:,} characters"
+        problem = _names_problem(request.principal, item.action, item.resource, limits)
+        if problem is not None:
+            return problem
+    return None
+
+
 def evaluate_batch(
     state: LedgerState,
     request: BatchEvaluationRequested,
@@ -334,12 +420,38 @@ def evaluate_batch(
     now: datetime,
     evaluator_id: str,
     actor: str = "service:evaluator",
+    limits: Limits = DEFAULT_LIMITS,
 ) -> BatchDecisionRecorded:
     """Pre-evaluation (DESIGN §8.2): every item decided at one governance position.
 
     Each item is evaluated exactly as :func:`evaluate` would (its canary key is its resource, else
-    ``<request id>/<item id>``); shadow results are not part of a batch answer.
+    ``<request id>/<item id>``), except that the items share one evaluation budget
+    (``limits.evaluation_cost``): one record costs at most what one request may, however many
+    items it holds. Shadow results are not part of a batch answer, so they are not run. A
+    request over the limits on items or names (:func:`request_problem`) is answered with
+    every item ``error`` / ``request_too_large``.
     """
+    problem = _batch_problem(request, limits)
+    if problem is not None:
+        return _batch_answer(
+            state,
+            request,
+            now,
+            evaluator_id,
+            actor,
+            tuple(
+                BatchItemDecision(
+                    item_id=item.item_id,
+                    action=item.action,
+                    resource=item.resource,
+                    determination=Determination.ERROR,
+                    reasons=(problem,),
+                    reason_code="request_too_large",
+                )
+                for item in request.items
+            ),
+        )
+    meter = Meter(limits.evaluation_cost)
     decisions = []
     for item in request.items:
         single = EvaluationRequested(
@@ -352,7 +464,16 @@ def evaluate_batch(
             facts=item.facts,
             context=request.context,
         )
-        d = evaluate(state, single, now=now, evaluator_id=evaluator_id, actor=actor)
+        d = evaluate(
+            state,
+            single,
+            now=now,
+            evaluator_id=evaluator_id,
+            actor=actor,
+            limits=limits,
+            meter=meter,
+            shadows=False,
+        )
         decisions.append(
             BatchItemDecision(
                 item_id=item.item_id,
@@ -368,13 +489,24 @@ def evaluate_batch(
                 grant_id=d.grant_id,
             )
         )
+    return _batch_answer(state, request, now, evaluator_id, actor, tuple(decisions))
+
+
+def _batch_answer(
+    state: LedgerState,
+    request: BatchEvaluationRequested,
+    now: datetime,
+    evaluator_id: str,
+    actor: str,
+    decisions: tuple[BatchItemDecision, ...],
+) -> BatchDecisionRecorded:
     return BatchDecisionRecorded(
         event_id=decision_id(request.event_id),
         occurred_at=now,
         actor=actor,
         request_id=request.event_id,
         principal=request.principal,
-        decisions=tuple(decisions),
+        decisions=decisions,
         governance_position=state.position,
         evaluator_id=evaluator_id,
     )

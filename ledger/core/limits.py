@@ -49,6 +49,18 @@ class Limits:
     the pattern's weight), and at least one per metered call (``ledger.core.cel`` has the model).
     A unit is roughly 0.1 µs of evaluator time, so the default stops a request after ~0.1-0.3 s."""
 
+    # Requests (and commands): checked before anything is looked up, cached or remembered.
+    request_id_chars: int = 128
+    """A request's or command's id, and a pre-evaluation item's id (the SDK's are 36)."""
+    request_name_chars: int = 1_024
+    """A request's principal, action and resource, and a pre-evaluation item's action and
+    resource: names key the evaluator's caches."""
+    grant_actions: int = 256
+    """Action patterns of one grant (each, like its resource pattern, at most
+    ``request_name_chars``): every request of its holder tries them."""
+    batch_items: int = 500
+    """Items of one pre-evaluation request. Its items share one evaluation budget
+    (``evaluation_cost``), so one record costs at most what one request may."""
     # Records.
     record_bytes: int = 1_000_000
     """Largest record a processor writes (Kafka's default limit is 1 MiB with headers)."""

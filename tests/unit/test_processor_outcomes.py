@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,7 @@ from ledger.core.events import (
     Mode,
 )
 from ledger.core.lifecycle import register_anchors
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import EMPTY_STATE, fold
 from ledger.ids import new_id, utcnow
 from ledger.keys import public_bytes, sign
@@ -55,15 +57,27 @@ def msg(offset: int, value: bytes | None, *, topic: str = "requests", key: bytes
     return SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, value=value)
 
 
-def request(resource: str = "account:1", **kw: Any) -> EvaluationRequested:
+def request(
+    request_id: str | None = None, *, resource: str = "account:1", **kw: Any
+) -> EvaluationRequested:
     return EvaluationRequested(
-        event_id=new_id(),
+        event_id=request_id or new_id(),
         occurred_at=utcnow(),
         actor="agent:a",
         action="refund.issue",
         principal="agent:a",
         resource=resource,
         **kw,
+    )
+
+
+def batch_request(request_id: str) -> BatchEvaluationRequested:
+    return BatchEvaluationRequested(
+        event_id=request_id,
+        occurred_at=utcnow(),
+        actor="agent:a",
+        principal="agent:a",
+        items=(BatchItem(item_id="1", action="refund.issue", resource="account:1"),),
     )
 
 
@@ -132,21 +146,38 @@ def test_a_batch_answer_too_large_keeps_each_item_as_an_error() -> None:
 
 
 def test_when_not_even_the_smallest_answer_fits_the_request_is_dead_lettered() -> None:
-    huge = EvaluationRequested(
-        event_id="r" * 10_000,
+    huge = EvaluationRequested(  # names within their limits, together over this small limit
+        event_id=new_id(),
         occurred_at=utcnow(),
         actor="agent:a",
-        action="a",
-        principal="agent:a",
-        resource="x",
+        action="a" * 1_000,
+        principal="agent:" + "p" * 1_000,
+        resource="x" * 1_000,
     )
-    out = requests_handler().handle_batch(
+    out = requests_handler(OutputLimit(2_500)).handle_batch(
         EMPTY_STATE, [msg(0, CODEC.encode(huge)), msg(1, CODEC.encode(request()))]
     )
     ((topic, letter), (_, after)) = decoded(out)
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
     assert letter.code == "output_too_large"
     assert isinstance(after, DecisionRecorded)
+
+
+def test_a_request_id_over_its_limit_is_dead_lettered_and_never_remembered() -> None:
+    # Ids are remembered for a million requests: their size must be bounded before that.
+    handler = requests_handler()
+    long_id = "r" * (DEFAULT_LIMITS.request_id_chars + 1)
+    for n, kind in enumerate((request, batch_request)):
+        out = decoded(handler.handle_batch(EMPTY_STATE, [msg(n, CODEC.encode(kind(long_id)))]))
+        ((topic, letter),) = out
+        assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+        assert letter.code == "id_too_long" and "longer than 128" in letter.reason
+    assert long_id.encode() not in handler.recent
+    edge = "r" * DEFAULT_LIMITS.request_id_chars
+    ((_, decision),) = decoded(
+        handler.handle_batch(EMPTY_STATE, [msg(9, CODEC.encode(request(edge)))])
+    )
+    assert isinstance(decision, DecisionRecorded) and edge.encode() in handler.recent
 
 
 def test_a_record_the_evaluator_fails_on_is_dead_lettered_and_the_batch_goes_on(
@@ -160,7 +191,10 @@ def test_a_record_the_evaluator_fails_on_is_dead_lettered_and_the_batch_goes_on(
         return real(state, req, **kw)
 
     monkeypatch.setattr(evaluator_module, "evaluate", failing)
-    records = [msg(0, CODEC.encode(request("account:bug"))), msg(1, CODEC.encode(request()))]
+    records = [
+        msg(0, CODEC.encode(request(resource="account:bug"))),
+        msg(1, CODEC.encode(request())),
+    ]
     out = decoded(requests_handler().handle_batch(EMPTY_STATE, records))
     assert [type(event) for _, event in out] == [DeadLetter, DecisionRecorded]
     letter = out[0][1]
@@ -169,7 +203,7 @@ def test_a_record_the_evaluator_fails_on_is_dead_lettered_and_the_batch_goes_on(
 
 
 def test_a_record_in_flight_at_two_deaths_is_dead_lettered_unread(tmp_path: Path) -> None:
-    poison, good = CODEC.encode(request("account:poison")), CODEC.encode(request())
+    poison, good = CODEC.encode(request(resource="account:poison")), CODEC.encode(request())
     for _ in range(2):  # two processes die while handling offset 1
         process = InFlight(tmp_path)
         process.begin("requests", 0, 1)
@@ -226,6 +260,19 @@ def test_a_command_whose_event_would_not_fit_is_refused_whole() -> None:
     assert isinstance(result, CommandRejected) and result.code == "too_large"
     ok = handler.handle(KEYED, msg(1, CODEC.encode(grant()), topic="commands"))
     assert len(ok.events) == 1 and isinstance(decoded(ok.outputs)[0][1], CommandAccepted)
+
+
+def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> None:
+    handler = command_handler()
+    command = sign(
+        replace(grant(), event_id="c" * (DEFAULT_LIMITS.request_id_chars + 1)), ADMIN_KEY
+    )
+    step = handler.handle(KEYED, msg(0, CODEC.encode(command), topic="commands"))
+    assert step.events == []
+    ((topic, letter),) = decoded(step.outputs)
+    assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+    assert letter.code == "id_too_long"
+    assert handler.first_answer(command.event_id) is None and not handler.rejected
 
 
 def test_an_answer_repeating_huge_sender_text_is_cut_to_fit() -> None:

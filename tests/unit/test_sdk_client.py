@@ -218,6 +218,21 @@ def test_batches_and_commands_get_their_replies() -> None:
     assert every.decisions[0].determination is Determination.DENY
 
 
+def test_a_pre_evaluation_over_the_item_limit_is_refused_before_it_is_sent() -> None:
+    sent: list[Any] = []
+
+    def handler(message: Any) -> Determination:
+        sent.append(message)
+        return Determination.ALLOW
+
+    client, _ = make(handler)
+    items = [{"action": "a", "resource": "r"}] * 501
+    with pytest.raises(UsageError, match="501 items in one pre-evaluation: at most 500"):
+        client.preevaluate(AGENT, items)
+    assert sent == []
+    assert len(client.preevaluate(AGENT, items[:500]).decisions) == 500
+
+
 def test_answers_a_ledger_could_not_give_are_usage_errors() -> None:
     client, _ = make(lambda message: Determination.ALLOW)
     with pytest.raises(UsageError, match="governance command"):

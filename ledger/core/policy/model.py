@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from ledger.core.cel import CompiledCondition
+from ledger.core.cel import CompiledCondition, Meter
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FactSpec
 from ledger.core.limits import DEFAULT_LIMITS, Limits
@@ -112,10 +112,11 @@ class PolicyOutcome:
     reasons: tuple[str, ...] = ()
 
 
-#: A compiled decision function: (facts, context) -> (outcome, facts as evaluated). Built by
-#: :func:`ledger.core.policy.runner.make_runner`; never raises.
+#: A compiled decision function: (facts, context, shared meter or None) -> (outcome, facts as
+#: evaluated). Built by :func:`ledger.core.policy.runner.make_runner`; never raises.
 Runner = Callable[
-    [Mapping[str, Any], Mapping[str, Any]], "tuple[PolicyOutcome, Mapping[str, Value]]"
+    [Mapping[str, Any], Mapping[str, Any], "Meter | None"],
+    "tuple[PolicyOutcome, Mapping[str, Value]]",
 ]
 
 
@@ -161,8 +162,14 @@ class Policy:
         return self._governs_re.match(action) is not None
 
     def run(
-        self, facts: Mapping[str, Any], context: Mapping[str, Any] = EMPTY
+        self,
+        facts: Mapping[str, Any],
+        context: Mapping[str, Any] = EMPTY,
+        meter: Meter | None = None,
     ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
-        """Validate ``facts`` and apply the rules: (outcome, facts as evaluated). Never raises."""
+        """Validate ``facts`` and apply the rules: (outcome, facts as evaluated). Never raises.
+
+        The rules' work is charged to ``meter`` when given (the items of a pre-evaluation share
+        one), else to a budget of this run's own."""
         assert self._runner is not None
-        return self._runner(facts, context)
+        return self._runner(facts, context, meter)

@@ -80,7 +80,7 @@ def make_runner(
     )
 
     def run(
-        raw: Mapping[str, Any], context: Mapping[str, Any]
+        raw: Mapping[str, Any], context: Mapping[str, Any], shared: Meter | None = None
     ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
         coerced, bad = check(raw)
         if context and not bad:
@@ -89,7 +89,7 @@ def make_runner(
             return PolicyOutcome(
                 determination=Determination.ERROR, reason_code=REASON_INVALID_FACTS, reasons=bad
             ), raw
-        meter = Meter(budget) if metered else None
+        meter = (shared if shared is not None else Meter(budget)) if metered else None
         for fn, outcome in plan:
             try:
                 if fn(coerced, context, meter):

@@ -15,11 +15,18 @@ from datetime import UTC, datetime
 import pytest
 from bounded import run_bounded  # beside this file (pytest puts its dir on sys.path)
 
-from ledger.core import EMPTY_STATE, REASON_CODES, decide, evaluate, fold
+from ledger.core import EMPTY_STATE, REASON_CODES, decide, evaluate, evaluate_batch, fold
 from ledger.core.authority import authorize, authorize_request
 from ledger.core.cel import BudgetExceeded, ConditionFault, Meter, compile_condition
-from ledger.core.events import Determination, EvaluationRequested, IssueGrant
-from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.evaluate import request_problem
+from ledger.core.events import (
+    BatchEvaluationRequested,
+    BatchItem,
+    Determination,
+    EvaluationRequested,
+    IssueGrant,
+)
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import parse_policy
 from ledger.errors import PolicyError
 
@@ -236,3 +243,151 @@ def test_grant_conditions_are_bounded_and_fail_closed() -> None:
 
 def test_the_reason_code_is_documented() -> None:
     assert "evaluation_budget_exceeded" in REASON_CODES
+
+
+def test_arithmetic_on_long_decimals_costs_what_short_ones_do() -> None:
+    # Unmetered multiplication of two 65,536-digit facts cost ~5 ms; a nested macro repeats it
+    # up to the budget's million elements (hours). Operands are rounded to 34 digits first.
+    document = policy_with(
+        "tags.all(t, tags.all(u, amount * rate > 0))",
+        "amount: decimal, rate: decimal, tags: list<string>",
+    )
+    result = run_bounded(
+        f"""
+        from ledger.core.policy import parse_policy
+        policy = parse_policy({document!r})
+        facts = {{"amount": "9" * 65_536, "rate": "7" * 65_536,
+                  "tags": [f"t{{i}}" for i in range(300)]}}
+        started = time.perf_counter()
+        outcome, _ = policy.run(facts)
+        print(json.dumps({{"seconds": time.perf_counter() - started,
+                          "determination": outcome.determination.value}}))
+        """,
+        timeout=60,
+        memory=1 << 30,
+    )
+    assert result["determination"] == "deny"  # 90,000 products, each > 0: the rule matched
+    assert result["seconds"] < 20  # a generous bound; unrounded it took ~450 s
+
+
+# ----------------------------------------------------------------------------- one request's bounds
+
+
+def _batch(*items: tuple[str, str], **context: object) -> BatchEvaluationRequested:
+    return BatchEvaluationRequested(
+        event_id="b1",
+        occurred_at=T0,
+        actor="agent:a",
+        principal="agent:a",
+        items=tuple(
+            BatchItem(item_id=str(n), action=action, resource="r", facts={"s": text})
+            for n, (action, text) in enumerate(items)
+        ),
+        context=context,  # type: ignore[arg-type]
+    )
+
+
+def test_the_items_of_a_pre_evaluation_share_one_budget() -> None:
+    # One item's work stays under the budget; a record of many such items must not cost as
+    # much as that many requests (its context is sent once and read by every item).
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.deploy(policy_with("context.a.exists(x, context.b.exists(y, x == y))"))
+    led.grant("agent:a", "p.*", "*")
+    lists = {"a": [f"a{i}" for i in range(700)], "b": [f"b{i}" for i in range(700)]}
+    alone = evaluate_batch(led.state, _batch(("p.act", "x"), **lists), now=T0, evaluator_id="t")
+    assert [d.reason_code for d in alone.decisions] == ["default_applied"]
+    many = evaluate_batch(
+        led.state, _batch(*[("p.act", "x")] * 30, **lists), now=T0, evaluator_id="t"
+    )
+    codes = [d.reason_code for d in many.decisions]
+    assert codes[0] == "default_applied" and len(codes) == 30
+    assert set(codes[1:]) == {"evaluation_budget_exceeded"}
+    assert {d.determination for d in many.decisions[1:]} == {Determination.ERROR}
+
+
+def test_a_spent_shared_budget_is_blamed_only_on_items_that_needed_it() -> None:
+    # Grant conditions: the first item spends the batch's budget; a later item under an
+    # unconditional grant, or under none, gets its own answer, not a budget error.
+    state = _state_with_grant("xs.exists(a, xs.exists(b, a == b + '!'))")
+    extra = IssueGrant(
+        event_id="c2",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id="g2",
+        principal="agent:a",
+        actions=("q.act",),
+        resource="*",
+    )
+    outcome = decide(state, extra, now=T0, new_id=lambda: "e2")
+    assert isinstance(outcome, tuple)
+    for event in outcome:
+        state = fold(state, event)
+    batch = _batch(("p.act", "x"), ("q.act", "x"), ("z.act", "x"), ("p.act", "x"))
+    batch = replace(
+        batch,
+        items=tuple(
+            replace(item, facts={"xs": tuple(str(i) for i in range(1000))}) for item in batch.items
+        ),
+    )
+    codes = [
+        d.reason_code for d in evaluate_batch(state, batch, now=T0, evaluator_id="t").decisions
+    ]
+    assert codes == [
+        "evaluation_budget_exceeded",
+        "ungoverned_action",  # granted by g2: no policy governs q.act
+        "no_authority",
+        "evaluation_budget_exceeded",
+    ]
+
+
+def test_a_pre_evaluation_over_the_item_limit_is_all_errors_and_evaluates_nothing() -> None:
+    limits = Limits(batch_items=3)
+    batch = _batch(*[("p.act", "x")] * 4)
+    answer = evaluate_batch(EMPTY_STATE, batch, now=T0, evaluator_id="t", limits=limits)
+    assert [d.item_id for d in answer.decisions] == ["0", "1", "2", "3"]
+    assert {(d.determination, d.reason_code) for d in answer.decisions} == {
+        (Determination.ERROR, "request_too_large")
+    }
+    assert "4 items, more than 3 (batch_items)" in answer.decisions[0].reasons[0]
+    assert request_problem(batch, limits) == answer.decisions[0].reasons[0]
+    assert request_problem(_batch(*[("p.act", "x")] * 3), limits) is None
+
+
+def test_names_over_their_limit_are_refused_before_any_look_up() -> None:
+    # Actions key the state's memo of governing policies: a long one must never get there.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.deploy(policy_with('s == "x"').replace("governs: [p.act]", "governs: ['p.*']"))
+    led.grant("agent:a", "p.*", "*")
+    longest = DEFAULT_LIMITS.request_name_chars
+    request = EvaluationRequested(
+        event_id="r1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p." + "x" * (longest - 1),
+        principal="agent:a",
+        resource="x",
+        facts={"s": "y"},
+    )
+    decision = evaluate(led.state, request, now=T0, evaluator_id="t")
+    assert (decision.determination, decision.reason_code) == (
+        Determination.ERROR,
+        "request_too_large",
+    )
+    assert "action is longer than 1,024 characters" in decision.reasons[0]
+    assert not [key for key in led.state.memo if isinstance(key, tuple) and key[0] == "action"]
+    at_limit = replace(request, action="p." + "x" * (longest - 2))
+    assert evaluate(led.state, at_limit, now=T0, evaluator_id="t").reason_code == "default_applied"
+    for field, value in (
+        ("principal", "agent:" + "a" * longest),
+        ("resource", "r" * (longest + 1)),
+    ):
+        too_long = replace(request, action="p.act", **{field: value})
+        assert request_problem(too_long) is not None
+        assert evaluate(led.state, too_long, now=T0, evaluator_id="t").reason_code == (
+            "request_too_large"
+        )
+    assert "request_too_large" in REASON_CODES

@@ -32,8 +32,13 @@ def test_golden_cases_cover_every_reason_and_rejection_code() -> None:
     reasons = {code for code in REASON_CODES if f"reason_code: {code}" in text}
     rejections = {code for code in REJECTION_CODES if f"rejection: {code}" in text}
     # policy_unavailable needs a corrupt stored event (test_state.py covers it); trace_too_large
-    # is the evaluator's, when a trace would not fit a record (test_processor_outcomes.py).
-    assert set(REASON_CODES) - reasons <= {"policy_unavailable", "trace_too_large"}
+    # is the evaluator's, when a trace would not fit a record (test_processor_outcomes.py);
+    # request_too_large needs names over 1,024 characters (test_evaluation_budget.py).
+    assert set(REASON_CODES) - reasons <= {
+        "policy_unavailable",
+        "trace_too_large",
+        "request_too_large",
+    }
     assert set(REJECTION_CODES) - rejections == set()
     for determination in ("allow", "deny", "allow_with_constraints", "error"):
         assert f"determination: {determination}" in text
