@@ -252,7 +252,7 @@ def decide(
         case RetirePolicy():
             return _retire(state, command, now, new_id, admins)
         case IssueGrant():
-            return _issue(state, command, now, new_id, admins)
+            return _issue(state, command, now, new_id, admins, limits)
         case RevokeGrant():
             return _revoke(state, command, now, new_id, admins)
         case AssignRole() | RevokeRole():
@@ -726,12 +726,18 @@ def _issue(
     now: datetime,
     new_id: Callable[[], str],
     admins: frozenset[str],
+    limits: Limits,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     if not valid_principal(c.principal):
         return _reject(
             "invalid_principal",
             f"{c.principal!r} is not kind:name (agent, tool, human, role, service)",
         )
+    # Authorization (it reads the principal only) before anything else the sender supplied is
+    # compiled or looked up: the condition, the grant id.
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
     if not c.grant_id or not c.grant_id.strip():
         return _reject("invalid_grant", "a grant needs a grant_id")
     if not c.actions or not all(isinstance(a, str) and a.strip() for a in c.actions):
@@ -740,6 +746,18 @@ def _issue(
         return _reject("invalid_grant", "a grant needs a resource pattern")
     if c.valid_from is not None and c.valid_until is not None and c.valid_from >= c.valid_until:
         return _reject("invalid_grant", "valid_from must be before valid_until")
+    if len(c.actions) > limits.grant_actions:
+        return _reject(
+            "invalid_grant",
+            f"{len(c.actions):,} action patterns; at most {limits.grant_actions} (grant_actions)",
+        )
+    longest = limits.request_name_chars
+    if len(c.resource) > longest or any(len(a) > longest for a in c.actions):
+        return _reject(
+            "invalid_grant",
+            f"an action or resource pattern is longer than {longest:,} characters "
+            "(request_name_chars)",
+        )
     if c.condition:
         try:
             compile_grant_condition(c.condition)
@@ -747,9 +765,6 @@ def _issue(
             return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
     if _find_grant(state, c.grant_id) is not None:
         return _reject("duplicate_grant", f"grant {c.grant_id!r} exists")
-    denied = _allowed(state, c, now, admins)
-    if denied:
-        return denied
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
     return (
         GrantIssued(

@@ -192,3 +192,67 @@ def test_a_proposal_written_before_the_policy_field_decodes_and_is_refused() -> 
     assert isinstance(command, ProposePolicyVersion) and command.policy is None
     outcome = decide(EMPTY_STATE, command, now=T0, new_id=ids().__next__, admins=ADMINS)
     assert isinstance(outcome, Rejection) and outcome.code == "invalid_policy"
+
+
+# --------------------------------------------------------------------------- issuing a grant
+
+
+def issue(actor: str, *, condition: str | None = None, **fields: Any) -> IssueGrant:
+    values: dict[str, Any] = {"grant_id": "g1", "actions": ("refund.*",), "resource": "*"}
+    values.update(fields)
+    return IssueGrant(
+        event_id="c1",
+        occurred_at=T0,
+        actor=actor,
+        principal="agent:bot",
+        condition=condition,
+        **values,
+    )
+
+
+def test_a_grant_from_an_actor_without_authority_is_refused_before_its_condition_compiles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled: list[str] = []
+    real = lifecycle.compile_grant_condition
+
+    def recording(text: str) -> Any:
+        compiled.append(text)
+        return real(text)
+
+    monkeypatch.setattr(lifecycle, "compile_grant_condition", recording)
+    condition = " || ".join(["amount < 5"] * 300)  # costly to compile, under condition_chars
+    refused = decide(
+        EMPTY_STATE, issue("agent:nobody", condition=condition), now=T0, new_id=ids().__next__
+    )
+    assert isinstance(refused, Rejection) and refused.code == "not_authorized"
+    assert compiled == []
+    allowed = decide(
+        EMPTY_STATE,
+        issue("human:admin", condition="amount < 5"),
+        now=T0,
+        new_id=ids().__next__,
+        admins=ADMINS,
+    )
+    assert not isinstance(allowed, Rejection) and compiled == ["amount < 5"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"actions": tuple(f"a{i}.*" for i in range(257))}, "257 action patterns; at most 256"),
+        ({"actions": ("a" * 1_025,)}, "longer than 1,024 characters"),
+        ({"resource": "r" * 1_025}, "longer than 1,024 characters"),
+    ],
+)
+def test_a_grant_over_its_limits_is_invalid(fields: dict[str, Any], fragment: str) -> None:
+    refused = decide(
+        EMPTY_STATE, issue("human:admin", **fields), now=T0, new_id=ids().__next__, admins=ADMINS
+    )
+    assert isinstance(refused, Rejection) and refused.code == "invalid_grant"
+    assert fragment in refused.message
+    at_limit = {"actions": tuple(f"a{i}.*" for i in range(256)), "resource": "r" * 1_024}
+    accepted = decide(
+        EMPTY_STATE, issue("human:admin", **at_limit), now=T0, new_id=ids().__next__, admins=ADMINS
+    )
+    assert not isinstance(accepted, Rejection)
