@@ -15,7 +15,7 @@ May import: the stdlib, ``yaml``, :mod:`ledger.core.boundedjson`, :mod:`ledger.c
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -79,6 +79,9 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _collect_marks(item, (*path, i), marks, visited)
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 class _Refused(Exception):
@@ -149,6 +152,14 @@ class _BoundedLoader(_Loader):
         before = self.expanded
         self._grow(1, event.start_mark)
         node = super().compose_node(parent, index)
+        if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+            # An escape such as "\ud800" decodes to half of a UTF-16 pair: not Unicode text, and
+            # nothing downstream (canonical form, content hash, Avro) can encode it.
+            raise _Refused(
+                "a text holds a lone surrogate (an escape such as \\ud800, half of a UTF-16 "
+                "pair), which is not Unicode text: write the character itself",
+                event.start_mark,
+            )
         if collection:
             self.depth -= 1
         if getattr(event, "anchor", None) is not None and node is not None:

@@ -38,6 +38,13 @@ def ev(text: str, facts: dict[str, object], context: dict[str, object] | None = 
         ("amount <= 500.00", {"amount": Decimal("500")}, True),
         ("amount + 0.1 == 0.3", {"amount": Decimal("0.2")}, True),
         ("amount * 3 == 1.5", {"amount": Decimal("0.5")}, True),
+        # Decimal arithmetic at decimal128 precision, operands too: 40 digits become 34.
+        (
+            "amount * 1 == 1234567890123456789012345678901235000000",
+            {"amount": Decimal("1234567890123456789012345678901234567890")},
+            True,
+        ),
+        ("amount - amount == 0", {"amount": Decimal("9" * 65_536)}, True),
         ("n / 2 == -1", {"n": -3}, True),  # truncation toward zero, as in CEL
         ("n % 3 == -1", {"n": -7}, True),
         ("-n > 0", {"n": -1}, True),
@@ -112,6 +119,11 @@ def test_runtime_fault_is_a_condition_fault() -> None:
         ("context == 1", "context.<field>"),
         ("b'ab' == name", "bytes"),
         ("flag && n", "must be a bool"),
+        # Escapes of what is not a Unicode character: a policy problem, never a crash.
+        ('name == "\\U00110000"', "escape \\U00110000 is not a Unicode character"),
+        ('name == "\\uDFFF"', "escape \\uDFFF is not a Unicode character"),
+        ('name.matches("\\uD800")', "escape \\uD800 is not a Unicode character"),
+        ('name.matches("\ud800")', "regular expression is not Unicode text"),
     ],
 )
 def test_rejections(text: str, fragment: str) -> None:

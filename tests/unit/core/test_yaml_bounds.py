@@ -119,6 +119,16 @@ def test_an_oversized_document_is_refused_before_parsing() -> None:
     assert "limit policy_document_bytes" in message
 
 
+def test_a_lone_surrogate_is_refused_where_it_is_written() -> None:
+    # "\ud800" in a double-quoted YAML scalar decodes to half a UTF-16 pair, which the
+    # canonical form and its hash cannot encode: refused with its line, not a traceback.
+    with pytest.raises(PolicyError) as info:
+        load_yaml(HEADER + 'description: "ok \\ud800"\n')
+    (problem,) = info.value.problems
+    assert "lone surrogate" in problem.message and problem.line == HEADER.count("\n") + 1
+    assert load_yaml(HEADER + 'description: "ok \\u00e9"\n')[0]["description"] == "ok é"
+
+
 def test_a_recursive_alias_is_refused() -> None:
     (message,) = problems(HEADER + "description: &a [*a]\n")
     assert "alias *a refers to a node that contains it" in message
