@@ -160,6 +160,8 @@ def read_manifest(directory: Path) -> Manifest | None:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path} is not JSON ({exc})") from exc
+    except RecursionError:
+        raise ExportError(f"{path} is JSON nested too deeply to be a manifest") from None
     return Manifest.from_json(raw, path)
 
 

@@ -172,6 +172,10 @@ def _json(value: Any) -> Any:
         return json.loads(value)
     except ValueError as exc:
         raise _Mismatch(f"is not valid JSON ({exc})") from None
+    except RecursionError:  # tampering: nested deeper than the parser recurses
+        raise _Mismatch(
+            "is JSON nested too deeply to read (not what the exporter writes)"
+        ) from None
 
 
 def _column_reader(hint: Any) -> Callable[[Any], Any]:

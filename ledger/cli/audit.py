@@ -77,7 +77,7 @@ def _cell(value: Any, kind: str) -> Any:
     if kind == "JSON" and isinstance(value, str):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # as stored: DuckDB accepted the text
             return value
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")

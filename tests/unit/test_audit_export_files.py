@@ -173,3 +173,13 @@ def test_units_are_committed_only_once_their_partition_prefix_is_done() -> None:
     files, offsets = prefixes.take([done(first)])
     assert [f["path"] for f in files] == ["a+0+0", "a+0+10", "a+0+20"]
     assert offsets == {("a", 0): 30}
+
+
+@pytest.mark.parametrize("text", ["{", "[" * 100_000 + "]" * 100_000])
+def test_a_manifest_that_is_not_json_is_one_export_error(tmp_path: Path, text: str) -> None:
+    # Nested past the parser's recursion: one ExportError (exit 9), not a RecursionError.
+    from ledger.errors import ExportError
+
+    (tmp_path / MANIFEST).write_text(text)
+    with pytest.raises(ExportError, match=r"is not JSON|nested too deeply"):
+        read_manifest(tmp_path)

@@ -524,3 +524,11 @@ def test_every_field_of_a_decision_trace_is_a_column_of_the_decisions_view(
         con.close()
     fields = {f.name for f in dataclasses.fields(DecisionRecorded)}
     assert {renamed.get(name, name) for name in fields} <= columns
+
+
+def test_a_json_cell_nested_past_the_parser_prints_as_stored() -> None:
+    from ledger.cli.audit import _cell
+
+    deep = "[" * 100_000 + "]" * 100_000  # what a tampered export can hold
+    assert _cell(deep, "JSON") == deep
+    assert _cell('{"a": [1]}', "JSON") == {"a": [1]}

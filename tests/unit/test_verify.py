@@ -286,6 +286,16 @@ def test_an_altered_fact_inside_the_facts_column_is_named(ledger: Ledger, export
     assert "99999.00" in p.found and "facts=" in p.found
 
 
+def test_a_json_column_nested_past_the_parser_is_named_not_a_crash(
+    ledger: Ledger, export: Path
+) -> None:
+    target = chain_row(ledger, "a", 4)
+    tamper(export, target.event_id, lambda r: {**r, "facts": "[" * 100_000 + "]" * 100_000})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("altered", target.event_id)
+    assert "column facts is JSON nested too deeply" in p.found
+
+
 def test_altered_record_bytes_are_named(ledger: Ledger, export: Path) -> None:
     target = chain_row(ledger, "a", 7)
     forged = CODEC.encode(dataclasses.replace(target, resource="account:attacker"))
