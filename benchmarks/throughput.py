@@ -48,7 +48,13 @@ from ledger.core.events import DecisionRecorded
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.settings import KafkaSecurity
 
-TARGET = 10_000
+# The design's three targets for this benchmark (README, status table).
+TARGET = 5_000
+"""Sustained decisions/s, one worker, everything on the 2-core machine."""
+CAPACITY_TARGET = 10_000
+"""Decisions per evaluator CPU-second."""
+BROKER_TARGET_US = 50
+"""Broker CPU per decision, µs."""
 
 
 class Producer:
@@ -297,7 +303,7 @@ def report(
     print(f"lost / duplicated    : {lost} / {duplicated}  (unexpected ids: {unexpected})")
     print(f"sampled decisions    : {dict(by_policy)}")
     ok = "meets" if rate >= TARGET else "misses"
-    print(f"ratio to target      : {rate / TARGET:.2f}x  (target >= {TARGET:,}/s: {ok})")
+    print(f"ratio to target      : {rate / TARGET:.2f}x  (sustained >= {TARGET:,}/s: {ok})")
     print(f"machine              : {load_average()}")
     if any(d.policy != "refund" or d.policy_version != version for d in counter.samples):
         raise SystemExit("some decisions were not made by the refund policy")
@@ -323,9 +329,19 @@ def report_cpu(
     )
     print(f"CPU in the window    : {parts}")
     if "evaluator" in cpu and cpu["evaluator"] > 0:
+        capacity = decided / cpu["evaluator"]
+        ok = "meets" if capacity >= CAPACITY_TARGET else "misses"
         print(
-            f"evaluator capacity   : {decided / cpu['evaluator']:,.0f} decisions per CPU-second "
-            "(the rate one whole core would give it)"
+            f"evaluator capacity   : {capacity:,.0f} decisions per CPU-second (the rate one "
+            f"whole core would give it): {capacity / CAPACITY_TARGET:.2f}x the target of "
+            f">= {CAPACITY_TARGET:,}: {ok}"
+        )
+    if "broker" in cpu:
+        per = cpu["broker"] / decided * 1e6
+        ok = "meets" if per <= BROKER_TARGET_US else "misses"
+        print(
+            f"broker CPU           : {per:,.0f} µs per decision: {per / BROKER_TARGET_US:.2f}x "
+            f"the target of <= {BROKER_TARGET_US} µs: {ok}"
         )
 
 

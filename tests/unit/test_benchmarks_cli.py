@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -60,3 +62,21 @@ def test_the_handler_benchmark_refuses_an_empty_run() -> None:
     done = _run("--requests", "0", module="benchmarks.handler")
     assert done.returncode == 2
     assert "--requests and --evict-mb must be at least 1" in done.stderr
+
+
+def test_throughput_reports_each_figure_against_its_own_target(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Sustained rate vs 5,000/s, capacity vs 10,000 per CPU-second, broker vs 50 µs: the
+    # design's three targets, each named with its own ratio.
+    from types import SimpleNamespace
+
+    from benchmarks.throughput import report_cpu
+
+    counter = SimpleNamespace(per_ms_second={s: 8_000 for s in range(10)})  # 80,000 decisions
+    report_cpu({"evaluator": 6.4, "broker": 4.8}, 10.0, counter, 0, 10_000)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert (
+        "12,500 decisions per CPU-second" in out and "1.25x the target of >= 10,000: meets" in out
+    )
+    assert "60 µs per decision: 1.20x the target of <= 50 µs: misses" in out
