@@ -83,6 +83,7 @@ DECISION_NAMESPACE: Final = bytes.fromhex("6c6564676572646563697369f16e0001")
 """The UUIDv5 namespace of decision ids (fixed forever: changing it changes every decision id)."""
 
 _EMPTY: Final[Mapping[str, Value]] = {}
+_ERROR: Final = Determination.ERROR
 
 
 def bucket(key: str) -> int:
@@ -222,28 +223,11 @@ def evaluate(
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
     principal, action, resource = request.principal, request.action, request.resource
     request_id = request.event_id
-    # Who asked: the enforcement point's actor (authenticated by its broker credential).
-    requested_by = request.requested_by or request.actor
+    requested_by = _asker(request)
     problem = _names_problem(principal, action, resource, limits)
-    if problem is not None:
-        return DecisionRecorded(
-            event_id=decision_id(request_id),
-            occurred_at=now,
-            actor=actor,
-            request_id=request_id,
-            requested_at=request.occurred_at,
-            requested_by=requested_by,
-            action=action,
-            principal=principal,
-            resource=resource,
-            determination=Determination.ERROR,
-            reasons=(problem,),
-            reason_code="request_too_large",
-            mode=request.mode,
-            default=request.default,
-            evaluator_id=evaluator_id,
-            governance_position=state.position,
-        )
+    writer = (now, actor, evaluator_id)
+    if problem is not None:  # nothing evaluated: the facts are not part of the answer
+        return _before_policy(state, request, writer, _ERROR, "request_too_large", problem)
     grant, over_budget = authorize_request(
         state,
         principal,
@@ -256,50 +240,16 @@ def evaluate(
         meter=meter,
     )
     if over_budget:
-        return DecisionRecorded(
-            event_id=decision_id(request_id),
-            occurred_at=now,
-            actor=actor,
-            request_id=request_id,
-            requested_at=request.occurred_at,
-            requested_by=requested_by,
-            action=action,
-            principal=principal,
-            resource=resource,
-            determination=Determination.ERROR,
-            reasons=(f"authority: evaluating grant conditions stopped: {_budget(limits)}",),
-            reason_code="evaluation_budget_exceeded",
-            facts=facts,
-            context=context,
-            mode=request.mode,
-            default=request.default,
-            evaluator_id=evaluator_id,
-            governance_position=state.position,
+        reason = f"authority: evaluating grant conditions stopped: {_budget(limits)}"
+        return _before_policy(
+            state, request, writer, _ERROR, "evaluation_budget_exceeded", reason, facts, context
         )
     if grant is None:
-        return DecisionRecorded(
-            event_id=decision_id(request_id),
-            occurred_at=now,
-            actor=actor,
-            request_id=request_id,
-            requested_at=request.occurred_at,
-            requested_by=requested_by,
-            action=action,
-            principal=principal,
-            resource=resource,
-            determination=Determination.DENY,
-            reasons=(
-                unauthorized_reason(
-                    state, principal, action, resource, now=now, facts=facts, context=context
-                ),
-            ),
-            reason_code="no_authority",
-            facts=facts,
-            context=context,
-            mode=request.mode,
-            default=request.default,
-            evaluator_id=evaluator_id,
-            governance_position=state.position,
+        reason = unauthorized_reason(
+            state, principal, action, resource, now=now, facts=facts, context=context
+        )
+        return _before_policy(
+            state, request, writer, Determination.DENY, "no_authority", reason, facts, context
         )
     record = governing_policy(state, action)
     version, stage, b = (
@@ -358,6 +308,48 @@ def evaluate(
         if shadows and (record.shadows or b is not None)
         else (),
         bucket=b,
+        mode=request.mode,
+        default=request.default,
+        evaluator_id=evaluator_id,
+        governance_position=state.position,
+    )
+
+
+def _asker(request: EvaluationRequested) -> str:
+    """Who asked: the enforcement point's actor, as it states it (``requested_by``, else the
+    request's ``actor``)."""
+    return request.requested_by or request.actor
+
+
+def _before_policy(
+    state: LedgerState,
+    request: EvaluationRequested,
+    writer: tuple[datetime, str, str],
+    determination: Determination,
+    reason_code: str,
+    reason: str,
+    facts: Mapping[str, Any] = _EMPTY,
+    context: Mapping[str, Any] = _EMPTY,
+) -> DecisionRecorded:
+    """An answer given before any policy ran (names over their limits, the grant conditions'
+    budget spent, no grant): no policy, version or grant in it. ``writer`` is (now, actor,
+    evaluator id)."""
+    now, actor, evaluator_id = writer
+    return DecisionRecorded(
+        event_id=decision_id(request.event_id),
+        occurred_at=now,
+        actor=actor,
+        request_id=request.event_id,
+        requested_at=request.occurred_at,
+        requested_by=_asker(request),
+        action=request.action,
+        principal=request.principal,
+        resource=request.resource,
+        determination=determination,
+        reasons=(reason,),
+        reason_code=reason_code,
+        facts=facts,
+        context=context,
         mode=request.mode,
         default=request.default,
         evaluator_id=evaluator_id,
