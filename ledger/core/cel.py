@@ -62,7 +62,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Any, Final
 
 import re2
@@ -124,9 +124,18 @@ RESERVED_NAMES: Final = frozenset(
     }
 )
 
+# decimal128 precision, every setting stated so results never depend on the process's own
+# decimal.DefaultContext (from which a bare Context takes whatever it does not name).
 _DEC: Final = Context(
-    prec=34
-)  # decimal128 precision; fixed so results never depend on ambient state
+    prec=34,
+    rounding=ROUND_HALF_EVEN,
+    Emin=-999_999,
+    Emax=999_999,
+    capitals=1,
+    clamp=0,
+    flags=[],
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
 
 
 class ConditionFault(Exception):
@@ -192,30 +201,70 @@ def _imod(a: int, b: int) -> int:
     return a - b * _idiv(a, b)
 
 
-# Decimal arithmetic works at _DEC's precision, and so do its operands: each is rounded to 34
-# significant digits first (linear in its digits), so a fact of 65,536 digits costs what one of
-# 34 does. Unrounded, multiplying two such facts costs ~5 ms, unmetered, once per macro element.
-_round: Final = _DEC.plus
+# Decimal arithmetic (typed, and on decimals in dyn conditions) rounds its result to _DEC's 34
+# digits. Its cost grows with the operands' digits, unmetered: two 65,536-digit facts take ~5 ms
+# to multiply, once per macro element. So an operand must itself fit 34 significant digits
+# (checked in time linear in its digits); a longer one is a fault (``condition_error``), never
+# silently rounded: a - b of two long, close values must not become 0.
+_MAX_DIGITS_REASON: Final = (
+    "a decimal operand has more than 34 significant digits (arithmetic works at decimal128 "
+    "precision)"
+)
+
+
+def _operand(x: Any) -> Decimal:
+    d = Decimal(x)
+    short = _DEC.plus(d)  # the same value when it fits 34 digits
+    if short != d:
+        raise ValueError(_MAX_DIGITS_REASON)
+    return short
 
 
 def _dadd(a: Any, b: Any) -> Decimal:
-    return _DEC.add(_round(Decimal(a)), _round(Decimal(b)))
+    return _DEC.add(_operand(a), _operand(b))
 
 
 def _dsub(a: Any, b: Any) -> Decimal:
-    return _DEC.subtract(_round(Decimal(a)), _round(Decimal(b)))
+    return _DEC.subtract(_operand(a), _operand(b))
 
 
 def _dmul(a: Any, b: Any) -> Decimal:
-    return _DEC.multiply(_round(Decimal(a)), _round(Decimal(b)))
+    return _DEC.multiply(_operand(a), _operand(b))
 
 
 def _ddiv(a: Any, b: Any) -> Decimal:
-    return _DEC.divide(_round(Decimal(a)), _round(Decimal(b)))
+    return _DEC.divide(_operand(a), _operand(b))
 
 
 def _dmod(a: Any, b: Any) -> Decimal:
-    return _DEC.remainder(_round(Decimal(a)), _round(Decimal(b)))
+    return _DEC.remainder(_operand(a), _operand(b))
+
+
+_DECIMAL_OPS: Final[dict[str, Callable[[Any, Any], Decimal]]] = {
+    "+": _dadd,
+    "-": _dsub,
+    "*": _dmul,
+    "/": _ddiv,
+    "%": _dmod,
+}
+_PLAIN_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "%": operator.mod,
+}
+_DECIMAL_OPERANDS: Final = (Decimal, int)
+
+
+def _dyn(op: str, a: Any, b: Any) -> Any:
+    """A dyn arithmetic operator: on a decimal, the typed decimal operator (fixed context,
+    bounded operands) with a decimal or an integer; anything else as Python does it."""
+    if type(a) is Decimal or type(b) is Decimal:
+        if type(a) not in _DECIMAL_OPERANDS or type(b) not in _DECIMAL_OPERANDS:
+            raise TypeError(f"cannot {op} {type(a).__name__} and {type(b).__name__}")
+        return _DECIMAL_OPS[op](a, b)
+    return _PLAIN_OPS[op](a, b)
 
 
 def _truth(v: Any) -> bool:
@@ -229,8 +278,6 @@ def _num(v: Any) -> Any:
     # dyn * and %: Python would repeat text and lists ("x" * 10**12) or format text ("%999999d").
     if isinstance(v, (str, bytes, tuple, list, dict)):
         raise TypeError(f"expected a number, got {type(v).__name__}")
-    if type(v) is Decimal:
-        return _round(v)  # as the typed operators do (see _round)
     return v
 
 
@@ -300,7 +347,7 @@ def _cat(m: Meter, a: Any, b: Any) -> Any:
     m.left -= 1 + _units(a) + _units(b)
     if m.left < 0:
         raise BudgetExceeded(m.limit)
-    return a + b
+    return _dyn("+", a, b)
 
 
 def _lcat(m: Meter, a: Any, b: Any) -> tuple[Any, ...]:
@@ -320,6 +367,7 @@ _HELPERS: Final[dict[str, Any]] = {
     "_dmod": _dmod,
     "_truth": _truth,
     "_num": _num,
+    "_dyn": _dyn,
     "_each": _each,
     "_contains": _contains,
     "_starts": _starts,
@@ -797,8 +845,8 @@ class _Compiler:
             if op == "+":
                 return self.charged(f"_cat(m, {a.code}, {b.code})", "dyn")
             if op in ("*", "%"):
-                return _Expr(f"(_num({a.code}) {op} _num({b.code}))", "dyn")
-            return _Expr(f"({a.code} {op} {b.code})", "dyn")
+                return _Expr(f"_dyn({op!r}, _num({a.code}), _num({b.code}))", "dyn")
+            return _Expr(f"_dyn({op!r}, {a.code}, {b.code})", "dyn")
         if ta in _NUMERIC and tb in _NUMERIC:
             if "decimal" in (ta, tb):
                 if "double" in (ta, tb):

@@ -38,13 +38,8 @@ def ev(text: str, facts: dict[str, object], context: dict[str, object] | None = 
         ("amount <= 500.00", {"amount": Decimal("500")}, True),
         ("amount + 0.1 == 0.3", {"amount": Decimal("0.2")}, True),
         ("amount * 3 == 1.5", {"amount": Decimal("0.5")}, True),
-        # Decimal arithmetic at decimal128 precision, operands too: 40 digits become 34.
-        (
-            "amount * 1 == 1234567890123456789012345678901235000000",
-            {"amount": Decimal("1234567890123456789012345678901234567890")},
-            True,
-        ),
-        ("amount - amount == 0", {"amount": Decimal("9" * 65_536)}, True),
+        # Long decimals with few significant digits are exact operands, as ever.
+        ("amount - 1 > 0", {"amount": Decimal("1" + "0" * 65_535)}, True),
         ("n / 2 == -1", {"n": -3}, True),  # truncation toward zero, as in CEL
         ("n % 3 == -1", {"n": -7}, True),
         ("-n > 0", {"n": -1}, True),
@@ -89,6 +84,36 @@ def test_context_fields_are_dynamic() -> None:
 def test_references() -> None:
     c = compile_condition("n > 1 && has(note) && amount < 2", facts=FACTS)
     assert c.references == {"n", "note", "amount"}
+
+
+@pytest.mark.parametrize(
+    ("text", "facts", "context"),
+    [
+        # Typed, in a policy: more than 34 significant digits is a fault, not a rounding
+        # (rounded first, these two close values would subtract to 0).
+        ("amount - 1 > 0", {"amount": Decimal("1" + "0" * 39 + "1")}, {}),
+        ("amount * 2 > 0", {"amount": Decimal("9" * 65_536)}, {}),
+        # Dynamic, on the context (and in grant conditions): the same operators, the same rule.
+        ("context.a / 3 > 0", {}, {"a": Decimal("7" * 40)}),
+        ("context.a + context.a > 0", {}, {"a": Decimal("7" * 40)}),
+    ],
+)
+def test_a_decimal_operand_over_34_significant_digits_is_a_fault(
+    text: str, facts: dict[str, object], context: dict[str, object]
+) -> None:
+    c = compile_condition(text, facts=FACTS)
+    with pytest.raises(ConditionFault, match="more than 34 significant digits"):
+        c.evaluate(facts, context)
+
+
+def test_dynamic_decimal_arithmetic_uses_the_fixed_context_not_the_threads() -> None:
+    import decimal
+
+    c = compile_condition("context.a / 3 == context.b", facts=FACTS)
+    third = {"a": Decimal(1), "b": Decimal("0." + "3" * 34)}  # 34 digits, as decimal128 gives
+    assert c.evaluate({}, third) is True
+    with decimal.localcontext(decimal.Context(prec=5)):  # a host's own setting changes nothing
+        assert c.evaluate({}, third) is True
 
 
 def test_runtime_fault_is_a_condition_fault() -> None:
