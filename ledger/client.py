@@ -293,7 +293,7 @@ class LedgerClient:
     def send_request(self, request: EvaluationRequested) -> Future[DecisionRecorded]:
         """Publish a request; the future completes with its decision. Non-blocking."""
         self._ready()
-        return cast("Future[DecisionRecorded]", self._transport.send(request))
+        return cast("Future[DecisionRecorded]", self._transport.send(_bounded_id(request)))
 
     def evaluate(
         self,
@@ -341,7 +341,7 @@ class LedgerClient:
             context=dict(context or {}),
         )
         self._ready()
-        future = cast("Future[BatchDecisionRecorded]", self._transport.send(request))
+        future = cast("Future[BatchDecisionRecorded]", self._transport.send(_bounded_id(request)))
         return self._wait(future, request.event_id, timeout, "batch decision")
 
     def submit_async(
@@ -439,7 +439,9 @@ class LedgerClient:
         if command.signature is None and self.config.signing_key is not None:
             command = sign(command, self._signing_key())
         self._ready()
-        future = cast("Future[CommandAccepted | CommandRejected]", self._transport.send(command))
+        future = cast(
+            "Future[CommandAccepted | CommandRejected]", self._transport.send(_bounded_id(command))
+        )
         result = self._wait(future, command.event_id, timeout, "command result")
         if isinstance(result, CommandRejected):
             raise CommandRejectedError(f"{result.reason}", code=result.code)
@@ -535,6 +537,22 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
         )
     except KeyError as exc:
         raise UsageError(f"batch item {index} lacks {exc.args[0]!r}") from None
+
+
+M = TypeVar("M", EvaluationRequested, BatchEvaluationRequested, Command)
+
+
+def _bounded_id(message: M) -> M:
+    """``message``, refused here when its id is over ``request_id_chars``: the ledger's
+    processors dead-letter such a record unanswered (``id_too_long``), so sending it would
+    only wait for the timeout."""
+    longest = DEFAULT_LIMITS.request_id_chars
+    if len(message.event_id) > longest:
+        raise UsageError(
+            f"{type(message).__name__} id of {len(message.event_id):,} characters: at most "
+            f"{longest}; leave event_id to the client (new_id())"
+        )
+    return message
 
 
 _POLL = 0.01  # seconds between looks at the corrections queue from the event loop

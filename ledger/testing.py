@@ -579,7 +579,11 @@ class LocalLedger:
 
     def _evaluate_batch(self, request: BatchEvaluationRequested) -> BatchDecisionRecorded:
         made = evaluate_batch(
-            self._state, request, now=self.clock(), evaluator_id=self.evaluator_id
+            self._state,
+            request,
+            now=self.clock(),
+            evaluator_id=self.evaluator_id,
+            limits=self.limits,
         )
         with self._lock:
             self.decisions.append(made)

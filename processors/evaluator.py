@@ -204,6 +204,18 @@ class RequestHandler:
             # Not answered, and above all not remembered: ids are held for a million requests.
             reason = f"the request id is longer than {DEFAULT_LIMITS.request_id_chars} characters"
             return [self._dead_letter(topic, partition, offset, key, value, "id_too_long", reason)]
+        if (
+            isinstance(request, BatchEvaluationRequested)
+            and len(request.items) > DEFAULT_LIMITS.batch_items
+        ):
+            # An answer of that many errors may not fit a record: say so once, here.
+            reason = (
+                f"{len(request.items):,} items in one pre-evaluation, more than "
+                f"{DEFAULT_LIMITS.batch_items} (batch_items)"
+            )
+            return [
+                self._dead_letter(topic, partition, offset, key, value, "too_many_items", reason)
+            ]
         rid = request.event_id.encode()
         if rid in self.recent:
             self.stats.duplicates += 1

@@ -293,18 +293,19 @@ def authorize_request(
     the second element then tells the evaluator to answer ``error`` /
     ``evaluation_budget_exceeded`` rather than a plain denial.
     """
-    charged = False  # a shared meter may be spent already: only this request's charges count
+    stopped = False  # one of this request's conditions ran out of budget (a shared meter may
+    # be spent before this request: only what its own conditions needed counts)
     for grant in effective_grants(state, principal):
         if not (grant.covers(action, resource) and grant.in_force(now)):
             continue
         compiled = grant.compiled
-        if compiled is not None and compiled.metered:
-            charged = True
-            if meter is None:
-                meter = Meter(limits.evaluation_cost)
-        if grant._condition(facts, context, meter) is True:
+        if meter is None and compiled is not None and compiled.metered:
+            meter = Meter(limits.evaluation_cost)
+        outcome = grant._condition(facts, context, meter)
+        if outcome is True:
             return grant, False
-    return None, charged and meter is not None and meter.exceeded
+        stopped = stopped or isinstance(outcome, BudgetExceeded)
+    return None, stopped
 
 
 def authorize(

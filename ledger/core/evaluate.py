@@ -46,6 +46,7 @@ from ledger.core.events import (
     Stage,
     Value,
 )
+from ledger.core.facts import context_problems
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, governing_policy
@@ -421,27 +422,20 @@ def evaluate_batch(
     (``limits.evaluation_cost``): one record costs at most what one request may, however many
     items it holds. Shadow results are not part of a batch answer, so they are not run. A
     request over the limits on items or names (:func:`request_problem`) is answered with
-    every item ``error`` / ``request_too_large``.
+    every item ``error`` / ``request_too_large``, one whose context is over its bounds with
+    every item ``error`` / ``invalid_facts``.
     """
     problem = _batch_problem(request, limits)
-    if problem is not None:
-        return _batch_answer(
-            state,
-            request,
-            now,
-            evaluator_id,
-            actor,
-            tuple(
-                BatchItemDecision(
-                    item_id=item.item_id,
-                    action=item.action,
-                    resource=item.resource,
-                    determination=Determination.ERROR,
-                    reasons=(problem,),
-                    reason_code="request_too_large",
-                )
-                for item in request.items
-            ),
+    if problem is None:
+        # The context's bounds are checked once here, not once per item: with the shared
+        # meter, the policy runs below leave it to this call.
+        context = request.context if isinstance(request.context, Mapping) else _EMPTY
+        bad = context_problems(context, limits) if context else ()
+        if bad:
+            return _every_item(state, request, now, evaluator_id, actor, "invalid_facts", bad)
+    else:
+        return _every_item(
+            state, request, now, evaluator_id, actor, "request_too_large", (problem,)
         )
     meter = Meter(limits.evaluation_cost)
     decisions = []
@@ -482,6 +476,36 @@ def evaluate_batch(
             )
         )
     return _batch_answer(state, request, now, evaluator_id, actor, tuple(decisions))
+
+
+def _every_item(
+    state: LedgerState,
+    request: BatchEvaluationRequested,
+    now: datetime,
+    evaluator_id: str,
+    actor: str,
+    reason_code: str,
+    reasons: tuple[str, ...],
+) -> BatchDecisionRecorded:
+    """The answer to a pre-evaluation refused as a whole: every item ``error``, nothing run."""
+    return _batch_answer(
+        state,
+        request,
+        now,
+        evaluator_id,
+        actor,
+        tuple(
+            BatchItemDecision(
+                item_id=item.item_id,
+                action=item.action,
+                resource=item.resource,
+                determination=Determination.ERROR,
+                reasons=reasons,
+                reason_code=reason_code,
+            )
+            for item in request.items
+        ),
+    )
 
 
 def _batch_answer(

@@ -180,6 +180,22 @@ def test_a_request_id_over_its_limit_is_dead_lettered_and_never_remembered() -> 
     assert isinstance(decision, DecisionRecorded) and edge.encode() in handler.recent
 
 
+def test_a_pre_evaluation_over_the_item_limit_is_dead_lettered_unevaluated() -> None:
+    items = tuple(
+        BatchItem(item_id=str(n), action="refund.issue", resource="r")
+        for n in range(DEFAULT_LIMITS.batch_items + 1)
+    )
+    batch = replace(batch_request(new_id()), items=items)
+    handler = requests_handler(OutputLimit(1_000_000))
+    ((topic, letter),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(batch))]))
+    assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+    assert letter.code == "too_many_items" and "501 items" in letter.reason
+    assert batch.event_id.encode() not in handler.recent
+    at_limit = replace(batch, event_id=new_id(), items=items[:-1])
+    ((_, answer),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(1, CODEC.encode(at_limit))]))
+    assert isinstance(answer, BatchDecisionRecorded) and len(answer.decisions) == 500
+
+
 def test_a_record_the_evaluator_fails_on_is_dead_lettered_and_the_batch_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

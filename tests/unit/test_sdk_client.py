@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,25 @@ def test_a_pre_evaluation_over_the_item_limit_is_refused_before_it_is_sent() -> 
         client.preevaluate(AGENT, items)
     assert sent == []
     assert len(client.preevaluate(AGENT, items[:500]).decisions) == 500
+
+
+def test_an_id_over_its_limit_is_refused_before_it_is_sent() -> None:
+    # The processors dead-letter it unanswered: sending it would only wait for the timeout.
+    sent: list[Any] = []
+
+    def handler(message: Any) -> Determination:
+        sent.append(message)
+        return Determination.ALLOW
+
+    client, _ = make(handler)
+    long_request = replace(
+        client.request(action="a", principal=AGENT, resource="r"), event_id="r" * 129
+    )
+    with pytest.raises(UsageError, match="EvaluationRequested id of 129 characters: at most 128"):
+        client.send_request(long_request)
+    with pytest.raises(UsageError, match="IssueGrant id of 129 characters"):
+        client.submit_command(replace(grant_command(), event_id="c" * 129))
+    assert sent == []
 
 
 def test_answers_a_ledger_could_not_give_are_usage_errors() -> None:

@@ -170,6 +170,7 @@ class Policy:
         """Validate ``facts`` and apply the rules: (outcome, facts as evaluated). Never raises.
 
         The rules' work is charged to ``meter`` when given (the items of a pre-evaluation share
-        one), else to a budget of this run's own."""
+        one), else to a budget of this run's own. With ``meter``, the caller has checked the
+        context's bounds once for all its runs (:func:`~ledger.core.evaluate.evaluate_batch`)."""
         assert self._runner is not None
         return self._runner(facts, context, meter)

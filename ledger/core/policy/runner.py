@@ -83,7 +83,7 @@ def make_runner(
         raw: Mapping[str, Any], context: Mapping[str, Any], shared: Meter | None = None
     ) -> tuple[PolicyOutcome, Mapping[str, Value]]:
         coerced, bad = check(raw)
-        if context and not bad:
+        if context and not bad and shared is None:  # shared: a batch's, checked once for all
             bad = context_problems(context, limits)
         if bad:
             return PolicyOutcome(

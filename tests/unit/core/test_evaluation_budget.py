@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from bounded import run_bounded  # beside this file (pytest puts its dir on sys.path)
@@ -247,7 +248,7 @@ def test_the_reason_code_is_documented() -> None:
 
 def test_arithmetic_on_long_decimals_costs_what_short_ones_do() -> None:
     # Unmetered multiplication of two 65,536-digit facts cost ~5 ms; a nested macro repeats it
-    # up to the budget's million elements (hours). Operands are rounded to 34 digits first.
+    # up to the budget's million elements (hours). An operand must fit 34 significant digits.
     document = policy_with(
         "tags.all(t, tags.all(u, amount * rate > 0))",
         "amount: decimal, rate: decimal, tags: list<string>",
@@ -266,8 +267,9 @@ def test_arithmetic_on_long_decimals_costs_what_short_ones_do() -> None:
         timeout=60,
         memory=1 << 30,
     )
-    assert result["determination"] == "deny"  # 90,000 products, each > 0: the rule matched
-    assert result["seconds"] < 20  # a generous bound; unrounded it took ~450 s
+    # Operands of 65,536 digits are refused at the first product: an error decision, at once.
+    assert result["determination"] == "error"
+    assert result["seconds"] < 20  # a generous bound; multiplied in full it took ~450 s
 
 
 # ----------------------------------------------------------------------------- one request's bounds
@@ -391,3 +393,61 @@ def test_names_over_their_limit_are_refused_before_any_look_up() -> None:
             "request_too_large"
         )
     assert "request_too_large" in REASON_CODES
+
+
+def test_an_item_whose_condition_spent_nothing_is_not_blamed_for_a_spent_budget() -> None:
+    # The condition is metered, but for the second item it is false before any charge.
+    state = _state_with_grant("n < 10 && xs.exists(a, xs.exists(b, a == b + '!'))")
+    spender = {"n": 1, "xs": tuple(str(i) for i in range(1000))}
+    innocent = {"n": 50, "xs": ("x",)}
+    batch = _batch(("p.act", "x"), ("p.act", "x"))
+    batch = replace(
+        batch,
+        items=(
+            replace(batch.items[0], facts=spender),
+            replace(batch.items[1], facts=innocent),
+        ),
+    )
+    answer = evaluate_batch(state, batch, now=T0, evaluator_id="t")
+    assert [(d.determination, d.reason_code) for d in answer.decisions] == [
+        (Determination.ERROR, "evaluation_budget_exceeded"),
+        (Determination.DENY, "no_authority"),
+    ]
+
+
+def test_a_pre_evaluations_context_is_checked_once_not_once_per_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    evaluate_module = sys.modules["ledger.core.evaluate"]  # the module: ledger.core.evaluate
+    from ledger.core.facts import context_problems
+    from ledger.core.policy import runner
+    from ledger.testing import LocalLedger
+
+    checks: list[str] = []
+
+    def counted(where: str) -> Any:
+        def check(context: Any, limits: Any = DEFAULT_LIMITS) -> tuple[str, ...]:
+            checks.append(where)
+            return context_problems(context, limits)
+
+        return check
+
+    monkeypatch.setattr(runner, "context_problems", counted("per run"))
+    monkeypatch.setattr(evaluate_module, "context_problems", counted("once"))
+    led = LocalLedger()
+    led.deploy(policy_with('s == "x"'))
+    led.grant("agent:a", "p.*", "*")
+    answer = evaluate_batch(
+        led.state, _batch(*[("p.act", "y")] * 50, note="n"), now=T0, evaluator_id="t"
+    )
+    assert {d.reason_code for d in answer.decisions} == {"default_applied"}
+    assert checks == ["once"]
+    too_long = "x" * (DEFAULT_LIMITS.fact_string_chars + 1)
+    refused = evaluate_batch(
+        led.state, _batch(*[("p.act", "y")] * 3, note=too_long), now=T0, evaluator_id="t"
+    )
+    assert {(d.determination, d.reason_code) for d in refused.decisions} == {
+        (Determination.ERROR, "invalid_facts")
+    }
