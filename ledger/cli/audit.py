@@ -26,6 +26,7 @@ import click
 
 from ledger.cli.common import load_settings
 from ledger.cli.output import handle_errors, print_json, print_table
+from ledger.core.boundedjson import nesting_exceeds
 from ledger.errors import UsageError
 
 __all__ = ["group", "add_commands"]
@@ -70,14 +71,20 @@ def _source(source: Path | None) -> Path:
     return source if source is not None else load_settings().home / "export"
 
 
+_JSON_DEPTH = 64
+"""Deepest JSON cell parsed for output; the ledger's own records nest a few levels."""
+
+
 def _cell(value: Any, kind: str) -> Any:
     """A value as JSON data: JSON columns parsed, times in RFC 3339, bytes in hex."""
     if value is None:
         return None
     if kind == "JSON" and isinstance(value, str):
+        if nesting_exceeds(value, _JSON_DEPTH):  # only a tampered export nests this deep
+            return value  # as stored: parsed, printing it would recurse past Python's limit
         try:
             return json.loads(value)
-        except (json.JSONDecodeError, RecursionError):  # as stored: DuckDB accepted the text
+        except json.JSONDecodeError:  # as stored: DuckDB accepted the text
             return value
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
