@@ -794,11 +794,16 @@ def _revoke(
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     record = _find_grant(state, c.grant_id)
-    if record is None:
-        return _reject("unknown_grant", f"no grant {c.grant_id!r} (never issued, or revoked)")
-    denied = _allowed(state, c, now, admins, grant_principal=record.principal)
+    # Authorized on the grant's principal; for a grant id that names none, on no principal
+    # (only authority over every principal passes), so that whether an id exists is told
+    # only to an actor who could have revoked it.
+    denied = _allowed(
+        state, c, now, admins, grant_principal=record.principal if record is not None else None
+    )
     if denied:
         return denied
+    if record is None:
+        return _reject("unknown_grant", f"no grant {c.grant_id!r} (never issued, or revoked)")
     return (
         GrantRevoked(
             event_id=new_id(),

@@ -256,3 +256,24 @@ def test_a_grant_over_its_limits_is_invalid(fields: dict[str, Any], fragment: st
         EMPTY_STATE, issue("human:admin", **at_limit), now=T0, new_id=ids().__next__, admins=ADMINS
     )
     assert not isinstance(accepted, Rejection)
+
+
+def test_revoking_tells_only_an_authorized_actor_whether_a_grant_id_exists() -> None:
+    from ledger.core.events import RevokeGrant
+
+    issued = decide(EMPTY_STATE, issue("human:admin"), now=T0, new_id=ids().__next__, admins=ADMINS)
+    assert not isinstance(issued, Rejection)
+    state = EMPTY_STATE
+    for event in issued:
+        state = fold(state, event)
+
+    def revoke(actor: str, grant_id: str) -> Any:
+        command = RevokeGrant(event_id="c2", occurred_at=T0, actor=actor, grant_id=grant_id)
+        return decide(state, command, now=T0, new_id=ids().__next__, admins=ADMINS)
+
+    existing, unknown = revoke("agent:nobody", "g1"), revoke("agent:nobody", "g-none")
+    assert isinstance(existing, Rejection) and isinstance(unknown, Rejection)
+    assert existing.code == unknown.code == "not_authorized"
+    admin_unknown = revoke("human:admin", "g-none")
+    assert isinstance(admin_unknown, Rejection) and admin_unknown.code == "unknown_grant"
+    assert not isinstance(revoke("human:admin", "g1"), Rejection)
