@@ -44,7 +44,7 @@ from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import ChainHead, checkpoint, link
-from ledger.core.evaluate import correction_for, evaluate, evaluate_batch
+from ledger.core.evaluate import correction_for, evaluate, evaluate_batch, unanswerable
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -200,22 +200,10 @@ class RequestHandler:
             request = decode_as(self.codec, value, _REQUEST_TYPES, "an evaluation request")
         except CodecError as exc:
             return [self._dead_letter(topic, partition, offset, key, value, exc.code, str(exc))]
-        if len(request.event_id) > DEFAULT_LIMITS.request_id_chars:
-            # Not answered, and above all not remembered: ids are held for a million requests.
-            reason = f"the request id is longer than {DEFAULT_LIMITS.request_id_chars} characters"
-            return [self._dead_letter(topic, partition, offset, key, value, "id_too_long", reason)]
-        if (
-            isinstance(request, BatchEvaluationRequested)
-            and len(request.items) > DEFAULT_LIMITS.batch_items
-        ):
-            # An answer of that many errors may not fit a record: say so once, here.
-            reason = (
-                f"{len(request.items):,} items in one pre-evaluation, more than "
-                f"{DEFAULT_LIMITS.batch_items} (batch_items)"
-            )
-            return [
-                self._dead_letter(topic, partition, offset, key, value, "too_many_items", reason)
-            ]
+        refused = unanswerable(request)  # before it is answered, or remembered
+        if refused is not None:
+            code, reason = refused
+            return [self._dead_letter(topic, partition, offset, key, value, code, reason)]
         rid = request.event_id.encode()
         if rid in self.recent:
             self.stats.duplicates += 1

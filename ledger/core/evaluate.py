@@ -59,6 +59,7 @@ __all__ = [
     "evaluate",
     "evaluate_batch",
     "request_problem",
+    "unanswerable",
     "correction_for",
 ]
 
@@ -381,22 +382,46 @@ def request_problem(
     request: EvaluationRequested | BatchEvaluationRequested, limits: Limits = DEFAULT_LIMITS
 ) -> str | None:
     """Why ``request`` is outside the input limits (ids, names, pre-evaluation items), or
-    ``None``. The evaluator refuses a request id over ``request_id_chars`` before it remembers
-    it; :func:`evaluate` and :func:`evaluate_batch` answer anything else here ``error`` /
-    ``request_too_large``."""
-    if len(request.event_id) > limits.request_id_chars:
-        return f"the request id is longer than {limits.request_id_chars:,} characters"
+    ``None``. What :func:`unanswerable` names the evaluator dead-letters unread; :func:`evaluate`
+    and :func:`evaluate_batch` answer anything else here ``error`` / ``request_too_large``."""
+    refused = unanswerable(request, limits)
+    if refused is not None:
+        return refused[1]
     if isinstance(request, EvaluationRequested):
         return _names_problem(request.principal, request.action, request.resource, limits)
     return _batch_problem(request, limits)
 
 
+def unanswerable(
+    request: EvaluationRequested | BatchEvaluationRequested, limits: Limits = DEFAULT_LIMITS
+) -> tuple[str, str] | None:
+    """``(dead-letter code, reason)`` for a request the evaluator must neither answer nor
+    remember, checked before either; ``None`` for any other. An id over ``request_id_chars``
+    (``id_too_long``: answered ids are remembered for a million requests); a pre-evaluation over
+    ``batch_items`` (``too_many_items``: an answer of that many errors may not fit a record)."""
+    if len(request.event_id) > limits.request_id_chars:
+        longest = limits.request_id_chars
+        return "id_too_long", f"the request id is longer than {longest:,} characters"
+    if isinstance(request, BatchEvaluationRequested):
+        many = _too_many_items(request, limits)
+        if many is not None:
+            return "too_many_items", many
+    return None
+
+
+def _too_many_items(request: BatchEvaluationRequested, limits: Limits) -> str | None:
+    if len(request.items) <= limits.batch_items:
+        return None
+    return (
+        f"{len(request.items):,} items in one pre-evaluation, more than "
+        f"{limits.batch_items:,} (batch_items)"
+    )
+
+
 def _batch_problem(request: BatchEvaluationRequested, limits: Limits) -> str | None:
-    if len(request.items) > limits.batch_items:
-        return (
-            f"the pre-evaluation has {len(request.items):,} items, more than "
-            f"{limits.batch_items:,} (batch_items)"
-        )
+    many = _too_many_items(request, limits)
+    if many is not None:
+        return many
     for item in request.items:
         if len(item.item_id) > limits.request_id_chars:
             return f"an item id is longer than {limits.request_id_chars:,} characters"

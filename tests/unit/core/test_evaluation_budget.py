@@ -19,7 +19,7 @@ from bounded import run_bounded  # beside this file (pytest puts its dir on sys.
 from ledger.core import EMPTY_STATE, REASON_CODES, decide, evaluate, evaluate_batch, fold
 from ledger.core.authority import authorize, authorize_request
 from ledger.core.cel import BudgetExceeded, ConditionFault, Meter, compile_condition
-from ledger.core.evaluate import request_problem
+from ledger.core.evaluate import request_problem, unanswerable
 from ledger.core.events import (
     BatchEvaluationRequested,
     BatchItem,
@@ -352,7 +352,10 @@ def test_a_pre_evaluation_over_the_item_limit_is_all_errors_and_evaluates_nothin
     assert {(d.determination, d.reason_code) for d in answer.decisions} == {
         (Determination.ERROR, "request_too_large")
     }
-    assert "4 items, more than 3 (batch_items)" in answer.decisions[0].reasons[0]
+    assert (
+        "4 items in one pre-evaluation, more than 3 (batch_items)" in answer.decisions[0].reasons[0]
+    )
+    assert unanswerable(batch, limits) == ("too_many_items", answer.decisions[0].reasons[0])
     assert request_problem(batch, limits) == answer.decisions[0].reasons[0]
     assert request_problem(_batch(*[("p.act", "x")] * 3), limits) is None
 
