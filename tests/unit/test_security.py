@@ -243,12 +243,26 @@ def test_processor_groups_are_the_faust_app_ids() -> None:
     assert PROCESSOR_GROUPS["evaluator"] == evaluator.APP_ID
 
 
+def _admin_grant() -> Any:
+    """An unsigned IssueGrant by human:admin, for the SDK to sign."""
+    from ledger.core.events import IssueGrant
+    from ledger.ids import new_id, utcnow
+
+    return IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id="g1",
+        principal="agent:bot",
+        actions=("a",),
+        resource="*",
+    )
+
+
 @pytest.mark.parametrize("as_text", [False, True], ids=["path", "text"])
 def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path, as_text: bool) -> None:
     from ledger.client import ClientConfig, LedgerClient
-    from ledger.core.events import IssueGrant
     from ledger.core.signing import key_id_of, signed_bytes, verify_signature
-    from ledger.ids import new_id, utcnow
     from ledger.testing import LocalLedger
 
     sent: list[Any] = []
@@ -266,15 +280,7 @@ def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path, as_text:
         ClientConfig(actor="human:admin", signing_key=str(path) if as_text else path),
         transport=ledger,
     )
-    command = IssueGrant(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="human:admin",
-        grant_id="g1",
-        principal="agent:bot",
-        actions=("a",),
-        resource="*",
-    )
+    command = _admin_grant()
     client.submit_command(command)
     (signed,) = sent  # LocalLedger takes unsigned commands too: the client signed this one
     assert signed.key_id == key_id_of(public_bytes(key))
@@ -285,23 +291,13 @@ def test_the_sdk_signs_governance_commands_with_its_key(tmp_path: Path, as_text:
 
 def test_a_signing_key_of_another_kind_is_one_usage_error() -> None:
     from ledger.client import ClientConfig, LedgerClient
-    from ledger.core.events import IssueGrant
-    from ledger.ids import new_id, utcnow
     from ledger.testing import LocalLedger
 
     client = LedgerClient(
         ClientConfig(actor="human:admin", signing_key=b"not a key"),  # type: ignore[arg-type]
         transport=LocalLedger(),
     )
-    command = IssueGrant(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="human:admin",
-        grant_id="g1",
-        principal="agent:bot",
-        actions=("a",),
-        resource="*",
-    )
+    command = _admin_grant()
     with pytest.raises(UsageError, match="signing_key is a bytes"):
         client.submit_command(command)
 
