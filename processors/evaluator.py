@@ -44,11 +44,16 @@ from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import ChainHead, checkpoint, link
-from ledger.core.evaluate import correction_for, evaluate, evaluate_batch, unanswerable
+from ledger.core.evaluate import (
+    correction_for,
+    evaluate,
+    evaluate_batch,
+    items_refused,
+    unanswerable,
+)
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
-    BatchItemDecision,
     DecisionRecorded,
     Determination,
     EvaluationRequested,
@@ -368,19 +373,7 @@ def _without_trace(
 
 def _batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
     """Every item an ``error`` that says why, and nothing else that could be large."""
-    return replace(
-        answer,
-        decisions=tuple(
-            BatchItemDecision(
-                item_id=d.item_id,
-                action=d.action,
-                resource=d.resource,
-                determination=Determination.ERROR,
-                reason_code=TRACE_TOO_LARGE,
-            )
-            for d in answer.decisions
-        ),
-    )
+    return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE))
 
 
 class _Record:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ from ledger.core.cel import Meter
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
+    BatchItem,
     BatchItemDecision,
     DecisionCorrected,
     DecisionRecorded,
@@ -60,6 +61,7 @@ __all__ = [
     "evaluate_batch",
     "request_problem",
     "unanswerable",
+    "items_refused",
     "correction_for",
 ]
 
@@ -513,23 +515,25 @@ def _every_item(
     reasons: tuple[str, ...],
 ) -> BatchDecisionRecorded:
     """The answer to a pre-evaluation refused as a whole: every item ``error``, nothing run."""
-    return _batch_answer(
-        state,
-        request,
-        now,
-        evaluator_id,
-        actor,
-        tuple(
-            BatchItemDecision(
-                item_id=item.item_id,
-                action=item.action,
-                resource=item.resource,
-                determination=Determination.ERROR,
-                reasons=reasons,
-                reason_code=reason_code,
-            )
-            for item in request.items
-        ),
+    refused = items_refused(request.items, reason_code, reasons)
+    return _batch_answer(state, request, now, evaluator_id, actor, refused)
+
+
+def items_refused(
+    items: Iterable[BatchItem | BatchItemDecision], reason_code: str, reasons: tuple[str, ...] = ()
+) -> tuple[BatchItemDecision, ...]:
+    """Every item (or earlier answer to it) answered ``error`` with ``reason_code``: a
+    pre-evaluation refused whole here, or an answer the evaluator must shrink to fit a record."""
+    return tuple(
+        BatchItemDecision(
+            item_id=item.item_id,
+            action=item.action,
+            resource=item.resource,
+            determination=_ERROR,
+            reasons=reasons,
+            reason_code=reason_code,
+        )
+        for item in items
     )
 
 
