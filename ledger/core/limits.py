@@ -30,6 +30,13 @@ class Limits:
 
     # Conditions.
     condition_chars: int = 4_096
+    policy_condition_chars: int = 16_384
+    """Every ``when`` of one policy document together, checked before any is compiled.
+    Compiling costs ~25-90 µs per character (the CEL grammar's parser, per token), so this holds
+    one proposal to ~0.4 s of compiling for ordinary text and ~1.5 s at worst (a list of one-digit
+    numbers), in the command processor and in each evaluator that loads the version. Enforced on
+    proposals: a version recorded before this limit existed still loads
+    (:func:`ledger.core.state.load_document`)."""
     regex_chars: int = 1_024
 
     # Facts and context of one request.

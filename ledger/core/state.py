@@ -53,6 +53,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
 from ledger.errors import PolicyError
@@ -82,6 +83,14 @@ __all__ = [
 _MEMO_LIMIT: Final = 8192  # bound on cached per-action lookups: request actions are untrusted input
 
 
+# A version the ledger accepted loads under the limits it was accepted under: a limit that came
+# later is enforced where documents are proposed, never on the recorded history (replaying a
+# ledger must not turn its active policies into errors). policy_condition_chars came later.
+_STORED_LIMITS: Final = replace(
+    DEFAULT_LIMITS, policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes
+)
+
+
 @functools.lru_cache(maxsize=512)
 def load_document(document: str) -> Policy | None:
     """Compile a canonical policy document, cached by its text (replay sees the same text often).
@@ -90,7 +99,7 @@ def load_document(document: str) -> Policy | None:
     stored event is corrupt); such a version decides nothing but an ``error``.
     """
     try:
-        return Policy.from_canonical(document)
+        return Policy.from_canonical(document, limits=_STORED_LIMITS)
     except PolicyError:
         return None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
@@ -311,6 +311,23 @@ class Validator:
             description=description,
         )
 
+    def conditions_within_limit(self, rules: Iterable[Any]) -> bool:
+        """Whether the rules' conditions together are within ``policy_condition_chars``: checked
+        before any is compiled, since compiling is what the limit bounds (one problem if not)."""
+        total = sum(
+            len(r["when"]) for r in rules if isinstance(r, dict) and isinstance(r.get("when"), str)
+        )
+        if total <= self.limits.policy_condition_chars:
+            return True
+        self.add(
+            f"the rules' conditions total {total:,} characters; at most "
+            f"{self.limits.policy_condition_chars:,} are accepted in one policy (limit "
+            "policy_condition_chars): shorten them, or govern some of the actions with a second "
+            "policy",
+            ("rules",),
+        )
+        return False
+
     def condition(
         self,
         text: Any,
@@ -577,6 +594,7 @@ def build(
         v.add(f"rules must be a list, got {_describe(raw_rules)}", ("rules",))
         raw_rules = []
     seen_ids: set[str] = set()
+    compiling = v.conditions_within_limit(raw_rules or ())
     for i, raw in enumerate(raw_rules or ()):
         path = ("rules", i)
         if not isinstance(raw, dict):
@@ -601,7 +619,7 @@ def build(
         v.optional_string(raw, "description", path, rule=rule_id)
         when = raw.get("when")
         condition = None
-        if when is not None:
+        if when is not None and compiling:
             condition = v.condition(
                 when, (*path, "when"), rule=rule_id, facts=cel_types, enums=enums
             )

@@ -113,6 +113,67 @@ def test_condition_length_is_bounded() -> None:
         compile_condition(text, facts={"s": "string"})
 
 
+def policy_of_conditions(rules: int, chars: int) -> str:
+    """A policy of ``rules`` rules, each with a condition of about ``chars`` characters."""
+    when = "s in [" + ", ".join(['"abcd"'] * ((chars - 6) // 8)) + "]"
+    body = "".join(f"  - id: r{i}\n    when: '{when}'\n    effect: deny\n" for i in range(rules))
+    return (
+        "policy: p\ngoverns: [p.act]\nowner: o\nfacts: {s: string}\n"
+        f"rules:\n{body}default: {{effect: allow}}\n"
+    )
+
+
+def test_a_policys_conditions_together_are_bounded_before_any_compiles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Five conditions of ~4,000 characters: each within condition_chars, 20,000 together. Each
+    # compiles in ~0.1-0.25 s; without the limit, a 256 KiB document of them took seconds.
+    import ledger.core.policy.validate as validate
+
+    def must_not_compile(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a condition was compiled past policy_condition_chars")
+
+    document = policy_of_conditions(5, 4_000)
+    monkeypatch.setattr(validate, "compile_condition", must_not_compile)
+    with pytest.raises(PolicyError) as info:
+        parse_policy(document)
+    (problem,) = info.value.problems
+    assert "conditions total 19,985 characters; at most 16,384" in problem.message
+    assert "limit policy_condition_chars" in problem.message and problem.line == 5
+    monkeypatch.undo()
+    assert len(parse_policy(policy_of_conditions(4, 4_000)).rules) == 4  # 15,988: accepted
+
+
+def test_a_stored_version_over_a_later_limit_still_loads() -> None:
+    # The limit is enforced where documents are proposed; a version the ledger accepted before
+    # it existed must replay as the policy it was, not as an error.
+    from ledger.core.state import load_document
+
+    relaxed = replace(DEFAULT_LIMITS, policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes)
+    stored = parse_policy(policy_of_conditions(5, 4_000), limits=relaxed).canonical
+    with pytest.raises(PolicyError, match="policy_condition_chars"):
+        parse_policy(stored)
+    loaded = load_document(stored)
+    assert loaded is not None and len(loaded.rules) == 5
+
+
+def test_a_proposal_over_the_policy_condition_limit_is_an_invalid_policy() -> None:
+    from ledger.core import Rejection
+    from ledger.core.events import ProposePolicyVersion
+
+    command = ProposePolicyVersion(
+        event_id="c1",
+        occurred_at=T0,
+        actor="human:admin",
+        document=policy_of_conditions(5, 4_000),
+        policy="p",
+    )
+    ids = iter(f"e{i}" for i in range(10))
+    outcome = decide(EMPTY_STATE, command, now=T0, new_id=ids.__next__, admins={"human:admin"})
+    assert isinstance(outcome, Rejection) and outcome.code == "invalid_policy"
+    assert "limit policy_condition_chars" in outcome.message
+
+
 # ----------------------------------------------------------------------------- the budget
 
 
@@ -454,3 +515,17 @@ def test_a_pre_evaluations_context_is_checked_once_not_once_per_item(
     assert {(d.determination, d.reason_code) for d in refused.decisions} == {
         (Determination.ERROR, "invalid_facts")
     }
+
+
+def test_every_limit_is_a_row_of_the_readmes_table_with_its_value() -> None:
+    # The README's table is what an operator reads: a limit added or changed in Limits without
+    # it would bound inputs nobody was told about.
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| ([0-9,]+)", readme, flags=re.M))
+    for limit in dataclasses.fields(Limits):
+        value = getattr(DEFAULT_LIMITS, limit.name)
+        assert rows.get(limit.name) == f"{value:,}", limit.name
