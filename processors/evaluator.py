@@ -780,7 +780,11 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     codec = default_codec()
     stats = ProcessorStats()
     follower = GovernanceFollower(
-        bootstrap=bootstrap, topics=settings.topics, codec=codec, security=settings.security
+        bootstrap=bootstrap,
+        topics=settings.topics,
+        codec=codec,
+        security=settings.security,
+        compile_deployed=True,  # the request path never waits for a promoted version to compile
     )
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
     limit = OutputLimit.for_app(app)

@@ -77,6 +77,7 @@ __all__ = [
     "with_positions",
     "aggregate_of",
     "governing_policy",
+    "compile_deployed",
     "load_document",
 ]
 
@@ -104,9 +105,12 @@ def load_document(document: str) -> Policy | None:
         return None
 
 
+_NOT_LOADED: Final[Any] = object()  # PolicyVersion._compiled before its first read
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyVersion:
-    """One version of a policy, where it stands, and its compiled form."""
+    """One version of a policy, where it stands, and its compiled form (:attr:`compiled`)."""
 
     policy: str
     version: int
@@ -120,7 +124,20 @@ class PolicyVersion:
     note: str | None = None
     approved_by: str | None = None
     approved_at: datetime | None = None
-    compiled: Policy | None = field(default=None, repr=False, compare=False)
+    _compiled: Any = field(default=_NOT_LOADED, repr=False, compare=False)
+
+    @property
+    def compiled(self) -> Policy | None:
+        """The version's document compiled (``None`` when it does not load: see
+        :func:`load_document`), on first read. A replay builds every version ever proposed;
+        evaluation runs only the deployed ones, so only those are compiled (a long-lived ledger
+        holds thousands of versions, each costing milliseconds to compile):
+        :func:`compile_deployed` compiles them ahead of their first request."""
+        loaded = self._compiled
+        if loaded is _NOT_LOADED:
+            loaded = load_document(self.document)
+            object.__setattr__(self, "_compiled", loaded)  # a cache: no field anyone compares
+        return loaded  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -543,7 +560,7 @@ _build_version: Final = builder(
         "note",
         "approved_by",
         "approved_at",
-        "compiled",
+        "_compiled",
     ),
 )
 
@@ -566,7 +583,7 @@ def _proposed(event: PolicyVersionProposed, changed: dict[str, Any] | None) -> P
         event.note,
         changed.get("approved_by"),
         changed.get("approved_at"),
-        load_document(event.document),  # compiled
+        _NOT_LOADED,  # compiled when first read
     )
 
 
@@ -797,3 +814,21 @@ def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
             if len(state.memo) < _MEMO_LIMIT:
                 state.memo[key] = name
     return state.policies[name] if name is not None else None
+
+
+def compile_deployed(state: LedgerState, policies: Iterable[str]) -> int:
+    """Compile now the deployed versions of ``policies`` that are not compiled yet (a version is
+    otherwise compiled by the first request it decides), and return how many were. An
+    evaluator calls this as it folds governance events, so a promotion's compiling happens
+    there rather than in the first request after it."""
+    compiled = 0
+    for name in policies:
+        record = state.policies.get(name)
+        if record is None:
+            continue
+        for number in record.deployed():
+            version = record.versions[number]
+            if version._compiled is _NOT_LOADED:
+                _ = version.compiled
+                compiled += 1
+    return compiled

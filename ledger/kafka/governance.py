@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
@@ -24,6 +24,7 @@ from ledger.core.events import (
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
+    PolicyEvent,
     PolicyRetired,
     PolicyRolledBack,
     PolicyVersionApproved,
@@ -33,7 +34,14 @@ from ledger.core.events import (
     RoleRevoked,
 )
 from ledger.core.history import HistoryEntry
-from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
+from ledger.core.state import (
+    EMPTY_STATE,
+    LedgerState,
+    aggregate_of,
+    compile_deployed,
+    fold,
+    with_position,
+)
 from ledger.errors import CodecError
 from ledger.kafka.clients import aiokafka_config
 from ledger.kafka.reading import position_key, read_topic, topic_partitions_async
@@ -48,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledger.governance")
+
+_POLICY_TYPES: tuple[type, ...] = get_args(PolicyEvent)
 
 GOVERNANCE_TYPES: tuple[type, ...] = (
     PolicyVersionProposed,
@@ -121,8 +131,10 @@ class GovernanceFollower:
         on_event: Callable[[GovernanceEvent], None] | None = None,
         consumer_config: dict[str, Any] | None = None,
         security: KafkaSecurity | None = None,
+        compile_deployed: bool = False,
     ) -> None:
         self._bootstrap = bootstrap
+        self._compile_deployed = compile_deployed
         self._security = security
         self._topics = (topics.policy_events, topics.grant_events)
         self._codec = codec or default_codec()
@@ -191,6 +203,7 @@ class GovernanceFollower:
 
     def _apply(self, key: str, records: list[Any]) -> None:
         state = self.state
+        touched: set[str] = set()  # policies whose events were folded
         for record in records:
             try:
                 event = decode_governance(self._codec, record.value)
@@ -200,6 +213,12 @@ class GovernanceFollower:
                 continue
             state = with_position(fold(state, event), key, record.offset)
             self.applied += 1
+            if isinstance(event, _POLICY_TYPES):
+                touched.add(aggregate_of(event))
             if self._on_event is not None:
                 self._on_event(event)
+        if self._compile_deployed and touched:
+            # Before the state is published: the first request a new version decides does not
+            # wait for it to compile.
+            compile_deployed(state, sorted(touched))
         self.state = state

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -478,3 +479,93 @@ def test_a_fold_leaves_the_state_it_started_from_as_it_was() -> None:
     assert summary(before) == kept and before.policies["refund"].history == (1, 2)
     assert after.policies["refund"].history == (1, 2)
     assert type(after.policies["refund"].history) is tuple
+
+
+def _canonical_history(*steps: tuple[str, int]) -> list[GovernanceEvent]:
+    """:func:`_policy_events` with each proposal's document in its stored (canonical) form."""
+    from ledger.core.events import PolicyVersionProposed
+
+    return [
+        replace(e, document=parse_policy(e.document).canonical)
+        if isinstance(e, PolicyVersionProposed)
+        else e
+        for e in _policy_events(*steps)
+    ]
+
+
+def test_only_the_versions_evaluation_runs_are_compiled(monkeypatch: Any) -> None:
+    # A replay builds every version ever proposed. Compiling each cost milliseconds at every
+    # start of an evaluator (and twice per proposal in the command processor, which evaluates
+    # nothing); now a version compiles when first run, or when compile_deployed asks.
+    import ledger.core.state as state_module
+    from ledger.core.state import compile_deployed
+
+    loaded: list[str] = []
+    real = state_module.load_document
+
+    def counting(document: str) -> Any:
+        loaded.append(document)
+        return real(document)
+
+    monkeypatch.setattr(state_module, "load_document", counting)
+    events = _canonical_history(
+        ("propose", 1),
+        ("approve", 1),
+        ("activate", 1),
+        ("propose", 2),
+        ("propose", 3),
+        ("approve", 3),
+        ("shadow", 3),
+        ("propose", 4),
+    )
+    grant = IssueGrant(
+        event_id="g",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id="g1",
+        principal="agent:bot",
+        actions=("refund.*",),
+        resource="*",
+    )
+    issued = decide(EMPTY_STATE, grant, now=T0, new_id=lambda: "e-g", admins=ADMINS)
+    assert not isinstance(issued, Rejection)
+    events += issued
+    docs = {e.version: e.document for e in events if hasattr(e, "document")}  # type: ignore[attr-defined]
+    replayed = replay(events)
+    assert loaded == []
+    assert replayed.policies["refund"].deployed() == (1, 3)
+    assert compile_deployed(replayed, ["refund", "no-such-policy"]) == 2
+    assert compile_deployed(replayed, ["refund"]) == 0  # compiled once
+    assert loaded == [docs[1], docs[3]]
+
+    folded = EMPTY_STATE
+    for event in events:
+        folded = fold(folded, event)
+    assert len(loaded) == 2  # folding compiles nothing either
+    lazy = evaluate(folded, _request("lazy"), now=T0, evaluator_id="t")
+    assert sorted(loaded[2:]) == sorted([docs[1], docs[3]])  # the deciding version, the shadow
+    eager = evaluate(replayed, _request("lazy"), now=T0, evaluator_id="t")
+    assert lazy == eager and lazy.policy_version == 1 and len(lazy.shadow_results) == 1
+    assert lazy.determination is not Determination.ERROR
+
+
+def test_the_evaluators_follower_compiles_what_it_deploys_before_publishing_state() -> None:
+    from types import SimpleNamespace
+
+    from ledger.codec import default_codec
+    from ledger.core.state import _NOT_LOADED
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    events = _canonical_history(("propose", 1), ("approve", 1), ("activate", 1), ("propose", 2))
+    codec = default_codec()
+    records = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(events)]
+    for ahead in (True, False):
+        follower = GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec, compile_deployed=ahead
+        )
+        follower._apply("ledger.policy-events/0", records)
+        versions = follower.state.policies["refund"].versions
+        assert (versions[1]._compiled is not _NOT_LOADED) is ahead  # the active version
+        assert versions[2]._compiled is _NOT_LOADED  # a draft: never compiled ahead
+        assert versions[1].compiled is not None  # and either way, there when read
