@@ -122,13 +122,40 @@ class PMap(Mapping[K, V], Generic[K, V]):
         if not items:
             return self
         if len(items) * 8 < self._len:  # a few changes to a big map: share structure
-            m: PMap[K, V] = self
-            for key, value in items.items():
-                m = m.set(key, value)
-            return m
+            if self._flat is not None:
+                m: PMap[K, V] = self
+                for key, value in items.items():
+                    m = m.set(key, value)
+                return m
+            return self._update_trie(items)
         merged = dict(self.stored_items())
         merged.update(items)
         return type(self).from_mapping(merged)
+
+    def _update_trie(self, items: Mapping[K, V]) -> PMap[K, V]:
+        """:meth:`update` of a trie, copying each leaf and level it touches once (successive
+        :meth:`set` calls copy them once per item)."""
+        root = list(self._root)
+        levels: dict[int, list[dict[K, V] | None]] = {}
+        leaves: dict[int, dict[K, V]] = {}  # by slot, i * _WIDTH + j
+        length = self._len
+        for key, value in items.items():
+            h = _hash(key)
+            i, j = h & _MASK, (h >> _BITS) & _MASK
+            leaf = leaves.get(i * _WIDTH + j)
+            if leaf is None:
+                level = levels.get(i)
+                if level is None:
+                    level = levels[i] = list(root[i] or _EMPTY_LEVEL)
+                old = level[j]
+                leaf = leaves[i * _WIDTH + j] = old.copy() if old else {}
+                level[j] = leaf
+            if key not in leaf:
+                length += 1
+            leaf[key] = value
+        for i, level in levels.items():
+            root[i] = tuple(level)
+        return type(self)._make(tuple(root), length)
 
     @classmethod
     def _make(
@@ -174,6 +201,11 @@ class PMap(Mapping[K, V], Generic[K, V]):
         if leaf is None:
             return default
         return leaf.get(key, default)
+
+    def stored(self, key: K) -> Any:
+        """``key``'s value as stored, or ``None``: for a :class:`BuiltOnRead` map, in its raw
+        form if not read yet (for code that carries values over, like :meth:`stored_items`)."""
+        return PMap.get(self, key)
 
     def __contains__(self, key: object) -> bool:
         if self._flat is not None:

@@ -207,18 +207,31 @@ class _Principal:
     """
 
     __slots__ = ("grants", "initial", "keys", "name", "roles", "sequence")
+    name: str
+    initial: int
+    sequence: int
+    grants: dict[str, Grant | GrantIssued]
+    roles: set[str]
+    keys: dict[str, ActorKey]
 
-    def __init__(self, name: str, record: PrincipalRecord | None) -> None:
+    def __init__(self, name: str, record: PrincipalRecord | _Principal | None) -> None:
+        """Start from ``record`` as the state stores it: a built record, another replay's
+        draft (copied, never built: it belongs to that state), or nothing."""
         self.name = name
         self.initial = record.sequence if record is not None else 0
         self.sequence = self.initial
-        self.grants: dict[str, Grant | GrantIssued] = (
-            dict(record.grants.stored_items()) if record is not None else {}
-        )
-        self.roles: set[str] = set(record.roles) if record is not None else set()
-        self.keys: dict[str, ActorKey] = (
-            {k.key_id: k for k in record.keys} if record is not None else {}
-        )
+        if record is None:
+            self.grants, self.roles, self.keys = {}, set(), {}
+        elif isinstance(record, _Principal):
+            self.grants, self.roles, self.keys = (
+                record.grants.copy(),
+                record.roles.copy(),
+                record.keys.copy(),
+            )
+        else:
+            self.grants = dict(record.grants.stored_items())
+            self.roles = set(record.roles)
+            self.keys = {k.key_id: k for k in record.keys}
 
     def frozen(self) -> PrincipalRecord:
         return PrincipalRecord(
@@ -407,7 +420,7 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
                 building = principals.get(grant_event.principal)
                 if building is None:
                     building = principals[grant_event.principal] = _Principal(
-                        grant_event.principal, base_principals.get(grant_event.principal)
+                        grant_event.principal, base_principals.stored(grant_event.principal)
                     )
                 if grant_event.sequence == building.sequence + 1:
                     _apply_grant(building.grants, building.roles, building.keys, grant_event)

@@ -250,6 +250,29 @@ def test_pmap_bulk_build_equals_successive_sets() -> None:
     assert PMap.from_mapping({}) == {} and small.update({}) is small
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(min_value=17, max_value=3_000),
+    changes=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=4_000), st.integers()), max_size=300
+    ),
+)
+def test_a_few_changes_to_a_trie_equal_successive_sets(
+    size: int, changes: list[tuple[int, int]]
+) -> None:
+    # update() of a big map copies each touched leaf once: the result must be what setting each
+    # change in turn gives (values, length, iteration order), and the original map unchanged.
+    base = PMap.from_mapping({f"k{i}": i for i in range(size)})
+    before = list(base.items())
+    items = {f"k{k}": v for k, v in changes}
+    stepwise = base
+    for key, value in items.items():
+        stepwise = stepwise.set(key, value)
+    updated = base.update(items)
+    assert list(updated.items()) == list(stepwise.items()) and len(updated) == len(stepwise)
+    assert list(base.items()) == before and len(base) == size
+
+
 def test_a_small_map_iterates_as_the_trie_would_through_growth_and_deletes() -> None:
     # Maps of up to FLAT_MAX items are one dict in the trie's order: whether built in one pass,
     # by successive sets, grown past the limit, or shrunk by deletes, the order is the same.
