@@ -22,6 +22,9 @@ It then times, on the same history:
   revoked one dropped, any other event kept as its aggregate's latest), so a figure can be read
   against what the machine does that hour, as a ratio to it;
 
+* a processor's start: its governance follower decoding each record's Avro and folding the
+  records in chunks, as it does while catching up (:func:`_catch_up_timed`);
+
 and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
 beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
 every record the replay walks, including those after ``mid`` that it filters out. Conditions come
@@ -274,6 +277,47 @@ def main() -> None:
             _read_everything(replay(events))
             floor = _floor_timed(events)
             print(f"  the core's fold to the end is {core / floor:.2f}x the floor", flush=True)
+    if not args.adapter_only:
+        _catch_up_timed(history)
+
+
+def _catch_up_timed(history: list[HistoryEntry]) -> None:
+    """Time a processor's start: its governance follower decoding every record and folding
+    them as it does while catching up (in chunks of ``CATCH_UP_CHUNK``, each fetched list under
+    its partition's position key), from the records' Avro bytes. Not counted: encoding them,
+    and the broker (``benchmarks.throughput`` measures fetching)."""
+    from types import SimpleNamespace
+
+    from ledger.codec import default_codec
+    from ledger.kafka.governance import CATCH_UP_CHUNK, GovernanceFollower
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    chunks: list[list[tuple[str, list[object]]]] = []
+    for start in range(0, len(history), CATCH_UP_CHUNK):
+        by_key: dict[str, list[object]] = {}
+        for entry in history[start : start + CATCH_UP_CHUNK]:
+            record = SimpleNamespace(value=codec.encode(entry.event), offset=entry.offset)
+            by_key.setdefault(entry.position_key, []).append(record)
+        chunks.append(list(by_key.items()))
+    gc.collect()
+    gc.freeze()  # the records stand for fetched ones, which a follower does not keep
+    try:
+        follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec)
+        start, cpu = time.perf_counter(), time.process_time()
+        for fetched in chunks:
+            follower.apply_fetched(fetched)  # type: ignore[arg-type]
+        gc.collect(0)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        gc.unfreeze()
+    print(
+        f"{'a processor catching up (follower)':<34} {elapsed:7.2f} s  "
+        f"{follower.applied / elapsed:>10,.0f} events/s  ratio to {TARGET_S:.0f} s target: "
+        f"{elapsed / TARGET_S:.2f}  (cpu {cpu:.2f} s; decoding each record's Avro, folding "
+        f"{CATCH_UP_CHUNK:,} at a time)",
+        flush=True,
+    )
 
 
 def _floor(events: list[GovernanceEvent]) -> int:

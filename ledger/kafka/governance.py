@@ -13,6 +13,7 @@ never from partial state.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, get_args
@@ -40,7 +41,8 @@ from ledger.core.state import (
     aggregate_of,
     compile_deployed,
     fold,
-    with_position,
+    replay,
+    with_positions,
 )
 from ledger.errors import CodecError
 from ledger.kafka.clients import aiokafka_config
@@ -58,6 +60,11 @@ __all__ = [
 log = logging.getLogger("ledger.governance")
 
 _POLICY_TYPES: tuple[type, ...] = get_args(PolicyEvent)
+
+BULK_FOLD = 100
+"""Records folded together in bulk (``replay``) from this many on."""
+CATCH_UP_CHUNK = 100_000
+"""Records fetched while catching up that are folded together (bounds the memory they hold)."""
 
 GOVERNANCE_TYPES: tuple[type, ...] = (
     PolicyVersionProposed,
@@ -181,6 +188,8 @@ class GovernanceFollower:
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
             pending = {tp for tp in parts if end[tp] > 0}
+            backlog: list[tuple[str, list[Any]]] = []  # fetched while catching up, unfolded
+            held = 0
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
@@ -189,36 +198,78 @@ class GovernanceFollower:
                     # Empty governance topics: ready after the first fetch, so whoever waits
                     # for readiness also finds proof of a live broker (the heartbeat does).
                     self.ready.set()
-                for tp, records in batches.items():
-                    self._apply(position_key(tp.topic, tp.partition), records)
-                if pending:
-                    for tp in list(pending):
-                        if await consumer.position(tp) >= end[tp]:
-                            pending.discard(tp)
-                    if not pending:
-                        log.info("governance state caught up: %s", dict(self.state.position))
-                        self.ready.set()
+                fetched = [
+                    (position_key(tp.topic, tp.partition), records)
+                    for tp, records in batches.items()
+                ]
+                if not pending:
+                    self.apply_fetched(fetched)
+                    continue
+                # Catching up: nothing is answered from partial state, so fold in chunks of
+                # CATCH_UP_CHUNK records (in bulk, one replay each) rather than per fetch.
+                backlog += fetched
+                held += sum(len(records) for _, records in fetched)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+                if held >= CATCH_UP_CHUNK or not pending:
+                    self.apply_fetched(backlog)
+                    backlog, held = [], 0
+                if not pending:
+                    log.info("governance state caught up: %s", dict(self.state.position))
+                    self.ready.set()
         finally:
             await consumer.stop()
 
-    def _apply(self, key: str, records: list[Any]) -> None:
-        state = self.state
-        touched: set[str] = set()  # policies whose events were folded
-        for record in records:
-            try:
-                event = decode_governance(self._codec, record.value)
-            except CodecError as exc:
-                self.undecodable += 1
-                log.error("undecodable governance record %s@%s: %s", key, record.offset, exc)
-                continue
-            state = with_position(fold(state, event), key, record.offset)
-            self.applied += 1
-            if isinstance(event, _POLICY_TYPES):
-                touched.add(aggregate_of(event))
-            if self._on_event is not None:
+    def apply_fetched(self, fetched: list[tuple[str, list[Any]]]) -> None:
+        """Fold fetched records, each list under its position key, into the state; then
+        publish it (:meth:`run` calls this with what it fetches).
+
+        Many records (catching up at start) are folded with the core's ``replay``: the same
+        rules in bulk, several times faster than one ``fold`` per event. A live fetch, a few
+        records, is folded one event at a time: ``fold``'s persistent records leave nothing
+        for the request path to build.
+        """
+        bulk = sum(len(records) for _, records in fetched) >= BULK_FOLD
+        # In bulk, decoding pauses the cyclic collector as replay does: thousands of new
+        # acyclic events would otherwise set off its full scans of the whole state.
+        paused = bulk and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            events: list[GovernanceEvent] = []
+            positions: dict[str, int] = {}
+            for key, records in fetched:
+                for record in records:
+                    try:
+                        events.append(decode_governance(self._codec, record.value))
+                    except CodecError as exc:
+                        self.undecodable += 1
+                        log.error(
+                            "undecodable governance record %s@%s: %s", key, record.offset, exc
+                        )
+                        continue
+                    positions[key] = record.offset
+            if not events:
+                return
+            state = self.state
+            if bulk:
+                state = replay(events, state)
+            else:
+                for event in events:
+                    state = fold(state, event)
+        finally:
+            if paused:
+                gc.enable()
+        state = with_positions(state, positions)
+        self.applied += len(events)
+        if self._on_event is not None:
+            for event in events:
                 self._on_event(event)
-        if self._compile_deployed and touched:
+        if self._compile_deployed:
             # Before the state is published: the first request a new version decides does not
             # wait for it to compile.
-            compile_deployed(state, sorted(touched))
+            touched = {aggregate_of(e) for e in events if isinstance(e, _POLICY_TYPES)}
+            if touched:
+                compile_deployed(state, sorted(touched))
         self.state = state

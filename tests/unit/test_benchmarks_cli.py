@@ -80,3 +80,22 @@ def test_throughput_reports_each_figure_against_its_own_target(
         "12,500 decisions per CPU-second" in out and "1.25x the target of >= 10,000: meets" in out
     )
     assert "60 µs per decision: 1.20x the target of <= 50 µs: misses" in out
+
+
+def test_the_replay_benchmark_prints_every_figure_with_a_processors_catch_up() -> None:
+    done = _run(
+        "--events", "3000", "--policies", "5", "--principals", "200", module="benchmarks.replay"
+    )
+    assert done.returncode == 0, done.stderr
+    figures = [
+        "state_at(history) to the end",
+        "state_at(history, mid-point)",
+        "core replay(events) to the end",
+        "floor: the least fold",
+        "a processor catching up (follower)",
+    ]
+    for figure in figures:
+        assert figure in done.stdout, done.stdout
+    (catch_up,) = [line for line in done.stdout.splitlines() if "catching up" in line]
+    assert "ratio to 3 s target" in catch_up and "folding 100,000 at a time" in catch_up
+    assert int(catch_up.split(" events/s")[0].split()[-1].replace(",", "")) > 0  # it folded

@@ -564,8 +564,42 @@ def test_the_evaluators_follower_compiles_what_it_deploys_before_publishing_stat
         follower = GovernanceFollower(
             bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec, compile_deployed=ahead
         )
-        follower._apply("ledger.policy-events/0", records)
+        follower.apply_fetched([("ledger.policy-events/0", records)])
         versions = follower.state.policies["refund"].versions
         assert (versions[1]._compiled is not _NOT_LOADED) is ahead  # the active version
         assert versions[2]._compiled is _NOT_LOADED  # a draft: never compiled ahead
         assert versions[1].compiled is not None  # and either way, there when read
+
+
+def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch: Any) -> None:
+    # Catching up at start, a fetched batch is folded with replay (several times faster than
+    # one fold per event); a live batch of a few records, one at a time. Either way: the same
+    # state, every event reported in order, an undecodable record skipped and counted, and the
+    # position at the last record folded.
+    from types import SimpleNamespace
+
+    import ledger.kafka.governance as governance
+    from ledger.codec import default_codec
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    values = [codec.encode(e) for e in EVENTS] + [b"not an event"]
+    records = [SimpleNamespace(value=v, offset=10 + i) for i, v in enumerate(values)]
+    results = []
+    for bulk in (1, 10**9):
+        monkeypatch.setattr(governance, "BULK_FOLD", bulk)
+        seen: list[Any] = []
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec, on_event=seen.append
+        )
+        follower.apply_fetched([("ledger.grant-events/0", records[:5])])
+        follower.apply_fetched(
+            [("ledger.grant-events/0", records[5:9]), ("ledger.grant-events/1", records[9:])]
+        )
+        assert seen == EVENTS and follower.applied == len(EVENTS) and follower.undecodable == 1
+        assert dict(follower.state.position) == {
+            "ledger.grant-events/0": 18,
+            "ledger.grant-events/1": 10 + len(EVENTS) - 1,  # the last decoded record
+        }
+        results.append(summary(follower.state))
+    assert results[0] == results[1] == summary(FINAL)
