@@ -155,9 +155,10 @@ def _run_version(
     meter: Meter | None = None,
 ) -> tuple[PolicyOutcome, Mapping[str, Value], str | None]:
     pv = record.versions[version]
-    if pv.compiled is None:
+    compiled = pv.compiled  # compiled on the first read (see PolicyVersion.compiled)
+    if compiled is None:
         return _UNAVAILABLE, facts, pv.content_hash
-    outcome, evaluated = pv.compiled.run(facts, context, meter)
+    outcome, evaluated = compiled.run(facts, context, meter)
     return outcome, evaluated, pv.content_hash
 
 
