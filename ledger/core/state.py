@@ -105,7 +105,23 @@ def load_document(document: str) -> Policy | None:
         return None
 
 
-_NOT_LOADED: Final[Any] = object()  # PolicyVersion._compiled before its first read
+class _NotLoaded:
+    """PolicyVersion._compiled before its first read: one object, also through a copy or a
+    pickle (a fresh ``object()`` would pass for a compiled policy)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "_NOT_LOADED"
+
+    def __copy__(self) -> _NotLoaded:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> _NotLoaded:
+        return self
+
+
+_NOT_LOADED: Final[Any] = _NotLoaded()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

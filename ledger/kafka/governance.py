@@ -227,8 +227,8 @@ class GovernanceFollower:
 
         Many records (catching up at start) are folded with the core's ``replay``: the same
         rules in bulk, several times faster than one ``fold`` per event. A live fetch, a few
-        records, is folded one event at a time: ``fold``'s persistent records leave nothing
-        for the request path to build.
+        records, is folded one event at a time: ``fold`` builds the records it touches, where a
+        replay would leave drafts for the request path to build on first read.
         """
         bulk = sum(len(records) for _, records in fetched) >= BULK_FOLD
         # In bulk, decoding pauses the cyclic collector as replay does: thousands of new

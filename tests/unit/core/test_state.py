@@ -603,3 +603,38 @@ def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch:
         }
         results.append(summary(follower.state))
     assert results[0] == results[1] == summary(FINAL)
+
+
+def test_a_version_not_compiled_yet_stays_so_through_copies_and_pickles() -> None:
+    import copy
+    import pickle
+
+    from ledger.core.state import _NOT_LOADED
+
+    version = replay(_canonical_history(("propose", 1))).policies["refund"].versions[1]
+    assert version._compiled is _NOT_LOADED
+    for twin in (copy.copy(version), copy.deepcopy(version), pickle.loads(pickle.dumps(version))):
+        assert twin._compiled is _NOT_LOADED and twin == version
+        assert twin.compiled is not None and twin.compiled.name == "refund"
+
+
+def test_a_replay_onto_a_replayed_state_leaves_that_state_as_it_was() -> None:
+    # replay() starts a principal the base holds as a draft by copying the draft: the base is a
+    # published state (the evaluator reads it), so nothing of it may change afterwards.
+    from ledger.core.state import _Principal
+
+    def drafts(state: LedgerState) -> dict[str, object]:
+        # Read as stored, without building anything (reading builds a draft into its record).
+        return {
+            name: (held.sequence, dict(held.grants), set(held.roles), dict(held.keys))
+            for name, held in state.principals.stored_items()
+            if isinstance(held, _Principal)
+        }
+
+    half = len(EVENTS) // 2
+    base = replay(EVENTS[:half])
+    before = drafts(base)
+    assert before  # the base holds drafts, as after a replay
+    after = replay(EVENTS[half:], base)
+    assert drafts(base) == before
+    assert summary(after) == summary(FINAL) and summary(base) == summary(replay(EVENTS[:half]))
