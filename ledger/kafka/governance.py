@@ -65,6 +65,8 @@ BULK_FOLD = 100
 """Records folded together in bulk (``replay``) from this many on."""
 CATCH_UP_CHUNK = 100_000
 """Records fetched while catching up that are folded together (bounds the memory they hold)."""
+CATCH_UP_BYTES = 64 * 1024 * 1024
+"""…and their bytes at most (a proposal's record can be ~1 MB: 100,000 of those are not held)."""
 
 GOVERNANCE_TYPES: tuple[type, ...] = (
     PolicyVersionProposed,
@@ -189,7 +191,7 @@ class GovernanceFollower:
             end = await consumer.end_offsets(parts)
             pending = {tp for tp in parts if end[tp] > 0}
             backlog: list[tuple[str, list[Any]]] = []  # fetched while catching up, unfolded
-            held = 0
+            held = held_bytes = 0
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
@@ -206,15 +208,18 @@ class GovernanceFollower:
                     self.apply_fetched(fetched)
                     continue
                 # Catching up: nothing is answered from partial state, so fold in chunks of
-                # CATCH_UP_CHUNK records (in bulk, one replay each) rather than per fetch.
+                # CATCH_UP_CHUNK records or CATCH_UP_BYTES (in bulk, one replay each) rather
+                # than per fetch.
                 backlog += fetched
-                held += sum(len(records) for _, records in fetched)
+                for _, records in fetched:
+                    held += len(records)
+                    held_bytes += sum(len(r.value or b"") for r in records)
                 for tp in list(pending):
                     if await consumer.position(tp) >= end[tp]:
                         pending.discard(tp)
-                if held >= CATCH_UP_CHUNK or not pending:
+                if held >= CATCH_UP_CHUNK or held_bytes >= CATCH_UP_BYTES or not pending:
                     self.apply_fetched(backlog)
-                    backlog, held = [], 0
+                    backlog, held, held_bytes = [], 0, 0
                 if not pending:
                     log.info("governance state caught up: %s", dict(self.state.position))
                     self.ready.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from dataclasses import replace
@@ -638,3 +639,80 @@ def test_a_replay_onto_a_replayed_state_leaves_that_state_as_it_was() -> None:
     after = replay(EVENTS[half:], base)
     assert drafts(base) == before
     assert summary(after) == summary(FINAL) and summary(base) == summary(replay(EVENTS[:half]))
+
+
+def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: Any) -> None:
+    # The run loop's catch-up, driven by a stand-in for aiokafka's consumer (the Kafka path
+    # itself is covered by the integration tests): chunks end at CATCH_UP_CHUNK records or
+    # CATCH_UP_BYTES, the state is published ready only once everything written before the
+    # start is folded, and it equals the fold of every event.
+    import asyncio
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    import ledger.kafka.governance as governance
+    from ledger.codec import default_codec
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    topics = TopicNames()
+    part = aiokafka.TopicPartition(topics.grant_events, 0)
+    log = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+
+    class Consumer:
+        def __init__(self, **config: Any) -> None:
+            self.at = 0
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        def assign(self, parts: Any) -> None: ...
+        async def seek_to_beginning(self, *parts: Any) -> None: ...
+
+        async def end_offsets(self, parts: Any) -> dict[Any, int]:
+            return {part: len(log)}
+
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            await asyncio.sleep(0)
+            got, self.at = log[self.at : self.at + 2], min(self.at + 2, len(log))
+            return {part: got} if got else {}
+
+        def last_poll_timestamp(self, tp: Any) -> int:
+            return 1
+
+        async def position(self, tp: Any) -> int:
+            return self.at
+
+    async def partitions(consumer: Any, topic: str, bootstrap: str | None = None) -> list[Any]:
+        return [part] if topic == topics.grant_events else []
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    monkeypatch.setattr(governance, "topic_partitions_async", partitions)
+
+    async def catch_up(**bounds: int) -> tuple[list[int], object]:
+        for name, value in bounds.items():
+            monkeypatch.setattr(governance, name, value)
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec
+        )
+        chunks: list[int] = []
+        apply = follower.apply_fetched
+
+        def counting(fetched: Any) -> None:
+            if not follower.ready.is_set():  # ready only after the last chunk is folded
+                chunks.append(sum(len(records) for _, records in fetched))
+            apply(fetched)
+
+        monkeypatch.setattr(follower, "apply_fetched", counting)
+        task = asyncio.create_task(follower.run())
+        await asyncio.wait_for(follower.ready.wait(), 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return chunks, summary(follower.state)
+
+    n = len(EVENTS)
+    by_records, state = asyncio.run(catch_up(CATCH_UP_CHUNK=6, CATCH_UP_BYTES=10**9))
+    assert by_records == [6] * (n // 6) + ([n % 6] if n % 6 else []) and state == summary(FINAL)
+    by_bytes, state = asyncio.run(catch_up(CATCH_UP_CHUNK=10**9, CATCH_UP_BYTES=1))
+    assert by_bytes == [2] * (n // 2) + ([n % 2] if n % 2 else []) and state == summary(FINAL)
