@@ -73,6 +73,7 @@ __all__ = [
     "EMPTY_STATE",
     "fold",
     "replay",
+    "Replay",
     "with_position",
     "with_positions",
     "aggregate_of",
@@ -216,7 +217,7 @@ class PrincipalRecord:
 
 
 class _Principal:
-    """A principal record under construction by :func:`replay` (mutable, private to one call).
+    """A principal record under construction by a :class:`Replay` (mutable, private to it).
 
     When the replay ends, each one it changed goes into the state as it is, and becomes its
     :class:`PrincipalRecord` when first read (:class:`HeldPrincipals`); nothing changes it after.
@@ -405,13 +406,27 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
 def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) -> LedgerState:
     """Fold every event in order: the same state as ``fold`` applied to each in turn.
 
-    The per-event rules are fold's own; only the storage differs. The records being rebuilt live
-    in private mutable dicts and are frozen once at the end (every policy touched becomes one new
-    record, and each top-level map is built in one pass). An issued grant stays
-    its event, in the state too, until something reads it
+    The per-event rules are fold's own; only the storage differs (:class:`Replay`, fed once).
+    """
+    return Replay(state).feed(events).result()
+
+
+class Replay:
+    """A replay fed in parts: :meth:`feed` events as they come, :meth:`result` once at the end.
+
+    The result is the state ``fold`` gives applied to every event fed, in order, starting from
+    ``state`` (and :func:`replay` is one feed). A processor catching up feeds the history chunk
+    by chunk as it fetches it, and still folds it in one pass: the records being rebuilt carry
+    over from one part to the next rather than being frozen into a state and copied back at
+    each. Nothing is published before :meth:`result`; ``state`` is never changed.
+
+    The records being rebuilt live in private mutable dicts and are frozen once, by
+    :meth:`result` (every policy touched becomes one new record, and each top-level map is built
+    in one pass). An issued grant stays its event, in the state too, until something reads it
     (:class:`~ledger.core.authority.HeldGrants`), and a rebuilt principal its draft
     (:class:`HeldPrincipals`): a replay to answer "what did P hold at T" builds P's record and
-    grants, not the tens of thousands of others.
+    grants, not the tens of thousands of others. So after :meth:`result` the replay takes
+    nothing more (its drafts are the state's now), nor after a feed raised (it is half-applied).
 
     The cyclic garbage collector is paused while folding and freezing (and restored after, also
     when a bad event raises): a long replay allocates millions of acyclic objects, and the
@@ -420,63 +435,97 @@ def replay(events: Iterable[GovernanceEvent], state: LedgerState = EMPTY_STATE) 
     it runs paused too: with the collector back on, its scans cost 1M-event replays ~40 %.
     Nothing here creates reference cycles.
     """
-    base_policies, base_principals = state.policies, state.principals
-    policies: dict[str, _PolicyDraft] = {}
-    initial: dict[str, int] = {}  # each policy's sequence before this replay
-    principals: dict[str, _Principal] = {}
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for event in events:
-            # By exact type (one set look-up; a class-pattern match tries each class in turn):
-            # event types are final dataclasses. Grant events first: most of a history.
-            kind = type(event)
-            if kind in _GRANT_EVENT_TYPES:
-                grant_event: GrantEvent = event  # type: ignore[assignment]  # by its type
-                building = principals.get(grant_event.principal)
-                if building is None:
-                    building = principals[grant_event.principal] = _Principal(
-                        grant_event.principal, base_principals.stored(grant_event.principal)
-                    )
-                if grant_event.sequence == building.sequence + 1:
-                    _apply_grant(building.grants, building.roles, building.keys, grant_event)
-                    building.sequence = grant_event.sequence
-            elif kind in _POLICY_EVENT_TYPES:
-                policy_event: PolicyEvent = event  # type: ignore[assignment]  # by its type
-                draft = policies.get(policy_event.policy)
-                if draft is None:
-                    draft = policies[policy_event.policy] = _PolicyDraft(
-                        base_policies.get(policy_event.policy)
-                        or PolicyRecord(name=policy_event.policy)
-                    )
-                    initial[policy_event.policy] = draft.sequence
-                if policy_event.sequence == draft.sequence + 1:
-                    _apply_policy(draft, policy_event)
-            else:
-                raise TypeError(f"not a governance event: {kind.__name__}")
-        rebuilt = {  # held as they are, built when read (HeldPrincipals)
-            name: building
-            for name, building in principals.items()
-            if building.sequence != building.initial  # only what an event actually changed
-        }
-        changed = {
-            name: draft.frozen()
-            for name, draft in policies.items()
-            if draft.sequence != initial[name]  # only what an event actually changed
-        }
-        if not changed and not rebuilt:
-            return state
-        if rebuilt and not isinstance(base_principals, HeldPrincipals):
-            # A plain map would hand the drafts out as they are: hold them where they get built.
-            base_principals = HeldPrincipals.from_mapping(dict(base_principals.stored_items()))
-        return LedgerState(
-            policies=base_policies.update(changed),
-            principals=base_principals.update(rebuilt),  # type: ignore[arg-type]  # built on read
-            position=state.position,
-        )
-    finally:
-        if was_enabled:
-            gc.enable()
+
+    __slots__ = ("_base", "_closed", "_initial", "_policies", "_principals")
+
+    def __init__(self, state: LedgerState = EMPTY_STATE) -> None:
+        self._base = state
+        self._policies: dict[str, _PolicyDraft] = {}
+        self._initial: dict[str, int] = {}  # each policy's sequence before this replay
+        self._principals: dict[str, _Principal] = {}
+        self._closed: str | None = None  # why it takes nothing more
+
+    def feed(self, events: Iterable[GovernanceEvent]) -> Replay:
+        """Fold ``events`` (the next ones in log order); returns the replay itself."""
+        self._check_open()
+        base_policies, base_principals = self._base.policies, self._base.principals
+        policies, initial, principals = self._policies, self._initial, self._principals
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for event in events:
+                # By exact type (one set look-up; a class-pattern match tries each class in
+                # turn): event types are final dataclasses. Grant events first: most of a history.
+                kind = type(event)
+                if kind in _GRANT_EVENT_TYPES:
+                    grant_event: GrantEvent = event  # type: ignore[assignment]  # by its type
+                    building = principals.get(grant_event.principal)
+                    if building is None:
+                        building = principals[grant_event.principal] = _Principal(
+                            grant_event.principal, base_principals.stored(grant_event.principal)
+                        )
+                    if grant_event.sequence == building.sequence + 1:
+                        _apply_grant(building.grants, building.roles, building.keys, grant_event)
+                        building.sequence = grant_event.sequence
+                elif kind in _POLICY_EVENT_TYPES:
+                    policy_event: PolicyEvent = event  # type: ignore[assignment]  # by its type
+                    draft = policies.get(policy_event.policy)
+                    if draft is None:
+                        draft = policies[policy_event.policy] = _PolicyDraft(
+                            base_policies.get(policy_event.policy)
+                            or PolicyRecord(name=policy_event.policy)
+                        )
+                        initial[policy_event.policy] = draft.sequence
+                    if policy_event.sequence == draft.sequence + 1:
+                        _apply_policy(draft, policy_event)
+                else:
+                    raise TypeError(f"not a governance event: {kind.__name__}")
+        except BaseException:
+            self._closed = "a part of it raised: it is half-applied"
+            raise
+        finally:
+            if was_enabled:
+                gc.enable()
+        return self
+
+    def result(self) -> LedgerState:
+        """The state after every event fed (``state`` itself when none changed anything)."""
+        self._check_open()
+        self._closed = "its result was taken: its records are that state's now"
+        state = self._base
+        base_policies, base_principals = state.policies, state.principals
+        initial = self._initial
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            rebuilt = {  # held as they are, built when read (HeldPrincipals)
+                name: building
+                for name, building in self._principals.items()
+                if building.sequence != building.initial  # only what an event actually changed
+            }
+            changed = {
+                name: draft.frozen()
+                for name, draft in self._policies.items()
+                if draft.sequence != initial[name]  # only what an event actually changed
+            }
+            if not changed and not rebuilt:
+                return state
+            if rebuilt and not isinstance(base_principals, HeldPrincipals):
+                # A plain map would hand the drafts out as they are: hold them where they get
+                # built.
+                base_principals = HeldPrincipals.from_mapping(dict(base_principals.stored_items()))
+            return LedgerState(
+                policies=base_policies.update(changed),
+                principals=base_principals.update(rebuilt),  # type: ignore[arg-type]  # on read
+                position=state.position,
+            )
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise RuntimeError(f"this replay takes nothing more: {self._closed}")
 
 
 # The stages as plain module names: on Python 3.11 each ``Stage.X`` read goes through the enum's

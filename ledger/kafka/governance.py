@@ -38,10 +38,10 @@ from ledger.core.history import HistoryEntry
 from ledger.core.state import (
     EMPTY_STATE,
     LedgerState,
+    Replay,
     aggregate_of,
     compile_deployed,
     fold,
-    replay,
     with_positions,
 )
 from ledger.errors import CodecError
@@ -62,9 +62,10 @@ log = logging.getLogger("ledger.governance")
 _POLICY_TYPES: tuple[type, ...] = get_args(PolicyEvent)
 
 BULK_FOLD = 100
-"""Records folded together in bulk (``replay``) from this many on."""
+"""Records folded together in bulk (a :class:`~ledger.core.state.Replay`) from this many on."""
 CATCH_UP_CHUNK = 100_000
-"""Records fetched while catching up that are folded together (bounds the memory they hold)."""
+"""Records fetched while catching up that are decoded and fed to the catch-up's replay together
+(bounds the memory the fetched records take)."""
 CATCH_UP_BYTES = 64 * 1024 * 1024
 """…and their bytes at most (a proposal's record can be ~1 MB: 100,000 of those are not held)."""
 
@@ -156,6 +157,10 @@ class GovernanceFollower:
         """Governance records folded so far."""
         self.undecodable = 0
         """Records on the governance topics that are not governance events (logged, skipped)."""
+        # While catching up: the replay the chunks are fed to, and what it has not published yet.
+        self._replay: Replay | None = None
+        self._positions: dict[str, int] = {}
+        self._touched: set[str] = set()
 
     def apply_local(self, event: GovernanceEvent) -> None:
         """Apply an event this process just wrote, before it comes back from the log.
@@ -163,7 +168,10 @@ class GovernanceFollower:
         The same event read later from the topic is a no-op for ``fold`` (its sequence is
         already applied) and only advances the position.
         """
-        self.state = fold(self.state, event)
+        if self._replay is not None:  # catching up (nothing is answered yet): its next event
+            self._replay.feed([event])
+        else:
+            self.state = fold(self.state, event)
         if self._on_event is not None:
             self._on_event(event)
 
@@ -207,9 +215,9 @@ class GovernanceFollower:
                 if not pending:
                     self.apply_fetched(fetched)
                     continue
-                # Catching up: nothing is answered from partial state, so fold in chunks of
-                # CATCH_UP_CHUNK records or CATCH_UP_BYTES (in bulk, one replay each) rather
-                # than per fetch.
+                # Catching up: nothing is answered from partial state, so the fetched records
+                # are decoded in chunks of CATCH_UP_CHUNK records or CATCH_UP_BYTES and fed to one
+                # replay, whose state is published once, when caught up.
                 backlog += fetched
                 for _, records in fetched:
                     held += len(records)
@@ -218,7 +226,7 @@ class GovernanceFollower:
                     if await consumer.position(tp) >= end[tp]:
                         pending.discard(tp)
                 if held >= CATCH_UP_CHUNK or held_bytes >= CATCH_UP_BYTES or not pending:
-                    self.apply_fetched(backlog)
+                    self.apply_fetched(backlog, more=bool(pending))
                     backlog, held, held_bytes = [], 0, 0
                 if not pending:
                     log.info("governance state caught up: %s", dict(self.state.position))
@@ -226,55 +234,73 @@ class GovernanceFollower:
         finally:
             await consumer.stop()
 
-    def apply_fetched(self, fetched: list[tuple[str, list[Any]]]) -> None:
+    def apply_fetched(self, fetched: list[tuple[str, list[Any]]], *, more: bool = False) -> None:
         """Fold fetched records, each list under its position key, into the state; then
         publish it (:meth:`run` calls this with what it fetches).
 
-        Many records (catching up at start) are folded with the core's ``replay``: the same
-        rules in bulk, several times faster than one ``fold`` per event. A live fetch, a few
-        records, is folded one event at a time: ``fold`` builds the records it touches, where a
-        replay would leave drafts for the request path to build on first read.
+        Many records (catching up at start) are folded with the core's :class:`Replay`: the same
+        rules in bulk, several times faster than one ``fold`` per event. With ``more`` (catching
+        up: more chunks follow), the records are fed to a replay that stays open, and nothing is
+        published; the next call without ``more`` feeds its records too and publishes the
+        replay's state, so a history fetched in bounded chunks is still folded in one pass. A
+        live fetch, a few records, is folded one event at a time: ``fold`` builds the records it
+        touches, where a replay would leave drafts for the request path to build on first read.
         """
-        bulk = sum(len(records) for _, records in fetched) >= BULK_FOLD
+        count = sum(len(records) for _, records in fetched)
+        bulk = more or self._replay is not None or count >= BULK_FOLD
         # In bulk, decoding pauses the cyclic collector as replay does: thousands of new
         # acyclic events would otherwise set off its full scans of the whole state.
         paused = bulk and gc.isenabled()
         if paused:
             gc.disable()
         try:
-            events: list[GovernanceEvent] = []
-            positions: dict[str, int] = {}
-            for key, records in fetched:
-                for record in records:
-                    try:
-                        events.append(decode_governance(self._codec, record.value))
-                    except CodecError as exc:
-                        self.undecodable += 1
-                        log.error(
-                            "undecodable governance record %s@%s: %s", key, record.offset, exc
-                        )
-                        continue
-                    positions[key] = record.offset
-            if not events:
-                return
-            state = self.state
+            events = self._decode(fetched)
             if bulk:
-                state = replay(events, state)
+                replay = self._replay or Replay(self.state)
+                replay.feed(events)
+                self._replay = replay
             else:
+                state = self.state
                 for event in events:
                     state = fold(state, event)
+        except BaseException:  # nothing of this catch-up is published, nor held on to
+            self._replay, self._positions, self._touched = None, {}, set()
+            raise
         finally:
             if paused:
                 gc.enable()
-        state = with_positions(state, positions)
         self.applied += len(events)
         if self._on_event is not None:
             for event in events:
                 self._on_event(event)
         if self._compile_deployed:
+            self._touched.update(aggregate_of(e) for e in events if isinstance(e, _POLICY_TYPES))
+        if more:
+            return
+        if self._replay is not None:
+            state, self._replay = self._replay.result(), None
+        elif not events:
+            return
+        state = with_positions(state, self._positions)
+        if self._touched:
             # Before the state is published: the first request a new version decides does not
             # wait for it to compile.
-            touched = {aggregate_of(e) for e in events if isinstance(e, _POLICY_TYPES)}
-            if touched:
-                compile_deployed(state, sorted(touched))
-        self.state = state
+            compile_deployed(state, sorted(self._touched))
+        self.state, self._positions, self._touched = state, {}, set()
+
+    def _decode(self, fetched: list[tuple[str, list[Any]]]) -> list[GovernanceEvent]:
+        """The governance events of ``fetched`` (undecodable records counted, logged and
+        skipped), noting each position key's last decoded offset to publish with them."""
+        events: list[GovernanceEvent] = []
+        positions = self._positions
+        decode, codec = decode_governance, self._codec
+        for key, records in fetched:
+            for record in records:
+                try:
+                    events.append(decode(codec, record.value))
+                except CodecError as exc:
+                    self.undecodable += 1
+                    log.error("undecodable governance record %s@%s: %s", key, record.offset, exc)
+                    continue
+                positions[key] = record.offset
+        return events

@@ -97,5 +97,5 @@ def test_the_replay_benchmark_prints_every_figure_with_a_processors_catch_up() -
     for figure in figures:
         assert figure in done.stdout, done.stdout
     (catch_up,) = [line for line in done.stdout.splitlines() if "catching up" in line]
-    assert "ratio to 3 s target" in catch_up and "folding 100,000 at a time" in catch_up
+    assert "ratio to 3 s target" in catch_up and "100,000 at a time, folded in one pass" in catch_up
     assert int(catch_up.split(" events/s")[0].split()[-1].replace(",", "")) > 0  # it folded

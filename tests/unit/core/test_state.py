@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -698,10 +699,13 @@ def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: A
         chunks: list[int] = []
         apply = follower.apply_fetched
 
-        def counting(fetched: Any) -> None:
+        def counting(fetched: Any, *, more: bool = False) -> None:
             if not follower.ready.is_set():  # ready only after the last chunk is folded
                 chunks.append(sum(len(records) for _, records in fetched))
-            apply(fetched)
+                # One replay fed chunk by chunk: nothing is published before the last.
+                assert follower.state is governance.EMPTY_STATE
+                assert more is (sum(chunks) < len(log))
+            apply(fetched, more=more)
 
         monkeypatch.setattr(follower, "apply_fetched", counting)
         task = asyncio.create_task(follower.run())
@@ -716,3 +720,61 @@ def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: A
     assert by_records == [6] * (n // 6) + ([n % 6] if n % 6 else []) and state == summary(FINAL)
     by_bytes, state = asyncio.run(catch_up(CATCH_UP_CHUNK=10**9, CATCH_UP_BYTES=1))
     assert by_bytes == [2] * (n // 2) + ([n % 2] if n % 2 else []) and state == summary(FINAL)
+
+
+def test_a_replay_fed_in_parts_is_the_replay_of_them_all() -> None:
+    # How a processor catches up: the chunks it fetches are fed to one Replay, whatever their
+    # sizes, and published once; the state it started from is left as it was.
+    from ledger.core.state import Replay
+
+    half = len(EVENTS) // 2
+    base = replay(EVENTS[:half])
+    before = summary(base)
+    rest = EVENTS[half:]
+    for size in (1, 2, 7, len(rest)):
+        fed = Replay(base)
+        for start in range(0, len(rest), size):
+            fed.feed(rest[start : start + size])
+        assert summary(fed.result()) == summary(FINAL)
+        assert summary(base) == before
+    assert summary(Replay().feed(EVENTS).result()) == summary(FINAL)
+    assert Replay(base).feed([]).result() is base  # nothing changed: the same state
+
+
+def test_a_replay_takes_nothing_after_its_result_or_a_failure() -> None:
+    # Its records become the published state's: feeding more would change that state.
+    from ledger.core.state import Replay
+
+    done = Replay().feed(EVENTS[:3])
+    first = done.result()
+    with pytest.raises(RuntimeError, match="takes nothing more: its result was taken"):
+        done.feed(EVENTS[3:])
+    with pytest.raises(RuntimeError, match="takes nothing more"):
+        done.result()
+    assert summary(first) == summary(replay(EVENTS[:3]))
+    broken = Replay().feed(EVENTS[:3])
+    with pytest.raises(TypeError, match="not a governance event"):
+        broken.feed([object()])  # type: ignore[list-item]
+    with pytest.raises(RuntimeError, match="half-applied"):
+        broken.result()
+
+
+def test_an_event_applied_locally_while_catching_up_is_not_lost() -> None:
+    # apply_local (the command processor's own writes) before the catch-up's replay is
+    # published goes into that replay, after what it holds, not onto the unpublished state.
+    from types import SimpleNamespace
+
+    from ledger.codec import default_codec
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    records = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+    follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec)
+    follower.apply_fetched([("ledger.grant-events/0", records[:-1])], more=True)
+    assert follower.state is EMPTY_STATE  # nothing published while catching up
+    follower.apply_local(EVENTS[-1])
+    assert follower.state is EMPTY_STATE
+    follower.apply_fetched([("ledger.grant-events/0", records[-1:])])  # already applied: a no-op
+    assert summary(follower.state) == summary(FINAL)
+    assert dict(follower.state.position) == {"ledger.grant-events/0": len(EVENTS) - 1}
