@@ -99,3 +99,5 @@ def test_the_replay_benchmark_prints_every_figure_with_a_processors_catch_up() -
     (catch_up,) = [line for line in done.stdout.splitlines() if "catching up" in line]
     assert "ratio to 3 s target" in catch_up and "100,000 at a time, folded in one pass" in catch_up
     assert int(catch_up.split(" events/s")[0].split()[-1].replace(",", "")) > 0  # it folded
+    (pause,) = [line for line in done.stdout.splitlines() if "full garbage collection" in line]
+    assert "ms  over" in pause and "with them frozen, as a processor does once caught up" in pause
