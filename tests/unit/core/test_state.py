@@ -778,3 +778,25 @@ def test_an_event_applied_locally_while_catching_up_is_not_lost() -> None:
     follower.apply_fetched([("ledger.grant-events/0", records[-1:])])  # already applied: a no-op
     assert summary(follower.state) == summary(FINAL)
     assert dict(follower.state.position) == {"ledger.grant-events/0": len(EVENTS) - 1}
+
+
+def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
+    # Live or in bulk: undecodable records are counted and skipped, and the state (its
+    # position too: it names the last record applied) is the very same object.
+    from types import SimpleNamespace
+
+    from ledger.codec import default_codec
+    from ledger.kafka.governance import BULK_FOLD, GovernanceFollower
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec)
+    good = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+    follower.apply_fetched([("ledger.grant-events/0", good)])
+    published = follower.state
+    for size in (1, BULK_FOLD):
+        bad = [SimpleNamespace(value=b"not an event", offset=1000 + i) for i in range(size)]
+        follower.apply_fetched([("ledger.grant-events/0", bad)])
+        assert follower.state is published
+    assert follower.undecodable == 1 + BULK_FOLD
+    assert dict(published.position) == {"ledger.grant-events/0": len(EVENTS) - 1}
