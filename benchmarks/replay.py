@@ -286,8 +286,9 @@ def _catch_up_timed(history: list[HistoryEntry]) -> None:
     them as it does while catching up (decoded in chunks of ``CATCH_UP_CHUNK``, each fetched
     list under its partition's position key, and fed to one replay), from the records' Avro
     bytes, compiling deployed versions as an evaluator's does. Not counted: encoding them, and
-    the broker (``benchmarks.throughput`` measures fetching). A lower bound for a real start: the records are kept out of the
-    collector's scans, where a follower holds up to one chunk of them."""
+    the broker (``benchmarks.throughput`` measures fetching). A lower bound for a real start:
+    the records are kept out of the collector's scans, where a follower holds up to one chunk
+    of them."""
     from types import SimpleNamespace
 
     from ledger.codec import default_codec

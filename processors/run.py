@@ -118,12 +118,14 @@ async def freeze_when_caught_up(follower: Any) -> None:
     whenever enough objects have survived into its oldest generation since the last: rare on
     the request path alone (none in 300,000 requests in-process), but live governance changes
     and a long uptime get there. ``gc.freeze()`` moves every object the process holds at that
-    moment to a permanent generation the collector never scans; reference counting still frees
-    them when they are dropped (the state makes no reference cycles), and what is built later is
-    scanned as usual.
+    moment to a permanent generation the collector never scans. Reference counting still frees
+    a frozen object once nothing refers to it, which is how the state's records go (they make
+    no reference cycles); only a reference cycle frozen now and dropped later (a library's
+    connection object, say) is never collected: a bounded, one-time cost. What is built later
+    is scanned as usual. (No collection first: over the state it would be the very pause.)
     """
     await follower.ready.wait()
-    gc.freeze()  # a list splice: no pause (a collection first would be the very pause)
+    gc.freeze()  # a list splice: no pause
     log.info(
         "caught-up state frozen out of the collector's scans: %d objects", gc.get_freeze_count()
     )

@@ -169,7 +169,11 @@ class GovernanceFollower:
         already applied) and only advances the position.
         """
         if self._replay is not None:  # catching up (nothing is answered yet): its next event
-            self._replay.feed([event])
+            try:
+                self._replay.feed([event])
+            except BaseException:  # a half-applied replay is of no use: start from the log
+                self._replay, self._positions, self._touched = None, {}, set()
+                raise
         else:
             self.state = fold(self.state, event)
         if self._on_event is not None:
@@ -277,16 +281,19 @@ class GovernanceFollower:
             self._touched.update(aggregate_of(e) for e in events if isinstance(e, _POLICY_TYPES))
         if more:
             return
-        if self._replay is not None:
-            state, self._replay = self._replay.result(), None
+        # Taken before the work that could fail: nothing of it lingers for the next call.
+        caught_up, positions, touched = self._replay, self._positions, self._touched
+        self._replay, self._positions, self._touched = None, {}, set()
+        if caught_up is not None:
+            state = caught_up.result()
         elif not events:
             return
-        state = with_positions(state, self._positions)
-        if self._touched:
+        state = with_positions(state, positions)
+        if touched:
             # Before the state is published: the first request a new version decides does not
             # wait for it to compile.
-            compile_deployed(state, sorted(self._touched))
-        self.state, self._positions, self._touched = state, {}, set()
+            compile_deployed(state, sorted(touched))
+        self.state = state
 
     def _decode(self, fetched: list[tuple[str, list[Any]]]) -> list[GovernanceEvent]:
         """The governance events of ``fetched`` (undecodable records counted, logged and

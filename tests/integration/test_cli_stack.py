@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -58,6 +59,13 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         # Processor state and logs live under LEDGER_HOME, never in the working directory.
         assert (home / "logs" / "evaluator.log").exists() and (home / "faust").is_dir()
         assert not list(tmp_path.glob("*-data"))
+        # Once caught up, each worker froze what it held out of the collector's scans.
+        for name in ("command-processor", "evaluator"):
+            log = home / "logs" / f"{name}.log"
+            deadline = time.monotonic() + 10
+            while "frozen out of the collector's scans" not in log.read_text():
+                assert time.monotonic() < deadline, f"{name} did not freeze its state"
+                time.sleep(0.1)
     finally:
         down = runner.invoke(cli, ["down", "--json"])
     assert down.exit_code == 0, down.output

@@ -31,7 +31,14 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry, state_at, state_at_position
 from ledger.core.pmap import PMap
-from ledger.core.state import EMPTY_STATE, LedgerState, fold, replay, with_position
+from ledger.core.state import (
+    EMPTY_STATE,
+    LedgerState,
+    Replay,
+    fold,
+    replay,
+    with_position,
+)
 
 REFUND = (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund.yaml").read_text()
 DOCUMENTS = (REFUND, REFUND.replace("750", "900"), "not: [a policy")
@@ -178,6 +185,23 @@ def test_replay_continues_from_a_replayed_state(events: list[GovernanceEvent], c
     for name in list(start.principals)[::2]:
         start.principals[name]
     assert_same(replay(events[cut:], start), one_by_one(events))
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.lists(st.integers(min_value=0, max_value=80), max_size=6), st.booleans())
+def test_a_replay_fed_in_parts_equals_fold_one_by_one(
+    events: list[GovernanceEvent], cuts: list[int], from_replayed: bool
+) -> None:
+    # How a processor catches up: one Replay fed chunk after chunk (any sizes, empty ones
+    # too), from a state folded or replayed from a prefix; that state is left as it was.
+    cuts = sorted(min(cut, len(events)) for cut in cuts) or [0]
+    prefix = cuts[0]
+    start = replay(events[:prefix]) if from_replayed else one_by_one(events[:prefix])
+    fed = Replay(start)
+    for begin, end in zip(cuts, [*cuts[1:], len(events)], strict=True):
+        fed.feed(events[begin:end])
+    assert_same(fed.result(), one_by_one(events))
+    assert_same(start, one_by_one(events[:prefix]))  # read only now: reading builds drafts
 
 
 @settings(max_examples=150, deadline=None)
