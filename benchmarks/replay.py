@@ -286,9 +286,7 @@ def _catch_up_timed(history: list[HistoryEntry]) -> None:
     them as it does while catching up (decoded in chunks of ``CATCH_UP_CHUNK``, each fetched
     list under its partition's position key, and fed to one replay), from the records' Avro
     bytes, compiling deployed versions as an evaluator's does. Not counted: encoding them, and
-    the broker (``benchmarks.throughput`` measures fetching). A lower bound for a real start:
-    the records are kept out of the collector's scans, where a follower holds up to one chunk
-    of them."""
+    the broker (fetching). The collector is paused throughout, as the follower pauses it."""
     from types import SimpleNamespace
 
     from ledger.codec import default_codec
@@ -310,12 +308,15 @@ def _catch_up_timed(history: list[HistoryEntry]) -> None:
             bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec, compile_deployed=True
         )
         start, cpu = time.perf_counter(), time.process_time()
-        for i, fetched in enumerate(chunks, 1):
-            follower.apply_fetched(fetched, more=i < len(chunks))  # type: ignore[arg-type]
-        gc.collect(0)
+        gc.disable()  # as the follower's run loop does until caught up
+        try:
+            for i, fetched in enumerate(chunks, 1):
+                follower.apply_fetched(fetched, more=i < len(chunks))  # type: ignore[arg-type]
+        finally:
+            gc.enable()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         # Everything else is frozen already: a full collection now scans the follower's state,
-        # as each one would in a processor that did not freeze it (processors.run does).
+        # as each one would in a process that did not freeze it (a processor's follower does).
         tracked = len(gc.get_objects())
         pause = _full_collection_s()
         gc.freeze()

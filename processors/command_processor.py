@@ -306,6 +306,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         topics=settings.topics,
         codec=codec,
         on_event=handler.remember,
+        freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
         security=settings.security,
     )
     anchors = trust_anchors(settings)

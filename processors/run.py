@@ -9,9 +9,6 @@ With ``LEDGER_READY_FILE`` (set by ``ledger up``), the worker writes a
 :class:`~processors.heartbeat.Heartbeat` there once its governance state has caught up, and again
 every second: ``ledger up`` waits for the first, ``ledger ps``/``up`` judge health from the rest.
 
-Once its state has caught up, the worker moves every object it holds then out of the cyclic
-garbage collector's reach (:func:`freeze_when_caught_up`).
-
 While the broker is away the Kafka libraries log the same connection error several times a
 second; :class:`RepeatFilter` lets each through once per half-minute with a count, so a log
 does not grow megabytes during an outage.
@@ -21,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import sys
@@ -38,9 +34,7 @@ from ledger.settings import ROLES, Role, Settings
 from processors.common import Processor
 from processors.heartbeat import Heartbeat
 
-__all__ = ["run_worker", "RepeatFilter", "freeze_when_caught_up"]
-
-log = logging.getLogger("ledger.worker")
+__all__ = ["run_worker", "RepeatFilter"]
 
 _LIBRDKAFKA = (
     "ledger.kafka.librdkafka"  # where librdkafka's own lines are logged (ledger.kafka.clients)
@@ -109,28 +103,6 @@ def _logging_config(name: str) -> dict[str, Any]:
     }
 
 
-async def freeze_when_caught_up(follower: Any) -> None:
-    """Once ``follower`` has caught up, keep what the process holds out of the collector's scans.
-
-    The governance state of a long ledger is hundreds of thousands of objects that live as long
-    as the process (1M governance events: ~560,000), and a full collection scans every one:
-    ~1.1 s (``benchmarks.replay``), a pause of the request thread. The collector runs one
-    whenever enough objects have survived into its oldest generation since the last: rare on
-    the request path alone (none in 300,000 requests in-process), but live governance changes
-    and a long uptime get there. ``gc.freeze()`` moves every object the process holds at that
-    moment to a permanent generation the collector never scans. Reference counting still frees
-    a frozen object once nothing refers to it, which is how the state's records go (they make
-    no reference cycles); only a reference cycle frozen now and dropped later (a library's
-    connection object, say) is never collected: a bounded, one-time cost. What is built later
-    is scanned as usual. (No collection first: over the state it would be the very pause.)
-    """
-    await follower.ready.wait()
-    gc.freeze()  # a list splice: no pause
-    log.info(
-        "caught-up state frozen out of the collector's scans: %d objects", gc.get_freeze_count()
-    )
-
-
 def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | None = None) -> None:
     """Build the processor from the environment's settings and run it as a Faust worker.
 
@@ -149,11 +121,6 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         sys.exit(exc.exit_code)
     processor = factory(settings, bootstrap=bootstrap)
     app, follower = processor.app, processor.follower
-
-    @app.task
-    async def freeze_state() -> None:
-        await freeze_when_caught_up(follower)
-
     ready_file = settings.ready_file
     if ready_file is not None:
         path = ready_file

@@ -190,35 +190,3 @@ def test_librdkafka_repeats_are_thinned_per_facility() -> None:
     assert refused.count(True) == 1 and refused[0]
     other = _record("ledger.kafka.librdkafka", template, "GETPID", "rdkafka#producer-1", "retry")
     assert throttle.filter(other)  # another facility is another kind of line
-
-
-def test_a_worker_freezes_what_it_holds_out_of_the_collector_once_caught_up() -> None:
-    # One full collection over a long ledger's state pauses the request thread for about a
-    # second (benchmarks.replay): once caught up, and not before, a worker freezes it.
-    import asyncio
-    import gc
-    from types import SimpleNamespace
-
-    from processors.run import freeze_when_caught_up
-
-    state = [{"grant": n} for n in range(1000)]  # stands for the caught-up state
-
-    def scanned() -> bool:
-        return any(held is state for held in gc.get_objects())
-
-    async def catch_up() -> tuple[bool, bool]:
-        follower = SimpleNamespace(ready=asyncio.Event())
-        task = asyncio.create_task(freeze_when_caught_up(follower))
-        await asyncio.sleep(0.05)
-        while_catching_up = scanned()
-        follower.ready.set()
-        await asyncio.wait_for(task, 5)
-        return while_catching_up, scanned()
-
-    gc.unfreeze()
-    try:
-        before, after = asyncio.run(catch_up())
-        assert before and not after
-        assert gc.get_freeze_count() >= len(state)
-    finally:
-        gc.unfreeze()

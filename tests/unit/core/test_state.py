@@ -648,6 +648,7 @@ def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: A
     # CATCH_UP_BYTES, the state is published ready only once everything written before the
     # start is folded, and it equals the fold of every event.
     import asyncio
+    import gc
     from types import SimpleNamespace
 
     import aiokafka
@@ -705,6 +706,7 @@ def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: A
                 # One replay fed chunk by chunk: nothing is published before the last.
                 assert follower.state is governance.EMPTY_STATE
                 assert more is (sum(chunks) < len(log))
+                assert not gc.isenabled()  # the collector is paused while catching up
             apply(fetched, more=more)
 
         monkeypatch.setattr(follower, "apply_fetched", counting)
@@ -716,7 +718,9 @@ def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: A
         return chunks, summary(follower.state)
 
     n = len(EVENTS)
+    assert gc.isenabled()
     by_records, state = asyncio.run(catch_up(CATCH_UP_CHUNK=6, CATCH_UP_BYTES=10**9))
+    assert gc.isenabled()  # and running again once caught up
     assert by_records == [6] * (n // 6) + ([n % 6] if n % 6 else []) and state == summary(FINAL)
     by_bytes, state = asyncio.run(catch_up(CATCH_UP_CHUNK=10**9, CATCH_UP_BYTES=1))
     assert by_bytes == [2] * (n // 2) + ([n % 2] if n % 2 else []) and state == summary(FINAL)
@@ -800,3 +804,87 @@ def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> N
         assert follower.state is published
     assert follower.undecodable == 1 + BULK_FOLD
     assert dict(published.position) == {"ledger.grant-events/0": len(EVENTS) - 1}
+
+
+def test_a_follower_that_freezes_moves_its_caught_up_state_out_of_the_collector(
+    monkeypatch: Any,
+) -> None:
+    # The processors' followers: once caught up, and not before, what the process holds goes
+    # to the collector's permanent generation (a full scan over a long ledger's state pauses the
+    # process ~1 s); the collector runs again for what comes after. Also when it stops early.
+    import asyncio
+    import gc
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    import ledger.kafka.governance as governance
+    from ledger.codec import default_codec
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    topics = TopicNames()
+    part = aiokafka.TopicPartition(topics.grant_events, 0)
+    log = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+    seen: dict[str, bool] = {}
+
+    class Consumer:
+        def __init__(self, **config: Any) -> None:
+            self.at = 0
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        def assign(self, parts: Any) -> None: ...
+        async def seek_to_beginning(self, *parts: Any) -> None: ...
+
+        async def end_offsets(self, parts: Any) -> dict[Any, int]:
+            return {part: len(log)}
+
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            await asyncio.sleep(0)
+            if self.at == 2 and seen.setdefault("stop", False):
+                raise RuntimeError("the broker went away")
+            seen.setdefault("frozen while catching up", gc.get_freeze_count() > 0)
+            got, self.at = log[self.at : self.at + 2], min(self.at + 2, len(log))
+            return {part: got} if got else {}
+
+        def last_poll_timestamp(self, tp: Any) -> int:
+            return 1
+
+        async def position(self, tp: Any) -> int:
+            return self.at
+
+    async def partitions(consumer: Any, topic: str, bootstrap: str | None = None) -> list[Any]:
+        return [part] if topic == topics.grant_events else []
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    monkeypatch.setattr(governance, "topic_partitions_async", partitions)
+
+    async def follow() -> object:
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, freeze_when_caught_up=True
+        )
+        task = asyncio.create_task(follower.run())
+        await asyncio.wait_for(follower.ready.wait(), 5)
+        assert gc.isenabled()  # running again for what is built from now on
+        state = follower.state
+        frozen = not any(held is state for held in gc.get_objects())
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return frozen
+
+    gc.unfreeze()
+    try:
+        assert asyncio.run(follow()) is True
+        assert seen["frozen while catching up"] is False
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    seen["stop"] = True  # a follower that fails while catching up leaves the collector on
+    failing = governance.GovernanceFollower(
+        bootstrap="127.0.0.1:1", topics=topics, codec=codec, freeze_when_caught_up=True
+    )
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(failing.run())
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and not failing.ready.is_set()
