@@ -25,6 +25,11 @@ It then times, on the same history:
 * a processor's start: its governance follower decoding each record's Avro and folding the
   records in chunks, as it does while catching up (:func:`_catch_up_timed`);
 
+* with ``--kafka``, the same start through a real broker (:func:`_through_kafka`): the history
+  written to the governance topics of a private broker (or ``--bootstrap``'s), then an
+  evaluator's follower timed from its start to caught up, beside the floor of the same run:
+  a bare aiokafka consumer reading the same records, nothing decoded;
+
 and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
 beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
 every record the replay walks, including those after ``mid`` that it filters out. Conditions come
@@ -256,7 +261,17 @@ def main() -> None:
     parser.add_argument("--principals", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1, help="Time each figure this many times.")
     parser.add_argument("--adapter-only", action="store_true", help="Skip the core-only figure.")
+    parser.add_argument(
+        "--kafka",
+        action="store_true",
+        help="Also time a processor catching up through a real broker (starts a private one).",
+    )
+    parser.add_argument(
+        "--bootstrap", help="With --kafka: use this running broker (topics get a unique prefix)."
+    )
     args = parser.parse_args()
+    if args.bootstrap and not args.kafka:
+        parser.error("--bootstrap goes with --kafka")
 
     start = time.perf_counter()
     history = generate(args.events, policies=args.policies, principals=args.principals)
@@ -279,6 +294,8 @@ def main() -> None:
             print(f"  the core's fold to the end is {core / floor:.2f}x the floor", flush=True)
     if not args.adapter_only:
         _catch_up_timed(history)
+    if args.kafka:
+        _through_kafka(history, args.bootstrap)
 
 
 def _catch_up_timed(history: list[HistoryEntry]) -> None:
@@ -336,6 +353,121 @@ def _catch_up_timed(history: list[HistoryEntry]) -> None:
         f"does once caught up: {frozen_pause * 1000:.1f} ms",
         flush=True,
     )
+
+
+def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
+    """Time a processor's start through a broker: the history is written to the governance
+    topics (one partition each, as ``ledger topics create`` makes them), then an evaluator's
+    follower (compiling deployed versions, freezing its state once caught up) is timed from its
+    start to ``ready``. The floor, in the same run: a bare aiokafka consumer reading the same
+    records to the end, nothing decoded."""
+    import asyncio
+
+    from benchmarks.harness import bench_stack, cpu_seconds
+    from ledger.codec import default_codec
+    from ledger.core.state import aggregate_of
+    from ledger.kafka.clients import make_rdkafka_producer
+    from ledger.kafka.governance import GovernanceFollower
+
+    codec = default_codec()
+    with bench_stack(bootstrap=bootstrap, processors=()) as stack:
+        topics = stack.topics
+        producer = make_rdkafka_producer(
+            stack.bootstrap,
+            security=stack.security("admin"),
+            **{"linger.ms": 20, "queue.buffering.max.messages": 1_000_000},
+        )
+        start = time.perf_counter()
+        for entry in history:
+            event = entry.event
+            topic = topics.grant_events if "grant" in entry.position_key else topics.policy_events
+            value, key = codec.encode(event), aggregate_of(event).encode()
+            while True:
+                try:
+                    producer.produce(topic, value, key, partition=0)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.05)
+        if producer.flush(300):
+            raise RuntimeError("the history could not be written to the broker")
+        print(
+            f"wrote the {len(history):,} records to {stack.bootstrap} in "
+            f"{time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
+        security = stack.security("evaluator")
+        broker = stack.pids().get("broker")
+
+        def timed(run: object) -> tuple[float, float, float | None]:
+            gc.collect()
+            before = cpu_seconds(broker) if broker else None
+            wall, cpu = time.perf_counter(), time.process_time()
+            asyncio.run(run())  # type: ignore[operator]
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            return wall, cpu, (cpu_seconds(broker) - before if broker and before else None)
+
+        async def bare_read() -> None:
+            from aiokafka import AIOKafkaConsumer, TopicPartition
+
+            from ledger.kafka.clients import aiokafka_config
+
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=stack.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                **aiokafka_config(security),
+            )
+            await consumer.start()
+            try:
+                parts = [TopicPartition(t, 0) for t in (topics.policy_events, topics.grant_events)]
+                consumer.assign(parts)
+                await consumer.seek_to_beginning(*parts)
+                end = await consumer.end_offsets(parts)
+                while True:
+                    await consumer.getmany(timeout_ms=200, max_records=5000)
+                    if all([await consumer.position(tp) >= end[tp] for tp in parts]):
+                        return
+            finally:
+                await consumer.stop()
+
+        applied = 0
+
+        async def catch_up() -> None:
+            nonlocal applied
+            follower = GovernanceFollower(
+                bootstrap=stack.bootstrap,
+                topics=topics,
+                codec=codec,
+                security=security,
+                compile_deployed=True,
+                freeze_when_caught_up=True,
+            )
+            task = asyncio.create_task(follower.run())
+            try:
+                await follower.ready.wait()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            applied = follower.applied
+
+        floor = timed(bare_read)
+        try:
+            follow = timed(catch_up)
+        finally:
+            gc.unfreeze()  # what the follower froze, so this process can free it
+        for label, (wall, cpu, on_broker) in (
+            ("floor: aiokafka reading them all", floor),
+            ("a processor catching up via Kafka", follow),
+        ):
+            extra = f", broker {on_broker:.2f} s" if on_broker is not None else ""
+            print(
+                f"{label:<34} {wall:7.2f} s  {len(history) / wall:>10,.0f} records/s  "
+                f"ratio to {TARGET_S:.0f} s target: {wall / TARGET_S:.2f}  (cpu {cpu:.2f} s{extra})",
+                flush=True,
+            )
+        if applied != len(history):
+            raise RuntimeError(f"the follower folded {applied:,} of {len(history):,} records")
+        print(f"  the catch-up is {follow[0] / floor[0]:.2f}x the floor", flush=True)
 
 
 def _full_collection_s() -> float:
