@@ -140,7 +140,9 @@ class GovernanceFollower:
     pause the process for about a second (``benchmarks.replay``) whenever the collector decided
     on one. Reference counting still frees what is dropped later; only a reference cycle frozen
     then and dropped later (a library's connection object, say) is never collected, a bounded,
-    one-time cost. Without it, resuming the collector scans what was built, once.
+    one-time cost. (Cyclic garbage made while the collector is paused is frozen too: a
+    300,000-record catch-up through Kafka had none.) Without it, resuming the collector scans
+    what was built, once.
     """
 
     def __init__(
