@@ -252,6 +252,21 @@ def level(
     return sdk
 
 
+def highest_rate(
+    levels: dict[float, Samples], measure: Callable[[float], Samples], max_rate: float
+) -> float | None:
+    """The highest rate within the p99 bound without timeouts: the best of ``levels``, and
+    when that is the highest level, steps of x1.5 above it measured by ``measure`` (up to
+    ``max_rate``; 0 takes no steps) for as long as each step stays within the bound."""
+    best = max((r for r, s in levels.items() if s.ok_at_load), default=None)
+    if not levels or best != max(levels):
+        return best
+    rate = best * 1.5
+    while max_rate and rate <= max_rate and measure(rate).ok_at_load:
+        best, rate = rate, rate * 1.5
+    return best
+
+
 def warm_up_broker(
     client: LedgerClient, rate: float, seconds: float, timeout: float, pids: dict[str, int]
 ) -> None:
@@ -343,9 +358,8 @@ def main() -> None:
             if args.broker_warmup > 0:
                 warm_up_broker(client, max(rates), args.broker_warmup, args.timeout, pids)
             results = {rate: level(client, echoes, rate, args, pids) for rate in rates}
-            best = max((r for r, s in results.items() if s.ok_at_load), default=None)
-            rate = max(rates) * 1.5
-            while args.max_rate and best == max(rates) and rate <= args.max_rate:
+
+            def stepped(rate: float) -> Samples:
                 print(f"\n-- stepping up: {rate:,.0f} req/s")
                 sdk = pace(
                     lambda i: client.send_request(make_request(i)),
@@ -355,10 +369,9 @@ def main() -> None:
                     timeout=args.timeout,
                 )
                 print(_line("SDK round trip", sdk))
-                if not sdk.ok_at_load:
-                    break
-                best = rate
-                rate *= 1.5
+                return sdk
+
+            best = highest_rate(results, stepped, args.max_rate)
             print()
             verdicts(results)
             if args.max_rate:

@@ -101,3 +101,31 @@ def test_the_replay_benchmark_prints_every_figure_with_a_processors_catch_up() -
     assert int(catch_up.split(" events/s")[0].split()[-1].replace(",", "")) > 0  # it folded
     (pause,) = [line for line in done.stdout.splitlines() if "full garbage collection" in line]
     assert "ms  over" in pause and "with them frozen, as a processor does once caught up" in pause
+
+
+def test_the_round_trip_keeps_stepping_up_while_each_step_stays_within_the_bound() -> None:
+    # The highest rate with p99 <= 50 ms and no timeouts: every x1.5 step above the highest
+    # level is measured for as long as the last one passed (a run once stopped after the first).
+    from benchmarks.roundtrip import Samples, highest_rate
+
+    def at(p99_ms: float, timeouts: int = 0) -> Samples:
+        return Samples(latencies=[p99_ms / 1000] * 100, timeouts=timeouts)
+
+    limit = 3000.0  # the machine's: what is measured above it misses
+    measured: list[float] = []
+
+    def measure(rate: float) -> Samples:
+        measured.append(rate)
+        return at(20 if rate <= limit else 80)
+
+    assert highest_rate({100.0: at(5), 1000.0: at(30)}, measure, 20_000) == 2250
+    assert measured == [1500, 2250, 3375]
+    measured.clear()
+    assert highest_rate({100.0: at(5), 1000.0: at(30)}, measure, 2000) == 1500  # the cap
+    assert measured == [1500]
+    measured.clear()
+    assert highest_rate({100.0: at(5), 1000.0: at(70)}, measure, 20_000) == 100  # no steps
+    assert highest_rate({100.0: at(5), 1000.0: at(30, timeouts=1)}, measure, 20_000) == 100
+    assert highest_rate({100.0: at(60), 1000.0: at(70)}, measure, 20_000) is None
+    assert highest_rate({100.0: at(5), 1000.0: at(30)}, measure, 0) == 1000  # --max-rate 0
+    assert measured == []
