@@ -649,47 +649,10 @@ def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: A
     # start is folded, and it equals the fold of every event.
     import asyncio
     import gc
-    from types import SimpleNamespace
-
-    import aiokafka
 
     import ledger.kafka.governance as governance
-    from ledger.codec import default_codec
-    from ledger.settings import TopicNames
 
-    codec = default_codec()
-    topics = TopicNames()
-    part = aiokafka.TopicPartition(topics.grant_events, 0)
-    log = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
-
-    class Consumer:
-        def __init__(self, **config: Any) -> None:
-            self.at = 0
-
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        def assign(self, parts: Any) -> None: ...
-        async def seek_to_beginning(self, *parts: Any) -> None: ...
-
-        async def end_offsets(self, parts: Any) -> dict[Any, int]:
-            return {part: len(log)}
-
-        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-            await asyncio.sleep(0)
-            got, self.at = log[self.at : self.at + 2], min(self.at + 2, len(log))
-            return {part: got} if got else {}
-
-        def last_poll_timestamp(self, tp: Any) -> int:
-            return 1
-
-        async def position(self, tp: Any) -> int:
-            return self.at
-
-    async def partitions(consumer: Any, topic: str, bootstrap: str | None = None) -> list[Any]:
-        return [part] if topic == topics.grant_events else []
-
-    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
-    monkeypatch.setattr(governance, "topic_partitions_async", partitions)
+    codec, topics, log = _stand_in_log(monkeypatch)
 
     async def catch_up(**bounds: int) -> tuple[list[int], object]:
         for name, value in bounds.items():
@@ -814,51 +777,17 @@ def test_a_follower_that_freezes_moves_its_caught_up_state_out_of_the_collector(
     # process ~1 s); the collector runs again for what comes after. Also when it stops early.
     import asyncio
     import gc
-    from types import SimpleNamespace
-
-    import aiokafka
 
     import ledger.kafka.governance as governance
-    from ledger.codec import default_codec
-    from ledger.settings import TopicNames
 
-    codec = default_codec()
-    topics = TopicNames()
-    part = aiokafka.TopicPartition(topics.grant_events, 0)
-    log = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
     seen: dict[str, bool] = {}
 
-    class Consumer:
-        def __init__(self, **config: Any) -> None:
-            self.at = 0
+    def fetching(at: int) -> None:
+        if at == 2 and seen.setdefault("stop", False):
+            raise RuntimeError("the broker went away")
+        seen.setdefault("frozen while catching up", gc.get_freeze_count() > 0)
 
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        def assign(self, parts: Any) -> None: ...
-        async def seek_to_beginning(self, *parts: Any) -> None: ...
-
-        async def end_offsets(self, parts: Any) -> dict[Any, int]:
-            return {part: len(log)}
-
-        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-            await asyncio.sleep(0)
-            if self.at == 2 and seen.setdefault("stop", False):
-                raise RuntimeError("the broker went away")
-            seen.setdefault("frozen while catching up", gc.get_freeze_count() > 0)
-            got, self.at = log[self.at : self.at + 2], min(self.at + 2, len(log))
-            return {part: got} if got else {}
-
-        def last_poll_timestamp(self, tp: Any) -> int:
-            return 1
-
-        async def position(self, tp: Any) -> int:
-            return self.at
-
-    async def partitions(consumer: Any, topic: str, bootstrap: str | None = None) -> list[Any]:
-        return [part] if topic == topics.grant_events else []
-
-    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
-    monkeypatch.setattr(governance, "topic_partitions_async", partitions)
+    codec, topics, _ = _stand_in_log(monkeypatch, fetching)
 
     async def follow() -> object:
         follower = governance.GovernanceFollower(
@@ -888,3 +817,55 @@ def test_a_follower_that_freezes_moves_its_caught_up_state_out_of_the_collector(
     with pytest.raises(RuntimeError, match="went away"):
         asyncio.run(failing.run())
     assert gc.isenabled() and gc.get_freeze_count() == 0 and not failing.ready.is_set()
+
+
+def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, list[Any]]:
+    """Every event of EVENTS as a record of the grant topic, served two per fetch by a
+    stand-in for aiokafka's consumer (the Kafka path itself is covered by the integration
+    tests); ``on_fetch(position)`` runs before each fetch. Returns the codec, the topic names
+    and the records."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    import ledger.kafka.governance as governance
+    from ledger.codec import default_codec
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    topics = TopicNames()
+    part = aiokafka.TopicPartition(topics.grant_events, 0)
+    log = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+
+    class Consumer:
+        def __init__(self, **config: Any) -> None:
+            self.at = 0
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        def assign(self, parts: Any) -> None: ...
+        async def seek_to_beginning(self, *parts: Any) -> None: ...
+
+        async def end_offsets(self, parts: Any) -> dict[Any, int]:
+            return {part: len(log)}
+
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            await asyncio.sleep(0)
+            if on_fetch is not None:
+                on_fetch(self.at)
+            got, self.at = log[self.at : self.at + 2], min(self.at + 2, len(log))
+            return {part: got} if got else {}
+
+        def last_poll_timestamp(self, tp: Any) -> int:
+            return 1
+
+        async def position(self, tp: Any) -> int:
+            return self.at
+
+    async def partitions(consumer: Any, topic: str, bootstrap: str | None = None) -> list[Any]:
+        return [part] if topic == topics.grant_events else []
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    monkeypatch.setattr(governance, "topic_partitions_async", partitions)
+    return codec, topics, log
