@@ -134,8 +134,8 @@ class GovernanceFollower:
     While catching up, the cyclic garbage collector is paused. The state being built is
     hundreds of thousands of acyclic objects, and the collector's scans of them, set off again
     and again by the fetching between chunks, cost a million-event catch-up through Kafka more
-    than all the rest (12.8 s against 6.3 s with it paused). With ``freeze_when_caught_up``
-    (the processors'), everything the process holds once it has caught up is then moved out of
+    than all the rest (13.5 to 14.8 s against 7.6 to 8.5 s with it paused). With
+    ``freeze_when_caught_up`` (the processors'), everything the process holds once it has caught up is then moved out of
     the collector's reach for good (``gc.freeze()``): a full collection over that state would
     pause the process for about a second (``benchmarks.replay``) whenever the collector decided
     on one. Reference counting still frees what is dropped later; only a reference cycle frozen
