@@ -60,6 +60,9 @@ STALE_AFTER = 5.0
 processor is not healthy."""
 RECOVERY_WAIT = 20.0
 """Seconds ``up`` gives an unhealthy processor (of the right address) to reconnect by itself."""
+START_WAIT = 60.0
+"""Seconds ``up`` gives a processor to become ready (``ledger up --wait``): it first catches up
+with the governance history, about 8.5 s per million events on a 2-core machine."""
 STOP_GRACE = 15.0
 """Seconds a healthy processor has to commit and leave its group on SIGTERM."""
 UNREACHABLE_GRACE = 3.0
@@ -194,7 +197,7 @@ def start_processor(
     name: str,
     *,
     bootstrap: str,
-    timeout: float = 60.0,
+    timeout: float = START_WAIT,
     instance: int | None = None,
     progress: Progress = lambda _: None,
     security: KafkaSecurity | None = None,
@@ -236,7 +239,11 @@ def start_processor(
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
             raise ProcessorError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
         time.sleep(0.1)
-    raise ProcessorError(f"{name} did not become ready within {timeout:.0f} s (log: {log})")
+    raise ProcessorError(
+        f"{name} did not become ready within {timeout:.0f} s: it may still be catching up with a "
+        f"long governance history (about 8.5 s per million events; see {log}); it goes on, and "
+        "`ledger up --wait SECONDS` waits longer for it"
+    )
 
 
 def _role(proc_id: str) -> Role:
@@ -269,13 +276,16 @@ def up(
     evaluators: int = 1,
     progress: Progress = lambda _: None,
     insecure: bool = False,
+    wait: float = START_WAIT,
 ) -> str:
     """Broker (unless an external one is configured), topics, ACLs, processors. Returns the
     bootstrap.
 
     ``evaluators`` workers of the evaluator share the request partitions. Processors already
     running are kept if healthy, given :data:`RECOVERY_WAIT` seconds to recover if not, then
-    restarted; one started with another Kafka address is restarted at once. Raises
+    restarted; one started with another Kafka address is restarted at once. A processor is given
+    ``wait`` seconds to become ready: one it starts, and one already running that has not
+    written its first heartbeat (still catching up). Raises
     :class:`LedgerError` unless every processor is healthy at the end. Two ``up`` at once on one
     home take turns (a lock file), so neither starts a second copy of a processor.
 
@@ -288,10 +298,12 @@ def up(
     private_dir(settings.home)
     with (run / "up.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _up(settings, evaluators=evaluators, progress=progress, insecure=insecure)
+        return _up(settings, evaluators=evaluators, progress=progress, insecure=insecure, wait=wait)
 
 
-def _up(settings: Settings, *, evaluators: int, progress: Progress, insecure: bool) -> str:
+def _up(
+    settings: Settings, *, evaluators: int, progress: Progress, insecure: bool, wait: float
+) -> str:
     bootstrap = settings.bootstrap
     if bootstrap:
         check_reachable(bootstrap)
@@ -315,7 +327,7 @@ def _up(settings: Settings, *, evaluators: int, progress: Progress, insecure: bo
         if p.running and p.name not in wanted
     ]
     for proc_id in wanted:
-        _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress)
+        _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress, wait=wait)
     sick = [
         p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted and not p.healthy
     ]
@@ -337,7 +349,14 @@ def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None
             progress(f"created the signing key of {admin} in {store.private_path(admin)}")
 
 
-def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progress) -> None:
+def _ensure(
+    settings: Settings,
+    proc_id: str,
+    *,
+    bootstrap: str,
+    progress: Progress,
+    wait: float = START_WAIT,
+) -> None:
     """Leave a healthy processor alone; start a stopped one; restart an unhealthy one."""
     name, instance = _split(proc_id)
     current = _status(settings, proc_id, bootstrap, time.time())
@@ -345,12 +364,14 @@ def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progr
         progress(f"{proc_id} already running (pid {current.pid}), healthy")
         return
     if current.running and current.bootstrap in (None, bootstrap):
-        # The broker may just have come back (same address), or it is still catching up.
+        # The broker may just have come back (same address), or it is still catching up: one
+        # without a first heartbeat gets as long as a processor being started.
+        patience = wait if current.heartbeat_age is None else RECOVERY_WAIT
         progress(
             f"{proc_id} (pid {current.pid}) is not healthy: {current.problem}; "
-            f"giving it {RECOVERY_WAIT:.0f} s to recover…"
+            f"giving it {patience:.0f} s to recover…"
         )
-        deadline = time.monotonic() + RECOVERY_WAIT
+        deadline = time.monotonic() + patience
         while time.monotonic() < deadline and current.running and not current.healthy:
             time.sleep(0.5)
             current = _status(settings, proc_id, bootstrap, time.time())
@@ -360,7 +381,9 @@ def _ensure(settings: Settings, proc_id: str, *, bootstrap: str, progress: Progr
     if current.running:
         progress(f"restarting {proc_id} (pid {current.pid}): {current.problem}")
         stop_processor(settings, proc_id, grace=UNREACHABLE_GRACE)
-    start_processor(settings, name, bootstrap=bootstrap, instance=instance, progress=progress)
+    start_processor(
+        settings, name, bootstrap=bootstrap, instance=instance, progress=progress, timeout=wait
+    )
 
 
 def down(settings: Settings, *, keep_broker: bool = False) -> list[str]:

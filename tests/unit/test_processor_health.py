@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
+from ledger.errors import LedgerError
 from ledger.local import stack
 from ledger.local.processes import alive, spawn_detached
 from ledger.settings import Settings
@@ -190,3 +191,42 @@ def test_librdkafka_repeats_are_thinned_per_facility() -> None:
     assert refused.count(True) == 1 and refused[0]
     other = _record("ledger.kafka.librdkafka", template, "GETPID", "rdkafka#producer-1", "retry")
     assert throttle.filter(other)  # another facility is another kind of line
+
+
+def test_up_gives_a_processor_still_catching_up_its_whole_wait(
+    settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No first heartbeat yet: it is catching up with a long governance history. `ledger up
+    # --wait` gives it that long, not the few seconds a processor that had been healthy gets to
+    # reconnect (which would restart it, and it would start catching up all over again).
+    import threading
+
+    monkeypatch.setattr(stack, "RECOVERY_WAIT", 0.2)
+    caught_up = threading.Timer(1.0, lambda: _beat(settings, evaluator))
+    caught_up.start()
+    said: list[str] = []
+    try:
+        stack._ensure(settings, "evaluator", bootstrap=KAFKA, progress=said.append, wait=20)
+    finally:
+        caught_up.cancel()
+    assert "giving it 20 s to recover" in said[0] and said[-1].startswith("evaluator recovered")
+    assert _evaluator(settings).pid == evaluator and _evaluator(settings).healthy
+
+
+def test_up_says_how_to_wait_longer_for_a_processor_that_is_not_ready_in_time(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A processor that is alive but not ready when the wait ends: the error says it may still
+    # be catching up, where its log is, and how to wait longer. (A stand-in that never beats.)
+    (settings.home / "sleepy_worker.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(settings.home))
+    monkeypatch.setitem(stack.PROCESSORS, "evaluator", "sleepy_worker")  # alive, never ready
+    monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: None)
+    try:
+        with pytest.raises(LedgerError, match=r"did not become ready within 1 s: it may still"):
+            stack.start_processor(settings, "evaluator", bootstrap=KAFKA, timeout=1)
+        runner = CliRunner()
+        done = runner.invoke(cli, ["up", "--help"])
+        assert done.exit_code == 0 and "--wait SECONDS" in done.output
+    finally:
+        stack.stop_processor(settings, "evaluator", kill=True)
