@@ -365,6 +365,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
 
     from benchmarks.harness import bench_stack, cpu_seconds
     from ledger.codec import default_codec
+    from ledger.core.lifecycle import event_stream
     from ledger.core.state import aggregate_of
     from ledger.kafka.clients import make_rdkafka_producer
     from ledger.kafka.governance import GovernanceFollower
@@ -380,7 +381,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
         start = time.perf_counter()
         for entry in history:
             event = entry.event
-            topic = topics.grant_events if "grant" in entry.position_key else topics.policy_events
+            topic = topics.grant_events if event_stream(event) == "grant" else topics.policy_events
             value, key = codec.encode(event), aggregate_of(event).encode()
             while True:
                 try:
@@ -404,7 +405,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
             wall, cpu = time.perf_counter(), time.process_time()
             asyncio.run(run())  # type: ignore[operator]
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            return wall, cpu, (cpu_seconds(broker) - before if broker and before else None)
+            return wall, cpu, (None if before is None else cpu_seconds(broker) - before)
 
         async def bare_read() -> None:
             from aiokafka import AIOKafkaConsumer, TopicPartition
