@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["PRIVATE_UMASK", "private_umask", "private_dir", "write_private"]
+__all__ = [
+    "PRIVATE_UMASK",
+    "private_umask",
+    "private_dir",
+    "replacing_private",
+    "write_private",
+]
 
 PRIVATE_UMASK = 0o077
 """Group and others get nothing."""
@@ -34,16 +42,51 @@ def private_dir(path: Path) -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` (mode 0600 from the first byte), replacing it atomically."""
+    with replacing_private(path) as out:
+        out.write(text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def replacing_private(path: Path) -> Iterator[BinaryIO]:
+    """A new file (mode 0600 from the first byte) that replaces ``path`` atomically when the
+    block ends, flushed to disk first; when the block fails, ``path`` is left as it was and the
+    new file removed. Partial files that writers of ``path`` left when they died are removed
+    first (one still being written by a live process is left alone)."""
     private_dir(path.parent)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    _remove_abandoned(path)
+    partial = _partial(path, os.getpid())
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(partial, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
+
+
+def _partial(path: Path, pid: int | str) -> Path:
+    return path.with_name(f".{path.name}.{pid}.partial")
+
+
+def _remove_abandoned(path: Path) -> None:
+    for partial in path.parent.glob(_partial(path, "*").name):
+        pid = partial.name.removeprefix(f".{path.name}.").removesuffix(".partial")
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

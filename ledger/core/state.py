@@ -29,7 +29,7 @@ import gc
 import re
 import typing
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final, assert_never
@@ -155,6 +155,16 @@ class PolicyVersion:
             loaded = load_document(self.document)
             object.__setattr__(self, "_compiled", loaded)  # a cache: no field anyone compares
         return loaded  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> list[Any]:
+        """A pickle (a governance snapshot) carries the version, never its compiled form: that
+        is rebuilt from the document on first read, by the code that loads it."""
+        return [
+            _NOT_LOADED if name == "_compiled" else getattr(self, name) for name in _VERSION_FIELDS
+        ]
+
+
+_VERSION_FIELDS: Final = tuple(f.name for f in fields(PolicyVersion))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,176 @@
+"""Governance snapshots on disk (ledger.kafka.snapshots): what is written is what is read back,
+and a file that is damaged, from other code, or not a snapshot is refused before it is loaded.
+Starting a follower from one, checked against the log, is tested on the broker
+(tests/integration/test_governance_snapshot.py)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+import ledger.kafka.snapshots as snapshots
+from benchmarks.replay import generate
+from ledger.core.history import state_at
+from ledger.core.state import _NOT_LOADED, LedgerState, compile_deployed
+from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, record_digest, write_snapshot
+
+HISTORY = generate(3_000, policies=6, principals=150, roles=10)
+
+
+def _state() -> LedgerState:
+    state = state_at(HISTORY)
+    compile_deployed(state, list(state.policies))  # as an evaluator's follower holds it
+    return state
+
+
+def _tails(state: LedgerState) -> dict[str, tuple[int, str]]:
+    return {key: (offset, record_digest(key.encode())) for key, offset in state.position.items()}
+
+
+def test_a_snapshot_reads_back_as_the_state_it_was_written_from(tmp_path: Path) -> None:
+    state = _state()
+    assert any(
+        v._compiled is not _NOT_LOADED for r in state.policies.values() for v in r.versions.values()
+    )
+    path = tmp_path / "evaluator" / "governance.snapshot"
+    size = write_snapshot(path, state, _tails(state), events=len(HISTORY))
+    assert path.stat().st_size == size
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not [p.name for p in path.parent.iterdir() if p != path]  # no partial file left over
+    back = read_snapshot(path)
+    assert back.events == len(HISTORY) and back.tails == _tails(state)
+    assert back.state == state and dict(back.state.position) == dict(state.position)
+    # The compiled forms stay behind (recompiled on first read), and read the same.
+    versions = [v for r in back.state.policies.values() for v in r.versions.values()]
+    assert versions and all(v._compiled is _NOT_LOADED for v in versions)
+    name = next(n for n, r in state.policies.items() if r.active is not None)
+    active = back.state.policies[name].active
+    assert (
+        back.state.policies[name].versions[active].compiled
+        == state.policies[name].versions[active].compiled
+    )
+    # A second write replaces the first whole.
+    write_snapshot(path, state_at(HISTORY[:100]), _tails(state_at(HISTORY[:100])), events=100)
+    assert read_snapshot(path).events == 100
+
+
+def test_a_write_removes_what_dead_writers_left_and_leaves_live_ones_alone(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = tmp_path / f".governance.snapshot.{done.stdout.strip()}.partial"
+    live = tmp_path / f".governance.snapshot.{os.getppid()}.partial"  # our parent: alive
+    other = tmp_path / ".governance.snapshot.notapid.partial"
+    for leftover in (dead, live, other):
+        leftover.write_bytes(b"half a snapshot")
+    write_snapshot(path, state, _tails(state), events=1)
+    assert not dead.exists() and live.exists() and other.exists()
+    assert read_snapshot(path).events == 1
+
+
+def test_the_tails_must_be_the_states_positions(tmp_path: Path) -> None:
+    state = _state()
+    wrong = {key: (offset - 1, digest) for key, (offset, digest) in _tails(state).items()}
+    with pytest.raises(ValueError, match="tails"):
+        write_snapshot(tmp_path / "s", state, wrong, events=1)
+    assert not (tmp_path / "s").exists()
+
+
+def _edit(path: Path, edit_header: object = None, edit_payload: object = None) -> None:
+    """Change a snapshot's header or records, and sign the result again (a digest that matches:
+    what is left to catch the change is what reads the header)."""
+    import hashlib
+
+    data = path.read_bytes()
+    magic, header, rest = data.split(b"\n", 2)
+    payload = rest[: -snapshots.DIGEST_BYTES]
+    fields = json.loads(header)
+    if edit_header is not None:
+        edit_header(fields)  # type: ignore[operator]
+    if edit_payload is not None:
+        payload = edit_payload(payload)  # type: ignore[operator]
+    signed = json.dumps(fields).encode() + b"\n" + payload
+    path.write_bytes(magic + b"\n" + signed + hashlib.sha256(signed).hexdigest().encode())
+
+
+def _damage(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: _damage(p, -100), "digest"),  # in the records
+        (lambda p: _damage(p, 60), "digest"),  # in the header
+        (lambda p: _damage(p, -1), "digest"),  # in the digest
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "digest"),
+        (lambda p: p.write_bytes(p.read_bytes().split(b"\n", 1)[0] + b"\n"), "digest"),
+        (lambda p: _edit(p, edit_header=lambda h: h.update(code="0" * 64)), "other code"),
+        (lambda p: _edit(p, edit_header=lambda h: h.pop("tails")), "header"),
+        (lambda p: _edit(p, edit_payload=lambda b: b"not a pickle"), "do not load"),
+        (
+            lambda p: p.write_bytes(b"ledger governance snapshot 0\n{}\n"),
+            "not a governance snapshot",
+        ),
+        (lambda p: p.write_bytes(b""), "not a governance snapshot"),
+    ],
+)
+def test_a_damaged_or_foreign_snapshot_is_refused_saying_why(
+    tmp_path: Path, damage: object, reason: str
+) -> None:
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=len(HISTORY))
+    damage(path)  # type: ignore[operator]
+    with pytest.raises(SnapshotUnusable, match=reason):
+        read_snapshot(path)
+
+
+def test_records_are_not_unpickled_before_the_digest_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=1)
+    loaded: list[object] = []
+    monkeypatch.setattr(snapshots.pickle, "loads", lambda data: loaded.append(data))
+    _damage(path, -100)
+    with pytest.raises(SnapshotUnusable, match="digest"):
+        read_snapshot(path)
+    assert loaded == []
+
+
+def test_the_code_fingerprint_covers_the_core_and_the_schemas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = snapshots.code_fingerprint()
+    assert len(before) == 64 and snapshots.code_fingerprint() == before
+    snapshots.code_fingerprint.cache_clear()
+    monkeypatch.setattr(snapshots.ledger, "__version__", "0.0.0-other")
+    try:
+        assert snapshots.code_fingerprint() != before
+    finally:
+        snapshots.code_fingerprint.cache_clear()
+
+
+def test_a_follower_that_tells_a_listener_of_every_event_cannot_have_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    with pytest.raises(ValueError, match="every event"):
+        GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=TopicNames(), on_event=print, snapshot=tmp_path / "s"
+        )
