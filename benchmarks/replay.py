@@ -28,7 +28,8 @@ It then times, on the same history:
 * with ``--kafka``, the same start through a real broker (:func:`_through_kafka`): the history
   written to the governance topics of a private broker (or ``--bootstrap``'s), then an
   evaluator's follower timed from its start to caught up, beside the floor of the same run:
-  a bare aiokafka consumer reading the same records, nothing decoded;
+  a bare aiokafka consumer reading the same records, nothing decoded; then an evaluator's first
+  start again, writing its governance snapshot, and a start from that snapshot;
 
 and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
 beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
@@ -45,6 +46,7 @@ import argparse
 import gc
 import hashlib
 import random
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -431,34 +433,48 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
             finally:
                 await consumer.stop()
 
-        applied = 0
+        folded: list[tuple[int, int]] = []  # (applied, from_snapshot) of each start
 
-        async def catch_up() -> None:
-            nonlocal applied
-            follower = GovernanceFollower(
-                bootstrap=stack.bootstrap,
-                topics=topics,
-                codec=codec,
-                security=security,
-                compile_deployed=True,
-                freeze_when_caught_up=True,
-            )
-            task = asyncio.create_task(follower.run())
+        def catch_up(snapshot: Path | None = None) -> object:
+            async def run() -> None:
+                follower = GovernanceFollower(
+                    bootstrap=stack.bootstrap,
+                    topics=topics,
+                    codec=codec,
+                    security=security,
+                    compile_deployed=True,
+                    freeze_when_caught_up=True,
+                    snapshot=snapshot,
+                    snapshot_after=1,
+                )
+                task = asyncio.create_task(follower.run())
+                try:
+                    await follower.ready.wait()
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                folded.append((follower.applied, follower.from_snapshot))
+
+            return run
+
+        def start(snapshot: Path | None = None) -> tuple[float, float, float | None]:
             try:
-                await follower.ready.wait()
+                return timed(catch_up(snapshot))
             finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            applied = follower.applied
+                gc.unfreeze()  # what the follower froze, so this process can free it
 
         floor = timed(bare_read)
-        try:
-            follow = timed(catch_up)
-        finally:
-            gc.unfreeze()  # what the follower froze, so this process can free it
+        follow = start()
+        with tempfile.TemporaryDirectory(prefix="ledger-bench-") as scratch:
+            # An evaluator's first start writes its snapshot; the next starts from it.
+            path = Path(scratch) / "governance.snapshot"
+            writing, resuming = start(path), start(path)
+            size = path.stat().st_size
         for label, (wall, cpu, on_broker) in (
             ("floor: aiokafka reading them all", floor),
             ("a processor catching up via Kafka", follow),
+            ("  the same, writing its snapshot", writing),
+            ("a processor starting from it", resuming),
         ):
             extra = f", broker {on_broker:.2f} s" if on_broker is not None else ""
             print(
@@ -466,9 +482,17 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
                 f"ratio to {TARGET_S:.0f} s target: {wall / TARGET_S:.2f}  (cpu {cpu:.2f} s{extra})",
                 flush=True,
             )
-        if applied != len(history):
-            raise RuntimeError(f"the follower folded {applied:,} of {len(history):,} records")
+        n = len(history)
+        if folded != [(n, 0), (n, 0), (0, n)]:
+            raise RuntimeError(
+                f"the followers folded (records, from a snapshot) {folded}, not {n:,}"
+            )
         print(f"  the catch-up is {follow[0] / floor[0]:.2f}x the floor", flush=True)
+        print(
+            f"  the snapshot: {size / 1e6:.1f} MB, written in ~{writing[0] - follow[0]:.2f} s; "
+            f"a start from it is {resuming[0] / floor[0]:.2f}x the floor",
+            flush=True,
+        )
 
 
 def _full_collection_s() -> float:

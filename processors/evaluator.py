@@ -786,6 +786,8 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         security=settings.security,
         compile_deployed=True,  # the request path never waits for a promoted version to compile
         freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
+        # Its next start reads the events after this state, not the whole history.
+        snapshot=state_dir(settings, APP_ID) / "governance.snapshot",
     )
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
     limit = OutputLimit.for_app(app)

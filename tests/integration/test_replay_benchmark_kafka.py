@@ -1,4 +1,6 @@
-"""`benchmarks.replay --kafka` on the real broker: a processor's catch-up timed through Kafka."""
+"""`benchmarks.replay --kafka` on the real broker: a processor's catch-up timed through Kafka,
+and its start from the governance snapshot it wrote (the benchmark fails unless that start
+folded nothing and took the whole history from the snapshot)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def test_the_replay_benchmark_times_a_catch_up_through_the_broker(kafka, tmp_pat
     assert "wrote the 3,000 records to" in out, out
     (floor,) = [line for line in out.splitlines() if line.startswith("floor: aiokafka")]
     (catch_up,) = [line for line in out.splitlines() if "catching up via Kafka" in line]
-    for line in (floor, catch_up):
+    (writing,) = [line for line in out.splitlines() if "writing its snapshot" in line]
+    (resuming,) = [line for line in out.splitlines() if "starting from it" in line]
+    for line in (floor, catch_up, writing, resuming):
         assert "records/s  ratio to 3 s target" in line and "(cpu " in line
     assert "the catch-up is" in out and "x the floor" in out
+    assert "the snapshot:" in out and "a start from it is" in out

@@ -747,6 +747,49 @@ def test_an_event_applied_locally_while_catching_up_is_not_lost() -> None:
     assert dict(follower.state.position) == {"ledger.grant-events/0": len(EVENTS) - 2}
 
 
+def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
+    monkeypatch: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An event this process wrote and applied is in the snapshot only once it has come back
+    # from the log: a write that never became durable must not outlive a restart in the file.
+    import asyncio
+    import logging
+
+    import ledger.kafka.governance as governance
+    from ledger.kafka.snapshots import read_snapshot, record_digest
+
+    codec, topics, log = _stand_in_log(monkeypatch)
+    caplog.set_level(logging.INFO, logger="ledger.governance")
+
+    def follow(local: Any, path: Path) -> Any:
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=path, snapshot_after=1
+        )
+        follower.apply_local(local)
+
+        async def run() -> None:
+            task = asyncio.create_task(follower.run())
+            await asyncio.wait_for(follower.ready.wait(), 5)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(run())
+        return follower
+
+    read_back = follow(EVENTS[3], tmp_path / "a")
+    snapshot = read_snapshot(tmp_path / "a")
+    assert snapshot.events == read_back.applied == len(EVENTS)
+    key = f"{topics.grant_events}/0"
+    assert dict(snapshot.tails) == {key: (len(EVENTS) - 1, record_digest(log[-1].value))}
+    assert summary(snapshot.state) == summary(FINAL)
+
+    not_in_log = replace(EVENTS[-1], event_id="written-here-but-never-read-back")
+    follow(not_in_log, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    assert "not written: events this process wrote are not read back yet" in caplog.text
+
+
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
     # Live or in bulk: undecodable records are counted and skipped, and the state (its
     # position too: it names the last record applied) is the very same object.
