@@ -108,6 +108,27 @@ class Grant:
     compiled: CompiledCondition | None = field(default=None, repr=False, compare=False)
     condition_broken: bool = field(default=False, repr=False, compare=False)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A pickle (a governance snapshot) carries the grant's own fields, and loading it
+        compiles its globs and condition again (a compiled condition holds functions, which do
+        not pickle, and a glob compiled by other code must not come along)."""
+        return (
+            _compiled_grant,
+            (
+                self.grant_id,
+                self.principal,
+                self.actions,
+                self.resource,
+                self.granted_by,
+                self.issued_at,
+                self.condition,
+                self.valid_from,
+                self.valid_until,
+                self.approved_by,
+                self.note,
+            ),
+        )
+
     def in_force(self, now: datetime) -> bool:
         """Is ``now`` inside the validity window?"""
         if self.valid_from is not None and now < self.valid_from:
@@ -185,20 +206,10 @@ class Grant:
 
 def grant_from_event(event: GrantIssued) -> Grant:
     """Build the state's grant from its event, compiling globs and condition once."""
-    compiled: CompiledCondition | None = None
-    broken = False
-    if event.condition:
-        try:
-            compiled = compile_grant_condition(event.condition)
-        except PolicyError:
-            broken = True  # validated at issue time; if it still fails, the grant never applies
-    actions = tuple(event.actions)
-    # Positionally, in the order _build_grant names, straight into the slots (ledger.core.builders):
-    # a replayed state read whole builds every grant it holds, hundreds of thousands of them.
-    return _build_grant(
+    return _compiled_grant(
         event.grant_id,
         event.principal,
-        actions,
+        tuple(event.actions),
         event.resource,
         event.actor,  # granted_by
         event.occurred_at,  # issued_at
@@ -207,8 +218,47 @@ def grant_from_event(event: GrantIssued) -> Grant:
         event.valid_until,
         event.approved_by,
         event.note,
+    )
+
+
+def _compiled_grant(
+    grant_id: str,
+    principal: str,
+    actions: tuple[str, ...],
+    resource: str,
+    granted_by: str,
+    issued_at: datetime,
+    condition: str | None,
+    valid_from: datetime | None,
+    valid_until: datetime | None,
+    approved_by: str | None,
+    note: str | None,
+) -> Grant:
+    """A grant from its own fields, its globs and condition compiled (also how a pickled grant
+    is loaded: :meth:`Grant.__reduce__`)."""
+    compiled: CompiledCondition | None = None
+    broken = False
+    if condition:
+        try:
+            compiled = compile_grant_condition(condition)
+        except PolicyError:
+            broken = True  # validated at issue time; if it still fails, the grant never applies
+    # Positionally, in the order _build_grant names, straight into the slots (ledger.core.builders):
+    # a replayed state read whole builds every grant it holds, hundreds of thousands of them.
+    return _build_grant(
+        grant_id,
+        principal,
+        actions,
+        resource,
+        granted_by,
+        issued_at,
+        condition,
+        valid_from,
+        valid_until,
+        approved_by,
+        note,
         _globs(actions),  # action_re
-        _globs((event.resource,)),  # resource_re
+        _globs((resource,)),  # resource_re
         compiled,
         broken,  # condition_broken
     )

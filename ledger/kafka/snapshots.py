@@ -5,7 +5,7 @@ A snapshot is one file: a first line naming the format, a JSON header line, the 
 and principal records pickled, and a digest. What a start checks before the state is used:
 
 - ``code``: a fingerprint of the code and schemas that built the state (the core's modules, the
-  codec, the Avro schemas, the package version). A state folded by other rules is not this
+  codec, the Avro schemas, this module, the package version). A state folded by other rules is not this
   code's state: after an upgrade the history is replayed once, and a new snapshot written.
 - a trailer, the SHA-256 of the header and the pickled records, checked before they are
   unpickled (a torn or damaged file is never loaded);
@@ -22,18 +22,19 @@ private as the installation itself (whoever can write there can also change the 
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import hashlib
 import json
 import operator
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import ledger
 import ledger.core.authority
@@ -80,46 +81,114 @@ class Snapshot:
 
 def _rebuilt(cls: type, *values: Any) -> Any:
     """An instance of the frozen, slotted dataclass ``cls`` from its field values (how a
-    snapshot's records are unpickled: see :data:`_REDUCERS`)."""
+    snapshot's records are unpickled: see :func:`_dispatch_table`)."""
     return builder(cls)(*values)
 
 
-def _reducer(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    """How a snapshot pickles an instance of ``cls``: its field values, rebuilt by
-    :func:`_rebuilt` through the slots. Pickle's default for a frozen, slotted dataclass calls
-    ``dataclasses.fields`` and ``object.__setattr__`` per field of every record in Python:
-    three quarters of loading a million events' state. A version's compiled form stays behind
-    (``PolicyVersion.__getstate__`` says so too)."""
-    names = field_names(cls)
-    values = operator.attrgetter(*names)
-    compiled = names.index("_compiled") if "_compiled" in names else None
-    if compiled is None:
-        return lambda obj: (_rebuilt, (cls, *values(obj)))
-    left_behind = ledger.core.state._NOT_LOADED
-
-    def reduce(obj: Any) -> tuple[Any, ...]:
-        kept = list(values(obj))
-        kept[compiled] = left_behind
-        return (_rebuilt, (cls, *kept))
-
-    return reduce
+_OWN_TEXT: Final = frozenset({"document", "content_hash", "signed_command", "note"})
+"""Text fields each record has its own of (as are the ``*_id`` fields): not worth sharing."""
 
 
-def _fast_classes() -> dict[type, Callable[[Any], tuple[Any, ...]]]:
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a snapshot's pickler needs to know of one class (see :func:`_dispatch_table`)."""
+
+    cls: type
+    values: Callable[[Any], tuple[Any, ...]]
+    shared: tuple[int, ...] | None  # fields whose equal values are worth one object (None: all)
+    compiled: int | None  # PolicyVersion._compiled: left behind
+
+
+def _shapes() -> tuple[_Shape, ...]:
     """Every frozen, slotted dataclass of the core's state and events a builder can make."""
-    reducers: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+    shapes = []
     for module in (ledger.core.events, ledger.core.state, ledger.core.authority):
         for value in vars(module).values():
-            if isinstance(value, type) and dataclasses.is_dataclass(value):
-                try:
-                    builder(value)
-                except TypeError:  # not one a builder can make: pickled the default way
-                    continue
-                reducers[value] = _reducer(value)
-    return reducers
+            if not (isinstance(value, type) and dataclasses.is_dataclass(value)):
+                continue
+            if "__reduce__" in vars(value):  # the class says how it pickles (Grant): its way
+                shapes.append(_Shape(cls=value, values=_own_reduce, shared=None, compiled=None))
+                continue
+            try:
+                builder(value)
+            except TypeError:  # not one a builder can make: pickled the default way
+                continue
+            names = field_names(value)
+            get = operator.attrgetter(*names)
+            shared = tuple(
+                i for i, n in enumerate(names) if not n.endswith("_id") and n not in _OWN_TEXT
+            )
+            shapes.append(
+                _Shape(
+                    cls=value,
+                    values=get if len(names) > 1 else _as_tuple(get),
+                    shared=shared,
+                    compiled=names.index("_compiled") if "_compiled" in names else None,
+                )
+            )
+    return tuple(shapes)
 
 
-_REDUCERS = _fast_classes()
+def _own_reduce(obj: Any) -> tuple[Any, ...]:
+    """The class's own ``__reduce__``: (how to rebuild it, from what)."""
+    return obj.__reduce__()  # type: ignore[no-any-return]
+
+
+def _as_tuple(get: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """An attrgetter of one name gives the value, not a tuple of one."""
+    return lambda obj: (get(obj),)
+
+
+_SHAPES: Final = _shapes()
+
+
+def _dispatch_table(seen: dict[Any, Any]) -> dict[type, Callable[[Any], Any]]:
+    """How one snapshot pickles the core's records: each as its field values, rebuilt by
+    :func:`_rebuilt` through the slots, and equal text (an actor, a principal, a resource, a
+    tuple of actions) as one object, the first ``seen``.
+
+    Pickle's default for a frozen, slotted dataclass calls ``dataclasses.fields`` and
+    ``object.__setattr__`` per field in Python: three quarters of loading a million events'
+    state (2.6 s → 1.9 s). Records decoded from Kafka each hold their own copy of every
+    string; written once and referred to after, the file of a million events' state is 13 %
+    smaller and loads a quarter faster, and the loaded state shares them. A version's compiled
+    form stays behind (``PolicyVersion.__getstate__`` says so too)."""
+    share = seen.setdefault
+    left_behind = ledger.core.state._NOT_LOADED
+
+    def shared(kept: list[Any], indices: Iterable[int]) -> None:
+        for i in indices:
+            value = kept[i]
+            if type(value) is str or type(value) is tuple:
+                try:  # noqa: SIM105 (suppress() costs a call per value here)
+                    kept[i] = share(value, value)
+                except TypeError:  # a tuple holding something unhashable: as it is
+                    pass
+
+    def reducer(shape: _Shape) -> Callable[[Any], tuple[Any, ...]]:
+        cls, values, indices, compiled = shape.cls, shape.values, shape.shared, shape.compiled
+        if indices is None:  # the class's own reduce: its arguments shared
+
+            def own(obj: Any) -> tuple[Any, ...]:
+                rebuild, args = values(obj)
+                kept = list(args)
+                shared(kept, range(len(kept)))
+                return (rebuild, tuple(kept))
+
+            return own
+
+        def reduce(obj: Any) -> tuple[Any, ...]:
+            kept = list(values(obj))
+            shared(kept, indices)
+            if compiled is not None:
+                kept[compiled] = left_behind
+            return (_rebuilt, (cls, *kept))
+
+        return reduce
+
+    table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)  # (re.Pattern's)
+    table.update((shape.cls, reducer(shape)) for shape in _SHAPES)
+    return table
 
 
 class _Digesting:
@@ -141,12 +210,12 @@ def record_digest(value: bytes | None) -> str:
 
 @cache
 def code_fingerprint() -> str:
-    """SHA-256 over what decides the state a history folds into: the core's source, the codec,
-    the Avro schemas, and the package version."""
+    """SHA-256 over what decides the state a history folds into and how it is written: the
+    core's source, the codec, the Avro schemas, this module, and the package version."""
     package = Path(ledger.__file__).parent
     files = sorted(
         [p for p in (package / "core").iterdir() if p.suffix in (".py", ".pyx")]
-        + [package / name for name in ("codec.py", "avro.py", "_avrovm.pyx")]
+        + [package / name for name in ("codec.py", "avro.py", "_avrovm.pyx", "kafka/snapshots.py")]
         + list(contract_dir("schemas").rglob("*.avsc")),
     )
     digest = hashlib.sha256(ledger.__version__.encode())
@@ -180,7 +249,7 @@ def write_snapshot(
         body = _Digesting(out)  # streamed: the state is never held twice, as bytes too
         body.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
         pickler = pickle.Pickler(body, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.dispatch_table = _REDUCERS
+        pickler.dispatch_table = _dispatch_table({})
         pickler.dump((state.policies, state.principals))
         out.write(body.sha256.hexdigest().encode())
     return len(MAGIC) + body.size + DIGEST_BYTES

@@ -174,3 +174,50 @@ def test_a_follower_that_tells_a_listener_of_every_event_cannot_have_a_snapshot(
         GovernanceFollower(
             bootstrap="127.0.0.1:1", topics=TopicNames(), on_event=print, snapshot=tmp_path / "s"
         )
+
+
+def test_built_grants_are_written_as_their_fields_and_compiled_again(tmp_path: Path) -> None:
+    # A grant the state has built holds its compiled globs and condition (functions, which do
+    # not pickle): it is written as its own fields and compiled again when loaded.
+    state = state_at(HISTORY)
+    built = [g for r in state.principals.values() for g in r.grants.values()]  # builds them all
+    assert any(g.condition and g.compiled is not None for g in built)
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=len(HISTORY))
+    back = read_snapshot(path).state
+    loaded = {g.grant_id: g for r in back.principals.values() for g in r.grants.values()}
+    assert len(loaded) == len(built)
+    for grant in built:
+        twin = loaded[grant.grant_id]
+        assert twin == grant and twin.condition_broken == grant.condition_broken
+        assert (twin.compiled is None) == (grant.compiled is None)
+        if grant.compiled is not None:
+            assert twin.compiled.source == grant.condition
+        action = grant.actions[0].replace("*", "anything")
+        resource = grant.resource.replace("*", "anything")
+        assert twin.covers(action, resource) and twin.covers(action, resource) == grant.covers(
+            action, resource
+        )
+        assert not twin.covers("not." + action, resource)
+
+
+def test_equal_text_is_written_once_and_loads_as_one_object(tmp_path: Path) -> None:
+    # Records decoded from Kafka each hold their own copy of every string.
+    from ledger.codec import default_codec
+    from ledger.core.state import replay, with_positions
+
+    codec = default_codec()
+    events = [codec.decode(codec.encode(entry.event)) for entry in HISTORY]
+    state = with_positions(replay(events), dict(state_at(HISTORY).position))
+    actors = [g.granted_by for r in state.principals.values() for g in r.grants.values()]
+    assert len({id(a) for a in actors}) > len(set(actors))  # copies, as decoded
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=len(HISTORY))
+    back = read_snapshot(path).state
+    assert back == state
+    grants = [g for r in back.principals.values() for g in r.grants.values()]
+    for field in ("granted_by", "principal", "resource", "actions"):
+        values = [getattr(g, field) for g in grants]
+        assert len({id(v) for v in values}) == len(set(values)), field
+    ids = [g.grant_id for g in grants]
+    assert len(set(ids)) == len(ids)
