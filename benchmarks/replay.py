@@ -434,6 +434,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
                 await consumer.stop()
 
         folded: list[tuple[int, int]] = []  # (applied, from_snapshot) of each start
+        states: list[tuple[dict[str, int], int, int]] = []  # positions, policies, principals
 
         def catch_up(snapshot: Path | None = None) -> object:
             async def run() -> None:
@@ -453,7 +454,9 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
                 finally:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+                state = follower.state
                 folded.append((follower.applied, follower.from_snapshot))
+                states.append((dict(state.position), len(state.policies), len(state.principals)))
 
             return run
 
@@ -487,6 +490,8 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
             raise RuntimeError(
                 f"the followers folded (records, from a snapshot) {folded}, not {n:,}"
             )
+        if not states[0] == states[1] == states[2]:
+            raise RuntimeError(f"the start from the snapshot has another state: {states}")
         print(f"  the catch-up is {follow[0] / floor[0]:.2f}x the floor", flush=True)
         print(
             f"  the snapshot: {size / 1e6:.1f} MB, written in ~{writing[0] - follow[0]:.2f} s; "

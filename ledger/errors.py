@@ -28,6 +28,7 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── NotReproduced                not_reproduced     12   replay --decision: re-evaluation differs
     ├── PolicyTestsFailed            policy_tests_failed 1   some offline policy test cases failed
     ├── ProcessorError               processor_error     1   a local processor failed to start
+    ├── SnapshotUnusable             snapshot_unusable   1   a governance snapshot must not be used
     ├── SigningKeyMissing            no_signing_key      2   no private key to sign a command as an actor
     └── ClientClosed                 client_unavailable  7   the SDK's reply listener stopped
 """
@@ -56,6 +57,7 @@ __all__ = [
     "NotReproduced",
     "PolicyTestsFailed",
     "ProcessorError",
+    "SnapshotUnusable",
     "ClientClosed",
     "SigningKeyMissing",
 ]
@@ -246,6 +248,14 @@ class ProcessorError(LedgerError):
     """A processor of the local stack could not be started or is unknown."""
 
     code = "processor_error"
+    exit_code = 1
+
+
+class SnapshotUnusable(LedgerError):
+    """A processor's governance snapshot file must not be used (damaged, written by other code,
+    or not a state); the message says why. The processor replays the history instead."""
+
+    code = "snapshot_unusable"
     exit_code = 1
 
 

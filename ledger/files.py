@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -54,10 +55,12 @@ def replacing_private(path: Path) -> Iterator[BinaryIO]:
     first (one still being written by a live process is left alone)."""
     private_dir(path.parent)
     _remove_abandoned(path)
-    partial = _partial(path, os.getpid())
-    with contextlib.suppress(FileNotFoundError):
-        partial.unlink()
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Named by the writer's pid (for _remove_abandoned) and a random part, so two writers
+    # never share one, even with the same pid in two containers on one volume.
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial"
+    )
+    partial = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -70,13 +73,9 @@ def replacing_private(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def _partial(path: Path, pid: int | str) -> Path:
-    return path.with_name(f".{path.name}.{pid}.partial")
-
-
 def _remove_abandoned(path: Path) -> None:
-    for partial in path.parent.glob(_partial(path, "*").name):
-        pid = partial.name.removeprefix(f".{path.name}.").removesuffix(".partial")
+    for partial in path.parent.glob(f".{path.name}.*.partial"):
+        pid = partial.name.removeprefix(f".{path.name}.").split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()

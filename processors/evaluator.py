@@ -855,10 +855,12 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     @app.timer(interval=30.0)
     async def report() -> None:
         log.info(
-            "evaluator stats: %s, batches %d, governance events %d (%d undecodable)",
+            "evaluator stats: %s, batches %d, governance events %d (%d from its snapshot, "
+            "%d undecodable)",
             stats,
             requests.batches,
-            follower.applied,
+            follower.from_snapshot + follower.applied,
+            follower.from_snapshot,
             follower.undecodable,
         )
 

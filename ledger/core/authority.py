@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import inspect
+import operator
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -112,22 +114,7 @@ class Grant:
         """A pickle (a governance snapshot) carries the grant's own fields, and loading it
         compiles its globs and condition again (a compiled condition holds functions, which do
         not pickle, and a glob compiled by other code must not come along)."""
-        return (
-            _compiled_grant,
-            (
-                self.grant_id,
-                self.principal,
-                self.actions,
-                self.resource,
-                self.granted_by,
-                self.issued_at,
-                self.condition,
-                self.valid_from,
-                self.valid_until,
-                self.approved_by,
-                self.note,
-            ),
-        )
+        return (_compiled_grant, _own_fields(self))
 
     def in_force(self, now: datetime) -> bool:
         """Is ``now`` inside the validity window?"""
@@ -221,6 +208,24 @@ def grant_from_event(event: GrantIssued) -> Grant:
     )
 
 
+_OWN_FIELDS: Final = (
+    "grant_id",
+    "principal",
+    "actions",
+    "resource",
+    "granted_by",
+    "issued_at",
+    "condition",
+    "valid_from",
+    "valid_until",
+    "approved_by",
+    "note",
+)
+"""A grant's fields that are its own, not compiled from them: what it pickles as, in the order
+:func:`_compiled_grant` takes them (checked below)."""
+_own_fields: Final = operator.attrgetter(*_OWN_FIELDS)
+
+
 def _compiled_grant(
     grant_id: str,
     principal: str,
@@ -264,6 +269,12 @@ def _compiled_grant(
     )
 
 
+if tuple(inspect.signature(_compiled_grant).parameters) != _OWN_FIELDS or set(_OWN_FIELDS) != {
+    f.name for f in fields(Grant) if f.compare
+}:
+    raise TypeError("Grant's own fields, _OWN_FIELDS and _compiled_grant's parameters differ")
+
+
 class HeldGrants(BuiltOnRead[str, Grant]):
     """A principal's grants in the state: each is held as the :class:`GrantIssued` event that
     issued it until it is first read, and built into its :class:`Grant` then, once
@@ -282,24 +293,7 @@ class HeldGrants(BuiltOnRead[str, Grant]):
 
 
 _build_grant: Final = builder(
-    Grant,
-    (
-        "grant_id",
-        "principal",
-        "actions",
-        "resource",
-        "granted_by",
-        "issued_at",
-        "condition",
-        "valid_from",
-        "valid_until",
-        "approved_by",
-        "note",
-        "action_re",
-        "resource_re",
-        "compiled",
-        "condition_broken",
-    ),
+    Grant, (*_OWN_FIELDS, "action_re", "resource_re", "compiled", "condition_broken")
 )
 
 

@@ -72,7 +72,8 @@ CATCH_UP_CHUNK = 100_000
 CATCH_UP_BYTES = 64 * 1024 * 1024
 """…and their bytes at most (a proposal's record can be ~1 MB: 100,000 of those are not held)."""
 SNAPSHOT_AFTER = 50_000
-"""A follower with a snapshot file writes a new one when its catch-up folded this many records."""
+"""A follower that started from its snapshot writes a new one when its catch-up folded this many
+records after it (one that had none it could use writes one whenever it folded anything)."""
 
 GOVERNANCE_TYPES: tuple[type, ...] = (
     PolicyVersionProposed,
@@ -153,8 +154,8 @@ class GovernanceFollower:
     (:mod:`ledger.kafka.snapshots`) once it has read back, from Kafka, the last record folded
     into it at each position and found the same bytes; it then folds only the records after
     those. Any check that fails is logged and the whole history replayed. A catch-up that
-    folded at least ``snapshot_after`` records writes a new snapshot before the follower is
-    ready (nothing is answered yet; about 3.5 s for a million events' state, once per
+    folded at least ``snapshot_after`` records after the snapshot, or any when there was no
+    snapshot it could use, writes a new snapshot before the follower is ready (nothing is answered yet; about 3.5 s for a million events' state, once per
     ``snapshot_after`` records: ``benchmarks.replay --kafka``), unless events this
     process wrote (:meth:`apply_local`) are not read back yet: the file only ever holds a
     state the log alone gives. A follower with ``on_event`` cannot have one: its listener must
@@ -364,8 +365,10 @@ class GovernanceFollower:
         the catch-up folded enough to be worth it (see the class docstring). A failure to write
         is logged: the next start replays more, nothing else."""
         path, state = self._snapshot, self.state
-        if path is None or self.applied < self._snapshot_after:
+        if path is None or self.applied == 0:
             return
+        if self.from_snapshot and self.applied < self._snapshot_after:
+            return  # the one it started from is recent enough
         if self._local_unread:
             log.info(
                 "governance snapshot not written: events this process wrote are not read back yet"
@@ -381,11 +384,9 @@ class GovernanceFollower:
         started = time.perf_counter()
         try:
             size = write_snapshot(path, state, tails, events=self.from_snapshot + self.applied)
-        except Exception as exc:
-            log.warning(
-                "could not write the governance snapshot %s (%s): the next start replays more",
-                path,
-                exc,
+        except Exception:  # a full disk, say; a traceback, should it be a bug
+            log.exception(
+                "could not write the governance snapshot %s: the next start replays more", path
             )
             return
         log.info(

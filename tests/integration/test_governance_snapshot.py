@@ -130,8 +130,13 @@ def _edit_tails(path: Path, edit: Any) -> None:
         (lambda tails: [t.__setitem__(1, "0" * 64) for t in tails.values()], "is not the one"),
         (lambda tails: [t.__setitem__(0, t[0] + 5_000) for t in tails.values()], "ends before"),
         (lambda tails: tails.update({"elsewhere.policy-events/0": [3, "0" * 64]}), "do not"),
+        # The grant topic's tail checks out (and is sought past), the policy topic's does not.
+        (
+            lambda tails: [t.__setitem__(1, "0" * 64) for k, t in tails.items() if "policy" in k],
+            "is not the one",
+        ),
     ],
-    ids=["other-record", "log-ends-before", "other-topic"],
+    ids=["other-record", "log-ends-before", "other-topic", "second-partition-only"],
 )
 def test_a_snapshot_the_log_does_not_vouch_for_is_not_used(
     kafka: Any,

@@ -1,6 +1,7 @@
 """`benchmarks.replay --kafka` on the real broker: a processor's catch-up timed through Kafka,
 and its start from the governance snapshot it wrote (the benchmark fails unless that start
-folded nothing and took the whole history from the snapshot)."""
+folded nothing, took the whole history from the snapshot, and holds
+the same positions and as many policies and principals as a full replay)."""
 
 from __future__ import annotations
 

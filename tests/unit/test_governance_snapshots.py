@@ -5,7 +5,9 @@ Starting a follower from one, checked against the log, is tested on the broker
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import stat
 from pathlib import Path
 
@@ -67,8 +69,8 @@ def test_a_write_removes_what_dead_writers_left_and_leaves_live_ones_alone(tmp_p
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    dead = tmp_path / f".governance.snapshot.{done.stdout.strip()}.partial"
-    live = tmp_path / f".governance.snapshot.{os.getppid()}.partial"  # our parent: alive
+    dead = tmp_path / f".governance.snapshot.{done.stdout.strip()}.x1y2.partial"
+    live = tmp_path / f".governance.snapshot.{os.getppid()}.a3b4.partial"  # our parent: alive
     other = tmp_path / ".governance.snapshot.notapid.partial"
     for leftover in (dead, live, other):
         leftover.write_bytes(b"half a snapshot")
@@ -102,6 +104,15 @@ def _edit(path: Path, edit_header: object = None, edit_payload: object = None) -
     path.write_bytes(magic + b"\n" + signed + hashlib.sha256(signed).hexdigest().encode())
 
 
+def _every_tail(change: object) -> object:
+    def edit(header: dict[str, object]) -> None:
+        tails = header["tails"]
+        assert isinstance(tails, dict)
+        header["tails"] = {key: change(tail) for key, tail in tails.items()}  # type: ignore[operator]
+
+    return edit
+
+
 def _damage(path: Path, at: int) -> None:
     data = bytearray(path.read_bytes())
     data[at] ^= 1
@@ -118,6 +129,9 @@ def _damage(path: Path, at: int) -> None:
         (lambda p: p.write_bytes(p.read_bytes().split(b"\n", 1)[0] + b"\n"), "digest"),
         (lambda p: _edit(p, edit_header=lambda h: h.update(code="0" * 64)), "other code"),
         (lambda p: _edit(p, edit_header=lambda h: h.pop("tails")), "header"),
+        (lambda p: _edit(p, edit_header=lambda h: h.update(tails={})), "names no partition"),
+        (lambda p: _edit(p, edit_header=_every_tail(lambda t: [-1, t[1]])), "an offset or digest"),
+        (lambda p: _edit(p, edit_header=_every_tail(lambda t: [t[0], "xyz"])), "an offset or"),
         (lambda p: _edit(p, edit_payload=lambda b: b"not a pickle"), "do not load"),
         (
             lambda p: p.write_bytes(b"ledger governance snapshot 0\n{}\n"),
@@ -144,24 +158,98 @@ def test_records_are_not_unpickled_before_the_digest_matches(
     path = tmp_path / "governance.snapshot"
     write_snapshot(path, state, _tails(state), events=1)
     loaded: list[object] = []
-    monkeypatch.setattr(snapshots.pickle, "loads", lambda data: loaded.append(data))
+
+    class Recording(snapshots._StateUnpickler):
+        def load(self) -> object:
+            loaded.append(self)
+            return super().load()
+
+    monkeypatch.setattr(snapshots, "_StateUnpickler", Recording)
+    assert read_snapshot(path).events == 1 and len(loaded) == 1  # (it is the one that loads)
     _damage(path, -100)
     with pytest.raises(SnapshotUnusable, match="digest"):
         read_snapshot(path)
-    assert loaded == []
+    assert len(loaded) == 1
 
 
-def test_the_code_fingerprint_covers_the_core_and_the_schemas(
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_code_fingerprint_covers_the_core_the_follower_and_the_schemas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = snapshots.code_fingerprint()
-    assert len(before) == 64 and snapshots.code_fingerprint() == before
-    snapshots.code_fingerprint.cache_clear()
-    monkeypatch.setattr(snapshots.ledger, "__version__", "0.0.0-other")
-    try:
-        assert snapshots.code_fingerprint() != before
-    finally:
+    root = Path(snapshots.ledger.__file__).parent
+    covered = set(snapshots.fingerprinted_files())
+    for module in (root / "core").rglob("*.py"):  # ledger/core/policy/ too
+        assert module in covered, module
+    for name in ("codec.py", "kafka/governance.py", "kafka/reading.py", "kafka/snapshots.py"):
+        assert root / name in covered
+    assert any(p.suffix == ".avsc" and p.stem == "GrantIssued" for p in covered)
+    # Every byte of every file counts, and the version.
+    source = tmp_path / "state.py"
+    source.write_text("one rule")
+    monkeypatch.setattr(snapshots, "fingerprinted_files", lambda: [source])
+    prints = []
+    for change in (None, "another rule", "version"):
+        if change == "version":
+            monkeypatch.setattr(snapshots.ledger, "__version__", "0.0.0-other")
+        elif change is not None:
+            source.write_text(change)
         snapshots.code_fingerprint.cache_clear()
+        prints.append(snapshots.code_fingerprint())
+    snapshots.code_fingerprint.cache_clear()
+    assert len(set(prints)) == 3
+
+
+def _global(module: str, name: str) -> bytes:
+    """A pickle that loads ``module.name`` (protocol 4's STACK_GLOBAL)."""
+    text = [bytes([0x8C, len(part)]) + part.encode() for part in (module, name)]
+    return b"\x80\x04" + text[0] + text[1] + b"\x93."
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("os", "system"),
+        ("builtins", "eval"),
+        ("ledger.core.state", "replace"),  # imported there from dataclasses
+        ("ledger.core.authority", "re.compile"),  # reached through another module
+        ("ledger.kafka.governance", "GovernanceFollower"),
+    ],
+)
+def test_a_signed_file_naming_anything_but_the_states_classes_does_not_load(
+    tmp_path: Path, module: str, name: str
+) -> None:
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=1)
+    _edit(path, edit_payload=lambda b: _global(module, name))
+    with pytest.raises(SnapshotUnusable, match="not part of a governance state"):
+        read_snapshot(path)
+
+
+def test_every_field_of_a_built_grant_comes_back_in_its_place() -> None:
+    from dataclasses import replace as changed
+    from datetime import UTC, datetime
+
+    from ledger.core.authority import grant_from_event
+    from ledger.core.events import GrantIssued
+
+    issued = next(e.event for e in HISTORY if isinstance(e.event, GrantIssued))
+    full = changed(
+        issued,
+        condition="amount < 5",
+        valid_from=datetime(2030, 1, 1, tzinfo=UTC),
+        valid_until=datetime(2031, 2, 2, tzinfo=UTC),
+        approved_by="human:approver-of-it",
+        note="a note of its own",
+    )
+    grant = grant_from_event(full)
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out)
+    pickler.dispatch_table = snapshots._dispatch_table({})
+    pickler.dump(grant)
+    twin = snapshots._StateUnpickler(io.BytesIO(out.getvalue())).load()
+    for name in snapshots.ledger.core.authority._OWN_FIELDS:
+        assert getattr(twin, name) == getattr(grant, name), name
+    assert twin.compiled is not None and twin.compiled.source == "amount < 5"
 
 
 def test_a_follower_that_tells_a_listener_of_every_event_cannot_have_a_snapshot(

@@ -752,7 +752,6 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
 ) -> None:
     # An event this process wrote and applied is in the snapshot only once it has come back
     # from the log: a write that never became durable must not outlive a restart in the file.
-    import asyncio
     import logging
 
     import ledger.kafka.governance as governance
@@ -766,16 +765,7 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
             bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=path, snapshot_after=1
         )
         follower.apply_local(local)
-
-        async def run() -> None:
-            task = asyncio.create_task(follower.run())
-            await asyncio.wait_for(follower.ready.wait(), 5)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        asyncio.run(run())
-        return follower
+        return _until_ready(follower)
 
     read_back = follow(EVENTS[3], tmp_path / "a")
     snapshot = read_snapshot(tmp_path / "a")
@@ -788,6 +778,41 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
     follow(not_in_log, tmp_path / "b")
     assert not (tmp_path / "b").exists()
     assert "not written: events this process wrote are not read back yet" in caplog.text
+
+
+def test_a_follower_resumes_from_its_snapshot_to_the_state_a_full_replay_gives(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    # The first start writes a snapshot after the first records (an undecodable one among
+    # them, and one at the end); the next folds only what came after, into the same state,
+    # positions included, as a follower with no snapshot.
+    from types import SimpleNamespace
+
+    import ledger.kafka.governance as governance
+    from ledger.kafka.snapshots import read_snapshot
+
+    codec, topics, log = _stand_in_log(monkeypatch)
+    values = [record.value for record in log]
+    values = [*values[:5], b"not an event", *values[5:], b"not an event"]
+    records = [SimpleNamespace(value=value, offset=i) for i, value in enumerate(values)]
+    path = tmp_path / "governance.snapshot"
+
+    def follow(served: list[Any], snapshot: Path | None) -> Any:
+        log[:] = served
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=snapshot
+        )
+        return _until_ready(follower)
+
+    first = follow(records[:7], path)
+    assert first.from_snapshot == 0 and first.applied == 6 and first.undecodable == 1
+    assert dict(read_snapshot(path).tails).keys() == {f"{topics.grant_events}/0"}
+    resumed = follow(records, path)
+    assert resumed.from_snapshot == 6 and resumed.applied == len(EVENTS) - 6
+    assert resumed.undecodable == 1  # the one after the snapshot, not the one in it
+    full = follow(records, None)
+    assert summary(resumed.state) == summary(full.state) == summary(FINAL)
+    assert dict(resumed.state.position) == dict(full.state.position)
 
 
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
@@ -862,11 +887,26 @@ def test_a_follower_that_freezes_moves_its_caught_up_state_out_of_the_collector(
     assert gc.isenabled() and gc.get_freeze_count() == 0 and not failing.ready.is_set()
 
 
+def _until_ready(follower: Any) -> Any:
+    """Run ``follower`` until it is ready (within 5 s), stop it, and return it."""
+    import asyncio
+
+    async def run() -> None:
+        task = asyncio.create_task(follower.run())
+        await asyncio.wait_for(follower.ready.wait(), 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    return follower
+
+
 def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, list[Any]]:
     """Every event of EVENTS as a record of the grant topic, served two per fetch by a
     stand-in for aiokafka's consumer (the Kafka path itself is covered by the integration
     tests); ``on_fetch(position)`` runs before each fetch. Returns the codec, the topic names
-    and the records."""
+    and the records (a list the test may change: the stand-in serves what it holds)."""
     import asyncio
     from types import SimpleNamespace
 
@@ -893,11 +933,17 @@ def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, lis
         async def end_offsets(self, parts: Any) -> dict[Any, int]:
             return {part: len(log)}
 
-        async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        def seek(self, tp: Any, offset: int) -> None:
+            self.at = offset
+
+        async def getmany(
+            self, *parts: Any, timeout_ms: int, max_records: int
+        ) -> dict[Any, list[Any]]:
             await asyncio.sleep(0)
             if on_fetch is not None:
                 on_fetch(self.at)
-            got, self.at = log[self.at : self.at + 2], min(self.at + 2, len(log))
+            step = min(2, max_records)
+            got, self.at = log[self.at : self.at + step], min(self.at + step, len(log))
             return {part: got} if got else {}
 
         def last_poll_timestamp(self, tp: Any) -> int:
