@@ -155,7 +155,7 @@ class GovernanceFollower:
     into it at each position and found the same bytes; it then folds only the records after
     those. Any check that fails is logged and the whole history replayed. A catch-up that
     folded at least ``snapshot_after`` records after the snapshot, or any when there was no
-    snapshot it could use, writes a new snapshot before the follower is ready (nothing is answered yet; about 3.5 s for a million events' state, once per
+    snapshot it could use, writes a new snapshot before the follower is ready (nothing is answered yet; 3.4 to 4.3 s for a million events' state, once per
     ``snapshot_after`` records: ``benchmarks.replay --kafka``), unless events this
     process wrote (:meth:`apply_local`) are not read back yet: the file only ever holds a
     state the log alone gives. A follower with ``on_event`` cannot have one: its listener must
