@@ -4,9 +4,10 @@ the events after it instead of the whole history.
 A snapshot is one file: a first line naming the format, a JSON header line, the state's policy
 and principal records pickled, and a digest. What a start checks before the state is used:
 
-- ``code``: a fingerprint of the code and schemas that built the state (the core's modules, the
-  codec, the Avro schemas, this module, the package version). A state folded by other rules is not this
-  code's state: after an upgrade the history is replayed once, and a new snapshot written.
+- ``code``: a fingerprint of the code and schemas that built the state
+  (:func:`fingerprinted_files`, the package's and Python's versions). A state folded by other
+  rules is not this code's state: after an upgrade the history is replayed once, and a new
+  snapshot written.
 - a trailer, the SHA-256 of the header and the pickled records, checked before they are
   unpickled (a torn or damaged file is never loaded);
 - ``tails``: for each governance partition, the offset of the last record folded into the state
@@ -16,8 +17,9 @@ and principal records pickled, and a digest. What a start checks before the stat
 
 Any check that fails means a full replay, logged; never a partial or foreign state. Deleting
 the file is always safe. The file is written 0600 under the processor's own state directory and
-replaced atomically; its pickle is only as trustworthy as that directory, which must be as
-private as the installation itself (whoever can write there can also change the code).
+replaced atomically. Its pickle loads only the state's own classes (:class:`_StateUnpickler`),
+and is still only as trustworthy as that directory, which must be as private as the
+installation itself (whoever can write there can also change the code).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "Snapshot",
     "SnapshotUnusable",
     "code_fingerprint",
+    "fingerprinted_files",
     "read_snapshot",
     "record_digest",
     "write_snapshot",
