@@ -10,6 +10,7 @@ logs, Faust data) is private too.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ __all__ = [
     "private_umask",
     "private_dir",
     "replacing_private",
+    "held_exclusively",
     "write_private",
 ]
 
@@ -71,6 +73,24 @@ def replacing_private(path: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
+
+
+@contextlib.contextmanager
+def held_exclusively(lock: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``lock`` (made private if missing) for the block, if
+    no other process holds it: ``True`` when held, ``False`` (at once, no waiting) when another
+    process does. The lock goes with the process, so a writer that dies releases it."""
+    private_dir(lock.parent)
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _remove_abandoned(path: Path) -> None:

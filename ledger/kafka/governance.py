@@ -47,6 +47,7 @@ from ledger.core.state import (
     with_positions,
 )
 from ledger.errors import CodecError
+from ledger.files import held_exclusively
 from ledger.kafka.clients import aiokafka_config
 from ledger.kafka.reading import position_key, read_topic, topic_partitions_async
 from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, record_digest, write_snapshot
@@ -158,7 +159,8 @@ class GovernanceFollower:
     snapshot it could use, writes a new snapshot before the follower is ready (nothing is answered yet; 3.4 to 4.3 s for a million events' state, once per
     ``snapshot_after`` records: ``benchmarks.replay --kafka``), unless events this
     process wrote (:meth:`apply_local`) are not read back yet: the file only ever holds a
-    state the log alone gives. A follower with ``on_event`` cannot have one: its listener must
+    state the log alone gives. One follower writes it at a time (a lock beside it); another
+    that finds it being written leaves it to that one. A follower with ``on_event`` cannot have one: its listener must
     see every event.
     """
 
@@ -383,7 +385,13 @@ class GovernanceFollower:
             tails[key] = (offset, record_digest(value))
         started = time.perf_counter()
         try:
-            size = write_snapshot(path, state, tails, events=self.from_snapshot + self.applied)
+            # One writer at a time: evaluator workers started together (after an upgrade, say)
+            # would each spend seconds writing the same state.
+            with held_exclusively(path.with_name(f".{path.name}.lock")) as held:
+                if not held:
+                    log.info("governance snapshot not written: another worker is writing it")
+                    return
+                size = write_snapshot(path, state, tails, events=self.from_snapshot + self.applied)
         except Exception:  # a full disk, say; a traceback, should it be a bug
             log.exception(
                 "could not write the governance snapshot %s: the next start replays more", path

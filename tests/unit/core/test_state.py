@@ -780,6 +780,34 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
     assert "not written: events this process wrote are not read back yet" in caplog.text
 
 
+def test_one_worker_at_a_time_writes_a_snapshot(
+    monkeypatch: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another worker writing the same file (holding its lock): this one does not write too.
+    import logging
+
+    import ledger.kafka.governance as governance
+    from ledger.files import held_exclusively
+    from ledger.kafka.snapshots import read_snapshot
+
+    codec, topics, _ = _stand_in_log(monkeypatch)
+    caplog.set_level(logging.INFO, logger="ledger.governance")
+    path = tmp_path / "governance.snapshot"
+
+    def follower() -> Any:
+        return governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=path
+        )
+
+    with held_exclusively(tmp_path / ".governance.snapshot.lock") as held:
+        assert held
+        _until_ready(follower())
+    assert not path.exists()
+    assert "not written: another worker is writing it" in caplog.text
+    _until_ready(follower())  # the lock released: this one writes
+    assert read_snapshot(path).events == len(EVENTS)
+
+
 def test_a_follower_resumes_from_its_snapshot_to_the_state_a_full_replay_gives(
     monkeypatch: Any, tmp_path: Path
 ) -> None:
