@@ -142,26 +142,27 @@ class GovernanceFollower:
     hundreds of thousands of acyclic objects, and the collector's scans of them, set off again
     and again by the fetching between chunks, cost a million-event catch-up through Kafka more
     than all the rest (13.5 to 14.8 s against 7.6 to 8.5 s with it paused). With
-    ``freeze_when_caught_up`` (the processors'), everything the process holds once it has caught up is then moved out of
-    the collector's reach for good (``gc.freeze()``): a full collection over that state would
-    pause the process for about a second (``benchmarks.replay``) whenever the collector decided
-    on one. Reference counting still frees what is dropped later; only a reference cycle frozen
-    then and dropped later (a library's connection object, say) is never collected, a bounded,
-    one-time cost. (Cyclic garbage made while the collector is paused is frozen too: a
+    ``freeze_when_caught_up`` (the processors'), everything the process holds once it has
+    caught up is then moved out of the collector's reach for good (``gc.freeze()``): a full
+    collection over that state would pause the process for about a second
+    (``benchmarks.replay``) whenever the collector decided on one. Reference counting still
+    frees what is dropped later; only a reference cycle frozen then and dropped later (a
+    library's connection object, say) is never collected, a bounded, one-time cost. (Cyclic garbage made while the collector is paused is frozen too: a
     300,000-record catch-up through Kafka had none.) Without it, resuming the collector scans
     what was built, once.
 
     With a ``snapshot`` file (the evaluators'), the follower starts from the state saved there
     (:mod:`ledger.kafka.snapshots`) once it has read back, from Kafka, the last record folded
     into it at each position and found the same bytes; it then folds only the records after
-    those. Any check that fails is logged and the whole history replayed. A catch-up that
-    folded at least ``snapshot_after`` records after the snapshot, or any when there was no
-    snapshot it could use, writes a new snapshot before the follower is ready (nothing is answered yet; 3.4 to 4.3 s for a million events' state, once per
-    ``snapshot_after`` records: ``benchmarks.replay --kafka``), unless events this
-    process wrote (:meth:`apply_local`) are not read back yet: the file only ever holds a
-    state the log alone gives. One follower writes it at a time (a lock beside it); another
-    that finds it being written leaves it to that one. A follower with ``on_event`` cannot have one: its listener must
-    see every event.
+    those. Any check that fails is logged and the whole history replayed. A new snapshot is
+    written when the catch-up ends, before the follower is ready (nothing is answered yet;
+    3.4 to 4.3 s for a million events' state: ``benchmarks.replay --kafka``): after a start
+    that could not use one, if it folded anything; after a start from one, once it folded
+    ``snapshot_after`` records or more. Never while events this process wrote
+    (:meth:`apply_local`) are not read back yet: the file only ever holds a state the log
+    alone gives. One follower writes it at a time (a lock beside it); another that finds it
+    being written leaves it to that one. A follower with ``on_event`` cannot have one: its
+    listener must see every event.
     """
 
     def __init__(
