@@ -45,7 +45,8 @@ import ledger.core.events
 import ledger.core.state
 from ledger.contract import contract_dir
 from ledger.core.builders import builder, field_names
-from ledger.core.state import LedgerState
+from ledger.core.pmap import PMap
+from ledger.core.state import HeldPrincipals, LedgerState
 from ledger.errors import SnapshotUnusable
 from ledger.files import replacing_private
 
@@ -289,6 +290,8 @@ def read_snapshot(path: Path) -> Snapshot:
         policies, principals = _StateUnpickler(io.BytesIO(payload)).load()
     except Exception as exc:  # digest matched: written by this code, so this is a bug
         raise SnapshotUnusable(f"its contents do not load ({type(exc).__name__}: {exc})") from None
+    if type(policies) is not PMap or type(principals) is not HeldPrincipals:
+        raise SnapshotUnusable("its contents are not a state's policies and principals")
     position = MappingProxyType({key: offset for key, (offset, _) in tails.items()})
     state = LedgerState(policies=policies, principals=principals, position=position)
     return Snapshot(state=state, tails=tails, events=events, written_at=written_at)

@@ -133,6 +133,7 @@ def _damage(path: Path, at: int) -> None:
         (lambda p: _edit(p, edit_header=_every_tail(lambda t: [-1, t[1]])), "an offset or digest"),
         (lambda p: _edit(p, edit_header=_every_tail(lambda t: [t[0], "xyz"])), "an offset or"),
         (lambda p: _edit(p, edit_payload=lambda b: b"not a pickle"), "do not load"),
+        (lambda p: _edit(p, edit_payload=lambda b: pickle.dumps(("a", "b"))), "not a state's"),
         (
             lambda p: p.write_bytes(b"ledger governance snapshot 0\n{}\n"),
             "not a governance snapshot",
