@@ -29,7 +29,9 @@ It then times, on the same history:
   written to the governance topics of a private broker (or ``--bootstrap``'s), then an
   evaluator's follower timed from its start to caught up, beside the floor of the same run:
   a bare aiokafka consumer reading the same records, nothing decoded; then an evaluator's first
-  start again, writing its governance snapshot, and a start from that snapshot;
+  start again, writing its governance snapshot, and a start from that snapshot; then the same
+  two starts of a command processor's follower, whose snapshot also holds which events each
+  command appended (:class:`~processors.command_processor.AppliedCommands`);
 
 and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
 beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
@@ -371,6 +373,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
     from ledger.core.state import aggregate_of
     from ledger.kafka.clients import make_rdkafka_producer
     from ledger.kafka.governance import GovernanceFollower
+    from processors.command_processor import AppliedCommands
 
     codec = default_codec()
     with bench_stack(bootstrap=bootstrap, processors=()) as stack:
@@ -436,17 +439,18 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
         folded: list[tuple[int, int]] = []  # (applied, from_snapshot) of each start
         states: list[tuple[dict[str, int], int, int]] = []  # positions, policies, principals
 
-        def catch_up(snapshot: Path | None = None) -> object:
+        def catch_up(snapshot: Path | None = None, commands: bool = False) -> object:
             async def run() -> None:
                 follower = GovernanceFollower(
                     bootstrap=stack.bootstrap,
                     topics=topics,
                     codec=codec,
                     security=security,
-                    compile_deployed=True,
+                    compile_deployed=not commands,  # (the command processor compiles nothing)
                     freeze_when_caught_up=True,
                     snapshot=snapshot,
                     snapshot_after=1,
+                    memory=AppliedCommands() if commands else None,
                 )
                 task = asyncio.create_task(follower.run())
                 try:
@@ -460,24 +464,32 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
 
             return run
 
-        def start(snapshot: Path | None = None) -> tuple[float, float, float | None]:
+        def start(
+            snapshot: Path | None = None, commands: bool = False
+        ) -> tuple[float, float, float | None]:
             try:
-                return timed(catch_up(snapshot))
+                return timed(catch_up(snapshot, commands))
             finally:
                 gc.unfreeze()  # what the follower froze, so this process can free it
 
         floor = timed(bare_read)
         follow = start()
         with tempfile.TemporaryDirectory(prefix="ledger-bench-") as scratch:
-            # An evaluator's first start writes its snapshot; the next starts from it.
+            # An evaluator's first start writes its snapshot; the next starts from it. The same
+            # for a command processor, whose snapshot holds its memory of the commands too.
             path = Path(scratch) / "governance.snapshot"
             writing, resuming = start(path), start(path)
             size = path.stat().st_size
+            path.unlink()
+            cp_writing, cp_resuming = start(path, commands=True), start(path, commands=True)
+            cp_size = path.stat().st_size
         for label, (wall, cpu, on_broker) in (
             ("floor: aiokafka reading them all", floor),
             ("a processor catching up via Kafka", follow),
             ("  the same, writing its snapshot", writing),
             ("a processor starting from it", resuming),
+            ("a command processor, writing it", cp_writing),
+            ("a command processor from it", cp_resuming),
         ):
             extra = f", broker {on_broker:.2f} s" if on_broker is not None else ""
             print(
@@ -486,16 +498,21 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
                 flush=True,
             )
         n = len(history)
-        if folded != [(n, 0), (n, 0), (0, n)]:
+        if folded != [(n, 0), (n, 0), (0, n), (n, 0), (0, n)]:
             raise RuntimeError(
                 f"the followers folded (records, from a snapshot) {folded}, not {n:,}"
             )
-        if not states[0] == states[1] == states[2]:
+        if not states[0] == states[1] == states[2] == states[3] == states[4]:
             raise RuntimeError(f"the start from the snapshot has another state: {states}")
         print(f"  the catch-up is {follow[0] / floor[0]:.2f}x the floor", flush=True)
         print(
             f"  the snapshot: {size / 1e6:.1f} MB, written in ~{writing[0] - follow[0]:.2f} s; "
             f"a start from it is {resuming[0] / floor[0]:.2f}x the floor",
+            flush=True,
+        )
+        print(
+            f"  the command processor's: {cp_size / 1e6:.1f} MB; a start from it is "
+            f"{cp_resuming[0] / floor[0]:.2f}x the floor",
             flush=True,
         )
 

@@ -103,6 +103,71 @@ class Step:
     outputs: list[Output] = field(default_factory=list)
 
 
+class AppliedCommands:
+    """Which events each command appended, and the signature they carry: the command
+    processor's memory of every governance event (the follower tells it of each, and keeps it
+    in the governance snapshot with the state: a
+    :class:`~ledger.kafka.snapshots.SnapshotMemory`).
+
+    Kept compact, as a million commands' memory is loaded at every start: a command's first
+    event id, the rare further ones apart, and the signature of its first event when it has
+    one."""
+
+    memory_kind: Final = "applied commands: first event, more events, signature"
+    """What :meth:`saved` returns, as the governance snapshot names it."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, str] = {}  # command id -> the id of its first event
+        self._more: dict[str, list[str]] = {}  # command id -> the ids of its other events
+        self._signed: dict[str, bytes] = {}  # command id -> the signature on its first event
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def remember(self, event: GovernanceEvent) -> None:
+        """Note an applied event's command (the follower calls this for every event, and again
+        for one this process applied before reading it back: that changes nothing)."""
+        command, event_id = event.command_id, event.event_id
+        first = self._first.get(command)
+        if first is None:
+            self._first[command] = event_id
+            signature = getattr(event, "command_signature", None)
+            if signature is not None:
+                self._signed[command] = signature
+        elif first != event_id:
+            more = self._more.setdefault(command, [])
+            if event_id not in more:
+                more.append(event_id)
+
+    def event_ids(self, command_id: str) -> tuple[str, ...]:
+        """The ids of the events ``command_id`` appended, in order (none: not applied)."""
+        first = self._first.get(command_id)
+        if first is None:
+            return ()
+        return (first, *self._more.get(command_id, ()))
+
+    def signature(self, command_id: str) -> bytes | None:
+        """The command signature on the first event ``command_id`` appended, if any."""
+        return self._signed.get(command_id)
+
+    def saved(self) -> tuple[dict[str, str], dict[str, list[str]], dict[str, bytes]]:
+        """All of it, for the governance snapshot."""
+        return self._first, self._more, self._signed
+
+    def restore(self, saved: Any) -> None:
+        """Take back what :meth:`saved` returned (from a snapshot, before any event is
+        remembered); :class:`ValueError`, nothing changed, for anything else."""
+        if not (
+            type(saved) is tuple
+            and len(saved) == 3
+            and all(type(part) is dict for part in saved)
+            and saved[1].keys() <= saved[0].keys()
+            and saved[2].keys() <= saved[0].keys()
+        ):
+            raise ValueError("not the command ids and events a command processor remembers")
+        self._first, self._more, self._signed = saved
+
+
 class CommandHandler:
     """Turns one command record into what to write. No Kafka: easy to test.
 
@@ -132,8 +197,7 @@ class CommandHandler:
         self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
         self.inflight = inflight
         self.new_id = new_id
-        self.applied: dict[str, list[str]] = {}  # command id -> ids of the events it produced
-        self.signatures: dict[str, bytes | None] = {}  # command id -> signature on its events
+        self.applied = AppliedCommands()  # the follower tells it of every event
         # command id -> (when it was answered, the rejection): authenticated commands' only.
         self.rejected: OrderedDict[str, tuple[datetime, Rejection]] = OrderedDict()
         self.letters = DeadLetters(
@@ -144,13 +208,6 @@ class CommandHandler:
             limit=self.limit,
             new_id=new_id,
         )
-
-    def remember(self, event: GovernanceEvent) -> None:
-        """Note an applied event's command (the follower calls this for every event)."""
-        ids = self.applied.setdefault(event.command_id, [])
-        if event.event_id not in ids:
-            ids.append(event.event_id)
-        self.signatures.setdefault(event.command_id, getattr(event, "command_signature", None))
 
     def remember_answer(self, result: CommandAccepted | CommandRejected, now: datetime) -> None:
         """Note an answer (the start-up read of recent answers calls this, and every rejection
@@ -172,11 +229,9 @@ class CommandHandler:
 
     def first_answer(self, command_id: str) -> FirstAnswer | None:
         """What the ledger answered ``command_id`` first, if it remembers."""
-        if command_id in self.applied:
-            return FirstAnswer(
-                event_ids=tuple(self.applied[command_id]),
-                signature=self.signatures.get(command_id),
-            )
+        event_ids = self.applied.event_ids(command_id)
+        if event_ids:
+            return FirstAnswer(event_ids=event_ids, signature=self.applied.signature(command_id))
         found = self.rejected.get(command_id)
         return None if found is None else FirstAnswer(rejection=found[1])
 
@@ -305,9 +360,10 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         bootstrap=bootstrap,
         topics=settings.topics,
         codec=codec,
-        on_event=handler.remember,
+        memory=handler.applied,  # kept in the snapshot with the state
         freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
         security=settings.security,
+        snapshot=state_dir(settings, APP_ID) / "governance.snapshot",
     )
     anchors = trust_anchors(settings)
     anchored = asyncio.Event()

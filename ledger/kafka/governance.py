@@ -50,7 +50,13 @@ from ledger.errors import CodecError
 from ledger.files import held_exclusively
 from ledger.kafka.clients import aiokafka_config
 from ledger.kafka.reading import position_key, read_topic, topic_partitions_async
-from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, record_digest, write_snapshot
+from ledger.kafka.snapshots import (
+    SnapshotMemory,
+    SnapshotUnusable,
+    read_snapshot,
+    record_digest,
+    write_snapshot,
+)
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
@@ -151,7 +157,7 @@ class GovernanceFollower:
     300,000-record catch-up through Kafka had none.) Without it, resuming the collector scans
     what was built, once.
 
-    With a ``snapshot`` file (the evaluators'), the follower starts from the state saved there
+    With a ``snapshot`` file (the processors'), the follower starts from the state saved there
     (:mod:`ledger.kafka.snapshots`) once it has read back, from Kafka, the last record folded
     into it at each position and found the same bytes; it then folds only the records after
     those. Any check that fails is logged and the whole history replayed. A new snapshot is
@@ -162,7 +168,10 @@ class GovernanceFollower:
     (:meth:`apply_local`) are not read back yet: the file only ever holds a state the log
     alone gives. One follower writes it at a time (a lock beside it); another that finds it
     being written leaves it to that one. A follower with ``on_event`` cannot have one: its
-    listener must see every event.
+    listener must see every event. One with a ``memory`` (the command processor's) can: the
+    memory is called with every event folded, saved in the snapshot with the state and
+    restored from it (:class:`~ledger.kafka.snapshots.SnapshotMemory`), so it holds what it
+    would have remembered of the whole history.
     """
 
     def __init__(
@@ -178,11 +187,17 @@ class GovernanceFollower:
         freeze_when_caught_up: bool = False,
         snapshot: Path | None = None,
         snapshot_after: int = SNAPSHOT_AFTER,
+        memory: SnapshotMemory | None = None,
     ) -> None:
         if snapshot is not None and on_event is not None:
             raise ValueError(
-                "a follower with on_event sees every event: it cannot start from a snapshot"
+                "a follower with on_event sees every event: it cannot start from a snapshot "
+                "(a memory can: see SnapshotMemory)"
             )
+        if memory is not None:
+            if on_event is not None:
+                raise ValueError("a follower has one listener: on_event or a memory")
+            on_event = memory.remember
         self._bootstrap = bootstrap
         self._compile_deployed = compile_deployed
         self._freeze = freeze_when_caught_up
@@ -202,6 +217,7 @@ class GovernanceFollower:
         """Events in the snapshot the state started from (0: it started from the beginning)."""
         self._snapshot = snapshot
         self._snapshot_after = snapshot_after
+        self._memory = memory
         # Each position key's last folded record (offset, value), to write with a snapshot; and
         # the events applied locally that have not come back from the log yet.
         self._tails: dict[str, tuple[int, bytes | None]] = {}
@@ -217,7 +233,10 @@ class GovernanceFollower:
         The same event read later from the topic is a no-op for ``fold`` (its sequence is
         already applied) and only advances the position.
         """
-        if self._snapshot is not None:
+        if self._snapshot is not None and not self.ready.is_set():
+            # Only a catch-up writes a snapshot, before the follower is ready: an event applied
+            # after that (the command processor applies every one it appends) never reaches
+            # one, so it is not held until read back.
             self._local_unread.append(event)
         if self._replay is not None:  # catching up (nothing is answered yet): its next event
             try:
@@ -315,7 +334,7 @@ class GovernanceFollower:
             return {}
         started = time.perf_counter()
         try:
-            snapshot = read_snapshot(path)
+            snapshot = read_snapshot(path, memory=self._memory)
         except FileNotFoundError:
             log.info("no governance snapshot at %s yet: replaying the whole history", path)
             return {}
@@ -351,6 +370,16 @@ class GovernanceFollower:
                 "governance snapshot %s not used (%s): replaying the whole history", path, problem
             )
             return {}
+        if self._memory is not None:
+            try:
+                self._memory.restore(snapshot.memory)
+            except ValueError as exc:
+                log.warning(
+                    "governance snapshot %s not used (its memory: %s): replaying the whole history",
+                    path,
+                    exc,
+                )
+                return {}
         self.state, self._tails, self.from_snapshot = snapshot.state, tails, snapshot.events
         if self._compile_deployed:
             compile_deployed(self.state, list(self.state.policies))
@@ -392,7 +421,13 @@ class GovernanceFollower:
                 if not held:
                     log.info("governance snapshot not written: another worker is writing it")
                     return
-                size = write_snapshot(path, state, tails, events=self.from_snapshot + self.applied)
+                size = write_snapshot(
+                    path,
+                    state,
+                    tails,
+                    events=self.from_snapshot + self.applied,
+                    memory=self._memory,
+                )
         except Exception:  # a full disk, say; a traceback, should it be a bug
             log.exception(
                 "could not write the governance snapshot %s: the next start replays more", path

@@ -15,6 +15,13 @@ and principal records pickled, and a digest. What a start checks before the stat
   and compares (:class:`~ledger.kafka.governance.GovernanceFollower`): a snapshot of another
   cluster, of topics deleted and re-created, or of a log since truncated is not used.
 
+A processor that must remember something of every event besides the state (the command
+processor: which events each command appended, to answer a command sent again) keeps that in
+the snapshot too, as its :class:`SnapshotMemory` saves it: plain data (dictionaries, lists,
+tuples, text, bytes, numbers, ``None``), named in the header by its kind; the module of the
+class that saved it joins the fingerprint. A snapshot is only used with the kind of memory it
+was written with (none for an evaluator).
+
 Any check that fails means a full replay, logged; never a partial or foreign state. Deleting
 the file is always safe. The file is written 0600 under the processor's own state directory and
 replaced atomically. Its pickle loads only the state's own classes (:class:`_StateUnpickler`),
@@ -25,6 +32,7 @@ installation itself (whoever can write there can also change the code).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import operator
@@ -37,7 +45,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import ledger
 import ledger.core.authority
@@ -45,6 +53,7 @@ import ledger.core.events
 import ledger.core.state
 from ledger.contract import contract_dir
 from ledger.core.builders import builder, field_names
+from ledger.core.events import GovernanceEvent
 from ledger.core.pmap import PMap
 from ledger.core.state import HeldPrincipals, LedgerState
 from ledger.errors import SnapshotUnusable
@@ -52,6 +61,7 @@ from ledger.files import replacing_private
 
 __all__ = [
     "Snapshot",
+    "SnapshotMemory",
     "SnapshotUnusable",
     "code_fingerprint",
     "fingerprinted_files",
@@ -60,7 +70,7 @@ __all__ = [
     "write_snapshot",
 ]
 
-MAGIC = b"ledger governance snapshot 1\n"
+MAGIC = b"ledger governance snapshot 2\n"
 """The first line of every snapshot file (the format's version is its last word)."""
 
 DIGEST_BYTES = 64
@@ -81,6 +91,39 @@ class Snapshot:
     tails: Mapping[str, tuple[int, str]]
     events: int
     written_at: str
+    memory: Any = None
+    """What the processor's :class:`SnapshotMemory` saved (``None`` without one)."""
+
+
+class SnapshotMemory(Protocol):
+    """What a processor remembers of every governance event besides the state, kept in its
+    snapshot with the state: ``remember`` is called with every event folded (the follower's
+    listener), ``saved`` returns it all as plain data (no other class: the snapshot's unpickler
+    loads none), and ``restore`` takes back what ``saved`` returned, raising :class:`ValueError`
+    for anything else and then leaving the memory as it was. ``memory_kind`` names what it
+    saves (a snapshot is only used with the kind it was written with)."""
+
+    @property
+    def memory_kind(self) -> str: ...
+
+    def remember(self, event: GovernanceEvent) -> None: ...
+
+    def saved(self) -> Any: ...
+
+    def restore(self, saved: Any) -> None: ...
+
+
+def memory_kind(memory: SnapshotMemory | None) -> str | None:
+    """How a snapshot's header names the memory it holds (``None``: none)."""
+    return None if memory is None else str(memory.memory_kind)
+
+
+def _memory_source(memory: SnapshotMemory | None) -> tuple[Path, ...]:
+    """The file that decides what ``memory`` saves: fingerprinted with the rest."""
+    if memory is None:
+        return ()
+    found = inspect.getsourcefile(type(memory))
+    return (Path(found),) if found else ()
 
 
 def _rebuilt(cls: type, *values: Any) -> Any:
@@ -219,23 +262,29 @@ def fingerprinted_files() -> list[Path]:
 
 
 @cache
-def code_fingerprint() -> str:
-    """SHA-256 over :func:`fingerprinted_files` (each named by its path in the package), the
-    package's version and Python's."""
+def code_fingerprint(*also: Path) -> str:
+    """SHA-256 over :func:`fingerprinted_files` and ``also`` (each named by its path in the
+    project), the package's version and Python's."""
     package = Path(ledger.__file__).parent.parent
     digest = hashlib.sha256(f"{ledger.__version__} {sys.version_info[:2]}".encode())
-    for path in fingerprinted_files():
+    for path in [*fingerprinted_files(), *also]:
         name = path.relative_to(package) if path.is_relative_to(package) else path.name
         digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
 def write_snapshot(
-    path: Path, state: LedgerState, tails: Mapping[str, tuple[int, str]], *, events: int
+    path: Path,
+    state: LedgerState,
+    tails: Mapping[str, tuple[int, str]],
+    *,
+    events: int,
+    memory: SnapshotMemory | None = None,
 ) -> int:
-    """Write ``state`` (positions, policies, principals) to ``path``, replacing any snapshot
-    there atomically, and return the file's size. ``tails`` must name every key of
-    ``state.position`` with the same offset.
+    """Write ``state`` (positions, policies, principals) and what ``memory`` saves to
+    ``path``, replacing any snapshot there atomically, and return the file's size. ``tails``
+    must name every key of ``state.position`` with the same offset, and ``memory`` remember
+    the same events as the state.
 
     Only the records are kept: a version's compiled form and the state's derived caches are
     rebuilt on first use after loading.
@@ -244,7 +293,8 @@ def write_snapshot(
     if not position or {key: offset for key, (offset, _) in tails.items()} != position:
         raise ValueError("a snapshot's tails must be the state's positions, and it must have one")
     header = {
-        "code": code_fingerprint(),
+        "code": code_fingerprint(*_memory_source(memory)),
+        "memory": memory_kind(memory),
         "events": events,
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tails": {key: [offset, digest] for key, (offset, digest) in sorted(tails.items())},
@@ -255,15 +305,18 @@ def write_snapshot(
         body.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
         pickler = pickle.Pickler(body, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.dispatch_table = _dispatch_table({})
-        pickler.dump((state.policies, state.principals))
+        saved = None if memory is None else memory.saved()
+        pickler.dump((state.policies, state.principals, saved))
         out.write(body.sha256.hexdigest().encode())
     return len(MAGIC) + body.size + DIGEST_BYTES
 
 
-def read_snapshot(path: Path) -> Snapshot:
+def read_snapshot(path: Path, *, memory: SnapshotMemory | None = None) -> Snapshot:
     """The snapshot at ``path``: :class:`FileNotFoundError` when there is none,
-    :class:`SnapshotUnusable` (saying why) when it is damaged or from other code. Its records
-    are unpickled only after the file's digest matches."""
+    :class:`SnapshotUnusable` (saying why) when it is damaged, from other code, or holds
+    another memory than ``memory``'s kind (see :func:`memory_kind`; none without one). Its
+    records are unpickled only after the file's digest matches. What the memory saved is
+    returned, not restored: that is the caller's, once the log vouches for the snapshot."""
     with path.open("rb") as data:
         if data.readline(len(MAGIC) + 1) != MAGIC:
             raise SnapshotUnusable("not a governance snapshot of this format")
@@ -278,20 +331,26 @@ def read_snapshot(path: Path) -> Snapshot:
         code = header["code"]
         tails = {str(k): (int(o), str(d)) for k, (o, d) in dict(header["tails"]).items()}
         events, written_at = int(header["events"]), str(header["written_at"])
+        kind = header["memory"]
     except (ValueError, KeyError, TypeError) as exc:
         raise SnapshotUnusable(f"its header does not read ({exc})") from None
     if not tails or any(o < 0 or not _SHA256_HEX.fullmatch(d) for o, d in tails.values()):
         raise SnapshotUnusable(
             "its header names no partition, or an offset or digest that is not one"
         )
-    if code != code_fingerprint():
+    if kind != memory_kind(memory):
+        raise SnapshotUnusable(
+            f"it holds {kind or 'no memory'} where this processor keeps "
+            f"{memory_kind(memory) or 'none'} (another processor's snapshot?)"
+        )
+    if code != code_fingerprint(*_memory_source(memory)):
         raise SnapshotUnusable("it was written by other code (an upgrade, or a different build)")
     try:
-        policies, principals = _StateUnpickler(io.BytesIO(payload)).load()
+        policies, principals, saved = _StateUnpickler(io.BytesIO(payload)).load()
     except Exception as exc:  # digest matched: written by this code, so this is a bug
         raise SnapshotUnusable(f"its contents do not load ({type(exc).__name__}: {exc})") from None
     if type(policies) is not PMap or type(principals) is not HeldPrincipals:
         raise SnapshotUnusable("its contents are not a state's policies and principals")
     position = MappingProxyType({key: offset for key, (offset, _) in tails.items()})
     state = LedgerState(policies=policies, principals=principals, position=position)
-    return Snapshot(state=state, tails=tails, events=events, written_at=written_at)
+    return Snapshot(state=state, tails=tails, events=events, written_at=written_at, memory=saved)

@@ -1,7 +1,8 @@
-"""An evaluator's follower starting from its governance snapshot, on the real broker: it folds
-only the records after the snapshot, into the state a full replay gives; and a snapshot the log
-does not vouch for (another history at the same offsets, a log that ends before it, another
-topic) is not used: the whole history is replayed."""
+"""A follower starting from its governance snapshot, on the real broker: it folds only the
+records after the snapshot, into the state a full replay gives; and a snapshot the log does not
+vouch for (another history at the same offsets, a log that ends before it, another topic) is not
+used: the whole history is replayed. The evaluator and the command processor (whose snapshot
+also holds which events each command appended) write theirs and start from them."""
 
 from __future__ import annotations
 
@@ -174,3 +175,50 @@ def test_an_evaluator_writes_its_snapshot_and_its_next_start_uses_it(stack_facto
     log = (stack.log_dir / "evaluator.log").read_text()
     assert "governance snapshot written to" in log
     assert f"started from the governance snapshot written {read_snapshot(path).written_at}" in log
+
+
+def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_command(
+    stack_factory: Any,
+) -> None:
+    # Its snapshot holds, with the state, which events each command appended: a command sent
+    # again after a start from the snapshot is still answered with its first answer.
+    from harness import ADMIN, policy_doc
+
+    from ledger.core.events import ProposePolicyVersion
+    from ledger.ids import new_id, utcnow
+    from processors.command_processor import APP_ID, AppliedCommands
+    from processors.common import state_dir
+
+    stack = stack_factory(processors=("command-processor",))
+    admin = stack.client(ADMIN)
+    command = ProposePolicyVersion(
+        event_id=new_id(), occurred_at=utcnow(), actor=ADMIN, document=policy_doc("refund")
+    )
+    first = admin.submit_command(command)
+    path = state_dir(stack.settings, APP_ID) / "governance.snapshot"
+    assert not path.exists()  # its first start folded nothing: nothing worth keeping
+
+    memory = AppliedCommands()
+    for start in ("replays the history and writes it", "starts from it"):
+        assert stack.stop("command-processor"), start
+        stack.start("command-processor")
+        again = admin.submit_command(command, timeout=60)
+        assert again.message == "already applied" and again.event_ids == first.event_ids, start
+    log = (stack.log_dir / "command-processor.log").read_text()
+    snapshot = read_snapshot(path, memory=memory)
+    assert f"started from the governance snapshot written {snapshot.written_at}" in log
+    memory.restore(snapshot.memory)
+    assert memory.event_ids(command.event_id) == first.event_ids
+    assert (
+        admin.submit_command(
+            ProposePolicyVersion(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor=ADMIN,
+                document=policy_doc("refund", auto_below=200),
+            )
+        ).version
+        == 2
+    )
+    events = stack.records(stack.topics.policy_events)
+    assert [type(e).__name__ for e in events] == ["PolicyVersionProposed"] * 2

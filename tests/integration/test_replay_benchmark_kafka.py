@@ -1,7 +1,7 @@
 """`benchmarks.replay --kafka` on the real broker: a processor's catch-up timed through Kafka,
-and its start from the governance snapshot it wrote (the benchmark fails unless that start
-folded nothing, took the whole history from the snapshot, and holds
-the same positions and as many policies and principals as a full replay)."""
+and its start from the governance snapshot it wrote, an evaluator's and a command processor's
+(the benchmark fails unless each start from a snapshot folded nothing, took the whole history
+from it, and holds the same positions and as many policies and principals as a full replay)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,10 @@ def test_the_replay_benchmark_times_a_catch_up_through_the_broker(kafka, tmp_pat
     (catch_up,) = [line for line in out.splitlines() if "catching up via Kafka" in line]
     (writing,) = [line for line in out.splitlines() if "writing its snapshot" in line]
     (resuming,) = [line for line in out.splitlines() if "starting from it" in line]
-    for line in (floor, catch_up, writing, resuming):
+    (commands,) = [line for line in out.splitlines() if "a command processor, writing" in line]
+    (commands_resuming,) = [line for line in out.splitlines() if "command processor from" in line]
+    for line in (floor, catch_up, writing, resuming, commands, commands_resuming):
         assert "records/s  ratio to 3 s target" in line and "(cpu " in line
     assert "the catch-up is" in out and "x the floor" in out
     assert "the snapshot:" in out and "a start from it is" in out
+    assert "the command processor's:" in out

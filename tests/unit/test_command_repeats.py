@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
@@ -21,13 +22,15 @@ from ledger.core.events import (
     GovernanceEvent,
     IssueGrant,
     RevokeGrant,
+    RoleAssigned,
 )
 from ledger.core.lifecycle import REJECTION_CODES, register_anchors
-from ledger.core.state import EMPTY_STATE, LedgerState, fold
+from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_positions
 from ledger.ids import new_id, utcnow
+from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, write_snapshot
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
-from processors.command_processor import REMEMBER_REJECTIONS, CommandHandler
+from processors.command_processor import REMEMBER_REJECTIONS, AppliedCommands, CommandHandler
 from processors.common import ProcessorStats
 
 CODEC = default_codec()
@@ -50,7 +53,7 @@ class Ledger:
 
     def apply(self, event: GovernanceEvent) -> None:
         self.state = fold(self.state, event)
-        self.handler.remember(event)
+        self.handler.applied.remember(event)
 
     def send(self, command: Any) -> tuple[Any, list[GovernanceEvent]]:
         message = SimpleNamespace(
@@ -99,6 +102,73 @@ def test_the_same_command_again_is_answered_already_applied_and_appends_nothing(
     again, more = ledger.send(command)
     assert isinstance(again, CommandAccepted) and again.message == "already applied"
     assert again.event_ids == first.event_ids and more == []
+
+
+def test_a_handler_restored_from_a_snapshot_remembers_every_command_applied_before_it(
+    tmp_path: Path,
+) -> None:
+    # The command processor starts from its governance snapshot: the commands applied before
+    # it are still answered "already applied" (with their events), their ids are not reused,
+    # and a forged copy is still told it is not the signed command.
+    ledger = Ledger()
+    command = sign(issue(), ADMIN_KEY)
+    first, _ = ledger.send(command)
+    state = with_positions(ledger.state, {"ledger.grant-events/0": 9})
+    path = tmp_path / "governance.snapshot"
+    tails = {"ledger.grant-events/0": (9, "0" * 64)}
+    write_snapshot(path, state, tails, events=9, memory=ledger.handler.applied)
+
+    restarted = Ledger.__new__(Ledger)
+    restarted.handler = CommandHandler(settings=SETTINGS, codec=CODEC, stats=ProcessorStats())
+    snapshot = read_snapshot(path, memory=restarted.handler.applied)
+    restarted.handler.applied.restore(snapshot.memory)
+    restarted.state = snapshot.state
+    again, more = restarted.send(command)
+    assert isinstance(again, CommandAccepted) and again.message == "already applied"
+    assert again.event_ids == first.event_ids and more == []
+    other = dataclasses.replace(issue("g-2"), event_id=command.event_id)
+    answer, _ = restarted.send(sign(other, ADMIN_KEY))
+    assert isinstance(answer, CommandRejected) and answer.code == "duplicate_command_id"
+    forged, _ = restarted.send(dataclasses.replace(command, key_id=None, signature=None))
+    assert isinstance(forged, CommandRejected) and forged.code == "unsigned_command"
+    with pytest.raises(SnapshotUnusable, match="where this processor keeps none"):
+        read_snapshot(path)  # an evaluator's follower does not take it
+
+    # What is not its own is refused, and the memory left as it was.
+    remembered = restarted.handler.applied.saved()
+    wrong: list[object] = [None, ({}, {}), [{}, {}, {}], ({}, {"c": []}, {}), ({}, {}, {"c": b""})]
+    for saved in wrong:
+        with pytest.raises(ValueError, match="not the command ids"):
+            restarted.handler.applied.restore(saved)
+    assert restarted.handler.applied.saved() == remembered
+
+
+def test_a_command_is_remembered_with_every_event_it_appended_and_its_first_signature() -> None:
+    def event(event_id: str, command_id: str, signature: bytes | None) -> RoleAssigned:
+        return RoleAssigned(
+            event_id=event_id,
+            occurred_at=utcnow(),
+            actor="human:admin",
+            command_id=command_id,
+            principal="agent:bot",
+            role="reader",
+            sequence=1,
+            command_signature=signature,
+        )
+
+    applied = AppliedCommands()
+    for e in (
+        event("e1", "c1", b"first"),
+        event("e2", "c1", b"second"),
+        event("e3", "c1", None),
+        event("e2", "c1", b"second"),  # read back after it was applied: nothing new
+        event("e4", "c2", None),
+        event("e5", "c2", b"late"),
+    ):
+        applied.remember(e)
+    assert applied.event_ids("c1") == ("e1", "e2", "e3") and applied.signature("c1") == b"first"
+    assert applied.event_ids("c2") == ("e4", "e5") and applied.signature("c2") is None
+    assert applied.event_ids("c3") == () and len(applied) == 2
 
 
 def test_a_forged_copy_of_an_applied_command_is_authenticated_not_called_applied() -> None:

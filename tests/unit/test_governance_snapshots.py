@@ -133,7 +133,10 @@ def _damage(path: Path, at: int) -> None:
         (lambda p: _edit(p, edit_header=_every_tail(lambda t: [-1, t[1]])), "an offset or digest"),
         (lambda p: _edit(p, edit_header=_every_tail(lambda t: [t[0], "xyz"])), "an offset or"),
         (lambda p: _edit(p, edit_payload=lambda b: b"not a pickle"), "do not load"),
-        (lambda p: _edit(p, edit_payload=lambda b: pickle.dumps(("a", "b"))), "not a state's"),
+        (
+            lambda p: _edit(p, edit_payload=lambda b: pickle.dumps(("a", "b", None))),
+            "not a state's",
+        ),
         (
             lambda p: p.write_bytes(b"ledger governance snapshot 0\n{}\n"),
             "not a governance snapshot",
@@ -263,6 +266,103 @@ def test_a_follower_that_tells_a_listener_of_every_event_cannot_have_a_snapshot(
         GovernanceFollower(
             bootstrap="127.0.0.1:1", topics=TopicNames(), on_event=print, snapshot=tmp_path / "s"
         )
+    with pytest.raises(ValueError, match="one listener"):
+        GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=TopicNames(), on_event=print, memory=Seen()
+        )
+    # A memory sees every event and is kept in the snapshot: that one can.
+    GovernanceFollower(
+        bootstrap="127.0.0.1:1", topics=TopicNames(), memory=Seen(), snapshot=tmp_path / "s"
+    )
+
+
+class Seen:
+    """A processor's memory of every event (a :class:`SnapshotMemory`): their ids, in order."""
+
+    memory_kind = "event ids"
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def remember(self, event: object) -> None:
+        self.ids.append(event.event_id)  # type: ignore[attr-defined]
+
+    def saved(self) -> object:
+        return {"ids": self.ids}
+
+    def restore(self, saved: object) -> None:
+        if type(saved) is not dict or type(saved.get("ids")) is not list:
+            raise ValueError("not a list of ids")
+        self.ids = saved["ids"]
+
+
+class Other(Seen):
+    """Another kind of memory (another processor's)."""
+
+    memory_kind = "other ids"
+
+
+def test_a_memory_is_kept_with_the_state_and_read_back_only_by_its_own_kind(
+    tmp_path: Path,
+) -> None:
+    state = _state()
+    memory = Seen()
+    for entry in HISTORY:
+        memory.remember(entry.event)
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=len(HISTORY), memory=memory)
+    back = read_snapshot(path, memory=Seen())
+    assert back.memory == {"ids": memory.ids} and back.state == state
+    assert json.loads(path.read_bytes().split(b"\n")[1])["memory"] == snapshots.memory_kind(memory)
+    # Only with the memory it was written with: not without one, nor with another kind, and a
+    # processor with a memory does not take a snapshot that has none (an evaluator's).
+    with pytest.raises(SnapshotUnusable, match="holds event ids where this processor keeps none"):
+        read_snapshot(path)
+    with pytest.raises(
+        SnapshotUnusable, match="holds event ids where this processor keeps other ids"
+    ):
+        read_snapshot(path, memory=Other())
+    write_snapshot(path, state, _tails(state), events=len(HISTORY))
+    assert read_snapshot(path).memory is None
+    with pytest.raises(SnapshotUnusable, match="holds no memory where"):
+        read_snapshot(path, memory=Seen())
+
+
+def test_the_memorys_own_module_is_part_of_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a memory saves is decided by its class's code: another version of it is other code.
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    source = tmp_path / "memory.py"
+    source.write_text("remember every id")
+    monkeypatch.setattr(snapshots, "_memory_source", lambda memory: (source,))
+    write_snapshot(path, state, _tails(state), events=1, memory=Seen())
+    assert read_snapshot(path, memory=Seen()).memory == {"ids": []}
+    source.write_text("remember every other id")
+    snapshots.code_fingerprint.cache_clear()  # (a running process reads its code once)
+    with pytest.raises(SnapshotUnusable, match="other code"):
+        read_snapshot(path, memory=Seen())
+    snapshots.code_fingerprint.cache_clear()
+    assert snapshots._memory_source.__name__ == "<lambda>"  # (the real one, below)
+    monkeypatch.undo()
+    assert snapshots._memory_source(Seen()) == (Path(__file__),)
+
+
+def test_a_memory_that_saves_anything_but_plain_data_does_not_load(tmp_path: Path) -> None:
+    from collections import OrderedDict
+
+    class Ordered(Seen):
+        memory_kind = "ordered ids"
+
+        def saved(self) -> object:
+            return OrderedDict(ids=self.ids)
+
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=1, memory=Ordered())
+    with pytest.raises(SnapshotUnusable, match="OrderedDict is not part of a governance state"):
+        read_snapshot(path, memory=Ordered())
 
 
 def test_built_grants_are_written_as_their_fields_and_compiled_again(tmp_path: Path) -> None:

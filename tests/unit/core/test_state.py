@@ -775,9 +775,15 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
     assert summary(snapshot.state) == summary(FINAL)
 
     not_in_log = replace(EVENTS[-1], event_id="written-here-but-never-read-back")
-    follow(not_in_log, tmp_path / "b")
+    ready = follow(not_in_log, tmp_path / "b")
     assert not (tmp_path / "b").exists()
     assert "not written: events this process wrote are not read back yet" in caplog.text
+    # Once ready, no snapshot is written before the next start: what the process applies (every
+    # event the command processor appends) is not held for one.
+    ready._local_unread.clear()
+    for i in range(3):
+        ready.apply_local(replace(EVENTS[-1], event_id=f"applied-when-ready-{i}"))
+    assert ready._local_unread == []
 
 
 def test_one_worker_at_a_time_writes_a_snapshot(
@@ -841,6 +847,62 @@ def test_a_follower_resumes_from_its_snapshot_to_the_state_a_full_replay_gives(
     full = follow(records, None)
     assert summary(resumed.state) == summary(full.state) == summary(FINAL)
     assert dict(resumed.state.position) == dict(full.state.position)
+
+
+class _Ids:
+    """A memory of every event (as :class:`~ledger.kafka.snapshots.SnapshotMemory`): the ids,
+    in the order folded; ``refuse`` makes ``restore`` refuse what it is given."""
+
+    memory_kind = "ids folded"
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.ids: list[str] = []
+        self.refuse = refuse
+
+    def remember(self, event: Any) -> None:
+        self.ids.append(event.event_id)
+
+    def saved(self) -> Any:
+        return tuple(self.ids)
+
+    def restore(self, saved: Any) -> None:
+        if self.refuse or type(saved) is not tuple:
+            raise ValueError("not the ids of this memory")
+        self.ids = list(saved)
+
+
+def test_a_memory_resumes_from_the_snapshot_to_what_it_remembers_of_the_whole_history(
+    monkeypatch: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The command processor's case: a listener that must see every event is saved with the
+    # state and restored with it, and told of every event after it: all it would have been
+    # told replaying everything. A memory that refuses what was saved means a full replay.
+    import logging
+
+    import ledger.kafka.governance as governance
+
+    codec, topics, log = _stand_in_log(monkeypatch)
+    records = list(log)
+    path = tmp_path / "governance.snapshot"
+
+    def follow(served: list[Any], memory: _Ids, snapshot: Path | None = path) -> Any:
+        log[:] = served
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=snapshot, memory=memory
+        )
+        return _until_ready(follower)
+
+    every = [event.event_id for event in EVENTS]
+    first = follow(records[:6], _Ids())
+    assert first._memory.ids == every[:6]
+    resumed = follow(records, _Ids())
+    assert resumed.from_snapshot == 6 and resumed.applied == len(EVENTS) - 6
+    assert resumed._memory.ids == every and summary(resumed.state) == summary(FINAL)
+    caplog.set_level(logging.INFO, logger="ledger.governance")
+    refused = follow(records, _Ids(refuse=True))
+    assert "not used (its memory: not the ids of this memory)" in caplog.text
+    assert refused.from_snapshot == 0 and refused._memory.ids == every
+    assert summary(refused.state) == summary(FINAL)
 
 
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
@@ -956,7 +1018,8 @@ def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, lis
         async def start(self) -> None: ...
         async def stop(self) -> None: ...
         def assign(self, parts: Any) -> None: ...
-        async def seek_to_beginning(self, *parts: Any) -> None: ...
+        async def seek_to_beginning(self, *parts: Any) -> None:
+            self.at = 0
 
         async def end_offsets(self, parts: Any) -> dict[Any, int]:
             return {part: len(log)}
