@@ -5,7 +5,10 @@ proposals, approvals, shadow/canary/active promotions, rollbacks and the odd ret
 ``--principals`` principals and roles receiving grants (some with CEL conditions and validity
 windows), revocations, role assignments and role revocations; about 1 % of records are
 re-deliveries (duplicates the fold must ignore). Each record carries a ``topic/partition`` and
-offset like the real log, and ``occurred_at`` increases by one second per record.
+offset like the real log, and ``occurred_at`` increases by one second per record. With
+``--signed``, the same history's records each carry their command's proof, as a ledger of
+signed commands has them (key id, 64-byte signature, the signed command's text: about 660
+bytes a record instead of 150).
 
 It then times, on the same history:
 
@@ -47,9 +50,11 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import json
 import random
 import tempfile
 import time
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -89,11 +94,41 @@ def _partition(aggregate: str) -> int:
     return int.from_bytes(hashlib.blake2b(aggregate.encode(), digest_size=2).digest()) % PARTITIONS
 
 
+_PROOF_FIELDS = frozenset({"command_key_id", "command_signature", "signed_command", "sequence"})
+
+
+def _with_proof(event: GovernanceEvent, rnd: random.Random) -> GovernanceEvent:
+    """``event`` carrying its command's proof as the command processor records it: a key id, a
+    64-byte signature and the signed command's canonical text (here the event's own fields as
+    the command had them: the same size, not a signature that verifies)."""
+    body = {f.name: getattr(event, f.name) for f in fields(event) if f.name not in _PROOF_FIELDS}
+    text = json.dumps(
+        {"command": body, "domain": "decision-ledger/command", "type": type(event).__name__},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return replace(
+        event,  # type: ignore[type-var]
+        command_key_id="ed25519:" + hashlib.sha256(event.actor.encode()).hexdigest()[:32],
+        command_signature=rnd.randbytes(64),
+        signed_command=text,
+    )
+
+
 def generate(
-    n: int, *, policies: int = 300, principals: int = 50_000, roles: int = 200, seed: int = 7
+    n: int,
+    *,
+    policies: int = 300,
+    principals: int = 50_000,
+    roles: int = 200,
+    seed: int = 7,
+    signed: bool = False,
 ) -> list[HistoryEntry]:
-    """A deterministic governance history of ``n`` records (see the module docstring)."""
-    rnd = random.Random(seed)
+    """A deterministic governance history of ``n`` records (see the module docstring); with
+    ``signed``, every record carries its command's proof (:func:`_with_proof`), as every record
+    the command processor appends for a signed command does."""
+    rnd, proofs = random.Random(seed), random.Random(seed + 1)
     docs = [REFUND.replace("750", str(600 + k)) for k in range(64)]
     hashes = [hashlib.sha256(d.encode()).hexdigest() for d in docs]
     seq: dict[str, int] = {}
@@ -111,6 +146,8 @@ def generate(
     ] + role_names
 
     def emit(topic: str, aggregate: str, event: GovernanceEvent) -> None:
+        if signed and aggregate != "dup":  # (signatures from their own generator: the
+            event = _with_proof(event, proofs)  # history is the same, signed or not)
         key = position_key(topic, _partition(aggregate))  # shared, as the readers share them
         offsets[key] = offsets.get(key, -1) + 1
         out.append(HistoryEntry(key, offsets[key], event))
@@ -266,6 +303,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="Time each figure this many times.")
     parser.add_argument("--adapter-only", action="store_true", help="Skip the core-only figure.")
     parser.add_argument(
+        "--signed",
+        action="store_true",
+        help="Every record carries its command's proof (key id, signature, signed text), as a "
+        "ledger of signed commands has: records about four times larger.",
+    )
+    parser.add_argument(
         "--kafka",
         action="store_true",
         help="Also time a processor catching up through a real broker (starts a private one).",
@@ -278,7 +321,9 @@ def main() -> None:
         parser.error("--bootstrap goes with --kafka")
 
     start = time.perf_counter()
-    history = generate(args.events, policies=args.policies, principals=args.principals)
+    history = generate(
+        args.events, policies=args.policies, principals=args.principals, signed=args.signed
+    )
     events = [h.event for h in history]
     mid = history[len(history) // 2].event.occurred_at
     print(

@@ -103,6 +103,28 @@ def test_the_replay_benchmark_prints_every_figure_with_a_processors_catch_up() -
     assert "ms  over" in pause and "with them frozen, as a processor does once caught up" in pause
 
 
+def test_a_signed_history_is_the_same_history_with_each_commands_proof() -> None:
+    from dataclasses import replace
+
+    from benchmarks.replay import generate
+    from ledger.codec import default_codec
+
+    plain, signed = generate(2_000, principals=100), generate(2_000, principals=100, signed=True)
+    codec = default_codec()
+    for a, b in zip(plain, signed, strict=True):
+        assert (a.position_key, a.offset) == (b.position_key, b.offset)
+        assert b.event.command_key_id.startswith("ed25519:")  # type: ignore[union-attr]
+        assert len(b.event.command_signature) == 64  # type: ignore[union-attr]
+        assert f'"event_id":"{b.event.event_id}"' in b.event.signed_command  # type: ignore[union-attr]
+        unsigned = replace(
+            b.event, command_key_id=None, command_signature=None, signed_command=None
+        )  # type: ignore[type-var]
+        assert unsigned == a.event
+        assert codec.decode(codec.encode(b.event)) == b.event
+    done = _run("--events", "2000", "--principals", "100", "--signed", module="benchmarks.replay")
+    assert done.returncode == 0 and "state_at(history) to the end" in done.stdout, done.stderr
+
+
 def test_the_round_trip_keeps_stepping_up_while_each_step_stays_within_the_bound() -> None:
     # The highest rate with p99 <= 50 ms and no timeouts: every x1.5 step above the highest
     # level is measured for as long as the last one passed (a run once stopped after the first).

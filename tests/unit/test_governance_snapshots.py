@@ -59,6 +59,28 @@ def test_a_snapshot_reads_back_as_the_state_it_was_written_from(tmp_path: Path) 
     assert read_snapshot(path).events == 100
 
 
+def test_a_signed_ledgers_state_and_memory_of_commands_read_back_whole(tmp_path: Path) -> None:
+    # Every record of a ledger of signed commands carries the command's proof (bytes and text):
+    # the state holds some of it (grants kept as the events that issued them), and the command
+    # processor's memory a signature per command.
+    from processors.command_processor import AppliedCommands
+
+    signed = generate(3_000, policies=6, principals=150, roles=10, signed=True)
+    state = state_at(signed)
+    memory = AppliedCommands()
+    for entry in signed:
+        memory.remember(entry.event)
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=len(signed), memory=memory)
+    restored = AppliedCommands()
+    back = read_snapshot(path, memory=restored)
+    restored.restore(back.memory)
+    assert back.state == state and restored.saved() == memory.saved()
+    command = signed[-1].event
+    assert restored.signature(command.command_id) == command.command_signature
+    assert restored.event_ids(command.command_id) == (command.event_id,)
+
+
 def test_a_write_removes_what_dead_writers_left_and_leaves_live_ones_alone(tmp_path: Path) -> None:
     import os
     import subprocess
