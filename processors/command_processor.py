@@ -151,8 +151,10 @@ class AppliedCommands:
         return self._signed.get(command_id)
 
     def saved(self) -> tuple[dict[str, str], dict[str, list[str]], dict[str, bytes]]:
-        """All of it, for the governance snapshot."""
-        return self._first, self._more, self._signed
+        """All of it, for the governance snapshot: a copy (it is written while the processor
+        remembers more)."""
+        more = {command: list(ids) for command, ids in self._more.items()}
+        return dict(self._first), more, dict(self._signed)
 
     def restore(self, saved: Any) -> None:
         """Take back what :meth:`saved` returned (from a snapshot, before any event is

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,10 +162,12 @@ class GovernanceFollower:
     (:mod:`ledger.kafka.snapshots`) once it has read back, from Kafka, the last record folded
     into it at each position and found the same bytes; it then folds only the records after
     those. Any check that fails is logged and the whole history replayed. A new snapshot is
-    written when the catch-up ends, before the follower is ready (nothing is answered yet;
-    3.4 to 4.3 s for a million events' state: ``benchmarks.replay --kafka``): after a start
-    that could not use one, if it folded anything; after a start from one, once it folded
-    ``snapshot_after`` records or more. Never while events this process wrote
+    written once the catch-up ends, on a thread of its own while the follower is ready and the
+    processor answers (3.4 to 5 s for a million events' state, ``benchmarks.replay --kafka``,
+    most of it holding Python's interpreter lock: answers are slower meanwhile, but come;
+    :meth:`wait_for_snapshot` waits for it): after a start that could not use one, if it
+    folded anything; after a start from one, once it folded ``snapshot_after`` records or
+    more. Never while events this process wrote
     (:meth:`apply_local`) are not read back yet: the file only ever holds a state the log
     alone gives. One follower writes it at a time (a lock beside it); another that finds it
     being written leaves it to that one. A follower with ``on_event`` cannot have one: its
@@ -218,6 +221,7 @@ class GovernanceFollower:
         self._snapshot = snapshot
         self._snapshot_after = snapshot_after
         self._memory = memory
+        self._snapshot_writer: threading.Thread | None = None
         # Each position key's last folded record (offset, value), to write with a snapshot; and
         # the events applied locally that have not come back from the log yet.
         self._tails: dict[str, tuple[int, bytes | None]] = {}
@@ -314,8 +318,8 @@ class GovernanceFollower:
                     backlog, held, held_bytes = [], 0, 0
                 if not pending:
                     log.info("governance state caught up: %s", dict(self.state.position))
-                    self._write_snapshot()
                     self._caught_up()
+                    self._start_snapshot()
                     if paused:
                         paused = False
                         gc.enable()
@@ -392,10 +396,12 @@ class GovernanceFollower:
         )
         return resumed
 
-    def _write_snapshot(self) -> None:
-        """After a catch-up: write the state to the snapshot file, when one is configured and
-        the catch-up folded enough to be worth it (see the class docstring). A failure to write
-        is logged: the next start replays more, nothing else."""
+    def _start_snapshot(self) -> None:
+        """After a catch-up: start writing the state to the snapshot file, when one is
+        configured and the catch-up folded enough to be worth it (see the class docstring), on
+        a thread of its own; the follower is ready meanwhile. What is written is taken here,
+        on the thread that changes it: the state (immutable), the tails and what the memory
+        saves. A failure to write is logged: the next start replays more, nothing else."""
         path, state = self._snapshot, self.state
         if path is None or self.applied == 0:
             return
@@ -413,6 +419,36 @@ class GovernanceFollower:
                 log.error("governance snapshot not written: no record kept for %s@%s", key, offset)
                 return
             tails[key] = (offset, record_digest(value))
+        memory = self._memory
+        saved = None if memory is None else memory.saved()
+        events = self.from_snapshot + self.applied
+        self._snapshot_writer = threading.Thread(
+            target=self._write_snapshot,
+            args=(path, state, tails, events, memory, saved),
+            name="ledger-governance-snapshot",
+            daemon=True,  # a stop does not wait for it: the file is replaced whole or not at all
+        )
+        self._snapshot_writer.start()
+
+    def wait_for_snapshot(self, timeout: float | None = None) -> bool:
+        """Wait until the snapshot started after the catch-up is written (or has failed);
+        ``False`` if it is still being written after ``timeout`` seconds. Blocking: for
+        tests, benchmarks and tools, not the event loop."""
+        writer = self._snapshot_writer
+        if writer is not None:
+            writer.join(timeout)
+            return not writer.is_alive()
+        return True
+
+    @staticmethod
+    def _write_snapshot(
+        path: Path,
+        state: LedgerState,
+        tails: dict[str, tuple[int, str]],
+        events: int,
+        memory: SnapshotMemory | None,
+        saved: Any,
+    ) -> None:
         started = time.perf_counter()
         try:
             # One writer at a time: evaluator workers started together (after an upgrade, say)
@@ -421,13 +457,7 @@ class GovernanceFollower:
                 if not held:
                     log.info("governance snapshot not written: another worker is writing it")
                     return
-                size = write_snapshot(
-                    path,
-                    state,
-                    tails,
-                    events=self.from_snapshot + self.applied,
-                    memory=self._memory,
-                )
+                size = write_snapshot(path, state, tails, events=events, memory=memory, saved=saved)
         except Exception:  # a full disk, say; a traceback, should it be a bug
             log.exception(
                 "could not write the governance snapshot %s: the next start replays more", path
@@ -436,7 +466,7 @@ class GovernanceFollower:
         log.info(
             "governance snapshot written to %s: %d events, %.1f MB in %.2f s",
             path,
-            self.from_snapshot + self.applied,
+            events,
             size / 1e6,
             time.perf_counter() - started,
         )

@@ -78,6 +78,9 @@ DIGEST_BYTES = 64
 
 _SHA256_HEX: Final = re.compile("[0-9a-f]{64}")
 
+_TAKE: Final = object()
+"""``write_snapshot`` takes what the memory saves itself."""
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -99,7 +102,8 @@ class SnapshotMemory(Protocol):
     """What a processor remembers of every governance event besides the state, kept in its
     snapshot with the state: ``remember`` is called with every event folded (the follower's
     listener), ``saved`` returns it all as plain data (no other class: the snapshot's unpickler
-    loads none), and ``restore`` takes back what ``saved`` returned, raising :class:`ValueError`
+    loads none) that remembering more later does not change (it is written on another thread
+    while the processor goes on), and ``restore`` takes back what ``saved`` returned, raising :class:`ValueError`
     for anything else and then leaving the memory as it was. ``memory_kind`` names what it
     saves (a snapshot is only used with the kind it was written with)."""
 
@@ -280,11 +284,13 @@ def write_snapshot(
     *,
     events: int,
     memory: SnapshotMemory | None = None,
+    saved: Any = _TAKE,
 ) -> int:
     """Write ``state`` (positions, policies, principals) and what ``memory`` saves to
     ``path``, replacing any snapshot there atomically, and return the file's size. ``tails``
     must name every key of ``state.position`` with the same offset, and ``memory`` remember
-    the same events as the state.
+    the same events as the state: ``saved``, when the caller took what it saves already (on
+    the thread that changes it, writing on another), else taken here.
 
     Only the records are kept: a version's compiled form and the state's derived caches are
     rebuilt on first use after loading.
@@ -305,7 +311,10 @@ def write_snapshot(
         body.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
         pickler = pickle.Pickler(body, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.dispatch_table = _dispatch_table({})
-        saved = None if memory is None else memory.saved()
+        if memory is None:
+            saved = None
+        elif saved is _TAKE:
+            saved = memory.saved()
         pickler.dump((state.policies, state.principals, saved))
         out.write(body.sha256.hexdigest().encode())
     return len(MAGIC) + body.size + DIGEST_BYTES

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import ADMIN, policy_doc, wait_for
 
 from benchmarks.replay import generate
 from ledger.codec import default_codec
@@ -68,6 +69,7 @@ def _follow(kafka: Any, topics: Any, snapshot: Path | None, **kw: Any) -> Govern
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(run())
+    assert follower.wait_for_snapshot(60)
     return follower
 
 
@@ -167,8 +169,9 @@ def test_an_evaluator_writes_its_snapshot_and_its_next_start_uses_it(stack_facto
     stack = stack_factory(processors=())
     history = generate(SNAPSHOT_AFTER, policies=20, principals=2_000, roles=20)
     _write(stack, stack.topics, history)
-    stack.start("evaluator")
+    stack.start("evaluator")  # (ready: it writes the snapshot meanwhile)
     path = state_dir(stack.settings, APP_ID) / "governance.snapshot"
+    wait_for(path.exists, timeout=60, what="the evaluator's governance snapshot")
     assert read_snapshot(path).events == len(history), stack.logs()
     stack.stop("evaluator")
     stack.start("evaluator")
@@ -182,8 +185,6 @@ def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_comman
 ) -> None:
     # Its snapshot holds, with the state, which events each command appended: a command sent
     # again after a start from the snapshot is still answered with its first answer.
-    from harness import ADMIN, policy_doc
-
     from ledger.core.events import ProposePolicyVersion
     from ledger.ids import new_id, utcnow
     from processors.command_processor import APP_ID, AppliedCommands
@@ -204,6 +205,7 @@ def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_comman
         stack.start("command-processor")
         again = admin.submit_command(command, timeout=60)
         assert again.message == "already applied" and again.event_ids == first.event_ids, start
+        wait_for(path.exists, timeout=60, what="the command processor's governance snapshot")
     log = (stack.log_dir / "command-processor.log").read_text()
     snapshot = read_snapshot(path, memory=memory)
     assert f"started from the governance snapshot written {snapshot.written_at}" in log

@@ -46,9 +46,9 @@ def test_the_replay_benchmark_times_a_catch_up_through_the_broker(kafka, tmp_pat
     assert "wrote the 3,000 records to" in out, out
     (floor,) = [line for line in out.splitlines() if line.startswith("floor: aiokafka")]
     (catch_up,) = [line for line in out.splitlines() if "catching up via Kafka" in line]
-    (writing,) = [line for line in out.splitlines() if "writing its snapshot" in line]
+    (writing,) = [line for line in out.splitlines() if "then writing a snapshot" in line]
     (resuming,) = [line for line in out.splitlines() if "starting from it" in line]
-    (commands,) = [line for line in out.splitlines() if "a command processor, writing" in line]
+    (commands,) = [line for line in out.splitlines() if "a command processor, then one" in line]
     (commands_resuming,) = [line for line in out.splitlines() if "command processor from" in line]
     for line in (floor, catch_up, writing, resuming, commands, commands_resuming):
         assert "records/s  ratio to 3 s target" in line and "(cpu " in line

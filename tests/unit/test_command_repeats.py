@@ -169,6 +169,11 @@ def test_a_command_is_remembered_with_every_event_it_appended_and_its_first_sign
     assert applied.event_ids("c1") == ("e1", "e2", "e3") and applied.signature("c1") == b"first"
     assert applied.event_ids("c2") == ("e4", "e5") and applied.signature("c2") is None
     assert applied.event_ids("c3") == () and len(applied) == 2
+    # What it saves is a copy: the snapshot is written while it remembers more.
+    saved = applied.saved()
+    applied.remember(event("e6", "c1", None))
+    applied.remember(event("e7", "c3", b"third"))
+    assert saved == ({"c1": "e1", "c2": "e4"}, {"c1": ["e2", "e3"], "c2": ["e5"]}, {"c1": b"first"})
 
 
 def test_a_forged_copy_of_an_applied_command_is_authenticated_not_called_applied() -> None:

@@ -905,6 +905,53 @@ def test_a_memory_resumes_from_the_snapshot_to_what_it_remembers_of_the_whole_hi
     assert summary(refused.state) == summary(FINAL)
 
 
+def test_the_snapshot_is_written_while_the_follower_is_ready_from_what_it_held_when_caught_up(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    # Writing takes seconds for a long history: the processor answers meanwhile. What is
+    # written is what the follower held when it caught up, the memory's too, even as both
+    # move on before the write ends.
+    import asyncio
+    import threading
+
+    import ledger.kafka.governance as governance
+    from ledger.kafka.snapshots import read_snapshot
+
+    codec, topics, _log = _stand_in_log(monkeypatch)
+    release, writing = threading.Event(), threading.Event()
+    write = governance.write_snapshot
+
+    def slow(*args: Any, **kwargs: Any) -> int:
+        writing.set()
+        assert release.wait(10)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(governance, "write_snapshot", slow)
+    path = tmp_path / "governance.snapshot"
+    memory = _Ids()
+    follower = governance.GovernanceFollower(
+        bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=path, memory=memory
+    )
+
+    async def run() -> None:
+        task = asyncio.create_task(follower.run())
+        await asyncio.wait_for(follower.ready.wait(), 5)
+        assert await asyncio.to_thread(writing.wait, 5)  # being written, and ready already
+        assert not path.exists() and not follower.wait_for_snapshot(0)
+        follower.apply_local(replace(EVENTS[-1], event_id="after-the-catch-up"))
+        assert memory.ids[-1] == "after-the-catch-up"
+        release.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert follower.wait_for_snapshot(10)
+    snapshot = read_snapshot(path, memory=memory)
+    assert snapshot.events == len(EVENTS) and list(snapshot.memory) == [e.event_id for e in EVENTS]
+    assert summary(snapshot.state) == summary(FINAL)
+
+
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
     # Live or in bulk: undecodable records are counted and skipped, and the state (its
     # position too: it names the last record applied) is the very same object.
@@ -978,7 +1025,8 @@ def test_a_follower_that_freezes_moves_its_caught_up_state_out_of_the_collector(
 
 
 def _until_ready(follower: Any) -> Any:
-    """Run ``follower`` until it is ready (within 5 s), stop it, and return it."""
+    """Run ``follower`` until it is ready (within 5 s), stop it, and return it once the
+    snapshot it started writing, if any, is written."""
     import asyncio
 
     async def run() -> None:
@@ -989,6 +1037,7 @@ def _until_ready(follower: Any) -> Any:
             await task
 
     asyncio.run(run())
+    assert follower.wait_for_snapshot(10)
     return follower
 
 
