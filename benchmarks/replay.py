@@ -544,7 +544,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
         for label, (wall, cpu, on_broker) in (
             ("floor: aiokafka reading them all", floor),
             ("a processor catching up via Kafka", follow),
-            ("  the same, then writing a snapshot", writing),
+            ("  the same, snapshot written after", writing),
             ("a processor starting from it", resuming),
             ("a command processor, then one", cp_writing),
             ("a command processor from it", cp_resuming),

@@ -151,6 +151,17 @@ _OWN_TEXT: Final = frozenset({"document", "content_hash", "signed_command", "not
 """Text fields each record has its own of (as are the ``*_id`` fields): not worth sharing."""
 
 
+_NOT_KEPT: Final[Mapping[type, frozenset[str]]] = {
+    ledger.core.events.GrantIssued: frozenset(
+        {"command_key_id", "command_signature", "signed_command"}
+    ),
+}
+"""Fields written as ``None``: a grant held as the event that issued it is only ever built into
+the state's grant (:func:`~ledger.core.authority.grant_from_event`), which reads nothing of
+the command's proof (the log keeps it, for ``actor verify``). In a ledger of signed commands
+the proofs were two thirds of the file."""
+
+
 def _values_of(cls: type) -> Callable[[Any], Sequence[Any]]:
     """How a snapshot reads the field values of a ``cls`` to write: the class's own
     ``__getstate__`` if it has one (a policy version leaves its compiled form behind), else
@@ -195,10 +206,13 @@ def _dispatch_table(seen: dict[Any, Any]) -> dict[type, Callable[[Any], Any]]:
         values = _values_of(cls)
         names = field_names(cls)
         indices = [i for i, n in enumerate(names) if not n.endswith("_id") and n not in _OWN_TEXT]
+        blank = [i for i, n in enumerate(names) if n in _NOT_KEPT.get(cls, ())]
 
         def reduce(obj: Any) -> tuple[Any, ...]:
             kept = list(values(obj))
             shared(kept, indices)
+            for i in blank:
+                kept[i] = None
             return (_rebuilt, (cls, *kept))
 
         return reduce

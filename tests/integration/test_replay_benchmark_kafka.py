@@ -46,7 +46,7 @@ def test_the_replay_benchmark_times_a_catch_up_through_the_broker(kafka, tmp_pat
     assert "wrote the 3,000 records to" in out, out
     (floor,) = [line for line in out.splitlines() if line.startswith("floor: aiokafka")]
     (catch_up,) = [line for line in out.splitlines() if "catching up via Kafka" in line]
-    (writing,) = [line for line in out.splitlines() if "then writing a snapshot" in line]
+    (writing,) = [line for line in out.splitlines() if "snapshot written after" in line]
     (resuming,) = [line for line in out.splitlines() if "starting from it" in line]
     (commands,) = [line for line in out.splitlines() if "a command processor, then one" in line]
     (commands_resuming,) = [line for line in out.splitlines() if "command processor from" in line]
