@@ -80,8 +80,9 @@ CATCH_UP_CHUNK = 100_000
 CATCH_UP_BYTES = 64 * 1024 * 1024
 """…and their bytes at most (a proposal's record can be ~1 MB: 100,000 of those are not held)."""
 SNAPSHOT_AFTER = 50_000
-"""A follower that started from its snapshot writes a new one when its catch-up folded this many
-records after it (one that had none it could use writes one whenever it folded anything)."""
+"""A follower writes a new snapshot when it has folded this many records since the state of the
+one on disk, catching up or live (one that had none it could use writes one as soon as its
+catch-up folded anything)."""
 
 GOVERNANCE_TYPES: tuple[type, ...] = (
     PolicyVersionProposed,
@@ -162,12 +163,12 @@ class GovernanceFollower:
     (:mod:`ledger.kafka.snapshots`) once it has read back, from Kafka, the last record folded
     into it at each position and found the same bytes; it then folds only the records after
     those. Any check that fails is logged and the whole history replayed. A new snapshot is
-    written once the catch-up ends, on a thread of its own while the follower is ready and the
-    processor answers (3.4 to 5 s for a million events' state, ``benchmarks.replay --kafka``,
-    most of it holding Python's interpreter lock: answers are slower meanwhile, but come;
-    :meth:`wait_for_snapshot` waits for it): after a start that could not use one, if it
-    folded anything; after a start from one, once it folded ``snapshot_after`` records or
-    more. Never while events this process wrote
+    written on a thread of its own while the follower is ready and the processor answers (5 to
+    6 s for a million events' state, ``benchmarks.replay --kafka``, most of it holding Python's
+    interpreter lock: answers are slower meanwhile, but come; :meth:`wait_for_snapshot` waits
+    for it): once a catch-up that could not start from one folded anything, and whenever
+    ``snapshot_after`` records or more were folded since the file's state (at the end of a
+    catch-up, or after a live fetch). Never while events this process wrote
     (:meth:`apply_local`) are not read back yet: the file only ever holds a state the log
     alone gives. One follower writes it at a time (a lock beside it); another that finds it
     being written leaves it to that one. A follower with ``on_event`` cannot have one: its
@@ -225,7 +226,11 @@ class GovernanceFollower:
         # Each position key's last folded record (offset, value), to write with a snapshot; and
         # the events applied locally that have not come back from the log yet.
         self._tails: dict[str, tuple[int, bytes | None]] = {}
-        self._local_unread: list[GovernanceEvent] = []
+        self._local_unread: dict[str, GovernanceEvent] = {}  # event id -> event
+        # Events folded that the snapshot file does not hold (as far as this follower knows),
+        # and whether there is one (the start's, or one this follower wrote).
+        self._unsaved = 0
+        self._on_disk = False
         # While catching up: the replay the chunks are fed to, and what it has not published yet.
         self._replay: Replay | None = None
         self._positions: dict[str, int] = {}
@@ -237,11 +242,8 @@ class GovernanceFollower:
         The same event read later from the topic is a no-op for ``fold`` (its sequence is
         already applied) and only advances the position.
         """
-        if self._snapshot is not None and not self.ready.is_set():
-            # Only a catch-up writes a snapshot, before the follower is ready: an event applied
-            # after that (the command processor applies every one it appends) never reaches
-            # one, so it is not held until read back.
-            self._local_unread.append(event)
+        if self._snapshot is not None:  # no snapshot holds it before the log does
+            self._local_unread[event.event_id] = event
         if self._replay is not None:  # catching up (nothing is answered yet): its next event
             try:
                 self._replay.feed([event])
@@ -302,6 +304,7 @@ class GovernanceFollower:
                 ]
                 if not pending:
                     self.apply_fetched(fetched)
+                    self._start_snapshot(live=True)
                     continue
                 # Catching up: nothing is answered from partial state, so the fetched records
                 # are decoded in chunks of CATCH_UP_CHUNK records or CATCH_UP_BYTES and fed to one
@@ -385,6 +388,7 @@ class GovernanceFollower:
                 )
                 return {}
         self.state, self._tails, self.from_snapshot = snapshot.state, tails, snapshot.events
+        self._on_disk = True
         if self._compile_deployed:
             compile_deployed(self.state, list(self.state.policies))
         log.info(
@@ -396,21 +400,27 @@ class GovernanceFollower:
         )
         return resumed
 
-    def _start_snapshot(self) -> None:
-        """After a catch-up: start writing the state to the snapshot file, when one is
-        configured and the catch-up folded enough to be worth it (see the class docstring), on
-        a thread of its own; the follower is ready meanwhile. What is written is taken here,
-        on the thread that changes it: the state (immutable), the tails and what the memory
-        saves. A failure to write is logged: the next start replays more, nothing else."""
+    def _start_snapshot(self, *, live: bool = False) -> None:
+        """After a catch-up, or a live fetch: start writing the state to the snapshot file,
+        when one is configured and enough was folded since the file's state to be worth it (see
+        the class docstring), on a thread of its own; the follower goes on meanwhile. What is
+        written is taken here, on the thread that changes it: the state (immutable), the tails
+        and what the memory saves. A failure to write is logged: the next start replays more,
+        nothing else."""
         path, state = self._snapshot, self.state
-        if path is None or self.applied == 0:
+        if path is None or self._unsaved == 0:
             return
-        if self.from_snapshot and self.applied < self._snapshot_after:
-            return  # the one it started from is recent enough
+        if self._on_disk and self._unsaved < self._snapshot_after:
+            return  # the one on disk is recent enough
+        writer = self._snapshot_writer
+        if writer is not None and writer.is_alive():
+            return  # (a live fetch: the next one tries again)
         if self._local_unread:
-            log.info(
-                "governance snapshot not written: events this process wrote are not read back yet"
-            )
+            if not live:  # live, the next fetch tries again (they are usually read back by then)
+                log.info(
+                    "governance snapshot not written: events this process wrote are not read "
+                    "back yet"
+                )
             return
         tails = {}
         for key, offset in state.position.items():
@@ -422,6 +432,7 @@ class GovernanceFollower:
         memory = self._memory
         saved = None if memory is None else memory.saved()
         events = self.from_snapshot + self.applied
+        self._unsaved, self._on_disk = 0, True
         self._snapshot_writer = threading.Thread(
             target=self._write_snapshot,
             args=(path, state, tails, events, memory, saved),
@@ -515,6 +526,7 @@ class GovernanceFollower:
             if paused:
                 gc.enable()
         self.applied += len(events)
+        self._unsaved += len(events)
         if self._on_event is not None:
             for event in events:
                 self._on_event(event)
@@ -558,8 +570,8 @@ class GovernanceFollower:
         unread = self._local_unread
         if unread:
             for event in events:
-                if event in unread:
-                    unread.remove(event)
+                if unread.get(event.event_id) == event:
+                    del unread[event.event_id]
         return events
 
 

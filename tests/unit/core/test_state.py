@@ -778,12 +778,15 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
     ready = follow(not_in_log, tmp_path / "b")
     assert not (tmp_path / "b").exists()
     assert "not written: events this process wrote are not read back yet" in caplog.text
-    # Once ready, no snapshot is written before the next start: what the process applies (every
-    # event the command processor appends) is not held for one.
+    # Held by id until read back, however many the process writes (the command processor
+    # applies every event it appends), and let go when they come back from the log.
+    assert list(ready._local_unread) == ["written-here-but-never-read-back"]
+    ready.apply_fetched([(key, log[-1:])])  # one of them read back: a different event
+    assert list(ready._local_unread) == ["written-here-but-never-read-back"]
     ready._local_unread.clear()
-    for i in range(3):
-        ready.apply_local(replace(EVENTS[-1], event_id=f"applied-when-ready-{i}"))
-    assert ready._local_unread == []
+    ready.apply_local(EVENTS[-1])
+    ready.apply_fetched([(key, log[-1:])])
+    assert ready._local_unread == {}
 
 
 def test_one_worker_at_a_time_writes_a_snapshot(
@@ -950,6 +953,58 @@ def test_the_snapshot_is_written_while_the_follower_is_ready_from_what_it_held_w
     snapshot = read_snapshot(path, memory=memory)
     assert snapshot.events == len(EVENTS) and list(snapshot.memory) == [e.event_id for e in EVENTS]
     assert summary(snapshot.state) == summary(FINAL)
+
+
+def test_a_running_follower_writes_a_new_snapshot_as_the_ledger_grows(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    # Its next start then folds only what came after the latest: not every event since the
+    # process started. Never while an event it wrote is not read back.
+    import asyncio
+
+    import ledger.kafka.governance as governance
+    from ledger.kafka.snapshots import read_snapshot
+
+    codec, topics, log = _stand_in_log(monkeypatch)
+    records = list(log)
+    path = tmp_path / "governance.snapshot"
+
+    async def grow(local: Any = None) -> Any:
+        log[:] = records[:6]
+        follower = governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=path, snapshot_after=3
+        )
+        task = asyncio.create_task(follower.run())
+        await asyncio.wait_for(follower.ready.wait(), 5)
+        assert await asyncio.to_thread(follower.wait_for_snapshot, 10)
+        assert read_snapshot(path).events == 6  # the catch-up's
+        if local is not None:
+            follower.apply_local(local)
+        log[:] = records  # the ledger grows: read live, two records a fetch
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if follower.applied == len(records):
+                break
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert follower.applied == len(records) and follower.wait_for_snapshot(10)
+        return follower
+
+    asyncio.run(grow())
+    written = read_snapshot(path).events
+    assert 6 + 3 <= written <= len(records)  # written again while running
+    resumed = _until_ready(
+        governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=path
+        )
+    )
+    assert resumed.from_snapshot == written and resumed.applied == len(records) - written
+    assert summary(resumed.state) == summary(FINAL)
+
+    path.unlink()
+    asyncio.run(grow(local=replace(EVENTS[-1], event_id="written-here-never-read-back")))
+    assert read_snapshot(path).events == 6  # not while it holds an event the log does not
 
 
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
