@@ -442,7 +442,7 @@ class GovernanceFollower:
         self._snapshot_writer.start()
 
     def wait_for_snapshot(self, timeout: float | None = None) -> bool:
-        """Wait until the snapshot started after the catch-up is written (or has failed);
+        """Wait until the snapshot being written, if any, is written (or has failed);
         ``False`` if it is still being written after ``timeout`` seconds. Blocking: for
         tests, benchmarks and tools, not the event loop."""
         writer = self._snapshot_writer
