@@ -30,7 +30,12 @@ from ledger.ids import new_id, utcnow
 from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, write_snapshot
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
-from processors.command_processor import REMEMBER_REJECTIONS, AppliedCommands, CommandHandler
+from processors.command_processor import (
+    REMEMBER_REJECTIONS,
+    SIGNATURE_BYTES,
+    AppliedCommands,
+    CommandHandler,
+)
 from processors.common import ProcessorStats
 
 CODEC = default_codec()
@@ -136,26 +141,35 @@ def test_a_handler_restored_from_a_snapshot_remembers_every_command_applied_befo
 
     # What is not its own is refused, and the memory left as it was.
     remembered = restarted.handler.applied.saved()
-    wrong: list[object] = [None, ({}, {}), [{}, {}, {}], ({}, {"c": []}, {}), ({}, {}, {"c": b""})]
+    wrong: list[object] = [
+        None,
+        ({}, {}, {}),  # this memory's older form
+        [{}, {}, (), b"", {}],
+        ({}, {"c": []}, (), b"", {}),  # events of a command it does not have
+        ({}, {}, (), b"", {"c": b""}),
+        ({"c": "e"}, {}, ("c",), b"short", {}),  # signatures that are not where their ids say
+    ]
     for saved in wrong:
         with pytest.raises(ValueError, match="not the command ids"):
             restarted.handler.applied.restore(saved)
     assert restarted.handler.applied.saved() == remembered
 
 
-def test_a_command_is_remembered_with_every_event_it_appended_and_its_first_signature() -> None:
-    def event(event_id: str, command_id: str, signature: bytes | None) -> RoleAssigned:
-        return RoleAssigned(
-            event_id=event_id,
-            occurred_at=utcnow(),
-            actor="human:admin",
-            command_id=command_id,
-            principal="agent:bot",
-            role="reader",
-            sequence=1,
-            command_signature=signature,
-        )
+def event(event_id: str, command_id: str, signature: bytes | None) -> RoleAssigned:
+    """An event ``command_id`` appended, carrying ``signature``."""
+    return RoleAssigned(
+        event_id=event_id,
+        occurred_at=utcnow(),
+        actor="human:admin",
+        command_id=command_id,
+        principal="agent:bot",
+        role="reader",
+        sequence=1,
+        command_signature=signature,
+    )
 
+
+def test_a_command_is_remembered_with_every_event_it_appended_and_its_first_signature() -> None:
     applied = AppliedCommands()
     for e in (
         event("e1", "c1", b"first"),
@@ -173,7 +187,43 @@ def test_a_command_is_remembered_with_every_event_it_appended_and_its_first_sign
     saved = applied.saved()
     applied.remember(event("e6", "c1", None))
     applied.remember(event("e7", "c3", b"third"))
-    assert saved == ({"c1": "e1", "c2": "e4"}, {"c1": ["e2", "e3"], "c2": ["e5"]}, {"c1": b"first"})
+    assert saved == (
+        {"c1": "e1", "c2": "e4"},
+        {"c1": ["e2", "e3"], "c2": ["e5"]},
+        (),
+        b"",
+        {"c1": b"first"},  # (not the size of a signature: kept apart)
+    )
+    assert applied.saved()[4] == {"c1": b"first", "c3": b"third"}
+
+
+def test_signatures_are_kept_end_to_end_and_found_again_after_a_restore() -> None:
+    # A million separate signatures cost a start half a second: they are saved as one string
+    # of bytes beside their commands' ids, and looked at only when one is asked for.
+    usual = {f"c{i}": bytes([i]) * SIGNATURE_BYTES for i in range(5)}
+    applied = AppliedCommands()
+    for i, (command, signature) in enumerate(usual.items()):
+        applied.remember(event(f"e{i}", command, signature))
+    applied.remember(event("e-odd", "c-odd", b"an unusual size"))
+    applied.remember(event("e-none", "c-none", None))
+    saved = applied.saved()
+    assert saved[2] == tuple(usual) and saved[3] == b"".join(usual.values())
+    assert saved[4] == {"c-odd": b"an unusual size"}
+
+    restored = AppliedCommands()
+    restored.restore(saved)
+    restored.remember(event("e-later", "c-later", b"L" * SIGNATURE_BYTES))
+    assert restored.saved()[2] == (*usual, "c-later")  # saved again without unpacking
+    for command, signature in usual.items():
+        assert restored.signature(command) == signature
+    assert restored.signature("c-odd") == b"an unusual size"
+    assert restored.signature("c-none") is None and restored.event_ids("c-none") == ("e-none",)
+    assert restored.signature("c-later") == b"L" * SIGNATURE_BYTES
+    assert restored.saved()[2:] == (
+        (*usual, "c-later"),
+        b"".join(usual.values()) + b"L" * SIGNATURE_BYTES,
+        {"c-odd": b"an unusual size"},
+    )
 
 
 def test_a_forged_copy_of_an_applied_command_is_authenticated_not_called_applied() -> None:
