@@ -56,6 +56,7 @@ from ledger.kafka.snapshots import (
     SnapshotUnusable,
     read_snapshot,
     record_digest,
+    snapshot_fingerprint,
     write_snapshot,
 )
 from ledger.settings import KafkaSecurity, TopicNames
@@ -79,6 +80,11 @@ CATCH_UP_CHUNK = 100_000
 (bounds the memory the fetched records take)."""
 CATCH_UP_BYTES = 64 * 1024 * 1024
 """…and their bytes at most (a proposal's record can be ~1 MB: 100,000 of those are not held)."""
+RECENT_READS = 10_000
+"""Ids of the governance events read live lately that a follower with a snapshot keeps (an event
+its process applies after reading it back is not held for one)."""
+HELD_TOO_LONG = 1_000
+"""Live fetches after which a snapshot held back by events not read back is logged as a warning."""
 SNAPSHOT_AFTER = 50_000
 """A follower writes a new snapshot when it has folded this many records since the state of the
 one on disk, catching up or live (one that had none it could use writes one as soon as its
@@ -223,10 +229,16 @@ class GovernanceFollower:
         self._snapshot_after = snapshot_after
         self._memory = memory
         self._snapshot_writer: threading.Thread | None = None
+        if snapshot is not None:
+            snapshot_fingerprint(memory)  # the code this process runs, read now (it is kept)
         # Each position key's last folded record (offset, value), to write with a snapshot; and
         # the events applied locally that have not come back from the log yet.
         self._tails: dict[str, tuple[int, bytes | None]] = {}
         self._local_unread: dict[str, GovernanceEvent] = {}  # event id -> event
+        # Ids of the events read live lately (the newest RECENT_READS): an event can come back
+        # from the log before the process that wrote it applies it (see apply_local).
+        self._recent_reads: dict[str, None] = {}
+        self._held_for = 0  # live fetches since a snapshot was due but events were held
         # Events folded that the snapshot file does not hold (as far as this follower knows),
         # and whether there is one (the start's, or one this follower wrote).
         self._unsaved = 0
@@ -242,7 +254,9 @@ class GovernanceFollower:
         The same event read later from the topic is a no-op for ``fold`` (its sequence is
         already applied) and only advances the position.
         """
-        if self._snapshot is not None:  # no snapshot holds it before the log does
+        # No snapshot holds it before it is read back from the log, unless it was already
+        # (the follower's fetch can see it before its writer, awaiting the broker's ack, does).
+        if self._snapshot is not None and event.event_id not in self._recent_reads:
             self._local_unread[event.event_id] = event
         if self._replay is not None:  # catching up (nothing is answered yet): its next event
             try:
@@ -416,12 +430,23 @@ class GovernanceFollower:
         if writer is not None and writer.is_alive():
             return  # (a live fetch: the next one tries again)
         if self._local_unread:
-            if not live:  # live, the next fetch tries again (they are usually read back by then)
+            if not live:
                 log.info(
                     "governance snapshot not written: events this process wrote are not read "
                     "back yet"
                 )
+            else:  # the next fetch tries again: they are usually read back by then
+                self._held_for += 1
+                if self._held_for == HELD_TOO_LONG:
+                    log.warning(
+                        "no governance snapshot written for %d fetches: %d event(s) this "
+                        "process wrote never came back from the log (first: %s)",
+                        self._held_for,
+                        len(self._local_unread),
+                        next(iter(self._local_unread)),
+                    )
             return
+        self._held_for = 0
         tails = {}
         for key, offset in state.position.items():
             at, value = self._tails.get(key, (None, None))
@@ -432,6 +457,8 @@ class GovernanceFollower:
         memory = self._memory
         saved = None if memory is None else memory.saved()
         events = self.from_snapshot + self.applied
+        # Counted as written even if the write fails: it is tried again after snapshot_after
+        # more records, not at every fetch (a full disk would make each one try and fail).
         self._unsaved, self._on_disk = 0, True
         self._snapshot_writer = threading.Thread(
             target=self._write_snapshot,
@@ -572,6 +599,12 @@ class GovernanceFollower:
             for event in events:
                 if unread.get(event.event_id) == event:
                     del unread[event.event_id]
+        if self._snapshot is not None and self.ready.is_set():  # live: a few records a fetch
+            recent = self._recent_reads
+            for event in events:
+                recent[event.event_id] = None
+            while len(recent) > RECENT_READS:
+                del recent[next(iter(recent))]
         return events
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "fingerprinted_files",
     "read_snapshot",
     "record_digest",
+    "snapshot_fingerprint",
     "write_snapshot",
 ]
 
@@ -128,6 +129,14 @@ def _memory_source(memory: SnapshotMemory | None) -> tuple[Path, ...]:
         return ()
     found = inspect.getsourcefile(type(memory))
     return (Path(found),) if found else ()
+
+
+def snapshot_fingerprint(memory: SnapshotMemory | None = None) -> str:
+    """The code fingerprint of a snapshot with ``memory`` (:func:`code_fingerprint` of the
+    files that decide the state, and the memory's module). Read once per process and kept: a
+    process that calls this when it starts stamps what it writes later with the code it runs,
+    even if the files were replaced since (an upgrade installed before a restart)."""
+    return code_fingerprint(*_memory_source(memory))
 
 
 def _rebuilt(cls: type, *values: Any) -> Any:
@@ -313,7 +322,7 @@ def write_snapshot(
     if not position or {key: offset for key, (offset, _) in tails.items()} != position:
         raise ValueError("a snapshot's tails must be the state's positions, and it must have one")
     header = {
-        "code": code_fingerprint(*_memory_source(memory)),
+        "code": snapshot_fingerprint(memory),
         "memory": memory_kind(memory),
         "events": events,
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -366,7 +375,7 @@ def read_snapshot(path: Path, *, memory: SnapshotMemory | None = None) -> Snapsh
             f"it holds {kind or 'no memory'} where this processor keeps "
             f"{memory_kind(memory) or 'none'} (another processor's snapshot?)"
         )
-    if code != code_fingerprint(*_memory_source(memory)):
+    if code != snapshot_fingerprint(memory):
         raise SnapshotUnusable("it was written by other code (an upgrade, or a different build)")
     try:
         policies, principals, saved = _StateUnpickler(io.BytesIO(payload)).load()

@@ -240,6 +240,34 @@ def test_the_code_fingerprint_covers_the_core_the_follower_and_the_schemas(
     assert len(set(prints)) == 3
 
 
+def test_a_follower_stamps_its_snapshots_with_the_code_it_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A running processor writes snapshots long after it started: by then an upgrade may have
+    # replaced the files on disk, which are not the code it runs.
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    source = tmp_path / "state.py"
+    source.write_text("the rules it runs")
+    monkeypatch.setattr(snapshots, "fingerprinted_files", lambda: [source])
+    snapshots.code_fingerprint.cache_clear()
+    try:
+        GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames(), snapshot=tmp_path / "s")
+        source.write_text("the rules an upgrade installed")
+        state = _state()
+        write_snapshot(tmp_path / "s", state, _tails(state), events=1)
+        header = json.loads((tmp_path / "s").read_bytes().split(b"\n")[1])
+        prints = []
+        for text in ("the rules it runs", "the rules an upgrade installed"):
+            source.write_text(text)
+            snapshots.code_fingerprint.cache_clear()
+            prints.append(snapshots.code_fingerprint())
+        assert header["code"] == prints[0] != prints[1]
+    finally:
+        snapshots.code_fingerprint.cache_clear()
+
+
 def _global(module: str, name: str) -> bytes:
     """A pickle that loads ``module.name`` (protocol 4's STACK_GLOBAL)."""
     text = [bytes([0x8C, len(part)]) + part.encode() for part in (module, name)]

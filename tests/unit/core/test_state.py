@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -1005,6 +1006,41 @@ def test_a_running_follower_writes_a_new_snapshot_as_the_ledger_grows(
     path.unlink()
     asyncio.run(grow(local=replace(EVENTS[-1], event_id="written-here-never-read-back")))
     assert read_snapshot(path).events == 6  # not while it holds an event the log does not
+
+
+def test_an_event_read_back_before_its_writer_applies_it_is_not_held(
+    monkeypatch: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The command processor applies an event once the broker has acknowledged it; its
+    # follower's fetch may have read it back already. Held then, it would never be let go, and
+    # no snapshot would be written again. One that never comes back holds them off, and after
+    # HELD_TOO_LONG fetches that is logged.
+    import logging
+
+    import ledger.kafka.governance as governance
+
+    codec, topics, log = _stand_in_log(monkeypatch)
+    key = f"{topics.grant_events}/0"
+    log[:] = log[:-1]
+    follower = _until_ready(
+        governance.GovernanceFollower(
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=tmp_path / "s"
+        )
+    )
+    last = SimpleNamespace(value=codec.encode(EVENTS[-1]), offset=len(EVENTS) - 1)
+    follower.apply_fetched([(key, [last])])  # read back first …
+    follower.apply_local(EVENTS[-1])  # … then applied by its writer
+    assert follower._local_unread == {}
+
+    caplog.set_level(logging.INFO, logger="ledger.governance")
+    monkeypatch.setattr(governance, "HELD_TOO_LONG", 3)
+    follower._snapshot_after = 1
+    follower.apply_local(replace(EVENTS[-1], event_id="never-comes-back"))
+    for _ in range(5):
+        follower._start_snapshot(live=True)
+    assert follower.wait_for_snapshot(10)
+    assert caplog.text.count("never came back from the log (first: never-comes-back)") == 1
+    assert "governance snapshot written to" not in caplog.text
 
 
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
