@@ -32,10 +32,10 @@ It then times, on the same history:
   written to the governance topics of a private broker (or ``--bootstrap``'s), then an
   evaluator's follower timed from its start to caught up, beside the floor of the same run:
   a bare aiokafka consumer reading the same records, nothing decoded; then an evaluator's first
-  start again, timed to ready, its governance snapshot written after that (timed apart), and
-  a start from that snapshot; then the same
-  two starts of a command processor's follower, whose snapshot also holds which events each
-  command appended (:class:`~processors.command_processor.AppliedCommands`);
+  start again, timed to ready, its governance snapshot written after that (timed apart), and a
+  start from that snapshot; then the same two starts of a command processor's follower, whose
+  snapshot also holds which events each command appended
+  (:class:`~processors.command_processor.AppliedCommands`);
 
 and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
 beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
