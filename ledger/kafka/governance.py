@@ -17,6 +17,7 @@ import gc
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -237,7 +238,7 @@ class GovernanceFollower:
         self._local_unread: dict[str, GovernanceEvent] = {}  # event id -> event
         # Ids of the events read live lately (the newest RECENT_READS): an event can come back
         # from the log before the process that wrote it applies it (see apply_local).
-        self._recent_reads: dict[str, None] = {}
+        self._recent_reads: OrderedDict[str, None] = OrderedDict()
         self._held_for = 0  # live fetches since a snapshot was due but events were held
         # Events folded that the snapshot file does not hold (as far as this follower knows),
         # and whether there is one (the start's, or one this follower wrote).
@@ -603,8 +604,8 @@ class GovernanceFollower:
             recent = self._recent_reads
             for event in events:
                 recent[event.event_id] = None
-            while len(recent) > RECENT_READS:
-                del recent[next(iter(recent))]
+            while len(recent) > RECENT_READS:  # the oldest out, O(1) (a dict's first key
+                recent.popitem(last=False)  # is found by scanning past those deleted before)
         return events
 
 
