@@ -184,6 +184,18 @@ class KafkaSecurity:
                     f"{self.protocol} needs a username and a password "
                     "(set $LEDGER_SASL_USERNAME and $LEDGER_SASL_PASSWORD)"
                 )
+        # A setting the protocol would ignore is a mistake that must not pass quietly: a CA file
+        # with PLAINTEXT would connect unencrypted, a username with SSL unauthenticated.
+        elif self.sasl_mechanism or self.username or self.password is not None:
+            raise UsageError(
+                f"{self.protocol} does not use SASL, but a SASL mechanism, username or password "
+                "is set: use SASL_PLAINTEXT or SASL_SSL (check $LEDGER_SECURITY_PROTOCOL)"
+            )
+        if not self.tls and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise UsageError(
+                f"{self.protocol} does not use TLS, but a TLS CA file, certificate or key is "
+                "set: use SSL or SASL_SSL (check $LEDGER_SECURITY_PROTOCOL)"
+            )
 
     @property
     def sasl(self) -> bool:
@@ -205,8 +217,12 @@ class KafkaSecurity:
         values = {name: env.get(var) or None for name, var in SECURITY_ENV.items()}
         if not any(values.values()):
             return None
+        # Unset, the protocol follows from what is set: SASL for any SASL variable, TLS for any
+        # TLS one (never PLAINTEXT beside a setting it would ignore).
+        sasl = any(values[k] for k in ("sasl_mechanism", "username", "password"))
+        tls = any(values[k] for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"))
         protocol = values.pop("protocol") or (
-            "SASL_PLAINTEXT" if values["username"] else "PLAINTEXT"
+            ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl else ("SSL" if tls else "PLAINTEXT")
         )
         if protocol.startswith("SASL_") and not values["sasl_mechanism"]:
             values["sasl_mechanism"] = "SCRAM-SHA-512"
@@ -289,11 +305,11 @@ class Settings:
         home = (
             Path(env["LEDGER_HOME"]) if env.get("LEDGER_HOME") else state_root / "decision-ledger"
         )
-        raw_admins = env.get("LEDGER_ADMINS")
+        # Blank is unset, as for every variable: an empty expansion must not silently leave the
+        # ledger without administrators (name one without a key for that).
         admins = (
-            frozenset(a.strip() for a in raw_admins.split(",") if a.strip())
-            if raw_admins is not None
-            else DEFAULT_ADMINS
+            frozenset(a.strip() for a in env.get("LEDGER_ADMINS", "").split(",") if a.strip())
+            or DEFAULT_ADMINS
         )
         settings = cls(
             bootstrap=env.get("LEDGER_BOOTSTRAP") or None,

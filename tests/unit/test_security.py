@@ -73,6 +73,44 @@ def test_bad_security_settings_are_one_usage_line(env: dict[str, str], problem: 
         KafkaSecurity.from_env(env)
 
 
+@pytest.mark.parametrize(
+    ("env", "protocol"),
+    [
+        ({"LEDGER_SSL_CAFILE": "/ca.pem"}, "SSL"),
+        ({"LEDGER_SSL_CERTFILE": "/c.pem", "LEDGER_SSL_KEYFILE": "/k.pem"}, "SSL"),
+        ({"LEDGER_SASL_USERNAME": "u", "LEDGER_SASL_PASSWORD": "p"}, "SASL_PLAINTEXT"),
+        (
+            {"LEDGER_SASL_USERNAME": "u", "LEDGER_SASL_PASSWORD": "p", "LEDGER_SSL_CAFILE": "/c"},
+            "SASL_SSL",
+        ),
+    ],
+)
+def test_without_a_protocol_it_follows_from_what_is_set(env: dict[str, str], protocol: str) -> None:
+    # A TLS or SASL variable alone never means an unencrypted or anonymous connection.
+    security = KafkaSecurity.from_env(env)
+    assert security is not None and security.protocol == protocol
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LEDGER_SASL_MECHANISM": "PLAIN"},  # SASL without a user: says what is missing
+        {"LEDGER_SECURITY_PROTOCOL": "PLAINTEXT", "LEDGER_SSL_CAFILE": "/ca.pem"},
+        {
+            "LEDGER_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "LEDGER_SSL_CAFILE": "/ca.pem",
+            "LEDGER_SASL_USERNAME": "u",
+            "LEDGER_SASL_PASSWORD": "p",
+        },
+        {"LEDGER_SECURITY_PROTOCOL": "SSL", "LEDGER_SASL_USERNAME": "u"},
+        {"LEDGER_SECURITY_PROTOCOL": "PLAINTEXT", "LEDGER_SASL_PASSWORD": "p"},
+    ],
+)
+def test_a_setting_the_protocol_would_ignore_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(UsageError, match=r"username|does not use"):
+        KafkaSecurity.from_env(env)
+
+
 def test_one_security_maps_to_every_client_library() -> None:
     assert kafka_python_config(None) == kafka_python_config(KafkaSecurity()) == {}
     assert kafka_python_config(SCRAM) == {

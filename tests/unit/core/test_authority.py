@@ -126,6 +126,8 @@ def test_bootstrap_administrators_are_configurable() -> None:
     admins = Settings.from_env({"LEDGER_ADMINS": "human:root, human:ops ,"}).admins
     assert admins == frozenset({"human:root", "human:ops"})
     assert Settings.from_env({}).admins == frozenset({"human:admin"})
+    # Blank is unset (an empty expansion must not leave the ledger without administrators).
+    assert Settings.from_env({"LEDGER_ADMINS": " , "}).admins == frozenset({"human:admin"})
 
     def issue(actor: str) -> object:
         command = IssueGrant(
