@@ -651,9 +651,9 @@ def _rollback(
             return _reject("unknown_version", f"{c.policy} has no version {c.to_version}")
         if target.approved_by is None:
             return _reject("not_approved", f"{c.policy} v{c.to_version} was never approved")
-        if record.active == c.to_version:
+        if record.active == c.to_version and record.canary is None:
             return _reject("already_applied", f"{c.policy} v{c.to_version} is already active")
-        to = c.to_version
+        to = c.to_version  # the active one itself while a canary runs: the canary goes
     else:
         history = record.history
         earlier = (
@@ -661,9 +661,12 @@ def _rollback(
             if record.active is not None and history and history[-1] == record.active
             else history
         )
-        if not earlier:
+        if earlier:
+            to = earlier[-1]
+        elif record.canary is not None and record.active is not None:
+            to = record.active  # nothing earlier, but a canary: the rollback takes it out
+        else:
             return _reject("no_previous_version", f"{c.policy} has no earlier active version")
-        to = earlier[-1]
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied
