@@ -30,16 +30,14 @@ import faust
 
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import LedgerError
+from ledger.kafka.clients import RDKAFKA_LOGGER
 from ledger.settings import ROLES, Role, Settings
 from processors.common import Processor
 from processors.heartbeat import Heartbeat
 
 __all__ = ["run_worker", "RepeatFilter"]
 
-_LIBRDKAFKA = (
-    "ledger.kafka.librdkafka"  # where librdkafka's own lines are logged (ledger.kafka.clients)
-)
-_LIBRARIES = ("faust", "aiokafka", "mode", "kafka", _LIBRDKAFKA)
+_LIBRARIES = ("faust", "aiokafka", "mode", "kafka", RDKAFKA_LOGGER)
 
 
 class RepeatFilter(logging.Filter):
@@ -76,7 +74,7 @@ class RepeatFilter(logging.Filter):
 def _facility(record: logging.LogRecord) -> str:
     """librdkafka logs every line with one template (facility, client name, text): its facility
     (``FAIL``, ``GETPID`` …) tells its repeats apart."""
-    if record.name == _LIBRDKAFKA and isinstance(record.args, tuple) and record.args:
+    if record.name == RDKAFKA_LOGGER and isinstance(record.args, tuple) and record.args:
         return str(record.args[0])
     return ""
 

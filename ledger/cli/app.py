@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from ledger import __version__
@@ -20,6 +22,7 @@ from ledger.cli import (
     topics,
     verify,
 )
+from ledger.kafka.clients import RDKAFKA_LOGGER
 
 __all__ = ["cli", "main"]
 
@@ -54,4 +57,11 @@ cli.add_command(audit.group)
 
 
 def main() -> None:
+    # librdkafka's own lines (a refused connection, a reply that is not Kafka, retried several
+    # times a second) are for a long-running process's log. A command says what failed, and
+    # what to do, in its one error line: without this, Python's last-resort handler printed
+    # them all to stderr before it.
+    rdkafka = logging.getLogger(RDKAFKA_LOGGER)
+    rdkafka.addHandler(logging.NullHandler())
+    rdkafka.propagate = False
     cli(prog_name="ledger")

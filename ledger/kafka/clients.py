@@ -43,12 +43,14 @@ __all__ = [
     "CONSUMER_CONFIG",
     "ADMIN_CONFIG",
     "CONNECT_TIMEOUT",
+    "METADATA_TIMEOUT",
     "check_reachable",
     "make_producer",
     "make_consumer",
     "make_admin",
     "RDKAFKA_PRODUCER_CONFIG",
     "RDKAFKA_CONSUMER_CONFIG",
+    "RDKAFKA_LOGGER",
     "rdkafka_config",
     "make_rdkafka_producer",
     "make_rdkafka_consumer",
@@ -56,9 +58,11 @@ __all__ = [
 
 CONNECT_TIMEOUT = 2.0
 """Seconds a bootstrap server has to accept a TCP connection before it counts as unreachable."""
-_BOOTSTRAP_TIMEOUT_MS = 5000
-"""How long kafka-python may take to get metadata from a server that did accept the connection
-(its default, 30 s, is how long an unreachable ledger took to report)."""
+METADATA_TIMEOUT = 5.0
+"""Seconds a client may take to get metadata from a server that did accept the connection,
+whichever the library (kafka-python's default, 30 s, is how long an unreachable ledger took to
+report; a server that answers, but not in Kafka, is reported after this)."""
+_BOOTSTRAP_TIMEOUT_MS = int(METADATA_TIMEOUT * 1000)
 
 PRODUCER_CONFIG: dict[str, Any] = {
     "bootstrap_timeout_ms": _BOOTSTRAP_TIMEOUT_MS,
@@ -310,7 +314,9 @@ RDKAFKA_CONSUMER_CONFIG: dict[str, Any] = {
 """librdkafka consumer settings of the request/reply path."""
 
 
-_RDKAFKA_LOG = logging.getLogger("ledger.kafka.librdkafka")
+RDKAFKA_LOGGER = "ledger.kafka.librdkafka"
+"""The logger librdkafka's own lines go to (each application decides what to show of them)."""
+_RDKAFKA_LOG = logging.getLogger(RDKAFKA_LOGGER)
 
 
 def rdkafka_config(

@@ -17,7 +17,7 @@ from typing import Any
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
 from ledger.errors import CodecError, KafkaAccessDenied, KafkaUnavailable, TopicMissing
-from ledger.kafka.clients import make_consumer
+from ledger.kafka.clients import METADATA_TIMEOUT, make_consumer
 from ledger.settings import KafkaSecurity
 
 __all__ = [
@@ -67,7 +67,7 @@ _NOT_AUTHORIZED = 29  # TOPIC_AUTHORIZATION_FAILED, in Kafka's protocol and libr
 
 
 def rdkafka_partitions(
-    client: Any, topic: str, *, bootstrap: str | None = None, timeout: float = 10.0
+    client: Any, topic: str, *, bootstrap: str | None = None, timeout: float = METADATA_TIMEOUT
 ) -> list[int]:
     """The partition numbers of ``topic`` (sorted), from a librdkafka client (``confluent_kafka``
     consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""

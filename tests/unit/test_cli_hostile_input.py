@@ -65,6 +65,41 @@ def mute_server() -> Iterator[str]:
 
 
 @pytest.fixture
+def babbling_server() -> Iterator[str]:
+    """A loopback port that answers every connection, but not in Kafka (an HTTP server on the
+    wrong port): librdkafka logs a line for each reply it cannot read, several a second."""
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        server.settimeout(0.2)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                with conn:
+                    try:
+                        conn.settimeout(2)
+                        conn.recv(4096)
+                        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    except OSError:
+                        pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield f"127.0.0.1:{server.getsockname()[1]}"
+        finally:
+            stop.set()
+            thread.join(5)
+
+
+@pytest.fixture
 def black_hole() -> Iterator[str]:
     """A loopback port whose SYNs go unanswered: a listener with a full backlog drops them, as a
     firewall or an unrouted address does."""
@@ -162,6 +197,41 @@ def test_a_server_that_never_answers_kafka_is_reported_within_seconds(
     result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": mute_server})
     took = time.monotonic() - started
     assert f"cannot reach Kafka at {mute_server}" in _one_line(result, 7)
+    assert took < PROMPTLY, f"took {took:.1f} s"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "--out", "{tmp}/export"],
+        ["evaluate", "--action", "a.b", "--principal", "agent:x", "--resource", "r:1"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_server_that_answers_but_not_in_kafka_is_one_line_within_seconds(
+    command: list[str], tmp_path: Path, babbling_server: str
+) -> None:
+    # The commands that use librdkafka: its own lines (one per unreadable reply, several a
+    # second) were all printed to stderr before the error line, by Python's last-resort handler.
+    env = {**os.environ, "LEDGER_HOME": str(tmp_path / "home"), "LEDGER_BOOTSTRAP": babbling_server}
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ledger.cli.app import main; main()",
+            *[part.format(tmp=tmp_path) for part in command],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 7, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error") and babbling_server in lines[0], lines
     assert took < PROMPTLY, f"took {took:.1f} s"
 
 
