@@ -94,28 +94,41 @@ def ps_cmd(as_json: bool) -> None:
     """What of the local stack runs, whether it is healthy, with pids and log files.
 
     A processor is healthy when its heartbeat (written every second) is fresh, its consumer heard
-    from the broker within the last 5 s, and it talks to the address Kafka is at now. Why one is
-    not is said on stderr; `ledger up` restarts it.
+    from the broker within the last 5 s, and it talks to the address Kafka is at now. What is not
+    running or not healthy is said on stderr, and the exit status is then 1 (0: all is well;
+    the local broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or
+    restarts it.
     """
     settings = load_settings()
     b = broker.status(settings)
     procs = stack.processes(settings)
+    problems = [
+        f"{p.name} is not healthy: {p.problem}" if p.running else f"{p.name} is not running"
+        for p in procs
+        if not p.healthy
+    ]
+    if settings.bootstrap is None and not b.running:  # the processors' broker is the local one
+        problems.insert(0, "the broker is not running")
     if as_json:
         print_json({"broker": b.as_dict(), "processors": procs})
-        return
-    rows: list[list[object]] = [
-        ["broker", b.running, b.running, "-", b.pid, b.bootstrap, b.log_file]
-    ]
-    rows += [
-        [p.name, p.running, p.healthy, _age(p.heartbeat_age), p.pid, p.bootstrap, p.log]
-        for p in procs
-    ]
-    print_table(["process", "running", "healthy", "heartbeat", "pid", "kafka", "log"], rows)
-    sick = [p for p in procs if p.running and not p.healthy]
-    for p in sick:
-        click.echo(f"{p.name} is not healthy: {p.problem}", err=True)
-    if sick:
-        click.echo("`ledger up` restarts what does not recover by itself", err=True)
+    else:
+        rows: list[list[object]] = [
+            ["broker", b.running, b.running, "-", b.pid, b.bootstrap, b.log_file]
+        ]
+        rows += [
+            [p.name, p.running, p.healthy, _age(p.heartbeat_age), p.pid, p.bootstrap, p.log]
+            for p in procs
+        ]
+        print_table(["process", "running", "healthy", "heartbeat", "pid", "kafka", "log"], rows)
+        for problem in problems:
+            click.echo(problem, err=True)
+        if problems:
+            click.echo(
+                "`ledger up` starts what is not running and restarts what does not recover",
+                err=True,
+            )
+    if problems:
+        raise click.exceptions.Exit(1)
 
 
 def _age(seconds: float | None) -> str:

@@ -12,6 +12,7 @@ session's.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import uuid
@@ -109,10 +110,16 @@ def _ok(result: Result) -> Result:
 
 
 def _ps(runner: CliRunner) -> dict[str, Any]:
-    return {
-        p["name"]: p
-        for p in json.loads(_ok(runner.invoke(cli, ["ps", "--json"])).stdout)["processors"]
-    }
+    result = runner.invoke(cli, ["ps", "--json"])
+    shown = json.loads(result.stdout)
+    # Exit 0 only when all is well: every processor healthy, and the local broker running
+    # unless $LEDGER_BOOTSTRAP names another.
+    local = not os.environ.get("LEDGER_BOOTSTRAP")
+    well = all(p["healthy"] for p in shown["processors"]) and (
+        not local or shown["broker"]["running"]
+    )
+    assert result.exit_code == (0 if well else 1), f"{result.output}\n{result.stderr}"
+    return {p["name"]: p for p in shown["processors"]}
 
 
 def _evaluate(runner: CliRunner) -> dict[str, Any]:

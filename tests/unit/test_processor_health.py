@@ -124,10 +124,13 @@ def test_ps_shows_health_and_says_why(settings: Settings, evaluator: int) -> Non
     _beat(settings, evaluator, fetch_age=30.0)
     runner = CliRunner()
     table = runner.invoke(cli, ["ps"])
-    assert table.exit_code == 0, table.output
+    assert table.exit_code == 1, table.output  # not all is well: a script can tell
     assert "healthy" in table.stdout and "heartbeat" in table.stdout
     assert f"evaluator is not healthy: no answer from Kafka at {KAFKA} for 30 s" in table.stderr
+    assert "command-processor is not running" in table.stderr
+    assert "`ledger up` starts what is not running" in table.stderr
     as_json = runner.invoke(cli, ["ps", "--json"])
+    assert as_json.exit_code == 1, as_json.output
     procs = {p["name"]: p for p in json.loads(as_json.stdout)["processors"]}
     assert procs["evaluator"]["running"] is True and procs["evaluator"]["healthy"] is False
     assert procs["evaluator"]["fetch_age"] >= 29 and procs["evaluator"]["bootstrap"] == KAFKA
