@@ -25,7 +25,7 @@ from ledger.cli.output import (
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
-from ledger.core.policytests import CaseResult, offline_outcome, run_policy_tests
+from ledger.core.policytests import CaseResult, offline_outcome, run_case
 from ledger.errors import PolicyError, PolicyProblem, PolicyTestsFailed, UsageError
 
 __all__ = ["group"]
@@ -59,11 +59,19 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
     """
     problems: list[PolicyProblem] = []
     valid: list[dict[str, Any]] = []
+    bad = 0
     for path in files:
         try:
             policy = _load(path)
         except PolicyError as exc:
             problems.extend(exc.problems)
+            bad += 1
+            continue
+        except UsageError as exc:  # unreadable: one of several is a problem of its own
+            if len(files) == 1:
+                raise
+            problems.append(PolicyProblem(message=str(exc)))
+            bad += 1
             continue
         valid.append(
             {
@@ -82,9 +90,8 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
             )
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
-    if problems:
-        files_bad = len({problem.file for problem in problems})  # each problem is shown above
-        raise PolicyError(problems, summary=f"{len(problems)} problem(s) in {files_bad} file(s)")
+    if problems:  # each problem is shown above
+        raise PolicyError(problems, summary=f"{len(problems)} problem(s) in {bad} file(s)")
 
 
 def _policy_files(paths: Iterable[Path]) -> list[Path]:
@@ -138,12 +145,31 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
     authorized. Prints a pytest-like summary; exits non-zero when a case fails.
     """
     results: list[tuple[Path, CaseResult]] = []
-    for path in _policy_files(paths):
-        if not path.exists():
-            raise UsageError(f"no policy file {path} for its tests")
-        policy = _load(path)
-        for result in run_policy_tests(policy, _cases_for(path, policy)):
+    broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
+    files = _policy_files(paths)
+    for path in files:
+        try:
+            if not path.exists():
+                raise UsageError(f"no policy file {path} for its tests")
+            policy = _load(path)
+            cases = _cases_for(path, policy)
+        except (PolicyError, UsageError) as exc:
+            if len(files) == 1:
+                raise
+            # One broken policy among many: say so, and test the others.
+            found = (
+                exc.problems if isinstance(exc, PolicyError) else (PolicyProblem(message=str(exc)),)
+            )
+            broken.extend(found)
+            if not as_json:
+                for problem in found:
+                    click.echo(f"error  {problem}", err=True)
+            continue
+        for case in cases:  # one at a time: a long run shows its progress
+            result = run_case(policy, case)
             results.append((path, result))
+            if not as_json:
+                _print_case(path, result, verbose)
     passed = sum(1 for _, r in results if r.passed)
     failed = len(results) - passed
     if as_json:
@@ -162,19 +188,17 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
                     }
                     for p, r in results
                 ],
+                "errors": [str(problem) for problem in broken],
             }
         )
     else:
-        for path, r in results:
-            if r.passed and verbose:
-                click.echo(f"PASS  {r.file or path}::{r.case}")
-            elif not r.passed:
-                file = r.file or str(path)
-                where = f"{file}:{r.line}" if r.line else file
-                click.echo(f"FAIL  {where}::{r.case}")
-                for failure in r.failures:
-                    click.echo(f"        {failure}")
         click.echo(f"{passed} passed, {failed} failed")
+    if broken:
+        raise PolicyError(
+            broken,
+            summary=f"{len(broken)} problem(s) kept policies from being tested "
+            f"({passed} passed, {failed} failed)",
+        )
     if not results:
         raise UsageError(
             "no test cases found: add a tests: block to the policy, or a file beside it named "
@@ -182,6 +206,17 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
         )
     if failed:
         raise PolicyTestsFailed(f"{failed} of {len(results)} policy test cases failed")
+
+
+def _print_case(path: Path, r: CaseResult, verbose: bool) -> None:
+    if r.passed and verbose:
+        click.echo(f"PASS  {r.file or path}::{r.case}")
+    elif not r.passed:
+        file = r.file or str(path)
+        where = f"{file}:{r.line}" if r.line else file
+        click.echo(f"FAIL  {where}::{r.case}")
+        for failure in r.failures:
+            click.echo(f"        {failure}")
 
 
 @group.command("eval")

@@ -125,3 +125,30 @@ def test_no_test_cases_says_how_to_name_the_tests_file(tmp_path: Path) -> None:
     (tmp_path / "travel.booking.tests.yaml").write_text("cases: []\n")
     code, _, err = run("policy", "test", str(policy))
     assert code == 2 and "refund.yaml -> refund.tests.yaml" in err
+
+
+def test_one_unreadable_file_among_several_does_not_hide_the_others(tmp_path: Path) -> None:
+    # It stopped the whole run: no `ok` for the good file, the bad file's problems unlisted.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(REFUND.read_text().replace("effect: deny", "effect: permit"))
+    missing = tmp_path / "missing.yaml"
+    code, out, err = run("policy", "validate", str(REFUND), str(bad), str(missing))
+    assert code == 3 and "ok  " in out and "policy refund" in out
+    assert "unknown effect text 'permit'" in err and f"{missing}: no such policy file" in err
+    assert "problem(s) in 2 file(s)" in err.strip().splitlines()[-1]
+    code, out, _ = run("policy", "validate", "--json", str(REFUND), str(missing))
+    shown = json.loads(out)
+    assert code == 3 and [v["policy"] for v in shown["valid"]] == ["refund"]
+    assert any("no such policy file" in p["message"] for p in shown["problems"])
+
+
+def test_one_broken_policy_in_a_directory_does_not_stop_the_others_tests(tmp_path: Path) -> None:
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text((EXAMPLES / "refund.tests.yaml").read_text())
+    (tmp_path / "broken.yaml").write_text("policy: broken\nrules: [\n")  # invalid YAML
+    code, out, err = run("policy", "test", str(tmp_path))
+    assert code == 3 and "8 passed, 0 failed" in out  # refund's cases still ran
+    assert "broken.yaml" in err and "kept policies from being tested" in err
+    code, out, _ = run("policy", "test", "--json", str(tmp_path))
+    shown = json.loads(out)
+    assert code == 3 and shown["passed"] == 8 and any("broken.yaml" in e for e in shown["errors"])
