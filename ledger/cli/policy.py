@@ -22,11 +22,27 @@ from ledger.cli.output import (
     print_table,
     rule_label,
 )
-from ledger.core.events import Determination
+from ledger.codec import default_codec
+from ledger.core.evaluate import request_problem
+from ledger.core.events import Determination, EvaluationRequested
 from ledger.core.facts import parse_facts_json
-from ledger.core.policy import Policy, PolicyTestCase, parse_policy, parse_test_cases
+from ledger.core.policy import (
+    Policy,
+    PolicyOutcome,
+    PolicyTestCase,
+    parse_policy,
+    parse_test_cases,
+)
 from ledger.core.policytests import CaseResult, offline_outcome, run_case
-from ledger.errors import PolicyError, PolicyProblem, PolicyTestsFailed, UsageError
+from ledger.errors import (
+    CodecError,
+    FactsError,
+    PolicyError,
+    PolicyProblem,
+    PolicyTestsFailed,
+    UsageError,
+)
+from ledger.ids import new_id, utcnow
 
 __all__ = ["group"]
 
@@ -271,7 +287,33 @@ def eval_(
         resource=resource,
         expect_determination=Determination.ALLOW,  # unused: eval reports, it does not assert
     )
-    outcome = offline_outcome(policy, case)
+    # What the ledger itself would make of this request first: a name over the input limits is
+    # decided error / request_too_large, and a value Avro cannot carry (an integer beyond 64
+    # bits, a lone surrogate) never leaves the SDK. Offline gives no answer the ledger would not.
+    request = EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal,
+        action=action or policy.governs[0],
+        principal=principal,
+        resource=resource,
+        facts=facts,
+        context=context,
+    )
+    try:
+        default_codec().encode(request)
+    except CodecError as exc:
+        raise FactsError(f"the ledger's SDK would refuse to send this request: {exc}") from None
+    too_large = request_problem(request)
+    outcome = (
+        PolicyOutcome(
+            determination=Determination.ERROR,
+            reason_code="request_too_large",
+            reasons=(too_large,),
+        )
+        if too_large is not None
+        else offline_outcome(policy, case)
+    )
     result = {
         "policy": policy.name,
         "content_hash": policy.content_hash,

@@ -152,3 +152,25 @@ def test_one_broken_policy_in_a_directory_does_not_stop_the_others_tests(tmp_pat
     code, out, _ = run("policy", "test", "--json", str(tmp_path))
     shown = json.loads(out)
     assert code == 3 and shown["passed"] == 8 and any("broken.yaml" in e for e in shown["errors"])
+
+
+def test_eval_gives_no_answer_the_ledger_would_not() -> None:
+    facts = {"tenure_days": 120, "amount": "450", "prior_refunds_12m": 0, "standing": "good"}
+    # A name over the input limits: the evaluator decides error / request_too_large.
+    code, out, _ = run(
+        "policy",
+        "eval",
+        str(REFUND),
+        "--json",
+        "--facts",
+        json.dumps(facts),
+        "--resource",
+        "x" * 2000,
+    )
+    shown = json.loads(out)
+    assert code == 0 and shown["determination"] == "error"
+    assert shown["reason_code"] == "request_too_large"
+    # A value Avro cannot carry never leaves the SDK: no offline answer either.
+    for bad in ({"tenure_days": 10**30}, {"standing": "\ud800"}):
+        code, _, err = run("policy", "eval", str(REFUND), "--facts", json.dumps({**facts, **bad}))
+        assert code == 3 and "would refuse to send" in err and "[facts_invalid]" in err, err
