@@ -139,7 +139,8 @@ def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
     ):
         tests_file = path.with_name(name)
         if tests_file.exists():
-            named, more = parse_test_cases(_read(tests_file), filename=str(tests_file))
+            text = read_text_file(tests_file, what="policy tests file")
+            named, more = parse_test_cases(text, filename=str(tests_file))
             if named is not None and named != policy.name:
                 raise UsageError(
                     f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}"

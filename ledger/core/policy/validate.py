@@ -220,7 +220,10 @@ class Validator:
                     return f
         except (InvalidOperation, ValueError, OverflowError):
             pass
-        self.add(f"must be a number, got {_describe(value)}", path)
+        if isinstance(value, (float, Decimal)) and not math.isfinite(value):
+            self.add(f"must be a finite number, got {value}", path)  # not "number NaN"
+        else:
+            self.add(f"must be a number, got {_describe(value)}", path)
         return None
 
     def fact(self, name: Any, spec: Any, path: tuple[Any, ...]) -> FactSpec | None:
@@ -249,8 +252,9 @@ class Validator:
         fact_type = spec.get("type")
         if fact_type not in FACT_TYPES:
             if "type" in spec:
+                named = repr(fact_type) if isinstance(fact_type, str) else _describe(fact_type)
                 self.add(
-                    f"unknown fact type {_describe(fact_type)} (expected one of: {', '.join(FACT_TYPES)})",
+                    f"unknown fact type {named} (expected one of: {', '.join(FACT_TYPES)})",
                     (*path, "type"),
                 )
             return None

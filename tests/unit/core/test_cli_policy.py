@@ -174,3 +174,20 @@ def test_eval_gives_no_answer_the_ledger_would_not() -> None:
     for bad in ({"tenure_days": 10**30}, {"standing": "\ud800"}):
         code, _, err = run("policy", "eval", str(REFUND), "--facts", json.dumps({**facts, **bad}))
         assert code == 3 and "would refuse to send" in err and "[facts_invalid]" in err, err
+
+
+def test_messages_name_what_the_author_wrote(tmp_path: Path) -> None:
+    line = "tenure_days:       {type: int, min: 0}"
+    for replacement, expected in (
+        ("tenure_days: {type: blob}", "unknown fact type 'blob' (expected one of"),  # not "text"
+        ("tenure_days: {type: decimal, min: .nan}", "must be a finite number, got nan"),
+    ):
+        path = tmp_path / "p.yaml"
+        path.write_text(REFUND.read_text().replace(line, replacement))
+        code, _, err = run("policy", "validate", str(path))
+        assert code == 3 and expected in err, err
+    # A tests file over the size limit is named as one (it said "the limit for a policy file").
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text("#" * 300_000)
+    code, _, err = run("policy", "test", str(tmp_path / "refund.yaml"))
+    assert code == 2 and "the limit for a policy tests file" in err, err
