@@ -1,20 +1,27 @@
 -- question: Which policy governed decision (or request) `id`, and who stands behind it: the
 --   determination and rule, the policy version and its stage then, who wrote, approved and
---   promoted that version.
--- param: id VARCHAR a decision id or a request id
+--   promoted that version. A pre-evaluation batch (its decision id or request id) answers
+--   one row per item (kind batch_item, batch_id, item_index, item_id); a batch records no
+--   stage, so an item's policy_stage is the one policy_timeline gives its version (active or
+--   canary) at decided_at.
+-- param: id VARCHAR a decision id or a request id (of a single request or of a batch)
 WITH d AS (
-    SELECT * FROM decisions WHERE decision_id = $id OR request_id = $id
+    SELECT * FROM all_decisions WHERE decision_id = $id OR request_id = $id
 )
 SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
-       d.determination, d.rule, d.reason_code, d.policy, d.policy_version, d.policy_stage,
+       d.determination, d.rule, d.reason_code, d.policy, d.policy_version,
+       coalesce(d.policy_stage, t.stage) AS policy_stage,
        p.actor AS author, a.actor AS approver, a.occurred_at AS approved_at,
-       t.changed_by AS promoted_by, t.valid_from AS stage_since, d.grant_id
+       t.changed_by AS promoted_by, t.valid_from AS stage_since, d.grant_id,
+       d.kind, d.batch_id, d.item_index, d.item_id
 FROM d
 LEFT JOIN policy_log p ON p.event_type = 'PolicyVersionProposed' AND p.policy = d.policy
      AND p.version = d.policy_version
 LEFT JOIN policy_log a ON a.event_type = 'PolicyVersionApproved' AND a.policy = d.policy
      AND a.version = d.policy_version
 LEFT JOIN policy_timeline t ON t.policy = d.policy AND t.version = d.policy_version
-     AND t.stage = d.policy_stage AND t.valid_from <= d.decided_at
+     AND (t.stage = d.policy_stage
+          OR (d.kind = 'batch_item' AND t.stage IN ('active', 'canary')))
+     AND t.valid_from <= d.decided_at
      AND (t.valid_to IS NULL OR d.decided_at < t.valid_to)
-ORDER BY d.decided_at;
+ORDER BY d.decided_at, d.decision_id, d.item_index;

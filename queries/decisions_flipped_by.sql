@@ -6,7 +6,10 @@
 --   Covered: decisions made while the previous version was evaluated beside it (active beside a
 --   canary, or kept in shadow). Not covered: decisions without such a shadow result (the
 --   previous version was no longer deployed): they are listed with flipped NULL; re-evaluate
---   them against the old version to know. Rows with flipped false are left out.
+--   them against the old version to know. Rows with flipped false are left out. The items of
+--   pre-evaluation batches are examined too (kind batch_item, with batch_id, item_index and
+--   item_id; kind decision: a single decision); a batch records no shadow results, so they
+--   are always listed as not covered.
 -- param: policy VARCHAR the policy name
 -- param: version BIGINT the version whose decisions are examined
 WITH first_active AS (
@@ -20,14 +23,14 @@ before AS (  -- the version active just before `version` first became active
     ORDER BY t.valid_from DESC LIMIT 1
 ),
 made AS (
-    SELECT * FROM decisions WHERE policy = $policy AND policy_version = $version
+    SELECT * FROM all_decisions WHERE policy = $policy AND policy_version = $version
 ),
 said AS (  -- the previous version's recorded answer, per decision
     SELECT d.decision_id, s.version AS previous_version, s.determination, s.rule,
            row_number() OVER (PARTITION BY d.decision_id
                               ORDER BY (s.stage = 'active') DESC, s.version DESC) AS pick
     FROM made d JOIN shadow_results s ON s.decision_id = d.decision_id
-    WHERE s.policy = $policy AND s.version <> $version
+    WHERE d.kind = 'decision' AND s.policy = $policy AND s.version <> $version
       AND ((d.policy_stage = 'canary' AND s.stage = 'active')
            OR s.version = (SELECT version FROM before))
 )
@@ -35,7 +38,9 @@ SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resou
        d.policy_stage, d.determination, d.rule, s.previous_version,
        s.determination AS previous_determination, s.rule AS previous_rule,
        CASE WHEN s.decision_id IS NULL THEN NULL
-            ELSE s.determination IS DISTINCT FROM d.determination END AS flipped
-FROM made d LEFT JOIN (SELECT * FROM said WHERE pick = 1) s USING (decision_id)
+            ELSE s.determination IS DISTINCT FROM d.determination END AS flipped,
+       d.kind, d.batch_id, d.item_index, d.item_id
+FROM made d LEFT JOIN (SELECT * FROM said WHERE pick = 1) s
+  ON s.decision_id = d.decision_id AND d.kind = 'decision'
 WHERE s.decision_id IS NULL OR s.determination IS DISTINCT FROM d.determination
-ORDER BY d.decided_at, d.decision_id;
+ORDER BY d.decided_at, d.decision_id, d.item_index;

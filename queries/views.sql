@@ -174,7 +174,8 @@ SELECT event_id AS request_id, occurred_at AS requested_at, event_type = 'BatchE
        AS batch, * EXCLUDE (event_id, occurred_at)
 FROM topic_evaluation_requests WHERE event_type IS NOT NULL;
 
--- Decision traces (DecisionRecorded): one row per decision.
+-- Decision traces (DecisionRecorded): one row per decision. A pre-evaluation batch is one
+-- BatchDecisionRecorded: its items are in batch_decisions; all_decisions holds both.
 CREATE OR REPLACE VIEW decisions AS
 SELECT event_id AS decision_id, request_id, occurred_at AS decided_at, requested_at, action,
        principal, resource, determination, reason_code, rule, policy, policy_version,
@@ -184,16 +185,39 @@ SELECT event_id AS decision_id, request_id, occurred_at AS decided_at, requested
        kafka_timestamp, key, record
 FROM topic_decisions WHERE event_type = 'DecisionRecorded';
 
--- Pre-evaluation answers (BatchDecisionRecorded): one row per item.
+-- Pre-evaluation answers (BatchDecisionRecorded): one row per item. decision_id and request_id
+-- are the batch's (its record's event id, the batch request's id); item_index is the item's
+-- place in the record's `decisions` list, from 0 (decisions->item_index).
 CREATE OR REPLACE VIEW batch_decisions AS
 SELECT event_id AS decision_id, request_id, occurred_at AS decided_at, principal,
        item->>'item_id' AS item_id, item->>'action' AS action, item->>'resource' AS resource,
        item->>'determination' AS determination, item->>'reason_code' AS reason_code,
        item->>'rule' AS rule, item->>'policy' AS policy,
        CAST(item->>'policy_version' AS BIGINT) AS policy_version, item->>'grant_id' AS grant_id,
-       item->'constraints' AS constraints, governance_position, topic, partition, "offset"
-FROM (SELECT *, unnest(CAST(decisions AS JSON[])) AS item FROM topic_decisions
-      WHERE event_type = 'BatchDecisionRecorded');
+       item->'constraints' AS constraints, governance_position, topic, partition, "offset",
+       item_index, evaluator_id
+FROM (SELECT *, unnest(CAST(decisions AS JSON[])) AS item,
+             generate_subscripts(CAST(decisions AS JSON[]), 1) - 1 AS item_index
+      FROM topic_decisions WHERE event_type = 'BatchDecisionRecorded');
+
+-- Every determination an evaluator recorded: one row per decision trace (kind 'decision') and
+-- one per pre-evaluation item (kind 'batch_item'), so that a question about decisions counts
+-- both. An item's decision_id and request_id are its batch's, batch_id is its batch's decision
+-- id (NULL for a decision) and item_index / item_id say which item it is. A batch records no
+-- stage and no shadow results: policy_stage and shadow_results are NULL for an item.
+CREATE OR REPLACE VIEW all_decisions AS
+SELECT decision_id, request_id, decided_at, principal, action, resource, determination,
+       reason_code, rule, policy, policy_version, policy_stage, grant_id, constraints,
+       shadow_results, governance_position, evaluator_id, 'decision' AS kind,
+       CAST(NULL AS VARCHAR) AS batch_id, CAST(NULL AS BIGINT) AS item_index,
+       CAST(NULL AS VARCHAR) AS item_id, topic, partition, "offset"
+FROM decisions
+UNION ALL
+SELECT decision_id, request_id, decided_at, principal, action, resource, determination,
+       reason_code, rule, policy, policy_version, NULL, grant_id, constraints, NULL,
+       governance_position, evaluator_id, 'batch_item', decision_id, item_index, item_id, topic,
+       partition, "offset"
+FROM batch_decisions;
 
 -- What the non-deciding versions said, one row per shadow result of a decision.
 CREATE OR REPLACE VIEW shadow_results AS

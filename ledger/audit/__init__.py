@@ -17,20 +17,24 @@ May import: the core, :mod:`ledger.codec`, :mod:`ledger.contract`, :mod:`ledger.
 :mod:`ledger.local` (the development launcher) or :mod:`ledger.cli` (a test enforces it).
 
 ``connect(export_dir)`` is the analysts' entry point: a DuckDB connection with the views
-attached (imported lazily here, so the exporter does not load DuckDB).
+attached (imported lazily here, so the exporter does not load DuckDB). Every function of the
+wing that takes an export directory takes it as a str, a :class:`~pathlib.Path` or any other
+path-like object (:data:`~ledger.audit.export.ExportPath`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import duckdb
 
+    from ledger.audit.export import ExportPath
+
 __all__ = ["connect"]
 
 
-def connect(export_dir: Any, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(export_dir: ExportPath, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection over ``export_dir`` with the audit views attached
     (see :func:`ledger.audit.sql.connect`)."""
     from ledger.audit.sql import connect as _connect

@@ -21,6 +21,9 @@ How a run stays exact, whatever happens to it:
 3. It then reads each partition from the manifest's offset to the end offset seen at the start
    (a consistent prefix of the log) and flushes every ``batch_records`` rows (new files, then
    the manifest). Re-running adds exactly what is new; nothing is duplicated or dropped.
+4. A run that fails before it has written anything (Kafka unreachable, the exporter refused)
+   removes the directories it created: it leaves no empty directory that readers would take
+   for an export.
 
 Readers (:func:`ledger.audit.sql.connect`) read the files the manifest lists, so a reader never
 sees a file of a run that has not committed it.
@@ -41,16 +44,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,6 +68,7 @@ from ledger.settings import KafkaSecurity, TopicNames
 __all__ = [
     "MANIFEST",
     "FORMAT_VERSION",
+    "ExportPath",
     "DEFAULT_BATCH",
     "DEFAULT_FLUSH_INTERVAL",
     "POOL_THRESHOLD",
@@ -97,6 +102,9 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[int, int], None]
 """``progress(records done, records to do)`` during a one-shot export."""
+ExportPath: TypeAlias = str | os.PathLike[str]
+"""An export directory, as every function of the audit wing takes it: ``"export"``, a
+:class:`~pathlib.Path` or any other path-like object."""
 
 
 # --------------------------------------------------------------------------- the manifest
@@ -147,9 +155,9 @@ class Manifest:
             raise ExportError(f"{where} is not a ledger export manifest ({exc})") from exc
 
 
-def read_manifest(directory: Path) -> Manifest | None:
+def read_manifest(directory: ExportPath) -> Manifest | None:
     """The manifest of an export directory, ``None`` when it has none."""
-    path = directory / MANIFEST
+    path = Path(directory) / MANIFEST
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -172,6 +180,30 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _remove_if_empty(directory: Path, *, tree: bool) -> bool:
+    """Remove ``directory`` if it is empty (with ``tree``: if it holds nothing but directories
+    that hold no file); whether it is gone."""
+    if tree:
+        try:
+            entries = list(directory.iterdir())
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        for entry in entries:
+            if entry.is_symlink() or not entry.is_dir():
+                return False
+            if not _remove_if_empty(entry, tree=True):
+                return False
+    try:
+        directory.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:  # not empty (something arrived), or not ours to remove
+        return False
+    return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -384,16 +416,25 @@ class ExportWriter(_Files):
     """
 
     def __init__(
-        self, out: Path, topics: TopicNames, *, codec: Codec | None = None, create: bool = True
+        self,
+        out: ExportPath,
+        topics: TopicNames,
+        *,
+        codec: Codec | None = None,
+        create: bool = True,
     ) -> None:
+        out = Path(out)
         super().__init__(out, topics, codec=codec)
         if out.exists() and not out.is_dir():
             raise ExportError(f"{out} is not a directory; choose another --out")
+        self._created: list[Path] = []  # the directories this writer made, deepest first
         if create:
+            missing = list(itertools.takewhile(lambda d: not d.exists(), (out, *out.parents)))
             try:
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from exc
+            self._created = missing
         manifest = read_manifest(out)
         if manifest is not None and manifest.prefix != topics.prefix:
             raise ExportError(
@@ -403,6 +444,16 @@ class ExportWriter(_Files):
         self.manifest = manifest or Manifest(prefix=topics.prefix)
         self.removed = self._repair()
         self.files_written = 0
+
+    def discard(self) -> None:
+        """Remove the directories this writer created, if nothing was written in them: a run
+        that fails before it has exported anything (Kafka unreachable, the exporter refused)
+        leaves no empty directory that readers would take for an export. Anything written
+        (files, a manifest) is kept for the next run to repair."""
+        for directory in self._created:  # deepest first: the export directory, then parents
+            if not _remove_if_empty(directory, tree=directory == self.out):
+                break
+        self._created = []
 
     # ----------------------------------------------------------------------- repair
 
@@ -935,8 +986,19 @@ def _unit_result(future: Future[_UnitDone]) -> _UnitDone:
         raise ExportError(f"a helper process failed exporting: {exc}") from exc
 
 
+@contextlib.contextmanager
+def _discarded_on_failure(writer: ExportWriter) -> Iterator[None]:
+    """On any failure, remove what ``writer`` created if nothing was written there (see
+    :meth:`ExportWriter.discard`), then let the failure through."""
+    try:
+        yield
+    except BaseException:
+        writer.discard()
+        raise
+
+
 def export(
-    out: Path,
+    out: ExportPath,
     bootstrap: str,
     topics: TopicNames,
     *,
@@ -955,36 +1017,37 @@ def export(
     with ``if __name__ == "__main__"``."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    if helpers is None:
-        helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
-    if helpers > 0 and codec is None:
-        _start_fork_server()
-    source = _Source(bootstrap, topics, security)
-    try:
-        ranges = source.plan(writer)
-        total = sum(max(end - start, 0) for start, end in ranges.values())
-        if progress is not None:
-            progress(0, total)
-        if helpers > 0 and total > POOL_THRESHOLD and codec is None:
-            source.close()  # this process only keeps the manifest now
-            pool = _Helpers(writer, bootstrap, security, helpers)
-            try:
-                _export_in_helpers(
-                    writer,
-                    {where: span for where, span in ranges.items() if span[0] < span[1]},
-                    pool,
-                    batch_records=batch_records,
-                    progress=progress,
-                )
-            finally:
-                pool.close()
-        else:
-            _export_here(writer, source, ranges, batch_records, progress, total)
-        for (topic, partition), (_, end) in ranges.items():
-            writer.mark(topic, partition, end)
-        writer.flush()
-    finally:
-        source.close()
+    with _discarded_on_failure(writer):
+        if helpers is None:
+            helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
+        if helpers > 0 and codec is None:
+            _start_fork_server()
+        source = _Source(bootstrap, topics, security)
+        try:
+            ranges = source.plan(writer)
+            total = sum(max(end - start, 0) for start, end in ranges.values())
+            if progress is not None:
+                progress(0, total)
+            if helpers > 0 and total > POOL_THRESHOLD and codec is None:
+                source.close()  # this process only keeps the manifest now
+                pool = _Helpers(writer, bootstrap, security, helpers)
+                try:
+                    _export_in_helpers(
+                        writer,
+                        {where: span for where, span in ranges.items() if span[0] < span[1]},
+                        pool,
+                        batch_records=batch_records,
+                        progress=progress,
+                    )
+                finally:
+                    pool.close()
+            else:
+                _export_here(writer, source, ranges, batch_records, progress, total)
+            for (topic, partition), (_, end) in ranges.items():
+                writer.mark(topic, partition, end)
+            writer.flush()
+        finally:
+            source.close()
     return _summary(writer, started)
 
 
@@ -1020,7 +1083,7 @@ def _export_here(
 
 
 def follow(
-    out: Path,
+    out: ExportPath,
     bootstrap: str,
     topics: TopicNames,
     *,
@@ -1036,24 +1099,25 @@ def follow(
     When ``stop`` is set, the rows read so far are flushed and the function returns."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    source = _Source(bootstrap, topics, security)
-    sink = _Sink(writer, writer.next_offset)
-    try:
-        source.watch(source.plan(writer), bounded=False)
-        last_flush = time.monotonic()
-        while not stop.is_set():
-            source.read(sink, bounded=False, wait=min(interval, 0.5))
-            due = time.monotonic() - last_flush >= interval
-            if writer.buffered >= batch_records or (due and writer.buffered):
-                writer.flush()
-                last_flush = time.monotonic()
-                if on_flush is not None:
-                    on_flush(_summary(writer, started))
-            elif due:
-                last_flush = time.monotonic()
-        writer.flush()
-    finally:
-        source.close()
+    with _discarded_on_failure(writer):
+        source = _Source(bootstrap, topics, security)
+        sink = _Sink(writer, writer.next_offset)
+        try:
+            source.watch(source.plan(writer), bounded=False)
+            last_flush = time.monotonic()
+            while not stop.is_set():
+                source.read(sink, bounded=False, wait=min(interval, 0.5))
+                due = time.monotonic() - last_flush >= interval
+                if writer.buffered >= batch_records or (due and writer.buffered):
+                    writer.flush()
+                    last_flush = time.monotonic()
+                    if on_flush is not None:
+                        on_flush(_summary(writer, started))
+                elif due:
+                    last_flush = time.monotonic()
+            writer.flush()
+        finally:
+            source.close()
     return _summary(writer, started)
 
 
@@ -1068,7 +1132,7 @@ def _summary(writer: ExportWriter, started: float) -> ExportSummary:
 
 
 def write_events(
-    out: Path,
+    out: ExportPath,
     topics: TopicNames,
     events: Iterable[tuple[str, Event]],
     *,

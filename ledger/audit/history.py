@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ledger.audit.export import read_manifest
+from ledger.audit.export import ExportPath, read_manifest
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
 from ledger.core.history import HistoryEntry
@@ -24,12 +24,15 @@ from ledger.settings import TopicNames
 __all__ = ["load_export_history"]
 
 
-def load_export_history(export_dir: Path, *, codec: Codec | None = None) -> list[HistoryEntry]:
+def load_export_history(
+    export_dir: ExportPath, *, codec: Codec | None = None
+) -> list[HistoryEntry]:
     """Every governance event of the export at ``export_dir``, in log order.
 
     Raises :class:`~ledger.errors.ExportError` when the directory holds no export. Records that
     are not governance events are skipped, as a read from Kafka skips them.
     """
+    export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise ExportError(f"{export_dir} is not an export directory (it does not exist)")
     manifest = read_manifest(export_dir)

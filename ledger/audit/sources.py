@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
-from ledger.audit.export import MANIFEST, Manifest, read_manifest
+from ledger.audit.export import MANIFEST, ExportPath, Manifest, read_manifest
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -180,9 +180,10 @@ def _read(path: Path) -> Manifest:
     return manifest
 
 
-def export_dir(path: Path) -> Path:
-    """``path`` if it is an export directory (its manifest is there: ``ledger export`` writes
-    it last), else one :class:`ExportError` line."""
+def export_dir(path: ExportPath) -> Path:
+    """``path`` (as a :class:`~pathlib.Path`) if it is an export directory (its manifest is
+    there: ``ledger export`` writes it last), else one :class:`ExportError` line."""
+    path = Path(path)
     if not path.exists():
         raise ExportError(
             f"export directory {path} does not exist: run `ledger export` first, or pass the "
@@ -194,18 +195,19 @@ def export_dir(path: Path) -> Path:
     return path
 
 
-def resolve_topics(path: Path, topics: TopicNames) -> TopicNames:
+def resolve_topics(path: ExportPath, topics: TopicNames) -> TopicNames:
     """The topic names the export at ``path`` holds: the prefix its manifest records (an export
     is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says). ``topics`` is unused but
     kept for callers that pass their own."""
     del topics
-    return TopicNames(prefix=_read(path).prefix)
+    return TopicNames(prefix=_read(Path(path)).prefix)
 
 
-def topic_files(path: Path, topic: str) -> list[str]:
+def topic_files(path: ExportPath, topic: str) -> list[str]:
     """The Parquet files of ``topic`` in the export at ``path``: exactly those its manifest
     lists (a file beyond the manifest is what a killed export left; the next export removes
     it), as ``ledger audit`` reads them. A listed file that is gone is one error line."""
+    path = Path(path)
     files = sorted(path / str(f["path"]) for f in _read(path).files if f.get("topic") == topic)
     missing = [f for f in files if not f.is_file()]
     if missing:
@@ -231,17 +233,19 @@ READ_PARQUET = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
 interpolated into the SQL; columns are matched by name across files."""
 
 
-@dataclass
+@dataclass(init=False)
 class ExportSource:
-    """History read from an export directory with DuckDB."""
+    """History read from an export directory with DuckDB (``path``: a str or any path-like;
+    one :class:`ExportError` line when it holds no export)."""
 
     path: Path
     topics: TopicNames
     codec: Codec | None = None
 
-    def __post_init__(self) -> None:
-        self.path = export_dir(self.path)
-        self.topics = resolve_topics(self.path, self.topics)
+    def __init__(self, path: ExportPath, topics: TopicNames, codec: Codec | None = None) -> None:
+        self.path = export_dir(path)
+        self.topics = resolve_topics(self.path, topics)
+        self.codec = codec
         self._con: Any = None
 
     @property

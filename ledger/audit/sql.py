@@ -4,8 +4,11 @@
 
 1. one base view per topic, ``topic_<name>`` (``topic_commands``, ``topic_command_results``,
    ``topic_policy_events``, ``topic_grant_events``, ``topic_evaluation_requests``,
-   ``topic_decisions``, ``topic_corrections``, ``topic_dead_letters``), reading exactly the Parquet
-   files the manifest lists (a topic with none yet is an empty view with the same columns);
+   ``topic_decisions``, ``topic_corrections``, ``topic_dead_letters``,
+   ``topic_chain_checkpoints``), reading exactly the Parquet files the manifest lists, with
+   every column of the current export format: files are matched by column name, and a column a
+   file lacks (one written before a later version added the field) reads as NULL, as does a
+   column none of them has (a topic with no files yet is an empty view with those columns);
 2. the analysts' views, defined by ``queries/views.sql`` over those base views.
 
 Named queries are the other ``queries/*.sql`` files. Each opens with a header comment::
@@ -34,7 +37,7 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
-from ledger.audit.export import read_manifest
+from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.rows import TOPIC_TYPES, topic_formats
 from ledger.contract import contract_dir
 from ledger.errors import ExportError, UsageError
@@ -223,11 +226,16 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def base_views_sql(export_dir: Path) -> tuple[str, list[Path]]:
+def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
     """The SQL defining the ``topic_<name>`` base views of ``export_dir``, and the files read.
+
+    Each view has every column of the topic's current format, in its order (then DuckDB's
+    ``date`` partition column): the files are read by column name (``union_by_name``), so an
+    export whose older files lack a column added since reads NULL there.
 
     Raises :class:`ExportError` (exit 9) when the directory does not exist or holds no export.
     """
+    export_dir = Path(export_dir)
     if not export_dir.exists():
         raise ExportError(f"{export_dir} does not exist: run `ledger export --out {export_dir}`")
     if not export_dir.is_dir():
@@ -253,17 +261,19 @@ def base_views_sql(export_dir: Path) -> tuple[str, list[Path]]:
                 "export again into a fresh directory"
             )
         files.extend(paths)
+        body = _empty_select(fmt.schema)
         if paths:
             listing = ", ".join(_literal(str(p.resolve())) for p in paths)
-            body = f"SELECT * FROM read_parquet([{listing}])"
-        else:
-            body = _empty_select(fmt.schema)
+            # The empty typed select first: its columns (all of today's format) lead, in order.
+            body += (
+                f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+            )
         statements.append(f"CREATE OR REPLACE VIEW topic_{fmt.attribute} AS {body};")
     return "\n".join(statements), files
 
 
 def connect(
-    export_dir: Path | str, *, read_only: bool = False, threads: int | None = None
+    export_dir: ExportPath, *, read_only: bool = False, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (in memory) with the export's views attached.
 

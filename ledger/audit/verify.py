@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final, cast
 
+from ledger.audit.export import ExportPath
 from ledger.audit.sources import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
 from ledger.codec import Codec, default_codec
 from ledger.core import events as _events
@@ -957,14 +957,15 @@ _PARALLEL_FROM: Final = 50_000
 
 
 def verify_export(
-    path: Path,
+    path: ExportPath,
     topics: TopicNames | None = None,
     *,
     allow_unchained: bool = False,
     codec: Codec | None = None,
     workers: int | None = 1,
 ) -> VerifyReport:
-    """Verify every decision chain in the export at ``path`` (see the module docstring).
+    """Verify every decision chain in the export at ``path`` (a str or any path-like; see the
+    module docstring).
 
     Chains are independent: with ``workers`` > 1 they are shared among that many processes
     (spawned: the caller's main module must be importable, as it is for the ``ledger`` command
@@ -972,13 +973,13 @@ def verify_export(
     hashes to its share. ``None``: one per CPU, up to 4, from 50,000 decision rows.
     """
     started = time.perf_counter()
-    path = export_dir(path)
-    topics = resolve_topics(path, topics or TopicNames())
+    directory = export_dir(path)
+    topics = resolve_topics(directory, topics or TopicNames())
     rows = _Rows(codec or default_codec())
     con = connect()
     try:
-        marks = _load_checkpoints(con, topic_files(path, topics.chain_checkpoints), rows)
-        files = topic_files(path, topics.decisions)
+        marks = _load_checkpoints(con, topic_files(directory, topics.chain_checkpoints), rows)
+        files = topic_files(directory, topics.decisions)
         total = _count(con, files)
     finally:
         con.close()
@@ -1026,7 +1027,7 @@ def verify_export(
         )
     problems = _first_first(rows)
     return VerifyReport(
-        export_dir=str(path),
+        export_dir=str(directory),
         decisions_topic=topics.decisions,
         records=sum(p.records for p in parts),
         checkpoints=sum(len(v) for v in marks.values()),
@@ -1068,11 +1069,11 @@ def _first_first(rows: _Rows) -> list[Problem]:
     return sorted(kept, key=key)
 
 
-def verify_throughput(export_dir: Path | str) -> float:
+def verify_throughput(export_dir: ExportPath) -> float:
     """Records verified per second over the export at ``export_dir`` (for ``benchmarks/audit``).
 
     The whole verification runs, whatever it finds, as ``ledger audit verify`` runs it (worker
     processes from 50,000 decisions); the figure is records over wall time.
     """
-    report = verify_export(Path(export_dir), allow_unchained=True, workers=None)
+    report = verify_export(export_dir, allow_unchained=True, workers=None)
     return report.records / report.seconds if report.seconds > 0 else float("inf")

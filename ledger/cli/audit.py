@@ -39,7 +39,8 @@ def group() -> None:
     """SQL audits over an export (`ledger export`) with DuckDB: named queries, ad-hoc read-only
     SQL, a shell. Views: policy_events, policy_timeline, grant_events, grant_history,
     role_history, commands, command_results, evaluation_requests, decisions, batch_decisions,
-    shadow_results, corrections, dead_letters, chain_checkpoints, undecodable_records."""
+    all_decisions (decisions and batch items), shadow_results, corrections, dead_letters,
+    chain_checkpoints, undecodable_records."""
 
 
 def add_commands(*commands: click.Command) -> None:

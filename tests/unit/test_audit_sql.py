@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -19,6 +21,8 @@ from ledger.cli.app import cli
 from ledger.core.events import (
     ApprovePolicyVersion,
     AssignRole,
+    BatchDecisionRecorded,
+    BatchItemDecision,
     Command,
     DecisionRecorded,
     Determination,
@@ -534,3 +538,277 @@ def test_a_json_cell_nested_past_the_parser_prints_as_stored() -> None:
         assert _cell(deep, "JSON") == deep
     assert _cell('{"a": [1]}', "JSON") == {"a": [1]}
     assert _cell("[" * 64 + "]" * 64, "JSON") is not None
+
+
+# --------------------------------------------------------------------------- pre-evaluation
+
+
+def _item(item_id: str, action: str, answer: Determination, **fields: Any) -> BatchItemDecision:
+    return BatchItemDecision(
+        item_id=item_id,
+        action=action,
+        resource=f"account:{item_id}",
+        determination=answer,
+        **fields,
+    )
+
+
+BATCH = BatchDecisionRecorded(
+    event_id="bdec-1",
+    occurred_at=at(6) + timedelta(milliseconds=300),  # v2 canary beside v1 active
+    actor="service:evaluator",
+    request_id="breq-1",
+    principal="agent:bot",
+    decisions=(
+        _item(
+            "i1",
+            "refund.issue",
+            Determination.DENY,
+            reason_code="rule_matched",
+            policy="refund",
+            policy_version=2,
+            rule="suspended",
+        ),
+        _item(
+            "i2",
+            "refund.issue",
+            Determination.ALLOW,
+            reason_code="rule_matched",
+            policy="refund",
+            policy_version=1,
+            rule="auto-refund",
+        ),
+        _item("i3", "mail.send", Determination.DENY, reason_code="ungoverned_action"),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def batch_export(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The history of ``export_dir`` and its four decisions, plus one pre-evaluation batch of
+    three items: v2 (canary) denies i1, v1 (active) allows i2, no policy governs i3."""
+    directory = tmp_path_factory.mktemp("batch") / "export"
+    shutil.copytree(export_dir, directory)
+    write_events(directory, TOPICS, [(TOPICS.decisions, BATCH)])
+    return directory
+
+
+LINEAGE_COLUMNS = (
+    "decision_id",
+    "request_id",
+    "decided_at",
+    "principal",
+    "action",
+    "resource",
+    "determination",
+    "rule",
+    "reason_code",
+    "policy",
+    "policy_version",
+    "policy_stage",
+    "author",
+    "approver",
+    "approved_at",
+    "promoted_by",
+    "stage_since",
+    "grant_id",
+)
+
+
+@pytest.mark.parametrize("given", ["breq-1", "bdec-1"])
+def test_decision_lineage_of_a_batch_answers_each_item(batch_export: Path, given: str) -> None:
+    con = connect(batch_export)
+    try:
+        result = run_named(con, "decision_lineage", {"id": given})
+    finally:
+        con.close()
+    # The documented columns first, as before; which row of which batch it is after them.
+    assert result.columns[: len(LINEAGE_COLUMNS)] == LINEAGE_COLUMNS
+    assert result.columns[len(LINEAGE_COLUMNS) :] == ("kind", "batch_id", "item_index", "item_id")
+    records = result.records()
+    assert [
+        (r["kind"], r["batch_id"], r["item_index"], r["item_id"], r["decision_id"], r["request_id"])
+        for r in records
+    ] == [
+        ("batch_item", "bdec-1", 0, "i1", "bdec-1", "breq-1"),
+        ("batch_item", "bdec-1", 1, "i2", "bdec-1", "breq-1"),
+        ("batch_item", "bdec-1", 2, "i3", "bdec-1", "breq-1"),
+    ]
+    # A batch records no stage: the item's is its version's at decided_at (v2 canary, v1 active).
+    assert [
+        (r["policy_version"], r["policy_stage"], r["approver"], r["promoted_by"], r["stage_since"])
+        for r in records
+    ] == [
+        (2, "canary", "human:carol", "human:bob", at(6)),
+        (1, "active", "human:bob", "human:bob", at(3)),
+        (None, None, None, None, None),
+    ]
+    (single,) = rows(batch_export, "decision_lineage", id="req-2")
+    assert (single["kind"], single["batch_id"], single["item_index"], single["policy_stage"]) == (
+        "decision",
+        None,
+        None,
+        "canary",
+    )
+
+
+def test_per_decision_queries_count_batch_items(batch_export: Path) -> None:
+    by_version = rows(batch_export, "decisions_by_version", policy="refund", version="2")
+    assert [(r["kind"], r["decision_id"], r["item_id"]) for r in by_version] == [
+        ("decision", "dec-4", None),
+        ("batch_item", "bdec-1", "i1"),
+        ("decision", "dec-3", None),
+        ("decision", "dec-2", None),
+    ]
+    assert list(by_version[0])[:11] == [
+        "decision_id",
+        "request_id",
+        "decided_at",
+        "principal",
+        "action",
+        "resource",
+        "determination",
+        "rule",
+        "reason_code",
+        "policy_stage",
+        "constraints",
+    ]
+    flipped = rows(batch_export, "decisions_flipped_by", policy="refund", version="2")
+    assert [(r["decision_id"], r["item_id"], r["flipped"]) for r in flipped] == [
+        ("dec-2", None, True),
+        ("bdec-1", "i1", None),  # a batch records no shadow results: not covered
+        ("dec-4", None, None),
+    ]
+    (rollback,) = rows(batch_export, "rollbacks")
+    assert rollback["decisions_by_from_version"] == 4  # dec-2, dec-3, dec-4 and item i1
+    denials = {
+        (r["policy_version"], r["rule"], r["reason_code"]): r["denials"]
+        for r in rows(batch_export, "denials_by_rule")
+    }
+    assert denials == {(2, "suspended", "rule_matched"): 3, (None, None, "ungoverned_action"): 1}
+    (ungoverned,) = rows(batch_export, "ungoverned_actions")
+    assert (ungoverned["action"], ungoverned["requests"]) == ("mail.send", 1)
+    con = connect(batch_export)
+    try:
+        # The decisions view stays the decision traces; all_decisions has every determination.
+        assert run_sql(con, "SELECT count(*) FROM decisions").rows == [(4,)]
+        assert run_sql(
+            con, "SELECT kind, count(*) FROM all_decisions GROUP BY 1 ORDER BY 1"
+        ).rows == [("batch_item", 3), ("decision", 4)]
+    finally:
+        con.close()
+
+
+def test_the_cli_finds_a_batch_by_its_request_id(batch_export: Path) -> None:
+    done = invoke(
+        "audit",
+        "run",
+        "decision_lineage",
+        "--param",
+        "id=breq-1",
+        "--from",
+        str(batch_export),
+        "--json",
+    )
+    assert done.exit_code == 0, done.output
+    assert [r["item_id"] for r in json.loads(done.stdout)] == ["i1", "i2", "i3"]
+
+
+# --------------------------------------------------------------------------- across upgrades
+
+
+def _drop(path: Path, *columns: str) -> None:
+    """Rewrite an exported file as an exporter from before ``columns`` existed wrote it."""
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns([c for c in columns if c in table.column_names]), path)
+
+
+PROOF = ("command_key_id", "command_signature", "signed_command")
+
+
+@pytest.fixture
+def upgraded_export(export_dir: Path, tmp_path: Path) -> Path:
+    """An export begun before ``requested_by`` and the command-proof columns existed, continued
+    after: its first files lack them, the newer decision file has them."""
+    directory = tmp_path / "export"
+    shutil.copytree(export_dir, directory)
+    for path in directory.rglob("*.parquet"):
+        _drop(path, "requested_by", *PROOF)
+    newer = dataclasses.replace(
+        _decision(5, at(12), 1, Stage.ACTIVE, Determination.ALLOW), requested_by="agent:gateway"
+    )
+    write_events(directory, TOPICS, [(TOPICS.decisions, newer)])
+    files = sorted((directory / f"topic={TOPICS.decisions}").rglob("*.parquet"))
+    assert [("requested_by" in pq.read_schema(f).names) for f in files] == [False, True]
+    return directory
+
+
+def test_files_without_a_later_column_read_it_as_null(upgraded_export: Path) -> None:
+    con = connect(upgraded_export, read_only=True)
+    try:
+        asked = run_sql(con, "SELECT decision_id, requested_by FROM decisions ORDER BY 1").rows
+        proof = run_sql(con, "SELECT count(*), count(command_key_id) FROM policy_events").rows
+    finally:
+        con.close()
+    assert asked == [
+        ("dec-1", None),
+        ("dec-2", None),
+        ("dec-3", None),
+        ("dec-4", None),
+        ("dec-5", "agent:gateway"),
+    ]
+    assert proof == [(8, 0)]  # no policy-events file has the columns: all NULL, none missing
+    samples = {"at": at(7).isoformat(), "policy": "refund", "version": "2"}
+    samples |= {"principal": "agent:a", "id": "dec-5"}
+    for name, query in named_queries().items():
+        rows(upgraded_export, name, **{p.name: samples[p.name] for p in query.params})
+    done = invoke(
+        "audit",
+        "sql",
+        "SELECT requested_by FROM decisions WHERE decision_id = 'dec-5'",
+        "--from",
+        str(upgraded_export),
+        "--json",
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == [{"requested_by": "agent:gateway"}]
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_who_approved_keeps_the_promotion_times_to_the_microsecond(tmp_path: Path) -> None:
+    when = T0 + timedelta(seconds=3, microseconds=123_456)
+    steps: list[Command] = [
+        ProposePolicyVersion(
+            event_id="c1", occurred_at=at(1), actor="human:alice", policy="refund", document=REFUND
+        ),
+        ApprovePolicyVersion(
+            event_id="c2", occurred_at=at(2), actor="human:bob", policy="refund", version=1
+        ),
+        PromotePolicyVersion(
+            event_id="c3",
+            occurred_at=when,
+            actor="human:bob",
+            policy="refund",
+            version=1,
+            stage=Stage.ACTIVE,
+        ),
+    ]
+    state, written, counter = EMPTY_STATE, [], iter(range(1, 100))
+    for command in steps:
+        outcome = decide(
+            state,
+            command,
+            now=command.occurred_at,
+            new_id=lambda: f"e{next(counter)}",
+            admins=frozenset({"human:alice", "human:bob"}),
+        )
+        assert isinstance(outcome, tuple), outcome
+        for event in outcome:
+            state = fold(state, event)
+            written.append((TOPICS.policy_events, event))
+    write_events(tmp_path, TOPICS, written)
+    (v1,) = rows(tmp_path, "who_approved", policy="refund")
+    assert v1["promotions"] == "active by human:bob at 2026-05-01T12:00:03.123456Z"
+    assert v1["first_active"] == when

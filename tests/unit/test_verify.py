@@ -238,6 +238,17 @@ def test_an_export_of_another_prefix_is_found_where_it_lies(export: Path) -> Non
     assert verify_export(export, TopicNames()).records == 40
 
 
+def test_the_export_may_be_named_by_a_str_or_any_path_like(export: Path) -> None:
+    # The README shows verify_export(path) beside connect("export"), which takes a str.
+    class Where:
+        def __fspath__(self) -> str:
+            return str(export)
+
+    for given in (str(export), Where()):
+        report = verify_export(given, TOPICS)
+        assert (report.intact, report.records, report.export_dir) == (True, 40, str(export))
+
+
 def test_a_missing_or_foreign_directory_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="does not exist"):
         verify(tmp_path / "nowhere")
