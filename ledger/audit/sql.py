@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.rows import TOPIC_TYPES, topic_formats
@@ -218,6 +219,13 @@ def _empty_select(schema: pa.Schema) -> str:
     return f"SELECT {columns} WHERE false"
 
 
+def _all_current(paths: list[Path], schema: pa.Schema) -> bool:
+    """Do all ``paths`` hold exactly today's columns, in order? (Their footers only are read,
+    once per connection.)"""
+    names = schema.names
+    return all(pq.read_schema(path).names == names for path in paths)
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -264,10 +272,17 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
         body = _empty_select(fmt.schema)
         if paths:
             listing = ", ".join(_literal(str(p.resolve())) for p in paths)
-            # The empty typed select first: its columns (all of today's format) lead, in order.
-            body += (
-                f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], union_by_name = true)"
-            )
+            if _all_current(paths, fmt.schema):
+                # The common case, read as it is: matching by name makes DuckDB read every
+                # file's footer at each query (a lookup by id took 65 ms instead of 24).
+                body = f"SELECT * FROM read_parquet([{listing}])"
+            else:
+                # The empty typed select first: its columns (all of today's format) lead, in
+                # order, and a column a file lacks reads NULL.
+                body += (
+                    f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], "
+                    "union_by_name = true)"
+                )
         statements.append(f"CREATE OR REPLACE VIEW topic_{fmt.attribute} AS {body};")
     return "\n".join(statements), files
 
