@@ -14,7 +14,31 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["JSONBoundsError", "loads", "nesting_exceeds", "utf8_size_exceeds"]
+__all__ = [
+    "MAX_INT_DIGITS",
+    "JSONBoundsError",
+    "int_too_long",
+    "loads",
+    "nesting_exceeds",
+    "preview_number",
+    "utf8_size_exceeds",
+]
+
+MAX_INT_DIGITS: Final = 4_300
+"""The most digits an integer in JSON (or a policy's YAML) may have: Python's default limit on
+converting integers to and from decimal text, fixed here so that what is accepted does not depend
+on the process's setting (``sys.set_int_max_str_digits``)."""
+_INT_BOUND: Final = 10**MAX_INT_DIGITS
+
+
+def int_too_long(value: int) -> bool:
+    """Has ``value`` more than :data:`MAX_INT_DIGITS` decimal digits?"""
+    return value.bit_length() > 3 * MAX_INT_DIGITS and abs(value) >= _INT_BOUND
+
+
+def preview_number(text: str) -> str:
+    """The first digits of a long number, for a message of one line."""
+    return text if len(text) <= 20 else text[:20] + "…"
 
 
 class JSONBoundsError(ValueError):
@@ -71,6 +95,21 @@ class _DuplicateKey(ValueError):
     pass
 
 
+class _LongInteger(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    # The decoder hands every integer's text here (json.loads would raise Python's own advice,
+    # "use sys.set_int_max_str_digits()", without a position).
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise _LongInteger(text)
+    try:
+        return int(text)
+    except ValueError:  # the process allows fewer digits than the default
+        raise _LongInteger(text) from None
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -111,9 +150,23 @@ def loads(
         return json.loads(
             text,
             parse_float=parse_float,
+            parse_int=_parse_int,
             parse_constant=_no_constant,
             object_pairs_hook=_unique_keys,
         )
+    except _LongInteger as exc:
+        number = exc.args[0]
+        at = text.find(number)  # the first such run of digits: the decoder reads in order
+        where = ""
+        if at >= 0:
+            line = text.count("\n", 0, at) + 1
+            column = at - (text.rfind("\n", 0, at) + 1) + 1
+            where = f" at line {line}, column {column}"
+        digits = len(number) - number.startswith("-")
+        raise JSONBoundsError(
+            f"{what} has an integer of {digits:,} digits ({preview_number(number)}){where}; "
+            f"at most {MAX_INT_DIGITS:,} digits are accepted in a number: shorten it"
+        ) from None
     except _DuplicateKey as exc:
         raise JSONBoundsError(
             f"{what} has the key {exc.args[0]!r} more than once in one object; give each key once"

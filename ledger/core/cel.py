@@ -2,8 +2,12 @@
 
 A condition is compiled when its policy (or grant) is loaded, never per request: the celpy parse
 tree is checked against the declared fact types and translated into the source of a single Python
-``lambda f, c: ...`` expression, which is compiled once. Evaluating a condition is then one call of
-plain Python code, with no tree walking — that is what makes ≥100k decisions/s possible.
+``lambda f, c, m: ...`` expression, which is compiled once. Evaluating a condition is then one call
+of plain Python code, with no tree walking — that is what makes ≥100k decisions/s possible. A
+condition in which a side of ``||``/``&&`` other than the last can raise (see *Absent facts*) is
+compiled into one function holding that plain expression in a ``try``, and a second, commutative
+form run only when the plain one raised: a request that meets no absent value and no fault runs
+exactly the plain expression.
 
 Supported subset (anything else is rejected at validation, with its position):
 
@@ -21,48 +25,85 @@ Supported subset (anything else is rejected at validation, with its position):
 
 Semantics worth knowing:
 
-- **Absent facts.** If evaluating a condition (left to right, ``&&``/``||``/``?:`` short-circuit)
-  needs the value of an absent optional fact or context field, the whole condition is false: the
-  rule does not match. Neither ``x == "a"`` nor ``x != "a"`` is true for an absent ``x``; test
-  presence with ``has(x)`` (e.g. ``has(reason_code) && reason_code == "fraud"``).
+- **Absent facts.** Reading an absent optional fact or context field is an error, as in CEL; a
+  condition whose value depends on one is not true, so its rule does not match. Neither
+  ``x == "a"`` nor ``x != "a"`` is true for an absent ``x``; test presence with ``has(x)`` (e.g.
+  ``has(reason_code) && reason_code == "fraud"``). ``||`` and ``&&`` are commutative, as CEL
+  specifies: ``a || b`` is true if either side is true, even when the other is absent or faults;
+  false if both are false; otherwise the error. ``a && b`` is false if either side is false,
+  whatever the other; true if both are true; otherwise the error. So ``reason_code == "fraud" ||
+  amount > 400`` and ``amount > 400 || reason_code == "fraud"`` both hold for amount 450 without a
+  reason code. ``list.exists(x, p)`` and ``list.all(x, p)`` are ``||`` and ``&&`` over the elements
+  and absorb errors the same way. When neither side decides and one is a fault, the fault is
+  reported (an ``error`` decision), whichever side it is on; ``?:`` and ``!`` pass errors on.
 - **Decimals are exact.** Decimal facts are ``Decimal``; numeric literals compared or combined with
   a decimal become ``Decimal`` of their source text, so ``amount < 500`` with amount ``500.00`` is
   false and ``amount == 0.1`` means exactly one tenth. Decimal arithmetic uses a fixed context
   (34 significant digits), never the thread's ambient one.
-- **Integers** divide and take remainders truncating toward zero, as CEL does.
-- **Run-time faults** (division by zero, a ``dyn`` context value of the wrong type) raise
-  :class:`ConditionFault`; the evaluator records an ``error`` decision rather than guessing.
+- **Integers** are CEL's 64-bit ints: an operand or result of arithmetic outside that range, or an
+  int outside it compared with a decimal, is a fault (integer overflow). They divide and take
+  remainders truncating toward zero, as CEL does.
+- **Run-time faults** (division by zero, overflow, a ``dyn`` context value of the wrong type)
+  raise :class:`ConditionFault` with a reason in plain words (``decimal division by zero``); the
+  evaluator records an ``error`` decision rather than guessing. A decisive other side of ``||``
+  or ``&&`` absorbs a fault as it absorbs absence; nothing absorbs :class:`BudgetExceeded`.
 
-Cost (STYLE §16). Facts are bounded, but a condition can still multiply them: list macros nest,
-and string work inside a macro repeats. So every operation whose work grows with the *data* is
-metered: the compiled function takes a :class:`Meter` (one per request, or per policy version a
-request runs) and charges it *before* the work, raising :class:`BudgetExceeded` when the budget
-(``Limits.evaluation_cost``) is spent. Like Kubernetes' CEL runtime cost, the charge is
-deterministic — counted from sizes, never timed — so a replay reaches the same decision. Units
-(one is roughly 0.1 µs of evaluator time):
+Cost (STYLE §16). Facts are bounded, and so is a condition's text, but a condition can still
+multiply them: list macros nest, and whatever a macro's predicate does repeats per element. So
+every operation whose work grows with the *data* is metered: the compiled function takes a
+:class:`Meter` (one per request, or per policy version a request runs) and charges it *before*
+the work, raising :class:`BudgetExceeded` when the budget (``Limits.evaluation_cost``) is spent.
+Like Kubernetes' CEL runtime cost, the charge is deterministic — counted from sizes and the
+condition's static shape, never timed — so a replay reaches the same decision. A unit is at most
+~0.1 µs of evaluator time (5-100 ns measured, whatever the predicate), so the default budget of
+1,000,000 stops a request after ~0.1 s at most (a few tenths on a slow machine):
 
-- a list macro: one per element of its list, charged before it iterates (a nested macro is
-  charged again on every iteration of the outer one);
+- a list macro: its list's length times its predicate's *weight*, at least one, charged before it
+  iterates (a nested macro is charged again on every iteration of the outer one). The weight is
+  the predicate's operations counted when it is compiled: one for a comparison, ``!``, a step of
+  ``||``/``&&``, a fact or context lookup, ``has``, ``size``, double arithmetic, membership in a
+  literal list (eight for an int or ``dyn``, which hashes; one more per 8 elements of a list
+  that cannot be hashed); three for a helper call (range-checked integer arithmetic, time
+  arithmetic, a ``dyn`` as a bool); twelve for decimal arithmetic (fifteen on a ``dyn``);
+  nothing for a nested macro or a metered operation below, which charge when they run. In the
+  commutative form a side of ``||``/``&&``, and the element of a macro whose predicate can
+  raise, weigh ten more (a thunk; an error raised and absorbed).
+  ``l.exists(x, l.exists(y, y == "q0" || … || y == "q194"))`` weighs 389 per inner element: over
+  990 elements it stops after three inner lists, where it used to run ~4 s within budget;
 - ``contains``: one plus one per 16 characters of the receiver; ``startsWith``/``endsWith``: one
   plus one per 16 characters of the argument;
 - ``matches``: 16 per call (the binding's overhead), plus one per 16 UTF-8 bytes of text times
   the pattern's weight (1 + RE2 program size / 8, fixed when compiled);
 - ``x in list`` (a list that is not a literal), ``==``/``<``… between two values that are not
-  literals, and ``+`` of strings or lists: one plus one per 16 characters or 8 list elements.
+  literals, and ``+`` of strings or lists: one plus one per 16 characters or 8 list elements
+  (plus one per element when a decimal is looked for in a ``dyn`` list).
 
-Everything else (fact lookups, arithmetic on numbers, comparisons with a literal, membership in a
-literal list, ``size``) costs nothing: a condition without metered operations never touches the
-meter, which is what keeps the ordinary hot path at a plain function call.
+Outside macros everything else (fact lookups, arithmetic on numbers, comparisons with a literal,
+membership in a literal list, ``size``) costs nothing: each is bounded by the condition's text
+and the bounded facts (arithmetic on 34-digit decimals and 64-bit ints), and a condition without
+macros or metered operations never touches the meter, which is what keeps the ordinary hot path
+at a plain function call.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DecimalException,
+    DivisionByZero,
+    DivisionImpossible,
+    DivisionUndefined,
+    InvalidOperation,
+    Overflow,
+)
 from typing import Any, Final
 
 import re2
@@ -82,9 +123,10 @@ __all__ = [
 ]
 
 ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
-"""``fn(facts, context, meter)``; raises ``KeyError`` when it needs an absent fact (see module
-doc) and :class:`BudgetExceeded` when the meter runs out. ``meter`` may be ``None`` only for a
-condition that is not :attr:`CompiledCondition.metered`."""
+"""``fn(facts, context, meter)``; raises ``KeyError`` when its value depends on an absent fact or
+context field (see module doc), the fault (``ArithmeticError``, ``TypeError``, ``ValueError``,
+``AttributeError``) when it depends on one, and :class:`BudgetExceeded` when the meter runs out.
+``meter`` may be ``None`` only for a condition that is not :attr:`CompiledCondition.metered`."""
 
 # Static types are plain strings: "int", "double", "decimal", "string", "bool", "null",
 # "timestamp", "duration", "list<T>", "dyn" (unknown until run time: context values).
@@ -178,6 +220,25 @@ _ITEMS_PER_UNIT: Final = 8
 _REGEX_CALL_UNITS: Final = 16
 _RE2_INSTRUCTIONS_PER_WEIGHT: Final = 8
 
+# Static weights (units per evaluation) of the operations in a macro's predicate; see the module
+# doc. Set from measurements so that no predicate makes a unit cost more than ~0.1 µs.
+_W_OP: Final = 1
+"""A plain Python operation: a comparison, ``!``, a step of ``||``/``&&``/a macro, a fact or
+context lookup, ``has``, ``size``, double arithmetic, membership in a literal list."""
+_W_CALL: Final = 3
+"""A call of a helper: integer arithmetic (range-checked), a decimal compared with an int, a
+``dyn`` used as a bool, time arithmetic."""
+_W_HASH: Final = 8
+"""Membership of an int (or a ``dyn``) in a literal list: hashing an int of up to 4,300 digits
+takes ~0.8 µs, where text and decimals keep their hash."""
+_W_DECIMAL: Final = 12
+"""Decimal arithmetic (operands checked to 34 digits, the fixed context), and any arithmetic on a
+``dyn``, which may be decimal."""
+_W_COMMUTE: Final = 10
+"""Per side of a commutative ``||``/``&&``, and per element of a macro whose predicate can raise,
+in a condition's second form (see :func:`compile_condition`): a thunk, and an error raised and
+absorbed."""
+
 # RE2 options for ``matches``: only "is there a match" is asked, so no capture groups; errors are
 # reported as policy problems, not logged to stderr by the C++ library; RE2's default memory
 # budget, stated so a change of default does not change what compiles.
@@ -192,13 +253,72 @@ _RE2_OPTIONS.max_mem = 8 << 20
 # condition actually uses the operator.
 
 
+# Integers are CEL's: 64-bit, an operand or result outside that range is a fault. Python's ints
+# are unbounded, and their cost grows with their digits: an int fact may have 4,300 of them, and
+# n * n * n ... in a macro's predicate took minutes; a decimal compared with such an int converts
+# it first, in time quadratic in its digits (~0.3 ms each).
+_INT_MIN: Final = -(1 << 63)
+_INT_MAX: Final = (1 << 63) - 1
+_INT_OVERFLOW: Final = "integer overflow: a value or result outside the 64-bit range of CEL's int"
+
+
+def _i64(a: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX:
+        return a
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _iadd(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        r = a + b
+        if _INT_MIN <= r <= _INT_MAX:
+            return r
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _isub(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        r = a - b
+        if _INT_MIN <= r <= _INT_MAX:
+            return r
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _imul(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        r = a * b
+        if _INT_MIN <= r <= _INT_MAX:
+            return r
+    raise OverflowError(_INT_OVERFLOW)
+
+
 def _idiv(a: int, b: int) -> int:
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        q = abs(a) // abs(b)  # b == 0: "integer division or modulo by zero"
+        q = q if (a >= 0) == (b >= 0) else -q
+        if q <= _INT_MAX:  # only _INT_MIN / -1 is out of range
+            return q
+    raise OverflowError(_INT_OVERFLOW)
 
 
 def _imod(a: int, b: int) -> int:
     return a - b * _idiv(a, b)
+
+
+def _numeric_pair(a: Any, b: Any) -> None:
+    """Refuse a decimal next to an int outside the int range, before Python converts the int."""
+    ta, tb = type(a), type(b)
+    if (ta is Decimal and tb is int and not _INT_MIN <= b <= _INT_MAX) or (
+        tb is Decimal and ta is int and not _INT_MIN <= a <= _INT_MAX
+    ):
+        raise OverflowError(_INT_OVERFLOW)
+
+
+def _ncmp(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """A comparison of a dyn with a number that is not a literal (either may be a decimal)."""
+    if type(a) is Decimal or type(b) is Decimal:
+        _numeric_pair(a, b)
+    return op(a, b)
 
 
 # Decimal arithmetic (typed, and on decimals in dyn conditions) rounds its result to _DEC's 34
@@ -213,6 +333,8 @@ _MAX_DIGITS_REASON: Final = (
 
 
 def _operand(x: Any) -> Decimal:
+    if type(x) is int and not _INT_MIN <= x <= _INT_MAX:
+        raise OverflowError(_INT_OVERFLOW)
     d = Decimal(x)
     short = _DEC.plus(d)  # the same value when it fits 34 digits
     if short != d:
@@ -220,24 +342,72 @@ def _operand(x: Any) -> Decimal:
     return short
 
 
+# The decimal module reports a trapped signal as its list of condition classes
+# ("[<class 'decimal.DivisionByZero'>]"): the reasons below are what a policy owner reads in the
+# error decision instead.
+_DECIMAL_REASONS: Final[tuple[tuple[type[ArithmeticError], str], ...]] = (
+    (DivisionByZero, "decimal division by zero"),
+    (DivisionUndefined, "decimal division by zero (0 / 0 is undefined)"),
+    (
+        DivisionImpossible,
+        "decimal modulo: the integer quotient has more than 34 digits (decimal128 precision)",
+    ),
+    (
+        Overflow,
+        "decimal overflow: the result is beyond the decimal range (34 significant digits, "
+        "exponent at most 999,999)",
+    ),
+)
+
+
+def _decimal_fault(exc: DecimalException, op: str, b: Any) -> ArithmeticError:
+    """The plain-words fault for a signal ``_DEC`` trapped in ``a <op> b``."""
+    conditions = exc.args[0] if exc.args and isinstance(exc.args[0], list) else [type(exc)]
+    if op == "%" and b == 0:
+        return ZeroDivisionError("decimal modulo by zero")
+    for kind, reason in _DECIMAL_REASONS:
+        if kind in conditions or isinstance(exc, kind):
+            if kind is Overflow:
+                return OverflowError(reason)
+            if kind is DivisionByZero or kind is DivisionUndefined:
+                return ZeroDivisionError(reason)
+            return ArithmeticError(reason)
+    return ArithmeticError(f"invalid decimal operation {op}")
+
+
 def _dadd(a: Any, b: Any) -> Decimal:
-    return _DEC.add(_operand(a), _operand(b))
+    try:
+        return _DEC.add(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "+", b) from exc
 
 
 def _dsub(a: Any, b: Any) -> Decimal:
-    return _DEC.subtract(_operand(a), _operand(b))
+    try:
+        return _DEC.subtract(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "-", b) from exc
 
 
 def _dmul(a: Any, b: Any) -> Decimal:
-    return _DEC.multiply(_operand(a), _operand(b))
+    try:
+        return _DEC.multiply(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "*", b) from exc
 
 
 def _ddiv(a: Any, b: Any) -> Decimal:
-    return _DEC.divide(_operand(a), _operand(b))
+    try:
+        return _DEC.divide(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "/", b) from exc
 
 
 def _dmod(a: Any, b: Any) -> Decimal:
-    return _DEC.remainder(_operand(a), _operand(b))
+    try:
+        return _DEC.remainder(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "%", b) from exc
 
 
 _DECIMAL_OPS: Final[dict[str, Callable[[Any, Any], Decimal]]] = {
@@ -254,6 +424,7 @@ _PLAIN_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "/": operator.truediv,
     "%": operator.mod,
 }
+_INT_OPS: Final[dict[str, Callable[[int, int], int]]] = {"+": _iadd, "-": _isub, "*": _imul}
 _DECIMAL_OPERANDS: Final = (Decimal, int)
 
 
@@ -264,6 +435,11 @@ def _dyn(op: str, a: Any, b: Any) -> Any:
         if type(a) not in _DECIMAL_OPERANDS or type(b) not in _DECIMAL_OPERANDS:
             raise TypeError(f"cannot {op} {type(a).__name__} and {type(b).__name__}")
         return _DECIMAL_OPS[op](a, b)
+    if type(a) is int and type(b) is int:
+        if op in _INT_OPS:
+            return _INT_OPS[op](a, b)
+        _i64(a)
+        _i64(b)
     return _PLAIN_OPS[op](a, b)
 
 
@@ -291,8 +467,9 @@ def _units(v: Any) -> int:
     return 0
 
 
-def _each(m: Meter, items: Any) -> Any:
-    m.left -= len(items) + 1
+def _each(m: Meter, items: Any, weight: int) -> Any:
+    # ``weight``: the static weight of the macro's predicate (see _Compiler), at least one.
+    m.left -= 1 + len(items) * weight
     if m.left < 0:
         raise BudgetExceeded(m.limit)
     return items
@@ -333,6 +510,15 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
     m.left -= 1 + _units(b)
     if m.left < 0:
         raise BudgetExceeded(m.limit)
+    ta = type(a)
+    if ta is Decimal or (ta is int and not _INT_MIN <= a <= _INT_MAX):
+        # Each element is compared with a number that may need converting: look first, and pay
+        # for looking (a step per element in Python).
+        m.left -= len(b)
+        if m.left < 0:
+            raise BudgetExceeded(m.limit)
+        for x in b:
+            _numeric_pair(a, x)
     return a in b
 
 
@@ -340,6 +526,8 @@ def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     m.left -= 1 + min(_units(a), _units(b))
     if m.left < 0:
         raise BudgetExceeded(m.limit)
+    if type(a) is Decimal or type(b) is Decimal:
+        _numeric_pair(a, b)
     return op(a, b)
 
 
@@ -357,8 +545,65 @@ def _lcat(m: Meter, a: Any, b: Any) -> tuple[Any, ...]:
     return tuple(a) + tuple(b)
 
 
+# ----------------------------------------------------------------------------- commutative logic
+# CEL's ``||`` and ``&&`` (and the ``exists``/``all`` macros built on them) are commutative: a
+# decisive side (true for ||, false for &&) wins even if the other side errs; only when neither
+# side decides is the result an error. Here an error is absence (KeyError: the rule does not
+# match) or a fault on present values; BudgetExceeded is neither and is never absorbed.
+# Used only by a condition's second, commutative form (see compile_condition), with the sides as
+# thunks so that each is evaluated at most once and only when needed.
+
+_ABSORBED: Final = (KeyError, ArithmeticError, TypeError, ValueError, AttributeError)
+
+
+def _worse(first: BaseException, second: BaseException) -> BaseException:
+    """The error a non-decisive pair reports: a fault on present values over an absence, so the
+    answer does not depend on which side was written first (and an error decision is never
+    traded for a skipped rule)."""
+    if isinstance(first, KeyError) and not isinstance(second, KeyError):
+        return second
+    return first
+
+
+def _commutative(decisive: bool, sides: Iterable[Callable[[], Any]]) -> bool:
+    """CEL's ``||`` (``decisive`` true) and ``&&`` (false), and ``exists``/``all`` over their
+    elements: ``decisive`` as soon as a side gives it, whatever the others raised; else the worst
+    error raised (see :func:`_worse`); else the other value."""
+    error: BaseException | None = None
+    for side in sides:
+        try:
+            if bool(side()) is decisive:
+                return decisive
+        except _ABSORBED as exc:
+            error = exc if error is None else _worse(error, exc)
+    if error is not None:
+        raise error
+    return not decisive
+
+
+def _or(*sides: Callable[[], bool]) -> bool:
+    return _commutative(True, sides)
+
+
+def _and(*sides: Callable[[], bool]) -> bool:
+    return _commutative(False, sides)
+
+
+def _exists(pred: Callable[[Any], bool], items: Any) -> bool:
+    return _commutative(True, (functools.partial(pred, item) for item in items))
+
+
+def _all(pred: Callable[[Any], bool], items: Any) -> bool:
+    return _commutative(False, (functools.partial(pred, item) for item in items))
+
+
 _HELPERS: Final[dict[str, Any]] = {
+    "_i64": _i64,
+    "_iadd": _iadd,
+    "_isub": _isub,
+    "_imul": _imul,
     "_idiv": _idiv,
+    "_ncmp": _ncmp,
     "_imod": _imod,
     "_dadd": _dadd,
     "_dsub": _dsub,
@@ -369,6 +614,11 @@ _HELPERS: Final[dict[str, Any]] = {
     "_num": _num,
     "_dyn": _dyn,
     "_each": _each,
+    "_or": _or,
+    "_and": _and,
+    "_exists": _exists,
+    "_all": _all,
+    "_ABSORBED": _ABSORBED,
     "_contains": _contains,
     "_starts": _starts,
     "_ends": _ends,
@@ -416,7 +666,8 @@ class CompiledCondition:
         *,
         meter: Meter | None = None,
     ) -> bool:
-        """True when the condition holds; false when it needs an absent value.
+        """True when the condition holds; false when it is false or its value depends on an
+        absent fact or context field (see the module doc).
 
         Raises :class:`ConditionFault` for run-time faults on present values, and its subclass
         :class:`BudgetExceeded` when ``meter`` (default: a fresh one with the default budget)
@@ -450,6 +701,11 @@ class _Expr:
     const: object = _NO_CONST
     literal: str | None = None  # numeric literal source text, so it can become an exact Decimal
     enum_fact: str | None = None  # set when the expression is an enum fact
+    weight: int = 0
+    """Static cost of evaluating it once, in work units (what a macro charges per element)."""
+    fallible: bool = False
+    """Can evaluating it raise absence (KeyError) or a fault? Decided from the condition's shape:
+    it reads an optional fact or a context field, or has an operation that can fault."""
 
 
 def _compatible(a: str, b: str) -> bool:
@@ -571,21 +827,38 @@ class _Compiler:
         facts: Mapping[str, str] | None,
         enums: Mapping[str, tuple[str, ...]],
         limits: Limits,
+        optional: Collection[str] | None,
     ) -> None:
         self.text = text
         self.facts = facts  # None: dynamic mode (grant conditions), every identifier is a dyn fact
         self.enums = enums
         self.limits = limits
+        self.optional = optional  # facts that may be absent; None: any of them
         self.namespace: dict[str, Any] = dict(_HELPERS)
         self.refs: set[str] = set()
         self.context_fields: set[str] = set()
         self.scopes: list[dict[str, tuple[str, str]]] = []
         self.metered = False  # set when the generated code charges the meter
+        self.commutative = False  # the second walk: CEL's commutative ||, &&, exists(), all()
+        self.commuted = False  # set when that walk emitted one (its code differs from the first)
         self._n = 0
 
-    def charged(self, code: str, type_: str) -> _Expr:
+    def op(
+        self, code: str, type_: str, *kids: _Expr, weight: int = _W_OP, fallible: bool = False
+    ) -> _Expr:
+        """An operation of ``weight`` units on ``kids``: it weighs what they do plus itself, and
+        is fallible if it can fault itself or any of them can."""
+        return _Expr(
+            code,
+            type_,
+            weight=weight + sum(k.weight for k in kids),
+            fallible=fallible or any(k.fallible for k in kids),
+        )
+
+    def charged(self, code: str, type_: str, *kids: _Expr, fallible: bool = False) -> _Expr:
+        """An operation that charges the meter itself, at run time, for its data-sized work."""
         self.metered = True
-        return _Expr(code, type_)
+        return self.op(code, type_, *kids, weight=0, fallible=fallible)
 
     # -- helpers
     def _pos(self, node: Any) -> tuple[int | None, int | None]:
@@ -621,11 +894,11 @@ class _Compiler:
             a = self.as_decimal(a)
         return a, b
 
-    def boolean(self, e: _Expr, node: Any, what: str) -> str:
+    def boolean(self, e: _Expr, node: Any, what: str) -> _Expr:
         if e.type == "bool":
-            return e.code
+            return e
         if e.type == "dyn":
-            return f"_truth({e.code})"
+            return self.op(f"_truth({e.code})", "bool", e, weight=_W_CALL, fallible=True)
         raise self.fail(node, f"{what} must be a bool, got {e.type}")
 
     # -- the walk
@@ -642,12 +915,31 @@ class _Compiler:
                     node, f"both branches of ?: must have one type, got {a.type} and {b.type}"
                 )
             t = a.type if a.type != "dyn" else b.type
-            return _Expr(f"({a.code} if {cond} else {b.code})", t)
+            return self.op(f"({a.code} if {cond.code} else {b.code})", t, cond, a, b)
         if data in ("conditionalor", "conditionaland"):
-            left = self.boolean(self.walk(kids[0]), kids[0], "an operand of ||/&&")
-            right = self.boolean(self.walk(kids[1]), kids[1], "an operand of ||/&&")
+            # A chain a || b || c (or of &&), walked from this frame (deep conditions reach
+            # Python's recursion limit): plain Python or/and, except in the commutative walk
+            # when a side other than the last can raise (see _or).
+            side_nodes = []
+            while node.data == data and len(node.children) == 2:
+                side_nodes.append(node.children[1])
+                node = node.children[0]
+            side_nodes.append(node)
+            sides: list[_Expr] = []
+            for side_node in reversed(side_nodes):
+                sides.append(self.boolean(self.walk(side_node), side_node, "an operand of ||/&&"))
+            if self.commutative and any(side.fallible for side in sides[:-1]):
+                # Every side a thunk: evaluated in order, each at most once, none after a
+                # decisive one; one call however long the chain, so no deeper than the plain form.
+                self.commuted = True
+                fn = "_or" if data == "conditionalor" else "_and"
+                thunks = ", ".join(f"lambda: {side.code}" for side in sides)
+                return self.op(f"{fn}({thunks})", "bool", *sides, weight=_W_COMMUTE * len(sides))
             op = "or" if data == "conditionalor" else "and"
-            return _Expr(f"({left} {op} {right})", "bool")
+            code = sides[0].code
+            for side in sides[1:]:
+                code = f"({code} {op} {side.code})"
+            return self.op(code, "bool", *sides, weight=_W_OP * (len(sides) - 1))
         if data == "relation":
             op_node = kids[0]
             return self.relation(
@@ -661,7 +953,8 @@ class _Compiler:
         if data == "unary":
             operand = self.walk(kids[1])
             if kids[0].data == "unary_not":
-                return _Expr(f"(not {self.boolean(operand, kids[1], 'the operand of !')})", "bool")
+                b = self.boolean(operand, kids[1], "the operand of !")
+                return self.op(f"(not {b.code})", "bool", b)
             if operand.type in _NUMERIC or operand.type in ("duration", "dyn"):
                 if operand.const is not _NO_CONST and operand.literal is not None:
                     lit = (
@@ -670,7 +963,17 @@ class _Compiler:
                         else "-" + operand.literal
                     )
                     return self.const(-operand.const, operand.type, lit)  # type: ignore[operator]
-                return _Expr(f"(-{operand.code})", operand.type)
+                # int and double cannot fault; -duration.min overflows; dyn may be anything.
+                if operand.type == "int":
+                    return self.op(
+                        f"_isub(0, {operand.code})", "int", operand, weight=_W_CALL, fallible=True
+                    )
+                return self.op(
+                    f"(-{operand.code})",
+                    operand.type,
+                    operand,
+                    fallible=operand.type in ("duration", "dyn"),
+                )
             raise self.fail(node, f"cannot negate a {operand.type}")
         if data == "literal":
             return self.literal(kids[0])
@@ -736,12 +1039,16 @@ class _Compiler:
             raise self.fail(token, "use context.<field> to read the request context")
         if self.facts is None:
             self.refs.add(name)
-            return _Expr(f"f[{name!r}]", "dyn")
+            return _Expr(f"f[{name!r}]", "dyn", weight=_W_OP, fallible=True)
         if name not in self.facts:
             raise self.fail(token, f"undeclared fact {name!r}")
         self.refs.add(name)
         return _Expr(
-            f"f[{name!r}]", self.facts[name], enum_fact=name if name in self.enums else None
+            f"f[{name!r}]",
+            self.facts[name],
+            enum_fact=name if name in self.enums else None,
+            weight=_W_OP,
+            fallible=self.optional is None or name in self.optional,
         )
 
     def member_dot(self, node: Any) -> _Expr:
@@ -757,7 +1064,7 @@ class _Compiler:
             and self.lookup_var("context") is None
         ):
             self.context_fields.add(str(name_tok))
-            return _Expr(f"c[{str(name_tok)!r}]", "dyn")
+            return _Expr(f"c[{str(name_tok)!r}]", "dyn", weight=_W_OP, fallible=True)
         inner = self.walk(target)
         if inner.type == "dyn":
             raise self.fail(node, "nested field selection is not supported")
@@ -779,7 +1086,7 @@ class _Compiler:
         elem = types.pop() if len(types) == 1 else ("double" if types else "dyn")
         if items and all(e.const is not _NO_CONST for e in items):
             return self.const(tuple(e.const for e in items), f"list<{elem}>")
-        return _Expr("(" + "".join(e.code + ", " for e in items) + ")", f"list<{elem}>")
+        return self.op("(" + "".join(e.code + ", " for e in items) + ")", f"list<{elem}>", *items)
 
     def relation(self, op: str, a: _Expr, b: _Expr, node: Any) -> _Expr:
         if op == "in":
@@ -798,10 +1105,29 @@ class _Compiler:
             )
             if not ok:
                 raise self.fail(node, f"cannot order {a.type} and {b.type} with {op}")
-        if a.const is _NO_CONST and b.const is _NO_CONST and _sized(a.type) and _sized(b.type):
-            # Two values from the request: comparing them is as long as they are.
-            return self.charged(f"_cmp(m, {_OP_FN[op]}, {a.code}, {b.code})", "bool")
-        return _Expr(f"({a.code} {op} {b.code})", "bool")
+        dyn = "dyn" in (a.type, b.type)  # "a" < 1 and the like raise TypeError
+        if a.const is _NO_CONST and b.const is _NO_CONST:
+            if _sized(a.type) and _sized(b.type):
+                # Two values from the request: comparing them is as long as they are.
+                return self.charged(
+                    f"_cmp(m, {_OP_FN[op]}, {a.code}, {b.code})", "bool", a, b, fallible=dyn
+                )
+            # A decimal and an int from the request: the int must be in range (_numeric_pair).
+            types = {a.type, b.type}
+            if types == {"decimal", "int"}:
+                ac = f"_i64({a.code})" if a.type == "int" else a.code
+                bc = f"_i64({b.code})" if b.type == "int" else b.code
+                return self.op(f"({ac} {op} {bc})", "bool", a, b, weight=_W_CALL, fallible=True)
+            if dyn and types & {"decimal", "int"}:
+                return self.op(
+                    f"_ncmp({_OP_FN[op]}, {a.code}, {b.code})",
+                    "bool",
+                    a,
+                    b,
+                    weight=_W_CALL,
+                    fallible=True,
+                )
+        return self.op(f"({a.code} {op} {b.code})", "bool", a, b, fallible=dyn)
 
     def check_enum(self, e: _Expr, other: _Expr, node: Any) -> None:
         if e.enum_fact is not None and isinstance(other.const, str):
@@ -814,7 +1140,7 @@ class _Compiler:
 
     def membership(self, a: _Expr, b: _Expr, node: Any) -> _Expr:
         if b.type == "dyn":
-            return self.charged(f"_isin(m, {a.code}, {b.code})", "bool")
+            return self.charged(f"_isin(m, {a.code}, {b.code})", "bool", a, b, fallible=True)
         if not b.type.startswith("list<"):
             raise self.fail(node, f"the right side of 'in' must be a list, got {b.type}")
         elem = b.type[5:-1]
@@ -828,25 +1154,45 @@ class _Compiler:
                 for v in items:
                     if isinstance(v, str) and v not in self.enums[a.enum_fact]:
                         raise self.fail(node, f"{v!r} is not a value of enum fact {a.enum_fact!r}")
+            # Hashing a dyn (or list) value can fault: a list is unhashable.
+            unhashable = a.type == "dyn" or a.type.startswith("list<")
+            hashing = _W_HASH if a.type in ("int", "dyn") else _W_OP
             try:
                 # A frozenset makes membership one hash lookup.
                 fs = self.const(frozenset(items), b.type)
-                return _Expr(f"({a.code} in {fs.code})", "bool")
+                return self.op(
+                    f"({a.code} in {fs.code})", "bool", a, weight=hashing, fallible=unhashable
+                )
             except TypeError:
                 pass
-        if b.const is not _NO_CONST:
-            return _Expr(f"({a.code} in {b.code})", "bool")  # a literal list: bounded by its text
-        return self.charged(f"_isin(m, {a.code}, {b.code})", "bool")
+        if isinstance(b.const, tuple):
+            # A literal list: bounded by its text, scanned in C.
+            scan = _W_OP + len(b.const) // _ITEMS_PER_UNIT
+            return self.op(f"({a.code} in {b.code})", "bool", a, weight=scan)
+        return self.charged(
+            f"_isin(m, {a.code}, {b.code})", "bool", a, b, fallible="dyn" in (a.type, b.type)
+        )
 
     def arith(self, op: str, a: _Expr, b: _Expr, node: Any) -> _Expr:
         a, b = self.coerce_pair(a, b)
         ta, tb = a.type, b.type
         if "dyn" in (ta, tb):
             if op == "+":
-                return self.charged(f"_cat(m, {a.code}, {b.code})", "dyn")
+                return self.charged(f"_cat(m, {a.code}, {b.code})", "dyn", a, b, fallible=True)
+            # Decimal arithmetic, perhaps, after a dispatch on the operands' types.
+            weight = _W_DECIMAL + _W_CALL
             if op in ("*", "%"):
-                return _Expr(f"_dyn({op!r}, _num({a.code}), _num({b.code}))", "dyn")
-            return _Expr(f"_dyn({op!r}, {a.code}, {b.code})", "dyn")
+                return self.op(
+                    f"_dyn({op!r}, _num({a.code}), _num({b.code}))",
+                    "dyn",
+                    a,
+                    b,
+                    weight=weight,
+                    fallible=True,
+                )
+            return self.op(
+                f"_dyn({op!r}, {a.code}, {b.code})", "dyn", a, b, weight=weight, fallible=True
+            )
         if ta in _NUMERIC and tb in _NUMERIC:
             if "decimal" in (ta, tb):
                 if "double" in (ta, tb):
@@ -854,32 +1200,50 @@ class _Compiler:
                         node, "cannot mix decimal and double in arithmetic (use a decimal literal)"
                     )
                 fn = {"+": "_dadd", "-": "_dsub", "*": "_dmul", "/": "_ddiv", "%": "_dmod"}[op]
-                return _Expr(f"{fn}({a.code}, {b.code})", "decimal")
+                return self.op(
+                    f"{fn}({a.code}, {b.code})", "decimal", a, b, weight=_W_DECIMAL, fallible=True
+                )
             if ta == tb == "int":
-                if op == "/":
-                    return _Expr(f"_idiv({a.code}, {b.code})", "int")
-                if op == "%":
-                    return _Expr(f"_imod({a.code}, {b.code})", "int")
-                return _Expr(f"({a.code} {op} {b.code})", "int")
+                fn = {"+": "_iadd", "-": "_isub", "*": "_imul", "/": "_idiv", "%": "_imod"}[op]
+                return self.op(
+                    f"{fn}({a.code}, {b.code})", "int", a, b, weight=_W_CALL, fallible=True
+                )
             if op == "%":
                 raise self.fail(node, "% needs integers or decimals")
-            return _Expr(f"({a.code} {op} {b.code})", "double")
+            # Python's float division by zero raises (CEL's gives an infinity), and so does an
+            # int too large for a float: faults.
+            return self.op(
+                f"({a.code} {op} {b.code})",
+                "double",
+                a,
+                b,
+                fallible=op == "/" or "int" in (ta, tb),
+            )
         if op == "+":
             if ta == tb and (ta == "string" or ta.startswith("list<")):
                 if ta.startswith("list<"):
-                    return self.charged(f"_lcat(m, {a.code}, {b.code})", ta)
-                return self.charged(f"_cat(m, {a.code}, {b.code})", ta)
+                    return self.charged(f"_lcat(m, {a.code}, {b.code})", ta, a, b)
+                return self.charged(f"_cat(m, {a.code}, {b.code})", ta, a, b)
+            # Time arithmetic can overflow the datetime/timedelta range (OverflowError).
             if {ta, tb} == {"timestamp", "duration"}:
-                return _Expr(f"({a.code} + {b.code})", "timestamp")
+                return self.op(
+                    f"({a.code} + {b.code})", "timestamp", a, b, weight=_W_CALL, fallible=True
+                )
             if ta == tb == "duration":
-                return _Expr(f"({a.code} + {b.code})", "duration")
+                return self.op(
+                    f"({a.code} + {b.code})", "duration", a, b, weight=_W_CALL, fallible=True
+                )
         if op == "-":
             if ta == tb == "timestamp":
-                return _Expr(f"({a.code} - {b.code})", "duration")
+                return self.op(f"({a.code} - {b.code})", "duration", a, b, weight=_W_CALL)
             if ta == "timestamp" and tb == "duration":
-                return _Expr(f"({a.code} - {b.code})", "timestamp")
+                return self.op(
+                    f"({a.code} - {b.code})", "timestamp", a, b, weight=_W_CALL, fallible=True
+                )
             if ta == tb == "duration":
-                return _Expr(f"({a.code} - {b.code})", "duration")
+                return self.op(
+                    f"({a.code} - {b.code})", "duration", a, b, weight=_W_CALL, fallible=True
+                )
         raise self.fail(node, f"cannot apply {op} to {ta} and {tb}")
 
     def string_arg(self, node: Any, e: _Expr, what: str) -> None:
@@ -902,17 +1266,20 @@ class _Compiler:
             self.string_arg(node, recv, f"{name}()")
             self.string_arg(node, args[0], f"the argument of {name}()")
             s, t = recv.code, args[0].code
+            dyn = "dyn" in (recv.type, args[0].type)  # not a string: AttributeError, TypeError
             if name == "startsWith":
-                return self.charged(f"_starts(m, {s}, {t})", "bool")
+                return self.charged(f"_starts(m, {s}, {t})", "bool", recv, args[0], fallible=dyn)
             if name == "endsWith":
-                return self.charged(f"_ends(m, {s}, {t})", "bool")
+                return self.charged(f"_ends(m, {s}, {t})", "bool", recv, args[0], fallible=dyn)
             if name == "contains":
-                return self.charged(f"_contains(m, {s}, {t})", "bool")
+                return self.charged(f"_contains(m, {s}, {t})", "bool", recv, args[0], fallible=dyn)
             if not isinstance(args[0].const, str):
                 raise self.fail(node, "matches() needs a literal pattern")
             pattern, weight = self.regex(arg_nodes[0], args[0].const)
             p = self.const(pattern, "dyn")
-            return self.charged(f"_matches(m, {p.code}, {weight}, {s})", "bool")
+            return self.charged(
+                f"_matches(m, {p.code}, {weight}, {s})", "bool", recv, fallible=recv.type == "dyn"
+            )
         raise self.fail(node, f"unsupported method {name}()")
 
     def regex(self, node: Any, text: str) -> tuple[Any, int]:
@@ -943,7 +1310,7 @@ class _Compiler:
 
     def size(self, node: Any, e: _Expr) -> _Expr:
         if e.type in ("string", "dyn") or e.type.startswith("list<"):
-            return _Expr(f"len({e.code})", "int")
+            return self.op(f"len({e.code})", "int", e, fallible=e.type == "dyn")
         raise self.fail(node, f"size() needs a string or a list, got {e.type}")
 
     def macro(self, node: Any, name: str, target: Any, arg_nodes: list[Any]) -> _Expr:
@@ -970,8 +1337,26 @@ class _Compiler:
             pred = self.boolean(self.walk(arg_nodes[1]), arg_nodes[1], f"the predicate of {name}()")
         finally:
             self.scopes.pop()
+        # Charged at run time, before it iterates: per element, the predicate's static weight,
+        # at least one (a nested macro inside it charges again for its own list).
+        weight = max(_W_OP, pred.weight)
+        # Iterating a dyn that is not a list faults; so does a predicate that can.
+        fallible = recv.type == "dyn"
+        if self.commutative and pred.fallible:
+            # CEL's exists/all are ||/&& over the elements: a decisive element wins over errors.
+            self.commuted = True
+            fn = "_exists" if name == "exists" else "_all"
+            items = f"_each(m, {recv.code}, {weight + _W_COMMUTE})"
+            return self.charged(
+                f"{fn}(lambda {py}: {pred.code}, {items})", "bool", recv, fallible=True
+            )
         fn = "any" if name == "exists" else "all"
-        return self.charged(f"{fn}({pred} for {py} in _each(m, {recv.code}))", "bool")
+        return self.charged(
+            f"{fn}({pred.code} for {py} in _each(m, {recv.code}, {weight}))",
+            "bool",
+            recv,
+            fallible=fallible or pred.fallible,
+        )
 
     def function(self, node: Any) -> _Expr:
         name = str(node.children[0])
@@ -986,10 +1371,10 @@ class _Compiler:
                 inner = self.ident(arg.children[0])
                 if not inner.code.startswith("f["):
                     raise self.fail(node, "has() needs a fact or context.<field>")
-                return _Expr(f"({inner.code[2:-1]} in f)", "bool")
+                return _Expr(f"({inner.code[2:-1]} in f)", "bool", weight=_W_OP)
             if getattr(arg, "data", None) == "member_dot":
                 inner = self.member_dot(arg)
-                return _Expr(f"({inner.code[2:-1]} in c)", "bool")
+                return _Expr(f"({inner.code[2:-1]} in c)", "bool", weight=_W_OP)
             raise self.fail(node, "has() needs a fact or context.<field>")
         args = [self.walk(a) for a in arg_nodes]
         if name == "size":
@@ -1039,6 +1424,7 @@ def compile_condition(
     facts: Mapping[str, str] | None,
     enums: Mapping[str, tuple[str, ...]] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    optional: Collection[str] | None = None,
 ) -> CompiledCondition:
     """Parse, check and compile one CEL condition.
 
@@ -1046,6 +1432,13 @@ def compile_condition(
     ``string``, ``bool``, ``timestamp``, ``list<string>``); ``None`` means dynamic mode (grant
     conditions): any identifier is a request fact of unknown type. ``enums`` names the string
     facts whose values are a closed set, so a comparison with a value outside it is reported.
+    ``optional`` names the facts that may be absent from a request (the others are checked
+    present before any condition runs); ``None`` means any of them may be.
+
+    The result's function is the plain, left-to-right Python form of the condition. When a side
+    of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
+    commutative form is compiled too, and run only if the plain one raised: whenever the plain
+    form returns, its answer is CEL's, so requests that meet no absence or fault pay nothing.
 
     Raises :class:`~ledger.errors.PolicyError` with one problem (``field="when"``, CEL line and
     column) if the condition is longer than ``limits.condition_chars``, does not parse, uses
@@ -1065,7 +1458,7 @@ def compile_condition(
                 )
             ]
         )
-    compiler = _Compiler(text, facts, enums or {}, limits)
+    compiler = _Compiler(text, facts, enums or {}, limits, optional)
     try:
         tree = _parse(text)
         result = compiler.walk(tree)
@@ -1073,7 +1466,28 @@ def compile_condition(
             raise _Problem(f"a condition must be a bool, this one is a {result.type}", 1, 1)
         body = result.code if result.type == "bool" else f"_truth({result.code})"
         python = f"lambda f, c, m: {body}"
-        fn = eval(compile(python, "<cel>", "eval"), compiler.namespace)
+        slow = None
+        if result.fallible:
+            compiler.commutative = True
+            second = compiler.walk(tree)
+            if compiler.commuted:
+                slow = second.code if second.type == "bool" else f"_truth({second.code})"
+        if slow is None:
+            fn = eval(compile(python, "<cel>", "eval"), compiler.namespace)
+        else:
+            # The plain form first; only if it raised (absence or a fault, never the budget:
+            # BudgetExceeded is not absorbed), the commutative form decides. Both forms charge
+            # the meter for the work they do.
+            compiler.namespace["_slow"] = eval(
+                compile(f"lambda f, c, m: {slow}", "<cel>", "eval"), compiler.namespace
+            )
+            python = (
+                f"def _cel(f, c, m):\n    try:\n        return {body}\n"
+                "    except _ABSORBED:\n        pass\n    return _slow(f, c, m)\n"
+            )
+            exec(compile(python, "<cel>", "exec"), compiler.namespace)
+            fn = compiler.namespace["_cel"]
+            python += f"_slow = lambda f, c, m: {slow}\n"
     except _Problem as p:
         raise PolicyError(
             [PolicyProblem(message=p.message, field="when", line=p.line, column=p.column)]

@@ -51,10 +51,12 @@ class Limits:
     # Evaluation.
     evaluation_cost: int = 1_000_000
     """Work units one request may spend in the conditions of its grants, and again in each policy
-    version it runs: one unit per list element a macro visits, per 8 list elements compared or
+    version it runs: per list element a macro visits, its predicate's weight (the operations in
+    it, counted when the condition is compiled); one per 8 list elements compared or
     copied, per 16 characters scanned or copied, per 16 bytes a regular expression reads (times
     the pattern's weight), and at least one per metered call (``ledger.core.cel`` has the model).
-    A unit is roughly 0.1 µs of evaluator time, so the default stops a request after ~0.1-0.3 s."""
+    A unit costs at most ~0.1 µs of evaluator time, so the default stops a request within
+    ~0.1-0.3 s whatever its conditions do."""
 
     # Requests (and commands): checked before anything is looked up, cached or remembered.
     request_id_chars: int = 128

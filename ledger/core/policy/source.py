@@ -93,6 +93,28 @@ class _Refused(Exception):
         self.mark = mark
 
 
+def _int_constructor(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """YAML's int, refused (with its position) when it is longer than JSON and the canonical
+    form can carry: Python converts integers to and from text only up to a number of digits."""
+    text = str(node.value).replace("_", "").lstrip("+-")
+    limit = boundedjson.MAX_INT_DIGITS
+    size = f"{len(text):,}" if text.isdigit() else f"more than {limit:,}"  # else 0x…, 1:30…
+    refused = _Refused(
+        f"the integer {boundedjson.preview_number(text)} has {size} digits; at most "
+        f"{limit:,} are accepted in a number: shorten it",
+        node.start_mark,
+    )
+    if len(text) > limit:
+        raise refused
+    try:
+        value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # the process allows fewer digits than the default
+        raise refused from None
+    if not isinstance(value, int) or boundedjson.int_too_long(value):
+        raise refused  # 0x…, 0b…, 1:2:… notations: short text, long number
+    return value
+
+
 class _BoundedLoader(_Loader):
     """Composes one document counting what an alias bomb multiplies, refusing at the first bound.
 
@@ -165,6 +187,9 @@ class _BoundedLoader(_Loader):
         if getattr(event, "anchor", None) is not None and node is not None:
             self.anchored_sizes[id(node)] = self.expanded - before
         return node
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _int_constructor)
 
 
 def _too_large(text: str, limit: int, *, what: str, filename: str | None) -> PolicyError | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
@@ -340,6 +340,7 @@ class Validator:
         rule: str | None,
         facts: Mapping[str, str] | None,
         enums: Mapping[str, tuple[str, ...]] | None = None,
+        optional: Collection[str] | None = None,
     ) -> CompiledCondition | None:
         if not isinstance(text, str) or not text.strip():
             self.add(
@@ -347,7 +348,9 @@ class Validator:
             )
             return None
         try:
-            return compile_condition(text, facts=facts, enums=enums, limits=self.limits)
+            return compile_condition(
+                text, facts=facts, enums=enums, limits=self.limits, optional=optional
+            )
         except PolicyError as exc:
             line, column = self.marks.value_at(path)
             for p in exc.problems:
@@ -591,6 +594,9 @@ def build(
     # without a second, misleading "undeclared fact" problem.
     cel_types = {n: cel_type(s.type) for n, s in facts.items()} | {n: "dyn" for n in broken_facts}
     enums = {n: s.values for n, s in facts.items() if s.values}
+    # Only these can be absent when a condition runs (a required fact is checked first): a
+    # condition that reads none of them needs no commutative form for absence.
+    optional = {n for n, s in facts.items() if s.optional} | broken_facts
 
     rules: list[Rule] = []
     raw_rules = data.get("rules")
@@ -625,7 +631,7 @@ def build(
         condition = None
         if when is not None and compiling:
             condition = v.condition(
-                when, (*path, "when"), rule=rule_id, facts=cel_types, enums=enums
+                when, (*path, "when"), rule=rule_id, facts=cel_types, enums=enums, optional=optional
             )
         if rule_id is not None and effect is not None:
             rules.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -225,6 +226,91 @@ def test_conditions_without_metered_operations_never_touch_the_meter() -> None:
         assert compile_condition(
             text, facts={"a": "list<string>", "s": "string", "t": "string"}
         ).metered
+
+
+def test_a_macro_is_charged_its_predicates_weight_per_element() -> None:
+    # Comparisons with literals and || cost nothing by themselves, and a macro used to charge one
+    # unit per element whatever its predicate did: this ran ~3.8 s within the budget (the
+    # default decided: allow). Now each inner element weighs 389 (195 comparisons, 194 ||).
+    literals = " || ".join(f'y == "q{i}"' for i in range(195))
+    when = f"l.exists(x, l.exists(y, {literals}))"
+    facts = {"l": [f"e{i}" for i in range(990)]}
+    started = time.perf_counter()
+    outcome, _ = parse_policy(policy_with(when, "l: list<string>")).run(facts)
+    seconds = time.perf_counter() - started
+    assert (outcome.determination, outcome.reason_code) == (
+        Determination.ERROR,
+        "evaluation_budget_exceeded",
+    )
+    assert seconds < 1  # generous: it stops after three inner lists, in milliseconds
+    c = compile_condition(when, facts={"l": "list<string>"})
+    with pytest.raises(BudgetExceeded):
+        c.evaluate({"l": tuple(facts["l"])}, {})
+    # Deterministic, from sizes and the predicate's shape: 1 + 10 elements x 3 units (two
+    # comparisons, one ||) for the outer macro.
+    meter = Meter(1_000)
+    assert not compile_condition(
+        'l.exists(x, x == "a" || x == "b")', facts={"l": "list<string>"}
+    ).fn({"l": tuple("cdefghijkl")}, {}, meter)
+    assert meter.left == 1_000 - (1 + 10 * 3)
+
+
+def test_the_worst_predicates_stay_within_a_fraction_of_a_second() -> None:
+    # Whatever the predicate does per element, a unit stays near 0.1 µs, so spending the default
+    # budget takes a fraction of a second (each of these ran seconds to hours before): int
+    # arithmetic on a 4,000-digit fact (now 64-bit, as in CEL), a decimal compared with it, and
+    # the commutative form absorbing an absent fact on every element.
+    cases = [  # (condition, declared facts, the request's facts)
+        ("l.exists(x, l.exists(y, n * n * n * n < n))", "n: int, l: list<string>", "nl"),
+        (
+            "l.exists(x, l.exists(y, d < n || y == s))",
+            "n: int, d: decimal, s: string, l: list<string>",
+            "ndsl",
+        ),
+        (
+            'l.exists(x, l.exists(y, o == y || context.q == y || y == "zz"))',
+            "o: {type: string, optional: true}, l: list<string>",
+            "l",
+        ),
+        ("l.exists(x, l.exists(y, d * d + d / 3 < 0))", "d: decimal, l: list<string>", "dl"),
+    ]
+    documents = [(policy_with(when, declared), keys) for when, declared, keys in cases]
+    result = run_bounded(
+        f"""
+        from ledger.core.policy import parse_policy
+        values = {{"l": [f"e{{i}}" for i in range(1000)], "n": int("9" * 4000), "d": "1.5",
+                   "s": "x"}}
+        out = []
+        for document, keys in {documents!r}:
+            policy = parse_policy(document)
+            started = time.perf_counter()
+            outcome, _ = policy.run({{k: values[k] for k in keys}}, {{}})
+            out.append([time.perf_counter() - started, outcome.reason_code])
+        print(json.dumps({{"out": out}}))
+        """,
+        timeout=60,
+        memory=1 << 30,
+    )
+    # Every element faults or is absent and none decides: CEL's answer would be the error, but
+    # the budget runs out first.
+    assert {code for _, code in result["out"]} == {"evaluation_budget_exceeded"}
+    assert max(seconds for seconds, _ in result["out"]) < 1.5  # generous: ~0.1 s at most
+
+
+def test_an_ordinary_condition_still_costs_nothing() -> None:
+    # Arithmetic, optional facts, context, the commutative form: no macro, no data-sized work.
+    facts = {"n": "int", "amount": "decimal", "reason_code": "string", "standing": "string"}
+    text = (
+        'reason_code == "fraud" || (n * 2 > 90 && amount / 3 < 500 && '
+        'standing in ["good", "watch"]) || context.vip == true'
+    )
+    c = compile_condition(text, facts=facts, optional={"reason_code"})
+    assert not c.metered
+    request = {"n": 100, "amount": Decimal("120.50"), "standing": "good"}
+    assert c.fn(request, {}, None) is True  # reason_code absent: the commutative form decides
+    meter = Meter(10)
+    assert c.evaluate(request, {"vip": False}, meter=meter) is True
+    assert meter.left == 10
 
 
 def test_compiled_condition_evaluate_raises_budget_exceeded_as_a_condition_fault() -> None:

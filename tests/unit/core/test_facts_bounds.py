@@ -150,3 +150,24 @@ def test_oversized_facts_through_policy_eval_are_an_error_decision() -> None:
     doc = json.loads(out)
     assert code == 0 and (doc["determination"], doc["reason_code"]) == ("error", "invalid_facts")
     assert "limit fact_string_chars" in doc["reasons"][0]
+
+
+def test_an_integer_too_long_to_convert_is_one_line_with_its_position() -> None:
+    # It was "--facts is not valid JSON: Exceeds the limit (4300 digits) for integer string
+    # conversion ... use sys.set_int_max_str_digits() to increase the limit".
+    text = '{"amount": "1",\n "tenure_days": -' + "1" * 5_000 + "}"
+    with pytest.raises(UsageError) as info:
+        parse_facts_json(text, what="--facts")
+    assert str(info.value) == (
+        "--facts has an integer of 5,000 digits (-1111111111111111111…) at line 2, column 17; "
+        "at most 4,300 digits are accepted in a number: shorten it"
+    )
+    assert parse_facts_json('{"n": ' + "9" * 4_300 + "}", what="--facts")["n"] == int("9" * 4_300)
+
+
+def test_a_long_integer_through_policy_eval_is_one_line() -> None:
+    facts = json.dumps(GOOD)[:-1] + ', "extra": ' + "1" * 5_000 + "}"
+    code, stdout, stderr = run("policy", "eval", str(REFUND), "--facts", facts)
+    assert code != 0 and not stdout
+    assert stderr.startswith("error: --facts has an integer of 5,000 digits")
+    assert len(stderr.strip().splitlines()) == 1 and "set_int_max_str_digits" not in stderr

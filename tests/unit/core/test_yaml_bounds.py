@@ -199,3 +199,31 @@ def test_cli_validate_lists_each_bound_problem_on_one_line(tmp_path: Path) -> No
     assert done.exit_code == 3
     assert "limit yaml_depth" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("number", "digits"),
+    [("1" * 5_000, "5,000"), ("-" + "7" * 4_301, "4,301"), ("0x" + "f" * 5_000, "more than 4,300")],
+)
+def test_an_integer_too_long_to_convert_is_one_line_with_its_line(number: str, digits: str) -> None:
+    # It was "YAML error: ValueError: Exceeds the limit (4300 digits) for integer string
+    # conversion ... use sys.set_int_max_str_digits()", with no line; a hex one crashed later,
+    # writing the canonical form.
+    text = HEADER + f"facts:\n  n: {{type: int, min: {number}}}\n"
+    (problem,) = problems(text)
+    preview = number.lstrip("-")[:20]
+    assert problem == (
+        f"p.yaml:6: the integer {preview}… has {digits} digits; at most 4,300 are accepted in a "
+        "number: shorten it"
+    )
+    assert "sys.set_int_max_str_digits" not in problem
+    assert parse_policy(text.replace(number, "9" * 4_300)).facts["n"].minimum == int("9" * 4_300)
+
+
+def test_a_long_integer_in_a_policy_is_one_line_through_policy_validate(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(HEADER + f"facts:\n  n: {{type: int, min: {'1' * 5_000}}}\n")
+    result = CliRunner().invoke(cli, ["policy", "validate", str(path)])
+    assert result.exit_code != 0
+    assert f"{path}:6: the integer 11111111111111111111… has 5,000 digits" in result.output
+    assert "Traceback" not in result.output and "set_int_max_str_digits" not in result.output
