@@ -17,7 +17,8 @@ def group() -> None:
 
     The first start fetches Kafka's jars from Maven Central with `mvn` into
     $XDG_CACHE_HOME/decision-ledger (needs Java 17+ and Maven); later starts take seconds.
-    Broker data and logs live under $LEDGER_HOME (default ~/.local/state/decision-ledger).
+    Broker data and logs live under $LEDGER_HOME (default $XDG_STATE_HOME/decision-ledger, else
+    ~/.local/state/decision-ledger).
     """
 
 
