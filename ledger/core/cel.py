@@ -1495,7 +1495,14 @@ def compile_condition(
     except (RecursionError, MemoryError, SyntaxError):
         # Python's own compiler limits (nesting depth) on absurd input: still a policy problem.
         raise PolicyError(
-            [PolicyProblem(message="condition is nested too deeply", field="when")]
+            [
+                PolicyProblem(
+                    message="condition is nested too deeply to compile (about 200 levels: "
+                    "parentheses, or a chain of || or && counts one per term): split it "
+                    "across rules or simplify it",
+                    field="when",
+                )
+            ]
         ) from None
     return CompiledCondition(
         source=text,

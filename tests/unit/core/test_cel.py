@@ -169,3 +169,11 @@ def test_durations() -> None:
     assert parse_duration("1h30m") == timedelta(minutes=90)
     assert parse_duration("-1.5s") == timedelta(seconds=-1.5)
     assert parse_duration("250ms") == timedelta(milliseconds=250)
+
+
+def test_a_condition_too_deep_to_compile_says_what_to_do() -> None:
+    # Python's compiler stops near 200 levels; a chain of || counts one per term. It said only
+    # "condition is nested too deeply".
+    text = " || ".join(f"n == {i}" for i in range(230))
+    with pytest.raises(PolicyError, match=r"about 200 levels.*split it across rules"):
+        compile_condition(text, facts={"n": "int"})
