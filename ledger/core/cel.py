@@ -56,7 +56,10 @@ the work, raising :class:`BudgetExceeded` when the budget (``Limits.evaluation_c
 Like Kubernetes' CEL runtime cost, the charge is deterministic — counted from sizes and the
 condition's static shape, never timed — so a replay reaches the same decision. A unit is at most
 ~0.1 µs of evaluator time (5-100 ns measured, whatever the predicate), so the default budget of
-1,000,000 stops a request after ~0.1 s at most (a few tenths on a slow machine):
+1,000,000 stops a request after ~0.1 s at most (a few tenths on a slow machine). One known
+exception: a comparison between two decimals is weighed as one operation whatever their digits,
+and decimal facts may have tens of thousands (a review's worst case, a million comparisons
+of two 65,000-digit facts in nested macros, ran 2.6 s before the budget stopped it):
 
 - a list macro: its list's length times its predicate's *weight*, at least one, charged before it
   iterates (a nested macro is charged again on every iteration of the outer one). The weight is
@@ -424,22 +427,32 @@ _PLAIN_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "/": operator.truediv,
     "%": operator.mod,
 }
-_INT_OPS: Final[dict[str, Callable[[int, int], int]]] = {"+": _iadd, "-": _isub, "*": _imul}
+_NEGATE: Final[dict[str, tuple[str, int]]] = {
+    "int": ("_isub(0, {})", _W_CALL),
+    "decimal": ("_dsub(0, {})", _W_DECIMAL),
+    "dyn": ("_dyn('-', 0, {})", _W_CALL),
+}
+"""Unary minus by operand type: code (``{}`` the operand) and weight (see the cost model)."""
+_INT_OPS: Final[dict[str, Callable[[int, int], int]]] = {
+    "+": _iadd,
+    "-": _isub,
+    "*": _imul,
+    "/": _idiv,  # CEL's: truncating, as for typed ints (Python's / is true division)
+    "%": _imod,  # and its remainder (Python's % floors)
+}
 _DECIMAL_OPERANDS: Final = (Decimal, int)
 
 
 def _dyn(op: str, a: Any, b: Any) -> Any:
     """A dyn arithmetic operator: on a decimal, the typed decimal operator (fixed context,
-    bounded operands) with a decimal or an integer; anything else as Python does it."""
+    bounded operands) with a decimal or an integer; on two integers, the typed integer one
+    (64-bit, truncating division); anything else as Python does it."""
     if type(a) is Decimal or type(b) is Decimal:
         if type(a) not in _DECIMAL_OPERANDS or type(b) not in _DECIMAL_OPERANDS:
             raise TypeError(f"cannot {op} {type(a).__name__} and {type(b).__name__}")
         return _DECIMAL_OPS[op](a, b)
     if type(a) is int and type(b) is int:
-        if op in _INT_OPS:
-            return _INT_OPS[op](a, b)
-        _i64(a)
-        _i64(b)
+        return _INT_OPS[op](a, b)
     return _PLAIN_OPS[op](a, b)
 
 
@@ -914,7 +927,9 @@ class _Compiler:
                 raise self.fail(
                     node, f"both branches of ?: must have one type, got {a.type} and {b.type}"
                 )
-            t = a.type if a.type != "dyn" else b.type
+            # Either branch dyn, the result is dyn: used as a condition it must still be a
+            # bool (typed by the other branch, a "no" from the context passed for a match).
+            t = "dyn" if "dyn" in (a.type, b.type) else a.type
             return self.op(f"({a.code} if {cond.code} else {b.code})", t, cond, a, b)
         if data in ("conditionalor", "conditionaland"):
             # A chain a || b || c (or of &&), walked from this frame (deep conditions reach
@@ -963,16 +978,24 @@ class _Compiler:
                         else "-" + operand.literal
                     )
                     return self.const(-operand.const, operand.type, lit)  # type: ignore[operator]
-                # int and double cannot fault; -duration.min overflows; dyn may be anything.
-                if operand.type == "int":
+                # Negation is arithmetic like any other: 64-bit ints, decimals in the fixed
+                # context (Python's unary minus rounds to the thread's), dyn by its value;
+                # a double cannot fault, -duration.min overflows.
+                negate = _NEGATE.get(operand.type)
+                if negate is not None:
+                    code, weight = negate
                     return self.op(
-                        f"_isub(0, {operand.code})", "int", operand, weight=_W_CALL, fallible=True
+                        code.format(operand.code),
+                        operand.type,
+                        operand,
+                        weight=weight,
+                        fallible=True,
                     )
                 return self.op(
                     f"(-{operand.code})",
                     operand.type,
                     operand,
-                    fallible=operand.type in ("duration", "dyn"),
+                    fallible=operand.type == "duration",
                 )
             raise self.fail(node, f"cannot negate a {operand.type}")
         if data == "literal":

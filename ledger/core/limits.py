@@ -56,7 +56,8 @@ class Limits:
     copied, per 16 characters scanned or copied, per 16 bytes a regular expression reads (times
     the pattern's weight), and at least one per metered call (``ledger.core.cel`` has the model).
     A unit costs at most ~0.1 µs of evaluator time, so the default stops a request within
-    ~0.1-0.3 s whatever its conditions do."""
+    ~0.1-0.3 s (not so for comparisons of decimals with tens of thousands of digits in nested
+    macros, which are weighed as one operation: ``ledger.core.cel`` has the model)."""
 
     # Requests (and commands): checked before anything is looked up, cached or remembered.
     request_id_chars: int = 128

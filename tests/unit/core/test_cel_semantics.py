@@ -257,3 +257,39 @@ def test_integer_arithmetic_within_the_range_is_unchanged() -> None:
     assert ev("n * 2 - 1 == 2 * n - 1 && n / 2 == 3 && n % 4 == 3", {"n": 7})
     assert ev("-n == -7 && amount < n && amount + n == 8.5", {"n": 7, "amount": Decimal("1.5")})
     assert ev("n * n > 0", {"n": 2**31})
+
+
+# ----------------------------------------------------------------------------- a review's finds
+
+
+def test_a_dyn_branch_of_a_conditional_must_still_be_a_bool() -> None:
+    # The ?: took the other branch's type (bool), so a context value "no" passed for a match.
+    condition = compile_condition("n > 0 ? context.flag : false", facts=FACTS)
+    assert condition.evaluate({"n": 1}, {"flag": True}) is True
+    with pytest.raises(ConditionFault):
+        condition.evaluate({"n": 1}, {"flag": "no"})
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "expected"),
+    [
+        ("n / 30 == 3", 100, True),  # truncating, as typed ints (was true division: 3.33…)
+        ("n % 3 == -1", -7, True),  # CEL's remainder (Python's % floors: 2)
+        ("-n == 5", -5, True),
+    ],
+)
+def test_integer_arithmetic_on_dyn_values_is_cels(text: str, value: int, expected: bool) -> None:
+    # Grant conditions (dynamic mode) and context values: every fact is dyn.
+    assert compile_condition(text, facts=None).evaluate({"n": value}, {}) is expected
+
+
+def test_negating_the_smallest_dyn_integer_is_an_overflow() -> None:
+    with pytest.raises(ConditionFault, match="overflow"):
+        compile_condition("-n > 0", facts=None).evaluate({"n": -(2**63)}, {})
+
+
+def test_negating_a_decimal_is_exact_in_the_fixed_context() -> None:
+    # Python's unary minus rounded to the thread's context (28 digits), not the fixed 34.
+    amount = Decimal("1.000000000000000000000000000000001")
+    assert ev("-amount == -1.000000000000000000000000000000001", {"amount": amount})
+    assert ev("-amount < 0 || amount > 0", {"amount": Decimal("1e1000000")})
