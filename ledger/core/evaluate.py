@@ -2,6 +2,9 @@
 
 Order of the questions, each failing closed:
 
+0. **Size** — names within their limits (else ``error`` / ``request_too_large``) and no decimal
+   fact or context value longer than ``Limits.fact_decimal_digits`` (else ``error`` /
+   ``invalid_facts``): grant conditions read the facts as sent.
 1. **Authority** — a grant of the principal (or of a role it holds) covers the action on the
    resource now? If not: ``deny`` / ``no_authority``.
 2. **Policy** — a deployed policy governs the action? If not: ``deny`` / ``ungoverned_action``.
@@ -47,7 +50,7 @@ from ledger.core.events import (
     Stage,
     Value,
 )
-from ledger.core.facts import context_problems
+from ledger.core.facts import context_problems, decimal_problems
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, governing_policy
@@ -233,6 +236,16 @@ def evaluate(
     writer = (now, actor, evaluator_id)
     if problem is not None:  # nothing evaluated: the facts are not part of the answer
         return _before_policy(state, request, writer, _ERROR, "request_too_large", problem)
+    # Grant conditions see the facts as sent, so a decimal longer than any policy accepts is
+    # refused before them: comparing two costs time with their digits, the budget counts one.
+    # A pre-evaluation's context was checked once, for all its items (evaluate_batch).
+    long = decimal_problems(facts, limits)
+    if context and meter is None:
+        long += decimal_problems(context, limits, "context.")
+    if long:
+        return _before_policy(
+            state, request, writer, _ERROR, "invalid_facts", tuple(long), facts, context
+        )
     grant, over_budget = authorize_request(
         state,
         principal,
@@ -332,7 +345,7 @@ def _before_policy(
     writer: tuple[datetime, str, str],
     determination: Determination,
     reason_code: str,
-    reason: str,
+    reason: str | tuple[str, ...],
     facts: Mapping[str, Any] = _EMPTY,
     context: Mapping[str, Any] = _EMPTY,
 ) -> DecisionRecorded:
@@ -351,7 +364,7 @@ def _before_policy(
         principal=request.principal,
         resource=request.resource,
         determination=determination,
-        reasons=(reason,),
+        reasons=reason if isinstance(reason, tuple) else (reason,),
         reason_code=reason_code,
         facts=facts,
         context=context,

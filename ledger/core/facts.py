@@ -18,8 +18,10 @@ Accepted inputs per type (anything else is an ill-typed fact):
 ============== ==================================================================================
 
 Sizes are bounded (:mod:`ledger.core.limits`): at most ``facts_keys`` facts, text of at most
-``fact_string_chars`` characters, lists of at most ``fact_list_items`` items; the request's
-context is held to the same bounds (:func:`context_problems`). Facts over a bound are invalid
+``fact_string_chars`` characters, lists of at most ``fact_list_items`` items, decimals of at most
+``fact_decimal_digits`` significant digits; the request's context is held to the same bounds
+(:func:`context_problems`). Grant conditions see the facts as sent, before any policy converts
+them, so their decimals are checked first (:func:`decimal_problems`). Facts over a bound are invalid
 facts like any other, each with its reason. :func:`parse_facts_json` reads facts written as JSON
 (the CLI's ``--facts``) within ``facts_bytes`` and ``facts_json_depth``.
 """
@@ -46,6 +48,8 @@ __all__ = [
     "build_checker",
     "validate_facts",
     "context_problems",
+    "decimal_problems",
+    "decimal_digits",
     "parse_facts_json",
     "cel_type",
 ]
@@ -117,9 +121,45 @@ def _long_text(v: str, max_chars: int) -> _Bad:
     )
 
 
+def decimal_digits(d: Decimal) -> int:
+    """Significant digits of ``d``'s coefficient (``Decimal("0.0120")`` has 3, ``0`` has 1), in
+    time linear in them: ``as_tuple()`` would make a Python int per digit."""
+    mantissa = str(d).partition("E")[0].lstrip("-").replace(".", "").lstrip("0")
+    return len(mantissa) or 1
+
+
+def _long_decimal(d: Decimal, max_digits: int) -> _Bad | None:
+    """Why ``d`` has too many digits, or ``None``. Its text is never shorter than its digits,
+    so a short one is not counted."""
+    if len(str(d)) <= max_digits:
+        return None
+    digits = decimal_digits(d)
+    if digits <= max_digits:
+        return None
+    return _Bad(
+        f"a decimal of {digits:,} significant digits; at most {max_digits:,} are accepted "
+        "(limit fact_decimal_digits)"
+    )
+
+
+def decimal_problems(values: Mapping[str, Any], limits: Limits, prefix: str = "") -> list[str]:
+    """Why decimals among ``values`` (facts, or context with ``prefix="context."``) are longer
+    than ``limits.fact_decimal_digits``: comparing them would cost more than the evaluation budget
+    counts. Checked on the facts as sent, before grant conditions see them."""
+    max_digits = limits.fact_decimal_digits
+    reasons = []
+    for name, v in values.items():
+        if type(v) is Decimal and len(str(v)) > max_digits:  # on every request: one test
+            bad = _long_decimal(v, max_digits)
+            if bad is not None:
+                reasons.append(f"{prefix}{name}: {bad.reason}")
+    return reasons
+
+
 def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
     lo, hi = spec.minimum, spec.maximum
     max_chars, max_items = limits.fact_string_chars, limits.fact_list_items
+    max_digits = limits.fact_decimal_digits
 
     def bounded(v: Any) -> Any:
         if lo is not None and v < lo:
@@ -158,6 +198,9 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 return _Bad(f"expected a decimal, got {_type_name(v)} {_show(v)}")
             if not d.is_finite():
                 return _Bad(f"expected a finite decimal, got {_show(v)}")
+            long = _long_decimal(d, max_digits)
+            if long is not None:
+                return long
             if lo is None and hi is None:
                 return d
             return bounded(d)
@@ -312,7 +355,7 @@ def context_problems(
     """Why the request's free-form context is over the facts' bounds (empty when it is not).
 
     The context is not declared, so only sizes are checked: the number of fields, text length,
-    list length (and the length of each text in a list).
+    list length (and the length of each text in a list), a decimal's digits.
     """
     max_keys, max_chars, max_items = (
         limits.facts_keys,
@@ -341,6 +384,10 @@ def context_problems(
                 if type(item) is str and len(item) > max_chars:
                     reasons.append(f"context.{name}: {_long_text(item, max_chars).reason}")
                     break
+        elif t is Decimal:
+            long = _long_decimal(v, limits.fact_decimal_digits)
+            if long is not None:
+                reasons.append(f"context.{name}: {long.reason}")
     return tuple(reasons)
 
 

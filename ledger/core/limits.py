@@ -45,6 +45,11 @@ class Limits:
     facts_keys: int = 256
     fact_string_chars: int = 64 * 1024
     fact_list_items: int = 1_000
+    fact_decimal_digits: int = 1_000
+    """Significant digits of one decimal fact or context value. Arithmetic works at decimal128's
+    34 digits; comparisons are exact at any length, but comparing two long decimals costs time
+    with their digits (~6 µs for 65,000 digits with different exponents) while the cost model
+    counts it as one operation, so the length is bounded where the value arrives."""
     facts_json_depth: int = 8
     """JSON nesting accepted from the CLI (fact values are scalars or lists of text)."""
 
@@ -56,8 +61,7 @@ class Limits:
     copied, per 16 characters scanned or copied, per 16 bytes a regular expression reads (times
     the pattern's weight), and at least one per metered call (``ledger.core.cel`` has the model).
     A unit costs at most ~0.1 µs of evaluator time, so the default stops a request within
-    ~0.1-0.3 s (not so for comparisons of decimals with tens of thousands of digits in nested
-    macros, which are weighed as one operation: ``ledger.core.cel`` has the model)."""
+    ~0.1-0.3 s (with decimals held to ``fact_decimal_digits``)."""
 
     # Requests (and commands): checked before anything is looked up, cached or remembered.
     request_id_chars: int = 128

@@ -273,13 +273,15 @@ def test_the_worst_predicates_stay_within_a_fraction_of_a_second() -> None:
             "l",
         ),
         ("l.exists(x, l.exists(y, d * d + d / 3 < 0))", "d: decimal, l: list<string>", "dl"),
+        # Two decimals as long as a fact may be, with different exponents: the slowest compare.
+        ("l.exists(x, l.exists(y, e < f))", "e: decimal, f: decimal, l: list<string>", "efl"),
     ]
     documents = [(policy_with(when, declared), keys) for when, declared, keys in cases]
     result = run_bounded(
         f"""
         from ledger.core.policy import parse_policy
         values = {{"l": [f"e{{i}}" for i in range(1000)], "n": int("9" * 4000), "d": "1.5",
-                   "s": "x"}}
+                   "s": "x", "e": "1" * 1000, "f": "1" * 999 + "E+1"}}
         out = []
         for document, keys in {documents!r}:
             policy = parse_policy(document)
@@ -291,8 +293,7 @@ def test_the_worst_predicates_stay_within_a_fraction_of_a_second() -> None:
         timeout=60,
         memory=1 << 30,
     )
-    # Every element faults or is absent and none decides: CEL's answer would be the error, but
-    # the budget runs out first.
+    # Every element faults, is absent or is false and none decides: the budget runs out first.
     assert {code for _, code in result["out"]} == {"evaluation_budget_exceeded"}
     assert max(seconds for seconds, _ in result["out"]) < 1.5  # generous: ~0.1 s at most
 
@@ -389,6 +390,76 @@ def test_grant_conditions_are_bounded_and_fail_closed() -> None:
     assert evaluate(state, ok, now=T0, evaluator_id="t").reason_code == "ungoverned_action"
 
 
+def test_long_decimals_are_refused_before_any_condition_compares_them() -> None:
+    # The budget counts a comparison as one operation, but comparing two decimals costs time with
+    # their digits: two 65,000-digit facts with different exponents take ~6 µs, so a grant
+    # condition comparing them in nested macros ran ~6 s within the budget. Grant conditions see
+    # the facts as sent, so the length is checked before them.
+    state = _state_with_grant("xs.exists(a, xs.exists(b, d1 > d2))")
+    xs = tuple(str(i) for i in range(1000))
+    long = "1" * 5_000
+    request = EvaluationRequested(
+        event_id="r1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p.act",
+        principal="agent:a",
+        resource="x",
+        facts={"xs": xs, "d1": Decimal(long), "d2": Decimal(long + ".0")},
+    )
+    decision = evaluate(state, request, now=T0, evaluator_id="t")
+    assert (decision.determination, decision.reason_code) == (
+        Determination.ERROR,
+        "invalid_facts",
+    )
+    assert decision.grant_id is None and decision.policy is None
+    assert decision.reasons == (
+        "d1: a decimal of 5,000 significant digits; at most 1,000 are accepted "
+        "(limit fact_decimal_digits)",
+        "d2: a decimal of 5,001 significant digits; at most 1,000 are accepted "
+        "(limit fact_decimal_digits)",
+    )
+    # The context is held to the same bound.
+    in_context = replace(request, facts={"xs": ("1",)}, context={"cap": Decimal(long)})
+    decision = evaluate(state, in_context, now=T0, evaluator_id="t")
+    assert decision.reason_code == "invalid_facts"
+    assert decision.reasons[0].startswith("context.cap: a decimal of 5,000 significant digits")
+    # At the limit the grant's condition runs (the slowest shape: the same leading digit's place,
+    # different exponents): small lists decide, large ones spend the budget.
+    bigger, smaller = Decimal("1" * 1_000), Decimal("1" * 999 + "E+1")
+    small = replace(request, facts={"xs": ("1", "2"), "d1": bigger, "d2": smaller})
+    assert evaluate(state, small, now=T0, evaluator_id="t").reason_code == "ungoverned_action"
+    flipped = replace(small, facts=small.facts | {"d1": smaller, "d2": bigger})
+    assert evaluate(state, flipped, now=T0, evaluator_id="t").reason_code == "no_authority"
+    large = replace(request, facts={"xs": xs, "d1": smaller, "d2": bigger})
+    assert evaluate(state, large, now=T0, evaluator_id="t").reason_code == (
+        "evaluation_budget_exceeded"
+    )
+
+
+def test_a_pre_evaluation_with_a_long_decimal_is_refused_where_it_is() -> None:
+    state = _state_with_grant("d > 0")
+    long = Decimal("9" * 1_001)
+    batch = BatchEvaluationRequested(
+        event_id="b1",
+        occurred_at=T0,
+        actor="agent:a",
+        principal="agent:a",
+        items=(
+            BatchItem(item_id="0", action="p.act", resource="r", facts={"d": Decimal(1)}),
+            BatchItem(item_id="1", action="p.act", resource="r", facts={"d": long}),
+        ),
+    )
+    answer = evaluate_batch(state, batch, now=T0, evaluator_id="t")
+    assert [d.reason_code for d in answer.decisions] == ["ungoverned_action", "invalid_facts"]
+    assert "d: a decimal of 1,001 significant digits" in answer.decisions[1].reasons[0]
+    # In the shared context: every item.
+    answer = evaluate_batch(state, replace(batch, context={"cap": long}), now=T0, evaluator_id="t")
+    assert {(d.determination, d.reason_code) for d in answer.decisions} == {
+        (Determination.ERROR, "invalid_facts")
+    }
+
+
 def test_the_reason_code_is_documented() -> None:
     assert "evaluation_budget_exceeded" in REASON_CODES
 
@@ -396,26 +467,36 @@ def test_the_reason_code_is_documented() -> None:
 def test_arithmetic_on_long_decimals_costs_what_short_ones_do() -> None:
     # Unmetered multiplication of two 65,536-digit facts cost ~5 ms; a nested macro repeats it
     # up to the budget's million elements (hours). An operand must fit 34 significant digits.
+    # (Such facts are refused as over fact_decimal_digits before any rule runs; this raises that
+    # limit to reach the operand check, which literals of up to condition_chars digits meet.)
     document = policy_with(
         "tags.all(t, tags.all(u, amount * rate > 0))",
         "amount: decimal, rate: decimal, tags: list<string>",
     )
     result = run_bounded(
         f"""
+        from dataclasses import replace
+        from ledger.core.limits import DEFAULT_LIMITS
         from ledger.core.policy import parse_policy
-        policy = parse_policy({document!r})
+        loose = replace(DEFAULT_LIMITS, fact_decimal_digits=100_000)
+        policy = parse_policy({document!r}, limits=loose)
         facts = {{"amount": "9" * 65_536, "rate": "7" * 65_536,
                   "tags": [f"t{{i}}" for i in range(300)]}}
         started = time.perf_counter()
         outcome, _ = policy.run(facts)
         print(json.dumps({{"seconds": time.perf_counter() - started,
-                          "determination": outcome.determination.value}}))
+                          "determination": outcome.determination.value,
+                          "reason_code": outcome.reason_code}}))
         """,
         timeout=60,
         memory=1 << 30,
     )
-    # Operands of 65,536 digits are refused at the first product: an error decision, at once.
-    assert result["determination"] == "error"
+    # Each product of 65,536-digit operands faults at once; no element decides `all`, so the
+    # budget runs out first: an error decision, fast.
+    assert (result["determination"], result["reason_code"]) == (
+        "error",
+        "evaluation_budget_exceeded",
+    )
     assert result["seconds"] < 20  # a generous bound; multiplied in full it took ~450 s
 
 

@@ -13,10 +13,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.cli.app import cli
 from ledger.core.events import Determination
-from ledger.core.facts import FactSpec, context_problems, parse_facts_json, validate_facts
+from ledger.core.facts import (
+    FactSpec,
+    context_problems,
+    decimal_digits,
+    parse_facts_json,
+    validate_facts,
+)
 from ledger.core.policy import parse_policy
 from ledger.errors import UsageError
 
@@ -123,6 +131,28 @@ def test_too_long_text_and_too_long_lists_are_invalid_facts() -> None:
         {"note": long[:-1], "tags": ["t"] * 1000, "amount": "1", "at": "2025-01-01T00:00:00Z"},
     )
     assert reasons == () and len(coerced["tags"]) == 1000  # type: ignore[arg-type]
+
+
+def test_decimals_are_held_to_their_significant_digits() -> None:
+    # Comparing two long decimals costs time with their digits, which the evaluation budget does
+    # not count: a decimal fact may have at most fact_decimal_digits significant digits, however
+    # it is sent. Zeros before the first significant digit, and exponents, are not digits.
+    specs = {"amount": FactSpec(name="amount", type="decimal")}
+    over = "a decimal of 1,001 significant digits; at most 1,000 are accepted "
+    for sent in ("9" * 1_001, Decimal("9" * 1_001), int("9" * 1_001), "0.00" + "1" * 1_001):
+        _, reasons = validate_facts(specs, {"amount": sent})
+        assert reasons == (f"amount: {over}(limit fact_decimal_digits)",), type(sent)
+    for sent in ("9" * 1_000, "0." + "0" * 5_000 + "1" * 1_000, "1E+99999", "-" + "1" * 1_000):
+        coerced, reasons = validate_facts(specs, {"amount": sent})
+        assert reasons == () and coerced["amount"] == Decimal(sent)
+    assert context_problems({"cap": Decimal("1" * 1_001), "ok": Decimal("1" * 1_000)}) == (
+        f"context.cap: {over}(limit fact_decimal_digits)",
+    )
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_significant_digits_are_those_of_the_coefficient(d: Decimal) -> None:
+    assert decimal_digits(d) == len(d.as_tuple().digits)
 
 
 def test_the_context_is_held_to_the_same_bounds() -> None:
