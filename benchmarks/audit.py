@@ -442,6 +442,7 @@ def verify_rate(records: int) -> None:
             if writer.buffered >= 50_000:
                 writer.flush()
         writer.flush()
+        writer.close()
         made = time.perf_counter() - started
         report = verify_export(out, workers=None)
         if report.problem_count:

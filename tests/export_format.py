@@ -43,10 +43,10 @@ def write_export(
     from ledger.audit.export import ExportWriter
 
     before = set(out.rglob("*.parquet")) if out.exists() else set()
-    writer = ExportWriter(out, topics, codec=codec or default_codec())
-    for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
-        writer.add(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value)
-    writer.flush()
+    with ExportWriter(out, topics, codec=codec or default_codec()) as writer:
+        for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            writer.add(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value)
+        writer.flush()
     return sorted(set(out.rglob("*.parquet")) - before)
 
 

@@ -18,6 +18,9 @@ How a run stays exact, whatever happens to it:
 2. A run first removes whatever a killed run left beyond the manifest: temporary files, and
    data files the manifest does not list (their rows are exported again from the manifest's
    offsets, under the same deterministic names). Nothing else in the directory is touched.
+   One writer at a time: a writer holds an exclusive lock on ``DIR/.export.lock`` while it
+   lives (the kernel releases it if its process dies), so a second run cannot remove a first
+   one's files before it lists them; it stops with one line naming the holder's pid.
 3. It then reads each partition from the manifest's offset to the end offset seen at the start
    (a consistent prefix of the log) and flushes every ``batch_records`` rows (new files, then
    the manifest). Re-running adds exactly what is new; nothing is duplicated or dropped.
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -67,6 +71,7 @@ from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
     "MANIFEST",
+    "LOCK",
     "FORMAT_VERSION",
     "ExportPath",
     "DEFAULT_BATCH",
@@ -85,11 +90,11 @@ __all__ = [
 MANIFEST: Final = "_manifest.json"
 FORMAT_VERSION: Final = 1
 DEFAULT_BATCH: Final = 200_000
+"""Rows buffered before a flush (files + manifest) during a one-shot export."""
 ROW_GROUP_ROWS: Final = 16_384
 """Rows per Parquet row group. Ids and times grow with the offsets, so each group's min/max
 narrows a lookup (a decision by id, a time window) to a few groups; at DuckDB's default of
 122,880 rows a lookup by id over 10 M decisions decoded ~3.5 times more than it needed."""
-"""Rows buffered before a flush (files + manifest) during a one-shot export."""
 DEFAULT_FLUSH_INTERVAL: Final = 2.0
 """Seconds between flushes in ``--follow`` mode (when something new arrived)."""
 
@@ -204,6 +209,65 @@ def _remove_if_empty(directory: Path, *, tree: bool) -> bool:
     except OSError:  # not empty (something arrived), or not ours to remove
         return False
     return True
+
+
+LOCK: Final = ".export.lock"
+"""The file whose ``flock`` a writer holds (it holds the holder's pid, for the message)."""
+
+
+class _DirectoryLock:
+    """One writer per export directory: an exclusive ``flock`` on :data:`LOCK`, held until
+    :meth:`release` (or the process dies: no stale lock survives a crash). The file is removed
+    on release, so an export directory holds it only while a writer works in it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise ExportError(f"cannot lock {directory}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                pid = f" (pid {holder})" if holder.isdigit() else ""
+                raise ExportError(
+                    f"another export is writing to {directory}{pid}: wait for it to finish, or "
+                    "stop it (`ledger export --follow` holds its directory until it stops)"
+                ) from None
+            if self._current(fd):
+                break
+            os.close(fd)  # locked a file its holder removed on release: take the new one
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def _current(self, fd: int) -> bool:
+        """Is ``fd`` still the file at :attr:`path`?"""
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            if self._current(fd):
+                self.path.unlink()  # while still locked: a waiting opener re-checks
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:  # a writer dropped without close() still lets go
+        if getattr(self, "_fd", -1) >= 0:
+            self.release()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -435,6 +499,7 @@ class ExportWriter(_Files):
             except OSError as exc:
                 raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from exc
             self._created = missing
+        self._lock = _DirectoryLock(out)  # before the repair: it removes unlisted files
         manifest = read_manifest(out)
         if manifest is not None and manifest.prefix != topics.prefix:
             raise ExportError(
@@ -445,11 +510,22 @@ class ExportWriter(_Files):
         self.removed = self._repair()
         self.files_written = 0
 
+    def close(self) -> None:
+        """Let go of the directory (another writer may open it). Idempotent."""
+        self._lock.release()
+
+    def __enter__(self) -> ExportWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def discard(self) -> None:
         """Remove the directories this writer created, if nothing was written in them: a run
         that fails before it has exported anything (Kafka unreachable, the exporter refused)
         leaves no empty directory that readers would take for an export. Anything written
-        (files, a manifest) is kept for the next run to repair."""
+        (files, a manifest) is kept for the next run to repair. Closes the writer."""
+        self.close()
         for directory in self._created:  # deepest first: the export directory, then parents
             if not _remove_if_empty(directory, tree=directory == self.out):
                 break
@@ -1017,7 +1093,7 @@ def export(
     with ``if __name__ == "__main__"``."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    with _discarded_on_failure(writer):
+    with _discarded_on_failure(writer), writer:
         if helpers is None:
             helpers = min(_CORES, POOL_HELPERS) if _CORES > 1 else 0
         if helpers > 0 and codec is None:
@@ -1099,7 +1175,7 @@ def follow(
     When ``stop`` is set, the rows read so far are flushed and the function returns."""
     started = time.perf_counter()
     writer = ExportWriter(out, topics, codec=codec)
-    with _discarded_on_failure(writer):
+    with _discarded_on_failure(writer), writer:
         source = _Source(bootstrap, topics, security)
         sink = _Sink(writer, writer.next_offset)
         try:
@@ -1139,9 +1215,10 @@ def write_events(
     codec: Codec | None = None,
 ) -> ExportWriter:
     """Write ``(topic, event)`` pairs in the export format without Kafka (tests, benchmarks):
-    each topic's events get partition 0 and consecutive offsets after what the directory holds."""
-    writer = ExportWriter(out, topics, codec=codec)
-    for topic, event in events:
-        writer.add_event(topic, 0, writer.next_offset(topic, 0), event)
-    writer.flush()
+    each topic's events get partition 0 and consecutive offsets after what the directory holds.
+    The writer it returns is closed (its manifest and counts stay readable)."""
+    with ExportWriter(out, topics, codec=codec) as writer:
+        for topic, event in events:
+            writer.add_event(topic, 0, writer.next_offset(topic, 0), event)
+        writer.flush()
     return writer

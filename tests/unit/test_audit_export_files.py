@@ -4,6 +4,7 @@ re-adding is idempotent, and the audit wing keeps to its layer."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ledger.audit.export import MANIFEST, ExportWriter, read_manifest
+from ledger.audit.export import LOCK, MANIFEST, ExportWriter, read_manifest
 from ledger.core.events import CommandRejected
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
@@ -183,3 +184,60 @@ def test_a_manifest_that_is_not_json_is_one_export_error(tmp_path: Path, text: s
     (tmp_path / MANIFEST).write_text(text)
     with pytest.raises(ExportError, match=r"is not JSON|nested too deeply"):
         read_manifest(tmp_path)
+
+
+def test_one_writer_at_a_time_so_a_second_cannot_remove_the_firsts_files(
+    tmp_path: Path,
+) -> None:
+    # A writer writes its files, then lists them in the manifest. A second run opening the
+    # directory in between took those files for a killed run's leftovers and removed them,
+    # and the first then listed files that no longer existed: the export could not be read.
+    first = write(tmp_path, range(0, 5))
+    for n in range(5, 10):
+        first.add_event(TOPICS.command_results, 0, n, rejected(n))
+    written = first.write_files()  # on disk, not yet listed
+    with pytest.raises(ExportError) as refused:
+        ExportWriter(tmp_path, TOPICS)
+    assert str(refused.value) == (
+        f"another export is writing to {tmp_path} (pid {os.getpid()}): wait for it to finish, "
+        "or stop it (`ledger export --follow` holds its directory until it stops)"
+    )
+    assert all((tmp_path / f["path"]).is_file() for f in written)
+    first.commit(written, {(TOPICS.command_results, 0): 10})
+    assert rows(tmp_path) == 10
+    first.close()
+    assert not (tmp_path / LOCK).exists()  # held only while a writer works
+    with ExportWriter(tmp_path, TOPICS) as second:
+        assert second.removed == 0 and second.next_offset(TOPICS.command_results, 0) == 10
+    assert rows(tmp_path) == 10
+
+
+def test_a_writer_killed_holding_the_directory_leaves_no_stale_lock(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from ledger.audit.export import ExportWriter\n"
+            "from ledger.settings import TopicNames\n"
+            f"w = ExportWriter({str(tmp_path)!r}, TopicNames(prefix='f.'))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(ExportError, match=rf"\(pid {holder.pid}\)"):
+            ExportWriter(tmp_path, TOPICS)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # The kernel released its lock with the process; its lock file is taken over, not a block.
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
+        writer.flush()
+    assert rows(tmp_path) == 1 and not (tmp_path / LOCK).exists()

@@ -141,14 +141,18 @@ def test_a_failed_export_keeps_what_it_did_not_create(tmp_path: Path, export_dir
     assert {p: p.read_bytes() for p in export_dir.rglob("*") if p.is_file()} == before
 
 
-def test_the_cli_fails_in_one_line_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def unreachable_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's environment pointed at a Kafka that refuses at once, with no credentials."""
     monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LEDGER_BOOTSTRAP", UNREACHABLE)
     for name in [n for n in os.environ if n.startswith(("LEDGER_SASL", "LEDGER_SSL"))]:
         monkeypatch.delenv(name)
     monkeypatch.delenv("LEDGER_SECURITY_PROTOCOL", raising=False)
+
+
+@pytest.mark.usefixtures("unreachable_cli")
+def test_the_cli_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "x"
     done = CliRunner().invoke(cli, ["export", "--out", str(out)], catch_exceptions=False)
     assert done.exit_code == 7, done.output
@@ -157,3 +161,16 @@ def test_the_cli_fails_in_one_line_and_leaves_nothing(
     # So the audit commands say what is wrong: no export was made there.
     done = CliRunner().invoke(cli, ["audit", "sql", "SELECT 1", "--from", str(out)])
     assert done.exit_code == 9 and "does not exist" in done.stderr
+
+
+@pytest.mark.usefixtures("unreachable_cli")
+def test_the_cli_refuses_a_directory_another_export_is_writing_to(tmp_path: Path) -> None:
+    out = tmp_path / "x"
+    with exporting.ExportWriter(out, TopicNames()):  # e.g. a running `ledger export --follow`
+        done = CliRunner().invoke(cli, ["export", "--out", str(out)], catch_exceptions=False)
+    assert done.exit_code == 9, done.output
+    assert done.stderr == (
+        f"error: another export is writing to {out} (pid {os.getpid()}): wait for it to "
+        "finish, or stop it (`ledger export --follow` holds its directory until it stops) "
+        "[export_error]\n"
+    )
