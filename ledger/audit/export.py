@@ -28,6 +28,11 @@ How a run stays exact, whatever happens to it:
    removes the directories it created: it leaves no empty directory that readers would take
    for an export.
 
+5. Small files are merged as they gather (:meth:`ExportWriter.compact`): the merged file is
+   written like any other, one manifest rewrite lists it in place of its inputs, and the inputs
+   stay on disk (the manifest's ``retired`` list) for :data:`RETIRE_AFTER_S`, for readers that
+   listed them before. A merge cut short leaves an unlisted file, which the repair removes.
+
 Readers (:func:`ledger.audit.sql.connect`) read the files the manifest lists, so a reader never
 sees a file of a run that has not committed it.
 
@@ -77,6 +82,9 @@ __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_FLUSH_INTERVAL",
     "POOL_THRESHOLD",
+    "COMPACT_FANIN",
+    "COMPACT_MAX_ROWS",
+    "RETIRE_AFTER_S",
     "RDKAFKA_CONFIG",
     "ExportSummary",
     "Manifest",
@@ -97,6 +105,17 @@ narrows a lookup (a decision by id, a time window) to a few groups; at DuckDB's 
 122,880 rows a lookup by id over 10 M decisions decoded ~3.5 times more than it needed."""
 DEFAULT_FLUSH_INTERVAL: Final = 2.0
 """Seconds between flushes in ``--follow`` mode (when something new arrived)."""
+COMPACT_FANIN: Final = 16
+"""Files of one topic, partition, date and size tier that are merged into one when this many
+have gathered. A file's tier is its rows' order of magnitude in base 16 (under 16 rows, under
+256, under 4,096), so a row is rewritten at most three times, and a group keeps at most 15 files
+per tier beside the large ones."""
+COMPACT_MAX_ROWS: Final = 4_096
+"""Files of this many rows or more are never merged: their footer costs a reader little per row
+(~0.25 ms a file), and a one-shot export's files (a flush's rows per partition) are left as
+written. One merge reads fewer than 65,536 rows."""
+RETIRE_AFTER_S: Final = 600.0
+"""Seconds a file merged into another stays on disk, unlisted, for readers that listed it."""
 
 _DAY_US: Final = 86_400_000_000
 _CORES: Final = (
@@ -123,6 +142,10 @@ class Manifest:
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
     files: list[dict[str, Any]] = field(default_factory=list)
     updated_at: str | None = None
+    retired: list[dict[str, Any]] = field(default_factory=list)
+    """Files merged into others by compaction (``path``, ``at``: when, ISO 8601): no longer
+    read, removed once :data:`RETIRE_AFTER_S` has passed (a reader that listed them before the
+    merge may still be reading them)."""
 
     def next_offset(self, topic: str, partition: int) -> int:
         return self.offsets.get(topic, {}).get(partition, 0)
@@ -137,6 +160,7 @@ class Manifest:
                 for topic, parts in self.offsets.items()
             },
             "files": self.files,
+            "retired": self.retired,
         }
 
     @classmethod
@@ -155,6 +179,7 @@ class Manifest:
                 },
                 files=[dict(f) for f in raw["files"]],
                 updated_at=raw.get("updated_at"),
+                retired=[dict(f) for f in raw.get("retired", ())],
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{where} is not a ledger export manifest ({exc})") from exc
@@ -292,6 +317,7 @@ class ExportSummary:
     files_written: int
     duration_s: float
     removed: int = 0
+    compacted: int = 0
 
     @property
     def total(self) -> int:
@@ -304,6 +330,7 @@ class ExportSummary:
             "total_records": self.total,
             "files_written": self.files_written,
             "removed_leftovers": self.removed,
+            "files_compacted": self.compacted,
             "duration_s": round(self.duration_s, 3),
             "records_per_s": round(self.total / self.duration_s) if self.duration_s > 0 else None,
         }
@@ -327,6 +354,34 @@ def row_date(row: tuple[Any, ...], occurred: int) -> str:
     if found is None:
         found = _DATES[day] = _date(micros)
     return found
+
+
+def _settle(
+    out: Path,
+    tmp: Path,
+    path: Path,
+    key: tuple[str, int, str],
+    span: tuple[int, int],
+    rows: int,
+) -> dict[str, Any]:
+    """Make the data file written at ``tmp`` durable under its name ``path`` (in ``out``);
+    returns its manifest entry (``key``: topic, partition, date; ``span``: first and last
+    offset)."""
+    with open(tmp, "rb+") as done:
+        os.fsync(done.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    topic, partition, date = key
+    first, last = span
+    return {
+        "path": path.relative_to(out).as_posix(),
+        "topic": topic,
+        "partition": partition,
+        "date": date,
+        "first_offset": first,
+        "last_offset": last,
+        "rows": rows,
+    }
 
 
 class _Files:
@@ -455,19 +510,7 @@ class _Files:
             row_group_size=ROW_GROUP_ROWS,
             write_statistics=True,
         )
-        with open(tmp, "rb+") as done:
-            os.fsync(done.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-        return {
-            "path": path.relative_to(self.out).as_posix(),
-            "topic": topic,
-            "partition": partition,
-            "date": date,
-            "first_offset": first,
-            "last_offset": last,
-            "rows": table.num_rows,
-        }
+        return _settle(self.out, tmp, path, (topic, partition, date), (first, last), table.num_rows)
 
 
 class ExportWriter(_Files):
@@ -509,6 +552,8 @@ class ExportWriter(_Files):
         self.manifest = manifest or Manifest(prefix=topics.prefix)
         self.removed = self._repair()
         self.files_written = 0
+        self.files_compacted = 0
+        self.retire_after = RETIRE_AFTER_S
 
     def close(self) -> None:
         """Let go of the directory (another writer may open it). Idempotent."""
@@ -536,6 +581,7 @@ class ExportWriter(_Files):
     def _repair(self) -> int:
         """Remove what a killed run left beyond the manifest (temporary and unlisted files)."""
         listed = {f["path"] for f in self.manifest.files}
+        listed.update(f["path"] for f in self.manifest.retired)  # removed when their time comes
         removed = 0
         for topic_dir in self.out.glob("topic=*"):
             if not topic_dir.is_dir():
@@ -570,29 +616,151 @@ class ExportWriter(_Files):
     # ----------------------------------------------------------------------- files out
 
     def flush(self) -> int:
-        """Write the buffered rows, then the manifest. Returns the number of files written."""
+        """Write the buffered rows, then the manifest, then merge small files if enough have
+        gathered (:meth:`compact`). Returns the number of files written."""
         if not self._spans and not self._pending and (self.out / MANIFEST).exists():
+            self.compact()  # a run with nothing new still tidies what earlier ones left
             return 0  # nothing new; a first run writes its (empty) manifest: an empty export
         written = self.write_files()
         offsets = dict(self._pending)
         self._pending.clear()
         self.commit(written, offsets)
+        self.compact()
         return len(written)
 
-    def commit(self, files: list[dict[str, Any]], offsets: dict[tuple[str, int], int]) -> None:
+    def commit(
+        self,
+        files: list[dict[str, Any]],
+        offsets: dict[tuple[str, int], int],
+        *,
+        merged: Iterable[str] = (),
+    ) -> None:
         """List ``files`` (complete on disk) in the manifest and move the partitions' next
-        offsets to ``offsets``, in one atomic rewrite of the manifest."""
+        offsets to ``offsets``, in one atomic rewrite of the manifest. The files at ``merged``
+        (now inside ``files``) move to the retired list; retired files whose time has come are
+        dropped from it, and removed once the manifest no longer names them."""
         listed = {f["path"] for f in files}
-        self.manifest.files = [f for f in self.manifest.files if f["path"] not in listed]
+        gone = set(merged)
+        now = datetime.now(UTC)
+        at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.manifest.files = [
+            f for f in self.manifest.files if f["path"] not in listed and f["path"] not in gone
+        ]
         self.manifest.files.extend(files)
         for (topic, partition), offset in offsets.items():
             self.manifest.offsets.setdefault(topic, {})[partition] = offset
-        self.manifest.updated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        due = (now - timedelta(seconds=self.retire_after)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        expired = [f["path"] for f in self.manifest.retired if str(f["at"]) <= due]
+        self.manifest.retired = [f for f in self.manifest.retired if str(f["at"]) > due]
+        self.manifest.retired.extend({"path": path, "at": at} for path in sorted(gone))
+        self.manifest.updated_at = at
         _atomic_write(
             self.out / MANIFEST,
             json.dumps(self.manifest.to_json(), indent=1, sort_keys=False).encode("utf-8"),
         )
-        self.files_written += len(files)
+        if not gone:  # merged files are counted as compacted (compact), not as exported
+            self.files_written += len(files)
+        for path in expired:  # unnamed now: a crash before this leaves them to the repair
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / path).unlink()
+
+    # ----------------------------------------------------------------------- compaction
+
+    def compact(self) -> int:
+        """Merge the small files that have gathered (see :data:`COMPACT_FANIN`): a long
+        ``--follow`` writes a few files per partition every few seconds, and every reader pays
+        per file (each query reads every footer). Each merged file is written like any other
+        (temporary name, fsync, rename), then one manifest rewrite lists it in place of its
+        inputs, which are removed :data:`RETIRE_AFTER_S` later. Returns the files merged away."""
+        groups: dict[tuple[str, int, str, int], list[dict[str, Any]]] = {}
+        for entry in self.manifest.files:
+            rows = int(entry["rows"])
+            if rows < COMPACT_MAX_ROWS:
+                key = (str(entry["topic"]), int(entry["partition"]), str(entry["date"]))
+                groups.setdefault((*key, _tier(rows)), []).append(entry)
+        ready = [g for g in groups.values() if len(g) >= COMPACT_FANIN]
+        expired = self._expired()
+        if not ready:
+            if expired:
+                self.commit([], {})  # only to let retired files go
+            return 0
+        made = []
+        for group in ready:
+            group.sort(key=lambda e: int(e["first_offset"]))
+            made.append(self._merge(group))
+        merged = [str(e["path"]) for group in ready for e in group]
+        self.commit(made, {}, merged=merged)
+        self.files_compacted += len(merged)
+        return len(merged)
+
+    def _expired(self) -> bool:
+        due = datetime.now(UTC) - timedelta(seconds=self.retire_after)
+        stamp = due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return any(str(f["at"]) <= stamp for f in self.manifest.retired)
+
+    def _merge(self, group: list[dict[str, Any]]) -> dict[str, Any]:
+        """Write the rows of ``group`` (one topic, partition and date, in offset order) to one
+        file, durably, reading a row group at a time; returns its manifest entry."""
+        head = group[0]
+        topic, partition, date = str(head["topic"]), int(head["partition"]), str(head["date"])
+        first = int(head["first_offset"])
+        last = max(int(e["last_offset"]) for e in group)
+        directory = self.out / f"topic={topic}" / f"date={date}"
+        name = f"{topic}+{partition}+{first}~{last}.parquet"  # never an exported file's name
+        path, tmp = directory / name, directory / f".{name}.tmp-{os.getpid()}"
+        schema = self.formats[topic].schema
+        rows = 0
+        with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as out:
+            pending: list[pa.Table] = []
+            held = 0
+            for entry in group:
+                source = pq.ParquetFile(self.out / str(entry["path"]))
+                try:
+                    for i in range(source.num_row_groups):
+                        table = _conform(source.read_row_group(i), schema)
+                        pending.append(table)
+                        held += table.num_rows
+                        rows += table.num_rows
+                        if held >= ROW_GROUP_ROWS:
+                            pending, held = _write_groups(out, pending, final=False)
+                finally:
+                    source.close()
+            _write_groups(out, pending, final=True)
+        return _settle(self.out, tmp, path, (topic, partition, date), (first, last), rows)
+
+
+def _tier(rows: int) -> int:
+    """A file's size tier: its rows' order of magnitude in base 16."""
+    return (max(rows, 1).bit_length() - 1) // 4
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: a file written before a column was added
+    gets it as NULLs, as a reader matching columns by name would see it."""
+    if table.schema.equals(schema):
+        return table
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_groups(
+    out: pq.ParquetWriter, tables: list[pa.Table], *, final: bool
+) -> tuple[list[pa.Table], int]:
+    """Write whole row groups of :data:`ROW_GROUP_ROWS` from ``tables`` (and, when ``final``,
+    the rest); returns what is held back and its row count."""
+    if not tables:
+        return [], 0
+    table = pa.concat_tables(tables)
+    whole = table.num_rows if final else table.num_rows - table.num_rows % ROW_GROUP_ROWS
+    if whole:
+        out.write_table(table.slice(0, whole), row_group_size=ROW_GROUP_ROWS)
+    rest = table.slice(whole)
+    return ([rest] if rest.num_rows else []), rest.num_rows
 
 
 # --------------------------------------------------------------------------- from Kafka
@@ -1204,6 +1372,7 @@ def _summary(writer: ExportWriter, started: float) -> ExportSummary:
         files_written=writer.files_written,
         duration_s=time.perf_counter() - started,
         removed=writer.removed,
+        compacted=writer.files_compacted,
     )
 
 

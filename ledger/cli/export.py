@@ -64,8 +64,10 @@ def export_cmd(
 
     Layout: DIR/topic=<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first offset>.parquet and
     DIR/_manifest.json. Incremental and idempotent: a re-run adds exactly what is new, and a run
-    that was killed is repaired by the next one. A progress bar shows on a terminal; --json
-    prints one summary (records per topic, files written, duration) and nothing else.
+    that was killed is repaired by the next one. Small files are merged as 16 of a size gather
+    (<first>~<last offset>.parquet). One run per DIR at a time. A progress bar shows on a
+    terminal; --json prints one summary (records per topic, files written and merged, duration)
+    and nothing else.
     """
     from ledger.audit.export import export  # pyarrow, when asked for
     from ledger.audit.export import follow as follow_export
@@ -122,7 +124,9 @@ def export_cmd(
     per_topic = ", ".join(f"{t}: {n:,}" for t, n in summary.records.items() if n)
     click.echo(
         f"exported {summary.total:,} new records to {directory} in {summary.duration_s:.1f} s "
-        f"({summary.files_written} files){': ' + per_topic if per_topic else ''}"
+        f"({summary.files_written} files"
+        f"{f', {summary.compacted} small files merged' if summary.compacted else ''})"
+        f"{': ' + per_topic if per_topic else ''}"
     )
 
 

@@ -258,8 +258,10 @@ def test_an_export_killed_mid_run_is_repaired_by_the_next(
     summary = run_export(kafka, ledger_topics, out)
     assert summary["records"][ledger_topics.decisions] == total - rows_before
     assert counted(out, ledger_topics.decisions) == (total, total)
-    # Nothing is left beside the listed files: no temporary file, no unlisted data file.
-    listed = {f["path"] for f in json.loads((out / "_manifest.json").read_text())["files"]}
+    # Nothing is left beside the listed files (and those merged into others minutes ago, kept
+    # for readers that listed them): no temporary file, no unlisted data file.
+    manifest = json.loads((out / "_manifest.json").read_text())
+    listed = {f["path"] for f in manifest["files"] + manifest["retired"]}
     on_disk = {
         p.relative_to(out).as_posix()
         for p in out.rglob("*")
@@ -358,7 +360,7 @@ def test_an_export_by_helpers_writes_exactly_what_one_process_writes(
         assert _exported(tmp_path / "one", topic).equals(_exported(tmp_path / "two", topic))
     manifests = [json.loads((tmp_path / d / "_manifest.json").read_text()) for d in ("one", "two")]
     assert manifests[0]["offsets"] == manifests[1]["offsets"]
-    listed = {f["path"] for f in manifests[1]["files"]}
+    listed = {f["path"] for f in manifests[1]["files"] + manifests[1]["retired"]}
     on_disk = {
         p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*.parquet")
     }

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
-from ledger.audit.export import LOCK, MANIFEST, ExportWriter, read_manifest
+from ledger.audit.export import LOCK, MANIFEST, ExportWriter, _conform, read_manifest
 from ledger.core.events import CommandRejected
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
@@ -241,3 +243,97 @@ def test_a_writer_killed_holding_the_directory_leaves_no_stale_lock(tmp_path: Pa
         writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
         writer.flush()
     assert rows(tmp_path) == 1 and not (tmp_path / LOCK).exists()
+
+
+# --------------------------------------------------------------------------- compaction
+
+
+def flushes(writer: ExportWriter, sizes: list[int], start: int = 0) -> int:
+    """Flush ``sizes`` rows at a time (one file each: one topic, partition and date)."""
+    n = start
+    for size in sizes:
+        for _ in range(size):
+            writer.add_event(TOPICS.command_results, 0, n, rejected(0))
+            n += 1
+        writer.flush()
+    return n
+
+
+def offsets_read(out: Path) -> list[int]:
+    manifest = read_manifest(out)
+    assert manifest is not None
+    con = duckdb.connect()
+    try:
+        found = con.execute(
+            'SELECT list("offset" ORDER BY "offset") FROM read_parquet(?)',
+            [[str(out / f["path"]) for f in manifest.files]],
+        ).fetchone()
+    finally:
+        con.close()
+    return list(found[0]) if found else []
+
+
+def test_small_files_are_merged_as_they_gather_and_nothing_is_lost(tmp_path: Path) -> None:
+    # A long --follow writes a file per partition per flush: thousands a day, and every query
+    # reads every footer. Sixteen files of one size tier become one.
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        n = flushes(writer, [1] * 15)
+        assert writer.files_compacted == 0 and len(writer.manifest.files) == 15
+        n = flushes(writer, [2], start=n)  # the sixteenth file under 16 rows
+        manifest = read_manifest(tmp_path)
+        assert manifest is not None and writer.files_compacted == 16
+        [merged] = manifest.files
+        assert merged["path"].endswith(f"{TOPICS.command_results}+0+0~16.parquet")
+        assert (merged["first_offset"], merged["last_offset"], merged["rows"]) == (0, 16, 17)
+        # The inputs are unlisted at once, and stay on disk for readers that listed them.
+        assert len(manifest.retired) == 16
+        assert all((tmp_path / f["path"]).is_file() for f in manifest.retired)
+        assert offsets_read(tmp_path) == list(range(17))
+        # Tiers: sixteen files of 16-255 rows merge; the one of 17 rows counts among them.
+        n = flushes(writer, [20] * 15, start=n)
+        assert len(writer.manifest.files) == 1 and writer.manifest.files[0]["rows"] == 317
+        assert offsets_read(tmp_path) == list(range(n))
+        # A run's summary says so.
+        assert writer.files_compacted == 32 and writer.files_written == 31
+    # The next writer keeps the retired files (not leftovers) until their time has come.
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        assert writer.removed == 0
+        writer.retire_after = 0
+        flushes(writer, [1], start=n)
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and manifest.retired == []
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")}
+    assert on_disk == {f["path"] for f in manifest.files}
+    assert offsets_read(tmp_path) == list(range(n + 1))
+
+
+def test_a_merge_cut_short_is_undone_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        n = flushes(writer, [1] * 15)
+        real = ExportWriter.commit
+
+        def crash(self: ExportWriter, files: Any, offsets: Any, **kw: Any) -> None:
+            if kw.get("merged"):
+                raise OSError("killed")  # the merged file is on disk, the manifest unchanged
+            real(self, files, offsets, **kw)
+
+        monkeypatch.setattr(ExportWriter, "commit", crash)
+        with pytest.raises(OSError, match="killed"):
+            flushes(writer, [1], start=n)
+        monkeypatch.undo()
+    assert len(list(tmp_path.rglob("*~*.parquet"))) == 1
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        assert writer.removed == 1  # the unlisted merged file
+        assert offsets_read(tmp_path) == list(range(16))
+        writer.compact()  # the same sixteen files, merged again
+        assert len(writer.manifest.files) == 1
+    assert offsets_read(tmp_path) == list(range(16))
+
+
+def test_files_written_before_a_column_was_added_merge_with_nulls_there() -> None:
+    schema = pa.schema([("a", pa.int64()), ("b", pa.string())])
+    older = pa.table({"a": [1, 2]})
+    assert _conform(older, schema).to_pydict() == {"a": [1, 2], "b": [None, None]}
+    assert _conform(pa.table({"a": [1], "b": ["x"]}), schema).schema.equals(schema)
