@@ -119,14 +119,17 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
             f"cannot read the {role} credential {path}: {exc}; `ledger up` writes it again"
         ) from None
     try:
-        return KafkaSecurity(
-            protocol=data.get("security_protocol", "PLAINTEXT"),
-            sasl_mechanism=data.get("sasl_mechanism"),
-            username=data.get("sasl_plain_username"),
-            password=data.get("sasl_plain_password"),
-            ssl_cafile=Path(data["ssl_cafile"]) if data.get("ssl_cafile") else None,
-            ssl_certfile=Path(data["ssl_certfile"]) if data.get("ssl_certfile") else None,
-            ssl_keyfile=Path(data["ssl_keyfile"]) if data.get("ssl_keyfile") else None,
+        # Read as the variables are: without a protocol, it follows from the settings given.
+        return KafkaSecurity.inferred(
+            {
+                "protocol": data.get("security_protocol"),
+                "sasl_mechanism": data.get("sasl_mechanism"),
+                "username": data.get("sasl_plain_username"),
+                "password": data.get("sasl_plain_password"),
+                "ssl_cafile": data.get("ssl_cafile"),
+                "ssl_certfile": data.get("ssl_certfile"),
+                "ssl_keyfile": data.get("ssl_keyfile"),
+            }
         )
     except (AttributeError, TypeError) as exc:
         raise UsageError(f"the {role} credential {path} is not an object: {exc}") from None

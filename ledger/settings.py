@@ -217,21 +217,32 @@ class KafkaSecurity:
         values = {name: env.get(var) or None for name, var in SECURITY_ENV.items()}
         if not any(values.values()):
             return None
-        # Unset, the protocol follows from what is set: SASL for any SASL variable, TLS for any
-        # TLS one (never PLAINTEXT beside a setting it would ignore).
-        sasl = any(values[k] for k in ("sasl_mechanism", "username", "password"))
-        tls = any(values[k] for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"))
-        protocol = values.pop("protocol") or (
+        return cls.inferred(values)
+
+    @classmethod
+    def inferred(cls, values: Mapping[str, str | None]) -> KafkaSecurity:
+        """The security these settings (keyed by field name; ``None``: not given) describe.
+        Without a protocol, it follows from what is given: SASL for any SASL setting, TLS for
+        any TLS one (never PLAINTEXT beside a setting it would ignore); SASL's mechanism
+        defaults to SCRAM-SHA-512. The variables and a credential file both read this way."""
+        sasl = any(values.get(k) for k in ("sasl_mechanism", "username", "password"))
+        tls = any(values.get(k) for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"))
+        protocol = values.get("protocol") or (
             ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl else ("SSL" if tls else "PLAINTEXT")
         )
-        if protocol.startswith("SASL_") and not values["sasl_mechanism"]:
-            values["sasl_mechanism"] = "SCRAM-SHA-512"
-        paths = {k: Path(v) if v else None for k, v in values.items() if k.startswith("ssl_")}
+        mechanism = values.get("sasl_mechanism")
+        if protocol.startswith("SASL_") and not mechanism:
+            mechanism = "SCRAM-SHA-512"
+        paths = {
+            k: Path(v) if v else None
+            for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+            for v in (values.get(k),)
+        }
         return cls(
             protocol=protocol,  # type: ignore[arg-type]  # checked in __post_init__
-            sasl_mechanism=values["sasl_mechanism"],
-            username=values["username"],
-            password=values["password"],
+            sasl_mechanism=mechanism,
+            username=values.get("username"),
+            password=values.get("password"),
             **paths,
         )
 

@@ -205,6 +205,28 @@ def test_a_garbled_credential_file_is_one_line_not_an_anonymous_connection(tmp_p
         resolve_security(Settings(home=tmp_path), "agent")
 
 
+def test_a_credential_file_reads_like_the_variables(tmp_path: Path) -> None:
+    # A hand-written file with a username and a password but no security_protocol was read
+    # as PLAINTEXT and refused with advice about $LEDGER_SECURITY_PROTOCOL; the variables
+    # infer the protocol from what is set, and so does the file now.
+    directory = tmp_path / "given"
+    given = Settings(home=tmp_path, credentials_dir=directory)
+    write_private(
+        directory / "agent.json",
+        json.dumps({"sasl_plain_username": "agent", "sasl_plain_password": "pw"}),
+    )
+    assert resolve_security(given, "agent") == KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="agent", password="pw"
+    )
+    # What the protocol would ignore is still refused, naming the file.
+    write_private(
+        directory / "agent.json",
+        json.dumps({"security_protocol": "PLAINTEXT", "sasl_plain_username": "agent"}),
+    )
+    with pytest.raises(UsageError, match=r"the agent credential .*agent\.json: PLAINTEXT does not"):
+        resolve_security(given, "agent")
+
+
 # --------------------------------------------------------------------------- private files
 
 
