@@ -318,6 +318,8 @@ class ExportSummary:
     duration_s: float
     removed: int = 0
     compacted: int = 0
+    problems: tuple[str, ...] = ()
+    """Housekeeping that could not be done (a merge of small files), the export itself done."""
 
     @property
     def total(self) -> int:
@@ -331,6 +333,7 @@ class ExportSummary:
             "files_written": self.files_written,
             "removed_leftovers": self.removed,
             "files_compacted": self.compacted,
+            "problems": list(self.problems),
             "duration_s": round(self.duration_s, 3),
             "records_per_s": round(self.total / self.duration_s) if self.duration_s > 0 else None,
         }
@@ -553,6 +556,8 @@ class ExportWriter(_Files):
         self.removed = self._repair()
         self.files_written = 0
         self.files_compacted = 0
+        self.compaction_problems: list[str] = []
+        self._unmergeable: set[str] = set()
         self.retire_after = RETIRE_AFTER_S
 
     def close(self) -> None:
@@ -675,7 +680,7 @@ class ExportWriter(_Files):
         groups: dict[tuple[str, int, str, int], list[dict[str, Any]]] = {}
         for entry in self.manifest.files:
             rows = int(entry["rows"])
-            if rows < COMPACT_MAX_ROWS:
+            if rows < COMPACT_MAX_ROWS and entry["path"] not in self._unmergeable:
                 key = (str(entry["topic"]), int(entry["partition"]), str(entry["date"]))
                 groups.setdefault((*key, _tier(rows)), []).append(entry)
         ready = [g for g in groups.values() if len(g) >= COMPACT_FANIN]
@@ -684,11 +689,24 @@ class ExportWriter(_Files):
             if expired:
                 self.commit([], {})  # only to let retired files go
             return 0
-        made = []
+        made: list[dict[str, Any]] = []
+        merged: list[str] = []
         for group in ready:
             group.sort(key=lambda e: int(e["first_offset"]))
-            made.append(self._merge(group))
-        merged = [str(e["path"]) for group in ready for e in group]
+            try:
+                made.append(self._merge(group))
+            except (OSError, pa.ArrowException) as exc:
+                # Housekeeping must not stop the export (a listed file gone or damaged is for
+                # `ledger audit verify` to report): this group stays as it is in this run.
+                self._unmergeable.update(str(e["path"]) for e in group)
+                self.compaction_problems.append(
+                    f"could not merge {len(group)} files of {group[0]['topic']} partition "
+                    f"{group[0]['partition']} on {group[0]['date']}: {exc}"
+                )
+                continue
+            merged.extend(str(e["path"]) for e in group)
+        if not made:
+            return 0
         self.commit(made, {}, merged=merged)
         self.files_compacted += len(merged)
         return len(merged)
@@ -710,22 +728,26 @@ class ExportWriter(_Files):
         path, tmp = directory / name, directory / f".{name}.tmp-{os.getpid()}"
         schema = self.formats[topic].schema
         rows = 0
-        with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as out:
-            pending: list[pa.Table] = []
-            held = 0
-            for entry in group:
-                source = pq.ParquetFile(self.out / str(entry["path"]))
-                try:
-                    for i in range(source.num_row_groups):
-                        table = _conform(source.read_row_group(i), schema)
-                        pending.append(table)
-                        held += table.num_rows
-                        rows += table.num_rows
-                        if held >= ROW_GROUP_ROWS:
-                            pending, held = _write_groups(out, pending, final=False)
-                finally:
-                    source.close()
-            _write_groups(out, pending, final=True)
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as out:
+                pending: list[pa.Table] = []
+                held = 0
+                for entry in group:
+                    source = pq.ParquetFile(self.out / str(entry["path"]))
+                    try:
+                        for i in range(source.num_row_groups):
+                            table = _conform(source.read_row_group(i), schema)
+                            pending.append(table)
+                            held += table.num_rows
+                            rows += table.num_rows
+                            if held >= ROW_GROUP_ROWS:
+                                pending, held = _write_groups(out, pending, final=False)
+                    finally:
+                        source.close()
+                _write_groups(out, pending, final=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return _settle(self.out, tmp, path, (topic, partition, date), (first, last), rows)
 
 
@@ -1373,6 +1395,7 @@ def _summary(writer: ExportWriter, started: float) -> ExportSummary:
         duration_s=time.perf_counter() - started,
         removed=writer.removed,
         compacted=writer.files_compacted,
+        problems=tuple(writer.compaction_problems),
     )
 
 

@@ -121,6 +121,8 @@ def export_cmd(
     if as_json:
         print_json(summary.to_json())
         return
+    for problem in summary.problems:
+        err_console.print(f"warning: {problem}", markup=False)
     per_topic = ", ".join(f"{t}: {n:,}" for t, n in summary.records.items() if n)
     click.echo(
         f"exported {summary.total:,} new records to {directory} in {summary.duration_s:.1f} s "

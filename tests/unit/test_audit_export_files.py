@@ -337,3 +337,21 @@ def test_files_written_before_a_column_was_added_merge_with_nulls_there() -> Non
     older = pa.table({"a": [1, 2]})
     assert _conform(older, schema).to_pydict() == {"a": [1, 2], "b": [None, None]}
     assert _conform(pa.table({"a": [1], "b": ["x"]}), schema).schema.equals(schema)
+
+
+def test_a_file_that_cannot_be_merged_leaves_its_group_and_the_export_going(
+    tmp_path: Path,
+) -> None:
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        n = flushes(writer, [1] * 15)
+        (tmp_path / writer.manifest.files[3]["path"]).write_bytes(b"not parquet")  # damaged
+        n = flushes(writer, [1], start=n)  # the export goes on; its group stays unmerged
+        assert writer.files_compacted == 0 and len(writer.manifest.files) == 16
+        assert (
+            writer.compaction_problems
+            and "could not merge 16 files" in (writer.compaction_problems[0])
+        )
+        assert not list(tmp_path.rglob(".*.tmp-*"))
+        n = flushes(writer, [1], start=n)  # not tried again by this run
+        assert len(writer.compaction_problems) == 1
+    assert read_manifest(tmp_path) is not None
