@@ -38,6 +38,11 @@ class Limits:
     proposals: a version recorded before this limit existed still loads
     (:func:`ledger.core.state.load_document`)."""
     regex_chars: int = 1_024
+    policy_governs: int = 256
+    """Entries of one policy's ``governs`` list. Each is a pattern that every evaluator matches
+    actions against, re-indexed at each governance change: 36,000 short globs (in a document
+    within ``policy_document_bytes``) took 9 s to validate and stalled evaluators ~1 s per
+    change. Enforced on proposals: a version recorded before this limit existed still loads."""
 
     # Facts and context of one request.
     facts_bytes: int = 256 * 1024

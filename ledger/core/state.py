@@ -89,7 +89,9 @@ _MEMO_LIMIT: Final = 8192  # bound on cached per-action lookups: request actions
 # later is enforced where documents are proposed, never on the recorded history (replaying a
 # ledger must not turn its active policies into errors). policy_condition_chars came later.
 _STORED_LIMITS: Final = replace(
-    DEFAULT_LIMITS, policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes
+    DEFAULT_LIMITS,
+    policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes,
+    policy_governs=DEFAULT_LIMITS.policy_document_bytes,
 )
 
 
@@ -882,10 +884,17 @@ def _governance_index(
                 globs.append((-len(pattern), pattern, name))
             else:
                 exact.setdefault(pattern, name)  # names are visited in order: lowest name wins
-    ordered = tuple((re.compile(fnmatch.translate(p)), name) for _, p, name in sorted(globs))
+    ordered = tuple((_glob(p), name) for _, p, name in sorted(globs))
     index = (exact, ordered)
     state.memo["governance"] = index
     return index
+
+
+@functools.lru_cache(maxsize=4_096)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A ``governs`` glob, compiled once per process: the index is rebuilt at every governance
+    change, and recompiling every glob each time stalled evaluators."""
+    return re.compile(fnmatch.translate(pattern))
 
 
 def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:

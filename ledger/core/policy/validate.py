@@ -569,10 +569,20 @@ def build(
     if "governs" in data:
         if not isinstance(raw_governs, list) or not raw_governs:
             v.add("governs must be a non-empty list of action names (globs allowed)", ("governs",))
+        elif len(raw_governs) > v.limits.policy_governs:
+            # Before any entry is checked: each becomes a pattern every evaluator matches.
+            v.add(
+                f"governs lists {len(raw_governs):,} actions; at most "
+                f"{v.limits.policy_governs:,} are accepted in one policy (limit policy_governs): "
+                "use globs (refund.*), or govern some of the actions with a second policy",
+                ("governs",),
+            )
         else:
+            seen: set[str] = set()
             for i, action in enumerate(raw_governs):
                 a = v.string(action, ("governs", i), pattern=_ACTION_RE, what="action name")
-                if a is not None and a not in governs:
+                if a is not None and a not in seen:
+                    seen.add(a)
                     governs.append(a)
 
     facts: dict[str, FactSpec] = {}

@@ -175,6 +175,40 @@ def test_a_proposal_over_the_policy_condition_limit_is_an_invalid_policy() -> No
     assert "limit policy_condition_chars" in outcome.message
 
 
+def governing(n: int) -> str:
+    globs = ", ".join(f"a{i}.*" for i in range(n))
+    return f"policy: p\ngoverns: [{globs}]\nowner: o\ndefault: {{effect: allow}}\n"
+
+
+def test_a_policys_governs_list_is_bounded_before_its_entries_are_checked() -> None:
+    # 36,000 short globs (180 KB of YAML, 252 KB stored: within policy_document_bytes) took
+    # 9.4 s to validate (a list scanned per entry), 19 s in the command processor, and each
+    # governance change after it cost every evaluator ~1 s re-compiling the globs.
+    started = time.perf_counter()
+    with pytest.raises(PolicyError) as info:
+        parse_policy(governing(25_000))
+    assert time.perf_counter() - started < 5  # generous: ~1 s reading the YAML, then refused
+    (problem,) = info.value.problems
+    assert problem.message == (
+        "governs lists 25,000 actions; at most 256 are accepted in one policy (limit "
+        "policy_governs): use globs (refund.*), or govern some of the actions with a second "
+        "policy"
+    )
+    assert len(parse_policy(governing(256)).governs) == 256
+    # Repeats count towards the limit but are kept once.
+    assert parse_policy(governing(1).replace("[a0.*]", "[a0.*, a0.*, b]")).governs == (
+        "a0.*",
+        "b",
+    )
+    # A version recorded before the limit existed still loads.
+    from ledger.core.state import load_document
+
+    relaxed = replace(DEFAULT_LIMITS, policy_governs=1_000)
+    stored = parse_policy(governing(300), limits=relaxed).canonical
+    loaded = load_document(stored)
+    assert loaded is not None and len(loaded.governs) == 300
+
+
 # ----------------------------------------------------------------------------- the budget
 
 
