@@ -864,30 +864,35 @@ class _GrantChanges(MutableMapping[str, Grant | GrantIssued]):
 # ----------------------------------------------------------------------------------- look-ups
 
 
-def _governance_index(
-    state: LedgerState,
-) -> tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]:
+_Index = tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]
+"""Exact ``governs`` entries to policy names, then the globs in the order they are tried."""
+
+
+def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
+    """The index of policies with a version that decides (active or canary), and that of
+    policies with shadow versions only, which observe but never decide."""
     cached = state.memo.get("governance")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    exact: dict[str, str] = {}
-    globs: list[tuple[int, str, str]] = []
+    exact: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    globs: tuple[list[tuple[int, str, str]], list[tuple[int, str, str]]] = ([], [])
     for name in sorted(state.policies):
         record = state.policies[name]
         if record.retired:
             continue
+        tier = 0 if record.active is not None or record.canary is not None else 1
         patterns: set[str] = set()
         for v in record.deployed():
             patterns.update(record.versions[v].governs)
         for pattern in sorted(patterns):
             if any(ch in pattern for ch in "*?["):
-                globs.append((-len(pattern), pattern, name))
+                globs[tier].append((-len(pattern), pattern, name))
             else:
-                exact.setdefault(pattern, name)  # names are visited in order: lowest name wins
-    ordered = tuple((_glob(p), name) for _, p, name in sorted(globs))
-    index = (exact, ordered)
-    state.memo["governance"] = index
-    return index
+                exact[tier].setdefault(pattern, name)  # names are visited in order: lowest wins
+    deciding: _Index = (exact[0], tuple((_glob(p), n) for _, p, n in sorted(globs[0])))
+    observing: _Index = (exact[1], tuple((_glob(p), n) for _, p, n in sorted(globs[1])))
+    state.memo["governance"] = (deciding, observing)
+    return deciding, observing
 
 
 @functools.lru_cache(maxsize=4_096)
@@ -897,17 +902,27 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(fnmatch.translate(pattern))
 
 
+def _lookup(index: _Index, action: str) -> str | None:
+    exact, globs = index
+    name = exact.get(action)
+    if name is None:
+        name = next((n for rx, n in globs if rx.match(action)), None)
+    return name
+
+
 def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
     """The policy that governs ``action``: an exact ``governs`` entry first, else the longest
-    matching glob (ties by policy name). Only policies with a deployed version count."""
-    exact, globs = _governance_index(state)
-    name = exact.get(action)
-    if name is None and globs:
+    matching glob (ties by policy name). Only policies with a deployed version count, and one
+    whose versions are all shadows only when no policy with an active or canary version
+    governs the action: a shadow observes, it never takes another policy's action over."""
+    deciding, observing = _governance_index(state)
+    name = deciding[0].get(action)
+    if name is None:
         key = ("action", action)
         if key in state.memo:
             name = state.memo[key]
         else:
-            name = next((n for rx, n in globs if rx.match(action)), None)
+            name = _lookup(deciding, action) or _lookup(observing, action)
             if len(state.memo) < _MEMO_LIMIT:
                 state.memo[key] = name
     return state.policies[name] if name is not None else None

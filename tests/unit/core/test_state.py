@@ -1189,3 +1189,54 @@ def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, lis
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
     monkeypatch.setattr(governance, "topic_partitions_async", partitions)
     return codec, topics, log
+
+
+def test_a_shadow_only_policy_never_takes_over_an_action_another_policy_decides() -> None:
+    # Another team's policy, proposed and promoted to shadow (no approval needed) with
+    # `governs: [refund.issue]` and a lower name, took refund.issue over: every refund was
+    # `deny` / `ungoverned_action` and the refund policy no longer ran. A shadow observes.
+    from ledger.testing import LocalLedger
+
+    refund = (
+        "policy: refund\ngoverns: [refund.issue]\nowner: payments\n"
+        "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+    )
+    experiment = (
+        "policy: aaa-experiment\ngoverns: [refund.issue, email.send]\nowner: someone-else\n"
+        "rules: []\ndefault: {effect: deny}\n"
+    )
+    led = LocalLedger()
+
+    def ask(action: str) -> Any:
+        request = EvaluationRequested(
+            event_id=str(uuid.uuid4()),
+            occurred_at=T0,
+            actor="agent:a",
+            action=action,
+            principal="agent:a",
+            resource="account:1",
+        )
+        return evaluate(led.state, request, now=T0, evaluator_id="t")
+
+    led.deploy(refund)
+    led.grant("agent:a", "*", "*")
+    led.deploy(experiment, stage="shadow")
+    decided = ask("refund.issue")
+    assert (decided.determination, decided.policy, decided.rule) == (
+        Determination.ALLOW,
+        "refund",
+        "ok",
+    )
+    # Where no policy decides, the shadow-only one still observes (and nothing is allowed).
+    observed = ask("email.send")
+    assert (observed.determination, observed.reason_code, observed.policy) == (
+        Determination.DENY,
+        "ungoverned_action",
+        "aaa-experiment",
+    )
+    assert [s.version for s in observed.shadow_results] == [1]
+    # Once it has an active version (approved), it decides like any other policy: between two
+    # that govern one exact action, the lowest name (a known limit, in the README).
+    led.deploy(experiment.replace("rules: []", "rules: [{id: no, effect: deny}]"))
+    assert (ask("email.send").policy, ask("email.send").rule) == ("aaa-experiment", "no")
+    assert ask("refund.issue").policy == "aaa-experiment"
