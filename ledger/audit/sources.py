@@ -12,6 +12,11 @@ Two sources with one interface (:class:`LedgerSource`):
 
 Either way the events are the codec's decoding of the recorded bytes, so reproduction and
 simulation run on exactly what was written.
+
+A request id may appear more than once on the request topic: any sender that can see ids (they
+are on ``ledger.decisions``) can write a copy with other facts, which the evaluator ignores as a
+repeat. Reproduction and simulation use the copy the decision answered (:func:`answered`), never
+simply the first one read.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.core.history import HistoryEntry
+from ledger.core.jsonform import to_json_value
 from ledger.errors import CodecError, ExportError, UsageError
 from ledger.kafka.governance import GOVERNANCE_TYPES, load_history
 from ledger.kafka.reading import position_key, read_topic
@@ -49,6 +55,7 @@ __all__ = [
     "connect",
     "READ_PARQUET",
     "single_pairs",
+    "answered",
 ]
 
 Decision: TypeAlias = DecisionRecorded | BatchDecisionRecorded
@@ -67,8 +74,9 @@ class LedgerSource(Protocol):
         """The decision with this decision id (or of this request id); UsageError if none."""
         ...
 
-    def request(self, request_id: str) -> Request | None:
-        """The evaluation request with this id, if it is in the ledger."""
+    def requests(self, request_id: str) -> list[Request]:
+        """Every evaluation request with this id, in log order (usually one; see
+        :func:`answered` for which one a decision answered)."""
         ...
 
     def history(self) -> list[HistoryEntry]:
@@ -88,6 +96,30 @@ def _not_found(decision_id: str, where: str) -> UsageError:
         f"no decision {decision_id!r} in the ledger at {where} (give a decision id or request "
         "id; `ledger decisions` lists them)"
     )
+
+
+def answered(decision: Decision, copies: Sequence[Request]) -> Request:
+    """The copy of a request id that ``decision`` answered: the one whose time, names, context
+    and facts agree most with what the decision recorded (the evaluator records the request's
+    time as ``requested_at``, its facts as the policy read them); the earliest read on a tie.
+    A copy identical in all of these is the same request for reproduction and simulation."""
+    if len(copies) == 1:
+        return copies[0]
+    recorded = to_json_value(decision)
+
+    def agreement(request: Request) -> int:
+        form = to_json_value(request)
+        asked = decision.requested_at if isinstance(decision, DecisionRecorded) else None
+        score = 8 if request.occurred_at == asked else 0
+        for name in ("principal", "action", "resource", "context"):
+            if name in form and form.get(name) == recorded.get(name):
+                score += 2
+        facts, kept = form.get("facts") or {}, recorded.get("facts") or {}
+        if isinstance(facts, dict) and isinstance(kept, dict):
+            score += sum(1 if kept.get(k) == v else -1 for k, v in facts.items())
+        return score
+
+    return max(copies, key=agreement)  # the first of the best: the earliest read
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -120,17 +152,16 @@ class KafkaSource:
             raise _not_found(decision_id, self.where)
         return found
 
-    def request(self, request_id: str) -> Request | None:
+    def requests(self, request_id: str) -> list[Request]:
         topic = [self.topics.evaluation_requests]
-        for positioned in read_topic(
-            self.bootstrap, topic, codec=self.codec, security=self.security
-        ):
-            event = positioned.event
-            if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and (
-                event.event_id == request_id
-            ):
-                return event
-        return None
+        return [
+            positioned.event
+            for positioned in read_topic(
+                self.bootstrap, topic, codec=self.codec, security=self.security
+            )
+            if isinstance(positioned.event, (EvaluationRequested, BatchEvaluationRequested))
+            and positioned.event.event_id == request_id
+        ]
 
     def history(self) -> list[HistoryEntry]:
         return load_history(self.bootstrap, self.topics, codec=self.codec, security=self.security)
@@ -138,7 +169,7 @@ class KafkaSource:
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[tuple[Request, Decision]]:
-        requests: dict[str, Request] = {}
+        copies: dict[str, list[Request]] = {}
         topic = [self.topics.evaluation_requests]
         for positioned in read_topic(
             self.bootstrap, topic, codec=self.codec, security=self.security
@@ -147,7 +178,7 @@ class KafkaSource:
             if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and _within(
                 event.occurred_at, since, until
             ):
-                requests.setdefault(event.event_id, event)
+                copies.setdefault(event.event_id, []).append(event)
         found: dict[str, Decision] = {}
         for positioned in read_topic(
             self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
@@ -155,13 +186,11 @@ class KafkaSource:
             event = positioned.event
             if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
                 continue
-            if event.request_id in requests:
+            if event.request_id in copies:
                 found.setdefault(event.request_id, event)
-        ordered = sorted(requests.values(), key=lambda r: r.occurred_at)
-        for request in ordered:
-            decision = found.get(request.event_id)
-            if decision is not None:
-                yield request, decision
+        chosen = [answered(found[rid], these) for rid, these in copies.items() if rid in found]
+        for request in sorted(chosen, key=lambda r: r.occurred_at):
+            yield request, found[request.event_id]
 
 
 def _within(at: datetime, since: datetime | None, until: datetime | None) -> bool:
@@ -294,14 +323,14 @@ class ExportSource:
             raise _not_found(decision_id, self.where)
         return event
 
-    def request(self, request_id: str) -> Request | None:
+    def requests(self, request_id: str) -> list[Request]:
         rows = self._query(
             self.topics.evaluation_requests,
-            "SELECT record FROM {files} WHERE event_id = ? LIMIT 1",
+            'SELECT record FROM {files} WHERE event_id = ? ORDER BY "partition", "offset"',
             [request_id],
         )
-        event = self._decode(rows[0][0]) if rows else None
-        return event if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) else None
+        events = (self._decode(record) for (record,) in rows)
+        return [e for e in events if isinstance(e, (EvaluationRequested, BatchEvaluationRequested))]
 
     def history(self) -> list[HistoryEntry]:
         entries: list[HistoryEntry] = []
@@ -339,15 +368,35 @@ class ExportSource:
             "  AND (CAST(? AS TIMESTAMPTZ) IS NULL OR q.occurred_at < ?) "
             'ORDER BY q.occurred_at, q."partition", q."offset"'
         )
+        # Ids sent more than once (see the module doc): each is yielded once, as the copy its
+        # decision answered, where its first copy comes in the order.
+        repeated = (
+            f"SELECT event_id, record FROM {READ_PARQUET} WHERE event_id IN "
+            f"(SELECT event_id FROM {READ_PARQUET} GROUP BY event_id HAVING count(*) > 1) "
+            'ORDER BY "partition", "offset"'
+        )
         try:
+            several: dict[str, list[Request]] = {}
+            for rid, record in self._con.execute(repeated, [requests, requests]).fetchall():
+                copy = self._decode(record)
+                if isinstance(copy, (EvaluationRequested, BatchEvaluationRequested)):
+                    several.setdefault(rid, []).append(copy)
+            done: set[str] = set()
             cursor = self._con.execute(sql, [requests, decisions, since, since, until, until])
             while batch := cursor.fetchmany(2000):
                 for raw_request, raw_decision in batch:
                     request, decision = self._decode(raw_request), self._decode(raw_decision)
-                    if isinstance(
-                        request, (EvaluationRequested, BatchEvaluationRequested)
-                    ) and isinstance(decision, (DecisionRecorded, BatchDecisionRecorded)):
-                        yield request, decision
+                    if not (
+                        isinstance(request, (EvaluationRequested, BatchEvaluationRequested))
+                        and isinstance(decision, (DecisionRecorded, BatchDecisionRecorded))
+                    ):
+                        continue
+                    if request.event_id in several:
+                        if request.event_id in done:
+                            continue
+                        done.add(request.event_id)
+                        request = answered(decision, several[request.event_id])
+                    yield request, decision
         except duckdb.Error as exc:
             raise ExportError(f"reading the export at {self.path}: {exc}") from exc
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ledger.audit.reproduce import reproduce
-from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource
+from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, answered
 from ledger.cli.common import connection, load_settings
 from ledger.cli.output import json_cell, print_json, print_table
 from ledger.errors import NotReproduced
@@ -33,13 +33,20 @@ def reproduce_decision(
         address, security = connection(settings, "auditor")
         source = KafkaSource(address, settings.topics, security=security)
     decision = source.decision(decision_id)
-    request = source.request(decision.request_id)
+    copies = source.requests(decision.request_id)
+    request = answered(decision, copies) if copies else None
     if request is None:
         raise NotReproduced(
             f"decision {decision.event_id}: its request {decision.request_id} is not in the "
             f"ledger at {source.where}, so it cannot be re-evaluated"
         )
     result = reproduce(decision, request, source.history())
+    copies_note = (
+        f"{len(copies)} requests carry the id {decision.request_id} (a repeat, or a copy "
+        "someone else wrote); re-evaluated the one the decision answered"
+        if len(copies) > 1
+        else None
+    )
     differences = [
         {"field": d.field, "recorded": d.recorded, "reproduced": d.reproduced}
         for d in result.differences
@@ -55,6 +62,7 @@ def reproduce_decision(
                 "differences": differences,
                 "not_compared": list(result.ignored),
                 "note": result.note,
+                "request_copies": len(copies),
                 "source": source.where,
             }
         )
@@ -64,8 +72,9 @@ def reproduce_decision(
             f"{decision.occurred_at.isoformat()} at governance position "
             f"{dict(decision.governance_position)}, re-evaluated from {source.where}:"
         )
-        if result.note:
-            click.echo(f"  note: {result.note}")
+        for note in (result.note, copies_note):
+            if note:
+                click.echo(f"  note: {note}")
         if differences:
             print_table(
                 ["field", "recorded", "reproduced"],

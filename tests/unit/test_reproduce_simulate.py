@@ -271,8 +271,7 @@ def test_every_decision_of_the_history_reproduces_from_the_export(
     for recorded in history.decisions:
         found = source.decision(recorded.event_id)
         assert found == recorded
-        request = source.request(recorded.request_id)
-        assert request is not None
+        [request] = source.requests(recorded.request_id)
         result = reproduce(found, request, entries)
         assert result.reproduces, (recorded.event_id, result.differences)
         if isinstance(recorded, DecisionRecorded):
@@ -294,8 +293,7 @@ def test_a_decision_that_does_not_match_its_position_is_reported_field_by_field(
     recorded = next(
         d for d in history.decisions if isinstance(d, DecisionRecorded) and d.policy_version == 1
     )
-    request = source.request(recorded.request_id)
-    assert request is not None
+    [request] = source.requests(recorded.request_id)
     forged = dataclasses.replace(
         recorded, determination=Determination.DENY, rule="suspended", latency_us=1
     )
@@ -368,6 +366,55 @@ def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     by_request = run("replay", "--decision", canary.request_id, "--from", str(export), "--json")
     data = json.loads(by_request.stdout)
     assert data["reproduces"] is True and data["decision_id"] == canary.event_id
+
+
+def test_a_copy_of_a_request_id_with_other_facts_misleads_neither_replay_nor_simulate(
+    history: History, tmp_path: Path
+) -> None:
+    # Request ids are on ledger.decisions for any agent to read. A copy of one, with other
+    # facts, written where it is read first (partition 0), is ignored by the evaluator as a
+    # repeat, but replay took it for the request ("does not reproduce: facts differ", exit
+    # 12) and simulate counted the id twice, once with the copy's facts.
+    honest = next(
+        d
+        for d in history.decisions
+        if isinstance(d, DecisionRecorded)
+        and d.principal == AGENT
+        and zlib.crc32(d.request_id.encode()) % 3 != 0
+        and d.occurred_at < history.marks["v1 only until"]
+    )
+    [original] = [
+        r
+        for r in history.records
+        if r.topic == TOPICS.evaluation_requests and r.key == honest.request_id.encode()
+    ]
+    request = CODEC.decode(original.value)
+    assert isinstance(request, EvaluationRequested)
+    copy = dataclasses.replace(request, facts=SAME_DENY)  # same id, same time, other facts
+    forged = Exported(
+        TOPICS.evaluation_requests,
+        0,
+        10_000,
+        original.timestamp_ms,
+        original.key,
+        CODEC.encode(copy),
+    )
+    out = tmp_path / "export"
+    write_export(out, [*history.records, forged], TOPICS)
+    source = ExportSource(out, TOPICS)
+    assert source.requests(honest.request_id) == [copy, request]  # the copy is read first
+    result = run("replay", "--decision", honest.event_id, "--from", str(out), "--json")
+    assert result.exit_code == 0, result.stdout
+    data = json.loads(result.stdout)
+    assert data["reproduces"] is True and data["request_copies"] == 2
+    until = history.marks["v1 only until"].isoformat()
+    simulated = run(
+        "policy", "simulate", str(V2_PATH), "--from", str(out), "--until", until, "--json"
+    )
+    assert (json.loads(simulated.stdout)["replayed"], json.loads(simulated.stdout)["changed"]) == (
+        26,
+        15,
+    )  # as without the copy
 
 
 def test_replay_decision_that_was_altered_exits_12(
