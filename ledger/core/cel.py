@@ -56,10 +56,9 @@ the work, raising :class:`BudgetExceeded` when the budget (``Limits.evaluation_c
 Like Kubernetes' CEL runtime cost, the charge is deterministic — counted from sizes and the
 condition's static shape, never timed — so a replay reaches the same decision. A unit is at most
 ~0.1 µs of evaluator time (5-100 ns measured, whatever the predicate), so the default budget of
-1,000,000 stops a request after ~0.1 s at most (a few tenths on a slow machine). One known
-exception: a comparison between two decimals is weighed as one operation whatever their digits,
-and decimal facts may have tens of thousands (a review's worst case, a million comparisons
-of two 65,000-digit facts in nested macros, ran 2.6 s before the budget stopped it):
+1,000,000 stops a request after ~0.1 s at most (a few tenths on a slow machine). A comparison
+of two decimals counts as one operation: decimals are held to ``Limits.fact_decimal_digits``
+where they arrive (:mod:`ledger.core.facts`), which keeps it near the cost of short ones:
 
 - a list macro: its list's length times its predicate's *weight*, at least one, charged before it
   iterates (a nested macro is charged again on every iteration of the outer one). The weight is
@@ -79,7 +78,12 @@ of two 65,000-digit facts in nested macros, ran 2.6 s before the budget stopped 
   the pattern's weight (1 + RE2 program size / 8, fixed when compiled);
 - ``x in list`` (a list that is not a literal), ``==``/``<``… between two values that are not
   literals, and ``+`` of strings or lists: one plus one per 16 characters or 8 list elements
-  (plus one per element when a decimal is looked for in a ``dyn`` list).
+  (plus one per element when a decimal is looked for in a ``dyn`` list). Texts of equal length
+  compare character by character, so a text looked for in a list costs one more per 2,048 of
+  its characters per element, and two lists of equal length compared one more per 2,048
+  characters of the shorter one's texts;
+- a decimal compared with a double: forty (the double is converted exactly, up to ~1,075
+  digits, ~4 µs).
 
 Outside macros everything else (fact lookups, arithmetic on numbers, comparisons with a literal,
 membership in a literal list, ``size``) costs nothing: each is bounded by the condition's text
@@ -237,6 +241,12 @@ takes ~0.8 µs, where text and decimals keep their hash."""
 _W_DECIMAL: Final = 12
 """Decimal arithmetic (operands checked to 34 digits, the fixed context), and any arithmetic on a
 ``dyn``, which may be decimal."""
+_W_EXACT_FLOAT: Final = 40
+"""A decimal compared with a double: Python converts the double to its exact decimal (up to
+~1,075 digits for the smallest ones), ~4 µs."""
+_COMPARED_CHARS_PER_UNIT: Final = 2_048
+"""Characters of two equal-length texts compared: a memcmp, ~1.25 µs for 62,000 characters,
+far faster than a scan (a unit per 2,048 is ~0.04 µs)."""
 _W_COMMUTE: Final = 10
 """Per side of a commutative ``||``/``&&``, and per element of a macro whose predicate can raise,
 in a condition's second form (see :func:`compile_condition`): a thunk, and an error raised and
@@ -521,6 +531,10 @@ def _matches(m: Meter, pattern: Any, weight: int, s: Any) -> bool:
 
 def _isin(m: Meter, a: Any, b: Any) -> bool:
     m.left -= 1 + _units(b)
+    if type(a) is str and (type(b) is tuple or type(b) is list):
+        # Each element of the same length is compared character by character: bounded by the
+        # text's length per element (counted without reading the list).
+        m.left -= (len(a) * len(b)) // _COMPARED_CHARS_PER_UNIT
     if m.left < 0:
         raise BudgetExceeded(m.limit)
     ta = type(a)
@@ -537,11 +551,21 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
 
 def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     m.left -= 1 + min(_units(a), _units(b))
+    ta, tb = type(a), type(b)
+    if (ta is tuple or ta is list) and (tb is tuple or tb is list) and len(a) == len(b):
+        m.left -= min(_text(a), _text(b)) // _COMPARED_CHARS_PER_UNIT  # element by element
+    elif (ta is Decimal and tb is float) or (ta is float and tb is Decimal):
+        m.left -= _W_EXACT_FLOAT
     if m.left < 0:
         raise BudgetExceeded(m.limit)
-    if type(a) is Decimal or type(b) is Decimal:
+    if ta is Decimal or tb is Decimal:
         _numeric_pair(a, b)
     return op(a, b)
+
+
+def _text(items: Any) -> int:
+    """Characters of the texts among ``items``."""
+    return sum(len(x) for x in items if type(x) is str)
 
 
 def _cat(m: Meter, a: Any, b: Any) -> Any:
@@ -1147,10 +1171,15 @@ class _Compiler:
                     "bool",
                     a,
                     b,
-                    weight=_W_CALL,
+                    weight=_W_EXACT_FLOAT if "decimal" in types else _W_CALL,
                     fallible=True,
                 )
-        return self.op(f"({a.code} {op} {b.code})", "bool", a, b, fallible=dyn)
+        # A decimal next to a double (or a dyn that may be either): an exact conversion.
+        decimal_side = {a.type, b.type} & {"decimal", "dyn"}
+        double_side = {a.type, b.type} & {"double", "dyn"}
+        exact = bool(decimal_side and double_side and decimal_side | double_side != {"dyn"})
+        weight = _W_EXACT_FLOAT if exact else _W_OP
+        return self.op(f"({a.code} {op} {b.code})", "bool", a, b, weight=weight, fallible=dyn)
 
     def check_enum(self, e: _Expr, other: _Expr, node: Any) -> None:
         if e.enum_fact is not None and isinstance(other.const, str):

@@ -309,18 +309,36 @@ def test_the_worst_predicates_stay_within_a_fraction_of_a_second() -> None:
         ("l.exists(x, l.exists(y, d * d + d / 3 < 0))", "d: decimal, l: list<string>", "dl"),
         # Two decimals as long as a fact may be, with different exponents: the slowest compare.
         ("l.exists(x, l.exists(y, e < f))", "e: decimal, f: decimal, l: list<string>", "efl"),
+        # Lists of long texts equal but the last (ran 3 s), a long text looked for in one, and
+        # a decimal next to the smallest double (its exact decimal has ~750 digits).
+        (
+            "l.exists(x, l.exists(y, la == lb))",
+            "la: list<string>, lb: list<string>, l: list<string>",
+            "l la lb",
+        ),
+        (
+            "l.exists(x, l.exists(y, t in lb))",
+            "t: string, lb: list<string>, l: list<string>",
+            "l t lb",
+        ),
+        ("l.exists(x, l.exists(y, d < g))", "d: decimal, g: float, l: list<string>", "l d g"),
     ]
     documents = [(policy_with(when, declared), keys) for when, declared, keys in cases]
     result = run_bounded(
         f"""
         from ledger.core.policy import parse_policy
+        long = "q" * 62_000
         values = {{"l": [f"e{{i}}" for i in range(1000)], "n": int("9" * 4000), "d": "1.5",
-                   "s": "x", "e": "1" * 1000, "f": "1" * 999 + "E+1"}}
+                   "s": "x", "e": "1" * 1000, "f": "1" * 999 + "E+1",
+                   "la": [long + str(i) for i in range(8)],
+                   "lb": [long + str(i) for i in range(7)] + [long + "X"],
+                   "t": long + "Z", "g": 5e-324}}
         out = []
         for document, keys in {documents!r}:
             policy = parse_policy(document)
             started = time.perf_counter()
-            outcome, _ = policy.run({{k: values[k] for k in keys}}, {{}})
+            names = keys.split() if " " in keys else list(keys)
+            outcome, _ = policy.run({{k: values[k] for k in names}}, {{}})
             out.append([time.perf_counter() - started, outcome.reason_code])
         print(json.dumps({{"out": out}}))
         """,
@@ -730,3 +748,16 @@ def test_every_limit_is_a_row_of_the_readmes_table_with_its_value() -> None:
     for limit in dataclasses.fields(Limits):
         value = getattr(DEFAULT_LIMITS, limit.name)
         assert rows.get(limit.name) == f"{value:,}", limit.name
+
+
+def test_what_a_comparison_reads_is_charged_in_grant_conditions_too() -> None:
+    c = compile_condition("a == b", facts=None)  # dynamic mode, as grant conditions are
+    long = "q" * 62_000
+    for a, b, units in [
+        (Decimal("1.5"), 5e-324, 1 + 40),  # the double converted exactly
+        ((long + "1", long + "2"), (long + "1", long + "3"), 1 + 124_004 // 2_048),
+        (("x",), ("x", "y"), 1),  # lengths differ: nothing compared
+    ]:
+        meter = Meter(1_000)
+        assert c.fn({"a": a, "b": b}, {}, meter) is False
+        assert meter.left == 1_000 - units, (a, b)
