@@ -9,10 +9,12 @@ export and replay from Kafka fold the same events.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
+from ledger.audit.verify import columns_disagree
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
 from ledger.core.history import HistoryEntry
@@ -21,7 +23,7 @@ from ledger.kafka.governance import decode_governance
 from ledger.kafka.reading import position_key
 from ledger.settings import TopicNames
 
-__all__ = ["load_export_history"]
+__all__ = ["load_export_history", "check_export_history"]
 
 
 def load_export_history(
@@ -30,8 +32,28 @@ def load_export_history(
     """Every governance event of the export at ``export_dir``, in log order.
 
     Raises :class:`~ledger.errors.ExportError` when the directory holds no export. Records that
-    are not governance events are skipped, as a read from Kafka skips them.
+    are not governance events are skipped, as a read from Kafka skips them
+    (:func:`check_export_history` reports them).
     """
+    return _read(export_dir, codec, check=False)[0]
+
+
+def check_export_history(
+    export_dir: ExportPath, *, codec: Codec | None = None
+) -> tuple[list[HistoryEntry], list[str]]:
+    """The governance history of the export at ``export_dir`` (as :func:`load_export_history`),
+    and what is wrong with its rows, one line each: a record that does not decode as a
+    governance event, a row whose columns (what analysts query) disagree with its record bytes,
+    offsets missing or repeated within a partition (the governance topics are written without
+    transactions, so their offsets have no gaps), and rows missing before the offset the
+    manifest says comes next. ``ledger actor verify --from`` reports these beside the events
+    it cannot prove."""
+    return _read(export_dir, codec, check=True)
+
+
+def _read(
+    export_dir: ExportPath, codec: Codec | None, *, check: bool
+) -> tuple[list[HistoryEntry], list[str]]:
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise ExportError(f"{export_dir} is not an export directory (it does not exist)")
@@ -45,27 +67,60 @@ def load_export_history(
     topics = TopicNames(prefix=manifest.prefix)
     wanted = (topics.policy_events, topics.grant_events)
     found: list[tuple[str, int, int, GovernanceEvent]] = []
+    problems: list[str] = []
+    offsets: dict[tuple[str, int], list[int]] = {}
     for entry in manifest.files:
         if entry["topic"] not in wanted:
             continue
         path = export_dir / str(entry["path"])
         try:
-            table = pq.read_table(path, columns=["topic", "partition", "offset", "record"])
+            table = pq.read_table(path, columns=None if check else _LOG_COLUMNS)
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read {path}: {exc}") from exc
-        columns = table.to_pydict()
-        for topic, partition, offset, record in zip(
-            columns["topic"],
-            columns["partition"],
-            columns["offset"],
-            columns["record"],
-            strict=True,
-        ):
+        for row in table.to_pylist():
+            topic, partition, offset = row["topic"], row["partition"], row["offset"]
+            where = f"{topic} partition {partition} offset {offset}"
+            offsets.setdefault((topic, partition), []).append(offset)
             try:
-                event = decode_governance(codec, record)
-            except CodecError:
+                event = decode_governance(codec, row["record"])
+            except CodecError as exc:
+                if check:
+                    problems.append(f"{where}: its record does not decode ({exc})")
                 continue
+            if check:
+                disagree = columns_disagree(event, row)
+                if disagree is not None:
+                    problems.append(
+                        f"{where} ({type(event).__name__} {event.event_id}): {disagree}"
+                    )
             found.append((topic, partition, offset, event))
+    if check:
+        for topic in wanted:
+            for partition, end in sorted(manifest.offsets.get(topic, {}).items()):
+                problems.extend(_gaps(topic, partition, offsets.get((topic, partition), []), end))
     order = {topic: index for index, topic in enumerate(wanted)}
     found.sort(key=lambda item: (order[item[0]], item[1], item[2]))
-    return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found]
+    return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found], problems
+
+
+_LOG_COLUMNS: Final = ["topic", "partition", "offset", "record"]
+
+
+def _gaps(topic: str, partition: int, seen: list[int], end: int) -> list[str]:
+    """What is wrong with one partition's offsets, expected to run 0, 1, … ``end`` - 1."""
+    problems = []
+    previous = -1
+    for offset in sorted(seen):
+        if offset == previous:
+            problems.append(f"{topic} partition {partition}: offset {offset} appears twice")
+        elif offset > previous + 1:
+            problems.append(
+                f"{topic} partition {partition}: offsets {previous + 1}-{offset - 1} are missing"
+            )
+        previous = max(previous, offset)
+    if previous + 1 < end:
+        problems.append(
+            f"{topic} partition {partition}: offsets {previous + 1}-{end - 1} are missing "
+            f"(the manifest says {end} comes next)"
+        )
+    return problems

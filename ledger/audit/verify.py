@@ -59,6 +59,7 @@ __all__ = [
     "VerifyReport",
     "verify_export",
     "verify_throughput",
+    "columns_disagree",
 ]
 
 KINDS: Final = ("altered", "missing", "inserted", "reordered", "unchained")
@@ -232,6 +233,21 @@ class _Form:
 
 
 _FORMS: Final = {cls.__name__: _Form.of(cls) for cls in (*CHAINED_TYPES, ChainCheckpoint)}
+
+
+def columns_disagree(event: Any, row: Mapping[str, Any]) -> str | None:
+    """Why an export ``row``'s columns are not the JSON form of ``event``, decoded from the
+    row's own ``record`` bytes (``None`` when they agree): what analysts query must be what was
+    recorded. For any event type; decision chains are checked this way by :func:`verify_export`."""
+    form = _FORMS.get(type(event).__name__) or _Form.of(type(event))
+    try:
+        columns = form.build(row)
+    except _Mismatch as exc:
+        return str(exc)
+    differing = _differing(columns, to_json_value(event))
+    if differing:
+        return f"its columns disagree with its record bytes: {', '.join(differing)}"
+    return None
 
 
 def _differing(columns: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:

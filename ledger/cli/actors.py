@@ -162,10 +162,11 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
     the keys registered in the ledger (from Kafka, or with --from from an export's record
     bytes). Exit 0 when every event is proven; otherwise exit 11 (tamper_detected) naming the
     first unproven event (each is listed)."""
+    damaged: list[str] = []
     if from_dir is not None:
-        from ledger.audit.history import load_export_history  # pyarrow: only when asked for
+        from ledger.audit.history import check_export_history  # pyarrow: only when asked for
 
-        history = load_export_history(from_dir)
+        history, damaged = check_export_history(from_dir)
     else:
         _, history = current_state(bootstrap)
     verdicts = verify_history(entry.event for entry in history)
@@ -177,16 +178,23 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
                 "proven": sum(v.ok and not v.anchor for v in verdicts),
                 "anchors": sum(v.anchor for v in verdicts),
                 "unproven": bad,
+                "damaged_rows": damaged,
             }
         )
     else:
+        for line in damaged:
+            click.echo(f"DAMAGED {line}", err=True)
         for v in bad:
             click.echo(f"UNPROVEN {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True)
         anchors = sum(v.anchor for v in verdicts)
         click.echo(
             f"{len(verdicts) - len(bad)} of {len(verdicts)} governance events proven "
             f"({anchors} trust anchors)"
+            + (f"; {len(damaged)} problems with the export's rows" if damaged else "")
         )
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise TamperDetected(f"the export's governance rows: {damaged[0]}{more}")
     if bad:
         first = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final, Literal, TypeAlias, assert_never
 
 from ledger.core.authority import authorize, compile_grant_condition, valid_principal
@@ -75,6 +75,8 @@ from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy import parse_policy
 from ledger.core.signing import (
     ANCHOR_ACTOR,
+    CLOCK_SKEW,
+    COMMAND_VALID_FOR,
     PUBLIC_KEY_BYTES,
     key_id_of,
     signed_bytes,
@@ -300,15 +302,6 @@ def authenticate(state: LedgerState, command: Command) -> Rejection | None:
             "altered after it was signed, or signed with another key)",
         )
     return None
-
-
-COMMAND_VALID_FOR: Final = timedelta(minutes=10)
-"""How long after it was signed (its ``occurred_at``, covered by the signature) a command is
-accepted: a captured command, even one that was rejected, cannot be replayed later, when the
-state it would change has moved on."""
-
-CLOCK_SKEW: Final = timedelta(minutes=2)
-"""How far ahead of the command processor's clock a signer's clock may be."""
 
 
 def fresh(command: Command, now: datetime) -> Rejection | None:

@@ -28,6 +28,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -50,7 +51,17 @@ from ledger.core.events import (
 )
 from ledger.core.jsonform import canonical_json, to_json_value
 from ledger.core.policy import parse_policy
-from ledger.core.state import EMPTY_STATE, LedgerState, actor_key, replay
+from ledger.core.state import (
+    EMPTY_STATE,
+    LedgerState,
+    PolicyRecord,
+    PrincipalRecord,
+    actor_key,
+    aggregate_of,
+    aggregate_record,
+    fold,
+    replay,
+)
 from ledger.errors import PolicyError
 
 __all__ = [
@@ -64,6 +75,8 @@ __all__ = [
     "Verdict",
     "verify_event",
     "verify_history",
+    "COMMAND_VALID_FOR",
+    "CLOCK_SKEW",
 ]
 
 DOMAIN: Final = "decision-ledger/command/v1"
@@ -72,6 +85,14 @@ UNSIGNED_FIELDS: Final = frozenset({"key_id", "signature"})
 PUBLIC_KEY_BYTES: Final = 32
 ANCHOR_ACTOR: Final = "service:command-processor"
 """Who records the trust anchors (the bootstrap administrators' keys, from configuration)."""
+
+COMMAND_VALID_FOR: Final = timedelta(minutes=10)
+"""How long after it was signed (its ``occurred_at``, covered by the signature) a command is
+accepted: a captured command, even one that was rejected, cannot be replayed later, when the
+state it would change has moved on."""
+
+CLOCK_SKEW: Final = timedelta(minutes=2)
+"""How far ahead of the command processor's clock a signer's clock may be."""
 
 _PRODUCES: Final[dict[str, tuple[type, ...]]] = {
     "ProposePolicyVersion": (PolicyVersionProposed,),
@@ -193,32 +214,92 @@ def verify_event(state: LedgerState, event: GovernanceEvent) -> Verdict:
 
 
 _NOT_COMPARED: Final = frozenset({"event_id", "occurred_at", "actor", "document"})
+_FILLED_IN: Final = frozenset({("ActorKeyRevoked", "actor_key_id")})
+"""Fields a command may leave empty for the processor to fill in: revoking an actor's keys
+without naming one revokes each (one event per key)."""
 
 
 def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
-    """Why ``event`` is not what the signed ``command`` asked for, if it is not: a field both
-    have that the command set must hold the same value (a proposal's document is stored in
-    canonical form, so its content hash is compared instead)."""
+    """Why ``event`` is not what the signed ``command`` asked for, if it is not: every field
+    both have holds the same value (a command's empty text is the event's absent value: the
+    processor records ``condition: ""`` as none), so a field the command left empty cannot be
+    filled in later; the event was recorded within the command's validity after it was signed;
+    and a proposal's document is stored in canonical form, so its content hash, and the
+    ``governs`` and ``owner`` read from it, are compared instead."""
     for f in dataclasses.fields(event):
-        wanted = command.get(f.name)
-        if f.name in _NOT_COMPARED or wanted is None or wanted == "":
+        if f.name in _NOT_COMPARED or f.name not in command:
             continue
-        if to_json_value(getattr(event, f.name)) != wanted:
+        wanted = command[f.name]
+        if wanted is None and (type(event).__name__, f.name) in _FILLED_IN:
+            continue
+        if to_json_value(getattr(event, f.name)) != (None if wanted == "" else wanted):
             return f"the event's {f.name} is not the signed command's"
+    try:
+        signed_at = datetime.fromisoformat(str(command.get("occurred_at")))
+    except ValueError:
+        return "the signed command has no time"
+    if not event.occurred_at - COMMAND_VALID_FOR <= signed_at <= event.occurred_at + CLOCK_SKEW:
+        return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):
         try:
-            signed_hash = parse_policy(str(command.get("document", ""))).content_hash
+            signed = parse_policy(str(command.get("document", "")))
         except PolicyError:
             return "the signed command's document does not load"
-        if signed_hash != event.content_hash:
+        if signed.content_hash != event.content_hash:
             return "the event's document is not the signed command's"
+        if tuple(signed.governs) != tuple(event.governs) or signed.owner != event.owner:
+            return "the event's governs or owner is not the signed document's"
+    return None
+
+
+def _derived(state: LedgerState, event: GovernanceEvent) -> str | None:
+    """Why ``event``'s fields that the command processor derives from the state (its aggregate's
+    sequence, a proposal's version, a promotion's previous version, a rollback's version, a
+    revocation's principal) are not what it derived from ``state``, the state just before the
+    event: an event of the aggregate deleted, inserted or moved, or a field altered after."""
+    aggregate = aggregate_of(event)
+    held = aggregate_record(state, event)
+    last = held.sequence if held is not None else 0
+    if event.sequence != last + 1:
+        return (
+            f"it is event {event.sequence} of {aggregate}, but the last one before it is "
+            f"{last}: an event of {aggregate} is missing, inserted or moved"
+        )
+    policy = held if isinstance(held, PolicyRecord) else None
+    if isinstance(event, PolicyVersionProposed):
+        latest = policy.latest if policy is not None else 0
+        if event.version != latest + 1:
+            return f"it proposes version {event.version}, but the next version was {latest + 1}"
+    elif isinstance(event, PolicyVersionPromoted) and policy is not None:
+        before = {"active": policy.active, "canary": policy.canary}.get(event.stage.value)
+        expected = before if before != event.version else None
+        if event.previous_version != expected:
+            return f"its previous version is {event.previous_version}, but it was {expected}"
+    elif isinstance(event, PolicyRolledBack) and policy is not None:
+        if event.from_version != policy.active:
+            return f"it rolls back from v{event.from_version}, but v{policy.active} was active"
+    elif isinstance(event, GrantRevoked) and not (
+        isinstance(held, PrincipalRecord) and event.grant_id in held.grants
+    ):
+        return f"it revokes grant {event.grant_id}, which {aggregate} did not hold"
     return None
 
 
 def verify_history(events: Iterable[GovernanceEvent]) -> list[Verdict]:
     """:func:`verify_event` for every event of a governance history (policy and grant events,
     each topic in its log order), against the keys its ``ActorKeyRegistered``/``ActorKeyRevoked``
-    events registered (folded with the core's ``replay``)."""
+    events registered (folded with the core's ``replay``); and each event's derived fields
+    against the state before it (:func:`_derived`), which finds an event deleted, inserted or
+    moved within its aggregate's history."""
     history = list(events)
-    state = replay(history, EMPTY_STATE)
-    return [verify_event(state, event) for event in history]
+    final = replay(history, EMPTY_STATE)
+    verdicts = []
+    state = EMPTY_STATE
+    for event in history:
+        verdict = verify_event(final, event)
+        problem = _derived(state, event)
+        if problem is not None and verdict.ok:
+            verdict = dataclasses.replace(verdict, ok=False, anchor=False, problem=problem)
+        verdicts.append(verdict)
+        state = fold(state, event)
+    return verdicts

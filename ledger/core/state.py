@@ -78,6 +78,7 @@ __all__ = [
     "with_positions",
     "aggregate_of",
     "governing_policy",
+    "aggregate_record",
     "compile_deployed",
     "load_document",
 ]
@@ -332,6 +333,15 @@ def aggregate_of(event: GovernanceEvent) -> str:
     if isinstance(event, _PRINCIPAL_EVENTS):
         return event.principal
     return event.policy
+
+
+def aggregate_record(
+    state: LedgerState, event: GovernanceEvent
+) -> PolicyRecord | PrincipalRecord | None:
+    """The record, in ``state``, of the aggregate ``event`` belongs to (``None``: none yet)."""
+    if isinstance(event, _PRINCIPAL_EVENTS):
+        return state.principals.get(event.principal)
+    return state.policies.get(event.policy)
 
 
 _PRINCIPAL_EVENTS: Final = (

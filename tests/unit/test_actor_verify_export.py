@@ -1,0 +1,220 @@
+"""``ledger actor verify --from DIR``: an export's governance rows prove who did what, and an
+export altered after it was written does not pass for one that was not.
+
+A red-team review altered an export five ways and ``actor verify --from`` proved every copy:
+a column changed beside untouched record bytes (``who_approved`` then named someone else), a
+record that no longer decodes (skipped), a row deleted (the revoked grant back in force), a
+revocation re-encoded for another principal, and a grant re-encoded with a forged approver.
+Each is now found. The history is made with the core (signed commands through
+``decide_signed``) and written with the exporter's own file half; no broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from export_format import Exported, files_of, rewrite, write_export
+
+from ledger.cli.app import cli
+from ledger.codec import default_codec
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    Command,
+    GovernanceEvent,
+    IssueGrant,
+    ProposePolicyVersion,
+    RevokeGrant,
+)
+from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
+from ledger.core.state import EMPTY_STATE, aggregate_of, fold
+from ledger.keys import public_bytes, sign
+from ledger.settings import TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPICS = TopicNames(prefix="v.")
+CODEC = default_codec()
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+ADMIN, BOB = "human:admin", "human:bob"
+KEYS = {
+    who: Ed25519PrivateKey.from_private_bytes(hashlib.sha256(who.encode()).digest())
+    for who in (ADMIN, BOB)
+}
+
+
+def _by(actor: str, n: int) -> dict[str, Any]:
+    return {"event_id": f"c-{n}", "occurred_at": T0, "actor": actor}
+
+
+def _grant(n: int, grant_id: str, actions: str) -> IssueGrant:
+    return IssueGrant(
+        **_by(ADMIN, n), grant_id=grant_id, principal="agent:bot", actions=(actions,), resource="*"
+    )
+
+
+def history() -> list[GovernanceEvent]:
+    """Anchors for both; a policy proposed and approved; two grants, the first revoked."""
+    n = iter(range(10_000))
+
+    def new_id() -> str:
+        return f"e-{next(n)}"
+
+    anchors = {who: public_bytes(key) for who, key in KEYS.items()}
+    events: list[GovernanceEvent] = list(
+        register_anchors(EMPTY_STATE, anchors, now=T0, new_id=new_id)
+    )
+    state = EMPTY_STATE
+    for event in events:
+        state = fold(state, event)
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    commands: list[tuple[str, Command]] = [
+        (ADMIN, ProposePolicyVersion(**_by(ADMIN, 1), policy="refund", document=document)),
+        (BOB, ApprovePolicyVersion(**_by(BOB, 2), policy="refund", version=1)),
+        (ADMIN, _grant(3, "g-1", "refund.*")),
+        (ADMIN, _grant(4, "g-2", "email.*")),
+        (ADMIN, RevokeGrant(**_by(ADMIN, 5), grant_id="g-1")),
+        (ADMIN, _grant(6, "g-3", "ticket.*")),
+    ]
+    for k, (who, command) in enumerate(commands, start=1):
+        at = T0 + timedelta(seconds=k)
+        signed = sign(dataclasses.replace(command, occurred_at=at), KEYS[who])
+        outcome = decide_signed(state, signed, now=at, new_id=new_id, admins=frozenset(KEYS))
+        assert not isinstance(outcome, Rejection), outcome
+        for event in outcome:
+            events.append(event)
+            state = fold(state, event)
+    return events
+
+
+def records(events: list[GovernanceEvent]) -> list[Exported]:
+    out, offsets = [], {TOPICS.policy_events: 0, TOPICS.grant_events: 0}
+    for event in events:
+        topic = (
+            TOPICS.grant_events
+            if "Grant" in type(event).__name__ or "Key" in type(event).__name__
+            else TOPICS.policy_events
+        )
+        millis = int(event.occurred_at.timestamp() * 1000)
+        key = aggregate_of(event).encode()
+        out.append(Exported(topic, 0, offsets[topic], millis, key, CODEC.encode(event)))
+        offsets[topic] += 1
+    return out
+
+
+def verify(out: Path) -> tuple[int, dict[str, Any], str]:
+    done = CliRunner().invoke(cli, ["actor", "verify", "--from", str(out), "--json"])
+    return done.exit_code, json.loads(done.stdout), done.stderr
+
+
+def exported(tmp_path: Path, events: list[GovernanceEvent], name: str = "export") -> Path:
+    out = tmp_path / name
+    write_export(out, records(events), TOPICS)
+    return out
+
+
+def test_an_untouched_export_is_proven(tmp_path: Path) -> None:
+    code, report, _ = verify(exported(tmp_path, history()))
+    assert code == 0, report
+    assert report["unproven"] == [] and report["damaged_rows"] == []
+    assert (report["proven"], report["anchors"]) == (6, 2)
+
+
+def _grant_rows(out: Path, change: Any) -> None:
+    for path in files_of(out, TOPICS.grant_events):
+        rewrite(path, change)
+
+
+def test_a_column_changed_beside_untouched_record_bytes_is_found(tmp_path: Path) -> None:
+    out = exported(tmp_path, history())
+
+    def approver(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in rows:
+            if r["grant_id"] == "g-2" and r["event_type"] == "GrantIssued":
+                r["approved_by"] = "human:ciso"  # what `who_approved` reads
+        return rows
+
+    _grant_rows(out, approver)
+    code, report, _ = verify(out)
+    assert code == 11
+    [line] = report["damaged_rows"]
+    assert "offset 3 (GrantIssued" in line and "disagree with its record bytes: approved_by" in line
+
+
+def test_a_record_that_no_longer_decodes_is_found(tmp_path: Path) -> None:
+    out = exported(tmp_path, history())
+
+    def garble(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in rows:
+            if r["event_type"] == "GrantRevoked":
+                r["record"] = b"\x00garbage"
+        return rows
+
+    _grant_rows(out, garble)
+    code, report, _ = verify(out)
+    assert code == 11
+    assert any("offset 4: its record does not decode" in line for line in report["damaged_rows"])
+
+
+@pytest.mark.parametrize("which", ["GrantRevoked", "GrantIssued"])
+def test_a_deleted_row_is_found_in_the_middle_and_at_the_end(tmp_path: Path, which: str) -> None:
+    out = exported(tmp_path, history())
+    last = which == "GrantIssued"  # g-3, the newest grant event
+
+    def delete(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in rows
+            if not (r["event_type"] == which and (not last or r["grant_id"] == "g-3"))
+        ]
+
+    _grant_rows(out, delete)
+    code, report, _ = verify(out)
+    assert code == 11
+    expected = "offsets 5-5 are missing (the manifest says 6" if last else "offsets 4-4 are missing"
+    assert any(expected in line for line in report["damaged_rows"]), report["damaged_rows"]
+
+
+def _reencoded(events: list[GovernanceEvent], which: str, **changes: Any) -> list[GovernanceEvent]:
+    return [dataclasses.replace(e, **changes) if e.event_id == which else e for e in events]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "changes", "problem"),
+    [
+        # The revocation moved to another principal: the grant stays in force for agent:bot.
+        # (It is not the next event of agent:other, nor was the one after it agent:bot's.)
+        (
+            "GrantRevoked",
+            {"principal": "agent:other"},
+            "it is event 3 of agent:other, but the last one before it is 0",
+        ),
+        # A forged approver on a grant whose signed command named none.
+        ("GrantIssued", {"approved_by": "human:ciso"}, "approved_by is not the signed command's"),
+        # A proposal's version, derived by the processor, altered.
+        ("PolicyVersionProposed", {"version": 7}, "proposes version 7, but the next version was 1"),
+        # An event re-dated long after its command was signed.
+        (
+            "PolicyVersionApproved",
+            {"occurred_at": T0 + timedelta(days=3)},
+            "not within the signed command's validity",
+        ),
+    ],
+)
+def test_a_record_re_encoded_with_other_fields_is_not_proven(
+    tmp_path: Path, event_type: str, changes: dict[str, Any], problem: str
+) -> None:
+    events = history()
+    target = next(e for e in events if type(e).__name__ == event_type)
+    out = exported(tmp_path, _reencoded(events, target.event_id, **changes))
+    code, report, _ = verify(out)
+    assert code == 11 and report["damaged_rows"] == []  # columns and record agree
+    assert any(
+        v["event_id"] == target.event_id and problem in v["problem"] for v in report["unproven"]
+    ), report["unproven"]
