@@ -53,6 +53,7 @@ from ledger.core.jsonform import canonical_json, to_json_value
 from ledger.core.policy import parse_policy
 from ledger.core.state import (
     EMPTY_STATE,
+    RECORDED_LIMITS,
     LedgerState,
     PolicyRecord,
     PrincipalRecord,
@@ -242,7 +243,8 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
         return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):
         try:
-            signed = parse_policy(str(command.get("document", "")))
+            # Read as recorded documents are: a limit that came later does not unprove it.
+            signed = parse_policy(str(command.get("document", "")), limits=RECORDED_LIMITS)
         except PolicyError:
             return "the signed command's document does not load"
         if signed.content_hash != event.content_hash:

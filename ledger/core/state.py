@@ -79,6 +79,7 @@ __all__ = [
     "aggregate_of",
     "governing_policy",
     "aggregate_record",
+    "RECORDED_LIMITS",
     "compile_deployed",
     "load_document",
 ]
@@ -86,14 +87,16 @@ __all__ = [
 _MEMO_LIMIT: Final = 8192  # bound on cached per-action lookups: request actions are untrusted input
 
 
-# A version the ledger accepted loads under the limits it was accepted under: a limit that came
-# later is enforced where documents are proposed, never on the recorded history (replaying a
-# ledger must not turn its active policies into errors). policy_condition_chars came later.
-_STORED_LIMITS: Final = replace(
+RECORDED_LIMITS: Final = replace(
     DEFAULT_LIMITS,
     policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes,
     policy_governs=DEFAULT_LIMITS.policy_document_bytes,
 )
+"""The limits a recorded policy document is read back under. A version the ledger accepted
+loads under the limits it was accepted under: a limit that came later is enforced where
+documents are proposed, never on the recorded history (replaying a ledger, or verifying who
+proposed what, must not turn its policies into errors). policy_condition_chars and
+policy_governs came later."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -104,7 +107,7 @@ def load_document(document: str) -> Policy | None:
     stored event is corrupt); such a version decides nothing but an ``error``.
     """
     try:
-        return Policy.from_canonical(document, limits=_STORED_LIMITS)
+        return Policy.from_canonical(document, limits=RECORDED_LIMITS)
     except PolicyError:
         return None
 

@@ -178,3 +178,25 @@ def test_a_key_revoked_before_an_event_does_not_prove_it():
     verdicts = verify_history([*events, *revoked, issued])
     assert verdicts[1].ok  # the revocation itself, signed by the key it revokes
     assert not verdicts[2].ok and "revoked" in str(verdicts[2].problem)
+
+
+def test_a_proposal_accepted_before_a_later_limit_is_still_proven():
+    # policy_governs came after ledgers had recorded proposals: verifying who proposed one
+    # reads its signed document as recorded documents are read, not as a new proposal.
+    from ledger.core.events import ProposePolicyVersion
+    from ledger.core.limits import DEFAULT_LIMITS
+
+    state, events = anchored()
+    globs = ", ".join(f"a{i}.*" for i in range(300))
+    document = f"policy: wide\ngoverns: [{globs}]\nowner: o\ndefault: {{effect: allow}}\n"
+    command = sign(
+        ProposePolicyVersion(
+            event_id="c-1", occurred_at=T0, actor=ADMIN, policy="wide", document=document
+        ),
+        ADMIN_KEY,
+    )
+    then = replace(DEFAULT_LIMITS, policy_governs=1_000)  # the limits of the day
+    outcome = decide_signed(state, command, now=T0, new_id=ids(), limits=then)
+    assert not isinstance(outcome, Rejection), outcome
+    verdicts = verify_history([*events, *outcome])
+    assert all(v.ok for v in verdicts), verdicts
