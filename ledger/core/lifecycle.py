@@ -648,18 +648,10 @@ def _rollback(
             return _reject("already_applied", f"{c.policy} v{c.to_version} is already active")
         to = c.to_version  # the active one itself while a canary runs: the canary goes
     else:
-        history = record.history
-        earlier = (
-            history[:-1]
-            if record.active is not None and history and history[-1] == record.active
-            else history
-        )
-        if earlier:
-            to = earlier[-1]
-        elif record.canary is not None and record.active is not None:
-            to = record.active  # nothing earlier, but a canary: the rollback takes it out
-        else:
+        previous = record.rollback_target()
+        if previous is None:
             return _reject("no_previous_version", f"{c.policy} has no earlier active version")
+        to = previous
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied

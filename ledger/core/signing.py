@@ -215,9 +215,17 @@ def verify_event(state: LedgerState, event: GovernanceEvent) -> Verdict:
 
 
 _NOT_COMPARED: Final = frozenset({"event_id", "occurred_at", "actor", "document"})
-_FILLED_IN: Final = frozenset({("ActorKeyRevoked", "actor_key_id")})
+_FILLED_IN: Final = frozenset(
+    {
+        ("ActorKeyRevoked", "actor_key_id"),
+        ("PolicyRolledBack", "to_version"),
+        ("PolicyVersionProposed", "policy"),
+    }
+)
 """Fields a command may leave empty for the processor to fill in: revoking an actor's keys
-without naming one revokes each (one event per key)."""
+without naming one revokes each (one event per key); a rollback without ``--to`` goes to the
+version active before; a proposal recorded before proposals had to name their policy took its
+document's name (compared below)."""
 
 
 def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
@@ -249,8 +257,12 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
             return "the signed command's document does not load"
         if signed.content_hash != event.content_hash:
             return "the event's document is not the signed command's"
-        if tuple(signed.governs) != tuple(event.governs) or signed.owner != event.owner:
-            return "the event's governs or owner is not the signed document's"
+        if (signed.name, tuple(signed.governs), signed.owner) != (
+            event.policy,
+            tuple(event.governs),
+            event.owner,
+        ):
+            return "the event's policy, governs or owner is not the signed document's"
     return None
 
 
@@ -280,11 +292,24 @@ def _derived(state: LedgerState, event: GovernanceEvent) -> str | None:
     elif isinstance(event, PolicyRolledBack) and policy is not None:
         if event.from_version != policy.active:
             return f"it rolls back from v{event.from_version}, but v{policy.active} was active"
+        if _signed_field(event, "to_version") is None:  # the processor chose the target
+            target = policy.rollback_target()
+            if event.to_version != target:
+                return f"it rolls back to v{event.to_version}, but the version before was v{target}"
     elif isinstance(event, GrantRevoked) and not (
         isinstance(held, PrincipalRecord) and event.grant_id in held.grants
     ):
         return f"it revokes grant {event.grant_id}, which {aggregate} did not hold"
     return None
+
+
+def _signed_field(event: GovernanceEvent, name: str) -> Any:
+    """A field of the command ``event`` recorded as signed (``None`` if absent or unreadable;
+    :func:`verify_event` reports an unreadable one)."""
+    try:
+        return json.loads(str(event.signed_command))["command"].get(name)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def verify_history(events: Iterable[GovernanceEvent]) -> list[Verdict]:

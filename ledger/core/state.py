@@ -196,6 +196,22 @@ class PolicyRecord:
         """The highest version number (0 when none)."""
         return max(self.versions, default=0)
 
+    def rollback_target(self) -> int | None:
+        """Where a rollback that names no version goes: the version active before the current
+        one; with nothing earlier but a canary running, the active one (which ends the canary);
+        otherwise nowhere (``None``)."""
+        history = self.history
+        earlier = (
+            history[:-1]
+            if self.active is not None and history and history[-1] == self.active
+            else history
+        )
+        if earlier:
+            return earlier[-1]
+        if self.canary is not None and self.active is not None:
+            return self.active
+        return None
+
     def deployed(self) -> tuple[int, ...]:
         """Versions that take part in evaluation: active, canary, shadows."""
         out = [v for v in (self.active, self.canary) if v is not None]

@@ -30,8 +30,11 @@ from ledger.core.events import (
     Command,
     GovernanceEvent,
     IssueGrant,
+    PromotePolicyVersion,
     ProposePolicyVersion,
     RevokeGrant,
+    RollbackPolicy,
+    Stage,
 )
 from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
 from ledger.core.state import EMPTY_STATE, aggregate_of, fold
@@ -60,7 +63,8 @@ def _grant(n: int, grant_id: str, actions: str) -> IssueGrant:
 
 
 def history() -> list[GovernanceEvent]:
-    """Anchors for both; a policy proposed and approved; two grants, the first revoked."""
+    """Anchors for both; three grants, the first revoked; a policy's v1 made active, v2 after
+    it, then a rollback that names no version (the processor picks v1)."""
     n = iter(range(10_000))
 
     def new_id() -> str:
@@ -73,14 +77,27 @@ def history() -> list[GovernanceEvent]:
     state = EMPTY_STATE
     for event in events:
         state = fold(state, event)
-    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    v1, v2 = (
+        (ROOT / "examples" / "policies" / n).read_text() for n in ("refund.yaml", "refund-v2.yaml")
+    )
     commands: list[tuple[str, Command]] = [
-        (ADMIN, ProposePolicyVersion(**_by(ADMIN, 1), policy="refund", document=document)),
+        (ADMIN, ProposePolicyVersion(**_by(ADMIN, 1), policy="refund", document=v1)),
         (BOB, ApprovePolicyVersion(**_by(BOB, 2), policy="refund", version=1)),
         (ADMIN, _grant(3, "g-1", "refund.*")),
         (ADMIN, _grant(4, "g-2", "email.*")),
         (ADMIN, RevokeGrant(**_by(ADMIN, 5), grant_id="g-1")),
         (ADMIN, _grant(6, "g-3", "ticket.*")),
+        (
+            ADMIN,
+            PromotePolicyVersion(**_by(ADMIN, 7), policy="refund", version=1, stage=Stage.ACTIVE),
+        ),
+        (ADMIN, ProposePolicyVersion(**_by(ADMIN, 8), policy="refund", document=v2)),
+        (BOB, ApprovePolicyVersion(**_by(BOB, 9), policy="refund", version=2)),
+        (
+            ADMIN,
+            PromotePolicyVersion(**_by(ADMIN, 10), policy="refund", version=2, stage=Stage.ACTIVE),
+        ),
+        (ADMIN, RollbackPolicy(**_by(ADMIN, 11), policy="refund", reason="too strict")),  # to v1
     ]
     for k, (who, command) in enumerate(commands, start=1):
         at = T0 + timedelta(seconds=k)
@@ -123,7 +140,7 @@ def test_an_untouched_export_is_proven(tmp_path: Path) -> None:
     code, report, _ = verify(exported(tmp_path, history()))
     assert code == 0, report
     assert report["unproven"] == [] and report["damaged_rows"] == []
-    assert (report["proven"], report["anchors"]) == (6, 2)
+    assert (report["proven"], report["anchors"]) == (11, 2)
 
 
 def _grant_rows(out: Path, change: Any) -> None:
@@ -199,6 +216,8 @@ def _reencoded(events: list[GovernanceEvent], which: str, **changes: Any) -> lis
         ("GrantIssued", {"approved_by": "human:ciso"}, "approved_by is not the signed command's"),
         # A proposal's version, derived by the processor, altered.
         ("PolicyVersionProposed", {"version": 7}, "proposes version 7, but the next version was 1"),
+        # A rollback whose target the processor chose, re-pointed.
+        ("PolicyRolledBack", {"to_version": 2}, "rolls back to v2, but the version before was v1"),
         # An event re-dated long after its command was signed.
         (
             "PolicyVersionApproved",
