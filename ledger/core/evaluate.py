@@ -239,13 +239,11 @@ def evaluate(
     # Grant conditions see the facts as sent, so a decimal longer than any policy accepts is
     # refused before them: comparing two costs time with their digits, the budget counts one.
     # A pre-evaluation's context was checked once, for all its items (evaluate_batch).
-    long = decimal_problems(facts, limits)
+    long = decimal_problems(facts, limits) if facts else ()
     if context and meter is None:
         long += decimal_problems(context, limits, "context.")
     if long:
-        return _before_policy(
-            state, request, writer, _ERROR, "invalid_facts", tuple(long), facts, context
-        )
+        return _before_policy(state, request, writer, _ERROR, "invalid_facts", long, facts, context)
     grant, over_budget = authorize_request(
         state,
         principal,

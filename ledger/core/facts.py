@@ -142,18 +142,25 @@ def _long_decimal(d: Decimal, max_digits: int) -> _Bad | None:
     )
 
 
-def decimal_problems(values: Mapping[str, Any], limits: Limits, prefix: str = "") -> list[str]:
+def decimal_problems(
+    values: Mapping[str, Any], limits: Limits, prefix: str = ""
+) -> tuple[str, ...]:
     """Why decimals among ``values`` (facts, or context with ``prefix="context."``) are longer
     than ``limits.fact_decimal_digits``: comparing them would cost more than the evaluation budget
     counts. Checked on the facts as sent, before grant conditions see them."""
     max_digits = limits.fact_decimal_digits
+    for v in values.values():  # on every request: one type test per value, nothing allocated
+        if type(v) is Decimal and len(str(v)) > max_digits:
+            break
+    else:
+        return ()
     reasons = []
     for name, v in values.items():
-        if type(v) is Decimal and len(str(v)) > max_digits:  # on every request: one test
+        if type(v) is Decimal:
             bad = _long_decimal(v, max_digits)
             if bad is not None:
                 reasons.append(f"{prefix}{name}: {bad.reason}")
-    return reasons
+    return tuple(reasons)
 
 
 def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
@@ -198,9 +205,12 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 return _Bad(f"expected a decimal, got {_type_name(v)} {_show(v)}")
             if not d.is_finite():
                 return _Bad(f"expected a finite decimal, got {_show(v)}")
-            long = _long_decimal(d, max_digits)
-            if long is not None:
-                return long
+            # A text no longer than the limit has no more digits; a decimal's text is never
+            # shorter than its digits (counted only when it is longer).
+            if (tv is not str or len(v) > max_digits) and len(str(d)) > max_digits:
+                long = _long_decimal(d, max_digits)
+                if long is not None:
+                    return long
             if lo is None and hi is None:
                 return d
             return bounded(d)
