@@ -285,7 +285,7 @@ def _derived(state: LedgerState, event: GovernanceEvent) -> str | None:
         if event.version != latest + 1:
             return f"it proposes version {event.version}, but the next version was {latest + 1}"
     elif isinstance(event, PolicyVersionPromoted) and policy is not None:
-        before = {"active": policy.active, "canary": policy.canary}.get(event.stage.value)
+        before = {"active": policy.active, "canary": policy.canary}.get(str(event.stage))
         expected = before if before != event.version else None
         if event.previous_version != expected:
             return f"its previous version is {event.previous_version}, but it was {expected}"
