@@ -84,6 +84,7 @@ __all__ = [
     "POOL_THRESHOLD",
     "COMPACT_FANIN",
     "COMPACT_MAX_ROWS",
+    "COMPACT_MAX_FILES",
     "RETIRE_AFTER_S",
     "RDKAFKA_CONFIG",
     "ExportSummary",
@@ -106,14 +107,15 @@ narrows a lookup (a decision by id, a time window) to a few groups; at DuckDB's 
 DEFAULT_FLUSH_INTERVAL: Final = 2.0
 """Seconds between flushes in ``--follow`` mode (when something new arrived)."""
 COMPACT_FANIN: Final = 16
-"""Files of one topic, partition, date and size tier that are merged into one when this many
-have gathered. A file's tier is its rows' order of magnitude in base 16 (under 16 rows, under
-256, under 4,096), so a row is rewritten at most three times, and a group keeps at most 15 files
-per tier beside the large ones."""
+"""Consecutive small files (by offset) of one topic, partition and date that are merged into
+one when this many have gathered: runs of files, so merged files never overlap in offsets and
+keep their rows in offset order."""
 COMPACT_MAX_ROWS: Final = 4_096
 """Files of this many rows or more are never merged: their footer costs a reader little per row
 (~0.25 ms a file), and a one-shot export's files (a flush's rows per partition) are left as
-written. One merge reads fewer than 65,536 rows."""
+written. A merged file under it can be merged again with the small files after it."""
+COMPACT_MAX_FILES: Final = 256
+"""Files one merge takes at most (the rest wait for the next flush): bounds one merge's time."""
 RETIRE_AFTER_S: Final = 600.0
 """Seconds a file merged into another stays on disk, unlisted, for readers that listed it."""
 
@@ -665,7 +667,10 @@ class ExportWriter(_Files):
         )
         if not gone:  # merged files are counted as compacted (compact), not as exported
             self.files_written += len(files)
+        listed_now = {f["path"] for f in self.manifest.files}
         for path in expired:  # unnamed now: a crash before this leaves them to the repair
+            if path in listed_now:
+                continue  # a name in use again is never removed
             with contextlib.suppress(FileNotFoundError):
                 (self.out / path).unlink()
 
@@ -677,13 +682,11 @@ class ExportWriter(_Files):
         per file (each query reads every footer). Each merged file is written like any other
         (temporary name, fsync, rename), then one manifest rewrite lists it in place of its
         inputs, which are removed :data:`RETIRE_AFTER_S` later. Returns the files merged away."""
-        groups: dict[tuple[str, int, str, int], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
         for entry in self.manifest.files:
-            rows = int(entry["rows"])
-            if rows < COMPACT_MAX_ROWS and entry["path"] not in self._unmergeable:
-                key = (str(entry["topic"]), int(entry["partition"]), str(entry["date"]))
-                groups.setdefault((*key, _tier(rows)), []).append(entry)
-        ready = [g for g in groups.values() if len(g) >= COMPACT_FANIN]
+            key = (str(entry["topic"]), int(entry["partition"]), str(entry["date"]))
+            groups.setdefault(key, []).append(entry)
+        ready = [run for group in groups.values() for run in self._runs(group)]
         expired = self._expired()
         if not ready:
             if expired:
@@ -692,7 +695,6 @@ class ExportWriter(_Files):
         made: list[dict[str, Any]] = []
         merged: list[str] = []
         for group in ready:
-            group.sort(key=lambda e: int(e["first_offset"]))
             try:
                 made.append(self._merge(group))
             except (OSError, pa.ArrowException) as exc:
@@ -711,6 +713,26 @@ class ExportWriter(_Files):
         self.files_compacted += len(merged)
         return len(merged)
 
+    def _runs(self, group: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """The runs of consecutive small files (in offset order) in one topic, partition and
+        date that are long enough to merge, each at most :data:`COMPACT_MAX_FILES` long."""
+        runs: list[list[dict[str, Any]]] = []
+        current: list[dict[str, Any]] = []
+        for entry in sorted(group, key=lambda e: int(e["first_offset"])):
+            small = int(entry["rows"]) < COMPACT_MAX_ROWS
+            if small and entry["path"] not in self._unmergeable:
+                current.append(entry)
+                if len(current) == COMPACT_MAX_FILES:
+                    runs.append(current)
+                    current = []
+                continue
+            if len(current) >= COMPACT_FANIN:
+                runs.append(current)
+            current = []
+        if len(current) >= COMPACT_FANIN:
+            runs.append(current)
+        return runs
+
     def _expired(self) -> bool:
         due = datetime.now(UTC) - timedelta(seconds=self.retire_after)
         stamp = due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -726,6 +748,10 @@ class ExportWriter(_Files):
         directory = self.out / f"topic={topic}" / f"date={date}"
         name = f"{topic}+{partition}+{first}~{last}.parquet"  # never an exported file's name
         path, tmp = directory / name, directory / f".{name}.tmp-{os.getpid()}"
+        relative = path.relative_to(self.out).as_posix()
+        if any(f["path"] == relative for f in (*self.manifest.files, *self.manifest.retired)):
+            # Runs never overlap, so this cannot happen; if it did, overwriting would lose rows.
+            raise OSError(f"{relative} is already in the manifest")
         schema = self.formats[topic].schema
         rows = 0
         try:
@@ -749,11 +775,6 @@ class ExportWriter(_Files):
             tmp.unlink(missing_ok=True)
             raise
         return _settle(self.out, tmp, path, (topic, partition, date), (first, last), rows)
-
-
-def _tier(rows: int) -> int:
-    """A file's size tier: its rows' order of magnitude in base 16."""
-    return (max(rows, 1).bit_length() - 1) // 4
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -1381,6 +1402,7 @@ def follow(
                         on_flush(_summary(writer, started))
                 elif due:
                     last_flush = time.monotonic()
+                    writer.compact()  # idle: still lets retired files go when their time comes
             writer.flush()
         finally:
             source.close()

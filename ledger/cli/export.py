@@ -64,7 +64,7 @@ def export_cmd(
 
     Layout: DIR/topic=<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first offset>.parquet and
     DIR/_manifest.json. Incremental and idempotent: a re-run adds exactly what is new, and a run
-    that was killed is repaired by the next one. Small files are merged as 16 of a size gather
+    that was killed is repaired by the next one. Small files are merged as 16 in a row gather
     (<first>~<last offset>.parquet). One run per DIR at a time. A progress bar shows on a
     terminal; --json prints one summary (records per topic, files written and merged, duration)
     and nothing else.

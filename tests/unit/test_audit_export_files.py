@@ -3,6 +3,7 @@ re-adding is idempotent, and the audit wing keeps to its layer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ledger.audit.export import LOCK, MANIFEST, ExportWriter, _conform, read_manifest
@@ -355,3 +357,22 @@ def test_a_file_that_cannot_be_merged_leaves_its_group_and_the_export_going(
         n = flushes(writer, [1], start=n)  # not tried again by this run
         assert len(writer.compaction_problems) == 1
     assert read_manifest(tmp_path) is not None
+
+
+def test_files_of_alternating_sizes_merge_without_overlap_or_loss(tmp_path: Path) -> None:
+    # A review's case: with files grouped by size tier, 16 files of 5 rows interleaved with 15
+    # of 20 merged into one covering offsets 0-379, then it and the 15 inside its range into a
+    # file of the same name, which the retirement of the first later deleted: the export could
+    # no longer be read. Only consecutive files merge now.
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        writer.retire_after = 0  # retirements come due at once
+        n = flushes(writer, [5, 20] * 15 + [5])
+        n = flushes(writer, [0, 3], start=n)  # an empty flush, then three rows
+        manifest = writer.manifest
+    spans = sorted((int(f["first_offset"]), int(f["last_offset"])) for f in manifest.files)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))  # no overlap
+    assert all((tmp_path / f["path"]).is_file() for f in manifest.files)
+    assert offsets_read(tmp_path) == list(range(n)) == list(range(383))
+    for f in manifest.files:  # rows in offset order within each file
+        column = pq.read_table(tmp_path / f["path"], columns=["offset"]).column(0).to_pylist()
+        assert column == sorted(column)
