@@ -898,8 +898,8 @@ _Index = tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]
 
 
 def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
-    """The index of policies with a version that decides (active or canary), and that of
-    policies with shadow versions only, which observe but never decide."""
+    """The index of what policies' deciding versions (active, canary) govern, and that of what
+    only their shadow versions govern, which they observe but never decide."""
     cached = state.memo.get("governance")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
@@ -909,15 +909,17 @@ def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
         record = state.policies[name]
         if record.retired:
             continue
-        tier = 0 if record.active is not None or record.canary is not None else 1
-        patterns: set[str] = set()
-        for v in record.deployed():
-            patterns.update(record.versions[v].governs)
-        for pattern in sorted(patterns):
-            if any(ch in pattern for ch in "*?["):
-                globs[tier].append((-len(pattern), pattern, name))
-            else:
-                exact[tier].setdefault(pattern, name)  # names are visited in order: lowest wins
+        # What the active and canary versions govern, the policy decides; what only its
+        # shadow versions govern, it observes.
+        deciding_versions = [v for v in (record.active, record.canary) if v is not None]
+        deciding = {p for v in deciding_versions for p in record.versions[v].governs}
+        shadowed = {p for v in record.shadows for p in record.versions[v].governs} - deciding
+        for tier, patterns in ((0, deciding), (1, shadowed)):
+            for pattern in sorted(patterns):
+                if any(ch in pattern for ch in "*?["):
+                    globs[tier].append((-len(pattern), pattern, name))
+                else:
+                    exact[tier].setdefault(pattern, name)  # names in order: lowest wins
     deciding: _Index = (exact[0], tuple((_glob(p), n) for _, p, n in sorted(globs[0])))
     observing: _Index = (exact[1], tuple((_glob(p), n) for _, p, n in sorted(globs[1])))
     state.memo["governance"] = (deciding, observing)
@@ -941,9 +943,10 @@ def _lookup(index: _Index, action: str) -> str | None:
 
 def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
     """The policy that governs ``action``: an exact ``governs`` entry first, else the longest
-    matching glob (ties by policy name). Only policies with a deployed version count, and one
-    whose versions are all shadows only when no policy with an active or canary version
-    governs the action: a shadow observes, it never takes another policy's action over."""
+    matching glob (ties by policy name), among what the policies' active and canary versions
+    govern; only when none of those does, among what shadow versions govern. A shadow observes:
+    it never takes another policy's action over, nor brings one to its own policy's active
+    version."""
     deciding, observing = _governance_index(state)
     name = deciding[0].get(action)
     if name is None:

@@ -1235,8 +1235,18 @@ def test_a_shadow_only_policy_never_takes_over_an_action_another_policy_decides(
         "aaa-experiment",
     )
     assert [s.version for s in observed.shadow_results] == [1]
-    # Once it has an active version (approved), it decides like any other policy: between two
-    # that govern one exact action, the lowest name (a known limit, in the README).
+    # A policy with an active version is no different: what only its shadow version governs
+    # (v2 adds refund.issue) does not bring that action to its active v1, which allowed it.
+    led.deploy(
+        experiment.replace("refund.issue, ", "").replace(
+            "rules: []", "rules: [{id: mail, effect: allow}]"
+        )
+    )
+    assert ask("refund.issue").policy == "refund" and ask("email.send").rule == "mail"
+    led.deploy(experiment, stage="shadow")
+    assert (ask("refund.issue").policy, ask("refund.issue").rule) == ("refund", "ok")
+    # Once a version that governs it is active (approved), it decides like any other policy:
+    # between two that govern one exact action, the lowest name (a known limit, in the README).
     led.deploy(experiment.replace("rules: []", "rules: [{id: no, effect: deny}]"))
     assert (ask("email.send").policy, ask("email.send").rule) == ("aaa-experiment", "no")
     assert ask("refund.issue").policy == "aaa-experiment"
