@@ -241,7 +241,8 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
         wanted = command[f.name]
         if wanted is None and (type(event).__name__, f.name) in _FILLED_IN:
             continue
-        if to_json_value(getattr(event, f.name)) != (None if wanted == "" else wanted):
+        recorded = to_json_value(getattr(event, f.name))
+        if (None if recorded == "" else recorded) != (None if wanted == "" else wanted):
             return f"the event's {f.name} is not the signed command's"
     try:
         signed_at = datetime.fromisoformat(str(command.get("occurred_at")))

@@ -200,3 +200,21 @@ def test_a_proposal_accepted_before_a_later_limit_is_still_proven():
     assert not isinstance(outcome, Rejection), outcome
     verdicts = verify_history([*events, *outcome])
     assert all(v.ok for v in verdicts), verdicts
+
+
+def test_an_empty_note_or_reason_is_recorded_and_proven_as_given():
+    # The processor records a grant's note and a revocation's reason as sent, "" included; the
+    # strict comparison of the signed command with the event took "" for none and called
+    # both events unproven.
+    from ledger.core.events import RevokeGrant
+
+    state, events = anchored()
+    issued = decide_signed(state, sign(replace(grant(), note=""), ADMIN_KEY), now=T0, new_id=ids())
+    assert not isinstance(issued, Rejection), issued
+    for event in issued:
+        state = fold(state, event)
+    revoke = RevokeGrant(event_id="c-9", occurred_at=T0, actor=ADMIN, grant_id="g-1", reason="")
+    revoked = decide_signed(state, sign(revoke, ADMIN_KEY), now=T0, new_id=ids())
+    assert not isinstance(revoked, Rejection), revoked
+    verdicts = verify_history([*events, *issued, *revoked])
+    assert all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
