@@ -25,6 +25,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
@@ -99,27 +100,55 @@ def _not_found(decision_id: str, where: str) -> UsageError:
 
 
 def answered(decision: Decision, copies: Sequence[Request]) -> Request:
-    """The copy of a request id that ``decision`` answered: the one whose time, names, context
-    and facts agree most with what the decision recorded (the evaluator records the request's
-    time as ``requested_at``, its facts as the policy read them); the earliest read on a tie.
-    A copy identical in all of these is the same request for reproduction and simulation."""
+    """The copy of a request id that ``decision`` answered: the one whose time, names, asker,
+    mode, context and facts agree most with what the decision recorded (the evaluator records
+    the request's time as ``requested_at``, its facts as the policy read them: a number sent
+    as ``120.5`` or ``"120.50"`` is the same decimal, a time in any zone the same instant); the
+    earliest read on a tie. A copy identical in all of these is the same request for
+    reproduction and simulation."""
     if len(copies) == 1:
         return copies[0]
     recorded = to_json_value(decision)
+    asked = decision.requested_at if isinstance(decision, DecisionRecorded) else None
 
     def agreement(request: Request) -> int:
         form = to_json_value(request)
-        asked = decision.requested_at if isinstance(decision, DecisionRecorded) else None
+        if isinstance(request, EvaluationRequested):  # who asked, as the evaluator records it
+            form["requested_by"] = request.requested_by or request.actor
         score = 8 if request.occurred_at == asked else 0
-        for name in ("principal", "action", "resource", "context"):
-            if name in form and form.get(name) == recorded.get(name):
-                score += 2
+        for name in (
+            "principal",
+            "action",
+            "resource",
+            "context",
+            "requested_by",
+            "mode",
+            "default",
+        ):
+            if name in form and name in recorded:
+                score += 2 if form[name] == recorded[name] else -2
         facts, kept = form.get("facts") or {}, recorded.get("facts") or {}
         if isinstance(facts, dict) and isinstance(kept, dict):
-            score += sum(1 if kept.get(k) == v else -1 for k, v in facts.items())
+            score += sum(1 if _same_fact(v, kept.get(k)) else -1 for k, v in facts.items())
         return score
 
     return max(copies, key=agreement)  # the first of the best: the earliest read
+
+
+def _same_fact(sent: Any, kept: Any) -> bool:
+    """Is ``kept`` (a fact as the policy read it, in its JSON form) what was ``sent``?"""
+    if sent == kept:
+        return True
+    if isinstance(sent, (int, float, str)) and isinstance(kept, str) and not isinstance(sent, bool):
+        try:
+            return Decimal(str(sent)) == Decimal(kept)  # a decimal fact, sent as a number or text
+        except (InvalidOperation, ValueError):
+            pass
+        try:
+            return datetime.fromisoformat(str(sent)) == datetime.fromisoformat(kept)
+        except ValueError:
+            return False
+    return False
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -175,10 +204,8 @@ class KafkaSource:
             self.bootstrap, topic, codec=self.codec, security=self.security
         ):
             event = positioned.event
-            if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)) and _within(
-                event.occurred_at, since, until
-            ):
-                copies.setdefault(event.event_id, []).append(event)
+            if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)):
+                copies.setdefault(event.event_id, []).append(event)  # windowed once chosen
         found: dict[str, Decision] = {}
         for positioned in read_topic(
             self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
@@ -189,6 +216,7 @@ class KafkaSource:
             if event.request_id in copies:
                 found.setdefault(event.request_id, event)
         chosen = [answered(found[rid], these) for rid, these in copies.items() if rid in found]
+        chosen = [r for r in chosen if _within(r.occurred_at, since, until)]
         for request in sorted(chosen, key=lambda r: r.occurred_at):
             yield request, found[request.event_id]
 
@@ -396,6 +424,8 @@ class ExportSource:
                             continue
                         done.add(request.event_id)
                         request = answered(decision, several[request.event_id])
+                        if not _within(request.occurred_at, since, until):
+                            continue  # the copy the decision answered is outside the window
                     yield request, decision
         except duckdb.Error as exc:
             raise ExportError(f"reading the export at {self.path}: {exc}") from exc

@@ -912,9 +912,9 @@ def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
         # What the active and canary versions govern, the policy decides; what only its
         # shadow versions govern, it observes.
         deciding_versions = [v for v in (record.active, record.canary) if v is not None]
-        deciding = {p for v in deciding_versions for p in record.versions[v].governs}
-        shadowed = {p for v in record.shadows for p in record.versions[v].governs} - deciding
-        for tier, patterns in ((0, deciding), (1, shadowed)):
+        decides = {p for v in deciding_versions for p in record.versions[v].governs}
+        shadowed = {p for v in record.shadows for p in record.versions[v].governs} - decides
+        for tier, patterns in ((0, decides), (1, shadowed)):
             for pattern in sorted(patterns):
                 if any(ch in pattern for ch in "*?["):
                     globs[tier].append((-len(pattern), pattern, name))

@@ -21,7 +21,7 @@ from export_format import Exported, files_of, rewrite, write_export
 
 from ledger.audit.history import load_export_history
 from ledger.audit.reproduce import WRITER_FIELDS, reproduce
-from ledger.audit.sources import ExportSource, single_pairs
+from ledger.audit.sources import ExportSource, answered, single_pairs
 from ledger.cli.app import cli
 from ledger.codec import default_codec
 from ledger.core.chain import ChainHead, checkpoint, link
@@ -368,6 +368,31 @@ def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     assert data["reproduces"] is True and data["decision_id"] == canary.event_id
 
 
+def _with_copy(
+    history: History, honest: DecisionRecorded, out: Path, **changes: Any
+) -> tuple[EvaluationRequested, EvaluationRequested]:
+    """Write the history and a copy of ``honest``'s request (with ``changes``) on partition 0,
+    where it is read first, to an export at ``out``; returns (the request, the copy)."""
+    [original] = [
+        r
+        for r in history.records
+        if r.topic == TOPICS.evaluation_requests and r.key == honest.request_id.encode()
+    ]
+    request = CODEC.decode(original.value)
+    assert isinstance(request, EvaluationRequested)
+    copy = dataclasses.replace(request, **changes)
+    forged = Exported(
+        TOPICS.evaluation_requests,
+        0,
+        10_000,
+        original.timestamp_ms,
+        original.key,
+        CODEC.encode(copy),
+    )
+    write_export(out, [*history.records, forged], TOPICS)
+    return request, copy
+
+
 def test_a_copy_of_a_request_id_with_other_facts_misleads_neither_replay_nor_simulate(
     history: History, tmp_path: Path
 ) -> None:
@@ -383,24 +408,8 @@ def test_a_copy_of_a_request_id_with_other_facts_misleads_neither_replay_nor_sim
         and zlib.crc32(d.request_id.encode()) % 3 != 0
         and d.occurred_at < history.marks["v1 only until"]
     )
-    [original] = [
-        r
-        for r in history.records
-        if r.topic == TOPICS.evaluation_requests and r.key == honest.request_id.encode()
-    ]
-    request = CODEC.decode(original.value)
-    assert isinstance(request, EvaluationRequested)
-    copy = dataclasses.replace(request, facts=SAME_DENY)  # same id, same time, other facts
-    forged = Exported(
-        TOPICS.evaluation_requests,
-        0,
-        10_000,
-        original.timestamp_ms,
-        original.key,
-        CODEC.encode(copy),
-    )
     out = tmp_path / "export"
-    write_export(out, [*history.records, forged], TOPICS)
+    request, copy = _with_copy(history, honest, out, facts=SAME_DENY)  # same id and time
     source = ExportSource(out, TOPICS)
     assert source.requests(honest.request_id) == [copy, request]  # the copy is read first
     result = run("replay", "--decision", honest.event_id, "--from", str(out), "--json")
@@ -483,3 +492,43 @@ def test_audit_verify_cli(history: History, export: Path, tmp_path: Path) -> Non
     line = one_error_line(bad, 11)
     assert "tamper_detected" in line and victim.event_id in line and "altered" in line
     assert json.loads(bad.stdout)["problems"][0]["decision_id"] == victim.event_id
+
+
+def test_the_answered_copy_is_found_when_the_policy_converted_its_facts(
+    history: History,
+) -> None:
+    # The decision records facts as the policy read them (decimals from numbers or text). A
+    # copy that sent those converted values, with other facts and another asker, outscored
+    # the request that was answered (its number and int facts counted as differences).
+    sent = {"tenure_days": 400, "amount": 300.0, "prior_refunds_12m": 0, "standing": "good"}
+    honest = EvaluationRequested(
+        event_id="r-x",
+        occurred_at=history.now,
+        actor=AGENT,
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:x",
+        facts=sent,
+    )
+    decision = evaluate(history.state, honest, now=history.now, evaluator_id="evaluator-s")
+    assert decision.facts["amount"] == Decimal("300.0")
+    forged = dataclasses.replace(
+        honest,
+        facts=dict(decision.facts) | {"standing": "suspended"},
+        requested_by="agent:mallory",
+    )
+    assert answered(decision, [forged, honest]) is honest
+    assert answered(decision, [honest, forged]) is honest
+
+
+def test_a_window_takes_the_copy_the_decision_answered_not_a_copy_dated_inside_it(
+    history: History, tmp_path: Path
+) -> None:
+    honest = next(
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.principal == AGENT
+    )
+    since = honest.requested_at + timedelta(seconds=30)  # the honest request is before it
+    out = tmp_path / "export"
+    _with_copy(history, honest, out, occurred_at=since, facts=SAME_DENY)
+    ids = {q.event_id for q, _ in ExportSource(out, TOPICS).pairs(since=since)}
+    assert honest.request_id not in ids
