@@ -294,7 +294,8 @@ class _DirectoryLock:
 
     def __del__(self) -> None:  # a writer dropped without close() still lets go
         if getattr(self, "_fd", -1) >= 0:
-            self.release()
+            with contextlib.suppress(Exception):  # at interpreter exit, the kernel lets go too
+                self.release()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -77,7 +77,7 @@ def _read(
             table = pq.read_table(path, columns=None if check else _LOG_COLUMNS)
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read {path}: {exc}") from exc
-        for row in table.to_pylist():
+        for row in (r for batch in table.to_batches(4_096) for r in batch.to_pylist()):
             topic, partition, offset = row["topic"], row["partition"], row["offset"]
             where = f"{topic} partition {partition} offset {offset}"
             offsets.setdefault((topic, partition), []).append(offset)

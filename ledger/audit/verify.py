@@ -239,7 +239,9 @@ def columns_disagree(event: Any, row: Mapping[str, Any]) -> str | None:
     """Why an export ``row``'s columns are not the JSON form of ``event``, decoded from the
     row's own ``record`` bytes (``None`` when they agree): what analysts query must be what was
     recorded. For any event type; decision chains are checked this way by :func:`verify_export`."""
-    form = _FORMS.get(type(event).__name__) or _Form.of(type(event))
+    form = _FORMS.get(type(event).__name__)
+    if form is None:  # built once per event type: reading type hints is slow
+        form = _FORMS[type(event).__name__] = _Form.of(type(event))
     try:
         columns = form.build(row)
     except _Mismatch as exc:
