@@ -411,3 +411,46 @@ def test_checkpoints_name_each_chain_head(run: Run) -> None:
     assert [m.chain_id for m in final] == [run.chains[0]]
     head = _chain(run, 0)[-1]
     assert (final[0].chain_seq, final[0].head_hash) == (head.chain_seq, head.hash)
+
+
+# --------------------------------------------------------------------------- copied request ids
+
+
+def test_a_copied_request_id_misleads_neither_replay_nor_simulate_from_kafka(run: Run) -> None:
+    """Any agent can read request ids on ``ledger.decisions`` and write a copy of one, with
+    other facts, to the request topic's first partition (read first); the evaluator ignores it
+    as a repeat. Replay and simulation from Kafka use the copy the decision answered. (Last in
+    this module: the copy stays in the broker's log.)"""
+    from ledger.kafka.reading import read_topic
+
+    topic = run.stack.topics.evaluation_requests
+    security = run.stack.security("auditor")
+    positioned = [
+        p for p in read_topic(run.stack.bootstrap, [topic], idle_timeout=1.0, security=security)
+    ]
+    decided = {
+        d.request_id: d
+        for d in run.decisions
+        if isinstance(d, DecisionRecorded) and d.occurred_at < run.v1_until
+    }
+    honest = next(
+        p for p in positioned if p.event.event_id in decided and p.partition != 0
+    )  # a request a later partition holds: the copy in partition 0 is read before it
+    decision = decided[honest.event.event_id]
+    copy = dataclasses.replace(honest.event, facts={**GOOD_FACTS, "amount": "900"})
+    producer = run.stack.producer("agent")
+    try:
+        producer.send(topic, value=CODEC.encode(copy), key=copy.event_id.encode(), partition=0)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+    result = run.cli("replay", "--decision", decision.event_id, "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert data["reproduces"] is True and data["request_copies"] == 2
+    args = ["policy", "simulate", str(run.v2_file), "--until", run.v1_until.isoformat(), "--json"]
+    simulated = json.loads(run.cli(*args).stdout)
+    expected = {"allow -> allow_with_constraints": run.v1_flips}
+    if run.too_early:
+        expected["deny -> allow"] = run.too_early
+    assert simulated["transitions"] == expected  # as without the copy
