@@ -419,10 +419,9 @@ def _state_with_grant(condition: str):  # type: ignore[no-untyped-def]
     return state
 
 
-def test_grant_conditions_are_bounded_and_fail_closed() -> None:
-    state = _state_with_grant("xs.exists(a, xs.exists(b, a == b + '!'))")
-    facts = {"xs": tuple(str(i) for i in range(1000))}
-    request = EvaluationRequested(
+def _asked(facts: dict[str, Any]) -> EvaluationRequested:
+    """agent:a asks for p.act on x with ``facts`` (the grant of :func:`_state_with_grant`)."""
+    return EvaluationRequested(
         event_id="r1",
         occurred_at=T0,
         actor="agent:a",
@@ -431,6 +430,12 @@ def test_grant_conditions_are_bounded_and_fail_closed() -> None:
         resource="x",
         facts=facts,
     )
+
+
+def test_grant_conditions_are_bounded_and_fail_closed() -> None:
+    state = _state_with_grant("xs.exists(a, xs.exists(b, a == b + '!'))")
+    facts = {"xs": tuple(str(i) for i in range(1000))}
+    request = _asked(facts)
     decision = evaluate(state, request, now=T0, evaluator_id="t")
     assert decision.determination is Determination.ERROR
     assert decision.reason_code == "evaluation_budget_exceeded" and decision.grant_id is None
@@ -450,15 +455,7 @@ def test_long_decimals_are_refused_before_any_condition_compares_them() -> None:
     state = _state_with_grant("xs.exists(a, xs.exists(b, d1 > d2))")
     xs = tuple(str(i) for i in range(1000))
     long = "1" * 5_000
-    request = EvaluationRequested(
-        event_id="r1",
-        occurred_at=T0,
-        actor="agent:a",
-        action="p.act",
-        principal="agent:a",
-        resource="x",
-        facts={"xs": xs, "d1": Decimal(long), "d2": Decimal(long + ".0")},
-    )
+    request = _asked({"xs": xs, "d1": Decimal(long), "d2": Decimal(long + ".0")})
     decision = evaluate(state, request, now=T0, evaluator_id="t")
     assert (decision.determination, decision.reason_code) == (
         Determination.ERROR,
