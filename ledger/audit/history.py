@@ -17,7 +17,7 @@ from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.verify import columns_disagree
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
-from ledger.core.history import HistoryEntry
+from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.errors import CodecError, ExportError
 from ledger.kafka.governance import decode_governance
 from ledger.kafka.reading import position_key
@@ -97,30 +97,18 @@ def _read(
     if check:
         for topic in wanted:
             for partition, end in sorted(manifest.offsets.get(topic, {}).items()):
-                problems.extend(_gaps(topic, partition, offsets.get((topic, partition), []), end))
+                problems.extend(
+                    offset_gaps(
+                        topic,
+                        partition,
+                        offsets.get((topic, partition), []),
+                        end,
+                        f"the manifest says {end} comes next",
+                    )
+                )
     order = {topic: index for index, topic in enumerate(wanted)}
     found.sort(key=lambda item: (order[item[0]], item[1], item[2]))
     return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found], problems
 
 
 _LOG_COLUMNS: Final = ["topic", "partition", "offset", "record"]
-
-
-def _gaps(topic: str, partition: int, seen: list[int], end: int) -> list[str]:
-    """What is wrong with one partition's offsets, expected to run 0, 1, … ``end`` - 1."""
-    problems = []
-    previous = -1
-    for offset in sorted(seen):
-        if offset == previous:
-            problems.append(f"{topic} partition {partition}: offset {offset} appears twice")
-        elif offset > previous + 1:
-            problems.append(
-                f"{topic} partition {partition}: offsets {previous + 1}-{offset - 1} are missing"
-            )
-        previous = max(previous, offset)
-    if previous + 1 < end:
-        problems.append(
-            f"{topic} partition {partition}: offsets {previous + 1}-{end - 1} are missing "
-            f"(the manifest says {end} comes next)"
-        )
-    return problems

@@ -15,6 +15,7 @@ import click
 
 from ledger.cli.common import (
     bootstrap_option,
+    connection,
     current_state,
     ledger_options,
     load_settings,
@@ -26,6 +27,7 @@ from ledger.core.events import RegisterActorKey, RevokeActorKey
 from ledger.core.signing import key_id_of, verify_history
 from ledger.errors import TamperDetected
 from ledger.ids import new_id, utcnow
+from ledger.kafka.governance import check_governance_log
 from ledger.keys import KeyStore, public_bytes
 
 __all__ = ["group"]
@@ -160,15 +162,19 @@ def list_cmd(bootstrap: str | None, as_json: bool) -> None:
 def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> None:
     """Prove who did what: check every governance event's recorded command signature against
     the keys registered in the ledger (from Kafka, or with --from from an export's record
-    bytes). Exit 0 when every event is proven; otherwise exit 11 (tamper_detected) naming the
-    first unproven event (each is listed)."""
-    damaged: list[str] = []
+    bytes). It also checks the records themselves: every one must decode as a governance event,
+    and no offset may be missing (and from an export, every row's columns must agree with its
+    record). Exit 0 when every event is proven and nothing is damaged; otherwise exit 11
+    (tamper_detected) naming the first problem (each is listed: DAMAGED, UNPROVEN)."""
     if from_dir is not None:
         from ledger.audit.history import check_export_history  # pyarrow: only when asked for
 
         history, damaged = check_export_history(from_dir)
     else:
-        _, history = current_state(bootstrap)
+        settings = load_settings(bootstrap)
+        address, security = connection(settings, "auditor")
+        history, damaged = check_governance_log(address, settings.topics, security=security)
+    where = "the export's governance rows" if from_dir is not None else "the governance topics"
     verdicts = verify_history(entry.event for entry in history)
     bad = [v for v in verdicts if not v.ok]
     if as_json:
@@ -190,11 +196,11 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
         click.echo(
             f"{len(verdicts) - len(bad)} of {len(verdicts)} governance events proven "
             f"({anchors} trust anchors)"
-            + (f"; {len(damaged)} problems with the export's rows" if damaged else "")
+            + (f"; {len(damaged)} problems with {where}" if damaged else "")
         )
     if damaged:
         more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        raise TamperDetected(f"the export's governance rows: {damaged[0]}{more}")
+        raise TamperDetected(f"{where}: {damaged[0]}{more}")
     if bad:
         first = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

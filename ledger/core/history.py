@@ -16,7 +16,7 @@ from datetime import datetime
 from ledger.core.events import GovernanceEvent
 from ledger.core.state import EMPTY_STATE, LedgerState, replay, with_positions
 
-__all__ = ["HistoryEntry", "state_at", "state_at_position"]
+__all__ = ["HistoryEntry", "offset_gaps", "state_at", "state_at_position"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +59,27 @@ def _replayed(entries: Sequence[HistoryEntry]) -> LedgerState:
     """
     state = replay([entry.event for entry in entries], EMPTY_STATE)
     return with_positions(state, {entry.position_key: entry.offset for entry in entries})
+
+
+def offset_gaps(
+    topic: str, partition: int, seen: Iterable[int], end: int, why_end: str
+) -> list[str]:
+    """What is wrong with one governance partition's offsets, one line each: they must run 0,
+    1, … ``end`` - 1, each once (governance topics keep every record and are written without
+    transactions, so an honest log has no gap). ``why_end`` says where ``end`` comes from."""
+    problems = []
+    previous = -1
+    for offset in sorted(seen):
+        if offset == previous:
+            problems.append(f"{topic} partition {partition}: offset {offset} appears twice")
+        elif offset > previous + 1:
+            problems.append(
+                f"{topic} partition {partition}: offsets {previous + 1}-{offset - 1} are missing"
+            )
+        previous = max(previous, offset)
+    if previous + 1 < end:
+        problems.append(
+            f"{topic} partition {partition}: offsets {previous + 1}-{end - 1} are missing "
+            f"({why_end})"
+        )
+    return problems

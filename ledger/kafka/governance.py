@@ -38,7 +38,7 @@ from ledger.core.events import (
     RoleAssigned,
     RoleRevoked,
 )
-from ledger.core.history import HistoryEntry
+from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.core.state import (
     EMPTY_STATE,
     LedgerState,
@@ -51,7 +51,7 @@ from ledger.core.state import (
 from ledger.errors import CodecError
 from ledger.files import held_exclusively
 from ledger.kafka.clients import aiokafka_config
-from ledger.kafka.reading import position_key, read_topic, topic_partitions_async
+from ledger.kafka.reading import position_key, read_raw, read_topic, topic_partitions_async
 from ledger.kafka.snapshots import (
     SnapshotMemory,
     SnapshotUnusable,
@@ -145,6 +145,49 @@ def load_history(
 ) -> list[HistoryEntry]:
     """Every governance event in the ledger, in log order."""
     return list(read_governance(bootstrap, topics, codec=codec, security=security))
+
+
+def check_governance_log(
+    bootstrap: str,
+    topics: TopicNames,
+    *,
+    codec: Codec | None = None,
+    security: KafkaSecurity | None = None,
+) -> tuple[list[HistoryEntry], list[str]]:
+    """The governance history (as :func:`load_history`), and what is wrong with the topics'
+    records, one line each: a record that is not a governance event (undecodable bytes, an
+    empty record, another type), and offsets missing from 0 to the end offset seen when the
+    read began (records deleted: the governance topics keep every record and are written
+    without transactions). :func:`load_history` skips such records, as the processors do;
+    ``ledger actor verify`` reports them, since only the command processor writes there."""
+    codec = codec or default_codec()
+    governance = (topics.policy_events, topics.grant_events)
+    ends: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int], list[int]] = {}
+    history: list[HistoryEntry] = []
+    problems: list[str] = []
+    for rec in read_raw(bootstrap, governance, security=security, ends=ends):
+        seen.setdefault((rec.topic, rec.partition), []).append(rec.offset)
+        try:
+            event = decode_governance(codec, rec.value)
+        except CodecError as exc:
+            problems.append(
+                f"{rec.topic} partition {rec.partition} offset {rec.offset}: its record is not "
+                f"a governance event ({exc})"
+            )
+            continue
+        history.append(HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, event))
+    for (topic, partition), end in sorted(ends.items()):
+        problems.extend(
+            offset_gaps(
+                topic,
+                partition,
+                seen.get((topic, partition), []),
+                end,
+                f"the topic's end offset is {end}",
+            )
+        )
+    return history, problems
 
 
 class GovernanceFollower:

@@ -27,6 +27,8 @@ __all__ = [
     "topic_partitions_async",
     "rdkafka_partitions",
     "rdkafka_end_offset",
+    "RawRecord",
+    "read_raw",
     "read_topic",
 ]
 
@@ -153,23 +155,33 @@ class Positioned:
     event: Event
 
 
-def read_topic(
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record's bytes with where they came from, not decoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes | None
+
+
+def read_raw(
     bootstrap: str,
     topics: Iterable[str],
     *,
-    codec: Codec | None = None,
     idle_timeout: float = 2.0,
     security: KafkaSecurity | None = None,
     since_ms: int | None = None,
-) -> Iterator[Positioned]:
+    ends: dict[tuple[str, int], int] | None = None,
+) -> Iterator[RawRecord]:
     """Every record of ``topics`` from the beginning to the end offsets seen at the start
-    (with ``since_ms``: from each partition's first record stamped at or after it).
+    (with ``since_ms``: from each partition's first record stamped at or after it), as bytes.
 
     Reads without a consumer group (nothing is committed) and stops at the end offsets captured
-    when it began, so the result is a consistent prefix of the log. Undecodable records are
-    skipped (processors dead-letter them; readers must not stop on them).
+    when it began, so the result is a consistent prefix of the log. Given ``ends``, it is
+    filled with those end offsets, by ``(topic, partition)``, before the first record.
     """
-    codec = codec or default_codec()
     consumer = make_consumer(
         bootstrap, security=security, consumer_timeout_ms=int(idle_timeout * 1000)
     )
@@ -182,6 +194,8 @@ def read_topic(
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
+        if ends is not None:
+            ends.update({(tp.topic, tp.partition): end[tp] for tp in parts})
         if since_ms is not None:
             found = consumer.offsets_for_times({tp: since_ms for tp in parts})
             for tp in parts:
@@ -201,14 +215,37 @@ def read_topic(
                 continue
             for tp, records in batch.items():
                 for record in records:
-                    if record.offset >= end[tp]:
-                        continue
-                    try:
-                        event = codec.decode(record.value)
-                    except CodecError:
-                        continue
-                    yield Positioned(tp.topic, tp.partition, record.offset, record.timestamp, event)
+                    if record.offset < end[tp]:
+                        yield RawRecord(
+                            tp.topic, tp.partition, record.offset, record.timestamp, record.value
+                        )
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
     finally:
         consumer.close()
+
+
+def read_topic(
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    codec: Codec | None = None,
+    idle_timeout: float = 2.0,
+    security: KafkaSecurity | None = None,
+    since_ms: int | None = None,
+) -> Iterator[Positioned]:
+    """Every record of ``topics`` from the beginning to the end offsets seen at the start
+    (:func:`read_raw`), decoded. Undecodable records are skipped (processors dead-letter them;
+    readers must not stop on them; ``ledger actor verify`` reports them on the governance
+    topics, :func:`~ledger.kafka.governance.check_governance_log`).
+    """
+    codec = codec or default_codec()
+    raw = read_raw(
+        bootstrap, topics, idle_timeout=idle_timeout, security=security, since_ms=since_ms
+    )
+    for record in raw:
+        try:
+            event = codec.decode(record.value)  # type: ignore[arg-type]
+        except CodecError:
+            continue
+        yield Positioned(record.topic, record.partition, record.offset, record.timestamp_ms, event)

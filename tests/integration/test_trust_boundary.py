@@ -442,6 +442,49 @@ def test_an_export_proves_who_did_what_offline(shared_stack: LedgerStack, tmp_pa
     assert "[tamper_detected]" in last and grant_id in last, result.stderr
 
 
+def test_damaged_governance_topics_are_reported_from_kafka(stack_factory: Any) -> None:
+    """Someone holding the processor's credential writes junk to a governance topic, and the
+    admin deletes a record from the start of one: ``ledger actor verify`` (from Kafka) names
+    both, exit 11, where reading the history for state skips them."""
+    from kafka import TopicPartition
+
+    stack: LedgerStack = stack_factory(processors=())
+    t = stack.topics
+    producer = stack.producer("command-processor")
+    try:
+        for value in (b"junk at 0", b"junk at 1"):
+            producer.send(t.grant_events, key=b"k", value=value).get(timeout=10)
+        producer.send(t.policy_events, key=b"k", value=None).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+    admin = make_admin(stack.bootstrap, security=stack.security("admin"))
+    try:
+        admin.delete_records({TopicPartition(t.grant_events, 0): 1})
+    finally:
+        admin.close()
+
+    assert load_history(stack.bootstrap, t, security=stack.security("auditor")) == []
+    result = CliRunner().invoke(cli, ["actor", "verify", "--json"], env=stack.cli_env())
+    assert result.exit_code == 11, result.output
+    damaged = json.loads(result.stdout)["damaged_rows"]
+    assert sorted(damaged) == sorted(
+        [
+            f"{t.policy_events} partition 0 offset 0: its record is not a governance event "
+            "(empty record (tombstone) on a governance topic)",
+            f"{t.grant_events} partition 0 offset 1: its record is not a governance event "
+            "(not a ledger record: bad magic 0x6a75 (expected C3 01))",
+            f"{t.grant_events} partition 0: offsets 0-0 are missing",
+        ]
+    ), damaged
+
+    result = CliRunner().invoke(cli, ["actor", "verify"], env=stack.cli_env())
+    assert result.exit_code == 11
+    lines = result.stderr.strip().splitlines()
+    assert sum(line.startswith("DAMAGED ") for line in lines) == 3, result.stderr
+    assert "3 problems with the governance topics" in result.stdout
+    assert "[tamper_detected]" in lines[-1] and "the governance topics" in lines[-1]
+
+
 # --------------------------------------------------------------------------- files
 
 
