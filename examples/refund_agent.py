@@ -9,6 +9,8 @@ What it expects: a running ledger, the refund policy active, and a grant letting
 version is 1; ``make demo`` does the same with a role for bob)::
 
     ledger up
+    ledger actor add human:alice --by human:admin    # signing keys: every command is signed
+    ledger actor add human:bob --by human:admin
     ledger grant issue --to agent:refund-bot --actions 'refund.*' --resource 'account:*' --by human:admin
     ledger grant issue --to human:alice --actions 'ledger.policy.propose' --resource 'policy:*' --by human:admin
     ledger grant issue --to human:bob --actions 'ledger.policy.approve,ledger.policy.promote' --resource 'policy:*' --by human:admin

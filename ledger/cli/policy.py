@@ -64,20 +64,29 @@ def _load(path: Path) -> Policy:
 
 
 @group.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @json_option
 @handle_errors
-def validate(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check policy documents offline.
+def validate(paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check policy documents, and their NAME.tests.yaml files, offline.
 
-    Every problem is listed with its file, line, rule id and field; exit code 3 when any file is
-    invalid. Valid files print their policy name and content hash.
+    PATH is a policy file, a tests file or a directory (searched recursively for both). Every
+    problem is listed with its file, line, rule id and field; exit code 3 when any file is
+    invalid, after checking the others. Valid files print their policy name and content hash
+    (a tests file: its number of cases).
     """
     problems: list[PolicyProblem] = []
     valid: list[dict[str, Any]] = []
     bad = 0
+    files = _yaml_files(paths, tests=True)
     for path in files:
         try:
+            if _is_tests_file(path):
+                named, cases = parse_test_cases(
+                    read_text_file(path, what="policy tests file"), filename=str(path)
+                )
+                valid.append({"file": str(path), "tests_of": named, "cases": len(cases)})
+                continue
             policy = _load(path)
         except PolicyError as exc:
             problems.extend(exc.problems)
@@ -101,42 +110,54 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
         print_json({"valid": valid, "problems": problems})
     else:
         for item in valid:
-            click.echo(
-                f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, {item['content_hash']})"
-            )
+            if "cases" in item:
+                of = f" of policy {item['tests_of']}" if item["tests_of"] else ""
+                click.echo(f"ok  {item['file']}: {item['cases']} test cases{of}")
+            else:
+                click.echo(
+                    f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, "
+                    f"{item['content_hash']})"
+                )
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:  # each problem is shown above
         raise PolicyError(problems, summary=f"{len(problems)} problem(s) in {bad} file(s)")
+    if not files:
+        raise UsageError(f"no .yaml or .yml files in {', '.join(map(str, paths))}; check the path")
 
 
-def _policy_files(paths: Iterable[Path]) -> list[Path]:
+_TESTS_SUFFIXES = (_TESTS_SUFFIX, ".tests.yml")
+
+
+def _is_tests_file(path: Path) -> bool:
+    return path.name.endswith(_TESTS_SUFFIXES)
+
+
+def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
+    """The files ``paths`` name, each once, a directory's YAML files (recursively, sorted) in its
+    place. With ``tests``, tests files are kept; without, a tests file stands for the policy
+    beside it (``refund.tests.yaml`` -> ``refund.yaml``) and a directory's are left out. A
+    path that does not exist is kept: reading it says so, among the others' results."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
             out.extend(
                 p
                 for p in sorted(path.rglob("*.y*ml"))
-                if p.suffix in (".yaml", ".yml")
-                and not p.name.endswith((_TESTS_SUFFIX, ".tests.yml"))
+                if p.suffix in (".yaml", ".yml") and (tests or not _is_tests_file(p))
             )
-        elif path.name.endswith((_TESTS_SUFFIX, ".tests.yml")):
-            sibling = path.with_name(path.name.rsplit(".tests.", 1)[0] + ".yaml")
-            out.append(sibling)
-        elif path.exists():
-            out.append(path)
+        elif _is_tests_file(path) and not tests:
+            out.append(path.with_name(path.name.rsplit(".tests.", 1)[0] + ".yaml"))
         else:
-            raise UsageError(f"{path}: no such file or directory; check the path")
+            out.append(path)
     seen: set[Path] = set()
     return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 
 
 def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
     cases = list(policy.tests)
-    for name in (
-        path.name.rsplit(".", 1)[0] + _TESTS_SUFFIX,
-        path.name.rsplit(".", 1)[0] + ".tests.yml",
-    ):
+    for suffix in _TESTS_SUFFIXES:
+        name = path.name.rsplit(".", 1)[0] + suffix
         tests_file = path.with_name(name)
         if tests_file.exists():
             text = read_text_file(tests_file, what="policy tests file")
@@ -163,11 +184,9 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
     """
     results: list[tuple[Path, CaseResult]] = []
     broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
-    files = _policy_files(paths)
+    files = _yaml_files(paths, tests=False)
     for path in files:
         try:
-            if not path.exists():
-                raise UsageError(f"no policy file {path} for its tests")
             policy = _load(path)
             cases = _cases_for(path, policy)
         except (PolicyError, UsageError) as exc:

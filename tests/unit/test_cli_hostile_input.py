@@ -299,9 +299,9 @@ def test_a_policy_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
     assert "is larger than 262,144 bytes" in _one_line(result, 2)
 
 
-def test_a_directory_as_a_policy_file_is_one_line(tmp_path: Path) -> None:
+def test_a_directory_without_policies_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["policy", "validate", str(tmp_path)])
-    assert "is a directory" in _one_line(result, 2)
+    assert f"no .yaml or .yml files in {tmp_path}" in _one_line(result, 2)
 
 
 # --------------------------------------------------------------------------- an unusable home

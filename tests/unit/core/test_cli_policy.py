@@ -191,3 +191,27 @@ def test_messages_name_what_the_author_wrote(tmp_path: Path) -> None:
     (tmp_path / "refund.tests.yaml").write_text("#" * 300_000)
     code, _, err = run("policy", "test", str(tmp_path / "refund.yaml"))
     assert code == 2 and "the limit for a policy tests file" in err, err
+
+
+def test_validate_a_directory_checks_policies_and_their_tests_files(tmp_path: Path) -> None:
+    # It took files only: a directory was "pass the policy file itself", and the glob a user
+    # reaches for next (*.yaml) reported refund.tests.yaml as a policy missing `default`.
+    code, out, err = run("policy", "validate", str(EXAMPLES))
+    assert code == 0, err
+    assert f"ok  {REFUND}: policy refund" in out
+    assert f"ok  {EXAMPLES / 'refund.tests.yaml'}: 8 test cases of policy refund" in out
+    code, out, err = run("policy", "validate", *map(str, sorted(EXAMPLES.glob("*.yaml"))))
+    assert code == 0 and out.count("ok  ") == 3, err
+    (tmp_path / "bad.tests.yaml").write_text("cases:\n  - name: x\n    expect: permit\n")
+    code, out, err = run("policy", "validate", "--json", str(tmp_path))
+    (problem,) = json.loads(out)["problems"]
+    assert code == 3 and problem["file"].endswith("bad.tests.yaml"), problem
+    code, _, err = run("policy", "validate", str(tmp_path / "nothing-here"))
+    assert code == 2 and "no such policy file" in err
+
+
+def test_test_goes_on_past_a_path_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    code, out, err = run("policy", "test", str(EXAMPLES), str(missing))
+    assert code == 3 and "8 passed, 0 failed" in out  # the examples' cases ran
+    assert f"{missing}: no such policy file" in err
