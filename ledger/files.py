@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import BinaryIO
 
 __all__ = [
     "PRIVATE_UMASK",
+    "UnreadableFile",
+    "read_bounded",
     "private_umask",
     "private_dir",
     "replacing_private",
@@ -28,6 +31,51 @@ __all__ = [
 
 PRIVATE_UMASK = 0o077
 """Group and others get nothing."""
+
+
+class UnreadableFile(Exception):
+    """Why a file cannot be read, in one line: missing, not a regular file, too large, refused.
+    Each caller turns it into its own error (a usage error, an export error…)."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def read_bounded(path: Path, limit: int, *, what: str = "file") -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them, never reading more.
+
+    Anything else is :class:`UnreadableFile` with one line saying what to fix: a device
+    (``/dev/zero``), a FIFO (opened without blocking, then refused) or an endless file would
+    otherwise hang the reader or fill its memory; a file over ``limit`` is refused.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path}: no such {what}; check the path", missing=True) from None
+    except PermissionError:
+        raise UnreadableFile(f"{path}: permission denied; check the file's permissions") from None
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UnreadableFile(f"{path} is a directory; pass the {what} itself")
+        if not stat.S_ISREG(mode):
+            raise UnreadableFile(
+                f"{path} is not a regular file (a device, FIFO or socket); pass the {what} itself"
+            )
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise UnreadableFile(f"{path} is larger than {limit:,} bytes, the limit for a {what}")
+    return b"".join(chunks)
 
 
 def private_umask() -> None:

@@ -3,7 +3,8 @@ written by the exporter itself (:class:`ledger.audit.export.ExportWriter` from r
 the test, or :func:`ledger.audit.export.export` from the broker), so the tests read exactly
 the format ``ledger export`` writes (README "For auditors").
 
-Also :func:`rewrite`, the tests' way of tampering with an exported file, and :func:`rows_of`.
+Also :func:`rewrite`, the tests' way of tampering with an exported file, :func:`rows_of`, and
+:func:`rejected`, a small event to fill an export with.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.codec import Codec, default_codec
+from ledger.core.events import CommandRejected
 from ledger.settings import KafkaSecurity, TopicNames
 
-__all__ = ["Exported", "write_export", "export_from_kafka", "rewrite", "rows_of", "files_of"]
+__all__ = [
+    "Exported",
+    "write_export",
+    "export_from_kafka",
+    "rewrite",
+    "rows_of",
+    "files_of",
+    "rejected",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +90,17 @@ def files_of(out: Path, topic: str) -> list[Path]:
 
 def json_column(row: Mapping[str, Any], name: str) -> Any:
     return json.loads(row[name])
+
+
+def rejected(n: int, start: datetime) -> CommandRejected:
+    """The ``n``-th of a run of rejected commands, an hour apart from ``start``."""
+    return CommandRejected(
+        event_id=f"r{n}",
+        occurred_at=start + timedelta(hours=n),
+        actor="service:command-processor",
+        command_id=f"c{n}",
+        command_type="RetirePolicy",
+        aggregate="refund",
+        code="missing_reason",
+        reason="a reason is needed",
+    )

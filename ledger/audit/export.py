@@ -52,22 +52,33 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
 import os
+import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, BinaryIO, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ledger.audit.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    ExportPath,
+    Manifest,
+    file_path,
+    read_manifest,
+)
 from ledger.audit.rows import RowMaker, TopicFormat, topic_formats
 from ledger.codec import Codec
 from ledger.core.events import Event
@@ -96,8 +107,6 @@ __all__ = [
     "write_events",
 ]
 
-MANIFEST: Final = "_manifest.json"
-FORMAT_VERSION: Final = 1
 DEFAULT_BATCH: Final = 200_000
 """Rows buffered before a flush (files + manifest) during a one-shot export."""
 ROW_GROUP_ROWS: Final = 16_384
@@ -128,81 +137,9 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[int, int], None]
 """``progress(records done, records to do)`` during a one-shot export."""
-ExportPath: TypeAlias = str | os.PathLike[str]
-"""An export directory, as every function of the audit wing takes it: ``"export"``, a
-:class:`~pathlib.Path` or any other path-like object."""
 
 
-# --------------------------------------------------------------------------- the manifest
-
-
-@dataclass
-class Manifest:
-    """What an export directory holds: its files, and the next offset of every partition."""
-
-    prefix: str = ""
-    offsets: dict[str, dict[int, int]] = field(default_factory=dict)
-    files: list[dict[str, Any]] = field(default_factory=list)
-    updated_at: str | None = None
-    retired: list[dict[str, Any]] = field(default_factory=list)
-    """Files merged into others by compaction (``path``, ``at``: when, ISO 8601): no longer
-    read, removed once :data:`RETIRE_AFTER_S` has passed (a reader that listed them before the
-    merge may still be reading them)."""
-
-    def next_offset(self, topic: str, partition: int) -> int:
-        return self.offsets.get(topic, {}).get(partition, 0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "topic_prefix": self.prefix,
-            "updated_at": self.updated_at,
-            "offsets": {
-                topic: {str(p): o for p, o in sorted(parts.items())}
-                for topic, parts in self.offsets.items()
-            },
-            "files": self.files,
-            "retired": self.retired,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Any, where: Path) -> Manifest:
-        try:
-            if raw.get("format") != FORMAT_VERSION:
-                raise ExportError(
-                    f"{where} is export format {raw.get('format')!r}; this ledger reads format "
-                    f"{FORMAT_VERSION}"
-                )
-            return cls(
-                prefix=str(raw.get("topic_prefix", "")),
-                offsets={
-                    str(topic): {int(p): int(o) for p, o in parts.items()}
-                    for topic, parts in raw["offsets"].items()
-                },
-                files=[dict(f) for f in raw["files"]],
-                updated_at=raw.get("updated_at"),
-                retired=[dict(f) for f in raw.get("retired", ())],
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ExportError(f"{where} is not a ledger export manifest ({exc})") from exc
-
-
-def read_manifest(directory: ExportPath) -> Manifest | None:
-    """The manifest of an export directory, ``None`` when it has none."""
-    path = Path(directory) / MANIFEST
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path} is not JSON ({exc})") from exc
-    except RecursionError:
-        raise ExportError(f"{path} is JSON nested too deeply to be a manifest") from None
-    return Manifest.from_json(raw, path)
+# --------------------------------------------------------------------------- files
 
 
 def _fsync_dir(path: Path) -> None:
@@ -250,10 +187,24 @@ class _DirectoryLock:
     def __init__(self, directory: Path) -> None:
         self.path = directory / LOCK
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:  # never through a symbolic link: the writer truncates and writes this file
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                )
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise ExportError(
+                        f"{self.path} is a symbolic link, not an export's lock: remove it and "
+                        "run again (and check who can write to the directory)"
+                    ) from None
                 raise ExportError(f"cannot lock {directory}: {exc.strerror or exc}") from exc
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+                os.close(fd)
+                raise ExportError(
+                    f"{self.path} is not an export's lock (not a plain file of its own): remove "
+                    "it and run again (and check who can write to the directory)"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -298,14 +249,64 @@ class _DirectoryLock:
                 self.release()
 
 
+@contextlib.contextmanager
+def _new_file(directory: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new file in ``directory``, under a temporary name made from ``name``, open for writing:
+    created exclusively, so nothing planted there beforehand (a symbolic link to another file)
+    is ever followed or overwritten. Flushed to disk when the block ends; removed if it fails.
+    The repair (:meth:`ExportWriter._repair`) removes one a killed writer left."""
+    while True:
+        tmp = directory / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out, tmp
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as out:
+    with _new_file(path.parent, path.name) as (out, tmp):
         out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _subdirectories(directory: Path, prefix: str) -> list[Path]:
+    """The directories in ``directory`` named ``prefix…``, symbolic links left out."""
+    with os.scandir(directory) as entries:
+        return [
+            Path(e.path)
+            for e in entries
+            if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
+        ]
+
+
+def _own_dir(out: Path, *parts: str, create: bool = False) -> Path:
+    """``out/parts…``, each part a directory of the export itself (made when missing, with
+    ``create``), never a symbolic link: a link planted in a shared export directory would take
+    the writer's files, and its removals, elsewhere. :class:`ExportError` otherwise
+    (``FileNotFoundError`` for a missing part without ``create``)."""
+    directory = out
+    for part in parts:
+        directory = directory / part
+        if create:
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir()
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            raise ExportError(
+                f"{directory} is not a directory of the export (a symbolic link or a file): "
+                "remove it and run again (and check who can write to the export)"
+            )
+    return directory
 
 
 # --------------------------------------------------------------------------- writing files
@@ -370,11 +371,9 @@ def _settle(
     span: tuple[int, int],
     rows: int,
 ) -> dict[str, Any]:
-    """Make the data file written at ``tmp`` durable under its name ``path`` (in ``out``);
-    returns its manifest entry (``key``: topic, partition, date; ``span``: first and last
-    offset)."""
-    with open(tmp, "rb+") as done:
-        os.fsync(done.fileno())
+    """Give the data file written (and flushed to disk) at ``tmp`` its name ``path`` (in
+    ``out``), durably; returns its manifest entry (``key``: topic, partition, date; ``span``:
+    first and last offset)."""
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     topic, partition, date = key
@@ -500,22 +499,20 @@ class _Files:
         returns the file's manifest entry."""
         topic, partition, date = key
         first, last = self._spans[key]
-        directory = self.out / f"topic={topic}" / f"date={date}"
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"{topic}+{partition}+{first}.parquet"
-        path = directory / name
-        tmp = directory / f".{name}.tmp-{os.getpid()}"
+        directory = _own_dir(self.out, f"topic={topic}", f"date={date}", create=True)
+        path = self.out / file_path(topic, partition, date, first)
         tables = self._tables[key]
         if self._buffers[key]:
             tables.append(self.rows.table(topic, self._buffers[key]))
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            row_group_size=ROW_GROUP_ROWS,
-            write_statistics=True,
-        )
+        with _new_file(directory, path.name) as (out, tmp):
+            pq.write_table(
+                table,
+                out,
+                compression="zstd",
+                row_group_size=ROW_GROUP_ROWS,
+                write_statistics=True,
+            )
         return _settle(self.out, tmp, path, (topic, partition, date), (first, last), table.num_rows)
 
 
@@ -591,21 +588,23 @@ class ExportWriter(_Files):
         listed = {f["path"] for f in self.manifest.files}
         listed.update(f["path"] for f in self.manifest.retired)  # removed when their time comes
         removed = 0
-        for topic_dir in self.out.glob("topic=*"):
-            if not topic_dir.is_dir():
-                continue
-            for path in topic_dir.glob("date=*/*"):
-                name = path.name
-                relative = path.relative_to(self.out).as_posix()
-                leftover = (name.startswith(".") and ".tmp-" in name) or (
-                    name.endswith(".parquet") and relative not in listed
-                )
-                if leftover and path.is_file():
-                    path.unlink()
-                    removed += 1
+        # Only the export's own directories: one that is a symbolic link (planted by whoever
+        # can write here) is not entered, so nothing outside the export is ever removed.
+        for topic_dir in _subdirectories(self.out, "topic="):
+            for date_dir in _subdirectories(topic_dir, "date="):
+                for entry in os.scandir(date_dir):
+                    name = entry.name
+                    relative = f"{topic_dir.name}/{date_dir.name}/{name}"
+                    leftover = (name.startswith(".") and ".tmp-" in name) or (
+                        name.endswith(".parquet") and relative not in listed
+                    )
+                    if leftover and entry.is_file(follow_symlinks=False):
+                        os.unlink(entry.path)
+                        removed += 1
         for tmp in self.out.glob(f".{MANIFEST}.tmp-*"):
-            tmp.unlink()
-            removed += 1
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+                removed += 1
         return removed
 
     # ----------------------------------------------------------------------- offsets
@@ -672,8 +671,9 @@ class ExportWriter(_Files):
         for path in expired:  # unnamed now: a crash before this leaves them to the repair
             if path in listed_now:
                 continue  # a name in use again is never removed
-            with contextlib.suppress(FileNotFoundError):
-                (self.out / path).unlink()
+            topic_part, date_part, name = path.split("/")  # as the manifest's check made it
+            with contextlib.suppress(FileNotFoundError, ExportError):
+                os.unlink(_own_dir(self.out, topic_part, date_part) / name)
 
     # ----------------------------------------------------------------------- compaction
 
@@ -746,35 +746,33 @@ class ExportWriter(_Files):
         topic, partition, date = str(head["topic"]), int(head["partition"]), str(head["date"])
         first = int(head["first_offset"])
         last = max(int(e["last_offset"]) for e in group)
-        directory = self.out / f"topic={topic}" / f"date={date}"
-        name = f"{topic}+{partition}+{first}~{last}.parquet"  # never an exported file's name
-        path, tmp = directory / name, directory / f".{name}.tmp-{os.getpid()}"
-        relative = path.relative_to(self.out).as_posix()
+        directory = _own_dir(self.out, f"topic={topic}", f"date={date}")
+        relative = file_path(topic, partition, date, first, last)  # never an exported file's
         if any(f["path"] == relative for f in (*self.manifest.files, *self.manifest.retired)):
             # Runs never overlap, so this cannot happen; if it did, overwriting would lose rows.
             raise OSError(f"{relative} is already in the manifest")
+        path = self.out / relative
         schema = self.formats[topic].schema
         rows = 0
-        try:
-            with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as out:
-                pending: list[pa.Table] = []
-                held = 0
-                for entry in group:
-                    source = pq.ParquetFile(self.out / str(entry["path"]))
-                    try:
-                        for i in range(source.num_row_groups):
-                            table = _conform(source.read_row_group(i), schema)
-                            pending.append(table)
-                            held += table.num_rows
-                            rows += table.num_rows
-                            if held >= ROW_GROUP_ROWS:
-                                pending, held = _write_groups(out, pending, final=False)
-                    finally:
-                        source.close()
-                _write_groups(out, pending, final=True)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with (
+            _new_file(directory, path.name) as (file, tmp),
+            pq.ParquetWriter(file, schema, compression="zstd", write_statistics=True) as out,
+        ):
+            pending: list[pa.Table] = []
+            held = 0
+            for entry in group:
+                source = pq.ParquetFile(self.out / str(entry["path"]))
+                try:
+                    for i in range(source.num_row_groups):
+                        table = _conform(source.read_row_group(i), schema)
+                        pending.append(table)
+                        held += table.num_rows
+                        rows += table.num_rows
+                        if held >= ROW_GROUP_ROWS:
+                            pending, held = _write_groups(out, pending, final=False)
+                finally:
+                    source.close()
+            _write_groups(out, pending, final=True)
         return _settle(self.out, tmp, path, (topic, partition, date), (first, last), rows)
 
 

@@ -343,13 +343,18 @@ class ExportSource:
         rows = self._query(
             self.topics.decisions,
             "SELECT record FROM {files} WHERE event_id = ? OR request_id = ? "
-            'ORDER BY occurred_at, "partition", "offset" LIMIT 1',
+            'ORDER BY occurred_at, "partition", "offset"',
             [decision_id, decision_id],
         )
-        event = self._decode(rows[0][0]) if rows else None
-        if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
-            raise _not_found(decision_id, self.where)
-        return event
+        # The columns found the rows; the records say what they are (a row whose id columns
+        # were altered beside its record is not taken for another decision).
+        for (record,) in rows:
+            event = self._decode(record)
+            if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)) and (
+                decision_id in (event.event_id, event.request_id)
+            ):
+                return event
+        raise _not_found(decision_id, self.where)
 
     def requests(self, request_id: str) -> list[Request]:
         rows = self._query(
@@ -358,7 +363,12 @@ class ExportSource:
             [request_id],
         )
         events = (self._decode(record) for (record,) in rows)
-        return [e for e in events if isinstance(e, (EvaluationRequested, BatchEvaluationRequested))]
+        return [
+            e
+            for e in events
+            if isinstance(e, (EvaluationRequested, BatchEvaluationRequested))
+            and e.event_id == request_id  # as its record says, whatever its columns say
+        ]
 
     def history(self) -> list[HistoryEntry]:
         entries: list[HistoryEntry] = []
@@ -399,16 +409,16 @@ class ExportSource:
         # Ids sent more than once (see the module doc): each is yielded once, as the copy its
         # decision answered, where its first copy comes in the order.
         repeated = (
-            f"SELECT event_id, record FROM {READ_PARQUET} WHERE event_id IN "
+            f"SELECT record FROM {READ_PARQUET} WHERE event_id IN "
             f"(SELECT event_id FROM {READ_PARQUET} GROUP BY event_id HAVING count(*) > 1) "
             'ORDER BY "partition", "offset"'
         )
         try:
             several: dict[str, list[Request]] = {}
-            for rid, record in self._con.execute(repeated, [requests, requests]).fetchall():
+            for (record,) in self._con.execute(repeated, [requests, requests]).fetchall():
                 copy = self._decode(record)
                 if isinstance(copy, (EvaluationRequested, BatchEvaluationRequested)):
-                    several.setdefault(rid, []).append(copy)
+                    several.setdefault(copy.event_id, []).append(copy)
             done: set[str] = set()
             cursor = self._con.execute(sql, [requests, decisions, since, since, until, until])
             while batch := cursor.fetchmany(2000):
@@ -417,6 +427,7 @@ class ExportSource:
                     if not (
                         isinstance(request, (EvaluationRequested, BatchEvaluationRequested))
                         and isinstance(decision, (DecisionRecorded, BatchDecisionRecorded))
+                        and decision.request_id == request.event_id  # records, not columns
                     ):
                         continue
                     if request.event_id in several:

@@ -5,8 +5,6 @@ rules are the core's."""
 from __future__ import annotations
 
 import math
-import os
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import UsageError
+from ledger.files import UnreadableFile, read_bounded
 from ledger.kafka.governance import load_history
 from ledger.keys import KeyStore, sign
 from ledger.settings import KafkaSecurity, Role, Settings
@@ -63,39 +62,12 @@ def load_settings(bootstrap: str | None = None) -> Settings:
 def read_text_file(
     path: Path, *, what: str = "file", limit: int = DEFAULT_LIMITS.policy_document_bytes
 ) -> str:
-    """A UTF-8 text file's content, or one :class:`UsageError` line saying what to fix.
-
-    Only a regular file of at most ``limit`` bytes is read, and never more than that: a device
-    (``/dev/zero``), a FIFO or an endless file would otherwise hang the command or fill memory.
-    """
+    """A UTF-8 text file's content, or one :class:`UsageError` line saying what to fix
+    (:func:`~ledger.files.read_bounded`: a regular file of at most ``limit`` bytes only)."""
     try:
-        # O_NONBLOCK: opening a FIFO nobody writes to must not block; it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such {what}; check the path") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied; check the file's permissions") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise UsageError(f"{path} is a directory; pass the {what} itself")
-        if not stat.S_ISREG(mode):
-            raise UsageError(
-                f"{path} is not a regular file (a device, FIFO or socket); pass the {what} itself"
-            )
-        chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise UsageError(f"{path} is larger than {limit:,} bytes, the limit for a {what}")
+        data = read_bounded(path, limit, what=what)
+    except UnreadableFile as exc:
+        raise UsageError(str(exc)) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from export_format import rejected as command_rejected
 
 from ledger.audit.export import LOCK, MANIFEST, ExportWriter, _conform, read_manifest
 from ledger.core.events import CommandRejected
@@ -28,16 +29,7 @@ T0 = datetime(2026, 2, 1, tzinfo=UTC)
 
 
 def rejected(n: int) -> CommandRejected:
-    return CommandRejected(
-        event_id=f"r{n}",
-        occurred_at=T0 + timedelta(hours=n),
-        actor="service:command-processor",
-        command_id=f"c{n}",
-        command_type="RetirePolicy",
-        aggregate="refund",
-        code="missing_reason",
-        reason="a reason is needed",
-    )
+    return command_rejected(n, T0)
 
 
 def write(out: Path, numbers: range) -> ExportWriter:

@@ -532,3 +532,29 @@ def test_a_window_takes_the_copy_the_decision_answered_not_a_copy_dated_inside_i
     _with_copy(history, honest, out, occurred_at=since, facts=SAME_DENY)
     ids = {q.event_id for q, _ in ExportSource(out, TOPICS).pairs(since=since)}
     assert honest.request_id not in ids
+
+
+def test_request_rows_whose_id_columns_were_swapped_are_read_by_their_records(
+    history: History, tmp_path: Path
+) -> None:
+    # The rows were found by their event_id column and taken at their word: with two request
+    # rows' ids swapped, requests(a) returned b's record, and replay re-evaluated b's facts.
+    first, second = [
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.principal == AGENT
+    ][:2]
+    out = tmp_path / "swapped"
+    write_export(out, history.records, TOPICS)
+    swap = {first.request_id: second.request_id, second.request_id: first.request_id}
+
+    def swapped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            row["event_id"] = swap.get(row["event_id"], row["event_id"])
+        return rows
+
+    for path in files_of(out, TOPICS.evaluation_requests):
+        rewrite(path, swapped)
+    source = ExportSource(out, TOPICS)
+    assert [r.event_id for r in source.requests(first.request_id)] == []  # found by record only
+    assert source.decision(first.event_id) == first
+    pairs = list(source.pairs())
+    assert all(decision.request_id == request.event_id for request, decision in pairs)

@@ -1,0 +1,233 @@
+"""An export directory's manifest (``_manifest.json``): what it holds, checked as it is read.
+
+The manifest lists every data file of an export and, per topic and partition, the next offset
+to export (:mod:`ledger.audit.export` writes it). Whoever can write into a shared export
+directory can write this file, and every reader and the writer act on it: they open the files
+it lists, a writer removes the retired ones, and a read-only SQL connection is confined to
+them. So it is read like any hostile input:
+
+- a regular file of at most :data:`MANIFEST_BYTES` (a FIFO, a device or an endless file is
+  refused, never read whole);
+- every field has its type and range (offsets and partitions non-negative and within Kafka's,
+  a file's first offset at most its last, its rows at most its offsets' span);
+- every path is exactly where an export keeps that file:
+  ``topic=<topic>/date=<YYYY-MM-DD>/<topic>+<partition>+<first>[~<last>].parquet``, its parts
+  those of the entry; a topic is a Kafka topic name. No path can leave the directory (no
+  ``..``, nothing absolute), or name a file another entry does not describe.
+
+Anything else is :class:`~ledger.errors.ExportError`, one line naming the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+from ledger.errors import ExportError
+from ledger.files import UnreadableFile, read_bounded
+
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_BYTES",
+    "FORMAT_VERSION",
+    "ExportPath",
+    "Manifest",
+    "file_path",
+    "read_manifest",
+]
+
+MANIFEST: Final = "_manifest.json"
+FORMAT_VERSION: Final = 1
+MANIFEST_BYTES: Final = 256 * 1024 * 1024
+"""The largest manifest read (about a million files' entries; compaction keeps a long
+``--follow`` to a few files per partition and day)."""
+
+ExportPath: TypeAlias = str | os.PathLike[str]
+"""An export directory, as every function of the audit wing takes it: ``"export"``, a
+:class:`~pathlib.Path` or any other path-like object."""
+
+_TOPIC: Final = r"[A-Za-z0-9._-]{1,249}"  # Kafka's topic names
+_DATE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_PATH: Final = re.compile(
+    rf"topic=(?P<topic>{_TOPIC})/date=(?P<date>{_DATE})/(?P=topic)"
+    r"\+(?P<partition>[0-9]{1,10})\+(?P<first>[0-9]{1,19})(?:~(?P<last>[0-9]{1,19}))?\.parquet"
+)
+_STAMP: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}Z")
+_MAX_OFFSET: Final = 2**63 - 1
+_MAX_PARTITION: Final = 2**31 - 1
+
+
+def file_path(topic: str, partition: int, date: str, first: int, last: int | None = None) -> str:
+    """Where an export keeps a file (relative to the directory): ``last`` for a merged one."""
+    merged = f"~{last}" if last is not None else ""
+    return f"topic={topic}/date={date}/{topic}+{partition}+{first}{merged}.parquet"
+
+
+@dataclass
+class Manifest:
+    """What an export directory holds: its files, and the next offset of every partition."""
+
+    prefix: str = ""
+    offsets: dict[str, dict[int, int]] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    updated_at: str | None = None
+    retired: list[dict[str, Any]] = field(default_factory=list)
+    """Files merged into others by compaction (``path``, ``at``: when, ISO 8601): no longer
+    read, removed once :data:`~ledger.audit.export.RETIRE_AFTER_S` has passed (a reader that
+    listed them before the merge may still be reading them)."""
+
+    def next_offset(self, topic: str, partition: int) -> int:
+        return self.offsets.get(topic, {}).get(partition, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "topic_prefix": self.prefix,
+            "updated_at": self.updated_at,
+            "offsets": {
+                topic: {str(p): o for p, o in sorted(parts.items())}
+                for topic, parts in self.offsets.items()
+            },
+            "files": self.files,
+            "retired": self.retired,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any, where: Path) -> Manifest:
+        """The manifest in ``raw`` (parsed JSON), every field checked (see the module
+        docstring); :class:`~ledger.errors.ExportError` naming the first bad one."""
+        check = _Checker(where)
+        data = check.mapping(raw, "the manifest")
+        if data.get("format") != FORMAT_VERSION:
+            raise ExportError(
+                f"{where} is export format {data.get('format')!r}; this ledger reads format "
+                f"{FORMAT_VERSION}"
+            )
+        prefix = data.get("topic_prefix", "")
+        if not isinstance(prefix, str) or (prefix and not re.fullmatch(_TOPIC, prefix)):
+            check.fail(f"topic_prefix {prefix!r} is not a topic name prefix")
+        offsets: dict[str, dict[int, int]] = {}
+        for topic, parts in check.mapping(data.get("offsets"), "offsets").items():
+            check.topic(topic, f"offsets[{topic!r}]")
+            offsets[topic] = {
+                check.partition_key(p, f"offsets[{topic!r}]"): check.number(
+                    o, f"offsets[{topic!r}][{p!r}]", _MAX_OFFSET
+                )
+                for p, o in check.mapping(parts, f"offsets[{topic!r}]").items()
+            }
+        files = [
+            check.file(entry, f"files[{i}]")
+            for i, entry in enumerate(check.sequence(data.get("files"), "files"))
+        ]
+        retired = [
+            check.retired(entry, f"retired[{i}]")
+            for i, entry in enumerate(check.sequence(data.get("retired", []), "retired"))
+        ]
+        updated = data.get("updated_at")
+        if updated is not None and not isinstance(updated, str):
+            check.fail(f"updated_at {updated!r} is not a time")
+        return cls(prefix=prefix, offsets=offsets, files=files, updated_at=updated, retired=retired)
+
+
+class _Checker:
+    """The checks of :meth:`Manifest.from_json`, each failing with one line naming the field."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+
+    def fail(self, problem: str) -> None:
+        raise ExportError(f"{self.where} is not a ledger export manifest: {problem}")
+
+    def mapping(self, value: Any, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(f"{name} is {_kind(value)}, not an object")
+        return value  # type: ignore[no-any-return]
+
+    def sequence(self, value: Any, name: str) -> list[Any]:
+        if not isinstance(value, list):
+            self.fail(f"{name} is {_kind(value)}, not a list")
+        return value  # type: ignore[no-any-return]
+
+    def number(self, value: Any, name: str, most: int) -> int:
+        if type(value) is not int or not 0 <= value <= most:
+            self.fail(f"{name} is {value!r:.40}, not a whole number from 0 to {most:,}")
+        return value  # type: ignore[no-any-return]
+
+    def topic(self, value: Any, name: str) -> str:
+        if not isinstance(value, str) or not re.fullmatch(_TOPIC, value):
+            self.fail(f"{name}: {value!r:.80} is not a Kafka topic name")
+        return value  # type: ignore[no-any-return]
+
+    def partition_key(self, value: str, name: str) -> int:
+        if not (value.isascii() and value.isdigit() and len(value) <= 10):
+            self.fail(f"{name}: partition {value!r:.40} is not a partition number")
+        return self.number(int(value), f"{name}[{value!r}]", _MAX_PARTITION)
+
+    def path(self, value: Any, name: str) -> re.Match[str]:
+        found = _PATH.fullmatch(value) if isinstance(value, str) else None
+        if found is None:
+            self.fail(
+                f"{name}.path {value!r:.120} is not where an export keeps a file "
+                "(topic=T/date=YYYY-MM-DD/T+PARTITION+OFFSET.parquet)"
+            )
+        return found  # type: ignore[return-value]
+
+    def file(self, value: Any, name: str) -> dict[str, Any]:
+        entry = dict(self.mapping(value, name))
+        topic = self.topic(entry.get("topic"), f"{name}.topic")
+        partition = self.number(entry.get("partition"), f"{name}.partition", _MAX_PARTITION)
+        date = entry.get("date")
+        if not isinstance(date, str) or not re.fullmatch(_DATE, date):
+            self.fail(f"{name}.date {date!r:.40} is not a date (YYYY-MM-DD)")
+        first = self.number(entry.get("first_offset"), f"{name}.first_offset", _MAX_OFFSET)
+        last = self.number(entry.get("last_offset"), f"{name}.last_offset", _MAX_OFFSET)
+        if first > last:
+            self.fail(f"{name}: first_offset {first} is after last_offset {last}")
+        self.number(entry.get("rows"), f"{name}.rows", last - first + 1)
+        found = self.path(entry.get("path"), name)
+        expected = file_path(
+            topic, partition, str(date), first, last if found["last"] is not None else None
+        )
+        if entry["path"] != expected:
+            self.fail(
+                f"{name}.path {entry['path']!r} is not its topic's, partition's, date's "
+                f"and offsets' ({expected})"
+            )
+        return entry
+
+    def retired(self, value: Any, name: str) -> dict[str, Any]:
+        entry = dict(self.mapping(value, name))
+        self.path(entry.get("path"), name)
+        at = entry.get("at")
+        if not isinstance(at, str) or not _STAMP.fullmatch(at):
+            self.fail(f"{name}.at {at!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
+        return entry
+
+
+def _kind(value: Any) -> str:
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
+def read_manifest(directory: ExportPath) -> Manifest | None:
+    """The manifest of an export directory, checked (see the module docstring); ``None`` when
+    it has none."""
+    path = Path(directory) / MANIFEST
+    try:
+        data = read_bounded(path, MANIFEST_BYTES, what="manifest")
+    except UnreadableFile as exc:
+        if exc.missing:
+            return None
+        raise ExportError(str(exc)) from None
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path} is not JSON ({exc})") from exc
+    except RecursionError:
+        raise ExportError(f"{path} is JSON nested too deeply to be a manifest") from None
+    except ValueError as exc:  # a number of too many digits
+        raise ExportError(f"{path} is not a ledger export manifest ({exc})") from None
+    return Manifest.from_json(raw, path)

@@ -1,0 +1,238 @@
+"""An export directory is often shared (a team's audit share, object storage mounted for
+analysts), so whoever can write into it can plant links and rewrite its manifest. Nothing they
+plant may make ``ledger export`` write, truncate or remove a file outside the directory, or make
+a reader open one: each attack here did, before the writer refused links and the manifest was
+checked as it is read (``ledger.audit.manifest``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from export_format import rejected as command_rejected
+
+from ledger.audit.export import LOCK, MANIFEST, ExportWriter, read_manifest
+from ledger.cli.app import cli
+from ledger.core.events import CommandRejected
+from ledger.errors import ExportError
+from ledger.settings import TopicNames
+
+TOPICS = TopicNames(prefix="h.")
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+SECRET = b"the victim's own bytes\n" * 50
+
+
+def rejected(n: int) -> CommandRejected:
+    return command_rejected(n, T0)
+
+
+def exported(out: Path, numbers: range = range(3)) -> None:
+    with ExportWriter(out, TOPICS) as writer:
+        for n in numbers:
+            writer.add_event(TOPICS.command_results, 0, n, rejected(n))
+        writer.flush()
+
+
+def victim(tmp_path: Path, name: str = "victim.txt") -> Path:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    path = elsewhere / name
+    path.write_bytes(SECRET)
+    return path
+
+
+def edit_manifest(out: Path, change: Any) -> None:
+    path = out / MANIFEST
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+# --------------------------------------------------------------------------- links
+
+
+def test_a_linked_lock_file_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    # The writer opened the lock through the link, truncated it and wrote its pid there.
+    out = tmp_path / "export"
+    out.mkdir()
+    target = victim(tmp_path)
+    (out / LOCK).symlink_to(target)
+    with pytest.raises(ExportError, match="is a symbolic link, not an export's lock"):
+        ExportWriter(out, TOPICS)
+    assert target.read_bytes() == SECRET
+
+
+def test_a_hard_linked_lock_file_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    out.mkdir()
+    target = victim(tmp_path)
+    os.link(target, out / LOCK)
+    with pytest.raises(ExportError, match="not a plain file of its own"):
+        ExportWriter(out, TOPICS)
+    assert target.read_bytes() == SECRET
+
+
+def test_links_planted_under_temporary_names_are_never_followed(tmp_path: Path) -> None:
+    # Between two flushes of a --follow, a link under the manifest's temporary name (the
+    # writer's pid is in the lock file) took the manifest's bytes to the link's target.
+    out = tmp_path / "export"
+    target = victim(tmp_path)
+    with ExportWriter(out, TOPICS) as writer:
+        writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
+        writer.flush()
+        (out / f".{MANIFEST}.tmp-{os.getpid()}").symlink_to(target)
+        directory = next((out / f"topic={TOPICS.command_results}").iterdir())
+        name = f"{TOPICS.command_results}+0+1.parquet"
+        (directory / f".{name}.tmp-{os.getpid()}").symlink_to(target)
+        writer.add_event(TOPICS.command_results, 0, 1, rejected(1))
+        writer.flush()
+    assert target.read_bytes() == SECRET
+    assert not (out / MANIFEST).is_symlink()
+    manifest = read_manifest(out)
+    assert manifest is not None and manifest.next_offset(TOPICS.command_results, 0) == 2
+
+
+def test_a_linked_date_directory_is_neither_emptied_nor_written(tmp_path: Path) -> None:
+    # The repair, looking for leftovers, followed the link and removed every .parquet file in
+    # the directory it pointed at (even with Kafka unreachable).
+    out = tmp_path / "export"
+    exported(out)
+    data_lake = tmp_path / "lake"
+    data_lake.mkdir()
+    (data_lake / "sales+0+0.parquet").write_bytes(SECRET)
+    (data_lake / ".sales.tmp-1").write_bytes(SECRET)
+    topic_dir = out / f"topic={TOPICS.command_results}"
+    (topic_dir / "date=1999-01-01").symlink_to(data_lake, target_is_directory=True)
+    (out / "topic=linked").symlink_to(data_lake, target_is_directory=True)
+    ExportWriter(out, TOPICS).close()  # the repair runs when a writer opens
+    assert sorted(p.name for p in data_lake.iterdir()) == [".sales.tmp-1", "sales+0+0.parquet"]
+
+    # Rows of that date are not written through the link either.
+    day = datetime(1999, 1, 1, 12, tzinfo=UTC)
+    with ExportWriter(out, TOPICS) as writer:
+        writer.add_event(
+            TOPICS.command_results,
+            0,
+            3,
+            dataclasses.replace(rejected(3), occurred_at=day),
+        )
+        with pytest.raises(ExportError, match="is not a directory of the export"):
+            writer.flush()
+    assert sorted(p.name for p in data_lake.iterdir()) == [".sales.tmp-1", "sales+0+0.parquet"]
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+def test_retired_paths_outside_the_directory_are_refused_not_removed(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    exported(out)
+    relative, absolute = victim(tmp_path, "rel.txt"), victim(tmp_path, "abs.txt")
+    stamp = "2000-01-01T00:00:00.000000Z"
+    for path in (f"../elsewhere/{relative.name}", str(absolute)):
+        edit_manifest(out, lambda m, p=path: m.__setitem__("retired", [{"path": p, "at": stamp}]))
+        with pytest.raises(ExportError, match=r"retired\[0\]\.path .* is not where an export"):
+            ExportWriter(out, TOPICS)
+    assert relative.read_bytes() == absolute.read_bytes() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # A path under a hive-style directory: DuckDB took `actor` from the path over the
+        # file's own column, and who_approved named the forger while actor verify passed.
+        (
+            lambda m: m["files"][0].__setitem__(
+                "path",
+                m["files"][0]["path"].replace("/h.", "/actor=human:mallory/h.", 1),
+            ),
+            r"files\[0\]\.path .* is not where an export keeps a file",
+        ),
+        (lambda m: m["files"][0].__setitem__("path", "/srv/hr/salaries.parquet"), "is not where"),
+        (
+            lambda m: m["files"][0].__setitem__("partition", 1),
+            r"is not its topic's, partition's, date's and offsets'",
+        ),
+        (lambda m: m["files"][0].__setitem__("rows", "many"), r"files\[0\]\.rows is 'many'"),
+        (lambda m: m["files"][0].__setitem__("rows", 10**9), r"files\[0\]\.rows"),
+        (lambda m: m["files"][0].pop("topic"), r"files\[0\]\.topic: None is not a Kafka topic"),
+        (lambda m: m["files"][0].__setitem__("date", "x/../.."), r"files\[0\]\.date"),
+        (lambda m: m["files"][0].__setitem__("last_offset", -1), r"last_offset is -1"),
+        (
+            lambda m: m.__setitem__("retired", [{"path": m["files"][0]["path"]}]),
+            r"retired\[0\]\.at None is not a time",
+        ),
+        (lambda m: m.__setitem__("files", {}), "files is a dict, not a list"),
+        (lambda m: m.__setitem__("offsets", []), "offsets is a list, not an object"),
+        (
+            lambda m: m["offsets"][TOPICS.command_results].__setitem__("x", 1),
+            "partition 'x' is not a partition number",
+        ),
+    ],
+)
+def test_a_manifest_out_of_shape_is_one_export_error(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    out = tmp_path / "export"
+    exported(out)
+    edit_manifest(out, change)
+    with pytest.raises(ExportError, match=message):
+        read_manifest(out)
+    result = CliRunner().invoke(cli, ["audit", "sql", "--from", str(out), "SELECT 1"])
+    assert result.exit_code == 9 and "is not a ledger export manifest" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text", ['{"offsets": {"t": {"0": 1e400}}}', '{"offsets": {"t": {"0": 1' + "0" * 5000 + "}}}"]
+)
+def test_numbers_json_cannot_hold_are_one_export_error(tmp_path: Path, text: str) -> None:
+    # An OverflowError or ValueError traceback from every reader and the writer.
+    (tmp_path / MANIFEST).write_text(text.replace("{", '{"format": 1, "files": [], ', 1))
+    with pytest.raises(ExportError, match="is not a ledger export manifest"):
+        read_manifest(tmp_path)
+
+
+def test_a_manifest_that_is_a_device_or_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # /dev/zero grew every reader to gigabytes; a FIFO nobody writes hung them, and an exporter
+    # hung holding the lock blocked every later run.
+    (tmp_path / MANIFEST).symlink_to("/dev/zero")
+    with pytest.raises(ExportError, match="is not a regular file"):
+        read_manifest(tmp_path)
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / MANIFEST)
+    done = threading.Event()
+
+    def read() -> None:
+        with pytest.raises(ExportError, match="is not a regular file"):
+            read_manifest(fifo_dir)
+        done.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert done.is_set(), "reading a FIFO manifest hung"
+
+
+def test_an_honest_export_still_reads_and_grows(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    exported(out, range(3))
+    exported(out, range(3, 5))
+    manifest = read_manifest(out)
+    assert manifest is not None and manifest.next_offset(TOPICS.command_results, 0) == 5
+    assert [f["rows"] for f in manifest.files] == [3, 2]
+    mode = os.stat(out / manifest.files[0]["path"]).st_mode & 0o777
+    assert mode == 0o666 & ~_umask()  # readable as before, by whom the umask allows
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
