@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from ledger.errors import KafkaUnavailable, UsageError
+from ledger.files import SMALL_FILE_BYTES, UnreadableFile, read_bounded
 from ledger.settings import KafkaSecurity, Role, Settings, parse_bootstrap
 
 __all__ = [
@@ -44,8 +45,8 @@ def broker_record_file(settings: Settings) -> Path:
 def read_broker_record(settings: Settings) -> dict[str, object] | None:
     """The local broker's record, or ``None`` (none, unreadable, or garbled)."""
     try:
-        data = json.loads(broker_record_file(settings).read_text())
-    except (OSError, ValueError):  # none, unreadable (a $LEDGER_HOME that is a file), or garbled
+        data = json.loads(read_bounded(broker_record_file(settings), SMALL_FILE_BYTES))
+    except (UnreadableFile, ValueError):  # none, unreadable, not a file, too large, or garbled
         return None
     return data if isinstance(data, dict) else None
 
@@ -111,10 +112,12 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     half-written or hand-edited file must not turn into an anonymous connection)."""
     path = credentials_file(settings, role)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_bounded(path, SMALL_FILE_BYTES, what="credential file"))
+    except UnreadableFile as exc:
+        if exc.missing:
+            return None
+        raise UsageError(f"the {role} credential: {exc}; `ledger up` writes it again") from None
+    except ValueError as exc:
         raise UsageError(
             f"cannot read the {role} credential {path}: {exc}; `ledger up` writes it again"
         ) from None

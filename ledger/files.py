@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 __all__ = [
     "PRIVATE_UMASK",
+    "SMALL_FILE_BYTES",
     "UnreadableFile",
     "read_bounded",
     "private_umask",
@@ -31,6 +32,11 @@ __all__ = [
 
 PRIVATE_UMASK = 0o077
 """Group and others get nothing."""
+
+
+SMALL_FILE_BYTES = 64 * 1024
+"""The most read of a key, a credential or a record the local stack keeps (each is a few
+hundred bytes): a file planted in their place is refused, not read whole."""
 
 
 class UnreadableFile(Exception):

@@ -14,6 +14,7 @@ those of the bootstrap administrators; the command processor reads only the admi
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ledger.core.events import Command
 from ledger.core.signing import key_id_of, signed_bytes
 from ledger.errors import SigningKeyMissing, UsageError
-from ledger.files import private_dir, write_private
+from ledger.files import SMALL_FILE_BYTES, UnreadableFile, private_dir, read_bounded, write_private
 
 __all__ = ["KeyStore", "sign", "public_bytes", "load_private_key", "C"]
 
@@ -44,10 +45,20 @@ def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file, or one :class:`UsageError` line."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise SigningKeyMissing(f"no signing key at {path}") from None
-    except (OSError, ValueError, TypeError) as exc:
+        data = read_bounded(path, SMALL_FILE_BYTES, what="private key file")
+    except UnreadableFile as exc:
+        if exc.missing:
+            raise SigningKeyMissing(f"no signing key at {path}") from None
+        raise UsageError(str(exc)) from None
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise UsageError(
+            f"{path} is readable or writable by others (mode {mode & 0o777:04o}): a signing key "
+            f"must be its owner's only; run `chmod 600 {path}` (and consider the key exposed)"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
         raise UsageError(f"{path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
@@ -106,7 +117,7 @@ class KeyStore:
     def private_key(self, actor: str) -> Ed25519PrivateKey:
         """``actor``'s private key, or :class:`SigningKeyMissing` saying what to do."""
         path = self.private_path(actor)
-        if not path.is_file():
+        if not os.path.lexists(path):  # anything else there is read, and refused, below
             raise SigningKeyMissing(
                 f"no signing key for {actor} in {self.path}: commands --by {actor} must be "
                 f"signed with its key (an administrator creates it: `ledger actor add {actor} "
@@ -119,8 +130,12 @@ class KeyStore:
         path = self.public_path(actor)
         if path.is_file():
             try:
-                key = serialization.load_pem_public_key(path.read_bytes())
-            except (OSError, ValueError) as exc:
+                key = serialization.load_pem_public_key(
+                    read_bounded(path, SMALL_FILE_BYTES, what="public key file")
+                )
+            except UnreadableFile as exc:
+                raise UsageError(str(exc)) from None
+            except ValueError as exc:
                 raise UsageError(f"{path} is not a PEM public key: {exc}") from None
             if not isinstance(key, Ed25519PublicKey):
                 raise UsageError(f"{path} is not an Ed25519 public key")

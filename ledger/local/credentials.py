@@ -22,7 +22,7 @@ from typing import Final
 
 from ledger.discovery import credentials_file, read_credentials
 from ledger.errors import KafkaAccessDenied, KafkaUnavailable
-from ledger.files import write_private
+from ledger.files import SMALL_FILE_BYTES, UnreadableFile, read_bounded, write_private
 from ledger.kafka.clients import access_denied, kafka_python_config, make_admin
 from ledger.settings import ROLES, KafkaSecurity, Role, Settings
 
@@ -91,8 +91,8 @@ def _record(settings: Settings) -> Path:
 def registered(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
     """The users the broker knows with their current password (per ``scram.json``)."""
     try:
-        known = json.loads(_record(settings).read_text())
-    except (OSError, ValueError):
+        known = json.loads(read_bounded(_record(settings), SMALL_FILE_BYTES))
+    except (UnreadableFile, ValueError):
         return set()
     if not isinstance(known, dict):
         return set()
@@ -102,8 +102,8 @@ def registered(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
 def remember_registered(settings: Settings, users: dict[str, KafkaSecurity]) -> None:
     """Note that the broker now knows ``users`` with these passwords."""
     try:
-        known = json.loads(_record(settings).read_text())
-    except (OSError, ValueError):
+        known = json.loads(read_bounded(_record(settings), SMALL_FILE_BYTES))
+    except (UnreadableFile, ValueError):
         known = {}
     known = known if isinstance(known, dict) else {}
     known.update({u: _fingerprint(sec) for u, sec in users.items()})

@@ -227,6 +227,25 @@ def test_a_credential_file_reads_like_the_variables(tmp_path: Path) -> None:
         resolve_security(given, "agent")
 
 
+@pytest.mark.parametrize("planted", ["/dev/zero", "fifo", "large"])
+def test_a_credential_file_that_is_not_a_small_file_is_refused_at_once(
+    tmp_path: Path, planted: str
+) -> None:
+    # /dev/zero in its place grew the process to gigabytes; a FIFO hung every command.
+    directory = tmp_path / "given"
+    directory.mkdir()
+    path = directory / "agent.json"
+    if planted == "fifo":
+        os.mkfifo(path)
+    elif planted == "large":
+        path.write_text(json.dumps({"sasl_plain_password": "x" * 100_000}))
+    else:
+        path.symlink_to(planted)
+    given = Settings(home=tmp_path, credentials_dir=directory)
+    with pytest.raises(UsageError, match=r"not a regular file|larger than 65,536 bytes"):
+        resolve_security(given, "agent")
+
+
 # --------------------------------------------------------------------------- private files
 
 
@@ -394,3 +413,18 @@ def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
         caller()
     _close_abandoned(raised.value)
     assert closed == ["client"]
+
+
+def test_a_signing_key_others_may_read_is_refused_like_ssh_does(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys")
+    store.create("human:alice")
+    path = store.private_path("human:alice")
+    path.chmod(0o644)
+    with pytest.raises(UsageError, match=r"mode 0644.*chmod 600"):
+        store.private_key("human:alice")
+    path.chmod(0o600)
+    store.private_key("human:alice")
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    with pytest.raises(UsageError, match="is not a regular file"):
+        store.private_key("human:alice")
