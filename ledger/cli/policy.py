@@ -6,6 +6,7 @@ happens here, at the edge; the core only ever sees text.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from ledger.core.policytests import CaseResult, offline_outcome, run_case
 from ledger.errors import (
     CodecError,
     FactsError,
+    LedgerTimeout,
     PolicyError,
     PolicyProblem,
     PolicyTestsFailed,
@@ -47,6 +49,8 @@ from ledger.ids import new_id, utcnow
 __all__ = ["group"]
 
 _TESTS_SUFFIX = ".tests.yaml"
+TEST_TIMEOUT = 300.0
+"""Seconds a ``policy test`` run may take by default (a suite usually takes well under one)."""
 
 
 @click.group("policy")
@@ -173,15 +177,24 @@ def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
 @group.command("test")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-v", "--verbose", is_flag=True, help="Print every case, not only failures.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=TEST_TIMEOUT,
+    show_default=True,
+    help="Stop after this many seconds (exit 8): every case is bounded by the evaluation "
+    "budget, but a file of thousands of costly cases is not.",
+)
 @json_option
 @handle_errors
-def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
+def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) -> None:
     """Run policy test cases offline, like `opa test`.
 
     PATH is a policy file, a NAME.tests.yaml file or a directory (searched recursively). Cases come
     from a policy's `tests:` block and from NAME.tests.yaml beside it. Principals are assumed
     authorized. Prints a pytest-like summary; exits non-zero when a case fails.
     """
+    give_up = time.monotonic() + timeout
     results: list[tuple[Path, CaseResult]] = []
     broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
     files = _yaml_files(paths, tests=False)
@@ -202,6 +215,12 @@ def test(paths: tuple[Path, ...], verbose: bool, as_json: bool) -> None:
                     click.echo(f"error  {problem}", err=True)
             continue
         for case in cases:  # one at a time: a long run shows its progress
+            if time.monotonic() > give_up:
+                raise LedgerTimeout(
+                    f"policy test stopped after {timeout:g} s, {len(results)} cases run "
+                    f"({sum(r.passed for _, r in results)} passed): raise --timeout, or look "
+                    "for costly cases (each may spend the evaluation budget, ~0.1-0.3 s)"
+                )
             result = run_case(policy, case)
             results.append((path, result))
             if not as_json:

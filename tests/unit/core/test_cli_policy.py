@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
@@ -215,3 +216,19 @@ def test_test_goes_on_past_a_path_that_does_not_exist(tmp_path: Path) -> None:
     code, out, err = run("policy", "test", str(EXAMPLES), str(missing))
     assert code == 3 and "8 passed, 0 failed" in out  # the examples' cases ran
     assert f"{missing}: no such policy file" in err
+
+
+def test_a_run_that_takes_too_long_stops_with_exit_8(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 258 KB tests file of 5,400 cases, each spending most of the evaluation budget, ran
+    # 194 s; a directory of such files had no bound at all. The clock here moves 2 s a case.
+    import ledger.cli.policy as policy_cli
+
+    clock = iter(float(2 * n) for n in range(100))
+    monkeypatch.setattr(policy_cli.time, "monotonic", lambda: next(clock))
+    code, out, err = run("policy", "test", "--timeout", "5", str(REFUND))
+    assert code == 8, err
+    last = err.strip().splitlines()[-1]
+    assert "policy test stopped after 5 s, 2 cases run (2 passed)" in last and "[timeout]" in last
+    monkeypatch.undo()
+    code, out, _ = run("policy", "test", str(REFUND))
+    assert code == 0 and "8 passed, 0 failed" in out
