@@ -93,7 +93,10 @@ def _encode_value(value: Any) -> tuple[str, Any]:
         return ("boolean", value)
     if kind is int:
         if not _LONG_MIN <= value <= _LONG_MAX:
-            raise CodecError(f"integer {value} does not fit a 64-bit long (use a Decimal)")
+            raise CodecError(
+                f"integer {value} does not fit a 64-bit long (a larger number is a decimal "
+                "fact: send it as a JSON string, or a Decimal from Python)"
+            )
         return ("long", value)
     if kind is float:
         return ("double", value)

@@ -22,7 +22,7 @@ from ledger.cli.common import (
     principal_arg,
     submit,
 )
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.core.events import RegisterActorKey, RevokeActorKey
 from ledger.core.signing import key_id_of, verify_history
 from ledger.errors import TamperDetected
@@ -33,7 +33,9 @@ from ledger.keys import KeyStore, public_bytes
 __all__ = ["group"]
 
 
-@click.group("actor")
+@click.group(
+    "actor", cls=HelpfulGroup, short_help="Signing keys: add, list, revoke; verify who signed what."
+)
 def group() -> None:
     """Actors' signing keys: register, list, revoke, and verify who signed what."""
 

@@ -22,12 +22,16 @@ from ledger.cli import (
     topics,
     verify,
 )
+from ledger.cli.output import HelpfulGroup
 from ledger.kafka.clients import RDKAFKA_LOGGER
 
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=HelpfulGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="ledger")
 def cli() -> None:
     """Decision Ledger: policies, authority and audit for AI agents, as events on Kafka.

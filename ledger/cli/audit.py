@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import click
 
 from ledger.cli.common import load_settings
-from ledger.cli.output import handle_errors, print_json, print_table
+from ledger.cli.output import HelpfulGroup, handle_errors, print_json, print_table
 from ledger.core.boundedjson import nesting_exceeds
 from ledger.errors import UsageError
 
@@ -34,7 +34,9 @@ __all__ = ["group", "add_commands"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group("audit")
+@click.group(
+    "audit", cls=HelpfulGroup, short_help="SQL over an export: named audits, ad-hoc SQL, verify."
+)
 def group() -> None:
     """SQL audits over an export (`ledger export`) with DuckDB: named queries, ad-hoc read-only
     SQL, a shell. Views: policy_events, policy_timeline, grant_events, grant_history,

@@ -5,13 +5,20 @@ from __future__ import annotations
 import click
 
 from ledger.cli.common import load_settings
-from ledger.cli.output import console, handle_errors, json_option, print_json, print_table
+from ledger.cli.output import (
+    HelpfulGroup,
+    console,
+    handle_errors,
+    json_option,
+    print_json,
+    print_table,
+)
 from ledger.local import broker
 
 __all__ = ["group"]
 
 
-@click.group("broker")
+@click.group("broker", cls=HelpfulGroup, short_help="The local Kafka broker: start, stop, status.")
 def group() -> None:
     """Run a local single-node Apache Kafka broker (KRaft) on 127.0.0.1.
 

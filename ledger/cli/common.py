@@ -33,6 +33,7 @@ __all__ = [
     "current_state",
     "ledger_client",
     "ledger_options",
+    "json_text",
     "load_settings",
     "parse_time",
     "policy_rows",
@@ -72,6 +73,24 @@ def read_text_file(
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text; save the {what} as UTF-8") from None
+
+
+def json_text(value: str, flag: str) -> str:
+    """The JSON text of an option such as ``--facts``: as given, or with ``@FILE`` the file's
+    (``@-``: standard input), at most ``facts_bytes``. A shell passes at most 128 KiB in one
+    argument, so larger facts come from a file."""
+    if not value.startswith("@"):
+        return value
+    limit = DEFAULT_LIMITS.facts_bytes
+    if value == "@-":
+        data = click.get_binary_stream("stdin").read(limit + 1)
+        if len(data) > limit:
+            raise UsageError(f"{flag} from standard input is larger than {limit:,} bytes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{flag} from standard input is not UTF-8 text") from None
+    return read_text_file(Path(value[1:]), what=f"{flag} file", limit=limit)
 
 
 def parse_time(value: str | None, flag: str) -> datetime | None:

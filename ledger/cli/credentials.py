@@ -6,15 +6,21 @@ from typing import cast
 
 import click
 
-from ledger.cli.common import bootstrap_option, connection, load_settings
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.common import (
+    bootstrap_option,
+    load_settings,
+    resolve_bootstrap,
+)
+from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
+from ledger.discovery import resolve_security
+from ledger.errors import KafkaUnavailable
 from ledger.kafka.clients import kafka_python_config
 from ledger.settings import ROLES, Role
 
 __all__ = ["group"]
 
 
-@click.group("credentials")
+@click.group("credentials", cls=HelpfulGroup)
 def group() -> None:
     """Kafka credentials of the ledger's roles.
 
@@ -34,9 +40,26 @@ def show_cmd(role: str, bootstrap: str | None, as_json: bool) -> None:
     """Print ROLE's client settings; --json: kafka-python keyword arguments
     (bootstrap_servers, security_protocol, sasl_mechanism, sasl_plain_username,
     sasl_plain_password), e.g. KafkaConsumer(**json.load(...))."""
-    address, security = connection(load_settings(bootstrap), cast(Role, role))
-    settings = {"bootstrap_servers": address, **kafka_python_config(security)}
+    settings = load_settings(bootstrap)
+    try:
+        address: str | None = resolve_bootstrap(settings)
+    except KafkaUnavailable:  # nothing is contacted here: say so, and show the credential
+        address = None
+        click.echo(
+            "warning: no Kafka address (no local broker, no $LEDGER_BOOTSTRAP): bootstrap_servers "
+            "is empty; run `ledger up` or set $LEDGER_BOOTSTRAP",
+            err=True,
+        )
+    security = resolve_security(settings, cast(Role, role), bootstrap=address)
+    if security.protocol == "PLAINTEXT":
+        click.echo(
+            f"warning: no credential for {role}: a plain connection, which a secured broker "
+            "refuses (`ledger up` writes one per role; or set $LEDGER_SASL_USERNAME/"
+            "$LEDGER_SASL_PASSWORD, or $LEDGER_CREDENTIALS)",
+            err=True,
+        )
+    client = {"bootstrap_servers": address, **kafka_python_config(security)}
     if as_json:
-        print_json(settings)
+        print_json(client)
     else:
-        print_table(["setting", "value"], [[k, v] for k, v in settings.items()])
+        print_table(["setting", "value"], [[k, "-" if v is None else v] for k, v in client.items()])

@@ -34,7 +34,7 @@ from ledger.kafka.reading import read_topic
 __all__ = ["decisions_cmd"]
 
 
-@click.command("decisions")
+@click.command("decisions", short_help="Recorded decision traces, oldest first.")
 @click.option("--request", "request_id", default=None, help="Only the decision of this request id.")
 @click.option("--principal", default=None, help="Only decisions about this principal.")
 @click.option("--action", default=None, help="Only this action (globs allowed: 'refund.*').")

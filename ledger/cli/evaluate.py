@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ledger.cli.common import ledger_client, ledger_options, principal_arg
+from ledger.cli.common import json_text, ledger_client, ledger_options, principal_arg
 from ledger.cli.output import handle_errors, json_cell, print_json, print_table, rule_label
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
@@ -13,12 +13,22 @@ from ledger.errors import UsageError
 __all__ = ["evaluate_cmd"]
 
 
-@click.command("evaluate")
+@click.command("evaluate", short_help="Ask for a decision, as an agent would.")
 @click.option("--action", required=True, help="Action, e.g. refund.issue.")
 @click.option("--principal", required=True, help="Who attempts it, e.g. agent:refund-bot.")
 @click.option("--resource", required=True, help="What it is on, e.g. account:42.")
-@click.option("--facts", "facts_json", default="{}", help="Facts as a JSON object.")
-@click.option("--context", "context_json", default="{}", help="Context as a JSON object.")
+@click.option(
+    "--facts",
+    "facts_json",
+    default="{}",
+    help="Facts as a JSON object, or @FILE to read them from a file (@- standard input).",
+)
+@click.option(
+    "--context",
+    "context_json",
+    default="{}",
+    help="Context as a JSON object, or @FILE (@- standard input).",
+)
 @click.option(
     "--async", "is_async", is_flag=True, help="Publish and return at once (asynchronous pattern)."
 )
@@ -48,20 +58,24 @@ def evaluate_cmd(
     With --async --default D, print the request id at once; a correction is published on
     ledger.corrections if the decision differs from D.
     """
+    # Flags first, before anything is read or connected to.
+    proceed = Determination(default) if default is not None else None
+    if is_async and proceed is None:
+        raise UsageError("--async needs --default allow|deny (what the caller proceeds on)")
+    if proceed is not None and not is_async:
+        raise UsageError("--default applies only with --async")
     facts, context = (
-        parse_facts_json(facts_json, what="--facts"),
-        parse_facts_json(context_json, what="--context"),
+        parse_facts_json(json_text(facts_json, "--facts"), what="--facts"),
+        parse_facts_json(json_text(context_json, "--context"), what="--context"),
     )
     principal_arg(principal, "--principal")
     with ledger_client(bootstrap, principal) as client:
-        if is_async:
-            if default is None:
-                raise UsageError("--async needs --default allow|deny (what the caller proceeds on)")
+        if proceed is not None:
             request = client.submit_async(
                 action=action,
                 principal=principal,
                 resource=resource,
-                default=Determination(default),
+                default=proceed,
                 facts=facts,
                 context=context,
             )
@@ -70,8 +84,6 @@ def evaluate_cmd(
             else:
                 click.echo(f"submitted {request.event_id}; proceeding on {default}")
             return
-        if default is not None:
-            raise UsageError("--default applies only with --async")
         decision = client.evaluate(
             action=action,
             principal=principal,

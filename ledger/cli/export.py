@@ -21,7 +21,7 @@ from ledger.settings import KafkaSecurity
 __all__ = ["export_cmd"]
 
 
-@click.command("export")
+@click.command("export", short_help="Export every ledger topic to Parquet.")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

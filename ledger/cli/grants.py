@@ -19,7 +19,7 @@ from ledger.cli.common import (
     principal_arg,
     submit,
 )
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.core.authority import effective_grants
 from ledger.core.events import AssignRole, IssueGrant, RevokeGrant, RevokeRole
 from ledger.errors import UsageError
@@ -28,7 +28,7 @@ from ledger.ids import new_id, utcnow
 __all__ = ["grant_group", "role_group"]
 
 
-@click.group("grant")
+@click.group("grant", cls=HelpfulGroup, short_help="Authority: issue, revoke and list grants.")
 def grant_group() -> None:
     """Authority: which principals or roles may attempt which actions, on what."""
 
@@ -176,7 +176,7 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
         print_table(["principal", "roles"], [[p, ", ".join(rs)] for p, rs in sorted(roles.items())])
 
 
-@click.group("role")
+@click.group("role", cls=HelpfulGroup)
 def role_group() -> None:
     """Role membership: principals hold the grants of their roles."""
 

@@ -17,6 +17,7 @@ from ledger.core.jsonform import to_json_value
 from ledger.errors import LedgerError, PolicyError
 
 __all__ = [
+    "HelpfulGroup",
     "to_jsonable",
     "print_json",
     "print_table",
@@ -117,3 +118,19 @@ def rule_label(rule: str | None, reason_code: str | None) -> str:
 def json_cell(value: Any) -> str:
     """A mapping (constraints, a position) as one compact JSON table cell; ``-`` when empty."""
     return json.dumps(to_jsonable(value)) if value else "-"
+
+
+class HelpfulGroup(click.Group):
+    """A command group whose help lists each command with the whole first sentence of its help
+    (wrapped), where click cuts it at the terminal's width with "…": "Check policy documents,
+    and their NAME.tests.yaml files,..." told a reader little."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=300)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

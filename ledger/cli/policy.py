@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from ledger.cli import lifecycle, simulate
-from ledger.cli.common import read_text_file
+from ledger.cli.common import json_text, read_text_file
 from ledger.cli.output import (
+    HelpfulGroup,
     handle_errors,
     json_cell,
     json_option,
@@ -53,7 +54,7 @@ TEST_TIMEOUT = 300.0
 """Seconds a ``policy test`` run may take by default (a suite usually takes well under one)."""
 
 
-@click.group("policy")
+@click.group("policy", cls=HelpfulGroup, short_help="Write, test and govern policies.")
 def group() -> None:
     """Write and check policies offline (validate, test, eval) and govern them on the ledger
     (propose, approve, promote, rollback, retire, list, show)."""
@@ -280,14 +281,15 @@ def _print_case(path: Path, r: CaseResult, verbose: bool) -> None:
     "--facts",
     "facts_json",
     required=True,
-    help='Facts as a JSON object, e.g. \'{"amount": "120.50"}\'.',
+    help='Facts as a JSON object, e.g. \'{"amount": "120.50"}\', or @FILE to read them from a '
+    "file (@- standard input).",
 )
 @click.option(
     "--context",
     "context_json",
     default="{}",
     show_default=True,
-    help="Request context as a JSON object.",
+    help="Request context as a JSON object, or @FILE (@- standard input).",
 )
 @click.option(
     "--principal",
@@ -295,7 +297,11 @@ def _print_case(path: Path, r: CaseResult, verbose: bool) -> None:
     show_default=True,
     help="Principal (treated as authorized offline).",
 )
-@click.option("--action", default=None, help="Action; default: the policy's first governed action.")
+@click.option(
+    "--action",
+    default=None,
+    help="Action; default: the first action the policy governs by name (not a pattern).",
+)
 @click.option("--resource", default="offline", show_default=True, help="Resource the action is on.")
 @json_option
 @handle_errors
@@ -315,8 +321,15 @@ def eval_(
     whatever the determination; a bad file or bad facts JSON is an error.
     """
     policy = _load(file)
-    facts = parse_facts_json(facts_json, what="--facts")
-    context = parse_facts_json(context_json, what="--context")
+    if action is None:  # the first action it names outright; a pattern is no action
+        action = next((a for a in policy.governs if not any(c in a for c in "*?[")), None)
+        if action is None:
+            raise UsageError(
+                f"{file} governs only patterns ({', '.join(policy.governs)}): pass --action, "
+                "an action they match"
+            )
+    facts = parse_facts_json(json_text(facts_json, "--facts"), what="--facts")
+    context = parse_facts_json(json_text(context_json, "--context"), what="--context")
     case = PolicyTestCase(
         name="eval",
         facts=facts,
@@ -333,7 +346,7 @@ def eval_(
         event_id=new_id(),
         occurred_at=utcnow(),
         actor=principal,
-        action=action or policy.governs[0],
+        action=action,
         principal=principal,
         resource=resource,
         facts=facts,
@@ -356,7 +369,7 @@ def eval_(
     result = {
         "policy": policy.name,
         "content_hash": policy.content_hash,
-        "action": action or policy.governs[0],
+        "action": action,
         "principal": principal,
         "resource": resource,
         "determination": outcome.determination,

@@ -25,7 +25,7 @@ from ledger.kafka.governance import load_history
 __all__ = ["replay_cmd"]
 
 
-@click.command("replay")
+@click.command("replay", short_help="State at an instant; reproduce a decision.")
 @click.option(
     "--at", "at", default=None, help="Instant (ISO 8601, UTC if no offset); default: now."
 )

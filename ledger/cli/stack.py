@@ -11,7 +11,7 @@ from ledger.local import broker, stack
 __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 
 
-@click.command("up")
+@click.command("up", short_help="Start the local stack: broker, topics, processors.")
 @bootstrap_option
 @click.option(
     "--evaluators",
@@ -72,7 +72,7 @@ def up_cmd(
         click.echo(f"ledger is up on {address}")
 
 
-@click.command("down")
+@click.command("down", short_help="Stop the processors, then the local broker.")
 @click.option(
     "--keep-broker", is_flag=True, help="Stop the processors but leave the broker running."
 )
@@ -87,7 +87,7 @@ def down_cmd(keep_broker: bool, as_json: bool) -> None:
         click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
-@click.command("ps")
+@click.command("ps", short_help="What of the local stack runs, and its health.")
 @json_option
 @handle_errors
 def ps_cmd(as_json: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ledger.cli.common import bootstrap_option, connection, load_settings
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
 from ledger.kafka.topics import create_topics, topic_specs
@@ -13,7 +13,7 @@ from ledger.kafka.topics import create_topics, topic_specs
 __all__ = ["group"]
 
 
-@click.group("topics")
+@click.group("topics", cls=HelpfulGroup)
 def group() -> None:
     """Manage the ledger's Kafka topics."""
 

@@ -626,6 +626,10 @@ def _and(*sides: Callable[[], bool]) -> bool:
     return _commutative(False, sides)
 
 
+_OTHER_MACROS: Final = frozenset({"exists_one", "map", "filter", "transformList", "transformMap"})
+"""CEL's macros outside the subset, named as such (their variable is not an undeclared fact)."""
+
+
 def _exists(pred: Callable[[Any], bool], items: Any) -> bool:
     return _commutative(True, (functools.partial(pred, item) for item in items))
 
@@ -1308,6 +1312,10 @@ class _Compiler:
         arg_nodes = self.args(node)
         if name in ("exists", "all"):
             return self.macro(node, name, target, arg_nodes)
+        if name in _OTHER_MACROS:  # before its arguments: its variable is no fact to report
+            raise self.fail(
+                node, f"the {name}() macro is not supported: write it with exists() or all()"
+            )
         recv = self.walk(target)
         args = [self.walk(a) for a in arg_nodes]
         if name == "size" and not args:

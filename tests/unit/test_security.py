@@ -428,3 +428,27 @@ def test_a_signing_key_others_may_read_is_refused_like_ssh_does(tmp_path: Path) 
     path.symlink_to("/dev/zero")
     with pytest.raises(UsageError, match="is not a regular file"):
         store.private_key("human:alice")
+
+
+def test_credentials_show_needs_no_kafka_and_says_what_is_missing(tmp_path: Path) -> None:
+    # With no Kafka address it exited 7 although it contacts nothing; with no credential it
+    # printed a plain connection without a word.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    env = {"LEDGER_HOME": str(tmp_path), "LEDGER_BOOTSTRAP": None, "LEDGER_CREDENTIALS": None}
+    env.update({k: None for k in os.environ if k.startswith(("LEDGER_SASL", "LEDGER_SSL"))})
+    env["LEDGER_SECURITY_PROTOCOL"] = None
+    result = CliRunner().invoke(cli, ["credentials", "show", "agent", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"bootstrap_servers": None}
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2 and "no Kafka address" in warnings[0]
+    assert "no credential for agent" in warnings[1]
+    env["LEDGER_BOOTSTRAP"] = "127.0.0.1:1"
+    env["LEDGER_SASL_USERNAME"], env["LEDGER_SASL_PASSWORD"] = "agent", "pw"
+    result = CliRunner().invoke(cli, ["credentials", "show", "agent", "--json"], env=env)
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    shown = json.loads(result.stdout)
+    assert shown["bootstrap_servers"] == "127.0.0.1:1" and shown["sasl_plain_username"] == "agent"

@@ -137,6 +137,7 @@ class Validator:
         rule: str | None = None,
         pattern: re.Pattern[str] | None = None,
         what: str = "text",
+        allowed: str | None = None,
     ) -> str | None:
         if not isinstance(value, str) or not value.strip():
             self.add(
@@ -147,7 +148,10 @@ class Validator:
             )
             return None
         if pattern is not None and not pattern.match(value):
-            self.add(f"{value!r} is not a valid {what}", path, rule=rule, field_name=field_name)
+            hint = f" ({allowed})" if allowed else ""
+            self.add(
+                f"{value!r} is not a valid {what}{hint}", path, rule=rule, field_name=field_name
+            )
             return None
         return value
 
@@ -555,7 +559,13 @@ def build(
     v.keys(data, (), allowed=allowed, required={"policy", "governs", "owner", "default"})
 
     name = (
-        v.string(data["policy"], ("policy",), pattern=_NAME_RE, what="policy name")
+        v.string(
+            data["policy"],
+            ("policy",),
+            pattern=_NAME_RE,
+            what="policy name",
+            allowed="letters, digits, '_', '.' and '-', starting with a letter or digit",
+        )
         if "policy" in data
         else None
     )
@@ -580,7 +590,13 @@ def build(
         else:
             seen: set[str] = set()
             for i, action in enumerate(raw_governs):
-                a = v.string(action, ("governs", i), pattern=_ACTION_RE, what="action name")
+                a = v.string(
+                    action,
+                    ("governs", i),
+                    pattern=_ACTION_RE,
+                    what="action name",
+                    allowed="letters, digits and _ . - : / with * and ? as wildcards",
+                )
                 if a is not None and a not in seen:
                     seen.add(a)
                     governs.append(a)

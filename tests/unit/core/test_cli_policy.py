@@ -232,3 +232,71 @@ def test_a_run_that_takes_too_long_stops_with_exit_8(monkeypatch: pytest.MonkeyP
     monkeypatch.undo()
     code, out, _ = run("policy", "test", str(REFUND))
     assert code == 0 and "8 passed, 0 failed" in out
+
+
+def test_facts_come_from_a_file_or_standard_input(tmp_path: Path) -> None:
+    # A shell passes at most 128 KiB in one argument, so facts up to the 256 KiB limit could
+    # not be given at all.
+    facts = {"tenure_days": 120, "amount": "120.50", "prior_refunds_12m": 0, "standing": "good"}
+    text = json.dumps(facts, indent=100_000)  # 400 KB: over the shell's limit, and ours
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(facts) + " " * 200_000)  # 200 KB, within ours
+    code, out, err = run("policy", "eval", str(REFUND), "--facts", f"@{path}", "--json")
+    assert code == 0 and json.loads(out)["determination"] == "allow", err
+    result = CliRunner().invoke(
+        cli, ["policy", "eval", str(REFUND), "--facts", "@-", "--json"], input=json.dumps(facts)
+    )
+    assert result.exit_code == 0 and json.loads(result.stdout)["determination"] == "allow"
+    code, _, err = run("policy", "eval", str(REFUND), "--facts", f"@{tmp_path / 'none.json'}")
+    assert code == 2 and "no such --facts file" in err
+    path.write_text(text)
+    code, _, err = run("policy", "eval", str(REFUND), "--facts", f"@{path}")
+    assert code == 2 and "larger than 262,144 bytes" in err
+
+
+def test_evaluate_checks_its_flags_before_it_connects() -> None:
+    # --async without --default was refused only after connecting: with Kafka down, exit 7.
+    env = {"LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    args = ["evaluate", "--action", "a.b", "--principal", "agent:x", "--resource", "r"]
+    for extra, message in (
+        (["--async"], "--async needs --default"),
+        (["--default", "allow"], "--default applies only with --async"),
+    ):
+        result = CliRunner().invoke(cli, [*args, *extra], env=env)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_messages_a_policy_owner_can_act_on(tmp_path: Path) -> None:
+    text = REFUND.read_text()
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(text.replace("policy: refund", "policy: re fund", 1))
+    code, _, err = run("policy", "validate", str(renamed))
+    assert code == 3 and "'re fund' is not a valid policy name (letters, digits" in err
+    # A macro outside the subset was reported as its variable: "undeclared fact 'x'".
+    macro = tmp_path / "macro.yaml"
+    macro.write_text(
+        text.replace("when: amount < 750", 'when: amount < 750 && ["a"].exists_one(x, x == "a")', 1)
+    )
+    code, _, err = run("policy", "validate", str(macro))
+    assert code == 3 and "the exists_one() macro is not supported" in err, err
+    assert "undeclared fact 'x'" not in err
+    # A whole number beyond 64 bits: what to send instead, in the policy owner's terms.
+    code, _, err = run(
+        "policy", "eval", str(REFUND), "--facts", '{"tenure_days": 1' + "0" * 20 + "}"
+    )
+    assert code == 3 and "send it as a JSON string" in err
+
+
+def test_eval_of_a_policy_that_governs_only_patterns_asks_for_an_action(tmp_path: Path) -> None:
+    # It evaluated the literal action "refund.*".
+    globbed = tmp_path / "globbed.yaml"
+    text = REFUND.read_text()
+    assert "governs: [refund.issue]" in text
+    globbed.write_text(text.replace("governs: [refund.issue]", "governs: [refund.*]"))
+    facts = '{"tenure_days": 120, "amount": "120.50", "prior_refunds_12m": 0, "standing": "good"}'
+    code, _, err = run("policy", "eval", str(globbed), "--facts", facts)
+    assert code == 2 and "governs only patterns (refund.*): pass --action" in err
+    code, out, _ = run(
+        "policy", "eval", str(globbed), "--facts", facts, "--action", "refund.issue", "--json"
+    )
+    assert code == 0 and json.loads(out)["action"] == "refund.issue"
