@@ -142,15 +142,6 @@ Progress = Callable[[int, int], None]
 # --------------------------------------------------------------------------- files
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a directory be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _remove_if_empty(directory: Path, *, tree: bool) -> bool:
     """Remove ``directory`` if it is empty (with ``tree``: if it holds nothing but directories
     that hold no file); whether it is gone."""
@@ -249,16 +240,55 @@ class _DirectoryLock:
                 self.release()
 
 
+# Whoever can write into a shared export directory can swap any folder of it for a symbolic
+# link at any moment. So the writer never uses a path below the export directory twice: it
+# opens each folder from the one before it without following a link, and creates, renames,
+# opens and removes files relative to that descriptor (``dir_fd``), which stays on that folder
+# whatever is renamed meanwhile.
+
+_NO_LINK: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 @contextlib.contextmanager
-def _new_file(directory: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]:
-    """A new file in ``directory``, under a temporary name made from ``name``, open for writing:
-    created exclusively, so nothing planted there beforehand (a symbolic link to another file)
-    is ever followed or overwritten. Flushed to disk when the block ends; removed if it fails.
-    The repair (:meth:`ExportWriter._repair`) removes one a killed writer left."""
+def _directory(out: Path, *parts: str, create: bool = False) -> Iterator[int]:
+    """A descriptor of the export's folder ``out/parts…`` (each part made when missing, with
+    ``create``). :class:`ExportError` when a part is a symbolic link or not a folder;
+    ``FileNotFoundError`` when one is missing without ``create``."""
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's choice: any
+    try:
+        for part in parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+            try:
+                inner = os.open(part, _NO_LINK, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise ExportError(
+                    f"{out.joinpath(*parts)} is not a folder of the export (a symbolic link or a "
+                    "file): remove it and run again (and check who can write to the export)"
+                ) from None
+            os.close(fd)
+            fd = inner
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _new_file(where: int, name: str) -> Iterator[tuple[BinaryIO, str]]:
+    """A new file in the folder ``where`` (a descriptor), under a temporary name made from
+    ``name``, open for writing: created exclusively, so nothing planted there beforehand (a
+    link to another file) is ever followed or overwritten. Flushed to disk when the block ends;
+    removed if it fails. Give it its name with :func:`_install`. The repair
+    (:meth:`ExportWriter._repair`) removes one a killed writer left."""
     while True:
-        tmp = directory / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=where
+            )
             break
         except FileExistsError:
             continue
@@ -269,44 +299,58 @@ def _new_file(directory: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]:
             os.fsync(out.fileno())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp, dir_fd=where)
         raise
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with _new_file(path.parent, path.name) as (out, tmp):
-        out.write(data)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+def _install(where: int, tmp: str, name: str) -> None:
+    """Rename the finished file ``tmp`` to ``name`` in the folder ``where``, durably."""
+    os.replace(tmp, name, src_dir_fd=where, dst_dir_fd=where)
+    with contextlib.suppress(OSError):  # not every file system syncs a folder
+        os.fsync(where)
 
 
-def _subdirectories(directory: Path, prefix: str) -> list[Path]:
-    """The directories in ``directory`` named ``prefix…``, symbolic links left out."""
-    with os.scandir(directory) as entries:
-        return [
-            Path(e.path)
-            for e in entries
-            if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
-        ]
+@contextlib.contextmanager
+def _listed(where: int, name: str) -> Iterator[BinaryIO]:
+    """A data file the manifest lists, in the folder ``where``, open for reading: a regular
+    file of the folder itself, never a link (which would have the writer copy into the export
+    a file that whoever planted it could not read)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=where)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(f"{name} is a symbolic link, not a file of the export") from None
+        raise
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{name} is not a regular file")
+        yield file
 
 
-def _own_dir(out: Path, *parts: str, create: bool = False) -> Path:
-    """``out/parts…``, each part a directory of the export itself (made when missing, with
-    ``create``), never a symbolic link: a link planted in a shared export directory would take
-    the writer's files, and its removals, elsewhere. :class:`ExportError` otherwise
-    (``FileNotFoundError`` for a missing part without ``create``)."""
-    directory = out
-    for part in parts:
-        directory = directory / part
-        if create:
-            with contextlib.suppress(FileExistsError):
-                directory.mkdir()
-        if not stat.S_ISDIR(os.lstat(directory).st_mode):
-            raise ExportError(
-                f"{directory} is not a directory of the export (a symbolic link or a file): "
-                "remove it and run again (and check who can write to the export)"
-            )
-    return directory
+def _atomic_write(out: Path, name: str, data: bytes) -> None:
+    """Replace the file ``name`` at the top of the export ``out`` with ``data``, atomically."""
+    with _directory(out) as top:
+        with _new_file(top, name) as (file, tmp):
+            file.write(data)
+        _install(top, tmp, name)
+
+
+def _entry(
+    relative: str, key: tuple[str, int, str], span: tuple[int, int], rows: int
+) -> dict[str, Any]:
+    """A data file's manifest entry (``key``: topic, partition, date; ``span``: first and last
+    offset)."""
+    topic, partition, date = key
+    first, last = span
+    return {
+        "path": relative,
+        "topic": topic,
+        "partition": partition,
+        "date": date,
+        "first_offset": first,
+        "last_offset": last,
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- writing files
@@ -343,8 +387,16 @@ class ExportSummary:
         }
 
 
+_FIRST_DAY: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(days=1)
+_LAST_DAY: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(days=1)
+
+
 def _date(micros: int) -> str:
-    return (_EPOCH + timedelta(microseconds=(micros // _DAY_US) * _DAY_US)).strftime("%Y-%m-%d")
+    """``YYYY-MM-DD`` (four digits of year) of a time in microseconds since 1970. A time a
+    date cannot hold (any producer sets a record's timestamp) gets the first or last date."""
+    day = min(max(micros // _DAY_US, _FIRST_DAY), _LAST_DAY)
+    d = _EPOCH + timedelta(days=day)
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
 
 
 _DATES: dict[int, str] = {}
@@ -361,32 +413,6 @@ def row_date(row: tuple[Any, ...], occurred: int) -> str:
     if found is None:
         found = _DATES[day] = _date(micros)
     return found
-
-
-def _settle(
-    out: Path,
-    tmp: Path,
-    path: Path,
-    key: tuple[str, int, str],
-    span: tuple[int, int],
-    rows: int,
-) -> dict[str, Any]:
-    """Give the data file written (and flushed to disk) at ``tmp`` its name ``path`` (in
-    ``out``), durably; returns its manifest entry (``key``: topic, partition, date; ``span``:
-    first and last offset)."""
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    topic, partition, date = key
-    first, last = span
-    return {
-        "path": path.relative_to(out).as_posix(),
-        "topic": topic,
-        "partition": partition,
-        "date": date,
-        "first_offset": first,
-        "last_offset": last,
-        "rows": rows,
-    }
 
 
 class _Files:
@@ -499,21 +525,23 @@ class _Files:
         returns the file's manifest entry."""
         topic, partition, date = key
         first, last = self._spans[key]
-        directory = _own_dir(self.out, f"topic={topic}", f"date={date}", create=True)
-        path = self.out / file_path(topic, partition, date, first)
+        relative = file_path(topic, partition, date, first)
         tables = self._tables[key]
         if self._buffers[key]:
             tables.append(self.rows.table(topic, self._buffers[key]))
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        with _new_file(directory, path.name) as (out, tmp):
-            pq.write_table(
-                table,
-                out,
-                compression="zstd",
-                row_group_size=ROW_GROUP_ROWS,
-                write_statistics=True,
-            )
-        return _settle(self.out, tmp, path, (topic, partition, date), (first, last), table.num_rows)
+        name = relative.rsplit("/", 1)[1]
+        with _directory(self.out, f"topic={topic}", f"date={date}", create=True) as where:
+            with _new_file(where, name) as (out, tmp):
+                pq.write_table(
+                    table,
+                    out,
+                    compression="zstd",
+                    row_group_size=ROW_GROUP_ROWS,
+                    write_statistics=True,
+                )
+            _install(where, tmp, name)
+        return _entry(relative, key, (first, last), table.num_rows)
 
 
 class ExportWriter(_Files):
@@ -588,24 +616,43 @@ class ExportWriter(_Files):
         listed = {f["path"] for f in self.manifest.files}
         listed.update(f["path"] for f in self.manifest.retired)  # removed when their time comes
         removed = 0
-        # Only the export's own directories: one that is a symbolic link (planted by whoever
-        # can write here) is not entered, so nothing outside the export is ever removed.
-        for topic_dir in _subdirectories(self.out, "topic="):
-            for date_dir in _subdirectories(topic_dir, "date="):
-                for entry in os.scandir(date_dir):
-                    name = entry.name
-                    relative = f"{topic_dir.name}/{date_dir.name}/{name}"
-                    leftover = (name.startswith(".") and ".tmp-" in name) or (
-                        name.endswith(".parquet") and relative not in listed
-                    )
-                    if leftover and entry.is_file(follow_symlinks=False):
-                        os.unlink(entry.path)
-                        removed += 1
-        for tmp in self.out.glob(f".{MANIFEST}.tmp-*"):
-            if tmp.is_file() and not tmp.is_symlink():
-                tmp.unlink()
-                removed += 1
+        # Only the export's own folders, each opened without following a link (see
+        # _directory), so nothing outside the export is ever removed.
+        for topic_dir in self._folders((), "topic="):
+            for date_dir in self._folders((topic_dir,), "date="):
+                try:
+                    with _directory(self.out, topic_dir, date_dir) as where:
+                        for entry in os.scandir(where):
+                            name = entry.name
+                            leftover = (name.startswith(".") and ".tmp-" in name) or (
+                                name.endswith(".parquet")
+                                and f"{topic_dir}/{date_dir}/{name}" not in listed
+                            )
+                            if leftover and entry.is_file(follow_symlinks=False):
+                                os.unlink(name, dir_fd=where)
+                                removed += 1
+                except (ExportError, FileNotFoundError):
+                    continue  # swapped for a link, or gone, since it was listed
+        with _directory(self.out) as top:
+            for entry in os.scandir(top):
+                if entry.name.startswith(f".{MANIFEST}.tmp-") and not entry.is_dir(
+                    follow_symlinks=False
+                ):
+                    os.unlink(entry.name, dir_fd=top)
+                    removed += 1
         return removed
+
+    def _folders(self, parts: tuple[str, ...], prefix: str) -> list[str]:
+        """The names of the folders (not links) named ``prefix…`` in ``out/parts…``."""
+        try:
+            with _directory(self.out, *parts) as where:
+                return sorted(
+                    e.name
+                    for e in os.scandir(where)
+                    if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
+                )
+        except (ExportError, FileNotFoundError):
+            return []
 
     # ----------------------------------------------------------------------- offsets
 
@@ -661,9 +708,10 @@ class ExportWriter(_Files):
         self.manifest.retired = [f for f in self.manifest.retired if str(f["at"]) > due]
         self.manifest.retired.extend({"path": path, "at": at} for path in sorted(gone))
         self.manifest.updated_at = at
+        document = self.manifest.to_json()
+        Manifest.from_json(document, self.out / MANIFEST)  # never write one no reader takes
         _atomic_write(
-            self.out / MANIFEST,
-            json.dumps(self.manifest.to_json(), indent=1, sort_keys=False).encode("utf-8"),
+            self.out, MANIFEST, json.dumps(document, indent=1, sort_keys=False).encode("utf-8")
         )
         if not gone:  # merged files are counted as compacted (compact), not as exported
             self.files_written += len(files)
@@ -672,8 +720,12 @@ class ExportWriter(_Files):
             if path in listed_now:
                 continue  # a name in use again is never removed
             topic_part, date_part, name = path.split("/")  # as the manifest's check made it
-            with contextlib.suppress(FileNotFoundError, ExportError):
-                os.unlink(_own_dir(self.out, topic_part, date_part) / name)
+            with (
+                contextlib.suppress(OSError, ExportError),  # gone, a link, a folder: left
+                _directory(self.out, topic_part, date_part) as where,
+            ):
+                if stat.S_ISREG(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=where)
 
     # ----------------------------------------------------------------------- compaction
 
@@ -746,34 +798,42 @@ class ExportWriter(_Files):
         topic, partition, date = str(head["topic"]), int(head["partition"]), str(head["date"])
         first = int(head["first_offset"])
         last = max(int(e["last_offset"]) for e in group)
-        directory = _own_dir(self.out, f"topic={topic}", f"date={date}")
         relative = file_path(topic, partition, date, first, last)  # never an exported file's
         if any(f["path"] == relative for f in (*self.manifest.files, *self.manifest.retired)):
             # Runs never overlap, so this cannot happen; if it did, overwriting would lose rows.
             raise OSError(f"{relative} is already in the manifest")
-        path = self.out / relative
+        name = relative.rsplit("/", 1)[1]
         schema = self.formats[topic].schema
         rows = 0
-        with (
-            _new_file(directory, path.name) as (file, tmp),
-            pq.ParquetWriter(file, schema, compression="zstd", write_statistics=True) as out,
-        ):
-            pending: list[pa.Table] = []
-            held = 0
-            for entry in group:
-                source = pq.ParquetFile(self.out / str(entry["path"]))
-                try:
-                    for i in range(source.num_row_groups):
-                        table = _conform(source.read_row_group(i), schema)
-                        pending.append(table)
-                        held += table.num_rows
-                        rows += table.num_rows
-                        if held >= ROW_GROUP_ROWS:
-                            pending, held = _write_groups(out, pending, final=False)
-                finally:
-                    source.close()
-            _write_groups(out, pending, final=True)
-        return _settle(self.out, tmp, path, (topic, partition, date), (first, last), rows)
+        with _directory(self.out, f"topic={topic}", f"date={date}") as where:
+            with (
+                _new_file(where, name) as (file, tmp),
+                pq.ParquetWriter(file, schema, compression="zstd", write_statistics=True) as out,
+            ):
+                pending: list[pa.Table] = []
+                held = 0
+                for entry in group:
+                    source_name = str(entry["path"]).rsplit("/", 1)[1]
+                    with _listed(where, source_name) as data:
+                        source = pq.ParquetFile(data)
+                        if source.metadata.num_rows != entry["rows"]:
+                            raise OSError(
+                                f"{entry['path']} holds {source.metadata.num_rows} rows, its "
+                                f"manifest entry says {entry['rows']}"
+                            )
+                        try:
+                            for i in range(source.num_row_groups):
+                                table = _conform(source.read_row_group(i), schema)
+                                pending.append(table)
+                                held += table.num_rows
+                                rows += table.num_rows
+                                if held >= ROW_GROUP_ROWS:
+                                    pending, held = _write_groups(out, pending, final=False)
+                        finally:
+                            source.close()
+                _write_groups(out, pending, final=True)
+            _install(where, tmp, name)
+        return _entry(relative, (topic, partition, date), (first, last), rows)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -873,7 +933,14 @@ class _Source:
         for topic in writer.formats:
             for partition in rdkafka_partitions(self.consumer, topic, bootstrap=self.bootstrap):
                 low, high = self._watermarks(TopicPartition(topic, partition))
-                ranges[(topic, partition)] = (max(writer.next_offset(topic, partition), low), high)
+                start = writer.next_offset(topic, partition)
+                if start > high:
+                    raise ExportError(
+                        f"{writer.out} has {topic} partition {partition} up to offset {start}, "
+                        f"but Kafka's ends at {high}: the topic was recreated, or this is another "
+                        "ledger's export; export into a fresh directory"
+                    )
+                ranges[(topic, partition)] = (max(start, low), high)
         return ranges
 
     def watch(self, ranges: Ranges, *, bounded: bool) -> None:

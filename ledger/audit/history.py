@@ -14,6 +14,7 @@ from typing import Final
 import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
+from ledger.audit.manifest import listed_file
 from ledger.audit.verify import columns_disagree
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
@@ -72,7 +73,7 @@ def _read(
     for entry in manifest.files:
         if entry["topic"] not in wanted:
             continue
-        path = export_dir / str(entry["path"])
+        path = listed_file(export_dir, str(entry["path"]))
         try:
             table = pq.read_table(path, columns=None if check else _LOG_COLUMNS)
         except (OSError, ValueError) as exc:

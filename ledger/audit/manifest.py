@@ -37,6 +37,7 @@ __all__ = [
     "ExportPath",
     "Manifest",
     "file_path",
+    "listed_file",
     "read_manifest",
 ]
 
@@ -51,7 +52,7 @@ ExportPath: TypeAlias = str | os.PathLike[str]
 :class:`~pathlib.Path` or any other path-like object."""
 
 _TOPIC: Final = r"[A-Za-z0-9._-]{1,249}"  # Kafka's topic names
-_DATE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_DATE: Final = r"[0-9]{1,4}-[0-9]{2}-[0-9]{2}"  # years before 1000 had fewer digits until v13
 _PATH: Final = re.compile(
     rf"topic=(?P<topic>{_TOPIC})/date=(?P<date>{_DATE})/(?P=topic)"
     r"\+(?P<partition>[0-9]{1,10})\+(?P<first>[0-9]{1,19})(?:~(?P<last>[0-9]{1,19}))?\.parquet"
@@ -123,6 +124,7 @@ class Manifest:
             check.file(entry, f"files[{i}]")
             for i, entry in enumerate(check.sequence(data.get("files"), "files"))
         ]
+        check.distinct(files)
         retired = [
             check.retired(entry, f"retired[{i}]")
             for i, entry in enumerate(check.sequence(data.get("retired", []), "retired"))
@@ -199,6 +201,16 @@ class _Checker:
             )
         return entry
 
+    def distinct(self, files: list[dict[str, Any]]) -> None:
+        """No file is listed twice (readers would count its rows twice, and a merge take them
+        twice). Files of one partition may span the same offsets: rows go to the file of their
+        date, and dates need not grow with offsets."""
+        seen: set[str] = set()
+        for entry in files:
+            if entry["path"] in seen:
+                self.fail(f"{entry['path']} is listed twice")
+            seen.add(entry["path"])
+
     def retired(self, value: Any, name: str) -> dict[str, Any]:
         entry = dict(self.mapping(value, name))
         self.path(entry.get("path"), name)
@@ -206,6 +218,25 @@ class _Checker:
         if not isinstance(at, str) or not _STAMP.fullmatch(at):
             self.fail(f"{name}.at {at!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
         return entry
+
+
+def listed_file(export_dir: Path, relative: str) -> Path:
+    """The data file a manifest entry lists (``relative``: its checked path), as readers open
+    it: :class:`~ledger.errors.ExportError` when it is missing, or when it or a folder on its
+    way is a link, which would show a reader, and have a merge copy, a file that is not the
+    export's."""
+    path = export_dir / relative
+    if os.path.realpath(path) != os.path.join(os.path.realpath(export_dir), relative):
+        raise ExportError(
+            f"{path} is a symbolic link (or a folder on its way is), not a file of the export: "
+            "remove it and export again (and check who can write to the export)"
+        )
+    if not path.is_file():
+        raise ExportError(
+            f"{path} is listed in the manifest of {export_dir} but missing: the export is "
+            "damaged; run `ledger export` again into a fresh directory"
+        )
+    return path
 
 
 def _kind(value: Any) -> str:

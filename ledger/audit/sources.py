@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 from ledger.audit.export import MANIFEST, ExportPath, Manifest, read_manifest
+from ledger.audit.manifest import listed_file
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -265,14 +266,8 @@ def topic_files(path: ExportPath, topic: str) -> list[str]:
     lists (a file beyond the manifest is what a killed export left; the next export removes
     it), as ``ledger audit`` reads them. A listed file that is gone is one error line."""
     path = Path(path)
-    files = sorted(path / str(f["path"]) for f in _read(path).files if f.get("topic") == topic)
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise ExportError(
-            f"{path} is damaged: {missing[0].relative_to(path)} is listed in its manifest but "
-            f"missing; run `ledger export --out {path}` again into a fresh directory"
-        )
-    return [str(f) for f in files]
+    listed = sorted(str(f["path"]) for f in _read(path).files if f["topic"] == topic)
+    return [str(listed_file(path, relative)) for relative in listed]
 
 
 def connect() -> Any:

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
+from ledger.audit.manifest import listed_file
 from ledger.audit.rows import TOPIC_TYPES, topic_formats
 from ledger.contract import contract_dir
 from ledger.errors import ExportError, UsageError
@@ -261,13 +262,7 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
     statements = []
     files: list[Path] = []
     for topic, fmt in formats.items():
-        paths = [export_dir / p for p in sorted(by_topic.get(topic, []))]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise ExportError(
-                f"{missing[0]} is listed in the manifest but missing: the export is damaged; "
-                "export again into a fresh directory"
-            )
+        paths = [listed_file(export_dir, p) for p in sorted(by_topic.get(topic, []))]
         files.extend(paths)
         body = _empty_select(fmt.schema)
         if paths:

@@ -429,3 +429,21 @@ def test_an_export_the_broker_refuses_is_one_ledger_error(
             export(tmp_path / "export", kafka.bootstrap, ledger_topics, security=security)
         assert time.monotonic() - started < 30
     assert not (tmp_path / "export" / "_manifest.json").exists()
+
+
+def test_an_export_ahead_of_kafka_is_refused_not_silently_skipped(
+    kafka: Any, ledger_topics: TopicNames, tmp_path: Path
+) -> None:
+    """A manifest whose next offset is past the topic's end (the topic recreated, another
+    ledger's export, or an edited manifest) made the run read nothing from that partition
+    and exit 0; it now says so, exit 9."""
+    out = tmp_path / "export"
+    run_export(kafka, ledger_topics, out)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest["offsets"].setdefault(ledger_topics.decisions, {})["0"] = 10**12
+    (out / "_manifest.json").write_text(json.dumps(manifest))
+    process = ledger_export(kafka, ledger_topics, out)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 9, stderr
+    assert f"{ledger_topics.decisions} partition 0 up to offset 1000000000000" in stderr
+    assert "export into a fresh directory" in stderr

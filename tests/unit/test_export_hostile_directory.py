@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ def exported(out: Path, numbers: range = range(3)) -> None:
         for n in numbers:
             writer.add_event(TOPICS.command_results, 0, n, rejected(n))
         writer.flush()
+
+
+def same_day(n: int) -> CommandRejected:
+    return dataclasses.replace(rejected(n), occurred_at=T0 + timedelta(minutes=n))
 
 
 def victim(tmp_path: Path, name: str = "victim.txt") -> Path:
@@ -123,7 +127,7 @@ def test_a_linked_date_directory_is_neither_emptied_nor_written(tmp_path: Path) 
             3,
             dataclasses.replace(rejected(3), occurred_at=day),
         )
-        with pytest.raises(ExportError, match="is not a directory of the export"):
+        with pytest.raises(ExportError, match="is not a folder of the export"):
             writer.flush()
     assert sorted(p.name for p in data_lake.iterdir()) == [".sales.tmp-1", "sales+0+0.parquet"]
 
@@ -236,3 +240,130 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+# --------------------------------------------------------------------------- races
+
+
+def _swap_for_link(folder: Path, target: Path) -> None:
+    """What a racing attacker does between the writer's look at a folder and its use."""
+    folder.rename(folder.with_name(folder.name + ".moved"))
+    folder.symlink_to(target, target_is_directory=True)
+
+
+def export_and_lake(tmp_path: Path, lake_file: str) -> tuple[Path, Path, Path]:
+    """An export, its date= folder, and a directory elsewhere holding ``lake_file``."""
+    out = tmp_path / "export"
+    exported(out)
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / lake_file).write_bytes(SECRET)
+    return out, next((out / f"topic={TOPICS.command_results}").iterdir()), lake
+
+
+def test_a_folder_swapped_for_a_link_while_a_file_is_written_takes_nothing_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer checked the date= folder, then created and renamed its file by path: a link
+    # swapped in between had it replace a same-named file in another directory.
+    import ledger.audit.export as exporting
+
+    out, folder, lake = export_and_lake(tmp_path, f"{TOPICS.command_results}+0+3.parquet")
+    victim_file = next(lake.iterdir())
+    original = exporting._new_file
+
+    def racing(where: int, name: str) -> Any:
+        if name.endswith(".parquet") and not folder.is_symlink():
+            _swap_for_link(folder, lake)
+        return original(where, name)
+
+    monkeypatch.setattr(exporting, "_new_file", racing)
+    with ExportWriter(out, TOPICS) as writer:
+        writer.add_event(TOPICS.command_results, 0, 3, rejected(3))
+        writer.flush()
+    assert victim_file.read_bytes() == SECRET and sorted(p.name for p in lake.iterdir()) == [
+        victim_file.name
+    ]
+    # The file went to the folder the writer had opened (moved away now); a reader of the
+    # export refuses the link that stands in its place.
+    assert (folder.with_name(folder.name + ".moved") / victim_file.name).is_file()
+    result = CliRunner().invoke(cli, ["audit", "sql", "--from", str(out), "SELECT 1"])
+    assert result.exit_code == 9 and "is a symbolic link" in result.stderr
+
+
+def test_a_folder_swapped_for_a_link_during_the_repair_is_not_entered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, folder, lake = export_and_lake(tmp_path, "sales+0+0.parquet")
+    original = ExportWriter._folders
+
+    def racing(self: ExportWriter, parts: tuple[str, ...], prefix: str) -> list[str]:
+        found = original(self, parts, prefix)
+        if prefix == "date=" and not folder.is_symlink():
+            _swap_for_link(folder, lake)  # listed as a folder, a link when it is entered
+        return found
+
+    monkeypatch.setattr(ExportWriter, "_folders", racing)
+    ExportWriter(out, TOPICS).close()
+    assert [p.name for p in lake.iterdir()] == ["sales+0+0.parquet"]
+
+
+def test_a_listed_file_that_is_a_link_is_neither_read_nor_merged(tmp_path: Path) -> None:
+    # A link at a listed name showed readers, and had a merge copy into the shared export,
+    # the rows of a private export the planter could not read.
+    private = tmp_path / "private"
+    exported(private, range(100, 103))
+    out = tmp_path / "export"
+    with ExportWriter(out, TOPICS) as writer:
+        for n in range(20):  # twenty one-row files: a merge is due
+            writer.add_event(TOPICS.command_results, 0, n, same_day(n))
+            writer.flush()
+        assert writer.files_compacted == 16
+    manifest = read_manifest(out)
+    assert manifest is not None
+    small = [f for f in manifest.files if f["rows"] == 1]
+    assert len(small) == 4
+    secret_file = next(private.rglob("*.parquet"))
+    planted = out / small[0]["path"]
+    planted.unlink()
+    planted.symlink_to(secret_file)
+    result = CliRunner().invoke(cli, ["audit", "sql", "--from", str(out), "SELECT 1"])
+    assert result.exit_code == 9 and "is a symbolic link" in result.stderr
+    with ExportWriter(out, TOPICS) as writer:
+        for n in range(20, 32):
+            writer.add_event(TOPICS.command_results, 0, n, same_day(n))
+            writer.flush()
+        assert writer.files_compacted == 0  # the group with the link stays as it is
+        assert any("is a symbolic link" in p for p in writer.compaction_problems)
+
+
+def test_dates_before_year_1000_and_after_9999_keep_the_export_readable(tmp_path: Path) -> None:
+    # Year 999 was written as date=999-02-01, which the manifest's check then refused: every
+    # later export and audit stopped. A timestamp past year 9999 raised OverflowError.
+    out = tmp_path / "export"
+    early = dataclasses.replace(rejected(0), occurred_at=datetime(999, 2, 1, tzinfo=UTC))
+    with ExportWriter(out, TOPICS) as writer:
+        writer.add_event(TOPICS.command_results, 0, 0, early)
+        writer.add(TOPICS.command_results, 0, 1, 2**62, None, b"not a record, far in the future")
+        writer.flush()
+    manifest = read_manifest(out)
+    assert manifest is not None
+    assert sorted(f["date"] for f in manifest.files) == ["0999-02-01", "9999-12-31"]
+    # An export written before, with the year unpadded, still reads.
+    edit_manifest(
+        out,
+        lambda m: [
+            f.update(path=f["path"].replace("=0999", "=999"), date="999-02-01")
+            for f in m["files"]
+            if f["date"] == "0999-02-01"
+        ],
+    )
+    assert read_manifest(out) is not None
+
+
+def test_a_file_listed_twice_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    exported(out)
+    edit_manifest(out, lambda m: m["files"].append(dict(m["files"][0])))
+    with pytest.raises(ExportError, match="is listed twice"):
+        read_manifest(out)
