@@ -23,6 +23,7 @@ __all__ = [
     "SMALL_FILE_BYTES",
     "UnreadableFile",
     "read_bounded",
+    "read_bounded_stat",
     "private_umask",
     "private_dir",
     "replacing_private",
@@ -49,7 +50,15 @@ class UnreadableFile(Exception):
 
 
 def read_bounded(path: Path, limit: int, *, what: str = "file") -> bytes:
-    """The bytes of the regular file at ``path``, at most ``limit`` of them, never reading more.
+    """The bytes of the regular file at ``path`` (:func:`read_bounded_stat`)."""
+    return read_bounded_stat(path, limit, what=what)[0]
+
+
+def read_bounded_stat(
+    path: Path, limit: int, *, what: str = "file"
+) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them, never reading more,
+    and the status of the file they were read from.
 
     Anything else is :class:`UnreadableFile` with one line saying what to fix: a device
     (``/dev/zero``), a FIFO (opened without blocking, then refused) or an endless file would
@@ -64,7 +73,8 @@ def read_bounded(path: Path, limit: int, *, what: str = "file") -> bytes:
     except OSError as exc:
         raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)
+        mode = status.st_mode
         if stat.S_ISDIR(mode):
             raise UnreadableFile(f"{path} is a directory; pass the {what} itself")
         if not stat.S_ISREG(mode):
@@ -81,7 +91,7 @@ def read_bounded(path: Path, limit: int, *, what: str = "file") -> bytes:
         os.close(fd)
     if size > limit:
         raise UnreadableFile(f"{path} is larger than {limit:,} bytes, the limit for a {what}")
-    return b"".join(chunks)
+    return b"".join(chunks), status
 
 
 def private_umask() -> None:

@@ -14,6 +14,7 @@ those of the bootstrap administrators; the command processor reads only the admi
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
@@ -26,7 +27,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ledger.core.events import Command
 from ledger.core.signing import key_id_of, signed_bytes
 from ledger.errors import SigningKeyMissing, UsageError
-from ledger.files import SMALL_FILE_BYTES, UnreadableFile, private_dir, read_bounded, write_private
+from ledger.files import (
+    SMALL_FILE_BYTES,
+    UnreadableFile,
+    private_dir,
+    read_bounded,
+    read_bounded_stat,
+    write_private,
+)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KeyStore", "sign", "public_bytes", "load_private_key", "C"]
 
@@ -42,19 +52,30 @@ def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+_WARNED: set[Path] = set()  # key files already warned of, once per process
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file, or one :class:`UsageError` line."""
     try:
-        data = read_bounded(path, SMALL_FILE_BYTES, what="private key file")
+        data, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="private key file")
     except UnreadableFile as exc:
         if exc.missing:
             raise SigningKeyMissing(f"no signing key at {path}") from None
         raise UsageError(str(exc)) from None
-    mode = path.stat().st_mode
-    if mode & 0o077:
+    mode = status.st_mode & 0o777
+    if mode & 0o022:  # anyone else could replace the key: refused
         raise UsageError(
-            f"{path} is readable or writable by others (mode {mode & 0o777:04o}): a signing key "
-            f"must be its owner's only; run `chmod 600 {path}` (and consider the key exposed)"
+            f"{path} may be written by others (mode {mode:04o}): a signing key must be its "
+            f"owner's only; run `chmod 600 {path}` (and treat the key as exposed)"
+        )
+    if mode & 0o044 and path not in _WARNED:  # a secret mount (Kubernetes, Docker) may need it
+        _WARNED.add(path)
+        log.warning(
+            "%s may be read by others (mode %04o): anyone who can read it can sign as its "
+            "actor; run `chmod 600` on it, or mount it 0400 (0440 for a group of its own)",
+            path,
+            mode,
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)

@@ -415,15 +415,24 @@ def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
     assert closed == ["client"]
 
 
-def test_a_signing_key_others_may_read_is_refused_like_ssh_does(tmp_path: Path) -> None:
+def test_a_signing_key_others_may_write_is_refused_and_one_they_may_read_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = KeyStore(tmp_path / "keys")
     store.create("human:alice")
     path = store.private_path("human:alice")
-    path.chmod(0o644)
-    with pytest.raises(UsageError, match=r"mode 0644.*chmod 600"):
+    path.chmod(0o620)
+    with pytest.raises(UsageError, match=r"may be written by others \(mode 0620\).*chmod 600"):
         store.private_key("human:alice")
+    # Readable by others: a Kubernetes secret mounts 0644, or 0440 with an fsGroup; honest
+    # deployments need it, so it is a warning (once per file), not a refusal.
+    path.chmod(0o440)
+    with caplog.at_level("WARNING", logger="ledger.keys"):
+        store.private_key("human:alice")
+        store.private_key("human:alice")
+    warned = [r.getMessage() for r in caplog.records if "may be read by others" in r.getMessage()]
+    assert len(warned) == 1 and "(mode 0440)" in warned[0]
     path.chmod(0o600)
-    store.private_key("human:alice")
     path.unlink()
     path.symlink_to("/dev/zero")
     with pytest.raises(UsageError, match="is not a regular file"):
