@@ -33,6 +33,7 @@ __all__ = [
     "current_state",
     "ledger_client",
     "ledger_options",
+    "facts_and_context",
     "json_text",
     "load_settings",
     "parse_time",
@@ -91,6 +92,14 @@ def json_text(value: str, flag: str) -> str:
         except UnicodeDecodeError:
             raise UsageError(f"{flag} from standard input is not UTF-8 text") from None
     return read_text_file(Path(value[1:]), what=f"{flag} file", limit=limit)
+
+
+def facts_and_context(facts: str, context: str) -> tuple[str, str]:
+    """The JSON texts of ``--facts`` and ``--context`` (:func:`json_text`); standard input
+    can give only one of them."""
+    if facts == context == "@-":
+        raise UsageError("--facts and --context cannot both come from standard input (@-)")
+    return json_text(facts, "--facts"), json_text(context, "--context")
 
 
 def parse_time(value: str | None, flag: str) -> datetime | None:

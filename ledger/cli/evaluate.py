@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ledger.cli.common import json_text, ledger_client, ledger_options, principal_arg
+from ledger.cli.common import facts_and_context, ledger_client, ledger_options, principal_arg
 from ledger.cli.output import handle_errors, json_cell, print_json, print_table, rule_label
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
@@ -64,9 +64,10 @@ def evaluate_cmd(
         raise UsageError("--async needs --default allow|deny (what the caller proceeds on)")
     if proceed is not None and not is_async:
         raise UsageError("--default applies only with --async")
+    facts_text, context_text = facts_and_context(facts_json, context_json)
     facts, context = (
-        parse_facts_json(json_text(facts_json, "--facts"), what="--facts"),
-        parse_facts_json(json_text(context_json, "--context"), what="--context"),
+        parse_facts_json(facts_text, what="--facts"),
+        parse_facts_json(context_text, what="--context"),
     )
     principal_arg(principal, "--principal")
     with ledger_client(bootstrap, principal) as client:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ledger.cli import lifecycle, simulate
-from ledger.cli.common import json_text, read_text_file
+from ledger.cli.common import facts_and_context, read_text_file
 from ledger.cli.output import (
     HelpfulGroup,
     handle_errors,
@@ -138,6 +138,14 @@ def _is_tests_file(path: Path) -> bool:
     return path.name.endswith(_TESTS_SUFFIXES)
 
 
+def _policy_beside(tests_file: Path) -> Path:
+    """The policy file a tests file tests: ``refund.tests.yml`` -> ``refund.yml``, else
+    ``refund.yaml`` (whichever exists; the first when neither does)."""
+    stem, extension = tests_file.name.rsplit(".tests.", 1)
+    candidates = [tests_file.with_name(f"{stem}.{e}") for e in (extension, "yaml", "yml")]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
 def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
     """The files ``paths`` name, each once, a directory's YAML files (recursively, sorted) in its
     place. With ``tests``, tests files are kept; without, a tests file stands for the policy
@@ -152,7 +160,7 @@ def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
                 if p.suffix in (".yaml", ".yml") and (tests or not _is_tests_file(p))
             )
         elif _is_tests_file(path) and not tests:
-            out.append(path.with_name(path.name.rsplit(".tests.", 1)[0] + ".yaml"))
+            out.append(_policy_beside(path))
         else:
             out.append(path)
     seen: set[Path] = set()
@@ -195,11 +203,14 @@ def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) 
     from a policy's `tests:` block and from NAME.tests.yaml beside it. Principals are assumed
     authorized. Prints a pytest-like summary; exits non-zero when a case fails.
     """
-    give_up = time.monotonic() + timeout
+    spent = 0.0  # in cases: reading and parsing the files is bounded by their size
+    stopped = False
     results: list[tuple[Path, CaseResult]] = []
     broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
     files = _yaml_files(paths, tests=False)
     for path in files:
+        if stopped:
+            break
         try:
             policy = _load(path)
             cases = _cases_for(path, policy)
@@ -216,13 +227,12 @@ def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) 
                     click.echo(f"error  {problem}", err=True)
             continue
         for case in cases:  # one at a time: a long run shows its progress
-            if time.monotonic() > give_up:
-                raise LedgerTimeout(
-                    f"policy test stopped after {timeout:g} s, {len(results)} cases run "
-                    f"({sum(r.passed for _, r in results)} passed): raise --timeout, or look "
-                    "for costly cases (each may spend the evaluation budget, ~0.1-0.3 s)"
-                )
+            if spent > timeout:
+                stopped = True
+                break
+            started = time.monotonic()
             result = run_case(policy, case)
+            spent += time.monotonic() - started
             results.append((path, result))
             if not as_json:
                 _print_case(path, result, verbose)
@@ -245,10 +255,19 @@ def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) 
                     for p, r in results
                 ],
                 "errors": [str(problem) for problem in broken],
+                "stopped": stopped,
             }
         )
     else:
-        click.echo(f"{passed} passed, {failed} failed")
+        click.echo(
+            f"{passed} passed, {failed} failed" + (" (stopped: out of time)" if stopped else "")
+        )
+    if stopped:
+        raise LedgerTimeout(
+            f"policy test stopped after {timeout:g} s of cases, {len(results)} run ({passed} "
+            "passed): raise --timeout, or look for costly cases (each may spend the evaluation "
+            "budget, ~0.1-0.3 s)"
+        )
     if broken:
         raise PolicyError(
             broken,
@@ -328,8 +347,9 @@ def eval_(
                 f"{file} governs only patterns ({', '.join(policy.governs)}): pass --action, "
                 "an action they match"
             )
-    facts = parse_facts_json(json_text(facts_json, "--facts"), what="--facts")
-    context = parse_facts_json(json_text(context_json, "--context"), what="--context")
+    facts_text, context_text = facts_and_context(facts_json, context_json)
+    facts = parse_facts_json(facts_text, what="--facts")
+    context = parse_facts_json(context_text, what="--context")
     case = PolicyTestCase(
         name="eval",
         facts=facts,

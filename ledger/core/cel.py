@@ -1314,7 +1314,8 @@ class _Compiler:
             return self.macro(node, name, target, arg_nodes)
         if name in _OTHER_MACROS:  # before its arguments: its variable is no fact to report
             raise self.fail(
-                node, f"the {name}() macro is not supported: write it with exists() or all()"
+                node,
+                f"the {name}() macro is not supported (of CEL's macros, exists() and all() are)",
             )
         recv = self.walk(target)
         args = [self.walk(a) for a in arg_nodes]

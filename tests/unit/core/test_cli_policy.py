@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -220,18 +221,37 @@ def test_test_goes_on_past_a_path_that_does_not_exist(tmp_path: Path) -> None:
 
 def test_a_run_that_takes_too_long_stops_with_exit_8(monkeypatch: pytest.MonkeyPatch) -> None:
     # A 258 KB tests file of 5,400 cases, each spending most of the evaluation budget, ran
-    # 194 s; a directory of such files had no bound at all. The clock here moves 2 s a case.
+    # 194 s; a directory of such files had no bound at all. The clock here moves 2 s a call:
+    # each case takes 2 s. Only time in cases counts (parsing is bounded by the file's size).
     import ledger.cli.policy as policy_cli
 
-    clock = iter(float(2 * n) for n in range(100))
-    monkeypatch.setattr(policy_cli.time, "monotonic", lambda: next(clock))
+    def ticking() -> Any:
+        clock = iter(float(2 * n) for n in range(100))
+        return lambda: next(clock)
+
+    monkeypatch.setattr(policy_cli.time, "monotonic", ticking())
     code, out, err = run("policy", "test", "--timeout", "5", str(REFUND))
     assert code == 8, err
     last = err.strip().splitlines()[-1]
-    assert "policy test stopped after 5 s, 2 cases run (2 passed)" in last and "[timeout]" in last
+    assert "policy test stopped after 5 s of cases, 3 run (3 passed)" in last, last
+    assert "[timeout]" in last and "3 passed, 0 failed (stopped: out of time)" in out
+    monkeypatch.setattr(policy_cli.time, "monotonic", ticking())
+    code, out, _ = run("policy", "test", "--timeout", "5", "--json", str(REFUND))
+    shown = json.loads(out)  # what ran is reported, not thrown away
+    assert code == 8 and shown["stopped"] is True and len(shown["cases"]) == 3
     monkeypatch.undo()
     code, out, _ = run("policy", "test", str(REFUND))
     assert code == 0 and "8 passed, 0 failed" in out
+
+
+def test_a_tests_file_stands_for_the_policy_beside_it_whatever_its_extension(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "refund.yml").write_text(REFUND.read_text())
+    tests = tmp_path / "refund.tests.yml"
+    tests.write_text((EXAMPLES / "refund.tests.yaml").read_text())
+    code, out, err = run("policy", "test", str(tests))
+    assert code == 0 and "8 passed, 0 failed" in out, err
 
 
 def test_facts_come_from_a_file_or_standard_input(tmp_path: Path) -> None:
@@ -247,6 +267,10 @@ def test_facts_come_from_a_file_or_standard_input(tmp_path: Path) -> None:
         cli, ["policy", "eval", str(REFUND), "--facts", "@-", "--json"], input=json.dumps(facts)
     )
     assert result.exit_code == 0 and json.loads(result.stdout)["determination"] == "allow"
+    result = CliRunner().invoke(
+        cli, ["policy", "eval", str(REFUND), "--facts", "@-", "--context", "@-"], input="{}"
+    )
+    assert result.exit_code == 2 and "cannot both come from standard input" in result.stderr
     code, _, err = run("policy", "eval", str(REFUND), "--facts", f"@{tmp_path / 'none.json'}")
     assert code == 2 and "no such --facts file" in err
     path.write_text(text)
