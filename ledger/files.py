@@ -10,6 +10,7 @@ logs, Faust data) is private too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -49,28 +50,49 @@ class UnreadableFile(Exception):
         self.missing = missing
 
 
-def read_bounded(path: Path, limit: int, *, what: str = "file") -> bytes:
+def read_bounded(
+    path: Path,
+    limit: int,
+    *,
+    what: str = "file",
+    dir_fd: int | None = None,
+    shown: Path | None = None,
+) -> bytes:
     """The bytes of the regular file at ``path`` (:func:`read_bounded_stat`)."""
-    return read_bounded_stat(path, limit, what=what)[0]
+    return read_bounded_stat(path, limit, what=what, dir_fd=dir_fd, shown=shown)[0]
 
 
 def read_bounded_stat(
-    path: Path, limit: int, *, what: str = "file"
+    path: Path,
+    limit: int,
+    *,
+    what: str = "file",
+    dir_fd: int | None = None,
+    shown: Path | None = None,
 ) -> tuple[bytes, os.stat_result]:
     """The bytes of the regular file at ``path``, at most ``limit`` of them, never reading more,
-    and the status of the file they were read from.
+    and the status of the file they were read from. With ``dir_fd``, ``path`` is relative to
+    that folder and must not be a symbolic link (messages name it ``shown``).
 
     Anything else is :class:`UnreadableFile` with one line saying what to fix: a device
     (``/dev/zero``), a FIFO (opened without blocking, then refused) or an endless file would
     otherwise hang the reader or fill its memory; a file over ``limit`` is refused.
     """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if dir_fd is not None:
+        flags |= os.O_NOFOLLOW
+    opened, path = path, shown or path
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(opened, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         raise UnreadableFile(f"{path}: no such {what}; check the path", missing=True) from None
     except PermissionError:
         raise UnreadableFile(f"{path}: permission denied; check the file's permissions") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableFile(
+                f"{path} is a symbolic link; it must be the {what} itself"
+            ) from None
         raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         status = os.fstat(fd)

@@ -142,27 +142,28 @@ Progress = Callable[[int, int], None]
 # --------------------------------------------------------------------------- files
 
 
-def _remove_if_empty(directory: Path, *, tree: bool) -> bool:
-    """Remove ``directory`` if it is empty (with ``tree``: if it holds nothing but directories
-    that hold no file); whether it is gone."""
-    if tree:
+def _empty_tree(where: int) -> bool:
+    """Remove the folders in the folder ``where`` (a descriptor) that hold nothing but empty
+    folders, never following a link; whether ``where`` is empty now."""
+    for entry in list(os.scandir(where)):
+        if not entry.is_dir(follow_symlinks=False):
+            return False  # a file (or a link): not an empty tree
         try:
-            entries = list(directory.iterdir())
-        except FileNotFoundError:
-            return True
+            inner = os.open(entry.name, _NO_LINK, dir_fd=where)
         except OSError:
             return False
-        for entry in entries:
-            if entry.is_symlink() or not entry.is_dir():
-                return False
-            if not _remove_if_empty(entry, tree=True):
-                return False
-    try:
-        directory.rmdir()
-    except FileNotFoundError:
-        return True
-    except OSError:  # not empty (something arrived), or not ours to remove
-        return False
+        try:
+            empty = _empty_tree(inner)
+        finally:
+            os.close(inner)
+        if not empty:
+            return False
+        try:
+            os.rmdir(entry.name, dir_fd=where)
+        except FileNotFoundError:
+            continue
+        except OSError:  # something arrived, or not ours to remove
+            return False
     return True
 
 
@@ -175,12 +176,13 @@ class _DirectoryLock:
     :meth:`release` (or the process dies: no stale lock survives a crash). The file is removed
     on release, so an export directory holds it only while a writer works in it."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK
+    def __init__(self, directory: Path, top: int) -> None:
+        self.path = directory / LOCK  # for messages: the file is reached through ``top``
+        self._top = top
         while True:
             try:  # never through a symbolic link: the writer truncates and writes this file
                 fd = os.open(
-                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                    LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=top
                 )
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
@@ -216,7 +218,7 @@ class _DirectoryLock:
     def _current(self, fd: int) -> bool:
         """Is ``fd`` still the file at :attr:`path`?"""
         try:
-            here = os.stat(self.path)
+            here = os.stat(LOCK, dir_fd=self._top, follow_symlinks=False)
         except FileNotFoundError:
             return False
         mine = os.fstat(fd)
@@ -228,7 +230,7 @@ class _DirectoryLock:
             return
         try:
             if self._current(fd):
-                self.path.unlink()  # while still locked: a waiting opener re-checks
+                os.unlink(LOCK, dir_fd=self._top)  # while still locked: an opener re-checks
         except OSError:
             pass
         finally:
@@ -250,11 +252,12 @@ _NO_LINK: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
-def _directory(out: Path, *parts: str, create: bool = False) -> Iterator[int]:
-    """A descriptor of the export's folder ``out/parts…`` (each part made when missing, with
-    ``create``). :class:`ExportError` when a part is a symbolic link or not a folder;
-    ``FileNotFoundError`` when one is missing without ``create``."""
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's choice: any
+def _directory(files: _Files, *parts: str, create: bool = False) -> Iterator[int]:
+    """A descriptor of the export's folder ``parts…`` below its top folder (each part made when
+    missing, with ``create``; no parts: the top folder itself). :class:`ExportError` when a
+    part is a symbolic link or not a folder; ``FileNotFoundError`` when one is missing without
+    ``create``."""
+    top = fd = files.top
     try:
         for part in parts:
             if create:
@@ -266,14 +269,16 @@ def _directory(out: Path, *parts: str, create: bool = False) -> Iterator[int]:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
                 raise ExportError(
-                    f"{out.joinpath(*parts)} is not a folder of the export (a symbolic link or a "
-                    "file): remove it and run again (and check who can write to the export)"
+                    f"{files.out.joinpath(*parts)} is not a folder of the export (a symbolic link "
+                    "or a file): remove it and run again (and check who can write to the export)"
                 ) from None
-            os.close(fd)
+            if fd != top:
+                os.close(fd)
             fd = inner
         yield fd
     finally:
-        os.close(fd)
+        if fd != top:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -327,12 +332,19 @@ def _listed(where: int, name: str) -> Iterator[BinaryIO]:
         yield file
 
 
-def _atomic_write(out: Path, name: str, data: bytes) -> None:
-    """Replace the file ``name`` at the top of the export ``out`` with ``data``, atomically."""
-    with _directory(out) as top:
-        with _new_file(top, name) as (file, tmp):
-            file.write(data)
-        _install(top, tmp, name)
+def _exists(where: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=where, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _atomic_write(top: int, name: str, data: bytes) -> None:
+    """Replace the file ``name`` in the folder ``top`` with ``data``, atomically."""
+    with _new_file(top, name) as (file, tmp):
+        file.write(data)
+    _install(top, tmp, name)
 
 
 def _entry(
@@ -427,8 +439,11 @@ class _Files:
         rows: RowMaker | None = None,
         *,
         codec: Codec | None = None,
+        identity: tuple[int, int] | None = None,
     ) -> None:
         self.out = out
+        self.identity = identity  # (device, inode) of the top folder, once known
+        self._top: int | None = None
         self.topics = topics
         self._rows = rows
         self._codec = codec
@@ -444,6 +459,32 @@ class _Files:
         self._occurred = {
             topic: fmt.column_names.index("occurred_at") for topic, fmt in self.formats.items()
         }
+
+    @property
+    def top(self) -> int:
+        """A descriptor of the export's top folder, opened once (its name is the user's choice
+        and may be a link; from then on the run works in that folder whatever is renamed):
+        every file operation starts from it. :class:`ExportError` if ``out`` is not the folder
+        whose ``identity`` this run began with (a helper process opens its own)."""
+        if self._top is None:
+            try:
+                fd = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ExportError(f"cannot open {self.out}: {exc.strerror or exc}") from exc
+            found = os.fstat(fd)
+            if self.identity is not None and (found.st_dev, found.st_ino) != self.identity:
+                os.close(fd)
+                raise ExportError(
+                    f"{self.out} is no longer the folder this export began in: something "
+                    "renamed it (check who can write to its parent)"
+                )
+            self._top, self.identity = fd, (found.st_dev, found.st_ino)
+        return self._top
+
+    def close_top(self) -> None:
+        fd, self._top = self._top, None
+        if fd is not None:
+            os.close(fd)
 
     @property
     def rows(self) -> RowMaker:
@@ -531,7 +572,7 @@ class _Files:
             tables.append(self.rows.table(topic, self._buffers[key]))
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         name = relative.rsplit("/", 1)[1]
-        with _directory(self.out, f"topic={topic}", f"date={date}", create=True) as where:
+        with _directory(self, f"topic={topic}", f"date={date}", create=True) as where:
             with _new_file(where, name) as (out, tmp):
                 pq.write_table(
                     table,
@@ -573,8 +614,8 @@ class ExportWriter(_Files):
             except OSError as exc:
                 raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from exc
             self._created = missing
-        self._lock = _DirectoryLock(out)  # before the repair: it removes unlisted files
-        manifest = read_manifest(out)
+        self._lock = _DirectoryLock(out, self.top)  # before the repair: it removes leftovers
+        manifest = read_manifest(out, at=self.top)
         if manifest is not None and manifest.prefix != topics.prefix:
             raise ExportError(
                 f"{out} holds an export of topics prefixed {manifest.prefix!r}, not "
@@ -591,6 +632,7 @@ class ExportWriter(_Files):
     def close(self) -> None:
         """Let go of the directory (another writer may open it). Idempotent."""
         self._lock.release()
+        self.close_top()
 
     def __enter__(self) -> ExportWriter:
         return self
@@ -603,9 +645,20 @@ class ExportWriter(_Files):
         that fails before it has exported anything (Kafka unreachable, the exporter refused)
         leaves no empty directory that readers would take for an export. Anything written
         (files, a manifest) is kept for the next run to repair. Closes the writer."""
+        self._lock.release()
+        emptied = False
+        if self._created:
+            try:  # its folders through the open top folder: never through a link
+                emptied = _empty_tree(self.top)
+            except (OSError, ExportError):
+                emptied = False
         self.close()
-        for directory in self._created:  # deepest first: the export directory, then parents
-            if not _remove_if_empty(directory, tree=directory == self.out):
+        for directory in self._created if emptied else ():  # deepest first: out, its parents
+            try:
+                directory.rmdir()  # a folder swapped for a link is not one: refused
+            except FileNotFoundError:
+                continue
+            except OSError:  # not empty (something arrived), or not ours to remove
                 break
         self._created = []
 
@@ -621,7 +674,7 @@ class ExportWriter(_Files):
         for topic_dir in self._folders((), "topic="):
             for date_dir in self._folders((topic_dir,), "date="):
                 try:
-                    with _directory(self.out, topic_dir, date_dir) as where:
+                    with _directory(self, topic_dir, date_dir) as where:
                         for entry in os.scandir(where):
                             name = entry.name
                             leftover = (name.startswith(".") and ".tmp-" in name) or (
@@ -633,7 +686,7 @@ class ExportWriter(_Files):
                                 removed += 1
                 except (ExportError, FileNotFoundError):
                     continue  # swapped for a link, or gone, since it was listed
-        with _directory(self.out) as top:
+        with _directory(self) as top:
             for entry in os.scandir(top):
                 if entry.name.startswith(f".{MANIFEST}.tmp-") and not entry.is_dir(
                     follow_symlinks=False
@@ -645,7 +698,7 @@ class ExportWriter(_Files):
     def _folders(self, parts: tuple[str, ...], prefix: str) -> list[str]:
         """The names of the folders (not links) named ``prefix…`` in ``out/parts…``."""
         try:
-            with _directory(self.out, *parts) as where:
+            with _directory(self, *parts) as where:
                 return sorted(
                     e.name
                     for e in os.scandir(where)
@@ -672,7 +725,7 @@ class ExportWriter(_Files):
     def flush(self) -> int:
         """Write the buffered rows, then the manifest, then merge small files if enough have
         gathered (:meth:`compact`). Returns the number of files written."""
-        if not self._spans and not self._pending and (self.out / MANIFEST).exists():
+        if not self._spans and not self._pending and _exists(self.top, MANIFEST):
             self.compact()  # a run with nothing new still tidies what earlier ones left
             return 0  # nothing new; a first run writes its (empty) manifest: an empty export
         written = self.write_files()
@@ -697,22 +750,27 @@ class ExportWriter(_Files):
         gone = set(merged)
         now = datetime.now(UTC)
         at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self.manifest.files = [
-            f for f in self.manifest.files if f["path"] not in listed and f["path"] not in gone
-        ]
-        self.manifest.files.extend(files)
-        for (topic, partition), offset in offsets.items():
-            self.manifest.offsets.setdefault(topic, {})[partition] = offset
         due = (now - timedelta(seconds=self.retire_after)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        expired = [f["path"] for f in self.manifest.retired if str(f["at"]) <= due]
-        self.manifest.retired = [f for f in self.manifest.retired if str(f["at"]) > due]
-        self.manifest.retired.extend({"path": path, "at": at} for path in sorted(gone))
-        self.manifest.updated_at = at
-        document = self.manifest.to_json()
-        Manifest.from_json(document, self.out / MANIFEST)  # never write one no reader takes
-        _atomic_write(
-            self.out, MANIFEST, json.dumps(document, indent=1, sort_keys=False).encode("utf-8")
+        old = self.manifest
+        expired = [f["path"] for f in old.retired if str(f["at"]) <= due]
+        new = Manifest(
+            prefix=old.prefix,
+            offsets={topic: dict(parts) for topic, parts in old.offsets.items()},
+            files=[f for f in old.files if f["path"] not in listed and f["path"] not in gone]
+            + files,
+            updated_at=at,
+            retired=[f for f in old.retired if str(f["at"]) > due]
+            + [{"path": path, "at": at} for path in sorted(gone)],
         )
+        for (topic, partition), offset in offsets.items():
+            new.offsets.setdefault(topic, {})[partition] = offset
+        document = new.to_json()
+        # Never write one no reader takes; on failure the manifest in memory is unchanged.
+        Manifest.from_json(document, self.out / MANIFEST)
+        _atomic_write(
+            self.top, MANIFEST, json.dumps(document, indent=1, sort_keys=False).encode("utf-8")
+        )
+        self.manifest = new
         if not gone:  # merged files are counted as compacted (compact), not as exported
             self.files_written += len(files)
         listed_now = {f["path"] for f in self.manifest.files}
@@ -722,7 +780,7 @@ class ExportWriter(_Files):
             topic_part, date_part, name = path.split("/")  # as the manifest's check made it
             with (
                 contextlib.suppress(OSError, ExportError),  # gone, a link, a folder: left
-                _directory(self.out, topic_part, date_part) as where,
+                _directory(self, topic_part, date_part) as where,
             ):
                 if stat.S_ISREG(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode):
                     os.unlink(name, dir_fd=where)
@@ -805,7 +863,7 @@ class ExportWriter(_Files):
         name = relative.rsplit("/", 1)[1]
         schema = self.formats[topic].schema
         rows = 0
-        with _directory(self.out, f"topic={topic}", f"date={date}") as where:
+        with _directory(self, f"topic={topic}", f"date={date}") as where:
             with (
                 _new_file(where, name) as (file, tmp),
                 pq.ParquetWriter(file, schema, compression="zstd", write_statistics=True) as out,
@@ -832,6 +890,10 @@ class ExportWriter(_Files):
                         finally:
                             source.close()
                 _write_groups(out, pending, final=True)
+                if rows > last - first + 1:  # only a tampered manifest: entries that overlap
+                    raise OSError(
+                        f"the files to merge hold {rows} rows for {last - first + 1} offsets"
+                    )
             _install(where, tmp, name)
         return _entry(relative, (topic, partition, date), (first, last), rows)
 
@@ -1129,12 +1191,14 @@ class _Helper:
     def __init__(
         self,
         out: Path,
+        identity: tuple[int, int] | None,
         topics: TopicNames,
         bootstrap: str,
         security: KafkaSecurity | None,
         counter: Any,
     ) -> None:
-        self.files = _Files(out, topics, RowMaker(topics))
+        # The writer's own top folder, checked by its identity: not whatever bears its name now.
+        self.files = _Files(out, topics, RowMaker(topics), identity=identity)
         self.topics = topics
         self.bootstrap = bootstrap
         self.security = security
@@ -1180,6 +1244,7 @@ _HELPER: list[_Helper] = []
 def _helper_init(
     parent: int,
     out: Path,
+    identity: tuple[int, int] | None,
     topics: TopicNames,
     bootstrap: str,
     security: KafkaSecurity | None,
@@ -1195,7 +1260,7 @@ def _helper_init(
         os._exit(1)
 
     threading.Thread(target=watch, name="ledger-export-parent-watch", daemon=True).start()
-    _HELPER.append(_Helper(out, topics, bootstrap, security, counter))
+    _HELPER.append(_Helper(out, identity, topics, bootstrap, security, counter))
 
 
 def _helper_run(unit: _Unit) -> _UnitDone:
@@ -1267,7 +1332,15 @@ class _Helpers:
             max_workers=count,
             mp_context=context,
             initializer=_helper_init,
-            initargs=(os.getpid(), writer.out, writer.topics, bootstrap, security, self.counter),
+            initargs=(
+                os.getpid(),
+                writer.out,
+                writer.identity,
+                writer.topics,
+                bootstrap,
+                security,
+                self.counter,
+            ),
         )
 
     def close(self) -> None:

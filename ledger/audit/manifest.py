@@ -243,12 +243,20 @@ def _kind(value: Any) -> str:
     return "missing" if value is None else f"a {type(value).__name__}"
 
 
-def read_manifest(directory: ExportPath) -> Manifest | None:
+def read_manifest(directory: ExportPath, *, at: int | None = None) -> Manifest | None:
     """The manifest of an export directory, checked (see the module docstring); ``None`` when
-    it has none."""
+    it has none. With ``at`` (a descriptor of the directory: the writer's), it is read from
+    that folder and must not be a link: the writer would adopt, and rewrite here, a manifest
+    planted from elsewhere."""
     path = Path(directory) / MANIFEST
     try:
-        data = read_bounded(path, MANIFEST_BYTES, what="manifest")
+        data = (
+            read_bounded(path, MANIFEST_BYTES, what="manifest")
+            if at is None
+            else read_bounded(
+                Path(MANIFEST), MANIFEST_BYTES, what="manifest", dir_fd=at, shown=path
+            )
+        )
     except UnreadableFile as exc:
         if exc.missing:
             return None

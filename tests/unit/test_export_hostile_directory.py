@@ -367,3 +367,65 @@ def test_a_file_listed_twice_is_refused(tmp_path: Path) -> None:
     edit_manifest(out, lambda m: m["files"].append(dict(m["files"][0])))
     with pytest.raises(ExportError, match="is listed twice"):
         read_manifest(out)
+
+
+def test_the_export_folder_renamed_mid_run_takes_nothing_from_another_export(
+    tmp_path: Path,
+) -> None:
+    # The writer looked its top folder up by name for each operation: with write access to the
+    # parent, the folder swapped for a link to a private export had the repair delete that
+    # export's files and overwrite its manifest.
+    private = tmp_path / "private"
+    exported(private, range(100, 103))
+    before = sorted(p.relative_to(private) for p in private.rglob("*"))
+    manifest_before = (private / MANIFEST).read_bytes()
+    share = tmp_path / "share"
+    share.mkdir()
+    out = share / "ledger"
+    with ExportWriter(out, TOPICS) as writer:
+        writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
+        out.rename(share / "moved")
+        out.symlink_to(private, target_is_directory=True)
+        writer.flush()
+        writer.add_event(TOPICS.command_results, 0, 1, rejected(1))
+        writer.flush()
+    assert sorted(p.relative_to(private) for p in private.rglob("*")) == before
+    assert (private / MANIFEST).read_bytes() == manifest_before
+    moved = read_manifest(share / "moved")
+    assert moved is not None and moved.next_offset(TOPICS.command_results, 0) == 2
+    # A helper process checks that the folder it opens is the writer's.
+    from ledger.audit.export import _Files
+
+    with pytest.raises(ExportError, match="is no longer the folder this export began in"):
+        _ = _Files(out, TOPICS, identity=(0, 0)).top
+
+
+def test_a_manifest_that_is_a_link_is_not_adopted_by_the_writer(tmp_path: Path) -> None:
+    # The writer adopted another export's manifest through a link, rewrote it here (readable
+    # by all), and its repair removed this export's own files as unlisted.
+    private = tmp_path / "private"
+    exported(private, range(100, 103))
+    out = tmp_path / "export"
+    exported(out)
+    (out / MANIFEST).unlink()
+    (out / MANIFEST).symlink_to(private / MANIFEST)
+    files = sorted(out.rglob("*.parquet"))
+    with pytest.raises(ExportError, match="is a symbolic link; it must be the manifest itself"):
+        ExportWriter(out, TOPICS)
+    assert sorted(out.rglob("*.parquet")) == files
+
+
+def test_a_failed_first_run_removes_only_its_own_empty_folders(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "export"
+    spool = tmp_path / "spool" / "incoming"
+    spool.mkdir(parents=True)
+    writer = ExportWriter(out, TOPICS)
+    (out / "topic=x").mkdir()
+    (out / "topic=x" / "date=2026-01-01").mkdir()
+    (out / "topic=y").symlink_to(spool.parent, target_is_directory=True)
+    writer.discard()
+    assert spool.is_dir()  # not entered through the link
+    assert out.is_dir()  # not empty: the link is left where it is
+    other = tmp_path / "other" / "export"
+    ExportWriter(other, TOPICS).discard()
+    assert not (tmp_path / "other").exists()  # nothing written: everything it made is gone
