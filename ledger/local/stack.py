@@ -320,12 +320,9 @@ def _up(
     ensure_admin_keys(settings, progress=progress)
     wanted = [_proc_id(name, None) for name in PROCESSORS]
     wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
-    # Further workers an earlier `up --evaluators N` started are looked after too.
-    wanted += [
-        p.name
-        for p in processes(settings, bootstrap=bootstrap)
-        if p.running and p.name not in wanted
-    ]
+    # Further workers an earlier `up --evaluators N` started are looked after too, running or
+    # dead: each keeps its pid file until `ledger down` stops it.
+    wanted += [p.name for p in processes(settings, bootstrap=bootstrap) if p.name not in wanted]
     for proc_id in wanted:
         _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress, wait=wait)
     sick = [

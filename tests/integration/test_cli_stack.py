@@ -58,6 +58,18 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         assert after["command-processor"] == pids["command-processor"]
         assert after["evaluator"] not in (None, pids["evaluator"])
 
+        # A further worker that died is restarted by a plain `up` too (it was left down, and
+        # `ps` kept failing, unless the operator remembered --evaluators N).
+        scaled = runner.invoke(cli, ["up", "--evaluators", "2"])
+        assert scaled.exit_code == 0 and "starting evaluator-2" in scaled.stderr, scaled.output
+        second = _pids(runner)["evaluator-2"]
+        assert second is not None
+        os.kill(second, signal.SIGKILL)
+        healed = runner.invoke(cli, ["up"])
+        assert healed.exit_code == 0 and "starting evaluator-2" in healed.stderr, healed.output
+        after = _pids(runner)
+        assert after["evaluator-2"] not in (None, second)
+
         # Processor state and logs live under LEDGER_HOME, never in the working directory.
         assert (home / "logs" / "evaluator.log").exists() and (home / "faust").is_dir()
         assert not list(tmp_path.glob("*-data"))
@@ -71,6 +83,10 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
     finally:
         down = runner.invoke(cli, ["down", "--json"])
     assert down.exit_code == 0, down.output
-    assert set(json.loads(down.stdout)["stopped"]) == {"command-processor", "evaluator"}
+    assert set(json.loads(down.stdout)["stopped"]) == {
+        "command-processor",
+        "evaluator",
+        "evaluator-2",
+    }
     assert not any(alive(pid) for pid in after.values() if pid)
     assert all(pid is None for pid in _pids(runner).values())
