@@ -100,6 +100,12 @@ def simulate_cmd(
         )
         return
     _print(report, by_rule, shown, source.where, start, end)
+    if report.considered == 0:  # a simulation of nothing is no evidence: say why it may be
+        click.echo(
+            "warning: no recorded request with a decision in this window: check --since/--until, "
+            "and that the ledger (or the export) holds evaluation requests",
+            err=True,
+        )
 
 
 def _by_rule(changes: tuple[Change, ...]) -> list[dict[str, Any]]:

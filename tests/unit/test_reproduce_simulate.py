@@ -354,6 +354,10 @@ def test_policy_simulate_from_an_export(history: History, export: Path) -> None:
         "policy", "simulate", str(V2_PATH), "--from", str(export), "--since", until, "--json"
     )
     assert json.loads(since.stdout)["replayed"] == 10  # the rest of the history
+    # An empty window is said to be one, not reported as "0 would change" alone.
+    empty = run("policy", "simulate", str(V2_PATH), "--from", str(export), "--since", "2099-01-01")
+    assert empty.exit_code == 0 and "0 requests replayed" in empty.stdout
+    assert "warning: no recorded request with a decision in this window" in empty.stderr
 
 
 def test_replay_decision_from_an_export(history: History, export: Path) -> None:
