@@ -20,7 +20,7 @@ from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.errors import CodecError, ExportError
-from ledger.kafka.governance import decode_governance
+from ledger.kafka.governance import decode_governance, not_governance
 from ledger.kafka.reading import position_key
 from ledger.settings import TopicNames
 
@@ -86,7 +86,7 @@ def _read(
                 event = decode_governance(codec, row["record"])
             except CodecError as exc:
                 if check:
-                    problems.append(f"{where}: its record does not decode ({exc})")
+                    problems.append(not_governance(where, exc))
                 continue
             if check:
                 disagree = columns_disagree(event, row)

@@ -48,7 +48,7 @@ from ledger.core.state import (
     fold,
     with_positions,
 )
-from ledger.errors import CodecError
+from ledger.errors import CodecError, UnknownSchemaError
 from ledger.files import held_exclusively
 from ledger.kafka.clients import aiokafka_config
 from ledger.kafka.reading import position_key, read_raw, read_topic, topic_partitions_async
@@ -117,6 +117,17 @@ def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
     return event  # type: ignore[return-value]
 
 
+def not_governance(where: str, exc: CodecError) -> str:
+    """What ``ledger actor verify`` says of a governance record that is not a governance event
+    (``where``: its topic, partition and offset)."""
+    if isinstance(exc, UnknownSchemaError):  # honest, if a newer ledger wrote it
+        return (
+            f"{where}: its record's schema is unknown to this ledger ({exc}): if a newer version "
+            "of the ledger wrote it, upgrade this one and verify again"
+        )
+    return f"{where}: its record is not a governance event ({exc})"
+
+
 def read_governance(
     bootstrap: str,
     topics: TopicNames,
@@ -171,10 +182,8 @@ def check_governance_log(
         try:
             event = decode_governance(codec, rec.value)
         except CodecError as exc:
-            problems.append(
-                f"{rec.topic} partition {rec.partition} offset {rec.offset}: its record is not "
-                f"a governance event ({exc})"
-            )
+            where = f"{rec.topic} partition {rec.partition} offset {rec.offset}"
+            problems.append(not_governance(where, exc))
             continue
         history.append(HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, event))
     for (topic, partition), end in sorted(ends.items()):
