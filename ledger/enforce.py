@@ -62,24 +62,48 @@ def enforce(
     """Wrap a tool function so every call is decided first (see module docstring).
 
     ``principal``, ``resource``, ``facts`` and ``context`` are values or functions of the tool's
-    own arguments.
+    own arguments: each function is called with the call's arguments bound to the tool's
+    parameters, defaults filled in (``constraints`` is not among them).
+
+    The guarded tool's signature (``inspect.signature``, which agent frameworks read to build a
+    tool's schema for the model) is the tool's without ``constraints``: the decision supplies
+    them, never the caller, and a ``constraints`` argument passed anyway is replaced.
     """
 
-    def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        def resolve(spec: Any) -> Any:
-            return spec(*args, **kwargs) if callable(spec) else spec
-
-        return {
-            "action": action,
-            "principal": resolve(principal),
-            "resource": resolve(resource),
-            "facts": resolve(facts) or {},
-            "context": resolve(context) or {},
-            "timeout": timeout,
-        }
-
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        takes_constraints = "constraints" in inspect.signature(func).parameters
+        signature = inspect.signature(func)
+        takes_constraints = "constraints" in signature.parameters
+        public = signature.replace(
+            parameters=[p for n, p in signature.parameters.items() if n != "constraints"]
+        )
+        name = getattr(func, "__qualname__", repr(func))
+
+        def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            if takes_constraints:
+                kwargs.pop("constraints", None)  # the decision's to give, not the caller's
+            bound = public.bind(*args, **kwargs)  # a wrong call fails as the tool's own would
+            bound.apply_defaults()
+
+            def resolve(spec: Any, what: str) -> Any:
+                if not callable(spec):
+                    return spec
+                try:
+                    return spec(*bound.args, **bound.kwargs)
+                except TypeError as exc:
+                    raise UsageError(
+                        f"the {what} function of {name}'s enforcement point cannot take the "
+                        f"tool's arguments {public}: {exc} (give it the tool's parameters, or "
+                        "end it with **_)"
+                    ) from exc
+
+            return {
+                "action": action,
+                "principal": resolve(principal, "principal"),
+                "resource": resolve(resource, "resource"),
+                "facts": resolve(facts, "facts") or {},
+                "context": resolve(context, "context") or {},
+                "timeout": timeout,
+            }
 
         def admit(decision: DecisionRecorded, kwargs: dict[str, Any]) -> None:
             if decision.determination not in _ALLOWING:
@@ -107,6 +131,7 @@ def enforce(
                 return await func(*args, **kwargs)
 
             guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]
+            guarded_async.__signature__ = public  # type: ignore[attr-defined]
             return cast(Callable[P, R], guarded_async)
 
         if isinstance(client, AsyncLedgerClient):
@@ -122,6 +147,7 @@ def enforce(
             return func(*args, **kwargs)
 
         guarded.__ledger_action__ = action  # type: ignore[attr-defined]
+        guarded.__signature__ = public  # type: ignore[attr-defined]
         return guarded
 
     return decorate

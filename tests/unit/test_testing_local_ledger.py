@@ -34,7 +34,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.enforce import DecisionDenied, enforce
-from ledger.errors import CommandRejectedError, LedgerTimeout, PolicyError
+from ledger.errors import CommandRejectedError, LedgerTimeout, PolicyError, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.testing import ADMIN, REVIEWER, LocalLedger, MockTransport
 
@@ -102,6 +102,44 @@ def test_a_constrained_allow_hands_the_tool_its_constraints(client: LedgerClient
     ran: list[Any] = []
     assert refund_tool(client, ran)("2", "600", LOYAL) == "refunded 600 via credit"
     assert ran == [("2", {"refund_method": "credit"})]
+
+
+def test_a_guarded_tool_shows_frameworks_its_own_parameters_not_constraints(
+    client: LedgerClient,
+) -> None:
+    # Frameworks build a tool's schema from inspect.signature: with functools.wraps alone it
+    # showed `constraints`, so a model would be asked to supply its own obligations.
+    import inspect
+
+    ran: list[Any] = []
+    tool = refund_tool(client, ran)
+    assert list(inspect.signature(tool).parameters) == ["account", "amount", "customer"]
+    # Passed anyway, constraints are replaced by the decision's, and resolvers never see them.
+    assert tool("2", "600", LOYAL, constraints={}) == "refunded 600 via credit"
+    assert ran == [("2", {"refund_method": "credit"})]
+
+
+def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
+    client: LedgerClient,
+) -> None:
+    @enforce(
+        client,
+        action="refund.issue",
+        principal=AGENT,
+        resource=lambda account, amount: f"account:{account}",  # amount has a default
+        facts=lambda account, amount: {"amount": amount, **LOYAL},
+    )
+    def issue(account: str, amount: str = "120.50", *, constraints: dict[str, Any]) -> str:
+        return f"{account}: {amount}"
+
+    assert issue("7") == "7: 120.50"  # the lambdas were given the default amount
+
+    @enforce(client, action="refund.issue", principal=AGENT, resource=lambda: "account:7")
+    def misfit(account: str, *, constraints: dict[str, Any]) -> str:
+        return account
+
+    with pytest.raises(UsageError, match=r"the resource function of .*misfit's enforcement point"):
+        misfit("7")
 
 
 def test_a_denied_call_never_runs_the_tool(client: LedgerClient) -> None:
