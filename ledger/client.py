@@ -84,6 +84,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledger.client")
+KEEP_CORRECTIONS = 10_000
+"""Corrections a client keeps for :meth:`LedgerClient.corrections` at most; beyond, the oldest
+unread one is dropped (with a warning, once): an agent that only uses ``on_correction`` never
+reads them."""
 T = TypeVar("T")
 
 
@@ -250,6 +254,7 @@ class LedgerClient:
         self._transport: Transport = transport
         self._loaded_key: Ed25519PrivateKey | None = None
         self._corrections: queue.Queue[DecisionCorrected] = queue.Queue()
+        self._dropping = False  # warned that unread corrections are dropped
         self._on_correction: CorrectionSink | None = None
         self._closed = False
 
@@ -476,6 +481,16 @@ class LedgerClient:
         self._transport.check()
 
     def _correction_arrived(self, correction: DecisionCorrected) -> None:
+        if self._corrections.qsize() >= KEEP_CORRECTIONS:  # nobody reads them: keep the newest
+            with contextlib.suppress(queue.Empty):
+                self._corrections.get_nowait()
+            if not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "ledger client: %d corrections unread; the oldest are dropped (read them "
+                    "with corrections() or next_correction(), or use on_correction)",
+                    KEEP_CORRECTIONS,
+                )
         self._corrections.put(correction)
         callback = self._on_correction
         if callback is not None:

@@ -34,6 +34,8 @@ import contextlib
 import logging
 import random
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
@@ -62,6 +64,10 @@ __all__ = ["KafkaTransport", "LISTENER_THREAD", "LISTENER_CONFIG"]
 log = logging.getLogger("ledger.client")
 
 LISTENER_THREAD = "ledger-client-listener"
+WATCH_MOST = 250_000
+"""Asynchronous requests a client watches for a correction at most (the oldest are let go)."""
+WATCH_FOR = 24 * 3600.0
+"""Seconds a client watches an asynchronous request for its correction."""
 """The name of the listener thread (``on_correction`` hooks run on it)."""
 
 LISTENER_CONFIG: dict[str, Any] = {
@@ -224,6 +230,24 @@ def _delivery_error(error: Any) -> Exception:
     return KafkaUnavailable(f"the ledger client could not publish: {text}")
 
 
+Watching = OrderedDict[bytes, tuple[float, Callable[[DecisionCorrected], None]]]
+"""Asynchronous requests whose correction may come: request id -> (when sent, sink), oldest
+first."""
+
+
+def watch(
+    watching: Watching, key: bytes, sink: Callable[[DecisionCorrected], None], now: float
+) -> None:
+    """Watch request ``key`` for its correction. A correction comes seconds after its request,
+    or once an evaluator is back: an agent that sends forever watches at most
+    :data:`WATCH_MOST` requests, each for at most :data:`WATCH_FOR` seconds (the oldest go)."""
+    while watching and (
+        len(watching) >= WATCH_MOST or now - next(iter(watching.values()))[0] > WATCH_FOR
+    ):
+        watching.popitem(last=False)
+    watching[key] = (now, sink)
+
+
 class KafkaTransport:
     """Requests, commands and their replies over Kafka (see the module docstring).
 
@@ -258,7 +282,7 @@ class KafkaTransport:
         )
         self._lock = threading.Lock()  # guards the maps below, _listener, _failure, _closed
         self._pending: dict[bytes, Future[Any]] = {}
-        self._watching: dict[bytes, Callable[[DecisionCorrected], None]] = {}
+        self._watching: Watching = OrderedDict()
         self._positions: dict[tuple[str, int], int] = {}
         self._failure: BaseException | None = None
         self._closed = False
@@ -313,7 +337,7 @@ class KafkaTransport:
         value = self._codec.encode(request)
         with self._lock:
             self._refuse_if_unavailable()
-            self._watching[request.event_id.encode()] = on_correction
+            watch(self._watching, request.event_id.encode(), on_correction, time.monotonic())
         self._produce(topic, key, value, None)
 
     def forget(self, message_id: str) -> None:
@@ -508,9 +532,10 @@ class KafkaTransport:
             return
         if topic == self._topics.corrections:
             with self._lock:
-                sink = self._watching.get(key)
-            if sink is None:
+                watched = self._watching.pop(key, None)  # one correction per request
+            if watched is None:
                 return
+            sink = watched[1]
             try:
                 event = self._codec.decode(value)
             except CodecError:

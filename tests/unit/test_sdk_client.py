@@ -310,6 +310,39 @@ def test_a_failing_hook_is_logged_and_silences_nothing(caplog: pytest.LogCapture
         client.submit_async(action="a", principal=AGENT, resource="r", default="error")
 
 
+def test_unread_corrections_and_watched_requests_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An agent using only on_correction never reads the queue, and the Kafka transport kept
+    # every asynchronous request it ever sent in its watch list: both grew without end.
+    import ledger.client as client_module
+    import ledger.kafka.transport as transport_module
+
+    monkeypatch.setattr(client_module, "KEEP_CORRECTIONS", 3)
+    client, _ = make(lambda message: Determination.DENY)
+    seen: list[str] = []
+    client.on_correction(lambda correction: seen.append(correction.request_id))
+    with caplog.at_level(logging.WARNING, logger="ledger.client"):
+        sent = [
+            client.submit_async(
+                action="refund.issue", principal=AGENT, resource=f"account:{n}", default="allow"
+            ).event_id
+            for n in range(5)
+        ]
+    assert seen == sent  # the hook got every one
+    kept = [client.take_correction() for _ in range(4)]
+    assert [c.request_id for c in kept if c is not None] == sent[2:]  # the newest three
+    assert caplog.text.count("corrections unread; the oldest are dropped") == 1
+
+    monkeypatch.setattr(transport_module, "WATCH_MOST", 3)
+    watching: transport_module.Watching = transport_module.OrderedDict()
+    for n in range(5):
+        transport_module.watch(watching, b"r%d" % n, print, now=float(n))
+    assert list(watching) == [b"r2", b"r3", b"r4"]
+    transport_module.watch(watching, b"late", print, now=transport_module.WATCH_FOR + 3.5)
+    assert list(watching) == [b"r4", b"late"]  # watched longer than WATCH_FOR: let go
+
+
 # --------------------------------------------------------------------------- ClientClosed
 
 
