@@ -3,7 +3,10 @@
 - :mod:`~ledger.audit.rows` — the export format: one ledger record → one row of typed columns;
 - :mod:`~ledger.audit.export` — ``ledger export``: Kafka → Parquet files and their manifest,
   incremental, idempotent, repaired after a kill; also the file half alone
-  (:class:`~ledger.audit.export.ExportWriter`) for writing the format without Kafka;
+  (:class:`~ledger.audit.export.ExportWriter`) for writing the format without Kafka; it never
+  follows a link below the export folder (a shared folder is hostile input);
+- :mod:`~ledger.audit.manifest` — an export's ``_manifest.json``, read as hostile input: bounded,
+  every field and path checked;
 - :mod:`~ledger.audit.sql` — DuckDB over an export: the views of ``queries/views.sql``, the
   named audit queries of ``queries/*.sql``, read-only ad-hoc SQL;
 - :mod:`~ledger.audit.history` — the governance history read back from an export, for replay;
@@ -13,7 +16,7 @@
 - :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export.
 
 May import: the core, :mod:`ledger.codec`, :mod:`ledger.contract`, :mod:`ledger.settings`,
-:mod:`ledger.errors`, the Kafka wing (:mod:`ledger.kafka`), duckdb and pyarrow. Never
+:mod:`ledger.errors`, :mod:`ledger.files`, the Kafka wing (:mod:`ledger.kafka`), duckdb and pyarrow. Never
 :mod:`ledger.local` (the development launcher) or :mod:`ledger.cli` (a test enforces it).
 
 ``connect(export_dir)`` is the analysts' entry point: a DuckDB connection with the views

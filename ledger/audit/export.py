@@ -36,6 +36,12 @@ How a run stays exact, whatever happens to it:
 Readers (:func:`ledger.audit.sql.connect`) read the files the manifest lists, so a reader never
 sees a file of a run that has not committed it.
 
+An export folder may be shared, so whoever can write into it is an attacker here: the manifest
+is checked as it is read (:mod:`ledger.audit.manifest`), and the writer opens its top folder
+once and every folder below it without following a link, and works relative to those open
+folders (see :func:`_directory`): nothing planted or swapped in makes it write, truncate or
+remove a file outside the export, or copy one in.
+
 Kafka is read with librdkafka (``confluent-kafka``). A one-shot run with more than
 :data:`POOL_THRESHOLD` records to read is done by helper processes (one per core): the run cuts
 every partition's range into units of consecutive offsets, and a helper exports a unit end to
