@@ -191,8 +191,8 @@ def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
     type=click.FloatRange(min=1),
     default=TEST_TIMEOUT,
     show_default=True,
-    help="Stop after this many seconds (exit 8): every case is bounded by the evaluation "
-    "budget, but a file of thousands of costly cases is not.",
+    help="Stop once the cases have run this many seconds (exit 8): each case is bounded by the "
+    "evaluation budget, but a file of thousands of costly cases is not.",
 )
 @json_option
 @handle_errors
