@@ -130,6 +130,8 @@ def async_pattern(client: LedgerClient) -> None:
                 f"async  : corrected to {correction.determination.value}: "
                 f"{'; '.join(correction.reasons) or '(no reason given)'}"
             )
+            if correction.constraints:  # what the action already taken should have honoured
+                print(f"async  : constraints to honour now: {dict(correction.constraints)}")
             return
     print(
         f"async  : no correction within {CORRECTION_WAIT:g} s: the decision agreed with "

@@ -229,10 +229,11 @@ SELECT decision_id, decided_at, request_id, action, principal, resource,
 FROM (SELECT *, unnest(CAST(shadow_results AS JSON[])) AS s FROM decisions
       WHERE shadow_results IS NOT NULL AND shadow_results <> '[]');
 
--- Async corrections: the decision differed from the default the caller proceeded on.
+-- Async corrections: the decision differed from the default the caller proceeded on; constraints
+-- are the decision's (NULL in files exported before corrections carried them).
 CREATE OR REPLACE VIEW corrections AS
 SELECT event_id AS correction_id, occurred_at AS corrected_at, request_id, decision_id,
-       "default", determination, reasons, actor, topic, partition, "offset"
+       "default", determination, reasons, constraints, actor, topic, partition, "offset"
 FROM topic_corrections WHERE event_type IS NOT NULL;
 
 -- Records a processor could not decode or handle, with where they came from.

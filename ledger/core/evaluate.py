@@ -573,8 +573,8 @@ def correction_for(decision: DecisionRecorded) -> DecisionCorrected | None:
     """Async pattern (DESIGN §8.3): the correction to publish, if the caller's default was wrong.
 
     ``None`` for sync requests, requests without a default, and decisions that agree with the
-    default. The correction's id is derived from the decision id (re-delivery safe); its time is
-    the decision's.
+    default. The correction's id is derived from the decision id (re-delivery safe); its time,
+    reasons and constraints are the decision's.
     """
     if decision.mode is not Mode.ASYNC or decision.default is None:
         return None
@@ -589,4 +589,5 @@ def correction_for(decision: DecisionRecorded) -> DecisionCorrected | None:
         default=decision.default,
         determination=decision.determination,
         reasons=decision.reasons,
+        constraints=decision.constraints,
     )

@@ -721,7 +721,12 @@ class BatchDecisionRecorded:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionCorrected:
-    """Async pattern: the decision differs from the default the caller proceeded on."""
+    """Async pattern: the decision differs from the default the caller proceeded on.
+
+    ``constraints`` are the recorded decision's (an ``allow_with_constraints`` answer's): a
+    caller that went ahead on ``allow`` learns what it should have honoured. Records written
+    before the field existed read as without constraints.
+    """
 
     event_id: str
     occurred_at: datetime
@@ -731,6 +736,7 @@ class DecisionCorrected:
     default: Determination
     determination: Determination
     reasons: tuple[str, ...] = ()
+    constraints: Mapping[str, Value] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,6 +47,7 @@ def test_async_default_is_corrected_only_when_the_decision_differs(
     assert correction.default is Determination.ALLOW
     assert correction.determination is Determination.DENY
     assert correction.reasons == ("Suspended accounts are not refunded",)
+    assert dict(correction.constraints) == {}
 
     decisions = {
         d.request_id: d
@@ -58,6 +59,33 @@ def test_async_default_is_corrected_only_when_the_decision_differs(
     recorded = [c.request_id for c in stack.records(stack.topics.corrections)]
     assert agreeing.event_id not in recorded
     assert recorded.count(differing.event_id) == 1
+
+
+def test_a_correction_to_allow_with_constraints_carries_them(
+    shared_stack: LedgerStack, admin, agent, policy_name
+):
+    """An agent that went ahead on ``allow`` learns, from the correction, what to honour."""
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:11")
+
+    request = agent.submit_async(
+        action=action,
+        principal=AGENT,
+        resource="account:11",
+        facts={**GOOD_FACTS, "amount": "600.00"},  # credit-only: under 750, not under 500
+        default="allow",
+    )
+    correction = next(agent.corrections(timeout=15), None)
+    assert correction is not None, stack.logs()
+    assert correction.request_id == request.event_id
+    assert correction.determination is Determination.ALLOW_WITH_CONSTRAINTS
+    assert dict(correction.constraints) == {"refund_method": "credit"}
+    recorded = [
+        c for c in stack.records(stack.topics.corrections) if c.request_id == request.event_id
+    ]
+    assert [dict(c.constraints) for c in recorded] == [{"refund_method": "credit"}]
 
 
 def test_async_default_deny_is_corrected_to_allow(

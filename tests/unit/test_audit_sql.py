@@ -24,6 +24,7 @@ from ledger.core.events import (
     BatchDecisionRecorded,
     BatchItemDecision,
     Command,
+    DecisionCorrected,
     DecisionRecorded,
     Determination,
     Event,
@@ -528,6 +529,44 @@ def test_every_field_of_a_decision_trace_is_a_column_of_the_decisions_view(
         con.close()
     fields = {f.name for f in dataclasses.fields(DecisionRecorded)}
     assert {renamed.get(name, name) for name in fields} <= columns
+
+
+def test_the_corrections_view_has_each_corrections_constraints(tmp_path: Path) -> None:
+    def correction(n: int, determination: Determination, **constraints: str) -> DecisionCorrected:
+        return DecisionCorrected(
+            event_id=f"k{n}",
+            occurred_at=at(n),
+            actor="service:evaluator",
+            request_id=f"r{n}",
+            decision_id=f"d{n}",
+            default=Determination.ALLOW,
+            determination=determination,
+            reasons=("why",),
+            constraints=constraints,
+        )
+
+    write_events(
+        tmp_path,
+        TOPICS,
+        [
+            (
+                TOPICS.corrections,
+                correction(1, Determination.ALLOW_WITH_CONSTRAINTS, method="credit"),
+            ),
+            (TOPICS.corrections, correction(2, Determination.DENY)),
+        ],
+    )
+    con = connect(tmp_path)
+    try:
+        got = run_sql(
+            con, "SELECT request_id, determination, constraints FROM corrections ORDER BY 1"
+        ).records()
+    finally:
+        con.close()
+    assert [(r["request_id"], r["determination"], json.loads(r["constraints"])) for r in got] == [
+        ("r1", "allow_with_constraints", {"method": "credit"}),
+        ("r2", "deny", {}),
+    ]
 
 
 def test_a_json_cell_nested_past_the_parser_prints_as_stored() -> None:

@@ -346,6 +346,32 @@ def test_batch_and_correction() -> None:
     assert correction_for(evaluate(FINAL, _request("sync"), now=T0, evaluator_id="t")) is None
 
 
+def test_a_correction_carries_the_decisions_constraints() -> None:
+    """An agent that went ahead on ``allow`` learns what it should have honoured."""
+    req = _request("async-credit", amount=Decimal("600"))
+    req = EvaluationRequested(
+        **{
+            **{f: getattr(req, f) for f in req.__dataclass_fields__},
+            "mode": Mode.ASYNC,
+            "default": Determination.ALLOW,
+        }
+    )
+    d = evaluate(FINAL, req, now=T0, evaluator_id="t")
+    c = correction_for(d)
+    assert d.determination is Determination.ALLOW_WITH_CONSTRAINTS and c is not None
+    assert dict(c.constraints) == dict(d.constraints) == {"refund_method": "credit"}
+    assert c.reasons == d.reasons
+    denied = correction_for(
+        evaluate(
+            FINAL,
+            replace(req, facts={**req.facts, "amount": Decimal("5000")}),
+            now=T0,
+            evaluator_id="t",
+        )
+    )
+    assert denied is not None and dict(denied.constraints) == {}
+
+
 def test_simulate_reports_changed_determinations() -> None:
     active = parse_policy(REFUND)
     pairs = []
