@@ -15,6 +15,7 @@ import click
 
 from ledger.cli.output import json_option, print_json, to_jsonable
 from ledger.client import ClientConfig, LedgerClient
+from ledger.core.authority import PRINCIPAL_FORM, valid_principal
 from ledger.core.events import Command, CommandAccepted
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.limits import DEFAULT_LIMITS
@@ -160,9 +161,9 @@ def ledger_client(
 
 
 def principal_arg(value: str, flag: str) -> str:
-    """A ``kind:name`` principal from a flag, or one usage line naming the flag."""
-    if ":" not in value or value.startswith(":") or value.endswith(":"):
-        raise UsageError(f"{flag} {value!r} is not a principal: use kind:name, e.g. human:alice")
+    """A ``kind:name`` principal from a flag (the core's rule), or one usage line naming the flag."""
+    if not valid_principal(value):
+        raise UsageError(f"{flag} {value!r} is not a principal: use {PRINCIPAL_FORM}")
     return value
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ledger.core.state import LedgerState
 
 __all__ = [
+    "PRINCIPAL_FORM",
     "PRINCIPAL_KINDS",
     "Grant",
     "grant_from_event",
@@ -53,8 +54,13 @@ __all__ = [
 ]
 
 PRINCIPAL_KINDS: Final = ("agent", "tool", "human", "role", "service")
+PRINCIPAL_FORM: Final = (
+    f"kind:name with kind {', '.join(PRINCIPAL_KINDS)} and a name of letters, digits and "
+    "_ . @ - / (starting with a letter or digit), e.g. human:alice"
+)
+"""The principal rule in words, for messages."""
 _PRINCIPAL_RE: Final = re.compile(
-    r"^(agent|tool|human|role|service):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$"
+    rf"^(?:{'|'.join(PRINCIPAL_KINDS)}):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$"
 )
 _NEVER: Final = re.compile(r"(?!)")
 _EMPTY: Final[Mapping[str, Any]] = {}

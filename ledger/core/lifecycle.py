@@ -40,7 +40,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal, TypeAlias, assert_never
 
-from ledger.core.authority import authorize, compile_grant_condition, valid_principal
+from ledger.core.authority import (
+    PRINCIPAL_FORM,
+    authorize,
+    compile_grant_condition,
+    valid_principal,
+)
 from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
@@ -124,7 +129,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "missing_reason": "rollback and retire need a reason",
     "already_applied": "the command would change nothing (already in that state)",
     "policy_retired": "the policy is retired",
-    "invalid_principal": "a principal must be kind:name with kind agent, tool, human, role or service",
+    "invalid_principal": f"a principal must be {PRINCIPAL_FORM}",
     "invalid_role": "a role must be role:<name>",
     "invalid_grant": "the grant has no actions, an empty resource or an empty validity window",
     "invalid_condition": "the grant condition does not compile",
@@ -719,7 +724,7 @@ def _issue(
     if not valid_principal(c.principal):
         return _reject(
             "invalid_principal",
-            f"{c.principal!r} is not kind:name (agent, tool, human, role, service)",
+            f"{c.principal!r} is not a principal: use {PRINCIPAL_FORM}",
         )
     # Authorization (it reads the principal only) before anything else the sender supplied is
     # compiled or looked up: the condition, the grant id.

@@ -342,3 +342,21 @@ def test_a_timeout_that_is_not_a_duration_is_a_usage_error(value: str, home: Pat
     )
     assert result.exit_code == 2, result.output
     assert "--timeout" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["grant", "issue", "--to", "svc:x", "--actions", "a", "--resource", "r", "--by", "human:a"],
+        ["grant", "issue", "--to", "agent:b", "--actions", "a", "--resource", "r", "--by", "alice"],
+        ["policy", "approve", "refund", "1", "--by", "human:al ice"],
+        ["role", "assign", "agent:b", "role:ops", "--by", "human:-x"],
+    ],
+)
+def test_a_principal_the_ledger_would_refuse_is_refused_before_connecting(
+    command: list[str], home: Path
+) -> None:
+    # The core's rule, not a looser one: the processor would reject it (exit 4) after a round trip.
+    result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"})
+    line = _one_line(result, 2)
+    assert "is not a principal" in line and "agent, tool, human, role, service" in line
