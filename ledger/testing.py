@@ -43,6 +43,8 @@ from ledger.client import CorrectionSink, Outgoing, Reply
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import correction_for, decision_id, evaluate, evaluate_batch
 from ledger.core.events import (
+    COMMAND_PROCESSOR,
+    EVALUATOR,
     ApprovePolicyVersion,
     AssignRole,
     BatchDecisionRecorded,
@@ -102,8 +104,6 @@ REVIEWER: Final = "human:reviewer"
 """A second administrator of :class:`LocalLedger`, who approves what :data:`ADMIN` proposes
 (nobody may approve their own proposal)."""
 
-_EVALUATOR: Final = "service:evaluator"
-_COMMAND_PROCESSOR: Final = "service:command-processor"
 
 E = TypeVar("E", bound=Event)
 
@@ -141,7 +141,7 @@ def decision(
     return DecisionRecorded(
         event_id=decision_id(request.event_id),
         occurred_at=request.occurred_at,
-        actor=_EVALUATOR,
+        actor=EVALUATOR,
         request_id=request.event_id,
         requested_at=request.occurred_at,
         action=request.action,
@@ -194,7 +194,7 @@ def batch_decision(
     return BatchDecisionRecorded(
         event_id=decision_id(request.event_id),
         occurred_at=request.occurred_at,
-        actor=_EVALUATOR,
+        actor=EVALUATOR,
         request_id=request.event_id,
         principal=request.principal,
         decisions=tuple(decisions),
@@ -208,7 +208,7 @@ def accepted(command: Command, *, version: int | None = None, message: str = "")
     return CommandAccepted(
         event_id=new_id(),
         occurred_at=command.occurred_at,
-        actor=_COMMAND_PROCESSOR,
+        actor=COMMAND_PROCESSOR,
         command_id=command.event_id,
         command_type=type(command).__name__,
         aggregate=command_aggregate(command),
@@ -225,7 +225,7 @@ def rejected(command: Command, code: str, reason: str) -> CommandRejected:
     return CommandRejected(
         event_id=new_id(),
         occurred_at=command.occurred_at,
-        actor=_COMMAND_PROCESSOR,
+        actor=COMMAND_PROCESSOR,
         command_id=command.event_id,
         command_type=type(command).__name__,
         aggregate=command_aggregate(command),

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
+    COMMAND_PROCESSOR,
     COMMAND_TYPES,
     Command,
     CommandAccepted,
@@ -61,6 +62,7 @@ from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
+from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.governance import GovernanceFollower
 from ledger.kafka.reading import read_topic
 from ledger.keys import KeyStore
@@ -83,8 +85,8 @@ from processors.inflight import InFlight
 __all__ = ["create_app", "main", "trust_anchors", "APP_ID", "CommandHandler", "Step"]
 
 log = logging.getLogger("ledger.command-processor")
-APP_ID = "ledger-command-processor"
-ACTOR = "service:command-processor"
+APP_ID = PROCESSOR_GROUPS["command-processor"]
+ACTOR = COMMAND_PROCESSOR
 # Text a sender supplied, repeated in an answer that would otherwise not fit, is cut to this.
 _ANSWER_TEXT_CHARS = 1_000
 

@@ -52,6 +52,7 @@ from ledger.core.evaluate import (
     unanswerable,
 )
 from ledger.core.events import (
+    EVALUATOR,
     BatchDecisionRecorded,
     BatchEvaluationRequested,
     DecisionRecorded,
@@ -61,6 +62,7 @@ from ledger.core.events import (
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
+from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.dedup import answered_since_last_commit
 from ledger.kafka.governance import GovernanceFollower
@@ -92,7 +94,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledger.evaluator")
-APP_ID = "ledger-evaluator"
+APP_ID = PROCESSOR_GROUPS["evaluator"]
 
 _REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 
@@ -135,8 +137,6 @@ class RecentIds:
     def __len__(self) -> int:
         return len(self._ids)
 
-
-_ACTOR: Final = "service:evaluator"
 
 TRACE_TOO_LARGE: Final = "trace_too_large"
 """``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record
@@ -265,7 +265,9 @@ class RequestHandler:
 
     def _checkpoint(self, now: datetime, *, final: bool = False) -> Output:
         head = self.chain
-        mark = checkpoint(head, now=now, actor=_ACTOR, evaluator_id=self.evaluator_id, final=final)
+        mark = checkpoint(
+            head, now=now, actor=EVALUATOR, evaluator_id=self.evaluator_id, final=final
+        )
         self._checkpointed = head.seq
         return (self.topics.chain_checkpoints, head.chain_id.encode(), self.codec.encode(mark))
 

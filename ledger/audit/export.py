@@ -978,6 +978,7 @@ class _Source:
     :meth:`watch` assigns it."""
 
     def __init__(self, bootstrap: str, topics: TopicNames, security: KafkaSecurity | None) -> None:
+        from ledger.kafka.acls import PROCESSOR_GROUPS
         from ledger.kafka.clients import make_rdkafka_consumer
 
         self.bootstrap = bootstrap
@@ -986,7 +987,7 @@ class _Source:
         self.done: set[Where] = set()  # partitions read up to their end offset
         self.closed = False
         # The exporter's group (its ACLs allow it); it is never joined nor committed to.
-        group = {"group.id": f"{topics.prefix}ledger-exporter.export"}
+        group = {"group.id": f"{topics.prefix}{PROCESSOR_GROUPS['exporter']}.export"}
         self.consumer = make_rdkafka_consumer(
             bootstrap, security=security, **RDKAFKA_CONFIG, **group
         )

@@ -37,6 +37,7 @@ from typing import Any, Final
 from ledger.core.authority import authorize_request, unauthorized_reason
 from ledger.core.cel import Meter
 from ledger.core.events import (
+    EVALUATOR,
     BatchDecisionRecorded,
     BatchEvaluationRequested,
     BatchItem,
@@ -212,7 +213,7 @@ def evaluate(
     *,
     now: datetime,
     evaluator_id: str,
-    actor: str = "service:evaluator",
+    actor: str = EVALUATOR,
     limits: Limits = DEFAULT_LIMITS,
     meter: Meter | None = None,
     shadows: bool = True,
@@ -451,7 +452,7 @@ def evaluate_batch(
     *,
     now: datetime,
     evaluator_id: str,
-    actor: str = "service:evaluator",
+    actor: str = EVALUATOR,
     limits: Limits = DEFAULT_LIMITS,
 ) -> BatchDecisionRecorded:
     """Pre-evaluation (DESIGN §8.2): every item decided at one governance position.

@@ -32,9 +32,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 __all__ = [
+    "COMMAND_PROCESSOR",
+    "EVALUATOR",
     "Value",
     "Stage",
     "Determination",
@@ -91,6 +93,11 @@ __all__ = [
 
 Value: TypeAlias = bool | int | float | str | Decimal | datetime | tuple[str, ...] | None
 """A fact, context or constraint value. Decimals are exact; datetimes are aware UTC."""
+
+COMMAND_PROCESSOR: Final = "service:command-processor"
+"""The actor of every governance event and command result (the single writer, DESIGN §7)."""
+EVALUATOR: Final = "service:evaluator"
+"""The actor of decision traces, corrections and chain checkpoints."""
 
 
 class Stage(enum.StrEnum):

@@ -47,6 +47,7 @@ from ledger.core.authority import (
     valid_principal,
 )
 from ledger.core.events import (
+    COMMAND_PROCESSOR,
     ActorKeyRegistered,
     ActorKeyRevoked,
     ApprovePolicyVersion,
@@ -942,7 +943,7 @@ def command_result(
     *,
     event_id: str,
     now: datetime,
-    actor: str = "service:command-processor",
+    actor: str = COMMAND_PROCESSOR,
 ) -> CommandResult:
     """The CommandAccepted/CommandRejected to publish for ``command``'s outcome."""
     aggregate = command_aggregate(command)
@@ -1000,7 +1001,7 @@ def already_applied(
     *,
     event_id: str,
     now: datetime,
-    actor: str = "service:command-processor",
+    actor: str = COMMAND_PROCESSOR,
 ) -> CommandAccepted:
     """The answer to a command delivered again after it was applied (its events were written
     before a crash let it come back): accepted, naming the events it produced, nothing new."""

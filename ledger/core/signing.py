@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.core.events import (
+    COMMAND_PROCESSOR,
     ActorKeyRegistered,
     ActorKeyRevoked,
     Command,
@@ -84,7 +85,7 @@ DOMAIN: Final = "decision-ledger/command/v1"
 UNSIGNED_FIELDS: Final = frozenset({"key_id", "signature"})
 """The fields a signature does not cover: the signature itself, and which key made it."""
 PUBLIC_KEY_BYTES: Final = 32
-ANCHOR_ACTOR: Final = "service:command-processor"
+ANCHOR_ACTOR: Final = COMMAND_PROCESSOR
 """Who records the trust anchors (the bootstrap administrators' keys, from configuration)."""
 
 COMMAND_VALID_FOR: Final = timedelta(minutes=10)
