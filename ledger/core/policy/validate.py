@@ -346,9 +346,19 @@ class Validator:
         enums: Mapping[str, tuple[str, ...]] | None = None,
         optional: Collection[str] | None = None,
     ) -> CompiledCondition | None:
-        if not isinstance(text, str) or not text.strip():
+        if text is None or (isinstance(text, str) and not text.strip()):
             self.add(
-                f"when must be a CEL expression (text), got {_describe(text)}", path, rule=rule
+                "when is empty: write the condition, or remove the when key for a rule that "
+                "matches every request",
+                path,
+                rule=rule,
+            )
+            return None
+        if not isinstance(text, str):
+            self.add(
+                f"when must be a CEL expression (text), got {_describe(text)}: quote it",
+                path,
+                rule=rule,
             )
             return None
         try:
@@ -655,7 +665,7 @@ def build(
         v.optional_string(raw, "description", path, rule=rule_id)
         when = raw.get("when")
         condition = None
-        if when is not None and compiling:
+        if "when" in raw and compiling:  # present but empty is a mistake, never "always"
             condition = v.condition(
                 when, (*path, "when"), rule=rule_id, facts=cel_types, enums=enums, optional=optional
             )

@@ -108,6 +108,17 @@ extra: 1
             "policy: x\ngoverns: []\nowner: o\ndefault: {effect: deny}\n",
             "governs must be a non-empty list",
         ),
+        # A half-edited rule must not match everything: only a rule without `when` does.
+        (
+            "policy: x\ngoverns: [a]\nowner: o\nrules:\n  - id: r\n    when:\n    effect: allow\n"
+            "default: {effect: deny}\n",
+            "when is empty",
+        ),
+        (
+            "policy: x\ngoverns: [a]\nowner: o\nrules:\n  - {id: r, when: ' ', effect: allow}\n"
+            "default: {effect: deny}\n",
+            "when is empty",
+        ),
         ("policy: x\n  governs: [a\n", "YAML syntax error"),
         ("a: 1\n---\nb: 2\n", "YAML"),
     ],
