@@ -86,9 +86,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
             for problem in exc.problems:  # every problem, so one edit round fixes them all
                 err_console.print(f"error  {problem}", markup=False)
-            fail(
-                f"{len(exc.problems)} problems in the policy [{exc.code}]", exit_code=exc.exit_code
-            )
+            files = list(dict.fromkeys(p.file for p in exc.problems if p.file))
+            where = f"in {', '.join(files)}" if 0 < len(files) <= 3 else "found"
+            fail(f"{len(exc.problems)} problems {where} [{exc.code}]", exit_code=exc.exit_code)
         except LedgerError as exc:
             fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
         except OSError as exc:

@@ -167,19 +167,25 @@ def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
     return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 
 
-def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
+def _cases_for(path: Path, policy: Policy, extra: tuple[Path, ...] = ()) -> list[PolicyTestCase]:
+    """The policy's own cases, its sibling tests file's, then each of ``extra`` (``--tests``),
+    every file once; a tests file naming another policy is a usage error."""
     cases = list(policy.tests)
-    for suffix in _TESTS_SUFFIXES:
-        name = path.name.rsplit(".", 1)[0] + suffix
-        tests_file = path.with_name(name)
-        if tests_file.exists():
-            text = read_text_file(tests_file, what="policy tests file")
-            named, more = parse_test_cases(text, filename=str(tests_file))
-            if named is not None and named != policy.name:
-                raise UsageError(
-                    f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}"
-                )
-            cases.extend(more)
+    siblings = [path.with_name(path.name.rsplit(".", 1)[0] + s) for s in _TESTS_SUFFIXES]
+    files = [f for f in siblings if f.exists()] + list(extra)
+    seen: set[Path] = set()
+    for tests_file in files:
+        key = tests_file.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        text = read_text_file(tests_file, what="policy tests file")
+        named, more = parse_test_cases(text, filename=str(tests_file))
+        if named is not None and named != policy.name:
+            raise UsageError(
+                f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}"
+            )
+        cases.extend(more)
     return cases
 
 
@@ -194,26 +200,55 @@ def _cases_for(path: Path, policy: Policy) -> list[PolicyTestCase]:
     help="Stop once the cases have run this many seconds (exit 8): each case is bounded by the "
     "evaluation budget, but a file of thousands of costly cases is not.",
 )
+@click.option(
+    "--tests",
+    "tests_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also run this tests file's cases against every policy given (repeatable): a new "
+    "version's file, refund-v2.yaml, against refund.tests.yaml.",
+)
 @json_option
 @handle_errors
-def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) -> None:
+def test(
+    paths: tuple[Path, ...],
+    verbose: bool,
+    timeout: float,
+    tests_files: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """Run policy test cases offline, like `opa test`.
 
-    PATH is a policy file, a NAME.tests.yaml file or a directory (searched recursively). Cases come
-    from a policy's `tests:` block and from NAME.tests.yaml beside it. Principals are assumed
-    authorized. Prints a pytest-like summary; exits non-zero when a case fails.
+    PATH is a policy file, a NAME.tests.yaml file (standing for NAME.yaml) or a directory
+    (searched recursively). Cases come from a policy's `tests:` block, from NAME.tests.yaml
+    beside it and from every --tests file. Principals are assumed authorized. Prints each
+    policy file's tally and a pytest-like summary; exits non-zero when a case fails, or when a
+    policy file named on the command line has no cases.
     """
     spent = 0.0  # in cases: reading and parsing the files is bounded by their size
     stopped = False
     results: list[tuple[Path, CaseResult]] = []
     broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
+    untested: list[Path] = []  # policy files that had no case at all
+    named = {p for p in paths if not p.is_dir() and not _is_tests_file(p)}
     files = _yaml_files(paths, tests=False)
     for path in files:
         if stopped:
             break
         try:
             policy = _load(path)
-            cases = _cases_for(path, policy)
+            cases = _cases_for(path, policy, tests_files)
+            if not cases:
+                untested.append(path)
+                hint = (
+                    f"{path} (policy {policy.name}) has no test cases: add a tests: block, "
+                    f"a {path.name.rsplit('.', 1)[0]}.tests.yaml beside it, or pass --tests FILE"
+                )
+                if path in named and len(files) > 1:
+                    raise UsageError(hint)  # asked for by name: not tested is not passed
+                if len(files) > 1 and not as_json:
+                    click.echo(f"warning  {hint}", err=True)
+                continue
         except (PolicyError, UsageError) as exc:
             if len(files) == 1:
                 raise
@@ -238,6 +273,11 @@ def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) 
                 _print_case(path, result, verbose)
     passed = sum(1 for _, r in results if r.passed)
     failed = len(results) - passed
+    if not as_json and len(files) > 1:  # which files these were: a version without cases shows
+        for path in dict.fromkeys(p for p, _ in results):
+            mine = [r for p, r in results if p == path]
+            ok = sum(1 for r in mine if r.passed)
+            click.echo(f"tested  {path}: {ok} passed, {len(mine) - ok} failed")
     if as_json:
         print_json(
             {
@@ -255,6 +295,7 @@ def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) 
                     for p, r in results
                 ],
                 "errors": [str(problem) for problem in broken],
+                "untested": [str(path) for path in untested],
                 "stopped": stopped,
             }
         )
@@ -284,12 +325,15 @@ def test(paths: tuple[Path, ...], verbose: bool, timeout: float, as_json: bool) 
 
 
 def _print_case(path: Path, r: CaseResult, verbose: bool) -> None:
+    # A case from a tests file says which policy file it ran against (--tests runs one file's
+    # cases against several versions).
+    against = f"  (against {path})" if r.file and r.file != str(path) else ""
     if r.passed and verbose:
-        click.echo(f"PASS  {r.file or path}::{r.case}")
+        click.echo(f"PASS  {r.file or path}::{r.case}{against}")
     elif not r.passed:
         file = r.file or str(path)
         where = f"{file}:{r.line}" if r.line else file
-        click.echo(f"FAIL  {where}::{r.case}")
+        click.echo(f"FAIL  {where}::{r.case}{against}")
         for failure in r.failures:
             click.echo(f"        {failure}")
 

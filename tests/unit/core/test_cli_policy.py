@@ -50,8 +50,11 @@ def test_validate_json(tmp_path: Path) -> None:
 
 
 def test_test_directory_and_file() -> None:
-    code, out, _ = run("policy", "test", str(EXAMPLES))
+    code, out, err = run("policy", "test", str(EXAMPLES))
     assert code == 0 and "8 passed, 0 failed" in out
+    # refund-v2.yaml has no cases of its own: said, not passed over in silence
+    assert f"tested  {REFUND}: 8 passed, 0 failed" in out
+    assert "refund-v2.yaml (policy refund) has no test cases" in err
     code, out, _ = run("policy", "test", str(EXAMPLES / "refund.tests.yaml"))
     assert code == 0 and "8 passed, 0 failed" in out
 
@@ -118,7 +121,7 @@ def test_every_problem_is_listed_once_then_counted(tmp_path: Path) -> None:
     code, _, err = run(
         "policy", "propose", str(bad), "--by", "human:alice", "--bootstrap", "127.0.0.1:1"
     )
-    assert code == 3 and "problems in the policy [policy_invalid]" in err.strip().splitlines()[-1]
+    assert code == 3 and f"problems in {bad} [policy_invalid]" in err.strip().splitlines()[-1]
 
 
 def test_no_test_cases_says_how_to_name_the_tests_file(tmp_path: Path) -> None:
@@ -324,3 +327,31 @@ def test_eval_of_a_policy_that_governs_only_patterns_asks_for_an_action(tmp_path
         "policy", "eval", str(globbed), "--facts", facts, "--action", "refund.issue", "--json"
     )
     assert code == 0 and json.loads(out)["action"] == "refund.issue"
+
+
+def test_a_version_named_on_the_command_line_without_cases_is_not_passed(tmp_path: Path) -> None:
+    # `policy test refund-v2.yaml refund.tests.yaml` reported "8 passed" for refund.yaml, which it
+    # was not asked about, and never tested v2.
+    v2 = EXAMPLES / "refund-v2.yaml"
+    code, _, err = run("policy", "test", str(v2), str(EXAMPLES / "refund.tests.yaml"))
+    assert code == 3 and f"{v2} (policy refund) has no test cases" in err
+    assert "pass --tests FILE" in err
+
+
+def test_tests_runs_one_files_cases_against_another_version() -> None:
+    v2 = EXAMPLES / "refund-v2.yaml"
+    tests = EXAMPLES / "refund.tests.yaml"
+    code, out, _ = run("policy", "test", str(v2), "--tests", str(tests))
+    assert code == 1 and f"tested  {v2}:" not in out  # one file: no per-file tally needed
+    failing = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert failing and all(line.endswith(f"(against {v2})") for line in failing)
+    code, out, _ = run("policy", "test", "--json", str(REFUND), "--tests", str(tests))
+    shown = json.loads(out)
+    assert code == 0 and shown["passed"] == 8  # its own file once, not twice
+
+
+def test_tests_for_another_policy_are_refused(tmp_path: Path) -> None:
+    other = tmp_path / "travel.tests.yaml"
+    other.write_text("policy: travel\ncases: []\n")
+    code, _, err = run("policy", "test", str(REFUND), "--tests", str(other))
+    assert code == 2 and f"{other} tests policy 'travel' but {REFUND} is policy 'refund'" in err
