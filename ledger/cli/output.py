@@ -12,6 +12,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ledger.core.jsonform import to_json_value
 from ledger.errors import LedgerError, PolicyError
@@ -59,11 +60,15 @@ def print_json(value: Any) -> None:
 def print_table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
 ) -> None:
-    table = Table(title=title, show_lines=False, header_style="bold")
+    """A table of ``rows``; every cell is plain text, never rich markup: a reason, a note or a
+    policy document may hold ``[finance]`` or ``[bold]``, and must show as written."""
+    table = Table(
+        title=None if title is None else Text(title), show_lines=False, header_style="bold"
+    )
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in rows:
-        table.add_row(*["" if cell is None else _cell(cell) for cell in row])
+        table.add_row(*[Text("" if cell is None else _cell(cell)) for cell in row])
     console.print(table)
 
 

@@ -355,3 +355,15 @@ def test_tests_for_another_policy_are_refused(tmp_path: Path) -> None:
     other.write_text("policy: travel\ncases: []\n")
     code, _, err = run("policy", "test", str(REFUND), "--tests", str(other))
     assert code == 2 and f"{other} tests policy 'travel' but {REFUND} is policy 'refund'" in err
+
+
+def test_text_in_square_brackets_shows_as_written(tmp_path: Path) -> None:
+    # Tables took "[finance]" and "[bold]" for markup and dropped them: the screen misstated
+    # what the policy says.
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "policy: p\ngoverns: [p.do]\nowner: o\n"
+        'default: {effect: deny, reason: "Needs [finance] review, see [bold]policy[/bold]"}\n'
+    )
+    code, out, _ = run("policy", "eval", str(policy), "--facts", "{}")
+    assert code == 0 and "Needs [finance] review, see [bold]policy[/bold]" in out
