@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from ledger.cli.common import facts_and_context, ledger_client, ledger_options, principal_arg
-from ledger.cli.output import handle_errors, json_cell, print_json, print_table, rule_label
+from ledger.cli.output import (
+    handle_errors,
+    json_cell,
+    policy_label,
+    print_json,
+    print_table,
+    rule_label,
+)
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.errors import UsageError
@@ -104,12 +111,7 @@ def evaluate_cmd(
             ["reason_code", decision.reason_code],
             ["constraints", json_cell(decision.constraints)],
             ["reasons", "; ".join(decision.reasons) or "-"],
-            [
-                "policy",
-                f"{decision.policy} v{decision.policy_version} ({decision.stage})"
-                if decision.policy
-                else "-",
-            ],
+            ["policy", policy_label(decision.policy, decision.policy_version, decision.stage)],
             ["grant", decision.grant_id or "-"],
             ["request id", decision.request_id],
             ["position", json_cell(decision.governance_position)],

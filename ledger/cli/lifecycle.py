@@ -23,7 +23,14 @@ from ledger.cli.common import (
     read_text_file,
     submit,
 )
-from ledger.cli.output import handle_errors, json_option, print_json, print_table, to_jsonable
+from ledger.cli.output import (
+    VERSION,
+    handle_errors,
+    json_option,
+    print_json,
+    print_table,
+    to_jsonable,
+)
 from ledger.core.events import (
     ApprovePolicyVersion,
     PromotePolicyVersion,
@@ -70,7 +77,7 @@ def propose(
 
 @click.command("approve")
 @click.argument("name")
-@click.argument("version", type=click.IntRange(1))
+@click.argument("version", type=VERSION)
 @click.option("--by", "by", required=True, help="Approver; must differ from the author.")
 @click.option("--note", default=None, help="Approval note.")
 @ledger_options
@@ -98,7 +105,7 @@ def approve(
 
 @click.command("promote")
 @click.argument("name")
-@click.argument("version", type=click.IntRange(1))
+@click.argument("version", type=VERSION)
 @click.option(
     "--to",
     "stage",
@@ -150,7 +157,7 @@ def promote(
 @click.option(
     "--to",
     "to_version",
-    type=click.IntRange(1),
+    type=VERSION,
     default=None,
     help="Version to restore (default: the previously active one).",
 )
@@ -167,7 +174,11 @@ def rollback(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Restore the previous (or a named) version now. Needs a reason, not an approval."""
+    """Restore the previous (or a named) version now, ending any canary. Needs a reason, not an
+    approval.
+
+    With v1 active and v2 as canary, a rollback ends the canary and v1 stays active.
+    """
     command = RollbackPolicy(
         event_id=new_id(),
         occurred_at=utcnow(),

@@ -19,6 +19,7 @@ from ledger.errors import LedgerError, PolicyError
 
 __all__ = [
     "HelpfulGroup",
+    "VERSION",
     "to_jsonable",
     "print_json",
     "print_table",
@@ -27,6 +28,7 @@ __all__ = [
     "console",
     "json_option",
     "rule_label",
+    "policy_label",
     "json_cell",
 ]
 
@@ -120,15 +122,48 @@ def rule_label(rule: str | None, reason_code: str | None) -> str:
     return "null (default)" if reason_code == "default_applied" else "-"
 
 
+def policy_label(policy: str | None, version: int | None, stage: Any = None) -> str:
+    """The ``policy`` cell of a decision table: ``refund v2 (canary)``; a policy that decided
+    without a version (none deployed, or an error before one ran) shows as just its name."""
+    if not policy:
+        return "-"
+    if version is None:
+        return f"{policy} (no version decided)"
+    return f"{policy} v{version}" + (f" ({getattr(stage, 'value', stage)})" if stage else "")
+
+
 def json_cell(value: Any) -> str:
     """A mapping (constraints, a position) as one compact JSON table cell; ``-`` when empty."""
     return json.dumps(to_jsonable(value)) if value else "-"
 
 
+class VersionType(click.ParamType):
+    """A policy version as the CLI prints it or as a number: ``3`` or ``v3``."""
+
+    name = "VERSION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        digits = text[1:] if text[:1] in ("v", "V") else text
+        if digits.isascii() and digits.isdigit() and int(digits) >= 1:
+            return int(digits)
+        self.fail(f"{value!r} is not a version: use its number, e.g. 3 or v3", param, ctx)
+
+
+VERSION = VersionType()
+
+
 class HelpfulGroup(click.Group):
     """A command group whose help lists each command with the whole first sentence of its help
     (wrapped), where click cuts it at the terminal's width with "…": "Check policy documents,
-    and their NAME.tests.yaml files,..." told a reader little."""
+    and their NAME.tests.yaml files,..." told a reader little.
+
+    It also says a usage mistake (an unknown option, a value out of range, a
+    missing argument) in one line on stderr, ``error: … [usage]``, exit 2, like every other
+    error, instead of click's three-line usage block.
+    """
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -139,3 +174,36 @@ class HelpfulGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(error: click.UsageError) -> click.ClickException:
+    # A group run without a command shows its help (click's NoArgsIsHelpError): keep that.
+    help_instead = getattr(click.exceptions, "NoArgsIsHelpError", ())
+    return error if isinstance(error, help_instead) else _UsageLine(error)
+
+
+class _UsageLine(click.ClickException):
+    """A click usage error, shown as the CLI's one error line (click shows what it raises)."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message().rstrip("."))
+        self.where = error.ctx.command_path if error.ctx is not None else "ledger"
+
+    def show(self, file: Any = None) -> None:
+        err_console.print(
+            f"error: {self.message} (see '{self.where} --help') [usage]", markup=False
+        )

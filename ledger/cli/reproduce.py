@@ -70,7 +70,7 @@ def reproduce_decision(
         click.echo(
             f"decision {decision.event_id} (request {decision.request_id}), decided "
             f"{decision.occurred_at.isoformat()} at governance position "
-            f"{dict(decision.governance_position)}, re-evaluated from {source.where}:"
+            f"{json_cell(decision.governance_position)}, re-evaluated from {source.where}:"
         )
         for note in (result.note, copies_note):
             if note:

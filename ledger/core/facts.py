@@ -422,5 +422,6 @@ def parse_facts_json(text: str, *, what: str, limits: Limits = DEFAULT_LIMITS) -
     except boundedjson.JSONBoundsError as exc:
         raise UsageError(str(exc)) from None
     if not isinstance(data, dict):
-        raise UsageError(f'{what} must be a JSON object, e.g. \'{{"amount": "120.50"}}\'')
+        example = '{"channel": "chat"}' if "context" in what else '{"amount": "120.50"}'
+        raise UsageError(f"{what} must be a JSON object, e.g. '{example}'")
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}

@@ -9,10 +9,13 @@ policy, not about grants. An ``action`` the policy does not govern is expected t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.core.events import Determination
+from ledger.core.jsonform import to_json_value
 from ledger.core.policy import Policy, PolicyOutcome, PolicyTestCase
 
 __all__ = ["CaseResult", "run_case", "run_policy_tests", "offline_outcome"]
@@ -43,6 +46,11 @@ def offline_outcome(policy: Policy, case: PolicyTestCase) -> PolicyOutcome:
     return outcome
 
 
+def _json(value: Any) -> str:
+    """Constraints as the author wrote them (JSON, like YAML's flow style), not as Python."""
+    return json.dumps(to_json_value(value), ensure_ascii=False)
+
+
 def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
     """Run one case."""
     outcome = offline_outcome(policy, case)
@@ -53,13 +61,19 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         )
     if case.check_rule and outcome.rule != case.expect_rule:
         exp = case.expect_rule if case.expect_rule is not None else "null (default)"
-        got = outcome.rule if outcome.rule is not None else "null (default)"
+        got = (
+            outcome.rule
+            if outcome.rule is not None
+            else "null (default)"
+            if outcome.reason_code == "default_applied"
+            else f"no rule ({outcome.reason_code})"  # an error decided: no rule, nor the default
+        )
         failures.append(f"rule: expected {exp}, got {got}")
     if case.expect_constraints is not None and dict(outcome.constraints) != dict(
         case.expect_constraints
     ):
         failures.append(
-            f"constraints: expected {dict(case.expect_constraints)}, got {dict(outcome.constraints)}"
+            f"constraints: expected {_json(case.expect_constraints)}, got {_json(outcome.constraints)}"
         )
     if case.expect_reason_code is not None and outcome.reason_code != case.expect_reason_code:
         failures.append(

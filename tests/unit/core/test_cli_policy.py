@@ -367,3 +367,20 @@ def test_text_in_square_brackets_shows_as_written(tmp_path: Path) -> None:
     )
     code, out, _ = run("policy", "eval", str(policy), "--facts", "{}")
     assert code == 0 and "Needs [finance] review, see [bold]policy[/bold]" in out
+
+
+def test_a_failing_case_is_said_in_the_authors_terms(tmp_path: Path) -> None:
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text(
+        "policy: refund\ncases:\n"
+        "  - name: wrong constraints\n"
+        "    facts: {tenure_days: 10, amount: '600', prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: allow_with_constraints, constraints: {refund_method: cash}}\n"
+        "  - name: bad facts decide no rule\n"
+        "    facts: {tenure_days: 10, amount: 'lots', prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: allow, rule: credit-only}\n"
+    )
+    code, out, _ = run("policy", "test", str(tmp_path))
+    assert code == 1
+    assert 'constraints: expected {"refund_method": "cash"}, got {"refund_method": "credit"}' in out
+    assert "rule: expected credit-only, got no rule (invalid_facts)" in out
