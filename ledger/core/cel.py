@@ -95,6 +95,7 @@ at a plain function call.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import functools
 import operator
 import re
@@ -1092,7 +1093,9 @@ class _Compiler:
             self.refs.add(name)
             return _Expr(f"f[{name!r}]", "dyn", weight=_W_OP, fallible=True)
         if name not in self.facts:
-            raise self.fail(token, f"undeclared fact {name!r}")
+            close = difflib.get_close_matches(name, list(self.facts), n=1, cutoff=0.75)
+            meant = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.fail(token, f"undeclared fact {name!r}{meant}")
         self.refs.add(name)
         return _Expr(
             f"f[{name!r}]",
@@ -1145,7 +1148,7 @@ class _Compiler:
         a, b = self.coerce_pair(a, b)
         if op in ("==", "!="):
             if not (_compatible(a.type, b.type) or "null" in (a.type, b.type)):
-                raise self.fail(node, f"cannot compare {a.type} with {b.type}")
+                raise self.fail(node, f"cannot compare {a.type} with {b.type}{_quoted(a, b)}")
             self.check_enum(a, b, node)
             self.check_enum(b, a, node)
         else:
@@ -1155,7 +1158,9 @@ class _Compiler:
                 and not a.type.startswith("list")
             )
             if not ok:
-                raise self.fail(node, f"cannot order {a.type} and {b.type} with {op}")
+                raise self.fail(
+                    node, f"cannot order {a.type} and {b.type} with {op}{_quoted(a, b)}"
+                )
         dyn = "dyn" in (a.type, b.type)  # "a" < 1 and the like raise TypeError
         if a.const is _NO_CONST and b.const is _NO_CONST:
             if _sized(a.type) and _sized(b.type):
@@ -1457,6 +1462,49 @@ class _Compiler:
         raise self.fail(node, f"unsupported function {name}()")
 
 
+_LONE_EQUALS: Final = re.compile(r"(?<![=!<>])=(?!=)")
+_WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b")
+_CURLY_QUOTES: Final = "\u201c\u201d\u2018\u2019\u00ab\u00bb"
+
+
+def _syntax_hint(text: str) -> str | None:
+    """What a condition's author most likely meant, for the mistakes people make most."""
+    curly = sorted({c for c in text if c in _CURLY_QUOTES})
+    if curly:
+        return f"curly quotes {''.join(curly)}: write text in straight quotes, \"…\" or '…'"
+    bare = _strip_strings(text)
+    if _LONE_EQUALS.search(bare):
+        return "use == to compare (= is not an operator)"
+    word = _WORD_OPERATORS.search(bare)
+    if word:
+        return (
+            f"CEL writes {word.group(1)!r} as "
+            + {"and": "&&", "or": "||", "not": "!"}[word.group(1)]
+        )
+    return None
+
+
+def _strip_strings(text: str) -> str:
+    """``text`` with its string literals blanked, so a hint never reads inside one."""
+    return re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'", '""', text)
+
+
+def _quoted(a: _Expr, b: _Expr) -> str:
+    """A hint when a number was written in quotes: ``amount <= "100"``."""
+    for number, text in ((a, b), (b, a)):
+        if (
+            number.type in ("int", "decimal", "double")
+            and text.type == "string"
+            and isinstance(text.const, str)
+            and _NUMBER.fullmatch(text.const.strip())
+        ):
+            return f": write the number without quotes, {text.const.strip()} not {text.const!r}"
+    return ""
+
+
+_NUMBER: Final = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
 def _parse(text: str) -> Any:
     # Imported lazily: building the LALR parser is the slow part of loading a policy, and
     # modules that never see a condition (replay of grants only) should not pay for it.
@@ -1467,7 +1515,12 @@ def _parse(text: str) -> Any:
         return CELParser().parse(text)
     except CELParseError as exc:
         first = str(exc).splitlines()[0] if str(exc).strip() else "syntax error"
-        raise _Problem(f"syntax error near {first.strip()!r}", exc.line, exc.column) from exc
+        hint = _syntax_hint(text)
+        raise _Problem(
+            f"syntax error near {first.strip()!r}" + (f": {hint}" if hint else ""),
+            exc.line,
+            exc.column,
+        ) from exc
     except LarkError as exc:
         raise _Problem(
             f"syntax error: {str(exc).splitlines()[0] if str(exc) else exc!r}", None, None

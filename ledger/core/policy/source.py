@@ -244,6 +244,9 @@ def load_yaml(
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        hint = _yaml_hint(message)
+        if hint:
+            message = f"{hint} (the YAML parser says: {message})"
         raise PolicyError(
             [
                 PolicyProblem(
@@ -259,6 +262,32 @@ def load_yaml(
         if loader is not None:
             loader.dispose()
     return data, marks
+
+
+_YAML_HINTS: Final = (
+    ("'\\t'", "a tab: YAML indents with spaces only"),
+    (
+        "for the tag '!",
+        'a value starting with ! is read as a YAML tag: quote the condition, when: "!has(x)"',
+    ),
+    ("scanning a tag", 'a value starting with ! is read as a YAML tag: quote it, "!…"'),
+    ("scanning an anchor", 'a value starting with & is read as a YAML anchor: quote it, "&…"'),
+    ("scanning an alias", 'a value starting with * is read as a YAML alias: quote it, "*…"'),
+    ("undefined alias", 'a value starting with * is read as a YAML alias: quote it, "*…"'),
+    (
+        "mapping values are not allowed here",
+        "': ' inside a value starts a new mapping: quote the whole value",
+    ),
+    ("expected <block end>", "this line's indentation does not line up with the lines above it"),
+    ("could not find expected ':'", "a key without ':' or a line indented too far"),
+    ("expected ',' or ']'", "a [list] is not closed, or an item in it needs quotes"),
+    ("expected ',' or '}'", "a {mapping} is not closed, or a value in it needs quotes"),
+)
+"""Parser messages, by a fragment, and what a policy author should do about them."""
+
+
+def _yaml_hint(message: str) -> str | None:
+    return next((hint for fragment, hint in _YAML_HINTS if fragment in message), None)
 
 
 def parse_policy(

@@ -234,7 +234,9 @@ class Validator:
         ok = True
         if not isinstance(name, str) or not _FACT_RE.match(name):
             self.add(
-                f"fact name {_describe(name)} must be an identifier (letters, digits, _)", path
+                f"fact name {_describe(name)} must be an identifier: ASCII letters, digits and _, "
+                "not starting with a digit",
+                path,
             )
             return None
         if name in RESERVED_NAMES:
@@ -565,6 +567,13 @@ def build(
         v.add(f"a policy document must be a mapping, got {_describe(data)}", ())
         v.raise_if_any()
         raise AssertionError("unreachable")
+    if "cases" in data and "governs" not in data:  # a tests file read as a policy
+        v.add(
+            "this looks like a tests file (it has cases:, no governs:): name it after its "
+            "policy's file, refund.yaml -> refund.tests.yaml",
+            (),
+        )
+        v.raise_if_any()
     allowed = set(_TOP_KEYS) if allow_tests else _TOP_KEYS - {"tests"}
     v.keys(data, (), allowed=allowed, required={"policy", "governs", "owner", "default"})
 

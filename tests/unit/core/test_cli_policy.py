@@ -384,3 +384,53 @@ def test_a_failing_case_is_said_in_the_authors_terms(tmp_path: Path) -> None:
     assert code == 1
     assert 'constraints: expected {"refund_method": "cash"}, got {"refund_method": "credit"}' in out
     assert "rule: expected credit-only, got no rule (invalid_facts)" in out
+
+
+@pytest.mark.parametrize(
+    ("when", "said"),
+    [
+        ('standing = "good"', "use == to compare"),
+        ("amount > 1 and tenure_days > 0", "CEL writes 'and' as &&"),
+        ("standing == \u201cgood\u201d", "curly quotes"),
+        ("tenure_dys > 90", "undeclared fact 'tenure_dys' (did you mean 'tenure_days'?)"),
+        ('amount <= "100"', "write the number without quotes, 100 not '100'"),
+        ('tenure_days == "3"', "write the number without quotes, 3 not '3'"),
+    ],
+)
+def test_a_condition_mistake_says_what_was_meant(tmp_path: Path, when: str, said: str) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(REFUND.read_text().replace("when: amount < 750", f"when: '{when}'", 1))
+    code, _, err = run("policy", "validate", str(policy))
+    assert code == 3 and said in err, err
+
+
+def test_no_hint_reads_inside_a_string_literal(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        REFUND.read_text().replace("when: amount < 750", "when: 'standing == \"a = b and c\"'", 1)
+    )
+    code, _, err = run("policy", "validate", str(policy))
+    assert code == 3 and "use ==" not in err and "&&" not in err  # an enum problem, not syntax
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("    when: !has(reason_code)", "read as a YAML tag: quote the condition"),
+        ("    when: standing: good", "': ' inside a value starts a new mapping"),
+        ("\twhen: amount < 750", "a tab: YAML indents with spaces only"),
+        ("   when: amount < 750", "indentation does not line up"),
+    ],
+)
+def test_a_yaml_mistake_says_what_to_do(tmp_path: Path, line: str, said: str) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(REFUND.read_text().replace("    when: amount < 750", line, 1))
+    code, _, err = run("policy", "validate", str(policy))
+    assert code == 3 and said in err and "the YAML parser says" in err, err
+
+
+def test_a_misnamed_tests_file_is_said_to_be_one(tmp_path: Path) -> None:
+    tests = tmp_path / "refund-tests.yaml"
+    tests.write_text((EXAMPLES / "refund.tests.yaml").read_text())
+    code, _, err = run("policy", "validate", str(tests))
+    assert code == 3 and "this looks like a tests file" in err and "missing required" not in err
