@@ -244,7 +244,10 @@ def list_policies(bootstrap: str | None, as_json: bool) -> None:
 @json_option
 @handle_errors
 def show(name: str, bootstrap: str | None, as_json: bool) -> None:
-    """Full history of one policy: every version and every lifecycle event, who and when."""
+    """Full history of one policy: every version and every lifecycle event, who, when and why.
+
+    The table leaves out each event's signature proof and the documents; --json has them all.
+    """
     state, history = current_state(bootstrap)
     record = state.policies.get(name)
     if record is None:
@@ -309,6 +312,10 @@ def _details(event: Any) -> str:
         "content_hash",
         "governs",
         "owner",
+        # The signature's proof: `ledger actor verify` checks it, --json shows it.
+        "command_key_id",
+        "command_signature",
+        "signed_command",
     }
     return ", ".join(
         f"{k}={v}" for k, v in data.items() if k not in skip and v not in (None, [], "")

@@ -84,12 +84,21 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     valid: list[dict[str, Any]] = []
     bad = 0
     files = _yaml_files(paths, tests=True)
+    for path in [*files]:  # a policy file named alone brings the tests file beside it
+        if not path.is_dir() and not _is_tests_file(path):
+            siblings = [path.with_name(path.name.rsplit(".", 1)[0] + s) for s in _TESTS_SUFFIXES]
+            files.extend(s for s in siblings if s.is_file() and s not in files)
     for path in files:
         try:
             if _is_tests_file(path):
                 named, cases = parse_test_cases(
                     read_text_file(path, what="policy tests file"), filename=str(path)
                 )
+                mismatches = _against_policy(path, named, cases)
+                if mismatches:
+                    problems.extend(mismatches)
+                    bad += 1
+                    continue
                 valid.append({"file": str(path), "tests_of": named, "cases": len(cases)})
                 continue
             policy = _load(path)
@@ -132,6 +141,37 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
 
 
 _TESTS_SUFFIXES = (_TESTS_SUFFIX, ".tests.yml")
+
+
+def _against_policy(
+    path: Path, named: str | None, cases: Iterable[PolicyTestCase]
+) -> list[PolicyProblem]:
+    """What `policy test` would refuse or could never pass, found without running a case: a
+    tests file naming another policy than the one beside it, a case expecting a rule the policy
+    does not have. Nothing when the policy beside it is missing or invalid (said on its own)."""
+    beside = _policy_beside(path)
+    try:
+        policy = _load(beside)
+    except (PolicyError, UsageError):
+        return []
+    if named is not None and named != policy.name:
+        return [
+            PolicyProblem(
+                message=f"tests policy {named!r} but {beside} is policy {policy.name!r}",
+                file=str(path),
+            )
+        ]
+    rules = {r.id for r in policy.rules}
+    return [
+        PolicyProblem(
+            message=f"case {case.name!r} expects rule {case.expect_rule!r}, which {beside} does "
+            f"not have (its rules: {', '.join(sorted(rules)) or 'none'})",
+            file=case.file or str(path),
+            line=case.line,
+        )
+        for case in cases
+        if case.check_rule and case.expect_rule is not None and case.expect_rule not in rules
+    ]
 
 
 def _is_tests_file(path: Path) -> bool:

@@ -143,7 +143,7 @@ def test_one_unreadable_file_among_several_does_not_hide_the_others(tmp_path: Pa
     assert "problem(s) in 2 file(s)" in err.strip().splitlines()[-1]
     code, out, _ = run("policy", "validate", "--json", str(REFUND), str(missing))
     shown = json.loads(out)
-    assert code == 3 and [v["policy"] for v in shown["valid"]] == ["refund"]
+    assert code == 3 and [v.get("policy") for v in shown["valid"]] == ["refund", None]  # + tests
     assert any("no such policy file" in p["message"] for p in shown["problems"])
 
 
@@ -434,3 +434,42 @@ def test_a_misnamed_tests_file_is_said_to_be_one(tmp_path: Path) -> None:
     tests.write_text((EXAMPLES / "refund.tests.yaml").read_text())
     code, _, err = run("policy", "validate", str(tests))
     assert code == 3 and "this looks like a tests file" in err and "missing required" not in err
+
+
+def test_policy_show_history_leaves_the_signature_proof_to_json() -> None:
+    from datetime import UTC, datetime
+
+    from ledger.cli.lifecycle import _details
+    from ledger.core.events import PolicyVersionApproved
+
+    approved = PolicyVersionApproved(
+        event_id="e",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        actor="human:bob",
+        command_id="c",
+        policy="refund",
+        sequence=2,
+        version=1,
+        command_key_id="k1",
+        command_signature=b"\x01" * 64,
+        signed_command='{"document": "policy: refund …"}',
+    )
+    assert _details(approved) == "version=1"
+
+
+def test_validate_checks_the_tests_beside_a_policy_against_it(tmp_path: Path) -> None:
+    # `validate refund.yaml` said ok while refund.tests.yaml beside it expected a rule the policy
+    # does not have, or named another policy: `policy test` then failed or refused.
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    tests = tmp_path / "refund.tests.yaml"
+    good = (EXAMPLES / "refund.tests.yaml").read_text()
+    tests.write_text(good.replace("rule: credit-only", "rule: credit-onyl", 1))
+    code, out, err = run("policy", "validate", str(tmp_path / "refund.yaml"))
+    assert code == 3 and "ok  " in out  # the policy itself is fine
+    assert "expects rule 'credit-onyl', which" in err and f"{tests}:" in err
+    tests.write_text(good.replace("policy: refund", "policy: refnd", 1))
+    code, _, err = run("policy", "validate", str(tmp_path))
+    assert code == 3 and "tests policy 'refnd' but" in err
+    tests.write_text(good)
+    code, out, _ = run("policy", "validate", str(tmp_path / "refund.yaml"))
+    assert code == 0 and "8 test cases of policy refund" in out
