@@ -94,6 +94,9 @@ _ANSWER_TEXT_CHARS = 1_000
 REMEMBER_REJECTIONS: Final = COMMAND_VALID_FOR + CLOCK_SKEW + timedelta(minutes=1)
 """How long a rejection is remembered against its command id (and how far back the processor
 reads its answers at start): longer than any command stays valid."""
+REMEMBER_MOST: Final = 200_000
+"""Rejections remembered at most (each with its reason cut to 1,000 characters: ~250 MB at the
+very worst); beyond, the oldest are forgotten early."""
 
 
 @dataclass
@@ -235,6 +238,7 @@ class CommandHandler:
         self.applied = AppliedCommands()  # the follower tells it of every event
         # command id -> (when it was answered, the rejection): authenticated commands' only.
         self.rejected: OrderedDict[str, tuple[datetime, Rejection]] = OrderedDict()
+        self._forgetting = False  # warned that rejections are forgotten early
         self.letters = DeadLetters(
             codec=codec,
             topic=settings.topics.dead_letters,
@@ -257,9 +261,19 @@ class CommandHandler:
             and result.code not in AUTHENTICATION_CODES
             and result.occurred_at >= cutoff
         ):
+            if len(rejected) >= REMEMBER_MOST:  # a flood of refused commands: keep the newest
+                rejected.popitem(last=False)
+                if not self._forgetting:
+                    self._forgetting = True
+                    log.warning(
+                        "over %d rejections in %s: the oldest are forgotten early (a re-sent "
+                        "one is decided again); is someone flooding ledger.commands?",
+                        REMEMBER_MOST,
+                        REMEMBER_REJECTIONS,
+                    )
             rejected[result.command_id] = (
                 result.occurred_at,
-                Rejection(code=result.code, message=result.reason),
+                Rejection(code=result.code, message=_cut(result.reason)),
             )
 
     def first_answer(self, command_id: str) -> FirstAnswer | None:

@@ -165,9 +165,14 @@ def _shown(text: str, limit: int = 200) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
+REJECTION_CHARS: Final = 4_000
+"""A rejection's message at most: the processor remembers rejections for minutes, and one that
+quoted a sender's megabyte of text at full length was a way to fill its memory."""
+
+
 def _reject(code: str, message: str) -> Rejection:
     assert code in REJECTION_CODES, code
-    return Rejection(code=code, message=message)
+    return Rejection(code=code, message=_clipped(message, REJECTION_CHARS))
 
 
 def command_aggregate(command: Command) -> str:
@@ -444,7 +449,7 @@ def register_anchors(
 def _record(state: LedgerState, name: str) -> PolicyRecord | Rejection:
     record = state.policies.get(name)
     if record is None or not record.versions:
-        return _reject("unknown_policy", f"no policy named {name!r}")
+        return _reject("unknown_policy", f"no policy named {_shown(name)}")
     return record
 
 
@@ -478,7 +483,11 @@ def _propose(
     try:
         policy = parse_policy(c.document, limits=limits)
     except PolicyError as exc:
-        return _reject("invalid_policy", "; ".join(str(p) for p in exc.problems))
+        shown = [str(p) for p in exc.problems[:20]]
+        more = len(exc.problems) - len(shown)
+        return _reject(
+            "invalid_policy", "; ".join(shown) + (f"; and {more} more problem(s)" if more else "")
+        )
     if policy.name != c.policy:
         return _reject(
             "invalid_policy",
@@ -725,7 +734,7 @@ def _issue(
     if not valid_principal(c.principal):
         return _reject(
             "invalid_principal",
-            f"{c.principal!r} is not a principal: use {PRINCIPAL_FORM}",
+            f"{_shown(c.principal)} is not a principal: use {PRINCIPAL_FORM}",
         )
     # Authorization (it reads the principal only) before anything else the sender supplied is
     # compiled or looked up: the condition, the grant id.
@@ -758,7 +767,7 @@ def _issue(
         except PolicyError as exc:
             return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
     if _find_grant(state, c.grant_id) is not None:
-        return _reject("duplicate_grant", f"grant {c.grant_id!r} exists")
+        return _reject("duplicate_grant", f"grant {_shown(c.grant_id)} exists")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
     return (
         GrantIssued(
@@ -797,7 +806,7 @@ def _revoke(
     if denied:
         return denied
     if record is None:
-        return _reject("unknown_grant", f"no grant {c.grant_id!r} (never issued, or revoked)")
+        return _reject("unknown_grant", f"no grant {_shown(c.grant_id)} (never issued, or revoked)")
     return (
         GrantRevoked(
             event_id=new_id(),
@@ -821,10 +830,10 @@ def _role(
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     if not valid_principal(c.principal) or c.principal.startswith("role:"):
         return _reject(
-            "invalid_principal", f"{c.principal!r} is not a non-role kind:name principal"
+            "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
         )
     if not valid_principal(c.role) or not c.role.startswith("role:"):
-        return _reject("invalid_role", f"{c.role!r} is not role:<name>")
+        return _reject("invalid_role", f"{_shown(c.role)} is not role:<name>")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
     if isinstance(c, AssignRole) and c.role in record.roles:
         return _reject("already_applied", f"{c.principal} already holds {c.role}")

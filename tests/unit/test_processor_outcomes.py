@@ -294,13 +294,34 @@ def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> 
 def test_an_answer_repeating_huge_sender_text_is_cut_to_fit() -> None:
     # Refused as not kind:name, with the principal in both the reason and the aggregate.
     command = grant(principal="p" * 7_000)
-    step = command_handler(OutputLimit(12_000)).handle(
+    step = command_handler(OutputLimit(7_200)).handle(
         KEYED, msg(0, CODEC.encode(command), topic="commands")
     )
     ((_, result),) = decoded(step.outputs)
     assert isinstance(result, CommandRejected) and result.code == "invalid_principal"
     assert len(result.aggregate) < 1_100 and len(result.reason) < 1_100
     assert result.command_id == command.event_id
+
+
+def test_a_remembered_rejection_never_holds_a_senders_megabyte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rejections are remembered for minutes; one quoting a 960 KB principal at full length (4x
+    # as a repr) filled memory at ~70 MB/s from any principal with a key.
+    from processors import command_processor
+
+    handler = command_handler(OutputLimit(2_000_000))
+    for i in range(3):
+        command = grant(principal="\x00" * 500_000)
+        handler.handle(KEYED, msg(i, CODEC.encode(command), topic="commands"))
+        (_, rejection) = handler.rejected[command.event_id]
+        assert rejection.code == "invalid_principal" and len(rejection.message) < 1_100
+    handler.rejected.clear()
+    monkeypatch.setattr(command_processor, "REMEMBER_MOST", 3)
+    sent = [grant(principal="bad") for _ in range(5)]  # and at most so many of them
+    for i, command in enumerate(sent):
+        handler.handle(KEYED, msg(i, CODEC.encode(command), topic="commands"))
+    assert list(handler.rejected) == [c.event_id for c in sent[2:]]  # the newest kept
 
 
 def test_a_command_the_processor_fails_on_is_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,9 @@ __all__ = ["Marks", "Validator", "build"]
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _FACT_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_PROBLEMS: Final = 100
+"""Problems listed for one document at most; validation stops there (time and memory stay
+bounded for a document of thousands of broken rules, and nobody fixes more at once)."""
 _ACTION_RE: Final = re.compile(r"^[A-Za-z0-9_.\-*?:/]+$")
 
 
@@ -97,6 +100,11 @@ class Validator:
                 column=column,
             )
         )
+        if len(self.problems) >= MAX_PROBLEMS:  # a document of thousands of broken rules
+            stop = PolicyProblem(
+                message=f"stopped after {MAX_PROBLEMS} problems: fix these first", file=self.file
+            )
+            raise PolicyError([*sorted(self.problems, key=lambda p: p.line or 0), stop])
 
     def raise_if_any(self) -> None:
         if self.problems:

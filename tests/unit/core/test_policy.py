@@ -258,3 +258,16 @@ def test_deeply_nested_condition() -> None:
         parse_policy(
             f"policy: x\ngoverns: [a]\nowner: o\nfacts: {{n: int}}\nrules: [{{id: r, when: '{cond}', effect: allow}}]\ndefault: {{effect: deny}}\n"
         )
+
+
+def test_validation_stops_after_so_many_problems() -> None:
+    # 49,000 broken rules took 2.1 s and a 3 MB rejection; nobody fixes more than a screenful.
+    from ledger.core.policy.validate import MAX_PROBLEMS
+
+    rules = "".join(f"  - {{id: r{i}, effect: permit}}\n" for i in range(5_000))
+    text = f"policy: x\ngoverns: [a]\nowner: o\nrules:\n{rules}default: {{effect: deny}}\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text)
+    found = caught.value.problems
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[-1].message == f"stopped after {MAX_PROBLEMS} problems: fix these first"
