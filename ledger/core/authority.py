@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ledger.core.builders import builder
 from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
@@ -50,6 +50,7 @@ __all__ = [
     "unauthorized_reason",
     "capabilities",
     "effective_grants",
+    "Authorization",
     "authorize_request",
 ]
 
@@ -158,7 +159,10 @@ class Grant:
         self, facts: Mapping[str, Any], context: Mapping[str, Any], meter: Meter | None = None
     ) -> str | None:
         """``None`` when the condition holds (or there is none); otherwise why it does not."""
-        outcome = self._condition(facts, context, meter)
+        return self.fault_of(self._condition(facts, context, meter))
+
+    def fault_of(self, outcome: bool | Exception) -> str | None:
+        """What :meth:`condition_fault` says of an outcome its condition already gave."""
         if outcome is True:
             return None
         when = f"grant {self.grant_id} holds only when `{self.condition}`"
@@ -323,6 +327,16 @@ def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:
     return result
 
 
+class Authorization(NamedTuple):
+    """What :func:`authorize_request` found."""
+
+    grant: Grant | None
+    over_budget: bool
+    first: bool | Exception | None = None
+    """The outcome of the first grant tried (False, or the fault that stopped its condition)
+    when none held; ``None`` when no grant was tried or one held."""
+
+
 def authorize_request(
     state: LedgerState,
     principal: str,
@@ -334,17 +348,19 @@ def authorize_request(
     context: Mapping[str, Any] = _EMPTY,
     limits: Limits = DEFAULT_LIMITS,
     meter: Meter | None = None,
-) -> tuple[Grant | None, bool]:
-    """:func:`authorize` for one request: ``(grant or None, budget exceeded)``.
+) -> Authorization:
+    """:func:`authorize` for one request: ``(grant or None, budget exceeded, first outcome)``.
 
     The grant conditions tried share one budget of ``limits.evaluation_cost`` units, made only
     when the first metered condition is reached (most grants have none), or ``meter`` when
     given (the items of a pre-evaluation share one). A condition that spends it does not hold;
-    the second element then tells the evaluator to answer ``error`` /
-    ``evaluation_budget_exceeded`` rather than a plain denial.
+    ``over_budget`` then tells the evaluator to answer ``error`` /
+    ``evaluation_budget_exceeded`` rather than a plain denial. ``first`` is what the first grant
+    tried gave, for :func:`unauthorized_reason` (which would otherwise run it again).
     """
     stopped = False  # one of this request's conditions ran out of budget (a shared meter may
     # be spent before this request: only what its own conditions needed counts)
+    first: bool | Exception | None = None
     for grant in effective_grants(state, principal):
         if not (grant.covers(action, resource) and grant.in_force(now)):
             continue
@@ -353,9 +369,11 @@ def authorize_request(
             meter = Meter(limits.evaluation_cost)
         outcome = grant._condition(facts, context, meter)
         if outcome is True:
-            return grant, False
+            return Authorization(grant, False)
+        if first is None:
+            first = outcome
         stopped = stopped or isinstance(outcome, BudgetExceeded)
-    return None, stopped
+    return Authorization(None, stopped, first)
 
 
 def authorize(
@@ -387,10 +405,13 @@ def unauthorized_reason(
     now: datetime,
     facts: Mapping[str, Any] = _EMPTY,
     context: Mapping[str, Any] = _EMPTY,
+    tried: bool | Exception | None = None,
 ) -> str:
     """Why :func:`authorize` found no grant, naming the closest grant when there is one.
 
-    Only computed on the deny path, so it may take its time.
+    Only computed on the deny path. ``tried`` is the first grant's outcome from
+    :func:`authorize_request` (:attr:`Authorization.first`): given, its condition is not run
+    again — a second run would have had a budget of its own, doubling a denial's work.
     """
     covering = [g for g in effective_grants(state, principal) if g.covers(action, resource)]
     if not covering:
@@ -400,7 +421,8 @@ def unauthorized_reason(
         g = covering[0]
         window = f"valid from {_when(g.valid_from)} until {_when(g.valid_until)}"
         return f"{principal}'s grant {g.grant_id} for {action} on {resource} is not in force now ({window})"
-    fault = in_force[0].condition_fault(facts, context)
+    first = in_force[0]
+    fault = first.fault_of(tried) if tried is not None else first.condition_fault(facts, context)
     return (
         fault or f"{principal}'s grant {in_force[0].grant_id} applies now"
     )  # not reached on a denial

@@ -245,7 +245,7 @@ def evaluate(
         long += decimal_problems(context, limits, "context.")
     if long:
         return _before_policy(state, request, writer, _ERROR, "invalid_facts", long, facts, context)
-    grant, over_budget = authorize_request(
+    grant, over_budget, tried = authorize_request(
         state,
         principal,
         action,
@@ -263,7 +263,7 @@ def evaluate(
         )
     if grant is None:
         reason = unauthorized_reason(
-            state, principal, action, resource, now=now, facts=facts, context=context
+            state, principal, action, resource, now=now, facts=facts, context=context, tried=tried
         )
         return _before_policy(
             state, request, writer, Determination.DENY, "no_authority", reason, facts, context

@@ -441,10 +441,31 @@ def test_grant_conditions_are_bounded_and_fail_closed() -> None:
     assert decision.reason_code == "evaluation_budget_exceeded" and decision.grant_id is None
     # The governance path (lifecycle) asks authorize(): the grant simply does not apply.
     assert authorize(state, "agent:a", "p.act", "x", now=T0, facts=facts) is None
-    assert authorize_request(state, "agent:a", "p.act", "x", now=T0, facts=facts) == (None, True)
+    found = authorize_request(state, "agent:a", "p.act", "x", now=T0, facts=facts)
+    assert (found.grant, found.over_budget) == (None, True)
+    assert isinstance(found.first, BudgetExceeded)
     # Small facts: the grant applies as before.
     ok = replace(request, facts={"xs": ("1", "2!", "2")})
     assert evaluate(state, ok, now=T0, evaluator_id="t").reason_code == "ungoverned_action"
+
+
+def test_a_denial_runs_each_grant_condition_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Saying why it was denied ran the first grant's condition again with a budget of its own:
+    # a denial could cost twice the evaluation budget.
+    from ledger.core.authority import Grant
+
+    state = _state_with_grant("size(xs) > 5")
+    runs: list[object] = []
+    original = Grant._condition
+
+    def counted(self: Grant, *args: Any) -> Any:
+        runs.append(self.grant_id)
+        return original(self, *args)
+
+    monkeypatch.setattr(Grant, "_condition", counted)
+    decision = evaluate(state, _asked({"xs": ("a",)}), now=T0, evaluator_id="t")
+    assert decision.reason_code == "no_authority" and len(runs) == 1
+    assert "which is false for this request" in decision.reasons[0]
 
 
 def test_long_decimals_are_refused_before_any_condition_compares_them() -> None:
@@ -758,3 +779,14 @@ def test_what_a_comparison_reads_is_charged_in_grant_conditions_too() -> None:
         meter = Meter(1_000)
         assert c.fn({"a": a, "b": b}, {}, meter) is False
         assert meter.left == 1_000 - units, (a, b)
+
+
+def test_a_list_looked_up_in_a_literal_list_is_charged_by_its_length() -> None:
+    # Python keeps no hash of a tuple: `region in ["eu", "us"]` with a 200,000-item list as
+    # `region`, inside a macro over 2,000 items, hashed 4*10^8 items for 8 units a time.
+    state = _state_with_grant('items.exists(i, i == "gift" && region in ["eu", "us"])')
+    facts = {"items": ("gift",) * 2_000, "region": ("",) * 200_000}
+    decision = evaluate(state, _asked(facts), now=T0, evaluator_id="t")
+    assert decision.reason_code == "evaluation_budget_exceeded"
+    small = evaluate(state, _asked({"items": ("gift",), "region": "eu"}), now=T0, evaluator_id="t")
+    assert small.grant_id is not None  # a text is still found as before
