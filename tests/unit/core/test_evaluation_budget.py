@@ -790,3 +790,16 @@ def test_a_list_looked_up_in_a_literal_list_is_charged_by_its_length() -> None:
     assert decision.reason_code == "evaluation_budget_exceeded"
     small = evaluate(state, _asked({"items": ("gift",), "region": "eu"}), now=T0, evaluator_id="t")
     assert small.grant_id is not None  # a text is still found as before
+
+
+def test_a_search_is_charged_by_both_texts_lengths() -> None:
+    # CPython compares up to len(text) x len(needle) characters for texts under ~30,000:
+    # 0.8 ms for one search the text's length alone priced at 1,875 units (~0.4 us a unit).
+    text, needle = "a" * 29_999, "a" * 96 + "baa"
+    meter = Meter(1_000_000)
+    condition = compile_condition("s.contains(t)", facts={"s": "string", "t": "string"})
+    assert condition.fn({"s": text, "t": needle}, {}, meter) is False
+    assert 1_000_000 - meter.left >= 11_000  # ~0.07 us a unit for what was measured
+    small = Meter(1_000_000)
+    assert condition.fn({"s": "a refund for fraud", "t": "fraud"}, {}, small) is True
+    assert 1_000_000 - small.left <= 3  # everyday searches stay nearly free
