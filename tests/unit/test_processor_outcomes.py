@@ -416,3 +416,13 @@ def test_a_worker_stopped_after_queueing_everything_stops_normally() -> None:
 
     asyncio.run(scenario())
     assert producer.queued == [b"decision"]
+
+
+def test_recent_ids_forget_the_oldest_and_hold_digests_only() -> None:
+    from processors.evaluator import RecentIds
+
+    recent = RecentIds(capacity=2)
+    long_ids = [bytes([65 + i]) * 128 for i in range(3)]
+    recent.update(long_ids)
+    assert [i in recent for i in long_ids] == [False, True, True] and len(recent) == 2
+    assert all(len(kept) == 16 for kept in recent._ids)  # 128-character ids, 16 bytes each
