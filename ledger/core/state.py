@@ -84,7 +84,7 @@ __all__ = [
     "load_document",
 ]
 
-_MEMO_LIMIT: Final = 8192  # bound on cached per-action lookups: request actions are untrusted input
+_MEMO_LIMIT: Final = 8192  # cached per-action lookups at most (oldest out): actions are untrusted
 
 
 RECORDED_LIMITS: Final = replace(
@@ -950,13 +950,16 @@ def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
     deciding, observing = _governance_index(state)
     name = deciding[0].get(action)
     if name is None:
-        key = ("action", action)
-        if key in state.memo:
-            name = state.memo[key]
+        actions = state.memo.get("actions")
+        if actions is None:
+            actions = state.memo["actions"] = {}
+        if action in actions:
+            name = actions[action]
         else:
             name = _lookup(deciding, action) or _lookup(observing, action)
-            if len(state.memo) < _MEMO_LIMIT:
-                state.memo[key] = name
+            if len(actions) >= _MEMO_LIMIT:  # junk actions must not crowd the real ones out
+                del actions[next(iter(actions))]
+            actions[action] = name
     return state.policies[name] if name is not None else None
 
 

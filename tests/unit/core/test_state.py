@@ -1276,3 +1276,15 @@ def test_a_shadow_only_policy_never_takes_over_an_action_another_policy_decides(
     led.deploy(experiment.replace("rules: []", "rules: [{id: no, effect: deny}]"))
     assert (ask("email.send").policy, ask("email.send").rule) == ("aaa-experiment", "no")
     assert ask("refund.issue").policy == "aaa-experiment"
+
+
+def test_junk_actions_do_not_crowd_real_ones_out_of_the_lookup_cache() -> None:
+    from ledger.core.state import _MEMO_LIMIT, governing_policy
+
+    state = replay(EVENTS)
+    for i in range(_MEMO_LIMIT + 100):  # an agent asking about actions no policy governs
+        assert governing_policy(state, f"junk.{i}") is None
+    cached = state.memo["actions"]
+    assert len(cached) == _MEMO_LIMIT and "junk.0" not in cached
+    governing_policy(state, "refund.other")
+    assert "refund.other" in cached  # still cached: the oldest junk made room
