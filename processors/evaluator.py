@@ -38,25 +38,22 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import ChainHead, checkpoint, link
 from ledger.core.evaluate import (
+    batch_without_trace,
     correction_for,
     evaluate,
     evaluate_batch,
-    items_refused,
     unanswerable,
+    without_trace,
 )
 from ledger.core.events import (
     EVALUATOR,
-    BatchDecisionRecorded,
     BatchEvaluationRequested,
-    DecisionRecorded,
-    Determination,
     EvaluationRequested,
 )
 from ledger.core.limits import DEFAULT_LIMITS
@@ -88,7 +85,6 @@ __all__ = [
     "RequestLoop",
     "main",
     "APP_ID",
-    "TRACE_TOO_LARGE",
     "CHECKPOINT_EVERY",
     "CHECKPOINT_INTERVAL",
 ]
@@ -144,11 +140,6 @@ class RecentIds:
 
 def _digest(key: bytes) -> bytes:
     return hashlib.blake2b(key, digest_size=16).digest()
-
-
-TRACE_TOO_LARGE: Final = "trace_too_large"
-"""``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record
-(its meaning is in :data:`ledger.core.evaluate.REASON_CODES`)."""
 
 
 class RequestHandler:
@@ -230,7 +221,7 @@ class RequestHandler:
             stamped, head = link(decision, chain, latency)
             encoded = self.codec.encode(stamped)
             if not self.limit.fits(rid, encoded):
-                reduced = _without_trace(decision, value, self.limit.max_bytes)
+                reduced = without_trace(decision, value, self.limit.max_bytes)
                 stamped, head = link(reduced, chain, latency)
                 encoded = self.codec.encode(stamped)
             out = [(self.topics.decisions, rid, encoded)]
@@ -242,7 +233,7 @@ class RequestHandler:
             stamped_batch, head = link(answer, chain)
             encoded = self.codec.encode(stamped_batch)
             if not self.limit.fits(rid, encoded):
-                stamped_batch, head = link(_batch_without_trace(answer), chain)
+                stamped_batch, head = link(batch_without_trace(answer), chain)
                 encoded = self.codec.encode(stamped_batch)
             out = [(self.topics.decisions, rid, encoded)]
         if not all(self.limit.fits(k, v) for _, k, v in out):
@@ -356,34 +347,6 @@ class RequestHandler:
 def _failure(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _without_trace(
-    decision: DecisionRecorded, request: bytes | None, limit: int
-) -> DecisionRecorded:
-    """An ``error`` decision that fits: the trace's bulky parts left out, the request named."""
-    size, digest = (len(request), hashlib.sha256(request).hexdigest()) if request else (0, "")
-    reason = (
-        f"the full decision trace would be over the {limit}-byte record limit: its facts, context, "
-        f"constraints and shadow results are left out (request record: {size} bytes, sha256 "
-        f"{digest}); treat this as error"
-    )
-    return replace(
-        decision,
-        determination=Determination.ERROR,
-        constraints={},
-        reasons=(reason,),
-        reason_code=TRACE_TOO_LARGE,
-        rule=None,
-        facts={},
-        context={},
-        shadow_results=(),
-    )
-
-
-def _batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
-    """Every item an ``error`` that says why, and nothing else that could be large."""
-    return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE))
 
 
 class _Record:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request
-from ledger.core.evaluate import evaluate, evaluate_batch
+from ledger.core.evaluate import REDUCED_FIELDS, TRACE_TOO_LARGE, evaluate, evaluate_batch
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -30,21 +30,6 @@ __all__ = ["WRITER_FIELDS", "REDUCED_FIELDS", "Difference", "Reproduction", "rep
 
 WRITER_FIELDS: Final = ("latency_us", "evaluator_id", "chain_id", "chain_seq", "prev_hash", "hash")
 """Written by the evaluator instance, not decided: never compared."""
-
-REDUCED_FIELDS: Final = (
-    "determination",
-    "constraints",
-    "reasons",
-    "reason_code",
-    "rule",
-    "facts",
-    "context",
-    "shadow_results",
-    "decisions",
-)
-"""What a ``trace_too_large`` record left out or replaced: not compared for such a record."""
-
-_TRACE_TOO_LARGE: Final = "trace_too_large"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,9 +59,9 @@ class Reproduction:
 
 def _reduced(decision: Decision) -> bool:
     if isinstance(decision, DecisionRecorded):
-        return decision.reason_code == _TRACE_TOO_LARGE
+        return decision.reason_code == TRACE_TOO_LARGE
     return bool(decision.decisions) and all(
-        d.reason_code == _TRACE_TOO_LARGE for d in decision.decisions
+        d.reason_code == TRACE_TOO_LARGE for d in decision.decisions
     )
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -67,7 +68,14 @@ __all__ = [
     "unanswerable",
     "items_refused",
     "correction_for",
+    "TRACE_TOO_LARGE",
+    "REDUCED_FIELDS",
+    "without_trace",
+    "batch_without_trace",
 ]
+
+TRACE_TOO_LARGE: Final = "trace_too_large"
+"""``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record."""
 
 REASON_CODES: Final[dict[str, str]] = {
     "no_authority": "deny: no grant of the principal or its roles covers the action on the resource now",
@@ -77,7 +85,7 @@ REASON_CODES: Final[dict[str, str]] = {
     "invalid_facts": "error: facts missing, unknown, ill-typed or out of range",
     "condition_error": "error: a rule's condition failed on the given values (e.g. division by zero)",
     "policy_unavailable": "error: the deciding version's stored document does not load",
-    "trace_too_large": "error: the full decision trace would not fit a Kafka record; facts, "
+    TRACE_TOO_LARGE: "error: the full decision trace would not fit a Kafka record; facts, "
     "context, constraints and shadow results are left out, the request's size and SHA-256 are "
     "in the reason",
     "evaluation_budget_exceeded": "error: the conditions needed more work than one request may "
@@ -592,3 +600,48 @@ def correction_for(decision: DecisionRecorded) -> DecisionCorrected | None:
         reasons=decision.reasons,
         constraints=decision.constraints,
     )
+
+
+REDUCED_FIELDS: Final = (
+    "determination",
+    "constraints",
+    "reasons",
+    "reason_code",
+    "rule",
+    "facts",
+    "context",
+    "shadow_results",
+    "decisions",
+)
+"""What :func:`without_trace` and :func:`batch_without_trace` leave out or replace (so a
+reproduction does not compare them for such a record)."""
+
+
+def without_trace(
+    decision: DecisionRecorded, request: bytes | None, limit: int
+) -> DecisionRecorded:
+    """An ``error`` / ``trace_too_large`` decision that fits a ``limit``-byte record: the
+    trace's bulky parts (:data:`REDUCED_FIELDS`) left out, the request's record named by size
+    and SHA-256 (the evaluator's answer when the full trace would not fit)."""
+    size, digest = (len(request), hashlib.sha256(request).hexdigest()) if request else (0, "")
+    reason = (
+        f"the full decision trace would be over the {limit}-byte record limit: its facts, context, "
+        f"constraints and shadow results are left out (request record: {size} bytes, sha256 "
+        f"{digest}); treat this as error"
+    )
+    return replace(
+        decision,
+        determination=Determination.ERROR,
+        constraints={},
+        reasons=(reason,),
+        reason_code=TRACE_TOO_LARGE,
+        rule=None,
+        facts={},
+        context={},
+        shadow_results=(),
+    )
+
+
+def batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
+    """Every item an ``error`` that says why, and nothing else that could be large."""
+    return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ledger.codec import default_codec
 from ledger.core.chain import record_hash
+from ledger.core.evaluate import TRACE_TOO_LARGE
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -27,7 +28,7 @@ from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
 from processors.common import OutputLimit, ProcessorStats
-from processors.evaluator import TRACE_TOO_LARGE, RequestHandler
+from processors.evaluator import RequestHandler
 
 CODEC = default_codec()
 SETTINGS = Settings(home=Path("/nonexistent"))

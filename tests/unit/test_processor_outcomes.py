@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
+from ledger.core.evaluate import TRACE_TOO_LARGE
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -44,7 +45,7 @@ from processors import common
 from processors import evaluator as evaluator_module
 from processors.command_processor import CommandHandler
 from processors.common import OutputLimit, ProcessorStats
-from processors.evaluator import TRACE_TOO_LARGE, RequestHandler
+from processors.evaluator import RequestHandler
 from processors.inflight import InFlight
 
 CODEC = default_codec()
