@@ -23,13 +23,13 @@ from ledger.cli.output import (
     rule_label,
     to_jsonable,
 )
-from ledger.core.authority import glob_matches
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchItemDecision,
     DecisionRecorded,
     Determination,
 )
+from ledger.core.globs import glob_matches
 from ledger.kafka.reading import read_topic
 
 __all__ = ["decisions_cmd"]

@@ -28,6 +28,7 @@ from ledger.codec import default_codec
 from ledger.core.evaluate import request_problem
 from ledger.core.events import Determination, EvaluationRequested
 from ledger.core.facts import parse_facts_json
+from ledger.core.globs import is_pattern
 from ledger.core.policy import (
     Policy,
     PolicyOutcome,
@@ -425,7 +426,7 @@ def eval_(
     """
     policy = _load(file)
     if action is None:  # the first action it names outright; a pattern is no action
-        action = next((a for a in policy.governs if not any(c in a for c in "*?[")), None)
+        action = next((a for a in policy.governs if not is_pattern(a)), None)
         if action is None:
             raise UsageError(
                 f"{file} governs only patterns ({', '.join(policy.governs)}): pass --action, "

@@ -17,7 +17,6 @@ conditions tried for one request share one budget. A condition that spends it do
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import inspect
 import operator
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ledger.core.builders import builder
 from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
 from ledger.core.events import GrantIssued
+from ledger.core.globs import compile_globs
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.pmap import BuiltOnRead
 from ledger.errors import PolicyError
@@ -45,7 +45,6 @@ __all__ = [
     "HeldGrants",
     "compile_grant_condition",
     "valid_principal",
-    "glob_matches",
     "authorize",
     "unauthorized_reason",
     "capabilities",
@@ -63,26 +62,16 @@ PRINCIPAL_FORM: Final = (
 _PRINCIPAL_RE: Final = re.compile(
     rf"^(?:{'|'.join(PRINCIPAL_KINDS)}):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$"
 )
-_NEVER: Final = re.compile(r"(?!)")
 _EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def _never() -> re.Pattern[str]:
+    return compile_globs(())
 
 
 def valid_principal(principal: str) -> bool:
     """Is ``principal`` a well-formed ``kind:name`` string?"""
     return isinstance(principal, str) and _PRINCIPAL_RE.match(principal) is not None
-
-
-@functools.lru_cache(maxsize=4096)
-def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    # Cached: many grants share their patterns, and a state read whole builds every grant.
-    if not patterns:
-        return _NEVER
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
-
-
-def glob_matches(pattern: str, value: str) -> bool:
-    """Does ``value`` match the glob ``pattern`` (``refund.*``), as grants and ``governs`` match?"""
-    return _globs((pattern,)).match(value) is not None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,8 +101,8 @@ class Grant:
     valid_until: datetime | None = None
     approved_by: str | None = None
     note: str | None = None
-    action_re: re.Pattern[str] = field(default=_NEVER, repr=False, compare=False)
-    resource_re: re.Pattern[str] = field(default=_NEVER, repr=False, compare=False)
+    action_re: re.Pattern[str] = field(default_factory=_never, repr=False, compare=False)
+    resource_re: re.Pattern[str] = field(default_factory=_never, repr=False, compare=False)
     compiled: CompiledCondition | None = field(default=None, repr=False, compare=False)
     condition_broken: bool = field(default=False, repr=False, compare=False)
 
@@ -272,8 +261,8 @@ def _compiled_grant(
         valid_until,
         approved_by,
         note,
-        _globs(actions),  # action_re
-        _globs((resource,)),  # resource_re
+        compile_globs(actions),  # action_re
+        compile_globs((resource,)),  # resource_re
         compiled,
         broken,  # condition_broken
     )

@@ -23,7 +23,6 @@ be stale; it is excluded from equality.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import gc
 import re
@@ -53,6 +52,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
+from ledger.core.globs import compile_globs, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
@@ -916,21 +916,14 @@ def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
         shadowed = {p for v in record.shadows for p in record.versions[v].governs} - decides
         for tier, patterns in ((0, decides), (1, shadowed)):
             for pattern in sorted(patterns):
-                if any(ch in pattern for ch in "*?["):
+                if is_pattern(pattern):
                     globs[tier].append((-len(pattern), pattern, name))
                 else:
                     exact[tier].setdefault(pattern, name)  # names in order: lowest wins
-    deciding: _Index = (exact[0], tuple((_glob(p), n) for _, p, n in sorted(globs[0])))
-    observing: _Index = (exact[1], tuple((_glob(p), n) for _, p, n in sorted(globs[1])))
+    deciding: _Index = (exact[0], tuple((compile_globs((p,)), n) for _, p, n in sorted(globs[0])))
+    observing: _Index = (exact[1], tuple((compile_globs((p,)), n) for _, p, n in sorted(globs[1])))
     state.memo["governance"] = (deciding, observing)
     return deciding, observing
-
-
-@functools.lru_cache(maxsize=4_096)
-def _glob(pattern: str) -> re.Pattern[str]:
-    """A ``governs`` glob, compiled once per process: the index is rebuilt at every governance
-    change, and recompiling every glob each time stalled evaluators."""
-    return re.compile(fnmatch.translate(pattern))
 
 
 def _lookup(index: _Index, action: str) -> str | None:

@@ -3,8 +3,7 @@
 Lives here: :func:`make_runner`, which turns a validated policy's facts, rules and default into
 one closure — facts checked and coerced, rules tried in order under one evaluation budget
 (``limits.evaluation_cost``, a :class:`~ledger.core.cel.Meter` per run, only for policies with
-metered conditions), every rule's outcome built once — and :func:`globs_regex`, the compiled
-matcher behind :meth:`Policy.governs_action`.
+metered conditions), every rule's outcome built once.
 
 May import: the stdlib, :mod:`ledger.core.cel`, :mod:`ledger.core.events`,
 :mod:`ledger.core.facts`, :mod:`ledger.core.limits` and :mod:`ledger.core.policy.model`.
@@ -12,8 +11,7 @@ May import: the stdlib, :mod:`ledger.core.cel`, :mod:`ledger.core.events`,
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ledger.core.cel import BudgetExceeded, Meter
@@ -33,7 +31,7 @@ from ledger.core.policy.model import (
     Runner,
 )
 
-__all__ = ["make_runner", "globs_regex"]
+__all__ = ["make_runner"]
 
 
 def _determination(effect: Effect, constraints: Mapping[str, Value]) -> Determination:
@@ -123,10 +121,3 @@ def make_runner(
         return fallback, coerced
 
     return run
-
-
-def globs_regex(patterns: Sequence[str]) -> re.Pattern[str]:
-    """One regex matching any of the action globs (none: matches nothing)."""
-    import fnmatch
-
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or r"(?!)")

@@ -25,6 +25,7 @@ from typing import Any, Final
 from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type
+from ledger.core.globs import compile_globs
 from ledger.core.limits import Limits
 from ledger.core.policy.canonical import canonical_text, content_hash
 from ledger.core.policy.model import (
@@ -35,7 +36,7 @@ from ledger.core.policy.model import (
     PolicyTestCase,
     Rule,
 )
-from ledger.core.policy.runner import globs_regex, make_runner
+from ledger.core.policy.runner import make_runner
 from ledger.errors import PolicyError, PolicyProblem
 
 __all__ = ["Marks", "Validator", "build"]
@@ -747,5 +748,5 @@ def build(
         content_hash=digest,
         source_file=file,
         _runner=make_runner(frozen_facts, rule_tuple, default, limits),
-        _governs_re=globs_regex(governs),
+        _governs_re=compile_globs(governs),
     )
