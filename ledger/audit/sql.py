@@ -28,7 +28,7 @@ statement only, so nothing can write, attach, copy, install, load or set options
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.manifest import listed_file
-from ledger.audit.rows import TOPIC_TYPES, topic_formats
+from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
 from ledger.errors import ExportError, UsageError
 from ledger.settings import TopicNames
@@ -394,8 +394,3 @@ def run_named_typed(
     if set(given) != declared:
         raise UsageError(f"{name} takes {sorted(declared)}, got {sorted(given)}")
     return _execute(con, query.sql, given)
-
-
-def topic_views() -> Sequence[str]:
-    """The names of the base views, one per topic."""
-    return [f"topic_{attribute}" for attribute in TOPIC_TYPES]

@@ -1088,7 +1088,8 @@ def _first_first(rows: _Rows) -> list[Problem]:
 
 
 def verify_throughput(export_dir: ExportPath) -> float:
-    """Records verified per second over the export at ``export_dir`` (for ``benchmarks/audit``).
+    """Records verified per second over the export at ``export_dir`` (tests use it;
+    ``benchmarks.audit`` times :func:`verify_export` itself).
 
     The whole verification runs, whatever it finds, as ``ledger audit verify`` runs it (worker
     processes from 50,000 decisions); the figure is records over wall time.

@@ -126,7 +126,6 @@ __all__ = [
     "ConditionFn",
     "Meter",
     "compile_condition",
-    "CEL_TYPES",
     "RESERVED_NAMES",
 ]
 
@@ -138,9 +137,6 @@ context field (see module doc), the fault (``ArithmeticError``, ``TypeError``, `
 
 # Static types are plain strings: "int", "double", "decimal", "string", "bool", "null",
 # "timestamp", "duration", "list<T>", "dyn" (unknown until run time: context values).
-CEL_TYPES: Final = frozenset(
-    {"int", "double", "decimal", "string", "bool", "timestamp", "list<string>", "dyn"}
-)
 _NUMERIC: Final = frozenset({"int", "double", "decimal"})
 
 RESERVED_NAMES: Final = frozenset(

@@ -90,7 +90,6 @@ _CHECKPOINT_NAMESPACE: Final = uuid.UUID("6c656467-6572-4368-a169-6e0000000001")
 # tests/unit/test_chain.py checks it against canonical_json on generated records.
 
 _Text = Callable[[Any], str]
-_PLAIN: Final = frozenset({str, int, bool, type(None)})
 _encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
 
 

@@ -127,7 +127,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "invalid_percent": "canary needs a percent from 1 to 99; other stages take none",
     "no_previous_version": "there is no earlier active version to roll back to",
     "no_active_version": "a canary needs an active version to share traffic with",
-    "missing_reason": "rollback and retire need a reason",
+    "missing_reason": "rollback, retire and revoking a key need a reason",
     "already_applied": "the command would change nothing (already in that state)",
     "policy_retired": "the policy is retired",
     "invalid_principal": f"a principal must be {PRINCIPAL_FORM}",

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 
-__all__ = ["PMap", "EMPTY_PMAP", "BuiltOnRead"]
+__all__ = ["PMap", "BuiltOnRead"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -296,8 +296,6 @@ class PMap(Mapping[K, V], Generic[K, V]):
         del leaf[key]
         return self._with_leaf(i, j, leaf or None, self._len - 1)
 
-
-EMPTY_PMAP: Final[PMap[object, object]] = PMap()
 
 _ABSENT: Final = object()
 

@@ -236,7 +236,8 @@ def _describe(admin: object, resource: object) -> dict[str, str]:
 def describe_topic_configs(
     bootstrap: str, names: list[str], *, security: KafkaSecurity | None = None
 ) -> dict[str, dict[str, str]]:
-    """Current configs of the named topics (used by tests and `ledger topics create --json`)."""
+    """Current configs of the named topics (what an operator or a test checks a create
+    against; ``ledger topics`` does not print them)."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
     admin = make_admin(bootstrap, security=security)

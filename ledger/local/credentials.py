@@ -32,7 +32,6 @@ __all__ = [
     "USERS",
     "ensure",
     "credential",
-    "client_settings",
     "registered",
     "remember_registered",
     "register",
@@ -72,12 +71,6 @@ def ensure(settings: Settings) -> dict[str, KafkaSecurity]:
 def credential(settings: Settings, role: Role) -> KafkaSecurity:
     """``role``'s credential (generating the set if this home has none yet)."""
     return ensure(settings)[role]
-
-
-def client_settings(settings: Settings, role: Role, bootstrap: str) -> dict[str, object]:
-    """kafka-python keyword arguments of a client of ``role``: ``bootstrap_servers`` and its
-    credential."""
-    return {"bootstrap_servers": bootstrap, **kafka_python_config(credential(settings, role))}
 
 
 def _fingerprint(security: KafkaSecurity) -> str:
