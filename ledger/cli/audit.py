@@ -110,9 +110,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> None:
+def _one_format(as_json: bool, as_csv: bool) -> None:
+    """Before any work: a query over a large export should not run only to be refused."""
     if as_json and as_csv:
         raise UsageError("choose one of --json and --csv")
+
+
+def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> None:
+    _one_format(as_json, as_csv)
     rows = [[_cell(v, k) for v, k in zip(row, kinds, strict=True)] for row in result.rows]
     if as_json:
         print_json([dict(zip(result.columns, row, strict=True)) for row in rows])
@@ -184,6 +189,7 @@ def run(
     """
     from ledger.audit.sql import connect, named_query, parse_params, run_named
 
+    _one_format(as_json, as_csv)
     query = named_query(name)
     parse_params(query, _params(pairs))  # bad parameters are told before the export is opened
     con = connect(_source(source), read_only=True)
@@ -207,6 +213,7 @@ def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> Non
     """
     from ledger.audit.sql import connect, run_sql
 
+    _one_format(as_json, as_csv)
     con = connect(_source(source), read_only=True)
     try:
         result = run_sql(con, statement)

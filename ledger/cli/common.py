@@ -40,6 +40,7 @@ __all__ = [
     "parse_time",
     "policy_rows",
     "principal_arg",
+    "time_window",
     "read_text_file",
     "resolve_bootstrap",
     "submit",
@@ -114,6 +115,14 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
             f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def time_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since``/``--until`` as instants, refused when the window holds nothing."""
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
+    if start is not None and end is not None and end <= start:
+        raise UsageError(f"--until {until} is not after --since {since}")
+    return start, end
 
 
 class Seconds(click.FloatRange):

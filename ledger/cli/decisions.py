@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import bootstrap_option, connection, load_settings, parse_time
+from ledger.cli.common import bootstrap_option, connection, load_settings, time_window
 from ledger.cli.output import (
     handle_errors,
     json_cell,
@@ -76,8 +76,8 @@ def decisions_cmd(
     Examples: `ledger decisions --request 01a2…` (one decision, in full with --json),
     `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`.
     """
+    start, end = time_window(since, until)  # before connecting: a typo costs no wait
     settings = load_settings(bootstrap)
-    start, end = parse_time(since, "--since"), parse_time(until, "--until")
 
     def wanted(decided_at: datetime, request: str, who: str, what: str, answer: str) -> bool:
         return not (

@@ -19,14 +19,13 @@ from ledger.cli.common import (
     bootstrap_option,
     connection,
     load_settings,
-    parse_time,
     read_text_file,
+    time_window,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.policy import parse_policy
 from ledger.core.simulate import Change, ImpactReport, simulate
-from ledger.errors import UsageError
 
 __all__ = ["COMMANDS", "simulate_cmd"]
 
@@ -65,9 +64,7 @@ def simulate_cmd(
     written; nothing needs to be deployed.
     """
     policy = parse_policy(read_text_file(file, what="policy file"), filename=str(file))
-    start, end = parse_time(since, "--since"), parse_time(until, "--until")
-    if start is not None and end is not None and end <= start:
-        raise UsageError(f"--until {until} is not after --since {since}")
+    start, end = time_window(since, until)
     settings = load_settings(bootstrap)
     source: LedgerSource
     if from_dir is not None:

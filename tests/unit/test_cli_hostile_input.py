@@ -397,3 +397,19 @@ def test_a_version_is_taken_as_the_cli_prints_it(home: Path) -> None:
 def test_a_group_without_a_command_still_shows_its_help() -> None:
     result = CliRunner().invoke(cli, ["policy"])
     assert "policy [OPTIONS] COMMAND" in result.output and "Commands:" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["decisions", "--since", "2026-02-01", "--until", "2026-01-01"], "is not after --since"),
+        (["audit", "sql", "SELECT 1", "--json", "--csv"], "choose one of --json and --csv"),
+        (["audit", "run", "rollbacks", "--json", "--csv"], "choose one of --json and --csv"),
+    ],
+)
+def test_contradicting_flags_are_refused_before_any_work(
+    command: list[str], said: str, home: Path
+) -> None:
+    # Before: `decisions` connected first (exit 7 with Kafka away), `audit` ran the query first.
+    result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"})
+    assert said in _one_line(result, 2)
