@@ -30,7 +30,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +41,7 @@ from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.manifest import listed_file
 from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
+from ledger.core.jsonform import parse_instant
 from ledger.errors import ExportError, UsageError
 from ledger.settings import TopicNames
 
@@ -184,13 +184,12 @@ def _parse_value(param: Param, raw: str) -> Any:
         except ValueError:
             raise UsageError(f"parameter {param.name} must be an integer, got {raw!r}") from None
     try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_instant(raw)
     except ValueError:
         raise UsageError(
             f"parameter {param.name} must be an ISO 8601 time (e.g. 2026-11-26T12:00:00Z), "
             f"got {raw!r}"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def parse_params(query: NamedQuery, given: Mapping[str, str]) -> dict[str, Any]:

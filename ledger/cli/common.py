@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from ledger.client import ClientConfig, LedgerClient
 from ledger.core.authority import PRINCIPAL_FORM, valid_principal
 from ledger.core.events import Command, CommandAccepted
 from ledger.core.history import HistoryEntry, state_at
+from ledger.core.jsonform import parse_instant
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
@@ -109,12 +110,11 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_instant(value)
     except ValueError:
         raise UsageError(
             f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def time_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:

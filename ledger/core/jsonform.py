@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["to_json_value", "canonical_json", "format_timestamp"]
+__all__ = ["to_json_value", "canonical_json", "format_timestamp", "parse_instant"]
 
 
 def format_timestamp(value: datetime) -> str:
@@ -38,6 +38,13 @@ def format_timestamp(value: datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_instant(text: str) -> datetime:
+    """An instant as people write it: ISO 8601, ``Z`` or an offset, UTC when it has neither
+    (``2026-11-26``, ``2026-11-26T12:00:00Z``). Raises ``ValueError``."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _float(value: float) -> float | str:
