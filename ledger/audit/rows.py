@@ -46,8 +46,8 @@ from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import (
     COMMAND_TYPES,
-    ActorKeyRegistered,
-    ActorKeyRevoked,
+    GRANT_EVENT_TYPES,
+    POLICY_EVENT_TYPES,
     BatchDecisionRecorded,
     BatchEvaluationRequested,
     ChainCheckpoint,
@@ -58,15 +58,6 @@ from ledger.core.events import (
     DecisionRecorded,
     EvaluationRequested,
     Event,
-    GrantIssued,
-    GrantRevoked,
-    PolicyRetired,
-    PolicyRolledBack,
-    PolicyVersionApproved,
-    PolicyVersionPromoted,
-    PolicyVersionProposed,
-    RoleAssigned,
-    RoleRevoked,
 )
 from ledger.core.jsonform import canonical_json, format_timestamp
 from ledger.errors import CodecError
@@ -106,21 +97,8 @@ _COORDINATE_TYPES: Final = (
 TOPIC_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "commands": COMMAND_TYPES,
     "command_results": (CommandAccepted, CommandRejected),
-    "policy_events": (
-        PolicyVersionProposed,
-        PolicyVersionApproved,
-        PolicyVersionPromoted,
-        PolicyRolledBack,
-        PolicyRetired,
-    ),
-    "grant_events": (
-        GrantIssued,
-        GrantRevoked,
-        RoleAssigned,
-        RoleRevoked,
-        ActorKeyRegistered,
-        ActorKeyRevoked,
-    ),
+    "policy_events": POLICY_EVENT_TYPES,
+    "grant_events": GRANT_EVENT_TYPES,
     "evaluation_requests": (EvaluationRequested, BatchEvaluationRequested),
     "decisions": (DecisionRecorded, BatchDecisionRecorded),
     "corrections": (DecisionCorrected,),

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, get_args
 
 __all__ = [
     "COMMAND_PROCESSOR",
@@ -55,6 +55,9 @@ __all__ = [
     "RevokeActorKey",
     "Command",
     "COMMAND_TYPES",
+    "POLICY_EVENT_TYPES",
+    "GRANT_EVENT_TYPES",
+    "GOVERNANCE_EVENT_TYPES",
     # command results
     "CommandAccepted",
     "CommandRejected",
@@ -315,19 +318,8 @@ Command: TypeAlias = (
     | RegisterActorKey
     | RevokeActorKey
 )
-COMMAND_TYPES: tuple[type, ...] = (
-    ProposePolicyVersion,
-    ApprovePolicyVersion,
-    PromotePolicyVersion,
-    RollbackPolicy,
-    RetirePolicy,
-    IssueGrant,
-    RevokeGrant,
-    AssignRole,
-    RevokeRole,
-    RegisterActorKey,
-    RevokeActorKey,
-)
+COMMAND_TYPES: Final[tuple[type, ...]] = get_args(Command)
+"""The command types, in the union's order (the one list: topics, decoding and export follow it)."""
 
 # --------------------------------------------------------------------------- command results
 # On ``ledger.command-results``, keyed by command id.
@@ -575,6 +567,11 @@ GrantEvent: TypeAlias = (
     GrantIssued | GrantRevoked | RoleAssigned | RoleRevoked | ActorKeyRegistered | ActorKeyRevoked
 )
 GovernanceEvent: TypeAlias = PolicyEvent | GrantEvent
+POLICY_EVENT_TYPES: Final[tuple[type, ...]] = get_args(PolicyEvent)
+"""What ``ledger.policy-events`` carries, in the union's order."""
+GRANT_EVENT_TYPES: Final[tuple[type, ...]] = get_args(GrantEvent)
+"""What ``ledger.grant-events`` carries (grants, roles and actor keys), in the union's order."""
+GOVERNANCE_EVENT_TYPES: Final[tuple[type, ...]] = POLICY_EVENT_TYPES + GRANT_EVENT_TYPES
 
 # --------------------------------------------------------------------------- evaluation
 # Requests on ``ledger.evaluation-requests`` (keyed by resource or request id); decisions on

@@ -48,6 +48,7 @@ from ledger.core.authority import (
 )
 from ledger.core.events import (
     COMMAND_PROCESSOR,
+    GRANT_EVENT_TYPES,
     ActorKeyRegistered,
     ActorKeyRevoked,
     ApprovePolicyVersion,
@@ -996,12 +997,7 @@ EventStream: TypeAlias = Literal["policy", "grant"]
 
 def event_stream(event: GovernanceEvent) -> EventStream:
     """Which governance stream (topic) ``event`` belongs to: policy events, or grant events."""
-    if isinstance(
-        event,
-        (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked, ActorKeyRegistered, ActorKeyRevoked),
-    ):
-        return "grant"
-    return "policy"
+    return "grant" if isinstance(event, GRANT_EVENT_TYPES) else "policy"
 
 
 def already_applied(

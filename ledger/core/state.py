@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import gc
 import re
-import typing
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -36,6 +35,8 @@ from typing import Any, Final, assert_never
 from ledger.core.authority import Grant, HeldGrants
 from ledger.core.builders import builder
 from ledger.core.events import (
+    GRANT_EVENT_TYPES,
+    POLICY_EVENT_TYPES,
     ActorKeyRegistered,
     ActorKeyRevoked,
     GovernanceEvent,
@@ -58,8 +59,8 @@ from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
 from ledger.errors import PolicyError
 
-_GRANT_EVENT_TYPES: Final = frozenset(typing.get_args(GrantEvent))
-_POLICY_EVENT_TYPES: Final = frozenset(typing.get_args(PolicyEvent))
+_GRANT_EVENT_TYPES: Final = frozenset(GRANT_EVENT_TYPES)
+_POLICY_EVENT_TYPES: Final = frozenset(POLICY_EVENT_TYPES)
 
 __all__ = [
     "PolicyVersion",

@@ -20,23 +20,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
-    ActorKeyRegistered,
-    ActorKeyRevoked,
+    GOVERNANCE_EVENT_TYPES,
+    POLICY_EVENT_TYPES,
     GovernanceEvent,
-    GrantIssued,
-    GrantRevoked,
-    PolicyEvent,
-    PolicyRetired,
-    PolicyRolledBack,
-    PolicyVersionApproved,
-    PolicyVersionPromoted,
-    PolicyVersionProposed,
-    RoleAssigned,
-    RoleRevoked,
 )
 from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.core.state import (
@@ -72,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger("ledger.governance")
 
-_POLICY_TYPES: tuple[type, ...] = get_args(PolicyEvent)
 
 BULK_FOLD = 100
 """Records folded together in bulk (a :class:`~ledger.core.state.Replay`) from this many on."""
@@ -91,19 +80,7 @@ SNAPSHOT_AFTER = 50_000
 one on disk, catching up or live (one that had none it could use writes one as soon as its
 catch-up folded anything)."""
 
-GOVERNANCE_TYPES: tuple[type, ...] = (
-    PolicyVersionProposed,
-    PolicyVersionApproved,
-    PolicyVersionPromoted,
-    PolicyRolledBack,
-    PolicyRetired,
-    GrantIssued,
-    GrantRevoked,
-    RoleAssigned,
-    RoleRevoked,
-    ActorKeyRegistered,
-    ActorKeyRevoked,
-)
+GOVERNANCE_TYPES: tuple[type, ...] = GOVERNANCE_EVENT_TYPES
 
 
 def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
@@ -611,7 +588,9 @@ class GovernanceFollower:
             for event in events:
                 self._on_event(event)
         if self._compile_deployed:
-            self._touched.update(aggregate_of(e) for e in events if isinstance(e, _POLICY_TYPES))
+            self._touched.update(
+                aggregate_of(e) for e in events if isinstance(e, POLICY_EVENT_TYPES)
+            )
         if more:
             return
         # Taken before the work that could fail: nothing of it lingers for the next call.
