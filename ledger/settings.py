@@ -303,6 +303,11 @@ class Settings:
         return self.credentials_dir or self.home / "credentials"
 
     @property
+    def export_dir(self) -> Path:
+        """The export directory commands use when given none: ``$LEDGER_HOME/export``."""
+        return self.home / "export"
+
+    @property
     def keys(self) -> Path:
         """Where the actors' signing keys are: ``$LEDGER_KEYS``, else ``$LEDGER_HOME/keys``."""
         return self.key_store if self.key_store is not None else self.home / "keys"

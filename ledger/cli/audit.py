@@ -71,7 +71,7 @@ def _format_options(func: F) -> F:
 
 
 def _source(source: Path | None) -> Path:
-    return source if source is not None else load_settings().home / "export"
+    return source if source is not None else load_settings().export_dir
 
 
 _JSON_DEPTH = 64

@@ -73,7 +73,7 @@ def export_cmd(
     from ledger.audit.export import follow as follow_export
 
     settings = load_settings(bootstrap)
-    directory = out if out is not None else settings.home / "export"
+    directory = out if out is not None else settings.export_dir
     address, security = connection(settings, "exporter")
     if follow:
         stop = threading.Event()

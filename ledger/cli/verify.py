@@ -66,7 +66,7 @@ def verify_cmd(
     README ("Tamper evidence"), so it can be checked without this code.
     """
     settings = load_settings()
-    path = from_dir if from_dir is not None else settings.home / "export"
+    path = from_dir if from_dir is not None else settings.export_dir
     report = verify_export(path, settings.topics, allow_unchained=allow_unchained, workers=workers)
     if as_json:
         print_json(_document(report))
