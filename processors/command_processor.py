@@ -290,21 +290,12 @@ class CommandHandler:
         if self.inflight is not None:
             deaths = self.inflight.begin(*where)
             if deaths:
-                reason = (
-                    f"the command processor died {deaths} times while handling this record (a "
-                    "crash, a hang that got it killed, or memory): it is not handled again"
-                )
-                return self._letter(msg, "poison_record", reason)
+                return Step(outputs=[self.letters.poison(msg, deaths, "command processor")])
         try:
             return self._handle(state, msg)
         except Exception as exc:  # one record's failure, not the processor's
             log.exception("command processor failed on %s[%s]@%s", *where)
-            text = str(exc)
-            return self._letter(
-                msg,
-                "handler_error",
-                f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
-            )
+            return Step(outputs=[self.letters.failure(msg, exc)])
         finally:
             if self.inflight is not None:
                 self.inflight.clear()
@@ -376,16 +367,7 @@ class CommandHandler:
         return None
 
     def _letter(self, msg: Any, code: str, reason: str) -> Step:
-        letter = self.letters.letter(
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            key=msg.key,
-            value=msg.value,
-            code=code,
-            reason=reason,
-        )
-        return Step(outputs=[letter])
+        return Step(outputs=[self.letters.of(msg, code, reason)])
 
 
 def _cut(text: str) -> str:

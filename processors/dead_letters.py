@@ -88,6 +88,35 @@ class DeadLetters:
         self._limit = limit
         self._new_id = new_id
 
+    def of(self, msg: Any, code: str, reason: str) -> Output:
+        """:meth:`letter` for a consumed record (anything with ``topic``, ``partition``,
+        ``offset``, ``key`` and ``value``: a Faust event, a fetched request)."""
+        return self.letter(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            code=code,
+            reason=reason,
+        )
+
+    def poison(self, msg: Any, deaths: int, process: str) -> Output:
+        """The letter for a record ``process`` died on ``deaths`` times (see
+        :class:`~processors.inflight.InFlight`): it is not handled again."""
+        reason = (
+            f"the {process} died {deaths} times while handling this record (a crash, a hang "
+            "that got it killed, or memory): it is not handled again"
+        )
+        return self.of(msg, "poison_record", reason)
+
+    def failure(self, msg: Any, exc: BaseException) -> Output:
+        """The letter for a record its handler raised ``exc`` on (the batch goes on)."""
+        text = str(exc)
+        return self.of(
+            msg, "handler_error", f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        )
+
     def letter(
         self,
         *,

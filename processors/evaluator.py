@@ -285,7 +285,7 @@ class RequestHandler:
                 if inflight is not None:
                     deaths = inflight.begin(topic, partition, offset)
                     if deaths:
-                        out.append(self._poison(msg, deaths))
+                        out.append(self.letters.poison(msg, deaths, "evaluator"))
                         continue
                 try:
                     out += handle(
@@ -298,30 +298,11 @@ class RequestHandler:
                     )
                 except Exception as exc:  # one record's failure, not the batch's
                     log.exception("evaluator failed on %s[%s]@%s", topic, partition, offset)
-                    out.append(
-                        self._dead_letter(
-                            topic,
-                            partition,
-                            offset,
-                            msg.key,
-                            msg.value,
-                            "handler_error",
-                            _failure(exc),
-                        )
-                    )
+                    out.append(self.letters.failure(msg, exc))
         finally:
             if inflight is not None:
                 inflight.clear()
         return out
-
-    def _poison(self, msg: Any, deaths: int) -> Output:
-        reason = (
-            f"the evaluator died {deaths} times while handling this record (a crash, a hang "
-            "that got it killed, or memory): it is not handled again"
-        )
-        return self._dead_letter(
-            msg.topic, msg.partition, msg.offset, msg.key, msg.value, "poison_record", reason
-        )
 
     def _dead_letter(
         self,
@@ -342,11 +323,6 @@ class RequestHandler:
             code=code,
             reason=reason,
         )
-
-
-def _failure(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Record:
