@@ -437,10 +437,10 @@ class LedgerClient:
         parsed here (:class:`~ledger.errors.PolicyError` if it does not validate): the command
         processor authorizes a proposal on that name before it reads the document.
         """
-        if isinstance(command, ProposePolicyVersion) and command.policy is None:
-            from ledger.core.policy import parse_policy
+        if isinstance(command, ProposePolicyVersion):
+            from ledger.core.lifecycle import named_proposal  # the policy parser, only here
 
-            command = replace(command, policy=parse_policy(command.document).name)
+            command = named_proposal(command)
         if command.signature is None and self.config.signing_key is not None:
             command = sign(command, self._signing_key())
         self._ready()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeVar, cast
@@ -74,9 +73,9 @@ from ledger.core.lifecycle import (
     command_result,
     decide,
     event_stream,
+    named_proposal,
 )
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.policy import parse_policy
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
 from ledger.errors import CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
@@ -444,7 +443,7 @@ class LocalLedger:
         """Apply ``command`` as the command processor would; :class:`CommandRejectedError` (with
         the stable code) when it is refused. A proposal without ``policy`` gets its document's."""
         if isinstance(command, ProposePolicyVersion) and command.policy is None:
-            command = _named(command)
+            command = named_proposal(command)
         result = self._apply(command)
         if isinstance(result, CommandRejected):
             raise CommandRejectedError(result.reason, code=result.code)
@@ -465,7 +464,7 @@ class LocalLedger:
         document is invalid, :class:`CommandRejectedError` if a step is refused."""
         stage = Stage(stage)
         proposed = self.submit_command(
-            _named(ProposePolicyVersion(**self._stamp(author), document=document))
+            named_proposal(ProposePolicyVersion(**self._stamp(author), document=document))
         )
         assert proposed.version is not None
         name, version = proposed.aggregate, proposed.version
@@ -588,10 +587,3 @@ class LocalLedger:
         with self._lock:
             self.decisions.append(made)
         return made
-
-
-def _named(command: ProposePolicyVersion) -> ProposePolicyVersion:
-    """A proposal that names its policy (from its document), as the client sends it."""
-    if command.policy is not None:
-        return command
-    return replace(command, policy=parse_policy(command.document).name)

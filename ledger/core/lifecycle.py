@@ -107,6 +107,7 @@ __all__ = [
     "command_action",
     "command_result",
     "already_applied",
+    "named_proposal",
     "FirstAnswer",
     "decide_again",
     "AUTHENTICATION_CODES",
@@ -169,6 +170,15 @@ def _shown(text: str, limit: int = 200) -> str:
 REJECTION_CHARS: Final = 4_000
 """A rejection's message at most: the processor remembers rejections for minutes, and one that
 quoted a sender's megabyte of text at full length was a way to fill its memory."""
+
+
+def named_proposal(command: ProposePolicyVersion) -> ProposePolicyVersion:
+    """``command`` naming its policy, taken from its document when it names none (raises
+    :class:`~ledger.errors.PolicyError` if the document does not validate): the processor
+    authorizes a proposal on that name before it reads the document, so senders fill it in."""
+    if command.policy is not None:
+        return command
+    return replace(command, policy=parse_policy(command.document).name)
 
 
 def _reject(code: str, message: str) -> Rejection:
