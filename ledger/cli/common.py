@@ -5,7 +5,7 @@ rules are the core's."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ import click
 
 from ledger.cli.output import json_option, print_json, to_jsonable
 from ledger.client import ClientConfig, LedgerClient
-from ledger.core.authority import PRINCIPAL_FORM, valid_principal
+from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
 from ledger.core.events import Command, CommandAccepted
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import parse_instant
@@ -41,6 +41,9 @@ __all__ = [
     "parse_time",
     "policy_rows",
     "principal_arg",
+    "canary_cell",
+    "grant_row",
+    "role_rows",
     "time_window",
     "read_text_file",
     "resolve_bootstrap",
@@ -206,6 +209,38 @@ def current_state(bootstrap: str | None) -> tuple[LedgerState, list[HistoryEntry
     address, security = connection(settings, "auditor")
     history = load_history(address, settings.topics, security=security)
     return state_at(history), history
+
+
+def canary_cell(row: Mapping[str, Any]) -> str:
+    """A policy row's canary as tables show it: ``v2 (10%)``, or ``-``."""
+    return f"v{row['canary']} ({row['canary_percent']}%)" if row["canary"] else "-"
+
+
+def grant_row(grant: Grant, holder: str) -> dict[str, Any]:
+    """One grant as ``grant list`` and ``replay`` show it, held by ``holder`` (``via`` names
+    the role it comes through, when it is not the holder's own)."""
+    return {
+        "grant_id": grant.grant_id,
+        "principal": holder,
+        "via": grant.principal if grant.principal != holder else None,
+        "actions": list(grant.actions),
+        "resource": grant.resource,
+        "condition": grant.condition,
+        "issued_at": grant.issued_at,
+        "valid_from": grant.valid_from,
+        "valid_until": grant.valid_until,
+        "granted_by": grant.granted_by,
+        "approved_by": grant.approved_by,
+    }
+
+
+def role_rows(state: LedgerState, principal: str | None) -> dict[str, list[str]]:
+    """Principal -> the roles it holds (only ``principal``'s when given)."""
+    return {
+        n: sorted(r.roles)
+        for n, r in state.principals.items()
+        if r.roles and (not principal or n == principal)
+    }
 
 
 def policy_rows(state: LedgerState) -> list[dict[str, Any]]:

@@ -14,9 +14,11 @@ import click
 from ledger.cli.common import (
     bootstrap_option,
     current_state,
+    grant_row,
     ledger_options,
     parse_time,
     principal_arg,
+    role_rows,
     submit,
 )
 from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
@@ -132,28 +134,8 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
         # With --principal: what it can use, its own grants and those of its roles (one rule:
         # the core's effective_grants); the full listing shows each grant once, at its holder.
         held = effective_grants(state, name) if principal else tuple(rec.grants.values())
-        for grant in held:
-            via = grant.principal if grant.principal != name else None
-            rows.append(
-                {
-                    "grant_id": grant.grant_id,
-                    "principal": name,
-                    "via": via,
-                    "actions": list(grant.actions),
-                    "resource": grant.resource,
-                    "condition": grant.condition,
-                    "issued_at": grant.issued_at,
-                    "valid_from": grant.valid_from,
-                    "valid_until": grant.valid_until,
-                    "granted_by": grant.granted_by,
-                    "approved_by": grant.approved_by,
-                }
-            )
-    roles = {
-        n: sorted(r.roles)
-        for n, r in state.principals.items()
-        if r.roles and (not principal or n == principal)
-    }
+        rows.extend(grant_row(grant, name) for grant in held)
+    roles = role_rows(state, principal)
     if as_json:
         print_json({"grants": rows, "roles": roles})
         return

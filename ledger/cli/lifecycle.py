@@ -16,6 +16,7 @@ import click
 
 from ledger.cli.common import (
     bootstrap_option,
+    canary_cell,
     current_state,
     ledger_options,
     policy_rows,
@@ -228,7 +229,7 @@ def list_policies(bootstrap: str | None, as_json: bool) -> None:
                 r["policy"],
                 r["owner"],
                 r["active"] or "-",
-                f"v{r['canary']} ({r['canary_percent']}%)" if r["canary"] else "-",
+                canary_cell(r),
                 ",".join(map(str, r["shadow"])) or "-",
                 r["latest"],
                 "retired" if r["retired"] else ", ".join(r["governs"]),

@@ -9,10 +9,13 @@ import click
 
 from ledger.cli.common import (
     bootstrap_option,
+    canary_cell,
     connection,
+    grant_row,
     load_settings,
     parse_time,
     policy_rows,
+    role_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.reproduce import reproduce_decision
@@ -98,21 +101,8 @@ def replay_cmd(
         for g in capabilities(state, name, now=instant):
             if principal is None and g.principal != name:
                 continue
-            grants.append(
-                {
-                    "grant_id": g.grant_id,
-                    "principal": name,
-                    "via": g.principal if g.principal != name else None,
-                    "actions": list(g.actions),
-                    "resource": g.resource,
-                    "condition": g.condition,
-                }
-            )
-    roles = {
-        n: sorted(r.roles)
-        for n, r in state.principals.items()
-        if r.roles and (not principal or n == principal)
-    }
+            grants.append(grant_row(g, name))
+    roles = role_rows(state, principal)
     if as_json:
         print_json(
             {
@@ -130,7 +120,7 @@ def replay_cmd(
             [
                 r["policy"],
                 r["active"] or "-",
-                f"v{r['canary']} ({r['canary_percent']}%)" if r["canary"] else "-",
+                canary_cell(r),
                 ",".join(map(str, r["shadow"])) or "-",
             ]
             for r in rows
