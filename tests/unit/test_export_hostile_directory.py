@@ -173,6 +173,8 @@ def test_retired_paths_outside_the_directory_are_refused_not_removed(tmp_path: P
             lambda m: m.__setitem__("retired", [{"path": m["files"][0]["path"]}]),
             r"retired\[0\]\.at None is not a time",
         ),
+        (lambda m: m.__setitem__("topic_prefix", "../x"), r"topic_prefix '\.\./x' is not a topic"),
+        (lambda m: m.__setitem__("updated_at", 5), "updated_at 5 is not a time"),
         (lambda m: m.__setitem__("files", {}), "files is a dict, not a list"),
         (lambda m: m.__setitem__("offsets", []), "offsets is a list, not an object"),
         (

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,9 +34,11 @@ from ledger.core.events import (
     EvaluationRequested,
     IssueGrant,
     Mode,
+    RevokeActorKey,
 )
 from ledger.core.lifecycle import register_anchors
 from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.signing import key_id_of
 from ledger.core.state import EMPTY_STATE, fold
 from ledger.ids import new_id, utcnow
 from ledger.keys import public_bytes, sign
@@ -277,6 +279,75 @@ def test_a_command_whose_event_would_not_fit_is_refused_whole() -> None:
     assert isinstance(result, CommandRejected) and result.code == "too_large"
     ok = handler.handle(KEYED, msg(1, CODEC.encode(grant()), topic="commands"))
     assert len(ok.events) == 1 and isinstance(decoded(ok.outputs)[0][1], CommandAccepted)
+
+
+class _PickyLimit:
+    """An output limit (duck-typed) that refuses the records ``refuse`` picks out: an
+    oversized later event, an answer too large to write."""
+
+    max_bytes = 1_000_000
+
+    def __init__(self, refuse: Any) -> None:
+        self._refuse = refuse
+
+    def fits(self, key: bytes | None, value: bytes | None) -> bool:
+        return not self._refuse(value)
+
+
+def test_a_command_of_several_events_is_refused_whole_when_a_later_one_would_not_fit() -> None:
+    # Revoking every key of an actor with two is two events; the second over the limit must
+    # take the first with it (nothing half-applied).
+    keys = [Ed25519PrivateKey.generate() for _ in range(2)]
+    state = KEYED
+    for key in keys:
+        (registered,) = register_anchors(
+            state, {"human:alice": public_bytes(key)}, now=utcnow(), new_id=new_id
+        )
+        state = fold(state, registered)
+    second = key_id_of(public_bytes(keys[1])).encode()
+
+    def revoke() -> RevokeActorKey:
+        command = RevokeActorKey(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="human:admin",
+            principal="human:alice",
+            reason="rotation",
+        )
+        return sign(command, ADMIN_KEY)
+
+    refusing = _PickyLimit(lambda value: second in value)
+    handler = CommandHandler(
+        settings=Settings(home=Path("/nonexistent"), admins=frozenset({"human:admin"})),
+        codec=CODEC,
+        stats=ProcessorStats(),
+        limit=cast(OutputLimit, refusing),
+    )
+    step = handler.handle(state, msg(0, CODEC.encode(revoke()), topic="commands"))
+    assert step.events == []
+    ((_, result),) = decoded(step.outputs)
+    assert isinstance(result, CommandRejected) and result.code == "too_large"
+    whole = command_handler(OutputLimit(1_000_000)).handle(
+        state, msg(1, CODEC.encode(revoke()), topic="commands")
+    )
+    assert len(whole.events) == 2  # the same command, with room: both keys revoked
+
+
+def test_a_command_whose_answer_cannot_be_written_applies_nothing() -> None:
+    def is_answer(value: bytes | None) -> bool:
+        return isinstance(CODEC.decode(value or b""), CommandAccepted | CommandRejected)
+
+    handler = CommandHandler(
+        settings=Settings(home=Path("/nonexistent"), admins=frozenset({"human:admin"})),
+        codec=CODEC,
+        stats=ProcessorStats(),
+        limit=cast(OutputLimit, _PickyLimit(is_answer)),
+    )
+    step = handler.handle(KEYED, msg(0, CODEC.encode(grant()), topic="commands"))
+    assert step.events == []
+    ((topic, letter),) = decoded(step.outputs)
+    assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+    assert letter.code == "output_too_large"
 
 
 def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> None:

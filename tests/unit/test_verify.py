@@ -342,6 +342,55 @@ def test_a_record_rewritten_with_its_hash_recomputed_breaks_the_chain(
     assert str(target.hash) in p.expected
 
 
+def test_a_chain_rewritten_to_its_end_is_caught_by_its_checkpoints(
+    ledger: Ledger, export: Path
+) -> None:
+    # Every link consistent from chain_seq 15 to the end: only the checkpoints (at 20 and the
+    # final one at 26) still vouch for the original hashes.
+    head = ChainHead(chain_row(ledger, "a", 14).chain_id or "", 14, chain_row(ledger, "a", 14).hash)
+    for seq in range(15, 27):
+        original = chain_row(ledger, "a", seq)
+        rewritten, head = link(
+            dataclasses.replace(original, determination=Determination.DENY), head
+        )
+
+        def consistent(row: dict[str, Any], new: DecisionRecorded = rewritten) -> dict[str, Any]:
+            return {
+                **row,
+                "determination": "deny",
+                "prev_hash": new.prev_hash,
+                "hash": new.hash,
+                "record": CODEC.encode(new),
+            }
+
+        tamper(export, original.event_id, consistent)
+    report = verify(export)
+    assert not report.intact
+    named = [p for p in report.problems if p.topic == TOPICS.chain_checkpoints]
+    assert [(p.kind, p.chain_seq) for p in named] == [("altered", 20), ("altered", 26)]
+    assert str(chain_row(ledger, "a", 20).hash) in named[0].expected
+    assert "was rewritten" in named[0].expected
+
+
+def test_a_chains_first_record_must_follow_nothing(ledger: Ledger, export: Path) -> None:
+    first_a = chain_row(ledger, "a", 1)
+    rewritten, _ = link(first_a, ChainHead(first_a.chain_id or "", 0, "0" * 64))
+    assert rewritten.prev_hash == "0" * 64
+
+    def consistent(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **row,
+            "prev_hash": rewritten.prev_hash,
+            "hash": rewritten.hash,
+            "record": CODEC.encode(rewritten),
+        }
+
+    tamper(export, first_a.event_id, consistent)
+    problems = [p for p in verify(export).problems if p.decision_id == first_a.event_id]
+    assert problems and problems[0].kind == "altered"
+    assert "prev_hash null" in problems[0].expected
+
+
 def test_a_tampered_checkpoint_column_is_named(ledger: Ledger, export: Path) -> None:
     path = files_of(export, TOPICS.chain_checkpoints)[0]
     rewrite(path, lambda rows: [{**rows[0], "chain_seq": 11}, *rows[1:]])

@@ -1288,3 +1288,67 @@ def test_junk_actions_do_not_crowd_real_ones_out_of_the_lookup_cache() -> None:
     assert len(cached) == _MEMO_LIMIT and "junk.0" not in cached
     governing_policy(state, "refund.other")
     assert "refund.other" in cached  # still cached: the oldest junk made room
+
+
+def test_a_sync_request_is_never_corrected_even_with_a_default() -> None:
+    # The caller waited for the decision: there is nothing to correct, whatever its default.
+    req = _request("sync-with-default", amount=Decimal("5000"))
+    req = EvaluationRequested(
+        **{
+            **{f: getattr(req, f) for f in req.__dataclass_fields__},
+            "mode": Mode.SYNC,
+            "default": Determination.ALLOW,
+        }
+    )
+    d = evaluate(FINAL, req, now=T0, evaluator_id="t")
+    assert d.determination is Determination.DENY and d.default is Determination.ALLOW
+    assert correction_for(d) is None
+
+
+def test_the_canary_decides_buckets_below_its_percent_only() -> None:
+    # FINAL: v1 active, v2 canary at 30 %. A bucket of exactly 30 is the active version's.
+    at_29 = next(f"account:{i}" for i in range(10_000) if bucket(f"account:{i}") == 29)
+    at_30 = next(f"account:{i}" for i in range(10_000) if bucket(f"account:{i}") == 30)
+    below = evaluate(FINAL, replace(_request("b29"), resource=at_29), now=T0, evaluator_id="t")
+    at = evaluate(FINAL, replace(_request("b30"), resource=at_30), now=T0, evaluator_id="t")
+    assert (below.bucket, below.policy_version, below.stage) == (29, 2, Stage.CANARY)
+    assert (at.bucket, at.policy_version, at.stage) == (30, 1, Stage.ACTIVE)
+
+
+def test_a_pre_evaluation_item_without_a_resource_is_bucketed_by_request_and_item() -> None:
+    # The key is "<request id>/<item id>": the item id alone would put every request's item
+    # "1" in the same bucket, so all of them would go to the same version.
+    item_alone = 2 if bucket("1") < 30 else 1  # what keying by the item id alone would choose
+    batch_id = next(
+        b
+        for b in (f"batch-{i}" for i in range(10_000))
+        if (2 if bucket(f"{b}/1") < 30 else 1) != item_alone
+    )
+    batch = BatchEvaluationRequested(
+        event_id=batch_id,
+        occurred_at=T0,
+        actor="agent:bot",
+        principal="agent:bot",
+        items=(
+            BatchItem(
+                item_id="1", action="refund.issue", resource="", facts=dict(_request("x").facts)
+            ),
+        ),
+    )
+    anywhere = IssueGrant(
+        event_id="c-any",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id="g-any",
+        principal="agent:bot",
+        actions=("refund.*",),
+        resource="*",
+    )
+    out = decide(FINAL, anywhere, now=T0, new_id=lambda: "e-any", admins=ADMINS)
+    assert not isinstance(out, Rejection), out
+    state = FINAL
+    for event in out:
+        state = fold(state, event)
+    (decided,) = evaluate_batch(state, batch, now=T0, evaluator_id="t").decisions
+    assert decided.reason_code == "rule_matched", decided
+    assert decided.policy_version == (2 if bucket(f"{batch_id}/1") < 30 else 1) != item_alone
