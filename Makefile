@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml ledger/_avrovm.pyx ledger/core/_canonical.pyx
 install: $(STAMP)  ## create .venv and install the project with test/bench/dev extras
 
 test: lint typecheck  ## the one check CI runs: format, lint, types, then unit + integration tests (starts the broker itself)
-	$(BIN)/python -m pytest tests
+	LEDGER_TEST_BROKER=local $(BIN)/python -m pytest tests
 
 unit: $(STAMP)  ## unit tests only (no broker)
 	$(BIN)/python -m pytest tests -m 'not integration'
 
 integration: $(STAMP)  ## integration tests only (against a real local broker)
-	$(BIN)/python -m pytest tests -m integration
+	LEDGER_TEST_BROKER=local $(BIN)/python -m pytest tests -m integration
 
 demo: $(STAMP)  ## end-to-end demo on the local broker
 	bash examples/demo.sh

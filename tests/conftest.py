@@ -3,7 +3,9 @@
 The broker comes from, in order:
 1. ``$LEDGER_TEST_BOOTSTRAP`` (an existing cluster you point the suite at; every role then uses
    the credential of ``$LEDGER_SECURITY_PROTOCOL``/``$LEDGER_SASL_*``/``$LEDGER_SSL_*``);
-2. a testcontainers Kafka, when a Docker engine answers a ping (without authentication);
+2. a testcontainers Kafka, when a Docker engine answers a ping (without authentication), unless
+   ``$LEDGER_TEST_BROKER`` is ``local`` — ``make test`` sets it, so CI always runs the secured
+   tests (ACLs, SCRAM, the trust boundary) that a container without authentication skips;
 3. the project's own local broker (``ledger.broker``), started **secured** (SASL/SCRAM, ACLs) in a
    fresh ``$LEDGER_HOME`` under pytest's temp dir and stopped at the end — the path CI takes on
    machines without Docker. Each role gets its own credential (``kafka.security(role)``).
@@ -85,7 +87,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
         given = {role: base.security for role in ROLES if base.security is not None}
         yield KafkaUnderTest(env_bootstrap, "env", base, given)
         return
-    if _docker_engine_answers():
+    if os.environ.get("LEDGER_TEST_BROKER") != "local" and _docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as container:

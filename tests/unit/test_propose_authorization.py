@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,6 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_an_actor_without_a_grant_is_refused_without_parsing(parses: list[str]) -> None:
     bomb = alias_bomb()
-    started = time.monotonic()
     for policy in ("refund", "x" * 1_000_000):
         outcome = decide(
             EMPTY_STATE, propose("human:mallory", bomb, policy), now=T0, new_id=ids().__next__
@@ -80,8 +78,7 @@ def test_an_actor_without_a_grant_is_refused_without_parsing(parses: list[str]) 
         assert isinstance(outcome, Rejection)
         assert outcome.code == "not_authorized"
         assert len(outcome.message) < 1000  # a huge name is not echoed back whole
-    assert parses == []
-    assert time.monotonic() - started < 5  # generous: it was unbounded before
+    assert parses == []  # the bound: the document is never read (it was unbounded before)
 
 
 def test_a_proposal_without_a_name_is_refused_without_parsing(parses: list[str]) -> None:
