@@ -86,8 +86,10 @@ def test_a_dead_listener_fails_the_waiting_call_at_once_and_the_next_call_restar
 
     waiter = threading.Thread(target=wait_for_command, daemon=True)
     waiter.start()
-    time.sleep(0.5)  # the command is out, its caller waits for the result
-    assert not outcome
+    deadline = time.monotonic() + LONG  # until the command is out and its caller waits
+    while not client._transport._pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client._transport._pending and not outcome
     _break_listener(client)
     waiter.join(timeout=LONG + 5)
 
