@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeAlias
 from ledger.audit.export import MANIFEST, ExportPath, Manifest, read_manifest
 from ledger.audit.manifest import listed_file
 from ledger.codec import Codec, default_codec
+from ledger.core.evaluate import item_request
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -463,18 +464,10 @@ def single_pairs(
             answer = answers.get(item.item_id)
             if answer is None:
                 continue
-            rid = f"{request.event_id}/{item.item_id}"
+            single = item_request(request, item)  # as the evaluator decided it
+            rid = single.event_id
             yield (
-                EvaluationRequested(
-                    event_id=rid,
-                    occurred_at=request.occurred_at,
-                    actor=request.actor,
-                    action=item.action,
-                    principal=request.principal,
-                    resource=item.resource,
-                    facts=item.facts,
-                    context=request.context,
-                ),
+                single,
                 DecisionRecorded(
                     event_id=f"{decision.event_id}/{item.item_id}",
                     occurred_at=decision.occurred_at,

@@ -67,6 +67,7 @@ __all__ = [
     "request_problem",
     "unanswerable",
     "items_refused",
+    "item_request",
     "correction_for",
     "TRACE_TOO_LARGE",
     "REDUCED_FIELDS",
@@ -454,6 +455,22 @@ def _batch_problem(request: BatchEvaluationRequested, limits: Limits) -> str | N
     return None
 
 
+def item_request(request: BatchEvaluationRequested, item: BatchItem) -> EvaluationRequested:
+    """One item of a pre-evaluation as the single request it is decided as: id
+    ``<request id>/<item id>`` (the canary's key when the item names no resource), the batch's
+    principal, actor, time and context, the item's action, resource and facts."""
+    return EvaluationRequested(
+        event_id=f"{request.event_id}/{item.item_id}",
+        occurred_at=request.occurred_at,
+        actor=request.actor,
+        action=item.action,
+        principal=request.principal,
+        resource=item.resource,
+        facts=item.facts,
+        context=request.context,
+    )
+
+
 def evaluate_batch(
     state: LedgerState,
     request: BatchEvaluationRequested,
@@ -488,16 +505,7 @@ def evaluate_batch(
     meter = Meter(limits.evaluation_cost)
     decisions = []
     for item in request.items:
-        single = EvaluationRequested(
-            event_id=f"{request.event_id}/{item.item_id}",
-            occurred_at=request.occurred_at,
-            actor=request.actor,
-            action=item.action,
-            principal=request.principal,
-            resource=item.resource,
-            facts=item.facts,
-            context=request.context,
-        )
+        single = item_request(request, item)
         d = evaluate(
             state,
             single,
