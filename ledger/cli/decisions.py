@@ -150,7 +150,7 @@ def _row(
         d.action,
         d.resource,
         d.determination.value,
-        policy_label(d.policy, d.policy_version),
+        policy_label(d.policy, d.policy_version, getattr(d, "stage", None)),
         rule_label(d.rule, d.reason_code),
         d.reason_code or "-",
         json_cell(d.constraints),

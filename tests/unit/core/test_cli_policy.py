@@ -473,3 +473,13 @@ def test_validate_checks_the_tests_beside_a_policy_against_it(tmp_path: Path) ->
     tests.write_text(good)
     code, out, _ = run("policy", "validate", str(tmp_path / "refund.yaml"))
     assert code == 0 and "8 test cases of policy refund" in out
+
+
+def test_the_policy_cell_of_a_decision_table() -> None:
+    from ledger.cli.output import policy_label
+    from ledger.core.events import Stage
+
+    assert policy_label("refund", 2, Stage.CANARY) == "refund v2 (canary)"
+    assert policy_label("refund", 1) == "refund v1"
+    assert policy_label("refund", None, None) == "refund (no version decided)"  # was vNone (None)
+    assert policy_label(None, None) == "-"
