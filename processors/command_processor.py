@@ -95,8 +95,9 @@ REMEMBER_REJECTIONS: Final = COMMAND_VALID_FOR + CLOCK_SKEW + timedelta(minutes=
 """How long a rejection is remembered against its command id (and how far back the processor
 reads its answers at start): longer than any command stays valid."""
 REMEMBER_MOST: Final = 200_000
-"""Rejections remembered at most (each with its reason cut to 1,000 characters: ~250 MB at the
-very worst); beyond, the oldest are forgotten early."""
+"""Rejections remembered at most (each with its reason cut to 1,000 bytes of UTF-8: ~300 MB at
+the very worst); beyond, the oldest are forgotten early, and a copy of one re-sent within its
+validity is decided again."""
 
 
 @dataclass
@@ -261,7 +262,8 @@ class CommandHandler:
             and result.code not in AUTHENTICATION_CODES
             and result.occurred_at >= cutoff
         ):
-            if len(rejected) >= REMEMBER_MOST:  # a flood of refused commands: keep the newest
+            if result.command_id not in rejected and len(rejected) >= REMEMBER_MOST:
+                # A flood of refused commands: keep the newest.
                 rejected.popitem(last=False)
                 if not self._forgetting:
                     self._forgetting = True
@@ -273,7 +275,7 @@ class CommandHandler:
                     )
             rejected[result.command_id] = (
                 result.occurred_at,
-                Rejection(code=result.code, message=_cut(result.reason)),
+                Rejection(code=result.code, message=_cut_bytes(result.reason)),
             )
 
     def first_answer(self, command_id: str) -> FirstAnswer | None:
@@ -368,6 +370,15 @@ class CommandHandler:
 
     def _letter(self, msg: Any, code: str, reason: str) -> Step:
         return Step(outputs=[self.letters.of(msg, code, reason)])
+
+
+def _cut_bytes(text: str, limit: int = _ANSWER_TEXT_CHARS) -> str:
+    """``text`` within ``limit`` bytes of UTF-8 (what a remembered rejection keeps: a character
+    cut let 1,000 emoji hold 4 KB each)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return f"{data[:limit].decode('utf-8', 'ignore')}… ({len(text)} characters)"
 
 
 def _cut(text: str) -> str:

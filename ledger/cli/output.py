@@ -143,7 +143,7 @@ class VersionType(click.ParamType):
     name = "VERSION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
         text = str(value).strip()
         digits = text[1:] if text[:1] in ("v", "V") else text
@@ -185,13 +185,18 @@ class HelpfulGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            raise _one_line(exc) from None
+            where = None
+            if exc.ctx is None:  # click's option parser raises some without one: this group's
+                # own subcommand is the one whose options were being read
+                name = ctx.invoked_subcommand
+                where = ctx.command_path if name is None else f"{ctx.command_path} {name}"
+            raise _one_line(exc, where) from None
 
 
-def _one_line(error: click.UsageError) -> click.ClickException:
+def _one_line(error: click.UsageError, where: str | None = None) -> click.ClickException:
     # A group run without a command shows its help (click's NoArgsIsHelpError): keep that.
     help_instead = getattr(click.exceptions, "NoArgsIsHelpError", ())
-    return error if isinstance(error, help_instead) else _UsageLine(error)
+    return error if isinstance(error, help_instead) else _UsageLine(error, where)
 
 
 class _UsageLine(click.ClickException):
@@ -199,9 +204,9 @@ class _UsageLine(click.ClickException):
 
     exit_code = 2
 
-    def __init__(self, error: click.UsageError) -> None:
+    def __init__(self, error: click.UsageError, where: str | None = None) -> None:
         super().__init__(error.format_message().rstrip("."))
-        self.where = error.ctx.command_path if error.ctx is not None else "ledger"
+        self.where = where or (error.ctx.command_path if error.ctx is not None else "ledger")
 
     def show(self, file: Any = None) -> None:
         err_console.print(

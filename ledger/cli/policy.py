@@ -285,7 +285,7 @@ def test(
                     f"{path} (policy {policy.name}) has no test cases: add a tests: block, "
                     f"a {path.name.rsplit('.', 1)[0]}.tests.yaml beside it, or pass --tests FILE"
                 )
-                if path in named and len(files) > 1:
+                if path in named:
                     raise UsageError(hint)  # asked for by name: not tested is not passed
                 if len(files) > 1 and not as_json:
                     click.echo(f"warning  {hint}", err=True)

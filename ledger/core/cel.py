@@ -509,7 +509,10 @@ _SEARCH_PER_UNIT: Final = 256  # characters compared per unit, measured at 0.28-
 
 
 def _contains(m: Meter, s: Any, t: Any) -> bool:
-    m.left -= _search_units(s, t) if type(s) is str and type(t) is str else 1 + _units(s)
+    if type(s) is str and type(t) is str:
+        m.left -= _search_units(s, t)
+    else:  # a list (or a fault to come: len() of an int raises as it always did)
+        m.left -= 1 + len(s) // _CHARS_PER_UNIT
     if m.left < 0:
         raise BudgetExceeded(m.limit)
     return t in s
@@ -562,7 +565,9 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
 def _inset(m: Meter, a: Any, s: frozenset[Any]) -> bool:
     # Python keeps no hash of a tuple: looking a list up hashes every item again, so a list fact
     # of 500,000 items in a macro over 10,000 others was ~10^10 steps for 8 units each time.
-    m.left -= _W_HASH + _units(a)
+    # A text keeps its hash: it costs what it did.
+    ta = type(a)
+    m.left -= _W_HASH + (len(a) // _ITEMS_PER_UNIT if ta is tuple or ta is list else 0)
     if m.left < 0:
         raise BudgetExceeded(m.limit)
     return a in s
@@ -1112,8 +1117,7 @@ class _Compiler:
             self.refs.add(name)
             return _Expr(f"f[{name!r}]", "dyn", weight=_W_OP, fallible=True)
         if name not in self.facts:
-            close = difflib.get_close_matches(name, list(self.facts), n=1, cutoff=0.75)
-            meant = f" (did you mean {close[0]!r}?)" if close else ""
+            meant = _did_you_mean(name, self.facts)
             raise self.fail(token, f"undeclared fact {name!r}{meant}")
         self.refs.add(name)
         return _Expr(
@@ -1486,6 +1490,20 @@ class _Compiler:
 _LONE_EQUALS: Final = re.compile(r"(?<![=!<>])=(?!=)")
 _WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b")
 _CURLY_QUOTES: Final = "\u201c\u201d\u2018\u2019\u00ab\u00bb"
+
+
+def _did_you_mean(name: str, declared: Mapping[str, str]) -> str:
+    """`` (did you mean 'receipts'?)`` for a misspelt fact, or nothing. Bounded: a proposal may
+    name hundreds of long facts, and difflib compares each pair in quadratic time."""
+    if len(name) > _HINT_NAME_CHARS:
+        return ""
+    near = [f for f in declared if len(f) <= _HINT_NAME_CHARS and abs(len(f) - len(name)) <= 2]
+    close = difflib.get_close_matches(name, near[:_HINT_CANDIDATES], n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_HINT_NAME_CHARS: Final = 64
+_HINT_CANDIDATES: Final = 100
 
 
 def _syntax_hint(text: str) -> str | None:

@@ -16,7 +16,7 @@ _NEVER: Final = re.compile(r"(?!)")
 _GLOB_CHARS: Final = frozenset("*?[")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16_384)
 def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
     # Cached: many grants share their patterns, a state read whole builds every grant, and the
     # governance index is rebuilt at every change (recompiling each time stalled evaluators).

@@ -167,7 +167,7 @@ def _shown(text: str, limit: int = 200) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
-REJECTION_CHARS: Final = 4_000
+REJECTION_CHARS: Final = 1_000
 """A rejection's message at most: the processor remembers rejections for minutes, and one that
 quoted a sender's megabyte of text at full length was a way to fill its memory."""
 
@@ -494,11 +494,17 @@ def _propose(
     try:
         policy = parse_policy(c.document, limits=limits)
     except PolicyError as exc:
-        shown = [str(p) for p in exc.problems[:20]]
-        more = len(exc.problems) - len(shown)
-        return _reject(
-            "invalid_policy", "; ".join(shown) + (f"; and {more} more problem(s)" if more else "")
-        )
+        problems = list(exc.problems)
+        stopped = bool(problems) and problems[-1].message.startswith("stopped after")
+        if stopped:  # the validator's own marker: it counted no further
+            problems.pop()
+        shown = "; ".join(str(p) for p in problems[:20])
+        if len(problems) == 1:
+            return _reject("invalid_policy", shown)
+        count = f"over {len(problems)}" if stopped else f"{len(problems)}"
+        first = "the first 20" if len(problems) > 20 else "all"
+        # The count first: a long list is cut at the end, and the count must survive it.
+        return _reject("invalid_policy", f"{count} problems ({first} here): {shown}")
     if policy.name != c.policy:
         return _reject(
             "invalid_policy",

@@ -948,7 +948,7 @@ def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
         if actions is None:
             actions = state.memo["actions"] = {}
         if action in actions:
-            name = actions[action]
+            name = actions[action] = actions.pop(action)  # to the end: the busiest stay
         else:
             name = _lookup(deciding, action) or _lookup(observing, action)
             if len(actions) >= _MEMO_LIMIT:  # junk actions must not crowd the real ones out

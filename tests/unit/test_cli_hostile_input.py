@@ -373,6 +373,8 @@ def test_a_principal_the_ledger_would_refuse_is_refused_before_connecting(
         (["policy", "approvex"], "No such command 'approvex'"),
         (["--bogus"], "No such option: --bogus"),
         (["policy", "approve", "refund", "vx", "--by", "human:a"], "'vx' is not a version"),
+        # click says no context for this one: the help named is still the subcommand's
+        (["policy", "approve", "x", "1", "--by"], "policy approve --help'"),
     ],
 )
 def test_a_usage_mistake_is_one_line_naming_the_help_to_read(

@@ -101,11 +101,12 @@ class Validator:
                 column=column,
             )
         )
-        if len(self.problems) >= MAX_PROBLEMS:  # a document of thousands of broken rules
+        if len(self.problems) > MAX_PROBLEMS:  # a document of thousands of broken rules
             stop = PolicyProblem(
                 message=f"stopped after {MAX_PROBLEMS} problems: fix these first", file=self.file
             )
-            raise PolicyError([*sorted(self.problems, key=lambda p: p.line or 0), stop])
+            listed = sorted(self.problems[:MAX_PROBLEMS], key=lambda p: p.line or 0)
+            raise PolicyError([*listed, stop])
 
     def raise_if_any(self) -> None:
         if self.problems:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.core.cel import ConditionFault, compile_condition, parse_duration
+from ledger.core.cel import ConditionFault, Meter, compile_condition, parse_duration
 from ledger.errors import PolicyError
 
 FACTS = {
@@ -177,3 +177,21 @@ def test_a_condition_too_deep_to_compile_says_what_to_do() -> None:
     text = " || ".join(f"n == {i}" for i in range(230))
     with pytest.raises(PolicyError, match=r"about 200 levels.*split it across rules"):
         compile_condition(text, facts={"n": "int"})
+
+
+def test_a_misspelt_fact_hint_is_bounded() -> None:
+    from ledger.core.cel import _did_you_mean
+
+    assert _did_you_mean("reciepts", {"receipts": "int"}) == " (did you mean 'receipts'?)"
+    long = "a" * 190
+    # Names past 64 characters get no hint: difflib over hundreds of them took seconds.
+    assert _did_you_mean(long + "b", {long + "c": "int"}) == ""
+    assert _did_you_mean("amount", {"category": "string"}) == ""
+
+
+def test_a_text_looked_up_in_a_literal_list_costs_what_it_did() -> None:
+    # Only a list value is charged its length: a text keeps its hash.
+    condition = compile_condition('!items.exists(i, note in ["a", "b"])', facts=None)
+    meter = Meter(1_000_000)
+    assert condition.fn({"items": ("x",) * 1_000, "note": "n" * 60_000}, {}, meter) is True
+    assert 1_000_000 - meter.left < 20_000

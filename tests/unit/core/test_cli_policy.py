@@ -129,7 +129,7 @@ def test_no_test_cases_says_how_to_name_the_tests_file(tmp_path: Path) -> None:
     policy.write_text(REFUND.read_text().split("\ntests:")[0])
     (tmp_path / "travel.booking.tests.yaml").write_text("cases: []\n")
     code, _, err = run("policy", "test", str(policy))
-    assert code == 2 and "refund.yaml -> refund.tests.yaml" in err
+    assert code == 2 and "a travel.tests.yaml beside it" in err  # its own name, not an example
 
 
 def test_one_unreadable_file_among_several_does_not_hide_the_others(tmp_path: Path) -> None:
@@ -483,3 +483,9 @@ def test_the_policy_cell_of_a_decision_table() -> None:
     assert policy_label("refund", 1) == "refund v1"
     assert policy_label("refund", None, None) == "refund (no version decided)"  # was vNone (None)
     assert policy_label(None, None) == "-"
+
+
+def test_one_policy_file_without_cases_says_how_to_give_it_some() -> None:
+    code, _, err = run("policy", "test", str(EXAMPLES / "refund-v2.yaml"))
+    assert code == 2 and "refund-v2.yaml (policy refund) has no test cases" in err
+    assert "pass --tests FILE" in err

@@ -271,3 +271,28 @@ def test_validation_stops_after_so_many_problems() -> None:
     found = caught.value.problems
     assert len(found) == MAX_PROBLEMS + 1
     assert found[-1].message == f"stopped after {MAX_PROBLEMS} problems: fix these first"
+
+
+def test_a_rejected_proposal_counts_its_problems_honestly() -> None:
+    from datetime import UTC, datetime
+
+    from ledger.core import EMPTY_STATE, Rejection, decide
+    from ledger.core.events import ProposePolicyVersion
+
+    rules = "".join(f"  - {{id: r{i}, effect: permit}}\n" for i in range(150))
+    text = f"policy: x\ngoverns: [a]\nowner: o\nrules:\n{rules}default: {{effect: deny}}\n"
+    outcome = decide(
+        EMPTY_STATE,
+        ProposePolicyVersion(
+            event_id="c1",
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+            actor="human:admin",
+            policy="x",
+            document=text,
+        ),
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        new_id=lambda: "e1",
+        admins=frozenset({"human:admin"}),
+    )
+    assert isinstance(outcome, Rejection) and outcome.code == "invalid_policy"
+    assert outcome.message.startswith("over 100 problems (the first 20 here): rule 'r0'")
