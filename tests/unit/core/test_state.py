@@ -1282,12 +1282,16 @@ def test_junk_actions_do_not_crowd_real_ones_out_of_the_lookup_cache() -> None:
     from ledger.core.state import _MEMO_LIMIT, governing_policy
 
     state = replay(EVENTS)
+    governing_policy(state, "refund.busy")
     for i in range(_MEMO_LIMIT + 100):  # an agent asking about actions no policy governs
         assert governing_policy(state, f"junk.{i}") is None
+        if i % 1_000 == 0:
+            governing_policy(state, "refund.busy")  # a real agent's action, asked all along
     cached = state.memo["actions"]
     assert len(cached) == _MEMO_LIMIT and "junk.0" not in cached
+    assert "refund.busy" in cached  # kept: each hit moved it to the newest end
     governing_policy(state, "refund.other")
-    assert "refund.other" in cached  # still cached: the oldest junk made room
+    assert "refund.other" in cached  # and a new one is cached: the oldest junk made room
 
 
 def test_a_sync_request_is_never_corrected_even_with_a_default() -> None:
