@@ -545,8 +545,9 @@ class LocalLedger:
     def _apply(self, command: Command) -> CommandAccepted | CommandRejected:
         with self._lock:
             now = self.clock()
+            before = self._state
             outcome = decide(
-                self._state,
+                before,
                 command,
                 now=now,
                 new_id=new_id,
@@ -562,7 +563,7 @@ class LocalLedger:
                     state = with_position(fold(state, event), self._streams[stream], offset)
                 self._state = state
                 self.events.extend(outcome)
-            return command_result(command, outcome, event_id=new_id(), now=now)
+            return command_result(command, outcome, event_id=new_id(), now=now, state=before)
 
     def _evaluate(self, request: EvaluationRequested) -> DecisionRecorded:
         made = evaluate(

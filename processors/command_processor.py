@@ -342,7 +342,7 @@ class CommandHandler:
                         )
                         break
                     step.events.append((gov, (topic, key, value)))
-            result = command_result(command, outcome, event_id=self.new_id(), now=now)
+            result = command_result(command, outcome, event_id=self.new_id(), now=now, state=state)
             if isinstance(result, CommandRejected):
                 self.remember_answer(result, now)
         answer = self._answer(command, result)

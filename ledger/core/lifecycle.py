@@ -35,7 +35,7 @@ proof on every event it accepts. :func:`decide` alone takes the actor's word (th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal, TypeAlias, assert_never
@@ -89,7 +89,14 @@ from ledger.core.signing import (
     signed_bytes,
     verify_signature,
 )
-from ledger.core.state import LedgerState, PolicyRecord, PrincipalRecord, actor_key, key_owner
+from ledger.core.state import (
+    LedgerState,
+    PolicyRecord,
+    PrincipalRecord,
+    actor_key,
+    key_owner,
+    overlapping_governs,
+)
 from ledger.errors import PolicyError
 
 __all__ = [
@@ -970,8 +977,12 @@ def command_result(
     event_id: str,
     now: datetime,
     actor: str = COMMAND_PROCESSOR,
+    state: LedgerState | None = None,
 ) -> CommandResult:
-    """The CommandAccepted/CommandRejected to publish for ``command``'s outcome."""
+    """The CommandAccepted/CommandRejected to publish for ``command``'s outcome.
+
+    With ``state`` (what the command was decided against), an accepted proposal's message also
+    notes any other deployed policy that may govern the same actions (:func:`overlap_note`)."""
     aggregate = command_aggregate(command)
     if isinstance(outcome, Rejection):
         return CommandRejected(
@@ -1004,7 +1015,31 @@ def command_result(
         aggregate=aggregate,
         event_ids=tuple(e.event_id for e in outcome),
         version=version,
-        message=", ".join(type(e).__name__ for e in outcome),
+        message="; ".join(
+            [", ".join(type(e).__name__ for e in outcome)]
+            + [
+                note
+                for e in outcome
+                if state is not None and isinstance(e, PolicyVersionProposed)
+                for note in [overlap_note(state, e.policy, e.governs)]
+                if note
+            ]
+        ),
+    )
+
+
+def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str | None:
+    """Where another deployed policy may govern the same actions as ``governs``, say so, and
+    how the ledger chooses (not an error: teams may mean it, a glob beside an exact name)."""
+    found = overlapping_governs(state, policy, governs)
+    if not found:
+        return None
+    shown = ", ".join(f"{mine} ~ {other}'s {theirs}" for other, theirs, mine in found[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return (
+        f"note: actions may also be governed by another policy ({shown}{more}); where both are "
+        "deployed an exact name decides before a glob, then the longest glob, then the lower "
+        "policy name"
     )
 
 

@@ -53,7 +53,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
-from ledger.core.globs import compile_globs, is_pattern
+from ledger.core.globs import compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
@@ -79,6 +79,7 @@ __all__ = [
     "with_positions",
     "aggregate_of",
     "governing_policy",
+    "overlapping_governs",
     "aggregate_record",
     "RECORDED_LIMITS",
     "compile_deployed",
@@ -933,6 +934,43 @@ def _lookup(index: _Index, action: str) -> str | None:
     if name is None:
         name = next((n for rx, n in globs if rx.match(action)), None)
     return name
+
+
+def overlapping_governs(
+    state: LedgerState, name: str, governs: Iterable[str]
+) -> list[tuple[str, str, str]]:
+    """``(other policy, its pattern, ours)`` for every deployed version of another policy whose
+    ``governs`` may share an action with ``governs``: the same name, a glob matching a name, or
+    two globs one of which matches the other or whose fixed beginnings agree (``expense.*`` and
+    ``expense.app*``). May say so of two globs that share nothing: it feeds a note, not a rule
+    (:func:`governing_policy` decides which policy governs)."""
+    ours = sorted(set(governs))
+    found: set[tuple[str, str, str]] = set()
+    for other in sorted(state.policies):
+        record = state.policies[other]
+        if other == name or record.retired:
+            continue
+        theirs = {p for v in record.deployed() for p in record.versions[v].governs}
+        for mine in ours:
+            for pattern in sorted(theirs):
+                if _may_overlap(mine, pattern):
+                    found.add((other, pattern, mine))
+    return sorted(found)
+
+
+def _may_overlap(a: str, b: str) -> bool:
+    if a == b or glob_matches(a, b) or glob_matches(b, a):
+        return True
+    if is_pattern(a) and is_pattern(b):
+        fixed_a, fixed_b = _fixed(a), _fixed(b)
+        return fixed_a.startswith(fixed_b) or fixed_b.startswith(fixed_a)
+    return False
+
+
+def _fixed(pattern: str) -> str:
+    """A glob's beginning before its first wildcard."""
+    cut = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
+    return pattern[:cut]
 
 
 def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:

@@ -1356,3 +1356,62 @@ def test_a_pre_evaluation_item_without_a_resource_is_bucketed_by_request_and_ite
     (decided,) = evaluate_batch(state, batch, now=T0, evaluator_id="t").decisions
     assert decided.reason_code == "rule_matched", decided
     assert decided.policy_version == (2 if bucket(f"{batch_id}/1") < 30 else 1) != item_alone
+
+
+@pytest.mark.parametrize(
+    ("governs", "expected"),
+    [
+        (["refund.*"], [("refund", "refund.issue", "refund.*")]),  # a glob over its name
+        (["refund.issue"], [("refund", "refund.issue", "refund.issue")]),  # the same name
+        (["billing.*", "refund.issu?"], [("refund", "refund.issue", "refund.issu?")]),
+        (["billing.*"], []),
+    ],
+)
+def test_overlapping_governs_names_the_other_deployed_policy(
+    governs: list[str], expected: list[tuple[str, str, str]]
+) -> None:
+    from ledger.core.state import overlapping_governs
+
+    assert overlapping_governs(FINAL, "other", governs) == expected
+    assert overlapping_governs(FINAL, "refund", governs) == []  # its own versions are not others
+
+
+def test_two_globs_may_overlap_by_their_fixed_beginnings() -> None:
+    from ledger.core.state import _may_overlap
+
+    assert _may_overlap("expense.*", "expense.app*")
+    assert _may_overlap("exp*", "expense.*")
+    assert not _may_overlap("refund.*", "ticket.*")
+    assert not _may_overlap("refund.issue", "refund.void")
+
+
+def test_an_accepted_proposal_notes_another_policy_governing_its_actions() -> None:
+    from ledger.core.events import ProposePolicyVersion
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND)
+    limits = REFUND.replace("policy: refund", "policy: refund-limits", 1).replace(
+        "governs: [refund.issue]", "governs: ['refund.*']", 1
+    )
+    accepted = ledger.submit_command(
+        ProposePolicyVersion(
+            event_id="p-limits",
+            occurred_at=T0,
+            actor="human:admin",
+            document=limits,
+        )
+    )
+    assert accepted.message.startswith("PolicyVersionProposed; note: actions may also be governed")
+    assert "refund.* ~ refund's refund.issue" in accepted.message
+    quiet = ledger.submit_command(
+        ProposePolicyVersion(
+            event_id="p-tickets",
+            occurred_at=T0,
+            actor="human:admin",
+            document=limits.replace("policy: refund-limits", "policy: tickets", 1).replace(
+                "governs: ['refund.*']", "governs: ['ticket.*']", 1
+            ),
+        )
+    )
+    assert quiet.message == "PolicyVersionProposed"
