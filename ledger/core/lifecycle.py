@@ -1035,7 +1035,7 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     if not found:
         return None
     shown = ", ".join(f"{mine} ~ {other}'s {theirs}" for other, theirs, mine in found[:3])
-    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    more = " and more" if len(found) > 3 else ""
     return (
         f"note: actions may also be governed by another policy ({shown}{more}); where both are "
         "deployed an exact name decides before a glob, then the longest glob, then the lower "

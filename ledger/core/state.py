@@ -946,16 +946,24 @@ def overlapping_governs(
     (:func:`governing_policy` decides which policy governs)."""
     ours = sorted(set(governs))
     found: set[tuple[str, str, str]] = set()
+    budget = _OVERLAP_PAIRS  # a note must not cost a proposal much on a big ledger
     for other in sorted(state.policies):
         record = state.policies[other]
         if other == name or record.retired:
             continue
-        theirs = {p for v in record.deployed() for p in record.versions[v].governs}
+        theirs = sorted({p for v in record.deployed() for p in record.versions[v].governs})
         for mine in ours:
-            for pattern in sorted(theirs):
+            for pattern in theirs:
+                budget -= 1
+                if budget < 0 or len(found) >= _OVERLAP_MOST:
+                    return sorted(found)
                 if _may_overlap(mine, pattern):
                     found.add((other, pattern, mine))
     return sorted(found)
+
+
+_OVERLAP_PAIRS: Final = 25_000  # ~0.1 s of glob matching at worst (measured 3.7 us a pair)
+_OVERLAP_MOST: Final = 10
 
 
 def _may_overlap(a: str, b: str) -> bool:
