@@ -144,6 +144,16 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
 _TESTS_SUFFIXES = (_TESTS_SUFFIX, ".tests.yml")
 
 
+def _wrong_policy(
+    tests_file: Path, named: str | None, policy_file: Path, policy: Policy
+) -> str | None:
+    """The one rule tying a tests file to a policy: the ``policy:`` it names, if any, is the
+    policy's own (``validate`` reports it, ``test`` refuses to run the cases)."""
+    if named is None or named == policy.name:
+        return None
+    return f"{tests_file} tests policy {named!r} but {policy_file} is policy {policy.name!r}"
+
+
 def _against_policy(
     path: Path, named: str | None, cases: Iterable[PolicyTestCase]
 ) -> list[PolicyProblem]:
@@ -155,13 +165,9 @@ def _against_policy(
         policy = _load(beside)
     except (PolicyError, UsageError):
         return []
-    if named is not None and named != policy.name:
-        return [
-            PolicyProblem(
-                message=f"tests policy {named!r} but {beside} is policy {policy.name!r}",
-                file=str(path),
-            )
-        ]
+    wrong = _wrong_policy(path, named, beside, policy)
+    if wrong is not None:
+        return [PolicyProblem(message=wrong)]
     rules = {r.id for r in policy.rules}
     return [
         PolicyProblem(
@@ -222,10 +228,9 @@ def _cases_for(path: Path, policy: Policy, extra: tuple[Path, ...] = ()) -> list
         seen.add(key)
         text = read_text_file(tests_file, what="policy tests file")
         named, more = parse_test_cases(text, filename=str(tests_file))
-        if named is not None and named != policy.name:
-            raise UsageError(
-                f"{tests_file} tests policy {named!r} but {path} is policy {policy.name!r}"
-            )
+        wrong = _wrong_policy(tests_file, named, path, policy)
+        if wrong is not None:
+            raise UsageError(wrong)
         cases.extend(more)
     return cases
 
