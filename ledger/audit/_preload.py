@@ -1,5 +1,5 @@
-"""What the export's fork server loads before it forks helpers (see ``_Helpers`` in
-:mod:`ledger.audit.export`): the exporter's modules, and the default codec, built here once so
+"""What the export's fork server loads before it forks helpers (see ``Helpers`` in
+:mod:`ledger.audit.pool`): the exporter's modules, and the default codec, built here once so
 that every helper forked from the server starts with it instead of building its own."""
 
 from __future__ import annotations

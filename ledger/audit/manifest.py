@@ -78,7 +78,7 @@ class Manifest:
     updated_at: str | None = None
     retired: list[dict[str, Any]] = field(default_factory=list)
     """Files merged into others by compaction (``path``, ``at``: when, ISO 8601): no longer
-    read, removed once :data:`~ledger.audit.export.RETIRE_AFTER_S` has passed (a reader that
+    read, removed once :data:`~ledger.audit.writer.RETIRE_AFTER_S` has passed (a reader that
     listed them before the merge may still be reading them)."""
 
     def next_offset(self, topic: str, partition: int) -> int:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ledger.pids import running
+
 __all__ = ["spawn_detached", "alive", "exit_status", "terminate"]
 
 
@@ -67,18 +69,10 @@ def alive(pid: int, *, marker: str | None = None) -> bool:
         return False
     if marker is not None and not _runs(pid, marker):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    if running(pid):
         return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            _reap(pid)
-            return False
-    return True
+    _reap(pid)  # a zombie of ours: gone for good once reaped
+    return False
 
 
 def exit_status(pid: int) -> tuple[bool, int | None]:

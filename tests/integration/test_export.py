@@ -319,6 +319,7 @@ def test_an_export_by_helpers_writes_exactly_what_one_process_writes(
     each helper's consumer reassigned between them): the rows, the files' rows and the offsets
     are those of one process reading everything, and nothing unlisted is left on disk."""
     from ledger.audit import export as exporting
+    from ledger.audit import pool
 
     total = exporting.POOL_THRESHOLD + 5_000
     produce(
@@ -329,14 +330,14 @@ def test_an_export_by_helpers_writes_exactly_what_one_process_writes(
         garbage=3,
     )
     units: list[Any] = []
-    cut = exporting._units
+    cut = pool._units
 
     def spy(ranges: Any, size: int) -> Any:
         made = cut(ranges, size)
         units.extend(made)
         return made
 
-    monkeypatch.setattr(exporting, "_units", spy)
+    monkeypatch.setattr(pool, "_units", spy)
     security = kafka.security("exporter")
     one = exporting.export(
         tmp_path / "one", kafka.bootstrap, ledger_topics, security=security, helpers=0

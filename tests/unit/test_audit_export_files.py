@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from export_format import rejected as command_rejected
 
-from ledger.audit.export import LOCK, MANIFEST, ExportWriter, _conform, read_manifest
+from ledger.audit.export import LOCK, MANIFEST, ExportWriter, read_manifest
+from ledger.audit.writer import _conform
 from ledger.core.events import CommandRejected
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
@@ -137,7 +138,7 @@ def test_an_empty_ledger_exports_to_an_empty_export(tmp_path: Path) -> None:
 
 
 def test_helper_units_cover_every_range_once_each_partition_in_order() -> None:
-    from ledger.audit.export import _units
+    from ledger.audit.pool import _units
 
     ranges = {("a", 0): (10, 35), ("a", 1): (0, 5), ("b", 0): (7, 7)}
     units = _units(ranges, 10)
@@ -153,7 +154,7 @@ def test_helper_units_cover_every_range_once_each_partition_in_order() -> None:
 def test_units_are_committed_only_once_their_partition_prefix_is_done() -> None:
     """A helper may finish a partition's later unit first: its files wait, unlisted (a killed
     run's next run removes them), until every unit before it is done."""
-    from ledger.audit.export import _Prefixes, _UnitDone, _units
+    from ledger.audit.pool import _Prefixes, _UnitDone, _units
 
     ranges = {("a", 0): (0, 30), ("a", 1): (100, 110)}
     first, other, second, third = _units(ranges, 10)

@@ -268,18 +268,18 @@ def test_a_folder_swapped_for_a_link_while_a_file_is_written_takes_nothing_elsew
 ) -> None:
     # The writer checked the date= folder, then created and renamed its file by path: a link
     # swapped in between had it replace a same-named file in another directory.
-    import ledger.audit.export as exporting
+    import ledger.audit.folder as safely
 
     out, folder, lake = export_and_lake(tmp_path, f"{TOPICS.command_results}+0+3.parquet")
     victim_file = next(lake.iterdir())
-    original = exporting._new_file
+    original = safely.new_file
 
     def racing(where: int, name: str) -> Any:
         if name.endswith(".parquet") and not folder.is_symlink():
             _swap_for_link(folder, lake)
         return original(where, name)
 
-    monkeypatch.setattr(exporting, "_new_file", racing)
+    monkeypatch.setattr(safely, "new_file", racing)
     with ExportWriter(out, TOPICS) as writer:
         writer.add_event(TOPICS.command_results, 0, 3, rejected(3))
         writer.flush()
@@ -396,10 +396,10 @@ def test_the_export_folder_renamed_mid_run_takes_nothing_from_another_export(
     moved = read_manifest(share / "moved")
     assert moved is not None and moved.next_offset(TOPICS.command_results, 0) == 2
     # A helper process checks that the folder it opens is the writer's.
-    from ledger.audit.export import _Files
+    from ledger.audit.writer import RowFiles
 
     with pytest.raises(ExportError, match="is no longer the folder this export began in"):
-        _ = _Files(out, TOPICS, identity=(0, 0)).top
+        _ = RowFiles(out, TOPICS, identity=(0, 0)).top
 
 
 def test_a_manifest_that_is_a_link_is_not_adopted_by_the_writer(tmp_path: Path) -> None:

@@ -56,3 +56,21 @@ def test_the_environment_identifies_a_process_whose_title_was_rewritten(tmp_path
         assert not alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'other' / 'evaluator.ready'}")
     finally:
         terminate(pid, grace=5)
+
+
+def test_a_zombie_does_not_run_and_is_reaped_by_alive() -> None:
+    from ledger.pids import running
+
+    assert running(os.getpid())
+    assert not running(0) and not running(-1)
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    deadline = time.monotonic() + 5
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Exited, not reaped: a zombie, which the export's helpers take for a gone parent.
+    assert not running(child)
+    assert Path(f"/proc/{child}").exists(), "reaped before the check"
+    assert not alive(child)  # and the local stack's check reaps its own zombie
+    assert not Path(f"/proc/{child}").exists()

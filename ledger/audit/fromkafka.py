@@ -1,0 +1,226 @@
+"""The export's reading of Kafka: which offsets a run reads (:meth:`Source.plan`), and the
+records handed in offset order to the rows of an export (:class:`Sink`).
+
+The topics are read with librdkafka (confluent-kafka), not kafka-python: on the benchmark's
+200,000 decisions kafka-python spent ~85 µs a record in pure-Python batch parsing and CRC-32C
+(more than making the rows), librdkafka ~3-5 µs (see the README's status table).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from ledger.audit.writer import ExportWriter, RowFiles
+from ledger.errors import ExportError
+from ledger.settings import KafkaSecurity, TopicNames
+
+__all__ = ["RDKAFKA_CONFIG", "IDLE_LIMIT", "Where", "Ranges", "Source", "Sink"]
+
+RDKAFKA_CONFIG: Final[dict[str, Any]] = {
+    "fetch.wait.max.ms": 100,
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 64 * 1024,
+    "socket.receive.buffer.bytes": 4 * 1024 * 1024,
+    "fetch.queue.backoff.ms": 20,
+    # As kafka-python read: every record, and each batch's CRC checked.
+    "isolation.level": "read_uncommitted",
+    "check.crcs": True,
+    # An end-of-partition event: how a run knows it is past offsets that hold no record
+    # (transaction markers, compacted gaps) just before the end offset it captured.
+    "enable.partition.eof": True,
+}
+"""librdkafka settings of the export's consumer (on the ledger's consumer defaults)."""
+CONSUME_BATCH: Final = 10_000
+"""Records taken from librdkafka's queue per call."""
+IDLE_LIMIT: Final = 30.0
+"""Seconds without a record or an end-of-partition event before a one-shot export gives up."""
+
+Where = tuple[str, int]
+Ranges = dict[Where, tuple[int, int]]
+"""Per partition: the first offset to read and the end offset (exclusive)."""
+
+
+class Source:
+    """A librdkafka consumer of the ledger's topics: :meth:`plan` says what a run has to read
+    (from the writer's next offsets, never before the log start: a bounded topic, commands with
+    its 7 days, may have dropped records since the last run, to the end offsets seen now), and
+    :meth:`watch` assigns it."""
+
+    def __init__(self, bootstrap: str, topics: TopicNames, security: KafkaSecurity | None) -> None:
+        from ledger.kafka.acls import PROCESSOR_GROUPS
+        from ledger.kafka.clients import make_rdkafka_consumer
+
+        self.bootstrap = bootstrap
+        self.start: dict[Where, int] = {}
+        self.end: dict[Where, int] = {}
+        self.done: set[Where] = set()  # partitions read up to their end offset
+        self.closed = False
+        # The exporter's group (its ACLs allow it); it is never joined nor committed to.
+        group = {"group.id": f"{topics.prefix}{PROCESSOR_GROUPS['exporter']}.export"}
+        self.consumer = make_rdkafka_consumer(
+            bootstrap, security=security, **RDKAFKA_CONFIG, **group
+        )
+
+    def plan(self, writer: ExportWriter) -> Ranges:
+        """Every partition of the ledger's topics: where the run starts, and its end offset."""
+        from confluent_kafka import TopicPartition
+
+        from ledger.kafka.reading import rdkafka_partitions
+
+        ranges: Ranges = {}
+        for topic in writer.formats:
+            for partition in rdkafka_partitions(self.consumer, topic, bootstrap=self.bootstrap):
+                low, high = self._watermarks(TopicPartition(topic, partition))
+                start = writer.next_offset(topic, partition)
+                if start > high:
+                    raise ExportError(
+                        f"{writer.out} has {topic} partition {partition} up to offset {start}, "
+                        f"but Kafka's ends at {high}: the topic was recreated, or this is another "
+                        "ledger's export; export into a fresh directory"
+                    )
+                ranges[(topic, partition)] = (max(start, low), high)
+        return ranges
+
+    def watch(self, ranges: Ranges, *, bounded: bool) -> None:
+        """Read these partitions from their start (a bounded read: those with something before
+        their end offset, up to it)."""
+        from confluent_kafka import TopicPartition
+
+        self.start = {where: start for where, (start, _) in ranges.items()}
+        self.end = {where: end for where, (_, end) in ranges.items()}
+        self.done = set()
+        self.consumer.assign(
+            [
+                TopicPartition(topic, partition, start)
+                for (topic, partition), (start, end) in ranges.items()
+                if not bounded or start < end
+            ]
+        )
+
+    def _watermarks(self, tp: Any) -> tuple[int, int]:
+        from confluent_kafka import KafkaException
+
+        give_up = time.monotonic() + 10.0
+        while True:
+            try:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=10.0)
+                return int(low), int(high)
+            except KafkaException as exc:
+                error = exc.args[0]
+                # A topic created a moment ago may have no leader yet: ask again.
+                if time.monotonic() >= give_up or not error.retriable():
+                    raise self._error(error) from exc
+            time.sleep(0.1)
+
+    def _error(self, error: Any) -> Exception:
+        from confluent_kafka import KafkaError
+
+        from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+
+        if error.code() in (
+            KafkaError._AUTHENTICATION,
+            KafkaError.SASL_AUTHENTICATION_FAILED,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        ):
+            return KafkaAccessDenied(f"Kafka at {self.bootstrap} refused the exporter: {error}")
+        if error.fatal():
+            return KafkaUnavailable(f"reading Kafka at {self.bootstrap} failed: {error}")
+        return ExportError(f"reading Kafka at {self.bootstrap} failed: {error}")
+
+    def read(self, sink: Sink, *, bounded: bool, wait: float = 1.0) -> tuple[int, bool]:
+        """Hand ``sink`` the next records (those of a bounded run below its end offsets only).
+        Returns (records handed, whether anything arrived: a record or an end of partition)."""
+        from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError
+
+        want = CONSUME_BATCH
+        if bounded:
+            # librdkafka returns when it has ``want`` records or the wait is over: never ask
+            # for more than are left (a helper's unit ended with a second's wait for records
+            # that were not coming), and wait less, should offsets without records be left.
+            left = sum(e - sink.position(w) for w, e in self.end.items() if w not in self.done)
+            want = max(1, min(want, left))
+            wait = min(wait, 0.25)
+        messages = self.consumer.consume(num_messages=want, timeout=wait)
+        if not messages:
+            return 0, False
+        end, done, add = self.end, self.done, sink.add
+        taken = 0
+        for message in messages:
+            error = message.error()
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if error is not None:
+                code = error.code()
+                if code == KafkaError._PARTITION_EOF:
+                    if offset >= end.get((topic, partition), 0):
+                        done.add((topic, partition))
+                    continue
+                if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                    continue  # the never-used group: a role without it still exports
+                if error.fatal() or code in (
+                    KafkaError._AUTHENTICATION,
+                    KafkaError.SASL_AUTHENTICATION_FAILED,
+                    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                ):
+                    raise self._error(error)
+                continue  # transient (a broker restarting): librdkafka retries
+            where = (topic, partition)
+            if bounded:
+                stop = end.get(where)
+                if stop is None:
+                    continue  # of a partition no longer assigned (a helper's previous unit)
+                if offset + 1 >= stop:
+                    done.add(where)
+                    if offset >= stop:
+                        continue
+            kind, timestamp = message.timestamp()
+            if add(
+                topic,
+                partition,
+                offset,
+                None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
+                message.key(),
+                message.value(),
+            ):
+                taken += 1
+        return taken, True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.consumer.close()
+
+
+class Sink:
+    """Records into rows of ``files``, every partition's in offset order from the offset
+    ``start`` names (skipping what was read already, or is not wanted)."""
+
+    def __init__(self, files: RowFiles, start: Callable[[str, int], int]) -> None:
+        self.files = files
+        self.start = start
+        self._next: dict[Where, int] = {}
+
+    def position(self, where: Where) -> int:
+        """The offset of the next record of partition ``where`` the sink takes."""
+        found = self._next.get(where)
+        return found if found is not None else self.start(*where)
+
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> bool:
+        expected = self._next.get((topic, partition))
+        if expected is None:
+            expected = self.start(topic, partition)
+        if offset < expected:
+            return False  # read again after a seek, or before what the manifest holds
+        self._next[(topic, partition)] = offset + 1
+        self.files.add(topic, partition, offset, timestamp_ms, key, value)
+        return True
