@@ -2,9 +2,11 @@
 
 - :mod:`~ledger.audit.rows` — the export format: one ledger record → one row of typed columns;
 - :mod:`~ledger.audit.export` — ``ledger export``: Kafka → Parquet files and their manifest,
-  incremental, idempotent, repaired after a kill; also the file half alone
-  (:class:`~ledger.audit.export.ExportWriter`) for writing the format without Kafka; it never
-  follows a link below the export folder (a shared folder is hostile input);
+  incremental, idempotent, repaired after a kill, built from
+  :mod:`~ledger.audit.writer` (the file and manifest half, usable without Kafka),
+  :mod:`~ledger.audit.folder` (every file touched without following a link: a shared folder
+  is hostile input), :mod:`~ledger.audit.fromkafka` (reading the topics) and
+  :mod:`~ledger.audit.pool` (helper processes for a large run);
 - :mod:`~ledger.audit.manifest` — an export's ``_manifest.json``, read as hostile input: bounded,
   every field and path checked;
 - :mod:`~ledger.audit.sql` — DuckDB over an export: the views of ``queries/views.sql``, the
@@ -14,6 +16,8 @@
   reproduction and simulation, read from Kafka or from an export;
 - :mod:`~ledger.audit.reproduce` — re-evaluate one recorded decision at its governance position;
 - :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export.
+- :mod:`~ledger.audit.columns` — an export row's columns read back into its record (what
+  ``verify`` hashes, and how it and ``history`` check the columns against the record bytes).
 
 May import: the core, :mod:`ledger.codec`, :mod:`ledger.contract`, :mod:`ledger.settings`,
 :mod:`ledger.errors`, :mod:`ledger.files`, the Kafka wing (:mod:`ledger.kafka`), duckdb and pyarrow. Never

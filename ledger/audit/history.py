@@ -13,9 +13,9 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
+from ledger.audit.columns import columns_disagree
 from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.manifest import listed_file
-from ledger.audit.verify import columns_disagree
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps

@@ -9,7 +9,8 @@ checkpoints (``ledger.chain-checkpoints``) give a chain's head ``chain_seq`` and
 Verification works **from the columns analysts query**: each decision row's JSON form is rebuilt
 from its columns (typed columns back to their JSON form, JSON columns parsed), hashed, and
 checked against its ``hash``; the row's raw ``record`` must decode to that same JSON form; then
-each chain is followed by ``chain_seq``. It reports, first in time first:
+each chain is followed by ``chain_seq`` (reading rows back into records is
+:mod:`ledger.audit.columns`). It reports, first in time first:
 
 - **altered** — a row whose columns do not hash to its ``hash``, whose record bytes disagree
   with its columns, or whose successor (or a checkpoint) vouches for another hash;
@@ -29,26 +30,28 @@ but deleting them would not be detected (a checkpoint follows within about a sec
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
 import os
 import time
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Final, cast
 
+from ledger.audit.columns import (
+    COORDINATES,
+    FORMS,
+    TEXTS,
+    Mismatch,
+    Slow,
+    batch_columns,
+    differing,
+    show,
+)
 from ledger.audit.export import ExportPath
 from ledger.audit.sources import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
 from ledger.codec import Codec, default_codec
-from ledger.core import events as _events
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
-from ledger.core.events import ChainCheckpoint
-from ledger.core.jsonform import format_timestamp, to_json_value
+from ledger.core.jsonform import to_json_value
 from ledger.errors import CodecError, ExportError
 from ledger.settings import TopicNames
 
@@ -59,17 +62,11 @@ __all__ = [
     "VerifyReport",
     "verify_export",
     "verify_throughput",
-    "columns_disagree",
 ]
 
 KINDS: Final = ("altered", "missing", "inserted", "reordered", "unchained")
 _RANK: Final = {kind: rank for rank, kind in enumerate(KINDS)}
 
-# Columns of every export row that are not event fields (and DuckDB's hive partition column).
-_COORDINATES: Final = frozenset(
-    {"topic", "partition", "offset", "kafka_timestamp", "key", "event_type", "record", "date"}
-)
-_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
 _KEEP_PROBLEMS: Final = 1000  # details kept; every problem is counted
 _BATCH_ROWS: Final = 4096
 
@@ -130,261 +127,6 @@ class VerifyReport:
     @property
     def unconfirmed(self) -> int:
         return sum(c.unconfirmed for c in self.chains)
-
-
-# --------------------------------------------------------------------------- columns → JSON form
-
-
-class _Mismatch(Exception):
-    """A column whose value cannot be the JSON form of its field."""
-
-
-def _timestamp(value: Any) -> Any:
-    if not isinstance(value, datetime):
-        raise _Mismatch(f"holds {type(value).__name__}, not a timestamp")
-    return format_timestamp(value)
-
-
-def _exact(kind: type) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if type(value) is not kind:
-            raise _Mismatch(f"holds {type(value).__name__}, not {kind.__name__}")
-        return value
-
-    return check
-
-
-def _double(value: Any) -> Any:
-    if type(value) is not float:
-        raise _Mismatch(f"holds {type(value).__name__}, not a double")
-    return to_json_value(value)
-
-
-def _blob(value: Any) -> Any:
-    if not isinstance(value, bytes):
-        raise _Mismatch(f"holds {type(value).__name__}, not bytes")
-    return value.hex()
-
-
-def _json(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise _Mismatch(f"holds {type(value).__name__}, not JSON text")
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise _Mismatch(f"is not valid JSON ({exc})") from None
-    except RecursionError:  # tampering: nested deeper than the parser recurses
-        raise _Mismatch(
-            "is JSON nested too deeply to read (not what the exporter writes)"
-        ) from None
-
-
-def _column_reader(hint: Any) -> Callable[[Any], Any]:
-    """How a column's value becomes the field's JSON form (the export spec, in reverse)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            hint = args[0]
-    if hint is datetime:
-        return _timestamp
-    if hint is bool:
-        return _exact(bool)
-    if hint is int:
-        return _exact(int)
-    if hint is float:
-        return _double
-    if hint in (str, Decimal) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
-        return _exact(str)
-    if hint is bytes:
-        return _blob
-    return _json
-
-
-@dataclass(frozen=True, slots=True)
-class _Form:
-    """Rebuilds one event type's JSON form from an export row."""
-
-    cls: type
-    readers: tuple[tuple[str, Callable[[Any], Any]], ...]
-    names: frozenset[str]
-
-    @classmethod
-    def of(cls, event_type: type) -> _Form:
-        hints = typing.get_type_hints(event_type, vars(_events))
-        readers = tuple(
-            (f.name, _column_reader(hints[f.name])) for f in dataclasses.fields(event_type)
-        )
-        return cls(event_type, readers, frozenset(name for name, _ in readers))
-
-    def build(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        form: dict[str, Any] = {}
-        for name, read in self.readers:
-            if name not in row:
-                raise _Mismatch(f"column {name} is missing from the export")
-            value = row[name]
-            try:
-                form[name] = None if value is None else read(value)
-            except _Mismatch as exc:
-                raise _Mismatch(f"column {name} {exc}") from None
-        for name, value in row.items():
-            if value is not None and name not in self.names and name not in _COORDINATES:
-                raise _Mismatch(f"column {name} is set, but a {self.cls.__name__} has no {name}")
-        return form
-
-
-_FORMS: Final = {cls.__name__: _Form.of(cls) for cls in (*CHAINED_TYPES, ChainCheckpoint)}
-
-
-def columns_disagree(event: Any, row: Mapping[str, Any]) -> str | None:
-    """Why an export ``row``'s columns are not the JSON form of ``event``, decoded from the
-    row's own ``record`` bytes (``None`` when they agree): what analysts query must be what was
-    recorded. For any event type; decision chains are checked this way by :func:`verify_export`."""
-    form = _FORMS.get(type(event).__name__)
-    if form is None:  # built once per event type: reading type hints is slow
-        form = _FORMS[type(event).__name__] = _Form.of(type(event))
-    try:
-        columns = form.build(row)
-    except _Mismatch as exc:
-        return str(exc)
-    differing = _differing(columns, to_json_value(event))
-    if differing:
-        return f"its columns disagree with its record bytes: {', '.join(differing)}"
-    return None
-
-
-def _differing(columns: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
-    names = list(record) + [n for n in columns if n not in record]
-    return [n for n in names if n != "hash" and columns.get(n) != record.get(n)]
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-# --------------------------------------------------------------------------- the fast path
-# Most rows are intact: their canonical text is built straight from the batch's columns (typed
-# columns rendered as the JSON form renders them, JSON columns verbatim: the export holds
-# exactly their canonical text) and compared with the record's canonical text and hash. Any
-# difference sends the row to the slow path above, which parses every column and says what
-# differs.
-
-
-class _Slow(Exception):
-    """This row needs the slow path."""
-
-
-def _text_of_str(value: Any) -> str:
-    if type(value) is not str:
-        raise _Slow
-    return _encode_str(value)
-
-
-def _text_of_int(value: Any) -> str:
-    if type(value) is not int:
-        raise _Slow
-    return int.__repr__(value)
-
-
-def _text_of_bool(value: Any) -> str:
-    if type(value) is not bool:
-        raise _Slow
-    return "true" if value else "false"
-
-
-def _text_of_double(value: Any) -> str:
-    if type(value) is not float:
-        raise _Slow
-    return json.dumps(to_json_value(value))
-
-
-def _text_of_time(value: Any) -> str:  # already rendered by the batch (see _columns)
-    if type(value) is not str:
-        raise _Slow
-    return '"' + value + '"'
-
-
-def _text_of_json(value: Any) -> str:
-    if type(value) is not str:
-        raise _Slow
-    return value
-
-
-def _text_of_blob(value: Any) -> str:
-    if not isinstance(value, bytes):
-        raise _Slow
-    return '"' + value.hex() + '"'
-
-
-def _column_text(hint: Any) -> Callable[[Any], str]:
-    reader = _column_reader(hint)
-    if reader is _timestamp:
-        return _text_of_time
-    if reader is _double:
-        return _text_of_double
-    if reader is _blob:
-        return _text_of_blob
-    if reader is _json:
-        return _text_of_json
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    if hint is bool:
-        return _text_of_bool
-    if hint is int:
-        return _text_of_int
-    return _text_of_str
-
-
-@dataclass(frozen=True, slots=True)
-class _Texts:
-    """One event type's canonical text (without ``hash``), from a batch's column lists."""
-
-    cls: type
-    fields: tuple[str, ...]  # sorted, without "hash"
-    names: frozenset[str]
-    text: Callable[[tuple[list[Any], ...], int], str]
-
-    @classmethod
-    def of(cls, event_type: type) -> _Texts:
-        hints = typing.get_type_hints(event_type, vars(_events))
-        fields = tuple(sorted(f.name for f in dataclasses.fields(event_type) if f.name != "hash"))
-        names: dict[str, Any] = {}
-        items = []
-        for k, name in enumerate(fields):
-            names[f"_t{k}"] = _column_text(hints[name])
-            key = json.dumps(("{" if k == 0 else ",") + json.dumps(name) + ":")
-            items.append(f"{key}, ('null' if (v{k} := c[{k}][i]) is None else _t{k}(v{k}))")
-        source = f"def text(c, i):\n    return ''.join([{', '.join(items)}, '}}'])\n"
-        exec(source, names)
-        every = frozenset(f.name for f in dataclasses.fields(event_type))
-        return cls(event_type, fields, every, names["text"])
-
-
-_TEXTS: Final = {cls.__name__: _Texts.of(cls) for cls in CHAINED_TYPES}
-
-
-def _columns(batch: Any) -> dict[str, list[Any]]:
-    """The batch's columns as lists; timestamps already in their JSON text."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    out: dict[str, list[Any]] = {}
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if name not in _COORDINATES and pa.types.is_timestamp(column.type):
-            if column.type.unit != "us":  # the export spec's unit; anything else is compared
-                column = column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
-            texts = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
-            if any(t is not None and t[0] == "0" for t in texts):
-                # Before year 1000 the JSON form's year is not zero-padded (strftime's %Y).
-                values = column.to_pylist()
-                texts = [
-                    format_timestamp(v) if t is not None and t[0] == "0" else t
-                    for t, v in zip(texts, values, strict=True)
-                ]
-            out[name] = texts
-        else:
-            out[name] = column.to_pylist()
-    return out
 
 
 # --------------------------------------------------------------------------- one chain
@@ -670,16 +412,16 @@ def _checked_decisions(
     )
     order = share + 'ORDER BY chain_id NULLS FIRST, chain_seq, "partition", "offset"'
     for batch in _batches(con, files, order):
-        cols = _columns(batch)
+        cols = batch_columns(batch)
         n = batch.num_rows
         nothing: list[Any] = [None] * n
         shapes = {
             name: (
                 texts,
                 tuple(cols.get(f, nothing) for f in texts.fields),
-                [cols[c] for c in cols if c not in texts.names and c not in _COORDINATES],
+                [cols[c] for c in cols if c not in texts.names and c not in COORDINATES],
             )
-            for name, texts in _TEXTS.items()
+            for name, texts in TEXTS.items()
         }
         kinds, records, keys = cols["event_type"], cols["record"], cols.get("key", nothing)
         hashes, chain_ids = cols.get("hash", nothing), cols.get("chain_id", nothing)
@@ -697,22 +439,22 @@ def _checked_decisions(
                 texts, columns, foreign = shape
                 try:
                     if any(column[i] is not None for column in foreign):
-                        raise _Slow
+                        raise Slow
                     text = texts.text(columns, i)
                     record = records[i]
                     if not isinstance(record, bytes):
-                        raise _Slow
+                        raise Slow
                     decoded = decode(record)
                     if type(decoded) is not texts.cls:
-                        raise _Slow
+                        raise Slow
                     event = cast(Any, decoded)
                     if canonical_text(event) != text:
-                        raise _Slow
+                        raise Slow
                     digest = hashes[i]
                     if event.hash != digest or keys[i] != event.request_id:
-                        raise _Slow
+                        raise Slow
                     if not (digest is None and chain_ids[i] is None) and text_hash(text) != digest:
-                        raise _Slow
+                        raise Slow
                     form = {
                         "chain_id": event.chain_id,
                         "chain_seq": event.chain_seq,
@@ -721,7 +463,7 @@ def _checked_decisions(
                         "event_id": event.event_id,
                         "evaluator_id": event.evaluator_id,
                     }
-                except (_Slow, CodecError):
+                except (Slow, CodecError):
                     form = None
             if form is None:  # find out, and say, what is wrong with it
                 form = rows.check(batch.slice(i, 1).to_pylist()[0], chained=True)
@@ -779,7 +521,7 @@ class _Rows:
     def _check(
         self, row: Mapping[str, Any], event: Any, undecodable: str, *, chained: bool
     ) -> dict[str, Any] | None:
-        shape = _FORMS.get(row.get("event_type") or "")
+        shape = FORMS.get(row.get("event_type") or "")
         if shape is None or (chained and shape.cls not in CHAINED_TYPES):
             self.report(
                 self.row_problem(
@@ -800,7 +542,7 @@ class _Rows:
             return None
         try:
             form = shape.build(row)
-        except _Mismatch as exc:
+        except Mismatch as exc:
             self.report(self.row_problem(row, str(exc), "the field's JSON form (export spec)"))
             return None
         if type(event) is not shape.cls:
@@ -815,14 +557,14 @@ class _Rows:
         if not chained:
             record_form = to_json_value(event)
             if record_form != form:
-                names = _differing(form, record_form)
+                names = differing(form, record_form)
                 self.report(
                     self.row_problem(
                         row,
                         "columns "
-                        + ", ".join(f"{n}={_show(form.get(n))}" for n in names)
+                        + ", ".join(f"{n}={show(form.get(n))}" for n in names)
                         + " differ from the record bytes",
-                        ", ".join(f"{n}={_show(record_form.get(n))}" for n in names),
+                        ", ".join(f"{n}={show(record_form.get(n))}" for n in names),
                     )
                 )
                 return None
@@ -831,18 +573,18 @@ class _Rows:
         digest = text_hash(body)
         if canonical_text(event) != body or getattr(event, "hash", None) != form.get("hash"):
             record_form = to_json_value(event)
-            names = _differing(form, record_form) or ["hash"]
+            names = differing(form, record_form) or ["hash"]
             columns_match_hash = form.get("hash") in form_hashes(form)
             if columns_match_hash:
                 found = "the record bytes hold " + ", ".join(
-                    f"{n}={_show(record_form.get(n))}" for n in names
+                    f"{n}={show(record_form.get(n))}" for n in names
                 )
-                expected = ", ".join(f"{n}={_show(form.get(n))}" for n in names) + (
+                expected = ", ".join(f"{n}={show(form.get(n))}" for n in names) + (
                     " (the columns, which match the chain's hash)"
                 )
             else:
-                found = "columns " + ", ".join(f"{n}={_show(form.get(n))}" for n in names)
-                expected = ", ".join(f"{n}={_show(record_form.get(n))}" for n in names) + (
+                found = "columns " + ", ".join(f"{n}={show(form.get(n))}" for n in names)
+                expected = ", ".join(f"{n}={show(record_form.get(n))}" for n in names) + (
                     " (the record bytes)"
                     + (", which match the chain's hash" if _self_consistent(event) else "")
                 )

@@ -1,0 +1,303 @@
+"""An export row's columns read back into the record they came from (the export spec, in
+reverse): what ``ledger audit verify`` hashes, and how it and the history reader
+(:mod:`ledger.audit.history`) check that what analysts query is what was recorded.
+
+Two ways, one answer:
+
+- the slow path, :class:`Form`: every column parsed back to its field's JSON form, saying which
+  column cannot be one (:class:`Mismatch`) or which differ from the record's own bytes
+  (:func:`columns_disagree`);
+- the fast path, :class:`Texts`: a row's canonical text built straight from a batch's columns,
+  for the intact rows that are nearly all of an export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from ledger.core import events as _events
+from ledger.core.chain import CHAINED_TYPES
+from ledger.core.events import ChainCheckpoint
+from ledger.core.jsonform import format_timestamp, to_json_value
+
+__all__ = [
+    "COORDINATES",
+    "FORMS",
+    "TEXTS",
+    "Form",
+    "Mismatch",
+    "Slow",
+    "Texts",
+    "batch_columns",
+    "columns_disagree",
+    "differing",
+    "show",
+]
+
+# Columns of every export row that are not event fields (and DuckDB's hive partition column).
+COORDINATES: Final = frozenset(
+    {"topic", "partition", "offset", "kafka_timestamp", "key", "event_type", "record", "date"}
+)
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
+
+
+class Mismatch(Exception):
+    """A column whose value cannot be the JSON form of its field."""
+
+
+def _timestamp(value: Any) -> Any:
+    if not isinstance(value, datetime):
+        raise Mismatch(f"holds {type(value).__name__}, not a timestamp")
+    return format_timestamp(value)
+
+
+def _exact(kind: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise Mismatch(f"holds {type(value).__name__}, not {kind.__name__}")
+        return value
+
+    return check
+
+
+def _double(value: Any) -> Any:
+    if type(value) is not float:
+        raise Mismatch(f"holds {type(value).__name__}, not a double")
+    return to_json_value(value)
+
+
+def _blob(value: Any) -> Any:
+    if not isinstance(value, bytes):
+        raise Mismatch(f"holds {type(value).__name__}, not bytes")
+    return value.hex()
+
+
+def _json(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise Mismatch(f"holds {type(value).__name__}, not JSON text")
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise Mismatch(f"is not valid JSON ({exc})") from None
+    except RecursionError:  # tampering: nested deeper than the parser recurses
+        raise Mismatch("is JSON nested too deeply to read (not what the exporter writes)") from None
+
+
+def _column_reader(hint: Any) -> Callable[[Any], Any]:
+    """How a column's value becomes the field's JSON form (the export spec, in reverse)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            hint = args[0]
+    if hint is datetime:
+        return _timestamp
+    if hint is bool:
+        return _exact(bool)
+    if hint is int:
+        return _exact(int)
+    if hint is float:
+        return _double
+    if hint in (str, Decimal) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return _exact(str)
+    if hint is bytes:
+        return _blob
+    return _json
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """Rebuilds one event type's JSON form from an export row."""
+
+    cls: type
+    readers: tuple[tuple[str, Callable[[Any], Any]], ...]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, event_type: type) -> Form:
+        hints = typing.get_type_hints(event_type, vars(_events))
+        readers = tuple(
+            (f.name, _column_reader(hints[f.name])) for f in dataclasses.fields(event_type)
+        )
+        return cls(event_type, readers, frozenset(name for name, _ in readers))
+
+    def build(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        form: dict[str, Any] = {}
+        for name, read in self.readers:
+            if name not in row:
+                raise Mismatch(f"column {name} is missing from the export")
+            value = row[name]
+            try:
+                form[name] = None if value is None else read(value)
+            except Mismatch as exc:
+                raise Mismatch(f"column {name} {exc}") from None
+        for name, value in row.items():
+            if value is not None and name not in self.names and name not in COORDINATES:
+                raise Mismatch(f"column {name} is set, but a {self.cls.__name__} has no {name}")
+        return form
+
+
+FORMS: Final = {cls.__name__: Form.of(cls) for cls in (*CHAINED_TYPES, ChainCheckpoint)}
+
+
+def columns_disagree(event: Any, row: Mapping[str, Any]) -> str | None:
+    """Why an export ``row``'s columns are not the JSON form of ``event``, decoded from the
+    row's own ``record`` bytes (``None`` when they agree): what analysts query must be what was
+    recorded. For any event type; decision chains are checked this way by :func:`verify_export`."""
+    form = FORMS.get(type(event).__name__)
+    if form is None:  # built once per event type: reading type hints is slow
+        form = FORMS[type(event).__name__] = Form.of(type(event))
+    try:
+        columns = form.build(row)
+    except Mismatch as exc:
+        return str(exc)
+    names = differing(columns, to_json_value(event))
+    if names:
+        return f"its columns disagree with its record bytes: {', '.join(names)}"
+    return None
+
+
+def differing(columns: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+    """The fields (``hash`` aside) whose JSON form differs between a row's columns and its
+    record."""
+    names = list(record) + [n for n in columns if n not in record]
+    return [n for n in names if n != "hash" and columns.get(n) != record.get(n)]
+
+
+def show(value: Any) -> str:
+    """A field's JSON form for a problem's text, at most 120 characters."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# --------------------------------------------------------------------------- the fast path
+# Most rows are intact: their canonical text is built straight from the batch's columns (typed
+# columns rendered as the JSON form renders them, JSON columns verbatim: the export holds
+# exactly their canonical text) and compared with the record's canonical text and hash. Any
+# difference sends the row to the slow path (:func:`columns_disagree`, :class:`Form`), which parses every column and says what
+# differs.
+
+
+class Slow(Exception):
+    """This row needs the slow path."""
+
+
+def _text_of_str(value: Any) -> str:
+    if type(value) is not str:
+        raise Slow
+    return _encode_str(value)
+
+
+def _text_of_int(value: Any) -> str:
+    if type(value) is not int:
+        raise Slow
+    return int.__repr__(value)
+
+
+def _text_of_bool(value: Any) -> str:
+    if type(value) is not bool:
+        raise Slow
+    return "true" if value else "false"
+
+
+def _text_of_double(value: Any) -> str:
+    if type(value) is not float:
+        raise Slow
+    return json.dumps(to_json_value(value))
+
+
+def _text_of_time(value: Any) -> str:  # already rendered by the batch (see :func:`batch_columns`)
+    if type(value) is not str:
+        raise Slow
+    return '"' + value + '"'
+
+
+def _text_of_json(value: Any) -> str:
+    if type(value) is not str:
+        raise Slow
+    return value
+
+
+def _text_of_blob(value: Any) -> str:
+    if not isinstance(value, bytes):
+        raise Slow
+    return '"' + value.hex() + '"'
+
+
+def _column_text(hint: Any) -> Callable[[Any], str]:
+    reader = _column_reader(hint)
+    if reader is _timestamp:
+        return _text_of_time
+    if reader is _double:
+        return _text_of_double
+    if reader is _blob:
+        return _text_of_blob
+    if reader is _json:
+        return _text_of_json
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if hint is bool:
+        return _text_of_bool
+    if hint is int:
+        return _text_of_int
+    return _text_of_str
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """One event type's canonical text (without ``hash``), from a batch's column lists."""
+
+    cls: type
+    fields: tuple[str, ...]  # sorted, without "hash"
+    names: frozenset[str]
+    text: Callable[[tuple[list[Any], ...], int], str]
+
+    @classmethod
+    def of(cls, event_type: type) -> Texts:
+        hints = typing.get_type_hints(event_type, vars(_events))
+        fields = tuple(sorted(f.name for f in dataclasses.fields(event_type) if f.name != "hash"))
+        names: dict[str, Any] = {}
+        items = []
+        for k, name in enumerate(fields):
+            names[f"_t{k}"] = _column_text(hints[name])
+            key = json.dumps(("{" if k == 0 else ",") + json.dumps(name) + ":")
+            items.append(f"{key}, ('null' if (v{k} := c[{k}][i]) is None else _t{k}(v{k}))")
+        source = f"def text(c, i):\n    return ''.join([{', '.join(items)}, '}}'])\n"
+        exec(source, names)
+        every = frozenset(f.name for f in dataclasses.fields(event_type))
+        return cls(event_type, fields, every, names["text"])
+
+
+TEXTS: Final = {cls.__name__: Texts.of(cls) for cls in CHAINED_TYPES}
+
+
+def batch_columns(batch: Any) -> dict[str, list[Any]]:
+    """The batch's columns as lists; timestamps already in their JSON text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[str, list[Any]] = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name not in COORDINATES and pa.types.is_timestamp(column.type):
+            if column.type.unit != "us":  # the export spec's unit; anything else is compared
+                column = column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
+            texts = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+            if any(t is not None and t[0] == "0" for t in texts):
+                # Before year 1000 the JSON form's year is not zero-padded (strftime's %Y).
+                values = column.to_pylist()
+                texts = [
+                    format_timestamp(v) if t is not None and t[0] == "0" else t
+                    for t, v in zip(texts, values, strict=True)
+                ]
+            out[name] = texts
+        else:
+            out[name] = column.to_pylist()
+    return out
