@@ -97,3 +97,16 @@ def test_the_cli_imports_no_private_name_and_matches_nothing_itself(path: Path) 
         if module in ("fnmatch", "re"):
             bad.append(f"{path.name}:{line} imports {module}: matching is a rule of the core")
     assert not bad, "\n".join(bad)
+
+
+def test_the_local_stack_does_not_load_the_cli() -> None:
+    loaded = _loaded_by(
+        [
+            "ledger.local.broker",
+            "ledger.local.credentials",
+            "ledger.local.processes",
+            "ledger.local.stack",
+        ]
+    )
+    bad = sorted(m for m in loaded if m.startswith("ledger.cli"))
+    assert not bad, f"ledger.local loads {bad}"
