@@ -407,13 +407,18 @@ def decide_again(
     first answer — the ids of the events it produced (answer ``already applied``), or the same
     rejection, so a rejected command cannot be replayed once the state would let it through.
 
-    A different command under that id — its signature is not the one recorded — is authenticated
-    like any command, and if genuine rejected as ``duplicate_command_id``: nobody is told that a
-    forged command was "already applied"."""
+    A different command under that id — its signature is not the one recorded, or is but does not
+    verify over this command's content (a copy altered after signing, its signature kept) — is
+    authenticated like any command, and if genuine rejected as ``duplicate_command_id``: nobody
+    is told that a forged command was "already applied"."""
     if first.rejection is not None:
         return first.rejection
-    if first.signature is not None and command.signature == first.signature:
-        return first.event_ids
+    if (
+        first.signature is not None
+        and command.signature == first.signature
+        and _signed_as_sent(state, command)
+    ):
+        return first.event_ids  # the same command again (its key may have been revoked since)
     denied = authenticate(state, command)
     if denied is not None:
         return denied
@@ -423,6 +428,18 @@ def decide_again(
         "duplicate_command_id",
         f"command id {_shown(command.event_id, 80)} was already used by another command: a "
         "command needs an id of its own (sign it again)",
+    )
+
+
+def _signed_as_sent(state: LedgerState, command: Command) -> bool:
+    """Does ``command``'s signature verify over its own content with its actor's key ``key_id``
+    (revoked or not: a genuine copy of a command applied before its key was revoked is still
+    that command)?"""
+    if command.key_id is None or command.signature is None:
+        return False
+    key = actor_key(state, command.actor, command.key_id)
+    return key is not None and verify_signature(
+        key.public_key, command.signature, signed_bytes(command)
     )
 
 

@@ -2,12 +2,13 @@
 decisions out. One small vocabulary, so a case reads like the lifecycle it pins down.
 
 Signatures: ``signed_with: NAME`` on a command signs it with the Ed25519 key derived from NAME
-(``tamper: true`` alters it after signing); a ``when`` command that is signed, or says
+(``tamper: true`` alters it after signing, ``tamper: {FIELD: VALUE}`` those fields); a ``when`` command that is signed, or says
 ``authenticate: true``, is decided as the command processor decides it (``decide_signed``:
 authentication first). ``register_key: {by, for, key: NAME}`` registers NAME's public key.
 
 Repeats: ``decided_before: {signed_with: NAME}`` says the ``when`` command's id was applied
-before, by that command signed with NAME (``none``: before signatures were recorded), and
+before, by that command signed with NAME (``none``: before signatures were recorded;
+``carried``: with the signature the ``when`` command carries), and
 ``decided_before: {rejected: CODE}`` that it was rejected; the case is then decided with
 ``decide_again``, and ``expect: {answer: already_applied}`` means it answers with the first
 events."""
@@ -80,7 +81,10 @@ def build_command(spec: dict[str, Any], n: int) -> Command:
     command = _build(kind, args, n)
     if "signed_with" in args:
         command = sign(command, key(args["signed_with"]))
-    if args.get("tamper"):  # altered after signing: the note a reader would trust
+    tamper = args.get("tamper")
+    if isinstance(tamper, dict):  # these fields altered after signing, the signature kept
+        command = dataclasses.replace(command, **tamper)
+    elif tamper:  # altered after signing: the note a reader would trust
         command = dataclasses.replace(command, event_id=f"{command.event_id}-altered")
     return command
 
@@ -209,6 +213,8 @@ def first_answer(before: dict[str, Any], command: Any) -> FirstAnswer:
     if "rejected" in before:
         return FirstAnswer(rejection=Rejection(code=before["rejected"], message="the first"))
     name = before["signed_with"]
+    if name == "carried":  # the signature the ``when`` command carries (made before any tamper)
+        return FirstAnswer(event_ids=("evt-first",), signature=command.signature)
     first = None if name == "none" else sign(command, key(name)).signature
     return FirstAnswer(event_ids=("evt-first",), signature=first)
 
