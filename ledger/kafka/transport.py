@@ -11,7 +11,16 @@ Each transport picks one **reply partition** of the decisions and corrections to
 it in every request it sends (``reply_partition``); the evaluator writes the decision (and any
 correction) there, so the listener reads that one partition of each — a client does not read
 every decision of the ledger to find its own. Command results (one partition, low volume) are
-read whole. A waiting call blocks on its future, which the listener completes the moment the
+read whole.
+
+An asynchronous request's correction is bound to the request's decision: the first decision
+recorded for the request id, if it answers what was asked (principal, action, resource,
+default), settles it. When it agrees with the default, nothing more is delivered; otherwise only
+the correction the core derives from it (:func:`ledger.core.evaluate.correction_for`: same
+decision, default and determination) is. Anyone holding the agent credential can re-send a
+request under another's id, to a worker that has not seen it; the second decision that follows
+is recorded (the audit query ``requests_decided_twice`` lists them) but never reaches the
+client that asked. A waiting call blocks on its future, which the listener completes the moment the
 record arrives: no polling interval on the way.
 
 A listener that stops on an error (its consumer failed or was closed under it, the reply topics
@@ -38,14 +47,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ledger.codec import Codec, default_codec
+from ledger.core.evaluate import correction_for
 from ledger.core.events import (
     BatchEvaluationRequested,
     Command,
     DecisionCorrected,
+    DecisionRecorded,
+    Determination,
     EvaluationRequested,
 )
 from ledger.core.lifecycle import command_aggregate
@@ -64,11 +76,14 @@ __all__ = ["KafkaTransport", "LISTENER_THREAD", "LISTENER_CONFIG"]
 log = logging.getLogger("ledger.client")
 
 LISTENER_THREAD = "ledger-client-listener"
+"""The name of the listener thread (``on_correction`` hooks run on it)."""
 WATCH_MOST = 250_000
 """Asynchronous requests a client watches for a correction at most (the oldest are let go)."""
 WATCH_FOR = 24 * 3600.0
 """Seconds a client watches an asynchronous request for its correction."""
-"""The name of the listener thread (``on_correction`` hooks run on it)."""
+EARLY_MOST = 4
+"""Corrections of one watched request read before its decision that are held until it comes
+(the decision and its correction are on two topics, read side by side)."""
 
 LISTENER_CONFIG: dict[str, Any] = {
     # A fetch is answered the moment a reply is written; the wait only bounds how long an idle
@@ -230,22 +245,54 @@ def _delivery_error(error: Any) -> Exception:
     return KafkaUnavailable(f"the ledger client could not publish: {text}")
 
 
-Watching = OrderedDict[bytes, tuple[float, Callable[[DecisionCorrected], None]]]
-"""Asynchronous requests whose correction may come: request id -> (when sent, sink), oldest
-first."""
+@dataclass(slots=True)
+class Watch:
+    """An asynchronous request watched for its correction (see the module docstring)."""
+
+    sent: float
+    """When it was sent (``time.monotonic()``)."""
+    sink: Callable[[DecisionCorrected], None]
+    asked: tuple[str, str, str, Determination | None]
+    """What was asked: principal, action, resource and default."""
+    expected: DecisionCorrected | None = None
+    """The correction its decision calls for, once the decision has been read."""
+    early: list[DecisionCorrected] = field(default_factory=list)
+    """Corrections read before the decision (at most :data:`EARLY_MOST`)."""
+
+
+Watching = OrderedDict[bytes, Watch]
+"""Asynchronous requests whose correction may come, by request id, oldest first."""
 
 
 def watch(
-    watching: Watching, key: bytes, sink: Callable[[DecisionCorrected], None], now: float
+    watching: Watching,
+    key: bytes,
+    sink: Callable[[DecisionCorrected], None],
+    now: float,
+    asked: tuple[str, str, str, Determination | None] = ("", "", "", None),
 ) -> None:
     """Watch request ``key`` for its correction. A correction comes seconds after its request,
     or once an evaluator is back: an agent that sends forever watches at most
     :data:`WATCH_MOST` requests, each for at most :data:`WATCH_FOR` seconds (the oldest go)."""
     while watching and (
-        len(watching) >= WATCH_MOST or now - next(iter(watching.values()))[0] > WATCH_FOR
+        len(watching) >= WATCH_MOST or now - next(iter(watching.values())).sent > WATCH_FOR
     ):
         watching.popitem(last=False)
-    watching[key] = (now, sink)
+    watching[key] = Watch(now, sink, asked)
+
+
+def _asked(decision: DecisionRecorded) -> tuple[str, str, str, Determination | None]:
+    return (decision.principal, decision.action, decision.resource, decision.default)
+
+
+def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool:
+    """Is ``correction`` the one the request's decision calls for?"""
+    return (
+        correction.request_id == expected.request_id
+        and correction.decision_id == expected.decision_id
+        and correction.default == expected.default
+        and correction.determination == expected.determination
+    )
 
 
 class KafkaTransport:
@@ -337,7 +384,13 @@ class KafkaTransport:
         value = self._codec.encode(request)
         with self._lock:
             self._refuse_if_unavailable()
-            watch(self._watching, request.event_id.encode(), on_correction, time.monotonic())
+            watch(
+                self._watching,
+                request.event_id.encode(),
+                on_correction,
+                time.monotonic(),
+                (request.principal, request.action, request.resource, request.default),
+            )
         self._produce(topic, key, value, None)
 
     def forget(self, message_id: str) -> None:
@@ -527,24 +580,67 @@ class KafkaTransport:
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(error)
 
+    def _decided(self, key: bytes, value: bytes, watched: Watch) -> None:
+        """The decision of watched request ``key``: the first that answers what was asked
+        settles which correction, if any, is delivered."""
+        if watched.expected is not None:
+            return  # decided already: a later decision under this id is not this client's
+        try:
+            event = self._codec.decode(value)
+        except CodecError:
+            return
+        if not isinstance(event, DecisionRecorded) or _asked(event) != watched.asked:
+            return
+        expected = correction_for(event)
+        with self._lock:
+            if self._watching.get(key) is not watched:
+                return
+            if expected is None:  # the default was right: no correction is coming
+                del self._watching[key]
+                return
+            watched.expected = expected
+            early = next((c for c in watched.early if _answers(c, expected)), None)
+            watched.early = []
+            if early is None:
+                return
+            del self._watching[key]  # one correction per request
+        watched.sink(early)
+
+    def _correction(self, key: bytes, value: bytes) -> None:
+        with self._lock:
+            watched = self._watching.get(key)
+        if watched is None:
+            return
+        try:
+            event = self._codec.decode(value)
+        except CodecError:
+            return
+        if not isinstance(event, DecisionCorrected):
+            return
+        with self._lock:
+            if self._watching.get(key) is not watched:
+                return
+            if watched.expected is None:  # its decision is not read yet: held until it is
+                if len(watched.early) < EARLY_MOST:
+                    watched.early.append(event)
+                return
+            if not _answers(event, watched.expected):
+                return  # not the correction of this client's request
+            del self._watching[key]  # one correction per request
+        watched.sink(event)
+
     def _dispatch(self, topic: str, key: bytes | None, value: bytes) -> None:
         if key is None:
             return
         if topic == self._topics.corrections:
-            with self._lock:
-                watched = self._watching.pop(key, None)  # one correction per request
-            if watched is None:
-                return
-            sink = watched[1]
-            try:
-                event = self._codec.decode(value)
-            except CodecError:
-                return
-            if isinstance(event, DecisionCorrected):
-                sink(event)
+            self._correction(key, value)
             return
         with self._lock:
             future = self._pending.pop(key, None)
+            watched = self._watching.get(key) if future is None else None
+        if watched is not None and topic == self._topics.decisions:
+            self._decided(key, value, watched)
+            return
         if future is None or future.done():
             return
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,8 +29,9 @@ from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, wait_for
 
 from ledger.client import AsyncLedgerClient, LedgerClient
 from ledger.codec import default_codec
-from ledger.core.evaluate import decision_id
-from ledger.core.events import DecisionCorrected, Determination, IssueGrant
+from ledger.core.evaluate import correction_for, evaluate
+from ledger.core.events import Determination, IssueGrant
+from ledger.core.state import EMPTY_STATE
 from ledger.errors import ClientClosed, LedgerError, LedgerTimeout, TopicMissing
 from ledger.ids import new_id, utcnow
 from ledger.kafka.clients import make_admin
@@ -123,25 +125,26 @@ def test_a_correction_published_while_the_listener_was_down_still_arrives(stack_
     _break_listener(client)
     wait_for(lambda: not client._transport.healthy, timeout=PROMPT, what="the listener to stop")
 
-    # What the evaluator would publish, written while no listener reads the topic.
-    correction = DecisionCorrected(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="service:evaluator",
-        request_id=request.event_id,
-        decision_id=decision_id(request.event_id),
-        default=Determination.ALLOW,
-        determination=Determination.DENY,
+    # What the evaluator would publish, written while no listener reads the topics: the
+    # decision, then the correction it calls for.
+    decision = replace(
+        evaluate(EMPTY_STATE, request, now=utcnow(), evaluator_id="test-evaluator"),
         reasons=("published while the listener was down",),
     )
+    correction = correction_for(decision)
+    assert correction is not None and correction.determination is Determination.DENY
     producer = stack.producer("evaluator")  # as the evaluator publishes it
     try:
-        producer.send(
-            stack.topics.corrections,
-            key=request.event_id.encode(),
-            value=default_codec().encode(correction),
-            partition=client._transport.reply_partition,  # type: ignore[attr-defined]
-        ).get(timeout=30)
+        for topic, event in (
+            (stack.topics.decisions, decision),
+            (stack.topics.corrections, correction),
+        ):
+            producer.send(
+                topic,
+                key=request.event_id.encode(),
+                value=default_codec().encode(event),
+                partition=client._transport.reply_partition,  # type: ignore[attr-defined]
+            ).get(timeout=30)
     finally:
         producer.close()
 

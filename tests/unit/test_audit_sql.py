@@ -257,6 +257,7 @@ def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
         "ungoverned_actions",
         "denials_by_rule",
         "decisions_flipped_by",
+        "requests_decided_twice",
     } <= set(named_queries())
 
 
@@ -851,3 +852,28 @@ def test_who_approved_keeps_the_promotion_times_to_the_microsecond(tmp_path: Pat
     (v1,) = rows(tmp_path, "who_approved", policy="refund")
     assert v1["promotions"] == "active by human:bob at 2026-05-01T12:00:03.123456Z"
     assert v1["first_active"] == when
+
+
+def test_requests_decided_twice_lists_every_answer_of_an_id_answered_again(
+    tmp_path: Path,
+) -> None:
+    first = _decision(1, at(1), 1, Stage.ACTIVE, Determination.DENY)
+    other = _decision(2, at(2), 1, Stage.ACTIVE, Determination.ALLOW)
+    # The same request id answered again, for another resource: a re-sent copy.
+    again = dataclasses.replace(
+        other, event_id="dec-1-again", request_id="req-1", occurred_at=at(3)
+    )
+    # A client's own retry, answered alike by a second worker.
+    retry = dataclasses.replace(other, event_id="dec-2-again", occurred_at=at(4))
+    directory = tmp_path / "export"
+    write_events(directory, TOPICS, [(TOPICS.decisions, e) for e in (first, other, again, retry)])
+    found = rows(directory, "requests_decided_twice")
+    assert [
+        (r["request_id"], r["answer"], r["answers"], r["decision_id"], r["differs"]) for r in found
+    ] == [
+        ("req-1", 1, 2, "dec-1", False),
+        ("req-1", 2, 2, "dec-1-again", True),
+        ("req-2", 1, 2, "dec-2", False),
+        ("req-2", 2, 2, "dec-2-again", False),
+    ]
+    assert [r["determination"] for r in found[:2]] == ["deny", "allow"]
