@@ -29,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
+from ledger.audit.columns import columns_disagree
 from ledger.audit.export import MANIFEST, ExportPath, Manifest, read_manifest
 from ledger.audit.manifest import listed_file
 from ledger.codec import Codec, default_codec
@@ -41,7 +42,7 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry
 from ledger.core.jsonform import to_json_value
-from ledger.errors import CodecError, ExportError, UsageError
+from ledger.errors import CodecError, ExportError, TamperDetected, UsageError
 from ledger.kafka.governance import GOVERNANCE_TYPES, load_history
 from ledger.kafka.reading import position_key, read_topic
 from ledger.settings import KafkaSecurity, TopicNames
@@ -311,7 +312,11 @@ class ExportSource:
             self.codec = default_codec()
         return self.codec
 
-    def _query(self, topic: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _query(
+        self, topic: str, sql: str, params: Sequence[Any] = (), *, as_dicts: bool = False
+    ) -> list[Any]:
+        """Rows of ``sql`` over ``topic``'s files: tuples, or with ``as_dicts`` dicts by column
+        name, values as :func:`ledger.audit.columns.columns_disagree` reads them (Arrow's)."""
         files = topic_files(self.path, topic)
         if not files:
             return []
@@ -320,9 +325,12 @@ class ExportSource:
         import duckdb
 
         try:
-            rows: list[Any] = self._con.execute(
-                sql.replace("{files}", READ_PARQUET), [files, *params]
-            ).fetchall()
+            query, bound = sql.replace("{files}", READ_PARQUET), [files, *params]
+            rows: list[Any] = (
+                self._con.sql(query, params=bound).to_arrow_table().to_pylist()
+                if as_dicts
+                else self._con.execute(query, bound).fetchall()
+            )
         except duckdb.Error as exc:
             raise ExportError(f"reading {topic} from the export at {self.path}: {exc}") from exc
         return rows
@@ -338,17 +346,29 @@ class ExportSource:
     def decision(self, decision_id: str) -> Decision:
         rows = self._query(
             self.topics.decisions,
-            "SELECT record FROM {files} WHERE event_id = ? OR request_id = ? "
+            "SELECT * FROM {files} WHERE event_id = ? OR request_id = ? "
             'ORDER BY occurred_at, "partition", "offset"',
             [decision_id, decision_id],
+            as_dicts=True,
         )
         # The columns found the rows; the records say what they are (a row whose id columns
         # were altered beside its record is not taken for another decision).
-        for (record,) in rows:
-            event = self._decode(record)
+        for row in rows:
+            event = self._decode(row["record"])
             if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)) and (
                 decision_id in (event.event_id, event.request_id)
             ):
+                # What analysts query must be what is reproduced: a row whose columns were
+                # changed beside its record would reproduce the record while SQL shows
+                # something else.
+                disagree = columns_disagree(event, row)
+                if disagree is not None:
+                    raise TamperDetected(
+                        f"the export's row of decision {event.event_id} ({row['topic']} "
+                        f"partition {row['partition']} offset {row['offset']}) does not match "
+                        f"its record: {disagree}; the SQL views show the row, a reproduction "
+                        f"uses the record: run `ledger audit verify --from {self.path}`"
+                    )
                 return event
         raise _not_found(decision_id, self.where)
 

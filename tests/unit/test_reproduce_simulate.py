@@ -439,17 +439,48 @@ def test_replay_decision_that_was_altered_exits_12(
         d for d in history.decisions if isinstance(d, DecisionRecorded) and d.policy_version == 1
     )
     forged = CODEC.encode(dataclasses.replace(target, determination=Determination.DENY))
+    # Record and columns altered alike (what `audit verify` finds from the chain's hashes).
     for path in files_of(copy, TOPICS.decisions):
         rewrite(
             path,
             lambda rows: [
-                {**r, "record": forged} if r["event_id"] == target.event_id else r for r in rows
+                {**r, "record": forged, "determination": "deny"}
+                if r["event_id"] == target.event_id
+                else r
+                for r in rows
             ],
         )
     result = run("replay", "--decision", target.event_id, "--from", str(copy), "--json")
     line = one_error_line(result, 12)
     assert "determination" in line and "not_reproduced" in line
     assert json.loads(result.stdout)["differences"][0]["field"] == "determination"
+
+
+def test_replay_decision_whose_row_disagrees_with_its_record_exits_11(
+    history: History, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: a determination changed in the export's columns only. SQL
+    # showed allow while `replay --decision` reproduced the untouched record, "reproduces:
+    # deny", exit 0.
+    copy = tmp_path / "copy"
+    write_export(copy, history.records, TOPICS)
+    target = next(
+        d
+        for d in history.decisions
+        if isinstance(d, DecisionRecorded) and d.determination is Determination.DENY
+    )
+    for path in files_of(copy, TOPICS.decisions):
+        rewrite(
+            path,
+            lambda rows: [
+                {**r, "determination": "allow"} if r["event_id"] == target.event_id else r
+                for r in rows
+            ],
+        )
+    result = run("replay", "--decision", target.request_id, "--from", str(copy))
+    line = one_error_line(result, 11)
+    assert f"row of decision {target.event_id}" in line and "does not match its record" in line
+    assert "determination" in line and "ledger audit verify --from" in line
 
 
 # --------------------------------------------------------------------------- bad input
