@@ -1,11 +1,31 @@
--- question: Every rollback: which policy, from which version to which, when, by whom and why,
---   and how many decisions the rolled-back version had made (single decisions and
---   pre-evaluation items, each item counting once).
+-- question: Every rollback: which policy, when, by whom and why; the version it left active
+--   (to_version; from_version is the one active before it, the same when the rollback only
+--   ended a canary); and each version it took out of service (rolled_back_version, with the
+--   stage it had then, its canary percent, and since when), with how many decisions that
+--   version had made (single decisions and pre-evaluation items, each item counting once).
+--   A rollback that ended nothing has one row, rolled_back_version NULL.
+WITH r AS (
+    SELECT sequence, occurred_at, policy, from_version, to_version, actor, reason
+    FROM policy_log
+    WHERE event_type = 'PolicyRolledBack'
+),
+ended AS (  -- the versions each rollback superseded, and the stage each was in until then
+    SELECT r.sequence AS rollback_seq, t.version, t.stage, t.percent, t.valid_from
+    FROM r
+    JOIN policy_timeline s
+      ON s.policy = r.policy AND s.sequence = r.sequence AND s.change = 'PolicyRolledBack'
+     AND s.stage = 'superseded'
+    JOIN policy_timeline t
+      ON t.policy = r.policy AND t.version = s.version AND t.sequence < r.sequence
+     AND t.stage IN ('active', 'canary')
+    QUALIFY row_number() OVER (PARTITION BY r.sequence, s.version ORDER BY t.sequence DESC) = 1
+)
 SELECT r.occurred_at AS rolled_back_at, r.policy, r.from_version, r.to_version, r.actor AS by,
-       r.reason,
+       r.reason, e.version AS rolled_back_version, e.stage AS rolled_back_stage,
+       e.percent AS canary_percent, e.valid_from AS in_that_stage_since,
        (SELECT count(*) FROM all_decisions d
-        WHERE d.policy = r.policy AND d.policy_version = r.from_version
-          AND d.decided_at <= r.occurred_at) AS decisions_by_from_version
-FROM policy_log r
-WHERE r.event_type = 'PolicyRolledBack'
-ORDER BY r.occurred_at;
+        WHERE d.policy = r.policy AND d.policy_version = e.version
+          AND d.decided_at <= r.occurred_at) AS decisions_by_rolled_back_version
+FROM r
+LEFT JOIN ended e ON e.rollback_seq = r.sequence
+ORDER BY r.occurred_at, r.sequence, e.version;

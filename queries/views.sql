@@ -44,11 +44,13 @@ QUALIFY sequence = row_number() OVER (PARTITION BY principal ORDER BY sequence);
 -- A version's stage is set by its proposal (draft), its promotions and a rollback to it; between
 -- two of those at most one other event changes it: an approval (draft -> approved), another
 -- version's promotion to its stage or a rollback (active/canary -> superseded), a retirement
--- (shadow/canary/active -> retired). That is the core's fold, version by version.
+-- (shadow/canary/active -> retired). That is the core's fold, version by version. A rollback to
+-- the version already active (from_version = to_version: it ends a canary) leaves that
+-- version's active interval whole.
 CREATE OR REPLACE VIEW policy_timeline AS
 WITH ev AS (
-    SELECT policy, sequence, event_type, version, stage, percent, to_version, actor,
-           occurred_at, coalesce(reason, note) AS why
+    SELECT policy, sequence, event_type, version, stage, percent, from_version, to_version,
+           actor, occurred_at, coalesce(reason, note) AS why
     FROM policy_log
 ),
 proposals AS (
@@ -72,7 +74,8 @@ sets AS (
     FROM known WHERE event_type = 'PolicyVersionPromoted'
     UNION ALL
     SELECT policy, to_version, sequence, occurred_at, actor, 'active', NULL, event_type, why
-    FROM known WHERE event_type = 'PolicyRolledBack'
+    FROM known  -- a rollback that leaves the active version active (it ends a canary) moves it not
+    WHERE event_type = 'PolicyRolledBack' AND to_version IS DISTINCT FROM from_version
 ),
 segments AS (
     SELECT *, lead(sequence) OVER w AS next_seq, lead(occurred_at) OVER w AS next_at
@@ -95,7 +98,9 @@ changes AS (
        OR (s.stage IN ('shadow', 'canary', 'active') AND e.event_type = 'PolicyRetired')
        OR (s.stage = 'active' AND e.event_type = 'PolicyVersionPromoted' AND e.stage = 'active')
        OR (s.stage = 'canary' AND e.event_type = 'PolicyVersionPromoted' AND e.stage = 'canary')
-       OR (s.stage IN ('active', 'canary') AND e.event_type = 'PolicyRolledBack')
+       OR (s.stage = 'canary' AND e.event_type = 'PolicyRolledBack')
+       OR (s.stage = 'active' AND e.event_type = 'PolicyRolledBack'
+           AND e.to_version IS DISTINCT FROM e.from_version)
     GROUP BY s.policy, s.version, s.sequence
 ),
 intervals AS (

@@ -1,10 +1,13 @@
 -- question: Who wrote, approved and promoted each version of policy `policy`: author and
 --   proposal time, approver and approval time, and every promotion or rollback to it (stage,
---   by whom, when: RFC 3339 UTC with microseconds, as the ledger records it).
+--   "(rollback)" for a rollback, by whom, when: RFC 3339 UTC with microseconds, as the ledger
+--   records it).
 -- param: policy VARCHAR the policy name
 WITH promotions AS (
     SELECT policy, version,
-           string_agg(stage || coalesce(' ' || percent || '%', '') || ' by ' || changed_by
+           string_agg(stage || coalesce(' ' || percent || '%', '')
+                      || CASE WHEN change = 'PolicyRolledBack' THEN ' (rollback)' ELSE '' END
+                      || ' by ' || changed_by
                       || ' at ' || strftime(valid_from, '%Y-%m-%dT%H:%M:%S.%fZ'), '; '
                       ORDER BY sequence) AS promotions,
            min(valid_from) FILTER (WHERE stage = 'active') AS first_active

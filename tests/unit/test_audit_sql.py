@@ -79,12 +79,30 @@ def _decision(
     )
 
 
+ADMINS = frozenset({"human:admin", "human:alice", "human:bob", "human:carol"})
+
+
+def _governance(commands: list[tuple[int, Command]]) -> list[tuple[str, Event]]:
+    """The events the commands (each decided ``seconds`` after T0) produce, with their topics."""
+    state = EMPTY_STATE
+    counter = iter(range(1, 1000))
+    written: list[tuple[str, Event]] = []
+    for seconds, command in commands:
+        outcome = decide(
+            state, command, now=at(seconds), new_id=lambda: f"e{next(counter)}", admins=ADMINS
+        )
+        assert isinstance(outcome, tuple), outcome
+        for event in outcome:
+            state = fold(state, event)
+            topic = TOPICS.policy_events if event_stream(event) == "policy" else TOPICS.grant_events
+            written.append((topic, event))
+    return written
+
+
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """v1 active at 3 s; v2 canary 30 % at 6 s, active at 7 s, rolled back to v1 at 8 s;
     role:ops granted refund.* at 9 s, agent:a joins it at 10 s, the grant is revoked at 11 s."""
-    state = EMPTY_STATE
-    counter = iter(range(1, 1000))
     written: list[tuple[str, Event]] = []
     commands: list[tuple[int, Command]] = [
         (
@@ -186,16 +204,7 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             RevokeGrant(event_id="c11", occurred_at=at(11), actor="human:admin", grant_id="g-ops"),
         ),
     ]
-    admins = frozenset({"human:admin", "human:alice", "human:bob", "human:carol"})
-    for seconds, command in commands:
-        outcome = decide(
-            state, command, now=at(seconds), new_id=lambda: f"e{next(counter)}", admins=admins
-        )
-        assert isinstance(outcome, tuple), outcome
-        for event in outcome:
-            state = fold(state, event)
-            topic = TOPICS.policy_events if event_stream(event) == "policy" else TOPICS.grant_events
-            written.append((topic, event))
+    written.extend(_governance(commands))
     v1_said_allow = ShadowResult(
         policy="refund", version=1, stage=Stage.ACTIVE, determination=Determination.ALLOW
     )
@@ -302,6 +311,11 @@ def test_who_approved_and_lineage(export_dir: Path) -> None:
         (1, "human:alice", "human:bob"),
         (2, "human:alice", "human:carol"),
     ]
+    # v1 was promoted, then made active again by the rollback at 8 s: labelled as such.
+    assert [p.split(" at ")[0] for p in approved[0]["promotions"].split("; ")] == [
+        "active by human:bob",
+        "active (rollback) by human:bob",
+    ]
     (lineage,) = rows(export_dir, "decision_lineage", id="req-2")
     assert (lineage["policy_version"], lineage["approver"], lineage["promoted_by"]) == (
         2,
@@ -336,8 +350,10 @@ def test_decisions_flipped_by_uses_recorded_shadow_results(export_dir: Path) -> 
     assert (
         rollback["from_version"],
         rollback["to_version"],
-        rollback["decisions_by_from_version"],
-    ) == (2, 1, 3)
+        rollback["rolled_back_version"],
+        rollback["rolled_back_stage"],
+        rollback["decisions_by_rolled_back_version"],
+    ) == (2, 1, 2, "active", 3)
 
 
 # --------------------------------------------------------------------------- read-only
@@ -720,7 +736,7 @@ def test_per_decision_queries_count_batch_items(batch_export: Path) -> None:
         ("dec-4", None, None),
     ]
     (rollback,) = rows(batch_export, "rollbacks")
-    assert rollback["decisions_by_from_version"] == 4  # dec-2, dec-3, dec-4 and item i1
+    assert rollback["decisions_by_rolled_back_version"] == 4  # dec-2, dec-3, dec-4 and item i1
     denials = {
         (r["policy_version"], r["rule"], r["reason_code"]): r["denials"]
         for r in rows(batch_export, "denials_by_rule")
@@ -877,3 +893,94 @@ def test_requests_decided_twice_lists_every_answer_of_an_id_answered_again(
         ("req-2", 2, 2, "dec-2-again", False),
     ]
     assert [r["determination"] for r in found[:2]] == ["deny", "allow"]
+
+
+def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_interval(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: v1 active, v2 a canary, then a rollback. `rollbacks` said "from
+    # 1 to 1" and counted v1's decisions; policy_timeline began a new active interval for v1,
+    # which had been active throughout.
+    propose = ProposePolicyVersion(
+        event_id="c1", occurred_at=at(1), actor="human:alice", policy="refund", document=REFUND
+    )
+    commands: list[tuple[int, Command]] = [
+        (1, propose),
+        (
+            2,
+            ApprovePolicyVersion(
+                event_id="c2", occurred_at=at(2), actor="human:bob", policy="refund", version=1
+            ),
+        ),
+        (
+            3,
+            PromotePolicyVersion(
+                event_id="c3",
+                occurred_at=at(3),
+                actor="human:bob",
+                policy="refund",
+                version=1,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (4, dataclasses.replace(propose, event_id="c4", occurred_at=at(4), document=V2)),
+        (
+            5,
+            ApprovePolicyVersion(
+                event_id="c5", occurred_at=at(5), actor="human:carol", policy="refund", version=2
+            ),
+        ),
+        (
+            6,
+            PromotePolicyVersion(
+                event_id="c6",
+                occurred_at=at(6),
+                actor="human:bob",
+                policy="refund",
+                version=2,
+                stage=Stage.CANARY,
+                percent=50,
+            ),
+        ),
+        (
+            8,
+            RollbackPolicy(
+                event_id="c8",
+                occurred_at=at(8),
+                actor="human:bob",
+                policy="refund",
+                reason="canary denies too much",
+            ),
+        ),
+    ]
+    decisions = [
+        _decision(1, at(4), 1, Stage.ACTIVE, Determination.ALLOW),
+        _decision(2, at(7), 1, Stage.ACTIVE, Determination.ALLOW),
+        _decision(3, at(7), 2, Stage.CANARY, Determination.DENY),
+        _decision(4, at(9), 1, Stage.ACTIVE, Determination.ALLOW),
+    ]
+    directory = tmp_path / "export"
+    write_events(
+        directory, TOPICS, [*_governance(commands), *((TOPICS.decisions, d) for d in decisions)]
+    )
+    (rollback,) = rows(directory, "rollbacks")
+    assert (
+        rollback["from_version"],
+        rollback["to_version"],
+        rollback["rolled_back_version"],
+        rollback["rolled_back_stage"],
+        rollback["canary_percent"],
+        rollback["decisions_by_rolled_back_version"],
+    ) == (1, 1, 2, "canary", 50, 1)
+    con = connect(directory)
+    try:
+        active = con.execute(
+            "SELECT valid_from, valid_to FROM policy_timeline WHERE version = 1 AND stage = 'active'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [(f, u) for f, u in active] == [(at(3), None)]  # active throughout, one interval
+    assert {
+        (r["version"], r["stage"], r["changed_by"])
+        for r in rows(directory, "active_policies_at", at=at(9).isoformat())
+    } == {(1, "active", "human:bob")}
