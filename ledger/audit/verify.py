@@ -47,7 +47,7 @@ from ledger.audit.columns import (
     differing,
     show,
 )
-from ledger.audit.export import ExportPath
+from ledger.audit.export import ExportPath, Manifest, read_manifest
 from ledger.audit.sources import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
@@ -738,9 +738,21 @@ def verify_export(
     rows = _Rows(codec or default_codec())
     con = connect()
     try:
-        marks = _load_checkpoints(con, topic_files(directory, topics.chain_checkpoints), rows)
+        checkpoint_files = topic_files(directory, topics.chain_checkpoints)
+        marks = _load_checkpoints(con, checkpoint_files, rows)
         files = topic_files(directory, topics.decisions)
         total = _count(con, files)
+        manifest = read_manifest(directory)
+        offset_problems = [
+            problem
+            for topic, listed in (
+                (topics.decisions, files),
+                (topics.chain_checkpoints, checkpoint_files),
+            )
+            for problem in (
+                _offset_problems(con, topic, listed, manifest) if manifest is not None else []
+            )
+        ]
     finally:
         con.close()
     if workers is None:
@@ -766,6 +778,13 @@ def verify_export(
     for part in parts:
         rows.problems.extend(part.problems)
         rows.covered |= part.covered
+    # A decision row gone from between others is reported by its chain, with its chain_seq
+    # (a chain spans partitions: the gap's partition is not the one named); the offsets tell it
+    # only when no chain reported a gap (an unchained decision's row).
+    chained_gap = any(p.kind == "missing" and p.chain_id for p, _ in rows.problems)
+    for problem, inner in offset_problems:
+        if not (inner and chained_gap and problem.topic == topics.decisions):
+            rows.report(problem)
     seen = {c.chain_id for c in chains}
     for chain_id, cps in sorted(marks.items()):
         if chain_id in seen:
@@ -797,6 +816,61 @@ def verify_export(
         problem_count=len(problems),
         seconds=time.perf_counter() - started,
     )
+
+
+def _offset_problems(
+    con: Any, topic: str, files: list[str], manifest: Manifest
+) -> list[tuple[Problem, bool]]:
+    """Rows missing from ``topic``'s partitions, as their offsets show: the evaluators write
+    without transactions and the topic keeps every record, so an export holds every offset of a
+    partition from its first row to the one before the manifest's next offset. Deleting the
+    newest decisions with their checkpoint leaves the chains consistent but not the offsets.
+    Each problem comes with whether it is a gap between rows (rather than at the end)."""
+    held: dict[int, tuple[int, int, int, int]] = {}
+    if files:
+        query = (
+            'SELECT "partition", min("offset"), max("offset"), count(*), count(DISTINCT "offset") '
+            f"FROM {READ_PARQUET} GROUP BY 1"
+        )
+        try:
+            for partition, low, high, count, distinct in con.execute(query, [files]).fetchall():
+                held[int(partition)] = (int(low), int(high), int(count), int(distinct))
+        except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
+            raise ExportError(f"reading {topic} from the export: {exc}") from exc
+    problems: list[tuple[Problem, bool]] = []
+
+    def problem(
+        kind: str, partition: int, offset: int | None, found: str, expected: str
+    ) -> Problem:
+        return Problem(
+            kind=kind,
+            chain_id=None,
+            chain_seq=None,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            decision_id=None,
+            found=found,
+            expected=expected,
+        )
+
+    for partition in sorted(set(held) | set(manifest.offsets.get(topic, {}))):
+        end = manifest.next_offset(topic, partition)
+        low, high, count, distinct = held.get(partition, (end, end - 1, 0, 0))
+        if distinct < count:
+            repeated = f"{count - distinct} row(s) repeating an offset of the partition"
+            problems.append(
+                (problem("inserted", partition, None, repeated, "one per offset"), True)
+            )
+        if high - low + 1 > distinct:
+            gap = f"{high - low + 1 - distinct} offset(s) between {low} and {high} without a row"
+            unless = "a row for every offset (unless retention deleted records between two runs)"
+            problems.append((problem("missing", partition, low, gap, unless), True))
+        if high + 1 < end:
+            found = f"no rows for offsets {high + 1} to {end - 1}"
+            said = f"rows up to offset {end - 1}: the export's manifest says {end} comes next"
+            problems.append((problem("missing", partition, high + 1, found, said), False))
+    return problems
 
 
 def _count(con: Any, files: list[str]) -> int:

@@ -559,3 +559,38 @@ def test_a_row_without_its_record_bytes_is_altered(ledger: Ledger, export: Path)
     p = first(verify(export))
     assert (p.kind, p.decision_id) == ("altered", target.event_id)
     assert "record bytes do not decode" in p.found
+
+
+def test_deleting_the_newest_decision_that_no_checkpoint_covers_is_caught(
+    ledger: Ledger, export: Path
+) -> None:
+    # An auditor's walkthrough: chain b is still running, its newest records are after its
+    # last checkpoint; deleting the newest left the chain consistent ("intact"), though the
+    # export's manifest still said the partition's offsets ran past it.
+    newest = max(
+        (d for d in ledger.decisions if d.chain_id and d.chain_id.startswith("evaluator-b/")),
+        key=lambda d: d.chain_seq or 0,
+    )
+    assert intact_before(export)
+    tamper(export, newest.event_id, lambda r: None)
+    report = verify(export)
+    assert not report.intact
+    (p,) = report.problems
+    assert (p.kind, p.topic, p.partition) == ("missing", TOPICS.decisions, ledger_partition(newest))
+
+
+def test_deleting_the_last_checkpoint_is_caught(ledger: Ledger, export: Path) -> None:
+    # Without its final checkpoint, chain a's last records look merely unconfirmed; the
+    # checkpoints topic's offsets show the row is gone.
+    files = files_of(export, TOPICS.chain_checkpoints)
+    last = max(r["offset"] for path in files for r in rows_of(path))
+    for path in files:
+        rewrite(path, lambda rows: [r for r in rows if r["offset"] != last])
+    report = verify(export)
+    (p,) = report.problems
+    assert (p.kind, p.topic, p.offset) == ("missing", TOPICS.chain_checkpoints, last)
+    assert "manifest says" in p.expected
+
+
+def intact_before(export: Path) -> bool:
+    return verify(export).intact
