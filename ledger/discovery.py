@@ -116,10 +116,14 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     except UnreadableFile as exc:
         if exc.missing:
             return None
-        raise UsageError(f"the {role} credential: {exc}; `ledger up` writes it again") from None
+        raise UsageError(
+            f"the {role} credential: {exc}; for the local broker, delete it and run `ledger up`, "
+            "which writes a new one and gives the broker its password"
+        ) from None
     except ValueError as exc:
         raise UsageError(
-            f"cannot read the {role} credential {path}: {exc}; `ledger up` writes it again"
+            f"cannot read the {role} credential {path}: {exc}; for the local broker, delete it "
+            "and run `ledger up`, which writes a new one and gives the broker its password"
         ) from None
     try:
         # Read as the variables are: without a protocol, it follows from the settings given.

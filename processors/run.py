@@ -17,7 +17,6 @@ does not grow megabytes during an outage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -128,6 +127,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
             await processor.ready()
             while follower.last_fetch is None:  # ready means: it has heard from the broker
                 await asyncio.sleep(0.05)
+            failing_since: float | None = None
             while True:
                 beat = Heartbeat(
                     pid=os.getpid(),
@@ -136,8 +136,24 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     fetched_at=follower.last_fetch,
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
-                    with contextlib.suppress(OSError):  # a missing beat shows; a crash helps no one
+                    try:
                         beat.write(path)
+                    except OSError as exc:  # a missing beat shows; a crash helps no one
+                        if failing_since is None:  # said once per spell, not every second
+                            failing_since = time.monotonic()
+                            logging.getLogger("ledger.processor").error(
+                                "cannot write the heartbeat file %s (%s): the processor goes "
+                                "on, but `ledger ps` will report it unhealthy until the file "
+                                "can be written again (is the disk full?)",
+                                path,
+                                exc.strerror or exc,
+                            )
+                    else:
+                        if failing_since is not None:
+                            logging.getLogger("ledger.processor").warning(
+                                "the heartbeat file %s is written again", path
+                            )
+                        failing_since = None
                 await asyncio.sleep(Heartbeat.INTERVAL)
 
     worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=_logging_config(name))

@@ -401,11 +401,18 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 
 def status(settings: Settings) -> BrokerStatus:
-    """The local broker's state, from its state file and a liveness check."""
+    """The local broker's state, from its state file and a liveness check. A broker running on
+    this home's data whose state file is missing, garbled or names another process is found
+    and recorded again (:func:`_adopt`)."""
     state = read_broker_record(settings) or {}
     bdir = _broker_dir(settings)
     pid, port = recorded_int(state, "pid"), recorded_int(state, "port")
     running = bool(pid and port) and alive(pid, marker=str(bdir / "server.properties"))
+    if not running:
+        adopted = _adopt(settings, bdir)
+        if adopted is not None:
+            pid, port, state = adopted
+            running = True
     running = running and accepts(port)
     return BrokerStatus(
         running=running,
@@ -416,6 +423,83 @@ def status(settings: Settings) -> BrokerStatus:
         log_file=str(bdir / "broker.log"),
         secured=state.get("security_protocol", "PLAINTEXT") != "PLAINTEXT",
     )
+
+
+def _running_on(bdir: Path) -> int | None:
+    """The pid of a broker JVM started with this home's ``server.properties``, whatever the
+    state file says (``None`` where ``/proc`` cannot tell, or none runs)."""
+    marker = str(bdir / "server.properties").encode()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in argv and marker in argv and alive(int(name)):
+            return int(name)
+    return None
+
+
+def _adopt(settings: Settings, bdir: Path) -> tuple[int, int, dict[str, object]] | None:
+    """Record again a broker that runs on this home's data while the state file does not say
+    so (it was removed, garbled, or overwritten by a start that failed): its ports and security
+    are in the ``server.properties`` it was started with. Its pid, port and new record, or
+    ``None`` when none runs."""
+    pid = _running_on(bdir)
+    if pid is None:
+        return None
+    try:
+        props = dict(
+            line.split("=", 1)
+            for line in (bdir / "server.properties").read_text().splitlines()
+            if "=" in line
+        )
+        ports = dict(
+            (name, int(address.rpartition(":")[2]))
+            for name, _, address in (
+                listener.partition("://") for listener in props["listeners"].split(",")
+            )
+        )
+    except (OSError, KeyError, ValueError):
+        return None
+    protocol = "PLAINTEXT" if "PLAINTEXT" in ports else "SASL_PLAINTEXT"
+    port = ports.get(protocol, 0)
+    if not port:
+        return None
+    record: dict[str, object] = {
+        "pid": pid,
+        "port": port,
+        "controller_port": ports.get("CONTROLLER", 0),
+        "kafka_version": KAFKA_VERSION,
+        "started_at": time.time(),
+        "security_protocol": protocol,
+    }
+    write_private(_state_file(settings), json.dumps(record))
+    return pid, port, record
+
+
+def _data_in_use(data: Path) -> bool:
+    """Does a process hold the lock Kafka takes on its log directory (``data/.lock``)? A second
+    broker on the same directory must never start: its controller reads and truncates the
+    metadata log before its broker side finds the lock taken, which has crashed the live one."""
+    import fcntl
+
+    try:
+        fd = os.open(data / ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: never started, or not a Kafka directory
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the JVM's FileChannel lock is this one
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # and releases the probe's lock, if it got it
+    return False
 
 
 def start(
@@ -439,6 +523,12 @@ def start(
     if current.running:
         if current.secured == (not insecure):
             progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
+            if current.secured and current.bootstrap is not None:
+                # A credential file removed meanwhile (to rotate a password, or lost) is
+                # written again and its user given the new password, as at a start.
+                _register_missing(
+                    settings, current.bootstrap, credentials.ensure(settings), progress
+                )
             return current
         now, wanted = ("with", "without") if current.secured else ("without", "with")
         raise BrokerError(
@@ -450,6 +540,12 @@ def start(
     lib = fetch(settings, progress=progress)
     bdir = private_dir(_broker_dir(settings))
     data = bdir / "data"
+    if _data_in_use(data):
+        raise BrokerError(
+            f"another process holds the broker's data directory {data} (its .lock), but no "
+            "broker started from this home runs: stop that process first (`fuser -v "
+            f"{data / '.lock'}` names it); a second broker on the same data would damage it"
+        )
 
     previous = read_broker_record(settings) or {}
     old_port = recorded_int(previous, "port")
@@ -488,6 +584,9 @@ def start(
         )
     progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port}…")
     pid = _launch(jvm, config, bdir)
+    bootstrap = f"127.0.0.1:{port}"
+    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout)
+    # Recorded once it answers: a start that fails leaves the last good record (its ports).
     write_private(
         _state_file(settings),
         json.dumps(
@@ -501,18 +600,25 @@ def start(
             }
         ),
     )
-    bootstrap = f"127.0.0.1:{port}"
-    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout)
     if users is not None:
-        missing = {u: users[u] for u in set(users) - credentials.registered(settings, users)}
-        if missing:
-            progress(f"adding SCRAM credentials for {', '.join(sorted(missing))}…")
-            try:
-                credentials.register(bootstrap, missing, security=admin)
-            except LedgerError as exc:
-                raise BrokerError(f"adding credentials to the broker failed: {exc}") from exc
-            credentials.remember_registered(settings, missing)
+        _register_missing(settings, bootstrap, users, progress)
     return status(settings)
+
+
+def _register_missing(
+    settings: Settings, bootstrap: str, users: dict[str, KafkaSecurity], progress: Progress
+) -> None:
+    """Give the broker the SCRAM credentials of ``users`` it does not know with their current
+    password (new users, or a credential file written anew)."""
+    missing = {u: users[u] for u in set(users) - credentials.registered(settings, users)}
+    if not missing:
+        return
+    progress(f"adding SCRAM credentials for {', '.join(sorted(missing))}…")
+    try:
+        credentials.register(bootstrap, missing, security=users["admin"])
+    except LedgerError as exc:
+        raise BrokerError(f"adding credentials to the broker failed: {exc}") from exc
+    credentials.remember_registered(settings, missing)
 
 
 def _jvm(java: str, lib: Path, bdir: Path) -> list[str]:
@@ -636,13 +742,17 @@ def _add_credentials_without_authentication(
 
 
 def stop(settings: Settings, *, grace: float = 30.0) -> bool:
-    """Stop the local broker cleanly. Returns False when it was not running."""
+    """Stop the local broker cleanly. Returns False when it was not running. A broker running
+    on this home's data that the state file does not name (see :func:`status`) is stopped too."""
     state = read_broker_record(settings)
-    if not state:
-        return False
-    pid = int(str(state.get("pid")))
     config = _broker_dir(settings) / "server.properties"
+    pid = recorded_int(state or {}, "pid")
+    if not pid or not alive(pid, marker=str(config)):
+        adopted = _adopt(settings, _broker_dir(settings))
+        if adopted is None:
+            return False
+        pid, _, state = adopted
     was_running = terminate(pid, grace=grace, marker=str(config))
     # Keep the port in the state file so a restart reuses the same bootstrap address.
-    write_private(_state_file(settings), json.dumps({**state, "pid": 0}))
+    write_private(_state_file(settings), json.dumps({**(state or {}), "pid": 0}))
     return was_running

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ledger.pids import running
 
-__all__ = ["spawn_detached", "alive", "exit_status", "terminate"]
+__all__ = ["spawn_detached", "alive", "find", "exit_status", "terminate"]
 
 
 def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> int:
@@ -57,6 +57,26 @@ def _runs(pid: int, marker: str) -> bool:
     except OSError:
         return True
     return marker.encode() in seen
+
+
+def find(entry: str) -> int | None:
+    """The pid of a running process (not this one) whose environment holds exactly ``entry``
+    (``NAME=value``), the lowest should there be several; ``None`` when none does, or where
+    there is no ``/proc`` to tell. Finds a processor whose pid file was lost."""
+    try:
+        names = sorted((n for n in os.listdir("/proc") if n.isdigit()), key=int)
+    except OSError:
+        return None
+    wanted, me = b"\0" + entry.encode() + b"\0", os.getpid()
+    for name in names:
+        pid = int(name)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if pid != me and wanted in b"\0" + environ + b"\0" and running(pid):
+            return pid
+    return None
 
 
 def alive(pid: int, *, marker: str | None = None) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from ledger.kafka.clients import check_reachable
 from ledger.kafka.topics import create_topics, topic_specs
 from ledger.keys import KeyStore
 from ledger.local import broker
-from ledger.local.processes import alive, spawn_detached, terminate
+from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
 from processors.heartbeat import Heartbeat
 
@@ -141,10 +142,27 @@ def kafka_address(settings: Settings) -> str | None:
     return settings.bootstrap or local_bootstrap(settings)
 
 
+def _running_pid(settings: Settings, name: str) -> int:
+    """The pid of this home's processor ``name`` if it runs, else 0: from its pid file, or,
+    when that is missing, garbled or stale, found by the ready file in its environment (and
+    the pid file written again), so that a processor whose pid file was lost is neither
+    invisible to ``ps`` and ``down`` nor started a second time by ``up``."""
+    pid_file = _run_dir(settings) / f"{name}.pid"
+    pid = _pid(pid_file)
+    if alive(pid, marker=_marker(settings, name)):
+        return pid
+    found = find(_marker(settings, name))
+    if found is None:
+        return 0
+    with contextlib.suppress(OSError):
+        pid_file.write_text(str(found))
+    return found
+
+
 def _status(settings: Settings, name: str, expected: str | None, now: float) -> ProcessStatus:
-    pid = _pid(_run_dir(settings) / f"{name}.pid")
+    pid = _running_pid(settings, name)
     log = str(_log_dir(settings) / f"{name}.log")
-    if not alive(pid, marker=_marker(settings, name)):
+    if not pid:
         return ProcessStatus(
             name=name, running=False, healthy=False, pid=None, log=log, problem="not running"
         )
@@ -167,7 +185,10 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
     elif beat.bootstrap != expected:
         problem = f"started with Kafka at {beat.bootstrap}, but Kafka is at {expected} now"
     elif beat_age > STALE_AFTER:
-        problem = f"no heartbeat for {beat_age:.0f} s: its event loop is stuck (see its log)"
+        problem = (
+            f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "
+            "its heartbeat file (disk full? its log says so)"
+        )
     elif fetch_age is None or fetch_age > STALE_AFTER:
         silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
         problem = f"no answer from Kafka at {beat.bootstrap} {silent}"
@@ -215,8 +236,8 @@ def start_processor(
     run.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
-    existing = _pid(pid_file)
-    if alive(existing, marker=_marker(settings, name)):
+    existing = _running_pid(settings, name)
+    if existing:
         progress(f"{name} already running (pid {existing})")
         return existing
     progress(f"starting {name}…")
@@ -229,21 +250,56 @@ def start_processor(
     env.update(child.to_env())
     env["PYTHONUNBUFFERED"] = "1"
     log = logs / f"{name}.log"
+    before = log.stat().st_size if log.exists() else 0  # earlier runs' lines are not this one's
     pid = spawn_detached([sys.executable, "-m", str(module)], env=env, log=log)
     pid_file.write_text(str(pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists():
             return pid
-        if not alive(pid):
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            raise ProcessorError(f"{name} exited during start-up: {' '.join(tail)} (log: {log})")
+        exited, code = exit_status(pid)
+        if exited:
+            raise ProcessorError(
+                f"{name} exited during start-up ({_how(code)}): {_why(log, before)} (log: {log})"
+            )
         time.sleep(0.1)
     raise ProcessorError(
         f"{name} did not become ready within {timeout:.0f} s: it may still be catching up with a "
         f"long governance history (about 8.5 s per million events; see {log}); it goes on, and "
         "`ledger up --wait SECONDS` waits longer for it"
     )
+
+
+def _how(code: int | None) -> str:
+    """How a process ended, from its exit code (negative: the signal that ended it)."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"stopped by {name}" + (" (`ledger down`, or someone else)" if -code == 15 else "")
+    return f"exit code {code}"
+
+
+def _why(log: Path, start: int) -> str:
+    """The line of ``log`` after byte ``start`` that best says why its process stopped: the
+    last error or critical line (a traceback's last line), else the last line."""
+    try:
+        with log.open("rb") as file:
+            file.seek(start)
+            lines = file.read(1 << 20).decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "its log cannot be read"
+    if not lines:
+        return "it wrote nothing to its log"
+    errors = [
+        line
+        for line in lines
+        if any(word in line for word in ("ERROR", "CRITICAL", "Error:", "Exception:"))
+    ]
+    return (errors or lines)[-1].strip()
 
 
 def _role(proc_id: str) -> Role:
@@ -262,8 +318,9 @@ def stop_processor(
 ) -> bool:
     """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
     name = _proc_id(name, instance) if name in PROCESSORS else name
-    pid_file = _run_dir(settings) / f"{name}.pid"
-    stopped = terminate(_pid(pid_file), grace=grace, kill=kill, marker=_marker(settings, name))
+    stopped = terminate(
+        _running_pid(settings, name), grace=grace, kill=kill, marker=_marker(settings, name)
+    )
     for leftover in (f"{name}.pid", f"{name}.ready", f"{name}.ready.partial"):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (_run_dir(settings) / leftover).unlink()
@@ -376,11 +433,29 @@ def _ensure(
             progress(f"{proc_id} recovered (pid {current.pid})")
             return
     if current.running:
+        # Never stop a processor that may be working when its replacement could not start: a
+        # run folder that cannot be written (a full disk) also stops heartbeats.
+        _writable(_run_dir(settings))
         progress(f"restarting {proc_id} (pid {current.pid}): {current.problem}")
         stop_processor(settings, proc_id, grace=UNREACHABLE_GRACE)
     start_processor(
         settings, name, bootstrap=bootstrap, instance=instance, progress=progress, timeout=wait
     )
+
+
+def _writable(folder: Path) -> None:
+    """:class:`ProcessorError` unless a file can be created in ``folder`` (tried, not assumed:
+    a full disk or an immutable folder refuses even root)."""
+    probe = folder / f".probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ProcessorError(
+            f"cannot write in {folder} ({exc.strerror or exc}): a processor's pid and heartbeat "
+            "files go there, so nothing was restarted; free disk space (or fix the folder), "
+            "then run `ledger up` again"
+        ) from None
 
 
 def down(settings: Settings, *, keep_broker: bool = False) -> list[str]:

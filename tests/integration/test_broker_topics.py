@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
-from ledger.errors import TopicMismatch
+from ledger.errors import LedgerError, TopicMismatch
+from ledger.kafka.clients import make_consumer
 from ledger.kafka.topics import create_topics, describe_topic_configs, topic_specs
 from ledger.settings import Settings, TopicNames
 
@@ -221,6 +222,34 @@ def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_pa
             for r in create_topics(second.bootstrap, topic_specs(settings), security=admin)
         }
         assert set(again.values()) == {"exists"}  # the log dir survived the restart
+
+        # A role's credential file removed while the broker runs (an operator's walkthrough:
+        # `ledger up` said "run `ledger up`", and did not help): a start writes a new one and
+        # gives the broker its password.
+        old_agent = credential(settings, "agent")
+        (settings.credentials / "agent.json").unlink()
+        assert broker.start(settings).pid == second.pid
+        new_agent = credential(settings, "agent")
+        assert new_agent.password != old_agent.password
+        make_consumer(second.bootstrap, security=new_agent).close()  # authenticated
+        with pytest.raises(LedgerError):
+            make_consumer(second.bootstrap, security=old_agent)  # the old password is gone
+
+        # An operator's walkthrough: with broker.json garbled, `ledger up` took the broker for
+        # stopped and started a second JVM on the same data, whose controller truncated the
+        # metadata log and crashed the live broker. The live one is now found and recorded
+        # again, and a second one never starts on data another process holds.
+        record = settings.home / "broker" / "broker.json"
+        record.write_text("{garbage")
+        found = broker.status(settings)
+        assert (found.running, found.pid, found.bootstrap) == (True, second.pid, first.bootstrap)
+        record.write_text("{garbage")
+        assert broker.start(settings).pid == second.pid
+        assert _jvms_serving(settings.home) == [second.pid]
+        assert broker._data_in_use(settings.home / "broker" / "data")
+        record.unlink()
+        assert broker.stop(settings) is True  # found, though nothing records it
     finally:
         broker.stop(settings)
     assert _jvms_serving(settings.home) == []
+    assert not broker._data_in_use(settings.home / "broker" / "data")

@@ -233,3 +233,79 @@ def test_up_says_how_to_wait_longer_for_a_processor_that_is_not_ready_in_time(
         assert done.exit_code == 0 and "--wait SECONDS" in done.output
     finally:
         stack.stop_processor(settings, "evaluator", kill=True)
+
+
+@pytest.mark.parametrize("damage", ["garbled", "removed"])
+def test_a_processor_whose_pid_file_was_lost_is_still_seen_and_stopped(
+    settings: Settings, evaluator: int, damage: str
+) -> None:
+    # An operator's walkthrough: with its pid file garbled or removed, a running evaluator
+    # was "not running" to `ps`, `up` started a second one, and `down` left the first.
+    pid_file = settings.home / "run" / "evaluator.pid"
+    if damage == "garbled":
+        pid_file.write_text("garbage")
+    else:
+        pid_file.unlink()
+    _beat(settings, evaluator)
+    assert (_evaluator(settings).running, _evaluator(settings).pid) == (True, evaluator)
+    assert pid_file.read_text() == str(evaluator)  # written again
+    pid_file.unlink()
+    assert stack.start_processor(settings, "evaluator", bootstrap=KAFKA, timeout=1) == evaluator
+    pid_file.write_text("garbage")
+    assert stack.stop_processor(settings, "evaluator", kill=True) is True
+    assert not alive(evaluator)
+
+
+def test_a_processor_that_dies_starting_says_why_in_its_own_words(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: `up` quoted the log's last line, often an earlier run's (or an
+    # object repr 25 lines after the real error), and never the exit status.
+    (settings.home / "broken_worker.py").write_text(
+        "import logging, sys\n"
+        "logging.basicConfig(format='[%(levelname)s] %(message)s')\n"
+        "logging.error('SaslAuthenticationFailed: invalid credentials')\n"
+        "print('consumer: <AIOKafkaConsumer object at 0x7fa5>')\n"
+        "sys.exit(3)\n"
+    )
+    log = settings.home / "logs" / "evaluator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("[ERROR] a line from yesterday's run\n")
+    monkeypatch.setenv("PYTHONPATH", str(settings.home))
+    monkeypatch.setitem(stack.PROCESSORS, "evaluator", "broken_worker")
+    monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: None)
+    with pytest.raises(LedgerError) as raised:
+        stack.start_processor(settings, "evaluator", bootstrap=KAFKA, timeout=30)
+    message = str(raised.value)
+    assert "exited during start-up (exit code 3)" in message
+    assert "SaslAuthenticationFailed: invalid credentials" in message
+    assert "yesterday" not in message
+
+    (settings.home / "silent_worker.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    monkeypatch.setitem(stack.PROCESSORS, "evaluator", "silent_worker")
+    with pytest.raises(LedgerError, match=r"stopped by SIGTERM .*it wrote nothing to its log"):
+        stack.start_processor(settings, "evaluator", bootstrap=KAFKA, timeout=30)
+
+
+def test_up_does_not_stop_a_processor_it_could_not_restart(
+    settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: with the run folder unwritable (as on a full disk), heartbeats
+    # stopped, `up` stopped the working processor, then could not write its pid file to start
+    # another: nothing answered commands any more.
+    _beat(settings, evaluator, age=60.0)  # a heartbeat gone stale
+    monkeypatch.setattr(stack, "RECOVERY_WAIT", 0.2)
+    real = Path.write_bytes
+
+    def full_disk(self: Path, data: bytes) -> int:
+        if self.name.startswith(".probe-"):
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(LedgerError, match=r"No space left on device.*nothing was restarted"):
+        stack._ensure(settings, "evaluator", bootstrap=KAFKA, progress=lambda _: None, wait=1)
+    assert alive(evaluator)
+    assert "cannot write its heartbeat file" in (_evaluator(settings).problem or "")
