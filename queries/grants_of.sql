@@ -1,7 +1,8 @@
 -- question: Which grants were in force for principal `principal` at instant `at`: its own and
 --   those of every role it held then (via names the role), issued by then, not yet revoked,
 --   and inside their validity window (valid_from <= at < valid_until). The same answer as
---   `ledger replay --at … --principal …` (a property test holds them equal).
+--   `ledger replay --at … --principal …` (a property test holds them equal). granted_by signed
+--   the grant; approved_by is granted_by's claim, not the approver's signature.
 -- param: principal VARCHAR the principal (kind:name, e.g. agent:refund-bot)
 -- param: at TIMESTAMPTZ the instant (ISO 8601; UTC when it has no offset)
 WITH holders AS (

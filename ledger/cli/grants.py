@@ -50,7 +50,11 @@ def grant_group() -> None:
 @click.option(
     "--when", "condition", default=None, help="CEL condition over the request's facts/context."
 )
-@click.option("--approved-by", default=None, help="Who approved the grant, if anyone.")
+@click.option(
+    "--approved-by",
+    default=None,
+    help="Who approved the grant, if anyone: recorded as your claim (only --by signs).",
+)
 @click.option("--note", default=None, help="Why (kept in the ledger).")
 @ledger_options
 @handle_errors
