@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ledger.audit.columns import columns_disagree
 from ledger.audit.export import ExportPath, read_manifest
-from ledger.audit.manifest import listed_file
+from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps
@@ -60,10 +60,7 @@ def _read(
         raise ExportError(f"{export_dir} is not an export directory (it does not exist)")
     manifest = read_manifest(export_dir)
     if manifest is None:
-        raise ExportError(
-            f"{export_dir} holds no export (no _manifest.json): run `ledger export --out "
-            f"{export_dir}` first"
-        )
+        raise no_export(export_dir)
     codec = codec or default_codec()
     topics = TopicNames(prefix=manifest.prefix)
     wanted = (topics.policy_events, topics.grant_events)

@@ -31,6 +31,7 @@ from ledger.errors import ExportError
 from ledger.files import UnreadableFile, read_bounded
 
 __all__ = [
+    "no_export",
     "MANIFEST",
     "MANIFEST_BYTES",
     "FORMAT_VERSION",
@@ -270,3 +271,27 @@ def read_manifest(directory: ExportPath, *, at: int | None = None) -> Manifest |
     except ValueError as exc:  # a number of too many digits
         raise ExportError(f"{path} is not a ledger export manifest ({exc})") from None
     return Manifest.from_json(raw, path)
+
+
+def no_export(directory: Path) -> ExportError:
+    """The one-line error for a directory that holds no export: where the export probably is
+    when ``directory`` holds one below it (a ledger home holds its default export in
+    ``export/``), else how to make one. Never advises exporting into a folder that holds other
+    things."""
+    below = sorted(
+        child
+        for child in (directory.iterdir() if directory.is_dir() else ())
+        if child.is_dir() and (child / MANIFEST).is_file()
+    )[:3]
+    if below:
+        return ExportError(
+            f"{directory} holds no export (no {MANIFEST}), but {', '.join(map(str, below))} "
+            f"does: pass that with --from (e.g. --from {below[0]})"
+        )
+    empty = directory.is_dir() and not any(directory.iterdir())
+    advice = (
+        f"run `ledger export --out {directory}` first"
+        if empty or not directory.exists()
+        else "pass the directory `ledger export` wrote with --from (it holds _manifest.json)"
+    )
+    return ExportError(f"{directory} holds no export (no {MANIFEST}): {advice}")

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 from ledger.audit.columns import columns_disagree
-from ledger.audit.export import MANIFEST, ExportPath, Manifest, read_manifest
-from ledger.audit.manifest import listed_file
+from ledger.audit.export import ExportPath, Manifest, read_manifest
+from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import item_request
 from ledger.core.events import (
@@ -234,9 +234,7 @@ def _within(at: datetime, since: datetime | None, until: datetime | None) -> boo
 def _read(path: Path) -> Manifest:
     manifest = read_manifest(path)
     if manifest is None:
-        raise ExportError(
-            f"{path} is not a ledger export (no {MANIFEST}): run `ledger export --out {path}` first"
-        )
+        raise no_export(path)
     return manifest
 
 

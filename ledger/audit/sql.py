@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
-from ledger.audit.manifest import listed_file
+from ledger.audit.manifest import listed_file, no_export
 from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
 from ledger.core.jsonform import parse_instant
@@ -250,10 +250,7 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
         raise ExportError(f"{export_dir} is not a directory (an export directory is needed)")
     manifest = read_manifest(export_dir)
     if manifest is None:
-        raise ExportError(
-            f"{export_dir} holds no export (no _manifest.json): run `ledger export --out "
-            f"{export_dir}` first"
-        )
+        raise no_export(export_dir)
     formats = topic_formats(TopicNames(prefix=manifest.prefix))
     by_topic: dict[str, list[str]] = {}
     for entry in manifest.files:

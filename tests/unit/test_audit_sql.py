@@ -984,3 +984,28 @@ def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_int
         (r["version"], r["stage"], r["changed_by"])
         for r in rows(directory, "active_policies_at", at=at(9).isoformat())
     } == {(1, "active", "human:bob")}
+
+
+def test_a_folder_above_an_export_is_pointed_at_the_export_not_told_to_export_there(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: `audit sql … --from $LEDGER_HOME` (the home, whose export is in
+    # export/) said to run `ledger export --out $LEDGER_HOME`, into the ledger's own home.
+    home = tmp_path / "home"
+    write_events(
+        home / "export",
+        TOPICS,
+        [(TOPICS.decisions, _decision(1, at(1), 1, Stage.ACTIVE, Determination.ALLOW))],
+    )
+    (home / "broker").mkdir()
+    for args in (
+        ["audit", "sql", "SELECT 1", "--from", str(home)],
+        ["replay", "--from", str(home)],
+    ):
+        done = invoke(*args)
+        assert done.exit_code == 9, done.output
+        assert f"pass that with --from (e.g. --from {home / 'export'})" in done.stderr
+        assert "ledger export --out" not in done.stderr
+    (home / "export" / "_manifest.json").unlink()
+    done = invoke("audit", "sql", "SELECT 1", "--from", str(home))
+    assert "pass the directory `ledger export` wrote with --from" in done.stderr

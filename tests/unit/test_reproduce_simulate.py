@@ -496,7 +496,7 @@ def test_bad_input_is_one_line_with_its_exit_code(export: Path, tmp_path: Path) 
     assert "--since" in one_error_line(
         run("policy", "simulate", str(V2_PATH), "--from", str(export), "--since", "yesterday"), 2
     )
-    assert "not a ledger export" in one_error_line(
+    assert "holds no export" in one_error_line(
         run("policy", "simulate", str(V2_PATH), "--from", str(tmp_path)), 9
     )
     assert "--decision" in one_error_line(run("replay", "--decision", "x", "--at", "2026-01-01"), 2)

@@ -253,7 +253,7 @@ def test_a_missing_or_foreign_directory_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="does not exist"):
         verify(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ExportError, match="not a ledger export"):
+    with pytest.raises(ExportError, match="holds no export"):
         verify(tmp_path / "empty")
 
 
@@ -265,7 +265,7 @@ def test_files_a_killed_first_export_left_without_a_manifest_are_not_read(
     killed = tmp_path / "killed"
     shutil.copytree(export, killed)
     (killed / "_manifest.json").unlink()
-    with pytest.raises(ExportError, match="not a ledger export"):
+    with pytest.raises(ExportError, match="holds no export"):
         verify(killed)
 
 
