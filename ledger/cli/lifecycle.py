@@ -40,6 +40,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
+from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
 from ledger.errors import UsageError
 from ledger.ids import new_id, utcnow
@@ -292,10 +293,7 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
     )
     print_table(
         ["when", "event", "by", "details"],
-        [
-            [e.occurred_at.isoformat(timespec="seconds"), type(e).__name__, e.actor, _details(e)]
-            for e in events
-        ],
+        [[format_timestamp(e.occurred_at), type(e).__name__, e.actor, _details(e)] for e in events],
         title="history",
     )
 

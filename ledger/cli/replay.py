@@ -21,6 +21,7 @@ from ledger.cli.output import handle_errors, json_option, print_json, print_tabl
 from ledger.cli.reproduce import reproduce_decision
 from ledger.core.authority import capabilities
 from ledger.core.history import state_at
+from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
 from ledger.ids import utcnow
 from ledger.kafka.governance import load_history
@@ -92,7 +93,7 @@ def replay_cmd(
     state = state_at(history, instant)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:
-        raise UsageError(f"no policy named {policy!r} existed at {instant.isoformat()}")
+        raise UsageError(f"no policy named {policy!r} existed at {format_timestamp(instant)}")
     # What each principal could do then: its own grants and its roles' (the core's one rule);
     # without --principal, every holder's own grants once each.
     holders = [principal] if principal else sorted(state.principals)
@@ -125,7 +126,7 @@ def replay_cmd(
             ]
             for r in rows
         ],
-        title=f"policies at {instant.isoformat(timespec='seconds')}",
+        title=f"policies at {format_timestamp(instant)}",
     )
     if policy is None or principal is not None:
         print_table(

@@ -16,6 +16,7 @@ from ledger.audit.reproduce import reproduce
 from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, answered
 from ledger.cli.common import connection, load_settings
 from ledger.cli.output import json_cell, print_json, print_table
+from ledger.core.jsonform import format_timestamp
 from ledger.errors import NotReproduced
 
 __all__ = ["reproduce_decision"]
@@ -69,7 +70,7 @@ def reproduce_decision(
     else:
         click.echo(
             f"decision {decision.event_id} (request {decision.request_id}), decided "
-            f"{decision.occurred_at.isoformat()} at governance position "
+            f"{format_timestamp(decision.occurred_at)} at governance position "
             f"{json_cell(decision.governance_position)}, re-evaluated from {source.where}:"
         )
         for note in (result.note, copies_note):

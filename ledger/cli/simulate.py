@@ -24,6 +24,7 @@ from ledger.cli.common import (
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
+from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
 from ledger.core.simulate import Change, ImpactReport, simulate
 
@@ -138,7 +139,8 @@ def _print(
     end: datetime | None,
 ) -> None:
     window = (
-        f"{start.isoformat() if start else 'the beginning'} to {end.isoformat() if end else 'now'}"
+        f"{format_timestamp(start) if start else 'the beginning'} to "
+        f"{format_timestamp(end) if end else 'now'}"
     )
     click.echo(
         f"{report.policy} draft ({report.content_hash}) over the requests recorded from "

@@ -514,6 +514,10 @@ def test_bad_input_is_one_line_and_a_documented_exit_code(
 
 
 def test_replay_from_an_export(export_dir: Path) -> None:
+    # Two instants within one second are told apart (the title was cut to the second).
+    instant = at(6) + timedelta(microseconds=500_000)
+    shown = invoke("replay", "--at", instant.isoformat(), "--from", str(export_dir))
+    assert shown.exit_code == 0 and "policies at 2026-05-01T12:00:06.500000Z" in shown.stdout
     done = invoke("replay", "--at", at(6).isoformat(), "--from", str(export_dir), "--json")
     assert done.exit_code == 0, done.output
     (refund,) = json.loads(done.stdout)["policies"]
