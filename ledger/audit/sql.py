@@ -322,6 +322,22 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _binder_text(exc: BaseException) -> str:
+    """DuckDB's binder error in one line, with its candidate columns, and a hint for the JSON
+    operators' precedence (``facts->'amount' > 500`` compares ``'amount' > 500`` first)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    candidates = next((line for line in lines if line.startswith("Candidate bindings")), None)
+    if candidates:
+        text += f" ({candidates})"
+    if "json_extract" in text and "BOOLEAN" in text:
+        text += (
+            " (-> and ->> bind more loosely than comparisons: write (facts->>'amount') = …, "
+            "with the parentheses)"
+        )
+    return text
+
+
 # --------------------------------------------------------------------------- running queries
 
 
@@ -357,9 +373,14 @@ def _execute(
     except duckdb.ParserException as exc:
         raise UsageError(f"malformed SQL: {_first_line(exc)}") from None
     except (duckdb.BinderException, duckdb.CatalogException) as exc:
-        raise UsageError(f"SQL does not fit the views: {_first_line(exc)}") from None
+        raise UsageError(f"SQL does not fit the views: {_binder_text(exc)}") from None
     except duckdb.PermissionException as exc:
         raise UsageError(f"refused: {_first_line(exc)}") from None
+    except duckdb.ConversionException as exc:
+        raise ExportError(
+            f"query failed: {_first_line(exc)} (TRY_CAST gives NULL for a value that does not "
+            "convert)"
+        ) from None
     except duckdb.Error as exc:
         raise ExportError(f"query failed: {_first_line(exc)}") from None
     return Result(columns, rows, types)

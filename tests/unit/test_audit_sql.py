@@ -495,6 +495,33 @@ BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
         "does not fit",
     ),
     (lambda e, t: ["audit", "sql", "DROP VIEW decisions", "--from", str(e)], 2, "read-only"),
+    (
+        lambda e, t: [
+            "audit",
+            "sql",
+            "SELECT facts->'amount' > 5 FROM decisions",
+            "--from",
+            str(e),
+        ],
+        2,
+        "bind more loosely than comparisons",
+    ),
+    (
+        lambda e, t: ["audit", "sql", "SELECT amount FROM decisions", "--from", str(e)],
+        2,
+        "Candidate bindings",
+    ),
+    (
+        lambda e, t: [
+            "audit",
+            "sql",
+            "SELECT CAST(rule AS DECIMAL(18, 2)) FROM decisions",
+            "--from",
+            str(e),
+        ],
+        9,
+        "TRY_CAST gives NULL",
+    ),
     (lambda e, t: ["audit", "sql", "SELECT 1", "--from", str(t / "missing")], 9, "does not exist"),
     (lambda e, t: ["audit", "sql", "SELECT 1", "--from", str(t)], 9, "holds no export"),
     (lambda e, t: ["replay", "--from", str(t / "missing")], 9, "not an export directory"),
