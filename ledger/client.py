@@ -536,9 +536,21 @@ _CHECK_EVERY = 0.25
 
 
 def _timeout(what: str, key: str, limit: float) -> LedgerTimeout:
+    """The timeout of a call: it was sent, so it may still be answered (and, a command, applied)
+    once the processor is back; the message says so, and how to find out."""
+    if what == "command result":
+        later = (
+            "it was sent and may still be applied when the command processor is back (see "
+            "`ledger policy show` or `ledger grant list` before sending it again)"
+        )
+    else:
+        later = (
+            f"it was sent and will still be decided when an evaluator is back (`ledger "
+            f"decisions --request {key}`)"
+        )
     return LedgerTimeout(
-        f"no {what} for {key} within {limit:g} s: is the ledger running "
-        "(`ledger up`) and are the evaluator/command processor healthy?"
+        f"no {what} for {key} within {limit:g} s: is the ledger running (`ledger up`) and are "
+        f"the evaluator/command processor healthy? {later}"
     )
 
 

@@ -279,8 +279,13 @@ def test_answers_a_ledger_could_not_give_are_usage_errors() -> None:
 
 def test_a_silent_ledger_times_out_and_forgets_the_call() -> None:
     client, transport = make(lambda message: None, timeout=0.05)
-    with pytest.raises(LedgerTimeout):
+    with pytest.raises(LedgerTimeout) as raised:
         ask(client)
+    # It was sent: the message says it will still be decided, and where to look.
+    assert "will still be decided when an evaluator is back" in str(raised.value)
+    assert "ledger decisions --request" in str(raised.value)
+    with pytest.raises(LedgerTimeout, match="may still be applied when the command processor"):
+        client.submit_command(grant_command())
     assert transport._unanswered == {}  # abandoned: nothing left waiting
     # An async request without an answer is never corrected.
     client.submit_async(action="refund.issue", principal=AGENT, resource="r", default="deny")
