@@ -29,53 +29,14 @@ import faust
 
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import LedgerError
-from ledger.kafka.clients import RDKAFKA_LOGGER
+from ledger.kafka.logs import LIBRARY_LOGGERS, RepeatFilter
 from ledger.settings import ROLES, Role, Settings
 from processors.common import Processor
 from processors.heartbeat import Heartbeat
 
 __all__ = ["run_worker", "RepeatFilter"]
 
-_LIBRARIES = ("faust", "aiokafka", "mode", "kafka", RDKAFKA_LOGGER)
-
-
-class RepeatFilter(logging.Filter):
-    """Drop a library's log record that repeats one seen less than ``every`` seconds ago.
-
-    Records repeat when they share logger, level and message template; the next one let
-    through says how many were dropped. The project's own loggers are never filtered.
-    """
-
-    def __init__(self, every: float = 30.0) -> None:
-        super().__init__()
-        self.every = every
-        self._seen: dict[tuple[str, int, str, str], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(_LIBRARIES):
-            return True
-        key = (record.name, record.levelno, str(record.msg), _facility(record))
-        now = time.monotonic()
-        last, dropped = self._seen.get(key, (float("-inf"), 0))
-        if now - last < self.every:
-            self._seen[key] = (last, dropped + 1)
-            return False
-        if len(self._seen) > 1000:  # messages with varying text would otherwise pile up
-            self._seen.clear()
-        self._seen[key] = (now, 0)
-        if dropped:
-            record.msg = (
-                f"{record.msg} [and {dropped} more like this in the last {now - last:.0f} s]"
-            )
-        return True
-
-
-def _facility(record: logging.LogRecord) -> str:
-    """librdkafka logs every line with one template (facility, client name, text): its facility
-    (``FAIL``, ``GETPID`` …) tells its repeats apart."""
-    if record.name == RDKAFKA_LOGGER and isinstance(record.args, tuple) and record.args:
-        return str(record.args[0])
-    return ""
+_LIBRARIES = LIBRARY_LOGGERS
 
 
 def _logging_config(name: str) -> dict[str, Any]:

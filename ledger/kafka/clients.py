@@ -32,6 +32,7 @@ import socket
 from typing import Any
 
 from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+from ledger.kafka.logs import RDKAFKA_LOGGER, RepeatFilter
 from ledger.settings import KafkaSecurity, parse_bootstrap
 
 __all__ = [
@@ -314,8 +315,6 @@ RDKAFKA_CONSUMER_CONFIG: dict[str, Any] = {
 """librdkafka consumer settings of the request/reply path."""
 
 
-RDKAFKA_LOGGER = "ledger.kafka.librdkafka"
-"""The logger librdkafka's own lines go to (each application decides what to show of them)."""
 _RDKAFKA_LOG = logging.getLogger(RDKAFKA_LOGGER)
 
 
@@ -329,6 +328,8 @@ def rdkafka_config(
     client of the ledger shares (the bootstrap servers, the role's credentials from
     :func:`librdkafka_config`, Nagle off on loopback-fast paths, quiet logs). Overrides use
     librdkafka's dotted names, or underscores for dots."""
+    if not _RDKAFKA_LOG.filters:  # its repeats thinned wherever it is shown (an agent's stderr)
+        _RDKAFKA_LOG.addFilter(RepeatFilter(libraries=(RDKAFKA_LOGGER,)))
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         # librdkafka's own log lines (a broker going away …) go through Python logging, where

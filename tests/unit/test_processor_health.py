@@ -196,6 +196,24 @@ def test_librdkafka_repeats_are_thinned_per_facility() -> None:
     assert throttle.filter(other)  # another facility is another kind of line
 
 
+def test_an_sdk_process_gets_librdkafka_lines_thinned_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An operator's walkthrough: an agent printed 1,034 librdkafka lines in 40 s of a broker
+    # outage; only the processors thinned them. Any process that builds a librdkafka client
+    # gets its logger thinned, whatever handler shows it.
+    from ledger.kafka.clients import RDKAFKA_LOGGER, rdkafka_config
+
+    rdkafka_config("127.0.0.1:9", {})
+    rdkafka_config("127.0.0.1:9", {})  # once is enough: no second filter
+    logger = logging.getLogger(RDKAFKA_LOGGER)
+    assert len(logger.filters) == 1
+    with caplog.at_level(logging.ERROR, logger=RDKAFKA_LOGGER):
+        for i in range(100):
+            logger.error("%s [%s] %s", "FAIL", "rdkafka#consumer-2", f"refused (after {i}ms)")
+    assert len([r for r in caplog.records if r.name == RDKAFKA_LOGGER]) == 1
+
+
 def test_up_gives_a_processor_still_catching_up_its_whole_wait(
     settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

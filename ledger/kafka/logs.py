@@ -1,0 +1,61 @@
+"""Log lines of the Kafka libraries, thinned: a broker that is away makes librdkafka, aiokafka
+and kafka-python log the same failure many times a second (an agent's stderr took 1,034 lines in
+40 s of a broker outage). :class:`RepeatFilter` lets each kind through once per half-minute,
+with a count of the ones it held back; the project's own lines are never thinned.
+
+The SDK thins librdkafka's logger (:data:`~ledger.kafka.clients.RDKAFKA_LOGGER`) itself; the
+processors put the filter on their log handler, for every library.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+__all__ = ["LIBRARY_LOGGERS", "RepeatFilter"]
+
+RDKAFKA_LOGGER: Final = "ledger.kafka.librdkafka"
+"""The logger librdkafka's own lines go to (each application decides what to show of them)."""
+LIBRARY_LOGGERS: Final = ("faust", "aiokafka", "mode", "kafka", RDKAFKA_LOGGER)
+"""The loggers of the libraries whose repeats are thinned."""
+
+
+class RepeatFilter(logging.Filter):
+    """Drop a library's log record that repeats one seen less than ``every`` seconds ago.
+
+    Records repeat when they share logger, level and message template; the next one let
+    through says how many were dropped. The project's own loggers are never filtered.
+    """
+
+    def __init__(self, every: float = 30.0, libraries: tuple[str, ...] = LIBRARY_LOGGERS) -> None:
+        super().__init__()
+        self.every = every
+        self.libraries = libraries
+        self._seen: dict[tuple[str, int, str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.libraries):
+            return True
+        key = (record.name, record.levelno, str(record.msg), _facility(record))
+        now = time.monotonic()
+        last, dropped = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.every:
+            self._seen[key] = (last, dropped + 1)
+            return False
+        if len(self._seen) > 1000:  # messages with varying text would otherwise pile up
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if dropped:
+            record.msg = (
+                f"{record.msg} [and {dropped} more like this in the last {now - last:.0f} s]"
+            )
+        return True
+
+
+def _facility(record: logging.LogRecord) -> str:
+    """librdkafka logs every line with one template (facility, client name, text): its facility
+    (``FAIL``, ``GETPID`` …) tells its repeats apart."""
+    if record.name == RDKAFKA_LOGGER and isinstance(record.args, tuple) and record.args:
+        return str(record.args[0])
+    return ""
