@@ -652,6 +652,12 @@ def _wait_ready(
     port = int(bootstrap.rpartition(":")[2])
     while time.monotonic() < deadline:
         exited, code = exit_status(pid)
+        if exited and code in (143, -15):  # the JVM's exit on SIGTERM, or the signal itself
+            raise BrokerError(
+                "the broker was stopped during start-up (SIGTERM: `ledger down` or `ledger "
+                f"broker stop` while it started, or someone else); run `ledger up` again (log: "
+                f"{log_file})"
+            )
         if exited:
             raise BrokerError(
                 f"the broker exited with code {code} during start-up: "

@@ -6,6 +6,7 @@ project reports them, not Kafka (the broker itself is exercised by the integrati
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -91,3 +92,23 @@ def test_the_local_broker_sizes_its_request_threads_to_the_machine(
     text = broker._server_properties(tmp_path / "data", 9092, 9093)
     props = dict(line.split("=", 1) for line in text.splitlines())
     assert (props["num.network.threads"], props["num.io.threads"]) == (str(network), str(io))
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [(143, "stopped during start-up (SIGTERM"), (1, "exited with code 1 during start-up")],
+)
+def test_a_broker_stopped_while_starting_is_told_from_one_that_failed(
+    tmp_path: Path, status: int, says: str
+) -> None:
+    # An operator's walkthrough: `ledger down` during `ledger up` made `up` report "exited with
+    # code 143: java.lang.NullPointerException …", which read like a broker bug.
+    import shutil
+
+    from ledger.local.processes import spawn_detached
+
+    sh = shutil.which("sh")
+    assert sh is not None
+    pid = spawn_detached([sh, "-c", f"exit {status}"], env={}, log=tmp_path / "broker.out")
+    with pytest.raises(BrokerError, match=re.escape(says)):
+        broker._wait_ready(pid, "127.0.0.1:9", None, tmp_path, timeout=30)
