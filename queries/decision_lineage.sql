@@ -3,17 +3,24 @@
 --   promoted that version. A pre-evaluation batch (its decision id or request id) answers
 --   one row per item (kind batch_item, batch_id, item_index, item_id); a batch records no
 --   stage, so an item's policy_stage is the one policy_timeline gives its version (active or
---   canary) at decided_at.
--- param: id VARCHAR a decision id or a request id (of a single request or of a batch)
+--   canary) at decided_at. The approval's proof (the approver's key id, signature and the
+--   signed bytes) is in the approval_* columns: check it with the approver's public_key
+--   (grant_events, ActorKeyRegistered), as the README's signed-commands section says.
+-- param: id VARCHAR a decision id or a request id (of a single request or of a batch), or
+--   one item of a batch as `ledger decisions` prints it, REQUEST#ITEM
 WITH d AS (
-    SELECT * FROM all_decisions WHERE decision_id = $id OR request_id = $id
+    SELECT * FROM all_decisions
+    WHERE decision_id = $id OR request_id = $id
+       OR (kind = 'batch_item' AND request_id || '#' || item_id = $id)
 )
 SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
        d.determination, d.rule, d.reason_code, d.policy, d.policy_version,
        coalesce(d.policy_stage, t.stage) AS policy_stage,
        p.actor AS author, a.actor AS approver, a.occurred_at AS approved_at,
        t.changed_by AS promoted_by, t.valid_from AS stage_since, d.grant_id,
-       d.kind, d.batch_id, d.item_index, d.item_id
+       d.kind, d.batch_id, d.item_index, d.item_id,
+       a.command_key_id AS approval_key_id, a.command_signature AS approval_signature,
+       a.signed_command AS approval_signed_command
 FROM d
 LEFT JOIN policy_log p ON p.event_type = 'PolicyVersionProposed' AND p.policy = d.policy
      AND p.version = d.policy_version

@@ -13,13 +13,36 @@ from typing import Any
 import click
 
 from ledger.audit.reproduce import reproduce
-from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, answered
+from ledger.audit.sources import Decision, ExportSource, KafkaSource, LedgerSource, answered
 from ledger.cli.common import connection, load_settings
 from ledger.cli.output import json_cell, print_json, print_table
+from ledger.core.events import BatchDecisionRecorded
 from ledger.core.jsonform import format_timestamp
-from ledger.errors import NotReproduced
+from ledger.errors import NotReproduced, UsageError
 
 __all__ = ["reproduce_decision"]
+
+
+def _find(source: LedgerSource, decision_id: str) -> Decision:
+    """The decision ``decision_id`` names: a decision or request id, or one item of a
+    pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch is reproduced,
+    every item with it)."""
+    try:
+        return source.decision(decision_id)
+    except UsageError:
+        batch_id, sep, item = decision_id.rpartition("#")
+        if not sep or not batch_id:
+            raise
+        found = source.decision(batch_id)
+        if not isinstance(found, BatchDecisionRecorded) or all(
+            i.item_id != item for i in found.decisions
+        ):
+            raise
+        click.echo(
+            f"{decision_id} is item {item} of pre-evaluation {batch_id}: reproducing the batch",
+            err=True,
+        )
+        return found
 
 
 def reproduce_decision(
@@ -33,7 +56,7 @@ def reproduce_decision(
     else:
         address, security = connection(settings, "auditor")
         source = KafkaSource(address, settings.topics, security=security)
-    decision = source.decision(decision_id)
+    decision = _find(source, decision_id)
     copies = source.requests(decision.request_id)
     request = answered(decision, copies) if copies else None
     if request is None:

@@ -79,3 +79,18 @@ def create_cmd(
             ["topic", "partitions", "retention.ms", "action"],
             [[r.name, r.partitions, r.configs.get("retention.ms"), r.action] for r in reports],
         )
+    # What an operator must do next, on stderr (--json keeps stdout one document).
+    if any(r.action == "expanded" for r in reports):
+        click.echo(
+            "partitions added: restart the processors (`ledger down --keep-broker && ledger up "
+            "--evaluators N`), re-create SDK clients, and restart any `ledger export --follow` "
+            "(it reads the partitions it saw when it started)",
+            err=True,
+        )
+    fewer = sorted({r.partitions for r in reports if r.partitions > partitions})
+    if fewer:
+        click.echo(
+            f"note: some topics keep more than {partitions} partitions ({', '.join(map(str, fewer))}"
+            "): Kafka cannot take partitions away",
+            err=True,
+        )

@@ -161,8 +161,21 @@ def test_cli_topics_create_json(kafka, topic_names, monkeypatch):
     monkeypatch.setenv("LEDGER_CREDENTIALS", str(kafka.settings.credentials))
     result = CliRunner().invoke(cli, ["topics", "create", "--bootstrap", kafka.bootstrap, "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert {r["name"] for r in rows} == set(topic_names.all())
+    # Growing says what to do next; asking for fewer says Kafka cannot shrink (an operator's
+    # walkthrough: "expanded" with no next steps, and a silent "exists" for --partitions 3).
+    runner = CliRunner()
+    grown = runner.invoke(
+        cli, ["topics", "create", "--bootstrap", kafka.bootstrap, "--partitions", "8"]
+    )
+    assert grown.exit_code == 0, grown.output
+    assert "expanded" in grown.stdout and "restart the processors" in grown.stderr
+    fewer = runner.invoke(
+        cli, ["topics", "create", "--bootstrap", kafka.bootstrap, "--partitions", "3"]
+    )
+    assert fewer.exit_code == 0, fewer.output
+    assert "keep more than 3 partitions (8): Kafka cannot take partitions away" in fewer.stderr
 
 
 def test_broker_status_start_idempotent(kafka, monkeypatch):

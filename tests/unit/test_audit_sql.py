@@ -711,7 +711,15 @@ def test_decision_lineage_of_a_batch_answers_each_item(batch_export: Path, given
         con.close()
     # The documented columns first, as before; which row of which batch it is after them.
     assert result.columns[: len(LINEAGE_COLUMNS)] == LINEAGE_COLUMNS
-    assert result.columns[len(LINEAGE_COLUMNS) :] == ("kind", "batch_id", "item_index", "item_id")
+    assert result.columns[len(LINEAGE_COLUMNS) :] == (
+        "kind",
+        "batch_id",
+        "item_index",
+        "item_id",
+        "approval_key_id",
+        "approval_signature",
+        "approval_signed_command",
+    )
     records = result.records()
     assert [
         (r["kind"], r["batch_id"], r["item_index"], r["item_id"], r["decision_id"], r["request_id"])
@@ -730,6 +738,9 @@ def test_decision_lineage_of_a_batch_answers_each_item(batch_export: Path, given
         (1, "active", "human:bob", "human:bob", at(3)),
         (None, None, None, None, None),
     ]
+    # One item, named as `ledger decisions` prints it (an auditor's walkthrough: 0 rows).
+    (item,) = rows(batch_export, "decision_lineage", id="breq-1#i2")
+    assert (item["item_id"], item["policy_version"]) == ("i2", 1)
     (single,) = rows(batch_export, "decision_lineage", id="req-2")
     assert (single["kind"], single["batch_id"], single["item_index"], single["policy_stage"]) == (
         "decision",

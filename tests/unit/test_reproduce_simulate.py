@@ -593,3 +593,18 @@ def test_request_rows_whose_id_columns_were_swapped_are_read_by_their_records(
     assert source.decision(first.event_id) == first
     pairs = list(source.pairs())
     assert all(decision.request_id == request.event_id for request, decision in pairs)
+
+
+def test_replay_decision_takes_a_batch_item_as_ledger_decisions_prints_it(
+    history: History, export: Path
+) -> None:
+    # An auditor's walkthrough: `ledger decisions` prints a pre-evaluation's items as
+    # REQUEST#ITEM, and `replay --decision` refused that very id.
+    batch = next(d for d in history.decisions if isinstance(d, BatchDecisionRecorded))
+    item = batch.decisions[-1].item_id
+    result = run("replay", "--decision", f"{batch.request_id}#{item}", "--from", str(export))
+    assert result.exit_code == 0, result.stderr
+    assert "reproduces:" in result.stdout
+    assert f"is item {item} of pre-evaluation {batch.request_id}" in result.stderr
+    missing = run("replay", "--decision", f"{batch.request_id}#no-such-item", "--from", str(export))
+    assert missing.exit_code == 2 and "no decision" in missing.stderr
