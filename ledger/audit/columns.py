@@ -159,9 +159,14 @@ def columns_disagree(event: Any, row: Mapping[str, Any]) -> str | None:
         columns = form.build(row)
     except Mismatch as exc:
         return str(exc)
-    names = differing(columns, to_json_value(event))
+    record = to_json_value(event)
+    names = differing(columns, record)
     if names:
-        return f"its columns disagree with its record bytes: {', '.join(names)}"
+        shown = "; ".join(
+            f"{n} (columns {show(columns.get(n))}, record {show(record.get(n))})" for n in names[:5]
+        )
+        more = f"; and {len(names) - 5} more" if len(names) > 5 else ""
+        return f"its columns disagree with its record bytes: {shown}{more}"
     return None
 
 

@@ -162,6 +162,8 @@ def test_a_column_changed_beside_untouched_record_bytes_is_found(tmp_path: Path)
     assert code == 11
     [line] = report["damaged_rows"]
     assert "offset 3 (GrantIssued" in line and "disagree with its record bytes: approved_by" in line
+    # The values, as `audit verify` shows them (an auditor's walkthrough: only the name).
+    assert 'approved_by (columns "human:ciso", record ' in line
 
 
 def test_a_record_that_no_longer_decodes_is_found(tmp_path: Path) -> None:
