@@ -174,7 +174,7 @@ def resolve_security(
     record = read_broker_record(settings) or {}
     port = recorded_int(record, "port")
     target = bootstrap or settings.bootstrap
-    local = target is None or (port > 0 and target == f"127.0.0.1:{port}")
+    local = target is None or (port > 0 and target in (f"127.0.0.1:{port}", f"localhost:{port}"))
     if local and local_is_secured(settings):
         found = read_credentials(settings, role)
         if found is None:

@@ -24,8 +24,14 @@ __all__ = ["spawn_detached", "alive", "find", "exit_status", "terminate"]
 
 
 def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> int:
-    """Start ``argv`` in a new session with stdout and stderr appended to ``log``; its pid."""
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log``; its pid.
+    A log that cannot be opened is an ``OSError`` naming the log (``posix_spawn`` would name
+    the program instead)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the log {log}: {exc.strerror}") from None
     return os.posix_spawn(
         argv[0],
         list(argv),

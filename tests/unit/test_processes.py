@@ -7,6 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from ledger.local.processes import alive, exit_status, spawn_detached, terminate
 
 
@@ -74,3 +76,14 @@ def test_a_zombie_does_not_run_and_is_reaped_by_alive() -> None:
     assert Path(f"/proc/{child}").exists(), "reaped before the check"
     assert not alive(child)  # and the local stack's check reaps its own zombie
     assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_log_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    # An operator's walkthrough: with the log unwritable, `ledger up` said
+    # ".venv/bin/python: Operation not permitted": posix_spawn names the program.
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    log = tmp_path / "evaluator.log"
+    log.mkdir()  # a log that is a folder cannot be opened for writing, even by root
+    with pytest.raises(OSError, match=f"cannot write the log {log}"):
+        spawn_detached([sleep, "1"], env=dict(os.environ), log=log)

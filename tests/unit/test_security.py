@@ -174,6 +174,8 @@ def test_each_role_finds_its_own_local_credential(tmp_path: Path) -> None:
         assert found == users[role] and found.username == role
     # Also when the local broker's address is given explicitly; not for another cluster.
     assert resolve_security(settings, "agent", bootstrap="127.0.0.1:9092") == users["agent"]
+    # localhost names the same broker (an operator's walkthrough: it connected without one).
+    assert resolve_security(settings, "agent", bootstrap="localhost:9092") == users["agent"]
     assert resolve_security(settings, "agent", bootstrap="kafka:9092") == KafkaSecurity()
     _local_broker(tmp_path, secured=False)  # started --insecure: no credential
     assert resolve_security(settings, "agent") == KafkaSecurity()
