@@ -80,7 +80,9 @@ def up_cmd(
 @handle_errors
 def down_cmd(keep_broker: bool, as_json: bool) -> None:
     """Stop the processors (cleanly, committing their progress), then the local broker."""
-    stopped = stack.down(load_settings(), keep_broker=keep_broker)
+    stopped = stack.down(
+        load_settings(), keep_broker=keep_broker, progress=lambda line: click.echo(line, err=True)
+    )
     if as_json:
         print_json({"stopped": stopped})
     else:

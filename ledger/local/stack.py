@@ -458,13 +458,32 @@ def _writable(folder: Path) -> None:
         ) from None
 
 
-def down(settings: Settings, *, keep_broker: bool = False) -> list[str]:
+def down(
+    settings: Settings, *, keep_broker: bool = False, progress: Progress = lambda _: None
+) -> list[str]:
     """Stop the processors, then the local broker. Returns what was stopped.
 
     A processor that is not healthy (typically: it cannot reach its broker, so it could not
     commit anyway) gets :data:`UNREACHABLE_GRACE` seconds after SIGTERM instead of
-    :data:`STOP_GRACE`, and all such are stopped at once.
+    :data:`STOP_GRACE`, and all such are stopped at once. A ``ledger up`` at work on this home
+    is waited for (its lock), so that ``down`` does not stop what ``up`` is starting, and
+    ``up`` does not report that as a failure.
     """
+    run = _run_dir(settings)
+    if not run.is_dir():
+        return _down(settings, keep_broker=keep_broker)
+    with (run / "up.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            progress(
+                "waiting for a `ledger up` at work on this home to finish (Ctrl-C stops waiting)…"
+            )
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _down(settings, keep_broker=keep_broker)
+
+
+def _down(settings: Settings, *, keep_broker: bool) -> list[str]:
     procs = processes(settings)
     with ThreadPoolExecutor() as pool:
         sick = [p.name for p in procs if p.running and not p.healthy]

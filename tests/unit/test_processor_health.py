@@ -327,3 +327,27 @@ def test_up_does_not_stop_a_processor_it_could_not_restart(
         stack._ensure(settings, "evaluator", bootstrap=KAFKA, progress=lambda _: None, wait=1)
     assert alive(evaluator)
     assert "cannot write its heartbeat file" in (_evaluator(settings).problem or "")
+
+
+def test_down_waits_for_an_up_at_work(settings: Settings, evaluator: int) -> None:
+    # An operator's walkthrough: `down` while `up` started the broker made `up` report "exited
+    # with code 143 … NullPointerException", and while it started a processor, a stale line.
+    import fcntl
+    import threading
+
+    said: list[str] = []
+    with (settings.home / "run" / "up.lock").open("w") as held:  # as `ledger up` holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        downing = threading.Thread(
+            target=stack.down,
+            args=(settings,),
+            kwargs={"keep_broker": True, "progress": said.append},
+        )
+        downing.start()
+        deadline = time.monotonic() + 10
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert said and "waiting for a `ledger up`" in said[0]
+        assert alive(evaluator)  # nothing stopped while `up` works
+    downing.join(timeout=30)
+    assert not downing.is_alive() and not alive(evaluator)
