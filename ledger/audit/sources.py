@@ -59,6 +59,7 @@ __all__ = [
     "connect",
     "READ_PARQUET",
     "single_pairs",
+    "read_export_manifest",
     "answered",
 ]
 
@@ -261,12 +262,21 @@ def resolve_topics(path: ExportPath, topics: TopicNames) -> TopicNames:
     return TopicNames(prefix=_read(Path(path)).prefix)
 
 
-def topic_files(path: ExportPath, topic: str) -> list[str]:
+def read_export_manifest(path: ExportPath) -> Manifest:
+    """The manifest of the export at ``path``; one :class:`ExportError` line when there is
+    none. A reader that needs several things from it (files, next offsets) reads it once: a
+    ``--follow`` export may rewrite it at any moment."""
+    return _read(Path(path))
+
+
+def topic_files(path: ExportPath, topic: str, manifest: Manifest | None = None) -> list[str]:
     """The Parquet files of ``topic`` in the export at ``path``: exactly those its manifest
-    lists (a file beyond the manifest is what a killed export left; the next export removes
-    it), as ``ledger audit`` reads them. A listed file that is gone is one error line."""
+    (``manifest``, or the one there now) lists (a file beyond the manifest is what a killed
+    export left; the next export removes it), as ``ledger audit`` reads them. A listed file that
+    is gone is one error line."""
     path = Path(path)
-    listed = sorted(str(f["path"]) for f in _read(path).files if f["topic"] == topic)
+    manifest = manifest if manifest is not None else _read(path)
+    listed = sorted(str(f["path"]) for f in manifest.files if f["topic"] == topic)
     return [str(listed_file(path, relative)) for relative in listed]
 
 

@@ -47,8 +47,15 @@ from ledger.audit.columns import (
     differing,
     show,
 )
-from ledger.audit.export import ExportPath, Manifest, read_manifest
-from ledger.audit.sources import READ_PARQUET, connect, export_dir, resolve_topics, topic_files
+from ledger.audit.export import ExportPath, Manifest
+from ledger.audit.sources import (
+    READ_PARQUET,
+    connect,
+    export_dir,
+    read_export_manifest,
+    resolve_topics,
+    topic_files,
+)
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
 from ledger.core.jsonform import to_json_value
@@ -738,20 +745,21 @@ def verify_export(
     rows = _Rows(codec or default_codec())
     con = connect()
     try:
-        checkpoint_files = topic_files(directory, topics.chain_checkpoints)
+        # One reading of the manifest for the files and their offsets: a `--follow` export
+        # rewrites it every few seconds, and files of one version checked against the offsets
+        # of a later one would look like deleted rows.
+        manifest = read_export_manifest(directory)
+        checkpoint_files = topic_files(directory, topics.chain_checkpoints, manifest)
         marks = _load_checkpoints(con, checkpoint_files, rows)
-        files = topic_files(directory, topics.decisions)
+        files = topic_files(directory, topics.decisions, manifest)
         total = _count(con, files)
-        manifest = read_manifest(directory)
         offset_problems = [
             problem
             for topic, listed in (
                 (topics.decisions, files),
                 (topics.chain_checkpoints, checkpoint_files),
             )
-            for problem in (
-                _offset_problems(con, topic, listed, manifest) if manifest is not None else []
-            )
+            for problem in _offset_problems(con, topic, listed, manifest)
         ]
     finally:
         con.close()
@@ -783,7 +791,12 @@ def verify_export(
     # only when no chain reported a gap (an unchained decision's row).
     chained_gap = any(p.kind == "missing" and p.chain_id for p, _ in rows.problems)
     for problem, inner in offset_problems:
-        if not (inner and chained_gap and problem.topic == topics.decisions):
+        if not (
+            inner
+            and problem.kind == "missing"
+            and chained_gap
+            and problem.topic == topics.decisions
+        ):
             rows.report(problem)
     seen = {c.chain_id for c in chains}
     for chain_id, cps in sorted(marks.items()):
