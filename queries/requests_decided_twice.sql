@@ -2,7 +2,8 @@
 --   second answer means a request was sent again under an id already answered, to an
 --   evaluator worker that had not seen it: a client's own retry, or someone holding the agent
 --   credential re-sending another agent's request with facts of their choosing (the SDK
---   delivers only the first answer). One row per answer of such an id, first answer first;
+--   delivers only the first answer it reads). One row per answer of such an id, first answer
+--   first;
 --   `differs` says whether it answered another question (principal, action, resource or
 --   facts) or another determination than the first.
 WITH answers AS (
@@ -10,6 +11,8 @@ WITH answers AS (
            action, resource, determination, facts, requested_by, evaluator_id, chain_id,
            partition, "offset",
            count(*) OVER (PARTITION BY request_id) AS answers,
+           -- by the writers' clocks: answers on other partitions have no order but time (a
+           -- client reads one reply partition, in offset order; `partition`, `offset` show it)
            row_number() OVER (PARTITION BY request_id ORDER BY occurred_at, partition, "offset")
                AS answer
     FROM topic_decisions

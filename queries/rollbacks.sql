@@ -10,7 +10,8 @@ WITH r AS (
     WHERE event_type = 'PolicyRolledBack'
 ),
 ended AS (  -- the versions each rollback superseded, and the stage each was in until then
-    SELECT r.sequence AS rollback_seq, t.version, t.stage, t.percent, t.valid_from
+    -- (sequences count per policy: a rollback is its policy and its sequence)
+    SELECT r.policy, r.sequence AS rollback_seq, t.version, t.stage, t.percent, t.valid_from
     FROM r
     JOIN policy_timeline s
       ON s.policy = r.policy AND s.sequence = r.sequence AND s.change = 'PolicyRolledBack'
@@ -18,7 +19,9 @@ ended AS (  -- the versions each rollback superseded, and the stage each was in 
     JOIN policy_timeline t
       ON t.policy = r.policy AND t.version = s.version AND t.sequence < r.sequence
      AND t.stage IN ('active', 'canary')
-    QUALIFY row_number() OVER (PARTITION BY r.sequence, s.version ORDER BY t.sequence DESC) = 1
+    QUALIFY row_number() OVER (
+        PARTITION BY r.policy, r.sequence, s.version ORDER BY t.sequence DESC
+    ) = 1
 )
 SELECT r.occurred_at AS rolled_back_at, r.policy, r.from_version, r.to_version, r.actor AS by,
        r.reason, e.version AS rolled_back_version, e.stage AS rolled_back_stage,
@@ -27,5 +30,5 @@ SELECT r.occurred_at AS rolled_back_at, r.policy, r.from_version, r.to_version, 
         WHERE d.policy = r.policy AND d.policy_version = e.version
           AND d.decided_at <= r.occurred_at) AS decisions_by_rolled_back_version
 FROM r
-LEFT JOIN ended e ON e.rollback_seq = r.sequence
-ORDER BY r.occurred_at, r.sequence, e.version;
+LEFT JOIN ended e ON e.policy = r.policy AND e.rollback_seq = r.sequence
+ORDER BY r.occurred_at, r.policy, r.sequence, e.version;

@@ -1014,6 +1014,77 @@ def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_int
         rollback["canary_percent"],
         rollback["decisions_by_rolled_back_version"],
     ) == (1, 1, 2, "canary", 50, 1)
+
+    # Another policy rolled back at the same per-policy sequence is not mixed in (a review:
+    # payout, whose active v2 was rolled back, was reported with refund's canary).
+    def payout(text: str) -> str:
+        return text.replace("policy: refund", "policy: payout").replace(
+            "refund.issue", "payout.send"
+        )
+
+    bob, carol = "human:bob", "human:carol"
+    payout_commands: list[tuple[int, Command]] = [
+        (1, dataclasses.replace(propose, event_id="p1", policy="payout", document=payout(REFUND))),
+        (
+            2,
+            ApprovePolicyVersion(
+                event_id="p2", occurred_at=at(2), actor=bob, policy="payout", version=1
+            ),
+        ),
+        (
+            3,
+            PromotePolicyVersion(
+                event_id="p3",
+                occurred_at=at(3),
+                actor=bob,
+                policy="payout",
+                version=1,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (4, dataclasses.replace(propose, event_id="p4", policy="payout", document=payout(V2))),
+        (
+            5,
+            ApprovePolicyVersion(
+                event_id="p5", occurred_at=at(5), actor=carol, policy="payout", version=2
+            ),
+        ),
+        (
+            6,
+            PromotePolicyVersion(
+                event_id="p6",
+                occurred_at=at(6),
+                actor=bob,
+                policy="payout",
+                version=2,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (
+            8,
+            RollbackPolicy(
+                event_id="p8",
+                occurred_at=at(8),
+                actor=bob,
+                policy="payout",
+                reason="v2 broke payouts",
+            ),
+        ),
+    ]
+    both = tmp_path / "both"
+    merged = sorted(commands + payout_commands, key=lambda sc: sc[0])
+    write_events(both, TOPICS, _governance(merged))
+    by_policy = {
+        r["policy"]: (
+            r["from_version"],
+            r["to_version"],
+            r["rolled_back_version"],
+            r["rolled_back_stage"],
+            r["canary_percent"],
+        )
+        for r in rows(both, "rollbacks")
+    }
+    assert by_policy == {"refund": (1, 1, 2, "canary", 50), "payout": (2, 1, 2, "active", None)}
     con = connect(directory)
     try:
         active = con.execute(
