@@ -258,6 +258,9 @@ class Watch:
     """The correction its decision calls for, once the decision has been read."""
     early: list[DecisionCorrected] = field(default_factory=list)
     """Corrections read before the decision (at most :data:`EARLY_MOST`)."""
+    unbound: bool = False
+    """Its decision could not be decoded (a newer evaluator's schema): its correction is taken
+    unchecked against it, as before corrections were bound, rather than lost."""
 
 
 Watching = OrderedDict[bytes, Watch]
@@ -281,8 +284,11 @@ def watch(
     watching[key] = Watch(now, sink, asked)
 
 
-def _asked(decision: DecisionRecorded) -> tuple[str, str, str, Determination | None]:
-    return (decision.principal, decision.action, decision.resource, decision.default)
+def _asked(
+    message: EvaluationRequested | DecisionRecorded,
+) -> tuple[str, str, str, Determination | None]:
+    """What a request asks, or what a decision answers: principal, action, resource, default."""
+    return (message.principal, message.action, message.resource, message.default)
 
 
 def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool:
@@ -389,7 +395,7 @@ class KafkaTransport:
                 request.event_id.encode(),
                 on_correction,
                 time.monotonic(),
-                (request.principal, request.action, request.resource, request.default),
+                _asked(request),
             )
         self._produce(topic, key, value, None)
 
@@ -583,11 +589,12 @@ class KafkaTransport:
     def _decided(self, key: bytes, value: bytes, watched: Watch) -> None:
         """The decision of watched request ``key``: the first that answers what was asked
         settles which correction, if any, is delivered."""
-        if watched.expected is not None:
+        if watched.expected is not None or watched.unbound:
             return  # decided already: a later decision under this id is not this client's
         try:
             event = self._codec.decode(value)
-        except CodecError:
+        except CodecError as exc:
+            self._unbound(key, watched, exc)
             return
         if not isinstance(event, DecisionRecorded) or _asked(event) != watched.asked:
             return
@@ -620,14 +627,39 @@ class KafkaTransport:
         with self._lock:
             if self._watching.get(key) is not watched:
                 return
-            if watched.expected is None:  # its decision is not read yet: held until it is
+            if watched.unbound:
+                if event.default != watched.asked[3]:
+                    return
+            elif watched.expected is None:  # its decision is not read yet: held until it is
                 if len(watched.early) < EARLY_MOST:
                     watched.early.append(event)
                 return
-            if not _answers(event, watched.expected):
+            elif not _answers(event, watched.expected):
                 return  # not the correction of this client's request
             del self._watching[key]  # one correction per request
         watched.sink(event)
+
+    def _unbound(self, key: bytes, watched: Watch, exc: Exception) -> None:
+        """Watched request ``key``'s decision does not decode here: say so, and take its
+        correction as corrections were taken before they were bound to the decision (the
+        first whose default is the one asked), rather than lose it."""
+        log.warning(
+            "ledger client: the decision of request %s does not decode (%s): its correction is "
+            "taken without checking it against the decision (is this client older than the "
+            "evaluators? upgrade it)",
+            key.decode(errors="replace"),
+            exc,
+        )
+        with self._lock:
+            if self._watching.get(key) is not watched:
+                return
+            watched.unbound = True
+            early = next((c for c in watched.early if c.default == watched.asked[3]), None)
+            watched.early = []
+            if early is None:
+                return
+            del self._watching[key]
+        watched.sink(early)
 
     def _dispatch(self, topic: str, key: bytes | None, value: bytes) -> None:
         if key is None:
