@@ -41,7 +41,7 @@ from ledger.discovery import accepts, broker_record_file, read_broker_record, re
 from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing
 from ledger.files import private_dir, private_umask, write_private
 from ledger.local import credentials
-from ledger.local.processes import alive, exit_status, spawn_detached, terminate
+from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
@@ -428,21 +428,7 @@ def status(settings: Settings) -> BrokerStatus:
 def _running_on(bdir: Path) -> int | None:
     """The pid of a broker JVM started with this home's ``server.properties``, whatever the
     state file says (``None`` where ``/proc`` cannot tell, or none runs)."""
-    marker = str(bdir / "server.properties").encode()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"kafka.Kafka" in argv and marker in argv and alive(int(name)):
-            return int(name)
-    return None
+    return find(argv=("kafka.Kafka", str(bdir / "server.properties")))
 
 
 def _adopt(settings: Settings, bdir: Path) -> tuple[int, int, dict[str, object]] | None:
@@ -540,6 +526,12 @@ def start(
     lib = fetch(settings, progress=progress)
     bdir = private_dir(_broker_dir(settings))
     data = bdir / "data"
+    starting = _running_on(bdir)
+    if starting is not None:  # alive, not (yet, or any more) answering: never a second one
+        raise BrokerError(
+            f"a broker of this home (pid {starting}) is starting or stopping and does not answer "
+            "yet: wait a few seconds and run again (`ledger broker status`)"
+        )
     if _data_in_use(data):
         raise BrokerError(
             f"another process holds the broker's data directory {data} (its .lock), but no "
@@ -584,9 +576,8 @@ def start(
         )
     progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port}…")
     pid = _launch(jvm, config, bdir)
-    bootstrap = f"127.0.0.1:{port}"
-    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout)
-    # Recorded once it answers: a start that fails leaves the last good record (its ports).
+    # Recorded at once, so that `down` finds a JVM whose start was interrupted (no broker can
+    # be running on this data now: checked above).
     write_private(
         _state_file(settings),
         json.dumps(
@@ -600,6 +591,8 @@ def start(
             }
         ),
     )
+    bootstrap = f"127.0.0.1:{port}"
+    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout)
     if users is not None:
         _register_missing(settings, bootstrap, users, progress)
     return status(settings)
@@ -614,8 +607,11 @@ def _register_missing(
     if not missing:
         return
     progress(f"adding SCRAM credentials for {', '.join(sorted(missing))}…")
+    # The admin's own credential may be the one written anew: the broker's user, a super
+    # user too, then gives it its password.
+    by = users[credentials.BROKER_USER] if "admin" in missing else users["admin"]
     try:
-        credentials.register(bootstrap, missing, security=users["admin"])
+        credentials.register(bootstrap, missing, security=by)
     except LedgerError as exc:
         raise BrokerError(f"adding credentials to the broker failed: {exc}") from exc
     credentials.remember_registered(settings, missing)

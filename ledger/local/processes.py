@@ -65,22 +65,33 @@ def _runs(pid: int, marker: str) -> bool:
     return marker.encode() in seen
 
 
-def find(entry: str) -> int | None:
-    """The pid of a running process (not this one) whose environment holds exactly ``entry``
-    (``NAME=value``), the lowest should there be several; ``None`` when none does, or where
-    there is no ``/proc`` to tell. Finds a processor whose pid file was lost."""
+def find(*, environ: str | None = None, argv: tuple[str, ...] = ()) -> int | None:
+    """The pid of a running process (not this one) whose environment holds exactly the entry
+    ``environ`` (``NAME=value``) and whose command line has every one of ``argv`` as an
+    argument; the lowest should there be several. ``None`` when none does, or where there is
+    no ``/proc`` to tell. Finds a processor (by its ready file) or a broker (by its config)
+    whose pid file was lost."""
     try:
         names = sorted((n for n in os.listdir("/proc") if n.isdigit()), key=int)
     except OSError:
         return None
-    wanted, me = b"\0" + entry.encode() + b"\0", os.getpid()
+    entry = None if environ is None else b"\0" + environ.encode() + b"\0"
+    wanted, me = {a.encode() for a in argv}, os.getpid()
     for name in names:
         pid = int(name)
+        if pid == me:
+            continue
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            if wanted and not wanted <= set(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")):
+                continue
+            if (
+                entry is not None
+                and entry not in b"\0" + Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
+            ):
+                continue
         except OSError:
             continue  # gone, or not ours to read
-        if pid != me and wanted in b"\0" + environ + b"\0" and running(pid):
+        if running(pid):
             return pid
     return None
 

@@ -123,9 +123,13 @@ def _split(proc_id: str) -> tuple[str, int | None]:
 
 
 def _known(settings: Settings) -> list[str]:
-    """Every processor this home has started (instances included), base names first."""
+    """Every processor this home has started (instances included), base names first: by its
+    pid file, or its ready file should the pid file be lost."""
+    run = _run_dir(settings)
     found = (
-        {p.stem for p in _run_dir(settings).glob("*.pid")} if _run_dir(settings).is_dir() else set()
+        {p.stem for p in run.glob("*.pid")} | {p.stem for p in run.glob("*.ready")}
+        if run.is_dir()
+        else set()
     )
     return sorted(found | set(PROCESSORS), key=lambda n: (n.split("-")[-1].isdigit(), n))
 
@@ -151,7 +155,7 @@ def _running_pid(settings: Settings, name: str) -> int:
     pid = _pid(pid_file)
     if alive(pid, marker=_marker(settings, name)):
         return pid
-    found = find(_marker(settings, name))
+    found = find(environ=_marker(settings, name))
     if found is None:
         return 0
     with contextlib.suppress(OSError):

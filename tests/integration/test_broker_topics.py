@@ -247,6 +247,10 @@ def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_pa
         make_consumer(second.bootstrap, security=new_agent).close()  # authenticated
         with pytest.raises(LedgerError):
             make_consumer(second.bootstrap, security=old_agent)  # the old password is gone
+        # The admin's own (a review: registering the new one as admin could not authenticate).
+        (settings.credentials / "admin.json").unlink()
+        assert broker.start(settings).pid == second.pid
+        make_consumer(second.bootstrap, security=credential(settings, "admin")).close()
 
         # An operator's walkthrough: with broker.json garbled, `ledger up` took the broker for
         # stopped and started a second JVM on the same data, whose controller truncated the

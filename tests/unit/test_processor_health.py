@@ -66,6 +66,7 @@ def _beat(
     age: float = 0.0,
     fetch_age: float | None = 0.0,
     bootstrap: str = KAFKA,
+    name: str = "evaluator",
 ) -> None:
     now = time.time()
     Heartbeat(
@@ -73,7 +74,7 @@ def _beat(
         bootstrap=bootstrap,
         at=now - age,
         fetched_at=None if fetch_age is None else now - fetch_age,
-    ).write(settings.home / "run" / "evaluator.ready")
+    ).write(settings.home / "run" / f"{name}.ready")
 
 
 def _evaluator(settings: Settings) -> stack.ProcessStatus:
@@ -351,3 +352,57 @@ def test_down_waits_for_an_up_at_work(settings: Settings, evaluator: int) -> Non
         assert alive(evaluator)  # nothing stopped while `up` works
     downing.join(timeout=30)
     assert not downing.is_alive() and not alive(evaluator)
+
+
+def test_a_further_worker_whose_pid_file_was_lost_is_still_listed_and_stopped(
+    settings: Settings,
+) -> None:
+    # A review: `evaluator-2` is known by its pid file only, so without it `ps` did not list it
+    # and `down` left it running.
+    pid = _fake_processor(settings, "evaluator-2")
+    try:
+        _beat(settings, pid, name="evaluator-2")
+        (settings.home / "run" / "evaluator-2.pid").unlink()
+        listed = {p.name: p for p in stack.processes(settings)}
+        assert listed["evaluator-2"].pid == pid
+        assert "evaluator-2" in stack.down(settings, keep_broker=True)
+        assert not alive(pid)
+    finally:
+        stack.stop_processor(settings, "evaluator-2", kill=True)
+
+
+def test_a_data_directory_another_process_holds_is_in_use(tmp_path: Path) -> None:
+    # The guard against a second broker on live data: Kafka holds a POSIX lock on data/.lock.
+    import subprocess
+    import sys
+
+    from ledger.local import broker
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert not broker._data_in_use(data)  # never started: no lock file
+    (data / ".lock").touch()
+    assert not broker._data_in_use(data)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(data / '.lock')!r}, os.O_RDWR)\n"
+            "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert broker._data_in_use(data)
+        assert broker._data_in_use(data)  # the probe took no lock of its own that lingers
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert not broker._data_in_use(data)
