@@ -364,7 +364,10 @@ class LedgerClient:
         Use ``deny`` for safety-critical actions, ``allow`` only for low-risk, reversible ones.
         A :class:`DecisionCorrected` arrives on :meth:`corrections` if the decision differs.
         """
-        default = Determination(default)
+        try:
+            default = Determination(default)
+        except ValueError:
+            default = Determination.ERROR  # refused just below, as any other bad default
         if default not in (Determination.ALLOW, Determination.DENY):
             raise UsageError("an async default must be allow or deny")
         request = replace(
@@ -645,9 +648,26 @@ class AsyncLedgerClient:
             self._sync.preevaluate, principal, list(items), context=context, timeout=timeout
         )
 
-    async def submit_async(self, **kwargs: Any) -> EvaluationRequested:
+    async def submit_async(
+        self,
+        *,
+        action: str,
+        principal: str,
+        resource: str,
+        default: Determination | str,
+        facts: Mapping[str, Value] | None = None,
+        context: Mapping[str, Value] | None = None,
+    ) -> EvaluationRequested:
+        """:meth:`LedgerClient.submit_async`, from asyncio code."""
         await self._ready()
-        return self._sync.submit_async(**kwargs)
+        return self._sync.submit_async(
+            action=action,
+            principal=principal,
+            resource=resource,
+            default=default,
+            facts=facts,
+            context=context,
+        )
 
     async def next_correction(self, *, timeout: float | None = None) -> DecisionCorrected | None:
         """The next correction of this client's async requests, or ``None`` after ``timeout``.

@@ -71,6 +71,14 @@ def enforce(
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.isasyncgenfunction(func):
+            # Not a coroutine function: guarded as a plain one, its decision would block the
+            # event loop. (A plain generator is decided when called, before it runs.)
+            raise UsageError(
+                f"{getattr(func, '__qualname__', func)} is an async generator, which cannot be "
+                "guarded: guard the async function that does the work, or a plain async "
+                "function that returns the generator"
+            )
         signature = inspect.signature(func)
         takes_constraints = "constraints" in signature.parameters
         public = signature.replace(
@@ -79,8 +87,8 @@ def enforce(
         name = getattr(func, "__qualname__", repr(func))
 
         def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-            if takes_constraints:
-                kwargs.pop("constraints", None)  # the decision's to give, not the caller's
+            # The decision's to give, never the caller's: not even into a ``**kwargs`` catch-all.
+            kwargs.pop("constraints", None)
             bound = public.bind(*args, **kwargs)  # a wrong call fails as the tool's own would
             bound.apply_defaults()
 

@@ -64,6 +64,8 @@ from ledger.audit import rows  # the wheel carries the export's row decoder in C
 assert rows.NATIVE and rows.__file__.startswith({str(target)!r}), rows.__file__
 from ledger.core import chain  # and the canonical text writer in C
 assert chain._native is not None and chain._native.__file__.startswith({str(target)!r})
+import os  # and the marker that tells type checkers the package is typed (PEP 561)
+assert os.path.isfile(os.path.join(os.path.dirname(ledger.codec.__file__), "py.typed"))
 print(schemas)
 """
     done = subprocess.run(

@@ -119,6 +119,49 @@ def test_a_guarded_tool_shows_frameworks_its_own_parameters_not_constraints(
     assert ran == [("2", {"refund_method": "credit"})]
 
 
+def test_a_catch_all_tool_never_gets_constraints_from_its_caller() -> None:
+    # An integrator's walkthrough: a tool taking **kwargs received the caller's own
+    # `constraints` on a plain allow, as if the ledger had set them.
+    client = LedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda message: "allow")
+    )
+
+    @enforce(client, action="refund.issue", principal=AGENT, resource="account:1")
+    def anything(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    assert anything(amount=1, constraints={"refund_method": "cash"}) == {"amount": 1}
+
+
+def test_an_async_generator_is_refused_when_guarded() -> None:
+    # An integrator's walkthrough: taken for a plain function, its decision blocked the event
+    # loop (with a LedgerClient), or it was "not async" (with an AsyncLedgerClient).
+    client = LedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda message: "allow")
+    )
+
+    async def stream(account: str) -> Any:
+        yield account
+
+    with pytest.raises(UsageError, match="is an async generator, which cannot be guarded"):
+        enforce(client, action="refund.issue", principal=AGENT, resource="account:1")(stream)
+
+
+def test_an_async_default_that_is_no_determination_is_a_usage_error() -> None:
+    # Not a ValueError: agents catch LedgerError, as the README says.
+    client = LedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda message: "allow")
+    )
+    for bad in ("maybe", None, "error"):
+        with pytest.raises(UsageError, match="an async default must be allow or deny"):
+            client.submit_async(
+                action="refund.issue",
+                principal=AGENT,
+                resource="r",
+                default=bad,  # type: ignore[arg-type]
+            )
+
+
 def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
     client: LedgerClient,
 ) -> None:

@@ -51,12 +51,12 @@ def test_validate_json(tmp_path: Path) -> None:
 
 def test_test_directory_and_file() -> None:
     code, out, err = run("policy", "test", str(EXAMPLES))
-    assert code == 0 and "8 passed, 0 failed" in out
+    assert code == 0 and "9 passed, 0 failed" in out
     # refund-v2.yaml has no cases of its own: said, not passed over in silence
-    assert f"tested  {REFUND}: 8 passed, 0 failed" in out
+    assert f"tested  {REFUND}: 9 passed, 0 failed" in out
     assert "refund-v2.yaml (policy refund) has no test cases" in err
     code, out, _ = run("policy", "test", str(EXAMPLES / "refund.tests.yaml"))
-    assert code == 0 and "8 passed, 0 failed" in out
+    assert code == 0 and "9 passed, 0 failed" in out
 
 
 def test_test_failures_exit_non_zero(tmp_path: Path) -> None:
@@ -152,11 +152,11 @@ def test_one_broken_policy_in_a_directory_does_not_stop_the_others_tests(tmp_pat
     (tmp_path / "refund.tests.yaml").write_text((EXAMPLES / "refund.tests.yaml").read_text())
     (tmp_path / "broken.yaml").write_text("policy: broken\nrules: [\n")  # invalid YAML
     code, out, err = run("policy", "test", str(tmp_path))
-    assert code == 3 and "8 passed, 0 failed" in out  # refund's cases still ran
+    assert code == 3 and "9 passed, 0 failed" in out  # refund's cases still ran
     assert "broken.yaml" in err and "kept policies from being tested" in err
     code, out, _ = run("policy", "test", "--json", str(tmp_path))
     shown = json.loads(out)
-    assert code == 3 and shown["passed"] == 8 and any("broken.yaml" in e for e in shown["errors"])
+    assert code == 3 and shown["passed"] == 9 and any("broken.yaml" in e for e in shown["errors"])
 
 
 def test_eval_gives_no_answer_the_ledger_would_not() -> None:
@@ -204,7 +204,7 @@ def test_validate_a_directory_checks_policies_and_their_tests_files(tmp_path: Pa
     code, out, err = run("policy", "validate", str(EXAMPLES))
     assert code == 0, err
     assert f"ok  {REFUND}: policy refund" in out
-    assert f"ok  {EXAMPLES / 'refund.tests.yaml'}: 8 test cases of policy refund" in out
+    assert f"ok  {EXAMPLES / 'refund.tests.yaml'}: 9 test cases of policy refund" in out
     code, out, err = run("policy", "validate", *map(str, sorted(EXAMPLES.glob("*.yaml"))))
     assert code == 0 and out.count("ok  ") == 3, err
     (tmp_path / "bad.tests.yaml").write_text("cases:\n  - name: x\n    expect: permit\n")
@@ -218,7 +218,7 @@ def test_validate_a_directory_checks_policies_and_their_tests_files(tmp_path: Pa
 def test_test_goes_on_past_a_path_that_does_not_exist(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     code, out, err = run("policy", "test", str(EXAMPLES), str(missing))
-    assert code == 3 and "8 passed, 0 failed" in out  # the examples' cases ran
+    assert code == 3 and "9 passed, 0 failed" in out  # the examples' cases ran
     assert f"{missing}: no such policy file" in err
 
 
@@ -244,7 +244,7 @@ def test_a_run_that_takes_too_long_stops_with_exit_8(monkeypatch: pytest.MonkeyP
     assert code == 8 and shown["stopped"] is True and len(shown["cases"]) == 3
     monkeypatch.undo()
     code, out, _ = run("policy", "test", str(REFUND))
-    assert code == 0 and "8 passed, 0 failed" in out
+    assert code == 0 and "9 passed, 0 failed" in out
 
 
 def test_a_tests_file_stands_for_the_policy_beside_it_whatever_its_extension(
@@ -254,7 +254,7 @@ def test_a_tests_file_stands_for_the_policy_beside_it_whatever_its_extension(
     tests = tmp_path / "refund.tests.yml"
     tests.write_text((EXAMPLES / "refund.tests.yaml").read_text())
     code, out, err = run("policy", "test", str(tests))
-    assert code == 0 and "8 passed, 0 failed" in out, err
+    assert code == 0 and "9 passed, 0 failed" in out, err
 
 
 def test_facts_come_from_a_file_or_standard_input(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_tests_runs_one_files_cases_against_another_version() -> None:
     assert failing and all(line.endswith(f"(against {v2})") for line in failing)
     code, out, _ = run("policy", "test", "--json", str(REFUND), "--tests", str(tests))
     shown = json.loads(out)
-    assert code == 0 and shown["passed"] == 8  # its own file once, not twice
+    assert code == 0 and shown["passed"] == 9  # its own file once, not twice
 
 
 def test_tests_for_another_policy_are_refused(tmp_path: Path) -> None:
@@ -472,7 +472,7 @@ def test_validate_checks_the_tests_beside_a_policy_against_it(tmp_path: Path) ->
     assert code == 3 and "tests policy 'refnd' but" in err
     tests.write_text(good)
     code, out, _ = run("policy", "validate", str(tmp_path / "refund.yaml"))
-    assert code == 0 and "8 test cases of policy refund" in out
+    assert code == 0 and "9 test cases of policy refund" in out
 
 
 def test_the_policy_cell_of_a_decision_table() -> None:
