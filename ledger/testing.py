@@ -130,7 +130,13 @@ def decision(
     the request's facts, context, mode and default, so an asynchronous request is corrected
     when the determination differs from its default.
     """
-    determination = Determination(determination)
+    try:
+        determination = Determination(determination)
+    except ValueError:
+        raise UsageError(
+            f"{determination!r} is not a determination: one of "
+            f"{', '.join(d.value for d in Determination)}"
+        ) from None
     constraints = dict(constraints or {})
     if (determination is Determination.ALLOW_WITH_CONSTRAINTS) != bool(constraints):
         raise UsageError(
@@ -254,6 +260,18 @@ def _as_reply(message: Outgoing, answer: Reply | Determination | str) -> Reply:
     if not isinstance(answer, expected):
         raise UsageError(
             f"the handler answered {type(message).__name__} with {type(answer).__name__}"
+        )
+    # A canned or cached reply built for another message would pass for this one's answer (a
+    # real ledger's replies find their caller by this id): "allow everything" by accident.
+    answers = (
+        answer.command_id
+        if isinstance(answer, (CommandAccepted, CommandRejected))
+        else answer.request_id
+    )
+    if answers != message.event_id:
+        raise UsageError(
+            f"the handler answered {type(message).__name__} {message.event_id} with the reply to "
+            f"{answers}: build each reply from the message it answers (decision(message, …))"
         )
     return answer
 

@@ -36,7 +36,7 @@ from ledger.core.events import (
 from ledger.enforce import DecisionDenied, enforce
 from ledger.errors import CommandRejectedError, LedgerTimeout, PolicyError, UsageError
 from ledger.ids import new_id, utcnow
-from ledger.testing import ADMIN, REVIEWER, LocalLedger, MockTransport
+from ledger.testing import ADMIN, REVIEWER, LocalLedger, MockTransport, decision
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUND = ROOT / "examples" / "policies" / "refund.yaml"
@@ -160,6 +160,28 @@ def test_an_async_default_that_is_no_determination_is_a_usage_error() -> None:
                 resource="r",
                 default=bad,  # type: ignore[arg-type]
             )
+
+
+def test_a_mock_reply_built_for_another_request_is_refused() -> None:
+    # An integrator's walkthrough: a handler that cached its first reply answered a delete with
+    # a read's allow, and the test double took it.
+    first: dict[str, Any] = {}
+
+    def cached(message: Any) -> Any:
+        first.setdefault("reply", decision(message, "allow"))
+        return first["reply"]
+
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=1), transport=MockTransport(cached))
+    assert client.evaluate(action="read.file", principal=AGENT, resource="r1").determination == (
+        Determination.ALLOW
+    )
+    with pytest.raises(UsageError, match="with the reply to"):
+        client.evaluate(action="account.delete", principal=AGENT, resource="account:1")
+    maybe = LedgerClient(
+        ClientConfig(actor=AGENT, timeout=1), transport=MockTransport(lambda m: "maybe")
+    )
+    with pytest.raises(UsageError, match="'maybe' is not a determination"):
+        maybe.evaluate(action="read.file", principal=AGENT, resource="r1")
 
 
 def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
