@@ -40,7 +40,13 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from ledger.client import CorrectionSink, Outgoing, Reply
 from ledger.codec import Codec, default_codec
-from ledger.core.evaluate import correction_for, decision_id, evaluate, evaluate_batch
+from ledger.core.evaluate import (
+    correction_for,
+    decision_id,
+    evaluate,
+    evaluate_batch,
+    without_trace,
+)
 from ledger.core.events import (
     COMMAND_PROCESSOR,
     EVALUATOR,
@@ -80,6 +86,7 @@ from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
 from ledger.errors import CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.reading import position_key
+from ledger.kafka.transport import refuse_oversized
 from ledger.settings import TopicNames
 
 __all__ = [
@@ -277,13 +284,23 @@ def _as_reply(message: Outgoing, answer: Reply | Determination | str) -> Reply:
 
 
 class _Wire:
-    """What Kafka would do to an event: encode it and decode it again."""
+    """What Kafka would do to an event: encode it and decode it again (and, for what a client
+    sends, refuse one over a record's size, as the Kafka transport does)."""
 
     def __init__(self, codec: Codec | None) -> None:
         self._codec = codec or default_codec()
 
-    def __call__(self, event: E) -> E:
-        return cast(E, self._codec.decode(self._codec.encode(event)))
+    def __call__(self, event: E, *, sent: bool = False) -> E:
+        encoded = self._codec.encode(event)
+        if sent:
+            refuse_oversized(event, encoded)
+        return cast(E, self._codec.decode(encoded))
+
+    def size(self, event: Any) -> int:
+        return len(self._codec.encode(event))
+
+    def encoded(self, event: Any) -> bytes:
+        return self._codec.encode(event)
 
 
 # --------------------------------------------------------------------------- MockTransport
@@ -323,7 +340,7 @@ class MockTransport:
             self.sent.append(message)
 
     def send(self, message: Outgoing) -> Future[Any]:
-        message = self._wire(message)
+        message = self._wire(message, sent=True)
         self._publish(message)
         future: Future[Any] = Future()
         try:
@@ -338,7 +355,7 @@ class MockTransport:
         return future
 
     def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
-        request = self._wire(request)
+        request = self._wire(request, sent=True)
         self._publish(request)
         answer = self.handler(request)
         if answer is None:
@@ -419,7 +436,7 @@ class LocalLedger:
     # ------------------------------------------------------------------ the transport
 
     def send(self, message: Outgoing) -> Future[Any]:
-        message = self._wire(message)
+        message = self._wire(message, sent=True)
         reply: Reply
         if isinstance(message, EvaluationRequested):
             reply = self._evaluate(message)
@@ -432,7 +449,7 @@ class LocalLedger:
         return future
 
     def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
-        made = self._evaluate(self._wire(request))
+        made = self._evaluate(self._wire(request, sent=True))
         correction = correction_for(made)
         if correction is not None:
             with self._lock:
@@ -591,6 +608,8 @@ class LocalLedger:
             evaluator_id=self.evaluator_id,
             limits=self.limits,
         )
+        if self._wire.size(made) > self.limits.record_bytes:  # as the evaluator reduces it
+            made = without_trace(made, self._wire.encoded(request), self.limits.record_bytes)
         with self._lock:
             self.decisions.append(made)
         return made

@@ -61,7 +61,8 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.core.lifecycle import command_aggregate
-from ledger.errors import ClientClosed, CodecError, TopicMissing
+from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.errors import ClientClosed, CodecError, TopicMissing, UsageError
 from ledger.kafka.clients import make_consumer, make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.reading import (
     position_key,
@@ -237,6 +238,18 @@ class _Listener:
 _LISTENER_FATAL = frozenset({"UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC"})
 
 
+def refuse_oversized(message: Any, value: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
+    """:class:`UsageError` when ``message``, encoded as ``value``, is over the largest record
+    the ledger carries: said before it is sent (librdkafka would refuse it with
+    ``MSG_SIZE_TOO_LARGE``, read as an outage), and the same in the in-memory test doubles."""
+    if len(value) > limits.record_bytes:
+        raise UsageError(
+            f"the {type(message).__name__} is {len(value):,} bytes encoded, over the "
+            f"{limits.record_bytes:,}-byte limit of a ledger record: send smaller facts and "
+            "context (a reference to a document, not the document)"
+        )
+
+
 def _delivery_error(error: Any) -> Exception:
     """A librdkafka error as the exception a failed publish fails its call with."""
     from ledger.errors import KafkaUnavailable
@@ -362,6 +375,7 @@ class KafkaTransport:
         message = self._addressed(message)
         topic, key = self._route(message)
         value = self._codec.encode(message)
+        refuse_oversized(message, value)
         future: Future[Any] = Future()
         rid = message.event_id.encode()
         with self._lock:
@@ -388,6 +402,7 @@ class KafkaTransport:
         request = self._addressed(request)
         topic, key = self._route(request)
         value = self._codec.encode(request)
+        refuse_oversized(request, value)
         with self._lock:
             self._refuse_if_unavailable()
             watch(

@@ -184,6 +184,36 @@ def test_a_mock_reply_built_for_another_request_is_refused() -> None:
         maybe.evaluate(action="read.file", principal=AGENT, resource="r1")
 
 
+def test_what_a_record_cannot_carry_fails_in_the_test_double_too(ledger: LocalLedger) -> None:
+    # An integrator's walkthrough: 2 MB of facts were allowed by LocalLedger, while the real
+    # producer refused them (MSG_SIZE_TOO_LARGE, read as an outage).
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+    huge = {"tags": ["a" * 2000] * 1000, **LOYAL}
+    with pytest.raises(UsageError, match=r"over the 1,000,000-byte limit of a ledger record"):
+        client.evaluate(action="refund.issue", principal=AGENT, resource="account:1", facts=huge)
+    with pytest.raises(UsageError, match="limit of a ledger record"):
+        client.submit_async(
+            action="refund.issue", principal=AGENT, resource="account:1", facts=huge, default="deny"
+        )
+    # A request that fits, whose decision would not: reduced, as the evaluator reduces it.
+    seen = set()
+    for size in range(998_000, 1_000_000, 100):
+        context = {f"k{i}": "x" * 60_000 for i in range(size // 60_000)}
+        context["rest"] = "y" * (size % 60_000)
+        try:
+            answer = client.evaluate(
+                action="refund.issue",
+                principal=AGENT,
+                resource="account:1",
+                facts={**LOYAL, "amount": "10"},
+                context=context,
+            )
+        except UsageError:
+            break
+        seen.add(answer.reason_code)
+    assert {"rule_matched", "trace_too_large"} <= seen
+
+
 def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
     client: LedgerClient,
 ) -> None:
