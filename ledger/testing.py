@@ -41,6 +41,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 from ledger.client import CorrectionSink, Outgoing, Reply
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import (
+    batch_without_trace,
     correction_for,
     decision_id,
     evaluate,
@@ -295,9 +296,6 @@ class _Wire:
         if sent:
             refuse_oversized(event, encoded)
         return cast(E, self._codec.decode(encoded))
-
-    def size(self, event: Any) -> int:
-        return len(self._codec.encode(event))
 
     def encoded(self, event: Any) -> bytes:
         return self._codec.encode(event)
@@ -608,7 +606,7 @@ class LocalLedger:
             evaluator_id=self.evaluator_id,
             limits=self.limits,
         )
-        if self._wire.size(made) > self.limits.record_bytes:  # as the evaluator reduces it
+        if len(self._wire.encoded(made)) > self.limits.record_bytes:  # as the evaluator does
             made = without_trace(made, self._wire.encoded(request), self.limits.record_bytes)
         with self._lock:
             self.decisions.append(made)
@@ -622,6 +620,8 @@ class LocalLedger:
             evaluator_id=self.evaluator_id,
             limits=self.limits,
         )
+        if len(self._wire.encoded(made)) > self.limits.record_bytes:  # as the evaluator does
+            made = batch_without_trace(made)
         with self._lock:
             self.decisions.append(made)
         return made

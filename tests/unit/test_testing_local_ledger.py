@@ -212,6 +212,17 @@ def test_what_a_record_cannot_carry_fails_in_the_test_double_too(ledger: LocalLe
             break
         seen.add(answer.reason_code)
     assert {"rule_matched", "trace_too_large"} <= seen
+    # A pre-evaluation's answer too, item by item (a small record limit makes it not fit).
+    from dataclasses import replace
+
+    from ledger.core.limits import DEFAULT_LIMITS
+
+    small = LocalLedger(limits=replace(DEFAULT_LIMITS, record_bytes=1_000))
+    items = [
+        {"item_id": str(i), "action": "refund.issue", "resource": f"account:{i}"} for i in range(10)
+    ]
+    answer = LedgerClient(ClientConfig(actor=AGENT), transport=small).preevaluate(AGENT, items)
+    assert {d.reason_code for d in answer.decisions} == {"trace_too_large"}
 
 
 def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
