@@ -393,7 +393,10 @@ class LocalLedger:
     - ``clock`` is the ledger's time: when commands are applied, grants are in force and
       requests are decided (default: the real UTC clock; pass a function for a fixed time);
     - ``topics`` name the governance streams in governance positions, as on a real ledger;
-    - ``limits`` bound what is parsed and evaluated, as the processors' do.
+    - ``limits`` bound what is parsed and evaluated, as the processors' do;
+    - ``deferred_corrections``: corrections are held until :meth:`deliver_corrections`, as a
+      real ledger's arrive some time after ``submit_async`` returns (default: before it
+      returns, which a test of the simple case finds easier).
 
     ``events`` holds every governance event applied, ``decisions`` every decision and batch
     decision made, ``corrections`` every correction sent, in order.
@@ -408,8 +411,11 @@ class LocalLedger:
         limits: Limits = DEFAULT_LIMITS,
         codec: Codec | None = None,
         evaluator_id: str = "local-ledger",
+        deferred_corrections: bool = False,
     ) -> None:
         self.admins = frozenset(admins)
+        self.deferred_corrections = deferred_corrections
+        self._held: list[tuple[DecisionCorrected, CorrectionSink]] = []
         self.clock = clock
         self.limits = limits
         self.evaluator_id = evaluator_id
@@ -452,7 +458,19 @@ class LocalLedger:
         if correction is not None:
             with self._lock:
                 self.corrections.append(correction)
+                if self.deferred_corrections:
+                    self._held.append((correction, on_correction))
+                    return
             on_correction(self._wire(correction))
+
+    def deliver_corrections(self) -> int:
+        """Hand over the corrections held back (``deferred_corrections``), in order: what a
+        real ledger delivers some time after ``submit_async`` returns. Returns how many."""
+        with self._lock:
+            held, self._held = self._held, []
+        for correction, sink in held:
+            sink(self._wire(correction))
+        return len(held)
 
     def forget(self, message_id: str) -> None:
         return None  # every message is answered before send() returns

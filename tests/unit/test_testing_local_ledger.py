@@ -225,6 +225,31 @@ def test_what_a_record_cannot_carry_fails_in_the_test_double_too(ledger: LocalLe
     assert {d.reason_code for d in answer.decisions} == {"trace_too_large"}
 
 
+def test_corrections_can_come_later_as_on_a_real_ledger() -> None:
+    # An integrator's walkthrough: an agent that read take_correction() right after
+    # submit_async passed with LocalLedger, whose corrections came before it returned, and
+    # would never see one against a real ledger.
+    ledger = LocalLedger(deferred_corrections=True)
+    assert ledger.deploy_file(REFUND) == 1
+    ledger.grant(AGENT, "refund.*", "account:*")
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+    hooked: list[Any] = []
+    client.on_correction(hooked.append)
+    sent = client.submit_async(
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:1",
+        facts={**LOYAL, "amount": "5000"},  # denied by default: a correction of "allow"
+        default="allow",
+    )
+    assert client.take_correction() is None and hooked == []
+    assert ledger.deliver_corrections() == 1
+    arrived = client.take_correction()
+    assert arrived is not None and arrived.request_id == sent.event_id
+    assert arrived.determination is Determination.DENY and hooked == [arrived]
+    assert ledger.deliver_corrections() == 0
+
+
 def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
     client: LedgerClient,
 ) -> None:
