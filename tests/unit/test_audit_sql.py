@@ -937,64 +937,78 @@ def test_requests_decided_twice_lists_every_answer_of_an_id_answered_again(
     assert [r["determination"] for r in found[:2]] == ["deny", "allow"]
 
 
+def _v2_rolled_back(
+    policy: str, v1: str, v2: str, stage: Stage, percent: int | None, reason: str
+) -> list[tuple[int, Command]]:
+    """``policy``'s v1 proposed, approved and active at 1-3 s; v2 proposed and approved at
+    4-5 s, promoted to ``stage`` at 6 s; a rollback at 8 s. Command ids start with the
+    policy's initial."""
+    i = policy[0]
+    bob, carol = "human:bob", "human:carol"
+    return [
+        (
+            1,
+            ProposePolicyVersion(
+                event_id=f"{i}1", occurred_at=at(1), actor="human:alice", policy=policy, document=v1
+            ),
+        ),
+        (
+            2,
+            ApprovePolicyVersion(
+                event_id=f"{i}2", occurred_at=at(2), actor=bob, policy=policy, version=1
+            ),
+        ),
+        (
+            3,
+            PromotePolicyVersion(
+                event_id=f"{i}3",
+                occurred_at=at(3),
+                actor=bob,
+                policy=policy,
+                version=1,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (
+            4,
+            ProposePolicyVersion(
+                event_id=f"{i}4", occurred_at=at(4), actor="human:alice", policy=policy, document=v2
+            ),
+        ),
+        (
+            5,
+            ApprovePolicyVersion(
+                event_id=f"{i}5", occurred_at=at(5), actor=carol, policy=policy, version=2
+            ),
+        ),
+        (
+            6,
+            PromotePolicyVersion(
+                event_id=f"{i}6",
+                occurred_at=at(6),
+                actor=bob,
+                policy=policy,
+                version=2,
+                stage=stage,
+                percent=percent,
+            ),
+        ),
+        (
+            8,
+            RollbackPolicy(
+                event_id=f"{i}8", occurred_at=at(8), actor=bob, policy=policy, reason=reason
+            ),
+        ),
+    ]
+
+
 def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_interval(
     tmp_path: Path,
 ) -> None:
     # An auditor's walkthrough: v1 active, v2 a canary, then a rollback. `rollbacks` said "from
     # 1 to 1" and counted v1's decisions; policy_timeline began a new active interval for v1,
     # which had been active throughout.
-    propose = ProposePolicyVersion(
-        event_id="c1", occurred_at=at(1), actor="human:alice", policy="refund", document=REFUND
-    )
-    commands: list[tuple[int, Command]] = [
-        (1, propose),
-        (
-            2,
-            ApprovePolicyVersion(
-                event_id="c2", occurred_at=at(2), actor="human:bob", policy="refund", version=1
-            ),
-        ),
-        (
-            3,
-            PromotePolicyVersion(
-                event_id="c3",
-                occurred_at=at(3),
-                actor="human:bob",
-                policy="refund",
-                version=1,
-                stage=Stage.ACTIVE,
-            ),
-        ),
-        (4, dataclasses.replace(propose, event_id="c4", occurred_at=at(4), document=V2)),
-        (
-            5,
-            ApprovePolicyVersion(
-                event_id="c5", occurred_at=at(5), actor="human:carol", policy="refund", version=2
-            ),
-        ),
-        (
-            6,
-            PromotePolicyVersion(
-                event_id="c6",
-                occurred_at=at(6),
-                actor="human:bob",
-                policy="refund",
-                version=2,
-                stage=Stage.CANARY,
-                percent=50,
-            ),
-        ),
-        (
-            8,
-            RollbackPolicy(
-                event_id="c8",
-                occurred_at=at(8),
-                actor="human:bob",
-                policy="refund",
-                reason="canary denies too much",
-            ),
-        ),
-    ]
+    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 50, "canary denies too much")
     decisions = [
         _decision(1, at(4), 1, Stage.ACTIVE, Determination.ALLOW),
         _decision(2, at(7), 1, Stage.ACTIVE, Determination.ALLOW),
@@ -1022,55 +1036,9 @@ def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_int
             "refund.issue", "payout.send"
         )
 
-    bob, carol = "human:bob", "human:carol"
-    payout_commands: list[tuple[int, Command]] = [
-        (1, dataclasses.replace(propose, event_id="p1", policy="payout", document=payout(REFUND))),
-        (
-            2,
-            ApprovePolicyVersion(
-                event_id="p2", occurred_at=at(2), actor=bob, policy="payout", version=1
-            ),
-        ),
-        (
-            3,
-            PromotePolicyVersion(
-                event_id="p3",
-                occurred_at=at(3),
-                actor=bob,
-                policy="payout",
-                version=1,
-                stage=Stage.ACTIVE,
-            ),
-        ),
-        (4, dataclasses.replace(propose, event_id="p4", policy="payout", document=payout(V2))),
-        (
-            5,
-            ApprovePolicyVersion(
-                event_id="p5", occurred_at=at(5), actor=carol, policy="payout", version=2
-            ),
-        ),
-        (
-            6,
-            PromotePolicyVersion(
-                event_id="p6",
-                occurred_at=at(6),
-                actor=bob,
-                policy="payout",
-                version=2,
-                stage=Stage.ACTIVE,
-            ),
-        ),
-        (
-            8,
-            RollbackPolicy(
-                event_id="p8",
-                occurred_at=at(8),
-                actor=bob,
-                policy="payout",
-                reason="v2 broke payouts",
-            ),
-        ),
-    ]
+    payout_commands = _v2_rolled_back(
+        "payout", payout(REFUND), payout(V2), Stage.ACTIVE, None, "v2 broke payouts"
+    )
     both = tmp_path / "both"
     merged = sorted(commands + payout_commands, key=lambda sc: sc[0])
     write_events(both, TOPICS, _governance(merged))
