@@ -19,6 +19,8 @@ the answer allows it *and* the tool can honour it:
   message names the constraints and the function (``**kwargs`` does not count: constraints are
   never slipped into a catch-all);
 - ``deny`` and ``error`` raise :class:`DecisionDenied`;
+- a function that declares a ``decision`` parameter gets the allowing decision itself (its
+  ``event_id``, the decision id; its policy version, rule, grant), to cite in what it records;
 - no answer in time raises :class:`~ledger.errors.LedgerTimeout`.
 
 An enforcement point fails closed: :class:`DecisionDenied` always carries the decision trace
@@ -47,6 +49,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _ALLOWING = (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)
+_SUPPLIED = ("constraints", "decision")
+"""The parameters the decision fills in: hidden from the tool's signature, never the caller's."""
 
 
 def enforce(
@@ -63,11 +67,11 @@ def enforce(
 
     ``principal``, ``resource``, ``facts`` and ``context`` are values or functions of the tool's
     own arguments: each function is called with the call's arguments bound to the tool's
-    parameters, defaults filled in (``constraints`` is not among them).
+    parameters, defaults filled in (``constraints`` and ``decision`` are not among them).
 
     The guarded tool's signature (``inspect.signature``, which agent frameworks read to build a
-    tool's schema for the model) is the tool's without ``constraints``: the decision supplies
-    them, never the caller, and a ``constraints`` argument passed anyway is replaced.
+    tool's schema for the model) is the tool's without ``constraints`` and ``decision``: the
+    decision supplies them, never the caller, and either argument passed anyway is replaced.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
@@ -81,14 +85,16 @@ def enforce(
             )
         signature = inspect.signature(func)
         takes_constraints = "constraints" in signature.parameters
+        takes_decision = "decision" in signature.parameters
         public = signature.replace(
-            parameters=[p for n, p in signature.parameters.items() if n != "constraints"]
+            parameters=[p for n, p in signature.parameters.items() if n not in _SUPPLIED]
         )
         name = getattr(func, "__qualname__", repr(func))
 
         def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
             # The decision's to give, never the caller's: not even into a ``**kwargs`` catch-all.
-            kwargs.pop("constraints", None)
+            for supplied in _SUPPLIED:
+                kwargs.pop(supplied, None)
             bound = public.bind(*args, **kwargs)  # a wrong call fails as the tool's own would
             bound.apply_defaults()
 
@@ -125,6 +131,8 @@ def enforce(
                     reason=f"allowed only with constraints {dict(decision.constraints)}, but "
                     f"{func.__qualname__} takes no `constraints` parameter to honour them",
                 )
+            if takes_decision:
+                kwargs["decision"] = decision
 
         if inspect.iscoroutinefunction(func):
 

@@ -131,6 +131,56 @@ def test_a_catch_all_tool_never_gets_constraints_from_its_caller() -> None:
         return kwargs
 
     assert anything(amount=1, constraints={"refund_method": "cash"}) == {"amount": 1}
+    assert anything(amount=1, decision="the caller's") == {"amount": 1}
+
+
+def test_a_tool_that_declares_decision_gets_the_one_that_allowed_it(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    # To cite it in what the tool records (a refund that names the decision that allowed it).
+    import inspect
+
+    got: list[DecisionRecorded] = []
+
+    @enforce(
+        client,
+        action="refund.issue",
+        principal=AGENT,
+        resource=lambda account, amount: f"account:{account}",
+        facts=lambda account, amount: {"amount": amount, **LOYAL},
+    )
+    def issue_refund(
+        account: str,
+        amount: str,
+        *,
+        constraints: dict[str, Any] | None = None,
+        decision: DecisionRecorded | None = None,
+    ) -> str:
+        assert decision is not None
+        got.append(decision)
+        return decision.event_id
+
+    assert list(inspect.signature(issue_refund).parameters) == ["account", "amount"]
+    first = issue_refund("1", "120.50", decision="the caller's")  # passed anyway: replaced
+    (made,) = ledger.decisions
+    assert first == made.event_id and got == [made]
+    assert (got[0].rule, got[0].policy_version) == ("auto-refund", 1)
+
+    async def async_call() -> str:
+        @enforce(
+            AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger),
+            action="refund.issue",
+            principal=AGENT,
+            resource="account:2",
+            facts={"amount": "10", **LOYAL},
+        )
+        async def tool(*, decision: DecisionRecorded | None = None) -> str:
+            assert decision is not None
+            return decision.event_id
+
+        return await tool()
+
+    assert asyncio.run(async_call()) == ledger.decisions[-1].event_id != first
 
 
 def test_an_async_generator_is_refused_when_guarded() -> None:
