@@ -3,15 +3,27 @@ processor and whatever supervises it (``ledger up``/``ledger ps`` in :mod:`ledge
 
 A running processor proves it works by rewriting its ready file every :attr:`Heartbeat.INTERVAL`
 seconds with where it talks to Kafka and when its consumer last got an answer from the broker.
+:meth:`Heartbeat.problem` is the one rule that judges it.
+
+A container's health check (no ``ledger ps`` there): ``python -m processors.heartbeat FILE``,
+with the processor started with ``LEDGER_READY_FILE=FILE``, exits 0 while it is healthy and 1,
+saying why in one line, while it is not (``compose/docker-compose.yml`` uses it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Heartbeat"]
+__all__ = ["Heartbeat", "STALE_AFTER"]
+
+STALE_AFTER = 5.0
+"""Seconds without a heartbeat, or without an answer from the broker, after which a running
+processor is not healthy."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,3 +64,57 @@ class Heartbeat:
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None
+
+    def problem(self, now: float, stale_after: float = STALE_AFTER) -> str | None:
+        """What is wrong with the processor that wrote this heartbeat, seen at ``now`` (Unix
+        time); ``None`` when it is healthy: it wrote this within ``stale_after`` seconds, and
+        its consumer had an answer from the broker within as long."""
+        beat_age = max(0.0, now - self.at)
+        if beat_age > stale_after:
+            return (
+                f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "
+                "its heartbeat file (disk full? its log says so)"
+            )
+        fetch_age = None if self.fetched_at is None else max(0.0, now - self.fetched_at)
+        if fetch_age is None or fetch_age > stale_after:
+            silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
+            return f"no answer from Kafka at {self.bootstrap} {silent}"
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m processors.heartbeat FILE``: a processor's health from its ready file."""
+    parser = argparse.ArgumentParser(
+        prog="python -m processors.heartbeat",
+        description="Exit 0 if the processor that writes FILE (its LEDGER_READY_FILE) is "
+        "healthy, 1 with the reason if not: a container health check.",
+    )
+    parser.add_argument("file", type=Path, help="the processor's ready file (LEDGER_READY_FILE)")
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER,
+        help=f"seconds without a heartbeat or a broker's answer that count as unhealthy "
+        f"(default {STALE_AFTER:g})",
+    )
+    args = parser.parse_args(argv)
+    beat = Heartbeat.read(args.file)
+    if beat is None:
+        print(
+            f"unhealthy: no heartbeat in {args.file} yet: the processor is catching up with the "
+            "ledger, or is not running with LEDGER_READY_FILE set to it (see its log)"
+        )
+        return 1
+    now = time.time()
+    problem = beat.problem(now, args.stale_after)
+    if problem is not None:
+        print(f"unhealthy (pid {beat.pid}): {problem}")
+        return 1
+    print(
+        f"healthy (pid {beat.pid}): heartbeat {max(0.0, now - beat.at):.1f} s ago, Kafka at {beat.bootstrap}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -56,9 +56,6 @@ PROCESSORS: dict[str, str] = {
 
 Progress = Callable[[str], None]
 
-STALE_AFTER = 5.0
-"""Seconds without a heartbeat, or without an answer from the broker, after which a running
-processor is not healthy."""
 RECOVERY_WAIT = 20.0
 """Seconds ``up`` gives an unhealthy processor (of the right address) to reconnect by itself."""
 START_WAIT = 60.0
@@ -183,19 +180,12 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         )
     beat_age = max(0.0, now - beat.at)
     fetch_age = None if beat.fetched_at is None else max(0.0, now - beat.fetched_at)
-    problem = None
     if expected is None:
-        problem = "the local broker is not running (`ledger up` starts it)"
+        problem: str | None = "the local broker is not running (`ledger up` starts it)"
     elif beat.bootstrap != expected:
         problem = f"started with Kafka at {beat.bootstrap}, but Kafka is at {expected} now"
-    elif beat_age > STALE_AFTER:
-        problem = (
-            f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "
-            "its heartbeat file (disk full? its log says so)"
-        )
-    elif fetch_age is None or fetch_age > STALE_AFTER:
-        silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
-        problem = f"no answer from Kafka at {beat.bootstrap} {silent}"
+    else:
+        problem = beat.problem(now)
     return ProcessStatus(
         name=name,
         running=True,

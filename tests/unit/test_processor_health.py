@@ -406,3 +406,55 @@ def test_a_data_directory_another_process_holds_is_in_use(tmp_path: Path) -> Non
         if holder.stdout is not None:
             holder.stdout.close()
     assert not broker._data_in_use(data)
+
+
+# ------------------------------------------------------------------ a container's health check
+
+
+@pytest.mark.parametrize(
+    ("age", "fetch_age", "healthy", "says"),
+    [
+        (0.0, 0.0, True, "healthy (pid 4242): heartbeat 0."),
+        (30.0, 0.0, False, "unhealthy (pid 4242): no heartbeat for 30 s: its event loop is stuck"),
+        (0.0, 12.0, False, f"unhealthy (pid 4242): no answer from Kafka at {KAFKA} for 12 s"),
+        (0.0, None, False, f"unhealthy (pid 4242): no answer from Kafka at {KAFKA} ever"),
+    ],
+)
+def test_a_container_health_check_judges_the_heartbeat_as_ps_does(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    age: float,
+    fetch_age: float | None,
+    healthy: bool,
+    says: str,
+) -> None:
+    from processors.heartbeat import main
+
+    now = time.time()
+    ready = tmp_path / "ready"
+    Heartbeat(
+        pid=4242,
+        bootstrap=KAFKA,
+        at=now - age,
+        fetched_at=None if fetch_age is None else now - fetch_age,
+    ).write(ready)
+    assert main([str(ready)]) == (0 if healthy else 1)
+    out = capsys.readouterr().out
+    assert out.startswith(says) and out.count("\n") == 1
+    # The same rule as `ledger ps`: one place says what unhealthy is.
+    beat = Heartbeat.read(ready)
+    assert beat is not None and (beat.problem(now) is None) is healthy
+    # A longer allowance forgives a late beat or fetch, never a broker that never answered.
+    assert main([str(ready), "--stale-after", "60"]) == (0 if fetch_age is not None else 1)
+
+
+def test_a_container_health_check_without_a_heartbeat_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from processors.heartbeat import main
+
+    assert main([str(tmp_path / "ready")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("unhealthy: no heartbeat in ") and "catching up" in out
+    (tmp_path / "ready").write_text("{garbled")
+    assert main([str(tmp_path / "ready")]) == 1
