@@ -36,6 +36,7 @@ from ledger.audit.manifest import (
 from ledger.audit.rows import RowMaker, TopicFormat, topic_formats
 from ledger.codec import Codec
 from ledger.core.events import Event
+from ledger.core.jsonform import format_timestamp
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
 
@@ -484,8 +485,8 @@ class ExportWriter(RowFiles):
         listed = {f["path"] for f in files}
         gone = set(merged)
         now = datetime.now(UTC)
-        at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        due = (now - timedelta(seconds=self.retire_after)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        at = format_timestamp(now)
+        due = format_timestamp(now - timedelta(seconds=self.retire_after))
         old = self.manifest
         expired = [f["path"] for f in old.retired if str(f["at"]) <= due]
         new = Manifest(
@@ -580,9 +581,8 @@ class ExportWriter(RowFiles):
         return runs
 
     def _expired(self) -> bool:
-        due = datetime.now(UTC) - timedelta(seconds=self.retire_after)
-        stamp = due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return any(str(f["at"]) <= stamp for f in self.manifest.retired)
+        due = format_timestamp(datetime.now(UTC) - timedelta(seconds=self.retire_after))
+        return any(str(f["at"]) <= due for f in self.manifest.retired)
 
     def _merge(self, group: list[dict[str, Any]]) -> dict[str, Any]:
         """Write the rows of ``group`` (one topic, partition and date, in offset order) to one

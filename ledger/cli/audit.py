@@ -27,6 +27,7 @@ import click
 from ledger.cli.common import load_settings
 from ledger.cli.output import HelpfulGroup, handle_errors, print_json, print_table
 from ledger.core.boundedjson import nesting_exceeds
+from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
 
 __all__ = ["group", "add_commands"]
@@ -89,8 +90,8 @@ def _cell(value: Any, kind: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError:  # as stored: DuckDB accepted the text
             return value
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime):  # as every --json output writes an instant
+        return format_timestamp(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, Decimal):

@@ -434,6 +434,19 @@ def test_cli_json_and_csv(export_dir: Path) -> None:
         "--json",
     )
     assert json.loads(done.stdout) == [{"decision_id": "dec-1", "facts": {}}]
+    # Instants as every --json output writes them (a whole second too, and a naive TIMESTAMP
+    # of the UTC session): one form an auditor's tooling can parse.
+    done = invoke(
+        "audit",
+        "sql",
+        "SELECT TIMESTAMPTZ '2026-11-26 12:00:00+00' AS tz, TIMESTAMP '2026-11-26 12:00:00.5' AS naive",
+        "--from",
+        str(export_dir),
+        "--json",
+    )
+    assert json.loads(done.stdout) == [
+        {"tz": "2026-11-26T12:00:00.000000Z", "naive": "2026-11-26T12:00:00.500000Z"}
+    ]
     done = invoke(
         "audit",
         "sql",
