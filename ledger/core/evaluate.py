@@ -65,6 +65,7 @@ __all__ = [
     "evaluate",
     "evaluate_batch",
     "request_problem",
+    "decided_before_policy",
     "unanswerable",
     "items_refused",
     "item_request",
@@ -381,6 +382,13 @@ def _before_policy(
         evaluator_id=evaluator_id,
         governance_position=state.position,
     )
+
+
+def decided_before_policy(decision: DecisionRecorded) -> bool:
+    """Whether ``decision`` was given before any policy ran: names over their limits, a decimal
+    too long, the grant conditions' budget spent, or no grant (what :func:`_before_policy`
+    answers). Only such a decision carries no grant: every later step found one."""
+    return decision.grant_id is None
 
 
 def _budget(limits: Limits) -> str:

@@ -1,9 +1,9 @@
 """Impact simulation (DESIGN §9): what would a candidate version have decided on past requests?
 
 Pure: the caller supplies the candidate and the history (pairs of request and the decision that
-was recorded for it); nothing is read from Kafka here. Authority is not re-evaluated — a request
-that was denied for ``no_authority`` would still be — so only requests the candidate governs and
-that reached a policy are re-decided.
+was recorded for it); nothing is read from Kafka here. Authority and the input limits are not
+re-evaluated — a request denied for ``no_authority``, or refused before any policy ran, would
+still be — so only requests the candidate governs that got past them are re-decided.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ledger.core.evaluate import TRACE_TOO_LARGE, decided_before_policy
 from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
 from ledger.core.policy import Policy
 
@@ -54,16 +55,22 @@ def simulate(
 ) -> ImpactReport:
     """Re-decide every historic request the candidate governs and report what would change.
 
-    Skipped: requests for actions the candidate does not govern, and those decided before any
-    policy was consulted (``no_authority``). ``rule_changes`` counts requests whose determination
-    stays the same but that another rule would decide.
+    Skipped: requests for actions the candidate does not govern; those decided before any
+    policy ran (:func:`~ledger.core.evaluate.decided_before_policy`: ``no_authority``, or refused
+    by the input limits or the grant conditions' budget); and those whose trace was too large to
+    record (``trace_too_large``: the policy's own answer is not in it). ``rule_changes`` counts
+    requests whose determination stays the same but that another rule would decide.
     """
     considered = evaluated = skipped = unchanged = rule_changes = 0
     changed: list[Change] = []
     transitions: Counter[str] = Counter()
     for request, old in history:
         considered += 1
-        if old.reason_code == "no_authority" or not candidate.governs_action(request.action):
+        if (
+            decided_before_policy(old)
+            or old.reason_code == TRACE_TOO_LARGE
+            or not candidate.governs_action(request.action)
+        ):
             skipped += 1
             continue
         evaluated += 1

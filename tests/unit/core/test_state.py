@@ -32,7 +32,7 @@ from ledger.core import (
     simulate,
     with_position,
 )
-from ledger.core.evaluate import DECISION_NAMESPACE
+from ledger.core.evaluate import DECISION_NAMESPACE, decided_before_policy
 from ledger.core.events import (
     ApprovePolicyVersion,
     AssignRole,
@@ -390,6 +390,26 @@ def test_simulate_reports_changed_determinations() -> None:
     assert (change.old_rule, change.new_rule) == (None, "credit-only")
     assert report.transitions == {"deny -> allow_with_constraints": 1}
     assert simulate(active, pairs).changed == ()
+
+
+def test_simulate_skips_requests_refused_before_any_policy_ran() -> None:
+    # A reviewer's find: only `no_authority` was skipped, so a request refused for its names'
+    # length (error / request_too_large) came out as "error -> allow" though a candidate version
+    # would never see it either.
+    state = replay(EVENTS[:5])
+    long = replace(_request("long", amount=Decimal("100")), resource="r" * 2_000)
+    unknown = replace(_request("who", amount=Decimal("100")), principal="agent:nobody")
+    pairs = [(r, evaluate(state, r, now=T0, evaluator_id="t")) for r in (long, unknown)]
+    assert [d.reason_code for _, d in pairs] == ["request_too_large", "no_authority"]
+    assert all(decided_before_policy(d) for _, d in pairs)
+    fine = _request("fine", amount=Decimal("100"))
+    decided = evaluate(state, fine, now=T0, evaluator_id="t")
+    assert decided.reason_code == "rule_matched" and not decided_before_policy(decided)
+    too_large = replace(decided, determination=Determination.ERROR, reason_code="trace_too_large")
+    pairs += [(fine, too_large)]
+    report = simulate(parse_policy(REFUND.replace("amount < 750", "amount < 1000")), pairs)
+    assert (report.considered, report.evaluated, report.skipped) == (3, 0, 3)
+    assert report.changed == ()
 
 
 def test_replay_of_many_events_is_linear() -> None:
