@@ -767,6 +767,7 @@ class _Expr:
     const: object = _NO_CONST
     literal: str | None = None  # numeric literal source text, so it can become an exact Decimal
     enum_fact: str | None = None  # set when the expression is an enum fact
+    fact: str | None = None  # set when the expression reads a declared fact
     weight: int = 0
     """Static cost of evaluating it once, in work units (what a macro charges per element)."""
     fallible: bool = False
@@ -894,8 +895,10 @@ class _Compiler:
         enums: Mapping[str, tuple[str, ...]],
         limits: Limits,
         optional: Collection[str] | None,
+        new_document: bool = True,
     ) -> None:
         self.text = text
+        self.new_document = new_document  # false: the checks that came later are left out
         self.facts = facts  # None: dynamic mode (grant conditions), every identifier is a dyn fact
         self.enums = enums
         self.limits = limits
@@ -1124,6 +1127,7 @@ class _Compiler:
             f"f[{name!r}]",
             self.facts[name],
             enum_fact=name if name in self.enums else None,
+            fact=name,
             weight=_W_OP,
             fallible=self.optional is None or name in self.optional,
         )
@@ -1172,6 +1176,8 @@ class _Compiler:
         if op in ("==", "!="):
             if not (_compatible(a.type, b.type) or "null" in (a.type, b.type)):
                 raise self.fail(node, f"cannot compare {a.type} with {b.type}{_quoted(a, b)}")
+            self.check_null(a, b, op, node)
+            self.check_null(b, a, op, node)
             self.check_enum(a, b, node)
             self.check_enum(b, a, node)
         else:
@@ -1212,6 +1218,20 @@ class _Compiler:
         exact = bool(decimal_side and double_side and decimal_side | double_side != {"dyn"})
         weight = _W_EXACT_FLOAT if exact else _W_OP
         return self.op(f"({a.code} {op} {b.code})", "bool", a, b, weight=weight, fallible=dyn)
+
+    def check_null(self, e: _Expr, other: _Expr, op: str, node: Any) -> None:
+        """``fact == null`` is never true (a declared fact sent is never null: null is refused;
+        one not sent makes the rule not match), and ``fact != null`` is ``has(fact)`` in
+        disguise: a rule meant to fire when the fact is missing would silently never fire."""
+        if not self.new_document:  # a recorded version: it loads as it was accepted
+            return
+        if e.fact is not None and other.type == "null" and e.type != "null":
+            meant = f"!has({e.fact})" if op == "==" else f"has({e.fact})"
+            raise self.fail(
+                node,
+                f"fact {e.fact!r} is never null: a {e.type} fact that is sent has a value, and one "
+                f"that is not makes the rule not match; write {meant} to test whether it was sent",
+            )
 
     def check_enum(self, e: _Expr, other: _Expr, node: Any) -> None:
         if e.enum_fact is not None and isinstance(other.const, str):
@@ -1578,6 +1598,7 @@ def compile_condition(
     enums: Mapping[str, tuple[str, ...]] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     optional: Collection[str] | None = None,
+    new_document: bool = True,
 ) -> CompiledCondition:
     """Parse, check and compile one CEL condition.
 
@@ -1586,7 +1607,10 @@ def compile_condition(
     conditions): any identifier is a request fact of unknown type. ``enums`` names the string
     facts whose values are a closed set, so a comparison with a value outside it is reported.
     ``optional`` names the facts that may be absent from a request (the others are checked
-    present before any condition runs); ``None`` means any of them may be.
+    present before any condition runs); ``None`` means any of them may be. ``new_document``
+    false (a recorded version read back) leaves out the checks added after versions could have
+    been accepted (a declared fact compared with ``null``): such a version loads, and decides,
+    as it did when it was accepted.
 
     The result's function is the plain, left-to-right Python form of the condition. When a side
     of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
@@ -1611,7 +1635,7 @@ def compile_condition(
                 )
             ]
         )
-    compiler = _Compiler(text, facts, enums or {}, limits, optional)
+    compiler = _Compiler(text, facts, enums or {}, limits, optional, new_document)
     try:
         tree = _parse(text)
         result = compiler.walk(tree)

@@ -253,8 +253,11 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
         return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):
         try:
-            # Read as recorded documents are: a limit that came later does not unprove it.
-            signed = parse_policy(str(command.get("document", "")), limits=RECORDED_LIMITS)
+            # Read as recorded documents are: a limit or check that came later does not
+            # unprove it.
+            signed = parse_policy(
+                str(command.get("document", "")), limits=RECORDED_LIMITS, new_document=False
+            )
         except PolicyError:
             return "the signed command's document does not load"
         if signed.content_hash != event.content_hash:

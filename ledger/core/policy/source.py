@@ -291,16 +291,29 @@ def _yaml_hint(message: str) -> str | None:
 
 
 def parse_policy(
-    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+    text: str,
+    *,
+    filename: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    new_document: bool = True,
 ) -> Policy:
     """Parse and validate a policy document written in YAML, within ``limits``.
 
+    ``new_document`` false reads a recorded one (the YAML a signed proposal carried): the
+    checks that came later are left out, as for the canonical form (:func:`parse_canonical`).
     Raises :class:`~ledger.errors.PolicyError` listing every problem found; never anything else.
     """
     if not isinstance(text, str):
         raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
     data, marks = load_yaml(text, filename=filename, limits=limits)
-    return build(data, file=filename, marks=marks, allow_tests=True, limits=limits)
+    return build(
+        data,
+        file=filename,
+        marks=marks,
+        allow_tests=True,
+        limits=limits,
+        new_document=new_document,
+    )
 
 
 def parse_test_cases(
@@ -337,7 +350,8 @@ def parse_canonical(
     """Load canonical JSON text (``PolicyVersionProposed.document``); :meth:`Policy.from_canonical`.
 
     Bounded like YAML input: ``policy_document_bytes``, and nesting ``yaml_depth`` (measured
-    before parsing); duplicate keys are refused.
+    before parsing); duplicate keys are refused. A recorded version: the checks that came
+    later are left out (see :func:`~ledger.core.cel.compile_condition`).
     """
     if not isinstance(document, str):
         raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
@@ -350,4 +364,6 @@ def parse_canonical(
         )
     except boundedjson.JSONBoundsError as exc:
         raise PolicyError([PolicyProblem(message=str(exc), file=filename)]) from None
-    return build(data, file=filename, marks=Marks(), allow_tests=False, limits=limits)
+    return build(
+        data, file=filename, marks=Marks(), allow_tests=False, limits=limits, new_document=False
+    )

@@ -73,10 +73,13 @@ class Marks:
 class Validator:
     """Checks the parts of one document, collecting every problem with where it was written."""
 
-    def __init__(self, file: str | None, marks: Marks, limits: Limits) -> None:
+    def __init__(
+        self, file: str | None, marks: Marks, limits: Limits, *, new_document: bool = True
+    ) -> None:
         self.file = file
         self.marks = marks
         self.limits = limits
+        self.new_document = new_document  # false: a recorded version (see compile_condition)
         self.problems: list[PolicyProblem] = []
 
     def add(
@@ -375,7 +378,12 @@ class Validator:
             return None
         try:
             return compile_condition(
-                text, facts=facts, enums=enums, limits=self.limits, optional=optional
+                text,
+                facts=facts,
+                enums=enums,
+                limits=self.limits,
+                optional=optional,
+                new_document=self.new_document,
             )
         except PolicyError as exc:
             line, column = self.marks.value_at(path)
@@ -563,14 +571,22 @@ _DEFAULT_KEYS: Final = {"effect", "reason", "constraints"}
 
 
 def build(
-    data: Any, *, file: str | None, marks: Marks, allow_tests: bool, limits: Limits
+    data: Any,
+    *,
+    file: str | None,
+    marks: Marks,
+    allow_tests: bool,
+    limits: Limits,
+    new_document: bool = True,
 ) -> Policy:
     """Validate one policy document's data and build the :class:`Policy` (compiled, hashed).
 
     ``tests`` are accepted only with ``allow_tests`` (YAML input; the canonical form has none).
-    Raises :class:`~ledger.errors.PolicyError` listing every problem, in reading order.
+    ``new_document`` false (a recorded version read back) leaves out the checks that came later
+    (see :func:`~ledger.core.cel.compile_condition`). Raises
+    :class:`~ledger.errors.PolicyError` listing every problem, in reading order.
     """
-    v = Validator(file, marks, limits)
+    v = Validator(file, marks, limits, new_document=new_document)
     for path, (line, column) in marks.duplicates:
         v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
     if not isinstance(data, dict):

@@ -195,3 +195,27 @@ def test_a_text_looked_up_in_a_literal_list_costs_what_it_did() -> None:
     meter = Meter(1_000_000)
     assert condition.fn({"items": ("x",) * 1_000, "note": "n" * 60_000}, {}, meter) is True
     assert 1_000_000 - meter.left < 20_000
+
+
+@pytest.mark.parametrize("text", ["note == null", "null == note", "n != null", "amount == null"])
+def test_a_declared_fact_compared_with_null_is_refused_with_the_test_meant(text: str) -> None:
+    # A policy owner's walkthrough: `amount > 100 && approved_by == null` validated, and the deny
+    # rule it was written for never fired (a fact sent is never null; one not sent makes the rule
+    # not match). The message names the test that does what was meant.
+    with pytest.raises(PolicyError) as caught:
+        compile_condition(text, facts=FACTS, enums=ENUMS)
+    fact = text.replace("null", "").strip(" =!")
+    meant = f"!has({fact})" if "==" in text else f"has({fact})"
+    assert caught.value.problems[0].message == (
+        f"fact {fact!r} is never null: a {FACTS[fact]} fact that is sent has a value, and one "
+        f"that is not makes the rule not match; write {meant} to test whether it was sent"
+    )
+
+
+def test_null_stays_comparable_where_a_value_may_be_null_and_in_recorded_versions() -> None:
+    # Context fields and grant conditions' facts are dynamic: a null sent there is a value.
+    assert ev("context.x == null", {}, {"x": None}) is True
+    assert compile_condition("x == null", facts=None).evaluate({"x": None}, {}) is True
+    # A version accepted before the check loads and decides as it did: never true.
+    recorded = compile_condition("note == null", facts=FACTS, new_document=False)
+    assert recorded.evaluate({"note": "x"}, {}) is False

@@ -296,3 +296,24 @@ def test_a_rejected_proposal_counts_its_problems_honestly() -> None:
     )
     assert isinstance(outcome, Rejection) and outcome.code == "invalid_policy"
     assert outcome.message.startswith("over 100 problems (the first 20 here): rule 'r0'")
+
+
+def test_a_recorded_version_written_before_a_check_came_still_loads() -> None:
+    # `fact == null` is refused in new documents; a version the ledger accepted before that
+    # check loads from its record and decides as it did, or replay would turn it into errors.
+    from ledger.core.state import load_document
+
+    fresh = parse_policy(REFUND)
+    assert '"standing == \\"suspended\\""' in fresh.canonical
+    recorded = fresh.canonical.replace(
+        '"standing == \\"suspended\\""', '"standing == \\"suspended\\" || standing == null"'
+    )
+    loaded = load_document(recorded)
+    assert loaded is not None
+    facts = {"tenure_days": 400, "amount": "10", "prior_refunds_12m": 0, "standing": "good"}
+    assert loaded.run(facts)[0].determination == fresh.run(facts)[0].determination
+    older = REFUND.replace('when: standing == "suspended"', "when: standing == null")
+    with pytest.raises(PolicyError, match="is never null"):
+        parse_policy(older)
+    # The YAML a signed proposal carried, read back to prove it (`actor verify`): as recorded.
+    assert parse_policy(older, new_document=False).name == "refund"
