@@ -26,6 +26,7 @@ from ledger.cli.output import handle_errors, json_option, print_json, print_tabl
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
+from ledger.core.policy.model import REASON_DEFAULT
 from ledger.core.simulate import Change, ImpactReport, simulate
 
 __all__ = ["COMMANDS", "simulate_cmd"]
@@ -60,9 +61,11 @@ def simulate_cmd(
     Every request of the window (with --from: from that export, else read from Kafka) whose
     action the draft governs is decided again by the draft, with the facts and context it was
     asked with, and compared with the recorded decision: requests replayed, determinations
-    that would change (from → to), the same per rule, and a sample of changed requests.
-    Authority is not re-evaluated: requests denied for no_authority are skipped. Nothing is
-    written; nothing needs to be deployed.
+    that would change (from → to), the same per rule, and a sample of changed requests with
+    why the draft decides as it does. Requests the policy decided for actions the draft no
+    longer governs are counted apart. Authority and the input limits are not re-evaluated:
+    requests decided before any policy ran (no_authority ...) are skipped. Nothing is written;
+    nothing needs to be deployed.
     """
     policy = parse_policy(read_text_file(file, what="policy file"), filename=str(file))
     start, end = time_window(since, until)
@@ -92,6 +95,7 @@ def simulate_cmd(
                 "changed": len(report.changed),
                 "rule_changes": report.rule_changes,
                 "transitions": report.transitions,
+                "no_longer_governed": report.no_longer_governed,
                 "by_rule": by_rule,
                 "sample": [_change(c) for c in shown],
             }
@@ -108,12 +112,29 @@ def simulate_cmd(
 
 def _by_rule(changes: tuple[Change, ...]) -> list[dict[str, Any]]:
     counts = Counter(
-        (c.old_rule, c.new_rule, c.old_determination.value, c.new_determination.value)
+        (
+            c.old_rule,
+            c.old_reason_code,
+            c.new_rule,
+            c.new_reason_code,
+            c.old_determination.value,
+            c.new_determination.value,
+        )
         for c in changes
     )
     return [
-        {"recorded_rule": old, "draft_rule": new, "from": a, "to": b, "count": n}
-        for (old, new, a, b), n in sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        {
+            "recorded_rule": old,
+            "recorded_reason_code": old_code,
+            "draft_rule": new,
+            "draft_reason_code": new_code,
+            "from": a,
+            "to": b,
+            "count": n,
+        }
+        for (old, old_code, new, new_code, a, b), n in sorted(
+            counts.items(), key=lambda item: (-item[1], str(item[0]))
+        )
     ]
 
 
@@ -125,9 +146,27 @@ def _change(c: Change) -> dict[str, Any]:
         "from": c.old_determination.value,
         "to": c.new_determination.value,
         "recorded_rule": c.old_rule,
+        "recorded_reason_code": c.old_reason_code,
         "recorded_version": c.old_version,
         "draft_rule": c.new_rule,
+        "draft_reason_code": c.new_reason_code,
+        "draft_reasons": list(c.new_reasons),
     }
+
+
+def _decided_by(rule: str | None, reason_code: str | None) -> str:
+    """What decided: the rule, else the policy's default, else why nothing did (an ``error``
+    for invalid facts is no default: ``(invalid_facts)``)."""
+    if rule is not None:
+        return rule
+    if reason_code in (None, REASON_DEFAULT):
+        return "(default)"
+    return f"({reason_code})"
+
+
+def _why(reasons: tuple[str, ...], width: int = 80) -> str:
+    text = "; ".join(reasons)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _print(
@@ -148,8 +187,15 @@ def _print(
     )
     click.echo(
         f"  {report.considered} requests replayed, {report.evaluated} re-decided by the draft, "
-        f"{report.skipped} skipped (not governed by it, or denied for no_authority)"
+        f"{report.skipped} skipped (not governed by it, or decided before any policy ran)"
     )
+    if report.no_longer_governed:
+        dropped = ", ".join(f"{a}: {n}" for a, n in report.no_longer_governed.items())
+        click.echo(
+            f"  warning: {sum(report.no_longer_governed.values())} requests {report.policy} "
+            f"decided are of actions the draft no longer governs ({dropped}): another policy "
+            "that governs them would decide them, else they would be denied ungoverned_action"
+        )
     click.echo(
         f"  {len(report.changed)} determinations would change, {report.unchanged} would not "
         f"({report.rule_changes} of those by another rule)"
@@ -165,8 +211,8 @@ def _print(
         ["recorded rule", "draft rule", "from → to", "requests"],
         [
             [
-                r["recorded_rule"] or "(default)",
-                r["draft_rule"] or "(default)",
+                _decided_by(r["recorded_rule"], r["recorded_reason_code"]),
+                _decided_by(r["draft_rule"], r["draft_reason_code"]),
                 f"{r['from']} → {r['to']}",
                 r["count"],
             ]
@@ -176,14 +222,16 @@ def _print(
     )
     if shown:
         print_table(
-            ["request id", "action", "resource", "recorded", "draft"],
+            ["request id", "action", "resource", "recorded", "draft", "why (draft)"],
             [
                 [
                     c.request_id,
                     c.action,
                     c.resource,
-                    f"{c.old_determination.value} ({c.old_rule or 'default'}, v{c.old_version})",
-                    f"{c.new_determination.value} ({c.new_rule or 'default'})",
+                    f"{c.old_determination.value} {_decided_by(c.old_rule, c.old_reason_code)}"
+                    + (f" v{c.old_version}" if c.old_version is not None else ""),
+                    f"{c.new_determination.value} {_decided_by(c.new_rule, c.new_reason_code)}",
+                    _why(c.new_reasons),
                 ]
                 for c in shown
             ],

@@ -31,6 +31,10 @@ class Change:
     old_rule: str | None
     new_rule: str | None
     old_version: int | None = None
+    old_reason_code: str | None = None
+    new_reason_code: str | None = None
+    new_reasons: tuple[str, ...] = ()
+    """Why the draft decides as it does (``invalid_facts: attachment_mb: missing ...``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +51,9 @@ class ImpactReport:
     rule_changes: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
     """``"allow -> deny"`` → count, over changed determinations."""
+    no_longer_governed: dict[str, int] = field(default_factory=dict)
+    """Action → requests this policy decided that the draft does not govern: another policy
+    that governs the action would decide them, else they are denied ``ungoverned_action``."""
 
 
 def simulate(
@@ -59,19 +66,23 @@ def simulate(
     policy ran (:func:`~ledger.core.evaluate.decided_before_policy`: ``no_authority``, or refused
     by the input limits or the grant conditions' budget); and those whose trace was too large to
     record (``trace_too_large``: the policy's own answer is not in it). ``rule_changes`` counts
-    requests whose determination stays the same but that another rule would decide.
+    requests whose determination stays the same but that another rule would decide. A request
+    this policy decided for an action the draft does not govern is skipped too, and counted in
+    ``no_longer_governed``: the draft would hand it to another policy, or leave it ungoverned.
     """
     considered = evaluated = skipped = unchanged = rule_changes = 0
     changed: list[Change] = []
     transitions: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
     for request, old in history:
         considered += 1
-        if (
-            decided_before_policy(old)
-            or old.reason_code == TRACE_TOO_LARGE
-            or not candidate.governs_action(request.action)
-        ):
+        if decided_before_policy(old) or old.reason_code == TRACE_TOO_LARGE:
             skipped += 1
+            continue
+        if not candidate.governs_action(request.action):
+            skipped += 1
+            if old.policy == candidate.name:
+                dropped[request.action] += 1
             continue
         evaluated += 1
         outcome, _ = candidate.run(request.facts, request.context)
@@ -86,6 +97,9 @@ def simulate(
                     old_rule=old.rule,
                     new_rule=outcome.rule,
                     old_version=old.policy_version,
+                    old_reason_code=old.reason_code,
+                    new_reason_code=outcome.reason_code,
+                    new_reasons=outcome.reasons,
                 )
             )
             transitions[f"{old.determination.value} -> {outcome.determination.value}"] += 1
@@ -103,4 +117,5 @@ def simulate(
         changed=tuple(changed),
         rule_changes=rule_changes,
         transitions=dict(sorted(transitions.items())),
+        no_longer_governed=dict(sorted(dropped.items())),
     )

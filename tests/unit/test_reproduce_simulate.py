@@ -361,6 +361,41 @@ def test_policy_simulate_from_an_export(history: History, export: Path) -> None:
     assert "warning: no recorded request with a decision in this window" in empty.stderr
 
 
+def test_simulate_says_what_a_draft_stops_governing_and_why_it_decides_as_it_does(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    # A policy owner's walkthrough: a draft narrowing `governs` simulated as "0 would change"
+    # though it left the action ungoverned once active; and a draft adding a required fact
+    # showed every change as "error (default)", with no reason anywhere.
+    until = history.marks["v1 only until"].isoformat()
+    narrow = tmp_path / "refund.yaml"
+    narrow.write_text(V1.replace("governs: [refund.issue]", "governs: [refund.issue.partial]"))
+    args = ("policy", "simulate", str(narrow), "--from", str(export), "--until", until)
+    data = json.loads(run(*args, "--json").stdout)
+    assert data["changed"] == 0 and data["no_longer_governed"] == {"refund.issue": 24}
+    table = run(*args)
+    assert table.exit_code == 0
+    assert "warning: 24 requests refund decided are of actions the draft no longer governs " in (
+        " ".join(table.stdout.split())
+    )
+    needs = tmp_path / "needs.yaml"
+    needs.write_text(
+        V1.replace("  reason_code:", "  channel:           {type: string}\n  reason_code:")
+    )
+    args = ("policy", "simulate", str(needs), "--from", str(export), "--until", until)
+    data = json.loads(run(*args, "--json").stdout)
+    assert data["changed"] == 24 and data["no_longer_governed"] == {}
+    change = data["sample"][0]
+    assert (change["to"], change["draft_rule"], change["draft_reason_code"]) == (
+        "error",
+        None,
+        "invalid_facts",
+    )
+    assert any("channel" in reason for reason in change["draft_reasons"])
+    table = run(*args).stdout
+    assert "(invalid_facts)" in table and "(default)" not in table
+
+
 def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     canary = next(
         d for d in history.decisions if isinstance(d, DecisionRecorded) and d.stage is Stage.CANARY
