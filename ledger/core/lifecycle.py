@@ -998,8 +998,10 @@ def command_result(
 ) -> CommandResult:
     """The CommandAccepted/CommandRejected to publish for ``command``'s outcome.
 
-    With ``state`` (what the command was decided against), an accepted proposal's message also
-    notes any other deployed policy that may govern the same actions (:func:`overlap_note`)."""
+    With ``state`` (what the command was decided against), an accepted command's message also
+    notes any other deployed policy that may govern the same actions (:func:`overlap_note`), at
+    proposal and when a version is deployed to decide, and what a promotion or a rollback takes
+    out of service (:func:`_notes`)."""
     aggregate = command_aggregate(command)
     if isinstance(outcome, Rejection):
         return CommandRejected(
@@ -1034,15 +1036,39 @@ def command_result(
         version=version,
         message="; ".join(
             [", ".join(type(e).__name__ for e in outcome)]
-            + [
-                note
-                for e in outcome
-                if state is not None and isinstance(e, PolicyVersionProposed)
-                for note in [overlap_note(state, e.policy, e.governs)]
-                if note
-            ]
+            + [note for e in outcome if state is not None for note in _notes(state, e)]
         ),
     )
+
+
+def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
+    """What an accepted command's answer should tell its sender beyond the events' names
+    (``state``: before the event): another policy that may govern the same actions, at
+    proposal and again when a version is deployed to decide (canary, active), which is when
+    it takes actions over; and the version a promotion or a rollback takes out of service."""
+    if isinstance(event, PolicyVersionProposed):
+        return [n for n in [overlap_note(state, event.policy, event.governs)] if n]
+    record = state.policies.get(getattr(event, "policy", ""))
+    if record is None:
+        return []
+    notes: list[str] = []
+    if isinstance(event, PolicyVersionPromoted):
+        version = record.versions.get(event.version)
+        if event.stage in (Stage.CANARY, Stage.ACTIVE) and version is not None:
+            notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
+        if event.previous_version is not None:
+            was = (
+                f"the canary ({record.canary_percent}%)"
+                if event.stage is Stage.CANARY
+                else event.stage.value
+            )
+            notes.append(f"v{event.previous_version} was {was}: it is superseded")
+    elif isinstance(event, PolicyRolledBack):
+        if record.canary is not None and record.canary != event.to_version:
+            notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
+        if record.active is not None and record.active != event.to_version:
+            notes.append(f"v{record.active} is superseded")
+    return notes
 
 
 def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str | None:

@@ -1435,3 +1435,46 @@ def test_an_accepted_proposal_notes_another_policy_governing_its_actions() -> No
         )
     )
     assert quiet.message == "PolicyVersionProposed"
+
+
+def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() -> None:
+    # A policy owner's walkthrough: two policies proposed before either was deployed got no note
+    # (the note looked at deployed versions only), and the promotion that made the narrower one
+    # take db.write over said nothing; nor did a canary replaced, or a rollback ending one.
+    from ledger.core.events import PromotePolicyVersion, RollbackPolicy
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    limits = REFUND.replace("policy: refund", "policy: refund-limits", 1).replace(
+        "governs: [refund.issue]", "governs: ['refund.*']", 1
+    )
+    ledger.deploy(limits, stage=Stage.DRAFT)  # proposed and approved: nothing to note yet
+    assert ledger.deploy(REFUND) == 1  # refund active; refund-limits is not deployed
+
+    def promote(policy: str, version: int, stage: Stage, percent: int | None = None) -> str:
+        command = PromotePolicyVersion(
+            event_id=f"{policy}-{version}-{stage.value}",
+            occurred_at=T0,
+            actor=ADMIN,
+            policy=policy,
+            version=version,
+            stage=stage,
+            percent=percent,
+        )
+        return ledger.submit_command(command).message
+
+    taking = promote("refund-limits", 1, Stage.ACTIVE)
+    assert taking.startswith("PolicyVersionPromoted; note: actions may also be governed")
+    assert "refund.* ~ refund's refund.issue" in taking
+    assert ledger.deploy(REFUND.replace("750", "800"), stage=Stage.DRAFT) == 2
+    assert ledger.deploy(REFUND.replace("750", "850"), stage=Stage.DRAFT) == 3
+    assert "refund.issue ~ refund-limits's refund.*" in promote("refund", 2, Stage.CANARY, 10)
+    replaced = promote("refund", 3, Stage.CANARY, 20)
+    assert replaced.endswith("; v2 was the canary (10%): it is superseded")
+    rolled = ledger.submit_command(
+        RollbackPolicy(
+            event_id="rb", occurred_at=T0, actor=ADMIN, policy="refund", reason="x", to_version=1
+        )
+    )
+    assert rolled.message == "PolicyRolledBack; the canary v3 (20%) ends"
+    assert promote("refund", 2, Stage.SHADOW) == "PolicyVersionPromoted"  # observes only
