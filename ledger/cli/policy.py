@@ -227,12 +227,27 @@ def _cases_for(path: Path, policy: Policy, extra: tuple[Path, ...] = ()) -> list
             continue
         seen.add(key)
         text = read_text_file(tests_file, what="policy tests file")
-        named, more = parse_test_cases(text, filename=str(tests_file))
+        named, more = _test_cases_of(text, tests_file)
         wrong = _wrong_policy(tests_file, named, path, policy)
         if wrong is not None:
             raise UsageError(wrong)
         cases.extend(more)
     return cases
+
+
+def _test_cases_of(text: str, file: Path) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
+    """The cases of a tests file given with ``--tests``: a NAME.tests.yaml, or a policy file
+    whose cases are inline (its ``tests:`` block, for the policy it names)."""
+    try:
+        return parse_test_cases(text, filename=str(file))
+    except PolicyError as not_tests:
+        try:
+            inline = parse_policy(text, filename=str(file))
+        except PolicyError:
+            raise not_tests from None  # neither: say what a tests file lacks
+    if not inline.tests:
+        raise UsageError(f"{file} is a policy file ({inline.name}) with no tests: block to run")
+    return inline.name, inline.tests
 
 
 @group.command("test")
@@ -252,7 +267,8 @@ def _cases_for(path: Path, policy: Policy, extra: tuple[Path, ...] = ()) -> list
     multiple=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also run this tests file's cases against every policy given (repeatable): a new "
-    "version's file, refund-v2.yaml, against refund.tests.yaml.",
+    "version's file, refund-v2.yaml, against refund.tests.yaml, or against the tests: block of "
+    "a policy file, refund.yaml.",
 )
 @json_option
 @handle_errors

@@ -357,6 +357,25 @@ def test_tests_for_another_policy_are_refused(tmp_path: Path) -> None:
     assert code == 2 and f"{other} tests policy 'travel' but {REFUND} is policy 'refund'" in err
 
 
+def test_tests_takes_the_inline_cases_of_a_policy_file(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: `policy test payments-v2.yaml --tests payments.yaml`, whose
+    # cases are inline, printed six "unknown key 'governs'" errors and no way forward.
+    cases = (EXAMPLES / "refund.tests.yaml").read_text().split("cases:", 1)[1]
+    inline = tmp_path / "refund.yaml"
+    inline.write_text(REFUND.read_text() + "tests:" + cases)
+    code, out, err = run("policy", "test", "--json", str(REFUND), "--tests", str(inline))
+    assert code == 0, err
+    assert json.loads(out)["passed"] == 18  # its own tests file's 9, and the inline 9
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(REFUND.read_text())
+    code, _, err = run("policy", "test", str(REFUND), "--tests", str(bare))
+    assert code == 2 and f"{bare} is a policy file (refund) with no tests: block to run" in err
+    junk = tmp_path / "junk.yaml"
+    junk.write_text("governs: [x]\n")  # neither: the tests file's complaint stands
+    code, _, err = run("policy", "test", str(REFUND), "--tests", str(junk))
+    assert code == 3 and "unknown key 'governs'" in err
+
+
 def test_text_in_square_brackets_shows_as_written(tmp_path: Path) -> None:
     # Tables took "[finance]" and "[bold]" for markup and dropped them: the screen misstated
     # what the policy says.
