@@ -2,8 +2,10 @@
 
 A key store is a directory (``$LEDGER_KEYS``, default ``$LEDGER_HOME/keys``; mode 0700) with,
 per actor, ``<actor>.key`` (its Ed25519 private key, PKCS#8 PEM, mode 0600) and ``<actor>.pub``
-(the public key, SubjectPublicKeyInfo PEM). ``ledger actor add`` creates them, ``ledger up``
-those of the bootstrap administrators; the command processor reads only the administrators'
+(the public key, SubjectPublicKeyInfo PEM). ``ledger actor keygen`` creates them in the
+actor's own store (``ledger actor add --public-key`` then registers only the ``.pub``),
+``ledger actor add`` alone in the administrator's, ``ledger up`` those of the bootstrap
+administrators; the command processor reads only the administrators'
 ``.pub`` files (its trust anchors), so a deployment gives it those and nothing else.
 
 :func:`sign` fills a command's ``key_id`` and ``signature`` (the bytes signed are the core's:
@@ -38,7 +40,7 @@ from ledger.files import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyStore", "sign", "public_bytes", "load_private_key", "C"]
+__all__ = ["KeyStore", "sign", "public_bytes", "load_private_key", "read_public_key", "C"]
 
 C = TypeVar("C", bound=Command)
 
@@ -92,6 +94,22 @@ def sign(command: C, key: Ed25519PrivateKey) -> C:
     return dataclasses.replace(command, key_id=key_id_of(public_bytes(key)), signature=signature)
 
 
+def read_public_key(path: Path) -> bytes:
+    """The raw Ed25519 public key in the PEM file ``path`` (an actor's ``.pub``), or one
+    :class:`~ledger.errors.UsageError` line saying what is wrong with the file."""
+    try:
+        key = serialization.load_pem_public_key(
+            read_bounded(path, SMALL_FILE_BYTES, what="public key file")
+        )
+    except UnreadableFile as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise UsageError(f"{path} is not an Ed25519 public key")
+    return public_bytes(key)
+
+
 class KeyStore:
     """The actors' keys under one directory (see the module docstring)."""
 
@@ -141,8 +159,9 @@ class KeyStore:
         if not os.path.lexists(path):  # anything else there is read, and refused, below
             raise SigningKeyMissing(
                 f"no signing key for {actor} in {self.path}: commands --by {actor} must be "
-                f"signed with its key (an administrator creates it: `ledger actor add {actor} "
-                "--by ADMIN`; set $LEDGER_KEYS if your keys live elsewhere)"
+                f"signed with its key (make one here with `ledger actor keygen {actor}` and have "
+                f"an administrator register its .pub with `ledger actor add {actor} --public-key "
+                "FILE --by ADMIN`; set $LEDGER_KEYS if your keys live elsewhere)"
             )
         return load_private_key(path)
 
@@ -150,17 +169,7 @@ class KeyStore:
         """``actor``'s raw public key (from its ``.pub``, else its ``.key``), or ``None``."""
         path = self.public_path(actor)
         if path.is_file():
-            try:
-                key = serialization.load_pem_public_key(
-                    read_bounded(path, SMALL_FILE_BYTES, what="public key file")
-                )
-            except UnreadableFile as exc:
-                raise UsageError(str(exc)) from None
-            except ValueError as exc:
-                raise UsageError(f"{path} is not a PEM public key: {exc}") from None
-            if not isinstance(key, Ed25519PublicKey):
-                raise UsageError(f"{path} is not an Ed25519 public key")
-            return public_bytes(key)
+            return read_public_key(path)
         if self.has_private(actor):
             return public_bytes(self.private_key(actor))
         return None

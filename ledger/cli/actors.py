@@ -1,4 +1,5 @@
-"""``ledger actor add|list|revoke|verify``: who may sign governance commands, and proof of who did.
+"""``ledger actor keygen|add|list|revoke|verify``: who may sign governance commands, and proof of
+who did.
 
 Every governance command is signed with its actor's Ed25519 key (``--by ACTOR`` signs with
 ACTOR's key from the key store, ``$LEDGER_KEYS`` or ``$LEDGER_HOME/keys``). An administrator
@@ -28,7 +29,7 @@ from ledger.core.signing import key_id_of, verify_history
 from ledger.errors import TamperDetected
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import check_governance_log
-from ledger.keys import KeyStore, public_bytes
+from ledger.keys import KeyStore, public_bytes, read_public_key
 
 __all__ = ["group"]
 
@@ -40,23 +41,74 @@ def group() -> None:
     """Actors' signing keys: register, list, revoke, and verify who signed what."""
 
 
+@group.command("keygen")
+@click.argument("actor")
+@json_option
+@handle_errors
+def keygen_cmd(actor: str, as_json: bool) -> None:
+    """Create ACTOR's key pair in this key store ($LEDGER_KEYS), contacting nothing: run it
+    as ACTOR, on ACTOR's machine, and send only ACTOR.pub to an administrator, who registers
+    it with `ledger actor add ACTOR --public-key FILE --by ADMIN`. The private key never
+    leaves this store."""
+    principal_arg(actor, "ACTOR")
+    store = KeyStore(load_settings(None).keys)
+    public = public_bytes(store.create(actor))
+    key_id = key_id_of(public)
+    if as_json:
+        print_json(
+            {
+                "actor": actor,
+                "key_id": key_id,
+                "private_key": str(store.private_path(actor)),
+                "public_key": str(store.public_path(actor)),
+            }
+        )
+        return
+    click.echo(
+        f"created {key_id} for {actor}: private key {store.private_path(actor)} (keep it), "
+        f"public key {store.public_path(actor)}; next, an administrator runs "
+        f"`ledger actor add {actor} --public-key {store.public_path(actor).name} --by ADMIN`"
+    )
+
+
 @group.command("add")
 @click.argument("actor")
 @click.option("--by", "by", required=True, help="The administrator who registers the key.")
+@click.option(
+    "--public-key",
+    "public_key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Register this public key (ACTOR.pub, from `ledger actor keygen` on ACTOR's machine) "
+    "instead of creating a key pair here: the administrator never holds ACTOR's private key.",
+)
 @click.option("--note", default=None, help="Why (kept in the ledger).")
 @ledger_options
 @handle_errors
 def add_cmd(
-    actor: str, by: str, note: str | None, bootstrap: str | None, timeout: float, as_json: bool
+    actor: str,
+    by: str,
+    public_key_file: Path | None,
+    note: str | None,
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
 ) -> None:
-    """Create ACTOR's key pair in the key store (if it has none) and register its public key,
-    with a command signed by BY.
+    """Register ACTOR's public key, with a command signed by BY: the key given with
+    --public-key, else a key pair created in this key store (if it has none for ACTOR).
 
-    The private key (ACTOR.key, mode 0600) stays in the key store; give it to ACTOR only."""
+    Without --public-key the private key (ACTOR.key, mode 0600) stays in the administrator's
+    key store, to be handed to ACTOR only; with it (`ledger actor keygen` on ACTOR's machine),
+    only ACTOR ever holds it, so no administrator can sign as ACTOR."""
     principal_arg(actor, "ACTOR")
     store = KeyStore(load_settings(bootstrap).keys)
     store.private_key(principal_arg(by, "--by"))  # the signer's key first: nothing made in vain
-    public = public_bytes(store.ensure(actor))
+    if public_key_file is not None:
+        public = read_public_key(public_key_file)
+        kept: str | None = None
+    else:
+        public = public_bytes(store.ensure(actor))
+        kept = str(store.private_path(actor))
     command = RegisterActorKey(
         event_id=new_id(),
         occurred_at=utcnow(),
@@ -72,7 +124,7 @@ def add_cmd(
         as_json,
         command,
         f"registered {command.actor_key_id} for {actor}",
-        extra={"key_id": command.actor_key_id, "private_key": str(store.private_path(actor))},
+        extra={"key_id": command.actor_key_id, "private_key": kept},
     )
 
 

@@ -387,6 +387,35 @@ def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
     ledger.rejected("policy", "approve", name, "2", "--by", CAROL, code="not_authorized")
 
 
+def test_an_actor_makes_its_own_key_and_the_administrator_registers_only_the_public_half(
+    ledger: Ledger, tmp_path: Path
+):
+    """A policy owner's walkthrough: `actor add` made every person's private key in the
+    administrator's key store, so the self-approval rule proved little about who signed.
+    `actor keygen` on the actor's machine and `actor add --public-key` keep it the actor's."""
+    dave, own = "human:dave", tmp_path / "daves-keys"
+    env = {**ledger.env, "LEDGER_KEYS": str(own)}
+    made = CliRunner().invoke(cli, ["actor", "keygen", dave, "--json"], env=env)
+    assert made.exit_code == 0, made.stderr
+    made_by_dave = json.loads(made.stdout)
+    added = ledger.json(
+        "actor", "add", dave, "--public-key", made_by_dave["public_key"], "--by", ADMIN
+    )
+    assert added["key_id"] == made_by_dave["key_id"] and added["private_key"] is None
+    listed = [r for r in ledger.json("actor", "list") if r["actor"] == dave]
+    assert [(r["key_id"], r["private_key_here"]) for r in listed] == [
+        (made_by_dave["key_id"], False)  # the administrator's store holds no key of dave's
+    ]
+    ledger.grant(dave, "ledger.policy.propose", "policy:*")
+    proposed = CliRunner().invoke(
+        cli,
+        ["policy", "propose", _policy_file(tmp_path, "daves"), "--by", dave, "--json"],
+        env=env,
+    )
+    assert proposed.exit_code == 0, proposed.stderr  # signed with the key only dave holds
+    ledger("policy", "propose", _policy_file(tmp_path, "daves"), "--by", dave, expect=2)
+
+
 def test_replay_of_a_principal_includes_the_grants_it_holds_through_its_roles(ledger: Ledger):
     """Reported: `ledger replay --principal X` left out the grants X holds through its roles
     while `ledger grant list --principal X` showed them (the CLI rebuilt the rule by hand)."""
