@@ -533,7 +533,7 @@ class _Rows:
             self.report(
                 self.row_problem(
                     row,
-                    f"event_type {row.get('event_type')!r} on this topic",
+                    f"event_type {show(row.get('event_type'))} on this topic",
                     "a " + " or ".join(c.__name__ for c in CHAINED_TYPES)
                     if chained
                     else "a ChainCheckpoint",
@@ -611,7 +611,9 @@ class _Rows:
         if row.get("key") != form.get("request_id"):
             self.report(
                 self.row_problem(
-                    row, f"key {row.get('key')!r}", f"the request id {form.get('request_id')!r}"
+                    row,
+                    f"key {show(row.get('key'))}",
+                    f"the request id {show(form.get('request_id'))}",
                 )
             )
             return None

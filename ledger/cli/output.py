@@ -7,7 +7,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -47,11 +47,41 @@ def to_jsonable(value: Any) -> Any:
     return to_json_value(value)
 
 
+_CONTROLS: Final = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (
+        *(c for c in range(0x20) if c not in (0x09, 0x0A)),  # C0 but tab and newline
+        *range(0x7F, 0xA0),  # DEL, C1 (a terminal takes 0x9B as ESC [)
+        0x061C,
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),  # bidi embeddings and overrides
+        *range(0x2066, 0x206A),  # bidi isolates
+    )
+}
+"""Characters a terminal acts on rather than shows, as the escapes that show them: text from
+the ledger (a resource, a reason, a fact) is the sender's, and ``\x1b[8m`` or U+202E in it
+would hide or reorder what an operator or auditor reads."""
+
+MAX_CELL: Final = 2_000
+"""Characters of one table cell shown (a crafted export's megabyte-long value would hold the
+table renderer for minutes); ``--json`` shows every value whole."""
+
+
+def printable(text: str, limit: int | None = MAX_CELL) -> str:
+    """``text`` safe for a terminal: control characters escaped (:data:`_CONTROLS`), and at
+    most ``limit`` characters of it, saying how many there were."""
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}… ({len(text):,} characters; --json shows all)"
+    return text.translate(_CONTROLS)
+
+
 def _cell(value: Any) -> str:
     try:
-        return str(to_json_value(value))
+        text = str(to_json_value(value))
     except TypeError:  # not ledger data (a path, a count object): as Python prints it
-        return str(value)
+        text = str(value)
+    return printable(text)
 
 
 def print_json(value: Any) -> None:
@@ -75,8 +105,8 @@ def print_table(
 
 
 def fail(message: str, *, exit_code: int = 1) -> NoReturn:
-    """One line on stderr, then exit non-zero."""
-    err_console.print(f"error: {message}", markup=False)
+    """One line on stderr, then exit non-zero (what it quotes made :func:`printable`)."""
+    err_console.print(f"error: {printable(message)}", markup=False)
     sys.exit(exit_code)
 
 
@@ -92,7 +122,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             if len(exc.problems) <= 1 or exc.listed:
                 fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
             for problem in exc.problems:  # every problem, so one edit round fixes them all
-                err_console.print(f"error  {problem}", markup=False)
+                err_console.print(f"error  {printable(str(problem))}", markup=False)
             files = list(dict.fromkeys(p.file for p in exc.problems if p.file))
             where = f"in {', '.join(files)}" if 0 < len(files) <= 3 else "found"
             fail(f"{len(exc.problems)} problems {where} [{exc.code}]", exit_code=exc.exit_code)

@@ -415,3 +415,22 @@ def test_contradicting_flags_are_refused_before_any_work(
     # Before: `decisions` connected first (exit 7 with Kafka away), `audit` ran the query first.
     result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"})
     assert said in _one_line(result, 2)
+
+
+def test_what_the_ledger_holds_cannot_drive_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A red team's find: an agent's resource "r:1 │ allow │\x1b[8m" drew a fake `allow` cell in
+    # `ledger decisions`, and the conceal code hid the real determination after it. Text from the
+    # ledger is the sender's: a terminal's control characters and bidi overrides show as escapes.
+    from ledger.cli.output import fail, print_table
+
+    print_table(["resource", "determination"], [["r:1 │ allow │\x1b[8m\u202e\x9b", "deny"]])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "\x9b" not in out
+    assert "\\x1b[8m\\u202e\\x9b" in out and "deny" in out
+    print_table(["key"], [["k" * 50_000]])  # a cell is bounded too: --json shows it whole
+    assert "(50,000 characters; --json shows all)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        fail("tampered: \x1b]0;owned\x07")
+    assert "\\x1b]0;owned\\x07" in capsys.readouterr().err

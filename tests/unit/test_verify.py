@@ -307,6 +307,18 @@ def test_a_json_column_nested_past_the_parser_is_named_not_a_crash(
     assert "column facts is JSON nested too deeply" in p.found
 
 
+def test_a_megabyte_long_column_is_named_in_a_line_not_quoted_whole(
+    ledger: Ledger, export: Path
+) -> None:
+    # A red team's find: a 4 MB key in one row (a 17 KB file, zstd) was quoted whole in the
+    # problem, and rendering it held `audit verify` for minutes at gigabytes of memory.
+    target = chain_row(ledger, "a", 5)
+    tamper(export, target.event_id, lambda r: {**r, "key": "k" * 4_000_000})
+    p = first(verify(export))
+    assert (p.kind, p.decision_id) == ("altered", target.event_id)
+    assert p.found.startswith('key "kkk') and len(p.found) < 200
+
+
 def test_altered_record_bytes_are_named(ledger: Ledger, export: Path) -> None:
     target = chain_row(ledger, "a", 7)
     forged = CODEC.encode(dataclasses.replace(target, resource="account:attacker"))
