@@ -410,9 +410,14 @@ def decide_again(
     A different command under that id — its signature is not the one recorded, or is but does not
     verify over this command's content (a copy altered after signing, its signature kept) — is
     authenticated like any command, and if genuine rejected as ``duplicate_command_id``: nobody
-    is told that a forged command was "already applied"."""
+    is told that a forged command was "already applied". A copy of a rejected command is
+    authenticated too: one whose signature does not verify over its content gets that
+    authentication's answer, not the first command's rejection (which the log would otherwise
+    attribute to the forged copy)."""
     if first.rejection is not None:
-        return first.rejection
+        if _signed_as_sent(state, command):
+            return first.rejection
+        return authenticate(state, command) or first.rejection
     if (
         first.signature is not None
         and command.signature == first.signature

@@ -294,3 +294,23 @@ def test_rejections_are_forgotten_once_no_command_could_still_be_valid() -> None
     later = utcnow() + REMEMBER_REJECTIONS + timedelta(seconds=1)
     ledger.handler.remember_answer(first, later)  # pruned as it is offered again: too old
     assert ledger.handler.rejected == {}
+
+
+def test_an_altered_copy_of_a_rejected_command_is_authenticated_not_given_its_rejection() -> None:
+    # A red team's find: a rejected IssueGrant re-sent with its principal changed (signature kept),
+    # or its signature's bytes flipped, drew the first command's `invalid_grant` again, so the log
+    # attributed forged copies to the genuine command's id as repeated rejections.
+    ledger = Ledger()
+    captured = sign(revoke("g-1"), ADMIN_KEY)
+    first, _ = ledger.send(captured)
+    assert isinstance(first, CommandRejected) and first.code == "unknown_grant"
+    altered = dataclasses.replace(captured, grant_id="g-2")
+    flipped = dataclasses.replace(
+        captured, signature=bytes(b ^ 0xFF for b in captured.signature or b"")
+    )
+    for copy in (altered, flipped):
+        answer, events = ledger.send(copy)
+        assert isinstance(answer, CommandRejected) and answer.code == "bad_signature", answer
+        assert events == []
+    again, _ = ledger.send(captured)  # the genuine copy still gets its own first answer
+    assert isinstance(again, CommandRejected) and again.code == "unknown_grant"
