@@ -876,7 +876,13 @@ def parse_duration(text: str) -> _dt.timedelta:
         pos = m.end()
     if pos != len(body):
         raise ValueError(f"invalid duration {text!r}")
-    return _dt.timedelta(microseconds=int(micros) * sign)
+    try:
+        return _dt.timedelta(microseconds=int(micros) * sign)
+    except OverflowError:  # timedelta holds at most 999,999,999 days
+        raise ValueError(
+            f"duration {text!r} is longer than any timestamp arithmetic can use "
+            "(at most 999,999,999 days)"
+        ) from None
 
 
 def parse_timestamp(text: str) -> _dt.datetime:

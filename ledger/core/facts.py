@@ -449,6 +449,11 @@ def parse_facts_json(text: str, *, what: str, limits: Limits = DEFAULT_LIMITS) -
         )
     except boundedjson.JSONBoundsError as exc:
         raise UsageError(str(exc)) from None
+    except InvalidOperation:  # an exponent past any exact decimal: 1e99999999999999999999999
+        raise UsageError(
+            f"{what} holds a number whose exponent no exact decimal can hold: write it as "
+            "text if you mean it, or check it"
+        ) from None
     if not isinstance(data, dict):
         example = '{"channel": "chat"}' if "context" in what else '{"amount": "120.50"}'
         raise UsageError(f"{what} must be a JSON object, e.g. '{example}'")

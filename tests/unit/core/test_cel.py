@@ -219,3 +219,9 @@ def test_null_stays_comparable_where_a_value_may_be_null_and_in_recorded_version
     # A version accepted before the check loads and decides as it did: never true.
     recorded = compile_condition("note == null", facts=FACTS, new_document=False)
     assert recorded.evaluate({"note": "x"}, {}) is False
+
+
+def test_a_duration_past_what_timestamps_can_add_is_named_not_a_c_int_error() -> None:
+    with pytest.raises(PolicyError) as caught:
+        compile_condition('at < at + duration("99999999999999999999h")', facts=FACTS)
+    assert "duration '99999999999999999999h' is longer than" in caught.value.problems[0].message

@@ -131,3 +131,13 @@ def test_a_context_number_that_compares_false_with_everything_is_refused(value: 
 
     (reason,) = context_problems({"risk": value, "fine": 0.5})
     assert reason.startswith("context.risk: expected a finite ")
+
+
+def test_a_number_no_exact_decimal_can_hold_is_one_usage_line() -> None:
+    # A red team's find: `--facts '{"amount": 1e99999999999999999999999}'` was a 46-line
+    # traceback ending in decimal.InvalidOperation.
+    from ledger.core.facts import parse_facts_json
+    from ledger.errors import UsageError
+
+    with pytest.raises(UsageError, match="--facts holds a number whose exponent"):
+        parse_facts_json('{"amount": 1e99999999999999999999999}', what="--facts")
