@@ -28,6 +28,7 @@ __all__ = [
     "directory",
     "empty_tree",
     "exists",
+    "shared",
     "install",
     "listed",
     "new_file",
@@ -143,6 +144,14 @@ class DirectoryLock:
                 self.release()
 
 
+def shared(folder: int) -> int:
+    """Who else the folder ``folder`` (a descriptor) lets read: its group's and others' read
+    and search bits. What an export creates inside takes them, and nothing more: an export
+    holds every request's facts, so a new folder is its owner's alone (0700, files 0600), and
+    one its owner made readable to a group (0750) gets group-readable files (0640)."""
+    return os.fstat(folder).st_mode & 0o055
+
+
 @contextlib.contextmanager
 def directory(top: int, out: Path, *parts: str, create: bool = False) -> Iterator[int]:
     """A descriptor of the export's folder ``parts…`` below its top folder ``top`` (a
@@ -154,7 +163,7 @@ def directory(top: int, out: Path, *parts: str, create: bool = False) -> Iterato
         for part in parts:
             if create:
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, dir_fd=fd)
+                    os.mkdir(part, 0o700 | shared(fd), dir_fd=fd)
             try:
                 inner = os.open(part, NO_LINK, dir_fd=fd)
             except OSError as exc:
@@ -184,7 +193,10 @@ def new_file(where: int, name: str) -> Iterator[tuple[BinaryIO, str]]:
         tmp = f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=where
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                0o600 | (shared(where) & 0o044),
+                dir_fd=where,
             )
             break
         except FileExistsError:

@@ -346,7 +346,7 @@ class ExportWriter(RowFiles):
         if create:
             missing = list(itertools.takewhile(lambda d: not d.exists(), (out, *out.parents)))
             try:
-                out.mkdir(parents=True, exist_ok=True)
+                out.mkdir(mode=0o700, parents=True, exist_ok=True)  # see folder.shared
             except OSError as exc:
                 raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from exc
             self._created = missing

@@ -369,3 +369,33 @@ def test_files_of_alternating_sizes_merge_without_overlap_or_loss(tmp_path: Path
     for f in manifest.files:  # rows in offset order within each file
         column = pq.read_table(tmp_path / f["path"], columns=["offset"]).column(0).to_pylist()
         assert column == sorted(column)
+
+
+def test_an_export_is_its_owners_unless_its_folder_says_whom_to_share_it_with(
+    tmp_path: Path,
+) -> None:
+    # A red team's find: `ledger export --out DIR` under umask 022 made 0755 folders and 0644
+    # files holding every request's facts, readable by every local user, though $LEDGER_HOME is
+    # 0700. A new export is now its owner's; a folder made 0750 to share gives 0640 files.
+    def modes(top: Path) -> set[tuple[str, int]]:
+        return {
+            ("dir" if p.is_dir() else "file", p.stat().st_mode & 0o777)
+            for p in top.rglob("*")
+            if p.name != LOCK
+        }
+
+    old = os.umask(0o022)
+    try:
+        private = tmp_path / "new" / "export"
+        writer = ExportWriter(private, TOPICS)
+        writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
+        writer.flush()
+        assert private.stat().st_mode & 0o777 == 0o700
+        assert modes(private) == {("dir", 0o700), ("file", 0o600)}
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o750)
+        shared.chmod(0o750)
+        write(shared, range(0, 3))
+        assert modes(shared) == {("dir", 0o750), ("file", 0o640)}
+    finally:
+        os.umask(old)

@@ -235,13 +235,7 @@ def test_an_honest_export_still_reads_and_grows(tmp_path: Path) -> None:
     assert manifest is not None and manifest.next_offset(TOPICS.command_results, 0) == 5
     assert [f["rows"] for f in manifest.files] == [3, 2]
     mode = os.stat(out / manifest.files[0]["path"]).st_mode & 0o777
-    assert mode == 0o666 & ~_umask()  # readable as before, by whom the umask allows
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    assert mode == 0o600  # its owner's: the folder it made shares with nobody (folder.shared)
 
 
 # --------------------------------------------------------------------------- races
