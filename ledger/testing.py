@@ -40,6 +40,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from ledger.client import CorrectionSink, Outgoing, Reply
 from ledger.codec import Codec, default_codec
+from ledger.core.chain import ChainHead, link
 from ledger.core.evaluate import (
     batch_without_trace,
     correction_for,
@@ -82,7 +83,7 @@ from ledger.core.lifecycle import (
     event_stream,
     named_proposal,
 )
-from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
 from ledger.errors import CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
@@ -385,6 +386,10 @@ class MockTransport:
 # --------------------------------------------------------------------------- LocalLedger
 
 
+_LATENCY: Final[Mapping[str, int]] = {"latency_us": 0}
+"""The decisions' latency: no time is spent on a wire here."""
+
+
 class LocalLedger:
     """A whole ledger in memory, deciding with the pure core (see the module docstring).
 
@@ -431,6 +436,9 @@ class LocalLedger:
         self._state = EMPTY_STATE
         self._wire = _Wire(codec)
         self._lock = threading.RLock()
+        # Its decisions are links of a hash chain, as an evaluator worker's are (their size,
+        # and so what fits a record, is the evaluator's; `audit verify` could check them).
+        self._chain = ChainHead(f"{evaluator_id}/{new_id()}")  # named as a worker's chain
 
     @property
     def state(self) -> LedgerState:
@@ -624,11 +632,14 @@ class LocalLedger:
             evaluator_id=self.evaluator_id,
             limits=self.limits,
         )
-        if len(self._wire.encoded(made)) > self.limits.record_bytes:  # as the evaluator does
-            made = without_trace(made, self._wire.encoded(request), self.limits.record_bytes)
-        with self._lock:
-            self.decisions.append(made)
-        return made
+        with self._lock:  # linked, measured and reduced as the evaluator does
+            stamped, head = link(made, self._chain, _LATENCY)
+            if not self._fits(request.event_id, stamped):
+                reduced = without_trace(made, self._wire.encoded(request), self.limits.record_bytes)
+                stamped, head = link(reduced, self._chain, _LATENCY)
+            self._chain = head
+            self.decisions.append(stamped)
+        return stamped
 
     def _evaluate_batch(self, request: BatchEvaluationRequested) -> BatchDecisionRecorded:
         made = evaluate_batch(
@@ -638,8 +649,16 @@ class LocalLedger:
             evaluator_id=self.evaluator_id,
             limits=self.limits,
         )
-        if len(self._wire.encoded(made)) > self.limits.record_bytes:  # as the evaluator does
-            made = batch_without_trace(made)
         with self._lock:
-            self.decisions.append(made)
-        return made
+            stamped, head = link(made, self._chain)
+            if not self._fits(request.event_id, stamped):
+                stamped, head = link(batch_without_trace(made), self._chain)
+            self._chain = head
+            self.decisions.append(stamped)
+        return stamped
+
+    def _fits(self, request_id: str, decision: DecisionRecorded | BatchDecisionRecorded) -> bool:
+        """The evaluator's rule: the decision record, keyed by its request id, within the
+        record limit with Kafka's framing (:func:`~ledger.core.limits.record_fits`)."""
+        encoded = self._wire.encoded(decision)
+        return record_fits(request_id.encode(), encoded, self.limits.record_bytes)

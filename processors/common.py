@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import faust
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import KafkaSecurity, Settings
@@ -121,11 +120,6 @@ Output = tuple[str, bytes, bytes]
 """One record to write: (topic, key, value)."""
 
 
-# A batch of one header-less record adds its 61-byte batch header and at most ~32 bytes of
-# record framing (varint lengths, attributes, deltas) to the key and value.
-_FRAMING_BOUND = 128
-
-
 @dataclass(frozen=True, slots=True)
 class OutputLimit:
     """The largest record a processor may write, and the check against it.
@@ -141,14 +135,10 @@ class OutputLimit:
     def for_app(cls, app: faust.App, limits: Limits = DEFAULT_LIMITS) -> OutputLimit:
         return cls(min(limits.record_bytes, int(app.conf.producer_max_request_size)))
 
-    def size(self, key: bytes | None, value: bytes | None) -> int:
-        return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []))
-
     def fits(self, key: bytes | None, value: bytes | None) -> bool:
-        raw = (len(key) if key else 0) + (len(value) if value else 0)
-        if raw + _FRAMING_BOUND <= self.max_bytes:  # the common case, without the estimate
-            return True
-        return self.size(key, value) <= self.max_bytes
+        """The core's rule (:func:`~ledger.core.limits.record_fits`): the SDK's test double
+        holds a decision to the same one."""
+        return record_fits(key, value, self.max_bytes)
 
 
 DELIVERY_FAILED_EXIT = 70

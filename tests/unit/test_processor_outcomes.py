@@ -431,11 +431,19 @@ def test_a_send_refused_on_the_spot_stops_the_process(monkeypatch: pytest.Monkey
     assert exits == [common.DELIVERY_FAILED_EXIT]
 
 
-def test_fits_agrees_with_the_producers_own_measure_at_the_edge() -> None:
+def test_fits_never_passes_what_the_producer_would_refuse_and_errs_by_little() -> None:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from ledger.core.limits import RECORD_FRAMING
+
     limit = OutputLimit(1_000_000)
-    for size in range(999_800, 1_000_001, 7):
+    for size in range(999_700, 1_000_001, 7):
         value = b"v" * size
-        assert limit.fits(b"key", value) == (limit.size(b"key", value) <= 1_000_000), size
+        measured = DefaultRecordBatchBuilder.estimate_size_in_bytes(b"key", value, [])
+        if limit.fits(b"key", value):  # sound: what fits, the producer takes
+            assert measured <= 1_000_000, size
+        else:  # and tight: refused only within the framing bound of the limit
+            assert measured > 1_000_000 - RECORD_FRAMING, size
     assert not limit.fits(None, b"v" * 1_000_000)  # the value alone at the limit: framing too
 
 

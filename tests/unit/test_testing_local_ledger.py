@@ -28,6 +28,7 @@ from ledger.core.events import (
     DecisionCorrected,
     DecisionRecorded,
     Determination,
+    EvaluationRequested,
     GrantIssued,
     PolicyVersionPromoted,
     ProposePolicyVersion,
@@ -273,6 +274,63 @@ def test_what_a_record_cannot_carry_fails_in_the_test_double_too(ledger: LocalLe
     ]
     answer = LedgerClient(ClientConfig(actor=AGENT), transport=small).preevaluate(AGENT, items)
     assert {d.reason_code for d in answer.decisions} == {"trace_too_large"}
+
+
+def test_near_the_record_limit_the_double_answers_as_the_evaluator_does(
+    ledger: LocalLedger,
+) -> None:
+    # A reviewer's find: the double measured the decision before the evaluator's chain fields
+    # and without the key and Kafka's framing, so a context of ~999,200 characters was `allow`
+    # here and `error / trace_too_large` on the real evaluator. Both now link the decision into
+    # a chain and hold it to the core's record_fits.
+    from pathlib import Path
+
+    from ledger.codec import default_codec
+    from ledger.settings import Settings
+    from processors.common import OutputLimit, ProcessorStats
+    from processors.evaluator import RequestHandler
+
+    codec = default_codec()
+    real = RequestHandler(
+        settings=Settings(home=Path("/nonexistent")),
+        codec=codec,
+        evaluator_id="local-ledger",
+        stats=ProcessorStats(),
+        limit=OutputLimit(1_000_000),
+    )
+    bulk = {f"k{i:02d}": "x" * 60_000 for i in range(16)}  # each text within its limit
+
+    def request(pad: int) -> EvaluationRequested:
+        return EvaluationRequested(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=AGENT,
+            action="refund.issue",
+            principal=AGENT,
+            resource="account:1",
+            facts={**LOYAL, "amount": "10"},
+            context={**bulk, "pad": "x" * pad},
+        )
+
+    def ours(pad: int) -> str | None:
+        return ledger._evaluate(request(pad)).reason_code
+
+    def theirs(pad: int) -> str | None:
+        value = codec.encode(request(pad))
+        out = real.handle(ledger.state, topic="r", partition=0, offset=0, key=b"k", value=value)
+        return codec.decode(out[0][2]).reason_code
+
+    def edge(answer: Callable[[int], str | None]) -> int:
+        """The smallest pad whose decision no longer fits whole."""
+        low, high = 30_000, 45_000
+        assert answer(low) == "rule_matched" and answer(high) == "trace_too_large"
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if answer(middle) == "trace_too_large" else (middle, high)
+        return high
+
+    # The same edge, to the few bytes a decision's measured latency takes (0 here).
+    assert abs(edge(ours) - edge(theirs)) <= 4
 
 
 def test_corrections_can_come_later_as_on_a_real_ledger() -> None:
