@@ -19,9 +19,11 @@
 - :mod:`~ledger.audit.columns` — an export row's columns read back into its record (what
   ``verify`` hashes, and how it and ``history`` check the columns against the record bytes).
 
-May import: the core, :mod:`ledger.codec`, :mod:`ledger.contract`, :mod:`ledger.settings`,
-:mod:`ledger.errors`, :mod:`ledger.files`, the Kafka wing (:mod:`ledger.kafka`), duckdb and pyarrow. Never
-:mod:`ledger.local` (the development launcher) or :mod:`ledger.cli` (a test enforces it).
+May import: the core, :mod:`ledger.codec` (and its Avro programs, :mod:`ledger.avro`),
+:mod:`ledger.contract`, :mod:`ledger.settings`, :mod:`ledger.errors`, :mod:`ledger.files`,
+:mod:`ledger.pids`, the Kafka wing (:mod:`ledger.kafka`), duckdb and pyarrow. Never
+:mod:`ledger.local` (the development launcher), the processors or :mod:`ledger.cli`
+(``tests/unit/test_layers.py``, ``WINGS``, enforces it).
 
 ``connect(export_dir)`` is the analysts' entry point: a DuckDB connection with the views
 attached (imported lazily here, so the exporter does not load DuckDB). Every function of the

@@ -12,9 +12,10 @@ processors and the audit wing lives here, once.
 - :mod:`~ledger.kafka.transport` — the SDK's default transport (requests out, replies back by
   key, a listener that is restarted rather than dying silently).
 
-May import: the core, :mod:`ledger.codec`, :mod:`ledger.settings`, :mod:`ledger.errors`,
-:mod:`ledger.ids`, and Kafka client libraries. Never :mod:`ledger.local` (the development
-launcher), :mod:`ledger.cli` or the processors (a test enforces it). Nothing is imported here,
+May import: the core, :mod:`ledger.codec`, :mod:`ledger.contract`, :mod:`ledger.settings`,
+:mod:`ledger.errors`, :mod:`ledger.files`, and Kafka client libraries. Never :mod:`ledger.local`
+(the development launcher), :mod:`ledger.cli` or the processors (``tests/unit/test_layers.py``,
+``WINGS``, enforces it). Nothing is imported here,
 so importing one module does not load the others' client libraries.
 """
 

@@ -7,7 +7,8 @@ one machine.
 - :mod:`~ledger.local.processes` — detached background processes: spawn, check, stop;
 - :mod:`~ledger.local.stack` — broker + topics + ACLs + processors, health from heartbeats.
 
-May import anything of the project but the CLI (a test enforces it). Nothing imports it but the CLI, its tests and
+May import settings, discovery, files, keys, pids, the Kafka wing and the processors'
+heartbeat, never the CLI (``tests/unit/test_layers.py``, ``WINGS``, enforces it). Nothing imports it but the CLI, its tests and
 the benchmarks: the SDK, the processors, the Kafka wing and the audit wing never load it
 (``tests/unit/test_layers.py`` and ``tests/unit/test_audit_export_files.py`` enforce it), so a
 production deployment runs without it.

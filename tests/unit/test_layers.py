@@ -110,3 +110,137 @@ def test_the_local_stack_does_not_load_the_cli() -> None:
     )
     bad = sorted(m for m in loaded if m.startswith("ledger.cli"))
     assert not bad, f"ledger.local loads {bad}"
+
+
+# --------------------------------------------------------------------------- the table of wings
+# The README's table ("One rule shapes the code"), as data: each wing of the house, and the
+# project's wings its modules may import directly (typing-only imports aside). Every module of
+# `ledger/` and `processors/` must belong to one, so a new module is placed on purpose. The core
+# itself is held to more by tests/unit/core/test_import_boundary.py.
+
+LOW = {"ledger", "ledger.errors"}  # the package's version, the error tree: anyone's
+WINGS: dict[str, set[str]] = {
+    "ledger.core": set(),
+    "ledger.errors": set(),
+    "ledger.ids": set(),
+    "ledger.pids": set(),
+    "ledger.contract": set(),
+    "ledger.files": set(),
+    "ledger.settings": {"ledger.core"},  # its defaults (the bootstrap administrators)
+    "ledger.discovery": {"ledger.files", "ledger.settings"},
+    "ledger.avro": {"ledger.core", "ledger._avrovm"},
+    "ledger.codec": {"ledger.avro", "ledger.contract", "ledger.core"},
+    "ledger.keys": {"ledger.core", "ledger.files"},
+    "ledger.kafka": {
+        "ledger.codec",
+        "ledger.contract",
+        "ledger.core",
+        "ledger.files",
+        "ledger.settings",
+    },
+    "ledger.client": {
+        "ledger.codec",
+        "ledger.core",
+        "ledger.discovery",
+        "ledger.ids",
+        "ledger.kafka",
+        "ledger.keys",
+        "ledger.settings",
+    },
+    "ledger.enforce": {"ledger.client", "ledger.core"},
+    "ledger.testing": {
+        "ledger.client",
+        "ledger.codec",
+        "ledger.core",
+        "ledger.ids",
+        "ledger.kafka",
+        "ledger.settings",
+    },
+    "ledger.audit": {
+        "ledger._avrovm",
+        "ledger.avro",
+        "ledger.codec",
+        "ledger.contract",
+        "ledger.core",
+        "ledger.files",
+        "ledger.kafka",
+        "ledger.pids",
+        "ledger.settings",
+    },
+    "processors": {
+        "ledger.codec",
+        "ledger.core",
+        "ledger.discovery",
+        "ledger.ids",
+        "ledger.kafka",
+        "ledger.keys",
+        "ledger.settings",
+    },
+    "ledger.local": {
+        "ledger.discovery",
+        "ledger.files",
+        "ledger.kafka",
+        "ledger.keys",
+        "ledger.pids",
+        "ledger.settings",
+        "processors.heartbeat",  # the contract between a processor and its supervisor
+    },
+    "ledger.cli": {"*"},  # parses, calls anything above, prints (checked for rules above)
+}
+
+
+def _wing(module: str) -> str | None:
+    """The wing of the table ``module`` belongs to (the longest entry it starts with)."""
+    found = [w for w in WINGS if module == w or module.startswith(w + ".")]
+    return max(found, key=len) if found else None
+
+
+def _runtime_imports(path: Path) -> list[tuple[str, int]]:
+    """(module, line) of every import in ``path`` that runs: module-level or in a function,
+    not under ``if TYPE_CHECKING:``; ``from X import name`` names X.name when that is a module
+    of the project, else X."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.append((sub if _exists(sub) else node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return [(m, line) for m, line in found if m.split(".")[0] in ("ledger", "processors")]
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+PROJECT_FILES = sorted(p for base in ("ledger", "processors") for p in (ROOT / base).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", PROJECT_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_module_imports_only_what_its_wing_may(path: Path) -> None:
+    module = _module(path)
+    if module == "ledger":
+        return  # the package itself: its version
+    wing = _wing(module)
+    assert wing is not None, f"{module} is in no wing of the table: place it (README, WINGS)"
+    allowed = WINGS[wing]
+    bad = []
+    for target, line in _runtime_imports(path):
+        theirs = _wing(target)
+        if "*" in allowed or target in LOW or theirs == wing:
+            continue
+        if not ({target, theirs} & allowed or any(target.startswith(a + ".") for a in allowed)):
+            bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({theirs})")
+    assert not bad, f"{wing} may import {sorted(allowed)}:\n" + "\n".join(bad)
