@@ -3,8 +3,10 @@
 Anyone who can reach a topic or run the CLI can send a policy document, a command or facts, so
 each is bounded in size, nesting and cost *before* the expensive step (YAML composition, CEL
 compilation, evaluation) and, for commands, before anything an unauthorized sender supplied is
-parsed. The values are product decisions documented in the README's limit table; deployments
-that need other values build their own :class:`Limits` and pass it down.
+parsed. The values are product decisions documented in the README's limit table. The core's
+functions take a :class:`Limits` (``evaluate``, ``decide``, ``parse_policy`` ...), and so does
+the SDK's test double (``LocalLedger(limits=...)``); the processors and the CLI run with
+:data:`DEFAULT_LIMITS`: there is no setting to change them in a deployment.
 """
 
 from __future__ import annotations
