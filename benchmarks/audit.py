@@ -539,7 +539,7 @@ def bare_consume(stack: Any, records: int) -> float:
         stack.bootstrap,
         security=stack.security("exporter"),
         **RDKAFKA_CONFIG,
-        **{"group.id": f"{stack.topics.prefix}ledger-exporter.bench"},
+        **{"group.id": stack.topics.group("ledger-exporter.bench")},
     )
     try:
         parts = [

@@ -55,7 +55,7 @@ from ledger.core.signing import key_id_of
 from ledger.discovery import resolve_security
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import ensure_acls
-from ledger.kafka.topics import create_topics, topic_specs
+from ledger.kafka.topics import EVALUATION_PARTITIONS, create_topics, topic_specs
 from ledger.keys import KeyStore, public_bytes, sign
 from ledger.local import broker
 from ledger.local.stack import (
@@ -180,8 +180,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--partitions",
         type=int,
-        default=6,
-        help="partitions of the request/decision topics (default 6, as `ledger topics create`)",
+        default=EVALUATION_PARTITIONS,
+        help=f"partitions of the request/decision topics (default {EVALUATION_PARTITIONS}, as "
+        "`ledger topics create`)",
     )
     parser.add_argument(
         "--keep-home", action="store_true", help="keep the temporary LEDGER_HOME (processor logs)"

@@ -516,7 +516,7 @@ def _listener_group(config: ClientConfig) -> dict[str, str]:
     so a secured broker never refuses it should librdkafka use it (the listener only assigns
     partitions and never commits)."""
     if config.role in ("agent", "governance", "auditor"):
-        return {"group.id": f"{config.topics.prefix}{config.role}.sdk-replies"}
+        return {"group.id": config.topics.group(f"{config.role}.sdk-replies")}
     return {}
 
 

@@ -135,6 +135,11 @@ class TopicNames:
         """Heads of the evaluators' decision hash chains (``ChainCheckpoint``, DESIGN §9)."""
         return self._name("ledger.chain-checkpoints")
 
+    def group(self, name: str) -> str:
+        """The consumer group ``name`` of this ledger (under the same prefix as its topics:
+        the ACLs grant groups by it)."""
+        return self._name(name)
+
     def all(self) -> tuple[str, ...]:
         return (
             self.commands,

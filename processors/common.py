@@ -57,7 +57,7 @@ def create_faust_app(
 
     The app's Kafka clients authenticate with ``settings.security`` (the processor's role).
     """
-    name = f"{settings.topics.prefix}{app_id}"
+    name = settings.topics.group(app_id)  # the app's id is its consumer group
     datadir = state_dir(settings, app_id)
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level itself
     conf: dict[str, Any] = {
@@ -113,7 +113,7 @@ def faust_credentials(security: KafkaSecurity | None) -> Any:
 
 def state_dir(settings: Settings, app_id: str) -> Path:
     """The app's own directory under ``$LEDGER_HOME/faust`` (Faust data, in-flight markers)."""
-    return settings.home / "faust" / f"{settings.topics.prefix}{app_id}"
+    return settings.home / "faust" / settings.topics.group(app_id)  # named as its app
 
 
 Output = tuple[str, bytes, bytes]

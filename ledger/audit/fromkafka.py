@@ -59,7 +59,7 @@ class Source:
         self.done: set[Where] = set()  # partitions read up to their end offset
         self.closed = False
         # The exporter's group (its ACLs allow it); it is never joined nor committed to.
-        group = {"group.id": f"{topics.prefix}{PROCESSOR_GROUPS['exporter']}.export"}
+        group = {"group.id": topics.group(f"{PROCESSOR_GROUPS['exporter']}.export")}
         self.consumer = make_rdkafka_consumer(
             bootstrap, security=security, **RDKAFKA_CONFIG, **group
         )

@@ -8,7 +8,7 @@ from ledger.cli.common import bootstrap_option, connection, load_settings
 from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
-from ledger.kafka.topics import create_topics, topic_specs
+from ledger.kafka.topics import EVALUATION_PARTITIONS, create_topics, topic_specs
 
 __all__ = ["group"]
 
@@ -23,7 +23,7 @@ def group() -> None:
 @click.option(
     "--partitions",
     type=click.IntRange(1, 1024),
-    default=6,
+    default=EVALUATION_PARTITIONS,
     show_default=True,
     help="Partitions of the evaluation-request, decision and correction topics.",
 )

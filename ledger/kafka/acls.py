@@ -74,11 +74,9 @@ def acl_table(topics: TopicNames) -> tuple[Permission, ...]:
     allow("exporter", "READ", everything)
     allow("auditor", "READ", everything)
     for role, group in PROCESSOR_GROUPS.items():
-        rows.append(
-            Permission(role, "group", f"{t.prefix}{group}", "READ", prefixed=role == "exporter")
-        )
+        rows.append(Permission(role, "group", t.group(group), "READ", prefixed=role == "exporter"))
     for role in ("agent", "governance", "auditor"):
-        rows.append(Permission(role, "group", f"{t.prefix}{role}.", "READ", prefixed=True))
+        rows.append(Permission(role, "group", t.group(f"{role}."), "READ", prefixed=True))
     return tuple(sorted(rows))
 
 

@@ -26,13 +26,17 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
 from ledger.kafka.clients import make_admin
 from ledger.settings import KafkaSecurity, Settings
 
-__all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport"]
+__all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport", "EVALUATION_PARTITIONS"]
+
+EVALUATION_PARTITIONS: Final = 6
+"""Partitions of the evaluation-request, decision and correction topics unless told otherwise:
+how many evaluator workers can share the requests, and reply partitions the clients spread over."""
 
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 _BOUNDED = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
@@ -55,7 +59,9 @@ class TopicReport:
     configs: Mapping[str, str]
 
 
-def topic_specs(settings: Settings, *, evaluation_partitions: int = 6) -> tuple[TopicSpec, ...]:
+def topic_specs(
+    settings: Settings, *, evaluation_partitions: int = EVALUATION_PARTITIONS
+) -> tuple[TopicSpec, ...]:
     """Every topic of the ledger with its partitions and configs."""
     t = settings.topics
     n = evaluation_partitions

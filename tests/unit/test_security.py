@@ -281,7 +281,7 @@ def test_keys_are_private_never_overwritten_and_missing_ones_say_what_to_do(
     assert store.actors() == ["human:alice"]
     with pytest.raises(UsageError, match="already has a key"):
         store.create("human:alice")
-    with pytest.raises(SigningKeyMissing, match="ledger actor add human:bob --by ADMIN") as missing:
+    with pytest.raises(SigningKeyMissing, match="ledger actor keygen human:bob") as missing:
         store.private_key("human:bob")
     assert (missing.value.code, missing.value.exit_code) == ("no_signing_key", 2)
 
