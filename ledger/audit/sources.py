@@ -254,11 +254,9 @@ def export_dir(path: ExportPath) -> Path:
     return path
 
 
-def resolve_topics(path: ExportPath, topics: TopicNames) -> TopicNames:
+def resolve_topics(path: ExportPath) -> TopicNames:
     """The topic names the export at ``path`` holds: the prefix its manifest records (an export
-    is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says). ``topics`` is unused but
-    kept for callers that pass their own."""
-    del topics
+    is read where it lies, whatever ``$LEDGER_TOPIC_PREFIX`` says)."""
     return TopicNames(prefix=_read(Path(path)).prefix)
 
 
@@ -281,13 +279,11 @@ def topic_files(path: ExportPath, topic: str, manifest: Manifest | None = None) 
 
 
 def connect() -> Any:
-    """An in-memory DuckDB connection for reading export files (no progress bar: verify,
-    reproduce and simulate print their own output, `--json` must stay one document)."""
-    import duckdb
+    """An in-memory DuckDB connection for reading export files: the session every reader of
+    an export uses (:func:`ledger.audit.sql.session`), loaded when first needed."""
+    from ledger.audit.sql import session
 
-    con = duckdb.connect(":memory:")
-    con.execute("SET enable_progress_bar = false")
-    return con
+    return session()
 
 
 READ_PARQUET = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
@@ -306,7 +302,7 @@ class ExportSource:
 
     def __init__(self, path: ExportPath, topics: TopicNames, codec: Codec | None = None) -> None:
         self.path = export_dir(path)
-        self.topics = resolve_topics(self.path, topics)
+        self.topics = resolve_topics(self.path)  # the export's own, not ``topics``
         self.codec = codec
         self._con: Any = None
 

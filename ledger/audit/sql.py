@@ -278,6 +278,22 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
     return "\n".join(statements), files
 
 
+def session() -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection set up as every reader of an export needs it: Parquet
+    and JSON loaded, times in UTC, no progress bar (``--json``/``--csv`` stay clean documents).
+    :func:`connect` adds the views; the history, verify and reproduction read files on one."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("LOAD parquet")
+        con.execute("LOAD json")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def connect(
     export_dir: ExportPath, *, read_only: bool = False, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
@@ -295,13 +311,9 @@ def connect(
     """
     directory = Path(export_dir)
     base, files = base_views_sql(directory)
-    con = duckdb.connect(":memory:")
+    con = session()
     try:
-        con.execute("LOAD parquet")
-        con.execute("LOAD json")
-        con.execute("SET TimeZone = 'UTC'")
         con.execute("SET parquet_metadata_cache = true")
-        con.execute("SET enable_progress_bar = false")  # --json/--csv stay clean documents
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
         con.execute(base)

@@ -68,7 +68,6 @@ __all__ = [
     "ChainSummary",
     "VerifyReport",
     "verify_export",
-    "verify_throughput",
 ]
 
 KINDS: Final = ("altered", "missing", "inserted", "reordered", "unchained")
@@ -743,7 +742,7 @@ def verify_export(
     """
     started = time.perf_counter()
     directory = export_dir(path)
-    topics = resolve_topics(directory, topics or TopicNames())
+    topics = resolve_topics(directory)  # the export's own prefix, whatever ``topics`` says
     rows = _Rows(codec or default_codec())
     con = connect()
     try:
@@ -916,14 +915,3 @@ def _first_first(rows: _Rows) -> list[Problem]:
         return (at, _RANK.get(p.kind, 9), p.topic or "", p.partition or 0, p.offset or 0)
 
     return sorted(kept, key=key)
-
-
-def verify_throughput(export_dir: ExportPath) -> float:
-    """Records verified per second over the export at ``export_dir`` (tests use it;
-    ``benchmarks.audit`` times :func:`verify_export` itself).
-
-    The whole verification runs, whatever it finds, as ``ledger audit verify`` runs it (worker
-    processes from 50,000 decisions); the figure is records over wall time.
-    """
-    report = verify_export(export_dir, allow_unchained=True, workers=None)
-    return report.records / report.seconds if report.seconds > 0 else float("inf")
