@@ -52,6 +52,7 @@ from ledger.core.lifecycle import (
     FirstAnswer,
     Rejection,
     already_applied,
+    clipped,
     command_result,
     decide_again,
     decide_signed,
@@ -382,9 +383,7 @@ def _cut_bytes(text: str, limit: int = _ANSWER_TEXT_CHARS) -> str:
 
 
 def _cut(text: str) -> str:
-    if len(text) <= _ANSWER_TEXT_CHARS:
-        return text
-    return f"{text[:_ANSWER_TEXT_CHARS]}… ({len(text)} characters)"
+    return clipped(text, _ANSWER_TEXT_CHARS)
 
 
 def create_app(settings: Settings, *, bootstrap: str) -> Processor:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 import struct
 import types
 import typing
@@ -59,7 +58,7 @@ from ledger.core.events import (
     EvaluationRequested,
     Event,
 )
-from ledger.core.jsonform import canonical_json, format_timestamp
+from ledger.core.jsonform import canonical_json, format_timestamp, json_float
 from ledger.errors import CodecError
 from ledger.settings import TopicNames
 
@@ -266,10 +265,7 @@ def _micros_text(micros: int) -> str:
     return format_timestamp(_EPOCH + timedelta(microseconds=micros))
 
 
-def _float_json(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+_float_json = json_float  # the JSON form's rule, by the name the generated readers use
 
 
 _Convert = Callable[[Any], Any]

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ledger.core.jsonform import to_json_value
+from ledger.core.policy.model import REASON_DEFAULT, decided_by
 from ledger.errors import LedgerError, PolicyError
 
 __all__ = [
@@ -146,10 +147,11 @@ json_option = click.option(
 
 
 def rule_label(rule: str | None, reason_code: str | None) -> str:
-    """The ``rule`` cell of a decision table: which rule decided, or why none did."""
-    if rule is not None:
-        return rule
-    return "null (default)" if reason_code == "default_applied" else "-"
+    """The ``rule`` cell of a decision table: which rule decided (the core's name for it), or
+    ``-`` when none did (the reason code has a column of its own)."""
+    if rule is None and reason_code != REASON_DEFAULT:
+        return "-"
+    return decided_by(rule, reason_code)
 
 
 def policy_label(policy: str | None, version: int | None, stage: Any = None) -> str:

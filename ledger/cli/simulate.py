@@ -26,7 +26,7 @@ from ledger.cli.output import handle_errors, json_option, print_json, print_tabl
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
-from ledger.core.policy.model import REASON_DEFAULT
+from ledger.core.policy.model import decided_by
 from ledger.core.simulate import Change, ImpactReport, simulate
 
 __all__ = ["COMMANDS", "simulate_cmd"]
@@ -154,16 +154,6 @@ def _change(c: Change) -> dict[str, Any]:
     }
 
 
-def _decided_by(rule: str | None, reason_code: str | None) -> str:
-    """What decided: the rule, else the policy's default, else why nothing did (an ``error``
-    for invalid facts is no default: ``(invalid_facts)``)."""
-    if rule is not None:
-        return rule
-    if reason_code in (None, REASON_DEFAULT):
-        return "(default)"
-    return f"({reason_code})"
-
-
 def _why(reasons: tuple[str, ...], width: int = 80) -> str:
     text = "; ".join(reasons)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -211,8 +201,8 @@ def _print(
         ["recorded rule", "draft rule", "from → to", "requests"],
         [
             [
-                _decided_by(r["recorded_rule"], r["recorded_reason_code"]),
-                _decided_by(r["draft_rule"], r["draft_reason_code"]),
+                decided_by(r["recorded_rule"], r["recorded_reason_code"]),
+                decided_by(r["draft_rule"], r["draft_reason_code"]),
                 f"{r['from']} → {r['to']}",
                 r["count"],
             ]
@@ -228,9 +218,9 @@ def _print(
                     c.request_id,
                     c.action,
                     c.resource,
-                    f"{c.old_determination.value} {_decided_by(c.old_rule, c.old_reason_code)}"
+                    f"{c.old_determination.value} {decided_by(c.old_rule, c.old_reason_code)}"
                     + (f" v{c.old_version}" if c.old_version is not None else ""),
-                    f"{c.new_determination.value} {_decided_by(c.new_rule, c.new_reason_code)}",
+                    f"{c.new_determination.value} {decided_by(c.new_rule, c.new_reason_code)}",
                     _why(c.new_reasons),
                 ]
                 for c in shown

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["to_json_value", "canonical_json", "format_timestamp", "parse_instant"]
+__all__ = ["to_json_value", "canonical_json", "format_timestamp", "parse_instant", "json_float"]
 
 
 def format_timestamp(value: datetime) -> str:
@@ -47,7 +47,9 @@ def parse_instant(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _float(value: float) -> float | str:
+def json_float(value: float) -> float | str:
+    """A float's JSON form: itself when finite, else ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"`` (JSON has no such numbers)."""
     if math.isfinite(value):
         return value
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
@@ -59,7 +61,7 @@ def to_json_value(value: Any) -> Any:
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is float:
-        return _float(value)
+        return json_float(value)
     if isinstance(value, enum.Enum):
         return to_json_value(value.value)
     if isinstance(value, Decimal):
@@ -81,7 +83,7 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return _float(float(value))
+        return json_float(float(value))
     raise TypeError(f"no JSON form for {kind.__name__}")
 
 

@@ -101,6 +101,7 @@ from ledger.errors import PolicyError
 
 __all__ = [
     "Rejection",
+    "clipped",
     "REJECTION_CODES",
     "DEFAULT_ADMINS",
     "decide",
@@ -164,8 +165,9 @@ class Rejection:
     message: str
 
 
-def _clipped(text: str, limit: int = 200) -> str:
-    """``text`` for a message, shortened when a sender made it huge."""
+def clipped(text: str, limit: int = 200) -> str:
+    """``text`` for a message, shortened when a sender made it huge (the one way a rejection,
+    or a processor's answer, cuts what the sender wrote)."""
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
@@ -190,7 +192,7 @@ def named_proposal(command: ProposePolicyVersion) -> ProposePolicyVersion:
 
 def _reject(code: str, message: str) -> Rejection:
     assert code in REJECTION_CODES, code
-    return Rejection(code=code, message=_clipped(message, REJECTION_CHARS))
+    return Rejection(code=code, message=clipped(message, REJECTION_CHARS))
 
 
 def command_aggregate(command: Command) -> str:
@@ -252,7 +254,7 @@ def _allowed(
     if authorize(state, command.actor, action, resource, now=now) is not None:
         return None
     return _reject(
-        "not_authorized", f"{_clipped(command.actor)} may not {action} on {_clipped(resource)}"
+        "not_authorized", f"{clipped(command.actor)} may not {action} on {clipped(resource)}"
     )
 
 
@@ -302,7 +304,7 @@ def authenticate(state: LedgerState, command: Command) -> Rejection | None:
 
     Looks at nothing but the signature, the key registry and the signed bytes: no document is
     parsed, no authority is consulted."""
-    what = f"{type(command).__name__} by {_clipped(command.actor)}"
+    what = f"{type(command).__name__} by {clipped(command.actor)}"
     if command.key_id is None or command.signature is None:
         return _reject(
             "unsigned_command",
@@ -312,17 +314,17 @@ def authenticate(state: LedgerState, command: Command) -> Rejection | None:
     key = actor_key(state, command.actor, command.key_id)
     if key is None:
         owner = key_owner(state, command.key_id)
-        whose = f" (it is {_clipped(owner)}'s)" if owner is not None else ""
+        whose = f" (it is {clipped(owner)}'s)" if owner is not None else ""
         return _reject(
             "unknown_actor_key",
             f"{what}: key {_shown(command.key_id, 80)} is not a registered key of "
-            f"{_clipped(command.actor)}{whose}",
+            f"{clipped(command.actor)}{whose}",
         )
     if not key.active:
         return _reject(
             "unknown_actor_key",
-            f"{what}: key {command.key_id} of {_clipped(command.actor)} was revoked by "
-            f"{key.revoked_by} ({_clipped(key.revoke_reason or '')})",
+            f"{what}: key {command.key_id} of {clipped(command.actor)} was revoked by "
+            f"{key.revoked_by} ({clipped(key.revoke_reason or '')})",
         )
     if not verify_signature(key.public_key, command.signature, signed_bytes(command)):
         return _reject(
@@ -340,7 +342,7 @@ def fresh(command: Command, now: datetime) -> Rejection | None:
         return None
     return _reject(
         "stale_command",
-        f"{type(command).__name__} by {_clipped(command.actor)} was signed at "
+        f"{type(command).__name__} by {clipped(command.actor)} was signed at "
         f"{command.occurred_at.isoformat()}, outside the {COMMAND_VALID_FOR.seconds // 60} "
         "minutes a signed command is valid for: sign it again (a check of the signer's clock "
         "may be due)",
@@ -972,7 +974,7 @@ def _revoke_key(
         active = [k for k in active if k.key_id == c.actor_key_id]
     if not active:
         which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "an active key"
-        return _reject("unknown_actor_key", f"{_clipped(c.principal)} has no {which}")
+        return _reject("unknown_actor_key", f"{clipped(c.principal)} has no {which}")
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied

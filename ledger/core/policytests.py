@@ -17,6 +17,7 @@ from typing import Any
 from ledger.core.events import Determination
 from ledger.core.jsonform import to_json_value
 from ledger.core.policy import Policy, PolicyOutcome, PolicyTestCase
+from ledger.core.policy.model import REASON_DEFAULT, decided_by
 
 __all__ = ["CaseResult", "run_case", "run_policy_tests", "offline_outcome"]
 
@@ -60,15 +61,10 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
             f"determination: expected {case.expect_determination.value}, got {outcome.determination.value}"
         )
     if case.check_rule and outcome.rule != case.expect_rule:
-        exp = case.expect_rule if case.expect_rule is not None else "null (default)"
-        got = (
-            outcome.rule
-            if outcome.rule is not None
-            else "null (default)"
-            if outcome.reason_code == "default_applied"
-            else f"no rule ({outcome.reason_code})"  # an error decided: no rule, nor the default
+        exp = decided_by(case.expect_rule, REASON_DEFAULT)  # rule: null means the default
+        failures.append(
+            f"rule: expected {exp}, got {decided_by(outcome.rule, outcome.reason_code)}"
         )
-        failures.append(f"rule: expected {exp}, got {got}")
     if case.expect_constraints is not None and dict(outcome.constraints) != dict(
         case.expect_constraints
     ):

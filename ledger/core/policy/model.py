@@ -39,6 +39,7 @@ __all__ = [
     "REASON_INVALID_FACTS",
     "REASON_CONDITION_ERROR",
     "REASON_BUDGET_EXCEEDED",
+    "decided_by",
 ]
 
 REASON_RULE_MATCHED: Final = "rule_matched"
@@ -46,6 +47,18 @@ REASON_DEFAULT: Final = "default_applied"
 REASON_INVALID_FACTS: Final = "invalid_facts"
 REASON_CONDITION_ERROR: Final = "condition_error"
 REASON_BUDGET_EXCEEDED: Final = "evaluation_budget_exceeded"
+
+
+def decided_by(rule: str | None, reason_code: str | None) -> str:
+    """What decided, as every report names it: the rule; ``null (default)`` for the policy's
+    default (``rule: null`` in a test case's expectation); else ``no rule (REASON)``: an
+    error, or an answer given before any policy ran."""
+    if rule is not None:
+        return rule
+    if reason_code == REASON_DEFAULT:
+        return "null (default)"
+    return f"no rule ({reason_code or 'none'})"
+
 
 EMPTY: Final[Mapping[str, Value]] = MappingProxyType({})
 
