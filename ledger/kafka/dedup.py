@@ -15,10 +15,12 @@ from ledger.kafka.clients import make_consumer
 from ledger.kafka.reading import topic_partitions
 from ledger.settings import KafkaSecurity, TopicNames
 
-__all__ = ["answered_since_last_commit", "CLOCK_SKEW_MS"]
+__all__ = ["answered_since_last_commit", "WRITE_TIME_SLACK_MS"]
 
-CLOCK_SKEW_MS = 60_000
-"""How far before the oldest uncommitted request a decision for it may be stamped."""
+WRITE_TIME_SLACK_MS = 60_000
+"""How far before the oldest uncommitted request a decision for it may be stamped (Kafka's
+record times, between the writers' clocks). Not the core's ``CLOCK_SKEW``, which is how far a
+signed command's time may run ahead of the command processor's clock."""
 
 
 def answered_since_last_commit(
@@ -48,7 +50,7 @@ def answered_since_last_commit(
             return set()
         decisions = topic_partitions(consumer, topics.decisions, bootstrap=bootstrap)
         consumer.assign(decisions)
-        since = max(0, oldest_ms - CLOCK_SKEW_MS)
+        since = max(0, oldest_ms - WRITE_TIME_SLACK_MS)
         starts = consumer.offsets_for_times({tp: since for tp in decisions})
         dec_ends = consumer.end_offsets(decisions)
         live: list[Any] = []
