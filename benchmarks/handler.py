@@ -9,7 +9,7 @@ the same work costs each request when the caches were evicted just before it.
 
 For each request it times decoding the request record, the core's evaluation, the hash-chain
 stamp (:func:`ledger.core.chain.link`) and encoding the trace, then, separately, the whole
-:meth:`processors.evaluator.RequestHandler.handle_batch` of that one record (in-flight markers,
+:meth:`processors.request_handler.RequestHandler.handle_batch` of that one record (in-flight markers,
 de-duplication, size limit, correction check included). Warm: requests back to back. Cold:
 ``--evict-mb`` of memory written before each request (more than a core's L2 cache; the timer
 starts after it). Figures are medians in microseconds.
@@ -33,8 +33,9 @@ from ledger.core.events import EvaluationRequested
 from ledger.ids import utcnow
 from ledger.settings import Settings
 from processors.common import ProcessorStats
-from processors.evaluator import RequestHandler, _Record
 from processors.inflight import InFlight
+from processors.request_handler import RequestHandler
+from processors.request_loop import Record
 
 STAGES = ("decode request", "evaluate", "chain link", "encode trace")
 
@@ -78,7 +79,7 @@ def _whole(encoded: list[bytes], evict: Callable[[], None] | None, markers: Path
     out: list[float] = []
     clock = time.perf_counter_ns
     for offset, value in enumerate(encoded):
-        record = _Record("bench.requests", 0, offset, None, value)
+        record = Record("bench.requests", 0, offset, None, value)
         if evict is not None:
             evict()
         start = clock()

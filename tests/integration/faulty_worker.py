@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from processors import command_processor, evaluator
+from processors import command_processor, evaluator, request_handler
 
 
 def _misbehave(marker: str) -> None:
@@ -31,13 +31,13 @@ def _misbehave(marker: str) -> None:
 def main() -> None:
     name = Path(os.environ["LEDGER_READY_FILE"]).stem
     if name.startswith("evaluator"):
-        real_evaluate = evaluator.evaluate
+        real_evaluate = request_handler.evaluate
 
         def evaluate(state: Any, request: Any, **kw: Any) -> Any:
             _misbehave(request.resource)
             return real_evaluate(state, request, **kw)
 
-        evaluator.evaluate = evaluate  # type: ignore[assignment]
+        request_handler.evaluate = evaluate  # type: ignore[assignment]
         evaluator.main()
     else:
         real_decide = command_processor.decide_signed

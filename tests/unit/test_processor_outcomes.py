@@ -44,7 +44,7 @@ from ledger.ids import new_id, utcnow
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
 from processors import common
-from processors import evaluator as evaluator_module
+from processors import request_handler as evaluator_module
 from processors.command_processor import CommandHandler
 from processors.common import OutputLimit, ProcessorStats
 from processors.evaluator import RequestHandler

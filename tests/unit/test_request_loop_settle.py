@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-import processors.evaluator as evaluator
+import processors.request_loop as request_loop
 from ledger.codec import default_codec
 from ledger.core.events import ChainCheckpoint, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
 from processors.common import OutputLimit, ProcessorStats
-from processors.evaluator import RequestHandler, RequestLoop, _Record
+from processors.request_handler import RequestHandler
+from processors.request_loop import Record, RequestLoop
 
 CODEC = default_codec()
 SETTINGS = Settings(home=Path("/nonexistent"))
@@ -79,7 +80,7 @@ def no_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     def die(code: int, message: str, *args: Any) -> None:
         raise Died(message % args)
 
-    monkeypatch.setattr(evaluator, "die", die)
+    monkeypatch.setattr(request_loop, "die", die)
 
 
 def loop(every: int = 3) -> tuple[RequestLoop, RequestHandler, Broker, Consumer]:
@@ -104,7 +105,7 @@ def loop(every: int = 3) -> tuple[RequestLoop, RequestHandler, Broker, Consumer]
     return request_loop, handler, broker, Consumer()
 
 
-def records(n: int, partition: int = 0) -> list[_Record]:
+def records(n: int, partition: int = 0) -> list[Record]:
     out = []
     for _ in range(n):
         value = CODEC.encode(
@@ -117,11 +118,11 @@ def records(n: int, partition: int = 0) -> list[_Record]:
                 resource="account:1",
             )
         )
-        out.append(_Record(REQUESTS, partition, next(_offsets), b"k", value))
+        out.append(Record(REQUESTS, partition, next(_offsets), b"k", value))
     return out
 
 
-def fetched(request_loop: RequestLoop, handler: RequestHandler, batch: list[_Record]) -> None:
+def fetched(request_loop: RequestLoop, handler: RequestHandler, batch: list[Record]) -> None:
     request_loop._dispatch(request_loop._producer, handler.handle_batch(EMPTY_STATE, batch), batch)
 
 

@@ -1,0 +1,271 @@
+"""The evaluator's work per request, with no I/O: decode → core ``evaluate`` → link into the
+worker's hash chain → encode, within the record limit (DESIGN §6, §8, §9, §12).
+
+:class:`RequestHandler` answers a request record with the records to write: the decision (a
+link of the worker's chain), a correction for an async request the decision contradicts, a chain
+checkpoint every :data:`CHECKPOINT_EVERY` decisions, a dead letter for a record it cannot answer
+(undecodable, an id over its limit, an answer no record can hold) and an ``error`` decision for a
+bad request. It answers a request id once (:class:`RecentIds`, seeded at start-up by the
+evaluator). :mod:`processors.request_loop` feeds it batches from Kafka; :mod:`processors.evaluator`
+wires the two into the Faust app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from ledger.codec import Codec
+from ledger.core.chain import ChainHead, checkpoint, link
+from ledger.core.evaluate import (
+    batch_without_trace,
+    correction_for,
+    evaluate,
+    evaluate_batch,
+    unanswerable,
+    without_trace,
+)
+from ledger.core.events import (
+    EVALUATOR,
+    BatchEvaluationRequested,
+    EvaluationRequested,
+)
+from ledger.core.limits import DEFAULT_LIMITS
+from ledger.errors import CodecError
+from ledger.ids import new_id, utcnow
+from ledger.settings import Settings
+from processors.common import (
+    Output,
+    OutputLimit,
+    ProcessorStats,
+)
+from processors.dead_letters import DeadLetters, decode_as
+from processors.inflight import InFlight
+
+__all__ = ["RequestHandler", "RecentIds", "CHECKPOINT_EVERY"]
+
+log = logging.getLogger("ledger.evaluator")
+
+_REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
+
+CHECKPOINT_EVERY = 1000
+"""A chain checkpoint follows at the latest this many decisions after the previous one."""
+
+
+class RecentIds:
+    """A bounded set of recently answered request ids (oldest forgotten first).
+
+    Each id is kept as a 16-byte digest: ids may be up to 128 characters, and a million of
+    them at full length held ~285 MB.
+    """
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, key: bytes) -> bool:
+        return _digest(key) in self._ids
+
+    def add(self, key: bytes) -> None:
+        self._ids[_digest(key)] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def update(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.blake2b(key, digest_size=16).digest()
+
+
+class RequestHandler:
+    """Turns request records into the records to publish. No Kafka: easy to test and reuse.
+
+    Every record gets an outcome that fits a Kafka record: a decision (an ``error`` decision
+    without facts when the full trace would be too large), or a dead letter. With ``inflight``,
+    a record that was being handled each time the process died is dead-lettered, not handled.
+
+    Every decision it returns is the next link of its hash chain (``chain``, one per handler:
+    one per worker process), stamped as its last step so the chain advances only for records
+    that are written. Checkpoints of the chain's head come out as outputs too: after every
+    ``checkpoint_every`` decisions, from :meth:`tick` (called on a timer) and :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        codec: Codec,
+        evaluator_id: str,
+        stats: ProcessorStats,
+        limit: OutputLimit | None = None,
+        inflight: InFlight | None = None,
+        chain_id: str | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
+        self.topics = settings.topics
+        self.codec = codec
+        self.evaluator_id = evaluator_id
+        self.stats = stats
+        self.recent = RecentIds()
+        self.reply_partitions: dict[bytes, int] = {}
+        """Request id -> the partition its answers go to, for requests that name one (the
+        sender of the outputs pops them; outputs stay ``(topic, key, value)``)."""
+        self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
+        self.inflight = inflight
+        self.letters = DeadLetters(
+            codec=codec,
+            topic=settings.topics.dead_letters,
+            actor=f"service:{evaluator_id}",
+            stats=stats,
+            limit=self.limit,
+        )
+        # A fresh nonce per handler: a restarted or second worker starts a chain of its own.
+        self.chain = ChainHead(chain_id or f"{evaluator_id}/{new_id()}")
+        self.checkpoint_every = checkpoint_every
+        self._checkpointed = 0  # chain_seq of the last checkpoint returned
+
+    def handle(
+        self,
+        state: Any,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> list[Output]:
+        started = time.perf_counter_ns()
+        try:
+            request = decode_as(self.codec, value, _REQUEST_TYPES, "an evaluation request")
+        except CodecError as exc:
+            return [self._dead_letter(topic, partition, offset, key, value, exc.code, str(exc))]
+        refused = unanswerable(request)  # before it is answered, or remembered
+        if refused is not None:
+            code, reason = refused
+            return [self._dead_letter(topic, partition, offset, key, value, code, reason)]
+        rid = request.event_id.encode()
+        if rid in self.recent:
+            self.stats.duplicates += 1
+            return []
+        now = utcnow()
+        out: list[Output]
+        chain = self.chain
+        if isinstance(request, EvaluationRequested):
+            decision = evaluate(state, request, now=now, evaluator_id=self.evaluator_id)
+            latency = {"latency_us": (time.perf_counter_ns() - started) // 1000}
+            stamped, head = link(decision, chain, latency)
+            encoded = self.codec.encode(stamped)
+            if not self.limit.fits(rid, encoded):
+                reduced = without_trace(decision, value, self.limit.max_bytes)
+                stamped, head = link(reduced, chain, latency)
+                encoded = self.codec.encode(stamped)
+            out = [(self.topics.decisions, rid, encoded)]
+            correction = correction_for(stamped)
+            if correction is not None:
+                out.append((self.topics.corrections, rid, self.codec.encode(correction)))
+        else:
+            answer = evaluate_batch(state, request, now=now, evaluator_id=self.evaluator_id)
+            stamped_batch, head = link(answer, chain)
+            encoded = self.codec.encode(stamped_batch)
+            if not self.limit.fits(rid, encoded):
+                stamped_batch, head = link(batch_without_trace(answer), chain)
+                encoded = self.codec.encode(stamped_batch)
+            out = [(self.topics.decisions, rid, encoded)]
+        if not all(self.limit.fits(k, v) for _, k, v in out):
+            reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
+            return [
+                self._dead_letter(topic, partition, offset, key, value, "output_too_large", reason)
+            ]
+        self.chain = head  # only now: a record that is not written is not in the chain
+        self.recent.add(rid)
+        self.stats.processed += 1
+        if request.reply_partition is not None:
+            self.reply_partitions[rid] = request.reply_partition
+        if head.seq - self._checkpointed >= self.checkpoint_every:
+            out.append(self._checkpoint(now))
+        return out
+
+    def tick(self, now: datetime) -> list[Output]:
+        """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""
+        if self.chain.seq > self._checkpointed:
+            return [self._checkpoint(now)]
+        return []
+
+    def close(self, now: datetime) -> list[Output]:
+        """The chain's final checkpoint, at a clean shutdown: nothing follows it."""
+        if self.chain.seq == 0:
+            return []
+        return [self._checkpoint(now, final=True)]
+
+    def _checkpoint(self, now: datetime, *, final: bool = False) -> Output:
+        head = self.chain
+        mark = checkpoint(
+            head, now=now, actor=EVALUATOR, evaluator_id=self.evaluator_id, final=final
+        )
+        self._checkpointed = head.seq
+        return (self.topics.chain_checkpoints, head.chain_id.encode(), self.codec.encode(mark))
+
+    def handle_batch(self, state: Any, messages: Iterable[Any]) -> list[Output]:
+        """The outputs of several records (Faust messages) in order, all against one state.
+
+        Each record is marked in flight while it is handled; a record the processor died on
+        (see :class:`~processors.inflight.InFlight`) is dead-lettered instead, and one the
+        handler fails on is dead-lettered with the failure: the batch goes on either way.
+        """
+        out: list[Output] = []
+        handle, inflight = self.handle, self.inflight
+        try:
+            for msg in messages:
+                topic, partition, offset = msg.topic, msg.partition, msg.offset
+                if inflight is not None:
+                    deaths = inflight.begin(topic, partition, offset)
+                    if deaths:
+                        out.append(self.letters.poison(msg, deaths, "evaluator"))
+                        continue
+                try:
+                    out += handle(
+                        state,
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        key=msg.key,
+                        value=msg.value,
+                    )
+                except Exception as exc:  # one record's failure, not the batch's
+                    log.exception("evaluator failed on %s[%s]@%s", topic, partition, offset)
+                    out.append(self.letters.failure(msg, exc))
+        finally:
+            if inflight is not None:
+                inflight.clear()
+        return out
+
+    def _dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        code: str,
+        reason: str,
+    ) -> Output:
+        return self.letters.letter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            code=code,
+            reason=reason,
+        )

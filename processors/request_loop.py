@@ -1,0 +1,453 @@
+"""The evaluator's request path on Kafka, in batches end to end (DESIGN §12).
+
+:class:`RequestLoop` runs on a thread of its own: a librdkafka consumer in the evaluator group
+fetches up to :data:`BATCH_MAX` requests, the :class:`~processors.request_handler.RequestHandler`
+answers them all against one governance state, the answers are produced (many per produce
+request), and once every one of them is acknowledged by the broker (``acks=all``) the batch's
+offsets are committed, asynchronously and at most once per :data:`COMMIT_INTERVAL`. Answers go
+to the decisions/corrections partition a request names (``reply_partition``), so a client reads
+one partition, not every decision of the ledger. Chain checkpoints are held until the batches
+before them are settled.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ledger.ids import utcnow
+from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
+from ledger.settings import Settings
+from processors.common import (
+    DELIVERY_FAILED_EXIT,
+    HANDLING_FAILED_EXIT,
+    Output,
+    die,
+)
+from processors.request_handler import RequestHandler
+
+__all__ = [
+    "RequestLoop",
+    "Record",
+    "BATCH_MAX",
+    "COMMIT_INTERVAL",
+    "SETTLE_WAIT",
+    "CHECKPOINT_INTERVAL",
+]
+
+log = logging.getLogger("ledger.evaluator")
+
+# Requests fetched and answered per batch at most. A batch is whatever has arrived: nothing
+# waits for a batch to fill, so a request that arrives alone is answered alone, at once.
+BATCH_MAX = 2000
+
+COMMIT_INTERVAL = 0.1
+"""Seconds between the request loop's asynchronous offset commits, at most."""
+SETTLE_WAIT = 0.05
+"""Seconds the idle request loop waits for a request while outputs are in flight (their
+acknowledgements are settled after at most this)."""
+CHECKPOINT_INTERVAL = 1.0
+"""Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
+gets one, so its newest records are vouched for within about a second."""
+
+
+class Record:
+    """One fetched request: what :meth:`RequestHandler.handle_batch` reads of a message."""
+
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value = key, value
+
+
+class _Batch:
+    """One fetched batch whose outputs are in flight: settled when all are acknowledged."""
+
+    __slots__ = ("failure", "offsets", "pending", "settled")
+
+    def __init__(self, records: list[Record]) -> None:
+        self.pending = 0
+        self.failure: Any = None
+        self.settled = False  # every output acknowledged, and every batch before it
+        self.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+
+    def delivered(self, error: Any, message: Any) -> None:
+        self.pending -= 1
+        if error is not None and self.failure is None:
+            self.failure = error
+
+
+class RequestLoop:
+    """The batched request path on its own thread (see the module docstring).
+
+    Per batch: fetch what has arrived (up to :data:`BATCH_MAX`), answer it against the current
+    governance state (``state()``) and queue every output to the producer; the next batch is
+    fetched while those are in flight. A batch's offsets are committed once the broker has
+    acknowledged all of its outputs (``acks=all``), batches in the order they were fetched. An
+    output the broker refuses, or any failure outside one record's handling, stops the process
+    before that commit (the batch is re-delivered on restart, and request ids make that
+    idempotent). When the group takes partitions away, every output in flight is awaited and
+    their offsets committed synchronously before they go, so another worker never re-answers
+    what this one answered.
+
+    ``alive()`` is false while a batch has been in hand for longer than ``stuck_after`` seconds
+    (a record hanging the handler): the heartbeat stops, so a supervisor sees it.
+
+    The handler's hash chain is only touched on this thread: its checkpoints are made when a
+    batch reaches :data:`CHECKPOINT_EVERY`, every ``checkpoint_interval`` seconds when the chain
+    grew (:meth:`RequestHandler.tick`), and once after the last batch when the loop is stopped
+    (:meth:`stop`: the final checkpoint, :meth:`RequestHandler.close`). A checkpoint vouches for
+    every decision up to its sequence number, so it is *held* until the batches before it are
+    settled (all their outputs acknowledged): a decision that never reached the broker — the
+    process stops on it — is never vouched for, and ``audit verify`` does not report it missing.
+    A loop that dies writes no final checkpoint (nor one while anything is unacknowledged); the
+    restarted process starts a chain of its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        settings: Settings,
+        handler: RequestHandler,
+        state: Callable[[], Any],
+        max_bytes: int,
+        stuck_after: float = 10.0,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        consumer_config: dict[str, Any] | None = None,
+        producer_config: dict[str, Any] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._topics = settings.topics
+        self._security = settings.security
+        self._handler = handler
+        self._state = state
+        self._max_bytes = max_bytes
+        self._stuck_after = stuck_after
+        self._checkpoint_interval = checkpoint_interval
+        self._consumer_config = consumer_config or {}
+        self._producer_config = producer_config or {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-requests", daemon=True)
+        self._busy_since: float | None = None
+        self._open: collections.deque[_Batch] = collections.deque()  # outputs in flight
+        # Chain checkpoints waiting for the batch they follow to settle.
+        self._held: collections.deque[tuple[_Batch, list[Output]]] = collections.deque()
+        self._producer: Any = None
+        self._committed: dict[tuple[str, int], int] = {}  # next offset, last committed
+        self._handled: dict[tuple[str, int], int] = {}  # next offset, handled and durable
+        # Partitions the group took away: a batch of theirs that settles late (a revoke whose
+        # flush timed out) must not commit for the partition's next owner.
+        self._gone: set[tuple[str, int]] = set()
+        self._partitions: dict[str, int] = {}  # reply topic -> partition count
+        self._metadata_at = 0.0
+        self._unsaved = False  # offsets handled since the last commit
+        self._commit_at = 0.0
+        self.batches = 0
+        self.stopped = False
+        """True once :meth:`stop` was called: the loop ends because it was told to."""
+        self.started = threading.Event()
+        """Set once the consumer has subscribed (tests, and the log)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the batch in hand: its outputs and the chain's final checkpoint are
+        written and its offsets committed before the thread ends."""
+        self.stopped = True
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def alive(self) -> bool:
+        """False while one batch has been in hand for longer than ``stuck_after`` seconds."""
+        since = self._busy_since
+        return since is None or time.monotonic() - since < self._stuck_after
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # the request path is the evaluator: without it, stop
+            if not self._stop.is_set():
+                die(HANDLING_FAILED_EXIT, "the evaluator's request loop failed")
+
+    def _serve(self) -> None:
+        from confluent_kafka import KafkaException
+
+        self._open.clear()
+        self._held.clear()
+        consumer = make_rdkafka_consumer(
+            self._bootstrap,
+            security=self._security,
+            **{
+                "group.id": self._group_id,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 300_000,
+                **self._consumer_config,
+            },
+        )
+        producer = self._producer = make_rdkafka_producer(
+            self._bootstrap,
+            security=self._security,
+            **{"message.max.bytes": self._max_bytes, **self._producer_config},
+        )
+        try:
+            consumer.subscribe(
+                [self._topics.evaluation_requests],
+                on_assign=self._assigned,
+                on_revoke=self._revoked,
+                on_lost=self._lost,
+            )
+            self._refresh_partitions(producer)
+            self.started.set()
+            handler, state = self._handler, self._state
+            interval = self._checkpoint_interval
+            next_tick = time.monotonic() + interval
+            while not self._stop.is_set():
+                self._settle(consumer, producer)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + interval
+                    self._hold(producer, handler.tick(utcnow()))
+                # consume() waits until it has all it asked for: take what is there, and when
+                # nothing is, wait for one record only (a record ends the wait at once). While
+                # outputs are in flight the wait is shorter, so their acknowledgements are
+                # settled within SETTLE_WAIT — they only gate commits (at most one per
+                # COMMIT_INTERVAL) and checkpoints, never an answer: waking every millisecond for
+                # them cost the evaluator CPU and the round trip its tail at low rates.
+                messages = consumer.consume(num_messages=BATCH_MAX, timeout=0)
+                if not messages:
+                    first = consumer.poll(SETTLE_WAIT if self._open else 0.2)
+                    if first is None:
+                        continue
+                    messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
+                self._busy_since = time.monotonic()
+                records = []
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.fatal():
+                            raise KafkaException(error)
+                        log.warning("request consumer: %s", error)
+                        continue
+                    records.append(
+                        Record(
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            message.key(),
+                            message.value(),
+                        )
+                    )
+                if records:
+                    self._dispatch(producer, handler.handle_batch(state(), records), records)
+                self.batches += 1
+                self._busy_since = None
+        finally:
+            self._busy_since = None
+            with contextlib.suppress(Exception):
+                for _ in range(2):  # settling releases held checkpoints: flush those too
+                    producer.flush(10)
+                    self._settle(consumer, producer, asynchronous=False)
+            if self._stop.is_set():
+                self._close_chain(producer)
+            with contextlib.suppress(Exception):
+                consumer.close()
+            with contextlib.suppress(Exception):
+                producer.close()
+
+    def _dispatch(self, producer: Any, outputs: list[Output], records: list[Record]) -> None:
+        """Queue the outputs of one fetched batch; its chain checkpoints wait (see :meth:`_hold`)."""
+        marks = self._topics.chain_checkpoints
+        held = [o for o in outputs if o[0] == marks]
+        batch = _Batch(records)
+        self._produce(producer, [o for o in outputs if o[0] != marks] if held else outputs, batch)
+        self._open.append(batch)
+        if held:
+            self._held.append((batch, held))
+
+    def _hold(self, producer: Any, checkpoints: list[Output]) -> None:
+        """Queue chain checkpoints once every batch fetched so far is settled: at once when
+        nothing is in flight, else after the newest open batch (see :meth:`_settle`)."""
+        if not checkpoints:
+            return
+        if self._open:
+            self._held.append((self._open[-1], checkpoints))
+        else:
+            self._produce_extra(producer, checkpoints)
+
+    def _produce_extra(self, producer: Any, outputs: list[Output]) -> None:
+        """Queue outputs that answer no fetched record (chain checkpoints): settled in order
+        with the batches, a failed delivery stops the process like any other."""
+        if outputs:
+            batch = _Batch([])
+            self._produce(producer, outputs, batch)
+            self._open.append(batch)
+
+    def _close_chain(self, producer: Any) -> None:
+        """The chain's final checkpoint, after every decision of this loop is written."""
+        handler = self._handler
+        if self._open or self._held:  # something unacknowledged: vouch for nothing more
+            log.warning(
+                "chain %s left without a final checkpoint: %d batch(es) unacknowledged",
+                handler.chain.chain_id,
+                len(self._open),
+            )
+            return
+        try:
+            outputs = handler.close(utcnow())
+            if outputs:
+                batch = _Batch([])
+                self._produce(producer, outputs, batch)
+                producer.flush(10)
+                if batch.pending or batch.failure is not None:
+                    log.warning("final chain checkpoint not written: %r", batch.failure)
+                    return
+            log.info("chain %s closed at %d records", handler.chain.chain_id, handler.chain.seq)
+        except Exception:
+            log.exception("final chain checkpoint failed")
+
+    def _settle(self, consumer: Any, producer: Any, *, asynchronous: bool = True) -> None:
+        """Commit the offsets of the oldest batches whose outputs are all acknowledged.
+
+        Batches are settled in the order they were fetched, so a committed offset never passes
+        a record whose outputs are still in flight.
+        """
+        producer.poll(0)  # runs the delivery callbacks
+        while self._open and self._open[0].pending == 0:
+            batch = self._open.popleft()
+            if batch.failure is not None:
+                die(
+                    DELIVERY_FAILED_EXIT,
+                    "output could not be written, stopping before any offset is committed: %r",
+                    batch.failure,
+                )
+            batch.settled = True
+            if self._gone:
+                gone = self._gone
+                self._handled.update((k, v) for k, v in batch.offsets.items() if k not in gone)
+            else:
+                self._handled.update(batch.offsets)
+            self._unsaved = True
+        while self._held and self._held[0][0].settled:  # what they vouch for is all written
+            self._produce_extra(producer, self._held.popleft()[1])
+        # At most one asynchronous commit per COMMIT_INTERVAL: a commit per small batch cost the
+        # broker more than answering it. What is answered but not yet committed is re-delivered
+        # after a crash and recognised by the start-up de-duplication; a rebalance and a stop
+        # commit synchronously.
+        now = time.monotonic()
+        if not asynchronous or (self._unsaved and now - self._commit_at >= COMMIT_INTERVAL):
+            self._commit(consumer, asynchronous=asynchronous)
+            self._unsaved, self._commit_at = False, now
+
+    def _produce(self, producer: Any, outputs: list[Output], batch: _Batch) -> None:
+        """Queue ``outputs`` for the broker (each acknowledgement settles one of ``batch``)."""
+        routes = self._handler.reply_partitions
+        replies = (self._topics.decisions, self._topics.corrections)
+        produce, delivered = producer.produce, batch.delivered
+        batch.pending = len(outputs)
+        for topic, key, value in outputs:
+            partition = -1  # the partitioner's choice (by key)
+            if topic in replies:
+                wanted = routes.get(key)
+                if wanted is not None:
+                    partition = self._reply_partition(producer, topic, wanted)
+            while True:
+                try:
+                    produce(topic, value, key, partition=partition, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.05)
+                except Exception as exc:  # refused on the spot (too large, unknown topic …)
+                    die(
+                        DELIVERY_FAILED_EXIT,
+                        "output to %s was refused, stopping before any commit: %r",
+                        topic,
+                        exc,
+                    )
+        routes.clear()
+
+    def _reply_partition(self, producer: Any, topic: str, wanted: int) -> int:
+        """``wanted`` when ``topic`` has that partition, else the key's (-1): a request cannot
+        make the evaluator produce to a partition that does not exist."""
+        count = self._partitions.get(topic, 0)
+        if wanted >= count and time.monotonic() - self._metadata_at > 10.0:
+            self._refresh_partitions(producer)  # partitions may have been added since
+            count = self._partitions.get(topic, 0)
+        return wanted if 0 <= wanted < count else -1
+
+    def _refresh_partitions(self, producer: Any) -> None:
+        self._metadata_at = time.monotonic()
+        for topic in (self._topics.decisions, self._topics.corrections):
+            with contextlib.suppress(Exception):
+                meta = producer.list_topics(topic, timeout=10).topics.get(topic)
+                if meta is not None and meta.error is None:
+                    self._partitions[topic] = len(meta.partitions)
+
+    def _commit(
+        self,
+        consumer: Any,
+        *,
+        asynchronous: bool,
+        only: set[tuple[str, int]] | None = None,
+        force: bool = False,
+    ) -> None:
+        from confluent_kafka import TopicPartition
+
+        due = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in self._handled.items()
+            if (force or self._committed.get((topic, partition)) != offset)
+            and (only is None or (topic, partition) in only)
+        ]
+        if not due:
+            return
+        consumer.commit(offsets=due, asynchronous=asynchronous)
+        for tp in due:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        # librdkafka assigns them when this returns; ours again, their offsets count again.
+        self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        # Called inside consume(), between batches: wait until every output in flight is
+        # acknowledged, and make the commits of the partitions that leave durable, before
+        # another worker reads them.
+        leaving = {(tp.topic, tp.partition) for tp in partitions}
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._settle(consumer, self._producer)
+        try:  # again, and synchronously, even what an asynchronous commit already sent
+            self._commit(consumer, asynchronous=False, only=leaving, force=True)
+        except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
+            log.warning("could not commit revoked partitions: %s", exc)
+        self._forget(leaving)
+
+    def _lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, leaving: set[tuple[str, int]]) -> None:
+        self._gone |= leaving
+        for where in leaving:
+            self._handled.pop(where, None)
+            self._committed.pop(where, None)
