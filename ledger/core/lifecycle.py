@@ -88,6 +88,7 @@ from ledger.core.signing import (
     key_id_of,
     signed_bytes,
     verify_signature,
+    within_validity,
 )
 from ledger.core.state import (
     LedgerState,
@@ -338,7 +339,7 @@ def authenticate(state: LedgerState, command: Command) -> Rejection | None:
 def fresh(command: Command, now: datetime) -> Rejection | None:
     """``None`` when ``command`` was signed within :data:`COMMAND_VALID_FOR` before ``now``
     (and at most :data:`CLOCK_SKEW` after it), else the ``stale_command`` :class:`Rejection`."""
-    if now - COMMAND_VALID_FOR <= command.occurred_at <= now + CLOCK_SKEW:
+    if within_validity(command.occurred_at, now):
         return None
     return _reject(
         "stale_command",
@@ -670,9 +671,6 @@ def _promote(
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied
-    previous = {Stage.ACTIVE: record.active, Stage.CANARY: record.canary, Stage.SHADOW: None}[
-        c.stage
-    ]
     return (
         PolicyVersionPromoted(
             event_id=new_id(),
@@ -684,7 +682,7 @@ def _promote(
             version=c.version,
             stage=c.stage,
             percent=c.percent,
-            previous_version=previous if previous != c.version else None,
+            previous_version=record.previous_for(c.stage, c.version),
         ),
     )
 

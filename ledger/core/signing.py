@@ -79,6 +79,7 @@ __all__ = [
     "verify_history",
     "COMMAND_VALID_FOR",
     "CLOCK_SKEW",
+    "within_validity",
 ]
 
 DOMAIN: Final = "decision-ledger/command/v1"
@@ -95,6 +96,14 @@ state it would change has moved on."""
 
 CLOCK_SKEW: Final = timedelta(minutes=2)
 """How far ahead of the command processor's clock a signer's clock may be."""
+
+
+def within_validity(signed_at: datetime, at: datetime) -> bool:
+    """Was a command signed at ``signed_at`` valid at ``at``: signed at most
+    :data:`COMMAND_VALID_FOR` before, and at most :data:`CLOCK_SKEW` after? The one window the
+    command processor admits a command in, and proving it later checks again."""
+    return at - COMMAND_VALID_FOR <= signed_at <= at + CLOCK_SKEW
+
 
 _PRODUCES: Final[dict[str, tuple[type, ...]]] = {
     "ProposePolicyVersion": (PolicyVersionProposed,),
@@ -249,7 +258,7 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
         signed_at = datetime.fromisoformat(str(command.get("occurred_at")))
     except ValueError:
         return "the signed command has no time"
-    if not event.occurred_at - COMMAND_VALID_FOR <= signed_at <= event.occurred_at + CLOCK_SKEW:
+    if not within_validity(signed_at, event.occurred_at):
         return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):
         try:
@@ -290,8 +299,7 @@ def _derived(state: LedgerState, event: GovernanceEvent) -> str | None:
         if event.version != latest + 1:
             return f"it proposes version {event.version}, but the next version was {latest + 1}"
     elif isinstance(event, PolicyVersionPromoted) and policy is not None:
-        before = {"active": policy.active, "canary": policy.canary}.get(str(event.stage))
-        expected = before if before != event.version else None
+        expected = policy.previous_for(event.stage, event.version)
         if event.previous_version != expected:
             return f"its previous version is {event.previous_version}, but it was {expected}"
     elif isinstance(event, PolicyRolledBack) and policy is not None:

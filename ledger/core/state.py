@@ -214,6 +214,15 @@ class PolicyRecord:
             return self.active
         return None
 
+    def previous_for(self, stage: Stage, version: int) -> int | None:
+        """The version ``version``'s promotion to ``stage`` takes that stage from (the
+        ``previous_version`` its event records): the active one, or the canary; ``None`` for a
+        shadow, which takes nothing, or when ``version`` already holds the stage."""
+        held = (
+            self.active if stage is Stage.ACTIVE else self.canary if stage is Stage.CANARY else None
+        )
+        return held if held != version else None
+
     def deployed(self) -> tuple[int, ...]:
         """Versions that take part in evaluation: active, canary, shadows."""
         out = [v for v in (self.active, self.canary) if v is not None]
