@@ -69,6 +69,11 @@ MAX_CELL: Final = 2_000
 table renderer for minutes); ``--json`` shows every value whole."""
 
 
+def plural(n: int, word: str) -> str:
+    """``1 problem``, ``4 problems``: counts as every summary line words them."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def printable(text: str, limit: int | None = MAX_CELL) -> str:
     """``text`` safe for a terminal: control characters escaped (:data:`_CONTROLS`), and at
     most ``limit`` characters of it, saying how many there were."""
@@ -126,7 +131,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 err_console.print(f"error  {printable(str(problem))}", markup=False)
             files = list(dict.fromkeys(p.file for p in exc.problems if p.file))
             where = f"in {', '.join(files)}" if 0 < len(files) <= 3 else "found"
-            fail(f"{len(exc.problems)} problems {where} [{exc.code}]", exit_code=exc.exit_code)
+            fail(
+                f"{plural(len(exc.problems), 'problem')} {where} [{exc.code}]",
+                exit_code=exc.exit_code,
+            )
         except LedgerError as exc:
             fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
         except OSError as exc:

@@ -20,6 +20,7 @@ from ledger.cli.output import (
     handle_errors,
     json_cell,
     json_option,
+    plural,
     print_json,
     print_table,
     rule_label,
@@ -136,7 +137,9 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:  # each problem is shown above
-        raise PolicyError(problems, summary=f"{len(problems)} problem(s) in {bad} file(s)")
+        raise PolicyError(
+            problems, summary=f"{plural(len(problems), 'problem')} in {plural(bad, 'file')}"
+        )
     if not files:
         raise UsageError(f"no .yaml or .yml files in {', '.join(map(str, paths))}; check the path")
 
@@ -374,7 +377,7 @@ def test(
     if broken:
         raise PolicyError(
             broken,
-            summary=f"{len(broken)} problem(s) kept policies from being tested "
+            summary=f"{plural(len(broken), 'problem')} kept policies from being tested "
             f"({passed} passed, {failed} failed)",
         )
     if not results:

@@ -113,7 +113,7 @@ def test_every_problem_is_listed_once_then_counted(tmp_path: Path) -> None:
     )
     code, _, err = run("policy", "validate", str(bad))
     lines = err.strip().splitlines()
-    assert code == 3 and lines[-1].startswith("error: ") and "problem(s) in 1 file(s)" in lines[-1]
+    assert code == 3 and lines[-1].startswith("error: ") and "problems in 1 file [" in lines[-1]
     problems = lines[:-1]
     assert len(problems) >= 3 and len(set(problems)) == len(problems)
     assert any("unknown effect text 'permit'" in line for line in problems)  # YAML words, no Python
@@ -140,7 +140,7 @@ def test_one_unreadable_file_among_several_does_not_hide_the_others(tmp_path: Pa
     code, out, err = run("policy", "validate", str(REFUND), str(bad), str(missing))
     assert code == 3 and "ok  " in out and "policy refund" in out
     assert "unknown effect text 'permit'" in err and f"{missing}: no such policy file" in err
-    assert "problem(s) in 2 file(s)" in err.strip().splitlines()[-1]
+    assert "problems in 2 files [" in err.strip().splitlines()[-1]
     code, out, _ = run("policy", "validate", "--json", str(REFUND), str(missing))
     shown = json.loads(out)
     assert code == 3 and [v.get("policy") for v in shown["valid"]] == ["refund", None]  # + tests
