@@ -9,6 +9,7 @@ timeout exits 8 — never a silent success.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ from ledger.core.events import (
 )
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
+from ledger.core.policy.canonical import document_yaml
+from ledger.core.state import PolicyVersion
 from ledger.errors import UsageError
 from ledger.ids import new_id, utcnow
 
@@ -321,5 +324,81 @@ def _details(event: Any) -> str:
     )
 
 
-COMMANDS = (propose, approve, promote, rollback, retire, list_policies, show)
+def _recorded(name: str, version: int | None, bootstrap: str | None) -> PolicyVersion:
+    """Version ``version`` of policy ``name`` as recorded (default: the active one, else the
+    latest), or one usage line naming what exists."""
+    state, _ = current_state(bootstrap)
+    record = state.policies.get(name)
+    if record is None:
+        raise UsageError(f"no policy named {name!r}; `ledger policy list` shows the known ones")
+    number = version if version is not None else record.active or record.latest
+    held = record.versions.get(number)
+    if held is None:
+        known = ", ".join(f"v{v}" for v in sorted(record.versions)) or "none"
+        raise UsageError(f"{name} has no version {number} (it has {known})")
+    return held
+
+
+def _as_file(name: str, held: PolicyVersion) -> str:
+    """A recorded version as the policy file to edit: a header saying which, then the YAML."""
+    return (
+        f"# {name} v{held.version} ({held.stage.value}), {held.content_hash}\n"
+        f"# proposed by {held.author} at {format_timestamp(held.proposed_at)}; "
+        "comments and tests are not recorded\n" + document_yaml(held.document)
+    )
+
+
+@click.command("get")
+@click.argument("name")
+@click.argument("version", type=VERSION, required=False)
+@bootstrap_option
+@handle_errors
+def get(name: str, version: int | None, bootstrap: str | None) -> None:
+    """Print a recorded version of policy NAME as a policy file (default: the active version,
+    else the latest), to start the next version from: it validates to the same content hash.
+
+    Comments and tests are not part of a recorded version; keep them in your repository."""
+    click.echo(_as_file(name, _recorded(name, version, bootstrap)), nl=False)
+
+
+@click.command("diff")
+@click.argument("name")
+@click.argument("old", type=VERSION)
+@click.argument("new", type=VERSION, required=False)
+@click.option(
+    "--file",
+    "draft",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Compare version OLD with this draft policy file instead of a recorded version.",
+)
+@bootstrap_option
+@handle_errors
+def diff(name: str, old: int, new: int | None, draft: Path | None, bootstrap: str | None) -> None:
+    """What changed between two recorded versions of policy NAME (NEW by default the active
+    one), or between version OLD and a draft --file: a unified diff of their policy files, as
+    `policy get` prints them (layout, comments and key order do not count). Exits 0 whether
+    they differ or not."""
+    if new is not None and draft is not None:
+        raise UsageError("give either NEW or --file, not both")
+    before = _recorded(name, old, bootstrap)
+    if draft is not None:
+        policy = parse_policy(read_text_file(draft, what="policy file"), filename=str(draft))
+        after_text, after_label = document_yaml(policy.canonical), str(draft)
+        if policy.name != name:
+            raise UsageError(f"{draft} is policy {policy.name!r}, not {name!r}")
+    else:
+        after = _recorded(name, new, bootstrap)
+        after_text, after_label = document_yaml(after.document), f"{name} v{after.version}"
+    lines = difflib.unified_diff(
+        document_yaml(before.document).splitlines(keepends=True),
+        after_text.splitlines(keepends=True),
+        fromfile=f"{name} v{before.version}",
+        tofile=after_label,
+    )
+    text = "".join(lines)
+    click.echo(text if text else f"no difference: {name} v{before.version} and {after_label}")
+
+
+COMMANDS = (propose, approve, promote, rollback, retire, list_policies, show, get, diff)
 """Added to the ``policy`` group by :mod:`ledger.cli.policy`."""

@@ -218,6 +218,21 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     assert (last["actor"], last["reason"]) == (BOB, "too much store credit")
     assert (last["from_version"], last["to_version"]) == (2, 1)
 
+    # A policy owner starts the next version from the active one, and sees what changed.
+    printed = ledger("policy", "get", "refund").stdout  # the active one: v1
+    assert printed.startswith("# refund v1 (active), " + v1_hash)
+    assert parse_policy(printed).content_hash == v1_hash
+    assert parse_policy(ledger("policy", "get", "refund", "v2").stdout).content_hash == (
+        parse_policy(v2_file.read_text()).content_hash
+    )
+    changed = ledger("policy", "diff", "refund", "2").stdout  # v2 against the active v1
+    assert "--- refund v2\n+++ refund v1\n" in changed
+    assert "-  when: tenure_days > 90 && amount < 200" in changed
+    assert "+  when: tenure_days > 90 && amount < 500" in changed
+    same = ledger("policy", "diff", "refund", "1", "--file", str(REFUND_FILE)).stdout
+    assert same.startswith("no difference: refund v1 and ")
+    ledger("policy", "get", "refund", "9", expect=2)
+
     # An auditor reads the traces back: each as recorded, with the version that decided it.
     (trace,) = ledger.json("decisions", "--request", second["request_id"])
     assert trace == second

@@ -5,7 +5,10 @@ compact separators, no ``tests`` block), and :func:`content_hash`, ``sha256:<hex
 bytes. Two documents that differ only in layout, comments, key order or shorthand have the same
 canonical form and hash; it is what ``PolicyVersionProposed.document`` stores.
 
-May import: the stdlib, :mod:`ledger.core.facts` (fact declarations) and
+:func:`document_yaml` turns a recorded canonical form back into a policy file a person edits,
+which validates to the same canonical form and hash.
+
+May import: the stdlib, yaml, :mod:`ledger.core.facts` (fact declarations) and
 :mod:`ledger.core.policy.model`.
 """
 
@@ -15,12 +18,14 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
+
+import yaml
 
 from ledger.core.facts import FactSpec
 from ledger.core.policy.model import DefaultDecision, Rule
 
-__all__ = ["canonical_text", "content_hash"]
+__all__ = ["canonical_text", "content_hash", "document_yaml"]
 
 
 def _jsonable(v: Any) -> Any:
@@ -84,3 +89,60 @@ def canonical_text(
 def content_hash(canonical: str) -> str:
     """``sha256:<hex>`` of the canonical text's UTF-8 bytes."""
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_KEYS: Final = ("policy", "governs", "owner", "description", "facts", "rules", "default")
+_RULE_KEYS: Final = ("id", "when", "effect", "constraints", "reason")
+_FACT_KEYS: Final = ("type", "optional", "values", "min", "max", "description")
+
+
+def document_yaml(canonical: str) -> str:
+    """The canonical JSON text of a recorded version as a YAML policy file, keys in the order
+    people write them (``policy`` first, each rule's ``id``, ``when``, ``effect`` ...). Parsed
+    again, it has the same canonical form and content hash: what ``ledger policy get`` prints,
+    to start the next version from the one deployed."""
+    doc = json.loads(canonical)
+
+    def ordered(mapping: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        first = {k: mapping[k] for k in keys if k in mapping}
+        return first | {k: v for k, v in mapping.items() if k not in first}
+
+    out = ordered(doc, _KEYS)
+    if isinstance(out.get("rules"), list):
+        out["rules"] = [ordered(r, _RULE_KEYS) if isinstance(r, dict) else r for r in out["rules"]]
+    if isinstance(out.get("facts"), dict):  # one line per fact, as the examples write them
+        out["facts"] = {
+            k: _Flow(ordered(v, _FACT_KEYS)) if isinstance(v, dict) else v
+            for k, v in out["facts"].items()
+        }
+    if isinstance(out.get("default"), dict):
+        out["default"] = _Flow(out["default"])
+    text: str = yaml.dump(
+        out,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=100,
+        default_flow_style=False,
+    )
+    return text
+
+
+class _Flow(dict[str, Any]):
+    """A mapping written on one line (``{type: int, min: 0}``)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists of scalars on one line (``governs: [refund.issue]``), :class:`_Flow` mappings
+    too; the rules one below the other."""
+
+
+_Dumper.add_representer(
+    _Flow, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v.items(), flow_style=True)
+)
+_Dumper.add_representer(
+    list,
+    lambda d, v: d.represent_sequence(
+        "tag:yaml.org,2002:seq", v, flow_style=not any(isinstance(x, (dict, list)) for x in v)
+    ),
+)

@@ -317,3 +317,29 @@ def test_a_recorded_version_written_before_a_check_came_still_loads() -> None:
         parse_policy(older)
     # The YAML a signed proposal carried, read back to prove it (`actor verify`): as recorded.
     assert parse_policy(older, new_document=False).name == "refund"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        REFUND,
+        (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund-v2.yaml").read_text(),
+        "policy: p.x\ngoverns: ['a.*', b.c]\nowner: 'o: team'\ndescription: \"quotes ' and \\\" — ü\"\n"
+        "facts:\n  n: {type: decimal, min: -1.50, max: 1e3, description: '#not a comment'}\n"
+        "  t: {type: list<string>, optional: true}\n"
+        "rules:\n  - id: r1\n    when: 'n > 1 && has(t) && \"x: y\" in t'\n    effect: allow\n"
+        "    constraints: {limit: 2.50, 'k:': 'yes'}\n    reason: 'null'\n"
+        "default: {effect: allow, constraints: {review: true}}\n",
+    ],
+    ids=["refund", "refund-v2", "awkward"],
+)
+def test_a_recorded_version_prints_as_a_file_that_validates_to_the_same_hash(source: str) -> None:
+    # `ledger policy get` starts the next version from the one recorded: what it prints must be
+    # the same policy, whatever the text needs quoting for.
+    from ledger.core.policy.canonical import document_yaml
+
+    recorded = parse_policy(source)
+    printed = document_yaml(recorded.canonical)
+    again = parse_policy(printed)
+    assert again.canonical == recorded.canonical and again.content_hash == recorded.content_hash
+    assert printed.startswith(f"policy: {recorded.name}\ngoverns: [")  # as people write them
