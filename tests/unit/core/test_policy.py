@@ -323,7 +323,9 @@ def test_a_recorded_version_written_before_a_check_came_still_loads() -> None:
     "source",
     [
         REFUND,
-        (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund-v2.yaml").read_text(),
+        (
+            Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund-v2.yaml"
+        ).read_text(),
         "policy: p.x\ngoverns: ['a.*', b.c]\nowner: 'o: team'\ndescription: \"quotes ' and \\\" — ü\"\n"
         "facts:\n  n: {type: decimal, min: -1.50, max: 1e3, description: '#not a comment'}\n"
         "  t: {type: list<string>, optional: true}\n"
