@@ -19,8 +19,9 @@ the answer allows it *and* the tool can honour it:
   message names the constraints and the function (``**kwargs`` does not count: constraints are
   never slipped into a catch-all);
 - ``deny`` and ``error`` raise :class:`DecisionDenied`;
-- a function that declares a ``decision`` parameter gets the allowing decision itself (its
-  ``event_id``, the decision id; its policy version, rule, grant), to cite in what it records;
+- with ``decision_param="NAME"``, the function's parameter NAME gets the allowing decision itself
+  (its ``event_id``, the decision id; its policy version, rule, grant), to cite in what it
+  records;
 - no answer in time raises :class:`~ledger.errors.LedgerTimeout`.
 
 An enforcement point fails closed: :class:`DecisionDenied` always carries the decision trace
@@ -49,8 +50,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _ALLOWING = (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)
-_SUPPLIED = ("constraints", "decision")
-"""The parameters the decision fills in: hidden from the tool's signature, never the caller's."""
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def enforce(
@@ -62,17 +62,21 @@ def enforce(
     facts: Mapping[str, Value] | Callable[..., Mapping[str, Value]] | None = None,
     context: Mapping[str, Value] | Callable[..., Mapping[str, Value]] | None = None,
     timeout: float | None = None,
+    decision_param: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Wrap a tool function so every call is decided first (see module docstring).
 
     ``principal``, ``resource``, ``facts`` and ``context`` are values or functions of the tool's
     own arguments: each function is called with the call's arguments bound to the tool's
-    parameters, defaults filled in (``constraints`` and ``decision`` are not among them).
+    parameters, defaults filled in (``constraints`` and ``decision_param`` are not among them).
 
     The guarded tool's signature (``inspect.signature``, which agent frameworks read to build a
-    tool's schema for the model) is the tool's without ``constraints`` and ``decision``: the
-    decision supplies them, never the caller, and either argument passed anyway is replaced.
+    tool's schema for the model) is the tool's without ``constraints`` and the parameter named
+    by ``decision_param``: the decision supplies them, never the caller, and either argument
+    passed anyway is replaced. Each must come after every other positional parameter (or be
+    keyword-only), so that hiding it shifts nothing: a :class:`UsageError` says so otherwise.
     """
+    supplied = ("constraints",) if decision_param is None else ("constraints", decision_param)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if inspect.isasyncgenfunction(func):
@@ -84,17 +88,30 @@ def enforce(
                 "function that returns the generator"
             )
         signature = inspect.signature(func)
-        takes_constraints = "constraints" in signature.parameters
-        takes_decision = "decision" in signature.parameters
-        public = signature.replace(
-            parameters=[p for n, p in signature.parameters.items() if n not in _SUPPLIED]
-        )
         name = getattr(func, "__qualname__", repr(func))
+        params = list(signature.parameters.values())
+        for i, param in enumerate(params):
+            later = [p.name for p in params[i + 1 :] if p.kind in _POSITIONAL]
+            if param.name in supplied and (
+                param.kind is inspect.Parameter.POSITIONAL_ONLY
+                or (param.kind in _POSITIONAL and later)
+            ):
+                # Hidden from the signature, it would shift the positions of those after it.
+                raise UsageError(
+                    f"{name}'s `{param.name}` comes before {', '.join(later) or 'others'}: the "
+                    f"decision fills it in, so declare it keyword-only (after a `*`)"
+                )
+        if decision_param is not None and decision_param not in signature.parameters:
+            raise UsageError(f"{name} has no parameter {decision_param!r} (decision_param)")
+        takes_constraints = "constraints" in signature.parameters
+        public = signature.replace(
+            parameters=[p for n, p in signature.parameters.items() if n not in supplied]
+        )
 
         def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
             # The decision's to give, never the caller's: not even into a ``**kwargs`` catch-all.
-            for supplied in _SUPPLIED:
-                kwargs.pop(supplied, None)
+            for given in supplied:
+                kwargs.pop(given, None)
             bound = public.bind(*args, **kwargs)  # a wrong call fails as the tool's own would
             bound.apply_defaults()
 
@@ -131,8 +148,8 @@ def enforce(
                     reason=f"allowed only with constraints {dict(decision.constraints)}, but "
                     f"{func.__qualname__} takes no `constraints` parameter to honour them",
                 )
-            if takes_decision:
-                kwargs["decision"] = decision
+            if decision_param is not None:
+                kwargs[decision_param] = decision
 
         if inspect.iscoroutinefunction(func):
 

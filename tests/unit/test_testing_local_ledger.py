@@ -132,10 +132,11 @@ def test_a_catch_all_tool_never_gets_constraints_from_its_caller() -> None:
         return kwargs
 
     assert anything(amount=1, constraints={"refund_method": "cash"}) == {"amount": 1}
-    assert anything(amount=1, decision="the caller's") == {"amount": 1}
+    # Only the decision's own parameters are taken: `decision` is the caller's unless asked for.
+    assert anything(amount=1, decision="approve") == {"amount": 1, "decision": "approve"}
 
 
-def test_a_tool_that_declares_decision_gets_the_one_that_allowed_it(
+def test_a_tool_that_asks_for_it_gets_the_decision_that_allowed_it(
     ledger: LocalLedger, client: LedgerClient
 ) -> None:
     # To cite it in what the tool records (a refund that names the decision that allowed it).
@@ -149,6 +150,7 @@ def test_a_tool_that_declares_decision_gets_the_one_that_allowed_it(
         principal=AGENT,
         resource=lambda account, amount: f"account:{account}",
         facts=lambda account, amount: {"amount": amount, **LOYAL},
+        decision_param="decision",
     )
     def issue_refund(
         account: str,
@@ -174,6 +176,7 @@ def test_a_tool_that_declares_decision_gets_the_one_that_allowed_it(
             principal=AGENT,
             resource="account:2",
             facts={"amount": "10", **LOYAL},
+            decision_param="decision",
         )
         async def tool(*, decision: DecisionRecorded | None = None) -> str:
             assert decision is not None
@@ -182,6 +185,34 @@ def test_a_tool_that_declares_decision_gets_the_one_that_allowed_it(
         return await tool()
 
     assert asyncio.run(async_call()) == ledger.decisions[-1].event_id != first
+
+
+def test_a_parameter_the_decision_fills_must_not_shift_the_others(client: LedgerClient) -> None:
+    # A reviewer's find: hidden from the signature, a `constraints` (or decision) parameter in
+    # the middle made `refund("o1", 5)` bind 5 to it: refused when the tool is guarded.
+    def constrained(order_id: str, constraints: dict[str, Any], amount: int) -> None: ...
+
+    with pytest.raises(UsageError, match="`constraints` comes before amount: .* keyword-only"):
+        enforce(client, action="refund.issue", principal=AGENT, resource="r")(constrained)
+
+    def reviewed(loan_id: str, decision: str, note: str = "") -> str:
+        return decision
+
+    with pytest.raises(UsageError, match="`decision` comes before note"):
+        enforce(
+            client, action="refund.issue", principal=AGENT, resource="r", decision_param="decision"
+        )(reviewed)
+    with pytest.raises(UsageError, match="has no parameter 'verdict'"):
+        enforce(
+            client, action="refund.issue", principal=AGENT, resource="r", decision_param="verdict"
+        )(reviewed)
+    # Not asked for, a tool's own `decision` is the caller's, as it always was.
+    import inspect
+
+    guarded = enforce(client, action="refund.issue", principal=AGENT, resource="account:1")(
+        reviewed
+    )
+    assert list(inspect.signature(guarded).parameters) == ["loan_id", "decision", "note"]
 
 
 def test_an_async_generator_is_refused_when_guarded() -> None:
