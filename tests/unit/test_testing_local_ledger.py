@@ -192,7 +192,7 @@ def test_a_parameter_the_decision_fills_must_not_shift_the_others(client: Ledger
     # the middle made `refund("o1", 5)` bind 5 to it: refused when the tool is guarded.
     def constrained(order_id: str, constraints: dict[str, Any], amount: int) -> None: ...
 
-    with pytest.raises(UsageError, match="`constraints` comes before amount: .* keyword-only"):
+    with pytest.raises(UsageError, match=r"`constraints` comes before amount: .* keyword-only"):
         enforce(client, action="refund.issue", principal=AGENT, resource="r")(constrained)
 
     def reviewed(loan_id: str, decision: str, note: str = "") -> str:
