@@ -178,8 +178,13 @@ def differing(columns: Mapping[str, Any], record: Mapping[str, Any]) -> list[str
 
 
 def show(value: Any) -> str:
-    """A field's JSON form for a problem's text, at most 120 characters."""
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    """A field's JSON form for a problem's text, at most 120 characters; anything, whatever a
+    tampered file holds (bytes in a text column show as their hex)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value[:60]).hex() + ("…" if len(value) > 60 else "")
+    elif isinstance(value, str) and len(value) > 200:
+        value = value[:200]  # cut before it is serialised: a column may hold megabytes
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
     return text if len(text) <= 120 else text[:117] + "..."
 
 

@@ -321,6 +321,19 @@ def test_a_megabyte_long_column_is_named_in_a_line_not_quoted_whole(
     assert p.found.startswith('key "kkk') and len(p.found) < 200
 
 
+def test_a_text_column_rewritten_as_bytes_is_named_not_a_traceback(
+    ledger: Ledger, export: Path
+) -> None:
+    # A reviewer's find: with the key column rewritten as binary in one file, the problem's
+    # text (json.dumps of the value) raised TypeError out of `audit verify`.
+    target = chain_row(ledger, "a", 5)
+    for path in files_of(export, TOPICS.decisions):
+        if any(r["event_id"] == target.event_id for r in rows_of(path)):
+            rewrite(path, lambda rows: [{**r, "key": str(r["key"]).encode() + b"!"} for r in rows])
+    p = first(verify(export))
+    assert p.kind == "altered" and p.found.startswith('key "')
+
+
 def test_altered_record_bytes_are_named(ledger: Ledger, export: Path) -> None:
     target = chain_row(ledger, "a", 7)
     forged = CODEC.encode(dataclasses.replace(target, resource="account:attacker"))
