@@ -258,7 +258,7 @@ def _summary(writer: ExportWriter, started: float) -> ExportSummary:
         duration_s=time.perf_counter() - started,
         removed=writer.removed,
         compacted=writer.files_compacted,
-        problems=tuple(writer.compaction_problems),
+        problems=tuple(writer.warnings + writer.compaction_problems),
     )
 
 

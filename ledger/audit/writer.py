@@ -362,6 +362,14 @@ class ExportWriter(RowFiles):
         self.files_written = 0
         self.files_compacted = 0
         self.compaction_problems: list[str] = []
+        self.warnings: list[str] = []
+        mode = os.fstat(self.top).st_mode & 0o777
+        if mode & 0o004:  # what it writes inside takes that access (folder.shared)
+            self.warnings.append(
+                f"{out} is readable by every user of this machine (mode {mode:o}), and so is "
+                "what the export writes in it, every request's facts: `chmod -R o-rwx "
+                f"{out}` keeps them to you (and your group)"
+            )
         self._unmergeable: set[str] = set()
         self.retire_after = RETIRE_AFTER_S
 

@@ -390,12 +390,21 @@ def test_an_export_is_its_owners_unless_its_folder_says_whom_to_share_it_with(
         writer = ExportWriter(private, TOPICS)
         writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
         writer.flush()
+        writer.close()
         assert private.stat().st_mode & 0o777 == 0o700
         assert modes(private) == {("dir", 0o700), ("file", 0o600)}
         shared = tmp_path / "shared"
         shared.mkdir(mode=0o750)
         shared.chmod(0o750)
-        write(shared, range(0, 3))
+        assert not write(shared, range(0, 3)).warnings
         assert modes(shared) == {("dir", 0o750), ("file", 0o640)}
+        # A folder every user may read (plain `mkdir` under umask 022) shares the facts with
+        # them all: the export says so, and how to stop it.
+        everyone = tmp_path / "everyone"
+        everyone.mkdir(mode=0o755)
+        (warning,) = write(everyone, range(0, 3)).warnings
+        assert "readable by every user of this machine (mode 755)" in warning
+        assert f"`chmod -R o-rwx {everyone}`" in warning
+        assert not write(private, range(1, 2)).warnings
     finally:
         os.umask(old)
