@@ -34,6 +34,7 @@ from ledger.core.policy import (
     Policy,
     PolicyOutcome,
     PolicyTestCase,
+    load_yaml,
     parse_policy,
     parse_test_cases,
 )
@@ -240,14 +241,13 @@ def _cases_for(path: Path, policy: Policy, extra: tuple[Path, ...] = ()) -> list
 
 def _test_cases_of(text: str, file: Path) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
     """The cases of a tests file given with ``--tests``: a NAME.tests.yaml, or a policy file
-    whose cases are inline (its ``tests:`` block, for the policy it names)."""
-    try:
+    whose cases are inline (its ``tests:`` block, for the policy it names). A file with
+    ``governs:`` or ``rules:`` is read as a policy, so its problems are a policy's, not a tests
+    file's complaint about every policy key."""
+    data, _ = load_yaml(text, filename=str(file))
+    if not (isinstance(data, dict) and ("governs" in data or "rules" in data)):
         return parse_test_cases(text, filename=str(file))
-    except PolicyError as not_tests:
-        try:
-            inline = parse_policy(text, filename=str(file))
-        except PolicyError:
-            raise not_tests from None  # neither: say what a tests file lacks
+    inline = parse_policy(text, filename=str(file))
     if not inline.tests:
         raise UsageError(f"{file} is a policy file ({inline.name}) with no tests: block to run")
     return inline.name, inline.tests

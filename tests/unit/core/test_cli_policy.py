@@ -370,10 +370,16 @@ def test_tests_takes_the_inline_cases_of_a_policy_file(tmp_path: Path) -> None:
     bare.write_text(REFUND.read_text())
     code, _, err = run("policy", "test", str(REFUND), "--tests", str(bare))
     assert code == 2 and f"{bare} is a policy file (refund) with no tests: block to run" in err
+    # A policy file with a broken case is told what is wrong with it as a policy, not that a
+    # tests file has no `governs` (a reviewer's find: six such lines hid the one typo).
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(REFUND.read_text() + "tests:" + cases.replace("allow", "alow", 1))
+    code, _, err = run("policy", "test", str(REFUND), "--tests", str(typo))
+    assert code == 3 and "alow" in err and "unknown key 'governs'" not in err
     junk = tmp_path / "junk.yaml"
-    junk.write_text("governs: [x]\n")  # neither: the tests file's complaint stands
+    junk.write_text("cases: [{name: a}]\nextra: 1\n")  # a tests file: its own complaint
     code, _, err = run("policy", "test", str(REFUND), "--tests", str(junk))
-    assert code == 3 and "unknown key 'governs'" in err
+    assert code == 3 and "unknown key 'extra'" in err
 
 
 def test_text_in_square_brackets_shows_as_written(tmp_path: Path) -> None:
