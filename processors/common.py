@@ -125,8 +125,10 @@ class OutputLimit:
     """The largest record a processor may write, and the check against it.
 
     The smaller of the ledger's record limit and the producer's ``max_request_size`` (which the
-    producer enforces by raising from ``send`` itself), measured as the producer measures a
-    record: key, value and the record batch's framing.
+    producer enforces by raising from ``send`` itself), against the core's bound on a record's
+    size (:func:`~ledger.core.limits.record_fits`: key, value and at most
+    :data:`~ledger.core.limits.RECORD_FRAMING` bytes of framing, up to that much stricter than
+    the producer's own measure; the command processor's events are held to it too).
     """
 
     max_bytes: int

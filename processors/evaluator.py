@@ -10,7 +10,7 @@ for a bad request.
 
 The request path runs in batches end to end (:class:`RequestLoop`, in
 :mod:`processors.request_loop`): a librdkafka consumer in the
-evaluator group fetches up to :data:`BATCH_MAX` requests, the handler answers them all against one
+evaluator group fetches up to :data:`~processors.request_loop.BATCH_MAX` requests, the handler answers them all against one
 governance state, the answers are produced (many per produce request), and once every one of them
 is acknowledged by the broker (``acks=all``) the batch's offsets are committed — once per batch.
 It runs on a thread the Faust app starts once the processor is ready and stops with the app;
@@ -21,7 +21,8 @@ stats). Answers go to the decisions/corrections partition a request names
 Tamper evidence (DESIGN §9): each worker keeps one hash chain (:mod:`ledger.core.chain`), named
 by its evaluator id and a start-up nonce, and every record it writes to the decisions topic is
 the chain's next link; the chain's head is published on ``ledger.chain-checkpoints`` every
-:data:`CHECKPOINT_EVERY` records, after each second with decisions, and at a clean shutdown.
+:data:`~processors.request_handler.CHECKPOINT_EVERY` records, after each second with decisions,
+and at a clean shutdown.
 
 Run it: ``python -m processors.evaluator`` (reads ``LEDGER_*`` from the environment), or let
 ``ledger up`` do it. Scale with more workers (same group) and more request partitions.

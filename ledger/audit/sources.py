@@ -300,9 +300,9 @@ class ExportSource:
     topics: TopicNames
     codec: Codec | None = None
 
-    def __init__(self, path: ExportPath, topics: TopicNames, codec: Codec | None = None) -> None:
+    def __init__(self, path: ExportPath, *, codec: Codec | None = None) -> None:
         self.path = export_dir(path)
-        self.topics = resolve_topics(self.path)  # the export's own, not ``topics``
+        self.topics = resolve_topics(self.path)  # the export's own prefix, from its manifest
         self.codec = codec
         self._con: Any = None
 

@@ -60,7 +60,6 @@ from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
 from ledger.core.jsonform import to_json_value
 from ledger.errors import CodecError, ExportError
-from ledger.settings import TopicNames
 
 __all__ = [
     "KINDS",
@@ -726,7 +725,6 @@ _PARALLEL_FROM: Final = 50_000
 
 def verify_export(
     path: ExportPath,
-    topics: TopicNames | None = None,
     *,
     allow_unchained: bool = False,
     codec: Codec | None = None,
@@ -742,7 +740,7 @@ def verify_export(
     """
     started = time.perf_counter()
     directory = export_dir(path)
-    topics = resolve_topics(directory)  # the export's own prefix, whatever ``topics`` says
+    topics = resolve_topics(directory)  # the export's own prefix, from its manifest
     rows = _Rows(codec or default_codec())
     con = connect()
     try:

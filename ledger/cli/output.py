@@ -74,12 +74,15 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
-def printable(text: str, limit: int | None = MAX_CELL) -> str:
-    """``text`` safe for a terminal: control characters escaped (:data:`_CONTROLS`), and at
-    most ``limit`` characters of it, saying how many there were."""
+def printable(text: str, limit: int | None = MAX_CELL, *, one_line: bool = False) -> str:
+    """``text`` safe for a terminal: control characters escaped (:data:`_CONTROLS`; with
+    ``one_line``, newlines too), and at most ``limit`` characters of it, saying how many there
+    were."""
     if limit is not None and len(text) > limit:
-        text = f"{text[:limit]}… ({len(text):,} characters; --json shows all)"
-    return text.translate(_CONTROLS)
+        more = "" if one_line else "; --json shows all"
+        text = f"{text[:limit]}… ({len(text):,} characters{more})"
+    text = text.translate(_CONTROLS)
+    return text.replace("\n", "\\n") if one_line else text
 
 
 def _cell(value: Any) -> str:
@@ -112,7 +115,7 @@ def print_table(
 
 def fail(message: str, *, exit_code: int = 1) -> NoReturn:
     """One line on stderr, then exit non-zero (what it quotes made :func:`printable`)."""
-    err_console.print(f"error: {printable(message)}", markup=False)
+    err_console.print(f"error: {printable(message, one_line=True)}", markup=False)
     sys.exit(exit_code)
 
 
@@ -128,7 +131,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             if len(exc.problems) <= 1 or exc.listed:
                 fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
             for problem in exc.problems:  # every problem, so one edit round fixes them all
-                err_console.print(f"error  {printable(str(problem))}", markup=False)
+                err_console.print(f"error  {printable(str(problem), one_line=True)}", markup=False)
             files = list(dict.fromkeys(p.file for p in exc.problems if p.file))
             where = f"in {', '.join(files)}" if 0 < len(files) <= 3 else "found"
             fail(

@@ -52,7 +52,7 @@ def reproduce_decision(
     settings = load_settings(bootstrap)
     source: LedgerSource
     if from_dir is not None:
-        source = ExportSource(from_dir, settings.topics)
+        source = ExportSource(from_dir)
     else:
         address, security = connection(settings, "auditor")
         source = KafkaSource(address, settings.topics, security=security)

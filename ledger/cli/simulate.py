@@ -22,7 +22,7 @@ from ledger.cli.common import (
     read_text_file,
     time_window,
 )
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.output import handle_errors, json_option, print_json, print_table, printable
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
@@ -72,7 +72,7 @@ def simulate_cmd(
     settings = load_settings(bootstrap)
     source: LedgerSource
     if from_dir is not None:
-        source = ExportSource(from_dir, settings.topics)
+        source = ExportSource(from_dir)
     else:
         address, security = connection(settings, "auditor")
         source = KafkaSource(address, settings.topics, security=security)
@@ -180,7 +180,7 @@ def _print(
         f"{report.skipped} skipped (not governed by it, or decided before any policy ran)"
     )
     if report.no_longer_governed:
-        dropped = ", ".join(f"{a}: {n}" for a, n in report.no_longer_governed.items())
+        dropped = ", ".join(f"{printable(a)}: {n}" for a, n in report.no_longer_governed.items())
         click.echo(
             f"  warning: {sum(report.no_longer_governed.values())} requests {report.policy} "
             f"decided are of actions the draft no longer governs ({dropped}): another policy "

@@ -67,7 +67,7 @@ def verify_cmd(
     """
     settings = load_settings()
     path = from_dir if from_dir is not None else settings.export_dir
-    report = verify_export(path, settings.topics, allow_unchained=allow_unchained, workers=workers)
+    report = verify_export(path, allow_unchained=allow_unchained, workers=workers)
     if as_json:
         print_json(_document(report))
     else:

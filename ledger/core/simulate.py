@@ -81,7 +81,7 @@ def simulate(
             continue
         if not candidate.governs_action(request.action):
             skipped += 1
-            if old.policy == candidate.name:
+            if old.policy == candidate.name and old.policy_version is not None:  # it decided
                 dropped[request.action] += 1
             continue
         evaluated += 1

@@ -202,7 +202,7 @@ def test_every_decision_reproduces_from_kafka(run: Run) -> None:
 
 
 def test_every_decision_reproduces_from_an_export(run: Run) -> None:
-    _reproduce_all(ExportSource(run.export, run.stack.topics), len(run.decisions))
+    _reproduce_all(ExportSource(run.export), len(run.decisions))
     rolled_back = run.decisions[-6]
     result = run.cli("replay", "--decision", rolled_back.request_id, "--from", str(run.export))
     assert result.exit_code == 0 and "reproduces:" in result.stdout, result.stderr
@@ -238,7 +238,7 @@ def test_simulation_from_kafka_and_from_the_export_agree_on_the_known_flips(run:
 
 
 def test_the_chains_of_a_real_run_verify(run: Run) -> None:
-    report = verify_export(run.export, run.stack.topics)
+    report = verify_export(run.export)
     assert report.intact, [str(p) for p in report.problems]
     assert report.records == len(run.decisions) and report.unchained == 0
     assert [c.chain_id for c in report.chains] == sorted(run.chains)
@@ -395,7 +395,7 @@ def test_tampering_with_the_export_is_caught_and_named(run: Run, how: str, tmp_p
     copy = tmp_path / f"export-{uuid.uuid4().hex[:6]}"
     shutil.copytree(run.export, copy)
     kind, decision_id = TAMPERING[how](run, copy)
-    report: VerifyReport = verify_export(copy, run.stack.topics)
+    report: VerifyReport = verify_export(copy)
     assert not report.intact, f"{how} went unnoticed"
     first = report.problems[0]
     assert (first.kind, first.decision_id) == (kind, decision_id), [str(p) for p in report.problems]

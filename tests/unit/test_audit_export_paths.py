@@ -87,7 +87,7 @@ READERS: dict[str, Callable[[Any], object]] = {
     "sources.export_dir": lambda p: sources.export_dir(p).name,
     "sources.resolve_topics": lambda p: sources.resolve_topics(p).prefix,
     "sources.topic_files": lambda p: len(sources.topic_files(p, TOPICS.decisions)),
-    "sources.ExportSource": lambda p: _decision_id(sources.ExportSource(p, TopicNames())),
+    "sources.ExportSource": lambda p: _decision_id(sources.ExportSource(p)),
     "verify.verify_export": lambda p: verify.verify_export(p, allow_unchained=True).records,
 }
 

@@ -207,10 +207,17 @@ def _runtime_imports(path: Path) -> list[tuple[str, int]]:
             for child in node.orelse:
                 visit(child)
             return
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            base = node.module or ""
+            if node.level:  # `from .x import y`: resolved against the importing package
+                package = _module(path).split(".")
+                if path.name != "__init__.py":
+                    package = package[:-1]
+                package = package[: len(package) - (node.level - 1)]
+                base = ".".join([*package, *([base] if base else [])])
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                found.append((sub if _exists(sub) else node.module, node.lineno))
+                sub = f"{base}.{alias.name}"
+                found.append((sub if _exists(sub) else base, node.lineno))
         elif isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)
         for child in ast.iter_child_nodes(node):

@@ -251,7 +251,7 @@ def test_histories_share_one_position_key_object_per_partition(export: Path) -> 
     # A million-entry history holds a handful of key strings, not a million copies.
     assert position_key("ledger.grant-events", 0) == "ledger.grant-events/0"
     assert position_key("ledger.grant-events", 0) is position_key("ledger.grant-events", 0)
-    for entries in (load_export_history(export), ExportSource(export, TopicNames()).history()):
+    for entries in (load_export_history(export), ExportSource(export).history()):
         keys = [entry.position_key for entry in entries]
         assert len(keys) > len(set(keys)) >= 2
         assert len({id(key) for key in keys}) == len(set(keys))
@@ -263,7 +263,7 @@ def test_histories_share_one_position_key_object_per_partition(export: Path) -> 
 def test_every_decision_of_the_history_reproduces_from_the_export(
     history: History, export: Path
 ) -> None:
-    source = ExportSource(export, TopicNames())  # the prefix is found in the export
+    source = ExportSource(export)  # the prefix is found in the export
     entries = source.history()
     assert len(entries) == sum(
         1 for r in history.records if "policy" in r.topic or "grant" in r.topic
@@ -290,7 +290,7 @@ def test_every_decision_of_the_history_reproduces_from_the_export(
 def test_a_decision_that_does_not_match_its_position_is_reported_field_by_field(
     history: History, export: Path
 ) -> None:
-    source = ExportSource(export, TOPICS)
+    source = ExportSource(export)
     recorded = next(
         d for d in history.decisions if isinstance(d, DecisionRecorded) and d.policy_version == 1
     )
@@ -311,7 +311,7 @@ def test_a_decision_that_does_not_match_its_position_is_reported_field_by_field(
 def test_simulating_v2_over_the_v1_window_finds_the_known_flips(
     history: History, export: Path
 ) -> None:
-    source = ExportSource(export, TOPICS)
+    source = ExportSource(export)
     window = list(single_pairs(source.pairs(until=history.marks["v1 only until"])))
     report = simulate(parse_policy(V2), window)
     assert report.considered == 10 + 4 + 5 + 3 + 2 + 2  # the batch counts item by item
@@ -450,7 +450,7 @@ def test_a_copy_of_a_request_id_with_other_facts_misleads_neither_replay_nor_sim
     )
     out = tmp_path / "export"
     request, copy = _with_copy(history, honest, out, facts=SAME_DENY)  # same id and time
-    source = ExportSource(out, TOPICS)
+    source = ExportSource(out)
     assert source.requests(honest.request_id) == [copy, request]  # the copy is read first
     result = run("replay", "--decision", honest.event_id, "--from", str(out), "--json")
     assert result.exit_code == 0, result.stdout
@@ -601,7 +601,7 @@ def test_a_window_takes_the_copy_the_decision_answered_not_a_copy_dated_inside_i
     since = honest.requested_at + timedelta(seconds=30)  # the honest request is before it
     out = tmp_path / "export"
     _with_copy(history, honest, out, occurred_at=since, facts=SAME_DENY)
-    ids = {q.event_id for q, _ in ExportSource(out, TOPICS).pairs(since=since)}
+    ids = {q.event_id for q, _ in ExportSource(out).pairs(since=since)}
     assert honest.request_id not in ids
 
 
@@ -624,7 +624,7 @@ def test_request_rows_whose_id_columns_were_swapped_are_read_by_their_records(
 
     for path in files_of(out, TOPICS.evaluation_requests):
         rewrite(path, swapped)
-    source = ExportSource(out, TOPICS)
+    source = ExportSource(out)
     assert [r.event_id for r in source.requests(first.request_id)] == []  # found by record only
     assert source.decision(first.event_id) == first
     pairs = list(source.pairs())

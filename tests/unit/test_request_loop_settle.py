@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import processors.request_loop as request_loop
+import processors.request_loop as loop_module
 from ledger.codec import default_codec
 from ledger.core.events import ChainCheckpoint, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
@@ -80,7 +80,7 @@ def no_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     def die(code: int, message: str, *args: Any) -> None:
         raise Died(message % args)
 
-    monkeypatch.setattr(request_loop, "die", die)
+    monkeypatch.setattr(loop_module, "die", die)
 
 
 def loop(every: int = 3) -> tuple[RequestLoop, RequestHandler, Broker, Consumer]:

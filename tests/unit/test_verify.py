@@ -137,7 +137,7 @@ def export(ledger: Ledger, tmp_path: Path) -> Path:
 
 
 def verify(path: Path, **kw: Any) -> VerifyReport:
-    return verify_export(path, TOPICS, **kw)
+    return verify_export(path, **kw)
 
 
 def tamper(export: Path, decision_id: str, change: Callable[[dict[str, Any]], Any]) -> None:
@@ -237,7 +237,7 @@ def test_a_requested_by_nulled_after_hashing_is_altered(tmp_path: Path) -> None:
 
 
 def test_an_export_of_another_prefix_is_found_where_it_lies(export: Path) -> None:
-    assert verify_export(export, TopicNames()).records == 40
+    assert verify_export(export).records == 40
 
 
 def test_the_export_may_be_named_by_a_str_or_any_path_like(export: Path) -> None:
@@ -247,7 +247,7 @@ def test_the_export_may_be_named_by_a_str_or_any_path_like(export: Path) -> None
             return str(export)
 
     for given in (str(export), Where()):
-        report = verify_export(given, TOPICS)
+        report = verify_export(given)
         assert (report.intact, report.records, report.export_dir) == (True, 40, str(export))
 
 

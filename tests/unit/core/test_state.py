@@ -1478,3 +1478,8 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
     )
     assert rolled.message == "PolicyRolledBack; the canary v3 (20%) ends"
     assert promote("refund", 2, Stage.SHADOW) == "PolicyVersionPromoted"  # observes only
+    assert promote("refund", 3, Stage.ACTIVE).endswith("; v1 was active: it is superseded")
+    back = ledger.submit_command(
+        RollbackPolicy(event_id="rb2", occurred_at=T0, actor=ADMIN, policy="refund", reason="y")
+    )
+    assert back.message == "PolicyRolledBack; v3 is superseded"
