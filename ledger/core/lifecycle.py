@@ -416,7 +416,10 @@ def decide_again(
     is told that a forged command was "already applied". A copy of a rejected command is
     authenticated too: one whose signature does not verify over its content gets that
     authentication's answer, not the first command's rejection (which the log would otherwise
-    attribute to the forged copy)."""
+    attribute to the forged copy). A remembered rejection keeps no signature (it is read back
+    from the command results after a restart), so a different, genuinely signed command that
+    reuses a rejected command's id gets that rejection rather than ``duplicate_command_id``:
+    either way it is not applied, and it needs an id of its own."""
     if first.rejection is not None:
         if _signed_as_sent(state, command):
             return first.rejection
