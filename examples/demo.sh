@@ -55,6 +55,7 @@ python examples/refund_agent.py
 
 # Version 2 goes canary at 30 %, then active, then is rolled back.
 run ledger policy propose examples/policies/refund-v2.yaml --by human:alice --note "tighten auto-refunds"
+run ledger policy diff refund 1 2     # what the approver is asked to approve
 run ledger policy approve refund 2 --by human:bob
 run ledger policy promote refund 2 --to canary --percent 30 --by human:bob
 run ledger policy list
