@@ -141,7 +141,8 @@ class Seconds(click.FloatRange):
 
 
 def ledger_options(func: F) -> F:
-    """--bootstrap, --timeout and --json, shared by every command that talks to the ledger."""
+    """--bootstrap, --timeout and --json, shared by every command that sends the ledger
+    something and waits for its answer (commands that only read have no --timeout)."""
     func = click.option(
         "--timeout",
         type=Seconds(0.1, 600),

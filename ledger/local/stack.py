@@ -60,7 +60,8 @@ RECOVERY_WAIT = 20.0
 """Seconds ``up`` gives an unhealthy processor (of the right address) to reconnect by itself."""
 START_WAIT = 60.0
 """Seconds ``up`` gives a processor to become ready (``ledger up --wait``): it first catches up
-with the governance history, about 8.5 s per million events on a 2-core machine."""
+with the governance history, about 8 s per million events on a 2-core machine (11.5 s when the
+commands were signed)."""
 STOP_GRACE = 15.0
 """Seconds a healthy processor has to commit and leave its group on SIGTERM."""
 UNREACHABLE_GRACE = 3.0
@@ -259,7 +260,7 @@ def start_processor(
         time.sleep(0.1)
     raise ProcessorError(
         f"{name} did not become ready within {timeout:.0f} s: it may still be catching up with a "
-        f"long governance history (about 8.5 s per million events; see {log}); it goes on, and "
+        f"long governance history (about 8 s per million events; see {log}); it goes on, and "
         "`ledger up --wait SECONDS` waits longer for it"
     )
 
