@@ -9,12 +9,15 @@ policy, not about grants. An ``action`` the policy does not govern is expected t
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.core.evaluate import REASON_CODES
 from ledger.core.events import Determination
+from ledger.core.globs import is_pattern
 from ledger.core.jsonform import to_json_value
 from ledger.core.policy import Policy, PolicyOutcome, PolicyTestCase
 from ledger.core.policy.model import REASON_DEFAULT, decided_by
@@ -72,8 +75,21 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
             f"constraints: expected {_json(case.expect_constraints)}, got {_json(outcome.constraints)}"
         )
     if case.expect_reason_code is not None and outcome.reason_code != case.expect_reason_code:
+        known = case.expect_reason_code in REASON_CODES
+        close = difflib.get_close_matches(str(case.expect_reason_code), REASON_CODES, n=1)
+        hint = (
+            ""
+            if known
+            else " (no decision carries it" + (f": did you mean {close[0]}?)" if close else ")")
+        )
         failures.append(
-            f"reason_code: expected {case.expect_reason_code}, got {outcome.reason_code}"
+            f"reason_code: expected {case.expect_reason_code}{hint}, got {outcome.reason_code}"
+        )
+    if case.action is None and policy.governs and all(map(is_pattern, policy.governs)):
+        # As `policy eval` refuses it: the case says nothing of which action it stands for.
+        failures.append(
+            f"action: {policy.name} governs only patterns ({', '.join(policy.governs)}): give "
+            "the case the action it is about"
         )
     if failures and outcome.reasons:
         failures.append("reasons: " + "; ".join(outcome.reasons))

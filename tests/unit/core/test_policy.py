@@ -345,3 +345,28 @@ def test_a_recorded_version_prints_as_a_file_that_validates_to_the_same_hash(sou
     again = parse_policy(printed)
     assert again.canonical == recorded.canonical and again.content_hash == recorded.content_hash
     assert printed.startswith(f"policy: {recorded.name}\ngoverns: [")  # as people write them
+
+
+def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> None:
+    # A policy owner's walkthrough: a case without an action passed silently against a policy
+    # that governs only `db.*` (policy eval refuses that), and `reason_code: rule_match` only
+    # failed as a mismatch, without saying no decision carries it.
+    from ledger.core.policytests import run_policy_tests
+
+    globbed = parse_policy(
+        REFUND.replace("governs: [refund.issue]", "governs: ['refund.*']", 1)
+        + "tests:\n  - name: no action\n    facts: {tenure_days: 1, amount: '1', "
+        "prior_refunds_12m: 0, standing: good}\n    expect: {determination: allow}\n"
+        "  - name: with one\n    action: refund.issue\n    facts: {tenure_days: 100, amount: '1', "
+        "prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: allow, reason_code: rule_match}\n"
+    )
+    no_action, typo = run_policy_tests(globbed)
+    assert not no_action.passed and any(
+        f.startswith("action: refund governs only patterns (refund.*)") for f in no_action.failures
+    )
+    assert not typo.passed
+    assert typo.failures[0] == (
+        "reason_code: expected rule_match (no decision carries it: did you mean rule_matched?), "
+        "got rule_matched"
+    )
