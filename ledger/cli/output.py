@@ -3,8 +3,10 @@ and errors as one line on stderr with a non-zero exit code taken from the error 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
@@ -140,6 +142,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             )
         except LedgerError as exc:
             fail(f"{exc} [{exc.code}]", exit_code=exc.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`ledger decisions | head`): nothing is wrong here, and
+            # nothing more can be written. Quiet, as Unix tools are when their pipe closes.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool its pipe stopped
         except OSError as exc:
             # The machine's fault, not the input's (a $LEDGER_HOME that is a file, a full disk):
             # still one line, naming the path.

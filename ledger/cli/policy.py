@@ -393,11 +393,11 @@ def _print_case(path: Path, r: CaseResult, verbose: bool) -> None:
     # A case from a tests file says which policy file it ran against (--tests runs one file's
     # cases against several versions).
     against = f"  (against {path})" if r.file and r.file != str(path) else ""
+    file = r.file or str(path)
+    where = f"{file}:{r.line}" if r.line else file  # PASS and FAIL lines alike
     if r.passed and verbose:
-        click.echo(f"PASS  {r.file or path}::{r.case}{against}")
+        click.echo(f"PASS  {where}::{r.case}{against}")
     elif not r.passed:
-        file = r.file or str(path)
-        where = f"{file}:{r.line}" if r.line else file
         click.echo(f"FAIL  {where}::{r.case}{against}")
         for failure in r.failures:
             click.echo(f"        {failure}")

@@ -434,3 +434,29 @@ def test_what_the_ledger_holds_cannot_drive_the_terminal(
     with pytest.raises(SystemExit):
         fail("tampered: \x1b]0;owned\x07")
     assert "\\x1b]0;owned\\x07" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_error_from_the_ledger(tmp_path: Path) -> None:
+    # Found in passing: `ledger policy test -v … | head -1` printed "error: Broken pipe (check
+    # $LEDGER_HOME, $XDG_CACHE_HOME and permissions) [os_error]", blaming the machine. 1,500
+    # cases print more than a pipe holds (64 KiB), so the pipe surely closes while the ledger writes.
+    policy = tmp_path / "refund.yaml"
+    policy.write_text(REFUND.read_text())
+    case = (
+        "  - name: case {n} of a long file\n"
+        "    facts: {{tenure_days: 400, amount: '10', prior_refunds_12m: 0, standing: good}}\n"
+        "    expect: {{determination: allow}}\n"
+    )
+    (tmp_path / "refund.tests.yaml").write_text(
+        "cases:\n" + "".join(case.format(n=n) for n in range(1_500))
+    )
+    ledger = Path(sys.executable).with_name("ledger")
+    done = subprocess.run(
+        f"'{ledger}' policy test -v '{policy}' | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.stdout.startswith("PASS  ") and done.stderr == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -514,3 +515,11 @@ def test_one_policy_file_without_cases_says_how_to_give_it_some() -> None:
     code, _, err = run("policy", "test", str(EXAMPLES / "refund-v2.yaml"))
     assert code == 2 and "refund-v2.yaml (policy refund) has no test cases" in err
     assert "pass --tests FILE" in err
+
+
+def test_verbose_pass_lines_say_where_the_case_is_as_fail_lines_do() -> None:
+    # A policy owner's walkthrough: with -v, PASS lines had no line number, FAIL lines did.
+    code, out, _ = run("policy", "test", "-v", str(REFUND))
+    passed = [line for line in out.splitlines() if line.startswith("PASS  ")]
+    assert code == 0 and passed
+    assert all(re.match(r"PASS  \S+\.yaml:\d+::", line) for line in passed), passed
