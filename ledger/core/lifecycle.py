@@ -255,7 +255,9 @@ def _allowed(
     if authorize(state, command.actor, action, resource, now=now) is not None:
         return None
     return _reject(
-        "not_authorized", f"{clipped(command.actor)} may not {action} on {clipped(resource)}"
+        "not_authorized",
+        f"{clipped(command.actor)} may not {action} on {clipped(resource)}: that takes a grant of "
+        f"{action} on it (held directly or through a role), which an administrator issues",
     )
 
 
@@ -596,7 +598,9 @@ def _approve(
         )
     if c.actor == version.author:
         return _reject(
-            "self_approval", f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it"
+            "self_approval",
+            f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it: another person "
+            "holding ledger.policy.approve does",
         )
     denied = _allowed(state, c, now, admins)
     if denied:
@@ -644,7 +648,11 @@ def _promote(
     # Shadow never enforces anything, so a draft may be observed there before review (DESIGN §7);
     # canary and active decide real requests and need the second pair of eyes.
     if version.approved_by is None and c.stage is not Stage.SHADOW:
-        return _reject("not_approved", f"{c.policy} v{c.version} is not approved")
+        return _reject(
+            "not_approved",
+            f"{c.policy} v{c.version} is not approved: someone other than its author approves it "
+            "first (or promote it to shadow, which needs no approval)",
+        )
     if c.stage is Stage.ACTIVE and record.active == c.version:
         return _reject("already_applied", f"{c.policy} v{c.version} is already active")
     if c.stage is Stage.CANARY:

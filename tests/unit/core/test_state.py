@@ -1483,3 +1483,36 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
         RollbackPolicy(event_id="rb2", occurred_at=T0, actor=ADMIN, policy="refund", reason="y")
     )
     assert back.message == "PolicyRolledBack; v3 is superseded"
+
+
+def test_a_refusal_says_what_would_let_the_command_through() -> None:
+    # A policy owner's walkthrough: refusals named the rule broken, not the next step.
+    from ledger.core.events import ApprovePolicyVersion, PromotePolicyVersion
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    version = ledger.deploy(REFUND.replace("750", "760"), stage=Stage.SHADOW)
+    with pytest.raises(CommandRejectedError, match="someone other than its author approves it"):
+        ledger.submit_command(
+            PromotePolicyVersion(
+                event_id="p",
+                occurred_at=T0,
+                actor=ADMIN,
+                policy="refund",
+                version=version,
+                stage=Stage.ACTIVE,
+            )
+        )
+    with pytest.raises(CommandRejectedError, match="another person holding ledger.policy.approve"):
+        ledger.submit_command(
+            ApprovePolicyVersion(
+                event_id="a", occurred_at=T0, actor=ADMIN, policy="refund", version=version
+            )
+        )
+    with pytest.raises(CommandRejectedError, match="which an administrator issues"):
+        ledger.submit_command(
+            ApprovePolicyVersion(
+                event_id="b", occurred_at=T0, actor="human:nobody", policy="refund", version=version
+            )
+        )
