@@ -1504,7 +1504,9 @@ def test_a_refusal_says_what_would_let_the_command_through() -> None:
                 stage=Stage.ACTIVE,
             )
         )
-    with pytest.raises(CommandRejectedError, match="another person holding ledger.policy.approve"):
+    with pytest.raises(
+        CommandRejectedError, match=r"another person holding ledger\.policy\.approve"
+    ):
         ledger.submit_command(
             ApprovePolicyVersion(
                 event_id="a", occurred_at=T0, actor=ADMIN, policy="refund", version=version
