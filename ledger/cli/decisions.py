@@ -14,6 +14,7 @@ import click
 
 from ledger.cli.common import bootstrap_option, connection, load_settings, time_window
 from ledger.cli.output import (
+    VERSION,
     handle_errors,
     json_cell,
     json_option,
@@ -30,6 +31,7 @@ from ledger.core.events import (
     Determination,
 )
 from ledger.core.globs import glob_matches
+from ledger.errors import UsageError
 from ledger.kafka.reading import read_topic
 
 __all__ = ["decisions_cmd"]
@@ -44,6 +46,14 @@ __all__ = ["decisions_cmd"]
     type=click.Choice([d.value for d in Determination]),
     default=None,
     help="Only this determination.",
+)
+@click.option("--policy", default=None, help="Only decisions this policy made (watching a canary).")
+@click.option(
+    "--version",
+    "policy_version",
+    type=VERSION,
+    default=None,
+    help="With --policy: only this version's decisions (1 or v1).",
 )
 @click.option("--since", default=None, help="Decided at or after (ISO 8601).")
 @click.option("--until", default=None, help="Decided before (ISO 8601).")
@@ -62,6 +72,8 @@ def decisions_cmd(
     principal: str | None,
     action: str | None,
     determination: str | None,
+    policy: str | None,
+    policy_version: int | None,
     since: str | None,
     until: str | None,
     limit: int,
@@ -77,14 +89,18 @@ def decisions_cmd(
     `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`.
     """
     start, end = time_window(since, until)  # before connecting: a typo costs no wait
+    if policy_version is not None and policy is None:
+        raise UsageError("--version needs --policy: versions are numbered per policy")
     settings = load_settings(bootstrap)
 
-    def wanted(decided_at: datetime, request: str, who: str, what: str, answer: str) -> bool:
+    def wanted(decided_at: datetime, request: str, who: str, what: str, answer: Any) -> bool:
         return not (
             (request_id and request != request_id)
             or (principal and who != principal)
             or (action and not glob_matches(action, what))
-            or (determination and answer != determination)
+            or (determination and answer.determination.value != determination)
+            or (policy and answer.policy != policy)
+            or (policy_version is not None and answer.policy_version != policy_version)
             or (start and decided_at < start)
             or (end and decided_at >= end)
         )
@@ -95,13 +111,13 @@ def decisions_cmd(
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
         if isinstance(d, DecisionRecorded):
-            if wanted(d.occurred_at, d.request_id, d.principal, d.action, d.determination.value):
+            if wanted(d.occurred_at, d.request_id, d.principal, d.action, d):
                 found.append((d, [_row(d.occurred_at, d.request_id, d.principal, d)]))
         elif isinstance(d, BatchDecisionRecorded):  # a pre-evaluation: one row per item
             items = [
                 i
                 for i in d.decisions
-                if wanted(d.occurred_at, d.request_id, d.principal, i.action, i.determination.value)
+                if wanted(d.occurred_at, d.request_id, d.principal, i.action, i)
             ]
             if items:
                 found.append(

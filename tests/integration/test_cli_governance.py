@@ -243,6 +243,10 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
         if d["request_id"] in {first["request_id"], second["request_id"], third["request_id"]}
     ]
     assert versions == [1, 2, 1]
+    # A policy owner watching a version: only its decisions.
+    of_v2 = ledger.json("decisions", "--policy", "refund", "--version", "v2")
+    assert second["request_id"] in {d["request_id"] for d in of_v2}
+    assert {d["policy_version"] for d in of_v2} == {2}
     assert ledger.json("decisions", "--request", "no-such-request") == []
     # A pre-evaluation answer is listed too, whole, with its items.
     batch = sdk.preevaluate(
