@@ -119,6 +119,15 @@ def test_the_local_stack_does_not_load_the_cli() -> None:
 # itself is held to more by tests/unit/core/test_import_boundary.py.
 
 LOW = {"ledger", "ledger.errors"}  # the package's version, the error tree: anyone's
+KAFKA_CLIENTS = {  # the SDK and the processors: clients of the ledger over Kafka, one row each
+    "ledger.codec",
+    "ledger.core",
+    "ledger.discovery",
+    "ledger.ids",
+    "ledger.kafka",
+    "ledger.keys",
+    "ledger.settings",
+}  # the package's version, the error tree: anyone's
 WINGS: dict[str, set[str]] = {
     "ledger.core": set(),
     "ledger.errors": set(),
@@ -138,15 +147,7 @@ WINGS: dict[str, set[str]] = {
         "ledger.files",
         "ledger.settings",
     },
-    "ledger.client": {
-        "ledger.codec",
-        "ledger.core",
-        "ledger.discovery",
-        "ledger.ids",
-        "ledger.kafka",
-        "ledger.keys",
-        "ledger.settings",
-    },
+    "ledger.client": KAFKA_CLIENTS,
     "ledger.enforce": {"ledger.client", "ledger.core"},
     "ledger.testing": {
         "ledger.client",
@@ -167,15 +168,7 @@ WINGS: dict[str, set[str]] = {
         "ledger.pids",
         "ledger.settings",
     },
-    "processors": {
-        "ledger.codec",
-        "ledger.core",
-        "ledger.discovery",
-        "ledger.ids",
-        "ledger.kafka",
-        "ledger.keys",
-        "ledger.settings",
-    },
+    "processors": KAFKA_CLIENTS,
     "ledger.local": {
         "ledger.discovery",
         "ledger.files",
