@@ -15,15 +15,17 @@ import click
 
 from ledger.cli.output import json_option, print_json, to_jsonable
 from ledger.client import ClientConfig, LedgerClient
+from ledger.codec import default_codec
 from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
-from ledger.core.events import Command, CommandAccepted
+from ledger.core.events import Command, CommandAccepted, EvaluationRequested
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import parse_instant
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
-from ledger.errors import UsageError
+from ledger.errors import CodecError, FactsError, UsageError
 from ledger.files import UnreadableFile, read_bounded
+from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import load_history
 from ledger.keys import KeyStore, sign
 from ledger.settings import KafkaSecurity, Role, Settings
@@ -178,6 +180,29 @@ def principal_arg(value: str, flag: str) -> str:
     if not valid_principal(value):
         raise UsageError(f"{flag} {value!r} is not a principal: use {PRINCIPAL_FORM}")
     return value
+
+
+def sendable_request(
+    principal: str, action: str, resource: str, facts: Mapping[str, Any], context: Mapping[str, Any]
+) -> EvaluationRequested:
+    """The request a command asks about, as the SDK would send it, or :class:`FactsError` (exit
+    3) for a value the wire format cannot carry (an integer beyond 64 bits, a lone surrogate):
+    bad input, found before anything is connected to, never an undecodable record (exit 5)."""
+    request = EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=principal,
+        action=action,
+        principal=principal,
+        resource=resource,
+        facts=facts,
+        context=context,
+    )
+    try:
+        default_codec().encode(request)
+    except CodecError as exc:
+        raise FactsError(f"the ledger's SDK would refuse to send this request: {exc}") from None
+    return request
 
 
 def submit(

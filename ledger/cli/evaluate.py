@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ledger.cli.common import facts_and_context, ledger_client, ledger_options, principal_arg
+from ledger.cli.common import (
+    facts_and_context,
+    ledger_client,
+    ledger_options,
+    principal_arg,
+    sendable_request,
+)
 from ledger.cli.output import (
     handle_errors,
     json_cell,
@@ -77,6 +83,7 @@ def evaluate_cmd(
         parse_facts_json(context_text, what="--context"),
     )
     principal_arg(principal, "--principal")
+    sendable_request(principal, action, resource, facts, context)
     with ledger_client(bootstrap, principal) as client:
         if proceed is not None:
             request = client.submit_async(

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ledger.cli import lifecycle, simulate
-from ledger.cli.common import facts_and_context, read_text_file
+from ledger.cli.common import facts_and_context, read_text_file, sendable_request
 from ledger.cli.output import (
     HelpfulGroup,
     handle_errors,
@@ -25,9 +25,8 @@ from ledger.cli.output import (
     print_table,
     rule_label,
 )
-from ledger.codec import default_codec
 from ledger.core.evaluate import request_problem
-from ledger.core.events import Determination, EvaluationRequested
+from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.core.globs import is_pattern
 from ledger.core.policy import (
@@ -40,15 +39,12 @@ from ledger.core.policy import (
 )
 from ledger.core.policytests import CaseResult, offline_outcome, run_case
 from ledger.errors import (
-    CodecError,
-    FactsError,
     LedgerTimeout,
     PolicyError,
     PolicyProblem,
     PolicyTestsFailed,
     UsageError,
 )
-from ledger.ids import new_id, utcnow
 
 __all__ = ["group"]
 
@@ -471,20 +467,7 @@ def eval_(
     # What the ledger itself would make of this request first: a name over the input limits is
     # decided error / request_too_large, and a value Avro cannot carry (an integer beyond 64
     # bits, a lone surrogate) never leaves the SDK. Offline gives no answer the ledger would not.
-    request = EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor=principal,
-        action=action,
-        principal=principal,
-        resource=resource,
-        facts=facts,
-        context=context,
-    )
-    try:
-        default_codec().encode(request)
-    except CodecError as exc:
-        raise FactsError(f"the ledger's SDK would refuse to send this request: {exc}") from None
+    request = sendable_request(principal, action, resource, facts, context)
     too_large = request_problem(request)
     outcome = (
         PolicyOutcome(

@@ -363,6 +363,27 @@ def test_a_principal_the_ledger_would_refuse_is_refused_before_connecting(
 
 
 @pytest.mark.parametrize(
+    ("facts", "said"),
+    [
+        ('{"amount": 1' + "0" * 20 + "}", "does not fit a 64-bit long"),
+        ('{"note": "\\udc80"}', "surrogates not allowed"),
+    ],
+    ids=["beyond-64-bits", "lone-surrogate"],
+)
+def test_facts_the_wire_cannot_carry_are_bad_input_before_connecting(
+    facts: str, said: str, home: Path
+) -> None:
+    # `evaluate` said exit 5 (an undecodable record) where `policy eval` says exit 3; and it
+    # connected first (exit 7 here, where nothing listens) before finding the facts unsendable.
+    command = ["evaluate", "--action", "a.b", "--principal", "agent:x", "--resource", "r:1"]
+    result = CliRunner().invoke(
+        cli, [*command, "--facts", facts], env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    )
+    line = _one_line(result, 3)
+    assert "the ledger's SDK would refuse to send this request" in line and said in line
+
+
+@pytest.mark.parametrize(
     ("command", "said"),
     [
         (
