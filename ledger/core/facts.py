@@ -7,8 +7,9 @@ Accepted inputs per type (anything else is an ill-typed fact):
 
 ============== ==================================================================================
 ``int``        ``int`` (never ``bool``)
-``decimal``    ``Decimal`` (finite), ``int``, numeric ``str`` (``"120.50"``), ``float`` via its
-               shortest repr (``120.5`` → ``Decimal("120.5")``); never ``bool``
+``decimal``    ``Decimal`` (finite), ``int``, ``str`` of ASCII decimal notation (``"120.50"``,
+               ``"-1.5e3"``; :data:`DECIMAL_TEXT`), ``float`` via its shortest repr (``120.5`` →
+               ``Decimal("120.5")``); never ``bool``
 ``float``      ``float``, ``int``, ``Decimal`` (never ``bool``); NaN and infinities are rejected
 ``bool``       ``bool`` only
 ``string``     ``str``
@@ -29,6 +30,7 @@ facts like any other, each with its reason. :func:`parse_facts_json` reads facts
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -195,8 +197,12 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
             elif tv is int or tv is str:
                 if tv is str and len(v) > max_chars:
                     return _long_text(v, max_chars)
+                if tv is str and DECIMAL_TEXT.fullmatch(v) is None:
+                    return _Bad(
+                        f"expected a decimal (digits 0-9, sign, point, exponent), got {_show(v)}"
+                    )
                 try:
-                    d = Decimal(v.strip() if tv is str else v)
+                    d = Decimal(v)
                 except (InvalidOperation, ValueError):
                     return _Bad(f"expected a decimal, got {_show(v)}")
             elif tv is float:
@@ -310,6 +316,15 @@ FactsChecker = Callable[[Mapping[str, Any]], "tuple[dict[str, Value], tuple[str,
 """``check(raw) -> (coerced, reasons)``; ``reasons`` is empty exactly when the facts are valid."""
 
 _MISSING: Final = object()
+
+DECIMAL_TEXT: Final = re.compile(
+    r"[ \t\n\r]*+[+-]?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?[ \t\n\r]*+"
+)
+"""The text a ``decimal`` fact may be sent as: ASCII digits, an optional sign, point and exponent,
+and surrounding spaces. Python's ``Decimal`` reads more (``"١٢٣"`` as 123, ``"1_0"`` as 10,
+``"\\x1c5"`` as 5), which an auditor's ``TRY_CAST(… AS DECIMAL)`` over the recorded text reads
+as NULL or another number: the ledger decides only on text both read alike. Possessive
+quantifiers never backtrack, so a 65,536-character text is refused in linear time."""
 
 
 def build_checker(

@@ -50,6 +50,42 @@ def test_decimal_rejections(value: object) -> None:
     assert reasons and reasons[0].startswith("d: ")
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["١٢٣", "1_0", "1__0", "\x1c5", "\u00a05", "\u20075", "\uff15", "0x10", "1.2.3", "+-1", "."],
+)
+def test_a_decimal_is_refused_in_any_notation_but_ascii_decimal(text: str) -> None:
+    # Python's Decimal read "١٢٣" as 123 and "1_0" as 10: the decision held them numbers while an
+    # auditor's TRY_CAST of the recorded text gives NULL, or (for "1_0") no reason to trust it.
+    _, reasons = check(DEC, text)
+    assert reasons == (f"d: expected a decimal (digits 0-9, sign, point, exponent), got {text!r}",)
+
+
+def test_every_decimal_text_accepted_is_the_number_duckdb_reads() -> None:
+    import duckdb
+
+    texts = [" 7.10 ", "+5", ".5", "5.", "1e2", "1.5E-1", "\t3\n", "-0", "0.01", "999.99"]
+    wide = FactSpec(name="d", type="decimal")
+    with duckdb.connect() as db:
+        for text in texts:
+            coerced, reasons = check(wide, text)
+            assert not reasons, (text, reasons)
+            (read,) = db.execute("SELECT TRY_CAST(? AS DECIMAL(38, 10))", [text]).fetchone()  # type: ignore[misc]
+            assert read == coerced["d"], text
+
+
+def test_a_long_decimal_text_is_refused_in_linear_time() -> None:
+    # The notation check must not backtrack: 65,535 digits and a stray letter (the most text a
+    # fact may have) is one pass.
+    import time
+
+    started = time.perf_counter()
+    for _ in range(20):
+        _, reasons = check(FactSpec(name="d", type="decimal"), "1" * 65_535 + "x")
+        assert reasons
+    assert time.perf_counter() - started < 2.0  # quadratic backtracking took minutes
+
+
 def test_decimal_edges_inclusive() -> None:
     assert not check(DEC, "0.01")[1]
     assert not check(DEC, "999.99")[1]
