@@ -33,6 +33,7 @@ from ledger.core.policy import (
     Policy,
     PolicyOutcome,
     PolicyTestCase,
+    check_policy,
     load_yaml,
     parse_policy,
     parse_test_cases,
@@ -77,9 +78,11 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     PATH is a policy file, a tests file or a directory (searched recursively for both). Every
     problem is listed with its file, line, rule id and field; exit code 3 when any file is
     invalid, after checking the others. Valid files print their policy name and content hash
-    (a tests file: its number of cases).
+    (a tests file: its number of cases). A rule that can never match, because an earlier rule
+    matches every request it would, is a warning (exit code 0): move it above, or remove it.
     """
     problems: list[PolicyProblem] = []
+    warnings: list[PolicyProblem] = []
     valid: list[dict[str, Any]] = []
     bad = 0
     files = _yaml_files(paths, tests=True)
@@ -100,7 +103,7 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                     continue
                 valid.append({"file": str(path), "tests_of": named, "cases": len(cases)})
                 continue
-            policy = _load(path)
+            policy, found = check_policy(_read(path), filename=str(path))
         except PolicyError as exc:
             problems.extend(exc.problems)
             bad += 1
@@ -119,8 +122,9 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                 "rules": len(policy.rules),
             }
         )
+        warnings.extend(found)
     if as_json:
-        print_json({"valid": valid, "problems": problems})
+        print_json({"valid": valid, "problems": problems, "warnings": warnings})
     else:
         for item in valid:
             if "cases" in item:
@@ -131,6 +135,8 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                     f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, "
                     f"{item['content_hash']})"
                 )
+        for warning in warnings:
+            click.echo(f"warning  {warning}", err=True)
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:  # each problem is shown above

@@ -126,6 +126,7 @@ __all__ = [
     "ConditionFn",
     "Meter",
     "compile_condition",
+    "conjuncts",
     "RESERVED_NAMES",
 ]
 
@@ -1695,3 +1696,56 @@ def compile_condition(
         python=python,
         metered=compiler.metered,
     )
+
+
+# The grammar's precedence levels: with one child, a node is that child (an operator is a node
+# of its own, such as relation_gt).
+_PASSING: Final = frozenset(
+    {
+        "expr",
+        "conditionalor",
+        "conditionaland",
+        "relation",
+        "addition",
+        "multiplication",
+        "unary",
+        "member",
+        "primary",
+    }
+)
+
+
+def conjuncts(text: str) -> frozenset[str]:
+    """The terms a condition joins with ``&&`` at its top level (through parentheses), each in a
+    form that ignores layout (``a>1`` and ``a > 1`` are one term); a ``true`` term is left out,
+    so a condition that always holds has none. For finding rules an earlier rule shadows: a rule
+    whose terms include all of an earlier rule's never matches first. The text must compile
+    (:func:`compile_condition`)."""
+    from lark import Token, Tree
+
+    def key(node: Any) -> str:
+        if isinstance(node, Token):
+            return str(node)
+        while node.data in _PASSING and len(node.children) == 1:
+            node = node.children[0]  # a precedence level with one operand is that operand
+            if isinstance(node, Token):
+                return str(node)
+        return f"{node.data}({','.join(key(c) for c in node.children)})"
+
+    def terms(node: Any) -> list[Any]:
+        # expr > conditionalor > conditionaland (left-nested) > relation; a relation that is
+        # only a parenthesised expression is that expression's terms.
+        if node.data == "expr" and len(node.children) == 1:
+            return terms(node.children[0])
+        if node.data == "conditionalor" and len(node.children) == 1:
+            return terms(node.children[0])
+        if node.data == "conditionaland":
+            return [t for child in node.children for t in terms(child)]
+        inner = node
+        while isinstance(inner, Tree) and len(inner.children) == 1:
+            inner = inner.children[0]
+            if isinstance(inner, Tree) and inner.data == "paren_expr":
+                return terms(inner.children[0])
+        return [node]
+
+    return frozenset(k for k in map(key, terms(_parse(text))) if k != "literal(true)")

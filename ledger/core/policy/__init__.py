@@ -25,6 +25,7 @@ One concept per module; each imports only those before it (a test enforces it):
 - :mod:`.canonical` — canonical text and content hash;
 - :mod:`.runner` — the compiled decision function under the evaluation budget;
 - :mod:`.validate` — problems collected with their positions; builds the :class:`Policy`;
+- :mod:`.lint` — rules that can never match (warnings for the policy owner);
 - :mod:`.source` — bounded YAML and canonical-JSON loading, the entry points.
 
 This package's public API is :data:`__all__`; the modules' other names are its internals.
@@ -43,7 +44,7 @@ from ledger.core.policy.model import (
     PolicyTestCase,
     Rule,
 )
-from ledger.core.policy.source import load_yaml, parse_policy, parse_test_cases
+from ledger.core.policy.source import check_policy, load_yaml, parse_policy, parse_test_cases
 
 __all__ = [
     "Effect",
@@ -53,6 +54,7 @@ __all__ = [
     "PolicyOutcome",
     "Policy",
     "parse_policy",
+    "check_policy",
     "parse_test_cases",
     "load_yaml",
     "REASON_RULE_MATCHED",

@@ -9,7 +9,7 @@ and column of every element recorded), the entry points :func:`parse_policy` and
 work (STYLE §16, :mod:`ledger.core.limits`): the text's size first.
 
 May import: the stdlib, ``yaml``, :mod:`ledger.core.boundedjson`, :mod:`ledger.core.limits`,
-:mod:`ledger.errors` and, of this package, :mod:`.model` and :mod:`.validate`.
+:mod:`ledger.errors` and, of this package, :mod:`.model`, :mod:`.lint` and :mod:`.validate`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import yaml
 
 from ledger.core import boundedjson
 from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.policy.lint import shadowed_rules
 from ledger.core.policy.model import Policy, PolicyTestCase
 from ledger.core.policy.validate import Marks, Validator, build
 from ledger.errors import PolicyError, PolicyProblem
 
-__all__ = ["load_yaml", "parse_policy", "parse_test_cases", "parse_canonical"]
+__all__ = ["load_yaml", "parse_policy", "check_policy", "parse_test_cases", "parse_canonical"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -314,6 +315,26 @@ def parse_policy(
         limits=limits,
         new_document=new_document,
     )
+
+
+def check_policy(
+    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Policy, tuple[PolicyProblem, ...]]:
+    """:func:`parse_policy` for a policy owner: the policy, and its warnings located in the text
+    (rules an earlier rule shadows, :mod:`.lint`). A warning does not make it invalid."""
+    if not isinstance(text, str):
+        raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
+    data, marks = load_yaml(text, filename=filename, limits=limits)
+    policy = build(data, file=filename, marks=marks, allow_tests=True, limits=limits)
+    warnings = []
+    for found in shadowed_rules(policy):
+        where = ("default",) if found.index is None else ("rules", found.index, "when")
+        line, _ = marks.at(where)
+        rule = None if found.index is None else policy.rules[found.index].id
+        warnings.append(
+            PolicyProblem(message=found.message(policy), file=filename, rule=rule, line=line)
+        )
+    return policy, tuple(warnings)
 
 
 def parse_test_cases(

@@ -46,7 +46,8 @@ POLICY_LAYERS: dict[str, set[str]] = {
     "canonical": {"model"},
     "runner": {"model"},
     "validate": {"model", "canonical", "runner"},
-    "source": {"model", "validate"},
+    "lint": {"model"},
+    "source": {"model", "lint", "validate"},
 }
 # Imports made inside a function, when the package is already loaded: (importer, imported).
 # Policy.from_canonical delegates to the loader, which builds Policies.

@@ -1,0 +1,126 @@
+"""Rules an earlier rule shadows: found, located, and never a rule that can match."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import yaml
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.cli.app import cli
+from ledger.core.cel import conjuncts
+from ledger.core.policy import check_policy, parse_policy
+from ledger.core.policy.lint import shadowed_rules
+
+HEAD = """policy: p
+governs: [p.act]
+owner: team
+facts:
+  a: {type: int, optional: true}
+  b: int
+  s: {type: enum, values: [x, y]}
+"""
+
+
+def _policy(rules: list[dict[str, Any]]) -> str:
+    return HEAD + yaml.safe_dump({"rules": rules, "default": {"effect": "deny"}}, sort_keys=False)
+
+
+def _rules(*whens: str | None) -> list[dict[str, Any]]:
+    return [
+        {"id": f"r{n}", "effect": "allow"} | ({} if when is None else {"when": when})
+        for n, when in enumerate(whens)
+    ]
+
+
+def _found(*whens: str | None) -> list[tuple[int | None, int]]:
+    return [(s.index, s.by) for s in shadowed_rules(parse_policy(_policy(_rules(*whens))))]
+
+
+def test_terms_are_compared_as_written_layout_and_parentheses_aside() -> None:
+    assert conjuncts("a>2 && (b < 5 && s == 'x')") == conjuncts("s == 'x' && a > 2 && b<5")
+    assert conjuncts("a > 2 && true") == conjuncts("(a > 2)")
+    assert conjuncts("true") == frozenset() == conjuncts("(true)")
+    # An operator is part of the term: a > 2 is not a < 2, nor a >= 2.
+    assert len(conjuncts("a > 2") | conjuncts("a < 2") | conjuncts("a >= 2")) == 3
+    # || and the ternary are one term each, never split.
+    assert len(conjuncts("a > 2 || b < 5")) == 1 and len(conjuncts("a > 2 ? true : false")) == 1
+
+
+def test_a_rule_whose_condition_holds_an_earlier_ones_is_found() -> None:
+    assert _found("b < 5", "b < 5 && s == 'x'") == [(1, 0)]
+    assert _found("b < 5", "(b<5)") == [(1, 0)]  # the same condition
+    assert _found("b < 5 && s == 'x'", "b < 5") == []  # narrow first: both can match
+    assert _found("b < 5", "b <= 5", "b < 5 || a > 2", "!(b < 5)") == []
+
+
+def test_a_rule_that_matches_everything_shadows_every_later_rule_and_the_default() -> None:
+    assert _found("b < 5", None, "a > 2") == [(2, 1), (None, 1)]
+    assert _found("true", "a > 2") == [(1, 0), (None, 0)]
+    assert _found("b < 5", "a > 2") == []
+
+
+def test_each_shadowed_rule_is_named_once_by_the_first_rule_that_shadows_it() -> None:
+    assert _found("b < 5", "s == 'x'", "s == 'x' && b < 5") == [(2, 0)]
+
+
+def test_validate_warns_with_the_line_and_exits_0(tmp_path: Any) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(_policy(_rules("b < 5", "s == 'x' && b < 5", None, "a > 2")))
+    policy, warnings = check_policy(path.read_text(), filename=str(path))
+    assert policy.content_hash == parse_policy(path.read_text()).content_hash
+    lines = path.read_text().splitlines()
+    assert [(w.rule, lines[w.line - 1].strip()) for w in warnings if w.line] == [
+        ("r1", "when: s == 'x' && b < 5"),
+        ("r3", "when: a > 2"),
+        (None, "default:"),
+    ]
+    result = CliRunner().invoke(cli, ["policy", "validate", str(path)])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    one, three, default = (w.line for w in warnings)
+    assert said == [
+        f"warning  {path}:{one}, rule 'r1': never matches: rule 'r0' before it matches every "
+        "request this one would (its condition is part of this one's); move it above 'r0', or "
+        "remove it",
+        f"warning  {path}:{three}, rule 'r3': never matches: rule 'r2' before it matches every "
+        "request; move it above 'r2', or remove it",
+        f"warning  {path}:{default}: the default never decides: rule 'r2' matches every request (it "
+        "has no when, or one that is always true)",
+    ]
+    as_json = CliRunner().invoke(cli, ["policy", "validate", str(path), "--json"])
+    assert as_json.exit_code == 0 and as_json.stderr == ""
+    assert [w["rule"] for w in json.loads(as_json.stdout)["warnings"]] == ["r1", "r3", None]
+
+
+# Terms that can be false, absent (a is optional) or fault (10 / b when b is 0).
+TERMS = ["a > 2", "b < 3", "s == 'x'", "10 / b > 2", "a > 2 || b == 0", "true"]
+GRID = [
+    ({} if a is None else {"a": a}) | {"b": b, "s": s}
+    for a, b, s in itertools.product([None, 0, 3], [0, 1, 4], ["x", "y"])
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.lists(st.sampled_from(TERMS), min_size=1, max_size=3)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_a_rule_found_shadowed_never_matches_any_request(whens: list[list[str] | None]) -> None:
+    policy = parse_policy(_policy(_rules(*(w and " && ".join(w) for w in whens))))
+    found = shadowed_rules(policy)
+    never = {policy.rules[s.index].id for s in found if s.index is not None}
+    default_never = any(s.index is None for s in found)
+    for facts in GRID:
+        outcome, _ = policy.run(facts, {})
+        if outcome.reason_code == "rule_matched":
+            assert outcome.rule not in never, (facts, outcome.rule)
+        if outcome.reason_code == "default":
+            assert not default_never, facts
