@@ -1698,23 +1698,6 @@ def compile_condition(
     )
 
 
-# The grammar's precedence levels: with one child, a node is that child (an operator is a node
-# of its own, such as relation_gt).
-_PASSING: Final = frozenset(
-    {
-        "expr",
-        "conditionalor",
-        "conditionaland",
-        "relation",
-        "addition",
-        "multiplication",
-        "unary",
-        "member",
-        "primary",
-    }
-)
-
-
 def conjuncts(text: str) -> frozenset[str]:
     """The terms a condition joins with ``&&`` at its top level (through parentheses), each in a
     form that ignores layout (``a>1`` and ``a > 1`` are one term); a ``true`` term is left out,
@@ -1726,7 +1709,7 @@ def conjuncts(text: str) -> frozenset[str]:
     def key(node: Any) -> str:
         if isinstance(node, Token):
             return str(node)
-        while node.data in _PASSING and len(node.children) == 1:
+        while node.data in _UNWRAP and len(node.children) == 1:
             node = node.children[0]  # a precedence level with one operand is that operand
             if isinstance(node, Token):
                 return str(node)
