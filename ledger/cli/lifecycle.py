@@ -42,7 +42,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.jsonform import format_timestamp
-from ledger.core.policy import parse_policy
+from ledger.core.policy import check_policy, parse_policy
 from ledger.core.policy.canonical import document_yaml
 from ledger.core.state import PolicyVersion
 from ledger.errors import UsageError
@@ -67,7 +67,10 @@ def propose(
     """
     document = read_text_file(file, what="policy file")
     # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
-    policy = parse_policy(document, filename=str(file))
+    # Warnings (a rule that can never match) are said, and do not stop the proposal.
+    policy, warnings = check_policy(document, filename=str(file))
+    for warning in warnings:
+        click.echo(f"warning  {warning}", err=True)
     # The name travels beside the document: the processor authorizes on it before reading it.
     command = ProposePolicyVersion(
         event_id=new_id(),

@@ -124,3 +124,18 @@ def test_a_rule_found_shadowed_never_matches_any_request(whens: list[list[str] |
             assert outcome.rule not in never, (facts, outcome.rule)
         if outcome.reason_code == "default":
             assert not default_never, facts
+
+
+def test_propose_says_the_warning_before_it_sends(tmp_path: Any) -> None:
+    # Nothing listens at 127.0.0.1:1: the proposal fails afterwards (no key, or no Kafka), but
+    # the owner has read the warning first, one line on stderr.
+    path = tmp_path / "p.yaml"
+    path.write_text(_policy(_rules(None, "b < 5")))
+    result = CliRunner().invoke(
+        cli,
+        ["policy", "propose", str(path), "--by", "human:alice"],
+        env={"LEDGER_BOOTSTRAP": "127.0.0.1:1", "LEDGER_HOME": str(tmp_path / "home")},
+    )
+    assert result.exit_code != 0
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"warning  {path}:") and "rule 'r1': never matches: rule 'r0'" in first
