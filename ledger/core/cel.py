@@ -125,8 +125,8 @@ __all__ = [
     "ConditionFault",
     "ConditionFn",
     "Meter",
+    "alternatives",
     "compile_condition",
-    "conjuncts",
     "RESERVED_NAMES",
 ]
 
@@ -1698,11 +1698,13 @@ def compile_condition(
     )
 
 
-def conjuncts(text: str) -> frozenset[str]:
-    """The terms a condition joins with ``&&`` at its top level (through parentheses), each in a
-    form that ignores layout (``a>1`` and ``a > 1`` are one term); a ``true`` term is left out,
-    so a condition that always holds has none. For finding rules an earlier rule shadows: a rule
-    whose terms include all of an earlier rule's never matches first. The text must compile
+def alternatives(text: str) -> tuple[frozenset[str], ...]:
+    """A condition as the alternatives it joins with ``||`` at its top level, each the set of
+    terms it joins with ``&&`` (both through parentheses): ``a && (b || c)`` is one alternative
+    of two terms, ``(a && b) || c`` two alternatives. A term is in a form that ignores layout
+    (``a>1`` and ``a > 1`` are one term); ``true`` terms are left out, so an alternative that
+    always holds is empty. For finding rules an earlier rule shadows (:mod:`ledger.core.policy
+    .lint`): the condition holds when all the terms of one alternative do. The text must compile
     (:func:`compile_condition`)."""
     from lark import Token, Tree
 
@@ -1715,20 +1717,21 @@ def conjuncts(text: str) -> frozenset[str]:
                 return str(node)
         return f"{node.data}({','.join(key(c) for c in node.children)})"
 
-    def terms(node: Any) -> list[Any]:
-        # expr > conditionalor > conditionaland (left-nested) > relation; a relation that is
-        # only a parenthesised expression is that expression's terms.
-        if node.data == "expr" and len(node.children) == 1:
-            return terms(node.children[0])
-        if node.data == "conditionalor" and len(node.children) == 1:
-            return terms(node.children[0])
-        if node.data == "conditionaland":
-            return [t for child in node.children for t in terms(child)]
-        inner = node
-        while isinstance(inner, Tree) and len(inner.children) == 1:
-            inner = inner.children[0]
-            if isinstance(inner, Tree) and inner.data == "paren_expr":
-                return terms(inner.children[0])
+    def bare(node: Any) -> Any:
+        # Through one-operand precedence levels and parentheses to what the node really is.
+        while isinstance(node, Tree) and len(node.children) == 1:
+            if node.data not in _UNWRAP and node.data != "paren_expr":
+                break
+            node = node.children[0]
+        return node
+
+    def flat(node: Any, kind: str) -> list[Any]:
+        node = bare(node)
+        if isinstance(node, Tree) and node.data == kind:
+            return [part for child in node.children for part in flat(child, kind)]
         return [node]
 
-    return frozenset(k for k in map(key, terms(_parse(text))) if k != "literal(true)")
+    return tuple(
+        frozenset(k for k in map(key, flat(alt, "conditionaland")) if k != "literal(true)")
+        for alt in flat(_parse(text), "conditionalor")
+    )

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.cli.app import cli
-from ledger.core.cel import conjuncts
+from ledger.core.cel import alternatives
 from ledger.core.policy import check_policy, parse_policy
 from ledger.core.policy.lint import shadowed_rules
 
@@ -37,25 +37,38 @@ def _rules(*whens: str | None) -> list[dict[str, Any]]:
     ]
 
 
-def _found(*whens: str | None) -> list[tuple[int | None, int]]:
-    return [(s.index, s.by) for s in shadowed_rules(parse_policy(_policy(_rules(*whens))))]
+def _found(*whens: str | None) -> list[tuple[int | None, int | tuple[int, ...]]]:
+    found = shadowed_rules(parse_policy(_policy(_rules(*whens))))
+    return [(s.index, s.by[0] if len(s.by) == 1 else s.by) for s in found]
 
 
 def test_terms_are_compared_as_written_layout_and_parentheses_aside() -> None:
-    assert conjuncts("a>2 && (b < 5 && s == 'x')") == conjuncts("s == 'x' && a > 2 && b<5")
-    assert conjuncts("a > 2 && true") == conjuncts("(a > 2)")
-    assert conjuncts("true") == frozenset() == conjuncts("(true)")
+    (one,) = alternatives("a>2 && (b < 5 && s == 'x')")
+    assert alternatives("s == 'x' && a > 2 && b<5") == (one,) and len(one) == 3
+    assert alternatives("a > 2 && true") == alternatives("(a > 2)")
+    assert alternatives("true") == (frozenset(),) == alternatives("(true)")
     # An operator is part of the term: a > 2 is not a < 2, nor a >= 2.
-    assert len(conjuncts("a > 2") | conjuncts("a < 2") | conjuncts("a >= 2")) == 3
-    # || and the ternary are one term each, never split.
-    assert len(conjuncts("a > 2 || b < 5")) == 1 and len(conjuncts("a > 2 ? true : false")) == 1
+    assert len({*alternatives("a > 2"), *alternatives("a < 2"), *alternatives("a >= 2")}) == 3
+    # || at the top level (through parentheses) separates alternatives; inside a term it does not.
+    assert alternatives("a > 2 || (b < 5 || s == 'x')") == tuple(
+        alternatives(t)[0] for t in ("a > 2", "b < 5", "s == 'x'")
+    )
+    (both,) = alternatives("a > 2 && (b < 5 || s == 'x')")
+    assert len(both) == 2
+    assert len(alternatives("a > 2 ? true : false")) == 1
 
 
 def test_a_rule_whose_condition_holds_an_earlier_ones_is_found() -> None:
     assert _found("b < 5", "b < 5 && s == 'x'") == [(1, 0)]
     assert _found("b < 5", "(b<5)") == [(1, 0)]  # the same condition
     assert _found("b < 5 && s == 'x'", "b < 5") == []  # narrow first: both can match
-    assert _found("b < 5", "b <= 5", "b < 5 || a > 2", "!(b < 5)") == []
+    assert _found("b < 5", "b <= 5", "!(b < 5)", "b < 5 && (a > 2 || s == 'x')") == [(3, 0)]
+    # An earlier rule with || matches first whenever one of its alternatives holds.
+    assert _found("s == 'x' || b < 5", "b < 5 && a > 2") == [(1, 0)]
+    assert _found("s == 'x' && a > 2 || b < 5", "a > 2") == []
+    # A later rule with || is shadowed when earlier rules cover each of its alternatives.
+    assert _found("b < 5", "s == 'x'", "s == 'x' || b < 5 && a > 2") == [(2, (0, 1))]
+    assert _found("b < 5", "s == 'x' || a > 2 || b < 5") == []
 
 
 def test_a_rule_that_matches_everything_shadows_every_later_rule_and_the_default() -> None:
@@ -85,7 +98,7 @@ def test_validate_warns_with_the_line_and_exits_0(tmp_path: Any) -> None:
     one, three, default = (w.line for w in warnings)
     assert said == [
         f"warning  {path}:{one}, rule 'r1': never matches: rule 'r0' before it matches every "
-        "request this one would (its condition is part of this one's); move it above 'r0', or "
+        "request this one would; move it above 'r0', or "
         "remove it",
         f"warning  {path}:{three}, rule 'r3': never matches: rule 'r2' before it matches every "
         "request; move it above 'r2', or remove it",
@@ -97,6 +110,15 @@ def test_validate_warns_with_the_line_and_exits_0(tmp_path: Any) -> None:
     assert [w["rule"] for w in json.loads(as_json.stdout)["warnings"]] == ["r1", "r3", None]
 
 
+def test_a_rule_shadowed_by_several_names_them_all(tmp_path: Any) -> None:
+    text = _policy(_rules("b < 5", "s == 'x'", "s == 'x' || b < 5"))
+    _, (warning,) = check_policy(text, filename="p.yaml")
+    assert warning.rule == "r2" and warning.message == (
+        "never matches: rules 'r0', 'r1' before it match every request this one would; move it "
+        "above 'r0', or remove it"
+    )
+
+
 # Terms that can be false, absent (a is optional) or fault (10 / b when b is 0).
 TERMS = ["a > 2", "b < 3", "s == 'x'", "10 / b > 2", "a > 2 || b == 0", "true"]
 GRID = [
@@ -105,16 +127,25 @@ GRID = [
 ]
 
 
-@settings(max_examples=150, deadline=None)
+ALTERNATIVE = st.lists(st.sampled_from(TERMS), min_size=1, max_size=3)
+
+
+def _when(alts: list[list[str]] | None) -> str | None:
+    return None if alts is None else " || ".join(f"({' && '.join(a)})" for a in alts)
+
+
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.one_of(st.none(), st.lists(st.sampled_from(TERMS), min_size=1, max_size=3)),
+        st.one_of(st.none(), st.lists(ALTERNATIVE, min_size=1, max_size=2)),
         min_size=1,
         max_size=5,
     )
 )
-def test_a_rule_found_shadowed_never_matches_any_request(whens: list[list[str] | None]) -> None:
-    policy = parse_policy(_policy(_rules(*(w and " && ".join(w) for w in whens))))
+def test_a_rule_found_shadowed_never_matches_any_request(
+    whens: list[list[list[str]] | None],
+) -> None:
+    policy = parse_policy(_policy(_rules(*map(_when, whens))))
     found = shadowed_rules(policy)
     never = {policy.rules[s.index].id for s in found if s.index is not None}
     default_never = any(s.index is None for s in found)
