@@ -67,8 +67,9 @@ def enforce(
     """Wrap a tool function so every call is decided first (see module docstring).
 
     ``principal``, ``resource``, ``facts`` and ``context`` are values or functions of the tool's
-    own arguments: each function is called with the call's arguments bound to the tool's
-    parameters, defaults filled in (``constraints`` and ``decision_param`` are not among them).
+    own arguments: each function is called with the call's arguments its parameters name, by
+    name and in any order, defaults filled in (``constraints`` and ``decision_param`` are not
+    among them); see :func:`_by_name`.
 
     The guarded tool's signature (``inspect.signature``, which agent frameworks read to build a
     tool's schema for the model) is the tool's without ``constraints`` and the parameter named
@@ -108,31 +109,30 @@ def enforce(
             parameters=[p for n, p in signature.parameters.items() if n not in supplied]
         )
 
+        # Each function of the tool's arguments takes them by name, never by position: a
+        # `lambda amount, account` on a tool `(account, amount)` must not swap them.
+        asks = {
+            what: _by_name(spec, what, name, public)
+            for what, spec in (
+                ("principal", principal),
+                ("resource", resource),
+                ("facts", facts),
+                ("context", context),
+            )
+        }
+
         def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
             # The decision's to give, never the caller's: not even into a ``**kwargs`` catch-all.
             for given in supplied:
                 kwargs.pop(given, None)
             bound = public.bind(*args, **kwargs)  # a wrong call fails as the tool's own would
             bound.apply_defaults()
-
-            def resolve(spec: Any, what: str) -> Any:
-                if not callable(spec):
-                    return spec
-                try:
-                    return spec(*bound.args, **bound.kwargs)
-                except TypeError as exc:
-                    raise UsageError(
-                        f"the {what} function of {name}'s enforcement point cannot take the "
-                        f"tool's arguments {public}: {exc} (give it the tool's parameters, or "
-                        "end it with **_)"
-                    ) from exc
-
             return {
                 "action": action,
-                "principal": resolve(principal, "principal"),
-                "resource": resolve(resource, "resource"),
-                "facts": resolve(facts, "facts") or {},
-                "context": resolve(context, "context") or {},
+                "principal": asks["principal"](bound.arguments),
+                "resource": asks["resource"](bound.arguments),
+                "facts": asks["facts"](bound.arguments) or {},
+                "context": asks["context"](bound.arguments) or {},
                 "timeout": timeout,
             }
 
@@ -184,3 +184,73 @@ def enforce(
         return guarded
 
     return decorate
+
+
+def _by_name(
+    spec: Any, what: str, tool: str, public: inspect.Signature
+) -> Callable[[Mapping[str, Any]], Any]:
+    """How to get the ``what`` value from a call's arguments (the tool's parameter names and
+    their values, defaults filled in): ``spec`` itself, or ``spec`` called with those of the
+    tool's arguments its parameters name, in any order; its ``**`` parameter, if any, gets the
+    rest (the tool's own ``**`` arguments among them, one by one). Checked here, when the tool
+    is decorated: a parameter the tool has not (and no ``**`` of the tool could give) is a
+    :class:`UsageError` at once, not a request decided on the wrong values."""
+    if not callable(spec):
+        return lambda arguments: spec
+    try:
+        wanted = inspect.signature(spec).parameters.values()
+    except (TypeError, ValueError):
+        wanted = None
+    tool_params = public.parameters
+    listing = ", ".join(tool_params) or "none"
+    hint = (
+        f"its parameters are matched to {tool}'s ({listing}) by name, in any order, so name "
+        "them as the tool does (and end it with **_ to leave the others out)"
+    )
+    if wanted is None:
+        raise UsageError(f"the {what} of {tool}'s enforcement point has no signature: {hint}")
+    spreads = next(
+        (p.name for p in tool_params.values() if p.kind is inspect.Parameter.VAR_KEYWORD), None
+    )
+    named: list[tuple[str, bool]] = []  # (name, has a default)
+    rest = False
+    for p in wanted:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            rest = True
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue  # nothing is given by position
+        elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise UsageError(
+                f"the {what} function of {tool}'s enforcement point takes {p.name!r} by position "
+                f"only: {hint}"
+            )
+        elif p.name in tool_params or spreads is not None or p.default is not p.empty:
+            named.append((p.name, p.default is not p.empty))
+        else:
+            raise UsageError(
+                f"the {what} function of {tool}'s enforcement point takes {p.name!r}, which "
+                f"{tool} has not: {hint}"
+            )
+
+    def call(arguments: Mapping[str, Any]) -> Any:
+        spread = arguments.get(spreads, {}) if spreads is not None else {}
+        given: dict[str, Any] = {}
+        for n, optional in named:
+            if n in arguments:  # the tool's parameter (its ``**`` one: the whole dict)
+                given[n] = arguments[n]
+            elif n in spread:
+                given[n] = spread[n]
+            elif not optional:
+                raise UsageError(
+                    f"the {what} function of {tool}'s enforcement point takes {n!r}, which this "
+                    "call does not give"
+                )
+        if rest:
+            for n, v in arguments.items():
+                if n == spreads:
+                    given.update((k, x) for k, x in v.items() if k not in given)
+                elif n not in given:
+                    given[n] = v
+        return spec(**given)
+
+    return call

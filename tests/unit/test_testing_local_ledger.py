@@ -404,12 +404,105 @@ def test_resolvers_get_the_tools_defaults_and_a_mismatch_names_the_tool(
 
     assert issue("7") == "7: 120.50"  # the lambdas were given the default amount
 
-    @enforce(client, action="refund.issue", principal=AGENT, resource=lambda: "account:7")
     def misfit(account: str, *, constraints: dict[str, Any]) -> str:
         return account
 
-    with pytest.raises(UsageError, match=r"the resource function of .*misfit's enforcement point"):
-        misfit("7")
+    # A parameter the tool has not is refused when the tool is decorated, not at its first call.
+    guard = enforce(client, action="refund.issue", principal=AGENT, resource=lambda acct: acct)
+    with pytest.raises(
+        UsageError,
+        match=r"the resource function of .*misfit's enforcement point takes 'acct', which "
+        r".*misfit has not: its parameters are matched to .*misfit's \(account\) by name",
+    ):
+        guard(misfit)
+    # One that takes nothing is a constant: fine.
+    constant = enforce(
+        client,
+        action="refund.issue",
+        principal=AGENT,
+        resource=lambda: "account:7",
+        facts=lambda: {"amount": "1", **LOYAL},
+    )
+    assert constant(misfit)("9") == "9"
+
+
+def test_resolvers_take_the_tools_arguments_by_name_in_any_order(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    # They were given the arguments by position: `lambda amount, account` on a tool
+    # `(account, amount)` asked about account 9000 with amount 100 (allowed), and the tool
+    # refunded 9000 to account 100. Named as the tool names them, order does not matter.
+    ran: list[tuple[str, str]] = []
+
+    @enforce(
+        client,
+        action="refund.issue",
+        principal=AGENT,
+        resource=lambda amount, account: f"account:{account}",
+        facts=lambda amount, account: {"amount": amount, **LOYAL},
+    )
+    def issue_refund(account: str, amount: str, *, constraints: dict[str, Any]) -> str:
+        ran.append((account, amount))
+        return "refunded"
+
+    for call in (
+        lambda: issue_refund("100", "9000"),
+        lambda: issue_refund(amount="9000", account="100"),
+    ):
+        with pytest.raises(DecisionDenied) as denied:
+            call()
+        assert denied.value.decision.resource == "account:100"
+        assert str(denied.value.decision.facts["amount"]) == "9000"
+    assert ran == []
+    assert issue_refund("100", "90") == "refunded" and ran == [("100", "90")]
+
+    # A positional-only parameter cannot be matched by name.
+    with pytest.raises(UsageError, match="takes 'account' by position only"):
+        enforce(
+            client, action="refund.issue", principal=AGENT, resource=lambda account, /: account
+        )(issue_refund)
+
+
+def test_resolvers_find_names_among_a_tools_keyword_arguments(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    @enforce(
+        client,
+        action="refund.issue",
+        principal=AGENT,
+        resource=lambda account, **_: f"account:{account}",
+        facts=lambda amount, options: {"amount": amount, **LOYAL},
+    )
+    def issue(account: str, **options: Any) -> str:
+        return f"{account} {sorted(options)}"
+
+    assert issue("5", amount="20", note="x") == "5 ['amount', 'note']"
+    (made,) = ledger.decisions
+    assert made.resource == "account:5" and str(made.facts["amount"]) == "20"
+    # A name the call does not give (and with no default) is one usage line, before any request.
+    with pytest.raises(UsageError, match="takes 'amount', which this call does not give"):
+        issue("5", note="x")
+    assert len(ledger.decisions) == 1
+
+
+def test_an_exception_in_a_resolver_is_the_callers_own_and_the_tool_does_not_run(
+    client: LedgerClient,
+) -> None:
+    ran: list[str] = []
+
+    @enforce(
+        client,
+        action="refund.issue",
+        principal=AGENT,
+        resource=lambda customer: f"account:{customer['id']}",
+    )
+    def issue(customer: dict[str, str]) -> str:
+        ran.append("ran")
+        return "refunded"
+
+    with pytest.raises(KeyError):
+        issue({})
+    assert ran == []
 
 
 def test_a_denied_call_never_runs_the_tool(client: LedgerClient) -> None:
