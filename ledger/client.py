@@ -45,7 +45,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias, TypeVar, cast
+from typing import Any, Final, Protocol, TypeAlias, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -557,7 +557,19 @@ def _timeout(what: str, key: str, limit: float) -> LedgerTimeout:
     )
 
 
+_BATCH_ITEM_KEYS: Final = ("item_id", "action", "resource", "facts")
+
+
 def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
+    # A key the item cannot have is a mistake, never ignored: a misspelt "contxt" would send no
+    # context, and a "principal" would be answered for the call's principal, not that one.
+    unknown = [k for k in item if k not in _BATCH_ITEM_KEYS]
+    if unknown:
+        raise UsageError(
+            f"batch item {index} has {', '.join(map(repr, unknown))}: an item takes only "
+            f"{', '.join(_BATCH_ITEM_KEYS)} (the principal and context are the call's: "
+            "preevaluate(principal, items, context=...))"
+        )
     try:
         return BatchItem(
             item_id=str(item.get("item_id", index)),

@@ -234,6 +234,25 @@ def test_a_pre_evaluation_over_the_item_limit_is_refused_before_it_is_sent() -> 
     assert len(client.preevaluate(AGENT, items[:500]).decisions) == 500
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ({"contxt": {"risk": 0.9}}, "'contxt'"),  # misspelt: no context would be sent
+        ({"principal": "agent:other"}, "'principal'"),  # the call's principal answers
+    ],
+)
+def test_a_pre_evaluation_item_with_a_key_it_cannot_have_is_refused(
+    extra: dict[str, Any], said: str
+) -> None:
+    # They were ignored: the batch went out without the context, or for another principal.
+    sent: list[Any] = []
+    client, _ = make(lambda message: sent.append(message) or Determination.ALLOW)
+    items = [{"action": "a", "resource": "r"}, {"action": "a", "resource": "r", **extra}]
+    with pytest.raises(UsageError, match=rf"batch item 1 has {said}: an item takes only item_id"):
+        client.preevaluate(AGENT, items)
+    assert sent == []
+
+
 def test_an_id_over_its_limit_is_refused_before_it_is_sent() -> None:
     # The processors dead-letter it unanswered: sending it would only wait for the timeout.
     sent: list[Any] = []
