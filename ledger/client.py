@@ -475,7 +475,10 @@ class LedgerClient:
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
-            raise ClientClosed("this ledger client is closed")
+            raise ClientClosed(
+                "this ledger client is closed: make a new LedgerClient (one per process, shared "
+                "by its threads, closed when the process ends)"
+            )
 
     def _ready(self) -> None:
         """Raise :class:`ClientClosed` unless a call can be served now (the transport may

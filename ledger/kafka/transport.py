@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -353,6 +354,7 @@ class KafkaTransport:
         self._failure: BaseException | None = None
         self._closed = False
         self._restart_lock = threading.Lock()
+        self._pid = os.getpid()  # librdkafka's threads do not survive a fork()
         self._producer = make_rdkafka_producer(bootstrap, security=security)
         self.reply_partition: int | None = (
             self._choose_reply_partition(reply_partition)
@@ -422,13 +424,22 @@ class KafkaTransport:
     @property
     def healthy(self) -> bool:
         """True when :meth:`check` would return at once (open, listener running)."""
-        return not self._closed and self._failure is None
+        return not self._closed and self._failure is None and self._pid == os.getpid()
 
     def check(self) -> None:
-        """Raise :class:`ClientClosed` if closed; restart a stopped listener (once per call),
-        raising :class:`ClientClosed` with the cause if that fails. May block while restarting."""
+        """Raise :class:`ClientClosed` if closed, or made in another process (before a
+        ``fork()``); restart a stopped listener (once per call), raising :class:`ClientClosed`
+        with the cause if that fails. May block while restarting."""
         if self.healthy:
             return
+        if self._pid != os.getpid():
+            # Its producer and listener threads stayed in the parent: a request would be
+            # queued here and never sent, and the call would time out blaming the ledger.
+            raise ClientClosed(
+                "this ledger client was made in another process, before a fork(): its Kafka "
+                "threads did not come along; make a LedgerClient in this process after the fork "
+                "(for example in a worker's start-up hook)"
+            )
         with self._restart_lock:
             with self._lock:
                 self._refuse_if_closed()

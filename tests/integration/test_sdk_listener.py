@@ -240,3 +240,43 @@ def test_closing_a_client_that_has_answered_reports_nothing_as_broken(stack_fact
     time.sleep(2 * 0.2)  # past the listener's longest wait, had it outlived the close
     stopped = [r.getMessage() for r in caplog.records if "listener stopped" in r.getMessage()]
     assert not stopped, stopped
+
+
+def test_a_client_used_after_a_fork_says_so_at_once_and_the_parents_still_answers(
+    shared_stack: LedgerStack, admin: LedgerClient, agent: LedgerClient, policy_name: str
+) -> None:
+    # The child's call timed out after the full wait, blaming the ledger ("is the ledger
+    # running?"), though the request was never sent: librdkafka's threads stay in the parent.
+    import os
+
+    from harness import policy_doc
+
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:0")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report, and leave without running pytest's teardown
+        said = "no error"
+        try:
+            agent.evaluate(action=action, principal=AGENT, resource="account:1", timeout=5)
+        except ClientClosed as exc:
+            said = f"ClientClosed: {exc}"
+        except BaseException as exc:  # reported to the parent, whatever it is
+            said = f"{type(exc).__name__}: {exc}"
+        os.write(write, said.encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    started = time.monotonic()
+    _, status = os.waitpid(child, 0)
+    took = time.monotonic() - started
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert said.startswith("ClientClosed: this ledger client was made in another process"), said
+    assert took < 4, took  # at once, not after the 5 s timeout
+    answer = agent.evaluate(
+        action=action, principal=AGENT, resource="account:2", facts=GOOD_FACTS, timeout=10
+    )
+    assert answer.determination is Determination.ALLOW
