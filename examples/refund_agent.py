@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from ledger.client import ClientConfig, LedgerClient
@@ -54,7 +55,7 @@ def refund_tool(client: LedgerClient) -> Callable[..., str]:
         facts=lambda account, amount, customer: {"amount": amount, **customer},
     )
     def issue_refund(
-        account: str, amount: str, customer: dict[str, Any], *, constraints: dict[str, Any]
+        account: str, amount: Decimal, customer: dict[str, Any], *, constraints: dict[str, Any]
     ) -> str:
         """It only ever runs after an allow; constraints shape what it does."""
         method = constraints.get("refund_method", "original payment method")
@@ -74,9 +75,9 @@ def explain(decision: DecisionRecorded) -> str:
 def sync_pattern(client: LedgerClient) -> None:
     issue_refund = refund_tool(client)
     for account, amount, customer in (
-        ("1001", "120.50", LOYAL),
-        ("1002", "600.00", LOYAL),
-        ("1003", "20.00", SUSPENDED),
+        ("1001", Decimal("120.50"), LOYAL),
+        ("1002", Decimal("600.00"), LOYAL),
+        ("1003", Decimal("20.00"), SUSPENDED),
     ):
         try:
             print("sync   :", issue_refund(account, amount, customer))
@@ -94,12 +95,12 @@ def batch_pattern(client: LedgerClient) -> None:
                 {
                     "action": "refund.issue",
                     "resource": "account:2001",
-                    "facts": {"amount": "50", **LOYAL},
+                    "facts": {"amount": Decimal("50"), **LOYAL},
                 },
                 {
                     "action": "refund.issue",
                     "resource": "account:2002",
-                    "facts": {"amount": "900", **LOYAL},
+                    "facts": {"amount": Decimal("900"), **LOYAL},
                 },
                 {"action": "email.send", "resource": "customer:2002"},
             ],
@@ -120,7 +121,7 @@ def async_pattern(client: LedgerClient) -> None:
         action="refund.issue",
         principal=AGENT,
         resource="account:3001",
-        facts={"amount": "5000", **LOYAL},
+        facts={"amount": Decimal("5000"), **LOYAL},
         default="allow",
     )
     print("async  : proceeded on allow for", request.event_id)
