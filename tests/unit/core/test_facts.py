@@ -177,3 +177,10 @@ def test_a_number_no_exact_decimal_can_hold_is_one_usage_line() -> None:
 
     with pytest.raises(UsageError, match="--facts holds a number whose exponent"):
         parse_facts_json('{"amount": 1e99999999999999999999999}', what="--facts")
+
+
+def test_a_list_sent_for_another_type_is_named_a_list_as_sent() -> None:
+    # The record carries lists as tuples: "expected a string, got tuple ('a',)" puzzled senders.
+    for sent in (["a"], ("a",)):
+        _, reasons = check(FactSpec(name="s", type="string"), sent)
+        assert reasons == ("s: expected a string, got list ['a']",)
