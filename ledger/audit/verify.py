@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final, cast
 
 from ledger.audit.columns import (
@@ -48,13 +49,13 @@ from ledger.audit.columns import (
     show,
 )
 from ledger.audit.export import ExportPath, Manifest
+from ledger.audit.manifest import listed_file
 from ledger.audit.sources import (
     READ_PARQUET,
     connect,
     export_dir,
     read_export_manifest,
     resolve_topics,
-    topic_files,
 )
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
@@ -748,9 +749,16 @@ def verify_export(
         # rewrites it every few seconds, and files of one version checked against the offsets
         # of a later one would look like deleted rows.
         manifest = read_export_manifest(directory)
-        checkpoint_files = topic_files(directory, topics.chain_checkpoints, manifest)
+        # A listed file deleted or damaged is evidence, not a tool error: reported as missing
+        # or altered (exit 11), and the rest is verified without it.
+        broken = _broken_files(
+            con, directory, manifest, {topics.decisions, topics.chain_checkpoints}
+        )
+        for problem in broken.values():
+            rows.report(problem)
+        checkpoint_files = _readable(directory, topics.chain_checkpoints, manifest, broken)
         marks = _load_checkpoints(con, checkpoint_files, rows)
-        files = topic_files(directory, topics.decisions, manifest)
+        files = _readable(directory, topics.decisions, manifest, broken)
         total = _count(con, files)
         offset_problems = [
             problem
@@ -883,6 +891,83 @@ def _offset_problems(
             said = f"rows up to offset {end - 1}: the export's manifest says {end} comes next"
             problems.append((problem("missing", partition, high + 1, found, said), False))
     return problems
+
+
+_PARQUET_MAGIC: Final = b"PAR1"
+
+
+def _broken_files(
+    con: Any, directory: Any, manifest: Manifest, read: set[str]
+) -> dict[str, Problem]:
+    """The manifest's files that are gone or not whole Parquet files (by their first and last
+    bytes; those of the ``read`` topics also by DuckDB reading their footer), by path, each as
+    the problem it is: a deleted file is rows missing, a truncated or overwritten one rows
+    altered. A file or a folder that is a link stays an :class:`ExportError` (the export
+    cannot be trusted to say what is in it)."""
+    import duckdb
+
+    found: dict[str, Problem] = {}
+    for entry in sorted(manifest.files, key=lambda e: str(e["path"])):
+        relative = str(entry["path"])
+        path = os.path.join(directory, relative)
+        span = f"offsets {entry['first_offset']} to {entry['last_offset']}"
+        if not os.path.lexists(path):
+            found[relative] = _file_problem(
+                entry,
+                "missing",
+                "is listed in the manifest but gone",
+                f"its {entry['rows']} row(s), {span}",
+            )
+            continue
+        listed_file(directory, relative)  # a link: ExportError
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(size - 4, 0))
+                tail = f.read(4)
+        except OSError as exc:
+            raise ExportError(f"reading {path}: {exc.strerror or exc}") from exc
+        whole = size >= 12 and head == tail == _PARQUET_MAGIC
+        if whole and entry["topic"] in read:
+            try:
+                con.execute(f"SELECT count(*) FROM {READ_PARQUET}", [[path]]).fetchall()
+            except duckdb.Error:
+                whole = False
+        if not whole:
+            found[relative] = _file_problem(
+                entry,
+                "altered",
+                f"is not a whole Parquet file ({size:,} bytes: truncated or overwritten)",
+                f"the Parquet file of its {entry['rows']} row(s), {span}",
+            )
+    return found
+
+
+def _file_problem(entry: Mapping[str, Any], kind: str, what: str, expected: str) -> Problem:
+    return Problem(
+        kind=kind,
+        chain_id=None,
+        chain_seq=None,
+        topic=str(entry["topic"]),
+        partition=int(entry["partition"]),
+        offset=int(entry["first_offset"]),
+        decision_id=None,
+        found=f"{entry['path']} {what}",
+        expected=expected,
+    )
+
+
+def _readable(
+    directory: Any, topic: str, manifest: Manifest, broken: Mapping[str, Problem]
+) -> list[str]:
+    """``topic``'s files, as :func:`~ledger.audit.sources.topic_files` lists them, but those
+    found broken."""
+    listed = sorted(
+        str(f["path"]) for f in manifest.files if f["topic"] == topic and f["path"] not in broken
+    )
+    return [str(listed_file(Path(directory), relative)) for relative in listed]
 
 
 def _count(con: Any, files: list[str]) -> int:

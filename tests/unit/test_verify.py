@@ -669,3 +669,40 @@ def test_a_repeated_offset_and_an_unchained_rows_gap_are_found(tmp_path: Path) -
     rewrite(path, lambda rows: [*rows, rows[0]])  # one checkpoint row twice
     (p,) = verify(export, allow_unchained=True).problems
     assert (p.kind, p.topic) == ("inserted", TOPICS.chain_checkpoints)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_a_deleted_file_is_missing_rows_and_the_rest_is_still_verified(export: Path) -> None:
+    # It was exit 9 (export_error) with advice to export again: the evidence replaced.
+    gone = files_of(export, TOPICS.decisions)[0]
+    gone.unlink()
+    report = verify(export)
+    said = [p for p in report.problems if p.found.endswith("is listed in the manifest but gone")]
+    assert [p.kind for p in said] == ["missing"], [str(p) for p in report.problems]
+    assert said[0].found.startswith(str(gone.relative_to(export)))
+    assert "row(s), offsets" in said[0].expected
+    assert 0 < report.records < 40  # the other files were verified
+
+
+@pytest.mark.parametrize("topic", [TOPICS.decisions, TOPICS.chain_checkpoints])
+def test_a_truncated_file_is_altered_rows(export: Path, topic: str) -> None:
+    damaged = files_of(export, topic)[0]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    report = verify(export)
+    said = [p for p in report.problems if "is not a whole Parquet file" in p.found]
+    assert [(p.kind, p.topic) for p in said] == [("altered", topic)]
+    assert said[0].found.startswith(str(damaged.relative_to(export)))
+
+
+def test_audit_verify_says_a_deleted_file_with_exit_11_and_json(export: Path) -> None:
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    files_of(export, TOPICS.decisions)[-1].unlink()
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export), "--json"])
+    assert done.exit_code == 11, done.output
+    found = [p["found"] for p in json.loads(done.stdout)["problems"]]
+    assert any(f.endswith("is listed in the manifest but gone") for f in found), found
