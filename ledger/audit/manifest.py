@@ -13,7 +13,9 @@ them. So it is read like any hostile input:
 - every path is exactly where an export keeps that file:
   ``topic=<topic>/date=<YYYY-MM-DD>/<topic>+<partition>+<first>[~<last>].parquet``, its parts
   those of the entry; a topic is a Kafka topic name. No path can leave the directory (no
-  ``..``, nothing absolute), or name a file another entry does not describe.
+  ``..``, nothing absolute), or name a file another entry does not describe;
+- every file's rows come before its partition's next offset (a next offset moved back would
+  have the next export read those offsets again, and every query count them twice).
 
 Anything else is :class:`~ledger.errors.ExportError`, one line naming the entry.
 """
@@ -126,6 +128,7 @@ class Manifest:
             for i, entry in enumerate(check.sequence(data.get("files"), "files"))
         ]
         check.distinct(files)
+        check.behind(files, offsets)
         retired = [
             check.retired(entry, f"retired[{i}]")
             for i, entry in enumerate(check.sequence(data.get("retired", []), "retired"))
@@ -211,6 +214,22 @@ class _Checker:
             if entry["path"] in seen:
                 self.fail(f"{entry['path']} is listed twice")
             seen.add(entry["path"])
+
+    def behind(self, files: list[dict[str, Any]], offsets: dict[str, dict[int, int]]) -> None:
+        """Every file's rows come before its partition's next offset: the writer moves that
+        offset past the rows it lists, in the same rewrite. One behind its files would have the
+        next export read those offsets again, and every query count them twice."""
+        for entry in files:
+            topic, partition, last = entry["topic"], entry["partition"], entry["last_offset"]
+            following = offsets.get(topic, {}).get(partition)
+            if following is None or following <= last:
+                said = "no next offset" if following is None else f"next offset {following}"
+                self.fail(
+                    f"{entry['path']} holds offsets up to {last}, but the manifest gives "
+                    f"{topic} partition {partition} {said}: the manifest was altered (or is "
+                    "not this export's); verify the export, and export anew into a fresh "
+                    "directory"
+                )
 
     def retired(self, value: Any, name: str) -> dict[str, Any]:
         entry = dict(self.mapping(value, name))

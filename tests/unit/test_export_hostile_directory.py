@@ -365,6 +365,21 @@ def test_a_file_listed_twice_is_refused(tmp_path: Path) -> None:
         read_manifest(out)
 
 
+def test_a_next_offset_moved_behind_the_files_is_refused(tmp_path: Path) -> None:
+    # It was read without complaint: the next export read those offsets again (exit 0, no
+    # problem), and every query counted the rows twice (the auditor's walkthrough).
+    out = tmp_path / "export"
+    exported(out)
+
+    def back(m: dict[str, Any]) -> None:
+        entry = m["files"][0]
+        m["offsets"][entry["topic"]][str(entry["partition"])] = entry["last_offset"]
+
+    edit_manifest(out, back)
+    with pytest.raises(ExportError, match=r"holds offsets up to \d+, but the manifest gives"):
+        read_manifest(out)
+
+
 def test_the_export_folder_renamed_mid_run_takes_nothing_from_another_export(
     tmp_path: Path,
 ) -> None:
