@@ -1103,3 +1103,55 @@ def test_a_folder_above_an_export_is_pointed_at_the_export_not_told_to_export_th
     (home / "export" / "_manifest.json").unlink()
     done = invoke("audit", "sql", "SELECT 1", "--from", str(home))
     assert "pass the directory `ledger export` wrote with --from" in done.stderr
+
+
+def test_governance_cited_missing_finds_the_newest_governance_events_gone(tmp_path: Path) -> None:
+    # Deleting the newest policy event with the manifest's offsets rewritten passed both
+    # verifiers (the auditor's walkthrough); the chained decisions still cite it.
+    events = _governance(
+        [
+            (
+                1,
+                ProposePolicyVersion(
+                    event_id="c1",
+                    occurred_at=at(1),
+                    actor="human:alice",
+                    policy="refund",
+                    document=REFUND,
+                ),
+            ),
+            (
+                2,
+                ApprovePolicyVersion(
+                    event_id="c2", occurred_at=at(2), actor="human:bob", policy="refund", version=1
+                ),
+            ),
+            (
+                3,
+                PromotePolicyVersion(
+                    event_id="c3",
+                    occurred_at=at(3),
+                    actor="human:bob",
+                    policy="refund",
+                    version=1,
+                    stage=Stage.ACTIVE,
+                ),
+            ),
+        ]
+    )
+    policy_key = f"{TOPICS.policy_events}/0"
+    decisions = [
+        dataclasses.replace(
+            _decision(n, at(3 + n), 1, Stage.ACTIVE, Determination.ALLOW),
+            governance_position={policy_key: cited},
+        )
+        for n, cited in ((1, 2), (2, 2))
+    ]
+    whole = tmp_path / "whole"
+    write_events(whole, TOPICS, events + [(TOPICS.decisions, d) for d in decisions])
+    assert rows(whole, "governance_cited_missing") == []
+    cut = tmp_path / "cut"  # the promotion (offset 2) gone, as if deleted with the offsets
+    write_events(cut, TOPICS, events[:-1] + [(TOPICS.decisions, d) for d in decisions])
+    (found,) = rows(cut, "governance_cited_missing")
+    assert (found["position"], found["highest_cited"], found["highest_held"]) == (policy_key, 2, 1)
+    assert (found["decisions_beyond"], found["first_decision_beyond"]) == (2, "dec-1")
