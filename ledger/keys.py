@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ledger.core.events import Command
+from ledger.core.lifecycle import DEFAULT_ADMINS
 from ledger.core.signing import key_id_of, signed_bytes
 from ledger.errors import SigningKeyMissing, UsageError
 from ledger.files import (
@@ -157,6 +158,12 @@ class KeyStore:
         """``actor``'s private key, or :class:`SigningKeyMissing` saying what to do."""
         path = self.private_path(actor)
         if not os.path.lexists(path):  # anything else there is read, and refused, below
+            if actor in DEFAULT_ADMINS:
+                raise SigningKeyMissing(
+                    f"no signing key for {actor} in {self.path}: `ledger up` makes the bootstrap "
+                    "administrator's key when it first starts the ledger; run it first (or set "
+                    "$LEDGER_KEYS to where that key lives)"
+                )
             raise SigningKeyMissing(
                 f"no signing key for {actor} in {self.path}: commands --by {actor} must be "
                 f"signed with its key (make one here with `ledger actor keygen {actor}` and have "

@@ -284,6 +284,10 @@ def test_keys_are_private_never_overwritten_and_missing_ones_say_what_to_do(
     with pytest.raises(SigningKeyMissing, match="ledger actor keygen human:bob") as missing:
         store.private_key("human:bob")
     assert (missing.value.code, missing.value.exit_code) == ("no_signing_key", 2)
+    # The bootstrap administrator's key is `ledger up`'s to make: before it ran, keygen and a
+    # registration by an administrator (who has no key yet either) was no way forward.
+    with pytest.raises(SigningKeyMissing, match="`ledger up` makes the bootstrap administrator"):
+        store.private_key("human:admin")
 
 
 def test_the_local_stack_runs_with_a_private_umask(tmp_path: Path) -> None:
