@@ -92,14 +92,14 @@ class Problem:
     found: str
     expected: str
     at: datetime | None = None
+    subject: str = "decision"
+    """What was found wrong: a ``decision``, a ``checkpoint`` or a ``file`` of the export."""
 
     def __str__(self) -> str:
         where = f"{self.topic}[{self.partition}]@{self.offset}" if self.topic is not None else "-"
         chain = f"chain {self.chain_id} #{self.chain_seq}" if self.chain_id else "no chain"
-        return (
-            f"{self.kind}: decision {self.decision_id or '-'} at {where} ({chain}): "
-            f"{self.found}; expected {self.expected}"
-        )
+        what = f"{self.subject} {self.decision_id}" if self.decision_id else self.subject
+        return f"{self.kind}: {what} at {where} ({chain}): {self.found}; expected {self.expected}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -501,6 +501,7 @@ class _Rows:
             found=found,
             expected=expected,
             at=row.get("kafka_timestamp"),
+            subject="checkpoint" if row.get("event_type") == "ChainCheckpoint" else "decision",
         )
 
     def check(self, row: Mapping[str, Any], *, chained: bool) -> dict[str, Any] | None:
@@ -956,6 +957,7 @@ def _file_problem(entry: Mapping[str, Any], kind: str, what: str, expected: str)
         decision_id=None,
         found=f"{entry['path']} {what}",
         expected=expected,
+        subject="file",
     )
 
 

@@ -427,6 +427,7 @@ def test_a_tampered_checkpoint_column_is_named(ledger: Ledger, export: Path) -> 
     rewrite(path, lambda rows: [{**rows[0], "chain_seq": 11}, *rows[1:]])
     p = first(verify(export))
     assert p.kind == "altered" and p.topic == TOPICS.chain_checkpoints
+    assert str(p).startswith(f"altered: checkpoint {p.decision_id} at ")  # not "decision"
 
 
 # --------------------------------------------------------------------------- missing
@@ -683,6 +684,7 @@ def test_a_deleted_file_is_missing_rows_and_the_rest_is_still_verified(export: P
     assert [p.kind for p in said] == ["missing"], [str(p) for p in report.problems]
     assert said[0].found.startswith(str(gone.relative_to(export)))
     assert "row(s), offsets" in said[0].expected
+    assert str(said[0]).startswith(f"missing: file at {TOPICS.decisions}[")
     assert 0 < report.records < 40  # the other files were verified
 
 
