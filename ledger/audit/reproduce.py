@@ -88,13 +88,26 @@ def reproduce(
     else:
         raise TypeError(f"a {type(decision).__name__} does not answer a {type(request).__name__}")
     ignored: tuple[str, ...] = WRITER_FIELDS
-    note = None
+    notes = []
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
-        note = (
+        notes.append(
             "the writer reduced this trace (it would not fit a Kafka record), so its "
             f"determination was recorded as error; re-evaluated: {_outcome(again)}"
         )
+    lacking = [
+        f"{key}@{cited} (it holds up to {state.position.get(key, -1)})"
+        for key, cited in sorted(decision.governance_position.items())
+        if state.position.get(key, -1) < cited
+    ]
+    if lacking:
+        # Re-deciding without them is not the decision's state: say so, not only the diff.
+        notes.append(
+            "the decision applied governance records the history read does not hold: "
+            f"{', '.join(lacking)}; they were deleted (an export's newest events, with its "
+            "manifest's offsets), or do not decode with this version"
+        )
+    note = "; ".join(notes) or None
     recorded_form, again_form = to_json_value(decision), to_json_value(again)
     differences = tuple(
         Difference(field=name, recorded=recorded_form.get(name), reproduced=again_form.get(name))

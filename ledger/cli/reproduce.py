@@ -83,6 +83,8 @@ def reproduce_decision(
                 "decided_at": decision.occurred_at,
                 "governance_position": dict(decision.governance_position),
                 "reproduces": result.reproduces,
+                "recorded": _outcome_json(result.recorded),
+                "reproduced": _outcome_json(result.reproduced),
                 "differences": differences,
                 "not_compared": list(result.ignored),
                 "note": result.note,
@@ -114,6 +116,21 @@ def reproduce_decision(
         raise NotReproduced(f"decision {decision.event_id} does not reproduce: {names} differ")
     if not as_json:
         click.echo(f"  reproduces: {_summary(result.recorded)}")
+
+
+def _outcome_json(decision: Any) -> dict[str, Any]:
+    """What a decision (or each item of a batch) decided, for ``--json``."""
+    if hasattr(decision, "determination"):
+        return {
+            "determination": decision.determination,
+            "rule": decision.rule,
+            "reason_code": decision.reason_code,
+            "policy": decision.policy,
+            "policy_version": decision.policy_version,
+        }
+    return {
+        "items": [_outcome_json(item) | {"item_id": item.item_id} for item in decision.decisions]
+    }
 
 
 def _summary(decision: Any) -> str:

@@ -305,6 +305,27 @@ def test_a_decision_that_does_not_match_its_position_is_reported_field_by_field(
     assert set(WRITER_FIELDS) <= set(result.ignored)
 
 
+def test_a_decision_whose_governance_records_are_gone_says_so(
+    history: History, export: Path
+) -> None:
+    # replay --decision rebuilt the state without them and printed only a diff (the auditor's
+    # walkthrough: the newest policy event deleted from the export with its offsets).
+    source = ExportSource(export)
+    entries = source.history()
+    recorded = next(
+        d
+        for d in reversed(history.decisions)
+        if isinstance(d, DecisionRecorded) and d.governance_position
+    )
+    key, cited = max(recorded.governance_position.items(), key=lambda kv: kv[1])
+    [request] = source.requests(recorded.request_id)
+    kept = [e for e in entries if not (e.position_key == key and e.offset == cited)]
+    result = reproduce(recorded, request, kept)
+    assert result.note is not None
+    assert f"{key}@{cited} (it holds up to {cited - 1})" in result.note
+    assert reproduce(recorded, request, entries).note is None  # all there: nothing to say
+
+
 # --------------------------------------------------------------------------- simulation
 
 
@@ -406,6 +427,18 @@ def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     by_request = run("replay", "--decision", canary.request_id, "--from", str(export), "--json")
     data = json.loads(by_request.stdout)
     assert data["reproduces"] is True and data["decision_id"] == canary.event_id
+    # What it decided, recorded and again, not only that they agree.
+    assert (
+        data["recorded"]
+        == data["reproduced"]
+        == {
+            "determination": canary.determination.value,
+            "rule": canary.rule,
+            "reason_code": canary.reason_code,
+            "policy": canary.policy,
+            "policy_version": canary.policy_version,
+        }
+    )
 
 
 def _with_copy(
