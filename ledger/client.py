@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -65,6 +66,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
+from ledger.core.lifecycle import clipped
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
@@ -560,7 +562,7 @@ def _timeout(what: str, key: str, limit: float) -> LedgerTimeout:
     )
 
 
-_BATCH_ITEM_KEYS: Final = ("item_id", "action", "resource", "facts")
+_BATCH_ITEM_KEYS: Final = tuple(f.name for f in dataclasses.fields(BatchItem))
 
 
 def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
@@ -568,8 +570,10 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
     # context, and a "principal" would be answered for the call's principal, not that one.
     unknown = [k for k in item if k not in _BATCH_ITEM_KEYS]
     if unknown:
+        shown = ", ".join(clipped(repr(k), 40) for k in unknown[:3])
+        more = f" and {len(unknown) - 3:,} more" if len(unknown) > 3 else ""
         raise UsageError(
-            f"batch item {index} has {', '.join(map(repr, unknown))}: an item takes only "
+            f"batch item {index} has {shown}{more}: an item takes only "
             f"{', '.join(_BATCH_ITEM_KEYS)} (the principal and context are the call's: "
             "preevaluate(principal, items, context=...))"
         )

@@ -3,9 +3,9 @@
 ::
 
     @enforce(client, action="refund.issue", principal="agent:refund-bot",
-             resource=lambda account, amount, **_: f"account:{account}",
-             facts=lambda account, amount, **kw: {"amount": amount, **kw["facts"]})
-    def issue_refund(account: str, amount: str, *, facts: dict, constraints: dict) -> str:
+             resource=lambda account: f"account:{account}",
+             facts=lambda amount, facts: {"amount": amount, **facts})
+    def issue_refund(account: str, amount: Decimal, *, facts: dict, constraints: dict) -> str:
         method = constraints.get("refund_method", "cash")
         ...
 
@@ -205,7 +205,7 @@ def _by_name(
     listing = ", ".join(tool_params) or "none"
     hint = (
         f"its parameters are matched to {tool}'s ({listing}) by name, in any order, so name "
-        "them as the tool does (and end it with **_ to leave the others out)"
+        "those it needs as the tool does (a ** parameter collects the others)"
     )
     if wanted is None:
         raise UsageError(f"the {what} of {tool}'s enforcement point has no signature: {hint}")
@@ -218,7 +218,10 @@ def _by_name(
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             rest = True
         elif p.kind is inspect.Parameter.VAR_POSITIONAL:
-            continue  # nothing is given by position
+            # Nothing is given by position: `*args` would silently get nothing.
+            raise UsageError(
+                f"the {what} function of {tool}'s enforcement point takes *{p.name}: {hint}"
+            )
         elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
             raise UsageError(
                 f"the {what} function of {tool}'s enforcement point takes {p.name!r} by position "

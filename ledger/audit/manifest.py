@@ -227,8 +227,8 @@ class _Checker:
                 self.fail(
                     f"{entry['path']} holds offsets up to {last}, but the manifest gives "
                     f"{topic} partition {partition} {said}: the manifest was altered (or is "
-                    "not this export's); verify the export, and export anew into a fresh "
-                    "directory"
+                    "not this export's); keep the directory as evidence, and export anew into "
+                    "a fresh one"
                 )
 
     def retired(self, value: Any, name: str) -> dict[str, Any]:

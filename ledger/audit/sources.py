@@ -22,7 +22,7 @@ simply the first one read.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -267,14 +267,22 @@ def read_export_manifest(path: ExportPath) -> Manifest:
     return _read(Path(path))
 
 
-def topic_files(path: ExportPath, topic: str, manifest: Manifest | None = None) -> list[str]:
+def topic_files(
+    path: ExportPath,
+    topic: str,
+    manifest: Manifest | None = None,
+    *,
+    exclude: Collection[str] = (),
+) -> list[str]:
     """The Parquet files of ``topic`` in the export at ``path``: exactly those its manifest
     (``manifest``, or the one there now) lists (a file beyond the manifest is what a killed
-    export left; the next export removes it), as ``ledger audit`` reads them. A listed file that
-    is gone is one error line."""
+    export left; the next export removes it), as ``ledger audit`` reads them, but those whose
+    manifest path is in ``exclude``. A listed file that is gone is one error line."""
     path = Path(path)
     manifest = manifest if manifest is not None else _read(path)
-    listed = sorted(str(f["path"]) for f in manifest.files if f["topic"] == topic)
+    listed = sorted(
+        str(f["path"]) for f in manifest.files if f["topic"] == topic and f["path"] not in exclude
+    )
     return [str(listed_file(path, relative)) for relative in listed]
 
 

@@ -31,11 +31,11 @@ but deleting them would not be detected (a checkpoint follows within about a sec
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final, cast
 
 from ledger.audit.columns import (
@@ -56,6 +56,7 @@ from ledger.audit.sources import (
     export_dir,
     read_export_manifest,
     resolve_topics,
+    topic_files,
 )
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
@@ -757,9 +758,11 @@ def verify_export(
         )
         for problem in broken.values():
             rows.report(problem)
-        checkpoint_files = _readable(directory, topics.chain_checkpoints, manifest, broken)
+        checkpoint_files = topic_files(
+            directory, topics.chain_checkpoints, manifest, exclude=broken
+        )
         marks = _load_checkpoints(con, checkpoint_files, rows)
-        files = _readable(directory, topics.decisions, manifest, broken)
+        files = topic_files(directory, topics.decisions, manifest, exclude=broken)
         total = _count(con, files)
         offset_problems = [
             problem
@@ -922,14 +925,18 @@ def _broken_files(
             continue
         listed_file(directory, relative)  # a link: ExportError
         try:
-            with open(path, "rb") as f:
-                head = f.read(4)
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(size - 4, 0))
-                tail = f.read(4)
+            # Without blocking and without following a link: a FIFO or a link swapped in after
+            # the check above is refused here, never waited on.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as exc:
             raise ExportError(f"reading {path}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ExportError(f"{path} is not a regular file: the export cannot be read")
+            head = f.read(4)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
         whole = size >= 12 and head == tail == _PARQUET_MAGIC
         if whole and entry["topic"] in read:
             try:
@@ -959,17 +966,6 @@ def _file_problem(entry: Mapping[str, Any], kind: str, what: str, expected: str)
         expected=expected,
         subject="file",
     )
-
-
-def _readable(
-    directory: Any, topic: str, manifest: Manifest, broken: Mapping[str, Problem]
-) -> list[str]:
-    """``topic``'s files, as :func:`~ledger.audit.sources.topic_files` lists them, but those
-    found broken."""
-    listed = sorted(
-        str(f["path"]) for f in manifest.files if f["topic"] == topic and f["path"] not in broken
-    )
-    return [str(listed_file(Path(directory), relative)) for relative in listed]
 
 
 def _count(con: Any, files: list[str]) -> int:

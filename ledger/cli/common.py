@@ -187,7 +187,16 @@ def sendable_request(
 ) -> EvaluationRequested:
     """The request a command asks about, as the SDK would send it, or :class:`FactsError` (exit
     3) for a value the wire format cannot carry (an integer beyond 64 bits, a lone surrogate):
-    bad input, found before anything is connected to, never an undecodable record (exit 5)."""
+    bad input, found before anything is connected to, never an undecodable record (exit 5).
+    A flag's own text that cannot be carried is a :class:`UsageError` naming the flag."""
+    for flag, value in (("--principal", principal), ("--action", action), ("--resource", resource)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UsageError(
+                f"{flag} is not text the ledger can carry (a lone surrogate at character "
+                f"{exc.start + 1}): pass it as UTF-8"
+            ) from None
     request = EvaluationRequested(
         event_id=new_id(),
         occurred_at=utcnow(),

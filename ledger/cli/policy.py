@@ -79,7 +79,7 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     problem is listed with its file, line, rule id and field; exit code 3 when any file is
     invalid, after checking the others. Valid files print their policy name and content hash
     (a tests file: its number of cases). A rule that can never match, because an earlier rule
-    matches every request it would, is a warning (exit code 0): move it above, or remove it.
+    matches every request it would, is a warning (exit code 0): reorder the rules, or remove it.
     """
     problems: list[PolicyProblem] = []
     warnings: list[PolicyProblem] = []

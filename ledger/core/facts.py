@@ -322,10 +322,11 @@ DECIMAL_TEXT: Final = re.compile(
     r"[ \t\n\r]*+[+-]?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?[ \t\n\r]*+"
 )
 """The text a ``decimal`` fact may be sent as: ASCII digits, an optional sign, point and exponent,
-and surrounding spaces. Python's ``Decimal`` reads more (``"١٢٣"`` as 123, ``"1_0"`` as 10,
-``"\\x1c5"`` as 5), which an auditor's ``TRY_CAST(… AS DECIMAL)`` over the recorded text reads
-as NULL or another number: the ledger decides only on text both read alike. Possessive
-quantifiers never backtrack, so a 65,536-character text is refused in linear time."""
+and surrounding spaces, tabs or line breaks; the notation DuckDB's ``TRY_CAST(… AS DECIMAL)``
+reads too, so an auditor's cast of the recorded text gives the number decided on (within the
+precision and scale cast to). Python's ``Decimal`` reads more: ``"١٢٣"`` as 123 and
+``"\\x1c5"`` as 5, which the cast reads as NULL; ``"1_0"`` is refused too. Possessive
+quantifiers never backtrack: a 65,536-character text is refused in one pass."""
 
 
 def build_checker(

@@ -487,6 +487,11 @@ class KafkaTransport:
         for future in pending.values():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(ClientClosed("the ledger client was closed while waiting"))
+        if self._pid != os.getpid():
+            # A child's copy after a fork(): its librdkafka handles' threads stayed in the
+            # parent, and flushing or closing them here would wait forever. The parent's client
+            # is untouched; the child only lets go of its copy.
+            return
         try:
             self._producer.flush(5)
         finally:

@@ -383,6 +383,15 @@ def test_facts_the_wire_cannot_carry_are_bad_input_before_connecting(
     assert "the ledger's SDK would refuse to send this request" in line and said in line
 
 
+def test_a_flag_the_wire_cannot_carry_is_named(home: Path) -> None:
+    # A lone surrogate reaches argv through surrogateescape; it was "facts_invalid" with a raw
+    # UnicodeEncodeError that named no field.
+    command = ["evaluate", "--action", "a.b", "--principal", "agent:x", "--resource", "r\udc80"]
+    result = CliRunner().invoke(cli, command, env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"})
+    line = _one_line(result, 2)
+    assert "--resource is not text the ledger can carry (a lone surrogate at character 2)" in line
+
+
 @pytest.mark.parametrize(
     ("command", "said"),
     [

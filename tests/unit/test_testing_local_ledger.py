@@ -456,6 +456,11 @@ def test_resolvers_take_the_tools_arguments_by_name_in_any_order(
     assert ran == []
     assert issue_refund("100", "90") == "refunded" and ran == [("100", "90")]
 
+    # `*args` would get nothing (it got the arguments when they were given by position).
+    with pytest.raises(UsageError, match=r"takes \*rest: its parameters are matched"):
+        enforce(client, action="refund.issue", principal=AGENT, resource=lambda *rest: rest[0])(
+            issue_refund
+        )
     # A positional-only parameter cannot be matched by name.
     with pytest.raises(UsageError, match="takes 'account' by position only"):
         enforce(

@@ -55,10 +55,15 @@ class Shadowed:
         elif not all(_alternatives(first)):
             why = f"rule {names} before it matches every request"
         elif set(_alternatives(rule)) == set(_alternatives(first)):
-            why = f"rule {names} before it has the same condition"
+            return (
+                f"never matches: rule {names} before it has the same condition; keep one of the two"
+            )
         else:
             why = f"rule {names} before it matches every request this one would"
-        return f"never matches: {why}; move it above {first.id!r}, or remove it"
+        return (
+            f"never matches: {why}; if it should decide those requests, put it before "
+            f"{first.id!r}, else remove it"
+        )
 
 
 def shadowed_rules(policy: Policy) -> tuple[Shadowed, ...]:

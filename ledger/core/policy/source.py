@@ -304,10 +304,17 @@ def parse_policy(
     checks that came later are left out, as for the canonical form (:func:`parse_canonical`).
     Raises :class:`~ledger.errors.PolicyError` listing every problem found; never anything else.
     """
+    return _built(text, filename, limits, new_document)[0]
+
+
+def _built(
+    text: str, filename: str | None, limits: Limits, new_document: bool
+) -> tuple[Policy, Marks]:
+    """The policy a YAML document makes, and where each of its parts was written."""
     if not isinstance(text, str):
         raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
     data, marks = load_yaml(text, filename=filename, limits=limits)
-    return build(
+    policy = build(
         data,
         file=filename,
         marks=marks,
@@ -315,6 +322,7 @@ def parse_policy(
         limits=limits,
         new_document=new_document,
     )
+    return policy, marks
 
 
 def check_policy(
@@ -322,10 +330,7 @@ def check_policy(
 ) -> tuple[Policy, tuple[PolicyProblem, ...]]:
     """:func:`parse_policy` for a policy owner: the policy, and its warnings located in the text
     (rules an earlier rule shadows, :mod:`.lint`). A warning does not make it invalid."""
-    if not isinstance(text, str):
-        raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
-    data, marks = load_yaml(text, filename=filename, limits=limits)
-    policy = build(data, file=filename, marks=marks, allow_tests=True, limits=limits)
+    policy, marks = _built(text, filename, limits, new_document=True)
     warnings = []
     for found in shadowed_rules(policy):
         where = ("default",) if found.index is None else ("rules", found.index, "when")

@@ -61,7 +61,7 @@ def test_a_decimal_is_refused_in_any_notation_but_ascii_decimal(text: str) -> No
     assert reasons == (f"d: expected a decimal (digits 0-9, sign, point, exponent), got {text!r}",)
 
 
-def test_every_decimal_text_accepted_is_the_number_duckdb_reads() -> None:
+def test_decimal_texts_in_each_accepted_notation_are_the_numbers_duckdb_reads() -> None:
     import duckdb
 
     texts = [" 7.10 ", "+5", ".5", "5.", "1e2", "1.5E-1", "\t3\n", "-0", "0.01", "999.99"]
@@ -76,7 +76,8 @@ def test_every_decimal_text_accepted_is_the_number_duckdb_reads() -> None:
 
 def test_a_long_decimal_text_is_refused_in_linear_time() -> None:
     # The notation check must not backtrack: 65,535 digits and a stray letter (the most text a
-    # fact may have) is one pass.
+    # fact may have) is one pass. The pattern's first form, [0-9]+\.?[0-9]* and so on,
+    # backtracked quadratically on this text: 161 s.
     import time
 
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ledger.cli.app import cli
 from ledger.core.cel import alternatives
-from ledger.core.policy import check_policy, parse_policy
+from ledger.core.policy import REASON_DEFAULT, check_policy, parse_policy
 from ledger.core.policy.lint import shadowed_rules
 
 HEAD = """policy: p
@@ -98,10 +98,10 @@ def test_validate_warns_with_the_line_and_exits_0(tmp_path: Any) -> None:
     one, three, default = (w.line for w in warnings)
     assert said == [
         f"warning  {path}:{one}, rule 'r1': never matches: rule 'r0' before it matches every "
-        "request this one would; move it above 'r0', or "
+        "request this one would; if it should decide those requests, put it before 'r0', else "
         "remove it",
         f"warning  {path}:{three}, rule 'r3': never matches: rule 'r2' before it matches every "
-        "request; move it above 'r2', or remove it",
+        "request; if it should decide those requests, put it before 'r2', else remove it",
         f"warning  {path}:{default}: the default never decides: rule 'r2' matches every request (it "
         "has no when, or one that is always true)",
     ]
@@ -114,8 +114,13 @@ def test_a_rule_shadowed_by_several_names_them_all(tmp_path: Any) -> None:
     text = _policy(_rules("b < 5", "s == 'x'", "s == 'x' || b < 5"))
     _, (warning,) = check_policy(text, filename="p.yaml")
     assert warning.rule == "r2" and warning.message == (
-        "never matches: rules 'r0', 'r1' before it match every request this one would; move it "
-        "above 'r0', or remove it"
+        "never matches: rules 'r0', 'r1' before it match every request this one would; if it "
+        "should decide those requests, put it before 'r0', else remove it"
+    )
+    _, (same,) = check_policy(_policy(_rules("b < 5", "(b<5)")), filename="p.yaml")
+    assert (
+        same.message
+        == "never matches: rule 'r0' before it has the same condition; keep one of the two"
     )
 
 
@@ -153,7 +158,7 @@ def test_a_rule_found_shadowed_never_matches_any_request(
         outcome, _ = policy.run(facts, {})
         if outcome.reason_code == "rule_matched":
             assert outcome.rule not in never, (facts, outcome.rule)
-        if outcome.reason_code == "default":
+        if outcome.reason_code == REASON_DEFAULT:
             assert not default_never, facts
 
 
