@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,7 +100,11 @@ def _cell(value: Any, kind: str) -> Any:
         return [_cell(v, "") for v in value]
     if isinstance(value, dict):
         return {str(k): _cell(v, "") for k, v in value.items()}
-    return value
+    if isinstance(value, (date, time)):  # the export's `date` column, CURRENT_DATE, a TIME
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # an INTERVAL, a UUID …: as DuckDB's own text would show it
 
 
 def _text(value: Any) -> str:

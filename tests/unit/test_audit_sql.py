@@ -1155,3 +1155,19 @@ def test_governance_cited_missing_finds_the_newest_governance_events_gone(tmp_pa
     (found,) = rows(cut, "governance_cited_missing")
     assert (found["position"], found["highest_cited"], found["highest_held"]) == (policy_key, 2, 1)
     assert (found["decisions_beyond"], found["first_decision_beyond"]) == (2, "dec-1")
+
+
+def test_sql_json_gives_every_duckdb_type_a_json_form(export_dir: Path) -> None:
+    # `SELECT *` over a view with the export's `date` column raised "no JSON form for date"
+    # with a traceback (the operator's walkthrough).
+    sql = (
+        "SELECT DATE '2026-12-05' AS d, TIME '01:02:03' AS t, INTERVAL 90 MINUTE AS i, "
+        "'8e3fbd3e-7b0a-4f25-9d8c-6f6e1d7b2c11'::UUID AS u, date AS partition_date "
+        "FROM topic_decisions LIMIT 1"
+    )
+    done = invoke("audit", "sql", sql, "--from", str(export_dir), "--json")
+    assert done.exit_code == 0, done.output
+    (row,) = json.loads(done.stdout)
+    assert (row["d"], row["t"], row["i"]) == ("2026-12-05", "01:02:03", "1:30:00")
+    assert row["u"] == "8e3fbd3e-7b0a-4f25-9d8c-6f6e1d7b2c11"
+    assert len(row["partition_date"]) == 10  # YYYY-MM-DD
