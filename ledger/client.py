@@ -513,7 +513,7 @@ class LedgerClient:
             return future.result(timeout=limit)
         except FutureTimeout:
             self.abandon(key)
-            raise _timeout(what, key, limit) from None
+            raise _timeout(what, key, limit, getattr(future, "written", None)) from None
 
 
 def _listener_group(config: ClientConfig) -> dict[str, str]:
@@ -543,9 +543,18 @@ _CHECK_EVERY = 0.25
 """Seconds between looks at the transport's health while waiting for corrections."""
 
 
-def _timeout(what: str, key: str, limit: float) -> LedgerTimeout:
-    """The timeout of a call: it was sent, so it may still be answered (and, a command, applied)
-    once the processor is back; the message says so, and how to find out."""
+def _timeout(what: str, key: str, limit: float, written: bool | None = None) -> LedgerTimeout:
+    """The timeout of a call. Sent (Kafka acknowledged it, or the transport cannot tell), it may
+    still be answered (and, a command, applied) once the processor is back; the message says so,
+    and how to find out. Not yet acknowledged (``written`` false), it is in no topic: Kafka is
+    what to look at, and closing the client drops it."""
+    if written is False:
+        return LedgerTimeout(
+            f"no {what} for {key} within {limit:g} s, and Kafka has not acknowledged the "
+            "message: it is in no ledger topic yet (is Kafka reachable, with this client's "
+            "credentials? `ledger ps`, `ledger broker status`). The client sends it when Kafka "
+            "takes it, within 5 minutes, and it is then decided; closing the client first drops it"
+        )
     if what == "command result":
         later = (
             "it was sent and may still be applied when the command processor is back (see "

@@ -315,6 +315,14 @@ def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool
     )
 
 
+class Sent(Future[Any]):
+    """A sent message's reply to come; ``written`` once Kafka has acknowledged the message (a
+    timeout's message tells a request Kafka holds, and will be decided, from one still queued in
+    this client, which a close drops)."""
+
+    written: bool = False
+
+
 class KafkaTransport:
     """Requests, commands and their replies over Kafka (see the module docstring).
 
@@ -378,7 +386,7 @@ class KafkaTransport:
         topic, key = self._route(message)
         value = self._codec.encode(message)
         refuse_oversized(message, value)
-        future: Future[Any] = Future()
+        future = Sent()
         rid = message.event_id.encode()
         with self._lock:
             self._refuse_if_unavailable()
@@ -386,9 +394,11 @@ class KafkaTransport:
 
         # A failed publish fails the waiting call at once instead of waiting for a timeout.
         def delivered(error: Any, _: Any) -> None:
-            if error is not None:
-                with contextlib.suppress(InvalidStateError):
-                    future.set_exception(_delivery_error(error))
+            if error is None:
+                future.written = True
+                return
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(_delivery_error(error))
 
         try:
             self._produce(topic, key, value, delivered)
@@ -493,7 +503,12 @@ class KafkaTransport:
             # is untouched; the child only lets go of its copy.
             return
         try:
-            self._producer.flush(5)
+            if self._producer.flush(5):
+                # Kafka has not taken them within 5 s (it is away): they are dropped now, never
+                # sent. Left queued, librdkafka would hold close() until each one's
+                # message.timeout.ms (5 minutes) ran out.
+                self._producer.purge()
+                self._producer.flush(0)
         finally:
             # The listener first: its thread serves the producer's delivery callbacks, and must
             # be gone before the producer is. Then the producer's threads and broker connections

@@ -455,3 +455,60 @@ def test_a_wait_for_corrections_surfaces_a_transport_that_stops() -> None:
             await client.evaluate(action="a", principal=AGENT, resource="r")
 
     asyncio.run(run())
+
+
+class _Unacknowledged(MockTransport):
+    """A transport whose sends Kafka never acknowledges (or, ``written``, acknowledges but
+    nobody answers)."""
+
+    def __init__(self, written: bool) -> None:
+        super().__init__(lambda message: None)
+        self.written = written
+
+    def send(self, message: Outgoing) -> Any:
+        from ledger.kafka.transport import Sent
+
+        future = Sent()
+        future.written = self.written
+        return future
+
+
+def test_a_timeout_says_whether_kafka_took_the_request() -> None:
+    # "It was sent and will still be decided" was said of requests Kafka never took (the broker
+    # away, a rotated credential): they were lost when the agent was restarted (the operator's
+    # walkthrough).
+    for written, said in (
+        (False, "Kafka has not acknowledged the message: it is in no ledger topic yet"),
+        (True, "it was sent and will still be decided when an evaluator is back"),
+    ):
+        client = LedgerClient(ClientConfig(actor=AGENT), transport=_Unacknowledged(written))
+        with pytest.raises(LedgerTimeout, match=said):
+            client.evaluate(action="a.b", principal=AGENT, resource="r", timeout=0.05)
+
+
+def test_closing_drops_what_kafka_has_not_taken_instead_of_waiting_minutes() -> None:
+    # librdkafka held close() until each queued message's message.timeout.ms (5 minutes) ran out:
+    # an agent shutting down during an outage hung for 295 s.
+    import confluent_kafka
+
+    from ledger.kafka.transport import KafkaTransport
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    for _ in range(3):
+        producer.produce("ledger.evaluation-requests", b"request")
+    transport = object.__new__(KafkaTransport)  # the parts close() uses, Kafka away
+    closed: list[str] = []
+    transport.__dict__.update(
+        _lock=threading.Lock(),
+        _closed=False,
+        _pending={},
+        _pid=__import__("os").getpid(),
+        _producer=producer,
+        _listener=type("L", (), {"close": lambda self: closed.append("listener")})(),
+        _position_lock=threading.Lock(),
+        _position_consumer=None,
+    )
+    started = time.monotonic()
+    transport.close()
+    assert time.monotonic() - started < 8  # flush(5), then dropped: not 300 s
+    assert closed == ["listener"]
