@@ -124,7 +124,16 @@ def ps_cmd(as_json: bool) -> None:
         print_table(["process", "running", "healthy", "heartbeat", "pid", "kafka", "log"], rows)
         for problem in problems:
             click.echo(problem, err=True)
-        if problems:
+        if problems and not settings.home.exists():
+            # Nothing ever ran with this home: a mistyped $LEDGER_HOME, or another user's
+            # environment (sudo), where `ledger up` would start a second, empty ledger.
+            click.echo(
+                f"{settings.home} (LEDGER_HOME) does not exist: no ledger has run with this "
+                "home; check $LEDGER_HOME (a typo, another user's environment?) before "
+                "`ledger up` starts a new, empty ledger there",
+                err=True,
+            )
+        elif problems:
             click.echo(
                 "`ledger up` starts what is not running and restarts what does not recover",
                 err=True,

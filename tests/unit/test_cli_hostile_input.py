@@ -490,3 +490,15 @@ def test_a_reader_that_stops_early_gets_no_error_from_the_ledger(tmp_path: Path)
         cwd=ROOT,
     )
     assert done.stdout.startswith("PASS  ") and done.stderr == ""
+
+
+def test_ps_with_a_home_that_does_not_exist_says_so_before_up_is_run_there(home: Path) -> None:
+    # It said only "the broker is not running … `ledger up` starts what is not running": at
+    # 3 a.m., with a mistyped $LEDGER_HOME, that starts a second, empty ledger.
+    assert not home.exists()
+    result = CliRunner().invoke(cli, ["ps"])
+    assert result.exit_code == 1
+    said = result.stderr.splitlines()
+    assert said[0] == "the broker is not running"
+    assert said[-1].startswith(f"{home} (LEDGER_HOME) does not exist: no ledger has run")
+    assert not any("`ledger up` starts what is not running" in line for line in said)
