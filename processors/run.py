@@ -17,6 +17,7 @@ does not grow megabytes during an outage.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import sys
@@ -65,6 +66,10 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
     """Build the processor from the environment's settings and run it as a Faust worker.
 
     ``role`` (default: ``name``, which must then be a role) picks its Kafka credential."""
+    # A fatal signal (SIGBUS from a memory-mapped marker file whose disk or mount went away,
+    # SIGSEGV in a C extension) kills the process before any Python logging runs: this writes
+    # its Python stack to stderr, which is the processor's log, so `not running` has a cause.
+    faulthandler.enable()
     if role is None:
         if name not in ROLES:
             raise ValueError(f"{name!r} is not a role: pass role=")

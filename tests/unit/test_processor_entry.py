@@ -26,3 +26,22 @@ def test_a_processor_without_kafka_exits_7_with_one_line(module: str, tmp_path: 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "no Kafka to talk to: set $LEDGER_BOOTSTRAP, or run `ledger broker start`" in lines[0]
+
+
+def test_a_processor_killed_by_a_fatal_signal_leaves_its_stack_in_its_log(tmp_path: Path) -> None:
+    # An evaluator whose memory-mapped in-flight marker could no longer be written died of
+    # SIGBUS with nothing in its log, and `ps` said only "not running" (the operator's
+    # walkthrough). The worker's stderr is its log: the fatal signal's Python stack goes there.
+    script = (
+        "import ctypes\n"
+        "from processors.run import run_worker\n"
+        "run_worker(lambda *a, **k: ctypes.string_at(0), name='evaluator')\n"
+    )
+    env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    env.pop("LEDGER_SECURITY_PROTOCOL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode < 0, (done.returncode, done.stderr)  # killed by the signal
+    assert "Fatal Python error: Segmentation fault" in done.stderr, done.stderr
+    assert "run_worker" in done.stderr
