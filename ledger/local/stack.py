@@ -58,6 +58,9 @@ Progress = Callable[[str], None]
 
 RECOVERY_WAIT = 20.0
 """Seconds ``up`` gives an unhealthy processor (of the right address) to reconnect by itself."""
+SETTLE = 1.0
+"""Seconds ``up`` watches the processors it (re)started after they became ready, before it says
+all is well: one that dies on its first request is then reported, not left for ``ps``."""
 START_WAIT = 60.0
 """Seconds ``up`` gives a processor to become ready (``ledger up --wait``): it first catches up
 with the governance history, about 8 s per million events on a 2-core machine (11.5 s when the
@@ -375,8 +378,19 @@ def _up(
     # Further workers an earlier `up --evaluators N` started are looked after too, running or
     # dead: each keeps its pid file until `ledger down` stops it.
     wanted += [p.name for p in processes(settings, bootstrap=bootstrap) if p.name not in wanted]
-    for proc_id in wanted:
-        _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress, wait=wait)
+    if _run_dir(settings).is_dir():
+        # Checked first: processors that cannot write their heartbeats there look unhealthy,
+        # and waiting for them to recover would only delay the same refusal by 20 s.
+        _writable(_run_dir(settings))
+    started = [
+        proc_id
+        for proc_id in wanted
+        if _ensure(settings, proc_id, bootstrap=bootstrap, progress=progress, wait=wait)
+    ]
+    if started:
+        # One that dies on its first request (an unwritable Faust folder) was ready a moment
+        # before: watch the (re)started ones a little longer before saying all is well.
+        time.sleep(SETTLE)
     sick = [
         p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted and not p.healthy
     ]
@@ -405,13 +419,14 @@ def _ensure(
     bootstrap: str,
     progress: Progress,
     wait: float = START_WAIT,
-) -> None:
-    """Leave a healthy processor alone; start a stopped one; restart an unhealthy one."""
+) -> bool:
+    """Leave a healthy processor alone; start a stopped one; restart an unhealthy one. True
+    when it was (re)started."""
     name, instance = _split(proc_id)
     current = _status(settings, proc_id, bootstrap, time.time())
     if current.running and current.healthy:
         progress(f"{proc_id} already running (pid {current.pid}), healthy")
-        return
+        return False
     if current.running and current.bootstrap in (None, bootstrap):
         # The broker may just have come back (same address), or it is still catching up: one
         # without a first heartbeat gets as long as a processor being started.
@@ -426,7 +441,7 @@ def _ensure(
             current = _status(settings, proc_id, bootstrap, time.time())
         if current.healthy:
             progress(f"{proc_id} recovered (pid {current.pid})")
-            return
+            return False
     if current.running:
         # Never stop a processor that may be working when its replacement could not start: a
         # run folder that cannot be written (a full disk) also stops heartbeats.
@@ -436,6 +451,7 @@ def _ensure(
     start_processor(
         settings, name, bootstrap=bootstrap, instance=instance, progress=progress, timeout=wait
     )
+    return True
 
 
 def _writable(folder: Path) -> None:
