@@ -950,14 +950,11 @@ def test_requests_decided_twice_lists_every_answer_of_an_id_answered_again(
     assert [r["determination"] for r in found[:2]] == ["deny", "allow"]
 
 
-def _v2_rolled_back(
-    policy: str, v1: str, v2: str, stage: Stage, percent: int | None, reason: str
-) -> list[tuple[int, Command]]:
-    """``policy``'s v1 proposed, approved and active at 1-3 s; v2 proposed and approved at
-    4-5 s, promoted to ``stage`` at 6 s; a rollback at 8 s. Command ids start with the
-    policy's initial."""
+def _v1_active(policy: str, v1: str) -> list[tuple[int, Command]]:
+    """``policy``'s v1 proposed, approved and made active at 1-3 s (command ids start with the
+    policy's initial)."""
     i = policy[0]
-    bob, carol = "human:bob", "human:carol"
+    bob = "human:bob"
     return [
         (
             1,
@@ -982,6 +979,19 @@ def _v2_rolled_back(
                 stage=Stage.ACTIVE,
             ),
         ),
+    ]
+
+
+def _v2_rolled_back(
+    policy: str, v1: str, v2: str, stage: Stage, percent: int | None, reason: str
+) -> list[tuple[int, Command]]:
+    """``policy``'s v1 proposed, approved and active at 1-3 s; v2 proposed and approved at
+    4-5 s, promoted to ``stage`` at 6 s; a rollback at 8 s. Command ids start with the
+    policy's initial."""
+    i = policy[0]
+    bob, carol = "human:bob", "human:carol"
+    return [
+        *_v1_active(policy, v1),
         (
             4,
             ProposePolicyVersion(
@@ -1108,37 +1118,7 @@ def test_a_folder_above_an_export_is_pointed_at_the_export_not_told_to_export_th
 def test_governance_cited_missing_finds_the_newest_governance_events_gone(tmp_path: Path) -> None:
     # Deleting the newest policy event with the manifest's offsets rewritten passed both
     # verifiers (the auditor's walkthrough); the chained decisions still cite it.
-    events = _governance(
-        [
-            (
-                1,
-                ProposePolicyVersion(
-                    event_id="c1",
-                    occurred_at=at(1),
-                    actor="human:alice",
-                    policy="refund",
-                    document=REFUND,
-                ),
-            ),
-            (
-                2,
-                ApprovePolicyVersion(
-                    event_id="c2", occurred_at=at(2), actor="human:bob", policy="refund", version=1
-                ),
-            ),
-            (
-                3,
-                PromotePolicyVersion(
-                    event_id="c3",
-                    occurred_at=at(3),
-                    actor="human:bob",
-                    policy="refund",
-                    version=1,
-                    stage=Stage.ACTIVE,
-                ),
-            ),
-        ]
-    )
+    events = _governance(_v1_active("refund", REFUND))
     policy_key = f"{TOPICS.policy_events}/0"
     decisions = [
         dataclasses.replace(
