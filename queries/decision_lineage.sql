@@ -8,6 +8,7 @@
 --   (grant_events, ActorKeyRegistered), as the README's signed-commands section says.
 -- param: id VARCHAR a decision id or a request id (of a single request or of a batch), or
 --   one item of a batch as `ledger decisions` prints it, REQUEST#ITEM
+-- known: id all_decisions.decision_id all_decisions.request_id
 WITH d AS (
     SELECT * FROM all_decisions
     WHERE decision_id = $id OR request_id = $id

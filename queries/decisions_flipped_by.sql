@@ -12,6 +12,7 @@
 --   are always listed as not covered.
 -- param: policy VARCHAR the policy name
 -- param: version BIGINT the version whose decisions are examined
+-- known: policy policy_log.policy
 WITH first_active AS (
     SELECT min(valid_from) AS at FROM policy_timeline
     WHERE policy = $policy AND version = $version AND stage = 'active'

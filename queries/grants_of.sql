@@ -5,6 +5,7 @@
 --   the grant; approved_by is granted_by's claim, not the approver's signature.
 -- param: principal VARCHAR the principal (kind:name, e.g. agent:refund-bot)
 -- param: at TIMESTAMPTZ the instant (ISO 8601; UTC when it has no offset)
+-- known: principal grant_history.principal role_history.principal all_decisions.principal
 WITH holders AS (
     SELECT $principal AS holder, CAST(NULL AS VARCHAR) AS via
     UNION ALL

@@ -2,6 +2,7 @@
 --   active and canary) answer differently from the version that decided: per shadow version,
 --   decided -> would-have-been determinations and rules, with counts and an example decision.
 -- param: policy VARCHAR the policy name
+-- known: policy policy_log.policy
 SELECT version AS shadow_version, stage AS shadow_stage, decided_version, decided, determination
        AS shadow_said, decided_rule, rule AS shadow_rule, count(*) AS decisions,
        min(decided_at) AS first, max(decided_at) AS last, min(decision_id) AS example_decision

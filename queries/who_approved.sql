@@ -3,6 +3,7 @@
 --   "(rollback)" for a rollback, by whom, when: RFC 3339 UTC with microseconds, as the ledger
 --   records it).
 -- param: policy VARCHAR the policy name
+-- known: policy policy_log.policy
 WITH promotions AS (
     SELECT policy, version,
            string_agg(stage || coalesce(' ' || percent || '%', '')

@@ -17,7 +17,10 @@ Named queries are the other ``queries/*.sql`` files. Each opens with a header co
     -- param: at TIMESTAMPTZ the instant (ISO 8601; UTC when it has no offset)
 
 and refers to its parameters as ``$name``: they are bound as DuckDB prepared parameters, never
-pasted into the text. Parameter types: ``VARCHAR``, ``BIGINT``, ``TIMESTAMPTZ``.
+pasted into the text. Parameter types: ``VARCHAR``, ``BIGINT``, ``TIMESTAMPTZ``. A header line
+``-- known: policy policy_log.policy`` names the view columns where a value of a parameter is
+found: when the query answers no rows, :func:`unknown_values` says which values the export
+never mentions (a mistyped id reads as "not in this export", not as "nothing happened").
 
 Read-only connections (``read_only=True``, what ``ledger audit sql`` uses) may read only the
 export's files (DuckDB's ``allowed_paths`` with ``enable_external_access = false``), cannot
@@ -42,12 +45,14 @@ from ledger.audit.manifest import listed_file, no_export
 from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
 from ledger.core.jsonform import parse_instant
+from ledger.core.lifecycle import clipped
 from ledger.errors import ExportError, UsageError
 from ledger.settings import TopicNames
 
 __all__ = [
     "PARAM_TYPES",
     "Param",
+    "Known",
     "NamedQuery",
     "Result",
     "connect",
@@ -56,6 +61,7 @@ __all__ = [
     "parse_params",
     "run_named",
     "run_sql",
+    "unknown_values",
     "views_sql",
 ]
 
@@ -84,6 +90,14 @@ class Param:
 
 
 @dataclass(frozen=True, slots=True)
+class Known:
+    """Where a parameter's values are found (``view.column`` each), from a ``-- known:`` line."""
+
+    param: str
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NamedQuery:
     """A named audit query: its file, the question it answers, its parameters and its SQL."""
 
@@ -92,6 +106,7 @@ class NamedQuery:
     params: tuple[Param, ...]
     sql: str
     path: Path
+    known: tuple[Known, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +135,24 @@ def views_sql() -> str:
 
 
 _HEADER = re.compile(r"^--\s?(.*)$")
+_COLUMN_REF = re.compile(r"^([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)$")
+
+
+def _parse_known(path: Path, body: str) -> Known:
+    parts = body.removeprefix("known:").split()
+    refs = [_COLUMN_REF.match(part) for part in parts[1:]]
+    if len(parts) < 2 or any(ref is None for ref in refs):
+        raise ExportError(
+            f"{path}: malformed known line {body!r} (want: known: PARAM view.column …)"
+        )
+    return Known(parts[0], tuple((ref.group(1), ref.group(2)) for ref in refs if ref is not None))
 
 
 def _parse_query(path: Path) -> NamedQuery:
     text = path.read_text(encoding="utf-8")
     question: list[str] = []
     params: list[Param] = []
+    known: list[Known] = []
     current: str | None = None
     for line in text.splitlines():
         match = _HEADER.match(line.strip())
@@ -143,6 +170,9 @@ def _parse_query(path: Path) -> NamedQuery:
             if len(parts) < 2 or parts[1].upper() not in PARAM_TYPES:
                 raise ExportError(f"{path}: malformed parameter line {body!r}")
             params.append(Param(parts[0], parts[1].upper(), parts[2] if len(parts) > 2 else ""))
+        elif body.startswith("known:"):
+            current = None
+            known.append(_parse_known(path, body))
         elif body.startswith(("  ", "\t")) and current == "question":
             question.append(body.strip())
         elif body.startswith(("  ", "\t")) and current == "param" and params:
@@ -152,7 +182,11 @@ def _parse_query(path: Path) -> NamedQuery:
             current = None
     if not question:
         raise ExportError(f"{path}: the header has no `-- question:` line")
-    return NamedQuery(path.stem, " ".join(question), tuple(params), text, path)
+    declared = {p.name for p in params}
+    for entry in known:
+        if entry.param not in declared:
+            raise ExportError(f"{path}: known line for {entry.param!r}, which is not a parameter")
+    return NamedQuery(path.stem, " ".join(question), tuple(params), text, path, tuple(known))
 
 
 def named_queries() -> dict[str, NamedQuery]:
@@ -411,6 +445,32 @@ def run_named(
     query = named_query(name)
     values = parse_params(query, params or {})
     return _execute(con, query.sql, values)
+
+
+def unknown_values(
+    con: duckdb.DuckDBPyConnection, query: NamedQuery, values: Mapping[str, Any]
+) -> list[str]:
+    """For ``query``, which answered no rows with ``values``: one note per parameter whose value
+    the export never mentions in the columns its ``-- known:`` line names, saying how to list
+    the values it does hold. Empty when every checked value is known (the answer is "none")."""
+    notes = []
+    for entry in query.known:
+        if entry.param not in values:
+            continue
+        found = " OR ".join(
+            f"EXISTS (SELECT 1 FROM {_ident(view)} WHERE {_ident(column)} = $value)"
+            for view, column in entry.columns
+        )
+        hit = _execute(con, f"SELECT {found}", {"value": values[entry.param]}).rows
+        if hit and hit[0][0]:
+            continue
+        view, column = entry.columns[0]
+        notes.append(
+            f"{entry.param} {clipped(repr(values[entry.param]), 80)} is not in this export "
+            f"(looked in {', '.join(f'{v}.{c}' for v, c in entry.columns)}); "
+            f'list them: ledger audit sql "SELECT DISTINCT {column} FROM {view} ORDER BY 1"'
+        )
+    return notes
 
 
 def run_named_typed(

@@ -192,17 +192,22 @@ def run(
 
     Example: ledger audit run active_policies_at --param at=2026-11-26T16:48:26Z
     """
-    from ledger.audit.sql import connect, named_query, parse_params, run_named
+    from ledger.audit.sql import connect, named_query, parse_params, run_named, unknown_values
 
     _one_format(as_json, as_csv)
     query = named_query(name)
-    parse_params(query, _params(pairs))  # bad parameters are told before the export is opened
+    values = parse_params(
+        query, _params(pairs)
+    )  # bad parameters are told before the export is opened
     con = connect(_source(source), read_only=True)
     try:
         result = run_named(con, name, _params(pairs))
+        notes = [] if result.rows else unknown_values(con, query, values)
     finally:
         con.close()
     _print(result, list(result.types), as_json, as_csv)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @group.command("sql")

@@ -16,7 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.audit.export import write_events
-from ledger.audit.sql import connect, named_queries, run_named, run_sql
+from ledger.audit.sql import _parse_query as parse_query
+from ledger.audit.sql import (
+    connect,
+    named_queries,
+    parse_params,
+    run_named,
+    run_sql,
+    unknown_values,
+)
 from ledger.cli.app import cli
 from ledger.core.events import (
     ApprovePolicyVersion,
@@ -38,7 +46,7 @@ from ledger.core.events import (
 )
 from ledger.core.lifecycle import decide, event_stream
 from ledger.core.state import EMPTY_STATE, fold
-from ledger.errors import UsageError
+from ledger.errors import ExportError, UsageError
 from ledger.settings import TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -458,6 +466,64 @@ def test_cli_json_and_csv(export_dir: Path) -> None:
     assert done.stdout.splitlines()[:2] == ["decision_id,policy_version", "dec-1,1"]
     listing = invoke("audit", "list", "--json")
     assert {q["name"] for q in json.loads(listing.stdout)} == set(named_queries())
+
+
+def test_a_named_query_says_when_a_value_is_not_in_the_export(export_dir: Path) -> None:
+    """No rows for a mistyped id reads as "not in this export", with how to list the values;
+    no rows for a value the export holds says nothing more."""
+    done = invoke(
+        "audit", "run", "who_approved", "--param", "policy=refnud", "--from", str(export_dir),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "0 row(s)" in done.stderr
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: policy 'refnud' is not in this export (looked in policy_log.policy); list them: "
+        'ledger audit sql "SELECT DISTINCT policy FROM policy_log ORDER BY 1"'
+    ]
+    done = invoke(
+        "audit", "run", "grants_of", "--param", "principal=agent:bot",
+        "--param", f"at={at(0).isoformat()}", "--from", str(export_dir), "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == [] and "note:" not in done.stderr
+    done = invoke(
+        "audit", "run", "decision_lineage", "--param", "id=" + "x" * 500,
+        "--from", str(export_dir), "--json",
+    )  # fmt: skip
+    assert json.loads(done.stdout) == []
+    assert "note: id 'xxx" in done.stderr and "(502 characters)" in done.stderr
+    assert len(done.stderr.splitlines()[0]) < 300
+
+
+def test_every_known_line_names_real_columns(export_dir: Path) -> None:
+    samples = {"at": at(7).isoformat(), "version": "2"}
+    con = connect(export_dir)
+    try:
+        for name, query in named_queries().items():
+            values = {p.name: samples.get(p.name, "no-such-value") for p in query.params}
+            notes = unknown_values(con, query, parse_params(query, values))
+            assert len(notes) == len(query.known), name
+            assert {entry.param for entry in query.known} <= {p.name for p in query.params}
+    finally:
+        con.close()
+    assert any(query.known for query in named_queries().values())
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("-- known: policy", "malformed known line"),
+        ("-- known: policy policy_log", "malformed known line"),
+        ('-- known: policy policy_log."x; DROP"', "malformed known line"),
+        ("-- known: nobody policy_log.policy", "not a parameter"),
+    ],
+)
+def test_a_malformed_known_line_is_refused(tmp_path: Path, line: str, says: str) -> None:
+    path = tmp_path / "q.sql"
+    path.write_text(f"-- question: q?\n-- param: policy VARCHAR p\n{line}\nSELECT 1\n")
+    with pytest.raises(ExportError, match=says):
+        parse_query(path)
 
 
 BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
