@@ -1,7 +1,8 @@
 """``ledger decisions``: read recorded decision traces back from the ledger (auditors, 3 a.m.).
 
 Reads ``ledger.decisions`` from the beginning up to its current end without a consumer group
-(nothing is committed, nothing changes) and filters on the client. Fine for the life of a
+(nothing is committed, nothing changes) and filters on the client; ``--request`` with nothing
+found reads the request and dead-letter topics too, to say why. Fine for the life of a
 development or moderate ledger; for large histories and SQL, export to Parquet (DESIGN §9).
 """
 
@@ -26,19 +27,29 @@ from ledger.cli.output import (
 )
 from ledger.core.events import (
     BatchDecisionRecorded,
+    BatchEvaluationRequested,
     BatchItemDecision,
+    DeadLetter,
     DecisionRecorded,
     Determination,
+    EvaluationRequested,
 )
 from ledger.core.globs import glob_matches
+from ledger.core.lifecycle import clipped
 from ledger.errors import UsageError
-from ledger.kafka.reading import read_topic
+from ledger.kafka.reading import Positioned, read_topic
+from ledger.settings import Settings
 
 __all__ = ["decisions_cmd"]
 
 
 @click.command("decisions", short_help="Recorded decision traces, oldest first.")
-@click.option("--request", "request_id", default=None, help="Only the decision of this request id.")
+@click.option(
+    "--request",
+    "request_id",
+    default=None,
+    help="Only the decision of this request id (REQUEST#ITEM: one pre-evaluation item); none found says why.",
+)
 @click.option("--principal", default=None, help="Only decisions about this principal.")
 @click.option("--action", default=None, help="Only this action (globs allowed: 'refund.*').")
 @click.option(
@@ -95,7 +106,14 @@ def decisions_cmd(
 
     def wanted(decided_at: datetime, request: str, who: str, what: str, answer: Any) -> bool:
         return not (
-            (request_id and request != request_id)
+            (
+                request_id
+                and request != request_id
+                and not (  # one item of a pre-evaluation, as the table prints it
+                    isinstance(answer, BatchItemDecision)
+                    and f"{request}#{answer.item_id}" == request_id
+                )
+            )
             or (principal and who != principal)
             or (action and not glob_matches(action, what))
             or (determination and answer.determination.value != determination)
@@ -133,6 +151,8 @@ def decisions_cmd(
     shown = found[-limit:]
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
+        if request_id and not found:
+            click.echo(f"note: {_undecided(address, security, settings, request_id)}", err=True)
         return
     print_table(
         [
@@ -154,6 +174,8 @@ def decisions_cmd(
         f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
         err=True,
     )
+    if request_id and not found:
+        click.echo(f"note: {_undecided(address, security, settings, request_id)}", err=True)
 
 
 def _row(
@@ -176,3 +198,40 @@ def _row(
 def _utc(t: datetime) -> str:
     """2026-11-27T03:47:40.213Z: one column wide, unambiguous."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _undecided(address: str, security: Any, settings: Settings, request_id: str) -> str:
+    """Why request ``request_id`` has no decision: never asked (a mistyped id), dead-lettered,
+    or asked and not decided yet. Read only when ``--request`` found nothing."""
+    requests, letters = settings.topics.evaluation_requests, settings.topics.dead_letters
+    click.echo(f"no decision; reading {requests} and {letters}…", err=True)
+    asked: Positioned | None = None
+    dead_at: dict[tuple[int, int], tuple[str, str]] = {}  # (partition, offset) → (code, reason)
+    for positioned in read_topic(address, [requests, letters], security=security):
+        event = positioned.event
+        if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)):
+            if event.event_id == request_id or (
+                isinstance(event, BatchEvaluationRequested)
+                and any(f"{event.event_id}#{i.item_id}" == request_id for i in event.items)
+            ):
+                asked = positioned
+        elif isinstance(event, DeadLetter) and event.source_topic == requests:
+            dead_at[event.partition, event.offset] = (event.code, clipped(event.reason, 200))
+    shown = clipped(repr(request_id), 80)
+    if asked is None:
+        return (
+            f"no request {shown} in {requests} either: check the id (the SDK's "
+            "Decision.request_id; `ledger decisions --principal P` lists recent ones)"
+        )
+    dead = dead_at.get((asked.partition, asked.offset))
+    when = _utc(asked.event.occurred_at)
+    if dead is not None:
+        return (
+            f"request {shown}, asked at {when}, was dead-lettered ({dead[0]}: {dead[1]}) and "
+            "will never be decided; see Failure behaviour "
+            "in the README"
+        )
+    return (
+        f"request {shown} was asked at {when} ({requests} partition {asked.partition}, offset "
+        f"{asked.offset}) and is not decided yet: is an evaluator running (`ledger ps`)?"
+    )

@@ -4,6 +4,8 @@ records that are not evaluation requests. Every check reads what the ledger actu
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import os
 import threading
 import time
@@ -11,8 +13,10 @@ import uuid
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
 
+from ledger.cli.app import cli
 from ledger.codec import default_codec
 from ledger.core.events import (
     CommandAccepted,
@@ -201,3 +205,51 @@ def test_evaluator_killed_mid_stream_answers_every_request_exactly_once(
     assert set(mine) == wanted
     twice = {rid: n for rid, n in mine.items() if n != 1}
     assert not twice, f"{len(twice)} requests decided more than once\n{stack.logs()}"
+
+
+def test_ledger_decisions_says_why_a_request_has_no_decision(
+    shared_stack: LedgerStack, admin, agent, policy_name, producer_factory
+):
+    """`ledger decisions --request ID` with nothing found tells a mistyped id from a request
+    that was asked and dead-lettered; a pre-evaluation item is found by REQUEST#ITEM."""
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    refused = _request(action, "account:no-decision")
+    refused = dataclasses.replace(refused, event_id="r" * 200)  # over the 128-character limit
+    producer = producer_factory()
+    producer.send(stack.topics.evaluation_requests, key=b"account:nd", value=CODEC.encode(refused))
+    producer.flush(timeout=10)
+    wait_for(
+        lambda: [
+            d
+            for d in stack.records(stack.topics.dead_letters)
+            if isinstance(d, DeadLetter) and d.key == b"account:nd"
+        ],
+        timeout=30,
+        what="the over-long request id dead-lettered",
+    )
+    runner = CliRunner()
+    env = stack.cli_env()
+
+    done = runner.invoke(cli, ["decisions", "--request", refused.event_id, "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == []
+    assert "was dead-lettered (id_too_long" in done.stderr, done.stderr
+    assert "will never be decided" in done.stderr
+
+    done = runner.invoke(cli, ["decisions", "--request", "no-such-request"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "note: no request 'no-such-request' in " in done.stderr, done.stderr
+
+    batch = agent.preevaluate(
+        AGENT,
+        [
+            {"action": action, "resource": "account:i1", "facts": GOOD_FACTS, "item_id": "one"},
+            {"action": action, "resource": "account:i2", "facts": GOOD_FACTS, "item_id": "two"},
+        ],
+    )
+    done = runner.invoke(cli, ["decisions", "--request", f"{batch.request_id}#two"], env=env)
+    assert done.exit_code == 0, done.output
+    assert f"{batch.request_id}#two" in done.stdout and "#one" not in done.stdout
+    assert "note:" not in done.stderr
