@@ -26,9 +26,9 @@ from ledger.core import (
     command_result,
     decide,
     fold,
-    lifecycle,
 )
 from ledger.core.events import IssueGrant, ProposePolicyVersion
+from ledger.core.lifecycle import commands, grant_rules, policy_rules
 from ledger.core.limits import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +59,14 @@ def ids() -> Any:
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every document ``decide`` hands to the policy parser (which still parses it)."""
     seen: list[str] = []
-    real = lifecycle.parse_policy
+    real = policy_rules.parse_policy
 
     def recording(document: str, *args: Any, **kwargs: Any) -> Any:
         seen.append(document)
         return real(document, *args, **kwargs)
 
-    monkeypatch.setattr(lifecycle, "parse_policy", recording)
+    for module in (commands, policy_rules):  # the modules of ledger.core.lifecycle that parse
+        monkeypatch.setattr(module, "parse_policy", recording)
     return seen
 
 
@@ -211,13 +212,13 @@ def test_a_grant_from_an_actor_without_authority_is_refused_before_its_condition
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     compiled: list[str] = []
-    real = lifecycle.compile_grant_condition
+    real = grant_rules.compile_grant_condition
 
     def recording(text: str) -> Any:
         compiled.append(text)
         return real(text)
 
-    monkeypatch.setattr(lifecycle, "compile_grant_condition", recording)
+    monkeypatch.setattr(grant_rules, "compile_grant_condition", recording)
     condition = " || ".join(["amount < 5"] * 300)  # costly to compile, under condition_chars
     refused = decide(
         EMPTY_STATE, issue("agent:nobody", condition=condition), now=T0, new_id=ids().__next__

@@ -1,8 +1,9 @@
 """The core is pure: every module in ledger/core (sub-packages included) imports only the stdlib,
 yaml, celpy/lark, re2 (CEL's regular expressions), cryptography (Ed25519 verification of signed
 commands: pure computation, no key material is read or made), ledger.core and ledger.errors
-(STYLE.md rule 1). Inside the ledger.core.policy package, each module imports only the modules of the
-package before it (its docstring draws the order), so the package has no import loop."""
+(STYLE.md rule 1). Inside the ledger.core.policy and ledger.core.lifecycle packages, each module
+imports only the modules of its package before it (the package's docstring draws the order), so
+neither package has an import loop."""
 
 from __future__ import annotations
 
@@ -52,6 +53,24 @@ POLICY_LAYERS: dict[str, set[str]] = {
 # Imports made inside a function, when the package is already loaded: (importer, imported).
 # Policy.from_canonical delegates to the loader, which builds Policies.
 POLICY_LAZY = {("model", "source")}
+
+LIFECYCLE = "ledger.core.lifecycle"
+# Which modules of ledger.core.lifecycle each of its modules may import (its __init__: any).
+LIFECYCLE_LAYERS: dict[str, set[str]] = {
+    "rejections": set(),
+    "commands": {"rejections"},
+    "policy_rules": {"rejections", "commands"},
+    "grant_rules": {"rejections", "commands"},
+    "rules": {"rejections", "commands", "policy_rules", "grant_rules"},
+    "admission": {"rejections", "commands", "rules"},
+    "answers": {"rejections", "commands"},
+}
+
+# Each layered package: (its layers, its lazy imports).
+LAYERED: dict[str, tuple[dict[str, set[str]], set[tuple[str, str]]]] = {
+    POLICY: (POLICY_LAYERS, POLICY_LAZY),
+    LIFECYCLE: (LIFECYCLE_LAYERS, set()),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -122,33 +141,41 @@ def test_core_has_modules() -> None:
     assert any(name.count(".") > 2 for name in checked), "no sub-package found: check the glob"
 
 
-def test_policy_package_modules_are_all_layered() -> None:
-    modules = {p.stem for p in (CORE / "policy").glob("*.py")} - {"__init__"}
-    assert modules == set(POLICY_LAYERS)
+@pytest.mark.parametrize("package", sorted(LAYERED))
+def test_package_modules_are_all_layered(package: str) -> None:
+    layers, _ = LAYERED[package]
+    modules = {p.stem for p in (CORE / package.split(".")[2]).glob("*.py")} - {"__init__"}
+    assert modules == set(layers)
 
 
-@pytest.mark.parametrize("module", sorted(POLICY_LAYERS))
-def test_policy_module_imports_only_earlier_modules(module: str) -> None:
-    path = CORE / "policy" / f"{module}.py"
+@pytest.mark.parametrize(
+    ("package", "module"),
+    [(package, module) for package in sorted(LAYERED) for module in sorted(LAYERED[package][0])],
+)
+def test_package_module_imports_only_earlier_modules(package: str, module: str) -> None:
+    layers, lazy = LAYERED[package]
+    path = CORE / package.split(".")[2] / f"{module}.py"
     bad = []
     for name, line in _imports(path, module_level=True):
-        if name == POLICY:
+        if name == package:
             bad.append(f"{module}.py:{line} imports the package itself")
-        elif name.startswith(POLICY + "."):
+        elif name.startswith(package + "."):
             imported = name.split(".")[3]
-            if imported not in POLICY_LAYERS[module]:
+            if imported not in layers[module]:
                 bad.append(f"{module}.py:{line} imports .{imported} at module level")
     for name, line in _imports(path, module_level=False):
-        if name.startswith(POLICY + "."):
+        if name.startswith(package + "."):
             imported = name.split(".")[3]
-            if imported not in POLICY_LAYERS[module] and (module, imported) not in POLICY_LAZY:
+            if imported not in layers[module] and (module, imported) not in lazy:
                 bad.append(f"{module}.py:{line} imports .{imported} in a function")
     assert not bad, "\n".join(bad)
 
 
-def test_policy_layers_have_no_loop() -> None:
+@pytest.mark.parametrize("package", sorted(LAYERED))
+def test_package_layers_have_no_loop(package: str) -> None:
+    layers, _ = LAYERED[package]
     done: set[str] = set()
-    for _ in POLICY_LAYERS:
-        ready = {m for m, deps in POLICY_LAYERS.items() if m not in done and deps <= done}
+    for _ in layers:
+        ready = {m for m, deps in layers.items() if m not in done and deps <= done}
         done |= ready
-    assert done == set(POLICY_LAYERS)
+    assert done == set(layers)

@@ -1,0 +1,228 @@
+"""Admission of a signed command: authentication, freshness, and a command id decided once.
+
+Lives here: :func:`authenticate` (the signature, by a registered, unrevoked key of the actor),
+:func:`fresh` (signed within its validity), :func:`decide_signed` (both, then :func:`.decide`,
+recording the proof on every event), :class:`FirstAnswer` and :func:`decide_again` (a command id
+seen before gets its first answer, or ``duplicate_command_id``), and :func:`register_anchors`
+(the bootstrap administrators' keys from the configuration).
+
+May import: the core's modules outside this package and, of this package, :mod:`.rejections`,
+:mod:`.commands` and :mod:`.rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ledger.core.events import ActorKeyRegistered, Command, GovernanceEvent
+from ledger.core.lifecycle.commands import DEFAULT_ADMINS
+from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
+from ledger.core.lifecycle.rules import decide
+from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.signing import (
+    ANCHOR_ACTOR,
+    COMMAND_VALID_FOR,
+    PUBLIC_KEY_BYTES,
+    key_id_of,
+    signed_bytes,
+    verify_signature,
+    within_validity,
+)
+from ledger.core.state import LedgerState, actor_key, key_owner
+
+__all__ = [
+    "authenticate",
+    "fresh",
+    "decide_signed",
+    "FirstAnswer",
+    "decide_again",
+    "register_anchors",
+]
+
+
+def authenticate(state: LedgerState, command: Command) -> Rejection | None:
+    """``None`` when ``command`` is signed by a registered, unrevoked key of its actor, else
+    the :class:`Rejection` (``unsigned_command``, ``unknown_actor_key``, ``bad_signature``).
+
+    Looks at nothing but the signature, the key registry and the signed bytes: no document is
+    parsed, no authority is consulted."""
+    what = f"{type(command).__name__} by {clipped(command.actor)}"
+    if command.key_id is None or command.signature is None:
+        return _reject(
+            "unsigned_command",
+            f"{what} is not signed: every governance command must be signed with its actor's "
+            "key (`--by ACTOR` signs with ACTOR's key from the key store)",
+        )
+    key = actor_key(state, command.actor, command.key_id)
+    if key is None:
+        owner = key_owner(state, command.key_id)
+        whose = f" (it is {clipped(owner)}'s)" if owner is not None else ""
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {_shown(command.key_id, 80)} is not a registered key of "
+            f"{clipped(command.actor)}{whose}",
+        )
+    if not key.active:
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {command.key_id} of {clipped(command.actor)} was revoked by "
+            f"{key.revoked_by} ({clipped(key.revoke_reason or '')})",
+        )
+    if not verify_signature(key.public_key, command.signature, signed_bytes(command)):
+        return _reject(
+            "bad_signature",
+            f"{what}: the signature does not verify with key {command.key_id} (the command was "
+            "altered after it was signed, or signed with another key)",
+        )
+    return None
+
+
+def fresh(command: Command, now: datetime) -> Rejection | None:
+    """``None`` when ``command`` was signed within :data:`COMMAND_VALID_FOR` before ``now``
+    (and at most :data:`CLOCK_SKEW` after it), else the ``stale_command`` :class:`Rejection`."""
+    if within_validity(command.occurred_at, now):
+        return None
+    return _reject(
+        "stale_command",
+        f"{type(command).__name__} by {clipped(command.actor)} was signed at "
+        f"{command.occurred_at.isoformat()}, outside the {COMMAND_VALID_FOR.seconds // 60} "
+        "minutes a signed command is valid for: sign it again (a check of the signer's clock "
+        "may be due)",
+    )
+
+
+def decide_signed(
+    state: LedgerState,
+    command: Command,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str] = DEFAULT_ADMINS,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    """:func:`authenticate`, then :func:`fresh` (so a captured command cannot be replayed once
+    its validity has passed), then :func:`decide`; every event accepted records the command's
+    proof (its key id, signature and signed bytes), so who asked for it can be verified
+    offline (:func:`ledger.core.signing.verify_history`)."""
+    denied = authenticate(state, command) or fresh(command, now)
+    if denied is not None:
+        return denied
+    outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)
+    if isinstance(outcome, Rejection):
+        return outcome
+    signed = signed_bytes(command).decode("utf-8")
+    return tuple(
+        replace(
+            event,
+            command_key_id=command.key_id,
+            command_signature=command.signature,
+            signed_command=signed,
+        )
+        for event in outcome
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirstAnswer:
+    """What the ledger answered a command id the first time it decided it.
+
+    Accepted: ``event_ids`` (the events it produced) and ``signature`` (the one recorded on them;
+    None for events written before commands were signed). Rejected: ``rejection`` (an
+    authenticated command's; the command processor remembers these for as long as a command is
+    valid, :data:`COMMAND_VALID_FOR` plus :data:`CLOCK_SKEW`)."""
+
+    event_ids: tuple[str, ...] = ()
+    signature: bytes | None = None
+    rejection: Rejection | None = None
+
+
+def decide_again(
+    state: LedgerState, command: Command, first: FirstAnswer
+) -> tuple[str, ...] | Rejection:
+    """A command whose id was decided before is not decided again: the same command delivered
+    again (a crash before its offset was committed, a client's retry, a captured copy) gets its
+    first answer — the ids of the events it produced (answer ``already applied``), or the same
+    rejection, so a rejected command cannot be replayed once the state would let it through.
+
+    A different command under that id — its signature is not the one recorded, or is but does not
+    verify over this command's content (a copy altered after signing, its signature kept) — is
+    authenticated like any command, and if genuine rejected as ``duplicate_command_id``: nobody
+    is told that a forged command was "already applied". A copy of a rejected command is
+    authenticated too: one whose signature does not verify over its content gets that
+    authentication's answer, not the first command's rejection (which the log would otherwise
+    attribute to the forged copy). A remembered rejection keeps no signature (it is read back
+    from the command results after a restart), so a different, genuinely signed command that
+    reuses a rejected command's id gets that rejection rather than ``duplicate_command_id``:
+    either way it is not applied, and it needs an id of its own."""
+    if first.rejection is not None:
+        if _signed_as_sent(state, command):
+            return first.rejection
+        return authenticate(state, command) or first.rejection
+    if (
+        first.signature is not None
+        and command.signature == first.signature
+        and _signed_as_sent(state, command)
+    ):
+        return first.event_ids  # the same command again (its key may have been revoked since)
+    denied = authenticate(state, command)
+    if denied is not None:
+        return denied
+    if first.signature is None:  # applied before signatures were recorded: an authentic repeat
+        return first.event_ids
+    return _reject(
+        "duplicate_command_id",
+        f"command id {_shown(command.event_id, 80)} was already used by another command: a "
+        "command needs an id of its own (sign it again)",
+    )
+
+
+def _signed_as_sent(state: LedgerState, command: Command) -> bool:
+    """Does ``command``'s signature verify over its own content with its actor's key ``key_id``
+    (revoked or not: a genuine copy of a command applied before its key was revoked is still
+    that command)?"""
+    if command.key_id is None or command.signature is None:
+        return False
+    key = actor_key(state, command.actor, command.key_id)
+    return key is not None and verify_signature(
+        key.public_key, command.signature, signed_bytes(command)
+    )
+
+
+def register_anchors(
+    state: LedgerState,
+    anchors: Mapping[str, bytes],
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+) -> tuple[ActorKeyRegistered, ...]:
+    """The ``ActorKeyRegistered`` events that record the trust anchors (actor → raw public
+    key: the bootstrap administrators' keys from the command processor's configuration) not yet
+    in the ledger. Written by ``service:command-processor``, with no command; a key id the ledger
+    already knows (registered or revoked, for anyone) is left alone."""
+    out: list[ActorKeyRegistered] = []
+    sequences: dict[str, int] = {}
+    for principal in sorted(anchors):
+        public_key = bytes(anchors[principal])
+        key_id = key_id_of(public_key)
+        if len(public_key) != PUBLIC_KEY_BYTES or key_owner(state, key_id) is not None:
+            continue
+        record = state.principals.get(principal)
+        sequence = sequences.get(principal, record.sequence if record is not None else 0) + 1
+        sequences[principal] = sequence
+        event_id = new_id()
+        out.append(
+            ActorKeyRegistered(
+                event_id=event_id,
+                occurred_at=now,
+                actor=ANCHOR_ACTOR,
+                command_id=event_id,
+                principal=principal,
+                sequence=sequence,
+                actor_key_id=key_id,
+                public_key=public_key,
+                note="trust anchor: a bootstrap administrator's key from the configuration",
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,172 @@
+"""Answers: what the ledger publishes about a command it decided, and where its events go.
+
+Lives here: :func:`command_result` (the ``CommandAccepted``/``CommandRejected`` for an outcome,
+with ``_notes``: what a promotion or rollback supersedes, and :func:`overlap_note`: another
+deployed policy that may govern the same actions), :func:`already_applied` (the answer to a
+command delivered again after it was applied) and :func:`event_stream` (a governance event's
+stream, :data:`EventStream`).
+
+May import: the core's modules outside this package and, of this package, :mod:`.rejections`
+and :mod:`.commands`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+from ledger.core.events import (
+    COMMAND_PROCESSOR,
+    GRANT_EVENT_TYPES,
+    Command,
+    CommandAccepted,
+    CommandRejected,
+    CommandResult,
+    GovernanceEvent,
+    GrantRevoked,
+    PolicyRolledBack,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    Stage,
+)
+from ledger.core.lifecycle.commands import command_aggregate
+from ledger.core.lifecycle.rejections import Rejection
+from ledger.core.state import LedgerState, overlapping_governs
+
+__all__ = [
+    "command_result",
+    "overlap_note",
+    "event_stream",
+    "EventStream",
+    "already_applied",
+]
+
+
+def command_result(
+    command: Command,
+    outcome: tuple[GovernanceEvent, ...] | Rejection,
+    *,
+    event_id: str,
+    now: datetime,
+    actor: str = COMMAND_PROCESSOR,
+    state: LedgerState | None = None,
+) -> CommandResult:
+    """The CommandAccepted/CommandRejected to publish for ``command``'s outcome.
+
+    With ``state`` (what the command was decided against), an accepted command's message also
+    notes any other deployed policy that may govern the same actions (:func:`overlap_note`), at
+    proposal and when a version is deployed to decide, and what a promotion or a rollback takes
+    out of service (:func:`_notes`)."""
+    aggregate = command_aggregate(command)
+    if isinstance(outcome, Rejection):
+        return CommandRejected(
+            event_id=event_id,
+            occurred_at=now,
+            actor=actor,
+            command_id=command.event_id,
+            command_type=type(command).__name__,
+            aggregate=aggregate,
+            code=outcome.code,
+            reason=outcome.message,
+        )
+    # The version the command created (propose) or made active again (rollback).
+    version = next(
+        (
+            e.version if isinstance(e, PolicyVersionProposed) else e.to_version
+            for e in outcome
+            if isinstance(e, PolicyVersionProposed | PolicyRolledBack)
+        ),
+        None,
+    )
+    if outcome and isinstance(outcome[0], GrantRevoked):
+        aggregate = outcome[0].principal
+    return CommandAccepted(
+        event_id=event_id,
+        occurred_at=now,
+        actor=actor,
+        command_id=command.event_id,
+        command_type=type(command).__name__,
+        aggregate=aggregate,
+        event_ids=tuple(e.event_id for e in outcome),
+        version=version,
+        message="; ".join(
+            [", ".join(type(e).__name__ for e in outcome)]
+            + [note for e in outcome if state is not None for note in _notes(state, e)]
+        ),
+    )
+
+
+def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
+    """What an accepted command's answer should tell its sender beyond the events' names
+    (``state``: before the event): another policy that may govern the same actions, at
+    proposal and again when a version is deployed to decide (canary, active), which is when
+    it takes actions over; and the version a promotion or a rollback takes out of service."""
+    if isinstance(event, PolicyVersionProposed):
+        return [n for n in [overlap_note(state, event.policy, event.governs)] if n]
+    record = state.policies.get(getattr(event, "policy", ""))
+    if record is None:
+        return []
+    notes: list[str] = []
+    if isinstance(event, PolicyVersionPromoted):
+        version = record.versions.get(event.version)
+        if event.stage in (Stage.CANARY, Stage.ACTIVE) and version is not None:
+            notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
+        if event.previous_version is not None:
+            was = (
+                f"the canary ({record.canary_percent}%)"
+                if event.stage is Stage.CANARY
+                else event.stage.value
+            )
+            notes.append(f"v{event.previous_version} was {was}: it is superseded")
+    elif isinstance(event, PolicyRolledBack):
+        if record.canary is not None and record.canary != event.to_version:
+            notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
+        if record.active is not None and record.active != event.to_version:
+            notes.append(f"v{record.active} is superseded")
+    return notes
+
+
+def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str | None:
+    """Where another deployed policy may govern the same actions as ``governs``, say so, and
+    how the ledger chooses (not an error: teams may mean it, a glob beside an exact name)."""
+    found = overlapping_governs(state, policy, governs)
+    if not found:
+        return None
+    shown = ", ".join(f"{mine} ~ {other}'s {theirs}" for other, theirs, mine in found[:3])
+    more = " and more" if len(found) > 3 else ""
+    return (
+        f"note: actions may also be governed by another policy ({shown}{more}); where both are "
+        "deployed an exact name decides before a glob, then the longest glob, then the lower "
+        "policy name"
+    )
+
+
+EventStream: TypeAlias = Literal["policy", "grant"]
+
+
+def event_stream(event: GovernanceEvent) -> EventStream:
+    """Which governance stream (topic) ``event`` belongs to: policy events, or grant events."""
+    return "grant" if isinstance(event, GRANT_EVENT_TYPES) else "policy"
+
+
+def already_applied(
+    command: Command,
+    event_ids: tuple[str, ...],
+    *,
+    event_id: str,
+    now: datetime,
+    actor: str = COMMAND_PROCESSOR,
+) -> CommandAccepted:
+    """The answer to a command delivered again after it was applied (its events were written
+    before a crash let it come back): accepted, naming the events it produced, nothing new."""
+    return CommandAccepted(
+        event_id=event_id,
+        occurred_at=now,
+        actor=actor,
+        command_id=command.event_id,
+        command_type=type(command).__name__,
+        aggregate=command_aggregate(command),
+        event_ids=event_ids,
+        message="already applied",
+    )

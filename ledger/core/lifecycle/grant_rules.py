@@ -1,0 +1,271 @@
+"""The rules of the commands on a principal: grants, roles and actor keys.
+
+Lives here: one function per command (``_issue``, ``_revoke`` for grants, ``_role`` for assigning
+and revoking a role, ``_register_key``, ``_revoke_key``), each returning the events to append
+(on ``ledger.grant-events``) or a :class:`.Rejection`, and ``_find_grant`` (the principal holding
+a grant id). They are private: :func:`ledger.core.lifecycle.decide` (:mod:`.rules`) is the way in.
+
+May import: the core's modules outside this package and, of this package, :mod:`.rejections`
+and :mod:`.commands`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from ledger.core.authority import PRINCIPAL_FORM, compile_grant_condition, valid_principal
+from ledger.core.events import (
+    ActorKeyRegistered,
+    ActorKeyRevoked,
+    AssignRole,
+    GovernanceEvent,
+    GrantIssued,
+    GrantRevoked,
+    IssueGrant,
+    RegisterActorKey,
+    RevokeActorKey,
+    RevokeGrant,
+    RevokeRole,
+    RoleAssigned,
+    RoleRevoked,
+)
+from ledger.core.lifecycle.commands import _allowed
+from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
+from ledger.core.limits import Limits
+from ledger.core.signing import PUBLIC_KEY_BYTES, key_id_of
+from ledger.core.state import LedgerState, PrincipalRecord, actor_key, key_owner
+from ledger.errors import PolicyError
+
+__all__: list[str] = []  # reached through decide (.rules)
+
+
+def _find_grant(state: LedgerState, grant_id: str) -> PrincipalRecord | None:
+    # Linear in the number of principals; commands are rare next to evaluations.
+    for record in state.principals.values():
+        if grant_id in record.grants:
+            return record
+    return None
+
+
+def _issue(
+    state: LedgerState,
+    c: IssueGrant,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+    limits: Limits,
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not valid_principal(c.principal):
+        return _reject(
+            "invalid_principal",
+            f"{_shown(c.principal)} is not a principal: use {PRINCIPAL_FORM}",
+        )
+    # Authorization (it reads the principal only) before anything else the sender supplied is
+    # compiled or looked up: the condition, the grant id.
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    if not c.grant_id or not c.grant_id.strip():
+        return _reject("invalid_grant", "a grant needs a grant_id")
+    if not c.actions or not all(isinstance(a, str) and a.strip() for a in c.actions):
+        return _reject("invalid_grant", "a grant needs at least one action")
+    if not c.resource or not c.resource.strip():
+        return _reject("invalid_grant", "a grant needs a resource pattern")
+    if c.valid_from is not None and c.valid_until is not None and c.valid_from >= c.valid_until:
+        return _reject("invalid_grant", "valid_from must be before valid_until")
+    if len(c.actions) > limits.grant_actions:
+        return _reject(
+            "invalid_grant",
+            f"{len(c.actions):,} action patterns; at most {limits.grant_actions} (grant_actions)",
+        )
+    longest = limits.request_name_chars
+    if len(c.resource) > longest or any(len(a) > longest for a in c.actions):
+        return _reject(
+            "invalid_grant",
+            f"an action or resource pattern is longer than {longest:,} characters "
+            "(request_name_chars)",
+        )
+    if c.condition:
+        try:
+            compile_grant_condition(c.condition)
+        except PolicyError as exc:
+            return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
+    if _find_grant(state, c.grant_id) is not None:
+        return _reject("duplicate_grant", f"grant {_shown(c.grant_id)} exists")
+    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    return (
+        GrantIssued(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + 1,
+            grant_id=c.grant_id,
+            actions=tuple(c.actions),
+            resource=c.resource,
+            condition=c.condition or None,
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+            approved_by=c.approved_by,
+            note=c.note,
+        ),
+    )
+
+
+def _revoke(
+    state: LedgerState,
+    c: RevokeGrant,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _find_grant(state, c.grant_id)
+    # Authorized on the grant's principal; for a grant id that names none, on no principal
+    # (only authority over every principal passes), so that whether an id exists is told
+    # only to an actor who could have revoked it.
+    denied = _allowed(
+        state, c, now, admins, grant_principal=record.principal if record is not None else None
+    )
+    if denied:
+        return denied
+    if record is None:
+        return _reject("unknown_grant", f"no grant {_shown(c.grant_id)} (never issued, or revoked)")
+    return (
+        GrantRevoked(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=record.principal,
+            sequence=record.sequence + 1,
+            grant_id=c.grant_id,
+            reason=c.reason,
+        ),
+    )
+
+
+def _role(
+    state: LedgerState,
+    c: AssignRole | RevokeRole,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not valid_principal(c.principal) or c.principal.startswith("role:"):
+        return _reject(
+            "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
+        )
+    if not valid_principal(c.role) or not c.role.startswith("role:"):
+        return _reject("invalid_role", f"{_shown(c.role)} is not role:<name>")
+    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    if isinstance(c, AssignRole) and c.role in record.roles:
+        return _reject("already_applied", f"{c.principal} already holds {c.role}")
+    if isinstance(c, RevokeRole) and c.role not in record.roles:
+        return _reject("not_member", f"{c.principal} does not hold {c.role}")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    event_type = RoleAssigned if isinstance(c, AssignRole) else RoleRevoked
+    return (
+        event_type(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + 1,
+            role=c.role,
+        ),
+    )
+
+
+def _register_key(
+    state: LedgerState,
+    c: RegisterActorKey,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not valid_principal(c.principal) or c.principal.startswith("role:"):
+        return _reject(
+            "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
+        )
+    public_key = bytes(c.public_key)
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        return _reject(
+            "invalid_key", f"an Ed25519 public key has 32 bytes, this one {len(public_key)}"
+        )
+    if c.actor_key_id != key_id_of(public_key):
+        return _reject(
+            "invalid_key",
+            f"the key id {_shown(c.actor_key_id, 80)} is not the id of that key "
+            f"({key_id_of(public_key)})",
+        )
+    owner = key_owner(state, c.actor_key_id)
+    if owner is not None:
+        key = actor_key(state, owner, c.actor_key_id)
+        if owner == c.principal and key is not None and key.active:
+            return _reject("already_applied", f"{c.actor_key_id} is already a key of {owner}")
+        return _reject(
+            "invalid_key",
+            f"{c.actor_key_id} was registered to {owner} before"
+            + (
+                " and revoked: a revoked key is never registered again"
+                if key and not key.active
+                else ""
+            ),
+        )
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    return (
+        ActorKeyRegistered(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + 1,
+            actor_key_id=c.actor_key_id,
+            public_key=public_key,
+            note=c.note,
+        ),
+    )
+
+
+def _revoke_key(
+    state: LedgerState,
+    c: RevokeActorKey,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    if not c.reason or not c.reason.strip():
+        return _reject("missing_reason", "revoking a key needs a reason")
+    record = state.principals.get(c.principal)
+    active = [k for k in (record.keys if record is not None else ()) if k.active]
+    if c.actor_key_id is not None:
+        active = [k for k in active if k.key_id == c.actor_key_id]
+    if not active:
+        which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "an active key"
+        return _reject("unknown_actor_key", f"{clipped(c.principal)} has no {which}")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    assert record is not None
+    return tuple(
+        ActorKeyRevoked(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            principal=c.principal,
+            sequence=record.sequence + n,
+            actor_key_id=key.key_id,
+            reason=c.reason,
+        )
+        for n, key in enumerate(active, start=1)
+    )

@@ -1,0 +1,316 @@
+"""The rules of the policy commands: propose, approve, promote, roll back, retire.
+
+Lives here: one function per command (``_propose``, ``_approve``, ``_promote``, ``_rollback``,
+``_retire``), each returning the events to append or a :class:`.Rejection`, and ``_record`` (the
+named policy, or ``unknown_policy``). They are private: :func:`ledger.core.lifecycle.decide`
+(:mod:`.rules`) is the way in.
+
+May import: the core's modules outside this package and, of this package, :mod:`.rejections`
+and :mod:`.commands`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    GovernanceEvent,
+    PolicyRetired,
+    PolicyRolledBack,
+    PolicyVersionApproved,
+    PolicyVersionPromoted,
+    PolicyVersionProposed,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RetirePolicy,
+    RollbackPolicy,
+    Stage,
+)
+from ledger.core.lifecycle.commands import _allowed
+from ledger.core.lifecycle.rejections import Rejection, _reject, _shown
+from ledger.core.limits import Limits
+from ledger.core.policy import parse_policy
+from ledger.core.state import LedgerState, PolicyRecord
+from ledger.errors import PolicyError
+
+__all__: list[str] = []  # reached through decide (.rules)
+
+
+def _record(state: LedgerState, name: str) -> PolicyRecord | Rejection:
+    record = state.policies.get(name)
+    if record is None or not record.versions:
+        return _reject("unknown_policy", f"no policy named {_shown(name)}")
+    return record
+
+
+def _propose(
+    state: LedgerState,
+    c: ProposePolicyVersion,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+    limits: Limits,
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    # Who may propose is settled on the name the command carries, before a byte of the document
+    # is read: anyone who can reach the commands topic can send a document, and parsing one (an
+    # alias bomb, say) is the expensive, risky step.
+    if c.policy is None or not c.policy.strip():
+        return _reject(
+            "invalid_policy",
+            "a proposal must name its policy (ProposePolicyVersion.policy): it is authorized on "
+            "that name before the document is read; send it with a current ledger client",
+        )
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    size = len(c.document.encode("utf-8", "surrogatepass"))
+    if size > limits.policy_document_bytes:
+        return _reject(
+            "too_large",
+            f"the policy document is {size} bytes, over the limit of "
+            f"{limits.policy_document_bytes} bytes",
+        )
+    try:
+        policy = parse_policy(c.document, limits=limits)
+    except PolicyError as exc:
+        problems = list(exc.problems)
+        stopped = bool(problems) and problems[-1].message.startswith("stopped after")
+        if stopped:  # the validator's own marker: it counted no further
+            problems.pop()
+        shown = "; ".join(str(p) for p in problems[:20])
+        if len(problems) == 1:
+            return _reject("invalid_policy", shown)
+        count = f"over {len(problems)}" if stopped else f"{len(problems)}"
+        first = "the first 20" if len(problems) > 20 else "all"
+        # The count first: a long list is cut at the end, and the count must survive it.
+        return _reject("invalid_policy", f"{count} problems ({first} here): {shown}")
+    if policy.name != c.policy:
+        return _reject(
+            "invalid_policy",
+            f"the document is policy {policy.name!r} but the command proposes it for "
+            f"{_shown(c.policy)}",
+        )
+    record = state.policies.get(policy.name) or PolicyRecord(name=policy.name)
+    if record.retired:
+        return _reject(
+            "policy_retired", f"{policy.name} is retired; roll it back to revive it first"
+        )
+    if record.versions:
+        latest = record.versions[record.latest]
+        if latest.content_hash == policy.content_hash:
+            return _reject(
+                "already_applied", f"identical to {policy.name} version {latest.version}"
+            )
+    return (
+        PolicyVersionProposed(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=policy.name,
+            sequence=record.sequence + 1,
+            version=record.latest + 1,
+            document=policy.canonical,
+            content_hash=policy.content_hash,
+            owner=policy.owner,
+            governs=policy.governs,
+            note=c.note,
+        ),
+    )
+
+
+def _approve(
+    state: LedgerState,
+    c: ApprovePolicyVersion,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    if record.retired:
+        return _reject("policy_retired", f"{c.policy} is retired; roll it back to revive it first")
+    version = record.versions.get(c.version)
+    if version is None:
+        return _reject("unknown_version", f"{c.policy} has no version {c.version}")
+    if version.approved_by is not None:
+        return _reject(
+            "already_applied", f"{c.policy} v{c.version} was approved by {version.approved_by}"
+        )
+    if c.actor == version.author:
+        return _reject(
+            "self_approval",
+            f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it: another person "
+            "holding ledger.policy.approve does",
+        )
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyVersionApproved(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            version=c.version,
+            note=c.note,
+        ),
+    )
+
+
+def _promote(
+    state: LedgerState,
+    c: PromotePolicyVersion,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    if record.retired:
+        return _reject("policy_retired", f"{c.policy} is retired; roll it back to revive it first")
+    version = record.versions.get(c.version)
+    if version is None:
+        return _reject("unknown_version", f"{c.policy} has no version {c.version}")
+    if c.stage not in (Stage.SHADOW, Stage.CANARY, Stage.ACTIVE):
+        return _reject(
+            "invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active"
+        )
+    if c.stage is Stage.CANARY:
+        if c.percent is None or not 1 <= c.percent <= 99:
+            return _reject("invalid_percent", f"canary percent must be 1 to 99, got {c.percent}")
+    elif c.percent is not None:
+        return _reject(
+            "invalid_percent", f"only canary takes a percent (got {c.percent} for {c.stage.value})"
+        )
+    # Shadow never enforces anything, so a draft may be observed there before review (DESIGN §7);
+    # canary and active decide real requests and need the second pair of eyes.
+    if version.approved_by is None and c.stage is not Stage.SHADOW:
+        return _reject(
+            "not_approved",
+            f"{c.policy} v{c.version} is not approved: someone other than its author approves it "
+            "first (or promote it to shadow, which needs no approval)",
+        )
+    if c.stage is Stage.ACTIVE and record.active == c.version:
+        return _reject("already_applied", f"{c.policy} v{c.version} is already active")
+    if c.stage is Stage.CANARY:
+        if record.active is None:
+            # A canary splits traffic with the active version; with none, it would decide all.
+            return _reject(
+                "no_active_version",
+                f"{c.policy} has no active version for a canary to share traffic with: promote "
+                f"v{c.version} to shadow to observe it, or to active",
+            )
+        if record.active == c.version:
+            return _reject(
+                "invalid_stage", f"{c.policy} v{c.version} is active; it cannot also be the canary"
+            )
+        if record.canary == c.version and record.canary_percent == c.percent:
+            return _reject(
+                "already_applied", f"{c.policy} v{c.version} is already canary at {c.percent}%"
+            )
+    if c.stage is Stage.SHADOW:
+        if c.version in record.shadows:
+            return _reject("already_applied", f"{c.policy} v{c.version} is already in shadow")
+        if record.active == c.version:
+            return _reject(
+                "invalid_stage",
+                f"{c.policy} v{c.version} is active; roll back or promote another first",
+            )
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyVersionPromoted(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            version=c.version,
+            stage=c.stage,
+            percent=c.percent,
+            previous_version=record.previous_for(c.stage, c.version),
+        ),
+    )
+
+
+def _rollback(
+    state: LedgerState,
+    c: RollbackPolicy,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    if not c.reason or not c.reason.strip():
+        return _reject("missing_reason", "a rollback needs a reason")
+    if c.to_version is not None:
+        target = record.versions.get(c.to_version)
+        if target is None:
+            return _reject("unknown_version", f"{c.policy} has no version {c.to_version}")
+        if target.approved_by is None:
+            return _reject("not_approved", f"{c.policy} v{c.to_version} was never approved")
+        if record.active == c.to_version and record.canary is None:
+            return _reject("already_applied", f"{c.policy} v{c.to_version} is already active")
+        to = c.to_version  # the active one itself while a canary runs: the canary goes
+    else:
+        previous = record.rollback_target()
+        if previous is None:
+            return _reject("no_previous_version", f"{c.policy} has no earlier active version")
+        to = previous
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyRolledBack(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            from_version=record.active,
+            to_version=to,
+            reason=c.reason,
+        ),
+    )
+
+
+def _retire(
+    state: LedgerState,
+    c: RetirePolicy,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str],
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
+    if not c.reason or not c.reason.strip():
+        return _reject("missing_reason", "retiring a policy needs a reason")
+    if record.retired:
+        return _reject("already_applied", f"{c.policy} is already retired")
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
+    return (
+        PolicyRetired(
+            event_id=new_id(),
+            occurred_at=now,
+            actor=c.actor,
+            command_id=c.event_id,
+            policy=c.policy,
+            sequence=record.sequence + 1,
+            reason=c.reason,
+        ),
+    )

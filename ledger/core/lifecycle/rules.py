@@ -1,0 +1,79 @@
+"""The entry point of the rules: :func:`decide` sends each command to its rule.
+
+Lives here: :func:`decide` only. The rules themselves are in :mod:`.policy_rules` (policy
+versions) and :mod:`.grant_rules` (grants, roles, actor keys); what authorizes a command is in
+:mod:`.commands`.
+
+May import: the core's modules outside this package and, of this package, :mod:`.rejections`,
+:mod:`.commands`, :mod:`.policy_rules` and :mod:`.grant_rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import assert_never
+
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    AssignRole,
+    Command,
+    GovernanceEvent,
+    IssueGrant,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RegisterActorKey,
+    RetirePolicy,
+    RevokeActorKey,
+    RevokeGrant,
+    RevokeRole,
+    RollbackPolicy,
+)
+from ledger.core.lifecycle.commands import DEFAULT_ADMINS
+from ledger.core.lifecycle.grant_rules import _issue, _register_key, _revoke, _revoke_key, _role
+from ledger.core.lifecycle.policy_rules import _approve, _promote, _propose, _retire, _rollback
+from ledger.core.lifecycle.rejections import Rejection
+from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.state import LedgerState
+
+__all__ = ["decide"]
+
+
+def decide(
+    state: LedgerState,
+    command: Command,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
+    admins: frozenset[str] = DEFAULT_ADMINS,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    """Validate ``command`` against ``state``: the events to append, or a :class:`Rejection`.
+
+    ``now`` stamps the events and decides grant validity; ``new_id`` mints event ids; ``limits``
+    bounds what is read (the policy document's size). Pure: the same state, command, ``now`` and
+    ids give the same answer.
+    """
+    match command:
+        case ProposePolicyVersion():
+            return _propose(state, command, now, new_id, admins, limits)
+        case ApprovePolicyVersion():
+            return _approve(state, command, now, new_id, admins)
+        case PromotePolicyVersion():
+            return _promote(state, command, now, new_id, admins)
+        case RollbackPolicy():
+            return _rollback(state, command, now, new_id, admins)
+        case RetirePolicy():
+            return _retire(state, command, now, new_id, admins)
+        case IssueGrant():
+            return _issue(state, command, now, new_id, admins, limits)
+        case RevokeGrant():
+            return _revoke(state, command, now, new_id, admins)
+        case AssignRole() | RevokeRole():
+            return _role(state, command, now, new_id, admins)
+        case RegisterActorKey():
+            return _register_key(state, command, now, new_id, admins)
+        case RevokeActorKey():
+            return _revoke_key(state, command, now, new_id, admins)
+        case _:
+            assert_never(command)
