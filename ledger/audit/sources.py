@@ -294,9 +294,10 @@ def connect() -> Any:
     return session()
 
 
-READ_PARQUET = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
+READ_PARQUET = "read_parquet(?, hive_partitioning = false, union_by_name = true)"
 """How the export's files of one topic are read: the file list is bound as a parameter, never
-interpolated into the SQL; columns are matched by name across files."""
+interpolated into the SQL; columns are matched by name across files, and only the files' own
+columns are read (no ``key=value`` folder name, in the export or above it, becomes one)."""
 
 
 @dataclass(init=False)

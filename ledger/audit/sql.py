@@ -31,7 +31,7 @@ statement only, so nothing can write, attach, copy, install, load or set options
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -253,11 +253,9 @@ def _empty_select(schema: pa.Schema) -> str:
     return f"SELECT {columns} WHERE false"
 
 
-def _all_current(paths: list[Path], schema: pa.Schema) -> bool:
-    """Do all ``paths`` hold exactly today's columns, in order? (Their footers only are read,
-    once per connection.)"""
-    names = schema.names
-    return all(pq.read_schema(path).names == names for path in paths)
+def _columns_of(paths: list[Path]) -> list[list[str]]:
+    """Each file's column names, in order (its footer only is read, once per connection)."""
+    return [pq.read_schema(path).names for path in paths]
 
 
 def _ident(name: str) -> str:
@@ -268,12 +266,34 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _date_of_file(column: str) -> str:
+    """A row's ``date``: its file's ``date=`` folder, read from the end of the file's path
+    (``column``, DuckDB's ``filename``: the manifest's own layout), never from folders above."""
+    return (
+        f"TRY_CAST(regexp_extract({_ident(column)}, "
+        "'/date=([0-9]{4}-[0-9]{2}-[0-9]{2})/[^/]*$', 1) AS DATE)"
+    )
+
+
+def _unused(name: str, taken: Iterable[Collection[str]]) -> str:
+    """``name``, suffixed until no file has a column so called (DuckDB refuses a clash)."""
+    names = set().union(*taken)
+    found, n = name, 0
+    while found in names:
+        n += 1
+        found = f"{name}_{n}"
+    return found
+
+
 def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
     """The SQL defining the ``topic_<name>`` base views of ``export_dir``, and the files read.
 
-    Each view has every column of the topic's current format, in its order (then DuckDB's
-    ``date`` partition column): the files are read by column name (``union_by_name``), so an
-    export whose older files lack a column added since reads NULL there.
+    Each view has exactly the columns of the topic's current format, in its order, then
+    ``date`` (the file's ``date=`` folder). The files are read by column name
+    (``union_by_name``), so an export whose older files lack a column added since reads NULL
+    there; a column no format has is left out, and no ``key=value`` folder name, in the export
+    or above it, becomes a column (DuckDB's hive partitioning is off): who names or hands over
+    the directory cannot change what a view says.
 
     Raises :class:`ExportError` (exit 9) when the directory does not exist or holds no export.
     """
@@ -294,20 +314,25 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
     for topic, fmt in formats.items():
         paths = [listed_file(export_dir, p) for p in sorted(by_topic.get(topic, []))]
         files.extend(paths)
-        body = _empty_select(fmt.schema)
+        columns = ", ".join(_ident(name) for name in fmt.schema.names)
+        body = f"SELECT *, CAST(NULL AS DATE) AS date FROM ({_empty_select(fmt.schema)})"
         if paths:
             listing = ", ".join(_literal(str(p.resolve())) for p in paths)
-            if _all_current(paths, fmt.schema):
+            found = _columns_of(paths)
+            file_column = _unused("ledger_file", found)
+            options = f"hive_partitioning = false, filename = {_literal(file_column)}"
+            if all(names == fmt.schema.names for names in found):
                 # The common case, read as it is: matching by name makes DuckDB read every
                 # file's footer at each query (a lookup by id took 65 ms instead of 24).
-                body = f"SELECT * FROM read_parquet([{listing}])"
+                source = f"read_parquet([{listing}], {options})"
             else:
                 # The empty typed select first: its columns (all of today's format) lead, in
                 # order, and a column a file lacks reads NULL.
-                body += (
-                    f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], "
-                    "union_by_name = true)"
+                source = (
+                    f"({_empty_select(fmt.schema)} UNION ALL BY NAME SELECT * FROM "
+                    f"read_parquet([{listing}], union_by_name = true, {options}))"
                 )
+            body = f"SELECT {columns}, {_date_of_file(file_column)} AS date FROM {source}"
         statements.append(f"CREATE OR REPLACE VIEW topic_{fmt.attribute} AS {body};")
     return "\n".join(statements), files
 

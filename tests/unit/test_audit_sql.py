@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -1217,3 +1218,59 @@ def test_sql_json_gives_every_duckdb_type_a_json_form(export_dir: Path) -> None:
     assert (row["d"], row["t"], row["i"]) == ("2026-12-05", "01:02:03", "1:30:00")
     assert row["u"] == "8e3fbd3e-7b0a-4f25-9d8c-6f6e1d7b2c11"
     assert len(row["partition_date"]) == 10  # YYYY-MM-DD
+
+
+VIEWS = (
+    "policy_log", "policy_timeline", "grant_history", "role_history", "commands",
+    "evaluation_requests", "decisions", "batch_decisions", "all_decisions", "shadow_results",
+    "dead_letters", "chain_checkpoints", "undecodable_records",
+)  # fmt: skip
+
+
+def _answers(export: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = connect(export)
+    try:
+        return {v: sorted(map(repr, run_sql(con, f"SELECT * FROM {v}").rows)) for v in VIEWS}
+    finally:
+        con.close()
+
+
+def test_folder_names_and_extra_columns_do_not_change_what_the_views_say(
+    batch_export: Path, tmp_path: Path
+) -> None:
+    """A red team's finding: DuckDB's hive partitioning took `key=value` folder names above the
+    export as columns (a folder `next_type=__HIVE_DEFAULT_PARTITION__` made a revoked grant read
+    as in force; `determination=allow` allowed everything), and a column added to a file
+    shadowed the one a view computes. Neither can change an answer now."""
+    genuine = _answers(batch_export)
+    assert genuine["grant_history"] and genuine["batch_decisions"] and genuine["decisions"]
+    for folders in (
+        "next_type=__HIVE_DEFAULT_PARTITION__",
+        "determination=allow/item=i9",
+        "date=1999-01-01/revoked_at=2000-01-01",
+    ):
+        copy = tmp_path / folders / "export"
+        shutil.copytree(batch_export, copy)
+        assert _answers(copy) == genuine, folders
+    padded = tmp_path / "padded"
+    shutil.copytree(batch_export, padded)
+    for path in padded.rglob("*.parquet"):
+        table = pq.read_table(path)
+        blank = pa.nulls(table.num_rows, pa.string())
+        for extra in ("next_type", "item", "revoked_at", "ledger_file", "ledger_file_1"):
+            table = table.append_column(extra, blank)
+        pq.write_table(table, path)
+    assert _answers(padded) == genuine
+
+
+def test_the_date_column_is_the_files_folder(export_dir: Path) -> None:
+    con = connect(export_dir)
+    try:
+        (wrong,) = run_sql(
+            con,
+            "SELECT count(*) FILTER (WHERE date IS DISTINCT FROM "
+            "CAST(timezone('UTC', occurred_at) AS DATE)) FROM topic_decisions",
+        ).rows[0]
+    finally:
+        con.close()
+    assert wrong == 0
