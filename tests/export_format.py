@@ -10,6 +10,7 @@ Also :func:`rewrite`, the tests' way of tampering with an exported file, :func:`
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,6 +79,30 @@ def rewrite(path: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, 
     table = pq.read_table(path)
     rows = change(table.to_pylist())
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+
+def hide_in_footer(path: Path, index: int, columns: Iterable[str]) -> dict[str, Any]:
+    """A red team's forgery: row ``index`` of the file moved into a row group of its own, whose
+    footer statistics for ``columns`` are then rewritten to a value of the same length that
+    sorts after every real one (``~`` for the first byte). Every row and record byte stays
+    genuine; DuckDB skips the group for a filter on those columns. Returns the hidden row."""
+    table = pq.read_table(path)
+    row = table.slice(index, 1).to_pylist()[0]
+    with pq.ParquetWriter(path, table.schema) as out:
+        for part in (table.slice(0, index), table.slice(index, 1), table.slice(index + 1)):
+            if part.num_rows:
+                out.write_table(part)
+    data = bytearray(path.read_bytes())
+    (size,) = struct.unpack("<I", bytes(data[-8:-4]))
+    start = len(data) - 8 - size
+    footer = bytes(data[start:-8])
+    for column in columns:
+        value = str(row[column]).encode()
+        assert value in footer, column
+        footer = footer.replace(value, b"~" + value[1:])
+    data[start:-8] = footer
+    path.write_bytes(bytes(data))
+    return row
 
 
 def rows_of(path: Path) -> list[dict[str, Any]]:

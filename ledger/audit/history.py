@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from ledger.audit.columns import columns_disagree
 from ledger.audit.export import ExportPath, read_manifest
+from ledger.audit.footer import footer_lie
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
@@ -46,8 +47,8 @@ def check_export_history(
     and what is wrong with its rows, one line each: a record that does not decode as a
     governance event, a row whose columns (what analysts query) disagree with its record bytes,
     offsets missing or repeated within a partition (the governance topics are written without
-    transactions, so their offsets have no gaps), and rows missing before the offset the
-    manifest says comes next. ``ledger actor verify --from`` reports these beside the events
+    transactions, so their offsets have no gaps), rows missing before the offset the
+    manifest says comes next, and a file whose footer lies about its data (:func:`footer_lie`). ``ledger actor verify --from`` reports these beside the events
     it cannot prove."""
     return _read(export_dir, codec, check=True)
 
@@ -73,8 +74,14 @@ def _read(
         path = listed_file(export_dir, str(entry["path"]))
         try:
             table = pq.read_table(path, columns=None if check else _LOG_COLUMNS)
+            lie = footer_lie(path) if check else None
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read {path}: {exc}") from exc
+        if lie is not None:
+            problems.append(
+                f"{entry['path']} has a footer its data does not bear out ({lie}): SQL "
+                "filtering on that column can skip rows"
+            )
         for row in (r for batch in table.to_batches(4_096) for r in batch.to_pylist()):
             topic, partition, offset = row["topic"], row["partition"], row["offset"]
             where = f"{topic} partition {partition} offset {offset}"

@@ -49,6 +49,7 @@ from ledger.audit.columns import (
     show,
 )
 from ledger.audit.export import ExportPath, Manifest
+from ledger.audit.footer import footer_lie
 from ledger.audit.manifest import listed_file
 from ledger.audit.sources import (
     READ_PARQUET,
@@ -753,10 +754,10 @@ def verify_export(
         manifest = read_export_manifest(directory)
         # A listed file deleted or damaged is evidence, not a tool error: reported as missing
         # or altered (exit 11), and the rest is verified without it.
-        broken = _broken_files(
+        broken, lies = _broken_files(
             con, directory, manifest, {topics.decisions, topics.chain_checkpoints}
         )
-        for problem in broken.values():
+        for problem in [*broken.values(), *lies]:
             rows.report(problem)
         checkpoint_files = topic_files(
             directory, topics.chain_checkpoints, manifest, exclude=broken
@@ -902,15 +903,18 @@ _PARQUET_MAGIC: Final = b"PAR1"
 
 def _broken_files(
     con: Any, directory: Any, manifest: Manifest, read: set[str]
-) -> dict[str, Problem]:
+) -> tuple[dict[str, Problem], list[Problem]]:
     """The manifest's files that are gone or not whole Parquet files (by their first and last
     bytes; those of the ``read`` topics also by DuckDB reading their footer), by path, each as
     the problem it is: a deleted file is rows missing, a truncated or overwritten one rows
     altered. A file or a folder that is a link stays an :class:`ExportError` (the export
-    cannot be trusted to say what is in it)."""
+    cannot be trusted to say what is in it). Second, the files whose footers lie about their
+    data (:func:`footer_lie`): altered too, but their rows are still read and verified."""
     import duckdb
+    from pyarrow import ArrowException
 
     found: dict[str, Problem] = {}
+    lies: list[Problem] = []
     for entry in sorted(manifest.files, key=lambda e: str(e["path"])):
         relative = str(entry["path"])
         path = os.path.join(directory, relative)
@@ -930,6 +934,7 @@ def _broken_files(
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as exc:
             raise ExportError(f"reading {path}: {exc.strerror or exc}") from exc
+        lie = None
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ExportError(f"{path} is not a regular file: the export cannot be read")
@@ -937,7 +942,24 @@ def _broken_files(
             size = f.seek(0, os.SEEK_END)
             f.seek(max(size - 4, 0))
             tail = f.read(4)
-        whole = size >= 12 and head == tail == _PARQUET_MAGIC
+            whole = size >= 12 and head == tail == _PARQUET_MAGIC
+            if whole:
+                f.seek(0)
+                try:
+                    lie = footer_lie(f)
+                except (OSError, ValueError, ArrowException):
+                    whole = False
+        if lie is not None:  # its rows are still verified: the data is what it is
+            lies.append(
+                _file_problem(
+                    entry,
+                    "altered",
+                    f"has a footer its data does not bear out ({lie}): SQL filtering on that "
+                    "column can skip rows",
+                    f"the Parquet file of its {entry['rows']} row(s), {span}, as the exporter "
+                    "writes it",
+                )
+            )
         if whole and entry["topic"] in read:
             try:
                 con.execute(f"SELECT count(*) FROM {READ_PARQUET}", [[path]]).fetchall()
@@ -950,7 +972,7 @@ def _broken_files(
                 f"is not a whole Parquet file ({size:,} bytes: truncated or overwritten)",
                 f"the Parquet file of its {entry['rows']} row(s), {span}",
             )
-    return found
+    return found, lies
 
 
 def _file_problem(entry: Mapping[str, Any], kind: str, what: str, expected: str) -> Problem:

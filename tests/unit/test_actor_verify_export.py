@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from export_format import Exported, files_of, rewrite, write_export
+from export_format import Exported, files_of, hide_in_footer, rewrite, write_export
 
 from ledger.cli.app import cli
 from ledger.codec import default_codec
@@ -247,3 +248,18 @@ def test_a_record_re_encoded_with_other_fields_is_not_proven(
     assert any(
         v["event_id"] == target.event_id and problem in v["problem"] for v in report["unproven"]
     ), report["unproven"]
+
+
+def test_a_footer_forged_to_hide_a_grant_from_sql_is_found(tmp_path: Path) -> None:
+    """A red team's finding: with the footer's statistics rewritten, `grants_of` no longer saw a
+    grant whose row and signed record were untouched, and `actor verify --from` proved all."""
+    out = exported(tmp_path, history())
+    [path] = files_of(out, TOPICS.grant_events)
+    rows = pq.read_table(path).to_pylist()
+    index = next(i for i, r in enumerate(rows) if r["event_type"] == "GrantIssued" and i > 0)
+    hide_in_footer(path, index, ["principal"])
+    code, report, _ = verify(out)
+    assert code == 11, report
+    [line] = report["damaged_rows"]
+    assert line.startswith(str(path.relative_to(out)) + " has a footer its data does not bear out")
+    assert report["unproven"] == []  # the events themselves are still proven

@@ -15,8 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
-from export_format import Exported, files_of, rewrite, rows_of, write_export
+from export_format import Exported, files_of, hide_in_footer, rewrite, rows_of, write_export
 
 from ledger.audit.verify import Problem, VerifyReport, verify_export
 from ledger.codec import default_codec
@@ -708,3 +709,43 @@ def test_audit_verify_says_a_deleted_file_with_exit_11_and_json(export: Path) ->
     assert done.exit_code == 11, done.output
     found = [p["found"] for p in json.loads(done.stdout)["problems"]]
     assert any(f.endswith("is listed in the manifest but gone") for f in found), found
+
+
+def _sql_count(export: Path, where: str) -> int:
+    from ledger.audit.sql import connect, run_sql
+
+    con = connect(export)
+    try:
+        return int(run_sql(con, f"SELECT count(*) FROM decisions WHERE {where}").rows[0][0])
+    finally:
+        con.close()
+
+
+def test_a_footer_forged_to_hide_a_row_from_sql_is_altered(export: Path) -> None:
+    """A red team's finding: footer statistics rewritten so that DuckDB skips a row group hid
+    a decision from every filtered query, while its row and record stayed genuine and both
+    verifiers passed. The file is now altered, and its rows are still verified."""
+    path = files_of(export, TOPICS.decisions)[0]
+    hidden = hide_in_footer(path, 1, ["event_id", "resource"])
+    assert _sql_count(export, f"decision_id = '{hidden['event_id']}'") == 0  # the forgery works
+    assert _sql_count(export, f"resource = '{hidden['resource']}'") == 0
+    report = verify(export)
+    [problem] = report.problems
+    assert (problem.kind, problem.subject, problem.topic) == ("altered", "file", TOPICS.decisions)
+    assert problem.found.startswith(str(path.relative_to(export)))
+    assert "has a footer its data does not bear out (row group 1, column " in problem.found
+    assert "SQL filtering on that column can skip rows" in problem.found
+    assert report.records == 40  # every row still read and proven
+
+
+def test_a_page_index_the_exporter_never_writes_is_altered(export: Path) -> None:
+    path = files_of(export, TOPICS.chain_checkpoints)[0]
+    pq.write_table(pq.read_table(path), path, write_page_index=True)
+    [problem] = verify(export).problems
+    assert problem.kind == "altered" and "has a page index" in problem.found
+
+
+def test_an_honest_rewrite_of_a_file_keeps_its_footer_true(export: Path) -> None:
+    for path in files_of(export, TOPICS.decisions):
+        rewrite(path, lambda rows: rows)  # pyarrow's own statistics, other row groups
+    assert verify(export).intact
