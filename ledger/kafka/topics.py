@@ -12,7 +12,9 @@ Partition counts are deliberate:
   chains are few (one every second of activity per evaluator) and kept forever, like the
   decisions they vouch for.
 
-Ledger topics keep data forever (``retention.ms=-1``); command topics are bounded (7 days).
+Ledger topics keep data forever (``retention.ms=-1``); command topics are bounded (7 days). The
+topics outsiders write (requests, commands) take the broker's time as each record's timestamp
+(``message.timestamp.type=LogAppendTime``).
 
 On an existing topic, ``create_topics`` repairs config drift and adds partitions where more are
 declared (scaling out evaluators); a single-partition topic whose order the ledger relies on
@@ -40,6 +42,10 @@ how many evaluator workers can share the requests, and reply partitions the clie
 
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 _BOUNDED = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+_BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
+"""For the topics outsiders write (agents' requests, actors' commands): each record's Kafka
+timestamp is the broker's, not a sender's choice, so retention, reading from a time and an
+export's date folders cannot be steered by a forged clock (``ledger/audit/writer.row_date``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +75,7 @@ def topic_specs(
         TopicSpec(
             name=t.commands,
             partitions=1,
-            configs=_BOUNDED,
+            configs={**_BOUNDED, **_BROKER_TIME},
             purpose="governance commands",
             ordered=True,
         ),
@@ -90,7 +96,12 @@ def topic_specs(
             purpose="authority history",
             ordered=True,
         ),
-        TopicSpec(name=t.evaluation_requests, partitions=n, configs=_FOREVER, purpose="requests"),
+        TopicSpec(
+            name=t.evaluation_requests,
+            partitions=n,
+            configs={**_FOREVER, **_BROKER_TIME},
+            purpose="requests",
+        ),
         TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
         TopicSpec(name=t.corrections, partitions=n, configs=_FOREVER, purpose="async corrections"),
         TopicSpec(name=t.dead_letters, partitions=1, configs=_FOREVER, purpose="undecodable input"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -270,3 +271,36 @@ def test_broker_stop_is_clean_and_a_restart_keeps_address_and_data(kafka, tmp_pa
         broker.stop(settings)
     assert _jvms_serving(settings.home) == []
     assert not broker._data_in_use(settings.home / "broker" / "data")
+
+
+def test_the_topics_outsiders_write_take_the_brokers_time(kafka, topic_names):
+    """A sender's clock must not steer retention or an export's date folders: a record sent to
+    the request or command topic with a timestamp of its choosing is stamped by the broker."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    specs = topic_specs(Settings(topics=topic_names), evaluation_partitions=1)
+    create_topics(kafka.bootstrap, specs, security=kafka.security("admin"))
+    producer = KafkaProducer(**kafka.client_config("admin"))
+    consumer = KafkaConsumer(**kafka.client_config("admin"))
+    try:
+        sent = time.time() * 1000
+        for topic in (topic_names.evaluation_requests, topic_names.commands, topic_names.decisions):
+            producer.send(topic, value=b"x", partition=0, timestamp_ms=86_400_000)  # 1970-01-02
+        producer.flush(timeout=10)
+        stamped = {}
+        for topic in (topic_names.evaluation_requests, topic_names.commands, topic_names.decisions):
+            part = TopicPartition(topic, 0)
+            consumer.assign([part])
+            consumer.seek_to_beginning(part)
+            found: list[Any] = []
+            deadline = time.monotonic() + 15
+            while not found and time.monotonic() < deadline:
+                found = [r for rs in consumer.poll(timeout_ms=500).values() for r in rs]
+            (record,) = found
+            stamped[topic] = record.timestamp
+    finally:
+        producer.close()
+        consumer.close()
+    assert stamped[topic_names.evaluation_requests] >= sent - 60_000
+    assert stamped[topic_names.commands] >= sent - 60_000
+    assert stamped[topic_names.decisions] == 86_400_000  # the ledger's own writers keep theirs

@@ -3,12 +3,13 @@ re-adding is idempotent, and the audit wing keeps to its layer."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ledger.settings import TopicNames
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS = TopicNames(prefix="f.")
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
 
 
 def rejected(n: int) -> CommandRejected:
@@ -408,3 +410,24 @@ def test_an_export_is_its_owners_unless_its_folder_says_whom_to_share_it_with(
         assert not write(private, range(1, 2)).warnings
     finally:
         os.umask(old)
+
+
+def test_a_senders_clock_does_not_choose_the_date_folders(tmp_path: Path) -> None:
+    """A red team's finding: rows went into `date=` folders by `occurred_at`, which a request's
+    sender chooses, and files are merged only within a date: 3,000 requests stamped a day
+    apart left 3,000 files, never merged. A time more than a day from the record's Kafka
+    timestamp (the broker's, on the request topic) now yields to it."""
+    out = tmp_path / "export"
+    writer = ExportWriter(out, TOPICS)
+    appended = int(T0.timestamp() * 1000)
+    for n in range(200):  # one a day, back to 2025 and on to 2026-08
+        event = dataclasses.replace(rejected(0), event_id=f"r{n}", occurred_at=T0 + (n - 100) * DAY)
+        writer.add_event(TOPICS.command_results, 0, n, event, timestamp_ms=appended + n)
+    honest = dataclasses.replace(rejected(0), event_id="late", occurred_at=T0 - DAY / 2)
+    writer.add_event(TOPICS.command_results, 0, 200, honest, timestamp_ms=appended + 200)
+    writer.flush()
+    writer.close()
+    folders = sorted(p.name for p in (out / f"topic={TOPICS.command_results}").iterdir())
+    # Within a day of the broker's time each keeps its own date (the honest, late one too).
+    assert folders == ["date=2026-01-31", "date=2026-02-01", "date=2026-02-02"]
+    assert rows(out) == 201
