@@ -240,13 +240,24 @@ class _Checker:
         return entry
 
 
+_PATTERN_CHARACTERS: Final = frozenset("*?[]{}")
+"""What DuckDB expands in a file name it is given, even in a list of names."""
+
+
 def listed_file(export_dir: Path, relative: str) -> Path:
     """The data file a manifest entry lists (``relative``: its checked path), as readers open
     it: :class:`~ledger.errors.ExportError` when it is missing, or when it or a folder on its
     way is a link, which would show a reader, and have a merge copy, a file that is not the
-    export's."""
+    export's; and when the export's path holds a character DuckDB reads as a pattern."""
     path = export_dir / relative
-    if os.path.realpath(path) != os.path.join(os.path.realpath(export_dir), relative):
+    real = os.path.realpath(export_dir)
+    if any(c in _PATTERN_CHARACTERS for c in real):
+        raise ExportError(
+            f"{real} holds one of {' '.join(sorted(_PATTERN_CHARACTERS))}, which DuckDB reads "
+            "as a file pattern (it would read other folders' files as this export's): move "
+            "or rename the export folder"
+        )
+    if os.path.realpath(path) != os.path.join(real, relative):
         raise ExportError(
             f"{path} is a symbolic link (or a folder on its way is), not a file of the export: "
             "remove it and export again (and check who can write to the export)"

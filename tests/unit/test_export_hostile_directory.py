@@ -440,3 +440,17 @@ def test_a_failed_first_run_removes_only_its_own_empty_folders(tmp_path: Path) -
     other = tmp_path / "other" / "export"
     ExportWriter(other, TOPICS).discard()
     assert not (tmp_path / "other").exists()  # nothing written: everything it made is gone
+
+
+def test_an_export_whose_path_duckdb_would_read_as_a_pattern_is_refused(tmp_path: Path) -> None:
+    """A red team's finding: `--from '.../ex*'`, a folder so named beside `exA` and `exB`, read
+    all three exports' files and reported tampering that was not there."""
+    from ledger.audit.verify import verify_export
+
+    for name in ("exA", "exB", "ex*"):
+        exported(tmp_path / name)
+    odd = tmp_path / "ex*"
+    with pytest.raises(
+        ExportError, match=r"which DuckDB reads as a file pattern .* move or rename"
+    ):
+        verify_export(odd)
