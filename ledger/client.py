@@ -329,7 +329,8 @@ class LedgerClient:
         """Pre-evaluation: many actions at once, answered with the governance position.
 
         At most ``batch_items`` (500) items per call, sharing one evaluation budget (README,
-        input limits): more is a :class:`UsageError` here rather than an answer of errors."""
+        input limits): more is a :class:`UsageError` here rather than an answer of errors, as
+        is an ``item_id`` two items share (an item without one is given its index)."""
         batch_items = tuple(
             item if isinstance(item, BatchItem) else _batch_item(index, item)
             for index, item in enumerate(items)
@@ -339,6 +340,15 @@ class LedgerClient:
                 f"{len(batch_items):,} items in one pre-evaluation: at most "
                 f"{DEFAULT_LIMITS.batch_items:,}; split them into several calls"
             )
+        seen: set[str] = set()
+        for index, item in enumerate(batch_items):
+            if item.item_id in seen:  # the answer's items would not say which is which
+                raise UsageError(
+                    f"batch item {index} has item_id {clipped(repr(item.item_id), 40)}, as an "
+                    "earlier item does (an item without one is given its index): give each "
+                    "item an id of its own"
+                )
+            seen.add(item.item_id)
         request = BatchEvaluationRequested(
             event_id=new_id(),
             occurred_at=utcnow(),

@@ -29,6 +29,7 @@ __all__ = [
     "write_export",
     "export_from_kafka",
     "rewrite",
+    "hide_in_footer",
     "rows_of",
     "files_of",
     "rejected",

@@ -253,6 +253,21 @@ def test_a_pre_evaluation_item_with_a_key_it_cannot_have_is_refused(
     assert sent == []
 
 
+def test_two_items_with_one_id_are_refused_before_sending() -> None:
+    # A red team's finding: an item without an id is given its index, which another item's
+    # own id could equal: the answer held two items '1', and REQUEST#1 named either.
+    sent: list[Any] = []
+    client, _ = make(lambda message: sent.append(message) or Determination.ALLOW)
+    items = [
+        {"action": "a", "resource": "r"},
+        {"action": "a", "resource": "r", "item_id": "refund"},
+        {"action": "a", "resource": "r", "item_id": "0"},
+    ]
+    with pytest.raises(UsageError, match="batch item 2 has item_id '0', as an earlier item does"):
+        client.preevaluate(AGENT, items)
+    assert sent == []
+
+
 def test_an_id_over_its_limit_is_refused_before_it_is_sent() -> None:
     # The processors dead-letter it unanswered: sending it would only wait for the timeout.
     sent: list[Any] = []
