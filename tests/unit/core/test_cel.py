@@ -180,7 +180,7 @@ def test_a_condition_too_deep_to_compile_says_what_to_do() -> None:
 
 
 def test_a_misspelt_fact_hint_is_bounded() -> None:
-    from ledger.core.cel import _did_you_mean
+    from ledger.core.cel.compiler import _did_you_mean
 
     assert _did_you_mean("reciepts", {"receipts": "int"}) == " (did you mean 'receipts'?)"
     long = "a" * 190

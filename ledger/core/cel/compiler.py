@@ -1,254 +1,43 @@
-"""CEL conditions: parsed once with celpy's grammar, type-checked, compiled to one Python function.
-
-A condition is compiled when its policy (or grant) is loaded, never per request: the celpy parse
-tree is checked against the declared fact types and translated into the source of a single Python
-``lambda f, c, m: ...`` expression, which is compiled once. Evaluating a condition is then one call
-of plain Python code, with no tree walking — that is what makes ≥100k decisions/s possible. A
-condition in which a side of ``||``/``&&`` other than the last can raise (see *Absent facts*) is
-compiled into one function holding that plain expression in a ``try``, and a second, commutative
-form run only when the plain one raised: a request that meets no absent value and no fault runs
-exactly the plain expression.
-
-Supported subset (anything else is rejected at validation, with its position):
-
-- literals: int (``42``, ``0x2A``), uint (``42u``, treated as int), double (``1.5``), string
-  (``"a"``, ``'a'``, raw ``r"..."``, triple-quoted), bool, ``null``, lists ``[a, b]``;
-  ``timestamp("2024-01-01T00:00:00Z")`` and ``duration("1h30m")`` with literal arguments;
-- fact identifiers, and ``context.name`` for the request's free-form context map (type ``dyn``);
-- operators ``! - * / % + < <= > >= == != && || ?: in``;
-- ``size(x)``/``x.size()``; ``s.startsWith(t)``, ``s.endsWith(t)``, ``s.contains(t)``,
-  ``s.matches("regex")`` (literal pattern, searched anywhere in ``s``; RE2 syntax and semantics,
-  as CEL specifies: linear time, no backreferences or lookaround — a pattern RE2 cannot compile is
-  rejected when the condition is compiled);
-- ``has(fact)`` (is an optional fact present?) and ``has(context.name)``;
-- list macros ``list.exists(x, pred)`` and ``list.all(x, pred)``.
-
-Semantics worth knowing:
-
-- **Absent facts.** Reading an absent optional fact or context field is an error, as in CEL; a
-  condition whose value depends on one is not true, so its rule does not match. Neither
-  ``x == "a"`` nor ``x != "a"`` is true for an absent ``x``; test presence with ``has(x)`` (e.g.
-  ``has(reason_code) && reason_code == "fraud"``). ``||`` and ``&&`` are commutative, as CEL
-  specifies: ``a || b`` is true if either side is true, even when the other is absent or faults;
-  false if both are false; otherwise the error. ``a && b`` is false if either side is false,
-  whatever the other; true if both are true; otherwise the error. So ``reason_code == "fraud" ||
-  amount > 400`` and ``amount > 400 || reason_code == "fraud"`` both hold for amount 450 without a
-  reason code. ``list.exists(x, p)`` and ``list.all(x, p)`` are ``||`` and ``&&`` over the elements
-  and absorb errors the same way. When neither side decides and one is a fault, the fault is
-  reported (an ``error`` decision), whichever side it is on; ``?:`` and ``!`` pass errors on.
-- **Decimals are exact.** Decimal facts are ``Decimal``; numeric literals compared or combined with
-  a decimal become ``Decimal`` of their source text, so ``amount < 500`` with amount ``500.00`` is
-  false and ``amount == 0.1`` means exactly one tenth. Decimal arithmetic uses a fixed context
-  (34 significant digits), never the thread's ambient one.
-- **Integers** are CEL's 64-bit ints: an operand or result of arithmetic outside that range, or an
-  int outside it compared with a decimal, is a fault (integer overflow). They divide and take
-  remainders truncating toward zero, as CEL does.
-- **Run-time faults** (division by zero, overflow, a ``dyn`` context value of the wrong type)
-  raise :class:`ConditionFault` with a reason in plain words (``decimal division by zero``); the
-  evaluator records an ``error`` decision rather than guessing. A decisive other side of ``||``
-  or ``&&`` absorbs a fault as it absorbs absence; nothing absorbs :class:`BudgetExceeded`.
-
-Cost (STYLE §16). Facts are bounded, and so is a condition's text, but a condition can still
-multiply them: list macros nest, and whatever a macro's predicate does repeats per element. So
-every operation whose work grows with the *data* is metered: the compiled function takes a
-:class:`Meter` (one per request, or per policy version a request runs) and charges it *before*
-the work, raising :class:`BudgetExceeded` when the budget (``Limits.evaluation_cost``) is spent.
-Like Kubernetes' CEL runtime cost, the charge is deterministic — counted from sizes and the
-condition's static shape, never timed — so a replay reaches the same decision. A unit is at most
-~0.1 µs of evaluator time (5-100 ns measured, whatever the predicate), so the default budget of
-1,000,000 stops a request after ~0.1 s at most (a few tenths on a slow machine). A comparison
-of two decimals counts as one operation: decimals are held to ``Limits.fact_decimal_digits``
-where they arrive (:mod:`ledger.core.facts`), which keeps it near the cost of short ones:
-
-- a list macro: its list's length times its predicate's *weight*, at least one, charged before it
-  iterates (a nested macro is charged again on every iteration of the outer one). The weight is
-  the predicate's operations counted when it is compiled: one for a comparison, ``!``, a step of
-  ``||``/``&&``, a fact or context lookup, ``has``, ``size``, double arithmetic, membership in a
-  literal list (eight for an int or ``dyn``, which hashes; one more per 8 elements of a list
-  that cannot be hashed); three for a helper call (range-checked integer arithmetic, time
-  arithmetic, a ``dyn`` as a bool); twelve for decimal arithmetic (fifteen on a ``dyn``);
-  nothing for a nested macro or a metered operation below, which charge when they run. In the
-  commutative form a side of ``||``/``&&``, and the element of a macro whose predicate can
-  raise, weigh ten more (a thunk; an error raised and absorbed).
-  ``l.exists(x, l.exists(y, y == "q0" || … || y == "q194"))`` weighs 389 per inner element: over
-  990 elements it stops after three inner lists, where it used to run ~4 s within budget;
-- ``contains``: one plus one per 16 characters of the receiver; ``startsWith``/``endsWith``: one
-  plus one per 16 characters of the argument;
-- ``matches``: 16 per call (the binding's overhead), plus one per 16 UTF-8 bytes of text times
-  the pattern's weight (1 + RE2 program size / 8, fixed when compiled);
-- ``x in list`` (a list that is not a literal), ``==``/``<``… between two values that are not
-  literals, and ``+`` of strings or lists: one plus one per 16 characters or 8 list elements
-  (plus one per element when a decimal is looked for in a ``dyn`` list). Texts of equal length
-  compare character by character, so a text looked for in a list costs one more per 2,048 of
-  its characters per element, and two lists of equal length compared one more per 2,048
-  characters of the shorter one's texts;
-- a decimal compared with a double: forty (the double is converted exactly, up to ~1,075
-  digits, ~4 µs).
-
-Outside macros everything else (fact lookups, arithmetic on numbers, comparisons with a literal,
-membership in a literal list, ``size``) costs nothing: each is bounded by the condition's text
-and the bounded facts (arithmetic on 34-digit decimals and 64-bit ints), and a condition without
-macros or metered operations never touches the meter, which is what keeps the ordinary hot path
-at a plain function call.
-"""
+"""Type checking and translation of a parsed condition to the source of one Python function:
+:func:`compile_condition`, its :class:`CompiledCondition`, and the diagnostics of its type
+errors."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import difflib
-import functools
-import operator
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from decimal import (
-    ROUND_HALF_EVEN,
-    Context,
-    Decimal,
-    DecimalException,
-    DivisionByZero,
-    DivisionImpossible,
-    DivisionUndefined,
-    InvalidOperation,
-    Overflow,
-)
+from decimal import Decimal
 from typing import Any, Final
 
 import re2
 
+from ledger.core.cel.lexical import _decode_string, parse_duration, parse_timestamp
+from ledger.core.cel.runtime import (
+    _HELPERS,
+    _ITEMS_PER_UNIT,
+    _RE2_INSTRUCTIONS_PER_WEIGHT,
+    _W_CALL,
+    _W_COMMUTE,
+    _W_DECIMAL,
+    _W_EXACT_FLOAT,
+    _W_HASH,
+    _W_OP,
+    ConditionFault,
+    ConditionFn,
+    Meter,
+)
+from ledger.core.cel.syntax import _UNWRAP, _parse, _Problem
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError, PolicyProblem
 
-__all__ = [
-    "BudgetExceeded",
-    "CompiledCondition",
-    "ConditionFault",
-    "ConditionFn",
-    "Meter",
-    "alternatives",
-    "compile_condition",
-    "RESERVED_NAMES",
-]
-
-ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
-"""``fn(facts, context, meter)``; raises ``KeyError`` when its value depends on an absent fact or
-context field (see module doc), the fault (``ArithmeticError``, ``TypeError``, ``ValueError``,
-``AttributeError``) when it depends on one, and :class:`BudgetExceeded` when the meter runs out.
-``meter`` may be ``None`` only for a condition that is not :attr:`CompiledCondition.metered`."""
+__all__ = ["CompiledCondition", "compile_condition"]
 
 # Static types are plain strings: "int", "double", "decimal", "string", "bool", "null",
 # "timestamp", "duration", "list<T>", "dyn" (unknown until run time: context values).
 _NUMERIC: Final = frozenset({"int", "double", "decimal"})
 
-RESERVED_NAMES: Final = frozenset(
-    {
-        "context",
-        "true",
-        "false",
-        "null",
-        "in",
-        "has",
-        "size",
-        "timestamp",
-        "duration",
-        "as",
-        "break",
-        "const",
-        "continue",
-        "else",
-        "for",
-        "function",
-        "if",
-        "import",
-        "let",
-        "loop",
-        "package",
-        "namespace",
-        "return",
-        "var",
-        "void",
-        "while",
-    }
-)
-
-# decimal128 precision, every setting stated so results never depend on the process's own
-# decimal.DefaultContext (from which a bare Context takes whatever it does not name).
-_DEC: Final = Context(
-    prec=34,
-    rounding=ROUND_HALF_EVEN,
-    Emin=-999_999,
-    Emax=999_999,
-    capitals=1,
-    clamp=0,
-    flags=[],
-    traps=[InvalidOperation, DivisionByZero, Overflow],
-)
-
-
-class ConditionFault(Exception):
-    """A condition failed at run time on present values (not a policy problem, not absence)."""
-
-
-class BudgetExceeded(ConditionFault):
-    """Evaluating a request's conditions would spend more than its budget of work units."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"the conditions needed more than the evaluation budget of {limit:,} work units "
-            "(list macros, string and regular-expression work on these facts)"
-        )
-        self.limit = limit
-
-
-class Meter:
-    """The work units left to one request (or to one policy version it runs); see module doc.
-
-    Charges only ever decrease ``left``; once it is negative, every further charge raises again.
-    """
-
-    __slots__ = ("left", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.left = limit
-
-    @property
-    def exceeded(self) -> bool:
-        """Has a charge gone past the budget?"""
-        return self.left < 0
-
-
-# Units per operation (see the module doc); C code scans text and lists far faster than the
-# interpreter runs a macro's predicate, hence the divisors.
-_CHARS_PER_UNIT: Final = 16
-_ITEMS_PER_UNIT: Final = 8
-_REGEX_CALL_UNITS: Final = 16
-_RE2_INSTRUCTIONS_PER_WEIGHT: Final = 8
-
-# Static weights (units per evaluation) of the operations in a macro's predicate; see the module
-# doc. Set from measurements so that no predicate makes a unit cost more than ~0.1 µs.
-_W_OP: Final = 1
-"""A plain Python operation: a comparison, ``!``, a step of ``||``/``&&``/a macro, a fact or
-context lookup, ``has``, ``size``, double arithmetic, membership in a literal list."""
-_W_CALL: Final = 3
-"""A call of a helper: integer arithmetic (range-checked), a decimal compared with an int, a
-``dyn`` used as a bool, time arithmetic."""
-_W_HASH: Final = 8
-"""Membership of an int (or a ``dyn``) in a literal list: hashing an int of up to 4,300 digits
-takes ~0.8 µs, where text and decimals keep their hash."""
-_W_DECIMAL: Final = 12
-"""Decimal arithmetic (operands checked to 34 digits, the fixed context), and any arithmetic on a
-``dyn``, which may be decimal."""
-_W_EXACT_FLOAT: Final = 40
-"""A decimal compared with a double: Python converts the double to its exact decimal (up to
-~1,075 digits for the smallest ones), ~4 µs."""
-_COMPARED_CHARS_PER_UNIT: Final = 2_048
-"""Characters of two equal-length texts compared: a memcmp, ~1.25 µs for 62,000 characters,
-far faster than a scan (a unit per 2,048 is ~0.04 µs)."""
-_W_COMMUTE: Final = 10
-"""Per side of a commutative ``||``/``&&``, and per element of a macro whose predicate can raise,
-in a condition's second form (see :func:`compile_condition`): a thunk, and an error raised and
-absorbed."""
 
 # RE2 options for ``matches``: only "is there a match" is asked, so no capture groups; errors are
 # reported as policy problems, not logged to stderr by the C++ library; RE2's default memory
@@ -259,450 +48,17 @@ _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 8 << 20
 
 
-# ----------------------------------------------------------------------------- run-time helpers
-# Referenced by name from generated code; kept tiny because they are on the hot path only when a
-# condition actually uses the operator.
-
-
-# Integers are CEL's: 64-bit, an operand or result outside that range is a fault. Python's ints
-# are unbounded, and their cost grows with their digits: an int fact may have 4,300 of them, and
-# n * n * n ... in a macro's predicate took minutes; a decimal compared with such an int converts
-# it first, in time quadratic in its digits (~0.3 ms each).
-_INT_MIN: Final = -(1 << 63)
-_INT_MAX: Final = (1 << 63) - 1
-_INT_OVERFLOW: Final = "integer overflow: a value or result outside the 64-bit range of CEL's int"
-
-
-def _i64(a: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX:
-        return a
-    raise OverflowError(_INT_OVERFLOW)
-
-
-def _iadd(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
-        r = a + b
-        if _INT_MIN <= r <= _INT_MAX:
-            return r
-    raise OverflowError(_INT_OVERFLOW)
-
-
-def _isub(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
-        r = a - b
-        if _INT_MIN <= r <= _INT_MAX:
-            return r
-    raise OverflowError(_INT_OVERFLOW)
-
-
-def _imul(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
-        r = a * b
-        if _INT_MIN <= r <= _INT_MAX:
-            return r
-    raise OverflowError(_INT_OVERFLOW)
-
-
-def _idiv(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
-        q = abs(a) // abs(b)  # b == 0: "integer division or modulo by zero"
-        q = q if (a >= 0) == (b >= 0) else -q
-        if q <= _INT_MAX:  # only _INT_MIN / -1 is out of range
-            return q
-    raise OverflowError(_INT_OVERFLOW)
-
-
-def _imod(a: int, b: int) -> int:
-    return a - b * _idiv(a, b)
-
-
-def _numeric_pair(a: Any, b: Any) -> None:
-    """Refuse a decimal next to an int outside the int range, before Python converts the int."""
-    ta, tb = type(a), type(b)
-    if (ta is Decimal and tb is int and not _INT_MIN <= b <= _INT_MAX) or (
-        tb is Decimal and ta is int and not _INT_MIN <= a <= _INT_MAX
-    ):
-        raise OverflowError(_INT_OVERFLOW)
-
-
-def _ncmp(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
-    """A comparison of a dyn with a number that is not a literal (either may be a decimal)."""
-    if type(a) is Decimal or type(b) is Decimal:
-        _numeric_pair(a, b)
-    return op(a, b)
-
-
-# Decimal arithmetic (typed, and on decimals in dyn conditions) rounds its result to _DEC's 34
-# digits. Its cost grows with the operands' digits, unmetered: two 65,536-digit facts take ~5 ms
-# to multiply, once per macro element. So an operand must itself fit 34 significant digits
-# (checked in time linear in its digits); a longer one is a fault (``condition_error``), never
-# silently rounded: a - b of two long, close values must not become 0.
-_MAX_DIGITS_REASON: Final = (
-    "a decimal operand has more than 34 significant digits (arithmetic works at decimal128 "
-    "precision)"
-)
-
-
-def _operand(x: Any) -> Decimal:
-    if type(x) is int and not _INT_MIN <= x <= _INT_MAX:
-        raise OverflowError(_INT_OVERFLOW)
-    d = Decimal(x)
-    short = _DEC.plus(d)  # the same value when it fits 34 digits
-    if short != d:
-        raise ValueError(_MAX_DIGITS_REASON)
-    return short
-
-
-# The decimal module reports a trapped signal as its list of condition classes
-# ("[<class 'decimal.DivisionByZero'>]"): the reasons below are what a policy owner reads in the
-# error decision instead.
-_DECIMAL_REASONS: Final[tuple[tuple[type[ArithmeticError], str], ...]] = (
-    (DivisionByZero, "decimal division by zero"),
-    (DivisionUndefined, "decimal division by zero (0 / 0 is undefined)"),
-    (
-        DivisionImpossible,
-        "decimal modulo: the integer quotient has more than 34 digits (decimal128 precision)",
-    ),
-    (
-        Overflow,
-        "decimal overflow: the result is beyond the decimal range (34 significant digits, "
-        "exponent at most 999,999)",
-    ),
-)
-
-
-def _decimal_fault(exc: DecimalException, op: str, b: Any) -> ArithmeticError:
-    """The plain-words fault for a signal ``_DEC`` trapped in ``a <op> b``."""
-    conditions = exc.args[0] if exc.args and isinstance(exc.args[0], list) else [type(exc)]
-    if op == "%" and b == 0:
-        return ZeroDivisionError("decimal modulo by zero")
-    for kind, reason in _DECIMAL_REASONS:
-        if kind in conditions or isinstance(exc, kind):
-            if kind is Overflow:
-                return OverflowError(reason)
-            if kind is DivisionByZero or kind is DivisionUndefined:
-                return ZeroDivisionError(reason)
-            return ArithmeticError(reason)
-    return ArithmeticError(f"invalid decimal operation {op}")
-
-
-def _dadd(a: Any, b: Any) -> Decimal:
-    try:
-        return _DEC.add(_operand(a), _operand(b))
-    except DecimalException as exc:
-        raise _decimal_fault(exc, "+", b) from exc
-
-
-def _dsub(a: Any, b: Any) -> Decimal:
-    try:
-        return _DEC.subtract(_operand(a), _operand(b))
-    except DecimalException as exc:
-        raise _decimal_fault(exc, "-", b) from exc
-
-
-def _dmul(a: Any, b: Any) -> Decimal:
-    try:
-        return _DEC.multiply(_operand(a), _operand(b))
-    except DecimalException as exc:
-        raise _decimal_fault(exc, "*", b) from exc
-
-
-def _ddiv(a: Any, b: Any) -> Decimal:
-    try:
-        return _DEC.divide(_operand(a), _operand(b))
-    except DecimalException as exc:
-        raise _decimal_fault(exc, "/", b) from exc
-
-
-def _dmod(a: Any, b: Any) -> Decimal:
-    try:
-        return _DEC.remainder(_operand(a), _operand(b))
-    except DecimalException as exc:
-        raise _decimal_fault(exc, "%", b) from exc
-
-
-_DECIMAL_OPS: Final[dict[str, Callable[[Any, Any], Decimal]]] = {
-    "+": _dadd,
-    "-": _dsub,
-    "*": _dmul,
-    "/": _ddiv,
-    "%": _dmod,
-}
-_PLAIN_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-    "%": operator.mod,
-}
 _NEGATE: Final[dict[str, tuple[str, int]]] = {
     "int": ("_isub(0, {})", _W_CALL),
     "decimal": ("_dsub(0, {})", _W_DECIMAL),
     "dyn": ("_dyn('-', 0, {})", _W_CALL),
 }
 """Unary minus by operand type: code (``{}`` the operand) and weight (see the cost model)."""
-_INT_OPS: Final[dict[str, Callable[[int, int], int]]] = {
-    "+": _iadd,
-    "-": _isub,
-    "*": _imul,
-    "/": _idiv,  # CEL's: truncating, as for typed ints (Python's / is true division)
-    "%": _imod,  # and its remainder (Python's % floors)
-}
-_DECIMAL_OPERANDS: Final = (Decimal, int)
-
-
-def _dyn(op: str, a: Any, b: Any) -> Any:
-    """A dyn arithmetic operator: on a decimal, the typed decimal operator (fixed context,
-    bounded operands) with a decimal or an integer; on two integers, the typed integer one
-    (64-bit, truncating division); anything else as Python does it."""
-    if type(a) is Decimal or type(b) is Decimal:
-        if type(a) not in _DECIMAL_OPERANDS or type(b) not in _DECIMAL_OPERANDS:
-            raise TypeError(f"cannot {op} {type(a).__name__} and {type(b).__name__}")
-        return _DECIMAL_OPS[op](a, b)
-    if type(a) is int and type(b) is int:
-        return _INT_OPS[op](a, b)
-    return _PLAIN_OPS[op](a, b)
-
-
-def _truth(v: Any) -> bool:
-    # A dyn value used as a condition must really be a bool; CEL has no truthiness.
-    if type(v) is bool:
-        return v
-    raise TypeError(f"expected a bool, got {type(v).__name__}")
-
-
-def _num(v: Any) -> Any:
-    # dyn * and %: Python would repeat text and lists ("x" * 10**12) or format text ("%999999d").
-    if isinstance(v, (str, bytes, tuple, list, dict)):
-        raise TypeError(f"expected a number, got {type(v).__name__}")
-    return v
-
-
-def _units(v: Any) -> int:
-    """Units to scan or copy ``v`` once in C (0 for scalars)."""
-    t = type(v)
-    if t is str:
-        return len(v) // _CHARS_PER_UNIT
-    if t is tuple or t is list:
-        return len(v) // _ITEMS_PER_UNIT
-    return 0
-
-
-def _each(m: Meter, items: Any, weight: int) -> Any:
-    # ``weight``: the static weight of the macro's predicate (see _Compiler), at least one.
-    m.left -= 1 + len(items) * weight
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return items
-
-
-def _search_units(s: str, t: str) -> int:
-    """Units to look for ``t`` in ``s``: CPython's substring search compares up to
-    len(s) x len(t) characters for the texts a request may send (``"a" * 29_999`` searched for
-    ``"a" * 96 + "baa"`` took 0.8 ms, against 1,875 units by the text's length alone), so the
-    product counts too, with the needle's length capped where its search turns linear."""
-    n = len(s)
-    return 1 + n // _CHARS_PER_UNIT + (n * min(len(t), _SEARCH_NEEDLE_CAP)) // _SEARCH_PER_UNIT
-
-
-_SEARCH_NEEDLE_CAP: Final = 2_048
-_SEARCH_PER_UNIT: Final = 256  # characters compared per unit, measured at 0.28-0.42 ns each
-
-
-def _contains(m: Meter, s: Any, t: Any) -> bool:
-    if type(s) is str and type(t) is str:
-        m.left -= _search_units(s, t)
-    else:  # a list (or a fault to come: len() of an int raises as it always did)
-        m.left -= 1 + len(s) // _CHARS_PER_UNIT
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return t in s
-
-
-def _starts(m: Meter, s: Any, t: Any) -> bool:
-    m.left -= 1 + len(t) // _CHARS_PER_UNIT
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return bool(s.startswith(t))
-
-
-def _ends(m: Meter, s: Any, t: Any) -> bool:
-    m.left -= 1 + len(t) // _CHARS_PER_UNIT
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return bool(s.endswith(t))
-
-
-def _matches(m: Meter, pattern: Any, weight: int, s: Any) -> bool:
-    # UTF-8 bytes in, so the binding skips mapping byte offsets back to characters (we only ask
-    # whether there is a match): a third of the cost of searching the str.
-    data = s.encode("utf-8")
-    m.left -= _REGEX_CALL_UNITS + (len(data) // _CHARS_PER_UNIT) * weight
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return pattern.search(data) is not None
-
-
-def _isin(m: Meter, a: Any, b: Any) -> bool:
-    m.left -= _search_units(b, a) if type(a) is str and type(b) is str else 1 + _units(b)
-    if type(a) is str and (type(b) is tuple or type(b) is list):
-        # Each element of the same length is compared character by character: bounded by the
-        # text's length per element (counted without reading the list).
-        m.left -= (len(a) * len(b)) // _COMPARED_CHARS_PER_UNIT
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    ta = type(a)
-    if ta is Decimal or (ta is int and not _INT_MIN <= a <= _INT_MAX):
-        # Each element is compared with a number that may need converting: look first, and pay
-        # for looking (a step per element in Python).
-        m.left -= len(b)
-        if m.left < 0:
-            raise BudgetExceeded(m.limit)
-        for x in b:
-            _numeric_pair(a, x)
-    return a in b
-
-
-def _inset(m: Meter, a: Any, s: frozenset[Any]) -> bool:
-    # Python keeps no hash of a tuple: looking a list up hashes every item again, so a list fact
-    # of 500,000 items in a macro over 10,000 others was ~10^10 steps for 8 units each time.
-    # A text keeps its hash: it costs what it did.
-    ta = type(a)
-    m.left -= _W_HASH + (len(a) // _ITEMS_PER_UNIT if ta is tuple or ta is list else 0)
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return a in s
-
-
-def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
-    m.left -= 1 + min(_units(a), _units(b))
-    ta, tb = type(a), type(b)
-    if (ta is tuple or ta is list) and (tb is tuple or tb is list) and len(a) == len(b):
-        m.left -= min(_text(a), _text(b)) // _COMPARED_CHARS_PER_UNIT  # element by element
-    elif (ta is Decimal and tb is float) or (ta is float and tb is Decimal):
-        m.left -= _W_EXACT_FLOAT
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    if ta is Decimal or tb is Decimal:
-        _numeric_pair(a, b)
-    return op(a, b)
-
-
-def _text(items: Any) -> int:
-    """Characters of the texts among ``items``."""
-    return sum(len(x) for x in items if type(x) is str)
-
-
-def _cat(m: Meter, a: Any, b: Any) -> Any:
-    m.left -= 1 + _units(a) + _units(b)
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return _dyn("+", a, b)
-
-
-def _lcat(m: Meter, a: Any, b: Any) -> tuple[Any, ...]:
-    m.left -= 1 + _units(a) + _units(b)
-    if m.left < 0:
-        raise BudgetExceeded(m.limit)
-    return tuple(a) + tuple(b)
-
-
-# ----------------------------------------------------------------------------- commutative logic
-# CEL's ``||`` and ``&&`` (and the ``exists``/``all`` macros built on them) are commutative: a
-# decisive side (true for ||, false for &&) wins even if the other side errs; only when neither
-# side decides is the result an error. Here an error is absence (KeyError: the rule does not
-# match) or a fault on present values; BudgetExceeded is neither and is never absorbed.
-# Used only by a condition's second, commutative form (see compile_condition), with the sides as
-# thunks so that each is evaluated at most once and only when needed.
-
-_ABSORBED: Final = (KeyError, ArithmeticError, TypeError, ValueError, AttributeError)
-
-
-def _worse(first: BaseException, second: BaseException) -> BaseException:
-    """The error a non-decisive pair reports: a fault on present values over an absence, so the
-    answer does not depend on which side was written first (and an error decision is never
-    traded for a skipped rule)."""
-    if isinstance(first, KeyError) and not isinstance(second, KeyError):
-        return second
-    return first
-
-
-def _commutative(decisive: bool, sides: Iterable[Callable[[], Any]]) -> bool:
-    """CEL's ``||`` (``decisive`` true) and ``&&`` (false), and ``exists``/``all`` over their
-    elements: ``decisive`` as soon as a side gives it, whatever the others raised; else the worst
-    error raised (see :func:`_worse`); else the other value."""
-    error: BaseException | None = None
-    for side in sides:
-        try:
-            if bool(side()) is decisive:
-                return decisive
-        except _ABSORBED as exc:
-            error = exc if error is None else _worse(error, exc)
-    if error is not None:
-        raise error
-    return not decisive
-
-
-def _or(*sides: Callable[[], bool]) -> bool:
-    return _commutative(True, sides)
-
-
-def _and(*sides: Callable[[], bool]) -> bool:
-    return _commutative(False, sides)
+_OP_FN: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
 
 
 _OTHER_MACROS: Final = frozenset({"exists_one", "map", "filter", "transformList", "transformMap"})
 """CEL's macros outside the subset, named as such (their variable is not an undeclared fact)."""
-
-
-def _exists(pred: Callable[[Any], bool], items: Any) -> bool:
-    return _commutative(True, (functools.partial(pred, item) for item in items))
-
-
-def _all(pred: Callable[[Any], bool], items: Any) -> bool:
-    return _commutative(False, (functools.partial(pred, item) for item in items))
-
-
-_HELPERS: Final[dict[str, Any]] = {
-    "_i64": _i64,
-    "_iadd": _iadd,
-    "_isub": _isub,
-    "_imul": _imul,
-    "_idiv": _idiv,
-    "_ncmp": _ncmp,
-    "_imod": _imod,
-    "_dadd": _dadd,
-    "_dsub": _dsub,
-    "_dmul": _dmul,
-    "_ddiv": _ddiv,
-    "_dmod": _dmod,
-    "_truth": _truth,
-    "_num": _num,
-    "_dyn": _dyn,
-    "_each": _each,
-    "_or": _or,
-    "_and": _and,
-    "_exists": _exists,
-    "_all": _all,
-    "_ABSORBED": _ABSORBED,
-    "_contains": _contains,
-    "_starts": _starts,
-    "_ends": _ends,
-    "_matches": _matches,
-    "_isin": _isin,
-    "_inset": _inset,
-    "_cmp": _cmp,
-    "_cat": _cat,
-    "_lcat": _lcat,
-    "_eq": operator.eq,
-    "_ne": operator.ne,
-    "_lt": operator.lt,
-    "_le": operator.le,
-    "_gt": operator.gt,
-    "_ge": operator.ge,
-    "__builtins__": {"len": len, "any": any, "all": all},
-}
-_OP_FN: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
 
 
 # ----------------------------------------------------------------------------- compiled result
@@ -734,7 +90,7 @@ class CompiledCondition:
         meter: Meter | None = None,
     ) -> bool:
         """True when the condition holds; false when it is false or its value depends on an
-        absent fact or context field (see the module doc).
+        absent fact or context field (see the package doc).
 
         Raises :class:`ConditionFault` for run-time faults on present values, and its subclass
         :class:`BudgetExceeded` when ``meter`` (default: a fresh one with the default budget)
@@ -748,14 +104,6 @@ class CompiledCondition:
             return False
         except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
             raise ConditionFault(f"{self.source!r}: {exc}") from exc
-
-
-class _Problem(Exception):
-    def __init__(self, message: str, line: int | None, column: int | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
 
 
 _NO_CONST: Final = object()
@@ -786,19 +134,6 @@ def _compatible(a: str, b: str) -> bool:
     return False
 
 
-_UNWRAP: Final = frozenset(
-    {
-        "expr",
-        "conditionalor",
-        "conditionaland",
-        "relation",
-        "addition",
-        "multiplication",
-        "unary",
-        "member",
-        "primary",
-    }
-)
 _REL_OPS: Final = {
     "relation_lt": "<",
     "relation_le": "<=",
@@ -815,83 +150,6 @@ _ARITH_OPS: Final = {
     "multiplication_div": "/",
     "multiplication_mod": "%",
 }
-_ESCAPES: Final = {
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "v": "\v",
-    '"': '"',
-    "'": "'",
-    "\\": "\\",
-    "`": "`",
-    "?": "?",
-}
-_ESCAPE_RE: Final = re.compile(
-    r"\\(?:([abfnrtv\"'\\`?])|([0-3][0-7]{2})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))"
-)
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)")
-_DURATION_UNITS: Final[dict[str, int | Decimal]] = {
-    "h": 3_600_000_000,
-    "m": 60_000_000,
-    "s": 1_000_000,
-    "ms": 1_000,
-    "us": 1,
-    "ns": Decimal("0.001"),
-}
-
-
-def _decode_string(token: str) -> str:
-    raw = token[0] in "rR"
-    body = token[1:] if raw else token
-    quote = 3 if body[:3] in ('"""', "'''") else 1
-    body = body[quote:-quote]
-    if raw:
-        return body
-
-    def repl(m: re.Match[str]) -> str:
-        simple, octal, hex2, u4, u8 = m.groups()
-        if simple is not None:
-            return _ESCAPES[simple]
-        code = int(octal, 8) if octal else int(hex2 or u4 or u8, 16)
-        if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
-            raise ValueError(f"escape {m.group(0)} is not a Unicode character")
-        return chr(code)
-
-    return _ESCAPE_RE.sub(repl, body)
-
-
-def parse_duration(text: str) -> _dt.timedelta:
-    """CEL duration text (``"1h30m"``, ``"-2.5s"``, ``"90m"``) → timedelta."""
-    sign = -1 if text.startswith("-") else 1
-    body = text[1:] if text[:1] in "+-" else text
-    pos, micros = 0, Decimal(0)
-    if not body:
-        raise ValueError(f"invalid duration {text!r}")
-    for m in _DURATION_RE.finditer(body):
-        if m.start() != pos:
-            raise ValueError(f"invalid duration {text!r}")
-        micros += Decimal(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(body):
-        raise ValueError(f"invalid duration {text!r}")
-    try:
-        return _dt.timedelta(microseconds=int(micros) * sign)
-    except OverflowError:  # timedelta holds at most 999,999,999 days
-        raise ValueError(
-            f"duration {text!r} is longer than any timestamp arithmetic can use "
-            "(at most 999,999,999 days)"
-        ) from None
-
-
-def parse_timestamp(text: str) -> _dt.datetime:
-    """RFC 3339 text with a zone (``Z`` or offset) → aware UTC datetime."""
-    value = _dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone (add Z or an offset)")
-    return value.astimezone(_dt.UTC)
 
 
 class _Compiler:
@@ -1514,11 +772,6 @@ class _Compiler:
         raise self.fail(node, f"unsupported function {name}()")
 
 
-_LONE_EQUALS: Final = re.compile(r"(?<![=!<>])=(?!=)")
-_WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b")
-_CURLY_QUOTES: Final = "\u201c\u201d\u2018\u2019\u00ab\u00bb"
-
-
 def _did_you_mean(name: str, declared: Mapping[str, str]) -> str:
     """`` (did you mean 'receipts'?)`` for a misspelt fact, or nothing. Bounded: a proposal may
     name hundreds of long facts, and difflib compares each pair in quadratic time."""
@@ -1531,28 +784,6 @@ def _did_you_mean(name: str, declared: Mapping[str, str]) -> str:
 
 _HINT_NAME_CHARS: Final = 64
 _HINT_CANDIDATES: Final = 100
-
-
-def _syntax_hint(text: str) -> str | None:
-    """What a condition's author most likely meant, for the mistakes people make most."""
-    curly = sorted({c for c in text if c in _CURLY_QUOTES})
-    if curly:
-        return f"curly quotes {''.join(curly)}: write text in straight quotes, \"…\" or '…'"
-    bare = _strip_strings(text)
-    if _LONE_EQUALS.search(bare):
-        return "use == to compare (= is not an operator)"
-    word = _WORD_OPERATORS.search(bare)
-    if word:
-        return (
-            f"CEL writes {word.group(1)!r} as "
-            + {"and": "&&", "or": "||", "not": "!"}[word.group(1)]
-        )
-    return None
-
-
-def _strip_strings(text: str) -> str:
-    """``text`` with its string literals blanked, so a hint never reads inside one."""
-    return re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'", '""', text)
 
 
 def _quoted(a: _Expr, b: _Expr) -> str:
@@ -1569,28 +800,6 @@ def _quoted(a: _Expr, b: _Expr) -> str:
 
 
 _NUMBER: Final = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def _parse(text: str) -> Any:
-    # Imported lazily: building the LALR parser is the slow part of loading a policy, and
-    # modules that never see a condition (replay of grants only) should not pay for it.
-    from celpy.celparser import CELParseError, CELParser
-    from lark.exceptions import LarkError
-
-    try:
-        return CELParser().parse(text)
-    except CELParseError as exc:
-        first = str(exc).splitlines()[0] if str(exc).strip() else "syntax error"
-        hint = _syntax_hint(text)
-        raise _Problem(
-            f"syntax error near {first.strip()!r}" + (f": {hint}" if hint else ""),
-            exc.line,
-            exc.column,
-        ) from exc
-    except LarkError as exc:
-        raise _Problem(
-            f"syntax error: {str(exc).splitlines()[0] if str(exc) else exc!r}", None, None
-        ) from exc
 
 
 def _sized(type_: str) -> bool:
@@ -1695,43 +904,4 @@ def compile_condition(
         context_fields=frozenset(compiler.context_fields),
         python=python,
         metered=compiler.metered,
-    )
-
-
-def alternatives(text: str) -> tuple[frozenset[str], ...]:
-    """A condition as the alternatives it joins with ``||`` at its top level, each the set of
-    terms it joins with ``&&`` (both through parentheses): ``a && (b || c)`` is one alternative
-    of two terms, ``(a && b) || c`` two alternatives. A term is in a form that ignores layout
-    (``a>1`` and ``a > 1`` are one term); ``true`` terms are left out, so an alternative that
-    always holds is empty. For finding rules an earlier rule shadows (:mod:`ledger.core.policy
-    .lint`): the condition holds when all the terms of one alternative do. The text must compile
-    (:func:`compile_condition`)."""
-    from lark import Token, Tree
-
-    def key(node: Any) -> str:
-        if isinstance(node, Token):
-            return str(node)
-        while node.data in _UNWRAP and len(node.children) == 1:
-            node = node.children[0]  # a precedence level with one operand is that operand
-            if isinstance(node, Token):
-                return str(node)
-        return f"{node.data}({','.join(key(c) for c in node.children)})"
-
-    def bare(node: Any) -> Any:
-        # Through one-operand precedence levels and parentheses to what the node really is.
-        while isinstance(node, Tree) and len(node.children) == 1:
-            if node.data not in _UNWRAP and node.data != "paren_expr":
-                break
-            node = node.children[0]
-        return node
-
-    def flat(node: Any, kind: str) -> list[Any]:
-        node = bare(node)
-        if isinstance(node, Tree) and node.data == kind:
-            return [part for child in node.children for part in flat(child, kind)]
-        return [node]
-
-    return tuple(
-        frozenset(k for k in map(key, flat(alt, "conditionaland")) if k != "literal(true)")
-        for alt in flat(_parse(text), "conditionalor")
     )

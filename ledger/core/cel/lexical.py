@@ -1,0 +1,121 @@
+"""The words and literal text of the condition language: the names a fact may not take, and
+the decoding of string, ``duration(...)`` and ``timestamp(...)`` literals."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from decimal import Decimal
+from typing import Final
+
+__all__ = ["RESERVED_NAMES", "parse_duration", "parse_timestamp"]
+
+RESERVED_NAMES: Final = frozenset(
+    {
+        "context",
+        "true",
+        "false",
+        "null",
+        "in",
+        "has",
+        "size",
+        "timestamp",
+        "duration",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    }
+)
+
+
+_ESCAPES: Final = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "`": "`",
+    "?": "?",
+}
+_ESCAPE_RE: Final = re.compile(
+    r"\\(?:([abfnrtv\"'\\`?])|([0-3][0-7]{2})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))"
+)
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)")
+_DURATION_UNITS: Final[dict[str, int | Decimal]] = {
+    "h": 3_600_000_000,
+    "m": 60_000_000,
+    "s": 1_000_000,
+    "ms": 1_000,
+    "us": 1,
+    "ns": Decimal("0.001"),
+}
+
+
+def _decode_string(token: str) -> str:
+    raw = token[0] in "rR"
+    body = token[1:] if raw else token
+    quote = 3 if body[:3] in ('"""', "'''") else 1
+    body = body[quote:-quote]
+    if raw:
+        return body
+
+    def repl(m: re.Match[str]) -> str:
+        simple, octal, hex2, u4, u8 = m.groups()
+        if simple is not None:
+            return _ESCAPES[simple]
+        code = int(octal, 8) if octal else int(hex2 or u4 or u8, 16)
+        if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"escape {m.group(0)} is not a Unicode character")
+        return chr(code)
+
+    return _ESCAPE_RE.sub(repl, body)
+
+
+def parse_duration(text: str) -> _dt.timedelta:
+    """CEL duration text (``"1h30m"``, ``"-2.5s"``, ``"90m"``) → timedelta."""
+    sign = -1 if text.startswith("-") else 1
+    body = text[1:] if text[:1] in "+-" else text
+    pos, micros = 0, Decimal(0)
+    if not body:
+        raise ValueError(f"invalid duration {text!r}")
+    for m in _DURATION_RE.finditer(body):
+        if m.start() != pos:
+            raise ValueError(f"invalid duration {text!r}")
+        micros += Decimal(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(body):
+        raise ValueError(f"invalid duration {text!r}")
+    try:
+        return _dt.timedelta(microseconds=int(micros) * sign)
+    except OverflowError:  # timedelta holds at most 999,999,999 days
+        raise ValueError(
+            f"duration {text!r} is longer than any timestamp arithmetic can use "
+            "(at most 999,999,999 days)"
+        ) from None
+
+
+def parse_timestamp(text: str) -> _dt.datetime:
+    """RFC 3339 text with a zone (``Z`` or offset) → aware UTC datetime."""
+    value = _dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone (add Z or an offset)")
+    return value.astimezone(_dt.UTC)

@@ -1,0 +1,547 @@
+"""What a compiled condition runs with: its faults, the :class:`Meter` of the evaluation budget
+and the cost rates it is charged at, and the helpers the generated code calls by name.
+
+:data:`_HELPERS` is the namespace every compiled function runs in (each compilation starts from
+a copy of it): the generated source names these helpers, so they are bound here once and looked
+up as globals, never as attributes of a module.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DecimalException,
+    DivisionByZero,
+    DivisionImpossible,
+    DivisionUndefined,
+    InvalidOperation,
+    Overflow,
+)
+from typing import Any, Final
+
+__all__ = ["BudgetExceeded", "ConditionFault", "ConditionFn", "Meter"]
+
+ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
+"""``fn(facts, context, meter)``; raises ``KeyError`` when its value depends on an absent fact or
+context field (see the package doc), the fault (``ArithmeticError``, ``TypeError``, ``ValueError``,
+``AttributeError``) when it depends on one, and :class:`BudgetExceeded` when the meter runs out.
+``meter`` may be ``None`` only for a condition that is not :attr:`CompiledCondition.metered`."""
+
+# decimal128 precision, every setting stated so results never depend on the process's own
+# decimal.DefaultContext (from which a bare Context takes whatever it does not name).
+_DEC: Final = Context(
+    prec=34,
+    rounding=ROUND_HALF_EVEN,
+    Emin=-999_999,
+    Emax=999_999,
+    capitals=1,
+    clamp=0,
+    flags=[],
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+
+
+class ConditionFault(Exception):
+    """A condition failed at run time on present values (not a policy problem, not absence)."""
+
+
+class BudgetExceeded(ConditionFault):
+    """Evaluating a request's conditions would spend more than its budget of work units."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the conditions needed more than the evaluation budget of {limit:,} work units "
+            "(list macros, string and regular-expression work on these facts)"
+        )
+        self.limit = limit
+
+
+class Meter:
+    """The work units left to one request (or to one policy version it runs); see the package doc.
+
+    Charges only ever decrease ``left``; once it is negative, every further charge raises again.
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    @property
+    def exceeded(self) -> bool:
+        """Has a charge gone past the budget?"""
+        return self.left < 0
+
+
+# Units per operation (see the package doc); C code scans text and lists far faster than the
+# interpreter runs a macro's predicate, hence the divisors.
+_CHARS_PER_UNIT: Final = 16
+_ITEMS_PER_UNIT: Final = 8
+_REGEX_CALL_UNITS: Final = 16
+_RE2_INSTRUCTIONS_PER_WEIGHT: Final = 8
+
+# Static weights (units per evaluation) of the operations in a macro's predicate; see the package
+# doc. Set from measurements so that no predicate makes a unit cost more than ~0.1 µs.
+_W_OP: Final = 1
+"""A plain Python operation: a comparison, ``!``, a step of ``||``/``&&``/a macro, a fact or
+context lookup, ``has``, ``size``, double arithmetic, membership in a literal list."""
+_W_CALL: Final = 3
+"""A call of a helper: integer arithmetic (range-checked), a decimal compared with an int, a
+``dyn`` used as a bool, time arithmetic."""
+_W_HASH: Final = 8
+"""Membership of an int (or a ``dyn``) in a literal list: hashing an int of up to 4,300 digits
+takes ~0.8 µs, where text and decimals keep their hash."""
+_W_DECIMAL: Final = 12
+"""Decimal arithmetic (operands checked to 34 digits, the fixed context), and any arithmetic on a
+``dyn``, which may be decimal."""
+_W_EXACT_FLOAT: Final = 40
+"""A decimal compared with a double: Python converts the double to its exact decimal (up to
+~1,075 digits for the smallest ones), ~4 µs."""
+_COMPARED_CHARS_PER_UNIT: Final = 2_048
+"""Characters of two equal-length texts compared: a memcmp, ~1.25 µs for 62,000 characters,
+far faster than a scan (a unit per 2,048 is ~0.04 µs)."""
+_W_COMMUTE: Final = 10
+"""Per side of a commutative ``||``/``&&``, and per element of a macro whose predicate can raise,
+in a condition's second form (see :func:`compile_condition`): a thunk, and an error raised and
+absorbed."""
+
+
+# ----------------------------------------------------------------------------- run-time helpers
+# Referenced by name from generated code; kept tiny because they are on the hot path only when a
+# condition actually uses the operator.
+
+
+# Integers are CEL's: 64-bit, an operand or result outside that range is a fault. Python's ints
+# are unbounded, and their cost grows with their digits: an int fact may have 4,300 of them, and
+# n * n * n ... in a macro's predicate took minutes; a decimal compared with such an int converts
+# it first, in time quadratic in its digits (~0.3 ms each).
+_INT_MIN: Final = -(1 << 63)
+_INT_MAX: Final = (1 << 63) - 1
+_INT_OVERFLOW: Final = "integer overflow: a value or result outside the 64-bit range of CEL's int"
+
+
+def _i64(a: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX:
+        return a
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _iadd(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        r = a + b
+        if _INT_MIN <= r <= _INT_MAX:
+            return r
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _isub(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        r = a - b
+        if _INT_MIN <= r <= _INT_MAX:
+            return r
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _imul(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        r = a * b
+        if _INT_MIN <= r <= _INT_MAX:
+            return r
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _idiv(a: int, b: int) -> int:
+    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+        q = abs(a) // abs(b)  # b == 0: "integer division or modulo by zero"
+        q = q if (a >= 0) == (b >= 0) else -q
+        if q <= _INT_MAX:  # only _INT_MIN / -1 is out of range
+            return q
+    raise OverflowError(_INT_OVERFLOW)
+
+
+def _imod(a: int, b: int) -> int:
+    return a - b * _idiv(a, b)
+
+
+def _numeric_pair(a: Any, b: Any) -> None:
+    """Refuse a decimal next to an int outside the int range, before Python converts the int."""
+    ta, tb = type(a), type(b)
+    if (ta is Decimal and tb is int and not _INT_MIN <= b <= _INT_MAX) or (
+        tb is Decimal and ta is int and not _INT_MIN <= a <= _INT_MAX
+    ):
+        raise OverflowError(_INT_OVERFLOW)
+
+
+def _ncmp(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """A comparison of a dyn with a number that is not a literal (either may be a decimal)."""
+    if type(a) is Decimal or type(b) is Decimal:
+        _numeric_pair(a, b)
+    return op(a, b)
+
+
+# Decimal arithmetic (typed, and on decimals in dyn conditions) rounds its result to _DEC's 34
+# digits. Its cost grows with the operands' digits, unmetered: two 65,536-digit facts take ~5 ms
+# to multiply, once per macro element. So an operand must itself fit 34 significant digits
+# (checked in time linear in its digits); a longer one is a fault (``condition_error``), never
+# silently rounded: a - b of two long, close values must not become 0.
+_MAX_DIGITS_REASON: Final = (
+    "a decimal operand has more than 34 significant digits (arithmetic works at decimal128 "
+    "precision)"
+)
+
+
+def _operand(x: Any) -> Decimal:
+    if type(x) is int and not _INT_MIN <= x <= _INT_MAX:
+        raise OverflowError(_INT_OVERFLOW)
+    d = Decimal(x)
+    short = _DEC.plus(d)  # the same value when it fits 34 digits
+    if short != d:
+        raise ValueError(_MAX_DIGITS_REASON)
+    return short
+
+
+# The decimal module reports a trapped signal as its list of condition classes
+# ("[<class 'decimal.DivisionByZero'>]"): the reasons below are what a policy owner reads in the
+# error decision instead.
+_DECIMAL_REASONS: Final[tuple[tuple[type[ArithmeticError], str], ...]] = (
+    (DivisionByZero, "decimal division by zero"),
+    (DivisionUndefined, "decimal division by zero (0 / 0 is undefined)"),
+    (
+        DivisionImpossible,
+        "decimal modulo: the integer quotient has more than 34 digits (decimal128 precision)",
+    ),
+    (
+        Overflow,
+        "decimal overflow: the result is beyond the decimal range (34 significant digits, "
+        "exponent at most 999,999)",
+    ),
+)
+
+
+def _decimal_fault(exc: DecimalException, op: str, b: Any) -> ArithmeticError:
+    """The plain-words fault for a signal ``_DEC`` trapped in ``a <op> b``."""
+    conditions = exc.args[0] if exc.args and isinstance(exc.args[0], list) else [type(exc)]
+    if op == "%" and b == 0:
+        return ZeroDivisionError("decimal modulo by zero")
+    for kind, reason in _DECIMAL_REASONS:
+        if kind in conditions or isinstance(exc, kind):
+            if kind is Overflow:
+                return OverflowError(reason)
+            if kind is DivisionByZero or kind is DivisionUndefined:
+                return ZeroDivisionError(reason)
+            return ArithmeticError(reason)
+    return ArithmeticError(f"invalid decimal operation {op}")
+
+
+def _dadd(a: Any, b: Any) -> Decimal:
+    try:
+        return _DEC.add(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "+", b) from exc
+
+
+def _dsub(a: Any, b: Any) -> Decimal:
+    try:
+        return _DEC.subtract(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "-", b) from exc
+
+
+def _dmul(a: Any, b: Any) -> Decimal:
+    try:
+        return _DEC.multiply(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "*", b) from exc
+
+
+def _ddiv(a: Any, b: Any) -> Decimal:
+    try:
+        return _DEC.divide(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "/", b) from exc
+
+
+def _dmod(a: Any, b: Any) -> Decimal:
+    try:
+        return _DEC.remainder(_operand(a), _operand(b))
+    except DecimalException as exc:
+        raise _decimal_fault(exc, "%", b) from exc
+
+
+_DECIMAL_OPS: Final[dict[str, Callable[[Any, Any], Decimal]]] = {
+    "+": _dadd,
+    "-": _dsub,
+    "*": _dmul,
+    "/": _ddiv,
+    "%": _dmod,
+}
+_PLAIN_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "%": operator.mod,
+}
+_INT_OPS: Final[dict[str, Callable[[int, int], int]]] = {
+    "+": _iadd,
+    "-": _isub,
+    "*": _imul,
+    "/": _idiv,  # CEL's: truncating, as for typed ints (Python's / is true division)
+    "%": _imod,  # and its remainder (Python's % floors)
+}
+_DECIMAL_OPERANDS: Final = (Decimal, int)
+
+
+def _dyn(op: str, a: Any, b: Any) -> Any:
+    """A dyn arithmetic operator: on a decimal, the typed decimal operator (fixed context,
+    bounded operands) with a decimal or an integer; on two integers, the typed integer one
+    (64-bit, truncating division); anything else as Python does it."""
+    if type(a) is Decimal or type(b) is Decimal:
+        if type(a) not in _DECIMAL_OPERANDS or type(b) not in _DECIMAL_OPERANDS:
+            raise TypeError(f"cannot {op} {type(a).__name__} and {type(b).__name__}")
+        return _DECIMAL_OPS[op](a, b)
+    if type(a) is int and type(b) is int:
+        return _INT_OPS[op](a, b)
+    return _PLAIN_OPS[op](a, b)
+
+
+def _truth(v: Any) -> bool:
+    # A dyn value used as a condition must really be a bool; CEL has no truthiness.
+    if type(v) is bool:
+        return v
+    raise TypeError(f"expected a bool, got {type(v).__name__}")
+
+
+def _num(v: Any) -> Any:
+    # dyn * and %: Python would repeat text and lists ("x" * 10**12) or format text ("%999999d").
+    if isinstance(v, (str, bytes, tuple, list, dict)):
+        raise TypeError(f"expected a number, got {type(v).__name__}")
+    return v
+
+
+def _units(v: Any) -> int:
+    """Units to scan or copy ``v`` once in C (0 for scalars)."""
+    t = type(v)
+    if t is str:
+        return len(v) // _CHARS_PER_UNIT
+    if t is tuple or t is list:
+        return len(v) // _ITEMS_PER_UNIT
+    return 0
+
+
+def _each(m: Meter, items: Any, weight: int) -> Any:
+    # ``weight``: the static weight of the macro's predicate (see _Compiler), at least one.
+    m.left -= 1 + len(items) * weight
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return items
+
+
+def _search_units(s: str, t: str) -> int:
+    """Units to look for ``t`` in ``s``: CPython's substring search compares up to
+    len(s) x len(t) characters for the texts a request may send (``"a" * 29_999`` searched for
+    ``"a" * 96 + "baa"`` took 0.8 ms, against 1,875 units by the text's length alone), so the
+    product counts too, with the needle's length capped where its search turns linear."""
+    n = len(s)
+    return 1 + n // _CHARS_PER_UNIT + (n * min(len(t), _SEARCH_NEEDLE_CAP)) // _SEARCH_PER_UNIT
+
+
+_SEARCH_NEEDLE_CAP: Final = 2_048
+_SEARCH_PER_UNIT: Final = 256  # characters compared per unit, measured at 0.28-0.42 ns each
+
+
+def _contains(m: Meter, s: Any, t: Any) -> bool:
+    if type(s) is str and type(t) is str:
+        m.left -= _search_units(s, t)
+    else:  # a list (or a fault to come: len() of an int raises as it always did)
+        m.left -= 1 + len(s) // _CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return t in s
+
+
+def _starts(m: Meter, s: Any, t: Any) -> bool:
+    m.left -= 1 + len(t) // _CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return bool(s.startswith(t))
+
+
+def _ends(m: Meter, s: Any, t: Any) -> bool:
+    m.left -= 1 + len(t) // _CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return bool(s.endswith(t))
+
+
+def _matches(m: Meter, pattern: Any, weight: int, s: Any) -> bool:
+    # UTF-8 bytes in, so the binding skips mapping byte offsets back to characters (we only ask
+    # whether there is a match): a third of the cost of searching the str.
+    data = s.encode("utf-8")
+    m.left -= _REGEX_CALL_UNITS + (len(data) // _CHARS_PER_UNIT) * weight
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return pattern.search(data) is not None
+
+
+def _isin(m: Meter, a: Any, b: Any) -> bool:
+    m.left -= _search_units(b, a) if type(a) is str and type(b) is str else 1 + _units(b)
+    if type(a) is str and (type(b) is tuple or type(b) is list):
+        # Each element of the same length is compared character by character: bounded by the
+        # text's length per element (counted without reading the list).
+        m.left -= (len(a) * len(b)) // _COMPARED_CHARS_PER_UNIT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    ta = type(a)
+    if ta is Decimal or (ta is int and not _INT_MIN <= a <= _INT_MAX):
+        # Each element is compared with a number that may need converting: look first, and pay
+        # for looking (a step per element in Python).
+        m.left -= len(b)
+        if m.left < 0:
+            raise BudgetExceeded(m.limit)
+        for x in b:
+            _numeric_pair(a, x)
+    return a in b
+
+
+def _inset(m: Meter, a: Any, s: frozenset[Any]) -> bool:
+    # Python keeps no hash of a tuple: looking a list up hashes every item again, so a list fact
+    # of 500,000 items in a macro over 10,000 others was ~10^10 steps for 8 units each time.
+    # A text keeps its hash: it costs what it did.
+    ta = type(a)
+    m.left -= _W_HASH + (len(a) // _ITEMS_PER_UNIT if ta is tuple or ta is list else 0)
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return a in s
+
+
+def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    m.left -= 1 + min(_units(a), _units(b))
+    ta, tb = type(a), type(b)
+    if (ta is tuple or ta is list) and (tb is tuple or tb is list) and len(a) == len(b):
+        m.left -= min(_text(a), _text(b)) // _COMPARED_CHARS_PER_UNIT  # element by element
+    elif (ta is Decimal and tb is float) or (ta is float and tb is Decimal):
+        m.left -= _W_EXACT_FLOAT
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    if ta is Decimal or tb is Decimal:
+        _numeric_pair(a, b)
+    return op(a, b)
+
+
+def _text(items: Any) -> int:
+    """Characters of the texts among ``items``."""
+    return sum(len(x) for x in items if type(x) is str)
+
+
+def _cat(m: Meter, a: Any, b: Any) -> Any:
+    m.left -= 1 + _units(a) + _units(b)
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return _dyn("+", a, b)
+
+
+def _lcat(m: Meter, a: Any, b: Any) -> tuple[Any, ...]:
+    m.left -= 1 + _units(a) + _units(b)
+    if m.left < 0:
+        raise BudgetExceeded(m.limit)
+    return tuple(a) + tuple(b)
+
+
+# ----------------------------------------------------------------------------- commutative logic
+# CEL's ``||`` and ``&&`` (and the ``exists``/``all`` macros built on them) are commutative: a
+# decisive side (true for ||, false for &&) wins even if the other side errs; only when neither
+# side decides is the result an error. Here an error is absence (KeyError: the rule does not
+# match) or a fault on present values; BudgetExceeded is neither and is never absorbed.
+# Used only by a condition's second, commutative form (see compile_condition), with the sides as
+# thunks so that each is evaluated at most once and only when needed.
+
+_ABSORBED: Final = (KeyError, ArithmeticError, TypeError, ValueError, AttributeError)
+
+
+def _worse(first: BaseException, second: BaseException) -> BaseException:
+    """The error a non-decisive pair reports: a fault on present values over an absence, so the
+    answer does not depend on which side was written first (and an error decision is never
+    traded for a skipped rule)."""
+    if isinstance(first, KeyError) and not isinstance(second, KeyError):
+        return second
+    return first
+
+
+def _commutative(decisive: bool, sides: Iterable[Callable[[], Any]]) -> bool:
+    """CEL's ``||`` (``decisive`` true) and ``&&`` (false), and ``exists``/``all`` over their
+    elements: ``decisive`` as soon as a side gives it, whatever the others raised; else the worst
+    error raised (see :func:`_worse`); else the other value."""
+    error: BaseException | None = None
+    for side in sides:
+        try:
+            if bool(side()) is decisive:
+                return decisive
+        except _ABSORBED as exc:
+            error = exc if error is None else _worse(error, exc)
+    if error is not None:
+        raise error
+    return not decisive
+
+
+def _or(*sides: Callable[[], bool]) -> bool:
+    return _commutative(True, sides)
+
+
+def _and(*sides: Callable[[], bool]) -> bool:
+    return _commutative(False, sides)
+
+
+def _exists(pred: Callable[[Any], bool], items: Any) -> bool:
+    return _commutative(True, (functools.partial(pred, item) for item in items))
+
+
+def _all(pred: Callable[[Any], bool], items: Any) -> bool:
+    return _commutative(False, (functools.partial(pred, item) for item in items))
+
+
+_HELPERS: Final[dict[str, Any]] = {
+    "_i64": _i64,
+    "_iadd": _iadd,
+    "_isub": _isub,
+    "_imul": _imul,
+    "_idiv": _idiv,
+    "_ncmp": _ncmp,
+    "_imod": _imod,
+    "_dadd": _dadd,
+    "_dsub": _dsub,
+    "_dmul": _dmul,
+    "_ddiv": _ddiv,
+    "_dmod": _dmod,
+    "_truth": _truth,
+    "_num": _num,
+    "_dyn": _dyn,
+    "_each": _each,
+    "_or": _or,
+    "_and": _and,
+    "_exists": _exists,
+    "_all": _all,
+    "_ABSORBED": _ABSORBED,
+    "_contains": _contains,
+    "_starts": _starts,
+    "_ends": _ends,
+    "_matches": _matches,
+    "_isin": _isin,
+    "_inset": _inset,
+    "_cmp": _cmp,
+    "_cat": _cat,
+    "_lcat": _lcat,
+    "_eq": operator.eq,
+    "_ne": operator.ne,
+    "_lt": operator.lt,
+    "_le": operator.le,
+    "_gt": operator.gt,
+    "_ge": operator.ge,
+    "__builtins__": {"len": len, "any": any, "all": all},
+}

@@ -1,0 +1,121 @@
+"""A condition's text as celpy's parse tree: parsing (a syntax error as a positioned problem,
+with a hint for the usual mistakes) and :func:`alternatives`, the condition's ``||``/``&&`` shape
+read from the tree (for the policy linter)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+__all__ = ["alternatives"]
+
+
+class _Problem(Exception):
+    def __init__(self, message: str, line: int | None, column: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+_UNWRAP: Final = frozenset(
+    {
+        "expr",
+        "conditionalor",
+        "conditionaland",
+        "relation",
+        "addition",
+        "multiplication",
+        "unary",
+        "member",
+        "primary",
+    }
+)
+
+
+_LONE_EQUALS: Final = re.compile(r"(?<![=!<>])=(?!=)")
+_WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b")
+_CURLY_QUOTES: Final = "\u201c\u201d\u2018\u2019\u00ab\u00bb"
+
+
+def _syntax_hint(text: str) -> str | None:
+    """What a condition's author most likely meant, for the mistakes people make most."""
+    curly = sorted({c for c in text if c in _CURLY_QUOTES})
+    if curly:
+        return f"curly quotes {''.join(curly)}: write text in straight quotes, \"…\" or '…'"
+    bare = _strip_strings(text)
+    if _LONE_EQUALS.search(bare):
+        return "use == to compare (= is not an operator)"
+    word = _WORD_OPERATORS.search(bare)
+    if word:
+        return (
+            f"CEL writes {word.group(1)!r} as "
+            + {"and": "&&", "or": "||", "not": "!"}[word.group(1)]
+        )
+    return None
+
+
+def _strip_strings(text: str) -> str:
+    """``text`` with its string literals blanked, so a hint never reads inside one."""
+    return re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'", '""', text)
+
+
+def _parse(text: str) -> Any:
+    # Imported lazily: building the LALR parser is the slow part of loading a policy, and
+    # modules that never see a condition (replay of grants only) should not pay for it.
+    from celpy.celparser import CELParseError, CELParser
+    from lark.exceptions import LarkError
+
+    try:
+        return CELParser().parse(text)
+    except CELParseError as exc:
+        first = str(exc).splitlines()[0] if str(exc).strip() else "syntax error"
+        hint = _syntax_hint(text)
+        raise _Problem(
+            f"syntax error near {first.strip()!r}" + (f": {hint}" if hint else ""),
+            exc.line,
+            exc.column,
+        ) from exc
+    except LarkError as exc:
+        raise _Problem(
+            f"syntax error: {str(exc).splitlines()[0] if str(exc) else exc!r}", None, None
+        ) from exc
+
+
+def alternatives(text: str) -> tuple[frozenset[str], ...]:
+    """A condition as the alternatives it joins with ``||`` at its top level, each the set of
+    terms it joins with ``&&`` (both through parentheses): ``a && (b || c)`` is one alternative
+    of two terms, ``(a && b) || c`` two alternatives. A term is in a form that ignores layout
+    (``a>1`` and ``a > 1`` are one term); ``true`` terms are left out, so an alternative that
+    always holds is empty. For finding rules an earlier rule shadows (:mod:`ledger.core.policy
+    .lint`): the condition holds when all the terms of one alternative do. The text must compile
+    (:func:`compile_condition`)."""
+    from lark import Token, Tree
+
+    def key(node: Any) -> str:
+        if isinstance(node, Token):
+            return str(node)
+        while node.data in _UNWRAP and len(node.children) == 1:
+            node = node.children[0]  # a precedence level with one operand is that operand
+            if isinstance(node, Token):
+                return str(node)
+        return f"{node.data}({','.join(key(c) for c in node.children)})"
+
+    def bare(node: Any) -> Any:
+        # Through one-operand precedence levels and parentheses to what the node really is.
+        while isinstance(node, Tree) and len(node.children) == 1:
+            if node.data not in _UNWRAP and node.data != "paren_expr":
+                break
+            node = node.children[0]
+        return node
+
+    def flat(node: Any, kind: str) -> list[Any]:
+        node = bare(node)
+        if isinstance(node, Tree) and node.data == kind:
+            return [part for child in node.children for part in flat(child, kind)]
+        return [node]
+
+    return tuple(
+        frozenset(k for k in map(key, flat(alt, "conditionaland")) if k != "literal(true)")
+        for alt in flat(_parse(text), "conditionalor")
+    )
