@@ -24,6 +24,7 @@ from ledger.cli.output import (
     print_json,
     print_table,
     rule_label,
+    to_jsonable,
 )
 from ledger.core.evaluate import request_problem
 from ledger.core.events import Determination
@@ -358,6 +359,12 @@ def test(
                         "case": r.case,
                         "passed": r.passed,
                         "failures": r.failures,
+                        "got": {
+                            "determination": r.outcome.determination.value,
+                            "rule": r.outcome.rule,
+                            "reason_code": r.outcome.reason_code,
+                            "constraints": to_jsonable(r.outcome.constraints),
+                        },
                     }
                     for p, r in results
                 ],

@@ -91,6 +91,9 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
             f"action: {policy.name} governs only patterns ({', '.join(policy.governs)}): give "
             "the case the action it is about"
         )
+    if failures and not any(f.startswith("rule: ") for f in failures):
+        # Which rule answered is what a failing case's author looks at first.
+        failures.append(f"decided by: {decided_by(outcome.rule, outcome.reason_code)}")
     if failures and outcome.reasons:
         failures.append("reasons: " + "; ".join(outcome.reasons))
     return CaseResult(

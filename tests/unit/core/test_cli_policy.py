@@ -80,6 +80,26 @@ def test_test_failures_exit_non_zero(tmp_path: Path) -> None:
     code, out, _ = run("policy", "test", str(tmp_path), "--json")
     (wrong,) = [c for c in json.loads(out)["cases"] if not c["passed"]]
     assert (wrong["file"], wrong["line"]) == (str(tmp_path / "refund.tests.yaml"), 2)
+    assert wrong["got"] == {
+        "determination": "allow_with_constraints",
+        "rule": "credit-only",
+        "reason_code": "rule_matched",
+        "constraints": {"refund_method": "credit"},
+    }
+
+
+def test_a_failing_case_that_expects_no_rule_still_says_which_rule_decided(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: `determination: expected deny, got allow` and nothing
+    # about which rule allowed it, unless the case had named a rule.
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text(
+        "cases:\n  - name: wrong\n    facts: {tenure_days: 1, amount: '1', prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: deny}\n"
+    )
+    code, out, _ = run("policy", "test", str(tmp_path))
+    assert code == 1
+    assert "determination: expected deny, got allow_with_constraints" in out
+    assert "        decided by: credit-only\n" in out
 
 
 def test_eval_table_and_json() -> None:
