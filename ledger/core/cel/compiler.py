@@ -201,6 +201,23 @@ class _Compiler:
             return meta.line, meta.column
         return getattr(node, "line", None), getattr(node, "column", None)
 
+    def _meant(self, name: str) -> str:
+        """A hint for an undeclared name: a value of an enum fact written without quotes
+        (``category == meals``: the likeliest slip, since test files write it bare), a fact
+        the condition cannot see (``action``, ``resource``, ``principal``), else a near name."""
+        holders = [fact for fact, values in self.enums.items() if name in values][:3]
+        if holders:
+            return (
+                f" ({name!r} is a value of {', '.join(holders)}: write it as text, "
+                f'{holders[0]} == "{name}")'
+            )
+        if name in _REQUEST_NAMES:
+            return (
+                f" (a condition sees the facts and context.*, not the request's {name}: a rule "
+                "for one action of several belongs in a policy of its own, or pass it as a fact)"
+            )
+        return _did_you_mean(name, self.facts or {})
+
     def fail(self, node: Any, message: str) -> _Problem:
         line, column = self._pos(node)
         return _Problem(message, line, column)
@@ -385,8 +402,7 @@ class _Compiler:
             self.refs.add(name)
             return _Expr(f"f[{name!r}]", "dyn", weight=_W_OP, fallible=True)
         if name not in self.facts:
-            meant = _did_you_mean(name, self.facts)
-            raise self.fail(token, f"undeclared fact {name!r}{meant}")
+            raise self.fail(token, f"undeclared fact {name!r}{self._meant(name)}")
         self.refs.add(name)
         return _Expr(
             f"f[{name!r}]",
@@ -781,6 +797,9 @@ def _did_you_mean(name: str, declared: Mapping[str, str]) -> str:
     close = difflib.get_close_matches(name, near[:_HINT_CANDIDATES], n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
+
+_REQUEST_NAMES: Final = frozenset({"action", "resource", "principal"})
+"""What a request names beside its facts, which conditions do not see."""
 
 _HINT_NAME_CHARS: Final = 64
 _HINT_CANDIDATES: Final = 100

@@ -189,6 +189,27 @@ def test_a_misspelt_fact_hint_is_bounded() -> None:
     assert _did_you_mean("amount", {"category": "string"}) == ""
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        # A policy owner's walkthrough: a bare enum value read as "undeclared fact 'meals'".
+        (
+            "standing == good",
+            "('good' is a value of standing: write it as text, standing == \"good\")",
+        ),
+        (
+            'action == "refund.issue"',
+            "(a condition sees the facts and context.*, not the request's action:",
+        ),
+        ("amout > 1", "(did you mean 'amount'?)"),
+    ],
+)
+def test_an_undeclared_name_is_told_what_was_likely_meant(text: str, hint: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        compile_condition(text, facts=FACTS, enums=ENUMS)
+    assert hint in str(raised.value)
+
+
 def test_a_text_looked_up_in_a_literal_list_costs_what_it_did() -> None:
     # Only a list value is charged its length: a text keeps its hash.
     condition = compile_condition('!items.exists(i, note in ["a", "b"])', facts=None)
