@@ -266,7 +266,7 @@ def _rollback(
     else:
         previous = record.rollback_target()
         if previous is None:
-            return _reject("no_previous_version", f"{c.policy} has no earlier active version")
+            return _reject("no_previous_version", _nothing_before(c.policy, record))
         to = previous
     denied = _allowed(state, c, now, admins)
     if denied:
@@ -283,6 +283,24 @@ def _rollback(
             to_version=to,
             reason=c.reason,
         ),
+    )
+
+
+def _nothing_before(policy: str, record: PolicyRecord) -> str:
+    """Why a rollback naming no version has nowhere to go, and what would: a rollback goes
+    back one step of the active versions' history, and each rollback takes a step off it."""
+    now = f"v{record.active} is active" if record.active is not None else "nothing is active"
+    others = sorted(
+        (v for v, version in record.versions.items() if version.approved_by and v != record.active),
+        reverse=True,
+    )
+    if not others:
+        return f"{policy} has no earlier active version to roll back to ({now}, and no other version is approved)"
+    shown = ", ".join(f"v{v}" for v in others[:5]) + (", …" if len(others) > 5 else "")
+    return (
+        f"{policy} has no earlier active version to roll back to ({now}; earlier rollbacks "
+        f"have undone the versions before it): name one, to_version (`--to N`); approved: "
+        f"{shown}"
     )
 
 

@@ -240,6 +240,7 @@ def run_case(case: dict[str, Any]) -> None:
                 f"expected rejection {expect['rejection']}, got {outcome}"
             )
             assert outcome.code == expect["rejection"], outcome
+            assert expect.get("says", "") in outcome.message, outcome.message
             return
         assert not isinstance(outcome, Rejection), f"expected acceptance, got {outcome}"
         if "events" in expect:
