@@ -35,6 +35,7 @@ from ledger.cli.output import (
 )
 from ledger.core.events import (
     ApprovePolicyVersion,
+    PolicyRolledBack,
     PromotePolicyVersion,
     ProposePolicyVersion,
     RetirePolicy,
@@ -44,7 +45,7 @@ from ledger.core.events import (
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import check_policy, parse_policy
 from ledger.core.policy.canonical import document_yaml
-from ledger.core.state import PolicyVersion
+from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
 from ledger.errors import UsageError
 from ledger.ids import new_id, utcnow
 
@@ -299,9 +300,26 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
     )
     print_table(
         ["when", "event", "by", "details"],
-        [[format_timestamp(e.occurred_at), type(e).__name__, e.actor, _details(e)] for e in events],
+        _history_rows(name, events),
         title="history",
     )
+
+
+def _history_rows(name: str, events: list[Any]) -> list[list[Any]]:
+    """One row per lifecycle event. A rollback that ended a canary says so: its own fields
+    (``from_version=1, to_version=1``) read as a rollback that did nothing."""
+    rows = []
+    state = EMPTY_STATE
+    for event in events:
+        details = _details(event)
+        before = state.policies.get(name)
+        if isinstance(event, PolicyRolledBack) and before is not None and before.canary:
+            details += f", ended canary v{before.canary} ({before.canary_percent}%)"
+        state = fold(state, event)
+        rows.append(
+            [format_timestamp(event.occurred_at), type(event).__name__, event.actor, details]
+        )
+    return rows
 
 
 def _details(event: Any) -> str:

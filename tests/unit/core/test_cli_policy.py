@@ -543,3 +543,20 @@ def test_verbose_pass_lines_say_where_the_case_is_as_fail_lines_do() -> None:
     passed = [line for line in out.splitlines() if line.startswith("PASS  ")]
     assert code == 0 and passed
     assert all(re.match(r"PASS  \S+\.yaml:\d+::", line) for line in passed), passed
+
+
+def test_policy_show_says_a_rollback_ended_a_canary() -> None:
+    # A policy owner's walkthrough: the row read `from_version=1, to_version=1`, a rollback that
+    # seemed to do nothing, while the acceptance line had said the canary v2 (50%) ends.
+    from ledger.cli.lifecycle import _history_rows
+    from ledger.testing import LocalLedger
+
+    local = LocalLedger()
+    local.deploy(REFUND.read_text())
+    local.deploy((EXAMPLES / "refund-v2.yaml").read_text(), stage="canary", percent=50)
+    local.rollback("refund", reason="too strict")
+    rows = _history_rows("refund", list(local.events))
+    (rolled,) = [r for r in rows if r[1] == "PolicyRolledBack"]
+    assert rolled[3].endswith(", ended canary v2 (50%)"), rolled
+    assert "from_version=1" in rolled[3] and "to_version=1" in rolled[3]
+    assert not any("ended canary" in r[3] for r in rows if r is not rolled)
