@@ -112,6 +112,23 @@ def approve(
     submit(bootstrap, timeout, as_json, command, f"approved {name} v{version}")
 
 
+def _percent(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A canary's share: a whole number from 1 to 99, told so in the policy owner's terms."""
+    if value is None:
+        return None
+    try:
+        percent = int(value, 10)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a whole number: a canary takes 1 to 99 percent of requests"
+        ) from None
+    if percent == 100:
+        raise click.BadParameter("100 percent is all requests: promote --to active instead")
+    if not 1 <= percent <= 99:
+        raise click.BadParameter(f"{percent} is outside 1 to 99")
+    return percent
+
+
 @click.command("promote")
 @click.argument("name")
 @click.argument("version", type=VERSION)
@@ -124,11 +141,17 @@ def approve(
 )
 @click.option(
     "--percent",
-    type=click.IntRange(1, 99),
+    callback=_percent,
     default=None,
+    metavar="1-99",
     help="Canary only: share of requests (by stable hash bucket) the canary decides.",
 )
 @click.option("--by", "by", required=True, help="Who promotes, e.g. human:bob.")
+@click.option(
+    "--note",
+    default=None,
+    help="Why now (kept in the ledger beside who and when, e.g. 'a week in shadow, no diffs').",
+)
 @ledger_options
 @handle_errors
 def promote(
@@ -137,6 +160,7 @@ def promote(
     stage: str,
     percent: int | None,
     by: str,
+    note: str | None,
     bootstrap: str | None,
     timeout: float,
     as_json: bool,
@@ -157,6 +181,7 @@ def promote(
         version=version,
         stage=Stage(stage),
         percent=percent,
+        note=note,
     )
     submit(bootstrap, timeout, as_json, command, f"{name} v{version} → {stage}")
 

@@ -183,6 +183,7 @@ class PromotePolicyVersion:
     version: int
     stage: Stage
     percent: int | None = None
+    note: str | None = None
     key_id: str | None = None
     signature: bytes | None = None
 
@@ -410,6 +411,7 @@ class PolicyVersionPromoted:
     stage: Stage
     percent: int | None = None
     previous_version: int | None = None
+    note: str | None = None
     command_key_id: str | None = None
     command_signature: bytes | None = None
     signed_command: str | None = None

@@ -10,6 +10,8 @@ UTF-8, keys sorted, no whitespace) of::
      "type": "<the command's type, e.g. IssueGrant>",
      "command": {<every field of the command except key_id and signature>}}
 
+(a field added to a command type later, :data:`SIGNED_WHEN_SET`, only when it is set).
+
 The domain and type keep a signature from being replayed as anything else. A verifier needs
 these bytes (every accepted governance event carries them as ``signed_command``), the signature
 (``command_signature``) and the actor's public key (an ``ActorKeyRegistered`` event): Ed25519
@@ -69,6 +71,7 @@ from ledger.errors import PolicyError
 __all__ = [
     "DOMAIN",
     "UNSIGNED_FIELDS",
+    "SIGNED_WHEN_SET",
     "PUBLIC_KEY_BYTES",
     "ANCHOR_ACTOR",
     "signed_bytes",
@@ -85,6 +88,11 @@ __all__ = [
 DOMAIN: Final = "decision-ledger/command/v1"
 UNSIGNED_FIELDS: Final = frozenset({"key_id", "signature"})
 """The fields a signature does not cover: the signature itself, and which key made it."""
+SIGNED_WHEN_SET: Final = frozenset({("PromotePolicyVersion", "note")})
+"""Fields added to a command after signing began: covered when set, left out of the signed
+bytes when empty, so a command signed by a client from before the field existed still
+verifies. An event's value for one is compared with the signed command's even when the
+command left it out (then it must be empty too)."""
 PUBLIC_KEY_BYTES: Final = 32
 ANCHOR_ACTOR: Final = COMMAND_PROCESSOR
 """Who records the trust anchors (the bootstrap administrators' keys, from configuration)."""
@@ -123,12 +131,14 @@ _PRODUCES: Final[dict[str, tuple[type, ...]]] = {
 
 def signed_bytes(command: Command) -> bytes:
     """The bytes ``command``'s signature covers (see the module docstring)."""
+    kind = type(command).__name__
     body = {
         f.name: getattr(command, f.name)
         for f in dataclasses.fields(command)
         if f.name not in UNSIGNED_FIELDS
+        and not ((kind, f.name) in SIGNED_WHEN_SET and getattr(command, f.name) is None)
     }
-    return canonical_json({"domain": DOMAIN, "type": type(command).__name__, "command": body})
+    return canonical_json({"domain": DOMAIN, "type": kind, "command": body})
 
 
 def key_id_of(public_key: bytes) -> str:
@@ -245,10 +255,11 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
     filled in later; the event was recorded within the command's validity after it was signed;
     and a proposal's document is stored in canonical form, so its content hash, and the
     ``governs`` and ``owner`` read from it, are compared instead."""
+    later = {name for kind, name in SIGNED_WHEN_SET if isinstance(event, _PRODUCES.get(kind, ()))}
     for f in dataclasses.fields(event):
-        if f.name in _NOT_COMPARED or f.name not in command:
+        if f.name in _NOT_COMPARED or (f.name not in command and f.name not in later):
             continue
-        wanted = command[f.name]
+        wanted = command.get(f.name)
         if wanted is None and (type(event).__name__, f.name) in _FILLED_IN:
             continue
         recorded = to_json_value(getattr(event, f.name))

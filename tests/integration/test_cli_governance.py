@@ -195,7 +195,16 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     v2_file.write_text(REFUND_FILE.read_text().replace("amount < 500", "amount < 200", 1))
     assert ledger.propose(str(v2_file)) == 2
     ledger.json("policy", "approve", "refund", "2", "--by", BOB)
-    ledger.json("policy", "promote", "refund", "2", "--to", "active", "--by", BOB)
+    ledger.json(
+        "policy", "promote", "refund", "2", "--to", "active", "--by", BOB,
+        "--note", "stricter limit after the March review",
+    )  # fmt: skip
+    promoted = ledger.json("policy", "show", "refund")["events"][-1]
+    assert (promoted["type"], promoted["note"]) == (
+        "PolicyVersionPromoted",
+        "stricter limit after the March review",
+    )
+    assert json.loads(promoted["signed_command"])["command"]["note"] == promoted["note"]
     second = ledger.evaluate(sdk, **ask, facts=FACTS_300)
     assert (second["policy_version"], second["rule"]) == (2, "credit-only")
     assert second["determination"] == Determination.ALLOW_WITH_CONSTRAINTS.value

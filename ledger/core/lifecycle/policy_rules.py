@@ -238,6 +238,7 @@ def _promote(
             stage=c.stage,
             percent=c.percent,
             previous_version=record.previous_for(c.stage, c.version),
+            note=c.note,
         ),
     )
 

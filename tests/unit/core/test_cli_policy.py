@@ -560,3 +560,34 @@ def test_policy_show_says_a_rollback_ended_a_canary() -> None:
     assert rolled[3].endswith(", ended canary v2 (50%)"), rolled
     assert "from_version=1" in rolled[3] and "to_version=1" in rolled[3]
     assert not any("ended canary" in r[3] for r in rows if r is not rolled)
+
+
+def test_a_promotions_note_is_recorded_and_shown() -> None:
+    # A policy owner's walkthrough: `promote --note` did not exist, so a promotion kept who
+    # and when but never why, though propose, approve, rollback and retire all keep one.
+    from ledger.cli.lifecycle import _history_rows
+    from ledger.core.events import PromotePolicyVersion, Stage
+    from ledger.testing import ADMIN, LocalLedger
+
+    local = LocalLedger()
+    version = local.deploy(REFUND.read_text(), stage="draft")  # proposed and approved
+    local.submit_command(
+        PromotePolicyVersion(
+            event_id="c-promote",
+            occurred_at=local.clock(),
+            actor=ADMIN,
+            policy="refund",
+            version=version,
+            stage=Stage.ACTIVE,
+            note="a week in shadow, no differences",
+        )
+    )
+    promoted = local.events[-1]
+    assert (type(promoted).__name__, getattr(promoted, "note", None)) == (
+        "PolicyVersionPromoted",
+        "a week in shadow, no differences",
+    )
+    (row,) = [
+        r for r in _history_rows("refund", list(local.events)) if r[1] == type(promoted).__name__
+    ]
+    assert "note=a week in shadow, no differences" in row[3]

@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -24,6 +25,7 @@ from ledger.core.signing import (
 from ledger.core.state import EMPTY_STATE, LedgerState, actor_key, fold, replay
 from ledger.keys import public_bytes, sign
 
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ADMIN = "human:admin"
 ADMIN_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"admin").digest())
@@ -218,3 +220,48 @@ def test_an_empty_note_or_reason_is_recorded_and_proven_as_given():
     assert not isinstance(revoked, Rejection), revoked
     verdicts = verify_history([*events, *issued, *revoked])
     assert all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
+
+
+def test_a_promotions_note_is_signed_when_set_and_an_older_clients_command_still_verifies():
+    """`note` came to PromotePolicyVersion after signing began: a command without one is signed
+    as clients before it signed (no `note` key), so their signatures still verify; one with a
+    note covers it, and an event whose note differs from its signed command is unproven."""
+    from ledger.core.events import PolicyVersionPromoted, PromotePolicyVersion, Stage
+    from ledger.core.jsonform import canonical_json
+    from ledger.core.signing import verify_event
+
+    plain = PromotePolicyVersion(
+        event_id="c-1", occurred_at=T0, actor=ADMIN, policy="refund", version=1, stage=Stage.ACTIVE
+    )
+    older = json.loads((ROOT / "schemas" / "history" / "PromotePolicyVersion.v2.avsc").read_text())
+    before = {
+        f["name"]: getattr(plain, f["name"])
+        for f in older["fields"]
+        if f["name"] not in ("key_id", "signature")
+    }
+    assert signed_bytes(plain) == canonical_json(
+        {"domain": DOMAIN, "type": "PromotePolicyVersion", "command": before}
+    )
+    noted = replace(plain, note="a week in shadow, no differences")
+    assert json.loads(signed_bytes(noted))["command"]["note"] == noted.note
+
+    state, _ = anchored()
+    for command in (plain, noted):
+        signed = sign(command, ADMIN_KEY)
+        event = PolicyVersionPromoted(
+            event_id="e-1",
+            occurred_at=T0,
+            actor=ADMIN,
+            command_id="c-1",
+            policy="refund",
+            sequence=3,
+            version=1,
+            stage=Stage.ACTIVE,
+            note=command.note,
+            command_key_id=signed.key_id,
+            command_signature=signed.signature,
+            signed_command=signed_bytes(signed).decode(),
+        )
+        assert verify_event(state, event).ok
+        forged = verify_event(state, replace(event, note="approved by the board"))
+        assert not forged.ok and "note" in str(forged.problem)
