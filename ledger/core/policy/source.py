@@ -245,7 +245,7 @@ def load_yaml(
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        hint = _yaml_hint(message)
+        hint = _line_hint(message, text, exc.problem_mark) or _yaml_hint(message)
         if hint:
             message = f"{hint} (the YAML parser says: {message})"
         raise PolicyError(
@@ -289,6 +289,43 @@ _YAML_HINTS: Final = (
 
 def _yaml_hint(message: str) -> str | None:
     return next((hint for fragment, hint in _YAML_HINTS if fragment in message), None)
+
+
+_KEY_ONLY: Final = re.compile(r"\s+[A-Za-z_][\w-]*")
+_QUOTED_START: Final = re.compile(r"""\s*(?:-\s+)?[\w-]+:\s+(["'])""")
+
+
+def _line_hint(message: str, text: str, mark: Any) -> str | None:
+    """A hint from the line the parser stopped on, where the parser's words mislead: a key
+    indented under the line above reads as ': ' inside a value; a value that opens with a
+    quote and goes on after it reads as a misaligned line."""
+    if mark is None:
+        return None
+    lines = text.splitlines()
+    if not 0 <= mark.line < len(lines):
+        return None
+    line = lines[mark.line][:500]
+    if "mapping values are not allowed here" in message:
+        key = line[: mark.column]
+        if _KEY_ONLY.fullmatch(key):
+            return (
+                f"{key.strip()!r} is indented further than the key above it: line it up with "
+                "that key (with a '- ' item, under the first key after the dash)"
+            )
+    if "expected <block end>" in message:
+        quoted = _QUOTED_START.match(line)
+        if quoted:
+            start = quoted.end() - 1
+            value = line[start:].rstrip()
+            if quoted.group(1) == '"':  # wrap in single quotes, which YAML escapes by doubling
+                whole = "'" + value.replace("'", "''") + "'"
+            else:
+                whole = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return (
+                "a value that starts with a quote ends at its closing quote: quote the whole "
+                f"value, {line[:start].strip()} {whole if len(whole) <= 120 else whole[:119] + '…'}"
+            )
+    return None
 
 
 def parse_policy(

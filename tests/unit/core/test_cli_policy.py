@@ -466,6 +466,16 @@ def test_no_hint_reads_inside_a_string_literal(tmp_path: Path) -> None:
         ("    when: standing: good", "': ' inside a value starts a new mapping"),
         ("\twhen: amount < 750", "a tab: YAML indents with spaces only"),
         ("   when: amount < 750", "indentation does not line up"),
+        # A policy owner's walkthrough: these two were given each other's hints, near enough.
+        (
+            "    when: amount < 750\n      effect: deny",
+            "'effect' is indented further than the key above it: line it up with that key",
+        ),
+        (
+            '    when: "good" == standing',
+            "a value that starts with a quote ends at its closing quote: quote the whole value, "
+            "when: '\"good\" == standing'",
+        ),
     ],
 )
 def test_a_yaml_mistake_says_what_to_do(tmp_path: Path, line: str, said: str) -> None:
