@@ -213,6 +213,8 @@ def _parse_value(param: Param, raw: str) -> Any:
     if param.type == "VARCHAR":
         return raw
     if param.type == "BIGINT":
+        if param.name == "version" and raw[:1] in ("v", "V"):
+            raw = raw[1:]  # v2, as every other command takes a version
         try:
             return int(raw, 10)
         except ValueError:

@@ -81,7 +81,15 @@ def propose(
         note=note,
         policy=policy.name,
     )
-    submit(bootstrap, timeout, as_json, command, f"proposed {policy.name}")
+    # --json carries them too: a script reading only stdout must not lose them.
+    submit(
+        bootstrap,
+        timeout,
+        as_json,
+        command,
+        f"proposed {policy.name}",
+        extra={"warnings": list(warnings)},
+    )
 
 
 @click.command("approve")

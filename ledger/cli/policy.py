@@ -57,8 +57,9 @@ TEST_TIMEOUT = 300.0
 
 @click.group("policy", cls=HelpfulGroup, short_help="Write, test and govern policies.")
 def group() -> None:
-    """Write and check policies offline (validate, test, eval) and govern them on the ledger
-    (propose, approve, promote, rollback, retire, list, show)."""
+    """Write and check policies offline (validate, test, eval), try a draft on recorded
+    requests (simulate), govern them on the ledger (propose, approve, promote, rollback,
+    retire) and read them back (list, show, get, diff)."""
 
 
 def _read(path: Path) -> str:
@@ -310,7 +311,8 @@ def test(
                 untested.append(path)
                 hint = (
                     f"{path} (policy {policy.name}) has no test cases: add a tests: block, "
-                    f"a {path.name.rsplit('.', 1)[0]}.tests.yaml beside it, or pass --tests FILE"
+                    f"a file {path.name.rsplit('.', 1)[0]}.tests.yaml beside it, or pass "
+                    "--tests FILE"
                 )
                 if path in named:
                     raise UsageError(hint)  # asked for by name: not tested is not passed
@@ -390,9 +392,10 @@ def test(
             f"({passed} passed, {failed} failed)",
         )
     if not results:
+        stem = files[0].name.rsplit(".", 1)[0] if files else "refund"
         raise UsageError(
             "no test cases found: add a tests: block to the policy, or a file beside it named "
-            "after it (refund.yaml -> refund.tests.yaml)"
+            f"after it ({stem}.yaml -> {stem}.tests.yaml)"
         )
     if failed:
         raise PolicyTestsFailed(f"{failed} of {len(results)} policy test cases failed")

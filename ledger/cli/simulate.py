@@ -22,7 +22,14 @@ from ledger.cli.common import (
     read_text_file,
     time_window,
 )
-from ledger.cli.output import handle_errors, json_option, print_json, print_table, printable
+from ledger.cli.output import (
+    handle_errors,
+    json_option,
+    plural,
+    print_json,
+    print_table,
+    printable,
+)
 from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
@@ -187,7 +194,8 @@ def _print(
             "that governs them would decide them, else they would be denied ungoverned_action"
         )
     click.echo(
-        f"  {len(report.changed)} determinations would change, {report.unchanged} would not "
+        f"  {plural(len(report.changed), 'determination')} would change, {report.unchanged:,} "
+        "would not "
         f"({report.rule_changes} of those by another rule)"
     )
     if not report.changed:

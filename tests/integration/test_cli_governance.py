@@ -272,6 +272,19 @@ def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
 ):
     name = "cli-rejections"
     assert ledger.propose(_policy_file(tmp_path, name)) == 1
+    # A rule that can never match is a warning: said on stderr, and in the --json document.
+    warned = tmp_path / "cli-warned.yaml"
+    warned.write_text(
+        "policy: cli-warned\ngoverns: [cli-warned.do]\nowner: team\n"
+        "facts:\n  amount: {type: decimal}\n"
+        "rules:\n  - id: all\n    effect: allow\n"
+        "  - id: never\n    when: amount > 5\n    effect: deny\n"
+        "default: {effect: deny}\n"
+    )
+    accepted = ledger.json("policy", "propose", str(warned), "--by", ALICE)
+    assert accepted["version"] == 1
+    said = [w["message"] for w in accepted["warnings"]]
+    assert any(m.startswith("never matches: rule 'all' before it") for m in said), said
 
     ledger.rejected("policy", "approve", name, "1", "--by", ALICE, code="self_approval")
     ledger.rejected("policy", "approve", name, "1", "--by", ALICE, "--json", code="self_approval")

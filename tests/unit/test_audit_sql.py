@@ -497,6 +497,15 @@ def test_a_named_query_says_when_a_value_is_not_in_the_export(export_dir: Path) 
     assert len(done.stderr.splitlines()[0]) < 300
 
 
+def test_a_version_parameter_takes_v2_as_every_command_does(export_dir: Path) -> None:
+    # A policy owner's walkthrough: `--param version=v2` was refused, though the CLI takes
+    # `v2` everywhere else.
+    assert rows(export_dir, "decisions_by_version", policy="refund", version="v2") == rows(
+        export_dir, "decisions_by_version", policy="refund", version="2"
+    )
+    assert rows(export_dir, "decisions_by_version", policy="refund", version="2")
+
+
 def test_every_known_line_names_real_columns(export_dir: Path) -> None:
     samples = {"at": at(7).isoformat(), "version": "2"}
     con = connect(export_dir)

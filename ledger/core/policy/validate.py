@@ -594,9 +594,11 @@ def build(
         v.raise_if_any()
         raise AssertionError("unreachable")
     if "cases" in data and "governs" not in data:  # a tests file read as a policy
+        name = data.get("policy") if isinstance(data.get("policy"), str) else None
+        stem = name if name and len(name) <= 64 else "refund"
         v.add(
             "this looks like a tests file (it has cases:, no governs:): name it after its "
-            "policy's file, refund.yaml -> refund.tests.yaml",
+            f"policy's file, {stem}.yaml -> {stem}.tests.yaml",
             (),
         )
         v.raise_if_any()

@@ -150,7 +150,7 @@ def test_no_test_cases_says_how_to_name_the_tests_file(tmp_path: Path) -> None:
     policy.write_text(REFUND.read_text().split("\ntests:")[0])
     (tmp_path / "travel.booking.tests.yaml").write_text("cases: []\n")
     code, _, err = run("policy", "test", str(policy))
-    assert code == 2 and "a travel.tests.yaml beside it" in err  # its own name, not an example
+    assert code == 2 and "a file travel.tests.yaml beside it" in err  # its own name, not an example
 
 
 def test_one_unreadable_file_among_several_does_not_hide_the_others(tmp_path: Path) -> None:
@@ -490,6 +490,10 @@ def test_a_misnamed_tests_file_is_said_to_be_one(tmp_path: Path) -> None:
     tests.write_text((EXAMPLES / "refund.tests.yaml").read_text())
     code, _, err = run("policy", "validate", str(tests))
     assert code == 3 and "this looks like a tests file" in err and "missing required" not in err
+    assert "refund.yaml -> refund.tests.yaml" in err  # the tests file's own policy's name
+    tests.write_text(tests.read_text().replace("policy: refund", "policy: expenses", 1))
+    code, _, err = run("policy", "validate", str(tests))
+    assert "expenses.yaml -> expenses.tests.yaml" in err, err
 
 
 def test_policy_show_history_leaves_the_signature_proof_to_json() -> None:
