@@ -806,7 +806,8 @@ _HINT_CANDIDATES: Final = 100
 
 
 def _quoted(a: _Expr, b: _Expr) -> str:
-    """A hint when a number was written in quotes: ``amount <= "100"``."""
+    """A hint when a number was written in quotes (``amount <= "100"``), or a time as bare
+    text (``at < "2025-01-01T00:00:00Z"``)."""
     for number, text in ((a, b), (b, a)):
         if (
             number.type in ("int", "decimal", "double")
@@ -815,6 +816,9 @@ def _quoted(a: _Expr, b: _Expr) -> str:
             and _NUMBER.fullmatch(text.const.strip())
         ):
             return f": write the number without quotes, {text.const.strip()} not {text.const!r}"
+        if number.type in ("timestamp", "duration") and text.type == "string":
+            shown = text.const if isinstance(text.const, str) and len(text.const) <= 40 else "…"
+            return f': write a {number.type} as {number.type}("{shown}")'
     return ""
 
 

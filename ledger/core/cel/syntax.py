@@ -34,7 +34,7 @@ _UNWRAP: Final = frozenset(
 
 
 _LONE_EQUALS: Final = re.compile(r"(?<![=!<>])=(?!=)")
-_WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b")
+_WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b", re.IGNORECASE)
 _CURLY_QUOTES: Final = "\u201c\u201d\u2018\u2019\u00ab\u00bb"
 
 
@@ -44,14 +44,20 @@ def _syntax_hint(text: str) -> str | None:
     if curly:
         return f"curly quotes {''.join(curly)}: write text in straight quotes, \"…\" or '…'"
     bare = _strip_strings(text)
+    for written, meant in (("=>", ">="), ("=<", "<=")):
+        if written in bare:
+            return f"{written} is not an operator: did you mean {meant}?"
     if _LONE_EQUALS.search(bare):
         return "use == to compare (= is not an operator)"
     word = _WORD_OPERATORS.search(bare)
     if word:
         return (
             f"CEL writes {word.group(1)!r} as "
-            + {"and": "&&", "or": "||", "not": "!"}[word.group(1)]
+            + {"and": "&&", "or": "||", "not": "!"}[word.group(1).lower()]
         )
+    opened, closed = bare.count("("), bare.count(")")
+    if opened != closed:
+        return f"{opened} ( but {closed} ): a parenthesis is not closed, or one too many"
     return None
 
 

@@ -13,6 +13,7 @@ May import: the stdlib, :mod:`ledger.core.cel`, :mod:`ledger.core.events`,
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -125,14 +126,23 @@ class Validator:
         required: set[str],
         rule: str | None = None,
     ) -> None:
+        meant: set[str] = set()  # required keys an unknown one misspells: said once, there
         for key in data:
             if key not in allowed:
+                close = (
+                    difflib.get_close_matches(key, sorted(allowed - data.keys()), n=1, cutoff=0.7)
+                    if isinstance(key, str) and len(key) <= 64
+                    else []
+                )
+                if close:
+                    meant.add(close[0])
+                guess = f"did you mean {close[0]!r}? " if close else ""
                 self.add(
-                    f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})",
+                    f"unknown key {key!r} ({guess}allowed: {', '.join(sorted(allowed))})",
                     (*path, key),
                     rule=rule,
                 )
-        for key in sorted(required):
+        for key in sorted(required - meant):
             if key not in data:
                 self.add(
                     f"missing required key {key!r}",

@@ -441,6 +441,11 @@ def test_a_failing_case_is_said_in_the_authors_terms(tmp_path: Path) -> None:
         ("tenure_dys > 90", "undeclared fact 'tenure_dys' (did you mean 'tenure_days'?)"),
         ('amount <= "100"', "write the number without quotes, 100 not '100'"),
         ('tenure_days == "3"', "write the number without quotes, 3 not '3'"),
+        # A policy owner's walkthrough: told "use ==", or nothing at all.
+        ("amount => 100", "=> is not an operator: did you mean >=?"),
+        ("amount > 1 AND tenure_days > 0", "CEL writes 'AND' as &&"),
+        ("(amount > 1 && tenure_days > 0", "1 ( but 0 ): a parenthesis is not closed"),
+        ("standing == good", "'good' is a value of standing: write it as text"),
     ],
 )
 def test_a_condition_mistake_says_what_was_meant(tmp_path: Path, when: str, said: str) -> None:
@@ -483,6 +488,19 @@ def test_a_yaml_mistake_says_what_to_do(tmp_path: Path, line: str, said: str) ->
     policy.write_text(REFUND.read_text().replace("    when: amount < 750", line, 1))
     code, _, err = run("policy", "validate", str(policy))
     assert code == 3 and said in err and "the YAML parser says" in err, err
+
+
+def test_a_misspelt_key_is_said_once_with_what_was_meant(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: `govrns:` was two errors, "missing required key 'governs'"
+    # with no line, and "unknown key 'govrns'" without a suggestion.
+    policy = tmp_path / "p.yaml"
+    text = REFUND.read_text().replace("governs:", "govrns:", 1)
+    policy.write_text(text.replace("    reason: ", "    reasn: ", 1))
+    code, _, err = run("policy", "validate", str(policy))
+    assert code == 3, err
+    assert "unknown key 'govrns' (did you mean 'governs'? allowed:" in err
+    assert "missing required key 'governs'" not in err
+    assert "unknown key 'reasn' (did you mean 'reason'? allowed:" in err
 
 
 def test_a_misnamed_tests_file_is_said_to_be_one(tmp_path: Path) -> None:
