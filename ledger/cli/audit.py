@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -121,6 +121,10 @@ def _one_format(as_json: bool, as_csv: bool) -> None:
         raise UsageError("choose one of --json and --csv")
 
 
+_WIDE: Final = 8
+"""More columns than this, in one row, print a column a line."""
+
+
 def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> None:
     _one_format(as_json, as_csv)
     rows = [[_cell(v, k) for v, k in zip(row, kinds, strict=True)] for row in result.rows]
@@ -130,6 +134,13 @@ def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> No
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(result.columns)
         writer.writerows([[_text(v) for v in row] for row in rows])
+    elif len(rows) == 1 and len(result.columns) > _WIDE:
+        # One row of many columns (decision_lineage's 25) is a wall as a table: a column a line.
+        print_table(
+            ["column", "value"],
+            [[c, _text(v)] for c, v in zip(result.columns, rows[0], strict=True)],
+        )
+        click.echo("1 row(s), shown a column a line", err=True)
     else:
         print_table(result.columns, [[_text(v) for v in row] for row in rows])
         click.echo(f"{len(rows)} row(s)", err=True)

@@ -1283,3 +1283,18 @@ def test_the_date_column_is_the_files_folder(export_dir: Path) -> None:
     finally:
         con.close()
     assert wrong == 0
+
+
+def test_one_row_of_many_columns_prints_a_column_a_line(export_dir: Path) -> None:
+    # A policy owner's walkthrough: decision_lineage's 25 columns were an unreadable wall.
+    done = invoke(
+        "audit", "run", "decision_lineage", "--param", "id=dec-2", "--from", str(export_dir),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "shown a column a line" in done.stderr
+    lines = done.stdout.splitlines()
+    assert any("decision_id" in line and "dec-2" in line for line in lines)
+    assert any("approver" in line and "human:carol" in line for line in lines)
+    wide = invoke("audit", "run", "decision_lineage", "--param", "id=dec-2", "--from",
+                  str(export_dir), "--csv")  # fmt: skip
+    assert wide.stdout.splitlines()[0].startswith("decision_id,request_id,")  # scripts: as before
