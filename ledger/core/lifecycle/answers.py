@@ -30,6 +30,7 @@ from ledger.core.events import (
     PolicyVersionProposed,
     Stage,
 )
+from ledger.core.globs import is_pattern
 from ledger.core.lifecycle.commands import command_aggregate
 from ledger.core.lifecycle.rejections import Rejection
 from ledger.core.state import LedgerState, overlapping_governs
@@ -133,13 +134,26 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     found = overlapping_governs(state, policy, governs)
     if not found:
         return None
-    shown = ", ".join(f"{mine} ~ {other}'s {theirs}" for other, theirs, mine in found[:3])
-    more = " and more" if len(found) > 3 else ""
+    shown = "; ".join(
+        _who_decides(policy, mine, other, theirs) for other, theirs, mine in found[:3]
+    )
+    more = "; and more" if len(found) > 3 else ""
     return (
         f"note: actions may also be governed by another policy ({shown}{more}); where both are "
         "deployed an exact name decides before a glob, then the longest glob, then the lower "
         "policy name"
     )
+
+
+def _who_decides(policy: str, mine: str, other: str, theirs: str) -> str:
+    """``refund.* ~ refund's refund.issue: refund decides it``: which of two deployed policies
+    decides the actions both patterns match (as ``governing_policy`` chooses: an exact name,
+    then the longer glob, then the lower policy name), so an owner sees what a glob will not
+    decide."""
+    ours, others = (is_pattern(mine), -len(mine), policy), (is_pattern(theirs), -len(theirs), other)
+    winner = policy if ours < others else other
+    shared = "what both match" if is_pattern(theirs) and is_pattern(mine) else "it"
+    return f"{mine} ~ {other}'s {theirs}: {winner} decides {shared}"
 
 
 EventStream: TypeAlias = Literal["policy", "grant"]

@@ -1423,7 +1423,8 @@ def test_an_accepted_proposal_notes_another_policy_governing_its_actions() -> No
         )
     )
     assert accepted.message.startswith("PolicyVersionProposed; note: actions may also be governed")
-    assert "refund.* ~ refund's refund.issue" in accepted.message
+    # Which one decides the shared action: the exact name, so the glob does not decide it.
+    assert "refund.* ~ refund's refund.issue: refund decides it" in accepted.message
     quiet = ledger.submit_command(
         ProposePolicyVersion(
             event_id="p-tickets",
@@ -1468,7 +1469,9 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
     assert "refund.* ~ refund's refund.issue" in taking
     assert ledger.deploy(REFUND.replace("750", "800"), stage=Stage.DRAFT) == 2
     assert ledger.deploy(REFUND.replace("750", "850"), stage=Stage.DRAFT) == 3
-    assert "refund.issue ~ refund-limits's refund.*" in promote("refund", 2, Stage.CANARY, 10)
+    assert "refund.issue ~ refund-limits's refund.*: refund decides it" in promote(
+        "refund", 2, Stage.CANARY, 10
+    )
     replaced = promote("refund", 3, Stage.CANARY, 20)
     assert replaced.endswith("; v2 was the canary (10%): it is superseded")
     rolled = ledger.submit_command(
@@ -1518,3 +1521,19 @@ def test_a_refusal_says_what_would_let_the_command_through() -> None:
                 event_id="b", occurred_at=T0, actor="human:nobody", policy="refund", version=version
             )
         )
+
+
+def test_the_overlap_note_says_which_policy_decides_the_shared_actions() -> None:
+    from ledger.core.lifecycle.answers import _who_decides
+
+    assert _who_decides("travel", "expense.*", "expenses", "expense.submit") == (
+        "expense.* ~ expenses's expense.submit: expenses decides it"
+    )
+    assert _who_decides("expenses", "expense.submit", "travel", "expense.*").endswith(
+        ": expenses decides it"
+    )
+    # Two globs: the longer decides what both match; equal lengths, the lower name.
+    assert _who_decides("a", "expense.*", "b", "expense.tr*").endswith(
+        ": b decides what both match"
+    )
+    assert _who_decides("b", "x.*", "a", "x.*").endswith(": a decides what both match")
