@@ -21,6 +21,7 @@ from ledger.cli.common import (
     ledger_options,
     load_settings,
     principal_arg,
+    reason_option,
     submit,
 )
 from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
@@ -131,7 +132,7 @@ def add_cmd(
 @group.command("revoke")
 @click.argument("actor")
 @click.option("--by", "by", required=True, help="The administrator who revokes the key.")
-@click.option("--reason", required=True, help="Why (kept in the ledger).")
+@reason_option
 @click.option("--key", "key_id", default=None, help="Only this key id (default: all of ACTOR's).")
 @ledger_options
 @handle_errors

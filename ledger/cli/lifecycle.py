@@ -23,6 +23,7 @@ from ledger.cli.common import (
     policy_rows,
     principal_arg,
     read_text_file,
+    reason_option,
     submit,
 )
 from ledger.cli.output import (
@@ -204,7 +205,7 @@ def promote(
     help="Version to restore (default: the previously active one).",
 )
 @click.option("--by", "by", required=True, help="Who rolls back.")
-@click.option("--reason", required=True, help="Why (kept in the ledger).")
+@reason_option
 @ledger_options
 @handle_errors
 def rollback(
@@ -235,7 +236,7 @@ def rollback(
 @click.command("retire")
 @click.argument("name")
 @click.option("--by", "by", required=True, help="Who retires the policy.")
-@click.option("--reason", required=True, help="Why (kept in the ledger).")
+@reason_option
 @ledger_options
 @handle_errors
 def retire(

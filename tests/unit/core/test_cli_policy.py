@@ -623,3 +623,18 @@ def test_a_promotions_note_is_recorded_and_shown() -> None:
         r for r in _history_rows("refund", list(local.events)) if r[1] == type(promoted).__name__
     ]
     assert "note=a week in shadow, no differences" in row[3]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["policy", "rollback", "refund", "--by", "human:bob", "--reason", " "],
+        ["policy", "retire", "refund", "--by", "human:bob", "--reason", ""],
+        ["actor", "revoke", "human:bob", "--by", "human:admin", "--reason", "\t"],
+    ],
+)
+def test_a_blank_reason_is_a_usage_error_before_anything_is_sent(args: list[str]) -> None:
+    # A policy owner's walkthrough: a missing --reason was exit 2, a blank one exit 4
+    # (sent, then refused missing_reason by the command processor).
+    code, _, err = run(*args, "--bootstrap", "127.0.0.1:1")
+    assert code == 2 and "'--reason': is empty: say why" in err, err
