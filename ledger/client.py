@@ -66,8 +66,8 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.core.lifecycle import clipped
 from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.text import clipped
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
 from ledger.ids import new_id, utcnow

@@ -41,6 +41,7 @@ __all__ = [
     "Manifest",
     "file_path",
     "listed_file",
+    "readable_folder",
     "read_manifest",
 ]
 
@@ -244,12 +245,10 @@ _PATTERN_CHARACTERS: Final = frozenset("*?[]{}")
 """What DuckDB expands in a file name it is given, even in a list of names."""
 
 
-def listed_file(export_dir: Path, relative: str) -> Path:
-    """The data file a manifest entry lists (``relative``: its checked path), as readers open
-    it: :class:`~ledger.errors.ExportError` when it is missing, or when it or a folder on its
-    way is a link, which would show a reader, and have a merge copy, a file that is not the
-    export's; and when the export's path holds a character DuckDB reads as a pattern."""
-    path = export_dir / relative
+def readable_folder(export_dir: Path) -> str:
+    """``export_dir``'s real path, or :class:`~ledger.errors.ExportError` when it holds a
+    character DuckDB reads as a file pattern, even in a list of names: it would read other
+    folders' files as this export's. Readers check it, and the writer before it writes."""
     real = os.path.realpath(export_dir)
     if any(c in _PATTERN_CHARACTERS for c in real):
         raise ExportError(
@@ -257,6 +256,16 @@ def listed_file(export_dir: Path, relative: str) -> Path:
             "as a file pattern (it would read other folders' files as this export's): move "
             "or rename the export folder"
         )
+    return real
+
+
+def listed_file(export_dir: Path, relative: str) -> Path:
+    """The data file a manifest entry lists (``relative``: its checked path), as readers open
+    it: :class:`~ledger.errors.ExportError` when it is missing, or when it or a folder on its
+    way is a link, which would show a reader, and have a merge copy, a file that is not the
+    export's; and when the export's path holds a character DuckDB reads as a pattern."""
+    path = export_dir / relative
+    real = readable_folder(export_dir)
     if os.path.realpath(path) != os.path.join(real, relative):
         raise ExportError(
             f"{path} is a symbolic link (or a folder on its way is), not a file of the export: "

@@ -45,7 +45,7 @@ from ledger.audit.manifest import listed_file, no_export
 from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
 from ledger.core.jsonform import parse_instant
-from ledger.core.lifecycle import clipped
+from ledger.core.text import clipped
 from ledger.errors import ExportError, UsageError
 from ledger.settings import TopicNames
 

@@ -49,7 +49,7 @@ from ledger.audit.columns import (
     show,
 )
 from ledger.audit.export import ExportPath, Manifest
-from ledger.audit.footer import footer_lie
+from ledger.audit.footer import FooterProblem, footer_lie
 from ledger.audit.manifest import listed_file
 from ledger.audit.sources import (
     READ_PARQUET,
@@ -62,6 +62,7 @@ from ledger.audit.sources import (
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
 from ledger.core.jsonform import to_json_value
+from ledger.core.text import clipped
 from ledger.errors import CodecError, ExportError
 
 __all__ = [
@@ -942,24 +943,32 @@ def _broken_files(
             size = f.seek(0, os.SEEK_END)
             f.seek(max(size - 4, 0))
             tail = f.read(4)
-            whole = size >= 12 and head == tail == _PARQUET_MAGIC
-            if whole:
-                f.seek(0)
-                try:
-                    lie = footer_lie(f)
-                except (OSError, ValueError, ArrowException):
-                    whole = False
-        if lie is not None:  # its rows are still verified: the data is what it is
-            lies.append(
-                _file_problem(
-                    entry,
-                    "altered",
-                    f"has a footer its data does not bear out ({lie}): SQL filtering on that "
-                    "column can skip rows",
-                    f"the Parquet file of its {entry['rows']} row(s), {span}, as the exporter "
-                    "writes it",
+        whole = size >= 12 and head == tail == _PARQUET_MAGIC
+        if whole:
+            try:
+                lie = footer_lie(path, con)
+            except (OSError, ValueError, ArrowException, duckdb.Error):
+                whole = False
+            except Exception as exc:  # a file built to break the check is evidence, not a crash
+                lie = FooterProblem(
+                    f"it cannot be checked: {type(exc).__name__}: {clipped(str(exc), 120)}",
+                    readable=False,
                 )
+        if lie is not None:
+            problem = _file_problem(
+                entry,
+                "altered",
+                f"has a footer its data does not bear out ({lie}): SQL filtering on that "
+                "column can skip rows"
+                if lie.readable
+                else f"is not a file the exporter writes ({lie})",
+                f"the Parquet file of its {entry['rows']} row(s), {span}, as the exporter "
+                "writes it",
             )
+            if not lie.readable:  # its rows cannot be read with the others
+                found[relative] = problem
+                continue
+            lies.append(problem)  # its rows are still verified: the data is what it is
         if whole and entry["topic"] in read:
             try:
                 con.execute(f"SELECT count(*) FROM {READ_PARQUET}", [[path]]).fetchall()

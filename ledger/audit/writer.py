@@ -32,6 +32,7 @@ from ledger.audit.manifest import (
     Manifest,
     file_path,
     read_manifest,
+    readable_folder,
 )
 from ledger.audit.rows import RowMaker, TopicFormat, topic_formats
 from ledger.codec import Codec
@@ -343,6 +344,7 @@ class ExportWriter(RowFiles):
         create: bool = True,
     ) -> None:
         out = Path(out)
+        readable_folder(out)  # an export no reader could open is refused before it is written
         super().__init__(out, topics, codec=codec)
         if out.exists() and not out.is_dir():
             raise ExportError(f"{out} is not a directory; choose another --out")

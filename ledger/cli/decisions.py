@@ -35,7 +35,7 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.core.globs import glob_matches
-from ledger.core.lifecycle import clipped
+from ledger.core.text import clipped
 from ledger.errors import UsageError
 from ledger.kafka.reading import Positioned, read_topic
 from ledger.settings import Settings
@@ -126,8 +126,18 @@ def decisions_cmd(
     address, security = connection(settings, "auditor")
     click.echo(f"reading {settings.topics.decisions}…", err=True)
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
+    answered = False  # a decision of --request, whatever the other filters say
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
+        if request_id and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
+            answered = (
+                answered
+                or d.request_id == request_id
+                or (
+                    isinstance(d, BatchDecisionRecorded)
+                    and any(f"{d.request_id}#{i.item_id}" == request_id for i in d.decisions)
+                )
+            )
         if isinstance(d, DecisionRecorded):
             if wanted(d.occurred_at, d.request_id, d.principal, d.action, d):
                 found.append((d, [_row(d.occurred_at, d.request_id, d.principal, d)]))
@@ -152,7 +162,9 @@ def decisions_cmd(
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
         if request_id and not found:
-            click.echo(f"note: {_undecided(address, security, settings, request_id)}", err=True)
+            click.echo(
+                f"note: {_why_none(address, security, settings, request_id, answered)}", err=True
+            )
         return
     print_table(
         [
@@ -175,7 +187,9 @@ def decisions_cmd(
         err=True,
     )
     if request_id and not found:
-        click.echo(f"note: {_undecided(address, security, settings, request_id)}", err=True)
+        click.echo(
+            f"note: {_why_none(address, security, settings, request_id, answered)}", err=True
+        )
 
 
 def _row(
@@ -198,6 +212,19 @@ def _row(
 def _utc(t: datetime) -> str:
     """2026-11-27T03:47:40.213Z: one column wide, unambiguous."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _why_none(
+    address: str, security: Any, settings: Settings, request_id: str, answered: bool
+) -> str:
+    """Why ``--request`` found nothing: the other filters left its decision out, or it has
+    none (:func:`_undecided`)."""
+    if answered:
+        return (
+            f"request {clipped(repr(request_id), 80)} was decided, but not as the other "
+            "filters ask: drop them to see its decision"
+        )
+    return _undecided(address, security, settings, request_id)
 
 
 def _undecided(address: str, security: Any, settings: Settings, request_id: str) -> str:

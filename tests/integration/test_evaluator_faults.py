@@ -253,3 +253,8 @@ def test_ledger_decisions_says_why_a_request_has_no_decision(
     assert done.exit_code == 0, done.output
     assert f"{batch.request_id}#two" in done.stdout and "#one" not in done.stdout
     assert "note:" not in done.stderr
+    # Decided, but left out by another filter: said so, not "not decided yet".
+    args = ["decisions", "--request", batch.request_id, "--determination", "deny"]
+    done = runner.invoke(cli, args, env=env)
+    assert done.exit_code == 0, done.output
+    assert "was decided, but not as the other filters ask" in done.stderr, done.stderr

@@ -263,3 +263,15 @@ def test_a_footer_forged_to_hide_a_grant_from_sql_is_found(tmp_path: Path) -> No
     [line] = report["damaged_rows"]
     assert line.startswith(str(path.relative_to(out)) + " has a footer its data does not bear out")
     assert report["unproven"] == []  # the events themselves are still proven
+
+
+def test_a_dictionary_encoded_column_is_reported_not_a_crash(tmp_path: Path) -> None:
+    # A reviewer's finding: actor verify --from exited 1 with ArrowNotImplementedError.
+    out = exported(tmp_path, history())
+    [path] = files_of(out, TOPICS.grant_events)
+    table = pq.read_table(path)
+    at = table.schema.get_field_index("principal")
+    pq.write_table(table.set_column(at, "principal", table.column(at).dictionary_encode()), path)
+    code, report, _ = verify(out)
+    assert code == 11, report
+    assert any("a type the exporter never writes" in line for line in report["damaged_rows"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -447,10 +448,15 @@ def test_an_export_whose_path_duckdb_would_read_as_a_pattern_is_refused(tmp_path
     all three exports' files and reported tampering that was not there."""
     from ledger.audit.verify import verify_export
 
-    for name in ("exA", "exB", "ex*"):
+    for name in ("exA", "exB"):
         exported(tmp_path / name)
     odd = tmp_path / "ex*"
+    shutil.copytree(tmp_path / "exA", odd)  # made elsewhere, then moved here
     with pytest.raises(
         ExportError, match=r"which DuckDB reads as a file pattern .* move or rename"
     ):
         verify_export(odd)
+    # And an export is not written where no reader could open it (a reviewer's finding).
+    with pytest.raises(ExportError, match="which DuckDB reads as a file pattern"):
+        exported(tmp_path / "ex[1]")
+    assert not (tmp_path / "ex[1]").exists()

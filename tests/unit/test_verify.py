@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import struct
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -749,3 +750,64 @@ def test_an_honest_rewrite_of_a_file_keeps_its_footer_true(export: Path) -> None
     for path in files_of(export, TOPICS.decisions):
         rewrite(path, lambda rows: rows)  # pyarrow's own statistics, other row groups
     assert verify(export).intact
+
+
+def _footer_bytes(path: Path, change: Callable[[bytes], bytes]) -> None:
+    """Rewrite the Thrift footer of the Parquet file at ``path`` with ``change`` (same length)."""
+    data = bytearray(path.read_bytes())
+    (size,) = struct.unpack("<I", bytes(data[-8:-4]))
+    start = len(data) - 8 - size
+    footer = change(bytes(data[start:-8]))
+    assert len(footer) == size
+    data[start:-8] = footer
+    path.write_bytes(bytes(data))
+
+
+def test_a_footer_naming_another_writer_to_hide_its_statistics_is_altered(export: Path) -> None:
+    """A reviewer's finding: pyarrow withholds the text statistics of files an old parquet-mr
+    wrote, DuckDB does not: renamed so, a forged footer passed the check."""
+    path = files_of(export, TOPICS.decisions)[0]
+    hidden = hide_in_footer(path, 1, ["event_id", "resource"])
+
+    def old_writer(footer: bytes) -> bytes:
+        at = footer.index(b"parquet-cpp-arrow version ")
+        end = footer.index(b")", at) + 1 if b")" in footer[at : at + 80] else at + 32
+        name = footer[at:end]
+        return footer.replace(name, b"parquet-mr version 1.7.0".ljust(len(name), b" ")[: len(name)])
+
+    _footer_bytes(path, old_writer)
+    assert _sql_count(export, f"decision_id = '{hidden['event_id']}'") == 0
+    [problem] = verify(export).problems
+    assert problem.kind == "altered" and "not the exporter's writer" in problem.found
+
+
+def test_a_column_of_a_type_the_exporter_never_writes_is_altered_not_a_crash(export: Path) -> None:
+    # A reviewer's finding: a column rewritten as date32 raised TypeError out of audit verify.
+    import pyarrow as pa
+
+    path = files_of(export, TOPICS.decisions)[0]
+    table = pq.read_table(path)
+    at = table.schema.get_field_index("partition")
+    pq.write_table(table.set_column(at, "partition", table.column(at).cast(pa.date32())), path)
+    problems = verify(export).problems
+    assert any(p.kind == "altered" and "column partition is date32" in p.found for p in problems), [
+        str(p) for p in problems
+    ]
+
+
+def test_statistics_the_two_readers_read_differently_are_a_lie() -> None:
+    # One side only (a maximum with its minimum's field renumbered away: pyarrow then reads
+    # neither, DuckDB the maximum), or statistics only DuckDB reads: not checkable, so refused.
+    from ledger.audit.footer import _disagreement
+
+    class Stats:
+        has_min_max = False
+        null_count = 0
+
+    seen = (None, "150", None, None, "150", "150", "0", None, None, None)
+    assert "one side only" in str(_disagreement(Stats(), seen))
+    both = ("1", "150", "1", "1", "150", "150", "0", None, None, None)
+    assert "DuckDB reads and pyarrow does not" in str(_disagreement(Stats(), both))
+    assert "bloom filter" in str(_disagreement(Stats(), (*both[:7], 4, None, None)))
+    differ = ("1", "150", "1", "9", "150", "150", "0", None, None, None)
+    assert "two different minimums" in str(_disagreement(Stats(), differ))

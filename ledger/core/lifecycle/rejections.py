@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.core.authority import PRINCIPAL_FORM
+from ledger.core.text import clipped
 
 __all__ = [
     "Rejection",
@@ -62,12 +63,6 @@ class Rejection:
 
     code: str
     message: str
-
-
-def clipped(text: str, limit: int = 200) -> str:
-    """``text`` for a message, shortened when a sender made it huge (the one way a rejection,
-    or a processor's answer, cuts what the sender wrote)."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _shown(text: str, limit: int = 200) -> str:

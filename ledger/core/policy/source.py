@@ -24,6 +24,7 @@ from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy.lint import shadowed_rules
 from ledger.core.policy.model import Policy, PolicyTestCase
 from ledger.core.policy.validate import Marks, Validator, build
+from ledger.core.text import clipped
 from ledger.errors import PolicyError, PolicyProblem
 
 __all__ = ["load_yaml", "parse_policy", "check_policy", "parse_test_cases", "parse_canonical"]
@@ -323,7 +324,7 @@ def _line_hint(message: str, text: str, mark: Any) -> str | None:
                 whole = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
             return (
                 "a value that starts with a quote ends at its closing quote: quote the whole "
-                f"value, {line[:start].strip()} {whole if len(whole) <= 120 else whole[:119] + '…'}"
+                f"value, {line[:start].strip()} {clipped(whole, 120)}"
             )
     return None
 
