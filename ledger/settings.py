@@ -135,6 +135,12 @@ class TopicNames:
         """Heads of the evaluators' decision hash chains (``ChainCheckpoint``, DESIGN §9)."""
         return self._name("ledger.chain-checkpoints")
 
+    def sender_timed(self) -> frozenset[str]:
+        """The topics outsiders write (agents' requests, actors' commands): their events' own
+        times are their senders' word, so the records take the broker's time
+        (``LogAppendTime``) and an export files a row far from it by the broker's."""
+        return frozenset({self.commands, self.evaluation_requests})
+
     def group(self, name: str) -> str:
         """The consumer group ``name`` of this ledger (under the same prefix as its topics:
         the ACLs grant groups by it)."""

@@ -6,8 +6,8 @@ Layout (the export spec)::
     DIR/_manifest.json
 
 ``date`` is the UTC date of the event's ``occurred_at`` (the Kafka timestamp's for a record that
-does not decode, or whose ``occurred_at`` is more than a day from it:
-:func:`~ledger.audit.writer.row_date`). Rows are made by :class:`~ledger.audit.rows.RowMaker`.
+does not decode, or, on a topic outsiders write, whose ``occurred_at`` is more than a day from
+it: :func:`~ledger.audit.writer.row_date`). Rows are made by :class:`~ledger.audit.rows.RowMaker`.
 
 How a run stays exact, whatever happens to it:
 

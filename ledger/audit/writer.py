@@ -146,15 +146,20 @@ def _date(micros: int) -> str:
 _DATES: dict[int, str] = {}
 
 
-def row_date(row: tuple[Any, ...], occurred: int) -> str:
+def row_date(row: tuple[Any, ...], occurred: int, *, sender_timed: bool = False) -> str:
     """The ``date=`` partition of a row: the UTC date of its ``occurred_at`` (column
-    ``occurred``), or of its Kafka timestamp when the record did not decode or the two are
-    more than a day apart. A sender chooses ``occurred_at``: requests stamped a day apart each
+    ``occurred``), or of its Kafka timestamp when the record did not decode, or, on a topic
+    outsiders write (``sender_timed``: :meth:`TopicNames.sender_timed`), when the two are more
+    than a day apart. There a sender chooses ``occurred_at``: requests stamped a day apart each
     made a folder and a file of their own, never merged (3,000 requests, 3,000 files), while
-    the request topic's timestamps are the broker's (``LogAppendTime``)."""
+    those topics' timestamps are the broker's (``LogAppendTime``). The ledger's own writers'
+    times are kept as they are (history written with its own times, a migration, stays filed
+    by them)."""
     micros = row[occurred]
     stamp = row[3]
-    if micros is None or (stamp is not None and abs(micros - stamp * 1000) > _DAY_US):
+    if micros is None or (
+        sender_timed and stamp is not None and abs(micros - stamp * 1000) > _DAY_US
+    ):
         micros = (stamp or 0) * 1000
     day = micros // _DAY_US
     found = _DATES.get(day)
@@ -195,6 +200,7 @@ class RowFiles:
         self._occurred = {
             topic: fmt.column_names.index("occurred_at") for topic, fmt in self.formats.items()
         }
+        self._sent = topics.sender_timed()
 
     @property
     def top(self) -> int:
@@ -266,7 +272,11 @@ class RowFiles:
         self.add(topic, partition, offset, timestamp_ms, key, value)
 
     def _buffer(self, topic: str, partition: int, offset: int, row: tuple[Any, ...]) -> None:
-        key = (topic, partition, row_date(row, self._occurred[topic]))
+        key = (
+            topic,
+            partition,
+            row_date(row, self._occurred[topic], sender_timed=topic in self._sent),
+        )
         found = self._buffers.get(key)
         if found is None:
             self._buffers[key] = [row]

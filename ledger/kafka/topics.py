@@ -71,11 +71,12 @@ def topic_specs(
     """Every topic of the ledger with its partitions and configs."""
     t = settings.topics
     n = evaluation_partitions
+    outsiders = t.sender_timed()
     return (
         TopicSpec(
             name=t.commands,
             partitions=1,
-            configs={**_BOUNDED, **_BROKER_TIME},
+            configs={**_BOUNDED, **(_BROKER_TIME if t.commands in outsiders else {})},
             purpose="governance commands",
             ordered=True,
         ),
@@ -99,7 +100,7 @@ def topic_specs(
         TopicSpec(
             name=t.evaluation_requests,
             partitions=n,
-            configs={**_FOREVER, **_BROKER_TIME},
+            configs={**_FOREVER, **(_BROKER_TIME if t.evaluation_requests in outsiders else {})},
             purpose="requests",
         ),
         TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),

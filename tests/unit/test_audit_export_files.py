@@ -415,19 +415,40 @@ def test_an_export_is_its_owners_unless_its_folder_says_whom_to_share_it_with(
 def test_a_senders_clock_does_not_choose_the_date_folders(tmp_path: Path) -> None:
     """A red team's finding: rows went into `date=` folders by `occurred_at`, which a request's
     sender chooses, and files are merged only within a date: 3,000 requests stamped a day
-    apart left 3,000 files, never merged. A time more than a day from the record's Kafka
-    timestamp (the broker's, on the request topic) now yields to it."""
+    apart left 3,000 files, never merged. On the topics outsiders write, a time more than a
+    day from the record's Kafka timestamp (the broker's there) now yields to it; the ledger's
+    own records keep their times."""
+    from ledger.core.events import EvaluationRequested
+
     out = tmp_path / "export"
     writer = ExportWriter(out, TOPICS)
     appended = int(T0.timestamp() * 1000)
     for n in range(200):  # one a day, back to 2025 and on to 2026-08
-        event = dataclasses.replace(rejected(0), event_id=f"r{n}", occurred_at=T0 + (n - 100) * DAY)
-        writer.add_event(TOPICS.command_results, 0, n, event, timestamp_ms=appended + n)
-    honest = dataclasses.replace(rejected(0), event_id="late", occurred_at=T0 - DAY / 2)
-    writer.add_event(TOPICS.command_results, 0, 200, honest, timestamp_ms=appended + 200)
+        request = EvaluationRequested(
+            event_id=f"q{n}",
+            occurred_at=T0 + (n - 100) * DAY,
+            actor="agent:a",
+            action="refund.issue",
+            principal="agent:a",
+            resource="account:1",
+        )
+        writer.add_event(TOPICS.evaluation_requests, 0, n, request, timestamp_ms=appended + n)
+        own = dataclasses.replace(rejected(0), event_id=f"r{n}", occurred_at=T0 + (n - 100) * DAY)
+        writer.add_event(TOPICS.command_results, 0, n, own, timestamp_ms=appended + n)
+    late = EvaluationRequested(
+        event_id="late",
+        occurred_at=T0 - DAY / 2,
+        actor="agent:a",
+        action="refund.issue",
+        principal="agent:a",
+        resource="account:1",
+    )
+    writer.add_event(TOPICS.evaluation_requests, 0, 200, late, timestamp_ms=appended + 200)
     writer.flush()
     writer.close()
-    folders = sorted(p.name for p in (out / f"topic={TOPICS.command_results}").iterdir())
+    folders = sorted(p.name for p in (out / f"topic={TOPICS.evaluation_requests}").iterdir())
     # Within a day of the broker's time each keeps its own date (the honest, late one too).
     assert folders == ["date=2026-01-31", "date=2026-02-01", "date=2026-02-02"]
-    assert rows(out) == 201
+    own_folders = list((out / f"topic={TOPICS.command_results}").iterdir())
+    assert len(own_folders) == 200  # the ledger's own records: filed by their own times
+    assert rows(out) == 401
