@@ -621,7 +621,7 @@ def build(
             ("policy",),
             pattern=_NAME_RE,
             what="policy name",
-            allowed="letters, digits, '_', '.' and '-', starting with a letter or digit",
+            allowed="ASCII letters, digits, '_', '.' and '-', starting with a letter or digit",
         )
         if "policy" in data
         else None
