@@ -72,11 +72,15 @@ def topic_specs(
     t = settings.topics
     n = evaluation_partitions
     outsiders = t.sender_timed()
+
+    def configs(name: str, base: Mapping[str, str]) -> dict[str, str]:
+        return {**base, **(_BROKER_TIME if name in outsiders else {})}
+
     return (
         TopicSpec(
             name=t.commands,
             partitions=1,
-            configs={**_BOUNDED, **(_BROKER_TIME if t.commands in outsiders else {})},
+            configs=configs(t.commands, _BOUNDED),
             purpose="governance commands",
             ordered=True,
         ),
@@ -100,7 +104,7 @@ def topic_specs(
         TopicSpec(
             name=t.evaluation_requests,
             partitions=n,
-            configs={**_FOREVER, **(_BROKER_TIME if t.evaluation_requests in outsiders else {})},
+            configs=configs(t.evaluation_requests, _FOREVER),
             purpose="requests",
         ),
         TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
