@@ -319,7 +319,7 @@ def test_messages_a_policy_owner_can_act_on(tmp_path: Path) -> None:
     renamed = tmp_path / "renamed.yaml"
     renamed.write_text(text.replace("policy: refund", "policy: re fund", 1))
     code, _, err = run("policy", "validate", str(renamed))
-    assert code == 3 and "'re fund' is not a valid policy name (letters, digits" in err
+    assert code == 3 and "'re fund' is not a valid policy name (ASCII letters, digits" in err
     # A macro outside the subset was reported as its variable: "undeclared fact 'x'".
     macro = tmp_path / "macro.yaml"
     macro.write_text(
