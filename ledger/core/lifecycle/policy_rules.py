@@ -32,7 +32,7 @@ from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown
 from ledger.core.limits import Limits
 from ledger.core.policy import parse_policy
-from ledger.core.state import LedgerState, PolicyRecord
+from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
 from ledger.errors import PolicyError
 
 __all__: list[str] = []  # reached through decide (.rules)
@@ -121,6 +121,22 @@ def _propose(
     )
 
 
+def _live_version(
+    state: LedgerState, policy: str, number: int
+) -> tuple[PolicyRecord, PolicyVersion] | Rejection:
+    """Policy ``policy`` and its version ``number``, for a command that acts on the version
+    (approve, promote): refused when the policy is unknown or retired or has no such version."""
+    record = _record(state, policy)
+    if isinstance(record, Rejection):
+        return record
+    if record.retired:
+        return _reject("policy_retired", f"{policy} is retired; roll it back to revive it first")
+    version = record.versions.get(number)
+    if version is None:
+        return _reject("unknown_version", f"{policy} has no version {number}")
+    return record, version
+
+
 def _approve(
     state: LedgerState,
     c: ApprovePolicyVersion,
@@ -128,14 +144,10 @@ def _approve(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    record = _record(state, c.policy)
-    if isinstance(record, Rejection):
-        return record
-    if record.retired:
-        return _reject("policy_retired", f"{c.policy} is retired; roll it back to revive it first")
-    version = record.versions.get(c.version)
-    if version is None:
-        return _reject("unknown_version", f"{c.policy} has no version {c.version}")
+    found = _live_version(state, c.policy, c.version)
+    if isinstance(found, Rejection):
+        return found
+    record, version = found
     if version.approved_by is not None:
         return _reject(
             "already_applied", f"{c.policy} v{c.version} was approved by {version.approved_by}"
@@ -170,14 +182,10 @@ def _promote(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    record = _record(state, c.policy)
-    if isinstance(record, Rejection):
-        return record
-    if record.retired:
-        return _reject("policy_retired", f"{c.policy} is retired; roll it back to revive it first")
-    version = record.versions.get(c.version)
-    if version is None:
-        return _reject("unknown_version", f"{c.policy} has no version {c.version}")
+    found = _live_version(state, c.policy, c.version)
+    if isinstance(found, Rejection):
+        return found
+    record, version = found
     if c.stage not in (Stage.SHADOW, Stage.CANARY, Stage.ACTIVE):
         return _reject(
             "invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active"
