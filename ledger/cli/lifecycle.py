@@ -36,7 +36,6 @@ from ledger.cli.output import (
 )
 from ledger.core.events import (
     ApprovePolicyVersion,
-    PolicyRolledBack,
     PromotePolicyVersion,
     ProposePolicyVersion,
     RetirePolicy,
@@ -44,6 +43,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.jsonform import format_timestamp
+from ledger.core.lifecycle import taken_out_of_service
 from ledger.core.policy import check_policy, parse_policy
 from ledger.core.policy.canonical import document_yaml
 from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
@@ -340,18 +340,21 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
 
 
 def _history_rows(name: str, events: list[Any]) -> list[list[Any]]:
-    """One row per lifecycle event. A rollback that ended a canary says so: its own fields
-    (``from_version=1, to_version=1``) read as a rollback that did nothing."""
+    """One row per lifecycle event; a promotion or a rollback also says what it took out of
+    service, as its command's answer did (a rollback's own fields, ``from_version=1,
+    to_version=1``, read as one that did nothing)."""
     rows = []
     state = EMPTY_STATE
     for event in events:
-        details = _details(event)
-        before = state.policies.get(name)
-        if isinstance(event, PolicyRolledBack) and before is not None and before.canary:
-            details += f", ended canary v{before.canary} ({before.canary_percent}%)"
+        said = [_details(event), *taken_out_of_service(state.policies.get(name), event)]
         state = fold(state, event)
         rows.append(
-            [format_timestamp(event.occurred_at), type(event).__name__, event.actor, details]
+            [
+                format_timestamp(event.occurred_at),
+                type(event).__name__,
+                event.actor,
+                "; ".join(s for s in said if s),
+            ]
         )
     return rows
 

@@ -41,7 +41,8 @@ One concept per module; each imports only those before it (a test enforces it):
 - :mod:`.rules` — :func:`decide`, which sends each command to its rule;
 - :mod:`.admission` — authentication, freshness, :func:`decide_signed`, a command id decided once
   (:func:`decide_again`) and the trust anchors;
-- :mod:`.answers` — the command results published, and which stream an event belongs to.
+- :mod:`.answers` — the command results published (and what a promotion or rollback takes out
+  of service, which ``ledger policy show`` says too), and which stream an event belongs to.
 
 This package's public API is :data:`__all__`; the modules' other names are its internals.
 """
@@ -59,6 +60,7 @@ from ledger.core.lifecycle.answers import (
     already_applied,
     command_result,
     event_stream,
+    taken_out_of_service,
 )
 from ledger.core.lifecycle.commands import (
     DEFAULT_ADMINS,
@@ -97,4 +99,5 @@ __all__ = [
     "AUTHENTICATION_CODES",
     "event_stream",
     "EventStream",
+    "taken_out_of_service",
 ]

@@ -1,7 +1,7 @@
 """Answers: what the ledger publishes about a command it decided, and where its events go.
 
 Lives here: :func:`command_result` (the ``CommandAccepted``/``CommandRejected`` for an outcome,
-with ``_notes``: what a promotion or rollback supersedes, and :func:`overlap_note`: another
+with ``_notes``: what a promotion or rollback supersedes (:func:`taken_out_of_service`), and :func:`overlap_note`: another
 deployed policy that may govern the same actions), :func:`already_applied` (the answer to a
 command delivered again after it was applied) and :func:`event_stream` (a governance event's
 stream, :data:`EventStream`).
@@ -33,11 +33,12 @@ from ledger.core.events import (
 from ledger.core.globs import is_pattern
 from ledger.core.lifecycle.commands import command_aggregate
 from ledger.core.lifecycle.rejections import Rejection
-from ledger.core.state import LedgerState, overlapping_governs
+from ledger.core.state import LedgerState, PolicyRecord, overlapping_governs
 
 __all__ = [
     "command_result",
     "overlap_note",
+    "taken_out_of_service",
     "event_stream",
     "EventStream",
     "already_applied",
@@ -106,20 +107,29 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
     if isinstance(event, PolicyVersionProposed):
         return [n for n in [overlap_note(state, event.policy, event.governs)] if n]
     record = state.policies.get(getattr(event, "policy", ""))
-    if record is None:
-        return []
     notes: list[str] = []
-    if isinstance(event, PolicyVersionPromoted):
+    if isinstance(event, PolicyVersionPromoted) and record is not None:
         version = record.versions.get(event.version)
         if event.stage in (Stage.CANARY, Stage.ACTIVE) and version is not None:
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
-        if event.previous_version is not None:
-            was = (
-                f"the canary ({record.canary_percent}%)"
-                if event.stage is Stage.CANARY
-                else event.stage.value
-            )
-            notes.append(f"v{event.previous_version} was {was}: it is superseded")
+    return notes + taken_out_of_service(record, event)
+
+
+def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) -> list[str]:
+    """What a promotion or a rollback takes out of service, said from the policy's ``record``
+    before the event: ``v2 was the canary (10%): it is superseded``, ``the canary v3 (20%)
+    ends``. A command's answer and ``ledger policy show`` both say it this way; a rollback's
+    own fields (``from_version=1, to_version=1``) read as one that did nothing."""
+    if record is None:
+        return []
+    notes: list[str] = []
+    if isinstance(event, PolicyVersionPromoted) and event.previous_version is not None:
+        was = (
+            f"the canary ({record.canary_percent}%)"
+            if event.stage is Stage.CANARY
+            else event.stage.value
+        )
+        notes.append(f"v{event.previous_version} was {was}: it is superseded")
     elif isinstance(event, PolicyRolledBack):
         if record.canary is not None and record.canary != event.to_version:
             notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")

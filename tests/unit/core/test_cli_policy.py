@@ -589,9 +589,9 @@ def test_policy_show_says_a_rollback_ended_a_canary() -> None:
     local.rollback("refund", reason="too strict")
     rows = _history_rows("refund", list(local.events))
     (rolled,) = [r for r in rows if r[1] == "PolicyRolledBack"]
-    assert rolled[3].endswith(", ended canary v2 (50%)"), rolled
+    assert rolled[3].endswith("; the canary v2 (50%) ends"), rolled
     assert "from_version=1" in rolled[3] and "to_version=1" in rolled[3]
-    assert not any("ended canary" in r[3] for r in rows if r is not rolled)
+    assert not any("canary v2 (50%) ends" in r[3] for r in rows if r is not rolled)
 
 
 def test_a_promotions_note_is_recorded_and_shown() -> None:
