@@ -294,16 +294,19 @@ def role_rows(state: LedgerState, principal: str | None) -> dict[str, list[str]]
 
 
 def policy_rows(state: LedgerState) -> list[dict[str, Any]]:
-    """One summary row per policy (owner, deployed versions), as tables and --json show them."""
+    """One summary row per policy (owner, deployed versions, what they govern and what only its
+    shadows observe), as tables and --json show them."""
     rows = []
     for name in sorted(state.policies):
         rec = state.policies[name]
         latest = rec.versions.get(rec.latest)
+        decides, observes = rec.governs()
         rows.append(
             {
                 "policy": name,
                 "owner": latest.owner if latest else None,
-                "governs": list(latest.governs) if latest else [],
+                "governs": sorted(decides),
+                "observes": sorted(observes),
                 "active": rec.active,
                 "canary": rec.canary,
                 "canary_percent": rec.canary_percent,

@@ -258,7 +258,8 @@ def retire(
 @json_option
 @handle_errors
 def list_policies(bootstrap: str | None, as_json: bool) -> None:
-    """Inventory: every policy with its owner and active / canary / shadow versions."""
+    """Inventory: every policy with its owner, active / canary / shadow versions, and what they
+    govern (a shadow's own actions in parentheses; nothing until a version is deployed)."""
     state, _ = current_state(bootstrap)
     rows = policy_rows(state)
     if as_json:
@@ -274,11 +275,18 @@ def list_policies(bootstrap: str | None, as_json: bool) -> None:
                 canary_cell(r),
                 ",".join(map(str, r["shadow"])) or "-",
                 r["latest"],
-                "retired" if r["retired"] else ", ".join(r["governs"]),
+                "retired" if r["retired"] else governs_cell(r),
             ]
             for r in rows
         ],
     )
+
+
+def governs_cell(row: dict[str, Any]) -> str:
+    """``refund.issue (shadow: refund.partial)``: what a policy decides, then what only its
+    shadows observe; ``-`` when nothing of it is deployed."""
+    shadow = f"(shadow: {', '.join(row['observes'])})" if row["observes"] else ""
+    return " ".join(x for x in (", ".join(row["governs"]), shadow) if x) or "-"
 
 
 @click.command("show")

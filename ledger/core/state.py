@@ -80,6 +80,7 @@ __all__ = [
     "aggregate_of",
     "governing_policy",
     "overlapping_governs",
+    "governs_precedence",
     "aggregate_record",
     "RECORDED_LIMITS",
     "compile_deployed",
@@ -222,6 +223,17 @@ class PolicyRecord:
             self.active if stage is Stage.ACTIVE else self.canary if stage is Stage.CANARY else None
         )
         return held if held != version else None
+
+    def governs(self) -> tuple[frozenset[str], frozenset[str]]:
+        """What the policy decides (its active and canary versions' ``governs``) and what it
+        only observes (its shadow versions' beyond those); nothing once retired. A draft or an
+        approved version governs nothing until it is deployed."""
+        if self.retired:
+            return frozenset(), frozenset()
+        deciding = [v for v in (self.active, self.canary) if v is not None]
+        decides = frozenset(p for v in deciding for p in self.versions[v].governs)
+        observes = frozenset(p for v in self.shadows for p in self.versions[v].governs) - decides
+        return decides, observes
 
     def deployed(self) -> tuple[int, ...]:
         """Versions that take part in evaluation: active, canary, shadows."""
@@ -917,24 +929,27 @@ def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
     exact: tuple[dict[str, str], dict[str, str]] = ({}, {})
     globs: tuple[list[tuple[int, str, str]], list[tuple[int, str, str]]] = ([], [])
     for name in sorted(state.policies):
-        record = state.policies[name]
-        if record.retired:
-            continue
-        # What the active and canary versions govern, the policy decides; what only its
-        # shadow versions govern, it observes.
-        deciding_versions = [v for v in (record.active, record.canary) if v is not None]
-        decides = {p for v in deciding_versions for p in record.versions[v].governs}
-        shadowed = {p for v in record.shadows for p in record.versions[v].governs} - decides
-        for tier, patterns in ((0, decides), (1, shadowed)):
+        for tier, patterns in enumerate(state.policies[name].governs()):
             for pattern in sorted(patterns):
                 if is_pattern(pattern):
-                    globs[tier].append((-len(pattern), pattern, name))
+                    globs[tier].append(
+                        governs_precedence(pattern, name)[1:]
+                    )  # globs: drop the flag
                 else:
                     exact[tier].setdefault(pattern, name)  # names in order: lowest wins
     deciding: _Index = (exact[0], tuple((compile_globs((p,)), n) for _, p, n in sorted(globs[0])))
     observing: _Index = (exact[1], tuple((compile_globs((p,)), n) for _, p, n in sorted(globs[1])))
+    # Sorted by governs_precedence: the first glob matching an action governs it.
     state.memo["governance"] = (deciding, observing)
     return deciding, observing
+
+
+def governs_precedence(pattern: str, policy: str) -> tuple[bool, int, str, str]:
+    """Which of two ``governs`` entries that match one action decides it: the lower key. An
+    exact name before any glob, then the longer glob, then of two globs as long the one first in
+    code-point order, then the lower policy name. :func:`governing_policy` chooses by it and
+    the overlap note names the winner by it."""
+    return is_pattern(pattern), -len(pattern), pattern, policy
 
 
 def _lookup(index: _Index, action: str) -> str | None:
@@ -960,7 +975,7 @@ def overlapping_governs(
         record = state.policies[other]
         if other == name or record.retired:
             continue
-        theirs = sorted({p for v in record.deployed() for p in record.versions[v].governs})
+        theirs = sorted(frozenset().union(*record.governs()))
         for mine in ours:
             for pattern in theirs:
                 budget -= 1
@@ -992,7 +1007,7 @@ def _fixed(pattern: str) -> str:
 
 def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
     """The policy that governs ``action``: an exact ``governs`` entry first, else the longest
-    matching glob (ties by policy name), among what the policies' active and canary versions
+    matching glob (see :func:`governs_precedence` for ties), among what the policies' active and canary versions
     govern; only when none of those does, among what shadow versions govern. A shadow observes:
     it never takes another policy's action over, nor brings one to its own policy's active
     version."""

@@ -33,7 +33,12 @@ from ledger.core.events import (
 from ledger.core.globs import is_pattern
 from ledger.core.lifecycle.commands import command_aggregate
 from ledger.core.lifecycle.rejections import Rejection
-from ledger.core.state import LedgerState, PolicyRecord, overlapping_governs
+from ledger.core.state import (
+    LedgerState,
+    PolicyRecord,
+    governs_precedence,
+    overlapping_governs,
+)
 
 __all__ = [
     "command_result",
@@ -150,17 +155,16 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     more = "; and more" if len(found) > 3 else ""
     return (
         f"note: actions may also be governed by another policy ({shown}{more}); where both are "
-        "deployed an exact name decides before a glob, then the longest glob, then the lower "
-        "policy name"
+        "deployed an exact name decides before a glob, then the longest glob (of two as long, "
+        "the first in code-point order), then the lower policy name"
     )
 
 
 def _who_decides(policy: str, mine: str, other: str, theirs: str) -> str:
     """``refund.* ~ refund's refund.issue: refund decides it``: which of two deployed policies
-    decides the actions both patterns match (as ``governing_policy`` chooses: an exact name,
-    then the longer glob, then the lower policy name), so an owner sees what a glob will not
-    decide."""
-    ours, others = (is_pattern(mine), -len(mine), policy), (is_pattern(theirs), -len(theirs), other)
+    decides the actions both patterns match (by :func:`governs_precedence`, as
+    ``governing_policy`` chooses), so an owner sees what a glob will not decide."""
+    ours, others = governs_precedence(mine, policy), governs_precedence(theirs, other)
     winner = policy if ours < others else other
     shared = "what both match" if is_pattern(theirs) and is_pattern(mine) else "it"
     return f"{mine} ~ {other}'s {theirs}: {winner} decides {shared}"

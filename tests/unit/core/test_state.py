@@ -1537,3 +1537,60 @@ def test_the_overlap_note_says_which_policy_decides_the_shared_actions() -> None
         ": b decides what both match"
     )
     assert _who_decides("b", "x.*", "a", "x.*").endswith(": a decides what both match")
+
+
+@pytest.mark.parametrize(
+    ("alpha", "zeta", "action"),
+    [
+        ("pay.a*", "pay.*x", "pay.ax"),  # two globs as long: the first in character order
+        ("pay.*x", "pay.a*", "pay.ax"),
+        ("pay.*", "pay.a*", "pay.ab"),  # the longer glob
+        ("pay.*", "pay.ab", "pay.ab"),  # an exact name before any glob
+        ("pay.a?", "pay.a?", "pay.ab"),  # the same glob: the lower policy name
+    ],
+)
+def test_the_overlap_note_names_the_policy_that_governs(alpha: str, zeta: str, action: str) -> None:
+    # A review: the note broke ties between globs as long by policy name, the evaluator by the
+    # globs' text, so the note named the policy that does not decide.
+    from ledger.core.lifecycle.answers import _who_decides
+    from ledger.core.state import governing_policy
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    for name, pattern in (("zeta", zeta), ("alpha", alpha)):
+        ledger.deploy(
+            REFUND.replace("policy: refund", f"policy: {name}", 1).replace(
+                "governs: [refund.issue]", f"governs: ['{pattern}']", 1
+            )
+        )
+    governing = governing_policy(ledger.state, action)
+    assert governing is not None
+    note = _who_decides("alpha", alpha, "zeta", zeta)
+    assert f": {governing.name} decides" in note, (note, governing.name)
+
+
+def test_what_a_policy_governs_is_what_its_deployed_versions_govern() -> None:
+    # A review: `policy list` showed the latest version's governs, a draft's included, for a
+    # policy whose deployed version governed less (the draft's actions were denied).
+    from ledger.cli.common import policy_rows
+    from ledger.cli.lifecycle import governs_cell
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND)
+    ledger.deploy(
+        REFUND.replace("governs: [refund.issue]", "governs: ['refund.*']", 1), stage="shadow"
+    )
+    ledger.deploy(REFUND.replace("governs: [refund.issue]", "governs: [pay.*]", 1), stage="draft")
+    (row,) = policy_rows(ledger.state)
+    assert (row["governs"], row["observes"], row["latest"]) == (["refund.issue"], ["refund.*"], 3)
+    assert "pay.*" not in governs_cell(row)
+    assert governs_cell(row) == "refund.issue (shadow: refund.*)"
+    assert ledger.state.policies["refund"].governs() == (
+        frozenset({"refund.issue"}),
+        frozenset({"refund.*"}),
+    )
+    only_draft = LocalLedger()
+    only_draft.deploy(REFUND, stage="draft")
+    (row,) = policy_rows(only_draft.state)
+    assert (row["governs"], governs_cell(row)) == ([], "-")
