@@ -26,13 +26,11 @@ from ledger.cli.output import (
     rule_label,
     to_jsonable,
 )
-from ledger.core.evaluate import request_problem
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.core.globs import is_pattern
 from ledger.core.policy import (
     Policy,
-    PolicyOutcome,
     PolicyTestCase,
     check_policy,
     load_yaml,
@@ -480,20 +478,11 @@ def eval_(
         resource=resource,
         expect_determination=Determination.ALLOW,  # unused: eval reports, it does not assert
     )
-    # What the ledger itself would make of this request first: a name over the input limits is
-    # decided error / request_too_large, and a value Avro cannot carry (an integer beyond 64
-    # bits, a lone surrogate) never leaves the SDK. Offline gives no answer the ledger would not.
-    request = sendable_request(principal, action, resource, facts, context)
-    too_large = request_problem(request)
-    outcome = (
-        PolicyOutcome(
-            determination=Determination.ERROR,
-            reason_code="request_too_large",
-            reasons=(too_large,),
-        )
-        if too_large is not None
-        else offline_outcome(policy, case)
-    )
+    # A value Avro cannot carry (an integer beyond 64 bits, a lone surrogate) never leaves the
+    # SDK: offline gives no answer the ledger would not. The sizes the evaluator checks first
+    # are offline_outcome's own first step, as in `policy test`.
+    sendable_request(principal, action, resource, facts, context)
+    outcome = offline_outcome(policy, case)
     result = {
         "policy": policy.name,
         "content_hash": policy.content_hash,

@@ -65,6 +65,7 @@ __all__ = [
     "evaluate",
     "evaluate_batch",
     "request_problem",
+    "size_problem",
     "decided_before_policy",
     "unanswerable",
     "items_refused",
@@ -243,18 +244,16 @@ def evaluate(
     principal, action, resource = request.principal, request.action, request.resource
     request_id = request.event_id
     requested_by = _asker(request)
-    problem = _names_problem(principal, action, resource, limits)
     writer = (now, actor, evaluator_id)
-    if problem is not None:  # nothing evaluated: the facts are not part of the answer
-        return _before_policy(state, request, writer, _ERROR, "request_too_large", problem)
-    # Grant conditions see the facts as sent, so a decimal longer than any policy accepts is
-    # refused before them: comparing two costs time with their digits, the budget counts one.
     # A pre-evaluation's context was checked once, for all its items (evaluate_batch).
-    long = decimal_problems(facts, limits) if facts else ()
-    if context and meter is None:
-        long += decimal_problems(context, limits, "context.")
-    if long:
-        return _before_policy(state, request, writer, _ERROR, "invalid_facts", long, facts, context)
+    unsized = size_problem(
+        principal, action, resource, facts, context if meter is None else _EMPTY, limits
+    )
+    if unsized is not None:
+        code, reasons = unsized
+        if code == "request_too_large":  # nothing evaluated: the facts are not in the answer
+            return _before_policy(state, request, writer, _ERROR, code, reasons[0])
+        return _before_policy(state, request, writer, _ERROR, code, reasons, facts, context)
     grant, over_budget, tried = authorize_request(
         state,
         principal,
@@ -408,6 +407,29 @@ def _names_problem(principal: str, action: str, resource: str | None, limits: Li
         if len(v) > longest
     )
     return f"the request's {name} is longer than {longest:,} characters (request_name_chars)"
+
+
+def size_problem(
+    principal: str,
+    action: str,
+    resource: str | None,
+    facts: Mapping[str, Any],
+    context: Mapping[str, Any],
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[str, tuple[str, ...]] | None:
+    """Step 0, the sizes checked before anything is looked up: ``("request_too_large",
+    (why,))`` for a name over ``request_name_chars`` (names key the evaluator's caches), then
+    ``("invalid_facts", (why, …))`` for a decimal fact or context value longer than
+    ``fact_decimal_digits`` (grant conditions see the facts as sent, and comparing two decimals
+    costs time with their digits where the budget counts one); ``None`` when within both.
+    :func:`evaluate` answers by it, and so do offline policy tests and ``policy eval``."""
+    problem = _names_problem(principal, action, resource, limits)
+    if problem is not None:
+        return "request_too_large", (problem,)
+    long = decimal_problems(facts, limits) if facts else ()
+    if context:
+        long += decimal_problems(context, limits, "context.")
+    return ("invalid_facts", long) if long else None
 
 
 def request_problem(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.core.evaluate import REASON_CODES
+from ledger.core.evaluate import REASON_CODES, size_problem
 from ledger.core.events import Determination
 from ledger.core.globs import is_pattern
 from ledger.core.jsonform import to_json_value
@@ -39,7 +39,15 @@ class CaseResult:
 
 
 def offline_outcome(policy: Policy, case: PolicyTestCase) -> PolicyOutcome:
-    """What the evaluator would say for the case, with authority assumed."""
+    """What the evaluator would say for the case, with authority assumed: its sizes first
+    (``error`` / ``request_too_large`` or ``invalid_facts``, as the evaluator's step 0), then
+    whether the policy governs the action, then the policy."""
+    unsized = size_problem(
+        case.principal or "", case.action or "", case.resource, case.facts, case.context
+    )
+    if unsized is not None:
+        code, reasons = unsized
+        return PolicyOutcome(determination=Determination.ERROR, reason_code=code, reasons=reasons)
     if case.action is not None and not policy.governs_action(case.action):
         return PolicyOutcome(
             determination=Determination.DENY,

@@ -638,3 +638,63 @@ def test_a_blank_reason_is_a_usage_error_before_anything_is_sent(args: list[str]
     # (sent, then refused missing_reason by the command processor).
     code, _, err = run(*args, "--bootstrap", "127.0.0.1:1")
     assert code == 2 and "'--reason': is empty: say why" in err, err
+
+
+def test_policy_test_answers_as_eval_and_the_ledger_do_for_inputs_over_the_limits(
+    tmp_path: Path,
+) -> None:
+    # A review: a case whose resource was over the name limit passed `policy test`, while
+    # `policy eval` and the evaluator answer error / request_too_large for the same input.
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from ledger.core.evaluate import evaluate
+    from ledger.core.events import EvaluationRequested
+    from ledger.testing import LocalLedger
+
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    long_resource, long_decimal = "x" * 2000, "1" * 1500
+    (tmp_path / "refund.tests.yaml").write_text(
+        "policy: refund\ncases:\n"
+        "  - name: long resource\n"
+        f"    resource: {long_resource}\n"
+        "    facts: {tenure_days: 120, amount: '120.50', prior_refunds_12m: 0, standing: good}\n"
+        "    expect: {determination: allow}\n"
+        "  - name: long decimal\n"
+        f"    facts: {{tenure_days: 120, amount: '0.{long_decimal}', prior_refunds_12m: 0, "
+        "standing: good}\n"
+        "    expect: {determination: allow}\n"
+    )
+    code, out, _ = run("policy", "test", "--json", str(tmp_path))
+    results = {c["case"]: c for c in json.loads(out)["cases"]}
+    assert code == 1, out
+    got = {
+        name: (c["got"]["determination"], c["got"]["reason_code"]) for name, c in results.items()
+    }
+    assert got == {
+        "long resource": ("error", "request_too_large"),
+        "long decimal": ("error", "invalid_facts"),
+    }
+    # The ledger's own evaluator says the same of the same requests.
+    ledger = LocalLedger()
+    ledger.deploy(REFUND.read_text())
+    facts = {"tenure_days": 120, "amount": Decimal("120.50"), "prior_refunds_12m": 0}
+    for resource, amount, expected in (
+        (long_resource, "120.50", "request_too_large"),
+        ("order:1", f"0.{long_decimal}", "invalid_facts"),
+    ):
+        decision = evaluate(
+            ledger.state,
+            EvaluationRequested(
+                event_id=f"r-{expected}",
+                occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+                actor="agent:x",
+                principal="agent:x",
+                action="refund.issue",
+                resource=resource,
+                facts={**facts, "amount": Decimal(amount), "standing": "good"},
+            ),
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+            evaluator_id="test",
+        )
+        assert (decision.determination.value, decision.reason_code) == ("error", expected)
