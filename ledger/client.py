@@ -66,7 +66,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.limits import DEFAULT_LIMITS, id_problem
 from ledger.core.text import clipped
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
@@ -614,11 +614,10 @@ def _bounded_id(message: M) -> M:
     """``message``, refused here when its id is over ``request_id_chars``: the ledger's
     processors dead-letter such a record unanswered (``id_too_long``), so sending it would
     only wait for the timeout."""
-    longest = DEFAULT_LIMITS.request_id_chars
-    if len(message.event_id) > longest:
+    if id_problem(message.event_id, "") is not None:
         raise UsageError(
             f"{type(message).__name__} id of {len(message.event_id):,} characters: at most "
-            f"{longest}; leave event_id to the client (new_id())"
+            f"{DEFAULT_LIMITS.request_id_chars}; leave event_id to the client (new_id())"
         )
     return message
 

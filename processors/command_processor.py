@@ -59,7 +59,7 @@ from ledger.core.lifecycle import (
     event_stream,
     register_anchors,
 )
-from ledger.core.limits import DEFAULT_LIMITS
+from ledger.core.limits import DEFAULT_LIMITS, id_problem
 from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
@@ -310,10 +310,9 @@ class CommandHandler:
             )
         except CodecError as exc:
             return self._letter(msg, exc.code, str(exc))
-        if len(command.event_id) > DEFAULT_LIMITS.request_id_chars:
-            # Not decided, and above all not remembered: rejections are held for minutes.
-            reason = f"the command id is longer than {DEFAULT_LIMITS.request_id_chars} characters"
-            return self._letter(msg, "id_too_long", reason)
+        long_id = id_problem(command.event_id, "command")
+        if long_id is not None:  # not decided, and above all not remembered
+            return self._letter(msg, "id_too_long", long_id)
         now = utcnow()
         step = Step()
         first = self.first_answer(command.event_id)

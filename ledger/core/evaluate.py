@@ -53,7 +53,7 @@ from ledger.core.events import (
     Value,
 )
 from ledger.core.facts import context_problems, decimal_problems
-from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, governing_policy
 
@@ -453,9 +453,9 @@ def unanswerable(
     remember, checked before either; ``None`` for any other. An id over ``request_id_chars``
     (``id_too_long``: answered ids are remembered for a million requests); a pre-evaluation over
     ``batch_items`` (``too_many_items``: an answer of that many errors may not fit a record)."""
-    if len(request.event_id) > limits.request_id_chars:
-        longest = limits.request_id_chars
-        return "id_too_long", f"the request id is longer than {longest:,} characters"
+    long_id = id_problem(request.event_id, "request", limits)
+    if long_id is not None:
+        return "id_too_long", long_id
     if isinstance(request, BatchEvaluationRequested):
         many = _too_many_items(request, limits)
         if many is not None:

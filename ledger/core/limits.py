@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "RECORD_FRAMING", "record_fits"]
+__all__ = ["Limits", "DEFAULT_LIMITS", "RECORD_FRAMING", "record_fits", "id_problem"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +89,17 @@ class Limits:
 
 DEFAULT_LIMITS: Final = Limits()
 """The limits every entry point uses unless configured otherwise."""
+
+
+def id_problem(event_id: str, what: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """``the command id is longer than 128 characters`` for an id over ``request_id_chars``
+    (``what``: request, command), else ``None``. The processors dead-letter such a record
+    unanswered (``id_too_long``), since the ids they answer are remembered and must be
+    bounded; the SDK and the test double refuse it before it is sent."""
+    longest = limits.request_id_chars
+    if len(event_id) <= longest:
+        return None
+    return f"the {what} id is longer than {longest:,} characters"
 
 
 RECORD_FRAMING: Final = 128

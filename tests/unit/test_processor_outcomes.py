@@ -360,6 +360,7 @@ def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> 
     ((topic, letter),) = decoded(step.outputs)
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
     assert letter.code == "id_too_long"
+    assert letter.reason == "the command id is longer than 128 characters"
     assert handler.first_answer(command.event_id) is None and not handler.rejected
 
 

@@ -849,3 +849,21 @@ def test_the_testing_module_loads_neither_kafka_nor_the_local_launcher() -> None
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_test_double_refuses_a_command_id_the_processor_would_dead_letter() -> None:
+    # A review: LocalLedger applied a command with a 200-character id, which the command
+    # processor dead-letters unanswered (id_too_long), so a test passed that production fails.
+    from dataclasses import replace
+
+    from ledger.core.events import ProposePolicyVersion
+
+    ledger = LocalLedger()
+    proposal = ProposePolicyVersion(
+        event_id="c" * 200, occurred_at=utcnow(), actor=ADMIN, document=REFUND.read_text()
+    )
+    with pytest.raises(UsageError, match=r"command id is longer than 128 .*\(id_too_long\)"):
+        ledger.submit_command(proposal)
+    assert ledger.events == []
+    accepted = ledger.submit_command(replace(proposal, event_id="c" * 128))
+    assert accepted.version == 1
