@@ -65,9 +65,12 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
     stores them: bytes, integers, floats without NaN). The footer is read twice, by pyarrow
     (whose values are compared) and by DuckDB (what queries trust), and must say the same to
     both: no statistic with one side only, none pyarrow does not read, no two minimums or
-    maximums that differ. And the file must be the exporter's writer's, with the column types
-    it writes, and carry nothing it never writes (bloom filters, page indexes, column chunks
-    stored elsewhere), which readers trust without reading the data. (Rows deleted or added
+    maximums that differ. The data is read twice too, and DuckDB's must bear the footer out
+    as pyarrow's does; each column chunk's pages must lie where the exporter writes them (the
+    dictionary page before the data pages, chunks in order, none overlapping), or the two
+    readers could read different bytes. And the file must be the exporter's writer's, with the
+    column types it writes, and carry nothing it never writes (bloom filters, page indexes,
+    column chunks stored elsewhere), which readers trust without reading the data. (Rows deleted or added
     are the chains' and the offsets' to find: a footer true to its data says nothing of that.)
     """
     import pyarrow.parquet as pq  # here: importing pyarrow costs every `ledger` command time
@@ -86,6 +89,7 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
         )
     duck = _as_duckdb_reads(path, con)
     counted = 0
+    end = 4  # where the first column chunk may start: after the leading magic bytes
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         table = parquet.read_row_group(g)
@@ -101,6 +105,9 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
             for attribute, what in _NOT_WRITTEN:
                 if getattr(chunk, attribute):
                     return FooterProblem(f"{where} has {what}")
+            misplaced, end = _layout(chunk, end)
+            if misplaced is not None:
+                return FooterProblem(f"{where}{misplaced}")
             stats = chunk.statistics
             seen = duck.get((g, c))
             if seen is None:
@@ -111,28 +118,128 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
             if stats is None:
                 continue
             column = table.column(c)
-            if stats.null_count is not None and stats.null_count != column.null_count:
-                return FooterProblem(
-                    f"{where}: its statistics count {stats.null_count} null(s), "
-                    f"the data {column.null_count}"
-                )
-            if not stats.has_min_max:
-                continue
-            low, high = _min_max(column)
-            if low is None or high is None:
-                continue
-            if not stats.min_raw <= low or not high <= stats.max_raw:
-                return FooterProblem(
-                    f"{where}: its statistics say {clipped(repr(stats.min_raw), 40)} to "
-                    f"{clipped(repr(stats.max_raw), 40)}, the data holds "
-                    f"{clipped(repr(low), 40)} to {clipped(repr(high), 40)}"
-                )
+            low, high = _min_max(column) if stats.has_min_max else (None, None)
+            unborne = _unborne(stats, column.null_count, low, high, "the data")
+            if unborne is not None:
+                return FooterProblem(f"{where}: {unborne}")
     if counted != meta.num_rows:
         return FooterProblem(
             f"its row groups hold {counted} row(s), its footer says {meta.num_rows}",
             readable=False,
         )
+    return _as_duckdb_reads_data(path, con, parquet)
+
+
+def _as_duckdb_reads_data(path: str, con: Any, parquet: Any) -> FooterProblem | None:
+    """The statistics held to the data as DuckDB reads it, the reader queries trust: each row
+    group's row count, and per column its null count and min ≤ every value ≤ max. Two readers
+    may start a column chunk at different bytes (a red team pointed pyarrow at a forged chunk
+    and DuckDB at the genuine one); whatever DuckDB reads must bear its footer out too."""
+    from ledger.audit.sql import session
+
+    meta, fields = parquet.metadata, list(parquet.schema_arrow)
+    ends, total = [], 0
+    for g in range(meta.num_row_groups):
+        total += meta.row_group(g).num_rows
+        ends.append(total)
+    group = (
+        "CASE "
+        + " ".join(f"WHEN file_row_number < {end} THEN {g}" for g, end in enumerate(ends))
+        + f" ELSE {len(ends)} END"
+    )
+    columns = ", ".join(
+        f"count({q}), {_duck_min_max(q, f.type)}" for q, f in ((_quoted(f.name), f) for f in fields)
+    )
+    own = con is None
+    con = session() if own else con
+    try:
+        rows = con.execute(
+            f"SELECT __group, count(*), {columns} FROM (SELECT *, {group} AS __group FROM "
+            "read_parquet(?, file_row_number = true, hive_partitioning = false)) "
+            "GROUP BY __group ORDER BY __group",
+            [path],
+        ).fetchall()
+    finally:
+        if own:
+            con.close()
+    read = {int(r[0]): r[1:] for r in rows}
+    for g in range(meta.num_row_groups):
+        says = meta.row_group(g).num_rows
+        found = read.get(g)
+        if found is None or found[0] != says:
+            held = found[0] if found is not None else 0
+            return FooterProblem(f"row group {g} says {says} row(s), DuckDB reads {held}")
+        for c, name in enumerate(f.name for f in fields):
+            stats = meta.row_group(g).column(c).statistics
+            if stats is None:
+                continue
+            count, low, high = found[1 + 3 * c : 4 + 3 * c]
+            where = f"row group {g}, column {name}"
+            unborne = _unborne(stats, says - count, low, high, "the data as DuckDB reads it")
+            if unborne is not None:
+                return FooterProblem(f"{where}: {unborne}")
+    if set(read) - set(range(meta.num_row_groups)):
+        return FooterProblem(f"DuckDB reads rows beyond the {meta.num_rows} its footer says")
     return None
+
+
+def _unborne(stats: Any, nulls: int, low: Any, high: Any, data: str) -> str | None:
+    """Where a column chunk's statistics (``stats``) say what its values do not: ``nulls``
+    of them null, the least ``low`` and the greatest ``high`` (``None``: nothing to compare),
+    as ``data`` (which reader) read them."""
+    if stats.null_count is not None and stats.null_count != nulls:
+        return f"its statistics count {stats.null_count} null(s), {data} {nulls}"
+    if not stats.has_min_max or low is None or high is None:
+        return None
+    if stats.min_raw <= low and high <= stats.max_raw:
+        return None
+    return (
+        f"its statistics say {clipped(repr(stats.min_raw), 40)} to "
+        f"{clipped(repr(stats.max_raw), 40)}, {data} holds "
+        f"{clipped(repr(low), 40)} to {clipped(repr(high), 40)}"
+    )
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duck_min_max(column: str, kind: Any) -> str:
+    """DuckDB's least and greatest value of ``column`` as Parquet's statistics store them, as
+    :func:`_min_max` computes pyarrow's: text and JSON as UTF-8 bytes, times as integers of
+    their unit, NaN left out."""
+    import pyarrow as pa
+
+    if isinstance(kind, pa.BaseExtensionType):
+        kind = kind.storage_type
+    value = column
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        value = f"encode(CAST({column} AS VARCHAR))"
+    elif pa.types.is_timestamp(kind):
+        value = {"s": "epoch", "ms": "epoch_ms", "us": "epoch_us", "ns": "epoch_ns"}[kind.unit]
+        value = f"{value}({column})"
+    known = f" FILTER (WHERE NOT isnan({column}))" if pa.types.is_floating(kind) else ""
+    return f"min({value}){known}, max({value}){known}"
+
+
+def _layout(chunk: Any, end: int) -> tuple[str | None, int]:
+    """What is wrong with where a column chunk's pages are (``end``: where the chunk before it
+    ended), and where this one ends. Readers start a chunk at different bytes: pyarrow at its
+    dictionary page only when that comes before the data pages, DuckDB at any dictionary page
+    offset (a red team pointed each at a chunk of its own). The exporter writes each chunk's
+    dictionary page, then its data pages, chunk after chunk."""
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page:
+        if not 4 <= chunk.dictionary_page_offset < chunk.data_page_offset:
+            return (
+                f": its dictionary page ({chunk.dictionary_page_offset}) is not before its "
+                f"data pages ({chunk.data_page_offset})",
+                end,
+            )
+        start = chunk.dictionary_page_offset
+    if start < end:
+        return " overlaps the column chunk before it", end
+    return None, start + chunk.total_compressed_size
 
 
 def _as_duckdb_reads(path: str, con: Any) -> dict[tuple[int, int], tuple[Any, ...]]:

@@ -811,3 +811,41 @@ def test_statistics_the_two_readers_read_differently_are_a_lie() -> None:
     assert "bloom filter" in str(_disagreement(Stats(), (*both[:7], 4, None, None)))
     differ = ("1", "150", "1", "9", "150", "150", "0", None, None, None)
     assert "two different minimums" in str(_disagreement(Stats(), differ))
+
+
+def test_column_chunks_where_two_readers_would_read_different_bytes_are_a_lie() -> None:
+    # A red team's forgery: data_page_offset at a forged chunk (what pyarrow reads and the
+    # statistics describe), dictionary_page_offset after it at the genuine one (what DuckDB
+    # reads): filtered queries skipped genuine rows and both verifiers passed.
+    from types import SimpleNamespace
+
+    from ledger.audit.footer import _layout
+
+    def chunk(dictionary: int | None, data: int, size: int) -> Any:
+        return SimpleNamespace(
+            has_dictionary_page=dictionary is not None,
+            dictionary_page_offset=dictionary,
+            data_page_offset=data,
+            total_compressed_size=size,
+        )
+
+    assert _layout(chunk(4, 40, 100), 4) == (None, 104)  # as the exporter writes it
+    assert _layout(chunk(None, 104, 50), 104) == (None, 154)
+    forged, _ = _layout(chunk(4421, 4, 200), 4)
+    assert forged == ": its dictionary page (4421) is not before its data pages (4)"
+    assert _layout(chunk(2, 40, 100), 4)[0] is not None  # inside the magic bytes
+    assert _layout(chunk(None, 50, 10), 104)[0] == " overlaps the column chunk before it"
+
+
+def test_the_data_as_duckdb_reads_it_is_held_to_the_footer_too(export: Path) -> None:
+    # Defence in depth for the forgery above: whatever bytes DuckDB reads, the reader queries
+    # trust, must bear the statistics out as pyarrow's reading does.
+    from ledger.audit.footer import _as_duckdb_reads_data
+
+    for path in [*files_of(export, TOPICS.decisions), *files_of(export, TOPICS.chain_checkpoints)]:
+        assert _as_duckdb_reads_data(str(path), None, pq.ParquetFile(path)) is None, path
+    path = files_of(export, TOPICS.decisions)[0]
+    hide_in_footer(path, 1, ["event_id"])
+    found = _as_duckdb_reads_data(str(path), None, pq.ParquetFile(path))
+    assert found is not None and str(found).startswith("row group 1, column "), found
+    assert "the data as DuckDB reads it holds" in str(found)
