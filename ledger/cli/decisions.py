@@ -33,6 +33,7 @@ from ledger.core.events import (
     DecisionRecorded,
     Determination,
     EvaluationRequested,
+    item_ref,
 )
 from ledger.core.globs import glob_matches
 from ledger.core.text import clipped
@@ -111,7 +112,7 @@ def decisions_cmd(
                 and request != request_id
                 and not (  # one item of a pre-evaluation, as the table prints it
                     isinstance(answer, BatchItemDecision)
-                    and f"{request}#{answer.item_id}" == request_id
+                    and item_ref(request, answer.item_id) == request_id
                 )
             )
             or (principal and who != principal)
@@ -135,7 +136,7 @@ def decisions_cmd(
                 or d.request_id == request_id
                 or (
                     isinstance(d, BatchDecisionRecorded)
-                    and any(f"{d.request_id}#{i.item_id}" == request_id for i in d.decisions)
+                    and any(item_ref(d.request_id, i.item_id) == request_id for i in d.decisions)
                 )
             )
         if isinstance(d, DecisionRecorded):
@@ -152,13 +153,17 @@ def decisions_cmd(
                     (
                         d,
                         [
-                            _row(d.occurred_at, f"{d.request_id}#{i.item_id}", d.principal, i)
+                            _row(d.occurred_at, item_ref(d.request_id, i.item_id), d.principal, i)
                             for i in items
                         ],
                     )
                 )
     found.sort(key=lambda pair: pair[0].occurred_at)
     shown = found[-limit:]
+    if request_id:
+        several = _several(request_id, found)
+        if several is not None:
+            click.echo(f"note: {several}", err=True)
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
         if request_id and not found:
@@ -190,6 +195,28 @@ def decisions_cmd(
         click.echo(
             f"note: {_why_none(address, security, settings, request_id, answered)}", err=True
         )
+
+
+def _several(request_id: str, found: list[tuple[Any, list[list[Any]]]]) -> str | None:
+    """What to say when ``--request`` named more than one decision by the same text: a request
+    decided again, or ids (free text) that read alike: a request whose own id reads as another's
+    REQUEST#ITEM, an item id repeated in a hand-built pre-evaluation."""
+    named = [(record, sum(1 for row in rows if row[1] == request_id)) for record, rows in found]
+    kinds = [
+        "a request of that id"
+        if isinstance(record, DecisionRecorded)
+        else f"{count} item(s) of pre-evaluation {clipped(record.request_id, 60)}"
+        for record, count in named
+        if count
+    ]
+    total = sum(count for _, count in named)
+    if total < 2:
+        return None
+    return (
+        f"{clipped(repr(request_id), 80)} names {total} decisions ({'; '.join(kinds)}): a "
+        "request decided again, or ids (free text) that read alike; --json shows each with "
+        "its decision id (event_id), which names one"
+    )
 
 
 def _row(
@@ -239,7 +266,7 @@ def _undecided(address: str, security: Any, settings: Settings, request_id: str)
         if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)):
             if event.event_id == request_id or (
                 isinstance(event, BatchEvaluationRequested)
-                and any(f"{event.event_id}#{i.item_id}" == request_id for i in event.items)
+                and any(item_ref(event.event_id, i.item_id) == request_id for i in event.items)
             ):
                 asked = positioned
         elif isinstance(event, DeadLetter) and event.source_topic == requests:

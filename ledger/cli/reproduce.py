@@ -13,11 +13,18 @@ from typing import Any
 import click
 
 from ledger.audit.reproduce import reproduce
-from ledger.audit.sources import Decision, ExportSource, KafkaSource, LedgerSource, answered
+from ledger.audit.sources import (
+    Decision,
+    ExportSource,
+    KafkaSource,
+    LedgerSource,
+    answered,
+)
 from ledger.cli.common import connection, load_settings
 from ledger.cli.output import json_cell, print_json, print_table
-from ledger.core.events import BatchDecisionRecorded
+from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
+from ledger.core.text import clipped
 from ledger.errors import NotReproduced, UsageError
 
 __all__ = ["reproduce_decision"]
@@ -26,23 +33,37 @@ __all__ = ["reproduce_decision"]
 def _find(source: LedgerSource, decision_id: str) -> Decision:
     """The decision ``decision_id`` names: a decision or request id, or one item of a
     pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch is reproduced,
-    every item with it)."""
+    every item with it). Ids are free text, so a text that names more than one (a request whose
+    own id reads as another's item) is refused, naming each, never one taken for the other."""
+    found: list[tuple[Decision, str]] = []
+    none: UsageError | None = None
     try:
-        return source.decision(decision_id)
-    except UsageError:
-        batch_id, sep, item = decision_id.rpartition("#")
-        if not sep or not batch_id:
-            raise
-        found = source.decision(batch_id)
-        if not isinstance(found, BatchDecisionRecorded) or all(
-            i.item_id != item for i in found.decisions
+        own = source.decision(decision_id)
+        found.append((own, f"decision {own.event_id} of request {own.request_id}"))
+    except UsageError as exc:
+        none = exc
+    for batch_id, item in item_ref_splits(decision_id):
+        try:
+            batch = source.decision(batch_id)
+        except UsageError:
+            continue
+        if isinstance(batch, BatchDecisionRecorded) and any(
+            i.item_id == item for i in batch.decisions
         ):
-            raise
-        click.echo(
-            f"{decision_id} is item {item} of pre-evaluation {batch_id}: reproducing the batch",
-            err=True,
+            found.append((batch, f"item {item} of pre-evaluation {batch_id}"))
+    if not found:
+        assert none is not None
+        raise none
+    if len(found) > 1:
+        named = "; ".join(what for _, what in found)
+        raise UsageError(
+            f"{clipped(repr(decision_id), 80)} names {len(found)} decisions ({named}): ids are "
+            "free text; pass the decision id (`ledger decisions --request` lists them with --json)"
         )
-        return found
+    ((decision, what),) = found
+    if decision.request_id != decision_id and decision.event_id != decision_id:
+        click.echo(f"{decision_id} is {what}: reproducing the batch", err=True)
+    return decision
 
 
 def reproduce_decision(

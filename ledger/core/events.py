@@ -35,6 +35,8 @@ from decimal import Decimal
 from typing import Final, TypeAlias, get_args
 
 __all__ = [
+    "item_ref",
+    "item_ref_splits",
     "COMMAND_PROCESSOR",
     "EVALUATOR",
     "Value",
@@ -702,6 +704,20 @@ class BatchItemDecision:
     policy_version: int | None = None
     rule: str | None = None
     grant_id: str | None = None
+
+
+def item_ref(request_id: str, item_id: str) -> str:
+    """``REQUEST#ITEM``: how readers name one item of a pre-evaluation. Ids are free text, so
+    one such text can name several decisions (a request whose own id holds a ``#``, an item id
+    that does, two items of a hand-built batch with one id): a reader that finds more than one
+    says so rather than take one."""
+    return f"{request_id}#{item_id}"
+
+
+def item_ref_splits(ref: str) -> list[tuple[str, str]]:
+    """Every ``(request id, item id)`` that ``ref`` may name as :func:`item_ref` writes it: one
+    per ``#`` in it (``a#b#c``: request ``a`` item ``b#c``, and request ``a#b`` item ``c``)."""
+    return [(ref[:at], ref[at + 1 :]) for at, mark in enumerate(ref) if mark == "#" and at]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

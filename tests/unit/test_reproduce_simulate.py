@@ -698,3 +698,63 @@ def test_replay_decision_from_an_export_older_than_a_column(
     result = run("replay", "--decision", target.event_id, "--from", str(old))
     assert result.exit_code == 0, result.stderr
     assert "reproduces:" in result.stdout
+
+
+def test_a_request_id_that_reads_as_another_batchs_item_is_refused_as_ambiguous(
+    history: History,
+) -> None:
+    # A red team: an agent sent a request whose own id was another agent's batch id + "#big";
+    # `replay --decision BATCH#big` then reproduced the decoy's allow and never named the
+    # denied item. A text naming two decisions is refused, naming both.
+    from dataclasses import replace
+
+    from ledger.cli.reproduce import _find
+    from ledger.errors import UsageError
+
+    batch = next(d for d in history.decisions if isinstance(d, BatchDecisionRecorded))
+    single = next(d for d in history.decisions if isinstance(d, DecisionRecorded))
+    ref = f"{batch.request_id}#{batch.decisions[0].item_id}"
+    decoy = replace(single, request_id=ref)
+
+    class Source:
+        where = "test"
+
+        def __init__(self, *decisions: Any) -> None:
+            self.decisions = decisions
+
+        def decision(self, wanted: str) -> Any:
+            for d in self.decisions:
+                if wanted in (d.event_id, d.request_id):
+                    return d
+            raise UsageError(f"no decision {wanted!r}")
+
+    assert _find(Source(batch), ref) is batch  # the item alone: its batch
+    assert _find(Source(decoy), ref) is decoy  # the request alone
+    with pytest.raises(UsageError, match=r"names 2 decisions \(decision .* of request .*; item "):
+        _find(Source(batch, decoy), ref)
+    with pytest.raises(UsageError, match="no decision"):
+        _find(Source(batch), f"{batch.request_id}#no-such-item")
+
+
+def test_ledger_decisions_says_when_one_request_text_names_several_decisions(
+    history: History,
+) -> None:
+    # The same red team: `ledger decisions --request BATCH#big` printed the denied item and the
+    # decoy's allow as two rows alike; a hand-built batch repeating an item id did the same.
+    from dataclasses import replace
+
+    from ledger.cli.decisions import _several
+    from ledger.core.events import item_ref
+
+    batch = next(d for d in history.decisions if isinstance(d, BatchDecisionRecorded))
+    single = next(d for d in history.decisions if isinstance(d, DecisionRecorded))
+    ref = item_ref(batch.request_id, batch.decisions[0].item_id)
+    decoy = replace(single, request_id=ref)
+    item_rows = [[None, item_ref(batch.request_id, i.item_id)] for i in batch.decisions]
+    assert _several(ref, [(batch, item_rows)]) is None  # one item: nothing to say
+    assert _several(batch.request_id, [(batch, item_rows)]) is None  # the batch's own id
+    said = _several(ref, [(batch, item_rows), (decoy, [[None, ref]])])
+    assert said is not None and said.startswith(f"{ref!r} names 2 decisions (")
+    assert f"1 item(s) of pre-evaluation {batch.request_id}; a request of that id" in said
+    repeated = _several(ref, [(batch, [[None, ref], [None, ref]])])
+    assert repeated is not None and "names 2 decisions (2 item(s) of pre-evaluation" in repeated
