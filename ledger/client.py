@@ -331,6 +331,15 @@ class LedgerClient:
         At most ``batch_items`` (500) items per call, sharing one evaluation budget (README,
         input limits): more is a :class:`UsageError` here rather than an answer of errors, as
         is an ``item_id`` two items share (an item without one is given its index)."""
+        request = self._batch_request(principal, items, context)
+        return self._wait(self._send_batch(request), request.event_id, timeout, "batch decision")
+
+    def _batch_request(
+        self,
+        principal: str,
+        items: Iterable[BatchItem | Mapping[str, Any]],
+        context: Mapping[str, Value] | None,
+    ) -> BatchEvaluationRequested:
         batch_items = tuple(
             item if isinstance(item, BatchItem) else _batch_item(index, item)
             for index, item in enumerate(items)
@@ -349,7 +358,7 @@ class LedgerClient:
                     "item an id of its own"
                 )
             seen.add(item.item_id)
-        request = BatchEvaluationRequested(
+        return BatchEvaluationRequested(
             event_id=new_id(),
             occurred_at=utcnow(),
             actor=self.config.actor,
@@ -357,9 +366,10 @@ class LedgerClient:
             items=batch_items,
             context=dict(context or {}),
         )
+
+    def _send_batch(self, request: BatchEvaluationRequested) -> Future[BatchDecisionRecorded]:
         self._ready()
-        future = cast("Future[BatchDecisionRecorded]", self._transport.send(_bounded_id(request)))
-        return self._wait(future, request.event_id, timeout, "batch decision")
+        return cast("Future[BatchDecisionRecorded]", self._transport.send(_bounded_id(request)))
 
     def submit_async(
         self,
@@ -641,6 +651,14 @@ class AsyncLedgerClient:
         self._sync = LedgerClient(config, transport=transport, codec=codec)
         self.config = config
 
+    @classmethod
+    def wrapping(cls, client: LedgerClient) -> AsyncLedgerClient:
+        """The asyncio face of an existing ``client``, sharing its transport (one connection
+        for a process's sync and async code; closing either closes both)."""
+        face = cls.__new__(cls)
+        face._sync, face.config = client, client.config
+        return face
+
     async def _ready(self) -> None:
         """:meth:`LedgerClient._ready` without blocking the event loop: a transport that must
         recover first (restart a listener) does so in a worker thread."""
@@ -663,15 +681,7 @@ class AsyncLedgerClient:
         )
         await self._ready()
         future = self._sync.send_request(request)
-        limit = self.config.timeout if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), limit)
-        except TimeoutError:
-            self._sync.abandon(request.event_id)
-            raise _timeout("decision", request.event_id, limit) from None
-        except asyncio.CancelledError:
-            self._sync.abandon(request.event_id)
-            raise
+        return await self._wait(future, request.event_id, timeout, "decision")
 
     async def preevaluate(
         self,
@@ -681,9 +691,23 @@ class AsyncLedgerClient:
         context: Mapping[str, Value] | None = None,
         timeout: float | None = None,
     ) -> BatchDecisionRecorded:
-        return await asyncio.to_thread(
-            self._sync.preevaluate, principal, list(items), context=context, timeout=timeout
-        )
+        request = self._sync._batch_request(principal, items, context)
+        await self._ready()
+        future = self._sync._send_batch(request)
+        return await self._wait(future, request.event_id, timeout, "batch decision")
+
+    async def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
+        """:meth:`LedgerClient._wait` on the event loop: no worker thread waits, so a thousand
+        waiting calls cost the loop nothing and each fails at its own ``timeout``."""
+        limit = self.config.timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), limit)
+        except TimeoutError:
+            self._sync.abandon(key)
+            raise _timeout(what, key, limit, getattr(future, "written", None)) from None
+        except asyncio.CancelledError:
+            self._sync.abandon(key)
+            raise
 
     async def submit_async(
         self,

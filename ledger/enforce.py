@@ -28,13 +28,12 @@ An enforcement point fails closed: :class:`DecisionDenied` always carries the de
 (``.decision``), and the body has not run whenever anything is raised.
 
 ``async def`` tools are guarded the same way and never block the event loop: pass an
-:class:`~ledger.client.AsyncLedgerClient` (a :class:`~ledger.client.LedgerClient` also works; its
-wait then runs in a worker thread).
+:class:`~ledger.client.AsyncLedgerClient` (a :class:`~ledger.client.LedgerClient` also works: its
+answer is awaited on the loop as well, each call bounded by its own timeout).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Mapping
@@ -152,15 +151,18 @@ def enforce(
                 kwargs[decision_param] = decision
 
         if inspect.iscoroutinefunction(func):
+            # A LedgerClient's answer is awaited on the loop too: a worker thread per waiting
+            # call would queue calls behind the default executor's few threads, each failing
+            # long after its timeout, and starve whatever else uses that executor.
+            async_client = (
+                client
+                if isinstance(client, AsyncLedgerClient)
+                else AsyncLedgerClient.wrapping(client)
+            )
 
             @functools.wraps(func)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-                asked = request(args, kwargs)
-                if isinstance(client, AsyncLedgerClient):
-                    decision = await client.evaluate(**asked)
-                else:
-                    decision = await asyncio.to_thread(functools.partial(client.evaluate, **asked))
-                admit(decision, kwargs)
+                admit(await async_client.evaluate(**request(args, kwargs)), kwargs)
                 return await func(*args, **kwargs)
 
             guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]

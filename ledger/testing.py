@@ -25,15 +25,17 @@ and :func:`~ledger.enforce.enforce` (sync and async tools) — no Kafka, no proc
 Both pass what the client publishes, and what they answer, through the Avro codec, so a
 request the real ledger could not carry fails here too. Corrections (and ``on_correction``
 hooks) are delivered on the thread that submitted the request, before ``submit_async`` returns.
-Closing a client leaves these transports as they were (one ``LocalLedger`` can serve an
-admin's client and an agent's); the closed client itself refuses every call.
+Closing a client fails the calls still waiting on it with ``ClientClosed``, as on Kafka, and
+otherwise leaves these transports as they were (one ``LocalLedger`` can serve an admin's client
+and an agent's); the closed client itself refuses every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeVar, cast
@@ -85,7 +87,7 @@ from ledger.core.lifecycle import (
 )
 from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem, record_fits
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
-from ledger.errors import CommandRejectedError, UsageError
+from ledger.errors import ClientClosed, CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.reading import position_key
 from ledger.kafka.transport import refuse_oversized
@@ -295,7 +297,7 @@ class _Wire:
     def __call__(self, event: E, *, sent: bool = False) -> E:
         encoded = self._codec.encode(event)
         if sent:
-            refuse_oversized(event, encoded)
+            refuse_oversized(cast(Any, event), encoded)  # what a client sends
         return cast(E, self._codec.decode(encoded))
 
     def encoded(self, event: Any) -> bytes:
@@ -380,7 +382,13 @@ class MockTransport:
         return dict(self.position)
 
     def close(self) -> None:
-        return None
+        """As the Kafka transport does: every call still waiting fails at once with
+        :class:`~ledger.errors.ClientClosed`, not at its timeout."""
+        with self._lock:
+            waiting, self._unanswered = self._unanswered, {}
+        for future in waiting.values():
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(ClientClosed("the ledger client was closed while waiting"))
 
 
 # --------------------------------------------------------------------------- LocalLedger

@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import correction_for
@@ -62,7 +62,8 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.core.lifecycle import command_aggregate
-from ledger.core.limits import DEFAULT_LIMITS, Limits
+from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
+from ledger.core.text import clipped
 from ledger.errors import ClientClosed, CodecError, TopicMissing, UsageError
 from ledger.kafka.clients import make_consumer, make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.reading import (
@@ -239,24 +240,70 @@ class _Listener:
 _LISTENER_FATAL = frozenset({"UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC"})
 
 
-def refuse_oversized(message: Any, value: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
-    """:class:`UsageError` when ``message``, encoded as ``value``, is over the largest record
-    the ledger carries: said before it is sent (librdkafka would refuse it with
+def message_key(message: EvaluationRequested | BatchEvaluationRequested | Command) -> bytes:
+    """The Kafka key a client's message is written with: a request's resource (else its id), a
+    pre-evaluation's id, a command's aggregate (its policy or principal: one partition each,
+    in order)."""
+    if isinstance(message, EvaluationRequested):
+        return (message.resource or message.event_id).encode()
+    if isinstance(message, BatchEvaluationRequested):
+        return message.event_id.encode()
+    return command_aggregate(message).encode()
+
+
+def refuse_oversized(
+    message: EvaluationRequested | BatchEvaluationRequested | Command,
+    value: bytes,
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
+    """:class:`UsageError` when ``message``, encoded as ``value``, does not fit the largest
+    record the ledger carries, key and framing counted as Kafka counts them (the core's
+    ``record_fits``): said before it is sent (librdkafka would refuse it with
     ``MSG_SIZE_TOO_LARGE``, read as an outage), and the same in the in-memory test doubles."""
-    if len(value) > limits.record_bytes:
+    if not record_fits(message_key(message), value, limits.record_bytes):
         raise UsageError(
-            f"the {type(message).__name__} is {len(value):,} bytes encoded, over the "
-            f"{limits.record_bytes:,}-byte limit of a ledger record: send smaller facts and "
-            "context (a reference to a document, not the document)"
+            f"the {type(message).__name__} is {len(value):,} bytes encoded, over what a ledger "
+            f"record of {limits.record_bytes:,} bytes holds with its key and framing: send "
+            "smaller facts and context (a reference to a document, not the document)"
         )
 
 
-def _delivery_error(error: Any) -> Exception:
-    """A librdkafka error as the exception a failed publish fails its call with."""
-    from ledger.errors import KafkaUnavailable
+def _delivery_error(
+    error: Any, fatal: Any = None, security: KafkaSecurity | None = None
+) -> Exception:
+    """A librdkafka error as the exception a failed publish fails its call with: the broker's
+    ACLs refusing this credential are :class:`KafkaAccessDenied`, naming the user and what to
+    do (``fatal``: the producer's fatal error, of which a later publish only says ``_FATAL``);
+    anything else :class:`KafkaUnavailable`."""
+    from ledger.errors import KafkaAccessDenied, KafkaUnavailable
 
-    text = error.str() if hasattr(error, "str") else str(error)
+    cause = fatal if _name(error) == "_FATAL" and fatal is not None else error
+    text = cause.str() if hasattr(cause, "str") else str(cause)
+    if _name(cause) in _REFUSED:
+        who = f"user {security.username!r}" if security and security.username else "this client"
+        return KafkaAccessDenied(
+            f"Kafka's ACLs do not allow {who} to write the ledger's requests or commands "
+            f"({text}): an agent needs the agent role's credential, a governance client the "
+            "governance role's (`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/"
+            "$LEDGER_SASL_PASSWORD)"
+        )
     return KafkaUnavailable(f"the ledger client could not publish: {text}")
+
+
+_REFUSED: Final = frozenset(
+    {
+        "TOPIC_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+        "GROUP_AUTHORIZATION_FAILED",
+    }
+)
+"""librdkafka's names of the broker refusing what a credential asked (an ACL)."""
+
+
+def _name(error: Any) -> str | None:
+    name = getattr(error, "name", None)
+    return name() if callable(name) else None
 
 
 @dataclass(slots=True)
@@ -363,6 +410,7 @@ class KafkaTransport:
         self._closed = False
         self._restart_lock = threading.Lock()
         self._pid = os.getpid()  # librdkafka's threads do not survive a fork()
+        self._fatal: Any = None  # the producer's fatal error, once it has raised one
         self._producer = make_rdkafka_producer(bootstrap, security=security)
         self.reply_partition: int | None = (
             self._choose_reply_partition(reply_partition)
@@ -390,6 +438,11 @@ class KafkaTransport:
         rid = message.event_id.encode()
         with self._lock:
             self._refuse_if_unavailable()
+            if rid in self._pending:  # a second future for one id: the first would never end
+                raise UsageError(
+                    f"{clipped(message.event_id, 80)} is already waiting for its answer: send a "
+                    "message once (one id is decided and answered once)"
+                )
             self._pending[rid] = future
 
         # A failed publish fails the waiting call at once instead of waiting for a timeout.
@@ -398,7 +451,7 @@ class KafkaTransport:
                 future.written = True
                 return
             with contextlib.suppress(InvalidStateError):
-                future.set_exception(_delivery_error(error))
+                future.set_exception(_delivery_error(error, self._fatal, self._security))
 
         try:
             self._produce(topic, key, value, delivered)
@@ -502,6 +555,8 @@ class KafkaTransport:
             # parent, and flushing or closing them here would wait forever. The parent's client
             # is untouched; the child only lets go of its copy.
             return
+        from confluent_kafka import KafkaException
+
         try:
             if self._producer.flush(5):
                 # Kafka has not taken them within 5 s (it is away): they are dropped now, never
@@ -509,6 +564,8 @@ class KafkaTransport:
                 # message.timeout.ms (5 minutes) ran out.
                 self._producer.purge()
                 self._producer.flush(0)
+        except KafkaException:
+            pass  # a fatal producer (its credential refused): nothing it holds can be sent
         finally:
             # The listener first: its thread serves the producer's delivery callbacks, and must
             # be gone before the producer is. Then the producer's threads and broker connections
@@ -560,17 +617,22 @@ class KafkaTransport:
             self._producer.poll(1.0)
             self._producer.produce(topic, value, key, on_delivery=on_delivery)
         except KafkaException as exc:
-            raise _delivery_error(exc.args[0]) from exc
+            if self._fatal is None and _name(exc.args[0]) == "_FATAL":
+                # The cause is raised once, by a poll: this one, or the listener's (which
+                # keeps it a moment later); wait that moment rather than say only "fatal".
+                give_up = time.monotonic() + 0.5
+                while self._fatal is None and time.monotonic() < give_up:
+                    with contextlib.suppress(KafkaException):
+                        self._serve_deliveries()
+                    time.sleep(0.01)
+            raise _delivery_error(exc.args[0], self._fatal, self._security) from exc
 
     def _route(
         self, message: EvaluationRequested | BatchEvaluationRequested | Command
     ) -> tuple[str, bytes]:
-        if isinstance(message, EvaluationRequested):
-            key = message.resource or message.event_id
-            return self._topics.evaluation_requests, key.encode()
-        if isinstance(message, BatchEvaluationRequested):
-            return self._topics.evaluation_requests, message.event_id.encode()
-        return self._topics.commands, command_aggregate(message).encode()
+        if isinstance(message, (EvaluationRequested, BatchEvaluationRequested)):
+            return self._topics.evaluation_requests, message_key(message)
+        return self._topics.commands, message_key(message)
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
@@ -610,8 +672,25 @@ class KafkaTransport:
         )
 
     def _serve_deliveries(self) -> None:
-        """Run the producer's delivery callbacks (a failed publish fails its call)."""
-        self._producer.poll(0)
+        """Run the producer's delivery callbacks (a failed publish fails its call). A fatal
+        producer error (an ACL refusing this credential the idempotent producer's id, say) is
+        raised here once: it is kept, and fails what waits, rather than stopping the listener
+        (restarted on every call, it logged the same traceback each time)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is None or not error.fatal():
+                raise
+            self._fatal = self._fatal or error
+            log.error("ledger client: it can publish nothing: %s", error.str())
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(_delivery_error(error, None, self._security))
 
     def _died(self, listener: _Listener, exc: BaseException) -> None:
         with self._lock:

@@ -499,19 +499,45 @@ def test_a_timeout_says_whether_kafka_took_the_request() -> None:
         client = LedgerClient(ClientConfig(actor=AGENT), transport=_Unacknowledged(written))
         with pytest.raises(LedgerTimeout, match=said):
             client.evaluate(action="a.b", principal=AGENT, resource="r", timeout=0.05)
+        # The async client said "it was sent" of both (an agent engineer's walkthrough).
+        face = AsyncLedgerClient.wrapping(client)
+        for call in (
+            face.evaluate(action="a.b", principal=AGENT, resource="r", timeout=0.05),
+            face.preevaluate(AGENT, [{"action": "a.b", "resource": "r"}], timeout=0.05),
+        ):
+            with pytest.raises(LedgerTimeout, match=said):
+                asyncio.run(call)
 
 
-def test_closing_drops_what_kafka_has_not_taken_instead_of_waiting_minutes() -> None:
-    # librdkafka held close() until each queued message's message.timeout.ms (5 minutes) ran out:
-    # an agent shutting down during an outage hung for 295 s.
-    import confluent_kafka
+def test_async_tools_on_either_client_fail_each_at_its_own_timeout() -> None:
+    # An agent engineer's walkthrough: an async tool guarded by a LedgerClient waited in
+    # asyncio's default executor (6 threads on 2 cores): 40 calls at once with a 1 s timeout
+    # took 7 s to fail, and other users of that executor waited behind them.
+    def tool_of(client: LedgerClient | AsyncLedgerClient) -> Callable[[int], Any]:
+        @enforce(client, action="a.b", principal=AGENT, resource="r:1", timeout=0.3)
+        async def tool(i: int) -> int:
+            return i
 
+        return tool
+
+    silent = LedgerClient(ClientConfig(actor=AGENT), transport=MockTransport(lambda r: None))
+    for client in (silent, AsyncLedgerClient.wrapping(silent)):
+
+        async def many(tool: Callable[[int], Any]) -> tuple[float, int]:
+            started = time.monotonic()
+            done = await asyncio.gather(*(tool(i) for i in range(60)), return_exceptions=True)
+            return time.monotonic() - started, sum(isinstance(d, LedgerTimeout) for d in done)
+
+        took, timed_out = asyncio.run(many(tool_of(client)))
+        assert timed_out == 60 and took < 1.5, (type(client).__name__, took)
+
+
+def _closable(producer: Any) -> tuple[Any, list[str]]:
+    """A Kafka transport of the parts close() uses, with ``producer``; and the list its
+    listener's close is recorded in."""
     from ledger.kafka.transport import KafkaTransport
 
-    producer = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
-    for _ in range(3):
-        producer.produce("ledger.evaluation-requests", b"request")
-    transport = object.__new__(KafkaTransport)  # the parts close() uses, Kafka away
+    transport = object.__new__(KafkaTransport)
     closed: list[str] = []
     transport.__dict__.update(
         _lock=threading.Lock(),
@@ -523,7 +549,107 @@ def test_closing_drops_what_kafka_has_not_taken_instead_of_waiting_minutes() -> 
         _position_lock=threading.Lock(),
         _position_consumer=None,
     )
+    return transport, closed
+
+
+def test_closing_drops_what_kafka_has_not_taken_instead_of_waiting_minutes() -> None:
+    # librdkafka held close() until each queued message's message.timeout.ms (5 minutes) ran out:
+    # an agent shutting down during an outage hung for 295 s.
+    import confluent_kafka
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    for _ in range(3):
+        producer.produce("ledger.evaluation-requests", b"request")
+    transport, closed = _closable(producer)  # Kafka away
     started = time.monotonic()
     transport.close()
     assert time.monotonic() - started < 8  # flush(5), then dropped: not 300 s
     assert closed == ["listener"]
+
+
+def test_a_fatal_producer_does_not_make_close_raise() -> None:
+    # An agent engineer's walkthrough: with a credential the ACLs refuse, close() raised a raw
+    # cimpl.KafkaException out of `with LedgerClient(...)`, which no `except LedgerError` catches.
+    import confluent_kafka
+
+    class Fatal:
+        def flush(self, timeout: float) -> int:
+            raise confluent_kafka.KafkaException(confluent_kafka.KafkaError(-150, fatal=True))
+
+        def close(self) -> None:
+            pass
+
+    transport, closed = _closable(Fatal())
+    transport.close()
+    assert closed == ["listener"]
+
+
+def test_a_credential_the_acls_refuse_is_access_denied_naming_the_user() -> None:
+    # The same walkthrough: an auditor's credential on an agent's client failed every call with
+    # "KafkaUnavailable … Local: Fatal error", read as an outage; the cause was only in a log.
+    from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+    from ledger.kafka.transport import _delivery_error
+    from ledger.settings import KafkaSecurity
+
+    class Error:
+        def __init__(self, name: str, text: str) -> None:
+            self._name, self._text = name, text
+
+        def name(self) -> str:
+            return self._name
+
+        def str(self) -> str:
+            return self._text
+
+    refused = Error("CLUSTER_AUTHORIZATION_FAILED", "Failed to acquire idempotence PID")
+    fatal = Error("_FATAL", "Local: Fatal error")
+    auditor = KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="auditor", password="x"
+    )
+    for error, cause in ((fatal, refused), (Error("TOPIC_AUTHORIZATION_FAILED", "t"), None)):
+        found = _delivery_error(error, cause, auditor)
+        assert isinstance(found, KafkaAccessDenied), found
+        assert "do not allow user 'auditor' to write" in str(found)
+        assert "`ledger credentials show ROLE`" in str(found)
+    away = _delivery_error(Error("_TRANSPORT", "Broker transport failure"), None, auditor)
+    assert isinstance(away, KafkaUnavailable)
+
+
+def test_a_request_too_large_with_its_key_is_refused_before_kafka_refuses_it() -> None:
+    # The same walkthrough: a request whose value alone fit 1,000,000 bytes but not with its key
+    # and framing failed as "KafkaUnavailable … Message size too large", an outage to the agent.
+    from ledger.core.limits import DEFAULT_LIMITS, RECORD_FRAMING
+    from ledger.kafka.transport import refuse_oversized
+
+    request = LedgerClient(ClientConfig(actor=AGENT), transport=MockTransport(lambda r: None))
+    asked = request.request(action="a.b", principal=AGENT, resource="r:1")
+    room = DEFAULT_LIMITS.record_bytes - RECORD_FRAMING - len(b"r:1")
+    refuse_oversized(asked, b"x" * room)
+    with pytest.raises(UsageError, match="over what a ledger record of 1,000,000 bytes holds"):
+        refuse_oversized(asked, b"x" * (room + 1))
+
+
+def test_sending_one_request_twice_is_refused_rather_than_orphaning_the_first_wait() -> None:
+    # The same walkthrough: the second send replaced the first's future, which then never ended.
+    from concurrent.futures import Future
+
+    from ledger.kafka.transport import KafkaTransport
+
+    transport = object.__new__(KafkaTransport)
+    transport.__dict__.update(
+        _lock=threading.Lock(),
+        _closed=False,
+        _failure=None,
+        _pending={},
+        _codec=default_codec(),
+        _topics=__import__("ledger.settings", fromlist=["TopicNames"]).TopicNames(),
+    )
+    transport._addressed = lambda message: message  # type: ignore[method-assign]
+    transport._produce = lambda *args: None  # type: ignore[method-assign]
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=MockTransport(lambda r: None))
+    asked = client.request(action="a.b", principal=AGENT, resource="r:1")
+    first = transport.send(asked)
+    assert isinstance(first, Future)
+    with pytest.raises(UsageError, match="is already waiting for its answer"):
+        transport.send(asked)
+    assert transport._pending[asked.event_id.encode()] is first

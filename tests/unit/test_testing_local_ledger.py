@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,9 +272,9 @@ def test_what_a_record_cannot_carry_fails_in_the_test_double_too(ledger: LocalLe
     # producer refused them (MSG_SIZE_TOO_LARGE, read as an outage).
     client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
     huge = {"tags": ["a" * 2000] * 1000, **LOYAL}
-    with pytest.raises(UsageError, match=r"over the 1,000,000-byte limit of a ledger record"):
+    with pytest.raises(UsageError, match=r"over what a ledger record of 1,000,000 bytes holds"):
         client.evaluate(action="refund.issue", principal=AGENT, resource="account:1", facts=huge)
-    with pytest.raises(UsageError, match="limit of a ledger record"):
+    with pytest.raises(UsageError, match="what a ledger record of 1,000,000 bytes holds"):
         client.submit_async(
             action="refund.issue", principal=AGENT, resource="account:1", facts=huge, default="deny"
         )
@@ -867,3 +868,31 @@ def test_the_test_double_refuses_a_command_id_the_processor_would_dead_letter() 
     assert ledger.events == []
     accepted = ledger.submit_command(replace(proposal, event_id="c" * 128))
     assert accepted.version == 1
+
+
+def test_closing_a_client_on_the_mock_fails_its_waiting_calls_at_once_as_on_kafka() -> None:
+    # An agent engineer's walkthrough: on Kafka, waiting calls got ClientClosed when the client
+    # closed; on MockTransport they waited out their whole timeout, so a shutdown test differed.
+    from ledger.errors import ClientClosed
+
+    client = LedgerClient(
+        ClientConfig(actor=AGENT, timeout=30), transport=MockTransport(lambda r: None)
+    )
+    failures: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            client.evaluate(action="refund.issue", principal=AGENT, resource="account:1")
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    client.close()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert time.monotonic() - started < 2
+    assert len(failures) == 3 and all(isinstance(f, ClientClosed) for f in failures), failures
