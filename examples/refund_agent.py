@@ -53,6 +53,7 @@ def refund_tool(client: LedgerClient) -> Callable[..., str]:
         principal=AGENT,
         resource=lambda account, amount, customer: f"account:{account}",
         facts=lambda account, amount, customer: {"amount": amount, **customer},
+        honours={"refund_method"},  # any other constraint: DecisionDenied, never ignored
     )
     def issue_refund(
         account: str, amount: Decimal, customer: dict[str, Any], *, constraints: dict[str, Any]

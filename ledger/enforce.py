@@ -19,6 +19,8 @@ the answer allows it *and* the tool can honour it:
   message names the constraints and the function (``**kwargs`` does not count: constraints are
   never slipped into a catch-all);
 - ``deny`` and ``error`` raise :class:`DecisionDenied`;
+- with ``honours={"refund_method"}``, an allow carrying any other constraint key (a cap a later
+  policy version added) raises :class:`DecisionDenied` naming it: the body would ignore it;
 - with ``decision_param="NAME"``, the function's parameter NAME gets the allowing decision itself
   (its ``event_id``, the decision id; its policy version, rule, grant), to cite in what it
   records;
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ledger.client import AsyncLedgerClient, LedgerClient
@@ -62,6 +64,7 @@ def enforce(
     context: Mapping[str, Value] | Callable[..., Mapping[str, Value]] | None = None,
     timeout: float | None = None,
     decision_param: str | None = None,
+    honours: Iterable[str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Wrap a tool function so every call is decided first (see module docstring).
 
@@ -75,7 +78,15 @@ def enforce(
     by ``decision_param``: the decision supplies them, never the caller, and either argument
     passed anyway is replaced. Each must come after every other positional parameter (or be
     keyword-only), so that hiding it shifts nothing: a :class:`UsageError` says so otherwise.
+
+    ``honours`` names the constraint keys the tool's body acts on: an allow carrying any other
+    (a cap a later policy version added, say) does not run it but raises
+    :class:`DecisionDenied` naming them, rather than run a body that would ignore them.
+    Without it, every constraint is handed over and honouring them is the body's job.
     """
+    if isinstance(honours, str):
+        raise UsageError(f"honours={honours!r} is one text: give the constraint keys as a set")
+    understood = None if honours is None else frozenset(honours)
     supplied = ("constraints",) if decision_param is None else ("constraints", decision_param)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
@@ -104,6 +115,11 @@ def enforce(
         if decision_param is not None and decision_param not in signature.parameters:
             raise UsageError(f"{name} has no parameter {decision_param!r} (decision_param)")
         takes_constraints = "constraints" in signature.parameters
+        if understood and not takes_constraints:
+            raise UsageError(
+                f"{name} honours constraints ({', '.join(sorted(understood))}) but takes no "
+                "`constraints` parameter to receive them: add one (keyword-only)"
+            )
         public = signature.replace(
             parameters=[p for n, p in signature.parameters.items() if n not in supplied]
         )
@@ -138,6 +154,14 @@ def enforce(
         def admit(decision: DecisionRecorded, kwargs: dict[str, Any]) -> None:
             if decision.determination not in _ALLOWING:
                 raise DecisionDenied(decision)
+            if understood is not None and not understood.issuperset(decision.constraints):
+                unknown = ", ".join(sorted(set(decision.constraints) - understood))
+                raise DecisionDenied(
+                    decision,
+                    reason=f"allowed only with constraints {dict(decision.constraints)}, but "
+                    f"{func.__qualname__} honours only "
+                    f"{', '.join(sorted(understood)) or 'none'}: {unknown} would be ignored",
+                )
             if takes_constraints:
                 kwargs["constraints"] = dict(decision.constraints)
             elif decision.constraints:

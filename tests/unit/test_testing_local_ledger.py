@@ -896,3 +896,38 @@ def test_closing_a_client_on_the_mock_fails_its_waiting_calls_at_once_as_on_kafk
         thread.join(timeout=5)
     assert time.monotonic() - started < 2
     assert len(failures) == 3 and all(isinstance(f, ClientClosed) for f in failures), failures
+
+
+def test_a_tool_that_names_what_it_honours_refuses_an_allow_with_more(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    # An agent engineer's walkthrough: a tool written as the README showed honoured
+    # refund_method and silently ignored a max_refund cap a later policy version added.
+    ran: list[Any] = []
+
+    def guarded(honours: set[str]) -> Callable[..., str]:
+        @enforce(
+            client,
+            action="refund.issue",
+            principal=AGENT,
+            resource=lambda account: f"account:{account}",
+            facts=lambda amount, customer: {"amount": amount, **customer},
+            honours=honours,
+        )
+        def issue_refund(
+            account: str, amount: str, customer: dict[str, Any], *, constraints: dict[str, Any]
+        ) -> str:
+            ran.append(constraints)
+            return "refunded"
+
+        return issue_refund
+
+    assert guarded({"refund_method"})("2", "600", LOYAL) == "refunded"  # what it knows
+    assert guarded({"refund_method"})("1", "120.50", LOYAL) == "refunded"  # no constraints
+    with pytest.raises(DecisionDenied, match="honours only max_refund: refund_method would be"):
+        guarded({"max_refund"})("2", "600", LOYAL)
+    assert ran == [{"refund_method": "credit"}, {}]
+    with pytest.raises(UsageError, match="takes no `constraints` parameter"):
+        enforce(client, action="a.b", principal=AGENT, resource="r", honours={"x"})(lambda: None)
+    with pytest.raises(UsageError, match="is one text"):
+        enforce(client, action="a.b", principal=AGENT, resource="r", honours="refund_method")
