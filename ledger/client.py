@@ -120,6 +120,9 @@ class ClientConfig:
     role: Role = "agent"
     signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        _seconds(self.timeout, "ClientConfig.timeout")
+
     @classmethod
     def from_env(
         cls,
@@ -285,6 +288,13 @@ class LedgerClient:
         context: Mapping[str, Value] | None = None,
     ) -> EvaluationRequested:
         """Build an evaluation request (a new time-ordered request id, now as its time)."""
+        for what, given in (("facts", facts), ("context", context)):
+            odd = next((k for k in given or {} if not isinstance(k, str)), None)
+            if odd is not None:
+                raise UsageError(
+                    f"{what} key {clipped(repr(odd), 40)} is a {type(odd).__name__}: fact and "
+                    "context names are text"
+                )
         return EvaluationRequested(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -313,6 +323,8 @@ class LedgerClient:
         timeout: float | None = None,
     ) -> DecisionRecorded:
         """Synchronous pattern: the decision, or :class:`LedgerTimeout` (never a silent allow)."""
+        if timeout is not None:
+            _seconds(timeout, "timeout")
         request = self.request(
             action=action, principal=principal, resource=resource, facts=facts, context=context
         )
@@ -331,6 +343,8 @@ class LedgerClient:
         At most ``batch_items`` (500) items per call, sharing one evaluation budget (README,
         input limits): more is a :class:`UsageError` here rather than an answer of errors, as
         is an ``item_id`` two items share (an item without one is given its index)."""
+        if timeout is not None:
+            _seconds(timeout, "timeout")
         request = self._batch_request(principal, items, context)
         return self._wait(self._send_batch(request), request.event_id, timeout, "batch decision")
 
@@ -462,6 +476,8 @@ class LedgerClient:
         parsed here (:class:`~ledger.errors.PolicyError` if it does not validate): the command
         processor authorizes a proposal on that name before it reads the document.
         """
+        if timeout is not None:
+            _seconds(timeout, "timeout")
         if isinstance(command, ProposePolicyVersion):
             from ledger.core.lifecycle import named_proposal  # the policy parser, only here
 
@@ -534,6 +550,20 @@ class LedgerClient:
         except FutureTimeout:
             self.abandon(key)
             raise _timeout(what, key, limit, getattr(future, "written", None)) from None
+
+
+_LONGEST_WAIT: Final = 86_400.0
+
+
+def _seconds(value: Any, what: str) -> float:
+    """``value`` as a wait in seconds, or :class:`UsageError` (before anything is sent): a
+    number more than 0 and at most a day (``inf`` overflowed the wait after the request had
+    gone; ``0`` timed out at once, read as Kafka not taking it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{what} is {clipped(repr(value), 40)}: give a number of seconds")
+    if not 0 < value <= _LONGEST_WAIT:
+        raise UsageError(f"{what} is {value!r}: give more than 0 and at most 86,400 seconds")
+    return float(value)
 
 
 def _listener_group(config: ClientConfig) -> dict[str, str]:
@@ -676,6 +706,8 @@ class AsyncLedgerClient:
         context: Mapping[str, Value] | None = None,
         timeout: float | None = None,
     ) -> DecisionRecorded:
+        if timeout is not None:
+            _seconds(timeout, "timeout")
         request = self._sync.request(
             action=action, principal=principal, resource=resource, facts=facts, context=context
         )
@@ -691,6 +723,8 @@ class AsyncLedgerClient:
         context: Mapping[str, Value] | None = None,
         timeout: float | None = None,
     ) -> BatchDecisionRecorded:
+        if timeout is not None:
+            _seconds(timeout, "timeout")
         request = self._sync._batch_request(principal, items, context)
         await self._ready()
         future = self._sync._send_batch(request)

@@ -90,6 +90,11 @@ def enforce(
     supplied = ("constraints",) if decision_param is None else ("constraints", decision_param)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if isinstance(func, classmethod):
+            raise UsageError(
+                f"@enforce is above @classmethod on {func.__func__.__qualname__}: put "
+                "@classmethod on top (it must wrap the guarded function)"
+            )
         if inspect.isasyncgenfunction(func):
             # Not a coroutine function: guarded as a plain one, its decision would block the
             # event loop. (A plain generator is decided when called, before it runs.)

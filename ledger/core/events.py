@@ -22,7 +22,7 @@ records that proof (``command_key_id``, ``command_signature``, and the signed by
 (``ActorKeyRegistered`` events).
 
 Value types carried in facts, context and constraints (see :data:`Value`): ``None``, ``bool``,
-``int``, ``float``, ``str``, ``Decimal`` (exact), aware ``datetime`` (UTC) and ``tuple[str, ...]``.
+``int``, ``float``, ``str``, ``Decimal`` (exact), aware ``datetime`` (UTC) and ``tuple[str, ...]`` (a ``list[str]`` sent is read back as one).
 """
 
 from __future__ import annotations
@@ -96,8 +96,11 @@ __all__ = [
     "Event",
 ]
 
-Value: TypeAlias = bool | int | float | str | Decimal | datetime | tuple[str, ...] | None
-"""A fact, context or constraint value. Decimals are exact; datetimes are aware UTC."""
+Value: TypeAlias = (
+    bool | int | float | str | Decimal | datetime | tuple[str, ...] | list[str] | None
+)
+"""A fact, context or constraint value. Decimals are exact; datetimes are aware UTC; a list of
+texts is carried as a tuple (what a reader of the ledger gets back)."""
 
 COMMAND_PROCESSOR: Final = "service:command-processor"
 """The actor of every governance event and command result (the single writer, DESIGN §7)."""

@@ -653,3 +653,44 @@ def test_sending_one_request_twice_is_refused_rather_than_orphaning_the_first_wa
     with pytest.raises(UsageError, match="is already waiting for its answer"):
         transport.send(asked)
     assert transport._pending[asked.event_id.encode()] is first
+
+
+def test_a_timeout_or_a_fact_name_the_client_cannot_use_is_refused_before_sending() -> None:
+    # An agent engineer's walkthrough: timeout=inf raised OverflowError after the request had
+    # gone, timeout="5" a TypeError, 0 a timeout read as Kafka not taking it; a fact named 5
+    # dumped the Avro schema.
+    silent = MockTransport(lambda r: None)
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=silent)
+    for bad, said in (
+        (float("inf"), "at most 86,400"),
+        (0, "more than 0"),
+        (-1, "more than 0"),
+        ("5", "give a number of seconds"),
+        (True, "give a number of seconds"),
+    ):
+        with pytest.raises(UsageError, match=said):
+            client.evaluate(action="a.b", principal=AGENT, resource="r", timeout=bad)
+        with pytest.raises(UsageError, match=said):
+            client.preevaluate(AGENT, [{"action": "a.b", "resource": "r"}], timeout=bad)
+        with pytest.raises(UsageError, match=said):
+            asyncio.run(
+                AsyncLedgerClient.wrapping(client).evaluate(
+                    action="a.b", principal=AGENT, resource="r", timeout=bad
+                )
+            )
+    with pytest.raises(UsageError, match=r"ClientConfig\.timeout is inf"):
+        ClientConfig(actor=AGENT, timeout=float("inf"))
+    with pytest.raises(UsageError, match="facts key 5 is a int: fact and context names are text"):
+        client.evaluate(action="a.b", principal=AGENT, resource="r", facts={5: "x"})  # type: ignore[dict-item]
+    assert silent.sent == []  # nothing left the client
+
+
+def test_enforce_above_classmethod_says_which_way_round() -> None:
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=MockTransport(lambda r: None))
+    with pytest.raises(UsageError, match="put @classmethod on top"):
+
+        class Tools:
+            @enforce(client, action="a.b", principal=AGENT, resource="r")  # type: ignore[arg-type]
+            @classmethod
+            def tool(cls) -> None:
+                pass
