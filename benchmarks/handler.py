@@ -32,8 +32,8 @@ from ledger.core.evaluate import evaluate
 from ledger.core.events import EvaluationRequested
 from ledger.ids import utcnow
 from ledger.settings import Settings
-from processors.common import ProcessorStats
 from processors.inflight import InFlight
+from processors.outputs import ProcessorStats
 from processors.request_handler import RequestHandler
 from processors.request_loop import Record
 

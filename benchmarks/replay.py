@@ -35,7 +35,7 @@ It then times, on the same history:
   start again, timed to ready, its governance snapshot written after that (timed apart), and a
   start from that snapshot; then the same two starts of a command processor's follower, whose
   snapshot also holds which events each command appended
-  (:class:`~processors.command_processor.AppliedCommands`);
+  (:class:`~processors.command_handler.AppliedCommands`);
 
 and prints events/s and each figure's ratio to the 3 s target (< 1 meets it), with the CPU time
 beside the wall time (on a shared machine the wall time includes waiting for a core). The figure counts
@@ -419,7 +419,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
     from ledger.core.state import aggregate_of
     from ledger.kafka.clients import make_rdkafka_producer
     from ledger.kafka.governance import GovernanceFollower
-    from processors.command_processor import AppliedCommands
+    from processors.command_handler import AppliedCommands
 
     codec = default_codec()
     with bench_stack(bootstrap=bootstrap, processors=()) as stack:

@@ -1,5 +1,6 @@
-"""What the Faust processors share: the app factory, the built :class:`Processor`, output
-limits and the sends that never let an offset pass a lost output.
+"""What the Faust processors share: the app factory, the built :class:`Processor` and the
+sends that never let an offset pass a lost output (what the handlers produce, with no Faust, is
+:mod:`processors.outputs`).
 
 The governance state each worker follows lives in the Kafka wing
 (:class:`ledger.kafka.governance.GovernanceFollower`): a worker answers nothing until its
@@ -19,18 +20,15 @@ from typing import Any, NoReturn
 
 import faust
 
-from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import KafkaSecurity, Settings
+from processors.outputs import Output, ProcessorStats
 
 __all__ = [
     "create_faust_app",
     "faust_credentials",
     "Processor",
-    "ProcessorStats",
-    "Output",
-    "OutputLimit",
     "send_or_die",
     "send_all",
     "die",
@@ -116,33 +114,6 @@ def state_dir(settings: Settings, app_id: str) -> Path:
     return settings.home / "faust" / settings.topics.group(app_id)  # named as its app
 
 
-Output = tuple[str, bytes, bytes]
-"""One record to write: (topic, key, value)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutputLimit:
-    """The largest record a processor may write, and the check against it.
-
-    The smaller of the ledger's record limit and the producer's ``max_request_size`` (which the
-    producer enforces by raising from ``send`` itself), against the core's bound on a record's
-    size (:func:`~ledger.core.limits.record_fits`: key, value and at most
-    :data:`~ledger.core.limits.RECORD_FRAMING` bytes of framing, up to that much stricter than
-    the producer's own measure; the command processor's events are held to it too).
-    """
-
-    max_bytes: int
-
-    @classmethod
-    def for_app(cls, app: faust.App, limits: Limits = DEFAULT_LIMITS) -> OutputLimit:
-        return cls(min(limits.record_bytes, int(app.conf.producer_max_request_size)))
-
-    def fits(self, key: bytes | None, value: bytes | None) -> bool:
-        """The core's rule (:func:`~ledger.core.limits.record_fits`): the SDK's test double
-        holds a decision to the same one."""
-        return record_fits(key, value, self.max_bytes)
-
-
 DELIVERY_FAILED_EXIT = 70
 HANDLING_FAILED_EXIT = 71
 
@@ -212,16 +183,6 @@ async def send_all(producer: Any, outputs: list[Output]) -> None:
                 len(outputs),
             )
         raise
-
-
-@dataclass
-class ProcessorStats:
-    """Counters a processor logs periodically (and tests read)."""
-
-    processed: int = 0
-    dead_lettered: int = 0
-    duplicates: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

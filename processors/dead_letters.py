@@ -21,7 +21,7 @@ from ledger.codec import Codec
 from ledger.core.events import DeadLetter
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
-from processors.common import Output, OutputLimit, ProcessorStats
+from processors.outputs import Output, OutputLimit, ProcessorStats
 
 __all__ = ["DEAD_LETTER_CODES", "DeadLetters", "decode_as"]
 

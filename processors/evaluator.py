@@ -43,14 +43,13 @@ from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import Settings
 from processors.common import (
     HANDLING_FAILED_EXIT,
-    OutputLimit,
     Processor,
-    ProcessorStats,
     create_faust_app,
     die,
     state_dir,
 )
 from processors.inflight import InFlight
+from processors.outputs import OutputLimit, ProcessorStats
 from processors.request_handler import CHECKPOINT_EVERY, RecentIds, RequestHandler
 from processors.request_loop import CHECKPOINT_INTERVAL, RequestLoop
 

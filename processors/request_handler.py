@@ -39,13 +39,9 @@ from ledger.core.limits import DEFAULT_LIMITS
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import (
-    Output,
-    OutputLimit,
-    ProcessorStats,
-)
 from processors.dead_letters import DeadLetters, decode_as
 from processors.inflight import InFlight
+from processors.outputs import Output, OutputLimit, ProcessorStats
 
 __all__ = ["RequestHandler", "RecentIds", "CHECKPOINT_EVERY"]
 

@@ -26,9 +26,9 @@ from ledger.settings import Settings
 from processors.common import (
     DELIVERY_FAILED_EXIT,
     HANDLING_FAILED_EXIT,
-    Output,
     die,
 )
+from processors.outputs import Output
 from processors.request_handler import RequestHandler
 
 __all__ = [

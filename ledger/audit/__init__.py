@@ -15,9 +15,12 @@
 - :mod:`~ledger.audit.sources` — recorded decisions, requests and governance history for
   reproduction and simulation, read from Kafka or from an export;
 - :mod:`~ledger.audit.reproduce` — re-evaluate one recorded decision at its governance position;
-- :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export.
+- :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export;
 - :mod:`~ledger.audit.columns` — an export row's columns read back into its record (what
-  ``verify`` hashes, and how it and ``history`` check the columns against the record bytes).
+  ``verify`` hashes, and how it and ``history`` check the columns against the record bytes);
+- :mod:`~ledger.audit.footer` — a Parquet file's footer held to its data, as pyarrow and as
+  DuckDB read it (what ``verify`` and ``actor verify --from`` check of every file);
+- :mod:`~ledger.audit._preload` — what the export's fork server loads before forking helpers.
 
 May import: the core, :mod:`ledger.codec` (and its Avro programs, :mod:`ledger.avro`),
 :mod:`ledger.contract`, :mod:`ledger.settings`, :mod:`ledger.errors`, :mod:`ledger.files`,

@@ -89,7 +89,9 @@ def _read(
                 "filtering on that column can skip rows"
             )
         for row in (r for batch in table.to_batches(4_096) for r in batch.to_pylist()):
-            topic, partition, offset = row["topic"], row["partition"], row["offset"]
+            # The file's topic, as the manifest lists it: a row's own topic column is data an
+            # export's writer could change (and one naming no governance topic broke the sort).
+            topic, partition, offset = str(entry["topic"]), row["partition"], row["offset"]
             where = f"{topic} partition {partition} offset {offset}"
             offsets.setdefault((topic, partition), []).append(offset)
             try:

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeAlias
 
 from ledger.audit.columns import columns_disagree
 from ledger.audit.export import ExportPath, Manifest, read_manifest
+from ledger.audit.history import load_export_history
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import item_request
@@ -43,8 +44,8 @@ from ledger.core.events import (
 from ledger.core.history import HistoryEntry
 from ledger.core.jsonform import to_json_value
 from ledger.errors import CodecError, ExportError, TamperDetected, UsageError
-from ledger.kafka.governance import GOVERNANCE_TYPES, load_history
-from ledger.kafka.reading import position_key, read_topic
+from ledger.kafka.governance import load_history
+from ledger.kafka.reading import read_topic
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
@@ -400,18 +401,7 @@ class ExportSource:
         ]
 
     def history(self) -> list[HistoryEntry]:
-        entries: list[HistoryEntry] = []
-        for topic in (self.topics.policy_events, self.topics.grant_events):
-            rows = self._query(
-                topic, 'SELECT "partition", "offset", record FROM {files} ORDER BY 1, 2'
-            )
-            for partition, offset, record in rows:
-                event = self._decode(record)
-                if isinstance(event, GOVERNANCE_TYPES):
-                    entries.append(
-                        HistoryEntry(position_key(topic, partition), offset, event)  # type: ignore[arg-type]
-                    )
-        return entries
+        return load_export_history(self.path, codec=self._codec)  # the one reader of it
 
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None

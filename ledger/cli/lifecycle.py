@@ -1,4 +1,4 @@
-"""``ledger policy propose|approve|promote|rollback|retire|list|show``: the policy lifecycle on
+"""``ledger policy propose|approve|promote|rollback|retire|list|show|get|diff``: the policy lifecycle on
 the ledger (DESIGN §7). The ``policy`` group itself lives in :mod:`ledger.cli.policy`, which adds
 these commands to it.
 

@@ -6,6 +6,10 @@ processors and the audit wing lives here, once.
 - :mod:`~ledger.kafka.reading` — a topic's partitions (one :class:`~ledger.errors.TopicMissing`
   for a topic that does not exist), a topic read to its end;
 - :mod:`~ledger.kafka.topics` — the ledger's topics, partitions and configs, and their creation;
+- :mod:`~ledger.kafka.acls` — who may read and write which topic (the roles' ACLs), and the
+  processors' consumer groups;
+- :mod:`~ledger.kafka.snapshots` — a processor's governance snapshot: written, checked, read;
+- :mod:`~ledger.kafka.logs` — the Kafka libraries' repeated log lines thinned;
 - :mod:`~ledger.kafka.governance` — the governance history (replay) and the live follower
   (processors);
 - :mod:`~ledger.kafka.dedup` — the evaluator's start-up de-duplication read;

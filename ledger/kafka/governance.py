@@ -53,7 +53,6 @@ from ledger.kafka.snapshots import (
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
-    "GOVERNANCE_TYPES",
     "decode_governance",
     "read_governance",
     "load_history",
@@ -80,8 +79,6 @@ SNAPSHOT_AFTER = 50_000
 one on disk, catching up or live (one that had none it could use writes one as soon as its
 catch-up folded anything)."""
 
-GOVERNANCE_TYPES: tuple[type, ...] = GOVERNANCE_EVENT_TYPES
-
 
 def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
     """A governance record's event; :class:`~ledger.errors.CodecError` for anything else
@@ -89,7 +86,7 @@ def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
     if value is None:
         raise CodecError("empty record (tombstone) on a governance topic")
     event = codec.decode(value)
-    if not isinstance(event, GOVERNANCE_TYPES):
+    if not isinstance(event, GOVERNANCE_EVENT_TYPES):
         raise CodecError(f"{type(event).__name__} is not a governance event")
     return event  # type: ignore[return-value]
 
@@ -120,7 +117,7 @@ def read_governance(
     """
     governance = [topics.policy_events, topics.grant_events]
     for rec in read_topic(bootstrap, governance, codec=codec, security=security):
-        if isinstance(rec.event, GOVERNANCE_TYPES):
+        if isinstance(rec.event, GOVERNANCE_EVENT_TYPES):
             yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, rec.event)  # type: ignore[arg-type]
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from processors import command_processor, evaluator, request_handler
+from processors import command_handler, command_processor, evaluator, request_handler
 
 
 def _misbehave(marker: str) -> None:
@@ -40,13 +40,13 @@ def main() -> None:
         request_handler.evaluate = evaluate  # type: ignore[assignment]
         evaluator.main()
     else:
-        real_decide = command_processor.decide_signed
+        real_decide = command_handler.decide_signed
 
         def decide(state: Any, command: Any, **kw: Any) -> Any:
             _misbehave(str(getattr(command, "principal", "")))
             return real_decide(state, command, **kw)
 
-        command_processor.decide_signed = decide  # type: ignore[assignment]
+        command_handler.decide_signed = decide  # type: ignore[assignment]
         command_processor.main()
 
 

@@ -188,7 +188,8 @@ def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_comman
     # its first answer.
     from ledger.core.events import ProposePolicyVersion
     from ledger.ids import new_id, utcnow
-    from processors.command_processor import APP_ID, AppliedCommands
+    from processors.command_handler import AppliedCommands
+    from processors.command_processor import APP_ID
     from processors.common import state_dir
 
     stack = stack_factory(processors=("command-processor",))

@@ -24,8 +24,8 @@ from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.reading import read_topic
-from processors.common import ProcessorStats
 from processors.evaluator import RequestHandler, RequestLoop
+from processors.outputs import ProcessorStats
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from ledger.core.events import (
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import OutputLimit, ProcessorStats
 from processors.evaluator import RequestHandler
+from processors.outputs import OutputLimit, ProcessorStats
 
 CODEC = default_codec()
 SETTINGS = Settings(home=Path("/nonexistent"))

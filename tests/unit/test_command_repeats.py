@@ -30,13 +30,13 @@ from ledger.ids import new_id, utcnow
 from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, write_snapshot
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
-from processors.command_processor import (
+from processors.command_handler import (
     REMEMBER_REJECTIONS,
     SIGNATURE_BYTES,
     AppliedCommands,
     CommandHandler,
 )
-from processors.common import ProcessorStats
+from processors.outputs import ProcessorStats
 
 CODEC = default_codec()
 SETTINGS = Settings(home=Path("/nonexistent"), admins=frozenset({"human:admin"}))

@@ -18,8 +18,8 @@ from ledger.core.events import (
 )
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
-from processors.common import OutputLimit, ProcessorStats
 from processors.dead_letters import DEAD_LETTER_CODES, DeadLetters, decode_as
+from processors.outputs import OutputLimit, ProcessorStats
 
 CODEC = default_codec()
 LIMIT = OutputLimit(1_000_000)

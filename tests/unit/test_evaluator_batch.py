@@ -9,8 +9,8 @@ from ledger.core.events import DeadLetter, DecisionRecorded, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import ProcessorStats
 from processors.evaluator import RequestHandler
+from processors.outputs import ProcessorStats
 
 
 def _msg(offset: int, value: bytes | None) -> SimpleNamespace:

@@ -64,7 +64,7 @@ def test_a_signed_ledgers_state_and_memory_of_commands_read_back_whole(tmp_path:
     # the state holds some of it (grants kept as the events that issued them), and the command
     # processor's memory a signature per command.
     from ledger.core.events import GrantIssued
-    from processors.command_processor import AppliedCommands
+    from processors.command_handler import AppliedCommands
 
     signed = generate(3_000, policies=6, principals=150, roles=10, signed=True)
     state = state_at(signed)

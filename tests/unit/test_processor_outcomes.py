@@ -45,10 +45,10 @@ from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
 from processors import common
 from processors import request_handler as evaluator_module
-from processors.command_processor import CommandHandler
-from processors.common import OutputLimit, ProcessorStats
+from processors.command_handler import CommandHandler
 from processors.evaluator import RequestHandler
 from processors.inflight import InFlight
+from processors.outputs import OutputLimit, ProcessorStats
 
 CODEC = default_codec()
 SETTINGS = Settings(home=Path("/nonexistent"))
@@ -381,7 +381,7 @@ def test_a_remembered_rejection_never_holds_a_senders_megabyte(
 ) -> None:
     # Rejections are remembered for minutes; one quoting a 960 KB principal at full length (4x
     # as a repr) filled memory at ~70 MB/s from any principal with a key.
-    from processors import command_processor
+    from processors import command_handler as handler_module
 
     handler = command_handler(OutputLimit(2_000_000))
     for i in range(3):
@@ -390,7 +390,7 @@ def test_a_remembered_rejection_never_holds_a_senders_megabyte(
         (_, rejection) = handler.rejected[command.event_id]
         assert rejection.code == "invalid_principal" and len(rejection.message) < 1_100
     handler.rejected.clear()
-    monkeypatch.setattr(command_processor, "REMEMBER_MOST", 3)
+    monkeypatch.setattr(handler_module, "REMEMBER_MOST", 3)
     sent = [grant(principal="bad") for _ in range(5)]  # and at most so many of them
     for i, command in enumerate(sent):
         handler.handle(KEYED, msg(i, CODEC.encode(command), topic="commands"))
@@ -398,12 +398,12 @@ def test_a_remembered_rejection_never_holds_a_senders_megabyte(
 
 
 def test_a_command_the_processor_fails_on_is_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
-    from processors import command_processor
+    from processors import command_handler as handler_module
 
     def failing(*args: Any, **kw: Any) -> Any:
         raise ValueError("boom")
 
-    monkeypatch.setattr(command_processor, "decide_signed", failing)
+    monkeypatch.setattr(handler_module, "decide_signed", failing)
     step = command_handler().handle(KEYED, msg(4, CODEC.encode(grant()), topic="commands"))
     ((topic, letter),) = decoded(step.outputs)
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)

@@ -758,3 +758,22 @@ def test_ledger_decisions_says_when_one_request_text_names_several_decisions(
     assert f"1 item(s) of pre-evaluation {batch.request_id}; a request of that id" in said
     repeated = _several(ref, [(batch, [[None, ref], [None, ref]])])
     assert repeated is not None and "names 2 decisions (2 item(s) of pre-evaluation" in repeated
+
+
+def test_an_exports_history_is_read_by_its_files_topics_not_a_column(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    # A review found two readers of an export's governance history (replay --from, and
+    # reproduction / simulation); there is one now. It took each row's topic from its column:
+    # one rewritten to name no governance topic broke its sort (a KeyError).
+    expected = load_export_history(export)
+    assert ExportSource(export).history() == expected
+    out = tmp_path / "retopiced"
+    write_export(out, history.records, TOPICS)
+
+    def retopic(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**row, "topic": "elsewhere"} for row in rows]
+
+    for path in files_of(out, TOPICS.policy_events):
+        rewrite(path, retopic)
+    assert load_export_history(out) == expected

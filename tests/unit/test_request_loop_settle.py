@@ -23,7 +23,7 @@ from ledger.core.events import ChainCheckpoint, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
-from processors.common import OutputLimit, ProcessorStats
+from processors.outputs import OutputLimit, ProcessorStats
 from processors.request_handler import RequestHandler
 from processors.request_loop import Record, RequestLoop
 

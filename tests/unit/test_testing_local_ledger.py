@@ -319,8 +319,8 @@ def test_near_the_record_limit_the_double_answers_as_the_evaluator_does(
 
     from ledger.codec import default_codec
     from ledger.settings import Settings
-    from processors.common import OutputLimit, ProcessorStats
     from processors.evaluator import RequestHandler
+    from processors.outputs import OutputLimit, ProcessorStats
 
     codec = default_codec()
     real = RequestHandler(

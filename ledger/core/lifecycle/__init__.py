@@ -12,7 +12,8 @@ Rules (DESIGN §7):
   be within the size limit (``too_large``), validate, and name the same policy
   (``invalid_policy``); versions are 1, 2, 3 … per policy; an identical document to the latest
   version is ``already_applied``.
-- approve: by a principal other than the author (``self_approval``); only drafts.
+- approve: by a principal other than the author (``self_approval``); a version not yet approved
+  (a draft, or one already in shadow, which needs no approval there); once only.
 - promote: only approved versions (``not_approved``); to shadow, canary (``percent`` 1-99) or
   active. One active, at most one canary; promoting the canary to active clears the canary.
 - rollback: needs a reason; re-activates the previous active version, or ``to_version``; clears
