@@ -18,6 +18,7 @@ from ledger.cli.common import (
     bootstrap_option,
     connection,
     current_state,
+    from_option,
     ledger_options,
     load_settings,
     principal_arg,
@@ -204,13 +205,8 @@ def list_cmd(bootstrap: str | None, as_json: bool) -> None:
 
 @group.command("verify")
 @bootstrap_option
-@click.option(
-    "--from",
-    "from_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Check the governance events of this export directory (`ledger export`) instead of "
-    "Kafka's.",
+@from_option(
+    "Check the governance events of this export directory (`ledger export`) instead of Kafka's."
 )
 @json_option
 @handle_errors

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from ledger.cli.common import load_settings
+from ledger.cli.common import from_option, load_settings
 from ledger.cli.output import HelpfulGroup, handle_errors, print_json, print_table
 from ledger.core.boundedjson import nesting_exceeds
 from ledger.core.jsonform import format_timestamp
@@ -52,14 +52,7 @@ def add_commands(*commands: click.Command) -> None:
         group.add_command(command)
 
 
-def from_option(func: F) -> F:
-    return click.option(
-        "--from",
-        "source",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Export directory (default: $LEDGER_HOME/export).",
-    )(func)
+_from_export = from_option(dest="source")
 
 
 def _format_options(func: F) -> F:
@@ -193,7 +186,7 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
 @group.command("run")
 @click.argument("name")
 @click.option("--param", "pairs", multiple=True, metavar="NAME=VALUE", help="A parameter.")
-@from_option
+@_from_export
 @_format_options
 @handle_errors
 def run(
@@ -223,7 +216,7 @@ def run(
 
 @group.command("sql")
 @click.argument("statement")
-@from_option
+@_from_export
 @_format_options
 @handle_errors
 def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> None:
@@ -244,7 +237,7 @@ def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> Non
 
 
 @group.command("shell")
-@from_option
+@_from_export
 @handle_errors
 def shell(source: Path | None) -> None:
     """Open the DuckDB CLI (`duckdb`, if on the PATH: pip install duckdb-cli) with the views

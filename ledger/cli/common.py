@@ -32,6 +32,9 @@ from ledger.settings import KafkaSecurity, Role, Settings
 
 __all__ = [
     "Seconds",
+    "FROM_EXPORT",
+    "FROM_INSTEAD_OF_KAFKA",
+    "from_option",
     "bootstrap_option",
     "connection",
     "current_state",
@@ -63,6 +66,22 @@ def bootstrap_option(func: F) -> F:
         default=None,
         help="Kafka bootstrap servers (default: $LEDGER_BOOTSTRAP, else the local broker).",
     )(func)
+
+
+FROM_EXPORT: str = "Export directory (default: $LEDGER_HOME/export, where `ledger export` writes)."
+FROM_INSTEAD_OF_KAFKA: str = "Read the history from this export directory instead of from Kafka."
+
+
+def from_option(help: str = FROM_EXPORT, dest: str = "from_dir") -> Callable[[F], F]:
+    """``--from DIR``: an export directory (the parameter ``dest``), every command's the same
+    option with its own help (where the default is Kafka, say so)."""
+
+    def add(func: F) -> F:
+        return click.option(
+            "--from", dest, type=click.Path(path_type=Path), default=None, help=help
+        )(func)
+
+    return add
 
 
 def load_settings(bootstrap: str | None = None) -> Settings:

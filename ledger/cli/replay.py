@@ -11,6 +11,7 @@ from ledger.cli.common import (
     bootstrap_option,
     canary_cell,
     connection,
+    from_option,
     grant_row,
     load_settings,
     parse_time,
@@ -35,12 +36,8 @@ __all__ = ["replay_cmd"]
 )
 @click.option("--policy", "policy", default=None, help="Only this policy.")
 @click.option("--principal", default=None, help="Only this principal's grants and roles.")
-@click.option(
-    "--from",
-    "source",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Replay from this export directory (`ledger export --out DIR`) instead of Kafka.",
+@from_option(
+    "Replay from this export directory (`ledger export --out DIR`) instead of Kafka.", "source"
 )
 @click.option(
     "--decision",

@@ -16,8 +16,10 @@ import click
 
 from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
 from ledger.cli.common import (
+    FROM_INSTEAD_OF_KAFKA,
     bootstrap_option,
     connection,
+    from_option,
     load_settings,
     read_text_file,
     time_window,
@@ -30,7 +32,6 @@ from ledger.cli.output import (
     print_table,
     printable,
 )
-from ledger.cli.verify import FROM_INSTEAD_OF_KAFKA, from_option
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
 from ledger.core.policy.model import decided_by

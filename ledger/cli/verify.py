@@ -13,29 +13,14 @@ from typing import Any, TypeVar
 import click
 
 from ledger.audit.verify import VerifyReport, verify_export
-from ledger.cli.common import load_settings
+from ledger.cli.common import from_option, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.errors import TamperDetected
 
-__all__ = ["COMMANDS", "verify_cmd", "from_option", "FROM_INSTEAD_OF_KAFKA"]
+__all__ = ["COMMANDS", "verify_cmd"]
 
 _SHOWN = 20
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-_FROM_EXPORT = "Export directory (default: $LEDGER_HOME/export, where `ledger export` writes)."
-FROM_INSTEAD_OF_KAFKA = "Read the history from this export directory instead of from Kafka."
-
-
-def from_option(help: str = _FROM_EXPORT) -> Callable[[F], F]:
-    """``--from DIR``: an export directory (``from_dir``)."""
-
-    def add(func: F) -> F:
-        return click.option(
-            "--from", "from_dir", type=click.Path(path_type=Path), default=None, help=help
-        )(func)
-
-    return add
 
 
 @click.command("verify")
