@@ -41,6 +41,8 @@ import logging
 import os
 import queue
 import time
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -254,7 +256,15 @@ class LedgerClient:
                 replies=_replies(config),
                 listener_config=_listener_group(config),
             )
-        elif codec is not None:
+            # A client dropped unclosed would leave its transport's thread and connections
+            # running for the life of the process (a tool object made per agent run leaked
+            # one of each per run): closed when the client is collected, with a warning.
+            finalizer = weakref.finalize(self, _unclosed, transport)
+            finalizer.atexit = False  # the process ending closes everything anyway
+            self._finalizer: weakref.finalize[Any, Any] | None = finalizer
+        else:
+            self._finalizer = None
+        if codec is not None and self._finalizer is None:
             raise UsageError("pass the codec to the transport, not to the client that uses it")
         self._transport: Transport = transport
         self._loaded_key: Ed25519PrivateKey | None = None
@@ -268,6 +278,8 @@ class LedgerClient:
     def close(self) -> None:
         """Close the client and its transport; later calls raise :class:`ClientClosed`."""
         self._closed = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._transport.close()
 
     def __enter__(self) -> LedgerClient:
@@ -564,6 +576,21 @@ def _seconds(value: Any, what: str) -> float:
     if not 0 < value <= _LONGEST_WAIT:
         raise UsageError(f"{what} is {value!r}: give more than 0 and at most 86,400 seconds")
     return float(value)
+
+
+def _unclosed(transport: Transport) -> None:
+    """What a client collected unclosed does (a ``weakref.finalize``): close its transport,
+    then say so (a warning filter that raises must not leave the transport open, nor escape
+    the collector)."""
+    with contextlib.suppress(Exception):
+        transport.close()
+    with contextlib.suppress(Warning):
+        warnings.warn(
+            "a LedgerClient was never closed: its Kafka connections are closed now; close it "
+            "(or use `with`) when the process is done with it",
+            ResourceWarning,
+            stacklevel=2,
+        )
 
 
 def _listener_group(config: ClientConfig) -> dict[str, str]:

@@ -242,6 +242,28 @@ def test_closing_a_client_that_has_answered_reports_nothing_as_broken(stack_fact
     assert not stopped, stopped
 
 
+def test_a_client_dropped_unclosed_closes_its_connections_and_says_so(stack_factory):
+    """An agent engineer's walkthrough: a tool object made per agent run, its client never
+    closed, leaked a listener thread and ~13 file descriptors per run for the life of the
+    process. A client collected unclosed now closes its transport, with a ResourceWarning."""
+    import gc
+    import warnings
+    import weakref
+
+    stack: LedgerStack = stack_factory(processors=("evaluator",))
+    client = LedgerClient(stack.config(AGENT, timeout=LONG))
+    assert _ask(client, "account:1").reason_code == "no_authority"
+    transport = weakref.ref(client._transport)
+    threads = threading.active_count()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught), caught
+    wait_for(lambda: threading.active_count() < threads, timeout=10, what="its listener to stop")
+    assert transport() is None or transport()._closed  # type: ignore[union-attr]
+
+
 def test_a_client_used_after_a_fork_says_so_at_once_and_the_parents_still_answers(
     shared_stack: LedgerStack, admin: LedgerClient, agent: LedgerClient, policy_name: str
 ) -> None:
