@@ -153,7 +153,7 @@ async def send_or_die(producer: Any, topic: str, key: bytes, value: bytes) -> as
     except Exception as exc:  # every refusal is fatal here, whatever its type
         die(
             DELIVERY_FAILED_EXIT,
-            "output to %s was refused, stopping before any commit: %r",
+            "output to %s was refused, stopping before any offset is committed: %r",
             topic,
             exc,
         )
@@ -178,7 +178,7 @@ async def send_all(producer: Any, outputs: list[Output]) -> None:
         if queued < len(outputs):
             die(
                 HANDLING_FAILED_EXIT,
-                "stopped with %d of %d outputs unsent: exiting uncommitted",
+                "stopped with %d of %d outputs unsent, stopping before any offset is committed",
                 len(outputs) - queued,
                 len(outputs),
             )

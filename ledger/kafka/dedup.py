@@ -4,11 +4,13 @@ committed (a crash between writing a decision and committing the request's offse
 For each request partition, the first uncommitted request's timestamp bounds how far back a
 decision for it can be; the decisions written since (minus a clock-skew margin) are read and
 their keys (request ids) returned. The evaluator seeds its memory of answered ids with them
-before it answers anything, so a re-delivered request is not answered twice.
+before it answers anything, so a re-delivered request is not answered twice; and again for the
+partitions it takes over from another worker (one that crashed left its answers uncommitted).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ledger.kafka.clients import make_consumer
@@ -24,15 +26,26 @@ signed command's time may run ahead of the command processor's clock."""
 
 
 def answered_since_last_commit(
-    bootstrap: str, topics: TopicNames, group_id: str, *, security: KafkaSecurity | None = None
+    bootstrap: str,
+    topics: TopicNames,
+    group_id: str,
+    *,
+    security: KafkaSecurity | None = None,
+    partitions: Iterable[int] | None = None,
 ) -> set[bytes]:
-    """Request ids (decision keys) written since the group's oldest uncommitted request."""
+    """Request ids (decision keys) written since the group's oldest uncommitted request (of
+    the request ``partitions`` only, when given: those a worker takes over)."""
     # A consumer carrying the group id can read the group's committed offsets without joining.
     consumer = make_consumer(
         bootstrap, security=security, group_id=group_id, consumer_timeout_ms=1000
     )
     try:
         requests = topic_partitions(consumer, topics.evaluation_requests, bootstrap=bootstrap)
+        if partitions is not None:
+            wanted = set(partitions)
+            requests = [tp for tp in requests if tp.partition in wanted]
+        if not requests:
+            return set()
         ends = consumer.end_offsets(requests)
         oldest_ms: int | None = None
         for tp in requests:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ledger.discovery import local_bootstrap, resolve_security
+from ledger.discovery import credentials_file, local_bootstrap, resolve_security
 from ledger.errors import ProcessorError
 from ledger.files import private_dir, private_umask
 from ledger.kafka.acls import ensure_acls
@@ -89,6 +89,9 @@ class ProcessStatus:
     heartbeat_age: float | None = None
     fetch_age: float | None = None
     problem: str | None = None
+    stale_credential: bool = False
+    """Started before its role's credential file was written anew: it holds the old password,
+    which the broker no longer has (waiting cannot mend it; a restart does)."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -184,13 +187,20 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         )
     beat_age = max(0.0, now - beat.at)
     fetch_age = None if beat.fetched_at is None else max(0.0, now - beat.fetched_at)
+    stale = _credential_rewritten(settings, name)
     if expected is None:
         problem: str | None = "the local broker is not running (`ledger up` starts it)"
     elif beat.bootstrap != expected:
         problem = f"started with Kafka at {beat.bootstrap}, but Kafka is at {expected} now"
+    elif stale is not None:
+        problem = (
+            f"started before its credential {stale} was written anew: it logs in with the old "
+            "password, which the broker no longer accepts (`ledger up` restarts it)"
+        )
     else:
         problem = beat.problem(now)
     return ProcessStatus(
+        stale_credential=stale is not None,
         name=name,
         running=True,
         healthy=problem is None,
@@ -298,6 +308,22 @@ def _why(log: Path, start: int) -> str:
         if any(word in line for word in ("ERROR", "CRITICAL", "Error:", "Exception:"))
     ]
     return (errors or lines)[-1].strip()
+
+
+def _credential_rewritten(settings: Settings, proc_id: str) -> Path | None:
+    """The local credential file of ``proc_id``'s role, when it was written after the process
+    started (its pid file): deleted to change the password, or lost, and written anew by
+    ``ledger up``, which gave the broker the new password. ``None`` otherwise, and for a
+    processor whose credential comes from the environment (a cluster of your own)."""
+    if settings.bootstrap or any(os.environ.get(v) for v in SECURITY_ENV.values()):
+        return None
+    path = credentials_file(settings, _role(proc_id))
+    try:
+        written = path.stat().st_mtime
+        started = (_run_dir(settings) / f"{proc_id}.pid").stat().st_mtime
+    except OSError:
+        return None
+    return path if written > started else None
 
 
 def _role(proc_id: str) -> Role:
@@ -427,7 +453,7 @@ def _ensure(
     if current.running and current.healthy:
         progress(f"{proc_id} already running (pid {current.pid}), healthy")
         return False
-    if current.running and current.bootstrap in (None, bootstrap):
+    if current.running and current.bootstrap in (None, bootstrap) and not current.stale_credential:
         # The broker may just have come back (same address), or it is still catching up: one
         # without a first heartbeat gets as long as a processor being started.
         patience = wait if current.heartbeat_age is None else RECOVERY_WAIT

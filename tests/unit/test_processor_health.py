@@ -458,3 +458,37 @@ def test_a_container_health_check_without_a_heartbeat_says_why(
     assert out.startswith("unhealthy: no heartbeat in ") and "catching up" in out
     (tmp_path / "ready").write_text("{garbled")
     assert main([str(tmp_path / "ready")]) == 1
+
+
+def test_a_processor_started_before_its_credential_was_written_anew_is_restarted_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: deleting a role's credential file to change its password (as
+    # the README says), then `ledger up`, gave the broker the new password and left the running
+    # evaluator "healthy" on the old one: it could not log in after the broker's next restart,
+    # and `ps` blamed Kafka.
+    from ledger.discovery import credentials_file
+
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
+    local = Settings(home=tmp_path)  # the local broker: credentials from files
+    pid = _fake_processor(local, "evaluator")
+    try:
+        _beat(local, pid)
+        credential = credentials_file(local, "evaluator")
+        credential.parent.mkdir(parents=True, exist_ok=True)
+        credential.write_text("{}")
+        started = (tmp_path / "run" / "evaluator.pid").stat().st_mtime
+        os.utime(credential, (started - 60, started - 60))  # written before it started
+        assert stack._status(local, "evaluator", KAFKA, time.time()).healthy
+        os.utime(credential, (started + 60, started + 60))  # written anew since
+        status = stack._status(local, "evaluator", KAFKA, time.time())
+        assert not status.healthy and status.stale_credential
+        assert (status.problem or "").startswith(f"started before its credential {credential}")
+        restarted: list[str] = []
+        monkeypatch.setattr(stack, "start_processor", lambda *a, **k: restarted.append(a[1]))
+        started_at = time.monotonic()
+        assert stack._ensure(local, "evaluator", bootstrap=KAFKA, progress=lambda _: None)
+        assert restarted == ["evaluator"] and time.monotonic() - started_at < 10  # no 20 s wait
+    finally:
+        stack.stop_processor(local, "evaluator", kill=True)

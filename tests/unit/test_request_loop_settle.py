@@ -221,3 +221,33 @@ def test_a_batch_of_a_revoked_partition_that_settles_late_commits_nothing_for_it
     broker.ack()
     request_loop._settle(consumer, broker, asynchronous=False)
     assert (REQUESTS, 0) in {(t, p) for t, p, _ in consumer.commits[-1]}
+
+
+def test_partitions_taken_over_learn_what_was_answered_on_them_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An operator's walkthrough: with two workers, a kill -9 of one left decisions written and
+    # offsets uncommitted; the survivor took its partitions and decided 4 (and 10) requests
+    # again. Each assignment after the first (which follows the start-up read) now reads the
+    # request ids answered on the partitions it brings, before any record of them is fetched.
+    request_loop, handler, _broker, consumer = loop()
+    asked: list[tuple[str, list[int]]] = []
+
+    def answered(bootstrap: str, topics: Any, group: str, **kw: Any) -> set[bytes]:
+        asked.append((group, list(kw["partitions"])))
+        return {b"answered-by-the-dead-worker"}
+
+    monkeypatch.setattr(loop_module, "answered_since_last_commit", answered)
+    first = [SimpleNamespace(topic=REQUESTS, partition=0)]
+    request_loop._assigned(consumer, first)
+    assert asked == []  # the start-up read covered it
+    taken = [SimpleNamespace(topic=REQUESTS, partition=p) for p in (0, 1)]
+    request_loop._assigned(consumer, taken)
+    assert asked == [("g", [0, 1])]
+    assert b"answered-by-the-dead-worker" in handler.recent
+
+    def unreachable(*args: Any, **kw: Any) -> set[bytes]:
+        raise OSError("broker away")
+
+    monkeypatch.setattr(loop_module, "answered_since_last_commit", unreachable)
+    request_loop._assigned(consumer, taken)  # logged, never raised into librdkafka's callback
