@@ -580,55 +580,8 @@ _RULE_KEYS: Final = {"id", "when", "effect", "constraints", "reason", "descripti
 _DEFAULT_KEYS: Final = {"effect", "reason", "constraints"}
 
 
-def build(
-    data: Any,
-    *,
-    file: str | None,
-    marks: Marks,
-    allow_tests: bool,
-    limits: Limits,
-    new_document: bool = True,
-) -> Policy:
-    """Validate one policy document's data and build the :class:`Policy` (compiled, hashed).
-
-    ``tests`` are accepted only with ``allow_tests`` (YAML input; the canonical form has none).
-    ``new_document`` false (a recorded version read back) leaves out the checks that came later
-    (see :func:`~ledger.core.cel.compile_condition`). Raises
-    :class:`~ledger.errors.PolicyError` listing every problem, in reading order.
-    """
-    v = Validator(file, marks, limits, new_document=new_document)
-    for path, (line, column) in marks.duplicates:
-        v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
-    if not isinstance(data, dict):
-        v.add(f"a policy document must be a mapping, got {_describe(data)}", ())
-        v.raise_if_any()
-        raise AssertionError("unreachable")
-    if "cases" in data and "governs" not in data:  # a tests file read as a policy
-        name = data.get("policy") if isinstance(data.get("policy"), str) else None
-        stem = name if name and len(name) <= 64 else "refund"
-        v.add(
-            "this looks like a tests file (it has cases:, no governs:): name it after its "
-            f"policy's file, {stem}.yaml -> {stem}.tests.yaml",
-            (),
-        )
-        v.raise_if_any()
-    allowed = set(_TOP_KEYS) if allow_tests else _TOP_KEYS - {"tests"}
-    v.keys(data, (), allowed=allowed, required={"policy", "governs", "owner", "default"})
-
-    name = (
-        v.string(
-            data["policy"],
-            ("policy",),
-            pattern=_NAME_RE,
-            what="policy name",
-            allowed="ASCII letters, digits, '_', '.' and '-', starting with a letter or digit",
-        )
-        if "policy" in data
-        else None
-    )
-    owner = v.string(data["owner"], ("owner",), what="owner") if "owner" in data else None
-    description = v.optional_string(data, "description", ())
-
+def _governs(v: Validator, data: dict[Any, Any]) -> list[str]:
+    """The document's ``governs``: action names and globs, each once, in order."""
     governs: list[str] = []
     raw_governs = data.get("governs")
     if isinstance(raw_governs, str):
@@ -657,7 +610,12 @@ def build(
                 if a is not None and a not in seen:
                     seen.add(a)
                     governs.append(a)
+    return governs
 
+
+def _facts(v: Validator, data: dict[Any, Any]) -> tuple[dict[str, FactSpec], set[str]]:
+    """The declared facts, and the names of those whose declaration is broken (still declared:
+    conditions may use them, as ``dyn``, without a second, misleading "undeclared fact")."""
     facts: dict[str, FactSpec] = {}
     broken_facts: set[str] = set()
     raw_facts = data.get("facts")
@@ -673,6 +631,13 @@ def build(
                 broken_facts.add(fname)
         else:
             facts[spec.name] = spec
+    return facts, broken_facts
+
+
+def _rules(
+    v: Validator, data: dict[Any, Any], facts: dict[str, FactSpec], broken_facts: set[str]
+) -> list[Rule]:
+    """The rules, each checked and its condition compiled against the declared facts."""
     # A fact whose declaration is broken is still declared: conditions may use it (as dyn)
     # without a second, misleading "undeclared fact" problem.
     cel_types = {n: cel_type(s.type) for n, s in facts.items()} | {n: "dyn" for n in broken_facts}
@@ -727,7 +692,11 @@ def build(
                     condition=condition,
                 )
             )
+    return rules
 
+
+def _default(v: Validator, data: dict[Any, Any]) -> DefaultDecision | None:
+    """The default decision (``None`` when absent or broken: reported)."""
     default: DefaultDecision | None = None
     raw_default = data.get("default")
     if "default" in data:
@@ -753,6 +722,62 @@ def build(
                 default = DefaultDecision(
                     effect=d_effect, reason=d_reason, constraints=d_constraints
                 )
+    return default
+
+
+def build(
+    data: Any,
+    *,
+    file: str | None,
+    marks: Marks,
+    allow_tests: bool,
+    limits: Limits,
+    new_document: bool = True,
+) -> Policy:
+    """Validate one policy document's data and build the :class:`Policy` (compiled, hashed).
+
+    ``tests`` are accepted only with ``allow_tests`` (YAML input; the canonical form has none).
+    ``new_document`` false (a recorded version read back) leaves out the checks that came later
+    (see :func:`~ledger.core.cel.compile_condition`). Raises
+    :class:`~ledger.errors.PolicyError` listing every problem, in reading order.
+    """
+    v = Validator(file, marks, limits, new_document=new_document)
+    for path, (line, column) in marks.duplicates:
+        v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
+    if not isinstance(data, dict):
+        v.add(f"a policy document must be a mapping, got {_describe(data)}", ())
+        v.raise_if_any()
+        raise AssertionError("unreachable")
+    if "cases" in data and "governs" not in data:  # a tests file read as a policy
+        name = data.get("policy") if isinstance(data.get("policy"), str) else None
+        stem = name if name and len(name) <= 64 else "refund"
+        v.add(
+            "this looks like a tests file (it has cases:, no governs:): name it after its "
+            f"policy's file, {stem}.yaml -> {stem}.tests.yaml",
+            (),
+        )
+        v.raise_if_any()
+    allowed = set(_TOP_KEYS) if allow_tests else _TOP_KEYS - {"tests"}
+    v.keys(data, (), allowed=allowed, required={"policy", "governs", "owner", "default"})
+
+    name = (
+        v.string(
+            data["policy"],
+            ("policy",),
+            pattern=_NAME_RE,
+            what="policy name",
+            allowed="ASCII letters, digits, '_', '.' and '-', starting with a letter or digit",
+        )
+        if "policy" in data
+        else None
+    )
+    owner = v.string(data["owner"], ("owner",), what="owner") if "owner" in data else None
+    description = v.optional_string(data, "description", ())
+
+    governs = _governs(v, data)
+    facts, broken_facts = _facts(v, data)
+    rules = _rules(v, data, facts, broken_facts)
+    default = _default(v, data)
 
     tests: tuple[PolicyTestCase, ...] = ()
     if allow_tests and "tests" in data:
