@@ -112,7 +112,7 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
             seen = duck.get((g, c))
             if seen is None:
                 return FooterProblem(f"{where} is not in the footer DuckDB reads")
-            disagree = _disagreement(stats, seen)
+            disagree = _disagreement(stats, seen, _text_or_bytes(parquet.schema_arrow[c].type))
             if disagree is not None:
                 return FooterProblem(f"{where}: {disagree}")
             if stats is None:
@@ -127,10 +127,12 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
             f"its row groups hold {counted} row(s), its footer says {meta.num_rows}",
             readable=False,
         )
-    return _as_duckdb_reads_data(path, con, parquet)
+    return _as_duckdb_reads_data(path, con, parquet, duck)
 
 
-def _as_duckdb_reads_data(path: str, con: Any, parquet: Any) -> FooterProblem | None:
+def _as_duckdb_reads_data(
+    path: str, con: Any, parquet: Any, duck: dict[tuple[int, int], tuple[Any, ...]] | None = None
+) -> FooterProblem | None:
     """The statistics held to the data as DuckDB reads it, the reader queries trust: each row
     group's row count, and per column its null count and min ≤ every value ≤ max. Two readers
     may start a column chunk at different bytes (a red team pointed pyarrow at a forged chunk
@@ -138,10 +140,14 @@ def _as_duckdb_reads_data(path: str, con: Any, parquet: Any) -> FooterProblem | 
     from ledger.audit.sql import session
 
     meta, fields = parquet.metadata, list(parquet.schema_arrow)
+    if meta.num_rows == 0:
+        return None  # no data to read: its footer's row counts were held to it above
     ends, total = [], 0
     for g in range(meta.num_row_groups):
         total += meta.row_group(g).num_rows
         ends.append(total)
+    if not ends:
+        return None
     group = (
         "CASE "
         + " ".join(f"WHEN file_row_number < {end} THEN {g}" for g, end in enumerate(ends))
@@ -162,10 +168,13 @@ def _as_duckdb_reads_data(path: str, con: Any, parquet: Any) -> FooterProblem | 
     finally:
         if own:
             con.close()
+            con = None  # closed: what reads more makes its own
     read = {int(r[0]): r[1:] for r in rows}
     for g in range(meta.num_row_groups):
         says = meta.row_group(g).num_rows
         found = read.get(g)
+        if found is None and says == 0:
+            continue  # an empty row group: no row to read
         if found is None or found[0] != says:
             held = found[0] if found is not None else 0
             return FooterProblem(f"row group {g} says {says} row(s), DuckDB reads {held}")
@@ -175,6 +184,16 @@ def _as_duckdb_reads_data(path: str, con: Any, parquet: Any) -> FooterProblem | 
                 continue
             count, low, high = found[1 + 3 * c : 4 + 3 * c]
             where = f"row group {g}, column {name}"
+            one_sided = _one_sided(duck.get((g, c)) if duck else None, stats, fields[c].type, con)
+            if one_sided is not None:
+                side, bound = one_sided
+                within = high is None or (bound <= low if side == "minimum" else high <= bound)
+                if not within:
+                    return FooterProblem(
+                        f"{where}: its statistics' {side} alone, {clipped(repr(bound), 40)}, "
+                        f"the data as DuckDB reads it {clipped(repr(low), 40)} to "
+                        f"{clipped(repr(high), 40)}"
+                    )
             unborne = _unborne(stats, says - count, low, high, "the data as DuckDB reads it")
             if unborne is not None:
                 return FooterProblem(f"{where}: {unborne}")
@@ -228,6 +247,8 @@ def _layout(chunk: Any, end: int) -> tuple[str | None, int]:
     dictionary page only when that comes before the data pages, DuckDB at any dictionary page
     offset (a red team pointed each at a chunk of its own). The exporter writes each chunk's
     dictionary page, then its data pages, chunk after chunk."""
+    if chunk.num_values == 0:
+        return None, end  # an empty chunk: no page to read
     start = chunk.data_page_offset
     if chunk.has_dictionary_page:
         if not 4 <= chunk.dictionary_page_offset < chunk.data_page_offset:
@@ -256,14 +277,19 @@ def _as_duckdb_reads(path: str, con: Any) -> dict[tuple[int, int], tuple[Any, ..
     return {(int(r[0]), int(r[1])): r[2:] for r in rows}
 
 
-def _disagreement(stats: Any, seen: tuple[Any, ...]) -> str | None:
+def _disagreement(stats: Any, seen: tuple[Any, ...], long_values: bool = False) -> str | None:
     """Where pyarrow's reading of a chunk's statistics (``stats``) and DuckDB's (``seen``)
-    part: the statistics a query trusts must be the ones held to the data."""
+    part: the statistics a query trusts must be the ones held to the data. One side only is
+    what the exporter's writer leaves of a text or bytes column whose least or greatest value
+    is over its 4 KiB statistics limit (``long_values``: such a column; the side is then held
+    to the data as DuckDB reads it, :func:`_one_sided`); anywhere else it is a lie."""
     low, high, old_min, new_min, old_max, new_max, nulls, bloom, column_index, offsets = seen
     if any(v is not None for v in (bloom, column_index, offsets)):
         return "a bloom filter or page index (the exporter writes neither)"
     if (low is None) != (high is None):
-        return "statistics with one side only (a minimum without a maximum, or the reverse)"
+        if not long_values or (stats is not None and stats.has_min_max):
+            return "statistics with one side only (a minimum without a maximum, or the reverse)"
+        low = high = None  # held to the data by _one_sided
     for first, second in ((old_min, new_min), (old_max, new_max)):
         if first is not None and second is not None and first != second:
             return "two different minimums or maximums (the old and the new fields)"
@@ -276,6 +302,43 @@ def _disagreement(stats: Any, seen: tuple[Any, ...]) -> str | None:
     ):
         return "a null count DuckDB and pyarrow read differently"
     return None
+
+
+def _text_or_bytes(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if isinstance(kind, pa.BaseExtensionType):
+        kind = kind.storage_type
+    return bool(pa.types.is_string(kind) or pa.types.is_binary(kind))
+
+
+def _one_sided(
+    seen: tuple[Any, ...] | None, stats: Any, kind: Any, con: Any
+) -> tuple[str, bytes] | None:
+    """``("minimum" | "maximum", its bytes)`` when DuckDB reads one side only of a text or
+    bytes chunk's statistics (and pyarrow none): the side DuckDB trusts, as the bytes the data
+    is compared in. ``None`` for any other chunk."""
+    if seen is None or (stats is not None and stats.has_min_max) or not _text_or_bytes(kind):
+        return None
+    low, high = seen[0], seen[1]
+    if (low is None) == (high is None):
+        return None
+    side, text = ("minimum", low) if low is not None else ("maximum", high)
+    import pyarrow as pa
+
+    storage = kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
+    if pa.types.is_binary(storage):  # DuckDB shows bytes escaped: let it read them back
+        from ledger.audit.sql import session
+
+        own = con is None
+        con = session() if own else con
+        try:
+            value = bytes(con.execute("SELECT CAST(? AS BLOB)", [str(text)]).fetchone()[0])
+        finally:
+            if own:
+                con.close()
+        return side, value
+    return side, str(text).encode("utf-8")
 
 
 def _written(kind: Any) -> bool:

@@ -849,3 +849,67 @@ def test_the_data_as_duckdb_reads_it_is_held_to_the_footer_too(export: Path) -> 
     found = _as_duckdb_reads_data(str(path), None, pq.ParquetFile(path))
     assert found is not None and str(found).startswith("row group 1, column "), found
     assert "the data as DuckDB reads it holds" in str(found)
+
+
+def _long_records_file(path: Path) -> Any:
+    """A dead-letters file as the exporter writes it, whose first row group's greatest record
+    is over the writer's 4 KiB statistics limit: its statistics keep the minimum alone."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from ledger.audit.rows import topic_formats
+
+    schema = topic_formats(TOPICS)[TOPICS.dead_letters].schema
+
+    def column(field: Any) -> list[Any]:
+        if field.name == "record":
+            return [bytes([200 + k]) * (5000 if k == 1 else 10) for k in range(4)]
+        if pa.types.is_timestamp(field.type):
+            return [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)] * 4
+        if pa.types.is_string(field.type):
+            return [f"s{k}" for k in range(4)]
+        if pa.types.is_integer(field.type):
+            return list(range(4))
+        return [None] * 4
+
+    table = pa.Table.from_arrays([pa.array(column(f), f.type) for f in schema], schema=schema)
+    pq.write_table(table, path, compression="zstd", write_statistics=True, row_group_size=2)
+    return pq.ParquetFile(path).metadata.row_group(0).column(schema.get_field_index("record"))
+
+
+def test_a_long_value_the_writer_keeps_one_side_of_is_true_to_its_data(tmp_path: Path) -> None:
+    # A review: the writer leaves out a statistic over 4 KiB (a 1 MB request's facts, a long
+    # record), keeping the other side, which DuckDB trusts; the check called every such
+    # genuine file altered. The side kept is now held to the data as DuckDB reads it.
+    from ledger.audit.footer import footer_lie
+
+    path = tmp_path / "long.parquet"
+    record = _long_records_file(path)
+    assert not record.statistics.has_min_max  # pyarrow reads neither side
+    assert footer_lie(str(path)) is None
+
+    def raised_minimum(footer: bytes) -> bytes:  # claims more than the least record holds
+        assert footer.count(bytes([200]) * 10) == 1
+        return footer.replace(bytes([200]) * 10, bytes([201]) * 10)
+
+    _footer_bytes(path, raised_minimum)
+    lie = footer_lie(str(path))
+    assert lie is not None and "row group 0, column record: its statistics' minimum alone" in str(
+        lie
+    ), lie
+
+
+def test_an_empty_file_has_a_true_footer(tmp_path: Path) -> None:
+    # The same review: a file of no rows (no row group, or one empty) read as altered, or broke
+    # the DuckDB check's SQL.
+    from ledger.audit.footer import footer_lie
+    from ledger.audit.rows import topic_formats
+
+    schema = topic_formats(TOPICS)[TOPICS.dead_letters].schema
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(schema.empty_table(), empty, compression="zstd", write_statistics=True)
+    assert footer_lie(str(empty)) is None
+    groupless = tmp_path / "groupless.parquet"
+    pq.ParquetWriter(groupless, schema).close()
+    assert footer_lie(str(groupless)) is None
