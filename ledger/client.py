@@ -123,7 +123,7 @@ class ClientConfig:
     signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        _seconds(self.timeout, "ClientConfig.timeout")
+        checked_wait(self.timeout, "ClientConfig.timeout")
 
     @classmethod
     def from_env(
@@ -272,6 +272,16 @@ class LedgerClient:
         self._dropping = False  # warned that unread corrections are dropped
         self._on_correction: CorrectionSink | None = None
         self._closed = False
+        # What the transport calls with a correction: it keeps it a day per request, so it must
+        # not keep the client alive (a client dropped unclosed is closed when collected).
+        arrived = weakref.WeakMethod(self._correction_arrived)
+
+        def sink(correction: DecisionCorrected) -> None:
+            method = arrived()
+            if method is not None:
+                method(correction)
+
+        self._correction_sink: CorrectionSink = sink
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -300,13 +310,8 @@ class LedgerClient:
         context: Mapping[str, Value] | None = None,
     ) -> EvaluationRequested:
         """Build an evaluation request (a new time-ordered request id, now as its time)."""
-        for what, given in (("facts", facts), ("context", context)):
-            odd = next((k for k in given or {} if not isinstance(k, str)), None)
-            if odd is not None:
-                raise UsageError(
-                    f"{what} key {clipped(repr(odd), 40)} is a {type(odd).__name__}: fact and "
-                    "context names are text"
-                )
+        _text_names("facts", facts)
+        _text_names("context", context)
         return EvaluationRequested(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -336,7 +341,7 @@ class LedgerClient:
     ) -> DecisionRecorded:
         """Synchronous pattern: the decision, or :class:`LedgerTimeout` (never a silent allow)."""
         if timeout is not None:
-            _seconds(timeout, "timeout")
+            checked_wait(timeout, "timeout")
         request = self.request(
             action=action, principal=principal, resource=resource, facts=facts, context=context
         )
@@ -356,7 +361,7 @@ class LedgerClient:
         input limits): more is a :class:`UsageError` here rather than an answer of errors, as
         is an ``item_id`` two items share (an item without one is given its index)."""
         if timeout is not None:
-            _seconds(timeout, "timeout")
+            checked_wait(timeout, "timeout")
         request = self._batch_request(principal, items, context)
         return self._wait(self._send_batch(request), request.event_id, timeout, "batch decision")
 
@@ -426,7 +431,7 @@ class LedgerClient:
             default=default,
         )
         self._ready()
-        self._transport.submit(request, self._correction_arrived)
+        self._transport.submit(request, self._correction_sink)
         return request
 
     def corrections(self, *, timeout: float | None = None) -> Iterator[DecisionCorrected]:
@@ -489,7 +494,7 @@ class LedgerClient:
         processor authorizes a proposal on that name before it reads the document.
         """
         if timeout is not None:
-            _seconds(timeout, "timeout")
+            checked_wait(timeout, "timeout")
         if isinstance(command, ProposePolicyVersion):
             from ledger.core.lifecycle import named_proposal  # the policy parser, only here
 
@@ -567,7 +572,7 @@ class LedgerClient:
 _LONGEST_WAIT: Final = 86_400.0
 
 
-def _seconds(value: Any, what: str) -> float:
+def checked_wait(value: Any, what: str) -> float:
     """``value`` as a wait in seconds, or :class:`UsageError` (before anything is sent): a
     number more than 0 and at most a day (``inf`` overflowed the wait after the request had
     gone; ``0`` timed out at once, read as Kafka not taking it)."""
@@ -651,6 +656,17 @@ def _timeout(what: str, key: str, limit: float, written: bool | None = None) -> 
 _BATCH_ITEM_KEYS: Final = tuple(f.name for f in dataclasses.fields(BatchItem))
 
 
+def _text_names(what: str, given: Mapping[Any, Any] | None) -> None:
+    """:class:`UsageError` for a fact or context name that is not text (the wire format's
+    refusal dumped its schema)."""
+    odd = next((k for k in given or {} if not isinstance(k, str)), None)
+    if odd is not None:
+        raise UsageError(
+            f"{what} key {clipped(repr(odd), 40)} is a {type(odd).__name__}: fact and context "
+            "names are text"
+        )
+
+
 def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
     # A key the item cannot have is a mistake, never ignored: a misspelt "contxt" would send no
     # context, and a "principal" would be answered for the call's principal, not that one.
@@ -663,6 +679,7 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
             f"{', '.join(_BATCH_ITEM_KEYS)} (the principal and context are the call's: "
             "preevaluate(principal, items, context=...))"
         )
+    _text_names(f"batch item {index}'s facts", item.get("facts"))
     try:
         return BatchItem(
             item_id=str(item.get("item_id", index)),
@@ -734,7 +751,7 @@ class AsyncLedgerClient:
         timeout: float | None = None,
     ) -> DecisionRecorded:
         if timeout is not None:
-            _seconds(timeout, "timeout")
+            checked_wait(timeout, "timeout")
         request = self._sync.request(
             action=action, principal=principal, resource=resource, facts=facts, context=context
         )
@@ -751,7 +768,7 @@ class AsyncLedgerClient:
         timeout: float | None = None,
     ) -> BatchDecisionRecorded:
         if timeout is not None:
-            _seconds(timeout, "timeout")
+            checked_wait(timeout, "timeout")
         request = self._sync._batch_request(principal, items, context)
         await self._ready()
         future = self._sync._send_batch(request)

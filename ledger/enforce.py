@@ -41,7 +41,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ledger.client import AsyncLedgerClient, LedgerClient
+from ledger.client import AsyncLedgerClient, LedgerClient, checked_wait
 from ledger.core.events import DecisionRecorded, Determination, Value
 from ledger.errors import DecisionDenied, UsageError
 
@@ -84,6 +84,8 @@ def enforce(
     :class:`DecisionDenied` naming them, rather than run a body that would ignore them.
     Without it, every constraint is handed over and honouring them is the body's job.
     """
+    if timeout is not None:
+        checked_wait(timeout, "@enforce timeout")
     if isinstance(honours, str):
         raise UsageError(f"honours={honours!r} is one text: give the constraint keys as a set")
     understood = None if honours is None else frozenset(honours)

@@ -25,8 +25,9 @@ and :func:`~ledger.enforce.enforce` (sync and async tools) — no Kafka, no proc
 Both pass what the client publishes, and what they answer, through the Avro codec, so a
 request the real ledger could not carry fails here too. Corrections (and ``on_correction``
 hooks) are delivered on the thread that submitted the request, before ``submit_async`` returns.
-Closing a client fails the calls still waiting on it with ``ClientClosed``, as on Kafka, and
-otherwise leaves these transports as they were (one ``LocalLedger`` can serve an admin's client
+Closing a client fails the calls still waiting on its transport with ``ClientClosed``, as on
+Kafka (on a ``MockTransport`` shared by several clients, theirs too), and otherwise leaves these
+transports as they were (one ``LocalLedger`` can serve an admin's client
 and an agent's); the closed client itself refuses every call.
 """
 
@@ -382,8 +383,9 @@ class MockTransport:
         return dict(self.position)
 
     def close(self) -> None:
-        """As the Kafka transport does: every call still waiting fails at once with
-        :class:`~ledger.errors.ClientClosed`, not at its timeout."""
+        """As the Kafka transport does: every call still waiting on this transport (a shared
+        one: every client's) fails at once with :class:`~ledger.errors.ClientClosed`, not at
+        its timeout."""
         with self._lock:
             waiting, self._unanswered = self._unanswered, {}
         for future in waiting.values():

@@ -430,7 +430,7 @@ class RequestLoop:
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         # librdkafka assigns them when this returns; ours again, their offsets count again.
         self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
-        if self._assignments:  # the first: the start-up read covered every partition
+        if self._assignments and partitions:  # the first: the start-up read covered it
             self._remember_answered(sorted(tp.partition for tp in partitions))
         self._assignments += 1
 

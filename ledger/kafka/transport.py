@@ -438,7 +438,8 @@ class KafkaTransport:
         rid = message.event_id.encode()
         with self._lock:
             self._refuse_if_unavailable()
-            if rid in self._pending:  # a second future for one id: the first would never end
+            waiting = self._pending.get(rid)
+            if waiting is not None and not waiting.done():  # the first would never end
                 raise UsageError(
                     f"{clipped(message.event_id, 80)} is already waiting for its answer: send a "
                     "message once (one id is decided and answered once)"
@@ -450,6 +451,9 @@ class KafkaTransport:
             if error is None:
                 future.written = True
                 return
+            with self._lock:  # no answer will come: the id may be sent again (a retry)
+                if self._pending.get(rid) is future:
+                    del self._pending[rid]
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(_delivery_error(error, self._fatal, self._security))
 

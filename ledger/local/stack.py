@@ -315,7 +315,7 @@ def _credential_rewritten(settings: Settings, proc_id: str) -> Path | None:
     started (its pid file): deleted to change the password, or lost, and written anew by
     ``ledger up``, which gave the broker the new password. ``None`` otherwise, and for a
     processor whose credential comes from the environment (a cluster of your own)."""
-    if settings.bootstrap or any(os.environ.get(v) for v in SECURITY_ENV.values()):
+    if settings.bootstrap or settings.security is not None:
         return None
     path = credentials_file(settings, _role(proc_id))
     try:

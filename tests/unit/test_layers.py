@@ -79,7 +79,8 @@ HANDLERS = [
     "processors.dead_letters",
     "processors.inflight",
 ]
-"""The processors' record handlers and what they produce: no I/O of their own, no Faust."""
+"""The processors' record handlers, what they produce, and the in-flight markers they keep
+(files, not Kafka): no Faust."""
 
 
 def test_the_processors_handlers_load_no_faust() -> None:
