@@ -823,6 +823,7 @@ def test_column_chunks_where_two_readers_would_read_different_bytes_are_a_lie() 
 
     def chunk(dictionary: int | None, data: int, size: int) -> Any:
         return SimpleNamespace(
+            num_values=3,
             has_dictionary_page=dictionary is not None,
             dictionary_page_offset=dictionary,
             data_page_offset=data,
@@ -835,6 +836,8 @@ def test_column_chunks_where_two_readers_would_read_different_bytes_are_a_lie() 
     assert forged == ": its dictionary page (4421) is not before its data pages (4)"
     assert _layout(chunk(2, 40, 100), 4)[0] is not None  # inside the magic bytes
     assert _layout(chunk(None, 50, 10), 104)[0] == " overlaps the column chunk before it"
+    empty = SimpleNamespace(num_values=0, has_dictionary_page=True, data_page_offset=0)
+    assert _layout(empty, 104) == (None, 104)  # an empty chunk has no page to place
 
 
 def test_the_data_as_duckdb_reads_it_is_held_to_the_footer_too(export: Path) -> None:
