@@ -180,10 +180,9 @@ def _as_duckdb_reads_data(
             return FooterProblem(f"row group {g} says {says} row(s), DuckDB reads {held}")
         for c, name in enumerate(f.name for f in fields):
             stats = meta.row_group(g).column(c).statistics
-            if stats is None:
-                continue
             count, low, high = found[1 + 3 * c : 4 + 3 * c]
             where = f"row group {g}, column {name}"
+            # Before anything pyarrow reads: a side DuckDB trusts when pyarrow reads none.
             one_sided = _one_sided(duck.get((g, c)) if duck else None, stats, fields[c].type, con)
             if one_sided is not None:
                 side, bound = one_sided
@@ -194,6 +193,8 @@ def _as_duckdb_reads_data(
                         f"the data as DuckDB reads it {clipped(repr(low), 40)} to "
                         f"{clipped(repr(high), 40)}"
                     )
+            if stats is None:
+                continue
             unborne = _unborne(stats, says - count, low, high, "the data as DuckDB reads it")
             if unborne is not None:
                 return FooterProblem(f"{where}: {unborne}")
