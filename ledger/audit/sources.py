@@ -62,6 +62,7 @@ __all__ = [
     "single_pairs",
     "read_export_manifest",
     "answered",
+    "no_decision",
 ]
 
 Decision: TypeAlias = DecisionRecorded | BatchDecisionRecorded
@@ -78,6 +79,11 @@ class LedgerSource(Protocol):
 
     def decision(self, decision_id: str) -> Decision:
         """The decision with this decision id (or of this request id); UsageError if none."""
+        ...
+
+    def decisions(self, ids: Collection[str]) -> dict[str, Decision]:
+        """For each of ``ids``, the first decision recorded with it as its decision id or
+        request id, in one read; ids that name none are left out."""
         ...
 
     def requests(self, request_id: str) -> list[Request]:
@@ -97,7 +103,8 @@ class LedgerSource(Protocol):
         ...
 
 
-def _not_found(decision_id: str, where: str) -> UsageError:
+def no_decision(decision_id: str, where: str) -> UsageError:
+    """The one line for an id that names no decision in the ledger at ``where``."""
     return UsageError(
         f"no decision {decision_id!r} in the ledger at {where} (give a decision id or request "
         "id; `ledger decisions` lists them)"
@@ -173,17 +180,20 @@ class KafkaSource:
         return self.bootstrap
 
     def decision(self, decision_id: str) -> Decision:
-        found: Decision | None = None
+        found = self.decisions([decision_id]).get(decision_id)
+        if found is None:
+            raise no_decision(decision_id, self.where)
+        return found
+
+    def decisions(self, ids: Collection[str]) -> dict[str, Decision]:
+        wanted, found = set(ids), dict[str, Decision]()
         for positioned in read_topic(
             self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
         ):
             event = positioned.event
-            if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)) and (
-                event.event_id == decision_id or event.request_id == decision_id
-            ):
-                found = found or event  # the first recorded, as pairs() takes it
-        if found is None:
-            raise _not_found(decision_id, self.where)
+            if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
+                for named in {event.event_id, event.request_id} & wanted:
+                    found.setdefault(named, event)  # the first recorded, as pairs() takes it
         return found
 
     def requests(self, request_id: str) -> list[Request]:
@@ -358,33 +368,43 @@ class ExportSource:
             return None
 
     def decision(self, decision_id: str) -> Decision:
+        found = self.decisions([decision_id]).get(decision_id)
+        if found is None:
+            raise no_decision(decision_id, self.where)
+        return found
+
+    def decisions(self, ids: Collection[str]) -> dict[str, Decision]:
+        wanted = sorted(set(ids))
         rows = self._query(
             self.topics.decisions,
-            "SELECT * FROM {files} WHERE event_id = ? OR request_id = ? "
-            'ORDER BY occurred_at, "partition", "offset"',
-            [decision_id, decision_id],
+            "SELECT * FROM {files} WHERE list_contains(?, event_id) "
+            'OR list_contains(?, request_id) ORDER BY occurred_at, "partition", "offset"',
+            [wanted, wanted],
             as_dicts=True,
         )
+        found: dict[str, Decision] = {}
         # The columns found the rows; the records say what they are (a row whose id columns
         # were altered beside its record is not taken for another decision).
         for row in rows:
             event = self._decode(row["record"])
-            if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)) and (
-                decision_id in (event.event_id, event.request_id)
-            ):
-                # What analysts query must be what is reproduced: a row whose columns were
-                # changed beside its record would reproduce the record while SQL shows
-                # something else.
-                disagree = columns_disagree(event, row)
-                if disagree is not None:
-                    raise TamperDetected(
-                        f"the export's row of decision {event.event_id} ({row['topic']} "
-                        f"partition {row['partition']} offset {row['offset']}) does not match "
-                        f"its record: {disagree}; the SQL views show the row, a reproduction "
-                        f"uses the record: run `ledger audit verify --from {self.path}`"
-                    )
-                return event
-        raise _not_found(decision_id, self.where)
+            if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
+                continue
+            named = {event.event_id, event.request_id}.intersection(wanted).difference(found)
+            if not named:
+                continue
+            # What analysts query must be what is reproduced: a row whose columns were
+            # changed beside its record would reproduce the record while SQL shows
+            # something else.
+            disagree = columns_disagree(event, row)
+            if disagree is not None:
+                raise TamperDetected(
+                    f"the export's row of decision {event.event_id} ({row['topic']} "
+                    f"partition {row['partition']} offset {row['offset']}) does not match "
+                    f"its record: {disagree}; the SQL views show the row, a reproduction "
+                    f"uses the record: run `ledger audit verify --from {self.path}`"
+                )
+            found.update(dict.fromkeys(named, event))
+        return found
 
     def requests(self, request_id: str) -> list[Request]:
         rows = self._query(

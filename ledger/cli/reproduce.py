@@ -19,6 +19,7 @@ from ledger.audit.sources import (
     KafkaSource,
     LedgerSource,
     answered,
+    no_decision,
 )
 from ledger.cli.common import connection, load_settings
 from ledger.cli.output import json_cell, print_json, print_table
@@ -35,29 +36,23 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
     pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch is reproduced,
     every item with it). Ids are free text, so a text that names more than one (a request whose
     own id reads as another's item) is refused, naming each, never one taken for the other."""
+    splits = item_ref_splits(decision_id)
+    named = source.decisions([decision_id, *(batch_id for batch_id, _ in splits)])  # one read
     found: list[tuple[Decision, str]] = []
-    none: UsageError | None = None
-    try:
-        own = source.decision(decision_id)
+    if (own := named.get(decision_id)) is not None:
         found.append((own, f"decision {own.event_id} of request {own.request_id}"))
-    except UsageError as exc:
-        none = exc
-    for batch_id, item in item_ref_splits(decision_id):
-        try:
-            batch = source.decision(batch_id)
-        except UsageError:
-            continue
+    for batch_id, item in splits:
+        batch = named.get(batch_id)
         if isinstance(batch, BatchDecisionRecorded) and any(
             i.item_id == item for i in batch.decisions
         ):
             found.append((batch, f"item {item} of pre-evaluation {batch_id}"))
     if not found:
-        assert none is not None
-        raise none
+        raise no_decision(decision_id, source.where)
     if len(found) > 1:
-        named = "; ".join(what for _, what in found)
+        listed = "; ".join(what for _, what in found)
         raise UsageError(
-            f"{clipped(repr(decision_id), 80)} names {len(found)} decisions ({named}): ids are "
+            f"{clipped(repr(decision_id), 80)} names {len(found)} decisions ({listed}): ids are "
             "free text; pass the decision id (`ledger decisions --request` lists them with --json)"
         )
     ((decision, what),) = found

@@ -201,6 +201,24 @@ def test_every_decision_reproduces_from_kafka(run: Run) -> None:
     assert json.loads(result.stdout)["reproduces"] is True
 
 
+def _several_at_once(source: LedgerSource, decisions: list[Any]) -> None:
+    # One read answers several ids (`replay --decision A#B#C` asks for every split at once),
+    # each as a read of its own would: by decision id or request id, unknown ids left out.
+    wanted = [decisions[0].event_id, decisions[1].request_id, decisions[-1].event_id, "nope"]
+    found = source.decisions(wanted)
+    assert set(found) == set(wanted) - {"nope"}
+    assert all(found[w] == source.decision(w) for w in found)
+    assert found[decisions[1].request_id] == decisions[1]
+
+
+def test_several_decisions_are_found_in_one_read_from_kafka_and_an_export(run: Run) -> None:
+    security = run.stack.security("auditor")
+    _several_at_once(
+        KafkaSource(run.stack.bootstrap, run.stack.topics, security=security), run.decisions
+    )
+    _several_at_once(ExportSource(run.export), run.decisions)
+
+
 def test_every_decision_reproduces_from_an_export(run: Run) -> None:
     _reproduce_all(ExportSource(run.export), len(run.decisions))
     rolled_back = run.decisions[-6]

@@ -719,16 +719,22 @@ def test_a_request_id_that_reads_as_another_batchs_item_is_refused_as_ambiguous(
     class Source:
         where = "test"
 
-        def __init__(self, *decisions: Any) -> None:
-            self.decisions = decisions
+        def __init__(self, *recorded: Any) -> None:
+            self.recorded, self.reads = recorded, 0
 
-        def decision(self, wanted: str) -> Any:
-            for d in self.decisions:
-                if wanted in (d.event_id, d.request_id):
-                    return d
-            raise UsageError(f"no decision {wanted!r}")
+        def decisions(self, ids: Any) -> dict[str, Any]:
+            self.reads += 1
+            found: dict[str, Any] = {}
+            for d in self.recorded:
+                for named in {d.event_id, d.request_id} & set(ids):
+                    found.setdefault(named, d)
+            return found
 
     assert _find(Source(batch), ref) is batch  # the item alone: its batch
+    source = Source(batch)
+    with pytest.raises(UsageError, match="no decision"):
+        _find(source, f"{ref}#and#more")  # however many '#' the text holds, one read
+    assert source.reads == 1
     assert _find(Source(decoy), ref) is decoy  # the request alone
     with pytest.raises(UsageError, match=r"names 2 decisions \(decision .* of request .*; item "):
         _find(Source(batch, decoy), ref)
