@@ -20,7 +20,6 @@ from ledger.core.authority import (
 from ledger.core.cel import CompiledCondition, ConditionFault, compile_condition
 from ledger.core.evaluate import (
     REASON_CODES,
-    bucket,
     correction_for,
     decision_id,
     evaluate,
@@ -55,6 +54,7 @@ from ledger.core.state import (
     PolicyVersion,
     PrincipalRecord,
     aggregate_of,
+    bucket,
     fold,
     governing_policy,
     replay,

@@ -10,13 +10,18 @@ Order of the questions, each failing closed:
 2. **Policy** — a deployed policy governs the action? If not: ``deny`` / ``ungoverned_action``.
 3. **Version** — the canary decides when ``bucket(key) < percent`` (key: the resource, else the
    request id), the active version otherwise (the canary decides everything if nothing is active).
+   A version decides only the actions its own ``governs`` names: where a policy's canary and
+   active versions govern different actions, steps 2 and 3 are one question, asked of the
+   version that decides the request's bucket (``governing_policy`` with the key), and an action
+   only the other one governs is ``ungoverned_action`` for this request (or another policy's).
 4. **Facts** — valid for the deciding version (declared, typed, within the size limits)? If
    not: ``error`` / ``invalid_facts``, with one reason per fact.
 5. **Rules** — the first matching rule decides, else the default: ``deny`` for a deny effect,
    ``allow_with_constraints`` for an allow with constraints, else ``allow``.
 
 Shadow versions and the non-deciding one of active/canary are evaluated as well and recorded in
-``shadow_results``; they never change the determination.
+``shadow_results``; they never change the determination. One whose ``governs`` leaves the action
+out is recorded as ``deny`` ("version N does not govern ACTION"), its rules not run.
 
 Work is bounded (``Limits.evaluation_cost``, see :mod:`ledger.core.cel`): the grant conditions of
 one request share one budget, and each policy version run has its own. Spending it gives
@@ -29,7 +34,6 @@ id (idempotent downstream). ``latency_us`` is left at 0: measuring time is the a
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -55,7 +59,7 @@ from ledger.core.events import (
 from ledger.core.facts import context_problems, decimal_problems
 from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem
 from ledger.core.policy import PolicyOutcome
-from ledger.core.state import LedgerState, PolicyRecord, governing_policy
+from ledger.core.state import LedgerState, PolicyRecord, bucket, governing_policy
 
 __all__ = [
     "REASON_CODES",
@@ -103,15 +107,6 @@ DECISION_NAMESPACE: Final = bytes.fromhex("6c6564676572646563697369f16e0001")
 
 _EMPTY: Final[Mapping[str, Value]] = {}
 _ERROR: Final = Determination.ERROR
-
-
-def bucket(key: str) -> int:
-    """Stable canary bucket 0-99 of ``key`` (CRC-32 of its UTF-8 bytes, mod 100).
-
-    Never Python's ``hash()``, which is salted per process: every worker, and every replay, must
-    put a resource in the same bucket.
-    """
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % 100
 
 
 def _uuid5(name: str, namespace: bytes = DECISION_NAMESPACE) -> str:
@@ -178,13 +173,26 @@ def _run_version(
 
 
 def _shadows(
-    record: PolicyRecord, deciding: int | None, facts: Mapping[str, Any], context: Mapping[str, Any]
+    record: PolicyRecord,
+    deciding: int | None,
+    action: str,
+    facts: Mapping[str, Any],
+    context: Mapping[str, Any],
 ) -> tuple[ShadowResult, ...]:
+    """What each other deployed version would answer. A version whose ``governs`` leaves the
+    action out would not decide it if it were promoted: it is recorded as ``deny`` and why, its
+    rules not run (a comparison of rules that would never run would mislead the owner)."""
     out = []
     for v in record.deployed():
         if v == deciding:
             continue
-        outcome, _, _ = _run_version(record, v, facts, context)
+        if record.versions[v].governs_action(action):
+            outcome, _, _ = _run_version(record, v, facts, context)
+            determination, rule = outcome.determination, outcome.rule
+            constraints, reasons = outcome.constraints, outcome.reasons
+        else:
+            determination, rule, constraints = Determination.DENY, None, _EMPTY
+            reasons = (f"version {v} does not govern {action}",)
         stage = (
             Stage.ACTIVE
             if v == record.active
@@ -197,25 +205,26 @@ def _shadows(
                 policy=record.name,
                 version=v,
                 stage=stage,
-                determination=outcome.determination,
-                rule=outcome.rule,
-                constraints=outcome.constraints,
-                reasons=outcome.reasons,
+                determination=determination,
+                rule=rule,
+                constraints=constraints,
+                reasons=reasons,
             )
         )
     return tuple(out)
 
 
-def _choose(record: PolicyRecord, key: str) -> tuple[int | None, Stage | None, int | None]:
-    """(deciding version, its stage, bucket if a canary exists)."""
-    if record.canary is not None:
-        b = bucket(key)
-        if record.active is None or b < (record.canary_percent or 0):
-            return record.canary, Stage.CANARY, b
-        return record.active, Stage.ACTIVE, b
-    if record.active is not None:
-        return record.active, Stage.ACTIVE, None
-    return None, None, None
+def _choose(
+    record: PolicyRecord, action: str, key: str
+) -> tuple[int | None, Stage | None, int | None]:
+    """(deciding version, its stage, bucket if a canary exists). No version decides an action
+    its own ``governs`` leaves out (``governing_policy`` found the policy by another version's):
+    the request is then ungoverned, the policy only observes it."""
+    b = bucket(key) if record.canary is not None else None
+    version = record.decides_for(b or 0)
+    if version is None or not record.versions[version].governs_action(action):
+        return None, None, b
+    return version, Stage.CANARY if version == record.canary else Stage.ACTIVE, b
 
 
 def evaluate(
@@ -277,10 +286,9 @@ def evaluate(
         return _before_policy(
             state, request, writer, Determination.DENY, "no_authority", reason, facts, context
         )
-    record = governing_policy(state, action)
-    version, stage, b = (
-        (None, None, None) if record is None else _choose(record, resource or request_id)
-    )
+    key = resource or request_id  # the canary bucket's
+    record = governing_policy(state, action, key)
+    version, stage, b = (None, None, None) if record is None else _choose(record, action, key)
     if record is None or version is None:
         return DecisionRecorded(
             event_id=decision_id(request_id),
@@ -299,9 +307,10 @@ def evaluate(
             grant_id=grant.grant_id,
             facts=facts,
             context=context,
-            shadow_results=_shadows(record, None, facts, context)
+            shadow_results=_shadows(record, None, action, facts, context)
             if record is not None and shadows
             else (),
+            bucket=b,
             mode=request.mode,
             default=request.default,
             evaluator_id=evaluator_id,
@@ -330,7 +339,7 @@ def evaluate(
         grant_id=grant.grant_id,
         facts=evaluated,
         context=context,
-        shadow_results=_shadows(record, version, facts, context)
+        shadow_results=_shadows(record, version, action, facts, context)
         if shadows and (record.shadows or b is not None)
         else (),
         bucket=b,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import gc
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -79,6 +80,7 @@ __all__ = [
     "with_positions",
     "aggregate_of",
     "governing_policy",
+    "bucket",
     "overlapping_governs",
     "governs_precedence",
     "aggregate_record",
@@ -151,6 +153,11 @@ class PolicyVersion:
     approved_by: str | None = None
     approved_at: datetime | None = None
     _compiled: Any = field(default=_NOT_LOADED, repr=False, compare=False)
+
+    def governs_action(self, action: str) -> bool:
+        """Does this version's own ``governs`` name ``action`` (exactly or by a glob)? A version
+        decides, and is compared in shadow, only for what it governs."""
+        return compile_globs(self.governs).match(action) is not None
 
     @property
     def compiled(self) -> Policy | None:
@@ -234,6 +241,36 @@ class PolicyRecord:
         decides = frozenset(p for v in deciding for p in self.versions[v].governs)
         observes = frozenset(p for v in self.shadows for p in self.versions[v].governs) - decides
         return decides, observes
+
+    def decides_for(self, bucket: int) -> int | None:
+        """The version that decides a request in canary ``bucket`` (0-99): the canary below its
+        percentage (every bucket while no version is active), else the active version."""
+        if self.canary is not None and (self.active is None or bucket < (self.canary_percent or 0)):
+            return self.canary
+        return self.active
+
+    def splits(self) -> bool:
+        """Do the active and canary versions govern different actions? Then which version
+        decides, and so whether the policy governs an action at all, depends on the bucket."""
+        if self.retired or self.active is None or self.canary is None:
+            return False
+        active, canary = self.versions[self.active], self.versions[self.canary]
+        return set(active.governs) != set(canary.governs)
+
+    def governs_when(self, canary_decides: bool) -> tuple[frozenset[str], frozenset[str]]:
+        """:meth:`governs` for one request: what its deciding version (the canary when
+        ``canary_decides`` or no version is active, else the active one) governs, and what the
+        other deployed versions govern beyond it, which they only observe."""
+        if self.retired:
+            return frozenset(), frozenset()
+        decider = (
+            self.canary
+            if self.canary is not None and (canary_decides or self.active is None)
+            else self.active
+        )
+        decides = frozenset() if decider is None else frozenset(self.versions[decider].governs)
+        everything = frozenset(p for v in self.deployed() for p in self.versions[v].governs)
+        return decides, everything - decides
 
     def deployed(self) -> tuple[int, ...]:
         """Versions that take part in evaluation: active, canary, shadows."""
@@ -326,6 +363,15 @@ class HeldPrincipals(BuiltOnRead[str, PrincipalRecord]):
 
     def _build_value(self, raw: _Principal) -> PrincipalRecord:
         return raw.frozen()
+
+
+def bucket(key: str) -> int:
+    """Stable canary bucket 0-99 of ``key`` (CRC-32 of its UTF-8 bytes, mod 100).
+
+    Never Python's ``hash()``, which is salted per process: every worker, and every replay, must
+    put a resource in the same bucket.
+    """
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % 100
 
 
 def _new_memo() -> dict[Any, Any]:
@@ -920,16 +966,23 @@ _Index = tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]
 """Exact ``governs`` entries to policy names, then the globs in the order they are tried."""
 
 
-def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
+def _governance_index(
+    state: LedgerState, canaries: frozenset[str] | None = None
+) -> tuple[_Index, _Index]:
     """The index of what policies' deciding versions (active, canary) govern, and that of what
-    only their shadow versions govern, which they observe but never decide."""
-    cached = state.memo.get("governance")
+    only their other deployed versions govern, which they observe but never decide. With
+    ``canaries``, for one request: the policies named there are decided by their canary
+    version, the others by their active one (:meth:`PolicyRecord.governs_when`)."""
+    memo_key = "governance" if canaries is None else ("governance", canaries)
+    cached = state.memo.get(memo_key)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     exact: tuple[dict[str, str], dict[str, str]] = ({}, {})
     globs: tuple[list[tuple[int, str, str]], list[tuple[int, str, str]]] = ([], [])
     for name in sorted(state.policies):
-        for tier, patterns in enumerate(state.policies[name].governs()):
+        record = state.policies[name]
+        tiers = record.governs() if canaries is None else record.governs_when(name in canaries)
+        for tier, patterns in enumerate(tiers):
             for pattern in sorted(patterns):
                 if is_pattern(pattern):
                     globs[tier].append(
@@ -940,8 +993,21 @@ def _governance_index(state: LedgerState) -> tuple[_Index, _Index]:
     deciding: _Index = (exact[0], tuple((compile_globs((p,)), n) for _, p, n in sorted(globs[0])))
     observing: _Index = (exact[1], tuple((compile_globs((p,)), n) for _, p, n in sorted(globs[1])))
     # Sorted by governs_precedence: the first glob matching an action governs it.
-    state.memo["governance"] = (deciding, observing)
+    state.memo[memo_key] = (deciding, observing)
     return deciding, observing
+
+
+def _split_canaries(state: LedgerState) -> Mapping[str, int]:
+    """Policy name → canary percentage, of the policies whose canary and active versions govern
+    different actions (:meth:`PolicyRecord.splits`): usually none."""
+    cached = state.memo.get("split canaries")
+    if cached is None:
+        cached = state.memo["split canaries"] = {
+            name: record.canary_percent or 0
+            for name, record in state.policies.items()
+            if record.splits()
+        }
+    return cached
 
 
 def governs_precedence(pattern: str, policy: str) -> tuple[bool, int, str, str]:
@@ -1005,12 +1071,28 @@ def _fixed(pattern: str) -> str:
     return pattern[:cut]
 
 
-def governing_policy(state: LedgerState, action: str) -> PolicyRecord | None:
+def governing_policy(
+    state: LedgerState, action: str, key: str | None = None
+) -> PolicyRecord | None:
     """The policy that governs ``action``: an exact ``governs`` entry first, else the longest
-    matching glob (see :func:`governs_precedence` for ties), among what the policies' active and canary versions
-    govern; only when none of those does, among what shadow versions govern. A shadow observes:
-    it never takes another policy's action over, nor brings one to its own policy's active
-    version."""
+    matching glob (see :func:`governs_precedence` for ties), among what the policies' deciding
+    versions govern; only when none of those does, among what their other deployed versions
+    govern (the policy then only observes: :meth:`PolicyVersion.governs_action` of its
+    deciding version is false). A shadow observes: it never takes another policy's action over,
+    nor brings one to its own policy's active version.
+
+    With ``key`` (the request's canary key: its resource, else its id), the deciding version
+    of a policy whose canary governs other actions than its active version is the one that
+    decides the key's :func:`bucket`, so a canary brings the actions only it governs to its
+    own share of requests, never to the active version. Without ``key``, every active and
+    canary version counts as deciding."""
+    split = _split_canaries(state)
+    if split and key is not None:
+        b = bucket(key)
+        canaries = frozenset(name for name, percent in split.items() if b < percent)
+        deciding, observing = _governance_index(state, canaries)
+        found = _lookup(deciding, action) or _lookup(observing, action)
+        return state.policies[found] if found is not None else None
     deciding, observing = _governance_index(state)
     name = deciding[0].get(action)
     if name is None:

@@ -1237,6 +1237,118 @@ def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, lis
     return codec, topics, log
 
 
+def _ask(led: Any, action: str, resource: str = "doc:a") -> Any:
+    request = EvaluationRequested(
+        event_id=str(uuid.uuid4()),
+        occurred_at=T0,
+        actor="agent:a",
+        action=action,
+        principal="agent:a",
+        resource=resource,
+    )
+    return evaluate(led.state, request, now=T0, evaluator_id="t")
+
+
+def _in_bucket(below: int, *, at_least: int = 0) -> str:
+    return next(f"doc:{i}" for i in itertools.count() if at_least <= bucket(f"doc:{i}") < below)
+
+
+_LEAK = (
+    "policy: leak\ngoverns: [leak.read]\nowner: t\n"
+    "rules: [{id: reads-ok, effect: allow}]\ndefault: {effect: deny}\n"
+)
+
+
+def test_a_version_never_decides_an_action_only_a_canary_or_shadow_of_its_policy_governs() -> None:
+    # A policy owner's walkthrough: v1 (governs leak.read, one unconditional allow) active, v2
+    # (governs leak.*) a 1% canary — or only a shadow, which needs no approval — and every
+    # leak.delete was allowed by v1's rule on 100% of traffic, while `policy eval` of v1 said
+    # ungoverned_action. A version decides only what its own governs names.
+    from ledger.testing import LocalLedger
+
+    wide = _LEAK.replace("[leak.read]", "[leak.*]")
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    led.deploy(_LEAK)
+    led.deploy(wide, stage="shadow")
+    observed = _ask(led, "leak.delete")
+    assert (observed.determination, observed.reason_code, observed.policy_version) == (
+        Determination.DENY,
+        "ungoverned_action",
+        None,
+    )
+    assert [(s.version, s.determination, s.rule) for s in observed.shadow_results] == [
+        (1, Determination.DENY, None),  # the active version: it does not govern it
+        (2, Determination.ALLOW, "reads-ok"),  # what v2 would answer once it decides
+    ]
+    assert observed.shadow_results[0].reasons == ("version 1 does not govern leak.delete",)
+    assert _ask(led, "leak.read").policy_version == 1  # what v1 governs, it decides
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    led.deploy(_LEAK)
+    led.deploy(wide, stage="canary", percent=10)
+    in_canary, outside = _in_bucket(10), _in_bucket(100, at_least=10)
+    decided = _ask(led, "leak.delete", in_canary)
+    assert (decided.determination, decided.policy_version, decided.stage) == (
+        Determination.ALLOW,
+        2,
+        Stage.CANARY,
+    )
+    left = _ask(led, "leak.delete", outside)  # the canary's share only, never the active's rest
+    assert (left.reason_code, left.policy_version, left.bucket) == (
+        "ungoverned_action",
+        None,
+        bucket(outside),
+    )
+    assert _ask(led, "leak.read", outside).policy_version == 1
+
+    # Narrowed instead (v2 governs leak.read only): the canary's share of leak.delete is
+    # ungoverned, the rest still the active version's; a narrowing shadow answers "does not
+    # govern" rather than running rules that would never decide it.
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    led.deploy(wide)
+    led.deploy(_LEAK, stage="canary", percent=10)
+    assert _ask(led, "leak.delete", in_canary).reason_code == "ungoverned_action"
+    kept = _ask(led, "leak.delete", outside)
+    assert (kept.policy_version, kept.stage) == (1, Stage.ACTIVE)
+    assert [(s.version, s.determination, s.rule) for s in kept.shadow_results] == [
+        (2, Determination.DENY, None)
+    ]
+
+
+def test_which_policy_governs_is_asked_of_the_versions_deciding_the_request() -> None:
+    # Another policy may govern what a split policy's deciding version leaves out: the
+    # precedence is among what decides this request (P's active governs *, its canary
+    # refund.*; Q governs refund*: outside P's canary share Q's longer glob decides).
+    from ledger.core.state import governing_policy
+    from ledger.testing import LocalLedger
+
+    p = "policy: p\ngoverns: ['*']\nowner: t\nrules: [{id: p, effect: allow}]\ndefault: {effect: deny}\n"
+    q = "policy: q\ngoverns: ['refund*']\nowner: t\nrules: [{id: q, effect: deny}]\ndefault: {effect: deny}\n"
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    led.deploy(p)
+    led.deploy(q)
+    led.deploy(p.replace("['*']", "['refund.*']"), stage="canary", percent=10)
+    in_canary, outside = _in_bucket(10), _in_bucket(100, at_least=10)
+    assert (
+        _ask(led, "refund.issue", in_canary).policy,
+        _ask(led, "refund.issue", in_canary).rule,
+    ) == ("p", "p")
+    assert (_ask(led, "refund.issue", outside).policy, _ask(led, "refund.issue", outside).rule) == (
+        "q",
+        "q",
+    )
+    assert _ask(led, "email.send", outside).rule == "p"  # the active version's own
+    assert _ask(led, "email.send", in_canary).reason_code == "ungoverned_action"
+    state = led.state
+    assert governing_policy(state, "refund.issue", outside).name == "q"  # type: ignore[union-attr]
+    # Without a key, every deployed deciding version counts (the inventory's view).
+    assert governing_policy(state, "refund.issue").name == "p"  # type: ignore[union-attr]
+
+
 def test_a_shadow_only_policy_never_takes_over_an_action_another_policy_decides() -> None:
     # Another team's policy, proposed and promoted to shadow (no approval needed) with
     # `governs: [refund.issue]` and a lower name, took refund.issue over: every refund was
