@@ -7,6 +7,7 @@ rules make of it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
@@ -24,6 +25,7 @@ from ledger.cli.common import (
 from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.core.authority import effective_grants
 from ledger.core.events import AssignRole, IssueGrant, RevokeGrant, RevokeRole
+from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
 from ledger.ids import new_id, utcnow
 
@@ -45,8 +47,15 @@ def grant_group() -> None:
 @click.option("--actions", required=True, help="Comma-separated actions; globs allowed (refund.*).")
 @click.option("--resource", required=True, help="Resource pattern, glob allowed (account:*).")
 @click.option("--by", "by", required=True, help="Who grants, e.g. human:admin.")
-@click.option("--from", "valid_from", default=None, help="Valid from (ISO 8601; default now).")
-@click.option("--until", "valid_until", default=None, help="Valid until (ISO 8601).")
+@click.option(
+    "--from", "valid_from", default=None, help="Valid from (ISO 8601; default: from its issue)."
+)
+@click.option(
+    "--until",
+    "valid_until",
+    default=None,
+    help="Valid until (ISO 8601; in the future; default: until revoked).",
+)
 @click.option(
     "--when", "condition", default=None, help="CEL condition over the request's facts/context."
 )
@@ -127,9 +136,11 @@ def grant_revoke(
 @json_option
 @handle_errors
 def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> None:
-    """Grants (not revoked) and role memberships; with --principal, also the grants it holds
+    """Grants (not revoked) and role memberships, each grant saying whether it is in force now
+    (one that ended or has not begun gives nothing); with --principal, also the grants it holds
     through its roles (marked "via role:…")."""
     state, _ = current_state(bootstrap)
+    now = utcnow()
     rows: list[dict[str, Any]] = []
     for name in sorted(state.principals):
         rec = state.principals[name]
@@ -138,21 +149,21 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
         # With --principal: what it can use, its own grants and those of its roles (one rule:
         # the core's effective_grants); the full listing shows each grant once, at its holder.
         held = effective_grants(state, name) if principal else tuple(rec.grants.values())
-        rows.extend(grant_row(grant, name) for grant in held)
+        rows.extend({**grant_row(grant, name), "in_force": grant.in_force(now)} for grant in held)
     roles = role_rows(state, principal)
     if as_json:
         print_json({"grants": rows, "roles": roles})
         return
     print_table(
-        ["grant id", "principal", "actions", "resource", "condition", "until", "granted by"],
+        ["grant id", "principal", "actions", "resource", "condition", "in force", "granted by"],
         [
             [
                 r["grant_id"],
                 r["principal"] + (f" (via {r['via']})" if r["via"] else ""),
-                ",".join(r["actions"]),
+                ", ".join(r["actions"]),
                 r["resource"],
                 r["condition"] or "-",
-                r["valid_until"] or "-",
+                _in_force(r, now),
                 r["granted_by"],
             ]
             for r in rows
@@ -160,6 +171,17 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
     )
     if roles:
         print_table(["principal", "roles"], [[p, ", ".join(rs)] for p, rs in sorted(roles.items())])
+
+
+def _in_force(row: dict[str, Any], now: datetime) -> str:
+    """Whether a grant applies now, in words: a grant that ended or has not begun is listed
+    (it is not revoked) but gives nothing now."""
+    start, end = row["valid_from"], row["valid_until"]
+    if start is not None and now < start:
+        return f"no: from {format_timestamp(start)}"
+    if end is not None and now >= end:
+        return f"no: ended {format_timestamp(end)}"
+    return f"yes, until {format_timestamp(end)}" if end is not None else "yes"
 
 
 @click.group("role", cls=HelpfulGroup)

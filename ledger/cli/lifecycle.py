@@ -217,10 +217,13 @@ def rollback(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Restore the previous (or a named) version now, ending any canary. Needs a reason, not an
-    approval.
+    """Restore the previously active (or a named) version now, ending any canary. Needs a
+    reason, not an approval.
 
-    With v1 active and v2 as canary, a rollback ends the canary and v1 stays active.
+    The previously active version is the one active before the current one: with v3 active
+    (after v1) and v4 as canary, a rollback ends the canary AND makes v1 active again. To end
+    only a canary, keeping the active version, name it: `--to 3`. Only with no earlier active
+    version (v1 active, v2 as canary) does a bare rollback end the canary alone.
     """
     command = RollbackPolicy(
         event_id=new_id(),

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ledger.core.builders import builder
 from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
 from ledger.core.events import GrantIssued
-from ledger.core.globs import compile_globs
+from ledger.core.globs import compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.pmap import BuiltOnRead
 from ledger.errors import PolicyError
@@ -49,6 +49,8 @@ __all__ = [
     "unauthorized_reason",
     "capabilities",
     "effective_grants",
+    "pattern_covers",
+    "not_held",
     "Authorization",
     "authorize_request",
 ]
@@ -424,3 +426,54 @@ def _when(t: datetime | None) -> str:
 def capabilities(state: LedgerState, principal: str, *, now: datetime) -> tuple[Grant, ...]:
     """Every grant in force for ``principal`` at ``now`` (own and via roles), by grant id."""
     return tuple(g for g in effective_grants(state, principal) if g.in_force(now))
+
+
+def pattern_covers(wide: str, narrow: str) -> bool:
+    """Does every name the glob ``narrow`` matches also match the glob ``wide``? For a name,
+    exactly; for two globs a sound test that may say no of a glob that does cover (``a?`` of
+    ``a[bc]``): they are equal, or ``wide`` holds no ``?`` or ``[`` and matches ``narrow``'s
+    text (each ``*`` of ``narrow`` then lies inside a ``*`` of ``wide``, which takes any
+    expansion of it)."""
+    if wide == narrow:
+        return True
+    if not is_pattern(narrow):
+        return glob_matches(wide, narrow)
+    return (
+        "?" not in wide
+        and "[" not in wide
+        and "?" not in narrow
+        and "[" not in narrow
+        and (glob_matches(wide, narrow))
+    )
+
+
+def not_held(
+    state: LedgerState,
+    issuer: str,
+    actions: tuple[str, ...],
+    resource: str,
+    *,
+    condition: str | None,
+    valid_until: datetime | None,
+    now: datetime,
+) -> str | None:
+    """The first of ``actions`` on ``resource`` that ``issuer`` may not hand on, or ``None``.
+
+    Nobody but an administrator hands on more than they hold (Kubernetes RBAC's rule against
+    escalation): each action must be covered, with the resource, by one of the issuer's own
+    grants in force now (held directly or through a role) that has no condition or the same
+    one, and that ends no earlier than what is handed on. Otherwise a delegate trusted with one
+    principal's grants could give it, and through it themselves, anything — ``ledger.*``
+    included, and the approval of their own policy versions."""
+    held = [
+        g
+        for g in effective_grants(state, issuer)
+        if g.in_force(now)
+        and (g.condition is None or g.condition == condition)
+        and (g.valid_until is None or (valid_until is not None and valid_until <= g.valid_until))
+        and pattern_covers(g.resource, resource)
+    ]
+    for action in actions:
+        if not any(pattern_covers(wide, action) for g in held for wide in g.actions):
+            return action
+    return None

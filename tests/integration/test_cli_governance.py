@@ -338,7 +338,46 @@ def test_grant_issue_list_revoke(ledger: Ledger, sdk: LedgerClient):
     assert (grant["resource"], grant["condition"]) == ("job:*", None)
     assert (grant["granted_by"], grant["approved_by"]) == (ADMIN, CAROL)
     assert grant["valid_until"].startswith("2099-01-01T00:00:00")
+    assert grant["in_force"] is True
     assert listed["roles"] == {}
+    # A policy owner's walkthrough: a grant already ended was accepted (and listed like one in
+    # force), and one not yet begun showed nothing to tell it apart.
+    ledger.rejected(
+        "grant",
+        "issue",
+        "--to",
+        bot,
+        "--actions",
+        "report.read",
+        "--resource",
+        "job:*",
+        "--by",
+        ADMIN,
+        "--until",
+        "2020-01-01T00:00:00Z",
+        code="invalid_grant",
+    )
+    ledger(
+        "grant",
+        "issue",
+        "--to",
+        bot,
+        "--actions",
+        "report.read",
+        "--resource",
+        "job:9",
+        "--by",
+        ADMIN,
+        "--from",
+        "2098-01-01T00:00:00Z",
+    )
+    later = [
+        g
+        for g in ledger.json("grant", "list", "--principal", bot)["grants"]
+        if g["resource"] == "job:9"
+    ]
+    assert [g["in_force"] for g in later] == [False]
+    ledger("grant", "revoke", later[0]["grant_id"], "--by", ADMIN, "--reason", "not needed")
 
     authorized = ledger.evaluate(sdk, **ask)
     assert (authorized["determination"], authorized["reason_code"]) == (

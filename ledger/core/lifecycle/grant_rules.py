@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from ledger.core.authority import PRINCIPAL_FORM, compile_grant_condition, valid_principal
+from ledger.core.authority import (
+    PRINCIPAL_FORM,
+    compile_grant_condition,
+    effective_grants,
+    not_held,
+    valid_principal,
+)
 from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
@@ -74,6 +80,12 @@ def _issue(
         return _reject("invalid_grant", "a grant needs a resource pattern")
     if c.valid_from is not None and c.valid_until is not None and c.valid_from >= c.valid_until:
         return _reject("invalid_grant", "valid_from must be before valid_until")
+    if c.valid_until is not None and c.valid_until <= now:
+        return _reject(
+            "invalid_grant",
+            f"valid_until {c.valid_until.isoformat()} is past: the grant would give nothing; "
+            "give a time to come (--until), or none for a grant until revoked",
+        )
     if len(c.actions) > limits.grant_actions:
         return _reject(
             "invalid_grant",
@@ -93,6 +105,18 @@ def _issue(
             return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
     if _find_grant(state, c.grant_id) is not None:
         return _reject("duplicate_grant", f"grant {_shown(c.grant_id)} exists")
+    if c.actor not in admins:
+        beyond = not_held(
+            state,
+            c.actor,
+            tuple(c.actions),
+            c.resource,
+            condition=c.condition or None,
+            valid_until=c.valid_until,
+            now=now,
+        )
+        if beyond is not None:
+            return _beyond_own(c.actor, f"{_shown(beyond)} on {_shown(c.resource)}")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
     return (
         GrantIssued(
@@ -111,6 +135,15 @@ def _issue(
             approved_by=c.approved_by,
             note=c.note,
         ),
+    )
+
+
+def _beyond_own(actor: str, what: str) -> Rejection:
+    return _reject(
+        "not_authorized",
+        f"{clipped(actor)} may not hand on {what}: only an administrator grants more than they "
+        "hold; a delegate hands on what its own grants in force cover (no condition or the "
+        "same, ending no earlier): ask an administrator",
     )
 
 
@@ -167,6 +200,26 @@ def _role(
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied
+    if isinstance(c, AssignRole) and c.actor not in admins:
+        # A role's members hold its grants: assigning it hands them on.
+        for grant in effective_grants(state, c.role):
+            if grant.valid_until is not None and grant.valid_until <= now:
+                continue  # ended: it gives nothing
+            beyond = not_held(
+                state,
+                c.actor,
+                grant.actions,
+                grant.resource,
+                condition=grant.condition,
+                valid_until=grant.valid_until,
+                now=now,
+            )
+            if beyond is not None:
+                return _beyond_own(
+                    c.actor,
+                    f"{_shown(beyond)} on {_shown(grant.resource)} "
+                    f"(grant {_shown(grant.grant_id)} of {c.role})",
+                )
     event_type = RoleAssigned if isinstance(c, AssignRole) else RoleRevoked
     return (
         event_type(

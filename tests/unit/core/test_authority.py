@@ -164,3 +164,98 @@ def test_a_refusal_names_the_closest_grant_and_why_it_did_not_apply() -> None:
     )
     assert "the request lacks 'amount'" in _why("refund.void", "account:1", T0)
     assert "send numbers as numbers or Decimal" in _why("refund.void", "account:1", T0, amount="50")
+
+
+def test_a_delegate_hands_on_no_more_than_its_own_grants_cover() -> None:
+    # A policy owner's walkthrough: alice, trusted with her bot's grants and holding only
+    # `ledger.policy.propose`, gave the bot `ledger.policy.*`, approved and activated her own
+    # version through it, then had it give her `ledger.*` on everything. Only an administrator
+    # grants more than they hold.
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    now = led.clock()
+    led.grant("human:alice", "ledger.policy.propose", "policy:*")
+    led.grant("human:alice", ("ledger.grant.issue", "ledger.grant.revoke"), "principal:agent:bot")
+    led.grant("human:alice", "refund.*", "account:*", valid_until=now + 30 * DAY)
+    led.grant("human:alice", "email.send", "*", when="urgent == true")
+    for actions, resource, extra, beyond in [
+        ("ledger.policy.*", "policy:*", {}, "'ledger.policy.*' on 'policy:*'"),
+        ("ledger.policy.approve", "policy:refund", {}, "'ledger.policy.approve'"),
+        ("refund.*", "*", {}, "'refund.*' on '*'"),  # a wider resource
+        ("refund.*", "account:*", {}, "'refund.*'"),  # ends later than hers (never)
+        ("email.send", "*", {}, "'email.send'"),  # without her grant's condition
+        ("email.*", "*", {"when": "urgent == true"}, "'email.*'"),
+    ]:
+        with pytest.raises(
+            CommandRejectedError, match="may not hand on " + beyond.replace("*", r"\*")
+        ) as caught:
+            led.grant("agent:bot", actions, resource, by="human:alice", **extra)  # type: ignore[arg-type]
+        assert caught.value.code == "not_authorized" and "ask an administrator" in str(caught.value)
+    # What her own grants cover, she may hand on: the same or narrower, ending no later.
+    led.grant("agent:bot", "ledger.policy.propose", "policy:refund", by="human:alice")
+    led.grant("agent:bot", "refund.issue", "account:1", by="human:alice", valid_until=now + DAY)
+    led.grant("agent:bot", "email.send", "mail:*", by="human:alice", when="urgent == true")
+    # An administrator is not bound by it.
+    led.grant("agent:bot", "ledger.*", "*")
+
+
+def test_a_role_is_assigned_only_by_who_holds_what_it_grants() -> None:
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("role:approvers", "ledger.policy.approve", "policy:*")
+    led.grant("role:readers", "report.read", "report:*")
+    led.grant("human:alice", "ledger.role.assign", "role:*")
+    led.grant("human:alice", "report.*", "*")
+    with pytest.raises(
+        CommandRejectedError,
+        match=r"'ledger.policy.approve' on 'policy:\*' \(grant .* of role:approvers\)",
+    ):
+        led.assign_role("human:alice", "role:approvers", by="human:alice")
+    led.assign_role("human:bob", "role:readers", by="human:alice")  # she holds report.*
+    led.assign_role("human:alice", "role:approvers")  # an administrator may
+
+
+def test_pattern_covers_is_sound_for_globs() -> None:
+    from ledger.core.authority import pattern_covers
+
+    assert pattern_covers("refund.*", "refund.issue")
+    assert pattern_covers("refund.*", "refund.i*")
+    assert pattern_covers("*", "anything*")
+    assert pattern_covers("a[bc]", "a[bc]")
+    assert not pattern_covers("refund.i*", "refund.*")
+    assert not pattern_covers("*b*", "[ab]")  # matches the text, not every name ("a")
+    assert not pattern_covers("a?", "a*")
+    assert not pattern_covers("account:*", "*")
+
+
+def test_grant_list_says_whether_each_grant_is_in_force_now() -> None:
+    from ledger.cli.grants import _in_force
+
+    def row(start: datetime | None, end: datetime | None) -> dict[str, object]:
+        return {"valid_from": start, "valid_until": end}
+
+    assert _in_force(row(None, None), T0) == "yes"
+    assert _in_force(row(None, T0 + DAY), T0).startswith("yes, until 2026-01-02")
+    assert _in_force(row(None, T0), T0).startswith("no: ended 2026-01-01")
+    assert _in_force(row(T0 + DAY, None), T0).startswith("no: from 2026-01-02")
+
+
+def test_a_grant_that_would_already_have_ended_is_refused() -> None:
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    with pytest.raises(CommandRejectedError, match="is past: the grant would give nothing") as no:
+        led.grant("agent:bot", "refund.*", "*", valid_until=led.clock() - DAY)
+    assert no.value.code == "invalid_grant"
+    led.grant("agent:bot", "refund.*", "*", valid_until=led.clock() + DAY)
