@@ -153,7 +153,7 @@ class RequestLoop:
         self._partitions: dict[str, int] = {}  # reply topic -> partition count
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
-        self._assignments = 0  # partition assignments so far (the first follows start-up)
+        self._assignments = 0  # partition assignments so far
         self._commit_at = 0.0
         self.batches = 0
         self.stopped = False
@@ -430,7 +430,10 @@ class RequestLoop:
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         # librdkafka assigns them when this returns; ours again, their offsets count again.
         self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
-        if self._assignments and partitions:  # the first: the start-up read covered it
+        # Every assignment, the first too: the start-up read ran before this worker joined,
+        # and a worker that crashed in between left answers it had not committed (a red
+        # team: 4 requests decided twice by a third worker joining as another was killed).
+        if partitions:
             self._remember_answered(sorted(tp.partition for tp in partitions))
         self._assignments += 1
 

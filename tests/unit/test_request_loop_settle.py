@@ -228,8 +228,9 @@ def test_partitions_taken_over_learn_what_was_answered_on_them_first(
 ) -> None:
     # An operator's walkthrough: with two workers, a kill -9 of one left decisions written and
     # offsets uncommitted; the survivor took its partitions and decided 4 (and 10) requests
-    # again. Each assignment after the first (which follows the start-up read) now reads the
-    # request ids answered on the partitions it brings, before any record of them is fetched.
+    # again. Each assignment now reads the request ids answered on the partitions it brings,
+    # before any record of them is fetched — the first too: a red team killed a worker between
+    # a third worker's start-up read and its joining, and that worker decided 4 again.
     request_loop, handler, _broker, consumer = loop()
     asked: list[tuple[str, list[int]]] = []
 
@@ -240,10 +241,10 @@ def test_partitions_taken_over_learn_what_was_answered_on_them_first(
     monkeypatch.setattr(loop_module, "answered_since_last_commit", answered)
     first = [SimpleNamespace(topic=REQUESTS, partition=0)]
     request_loop._assigned(consumer, first)
-    assert asked == []  # the start-up read covered it
+    assert asked == [("g", [0])]  # answered after the start-up read, before the join
     taken = [SimpleNamespace(topic=REQUESTS, partition=p) for p in (0, 1)]
     request_loop._assigned(consumer, taken)
-    assert asked == [("g", [0, 1])]
+    assert asked == [("g", [0]), ("g", [0, 1])]
     assert b"answered-by-the-dead-worker" in handler.recent
 
     def unreachable(*args: Any, **kw: Any) -> set[bytes]:
