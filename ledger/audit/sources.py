@@ -356,7 +356,11 @@ class ExportSource:
                 else self._con.execute(query, bound).fetchall()
             )
         except duckdb.Error as exc:
-            raise ExportError(f"reading {topic} from the export at {self.path}: {exc}") from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(
+                f"reading {topic} from the export at {self.path}: {first} (damaged or altered "
+                f"since the export? run `ledger audit verify --from {self.path}`)"
+            ) from exc
         return rows
 
     def _decode(self, record: bytes | None) -> Any:

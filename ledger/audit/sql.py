@@ -255,9 +255,19 @@ def _empty_select(schema: pa.Schema) -> str:
     return f"SELECT {columns} WHERE false"
 
 
-def _columns_of(paths: list[Path]) -> list[list[str]]:
-    """Each file's column names, in order (its footer only is read, once per connection)."""
-    return [pq.read_schema(path).names for path in paths]
+def _columns_of(paths: list[Path], export_dir: Path) -> list[list[str]]:
+    """Each file's column names, in order (its footer only is read, once per connection).
+    A file that is not whole Parquet is one :class:`ExportError` line naming it."""
+    names = []
+    for path in paths:
+        try:
+            names.append(pq.read_schema(path).names)
+        except (OSError, pa.ArrowException) as exc:
+            raise ExportError(
+                f"{path} is not a whole Parquet file ({_first_line(exc)}): damaged or altered "
+                f"since the export; run `ledger audit verify --from {export_dir}`"
+            ) from None
+    return names
 
 
 def _ident(name: str) -> str:
@@ -320,7 +330,7 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
         body = f"SELECT *, CAST(NULL AS DATE) AS date FROM ({_empty_select(fmt.schema)})"
         if paths:
             listing = ", ".join(_literal(str(p.resolve())) for p in paths)
-            found = _columns_of(paths)
+            found = _columns_of(paths, export_dir)
             file_column = _unused("ledger_file", found)
             options = f"hive_partitioning = false, filename = {_literal(file_column)}"
             if all(names == fmt.schema.names for names in found):

@@ -1302,3 +1302,22 @@ def test_one_row_of_many_columns_prints_a_column_a_line(export_dir: Path) -> Non
     wide = invoke("audit", "run", "decision_lineage", "--param", "id=dec-2", "--from",
                   str(export_dir), "--csv")  # fmt: skip
     assert wide.stdout.splitlines()[0].startswith("decision_id,request_id,")  # scripts: as before
+
+
+def test_a_damaged_file_is_one_line_naming_it_not_a_traceback(
+    export_dir: Path, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: the command reached for first when tampering is suspected
+    # crashed with pyarrow's traceback (exit 1) on a truncated file.
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(export_dir, damaged)
+    victim = sorted(damaged.glob("topic=*decisions*/*/*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    for args in (["audit", "sql", "SELECT count(*) FROM decisions"], ["audit", "run", "rollbacks"]):
+        result = invoke(*args, "--from", str(damaged))
+        assert result.exit_code == 9, result.output
+        [line] = result.stderr.strip().splitlines()
+        assert victim.name in line and "is not a whole Parquet file" in line
+        assert f"ledger audit verify --from {damaged}" in line
