@@ -173,9 +173,18 @@ class KeyStore:
         return load_private_key(path)
 
     def public_key(self, actor: str) -> bytes | None:
-        """``actor``'s raw public key (from its ``.pub``, else its ``.key``), or ``None``."""
+        """``actor``'s raw public key (from its ``.pub``, else its ``.key``), or ``None``. The
+        command processor trusts the bootstrap administrators' as its anchors, so a ``.pub``
+        that others may write (or in a folder they may) is refused, as a private key is."""
         path = self.public_path(actor)
         if path.is_file():
+            for where in (path, self.path):
+                mode = where.stat().st_mode & 0o777
+                if mode & 0o022 and not (where.is_dir() and where.stat().st_mode & 0o1000):
+                    raise UsageError(
+                        f"{where} may be written by others (mode {mode:04o}): whoever can "
+                        f"replace {path.name} could sign as {actor}; run `chmod go-w {where}`"
+                    )
             return read_public_key(path)
         if self.has_private(actor):
             return public_bytes(self.private_key(actor))

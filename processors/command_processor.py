@@ -103,10 +103,25 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         # their first command to be authenticated.
         await follower.ready.wait()
         for event in register_anchors(follower.state, anchors, now=utcnow(), new_id=new_id):
+            held = follower.state.principals.get(event.principal)
+            active = [k.key_id for k in held.keys if k.active] if held is not None else []
             key, value = aggregate_of(event).encode(), codec.encode(event)
             await (await send_or_die(app.producer, settings.topics.grant_events, key, value))
             follower.apply_local(event)
-            log.info("trust anchor recorded: %s key %s", event.principal, event.actor_key_id)
+            if active:  # a rotation, or someone replaced the .pub: the operator must know
+                log.warning(
+                    "trust anchor recorded: %s key %s, beside its active key(s) %s: if no one "
+                    "rotated this administrator's key, someone changed %s; revoke the key "
+                    "not yours (`ledger actor revoke %s --key KEY_ID --by %s --reason ...`)",
+                    event.principal,
+                    event.actor_key_id,
+                    ", ".join(active),
+                    settings.keys,
+                    event.principal,
+                    event.principal,
+                )
+            else:
+                log.info("trust anchor recorded: %s key %s", event.principal, event.actor_key_id)
         anchored.set()
 
     @app.task

@@ -9,6 +9,7 @@ only from registered, unrevoked keys of their actor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,8 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
         for v in bad:
             click.echo(f"UNPROVEN {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True)
         anchors = sum(v.anchor for v in verdicts)
+        for note in _anchor_notes(history, verdicts):
+            click.echo(f"note: {note}", err=True)
         click.echo(
             f"{len(verdicts) - len(bad)} of {len(verdicts)} governance events proven "
             f"({anchors} trust anchors)"
@@ -259,3 +262,18 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
             f"{first.event_type} {first.event_id} by {first.actor} is not proven: "
             f"{first.problem}{more}"
         )
+
+
+def _anchor_notes(history: Sequence[Any], verdicts: Sequence[Any]) -> list[str]:
+    """One note per administrator holding more than one trust anchor: a rotation adds one, and
+    so does anyone who replaced the administrator's ``.pub`` before a processor start."""
+    anchored: dict[str, list[str]] = {}
+    for entry, verdict in zip(history, verdicts, strict=True):
+        if verdict.anchor:
+            anchored.setdefault(entry.event.principal, []).append(str(verdict.key_id))
+    return [
+        f"{principal} has {len(keys)} trust anchor keys ({', '.join(keys)}): rotating its key "
+        "adds one; if no one did, someone replaced its .pub in the key store"
+        for principal, keys in sorted(anchored.items())
+        if len(keys) > 1
+    ]

@@ -248,6 +248,46 @@ def test_a_credential_file_that_is_not_a_small_file_is_refused_at_once(
         resolve_security(given, "agent")
 
 
+def test_a_credential_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    # A red team: another local user, able to write (not read) credentials/evaluator.json,
+    # planted a password; the next `ledger up` gave it to the broker and restarted the
+    # evaluators on it, and the attacker wrote decisions as the evaluator.
+    directory = tmp_path / "given"
+    given = Settings(home=tmp_path, credentials_dir=directory)
+    write_private(
+        directory / "agent.json",
+        json.dumps({"sasl_plain_username": "agent", "sasl_plain_password": "pw"}),
+    )
+    assert resolve_security(given, "agent") is not None
+    for loose in (0o620, 0o602):
+        (directory / "agent.json").chmod(loose)
+        with pytest.raises(
+            UsageError, match=rf"may be written by others \(mode 0{loose:o}\).*chmod 600"
+        ):
+            resolve_security(given, "agent")
+    (directory / "agent.json").chmod(0o644)  # a secret mount: read by others, written by none
+    assert resolve_security(given, "agent") is not None
+
+
+def test_a_trust_anchor_others_may_replace_is_refused(tmp_path: Path) -> None:
+    # A red team: an administrator's .pub that others could write was replaced; the command
+    # processor's next start registered the attacker's key as a trust anchor.
+    store = KeyStore(tmp_path / "keys")
+    key = store.create("human:admin")
+    pub = store.public_path("human:admin")
+    pub.chmod(0o646)
+    with pytest.raises(UsageError, match=r"human:admin.pub may be written by others .*chmod go-w"):
+        store.public_key("human:admin")
+    pub.chmod(0o644)
+    assert store.public_key("human:admin") == public_bytes(key)
+    store.path.chmod(0o777)  # a folder others may write: they could swap the file
+    with pytest.raises(UsageError, match=r"keys may be written by others"):
+        store.public_key("human:admin")
+    store.path.chmod(0o1777)  # unless sticky: only the owner may replace their files
+    assert store.public_key("human:admin") == public_bytes(key)
+    store.path.chmod(0o700)
+
+
 # --------------------------------------------------------------------------- private files
 
 
@@ -467,3 +507,23 @@ def test_credentials_show_needs_no_kafka_and_says_what_is_missing(tmp_path: Path
     assert result.exit_code == 0 and result.stderr == "", result.output
     shown = json.loads(result.stdout)
     assert shown["bootstrap_servers"] == "127.0.0.1:1" and shown["sasl_plain_username"] == "agent"
+
+
+def test_actor_verify_notes_an_administrator_with_a_second_trust_anchor() -> None:
+    from types import SimpleNamespace
+
+    from ledger.cli.actors import _anchor_notes
+
+    def entry(principal: str) -> Any:
+        return SimpleNamespace(event=SimpleNamespace(principal=principal))
+
+    def verdict(key: str | None, anchor: bool) -> Any:
+        return SimpleNamespace(key_id=key, anchor=anchor)
+
+    history = [entry("human:admin"), entry("human:alice"), entry("human:admin")]
+    assert _anchor_notes(history[:2], [verdict("k1", True), verdict("k2", False)]) == []
+    [note] = _anchor_notes(
+        history, [verdict("k1", True), verdict("k2", False), verdict("k3", True)]
+    )
+    assert note.startswith("human:admin has 2 trust anchor keys (k1, k3)")
+    assert "someone replaced its .pub" in note
