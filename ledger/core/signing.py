@@ -31,11 +31,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger.core.authority import authorize
 from ledger.core.events import (
     COMMAND_PROCESSOR,
     ActorKeyRegistered,
@@ -83,6 +84,7 @@ __all__ = [
     "COMMAND_VALID_FOR",
     "CLOCK_SKEW",
     "within_validity",
+    "event_action",
 ]
 
 DOMAIN: Final = "decision-ledger/command/v1"
@@ -336,21 +338,85 @@ def _signed_field(event: GovernanceEvent, name: str) -> Any:
         return None
 
 
+def event_action(event: GovernanceEvent) -> tuple[str, str]:
+    """(action, resource) the command that produced ``event`` was authorized as: what
+    :func:`ledger.core.lifecycle.commands.command_action` says of that command (a test holds
+    the two to each other)."""
+    match event:
+        case PolicyVersionProposed():
+            return "ledger.policy.propose", f"policy:{event.policy}"
+        case PolicyVersionApproved():
+            return "ledger.policy.approve", f"policy:{event.policy}"
+        case PolicyVersionPromoted():
+            return "ledger.policy.promote", f"policy:{event.policy}"
+        case PolicyRolledBack():
+            return "ledger.policy.rollback", f"policy:{event.policy}"
+        case PolicyRetired():
+            return "ledger.policy.retire", f"policy:{event.policy}"
+        case GrantIssued():
+            return "ledger.grant.issue", f"principal:{event.principal}"
+        case GrantRevoked():
+            return "ledger.grant.revoke", f"principal:{event.principal}"
+        case RoleAssigned():
+            return "ledger.role.assign", event.role
+        case RoleRevoked():
+            return "ledger.role.revoke", event.role
+        case ActorKeyRegistered():
+            return "ledger.key.register", f"principal:{event.principal}"
+        case ActorKeyRevoked():
+            return "ledger.key.revoke", f"principal:{event.principal}"
+        case _:
+            assert_never(event)
+
+
+def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[str]) -> str | None:
+    """Why the command processor should have refused ``event``'s command in ``state``, the
+    state just before it: its actor held no grant for it then (not an administrator), or it
+    approved its own version. A signature proves who sent a command, not that they might: a
+    processor that skipped the check — a bug, a forged snapshot, a compromised host — shows
+    here."""
+    if event.actor in admins:
+        return None
+    action, resource = event_action(event)
+    if authorize(state, event.actor, action, resource, now=event.occurred_at) is None:
+        return (
+            f"{event.actor} held no grant of {action} on {resource} at {event.occurred_at:%Y-%m-%dT%H:%M:%SZ} "
+            "in the history before it: the command processor should have refused it"
+        )
+    if isinstance(event, PolicyVersionApproved):
+        record = state.policies.get(event.policy)
+        version = record.versions.get(event.version) if record is not None else None
+        if version is not None and version.author == event.actor:
+            return f"{event.actor} approved its own version {event.version} of {event.policy}"
+    return None
+
+
 def verify_history(events: Iterable[GovernanceEvent]) -> list[Verdict]:
     """:func:`verify_event` for every event of a governance history (policy and grant events,
     each topic in its log order), against the keys its ``ActorKeyRegistered``/``ActorKeyRevoked``
-    events registered (folded with the core's ``replay``); and each event's derived fields
-    against the state before it (:func:`_derived`), which finds an event deleted, inserted or
-    moved within its aggregate's history."""
+    events registered (folded with the core's ``replay``); each event's derived fields against
+    the state before it (:func:`_derived`), which finds an event deleted, inserted or moved
+    within its aggregate's history; and its actor's authority in that state
+    (:func:`_unauthorized`: the trust anchors' administrators may do everything)."""
     history = list(events)
     final = replay(history, EMPTY_STATE)
+    admins = frozenset(
+        e.principal
+        for e in history
+        if isinstance(e, ActorKeyRegistered)
+        and e.actor == ANCHOR_ACTOR
+        and e.command_signature is None  # what verify_event takes for an anchor
+    )
     verdicts = []
     state = EMPTY_STATE
     for event in history:
         verdict = verify_event(final, event)
-        problem = _derived(state, event)
-        if problem is not None and verdict.ok:
-            verdict = dataclasses.replace(verdict, ok=False, anchor=False, problem=problem)
+        if verdict.ok:
+            problem = _derived(state, event)
+            if problem is None and not verdict.anchor:
+                problem = _unauthorized(state, event, admins)
+            if problem is not None:
+                verdict = dataclasses.replace(verdict, ok=False, anchor=False, problem=problem)
         verdicts.append(verdict)
         state = fold(state, event)
     return verdicts

@@ -265,3 +265,91 @@ def test_a_promotions_note_is_signed_when_set_and_an_older_clients_command_still
         assert verify_event(state, event).ok
         forged = verify_event(state, replace(event, note="approved by the board"))
         assert not forged.ok and "note" in str(forged.problem)
+
+
+def test_a_signed_event_its_actor_had_no_authority_for_is_not_proven():
+    # A red team rewrote the command processor's snapshot to give human:mallory (no grant in
+    # the history) everything; her grants were accepted, and `actor verify` proved every event:
+    # a signature shows who sent a command, not that they might. Each event's actor must have
+    # held the grant for it in the history before it.
+    from ledger.core.events import ApprovePolicyVersion, GrantIssued, ProposePolicyVersion
+
+    _, events = anchored()
+    mallory = Ed25519PrivateKey.generate()
+    new_id = ids()
+
+    def accepted(command: object, key: Ed25519PrivateKey, history: list[object]) -> list[object]:
+        at = replay(history, EMPTY_STATE)  # type: ignore[arg-type]
+        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id)  # type: ignore[arg-type]
+        assert not isinstance(out, Rejection), out
+        return list(out)
+
+    register = RegisterActorKey(
+        event_id="c-key",
+        occurred_at=T0,
+        actor=ADMIN,
+        principal="human:mallory",
+        actor_key_id=key_id_of(public_bytes(mallory)),
+        public_key=public_bytes(mallory),
+    )
+    events += accepted(register, ADMIN_KEY, events)
+    # The processor's state as the forged snapshot made it: a grant no event issued.
+    forged = GrantIssued(
+        event_id="forged",
+        occurred_at=T0,
+        actor=ADMIN,
+        command_id="forged",
+        principal="human:mallory",
+        sequence=2,
+        grant_id="forged",
+        actions=("*",),
+        resource="*",
+    )
+    issued = accepted(grant(7, actor="human:mallory"), mallory, [*events, forged])
+    verdicts = verify_history([*events, *issued])
+    assert [v.ok for v in verdicts] == [True, True, False]
+    assert str(verdicts[-1].problem).startswith(
+        "human:mallory held no grant of ledger.grant.issue on principal:agent:bot at 2026-01-01"
+    )
+    # Granted by an administrator in the history, the same command is proven.
+    real = IssueGrant(
+        event_id="c-real",
+        occurred_at=T0,
+        actor=ADMIN,
+        grant_id="real",
+        principal="human:mallory",
+        actions=("ledger.grant.issue", "ledger.policy.*", "refund.*"),
+        resource="*",
+    )
+    history = [*events, *accepted(real, ADMIN_KEY, events)]
+    history += accepted(grant(8, actor="human:mallory"), mallory, history)
+    assert all(v.ok for v in verify_history(history))
+    # Approving one's own version is not proven, whatever the grants: the approval below was
+    # decided where an administrator had proposed version 1, then set after mallory's own.
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+
+    def propose(actor: str, key: Ed25519PrivateKey) -> list[object]:
+        command = ProposePolicyVersion(
+            event_id=f"c-p-{actor}", occurred_at=T0, actor=actor, document=document, policy="refund"
+        )
+        return accepted(command, key, history)
+
+    elsewhere = [*history, *propose(ADMIN, ADMIN_KEY)]
+    approve = ApprovePolicyVersion(
+        event_id="c-a", occurred_at=T0, actor="human:mallory", policy="refund", version=1
+    )
+    approval = accepted(approve, mallory, elsewhere)
+    assert all(v.ok for v in verify_history([*elsewhere, *approval]))
+    verdicts = verify_history([*history, *propose("human:mallory", mallory), *approval])
+    assert not verdicts[-1].ok
+    assert verdicts[-1].problem == "human:mallory approved its own version 1 of refund"
+
+
+def test_what_an_event_was_authorized_as_is_what_its_command_was():
+    from ledger.core.lifecycle.commands import command_action
+    from ledger.core.signing import event_action
+
+    state, _ = anchored()
+    command = sign(grant(), ADMIN_KEY)
+    (issued,) = decide_signed(state, command, now=T0, new_id=ids())  # type: ignore[misc]
+    assert event_action(issued) == command_action(command)
