@@ -48,6 +48,7 @@ from ledger.kafka.snapshots import (
     read_snapshot,
     record_digest,
     snapshot_fingerprint,
+    snapshot_key,
     write_snapshot,
 )
 from ledger.settings import KafkaSecurity, TopicNames
@@ -382,7 +383,7 @@ class GovernanceFollower:
             return {}
         started = time.perf_counter()
         try:
-            snapshot = read_snapshot(path, memory=self._memory)
+            snapshot = read_snapshot(path, memory=self._memory, key=snapshot_key(self._security))
         except FileNotFoundError:
             log.info("no governance snapshot at %s yet: replaying the whole history", path)
             return {}
@@ -489,7 +490,7 @@ class GovernanceFollower:
         self._unsaved, self._on_disk = 0, True
         self._snapshot_writer = threading.Thread(
             target=self._write_snapshot,
-            args=(path, state, tails, events, memory, saved),
+            args=(path, state, tails, events, memory, saved, snapshot_key(self._security)),
             name="ledger-governance-snapshot",
             daemon=True,  # a stop does not wait for it: the file is replaced whole or not at all
         )
@@ -513,6 +514,7 @@ class GovernanceFollower:
         events: int,
         memory: SnapshotMemory | None,
         saved: Any,
+        key: bytes | None,
     ) -> None:
         started = time.perf_counter()
         try:
@@ -522,7 +524,15 @@ class GovernanceFollower:
                 if not held:
                     log.info("governance snapshot not written: another worker is writing it")
                     return
-                size = write_snapshot(path, state, tails, events=events, memory=memory, saved=saved)
+                size = write_snapshot(
+                    path,
+                    state,
+                    tails,
+                    events=events,
+                    memory=memory,
+                    saved=saved,
+                    key=key,
+                )
         except Exception:  # a full disk, say; a traceback, should it be a bug
             log.exception(
                 "could not write the governance snapshot %s: the next start replays more", path

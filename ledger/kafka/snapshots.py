@@ -8,8 +8,10 @@ and principal records pickled, and a digest. What a start checks before the stat
   (:func:`fingerprinted_files`, the package's and Python's versions). A state folded by other
   rules is not this code's state: after an upgrade the history is replayed once, and a new
   snapshot written.
-- a trailer, the SHA-256 of the header and the pickled records, checked before they are
-  unpickled (a torn or damaged file is never loaded);
+- a trailer, the HMAC-SHA-256 of the header and the pickled records under a key derived from
+  the processor's Kafka password (:func:`snapshot_key`; plain SHA-256 without one), checked
+  before they are unpickled: a torn or damaged file is never loaded, and one rewritten by
+  whoever may write the state directory but not read the role's credential is refused;
 - ``tails``: for each governance partition, the offset of the last record folded into the state
   and the SHA-256 of that record's value. The follower reads that one record back from Kafka
   and compares (:class:`~ledger.kafka.governance.GovernanceFollower`): a snapshot of another
@@ -32,6 +34,7 @@ installation itself (whoever can write there can also change the code).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import inspect
 import io
 import json
@@ -58,6 +61,7 @@ from ledger.core.pmap import PMap
 from ledger.core.state import HeldPrincipals, LedgerState
 from ledger.errors import SnapshotUnusable
 from ledger.files import replacing_private
+from ledger.settings import KafkaSecurity
 
 __all__ = [
     "Snapshot",
@@ -68,6 +72,7 @@ __all__ = [
     "read_snapshot",
     "record_digest",
     "snapshot_fingerprint",
+    "snapshot_key",
     "write_snapshot",
 ]
 
@@ -260,13 +265,28 @@ class _StateUnpickler(pickle.Unpickler):
 class _Digesting:
     """A file that hashes what is written through it (the snapshot's trailer is the digest)."""
 
-    def __init__(self, out: Any) -> None:
-        self.out, self.sha256, self.size = out, hashlib.sha256(), 0
+    def __init__(self, out: Any, key: bytes | None) -> None:
+        self.out, self.sha256, self.size = out, _sealer(key), 0
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.size += len(data)
         return int(self.out.write(data))
+
+
+def snapshot_key(security: KafkaSecurity | None) -> bytes | None:
+    """The key a processor seals its snapshots with: derived from its role's Kafka password,
+    which lives outside its state directory (``None`` without one: an insecure broker, or a
+    certificate). A new password makes the old snapshot unusable: one full replay."""
+    if security is None or not security.password:
+        return None
+    return hashlib.sha256(
+        b"ledger governance snapshot seal\0" + security.password.encode()
+    ).digest()
+
+
+def _sealer(key: bytes | None) -> Any:
+    return hmac.new(key, digestmod="sha256") if key is not None else hashlib.sha256()
 
 
 def record_digest(value: bytes | None) -> str:
@@ -308,6 +328,7 @@ def write_snapshot(
     events: int,
     memory: SnapshotMemory | None = None,
     saved: Any = _TAKE,
+    key: bytes | None = None,
 ) -> int:
     """Write ``state`` (positions, policies, principals) and what ``memory`` saves to
     ``path``, replacing any snapshot there atomically, and return the file's size. ``tails``
@@ -330,7 +351,7 @@ def write_snapshot(
     }
     with replacing_private(path) as out:
         out.write(MAGIC)
-        body = _Digesting(out)  # streamed: the state is never held twice, as bytes too
+        body = _Digesting(out, key)  # streamed: the state is never held twice, as bytes too
         body.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
         pickler = pickle.Pickler(body, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.dispatch_table = _dispatch_table({})
@@ -343,7 +364,9 @@ def write_snapshot(
     return len(MAGIC) + body.size + DIGEST_BYTES
 
 
-def read_snapshot(path: Path, *, memory: SnapshotMemory | None = None) -> Snapshot:
+def read_snapshot(
+    path: Path, *, memory: SnapshotMemory | None = None, key: bytes | None = None
+) -> Snapshot:
     """The snapshot at ``path``: :class:`FileNotFoundError` when there is none,
     :class:`SnapshotUnusable` (saying why) when it is damaged, from other code, or holds
     another memory than ``memory``'s kind (see :func:`memory_kind`; none without one). Its
@@ -354,8 +377,15 @@ def read_snapshot(path: Path, *, memory: SnapshotMemory | None = None) -> Snapsh
             raise SnapshotUnusable("not a governance snapshot of this format")
         body = memoryview(data.read())  # slices of it are not copies
     signed, trailer = body[:-DIGEST_BYTES], bytes(body[-DIGEST_BYTES:])
-    if len(body) <= DIGEST_BYTES or hashlib.sha256(signed).hexdigest().encode() != trailer:
-        raise SnapshotUnusable("its contents do not match their digest (damaged or cut short)")
+    sealer = _sealer(key)
+    sealer.update(signed)
+    if len(body) <= DIGEST_BYTES or not hmac.compare_digest(sealer.hexdigest().encode(), trailer):
+        raise SnapshotUnusable(
+            "its contents do not match their digest (damaged or cut short, sealed under "
+            "another password, or rewritten)"
+            if key is not None
+            else "its contents do not match their digest (damaged or cut short)"
+        )
     end = bytes(signed[: 1 << 20]).find(b"\n")  # the header names a few partitions
     line, payload = bytes(signed[: max(end, 0)]), signed[end + 1 :]
     try:

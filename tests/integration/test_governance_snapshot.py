@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ from ledger.core.lifecycle import event_stream
 from ledger.core.state import _NOT_LOADED, aggregate_of
 from ledger.kafka.clients import make_rdkafka_producer
 from ledger.kafka.governance import SNAPSHOT_AFTER, GovernanceFollower
-from ledger.kafka.snapshots import DIGEST_BYTES, read_snapshot
+from ledger.kafka.snapshots import DIGEST_BYTES, Snapshot, read_snapshot, snapshot_key
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def test_a_follower_starts_from_its_snapshot_and_folds_only_what_came_after(
     _write(kafka, ledger_topics, first)
     full = _follow(kafka, ledger_topics, path, snapshot_after=500)
     assert full.from_snapshot == 0 and full.applied == len(first)
-    assert read_snapshot(path).events == len(first)
+    assert _read(path, kafka).events == len(first)
     assert (
         "no governance snapshot at" in caplog.text and "governance snapshot written" in caplog.text
     )
@@ -107,23 +108,32 @@ def test_a_follower_starts_from_its_snapshot_and_folds_only_what_came_after(
     # Its deployed versions are compiled before it is ready, as after a full catch-up.
     record = next(r for r in resumed.state.policies.values() if r.active is not None)
     assert record.versions[record.active]._compiled is not _NOT_LOADED
-    assert read_snapshot(path).events == len(first)  # 200 records since: not worth a new one
+    assert _read(path, kafka).events == len(first)  # 200 records since: not worth a new one
 
     caplog.clear()
     again = _follow(kafka, ledger_topics, path, snapshot_after=100)  # now worth it
-    assert again.applied == len(later) and read_snapshot(path).events == len(HISTORY)
+    assert again.applied == len(later) and _read(path, kafka).events == len(HISTORY)
     nothing_new = _follow(kafka, ledger_topics, path)
     assert nothing_new.applied == 0 and nothing_new.from_snapshot == len(HISTORY)
     _same_state(nothing_new, HISTORY)
 
 
-def _edit_tails(path: Path, edit: Any) -> None:
-    """Change the tails a snapshot names, and sign it again: only the log can tell."""
+def _read(path: Path, kafka: Any, role: str = "evaluator", **kw: Any) -> Snapshot:
+    """The snapshot at ``path``, unsealed with the key of ``role``'s credential, as its
+    processor reads it."""
+    return read_snapshot(path, key=snapshot_key(kafka.security(role)), **kw)
+
+
+def _edit_tails(path: Path, edit: Any, key: bytes | None) -> None:
+    """Change the tails a snapshot names, and seal it again (with the processor's own key):
+    only the log can tell."""
     magic, header, rest = path.read_bytes().split(b"\n", 2)
     fields = json.loads(header)
     edit(fields["tails"])
     signed = json.dumps(fields).encode() + b"\n" + rest[:-DIGEST_BYTES]
-    path.write_bytes(magic + b"\n" + signed + hashlib.sha256(signed).hexdigest().encode())
+    sealer = hmac.new(key, signed, "sha256") if key is not None else hashlib.sha256(signed)
+    seal = sealer.hexdigest().encode()
+    path.write_bytes(magic + b"\n" + signed + seal)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +162,7 @@ def test_a_snapshot_the_log_does_not_vouch_for_is_not_used(
     path = tmp_path / "governance.snapshot"
     _write(kafka, ledger_topics, HISTORY[:600])
     _follow(kafka, ledger_topics, path, snapshot_after=1)
-    _edit_tails(path, edit)
+    _edit_tails(path, edit, snapshot_key(kafka.security("evaluator")))
     caplog.set_level(logging.WARNING, logger="ledger.governance")
     follower = _follow(kafka, ledger_topics, path, snapshot_after=10**9)
     assert "not used" in caplog.text and reason in caplog.text, caplog.text
@@ -172,12 +182,12 @@ def test_an_evaluator_writes_its_snapshot_and_its_next_start_uses_it(stack_facto
     stack.start("evaluator")  # (ready: it writes the snapshot meanwhile)
     path = state_dir(stack.settings, APP_ID) / "governance.snapshot"
     wait_for(path.exists, timeout=60, what="the evaluator's governance snapshot")
-    assert read_snapshot(path).events == len(history), stack.logs()
+    assert _read(path, stack).events == len(history), stack.logs()
     stack.stop("evaluator")
     stack.start("evaluator")
     log = (stack.log_dir / "evaluator.log").read_text()
     assert "governance snapshot written to" in log
-    assert f"started from the governance snapshot written {read_snapshot(path).written_at}" in log
+    assert f"started from the governance snapshot written {_read(path, stack).written_at}" in log
 
 
 def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_command(
@@ -208,7 +218,7 @@ def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_comman
     stack.start("command-processor")
     wait_for(path.exists, timeout=60, what="the snapshot of the whole history")
     memory = AppliedCommands()
-    snapshot = read_snapshot(path, memory=memory)
+    snapshot = _read(path, stack, "command-processor", memory=memory)
     memory.restore(snapshot.memory)
     assert memory.event_ids(command.event_id) == first.event_ids
 

@@ -476,3 +476,34 @@ def test_equal_text_is_written_once_and_loads_as_one_object(tmp_path: Path) -> N
         assert len({id(v) for v in values}) == len(set(values)), field
     ids = [g.grant_id for g in grants]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_snapshot_sealed_with_the_processors_password_refuses_a_rewrite(tmp_path: Path) -> None:
+    # A red team, able to write a processor's state directory but not to read its credential,
+    # rewrote the snapshot (a grant added, the SHA-256 trailer recomputed): the processor
+    # started from it and answered as if the grant were real. Its snapshots are sealed under
+    # a key derived from its Kafka password.
+    from ledger.kafka.snapshots import snapshot_key
+    from ledger.settings import KafkaSecurity
+
+    def security(password: str | None) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            username="evaluator",
+            password=password,
+        )
+
+    key = snapshot_key(security("s3cret"))
+    assert key is not None and key != snapshot_key(security("other"))
+    assert snapshot_key(KafkaSecurity()) is None and snapshot_key(None) is None  # insecure
+    state = state_at(HISTORY[:200])
+    path = tmp_path / "governance.snapshot"
+    write_snapshot(path, state, _tails(state), events=200, key=key)
+    assert read_snapshot(path, key=key).state == state
+    for other in (snapshot_key(security("other")), None):  # rotated, or read unsealed
+        with pytest.raises(SnapshotUnusable, match="do not match their digest"):
+            read_snapshot(path, key=other)
+    _edit(path, edit_header=lambda fields: fields.update(events=201))  # resealed: SHA-256
+    with pytest.raises(SnapshotUnusable, match="sealed under another password, or rewritten"):
+        read_snapshot(path, key=key)
