@@ -258,6 +258,7 @@ def _summary(writer: ExportWriter, started: float) -> ExportSummary:
         files_written=writer.files_written,
         duration_s=time.perf_counter() - started,
         removed=writer.removed,
+        unlisted=tuple(writer.unlisted),
         compacted=writer.files_compacted,
         problems=tuple(writer.warnings + writer.compaction_problems),
     )

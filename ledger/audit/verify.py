@@ -45,6 +45,7 @@ from ledger.audit.columns import (
     Mismatch,
     Slow,
     batch_columns,
+    columns_disagree,
     differing,
     show,
 )
@@ -755,11 +756,25 @@ def verify_export(
         manifest = read_export_manifest(directory)
         # A listed file deleted or damaged is evidence, not a tool error: reported as missing
         # or altered (exit 11), and the rest is verified without it.
-        broken, lies = _broken_files(
-            con, directory, manifest, {topics.decisions, topics.chain_checkpoints}
+        recorded = (
+            topics.evaluation_requests,
+            topics.corrections,
+            topics.commands,
+            topics.command_results,
+            topics.dead_letters,
         )
-        for problem in [*broken.values(), *lies]:
+        broken, lies = _broken_files(
+            con, directory, manifest, {topics.decisions, topics.chain_checkpoints, *recorded}
+        )
+        for problem in [*broken.values(), *lies, *_unlisted_files(directory, manifest)]:
             rows.report(problem)
+        # The topics with no chain: each row's columns held to its own record bytes (what SQL
+        # shows of a request must be what replay re-decides).
+        for topic in recorded:
+            for problem in _rows_unlike_records(
+                con, topic_files(directory, topic, manifest, exclude=broken), rows.codec
+            ):
+                rows.report(problem)
         checkpoint_files = topic_files(
             directory, topics.chain_checkpoints, manifest, exclude=broken
         )
@@ -984,6 +999,90 @@ def _broken_files(
     return found, lies
 
 
+def _unlisted_files(directory: Any, manifest: Manifest) -> list[Problem]:
+    """A data file in the export's topic folders that its manifest does not list (nor keeps as
+    retired by a merge): the ledger's views never read it, but anything reading the folders by
+    a glob (DuckDB's ``read_parquet('…/*.parquet')``, Trino, Athena) counts its rows."""
+    listed = {str(f["path"]) for f in manifest.files}
+    listed.update(str(f["path"]) for f in manifest.retired)
+    found = []
+    for topic_dir in sorted(os.listdir(directory)):
+        top = os.path.join(directory, topic_dir)
+        if not topic_dir.startswith("topic=") or not os.path.isdir(top):
+            continue
+        for date_dir in sorted(os.listdir(top)):
+            inner = os.path.join(top, date_dir)
+            if not os.path.isdir(inner):
+                continue
+            for name in sorted(os.listdir(inner)):
+                relative = f"{topic_dir}/{date_dir}/{name}"
+                if (
+                    name.endswith(".parquet")
+                    and not name.startswith(".")
+                    and relative not in listed
+                ):
+                    found.append(
+                        Problem(
+                            kind="inserted",
+                            chain_id=None,
+                            chain_seq=None,
+                            topic=topic_dir.removeprefix("topic="),
+                            partition=None,
+                            offset=None,
+                            decision_id=None,
+                            found=f"{relative} is in the export's folders but not in its "
+                            "manifest: a reader globbing the folders counts its rows (left by an "
+                            "export stopped before its manifest, which the next `ledger export` "
+                            "removes, or put there by someone)",
+                            expected="only the files the manifest lists",
+                            subject="file",
+                        )
+                    )
+    return found
+
+
+def _rows_unlike_records(con: Any, files: list[str], codec: Codec) -> Iterator[Problem]:
+    """The rows of an unchained topic whose columns are not their own record decoded (a
+    record that does not decode must have a row of NULLs, as the exporter writes it)."""
+    if not files:
+        return
+    for row in _rows(con, files, 'ORDER BY "partition", "offset"'):
+        record = row.get("record")
+        try:
+            event: Any = codec.decode(record) if isinstance(record, bytes) else None
+        except CodecError:
+            event = None
+        if event is not None:
+            found = columns_disagree(event, row)
+        elif row.get("event_type") is not None or row.get("event_id") is not None:
+            found = "its record bytes do not decode, yet its columns name an event"
+        else:
+            continue
+        if found is None:
+            continue
+        yield Problem(
+            kind="altered",
+            chain_id=None,
+            chain_seq=None,
+            topic=row.get("topic"),
+            partition=row.get("partition"),
+            offset=row.get("offset"),
+            decision_id=row.get("event_id"),
+            found=found,
+            expected="the columns of its record bytes (what replay and simulation read)",
+            at=row.get("kafka_timestamp"),
+            subject=_SUBJECTS.get(str(row.get("event_type")), "record"),
+        )
+
+
+_SUBJECTS: Final = {
+    "EvaluationRequested": "request",
+    "BatchEvaluationRequested": "request",
+    "DecisionCorrected": "correction",
+    "DeadLetter": "dead letter",
+}
+
+
 def _file_problem(entry: Mapping[str, Any], kind: str, what: str, expected: str) -> Problem:
     return Problem(
         kind=kind,
@@ -1023,7 +1122,10 @@ def _first_first(rows: _Rows) -> list[Problem]:
         kept.append(p)
 
     def key(p: Problem) -> tuple[Any, ...]:
+        # A file's problem first (a file deleted or cut short is the cause of the gaps its
+        # chains show), then in time order.
         at = p.at.timestamp() if p.at is not None else float("inf")
-        return (at, _RANK.get(p.kind, 9), p.topic or "", p.partition or 0, p.offset or 0)
+        first = p.subject != "file"
+        return (first, at, _RANK.get(p.kind, 9), p.topic or "", p.partition or 0, p.offset or 0)
 
     return sorted(kept, key=key)

@@ -109,6 +109,9 @@ class ExportSummary:
     files_written: int
     duration_s: float
     removed: int = 0
+    unlisted: tuple[str, ...] = ()
+    """Data files found in the export's folders but not in its manifest, removed (among
+    ``removed``): what a run stopped before its manifest left, or someone else put there."""
     compacted: int = 0
     problems: tuple[str, ...] = ()
     """Housekeeping that could not be done (a merge of small files), the export itself done."""
@@ -124,6 +127,7 @@ class ExportSummary:
             "total_records": self.total,
             "files_written": self.files_written,
             "removed_leftovers": self.removed,
+            "removed_unlisted_files": list(self.unlisted),
             "files_compacted": self.compacted,
             "problems": list(self.problems),
             "duration_s": round(self.duration_s, 3),
@@ -374,6 +378,7 @@ class ExportWriter(RowFiles):
                 f"{topics.prefix!r}: export each ledger to its own directory"
             )
         self.manifest = manifest or Manifest(prefix=topics.prefix)
+        self.unlisted: list[str] = []
         self.removed = self._repair()
         self.files_written = 0
         self.files_compacted = 0
@@ -437,13 +442,14 @@ class ExportWriter(RowFiles):
                     with self._folder(topic_dir, date_dir) as where:
                         for entry in os.scandir(where):
                             name = entry.name
-                            leftover = (name.startswith(".") and ".tmp-" in name) or (
-                                name.endswith(".parquet")
-                                and f"{topic_dir}/{date_dir}/{name}" not in listed
-                            )
-                            if leftover and entry.is_file(follow_symlinks=False):
+                            relative = f"{topic_dir}/{date_dir}/{name}"
+                            temporary = name.startswith(".") and ".tmp-" in name
+                            unlisted = name.endswith(".parquet") and relative not in listed
+                            if (temporary or unlisted) and entry.is_file(follow_symlinks=False):
                                 os.unlink(name, dir_fd=where)
                                 removed += 1
+                                if unlisted and not temporary:
+                                    self.unlisted.append(relative)
                 except (ExportError, FileNotFoundError):
                     continue  # swapped for a link, or gone, since it was listed
         with self._folder() as top:

@@ -123,6 +123,16 @@ def export_cmd(
         return
     for problem in summary.problems:
         err_console.print(f"warning: {problem}", markup=False)
+    if summary.unlisted:
+        shown = ", ".join(summary.unlisted[:5]) + (
+            f" and {len(summary.unlisted) - 5} more" if len(summary.unlisted) > 5 else ""
+        )
+        err_console.print(
+            f"note: removed {len(summary.unlisted)} data file(s) the manifest did not list "
+            f"({shown}): left by an export stopped before writing its manifest, or put there by "
+            "someone else",
+            markup=False,
+        )
     per_topic = ", ".join(f"{t}: {n:,}" for t, n in summary.records.items() if n)
     click.echo(
         f"exported {summary.total:,} new records to {directory} in {summary.duration_s:.1f} s "

@@ -68,6 +68,8 @@ def test_leftovers_beyond_the_manifest_are_removed_and_nothing_else(tmp_path: Pa
     (tmp_path / "notes.txt").write_text("mine")
     writer = ExportWriter(tmp_path, TOPICS)
     assert writer.removed == 3 and not unlisted.exists()
+    # The data file is named (`ledger export` says so): it may be evidence someone planted.
+    assert writer.unlisted == [f"topic={TOPICS.command_results}/date=2026-02-02/{unlisted.name}"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
     for n in range(30, 40):
         writer.add_event(TOPICS.command_results, 0, n, rejected(n))

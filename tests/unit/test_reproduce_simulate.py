@@ -783,3 +783,54 @@ def test_an_exports_history_is_read_by_its_files_topics_not_a_column(
     for path in files_of(out, TOPICS.policy_events):
         rewrite(path, retopic)
     assert load_export_history(out) == expected
+
+
+def test_audit_verify_holds_request_rows_to_their_records_and_finds_unlisted_files(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: one request's facts column changed (its record left alone) and
+    # written back as the exporter writes it; audit verify said intact, replay reproduced from
+    # the record, and SQL showed the false facts. And a data file planted in the folders (not in
+    # the manifest) was "intact" while any glob reader counted its rows; the next export
+    # removed it without a word.
+    from ledger.audit.verify import verify_export
+
+    assert verify_export(export).intact
+    out = tmp_path / "edited"
+    shutil.copytree(export, out)
+    victim = next(
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.facts
+    ).request_id
+    path = next(
+        p
+        for p in files_of(out, TOPICS.evaluation_requests)
+        if victim in {r["event_id"] for r in pq_rows(p)}
+    )
+
+    def edited(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            if row["event_id"] == victim:
+                facts = json.loads(row["facts"])
+                facts[next(iter(facts))] = "forged"
+                row["facts"] = json.dumps(facts)
+        return rows
+
+    rewrite(path, edited)
+    planted = path.with_name(path.name.replace(".parquet", "") + "+planted.parquet")
+    shutil.copyfile(files_of(export, TOPICS.decisions)[0], planted)
+    report = verify_export(out)
+    assert not report.intact
+    first, *rest = report.problems
+    assert first.subject == "file" and first.kind == "inserted"  # a file's problem first
+    assert planted.name in first.found and "not in its manifest" in first.found
+    [request] = [p for p in rest if p.subject == "request"]
+    assert (request.kind, request.decision_id) == ("altered", victim)
+    assert "facts" in request.found
+    result = CliRunner().invoke(cli, ["audit", "verify", "--from", str(out)])
+    assert result.exit_code == 11 and planted.name in result.stderr
+
+
+def pq_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["event_id"]).to_pylist()
