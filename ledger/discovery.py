@@ -15,6 +15,7 @@ broker, the entry point's role's credential file that ``ledger up`` wrote
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from pathlib import Path
@@ -25,6 +26,7 @@ from ledger.settings import KafkaSecurity, Role, Settings, parse_bootstrap
 
 __all__ = [
     "credentials_file",
+    "credential_fingerprint",
     "read_credentials",
     "resolve_security",
     "broker_record_file",
@@ -103,6 +105,15 @@ def resolve_bootstrap(
 def credentials_file(settings: Settings, role: Role) -> Path:
     """A role's credential for the local broker (kafka-python settings, JSON, mode 0600)."""
     return settings.credentials / f"{role}.json"
+
+
+def credential_fingerprint(security: KafkaSecurity | None) -> str | None:
+    """A short fingerprint of ``security``'s password (``None`` without one): what a processor
+    puts in its heartbeat, so that ``ledger up`` can tell it started on a password its role's
+    credential file no longer holds. It reveals nothing usable of a random password."""
+    if security is None or not security.password:
+        return None
+    return hashlib.sha256(b"ledger credential\0" + security.password.encode()).hexdigest()[:16]
 
 
 def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:

@@ -42,6 +42,10 @@ class Heartbeat:
     bootstrap: str
     at: float
     fetched_at: float | None
+    credential: str | None = None
+    """A fingerprint of the password it logged in with
+    (:func:`ledger.discovery.credential_fingerprint`), which ``ledger up`` compares with its
+    role's credential file to tell a processor left on an old password."""
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
@@ -55,12 +59,13 @@ class Heartbeat:
         from a version of the processors that wrote no heartbeat)."""
         try:
             data = json.loads(path.read_text())
-            fetched = data.get("fetched_at")
+            fetched, credential = data.get("fetched_at"), data.get("credential")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
                 at=float(data["at"]),
                 fetched_at=None if fetched is None else float(fetched),
+                credential=None if credential is None else str(credential),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

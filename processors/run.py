@@ -28,7 +28,7 @@ from typing import Any
 
 import faust
 
-from ledger.discovery import resolve_bootstrap, resolve_security
+from ledger.discovery import credential_fingerprint, resolve_bootstrap, resolve_security
 from ledger.errors import LedgerError
 from ledger.kafka.logs import LIBRARY_LOGGERS, RepeatFilter
 from ledger.settings import ROLES, Role, Settings
@@ -85,6 +85,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
     processor = factory(settings, bootstrap=bootstrap)
     app, follower = processor.app, processor.follower
     ready_file = settings.ready_file
+    credential = credential_fingerprint(settings.security)
     if ready_file is not None:
         path = ready_file
 
@@ -100,6 +101,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     bootstrap=bootstrap,
                     at=time.time(),
                     fetched_at=follower.last_fetch,
+                    credential=credential,
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

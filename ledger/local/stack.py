@@ -26,8 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ledger.discovery import credentials_file, local_bootstrap, resolve_security
-from ledger.errors import ProcessorError
+from ledger.discovery import (
+    credential_fingerprint,
+    credentials_file,
+    local_bootstrap,
+    read_credentials,
+    resolve_security,
+)
+from ledger.errors import LedgerError, ProcessorError
 from ledger.files import private_dir, private_umask
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
@@ -187,7 +193,7 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         )
     beat_age = max(0.0, now - beat.at)
     fetch_age = None if beat.fetched_at is None else max(0.0, now - beat.fetched_at)
-    stale = _credential_rewritten(settings, name)
+    stale = _credential_rewritten(settings, name, beat.credential)
     if expected is None:
         problem: str | None = "the local broker is not running (`ledger up` starts it)"
     elif beat.bootstrap != expected:
@@ -310,14 +316,25 @@ def _why(log: Path, start: int) -> str:
     return (errors or lines)[-1].strip()
 
 
-def _credential_rewritten(settings: Settings, proc_id: str) -> Path | None:
-    """The local credential file of ``proc_id``'s role, when it was written after the process
-    started (its pid file): deleted to change the password, or lost, and written anew by
-    ``ledger up``, which gave the broker the new password. ``None`` otherwise, and for a
-    processor whose credential comes from the environment (a cluster of your own)."""
+def _credential_rewritten(
+    settings: Settings, proc_id: str, started_with: str | None
+) -> Path | None:
+    """The local credential file of ``proc_id``'s role, when it holds another password than
+    the one the process started with (``started_with``, the fingerprint in its heartbeat):
+    deleted to change the password, or lost, and written anew by ``ledger up``, which gave the
+    broker the new password. ``None`` otherwise, and for a processor whose credential comes
+    from the environment (a cluster of your own). A processor of an older version, with no
+    fingerprint, is judged by the file's time against its pid file's."""
     if settings.bootstrap or settings.security is not None:
         return None
-    path = credentials_file(settings, _role(proc_id))
+    role = _role(proc_id)
+    path = credentials_file(settings, role)
+    if started_with is not None:
+        try:
+            now = credential_fingerprint(read_credentials(settings, role))
+        except LedgerError:  # unreadable: `ledger up` says so where it reads it
+            return None
+        return path if now is not None and now != started_with else None
     try:
         written = path.stat().st_mtime
         started = (_run_dir(settings) / f"{proc_id}.pid").stat().st_mtime

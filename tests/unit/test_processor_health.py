@@ -67,6 +67,7 @@ def _beat(
     fetch_age: float | None = 0.0,
     bootstrap: str = KAFKA,
     name: str = "evaluator",
+    credential: str | None = None,
 ) -> None:
     now = time.time()
     Heartbeat(
@@ -74,6 +75,7 @@ def _beat(
         bootstrap=bootstrap,
         at=now - age,
         fetched_at=None if fetch_age is None else now - fetch_age,
+        credential=credential,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -490,5 +492,52 @@ def test_a_processor_started_before_its_credential_was_written_anew_is_restarted
         started_at = time.monotonic()
         assert stack._ensure(local, "evaluator", bootstrap=KAFKA, progress=lambda _: None)
         assert restarted == ["evaluator"] and time.monotonic() - started_at < 10  # no 20 s wait
+    finally:
+        stack.stop_processor(local, "evaluator", kill=True)
+
+
+def test_a_stale_credential_is_told_by_its_password_not_the_files_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: a credential file dated in the future (clock skew, a restore keeping file
+    # times, a touch) made every `ledger up` restart the role's processors and then call them
+    # unhealthy, blaming a password change that never happened. A processor's heartbeat now
+    # carries a fingerprint of the password it logged in with.
+    from ledger.discovery import credential_fingerprint, credentials_file
+    from ledger.files import write_private
+    from ledger.settings import KafkaSecurity
+
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
+    local = Settings(home=tmp_path)
+
+    def credential(password: str) -> None:
+        write_private(
+            credentials_file(local, "evaluator"),
+            json.dumps({"sasl_plain_username": "evaluator", "sasl_plain_password": password}),
+        )
+
+    def fingerprint(password: str) -> str | None:
+        return credential_fingerprint(
+            KafkaSecurity(
+                protocol="SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-512",
+                username="evaluator",
+                password=password,
+            )
+        )
+
+    pid = _fake_processor(local, "evaluator")
+    try:
+        credential("first")
+        _beat(local, pid, credential=fingerprint("first"))
+        future = time.time() + 7200
+        os.utime(credentials_file(local, "evaluator"), (future, future))
+        assert stack._status(local, "evaluator", KAFKA, time.time()).healthy
+        credential("second")  # deleted and written anew by `ledger up`
+        status = stack._status(local, "evaluator", KAFKA, time.time())
+        assert not status.healthy and status.stale_credential
+        _beat(local, pid, credential=fingerprint("second"))  # restarted on it
+        assert stack._status(local, "evaluator", KAFKA, time.time()).healthy
     finally:
         stack.stop_processor(local, "evaluator", kill=True)
