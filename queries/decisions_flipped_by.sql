@@ -5,8 +5,9 @@
 --   version that was active just before it first became active.
 --   Covered: decisions made while the previous version was evaluated beside it (active beside a
 --   canary, or kept in shadow). Not covered: decisions without such a shadow result (the
---   previous version was no longer deployed): they are listed with flipped NULL; re-evaluate
---   them against the old version to know. Rows with flipped false are left out. The items of
+--   previous version was no longer deployed): they are listed with flipped NULL and the
+--   version to re-evaluate them against as previous_version (the active one beside a canary
+--   at the time, else the one before; `ledger policy simulate` with its file re-decides them). Rows with flipped false are left out. The items of
 --   pre-evaluation batches are examined too (kind batch_item, with batch_id, item_index and
 --   item_id; kind decision: a single decision); a batch records no shadow results, so they
 --   are always listed as not covered.
@@ -36,7 +37,15 @@ said AS (  -- the previous version's recorded answer, per decision
            OR s.version = (SELECT version FROM before))
 )
 SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
-       d.policy_stage, d.determination, d.rule, s.previous_version,
+       d.policy_stage, d.determination, d.rule,
+       COALESCE(s.previous_version,
+                CASE WHEN d.policy_stage = 'canary' THEN
+                    (SELECT t.version FROM policy_timeline t
+                     WHERE t.policy = $policy AND t.stage = 'active'
+                       AND t.valid_from <= d.decided_at
+                       AND (t.valid_to IS NULL OR t.valid_to > d.decided_at)
+                     ORDER BY t.valid_from DESC LIMIT 1)
+                     ELSE (SELECT version FROM before) END) AS previous_version,
        s.determination AS previous_determination, s.rule AS previous_rule,
        CASE WHEN s.decision_id IS NULL THEN NULL
             ELSE s.determination IS DISTINCT FROM d.determination END AS flipped,

@@ -1,11 +1,13 @@
 -- question: Where did a non-deciding version of policy `policy` (a shadow, or the other of
 --   active and canary) answer differently from the version that decided: per shadow version,
---   decided -> would-have-been determinations and rules, with counts and an example decision.
+--   decided -> would-have-been determinations and rules, with counts and an example (its
+--   request id, which `ledger decisions --request` and `ledger replay --decision` take).
 -- param: policy VARCHAR the policy name
 -- known: policy policy_log.policy
 SELECT version AS shadow_version, stage AS shadow_stage, decided_version, decided, determination
        AS shadow_said, decided_rule, rule AS shadow_rule, count(*) AS decisions,
-       min(decided_at) AS first, max(decided_at) AS last, min(decision_id) AS example_decision
+       min(decided_at) AS first, max(decided_at) AS last,
+       arg_min(request_id, decision_id) AS example_request, min(decision_id) AS example_decision
 FROM shadow_results
 WHERE policy = $policy AND (determination IS DISTINCT FROM decided)
 GROUP BY ALL

@@ -279,6 +279,21 @@ def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
     } <= set(named_queries())
 
 
+def test_a_shadow_disagreements_example_names_its_request(export_dir: Path) -> None:
+    # A policy owner's walkthrough: the example was a decision id, which `ledger decisions
+    # --request` does not take; the request id of that same decision is given beside it.
+    found = rows(export_dir, "shadow_disagreements", policy="refund")
+    assert found
+    con = connect(export_dir)
+    try:
+        for row in found:
+            assert con.execute(
+                "SELECT request_id FROM decisions WHERE decision_id = ?", [row["example_decision"]]
+            ).fetchall() == [(row["example_request"],)]
+    finally:
+        con.close()
+
+
 def test_active_policies_at_instants_on_and_around_events(export_dir: Path) -> None:
     def deployed(t: datetime) -> set[tuple[Any, ...]]:
         return {
@@ -349,7 +364,9 @@ def test_decisions_flipped_by_uses_recorded_shadow_results(export_dir: Path) -> 
     flipped = rows(export_dir, "decisions_flipped_by", policy="refund", version="2")
     assert [(r["decision_id"], r["previous_version"], r["flipped"]) for r in flipped] == [
         ("dec-2", 1, True),
-        ("dec-4", None, None),  # v1 was not evaluated beside it: not covered
+        # v1 was not evaluated beside it: not covered, but named to re-evaluate it against
+        # (an auditor's walkthrough: previous_version was empty on every such row)
+        ("dec-4", 1, None),
     ]
     assert {
         r["decision_id"]
