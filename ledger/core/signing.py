@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ledger.core.authority import authorize
 from ledger.core.events import (
     COMMAND_PROCESSOR,
+    GRANT_EVENT_TYPES,
     ActorKeyRegistered,
     ActorKeyRevoked,
     Command,
@@ -407,16 +408,39 @@ def verify_history(events: Iterable[GovernanceEvent]) -> list[Verdict]:
         and e.actor == ANCHOR_ACTOR
         and e.command_signature is None  # what verify_event takes for an anchor
     )
+    unauthorized = _authority_problems(history, admins)
     verdicts = []
     state = EMPTY_STATE
-    for event in history:
+    for index, event in enumerate(history):
         verdict = verify_event(final, event)
         if verdict.ok:
             problem = _derived(state, event)
             if problem is None and not verdict.anchor:
-                problem = _unauthorized(state, event, admins)
+                problem = unauthorized.get(index)
             if problem is not None:
                 verdict = dataclasses.replace(verdict, ok=False, anchor=False, problem=problem)
         verdicts.append(verdict)
         state = fold(state, event)
     return verdicts
+
+
+def _authority_problems(history: list[GovernanceEvent], admins: frozenset[str]) -> dict[int, str]:
+    """:func:`_unauthorized` of each event (by its index in ``history``) against the state of
+    every event recorded before it in time: the authority a proposal needs is on the grant
+    topic, which ``history`` lists after the policy topic, so the two are merged by the
+    processor's clock (ties: grant events first, as a grant is applied before the command
+    that needs it)."""
+    order = sorted(
+        range(len(history)),
+        key=lambda i: (history[i].occurred_at, not isinstance(history[i], GRANT_EVENT_TYPES), i),
+    )
+    problems: dict[int, str] = {}
+    state = EMPTY_STATE
+    for i in order:
+        event = history[i]
+        if not (isinstance(event, ActorKeyRegistered) and event.actor == ANCHOR_ACTOR):
+            problem = _unauthorized(state, event, admins)
+            if problem is not None:
+                problems[i] = problem
+        state = fold(state, event)
+    return problems

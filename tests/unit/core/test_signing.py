@@ -340,6 +340,15 @@ def test_a_signed_event_its_actor_had_no_authority_for_is_not_proven():
     )
     approval = accepted(approve, mallory, elsewhere)
     assert all(v.ok for v in verify_history([*elsewhere, *approval]))
+    # As the history is read (each topic in its log order: the policy topic's first), the
+    # authority an approval needs comes later in the list than the approval: merged by time.
+    from ledger.core.events import GRANT_EVENT_TYPES
+
+    read = [*elsewhere, *approval]
+    policy_first = [e for e in read if not isinstance(e, GRANT_EVENT_TYPES)] + [
+        e for e in read if isinstance(e, GRANT_EVENT_TYPES)
+    ]
+    assert policy_first != read and all(v.ok for v in verify_history(policy_first))
     verdicts = verify_history([*history, *propose("human:mallory", mallory), *approval])
     assert not verdicts[-1].ok
     assert verdicts[-1].problem == "human:mallory approved its own version 1 of refund"
