@@ -193,7 +193,7 @@ class RequestLoop:
                 die(HANDLING_FAILED_EXIT, "the evaluator's request loop failed")
 
     def _serve(self) -> None:
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaError, KafkaException
 
         self._open.clear()
         self._held.clear()
@@ -243,12 +243,23 @@ class RequestLoop:
                         continue
                     messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
                 self._busy_since = time.monotonic()
-                records = []
+                records, broken = [], []
                 for message in messages:
                     error = message.error()
                     if error is not None:
                         if error.fatal():
                             raise KafkaException(error)
+                        offset = message.offset()
+                        if (
+                            error.code() == KafkaError._BAD_COMPRESSION
+                            and offset is not None
+                            and offset >= 0
+                        ):
+                            # Fetched again forever otherwise, the partition's requests after
+                            # it never answered (a red team's zstd record inflating past
+                            # librdkafka's limit): dead-lettered with no bytes, and passed.
+                            broken.append((message, error))
+                            continue
                         log.warning("request consumer: %s", error)
                         continue
                     records.append(
@@ -262,6 +273,8 @@ class RequestLoop:
                     )
                 if records:
                     self._dispatch(producer, handler.handle_batch(state(), records), records)
+                for message, error in broken:
+                    self._pass_undecompressible(consumer, producer, message, error)
                 self.batches += 1
                 self._busy_since = None
         finally:
@@ -276,6 +289,34 @@ class RequestLoop:
                 consumer.close()
             with contextlib.suppress(Exception):
                 producer.close()
+
+    def _pass_undecompressible(
+        self, consumer: Any, producer: Any, message: Any, error: Any
+    ) -> None:
+        """Dead-letter a request whose batch does not decompress (``codec_error``, no bytes)
+        and fetch on from the offset after it."""
+        from confluent_kafka import TopicPartition
+
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        log.error(
+            "request %s[%s]@%s does not decompress (%s): dead-lettered, and its partition "
+            "goes on past it",
+            topic,
+            partition,
+            offset,
+            error.str(),
+        )
+        letter = self._handler.letters.letter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=message.key(),
+            value=None,
+            code="codec_error",
+            reason=f"its record batch does not decompress: {error.str()}",
+        )
+        self._dispatch(producer, [letter], [Record(topic, partition, offset, message.key(), None)])
+        consumer.seek(TopicPartition(topic, partition, offset + 1))
 
     def _dispatch(self, producer: Any, outputs: list[Output], records: list[Record]) -> None:
         """Queue the outputs of one fetched batch; its chain checkpoints wait (see :meth:`_hold`)."""

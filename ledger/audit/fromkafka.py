@@ -8,6 +8,7 @@ The topics are read with librdkafka (confluent-kafka), not kafka-python: on the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -17,6 +18,8 @@ from ledger.errors import ExportError
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["RDKAFKA_CONFIG", "IDLE_LIMIT", "Where", "Ranges", "Source", "Sink"]
+
+log = logging.getLogger("ledger.export")
 
 RDKAFKA_CONFIG: Final[dict[str, Any]] = {
     "fetch.wait.max.ms": 100,
@@ -133,7 +136,7 @@ class Source:
     def read(self, sink: Sink, *, bounded: bool, wait: float = 1.0) -> tuple[int, bool]:
         """Hand ``sink`` the next records (those of a bounded run below its end offsets only).
         Returns (records handed, whether anything arrived: a record or an end of partition)."""
-        from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError
+        from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
 
         want = CONSUME_BATCH
         if bounded:
@@ -165,6 +168,25 @@ class Source:
                     KafkaError.TOPIC_AUTHORIZATION_FAILED,
                 ):
                     raise self._error(error)
+                if code == KafkaError._BAD_COMPRESSION and offset is not None and offset >= 0:
+                    # Fetched again forever otherwise (a red team: a zstd record inflating
+                    # past librdkafka's limit hung the export). Its row is kept with no bytes,
+                    # as an undecodable record's (undecodable_records lists it), and the
+                    # export goes on past it.
+                    log.warning(
+                        "%s[%s]@%s does not decompress (%s): exported as a row with no bytes",
+                        topic,
+                        partition,
+                        offset,
+                        error.str(),
+                    )
+                    if add(topic, partition, offset, None, message.key(), None):
+                        taken += 1
+                    if bounded and offset + 1 >= end.get((topic, partition), 0):
+                        done.add((topic, partition))
+                    else:
+                        self.consumer.seek(TopicPartition(topic, partition, offset + 1))
+                    continue
                 continue  # transient (a broker restarting): librdkafka retries
             where = (topic, partition)
             if bounded:

@@ -182,6 +182,8 @@ def read_raw(
     when it began, so the result is a consistent prefix of the log. Given ``ends``, it is
     filled with those end offsets, by ``(topic, partition)``, before the first record.
     """
+    from kafka.errors import UnsupportedCodecError
+
     consumer = make_consumer(
         bootstrap, security=security, consumer_timeout_ms=int(idle_timeout * 1000)
     )
@@ -206,7 +208,19 @@ def read_raw(
                     consumer.seek(tp, at.offset)
         remaining = {tp for tp in parts if end[tp] > 0 and consumer.position(tp) < end[tp]}
         while remaining:
-            batch = consumer.poll(timeout_ms=int(idle_timeout * 1000))
+            try:
+                batch = consumer.poll(timeout_ms=int(idle_timeout * 1000))
+            except UnsupportedCodecError as exc:
+                # Only records written before the topics stored records uncompressed can be
+                # so: one line, never a traceback (a red team's lz4 request).
+                raise KafkaUnavailable(
+                    f"reading {', '.join(sorted({tp.topic for tp in parts}))} at {bootstrap}: a "
+                    "record batch is "
+                    f"compressed with a codec this reader lacks ({exc}); it was written before "
+                    "`ledger topics create --acls` made the topic store records uncompressed: "
+                    "read it with `ledger export` (which passes it), or have an administrator "
+                    "delete it"
+                ) from None
             if not batch:
                 # Nothing arrived within the idle timeout although end offsets say more exists.
                 still = {tp for tp in remaining if consumer.position(tp) < end[tp]}

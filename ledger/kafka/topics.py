@@ -42,10 +42,15 @@ how many evaluator workers can share the requests, and reply partitions the clie
 
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 _BOUNDED = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
-_BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
+_BROKER_TIME = {"message.timestamp.type": "LogAppendTime", "compression.type": "uncompressed"}
 """For the topics outsiders write (agents' requests, actors' commands): each record's Kafka
 timestamp is the broker's, not a sender's choice, so retention, reading from a time and an
-export's date folders cannot be steered by a forged clock (``ledger/audit/writer.row_date``)."""
+export's date folders cannot be steered by a forged clock (``ledger/audit/writer.row_date``);
+and the broker stores each record uncompressed, whatever the sender compressed, so the limit on
+a record's size (``max.message.bytes``) holds for what it inflates to. Otherwise a 5 KB zstd
+record inflating to 150 MB (more than librdkafka decompresses) stopped a request partition and
+the export for good, and an lz4 or zstd record crashed the command processor's consumer (a red
+team); the broker refuses such a record (``MSG_SIZE_TOO_LARGE``) instead."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

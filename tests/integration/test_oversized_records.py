@@ -264,3 +264,195 @@ def test_a_record_of_the_wrong_type_has_one_code_on_both_topics(stack: LedgerSta
     for letter in found:
         assert letter.reason.startswith("DecisionRecorded is not ")
         assert letter.value == stray and not letter.truncated
+
+
+def test_compressed_records_are_stored_inflated_so_a_bomb_is_refused_at_the_broker(
+    stack: LedgerStack,
+) -> None:
+    # A red team, with the agent's and the governance credential: a 5 KB zstd record
+    # inflating to 150 MB stopped a request partition for good (more than librdkafka
+    # decompresses) and hung `ledger export`; an lz4 or zstd command crashed the command
+    # processor's consumer (aiokafka has no codec for them) in a loop. The topics outsiders
+    # write keep records uncompressed: the broker inflates each batch, and refuses one over
+    # the size limit; a small compressed record is stored as plain bytes and handled.
+    from confluent_kafka import KafkaError
+
+    from ledger.kafka.clients import make_rdkafka_producer
+
+    def send(role: str, topic: str, value: bytes, codec: str, key: bytes) -> KafkaError | None:
+        producer = make_rdkafka_producer(
+            stack.bootstrap,
+            security=stack.security(role),  # type: ignore[arg-type]
+            **{"compression.type": codec, "message.max.bytes": 50_000_000, "linger.ms": 0},
+        )
+        outcome: list[KafkaError | None] = []
+        producer.produce(topic, value, key, on_delivery=lambda err, _msg: outcome.append(err))
+        assert producer.flush(30) == 0
+        return outcome[0]
+
+    requests, commands = stack.topics.evaluation_requests, stack.topics.commands
+    bomb = b"\x00" * 20_000_000  # compresses to a few KB
+    refused = send("agent", requests, bomb, "zstd", b"account:bomb")
+    assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    refused = send("governance", commands, bomb, "lz4", b"refund")
+    assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+    asked = request(f"account:lz4-{new_id()}")
+    assert send("agent", requests, CODEC.encode(asked), "lz4", asked.resource.encode()) is None
+    decided = wait_for(
+        lambda: next(
+            (
+                d
+                for d in stack.records(stack.topics.decisions)
+                if isinstance(d, DecisionRecorded) and d.request_id == asked.event_id
+            ),
+            None,
+        ),
+        timeout=30,
+        what="the decision of an lz4-compressed request",
+    )
+    assert decided.determination is Determination.ALLOW
+    key = f"zstd-garbage-{new_id()}".encode()
+    assert send("governance", commands, b"\x07" * 5_000, "zstd", key) is None
+    letter = wait_for(
+        lambda: next((d for d in letters(stack) if d.key == key), None),
+        timeout=30,
+        what="the dead letter of a zstd-compressed garbage command",
+    )
+    assert letter.code in ("codec_error", "unknown_schema")
+    answered = stack.client(ADMIN).submit_command(  # the command processor still answers
+        IssueGrant(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            grant_id=f"g-{new_id()}",
+            principal="agent:after-the-bomb",
+            actions=("refund.issue",),
+            resource="account:*",
+        )
+    )
+    assert isinstance(answered, CommandAccepted)
+
+
+def compression(stack: LedgerStack, topic: str, value: str) -> None:
+    """Set ``topic``'s ``compression.type`` (``producer``: as a topic of an earlier version)."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    from ledger.kafka.clients import rdkafka_config
+
+    admin = AdminClient(rdkafka_config(stack.bootstrap, {}, stack.security("admin")))
+    entry = ConfigEntry("compression.type", value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def test_an_lz4_command_of_an_earlier_topic_is_dead_lettered_not_a_crash(
+    stack: LedgerStack,
+) -> None:
+    # A red team: one 2 KB lz4 (or zstd) record on ledger.commands crashed the command
+    # processor's consumer (aiokafka had no codec for it) at every start: governance, rollback
+    # included, stopped. Records stored compressed before the topic kept them uncompressed
+    # are decoded now (cramjam), and dead-lettered like any garbage.
+    from ledger.kafka.clients import make_rdkafka_producer
+
+    commands = stack.topics.commands
+    compression(stack, commands, "producer")
+    try:
+        producer = make_rdkafka_producer(
+            stack.bootstrap,
+            security=stack.security("governance"),
+            **{"compression.type": "lz4", "linger.ms": 0},
+        )
+        offsets: list[int] = []
+        producer.produce(
+            commands,
+            b"\x07" * 2_000,
+            b"refund",
+            on_delivery=lambda _e, m: offsets.append(m.offset()),
+        )
+        assert producer.flush(30) == 0
+    finally:
+        compression(stack, commands, "uncompressed")
+    [at] = offsets
+    letter = wait_for(
+        lambda: next(
+            (d for d in letters(stack) if d.source_topic == commands and d.offset == at), None
+        ),
+        timeout=60,
+        what="the dead letter of an lz4 command",
+    )
+    assert letter.code in ("codec_error", "unknown_schema")
+    answered = stack.client(ADMIN).submit_command(
+        IssueGrant(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            grant_id=f"g-{new_id()}",
+            principal="agent:after-lz4",
+            actions=("refund.issue",),
+            resource="account:*",
+        )
+    )
+    assert isinstance(answered, CommandAccepted)
+
+
+def test_a_request_that_does_not_decompress_is_dead_lettered_and_exported_without_bytes(
+    stack: LedgerStack, tmp_path: Any
+) -> None:
+    # The same red team, on a ledger whose topic kept what senders compressed (before the
+    # topics were set to store records uncompressed): a zstd record inflating to 150 MB, more
+    # than librdkafka decompresses, was fetched again forever — the partition's later requests
+    # never answered — and `ledger export` hung on it. Both now pass it.
+    from ledger.audit.export import export
+    from ledger.kafka.clients import make_rdkafka_producer
+
+    requests = stack.topics.evaluation_requests
+    compression(stack, requests, "producer")
+    try:
+        producer = make_rdkafka_producer(
+            stack.bootstrap,
+            security=stack.security("agent"),
+            **{"compression.type": "zstd", "message.max.bytes": 400_000_000, "linger.ms": 0},
+        )
+        offsets: list[int] = []
+        producer.produce(
+            requests,
+            b"\x00" * 150_000_000,
+            b"account:bomb",
+            on_delivery=lambda _e, m: offsets.append(m.offset()),
+        )
+        assert producer.flush(60) == 0  # a batch of its own
+        after = request(f"account:after-{new_id()}")
+        producer.produce(requests, CODEC.encode(after), after.resource.encode())
+        assert producer.flush(60) == 0
+    finally:
+        compression(stack, requests, "uncompressed")
+    [bomb] = offsets
+    letter = wait_for(
+        lambda: next(
+            (d for d in letters(stack) if d.source_topic == requests and d.offset == bomb), None
+        ),
+        timeout=60,
+        what="the dead letter of a request that does not decompress",
+    )
+    assert (letter.code, letter.value) == ("codec_error", None)
+    assert "does not decompress" in letter.reason
+    wait_for(
+        lambda: any(
+            isinstance(d, DecisionRecorded) and d.request_id == after.event_id
+            for d in stack.records(stack.topics.decisions)
+        ),
+        timeout=30,
+        what="the decision of the request after it",
+    )
+    summary = export(
+        tmp_path / "export", stack.bootstrap, stack.topics, security=stack.security("exporter")
+    )
+    assert summary.records[requests] >= 2
+    # kafka-python (replay, simulate) has no zstd: one line saying what to do, no traceback.
+    # (This module's last test: the record stays on the topic.)
+    from ledger.errors import KafkaUnavailable
+
+    with pytest.raises(KafkaUnavailable, match="compressed with a codec this reader lacks"):
+        stack.records(requests)
