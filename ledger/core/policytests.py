@@ -13,7 +13,7 @@ import difflib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ledger.core.evaluate import REASON_CODES, size_problem
 from ledger.core.events import Determination
@@ -38,6 +38,19 @@ class CaseResult:
     line: int | None = None
 
 
+_MEANT: Final = {
+    "no_rule_matched": "default_applied",
+    "no_match": "default_applied",
+    "no_rule": "default_applied",
+    "default": "default_applied",
+    "unauthorized": "no_authority",
+    "not_authorized": "no_authority",
+    "ungoverned": "ungoverned_action",
+}
+"""What an author who writes these means (the closest spelling can mean the opposite:
+``no_rule_matched`` is nearest ``rule_matched``, a policy owner's walkthrough found)."""
+
+
 def offline_outcome(policy: Policy, case: PolicyTestCase) -> PolicyOutcome:
     """What the evaluator would say for the case, with authority assumed: its sizes first
     (``error`` / ``request_too_large`` or ``invalid_facts``, as the evaluator's step 0), then
@@ -56,6 +69,20 @@ def offline_outcome(policy: Policy, case: PolicyTestCase) -> PolicyOutcome:
         )
     outcome, _ = policy.run(case.facts, case.context)
     return outcome
+
+
+def _misspelt_facts(policy: Policy, case: PolicyTestCase) -> list[str]:
+    """A failing case's facts the policy does not declare, with the declared name each is
+    probably meant to be (a policy owner's walkthrough: `tenure_day` failed the case with
+    "unknown fact" and no hint, where a condition's typo gets one)."""
+    hints = []
+    for name in sorted(set(case.facts) - set(policy.facts))[:3]:
+        close = difflib.get_close_matches(str(name), list(policy.facts), n=1)
+        if close:
+            hints.append(
+                f"fact {name!r} is not declared by {policy.name}: did you mean {close[0]!r}?"
+            )
+    return hints
 
 
 def _json(value: Any) -> str:
@@ -84,7 +111,12 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         )
     if case.expect_reason_code is not None and outcome.reason_code != case.expect_reason_code:
         known = case.expect_reason_code in REASON_CODES
-        close = difflib.get_close_matches(str(case.expect_reason_code), REASON_CODES, n=1)
+        meant = _MEANT.get(str(case.expect_reason_code).lower())
+        close = (
+            [meant]
+            if meant
+            else difflib.get_close_matches(str(case.expect_reason_code), REASON_CODES, n=1)
+        )
         hint = (
             ""
             if known
@@ -104,6 +136,8 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         failures.append(f"decided by: {decided_by(outcome.rule, outcome.reason_code)}")
     if failures and outcome.reasons:
         failures.append("reasons: " + "; ".join(outcome.reasons))
+    if failures:
+        failures.extend(_misspelt_facts(policy, case))
     return CaseResult(
         policy=policy.name,
         case=case.name,

@@ -161,8 +161,13 @@ def _revoke(
     denied = _allowed(
         state, c, now, admins, grant_principal=record.principal if record is not None else None
     )
-    if denied:
-        return denied
+    if denied:  # one message whether or not the id exists, naming no principal
+        return _reject(
+            "not_authorized",
+            f"{clipped(c.actor)} may not revoke grant {_shown(c.grant_id)}: revoking takes "
+            "ledger.grant.revoke on the grant's principal (principal:<p>), which an "
+            "administrator issues",
+        )
     if record is None:
         return _reject("unknown_grant", f"no grant {_shown(c.grant_id)} (never issued, or revoked)")
     return (

@@ -213,7 +213,11 @@ def _promote(
             return _reject(
                 "no_active_version",
                 f"{c.policy} has no active version for a canary to share traffic with: promote "
-                f"v{c.version} to shadow to observe it, or to active",
+                + (
+                    f"v{c.version} to active (it is observed in shadow already)"
+                    if c.version in record.shadows
+                    else f"v{c.version} to shadow to observe it, or to active"
+                ),
             )
         if record.active == c.version:
             return _reject(
@@ -308,7 +312,7 @@ def _nothing_before(policy: str, record: PolicyRecord) -> str:
     shown = ", ".join(f"v{v}" for v in others[:5]) + (", …" if len(others) > 5 else "")
     return (
         f"{policy} has no earlier active version to roll back to ({now}; earlier rollbacks "
-        f"have undone the versions before it): name one, to_version (`--to N`); approved: "
+        f"have undone the versions before it): name the version to restore (`--to N`); approved: "
         f"{shown}"
     )
 

@@ -259,3 +259,23 @@ def test_a_grant_that_would_already_have_ended_is_refused() -> None:
         led.grant("agent:bot", "refund.*", "*", valid_until=led.clock() - DAY)
     assert no.value.code == "invalid_grant"
     led.grant("agent:bot", "refund.*", "*", valid_until=led.clock() + DAY)
+
+
+def test_a_refused_revocation_reads_alike_whether_or_not_the_grant_exists() -> None:
+    # A policy owner's walkthrough: an unknown id was refused "on principal::" (an empty
+    # principal), an existing one naming its principal, which told the id existed.
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    real = led.grant("agent:bot", "refund.*", "*")
+    led.grant("human:alice", "ledger.policy.propose", "policy:*")
+    said = []
+    for grant_id in (real, "no-such-grant"):
+        with pytest.raises(CommandRejectedError) as refused:
+            led.revoke_grant(grant_id, by="human:alice")
+        said.append(str(refused.value).replace(grant_id, "ID"))
+        assert "principal::" not in said[-1] and "agent:bot" not in said[-1]
+    assert said[0] == said[1]

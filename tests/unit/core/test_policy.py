@@ -370,3 +370,20 @@ def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> Non
         "reason_code: expected rule_match (no decision carries it: did you mean rule_matched?), "
         "got rule_matched"
     )
+    # A policy owner's walkthrough: `no_rule_matched` was offered `rule_matched`, its opposite.
+    meant = parse_policy(
+        REFUND + "tests:\n  - name: nothing matches\n    facts: {tenure_days: 1, amount: '900', "
+        "prior_refunds_12m: 9, standing: good}\n"
+        "    expect: {determination: deny, reason_code: no_rule_matched}\n"
+    )
+    [case] = run_policy_tests(meant)
+    assert any("did you mean default_applied?" in f for f in case.failures), case.failures
+    # And a misspelt fact name in a case says which declared fact it is probably meant to be.
+    misspelt = parse_policy(
+        REFUND + "tests:\n  - name: typo\n    facts: {tenure_day: 400, amount: '1', "
+        "prior_refunds_12m: 0, standing: good}\n    expect: {determination: allow}\n"
+    )
+    [case] = run_policy_tests(misspelt)
+    assert "fact 'tenure_day' is not declared by refund: did you mean 'tenure_days'?" in (
+        case.failures
+    ), case.failures
