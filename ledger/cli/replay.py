@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ledger.cli.common import (
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.cli.reproduce import reproduce_decision
 from ledger.core.authority import capabilities
-from ledger.core.history import state_at
+from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
 from ledger.ids import utcnow
@@ -88,6 +89,9 @@ def replay_cmd(
         address, security = connection(settings, "auditor")
         history = load_history(address, settings.topics, security=security)
     state = state_at(history, instant)
+    note = _outside(history, instant, source)
+    if note is not None:
+        click.echo(f"note: {note}", err=True)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
     if policy is not None and not rows:
         raise UsageError(f"no policy named {policy!r} existed at {format_timestamp(instant)}")
@@ -140,3 +144,25 @@ def replay_cmd(
             ],
             title="grants in force",
         )
+
+
+def _outside(history: list[HistoryEntry], instant: datetime, source: Path | None) -> str | None:
+    """What an answer at ``instant`` cannot know (an auditor's walkthrough: an instant before
+    the first governance event read as "nothing was active", one after an export's last as the
+    ledger's state then): ``None`` within the history."""
+    if not history:
+        return "the history holds no governance event: nothing was active or granted"
+    times = [entry.event.occurred_at for entry in history]
+    first, last = min(times), max(times)
+    if instant < first:
+        return (
+            f"{format_timestamp(instant)} is before the first governance event "
+            f"({format_timestamp(first)}): nothing was active or granted yet"
+        )
+    if source is not None and instant > last:
+        return (
+            f"the export at {source} ends with a governance event of {format_timestamp(last)}: "
+            f"what changed after it, up to {format_timestamp(instant)}, is not in it "
+            "(export again for the ledger's state since)"
+        )
+    return None

@@ -834,3 +834,18 @@ def pq_rows(path: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=["event_id"]).to_pylist()
+
+
+def test_replay_at_an_instant_outside_the_history_says_so(export: Path) -> None:
+    # An auditor's walkthrough: --at before the first governance event answered with empty
+    # tables ("nothing was active or granted"), and after an export's last event with the
+    # export's last state, both without a word.
+    runner = CliRunner()
+    before = runner.invoke(cli, ["replay", "--at", "2000-01-01T00:00:00Z", "--from", str(export)])
+    assert before.exit_code == 0 and "is before the first governance event" in before.stderr
+    after = runner.invoke(cli, ["replay", "--at", "2100-01-01T00:00:00Z", "--from", str(export)])
+    assert after.exit_code == 0 and "is not in it (export again" in after.stderr
+    events = load_export_history(export)
+    inside = min(e.event.occurred_at for e in events) + timedelta(microseconds=1)
+    within = runner.invoke(cli, ["replay", "--at", inside.isoformat(), "--from", str(export)])
+    assert within.exit_code == 0 and "note:" not in within.stderr
