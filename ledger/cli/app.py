@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -68,4 +69,11 @@ def main() -> None:
     rdkafka = logging.getLogger(RDKAFKA_LOGGER)
     rdkafka.addHandler(logging.NullHandler())
     rdkafka.propagate = False
-    cli(prog_name="ledger")
+    try:
+        code = cli.main(prog_name="ledger", standalone_mode=False)
+    except click.exceptions.Abort:  # click's form of a Ctrl-C (or an end of input at a prompt)
+        raise KeyboardInterrupt from None
+    except click.ClickException as exc:  # a usage error, as click's own main shows it
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

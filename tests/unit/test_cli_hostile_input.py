@@ -502,3 +502,29 @@ def test_ps_with_a_home_that_does_not_exist_says_so_before_up_is_run_there(home:
     assert said[0] == "the broker is not running"
     assert said[-1].startswith(f"{home} (LEDGER_HOME) does not exist: no ledger has run")
     assert not any("`ledger up` starts what is not running" in line for line in said)
+
+
+def test_a_ctrl_c_is_one_line_and_exit_130_even_while_the_modules_load(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An auditor's walkthrough: Ctrl-C during `ledger export` printed a 12-23 line traceback in
+    # its first seconds (the modules still loading) and click's "Aborted!" with exit 1 after.
+    import click
+
+    import ledger.cli
+    import ledger.cli.app as app
+
+    def loading() -> None:
+        raise KeyboardInterrupt
+
+    def aborted(*args: object, **kwargs: object) -> None:
+        raise click.exceptions.Abort
+
+    for where, name, raiser in ((app, "main", loading), (app.cli, "main", aborted)):
+        with monkeypatch.context() as patch:
+            patch.setattr(where, name, raiser)
+            with pytest.raises(SystemExit) as stopped:
+                ledger.cli.main()
+        assert stopped.value.code == 130
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("interrupted: run the command again")
