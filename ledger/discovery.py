@@ -21,7 +21,13 @@ import socket
 from pathlib import Path
 
 from ledger.errors import KafkaUnavailable, UsageError
-from ledger.files import SMALL_FILE_BYTES, UnreadableFile, read_bounded, read_bounded_stat
+from ledger.files import (
+    SMALL_FILE_BYTES,
+    UnreadableFile,
+    others_may_write,
+    read_bounded,
+    read_bounded_stat,
+)
 from ledger.settings import KafkaSecurity, Role, Settings, parse_bootstrap
 
 __all__ = [
@@ -123,14 +129,16 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     half-written or hand-edited file must not turn into an anonymous connection)."""
     path = credentials_file(settings, role)
     try:
-        raw, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="credential file")
-        if status.st_mode & 0o022:  # `ledger up` gives the broker the password a file holds
-            raise UsageError(
-                f"the {role} credential {path} may be written by others (mode "
-                f"{status.st_mode & 0o777:04o}): whoever can write it chooses the {role} role's "
-                f"password; run `chmod 600 {path}`, then delete it and run `ledger up` to rotate "
-                "the password (it may be known)"
-            )
+        raw, _ = read_bounded_stat(path, SMALL_FILE_BYTES, what="credential file")
+        for where in (path, path.parent):  # `ledger up` gives the broker the password it holds
+            problem = others_may_write(where)
+            if problem is not None:
+                raise UsageError(
+                    f"the {role} credential: {where} {problem}: whoever can write it chooses "
+                    f"the {role} role's password; run `chmod go-w {where}` (and check who owns "
+                    f"it), then delete {path.name} and run `ledger up` to rotate the password "
+                    "(it may be known)"
+                )
         data = json.loads(raw)
     except UnreadableFile as exc:
         if exc.missing:

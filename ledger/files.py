@@ -195,3 +195,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def others_may_write(path: Path) -> str | None:
+    """Why someone other than this process's user (or root) may have written ``path``, a file
+    or folder the ledger trusts for where it lies (a credential, a trust anchor's key), or
+    ``None``: owned by another user, or writable by group or others (a sticky folder too:
+    others may still create what is missing there). A read-only file system (a Kubernetes
+    secret's volume, whose folder is 1777 and whose files are root's) is written by no one."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return None
+    status = path.stat()
+    if status.st_uid not in (os.getuid(), 0):
+        return f"is owned by another user (uid {status.st_uid})"
+    mode = status.st_mode & 0o777
+    if mode & 0o022:
+        return f"may be written by others (mode {mode:04o})"
+    return None

@@ -33,6 +33,7 @@ from ledger.errors import SigningKeyMissing, UsageError
 from ledger.files import (
     SMALL_FILE_BYTES,
     UnreadableFile,
+    others_may_write,
     private_dir,
     read_bounded,
     read_bounded_stat,
@@ -179,11 +180,11 @@ class KeyStore:
         path = self.public_path(actor)
         if path.is_file():
             for where in (path, self.path):
-                mode = where.stat().st_mode & 0o777
-                if mode & 0o022 and not (where.is_dir() and where.stat().st_mode & 0o1000):
+                problem = others_may_write(where)
+                if problem is not None:
                     raise UsageError(
-                        f"{where} may be written by others (mode {mode:04o}): whoever can "
-                        f"replace {path.name} could sign as {actor}; run `chmod go-w {where}`"
+                        f"{where} {problem}: whoever wrote {path.name} could sign as {actor}; "
+                        f"run `chmod go-w {where}` and check who owns it"
                     )
             return read_public_key(path)
         if self.has_private(actor):

@@ -273,8 +273,12 @@ class RequestLoop:
                     )
                 if records:
                     self._dispatch(producer, handler.handle_batch(state(), records), records)
-                for message, error in broken:
-                    self._pass_undecompressible(consumer, producer, message, error)
+                passed = set()
+                for message, error in broken:  # one letter per offset, fetched twice or not
+                    where = (message.topic(), message.partition(), message.offset())
+                    if where not in passed:
+                        passed.add(where)
+                        self._pass_undecompressible(consumer, producer, message, error)
                 self.batches += 1
                 self._busy_since = None
         finally:
@@ -295,9 +299,11 @@ class RequestLoop:
     ) -> None:
         """Dead-letter a request whose batch does not decompress (``codec_error``, no bytes)
         and fetch on from the offset after it."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if (topic, partition) in self._gone:
+            return  # revoked within this batch's fetch: its new owner passes it
         log.error(
             "request %s[%s]@%s does not decompress (%s): dead-lettered, and its partition "
             "goes on past it",
@@ -316,7 +322,10 @@ class RequestLoop:
             reason=f"its record batch does not decompress: {error.str()}",
         )
         self._dispatch(producer, [letter], [Record(topic, partition, offset, message.key(), None)])
-        consumer.seek(TopicPartition(topic, partition, offset + 1))
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset + 1))
+        except KafkaException as exc:  # not fetching it now: it is fetched again, and passed
+            log.warning("could not seek past %s[%s]@%s: %s", topic, partition, offset, exc)
 
     def _dispatch(self, producer: Any, outputs: list[Output], records: list[Record]) -> None:
         """Queue the outputs of one fetched batch; its chain checkpoints wait (see :meth:`_hold`)."""

@@ -136,7 +136,12 @@ class Source:
     def read(self, sink: Sink, *, bounded: bool, wait: float = 1.0) -> tuple[int, bool]:
         """Hand ``sink`` the next records (those of a bounded run below its end offsets only).
         Returns (records handed, whether anything arrived: a record or an end of partition)."""
-        from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
+        from confluent_kafka import (
+            TIMESTAMP_NOT_AVAILABLE,
+            KafkaError,
+            KafkaException,
+            TopicPartition,
+        )
 
         want = CONSUME_BATCH
         if bounded:
@@ -173,6 +178,9 @@ class Source:
                     # past librdkafka's limit hung the export). Its row is kept with no bytes,
                     # as an undecodable record's (undecodable_records lists it), and the
                     # export goes on past it.
+                    stop = end.get((topic, partition))
+                    if bounded and (stop is None or offset >= stop):
+                        continue  # not this run's, as below
                     log.warning(
                         "%s[%s]@%s does not decompress (%s): exported as a row with no bytes",
                         topic,
@@ -182,10 +190,15 @@ class Source:
                     )
                     if add(topic, partition, offset, None, message.key(), None):
                         taken += 1
-                    if bounded and offset + 1 >= end.get((topic, partition), 0):
+                    if bounded and stop is not None and offset + 1 >= stop:
                         done.add((topic, partition))
-                    else:
+                        continue
+                    try:
                         self.consumer.seek(TopicPartition(topic, partition, offset + 1))
+                    except KafkaException as exc:  # not fetching it now: passed when it comes
+                        log.warning(
+                            "could not seek past %s[%s]@%s: %s", topic, partition, offset, exc
+                        )
                     continue
                 continue  # transient (a broker restarting): librdkafka retries
             where = (topic, partition)

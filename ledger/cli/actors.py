@@ -214,20 +214,23 @@ def list_cmd(bootstrap: str | None, as_json: bool) -> None:
 def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> None:
     """Prove who did what: check every governance event's recorded command signature against
     the keys registered in the ledger (from Kafka, or with --from from an export's record
-    bytes). It also checks the records themselves: every one must decode as a governance event,
+    bytes), and that its actor held the authority for it then (the bootstrap administrators,
+    $LEDGER_ADMINS, may do everything). It also checks the records themselves: every one must decode as a governance event,
     and no offset may be missing (and from an export, every row's columns must agree with its
     record). Exit 0 when every event is proven and nothing is damaged; otherwise exit 11
     (tamper_detected) naming the first problem (each is listed: DAMAGED, UNPROVEN)."""
+    settings = load_settings(bootstrap)
     if from_dir is not None:
         from ledger.audit.history import check_export_history  # pyarrow: only when asked for
 
         history, damaged = check_export_history(from_dir)
     else:
-        settings = load_settings(bootstrap)
         address, security = connection(settings, "auditor")
         history, damaged = check_governance_log(address, settings.topics, security=security)
     where = "the export's governance rows" if from_dir is not None else "the governance topics"
-    verdicts = verify_history(entry.event for entry in history)
+    # The bootstrap administrators as the command processor knows them ($LEDGER_ADMINS),
+    # besides those with a trust anchor: one whose key another administrator registered has none.
+    verdicts = verify_history((entry.event for entry in history), settings.admins)
     bad = [v for v in verdicts if not v.ok]
     if as_json:
         print_json(

@@ -71,8 +71,11 @@ def main() -> None:
     rdkafka.propagate = False
     try:
         code = cli.main(prog_name="ledger", standalone_mode=False)
-    except click.exceptions.Abort:  # click's form of a Ctrl-C (or an end of input at a prompt)
-        raise KeyboardInterrupt from None
+    except click.exceptions.Abort as exc:  # click's form of a Ctrl-C, or of an end of input
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        click.echo("Aborted!", err=True)  # an end of input at a prompt: as click says it
+        sys.exit(1)
     except click.ClickException as exc:  # a usage error, as click's own main shows it
         exc.show()
         sys.exit(exc.exit_code)

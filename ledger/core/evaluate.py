@@ -59,7 +59,7 @@ from ledger.core.events import (
 from ledger.core.facts import context_problems, decimal_problems
 from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem
 from ledger.core.policy import PolicyOutcome
-from ledger.core.state import LedgerState, PolicyRecord, bucket, governing_policy
+from ledger.core.state import LedgerState, PolicyRecord, bucket, governed_by, governing_policy
 
 __all__ = [
     "REASON_CODES",
@@ -186,7 +186,7 @@ def _shadows(
     for v in record.deployed():
         if v == deciding:
             continue
-        if record.versions[v].governs_action(action):
+        if governed_by(None, record, v, action):
             outcome, _, _ = _run_version(record, v, facts, context)
             determination, rule = outcome.determination, outcome.rule
             constraints, reasons = outcome.constraints, outcome.reasons
@@ -215,14 +215,14 @@ def _shadows(
 
 
 def _choose(
-    record: PolicyRecord, action: str, key: str
+    state: LedgerState, record: PolicyRecord, action: str, key: str
 ) -> tuple[int | None, Stage | None, int | None]:
     """(deciding version, its stage, bucket if a canary exists). No version decides an action
     its own ``governs`` leaves out (``governing_policy`` found the policy by another version's):
     the request is then ungoverned, the policy only observes it."""
     b = bucket(key) if record.canary is not None else None
     version = record.decides_for(b or 0)
-    if version is None or not record.versions[version].governs_action(action):
+    if version is None or not governed_by(state, record, version, action):
         return None, None, b
     return version, Stage.CANARY if version == record.canary else Stage.ACTIVE, b
 
@@ -288,7 +288,9 @@ def evaluate(
         )
     key = resource or request_id  # the canary bucket's
     record = governing_policy(state, action, key)
-    version, stage, b = (None, None, None) if record is None else _choose(record, action, key)
+    version, stage, b = (
+        (None, None, None) if record is None else _choose(state, record, action, key)
+    )
     if record is None or version is None:
         return DecisionRecorded(
             event_id=decision_id(request_id),

@@ -376,6 +376,11 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
     approved its own version. A signature proves who sent a command, not that they might: a
     processor that skipped the check — a bug, a forged snapshot, a compromised host — shows
     here."""
+    if isinstance(event, PolicyVersionApproved):  # refused for administrators too
+        record = state.policies.get(event.policy)
+        version = record.versions.get(event.version) if record is not None else None
+        if version is not None and version.author == event.actor:
+            return f"{event.actor} approved its own version {event.version} of {event.policy}"
     if event.actor in admins:
         return None
     action, resource = event_action(event)
@@ -384,24 +389,20 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
             f"{event.actor} held no grant of {action} on {resource} at {event.occurred_at:%Y-%m-%dT%H:%M:%SZ} "
             "in the history before it: the command processor should have refused it"
         )
-    if isinstance(event, PolicyVersionApproved):
-        record = state.policies.get(event.policy)
-        version = record.versions.get(event.version) if record is not None else None
-        if version is not None and version.author == event.actor:
-            return f"{event.actor} approved its own version {event.version} of {event.policy}"
     return None
 
 
-def verify_history(events: Iterable[GovernanceEvent]) -> list[Verdict]:
+def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()) -> list[Verdict]:
     """:func:`verify_event` for every event of a governance history (policy and grant events,
     each topic in its log order), against the keys its ``ActorKeyRegistered``/``ActorKeyRevoked``
     events registered (folded with the core's ``replay``); each event's derived fields against
     the state before it (:func:`_derived`), which finds an event deleted, inserted or moved
     within its aggregate's history; and its actor's authority in that state
-    (:func:`_unauthorized`: the trust anchors' administrators may do everything)."""
+    (:func:`_unauthorized`: the bootstrap administrators, ``admins`` as the command processor
+    is configured (``$LEDGER_ADMINS``) and those with a trust anchor, may do everything)."""
     history = list(events)
     final = replay(history, EMPTY_STATE)
-    admins = frozenset(
+    admins = frozenset(admins) | frozenset(
         e.principal
         for e in history
         if isinstance(e, ActorKeyRegistered)

@@ -80,6 +80,7 @@ __all__ = [
     "with_positions",
     "aggregate_of",
     "governing_policy",
+    "governed_by",
     "bucket",
     "overlapping_governs",
     "governs_precedence",
@@ -157,6 +158,8 @@ class PolicyVersion:
     def governs_action(self, action: str) -> bool:
         """Does this version's own ``governs`` name ``action`` (exactly or by a glob)? A version
         decides, and is compared in shadow, only for what it governs."""
+        if action in self.governs:
+            return True
         return compile_globs(self.governs).match(action) is not None
 
     @property
@@ -997,6 +1000,24 @@ def _governance_index(
     return deciding, observing
 
 
+def governed_by(state: LedgerState | None, record: PolicyRecord, version: int, action: str) -> bool:
+    """:meth:`PolicyVersion.governs_action`, remembered per state (a policy may govern 256
+    globs: matching them all cost a request ~20 us, a review measured)."""
+    if state is None:
+        return record.versions[version].governs_action(action)
+    key = ("governed", record.name, version)
+    memo = state.memo.get(key)
+    if memo is None:
+        memo = state.memo[key] = {}
+    found = memo.get(action)
+    if found is None:
+        found = record.versions[version].governs_action(action)
+        if len(memo) >= _MEMO_LIMIT:
+            del memo[next(iter(memo))]
+        memo[action] = found
+    return bool(found)
+
+
 def _split_canaries(state: LedgerState) -> Mapping[str, int]:
     """Policy name → canary percentage, of the policies whose canary and active versions govern
     different actions (:meth:`PolicyRecord.splits`): usually none."""
@@ -1090,8 +1111,19 @@ def governing_policy(
     if split and key is not None:
         b = bucket(key)
         canaries = frozenset(name for name, percent in split.items() if b < percent)
-        deciding, observing = _governance_index(state, canaries)
-        found = _lookup(deciding, action) or _lookup(observing, action)
+        # Per view and action, as below: a scan of every policy's globs per request was
+        # 20 -> 229 us with 2,000 policies (a review).
+        memo = state.memo.get(("actions", canaries))
+        if memo is None:
+            memo = state.memo[("actions", canaries)] = {}
+        if action in memo:
+            found = memo[action]
+        else:
+            deciding, observing = _governance_index(state, canaries)
+            found = _lookup(deciding, action) or _lookup(observing, action)
+            if len(memo) >= _MEMO_LIMIT:
+                del memo[next(iter(memo))]
+            memo[action] = found
         return state.policies[found] if found is not None else None
     deciding, observing = _governance_index(state)
     name = deciding[0].get(action)

@@ -252,3 +252,87 @@ def test_partitions_taken_over_learn_what_was_answered_on_them_first(
 
     monkeypatch.setattr(loop_module, "answered_since_last_commit", unreachable)
     request_loop._assigned(consumer, taken)  # logged, never raised into librdkafka's callback
+
+
+class _Undecompressible:
+    """A librdkafka error message: a batch at ``offset`` that does not decompress."""
+
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def error(self) -> Any:
+        from confluent_kafka import KafkaError
+
+        return KafkaError(KafkaError._BAD_COMPRESSION, "Decompression failed")
+
+    def topic(self) -> str:
+        return REQUESTS
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+
+class _RdConsumer:
+    """librdkafka where it matters: rebalance callbacks run inside consume(), and a seek on a
+    partition not assigned raises."""
+
+    def __init__(self, request_loop: Any, *, revoke: bool) -> None:
+        self.assigned = {(REQUESTS, 0)}
+        self.loop, self.revoke, self.calls, self.sought = request_loop, revoke, 0, []
+        self.commits: list[Any] = []
+
+    def subscribe(self, topics: Any, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self.on_revoke = on_revoke
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        self.calls += 1
+        if self.revoke and num_messages == loop_module.BATCH_MAX - 1:
+            self.assigned.discard((REQUESTS, 0))  # another worker joined
+            self.on_revoke(self, [SimpleNamespace(topic=REQUESTS, partition=0)])
+        return []
+
+    def poll(self, timeout: float) -> Any:
+        if self.calls > 3:
+            self.loop._stop.set()
+            return None
+        return _Undecompressible(7)
+
+    def seek(self, tp: Any) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if (tp.topic, tp.partition) not in self.assigned:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION, "Unknown partition"))
+        self.sought.append((tp.topic, tp.partition, tp.offset))
+
+    def commit(self, **kw: Any) -> None:
+        self.commits.append(kw)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("revoke", [False, True])
+def test_a_batch_that_does_not_decompress_is_dead_lettered_and_passed(
+    monkeypatch: pytest.MonkeyPatch, revoke: bool
+) -> None:
+    # A red team's zstd record inflating past librdkafka's limit was fetched again forever;
+    # and (a review) seeking past it on a partition revoked within the batch's fetch raised
+    # out of the request loop and stopped the evaluator.
+    request_loop, _handler, broker, _ = loop()
+    consumer = _RdConsumer(request_loop, revoke=revoke)
+    broker.list_topics = lambda *a, **k: (_ for _ in ()).throw(RuntimeError())  # type: ignore[attr-defined]
+    broker.close = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(loop_module, "make_rdkafka_consumer", lambda *a, **k: consumer)
+    monkeypatch.setattr(loop_module, "make_rdkafka_producer", lambda *a, **k: broker)
+    request_loop._serve()  # returns: nothing raised
+    if revoke:
+        assert consumer.sought == [] and TOPICS.dead_letters not in broker.produced
+    else:
+        assert (REQUESTS, 0, 8) in consumer.sought
+        assert TOPICS.dead_letters in broker.produced

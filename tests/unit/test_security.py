@@ -262,7 +262,7 @@ def test_a_credential_file_others_may_write_is_refused(tmp_path: Path) -> None:
     for loose in (0o620, 0o602):
         (directory / "agent.json").chmod(loose)
         with pytest.raises(
-            UsageError, match=rf"may be written by others \(mode 0{loose:o}\).*chmod 600"
+            UsageError, match=rf"may be written by others \(mode 0{loose:o}\).*chmod go-w"
         ):
             resolve_security(given, "agent")
     (directory / "agent.json").chmod(0o644)  # a secret mount: read by others, written by none
@@ -283,9 +283,16 @@ def test_a_trust_anchor_others_may_replace_is_refused(tmp_path: Path) -> None:
     store.path.chmod(0o777)  # a folder others may write: they could swap the file
     with pytest.raises(UsageError, match=r"keys may be written by others"):
         store.public_key("human:admin")
-    store.path.chmod(0o1777)  # unless sticky: only the owner may replace their files
-    assert store.public_key("human:admin") == public_bytes(key)
+    store.path.chmod(0o1777)  # sticky too (a review): others may create what is missing
+    with pytest.raises(UsageError, match=r"keys may be written by others"):
+        store.public_key("human:admin")
     store.path.chmod(0o700)
+    assert store.public_key("human:admin") == public_bytes(key)
+    # Owned by another user (planted where it was missing): refused whatever its mode.
+    if os.getuid() == 0:  # only root can give a file away
+        os.chown(pub, 65534, 65534)
+        with pytest.raises(UsageError, match=r"is owned by another user \(uid 65534\)"):
+            store.public_key("human:admin")
 
 
 # --------------------------------------------------------------------------- private files

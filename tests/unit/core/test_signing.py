@@ -362,3 +362,59 @@ def test_what_an_event_was_authorized_as_is_what_its_command_was():
     command = sign(grant(), ADMIN_KEY)
     (issued,) = decide_signed(state, command, now=T0, new_id=ids())  # type: ignore[misc]
     assert event_action(issued) == command_action(command)
+
+
+def test_administrators_are_those_configured_too_and_none_may_approve_their_own_version():
+    # A review: an administrator of $LEDGER_ADMINS whose key another administrator registered
+    # (no trust anchor) had every command UNPROVEN; an administrator approving their own
+    # version was proven, though the processor refuses it.
+    from ledger.core.events import ApprovePolicyVersion, ProposePolicyVersion
+
+    _, events = anchored()
+    root = Ed25519PrivateKey.generate()
+    new_id = ids()
+
+    def accepted(command: object, key: Ed25519PrivateKey, admins: frozenset[str]) -> list[object]:
+        at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
+        assert not isinstance(out, Rejection), out
+        return list(out)
+
+    both = frozenset({ADMIN, "human:root"})
+    events += accepted(
+        RegisterActorKey(
+            event_id="c-root",
+            occurred_at=T0,
+            actor=ADMIN,
+            principal="human:root",
+            actor_key_id=key_id_of(public_bytes(root)),
+            public_key=public_bytes(root),
+        ),
+        ADMIN_KEY,
+        both,
+    )
+    events += accepted(grant(9, actor="human:root"), root, both)
+    assert not verify_history(events)[-1].ok  # not known as an administrator
+    assert all(v.ok for v in verify_history(events, admins=both))
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+
+    def proposal(actor: str) -> ProposePolicyVersion:
+        return ProposePolicyVersion(
+            event_id=f"c-p-{actor}", occurred_at=T0, actor=actor, document=document, policy="refund"
+        )
+
+    before = list(events)
+    events += accepted(proposal("human:root"), root, both)  # root proposes, the admin approves
+    approval = accepted(
+        ApprovePolicyVersion(
+            event_id="c-a", occurred_at=T0, actor=ADMIN, policy="refund", version=1
+        ),
+        ADMIN_KEY,
+        both,
+    )
+    assert verify_history([*events, *approval], admins=both)[-1].ok
+    # The same approval after the admin's own proposal (a processor that skipped the check).
+    events = before
+    own = accepted(proposal(ADMIN), ADMIN_KEY, both)
+    verdict = verify_history([*before, *own, *approval], admins=both)[-1]
+    assert not verdict.ok and verdict.problem == "human:admin approved its own version 1 of refund"
