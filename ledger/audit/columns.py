@@ -31,6 +31,7 @@ from ledger.core.jsonform import format_timestamp, to_json_value
 
 __all__ = [
     "COORDINATES",
+    "column_name",
     "FORMS",
     "TEXTS",
     "Form",
@@ -118,31 +119,39 @@ class Form:
     """Rebuilds one event type's JSON form from an export row."""
 
     cls: type
-    readers: tuple[tuple[str, Callable[[Any], Any]], ...]
+    readers: tuple[tuple[str, str, Callable[[Any], Any]], ...]
+    """(field, the column it is written to, how that column reads back as the field's JSON)"""
     names: frozenset[str]
 
     @classmethod
     def of(cls, event_type: type) -> Form:
         hints = typing.get_type_hints(event_type, vars(_events))
         readers = tuple(
-            (f.name, _column_reader(hints[f.name])) for f in dataclasses.fields(event_type)
+            (f.name, column_name(f.name), _column_reader(hints[f.name]))
+            for f in dataclasses.fields(event_type)
         )
-        return cls(event_type, readers, frozenset(name for name, _ in readers))
+        return cls(event_type, readers, frozenset(column for _, column, _ in readers))
 
     def build(self, row: Mapping[str, Any]) -> dict[str, Any]:
         form: dict[str, Any] = {}
-        for name, read in self.readers:
+        for name, column, read in self.readers:
             # A column no file of the export has (written before the field existed) reads as
             # NULL, as the views read it: a record that holds a value there still differs.
-            value = row.get(name)
+            value = row.get(column)
             try:
                 form[name] = None if value is None else read(value)
             except Mismatch as exc:
-                raise Mismatch(f"column {name} {exc}") from None
+                raise Mismatch(f"column {column} {exc}") from None
         for name, value in row.items():
             if value is not None and name not in self.names and name not in COORDINATES:
                 raise Mismatch(f"column {name} is set, but a {self.cls.__name__} has no {name}")
         return form
+
+
+def column_name(field: str) -> str:
+    """The export's column of an event's ``field``: its own name, or ``event_<name>`` for one
+    named like a Kafka coordinate (a dead letter's ``key``, ``partition``, ``offset``)."""
+    return f"event_{field}" if field in COORDINATES - {"date"} else field
 
 
 FORMS: Final = {cls.__name__: Form.of(cls) for cls in (*CHAINED_TYPES, ChainCheckpoint)}

@@ -39,6 +39,7 @@ from typing import Any, Final
 import pyarrow as pa
 from fastavro import parse_schema
 
+from ledger.audit.columns import column_name
 from ledger.avro import read_long_tail
 from ledger.codec import MAGIC, Codec, default_codec
 from ledger.contract import contract_dir
@@ -194,7 +195,7 @@ def _columns(event_types: Iterable[type]) -> tuple[Column, ...]:
     for cls in event_types:
         hints = _hints(cls)
         for f in dataclasses.fields(cls):
-            name = f"event_{f.name}" if f.name in COORDINATES else f.name
+            name = column_name(f.name)  # one rule with the verifier's (ledger.audit.columns)
             column = Column(name, f.name, _kind(hints[f.name]))
             seen = found.setdefault(f.name, column)
             if seen != column:  # a field of one name with two types on one topic

@@ -849,3 +849,53 @@ def test_replay_at_an_instant_outside_the_history_says_so(export: Path) -> None:
     inside = min(e.event.occurred_at for e in events) + timedelta(microseconds=1)
     within = runner.invoke(cli, ["replay", "--at", inside.isoformat(), "--from", str(export)])
     assert within.exit_code == 0 and "note:" not in within.stderr
+
+
+def test_every_unchained_topics_rows_of_a_genuine_export_match_their_records(
+    export: Path, tmp_path: Path
+) -> None:
+    # CI of this very change on a real export: every dead letter was "altered" ("column key
+    # holds str, not bytes"), its key, partition and offset being written to event_* columns
+    # the check did not read. A genuine row of each unchained topic must verify.
+    from export_format import rejected
+
+    from ledger.audit.verify import verify_export
+    from ledger.core.events import DeadLetter, IssueGrant
+
+    out = tmp_path / "every-topic"
+    shutil.copytree(export, out)
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    letter = DeadLetter(
+        event_id="dl-1",
+        occurred_at=at,
+        actor="service:evaluator",
+        source_topic=TOPICS.evaluation_requests,
+        partition=3,
+        offset=17,
+        key=b"account:\xff",
+        value=b"\x00garbage",
+        code="codec_error",
+        reason="not a ledger record",
+    )
+    command = IssueGrant(
+        event_id="c-1",
+        occurred_at=at,
+        actor="human:admin",
+        grant_id="g-x",
+        principal="agent:x",
+        actions=("refund.*",),
+        resource="account:*",
+    )
+    codec = default_codec()
+    ms = int(at.timestamp() * 1000)
+    write_export(
+        out,
+        [
+            Exported(TOPICS.dead_letters, 0, 0, ms, b"account:\xff", codec.encode(letter)),
+            Exported(TOPICS.commands, 0, 0, ms, b"agent:x", codec.encode(command)),
+            Exported(TOPICS.command_results, 0, 0, ms, b"agent:x", codec.encode(rejected(1, at))),
+        ],
+        TOPICS,
+    )
+    report = verify_export(out)
+    assert report.intact, [str(p) for p in report.problems]
