@@ -10,6 +10,7 @@ timeout exits 8 — never a silent success.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,7 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
     state, history = current_state(bootstrap)
     record = state.policies.get(name)
     if record is None:
-        raise UsageError(f"no policy named {name!r}; `ledger policy list` shows the known ones")
+        raise _no_policy(name, state.policies)
     events = [e.event for e in history if getattr(e.event, "policy", None) == name]
     versions: list[dict[str, Any]] = [
         {
@@ -399,7 +400,7 @@ def _recorded(name: str, version: int | None, bootstrap: str | None) -> PolicyVe
     state, _ = current_state(bootstrap)
     record = state.policies.get(name)
     if record is None:
-        raise UsageError(f"no policy named {name!r}; `ledger policy list` shows the known ones")
+        raise _no_policy(name, state.policies)
     number = version if version is not None else record.active or record.latest
     held = record.versions.get(number)
     if held is None:
@@ -471,3 +472,10 @@ def diff(name: str, old: int, new: int | None, draft: Path | None, bootstrap: st
 
 COMMANDS = (propose, approve, promote, rollback, retire, list_policies, show, get, diff)
 """Added to the ``policy`` group by :mod:`ledger.cli.policy`."""
+
+
+def _no_policy(name: str, known: Iterable[str]) -> UsageError:
+    """One line for a policy name the ledger does not hold, with the closest it does."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UsageError(f"no policy named {name!r}; {hint}`ledger policy list` shows the known ones")

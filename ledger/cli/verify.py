@@ -125,6 +125,12 @@ def _print(report: VerifyReport) -> None:
         + (f"; {report.unchained} outside every chain" if report.unchained else "")
         + f" ({report.seconds:.2f} s)"
     )
+    if report.intact:  # what "intact" covers, and what it does not (an auditor's walkthrough)
+        click.echo(
+            "  (the decisions' chains, the other topics' rows against their records, and the "
+            "files; governance rows' signatures and authority: `ledger actor verify --from "
+            f"{report.export_dir}`)"
+        )
 
 
 COMMANDS = (verify_cmd,)

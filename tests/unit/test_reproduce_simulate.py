@@ -578,6 +578,8 @@ def test_audit_verify_cli(history: History, export: Path, tmp_path: Path) -> Non
     ok = run("audit", "verify", "--from", str(export))
     assert ok.exit_code == 0, ok.stderr
     assert "intact" in ok.stdout
+    # What "intact" covers is said beside it (an auditor read it as covering governance rows).
+    assert f"ledger actor verify --from {export}" in ok.stdout
     data = json.loads(run("audit", "verify", "--from", str(export), "--json").stdout)
     assert data["intact"] is True and data["records"] == len(history.decisions)
     assert data["chains"][0]["final"] is True and data["unconfirmed"] == 0

@@ -279,3 +279,10 @@ def test_a_refused_revocation_reads_alike_whether_or_not_the_grant_exists() -> N
         said.append(str(refused.value).replace(grant_id, "ID"))
         assert "principal::" not in said[-1] and "agent:bot" not in said[-1]
     assert said[0] == said[1]
+
+
+def test_an_unknown_policy_name_offers_the_closest_known() -> None:
+    from ledger.cli.lifecycle import _no_policy
+
+    assert "did you mean 'goodwill-credit'?" in str(_no_policy("goodwil", ["goodwill-credit", "x"]))
+    assert "did you mean" not in str(_no_policy("zzz", ["goodwill-credit"]))
