@@ -164,6 +164,8 @@ def _change(c: Change) -> dict[str, Any]:
 
 def _why(reasons: tuple[str, ...], width: int = 80) -> str:
     text = "; ".join(reasons)
+    if not text:  # a policy owner's walkthrough: an empty column read as a tool fault
+        return "- (the rule gives no reason: add `reason:` to it)"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

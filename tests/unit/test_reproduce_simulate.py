@@ -901,3 +901,12 @@ def test_every_unchained_topics_rows_of_a_genuine_export_match_their_records(
     )
     report = verify_export(out)
     assert report.intact, [str(p) for p in report.problems]
+
+
+def test_simulate_says_when_the_drafts_rule_gives_no_reason() -> None:
+    # A policy owner's walkthrough: the "why (draft)" column was empty for every row of a draft
+    # whose rules have no `reason`, which read as the tool failing.
+    from ledger.cli.simulate import _why
+
+    assert _why(()) == "- (the rule gives no reason: add `reason:` to it)"
+    assert _why(("tenure under 30 days",)) == "tenure under 30 days"
