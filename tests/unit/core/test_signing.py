@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -354,14 +355,60 @@ def test_a_signed_event_its_actor_had_no_authority_for_is_not_proven():
     assert verdicts[-1].problem == "human:mallory approved its own version 1 of refund"
 
 
-def test_what_an_event_was_authorized_as_is_what_its_command_was():
+def test_what_an_event_was_authorized_as_is_what_its_command_was(
+    monkeypatch: Any,
+) -> None:
+    # actor verify re-checks each event as event_action says; the command processor checked
+    # its command as command_action says: the two must agree for every kind of command.
+    import ledger.testing
+    from ledger.core.events import (
+        GRANT_EVENT_TYPES,
+        RetirePolicy,
+        RevokeRole,
+        RollbackPolicy,
+    )
     from ledger.core.lifecycle.commands import command_action
     from ledger.core.signing import event_action
+    from ledger.ids import new_id
 
-    state, _ = anchored()
-    command = sign(grant(), ADMIN_KEY)
-    (issued,) = decide_signed(state, command, now=T0, new_id=ids())  # type: ignore[misc]
-    assert event_action(issued) == command_action(command)
+    seen: list[tuple[object, object]] = []
+    real = ledger.testing.decide
+
+    def recording(state: Any, command: Any, **kw: Any) -> Any:
+        out = real(state, command, **kw)
+        if not isinstance(out, Rejection):
+            seen.extend((command, event) for event in out)
+        return out
+
+    monkeypatch.setattr(ledger.testing, "decide", recording)
+    led = ledger.testing.LocalLedger()
+    refund = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    led.deploy(refund)
+    led.deploy(refund.replace("Outside refund policy", "Outside the refund policy"))
+    gid = led.grant("agent:bot", "refund.*", "*")
+    led.revoke_grant(gid)
+    led.assign_role("human:bob", "role:approvers")
+    key = Ed25519PrivateKey.generate()
+    stamp = {"occurred_at": led.clock(), "actor": ADMIN}
+    for command in (
+        RevokeRole(event_id=new_id(), principal="human:bob", role="role:approvers", **stamp),
+        RegisterActorKey(
+            event_id=new_id(),
+            principal="human:bob",
+            actor_key_id=key_id_of(public_bytes(key)),
+            public_key=public_bytes(key),
+            **stamp,
+        ),
+        RevokeActorKey(event_id=new_id(), principal="human:bob", reason="left", **stamp),
+        RollbackPolicy(event_id=new_id(), policy="refund", reason="bad", **stamp),
+        RetirePolicy(event_id=new_id(), policy="refund", reason="gone", **stamp),
+    ):
+        led.submit_command(command)
+    kinds = {type(event).__name__ for _, event in seen}
+    assert len(kinds) == 11, kinds  # every kind of governance event
+    for command, event in seen:
+        principal = event.principal if isinstance(event, GRANT_EVENT_TYPES) else None  # type: ignore[attr-defined]
+        assert event_action(event) == command_action(command, grant_principal=principal), event  # type: ignore[arg-type]
 
 
 def test_administrators_are_those_configured_too_and_none_may_approve_their_own_version():
