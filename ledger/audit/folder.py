@@ -92,7 +92,10 @@ class DirectoryLock:
                         f"{self.path} is a symbolic link, not an export's lock: remove it and "
                         "run again (and check who can write to the directory)"
                     ) from None
-                raise ExportError(f"cannot lock {directory}: {exc.strerror or exc}") from exc
+                raise ExportError(
+                    f"cannot write in {directory} (creating its lock file {LOCK}: "
+                    f"{exc.strerror or exc}): make it writable, or choose another --out"
+                ) from exc
             found = os.fstat(fd)
             if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
                 os.close(fd)

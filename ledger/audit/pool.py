@@ -275,5 +275,16 @@ def _unit_result(future: Future[_UnitDone]) -> _UnitDone:
         return future.result()
     except LedgerError:
         raise  # the helper's own words (a refused login, a broker gone quiet)
+    except OSError as exc:  # a folder of the export it could not write in, say
+        # Its file names are relative (written through the folder's descriptor): a
+        # topic's file, `.ledger.decisions+0+305.parquet.tmp-…`, names the folder.
+        name = os.path.basename(exc.filename) if isinstance(exc.filename, str) else ""
+        topic = name.lstrip(".").split("+", 1)[0] if "+" in name else ""
+        folder = f" in the export's topic={topic} folder" if topic else ""
+        raise ExportError(
+            f"a helper process could not write{folder}: {exc.strerror or exc}; make the export "
+            "folder writable (or choose another --out), then run the export again: it goes on "
+            "from what was complete"
+        ) from exc
     except Exception as exc:
         raise ExportError(f"a helper process failed exporting: {exc}") from exc

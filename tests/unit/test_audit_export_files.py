@@ -454,3 +454,41 @@ def test_a_senders_clock_does_not_choose_the_date_folders(tmp_path: Path) -> Non
     own_folders = list((out / f"topic={TOPICS.command_results}").iterdir())
     assert len(own_folders) == 200  # the ledger's own records: filed by their own times
     assert rows(out) == 401
+
+
+def test_an_export_folder_it_cannot_write_in_is_one_line_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An auditor's walkthrough: a read-only export folder said "cannot lock exro2: Operation not
+    # permitted", and a read-only topic folder named a helper's temporary file.
+    import errno
+    from concurrent.futures import Future
+
+    import ledger.audit.folder as folder
+    from ledger.audit.pool import _unit_result
+    from ledger.errors import ExportError
+
+    real_open = os.open
+
+    def refused(path: Any, *args: Any, **kwargs: Any) -> int:
+        if path == folder.LOCK:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_open(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder.os, "open", refused)
+        with pytest.raises(
+            ExportError, match=r"cannot write in .* make it writable, or choose another --out"
+        ):
+            ExportWriter(tmp_path / "out", TOPICS)
+    failed: Future[Any] = Future()
+    failed.set_exception(
+        PermissionError(
+            errno.EPERM, "Operation not permitted", ".ledger.decisions+0+305.parquet.tmp-1"
+        )
+    )
+    with pytest.raises(
+        ExportError,
+        match=r"could not write in the export's topic=ledger.decisions folder: Operation not permitted; make the export folder writable",
+    ):
+        _unit_result(failed)
