@@ -655,6 +655,8 @@ class _Compiler:
         if name in ("startsWith", "endsWith", "contains", "matches"):
             if len(args) != 1:
                 raise self.fail(node, f"{name}() takes exactly one argument")
+            if name == "contains" and recv.type.startswith("list<"):
+                raise self.fail(node, f"{name}() is for text{_method_hint(name, recv.type)}")
             self.string_arg(node, recv, f"{name}()")
             self.string_arg(node, args[0], f"the argument of {name}()")
             s, t = recv.code, args[0].code
@@ -672,7 +674,7 @@ class _Compiler:
             return self.charged(
                 f"_matches(m, {p.code}, {weight}, {s})", "bool", recv, fallible=recv.type == "dyn"
             )
-        raise self.fail(node, f"unsupported method {name}()")
+        raise self.fail(node, f"unsupported method {name}(){_method_hint(name, recv.type)}")
 
     def regex(self, node: Any, text: str) -> tuple[Any, int]:
         """Compile a ``matches`` pattern with RE2: (pattern, cost weight per 16 bytes of text)."""
@@ -788,6 +790,37 @@ class _Compiler:
         raise self.fail(node, f"unsupported function {name}()")
 
 
+_METHODS: Final = ("size", "startsWith", "endsWith", "contains", "matches", "exists", "all")
+# What other languages call CEL's methods: a close spelling would not find these.
+_METHOD_ALIASES: Final = {
+    "includes": "contains",
+    "startswith": "startsWith",
+    "endswith": "endsWith",
+    "length": "size",
+    "len": "size",
+    "count": "size",
+    "match": "matches",
+    "test": "matches",
+    "any": "exists",
+    "some": "exists",
+    "every": "all",
+}
+
+
+def _method_hint(name: str, receiver: str) -> str:
+    """What to write instead of a method CEL (as the product runs it) does not have: membership
+    in a list is ``x in list``, and names from other languages map to CEL's own."""
+    if receiver.startswith("list<") and name in ("contains", "includes", "has", "indexOf"):
+        return ": a list's membership is written `x in list`"
+    meant = _METHOD_ALIASES.get(name) or _METHOD_ALIASES.get(name.lower())
+    if meant is None:
+        close = difflib.get_close_matches(name[:_HINT_NAME_CHARS], _METHODS, n=1, cutoff=0.75)
+        meant = close[0] if close else None
+    if meant is not None:
+        return f" (did you mean {meant}()?)"
+    return f": the methods are {', '.join(m + '()' for m in _METHODS)}"
+
+
 def _did_you_mean(name: str, declared: Mapping[str, str]) -> str:
     """`` (did you mean 'receipts'?)`` for a misspelt fact, or nothing. Bounded: a proposal may
     name hundreds of long facts, and difflib compares each pair in quadratic time."""
@@ -806,8 +839,9 @@ _HINT_CANDIDATES: Final = 100
 
 
 def _quoted(a: _Expr, b: _Expr) -> str:
-    """A hint when a number was written in quotes (``amount <= "100"``), or a time as bare
-    text (``at < "2025-01-01T00:00:00Z"``)."""
+    """A hint when a number or a bool was written in quotes (``amount <= "100"``, ``vip ==
+    "true"``), a time as bare text (``at < "2025-01-01T00:00:00Z"``), or ``true`` compared with
+    text."""
     for number, text in ((a, b), (b, a)):
         if (
             number.type in ("int", "decimal", "double")
@@ -819,6 +853,13 @@ def _quoted(a: _Expr, b: _Expr) -> str:
         if number.type in ("timestamp", "duration") and text.type == "string":
             shown = text.const if isinstance(text.const, str) and len(text.const) <= 40 else "…"
             return f': write a {number.type} as {number.type}("{shown}")'
+        if number.type == "bool" and text.type == "string":
+            if isinstance(text.const, str) and text.const.strip().lower() in ("true", "false"):
+                word = text.const.strip().lower()
+                return f": write {word} without quotes, {word} not {text.const!r}"
+            if isinstance(number.const, bool):
+                word = str(number.const).lower()
+                return f': text is compared with text in quotes, "{word}" not {word}'
     return ""
 
 

@@ -55,10 +55,18 @@ def _syntax_hint(text: str) -> str | None:
             f"CEL writes {word.group(1)!r} as "
             + {"and": "&&", "or": "||", "not": "!"}[word.group(1).lower()]
         )
-    opened, closed = bare.count("("), bare.count(")")
-    if opened != closed:
-        return f"{opened} ( but {closed} ): a parenthesis is not closed, or one too many"
+    for left, right, name in (("(", ")", "parenthesis"), ("[", "]", "bracket")):
+        opened, closed = bare.count(left), bare.count(right)
+        if opened != closed:
+            return f"{opened} {left} but {closed} {right}: a {name} is not closed, or one too many"
+    dangling = _DANGLING.search(bare)
+    if dangling:
+        return f"the condition ends with {dangling.group(1)!r}: something is missing after it"
     return None
+
+
+# An operator with nothing after it (``a > 1 &&``): the parser's message names only the text.
+_DANGLING: Final = re.compile(r"(&&|\|\||==|!=|<=|>=|<|>|!|\+|-|\*|/|%|\bin)\s*$")
 
 
 def _strip_strings(text: str) -> str:

@@ -135,7 +135,23 @@ def test_runtime_fault_is_a_condition_fault() -> None:
         ("n[0] == 1", "indexing"),
         ("{1: 2} == n", "map"),
         ("foo(n)", "unsupported function foo()"),
-        ("name.lower() == 'a'", "unsupported method lower()"),
+        ("name.lower() == 'a'", "unsupported method lower(): the methods are size(), "),
+        # A policy owner writes what another language calls it: told CEL's own name.
+        ("name.includes('a')", "unsupported method includes() (did you mean contains()?)"),
+        ("name.startswith('a')", "(did you mean startsWith()?)"),
+        ("name.length() > 1", "(did you mean size()?)"),
+        (
+            "tags.contains('a')",
+            "contains() is for text: a list's membership is written `x in list`",
+        ),
+        ("tags.includes('a')", "a list's membership is written `x in list`"),
+        # A bool in quotes, or true compared with text.
+        ("flag == 'true'", "write true without quotes, true not 'true'"),
+        ("name == false", 'text is compared with text in quotes, "false" not false'),
+        # A condition cut short, or a list left open.
+        ("n > 1 &&", "the condition ends with '&&': something is missing after it"),
+        ("(n > 1) ||", "the condition ends with '||'"),
+        ("n in [1, 2", "1 [ but 0 ]: a bracket is not closed"),
         ("name.matches(name)", "literal pattern"),
         ("name.matches('(')", "invalid regular expression"),
         ("amount + ratio > 1", "cannot mix decimal and double"),
