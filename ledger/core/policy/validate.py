@@ -144,8 +144,9 @@ class Validator:
                 )
         for key in sorted(required - meant):
             if key not in data:
+                example = _EXAMPLES.get(f"{path[0]}.{key}" if path else key)
                 self.add(
-                    f"missing required key {key!r}",
+                    f"missing required key {key!r}" + (f" ({example})" if example else ""),
                     path,
                     rule=rule,
                     field_name=".".join(map(str, (*path, key))),
@@ -575,6 +576,18 @@ _TOP_KEYS: Final = {
     "rules",
     "default",
     "tests",
+}
+# What a missing required key is for, as a line to copy: by the section it is missing from
+# (top level, a rule, the default, a fact) and its name.
+_EXAMPLES: Final = {
+    "policy": "the policy's name, e.g. `policy: refund`",
+    "governs": "the actions it decides, e.g. `governs: [refund.issue]`",
+    "owner": "the team that owns it, e.g. `owner: customer-success`",
+    "default": "what applies when no rule matches, e.g. `default: {effect: deny}`",
+    "default.effect": "`effect: deny` or `effect: allow`",
+    "rules.id": "a name unique in the policy, e.g. `id: auto-refund`",
+    "rules.effect": "`effect: allow` or `effect: deny`",
+    "facts.type": f"one of {', '.join(FACT_TYPES)}, e.g. `type: int`",
 }
 _RULE_KEYS: Final = {"id", "when", "effect", "constraints", "reason", "description"}
 _DEFAULT_KEYS: Final = {"effect", "reason", "constraints"}

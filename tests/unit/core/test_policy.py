@@ -89,7 +89,17 @@ extra: 1
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("policy: x\n", "missing required key 'governs'"),
+        # A missing key says what it is for, as a line to copy.
+        ("policy: x\n", "missing required key 'governs' (the actions it decides, e.g. `governs:"),
+        ("governs: [a]\n", "missing required key 'policy' (the policy's name, e.g. `policy: "),
+        (
+            "policy: x\ngoverns: [a]\nowner: o\nrules: [{id: r}]\ndefault: {effect: deny}\n",
+            "missing required key 'effect' (`effect: allow` or `effect: deny`)",
+        ),
+        (
+            "policy: x\ngoverns: [a]\nowner: o\nfacts: {n: {min: 1}}\ndefault: {effect: deny}\n",
+            "missing required key 'type' (one of int, decimal,",
+        ),
         ("[1, 2]", "must be a mapping"),
         (
             "policy: x\ngoverns: a\nowner: o\ndefault: {effect: deny}\npolicy: y\n",
