@@ -299,7 +299,8 @@ def governs_cell(row: dict[str, Any]) -> str:
 @json_option
 @handle_errors
 def show(name: str, bootstrap: str | None, as_json: bool) -> None:
-    """Full history of one policy: every version and every lifecycle event, who, when and why.
+    """Full history of one policy: every version (with the actions it governs, which are the
+    only ones it decides) and every lifecycle event, who, when and why.
 
     The table leaves out each event's signature proof and the documents; --json has them all.
     """
@@ -315,6 +316,7 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
             "author": v.author,
             "proposed_at": v.proposed_at,
             "approved_by": v.approved_by,
+            "governs": list(v.governs),
             "content_hash": v.content_hash,
             "note": v.note,
         }
@@ -330,13 +332,14 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
         )
         return
     print_table(
-        ["version", "stage", "author", "approved by", "content hash", "note"],
+        ["version", "stage", "author", "approved by", "governs", "content hash", "note"],
         [
             [
                 v["version"],
                 v["stage"],
                 v["author"],
                 v["approved_by"] or "-",
+                ", ".join(v["governs"]),  # each version decides only what its own governs names
                 v["content_hash"][:19],
                 v["note"] or "",
             ]
