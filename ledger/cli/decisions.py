@@ -67,6 +67,12 @@ __all__ = ["decisions_cmd"]
     default=None,
     help="With --policy: only this version's decisions (1 or v1).",
 )
+@click.option(
+    "--disagreeing",
+    is_flag=True,
+    help="Only decisions a shadow (or the other of active and canary) would have answered "
+    "differently, with what it would have said (watching a shadow live).",
+)
 @click.option("--since", default=None, help="Decided at or after (ISO 8601).")
 @click.option("--until", default=None, help="Decided before (ISO 8601).")
 @click.option(
@@ -86,6 +92,7 @@ def decisions_cmd(
     determination: str | None,
     policy: str | None,
     policy_version: int | None,
+    disagreeing: bool,
     since: str | None,
     until: str | None,
     limit: int,
@@ -98,7 +105,9 @@ def decisions_cmd(
     REQUEST#ITEM); with --json it is printed whole, its items under "decisions".
 
     Examples: `ledger decisions --request 01a2…` (one decision, in full with --json),
-    `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`.
+    `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`,
+    `ledger decisions --policy refund --disagreeing` (where its shadow would have answered
+    otherwise; over an export, `ledger audit run shadow_disagreements` counts them).
     """
     start, end = time_window(since, until)  # before connecting: a typo costs no wait
     if policy_version is not None and policy is None:
@@ -120,6 +129,7 @@ def decisions_cmd(
             or (determination and answer.determination.value != determination)
             or (policy and answer.policy != policy)
             or (policy_version is not None and answer.policy_version != policy_version)
+            or (disagreeing and not _disagreements(answer))
             or (start and decided_at < start)
             or (end and decided_at >= end)
         )
@@ -183,8 +193,13 @@ def decisions_cmd(
             "rule",
             "reason code",
             "constraints",
+            *(["would have said"] if disagreeing else []),
         ],
-        [row for _, rows in shown for row in rows],
+        [
+            [*row, *([_disagreements(record)] if disagreeing else [])]
+            for record, rows in shown
+            for row in rows
+        ],
     )
     more = len(found) - len(shown)
     click.echo(
@@ -216,6 +231,20 @@ def _several(request_id: str, found: list[tuple[Any, list[list[Any]]]]) -> str |
         f"{clipped(repr(request_id), 80)} names {total} decisions ({'; '.join(kinds)}): a "
         "request decided again, or ids (free text) that read alike; --json shows each with "
         "its decision id (event_id), which names one"
+    )
+
+
+def _disagreements(answer: Any) -> str:
+    """What the versions that did not decide would have answered differently, ``refund v2
+    (shadow): deny by rule no-vip``; empty when every one agreed (or none ran: a
+    pre-evaluation's items carry no shadow results)."""
+    if not isinstance(answer, DecisionRecorded):
+        return ""
+    return "; ".join(
+        f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}"
+        + (f" by rule {s.rule}" if s.rule else "")
+        for s in answer.shadow_results
+        if s.determination != answer.determination
     )
 
 

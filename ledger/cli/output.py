@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -38,7 +39,8 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Piped output (scripts, logs) gets a wide console so ids are never cut; a terminal its own width.
+# Piped output (scripts, logs) gets a wide console so ids are never cut (a table: as wide as
+# its rows, :func:`print_table`); a terminal its own width.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -108,11 +110,22 @@ def print_table(
     table = Table(
         title=None if title is None else Text(title), show_lines=False, header_style="bold"
     )
+    cells = [[Text("" if cell is None else _cell(cell)) for cell in row] for row in rows]
     for column in columns:
         table.add_column(Text(column), overflow="fold")
-    for row in rows:
-        table.add_row(*[Text("" if cell is None else _cell(cell)) for cell in row])
-    console.print(table)
+    for row_cells in cells:
+        table.add_row(*row_cells)
+    if console.is_terminal:  # a person reading: the terminal's width, long cells folded
+        console.print(table)
+        return
+    # Piped (grep, a log, a script): every row on one line, so an id or a reason is never cut
+    # in two, however many columns there are.
+    widths = [cell_len(c) for c in columns]
+    for row_cells in cells:
+        for i, cell in enumerate(row_cells[: len(widths)]):
+            widths[i] = max(widths[i], *(cell_len(line) for line in cell.plain.split("\n")))
+    wide = Console(highlight=False, soft_wrap=True, width=sum(widths) + 3 * len(widths) + 1)
+    wide.print(table)  # its own console: print(width=…) never goes beyond the console's
 
 
 def fail(message: str, *, exit_code: int = 1) -> NoReturn:

@@ -267,6 +267,28 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
         ("refund.issue", "allow")
     ]
 
+    # A policy owner watching a shadow live: only where it would have answered otherwise.
+    v3_file = tmp_path / "refund-v3.yaml"
+    v3_file.write_text(REFUND_FILE.read_text().replace("amount < 500", "amount < 100", 1))
+    assert ledger.propose(str(v3_file)) == 3
+    ledger.json("policy", "promote", "refund", "3", "--to", "shadow", "--by", BOB)
+    agreed = ledger.evaluate(sdk, **ask, facts={**FACTS_300, "standing": "suspended"})
+    differed = ledger.evaluate(sdk, **ask, facts=FACTS_300)
+    assert differed["determination"] == "allow"  # v1; the shadow v3 says credit only
+    watched = ledger("decisions", "--policy", "refund", "--disagreeing")
+    assert differed["request_id"] in watched.stdout
+    assert agreed["request_id"] not in watched.stdout
+    assert "refund v3 (shadow): allow_with_constraints by rule credit-only" in watched.stdout
+    listed = ledger.json("decisions", "--policy", "refund", "--disagreeing")
+    # Each request was asked twice (the SDK waits for the evaluator to catch up first).
+    assert differed["request_id"] in {d["request_id"] for d in listed}
+    assert agreed["request_id"] not in {d["request_id"] for d in listed}
+    assert {
+        (d["determination"], s["version"], s["determination"])
+        for d in listed
+        for s in d["shadow_results"]
+    } == {("allow", 3, "allow_with_constraints")}
+
 
 def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
     ledger: Ledger, tmp_path: Path
