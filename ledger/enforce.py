@@ -106,7 +106,8 @@ def enforce(
                 "function that returns the generator"
             )
         signature = inspect.signature(func)
-        name = getattr(func, "__qualname__", repr(func))
+        # A tool object (a class with ``__call__``, as agent frameworks write tools) has none.
+        name = getattr(func, "__qualname__", None) or type(func).__qualname__
         params = list(signature.parameters.values())
         for i, param in enumerate(params):
             later = [p.name for p in params[i + 1 :] if p.kind in _POSITIONAL]
@@ -166,7 +167,7 @@ def enforce(
                 raise DecisionDenied(
                     decision,
                     reason=f"allowed only with constraints {dict(decision.constraints)}, but "
-                    f"{func.__qualname__} honours only "
+                    f"{name} honours only "
                     f"{', '.join(sorted(understood)) or 'none'}: {unknown} would be ignored",
                 )
             if takes_constraints:
@@ -176,12 +177,12 @@ def enforce(
                 raise DecisionDenied(
                     decision,
                     reason=f"allowed only with constraints {dict(decision.constraints)}, but "
-                    f"{func.__qualname__} takes no `constraints` parameter to honour them",
+                    f"{name} takes no `constraints` parameter to honour them",
                 )
             if decision_param is not None:
                 kwargs[decision_param] = decision
 
-        if inspect.iscoroutinefunction(func):
+        if _is_async(func):
             # A LedgerClient's answer is awaited on the loop too: a worker thread per waiting
             # call would queue calls behind the default executor's few threads, each failing
             # long after its timeout, and starve whatever else uses that executor.
@@ -202,7 +203,7 @@ def enforce(
 
         if isinstance(client, AsyncLedgerClient):
             raise UsageError(
-                f"{func.__qualname__} is not async: guard it with a LedgerClient, "
+                f"{name} is not async: guard it with a LedgerClient, "
                 "or make it `async def` to use the AsyncLedgerClient"
             )
         sync_client = client
@@ -217,6 +218,15 @@ def enforce(
         return guarded
 
     return decorate
+
+
+def _is_async(func: Any) -> bool:
+    """An ``async def`` function, or a tool object whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    if inspect.isfunction(func) or inspect.ismethod(func):
+        return False
+    return inspect.iscoroutinefunction(type(func).__call__) if callable(func) else False
 
 
 def _by_name(

@@ -931,3 +931,42 @@ def test_a_tool_that_names_what_it_honours_refuses_an_allow_with_more(
         enforce(client, action="a.b", principal=AGENT, resource="r", honours={"x"})(lambda: None)
     with pytest.raises(UsageError, match="is one text"):
         enforce(client, action="a.b", principal=AGENT, resource="r", honours="refund_method")
+
+
+def test_a_tool_object_is_guarded_like_a_function(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    # An agent engineer's walkthrough: a tool written as a class with __call__ (as agent
+    # frameworks write tools) crashed with AttributeError, not DecisionDenied, on an allow with
+    # constraints; with an async __call__ it could not be guarded at all.
+    class Refund:
+        def __call__(self, account: str, amount: str) -> str:
+            return "refunded"
+
+    class AsyncRefund:
+        async def __call__(self, account: str, amount: str) -> str:
+            return "refunded"
+
+    def guard(tool: Any, c: LedgerClient | AsyncLedgerClient) -> Any:
+        return enforce(
+            c,
+            action="refund.issue",
+            principal=AGENT,
+            resource=lambda account: f"account:{account}",
+            facts=lambda amount: {"amount": amount, **LOYAL},
+        )(tool)
+
+    assert guard(Refund(), client)("1", "120.50") == "refunded"
+    with pytest.raises(DecisionDenied, match="Refund takes no `constraints` parameter"):
+        guard(Refund(), client)("2", "600")
+
+    async def run() -> None:
+        async with AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger) as async_client:
+            guarded = guard(AsyncRefund(), async_client)
+            assert await guarded("3", "120.50") == "refunded"
+            with pytest.raises(DecisionDenied, match="AsyncRefund takes no `constraints`"):
+                await guarded("4", "600")
+
+    asyncio.run(run())
+    with pytest.raises(UsageError, match="Refund is not async: guard it with a LedgerClient"):
+        guard(Refund(), AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger))
