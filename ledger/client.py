@@ -455,7 +455,8 @@ class LedgerClient:
         """Call ``callback`` for every correction of this client (on the Kafka transport's
         listener thread; on the submitting thread for the in-memory ones). ``None`` removes it.
 
-        An exception in the callback is logged and does not stop the client.
+        An exception in the callback is logged and does not stop the client. Each correction
+        also goes to :meth:`corrections`' queue: act on it in one place, not both.
         """
         self._on_correction = callback
 
@@ -712,7 +713,10 @@ _POLL = 0.01  # seconds between looks at the corrections queue from the event lo
 class AsyncLedgerClient:
     """The asyncio face of :class:`LedgerClient`: same patterns, awaitable, non-blocking.
 
-    ``transport`` and ``codec`` as for :class:`LedgerClient`.
+    ``transport`` and ``codec`` as for :class:`LedgerClient`. The constructor connects, as
+    :class:`LedgerClient`'s does (half a second, up to seconds when Kafka cannot be reached):
+    inside a running event loop, ``await AsyncLedgerClient.connect(config)`` instead, which
+    connects in a worker thread.
     """
 
     def __init__(
@@ -724,6 +728,19 @@ class AsyncLedgerClient:
     ) -> None:
         self._sync = LedgerClient(config, transport=transport, codec=codec)
         self.config = config
+
+    @classmethod
+    async def connect(
+        cls,
+        config: ClientConfig,
+        *,
+        transport: Transport | None = None,
+        codec: Codec | None = None,
+    ) -> AsyncLedgerClient:
+        """A client made without blocking the event loop: the connecting (and any error it
+        raises, :class:`KafkaUnavailable` among them) happens in a worker thread."""
+        client = await asyncio.to_thread(LedgerClient, config, transport=transport, codec=codec)
+        return cls.wrapping(client)
 
     @classmethod
     def wrapping(cls, client: LedgerClient) -> AsyncLedgerClient:

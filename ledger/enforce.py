@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ledger.client import AsyncLedgerClient, LedgerClient, checked_wait
@@ -192,10 +192,12 @@ def enforce(
                 else AsyncLedgerClient.wrapping(client)
             )
 
+            body = cast(Callable[..., Awaitable[Any]], func)
+
             @functools.wraps(func)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
                 admit(await async_client.evaluate(**request(args, kwargs)), kwargs)
-                return await func(*args, **kwargs)
+                return await body(*args, **kwargs)
 
             guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]
             guarded_async.__signature__ = public  # type: ignore[attr-defined]

@@ -970,3 +970,29 @@ def test_a_tool_object_is_guarded_like_a_function(
     asyncio.run(run())
     with pytest.raises(UsageError, match="Refund is not async: guard it with a LedgerClient"):
         guard(Refund(), AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger))
+
+
+def test_an_async_client_connects_without_stopping_the_event_loop() -> None:
+    # An agent engineer's walkthrough: AsyncLedgerClient(...) inside a running loop froze every
+    # other task while it connected (5 s when Kafka could not be reached).
+    from ledger.errors import KafkaUnavailable
+
+    async def run() -> tuple[int, float]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        with pytest.raises(KafkaUnavailable):
+            await AsyncLedgerClient.connect(ClientConfig(bootstrap="127.0.0.1:1", actor=AGENT))
+        took = time.monotonic() - started
+        ticker.cancel()
+        return ticks, took
+
+    ticks, took = asyncio.run(run())
+    assert ticks >= took / 0.01 / 4, (ticks, took)  # the loop kept running all along
