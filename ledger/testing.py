@@ -587,9 +587,9 @@ class LocalLedger:
         grant_id: str | None = None,
         by: str = ADMIN,
     ) -> str:
-        """Grant ``principal`` (or a ``role:``) ``actions`` (globs) on resources matching
-        ``resource``, optionally under the CEL condition ``when`` and within a validity window.
-        Returns the grant id."""
+        """Grant ``principal`` (or a ``role:``) ``actions`` (a glob, or a list of them: not
+        the CLI's ``'a,b'``, which is refused) on resources matching ``resource``, optionally
+        under the CEL condition ``when`` and within a validity window. Returns the grant id."""
         grant_id = grant_id or f"grant-{new_id()}"
         self.submit_command(
             IssueGrant(

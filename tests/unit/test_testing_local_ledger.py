@@ -996,3 +996,14 @@ def test_an_async_client_connects_without_stopping_the_event_loop() -> None:
 
     ticks, took = asyncio.run(run())
     assert ticks >= took / 0.01 / 4, (ticks, took)  # the loop kept running all along
+
+
+def test_a_grant_of_the_clis_comma_form_is_refused_not_stored_as_one_pattern(
+    ledger: LocalLedger,
+) -> None:
+    # An agent engineer's walkthrough: grant("agent:x", "payment.*,email.send", "*") was
+    # accepted as one pattern that no action matches, and every decision was no_authority.
+    with pytest.raises(CommandRejectedError, match="holds a comma") as refused:
+        ledger.grant(AGENT, "refund.issue,refund.void", "*")
+    assert refused.value.code == "invalid_grant"
+    ledger.grant(AGENT, ["refund.issue", "refund.void"], "*")

@@ -76,6 +76,14 @@ def _issue(
         return _reject("invalid_grant", "a grant needs a grant_id")
     if not c.actions or not all(isinstance(a, str) and a.strip() for a in c.actions):
         return _reject("invalid_grant", "a grant needs at least one action")
+    listed = next((a for a in c.actions if "," in a or a != a.strip()), None)
+    if listed is not None:
+        # No action a policy governs holds either: a pattern that does is a list sent as one.
+        return _reject(
+            "invalid_grant",
+            f"action pattern {_shown(listed)} holds a comma or surrounding spaces: give each "
+            "pattern on its own (the CLI's --actions 'a,b' splits them)",
+        )
     if not c.resource or not c.resource.strip():
         return _reject("invalid_grant", "a grant needs a resource pattern")
     if c.valid_from is not None and c.valid_until is not None and c.valid_from >= c.valid_until:
