@@ -53,6 +53,7 @@ from typing import Any, Final, Protocol, TypeAlias, TypeVar, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import Codec
+from ledger.core.authority import PRINCIPAL_FORM, valid_principal
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -124,6 +125,13 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         checked_wait(self.timeout, "ClientConfig.timeout")
+        if not valid_principal(self.actor):
+            # Recorded on every request and command: an unset variable or a typo ("refund bot")
+            # would otherwise sign the audit trail with a name no grant or key can match.
+            raise UsageError(
+                f"ClientConfig.actor {clipped(repr(self.actor), 80)} is not a principal: use "
+                f"{PRINCIPAL_FORM}"
+            )
 
     @classmethod
     def from_env(

@@ -123,7 +123,7 @@ E = TypeVar("E", bound=Event)
 
 
 def decision(
-    request: EvaluationRequested,
+    request: Outgoing,
     determination: Determination | str,
     *,
     constraints: Mapping[str, Value] | None = None,
@@ -141,7 +141,16 @@ def decision(
     ``reason_code`` defaults to ``rule_matched`` when a ``rule`` is named. The decision carries
     the request's facts, context, mode and default, so an asynchronous request is corrected
     when the determination differs from its default.
+
+    ``request`` is typed as what a :class:`MockTransport` handler receives, so a handler
+    ``lambda request: decision(request, …)`` type-checks; anything but an evaluation request
+    (a pre-evaluation, a governance command) is a :class:`~ledger.errors.UsageError`.
     """
+    if not isinstance(request, EvaluationRequested):
+        raise UsageError(
+            f"decision() answers an evaluation request, not a {type(request).__name__}: "
+            "answer a pre-evaluation with batch_decision(), or with a Determination"
+        )
     try:
         determination = Determination(determination)
     except ValueError:
@@ -318,7 +327,8 @@ class MockTransport:
     - ``None`` never answers: the call raises :class:`~ledger.errors.LedgerTimeout` after its
       timeout (keep ``ClientConfig.timeout`` small in such tests).
 
-    ``sent`` lists every message published, in order, as the ledger received it.
+    ``sent`` lists every message published, in order, as the ledger received it;
+    ``requests`` only its evaluation requests (typed, for reading their facts).
     ``governance_position`` is what :meth:`LedgerClient.governance_position` answers (assign a
     new mapping to move it).
     """
@@ -336,6 +346,12 @@ class MockTransport:
         self._wire = _Wire(codec)
         self._lock = threading.Lock()
         self._unanswered: dict[str, Future[Any]] = {}
+
+    @property
+    def requests(self) -> list[EvaluationRequested]:
+        """The evaluation requests among :attr:`sent`, in order."""
+        with self._lock:
+            return [m for m in self.sent if isinstance(m, EvaluationRequested)]
 
     def _publish(self, message: Outgoing) -> None:
         with self._lock:

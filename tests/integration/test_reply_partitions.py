@@ -239,3 +239,42 @@ def test_clients_in_several_processes_sharing_partitions_get_their_own_answers(
         assert determination == Determination.ALLOW.value
     # The clients of different processes shared reply partitions.
     assert len({partition for *_, partition in answers}) > 1
+
+
+def test_the_readmes_pinned_partition_transport_works_as_written(
+    shared_stack: LedgerStack,
+    admin: LedgerClient,
+    policy_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An agent engineer's walkthrough: the README's snippet (without a group.id) made
+    # librdkafka log "Group authorization failed" on a secured broker.
+    from ledger.kafka.transport import KafkaTransport
+
+    stack = shared_stack
+    action = f"{policy_name}.issue"
+    stack.deploy(admin, policy_doc(policy_name))
+    config = ClientConfig(
+        bootstrap=stack.bootstrap, topics=stack.topics, actor=AGENT, timeout=60,
+        security=stack.security("agent"),
+    )  # fmt: skip
+    caplog.set_level("DEBUG", logger="ledger.kafka.librdkafka")
+    transport = KafkaTransport(
+        config.bootstrap,
+        config.topics,
+        security=config.security,
+        replies=(config.topics.decisions, config.topics.corrections),
+        reply_partition=2,
+        listener_config={
+            "group.id": config.topics.group("agent.sdk-replies"),
+            "fetch.wait.max.ms": 100,
+        },
+    )
+    with LedgerClient(config, transport=transport) as client:
+        decided = stack.evaluate_settled(
+            client, action=action, principal=AGENT, resource="account:pinned", facts=GOOD_FACTS
+        )
+        assert decided.determination is Determination.ALLOW
+        assert transport.reply_partition == 2
+    refused = [r.getMessage() for r in caplog.records if "authorization" in r.getMessage().lower()]
+    assert refused == []

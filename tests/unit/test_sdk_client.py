@@ -93,6 +93,16 @@ def test_a_config_without_bootstrap_serves_an_in_memory_transport_only() -> None
         AsyncLedgerClient(config)
 
 
+@pytest.mark.parametrize("actor", ["", "refund bot", "agent:", "refund-bot", "robot:x"])
+def test_a_config_refuses_an_actor_that_is_no_principal(actor: str) -> None:
+    # An agent engineer's walkthrough: an unset variable or a typo was recorded as the
+    # requester of every decision, a name no grant or key can match.
+    with pytest.raises(UsageError, match="is not a principal: use kind:name"):
+        ClientConfig(actor=actor)
+    with pytest.raises(UsageError, match="is not a principal"):
+        ClientConfig.from_env(actor=actor, env={"LEDGER_BOOTSTRAP": "127.0.0.1:9"})
+
+
 def test_a_codec_goes_to_the_transport_not_beside_it() -> None:
     with pytest.raises(UsageError, match="codec"):
         LedgerClient(

@@ -972,12 +972,21 @@ def test_a_tool_object_is_guarded_like_a_function(
         guard(Refund(), AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger))
 
 
-def test_an_async_client_connects_without_stopping_the_event_loop() -> None:
+def test_an_async_client_connects_without_stopping_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # An agent engineer's walkthrough: AsyncLedgerClient(...) inside a running loop froze every
     # other task while it connected (5 s when Kafka could not be reached).
+    import ledger.client
     from ledger.errors import KafkaUnavailable
 
-    async def run() -> tuple[int, float]:
+    def slow_to_fail(*args: Any, **kwargs: Any) -> LedgerClient:
+        time.sleep(0.3)  # connecting, as a LedgerClient does
+        raise KafkaUnavailable("cannot reach Kafka")
+
+    monkeypatch.setattr(ledger.client, "LedgerClient", slow_to_fail)
+
+    async def run() -> int:
         ticks = 0
 
         async def tick() -> None:
@@ -987,15 +996,12 @@ def test_an_async_client_connects_without_stopping_the_event_loop() -> None:
                 ticks += 1
 
         ticker = asyncio.create_task(tick())
-        started = time.monotonic()
         with pytest.raises(KafkaUnavailable):
             await AsyncLedgerClient.connect(ClientConfig(bootstrap="127.0.0.1:1", actor=AGENT))
-        took = time.monotonic() - started
         ticker.cancel()
-        return ticks, took
+        return ticks
 
-    ticks, took = asyncio.run(run())
-    assert ticks >= took / 0.01 / 4, (ticks, took)  # the loop kept running all along
+    assert asyncio.run(run()) >= 5  # the loop kept running while it connected
 
 
 def test_a_grant_of_the_clis_comma_form_is_refused_not_stored_as_one_pattern(
@@ -1007,3 +1013,19 @@ def test_a_grant_of_the_clis_comma_form_is_refused_not_stored_as_one_pattern(
         ledger.grant(AGENT, "refund.issue,refund.void", "*")
     assert refused.value.code == "invalid_grant"
     ledger.grant(AGENT, ["refund.issue", "refund.void"], "*")
+
+
+def test_decision_answers_only_an_evaluation_request_and_requests_lists_them() -> None:
+    # An agent engineer's walkthrough: decision() was typed for an EvaluationRequested while a
+    # handler receives any outgoing message, so the README's test failed mypy --strict.
+    def answer(message: Any) -> Any:
+        if isinstance(message, EvaluationRequested):
+            return decision(message, "allow")
+        return decision(message, "allow")  # a pre-evaluation: told what to use instead
+
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=(mock := MockTransport(answer)))
+    client.evaluate(action="a.b", principal=AGENT, resource="r", facts={"n": 1})
+    with pytest.raises(UsageError, match="not a BatchEvaluationRequested: answer a pre-eval"):
+        client.preevaluate(AGENT, [{"action": "a.b", "resource": "r"}])
+    assert [r.facts for r in mock.requests] == [{"n": 1}]
+    assert len(mock.sent) == 2
