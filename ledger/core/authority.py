@@ -21,7 +21,7 @@ import functools
 import inspect
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -32,6 +32,7 @@ from ledger.core.events import GrantIssued
 from ledger.core.globs import compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.pmap import BuiltOnRead
+from ledger.core.text import clipped
 from ledger.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ __all__ = [
     "effective_grants",
     "pattern_covers",
     "not_held",
+    "first_not_held",
+    "key_delegation_problem",
     "Authorization",
     "authorize_request",
 ]
@@ -431,20 +434,113 @@ def capabilities(state: LedgerState, principal: str, *, now: datetime) -> tuple[
 def pattern_covers(wide: str, narrow: str) -> bool:
     """Does every name the glob ``narrow`` matches also match the glob ``wide``? For a name,
     exactly; for two globs a sound test that may say no of a glob that does cover (``a?`` of
-    ``a[bc]``): they are equal, or ``wide`` holds no ``?`` or ``[`` and matches ``narrow``'s
-    text (each ``*`` of ``narrow`` then lies inside a ``*`` of ``wide``, which takes any
-    expansion of it)."""
+    ``a[bc]``): they are equal, or ``wide`` holds no ``?`` or ``[`` and matches the text of
+    ``narrow`` with its ``?`` and classes made ``*`` (each ``*`` then lies inside a ``*`` of
+    ``wide``, which takes any expansion of it)."""
     if wide == narrow:
         return True
     if not is_pattern(narrow):
         return glob_matches(wide, narrow)
+    widened = _as_stars(narrow)  # covers at least what narrow does: still sound
     return (
         "?" not in wide
         and "[" not in wide
-        and "?" not in narrow
-        and "[" not in narrow
-        and (glob_matches(wide, narrow))
+        and "?" not in widened
+        and "[" not in widened
+        and (glob_matches(wide, widened))
     )
+
+
+def _as_stars(glob: str) -> str:
+    """``glob`` with each ``?`` and each complete ``[…]`` class made a ``*`` (``refund.?`` →
+    ``refund.*``, ``account:[0-9]*`` → ``account:**``): a glob matching every name ``glob``
+    does, for :func:`pattern_covers`. A ``[`` without its ``]`` is a literal, as
+    :func:`fnmatch.translate` reads it, and stays."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "?":
+            out.append("*")
+        elif c == "[":
+            j = i
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(c)  # no closing ]: a literal [
+            else:
+                out.append("*")
+                i = j + 1
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def first_not_held(
+    state: LedgerState, issuer: str, grants: Iterable[Grant], *, now: datetime
+) -> tuple[str, Grant] | None:
+    """The first of ``grants`` (one not ended at ``now``) with an action ``issuer`` may not hand
+    on (:func:`not_held`), and that action; ``None`` when ``issuer`` holds them all. For what
+    hands on several grants at once: assigning a role hands on the role's, registering a key
+    for a principal lets its holder act on all of the principal's."""
+    for grant in grants:
+        if grant.valid_until is not None and grant.valid_until <= now:
+            continue  # ended: it gives nothing
+        beyond = not_held(
+            state,
+            issuer,
+            grant.actions,
+            grant.resource,
+            condition=grant.condition,
+            valid_until=grant.valid_until,
+            now=now,
+        )
+        if beyond is not None:
+            return beyond, grant
+    return None
+
+
+def key_delegation_problem(
+    state: LedgerState,
+    actor: str,
+    principal: str,
+    *,
+    registering: bool,
+    now: datetime,
+    admins: frozenset[str],
+) -> str | None:
+    """Why ``actor``, holding ``ledger.key.register`` (or ``.revoke``) on ``principal``, may
+    still not register (revoke) a key of it; ``None`` when it may. A key lets its holder sign
+    as ``principal``, so registering one hands on everything ``principal`` holds: a delegate
+    registers keys only for principals whose grants its own cover (:func:`first_not_held`),
+    and an administrator's keys (the trust anchor's among them) are registered and revoked by
+    administrators alone (else ``ledger.key.register`` on ``principal:human:*`` made its holder
+    an administrator, and ``.revoke`` locked the administrators out)."""
+    if actor in admins or actor == principal:  # its own keys: nothing handed on
+        return None
+    verb = "register" if registering else "revoke"
+    if principal in admins:
+        return (
+            f"{clipped(actor)} may not {verb} a key of the administrator {clipped(principal)}: "
+            "only an administrator does"
+        )
+    if registering:
+        unheld = first_not_held(state, actor, effective_grants(state, principal), now=now)
+        if unheld is not None:
+            beyond, grant = unheld
+            return (
+                f"{clipped(actor)} may not register a key for {clipped(principal)}, which lets "
+                f"its holder act as {clipped(principal)}: {clipped(principal)} holds "
+                f"{clipped(repr(beyond))} on {clipped(repr(grant.resource))} (grant "
+                f"{clipped(repr(grant.grant_id))}), which {clipped(actor)}'s own grants in force "
+                "do not cover: ask an administrator"
+            )
+    return None
 
 
 def not_held(

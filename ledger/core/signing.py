@@ -36,7 +36,13 @@ from typing import Any, Final, assert_never
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger.core.authority import authorize
+from ledger.core.authority import (
+    authorize,
+    effective_grants,
+    first_not_held,
+    key_delegation_problem,
+    not_held,
+)
 from ledger.core.events import (
     COMMAND_PROCESSOR,
     GRANT_EVENT_TYPES,
@@ -53,6 +59,7 @@ from ledger.core.events import (
     PolicyVersionProposed,
     RoleAssigned,
     RoleRevoked,
+    Stage,
 )
 from ledger.core.jsonform import canonical_json, to_json_value
 from ledger.core.policy import parse_policy
@@ -61,6 +68,7 @@ from ledger.core.state import (
     RECORDED_LIMITS,
     LedgerState,
     PolicyRecord,
+    PolicyVersion,
     PrincipalRecord,
     actor_key,
     aggregate_of,
@@ -376,20 +384,70 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
     approved its own version. A signature proves who sent a command, not that they might: a
     processor that skipped the check — a bug, a forged snapshot, a compromised host — shows
     here."""
-    if isinstance(event, PolicyVersionApproved):  # refused for administrators too
-        record = state.policies.get(event.policy)
-        version = record.versions.get(event.version) if record is not None else None
+    should = "the command processor should have refused it"
+    at = f"{event.occurred_at:%Y-%m-%dT%H:%M:%SZ}"
+    # Refused for administrators too: approving one's own version, and deploying (or rolling
+    # back to) a version nobody approved.
+    if isinstance(event, PolicyVersionApproved):
+        version = _version(state, event.policy, event.version)
         if version is not None and version.author == event.actor:
             return f"{event.actor} approved its own version {event.version} of {event.policy}"
+    unapproved = _unapproved_target(state, event)
+    if unapproved is not None:
+        return f"{unapproved}: {should}"
     if event.actor in admins:
         return None
     action, resource = event_action(event)
-    if authorize(state, event.actor, action, resource, now=event.occurred_at) is None:
+    now = event.occurred_at
+    if authorize(state, event.actor, action, resource, now=now) is None:
         return (
-            f"{event.actor} held no grant of {action} on {resource} at {event.occurred_at:%Y-%m-%dT%H:%M:%SZ} "
-            "in the history before it: the command processor should have refused it"
+            f"{event.actor} held no grant of {action} on {resource} at {at} in the history "
+            f"before it: {should}"
+        )
+    # Delegation never amplifies: what a delegate hands on, its own grants then covered.
+    handed = None
+    if isinstance(event, GrantIssued):
+        beyond = not_held(
+            state, event.actor, tuple(event.actions), event.resource,
+            condition=event.condition, valid_until=event.valid_until, now=now,
+        )  # fmt: skip
+        handed = None if beyond is None else f"{beyond!r} on {event.resource!r}"
+    elif isinstance(event, RoleAssigned):
+        unheld = first_not_held(state, event.actor, effective_grants(state, event.role), now=now)
+        if unheld is not None:
+            handed = f"{unheld[0]!r} on {unheld[1].resource!r} (through {event.role})"
+    elif isinstance(event, (ActorKeyRegistered, ActorKeyRevoked)):
+        problem = key_delegation_problem(
+            state, event.actor, event.principal,
+            registering=isinstance(event, ActorKeyRegistered), now=now, admins=admins,
+        )  # fmt: skip
+        if problem is not None:
+            return f"{problem.split(': ask an administrator')[0]} ({at}): {should}"
+    if handed is not None:
+        return (
+            f"{event.actor} handed on {handed}, which its own grants in force at {at} did not "
+            f"cover (only an administrator hands on more than it holds): {should}"
         )
     return None
+
+
+def _version(state: LedgerState, policy: str, number: int | None) -> PolicyVersion | None:
+    record = state.policies.get(policy)
+    return record.versions.get(number) if record is not None and number is not None else None
+
+
+def _unapproved_target(state: LedgerState, event: GovernanceEvent) -> str | None:
+    """A canary or active version, or a rollback's target, that nobody had approved."""
+    if isinstance(event, PolicyVersionPromoted) and event.stage in (Stage.CANARY, Stage.ACTIVE):
+        number, how = event.version, f"promoted to {event.stage.value}"
+    elif isinstance(event, PolicyRolledBack):
+        number, how = event.to_version, "rolled back to"
+    else:
+        return None
+    version = _version(state, event.policy, number)
+    if version is None or version.approved_by is not None:
+        return None
+    return f"{event.policy} v{number} was {how} without an approval"
 
 
 def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()) -> list[Verdict]:

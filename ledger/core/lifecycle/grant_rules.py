@@ -18,6 +18,8 @@ from ledger.core.authority import (
     PRINCIPAL_FORM,
     compile_grant_condition,
     effective_grants,
+    first_not_held,
+    key_delegation_problem,
     not_held,
     valid_principal,
 )
@@ -215,24 +217,14 @@ def _role(
         return denied
     if isinstance(c, AssignRole) and c.actor not in admins:
         # A role's members hold its grants: assigning it hands them on.
-        for grant in effective_grants(state, c.role):
-            if grant.valid_until is not None and grant.valid_until <= now:
-                continue  # ended: it gives nothing
-            beyond = not_held(
-                state,
+        unheld = first_not_held(state, c.actor, effective_grants(state, c.role), now=now)
+        if unheld is not None:
+            beyond, grant = unheld
+            return _beyond_own(
                 c.actor,
-                grant.actions,
-                grant.resource,
-                condition=grant.condition,
-                valid_until=grant.valid_until,
-                now=now,
+                f"{_shown(beyond)} on {_shown(grant.resource)} "
+                f"(grant {_shown(grant.grant_id)} of {c.role})",
             )
-            if beyond is not None:
-                return _beyond_own(
-                    c.actor,
-                    f"{_shown(beyond)} on {_shown(grant.resource)} "
-                    f"(grant {_shown(grant.grant_id)} of {c.role})",
-                )
     event_type = RoleAssigned if isinstance(c, AssignRole) else RoleRevoked
     return (
         event_type(
@@ -283,7 +275,7 @@ def _register_key(
                 else ""
             ),
         )
-    denied = _allowed(state, c, now, admins)
+    denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
     if denied:
         return denied
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
@@ -302,6 +294,20 @@ def _register_key(
     )
 
 
+def _key_of_other(
+    state: LedgerState,
+    c: RegisterActorKey | RevokeActorKey,
+    now: datetime,
+    admins: frozenset[str],
+) -> Rejection | None:
+    """Why a delegate may not register or revoke this key (:func:`key_delegation_problem`)."""
+    problem = key_delegation_problem(
+        state, c.actor, c.principal, registering=isinstance(c, RegisterActorKey), now=now,
+        admins=admins,
+    )  # fmt: skip
+    return None if problem is None else _reject("not_authorized", problem)
+
+
 def _revoke_key(
     state: LedgerState,
     c: RevokeActorKey,
@@ -318,7 +324,7 @@ def _revoke_key(
     if not active:
         which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "an active key"
         return _reject("unknown_actor_key", f"{clipped(c.principal)} has no {which}")
-    denied = _allowed(state, c, now, admins)
+    denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
     if denied:
         return denied
     assert record is not None

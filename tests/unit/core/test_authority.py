@@ -234,6 +234,38 @@ def test_pattern_covers_is_sound_for_globs() -> None:
     assert not pattern_covers("*b*", "[ab]")  # matches the text, not every name ("a")
     assert not pattern_covers("a?", "a*")
     assert not pattern_covers("account:*", "*")
+    # A red team's honest grant manager: `*` covers every name, so every glob too.
+    assert pattern_covers("*", "refund.?")
+    assert pattern_covers("*", "account:[0-9]*")
+    assert pattern_covers("refund.*", "refund.[!x]?")
+    assert not pattern_covers("a*", "[ab]")  # "b" is not covered
+    assert not pattern_covers("ab*", "a?*")
+
+
+def test_pattern_covers_never_covers_a_name_it_should_not() -> None:
+    # Soundness, over every short name of a small alphabet: whatever pattern_covers(wide,
+    # narrow) says yes to, each name narrow matches, wide matches too.
+    import itertools
+    import random
+
+    from ledger.core.authority import pattern_covers
+    from ledger.core.globs import glob_matches
+
+    names = ["".join(t) for n in range(4) for t in itertools.product("ab[]!", repeat=n)]
+    chooser = random.Random(12)
+    globs = ["".join(chooser.choice("ab*?[]!") for _ in range(chooser.randint(0, 5)))]
+    globs += [
+        "".join(chooser.choice("ab*?[]!") for _ in range(chooser.randint(0, 5))) for _ in range(400)
+    ]
+    covered = 0
+    for wide in globs[:80]:
+        for narrow in globs:
+            if pattern_covers(wide, narrow):
+                covered += 1
+                for name in names:
+                    if glob_matches(narrow, name):
+                        assert glob_matches(wide, name), (wide, narrow, name)
+    assert covered > 100  # the test exercised the yes answers, not only refusals
 
 
 def test_grant_list_says_whether_each_grant_is_in_force_now() -> None:

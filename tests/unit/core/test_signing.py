@@ -465,3 +465,140 @@ def test_administrators_are_those_configured_too_and_none_may_approve_their_own_
     own = accepted(proposal(ADMIN), ADMIN_KEY, both)
     verdict = verify_history([*before, *own, *approval], admins=both)[-1]
     assert not verdict.ok and verdict.problem == "human:admin approved its own version 1 of refund"
+
+
+def test_what_a_delegate_handed_on_beyond_its_own_grants_is_not_proven() -> None:
+    # A red team: `actor verify` proved a grant of ledger.* by a delegate who held only
+    # ledger.grant.issue on one bot, a key for human:admin registered by a delegate, and a
+    # version made active with no approval, all of which the command processor refuses. Here
+    # each is decided by a processor that skipped the check (the delegate taken for an
+    # administrator, the approval it read forged), and verify must name it.
+    from ledger.core.events import (
+        AssignRole,
+        PolicyVersionApproved,
+        PromotePolicyVersion,
+        ProposePolicyVersion,
+        Stage,
+    )
+
+    _, events = anchored()
+    alice = Ed25519PrivateKey.generate()
+    new_id = ids()
+
+    def decided(
+        command: object,
+        key: Ed25519PrivateKey,
+        *,
+        skipping: frozenset[str] = frozenset(),
+        state: LedgerState | None = None,
+    ) -> list[object]:
+        at = state if state is not None else replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+        out = decide_signed(
+            at,
+            sign(command, key),
+            now=T0,
+            new_id=new_id,
+            admins=frozenset({ADMIN}) | skipping,  # type: ignore[arg-type]
+        )
+        assert not isinstance(out, Rejection), out
+        return list(out)
+
+    def issue(n: int, to: str, actions: tuple[str, ...], resource: str, by: str) -> IssueGrant:
+        return IssueGrant(
+            event_id=f"c-{n}", occurred_at=T0, actor=by, grant_id=f"g-{n}", principal=to,
+            actions=actions, resource=resource,
+        )  # fmt: skip
+
+    events += decided(
+        RegisterActorKey(
+            event_id="c-alice", occurred_at=T0, actor=ADMIN, principal="human:alice",
+            actor_key_id=key_id_of(public_bytes(alice)), public_key=public_bytes(alice),
+        ),
+        ADMIN_KEY,
+    )  # fmt: skip
+    powers = ("ledger.grant.issue", "ledger.role.assign", "ledger.key.register")
+    events += decided(issue(1, "human:alice", powers, "*", ADMIN), ADMIN_KEY)
+    events += decided(issue(2, "role:ops", ("refund.*",), "*", ADMIN), ADMIN_KEY)
+    events += decided(
+        issue(3, "human:alice", ("ledger.policy.propose", "ledger.policy.promote"), "*", ADMIN),
+        ADMIN_KEY,
+    )
+    assert all(v.ok for v in verify_history(events))
+    skipped = frozenset({"human:alice"})
+    amplified = decided(
+        issue(4, "agent:bot", ("ledger.*",), "*", "human:alice"), alice, skipping=skipped
+    )
+    role = decided(
+        AssignRole(
+            event_id="c-role", occurred_at=T0, actor="human:alice", principal="agent:bot",
+            role="role:ops",
+        ),
+        alice,
+        skipping=skipped,
+        state=replay([*events, *amplified], EMPTY_STATE),  # type: ignore[arg-type]
+    )  # fmt: skip
+    mine = Ed25519PrivateKey.generate()
+    admin_key = decided(
+        RegisterActorKey(
+            event_id="c-admin", occurred_at=T0, actor="human:alice", principal=ADMIN,
+            actor_key_id=key_id_of(public_bytes(mine)), public_key=public_bytes(mine),
+        ),
+        alice,
+        skipping=skipped,
+        state=replay([*events, *amplified, *role], EMPTY_STATE),  # type: ignore[arg-type]
+    )  # fmt: skip
+    verdicts = verify_history([*events, *amplified, *role, *admin_key])[len(events) :]
+    assert [v.ok for v in verdicts] == [False, False, False]
+    assert str(verdicts[0].problem).startswith(
+        "human:alice handed on 'ledger.*' on '*', which its own grants in force at 2026-01-01"
+    )
+    assert "'refund.*' on '*' (through role:ops)" in str(verdicts[1].problem)
+    assert str(verdicts[2].problem).startswith(
+        "human:alice may not register a key of the administrator human:admin"
+    )
+    # The honest processor refuses each, with the same rules.
+    for command in (
+        issue(5, "agent:bot", ("ledger.*",), "*", "human:alice"),
+        RegisterActorKey(
+            event_id="c-admin2", occurred_at=T0, actor="human:alice", principal=ADMIN,
+            actor_key_id=key_id_of(public_bytes(mine)), public_key=public_bytes(mine),
+        ),
+    ):  # fmt: skip
+        refused = decide_signed(
+            replay(events, EMPTY_STATE),  # type: ignore[arg-type]
+            sign(command, alice),
+            now=T0,
+            new_id=new_id,  # type: ignore[arg-type]
+            admins=frozenset({ADMIN}),
+        )
+        assert isinstance(refused, Rejection) and refused.code == "not_authorized", refused
+    # A version made active without an approval: the processor read a forged approval.
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    proposed = decided(
+        ProposePolicyVersion(
+            event_id="c-p", occurred_at=T0, actor="human:alice", document=document,
+            policy="refund",
+        ),
+        alice,
+    )  # fmt: skip
+    events += proposed
+    state = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+    forged = fold(
+        state,
+        PolicyVersionApproved(
+            event_id="forged", occurred_at=T0, actor="human:bob", command_id="forged",
+            policy="refund", sequence=state.policies["refund"].sequence + 1, version=1,
+        ),
+    )  # fmt: skip
+    promote = PromotePolicyVersion(
+        event_id="c-promote", occurred_at=T0, actor="human:alice", policy="refund", version=1,
+        stage=Stage.ACTIVE,
+    )  # fmt: skip
+    (promoted,) = decided(promote, alice, state=forged)
+    promoted = replace(promoted, sequence=state.policies["refund"].sequence + 1)  # type: ignore[type-var]
+    verdict = verify_history([*events, promoted])[-1]
+    assert not verdict.ok
+    assert verdict.problem == (
+        "refund v1 was promoted to active without an approval: the command processor should "
+        "have refused it"
+    )
