@@ -24,9 +24,9 @@ from ledger.errors import KafkaUnavailable, UsageError
 from ledger.files import (
     SMALL_FILE_BYTES,
     UnreadableFile,
-    others_may_write,
     read_bounded,
     read_bounded_stat,
+    written_by_others,
 )
 from ledger.settings import KafkaSecurity, Role, Settings, parse_bootstrap
 
@@ -129,16 +129,16 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     half-written or hand-edited file must not turn into an anonymous connection)."""
     path = credentials_file(settings, role)
     try:
-        raw, _ = read_bounded_stat(path, SMALL_FILE_BYTES, what="credential file")
-        for where in (path, path.parent):  # `ledger up` gives the broker the password it holds
-            problem = others_may_write(where)
-            if problem is not None:
-                raise UsageError(
-                    f"the {role} credential: {where} {problem}: whoever can write it chooses "
-                    f"the {role} role's password; run `chmod go-w {where}` (and check who owns "
-                    f"it), then delete {path.name} and run `ledger up` to rotate the password "
-                    "(it may be known)"
-                )
+        raw, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="credential file")
+        found = written_by_others(path, status)  # `ledger up` gives the broker its password
+        if found is not None:
+            where, problem = found
+            raise UsageError(
+                f"the {role} credential: {where} {problem}: whoever can write it chooses "
+                f"the {role} role's password; run `chmod go-w {where}` (and check who owns "
+                f"it), then delete {path.name} and run `ledger up` to rotate the password "
+                "(it may be known)"
+            )
         data = json.loads(raw)
     except UnreadableFile as exc:
         if exc.missing:

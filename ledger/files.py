@@ -25,6 +25,8 @@ __all__ = [
     "UnreadableFile",
     "read_bounded",
     "read_bounded_stat",
+    "others_may_write",
+    "written_by_others",
     "private_umask",
     "private_dir",
     "replacing_private",
@@ -197,18 +199,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def others_may_write(path: Path) -> str | None:
+def others_may_write(path: Path, status: os.stat_result | None = None) -> str | None:
     """Why someone other than this process's user (or root) may have written ``path``, a file
     or folder the ledger trusts for where it lies (a credential, a trust anchor's key), or
     ``None``: owned by another user, or writable by group or others (a sticky folder too:
     others may still create what is missing there). A read-only file system (a Kubernetes
-    secret's volume, whose folder is 1777 and whose files are root's) is written by no one."""
+    secret's volume, whose folder is 1777 and whose files are root's) is written by no one.
+    ``status``: the file's as it was read (:func:`read_bounded_stat`), so the verdict is on the
+    bytes read, not on whatever the path names a moment later."""
     if os.statvfs(path).f_flag & os.ST_RDONLY:
         return None
-    status = path.stat()
+    status = status or path.stat()
     if status.st_uid not in (os.getuid(), 0):
         return f"is owned by another user (uid {status.st_uid})"
     mode = status.st_mode & 0o777
     if mode & 0o022:
         return f"may be written by others (mode {mode:04o})"
+    return None
+
+
+def written_by_others(path: Path, status: os.stat_result) -> tuple[Path, str] | None:
+    """The first of a trusted file read from ``path`` (``status``: its own, as read), its
+    folder, and the folder it really lies in when ``path`` is a symbolic link, that someone
+    other than this user may have written (:func:`others_may_write`), with why; ``None``."""
+    problem = others_may_write(path, status)
+    if problem is not None:
+        return path, problem
+    for folder in dict.fromkeys((path.parent, Path(os.path.realpath(path)).parent)):
+        problem = others_may_write(folder)
+        if problem is not None:
+            return folder, problem
     return None

@@ -33,11 +33,11 @@ from ledger.errors import SigningKeyMissing, UsageError
 from ledger.files import (
     SMALL_FILE_BYTES,
     UnreadableFile,
-    others_may_write,
     private_dir,
     read_bounded,
     read_bounded_stat,
     write_private,
+    written_by_others,
 )
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,16 @@ def read_public_key(path: Path) -> bytes:
     """The raw Ed25519 public key in the PEM file ``path`` (an actor's ``.pub``), or one
     :class:`~ledger.errors.UsageError` line saying what is wrong with the file."""
     try:
-        key = serialization.load_pem_public_key(
-            read_bounded(path, SMALL_FILE_BYTES, what="public key file")
-        )
+        raw = read_bounded(path, SMALL_FILE_BYTES, what="public key file")
     except UnreadableFile as exc:
         raise UsageError(str(exc)) from None
+    return _public_key_in(raw, path)
+
+
+def _public_key_in(raw: bytes, path: Path) -> bytes:
+    """The raw Ed25519 public key in ``raw``, the PEM text read from ``path``."""
+    try:
+        key = serialization.load_pem_public_key(raw)
     except ValueError as exc:
         raise UsageError(f"{path} is not a PEM public key: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):
@@ -179,14 +184,18 @@ class KeyStore:
         that others may write (or in a folder they may) is refused, as a private key is."""
         path = self.public_path(actor)
         if path.is_file():
-            for where in (path, self.path):
-                problem = others_may_write(where)
-                if problem is not None:
-                    raise UsageError(
-                        f"{where} {problem}: whoever wrote {path.name} could sign as {actor}; "
-                        f"run `chmod go-w {where}` and check who owns it"
-                    )
-            return read_public_key(path)
+            try:
+                raw, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="public key file")
+            except UnreadableFile as exc:
+                raise UsageError(str(exc)) from None
+            found = written_by_others(path, status)  # judged on the bytes read
+            if found is not None:
+                where, problem = found
+                raise UsageError(
+                    f"{where} {problem}: whoever wrote {path.name} could sign as {actor}; "
+                    f"run `chmod go-w {where}` and check who owns it"
+                )
+            return _public_key_in(raw, path)
         if self.has_private(actor):
             return public_bytes(self.private_key(actor))
         return None

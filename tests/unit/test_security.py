@@ -269,6 +269,35 @@ def test_a_credential_file_others_may_write_is_refused(tmp_path: Path) -> None:
     assert resolve_security(given, "agent") is not None
 
 
+def test_a_trusted_file_reached_through_a_link_is_judged_where_it_lies(tmp_path: Path) -> None:
+    # A red team: a credential (or a trust anchor's .pub) linked into a folder others may write
+    # was used silently, since only the link's own folder was checked.
+    directory = tmp_path / "given"
+    given = Settings(home=tmp_path, credentials_dir=directory)
+    shared = tmp_path / "shared"
+    write_private(
+        shared / "agent.json",
+        json.dumps({"sasl_plain_username": "agent", "sasl_plain_password": "pw"}),
+    )
+    directory.mkdir(mode=0o700)
+    (directory / "agent.json").symlink_to(shared / "agent.json")
+    assert resolve_security(given, "agent") is not None
+    shared.chmod(0o777)  # others may swap the file the link names
+    with pytest.raises(UsageError, match=rf"{shared} may be written by others \(mode 0777\)"):
+        resolve_security(given, "agent")
+    store = KeyStore(tmp_path / "keys")
+    key = store.create("human:admin")
+    pub = store.public_path("human:admin")
+    (shared / "admin.pub").write_bytes(pub.read_bytes())
+    pub.unlink()
+    pub.symlink_to(shared / "admin.pub")
+    with pytest.raises(UsageError, match=rf"{shared} may be written by others"):
+        store.public_key("human:admin")
+    shared.chmod(0o700)
+    (shared / "admin.pub").chmod(0o644)
+    assert store.public_key("human:admin") == public_bytes(key)
+
+
 def test_a_trust_anchor_others_may_replace_is_refused(tmp_path: Path) -> None:
     # A red team: an administrator's .pub that others could write was replaced; the command
     # processor's next start registered the attacker's key as a trust anchor.
