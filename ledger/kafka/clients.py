@@ -27,6 +27,7 @@ credentials is :class:`~ledger.errors.KafkaAccessDenied`, one line naming the us
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 from typing import Any
@@ -349,13 +350,40 @@ def make_rdkafka_producer(
     bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
 ) -> Any:
     """A ``confluent_kafka.Producer`` for the request/reply path (reachability checked first)."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaError, KafkaException
 
     check_reachable(bootstrap)
+    config = rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, security, **overrides)
+    refused: list[str] = []
+    login = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+    def on_error(error: Any) -> None:
+        # librdkafka tells a refused login only here (served by poll) and in its log; its
+        # metadata calls just time out as a transport failure.
+        if error.code() in login and len(refused) < 10:
+            refused.append(str(error))
+
+    config.setdefault("error_cb", on_error)
     try:
-        return Producer(rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, security, **overrides))
+        producer = _producer_type()(config)
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
+    producer.refused = refused
+    return producer
+
+
+@functools.cache
+def _producer_type() -> Any:
+    from confluent_kafka import Producer
+
+    class LedgerProducer(Producer):
+        """A librdkafka producer that keeps the refused logins its error callback saw
+        (``refused``), for :func:`~ledger.kafka.reading.rdkafka_partitions` to tell bad
+        credentials from an unreachable broker."""
+
+        refused: list[str]
+
+    return LedgerProducer
 
 
 def make_rdkafka_consumer(

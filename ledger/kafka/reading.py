@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,11 +77,18 @@ def rdkafka_partitions(
     from confluent_kafka import KafkaError, KafkaException
 
     try:
-        meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+        meta = _metadata(client, topic, timeout)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
         code = error.code() if isinstance(error, KafkaError) else None
         where = f" at {bootstrap}" if bootstrap else ""
+        refused = getattr(client, "refused", None)
+        if refused:
+            raise KafkaAccessDenied(
+                f"Kafka{where} refused to authenticate this client: {refused[0]} (check the "
+                "credentials: `ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/"
+                "$LEDGER_SASL_PASSWORD)"
+            ) from exc
         if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             raise KafkaAccessDenied(
                 f"Kafka{where} refused to authenticate this client: {error} (check the "
@@ -105,12 +113,31 @@ def rdkafka_partitions(
     return sorted(meta.partitions)
 
 
+def _metadata(client: Any, topic: str, timeout: float) -> Any:
+    """``topic``'s metadata, waiting at most ``timeout`` seconds. A ledger producer (one that
+    keeps the refused logins its error callback sees, ``refused``) is asked in half-second
+    slices, serving that callback between them: librdkafka reports a refused login there only,
+    and the metadata call itself would wait out its whole timeout as a transport failure."""
+    from confluent_kafka import KafkaException
+
+    refused = getattr(client, "refused", None)
+    if refused is None:
+        return client.list_topics(topic, timeout=timeout).topics.get(topic)
+    give_up = time.monotonic() + timeout
+    while True:
+        left = give_up - time.monotonic()
+        try:
+            return client.list_topics(topic, timeout=max(min(0.5, left), 0.01)).topics.get(topic)
+        except KafkaException:
+            client.poll(0)
+            if refused or left <= 0.5:
+                raise
+
+
 def rdkafka_end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
     """The end offset of ``tp`` (a ``confluent_kafka.TopicPartition``) from a librdkafka
     consumer, asking again while the broker says to retry (a topic created
     a moment ago may have no leader yet)."""
-    import time
-
     from confluent_kafka import KafkaException
 
     give_up = time.monotonic() + timeout
