@@ -22,7 +22,7 @@ from ledger.audit.sources import (
     no_decision,
 )
 from ledger.cli.common import connection, load_settings
-from ledger.cli.output import json_cell, print_json, print_table
+from ledger.cli.output import json_cell, policy_label, print_json, print_table
 from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
 from ledger.core.text import clipped
@@ -151,7 +151,9 @@ def _outcome_json(decision: Any) -> dict[str, Any]:
 
 def _summary(decision: Any) -> str:
     if hasattr(decision, "determination"):
-        where = f", {decision.policy} v{decision.policy_version}" if decision.policy else ""
+        where = (
+            f", {policy_label(decision.policy, decision.policy_version)}" if decision.policy else ""
+        )
         rule = decision.rule or decision.reason_code or "-"
         return f"{decision.determination.value} ({rule}{where})"
     return f"{len(decision.decisions)} batch items, identical"

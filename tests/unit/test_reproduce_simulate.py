@@ -910,3 +910,20 @@ def test_simulate_says_when_the_drafts_rule_gives_no_reason() -> None:
 
     assert _why(()) == "- (the rule gives no reason: add `reason:` to it)"
     assert _why(("tenure under 30 days",)) == "tenure under 30 days"
+
+
+def test_a_decision_no_version_made_is_summarised_without_a_version_none() -> None:
+    # A red team: an action only another team's shadow governs is decided with that policy
+    # named and no version, and `replay --decision` printed "other vNone".
+    from types import SimpleNamespace
+
+    from ledger.cli.reproduce import _summary
+    from ledger.core.events import Determination
+
+    decided = SimpleNamespace(
+        determination=Determination.DENY, rule=None, reason_code="no_active_policy",
+        policy="other", policy_version=None,
+    )  # fmt: skip
+    assert _summary(decided) == "deny (no_active_policy, other (no version decided))"
+    decided.policy_version = 2
+    assert _summary(decided) == "deny (no_active_policy, other v2)"
