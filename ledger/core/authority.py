@@ -27,7 +27,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ledger.core.builders import builder
-from ledger.core.cel import BudgetExceeded, CompiledCondition, Meter, compile_condition
+from ledger.core.cel import (
+    BudgetExceeded,
+    CompiledCondition,
+    Meter,
+    alternatives,
+    compile_condition,
+)
 from ledger.core.events import GrantIssued
 from ledger.core.globs import compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS, Limits
@@ -505,6 +511,26 @@ def first_not_held(
     return None
 
 
+def _same_condition(held: str, given: str | None) -> bool:
+    """Do two grant conditions mean the same, as far as their form shows? Equal text, or the
+    same alternatives of the same terms, whatever the layout and the order of ``&&``'s operands
+    (``urgent==true`` and ``urgent == true``): sound, and blind to deeper equivalences."""
+    if given is None:
+        return False
+    if held == given:
+        return True
+    form = _condition_form(held)
+    return form is not None and form == _condition_form(given)
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition_form(text: str) -> tuple[frozenset[str], ...] | None:
+    try:
+        return alternatives(text)
+    except Exception:  # not a condition the parser reads: only equal text is the same
+        return None
+
+
 def key_delegation_problem(
     state: LedgerState,
     actor: str,
@@ -565,7 +591,7 @@ def not_held(
         g
         for g in effective_grants(state, issuer)
         if g.in_force(now)
-        and (g.condition is None or g.condition == condition)
+        and (g.condition is None or _same_condition(g.condition, condition))
         and (g.valid_until is None or (valid_until is not None and valid_until <= g.valid_until))
         and pattern_covers(g.resource, resource)
     ]

@@ -189,6 +189,8 @@ def test_a_delegate_hands_on_no_more_than_its_own_grants_cover() -> None:
         ("refund.*", "account:*", {}, "'refund.*'"),  # ends later than hers (never)
         ("email.send", "*", {}, "'email.send'"),  # without her grant's condition
         ("email.*", "*", {"when": "urgent == true"}, "'email.*'"),
+        ("email.send", "*", {"when": "urgent == false"}, "'email.send'"),  # another condition
+        ("email.send", "*", {"when": "urgent == true || vip"}, "'email.send'"),  # a wider one
     ]:
         with pytest.raises(
             CommandRejectedError, match="may not hand on " + beyond.replace("*", r"\*")
@@ -199,6 +201,9 @@ def test_a_delegate_hands_on_no_more_than_its_own_grants_cover() -> None:
     led.grant("agent:bot", "ledger.policy.propose", "policy:refund", by="human:alice")
     led.grant("agent:bot", "refund.issue", "account:1", by="human:alice", valid_until=now + DAY)
     led.grant("agent:bot", "email.send", "mail:*", by="human:alice", when="urgent == true")
+    # The same condition however it is laid out (a red team's honest grant manager).
+    led.grant("agent:bot", "email.send", "mail:*", by="human:alice", when="urgent==true")
+    led.grant("agent:bot", "email.send", "mail:*", by="human:alice", when="(urgent == true)")
     # An administrator is not bound by it.
     led.grant("agent:bot", "ledger.*", "*")
 
