@@ -52,6 +52,7 @@ from ledger.audit.columns import (
 from ledger.audit.export import ExportPath, Manifest
 from ledger.audit.footer import FooterProblem, footer_lie
 from ledger.audit.manifest import listed_file
+from ledger.audit.rows import TopicFormat, topic_formats
 from ledger.audit.sources import (
     READ_PARQUET,
     connect,
@@ -770,9 +771,13 @@ def verify_export(
             rows.report(problem)
         # The topics with no chain: each row's columns held to its own record bytes (what SQL
         # shows of a request must be what replay re-decides).
+        formats = topic_formats(topics)
         for topic in recorded:
             for problem in _rows_unlike_records(
-                con, topic_files(directory, topic, manifest, exclude=broken), rows.codec
+                con,
+                topic_files(directory, topic, manifest, exclude=broken),
+                rows.codec,
+                formats[topic],
             ):
                 rows.report(problem)
         checkpoint_files = topic_files(
@@ -1041,9 +1046,13 @@ def _unlisted_files(directory: Any, manifest: Manifest) -> list[Problem]:
     return found
 
 
-def _rows_unlike_records(con: Any, files: list[str], codec: Codec) -> Iterator[Problem]:
-    """The rows of an unchained topic whose columns are not their own record decoded (a
-    record that does not decode must have a row of NULLs, as the exporter writes it)."""
+def _rows_unlike_records(
+    con: Any, files: list[str], codec: Codec, fmt: TopicFormat
+) -> Iterator[Problem]:
+    """The rows of an unchained topic whose columns are not their own record decoded, as the
+    exporter writes them (:meth:`ledger.audit.rows.Rows.event_row`): a record that does not
+    decode has a row of NULLs, and a ledger event the topic does not carry (a governance
+    command sent to the requests topic, which the evaluator dead-letters) its type and NULLs."""
     if not files:
         return
     for row in _rows(con, files, 'ORDER BY "partition", "offset"'):
@@ -1052,7 +1061,16 @@ def _rows_unlike_records(con: Any, files: list[str], codec: Codec) -> Iterator[P
             event: Any = codec.decode(record) if isinstance(record, bytes) else None
         except CodecError:
             event = None
-        if event is not None:
+        if event is not None and type(event) not in fmt.types:
+            named = type(event).__name__
+            filled = [c.name for c in fmt.columns if row.get(c.name) is not None]
+            if row.get("event_type") == named and not filled:
+                continue
+            found: str | None = (
+                f"its record is a {named}, which {fmt.topic} does not carry, yet its columns "
+                f"name {row.get('event_type')} and hold {', '.join(filled[:5]) or 'nothing'}"
+            )
+        elif event is not None:
             found = columns_disagree(event, row)
         elif row.get("event_type") is not None or row.get("event_id") is not None:
             found = "its record bytes do not decode, yet its columns name an event"

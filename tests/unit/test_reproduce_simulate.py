@@ -896,6 +896,11 @@ def test_every_unchained_topics_rows_of_a_genuine_export_match_their_records(
             Exported(TOPICS.dead_letters, 0, 0, ms, b"account:\xff", codec.encode(letter)),
             Exported(TOPICS.commands, 0, 0, ms, b"agent:x", codec.encode(command)),
             Exported(TOPICS.command_results, 0, 0, ms, b"agent:x", codec.encode(rejected(1, at))),
+            # An operator's walkthrough: a ledger event sent to a topic that does not carry it
+            # (the processors dead-letter it), written by the exporter as its type and NULLs,
+            # was "altered", so any agent could turn audit verify red for good.
+            Exported(TOPICS.commands, 0, 1, ms, b"x", codec.encode(_request_event(at))),
+            Exported(TOPICS.dead_letters, 0, 1, ms, b"x", codec.encode(command)),
         ],
         TOPICS,
     )
@@ -927,3 +932,12 @@ def test_a_decision_no_version_made_is_summarised_without_a_version_none() -> No
     assert _summary(decided) == "deny (no_active_policy, other (no version decided))"
     decided.policy_version = 2
     assert _summary(decided) == "deny (no_active_policy, other v2)"
+
+
+def _request_event(at: datetime) -> Any:
+    from ledger.core.events import EvaluationRequested
+
+    return EvaluationRequested(
+        event_id="r-wrong-topic", occurred_at=at, actor="agent:x", action="refund.issue",
+        principal="agent:x", resource="account:1",
+    )  # fmt: skip
