@@ -390,14 +390,31 @@ def _refused(exc: Exception) -> BrokerError:
     )
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
+def _log_tail(path: Path, lines: int = 3, *, since: int = 0) -> str:
+    """The last error lines (else the last lines) ``path`` got after its first ``since`` bytes:
+    this start's, never an earlier run's (both logs are appended to). At most its last MiB is
+    read."""
     try:
-        text = path.read_text(errors="replace").splitlines()
+        with path.open("rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(since, size - 1024 * 1024))
+            text = log.read().decode(errors="replace").splitlines()
     except FileNotFoundError:
         return ""
-    errors = [ln for ln in text if " ERROR " in ln or "Exception" in ln]
+    errors = [ln for ln in text if " ERROR " in ln or "Exception" in ln or "Error:" in ln]
     picked = errors[-lines:] if errors else text[-lines:]
-    return " | ".join(ln.strip() for ln in picked)
+    return " | ".join(ln.strip() for ln in picked if ln.strip())
+
+
+def _log_sizes(bdir: Path) -> dict[str, int]:
+    """How much the broker's logs hold now, so a failed start quotes only what it wrote."""
+    sizes = {}
+    for name in ("broker.log", "broker.out"):
+        try:
+            sizes[name] = (bdir / name).stat().st_size
+        except OSError:
+            sizes[name] = 0
+    return sizes
 
 
 def status(settings: Settings) -> BrokerStatus:
@@ -575,6 +592,7 @@ def start(
             "who reaches 127.0.0.1 may read, write and delete every topic. For debugging only."
         )
     progress(f"starting Apache Kafka {KAFKA_VERSION} on 127.0.0.1:{port}…")
+    before = _log_sizes(bdir)
     pid = _launch(jvm, config, bdir)
     # Recorded at once, so that `down` finds a JVM whose start was interrupted (no broker can
     # be running on this data now: checked above).
@@ -592,7 +610,7 @@ def start(
         ),
     )
     bootstrap = f"127.0.0.1:{port}"
-    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout)
+    _wait_ready(pid, bootstrap, admin, bdir, timeout=timeout, before=before)
     if users is not None:
         _register_missing(settings, bootstrap, users, progress)
     return status(settings)
@@ -641,7 +659,13 @@ def _launch(jvm: list[str], config: Path, bdir: Path) -> int:
 
 
 def _wait_ready(
-    pid: int, bootstrap: str, admin: KafkaSecurity | None, bdir: Path, *, timeout: float
+    pid: int,
+    bootstrap: str,
+    admin: KafkaSecurity | None,
+    bdir: Path,
+    *,
+    timeout: float,
+    before: dict[str, int] | None = None,
 ) -> None:
     log_file = bdir / "broker.log"
     deadline = time.monotonic() + timeout
@@ -655,9 +679,14 @@ def _wait_ready(
                 f"{log_file})"
             )
         if exited:
+            since = before or {}
+            out = bdir / "broker.out"  # the JVM's own output: a bad option, a full disk
+            said = _log_tail(log_file, since=since.get("broker.log", 0)) or _log_tail(
+                out, since=since.get("broker.out", 0)
+            )
             raise BrokerError(
                 f"the broker exited with code {code} during start-up: "
-                f"{_log_tail(log_file) or _log_tail(bdir / 'broker.out')} (full log: {log_file})"
+                f"{said or 'it wrote nothing'} (logs: {log_file}, {out})"
             )
         if accepts(port) and _kafka_ready(bootstrap, admin):
             return
@@ -728,9 +757,10 @@ def _add_credentials_without_authentication(
         port = _free_port()
     config = bdir / "server.properties"
     write_private(config, _server_properties(data, port, controller_port, None))
+    before = _log_sizes(bdir)
     pid = _launch(jvm, config, bdir)
     try:
-        _wait_ready(pid, f"127.0.0.1:{port}", None, bdir, timeout=timeout)
+        _wait_ready(pid, f"127.0.0.1:{port}", None, bdir, timeout=timeout, before=before)
         try:
             credentials.register(f"127.0.0.1:{port}", users, security=None)
         except LedgerError as exc:

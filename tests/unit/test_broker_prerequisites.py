@@ -112,3 +112,31 @@ def test_a_broker_stopped_while_starting_is_told_from_one_that_failed(
     pid = spawn_detached([sh, "-c", f"exit {status}"], env={}, log=tmp_path / "broker.out")
     with pytest.raises(BrokerError, match=re.escape(says)):
         broker._wait_ready(pid, "127.0.0.1:9", None, tmp_path, timeout=30)
+
+
+def test_a_failed_start_quotes_what_this_start_wrote_not_an_earlier_run(tmp_path: Path) -> None:
+    # An operator's walkthrough: a start that failed on a bad JVM option quoted the previous
+    # run's clean shutdown lines from broker.log; the cause was only in broker.out, unnamed.
+    import shutil
+
+    from ledger.local.processes import spawn_detached
+
+    (tmp_path / "broker.log").write_text(
+        "[2026-12-05 15:42:33,424] ERROR an error of yesterday's run\n"
+        "[2026-12-05 15:42:33,649] INFO shut down completely\n"
+    )
+    (tmp_path / "broker.out").write_text("an earlier run's output\n")
+    before = broker._log_sizes(tmp_path)
+    sh = shutil.which("sh")
+    assert sh is not None
+    pid = spawn_detached(
+        [sh, "-c", "echo \"Error: Unrecognized VM option 'NoSuchOption'\"; exit 1"],
+        env={},
+        log=tmp_path / "broker.out",
+    )
+    with pytest.raises(BrokerError) as failed:
+        broker._wait_ready(pid, "127.0.0.1:9", None, tmp_path, timeout=30, before=before)
+    said = str(failed.value)
+    assert "Unrecognized VM option 'NoSuchOption'" in said
+    assert "yesterday" not in said and "earlier run" not in said
+    assert str(tmp_path / "broker.out") in said
