@@ -8,6 +8,7 @@ from ledger.cli.common import load_settings
 from ledger.cli.output import (
     HelpfulGroup,
     console,
+    fail,
     handle_errors,
     json_option,
     print_json,
@@ -69,14 +70,28 @@ def stop_cmd(as_json: bool) -> None:
 @json_option
 @handle_errors
 def status_cmd(as_json: bool) -> None:
-    """Show whether the broker runs and where. Exit code 1 when it is not running."""
-    status = broker.status(load_settings())
+    """Show whether the broker runs, answers Kafka requests, and where. Exit code 1 when it is
+    not running, or runs without answering (hung: the message says what to do)."""
+    settings = load_settings()
+    status = broker.status(settings)
+    answering = broker.answers(settings, status)
     if as_json:
-        print_json(status.as_dict())
+        print_json({**status.as_dict(), "answering": answering})
     else:
         print_table(
-            ["running", "bootstrap", "pid", "kafka", "log"],
-            [[status.running, status.bootstrap, status.pid, status.kafka_version, status.log_file]],
+            ["running", "answering", "bootstrap", "pid", "kafka", "log"],
+            [
+                [
+                    status.running,
+                    answering,
+                    status.bootstrap,
+                    status.pid,
+                    status.kafka_version,
+                    status.log_file,
+                ]
+            ],
         )
+    if status.running and not answering:
+        fail(f"the broker (pid {status.pid}) {broker.NOT_ANSWERING}")
     if not status.running:
         raise SystemExit(1)

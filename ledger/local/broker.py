@@ -36,8 +36,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Final
 
-from ledger.discovery import accepts, broker_record_file, read_broker_record, recorded_int
+from ledger.discovery import (
+    accepts,
+    broker_record_file,
+    read_broker_record,
+    read_credentials,
+    recorded_int,
+)
 from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing
 from ledger.files import private_dir, private_umask, write_private
 from ledger.local import credentials
@@ -442,6 +449,23 @@ def status(settings: Settings) -> BrokerStatus:
     )
 
 
+NOT_ANSWERING: Final = (
+    "accepts connections but does not answer Kafka requests (still starting, hung, or stopped "
+    "with SIGSTOP): wait a few seconds; if it persists, `ledger broker stop && ledger up` "
+    "restarts it"
+)
+"""What to do about a broker whose port is open and whose Kafka does not answer."""
+
+
+def answers(settings: Settings, current: BrokerStatus) -> bool:
+    """Does the running broker ``current`` answer a Kafka request (within a few seconds), not
+    merely accept connections? Asked as the admin, whose credential ``ledger up`` wrote."""
+    if not current.running or current.bootstrap is None:
+        return False
+    admin = read_credentials(settings, "admin") if current.secured else None
+    return _kafka_ready(current.bootstrap, admin)
+
+
 def _running_on(bdir: Path) -> int | None:
     """The pid of a broker JVM started with this home's ``server.properties``, whatever the
     state file says (``None`` where ``/proc`` cannot tell, or none runs)."""
@@ -525,6 +549,8 @@ def start(
     current = status(settings)
     if current.running:
         if current.secured == (not insecure):
+            if not answers(settings, current):
+                raise BrokerError(f"the broker (pid {current.pid}) {NOT_ANSWERING}")
             progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
             if current.secured and current.bootstrap is not None:
                 # A credential file removed meanwhile (to rotate a password, or lost) is

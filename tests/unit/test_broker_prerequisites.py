@@ -6,6 +6,7 @@ project reports them, not Kafka (the broker itself is exercised by the integrati
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 from pathlib import Path
@@ -140,3 +141,37 @@ def test_a_failed_start_quotes_what_this_start_wrote_not_an_earlier_run(tmp_path
     assert "Unrecognized VM option 'NoSuchOption'" in said
     assert "yesterday" not in said and "earlier run" not in said
     assert str(tmp_path / "broker.out") in said
+
+
+def test_a_broker_that_accepts_but_does_not_answer_is_told_with_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: a hung broker (SIGSTOP) was "running" to `broker status`
+    # (exit 0), and `ledger up` said "already running", then failed telling them to run
+    # `ledger up`. Its port accepts; its Kafka never answers.
+    import socket
+
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+    from ledger.settings import Settings
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    port = hung.getsockname()[1]
+    running = broker.BrokerStatus(
+        running=True, bootstrap=f"127.0.0.1:{port}", pid=4242, kafka_version="4.4.0",
+        log_dir=str(tmp_path), log_file=str(tmp_path / "broker.log"), secured=False,
+    )  # fmt: skip
+    monkeypatch.setattr(broker, "status", lambda settings: running)
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
+    try:
+        with pytest.raises(BrokerError, match=r"does not answer Kafka requests.*broker stop"):
+            broker.start(Settings(home=tmp_path / "home"), insecure=True)
+        result = CliRunner().invoke(cli, ["broker", "status", "--json"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["answering"] is False
+        assert "`ledger broker stop && ledger up` restarts it" in result.stderr
+    finally:
+        hung.close()
