@@ -463,7 +463,12 @@ def answers(settings: Settings, current: BrokerStatus) -> bool:
     if not current.running or current.bootstrap is None:
         return False
     admin = read_credentials(settings, "admin") if current.secured else None
-    return _kafka_ready(current.bootstrap, admin)
+    if current.secured and admin is None:
+        return True  # its credential being rotated (the file removed): the open port must do
+    try:
+        return _kafka_ready(current.bootstrap, admin)
+    except BrokerError:
+        return True  # it answered, refusing the credential: what uses it says so
 
 
 def _running_on(bdir: Path) -> int | None:
