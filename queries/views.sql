@@ -177,7 +177,7 @@ LEFT JOIN (SELECT * FROM command_results
 CREATE OR REPLACE VIEW evaluation_requests AS
 SELECT event_id AS request_id, occurred_at AS requested_at, event_type = 'BatchEvaluationRequested'
        AS batch, * EXCLUDE (event_id, occurred_at)
-FROM topic_evaluation_requests WHERE event_type IS NOT NULL;
+FROM topic_evaluation_requests WHERE event_id IS NOT NULL;  -- not a misplaced event (its NULLs)
 
 -- Decision traces (DecisionRecorded): one row per decision. A pre-evaluation batch is one
 -- BatchDecisionRecorded: its items are in batch_decisions; all_decisions holds both.
@@ -245,9 +245,11 @@ FROM topic_corrections WHERE event_type IS NOT NULL;
 CREATE OR REPLACE VIEW dead_letters AS
 SELECT event_id AS letter_id, occurred_at, actor, source_topic,
        event_partition AS source_partition, event_offset AS source_offset, code, reason,
-       truncated, value_size, value_sha256, event_key AS source_key, value AS source_value,
+       truncated, value_size, value_sha256, event_key AS source_key,
+       TRY(decode(event_key)) AS source_key_text,  -- the key as text (NULL: not UTF-8)
+       value AS source_value,
        topic, partition, "offset"
-FROM topic_dead_letters WHERE event_type IS NOT NULL;
+FROM topic_dead_letters WHERE event_id IS NOT NULL;
 
 -- The heads of the evaluators' decision hash chains (`ledger audit verify` checks them).
 CREATE OR REPLACE VIEW chain_checkpoints AS

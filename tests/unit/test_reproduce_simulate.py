@@ -901,11 +901,26 @@ def test_every_unchained_topics_rows_of_a_genuine_export_match_their_records(
             # was "altered", so any agent could turn audit verify red for good.
             Exported(TOPICS.commands, 0, 1, ms, b"x", codec.encode(_request_event(at))),
             Exported(TOPICS.dead_letters, 0, 1, ms, b"x", codec.encode(command)),
+            Exported(
+                TOPICS.dead_letters, 0, 2, ms, b"account:42",
+                codec.encode(dataclasses.replace(letter, event_id="dl-2", key=b"account:42")),
+            ),
         ],
         TOPICS,
-    )
+    )  # fmt: skip
     report = verify_export(out)
     assert report.intact, [str(p) for p in report.problems]
+    # An operator finds the misbehaving client by the key, as text (NULL when it is not UTF-8).
+    keys = CliRunner().invoke(
+        cli,
+        ["audit", "sql", "SELECT letter_id, source_key_text FROM dead_letters ORDER BY 1",
+         "--from", str(out), "--json"],
+    )  # fmt: skip
+    assert keys.exit_code == 0, keys.stderr
+    assert [(r["letter_id"], r["source_key_text"]) for r in json.loads(keys.stdout)] == [
+        ("dl-1", None),
+        ("dl-2", "account:42"),
+    ]
 
 
 def test_simulate_says_when_the_drafts_rule_gives_no_reason() -> None:
