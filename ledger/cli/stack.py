@@ -7,6 +7,7 @@ import click
 from ledger.cli.common import bootstrap_option, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.local import broker, stack
+from ledger.settings import parse_bootstrap
 
 __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 
@@ -102,6 +103,8 @@ def ps_cmd(as_json: bool) -> None:
     restarts it.
     """
     settings = load_settings()
+    if settings.bootstrap:
+        parse_bootstrap(settings.bootstrap)  # a malformed address is a usage error, as elsewhere
     b = broker.status(settings)
     procs = stack.processes(settings)
     problems = [

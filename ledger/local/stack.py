@@ -197,7 +197,11 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
     if expected is None:
         problem: str | None = "the local broker is not running (`ledger up` starts it)"
     elif beat.bootstrap != expected:
-        problem = f"started with Kafka at {beat.bootstrap}, but Kafka is at {expected} now"
+        problem = f"started with Kafka at {beat.bootstrap}, but " + (
+            f"$LEDGER_BOOTSTRAP names {expected}"  # the operator's word, not a fact
+            if settings.bootstrap
+            else f"Kafka is at {expected} now"
+        )
     elif stale is not None:
         problem = (
             f"started before its credential {stale} was written anew: it logs in with the old "

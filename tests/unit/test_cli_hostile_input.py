@@ -324,6 +324,16 @@ def test_a_ledger_home_that_is_a_file_is_no_traceback(
         assert "Not a directory" in _one_line(result, 1) and "[os_error]" in result.stderr
 
 
+def test_ps_refuses_a_malformed_bootstrap_as_every_command_does(tmp_path: Path) -> None:
+    # An operator's walkthrough: LEDGER_BOOTSTRAP=nohost:99999 ledger ps reported every
+    # processor as "started with Kafka at …, but Kafka is at nohost:99999 now".
+    result = CliRunner().invoke(
+        cli, ["ps"], env={"LEDGER_HOME": str(tmp_path), "LEDGER_BOOTSTRAP": "nohost:99999"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "port '99999'" in _one_line(result, 2) and "1-65535" in result.stderr
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
 def test_a_timeout_that_is_not_a_duration_is_a_usage_error(value: str, home: Path) -> None:
     result = CliRunner().invoke(
