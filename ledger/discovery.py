@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import socket
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from ledger.files import (
     written_by_others,
 )
 from ledger.settings import KafkaSecurity, Role, Settings, parse_bootstrap
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "credentials_file",
@@ -122,6 +126,22 @@ def credential_fingerprint(security: KafkaSecurity | None) -> str | None:
     return hashlib.sha256(b"ledger credential\0" + security.password.encode()).hexdigest()[:16]
 
 
+_WARNED: set[Path] = set()  # credential files already warned of, once per process
+
+
+def _warn_if_readable(path: Path, status: os.stat_result, role: Role) -> None:
+    """Warn, once per process, of a credential others may read: it holds the role's Kafka
+    password. Not refused: a secret mount (Kubernetes, Docker) may need to be readable."""
+    mode = status.st_mode & 0o777
+    if mode & 0o044 and path not in _WARNED:
+        _WARNED.add(path)
+        log.warning(
+            "%s may be read by others (mode %04o): anyone who can read it can use the %s "
+            "role's Kafka password; run `chmod 600 %s` unless a secret mount needs it",
+            path, mode, role, path,
+        )  # fmt: skip
+
+
 def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     """The local broker's credential for ``role``; ``None`` when there is none.
 
@@ -130,6 +150,7 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     path = credentials_file(settings, role)
     try:
         raw, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="credential file")
+        _warn_if_readable(path, status, role)
         found = written_by_others(path, status)  # `ledger up` gives the broker its password
         if found is not None:
             where, problem = found

@@ -248,7 +248,9 @@ def test_a_credential_file_that_is_not_a_small_file_is_refused_at_once(
         resolve_security(given, "agent")
 
 
-def test_a_credential_file_others_may_write_is_refused(tmp_path: Path) -> None:
+def test_a_credential_file_others_may_write_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # A red team: another local user, able to write (not read) credentials/evaluator.json,
     # planted a password; the next `ledger up` gave it to the broker and restarted the
     # evaluators on it, and the attacker wrote decisions as the evaluator.
@@ -266,7 +268,12 @@ def test_a_credential_file_others_may_write_is_refused(tmp_path: Path) -> None:
         ):
             resolve_security(given, "agent")
     (directory / "agent.json").chmod(0o644)  # a secret mount: read by others, written by none
-    assert resolve_security(given, "agent") is not None
+    with caplog.at_level("WARNING", logger="ledger.discovery"):
+        assert resolve_security(given, "agent") is not None
+        assert resolve_security(given, "agent") is not None
+    # An operator's walkthrough: accepted without a word, where a signing key gets a warning.
+    warned = [r.getMessage() for r in caplog.records if "may be read by others" in r.getMessage()]
+    assert len(warned) == 1 and "chmod 600" in warned[0] and "agent role" in warned[0]
 
 
 def test_a_trusted_file_reached_through_a_link_is_judged_where_it_lies(tmp_path: Path) -> None:
