@@ -34,7 +34,7 @@ from ledger.core.cel import (
     alternatives,
     compile_condition,
 )
-from ledger.core.events import GrantIssued
+from ledger.core.events import COMMAND_PROCESSOR, GrantIssued
 from ledger.core.globs import compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.pmap import BuiltOnRead
@@ -60,6 +60,7 @@ __all__ = [
     "not_held",
     "first_not_held",
     "key_delegation_problem",
+    "key_registrar",
     "Authorization",
     "authorize_request",
 ]
@@ -529,6 +530,25 @@ def _condition_form(text: str) -> tuple[frozenset[str], ...] | None:
         return alternatives(text)
     except Exception:  # not a condition the parser reads: only equal text is the same
         return None
+
+
+def key_registrar(
+    state: LedgerState, actor: str, key_id: str | None, admins: frozenset[str]
+) -> str | None:
+    """Who registered the key ``key_id`` that signed ``actor``'s command, when it was a delegate
+    (not ``actor`` itself, an administrator or the command processor's trust anchor); else
+    ``None``. A key a delegate registered acts no further than the delegate may, and is the
+    delegate's for the rule that nobody approves their own version: whoever registers a key may
+    hold its private half, and grants the principal gains later must not reach them."""
+    record = state.principals.get(actor) if key_id is not None else None
+    key = next((k for k in record.keys if k.key_id == key_id), None) if record else None
+    if (
+        key is None
+        or key.registered_by in (actor, COMMAND_PROCESSOR)
+        or key.registered_by in admins
+    ):
+        return None
+    return str(key.registered_by)
 
 
 def key_delegation_problem(

@@ -41,6 +41,7 @@ from ledger.core.authority import (
     effective_grants,
     first_not_held,
     key_delegation_problem,
+    key_registrar,
     not_held,
 )
 from ledger.core.events import (
@@ -388,10 +389,16 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
     at = f"{event.occurred_at:%Y-%m-%dT%H:%M:%SZ}"
     # Refused for administrators too: approving one's own version, and deploying (or rolling
     # back to) a version nobody approved.
+    registrar = key_registrar(state, event.actor, event.command_key_id, admins)
     if isinstance(event, PolicyVersionApproved):
         version = _version(state, event.policy, event.version)
         if version is not None and version.author == event.actor:
             return f"{event.actor} approved its own version {event.version} of {event.policy}"
+        if version is not None and version.author == registrar:
+            return (
+                f"{event.actor} approved version {event.version} of {event.policy} with a key "
+                f"its author {registrar} registered: {should}"
+            )
     unapproved = _unapproved_target(state, event)
     if unapproved is not None:
         return f"{unapproved}: {should}"
@@ -403,6 +410,12 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
         return (
             f"{event.actor} held no grant of {action} on {resource} at {at} in the history "
             f"before it: {should}"
+        )
+    if registrar is not None and authorize(state, registrar, action, resource, now=now) is None:
+        return (
+            f"{event.actor} signed with a key {registrar} registered, and {registrar} held no "
+            f"grant of {action} on {resource} at {at} (a delegate's key acts no further than "
+            f"the delegate): {should}"
         )
     # Delegation never amplifies: what a delegate hands on, its own grants then covered.
     handed = None

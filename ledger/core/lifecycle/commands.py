@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Final, assert_never
 
-from ledger.core.authority import authorize
+from ledger.core.authority import authorize, key_registrar
 from ledger.core.events import (
     ApprovePolicyVersion,
     AssignRole,
@@ -110,7 +110,16 @@ def _allowed(
         return None
     action, resource = command_action(command, **kw)
     if authorize(state, command.actor, action, resource, now=now) is not None:
-        return None
+        registrar = key_registrar(state, command.actor, command.key_id, admins)
+        if registrar is None or authorize(state, registrar, action, resource, now=now):
+            return None
+        return _reject(
+            "not_authorized",
+            f"{clipped(command.actor)} signed with a key {clipped(registrar)} registered, and "
+            f"{clipped(registrar)} may not {action} on {clipped(resource)}: a key a delegate "
+            "registered acts no further than the delegate may; have an administrator register "
+            f"{clipped(command.actor)}'s key",
+        )
     return _reject(
         "not_authorized",
         f"{clipped(command.actor)} may not {action} on {clipped(resource)}: that takes a grant of "

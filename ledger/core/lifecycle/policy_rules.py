@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from ledger.core.authority import key_registrar
 from ledger.core.events import (
     ApprovePolicyVersion,
     GovernanceEvent,
@@ -157,6 +158,13 @@ def _approve(
             "self_approval",
             f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it: another person "
             "holding ledger.policy.approve does",
+        )
+    if key_registrar(state, c.actor, c.key_id, admins) == version.author:
+        return _reject(
+            "self_approval",
+            f"{c.actor} signed with a key {version.author} registered, and {version.author} "
+            f"proposed {c.policy} v{c.version}: another person approves it, with a key of their "
+            "own",
         )
     denied = _allowed(state, c, now, admins)
     if denied:

@@ -602,3 +602,67 @@ def test_what_a_delegate_handed_on_beyond_its_own_grants_is_not_proven() -> None
         "refund v1 was promoted to active without an approval: the command processor should "
         "have refused it"
     )
+
+
+def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
+    # A review: a delegate registered a key for an approver whose grants its own covered, then
+    # approved its own version with it. A processor that skipped the check (the two taken for
+    # administrators) accepted it; verify must name it.
+    from ledger.core.events import ApprovePolicyVersion, ProposePolicyVersion
+
+    _, events = anchored()
+    carol, dave = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    new_id = ids()
+
+    def decided(command: object, key: Ed25519PrivateKey, admins: frozenset[str]) -> list[object]:
+        at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
+        assert not isinstance(out, Rejection), out
+        return list(out)
+
+    real = frozenset({ADMIN})
+    events += decided(
+        RegisterActorKey(
+            event_id="c-carol", occurred_at=T0, actor=ADMIN, principal="human:carol",
+            actor_key_id=key_id_of(public_bytes(carol)), public_key=public_bytes(carol),
+        ),
+        ADMIN_KEY,
+        real,
+    )  # fmt: skip
+    powers = ("ledger.key.register", "ledger.policy.propose", "ledger.policy.approve")
+    events += decided(
+        IssueGrant(
+            event_id="c-g1", occurred_at=T0, actor=ADMIN, grant_id="g1", principal="human:carol",
+            actions=powers, resource="*",
+        ),
+        ADMIN_KEY,
+        real,
+    )  # fmt: skip
+    events += decided(
+        RegisterActorKey(
+            event_id="c-dave", occurred_at=T0, actor="human:carol", principal="human:dave",
+            actor_key_id=key_id_of(public_bytes(dave)), public_key=public_bytes(dave),
+        ),
+        carol,
+        real,
+    )  # fmt: skip
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    events += decided(
+        ProposePolicyVersion(
+            event_id="c-p", occurred_at=T0, actor="human:carol", document=document,
+            policy="refund",
+        ),
+        carol,
+        real,
+    )  # fmt: skip
+    assert all(v.ok for v in verify_history(events))
+    approve = ApprovePolicyVersion(
+        event_id="c-a", occurred_at=T0, actor="human:dave", policy="refund", version=1
+    )
+    skipped = decided(approve, dave, real | {"human:carol", "human:dave"})
+    verdict = verify_history([*events, *skipped])[-1]
+    assert not verdict.ok
+    assert verdict.problem == (
+        "human:dave approved version 1 of refund with a key its author human:carol registered: "
+        "the command processor should have refused it"
+    )
