@@ -102,6 +102,10 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
 
 
+PIPED_COLUMN_CHARS: Final = 128
+"""The widest a column of piped table output grows (the longest id the ledger accepts)."""
+
+
 def print_table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
 ) -> None:
@@ -118,12 +122,15 @@ def print_table(
     if console.is_terminal:  # a person reading: the terminal's width, long cells folded
         console.print(table)
         return
-    # Piped (grep, a log, a script): every row on one line, so an id or a reason is never cut
-    # in two, however many columns there are.
+    # Piped (grep, a log, a script): each column as wide as its widest cell up to
+    # PIPED_COLUMN_CHARS, however many columns there are, so an id (at most 128 characters) is
+    # never cut in two; a longer cell (a reason, a document) folds rather than widening every
+    # row of the table to its length.
     widths = [cell_len(c) for c in columns]
     for row_cells in cells:
         for i, cell in enumerate(row_cells[: len(widths)]):
-            widths[i] = max(widths[i], *(cell_len(line) for line in cell.plain.split("\n")))
+            longest = max(cell_len(line) for line in cell.plain.split("\n"))
+            widths[i] = max(widths[i], min(longest, PIPED_COLUMN_CHARS))
     wide = Console(highlight=False, soft_wrap=True, width=sum(widths) + 3 * len(widths) + 1)
     wide.print(table)  # its own console: print(width=…) never goes beyond the console's
 

@@ -476,6 +476,23 @@ def test_what_the_ledger_holds_cannot_drive_the_terminal(
     assert "\\x1b]0;owned\\x07" in capsys.readouterr().err
 
 
+def test_a_piped_table_keeps_ids_whole_and_folds_only_long_cells(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `ledger decisions | grep ID` missed ids folded over two lines past 200 columns; then a
+    # review: padding every row to its longest cell made 100 MB of 5,000 rows with long reasons.
+    from ledger.cli.output import PIPED_COLUMN_CHARS, print_table
+
+    ident = "01a246d8-a421-72dd-9c51-f844ea5547f5"
+    columns = [f"column {n}" for n in range(10)]
+    rows = [[ident, *("x" * 30 for _ in range(8)), "why " * 500] for _ in range(200)]
+    print_table(columns, rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(ident in line for line in lines) == 200  # every id whole, on one line
+    # The 2,000-character column folded at PIPED_COLUMN_CHARS, the others as wide as they are.
+    assert max(len(line) for line in lines) == 36 + 8 * 30 + PIPED_COLUMN_CHARS + 3 * 10 + 1
+
+
 def test_a_reader_that_stops_early_gets_no_error_from_the_ledger(tmp_path: Path) -> None:
     # Found in passing: `ledger policy test -v … | head -1` printed "error: Broken pipe (check
     # $LEDGER_HOME, $XDG_CACHE_HOME and permissions) [os_error]", blaming the machine. 1,500
