@@ -31,8 +31,8 @@ from ledger.core.cel import (
     BudgetExceeded,
     CompiledCondition,
     Meter,
-    alternatives,
     compile_condition,
+    layout_free,
 )
 from ledger.core.events import COMMAND_PROCESSOR, GrantIssued
 from ledger.core.globs import compile_globs, glob_matches, is_pattern
@@ -514,8 +514,9 @@ def first_not_held(
 
 def _same_condition(held: str, given: str | None) -> bool:
     """Do two grant conditions mean the same, as far as their form shows? Equal text, or the
-    same alternatives of the same terms, whatever the layout and the order of ``&&``'s operands
-    (``urgent==true`` and ``urgent == true``): sound, and blind to deeper equivalences."""
+    same form whatever the layout (``urgent==true`` and ``(urgent == true)``): sound, and blind
+    to deeper equivalences. Not the order of ``&&``'s operands: when the evaluation budget runs
+    out part-way, which side is evaluated first can change the outcome."""
     if given is None:
         return False
     if held == given:
@@ -525,9 +526,9 @@ def _same_condition(held: str, given: str | None) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _condition_form(text: str) -> tuple[frozenset[str], ...] | None:
+def _condition_form(text: str) -> str | None:
     try:
-        return alternatives(text)
+        return layout_free(text)
     except Exception:  # not a condition the parser reads: only equal text is the same
         return None
 

@@ -109,7 +109,7 @@ from ledger.core.cel.lexical import RESERVED_NAMES
 from ledger.core.cel.lexical import parse_duration as parse_duration
 from ledger.core.cel.lexical import parse_timestamp as parse_timestamp
 from ledger.core.cel.runtime import BudgetExceeded, ConditionFault, ConditionFn, Meter
-from ledger.core.cel.syntax import alternatives
+from ledger.core.cel.syntax import alternatives, layout_free
 
 __all__ = [
     "BudgetExceeded",
@@ -118,6 +118,7 @@ __all__ = [
     "ConditionFn",
     "Meter",
     "alternatives",
+    "layout_free",
     "compile_condition",
     "RESERVED_NAMES",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-__all__ = ["alternatives"]
+__all__ = ["alternatives", "layout_free"]
 
 
 class _Problem(Exception):
@@ -94,6 +94,24 @@ def _parse(text: str) -> Any:
         raise _Problem(
             f"syntax error: {str(exc).splitlines()[0] if str(exc) else exc!r}", None, None
         ) from exc
+
+
+def layout_free(text: str) -> str:
+    """The condition ``text`` in a form that ignores layout and redundant parentheses, and
+    nothing else (``urgent==true`` and ``(urgent == true)`` are one form; ``a && b`` and ``b &&
+    a`` are two): equal forms mean the same. The text must parse."""
+    from lark import Token
+
+    def key(node: Any) -> str:
+        if isinstance(node, Token):
+            return str(node)
+        while (node.data in _UNWRAP or node.data == "paren_expr") and len(node.children) == 1:
+            node = node.children[0]
+            if isinstance(node, Token):
+                return str(node)
+        return f"{node.data}({','.join(key(c) for c in node.children)})"
+
+    return key(_parse(text))
 
 
 def alternatives(text: str) -> tuple[frozenset[str], ...]:

@@ -191,6 +191,9 @@ def test_a_delegate_hands_on_no_more_than_its_own_grants_cover() -> None:
         ("email.*", "*", {"when": "urgent == true"}, "'email.*'"),
         ("email.send", "*", {"when": "urgent == false"}, "'email.send'"),  # another condition
         ("email.send", "*", {"when": "urgent == true || vip"}, "'email.send'"),  # a wider one
+        # Another form: the form test proves no equivalence beyond layout (and && operands
+        # reordered may differ once the evaluation budget runs out part-way).
+        ("email.send", "*", {"when": "true && urgent == true"}, "'email.send'"),
     ]:
         with pytest.raises(
             CommandRejectedError, match="may not hand on " + beyond.replace("*", r"\*")
