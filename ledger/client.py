@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -607,6 +608,11 @@ def _unclosed(transport: Transport) -> None:
         )
 
 
+def _close_made(made: asyncio.Future[LedgerClient]) -> None:
+    if not made.cancelled() and made.exception() is None:
+        made.result().close()
+
+
 def _listener_group(config: ClientConfig) -> dict[str, str]:
     """The reply listener's consumer group: one the role's ACLs allow (``<prefix><role>.``),
     so a secured broker never refuses it should librdkafka use it (the listener only assigns
@@ -747,7 +753,15 @@ class AsyncLedgerClient:
     ) -> AsyncLedgerClient:
         """A client made without blocking the event loop: the connecting (and any error it
         raises, :class:`KafkaUnavailable` among them) happens in a worker thread."""
-        client = await asyncio.to_thread(LedgerClient, config, transport=transport, codec=codec)
+        made = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(LedgerClient, config, transport=transport, codec=codec)
+        )
+        try:
+            client = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # The thread goes on connecting: the client it makes is closed, not leaked.
+            made.add_done_callback(_close_made)
+            raise
         return cls.wrapping(client)
 
     @classmethod

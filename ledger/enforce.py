@@ -97,17 +97,21 @@ def enforce(
                 f"@enforce is above @classmethod on {func.__func__.__qualname__}: put "
                 "@classmethod on top (it must wrap the guarded function)"
             )
-        if inspect.isasyncgenfunction(func):
+        # A tool object (a class with ``__call__``, as agent frameworks write tools) has none.
+        name = getattr(func, "__qualname__", None) or type(func).__qualname__
+        if inspect.isasyncgenfunction(func) or (
+            callable(func)
+            and not inspect.isroutine(func)
+            and inspect.isasyncgenfunction(type(func).__call__)
+        ):
             # Not a coroutine function: guarded as a plain one, its decision would block the
             # event loop. (A plain generator is decided when called, before it runs.)
             raise UsageError(
-                f"{getattr(func, '__qualname__', func)} is an async generator, which cannot be "
-                "guarded: guard the async function that does the work, or a plain async "
-                "function that returns the generator"
+                f"{name} is an async generator, which cannot be guarded: guard the async "
+                "function that does the work, or a plain async function that returns the "
+                "generator"
             )
         signature = inspect.signature(func)
-        # A tool object (a class with ``__call__``, as agent frameworks write tools) has none.
-        name = getattr(func, "__qualname__", None) or type(func).__qualname__
         params = list(signature.parameters.values())
         for i, param in enumerate(params):
             later = [p.name for p in params[i + 1 :] if p.kind in _POSITIONAL]

@@ -537,8 +537,9 @@ def key_registrar(
     state: LedgerState, actor: str, key_id: str | None, admins: frozenset[str]
 ) -> str | None:
     """Who registered the key ``key_id`` that signed ``actor``'s command, when it was a delegate
-    (not ``actor`` itself, an administrator or the command processor's trust anchor); else
-    ``None``. A key a delegate registered acts no further than the delegate may, and is the
+    (not ``actor`` itself, an administrator, the command processor recording a trust anchor, or
+    a principal with a trust anchor: an administrator then, whose registrations keep their
+    power once it is no longer configured); else ``None``. A key a delegate registered acts no further than the delegate may, and is the
     delegate's for the rule that nobody approves their own version: whoever registers a key may
     hold its private half, and grants the principal gains later must not reach them."""
     record = state.principals.get(actor) if key_id is not None else None
@@ -549,6 +550,9 @@ def key_registrar(
         or key.registered_by in admins
     ):
         return None
+    registrar = state.principals.get(key.registered_by)
+    if registrar is not None and any(k.registered_by == COMMAND_PROCESSOR for k in registrar.keys):
+        return None  # a bootstrap administrator's (a trust anchor), if no longer configured
     return str(key.registered_by)
 
 
@@ -560,6 +564,7 @@ def key_delegation_problem(
     registering: bool,
     now: datetime,
     admins: frozenset[str],
+    protected: frozenset[str] | None = None,
 ) -> str | None:
     """Why ``actor``, holding ``ledger.key.register`` (or ``.revoke``) on ``principal``, may
     still not register (revoke) a key of it; ``None`` when it may. A key lets its holder sign
@@ -567,11 +572,13 @@ def key_delegation_problem(
     registers keys only for principals whose grants its own cover (:func:`first_not_held`),
     and an administrator's keys (the trust anchor's among them) are registered and revoked by
     administrators alone (else ``ledger.key.register`` on ``principal:human:*`` made its holder
-    an administrator, and ``.revoke`` locked the administrators out)."""
+    an administrator, and ``.revoke`` locked the administrators out). ``protected``: whose keys
+    only administrators touch, when not ``admins`` (``actor verify``: the configured ones, not
+    a former administrator whose trust anchor stays in the history)."""
     if actor in admins or actor == principal:  # its own keys: nothing handed on
         return None
     verb = "register" if registering else "revoke"
-    if principal in admins:
+    if principal in (admins if protected is None else protected):
         return (
             f"{clipped(actor)} may not {verb} a key of the administrator {clipped(principal)}: "
             "only an administrator does"

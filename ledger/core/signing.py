@@ -379,7 +379,12 @@ def event_action(event: GovernanceEvent) -> tuple[str, str]:
             assert_never(event)
 
 
-def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[str]) -> str | None:
+def _unauthorized(
+    state: LedgerState,
+    event: GovernanceEvent,
+    admins: frozenset[str],
+    protected: frozenset[str] | None = None,
+) -> str | None:
     """Why the command processor should have refused ``event``'s command in ``state``, the
     state just before it: its actor held no grant for it then (not an administrator), or it
     approved its own version. A signature proves who sent a command, not that they might: a
@@ -401,7 +406,7 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
             )
     unapproved = _unapproved_target(state, event)
     if unapproved is not None:
-        return f"{unapproved}: {should}"
+        return f"{unapproved} (at {at}, in the history merged by time): {should}"
     if event.actor in admins:
         return None
     action, resource = event_action(event)
@@ -433,6 +438,7 @@ def _unauthorized(state: LedgerState, event: GovernanceEvent, admins: frozenset[
         problem = key_delegation_problem(
             state, event.actor, event.principal,
             registering=isinstance(event, ActorKeyRegistered), now=now, admins=admins,
+            protected=protected,
         )  # fmt: skip
         if problem is not None:
             return f"{problem.split(': ask an administrator')[0]} ({at}): {should}"
@@ -473,14 +479,17 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
     is configured (``$LEDGER_ADMINS``) and those with a trust anchor, may do everything)."""
     history = list(events)
     final = replay(history, EMPTY_STATE)
-    admins = frozenset(admins) | frozenset(
+    configured = frozenset(admins)
+    admins = configured | frozenset(
         e.principal
         for e in history
         if isinstance(e, ActorKeyRegistered)
         and e.actor == ANCHOR_ACTOR
         and e.command_signature is None  # what verify_event takes for an anchor
     )
-    unauthorized = _authority_problems(history, admins)
+    # Whose keys only administrators register and revoke: those the processor is configured
+    # with (a former administrator's anchor stays in the history), else every anchor's.
+    unauthorized = _authority_problems(history, admins, configured or admins)
     verdicts = []
     state = EMPTY_STATE
     for index, event in enumerate(history):
@@ -496,7 +505,9 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
     return verdicts
 
 
-def _authority_problems(history: list[GovernanceEvent], admins: frozenset[str]) -> dict[int, str]:
+def _authority_problems(
+    history: list[GovernanceEvent], admins: frozenset[str], protected: frozenset[str]
+) -> dict[int, str]:
     """:func:`_unauthorized` of each event (by its index in ``history``) against the state of
     every event recorded before it in time: the authority a proposal needs is on the grant
     topic, which ``history`` lists after the policy topic, so the two are merged by the
@@ -511,7 +522,7 @@ def _authority_problems(history: list[GovernanceEvent], admins: frozenset[str]) 
     for i in order:
         event = history[i]
         if not (isinstance(event, ActorKeyRegistered) and event.actor == ANCHOR_ACTOR):
-            problem = _unauthorized(state, event, admins)
+            problem = _unauthorized(state, event, admins, protected)
             if problem is not None:
                 problems[i] = problem
         state = fold(state, event)

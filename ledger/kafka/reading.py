@@ -123,6 +123,7 @@ def _metadata(client: Any, topic: str, timeout: float) -> Any:
     refused = getattr(client, "refused", None)
     if refused is None:
         return client.list_topics(topic, timeout=timeout).topics.get(topic)
+    refused.clear()  # this call's refusals only: an earlier one may have been fixed since
     give_up = time.monotonic() + timeout
     while True:
         left = give_up - time.monotonic()

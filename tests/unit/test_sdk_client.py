@@ -767,3 +767,30 @@ def test_a_client_dropped_unclosed_is_collected_and_closes_its_transport(
             gc.collect()
         assert held[-1].closed, asynchronous
         assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_a_refused_login_seen_before_is_not_blamed_for_a_later_outage() -> None:
+    # A review: once the producer's error callback had seen one refused login, every later
+    # metadata failure was KafkaAccessDenied at once, so code retrying on KafkaUnavailable
+    # gave up on a passing outage.
+    from confluent_kafka import KafkaError, KafkaException
+
+    from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+    from ledger.kafka.reading import rdkafka_partitions
+
+    class Producer:
+        def __init__(self, refusing: bool) -> None:
+            self.refused: list[str] = ["an old refusal"]
+            self.refusing = refusing
+
+        def list_topics(self, topic: str, timeout: float) -> Any:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+        def poll(self, timeout: float) -> None:
+            if self.refusing:
+                self.refused.append("SASL authentication error: invalid credentials")
+
+    with pytest.raises(KafkaUnavailable):
+        rdkafka_partitions(Producer(refusing=False), "t", timeout=0.6)
+    with pytest.raises(KafkaAccessDenied, match="invalid credentials"):
+        rdkafka_partitions(Producer(refusing=True), "t", timeout=0.6)

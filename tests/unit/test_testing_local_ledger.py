@@ -1029,3 +1029,42 @@ def test_decision_answers_only_an_evaluation_request_and_requests_lists_them() -
         client.preevaluate(AGENT, [{"action": "a.b", "resource": "r"}])
     assert [r.facts for r in mock.requests] == [{"n": 1}]
     assert len(mock.sent) == 2
+
+
+def test_a_tool_object_whose_call_is_an_async_generator_is_refused(client: LedgerClient) -> None:
+    # A review: refused as a function, an async generator was taken as a tool object's __call__.
+    class Stream:
+        async def __call__(self, account: str) -> Any:
+            yield account
+
+    with pytest.raises(UsageError, match="Stream is an async generator, which cannot be guarded"):
+        enforce(client, action="a.b", principal=AGENT, resource="r")(Stream())
+
+
+def test_a_connect_cancelled_while_it_connects_closes_the_client_it_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A review: asyncio.wait_for(AsyncLedgerClient.connect(...), 1) timing out left the client
+    # the worker thread went on making open, with its Kafka threads.
+    import ledger.client
+
+    made = threading.Event()
+    closed = threading.Event()
+
+    class Slow:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.3)
+            made.set()
+
+        def close(self) -> None:
+            closed.set()
+
+    monkeypatch.setattr(ledger.client, "LedgerClient", Slow)
+
+    async def run() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(AsyncLedgerClient.connect(ClientConfig(actor=AGENT)), 0.05)
+        await asyncio.sleep(0.6)  # the worker thread finishes; its client is closed
+
+    asyncio.run(run())
+    assert made.is_set() and closed.is_set()

@@ -599,8 +599,8 @@ def test_what_a_delegate_handed_on_beyond_its_own_grants_is_not_proven() -> None
     verdict = verify_history([*events, promoted])[-1]
     assert not verdict.ok
     assert verdict.problem == (
-        "refund v1 was promoted to active without an approval: the command processor should "
-        "have refused it"
+        "refund v1 was promoted to active without an approval (at 2026-01-01T00:00:00Z, in "
+        "the history merged by time): the command processor should have refused it"
     )
 
 
@@ -666,3 +666,48 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
         "human:dave approved version 1 of refund with a key its author human:carol registered: "
         "the command processor should have refused it"
     )
+
+
+def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
+    # A review: verify took every trust anchor for an administrator whose keys only
+    # administrators may revoke, while the processor protects those it is configured with: a
+    # delegate revoking a former administrator's key was UNPROVEN.
+    from ledger.core.events import RevokeActorKey
+
+    _, events = anchored()
+    carol = Ed25519PrivateKey.generate()
+    new_id = ids()
+
+    def decided(command: object, key: Ed25519PrivateKey, admins: frozenset[str]) -> list[object]:
+        at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
+        assert not isinstance(out, Rejection), out
+        return list(out)
+
+    then = frozenset({ADMIN})
+    events += decided(
+        RegisterActorKey(
+            event_id="c-carol", occurred_at=T0, actor=ADMIN, principal="human:carol",
+            actor_key_id=key_id_of(public_bytes(carol)), public_key=public_bytes(carol),
+        ),
+        ADMIN_KEY,
+        then,
+    )  # fmt: skip
+    events += decided(
+        IssueGrant(
+            event_id="c-g", occurred_at=T0, actor=ADMIN, grant_id="g", principal="human:carol",
+            actions=("ledger.key.revoke",), resource="principal:human:*",
+        ),
+        ADMIN_KEY,
+        then,
+    )  # fmt: skip
+    now = frozenset({"human:root"})  # human:admin is an administrator no more
+    revoke = RevokeActorKey(
+        event_id="c-r", occurred_at=T0, actor="human:carol", principal=ADMIN, reason="left"
+    )
+    events += decided(revoke, carol, now)
+    assert all(v.ok for v in verify_history(events, admins=now)), [
+        v.problem for v in verify_history(events, admins=now)
+    ]
+    # Still an administrator where verify runs: a delegate may not have revoked its key.
+    assert not verify_history(events, admins=then)[-1].ok
