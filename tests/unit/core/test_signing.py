@@ -614,18 +614,11 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
     carol, dave = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     new_id = ids()
 
-    def decided(command: object, key: Ed25519PrivateKey, admins: frozenset[str]) -> list[object]:
-        at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
-        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
-        assert not isinstance(out, Rejection), out
-        return list(out)
+    decided = _deciding(events, new_id)
 
     real = frozenset({ADMIN})
     events += decided(
-        RegisterActorKey(
-            event_id="c-carol", occurred_at=T0, actor=ADMIN, principal="human:carol",
-            actor_key_id=key_id_of(public_bytes(carol)), public_key=public_bytes(carol),
-        ),
+        _registration("c-carol", ADMIN, "human:carol", carol),
         ADMIN_KEY,
         real,
     )  # fmt: skip
@@ -678,18 +671,11 @@ def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
     carol = Ed25519PrivateKey.generate()
     new_id = ids()
 
-    def decided(command: object, key: Ed25519PrivateKey, admins: frozenset[str]) -> list[object]:
-        at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
-        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
-        assert not isinstance(out, Rejection), out
-        return list(out)
+    decided = _deciding(events, new_id)
 
     then = frozenset({ADMIN})
     events += decided(
-        RegisterActorKey(
-            event_id="c-carol", occurred_at=T0, actor=ADMIN, principal="human:carol",
-            actor_key_id=key_id_of(public_bytes(carol)), public_key=public_bytes(carol),
-        ),
+        _registration("c-carol", ADMIN, "human:carol", carol),
         ADMIN_KEY,
         then,
     )  # fmt: skip
@@ -711,3 +697,25 @@ def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
     ]
     # Still an administrator where verify runs: a delegate may not have revoked its key.
     assert not verify_history(events, admins=then)[-1].ok
+
+
+def _deciding(events: list[object], new_id: Any) -> Any:
+    """``decided(command, key, admins)``: the events a signed ``command`` is accepted as after
+    ``events`` (as they stand when it is called), by a processor configured with ``admins``."""
+
+    def decided(command: object, key: Ed25519PrivateKey, admins: frozenset[str]) -> list[object]:
+        at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+        out = decide_signed(at, sign(command, key), now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
+        assert not isinstance(out, Rejection), out
+        return list(out)
+
+    return decided
+
+
+def _registration(
+    event_id: str, by: str, principal: str, key: Ed25519PrivateKey
+) -> RegisterActorKey:
+    return RegisterActorKey(
+        event_id=event_id, occurred_at=T0, actor=by, principal=principal,
+        actor_key_id=key_id_of(public_bytes(key)), public_key=public_bytes(key),
+    )  # fmt: skip
