@@ -567,33 +567,37 @@ def key_delegation_problem(
     protected: frozenset[str] | None = None,
 ) -> str | None:
     """Why ``actor``, holding ``ledger.key.register`` (or ``.revoke``) on ``principal``, may
-    still not register (revoke) a key of it; ``None`` when it may. A key lets its holder sign
-    as ``principal``, so registering one hands on everything ``principal`` holds: a delegate
-    registers keys only for principals whose grants its own cover (:func:`first_not_held`),
-    and an administrator's keys (the trust anchor's among them) are registered and revoked by
-    administrators alone (else ``ledger.key.register`` on ``principal:human:*`` made its holder
-    an administrator, and ``.revoke`` locked the administrators out). ``protected``: whose keys
-    only administrators touch, when not ``admins`` (``actor verify``: the configured ones, not
+    still not register (revoke) a key of it; ``None`` when it may.
+
+    Registering a key for another principal is an administrator's act, never a delegate's:
+    whoever registers a key may hold its private half and act as the principal with every
+    grant it holds or gains later, sign its approvals, and register further keys in its name
+    (red teams found each of those ways to approve one's own version, or to hand on more than
+    one holds, through a delegate's key). A principal registers more keys of its own with the
+    grant on itself. The keys of the command processor's principal are its trust anchors'
+    business only, and an administrator's keys are revoked by administrators alone (else
+    ``ledger.key.revoke`` on ``principal:human:*`` locked them out). ``protected``: whose keys
+    only administrators revoke, when not ``admins`` (``actor verify``: the configured ones, not
     a former administrator whose trust anchor stays in the history)."""
+    if registering and principal == COMMAND_PROCESSOR:
+        return (
+            f"{COMMAND_PROCESSOR} is the command processor's own principal: its keys are the "
+            "trust anchors it records itself, never registered by a command"
+        )
     if actor in admins or actor == principal:  # its own keys: nothing handed on
         return None
-    verb = "register" if registering else "revoke"
+    if registering:
+        return (
+            f"{clipped(actor)} may not register a key for {clipped(principal)}: only an "
+            "administrator registers a key for another principal (whoever registers one may "
+            f"hold its private half and act as {clipped(principal)}); {clipped(principal)} "
+            "makes its pair and an administrator registers the public half"
+        )
     if principal in (admins if protected is None else protected):
         return (
-            f"{clipped(actor)} may not {verb} a key of the administrator {clipped(principal)}: "
+            f"{clipped(actor)} may not revoke a key of the administrator {clipped(principal)}: "
             "only an administrator does"
         )
-    if registering:
-        unheld = first_not_held(state, actor, effective_grants(state, principal), now=now)
-        if unheld is not None:
-            beyond, grant = unheld
-            return (
-                f"{clipped(actor)} may not register a key for {clipped(principal)}, which lets "
-                f"its holder act as {clipped(principal)}: {clipped(principal)} holds "
-                f"{clipped(repr(beyond))} on {clipped(repr(grant.resource))} (grant "
-                f"{clipped(repr(grant.grant_id))}), which {clipped(actor)}'s own grants in force "
-                "do not cover: ask an administrator"
-            )
     return None
 
 
