@@ -565,9 +565,11 @@ def key_delegation_problem(
     now: datetime,
     admins: frozenset[str],
     protected: frozenset[str] | None = None,
+    signed_with: str | None = None,
 ) -> str | None:
     """Why ``actor``, holding ``ledger.key.register`` (or ``.revoke``) on ``principal``, may
-    still not register (revoke) a key of it; ``None`` when it may.
+    still not register (revoke) a key of it, signing with its key ``signed_with``; ``None``
+    when it may.
 
     Registering a key for another principal is an administrator's act, never a delegate's:
     whoever registers a key may hold its private half and act as the principal with every
@@ -583,6 +585,12 @@ def key_delegation_problem(
         return (
             f"{COMMAND_PROCESSOR} is the command processor's own principal: its keys are the "
             "trust anchors it records itself, never registered by a command"
+        )
+    if registering and key_registrar(state, actor, signed_with, admins) is not None:
+        return (
+            f"{clipped(actor)} signed with a key a delegate registered, which registers no "
+            "further keys (else the delegate's key would pass for the principal's own): have an "
+            "administrator register the key"
         )
     if actor in admins or actor == principal:  # its own keys: nothing handed on
         return None

@@ -438,7 +438,7 @@ def _unauthorized(
         problem = key_delegation_problem(
             state, event.actor, event.principal,
             registering=isinstance(event, ActorKeyRegistered), now=now, admins=admins,
-            protected=protected,
+            protected=protected, signed_with=event.command_key_id,
         )  # fmt: skip
         if problem is not None:
             return f"{problem.split(': ask an administrator')[0]} ({at}): {should}"

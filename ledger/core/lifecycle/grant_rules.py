@@ -303,7 +303,7 @@ def _key_of_other(
     """Why a delegate may not register or revoke this key (:func:`key_delegation_problem`)."""
     problem = key_delegation_problem(
         state, c.actor, c.principal, registering=isinstance(c, RegisterActorKey), now=now,
-        admins=admins,
+        admins=admins, signed_with=c.key_id,
     )  # fmt: skip
     return None if problem is None else _reject("not_authorized", problem)
 

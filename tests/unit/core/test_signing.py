@@ -633,6 +633,14 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
         real,
     )  # fmt: skip
     events += decided(
+        IssueGrant(
+            event_id="c-g2", occurred_at=T0, actor=ADMIN, grant_id="g2", principal="human:dave",
+            actions=("ledger.key.register",), resource="principal:human:dave",
+        ),
+        ADMIN_KEY,
+        real,
+    )  # fmt: skip
+    events += decided(
         RegisterActorKey(
             event_id="c-dave", occurred_at=T0, actor="human:carol", principal="human:dave",
             actor_key_id=key_id_of(public_bytes(dave)), public_key=public_bytes(dave),
@@ -662,6 +670,16 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
         admins=real,
     )
     assert isinstance(refused, Rejection) and refused.code == "self_approval", refused
+    # Nor does that key register a second one in dave's name, which would pass for his own.
+    second = Ed25519PrivateKey.generate()
+    again = decide_signed(
+        replay(events, EMPTY_STATE),  # type: ignore[arg-type]
+        sign(_registration("c-again", "human:dave", "human:dave", second), dave),
+        now=T0,
+        new_id=new_id,
+        admins=real,
+    )
+    assert isinstance(again, Rejection) and "registers no further keys" in again.message, again
     skipped = decided(approve, dave, real | {"human:carol", "human:dave"})
     verdict = verify_history([*events, *skipped])[-1]
     assert not verdict.ok
