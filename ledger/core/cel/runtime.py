@@ -357,7 +357,9 @@ _SEARCH_PER_UNIT: Final = 256  # characters compared per unit, measured at 0.28-
 
 
 def _contains(m: Meter, s: Any, t: Any) -> bool:
-    if type(s) is str and type(t) is str:
+    if type(s) is not str:  # a context value: CEL's contains() is text's only (a list: `in`)
+        raise TypeError(f"contains() is for text, not {type(s).__name__}")
+    if type(t) is str:
         m.left -= _search_units(s, t)
     else:  # a list (or a fault to come: len() of an int raises as it always did)
         m.left -= 1 + len(s) // _CHARS_PER_UNIT
@@ -391,6 +393,8 @@ def _matches(m: Meter, pattern: Any, weight: int, s: Any) -> bool:
 
 
 def _isin(m: Meter, a: Any, b: Any) -> bool:
+    if type(b) is str:  # a context value: CEL has no text-in-text `in` ("we" in "web")
+        raise TypeError("the right side of 'in' must be a list, got text")
     m.left -= _search_units(b, a) if type(a) is str and type(b) is str else 1 + _units(b)
     if type(a) is str and (type(b) is tuple or type(b) is list):
         # Each element of the same length is compared character by character: bounded by the

@@ -262,3 +262,17 @@ def test_a_duration_past_what_timestamps_can_add_is_named_not_a_c_int_error() ->
     with pytest.raises(PolicyError) as caught:
         compile_condition('at < at + duration("99999999999999999999h")', facts=FACTS)
     assert "duration '99999999999999999999h' is longer than" in caught.value.problems[0].message
+
+
+def test_in_and_contains_on_a_context_value_follow_cels_types() -> None:
+    # A policy owner's walkthrough: `"admin" in context.roles`, meant for a list, matched the
+    # text "nonadmin" as a substring (CEL has no text-in-text `in`), and `contains()` looked in
+    # a list; on a fact of those types validation refuses both. A fault: the rule does not match.
+    is_in = compile_condition('"admin" in context.roles', facts=FACTS, enums=ENUMS)
+    assert is_in.evaluate({}, {"roles": ["admin", "ops"]}) is True
+    with pytest.raises(ConditionFault):
+        is_in.evaluate({}, {"roles": "nonadmin"})
+    contains = compile_condition('context.channel.contains("we")', facts=FACTS, enums=ENUMS)
+    assert contains.evaluate({}, {"channel": "web"}) is True
+    with pytest.raises(ConditionFault):
+        contains.evaluate({}, {"channel": ["we", "b"]})
