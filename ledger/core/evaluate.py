@@ -227,6 +227,21 @@ def _choose(
     return version, Stage.CANARY if version == record.canary else Stage.ACTIVE, b
 
 
+def _ungoverned(record: PolicyRecord | None, action: str, b: int | None) -> str:
+    """Why no version decides ``action``: none governs it, or the version deciding this
+    request's share (a canary that dropped it, say) does not govern it."""
+    decider = None if record is None else record.decides_for(b or 0)
+    if record is None or decider is None:
+        return f"no active policy governs {action}"
+    share = (
+        f"canary, {record.canary_percent}% of requests" if decider == record.canary else "active"
+    )
+    return (
+        f"{record.name} v{decider} ({share}) decides this request's share and does not govern "
+        f"{action}"
+    )
+
+
 def evaluate(
     state: LedgerState,
     request: EvaluationRequested,
@@ -303,7 +318,7 @@ def evaluate(
             principal=principal,
             resource=resource,
             determination=Determination.DENY,
-            reasons=(f"no active policy governs {action}",),
+            reasons=(_ungoverned(record, action, b),),
             reason_code="ungoverned_action",
             policy=record.name if record is not None else None,
             grant_id=grant.grant_id,

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal, TypeAlias
 
+from ledger.core.authority import pattern_covers
 from ledger.core.events import (
     COMMAND_PROCESSOR,
     GRANT_EVENT_TYPES,
@@ -115,9 +116,58 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
     notes: list[str] = []
     if isinstance(event, PolicyVersionPromoted) and record is not None:
         version = record.versions.get(event.version)
-        if event.stage in (Stage.CANARY, Stage.ACTIVE) and version is not None:
+        if version is not None and event.stage is Stage.SHADOW:
+            notes += _unobserved(state, event.policy, version.version, version.governs)
+        elif version is not None and event.stage in (Stage.CANARY, Stage.ACTIVE):
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
+            notes += _dropped(record, version.version, event.percent, version.governs)
+    elif isinstance(event, PolicyRolledBack) and record is not None:
+        version = record.versions.get(event.to_version)
+        if version is not None and (record.retired or record.active != version.version):
+            # A version made active again (a retired policy revived): as a promotion to active.
+            notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
+            notes += _dropped(record, version.version, None, version.governs)
     return notes + taken_out_of_service(record, event)
+
+
+def _unobserved(state: LedgerState, policy: str, number: int, governs: Iterable[str]) -> list[str]:
+    """A note naming what shadow version ``number`` will observe nothing of: the actions of its
+    ``governs`` another deployed policy decides (a shadow runs only where its own policy
+    decides, so ``--disagreeing`` would show nothing there, not agreement)."""
+    lost = [
+        f"{mine} ({other} decides {'what both match' if is_pattern(theirs) and is_pattern(mine) else 'it'})"
+        for other, theirs, mine in overlapping_governs(state, policy, governs)
+        if governs_precedence(theirs, other) < governs_precedence(mine, policy)
+    ]
+    if not lost:
+        return []
+    return [
+        f"note: shadow v{number} observes nothing of {'; '.join(lost[:3])}"
+        + ("; and more" if len(lost) > 3 else "")
+        + ": a shadow runs only on the requests its own policy decides"
+    ]
+
+
+def _dropped(
+    record: PolicyRecord, number: int, percent: int | None, governs: Iterable[str]
+) -> list[str]:
+    """A note naming what version ``number``, made the canary (of ``percent``) or active,
+    does not govern of what the active version governs: those requests (the canary's share of
+    them) are denied ``ungoverned_action`` unless another policy governs them."""
+    active = record.versions.get(record.active) if record.active is not None else None
+    if active is None or active.version == number:
+        return []
+    kept = tuple(governs)
+    gone = [g for g in active.governs if not any(pattern_covers(k, g) for k in kept)]
+    if not gone:
+        return []
+    when = f"in its share ({percent}%)" if percent is not None else "from now on"
+    return [
+        f"note: v{number} does not govern {', '.join(gone[:5])}"
+        + (" and more" if len(gone) > 5 else "")
+        + f", which v{active.version} (active) does: {when} those requests are denied "
+        "ungoverned_action unless another policy governs them"
+    ]
 
 
 def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) -> list[str]:

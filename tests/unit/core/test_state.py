@@ -1310,7 +1310,14 @@ def test_a_version_never_decides_an_action_only_a_canary_or_shadow_of_its_policy
     led.grant("agent:a", "*", "*")
     led.deploy(wide)
     led.deploy(_LEAK, stage="canary", percent=10)
-    assert _ask(led, "leak.delete", in_canary).reason_code == "ungoverned_action"
+    dropped = _ask(led, "leak.delete", in_canary)
+    assert dropped.reason_code == "ungoverned_action"
+    # A policy owner's walkthrough: the reason said "no active policy governs leak.delete",
+    # which the active version does; it names the canary that dropped it.
+    assert dropped.reasons == (
+        "leak v2 (canary, 10% of requests) decides this request's share and does not govern "
+        "leak.delete",
+    )
     kept = _ask(led, "leak.delete", outside)
     assert (kept.policy_version, kept.stage) == (1, Stage.ACTIVE)
     assert [(s.version, s.determination, s.rule) for s in kept.shadow_results] == [
@@ -1597,7 +1604,10 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
     back = ledger.submit_command(
         RollbackPolicy(event_id="rb2", occurred_at=T0, actor=ADMIN, policy="refund", reason="y")
     )
-    assert back.message == "PolicyRolledBack; v3 is superseded"
+    # A version made active again says what a promotion to active says (a policy owner's
+    # walkthrough: a rollback reviving an overlapping policy said nothing).
+    assert back.message.startswith("PolicyRolledBack; note: actions may also be governed")
+    assert back.message.endswith("; v3 is superseded")
 
 
 def test_a_refusal_says_what_would_let_the_command_through() -> None:
@@ -1706,3 +1716,42 @@ def test_what_a_policy_governs_is_what_its_deployed_versions_govern() -> None:
     only_draft.deploy(REFUND, stage="draft")
     (row,) = policy_rows(only_draft.state)
     assert (row["governs"], governs_cell(row)) == ([], "-")
+
+
+def test_a_deployment_says_what_it_will_not_decide_or_observe() -> None:
+    # A policy owner's walkthrough: a canary that dropped an action from governs denied its
+    # share of it ungoverned_action without a word at promotion, a bare rollback to a version
+    # governing less did the same, and a shadow of a policy another one outranks observed
+    # nothing, which --disagreeing showed as "0 decisions".
+    from ledger.core.events import PromotePolicyVersion, RollbackPolicy
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    both = REFUND.replace("governs: [refund.issue]", "governs: [refund.issue, refund.void]", 1)
+    assert ledger.deploy(both) == 1
+    assert ledger.deploy(REFUND, stage=Stage.DRAFT) == 2  # governs refund.issue only
+
+    def promote(policy: str, version: int, stage: Stage, percent: int | None = None) -> str:
+        command = PromotePolicyVersion(
+            event_id=f"{policy}-{version}-{stage.value}", occurred_at=T0, actor=ADMIN,
+            policy=policy, version=version, stage=stage, percent=percent,
+        )  # fmt: skip
+        return ledger.submit_command(command).message
+
+    canary = promote("refund", 2, Stage.CANARY, 30)
+    assert (
+        "note: v2 does not govern refund.void, which v1 (active) does: in its share (30%) those "
+        "requests are denied ungoverned_action unless another policy governs them"
+    ) in canary
+    rolled = ledger.submit_command(
+        RollbackPolicy(
+            event_id="rb", occurred_at=T0, actor=ADMIN, policy="refund", reason="x", to_version=2
+        )
+    ).message
+    assert "note: v2 does not govern refund.void, which v1 (active) does: from now on" in rolled
+    # A shadow of a policy another one outranks on an action observes nothing of it.
+    other = REFUND.replace("policy: refund", "policy: aaa-refund", 1)  # the lower name decides
+    assert ledger.deploy(other) == 1
+    ledger.deploy(REFUND.replace("750", "700"), stage=Stage.DRAFT)  # refund v3
+    shadow = promote("refund", 3, Stage.SHADOW)
+    assert "note: shadow v3 observes nothing of refund.issue (aaa-refund decides it)" in shadow
