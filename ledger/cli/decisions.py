@@ -8,6 +8,7 @@ development or moderate ledger; for large histories and SQL, export to Parquet (
 
 from __future__ import annotations
 
+import difflib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -138,8 +139,15 @@ def decisions_cmd(
     click.echo(f"reading {settings.topics.decisions}…", err=True)
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
     answered = False  # a decision of --request, whatever the other filters say
+    seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
+        if policy and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
+            for made in d.decisions if isinstance(d, BatchDecisionRecorded) else (d,):
+                if made.policy and len(seen) < 10_000:
+                    versions = seen.setdefault(made.policy, set())
+                    if made.policy_version is not None:
+                        versions.add(made.policy_version)
         if request_id and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
             answered = (
                 answered
@@ -174,6 +182,10 @@ def decisions_cmd(
         several = _several(request_id, found)
         if several is not None:
             click.echo(f"note: {several}", err=True)
+    if policy and not found:
+        unseen = _unseen(policy, policy_version, seen)
+        if unseen is not None:
+            click.echo(f"note: {unseen}", err=True)
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
         if request_id and not found:
@@ -210,6 +222,19 @@ def decisions_cmd(
         click.echo(
             f"note: {_why_none(address, security, settings, request_id, answered)}", err=True
         )
+
+
+def _unseen(policy: str, version: int | None, seen: dict[str, set[int]]) -> str | None:
+    """Why ``--policy``/``--version`` found nothing, when no decision names them at all (a typo
+    read as "no traffic" or "no disagreements")."""
+    if policy not in seen:
+        close = difflib.get_close_matches(policy[:100], sorted(seen)[:1000], n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"no decision in the ledger names policy {clipped(repr(policy), 80)}{hint}"
+    if version is not None and version not in seen[policy]:
+        made = ", ".join(f"v{v}" for v in sorted(seen[policy])) or "none"
+        return f"no decision was made by {policy} v{version} (versions that decided: {made})"
+    return None
 
 
 def _several(request_id: str, found: list[tuple[Any, list[list[Any]]]]) -> str | None:

@@ -279,6 +279,16 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     assert differed["request_id"] in watched.stdout
     assert agreed["request_id"] not in watched.stdout
     assert "refund v3 (shadow): allow_with_constraints by rule credit-only" in watched.stdout
+    # A policy owner's walkthrough: a misspelt --policy, or a version that decided nothing,
+    # read as "no traffic"; the note says so.
+    typo = ledger("decisions", "--policy", "refnd", "--disagreeing")
+    assert "no decision in the ledger names policy 'refnd' (did you mean 'refund'?)" in (
+        typo.stderr
+    )
+    assert (
+        "versions that decided: v1, v2"
+        in ledger("decisions", "--policy", "refund", "--version", "9").stderr
+    )
     listed = ledger.json("decisions", "--policy", "refund", "--disagreeing")
     # Each request was asked twice (the SDK waits for the evaluator to catch up first).
     assert differed["request_id"] in {d["request_id"] for d in listed}

@@ -211,6 +211,9 @@ class _Compiler:
                 f" ({name!r} is a value of {', '.join(holders)}: write it as text, "
                 f'{holders[0]} == "{name}")'
             )
+        if name.lower() in ("true", "false", "null", "none") and name != name.lower():
+            meant = "null" if name.lower() == "none" else name.lower()
+            return f" (did you mean {meant}? CEL writes it in lower case)"
         if name in _REQUEST_NAMES:
             return (
                 f" (a condition sees the facts and context.*, not the request's {name}: a rule "

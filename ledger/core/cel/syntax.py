@@ -34,6 +34,7 @@ _UNWRAP: Final = frozenset(
 
 
 _LONE_EQUALS: Final = re.compile(r"(?<![=!<>])=(?!=)")
+_SINGLE_AND_OR: Final = re.compile(r"(?<!&)&(?!&)|(?<!\|)\|(?!\|)")
 _WORD_OPERATORS: Final = re.compile(r"\b(and|or|not)\b", re.IGNORECASE)
 _CURLY_QUOTES: Final = "\u201c\u201d\u2018\u2019\u00ab\u00bb"
 
@@ -49,6 +50,9 @@ def _syntax_hint(text: str) -> str | None:
             return f"{written} is not an operator: did you mean {meant}?"
     if _LONE_EQUALS.search(bare):
         return "use == to compare (= is not an operator)"
+    single = _SINGLE_AND_OR.search(bare)
+    if single:
+        return f"a single {single.group(0)} is not an operator: write {single.group(0) * 2}"
     word = _WORD_OPERATORS.search(bare)
     if word:
         return (
