@@ -28,6 +28,7 @@ from ledger.cli.output import (
     handle_errors,
     json_option,
     plural,
+    policy_label,
     print_json,
     print_table,
     printable,
@@ -104,6 +105,7 @@ def simulate_cmd(
                 "rule_changes": report.rule_changes,
                 "transitions": report.transitions,
                 "no_longer_governed": report.no_longer_governed,
+                "decided_elsewhere": report.decided_elsewhere,
                 "by_rule": by_rule,
                 "sample": [_change(c) for c in shown],
             }
@@ -156,6 +158,7 @@ def _change(c: Change) -> dict[str, Any]:
         "recorded_rule": c.old_rule,
         "recorded_reason_code": c.old_reason_code,
         "recorded_version": c.old_version,
+        "recorded_policy": c.old_policy,
         "draft_rule": c.new_rule,
         "draft_reason_code": c.new_reason_code,
         "draft_reasons": list(c.new_reasons),
@@ -196,6 +199,14 @@ def _print(
             f"decided are of actions the draft no longer governs ({dropped}): another policy "
             "that governs them would decide them, else they would be denied ungoverned_action"
         )
+    if report.decided_elsewhere:
+        others = ", ".join(f"{printable(p)}: {n}" for p, n in report.decided_elsewhere.items())
+        click.echo(
+            f"  note: {sum(report.decided_elsewhere.values())} of the re-decided requests were "
+            f"decided by another policy ({others}); deployed, the draft decides them only where "
+            "it takes precedence (an exact governs before a glob, the longer glob, the lower "
+            "policy name): see `ledger policy list`"
+        )
     click.echo(
         f"  {plural(len(report.changed), 'determination')} would change, {report.unchanged:,} "
         "would not "
@@ -230,7 +241,11 @@ def _print(
                     c.action,
                     c.resource,
                     f"{c.old_determination.value} {decided_by(c.old_rule, c.old_reason_code)}"
-                    + (f" v{c.old_version}" if c.old_version is not None else ""),
+                    + (
+                        f" {policy_label(c.old_policy, c.old_version)}"
+                        if c.old_policy is not None and c.old_policy != report.policy
+                        else (f" v{c.old_version}" if c.old_version is not None else "")
+                    ),
                     f"{c.new_determination.value} {decided_by(c.new_rule, c.new_reason_code)}",
                     _why(c.new_reasons),
                 ]

@@ -31,6 +31,8 @@ class Change:
     old_rule: str | None
     new_rule: str | None
     old_version: int | None = None
+    old_policy: str | None = None
+    """The policy that decided it (another than the draft's when it outranks the draft)."""
     old_reason_code: str | None = None
     new_reason_code: str | None = None
     new_reasons: tuple[str, ...] = ()
@@ -54,6 +56,9 @@ class ImpactReport:
     no_longer_governed: dict[str, int] = field(default_factory=dict)
     """Action → requests this policy decided that the draft does not govern: another policy
     that governs the action would decide them, else they are denied ``ungoverned_action``."""
+    decided_elsewhere: dict[str, int] = field(default_factory=dict)
+    """Policy → requests the draft governs that another policy decided: re-decided all the
+    same, but the draft decides them only where it would take precedence."""
 
 
 def simulate(
@@ -74,6 +79,7 @@ def simulate(
     changed: list[Change] = []
     transitions: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
+    elsewhere: Counter[str] = Counter()
     for request, old in history:
         considered += 1
         if decided_before_policy(old) or old.reason_code == TRACE_TOO_LARGE:
@@ -85,6 +91,8 @@ def simulate(
                 dropped[request.action] += 1
             continue
         evaluated += 1
+        if old.policy is not None and old.policy != candidate.name:
+            elsewhere[old.policy] += 1
         outcome, _ = candidate.run(request.facts, request.context)
         if outcome.determination != old.determination:
             changed.append(
@@ -97,6 +105,7 @@ def simulate(
                     old_rule=old.rule,
                     new_rule=outcome.rule,
                     old_version=old.policy_version,
+                    old_policy=old.policy,
                     old_reason_code=old.reason_code,
                     new_reason_code=outcome.reason_code,
                     new_reasons=outcome.reasons,
@@ -118,4 +127,5 @@ def simulate(
         rule_changes=rule_changes,
         transitions=dict(sorted(transitions.items())),
         no_longer_governed=dict(sorted(dropped.items())),
+        decided_elsewhere=dict(sorted(elsewhere.items())),
     )

@@ -390,6 +390,17 @@ def test_simulate_reports_changed_determinations() -> None:
     assert (change.old_rule, change.new_rule) == (None, "credit-only")
     assert report.transitions == {"deny -> allow_with_constraints": 1}
     assert simulate(active, pairs).changed == ()
+    assert report.decided_elsewhere == {} and change.old_policy == "refund"
+    # A policy owner's walkthrough: a draft of another policy governing the same action was
+    # credited with changing decisions the refund policy made, and would keep making.
+    limits = parse_policy(
+        REFUND.replace("policy: refund", "policy: refund-limits", 1).replace(
+            "amount < 750", "amount < 1000"
+        )
+    )
+    other = simulate(limits, pairs)
+    assert other.decided_elsewhere == {"refund": 3}
+    assert [c.old_policy for c in other.changed] == ["refund"]
 
 
 def test_simulate_skips_requests_refused_before_any_policy_ran() -> None:
