@@ -493,8 +493,7 @@ def first_not_held(
 ) -> tuple[str, Grant] | None:
     """The first of ``grants`` (one not ended at ``now``) with an action ``issuer`` may not hand
     on (:func:`not_held`), and that action; ``None`` when ``issuer`` holds them all. For what
-    hands on several grants at once: assigning a role hands on the role's, registering a key
-    for a principal lets its holder act on all of the principal's."""
+    hands on several grants at once: assigning a role hands on the role's."""
     for grant in grants:
         if grant.valid_until is not None and grant.valid_until <= now:
             continue  # ended: it gives nothing
