@@ -135,9 +135,10 @@ def _unobserved(state: LedgerState, policy: str, number: int, governs: Iterable[
     ``governs`` another deployed policy decides (a shadow runs only where its own policy
     decides, so ``--disagreeing`` would show nothing there, not agreement)."""
     lost = [
-        f"{mine} ({other} decides {'what both match' if is_pattern(theirs) and is_pattern(mine) else 'it'})"
+        f"{mine} ({winner} decides {shared})"
         for other, theirs, mine in overlapping_governs(state, policy, governs)
-        if governs_precedence(theirs, other) < governs_precedence(mine, policy)
+        for winner, shared in [_decider(policy, mine, other, theirs)]
+        if winner == other
     ]
     if not lost:
         return []
@@ -214,10 +215,16 @@ def _who_decides(policy: str, mine: str, other: str, theirs: str) -> str:
     """``refund.* ~ refund's refund.issue: refund decides it``: which of two deployed policies
     decides the actions both patterns match (by :func:`governs_precedence`, as
     ``governing_policy`` chooses), so an owner sees what a glob will not decide."""
-    ours, others = governs_precedence(mine, policy), governs_precedence(theirs, other)
-    winner = policy if ours < others else other
-    shared = "what both match" if is_pattern(theirs) and is_pattern(mine) else "it"
+    winner, shared = _decider(policy, mine, other, theirs)
     return f"{mine} ~ {other}'s {theirs}: {winner} decides {shared}"
+
+
+def _decider(policy: str, mine: str, other: str, theirs: str) -> tuple[str, str]:
+    """Which of two deployed policies decides what ``mine`` and ``theirs`` both match (by
+    :func:`governs_precedence`, as ``governing_policy`` chooses), and what that is."""
+    ours, others = governs_precedence(mine, policy), governs_precedence(theirs, other)
+    shared = "what both match" if is_pattern(theirs) and is_pattern(mine) else "it"
+    return (policy if ours < others else other), shared
 
 
 EventStream: TypeAlias = Literal["policy", "grant"]
