@@ -37,7 +37,7 @@ from ledger.core.policy import (
     parse_policy,
     parse_test_cases,
 )
-from ledger.core.policytests import CaseResult, offline_outcome, run_case
+from ledger.core.policytests import CaseResult, misspelt_facts, offline_outcome, run_case
 from ledger.errors import (
     LedgerTimeout,
     PolicyError,
@@ -359,6 +359,7 @@ def test(
                         "case": r.case,
                         "passed": r.passed,
                         "failures": r.failures,
+                        "notes": r.notes,
                         "got": {
                             "determination": r.outcome.determination.value,
                             "rule": r.outcome.rule,
@@ -409,8 +410,8 @@ def _print_case(path: Path, r: CaseResult, verbose: bool) -> None:
         click.echo(f"PASS  {where}::{r.case}{against}")
     elif not r.passed:
         click.echo(f"FAIL  {where}::{r.case}{against}")
-        for failure in r.failures:
-            click.echo(f"        {failure}")
+        for line in r.failures + r.notes:
+            click.echo(f"        {line}")
 
 
 @group.command("eval")
@@ -483,6 +484,7 @@ def eval_(
     # are offline_outcome's own first step, as in `policy test`.
     sendable_request(principal, action, resource, facts, context)
     outcome = offline_outcome(policy, case)
+    notes = misspelt_facts(policy, facts)
     result = {
         "policy": policy.name,
         "content_hash": policy.content_hash,
@@ -494,6 +496,7 @@ def eval_(
         "reason_code": outcome.reason_code,
         "constraints": dict(outcome.constraints),
         "reasons": list(outcome.reasons),
+        "notes": notes,
     }
     if as_json:
         print_json(result)
@@ -507,6 +510,8 @@ def eval_(
         ("policy", f"{policy.name} {policy.content_hash[:19]}"),
     ]
     print_table(["field", "value"], rows)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 # The lifecycle verbs (propose … show) talk to the ledger; they live in their own module and

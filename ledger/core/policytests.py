@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,18 +22,21 @@ from ledger.core.jsonform import to_json_value
 from ledger.core.policy import Policy, PolicyOutcome, PolicyTestCase
 from ledger.core.policy.model import REASON_DEFAULT, decided_by
 
-__all__ = ["CaseResult", "run_case", "run_policy_tests", "offline_outcome"]
+__all__ = ["CaseResult", "run_case", "run_policy_tests", "offline_outcome", "misspelt_facts"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CaseResult:
-    """The verdict on one case; ``failures`` says what differed (empty when passed)."""
+    """The verdict on one case; ``failures`` says what differed (empty when passed), and
+    ``notes`` what helps a failing case's author read them (which rule answered, the reasons,
+    a fact probably misspelt): never a difference of their own."""
 
     policy: str
     case: str
     passed: bool
     outcome: PolicyOutcome
     failures: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     file: str | None = None
     line: int | None = None
 
@@ -71,16 +74,19 @@ def offline_outcome(policy: Policy, case: PolicyTestCase) -> PolicyOutcome:
     return outcome
 
 
-def _misspelt_facts(policy: Policy, case: PolicyTestCase) -> list[str]:
-    """A failing case's facts the policy does not declare, with the declared name each is
-    probably meant to be (a policy owner's walkthrough: `tenure_day` failed the case with
-    "unknown fact" and no hint, where a condition's typo gets one)."""
+def misspelt_facts(policy: Policy, facts: Mapping[str, object]) -> list[str]:
+    """Facts the policy does not declare, with the declared name each is probably meant to be
+    (a policy owner's walkthrough: `tenure_day` failed the case with "unknown fact" and no
+    hint, where a condition's typo gets one). At most three, each name cut to 64 characters
+    before it is compared: difflib is quadratic in a name's length."""
     hints = []
-    for name in sorted(set(case.facts) - set(policy.facts))[:3]:
-        close = difflib.get_close_matches(str(name), list(policy.facts), n=1)
+    for name in sorted(set(facts) - set(policy.facts))[:3]:
+        cut = str(name)[:64]
+        close = difflib.get_close_matches(cut, list(policy.facts), n=1)
         if close:
+            shown = repr(cut) + ("..." if len(str(name)) > 64 else "")
             hints.append(
-                f"fact {name!r} is not declared by {policy.name}: did you mean {close[0]!r}?"
+                f"fact {shown} is not declared by {policy.name}: did you mean {close[0]!r}?"
             )
     return hints
 
@@ -131,19 +137,21 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
             f"action: {policy.name} governs only patterns ({', '.join(policy.governs)}): give "
             "the case the action it is about"
         )
+    notes = []
     if failures and not any(f.startswith("rule: ") for f in failures):
         # Which rule answered is what a failing case's author looks at first.
-        failures.append(f"decided by: {decided_by(outcome.rule, outcome.reason_code)}")
+        notes.append(f"decided by: {decided_by(outcome.rule, outcome.reason_code)}")
     if failures and outcome.reasons:
-        failures.append("reasons: " + "; ".join(outcome.reasons))
+        notes.append("reasons: " + "; ".join(outcome.reasons))
     if failures:
-        failures.extend(_misspelt_facts(policy, case))
+        notes.extend(misspelt_facts(policy, case.facts))
     return CaseResult(
         policy=policy.name,
         case=case.name,
         passed=not failures,
         outcome=outcome,
         failures=tuple(failures),
+        notes=tuple(notes),
         file=case.file,
         line=case.line,
     )

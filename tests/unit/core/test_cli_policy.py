@@ -100,6 +100,11 @@ def test_a_failing_case_that_expects_no_rule_still_says_which_rule_decided(tmp_p
     assert code == 1
     assert "determination: expected deny, got allow_with_constraints" in out
     assert "        decided by: credit-only\n" in out
+    # `--json` keeps what differed apart from what helps read it.
+    code, out, _ = run("policy", "test", str(tmp_path), "--json")
+    (case,) = json.loads(out)["cases"]
+    assert case["failures"] == ["determination: expected deny, got allow_with_constraints"]
+    assert case["notes"][0] == "decided by: credit-only"
 
 
 def test_eval_table_and_json() -> None:
@@ -119,6 +124,19 @@ def test_eval_table_and_json() -> None:
     assert json.loads(out)["determination"] == "error"
     code, _, err = run("policy", "eval", str(REFUND), "--facts", "not json")
     assert code == 2 and "--facts is not valid JSON" in err
+
+
+def test_eval_names_the_fact_a_misspelt_one_is_probably_meant_to_be() -> None:
+    # Left from a policy owner's walkthrough: `policy test` hinted at a misspelt fact, eval
+    # only said "unknown fact (not declared by the policy)".
+    facts = '{"tenure_day": 120, "amount": 120.50, "prior_refunds_12m": 0, "standing": "good"}'
+    code, out, err = run("policy", "eval", str(REFUND), "--facts", facts)
+    assert code == 0 and "invalid_facts" in out
+    assert "note: fact 'tenure_day' is not declared by refund: did you mean 'tenure_days'?" in err
+    code, out, _ = run("policy", "eval", str(REFUND), "--facts", facts, "--json")
+    assert json.loads(out)["notes"] == [
+        "fact 'tenure_day' is not declared by refund: did you mean 'tenure_days'?"
+    ]
 
 
 def test_missing_file_is_one_line_error() -> None:

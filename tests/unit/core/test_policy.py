@@ -395,5 +395,8 @@ def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> Non
     )
     [case] = run_policy_tests(misspelt)
     assert "fact 'tenure_day' is not declared by refund: did you mean 'tenure_days'?" in (
-        case.failures
-    ), case.failures
+        case.notes
+    ), case.notes
+    # What differed is kept apart from what helps read it (`--json` lists them as `notes`).
+    assert all(f.split(":")[0] in {"determination", "rule"} for f in case.failures), case.failures
+    assert case.notes[0].startswith("decided by: ") or case.notes[0].startswith("reasons: ")
