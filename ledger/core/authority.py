@@ -542,7 +542,18 @@ def key_registrar(
     delegate's for the rule that nobody approves their own version: whoever registers a key may
     hold its private half, and grants the principal gains later must not reach them."""
     record = state.principals.get(actor) if key_id is not None else None
-    key = next((k for k in record.keys if k.key_id == key_id), None) if record else None
+    keys = {k.key_id: k for k in record.keys} if record else {}
+    key = keys.get(key_id) if key_id is not None else None
+    seen: set[str] = set()
+    # A key the principal registered itself is as good as the key that signed that
+    # registration: one registered, before delegates were refused it, with a key a delegate
+    # registered stays the delegate's (a review: else that second key approved the delegate's
+    # own version).
+    while key is not None and key.registered_by == actor and key.registered_with not in seen:
+        seen.add(key.key_id)
+        key = keys.get(key.registered_with) if key.registered_with else None
+        if key is None:
+            return None
     if (
         key is None
         or key.registered_by in (actor, COMMAND_PROCESSOR)
@@ -585,13 +596,15 @@ def key_delegation_problem(
             f"{COMMAND_PROCESSOR} is the command processor's own principal: its keys are the "
             "trust anchors it records itself, never registered by a command"
         )
+    if actor in admins:  # whatever key it signs with, as everywhere else (a review)
+        return None
     if registering and key_registrar(state, actor, signed_with, admins) is not None:
         return (
             f"{clipped(actor)} signed with a key a delegate registered, which registers no "
             "further keys (else the delegate's key would pass for the principal's own): have an "
             "administrator register the key"
         )
-    if actor in admins or actor == principal:  # its own keys: nothing handed on
+    if actor == principal:  # its own keys: nothing handed on
         return None
     if registering:
         return (

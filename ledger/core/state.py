@@ -290,6 +290,8 @@ class ActorKey:
     public_key: bytes
     registered_at: datetime
     registered_by: str
+    registered_with: str | None = None
+    """The key that signed the registration (``None``: a trust anchor)."""
     revoked_at: datetime | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
@@ -894,6 +896,7 @@ def _apply_grant(
                     public_key=bytes(event.public_key),
                     registered_at=event.occurred_at,
                     registered_by=event.actor,
+                    registered_with=event.command_key_id,
                 )
         case ActorKeyRevoked():
             key = keys.get(event.actor_key_id)

@@ -687,6 +687,25 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
         "human:dave approved version 1 of refund with a key its author human:carol registered: "
         "the command processor should have refused it"
     )
+    # A review: that second key, registered before this release (a processor that took dave
+    # for an administrator), was dave's own and approved carol's version. A key a principal
+    # registered is as good as the key that signed its registration: still carol's.
+    events += decided(
+        _registration("c-again", "human:dave", "human:dave", second),
+        dave,
+        real | {"human:carol", "human:dave"},
+    )
+    refused = decide_signed(
+        replay(events, EMPTY_STATE),  # type: ignore[arg-type]
+        sign(approve, second),
+        now=T0,
+        new_id=new_id,
+        admins=real,
+    )
+    assert isinstance(refused, Rejection) and refused.code == "self_approval", refused
+    skipped = decided(approve, second, real | {"human:carol", "human:dave"})
+    verdict = verify_history([*events, *skipped])[-1]
+    assert not verdict.ok and "its author human:carol registered" in str(verdict.problem)
 
 
 def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
@@ -725,6 +744,32 @@ def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
     ]
     # Still an administrator where verify runs: a delegate may not have revoked its key.
     assert not verify_history(events, admins=then)[-1].ok
+
+
+def test_an_administrator_whose_key_a_delegate_registered_registers_keys() -> None:
+    # A review: an administrator whose key a delegate registered (before delegates were
+    # refused it) could issue itself anything, but not register a new colleague's key, which
+    # actor verify proved: administrators are exempt from a registrar's limits everywhere.
+    _, events = anchored()
+    carol, bob, newhire = (Ed25519PrivateKey.generate() for _ in range(3))
+    new_id = ids()
+    decided = _deciding(events, new_id)
+    real = frozenset({ADMIN})
+    events += decided(_registration("c-carol", ADMIN, "human:carol", carol), ADMIN_KEY, real)
+    events += decided(
+        IssueGrant(
+            event_id="c-g1", occurred_at=T0, actor=ADMIN, grant_id="g1", principal="human:carol",
+            actions=("ledger.key.register",), resource="principal:human:*",
+        ),
+        ADMIN_KEY,
+        real,
+    )  # fmt: skip
+    events += decided(
+        _registration("c-bob", "human:carol", "human:bob", bob), carol, real | {"human:carol"}
+    )  # accepted before this release
+    admins = real | {"human:bob"}  # bob is an administrator now
+    events += decided(_registration("c-new", "human:bob", "human:newhire", newhire), bob, admins)
+    assert verify_history(events, admins=admins)[-1].ok
 
 
 def _deciding(events: list[object], new_id: Any) -> Any:
