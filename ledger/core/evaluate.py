@@ -227,18 +227,22 @@ def _choose(
     return version, Stage.CANARY if version == record.canary else Stage.ACTIVE, b
 
 
-def _ungoverned(record: PolicyRecord | None, action: str, b: int | None) -> str:
-    """Why no version decides ``action``: none governs it, or the version deciding this
-    request's share (a canary that dropped it, say) does not govern it."""
+def _ungoverned(state: LedgerState, record: PolicyRecord | None, action: str, b: int | None) -> str:
+    """Why no version decides ``action``: none governs it; or, in a canary's share, the
+    canary does not govern what the active version does (a canary that dropped it). Every
+    other case keeps the reason of the releases before, so their decisions reproduce."""
     decider = None if record is None else record.decides_for(b or 0)
-    if record is None or decider is None:
+    if (
+        record is None
+        or decider is None
+        or decider != record.canary
+        or record.active is None
+        or not governed_by(state, record, record.active, action)
+    ):
         return f"no active policy governs {action}"
-    share = (
-        f"canary, {record.canary_percent}% of requests" if decider == record.canary else "active"
-    )
     return (
-        f"{record.name} v{decider} ({share}) decides this request's share and does not govern "
-        f"{action}"
+        f"{record.name} v{decider} (canary, {record.canary_percent}% of requests) decides this "
+        f"request's share and does not govern {action}"
     )
 
 
@@ -318,7 +322,7 @@ def evaluate(
             principal=principal,
             resource=resource,
             determination=Determination.DENY,
-            reasons=(_ungoverned(record, action, b),),
+            reasons=(_ungoverned(state, record, action, b),),
             reason_code="ungoverned_action",
             policy=record.name if record is not None else None,
             grant_id=grant.grant_id,

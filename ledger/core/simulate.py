@@ -91,8 +91,8 @@ def simulate(
                 dropped[request.action] += 1
             continue
         evaluated += 1
-        if old.policy is not None and old.policy != candidate.name:
-            elsewhere[old.policy] += 1
+        if old.policy not in (None, candidate.name) and old.policy_version is not None:
+            elsewhere[str(old.policy)] += 1  # it decided (one that only observed did not)
         outcome, _ = candidate.run(request.facts, request.context)
         if outcome.determination != old.determination:
             changed.append(

@@ -403,6 +403,32 @@ def test_simulate_reports_changed_determinations() -> None:
     assert [c.old_policy for c in other.changed] == ["refund"]
 
 
+def test_simulate_counts_no_policy_that_only_observed_as_deciding() -> None:
+    # A review: an ungoverned decision names the policy whose shadow observed it, with no
+    # version; that policy decided nothing a deployed draft would have to outrank.
+    from ledger.testing import LocalLedger
+
+    def doc(name: str, governs: str) -> str:
+        return (
+            f"policy: {name}\ngoverns: [{governs}]\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    led = LocalLedger()
+    led.grant("agent:bot", "*", "*")
+    led.deploy(doc("obs", "other.x"))
+    led.deploy(doc("obs", "payout.issue"), stage="shadow")
+    pairs = []
+    for i in range(3):
+        r = replace(_request(f"o{i}"), action="payout.issue")
+        pairs.append((r, evaluate(led.state, r, now=T0, evaluator_id="t")))
+    assert {(d.reason_code, d.policy, d.policy_version) for _, d in pairs} == {
+        ("ungoverned_action", "obs", None)
+    }
+    report = simulate(parse_policy(doc("payout", "payout.issue")), pairs)
+    assert report.decided_elsewhere == {} and report.evaluated == 3
+
+
 def test_simulate_skips_requests_refused_before_any_policy_ran() -> None:
     # A reviewer's find: only `no_authority` was skipped, so a request refused for its names'
     # length (error / request_too_large) came out as "error -> allow" though a candidate version
@@ -1293,6 +1319,7 @@ def test_a_version_never_decides_an_action_only_a_canary_or_shadow_of_its_policy
         (2, Determination.ALLOW, "reads-ok"),  # what v2 would answer once it decides
     ]
     assert observed.shadow_results[0].reasons == ("version 1 does not govern leak.delete",)
+    assert observed.reasons == ("no active policy governs leak.delete",)  # as ever: no canary
     assert _ask(led, "leak.read").policy_version == 1  # what v1 governs, it decides
 
     led = LocalLedger()
@@ -1312,6 +1339,9 @@ def test_a_version_never_decides_an_action_only_a_canary_or_shadow_of_its_policy
         None,
         bucket(outside),
     )
+    # A review: the reason of the releases before, so such decisions recorded then reproduce
+    # (the active version dropped nothing here).
+    assert left.reasons == ("no active policy governs leak.delete",)
     assert _ask(led, "leak.read", outside).policy_version == 1
 
     # Narrowed instead (v2 governs leak.read only): the canary's share of leak.delete is
