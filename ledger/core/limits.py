@@ -75,7 +75,8 @@ class Limits:
     """A request's or command's id, and a pre-evaluation item's id (the SDK's are 36)."""
     request_name_chars: int = 1_024
     """A request's principal, action and resource, and a pre-evaluation item's action and
-    resource: names key the evaluator's caches."""
+    resource: names key the evaluator's caches. Each entry of a policy's ``governs`` too (no
+    request names a longer action; each is a pattern evaluators compile)."""
     grant_actions: int = 256
     """Action patterns of one grant (each, like its resource pattern, at most
     ``request_name_chars``): every request of its holder tries them."""

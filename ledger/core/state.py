@@ -97,12 +97,13 @@ RECORDED_LIMITS: Final = replace(
     DEFAULT_LIMITS,
     policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes,
     policy_governs=DEFAULT_LIMITS.policy_document_bytes,
+    request_name_chars=DEFAULT_LIMITS.policy_document_bytes,
 )
 """The limits a recorded policy document is read back under. A version the ledger accepted
 loads under the limits it was accepted under: a limit that came later is enforced where
 documents are proposed, never on the recorded history (replaying a ledger, or verifying who
-proposed what, must not turn its policies into errors). policy_condition_chars and
-policy_governs came later."""
+proposed what, must not turn its policies into errors). policy_condition_chars,
+policy_governs and request_name_chars (for each governs entry) came later."""
 
 
 @functools.lru_cache(maxsize=512)

@@ -620,7 +620,16 @@ def _governs(v: Validator, data: dict[Any, Any]) -> list[str]:
                     what="action name",
                     allowed="letters, digits and _ . - : / with * and ? as wildcards",
                 )
-                if a is not None and a not in seen:
+                if a is not None and len(a) > v.limits.request_name_chars:
+                    # No request names a longer action; and each entry is a pattern every
+                    # evaluator compiles and every promotion's notes compare.
+                    v.add(
+                        f"an action of {len(a):,} characters; at most "
+                        f"{v.limits.request_name_chars:,} (limit request_name_chars, as a "
+                        "request's action)",
+                        ("governs", i),
+                    )
+                elif a is not None and a not in seen:
                     seen.add(a)
                     governs.append(a)
     return governs

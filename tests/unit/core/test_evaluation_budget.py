@@ -209,6 +209,26 @@ def test_a_policys_governs_list_is_bounded_before_its_entries_are_checked() -> N
     assert loaded is not None and len(loaded.governs) == 300
 
 
+def test_a_governs_entry_is_no_longer_than_a_requests_action() -> None:
+    # A review: 256 entries of ~900 characters (within policy_document_bytes) stalled a
+    # promotion's notes for a minute; no request names an action over request_name_chars.
+    long = "a" * 1_025
+    with pytest.raises(PolicyError) as info:
+        parse_policy(governing(1).replace("[a0.*]", f"[ok, {long}]"))
+    (problem,) = info.value.problems
+    assert problem.message == (
+        "an action of 1,025 characters; at most 1,024 (limit request_name_chars, as a request's "
+        "action)"
+    )
+    assert parse_policy(governing(1).replace("[a0.*]", f"[{long[1:]}]")).governs == (long[1:],)
+    from ledger.core.state import load_document
+
+    relaxed = replace(DEFAULT_LIMITS, request_name_chars=2_000)  # a version recorded before
+    stored = parse_policy(governing(1).replace("[a0.*]", f"[{long}]"), limits=relaxed).canonical
+    loaded = load_document(stored)
+    assert loaded is not None and loaded.governs == (long,)
+
+
 # ----------------------------------------------------------------------------- the budget
 
 

@@ -1796,3 +1796,87 @@ def test_a_deployment_says_what_it_will_not_decide_or_observe() -> None:
     ledger.deploy(REFUND.replace("750", "700"), stage=Stage.DRAFT)  # refund v3
     shadow = promote("refund", 3, Stage.SHADOW)
     assert "note: shadow v3 observes nothing of refund.issue (aaa-refund decides it)" in shadow
+
+
+def test_a_shadow_note_names_only_what_its_own_policy_does_not_decide() -> None:
+    # A review: the note named a shadow's whole glob when another policy took one action of
+    # it, never fired when another policy's exact name beat this policy's glob, and fired when
+    # the other policy only observed the action through a shadow of its own.
+    from ledger.core.events import PromotePolicyVersion, ProposePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger, named_proposal
+
+    def doc(name: str, *governs: str) -> str:
+        return (
+            f"policy: {name}\ngoverns: [{', '.join(governs)}]\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    def shadow(ledger: LocalLedger, document: str) -> str:
+        proposed = ledger.submit_command(
+            named_proposal(ProposePolicyVersion(**ledger._stamp(ADMIN), document=document))
+        )
+        return ledger.submit_command(
+            PromotePolicyVersion(
+                **ledger._stamp(ADMIN), policy=proposed.aggregate, version=proposed.version,
+                stage=Stage.SHADOW,
+            )
+        ).message  # fmt: skip
+
+    tail = ": a shadow runs only on the requests its own policy decides"
+    ledger = LocalLedger()
+    ledger.deploy(doc("refund", "refund.*"))
+    ledger.deploy(doc("aaa", "refund.issue"))
+    assert shadow(ledger, doc("refund", "refund.*").replace("allow", "deny", 1)).endswith(
+        "note: shadow v2 observes nothing of refund.issue (aaa decides it)" + tail
+    )  # it observes refund.void and the rest
+    ledger = LocalLedger()
+    ledger.deploy(doc("refund", "refund.*"))
+    ledger.deploy(doc("zzz", "refund.issue"))  # an exact name beats refund's glob
+    assert shadow(ledger, doc("refund", "refund.issue")).endswith(
+        "note: shadow v2 observes nothing of refund.issue (zzz decides it)" + tail
+    )
+    ledger = LocalLedger()
+    ledger.deploy(doc("refund", "refund.issue"))
+    ledger.deploy(doc("aaa", "other.x"))
+    shadow(ledger, doc("aaa", "refund.issue"))  # aaa only observes refund.issue
+    assert "note" not in shadow(ledger, doc("refund", "refund.issue").replace("allow", "deny", 1))
+    # What no deciding version of its own governs, a shadow never sees either.
+    assert shadow(ledger, doc("refund", "refund.issue", "refund.void")).endswith(
+        "note: shadow v3 observes nothing of refund.void (no deciding version of refund "
+        "governs it)" + tail
+    )
+
+
+def test_a_dropped_action_note_is_sound_and_bounded() -> None:
+    # A review: the note compared every pair of two versions' globs, 68 s for 256 long ones
+    # in the single command processor. Names covered only by themselves, a glob only what
+    # begins with its fixed text, and a budget bound the work.
+    from types import SimpleNamespace
+
+    from ledger.core.lifecycle import answers
+
+    def dropped(old: tuple[str, ...], new: tuple[str, ...]) -> list[str]:
+        record = SimpleNamespace(active=1, versions={1: SimpleNamespace(version=1, governs=old)})
+        return answers._dropped(record, 2, None, new)  # type: ignore[arg-type]
+
+    assert dropped(("refund.issue", "refund.*"), ("ref*",)) == []
+    assert dropped(("re*",), ("ref*",))[0].startswith("note: v2 does not govern re*,")
+    assert dropped(("refund?x",), ("refund.*",))[0].startswith("note: v2 does not govern refund?x")
+    assert dropped(("refund.issue",), ("refund.issue", "x.*")) == []
+    calls = 0
+    real = answers.pattern_covers
+
+    def counted(wide: str, narrow: str) -> bool:
+        nonlocal calls
+        calls += 1
+        return real(wide, narrow)
+
+    old = tuple("svc.a*" * 60 + "b" * 600 + f"{i:03d}" for i in range(256))
+    new = tuple("svc.a*" * 60 + "c" * 600 + f"{i:03d}" for i in range(256))
+    answers.pattern_covers = counted  # type: ignore[assignment]
+    try:
+        note = dropped(old, new)
+    finally:
+        answers.pattern_covers = real
+    assert calls < 1_000, calls  # of 65,536 pairs
+    assert note[-1].startswith("note: too many long globs to compare all of v2"), note
