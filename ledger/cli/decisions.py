@@ -144,9 +144,11 @@ def decisions_cmd(
         d = positioned.event
         if policy and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
             for made in d.decisions if isinstance(d, BatchDecisionRecorded) else (d,):
-                if made.policy and len(seen) < 10_000:
+                # The asked policy always (a review: past 10,000 others it was "never seen");
+                # the others only as names to suggest, up to 10,000.
+                if made.policy == policy or (made.policy and len(seen) < 10_000):
                     versions = seen.setdefault(made.policy, set())
-                    if made.policy_version is not None:
+                    if made.policy_version is not None and made.policy == policy:
                         versions.add(made.policy_version)
         if request_id and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
             answered = (

@@ -956,3 +956,34 @@ def _request_event(at: datetime) -> Any:
         event_id="r-wrong-topic", occurred_at=at, actor="agent:x", action="refund.issue",
         principal="agent:x", resource="account:1",
     )  # fmt: skip
+
+
+def test_ledger_decisions_finds_the_asked_policy_past_ten_thousand_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A review: the names kept for the did-you-mean hint were capped at 10,000, and the asked
+    # policy with them, so on a big ledger `--policy refund` said no decision named it.
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    import ledger.cli.decisions as decisions
+    from ledger.core.events import Determination
+
+    def made(i: int, policy: str, version: int = 1) -> SimpleNamespace:
+        return SimpleNamespace(
+            event=DecisionRecorded(
+                event_id=f"d{i}", occurred_at=T0, actor="service:evaluator", request_id=f"r{i}",
+                requested_at=T0, action="a.b", principal="agent:a", resource="x",
+                determination=Determination.ALLOW, policy=policy, policy_version=version,
+            )
+        )  # fmt: skip
+
+    records = [made(i, f"team-{i:05d}") for i in range(10_000)]
+    records += [made(10_001, "refund", 1), made(10_002, "refund", 2)]
+    monkeypatch.setattr(decisions, "read_topic", lambda *a, **k: iter(records))
+    monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
+    said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--disagreeing"])
+    assert "no decision in the ledger names" not in said.output, said.output
+    said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "3"])
+    assert "no decision was made by refund v3 (versions that decided: v1, v2)" in said.output
