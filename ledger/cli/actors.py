@@ -156,7 +156,8 @@ def revoke_cmd(
         reason=reason,
         actor_key_id=key_id,
     )
-    submit(bootstrap, timeout, as_json, command, f"revoked the keys of {actor}")
+    done = f"revoked {key_id} of {actor}" if key_id else f"revoked every key of {actor}"
+    submit(bootstrap, timeout, as_json, command, done)
 
 
 @group.command("list")

@@ -4,6 +4,7 @@ and errors as one line on stderr with a non-zero exit code taken from the error 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import os
@@ -41,8 +42,11 @@ R = TypeVar("R")
 
 # Piped output (scripts, logs) gets a wide console so ids are never cut (a table: as wide as
 # its rows, :func:`print_table`); a terminal its own width.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":fire:" in a name the ledger holds ("agent:fire:bot") is text, not an emoji.
+console = Console(
+    highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 200
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -131,7 +135,9 @@ def print_table(
         for i, cell in enumerate(row_cells[: len(widths)]):
             longest = max(cell_len(line) for line in cell.plain.split("\n"))
             widths[i] = max(widths[i], min(longest, PIPED_COLUMN_CHARS))
-    wide = Console(highlight=False, soft_wrap=True, width=sum(widths) + 3 * len(widths) + 1)
+    wide = Console(
+        highlight=False, soft_wrap=True, emoji=False, width=sum(widths) + 3 * len(widths) + 1
+    )
     wide.print(table)  # its own console: print(width=…) never goes beyond the console's
 
 
@@ -246,6 +252,19 @@ class HelpfulGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, but an unknown command that is another group's, or the top level's
+        (`ledger audit export` for `ledger export`), or close to one of this group's, is named."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            raise click.UsageError(
+                f"No such command '{name}'{_elsewhere(ctx, name)}", ctx
+            ) from None
+
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)
@@ -262,6 +281,29 @@ class HelpfulGroup(click.Group):
                 name = ctx.invoked_subcommand
                 where = ctx.command_path if name is None else f"{ctx.command_path} {name}"
             raise _one_line(exc, where) from None
+
+
+def _elsewhere(ctx: click.Context, name: str) -> str:
+    """``: did you mean 'ledger export'?``: where the command ``name`` is, when not in the
+    group of ``ctx``: the nearest of its own commands, else one of that name in another group."""
+    group = ctx.command
+    own = group.list_commands(ctx) if isinstance(group, click.Group) else []
+    close = difflib.get_close_matches(name[:64], own, n=1)
+    if close:
+        return f": did you mean '{ctx.command_path} {close[0]}'?"
+    root = ctx.find_root()
+    top = root.command
+    if not isinstance(top, click.Group):
+        return ""
+    places = [(root.command_path, top)] + [
+        (f"{root.command_path} {sub}", cmd)
+        for sub in top.list_commands(root)
+        if isinstance(cmd := top.get_command(root, sub), click.Group)
+    ]
+    for path, place in places:
+        if path != ctx.command_path and name in place.list_commands(root):
+            return f": did you mean '{path} {name}'?"
+    return ""
 
 
 def _one_line(error: click.UsageError, where: str | None = None) -> click.ClickException:

@@ -527,6 +527,11 @@ def test_an_actor_makes_its_own_key_and_the_administrator_registers_only_the_pub
     )
     assert proposed.exit_code == 0, proposed.stderr  # signed with the key only dave holds
     ledger("policy", "propose", _policy_file(tmp_path, "daves"), "--by", dave, expect=2)
+    # An operator's upgrade: revoking one key by --key said "revoked the keys of human:dave".
+    revoked = ledger(
+        "actor", "revoke", dave, "--key", added["key_id"], "--by", ADMIN, "--reason", "rotated"
+    )
+    assert f"revoked {added['key_id']} of {dave}" in revoked.stdout, revoked.stdout
 
 
 def test_replay_of_a_principal_includes_the_grants_it_holds_through_its_roles(ledger: Ledger):

@@ -410,7 +410,10 @@ def test_a_flag_the_wire_cannot_carry_is_named(home: Path) -> None:
             "Invalid value for '--percent'",
         ),
         (["policy", "rollback", "refund", "--by", "human:a"], "Missing option '--reason'"),
-        (["policy", "approvex"], "No such command 'approvex'"),
+        (["policy", "approvex"], "No such command 'approvex': did you mean 'cli policy approve'?"),
+        # An operator's upgrade notes: `audit export` is the top level's `export`.
+        (["audit", "export"], "No such command 'export': did you mean 'cli export'?"),
+        (["polcy"], "No such command 'polcy': did you mean 'cli policy'?"),
         (["--bogus"], "No such option: --bogus"),
         (["policy", "approve", "refund", "vx", "--by", "human:a"], "'vx' is not a version"),
         # click says no context for this one: the help named is still the subcommand's
@@ -558,3 +561,25 @@ def test_a_ctrl_c_is_one_line_and_exit_130_even_while_the_modules_load(
         assert stopped.value.code == 130
         [line] = capsys.readouterr().err.strip().splitlines()
         assert line.startswith("interrupted: nothing is half-written")
+
+
+def test_a_name_holding_colons_is_printed_as_text_not_emoji(home: Path) -> None:
+    # An operator's upgrade: `policy:email` followed by ": a key" printed as "policy✉", and
+    # `agent:fire:bot` as "agent🔥bot" (rich's emoji codes, on by default).
+    result = CliRunner().invoke(
+        cli,
+        [
+            "grant",
+            "issue",
+            "--to",
+            "agent:fire:bot",
+            "--actions",
+            "a",
+            "--resource",
+            "b",
+            "--by",
+            "human:a",
+        ],
+        env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"},
+    )
+    assert "'agent:fire:bot'" in result.output, result.output
