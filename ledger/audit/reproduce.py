@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request
-from ledger.core.evaluate import REDUCED_FIELDS, TRACE_TOO_LARGE, evaluate, evaluate_batch
+from ledger.core.evaluate import (
+    REDUCED_FIELDS,
+    TRACE_TOO_LARGE,
+    earlier_wording,
+    evaluate,
+    evaluate_batch,
+)
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -114,6 +120,12 @@ def reproduce(
         for name in recorded_form
         if name not in ignored and recorded_form.get(name) != again_form.get(name)
     )
+    reworded = _reworded(differences)
+    if reworded:
+        differences = tuple(d for d in differences if d.field != "reasons")
+        note = "; ".join(
+            [*filter(None, [note]), f"its reasons are an earlier release's wording ({reworded})"]
+        )
     return Reproduction(
         recorded=decision,
         request=request,
@@ -122,6 +134,22 @@ def reproduce(
         ignored=ignored,
         note=note,
     )
+
+
+def _reworded(differences: tuple[Difference, ...]) -> str | None:
+    """What the recorded reasons are about, when a decision's reasons are its only difference
+    and each recorded one is an earlier release's wording of the one given now
+    (:func:`~ledger.core.evaluate.earlier_wording`): the same decision, not another."""
+    if [d.field for d in differences] != ["reasons"]:
+        return None
+    recorded, again = differences[0].recorded, differences[0].reproduced
+    if not isinstance(recorded, list) or not isinstance(again, list) or len(recorded) != len(again):
+        return None
+    found = [earlier_wording(str(new), str(old)) for new, old in zip(again, recorded, strict=True)]
+    changed = [w for w, new, old in zip(found, again, recorded, strict=True) if new != old]
+    if not changed or None in changed:
+        return None
+    return ", ".join(dict.fromkeys(str(w) for w in changed))
 
 
 def _outcome(decision: Decision) -> str:

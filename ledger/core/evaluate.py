@@ -34,6 +34,7 @@ id (idempotent downstream). ``latency_us`` is left at 0: measuring time is the a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -66,6 +67,7 @@ __all__ = [
     "DECISION_NAMESPACE",
     "bucket",
     "decision_id",
+    "earlier_wording",
     "evaluate",
     "evaluate_batch",
     "request_problem",
@@ -244,6 +246,31 @@ def _ungoverned(state: LedgerState, record: PolicyRecord | None, action: str, b:
         f"{record.name} v{decider} (canary, {record.canary_percent}% of requests) decides this "
         f"request's share and does not govern {action}"
     )
+
+
+_EARLIER_WORDINGS: Final = (
+    (
+        re.compile(
+            r".+ v\d+ \(canary, \d+% of requests\) decides this request's share and does not "
+            r"govern (?P<action>.+)"
+        ),
+        "no active policy governs {action}",
+        "an ungoverned action in a canary's share",
+    ),
+)
+"""Reasons a later release words otherwise, meaning the same: each new wording, the earlier
+one (filled from its groups), and what it is about. Replay takes a recorded reason in its
+earlier wording for the one it gives now, and says so."""
+
+
+def earlier_wording(reason: str, recorded: str) -> str | None:
+    """What ``recorded`` is, when it is an earlier release's wording of ``reason`` (an
+    ungoverned action in a canary's share, say), else ``None``."""
+    for pattern, template, what in _EARLIER_WORDINGS:
+        found = pattern.fullmatch(reason)
+        if found is not None and template.format(**found.groupdict()) == recorded:
+            return what
+    return None
 
 
 def evaluate(

@@ -987,3 +987,52 @@ def test_ledger_decisions_finds_the_asked_policy_past_ten_thousand_others(
     assert "no decision in the ledger names" not in said.output, said.output
     said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "3"])
     assert "no decision was made by refund v3 (versions that decided: v1, v2)" in said.output
+
+
+def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_so() -> None:
+    # An operator's upgrade: a narrowing canary's ungoverned decision recorded by the release
+    # before ("no active policy governs ops.wipe") no longer reproduced (exit 12): the reason
+    # names the canary now. The same decision, worded otherwise, reproduces with a note; any
+    # other change of reason is still a difference.
+    import itertools
+
+    from ledger.audit.reproduce import reproduce
+    from ledger.core.history import HistoryEntry
+    from ledger.core.lifecycle import event_stream
+    from ledger.core.state import bucket
+    from ledger.testing import LocalLedger
+
+    def doc(*governs: str) -> str:
+        return (
+            f"policy: ops\ngoverns: [{', '.join(governs)}]\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    led.deploy(doc("ops.restart", "ops.wipe"))
+    led.deploy(doc("ops.restart"), stage="canary", percent=50)
+    resource = next(f"r{i}" for i in itertools.count() if bucket(f"r{i}") < 50)
+    request = EvaluationRequested(
+        event_id="q-1", occurred_at=T0, actor="agent:a", action="ops.wipe",
+        principal="agent:a", resource=resource,
+    )  # fmt: skip
+    made = evaluate(led.state, request, now=T0, evaluator_id="t")
+    assert made.reasons == (
+        "ops v2 (canary, 50% of requests) decides this request's share and does not govern "
+        "ops.wipe",
+    )
+    counters: dict[str, itertools.count[int]] = {}
+    history = []
+    for event in led.events:
+        key = led._streams[event_stream(event)]
+        offset = next(counters.setdefault(key, itertools.count()))
+        history.append(HistoryEntry(position_key=key, offset=offset, event=event))
+    older = dataclasses.replace(made, reasons=("no active policy governs ops.wipe",))
+    again = reproduce(older, request, history)
+    assert again.reproduces and again.note is not None
+    assert "its reasons are an earlier release's wording (an ungoverned action in a canary's" in (
+        again.note
+    )
+    other = dataclasses.replace(made, reasons=("no active policy governs ops.restart",))
+    assert [d.field for d in reproduce(other, request, history).differences] == ["reasons"]
