@@ -22,6 +22,7 @@ from ledger.cli.common import (
     from_option,
     ledger_options,
     load_settings,
+    parse_time,
     principal_arg,
     reason_option,
     submit,
@@ -210,16 +211,32 @@ def list_cmd(bootstrap: str | None, as_json: bool) -> None:
 @from_option(
     "Check the governance events of this export directory (`ledger export`) instead of Kafka's."
 )
+@click.option(
+    "--accepted-before",
+    "accepted_before",
+    metavar="TIME",
+    default=None,
+    help="Events recorded before TIME (ISO 8601; e.g. when you upgraded) whose signatures hold "
+    "but whose actor lacked the authority today's rules require are listed as accepted under "
+    "earlier rules, not as failures.",
+)
 @json_option
 @handle_errors
-def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> None:
+def verify_cmd(
+    bootstrap: str | None, from_dir: Path | None, accepted_before: str | None, as_json: bool
+) -> None:
     """Prove who did what: check every governance event's recorded command signature against
     the keys registered in the ledger (from Kafka, or with --from from an export's record
     bytes), and that its actor held the authority for it then (the bootstrap administrators,
     $LEDGER_ADMINS, may do everything). It also checks the records themselves: every one must decode as a governance event,
     and no offset may be missing (and from an export, every row's columns must agree with its
     record). Exit 0 when every event is proven and nothing is damaged; otherwise exit 11
-    (tamper_detected) naming the first problem (each is listed: DAMAGED, UNPROVEN)."""
+    (tamper_detected) naming the first problem (each is listed: DAMAGED, UNPROVEN).
+
+    A rule a release adds holds older history to it too: with --accepted-before TIME, events
+    before TIME that fail only today's authority rules are listed as EARLIER-RULES and do not
+    fail the run; their signatures must still hold."""
+    before = parse_time(accepted_before, "--accepted-before")
     settings = load_settings(bootstrap)
     if from_dir is not None:
         from ledger.audit.history import check_export_history  # pyarrow: only when asked for
@@ -232,7 +249,13 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
     # The bootstrap administrators as the command processor knows them ($LEDGER_ADMINS),
     # besides those with a trust anchor: one whose key another administrator registered has none.
     verdicts = verify_history((entry.event for entry in history), settings.admins)
-    bad = [v for v in verdicts if not v.ok]
+    earlier = [
+        v
+        for entry, v in zip(history, verdicts, strict=True)
+        if v.authority and before is not None and entry.event.occurred_at < before
+    ]
+    apart = {id(v) for v in earlier}
+    bad = [v for v in verdicts if not v.ok and id(v) not in apart]
     if as_json:
         print_json(
             {
@@ -240,6 +263,7 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
                 "proven": sum(v.ok and not v.anchor for v in verdicts),
                 "anchors": sum(v.anchor for v in verdicts),
                 "unproven": bad,
+                "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
             }
         )
@@ -248,12 +272,26 @@ def verify_cmd(bootstrap: str | None, from_dir: Path | None, as_json: bool) -> N
             click.echo(f"DAMAGED {line}", err=True)
         for v in bad:
             click.echo(f"UNPROVEN {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True)
+        for v in earlier:
+            click.echo(
+                f"EARLIER-RULES {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True
+            )
         anchors = sum(v.anchor for v in verdicts)
         for note in _anchor_notes(history, verdicts):
             click.echo(f"note: {note}", err=True)
+        authority = sum(v.authority for v in bad)
+        if authority and before is None:
+            click.echo(
+                f"note: {authority} of the unproven events are signed by their actors and fail "
+                "only today's authority rules; a release that added a rule holds older history "
+                "to it: if they predate your upgrade, `--accepted-before UPGRADE_TIME` lists "
+                "them apart (read each reason first)",
+                err=True,
+            )
         click.echo(
-            f"{len(verdicts) - len(bad)} of {len(verdicts)} governance events proven "
-            f"({anchors} trust anchors)"
+            f"{len(verdicts) - len(bad) - len(earlier)} of {len(verdicts)} governance events "
+            f"proven ({anchors} trust anchors)"
+            + (f"; {len(earlier)} accepted under earlier rules" if earlier else "")
             + (f"; {len(damaged)} problems with {where}" if damaged else "")
         )
     if damaged:

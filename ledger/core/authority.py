@@ -61,6 +61,7 @@ __all__ = [
     "first_not_held",
     "key_delegation_problem",
     "key_registrar",
+    "replace_key",
     "Authorization",
     "authorize_request",
 ]
@@ -566,6 +567,17 @@ def key_registrar(
     return str(key.registered_by)
 
 
+def replace_key(principal: str) -> str:
+    """How ``principal``'s key that a delegate registered is replaced by one that is its own
+    (registering the same key again is refused: it is already registered, with its limits)."""
+    p = clipped(principal)
+    return (
+        f"{p} makes a new pair (`ledger actor keygen {p}`), an administrator registers it "
+        f"(`ledger actor add {p} --public-key FILE --by ADMIN`) and revokes the old one "
+        f"(`ledger actor revoke {p} --key ID --by ADMIN`)"
+    )
+
+
 def key_delegation_problem(
     state: LedgerState,
     actor: str,
@@ -601,8 +613,8 @@ def key_delegation_problem(
     if registering and key_registrar(state, actor, signed_with, admins) is not None:
         return (
             f"{clipped(actor)} signed with a key a delegate registered, which registers no "
-            "further keys (else the delegate's key would pass for the principal's own): have an "
-            "administrator register the key"
+            "further keys (else the delegate's key would pass for the principal's own): "
+            + replace_key(actor)
         )
     if actor == principal:  # its own keys: nothing handed on
         return None

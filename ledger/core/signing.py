@@ -175,7 +175,10 @@ class Verdict:
     """What :func:`verify_event` found for one governance event.
 
     ``ok`` with ``anchor`` True: a trust anchor the command processor registered from its
-    configuration (no command; trusted as the configuration is). ``problem`` says what is wrong.
+    configuration (no command; trusted as the configuration is). ``problem`` says what is wrong;
+    with ``authority`` True it is only that the actor, whose signature holds, lacked the
+    authority today's rules require (:func:`_unauthorized`): a processor that skipped a check,
+    or an event accepted under the rules of an earlier release.
     """
 
     event_id: str
@@ -185,6 +188,7 @@ class Verdict:
     ok: bool
     anchor: bool = False
     problem: str | None = None
+    authority: bool = False
 
 
 def verify_event(state: LedgerState, event: GovernanceEvent) -> Verdict:
@@ -496,10 +500,13 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
         verdict = verify_event(final, event)
         if verdict.ok:
             problem = _derived(state, event)
-            if problem is None and not verdict.anchor:
-                problem = unauthorized.get(index)
+            authority = problem is None and not verdict.anchor and index in unauthorized
+            if authority:
+                problem = unauthorized[index]
             if problem is not None:
-                verdict = dataclasses.replace(verdict, ok=False, anchor=False, problem=problem)
+                verdict = dataclasses.replace(
+                    verdict, ok=False, anchor=False, problem=problem, authority=authority
+                )
         verdicts.append(verdict)
         state = fold(state, event)
     return verdicts

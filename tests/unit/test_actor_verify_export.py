@@ -275,3 +275,66 @@ def test_a_dictionary_encoded_column_is_reported_not_a_crash(tmp_path: Path) -> 
     code, report, _ = verify(out)
     assert code == 11, report
     assert any("a type the exporter never writes" in line for line in report["damaged_rows"])
+
+
+def test_events_accepted_under_earlier_rules_are_listed_apart_when_the_auditor_says_when(
+    tmp_path: Path,
+) -> None:
+    # An operator's upgrade: events an earlier release accepted (a delegate registering a
+    # colleague's key, say) failed today's authority rules, and actor verify stayed red for
+    # good, with nothing telling them from a processor that skipped a check.
+    from ledger.core.events import RegisterActorKey
+    from ledger.core.signing import key_id_of
+
+    events = history()
+    state = EMPTY_STATE
+    for event in events:
+        state = fold(state, event)
+    carol = Ed25519PrivateKey.generate()
+    n = iter(range(100))
+
+    def decided(key: Ed25519PrivateKey, command: Command, admins: set[str]) -> None:
+        nonlocal state
+        at = T0 + timedelta(seconds=100 + len(events))
+        signed = sign(dataclasses.replace(command, occurred_at=at), key)
+        out = decide_signed(
+            state, signed, now=at, new_id=lambda: f"l-{next(n)}", admins=frozenset(admins)
+        )
+        assert not isinstance(out, Rejection), out
+        for event in out:
+            events.append(event)
+            state = fold(state, event)
+
+    decided(
+        KEYS[ADMIN],
+        RegisterActorKey(
+            **_by(ADMIN, 20), principal="human:carol", actor_key_id=key_id_of(public_bytes(carol)),
+            public_key=public_bytes(carol),
+        ),
+        set(KEYS),
+    )  # fmt: skip
+    # Accepted by a processor whose rules were other (here: taking carol for an administrator).
+    grant = IssueGrant(
+        **_by("human:carol", 21), grant_id="g-9", principal="agent:bot", actions=("*",),
+        resource="*",
+    )  # fmt: skip
+    decided(carol, grant, {*KEYS, "human:carol"})
+    out = exported(tmp_path, events)
+    code, report, _ = verify(out)
+    assert code == 11 and [v["authority"] for v in report["unproven"]] == [True]
+    plain = CliRunner().invoke(cli, ["actor", "verify", "--from", str(out)])
+    assert "note: 1 of the unproven events are signed by their actors and fail only" in (
+        plain.stderr
+    )
+    after = (T0 + timedelta(hours=1)).isoformat()
+    done = CliRunner().invoke(
+        cli, ["actor", "verify", "--from", str(out), "--accepted-before", after]
+    )
+    assert done.exit_code == 0, done.stderr
+    assert "EARLIER-RULES GrantIssued" in done.stderr and "human:carol held no grant" in done.stderr
+    assert "; 1 accepted under earlier rules" in done.stdout
+    before = T0.isoformat()  # the event is after it: still a failure
+    done = CliRunner().invoke(
+        cli, ["actor", "verify", "--from", str(out), "--accepted-before", before]
+    )
+    assert done.exit_code == 11

@@ -25,6 +25,7 @@ from ledger.core.events import (
     CommandRejected,
     CommandResult,
     GovernanceEvent,
+    GrantIssued,
     GrantRevoked,
     PolicyRolledBack,
     PolicyVersionPromoted,
@@ -114,6 +115,8 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
     it takes actions over; and the version a promotion or a rollback takes out of service."""
     if isinstance(event, PolicyVersionProposed):
         return [n for n in [overlap_note(state, event.policy, event.governs)] if n]
+    if isinstance(event, GrantIssued):
+        return _own_keys_only(event)
     record = state.policies.get(getattr(event, "policy", ""))
     notes: list[str] = []
     if isinstance(event, PolicyVersionPromoted) and record is not None:
@@ -130,6 +133,20 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
             notes += _dropped(record, version.version, None, version.governs)
     return notes + taken_out_of_service(record, event)
+
+
+def _own_keys_only(event: GrantIssued) -> list[str]:
+    """A grant of ``ledger.key.register`` on another principal's keys does not let its holder
+    register them (an administrator's act since keys for others can no longer be delegated):
+    say so when it is issued, not when the holder is first refused (an operator's upgrade)."""
+    if "ledger.key.register" not in event.actions or event.resource == (
+        f"principal:{event.principal}"
+    ):
+        return []
+    return [
+        f"note: ledger.key.register on {event.resource} lets {event.principal} register keys "
+        "of its own only: a key for another principal is registered by an administrator"
+    ]
 
 
 def _unobserved(state: LedgerState, policy: str, number: int, governs: Iterable[str]) -> list[str]:

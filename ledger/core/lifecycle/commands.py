@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Final, assert_never
 
-from ledger.core.authority import authorize, key_registrar
+from ledger.core.authority import authorize, key_registrar, replace_key
 from ledger.core.events import (
     ApprovePolicyVersion,
     AssignRole,
@@ -117,8 +117,7 @@ def _allowed(
             "not_authorized",
             f"{clipped(command.actor)} signed with a key {clipped(registrar)} registered, and "
             f"{clipped(registrar)} may not {action} on {clipped(resource)}: a key a delegate "
-            "registered acts no further than the delegate may; have an administrator register "
-            f"{clipped(command.actor)}'s key",
+            "registered acts no further than the delegate may; " + replace_key(command.actor),
         )
     return _reject(
         "not_authorized",

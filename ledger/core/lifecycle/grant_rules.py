@@ -20,7 +20,9 @@ from ledger.core.authority import (
     effective_grants,
     first_not_held,
     key_delegation_problem,
+    key_registrar,
     not_held,
+    replace_key,
     valid_principal,
 )
 from ledger.core.events import (
@@ -265,7 +267,18 @@ def _register_key(
     if owner is not None:
         key = actor_key(state, owner, c.actor_key_id)
         if owner == c.principal and key is not None and key.active:
-            return _reject("already_applied", f"{c.actor_key_id} is already a key of {owner}")
+            by = key.registered_by
+            limited = by not in (owner, c.actor) and key_registrar(state, owner, key.key_id, admins)
+            return _reject(
+                "already_applied",
+                f"{c.actor_key_id} is already a key of {owner}"
+                + (
+                    f", registered by {by}, whose limits it keeps: to replace it, "
+                    + replace_key(owner)
+                    if limited
+                    else ""
+                ),
+            )
         return _reject(
             "invalid_key",
             f"{c.actor_key_id} was registered to {owner} before"

@@ -680,6 +680,22 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
         admins=real,
     )
     assert isinstance(again, Rejection) and "registers no further keys" in again.message, again
+    assert "human:dave makes a new pair (`ledger actor keygen human:dave`)" in again.message
+    # An operator's upgrade: registering that key again was "already a key of", no way on.
+    same = decide_signed(
+        replay(events, EMPTY_STATE),  # type: ignore[arg-type]
+        sign(_registration("c-same", ADMIN, "human:dave", dave), ADMIN_KEY),
+        now=T0,
+        new_id=new_id,
+        admins=real,
+    )
+    assert isinstance(same, Rejection) and same.code == "already_applied", same
+    assert same.message.endswith(
+        "registered by human:carol, whose limits it keeps: to replace it, human:dave makes a "
+        "new pair (`ledger actor keygen human:dave`), an administrator registers it (`ledger "
+        "actor add human:dave --public-key FILE --by ADMIN`) and revokes the old one (`ledger "
+        "actor revoke human:dave --key ID --by ADMIN`)"
+    ), same.message
     skipped = decided(approve, dave, real | {"human:carol", "human:dave"})
     verdict = verify_history([*events, *skipped])[-1]
     assert not verdict.ok

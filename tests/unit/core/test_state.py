@@ -1880,3 +1880,26 @@ def test_a_dropped_action_note_is_sound_and_bounded() -> None:
         answers.pattern_covers = real
     assert calls < 1_000, calls  # of 65,536 pairs
     assert note[-1].startswith("note: too many long globs to compare all of v2"), note
+
+
+def test_a_grant_to_register_others_keys_says_it_lets_its_holder_register_only_its_own() -> None:
+    # An operator's upgrade: such grants stayed "in force" and new ones were accepted without
+    # a word, though registering a key for another principal is an administrator's act now.
+    from ledger.core.events import IssueGrant
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+
+    def issued(resource: str) -> str:
+        return ledger.submit_command(
+            IssueGrant(
+                event_id=f"g-{resource}", occurred_at=T0, actor=ADMIN, grant_id=f"g-{resource}",
+                principal="human:dave", actions=("ledger.key.register",), resource=resource,
+            )
+        ).message  # fmt: skip
+
+    assert issued("principal:human:frank").endswith(
+        "; note: ledger.key.register on principal:human:frank lets human:dave register keys of "
+        "its own only: a key for another principal is registered by an administrator"
+    )
+    assert "note" not in issued("principal:human:dave")
