@@ -6,6 +6,7 @@
 -- param: policy VARCHAR the policy name
 -- param: version BIGINT the version number
 -- known: policy policy_log.policy
+-- known: version policy_log.version
 SELECT decision_id, request_id, decided_at, principal, action, resource, determination,
        rule, reason_code, policy_stage, constraints, kind, batch_id, item_index, item_id
 FROM all_decisions

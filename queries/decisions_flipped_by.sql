@@ -10,10 +10,12 @@
 --   at the time, else the one before; `ledger policy simulate` with its file re-decides them). Rows with flipped false are left out. The items of
 --   pre-evaluation batches are examined too (kind batch_item, with batch_id, item_index and
 --   item_id; kind decision: a single decision); a batch records no shadow results, so they
---   are always listed as not covered.
+--   are always listed as not covered. A version with no version before it (a policy's first
+--   active or canary version) has nothing to compare with: no rows.
 -- param: policy VARCHAR the policy name
 -- param: version BIGINT the version whose decisions are examined
 -- known: policy policy_log.policy
+-- known: version policy_log.version
 WITH first_active AS (
     SELECT min(valid_from) AS at FROM policy_timeline
     WHERE policy = $policy AND version = $version AND stage = 'active'
@@ -36,6 +38,7 @@ said AS (  -- the previous version's recorded answer, per decision
       AND ((d.policy_stage = 'canary' AND s.stage = 'active')
            OR s.version = (SELECT version FROM before))
 )
+SELECT * FROM (
 SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
        d.policy_stage, d.determination, d.rule,
        COALESCE(s.previous_version,
@@ -53,4 +56,6 @@ SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resou
 FROM made d LEFT JOIN (SELECT * FROM said WHERE pick = 1) s
   ON s.decision_id = d.decision_id AND d.kind = 'decision'
 WHERE s.decision_id IS NULL OR s.determination IS DISTINCT FROM d.determination
-ORDER BY d.decided_at, d.decision_id, d.item_index;
+)
+WHERE previous_version IS NOT NULL  -- a first version: no version before it to recall against
+ORDER BY decided_at, decision_id, item_index;

@@ -372,6 +372,9 @@ def test_decisions_flipped_by_uses_recorded_shadow_results(export_dir: Path) -> 
         r["decision_id"]
         for r in rows(export_dir, "decisions_by_version", policy="refund", version="2")
     } == {"dec-2", "dec-3", "dec-4"}
+    # An auditor's walkthrough: a first version listed every decision it made as a recall
+    # candidate with nothing to recall against.
+    assert rows(export_dir, "decisions_flipped_by", policy="refund", version="1") == []
     (rollback,) = rows(export_dir, "rollbacks")
     assert (
         rollback["from_version"],
@@ -505,6 +508,12 @@ def test_a_named_query_says_when_a_value_is_not_in_the_export(export_dir: Path) 
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout) == [] and "note:" not in done.stderr
+    # An auditor's walkthrough: a version that never existed was a silent "0 row(s)".
+    done = invoke(
+        "audit", "run", "decisions_by_version", "--param", "policy=refund",
+        "--param", "version=9", "--from", str(export_dir),
+    )  # fmt: skip
+    assert "note: version 9 is not in this export (looked in policy_log.version)" in done.stderr
     done = invoke(
         "audit", "run", "decision_lineage", "--param", "id=" + "x" * 500,
         "--from", str(export_dir), "--json",
@@ -524,7 +533,7 @@ def test_a_version_parameter_takes_v2_as_every_command_does(export_dir: Path) ->
 
 
 def test_every_known_line_names_real_columns(export_dir: Path) -> None:
-    samples = {"at": at(7).isoformat(), "version": "2"}
+    samples = {"at": at(7).isoformat(), "version": "999"}
     con = connect(export_dir)
     try:
         for name, query in named_queries().items():
