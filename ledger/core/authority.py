@@ -35,7 +35,7 @@ from ledger.core.cel import (
     layout_free,
 )
 from ledger.core.events import COMMAND_PROCESSOR, GrantIssued
-from ledger.core.globs import compile_globs, glob_matches, is_pattern
+from ledger.core.globs import Globs, compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.pmap import BuiltOnRead
 from ledger.core.text import clipped
@@ -78,7 +78,7 @@ _PRINCIPAL_RE: Final = re.compile(
 _EMPTY: Final[Mapping[str, Any]] = {}
 
 
-def _never() -> re.Pattern[str]:
+def _never() -> Globs:
     return compile_globs(())
 
 
@@ -114,8 +114,8 @@ class Grant:
     valid_until: datetime | None = None
     approved_by: str | None = None
     note: str | None = None
-    action_re: re.Pattern[str] = field(default_factory=_never, repr=False, compare=False)
-    resource_re: re.Pattern[str] = field(default_factory=_never, repr=False, compare=False)
+    action_re: Globs = field(default_factory=_never, repr=False, compare=False)
+    resource_re: Globs = field(default_factory=_never, repr=False, compare=False)
     compiled: CompiledCondition | None = field(default=None, repr=False, compare=False)
     condition_broken: bool = field(default=False, repr=False, compare=False)
 
@@ -133,10 +133,7 @@ class Grant:
 
     def covers(self, action: str, resource: str) -> bool:
         """Do the grant's action globs and resource pattern match?"""
-        return (
-            self.action_re.match(action) is not None
-            and self.resource_re.match(resource) is not None
-        )
+        return self.action_re.matches(action) and self.resource_re.matches(resource)
 
     def _condition(
         self, facts: Mapping[str, Any], context: Mapping[str, Any], meter: Meter | None

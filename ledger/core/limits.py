@@ -80,6 +80,14 @@ class Limits:
     grant_actions: int = 256
     """Action patterns of one grant (each, like its resource pattern, at most
     ``request_name_chars``): every request of its holder tries them."""
+    glob_wildcards: int = 16
+    """Wildcards (``*``, ``?``, ``[``) in one pattern of a grant (actions, resource) or of a
+    policy's ``governs``."""
+    glob_class_chars: int = 64
+    """Length of such a pattern holding ``?`` or ``[…]``: those are matched by a backtracking
+    regular expression, whose work grows with the pattern times the name (~0.1 ms at this
+    length against a 1,024-character name); ``*`` and text alone are matched in linear time
+    (:mod:`ledger.core.globs`)."""
     batch_items: int = 500
     """Items of one pre-evaluation request. Its items share one evaluation budget
     (``evaluation_cost``), so one record costs at most what one request may."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
@@ -54,7 +53,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
-from ledger.core.globs import compile_globs, glob_matches, is_pattern
+from ledger.core.globs import Globs, compile_globs, glob_matches, is_pattern
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
@@ -98,12 +97,15 @@ RECORDED_LIMITS: Final = replace(
     policy_condition_chars=DEFAULT_LIMITS.policy_document_bytes,
     policy_governs=DEFAULT_LIMITS.policy_document_bytes,
     request_name_chars=DEFAULT_LIMITS.policy_document_bytes,
+    glob_wildcards=DEFAULT_LIMITS.policy_document_bytes,
+    glob_class_chars=DEFAULT_LIMITS.policy_document_bytes,
 )
 """The limits a recorded policy document is read back under. A version the ledger accepted
 loads under the limits it was accepted under: a limit that came later is enforced where
 documents are proposed, never on the recorded history (replaying a ledger, or verifying who
 proposed what, must not turn its policies into errors). policy_condition_chars,
-policy_governs and request_name_chars (for each governs entry) came later."""
+policy_governs, request_name_chars (for each governs entry), glob_wildcards and
+glob_class_chars came later."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -161,7 +163,7 @@ class PolicyVersion:
         decides, and is compared in shadow, only for what it governs."""
         if action in self.governs:
             return True
-        return compile_globs(self.governs).match(action) is not None
+        return compile_globs(self.governs).matches(action)
 
     @property
     def compiled(self) -> Policy | None:
@@ -969,7 +971,7 @@ class _GrantChanges(MutableMapping[str, Grant | GrantIssued]):
 # ----------------------------------------------------------------------------------- look-ups
 
 
-_Index = tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]
+_Index = tuple[dict[str, str], tuple[tuple[Globs, str], ...]]
 """Exact ``governs`` entries to policy names, then the globs in the order they are tried."""
 
 
@@ -1047,7 +1049,7 @@ def _lookup(index: _Index, action: str) -> str | None:
     exact, globs = index
     name = exact.get(action)
     if name is None:
-        name = next((n for rx, n in globs if rx.match(action)), None)
+        name = next((n for rx, n in globs if rx.matches(action)), None)
     return name
 
 

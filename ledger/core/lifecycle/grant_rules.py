@@ -40,6 +40,7 @@ from ledger.core.events import (
     RoleAssigned,
     RoleRevoked,
 )
+from ledger.core.globs import glob_problem
 from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
@@ -110,6 +111,14 @@ def _issue(
             f"an action or resource pattern is longer than {longest:,} characters "
             "(request_name_chars)",
         )
+    for pattern in (*c.actions, c.resource):
+        problem = glob_problem(
+            pattern,
+            most_wildcards=limits.glob_wildcards,
+            longest_class_glob=limits.glob_class_chars,
+        )
+        if problem is not None:
+            return _reject("invalid_grant", f"{_shown(pattern, 80)}: {problem}")
     if c.condition:
         try:
             compile_grant_condition(c.condition)

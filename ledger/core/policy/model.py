@@ -5,7 +5,7 @@ Lives here: :class:`Effect`, :class:`Rule`, :class:`DefaultDecision`, :class:`Po
 outcomes use, and :data:`Runner`, the shape of a compiled decision function.
 
 May import: the stdlib and the core's value modules (:mod:`ledger.core.events`,
-:mod:`ledger.core.cel`, :mod:`ledger.core.facts`, :mod:`ledger.core.limits`) — nothing else of
+:mod:`ledger.core.cel`, :mod:`ledger.core.facts`, :mod:`ledger.core.limits`; globs for types only) — nothing else of
 :mod:`ledger.core.policy` at module level, so every other module of the package can import this
 one. :meth:`Policy.from_canonical` is the one exception, and only when called: it delegates to
 :func:`ledger.core.policy.source.parse_canonical`, imported inside the method.
@@ -14,16 +14,18 @@ one. :meth:`Policy.from_canonical` is the one exception, and only when called: i
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ledger.core.cel import CompiledCondition, Meter
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FactSpec
 from ledger.core.limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from ledger.core.globs import Globs
 
 __all__ = [
     "Effect",
@@ -152,7 +154,7 @@ class Policy:
     content_hash: str = ""
     source_file: str | None = field(default=None, compare=False)
     _runner: Runner | None = field(default=None, repr=False, compare=False)
-    _governs_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+    _governs_re: Globs | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_canonical(
@@ -172,7 +174,7 @@ class Policy:
     def governs_action(self, action: str) -> bool:
         """Does this policy govern ``action`` (exactly or by one of its globs)?"""
         assert self._governs_re is not None
-        return self._governs_re.match(action) is not None
+        return self._governs_re.matches(action)
 
     def run(
         self,

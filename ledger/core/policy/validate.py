@@ -26,7 +26,7 @@ from typing import Any, Final
 from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type
-from ledger.core.globs import compile_globs
+from ledger.core.globs import compile_globs, glob_problem
 from ledger.core.limits import Limits
 from ledger.core.policy.canonical import canonical_text, content_hash
 from ledger.core.policy.model import (
@@ -629,6 +629,14 @@ def _governs(v: Validator, data: dict[Any, Any]) -> list[str]:
                         "request's action)",
                         ("governs", i),
                     )
+                elif a is not None and (
+                    problem := glob_problem(
+                        a,
+                        most_wildcards=v.limits.glob_wildcards,
+                        longest_class_glob=v.limits.glob_class_chars,
+                    )
+                ):
+                    v.add(problem, ("governs", i))
                 elif a is not None and a not in seen:
                     seen.add(a)
                     governs.append(a)

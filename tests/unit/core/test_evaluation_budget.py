@@ -823,3 +823,45 @@ def test_a_search_is_charged_by_both_texts_lengths() -> None:
     small = Meter(1_000_000)
     assert condition.fn({"s": "a refund for fraud", "t": "fraud"}, {}, small) is True
     assert 1_000_000 - small.left <= 3  # everyday searches stay nearly free
+
+
+def test_a_patterns_wildcards_and_a_class_globs_length_are_bounded_where_written() -> None:
+    # A red team: a grant of 256 patterns `refund.*` + 470 `?` cost its holder's every request
+    # 110 ms of evaluator time, and 256 patterns of 509 `*` 2.9 s to compile; a policy's
+    # governs could do the same to every request of an action nobody asked before.
+    from ledger.core.events import IssueGrant
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import ADMIN, LocalLedger
+
+    led = LocalLedger()
+
+    def issue(*actions: str, resource: str = "account:*") -> str:
+        try:
+            led.submit_command(
+                IssueGrant(
+                    event_id=f"g{len(led.events)}-{actions[0][:8]}", occurred_at=led.clock(),
+                    actor=ADMIN, grant_id=f"g{len(led.events)}", principal="agent:bot",
+                    actions=actions, resource=resource,
+                )
+            )  # fmt: skip
+        except CommandRejectedError as rejected:
+            return f"{rejected.code}: {rejected}"
+        return "accepted"
+
+    assert issue("refund.*" + "?" * 70).startswith("invalid_grant: ")
+    assert "at most 64 (glob_class_chars)" in issue("refund.?" + "a" * 70)
+    assert "17 wildcards in one pattern; at most 16 (glob_wildcards)" in issue("x." + "*a" * 17)
+    assert "glob_wildcards" in issue("refund.issue", resource="*" * 17)
+    assert issue("refund.*" + "a" * 900 + "b*").startswith("accepted")  # * and text: any length
+    assert issue("db.table_??", "account:[0-9]*").startswith("accepted")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(governing(1).replace("[a0.*]", "[ok, 'x." + "*a" * 17 + "']"))
+    (problem,) = info.value.problems
+    assert problem.message.startswith("17 wildcards in one pattern; at most 16 (glob_wildcards)")
+    from ledger.core.state import load_document
+
+    relaxed = replace(DEFAULT_LIMITS, glob_wildcards=100)  # a version recorded before
+    stored = parse_policy(
+        governing(1).replace("[a0.*]", "['x." + "*a" * 17 + "']"), limits=relaxed
+    ).canonical
+    assert load_document(stored) is not None
