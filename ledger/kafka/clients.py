@@ -350,26 +350,35 @@ def make_rdkafka_producer(
     bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
 ) -> Any:
     """A ``confluent_kafka.Producer`` for the request/reply path (reachability checked first)."""
-    from confluent_kafka import KafkaError, KafkaException
+
+    from confluent_kafka import KafkaException
 
     check_reachable(bootstrap)
     config = rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, security, **overrides)
-    refused: list[str] = []
-    login = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
-
-    def on_error(error: Any) -> None:
-        # librdkafka tells a refused login only here (served by poll) and in its log; its
-        # metadata calls just time out as a transport failure.
-        if error.code() in login and len(refused) < 10:
-            refused.append(str(error))
-
-    config.setdefault("error_cb", on_error)
+    refused = _watch_logins(config)
     try:
         producer = _producer_type()(config)
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
     producer.refused = refused
     return producer
+
+
+def _watch_logins(config: dict[str, Any]) -> list[str]:
+    """The list a librdkafka client made with ``config`` keeps its refused logins in (up to
+    ten): librdkafka tells a refused login only to the error callback (served by poll) and its
+    log; its metadata calls just time out as a transport failure."""
+    from confluent_kafka import KafkaError
+
+    refused: list[str] = []
+    login = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+    def on_error(error: Any) -> None:
+        if error.code() in login and len(refused) < 10:
+            refused.append(str(error))
+
+    config.setdefault("error_cb", on_error)
+    return refused
 
 
 @functools.cache
@@ -392,12 +401,29 @@ def make_rdkafka_consumer(
     """A ``confluent_kafka.Consumer`` for the request/reply path (reachability checked first).
     Without a ``group.id`` override it gets a group id it never uses (librdkafka requires one;
     an assigned, never-committing consumer does not join the group)."""
-    from confluent_kafka import Consumer, KafkaException
+    from confluent_kafka import KafkaException
 
     check_reachable(bootstrap)
     config = rdkafka_config(bootstrap, RDKAFKA_CONSUMER_CONFIG, security, **overrides)
     config.setdefault("group.id", "ledger-unused")
+    refused = _watch_logins(config)
     try:
-        return Consumer(config)
+        consumer = _consumer_type()(config)
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
+    consumer.refused = refused
+    return consumer
+
+
+@functools.cache
+def _consumer_type() -> Any:
+    from confluent_kafka import Consumer
+
+    class LedgerConsumer(Consumer):
+        """A librdkafka consumer that keeps the refused logins its error callback saw
+        (``refused``), as :func:`make_rdkafka_producer`'s producer does (an auditor's
+        walkthrough: a wrong password on export was a transport failure after 7 s)."""
+
+        refused: list[str]
+
+    return LedgerConsumer

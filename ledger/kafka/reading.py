@@ -114,9 +114,10 @@ def rdkafka_partitions(
 
 
 def _metadata(client: Any, topic: str, timeout: float) -> Any:
-    """``topic``'s metadata, waiting at most ``timeout`` seconds. A ledger producer (one that
-    keeps the refused logins its error callback sees, ``refused``) is asked in half-second
-    slices, serving that callback between them: librdkafka reports a refused login there only,
+    """``topic``'s metadata, waiting at most ``timeout`` seconds. A ledger producer or consumer
+    (one that keeps the refused logins its error callback sees, ``refused``) is asked in
+    half-second slices, serving that callback between them (a consumer only while it has no
+    partitions assigned, whose poll returns no record): librdkafka reports a refused login there only,
     and the metadata call itself would wait out its whole timeout as a transport failure."""
     from confluent_kafka import KafkaException
 
@@ -130,7 +131,8 @@ def _metadata(client: Any, topic: str, timeout: float) -> Any:
         try:
             return client.list_topics(topic, timeout=max(min(0.5, left), 0.01)).topics.get(topic)
         except KafkaException:
-            client.poll(0)
+            if not getattr(client, "assignment", list)():  # a consumer's poll would consume
+                client.poll(0)
             if refused or left <= 0.5:
                 raise
 
