@@ -350,25 +350,30 @@ def make_rdkafka_producer(
     bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
 ) -> Any:
     """A ``confluent_kafka.Producer`` for the request/reply path (reachability checked first)."""
-
-    from confluent_kafka import KafkaException
-
     check_reachable(bootstrap)
     config = rdkafka_config(bootstrap, RDKAFKA_PRODUCER_CONFIG, security, **overrides)
-    refused = _watch_logins(config)
-    try:
-        producer = _producer_type()(config)
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
-    producer.refused = refused
-    return producer
+    return _made("Producer", bootstrap, config)
 
 
-def _watch_logins(config: dict[str, Any]) -> list[str]:
-    """The list a librdkafka client made with ``config`` keeps its refused logins in (up to
-    ten): librdkafka tells a refused login only to the error callback (served by poll) and its
-    log; its metadata calls just time out as a transport failure."""
-    from confluent_kafka import KafkaError
+def make_rdkafka_consumer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> Any:
+    """A ``confluent_kafka.Consumer`` for the request/reply path (reachability checked first).
+    Without a ``group.id`` override it gets a group id it never uses (librdkafka requires one;
+    an assigned, never-committing consumer does not join the group)."""
+    check_reachable(bootstrap)
+    config = rdkafka_config(bootstrap, RDKAFKA_CONSUMER_CONFIG, security, **overrides)
+    config.setdefault("group.id", "ledger-unused")
+    return _made("Consumer", bootstrap, config)
+
+
+def _made(kind: str, bootstrap: str, config: dict[str, Any]) -> Any:
+    """A librdkafka ``kind`` (Producer, Consumer) that keeps the refused logins its error
+    callback sees (``refused``, up to ten), for :func:`~ledger.kafka.reading.rdkafka_partitions`
+    to tell bad credentials from an unreachable broker: librdkafka tells a refused login only
+    to that callback (served by poll) and its log, and its metadata calls just time out as a
+    transport failure (an auditor's walkthrough: 7 s, then a raw error, on export)."""
+    from confluent_kafka import KafkaError, KafkaException
 
     refused: list[str] = []
     login = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
@@ -378,52 +383,18 @@ def _watch_logins(config: dict[str, Any]) -> list[str]:
             refused.append(str(error))
 
     config.setdefault("error_cb", on_error)
-    return refused
-
-
-@functools.cache
-def _producer_type() -> Any:
-    from confluent_kafka import Producer
-
-    class LedgerProducer(Producer):
-        """A librdkafka producer that keeps the refused logins its error callback saw
-        (``refused``), for :func:`~ledger.kafka.reading.rdkafka_partitions` to tell bad
-        credentials from an unreachable broker."""
-
-        refused: list[str]
-
-    return LedgerProducer
-
-
-def make_rdkafka_consumer(
-    bootstrap: str, *, security: KafkaSecurity | None = None, **overrides: Any
-) -> Any:
-    """A ``confluent_kafka.Consumer`` for the request/reply path (reachability checked first).
-    Without a ``group.id`` override it gets a group id it never uses (librdkafka requires one;
-    an assigned, never-committing consumer does not join the group)."""
-    from confluent_kafka import KafkaException
-
-    check_reachable(bootstrap)
-    config = rdkafka_config(bootstrap, RDKAFKA_CONSUMER_CONFIG, security, **overrides)
-    config.setdefault("group.id", "ledger-unused")
-    refused = _watch_logins(config)
     try:
-        consumer = _consumer_type()(config)
+        client = _refusal_keeping(kind)(config)
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
-    consumer.refused = refused
-    return consumer
+    client.refused = refused
+    return client
 
 
 @functools.cache
-def _consumer_type() -> Any:
-    from confluent_kafka import Consumer
+def _refusal_keeping(kind: str) -> Any:
+    """A subclass of ``confluent_kafka``'s ``kind`` whose instances may hold a ``refused``
+    list (its own classes take no new attributes)."""
+    import confluent_kafka
 
-    class LedgerConsumer(Consumer):
-        """A librdkafka consumer that keeps the refused logins its error callback saw
-        (``refused``), as :func:`make_rdkafka_producer`'s producer does (an auditor's
-        walkthrough: a wrong password on export was a transport failure after 7 s)."""
-
-        refused: list[str]
-
-    return LedgerConsumer
+    return type(f"Ledger{kind}", (getattr(confluent_kafka, kind),), {})
