@@ -46,6 +46,11 @@ class Heartbeat:
     """A fingerprint of the password it logged in with
     (:func:`ledger.discovery.credential_fingerprint`), which ``ledger up`` compares with its
     role's credential file to tell a processor left on an old password."""
+    code: str | None = None
+    """The fingerprint of the code it runs, read when it started
+    (:func:`ledger.kafka.snapshots.installed_fingerprint`), which ``ledger ps`` and ``up``
+    compare with their own to tell a processor left on the code of before an upgrade (``None``:
+    a processor of a version that wrote none, so other code too)."""
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
@@ -59,13 +64,14 @@ class Heartbeat:
         from a version of the processors that wrote no heartbeat)."""
         try:
             data = json.loads(path.read_text())
-            fetched, credential = data.get("fetched_at"), data.get("credential")
+            fetched, credential, code = (data.get(k) for k in ("fetched_at", "credential", "code"))
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
                 at=float(data["at"]),
                 fetched_at=None if fetched is None else float(fetched),
                 credential=None if credential is None else str(credential),
+                code=None if code is None else str(code),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

@@ -7,7 +7,8 @@ for the processor's role, ``command-processor`` or ``evaluator``) how to authent
 
 With ``LEDGER_READY_FILE`` (set by ``ledger up``), the worker writes a
 :class:`~processors.heartbeat.Heartbeat` there once its governance state has caught up, and again
-every second: ``ledger up`` waits for the first, ``ledger ps``/``up`` judge health from the rest.
+every second: ``ledger up`` waits for the first, ``ledger ps``/``up`` judge health from the rest,
+and tell from the code fingerprint it carries whether it runs the code installed now.
 
 While the broker is away the Kafka libraries log the same connection error several times a
 second; :class:`RepeatFilter` lets each through once per half-minute with a count, so a log
@@ -31,6 +32,7 @@ import faust
 from ledger.discovery import credential_fingerprint, resolve_bootstrap, resolve_security
 from ledger.errors import LedgerError
 from ledger.kafka.logs import LIBRARY_LOGGERS, RepeatFilter
+from ledger.kafka.snapshots import installed_fingerprint
 from ledger.settings import ROLES, Role, Settings
 from processors.common import Processor
 from processors.heartbeat import Heartbeat
@@ -70,6 +72,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
     # SIGSEGV in a C extension) kills the process before any Python logging runs: this writes
     # its Python stack to stderr, which is the processor's log, so `not running` has a cause.
     faulthandler.enable()
+    code = installed_fingerprint()  # the code it runs: read before an upgrade can replace it
     if role is None:
         if name not in ROLES:
             raise ValueError(f"{name!r} is not a role: pass role=")
@@ -102,6 +105,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     at=time.time(),
                     fetched_at=follower.last_fetch,
                     credential=credential,
+                    code=code,
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

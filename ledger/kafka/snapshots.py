@@ -69,6 +69,7 @@ __all__ = [
     "SnapshotUnusable",
     "code_fingerprint",
     "fingerprinted_files",
+    "installed_fingerprint",
     "read_snapshot",
     "record_digest",
     "snapshot_fingerprint",
@@ -318,6 +319,29 @@ def code_fingerprint(*also: Path) -> str:
         name = path.relative_to(package) if path.is_relative_to(package) else path.name
         digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def installed_files() -> list[Path]:
+    """Everything installed that decides what a process of the ledger does: every module of
+    the ``ledger`` and ``processors`` packages (their C sources and builds too) and the
+    contract files (schemas, queries). :func:`fingerprinted_files` is a part of it."""
+    package = Path(ledger.__file__).parent
+    code = (".py", ".pyx", ".so")
+    roots = [package, package.parent / "processors"]  # installed side by side
+    files = {p for root in roots for p in root.rglob("*") if p.suffix in code}
+    files |= {p for name in ("schemas", "queries") for p in contract_dir(name).rglob("*")}
+    return sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts)
+
+
+@cache
+def installed_fingerprint() -> str:
+    """The :func:`code_fingerprint` of :func:`installed_files`: what tells two builds apart
+    (``ledger --version``), and which code a processor runs (its heartbeat carries the one
+    read when it started, ``ledger ps`` compares it with its own). Read once per process and
+    kept, like :func:`snapshot_fingerprint`, but wider: a change to the processors or the CLI
+    alone is other code to run, not another state to fold."""
+    covered = set(fingerprinted_files())
+    return code_fingerprint(*(p for p in installed_files() if p not in covered))
 
 
 def write_snapshot(

@@ -240,6 +240,32 @@ def test_the_code_fingerprint_covers_the_core_the_follower_and_the_schemas(
     assert len(set(prints)) == 3
 
 
+def test_the_installed_fingerprint_covers_all_the_code_and_the_snapshots_only_the_states(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a processor runs (its heartbeat says, `ledger --version` prints) is every module:
+    # a fix to the processors or the CLI alone is other code to run, not another state to fold.
+    root = Path(snapshots.ledger.__file__).parent
+    installed = set(snapshots.installed_files())
+    assert set(snapshots.fingerprinted_files()) <= installed
+    for name in ("processors/request_handler.py", "ledger/cli/stack.py", "ledger/client.py"):
+        assert root.parent / name in installed, name
+    assert any(p.name == "views.sql" for p in installed)
+    real = snapshots.installed_fingerprint()
+    assert real == snapshots.installed_fingerprint() != snapshots.code_fingerprint()
+    patched = tmp_path / "request_handler.py"
+    patched.write_text("a fix")
+    files = snapshots.installed_files()
+    monkeypatch.setattr(snapshots, "installed_files", lambda: [*files, patched])
+    state_code = snapshots.code_fingerprint()
+    snapshots.installed_fingerprint.cache_clear()
+    try:
+        assert snapshots.installed_fingerprint() != real
+        assert snapshots.code_fingerprint() == state_code  # snapshots are still of use
+    finally:
+        snapshots.installed_fingerprint.cache_clear()
+
+
 def test_a_follower_stamps_its_snapshots_with_the_code_it_started_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
