@@ -25,15 +25,32 @@ from ledger.cli import (
 )
 from ledger.cli.output import HelpfulGroup
 from ledger.kafka.clients import RDKAFKA_LOGGER
+from ledger.kafka.snapshots import installed_fingerprint
 
 __all__ = ["cli", "main"]
+
+
+def _print_version(ctx: click.Context, _: click.Parameter, asked: bool) -> None:
+    """``--version``: the package's version, and the fingerprint of the code installed, which
+    tells two builds of one version apart (a processor started before an upgrade runs other
+    code: ``ledger ps`` compares the fingerprint in its heartbeat with this one)."""
+    if asked and not ctx.resilient_parsing:
+        click.echo(f"ledger, version {__version__} (code {installed_fingerprint()[:12]})")
+        ctx.exit()
 
 
 @click.group(
     cls=HelpfulGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, prog_name="ledger")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the fingerprint of the code installed, and exit.",
+)
 def cli() -> None:
     """Decision Ledger: policies, authority and audit for AI agents, as events on Kafka.
 

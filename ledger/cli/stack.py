@@ -6,6 +6,7 @@ import click
 
 from ledger.cli.common import bootstrap_option, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local import broker, stack
 from ledger.settings import parse_bootstrap
 
@@ -46,6 +47,8 @@ def up_cmd(
     healthy. Idempotent: what is healthy is left alone, what is not is restarted (a processor
     that does not recover within 20 s, or that was started with another Kafka address; one
     still catching up gets --wait); each is reported. Logs: $LEDGER_HOME/logs/<processor>.log.
+    A healthy processor on other code than this command (an upgrade installed since it started)
+    is left running too, but then `up` fails (other_code), saying how to restart it on this code.
 
     The local broker authenticates every client (SASL/SCRAM, one credential per role in
     $LEDGER_HOME/credentials) and enforces the ledger's ACLs; --insecure turns both off, for
@@ -101,6 +104,10 @@ def ps_cmd(as_json: bool) -> None:
     running or not healthy is said on stderr, and the exit status is then 1 (0: all is well;
     the local broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or
     restarts it.
+
+    The code column says whether each processor runs the code installed now, which this command
+    runs (`ledger --version` prints its fingerprint; --json has each processor's): after an
+    upgrade in place, one started before it runs the old code until it is restarted.
     """
     settings = load_settings()
     if settings.bootstrap:
@@ -114,19 +121,33 @@ def ps_cmd(as_json: bool) -> None:
     ]
     if settings.bootstrap is None and not b.running:  # the processors' broker is the local one
         problems.insert(0, "the broker is not running")
+    other = [p.name for p in procs if p.same_code is False]
     if as_json:
-        print_json({"broker": b.as_dict(), "processors": procs})
+        print_json({"broker": b.as_dict(), "processors": procs, "code": installed_fingerprint()})
     else:
         rows: list[list[object]] = [
-            ["broker", b.running, b.running, "-", b.pid, b.bootstrap, b.log_file]
+            ["broker", b.running, b.running, "-", "-", b.pid, b.bootstrap, b.log_file]
         ]
         rows += [
-            [p.name, p.running, p.healthy, _age(p.heartbeat_age), p.pid, p.bootstrap, p.log]
+            [
+                p.name,
+                p.running,
+                p.healthy,
+                _age(p.heartbeat_age),
+                _code(p.same_code),
+                p.pid,
+                p.bootstrap,
+                p.log,
+            ]
             for p in procs
         ]
-        print_table(["process", "running", "healthy", "heartbeat", "pid", "kafka", "log"], rows)
+        print_table(
+            ["process", "running", "healthy", "heartbeat", "code", "pid", "kafka", "log"], rows
+        )
         for problem in problems:
             click.echo(problem, err=True)
+        if other:  # healthy or not, it answers with the old code: not a health problem
+            click.echo(stack.other_code(other), err=True)
         if problems and not settings.home.exists():
             # Nothing ever ran with this home: a mistyped $LEDGER_HOME, or another user's
             # environment (sudo), where `ledger up` would start a second, empty ledger.
@@ -147,3 +168,7 @@ def ps_cmd(as_json: bool) -> None:
 
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s ago"
+
+
+def _code(same: bool | None) -> str:
+    return "-" if same is None else "same" if same else "other (an upgrade?)"

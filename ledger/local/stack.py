@@ -8,8 +8,10 @@ ready file, and again every second: ``up`` returns once each has written one.
 A processor is *healthy* when it runs, its heartbeat is fresh, its consumer heard from the broker
 within the last few seconds, and the address it was started with is where Kafka is now (a pid
 alone proves none of that: a processor dialling a stopped or moved broker looks alive). ``up``
-restarts what is not healthy, after giving it a moment to reconnect by itself. ``down`` stops
-processors with SIGTERM (Faust commits and leaves its group cleanly), then SIGKILL after a grace
+restarts what is not healthy, after giving it a moment to reconnect by itself. A heartbeat also
+says which code its processor runs: after an upgrade in place, a healthy processor runs the
+code of before until it is restarted, which ``ps`` shows and ``up`` refuses to call done
+(:func:`other_code`). ``down`` stops processors with SIGTERM (Faust commits and leaves its group cleanly), then SIGKILL after a grace
 period, a short one when the processor cannot reach its broker anyway.
 """
 
@@ -37,6 +39,7 @@ from ledger.errors import LedgerError, ProcessorError
 from ledger.files import private_dir, private_umask
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
+from ledger.kafka.snapshots import installed_fingerprint
 from ledger.kafka.topics import create_topics, topic_specs
 from ledger.keys import KeyStore
 from ledger.local import broker
@@ -53,6 +56,7 @@ __all__ = [
     "start_processor",
     "stop_processor",
     "ensure_admin_keys",
+    "other_code",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -98,6 +102,13 @@ class ProcessStatus:
     stale_credential: bool = False
     """Started before its role's credential file was written anew: it holds the old password,
     which the broker no longer has (waiting cannot mend it; a restart does)."""
+    code: str | None = None
+    """The fingerprint of the code it runs, from its heartbeat (``None``: no heartbeat yet, or
+    one from a version that wrote none)."""
+    same_code: bool | None = None
+    """Whether it runs the code installed now, which this command runs
+    (:func:`~ledger.kafka.snapshots.installed_fingerprint`); ``None`` without a heartbeat. A
+    processor that writes no fingerprint is of an older version: other code."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -220,6 +231,8 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         heartbeat_age=round(beat_age, 1),
         fetch_age=None if fetch_age is None else round(fetch_age, 1),
         problem=problem,
+        code=beat.code,
+        same_code=beat.code == installed_fingerprint(),
     )
 
 
@@ -388,7 +401,9 @@ def up(
     restarted; one started with another Kafka address is restarted at once. A processor is given
     ``wait`` seconds to become ready: one it starts, and one already running that has not
     written its first heartbeat (still catching up). Raises
-    :class:`LedgerError` unless every processor is healthy at the end. Two ``up`` at once on one
+    :class:`LedgerError` unless every processor is healthy at the end, and
+    :class:`ProcessorError` (``other_code``) when a healthy one it left alone runs other code
+    than this process (an upgrade installed since it started: see :func:`other_code`). Two ``up`` at once on one
     home take turns (a lock file), so neither starts a second copy of a processor.
 
     The local broker runs with authentication and ACLs (each processor with its role's
@@ -438,15 +453,32 @@ def _up(
         # One that dies on its first request (an unwritable Faust folder) was ready a moment
         # before: watch the (re)started ones a little longer before saying all is well.
         time.sleep(SETTLE)
-    sick = [
-        p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted and not p.healthy
-    ]
+    procs = [p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted]
+    sick = [p for p in procs if not p.healthy]
     if sick:
         raise ProcessorError(
             "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
             code="unhealthy",
         )
+    # An operator who runs `up` after an upgrade expects the new code to answer: "ledger is up"
+    # would let them go on (upgrade the SDK clients, whose records an older evaluator
+    # dead-letters) while the old code answers. Left running: a restart replays the governance
+    # history first, a pause of answers the operator chooses and times (`up --wait`).
+    other = [p.name for p in procs if p.same_code is False]
+    if other:
+        raise ProcessorError(other_code(other), code="other_code")
     return bootstrap
+
+
+def other_code(names: list[str]) -> str:
+    """The one line ``ps`` and ``up`` say of processors ``names`` that run other code than this
+    command (an upgrade installed since they started), with the way out."""
+    many = len(names) > 1
+    return (
+        f"{', '.join(names)} {'run' if many else 'runs'} other code than this `ledger` (an "
+        f"upgrade since {'they' if many else 'it'} started?): `ledger down --keep-broker && "
+        f"ledger up` restarts {'them' if many else 'it'} on this code"
+    )
 
 
 def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None) -> None:
@@ -472,7 +504,8 @@ def _ensure(
     name, instance = _split(proc_id)
     current = _status(settings, proc_id, bootstrap, time.time())
     if current.running and current.healthy:
-        progress(f"{proc_id} already running (pid {current.pid}), healthy")
+        other = "" if current.same_code else ", on other code than this `ledger` (an upgrade?)"
+        progress(f"{proc_id} already running (pid {current.pid}), healthy{other}")
         return False
     if current.running and current.bootstrap in (None, bootstrap) and not current.stale_credential:
         # The broker may just have come back (same address), or it is still catching up: one

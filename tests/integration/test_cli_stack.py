@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import ledger.kafka.snapshots as snapshots
 from ledger.cli.app import cli
+from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local.processes import alive
 
 pytestmark = pytest.mark.integration
@@ -48,6 +50,26 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         assert again.exit_code == 0, again.output
         assert "evaluator already running" in again.stderr and "starting" not in again.stderr
         assert _pids(runner) == pids  # no second worker of anything
+
+        # Each runs the code installed (its heartbeat says which). An upgrade installed under
+        # them (a file of the code changed on disk): `up` leaves them running, but does not say
+        # the ledger is up, and `ps` says which run other code.
+        procs = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)["processors"]
+        assert all(p["code"] == installed_fingerprint() and p["same_code"] for p in procs)
+        fix = tmp_path / "request_handler.py"
+        fix.write_text("a fix")
+        files = snapshots.installed_files()
+        try:
+            with monkeypatch.context() as upgraded:
+                upgraded.setattr(snapshots, "installed_files", lambda: [*files, fix])
+                snapshots.installed_fingerprint.cache_clear()
+                refused = runner.invoke(cli, ["up"])
+                assert refused.exit_code == 1 and "[other_code]" in refused.stderr, refused.output
+                assert "`ledger down --keep-broker && ledger up` restarts them" in refused.stderr
+                assert "other (an upgrade?)" in runner.invoke(cli, ["ps"]).stdout
+        finally:
+            snapshots.installed_fingerprint.cache_clear()
+        assert _pids(runner) == pids  # left running
 
         os.kill(pids["evaluator"], signal.SIGKILL)
         healed = runner.invoke(cli, ["up"])

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from ledger.cli.app import cli
 from ledger.errors import LedgerError
+from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local import stack
 from ledger.local.processes import alive, spawn_detached
 from ledger.settings import Settings
@@ -27,6 +28,7 @@ from processors.heartbeat import Heartbeat
 from processors.run import RepeatFilter
 
 KAFKA = "127.0.0.1:9"  # never dialled: health is judged from the heartbeat, not by probing
+HERE = installed_fingerprint()  # the code these tests (and their `ledger` commands) run
 
 
 @pytest.fixture
@@ -68,6 +70,7 @@ def _beat(
     bootstrap: str = KAFKA,
     name: str = "evaluator",
     credential: str | None = None,
+    code: str | None = HERE,
 ) -> None:
     now = time.time()
     Heartbeat(
@@ -76,6 +79,7 @@ def _beat(
         at=now - age,
         fetched_at=None if fetch_age is None else now - fetch_age,
         credential=credential,
+        code=code,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -141,6 +145,101 @@ def test_ps_shows_health_and_says_why(settings: Settings, evaluator: int) -> Non
     assert procs["evaluator"]["fetch_age"] >= 29 and procs["evaluator"]["bootstrap"] == KAFKA
     assert not procs["command-processor"]["running"]
     assert procs["command-processor"]["problem"] == "not running"
+
+
+@pytest.fixture
+def both(settings: Settings) -> Iterator[dict[str, int]]:
+    """Both processors running, each with a fresh heartbeat of the code installed now."""
+    pids = {name: _fake_processor(settings, name) for name in stack.PROCESSORS}
+    for name, pid in pids.items():
+        _beat(settings, pid, name=name)
+    yield pids
+    for name in pids:
+        stack.stop_processor(settings, name, kill=True)
+
+
+OTHER_CODE = (
+    "evaluator runs other code than this `ledger` (an upgrade since it started?): "
+    "`ledger down --keep-broker && ledger up` restarts it on this code"
+)
+
+
+@pytest.mark.parametrize("code", ["0" * 64, None], ids=["other-build", "older-version"])
+def test_ps_tells_which_processor_runs_other_code_than_the_cli(
+    settings: Settings, both: dict[str, int], code: str | None
+) -> None:
+    # An operator's walkthrough: after an upgrade in place (new CLI, old processors running),
+    # nothing told which code the processors ran; `ledger --version` was the same for both.
+    runner = CliRunner()
+    same = runner.invoke(cli, ["ps"])
+    assert same.exit_code == 0, same.output
+    assert "code" in same.stdout and "same" in same.stdout and "other" not in same.output
+    _beat(settings, both["evaluator"], code=code)  # older versions write no fingerprint
+    table = runner.invoke(cli, ["ps"])
+    assert table.exit_code == 0, table.output  # it answers: a fact to act on, not a sickness
+    assert "other (an upgrade?)" in table.stdout and table.stderr.strip() == OTHER_CODE
+    as_json = runner.invoke(cli, ["ps", "--json"])
+    shown = json.loads(as_json.stdout)
+    procs = {p["name"]: p for p in shown["processors"]}
+    assert shown["code"] == HERE
+    assert (procs["evaluator"]["code"], procs["evaluator"]["same_code"]) == (code, False)
+    assert (procs["command-processor"]["code"], procs["command-processor"]["same_code"]) == (
+        HERE,
+        True,
+    )
+
+
+def test_up_does_not_say_the_ledger_is_up_while_a_processor_runs_other_code(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same walkthrough: the new `ledger up` left the healthy old-release processors running
+    # and said "ledger is up" (exit 0). It still leaves them running (a restart replays the
+    # governance history first: a pause the operator chooses), but says so and fails.
+    from ledger.settings import KafkaSecurity
+
+    monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
+    monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    runner = CliRunner()
+    fine = runner.invoke(cli, ["up"])
+    assert fine.exit_code == 0 and f"ledger is up on {KAFKA}" in fine.stdout, fine.output
+    _beat(settings, both["evaluator"], code="0" * 64)
+    refused = runner.invoke(cli, ["up"])
+    assert refused.exit_code == 1 and "ledger is up" not in refused.stdout, refused.output
+    assert f"error: {OTHER_CODE} [other_code]" in refused.stderr
+    assert (
+        f"evaluator already running (pid {both['evaluator']}), healthy, on other code"
+        in refused.stderr
+    )
+    assert "restarting" not in refused.stderr and all(alive(pid) for pid in both.values())
+    _beat(settings, both["command-processor"], name="command-processor", code=None)
+    with pytest.raises(LedgerError, match="command-processor, evaluator run other code") as err:
+        stack.up(settings)
+    assert err.value.code == "other_code" and "restarts them on this code" in str(err.value)
+
+
+def test_version_tells_two_builds_of_one_version_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger
+    import ledger.kafka.snapshots as snapshots
+
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["--version"])
+    assert shown.exit_code == 0
+    assert shown.stdout == f"ledger, version {ledger.__version__} (code {HERE[:12]})\n"
+    patched = tmp_path / "request_handler.py"
+    patched.write_text("a fix")
+    files = snapshots.installed_files()
+    monkeypatch.setattr(snapshots, "installed_files", lambda: [*files, patched])
+    snapshots.installed_fingerprint.cache_clear()
+    try:
+        other = runner.invoke(cli, ["--version"]).stdout
+    finally:
+        snapshots.installed_fingerprint.cache_clear()
+    assert (
+        other.startswith(f"ledger, version {ledger.__version__} (code ") and other != shown.stdout
+    )
 
 
 def test_down_does_not_wait_the_full_grace_for_a_processor_that_cannot_reach_kafka(
