@@ -47,6 +47,7 @@ from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.governance import GovernanceFollower
 from ledger.kafka.reading import read_topic
+from ledger.kafka.snapshots import snapshot_file
 from ledger.keys import KeyStore
 from ledger.settings import Settings
 from processors.command_handler import REMEMBER_REJECTIONS, CommandHandler
@@ -86,7 +87,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         memory=handler.applied,  # kept in the snapshot with the state
         freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
         security=settings.security,
-        snapshot=state_dir(settings, APP_ID) / "governance.snapshot",
+        snapshot=snapshot_file(state_dir(settings, APP_ID), handler.applied),
     )
     anchors = trust_anchors(settings)
     anchored = asyncio.Event()

@@ -40,6 +40,7 @@ from ledger.codec import default_codec
 from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.dedup import answered_since_last_commit
 from ledger.kafka.governance import GovernanceFollower
+from ledger.kafka.snapshots import snapshot_file
 from ledger.settings import Settings
 from processors.common import (
     HANDLING_FAILED_EXIT,
@@ -81,8 +82,9 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         security=settings.security,
         compile_deployed=True,  # the request path never waits for a promoted version to compile
         freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
-        # Its next start reads the events after this state, not the whole history.
-        snapshot=state_dir(settings, APP_ID) / "governance.snapshot",
+        # Its next start reads the events after this state, not the whole history; named by
+        # its code, so another release's evaluator here keeps a file of its own.
+        snapshot=snapshot_file(state_dir(settings, APP_ID)),
     )
     inflight = InFlight(state_dir(settings, APP_ID) / "inflight")
     limit = OutputLimit.for_app(app)

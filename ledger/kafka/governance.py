@@ -47,8 +47,10 @@ from ledger.kafka.snapshots import (
     SnapshotUnusable,
     read_snapshot,
     record_digest,
+    remove_other_snapshots,
     snapshot_fingerprint,
     snapshot_key,
+    snapshot_lock,
     write_snapshot,
 )
 from ledger.settings import KafkaSecurity, TopicNames
@@ -520,7 +522,7 @@ class GovernanceFollower:
         try:
             # One writer at a time: evaluator workers started together (after an upgrade, say)
             # would each spend seconds writing the same state.
-            with held_exclusively(path.with_name(f".{path.name}.lock")) as held:
+            with held_exclusively(snapshot_lock(path)) as held:
                 if not held:
                     log.info("governance snapshot not written: another worker is writing it")
                     return
@@ -545,6 +547,10 @@ class GovernanceFollower:
             size / 1e6,
             time.perf_counter() - started,
         )
+        for other in remove_other_snapshots(path, now=time.time()):
+            log.info(
+                "removed %s: a governance snapshot of other code, not written for a day", other
+            )
 
     def _caught_up(self) -> None:
         if self._freeze:

@@ -26,9 +26,13 @@ was written with (none for an evaluator).
 
 Any check that fails means a full replay, logged; never a partial or foreign state. Deleting
 the file is always safe. The file is written 0600 under the processor's own state directory and
-replaced atomically. Its pickle loads only the state's own classes (:class:`_StateUnpickler`),
-and is still only as trustworthy as that directory, which must be as private as the
-installation itself (whoever can write there can also change the code).
+replaced atomically. It is named by the code's fingerprint (:func:`snapshot_file`): processors
+of two releases on one machine keep one each, rather than replacing each other's and so
+replaying the whole history at every start; one of other code not written for
+:data:`OTHER_CODE_KEPT` is removed (:func:`remove_other_snapshots`). Its pickle loads only the
+state's own classes (:class:`_StateUnpickler`), and is still only as trustworthy as that
+directory, which must be as private as the installation itself (whoever can write there can
+also change the code).
 """
 
 from __future__ import annotations
@@ -69,11 +73,15 @@ __all__ = [
     "SnapshotUnusable",
     "code_fingerprint",
     "fingerprinted_files",
+    "installed_files",
     "installed_fingerprint",
     "read_snapshot",
     "record_digest",
+    "remove_other_snapshots",
+    "snapshot_file",
     "snapshot_fingerprint",
     "snapshot_key",
+    "snapshot_lock",
     "write_snapshot",
 ]
 
@@ -84,6 +92,15 @@ DIGEST_BYTES = 64
 """The trailer: SHA-256 (hex) of everything between the first line and itself."""
 
 _SHA256_HEX: Final = re.compile("[0-9a-f]{64}")
+
+OTHER_CODE_KEPT = 86_400.0
+"""Seconds a snapshot of other code is kept beside a processor's own once not written for as
+long. Processors of another release that run here fold the same governance events and write
+theirs about when this one does; one not written for a day is most likely of a release no longer
+run. Removing one that is still of use costs its processor one full replay, nothing else."""
+
+_OWN_FILES: Final = "governance*.snapshot"
+"""The snapshot files of a state directory, of any code (and the one name before fingerprints)."""
 
 _TAKE: Final = object()
 """``write_snapshot`` takes what the memory saves itself."""
@@ -143,6 +160,37 @@ def snapshot_fingerprint(memory: SnapshotMemory | None = None) -> str:
     process that calls this when it starts stamps what it writes later with the code it runs,
     even if the files were replaced since (an upgrade installed before a restart)."""
     return code_fingerprint(*_memory_source(memory))
+
+
+def snapshot_file(folder: Path, memory: SnapshotMemory | None = None) -> Path:
+    """Where a processor with ``memory`` keeps its snapshot in its state directory ``folder``:
+    a file named by its code's fingerprint (:func:`snapshot_fingerprint`), so that processors of
+    two releases on one machine each keep their own."""
+    return folder / f"governance-{snapshot_fingerprint(memory)[:16]}.snapshot"
+
+
+def snapshot_lock(path: Path) -> Path:
+    """The lock file beside snapshot ``path``: held by the one worker writing it."""
+    return path.with_name(f".{path.name}.lock")
+
+
+def remove_other_snapshots(
+    path: Path, *, now: float, older_than: float = OTHER_CODE_KEPT
+) -> list[Path]:
+    """Remove the snapshots beside ``path`` (of other code: :func:`snapshot_file`) not written
+    for ``older_than`` seconds at ``now`` (Unix time), with their locks; return those removed.
+    One of a release no longer run would otherwise stay for good, as large as the state."""
+    removed = []
+    for other in sorted(path.parent.glob(_OWN_FILES)):
+        try:
+            if other == path or now - other.stat().st_mtime < older_than:
+                continue
+            other.unlink()
+            snapshot_lock(other).unlink(missing_ok=True)
+        except OSError:  # removed meanwhile by a worker of the same code, or not ours to remove
+            continue
+        removed.append(other)
+    return removed
 
 
 def _rebuilt(cls: type, *values: Any) -> Any:

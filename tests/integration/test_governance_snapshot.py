@@ -24,7 +24,13 @@ from ledger.core.lifecycle import event_stream
 from ledger.core.state import _NOT_LOADED, aggregate_of
 from ledger.kafka.clients import make_rdkafka_producer
 from ledger.kafka.governance import SNAPSHOT_AFTER, GovernanceFollower
-from ledger.kafka.snapshots import DIGEST_BYTES, Snapshot, read_snapshot, snapshot_key
+from ledger.kafka.snapshots import (
+    DIGEST_BYTES,
+    Snapshot,
+    read_snapshot,
+    snapshot_file,
+    snapshot_key,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +186,7 @@ def test_an_evaluator_writes_its_snapshot_and_its_next_start_uses_it(stack_facto
     history = generate(SNAPSHOT_AFTER, policies=20, principals=2_000, roles=20)
     _write(stack, stack.topics, history)
     stack.start("evaluator")  # (ready: it writes the snapshot meanwhile)
-    path = state_dir(stack.settings, APP_ID) / "governance.snapshot"
+    path = snapshot_file(state_dir(stack.settings, APP_ID))  # named by its code
     wait_for(path.exists, timeout=60, what="the evaluator's governance snapshot")
     assert _read(path, stack).events == len(history), stack.logs()
     stack.stop("evaluator")
@@ -211,7 +217,7 @@ def test_a_command_processor_starts_from_its_snapshot_and_remembers_every_comman
     # Written while it runs, once what it folded (the trust anchor) came back from the log; the
     # next after 50,000 more. Without it, a start replays everything and writes a snapshot of
     # all of it.
-    path = state_dir(stack.settings, APP_ID) / "governance.snapshot"
+    path = snapshot_file(state_dir(stack.settings, APP_ID), AppliedCommands())
     wait_for(path.exists, timeout=60, what="the command processor's governance snapshot")
     assert stack.stop("command-processor")
     path.unlink()

@@ -294,6 +294,67 @@ def test_a_follower_stamps_its_snapshots_with_the_code_it_started_with(
         snapshots.code_fingerprint.cache_clear()
 
 
+def test_processors_of_two_releases_on_one_machine_keep_a_snapshot_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: evaluators of two releases on one machine wrote the same file,
+    # so every restart of either found the other's and replayed the whole history (8-11 s on a
+    # million events).
+    source = tmp_path / "state.py"
+    monkeypatch.setattr(snapshots, "fingerprinted_files", lambda: [source])
+    folder = tmp_path / "ledger-evaluator"
+    state = _state()
+    paths = []
+    try:
+        for release in ("the rules of 1.0", "the rules of 1.1"):
+            source.write_text(release)
+            snapshots.code_fingerprint.cache_clear()
+            paths.append(snapshots.snapshot_file(folder))
+            write_snapshot(paths[-1], state, _tails(state), events=len(HISTORY))
+        assert paths[0] != paths[1] and paths[1] == snapshots.snapshot_file(folder)
+        assert read_snapshot(paths[1]).events == len(HISTORY)
+        source.write_text("the rules of 1.0")  # the older release, restarted
+        snapshots.code_fingerprint.cache_clear()
+        assert snapshots.snapshot_file(folder) == paths[0]
+        assert read_snapshot(paths[0]).state == state
+        # A command processor's file is named apart too: its memory's module is its code.
+        assert snapshots.snapshot_file(folder, Seen()) not in paths
+    finally:
+        snapshots.code_fingerprint.cache_clear()
+
+
+def test_a_snapshot_of_other_code_not_written_for_a_day_is_removed_by_the_next_write(
+    tmp_path: Path,
+) -> None:
+    # A release no longer run would leave its file (as large as the state) for good. The next
+    # snapshot a processor writes removes those of other code not written for a day, the one
+    # of the name before fingerprints too, with their locks; what else the folder holds stays.
+    import os
+    import time
+
+    from ledger.kafka.governance import GovernanceFollower
+
+    state = _state()
+    own = snapshots.snapshot_file(tmp_path)
+    day = snapshots.OTHER_CODE_KEPT
+    old = {tmp_path / "governance-0123456789abcdef.snapshot", tmp_path / "governance.snapshot"}
+    recent = tmp_path / "governance-fedcba9876543210.snapshot"
+    unrelated = tmp_path / "inflight"
+    for path in (*old, recent, unrelated):
+        path.write_bytes(b"a state")
+        snapshots.snapshot_lock(path).touch()
+    for path in old:
+        os.utime(path, (time.time() - day - 60,) * 2)
+    os.utime(recent, (time.time() - day + 600,) * 2)
+    GovernanceFollower._write_snapshot(own, state, _tails(state), 1, None, None, None)
+    assert read_snapshot(own).events == 1
+    assert not any(p.exists() or snapshots.snapshot_lock(p).exists() for p in old)
+    assert recent.exists() and snapshots.snapshot_lock(recent).exists() and unrelated.exists()
+    assert snapshots.remove_other_snapshots(own, now=time.time() + 600) == [recent]
+    assert own.exists()  # never its own, however old
+    assert snapshots.remove_other_snapshots(own, now=time.time() + 2 * day) == []
+
+
 def _global(module: str, name: str) -> bytes:
     """A pickle that loads ``module.name`` (protocol 4's STACK_GLOBAL)."""
     text = [bytes([0x8C, len(part)]) + part.encode() for part in (module, name)]
