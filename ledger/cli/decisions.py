@@ -140,8 +140,15 @@ def decisions_cmd(
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
     answered = False  # a decision of --request, whatever the other filters say
     seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
+    principals: set[str] = set()  # who decisions were about (a typo in --principal)
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
+        if (
+            principal
+            and isinstance(d, (DecisionRecorded, BatchDecisionRecorded))
+            and (d.principal == principal or len(principals) < 10_000)
+        ):
+            principals.add(d.principal)
         if policy and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
             for made in d.decisions if isinstance(d, BatchDecisionRecorded) else (d,):
                 # The asked policy always (a review: past 10,000 others it was "never seen");
@@ -188,6 +195,13 @@ def decisions_cmd(
         unseen = _unseen(policy, policy_version, seen)
         if unseen is not None:
             click.echo(f"note: {unseen}", err=True)
+    if principal and not found and principal not in principals:
+        close = difflib.get_close_matches(principal[:100], sorted(principals)[:1000], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        click.echo(
+            f"note: no decision in the ledger is about {clipped(repr(principal), 80)}{hint}",
+            err=True,
+        )
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
         if request_id and not found:

@@ -987,6 +987,13 @@ def test_ledger_decisions_finds_the_asked_policy_past_ten_thousand_others(
     assert "no decision in the ledger names" not in said.output, said.output
     said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "3"])
     assert "no decision was made by refund v3 (versions that decided: v1, v2)" in said.output
+    # An auditor's walkthrough: a mistyped principal printed "0 decision(s)" and nothing else.
+    said = CliRunner().invoke(decisions.decisions_cmd, ["--principal", "agent:b"])
+    assert "note: no decision in the ledger is about 'agent:b' (did you mean 'agent:a'?)" in (
+        said.output
+    )
+    said = CliRunner().invoke(decisions.decisions_cmd, ["--principal", "agent:a", "--action", "x"])
+    assert "note" not in said.output  # it is there: the other filters found nothing
 
 
 def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_so() -> None:
