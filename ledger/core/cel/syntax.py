@@ -74,8 +74,17 @@ _DANGLING: Final = re.compile(r"(&&|\|\||==|!=|<=|>=|<|>|!|\+|-|\*|/|%|\bin)\s*$
 
 
 def _strip_strings(text: str) -> str:
-    """``text`` with its string literals blanked, so a hint never reads inside one."""
-    return re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'", '""', text)
+    """``text`` with its string literals blanked, so a hint never reads inside one. One pass
+    left to right: a quote left open blanks the rest of the text (retrying the text after each
+    such quote was quadratic, ~150 ms on a condition of escaped quotes)."""
+    return _STRING.sub('""', text)
+
+
+# A string to its closing quote, or to the end when none closes it; the loops are possessive,
+# so a match never backtracks.
+_STRING: Final = re.compile(
+    r"\"(?:[^\"\\]|\\.)*+(?:\"|\\?\Z)|'(?:[^'\\]|\\.)*+(?:'|\\?\Z)", re.DOTALL
+)
 
 
 def _parse(text: str) -> Any:
