@@ -850,6 +850,7 @@ def _quoted(a: _Expr, b: _Expr) -> str:
             number.type in ("int", "decimal", "double")
             and text.type == "string"
             and isinstance(text.const, str)
+            and len(text.const) <= _HINTED_CHARS
             and _NUMBER.fullmatch(text.const.strip())
         ):
             return f": write the number without quotes, {text.const.strip()} not {text.const!r}"
@@ -866,7 +867,12 @@ def _quoted(a: _Expr, b: _Expr) -> str:
     return ""
 
 
-_NUMBER: Final = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_NUMBER: Final = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+r"""A number as text, for the hint. Linear: the former ``\d+\.?\d*`` split a run of digits in
+every way before failing, 0.44 s on 4,000 digits and an ``x`` (a red team)."""
+_HINTED_CHARS: Final = 40
+"""Longer text in quotes gets no number hint: nobody writes such a number, and the hint's
+message quotes it."""
 
 
 def _sized(type_: str) -> bool:
