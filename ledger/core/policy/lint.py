@@ -18,6 +18,8 @@ decides as written; the rule is most likely in the wrong place.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger.core.cel import alternatives
@@ -71,17 +73,53 @@ def shadowed_rules(policy: Policy) -> tuple[Shadowed, ...]:
     the first rule that covers it), then the default if a rule matches every request. Pure; the
     policy must be valid."""
     alts = [_alternatives(r) for r in policy.rules]
-    found: list[Shadowed] = []
-    for later, mine in enumerate(alts):
-        covering: list[int] = []
-        for alt in mine:
-            by = next((i for i in range(later) if any(a <= alt for a in alts[i])), None)
-            if by is None:
-                break
-            covering.append(by)
-        else:
-            found.append(Shadowed(later, tuple(sorted(set(covering)))))
+    found = [Shadowed(later, by) for later, by in _shadowing(alts)]
     catch_all = next((i for i, a in enumerate(alts) if not all(a)), None)
     if catch_all is not None:
         found.append(Shadowed(None, (catch_all,)))
     return tuple(found)
+
+
+_Alternatives = tuple[frozenset[str], ...]
+
+
+def _shadowing(alts: Sequence[_Alternatives]) -> Iterator[tuple[int, tuple[int, ...]]]:
+    """``(rule, the earlier rules covering its alternatives)`` for each rule that earlier
+    rules shadow, given each rule's alternatives. An earlier alternative covers a later one
+    only if each of its terms is there, so each is filed under one of its terms (its rarest)
+    and looked up by the later one's terms: about linear in the terms, where comparing every
+    pair of rules took 3 s for 2,300 (a red team)."""
+    uses = Counter(term for mine in alts for alt in mine for term in alt)
+    filed: dict[str, list[tuple[int, frozenset[str]]]] = {}
+    always: int | None = None  # the first rule with an alternative that always holds
+    for later, mine in enumerate(alts):
+        covering: list[int] = []
+        for alt in mine:
+            by = _first_covering(alt, filed, always)
+            if by is None:
+                break
+            covering.append(by)
+        else:
+            yield later, tuple(sorted(set(covering)))
+        for alt in mine:
+            if not alt:
+                always = later if always is None else always
+            else:
+                rarest = min(alt, key=lambda term: (uses[term], term))
+                filed.setdefault(rarest, []).append((later, alt))
+
+
+def _first_covering(
+    alt: frozenset[str], filed: dict[str, list[tuple[int, frozenset[str]]]], always: int | None
+) -> int | None:
+    """The first earlier rule with an alternative whose terms ``alt`` all holds, or ``None``
+    (each list in ``filed`` is in rule order, so its first match is its earliest)."""
+    first = always
+    for term in alt:
+        for i, earlier in filed.get(term, ()):
+            if first is not None and i >= first:
+                break
+            if earlier <= alt:
+                first = i
+                break
+    return first
