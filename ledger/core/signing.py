@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.core.authority import (
+    NotChecked,
     authorize,
     effective_grants,
     first_not_held,
@@ -433,9 +434,14 @@ def _unauthorized(
             state, event.actor, tuple(event.actions), event.resource,
             condition=event.condition, valid_until=event.valid_until, now=now,
         )  # fmt: skip
-        handed = None if beyond is None else f"{beyond!r} on {event.resource!r}"
+        if isinstance(beyond, NotChecked):
+            return f"{event.actor}'s grant {event.grant_id!r} {beyond.why} ({at}): {should}"
+        if beyond is not None:
+            handed = f"{beyond!r} on {event.resource!r}"
     elif isinstance(event, RoleAssigned):
         unheld = first_not_held(state, event.actor, effective_grants(state, event.role), now=now)
+        if unheld is not None and isinstance(unheld[0], NotChecked):
+            return f"{event.actor} assigned {event.role}, whose grants {unheld[0].why} ({at}): {should}"
         if unheld is not None:
             handed = f"{unheld[0]!r} on {unheld[1].resource!r} (through {event.role})"
     elif isinstance(event, (ActorKeyRegistered, ActorKeyRevoked)):

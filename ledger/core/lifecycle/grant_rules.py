@@ -16,6 +16,7 @@ from datetime import datetime
 
 from ledger.core.authority import (
     PRINCIPAL_FORM,
+    NotChecked,
     compile_grant_condition,
     effective_grants,
     first_not_held,
@@ -136,6 +137,12 @@ def _issue(
             valid_until=c.valid_until,
             now=now,
         )
+        if isinstance(beyond, NotChecked):
+            return _reject(
+                "not_authorized",
+                f"grant {_shown(c.grant_id)} {beyond.why}: split it into grants of fewer or "
+                "shorter patterns, or ask an administrator",
+            )
         if beyond is not None:
             return _beyond_own(c.actor, f"{_shown(beyond)} on {_shown(c.resource)}")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
@@ -231,6 +238,11 @@ def _role(
         unheld = first_not_held(state, c.actor, effective_grants(state, c.role), now=now)
         if unheld is not None:
             beyond, grant = unheld
+            if isinstance(beyond, NotChecked):
+                return _reject(
+                    "not_authorized",
+                    f"assigning {_shown(c.role)}: its grants {beyond.why}: ask an administrator",
+                )
             return _beyond_own(
                 c.actor,
                 f"{_shown(beyond)} on {_shown(grant.resource)} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ledger.core import EMPTY_STATE, LedgerState, Rejection, capabilities, decide, fold
 from ledger.core.authority import authorize, unauthorized_reason
@@ -274,6 +275,146 @@ def test_pattern_covers_never_covers_a_name_it_should_not() -> None:
                     if glob_matches(narrow, name):
                         assert glob_matches(wide, name), (wide, narrow, name)
     assert covered > 100  # the test exercised the yes answers, not only refusals
+
+
+def _as_stars_before(glob: str) -> str:
+    """``_as_stars`` before the red team's review (each ``[`` scanned to the end for its
+    ``]``): the reference."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "?":
+            out.append("*")
+        elif c == "[":
+            j = i
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(c)
+            else:
+                out.append("*")
+                i = j + 1
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def test_as_stars_widens_as_before_reading_each_character_a_bounded_number_of_times() -> None:
+    # A red team: 1,022 unclosed `[` each scanned to the end for a `]`, 56 ms a call, and the
+    # delegation check called it for each held pattern: 9.8 s for one refused command.
+    import random
+
+    from ledger.core.authority import _as_stars
+
+    rng = random.Random(5)
+    for _ in range(20_000):
+        glob = "".join(rng.choice("a[]!*?-") for _ in range(rng.randrange(10)))
+        assert _as_stars(glob) == _as_stars_before(glob), glob
+    read = 0
+
+    class Counted(str):
+        __slots__ = ()
+
+        def __getitem__(self, key: Any) -> str:
+            nonlocal read
+            read += 1
+            return str.__getitem__(self, key)
+
+    glob = Counted("x." + "[" * 1_000)
+    assert _as_stars(glob) == glob
+    assert read < 3 * len(glob), read  # scanning to the end from each `[`: ~500,000
+
+
+def test_the_delegation_check_widens_each_pattern_handed_on_once(monkeypatch: Any) -> None:
+    from ledger.core import authority
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:del", "ledger.grant.issue", "principal:*")
+    led.grant("human:del", [f"ops.task{i}" for i in range(200)] + ["x.*"], "account:*")
+    widened: list[str] = []
+    real = authority._as_stars
+    monkeypatch.setattr(authority, "_as_stars", lambda g: widened.append(g) or real(g))
+    assert led.grant("agent:bot", "x.[ab]?", "account:*", by="human:del")
+    assert sorted(widened) == ["account:*", "x.[ab]?"]  # not once for each held pattern
+
+
+def test_a_grant_the_delegation_check_cannot_prove_within_its_budget_is_refused(
+    monkeypatch: Any,
+) -> None:
+    # A red team: a delegate gave itself 255 long globs its `x.*` covers, then handed on 256
+    # long names that only `x.*` covers, tried last: 38 s of the command processor. The check
+    # now stops after bounded work and refuses what it has not proven (never accepts it).
+    import pytest
+
+    from ledger.core import authority
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:del", "ledger.grant.issue", "principal:*", grant_id="g0")
+    led.grant("human:del", "x.*", "account:*", grant_id="g2")
+    crafted = [f"x.*{'a' * 480}{i:03d}b*" for i in range(60)]
+    led.grant("human:del", crafted, "account:*", grant_id="g1", by="human:del")
+    matched = 0
+    real = authority.glob_matches
+
+    def counted(pattern: str, name: str) -> bool:
+        nonlocal matched
+        matched += len(pattern) * len(name)  # what matching one costs, at worst
+        return real(pattern, name)
+
+    monkeypatch.setattr(authority, "glob_matches", counted)
+    names = [f"x.{'a' * 960}{i:03d}" for i in range(60)]
+    with pytest.raises(CommandRejectedError, match="within the delegation check's budget") as no:
+        led.grant("agent:bot", names, "account:*", grant_id="g3", by="human:del")
+    assert no.value.code == "not_authorized"
+    assert "split it into grants of fewer or shorter patterns" in str(no.value)
+    assert matched <= 300_000_000, matched  # _DELEGATION_WORK; before, ~1.7 billion
+    assert led.grant("agent:bot", names[:3], "account:*", grant_id="g4", by="human:del")
+
+
+def test_a_role_assignment_is_checked_within_one_budget_for_all_its_grants() -> None:
+    # Assigning a role hands on all its grants: each alone fits the check's budget, all of
+    # them do not, and the assignment is refused (and named so by a history's verification).
+    import pytest
+
+    from ledger.core.events import GrantIssued, RoleAssigned
+    from ledger.core.signing import _unauthorized
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:del", ("ledger.role.assign", "ledger.grant.issue"), "*", grant_id="g0")
+    led.grant("human:del", "x.*", "account:*", grant_id="g2")
+    crafted = [f"x.*{'a' * 480}{i:03d}b*" for i in range(60)]
+    led.grant("human:del", crafted, "account:*", grant_id="g1", by="human:del")
+    for n in range(3):
+        names = [f"x.{'a' * 960}{n}{i:03d}" for i in range(4)]
+        led.grant("role:big", names, "account:*", grant_id=f"r{n}", by="human:del")
+    with pytest.raises(CommandRejectedError, match="within the delegation check's budget") as no:
+        led.assign_role("agent:bot", "role:big", by="human:del")
+    assert "assigning 'role:big': its grants could not be checked" in str(no.value)
+    # A history holding such an assignment, or such a grant, says why verification flags it.
+    assigned = RoleAssigned(
+        event_id="e1", occurred_at=T0, actor="human:del", command_id="c1",
+        principal="agent:bot", role="role:big", sequence=1,
+    )  # fmt: skip
+    why = _unauthorized(led.state, assigned, frozenset({"human:admin"}))
+    assert why is not None and "whose grants could not be checked" in why
+    issued = GrantIssued(
+        event_id="e2", occurred_at=T0, actor="human:del", command_id="c2",
+        principal="agent:bot", sequence=1, grant_id="g9", resource="account:*",
+        actions=tuple(f"x.{'a' * 960}{i:03d}" for i in range(12)),
+    )  # fmt: skip
+    why = _unauthorized(led.state, issued, frozenset({"human:admin"}))
+    assert why is not None and "grant 'g9' could not be checked" in why
 
 
 def test_grant_list_says_whether_each_grant_is_in_force_now() -> None:
