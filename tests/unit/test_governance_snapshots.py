@@ -535,6 +535,8 @@ def test_built_grants_are_written_as_their_fields_and_compiled_again(tmp_path: P
         assert (twin.compiled is None) == (grant.compiled is None)
         if grant.compiled is not None:
             assert twin.compiled.source == grant.condition
+            # and its form, which the delegation check compares, without parsing it again
+            assert twin.compiled.form is not None and twin.compiled.form == grant.compiled.form
         action = grant.actions[0].replace("*", "anything")
         resource = grant.resource.replace("*", "anything")
         assert twin.covers(action, resource) and twin.covers(action, resource) == grant.covers(

@@ -28,7 +28,7 @@ from ledger.core.cel.runtime import (
     ConditionFn,
     Meter,
 )
-from ledger.core.cel.syntax import _UNWRAP, _parse, _Problem
+from ledger.core.cel.syntax import _UNWRAP, _parse, _Problem, layout_form
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError, PolicyProblem
 
@@ -81,6 +81,10 @@ class CompiledCondition:
     metered: bool = False
     """Does the condition charge a :class:`Meter` (macros, string or regex work)? If not, ``fn``
     may be called with ``meter=None``."""
+    form: str | None = field(default=None, repr=False, compare=False)
+    """The condition in a form that ignores layout and redundant parentheses
+    (:func:`~ledger.core.cel.layout_free`; equal forms mean the same), worked out from the tree
+    compiled; ``None`` when it could not be (too deep for its walk)."""
 
     def evaluate(
         self,
@@ -977,4 +981,13 @@ def compile_condition(
         context_fields=frozenset(compiler.context_fields),
         python=python,
         metered=compiler.metered,
+        form=_form(tree),
     )
+
+
+def _form(tree: Any) -> str | None:
+    """The tree's :func:`layout_form`, or ``None`` when it is too deep to walk."""
+    try:
+        return layout_form(tree)
+    except RecursionError:
+        return None

@@ -113,6 +113,12 @@ def layout_free(text: str) -> str:
     """The condition ``text`` in a form that ignores layout and redundant parentheses, and
     nothing else (``urgent==true`` and ``(urgent == true)`` are one form; ``a && b`` and ``b &&
     a`` are two): equal forms mean the same. The text must parse."""
+    return layout_form(_parse(text))
+
+
+def layout_form(tree: Any) -> str:
+    """:func:`layout_free` of a condition already parsed (the compiler keeps it with what it
+    compiles, so a grant's form costs no second parse)."""
     from lark import Token
 
     def key(node: Any) -> str:
@@ -124,7 +130,7 @@ def layout_free(text: str) -> str:
                 return str(node)
         return f"{node.data}({','.join(key(c) for c in node.children)})"
 
-    return key(_parse(text))
+    return key(tree)
 
 
 def alternatives(text: str) -> tuple[frozenset[str], ...]:

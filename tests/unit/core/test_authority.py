@@ -417,6 +417,32 @@ def test_a_role_assignment_is_checked_within_one_budget_for_all_its_grants() -> 
     assert why is not None and "grant 'g9' could not be checked" in why
 
 
+def test_a_grant_command_parses_no_held_condition_again(monkeypatch: Any) -> None:
+    # A red team: the forms of held conditions sat in a process-wide cache of 1,024; past that
+    # many held conditioned grants it missed every time, and each grant command parsed them
+    # all again (10.9 s). Each grant keeps its form, worked out once when it was compiled.
+    from celpy.celparser import CELParser
+
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:del", "ledger.grant.issue", "principal:*", grant_id="g0")
+    for i in range(1_100):
+        led.grant("human:del", "x.y", "account:*", grant_id=f"c{i:04d}", when=f"k == {i}")
+    led.grant("agent:bot", "x.y", "account:1", by="human:del", when="k==7")  # c0007's form
+    parsed = 0
+    real = CELParser.parse
+
+    def counted(self: Any, text: str) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return real(self, text)
+
+    monkeypatch.setattr(CELParser, "parse", counted)
+    led.grant("agent:bot", "x.y", "account:1", by="human:del", when="(k == 9)")
+    assert parsed <= 1, parsed  # the condition handed on, at most; before, 1,100 held ones
+
+
 def test_grant_list_says_whether_each_grant_is_in_force_now() -> None:
     from ledger.cli.grants import _in_force
 
