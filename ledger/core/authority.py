@@ -676,7 +676,7 @@ def not_held(
         if g.in_force(now)
         and (g.condition is None or _same_condition(g, condition, form))
         and (g.valid_until is None or (valid_until is not None and valid_until <= g.valid_until))
-        and work.pair()
+        and work.pairs(1)
         and _covers(g.resource, resource, widened, work)
     ]
     wides = tuple(dict.fromkeys(wide for g in held for wide in g.actions))
@@ -690,9 +690,9 @@ def not_held(
 def _covered(action: str, widened: str | None, wides: tuple[str, ...], work: GlobWork) -> bool:
     """Does one of the held patterns ``wides`` cover ``action`` (:func:`_covers`)? False also
     when ``work`` ran out first."""
+    if not work.pairs(len(wides)):
+        return False
     for wide in wides:
-        if not work.pair():
-            return False
         if _covers(wide, action, widened, work):
             return True
         if work.spent:

@@ -1071,11 +1071,13 @@ def overlapping_governs(
             continue
         theirs = sorted(frozenset().union(*record.governs()))
         for mine in ours:
+            if not work.pairs(len(theirs)):
+                return sorted(found)
             for pattern in theirs:
-                if not work.pair() or len(found) >= _OVERLAP_MOST:
-                    return sorted(found)
                 if _may_overlap(mine, pattern, work):
                     found.add((other, pattern, mine))
+                    if len(found) >= _OVERLAP_MOST:
+                        return sorted(found)
                 if work.spent:
                     return sorted(found)
     return sorted(found)
@@ -1095,15 +1097,15 @@ def _may_overlap(a: str, b: str, work: GlobWork) -> bool:
     begins with the glob's fixed text."""
     if a == b:
         return True
-    glob_a, glob_b = is_pattern(a), is_pattern(b)
+    fixed_a, fixed_b = fixed_start(a), fixed_start(b)  # a name's is all of it
+    glob_a, glob_b = len(fixed_a) < len(a), len(fixed_b) < len(b)
     if glob_a and glob_b:
-        fixed_a, fixed_b = fixed_start(a), fixed_start(b)
         return fixed_a.startswith(fixed_b) or fixed_b.startswith(fixed_a)
     if glob_b:
-        a, b = b, a
+        a, b, fixed_a = b, a, fixed_b
     elif not glob_a:
         return False  # two names: only equal ones
-    return b.startswith(fixed_start(a)) and work.match(a, b) and glob_matches(a, b)
+    return b.startswith(fixed_a) and work.match(a, b) and glob_matches(a, b)
 
 
 def governing_policy(

@@ -229,9 +229,9 @@ def _dropped(
         if g in kept:
             continue
         covered = False
+        if not work.pairs(len(globs)):
+            break
         for k in globs:
-            if not work.pair():
-                break
             if not g.startswith(fixed_start(k)):  # what k matches begins with it
                 continue
             if not work.match(k, g):
