@@ -25,11 +25,17 @@ How a run stays exact, whatever happens to it:
 3. It then reads each partition from the manifest's offset to the end offset seen at the start
    (a consistent prefix of the log) and flushes every ``batch_records`` rows (new files, then
    the manifest). Re-running adds exactly what is new; nothing is duplicated or dropped.
-4. A run that fails before it has written anything (Kafka unreachable, the exporter refused)
+4. The manifest says whether the run that last wrote it finished: a run records
+   ``complete: false`` (and when it read the end offsets) with its first flush and ``true``
+   with its last, so a run killed or interrupted between them leaves a manifest that readers
+   and ``ledger audit verify`` call incomplete (its topics end at different points: requests
+   without their decisions) until a run finishes. ``--follow`` is complete once it has caught
+   up with the end offsets it saw at its start.
+5. A run that fails before it has written anything (Kafka unreachable, the exporter refused)
    removes the directories it created: it leaves no empty directory that readers would take
    for an export.
 
-5. Small files are merged as they gather (:meth:`ExportWriter.compact`): the merged file is
+6. Small files are merged as they gather (:meth:`ExportWriter.compact`): the merged file is
    written like any other, one manifest rewrite lists it in place of its inputs, and the inputs
    stay on disk (the manifest's ``retired`` list) for :data:`RETIRE_AFTER_S`, for readers that
    listed them before. A merge cut short leaves an unlisted file, which the repair removes.
@@ -58,6 +64,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Final
 
 from ledger.audit.folder import LOCK
@@ -153,7 +160,9 @@ def export(
             start_fork_server()
         source = Source(bootstrap, topics, security)
         try:
+            read_at = datetime.now(UTC)  # before the end offsets are read: a lower bound
             ranges = source.plan(writer)
+            writer.note_run(read_at=read_at, complete=False)
             total = sum(max(end - start, 0) for start, end in ranges.values())
             if progress is not None:
                 progress(0, total)
@@ -174,6 +183,7 @@ def export(
                 _export_here(writer, source, ranges, batch_records, progress, total)
             for (topic, partition), (_, end) in ranges.items():
                 writer.mark(topic, partition, end)
+            writer.note_run(read_at=read_at, complete=True)
             writer.flush()
         finally:
             source.close()
@@ -232,12 +242,23 @@ def follow(
         source = Source(bootstrap, topics, security)
         sink = Sink(writer, writer.next_offset)
         try:
-            source.watch(source.plan(writer), bounded=False)
+            read_at = datetime.now(UTC)
+            ranges = source.plan(writer)
+            source.watch(ranges, bounded=False)
+            writer.note_run(read_at=read_at, complete=False)
             last_flush = time.monotonic()
+            caught_up = False
             while not stop.is_set():
                 source.read(sink, bounded=False, wait=min(interval, 0.5))
+                # Complete once every partition reached the end offset seen at the start; from
+                # then on each flush holds what was read about when it ran.
+                caught_up = caught_up or source.done >= ranges.keys()
                 due = time.monotonic() - last_flush >= interval
-                if writer.buffered >= batch_records or (due and writer.buffered):
+                if caught_up and (writer.buffered or not writer.complete):
+                    writer.note_run(read_at=datetime.now(UTC), complete=True)
+                if writer.buffered >= batch_records or (
+                    due and (writer.buffered or writer.unsaved)
+                ):
                     writer.flush()
                     last_flush = time.monotonic()
                     if on_flush is not None:

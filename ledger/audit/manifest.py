@@ -17,6 +17,11 @@ them. So it is read like any hostile input:
 - every file's rows come before its partition's next offset (a next offset moved back would
   have the next export read those offsets again, and every query count them twice).
 
+It also says whether the run that last wrote it finished (``complete``: a run killed or
+interrupted part-way leaves some topics read further than others, an export that is
+consistent, file by file, but not yet whole) and when that run read the topics' end offsets
+(``read_at``): what the ledger held before then is in a complete export.
+
 Anything else is :class:`~ledger.errors.ExportError`, one line naming the entry.
 """
 
@@ -34,6 +39,7 @@ from ledger.files import UnreadableFile, read_bounded
 
 __all__ = [
     "no_export",
+    "incomplete_note",
     "MANIFEST",
     "MANIFEST_BYTES",
     "FORMAT_VERSION",
@@ -84,6 +90,18 @@ class Manifest:
     """Files merged into others by compaction (``path``, ``at``: when, ISO 8601): no longer
     read, removed once :data:`~ledger.audit.writer.RETIRE_AFTER_S` has passed (a reader that
     listed them before the merge may still be reading them)."""
+    complete: bool = True
+    """Whether the run that last wrote the manifest read every topic up to the end offsets it
+    set out to read (False: it was killed or interrupted part-way; a manifest written before
+    this was recorded counts as complete)."""
+    read_at: str | None = None
+    """When that run read the topics' end offsets (ISO 8601): everything the ledger held then
+    is in the export once it is complete. ``None``: not recorded (see :meth:`read_time`)."""
+
+    def read_time(self) -> str | None:
+        """When the export last read the topics: ``read_at``, else (a manifest written before
+        it was recorded) ``updated_at``, a later bound."""
+        return self.read_at or self.updated_at
 
     def next_offset(self, topic: str, partition: int) -> int:
         return self.offsets.get(topic, {}).get(partition, 0)
@@ -93,6 +111,8 @@ class Manifest:
             "format": FORMAT_VERSION,
             "topic_prefix": self.prefix,
             "updated_at": self.updated_at,
+            "complete": self.complete,
+            "read_at": self.read_at,
             "offsets": {
                 topic: {str(p): o for p, o in sorted(parts.items())}
                 for topic, parts in self.offsets.items()
@@ -137,7 +157,21 @@ class Manifest:
         updated = data.get("updated_at")
         if updated is not None and not isinstance(updated, str):
             check.fail(f"updated_at {updated!r} is not a time")
-        return cls(prefix=prefix, offsets=offsets, files=files, updated_at=updated, retired=retired)
+        complete = data.get("complete", True)
+        if not isinstance(complete, bool):
+            check.fail(f"complete {complete!r:.40} is not true or false")
+        read_at = data.get("read_at")
+        if read_at is not None and not (isinstance(read_at, str) and _STAMP.fullmatch(read_at)):
+            check.fail(f"read_at {read_at!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
+        return cls(
+            prefix=prefix,
+            offsets=offsets,
+            files=files,
+            updated_at=updated,
+            retired=retired,
+            complete=complete,
+            read_at=read_at,
+        )
 
 
 class _Checker:
@@ -310,6 +344,17 @@ def read_manifest(directory: ExportPath, *, at: int | None = None) -> Manifest |
     except ValueError as exc:  # a number of too many digits
         raise ExportError(f"{path} is not a ledger export manifest ({exc})") from None
     return Manifest.from_json(raw, path)
+
+
+def incomplete_note(directory: ExportPath, manifest: Manifest) -> str | None:
+    """The one line readers print about an export whose last run stopped part-way (its topics
+    end at different points: requests without their decisions, say); ``None`` when complete."""
+    if manifest.complete:
+        return None
+    return (
+        f"{directory} is incomplete: the export that last wrote it stopped part-way (its topics "
+        f"end at different points); run `ledger export --out {directory}` again to complete it"
+    )
 
 
 def no_export(directory: Path) -> ExportError:

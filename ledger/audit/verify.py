@@ -130,6 +130,9 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     problem_count: int
     seconds: float
+    complete: bool = True
+    """Whether the export's last run finished (False: its topics end at different points, so
+    what is missing may only be not yet exported: export again, then verify)."""
 
     @property
     def intact(self) -> bool:
@@ -861,6 +864,7 @@ def verify_export(
         problems=tuple(problems[:_KEEP_PROBLEMS]),
         problem_count=len(problems),
         seconds=time.perf_counter() - started,
+        complete=manifest.complete,
     )
 
 

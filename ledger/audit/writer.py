@@ -393,6 +393,21 @@ class ExportWriter(RowFiles):
             )
         self._unmergeable: set[str] = set()
         self.retire_after = RETIRE_AFTER_S
+        self.complete = self.manifest.complete
+        self.read_at = self.manifest.read_at
+
+    def note_run(self, *, read_at: datetime, complete: bool) -> None:
+        """What the next manifest rewrite records of this run: when it read the topics' end
+        offsets, and whether everything up to them is in its files. A run says ``complete=False``
+        before its first flush and ``True`` before its last, so a run killed in between leaves
+        a manifest saying it stopped part-way (its topics end at different points)."""
+        self.read_at = format_timestamp(read_at)
+        self.complete = complete
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether what :meth:`note_run` said is not yet in the manifest on disk."""
+        return (self.complete, self.read_at) != (self.manifest.complete, self.manifest.read_at)
 
     def close(self) -> None:
         """Let go of the directory (another writer may open it). Idempotent."""
@@ -491,7 +506,8 @@ class ExportWriter(RowFiles):
     def flush(self) -> int:
         """Write the buffered rows, then the manifest, then merge small files if enough have
         gathered (:meth:`compact`). Returns the number of files written."""
-        if not self._spans and not self._pending and folder.exists(self.top, MANIFEST):
+        idle = not self._spans and not self._pending and not self.unsaved
+        if idle and folder.exists(self.top, MANIFEST):
             self.compact()  # a run with nothing new still tidies what earlier ones left
             return 0  # nothing new; a first run writes its (empty) manifest: an empty export
         written = self.write_files()
@@ -527,6 +543,8 @@ class ExportWriter(RowFiles):
             updated_at=at,
             retired=[f for f in old.retired if str(f["at"]) > due]
             + [{"path": path, "at": at} for path in sorted(gone)],
+            complete=self.complete,
+            read_at=self.read_at,
         )
         for (topic, partition), offset in offsets.items():
             new.offsets.setdefault(topic, {})[partition] = offset

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from ledger.cli.common import from_option, load_settings
+from ledger.cli.common import from_option, load_settings, note_incomplete
 from ledger.cli.output import HelpfulGroup, handle_errors, print_json, print_table
 from ledger.core.boundedjson import nesting_exceeds
 from ledger.core.jsonform import format_timestamp
@@ -203,7 +203,8 @@ def run(
     values = parse_params(
         query, _params(pairs)
     )  # bad parameters are told before the export is opened
-    con = connect(_source(source), read_only=True)
+    directory = _source(source)
+    con = connect(directory, read_only=True)
     try:
         result = run_named(con, name, _params(pairs))
         notes = [] if result.rows else unknown_values(con, query, values)
@@ -212,6 +213,7 @@ def run(
     _print(result, list(result.types), as_json, as_csv)
     for note in notes:
         click.echo(f"note: {note}", err=True)
+    note_incomplete(directory)
 
 
 @group.command("sql")
@@ -228,12 +230,14 @@ def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> Non
     from ledger.audit.sql import connect, run_sql
 
     _one_format(as_json, as_csv)
-    con = connect(_source(source), read_only=True)
+    directory = _source(source)
+    con = connect(directory, read_only=True)
     try:
         result = run_sql(con, statement)
     finally:
         con.close()
     _print(result, list(result.types), as_json, as_csv)
+    note_incomplete(directory)
 
 
 @group.command("shell")

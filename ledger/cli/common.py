@@ -43,6 +43,7 @@ __all__ = [
     "facts_and_context",
     "json_text",
     "load_settings",
+    "note_incomplete",
     "parse_time",
     "policy_rows",
     "principal_arg",
@@ -82,6 +83,18 @@ def from_option(help: str = FROM_EXPORT, dest: str = "from_dir") -> Callable[[F]
         )(func)
 
     return add
+
+
+def note_incomplete(directory: Path, manifest: Any = None) -> None:
+    """One ``note:`` line on stderr when the export at ``directory`` (its manifest, read if not
+    given) was last written by a run that stopped part-way: an answer read from it may lack
+    what its other topics hold (decisions of the requests it shows, say)."""
+    from ledger.audit.manifest import incomplete_note, read_manifest
+
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    note = incomplete_note(directory, manifest) if manifest is not None else None
+    if note is not None:
+        click.echo(f"note: {note}", err=True)
 
 
 def load_settings(bootstrap: str | None = None) -> Settings:

@@ -15,6 +15,7 @@ from ledger.cli.common import (
     from_option,
     grant_row,
     load_settings,
+    note_incomplete,
     parse_time,
     policy_rows,
     role_rows,
@@ -84,6 +85,7 @@ def replay_cmd(
         from ledger.audit.history import load_export_history  # pyarrow: only when asked for
 
         history = load_export_history(source)
+        note_incomplete(source)
     else:
         settings = load_settings(bootstrap)
         address, security = connection(settings, "auditor")

@@ -15,7 +15,7 @@ import click
 from ledger.audit.verify import VerifyReport, verify_export
 from ledger.cli.common import from_option, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
-from ledger.errors import TamperDetected
+from ledger.errors import ExportError, TamperDetected
 
 __all__ = ["COMMANDS", "verify_cmd"]
 
@@ -48,7 +48,8 @@ def verify_cmd(
     followed by chain_seq and checked against its latest checkpoints. Otherwise exit 11
     (tamper_detected), naming the first altered, missing, inserted or reordered decision
     (topic, partition, offset, decision id) and what was expected. The scheme is in the
-    README ("Tamper evidence"), so it can be checked without this code.
+    README ("Tamper evidence"), so it can be checked without this code. An export whose last
+    run stopped part-way (killed, Ctrl-C) is exit 9 (export_error): export again, then verify.
     """
     settings = load_settings()
     path = from_dir if from_dir is not None else settings.export_dir
@@ -57,6 +58,17 @@ def verify_cmd(
         print_json(_document(report))
     else:
         _print(report)
+    if not report.complete:
+        found = (
+            f"; the {report.problem_count} problem(s) found may come from that"
+            if report.problem_count
+            else ""
+        )
+        raise ExportError(
+            f"incomplete: the export that last wrote {report.export_dir} stopped part-way, so its "
+            f"topics end at different points{found}: run `ledger export --out "
+            f"{report.export_dir}` again, then verify"
+        )
     if not report.intact:
         first = report.problems[0]
         more = f" (and {report.problem_count - 1} more)" if report.problem_count > 1 else ""
@@ -66,6 +78,7 @@ def verify_cmd(
 def _document(report: VerifyReport) -> dict[str, Any]:
     return {
         "intact": report.intact,
+        "complete": report.complete,
         "export_dir": report.export_dir,
         "decisions_topic": report.decisions_topic,
         "records": report.records,
@@ -113,7 +126,13 @@ def _print(report: VerifyReport) -> None:
             title=f"problems (first {min(_SHOWN, report.problem_count)} of "
             f"{report.problem_count}, first in time first)",
         )
-    verdict = "intact" if report.intact else "NOT intact"
+    verdict = (
+        "incomplete (the export stopped part-way)"
+        if not report.complete
+        else "intact"
+        if report.intact
+        else "NOT intact"
+    )
     click.echo(
         f"{report.records} decision(s) in {len(report.chains)} chain(s), {report.checkpoints} "
         f"checkpoint(s): {verdict}"
@@ -125,7 +144,9 @@ def _print(report: VerifyReport) -> None:
         + (f"; {report.unchained} outside every chain" if report.unchained else "")
         + f" ({report.seconds:.2f} s)"
     )
-    if report.intact:  # what "intact" covers, and what it does not (an auditor's walkthrough)
+    if (
+        report.intact and report.complete
+    ):  # what "intact" covers, and what it does not (an auditor's walkthrough)
         click.echo(
             "  (the decisions' chains, the other topics' rows against their records, and the "
             "files; governance rows' signatures and authority: `ledger actor verify --from "

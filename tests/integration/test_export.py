@@ -197,8 +197,12 @@ def test_export_is_complete_incremental_and_typed(
     # Decisions by the UTC date of occurred_at; the undecodable records by their Kafka time's.
     assert {"date=2026-06-30", "date=2026-07-01"} <= dates and len(dates) <= 4
 
+    before = json.loads((out / "_manifest.json").read_text())
+    assert before["complete"] is True
     again = run_export(kafka, ledger_topics, out)
     assert again["total_records"] == 0 and again["files_written"] == 0
+    # A run with nothing new still records when it read the topics (replay's notes, verify).
+    assert json.loads((out / "_manifest.json").read_text())["read_at"] > before["read_at"]
 
     produce(kafka, ledger_topics, decisions=_decisions(3000, 500))
     third = run_export(kafka, ledger_topics, out)
@@ -253,9 +257,12 @@ def test_an_export_killed_mid_run_is_repaired_by_the_next(
         pytest.fail("the export finished before it could be killed, three times running")
     rows_before, _ = counted(out, ledger_topics.decisions)
     assert 0 < rows_before < total
+    # Its manifest says so: readers note it, `audit verify` says "incomplete" (exit 9).
+    assert json.loads((out / "_manifest.json").read_text())["complete"] is False
     summary = run_export(kafka, ledger_topics, out)
     assert summary["records"][ledger_topics.decisions] == total - rows_before
     assert counted(out, ledger_topics.decisions) == (total, total)
+    assert json.loads((out / "_manifest.json").read_text())["complete"] is True
     # Nothing is left beside the listed files (and those merged into others minutes ago, kept
     # for readers that listed them): no temporary file, no unlisted data file.
     manifest = json.loads((out / "_manifest.json").read_text())
@@ -291,6 +298,8 @@ def test_follow_keeps_up_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, stderr
     summary = json.loads(stdout)
     assert summary["records"][ledger_topics.decisions] == counted(out, ledger_topics.decisions)[0]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["read_at"] <= manifest["updated_at"]
     assert (
         run_export(kafka, ledger_topics, out)["total_records"]
         == 250 - summary["records"][ledger_topics.decisions]

@@ -492,3 +492,43 @@ def test_an_export_folder_it_cannot_write_in_is_one_line_saying_what_to_do(
         match=r"could not write in the export's topic=ledger.decisions folder: Operation not permitted; make the export folder writable",
     ):
         _unit_result(failed)
+
+
+def test_a_run_stopped_part_way_leaves_a_manifest_saying_so(tmp_path: Path) -> None:
+    """An auditor's walkthrough: an export killed part-way listed requests but no decisions,
+    and `audit verify` called it intact. A run says it is incomplete with its first flush and
+    complete with its last, even when that last one has nothing new to write."""
+    from ledger.audit.manifest import incomplete_note
+
+    read_at = datetime(2026, 2, 3, tzinfo=UTC)
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        writer.note_run(read_at=read_at, complete=False)
+        writer.add_event(TOPICS.command_results, 0, 0, rejected(0))
+        writer.flush()  # a flush mid-run; the run is killed after it
+    stopped = read_manifest(tmp_path)
+    assert stopped is not None and not stopped.complete
+    assert stopped.read_at == "2026-02-03T00:00:00.000000Z"
+    note = incomplete_note(tmp_path, stopped)
+    assert note is not None and f"run `ledger export --out {tmp_path}` again" in note
+    with ExportWriter(tmp_path, TOPICS) as writer:  # the next run finds nothing new
+        writer.note_run(read_at=read_at, complete=False)
+        writer.note_run(read_at=read_at + DAY, complete=True)
+        assert writer.flush() == 0
+    finished = read_manifest(tmp_path)
+    assert finished is not None and finished.complete
+    assert finished.read_time() == "2026-02-04T00:00:00.000000Z"
+    assert incomplete_note(tmp_path, finished) is None
+
+
+def test_a_manifest_from_before_runs_were_recorded_reads_as_complete(tmp_path: Path) -> None:
+    write(tmp_path, range(0, 2))
+    document = json.loads((tmp_path / MANIFEST).read_text())
+    del document["complete"], document["read_at"]
+    (tmp_path / MANIFEST).write_text(json.dumps(document))
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and manifest.complete
+    assert manifest.read_time() == document["updated_at"]  # the later bound it has
+    for field, value in (("complete", "yes"), ("read_at", "yesterday")):
+        (tmp_path / MANIFEST).write_text(json.dumps({**document, field: value}))
+        with pytest.raises(ExportError, match=field):
+            read_manifest(tmp_path)

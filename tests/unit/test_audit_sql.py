@@ -1347,3 +1347,24 @@ def test_a_damaged_file_is_one_line_naming_it_not_a_traceback(
         [line] = result.stderr.strip().splitlines()
         assert victim.name in line and "is not a whole Parquet file" in line
         assert f"ledger audit verify --from {damaged}" in line
+
+
+def test_readers_note_an_export_stopped_part_way(export_dir: Path, tmp_path: Path) -> None:
+    # An answer from an export whose last run was killed may lack what its other topics hold.
+    stopped = tmp_path / "export"
+    shutil.copytree(export_dir, stopped)
+    manifest = stopped / "_manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "complete": False}))
+    for args in (
+        ["audit", "sql", "SELECT 1 AS one"],
+        ["audit", "run", "rollbacks"],
+        ["replay", "--at", at(6).isoformat()],
+    ):
+        done = invoke(*args, "--from", str(stopped))
+        assert done.exit_code == 0, done.output
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"note: {stopped} is incomplete: the export that last wrote it stopped part-way (its "
+            f"topics end at different points); run `ledger export --out {stopped}` again to "
+            "complete it"
+        )
+        assert "incomplete" not in invoke(*args, "--from", str(export_dir)).stderr

@@ -916,3 +916,29 @@ def test_an_empty_file_has_a_true_footer(tmp_path: Path) -> None:
     groupless = tmp_path / "groupless.parquet"
     pq.ParquetWriter(groupless, schema).close()
     assert footer_lie(str(groupless)) is None
+
+
+def _mark_incomplete(export: Path) -> None:
+    """The manifest as a run killed after a flush mid-run leaves it."""
+    manifest = export / "_manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "complete": False}))
+
+
+def test_an_export_stopped_part_way_is_incomplete_exit_9_not_intact(export: Path) -> None:
+    """An auditor's walkthrough: an export killed part-way (requests, no decisions yet) was
+    "0 decision(s) …: intact", exit 0. It is not tampering: export again, then verify."""
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    _mark_incomplete(export)
+    report = verify(export)
+    assert report.intact and not report.complete
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 9, done.output
+    assert "incomplete (the export stopped part-way)" in done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: incomplete: ") and line.endswith("[export_error]")
+    assert f"`ledger export --out {export}` again" in line
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export), "--json"])
+    assert done.exit_code == 9 and json.loads(done.stdout)["complete"] is False
