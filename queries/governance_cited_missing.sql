@@ -3,7 +3,7 @@
 --   evaluator had applied, and the decisions are hash-chained (`ledger audit verify`), so they
 --   vouch that those records were written. A row here means the export lacks them: its newest
 --   policy or grant events deleted, with the manifest's offsets rewritten to hide the gap (which
---   `audit verify` and `actor verify` cannot see), or an export still being written by
+--   `audit verify` reports, by this query, as missing), or an export still being written by
 --   `--follow`, whose governance files may trail its decisions by one flush (export again, then
 --   re-run). One row per governance partition: the highest offset decisions cite, the highest
 --   the export holds, how many decisions cite beyond it and the first of them. No rows: every

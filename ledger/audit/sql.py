@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
-from ledger.audit.manifest import listed_file, no_export
+from ledger.audit.manifest import Manifest, listed_file, no_export
 from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
 from ledger.core.jsonform import parse_instant
@@ -297,7 +297,9 @@ def _unused(name: str, taken: Iterable[Collection[str]]) -> str:
     return found
 
 
-def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
+def base_views_sql(
+    export_dir: ExportPath, *, manifest: Manifest | None = None, exclude: Collection[str] = ()
+) -> tuple[str, list[Path]]:
     """The SQL defining the ``topic_<name>`` base views of ``export_dir``, and the files read.
 
     Each view has exactly the columns of the topic's current format, in its order, then
@@ -307,6 +309,9 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
     or above it, becomes a column (DuckDB's hive partitioning is off): who names or hands over
     the directory cannot change what a view says.
 
+    ``manifest``: the export's, as the caller read it (else read here); ``exclude``: the
+    manifest paths of files left out (those ``ledger audit verify`` found gone or damaged).
+
     Raises :class:`ExportError` (exit 9) when the directory does not exist or holds no export.
     """
     export_dir = Path(export_dir)
@@ -314,12 +319,14 @@ def base_views_sql(export_dir: ExportPath) -> tuple[str, list[Path]]:
         raise ExportError(f"{export_dir} does not exist: run `ledger export --out {export_dir}`")
     if not export_dir.is_dir():
         raise ExportError(f"{export_dir} is not a directory (an export directory is needed)")
-    manifest = read_manifest(export_dir)
+    manifest = manifest if manifest is not None else read_manifest(export_dir)
     if manifest is None:
         raise no_export(export_dir)
     formats = topic_formats(TopicNames(prefix=manifest.prefix))
     by_topic: dict[str, list[str]] = {}
     for entry in manifest.files:
+        if entry["path"] in exclude:
+            continue
         by_topic.setdefault(str(entry["topic"]), []).append(str(entry["path"]))
     statements = []
     files: list[Path] = []
@@ -366,7 +373,12 @@ def session() -> duckdb.DuckDBPyConnection:
 
 
 def connect(
-    export_dir: ExportPath, *, read_only: bool = False, threads: int | None = None
+    export_dir: ExportPath,
+    *,
+    read_only: bool = False,
+    threads: int | None = None,
+    manifest: Manifest | None = None,
+    exclude: Collection[str] = (),
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (in memory) with the export's views attached.
 
@@ -378,10 +390,11 @@ def connect(
         con.sql("SELECT determination, count(*) FROM decisions GROUP BY 1").show()
 
     ``read_only=True`` also confines the connection to the export's files and locks its
-    settings (see the module docstring). Times are shown in UTC.
+    settings (see the module docstring). Times are shown in UTC. ``manifest`` and ``exclude``:
+    as :func:`base_views_sql` takes them.
     """
     directory = Path(export_dir)
-    base, files = base_views_sql(directory)
+    base, files = base_views_sql(directory, manifest=manifest, exclude=exclude)
     con = session()
     try:
         con.execute("SET parquet_metadata_cache = true")

@@ -23,6 +23,14 @@ each chain is followed by ``chain_seq`` (reading rows back into records is
 - **unchained** — a decision in no chain (written before chains existed, or forged);
   accepted with ``allow_unchained``.
 
+Beyond the chains, what the export's other records say it must hold (named queries, the one
+place for each rule, run over the views): every request received a minute before the export
+read the topics answered by a decision or a dead letter (``requests_unanswered``: the decisions
+deleted, folders and manifest entries alike, or an evaluator down), and every governance record
+a decision cites present (``governance_cited_missing``: the newest grant revocation deleted,
+with the manifest's offsets lowered); either is **missing**. Neither is checked in an export
+whose last run stopped part-way: its topics end at different points.
+
 Kafka coordinates and timestamps are assigned by the broker and not covered by the hash.
 Records after a chain's last checkpoint are *unconfirmed*: intact as far as the chain shows,
 but deleting them would not be detected (a checkpoint follows within about a second).
@@ -33,9 +41,9 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from ledger.audit.columns import (
@@ -63,7 +71,7 @@ from ledger.audit.sources import (
 )
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
-from ledger.core.jsonform import to_json_value
+from ledger.core.jsonform import format_timestamp, parse_instant, to_json_value
 from ledger.core.text import clipped
 from ledger.errors import CodecError, ExportError
 
@@ -79,6 +87,10 @@ KINDS: Final = ("altered", "missing", "inserted", "reordered", "unchained")
 _RANK: Final = {kind: rank for rank, kind in enumerate(KINDS)}
 
 _KEEP_PROBLEMS: Final = 1000  # details kept; every problem is counted
+ANSWER_GRACE: Final = timedelta(minutes=1)
+"""A request must have been received this long before the export read the topics to be
+expected answered in it: an evaluator answers within milliseconds, but the newest requests'
+decisions may have been written after the export read the decisions topic."""
 _BATCH_ROWS: Final = 4096
 
 
@@ -799,6 +811,9 @@ def verify_export(
         ]
     finally:
         con.close()
+    if manifest.complete:
+        for problem in _unanswered_or_uncited(directory, manifest, broken):
+            rows.report(problem)
     if workers is None:
         workers = min(os.cpu_count() or 1, 4) if total >= _PARALLEL_FROM else 1
     parts: list[_Part] = []
@@ -921,6 +936,81 @@ def _offset_problems(
             said = f"rows up to offset {end - 1}: the export's manifest says {end} comes next"
             problems.append((problem("missing", partition, high + 1, found, said), False))
     return problems
+
+
+def _unanswered_or_uncited(
+    directory: Any, manifest: Manifest, broken: Collection[str]
+) -> list[Problem]:
+    """What the export's own records say it lacks, by the named queries over its views (files
+    in ``broken`` left out): governance records its decisions cite
+    (``governance_cited_missing``), and requests received :data:`ANSWER_GRACE` before it read
+    the topics with no decision and no dead letter (``requests_unanswered``)."""
+    from ledger.audit.sql import connect as with_views
+    from ledger.audit.sql import run_named_typed
+
+    def named(con: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        result = run_named_typed(con, name, params)
+        return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+    con = with_views(directory, manifest=manifest, exclude=broken)
+    try:
+        problems = [_uncited(row) for row in named(con, "governance_cited_missing", {})]
+        read = manifest.read_time()
+        try:
+            before = parse_instant(read) - ANSWER_GRACE if read is not None else None
+        except ValueError:  # an updated_at an older exporter wrote is only checked as text
+            before = None
+        if before is not None:
+            problems.extend(
+                _unanswered(row, before)
+                for row in named(con, "requests_unanswered", {"before": before})
+            )
+    finally:
+        con.close()
+    return problems
+
+
+def _uncited(row: Mapping[str, Any]) -> Problem:
+    """A row of ``governance_cited_missing`` as the problem it is."""
+    topic, _, partition = str(row["position"]).rpartition("/")
+    held = row["highest_held"]
+    holds = f"only up to offset {held}" if held is not None else "none of its records"
+    return Problem(
+        kind="missing",
+        chain_id=None,
+        chain_seq=None,
+        topic=topic,
+        partition=int(partition) if partition.isdigit() else None,
+        offset=held + 1 if held is not None else 0,
+        decision_id=None,
+        found=f"{row['decisions_beyond']} decision(s) cite {row['position']} up to offset "
+        f"{row['highest_cited']} (the first: decision {row['first_decision_beyond']}), but "
+        f"the export holds {holds}",
+        expected="every governance record a decision applied (the newest were deleted, the "
+        "manifest's offsets lowered to hide it; or a `--follow` export was a flush behind: "
+        "export again, then verify)",
+        subject="governance record",
+    )
+
+
+def _unanswered(row: Mapping[str, Any], before: datetime) -> Problem:
+    """A row of ``requests_unanswered`` as the problem it is."""
+    first = row["first_received"]
+    return Problem(
+        kind="missing",
+        chain_id=None,
+        chain_seq=None,
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row["first_offset"],
+        decision_id=row["first_request"],
+        found=f"{row['unanswered']} request(s) of this partition received before "
+        f"{format_timestamp(before)} have no decision and no dead letter, this one the first",
+        expected="a decision or a dead letter for each (decisions deleted from the export, or "
+        "never made: an evaluator down, see `ledger ps`)",
+        at=first if isinstance(first, datetime) else None,
+        subject="request",
+    )
 
 
 _PARQUET_MAGIC: Final = b"PAR1"

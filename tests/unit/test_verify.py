@@ -6,6 +6,7 @@ checkpoint, a record rewritten with its hash recomputed, a decision outside ever
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
 import struct
@@ -23,8 +24,21 @@ from export_format import Exported, files_of, hide_in_footer, rewrite, rows_of, 
 from ledger.audit.verify import Problem, VerifyReport, verify_export
 from ledger.codec import default_codec
 from ledger.core.chain import ChainHead, checkpoint, form_hash, link, record_hash
-from ledger.core.events import DecisionRecorded, Determination
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    Command,
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    IssueGrant,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    RevokeGrant,
+    Stage,
+)
 from ledger.core.jsonform import to_json_value
+from ledger.core.lifecycle import decide
+from ledger.core.state import EMPTY_STATE, fold
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
 
@@ -54,9 +68,93 @@ def decision(
         policy_version=1,
         rule="auto-refund" if allow else "suspended",
         facts={"amount": Decimal(f"{100 + n}.50"), "tenure_days": n, "standing": "good"},
-        governance_position={"v.ledger.policy-events/0": 3},
+        governance_position={"v.ledger.policy-events/0": 2, "v.ledger.grant-events/0": 1},
         evaluator_id=writer,
         latency_us=100 + n,
+    )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def governance() -> list[Exported]:
+    """The governance records the decisions cite: refund v1 proposed, approved and made active
+    (policy events 0 to 2); a grant issued to the bot, then revoked (grant events 0 and 1)."""
+    document = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+    admin = "human:admin"
+    commands: list[tuple[str, Command]] = [
+        (
+            TOPICS.policy_events,
+            ProposePolicyVersion(
+                event_id="c1",
+                occurred_at=T0,
+                actor="human:alice",
+                policy="refund",
+                document=document,
+            ),
+        ),
+        (
+            TOPICS.policy_events,
+            ApprovePolicyVersion(
+                event_id="c2", occurred_at=T0, actor=admin, policy="refund", version=1
+            ),
+        ),
+        (
+            TOPICS.policy_events,
+            PromotePolicyVersion(
+                event_id="c3",
+                occurred_at=T0,
+                actor=admin,
+                policy="refund",
+                version=1,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+        (
+            TOPICS.grant_events,
+            IssueGrant(
+                event_id="c4",
+                occurred_at=T0,
+                actor=admin,
+                grant_id="g-bot",
+                principal="agent:bot",
+                actions=("refund.issue",),
+                resource="*",
+            ),
+        ),
+        (
+            TOPICS.grant_events,
+            RevokeGrant(event_id="c5", occurred_at=T0, actor=admin, grant_id="g-bot"),
+        ),
+    ]
+    state, records, offsets = EMPTY_STATE, [], {TOPICS.policy_events: 0, TOPICS.grant_events: 0}
+    ids = (f"e{n}" for n in itertools.count())
+    for topic, command in commands:
+        events = decide(
+            state,
+            command,
+            now=T0,
+            new_id=lambda: next(ids),
+            admins=frozenset({admin, "human:alice"}),
+        )
+        assert isinstance(events, tuple), events
+        for event in events:
+            state = fold(state, event)
+            stamp = int(T0.timestamp() * 1000)
+            records.append(Exported(topic, 0, offsets[topic], stamp, None, CODEC.encode(event)))
+            offsets[topic] += 1
+    return records
+
+
+def request(n: int, at: datetime) -> EvaluationRequested:
+    return EvaluationRequested(
+        event_id=f"r-{n:03d}",
+        occurred_at=at - timedelta(milliseconds=2),
+        actor="agent:bot",
+        action="refund.issue",
+        principal="agent:bot",
+        resource=f"account:{n}",
+        facts={"amount": Decimal(f"{100 + n}.50"), "tenure_days": n, "standing": "good"},
     )
 
 
@@ -76,8 +174,15 @@ Linker = Callable[[DecisionRecorded, ChainHead], tuple[DecisionRecorded, ChainHe
 
 
 def build(
-    n: int = 40, *, unchained: int = 0, linker: Linker = link, requested_by: str | None = None
+    n: int = 40,
+    *,
+    unchained: int = 0,
+    linker: Linker = link,
+    requested_by: str | None = None,
+    requests: bool = False,
 ) -> Ledger:
+    """The ledger's decisions (and with ``requests`` the requests they answer, one partition),
+    their checkpoints, and the governance records they cite."""
     heads = {"a": ChainHead("evaluator-a/n1"), "b": ChainHead("evaluator-b/n2")}
     offsets = dict.fromkeys(range(PARTITIONS), 0)
     records: list[Exported] = []
@@ -121,11 +226,15 @@ def build(
             )
         )
         offsets[partition] += 1
+        if requests:
+            asked = CODEC.encode(request(i, at))
+            stamp = int(at.timestamp() * 1000) - 1
+            records.append(Exported(TOPICS.evaluation_requests, 0, i, stamp, None, asked))
         if heads[writer].seq and heads[writer].seq % 10 == 0:
             mark(writer, at)
     last = T0 + timedelta(seconds=n)
     mark("a", last, final=True)  # a stopped cleanly; b is still running
-    return Ledger(records + checkpoints, decisions)
+    return Ledger(records + checkpoints + governance(), decisions)
 
 
 @pytest.fixture
@@ -942,3 +1051,116 @@ def test_an_export_stopped_part_way_is_incomplete_exit_9_not_intact(export: Path
     assert f"`ledger export --out {export}` again" in line
     done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export), "--json"])
     assert done.exit_code == 9 and json.loads(done.stdout)["complete"] is False
+
+
+# --------------------------------------------------------------------------- what the export lacks
+
+
+def _edit_manifest(export: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = export / "_manifest.json"
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+def _gut(export: Path, *topics: str) -> None:
+    """A red team's deletion: ``topics``' folders gone, and every trace of them in the manifest."""
+
+    def drop(document: dict[str, Any]) -> None:
+        document["files"] = [f for f in document["files"] if f["topic"] not in topics]
+        for topic in topics:
+            document["offsets"].pop(topic, None)
+
+    for topic in topics:
+        shutil.rmtree(export / f"topic={topic}")
+    _edit_manifest(export, drop)
+
+
+def test_an_export_gutted_of_its_decisions_has_its_requests_missing(tmp_path: Path) -> None:
+    """An auditor's walkthrough: with the decisions and checkpoints folders deleted and their
+    manifest entries removed, `audit verify` said "0 decision(s) …: intact" (exit 0)."""
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    export = build(requests=True).export(tmp_path / "export")
+    assert verify(export).intact  # every request is answered
+    _gut(export, TOPICS.decisions, TOPICS.chain_checkpoints)
+    report = verify(export)
+    assert (report.records, report.checkpoints) == (0, 0)
+    [problem] = report.problems
+    assert (problem.kind, problem.subject, problem.decision_id) == ("missing", "request", "r-000")
+    assert (problem.topic, problem.partition, problem.offset) == (TOPICS.evaluation_requests, 0, 0)
+    assert problem.found.startswith("40 request(s) of this partition received before ")
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 11, done.output
+    assert "NOT intact" in done.stdout and "missing: request r-000" in done.stderr
+
+
+def _asked(n: int, at: datetime, offset: int) -> Exported:
+    stamp = int(at.timestamp() * 1000)
+    return Exported(
+        TOPICS.evaluation_requests, 0, offset, stamp, None, CODEC.encode(request(n, at))
+    )
+
+
+def test_the_newest_requests_and_dead_lettered_ones_need_no_decision(tmp_path: Path) -> None:
+    # A healthy export of a live ledger passes: the newest requests' decisions may have been
+    # written after the export read the decisions; a request dead-lettered has its answer.
+    from ledger.core.events import DeadLetter
+
+    ledger = build(requests=True)
+    late = T0 + timedelta(minutes=5)
+    letter = DeadLetter(
+        event_id="l-1",
+        occurred_at=T0,
+        actor="service:evaluator",
+        source_topic=TOPICS.evaluation_requests,
+        partition=0,
+        offset=40,
+        key=None,
+        value=b"",
+        code="id_too_long",
+        reason="too long",
+    )
+    records = [
+        *ledger.records,
+        _asked(900, T0 + timedelta(seconds=30), 40),  # dead-lettered
+        _asked(901, late, 41),  # not yet answered
+        Exported(TOPICS.dead_letters, 0, 0, int(T0.timestamp() * 1000), None, CODEC.encode(letter)),
+    ]
+    export = tmp_path / "export"
+    write_export(export, records, TOPICS)
+
+    def read_at(when: datetime) -> None:
+        _edit_manifest(export, lambda d: d.update(read_at=when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")))
+
+    read_at(late + timedelta(seconds=59))
+    assert verify(export).intact, [str(p) for p in verify(export).problems]
+    read_at(late + timedelta(seconds=61))  # a minute on, it should have been answered
+    [problem] = verify(export).problems
+    assert (problem.kind, problem.decision_id, problem.offset) == ("missing", "r-901", 41)
+    assert problem.found.startswith("1 request(s)")
+
+
+def test_a_deleted_grant_revocation_the_decisions_cite_is_missing(export: Path) -> None:
+    """An auditor's walkthrough: the newest GrantRevoked row removed from the grant-events
+    Parquet (rewritten with pyarrow) and the manifest's offsets lowered passed both verifiers.
+    The decisions, hash-chained, cite the grant events they were decided at."""
+    [path] = files_of(export, TOPICS.grant_events)
+    rewrite(path, lambda rows: [r for r in rows if r["event_type"] != "GrantRevoked"])
+
+    def lower(document: dict[str, Any]) -> None:
+        document["offsets"][TOPICS.grant_events]["0"] = 1
+        for entry in document["files"]:
+            if entry["topic"] == TOPICS.grant_events:
+                entry["last_offset"], entry["rows"] = 0, 1
+
+    _edit_manifest(export, lower)
+    [problem] = verify(export).problems
+    assert (problem.kind, problem.subject) == ("missing", "governance record")
+    assert (problem.topic, problem.partition, problem.offset) == (TOPICS.grant_events, 0, 1)
+    assert problem.found.startswith(
+        f"40 decision(s) cite {TOPICS.grant_events}/0 up to offset 1 (the first: decision d-"
+    )
+    assert problem.found.endswith("but the export holds only up to offset 0")
