@@ -177,8 +177,10 @@ def export(
                         batch_records=batch_records,
                         progress=progress,
                     )
-                finally:
-                    pool.close()
+                except BaseException:  # a Ctrl-C among them: the helpers stop now
+                    pool.close(now=True)
+                    raise
+                pool.close()
             else:
                 _export_here(writer, source, ranges, batch_records, progress, total)
             for (topic, partition), (_, end) in ranges.items():

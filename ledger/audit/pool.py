@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -139,6 +140,9 @@ def _helper_init(
     security: KafkaSecurity | None,
     counter: Any,
 ) -> None:
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # as the server's preload does: the export stops us
     server = os.getppid()  # the fork server (it exits once the export and its helpers have)
 
     def watch() -> None:
@@ -210,7 +214,14 @@ class Helpers:
             ),
         )
 
-    def close(self) -> None:
+    def close(self, *, now: bool = False) -> None:
+        """Wait for the helpers to finish their units and exit; ``now`` (the export failed or
+        was interrupted): stop them at once, their units' files left for the next run's repair.
+        Helpers ignore Ctrl-C (:mod:`ledger.audit._preload`): this process stops them."""
+        if now:
+            # ProcessPoolExecutor has no public way to stop its processes before Python 3.14.
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -532,3 +532,25 @@ def test_a_manifest_from_before_runs_were_recorded_reads_as_complete(tmp_path: P
         (tmp_path / MANIFEST).write_text(json.dumps({**document, field: value}))
         with pytest.raises(ExportError, match=field):
             read_manifest(tmp_path)
+
+
+def test_export_helpers_ignore_ctrl_c_and_the_export_stops_them(tmp_path: Path) -> None:
+    """An auditor's walkthrough: Ctrl-C while the helpers started printed their tracebacks
+    (KeyboardInterrupt in _helper_init). The terminal's Ctrl-C reaches every process of its
+    group: helpers ignore it, and the export's own process stops them."""
+    import signal
+    import time
+
+    from ledger.audit.pool import Helpers
+    from ledger.pids import running
+
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        helpers = Helpers(writer, "127.0.0.1:9", None, 1)
+        try:
+            pid = helpers.pool.submit(os.getpid).result(timeout=60)
+            os.kill(pid, signal.SIGINT)
+            time.sleep(0.3)
+            assert helpers.pool.submit(os.getpid).result(timeout=10) == pid  # still serving
+        finally:
+            helpers.close(now=True)
+    assert not running(pid)

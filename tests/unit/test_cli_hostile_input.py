@@ -583,3 +583,39 @@ def test_a_name_holding_colons_is_printed_as_text_not_emoji(home: Path) -> None:
         env={"LEDGER_BOOTSTRAP": "127.0.0.1:1"},
     )
     assert "'agent:fire:bot'" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["export", "--out", "/tmp/ex"],
+            "/tmp/ex is incomplete (each file it lists is whole); "
+            "`ledger export --out /tmp/ex` again completes it",
+        ),
+        (["export", "--json", "--out=ex"], "ex is incomplete"),
+        (["export"], "the export directory ($LEDGER_HOME/export) is incomplete"),
+        (["policy", "rollback", "refund"], "a governance command may have been sent"),
+    ],
+)
+def test_a_ctrl_c_says_what_the_interrupted_command_left(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
+) -> None:
+    # An auditor's walkthrough: Ctrl-C on `ledger export` said "nothing is half-written … a
+    # governance command may have been sent", not that the export was left incomplete.
+    import ledger.cli
+    import ledger.cli.app as app
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "main", interrupted)
+    monkeypatch.setattr("sys.argv", ["ledger", *args])
+    with pytest.raises(SystemExit) as stopped:
+        ledger.cli.main()
+    assert stopped.value.code == 130
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert says in line
