@@ -22,6 +22,7 @@ A denial is not an exception: ``evaluate`` returns a decision. Exceptions are fa
     ├── TopicMismatch                topic_mismatch      7   an existing topic cannot serve the ledger
     ├── LedgerTimeout                timeout             8   no answer in time (never a silent allow)
     ├── ExportError                  export_error        9   export / DuckDB failure
+    │                                (query_failed: an audit query that ran and failed)
     ├── DecisionDenied               denied             10   @enforce: the call was not allowed
     │                                                        (it carries the decision trace)
     ├── TamperDetected               tamper_detected    11   audit verify: a decision chain is broken

@@ -307,8 +307,8 @@ def listed_file(export_dir: Path, relative: str) -> Path:
         )
     if not path.is_file():
         raise ExportError(
-            f"{path} is listed in the manifest of {export_dir} but missing: the export is "
-            "damaged; run `ledger export` again into a fresh directory"
+            f"{path} is listed in the manifest of {export_dir} but missing: deleted since the "
+            f"export; run `ledger audit verify --from {export_dir}`"
         )
     return path
 

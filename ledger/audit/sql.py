@@ -51,6 +51,7 @@ from ledger.settings import TopicNames
 
 __all__ = [
     "PARAM_TYPES",
+    "QUERY_FAILED",
     "Param",
     "Known",
     "NamedQuery",
@@ -438,6 +439,9 @@ def _binder_text(exc: BaseException) -> str:
 
 
 _ALLOWED: Final = {"SELECT"}
+QUERY_FAILED: Final = "query_failed"
+"""The code of a query that ran and failed (a cast of a bad value): the query's fault, not the
+export's (``export_error``); exit 9 still, as the README's table gives it."""
 
 
 def _check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
@@ -475,10 +479,11 @@ def _execute(
     except duckdb.ConversionException as exc:
         raise ExportError(
             f"query failed: {_first_line(exc)} (TRY_CAST gives NULL for a value that does not "
-            "convert)"
+            "convert)",
+            code=QUERY_FAILED,
         ) from None
     except duckdb.Error as exc:
-        raise ExportError(f"query failed: {_first_line(exc)}") from None
+        raise ExportError(f"query failed: {_first_line(exc)}", code=QUERY_FAILED) from None
     return Result(columns, rows, types)
 
 

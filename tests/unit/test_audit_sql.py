@@ -1372,3 +1372,28 @@ def test_readers_note_an_export_stopped_part_way(export_dir: Path, tmp_path: Pat
             "complete it"
         )
         assert "incomplete" not in invoke(*args, "--from", str(export_dir)).stderr
+
+
+def test_a_query_that_fails_has_the_queries_code_not_the_exports(export_dir: Path) -> None:
+    # An auditor's walkthrough: `SELECT CAST('x' AS INT)` was tagged [export_error].
+    done = invoke("audit", "sql", "SELECT CAST('x' AS INT)", "--from", str(export_dir))
+    assert done.exit_code == 9, done.output
+    [line] = done.stderr.strip().splitlines()
+    assert "TRY_CAST gives NULL" in line and line.endswith("[query_failed]")
+
+
+def test_a_listed_file_deleted_points_at_verify_not_at_a_fresh_export(
+    export_dir: Path, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: readers said "run `ledger export` again into a fresh directory"
+    # while verify calls it tampering and the README says to keep such a directory as evidence.
+    damaged = tmp_path / "export"
+    shutil.copytree(export_dir, damaged)
+    next(damaged.glob("topic=*/date=*/*.parquet")).unlink()
+    done = invoke("audit", "sql", "SELECT 1", "--from", str(damaged))
+    assert done.exit_code == 9, done.output
+    [line] = done.stderr.strip().splitlines()
+    assert f"but missing: deleted since the export; run `ledger audit verify --from {damaged}`" in (
+        line
+    )
+    assert "fresh directory" not in line
