@@ -49,9 +49,34 @@ class FooterProblem:
 
     what: str
     readable: bool = True
+    columns: tuple[str, ...] = ()
+    """The columns whose statistics a query may trust wrongly (SQL filtering on them can skip
+    rows): the one a lie is about; for a file of ``writer``, those it wrote statistics for."""
+    writer: str | None = None
+    """The program that wrote the file, when it is not the exporter's writer (its statistics,
+    then, are not checked: a reader might not read them as DuckDB does)."""
 
     def __str__(self) -> str:
         return self.what
+
+    def finding(self) -> str:
+        """What the file is, as the verifiers report it (after its path), naming the columns a
+        query could be misled by."""
+        if not self.readable:
+            return f"is not a file the exporter writes ({self})"
+        named = ", ".join(self.columns)
+        if self.writer is not None:
+            filtering = (
+                f"SQL filtering on {named} (the columns it wrote statistics for) can skip rows"
+                if named
+                else "SQL filtering can skip rows"
+            )
+            return (
+                f"was rewritten by another program ({self.writer}), not the exporter: its footer "
+                f"is not checked, and {filtering}"
+            )
+        on = f"on {named}" if named else "on a column"
+        return f"has a footer its data does not bear out ({self}): SQL filtering {on} can skip rows"
 
 
 def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
@@ -78,8 +103,11 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
     parquet = pq.ParquetFile(path)
     meta = parquet.metadata
     if not str(meta.created_by or "").startswith(_WRITER):
+        writer = clipped(repr(meta.created_by), 60)
         return FooterProblem(
-            f"written by {clipped(repr(meta.created_by), 60)}, not the exporter's writer"
+            f"written by {writer}, not the exporter's writer",
+            columns=_with_statistics(path, con, parquet.schema_arrow.names),
+            writer=writer,
         )
     unexpected = next((f for f in parquet.schema_arrow if not _written(f.type)), None)
     if unexpected is not None:
@@ -101,27 +129,28 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
             )
         for c in range(group.num_columns):
             chunk = group.column(c)
-            where = f"row group {g}, column {chunk.path_in_schema}"
+            name = str(chunk.path_in_schema)
+            where = f"row group {g}, column {name}"
             for attribute, what in _NOT_WRITTEN:
                 if getattr(chunk, attribute):
-                    return FooterProblem(f"{where} has {what}")
+                    return FooterProblem(f"{where} has {what}", columns=(name,))
             misplaced, end = _layout(chunk, end)
             if misplaced is not None:
-                return FooterProblem(f"{where}{misplaced}")
+                return FooterProblem(f"{where}{misplaced}", columns=(name,))
             stats = chunk.statistics
             seen = duck.get((g, c))
             if seen is None:
-                return FooterProblem(f"{where} is not in the footer DuckDB reads")
+                return FooterProblem(f"{where} is not in the footer DuckDB reads", columns=(name,))
             disagree = _disagreement(stats, seen, _text_or_bytes(parquet.schema_arrow[c].type))
             if disagree is not None:
-                return FooterProblem(f"{where}: {disagree}")
+                return FooterProblem(f"{where}: {disagree}", columns=(name,))
             if stats is None:
                 continue
             column = table.column(c)
             low, high = _min_max(column) if stats.has_min_max else (None, None)
             unborne = _unborne(stats, column.null_count, low, high, "the data")
             if unborne is not None:
-                return FooterProblem(f"{where}: {unborne}")
+                return FooterProblem(f"{where}: {unborne}", columns=(name,))
     if counted != meta.num_rows:
         return FooterProblem(
             f"its row groups hold {counted} row(s), its footer says {meta.num_rows}",
@@ -191,13 +220,14 @@ def _as_duckdb_reads_data(
                     return FooterProblem(
                         f"{where}: its statistics' {side} alone, {clipped(repr(bound), 40)}, "
                         f"the data as DuckDB reads it {clipped(repr(low), 40)} to "
-                        f"{clipped(repr(high), 40)}"
+                        f"{clipped(repr(high), 40)}",
+                        columns=(name,),
                     )
             if stats is None:
                 continue
             unborne = _unborne(stats, says - count, low, high, "the data as DuckDB reads it")
             if unborne is not None:
-                return FooterProblem(f"{where}: {unborne}")
+                return FooterProblem(f"{where}: {unborne}", columns=(name,))
     if set(read) - set(range(meta.num_row_groups)):
         return FooterProblem(f"DuckDB reads rows beyond the {meta.num_rows} its footer says")
     return None
@@ -262,6 +292,17 @@ def _layout(chunk: Any, end: int) -> tuple[str | None, int]:
     if start < end:
         return " overlaps the column chunk before it", end
     return None, start + chunk.total_compressed_size
+
+
+def _with_statistics(path: str, con: Any, names: list[str]) -> tuple[str, ...]:
+    """The columns of the file at ``path`` that have min/max statistics as DuckDB reads them
+    (those a filter may skip row groups by), in the file's order; none if it cannot say."""
+    try:
+        seen = _as_duckdb_reads(path, con)
+    except Exception:  # only to name columns: the file is reported anyway
+        return ()
+    having = {c for (_, c), sides in seen.items() if sides[0] is not None or sides[1] is not None}
+    return tuple(name for c, name in enumerate(names) if c in having)
 
 
 def _as_duckdb_reads(path: str, con: Any) -> dict[tuple[int, int], tuple[Any, ...]]:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ledger.audit.columns import columns_disagree
 from ledger.audit.export import ExportPath, read_manifest
-from ledger.audit.footer import footer_lie
+from ledger.audit.footer import FooterProblem, footer_lie
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
@@ -77,17 +77,16 @@ def _read(
             table = pq.read_table(path, columns=None if check else _LOG_COLUMNS)
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read {path}: {exc}") from exc
-        lie: object = None
+        lie: FooterProblem | str | None = None
         if check:
             try:
                 lie = footer_lie(str(path))
             except Exception as exc:  # a file built to break the check is evidence, not a crash
-                lie = f"it cannot be checked: {type(exc).__name__}: {clipped(str(exc), 120)}"
-        if lie is not None:
-            problems.append(
-                f"{entry['path']} has a footer its data does not bear out ({lie}): SQL "
-                "filtering on that column can skip rows"
-            )
+                lie = f"{type(exc).__name__}: {clipped(str(exc), 120)}"
+        if isinstance(lie, FooterProblem):
+            problems.append(f"{entry['path']} {lie.finding()}")
+        elif lie is not None:
+            problems.append(f"{entry['path']} has a footer that cannot be checked ({lie})")
         for row in (r for batch in table.to_batches(4_096) for r in batch.to_pylist()):
             # The file's topic, as the manifest lists it: a row's own topic column is data an
             # export's writer could change (and one naming no governance topic broke the sort).

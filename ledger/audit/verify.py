@@ -113,6 +113,8 @@ class Problem:
     """What was found wrong: a ``decision``, a ``checkpoint`` or a ``file`` of the export."""
 
     def __str__(self) -> str:
+        if self.subject == "file":  # a whole file: its finding starts with its path
+            return f"{self.kind}: file {self.found}; expected {self.expected}"
         where = f"{self.topic}[{self.partition}]@{self.offset}" if self.topic is not None else "-"
         chain = f"chain {self.chain_id} #{self.chain_seq}" if self.chain_id else "no chain"
         what = f"{self.subject} {self.decision_id}" if self.decision_id else self.subject
@@ -1072,10 +1074,7 @@ def _broken_files(
             problem = _file_problem(
                 entry,
                 "altered",
-                f"has a footer its data does not bear out ({lie}): SQL filtering on that "
-                "column can skip rows"
-                if lie.readable
-                else f"is not a file the exporter writes ({lie})",
+                lie.finding(),
                 f"the Parquet file of its {entry['rows']} row(s), {span}, as the exporter "
                 "writes it",
             )

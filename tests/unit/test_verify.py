@@ -795,7 +795,7 @@ def test_a_deleted_file_is_missing_rows_and_the_rest_is_still_verified(export: P
     assert [p.kind for p in said] == ["missing"], [str(p) for p in report.problems]
     assert said[0].found.startswith(str(gone.relative_to(export)))
     assert "row(s), offsets" in said[0].expected
-    assert str(said[0]).startswith(f"missing: file at {TOPICS.decisions}[")
+    assert str(said[0]).startswith(f"missing: file {gone.relative_to(export).as_posix()} is ")
     assert 0 < report.records < 40  # the other files were verified
 
 
@@ -844,7 +844,7 @@ def test_a_footer_forged_to_hide_a_row_from_sql_is_altered(export: Path) -> None
     assert (problem.kind, problem.subject, problem.topic) == ("altered", "file", TOPICS.decisions)
     assert problem.found.startswith(str(path.relative_to(export)))
     assert "has a footer its data does not bear out (row group 1, column " in problem.found
-    assert "SQL filtering on that column can skip rows" in problem.found
+    assert "SQL filtering on record can skip rows" in problem.found  # the column it is about
     assert report.records == 40  # every row still read and proven
 
 
@@ -887,7 +887,9 @@ def test_a_footer_naming_another_writer_to_hide_its_statistics_is_altered(export
     _footer_bytes(path, old_writer)
     assert _sql_count(export, f"decision_id = '{hidden['event_id']}'") == 0
     [problem] = verify(export).problems
-    assert problem.kind == "altered" and "not the exporter's writer" in problem.found
+    assert problem.kind == "altered"
+    assert " was rewritten by another program ('parquet-mr version 1.7.0" in problem.found
+    assert "SQL filtering on topic, partition, offset," in problem.found  # its columns, named
 
 
 def test_a_column_of_a_type_the_exporter_never_writes_is_altered_not_a_crash(export: Path) -> None:
@@ -1164,3 +1166,38 @@ def test_a_deleted_grant_revocation_the_decisions_cite_is_missing(export: Path) 
         f"40 decision(s) cite {TOPICS.grant_events}/0 up to offset 1 (the first: decision d-"
     )
     assert problem.found.endswith("but the export holds only up to offset 0")
+
+
+def test_a_file_rewritten_by_duckdb_is_named_as_such_with_its_columns(export: Path) -> None:
+    """An auditor's walkthrough: a file rewritten with DuckDB's COPY was headlined "has a footer
+    its data does not bear out (written by 'DuckDB …' …): SQL filtering on that column can skip
+    rows", no column named; and whole-file problems printed as `file at …[None]@None`."""
+    import duckdb
+
+    path = files_of(export, TOPICS.chain_checkpoints)[0]
+    copy = path.with_name("copy.parquet")
+    con = duckdb.connect()
+    try:
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{path}', hive_partitioning = false)) "
+            f"TO '{copy}' (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    copy.replace(path)
+    [problem] = verify(export).problems
+    relative = path.relative_to(export).as_posix()
+    assert problem.found.startswith(f"{relative} was rewritten by another program ('DuckDB")
+    assert "not the exporter: its footer is not checked, and SQL filtering on " in problem.found
+    assert "chain_id, chain_seq" in problem.found
+    assert str(problem).startswith(f"altered: file {relative} was rewritten by another program")
+    assert "None" not in str(problem)
+
+
+def test_an_unlisted_file_names_itself_not_none_coordinates(export: Path) -> None:
+    planted = files_of(export, TOPICS.decisions)[0].with_name("v.ledger.decisions+0+999.parquet")
+    shutil.copy(files_of(export, TOPICS.decisions)[0], planted)
+    [problem] = verify(export).problems
+    relative = planted.relative_to(export).as_posix()
+    assert str(problem).startswith(f"inserted: file {relative} is in the export's folders but ")
+    assert "[None]@None" not in str(problem)
