@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ledger.cli.output import handle_errors, json_option, print_json, print_tabl
 from ledger.cli.reproduce import reproduce_decision
 from ledger.core.authority import capabilities
 from ledger.core.history import HistoryEntry, state_at
-from ledger.core.jsonform import format_timestamp
+from ledger.core.jsonform import format_timestamp, parse_instant
 from ledger.errors import UsageError
 from ledger.ids import utcnow
 from ledger.kafka.governance import load_history
@@ -81,17 +82,24 @@ def replay_cmd(
         reproduce_decision(decision_id, source, bootstrap, as_json)
         return
     instant = parse_time(at, "--at") or utcnow()
+    read_at: datetime | None = None  # when the export read the ledger
     if source is not None:
         from ledger.audit.history import load_export_history  # pyarrow: only when asked for
+        from ledger.audit.manifest import read_manifest
 
         history = load_export_history(source)
-        note_incomplete(source)
+        manifest = read_manifest(source)  # there: the history was read from it
+        note_incomplete(source, manifest)
+        read = manifest.read_time() if manifest is not None else None
+        if read is not None:
+            with contextlib.suppress(ValueError):  # an old manifest's updated_at: unchecked text
+                read_at = parse_instant(read)
     else:
         settings = load_settings(bootstrap)
         address, security = connection(settings, "auditor")
         history = load_history(address, settings.topics, security=security)
     state = state_at(history, instant)
-    note = _outside(history, instant, source)
+    note = _outside(history, instant, source, read_at)
     if note is not None:
         click.echo(f"note: {note}", err=True)
     rows = [r for r in policy_rows(state) if policy is None or r["policy"] == policy]
@@ -148,10 +156,18 @@ def replay_cmd(
         )
 
 
-def _outside(history: list[HistoryEntry], instant: datetime, source: Path | None) -> str | None:
+def _outside(
+    history: list[HistoryEntry],
+    instant: datetime,
+    source: Path | None,
+    read_at: datetime | None = None,
+) -> str | None:
     """What an answer at ``instant`` cannot know (an auditor's walkthrough: an instant before
-    the first governance event read as "nothing was active", one after an export's last as the
-    ledger's state then): ``None`` within the history."""
+    the first governance event read as "nothing was active", one after an export's reading of
+    the ledger as the ledger's state then): ``None`` within the history. ``read_at``: when the
+    export at ``source`` read the topics (its manifest says), else its last event's time is
+    the bound (the walkthrough: that one noted a gap even for an export made after the
+    instant, when nothing had changed in between)."""
     if not history:
         return "the history holds no governance event: nothing was active or granted"
     times = [entry.event.occurred_at for entry in history]
@@ -161,7 +177,14 @@ def _outside(history: list[HistoryEntry], instant: datetime, source: Path | None
             f"{format_timestamp(instant)} is before the first governance event "
             f"({format_timestamp(first)}): nothing was active or granted yet"
         )
-    if source is not None and instant > last:
+    if source is not None and read_at is not None:
+        if instant > read_at:
+            return (
+                f"the export at {source} read the ledger at {format_timestamp(read_at)}: what "
+                f"changed after that, up to {format_timestamp(instant)}, is not in it (export "
+                "again for the ledger's state since)"
+            )
+    elif source is not None and instant > last:
         return (
             f"the export at {source} ends with a governance event of {format_timestamp(last)}: "
             f"what changed after it, up to {format_timestamp(instant)}, is not in it "

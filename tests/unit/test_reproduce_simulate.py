@@ -853,6 +853,27 @@ def test_replay_at_an_instant_outside_the_history_says_so(export: Path) -> None:
     assert within.exit_code == 0 and "note:" not in within.stderr
 
 
+def test_replay_after_the_last_event_but_before_the_export_read_the_ledger_is_no_gap(
+    export: Path,
+) -> None:
+    # An auditor's walkthrough: an instant after the export's last governance event was noted
+    # as "not in it" even for an export made after that instant (nothing had changed since).
+    manifest = json.loads((export / "_manifest.json").read_text())
+    events = load_export_history(export)
+    last = max(e.event.occurred_at for e in events)
+    read = last + timedelta(days=1)
+    manifest["read_at"] = read.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    (export / "_manifest.json").write_text(json.dumps(manifest))
+    runner = CliRunner()
+    between = (last + timedelta(hours=1)).isoformat()
+    done = runner.invoke(cli, ["replay", "--at", between, "--from", str(export)])
+    assert done.exit_code == 0 and "note:" not in done.stderr
+    later = (read + timedelta(seconds=1)).isoformat()
+    done = runner.invoke(cli, ["replay", "--at", later, "--from", str(export)])
+    assert done.exit_code == 0
+    assert f"read the ledger at {manifest['read_at']}: what changed after that" in done.stderr
+
+
 def test_every_unchained_topics_rows_of_a_genuine_export_match_their_records(
     export: Path, tmp_path: Path
 ) -> None:
