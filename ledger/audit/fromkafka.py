@@ -57,6 +57,7 @@ class Source:
         from ledger.kafka.clients import make_rdkafka_consumer
 
         self.bootstrap = bootstrap
+        self.citing_first = _citing_first(topics)
         self.start: dict[Where, int] = {}
         self.end: dict[Where, int] = {}
         self.done: set[Where] = set()  # partitions read up to their end offset
@@ -68,13 +69,20 @@ class Source:
         )
 
     def plan(self, writer: ExportWriter) -> Ranges:
-        """Every partition of the ledger's topics: where the run starts, and its end offset."""
+        """Every partition of the ledger's topics: where the run starts, and its end offset.
+
+        The ends are read a topic at a time, so a live ledger writes between them: each topic
+        is read before the topics its records cite (checkpoints before the decisions they
+        vouch for, decisions before the requests they answer and the governance records they
+        were decided at). What the export holds of a citing topic was then written before the
+        cited topics' ends were read, and so is all there (else `audit verify` would call a
+        healthy export's newest cited record missing)."""
         from confluent_kafka import TopicPartition
 
         from ledger.kafka.reading import rdkafka_partitions
 
         ranges: Ranges = {}
-        for topic in writer.formats:
+        for topic in sorted(writer.formats, key=self.citing_first):
             for partition in rdkafka_partitions(self.consumer, topic, bootstrap=self.bootstrap):
                 low, high = self._watermarks(TopicPartition(topic, partition))
                 start = writer.next_offset(topic, partition)
@@ -259,3 +267,20 @@ class Sink:
         self._next[(topic, partition)] = offset + 1
         self.files.add(topic, partition, offset, timestamp_ms, key, value)
         return True
+
+
+def _citing_first(topics: TopicNames) -> Callable[[str], int]:
+    """A sort key putting each ledger topic before the topics its records cite."""
+    order = [
+        topics.chain_checkpoints,  # vouch for decisions
+        topics.corrections,  # name decisions
+        topics.command_results,  # answer commands, name governance events
+        topics.dead_letters,  # name the requests and commands they set aside
+        topics.decisions,  # answer requests, cite governance records
+        topics.evaluation_requests,
+        topics.commands,
+        topics.policy_events,
+        topics.grant_events,
+    ]
+    rank = {topic: i for i, topic in enumerate(order)}
+    return lambda topic: rank.get(topic, len(order))
