@@ -670,9 +670,10 @@ def not_held(
     work = GlobWork(_DELEGATION_WORK) if work is None else work
     widened = _as_stars(resource) if is_pattern(resource) else None
     form = _condition_form(condition)  # once, not per held grant
+    named, patterned = _holdings(state, issuer)
     held = [
         g
-        for g in effective_grants(state, issuer)
+        for g in (*named.get(resource, ()), *patterned)
         if g.in_force(now)
         and (g.condition is None or _same_condition(g, condition, form))
         and (g.valid_until is None or (valid_until is not None and valid_until <= g.valid_until))
@@ -685,6 +686,27 @@ def not_held(
         if not _covered(action, widened, wides, work):
             return NOT_CHECKED if work.spent else action
     return None  # each action proven covered (a grant the budget cut off was not needed)
+
+
+def _holdings(
+    state: LedgerState, issuer: str
+) -> tuple[Mapping[str, tuple[Grant, ...]], tuple[Grant, ...]]:
+    """The issuer's grants (:func:`effective_grants`) by resource: those on one named resource,
+    which cover that resource only, and those on a resource pattern. Remembered per state: a
+    role assignment checks each of the role's grants against them (a reviewer's delegate
+    holding 801 grants, assigning a role of 800, compared every pair and ran out of budget)."""
+    key = ("holdings", issuer)
+    cached = state.memo.get(key)
+    if cached is None:
+        named: dict[str, list[Grant]] = {}
+        patterned: list[Grant] = []
+        for g in effective_grants(state, issuer):
+            if is_pattern(g.resource):
+                patterned.append(g)
+            else:
+                named.setdefault(g.resource, []).append(g)
+        cached = state.memo[key] = ({k: tuple(v) for k, v in named.items()}, tuple(patterned))
+    return cached
 
 
 def _covered(action: str, widened: str | None, wides: tuple[str, ...], work: GlobWork) -> bool:

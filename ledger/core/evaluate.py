@@ -248,27 +248,30 @@ def _ungoverned(state: LedgerState, record: PolicyRecord | None, action: str, b:
     )
 
 
+_SHARE: Final = r".+ v\d+ \((?:active|canary, \d+% of requests)\) decides this request's share "
 _EARLIER_WORDINGS: Final = (
     (
-        re.compile(
-            r".+ v\d+ \(canary, \d+% of requests\) decides this request's share and does not "
-            r"govern (?P<action>.+)"
-        ),
-        "no active policy governs {action}",
+        re.compile(_SHARE + r"and does not govern (?P<action>.+)"),
+        re.compile(r"no active policy governs (?P<action>.+)"),
         "an ungoverned action in a canary's share",
     ),
+    (
+        re.compile(r"no active policy governs (?P<action>.+)"),
+        re.compile(_SHARE + r"and does not govern (?P<action>.+)"),
+        "an ungoverned action, in the wording of the release of 2026-12-05 (c3896f6)",
+    ),
 )
-"""Reasons a later release words otherwise, meaning the same: each new wording, the earlier
-one (filled from its groups), and what it is about. Replay takes a recorded reason in its
-earlier wording for the one it gives now, and says so."""
+"""Reasons one release words otherwise than another, meaning the same: each wording given
+now, a wording recorded earlier, and what it is about; the named groups must agree. Replay
+takes a recorded reason in an earlier wording for the one it gives now, and says so."""
 
 
 def earlier_wording(reason: str, recorded: str) -> str | None:
     """What ``recorded`` is, when it is an earlier release's wording of ``reason`` (an
     ungoverned action in a canary's share, say), else ``None``."""
-    for pattern, template, what in _EARLIER_WORDINGS:
-        found = pattern.fullmatch(reason)
-        if found is not None and template.format(**found.groupdict()) == recorded:
+    for now_said, then_said, what in _EARLIER_WORDINGS:
+        given, held = now_said.fullmatch(reason), then_said.fullmatch(recorded)
+        if given is not None and held is not None and given.groupdict() == held.groupdict():
             return what
     return None
 

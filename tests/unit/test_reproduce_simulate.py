@@ -1064,3 +1064,16 @@ def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_
     )
     other = dataclasses.replace(made, reasons=("no active policy governs ops.restart",))
     assert [d.field for d in reproduce(other, request, history).differences] == ["reasons"]
+    # A reviewer: the release before this one (c3896f6) worded the active version's share
+    # beside a canary "ops v1 (active) decides this request's share …", which this one words
+    # as the releases before it did; those decisions reproduce too.
+    outside = next(f"r{i}" for i in itertools.count() if bucket(f"r{i}") >= 50)
+    asked = dataclasses.replace(request, event_id="q-2", action="ops.other", resource=outside)
+    now = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert now.reasons == ("no active policy governs ops.other",)
+    then = dataclasses.replace(
+        now,
+        reasons=("ops v1 (active) decides this request's share and does not govern ops.other",),
+    )
+    again = reproduce(then, asked, history)
+    assert again.reproduces and "the wording of the release of 2026-12-05" in str(again.note)

@@ -493,3 +493,28 @@ def test_an_unknown_policy_name_offers_the_closest_known() -> None:
 
     assert "did you mean 'goodwill-credit'?" in str(_no_policy("goodwil", ["goodwill-credit", "x"]))
     assert "did you mean" not in str(_no_policy("zzz", ["goodwill-credit"]))
+
+
+def test_an_ordinary_role_of_many_grants_is_assigned_by_a_delegate_holding_them() -> None:
+    # A reviewer: a delegate holding 801 grants on one account each (and a broad one) assigning
+    # a role of 800 of them compared every held grant with every grant of the role, ran out of
+    # the check's budget and was refused; the last release accepted it. A grant on a named
+    # resource covers that resource only: the held grants are looked up by it.
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:del", ("ledger.role.assign", "ledger.grant.issue"), "*", grant_id="g0")
+    for i in range(801):
+        led.grant("human:del", ("refund.create", "refund.read"), f"account:{i}", grant_id=f"h{i}")
+    for i in range(800):
+        led.grant(
+            "role:support", ("refund.create", "refund.read"), f"account:{i}", grant_id=f"r{i}",
+            by="human:del",
+        )  # fmt: skip
+    led.assign_role("agent:bot", "role:support", by="human:del")
+    led.grant("role:wider", ("refund.void",), "account:1", grant_id="w1")  # not the delegate's
+    with pytest.raises(CommandRejectedError, match=r"refund\.void"):
+        led.assign_role("agent:bot", "role:wider", by="human:del")
