@@ -6,11 +6,12 @@ Names are matched on every request, and the patterns come from whoever may issue
 propose a policy, so matching must not cost what a pattern's author chooses. A backtracking
 regular expression does (a red team held an evaluator 110 ms a request with one grant of long
 patterns, and a glob of 500 ``*`` took 3 s to compile). So a name is looked up, a glob of
-``*`` and text only is matched with string searches (linear in the name and the pattern: the
-first part must begin the name, the last end it, and each part between is found, leftmost,
-after the one before, which is all ``*`` needs), and only a glob holding ``?`` or ``[…]`` is a
-regular expression, fnmatch's own; :data:`ledger.core.limits.Limits` bounds those where
-patterns are written (``glob_wildcards``, ``glob_class_chars``).
+``*`` and text only is matched with string searches (the first part must begin the name, the
+last end it, and each part between is found, leftmost, after the one before, which is all
+``*`` needs: no backtracking, at most the name's length times the pattern's, in C), and only a
+glob holding ``?`` or ``[…]`` is a regular expression, fnmatch's own;
+:data:`ledger.core.limits.Limits` bounds them where patterns are written (``glob_wildcards``,
+``glob_chars``, ``glob_class_chars``).
 """
 
 from __future__ import annotations
@@ -112,15 +113,22 @@ def wildcards(pattern: str) -> int:
     return pattern.count("*") + pattern.count("?") + pattern.count("[")
 
 
-def glob_problem(pattern: str, *, most_wildcards: int, longest_class_glob: int) -> str | None:
+def glob_problem(
+    pattern: str, *, most_wildcards: int, longest_glob: int, longest_class_glob: int
+) -> str | None:
     """Why ``pattern`` may not be written into a grant or a ``governs`` (limits
-    ``glob_wildcards``, ``glob_class_chars``), or ``None``: what matching it may cost every
-    request is bounded where it is written."""
+    ``glob_wildcards``, ``glob_chars``, ``glob_class_chars``), or ``None``: what matching it may
+    cost every request is bounded where it is written."""
     count = wildcards(pattern)
     if count > most_wildcards:
         return (
             f"{count:,} wildcards in one pattern; at most {most_wildcards} (glob_wildcards): "
             "use fewer * ? [ ]"
+        )
+    if count and len(pattern) > longest_glob:
+        return (
+            f"a pattern with wildcards of {len(pattern):,} characters; at most {longest_glob} "
+            "(glob_chars): name the action or resource, or use a shorter pattern"
         )
     if ("?" in pattern or "[" in pattern) and len(pattern) > longest_class_glob:
         return (

@@ -61,6 +61,11 @@ class GlobWork:
         self.left -= count * _PAIR_NS
         return self.left >= 0
 
+    def charge(self, units: int) -> bool:
+        """Charge ``units`` of other work (~ns each), and say whether the budget still holds."""
+        self.left -= units
+        return self.left >= 0
+
     def match(self, glob: str, text: str) -> bool:
         """Charge matching ``text`` against ``glob``, and compiling ``glob`` the first time."""
         if glob not in self._compiled:

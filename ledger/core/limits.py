@@ -83,6 +83,10 @@ class Limits:
     glob_wildcards: int = 16
     """Wildcards (``*``, ``?``, ``[``) in one pattern of a grant (actions, resource) or of a
     policy's ``governs``."""
+    glob_chars: int = 256
+    """Length of such a pattern holding any wildcard: a glob's parts are searched for in the
+    name, work that grows with the name times the pattern (CPython's string search is linear
+    only for long texts)."""
     glob_class_chars: int = 64
     """Length of such a pattern holding ``?`` or ``[…]``: those are matched by a backtracking
     regular expression, whose work grows with the pattern times the name (~0.1 ms at this

@@ -116,6 +116,7 @@ def _issue(
         problem = glob_problem(
             pattern,
             most_wildcards=limits.glob_wildcards,
+            longest_glob=limits.glob_chars,
             longest_class_glob=limits.glob_class_chars,
         )
         if problem is not None:

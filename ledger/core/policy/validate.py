@@ -633,6 +633,7 @@ def _governs(v: Validator, data: dict[Any, Any]) -> list[str]:
                     problem := glob_problem(
                         a,
                         most_wildcards=v.limits.glob_wildcards,
+                        longest_glob=v.limits.glob_chars,
                         longest_class_glob=v.limits.glob_class_chars,
                     )
                 ):

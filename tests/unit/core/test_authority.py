@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.core import EMPTY_STATE, LedgerState, Rejection, capabilities, decide, fold
 from ledger.core.authority import authorize, unauthorized_reason
 from ledger.core.events import AssignRole, Command, IssueGrant, RevokeGrant, RevokeRole
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -357,7 +359,8 @@ def test_a_grant_the_delegation_check_cannot_prove_within_its_budget_is_refused(
     from ledger.errors import CommandRejectedError
     from ledger.testing import LocalLedger
 
-    led = LocalLedger()
+    # Long globs, as a ledger recorded before glob_chars held them (the budget is the check).
+    led = LocalLedger(limits=replace(DEFAULT_LIMITS, glob_chars=4_096))
     led.grant("human:del", "ledger.grant.issue", "principal:*", grant_id="g0")
     led.grant("human:del", "x.*", "account:*", grant_id="g2")
     crafted = [f"x.*{'a' * 480}{i:03d}b*" for i in range(60)]
@@ -390,7 +393,8 @@ def test_a_role_assignment_is_checked_within_one_budget_for_all_its_grants() -> 
     from ledger.errors import CommandRejectedError
     from ledger.testing import LocalLedger
 
-    led = LocalLedger()
+    # Long globs, as a ledger recorded before glob_chars held them (the budget is the check).
+    led = LocalLedger(limits=replace(DEFAULT_LIMITS, glob_chars=4_096))
     led.grant("human:del", ("ledger.role.assign", "ledger.grant.issue"), "*", grant_id="g0")
     led.grant("human:del", "x.*", "account:*", grant_id="g2")
     crafted = [f"x.*{'a' * 480}{i:03d}b*" for i in range(60)]
