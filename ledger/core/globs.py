@@ -34,10 +34,13 @@ shortest name it matches."""
 class Globs:
     """Whether a name matches any of some globs (none: no name does): :meth:`matches`."""
 
-    __slots__ = ("_names", "_prefixes", "_regex", "_stars", "patterns")
+    __slots__ = ("_names", "_prefixes", "_regex", "_stars", "patterns", "searched")
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns
+        # The characters of globs a name is matched against: matching one costs at most about
+        # the name's length times this (a name is looked up); the evaluation budget counts it.
+        self.searched = sum(len(p) for p in patterns if is_pattern(p))
         self._names = frozenset(p for p in patterns if not is_pattern(p))
         prefixes: list[str] = []  # `refund.*`, the common case: one startswith for them all
         stars: list[_Stars] = []

@@ -867,3 +867,43 @@ def test_a_patterns_wildcards_and_a_class_globs_length_are_bounded_where_written
         governing(1).replace("[a0.*]", "['x." + "*a" * 17 + "']"), limits=relaxed
     ).canonical
     assert load_document(stored) is not None
+
+
+def test_matching_long_patterns_is_charged_to_the_requests_budget() -> None:
+    # A red team: grants of 256 patterns of the longest kind allowed cost their holder's every
+    # request ~20 ms each of evaluator time, ten of them ~170 ms, a 500-item pre-evaluation 8 s,
+    # none of it counted. The characters matched now are (past what ordinary grants need):
+    # the request stops with error / evaluation_budget_exceeded, never an allow.
+    from ledger.core import authority
+    from ledger.core.events import EvaluationRequested
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:bot", "refund.*", "account:2")  # ordinary: matched for free
+    action = "refund." + "a" * 1_000
+    ordinary = EvaluationRequested(
+        event_id="q-0", occurred_at=T0, actor="agent:bot", action=action,
+        principal="agent:bot", resource="account:1",
+    )  # fmt: skip
+    long_ones = [f"x{i:02d}.*" + "a" * 240 + "*b" for i in range(256)]
+    for n in range(10):
+        led.grant("agent:bot", [p.replace("x", f"{n}x", 1) for p in long_ones], "account:*")
+    covered = 0
+    real = authority.Grant.covers
+
+    def counted(self: Any, a: str, r: str) -> bool:
+        nonlocal covered
+        covered += 1
+        return real(self, a, r)
+
+    authority.Grant.covers = counted  # type: ignore[method-assign]
+    try:
+        decided = evaluate(led.state, ordinary, now=T0, evaluator_id="t")
+    finally:
+        authority.Grant.covers = real  # type: ignore[method-assign]
+    assert decided.reason_code == "evaluation_budget_exceeded", decided.reasons
+    assert covered < 8, covered  # of 11 grants: the budget stopped it
+    short = replace(ordinary, event_id="q-1", action="refund.issue")
+    assert evaluate(led.state, short, now=T0, evaluator_id="t").reason_code != (
+        "evaluation_budget_exceeded"
+    )
