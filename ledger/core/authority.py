@@ -336,6 +336,11 @@ class Authorization(NamedTuple):
     first: bool | Exception | None = None
     """The outcome of the first grant tried (False, or the fault that stopped its condition)
     when none held; ``None`` when no grant was tried or one held."""
+    covering: Grant | None = None
+    """When none held: the first grant whose patterns cover the request, in force or not
+    (``None``: none does), so :func:`unauthorized_reason` need not match them all again."""
+    tried_grant: Grant | None = None
+    """When none held: the first covering grant in force (the one ``first`` is the outcome of)."""
 
 
 def authorize_request(
@@ -362,6 +367,7 @@ def authorize_request(
     stopped = False  # one of this request's conditions ran out of budget (a shared meter may
     # be spent before this request: only what its own conditions needed counts)
     first: bool | Exception | None = None
+    covering = tried = None  # for the denial's reason (unauthorized_reason)
     for grant in effective_grants(state, principal):
         searched = len(action) * grant.action_re.searched + len(resource) * (
             grant.resource_re.searched
@@ -372,7 +378,10 @@ def authorize_request(
             meter.left -= searched // _SEARCH_CHARS_PER_UNIT
             if meter.left < 0:
                 return Authorization(None, True, first)
-        if not (grant.covers(action, resource) and grant.in_force(now)):
+        if not grant.covers(action, resource):
+            continue
+        covering = covering or grant
+        if not grant.in_force(now):
             continue
         compiled = grant.compiled
         if meter is None and compiled is not None and compiled.metered:
@@ -381,9 +390,9 @@ def authorize_request(
         if outcome is True:
             return Authorization(grant, False)
         if first is None:
-            first = outcome
+            first, tried = outcome, grant
         stopped = stopped or isinstance(outcome, BudgetExceeded)
-    return Authorization(None, stopped, first)
+    return Authorization(None, stopped, first, covering, tried)
 
 
 _SEARCH_FREE: Final = 65_536
@@ -424,27 +433,28 @@ def unauthorized_reason(
     now: datetime,
     facts: Mapping[str, Any] = _EMPTY,
     context: Mapping[str, Any] = _EMPTY,
-    tried: bool | Exception | None = None,
+    found: Authorization | None = None,
 ) -> str:
     """Why :func:`authorize` found no grant, naming the closest grant when there is one.
 
-    Only computed on the deny path. ``tried`` is the first grant's outcome from
-    :func:`authorize_request` (:attr:`Authorization.first`): given, its condition is not run
-    again — a second run would have had a budget of its own, doubling a denial's work.
+    Only computed on the deny path. ``found`` is what :func:`authorize_request` found for this
+    request: given, neither the grants' patterns are matched nor the first one's condition run
+    again (a second run, uncounted, would double a denial's work).
     """
-    covering = [g for g in effective_grants(state, principal) if g.covers(action, resource)]
-    if not covering:
+    if found is None:
+        covering = [g for g in effective_grants(state, principal) if g.covers(action, resource)]
+        in_force = next((g for g in covering if g.in_force(now)), None)
+        found = Authorization(None, False, None, covering[0] if covering else None, in_force)
+    g = found.covering
+    if g is None:
         return f"{principal} holds no grant for {action} on {resource}"
-    in_force = [g for g in covering if g.in_force(now)]
-    if not in_force:
-        g = covering[0]
+    first = found.tried_grant
+    if first is None:
         window = f"valid from {_when(g.valid_from)} until {_when(g.valid_until)}"
         return f"{principal}'s grant {g.grant_id} for {action} on {resource} is not in force now ({window})"
-    first = in_force[0]
+    tried = found.first
     fault = first.fault_of(tried) if tried is not None else first.condition_fault(facts, context)
-    return (
-        fault or f"{principal}'s grant {in_force[0].grant_id} applies now"
-    )  # not reached on a denial
+    return fault or f"{principal}'s grant {first.grant_id} applies now"  # not reached on a denial
 
 
 def _when(t: datetime | None) -> str:

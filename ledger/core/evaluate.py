@@ -312,7 +312,7 @@ def evaluate(
         if code == "request_too_large":  # nothing evaluated: the facts are not in the answer
             return _before_policy(state, request, writer, _ERROR, code, reasons[0])
         return _before_policy(state, request, writer, _ERROR, code, reasons, facts, context)
-    grant, over_budget, tried = authorize_request(
+    found = authorize_request(
         state,
         principal,
         action,
@@ -323,14 +323,15 @@ def evaluate(
         limits=limits,
         meter=meter,
     )
-    if over_budget:
+    grant = found.grant
+    if found.over_budget:
         reason = f"authority: evaluating grant conditions stopped: {_budget(limits)}"
         return _before_policy(
             state, request, writer, _ERROR, "evaluation_budget_exceeded", reason, facts, context
         )
     if grant is None:
         reason = unauthorized_reason(
-            state, principal, action, resource, now=now, facts=facts, context=context, tried=tried
+            state, principal, action, resource, now=now, facts=facts, context=context, found=found
         )
         return _before_policy(
             state, request, writer, Determination.DENY, "no_authority", reason, facts, context

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.core import EMPTY_STATE, LedgerState, Rejection, capabilities, decide, fold
-from ledger.core.authority import authorize, unauthorized_reason
+from ledger.core.authority import authorize, authorize_request, unauthorized_reason
 from ledger.core.events import AssignRole, Command, IssueGrant, RevokeGrant, RevokeRole
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.settings import Settings
@@ -151,7 +151,13 @@ def test_bootstrap_administrators_are_configurable() -> None:
 
 def _why(action: str, resource: str, at: datetime, **facts: object) -> str:
     assert _may(action, resource, at, **facts) is None
-    return unauthorized_reason(STATE, "agent:bot", action, resource, now=at, facts=facts)
+    found = authorize_request(STATE, "agent:bot", action, resource, now=at, facts=facts)
+    given = unauthorized_reason(
+        STATE, "agent:bot", action, resource, now=at, facts=facts, found=found
+    )
+    # what the evaluator says (from what authorization found) is what a fresh look says
+    assert given == unauthorized_reason(STATE, "agent:bot", action, resource, now=at, facts=facts)
+    return given
 
 
 def test_a_refusal_names_the_closest_grant_and_why_it_did_not_apply() -> None:

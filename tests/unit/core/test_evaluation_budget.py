@@ -874,7 +874,6 @@ def test_matching_long_patterns_is_charged_to_the_requests_budget() -> None:
     # request ~20 ms each of evaluator time, ten of them ~170 ms, a 500-item pre-evaluation 8 s,
     # none of it counted. The characters matched now are (past what ordinary grants need):
     # the request stops with error / evaluation_budget_exceeded, never an allow.
-    from ledger.core import authority
     from ledger.core.events import EvaluationRequested
     from ledger.testing import LocalLedger
 
@@ -888,6 +887,40 @@ def test_matching_long_patterns_is_charged_to_the_requests_budget() -> None:
     long_ones = [f"x{i:02d}.*" + "a" * 240 + "*b" for i in range(256)]
     for n in range(10):
         led.grant("agent:bot", [p.replace("x", f"{n}x", 1) for p in long_ones], "account:*")
+    decided, covered = _counting_matches(led.state, ordinary)
+    assert decided.reason_code == "evaluation_budget_exceeded", decided.reasons
+    assert covered < 8, covered  # of 11 grants: the budget stopped it
+    short = replace(ordinary, event_id="q-1", action="refund.issue")
+    assert evaluate(led.state, short, now=T0, evaluator_id="t").reason_code != (
+        "evaluation_budget_exceeded"
+    )
+
+
+def test_a_denials_reason_does_not_match_the_grants_again() -> None:
+    # The reason for a denial named the closest grant by matching every grant's patterns once
+    # more, uncounted: a denial cost twice what its budget allowed. It now comes from what
+    # authorization found.
+    from ledger.core.events import EvaluationRequested
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    for n in range(5):
+        led.grant("agent:bot", f"tool{n}.*", "account:*")
+    led.grant("agent:bot", "refund.*", "account:9")
+    asked = EvaluationRequested(
+        event_id="q-0", occurred_at=T0, actor="agent:bot", action="refund.issue",
+        principal="agent:bot", resource="account:1",
+    )  # fmt: skip
+    decided, covered = _counting_matches(led.state, asked)
+    assert decided.reason_code == "no_authority"
+    assert decided.reasons == ("agent:bot holds no grant for refund.issue on account:1",)
+    assert covered == 6  # each grant once
+
+
+def _counting_matches(state: Any, request: Any) -> tuple[Any, int]:
+    """``request`` evaluated, and how many times a grant's patterns were matched on the way."""
+    from ledger.core import authority
+
     covered = 0
     real = authority.Grant.covers
 
@@ -898,12 +931,6 @@ def test_matching_long_patterns_is_charged_to_the_requests_budget() -> None:
 
     authority.Grant.covers = counted  # type: ignore[method-assign]
     try:
-        decided = evaluate(led.state, ordinary, now=T0, evaluator_id="t")
+        return evaluate(state, request, now=T0, evaluator_id="t"), covered
     finally:
         authority.Grant.covers = real  # type: ignore[method-assign]
-    assert decided.reason_code == "evaluation_budget_exceeded", decided.reasons
-    assert covered < 8, covered  # of 11 grants: the budget stopped it
-    short = replace(ordinary, event_id="q-1", action="refund.issue")
-    assert evaluate(led.state, short, now=T0, evaluator_id="t").reason_code != (
-        "evaluation_budget_exceeded"
-    )
