@@ -155,8 +155,10 @@ class Manifest:
             for i, entry in enumerate(check.sequence(data.get("retired", []), "retired"))
         ]
         updated = data.get("updated_at")
-        if updated is not None and not isinstance(updated, str):
-            check.fail(f"updated_at {updated!r} is not a time")
+        if updated is not None and not (isinstance(updated, str) and _STAMP.fullmatch(updated)):
+            # a time every exporter has written this way; `audit verify` reads it as when the
+            # topics were read when read_at is absent, so it must not be text it skips
+            check.fail(f"updated_at {updated!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
         complete = data.get("complete", True)
         if not isinstance(complete, bool):
             check.fail(f"complete {complete!r:.40} is not true or false")

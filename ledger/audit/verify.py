@@ -29,7 +29,9 @@ read the topics answered by a decision or a dead letter (``requests_unanswered``
 deleted, folders and manifest entries alike, or an evaluator down), and every governance record
 a decision cites present (``governance_cited_missing``: the newest grant revocation deleted,
 with the manifest's offsets lowered); either is **missing**. Neither is checked in an export
-whose last run stopped part-way: its topics end at different points.
+whose last run stopped part-way: its topics end at different points. When the export read the
+topics is the manifest's word, bounded below by the broker's stamp on the newest request: a
+request stamped more than :data:`CLOCK_SLACK` after ``read_at`` is **altered** (the manifest).
 
 Kafka coordinates and timestamps are assigned by the broker and not covered by the hash.
 Records after a chain's last checkpoint are *unconfirmed*: intact as far as the chain shows,
@@ -91,6 +93,9 @@ ANSWER_GRACE: Final = timedelta(minutes=1)
 """A request must have been received this long before the export read the topics to be
 expected answered in it: an evaluator answers within milliseconds, but the newest requests'
 decisions may have been written after the export read the decisions topic."""
+CLOCK_SLACK: Final = timedelta(minutes=5)
+"""How far behind the broker's clock the exporting machine's may be before a request the broker
+stamped after the manifest's ``read_at`` is taken for an altered manifest."""
 _BATCH_ROWS: Final = 4096
 
 
@@ -100,12 +105,12 @@ class Problem:
     after the gap, or the chain's last record when its newest records are missing)."""
 
     kind: str
-    chain_id: str | None
-    chain_seq: int | None
+    chain_id: str | None = None
+    chain_seq: int | None = None
     topic: str | None
     partition: int | None
     offset: int | None
-    decision_id: str | None
+    decision_id: str | None = None
     found: str
     expected: str
     at: datetime | None = None
@@ -384,7 +389,6 @@ class _ChainWalk:
                         topic=cp.topic,
                         partition=cp.partition,
                         offset=cp.offset,
-                        decision_id=None,
                         found=f"the chain's record chain_seq {cp.seq} has hash {have}",
                         expected=f"hash {cp.head_hash}, as this checkpoint vouches (the chain "
                         "up to it was rewritten)",
@@ -706,8 +710,6 @@ def _verify_part(
                     rows.report(
                         Problem(
                             kind="unchained",
-                            chain_id=None,
-                            chain_seq=None,
                             topic=topic,
                             partition=partition,
                             offset=offset,
@@ -864,7 +866,6 @@ def verify_export(
                 topic=cp.topic,
                 partition=cp.partition,
                 offset=cp.offset,
-                decision_id=None,
                 found="a checkpoint of a chain none of whose records is in the export",
                 expected=f"the chain's records chain_seq 1 to {cp.seq}, the last with hash "
                 f"{cp.head_hash}",
@@ -911,12 +912,9 @@ def _offset_problems(
     ) -> Problem:
         return Problem(
             kind=kind,
-            chain_id=None,
-            chain_seq=None,
             topic=topic,
             partition=partition,
             offset=offset,
-            decision_id=None,
             found=found,
             expected=expected,
         )
@@ -958,11 +956,21 @@ def _unanswered_or_uncited(
     try:
         problems = [_uncited(row) for row in named(con, "governance_cited_missing", {})]
         read = manifest.read_time()
-        try:
-            before = parse_instant(read) - ANSWER_GRACE if read is not None else None
-        except ValueError:  # an updated_at an older exporter wrote is only checked as text
-            before = None
-        if before is not None:
+        said = parse_instant(read) if read is not None else None  # the manifest checked its form
+        newest = con.execute(
+            'SELECT topic, partition, "offset", kafka_timestamp FROM evaluation_requests '
+            "ORDER BY kafka_timestamp DESC LIMIT 1"
+        ).fetchone()
+        # The manifest's word is not the only witness: the broker stamped each request as it
+        # received it (LogAppendTime), all before the export read the topics. A read time moved
+        # back, or made unreadable, must not excuse the newest requests from being answered.
+        received: datetime | None = newest[3] if newest is not None else None
+        if newest is not None and received is not None and said is not None:
+            late = received > said + CLOCK_SLACK
+            problems.extend([_read_too_early(newest, said)] if late else [])
+        read_then = max((t for t in (said, received) if t is not None), default=None)
+        if read_then is not None:
+            before = read_then - ANSWER_GRACE
             problems.extend(
                 _unanswered(row, before)
                 for row in named(con, "requests_unanswered", {"before": before})
@@ -972,6 +980,24 @@ def _unanswered_or_uncited(
     return problems
 
 
+def _read_too_early(row: tuple[Any, ...], said: datetime) -> Problem:
+    """A request the broker received after the manifest says the export read the topics."""
+    topic, partition, offset, received = row
+    return Problem(
+        kind="altered",
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        found=f"received by the broker at {format_timestamp(received)}, after the manifest's "
+        f"read_at {format_timestamp(said)}",
+        expected="every exported record received before the export read the topics (the "
+        "manifest's read_at changed, or the exporting machine's clock more than "
+        f"{int(CLOCK_SLACK.total_seconds() // 60)} minutes behind the broker's)",
+        at=received,
+        subject="request",
+    )
+
+
 def _uncited(row: Mapping[str, Any]) -> Problem:
     """A row of ``governance_cited_missing`` as the problem it is."""
     topic, _, partition = str(row["position"]).rpartition("/")
@@ -979,12 +1005,9 @@ def _uncited(row: Mapping[str, Any]) -> Problem:
     holds = f"only up to offset {held}" if held is not None else "none of its records"
     return Problem(
         kind="missing",
-        chain_id=None,
-        chain_seq=None,
         topic=topic,
         partition=int(partition) if partition.isdigit() else None,
         offset=held + 1 if held is not None else 0,
-        decision_id=None,
         found=f"{row['decisions_beyond']} decision(s) cite {row['position']} up to offset "
         f"{row['highest_cited']} (the first: decision {row['first_decision_beyond']}), but "
         f"the export holds {holds}",
@@ -1000,8 +1023,6 @@ def _unanswered(row: Mapping[str, Any], before: datetime) -> Problem:
     first = row["first_received"]
     return Problem(
         kind="missing",
-        chain_id=None,
-        chain_seq=None,
         topic=row["topic"],
         partition=row["partition"],
         offset=row["first_offset"],
@@ -1122,12 +1143,9 @@ def _unlisted_files(directory: Any, manifest: Manifest) -> list[Problem]:
                     found.append(
                         Problem(
                             kind="inserted",
-                            chain_id=None,
-                            chain_seq=None,
                             topic=topic_dir.removeprefix("topic="),
                             partition=None,
                             offset=None,
-                            decision_id=None,
                             found=f"{relative} is in the export's folders but not in its "
                             "manifest: a reader globbing the folders counts its rows (left by an "
                             "export stopped before its manifest, which the next `ledger export` "
@@ -1173,8 +1191,6 @@ def _rows_unlike_records(
             continue
         yield Problem(
             kind="altered",
-            chain_id=None,
-            chain_seq=None,
             topic=row.get("topic"),
             partition=row.get("partition"),
             offset=row.get("offset"),
@@ -1197,12 +1213,9 @@ _SUBJECTS: Final = {
 def _file_problem(entry: Mapping[str, Any], kind: str, what: str, expected: str) -> Problem:
     return Problem(
         kind=kind,
-        chain_id=None,
-        chain_seq=None,
         topic=str(entry["topic"]),
         partition=int(entry["partition"]),
         offset=int(entry["first_offset"]),
-        decision_id=None,
         found=f"{entry['path']} {what}",
         expected=expected,
         subject="file",

@@ -1145,6 +1145,65 @@ def test_the_newest_requests_and_dead_lettered_ones_need_no_decision(tmp_path: P
     assert problem.found.startswith("1 request(s)")
 
 
+def test_a_read_time_moved_back_does_not_excuse_requests_the_broker_stamped_later(
+    tmp_path: Path,
+) -> None:
+    # A red team: with a request's decision deleted, `read_at` moved back before the request
+    # (or made null, `updated_at` text) turned the "every request answered" check off: intact.
+    # The broker stamped every exported request before the export read the topics.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    ledger = build(requests=True)
+    late = T0 + timedelta(minutes=5)
+    records = [
+        *ledger.records,
+        _asked(901, late - timedelta(minutes=3), 40),  # its decision "deleted"
+        _asked(902, late, 41),  # the newest request, within the minute of grace
+    ]
+    export = tmp_path / "export"
+    write_export(export, records, TOPICS)
+
+    def manifest(read_at: str | None, updated_at: str) -> None:
+        _edit_manifest(export, lambda d: d.update(read_at=read_at, updated_at=updated_at))
+
+    def stamp(when: datetime) -> str:
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    manifest(stamp(late - timedelta(minutes=4)), stamp(late))  # before r-901, within the slack
+    [problem] = verify(export).problems
+    assert (problem.kind, problem.decision_id) == ("missing", "r-901")
+    manifest(stamp(late - timedelta(minutes=6)), stamp(late))  # the broker's stamps contradict it
+    missing, altered = verify(export).problems  # in time order
+    assert (altered.kind, altered.subject, altered.offset) == ("altered", "request", 41)
+    assert altered.found.startswith("received by the broker at ")
+    assert "after the manifest's read_at" in altered.found
+    assert missing.decision_id == "r-901"
+    manifest(None, stamp(late - timedelta(minutes=6)))  # an older manifest's updated_at: the same
+    assert [p.kind for p in verify(export).problems] == ["missing", "altered"]
+    manifest(None, "soon")
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code != 0 and "updated_at 'soon' is not a time" in done.stderr, done.output
+
+
+def test_a_deleted_file_is_tampering_even_when_the_manifest_says_incomplete(
+    export: Path,
+) -> None:
+    # A red team: `"complete": false` turned a listed file deleted (exit 11) into "incomplete:
+    # export again" (exit 9), into the directory holding the evidence. A stopped export leaves
+    # topics ending at different points, never a listed file gone.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    files_of(export, TOPICS.chain_checkpoints)[0].unlink()
+    _mark_incomplete(export)
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 11, done.output
+    assert "[tamper_detected]" in done.stderr and "incomplete:" not in done.stderr
+
+
 def test_a_deleted_grant_revocation_the_decisions_cite_is_missing(export: Path) -> None:
     """An auditor's walkthrough: the newest GrantRevoked row removed from the grant-events
     Parquet (rewritten with pyarrow) and the manifest's offsets lowered passed both verifiers.
