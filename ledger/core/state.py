@@ -1071,16 +1071,20 @@ def overlapping_governs(
         if other == name or record.retired:
             continue
         theirs = sorted(frozenset().union(*record.governs()))
+        with_this = 0  # per policy: one with many names must not hide the others
         for mine in ours:
-            if not work.pairs(len(theirs)):
-                return sorted(found)
+            if not work.pairs(len(theirs)) or with_this >= _OVERLAP_MOST:
+                break
             for pattern in theirs:
                 if _may_overlap(mine, pattern, work):
                     found.add((other, pattern, mine))
-                    if len(found) >= _OVERLAP_MOST:
-                        return sorted(found)
+                    with_this += 1
+                    if with_this >= _OVERLAP_MOST or len(found) >= _OVERLAP_ALL:
+                        break
                 if work.spent:
                     return sorted(found)
+        if work.spent or len(found) >= _OVERLAP_ALL:
+            break
     return sorted(found)
 
 
@@ -1089,6 +1093,9 @@ _OVERLAP_WORK: Final = 100_000_000
 ~0.1 s). A count of pairs was not a bound: a red team's long globs cost 0.5 ms a pair, 13 s a
 proposal. Ordinary ``governs`` cost ~1 us a pair, so ~100,000 pairs fit."""
 _OVERLAP_MOST: Final = 10
+"""Overlaps found with one other policy (a policy owner's: 256 names of one policy hid, behind
+"and more", another policy's glob this one took over)."""
+_OVERLAP_ALL: Final = 1_000
 
 
 def _may_overlap(a: str, b: str, work: GlobWork) -> bool:

@@ -152,10 +152,9 @@ def _own_keys_only(event: GrantIssued) -> list[str]:
 
 def _unobserved(state: LedgerState, policy: str, number: int, governs: Iterable[str]) -> list[str]:
     """A note naming what shadow version ``number`` will observe nothing of: the actions of its
-    ``governs`` its own policy does not decide (another deployed policy's deciding version
-    outranks it there, or none of its own deciding versions governs them). A shadow runs only
-    on the requests its own policy decides, so ``--disagreeing`` would show nothing there, not
-    agreement. Exact names are asked of :func:`governing_policy` itself; a glob is compared
+    ``governs`` another deployed policy's deciding version outranks it on. A shadow runs only
+    on the requests its own policy decides or, where no deciding version governs the action,
+    observes, so ``--disagreeing`` would show nothing there, not agreement. Exact names are asked of :func:`governing_policy` itself; a glob is compared
     with each other policy's deciding entries it may share actions with."""
     record = state.policies.get(policy)
     ours = record.governs()[0] if record is not None else frozenset()
@@ -178,8 +177,8 @@ def _unobserved(state: LedgerState, policy: str, number: int, governs: Iterable[
         decider = governing_policy(state, mine)
         if decider is not None and decider.name != policy and _decides(state, decider, mine):
             lost.append(f"{mine} ({decider.name} decides it)")
-        elif record is not None and not _decides(state, record, mine):
-            lost.append(f"{mine} (no deciding version of {policy} governs it)")
+        # What no deciding version governs, of this policy or another, is observed: its
+        # requests come to this policy as the one that observes them (governing_policy).
     globs = [m for m in entries if is_pattern(m)]
     if globs:
         for other, theirs, mine in overlapping_governs(state, policy, globs):
@@ -255,7 +254,7 @@ def _dropped(
         if work.spent:
             break
         if not covered:
-            gone.append(g)
+            gone.append(g + _still_governed(g, kept, work))
     when = f"in its share ({percent}%)" if percent is not None else "from now on"
     notes = [
         f"note: v{number} does not govern {', '.join(gone[:5])}"
@@ -269,6 +268,21 @@ def _dropped(
             f"v{active.version}'s: `ledger policy diff` shows what changed"
         )
     return notes
+
+
+def _still_governed(glob: str, kept: frozenset[str], work: GlobWork) -> str:
+    """`` beyond payments.card.refund``: what of a dropped ``glob`` the new version still
+    governs (names and globs it covers), so a narrowing does not read as dropping all of it."""
+    if not is_pattern(glob) or not work.pairs(len(kept)):
+        return ""
+    fixed = fixed_start(glob)
+    inside = []
+    for k in sorted(kept):
+        if k.startswith(fixed) and work.match(glob, k) and pattern_covers(glob, k):
+            inside.append(k)
+    if not inside:
+        return ""
+    return f" beyond {', '.join(inside[:3])}" + (" and more" if len(inside) > 3 else "")
 
 
 _COVER_WORK: Final = 300_000_000
@@ -292,6 +306,15 @@ def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) ->
             else event.stage.value
         )
         notes.append(f"v{event.previous_version} was {was}: it is superseded")
+    if (
+        isinstance(event, PolicyVersionPromoted)
+        and event.stage is Stage.SHADOW
+        and record.canary == event.version
+    ):
+        notes.append(
+            f"the canary v{event.version} ({record.canary_percent}%) ends: it observes as a "
+            f"shadow, and v{record.active} decides all requests"
+        )
     elif isinstance(event, PolicyRolledBack):
         if record.canary is not None and record.canary != event.to_version:
             notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
@@ -306,10 +329,14 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     found = overlapping_governs(state, policy, governs)
     if not found:
         return None
+    # What this policy takes from another first: that changes who decides, the rest does not.
+    found.sort(key=lambda f: _decider(policy, f[2], f[0], f[1])[0] != policy)
     shown = "; ".join(
         _who_decides(policy, mine, other, theirs) for other, theirs, mine in found[:3]
     )
-    more = "; and more" if len(found) > 3 else ""
+    unshown = sorted({other for other, _, _ in found[3:]})
+    more = f"; and more with {', '.join(unshown[:5])}" if unshown else ""
+    more += " and others" if len(unshown) > 5 else ""
     return (
         f"note: actions may also be governed by another policy ({shown}{more}); where both are "
         "deployed an exact name decides before a glob, then the longest glob (of two as long, "

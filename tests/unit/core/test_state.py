@@ -1917,10 +1917,66 @@ def test_a_shadow_note_names_only_what_its_own_policy_does_not_decide() -> None:
     ledger.deploy(doc("aaa", "other.x"))
     shadow(ledger, doc("aaa", "refund.issue"))  # aaa only observes refund.issue
     assert "note" not in shadow(ledger, doc("refund", "refund.issue").replace("allow", "deny", 1))
-    # What no deciding version of its own governs, a shadow never sees either.
-    assert shadow(ledger, doc("refund", "refund.issue", "refund.void")).endswith(
-        "note: shadow v3 observes nothing of refund.void (no deciding version of refund "
-        "governs it)" + tail
+    # What no deciding version governs, of its own policy or another, a shadow observes (a
+    # policy owner's walkthrough: the note said otherwise, and --disagreeing showed it).
+    assert "note" not in shadow(ledger, doc("refund", "refund.issue", "refund.void"))
+
+
+def test_a_takeover_is_named_before_overlaps_that_change_nothing() -> None:
+    # A policy owner's walkthrough: widening payments to refund.* noted three of merchants's
+    # 256 names (which merchants keeps) "and more", hiding that payments, the lower name,
+    # takes refund.* from refund. Its canary share of refund.issue then failed invalid_facts.
+    from ledger.core.events import ProposePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger
+
+    def doc(name: str, *governs: str) -> str:
+        return (
+            f"policy: {name}\ngoverns: [{', '.join(governs)}]\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    ledger = LocalLedger()
+    ledger.deploy(doc("merchants", *(f"payments.merchant-{i:03d}.refund" for i in range(256))))
+    ledger.deploy(doc("refund", "refund.*"))
+    proposed = ledger.submit_command(
+        ProposePolicyVersion(
+            **ledger._stamp(ADMIN), document=doc("payments", "payments.*.refund", "refund.*")
+        )
+    ).message
+    first = proposed.split("(", 1)[1].split(";", 1)[0]
+    assert first == "refund.* ~ refund's refund.*: payments decides what both match", proposed
+    assert "; and more with merchants); where both are deployed" in proposed
+
+
+def test_a_narrowing_names_what_it_keeps_of_a_glob_and_a_demoted_canary_ends() -> None:
+    # A policy owner's walkthrough: v3 governing payments.card.refund in place of
+    # payments.*.refund was said not to govern payments.*.refund (its requests "denied"), yet
+    # it allowed payments.card.refund; and a canary demoted to shadow ended without a word.
+    from ledger.core.events import PromotePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger
+
+    def doc(*governs: str) -> str:
+        return (
+            f"policy: payments\ngoverns: {list(governs)}\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    def promote(version: int, stage: Stage, percent: int | None = None) -> str:
+        command = PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="payments", version=version, stage=stage,
+            percent=percent,
+        )  # fmt: skip
+        return ledger.submit_command(command).message
+
+    ledger = LocalLedger()
+    assert ledger.deploy(doc("payments.*.refund", "tool.?.*")) == 1
+    assert ledger.deploy(doc("payments.card.refund"), stage=Stage.DRAFT) == 2
+    assert (
+        "note: v2 does not govern payments.*.refund beyond payments.card.refund, tool.?.*, "
+        "which v1 (active) does: in its share (10%)"
+    ) in promote(2, Stage.CANARY, 10)
+    assert promote(2, Stage.SHADOW).endswith(
+        "; the canary v2 (10%) ends: it observes as a shadow, and v1 decides all requests"
     )
 
 
@@ -1937,7 +1993,7 @@ def test_a_dropped_action_note_is_sound_and_bounded() -> None:
         return answers._dropped(record, 2, None, new)  # type: ignore[arg-type]
 
     assert dropped(("refund.issue", "refund.*"), ("ref*",)) == []
-    assert dropped(("re*",), ("ref*",))[0].startswith("note: v2 does not govern re*,")
+    assert dropped(("re*",), ("ref*",))[0].startswith("note: v2 does not govern re* beyond ref*,")
     assert dropped(("refund?x",), ("refund.*",))[0].startswith("note: v2 does not govern refund?x")
     assert dropped(("refund.issue",), ("refund.issue", "x.*")) == []
     calls = 0
