@@ -20,9 +20,17 @@ import fnmatch
 import functools
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["Globs", "compile_globs", "glob_matches", "glob_problem", "is_pattern", "wildcards"]
+__all__ = [
+    "GlobPlace",
+    "Globs",
+    "compile_globs",
+    "glob_matches",
+    "glob_problems",
+    "is_pattern",
+    "wildcards",
+]
 
 _GLOB_CHARS: Final = frozenset("*?[")
 
@@ -116,26 +124,67 @@ def wildcards(pattern: str) -> int:
     return pattern.count("*") + pattern.count("?") + pattern.count("[")
 
 
-def glob_problem(
-    pattern: str, *, most_wildcards: int, longest_glob: int, longest_class_glob: int
-) -> str | None:
-    """Why ``pattern`` may not be written into a grant or a ``governs`` (limits
-    ``glob_wildcards``, ``glob_chars``, ``glob_class_chars``), or ``None``: what matching it may
-    cost every request is bounded where it is written."""
+GlobPlace = Literal["governs", "grant action", "grant resource"]
+"""Where a pattern is written: what its limit messages may advise (a ``governs`` entry takes
+no ``[…]`` and names no resource; a grant's pattern is authority, which advice must not widen)."""
+
+
+def glob_problems(
+    pattern: str,
+    *,
+    place: GlobPlace,
+    most_wildcards: int,
+    longest_glob: int,
+    longest_class_glob: int,
+) -> tuple[str, ...]:
+    """Every reason ``pattern`` may not be written at ``place`` (limits ``glob_wildcards``,
+    ``glob_chars``, ``glob_class_chars``, and a class read the shell's or a regex's way), none
+    when it may: what matching it may cost every request is bounded where it is written, and
+    all of a pattern's problems are told at once, so that one edit fixes them."""
+    if place == "governs":  # no classes there, and no resource
+        wild, classed, names = "* ?", "?", "actions"
+    else:
+        wild, classed = "* ? [ ]", "? or [...]"
+        names = "actions" if place == "grant action" else "resources"
+    problems = []
     count = wildcards(pattern)
     if count > most_wildcards:
-        return (
+        problems.append(
             f"{count:,} wildcards in one pattern; at most {most_wildcards} (glob_wildcards): "
-            "use fewer * ? [ ]"
+            f"use fewer {wild}"
         )
     if count and len(pattern) > longest_glob:
-        return (
-            f"a pattern with wildcards of {len(pattern):,} characters; at most {longest_glob} "
-            "(glob_chars): name the action or resource, or use a shorter pattern"
+        problems.append(
+            f"{len(pattern):,} characters with wildcards; at most {longest_glob} (glob_chars): "
+            f"shorten the pattern, or list exact {names}"
         )
     if ("?" in pattern or "[" in pattern) and len(pattern) > longest_class_glob:
-        return (
-            f"a pattern with ? or [...] of {len(pattern):,} characters; at most "
-            f"{longest_class_glob} (glob_class_chars): use * there, or a shorter pattern"
+        problems.append(
+            f"{len(pattern):,} characters with {classed}; at most "
+            f"{longest_class_glob} (glob_class_chars): shorten the fixed part, or list exact "
+            f"{names}"
         )
-    return None
+    if _caret_class(pattern):
+        problems.append("[^…] matches ^ itself here; write [!…] to match any character but those")
+    return tuple(problems)
+
+
+def _caret_class(pattern: str) -> bool:
+    """Does ``pattern`` hold a class whose first character is ``^`` (``[^0-9]``)? fnmatch reads
+    it as ``^`` or a digit, the inverse of what a shell's or a regex's reader means (``[!0-9]``
+    negates): a grant of it hands on what its author meant to keep back. Classes end as
+    :func:`fnmatch.translate` ends them (an unclosed ``[`` is a literal)."""
+    at = pattern.find("[")
+    while at >= 0:
+        start = skip = at + 1
+        if pattern[skip : skip + 1] == "!":
+            skip += 1
+        if pattern[skip : skip + 1] == "]":
+            skip += 1  # a ] first is one of the class's characters
+        end = pattern.find("]", skip)
+        if end < 0:
+            return False  # an unclosed [: a literal, and so is each one after it
+        if pattern[start : start + 1] == "^":
+            return True
+        at = pattern.find("[", end + 1)
+    return False

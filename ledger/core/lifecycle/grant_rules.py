@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Final
 
 from ledger.core.authority import (
     PRINCIPAL_FORM,
@@ -41,7 +42,7 @@ from ledger.core.events import (
     RoleAssigned,
     RoleRevoked,
 )
-from ledger.core.globs import glob_problem
+from ledger.core.globs import GlobPlace, glob_problems
 from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
@@ -112,15 +113,9 @@ def _issue(
             f"an action or resource pattern is longer than {longest:,} characters "
             "(request_name_chars)",
         )
-    for pattern in (*c.actions, c.resource):
-        problem = glob_problem(
-            pattern,
-            most_wildcards=limits.glob_wildcards,
-            longest_glob=limits.glob_chars,
-            longest_class_glob=limits.glob_class_chars,
-        )
-        if problem is not None:
-            return _reject("invalid_grant", f"{_shown(pattern, 80)}: {problem}")
+    unfit = _unfit_patterns(c, limits)
+    if unfit is not None:
+        return _reject("invalid_grant", unfit)
     if c.condition:
         try:
             compile_grant_condition(c.condition)
@@ -165,6 +160,33 @@ def _issue(
             note=c.note,
         ),
     )
+
+
+_UNFIT_NAMED: Final = 5
+"""The unfit patterns of a grant named in its refusal at most; the rest are counted."""
+
+
+def _unfit_patterns(c: IssueGrant, limits: Limits) -> str | None:
+    """Every pattern of the grant that may not be written, each with all its problems
+    (:func:`glob_problems`), or ``None``: one round trip of a signed command fixes them all.
+    At most :data:`_UNFIT_NAMED` are named, the rest counted, within a rejection's bound."""
+    places: list[tuple[GlobPlace, str]] = [("grant action", a) for a in c.actions]
+    places.append(("grant resource", c.resource))
+    unfit = []
+    for place, pattern in places:
+        problems = glob_problems(
+            pattern,
+            place=place,
+            most_wildcards=limits.glob_wildcards,
+            longest_glob=limits.glob_chars,
+            longest_class_glob=limits.glob_class_chars,
+        )
+        if problems:
+            unfit.append(f"{_shown(pattern, 60)}: {'; '.join(problems)}")
+    if not unfit:
+        return None
+    more = len(unfit) - _UNFIT_NAMED
+    return " | ".join(unfit[:_UNFIT_NAMED]) + (f" | and {more} more" if more > 0 else "")
 
 
 def _beyond_own(actor: str, what: str) -> Rejection:

@@ -26,7 +26,7 @@ from typing import Any, Final
 from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type
-from ledger.core.globs import compile_globs, glob_problem
+from ledger.core.globs import compile_globs, glob_problems
 from ledger.core.limits import Limits
 from ledger.core.policy.canonical import canonical_text, content_hash
 from ledger.core.policy.model import (
@@ -630,14 +630,16 @@ def _governs(v: Validator, data: dict[Any, Any]) -> list[str]:
                         ("governs", i),
                     )
                 elif a is not None and (
-                    problem := glob_problem(
+                    problems := glob_problems(
                         a,
+                        place="governs",
                         most_wildcards=v.limits.glob_wildcards,
                         longest_glob=v.limits.glob_chars,
                         longest_class_glob=v.limits.glob_class_chars,
                     )
                 ):
-                    v.add(problem, ("governs", i))
+                    for problem in problems:  # each on its line: one edit fixes them all
+                        v.add(problem, ("governs", i))
                 elif a is not None and a not in seen:
                     seen.add(a)
                     governs.append(a)

@@ -528,3 +528,43 @@ def test_an_ordinary_role_of_many_grants_is_assigned_by_a_delegate_holding_them(
     led.grant("role:wider", ("refund.void",), "account:1", grant_id="w1")  # not the delegate's
     with pytest.raises(CommandRejectedError, match=r"refund\.void"):
         led.assign_role("agent:bot", "role:wider", by="human:del")
+
+
+def test_a_grant_is_refused_once_for_every_unfit_pattern_it_holds() -> None:
+    # A policy owner's walkthrough: only the first bad pattern (and its first limit) was told,
+    # two or three signed round trips; and `[^0-9]` (a literal ^ to fnmatch) was accepted.
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    wide = "tool." + "?" * 17 + "a" * 60
+    with pytest.raises(CommandRejectedError) as no:
+        led.grant("agent:bot", [wide, "refund.issue", "refund.[^0-9]*"], "account:" + "*" * 17)
+    assert no.value.code == "invalid_grant"
+    said = str(no.value)
+    assert "(glob_wildcards)" in said and "(glob_class_chars)" in said  # both of `wide`'s
+    assert "'refund.[^0-9]*': [^…] matches ^ itself here; write [!…]" in said
+    assert "'account:*****************': 17 wildcards" in said and "refund.issue" not in said
+    many = [f"x{i}." + "*" * 17 for i in range(8)]
+    with pytest.raises(CommandRejectedError) as no:
+        led.grant("agent:bot", many, "*")
+    assert str(no.value).count("(glob_wildcards)") == 5 and str(no.value).endswith("and 3 more")
+    led.grant("agent:bot", "refund.[!0-9]*", "*")
+
+
+def test_a_recorded_grant_of_a_caret_class_still_loads_as_recorded() -> None:
+    # Refused now where grants are issued; one recorded before is replayed, not re-validated.
+    from ledger.core.events import GrantIssued
+
+    state = fold(
+        EMPTY_STATE,
+        GrantIssued(
+            event_id="e1", occurred_at=T0, actor="human:admin", command_id="c1",
+            principal="agent:old", sequence=1, grant_id="g-old", actions=("refund.[^0-9]*",),
+            resource="*",
+        ),
+    )  # fmt: skip
+    assert authorize(state, "agent:old", "refund.2fa", "account:1", now=T0) is not None
+    assert authorize(state, "agent:old", "refund.issue", "account:1", now=T0) is None

@@ -7,7 +7,14 @@ import itertools
 import pickle
 import random
 
-from ledger.core.globs import Globs, compile_globs, glob_matches, wildcards
+from ledger.core.globs import (
+    GlobPlace,
+    Globs,
+    compile_globs,
+    glob_matches,
+    glob_problems,
+    wildcards,
+)
 
 
 def test_every_short_glob_matches_as_fnmatch_does() -> None:
@@ -64,3 +71,47 @@ def test_globs_pickle_as_their_patterns() -> None:
 
 def test_wildcards_count_each_star_question_mark_and_class() -> None:
     assert [wildcards(p) for p in ("refund.issue", "refund.*", "a?[bc]*", "**")] == [0, 1, 3, 2]
+
+
+def _problems(pattern: str, place: GlobPlace) -> tuple[str, ...]:
+    return glob_problems(
+        pattern, place=place, most_wildcards=16, longest_glob=256, longest_class_glob=64
+    )
+
+
+def test_a_class_read_the_shells_or_a_regexs_way_is_refused() -> None:
+    # A policy owner's walkthrough: a grant of `refund.[^0-9]*`, meant as "not a digit", was
+    # accepted and granted the inverse (fnmatch's class of ^ and the digits).
+    assert fnmatch.fnmatchcase("refund.2fa", "refund.[^0-9]*")  # what it would grant
+    (said,) = _problems("refund.[^0-9]*", "grant action")
+    assert said == "[^…] matches ^ itself here; write [!…] to match any character but those"
+    assert _problems("account:[^a]", "grant resource") == (said,)
+    for fine in ("refund.[!0-9]*", "a.[!^]", "a[]^]x", "a[!]^]", "a[^b", "a^b", "a[b][^"):
+        assert _problems(fine, "grant action") == (), fine  # no class starts with ^ there
+
+
+def test_every_problem_of_a_pattern_is_told_at_once() -> None:
+    # A policy owner's walkthrough: the first limit broken hid the next, two signed round trips.
+    wide = "tool." + "?" * 17 + "a" * 60
+    assert _problems(wide, "grant action") == (
+        "17 wildcards in one pattern; at most 16 (glob_wildcards): use fewer * ? [ ]",
+        "82 characters with ? or [...]; at most 64 (glob_class_chars): shorten the fixed part, "
+        "or list exact actions",
+    )
+    long = "x." + "*a" * 17 + "b" * 300
+    assert [p.split(" (")[1].split(")")[0] for p in _problems(long, "grant action")] == [
+        "glob_wildcards",
+        "glob_chars",
+    ]
+
+
+def test_a_limits_advice_fits_where_the_pattern_is_written() -> None:
+    # A policy owner's walkthrough: governs was told to use fewer `[ ]` (refused there) and to
+    # "name the action or resource"; a grant's resource to "use * there", which widens the
+    # authority handed on.
+    governs = "\n".join(_problems("x." + "?" * 17 + "a" * 300, "governs"))
+    assert "use fewer * ?\n" in governs and "[" not in governs and "resource" not in governs
+    assert "characters with ?; at most 64 (glob_class_chars)" in governs
+    resource = "\n".join(_problems("account:" + "t" * 70 + "[0-9]*", "grant resource"))
+    assert "use * " not in resource
+    assert resource.endswith("(glob_class_chars): shorten the fixed part, or list exact resources")

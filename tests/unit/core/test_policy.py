@@ -400,3 +400,17 @@ def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> Non
     # What differed is kept apart from what helps read it (`--json` lists them as `notes`).
     assert all(f.split(":")[0] in {"determination", "rule"} for f in case.failures), case.failures
     assert case.notes[0].startswith("decided by: ") or case.notes[0].startswith("reasons: ")
+
+
+def test_a_governs_entry_is_told_every_limit_it_breaks_in_words_that_fit_governs() -> None:
+    # A policy owner's walkthrough: only the first limit was told, and its advice was a grant's
+    # ("use fewer * ? [ ]", though governs takes no class; "name the action or resource").
+    wide = "tool." + "?" * 17 + "a" * 60
+    with pytest.raises(PolicyError) as info:
+        parse_policy(REFUND.replace("governs: [refund.issue]", f"governs: ['{wide}']", 1))
+    said = [p.message for p in info.value.problems]
+    assert said == [
+        "17 wildcards in one pattern; at most 16 (glob_wildcards): use fewer * ?",
+        "82 characters with ?; at most 64 (glob_class_chars): shorten the fixed part, or list "
+        "exact actions",
+    ]
