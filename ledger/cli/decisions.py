@@ -34,6 +34,8 @@ from ledger.core.events import (
     DecisionRecorded,
     Determination,
     EvaluationRequested,
+    ShadowResult,
+    Stage,
     item_ref,
 )
 from ledger.core.globs import glob_matches
@@ -140,6 +142,7 @@ def decisions_cmd(
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
     answered = False  # a decision of --request, whatever the other filters say
     seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
+    shadows: set[int] = set()  # versions of --policy seen observing as a shadow
     principals: set[str] = set()  # who decisions were about (a typo in --principal)
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
@@ -157,6 +160,12 @@ def decisions_cmd(
                     versions = seen.setdefault(made.policy, set())
                     if made.policy_version is not None and made.policy == policy:
                         versions.add(made.policy_version)
+            if isinstance(d, DecisionRecorded):
+                shadows.update(
+                    s.version
+                    for s in d.shadow_results
+                    if s.policy == policy and s.stage == Stage.SHADOW
+                )
         if request_id and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
             answered = (
                 answered
@@ -192,7 +201,7 @@ def decisions_cmd(
         if several is not None:
             click.echo(f"note: {several}", err=True)
     if policy and not found:
-        unseen = _unseen(policy, policy_version, seen)
+        unseen = _unseen(policy, policy_version, seen, shadows)
         if unseen is not None:
             click.echo(f"note: {unseen}", err=True)
     if principal and not found and principal not in principals:
@@ -240,15 +249,24 @@ def decisions_cmd(
         )
 
 
-def _unseen(policy: str, version: int | None, seen: dict[str, set[int]]) -> str | None:
+def _unseen(
+    policy: str, version: int | None, seen: dict[str, set[int]], shadows: set[int]
+) -> str | None:
     """Why ``--policy``/``--version`` found nothing, when no decision names them at all (a typo
-    read as "no traffic" or "no disagreements")."""
+    read as "no traffic" or "no disagreements"), or the version only observed, as a shadow
+    (``shadows``): what it would have said is where ``--disagreeing`` looks."""
     if policy not in seen:
         close = difflib.get_close_matches(policy[:100], sorted(seen)[:1000], n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"no decision in the ledger names policy {clipped(repr(policy), 80)}{hint}"
     if version is not None and version not in seen[policy]:
         made = ", ".join(f"v{v}" for v in sorted(seen[policy])) or "none"
+        if version in shadows:
+            return (
+                f"no decision was made by {policy} v{version}: it is a shadow, which decides "
+                f"nothing (versions that decided: {made}); `ledger decisions --policy {policy} "
+                "--disagreeing` (no --version) shows what it would have said where it differs"
+            )
         return f"no decision was made by {policy} v{version} (versions that decided: {made})"
     return None
 
@@ -277,16 +295,23 @@ def _several(request_id: str, found: list[tuple[Any, list[list[Any]]]]) -> str |
 
 def _disagreements(answer: Any) -> str:
     """What the versions that did not decide would have answered differently, ``refund v2
-    (shadow): deny by rule no-vip``; empty when every one agreed (or none ran: a
-    pre-evaluation's items carry no shadow results)."""
+    (shadow): deny by rule no-vip``, or with its first reason where no rule decided (``deny
+    (version 2 does not govern refund.void)``: a bare deny explains nothing); empty when every
+    one agreed (or none ran: a pre-evaluation's items carry no shadow results)."""
     if not isinstance(answer, DecisionRecorded):
         return ""
     return "; ".join(
-        f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}"
-        + (f" by rule {s.rule}" if s.rule else "")
+        f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}{_why(s)}"
         for s in answer.shadow_results
         if s.determination != answer.determination
     )
+
+
+def _why(said: ShadowResult) -> str:
+    """The deciding rule of what a version would have said, else its first reason."""
+    if said.rule:
+        return f" by rule {said.rule}"
+    return f" ({clipped(said.reasons[0], 80)})" if said.reasons else ""
 
 
 def _row(

@@ -1077,3 +1077,37 @@ def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_
     )
     again = reproduce(then, asked, history)
     assert again.reproduces and "the wording of the release of 2026-12-05" in str(again.note)
+
+
+def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_it_denies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A policy owner's walkthrough: `--version 4` of a shadow said only "no decision was made
+    # by payments v4", and the "would have said" column a bare `deny` where no rule decided.
+    from types import SimpleNamespace
+
+    import ledger.cli.decisions as decisions
+    from ledger.core.events import Determination, ShadowResult, Stage
+
+    narrowed = ShadowResult(
+        policy="refund", version=4, stage=Stage.SHADOW, determination=Determination.DENY,
+        reasons=("version 4 does not govern refund.void", "a second reason"),
+    )  # fmt: skip
+    record = DecisionRecorded(
+        event_id="d1", occurred_at=T0, actor="service:evaluator", request_id="r1",
+        requested_at=T0, action="refund.void", principal="agent:a", resource="x",
+        determination=Determination.ALLOW, policy="refund", policy_version=1,
+        shadow_results=(narrowed,),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        decisions, "read_topic", lambda *a, **k: iter([SimpleNamespace(event=record)])
+    )
+    monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
+    said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "4"])
+    assert "no decision was made by refund v4: it is a shadow" in said.output, said.output
+    assert "`ledger decisions --policy refund --disagreeing` (no --version)" in said.output
+    said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "3"])
+    assert "shadow" not in said.output  # a version never seen is not called one
+    assert decisions._disagreements(record) == (
+        "refund v4 (shadow): deny (version 4 does not govern refund.void)"
+    )
