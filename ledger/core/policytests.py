@@ -131,15 +131,17 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         failures.append(
             f"reason_code: expected {case.expect_reason_code}{hint}, got {outcome.reason_code}"
         )
-    if case.action is None and policy.governs and all(map(is_pattern, policy.governs)):
+    actionless = case.action is None and policy.governs and all(map(is_pattern, policy.governs))
+    if actionless:
         # As `policy eval` refuses it: the case says nothing of which action it stands for.
         failures.append(
             f"action: {policy.name} governs only patterns ({', '.join(policy.governs)}): give "
             "the case the action it is about"
         )
     notes = []
-    if failures and not any(f.startswith("rule: ") for f in failures):
-        # Which rule answered is what a failing case's author looks at first.
+    if failures and not actionless and not any(f.startswith("rule: ") for f in failures):
+        # Which rule answered is what a failing case's author looks at first; a case without
+        # its action is no decision the ledger would make, so no rule is named for it.
         notes.append(f"decided by: {decided_by(outcome.rule, outcome.reason_code)}")
     if failures and outcome.reasons:
         notes.append("reasons: " + "; ".join(outcome.reasons))

@@ -375,6 +375,8 @@ def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> Non
     assert not no_action.passed and any(
         f.startswith("action: refund governs only patterns (refund.*)") for f in no_action.failures
     )
+    # A policy owner's walkthrough: it went on "decided by: <rule>", of a run no request makes.
+    assert not any(n.startswith("decided by") for n in no_action.notes), no_action.notes
     assert not typo.passed
     assert typo.failures[0] == (
         "reason_code: expected rule_match (no decision carries it: did you mean rule_matched?), "
