@@ -6,7 +6,8 @@ bytes. Two documents that differ only in layout, comments, key order or shorthan
 canonical form and hash; it is what ``PolicyVersionProposed.document`` stores.
 
 :func:`document_yaml` turns a recorded canonical form back into a policy file a person edits,
-which validates to the same canonical form and hash.
+which validates to the same canonical form and hash. It is display only (``policy get`` and
+``policy diff``): nothing stores, hashes or signs it, so its layout may change between releases.
 
 May import: the stdlib, yaml, :mod:`ledger.core.facts` (fact declarations) and
 :mod:`ledger.core.policy.model`.
@@ -132,17 +133,24 @@ class _Flow(dict[str, Any]):
     """A mapping written on one line (``{type: int, min: 0}``)."""
 
 
+_FLOW_ITEMS: Final = 4
+"""A list of scalars this long at most is written on one line; a longer one an item a line."""
+
+
 class _Dumper(yaml.SafeDumper):
-    """Lists of scalars on one line (``governs: [refund.issue]``), :class:`_Flow` mappings
-    too; the rules one below the other."""
+    """Short lists of scalars on one line (``governs: [refund.issue]``), :class:`_Flow`
+    mappings too; the rules, and longer lists, one item below the other: one entry removed
+    from a ``governs`` of 256 is then one line of ``policy diff``, where a wrapped list
+    re-flowed every line after it (a policy owner's walkthrough: 126 changed lines). Inside
+    a one-line mapping (a fact's ``values``) a list stays on its line, as YAML requires."""
+
+
+def _sequence(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+    flow = len(items) <= _FLOW_ITEMS and not any(isinstance(x, (dict, list)) for x in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
 
 
 _Dumper.add_representer(
     _Flow, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v.items(), flow_style=True)
 )
-_Dumper.add_representer(
-    list,
-    lambda d, v: d.represent_sequence(
-        "tag:yaml.org,2002:seq", v, flow_style=not any(isinstance(x, (dict, list)) for x in v)
-    ),
-)
+_Dumper.add_representer(list, _sequence)

@@ -357,6 +357,30 @@ def test_a_recorded_version_prints_as_a_file_that_validates_to_the_same_hash(sou
     assert printed.startswith(f"policy: {recorded.name}\ngoverns: [")  # as people write them
 
 
+def test_a_long_list_prints_an_item_a_line_so_removing_one_is_one_line_of_diff() -> None:
+    # A policy owner's walkthrough: `policy diff` of a governs of 256 actions, one removed,
+    # changed 126 lines (the list was one flow list wrapped at 100 columns); `policy get` too.
+    import difflib
+
+    from ledger.core.policy.canonical import document_yaml
+
+    names = [f"payments.merchant-{i:03d}.refund" for i in range(256)]
+    before, after = (
+        parse_policy(REFUND.replace("[refund.issue]", "[" + ", ".join(listed) + "]", 1))
+        for listed in (names, names[:10] + names[11:])
+    )
+    printed = document_yaml(before.canonical)
+    assert parse_policy(printed).content_hash == before.content_hash
+    changed = [
+        line
+        for line in difflib.unified_diff(
+            printed.splitlines(), document_yaml(after.canonical).splitlines(), lineterm=""
+        )
+        if line[:1] in "+-" and line[:3] not in ("+++", "---")
+    ]
+    assert changed == ["-- payments.merchant-010.refund"]  # one line, "- " its item
+
+
 def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> None:
     # A policy owner's walkthrough: a case without an action passed silently against a policy
     # that governs only `db.*` (policy eval refuses that), and `reason_code: rule_match` only
