@@ -58,6 +58,7 @@ __all__ = [
     "effective_grants",
     "pattern_covers",
     "not_held",
+    "unproven_cover",
     "first_not_held",
     "NotChecked",
     "NOT_CHECKED",
@@ -696,6 +697,54 @@ def not_held(
     principal's grants could give it, and through it themselves, anything — ``ledger.*``
     included, and the approval of their own policy versions."""
     work = GlobWork(_DELEGATION_WORK) if work is None else work
+    wides = _held_actions(
+        state, issuer, resource, condition=condition, valid_until=valid_until, now=now, work=work
+    )
+    for action in actions:
+        widened = _as_stars(action) if is_pattern(action) else None  # once, not per held pattern
+        if not _covered(action, widened, wides, work):
+            return NOT_CHECKED if work.spent else action
+    return None  # each action proven covered (a grant the budget cut off was not needed)
+
+
+def unproven_cover(
+    state: LedgerState,
+    issuer: str,
+    action: str,
+    resource: str,
+    *,
+    condition: str | None,
+    valid_until: datetime | None,
+    now: datetime,
+) -> str | None:
+    """Of the issuer's action patterns that would do for ``resource`` (:func:`not_held`), one
+    holding ``?`` or ``[…]`` that may cover the glob ``action`` (its fixed start begins it),
+    though :func:`pattern_covers` cannot prove it; else ``None``. Only for the refusal's words:
+    not proven is not escalation, and what is handed on is refused all the same."""
+    if not is_pattern(action):
+        return None  # a name is matched exactly: not held is not held
+    wides = _held_actions(
+        state, issuer, resource, condition=condition, valid_until=valid_until, now=now,
+        work=GlobWork(_DELEGATION_WORK),
+    )  # fmt: skip
+    return next(
+        (w for w in wides if ("?" in w or "[" in w) and action.startswith(fixed_start(w))), None
+    )
+
+
+def _held_actions(
+    state: LedgerState,
+    issuer: str,
+    resource: str,
+    *,
+    condition: str | None,
+    valid_until: datetime | None,
+    now: datetime,
+    work: GlobWork,
+) -> tuple[str, ...]:
+    """The action patterns of the issuer's grants that could cover what is handed on with
+    ``resource``: in force now, no condition or the same one, ending no earlier, and covering
+    the resource (:func:`not_held`'s rule), each once."""
     widened = _as_stars(resource) if is_pattern(resource) else None
     form = _condition_form(condition)  # once, not per held grant
     named, patterned = _holdings(state, issuer)
@@ -708,12 +757,7 @@ def not_held(
         and work.pairs(1)
         and _covers(g.resource, resource, widened, work)
     ]
-    wides = tuple(dict.fromkeys(wide for g in held for wide in g.actions))
-    for action in actions:
-        widened = _as_stars(action) if is_pattern(action) else None  # once, not per held pattern
-        if not _covered(action, widened, wides, work):
-            return NOT_CHECKED if work.spent else action
-    return None  # each action proven covered (a grant the budget cut off was not needed)
+    return tuple(dict.fromkeys(wide for g in held for wide in g.actions))
 
 
 def _holdings(

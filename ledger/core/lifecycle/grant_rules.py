@@ -25,6 +25,7 @@ from ledger.core.authority import (
     key_registrar,
     not_held,
     replace_key,
+    unproven_cover,
     valid_principal,
 )
 from ledger.core.events import (
@@ -139,6 +140,8 @@ def _issue(
                 f"grant {_shown(c.grant_id)} {beyond.why}: split it into grants of fewer or "
                 "shorter patterns, or ask an administrator",
             )
+        if beyond is not None and (unproven := _unproven(state, c, beyond, now)) is not None:
+            return unproven  # maybe held, but not provably: not the escalation refused below
         if beyond is not None:
             return _beyond_own(c.actor, f"{_shown(beyond)} on {_shown(c.resource)}")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
@@ -187,6 +190,23 @@ def _unfit_patterns(c: IssueGrant, limits: Limits) -> str | None:
         return None
     more = len(unfit) - _UNFIT_NAMED
     return " | ".join(unfit[:_UNFIT_NAMED]) + (f" | and {more} more" if more > 0 else "")
+
+
+def _unproven(state: LedgerState, c: IssueGrant, beyond: str, now: datetime) -> Rejection | None:
+    """The refusal of handing on ``beyond`` when a held glob with ``?`` or ``[…]`` may cover it
+    but cannot be proven to (:func:`~ledger.core.authority.unproven_cover`), else ``None``."""
+    held = unproven_cover(
+        state, c.actor, beyond, c.resource, condition=c.condition or None,
+        valid_until=c.valid_until, now=now,
+    )  # fmt: skip
+    if held is None:
+        return None
+    return _reject(
+        "not_authorized",
+        f"{clipped(c.actor)} may not hand on {_shown(beyond)} on {_shown(c.resource)}: it could "
+        f"not be proven covered by their {_shown(held, 80)} (a glob with ? or [...] covers only "
+        "names and itself): hand on exact names, or ask an administrator",
+    )
 
 
 def _beyond_own(actor: str, what: str) -> Rejection:

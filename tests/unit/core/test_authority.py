@@ -568,3 +568,30 @@ def test_a_recorded_grant_of_a_caret_class_still_loads_as_recorded() -> None:
     )  # fmt: skip
     assert authorize(state, "agent:old", "refund.2fa", "account:1", now=T0) is not None
     assert authorize(state, "agent:old", "refund.issue", "account:1", now=T0) is None
+
+
+def test_a_refused_delegation_says_when_a_held_class_glob_may_cover_but_cannot_be_proven() -> None:
+    # A policy owner's walkthrough: handing on `tool.a.*` while holding `tool.?.*` was refused
+    # as "more than they hold", though it is a subset: only not provable (pattern_covers).
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:ops", ["refund.[a-z]*", "tool.?.*"], "account:*")
+    led.grant("human:ops", "ledger.grant.issue", "principal:agent:bot")
+    for pattern in ("tool.a.*", "refund.[a-m]*"):
+        with pytest.raises(CommandRejectedError) as no:
+            led.grant("agent:bot", pattern, "account:1", by="human:ops")
+        assert no.value.code == "not_authorized"
+        assert "could not be proven covered by their '" in str(no.value)
+        assert (
+            "(a glob with ? or [...] covers only names and itself): hand on exact names, or "
+            in (str(no.value))
+        )
+        assert "more than they hold" not in str(no.value)
+    for beyond, resource in (("payments.*", "account:1"), ("tool.a.*", "queue:1")):
+        with pytest.raises(CommandRejectedError, match="more than they hold"):
+            led.grant("agent:bot", beyond, resource, by="human:ops")  # not held at all
+    led.grant("agent:bot", ["tool.a.x", "refund.[a-z]*"], "account:1", by="human:ops")
