@@ -742,6 +742,7 @@ class AsyncLedgerClient:
     ) -> None:
         self._sync = LedgerClient(config, transport=transport, codec=codec)
         self.config = config
+        self._owns = True  # its own client: closing this closes it
 
     @classmethod
     async def connect(
@@ -762,14 +763,18 @@ class AsyncLedgerClient:
             # The thread goes on connecting: the client it makes is closed, not leaked.
             made.add_done_callback(_close_made)
             raise
-        return cls.wrapping(client)
+        face = cls.wrapping(client)
+        face._owns = True
+        return face
 
     @classmethod
     def wrapping(cls, client: LedgerClient) -> AsyncLedgerClient:
         """The asyncio face of an existing ``client``, sharing its transport (one connection
-        for a process's sync and async code; closing either closes both)."""
+        for a process's sync and async code). Closing the face leaves ``client`` open: it is
+        shared (an agent engineer's walkthrough: ``async with`` a face closed the process's
+        client, and every tool guarded by it failed until a restart); close ``client``."""
         face = cls.__new__(cls)
-        face._sync, face.config = client, client.config
+        face._sync, face.config, face._owns = client, client.config, False
         return face
 
     async def _ready(self) -> None:
@@ -900,6 +905,10 @@ class AsyncLedgerClient:
     is_stale = staticmethod(LedgerClient.is_stale)
 
     async def close(self) -> None:
+        """Close the client this one made (a :meth:`wrapping` face leaves the client it was
+        given open)."""
+        if not self._owns:
+            return
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._sync.close)
 

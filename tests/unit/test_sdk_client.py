@@ -794,3 +794,26 @@ def test_a_refused_login_seen_before_is_not_blamed_for_a_later_outage() -> None:
         rdkafka_partitions(Producer(refusing=False), "t", timeout=0.6)
     with pytest.raises(KafkaAccessDenied, match="invalid credentials"):
         rdkafka_partitions(Producer(refusing=True), "t", timeout=0.6)
+
+
+def test_closing_a_wrapping_face_leaves_the_shared_client_open() -> None:
+    # An agent engineer's walkthrough: `async with AsyncLedgerClient.wrapping(client)` closed
+    # the process's shared client; every tool guarded by it raised ClientClosed until a restart.
+    client = LedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda m: Determination.ALLOW)
+    )
+
+    async def handler() -> None:
+        async with AsyncLedgerClient.wrapping(client) as face:
+            await face.evaluate(action="a.b", principal=AGENT, resource="r")
+
+    asyncio.run(handler())
+    assert client.evaluate(action="a.b", principal=AGENT, resource="r").determination is (
+        Determination.ALLOW
+    )
+    owned = AsyncLedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda m: Determination.ALLOW)
+    )
+    asyncio.run(owned.close())  # a client it made itself is its to close
+    with pytest.raises(ClientClosed):
+        asyncio.run(owned.evaluate(action="a.b", principal=AGENT, resource="r"))
