@@ -229,6 +229,16 @@ class Transport(Protocol):
         ...
 
 
+def _checked_principal(principal: str) -> None:
+    """Refuse a request's principal no grant can name before it is sent: an unset variable
+    (``""``) or a bare name would otherwise be recorded as a policy denial (the CLI refuses it
+    the same way)."""
+    if not (isinstance(principal, str) and valid_principal(principal)):
+        raise UsageError(
+            f"principal {clipped(repr(principal), 80)} is not a principal: use {PRINCIPAL_FORM}"
+        )
+
+
 class LedgerClient:
     """Blocking client. Thread-safe; create one per process and share it.
 
@@ -319,6 +329,7 @@ class LedgerClient:
         context: Mapping[str, Value] | None = None,
     ) -> EvaluationRequested:
         """Build an evaluation request (a new time-ordered request id, now as its time)."""
+        _checked_principal(principal)
         _text_names("facts", facts)
         _text_names("context", context)
         return EvaluationRequested(
@@ -380,6 +391,7 @@ class LedgerClient:
         items: Iterable[BatchItem | Mapping[str, Any]],
         context: Mapping[str, Value] | None,
     ) -> BatchEvaluationRequested:
+        _checked_principal(principal)
         batch_items = tuple(
             item if isinstance(item, BatchItem) else _batch_item(index, item)
             for index, item in enumerate(items)

@@ -71,8 +71,8 @@ __all__ = [
 
 PRINCIPAL_KINDS: Final = ("agent", "tool", "human", "role", "service")
 PRINCIPAL_FORM: Final = (
-    f"kind:name with kind {', '.join(PRINCIPAL_KINDS)} and a name of letters, digits and "
-    "_ . @ - / (starting with a letter or digit), e.g. human:alice"
+    f"kind:name with kind {', '.join(PRINCIPAL_KINDS)} and a name of ASCII letters, "
+    "digits and _ . @ - / (starting with a letter or digit), e.g. human:alice"
 )
 """The principal rule in words, for messages."""
 _PRINCIPAL_RE: Final = re.compile(

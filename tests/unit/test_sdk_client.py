@@ -817,3 +817,18 @@ def test_closing_a_wrapping_face_leaves_the_shared_client_open() -> None:
     asyncio.run(owned.close())  # a client it made itself is its to close
     with pytest.raises(ClientClosed):
         asyncio.run(owned.evaluate(action="a.b", principal=AGENT, resource="r"))
+
+
+@pytest.mark.parametrize("principal", ["", "refund-bot", "agent:zoë-bot", "agent: bot"])
+def test_a_principal_no_grant_can_name_is_refused_before_it_is_sent(principal: str) -> None:
+    # An agent engineer's walkthrough: principal="" (an unset variable) and "refund-bot" were
+    # sent and recorded as policy denials, while the CLI refused them up front.
+    sent: list[Any] = []
+    client = LedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda m: sent.append(m))
+    )
+    with pytest.raises(UsageError, match="is not a principal: use kind:name"):
+        client.evaluate(action="a.b", principal=principal, resource="r")
+    with pytest.raises(UsageError, match="is not a principal"):
+        client.preevaluate(principal, [{"action": "a.b", "resource": "r"}])
+    assert sent == []
