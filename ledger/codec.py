@@ -94,8 +94,9 @@ def _encode_value(value: Any) -> tuple[str, Any]:
     if kind is int:
         if not _LONG_MIN <= value <= _LONG_MAX:
             raise CodecError(
-                f"integer {value} does not fit a 64-bit long (a larger number is a decimal "
-                "fact: send it as a JSON string, or a Decimal from Python)"
+                f"integer {value} does not fit a 64-bit long: for a fact the policy declares "
+                "decimal, send it as a JSON string, or a Decimal from Python; an int fact "
+                "cannot hold it"
             )
         return ("long", value)
     if kind is float:

@@ -132,7 +132,13 @@ def json_text(value: str, flag: str) -> str:
             return data.decode("utf-8")
         except UnicodeDecodeError:
             raise UsageError(f"{flag} from standard input is not UTF-8 text") from None
-    return read_text_file(Path(value[1:]), what=f"{flag} file", limit=limit)
+    try:
+        return read_text_file(Path(value[1:]), what=f"{flag} file", limit=limit)
+    except UsageError as exc:
+        if "is not a regular file" not in str(exc):
+            raise
+        # A shell's @<(command) is a pipe, refused as a FIFO with no writer would hang.
+        raise UsageError(f"{exc}, or pipe it in: COMMAND | ledger … {flag} @-") from None
 
 
 def facts_and_context(facts: str, context: str) -> tuple[str, str]:

@@ -619,3 +619,17 @@ def test_a_ctrl_c_says_what_the_interrupted_command_left(
     assert stopped.value.code == 130
     [line] = capsys.readouterr().err.strip().splitlines()
     assert says in line
+
+
+def test_facts_from_a_pipe_are_pointed_at_standard_input(tmp_path: Path) -> None:
+    # An agent engineer's walkthrough: `--facts @<(cmd)` (a pipe) was refused as "not a
+    # regular file" with no word of `@-`, which works.
+    path = tmp_path / "facts"
+    os.mkfifo(path)
+    (tmp_path / "p.yaml").write_text("policy: p\ngoverns: [a]\nowner: t\ndefault: {effect: deny}\n")
+    done = _ledger(
+        "policy", "eval", str(tmp_path / "p.yaml"), "--facts", f"@{path}", "--action", "a",
+        "--principal", "p:x", cwd=tmp_path,
+    )  # fmt: skip
+    [line] = done.stderr.strip().splitlines()
+    assert "is not a regular file" in line and "COMMAND | ledger … --facts @-" in line, line
