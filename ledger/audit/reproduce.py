@@ -122,7 +122,7 @@ def reproduce(
     )
     reworded = _reworded(differences)
     if reworded:
-        differences = tuple(d for d in differences if d.field != "reasons")
+        differences = ()
         note = "; ".join(
             [*filter(None, [note]), f"its reasons are an earlier release's wording ({reworded})"]
         )
@@ -137,19 +137,48 @@ def reproduce(
 
 
 def _reworded(differences: tuple[Difference, ...]) -> str | None:
-    """What the recorded reasons are about, when a decision's reasons are its only difference
-    and each recorded one is an earlier release's wording of the one given now
-    (:func:`~ledger.core.evaluate.earlier_wording`): the same decision, not another."""
-    if [d.field for d in differences] != ["reasons"]:
+    """What the recorded reasons are about, when a decision's reasons (a pre-evaluation's
+    items' reasons) are its only difference and each recorded one is an earlier release's
+    wording of the one given now (:func:`~ledger.core.evaluate.earlier_wording`): the same
+    decision, not another."""
+    pairs = _reason_pairs(differences)
+    if pairs is None:
+        return None
+    changed = []
+    for recorded, again in pairs:
+        if not isinstance(recorded, list) or not isinstance(again, list):
+            return None
+        if len(recorded) != len(again):
+            return None
+        for new, old in zip(again, recorded, strict=True):
+            if new != old:
+                changed.append(earlier_wording(str(new), str(old)))
+    if not changed or None in changed:
+        return None
+    return ", ".join(dict.fromkeys(str(w) for w in changed))
+
+
+def _reason_pairs(differences: tuple[Difference, ...]) -> list[tuple[Any, Any]] | None:
+    """``(recorded, reproduced)`` reasons wherever they differ, when nothing else does: a
+    decision's own, or each item's of a pre-evaluation (``decisions``); else ``None``."""
+    fields = [d.field for d in differences]
+    if fields == ["reasons"]:
+        return [(differences[0].recorded, differences[0].reproduced)]
+    if fields != ["decisions"]:
         return None
     recorded, again = differences[0].recorded, differences[0].reproduced
     if not isinstance(recorded, list) or not isinstance(again, list) or len(recorded) != len(again):
         return None
-    found = [earlier_wording(str(new), str(old)) for new, old in zip(again, recorded, strict=True)]
-    changed = [w for w, new, old in zip(found, again, recorded, strict=True) if new != old]
-    if not changed or None in changed:
-        return None
-    return ", ".join(dict.fromkeys(str(w) for w in changed))
+    pairs = []
+    for old, new in zip(recorded, again, strict=True):
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            return None
+        if {k: v for k, v in old.items() if k != "reasons"} != {
+            k: v for k, v in new.items() if k != "reasons"
+        }:
+            return None
+        pairs.append((old.get("reasons"), new.get("reasons")))
+    return pairs
 
 
 def _outcome(decision: Decision) -> str:

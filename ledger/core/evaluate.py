@@ -61,6 +61,7 @@ from ledger.core.facts import context_problems, decimal_problems
 from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, bucket, governed_by, governing_policy
+from ledger.core.text import clipped
 
 __all__ = [
     "REASON_CODES",
@@ -259,6 +260,13 @@ _EARLIER_WORDINGS: Final = (
         re.compile(r"no active policy governs (?P<action>.+)"),
         re.compile(_SHARE + r"and does not govern (?P<action>.+)"),
         "an ungoverned action, in the wording of the release of 2026-12-05 (c3896f6)",
+    ),
+    (
+        re.compile(
+            r"item .+: (?P<problem>the request's \w+ is longer than .+); no item was evaluated"
+        ),
+        re.compile(r"(?P<problem>the request's \w+ is longer than .+)"),
+        "a pre-evaluation's names over their limit, worded before the item was named",
     ),
 )
 """Reasons one release words otherwise than another, meaning the same: each wording given
@@ -541,8 +549,8 @@ def _batch_problem(request: BatchEvaluationRequested, limits: Limits) -> str | N
         if len(item.item_id) > limits.request_id_chars:
             return f"an item id is longer than {limits.request_id_chars:,} characters"
         problem = _names_problem(request.principal, item.action, item.resource, limits)
-        if problem is not None:
-            return problem
+        if problem is not None:  # which item: every item is answered with this reason
+            return f"item {clipped(repr(item.item_id), 80)}: {problem}; no item was evaluated"
     return None
 
 

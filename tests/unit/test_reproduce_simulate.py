@@ -1079,6 +1079,58 @@ def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_
     assert again.reproduces and "the wording of the release of 2026-12-05" in str(again.note)
 
 
+def test_a_pre_evaluation_refused_for_one_items_names_says_which_and_older_ones_reproduce() -> None:
+    # An agent engineer's walkthrough: one item with a resource over 1,024 characters made every
+    # item request_too_large with "the request's resource is longer …", naming no item. The
+    # reason names it now; a decision recorded in the earlier wording still reproduces.
+    from ledger.core.evaluate import evaluate_batch
+    from ledger.core.events import BatchEvaluationRequested, BatchItem
+    from ledger.core.history import HistoryEntry
+    from ledger.core.lifecycle import event_stream
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    asked = BatchEvaluationRequested(
+        event_id="b-1", occurred_at=T0, actor="agent:a", principal="agent:a",
+        items=(
+            BatchItem(item_id="0", action="a.b", resource="r:1"),
+            BatchItem(item_id="long", action="a.b", resource="r:" + "y" * 1_100),
+        ),
+    )  # fmt: skip
+    made = evaluate_batch(led.state, asked, now=T0, evaluator_id="t")
+    said = (
+        "item 'long': the request's resource is longer than 1,024 characters "
+        "(request_name_chars); no item was evaluated"
+    )
+    assert [(d.reason_code, d.reasons) for d in made.decisions] == [
+        ("request_too_large", (said,))
+    ] * 2
+    counters: dict[str, itertools.count[int]] = {}
+    history = []
+    for event in led.events:
+        key = led._streams[event_stream(event)]
+        offset = next(counters.setdefault(key, itertools.count()))
+        history.append(HistoryEntry(position_key=key, offset=offset, event=event))
+    older = dataclasses.replace(
+        made,
+        decisions=tuple(
+            dataclasses.replace(d, reasons=(said.split(": ", 1)[1].split("; no item")[0],))
+            for d in made.decisions
+        ),
+    )
+    again = reproduce(older, asked, history)
+    assert again.reproduces and again.note is not None
+    assert again.note == (
+        "its reasons are an earlier release's wording (a pre-evaluation's names over their "
+        "limit, worded before the item was named)"
+    )
+    other = dataclasses.replace(
+        made, decisions=tuple(dataclasses.replace(d, reasons=("x",)) for d in made.decisions)
+    )
+    assert not reproduce(other, asked, history).reproduces
+
+
 def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_it_denies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
