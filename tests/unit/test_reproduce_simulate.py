@@ -1025,8 +1025,6 @@ def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_
     import itertools
 
     from ledger.audit.reproduce import reproduce
-    from ledger.core.history import HistoryEntry
-    from ledger.core.lifecycle import event_stream
     from ledger.core.state import bucket
     from ledger.testing import LocalLedger
 
@@ -1050,12 +1048,7 @@ def test_a_reason_an_earlier_release_worded_otherwise_still_reproduces_and_says_
         "ops v2 (canary, 50% of requests) decides this request's share and does not govern "
         "ops.wipe",
     )
-    counters: dict[str, itertools.count[int]] = {}
-    history = []
-    for event in led.events:
-        key = led._streams[event_stream(event)]
-        offset = next(counters.setdefault(key, itertools.count()))
-        history.append(HistoryEntry(position_key=key, offset=offset, event=event))
+    history = _history_of(led)
     older = dataclasses.replace(made, reasons=("no active policy governs ops.wipe",))
     again = reproduce(older, request, history)
     assert again.reproduces and again.note is not None
@@ -1085,8 +1078,6 @@ def test_a_pre_evaluation_refused_for_one_items_names_says_which_and_older_ones_
     # reason names it now; a decision recorded in the earlier wording still reproduces.
     from ledger.core.evaluate import evaluate_batch
     from ledger.core.events import BatchEvaluationRequested, BatchItem
-    from ledger.core.history import HistoryEntry
-    from ledger.core.lifecycle import event_stream
     from ledger.testing import LocalLedger
 
     led = LocalLedger()
@@ -1106,12 +1097,7 @@ def test_a_pre_evaluation_refused_for_one_items_names_says_which_and_older_ones_
     assert [(d.reason_code, d.reasons) for d in made.decisions] == [
         ("request_too_large", (said,))
     ] * 2
-    counters: dict[str, itertools.count[int]] = {}
-    history = []
-    for event in led.events:
-        key = led._streams[event_stream(event)]
-        offset = next(counters.setdefault(key, itertools.count()))
-        history.append(HistoryEntry(position_key=key, offset=offset, event=event))
+    history = _history_of(led)
     older = dataclasses.replace(
         made,
         decisions=tuple(
@@ -1129,6 +1115,20 @@ def test_a_pre_evaluation_refused_for_one_items_names_says_which_and_older_ones_
         made, decisions=tuple(dataclasses.replace(d, reasons=("x",)) for d in made.decisions)
     )
     assert not reproduce(other, asked, history).reproduces
+
+
+def _history_of(led: Any) -> list[Any]:
+    """A LocalLedger's governance events as the history a replay reads (offsets per stream)."""
+    from ledger.core.history import HistoryEntry
+    from ledger.core.lifecycle import event_stream
+
+    counters: dict[str, itertools.count[int]] = {}
+    history = []
+    for event in led.events:
+        key = led._streams[event_stream(event)]
+        offset = next(counters.setdefault(key, itertools.count()))
+        history.append(HistoryEntry(position_key=key, offset=offset, event=event))
+    return history
 
 
 def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_it_denies(
