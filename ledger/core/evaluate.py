@@ -268,6 +268,11 @@ _EARLIER_WORDINGS: Final = (
         re.compile(r"(?P<problem>the request's \w+ is longer than .+)"),
         "a pre-evaluation's names over their limit, worded before the item was named",
     ),
+    (
+        re.compile(r"(?P<reason>.+) \(this pre-evaluation's items share that budget, .+\)"),
+        re.compile(r"(?P<reason>.+)"),
+        "a pre-evaluation's shared budget, worded before it said so",
+    ),
 )
 """Reasons one release words otherwise than another, meaning the same: each wording given
 now, a wording recorded earlier, and what it is about; the named groups must agree. Replay
@@ -605,6 +610,7 @@ def evaluate_batch(
     decisions = []
     for item in request.items:
         single = item_request(request, item)
+        spent = meter.limit - meter.left  # by the items before this one
         d = evaluate(
             state,
             single,
@@ -622,7 +628,7 @@ def evaluate_batch(
                 resource=item.resource,
                 determination=d.determination,
                 constraints=d.constraints,
-                reasons=d.reasons,
+                reasons=_shared_budget(d, spent, limits),
                 reason_code=d.reason_code,
                 policy=d.policy,
                 policy_version=d.policy_version,
@@ -631,6 +637,20 @@ def evaluate_batch(
             )
         )
     return _batch_answer(state, request, now, evaluator_id, actor, tuple(decisions))
+
+
+def _shared_budget(d: DecisionRecorded, spent: int, limits: Limits) -> tuple[str, ...]:
+    """An item's reasons; when it ran out of the budget its pre-evaluation's items share after
+    earlier items had spent some of it, saying so and what to do (an agent engineer's
+    walkthrough: a trivial item after costly ones was told its own conditions needed more)."""
+    if d.reason_code != "evaluation_budget_exceeded" or spent <= 0 or not d.reasons:
+        return d.reasons
+    shared = (
+        f" (this pre-evaluation's items share that budget, and the items before this one spent "
+        f"{min(spent, limits.evaluation_cost):,} units of it: ask for this item alone or in a "
+        "smaller pre-evaluation)"
+    )
+    return (d.reasons[0] + shared, *d.reasons[1:])
 
 
 def _every_item(

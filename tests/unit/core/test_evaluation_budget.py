@@ -625,6 +625,18 @@ def test_the_items_of_a_pre_evaluation_share_one_budget() -> None:
     assert codes[0] == "default_applied" and len(codes) == 30
     assert set(codes[1:]) == {"evaluation_budget_exceeded"}
     assert {d.determination for d in many.decisions[1:]} == {Determination.ERROR}
+    # An agent engineer's walkthrough: a later item was told its own conditions needed more
+    # than the budget, with nothing to do about it. It says the earlier items spent it.
+    [reason] = many.decisions[2].reasons
+    assert reason == (
+        "evaluation stopped in rule 'r': the conditions needed more than the evaluation budget "
+        "of 1,000,000 work units (list macros, string and regular-expression work on these "
+        "facts) (this pre-evaluation's items share that budget, and the items before this one "
+        "spent 1,000,000 units of it: ask for this item alone or in a smaller pre-evaluation)"
+    )
+    from ledger.core.evaluate import earlier_wording
+
+    assert earlier_wording(reason, reason.split(" (this pre-evaluation's")[0]) is not None
 
 
 def test_a_spent_shared_budget_is_blamed_only_on_items_that_needed_it() -> None:
