@@ -316,6 +316,10 @@ class PrincipalRecord:
     grants: PMap[str, Grant] = field(default_factory=HeldGrants)
     roles: frozenset[str] = frozenset()
     keys: tuple[ActorKey, ...] = ()
+    role_assigned_by: Mapping[str, str] = field(default_factory=dict)
+    """Who assigned each of :attr:`roles` (the actor of its latest ``RoleAssigned``). Evaluation
+    never reads it: a grant issued to a role later is checked against a delegate's assignments
+    (a delegate's member must not gain through the role what the delegate does not hold)."""
 
 
 class _Principal:
@@ -325,13 +329,14 @@ class _Principal:
     :class:`PrincipalRecord` when first read (:class:`HeldPrincipals`); nothing changes it after.
     """
 
-    __slots__ = ("grants", "initial", "keys", "name", "roles", "sequence")
+    __slots__ = ("assigned_by", "grants", "initial", "keys", "name", "roles", "sequence")
     name: str
     initial: int
     sequence: int
     grants: dict[str, Grant | GrantIssued]
     roles: set[str]
     keys: dict[str, ActorKey]
+    assigned_by: dict[str, str]
 
     def __init__(self, name: str, record: PrincipalRecord | _Principal | None) -> None:
         """Start from ``record`` as the state stores it: a built record, another replay's
@@ -340,17 +345,19 @@ class _Principal:
         self.initial = record.sequence if record is not None else 0
         self.sequence = self.initial
         if record is None:
-            self.grants, self.roles, self.keys = {}, set(), {}
+            self.grants, self.roles, self.keys, self.assigned_by = {}, set(), {}, {}
         elif isinstance(record, _Principal):
-            self.grants, self.roles, self.keys = (
+            self.grants, self.roles, self.keys, self.assigned_by = (
                 record.grants.copy(),
                 record.roles.copy(),
                 record.keys.copy(),
+                record.assigned_by.copy(),
             )
         else:
             self.grants = dict(record.grants.stored_items())
             self.roles = set(record.roles)
             self.keys = {k.key_id: k for k in record.keys}
+            self.assigned_by = dict(record.role_assigned_by)
 
     def frozen(self) -> PrincipalRecord:
         return PrincipalRecord(
@@ -359,6 +366,7 @@ class _Principal:
             grants=HeldGrants.from_mapping(self.grants),  # type: ignore[arg-type]  # events kept
             roles=frozenset(self.roles),
             keys=tuple(self.keys.values()),
+            role_assigned_by=dict(self.assigned_by),
         )
 
 
@@ -506,13 +514,15 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
             grants = _GrantChanges(prec.grants if prec is not None else HeldGrants())
             roles = set(prec.roles) if prec is not None else set()
             keys = {k.key_id: k for k in prec.keys} if prec is not None else {}
-            _apply_grant(grants, roles, keys, event)
+            assigned_by = dict(prec.role_assigned_by) if prec is not None else {}
+            _apply_grant(grants, roles, keys, assigned_by, event)
             updated = PrincipalRecord(
                 principal=event.principal,
                 sequence=event.sequence,
                 grants=grants.frozen(),
                 roles=frozenset(roles),
                 keys=tuple(keys.values()),
+                role_assigned_by=assigned_by,
             )
             return LedgerState(
                 policies=state.policies,
@@ -585,7 +595,13 @@ class Replay:
                             grant_event.principal, base_principals.stored(grant_event.principal)
                         )
                     if grant_event.sequence == building.sequence + 1:
-                        _apply_grant(building.grants, building.roles, building.keys, grant_event)
+                        _apply_grant(
+                            building.grants,
+                            building.roles,
+                            building.keys,
+                            building.assigned_by,
+                            grant_event,
+                        )
                         building.sequence = grant_event.sequence
                 elif kind in _POLICY_EVENT_TYPES:
                     policy_event: PolicyEvent = event  # type: ignore[assignment]  # by its type
@@ -872,6 +888,7 @@ def _apply_grant(
     grants: MutableMapping[str, Grant | GrantIssued],
     roles: set[str],
     keys: dict[str, ActorKey],
+    assigned_by: dict[str, str],
     event: GrantIssued
     | GrantRevoked
     | RoleAssigned
@@ -883,6 +900,7 @@ def _apply_grant(
     record, by :func:`replay` to its private record. An issued grant is held as its event, in
     the state too, until it is first read (:class:`~ledger.core.authority.HeldGrants`), so a
     grant revoked before anyone reads it is never built.
+    A role membership remembers who assigned it (``assigned_by``), until it is revoked.
     A key is registered once (a second registration of its id changes nothing) and revoked for
     good."""
     match event:  # the common cases first: a class pattern is an isinstance check
@@ -892,8 +910,10 @@ def _apply_grant(
             grants.pop(event.grant_id, None)
         case RoleAssigned():
             roles.add(event.role)
+            assigned_by[event.role] = event.actor
         case RoleRevoked():
             roles.discard(event.role)
+            assigned_by.pop(event.role, None)
         case ActorKeyRegistered():
             if event.actor_key_id not in keys:
                 keys[event.actor_key_id] = ActorKey(

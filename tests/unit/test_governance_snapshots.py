@@ -45,6 +45,9 @@ def test_a_snapshot_reads_back_as_the_state_it_was_written_from(tmp_path: Path) 
     back = read_snapshot(path)
     assert back.events == len(HISTORY) and back.tails == _tails(state)
     assert back.state == state and dict(back.state.position) == dict(state.position)
+    assigners = {n: dict(r.role_assigned_by) for n, r in state.principals.items()}
+    assert any(assigners.values())  # who assigned each role membership comes back too
+    assert {n: dict(r.role_assigned_by) for n, r in back.state.principals.items()} == assigners
     # The compiled forms stay behind (recompiled on first read), and read the same.
     versions = [v for r in back.state.policies.values() for v in r.versions.values()]
     assert versions and all(v._compiled is _NOT_LOADED for v in versions)

@@ -73,7 +73,7 @@ def histories(draw: st.DrawFn) -> list[GovernanceEvent]:
         common = {
             "event_id": f"e{i}",
             "occurred_at": T0 + timedelta(seconds=i),
-            "actor": "human:x",
+            "actor": draw(st.sampled_from(("human:x", "human:y"))),  # who assigned a role
             "command_id": f"c{i}",
             "sequence": sequence,
         }

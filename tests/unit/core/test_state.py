@@ -158,7 +158,10 @@ def summary(state: LedgerState) -> object:
             )
             for n, r in state.policies.items()
         },
-        {p: (r.sequence, sorted(r.grants), sorted(r.roles)) for p, r in state.principals.items()},
+        {
+            p: (r.sequence, sorted(r.grants), sorted(r.roles), dict(r.role_assigned_by))
+            for p, r in state.principals.items()
+        },
     )
 
 
@@ -208,6 +211,42 @@ def test_with_position_and_decisions_carry_it() -> None:
 
 def test_capabilities_include_roles_and_respect_revocation() -> None:
     assert [g.grant_id for g in capabilities(FINAL, "agent:bot", now=T0)] == ["g1"]
+
+
+def test_a_role_membership_remembers_who_assigned_it_until_it_is_revoked() -> None:
+    # A grant issued to a role later reaches its members: the rules check it against who
+    # chose each member, so the state keeps that (evaluation reads only the roles).
+    from ledger.core.events import RoleAssigned, RoleRevoked
+
+    def event(n: int, kind: type[Any], actor: str, role: str = "role:rm") -> Any:
+        return kind(
+            event_id=f"r{n}", occurred_at=T0, actor=actor, command_id=f"c{n}",
+            principal="human:dave", sequence=n, role=role,
+        )  # fmt: skip
+
+    made = [
+        event(1, RoleAssigned, "human:dave"),
+        event(2, RoleAssigned, "human:admin", "role:ops"),
+        event(3, RoleRevoked, "human:admin"),
+        event(4, RoleAssigned, "human:admin"),
+        event(5, RoleRevoked, "human:carol", "role:ops"),
+    ]
+    expected = [
+        {"role:rm": "human:dave"},
+        {"role:rm": "human:dave", "role:ops": "human:admin"},
+        {"role:ops": "human:admin"},  # a revoke drops it
+        {"role:ops": "human:admin", "role:rm": "human:admin"},  # assigned again: the new one
+        {"role:rm": "human:admin"},
+    ]
+    state = EMPTY_STATE
+    for n, e in enumerate(made):
+        state = fold(state, e)
+        record = state.principals["human:dave"]
+        assert dict(record.role_assigned_by) == expected[n] and record.roles == set(expected[n])
+        assert replay(made[: n + 1]) == state  # a replay remembers the same
+    # Continued from a state (a snapshot's): the assigners carry over.
+    assert replay(made[2:], replay(made[:2])) == state
+    assert dict(FINAL.principals["agent:bot"].role_assigned_by) == {"role:ops": "human:admin"}
 
 
 @settings(max_examples=30, deadline=None)
