@@ -60,6 +60,8 @@ __all__ = [
     "not_held",
     "unproven_cover",
     "first_not_held",
+    "role_reach_problem",
+    "RoleReach",
     "NotChecked",
     "NOT_CHECKED",
     "key_delegation_problem",
@@ -758,6 +760,80 @@ def _held_actions(
         and _covers(g.resource, resource, widened, work)
     ]
     return tuple(dict.fromkeys(wide for g in held for wide in g.actions))
+
+
+class RoleReach(NamedTuple):
+    """:func:`role_reach_problem`'s answer: what is wrong (``why``) and what to do (``fix``)."""
+
+    why: str
+    fix: str
+
+
+def role_reach_problem(
+    state: LedgerState,
+    grant_id: str,
+    role: str,
+    members: Mapping[str, str],
+    actions: tuple[str, ...],
+    resource: str,
+    *,
+    condition: str | None,
+    valid_until: datetime | None,
+    now: datetime,
+    admins: frozenset[str],
+) -> RoleReach | None:
+    """Why a grant ``grant_id`` of ``actions`` on ``resource`` may not be issued to ``role``,
+    whose ``members`` were each assigned by the principal it maps them to
+    (:func:`~ledger.core.state.role_members`), whoever issues it; ``None`` when it may.
+
+    A role's members hold every grant the role gains later. A delegate assigning a role is
+    checked against the role's grants *then* (:func:`first_not_held`), so one who assigned
+    itself an empty role would otherwise gain whatever an administrator later issues to it,
+    without the administrator seeing whom it reaches (a red team's release managers). So each
+    member a non-administrator assigned (:attr:`~ledger.core.state.PrincipalRecord.role_assigned_by`)
+    must be one its assigner could hand the new grant to (:func:`not_held`); members an
+    administrator assigned are never checked. Assigners are checked once each, all within one
+    budget."""
+    chosen: dict[str, list[str]] = {}  # a delegate -> the members it assigned
+    for member, by in members.items():
+        if by not in admins:
+            chosen.setdefault(by, []).append(member)
+    work = GlobWork(_DELEGATION_WORK)
+    for assigner in sorted(chosen):
+        beyond = not_held(
+            state,
+            assigner,
+            actions,
+            resource,
+            condition=condition,
+            valid_until=valid_until,
+            now=now,
+            work=work,
+        )
+        if beyond is None:
+            continue
+        member, *more = sorted(chosen[assigner])
+        by, to = clipped(assigner), clipped(member)
+        lacks = (
+            f"whether {by} holds it could not be checked within the delegation check's budget "
+            "(too many or too long patterns)"
+            if isinstance(beyond, NotChecked)
+            else f"{by} does not hold {clipped(beyond)!r} on {clipped(resource)!r}"
+        )
+        also = (
+            f" (and {len(more)} more member{'s' * (len(more) > 1)} {by} assigned)" if more else ""
+        )
+        return RoleReach(
+            why=(
+                f"grant {clipped(grant_id)!r} to {clipped(role)} would reach {to}{also}, whom "
+                f"{by} (not an administrator) assigned to it, and {lacks}"
+            ),
+            fix=(
+                f"revoke that membership (ledger role revoke {to} {clipped(role)} --by ADMIN) "
+                "and assign it again as an administrator, or issue the grant to another role"
+            ),
+        )
+    return None
 
 
 def _holdings(

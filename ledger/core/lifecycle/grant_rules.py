@@ -25,6 +25,7 @@ from ledger.core.authority import (
     key_registrar,
     not_held,
     replace_key,
+    role_reach_problem,
     unproven_cover,
     valid_principal,
 )
@@ -48,7 +49,7 @@ from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
 from ledger.core.signing import PUBLIC_KEY_BYTES, key_id_of
-from ledger.core.state import LedgerState, PrincipalRecord, actor_key, key_owner
+from ledger.core.state import LedgerState, PrincipalRecord, actor_key, key_owner, role_members
 from ledger.errors import PolicyError
 
 __all__: list[str] = []  # reached through decide (.rules)
@@ -144,6 +145,14 @@ def _issue(
             return unproven  # maybe held, but not provably: not the escalation refused below
         if beyond is not None:
             return _beyond_own(c.actor, f"{_shown(beyond)} on {_shown(c.resource)}")
+    if c.principal.startswith("role:"):  # whoever issues it: it reaches the role's members
+        reach = role_reach_problem(
+            state, c.grant_id, c.principal, role_members(state, c.principal), tuple(c.actions),
+            c.resource,
+            condition=c.condition or None, valid_until=c.valid_until, now=now, admins=admins,
+        )  # fmt: skip
+        if reach is not None:
+            return _reject("not_authorized", f"{reach.why}: {reach.fix}")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
     return (
         GrantIssued(

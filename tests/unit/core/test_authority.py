@@ -595,3 +595,70 @@ def test_a_refused_delegation_says_when_a_held_class_glob_may_cover_but_cannot_b
         with pytest.raises(CommandRejectedError, match="more than they hold"):
             led.grant("agent:bot", beyond, resource, by="human:ops")  # not held at all
     led.grant("agent:bot", ["tool.a.x", "refund.[a-z]*"], "account:1", by="human:ops")
+
+
+def test_a_grant_to_a_role_reaches_no_member_beyond_what_its_assigner_holds() -> None:
+    # A red team: a delegate with ledger.role.assign on role:* assigned itself an empty role
+    # (holding its grants then: none), and gained through it what an administrator issued to
+    # the role later, which named no member.
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:dave", "ledger.role.assign", "role:*")
+    led.assign_role("human:dave", "role:release_managers", by="human:dave")  # empty: accepted
+    refused = (
+        "grant 'g-rm' to role:release_managers would reach human:dave, whom human:dave (not an "
+        "administrator) assigned to it, and human:dave does not hold 'ledger.policy.approve' on "
+        "'policy:*': revoke that membership (ledger role revoke human:dave "
+        "role:release_managers --by ADMIN) and assign it again as an administrator, or issue "
+        "the grant to another role"
+    )
+    approve = ("ledger.policy.approve", "ledger.policy.promote")
+    with pytest.raises(CommandRejectedError) as caught:
+        led.grant("role:release_managers", approve, "policy:*", grant_id="g-rm")
+    assert caught.value.code == "not_authorized" and str(caught.value) == refused
+    assert authorize(led.state, "human:dave", "ledger.policy.approve", "policy:x", now=T0) is None
+    # Once an administrator has chosen the member, the grant reaches it.
+    revoke = RevokeRole(
+        event_id="c-rr", occurred_at=T0, actor="human:admin", principal="human:dave",
+        role="role:release_managers",
+    )  # fmt: skip
+    led.submit_command(revoke)
+    led.assign_role("human:dave", "role:release_managers")
+    led.grant("role:release_managers", approve, "policy:*", grant_id="g-rm")
+
+
+def test_a_member_an_administrator_or_a_delegate_holding_the_grant_assigned_is_reached() -> None:
+    import pytest
+
+    from ledger.errors import CommandRejectedError
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("human:dave", "ledger.role.assign", "role:*")
+    led.grant("human:dave", "report.*", "*")
+    led.grant("role:readers", "report.read", "report:*")
+    led.assign_role("human:bob", "role:readers", by="human:dave")  # he holds its grants
+    led.assign_role("human:carol", "role:readers", by="human:dave")
+    led.assign_role("human:erin", "role:readers")  # an administrator's choice
+    led.assign_role("human:admin", "role:readers")
+    # What dave holds reaches the members he chose; anything else is refused, naming them.
+    led.grant("role:readers", "report.write", "report:eu/*")
+    with pytest.raises(
+        CommandRejectedError,
+        match=r"would reach human:bob \(and 1 more member human:dave assigned\), whom "
+        r"human:dave \(not an administrator\) assigned to it, and human:dave does not hold "
+        r"'ledger.policy.approve' on 'policy:\*'",
+    ):
+        led.grant("role:readers", "ledger.policy.approve", "policy:*")
+    # Only administrators chose the members of another role: nothing is checked.
+    led.assign_role("human:erin", "role:approvers")
+    led.grant("role:approvers", "ledger.policy.approve", "policy:*")
+    # A grant ending before dave's, or under the same condition, is what he could hand on.
+    led.grant("human:dave", "refund.*", "account:*", when="amount < 100")
+    with pytest.raises(CommandRejectedError, match=r"does not hold 'refund\.issue'"):
+        led.grant("role:readers", "refund.issue", "account:1")
+    led.grant("role:readers", "refund.issue", "account:1", when="amount < 100")

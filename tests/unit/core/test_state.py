@@ -50,7 +50,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.policy import parse_policy
-from ledger.core.state import aggregate_of
+from ledger.core.state import aggregate_of, role_members
 
 REFUND = (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refund.yaml").read_text()
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -247,6 +247,47 @@ def test_a_role_membership_remembers_who_assigned_it_until_it_is_revoked() -> No
     # Continued from a state (a snapshot's): the assigners carry over.
     assert replay(made[2:], replay(made[:2])) == state
     assert dict(FINAL.principals["agent:bot"].role_assigned_by) == {"role:ops": "human:admin"}
+
+
+def test_a_history_an_earlier_release_accepted_folds_and_evaluates_as_it_did() -> None:
+    # A red team's sequence, accepted before a grant to a role was checked against who chose
+    # its members: the delegate keeps what the role gives it (evaluation never changes what a
+    # recorded history decides), and the rules refuse such a grant from now on.
+    from ledger.core.authority import authorize
+    from ledger.core.events import GrantIssued, RoleAssigned
+
+    def issued(n: int, principal: str, actions: tuple[str, ...], resource: str) -> GrantIssued:
+        return GrantIssued(
+            event_id=f"i{n}", occurred_at=T0, actor="human:admin", command_id=f"c{n}",
+            principal=principal, sequence=1, grant_id=f"g{n}", actions=actions,
+            resource=resource,
+        )  # fmt: skip
+
+    made: list[GovernanceEvent] = [
+        issued(1, "human:dave", ("ledger.role.assign",), "role:*"),
+        RoleAssigned(
+            event_id="a",
+            occurred_at=T0,
+            actor="human:dave",
+            command_id="ca",
+            principal="human:dave",
+            sequence=2,
+            role="role:rm",
+        ),
+        issued(2, "role:rm", ("ledger.policy.approve", "ledger.policy.promote"), "policy:*"),
+    ]
+    state = replay(made)
+    assert role_members(state, "role:rm") == {"human:dave": "human:dave"}  # of the drafts
+    assert summary(state) == summary(fold(fold(fold(EMPTY_STATE, made[0]), made[1]), made[2]))
+    assert role_members(state, "role:rm") == {"human:dave": "human:dave"}  # of built records
+    held = authorize(state, "human:dave", "ledger.policy.approve", "policy:refund", now=T0)
+    assert held is not None and held.grant_id == "g2"
+    again = IssueGrant(
+        event_id="c3", occurred_at=T0, actor="human:admin", grant_id="g3", principal="role:rm",
+        actions=("ledger.policy.retire",), resource="policy:*",
+    )  # fmt: skip
+    refused = decide(state, again, now=T0, new_id=lambda: "e", admins=ADMINS)
+    assert isinstance(refused, Rejection) and refused.code == "not_authorized"
 
 
 @settings(max_examples=30, deadline=None)
