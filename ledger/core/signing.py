@@ -44,6 +44,7 @@ from ledger.core.authority import (
     key_delegation_problem,
     key_registrar,
     not_held,
+    role_reach_problem,
 )
 from ledger.core.events import (
     COMMAND_PROCESSOR,
@@ -77,6 +78,7 @@ from ledger.core.state import (
     aggregate_record,
     fold,
     replay,
+    role_members,
 )
 from ledger.errors import PolicyError
 
@@ -389,12 +391,16 @@ def _unauthorized(
     event: GovernanceEvent,
     admins: frozenset[str],
     protected: frozenset[str] | None = None,
+    members: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str | None:
     """Why the command processor should have refused ``event``'s command in ``state``, the
     state just before it: its actor held no grant for it then (not an administrator), or it
     approved its own version. A signature proves who sent a command, not that they might: a
     processor that skipped the check — a bug, a forged snapshot, a compromised host — shows
-    here."""
+    here. ``members``: each role's members in ``state`` with who assigned them
+    (:func:`~ledger.core.state.role_members` of every role, kept by a caller walking a history;
+    those an administrator assigned may be left out, as they are never checked), else looked
+    up."""
     should = "the command processor should have refused it"
     at = f"{event.occurred_at:%Y-%m-%dT%H:%M:%SZ}"
     # Refused for administrators too: approving one's own version, and deploying (or rolling
@@ -412,8 +418,11 @@ def _unauthorized(
     unapproved = _unapproved_target(state, event)
     if unapproved is not None:
         return f"{unapproved} (at {at}, in the history merged by time): {should}"
+    reached = _beyond_assigner(state, event, admins, members)  # for administrators too
+    if reached is not None:
+        reached = f"{reached} ({at}): {should}"
     if event.actor in admins:
-        return None
+        return reached
     action, resource = event_action(event)
     now = event.occurred_at
     if authorize(state, event.actor, action, resource, now=now) is None:
@@ -457,7 +466,27 @@ def _unauthorized(
             f"{event.actor} handed on {handed}, which its own grants in force at {at} did not "
             f"cover (only an administrator hands on more than it holds): {should}"
         )
-    return None
+    return reached
+
+
+def _beyond_assigner(
+    state: LedgerState,
+    event: GovernanceEvent,
+    admins: frozenset[str],
+    members: Mapping[str, Mapping[str, str]] | None,
+) -> str | None:
+    """A grant issued to a role that reached a member a delegate assigned, beyond what that
+    delegate held (:func:`~ledger.core.authority.role_reach_problem`)."""
+    if not isinstance(event, GrantIssued) or not event.principal.startswith("role:"):
+        return None
+    role = event.principal
+    reach = role_reach_problem(
+        state, event.grant_id, role,
+        role_members(state, role) if members is None else members.get(role, {}),
+        tuple(event.actions), event.resource, condition=event.condition,
+        valid_until=event.valid_until, now=event.occurred_at, admins=admins,
+    )  # fmt: skip
+    return None if reach is None else reach.why
 
 
 def _version(state: LedgerState, policy: str, number: int | None) -> PolicyVersion | None:
@@ -532,11 +561,22 @@ def _authority_problems(
     )
     problems: dict[int, str] = {}
     state = EMPTY_STATE
+    # Each role's members a delegate assigned, with who did, kept as the fold goes: a scan of
+    # every principal at each grant to a role would make a long history's check quadratic,
+    # and the members administrators assigned (most, or all) are never checked.
+    members: dict[str, dict[str, str]] = {}
     for i in order:
         event = history[i]
         if not (isinstance(event, ActorKeyRegistered) and event.actor == ANCHOR_ACTOR):
-            problem = _unauthorized(state, event, admins, protected)
+            problem = _unauthorized(state, event, admins, protected, members)
             if problem is not None:
                 problems[i] = problem
         state = fold(state, event)
+        if isinstance(event, (RoleAssigned, RoleRevoked)):  # as the fold left it
+            record = state.principals.get(event.principal)
+            by = record.role_assigned_by.get(event.role) if record is not None else None
+            if by is None or by in admins:
+                members.get(event.role, {}).pop(event.principal, None)
+            else:
+                members.setdefault(event.role, {})[event.principal] = by
     return problems

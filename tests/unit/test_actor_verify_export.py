@@ -27,6 +27,7 @@ from export_format import Exported, files_of, hide_in_footer, rewrite, write_exp
 from ledger.cli.app import cli
 from ledger.codec import default_codec
 from ledger.core.events import (
+    GRANT_EVENT_TYPES,
     ApprovePolicyVersion,
     Command,
     GovernanceEvent,
@@ -115,9 +116,7 @@ def records(events: list[GovernanceEvent]) -> list[Exported]:
     out, offsets = [], {TOPICS.policy_events: 0, TOPICS.grant_events: 0}
     for event in events:
         topic = (
-            TOPICS.grant_events
-            if "Grant" in type(event).__name__ or "Key" in type(event).__name__
-            else TOPICS.policy_events
+            TOPICS.grant_events if isinstance(event, GRANT_EVENT_TYPES) else TOPICS.policy_events
         )
         millis = int(event.occurred_at.timestamp() * 1000)
         key = aggregate_of(event).encode()
@@ -338,3 +337,65 @@ def test_events_accepted_under_earlier_rules_are_listed_apart_when_the_auditor_s
         cli, ["actor", "verify", "--from", str(out), "--accepted-before", before]
     )
     assert done.exit_code == 11
+
+
+def test_a_grant_to_a_role_an_earlier_release_let_reach_a_delegates_member_is_listed_apart(
+    tmp_path: Path,
+) -> None:
+    # A red team: a delegate assigned itself an empty role, and an administrator's later grant
+    # to the role reached it. Accepted before the rule that refuses it now, it fails authority
+    # only: listed EARLIER-RULES for an auditor who says when the ledger was upgraded.
+    from ledger.core.events import AssignRole, RegisterActorKey
+    from ledger.core.signing import key_id_of
+
+    events = history()
+    state = EMPTY_STATE
+    for event in events:
+        state = fold(state, event)
+    dave = Ed25519PrivateKey.generate()
+    n = iter(range(100))
+
+    def decided(key: Ed25519PrivateKey, command: Command, admins: set[str]) -> None:
+        nonlocal state
+        at = T0 + timedelta(seconds=100 + len(events))
+        signed = sign(dataclasses.replace(command, occurred_at=at), key)
+        out = decide_signed(
+            state, signed, now=at, new_id=lambda: f"r-{next(n)}", admins=frozenset(admins)
+        )
+        assert not isinstance(out, Rejection), out
+        for event in out:
+            events.append(event)
+            state = fold(state, event)
+
+    decided(
+        KEYS[ADMIN],
+        RegisterActorKey(
+            **_by(ADMIN, 30), principal="human:dave", actor_key_id=key_id_of(public_bytes(dave)),
+            public_key=public_bytes(dave),
+        ),
+        {ADMIN},
+    )  # fmt: skip
+    dave_assigns = IssueGrant(
+        **_by(ADMIN, 31), grant_id="g-31", principal="human:dave",
+        actions=("ledger.role.assign",), resource="role:*",
+    )  # fmt: skip
+    decided(KEYS[ADMIN], dave_assigns, {ADMIN})
+    mine = AssignRole(**_by("human:dave", 32), principal="human:dave", role="role:rm")
+    decided(dave, mine, {ADMIN})
+    to_role = IssueGrant(
+        **_by(ADMIN, 33), grant_id="g-33", principal="role:rm",
+        actions=("ledger.policy.promote",), resource="policy:*",
+    )  # fmt: skip
+    decided(KEYS[ADMIN], to_role, {ADMIN, "human:dave"})  # as an earlier release accepted it
+    out = exported(tmp_path, events)
+    code, report, _ = verify(out)
+    assert code == 11 and [(v["event_type"], v["authority"]) for v in report["unproven"]] == [
+        ("GrantIssued", True)
+    ]
+    after = (T0 + timedelta(hours=1)).isoformat()
+    done = CliRunner().invoke(
+        cli, ["actor", "verify", "--from", str(out), "--accepted-before", after]
+    )
+    assert done.exit_code == 0, done.stderr
+    assert "EARLIER-RULES GrantIssued" in done.stderr
+    assert "would reach human:dave, whom human:dave (not an administrator)" in done.stderr

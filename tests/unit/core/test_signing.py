@@ -808,3 +808,74 @@ def _registration(
         event_id=event_id, occurred_at=T0, actor=by, principal=principal,
         actor_key_id=key_id_of(public_bytes(key)), public_key=public_bytes(key),
     )  # fmt: skip
+
+
+def test_a_grant_to_a_role_that_reached_a_delegates_member_is_not_proven_by_authority() -> None:
+    # A red team's sequence, accepted before the rule: a delegate assigned itself an empty
+    # role, then an administrator's grant to the role reached it. actor verify proved it all;
+    # now the grant fails authority only (signed by its actor: EARLIER-RULES with
+    # --accepted-before), and the same grant after an administrator re-assigned is proven.
+    from ledger.core.events import AssignRole, RevokeRole
+    from ledger.core.signing import _unauthorized
+
+    _, events = anchored()
+    dave = Ed25519PrivateKey.generate()
+    decided = _deciding(events, ids())
+    admins = frozenset({ADMIN})
+    events += decided(_registration("c-dave", ADMIN, "human:dave", dave), ADMIN_KEY, admins)
+    events += decided(
+        IssueGrant(
+            event_id="c-g1", occurred_at=T0, actor=ADMIN, grant_id="g1", principal="human:dave",
+            actions=("ledger.role.assign",), resource="role:*",
+        ),
+        ADMIN_KEY,
+        admins,
+    )  # fmt: skip
+    events += decided(
+        AssignRole(
+            event_id="c-a", occurred_at=T0, actor="human:dave", principal="human:dave",
+            role="role:rm",
+        ),
+        dave,
+        admins,
+    )  # fmt: skip
+
+    def to_role(n: int) -> IssueGrant:
+        return IssueGrant(
+            event_id=f"c-rm{n}", occurred_at=T0, actor=ADMIN, grant_id=f"g-rm{n}",
+            principal="role:rm", actions=("ledger.policy.approve",), resource="policy:*",
+        )  # fmt: skip
+
+    refused = decide_signed(
+        replay(events, EMPTY_STATE),  # type: ignore[arg-type]
+        sign(to_role(1), ADMIN_KEY),
+        now=T0,
+        new_id=ids(),  # type: ignore[arg-type]
+        admins=admins,
+    )
+    assert isinstance(refused, Rejection) and refused.code == "not_authorized"
+    # As an earlier release accepted it (here: a processor taking dave for an administrator).
+    events += decided(to_role(1), ADMIN_KEY, admins | {"human:dave"})
+    *earlier, last = verify_history(events, admins=admins)
+    # verify keeps each role's members as it goes; asked of one state, they are looked up.
+    before = replay(events[:-1], EMPTY_STATE)  # type: ignore[arg-type]
+    assert _unauthorized(before, events[-1], admins) == last.problem  # type: ignore[arg-type]
+    assert all(v.ok for v in earlier), [v.problem for v in earlier]
+    assert not last.ok and last.authority and last.event_type == "GrantIssued"
+    assert last.problem == (
+        "grant 'g-rm1' to role:rm would reach human:dave, whom human:dave (not an "
+        "administrator) assigned to it, and human:dave does not hold 'ledger.policy.approve' "
+        "on 'policy:*' (2026-01-01T00:00:00Z): the command processor should have refused it"
+    )
+    # Re-assigned by an administrator: a later grant to the role is proven.
+    for command in (
+        RevokeRole(
+            event_id="c-r", occurred_at=T0, actor=ADMIN, principal="human:dave", role="role:rm"
+        ),
+        AssignRole(
+            event_id="c-a2", occurred_at=T0, actor=ADMIN, principal="human:dave", role="role:rm"
+        ),
+        to_role(2),
+    ):
+        events += decided(command, ADMIN_KEY, admins)
+    assert verify_history(events, admins=admins)[-1].ok
