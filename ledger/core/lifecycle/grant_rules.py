@@ -325,6 +325,11 @@ def _register_key(
         return _reject(
             "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
         )
+    # Authorization (it reads the principal only) before the key is looked up: whose key it
+    # already is is told only to an actor who may register keys of this principal.
+    denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
+    if denied:
+        return denied
     public_key = bytes(c.public_key)
     if len(public_key) != PUBLIC_KEY_BYTES:
         return _reject(
@@ -361,9 +366,6 @@ def _register_key(
                 else ""
             ),
         )
-    denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
-    if denied:
-        return denied
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
     return (
         ActorKeyRegistered(

@@ -724,6 +724,36 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
     assert not verdict.ok and "its author human:carol registered" in str(verdict.problem)
 
 
+def test_only_who_may_register_a_principals_keys_is_told_whose_a_key_is() -> None:
+    # A review: registering a key already registered was answered "already_applied: … is
+    # already a key of human:carol" (or "was registered to human:carol before") ahead of the
+    # authorization check: anyone could learn whose a public key is.
+    _, events = anchored()
+    carol, eve = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    decided = _deciding(events, ids())
+    real = frozenset({ADMIN})
+    events += decided(_registration("c-carol", ADMIN, "human:carol", carol), ADMIN_KEY, real)
+    events += decided(_registration("c-eve", ADMIN, "human:eve", eve), ADMIN_KEY, real)
+
+    def register(by: str, key: Ed25519PrivateKey, principal: str) -> object:
+        return decide_signed(
+            replay(events, EMPTY_STATE),  # type: ignore[arg-type]
+            sign(_registration("c-probe", by, principal, carol), key),
+            now=T0,
+            new_id=ids(),  # type: ignore[arg-type]
+            admins=real,
+        )
+
+    for principal in ("human:carol", "human:eve"):
+        probe = register("human:eve", eve, principal)
+        assert isinstance(probe, Rejection) and probe.code == "not_authorized", probe
+        assert "is already a key" not in probe.message and "registered to" not in probe.message
+    assert "human:carol" not in register("human:eve", eve, "human:eve").message  # type: ignore[attr-defined]
+    again = register(ADMIN, ADMIN_KEY, "human:carol")  # one who may: told, as before
+    assert isinstance(again, Rejection) and again.code == "already_applied", again
+    assert again.message.endswith("is already a key of human:carol")
+
+
 def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
     # A review: verify took every trust anchor for an administrator whose keys only
     # administrators may revoke, while the processor protects those it is configured with: a
