@@ -147,7 +147,7 @@ def ps_cmd(as_json: bool) -> None:
         for problem in problems:
             click.echo(problem, err=True)
         if other:  # healthy or not, it answers with the old code: not a health problem
-            click.echo(stack.other_code(other), err=True)
+            click.echo(stack.other_code(other, [p.name for p in procs if p.running]), err=True)
         if problems and not settings.home.exists():
             # Nothing ever ran with this home: a mistyped $LEDGER_HOME, or another user's
             # environment (sudo), where `ledger up` would start a second, empty ledger.

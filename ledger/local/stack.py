@@ -466,18 +466,23 @@ def _up(
     # history first, a pause of answers the operator chooses and times (`up --wait`).
     other = [p.name for p in procs if p.same_code is False]
     if other:
-        raise ProcessorError(other_code(other), code="other_code")
+        raise ProcessorError(other_code(other, [p.name for p in procs]), code="other_code")
     return bootstrap
 
 
-def other_code(names: list[str]) -> str:
+def other_code(names: list[str], running: list[str] | None = None) -> str:
     """The one line ``ps`` and ``up`` say of processors ``names`` that run other code than this
-    command (an upgrade installed since they started), with the way out."""
+    command (an upgrade installed since they started), with the way out; given the names of
+    all the processors ``running``, the way out keeps as many evaluators (an operator's
+    walkthrough: the advice restarted two as one, silently)."""
     many = len(names) > 1
+    evaluators = sum(_split(n)[0] == "evaluator" for n in running or names)
+    scale = f" --evaluators {evaluators}" if evaluators > 1 else ""
     return (
         f"{', '.join(names)} {'run' if many else 'runs'} other code than this `ledger` (an "
         f"upgrade since {'they' if many else 'it'} started?): `ledger down --keep-broker && "
-        f"ledger up` restarts {'them' if many else 'it'} on this code"
+        f"ledger up{scale}` restarts {'them' if many else 'it'} on this code (no decisions "
+        "until the evaluators are up again)"
     )
 
 

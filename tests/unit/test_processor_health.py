@@ -160,8 +160,18 @@ def both(settings: Settings) -> Iterator[dict[str, int]]:
 
 OTHER_CODE = (
     "evaluator runs other code than this `ledger` (an upgrade since it started?): "
-    "`ledger down --keep-broker && ledger up` restarts it on this code"
+    "`ledger down --keep-broker && ledger up` restarts it on this code (no decisions until the "
+    "evaluators are up again)"
 )
+
+
+def test_the_way_out_of_other_code_keeps_as_many_evaluators() -> None:
+    # An operator's walkthrough: the advice restarted two evaluators as one, silently.
+    said = stack.other_code(
+        ["evaluator", "evaluator-2"], ["command-processor", "evaluator", "evaluator-2"]
+    )
+    assert "`ledger down --keep-broker && ledger up --evaluators 2` restarts them" in said
+    assert "--evaluators" not in stack.other_code(["evaluator"], ["evaluator", "command-processor"])
 
 
 @pytest.mark.parametrize("code", ["0" * 64, None], ids=["other-build", "older-version"])
