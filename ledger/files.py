@@ -182,11 +182,21 @@ def held_exclusively(lock: Path) -> Iterator[bool]:
 
 
 def _remove_abandoned(path: Path) -> None:
-    for partial in path.parent.glob(f".{path.name}.*.partial"):
-        pid = partial.name.removeprefix(f".{path.name}.").split(".", 1)[0]
+    remove_abandoned(path.parent, path.name)
+
+
+def remove_abandoned(folder: Path, names: str) -> list[Path]:
+    """Remove the partial files (:func:`replacing_private`'s) of the files ``names`` (a glob) in
+    ``folder`` whose writers are gone (killed mid-write), and return them: a writer removes its
+    own when it fails, a killed one cannot."""
+    removed = []
+    for partial in folder.glob(f".{names}.*.partial"):
+        pid = partial.name.split(".")[-3]  # .NAME.<pid>.<random>.partial
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+                removed.append(partial)
+    return removed
 
 
 def _alive(pid: int) -> bool:

@@ -64,7 +64,7 @@ from ledger.core.events import GovernanceEvent
 from ledger.core.pmap import PMap
 from ledger.core.state import HeldPrincipals, LedgerState
 from ledger.errors import SnapshotUnusable
-from ledger.files import replacing_private
+from ledger.files import remove_abandoned, replacing_private
 from ledger.settings import KafkaSecurity
 
 __all__ = [
@@ -190,7 +190,9 @@ def remove_other_snapshots(
         except OSError:  # removed meanwhile by a worker of the same code, or not ours to remove
             continue
         removed.append(other)
-    return removed
+    # A write cut short (`ledger down` mid-write) leaves its partial file, as large as the state;
+    # a writer of the same code removes it, but none will after an upgrade.
+    return removed + remove_abandoned(path.parent, _OWN_FILES)
 
 
 def _rebuilt(cls: type, *values: Any) -> Any:

@@ -358,6 +358,33 @@ def test_a_snapshot_of_other_code_not_written_for_a_day_is_removed_by_the_next_w
     assert snapshots.remove_other_snapshots(own, now=time.time() + 2 * day) == []
 
 
+def test_a_snapshot_write_cut_short_leaves_no_partial_file_after_an_upgrade(
+    tmp_path: Path,
+) -> None:
+    # An operator's walkthrough: `ledger down` during a snapshot write left a 75-84 MB partial
+    # file; after an upgrade no writer of that code came back to remove it, and the clean-up of
+    # other code's snapshots left it. Now it goes too, once its writer is gone.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(gone.stdout)
+    own = snapshots.snapshot_file(tmp_path)
+    cut = tmp_path / f".governance-0123456789abcdef.snapshot.{dead}.ab12cd_e.partial"
+    writing = tmp_path / f".governance-0123456789abcdef.snapshot.{os.getpid()}.zz9.partial"
+    for path in (cut, writing):
+        path.write_bytes(b"half a state")
+    assert snapshots.remove_other_snapshots(own, now=time.time()) == [cut]
+    assert not cut.exists() and writing.exists()  # a writer still alive keeps its own
+
+
 def _global(module: str, name: str) -> bytes:
     """A pickle that loads ``module.name`` (protocol 4's STACK_GLOBAL)."""
     text = [bytes([0x8C, len(part)]) + part.encode() for part in (module, name)]
