@@ -119,14 +119,26 @@ def ps_cmd(as_json: bool) -> None:
         for p in procs
         if not p.healthy
     ]
-    if settings.bootstrap is None and not b.running:  # the processors' broker is the local one
+    local = settings.bootstrap is None  # the processors' broker is the local one
+    # Its pid alone is not health: a hung broker (SIGSTOP, a full GC) showed healthy here while
+    # `broker status` and `up` said it does not answer (an operator's walkthrough).
+    answering = b.running and (not local or broker.answers(settings, b))
+    if local and not b.running:
         problems.insert(0, "the broker is not running")
+    elif local and not answering:
+        problems.insert(0, f"the broker (pid {b.pid}) {broker.NOT_ANSWERING}")
     other = [p.name for p in procs if p.same_code is False]
     if as_json:
-        print_json({"broker": b.as_dict(), "processors": procs, "code": installed_fingerprint()})
+        print_json(
+            {
+                "broker": {**b.as_dict(), "answering": answering},
+                "processors": procs,
+                "code": installed_fingerprint(),
+            }
+        )
     else:
         rows: list[list[object]] = [
-            ["broker", b.running, b.running, "-", "-", b.pid, b.bootstrap, b.log_file]
+            ["broker", b.running, answering, "-", "-", b.pid, b.bootstrap, b.log_file]
         ]
         rows += [
             [

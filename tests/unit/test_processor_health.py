@@ -652,3 +652,26 @@ def test_a_stale_credential_is_told_by_its_password_not_the_files_time(
         assert stack._status(local, "evaluator", KAFKA, time.time()).healthy
     finally:
         stack.stop_processor(local, "evaluator", kill=True)
+
+
+def test_ps_says_a_hung_local_broker_is_not_healthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: a broker frozen with SIGSTOP showed `healthy True` in `ps`
+    # (its pid was alive), while `broker status` and `up` said it does not answer.
+    from ledger.local import broker
+
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
+    hung = broker.BrokerStatus(
+        running=True, bootstrap=KAFKA, pid=4242, kafka_version="4", log_dir="d", log_file="l"
+    )
+    monkeypatch.setattr(broker, "status", lambda settings: hung)
+    monkeypatch.setattr(broker, "answers", lambda settings, current: False)
+    shown = CliRunner().invoke(cli, ["ps", "--json"])
+    assert shown.exit_code == 1
+    assert json.loads(shown.stdout)["broker"]["answering"] is False
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 1 and f"the broker (pid 4242) {broker.NOT_ANSWERING}" in said.stderr
+    monkeypatch.setattr(broker, "answers", lambda settings, current: True)
+    assert "the broker" not in CliRunner().invoke(cli, ["ps"]).stderr
