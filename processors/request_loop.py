@@ -17,12 +17,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ledger.ids import utcnow
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
-from ledger.kafka.dedup import answered_since_last_commit
+from ledger.kafka.dedup import RELEASED, answered_since_last_commit
 from ledger.settings import Settings
 from processors.common import (
     DELIVERY_FAILED_EXIT,
@@ -150,6 +150,10 @@ class RequestLoop:
         # Partitions the group took away: a batch of theirs that settles late (a revoke whose
         # flush timed out) must not commit for the partition's next owner.
         self._gone: set[tuple[str, int]] = set()
+        # Per partition held, the offset its handled offset must reach before a revoke may mark
+        # it RELEASED: where this worker began when the last owner released it, else the end of
+        # the partition when this worker took it (a dead owner answered nothing after that).
+        self._clean_from: dict[tuple[str, int], int] = {}
         self._partitions: dict[str, int] = {}  # reply topic -> partition count
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
@@ -462,11 +466,14 @@ class RequestLoop:
         asynchronous: bool,
         only: set[tuple[str, int]] | None = None,
         force: bool = False,
+        released: Collection[tuple[str, int]] = (),
     ) -> None:
         from confluent_kafka import TopicPartition
 
         due = [
-            TopicPartition(topic, partition, offset)
+            TopicPartition(topic, partition, offset, metadata=RELEASED)
+            if (topic, partition) in released
+            else TopicPartition(topic, partition, offset)
             for (topic, partition), offset in self._handled.items()
             if (force or self._committed.get((topic, partition)) != offset)
             and (only is None or (topic, partition) in only)
@@ -483,9 +490,56 @@ class RequestLoop:
         # Every assignment, the first too: the start-up read ran before this worker joined,
         # and a worker that crashed in between left answers it had not committed (a red
         # team: 4 requests decided twice by a third worker joining as another was killed).
-        if partitions:
-            self._remember_answered(sorted(tp.partition for tp in partitions))
+        # Only a partition its last owner released cleanly needs no reading.
+        unread = self._claim_released(consumer, partitions) if partitions else []
+        if unread:
+            self._remember_answered(sorted(tp.partition for tp in unread))
+            self._note_ends(consumer, unread)
         self._assignments += 1
+
+    def _claim_released(self, consumer: Any, partitions: list[Any]) -> list[Any]:
+        """The ``partitions`` whose answers since their last commit must be read: all but those
+        whose last owner committed them :data:`RELEASED`. Those are claimed first (their offset
+        committed again, unmarked), so if this worker dies before its next commit, the next
+        owner reads what it answered; any failure leaves every partition to be read."""
+        from confluent_kafka import TopicPartition
+
+        try:
+            committed = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
+            )
+            released = [
+                TopicPartition(tp.topic, tp.partition, tp.offset)
+                for tp in committed
+                if tp.error is None and tp.offset >= 0 and tp.metadata == RELEASED
+            ]
+            claimed = consumer.commit(offsets=released, asynchronous=False) if released else []
+        except Exception as exc:  # read them all, as without the mark
+            log.warning("could not claim request partitions %s: %s", partitions, exc)
+            return list(partitions)
+        ours = set()
+        for tp in claimed or []:
+            if tp.error is None:
+                where = (tp.topic, tp.partition)
+                ours.add(where)
+                self._handled[where] = self._committed[where] = self._clean_from[where] = tp.offset
+        return [tp for tp in partitions if (tp.topic, tp.partition) not in ours]
+
+    def _note_ends(self, consumer: Any, partitions: list[Any]) -> None:
+        """Remember where ``partitions`` end now: what a dead owner answered on them lies
+        before, so once this worker has handled that far it may release them marked."""
+        from confluent_kafka import TopicPartition
+
+        for tp in partitions:
+            where = (tp.topic, tp.partition)
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=5
+                )
+            except Exception:  # unknown: released unmarked, its next owner reads it
+                self._clean_from.pop(where, None)
+            else:
+                self._clean_from[where] = high
 
     def _remember_answered(self, partitions: list[int]) -> None:
         """Before records of ``partitions`` are fetched: the request ids answered on them since
@@ -525,10 +579,28 @@ class RequestLoop:
             self._producer.flush(30)
             self._settle(consumer, self._producer)
         try:  # again, and synchronously, even what an asynchronous commit already sent
-            self._commit(consumer, asynchronous=False, only=leaving, force=True)
+            self._commit(
+                consumer,
+                asynchronous=False,
+                only=leaving,
+                force=True,
+                released=self._releasable(leaving),
+            )
         except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
             log.warning("could not commit revoked partitions: %s", exc)
         self._forget(leaving)
+
+    def _releasable(self, leaving: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The ``leaving`` partitions with every answer on them acknowledged and handled past
+        what anyone else may have answered: their commit says so (:data:`RELEASED`)."""
+        unsettled = {where for batch in self._open for where in batch.offsets}
+        return {
+            where
+            for where in leaving
+            if where not in unsettled
+            and where in self._handled
+            and self._handled[where] >= self._clean_from.get(where, self._handled[where] + 1)
+        }
 
     def _lost(self, consumer: Any, partitions: list[Any]) -> None:
         self._forget({(tp.topic, tp.partition) for tp in partitions})
@@ -538,3 +610,4 @@ class RequestLoop:
         for where in leaving:
             self._handled.pop(where, None)
             self._committed.pop(where, None)
+            self._clean_from.pop(where, None)

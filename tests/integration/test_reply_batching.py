@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from harness import AGENT, GOOD_FACTS, LedgerStack, wait_for
 
+import processors.request_loop as request_loop_module
 from ledger.codec import default_codec
 from ledger.core.chain import GENESIS, record_hash
 from ledger.core.events import ChainCheckpoint, DecisionRecorded, EvaluationRequested
@@ -23,6 +24,7 @@ from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
+from ledger.kafka.dedup import RELEASED
 from ledger.kafka.reading import read_topic
 from processors.evaluator import RequestHandler, RequestLoop
 from processors.outputs import ProcessorStats
@@ -197,3 +199,59 @@ def test_a_burst_is_answered_in_batches_once_each_on_its_partition_and_chained(
     _assert_one_chain(later)
     finals = [m for m in _checkpoints(stack) if m.final]
     assert len(finals) == 2 and {m.chain_id for m in finals} == {chain_id, later[0].chain_id}
+
+
+def _metadata(stack: LedgerStack, group: str) -> dict[int, str]:
+    """The metadata of the group's committed offset on each request partition."""
+    from confluent_kafka import TopicPartition
+
+    consumer = make_rdkafka_consumer(
+        stack.bootstrap, security=stack.security("evaluator"), **{"group.id": group}
+    )
+    try:
+        topic = stack.topics.evaluation_requests
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        return {tp.partition: tp.metadata for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def test_partitions_given_up_cleanly_are_taken_over_without_reading_their_answers(
+    stack_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A scale-out under load stalled every decision for 4 to 13 s: each worker read 60 s of
+    # decisions for partitions just handed over with every answer committed (an agent
+    # engineer's walkthrough). A clean hand-over now says so in its commit.
+    stack: LedgerStack = stack_factory(processors=(), evaluation_partitions=3)
+    group = f"{stack.topics.prefix}{PROCESSOR_GROUPS['evaluator']}"
+    reads: list[list[int]] = []
+    real = request_loop_module.answered_since_last_commit
+
+    def reading(*args: Any, **kw: Any) -> set[bytes]:
+        reads.append(sorted(kw["partitions"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(request_loop_module, "answered_since_last_commit", reading)
+    first = _requests(60, partitions=3)
+    _publish(stack, first)
+    _run(stack, group, first)
+    assert reads == [[0, 1, 2]]  # a group nothing was released by: read
+    assert _metadata(stack, group) == dict.fromkeys(range(3), RELEASED)
+
+    loop, handler = _loop(stack, group)
+    loop.start()
+    try:
+        wait_for(lambda: loop._assignments > 0, timeout=60, what="the partitions assigned")
+        # Claimed before anything is fetched: a crash now leaves them to be read.
+        assert RELEASED not in _metadata(stack, group).values()
+        second = _requests(30, partitions=3)
+        _publish(stack, second)
+        wait_for(lambda: handler.stats.processed >= 30, timeout=60, what="30 answered")
+    finally:
+        loop.stop(timeout=30)
+    assert reads == [[0, 1, 2]]  # nothing read on the clean take-over
+    _committed(stack, group)
+    answered = [d.request_id for _, d in _decisions(stack)]
+    assert sorted(answered) == sorted(r.event_id for r in first + second)  # each once
+    assert _metadata(stack, group) == dict.fromkeys(range(3), RELEASED)
