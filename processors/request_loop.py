@@ -22,7 +22,7 @@ from typing import Any
 
 from ledger.ids import utcnow
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
-from ledger.kafka.dedup import RELEASED, answered_since_last_commit
+from ledger.kafka.dedup import RELEASED, answered_since_last_commit, released
 from ledger.settings import Settings
 from processors.common import (
     DELIVERY_FAILED_EXIT,
@@ -466,13 +466,13 @@ class RequestLoop:
         asynchronous: bool,
         only: set[tuple[str, int]] | None = None,
         force: bool = False,
-        released: Collection[tuple[str, int]] = (),
+        marking: Collection[tuple[str, int]] = (),
     ) -> None:
         from confluent_kafka import TopicPartition
 
         due = [
             TopicPartition(topic, partition, offset, metadata=RELEASED)
-            if (topic, partition) in released
+            if (topic, partition) in marking
             else TopicPartition(topic, partition, offset)
             for (topic, partition), offset in self._handled.items()
             if (force or self._committed.get((topic, partition)) != offset)
@@ -508,12 +508,12 @@ class RequestLoop:
             committed = consumer.committed(
                 [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
             )
-            released = [
+            marked = [
                 TopicPartition(tp.topic, tp.partition, tp.offset)
                 for tp in committed
-                if tp.error is None and tp.offset >= 0 and tp.metadata == RELEASED
+                if tp.error is None and tp.offset >= 0 and released(tp.metadata)
             ]
-            claimed = consumer.commit(offsets=released, asynchronous=False) if released else []
+            claimed = consumer.commit(offsets=marked, asynchronous=False) if marked else []
         except Exception as exc:  # read them all, as without the mark
             log.warning("could not claim request partitions %s: %s", partitions, exc)
             return list(partitions)
@@ -584,7 +584,7 @@ class RequestLoop:
                 asynchronous=False,
                 only=leaving,
                 force=True,
-                released=self._releasable(leaving),
+                marking=self._releasable(leaving),
             )
         except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
             log.warning("could not commit revoked partitions: %s", exc)

@@ -239,14 +239,18 @@ def test_partitions_given_up_cleanly_are_taken_over_without_reading_their_answer
     assert reads == [[0, 1, 2]]  # a group nothing was released by: read
     assert _metadata(stack, group) == dict.fromkeys(range(3), RELEASED)
 
+    second = _requests(30, partitions=3)
+    _publish(stack, second)  # waiting, uncommitted: a start-up read has nothing to read still
+    settings = stack.settings
+    security = stack.security("evaluator")
+    assert real(stack.bootstrap, settings.topics, group, security=security) == set()
+
     loop, handler = _loop(stack, group)
     loop.start()
     try:
         wait_for(lambda: loop._assignments > 0, timeout=60, what="the partitions assigned")
         # Claimed before anything is fetched: a crash now leaves them to be read.
         assert RELEASED not in _metadata(stack, group).values()
-        second = _requests(30, partitions=3)
-        _publish(stack, second)
         wait_for(lambda: handler.stats.processed >= 30, timeout=60, what="30 answered")
     finally:
         loop.stop(timeout=30)
