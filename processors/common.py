@@ -192,7 +192,8 @@ class Processor:
     ``gates`` are events that must all be set, besides the follower having caught up, before
     it answers anything (for the evaluator: the start-up de-duplication read is done).
     ``alive()`` is false while work the event loop does not see is stuck (the evaluator's
-    request thread on one batch for too long): the heartbeat pauses meanwhile.
+    request thread on one batch for too long): the heartbeat pauses meanwhile. ``holding()``
+    (evaluators only) goes into the heartbeat.
     """
 
     app: faust.App
@@ -200,6 +201,8 @@ class Processor:
     stats: ProcessorStats
     gates: tuple[asyncio.Event, ...] = ()
     alive: Callable[[], bool] = field(default=lambda: True)
+    holding: Callable[[], tuple[int, int]] | None = None
+    """The evaluator's request partitions held, of how many (see :class:`Heartbeat`)."""
 
     async def ready(self) -> None:
         """Return once the processor answers from complete state."""

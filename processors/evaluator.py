@@ -107,7 +107,12 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
     )
 
     processor = Processor(
-        app=app, follower=follower, stats=stats, gates=(deduplicated,), alive=requests.alive
+        app=app,
+        follower=follower,
+        stats=stats,
+        gates=(deduplicated,),
+        alive=requests.alive,
+        holding=requests.holding,
     )
 
     @app.task

@@ -51,6 +51,13 @@ class Heartbeat:
     (:func:`ledger.kafka.snapshots.installed_fingerprint`), which ``ledger ps`` and ``up``
     compare with their own to tell a processor left on the code of before an upgrade (``None``:
     a processor of a version that wrote none, so other code too)."""
+    requests_held: int | None = None
+    """An evaluator's: how many request partitions the group gave it (``None``: not an
+    evaluator, or one of a version that wrote none)."""
+    requests_of: int | None = None
+    """An evaluator's: how many request partitions there are (0: not known yet). ``ledger up``
+    and ``ps`` add up the evaluators' ``requests_held`` against it: after a broker restart the
+    group is rebalanced for some 10 s more, and requests of partitions no one holds wait."""
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
@@ -65,6 +72,7 @@ class Heartbeat:
         try:
             data = json.loads(path.read_text())
             fetched, credential, code = (data.get(k) for k in ("fetched_at", "credential", "code"))
+            held, of = data.get("requests_held"), data.get("requests_of")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -72,6 +80,8 @@ class Heartbeat:
                 fetched_at=None if fetched is None else float(fetched),
                 credential=None if credential is None else str(credential),
                 code=None if code is None else str(code),
+                requests_held=None if held is None else int(held),
+                requests_of=None if of is None else int(of),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

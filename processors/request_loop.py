@@ -154,7 +154,8 @@ class RequestLoop:
         # it RELEASED: where this worker began when the last owner released it, else the end of
         # the partition when this worker took it (a dead owner answered nothing after that).
         self._clean_from: dict[tuple[str, int], int] = {}
-        self._partitions: dict[str, int] = {}  # reply topic -> partition count
+        self._partitions: dict[str, int] = {}  # reply and request topic -> partition count
+        self._holding: set[tuple[str, int]] = set()  # the request partitions assigned to it
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
         self._assignments = 0  # partition assignments so far
@@ -181,6 +182,11 @@ class RequestLoop:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    def holding(self) -> tuple[int, int]:
+        """How many request partitions this loop holds, of how many there are (0: unknown
+        yet): what ``ledger up``/``ps`` add up over the evaluators."""
+        return len(self._holding), self._partitions.get(self._topics.evaluation_requests, 0)
 
     def alive(self) -> bool:
         """False while one batch has been in hand for longer than ``stuck_after`` seconds."""
@@ -453,7 +459,8 @@ class RequestLoop:
 
     def _refresh_partitions(self, producer: Any) -> None:
         self._metadata_at = time.monotonic()
-        for topic in (self._topics.decisions, self._topics.corrections):
+        topics = self._topics
+        for topic in (topics.decisions, topics.corrections, topics.evaluation_requests):
             with contextlib.suppress(Exception):
                 meta = producer.list_topics(topic, timeout=10).topics.get(topic)
                 if meta is not None and meta.error is None:
@@ -487,6 +494,7 @@ class RequestLoop:
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         # librdkafka assigns them when this returns; ours again, their offsets count again.
         self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self._holding.update((tp.topic, tp.partition) for tp in partitions)
         # Every assignment, the first too: the start-up read ran before this worker joined,
         # and a worker that crashed in between left answers it had not committed (a red
         # team: 4 requests decided twice by a third worker joining as another was killed).
@@ -607,6 +615,7 @@ class RequestLoop:
 
     def _forget(self, leaving: set[tuple[str, int]]) -> None:
         self._gone |= leaving
+        self._holding -= leaving
         for where in leaving:
             self._handled.pop(where, None)
             self._committed.pop(where, None)

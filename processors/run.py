@@ -99,6 +99,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                 await asyncio.sleep(0.05)
             failing_since: float | None = None
             while True:
+                held, of = processor.holding() if processor.holding else (None, None)
                 beat = Heartbeat(
                     pid=os.getpid(),
                     bootstrap=bootstrap,
@@ -106,6 +107,8 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     fetched_at=follower.last_fetch,
                     credential=credential,
                     code=code,
+                    requests_held=held,
+                    requests_of=of,
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

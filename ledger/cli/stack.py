@@ -100,8 +100,10 @@ def ps_cmd(as_json: bool) -> None:
     """What of the local stack runs, whether it is healthy, with pids and log files.
 
     A processor is healthy when its heartbeat (written every second) is fresh, its consumer heard
-    from the broker within the last 5 s, and it talks to the address Kafka is at now. What is not
-    running or not healthy is said on stderr, and the exit status is then 1 (0: all is well;
+    from the broker within the last 5 s, and it talks to the address Kafka is at now. The
+    evaluators must also hold every request partition between them (for some 10 s after a
+    broker restart they do not: requests to the others wait). What is not running or not
+    healthy is said on stderr, and the exit status is then 1 (0: all is well;
     the local broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or
     restarts it.
 
@@ -127,6 +129,9 @@ def ps_cmd(as_json: bool) -> None:
         problems.insert(0, "the broker is not running")
     elif local and not answering:
         problems.insert(0, f"the broker (pid {b.pid}) {broker.NOT_ANSWERING}")
+    unheld = stack.unheld_requests(procs)
+    if unheld is not None:
+        problems.append(unheld)
     other = [p.name for p in procs if p.same_code is False]
     if as_json:
         print_json(

@@ -11,7 +11,9 @@ alone proves none of that: a processor dialling a stopped or moved broker looks 
 restarts what is not healthy, after giving it a moment to reconnect by itself. A heartbeat also
 says which code its processor runs: after an upgrade in place, a healthy processor runs the
 code of before until it is restarted, which ``ps`` shows and ``up`` refuses to call done
-(:func:`other_code`). ``down`` stops processors with SIGTERM (Faust commits and leaves its group cleanly), then SIGKILL after a grace
+(:func:`other_code`). The evaluators' heartbeats also say how many request partitions each holds:
+until they hold them all (some 10 s after a broker restart, while the group rebalances), ``up``
+waits and ``ps`` says so (:func:`unheld_requests`). ``down`` stops processors with SIGTERM (Faust commits and leaves its group cleanly), then SIGKILL after a grace
 period, a short one when the processor cannot reach its broker anyway.
 """
 
@@ -57,6 +59,7 @@ __all__ = [
     "stop_processor",
     "ensure_admin_keys",
     "other_code",
+    "unheld_requests",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -109,6 +112,10 @@ class ProcessStatus:
     """Whether it runs the code installed now, which this command runs
     (:func:`~ledger.kafka.snapshots.installed_fingerprint`); ``None`` without a heartbeat. A
     processor that writes no fingerprint is of an older version: other code."""
+    requests_held: int | None = None
+    """An evaluator's request partitions, from its heartbeat (``None``: not an evaluator)."""
+    requests_of: int | None = None
+    """How many request partitions there are, from an evaluator's heartbeat (0: unknown)."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -233,6 +240,32 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         problem=problem,
         code=beat.code,
         same_code=beat.code == installed_fingerprint(),
+        requests_held=beat.requests_held,
+        requests_of=beat.requests_of,
+    )
+
+
+def unheld_requests(procs: list[ProcessStatus]) -> str | None:
+    """Why requests may wait although every processor is healthy: request partitions that no
+    healthy evaluator of ``procs`` holds (the group is rebalancing). ``None`` when they hold
+    them all, or when none says (evaluators of a version that wrote no count).
+
+    After a broker restart with several evaluators, ``up`` said "ledger is up" and ``ps``
+    exited 0 while no request was decided for 9 to 22 s more (an agent engineer's
+    walkthrough): an evaluator that lost the broker for longer than its session timeout
+    rejoins as a new member, and the broker waits out its old one before assigning anything.
+    Only this home's evaluators are counted."""
+    told = [p for p in procs if p.healthy and p.requests_of]
+    if not told:
+        return None
+    of = max(p.requests_of or 0 for p in told)
+    held = sum(p.requests_held or 0 for p in told)
+    if held >= of:
+        return None
+    return (
+        f"the evaluators hold {held} of {of} request partitions: requests to the others wait "
+        "until the evaluators' group is rebalanced (about 10 s after a broker restart; "
+        "their logs say `assigned request partitions`)"
     )
 
 
@@ -460,6 +493,7 @@ def _up(
             "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
             code="unhealthy",
         )
+    procs = _await_requests_held(settings, bootstrap, wanted, wait=wait, progress=progress)
     # An operator who runs `up` after an upgrade expects the new code to answer: "ledger is up"
     # would let them go on (upgrade the SDK clients, whose records an older evaluator
     # dead-letters) while the old code answers. Left running: a restart replays the governance
@@ -468,6 +502,28 @@ def _up(
     if other:
         raise ProcessorError(other_code(other, [p.name for p in procs]), code="other_code")
     return bootstrap
+
+
+def _await_requests_held(
+    settings: Settings, bootstrap: str, wanted: list[str], *, wait: float, progress: Progress
+) -> list[ProcessStatus]:
+    """The ``wanted`` processors once the evaluators hold every request partition (at most
+    ``wait`` seconds): "ledger is up" means requests are answered."""
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        procs = [p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted]
+        problem = unheld_requests(procs)
+        if problem is None:
+            return procs
+        if time.monotonic() >= deadline:
+            raise ProcessorError(
+                f"{problem}, still after {wait:g} s: see the evaluators' logs", code="unhealthy"
+            )
+        if not said:
+            progress(f"waiting: {problem}…")
+            said = True
+        time.sleep(0.5)
 
 
 def other_code(names: list[str], running: list[str] | None = None) -> str:

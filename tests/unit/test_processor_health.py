@@ -71,6 +71,7 @@ def _beat(
     name: str = "evaluator",
     credential: str | None = None,
     code: str | None = HERE,
+    requests: tuple[int, int] | None = None,
 ) -> None:
     now = time.time()
     Heartbeat(
@@ -80,6 +81,8 @@ def _beat(
         fetched_at=None if fetch_age is None else now - fetch_age,
         credential=credential,
         code=code,
+        requests_held=None if requests is None else requests[0],
+        requests_of=None if requests is None else requests[1],
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -197,6 +200,58 @@ def test_ps_tells_which_processor_runs_other_code_than_the_cli(
         HERE,
         True,
     )
+
+
+UNHELD = (
+    "the evaluators hold 3 of 6 request partitions: requests to the others wait until the "
+    "evaluators' group is rebalanced"
+)
+
+
+def test_ps_is_not_all_well_while_the_evaluators_do_not_hold_every_request_partition(
+    settings: Settings, both: dict[str, int]
+) -> None:
+    # An agent engineer's walkthrough: after a broker restart with two evaluators, `ps` exited
+    # 0 while no request was decided for 22 s: the group was still being rebalanced.
+    _beat(settings, both["evaluator"], requests=(3, 6))
+    runner = CliRunner()
+    waiting = runner.invoke(cli, ["ps"])
+    assert waiting.exit_code == 1 and UNHELD in waiting.stderr, waiting.output
+    shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
+    procs = {p["name"]: p for p in shown["processors"]}
+    assert (procs["evaluator"]["requests_held"], procs["evaluator"]["requests_of"]) == (3, 6)
+    _beat(settings, both["evaluator"], requests=(6, 6))
+    assert runner.invoke(cli, ["ps"]).exit_code == 0
+    _beat(settings, both["evaluator"], requests=(0, 0))  # not known yet: nothing to say
+    assert runner.invoke(cli, ["ps"]).exit_code == 0
+
+
+def test_up_waits_until_the_evaluators_hold_every_request_partition(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.settings import KafkaSecurity
+
+    monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
+    monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    _beat(settings, both["evaluator"], requests=(3, 6))
+    said: list[str] = []
+    with pytest.raises(LedgerError, match=r"hold 3 of 6 request partitions.*still after 1 s"):
+        stack.up(settings, wait=1, progress=said.append)
+    assert any(line.startswith(f"waiting: {UNHELD}") for line in said), said
+
+    real = stack.processes
+    calls = 0
+
+    def rebalanced(settings: Settings, **kw: object) -> list[stack.ProcessStatus]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the group is rebalanced while `up` waits
+            _beat(settings, both["evaluator"], requests=(6, 6))
+        return real(settings, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stack, "processes", rebalanced)
+    assert stack.up(settings, wait=30) == KAFKA
 
 
 def test_up_does_not_say_the_ledger_is_up_while_a_processor_runs_other_code(

@@ -365,6 +365,21 @@ def test_a_partition_read_at_takeover_is_released_once_handled_past_its_end_then
     assert consumer.stored[(REQUESTS, 0)] == (batch[-1].offset + 1, RELEASED)
 
 
+def test_the_loop_tells_how_many_request_partitions_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What its heartbeat carries, for `ledger up`/`ps` to add up over the evaluators.
+    _reads(monkeypatch)
+    request_loop, _handler, _broker, consumer = loop()
+    assert request_loop.holding() == (0, 0)
+    request_loop._partitions[REQUESTS] = 6
+    request_loop._assigned(consumer, _partitions(0, 1, 2))
+    assert request_loop.holding() == (3, 6)
+    request_loop._revoked(consumer, _partitions(2))
+    request_loop._lost(consumer, _partitions(1))
+    assert request_loop.holding() == (1, 6)
+
+
 class _Undecompressible:
     """A librdkafka error message: a batch at ``offset`` that does not decompress."""
 
