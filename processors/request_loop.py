@@ -531,6 +531,11 @@ class RequestLoop:
                 where = (tp.topic, tp.partition)
                 ours.add(where)
                 self._handled[where] = self._committed[where] = self._clean_from[where] = tp.offset
+        if ours:
+            log.info(
+                "assigned request partitions %s: handed over cleanly, nothing to read",
+                sorted(partition for _, partition in ours),
+            )
         return [tp for tp in partitions if (tp.topic, tp.partition) not in ours]
 
     def _note_ends(self, consumer: Any, partitions: list[Any]) -> None:

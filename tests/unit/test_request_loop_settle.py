@@ -11,6 +11,7 @@ commit for the partition's next owner. (The loop against a real broker is
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -300,7 +301,7 @@ def _partitions(*numbers: int) -> list[Any]:
 
 
 def test_a_partition_its_last_owner_released_cleanly_is_claimed_not_read(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # An agent engineer's walkthrough: adding a second evaluator under load stalled every
     # decision for 4 to 13 s while each worker read 60 s of decisions (21,500 to 52,000 request
@@ -319,8 +320,10 @@ def test_a_partition_its_last_owner_released_cleanly_is_claimed_not_read(
     }
 
     second, *_ = loop()
-    second._assigned(consumer, _partitions(0, 1))
+    with caplog.at_level(logging.INFO, logger="ledger.evaluator"):
+        second._assigned(consumer, _partitions(0, 1))
     assert asked == [[0, 1]]  # nothing read again
+    assert "assigned request partitions [0, 1]: handed over cleanly" in caplog.text
     # Claimed: the same offsets, unmarked, so the worker after it reads what it answers if it
     # dies before its next commit.
     assert {meta for _, meta in consumer.stored.values()} == {""}
