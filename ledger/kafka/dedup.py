@@ -52,8 +52,7 @@ def answered_since_last_commit(
 ) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
     the request ``partitions`` only, when given: those a worker takes over). A partition
-    committed :data:`RELEASED` has none: an evaluator starting under load read 72,000 ids
-    (20 s) for partitions the workers it joins had just handed over cleanly."""
+    committed :data:`RELEASED` has none, and is not read (all of them after a clean stop)."""
     # A consumer carrying the group id can read the group's committed offsets without joining.
     consumer = make_consumer(
         bootstrap, security=security, group_id=group_id, consumer_timeout_ms=1000
