@@ -52,6 +52,8 @@ COMMIT_INTERVAL = 0.1
 SETTLE_WAIT = 0.05
 """Seconds the idle request loop waits for a request while outputs are in flight (their
 acknowledgements are settled after at most this)."""
+CLAIM_RETRY = 1.0
+"""Seconds between attempts to claim request partitions that wait, paused, to be claimed."""
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
 gets one, so its newest records are vouched for within about a second."""
@@ -156,6 +158,7 @@ class RequestLoop:
         self._clean_from: dict[tuple[str, int], int] = {}
         self._partitions: dict[str, int] = {}  # reply and request topic -> partition count
         self._holding: set[tuple[str, int]] = set()  # the request partitions assigned to it
+        self._unclaimed: list[Any] = []  # assigned, but not yet safe to answer: paused
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
         self._assignments = 0  # partition assignments so far
@@ -234,12 +237,15 @@ class RequestLoop:
             self.started.set()
             handler, state = self._handler, self._state
             interval = self._checkpoint_interval
-            next_tick = time.monotonic() + interval
+            next_tick, next_claim = time.monotonic() + interval, 0.0
             while not self._stop.is_set():
                 self._settle(consumer, producer)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + interval
                     self._hold(producer, handler.tick(utcnow()))
+                if self._unclaimed and time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + CLAIM_RETRY
+                    self._retry_claims(consumer)
                 # consume() waits until it has all it asked for: take what is there, and when
                 # nothing is, wait for one record only (a record ends the wait at once). While
                 # outputs are in flight the wait is shorter, so their acknowledgements are
@@ -499,44 +505,80 @@ class RequestLoop:
         # and a worker that crashed in between left answers it had not committed (a red
         # team: 4 requests decided twice by a third worker joining as another was killed).
         # Only a partition its last owner released cleanly needs no reading.
-        unread = self._claim_released(consumer, partitions) if partitions else []
+        if partitions:
+            unclaimed = self._take(consumer, partitions)
+            if unclaimed:  # assigned here, not by librdkafka on return, to pause them first
+                consumer.assign(partitions)
+                consumer.pause(unclaimed)
+                self._unclaimed += unclaimed
+        self._assignments += 1
+
+    def _take(self, consumer: Any, partitions: list[Any]) -> list[Any]:
+        """Make ``partitions`` safe to answer: claim those released, read what was answered on
+        the others since their last commit. Returns those that are neither: they must wait."""
+        unread, unclaimed = self._claim_released(consumer, partitions)
         if unread:
             self._remember_answered(sorted(tp.partition for tp in unread))
             self._note_ends(consumer, unread)
-        self._assignments += 1
+        return unclaimed
 
-    def _claim_released(self, consumer: Any, partitions: list[Any]) -> list[Any]:
-        """The ``partitions`` whose answers since their last commit must be read: all but those
-        whose last owner committed them :data:`RELEASED`. Those are claimed first (their offset
-        committed again, unmarked), so if this worker dies before its next commit, the next
-        owner reads what it answered; any failure leaves every partition to be read."""
+    def _retry_claims(self, consumer: Any) -> None:
+        """Try again to take the partitions that wait, paused; resume those taken."""
+        waiting = self._unclaimed
+        self._unclaimed = self._take(consumer, waiting)
+        still = {(tp.topic, tp.partition) for tp in self._unclaimed}
+        ready = [tp for tp in waiting if (tp.topic, tp.partition) not in still]
+        if ready:
+            consumer.resume(ready)
+
+    def _claim_released(self, consumer: Any, partitions: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Split ``partitions`` into those whose answers since their last commit must be read
+        (their last owner did not release them), and those that must wait.
+
+        One committed :data:`RELEASED` needs no reading, but is claimed first (its offset
+        committed again, unmarked): were this worker to answer on it and die before its next
+        commit, the mark would tell the next owner that nothing was answered after it. One
+        whose mark cannot be read, or that cannot be claimed (the coordinator away, another
+        rebalance begun), waits paused until a claim succeeds (:meth:`_retry_claims`)."""
         from confluent_kafka import TopicPartition
 
         try:
             committed = consumer.committed(
                 [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
             )
-            marked = [
-                TopicPartition(tp.topic, tp.partition, tp.offset)
-                for tp in committed
-                if tp.error is None and tp.offset >= 0 and released(tp.metadata)
-            ]
+        except Exception as exc:
+            log.warning("could not read the commits of request partitions %s: %s", partitions, exc)
+            return [], list(partitions)
+        unknown = {(tp.topic, tp.partition) for tp in committed if tp.error is not None}
+        marked = [
+            TopicPartition(tp.topic, tp.partition, tp.offset)
+            for tp in committed
+            if tp.error is None and tp.offset >= 0 and released(tp.metadata)
+        ]
+        try:
             claimed = consumer.commit(offsets=marked, asynchronous=False) if marked else []
-        except Exception as exc:  # read them all, as without the mark
-            log.warning("could not claim request partitions %s: %s", partitions, exc)
-            return list(partitions)
+        except Exception as exc:
+            log.warning("could not claim request partitions %s: %s", marked, exc)
+            claimed = []
         ours = set()
         for tp in claimed or []:
             if tp.error is None:
                 where = (tp.topic, tp.partition)
                 ours.add(where)
                 self._handled[where] = self._committed[where] = self._clean_from[where] = tp.offset
+        unknown |= {(tp.topic, tp.partition) for tp in marked} - ours
         if ours:
             log.info(
                 "assigned request partitions %s: handed over cleanly, nothing to read",
                 sorted(partition for _, partition in ours),
             )
-        return [tp for tp in partitions if (tp.topic, tp.partition) not in ours]
+        if unknown:
+            log.warning(
+                "request partitions %s wait, paused, until they can be claimed",
+                sorted(partition for _, partition in unknown),
+            )
+        unread = [tp for tp in partitions if (tp.topic, tp.partition) not in ours | unknown]
+        return unread, [tp for tp in partitions if (tp.topic, tp.partition) in unknown]
 
     def _note_ends(self, consumer: Any, partitions: list[Any]) -> None:
         """Remember where ``partitions`` end now: what a dead owner answered on them lies
@@ -621,6 +663,7 @@ class RequestLoop:
     def _forget(self, leaving: set[tuple[str, int]]) -> None:
         self._gone |= leaving
         self._holding -= leaving
+        self._unclaimed = [tp for tp in self._unclaimed if (tp.topic, tp.partition) not in leaving]
         for where in leaving:
             self._handled.pop(where, None)
             self._committed.pop(where, None)

@@ -72,8 +72,13 @@ class Consumer:
         self.commits: list[list[tuple[str, int, int]]] = []
         self.stored: dict[tuple[str, int], tuple[int, str]] = {}
         self.ends: dict[tuple[str, int], int] = {}
+        self.refusing = False  # the coordinator away: every commit fails
+        self.paused: set[tuple[str, int]] = set()
+        self.assigned: list[tuple[str, int]] = []
 
     def commit(self, *, offsets: list[Any], asynchronous: bool) -> list[Any]:
+        if self.refusing:
+            raise RuntimeError("Broker: Not coordinator")
         self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
         for tp in offsets:
             self.stored[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "")
@@ -96,6 +101,15 @@ class Consumer:
                 )
             )
         return out
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.assigned = [(tp.topic, tp.partition) for tp in partitions]
+
+    def pause(self, partitions: list[Any]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[Any]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
         return 0, self.ends.get((tp.topic, tp.partition), 0)
@@ -330,6 +344,28 @@ def test_a_partition_its_last_owner_released_cleanly_is_claimed_not_read(
     third, *_ = loop()
     third._assigned(consumer, _partitions(0, 1))
     assert asked == [[0, 1], [0, 1]]
+
+
+def test_a_released_partition_that_cannot_be_claimed_waits_paused_until_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Answered while its mark still stood (the claim refused: another rebalance begun, the
+    # coordinator away), and this worker dead before any commit: the next owner would read
+    # nothing, and decide those requests again.
+    asked = _reads(monkeypatch)
+    request_loop, _handler, _broker, consumer = loop()
+    consumer.stored[(REQUESTS, 0)] = (5, RELEASED)
+    consumer.refusing = True
+    request_loop._assigned(consumer, _partitions(0, 1))
+    assert asked == [[1]]  # never released: read, and answered
+    assert consumer.assigned == [(REQUESTS, 0), (REQUESTS, 1)]
+    assert consumer.paused == {(REQUESTS, 0)}  # nothing of it fetched
+    request_loop._retry_claims(consumer)
+    assert consumer.paused == {(REQUESTS, 0)}
+    consumer.refusing = False
+    request_loop._retry_claims(consumer)
+    assert consumer.paused == set() and consumer.stored[(REQUESTS, 0)] == (5, "")
+    assert asked == [[1]] and request_loop._unclaimed == []
 
 
 def test_a_partition_with_answers_in_flight_is_given_up_unmarked(
