@@ -53,6 +53,13 @@ SETTLE_WAIT = 0.05
 """Seconds the idle request loop waits for a request while outputs are in flight (their
 acknowledgements are settled after at most this)."""
 CLAIM_RETRY = 1.0
+PAUSED = 5.0
+"""Seconds of this process not running (stopped, or starved) past which its group may have
+handed its partitions on (its session times out after 10 s without a heartbeat): what it fetched
+before is not answered (:meth:`RequestLoop._stand_down`). Its waits for records are 0.2 s."""
+STAND_DOWN = 3.0
+"""Seconds a stood-down loop answers nothing: three heartbeats, in which the consumer learns
+whether its partitions are still its own."""
 """Seconds between attempts to claim request partitions that wait, paused, to be claimed."""
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
@@ -162,6 +169,7 @@ class RequestLoop:
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
         self._assignments = 0  # partition assignments so far
+        self._called_back = 0.0  # when a rebalance callback last returned (monotonic)
         self._commit_at = 0.0
         self.batches = 0
         self.stopped = False
@@ -252,13 +260,22 @@ class RequestLoop:
                 # settled within SETTLE_WAIT — they only gate commits (at most one per
                 # COMMIT_INTERVAL) and checkpoints, never an answer: waking every millisecond for
                 # them cost the evaluator CPU and the round trip its tail at low rates.
+                # Time this process did not run (wall time less its CPU time, every thread's: a
+                # thread waiting for the GIL is not a stopped process) is a pause its group may
+                # have acted on; the consumer's heartbeats run on librdkafka's own thread.
+                asked, spent = time.monotonic(), time.process_time()
                 messages = consumer.consume(num_messages=BATCH_MAX, timeout=0)
                 if not messages:
                     first = consumer.poll(SETTLE_WAIT if self._open else 0.2)
                     if first is None:
                         continue
                     messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
-                self._busy_since = time.monotonic()
+                got, worked = time.monotonic(), time.process_time()
+                stopped = (got - max(asked, self._called_back)) - (worked - spent)
+                if stopped > PAUSED:  # its wait for records is 0.2 s at most
+                    self._stand_down(consumer, messages, stopped)
+                    continue
+                self._busy_since = got
                 records, broken = [], []
                 for message in messages:
                     error = message.error()
@@ -288,7 +305,12 @@ class RequestLoop:
                         )
                     )
                 if records:
-                    self._dispatch(producer, handler.handle_batch(state(), records), records)
+                    outputs = handler.handle_batch(state(), records)
+                    stopped = (time.monotonic() - got) - (time.process_time() - worked)
+                    if stopped > PAUSED:
+                        self._stand_down(consumer, messages, stopped)
+                        continue
+                    self._dispatch(producer, outputs, records)
                 passed = set()
                 for message, error in broken:  # one letter per offset, fetched twice or not
                     where = (message.topic(), message.partition(), message.offset())
@@ -497,6 +519,44 @@ class RequestLoop:
         for tp in due:
             self._committed[(tp.topic, tp.partition)] = tp.offset
 
+    def _stand_down(self, consumer: Any, messages: list[Any], paused: float) -> None:
+        """After this process was stopped for ``paused`` seconds (SIGSTOP, a frozen VM, a
+        starved host) its group may have handed its partitions to another worker, who answered
+        them: answering what was fetched before would decide them again (an operator's
+        walkthrough: 2 requests of 3 freezes, decided twice up to 52 s apart). So answer
+        nothing of it: seek back to it, and wait :data:`STAND_DOWN` seconds, fetching nothing
+        into an answer, while the consumer's heartbeat learns whether the partitions are still
+        ours (its rebalance callbacks run meanwhile). Ours, they are fetched again from there;
+        another's, its new owner answers them, and ours again, the assignment reads what was
+        answered on them first (:meth:`_assigned`)."""
+        log.warning(
+            "this evaluator was stopped for %.1f s: not answering the %d requests fetched "
+            "before, until the group says whose their partitions are",
+            paused,
+            len(messages),
+        )
+        self._busy_since = None
+        self._seek_back(consumer, messages)
+        deadline = time.monotonic() + STAND_DOWN
+        while time.monotonic() < deadline and not self._stop.is_set():
+            self._seek_back(consumer, consumer.consume(num_messages=BATCH_MAX, timeout=0.1))
+
+    @staticmethod
+    def _seek_back(consumer: Any, messages: list[Any]) -> None:
+        """Fetch each partition of ``messages`` again from the first of them (a partition no
+        longer ours raises: its new owner fetches it from the committed offset)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        first: dict[tuple[str, int], int] = {}
+        for message in messages:
+            offset = message.offset()
+            if offset is not None and offset >= 0:
+                where = (message.topic(), message.partition())
+                first[where] = min(first.get(where, offset), offset)
+        for (topic, partition), offset in first.items():
+            with contextlib.suppress(KafkaException):
+                consumer.seek(TopicPartition(topic, partition, offset))
+
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         # librdkafka assigns them when this returns; ours again, their offsets count again.
         self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
@@ -512,6 +572,7 @@ class RequestLoop:
                 consumer.pause(unclaimed)
                 self._unclaimed += unclaimed
         self._assignments += 1
+        self._called_back = time.monotonic()  # its reading is not a pause (see _serve)
 
     def _take(self, consumer: Any, partitions: list[Any]) -> list[Any]:
         """Make ``partitions`` safe to answer: claim those released, read what was answered on
@@ -644,6 +705,7 @@ class RequestLoop:
         except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
             log.warning("could not commit revoked partitions: %s", exc)
         self._forget(leaving)
+        self._called_back = time.monotonic()
 
     def _releasable(self, leaving: set[tuple[str, int]]) -> set[tuple[str, int]]:
         """The ``leaving`` partitions with every answer on them acknowledged and handled past
@@ -659,6 +721,7 @@ class RequestLoop:
 
     def _lost(self, consumer: Any, partitions: list[Any]) -> None:
         self._forget({(tp.topic, tp.partition) for tp in partitions})
+        self._called_back = time.monotonic()
 
     def _forget(self, leaving: set[tuple[str, int]]) -> None:
         self._gone |= leaving

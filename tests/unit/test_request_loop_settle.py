@@ -501,3 +501,78 @@ def test_a_batch_that_does_not_decompress_is_dead_lettered_and_passed(
     else:
         assert (REQUESTS, 0, 8) in consumer.sought
         assert TOPICS.dead_letters in broker.produced
+
+
+class _Frozen(_RdConsumer):
+    """Records fetched before the process was stopped for ``stopped`` seconds (SIGSTOP), handed
+    back by the first wait for records after it resumes."""
+
+    def __init__(self, request_loop: Any, stopped: float, clock: list[float]) -> None:
+        super().__init__(request_loop, revoke=False)
+        self.stopped, self.clock, self.waits = stopped, clock, 0
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        self.calls += 1
+        if self.calls > 40:
+            self.loop._stop.set()
+        return []
+
+    def poll(self, timeout: float) -> Any:
+        self.waits += 1
+        if self.waits == 1:
+            self.clock[0] += self.stopped  # the process was stopped inside this wait
+            return _Fetched(REQUESTS, 0, 5)
+        self.clock[0] += 0.2
+        return None
+
+
+class _Fetched:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+        self._value = CODEC.encode(
+            EvaluationRequested(
+                event_id=new_id(), occurred_at=utcnow(), actor="agent:a", action="a.b",
+                principal="agent:a", resource="r",
+            )
+        )  # fmt: skip
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+
+@pytest.mark.parametrize("stopped", [0.0, 12.0])
+def test_records_fetched_before_the_process_was_stopped_are_not_answered_after_it(
+    monkeypatch: pytest.MonkeyPatch, stopped: float
+) -> None:
+    # An operator's walkthrough: an evaluator stopped with SIGSTOP past its session, resumed,
+    # answered the requests it had fetched before, which the worker that took its partitions
+    # meanwhile had answered: 2 requests of 3 freezes decided twice, up to 52 s apart.
+    clock = [1000.0]
+    monkeypatch.setattr(loop_module.time, "monotonic", lambda: clock[0])
+    request_loop, _handler, broker, _ = loop()
+    consumer = _Frozen(request_loop, stopped, clock)
+    broker.list_topics = lambda *a, **k: (_ for _ in ()).throw(RuntimeError())  # type: ignore[attr-defined]
+    broker.close = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(loop_module, "make_rdkafka_consumer", lambda *a, **k: consumer)
+    monkeypatch.setattr(loop_module, "make_rdkafka_producer", lambda *a, **k: broker)
+    request_loop._serve()
+    answered = TOPICS.decisions in broker.produced
+    if stopped:
+        assert not answered and consumer.sought[0] == (REQUESTS, 0, 5)  # fetched again, if ours
+    else:
+        assert answered and consumer.sought == []
