@@ -53,6 +53,7 @@ SETTLE_WAIT = 0.05
 """Seconds the idle request loop waits for a request while outputs are in flight (their
 acknowledgements are settled after at most this)."""
 CLAIM_RETRY = 1.0
+"""Seconds between attempts to claim request partitions that wait, paused, to be claimed."""
 PAUSED = 5.0
 """Seconds of this process not running (stopped, or starved) past which its group may have
 handed its partitions on (its session times out after 10 s without a heartbeat): what it fetched
@@ -60,7 +61,6 @@ before is not answered (:meth:`RequestLoop._stand_down`). Its waits for records 
 STAND_DOWN = 3.0
 """Seconds a stood-down loop answers nothing: three heartbeats, in which the consumer learns
 whether its partitions are still its own."""
-"""Seconds between attempts to claim request partitions that wait, paused, to be claimed."""
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
 gets one, so its newest records are vouched for within about a second."""
@@ -197,7 +197,9 @@ class RequestLoop:
     def holding(self) -> tuple[int, int]:
         """How many request partitions this loop holds, of how many there are (0: unknown
         yet): what ``ledger up``/``ps`` add up over the evaluators."""
-        return len(self._holding), self._partitions.get(self._topics.evaluation_requests, 0)
+        waiting = {(tp.topic, tp.partition) for tp in self._unclaimed}
+        held = len(self._holding - waiting)  # one paused until claimed answers nothing yet
+        return held, self._partitions.get(self._topics.evaluation_requests, 0)
 
     def alive(self) -> bool:
         """False while one batch has been in hand for longer than ``stuck_after`` seconds."""
@@ -247,6 +249,12 @@ class RequestLoop:
             interval = self._checkpoint_interval
             next_tick, next_claim = time.monotonic() + interval, 0.0
             while not self._stop.is_set():
+                # Time this process did not run (wall time less its CPU time, every thread's: a
+                # thread waiting for the GIL is not a stopped process) is a pause its group may
+                # have acted on; the consumer's heartbeats run on librdkafka's own thread. Timed
+                # from the top of each turn, since a stop anywhere in it (settling, dispatching
+                # the turn before) leaves fetched records queued; restarted after what blocks.
+                turn, spent = time.monotonic(), time.process_time()
                 self._settle(consumer, producer)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + interval
@@ -254,16 +262,13 @@ class RequestLoop:
                 if self._unclaimed and time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + CLAIM_RETRY
                     self._retry_claims(consumer)
+                    turn, spent = time.monotonic(), time.process_time()  # it waits on Kafka
                 # consume() waits until it has all it asked for: take what is there, and when
                 # nothing is, wait for one record only (a record ends the wait at once). While
                 # outputs are in flight the wait is shorter, so their acknowledgements are
                 # settled within SETTLE_WAIT — they only gate commits (at most one per
                 # COMMIT_INTERVAL) and checkpoints, never an answer: waking every millisecond for
                 # them cost the evaluator CPU and the round trip its tail at low rates.
-                # Time this process did not run (wall time less its CPU time, every thread's: a
-                # thread waiting for the GIL is not a stopped process) is a pause its group may
-                # have acted on; the consumer's heartbeats run on librdkafka's own thread.
-                asked, spent = time.monotonic(), time.process_time()
                 messages = consumer.consume(num_messages=BATCH_MAX, timeout=0)
                 if not messages:
                     first = consumer.poll(SETTLE_WAIT if self._open else 0.2)
@@ -271,7 +276,7 @@ class RequestLoop:
                         continue
                     messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
                 got, worked = time.monotonic(), time.process_time()
-                stopped = (got - max(asked, self._called_back)) - (worked - spent)
+                stopped = (got - max(turn, self._called_back)) - (worked - spent)
                 if stopped > PAUSED:  # its wait for records is 0.2 s at most
                     self._stand_down(consumer, messages, stopped)
                     continue
@@ -305,12 +310,9 @@ class RequestLoop:
                         )
                     )
                 if records:
-                    outputs = handler.handle_batch(state(), records)
-                    stopped = (time.monotonic() - got) - (time.process_time() - worked)
-                    if stopped > PAUSED:
-                        self._stand_down(consumer, messages, stopped)
-                        continue
-                    self._dispatch(producer, outputs, records)
+                    # Not checked again after handling: the handler has recorded these answers
+                    # (ids, chain) by then, so dropping them would leave them unanswered.
+                    self._dispatch(producer, handler.handle_batch(state(), records), records)
                 passed = set()
                 for message, error in broken:  # one letter per offset, fetched twice or not
                     where = (message.topic(), message.partition(), message.offset())
@@ -567,8 +569,12 @@ class RequestLoop:
         # Only a partition its last owner released cleanly needs no reading.
         if partitions:
             unclaimed = self._take(consumer, partitions)
-            if unclaimed:  # assigned here, not by librdkafka on return, to pause them first
-                consumer.assign(partitions)
+            # Assigned here, not by librdkafka on return: it keeps a partition paused across a
+            # revoke and a re-assignment (a review: one revoked while waiting to be claimed came
+            # back paused for good), so each is resumed, then those that must wait paused.
+            consumer.assign(partitions)
+            consumer.resume(partitions)
+            if unclaimed:
                 consumer.pause(unclaimed)
                 self._unclaimed += unclaimed
         self._assignments += 1

@@ -248,14 +248,18 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
 def unheld_requests(procs: list[ProcessStatus]) -> str | None:
     """Why requests may wait although every processor is healthy: request partitions that no
     healthy evaluator of ``procs`` holds (the group is rebalancing). ``None`` when they hold
-    them all, or when none says (evaluators of a version that wrote no count).
+    them all, or when one does not say (an evaluator of a release that wrote no count, beside
+    others after an upgrade in place: their shares would not add up; a review).
 
     After a broker restart with several evaluators, ``up`` said "ledger is up" and ``ps``
     exited 0 while no request was decided for 9 to 22 s more (an agent engineer's
     walkthrough): an evaluator that lost the broker for longer than its session timeout
     rejoins as a new member, and the broker waits out its old one before assigning anything.
     Only this home's evaluators are counted."""
-    told = [p for p in procs if p.healthy and p.requests_of]
+    evaluators = [p for p in procs if p.healthy and _split(p.name)[0] == "evaluator"]
+    if any(p.requests_of is None for p in evaluators):
+        return None
+    told = [p for p in evaluators if p.requests_of]
     if not told:
         return None
     of = max(p.requests_of or 0 for p in told)

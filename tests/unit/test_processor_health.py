@@ -730,3 +730,19 @@ def test_ps_says_a_hung_local_broker_is_not_healthy(
     assert said.exit_code == 1 and f"the broker (pid 4242) {broker.NOT_ANSWERING}" in said.stderr
     monkeypatch.setattr(broker, "answers", lambda settings, current: True)
     assert "the broker" not in CliRunner().invoke(cli, ["ps"]).stderr
+
+
+def test_evaluators_of_two_releases_are_not_a_shortfall_of_request_partitions() -> None:
+    # A review: after an upgrade in place, an old evaluator (its heartbeat holds no count) beside
+    # a new one holding 3 of 6 made `ps` exit 1 and `up` wait out --wait and fail, without the
+    # other-code advice that applies.
+    old = stack.ProcessStatus(
+        name="evaluator", running=True, healthy=True, pid=1, log="l", same_code=False
+    )
+    new = stack.ProcessStatus(
+        name="evaluator-2", running=True, healthy=True, pid=2, log="l", requests_held=3,
+        requests_of=6,
+    )  # fmt: skip
+    assert stack.unheld_requests([old, new]) is None
+    alone = stack.unheld_requests([new])
+    assert alone is not None and alone.startswith("the evaluators hold 3 of 6 request partitions")

@@ -1260,3 +1260,18 @@ def test_an_unlisted_file_names_itself_not_none_coordinates(export: Path) -> Non
     relative = planted.relative_to(export).as_posix()
     assert str(problem).startswith(f"inserted: file {relative} is in the export's folders but ")
     assert "[None]@None" not in str(problem)
+
+
+def test_a_flush_killed_before_its_manifest_is_incomplete_not_tampering(export: Path) -> None:
+    # A review: a run killed between writing a flush's files and its manifest leaves a file the
+    # manifest does not list; with "complete": false written by its earlier flush, that is an
+    # interrupted export (exit 9), not tampering.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    _mark_incomplete(export)
+    listed = files_of(export, TOPICS.decisions)[0]
+    shutil.copy(listed, listed.with_name(listed.name.replace(".parquet", "-next.parquet")))
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 9, done.output
