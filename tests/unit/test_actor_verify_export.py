@@ -276,6 +276,29 @@ def test_a_dictionary_encoded_column_is_reported_not_a_crash(tmp_path: Path) -> 
     assert any("a type the exporter never writes" in line for line in report["damaged_rows"])
 
 
+class _Accepting:
+    """A history that commands are decided into, signed, as a processor of given
+    administrators accepted them (``decided``: refused ones fail the test)."""
+
+    def __init__(self, *, prefix: str) -> None:
+        self.events = history()
+        self.state = EMPTY_STATE
+        for event in self.events:
+            self.state = fold(self.state, event)
+        self._ids = (f"{prefix}-{i}" for i in range(100))
+
+    def decided(self, key: Ed25519PrivateKey, command: Command, admins: set[str]) -> None:
+        at = T0 + timedelta(seconds=100 + len(self.events))
+        signed = sign(dataclasses.replace(command, occurred_at=at), key)
+        out = decide_signed(
+            self.state, signed, now=at, new_id=lambda: next(self._ids), admins=frozenset(admins)
+        )
+        assert not isinstance(out, Rejection), out
+        for event in out:
+            self.events.append(event)
+            self.state = fold(self.state, event)
+
+
 def test_events_accepted_under_earlier_rules_are_listed_apart_when_the_auditor_says_when(
     tmp_path: Path,
 ) -> None:
@@ -285,24 +308,9 @@ def test_events_accepted_under_earlier_rules_are_listed_apart_when_the_auditor_s
     from ledger.core.events import RegisterActorKey
     from ledger.core.signing import key_id_of
 
-    events = history()
-    state = EMPTY_STATE
-    for event in events:
-        state = fold(state, event)
     carol = Ed25519PrivateKey.generate()
-    n = iter(range(100))
-
-    def decided(key: Ed25519PrivateKey, command: Command, admins: set[str]) -> None:
-        nonlocal state
-        at = T0 + timedelta(seconds=100 + len(events))
-        signed = sign(dataclasses.replace(command, occurred_at=at), key)
-        out = decide_signed(
-            state, signed, now=at, new_id=lambda: f"l-{next(n)}", admins=frozenset(admins)
-        )
-        assert not isinstance(out, Rejection), out
-        for event in out:
-            events.append(event)
-            state = fold(state, event)
+    ledger = _Accepting(prefix="l")
+    events, decided = ledger.events, ledger.decided
 
     decided(
         KEYS[ADMIN],
@@ -348,24 +356,9 @@ def test_a_grant_to_a_role_an_earlier_release_let_reach_a_delegates_member_is_li
     from ledger.core.events import AssignRole, RegisterActorKey
     from ledger.core.signing import key_id_of
 
-    events = history()
-    state = EMPTY_STATE
-    for event in events:
-        state = fold(state, event)
     dave = Ed25519PrivateKey.generate()
-    n = iter(range(100))
-
-    def decided(key: Ed25519PrivateKey, command: Command, admins: set[str]) -> None:
-        nonlocal state
-        at = T0 + timedelta(seconds=100 + len(events))
-        signed = sign(dataclasses.replace(command, occurred_at=at), key)
-        out = decide_signed(
-            state, signed, now=at, new_id=lambda: f"r-{next(n)}", admins=frozenset(admins)
-        )
-        assert not isinstance(out, Rejection), out
-        for event in out:
-            events.append(event)
-            state = fold(state, event)
+    ledger = _Accepting(prefix="r")
+    events, decided = ledger.events, ledger.decided
 
     decided(
         KEYS[ADMIN],
