@@ -98,7 +98,8 @@ def _run(stack: LedgerStack, group: str, requests: list[EvaluationRequested]) ->
     return loop
 
 
-def _committed(stack: LedgerStack, group: str) -> dict[int, int]:
+def _commits(stack: LedgerStack, group: str) -> tuple[list[Any], dict[int, int]]:
+    """The group's committed offsets on each request partition, and each partition's end."""
     from confluent_kafka import TopicPartition
 
     consumer = make_rdkafka_consumer(
@@ -108,12 +109,17 @@ def _committed(stack: LedgerStack, group: str) -> dict[int, int]:
         topic = stack.topics.evaluation_requests
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
         ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts}
-        assert committed == ends, (committed, ends)
-        return committed
+        return consumer.committed(parts, timeout=10), ends
     finally:
         consumer.close()
+
+
+def _committed(stack: LedgerStack, group: str) -> dict[int, int]:
+    found, ends = _commits(stack, group)
+    committed = {tp.partition: tp.offset for tp in found}
+    assert committed == ends, (committed, ends)
+    return committed
 
 
 def _decisions(stack: LedgerStack) -> list[tuple[int, DecisionRecorded]]:
@@ -203,18 +209,7 @@ def test_a_burst_is_answered_in_batches_once_each_on_its_partition_and_chained(
 
 def _metadata(stack: LedgerStack, group: str) -> dict[int, str]:
     """The metadata of the group's committed offset on each request partition."""
-    from confluent_kafka import TopicPartition
-
-    consumer = make_rdkafka_consumer(
-        stack.bootstrap, security=stack.security("evaluator"), **{"group.id": group}
-    )
-    try:
-        topic = stack.topics.evaluation_requests
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        return {tp.partition: tp.metadata for tp in consumer.committed(parts, timeout=10)}
-    finally:
-        consumer.close()
+    return {tp.partition: tp.metadata for tp in _commits(stack, group)[0]}
 
 
 def test_partitions_given_up_cleanly_are_taken_over_without_reading_their_answers(
