@@ -33,6 +33,7 @@ from ledger.cli.output import (
     print_table,
     printable,
 )
+from ledger.core.history import state_at
 from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
 from ledger.core.policy.model import decided_by
@@ -85,7 +86,11 @@ def simulate_cmd(
     else:
         address, security = connection(settings, "auditor")
         source = KafkaSource(address, settings.topics, security=security)
-    report = simulate(policy, single_pairs(source.pairs(since=start, until=end)))
+    report = simulate(
+        policy,
+        single_pairs(source.pairs(since=start, until=end)),
+        governance=lambda: state_at(source.history(), end),
+    )
     by_rule = _by_rule(report.changed)
     shown = report.changed[:sample]
     if as_json:
@@ -106,6 +111,7 @@ def simulate_cmd(
                 "transitions": report.transitions,
                 "no_longer_governed": report.no_longer_governed,
                 "decided_elsewhere": report.decided_elsewhere,
+                "taken_over": report.taken_over,
                 "by_rule": by_rule,
                 "sample": [_change(c) for c in shown],
             }
@@ -200,13 +206,7 @@ def _print(
             "that governs them would decide them, else they would be denied ungoverned_action"
         )
     if report.decided_elsewhere:
-        others = ", ".join(f"{printable(p)}: {n}" for p, n in report.decided_elsewhere.items())
-        click.echo(
-            f"  note: {sum(report.decided_elsewhere.values())} of the re-decided requests were "
-            f"decided by another policy ({others}); deployed, the draft decides them only where "
-            "it takes precedence (an exact governs before a glob, the longer glob, the lower "
-            "policy name): see `ledger policy list`"
-        )
+        click.echo(f"  note: {_elsewhere(report, end)}")
     click.echo(
         f"  {plural(len(report.changed), 'determination')} would change, {report.unchanged:,} "
         "would not "
@@ -256,3 +256,31 @@ def _print(
 
 
 COMMANDS = (simulate_cmd,)
+
+
+def _elsewhere(report: ImpactReport, end: datetime | None) -> str:
+    """Which of the re-decided requests another policy decided, and which the draft would
+    decide deployed (a policy owner's walkthrough: "only where it takes precedence" left the
+    owner to work out that a glob takes nothing from an exact name)."""
+    decided = report.decided_elsewhere
+    others = ", ".join(f"{printable(p)}: {n}" for p, n in decided.items())
+    said = (
+        f"{sum(decided.values())} of the re-decided requests were decided by another policy "
+        f"({others})"
+    )
+    rule = "(an exact governs before a glob, the longer glob, the lower policy name)"
+    taken = report.taken_over
+    if taken is None:
+        return f"{said}; deployed, the draft decides them only where it takes precedence {rule}"
+    when = f"as governance stood at {format_timestamp(end)}" if end else "as governance stands now"
+    took = sum(taken.values())
+    kept = {p: n - taken.get(p, 0) for p, n in decided.items() if n > taken.get(p, 0)}
+    kept_said = ", ".join(f"{printable(p)}: {n}" for p, n in kept.items())
+    if not kept:
+        return f"{said}; deployed {when}, the draft would decide all of them"
+    head = f"{said}; deployed {when}, the draft would decide {took:,} of them"
+    return (
+        f"{head}, and {sum(kept.values()):,} ({kept_said}) would stay with the policy that "
+        f"takes precedence {rule}, so what is counted below for them would not change; see "
+        "`ledger policy list`"
+    )

@@ -9,14 +9,16 @@ still be — so only requests the candidate governs that got past them are re-de
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from ledger.core.evaluate import TRACE_TOO_LARGE, decided_before_policy
-from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
+from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested, Stage
 from ledger.core.policy import Policy
+from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion, governing_policy
 
-__all__ = ["Change", "ImpactReport", "simulate"]
+__all__ = ["Change", "ImpactReport", "deployed_with", "simulate"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,11 +61,17 @@ class ImpactReport:
     decided_elsewhere: dict[str, int] = field(default_factory=dict)
     """Policy → requests the draft governs that another policy decided: re-decided all the
     same, but the draft decides them only where it would take precedence."""
+    taken_over: dict[str, int] | None = None
+    """Of :attr:`decided_elsewhere`, per policy, the requests the draft would decide, deployed
+    in the governance ``simulate`` was given (the rest stay with the policy that takes
+    precedence); ``None`` without it."""
 
 
 def simulate(
     candidate: Policy,
     history: Iterable[tuple[EvaluationRequested, DecisionRecorded]],
+    *,
+    governance: Callable[[], LedgerState] | None = None,
 ) -> ImpactReport:
     """Re-decide every historic request the candidate governs and report what would change.
 
@@ -74,7 +82,14 @@ def simulate(
     requests whose determination stays the same but that another rule would decide. A request
     this policy decided for an action the draft does not govern is skipped too, and counted in
     ``no_longer_governed``: the draft would hand it to another policy, or leave it ungoverned.
+
+    ``governance`` (read only once a request another policy decided is met) gives the state the
+    draft would be deployed in: each such request is then counted in ``taken_over`` when the
+    draft, as its policy's only deciding version there, would govern its action
+    (:func:`deployed_with`).
     """
+    deployed: LedgerState | None = None
+    taken: Counter[str] | None = Counter() if governance is not None else None
     considered = evaluated = skipped = unchanged = rule_changes = 0
     changed: list[Change] = []
     transitions: Counter[str] = Counter()
@@ -93,6 +108,12 @@ def simulate(
         evaluated += 1
         if old.policy not in (None, candidate.name) and old.policy_version is not None:
             elsewhere[str(old.policy)] += 1  # it decided (one that only observed did not)
+            if governance is not None and taken is not None:
+                if deployed is None:
+                    deployed = deployed_with(governance(), candidate)
+                winner = governing_policy(deployed, request.action)
+                if winner is not None and winner.name == candidate.name:
+                    taken[str(old.policy)] += 1
         outcome, _ = candidate.run(request.facts, request.context)
         if outcome.determination != old.determination:
             changed.append(
@@ -128,4 +149,28 @@ def simulate(
         transitions=dict(sorted(transitions.items())),
         no_longer_governed=dict(sorted(dropped.items())),
         decided_elsewhere=dict(sorted(elsewhere.items())),
+        taken_over=None if taken is None else {p: taken[p] for p in sorted(elsewhere)},
+    )
+
+
+def deployed_with(state: LedgerState, candidate: Policy) -> LedgerState:
+    """``state`` with ``candidate`` as the only deployed (active) version of its policy: which
+    policy governs an action there is what :func:`governing_policy` says, by the one rule the
+    evaluator follows (nothing here ranks ``governs`` entries a second way)."""
+    version = PolicyVersion(
+        policy=candidate.name,
+        version=0,
+        stage=Stage.ACTIVE,
+        content_hash=candidate.content_hash,
+        document=candidate.canonical,
+        author="",
+        proposed_at=datetime.fromtimestamp(0, UTC),
+        owner=candidate.owner,
+        governs=tuple(candidate.governs),
+    )
+    record = PolicyRecord(name=candidate.name, versions={0: version}, active=0, history=(0,))
+    return LedgerState(
+        policies=state.policies.set(candidate.name, record),
+        principals=state.principals,
+        position=state.position,
     )

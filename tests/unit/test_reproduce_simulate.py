@@ -417,6 +417,37 @@ def test_simulate_says_what_a_draft_stops_governing_and_why_it_decides_as_it_doe
     assert "(invalid_facts)" in table and "(default)" not in table
 
 
+def test_simulate_says_which_requests_another_policy_keeps(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    # A policy owner's finding: a draft of another policy governing the same action was told
+    # "the draft decides them only where it takes precedence", and had to work out which side
+    # wins; its changes counted requests the other policy would go on deciding.
+    until = history.marks["v1 only until"].isoformat()
+
+    def simulated(name: str, governs: str) -> tuple[dict[str, Any], str]:
+        draft = tmp_path / f"{name}.yaml"
+        draft.write_text(
+            V1.replace("policy: refund", f"policy: {name}", 1).replace(
+                "governs: [refund.issue]", f"governs: [{governs}]"
+            )
+        )
+        args = ("policy", "simulate", str(draft), "--from", str(export), "--until", until)
+        return json.loads(run(*args, "--json").stdout), " ".join(run(*args).stdout.split())
+
+    # An exact name against refund's exact name: the lower policy name decides.
+    data, text = simulated("a-refund", "refund.issue")
+    assert data["decided_elsewhere"] == {"refund": 24} and data["taken_over"] == {"refund": 24}
+    assert "the draft would decide all of them" in text
+    data, text = simulated("z-refund", "refund.issue")
+    assert data["taken_over"] == {"refund": 0}
+    assert "the draft would decide 0 of them, and 24 (refund: 24) would stay with" in text
+    # A glob never takes an action from an exact name, whatever the policy names.
+    data, text = simulated("a-refund", "refund.*")
+    assert data["decided_elsewhere"] == {"refund": 24} and data["taken_over"] == {"refund": 0}
+    assert f"as governance stood at {until[:19]}" in text
+
+
 def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     canary = next(
         d for d in history.decisions if isinstance(d, DecisionRecorded) and d.stage is Stage.CANARY

@@ -481,6 +481,12 @@ def test_simulate_reports_changed_determinations() -> None:
     other = simulate(limits, pairs)
     assert other.decided_elsewhere == {"refund": 3}
     assert [c.old_policy for c in other.changed] == ["refund"]
+    assert other.taken_over is None  # no governance given: nothing said of who would win
+    # Deployed beside refund, two exact names: the lower policy name decides.
+    governance = replay(EVENTS[:5])
+    assert simulate(limits, pairs, governance=lambda: governance).taken_over == {"refund": 0}
+    first = parse_policy(REFUND.replace("policy: refund", "policy: a-refund", 1))
+    assert simulate(first, pairs, governance=lambda: governance).taken_over == {"refund": 3}
 
 
 def test_simulate_counts_no_policy_that_only_observed_as_deciding() -> None:
