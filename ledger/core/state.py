@@ -72,6 +72,7 @@ __all__ = [
     "actor_key",
     "key_owner",
     "role_members",
+    "grant_id_use",
     "LedgerState",
     "EMPTY_STATE",
     "fold",
@@ -321,6 +322,15 @@ class PrincipalRecord:
     """Who assigned each of :attr:`roles` (the actor of its latest ``RoleAssigned``). Evaluation
     never reads it: a grant issued to a role later is checked against a delegate's assignments
     (a delegate's member must not gain through the role what the delegate does not hold)."""
+    revoked_grants: PMap[str, datetime] = field(default_factory=PMap)
+    """The ids of the grants revoked from this principal, each with when (its ``GrantRevoked``
+    that took the grant away). Evaluation never reads it: a grant id is never issued again
+    (:func:`grant_id_use`), so a decision's grant id names one grant for good. Persistent, as
+    :attr:`grants` is: a fold adds to it without copying it."""
+
+
+_NONE_REVOKED: Final[PMap[str, datetime]] = PMap()
+"""The revoked grants of most principals: one empty map, shared (a map is immutable)."""
 
 
 class _Principal:
@@ -330,7 +340,16 @@ class _Principal:
     :class:`PrincipalRecord` when first read (:class:`HeldPrincipals`); nothing changes it after.
     """
 
-    __slots__ = ("assigned_by", "grants", "initial", "keys", "name", "roles", "sequence")
+    __slots__ = (
+        "assigned_by",
+        "grants",
+        "initial",
+        "keys",
+        "name",
+        "revoked",
+        "roles",
+        "sequence",
+    )
     name: str
     initial: int
     sequence: int
@@ -338,6 +357,7 @@ class _Principal:
     roles: set[str]
     keys: dict[str, ActorKey]
     assigned_by: dict[str, str]
+    revoked: dict[str, datetime]
 
     def __init__(self, name: str, record: PrincipalRecord | _Principal | None) -> None:
         """Start from ``record`` as the state stores it: a built record, another replay's
@@ -347,6 +367,7 @@ class _Principal:
         self.sequence = self.initial
         if record is None:
             self.grants, self.roles, self.keys, self.assigned_by = {}, set(), {}, {}
+            self.revoked = {}
         elif isinstance(record, _Principal):
             self.grants, self.roles, self.keys, self.assigned_by = (
                 record.grants.copy(),
@@ -354,11 +375,13 @@ class _Principal:
                 record.keys.copy(),
                 record.assigned_by.copy(),
             )
+            self.revoked = record.revoked.copy()
         else:
             self.grants = dict(record.grants.stored_items())
             self.roles = set(record.roles)
             self.keys = {k.key_id: k for k in record.keys}
             self.assigned_by = dict(record.role_assigned_by)
+            self.revoked = dict(record.revoked_grants.stored_items())
 
     def frozen(self) -> PrincipalRecord:
         return PrincipalRecord(
@@ -368,6 +391,7 @@ class _Principal:
             roles=frozenset(self.roles),
             keys=tuple(self.keys.values()),
             role_assigned_by=dict(self.assigned_by),
+            revoked_grants=PMap.from_mapping(self.revoked) if self.revoked else _NONE_REVOKED,
         )
 
 
@@ -493,6 +517,29 @@ def role_members(state: LedgerState, role: str) -> dict[str, str]:
     return found
 
 
+def grant_id_use(state: LedgerState, grant_id: str) -> tuple[str, datetime | None] | None:
+    """Who holds or held the grant ``grant_id`` and when it was revoked (``None``: it is held
+    still, in force, ended or not begun), or ``None`` when the id was never issued. A grant id
+    names one grant for good: decisions record it and audits join on it, so the rules never
+    issue one again. A held grant is named before a revoked one (a history an earlier release
+    accepted may have issued an id again)."""
+    # Linear in the principals, as role_members (commands are rare next to evaluations), and
+    # reading each as it is stored: nobody's record or grants are built for it.
+    revoked: tuple[str, datetime | None] | None = None
+    stored: Iterable[tuple[str, PrincipalRecord | _Principal]] = state.principals.stored_items()
+    for name, held in stored:
+        if isinstance(held, _Principal):
+            grants: Mapping[str, object] = held.grants
+            gone: Mapping[str, datetime] = held.revoked
+        else:
+            grants, gone = held.grants, held.revoked_grants
+        if grant_id in grants:
+            return name, None
+        if revoked is None and grant_id in gone:
+            revoked = name, gone[grant_id]
+    return revoked
+
+
 # ----------------------------------------------------------------------------------- the fold
 
 
@@ -531,7 +578,8 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
             roles = set(prec.roles) if prec is not None else set()
             keys = {k.key_id: k for k in prec.keys} if prec is not None else {}
             assigned_by = dict(prec.role_assigned_by) if prec is not None else {}
-            _apply_grant(grants, roles, keys, assigned_by, event)
+            revoked: dict[str, datetime] = {}  # this event's, added to the persistent map
+            _apply_grant(grants, roles, keys, assigned_by, revoked, event)
             updated = PrincipalRecord(
                 principal=event.principal,
                 sequence=event.sequence,
@@ -539,6 +587,9 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
                 roles=frozenset(roles),
                 keys=tuple(keys.values()),
                 role_assigned_by=assigned_by,
+                revoked_grants=(prec.revoked_grants if prec is not None else _NONE_REVOKED).update(
+                    revoked
+                ),  # the same map when this event revoked nothing
             )
             return LedgerState(
                 policies=state.policies,
@@ -616,6 +667,7 @@ class Replay:
                             building.roles,
                             building.keys,
                             building.assigned_by,
+                            building.revoked,
                             grant_event,
                         )
                         building.sequence = grant_event.sequence
@@ -905,6 +957,7 @@ def _apply_grant(
     roles: set[str],
     keys: dict[str, ActorKey],
     assigned_by: dict[str, str],
+    revoked: MutableMapping[str, datetime],
     event: GrantIssued
     | GrantRevoked
     | RoleAssigned
@@ -917,13 +970,16 @@ def _apply_grant(
     the state too, until it is first read (:class:`~ledger.core.authority.HeldGrants`), so a
     grant revoked before anyone reads it is never built.
     A role membership remembers who assigned it (``assigned_by``), until it is revoked.
+    A revoked grant leaves its id and when in ``revoked``, for good; it is only ever written
+    here, never read (so :func:`fold` passes an empty dict and adds what it holds after).
     A key is registered once (a second registration of its id changes nothing) and revoked for
     good."""
     match event:  # the common cases first: a class pattern is an isinstance check
         case GrantIssued():
             grants[event.grant_id] = event
         case GrantRevoked():
-            grants.pop(event.grant_id, None)
+            if grants.pop(event.grant_id, None) is not None:
+                revoked[event.grant_id] = event.occurred_at
         case RoleAssigned():
             roles.add(event.role)
             assigned_by[event.role] = event.actor

@@ -48,6 +48,9 @@ def test_a_snapshot_reads_back_as_the_state_it_was_written_from(tmp_path: Path) 
     assigners = {n: dict(r.role_assigned_by) for n, r in state.principals.items()}
     assert any(assigners.values())  # who assigned each role membership comes back too
     assert {n: dict(r.role_assigned_by) for n, r in back.state.principals.items()} == assigners
+    revoked = {n: dict(r.revoked_grants) for n, r in state.principals.items()}
+    assert any(revoked.values())  # so do the ids of revoked grants, never issued again
+    assert {n: dict(r.revoked_grants) for n, r in back.state.principals.items()} == revoked
     # The compiled forms stay behind (recompiled on first read), and read the same.
     versions = [v for r in back.state.policies.values() for v in r.versions.values()]
     assert versions and all(v._compiled is _NOT_LOADED for v in versions)

@@ -4,6 +4,8 @@ Lives here: one function per command (``_issue``, ``_revoke`` for grants, ``_rol
 and revoking a role, ``_register_key``, ``_revoke_key``), each returning the events to append
 (on ``ledger.grant-events``) or a :class:`.Rejection`, and ``_find_grant`` (the principal holding
 a grant id). They are private: :func:`ledger.core.lifecycle.decide` (:mod:`.rules`) is the way in.
+A grant id is never issued again, not even once its grant is revoked
+(:func:`~ledger.core.state.grant_id_use`): decisions and audits name grants by it.
 
 May import: the core's modules outside this package and, of this package, :mod:`.rejections`
 and :mod:`.commands`.
@@ -45,11 +47,19 @@ from ledger.core.events import (
     RoleRevoked,
 )
 from ledger.core.globs import GlobPlace, glob_problems
+from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
 from ledger.core.signing import PUBLIC_KEY_BYTES, key_id_of
-from ledger.core.state import LedgerState, PrincipalRecord, actor_key, key_owner, role_members
+from ledger.core.state import (
+    LedgerState,
+    PrincipalRecord,
+    actor_key,
+    grant_id_use,
+    key_owner,
+    role_members,
+)
 from ledger.errors import PolicyError
 
 __all__: list[str] = []  # reached through decide (.rules)
@@ -123,8 +133,15 @@ def _issue(
             compile_grant_condition(c.condition)
         except PolicyError as exc:
             return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
-    if _find_grant(state, c.grant_id) is not None:
-        return _reject("duplicate_grant", f"grant {_shown(c.grant_id)} exists")
+    used = grant_id_use(state, c.grant_id)
+    if used is not None:
+        _, revoked_at = used  # whose it is, only an actor who may revoke it is told (_revoke)
+        was = "exists" if revoked_at is None else f"was revoked at {format_timestamp(revoked_at)}"
+        return _reject(
+            "duplicate_grant",
+            f"grant {_shown(c.grant_id)} {was}; grant ids are never reused: issue it under a "
+            "new id",
+        )
     if c.actor not in admins:
         beyond = not_held(
             state,

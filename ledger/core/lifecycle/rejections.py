@@ -44,7 +44,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "invalid_role": "a role must be role:<name>",
     "invalid_grant": "the grant has no actions, an empty resource or an empty validity window",
     "invalid_condition": "the grant condition does not compile",
-    "duplicate_grant": "a grant with this id exists",
+    "duplicate_grant": "a grant with this id was issued before (held, ended or revoked: ids are never reused)",
     "unknown_grant": "no grant with this id",
     "not_member": "the principal does not hold that role",
     "unsigned_command": "the command carries no signature of its actor",

@@ -159,7 +159,13 @@ def summary(state: LedgerState) -> object:
             for n, r in state.policies.items()
         },
         {
-            p: (r.sequence, sorted(r.grants), sorted(r.roles), dict(r.role_assigned_by))
+            p: (
+                r.sequence,
+                sorted(r.grants),
+                sorted(r.roles),
+                dict(r.role_assigned_by),
+                dict(r.revoked_grants),
+            )
             for p, r in state.principals.items()
         },
     )
@@ -247,6 +253,59 @@ def test_a_role_membership_remembers_who_assigned_it_until_it_is_revoked() -> No
     # Continued from a state (a snapshot's): the assigners carry over.
     assert replay(made[2:], replay(made[:2])) == state
     assert dict(FINAL.principals["agent:bot"].role_assigned_by) == {"role:ops": "human:admin"}
+
+
+def test_a_revoked_grants_id_is_remembered_and_never_issued_again() -> None:
+    # A decision's trace names the grant that allowed it and auditors join on that id: a grant
+    # revoked and issued again under its id, with another scope, made "what did g allow" two
+    # answers. The state keeps every revoked id (and when); the rules refuse it from then on.
+    from ledger.core.events import GrantIssued, GrantRevoked
+    from ledger.core.state import grant_id_use
+
+    def issued(n: int, principal: str, actions: tuple[str, ...]) -> GrantIssued:
+        return GrantIssued(
+            event_id=f"i{n}", occurred_at=T0 + timedelta(hours=n), actor="human:admin",
+            command_id=f"c{n}", principal=principal, sequence=n, grant_id="g", actions=actions,
+            resource="*",
+        )  # fmt: skip
+
+    revoked_at = T0 + timedelta(hours=2)
+    revoke = GrantRevoked(
+        event_id="r2", occurred_at=revoked_at, actor="human:admin", command_id="c2",
+        principal="agent:x", sequence=2, grant_id="g",
+    )  # fmt: skip
+    made: list[GovernanceEvent] = [issued(1, "agent:x", ("refund.*",)), revoke]
+    state = replay(made)
+    assert state == fold(fold(EMPTY_STATE, made[0]), made[1])
+    assert grant_id_use(state, "g") == ("agent:x", revoked_at)  # of the replay's drafts
+    record = state.principals["agent:x"]
+    assert dict(record.revoked_grants) == {"g": revoked_at} and not record.grants
+    assert grant_id_use(state, "g") == ("agent:x", revoked_at)  # of built records
+    assert grant_id_use(state, "other") is None
+    # Continued from a state (a snapshot's): the revoked ids carry over.
+    later = issued(3, "agent:x", ("x.y",))
+    assert replay([later], state) == fold(state, later)
+    again = IssueGrant(
+        event_id="c9", occurred_at=T0, actor="human:admin", grant_id="g", principal="agent:y",
+        actions=("payout.*",), resource="*",
+    )  # fmt: skip
+    refused = decide(state, again, now=T0 + timedelta(hours=3), new_id=lambda: "e", admins=ADMINS)
+    assert isinstance(refused, Rejection) and refused.code == "duplicate_grant"
+    assert refused.message == (
+        "grant 'g' was revoked at 2025-01-01T02:00:00.000000Z; grant ids are never reused: "
+        "issue it under a new id"
+    )
+    # A history an earlier release accepted, that issued g again: it folds as it did (folding
+    # never refuses), g is held, and the rules name the grant held rather than the revoked one.
+    reused = replay([*made, later])
+    assert [g.actions for g in reused.principals["agent:x"].grants.values()] == [("x.y",)]
+    assert dict(reused.principals["agent:x"].revoked_grants) == {"g": revoked_at}
+    assert grant_id_use(reused, "g") == ("agent:x", None)
+    refused = decide(reused, again, now=T0, new_id=lambda: "e", admins=ADMINS)
+    assert isinstance(refused, Rejection) and "grant 'g' exists;" in refused.message
+    # A revocation that took nothing away (of a grant another principal holds) records nothing.
+    elsewhere = replace(revoke, principal="agent:z", sequence=1)
+    assert not replay([elsewhere]).principals["agent:z"].revoked_grants
 
 
 def test_a_history_an_earlier_release_accepted_folds_and_evaluates_as_it_did() -> None:
