@@ -50,6 +50,7 @@ __all__ = [
     "reason_option",
     "canary_cell",
     "grant_row",
+    "membership_rows",
     "role_rows",
     "time_window",
     "read_text_file",
@@ -329,6 +330,18 @@ def role_rows(state: LedgerState, principal: str | None) -> dict[str, list[str]]
         for n, r in state.principals.items()
         if r.roles and (not principal or n == principal)
     }
+
+
+def membership_rows(state: LedgerState, principal: str | None) -> list[dict[str, str | None]]:
+    """One row per role membership (only ``principal``'s when given), by member then role: the
+    member, the role and who assigned it (the actor of its latest assignment, which decides
+    what a grant to the role may reach: ``None`` when the state does not say)."""
+    return [
+        {"principal": n, "role": role, "assigned_by": r.role_assigned_by.get(role)}
+        for n, r in sorted(state.principals.items())
+        if r.roles and (not principal or n == principal)
+        for role in sorted(r.roles)
+    ]
 
 
 def policy_rows(state: LedgerState) -> list[dict[str, Any]]:

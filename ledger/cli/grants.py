@@ -17,6 +17,7 @@ from ledger.cli.common import (
     current_state,
     grant_row,
     ledger_options,
+    membership_rows,
     parse_time,
     principal_arg,
     role_rows,
@@ -138,7 +139,11 @@ def grant_revoke(
 def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> None:
     """Grants (not revoked) and role memberships, each grant saying whether it is in force now
     (one that ended or has not begun gives nothing); with --principal, also the grants it holds
-    through its roles (marked "via role:…")."""
+    through its roles (marked "via role:…").
+
+    Each membership says who assigned it: a grant to a role reaches a member a non-administrator
+    assigned no further than that assigner's own grants. --json prints "grants", "roles" (each
+    principal's roles) and "memberships" (principal, role, assigned_by)."""
     state, _ = current_state(bootstrap)
     now = utcnow()
     rows: list[dict[str, Any]] = []
@@ -151,8 +156,9 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
         held = effective_grants(state, name) if principal else tuple(rec.grants.values())
         rows.extend({**grant_row(grant, name), "in_force": grant.in_force(now)} for grant in held)
     roles = role_rows(state, principal)
+    memberships = membership_rows(state, principal)
     if as_json:
-        print_json({"grants": rows, "roles": roles})
+        print_json({"grants": rows, "roles": roles, "memberships": memberships})
         return
     print_table(
         ["grant id", "principal", "actions", "resource", "condition", "in force", "granted by"],
@@ -169,8 +175,11 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
             for r in rows
         ],
     )
-    if roles:
-        print_table(["principal", "roles"], [[p, ", ".join(rs)] for p, rs in sorted(roles.items())])
+    if memberships:
+        print_table(
+            ["principal", "role", "assigned by"],
+            [[m["principal"], m["role"], m["assigned_by"] or "-"] for m in memberships],
+        )
 
 
 def _in_force(row: dict[str, Any], now: datetime) -> str:

@@ -480,6 +480,12 @@ def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
     assert (assigned["command_type"], assigned["aggregate"]) == ("AssignRole", CAROL)
     held = ledger.json("grant", "list", "--principal", CAROL)
     assert held["roles"] == {CAROL: ["role:cli_approver"]}
+    assert held["memberships"] == [
+        {"principal": CAROL, "role": "role:cli_approver", "assigned_by": ADMIN}
+    ]
+    shown = ledger("grant", "list", "--principal", CAROL).stdout  # the table says it too
+    words = " ".join(shown.replace("│", " ").replace("┃", " ").split())
+    assert "principal role assigned by" in words and f"{CAROL} role:cli_approver {ADMIN}" in words
     # What carol can use includes the role's grant, marked with the role it comes through.
     assert [(g["actions"], g["via"]) for g in held["grants"]] == [
         (["ledger.policy.approve"], "role:cli_approver")
@@ -493,7 +499,11 @@ def test_role_assign_and_revoke(ledger: Ledger, tmp_path: Path):
 
     revoked = ledger.json("role", "revoke", CAROL, "role:cli_approver", "--by", ADMIN)
     assert (revoked["command_type"], revoked["aggregate"]) == ("RevokeRole", CAROL)
-    assert ledger.json("grant", "list", "--principal", CAROL) == {"grants": [], "roles": {}}
+    assert ledger.json("grant", "list", "--principal", CAROL) == {
+        "grants": [],
+        "roles": {},
+        "memberships": [],
+    }
     ledger.rejected("role", "revoke", CAROL, "cli_approver", "--by", ADMIN, code="not_member")
 
     assert ledger.propose(_policy_file(tmp_path, name, auto_below=100)) == 2
