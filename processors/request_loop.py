@@ -582,11 +582,14 @@ class RequestLoop:
 
     def _take(self, consumer: Any, partitions: list[Any]) -> list[Any]:
         """Make ``partitions`` safe to answer: claim those released, read what was answered on
-        the others since their last commit. Returns those that are neither: they must wait."""
+        the others since their last commit. Returns those that are neither (a claim refused, a
+        read that failed): they must wait, paused, until a retry takes them."""
         unread, unclaimed = self._claim_released(consumer, partitions)
         if unread:
-            self._remember_answered(sorted(tp.partition for tp in unread))
-            self._note_ends(consumer, unread)
+            if self._remember_answered(sorted(tp.partition for tp in unread)):
+                self._note_ends(consumer, unread)
+            else:
+                unclaimed += unread
         return unclaimed
 
     def _retry_claims(self, consumer: Any) -> None:
@@ -663,12 +666,13 @@ class RequestLoop:
             else:
                 self._clean_from[where] = high
 
-    def _remember_answered(self, partitions: list[int]) -> None:
+    def _remember_answered(self, partitions: list[int]) -> bool:
         """Before records of ``partitions`` are fetched: the request ids answered on them since
         their last commit. A worker that crashed between writing decisions and committing left
         them to be re-delivered to whoever takes its partitions, who would decide them again
         (an operator's walkthrough: 4 and 10 requests decided twice after a kill -9 of one of
-        two workers); the start-up read covers only a worker's own start."""
+        two workers); the start-up read covers only a worker's own start. False when the read
+        failed: the partitions are not answered until one succeeds."""
         try:
             seen = answered_since_last_commit(
                 self._bootstrap,
@@ -678,19 +682,20 @@ class RequestLoop:
                 partitions=partitions,
             )
         except Exception as exc:  # a broker hiccup must not stop the evaluator
-            log.error(
+            log.warning(
                 "could not read what was answered on request partitions %s since their last "
-                "commit (%s): a request another worker answered there may be decided again",
+                "commit (%s): they wait, paused, until it can be read",
                 partitions,
                 exc,
             )
-            return
+            return False
         self._handler.recent.update(seen)
         log.info(
             "assigned request partitions %s: %d request ids answered since their last commit",
             partitions,
             len(seen),
         )
+        return True
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         # Called inside consume(), between batches: wait until every output in flight is

@@ -298,6 +298,40 @@ def test_partitions_taken_over_learn_what_was_answered_on_them_first(
     request_loop._assigned(consumer, taken)  # logged, never raised into librdkafka's callback
 
 
+def test_partitions_whose_answers_cannot_be_read_wait_paused_until_they_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The assignment read is the evaluator's only read of what the group answered: a partition
+    # answered without it (the broker away a moment) would decide again what a worker that
+    # died there had answered.
+    request_loop, handler, _broker, consumer = loop()
+    request_loop._partitions[REQUESTS] = 2
+
+    def unreachable(*args: Any, **kw: Any) -> set[bytes]:
+        raise OSError("broker away")
+
+    monkeypatch.setattr(loop_module, "answered_since_last_commit", unreachable)
+    request_loop._assigned(consumer, _partitions(0, 1))
+    assert consumer.assigned == [(REQUESTS, 0), (REQUESTS, 1)]
+    assert consumer.paused == {(REQUESTS, 0), (REQUESTS, 1)}  # nothing of them fetched
+    assert request_loop.holding() == (0, 2)  # `ledger up`/`ps` wait for them
+    request_loop._retry_claims(consumer)
+    assert consumer.paused == {(REQUESTS, 0), (REQUESTS, 1)}
+
+    asked: list[list[int]] = []
+
+    def answered(bootstrap: str, topics: Any, group: str, **kw: Any) -> set[bytes]:
+        asked.append(list(kw["partitions"]))
+        return {b"answered-by-the-dead-worker"}
+
+    monkeypatch.setattr(loop_module, "answered_since_last_commit", answered)
+    request_loop._retry_claims(consumer)
+    assert asked == [[0, 1]]
+    assert b"answered-by-the-dead-worker" in handler.recent
+    assert consumer.paused == set() and request_loop._unclaimed == []
+    assert request_loop.holding() == (2, 2)
+
+
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     """The request partitions whose answers since their last commit each assignment reads."""
     asked: list[list[int]] = []
