@@ -190,7 +190,8 @@ class Processor:
     """A built processor: its Faust app and what its entry point (and tests) observe.
 
     ``gates`` are events that must all be set, besides the follower having caught up, before
-    it answers anything (for the evaluator: the start-up de-duplication read is done).
+    it answers anything (for the command processor: its trust anchors are recorded and its
+    recent answers read back).
     ``alive()`` is false while work the event loop does not see is stuck (the evaluator's
     request thread on one batch for too long): the heartbeat pauses meanwhile. ``holding()``
     (evaluators only) goes into the heartbeat.

@@ -5,9 +5,9 @@ worker's hash chain → encode, within the record limit (DESIGN §6, §8, §9, �
 link of the worker's chain), a correction for an async request the decision contradicts, a chain
 checkpoint every :data:`CHECKPOINT_EVERY` decisions, a dead letter for a record it cannot answer
 (undecodable, an id over its limit, an answer no record can hold) and an ``error`` decision for a
-bad request. It answers a request id once (:class:`RecentIds`, seeded at start-up by the
-evaluator). :mod:`processors.request_loop` feeds it batches from Kafka; :mod:`processors.evaluator`
-wires the two into the Faust app.
+bad request. It answers a request id once (:class:`RecentIds`, seeded by the request loop for
+each partition it is assigned). :mod:`processors.request_loop` feeds it batches from Kafka;
+:mod:`processors.evaluator` wires the two into the Faust app.
 """
 
 from __future__ import annotations

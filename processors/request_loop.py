@@ -444,7 +444,7 @@ class RequestLoop:
             self._produce_extra(producer, self._held.popleft()[1])
         # At most one asynchronous commit per COMMIT_INTERVAL: a commit per small batch cost the
         # broker more than answering it. What is answered but not yet committed is re-delivered
-        # after a crash and recognised by the start-up de-duplication; a rebalance and a stop
+        # after a crash and recognised by its next owner's assignment read; a rebalance and a stop
         # commit synchronously.
         now = time.monotonic()
         if not asynchronous or (self._unsaved and now - self._commit_at >= COMMIT_INTERVAL):
@@ -563,10 +563,10 @@ class RequestLoop:
         # librdkafka assigns them when this returns; ours again, their offsets count again.
         self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
         self._holding.update((tp.topic, tp.partition) for tp in partitions)
-        # Every assignment, the first too: the start-up read ran before this worker joined,
-        # and a worker that crashed in between left answers it had not committed (a red
-        # team: 4 requests decided twice by a third worker joining as another was killed).
-        # Only a partition its last owner released cleanly needs no reading.
+        # Every assignment, the first too: it is the evaluator's only read of what the group
+        # answered (one at start-up, before joining, was stale once a worker died in between: a
+        # red team had 4 requests decided twice so). Only a partition its last owner released
+        # cleanly needs no reading.
         if partitions:
             unclaimed = self._take(consumer, partitions)
             # Assigned here, not by librdkafka on return: it keeps a partition paused across a
@@ -671,8 +671,8 @@ class RequestLoop:
         their last commit. A worker that crashed between writing decisions and committing left
         them to be re-delivered to whoever takes its partitions, who would decide them again
         (an operator's walkthrough: 4 and 10 requests decided twice after a kill -9 of one of
-        two workers); the start-up read covers only a worker's own start. False when the read
-        failed: the partitions are not answered until one succeeds."""
+        two workers), as would a worker restarted after its own crash. The evaluator's only such
+        read: False when it failed, and the partitions are not answered until one succeeds."""
         try:
             seen = answered_since_last_commit(
                 self._bootstrap,
@@ -713,7 +713,7 @@ class RequestLoop:
                 force=True,
                 marking=self._releasable(leaving),
             )
-        except Exception as exc:  # the next owner re-delivers; start-up de-duplication is theirs
+        except Exception as exc:  # the next owner re-delivers, and its assignment read covers it
             log.warning("could not commit revoked partitions: %s", exc)
         self._forget(leaving)
         self._called_back = time.monotonic()

@@ -43,7 +43,7 @@ _LIBRARIES = LIBRARY_LOGGERS
 
 
 def _logging_config(name: str) -> dict[str, Any]:
-    """Our own INFO lines (caught up, start-up de-duplication, stats) reach the log; the
+    """Our own INFO lines (caught up, de-duplication reads, stats) reach the log; the
     libraries' chatter stays at WARNING, and their repeats are thinned out."""
     return {
         "version": 1,

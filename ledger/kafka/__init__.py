@@ -12,7 +12,8 @@ processors and the audit wing lives here, once.
 - :mod:`~ledger.kafka.logs` — the Kafka libraries' repeated log lines thinned;
 - :mod:`~ledger.kafka.governance` — the governance history (replay) and the live follower
   (processors);
-- :mod:`~ledger.kafka.dedup` — the evaluator's start-up de-duplication read;
+- :mod:`~ledger.kafka.dedup` — the evaluator's de-duplication read (of the request partitions
+  it is assigned);
 - :mod:`~ledger.kafka.transport` — the SDK's default transport (requests out, replies back by
   key, a listener that is restarted rather than dying silently).
 

@@ -10,7 +10,7 @@ topics or change ACLs (nothing grants ``DELETE``, ``CREATE`` or ``ALTER``).
 | ``agent`` | evaluation-requests | decisions, corrections (describe: policy and grant events, for the governance position) |
 | ``governance`` | commands | command-results, policy-events, grant-events |
 | ``command-processor`` | policy-events, grant-events, command-results, dead-letters | commands, policy-events, grant-events, command-results (the answers of the last minutes, at start) |
-| ``evaluator`` | decisions, corrections, chain-checkpoints, dead-letters | evaluation-requests, policy-events, grant-events, decisions (start-up de-duplication) |
+| ``evaluator`` | decisions, corrections, chain-checkpoints, dead-letters | evaluation-requests, policy-events, grant-events, decisions (de-duplication, at each assignment) |
 | ``exporter``, ``auditor`` | — | every ledger topic (chain-checkpoints included) |
 
 Consumer groups: each processor its own (``<prefix>ledger-<processor>``), the exporter's

@@ -1,11 +1,15 @@
-"""Start-up de-duplication: the request ids an evaluator group answered but may not have
+"""De-duplication across workers: the request ids an evaluator group answered but may not have
 committed (a crash between writing a decision and committing the request's offset).
 
 For each request partition, the first uncommitted request's timestamp bounds how far back a
 decision for it can be; the decisions written since (minus a clock-skew margin) are read and
-their keys (request ids) returned. The evaluator seeds its memory of answered ids with them
-before it answers anything, so a re-delivered request is not answered twice; and again for the
-partitions it takes over from another worker (one that crashed left its answers uncommitted).
+their keys (request ids) returned. An evaluator seeds its memory of answered ids with them for
+the partitions it is assigned, before it fetches any of their requests, so a re-delivered
+request is not answered twice (one that crashed left its answers uncommitted; its own restart
+is such an assignment too). Only at the assignment is it known which partitions a worker must
+read: a read of every partition at start-up, before joining, read up to 60 s of decisions
+(60,000 ids, 23-37 s under 1,000 requests/s on 2 cores) for partitions the running workers held
+and kept, and was read again at the assignment for those it brought.
 
 A worker that hands a partition back with every answer on it committed says so in that commit's
 metadata (:data:`RELEASED`); the next owner then has nothing to read for it (it claims the
@@ -52,7 +56,8 @@ def answered_since_last_commit(
 ) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
     the request ``partitions`` only, when given: those a worker takes over). A partition
-    committed :data:`RELEASED` has none, and is not read (all of them after a clean stop)."""
+    committed :data:`RELEASED` has none, and is not read (all of them after a clean stop).
+    Without ``partitions``, every request partition (tests, tools)."""
     # A consumer carrying the group id can read the group's committed offsets without joining.
     consumer = make_consumer(
         bootstrap, security=security, group_id=group_id, consumer_timeout_ms=1000

@@ -7,6 +7,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -205,6 +206,55 @@ def test_evaluator_killed_mid_stream_answers_every_request_exactly_once(
     assert set(mine) == wanted
     twice = {rid: n for rid, n in mine.items() if n != 1}
     assert not twice, f"{len(twice)} requests decided more than once\n{stack.logs()}"
+
+
+def test_an_evaluator_reads_what_was_answered_once_for_each_partition_it_is_given(
+    stack_factory, producer_factory
+):
+    # `ledger up --evaluators 2` under load took 20-35 s to answer: before joining, the new
+    # worker read every request partition's answers since the last commit (60 s of decisions),
+    # then read again, at its assignment, those of the partitions it was given. Only the
+    # assignment knows which those are; what a dead worker answered is read there, once.
+    stack = stack_factory(processors=("evaluator",))
+    topics = stack.topics
+
+    def publish(n: int) -> set[str]:
+        requests = [_request("refund.issue", f"account:{i}") for i in range(n)]
+        producer = producer_factory()
+        for request in requests:
+            value = CODEC.encode(request)
+            producer.send(topics.evaluation_requests, key=request.resource.encode(), value=value)
+        producer.flush(timeout=30)
+        return {r.event_id for r in requests}
+
+    answered = publish(200)
+    wait_for(
+        lambda: answered <= set(_decisions_per_request(stack)),
+        timeout=60,
+        what="the first 200 decisions",
+    )
+    assert stack.stop("evaluator", kill=True)  # no commit, no clean leave
+    waiting = publish(50)  # its partitions' commits now lag their ends: a read finds them
+
+    stack.start("evaluator", instance=2)  # assigned once the dead one's session times out
+    wanted = answered | waiting
+    wait_for(
+        lambda: wanted <= set(_decisions_per_request(stack)),
+        timeout=90,
+        what="decisions for all 250 requests",
+    )
+    counts = _decisions_per_request(stack)
+    assert {rid: counts[rid] for rid in wanted if counts[rid] != 1} == {}, stack.logs()
+
+    log = (stack.log_dir / "evaluator-2.log").read_text()
+    reads = [line for line in log.splitlines() if "request ids answered since" in line]
+    assert reads and all("assigned request partitions [" in line for line in reads), reads
+    found = [re.search(r"partitions \[([\d, ]*)\]: (\d+) request ids", line) for line in reads]
+    assert all(found), reads
+    read = sorted(int(p) for m in found if m for p in m.group(1).split(","))
+    assert read == [0, 1, 2], reads  # each once, when it was assigned
+    ids = sum(int(m.group(2)) for m in found if m)
+    assert ids >= len(answered), reads
 
 
 def test_ledger_decisions_says_why_a_request_has_no_decision(

@@ -235,7 +235,7 @@ def test_partitions_given_up_cleanly_are_taken_over_without_reading_their_answer
     assert _metadata(stack, group) == dict.fromkeys(range(3), RELEASED)
 
     second = _requests(30, partitions=3)
-    _publish(stack, second)  # waiting, uncommitted: a start-up read has nothing to read still
+    _publish(stack, second)  # waiting, uncommitted: a read of them all has nothing to read still
     settings = stack.settings
     security = stack.security("evaluator")
     assert real(stack.bootstrap, settings.topics, group, security=security) == set()

@@ -285,7 +285,7 @@ def test_partitions_taken_over_learn_what_was_answered_on_them_first(
     monkeypatch.setattr(loop_module, "answered_since_last_commit", answered)
     first = [SimpleNamespace(topic=REQUESTS, partition=0)]
     request_loop._assigned(consumer, first)
-    assert asked == [("g", [0])]  # answered after the start-up read, before the join
+    assert asked == [("g", [0])]  # the first assignment too
     taken = [SimpleNamespace(topic=REQUESTS, partition=p) for p in (0, 1)]
     request_loop._assigned(consumer, taken)
     assert asked == [("g", [0]), ("g", [0, 1])]
