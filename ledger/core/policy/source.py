@@ -360,6 +360,18 @@ def _built(
         limits=limits,
         new_document=new_document,
     )
+    if new_document:
+        # The ledger stores the canonical JSON, which evaluators load under this same limit
+        # (:func:`parse_canonical`); aliases can make it far larger than the YAML (a red team's
+        # 100 KB file was 500 KB stored: approved and promoted, then every request `error`).
+        stored = _too_large(
+            policy.canonical,
+            limits.policy_document_bytes,
+            what="the policy as the ledger stores it (canonical JSON, aliases expanded)",
+            filename=filename,
+        )
+        if stored is not None:
+            raise stored
     return policy, marks
 
 

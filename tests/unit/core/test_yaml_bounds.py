@@ -119,6 +119,27 @@ def test_an_oversized_document_is_refused_before_parsing() -> None:
     assert "limit policy_document_bytes" in message
 
 
+def test_a_document_whose_aliases_store_past_the_limit_is_refused() -> None:
+    # A red team: a 100 KB description repeated by alias as four rules' reasons validated,
+    # proposed, approved and promoted, and was stored as 500 KB of canonical JSON, which the
+    # evaluators load under this limit: every request of its actions then ended `error`.
+    long = "x" * 100_000
+    rules = "".join(
+        f"  - {{id: r{i}, when: 'a == {i}', effect: deny, reason: *d}}\n" for i in range(4)
+    )
+    text = (
+        f'policy: ab\ngoverns: [x.ab]\nowner: o\ndescription: &d "{long}"\n'
+        f"facts: {{a: int}}\nrules:\n{rules}default: {{effect: deny}}\n"
+    )
+    assert len(text.encode()) < DEFAULT_LIMITS.policy_document_bytes
+    (found,) = problems(text)
+    assert "the policy as the ledger stores it (canonical JSON, aliases expanded) is" in found
+    assert "(limit policy_document_bytes)" in found
+    # Within the limit stored, the same document is accepted, and loads back as stored.
+    small = parse_policy(text.replace(long, "x" * 1_000))
+    assert Policy.from_canonical(small.canonical) == small
+
+
 def test_a_lone_surrogate_is_refused_where_it_is_written() -> None:
     # "\ud800" in a double-quoted YAML scalar decodes to half a UTF-16 pair, which the
     # canonical form and its hash cannot encode: refused with its line, not a traceback.
