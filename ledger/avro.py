@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from ledger.core.builders import builder, field_names
 
@@ -38,6 +38,7 @@ __all__ = [
     "native_reader",
     "native_writer",
     "write_long",
+    "instant_micros",
     "read_long_tail",
     "VALUE_BRANCHES",
 ]
@@ -137,13 +138,25 @@ def _read_count(data: bytes, pos: int) -> tuple[int, int]:
     return n, pos
 
 
+_FIRST_MICROS: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICRO
+_LAST_MICROS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICRO
+
+
 def _timestamp(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def _micros(value: datetime) -> int:
+def instant_micros(value: datetime) -> int:
+    """An aware datetime as microseconds since the epoch; ``OverflowError`` for an instant no
+    reader can hold as a datetime (outside the years 1-9999 in UTC), ``TypeError`` for a naive
+    one."""
     # Subtracting the aware epoch from a naive datetime raises TypeError: the naive check.
-    return (value - _EPOCH) // _MICRO
+    micros = (value - _EPOCH) // _MICRO
+    if not _FIRST_MICROS <= micros <= _LAST_MICROS:
+        # 9999-12-31T23:59-05:00 is past the last UTC datetime: written, no reader decodes it
+        # (a red team's fact: the evaluator dead-lettered it, and the SDK's caller timed out).
+        raise OverflowError(f"{value.isoformat()} is outside the years 1-9999 in UTC")
+    return micros
 
 
 # --------------------------------------------------------------------------- fact values
@@ -176,7 +189,7 @@ def _write_value(out: bytearray, value: Any) -> None:
         out += b
     elif kind is datetime:
         out += b"\x0c"
-        out += write_long(_micros(value))
+        out += write_long(instant_micros(value))
     elif kind is tuple or kind is list:
         out += b"\x0e"
         if value:
@@ -295,7 +308,7 @@ class _Compiler:
             "_SMALL": _SMALL,
             "_wl": write_long,
             "_wi": _write_int,
-            "_micros": _micros,
+            "_micros": instant_micros,
             "_ts": _timestamp,
             "_pd": _pack_double,
             "_ud": _unpack_double,
@@ -692,7 +705,7 @@ class _WriteProgram(_Program):
         if kind in ("string", "bytes", "double", "int"):
             return self.node(kind)
         if kind == "long" and logical == "timestamp-micros":
-            return self.node("timestamp", arg=_micros)
+            return self.node("timestamp", arg=instant_micros)
         if kind == "long":
             return self.node("long")
         if kind == "boolean":
@@ -706,7 +719,7 @@ class _WriteProgram(_Program):
         if kind == "map":
             values = schema["values"]
             if _is_value_union(values):
-                item = self.node("value", arg=(_decimal_text, _micros))
+                item = self.node("value", arg=(_decimal_text, instant_micros))
             else:
                 item = self.value(values, _mapping_value(hint))
             return self.node("map", [item])

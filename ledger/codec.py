@@ -49,7 +49,7 @@ from fastavro.schema import fingerprint as _avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from ledger.avro import CompiledEvent, compile_event, native_reader, native_writer
+from ledger.avro import CompiledEvent, compile_event, instant_micros, native_reader, native_writer
 from ledger.contract import contract_dir
 from ledger.core import events as _events
 from ledger.core.events import EVENT_TYPES, Event, Value
@@ -164,6 +164,11 @@ def _decode_values(raw: dict[str, Any]) -> Mapping[str, Value]:
 def _check_aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise CodecError(f"naive datetime {value.isoformat()} (use an aware UTC datetime)")
+    if value.utcoffset():  # another zone: its instant may lie past what any reader can hold
+        try:
+            instant_micros(value)
+        except OverflowError as exc:
+            raise CodecError(f"{exc}: no reader could decode it (send datetimes in UTC)") from None
     return value
 
 

@@ -374,6 +374,16 @@ def test_decodes_memoryview_and_bytearray(codec: Codec, valid: bytes) -> None:
     [
         ({"occurred_at": datetime(2026, 3, 1)}, r"DecisionRecorded\.occurred_at: naive datetime"),
         ({"facts": {"when": datetime(2026, 3, 1)}}, r"facts: key 'when': naive datetime"),
+        # A red team: an aware datetime whose instant lies past 9999 in UTC was sent, then
+        # dead-lettered by the evaluator, and its caller timed out.
+        (
+            {"facts": {"s": datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))}},
+            r"facts: key 's': 9999-12-31T23:59:00-05:00 is outside the years 1-9999 in UTC",
+        ),
+        (
+            {"occurred_at": datetime(1, 1, 1, 0, 1, tzinfo=timezone(timedelta(hours=5)))},
+            r"occurred_at: 0001-01-01T00:01:00\+05:00 is outside the years 1-9999 in UTC",
+        ),
         ({"facts": {"ids": {1, 2}}}, r"facts: key 'ids': unsupported value type set"),
         ({"facts": {"x": Decimal("NaN")}}, r"facts: key 'x': decimal value NaN is not finite"),
         ({"facts": {"n": 2**64}}, r"facts: key 'n': integer .* does not fit a 64-bit long"),
