@@ -19,7 +19,7 @@ from ledger.codec import default_codec
 from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
 from ledger.core.events import Command, CommandAccepted, EvaluationRequested
 from ledger.core.history import HistoryEntry, state_at
-from ledger.core.jsonform import parse_instant
+from ledger.core.jsonform import InstantOutOfRange, parse_instant
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
@@ -156,6 +156,8 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
         return None
     try:
         return parse_instant(value)
+    except InstantOutOfRange as exc:
+        raise UsageError(f"{flag} {exc}: give a time within them") from None
     except ValueError:
         raise UsageError(
             f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"

@@ -30,7 +30,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["to_json_value", "canonical_json", "format_timestamp", "parse_instant", "json_float"]
+__all__ = [
+    "to_json_value",
+    "canonical_json",
+    "format_timestamp",
+    "parse_instant",
+    "InstantOutOfRange",
+    "json_float",
+]
 
 
 def format_timestamp(value: datetime) -> str:
@@ -44,7 +51,16 @@ def parse_instant(text: str) -> datetime:
     """An instant as people write it: ISO 8601, ``Z`` or an offset, UTC when it has neither
     (``2026-11-26``, ``2026-11-26T12:00:00Z``). Raises ``ValueError``."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00: a red team's traceback
+        raise InstantOutOfRange(f"{text} lies outside the years 1-9999 in UTC") from None
+
+
+class InstantOutOfRange(ValueError):
+    """An instant written with an offset that puts it outside what a datetime holds in UTC."""
 
 
 def json_float(value: float) -> float | str:

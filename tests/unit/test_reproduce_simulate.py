@@ -599,6 +599,13 @@ def test_bad_input_is_one_line_with_its_exit_code(export: Path, tmp_path: Path) 
     assert "holds no export" in one_error_line(
         run("policy", "simulate", str(V2_PATH), "--from", str(tmp_path)), 9
     )
+    # A red team: a time with an offset that puts it past 9999 in UTC was a traceback.
+    late = "9999-12-31T23:59:59-05:00"
+    for args in (
+        ("policy", "simulate", str(V2_PATH), "--from", str(export), "--since", late),
+        ("replay", "--at", late, "--from", str(export)),
+    ):
+        assert f"{late} lies outside the years 1-9999 in UTC" in one_error_line(run(*args), 2)
     assert "--decision" in one_error_line(run("replay", "--decision", "x", "--at", "2026-01-01"), 2)
     assert "does not exist" in one_error_line(
         run("audit", "verify", "--from", str(tmp_path / "no")), 9
