@@ -18,7 +18,7 @@ from typing import Any
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
 from ledger.errors import CodecError, KafkaAccessDenied, KafkaUnavailable, TopicMissing
-from ledger.kafka.clients import METADATA_TIMEOUT, make_consumer
+from ledger.kafka.clients import METADATA_TIMEOUT, access_denied, make_consumer
 from ledger.settings import KafkaSecurity
 
 __all__ = [
@@ -212,7 +212,7 @@ def read_raw(
     when it began, so the result is a consistent prefix of the log. Given ``ends``, it is
     filled with those end offsets, by ``(topic, partition)``, before the first record.
     """
-    from kafka.errors import UnsupportedCodecError
+    from kafka.errors import AuthorizationError, UnsupportedCodecError
 
     consumer = make_consumer(
         bootstrap, security=security, consumer_timeout_ms=int(idle_timeout * 1000)
@@ -265,6 +265,10 @@ def read_raw(
                         )
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
+    except AuthorizationError as exc:
+        # The topic is listed to this credential but not readable (an operator's check:
+        # `policy list` with the agent's credential was a traceback, not kafka_access_denied).
+        raise (access_denied(exc, security) or exc) from exc
     finally:
         consumer.close()
 

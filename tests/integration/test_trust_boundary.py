@@ -185,6 +185,22 @@ def test_an_agent_cannot_read_other_agents_requests(bare: LedgerStack) -> None:
         consumer.close()
 
 
+def test_a_read_the_acls_refuse_is_one_line_kafka_access_denied(shared_stack: LedgerStack) -> None:
+    # An operator's check: `ledger policy list` with the agent's credential (it may see the
+    # governance topics listed, not read them) ended in a kafka-python traceback, exit 1.
+    agent = shared_stack.security("agent")
+    env = {
+        **shared_stack.cli_env(),
+        "LEDGER_SASL_USERNAME": "agent",
+        "LEDGER_SASL_PASSWORD": str(agent.password),
+    }
+    for args in (["policy", "list"], ["grant", "list"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 7, result.output
+        assert "Traceback" not in result.output and "[kafka_access_denied]" in result.output
+        assert "Kafka's ACLs do not allow user 'agent' this" in result.output
+
+
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "admin"])
 def test_only_the_admin_deletes_records_or_topics(bare: LedgerStack, role: str) -> None:
     from kafka import TopicPartition
