@@ -265,6 +265,7 @@ def verify_cmd(
                 "unproven": bad,
                 "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
+                "notes": _anchor_notes(history, verdicts),
             }
         )
     else:
@@ -312,7 +313,10 @@ def _anchor_notes(history: Sequence[Any], verdicts: Sequence[Any]) -> list[str]:
     anchored: dict[str, list[str]] = {}
     for entry, verdict in zip(history, verdicts, strict=True):
         if verdict.anchor:
-            anchored.setdefault(entry.event.principal, []).append(str(verdict.key_id))
+            # The key it anchors (the verdict's key_id is the signing key: an anchor has none).
+            anchored.setdefault(entry.event.principal, []).append(
+                str(getattr(entry.event, "actor_key_id", None) or verdict.key_id)
+            )
     return [
         f"{principal} has {len(keys)} trust anchor keys ({', '.join(keys)}): rotating its key "
         "adds one; if no one did, someone replaced its .pub in the key store"

@@ -557,16 +557,18 @@ def test_actor_verify_notes_an_administrator_with_a_second_trust_anchor() -> Non
 
     from ledger.cli.actors import _anchor_notes
 
-    def entry(principal: str) -> Any:
-        return SimpleNamespace(event=SimpleNamespace(principal=principal))
+    # An anchor's verdict names no signing key (an operator saw "(None, None)"): the note
+    # names the keys the anchoring events register.
+    def entry(principal: str, key: str) -> Any:
+        return SimpleNamespace(event=SimpleNamespace(principal=principal, actor_key_id=key))
 
     def verdict(key: str | None, anchor: bool) -> Any:
         return SimpleNamespace(key_id=key, anchor=anchor)
 
-    history = [entry("human:admin"), entry("human:alice"), entry("human:admin")]
-    assert _anchor_notes(history[:2], [verdict("k1", True), verdict("k2", False)]) == []
+    history = [entry("human:admin", "k1"), entry("human:alice", "k2"), entry("human:admin", "k3")]
+    assert _anchor_notes(history[:2], [verdict(None, True), verdict("k9", False)]) == []
     [note] = _anchor_notes(
-        history, [verdict("k1", True), verdict("k2", False), verdict("k3", True)]
+        history, [verdict(None, True), verdict("k9", False), verdict(None, True)]
     )
     assert note.startswith("human:admin has 2 trust anchor keys (k1, k3)")
     assert "someone replaced its .pub" in note
