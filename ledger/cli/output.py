@@ -40,13 +40,24 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 # Piped output (scripts, logs) gets a wide console so ids are never cut (a table: as wide as
 # its rows, :func:`print_table`); a terminal its own width.
 # emoji=False: ":fire:" in a name the ledger holds ("agent:fire:bot") is text, not an emoji.
-console = Console(
+class _Console(Console):
+    """Rich's console, but a closed pipe is the CLI's to handle (exit 141, as ``--json``
+    output's is: :func:`handle_errors`), not Rich's exit 1 (an operator's check:
+    ``ledger decisions | true`` exited 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _Console(
     highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 200
 )
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -135,7 +146,7 @@ def print_table(
         for i, cell in enumerate(row_cells[: len(widths)]):
             longest = max(cell_len(line) for line in cell.plain.split("\n"))
             widths[i] = max(widths[i], min(longest, PIPED_COLUMN_CHARS))
-    wide = Console(
+    wide = _Console(
         highlight=False, soft_wrap=True, emoji=False, width=sum(widths) + 3 * len(widths) + 1
     )
     wide.print(table)  # its own console: print(width=…) never goes beyond the console's

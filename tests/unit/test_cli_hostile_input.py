@@ -633,3 +633,30 @@ def test_facts_from_a_pipe_are_pointed_at_standard_input(tmp_path: Path) -> None
     )  # fmt: skip
     [line] = done.stderr.strip().splitlines()
     assert "is not a regular file" in line and "COMMAND | ledger … --facts @-" in line, line
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_stops_reading_ends_the_command_with_141(as_json: bool) -> None:
+    # An operator's check: `ledger decisions | true` exited 1 (Rich's own handling of the
+    # closed pipe), where `--json` output exited 141 as the README says.
+    script = (
+        "from ledger.cli.output import handle_errors, print_json, print_table\n"
+        "@handle_errors\n"
+        "def main() -> None:\n"
+        f"    if {as_json}:\n"
+        "        for i in range(2_000): print_json({'n': i})\n"
+        "    else:\n"
+        "        print_table(['n'], [[i] for i in range(2_000)])\n"
+        "main()\n"
+    )
+    # A pipe whose reader has gone (`| true`): every write to it fails.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], stdout=write_end, capture_output=False,
+            stderr=subprocess.PIPE, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, b"")
