@@ -70,8 +70,9 @@ def keygen_cmd(actor: str, as_json: bool) -> None:
         return
     click.echo(
         f"created {key_id} for {actor}: private key {store.private_path(actor)} (keep it), "
-        f"public key {store.public_path(actor)}; next, an administrator runs "
-        f"`ledger actor add {actor} --public-key {store.public_path(actor).name} --by ADMIN`"
+        f"public key {store.public_path(actor)}; next, send that file to an administrator, who "
+        f"runs `ledger actor add {actor} --public-key PATH --by ADMIN` with the path they saved "
+        f"it at (here: {store.public_path(actor)})"
     )
 
 

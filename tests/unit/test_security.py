@@ -572,3 +572,20 @@ def test_actor_verify_notes_an_administrator_with_a_second_trust_anchor() -> Non
     )
     assert note.startswith("human:admin has 2 trust anchor keys (k1, k3)")
     assert "someone replaced its .pub" in note
+
+
+def test_keygen_says_how_the_administrator_registers_the_key(tmp_path: Path) -> None:
+    # An operator followed keygen's hint literally: `--public-key human:zed.pub` was "no such
+    # public key file" anywhere but in the key store itself.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    env = {"LEDGER_HOME": str(tmp_path / "home"), "LEDGER_KEYS": str(tmp_path / "keys")}
+    result = CliRunner().invoke(cli, ["actor", "keygen", "human:zed"], env=env)
+    assert result.exit_code == 0, result.output
+    public = tmp_path / "keys" / "human:zed.pub"
+    said = " ".join(result.stdout.split())
+    assert "send that file to an administrator" in said
+    assert "`ledger actor add human:zed --public-key PATH --by ADMIN`" in said
+    assert f"(here: {public})" in said and public.exists()
