@@ -43,8 +43,10 @@ import inspect
 import io
 import json
 import operator
+import os
 import pickle
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -446,7 +448,14 @@ def read_snapshot(
     another memory than ``memory``'s kind (see :func:`memory_kind`; none without one). Its
     records are unpickled only after the file's digest matches. What the memory saved is
     returned, not restored: that is the caller's, once the log vouches for the snapshot."""
-    with path.open("rb") as data:
+    # Opened without blocking, then refused unless a regular file: a FIFO at the path held a
+    # processor's start for good, with no log line (an operator's check).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SnapshotUnusable("it is not a regular file (a FIFO, a device or a socket)")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as data:
         if data.readline(len(MAGIC) + 1) != MAGIC:
             raise SnapshotUnusable("not a governance snapshot of this format")
         body = memoryview(data.read())  # slices of it are not copies

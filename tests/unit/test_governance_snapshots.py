@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import stat
 from pathlib import Path
@@ -186,6 +187,8 @@ def _damage(path: Path, at: int) -> None:
             "not a governance snapshot",
         ),
         (lambda p: p.write_bytes(b""), "not a governance snapshot"),
+        # An operator's check: a FIFO there held the processor's start for good.
+        (lambda p: (p.unlink(), os.mkfifo(p)), "not a regular file"),
     ],
 )
 def test_a_damaged_or_foreign_snapshot_is_refused_saying_why(
