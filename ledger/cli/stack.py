@@ -174,6 +174,12 @@ def ps_cmd(as_json: bool) -> None:
                 "`ledger up` starts a new, empty ledger there",
                 err=True,
             )
+        elif problems and not settings.home.is_dir():
+            click.echo(
+                f"{settings.home} (LEDGER_HOME) is not a directory: no ledger can run there; "
+                "check $LEDGER_HOME",
+                err=True,
+            )
         elif problems:
             click.echo(
                 "`ledger up` starts what is not running and restarts what does not recover",

@@ -534,6 +534,16 @@ def test_ps_with_a_home_that_does_not_exist_says_so_before_up_is_run_there(home:
     assert not any("`ledger up` starts what is not running" in line for line in said)
 
 
+def test_ps_with_a_home_that_is_a_file_says_so(home: Path) -> None:
+    # An operator's check: it said "not running" and to run `ledger up`, which then failed.
+    home.write_text("")
+    result = CliRunner().invoke(cli, ["ps"])
+    assert result.exit_code == 1
+    said = result.stderr.splitlines()
+    assert said[-1].startswith(f"{home} (LEDGER_HOME) is not a directory")
+    assert not any("`ledger up` starts what is not running" in line for line in said)
+
+
 def test_a_ctrl_c_is_one_line_and_exit_130_even_while_the_modules_load(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
