@@ -1,6 +1,8 @@
 -- question: Which policy governed decision (or request) `id`, and who stands behind it: the
 --   determination and rule, the policy version and its stage then, who wrote, approved and
---   promoted that version. A pre-evaluation batch (its decision id or request id) answers
+--   promoted that version, and how the version reached that stage (stage_reached_by:
+--   promotion, or rollback when a rollback made it active again: then promoted_by is NULL and
+--   rolled_back_by and rollback_reason say who and why). A pre-evaluation batch (its decision id or request id) answers
 --   one row per item (kind batch_item, batch_id, item_index, item_id); a batch records no
 --   stage, so an item's policy_stage is the one policy_timeline gives its version (active or
 --   canary) at decided_at. The approval's proof (the approver's key id, signature and the
@@ -18,7 +20,13 @@ SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resou
        d.determination, d.rule, d.reason_code, d.policy, d.policy_version,
        coalesce(d.policy_stage, t.stage) AS policy_stage,
        p.actor AS author, a.actor AS approver, a.occurred_at AS approved_at,
-       t.changed_by AS promoted_by, t.valid_from AS stage_since, d.grant_id,
+       CASE WHEN t.change = 'PolicyVersionPromoted' THEN t.changed_by END AS promoted_by,
+       t.valid_from AS stage_since,
+       CASE t.change WHEN 'PolicyVersionPromoted' THEN 'promotion'
+                     WHEN 'PolicyRolledBack' THEN 'rollback' END AS stage_reached_by,
+       CASE WHEN t.change = 'PolicyRolledBack' THEN t.changed_by END AS rolled_back_by,
+       CASE WHEN t.change = 'PolicyRolledBack' THEN t.reason END AS rollback_reason,
+       d.grant_id,
        d.kind, d.batch_id, d.item_index, d.item_id,
        a.command_key_id AS approval_key_id, a.command_signature AS approval_signature,
        a.signed_command AS approval_signed_command

@@ -2,7 +2,11 @@
 --   (to_version; from_version is the one active before it, the same when the rollback only
 --   ended a canary); and each version it took out of service (rolled_back_version, with the
 --   stage it had then, its canary percent, and since when), with how many decisions that
---   version had made (single decisions and pre-evaluation items, each item counting once).
+--   version made in that stage, from in_that_stage_since up to the rollback
+--   (decisions_in_rolled_back_stage), and in all its stages up to the rollback
+--   (decisions_in_all_stages: a canary's decisions too, for a version rolled back once
+--   active); single decisions and pre-evaluation items, each item counting once (an item
+--   records no stage: it counts in the stage its version held when it was decided).
 --   A rollback that ended nothing has one row, rolled_back_version NULL.
 WITH r AS (
     SELECT sequence, occurred_at, policy, from_version, to_version, actor, reason
@@ -28,7 +32,12 @@ SELECT r.occurred_at AS rolled_back_at, r.policy, r.from_version, r.to_version, 
        e.percent AS canary_percent, e.valid_from AS in_that_stage_since,
        (SELECT count(*) FROM all_decisions d
         WHERE d.policy = r.policy AND d.policy_version = e.version
-          AND d.decided_at <= r.occurred_at) AS decisions_by_rolled_back_version
+          AND coalesce(d.policy_stage, e.stage) = e.stage
+          AND d.decided_at >= e.valid_from AND d.decided_at <= r.occurred_at)
+           AS decisions_in_rolled_back_stage,
+       (SELECT count(*) FROM all_decisions d
+        WHERE d.policy = r.policy AND d.policy_version = e.version
+          AND d.decided_at <= r.occurred_at) AS decisions_in_all_stages
 FROM r
 LEFT JOIN ended e ON e.policy = r.policy AND e.rollback_seq = r.sequence
 ORDER BY r.occurred_at, r.policy, r.sequence, e.version;

@@ -384,8 +384,10 @@ def test_decisions_flipped_by_uses_recorded_shadow_results(export_dir: Path) -> 
         rollback["to_version"],
         rollback["rolled_back_version"],
         rollback["rolled_back_stage"],
-        rollback["decisions_by_rolled_back_version"],
-    ) == (2, 1, 2, "active", 3)
+        rollback["in_that_stage_since"],
+        rollback["decisions_in_rolled_back_stage"],
+        rollback["decisions_in_all_stages"],
+    ) == (2, 1, 2, "active", at(7), 1, 3)  # active since 7 s: dec-4; its canary's dec-2, dec-3
 
 
 # --------------------------------------------------------------------------- read-only
@@ -816,6 +818,9 @@ LINEAGE_COLUMNS = (
     "approved_at",
     "promoted_by",
     "stage_since",
+    "stage_reached_by",
+    "rolled_back_by",
+    "rollback_reason",
     "grant_id",
 )
 
@@ -896,7 +901,9 @@ def test_per_decision_queries_count_batch_items(batch_export: Path) -> None:
         ("dec-4", None, None),
     ]
     (rollback,) = rows(batch_export, "rollbacks")
-    assert rollback["decisions_by_rolled_back_version"] == 4  # dec-2, dec-3, dec-4 and item i1
+    # dec-2, dec-3 and item i1 were v2's canary's (an item records no stage: its version's)
+    assert rollback["decisions_in_all_stages"] == 4  # dec-2, dec-3, dec-4 and item i1
+    assert rollback["decisions_in_rolled_back_stage"] == 1  # dec-4, v2 active
     denials = {
         (r["policy_version"], r["rule"], r["reason_code"]): r["denials"]
         for r in rows(batch_export, "denials_by_rule")
@@ -1131,6 +1138,71 @@ def _v2_rolled_back(
     ]
 
 
+def test_a_rollback_counts_the_rolled_back_stage_and_lineage_says_a_rollback_set_the_stage(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: `rollbacks` showed v2's lifetime total (canary and active)
+    # beside "rolled_back_stage active, in_that_stage_since T", and `decision_lineage` of a v1
+    # decision after the rollback said "promoted_by …, stage_since <the rollback>".
+    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 30, "v2 refuses too many")
+    commands.insert(
+        -1,
+        (
+            7,
+            PromotePolicyVersion(
+                event_id="r7",
+                occurred_at=at(7),
+                actor="human:carol",
+                policy="refund",
+                version=2,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+    )
+    decisions = [
+        _decision(1, at(4), 1, Stage.ACTIVE, Determination.ALLOW),
+        _decision(2, at(6) + timedelta(milliseconds=100), 2, Stage.CANARY, Determination.DENY),
+        _decision(3, at(6) + timedelta(milliseconds=200), 2, Stage.CANARY, Determination.DENY),
+        _decision(4, at(7) + timedelta(milliseconds=100), 2, Stage.ACTIVE, Determination.DENY),
+        _decision(5, at(9), 1, Stage.ACTIVE, Determination.ALLOW),
+    ]
+    directory = tmp_path / "export"
+    write_events(
+        directory, TOPICS, [*_governance(commands), *((TOPICS.decisions, d) for d in decisions)]
+    )
+    (rollback,) = rows(directory, "rollbacks")
+    assert (
+        rollback["rolled_back_version"],
+        rollback["rolled_back_stage"],
+        rollback["in_that_stage_since"],
+        rollback["decisions_in_rolled_back_stage"],
+        rollback["decisions_in_all_stages"],
+    ) == (2, "active", at(7), 1, 3)
+    (after,) = rows(directory, "decision_lineage", id="dec-5")
+    assert (
+        after["policy_version"],
+        after["policy_stage"],
+        after["stage_since"],
+        after["stage_reached_by"],
+        after["rolled_back_by"],
+        after["rollback_reason"],
+        after["promoted_by"],
+    ) == (1, "active", at(8), "rollback", "human:bob", "v2 refuses too many", None)
+    (before,) = rows(directory, "decision_lineage", id="dec-1")
+    assert (
+        before["stage_since"],
+        before["stage_reached_by"],
+        before["promoted_by"],
+        before["rolled_back_by"],
+    ) == (at(3), "promotion", "human:bob", None)
+    (canary,) = rows(directory, "decision_lineage", id="dec-2")
+    assert (canary["policy_stage"], canary["stage_reached_by"], canary["promoted_by"]) == (
+        "canary",
+        "promotion",
+        "human:bob",
+    )
+
+
 def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_interval(
     tmp_path: Path,
 ) -> None:
@@ -1155,8 +1227,9 @@ def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_int
         rollback["rolled_back_version"],
         rollback["rolled_back_stage"],
         rollback["canary_percent"],
-        rollback["decisions_by_rolled_back_version"],
-    ) == (1, 1, 2, "canary", 50, 1)
+        rollback["decisions_in_rolled_back_stage"],
+        rollback["decisions_in_all_stages"],
+    ) == (1, 1, 2, "canary", 50, 1, 1)
 
     # Another policy rolled back at the same per-policy sequence is not mixed in (a review:
     # payout, whose active v2 was rolled back, was reported with refund's canary).
