@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.audit.export import ExportPath, read_manifest
-from ledger.audit.manifest import Manifest, listed_file, no_export
+from ledger.audit.manifest import MANIFEST_BYTES, Manifest, listed_file, no_export
 from ledger.audit.rows import topic_formats
 from ledger.contract import contract_dir
 from ledger.core.jsonform import parse_instant
@@ -60,6 +60,7 @@ __all__ = [
     "named_queries",
     "named_query",
     "parse_params",
+    "plain_base_views_sql",
     "run_named",
     "run_sql",
     "unknown_values",
@@ -194,7 +195,7 @@ def named_queries() -> dict[str, NamedQuery]:
     """Every named query of ``queries/``, by name."""
     found = {}
     for path in sorted(_queries_dir().glob("*.sql")):
-        if path.name != _VIEWS:
+        if path.name not in (_VIEWS, PLAIN_BASE_VIEWS):
             query = _parse_query(path)
             found[query.name] = query
     return found
@@ -334,27 +335,110 @@ def base_views_sql(
     for topic, fmt in formats.items():
         paths = [listed_file(export_dir, p) for p in sorted(by_topic.get(topic, []))]
         files.extend(paths)
-        columns = ", ".join(_ident(name) for name in fmt.schema.names)
-        body = f"SELECT *, CAST(NULL AS DATE) AS date FROM ({_empty_select(fmt.schema)})"
+        body = _no_files(fmt.schema)
         if paths:
-            listing = ", ".join(_literal(str(p.resolve())) for p in paths)
+            listing = "[" + ", ".join(_literal(str(p.resolve())) for p in paths) + "]"
             found = _columns_of(paths, export_dir)
             file_column = _unused("ledger_file", found)
-            options = f"hive_partitioning = false, filename = {_literal(file_column)}"
             if all(names == fmt.schema.names for names in found):
                 # The common case, read as it is: matching by name makes DuckDB read every
                 # file's footer at each query (a lookup by id took 65 ms instead of 24).
-                source = f"read_parquet([{listing}], {options})"
-            else:
-                # The empty typed select first: its columns (all of today's format) lead, in
-                # order, and a column a file lacks reads NULL.
-                source = (
-                    f"({_empty_select(fmt.schema)} UNION ALL BY NAME SELECT * FROM "
-                    f"read_parquet([{listing}], union_by_name = true, {options}))"
+                columns = ", ".join(_ident(name) for name in fmt.schema.names)
+                body = (
+                    f"SELECT {columns}, {_date_of_file(file_column)} AS date FROM "
+                    f"read_parquet({listing}, {_read_options(file_column)})"
                 )
-            body = f"SELECT {columns}, {_date_of_file(file_column)} AS date FROM {source}"
+            else:
+                body = _files_by_name(fmt.schema, listing, file_column)
         statements.append(f"CREATE OR REPLACE VIEW topic_{fmt.attribute} AS {body};")
     return "\n".join(statements), files
+
+
+def _no_files(schema: pa.Schema) -> str:
+    """A topic's base view while the export lists no file of it: its columns, no rows."""
+    return f"SELECT *, CAST(NULL AS DATE) AS date FROM ({_empty_select(schema)})"
+
+
+def _read_options(file_column: str) -> str:
+    """``read_parquet``'s options for an export's files: no ``key=value`` folder name becomes a
+    column, and each row's file is in ``file_column`` (what its ``date`` is read from)."""
+    return f"hive_partitioning = false, filename = {_literal(file_column)}"
+
+
+def _files_by_name(schema: pa.Schema, listing: str, file_column: str) -> str:
+    """A topic's base view over the files ``listing`` (a DuckDB expression giving a list of
+    paths) read by column name: the empty typed select first, so its columns (all of today's
+    format) lead, in order, and a column a file lacks reads NULL; one no format has is left
+    out."""
+    columns = ", ".join(_ident(name) for name in schema.names)
+    return (
+        f"SELECT {columns}, {_date_of_file(file_column)} AS date FROM "
+        f"({_empty_select(schema)} UNION ALL BY NAME SELECT * FROM "
+        f"read_parquet({listing}, union_by_name = true, {_read_options(file_column)}))"
+    )
+
+
+PLAIN_BASE_VIEWS: Final = "base_views.sql"
+"""The file of ``queries/`` that defines the base views in DuckDB alone (see
+:func:`plain_base_views_sql`)."""
+
+
+def plain_base_views_sql() -> str:
+    """The text of ``queries/base_views.sql``: the ``topic_<name>`` base views of
+    :func:`base_views_sql` for the DuckDB CLI, without Python: the export directory is given
+    with ``SET VARIABLE export_dir = 'DIR';``, the file lists are read from its manifest (the
+    topic prefix too), and every topic's files are read by column name (as
+    :func:`base_views_sql` reads files of differing columns; a topic with no file yet is an
+    empty view with its columns). It does not check the export as :func:`base_views_sql` does
+    (manifest fields, links, files gone): ``ledger audit verify`` does.
+    A test holds the file to this text, and the views to :func:`connect`'s."""
+    lines = [
+        "-- The base views of a ledger export (topic_decisions, topic_policy_events, …) for the",
+        "-- DuckDB CLI, without Python: what ledger.audit.connect(DIR) defines before",
+        "-- queries/views.sql. In duckdb:",
+        "--",
+        "--     SET VARIABLE export_dir = 'path/to/export';",
+        "--     .read queries/base_views.sql",
+        "--     .read queries/views.sql",
+        "--",
+        "-- Each view reads exactly the files the export's _manifest.json lists (never a glob:",
+        "-- files merged away stay on disk for ten minutes, and a glob counts their rows twice),",
+        "-- by column name: a column older files lack reads NULL. Run it again after the export",
+        "-- has run again (a --follow export merges and removes files). It does not check the",
+        "-- export for tampering: `ledger audit verify --from DIR` does.",
+        "-- Generated from the export format (ledger.audit.sql.plain_base_views_sql); do not edit.",
+        "",
+        "SET TimeZone = 'UTC';",
+        "SET VARIABLE ledger_export = CASE WHEN getvariable('export_dir') IS NULL",
+        "    THEN error('set the export directory first: SET VARIABLE export_dir = ''DIR'';')",
+        "    ELSE rtrim(getvariable('export_dir'), '/') END;",
+        "SET VARIABLE ledger_manifest = (",
+        "    SELECT {'prefix': coalesce(topic_prefix, ''), 'files': files}",
+        "    FROM read_json(",
+        "        getvariable('ledger_export') || '/_manifest.json',",
+        "        columns = {topic_prefix: 'VARCHAR', files: 'STRUCT(topic VARCHAR, path VARCHAR)[]'},",
+        f"        maximum_object_size = {MANIFEST_BYTES}",
+        "    )",
+        ");",
+    ]
+    for topic, fmt in topic_formats(TopicNames()).items():
+        variable = f"ledger_files_{fmt.attribute}"
+        listing = f"getvariable({_literal(variable)})"
+        lines += [
+            "",
+            f"SET VARIABLE {variable} = (",
+            "    SELECT coalesce(list(getvariable('ledger_export') || '/' || f.path ORDER BY f.path),",
+            "                    CAST([] AS VARCHAR[]))",
+            "    FROM (SELECT unnest(getvariable('ledger_manifest').files) AS f)",
+            f"    WHERE f.topic = getvariable('ledger_manifest').prefix || {_literal(topic)}",
+            ");",
+            f"CREATE OR REPLACE VIEW topic_{fmt.attribute} AS SELECT * FROM query(",
+            f"    CASE WHEN len({listing}) = 0",
+            f"    THEN {_literal(_no_files(fmt.schema))}",
+            f"    ELSE {_literal(_files_by_name(fmt.schema, listing, 'ledger_file'))} END",
+            ");",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def session() -> duckdb.DuckDBPyConnection:

@@ -22,6 +22,7 @@ from ledger.audit.sql import (
     connect,
     named_queries,
     parse_params,
+    plain_base_views_sql,
     run_named,
     run_sql,
     unknown_values,
@@ -1470,3 +1471,86 @@ def test_a_listed_file_deleted_points_at_verify_not_at_a_fresh_export(
         line
     )
     assert "fresh directory" not in line
+
+
+# --------------------------------------------------------------------------- DuckDB alone
+
+
+def test_the_base_views_file_is_generated_from_the_export_format() -> None:
+    # queries/base_views.sql is what plain_base_views_sql() writes: the columns and the rules
+    # (by name, the manifest's files, the topic prefix) are the Python connection's own.
+    assert (ROOT / "queries" / "base_views.sql").read_text() == plain_base_views_sql(), (
+        "queries/base_views.sql is stale: regenerate it with .venv/bin/python -c "
+        '"from ledger.audit.sql import plain_base_views_sql as p; '
+        "open('queries/base_views.sql', 'w').write(p())\""
+    )
+
+
+def _plain_duckdb(directory: Path) -> Any:
+    """A DuckDB connection set up as the README tells an auditor without Python to: the
+    export directory set, then queries/base_views.sql and queries/views.sql, statement by
+    statement as the CLI's .read runs them."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET VARIABLE export_dir = ?", [str(directory)])
+    for name in ("base_views.sql", "views.sql"):
+        for statement in con.extract_statements((ROOT / "queries" / name).read_text()):
+            con.execute(statement)
+    return con
+
+
+@pytest.fixture
+def prefixed_export(tmp_path: Path) -> Path:
+    """An export of a prefixed ledger, a stray file beside its listed ones (what a killed run
+    leaves, or a merged-away file before it is removed): read by a glob, counted twice."""
+    topics = TopicNames(prefix="acme.")
+    directory = tmp_path / "prefixed"
+    decisions = [_decision(n, at(n), 1, Stage.ACTIVE, Determination.ALLOW) for n in (1, 2)]
+    write_events(directory, topics, [(topics.decisions, d) for d in decisions])
+    (listed,) = (directory / f"topic={topics.decisions}").rglob("*.parquet")
+    shutil.copy(listed, listed.with_name(f"{topics.decisions}+0+900.parquet"))
+    return directory
+
+
+@pytest.mark.parametrize("which", ["export_dir", "upgraded_export", "prefixed_export"])
+def test_duckdb_alone_defines_the_views_connect_defines(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    directory: Path = request.getfixturevalue(which)
+    ours = connect(directory)
+    plain = _plain_duckdb(directory)
+    try:
+        views = [
+            name
+            for (name,) in ours.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+            ).fetchall()
+        ]
+        assert "topic_decisions" in views and "policy_timeline" in views
+        for view in views:
+            assert (
+                plain.execute(f"DESCRIBE {view}").fetchall()
+                == ours.execute(f"DESCRIBE {view}").fetchall()
+            ), view
+            everything = f"SELECT * FROM {view} ORDER BY ALL"
+            assert plain.execute(everything).fetchall() == ours.execute(everything).fetchall(), view
+        counted = plain.execute("SELECT count(*) FROM topic_decisions").fetchone()
+        assert counted == ours.execute("SELECT count(*) FROM topic_decisions").fetchone()
+        assert counted != (0,)
+    finally:
+        ours.close()
+        plain.close()
+
+
+def test_duckdb_alone_says_to_set_the_export_directory_first() -> None:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        first = con.extract_statements((ROOT / "queries" / "base_views.sql").read_text())[:2]
+        con.execute(first[0])
+        with pytest.raises(duckdb.Error, match="SET VARIABLE export_dir"):
+            con.execute(first[1])
+    finally:
+        con.close()
