@@ -11,11 +11,11 @@ left out) and the re-evaluated determination is reported beside it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ledger.audit.sources import Decision, Request
+from ledger.audit.sources import Decision, Request, answered
 from ledger.core.evaluate import (
     REDUCED_FIELDS,
     TRACE_TOO_LARGE,
@@ -29,10 +29,20 @@ from ledger.core.events import (
     DecisionRecorded,
     EvaluationRequested,
 )
-from ledger.core.history import HistoryEntry, state_at_position
+from ledger.core.history import HistoryEntry, PositionFolder, state_at_position
 from ledger.core.jsonform import to_json_value
+from ledger.core.state import LedgerState
 
-__all__ = ["WRITER_FIELDS", "REDUCED_FIELDS", "Difference", "Reproduction", "reproduce"]
+__all__ = [
+    "WRITER_FIELDS",
+    "REDUCED_FIELDS",
+    "Checked",
+    "Difference",
+    "Reproduction",
+    "Reproductions",
+    "reproduce",
+    "reproduce_many",
+]
 
 WRITER_FIELDS: Final = ("latency_us", "evaluator_id", "chain_id", "chain_seq", "prev_hash", "hash")
 """Written by the evaluator instance, not decided: never compared."""
@@ -72,14 +82,21 @@ def _reduced(decision: Decision) -> bool:
 
 
 def reproduce(
-    decision: Decision, request: Request, history: Iterable[HistoryEntry]
+    decision: Decision,
+    request: Request,
+    history: Iterable[HistoryEntry],
+    *,
+    state: LedgerState | None = None,
 ) -> Reproduction:
     """Re-decide ``request`` as the evaluator did for ``decision`` and compare.
 
     ``history`` is the ledger's governance history (from Kafka or an export); only the events
-    at or before the decision's ``governance_position`` are folded.
+    at or before the decision's ``governance_position`` are folded. ``state``: that fold
+    already done (a batch folds the history once for many decisions:
+    :class:`~ledger.core.history.PositionFolder`); ``history`` is then not read.
     """
-    state = state_at_position(history, decision.governance_position)
+    if state is None:
+        state = state_at_position(history, decision.governance_position)
     again: Decision
     if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
         again = evaluate(
@@ -185,3 +202,80 @@ def _outcome(decision: Decision) -> str:
     if isinstance(decision, DecisionRecorded):
         return f"{decision.determination.value} ({decision.reason_code or '-'})"
     return ", ".join(f"{d.item_id}: {d.determination.value}" for d in decision.decisions)
+
+
+# --------------------------------------------------------------------------- many at once
+
+NO_REQUEST: Final = "its request is not in the ledger"
+OTHER_KIND: Final = (
+    "its request is of another kind (a single request for a pre-evaluation or the reverse)"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked:
+    """One decision of :func:`reproduce_many`: reproduced (``reproduction``), or not
+    reproducible (``why``, one of a few texts, counted by kind in a summary)."""
+
+    decision: Decision
+    reproduction: Reproduction | None = None
+    copies: int = 0
+    """How many requests carry the decision's request id (one re-evaluated: :func:`answered`)."""
+    why: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``reproduces``, ``differs`` or ``not_reproducible``."""
+        if self.reproduction is None:
+            return "not_reproducible"
+        return "reproduces" if self.reproduction.reproduces else "differs"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reproductions:
+    """What :func:`reproduce_many` found, in the order the decisions were given."""
+
+    checked: tuple[Checked, ...]
+    full_folds: int
+    """How many times the governance history was folded from its beginning (1 when the
+    decisions' positions only grow)."""
+
+
+def reproduce_many(
+    decisions: Sequence[Decision],
+    requests: Mapping[str, Sequence[Request]],
+    history: Iterable[HistoryEntry],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Reproductions:
+    """:func:`reproduce` each of ``decisions`` (``requests``: every copy of each request id,
+    :meth:`~ledger.audit.sources.LedgerSource.requests_for`), folding ``history`` once: the
+    decisions are taken in the order of their governance positions
+    (:class:`~ledger.core.history.PositionFolder`), each re-decided against the same state as
+    alone. ``progress`` is called with how many are done after each."""
+    folder = PositionFolder(history)
+    order = sorted(
+        range(len(decisions)),
+        key=lambda i: PositionFolder.order(decisions[i].governance_position),
+    )
+    found: dict[int, Checked] = {}
+    for done, index in enumerate(order, 1):
+        decision = decisions[index]
+        copies = requests.get(decision.request_id, ())
+        request = answered(decision, copies) if copies else None
+        if request is None:
+            found[index] = Checked(decision=decision, why=NO_REQUEST)
+        elif isinstance(decision, DecisionRecorded) != isinstance(request, EvaluationRequested):
+            found[index] = Checked(decision=decision, copies=len(copies), why=OTHER_KIND)
+        else:
+            state = folder.state_at(decision.governance_position)
+            found[index] = Checked(
+                decision=decision,
+                reproduction=reproduce(decision, request, (), state=state),
+                copies=len(copies),
+            )
+        if progress is not None:
+            progress(done)
+    return Reproductions(
+        checked=tuple(found[i] for i in range(len(decisions))), full_folds=folder.full_folds
+    )

@@ -95,6 +95,16 @@ class LedgerSource(Protocol):
         """Every governance event in log order, with where it was read."""
         ...
 
+    def decided_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Decision]:
+        """Every decision recorded (its ``occurred_at``) in ``[since, until)``, oldest first."""
+        ...
+
+    def requests_for(self, request_ids: Collection[str]) -> dict[str, list[Request]]:
+        """:meth:`requests` of each of ``request_ids``, in one read (ids with none left out)."""
+        ...
+
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[tuple[Request, Decision]]:
@@ -209,6 +219,33 @@ class KafkaSource:
 
     def history(self) -> list[HistoryEntry]:
         return load_history(self.bootstrap, self.topics, codec=self.codec, security=self.security)
+
+    def decided_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Decision]:
+        found = [
+            positioned.event
+            for positioned in read_topic(
+                self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
+            )
+            if isinstance(positioned.event, (DecisionRecorded, BatchDecisionRecorded))
+            and _within(positioned.event.occurred_at, since, until)
+        ]
+        return sorted(found, key=lambda d: d.occurred_at)
+
+    def requests_for(self, request_ids: Collection[str]) -> dict[str, list[Request]]:
+        wanted, found = set(request_ids), dict[str, list[Request]]()
+        topic = [self.topics.evaluation_requests]
+        for positioned in read_topic(
+            self.bootstrap, topic, codec=self.codec, security=self.security
+        ):
+            event = positioned.event
+            if (
+                isinstance(event, (EvaluationRequested, BatchEvaluationRequested))
+                and event.event_id in wanted
+            ):
+                found.setdefault(event.event_id, []).append(event)
+        return found
 
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None
@@ -396,18 +433,59 @@ class ExportSource:
             named = {event.event_id, event.request_id}.intersection(wanted).difference(found)
             if not named:
                 continue
-            # What analysts query must be what is reproduced: a row whose columns were
-            # changed beside its record would reproduce the record while SQL shows
-            # something else.
-            disagree = columns_disagree(event, row)
-            if disagree is not None:
-                raise TamperDetected(
-                    f"the export's row of decision {event.event_id} ({row['topic']} "
-                    f"partition {row['partition']} offset {row['offset']}) does not match "
-                    f"its record: {disagree}; the SQL views show the row, a reproduction "
-                    f"uses the record: run `ledger audit verify --from {self.path}`"
-                )
+            self._check_row(event, row)
             found.update(dict.fromkeys(named, event))
+        return found
+
+    def _check_row(self, event: Decision, row: dict[str, Any]) -> None:
+        """What analysts query must be what is reproduced: a row whose columns were changed
+        beside its record would reproduce the record while SQL shows something else."""
+        disagree = columns_disagree(event, row)
+        if disagree is not None:
+            raise TamperDetected(
+                f"the export's row of decision {event.event_id} ({row['topic']} "
+                f"partition {row['partition']} offset {row['offset']}) does not match "
+                f"its record: {disagree}; the SQL views show the row, a reproduction "
+                f"uses the record: run `ledger audit verify --from {self.path}`"
+            )
+
+    def decided_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Decision]:
+        rows = self._query(
+            self.topics.decisions,
+            "SELECT * FROM {files} WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR occurred_at >= ?) "
+            "AND (CAST(? AS TIMESTAMPTZ) IS NULL OR occurred_at < ?) "
+            'ORDER BY occurred_at, "partition", "offset"',
+            [since, since, until, until],
+            as_dicts=True,
+        )
+        found: list[Decision] = []
+        for row in rows:
+            event = self._decode(row["record"])
+            if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
+                self._check_row(event, row)
+                found.append(event)
+        return found
+
+    def requests_for(self, request_ids: Collection[str]) -> dict[str, list[Request]]:
+        wanted = sorted(set(request_ids))
+        rows = self._query(
+            self.topics.evaluation_requests,
+            'SELECT record FROM {files} WHERE list_contains(?, event_id) ORDER BY "partition", '
+            '"offset"',
+            [wanted],
+        )
+        found: dict[str, list[Request]] = {}
+        named = set(wanted)
+        for (record,) in rows:
+            event = self._decode(record)
+            # as its record says, whatever its columns say
+            if (
+                isinstance(event, (EvaluationRequested, BatchEvaluationRequested))
+                and event.event_id in named
+            ):
+                found.setdefault(event.event_id, []).append(event)
         return found
 
     def requests(self, request_id: str) -> list[Request]:

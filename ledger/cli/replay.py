@@ -22,7 +22,7 @@ from ledger.cli.common import (
     role_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
-from ledger.cli.reproduce import reproduce_decision
+from ledger.cli.reproduce import reproduce_decision, reproduce_decisions
 from ledger.core.authority import capabilities
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import format_timestamp, parse_instant
@@ -49,6 +49,36 @@ __all__ = ["replay_cmd"]
     metavar="ID",
     help="Reproduce this recorded decision (decision or request id) instead.",
 )
+@click.option(
+    "--decisions",
+    "many",
+    is_flag=True,
+    help="Reproduce many recorded decisions in one run: those decided in [--since, --until), "
+    "or named in --ids FILE; --sample N of them.",
+)
+@click.option("--since", default=None, help="With --decisions: decided at or after (ISO 8601).")
+@click.option("--until", default=None, help="With --decisions: decided before (ISO 8601).")
+@click.option(
+    "--ids",
+    "ids_file",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default=None,
+    metavar="FILE",
+    help="With --decisions: the decisions named in FILE, one id a line (-: stdin).",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --decisions: N of them, drawn at random (the summary gives the --seed).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="With --sample: draw the same sample again.",
+)
 @bootstrap_option
 @json_option
 @handle_errors
@@ -58,6 +88,12 @@ def replay_cmd(
     principal: str | None,
     source: Path | None,
     decision_id: str | None,
+    many: bool,
+    since: str | None,
+    until: str | None,
+    ids_file: Path | None,
+    sample: int | None,
+    seed: int | None,
     bootstrap: str | None,
     as_json: bool,
 ) -> None:
@@ -73,7 +109,47 @@ def replay_cmd(
     those only its writer knows (latency_us, evaluator_id, chain_id, chain_seq, prev_hash,
     hash). Exit 0 when it reproduces; otherwise exit 12 (not_reproduced) with the fields that
     differ, recorded beside reproduced.
+
+    With --decisions: reproduce every decision decided in [--since, --until) (or named in
+    --ids FILE; --sample N of them at random), folding the governance history once, in the
+    order of the decisions' governance positions. Progress shows on stderr; a summary says how
+    many reproduce, differ and cannot be reproduced (and why); --json lists every decision.
+    Exit 12 (not_reproduced) when any differs or cannot be reproduced.
     """
+    batch_only = {
+        "--since": since,
+        "--until": until,
+        "--ids": ids_file,
+        "--sample": sample,
+        "--seed": seed,
+    }
+    if many:
+        if decision_id is not None or at is not None or policy is not None or principal:
+            raise UsageError(
+                "--decisions reproduces many decisions: leave out --decision, --at, --policy "
+                "and --principal"
+            )
+        if ids_file is not None and (since is not None or until is not None):
+            raise UsageError("--ids names the decisions: leave out --since and --until")
+        if seed is not None and sample is None:
+            raise UsageError("--seed draws a --sample: give --sample N too")
+        start, end = parse_time(since, "--since"), parse_time(until, "--until")
+        if start is not None and end is not None and end <= start:
+            raise UsageError("--until must be after --since")
+        reproduce_decisions(
+            from_dir=source,
+            bootstrap=bootstrap,
+            since=start,
+            until=end,
+            ids_file=ids_file,
+            sample=sample,
+            seed=seed,
+            as_json=as_json,
+        )
+        return
+    given = [flag for flag, value in batch_only.items() if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} go with --decisions (reproduce many decisions)")
     if decision_id is not None:
         if at is not None or policy is not None or principal is not None:
             raise UsageError(

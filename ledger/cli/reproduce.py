@@ -1,4 +1,5 @@
-"""``ledger replay --decision ID``: reproduce one recorded decision exactly (DESIGN §9).
+"""``ledger replay --decision ID``: reproduce one recorded decision exactly (DESIGN §9);
+``ledger replay --decisions``: many in one run, the governance history folded once.
 
 The option belongs to ``ledger replay`` (:mod:`ledger.cli.replay`); finding the decision, its
 request and the governance history is :mod:`ledger.audit.sources`'s, re-deciding and comparing
@@ -7,12 +8,16 @@ request and the governance history is :mod:`ledger.audit.sources`'s, re-deciding
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ledger.audit.reproduce import reproduce
+from ledger.audit.reproduce import Checked, Reproduction, reproduce, reproduce_many
 from ledger.audit.sources import (
     Decision,
     ExportSource,
@@ -28,7 +33,28 @@ from ledger.core.jsonform import format_timestamp
 from ledger.core.text import clipped
 from ledger.errors import NotReproduced, UsageError
 
-__all__ = ["reproduce_decision"]
+__all__ = ["reproduce_decision", "reproduce_decisions"]
+
+
+def _named(named: Mapping[str, Decision], decision_id: str) -> list[tuple[Decision, str]]:
+    """The decisions ``decision_id`` names among ``named`` (read for it and its
+    :func:`item_ref_splits`), each with what it is: its decision, or one item of a
+    pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch)."""
+    found: list[tuple[Decision, str]] = []
+    if (own := named.get(decision_id)) is not None:
+        found.append((own, f"decision {own.event_id} of request {own.request_id}"))
+    for batch_id, item in item_ref_splits(decision_id):
+        batch = named.get(batch_id)
+        if isinstance(batch, BatchDecisionRecorded) and any(
+            i.item_id == item for i in batch.decisions
+        ):
+            found.append((batch, f"item {item} of pre-evaluation {batch_id}"))
+    return found
+
+
+def _looked_up(ids: Sequence[str]) -> list[str]:
+    """What to read for ``ids``: each, and the batch id of each ``REQUEST#ITEM`` reading."""
+    return [*ids, *(batch_id for i in ids for batch_id, _ in item_ref_splits(i))]
 
 
 def _find(source: LedgerSource, decision_id: str) -> Decision:
@@ -36,17 +62,7 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
     pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch is reproduced,
     every item with it). Ids are free text, so a text that names more than one (a request whose
     own id reads as another's item) is refused, naming each, never one taken for the other."""
-    splits = item_ref_splits(decision_id)
-    named = source.decisions([decision_id, *(batch_id for batch_id, _ in splits)])  # one read
-    found: list[tuple[Decision, str]] = []
-    if (own := named.get(decision_id)) is not None:
-        found.append((own, f"decision {own.event_id} of request {own.request_id}"))
-    for batch_id, item in splits:
-        batch = named.get(batch_id)
-        if isinstance(batch, BatchDecisionRecorded) and any(
-            i.item_id == item for i in batch.decisions
-        ):
-            found.append((batch, f"item {item} of pre-evaluation {batch_id}"))
+    found = _named(source.decisions(_looked_up([decision_id])), decision_id)  # one read
     if not found:
         raise no_decision(decision_id, source.where)
     if len(found) > 1:
@@ -61,17 +77,27 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
     return decision
 
 
+def _source(from_dir: Path | None, bootstrap: str | None) -> LedgerSource:
+    """The export at ``from_dir``, else the ledger's topics read as the auditor."""
+    if from_dir is not None:
+        return ExportSource(from_dir)
+    settings = load_settings(bootstrap)
+    address, security = connection(settings, "auditor")
+    return KafkaSource(address, settings.topics, security=security)
+
+
+def _differences(result: Reproduction) -> list[dict[str, Any]]:
+    return [
+        {"field": d.field, "recorded": d.recorded, "reproduced": d.reproduced}
+        for d in result.differences
+    ]
+
+
 def reproduce_decision(
     decision_id: str, from_dir: Path | None, bootstrap: str | None, as_json: bool
 ) -> None:
     """``replay --decision``: find the decision and its request, re-decide, compare, print."""
-    settings = load_settings(bootstrap)
-    source: LedgerSource
-    if from_dir is not None:
-        source = ExportSource(from_dir)
-    else:
-        address, security = connection(settings, "auditor")
-        source = KafkaSource(address, settings.topics, security=security)
+    source = _source(from_dir, bootstrap)
     decision = _find(source, decision_id)
     copies = source.requests(decision.request_id)
     request = answered(decision, copies) if copies else None
@@ -87,10 +113,7 @@ def reproduce_decision(
         if len(copies) > 1
         else None
     )
-    differences = [
-        {"field": d.field, "recorded": d.recorded, "reproduced": d.reproduced}
-        for d in result.differences
-    ]
+    differences = _differences(result)
     if as_json:
         print_json(
             {
@@ -157,3 +180,217 @@ def _summary(decision: Any) -> str:
         rule = decision.rule or decision.reason_code or "-"
         return f"{decision.determination.value} ({rule}{where})"
     return f"{len(decision.decisions)} batch items, identical"
+
+
+# --------------------------------------------------------------------------- many at once
+
+NO_SUCH = "no such decision"
+SEVERAL = "the id names several decisions (pass the decision id)"
+_SHOWN = 20  # rows of each table in the text output; --json lists every decision
+_PROGRESS_EVERY_S = 2.0
+_SAY_START = 1_000  # decisions: a run this long says on stderr what it is reading
+
+
+def _from_ids(source: LedgerSource, ids: Sequence[str]) -> tuple[list[Decision], dict[str, str]]:
+    """The decisions ``ids`` name (each as ``--decision`` takes it, each decision once), and
+    why each id that names none or several cannot be reproduced (which to take is the
+    auditor's choice, as ``--decision`` refuses it)."""
+    named = source.decisions(_looked_up(ids))  # one read
+    decisions: dict[str, Decision] = {}
+    unresolved: dict[str, str] = {}
+    for decision_id in dict.fromkeys(ids):
+        found = _named(named, decision_id)
+        if len(found) == 1:
+            decisions.setdefault(found[0][0].event_id, found[0][0])
+        else:
+            unresolved[decision_id] = NO_SUCH if not found else SEVERAL
+    return list(decisions.values()), unresolved
+
+
+def read_ids(path: Path) -> list[str]:
+    """The decision ids of an ``--ids`` file (``-``: stdin): one per line; blank lines and
+    lines starting with ``#`` skipped."""
+    try:
+        text = click.get_text_stream("stdin").read() if str(path) == "-" else path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--ids {path}: cannot read it ({exc}); one decision id a line") from None
+    ids = [line.strip() for line in text.splitlines()]
+    ids = [i for i in ids if i and not i.startswith("#")]
+    if not ids:
+        raise UsageError(f"--ids {path} names no decision: one decision id a line")
+    return ids
+
+
+class _Progress:
+    """A line on stderr every couple of seconds while a long run works."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.started, self.shown = total, time.monotonic(), time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.shown >= _PROGRESS_EVERY_S and done < self.total:
+            self.shown = now
+            click.echo(
+                f"reproduced {done:,} of {self.total:,} decisions ({now - self.started:.0f} s)",
+                err=True,
+            )
+
+
+def reproduce_decisions(
+    *,
+    from_dir: Path | None,
+    bootstrap: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    ids_file: Path | None,
+    sample: int | None,
+    seed: int | None,
+    as_json: bool,
+) -> None:
+    """``replay --decisions``: reproduce every decision of a window (or named in a file), or a
+    random sample of them, folding the governance history once; a summary, and exit 12 when
+    any differs or cannot be reproduced."""
+    started = time.monotonic()
+    source = _source(from_dir, bootstrap)
+    unresolved: dict[str, str] = {}
+    if ids_file is not None:
+        decisions, unresolved = _from_ids(source, read_ids(ids_file))
+    else:
+        decisions = source.decided_between(since, until)
+    selected = len(decisions)
+    if sample is not None and sample < selected:
+        seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
+        chosen = set(random.Random(seed).sample(range(selected), sample))
+        decisions = [d for i, d in enumerate(decisions) if i in chosen]
+    else:
+        seed = None  # nothing drawn
+    if not decisions and not unresolved:
+        window = f"decided in [{_when(since)}, {_when(until)})"
+        raise UsageError(f"no decision {window} in the ledger at {source.where}")
+    if len(decisions) >= _SAY_START:
+        click.echo(
+            f"reading the requests of {len(decisions):,} decisions and the history", err=True
+        )
+    requests = source.requests_for({d.request_id for d in decisions})
+    history = source.history()
+    found = reproduce_many(
+        decisions, requests, history, progress=_Progress(len(decisions)) if decisions else None
+    )
+    rows = [_result(checked) for checked in found.checked] + [
+        {"decision_id": i, "verdict": "not_reproducible", "why": why}
+        for i, why in unresolved.items()
+    ]
+    counts = {
+        v: sum(r["verdict"] == v for r in rows)
+        for v in ("reproduces", "differs", "not_reproducible")
+    }
+    whys: dict[str, int] = {}
+    for r in rows:
+        if r["verdict"] == "not_reproducible":
+            whys[r["why"]] = whys.get(r["why"], 0) + 1
+    seconds = time.monotonic() - started
+    summary = _summary_line(len(rows), counts, whys)
+    if as_json:
+        print_json(
+            {
+                "source": source.where,
+                "since": since,
+                "until": until,
+                "ids_file": None if ids_file is None else str(ids_file),
+                "selected": selected + len(unresolved),
+                "sample": sample,
+                "seed": seed,
+                "decisions": len(rows),
+                "reproduces": counts["reproduces"],
+                "differs": counts["differs"],
+                "not_reproducible": counts["not_reproducible"],
+                "not_reproducible_why": whys,
+                "full_folds": found.full_folds,
+                "seconds": round(seconds, 3),
+                "results": rows,
+            }
+        )
+    else:
+        drawn = f", a sample of {len(decisions):,} (--seed {seed})" if seed is not None else ""
+        click.echo(
+            f"{selected + len(unresolved):,} decisions {_what(ids_file, since, until)}{drawn}, "
+            f"re-evaluated from {source.where}:"
+        )
+        _table(
+            "decisions that differ (`ledger replay --decision ID` shows each field)",
+            ["decision", "request", "decided at", "fields that differ"],
+            [
+                [
+                    r["decision_id"],
+                    r["request_id"],
+                    format_timestamp(r["decided_at"]),
+                    ", ".join(d["field"] for d in r["differences"]),
+                ]
+                for r in rows
+                if r["verdict"] == "differs"
+            ],
+        )
+        _table(
+            "not reproducible",
+            ["decision", "why"],
+            [[r["decision_id"], r["why"]] for r in rows if r["verdict"] == "not_reproducible"],
+        )
+        _table(
+            "notes",
+            ["decision", "note"],
+            [[r["decision_id"], r["note"]] for r in rows if r.get("note")],
+        )
+        click.echo(f"  {summary} ({seconds:.1f} s)")
+    if counts["differs"] or counts["not_reproducible"]:
+        raise NotReproduced(f"{summary}: not every decision reproduces")
+
+
+def _when(at: datetime | None) -> str:
+    return "-" if at is None else format_timestamp(at)
+
+
+def _what(ids_file: Path | None, since: datetime | None, until: datetime | None) -> str:
+    if ids_file is not None:
+        return f"named in {ids_file}"
+    if since is None and until is None:
+        return "(all)"
+    return f"decided in [{_when(since)}, {_when(until)})"
+
+
+def _summary_line(total: int, counts: Mapping[str, int], whys: Mapping[str, int]) -> str:
+    why = "; ".join(f"{reason}: {n}" for reason, n in whys.items())
+    return (
+        f"{total:,} decisions: {counts['reproduces']:,} reproduce, {counts['differs']:,} "
+        f"differ, {counts['not_reproducible']:,} not reproducible" + (f" ({why})" if why else "")
+    )
+
+
+def _result(checked: Checked) -> dict[str, Any]:
+    """One decision of a batch as ``--json`` lists it."""
+    decision, result = checked.decision, checked.reproduction
+    return {
+        "decision_id": decision.event_id,
+        "request_id": decision.request_id,
+        "decided_at": decision.occurred_at,
+        "verdict": checked.verdict,
+        "recorded": _outcome_json(decision),
+        "reproduced": None if result is None else _outcome_json(result.reproduced),
+        "differences": [] if result is None else _differences(result),
+        "note": None if result is None else result.note,
+        "request_copies": checked.copies,
+        "why": checked.why,
+    }
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    if not rows:
+        return
+    shown = rows[:_SHOWN]
+    print_table(
+        columns,
+        [[json_cell(c) if not isinstance(c, str) else c for c in r] for r in shown],
+        title=title,
+    )
+    if len(rows) > len(shown):
+        click.echo(f"  … and {len(rows) - len(shown):,} more (--json lists every decision)")

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ledger.core.events import GovernanceEvent
-from ledger.core.state import EMPTY_STATE, LedgerState, replay, with_positions
+from ledger.core.events import POLICY_EVENT_TYPES, GovernanceEvent
+from ledger.core.state import EMPTY_STATE, LedgerState, aggregate_of, replay, with_positions
 
-__all__ = ["HistoryEntry", "offset_gaps", "state_at", "state_at_position"]
+__all__ = ["HistoryEntry", "PositionFolder", "offset_gaps", "state_at", "state_at_position"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,78 @@ def state_at_position(history: Iterable[HistoryEntry], position: Mapping[str, in
     return _replayed(
         [entry for entry in history if entry.offset <= position.get(entry.position_key, -1)]
     )
+
+
+class PositionFolder:
+    """The states at many governance positions of one history (a batch of decisions to
+    reproduce), each equal to :func:`state_at_position`'s, folding the history once when the
+    positions come in order (each at or after the one before on every key).
+
+    From one position to the next only the entries between them are folded onto the state
+    (:class:`~ledger.core.state.Replay` from it): the same state as folding the prefix, because
+    the fold changes an event's own aggregate only and each aggregate's events come from one
+    key (its Kafka partition) in offset order, so entries of different keys commute. A history
+    where they do not (an aggregate on two keys, a key's offsets out of order) has every state
+    folded from the beginning, as does a position behind the one before on some key
+    (:attr:`full_folds` counts them): sort the positions first (:meth:`order`).
+    """
+
+    __slots__ = ("_by_key", "_entries", "_exact", "_next", "_state", "full_folds")
+
+    def __init__(self, history: Iterable[HistoryEntry]) -> None:
+        self._entries = list(history)
+        self._by_key: dict[str, list[HistoryEntry]] = {}
+        keys_of: dict[tuple[str, str], str] = {}
+        exact = False
+        for entry in self._entries:
+            same_key = self._by_key.setdefault(entry.position_key, [])
+            if same_key and same_key[-1].offset > entry.offset:
+                exact = True  # a key's entries out of offset order
+            same_key.append(entry)
+            aggregate = (_kind(entry.event), aggregate_of(entry.event))
+            if keys_of.setdefault(aggregate, entry.position_key) != entry.position_key:
+                exact = True  # one aggregate on two keys: their order matters
+        self._exact = exact
+        self._next = dict.fromkeys(self._by_key, 0)
+        self._state = EMPTY_STATE
+        self.full_folds = 0
+        """How many states were folded from the beginning (the first is one)."""
+
+    @staticmethod
+    def order(position: Mapping[str, int]) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """A sort key putting a position after every position at or before it on each key."""
+        return sum(offset + 1 for offset in position.values()), tuple(sorted(position.items()))
+
+    def state_at(self, position: Mapping[str, int]) -> LedgerState:
+        """The state at governance ``position``: :func:`state_at_position` of the history."""
+        if self._exact:
+            self.full_folds += 1
+            return state_at_position(self._entries, position)
+        behind = any(
+            self._next[key] and entries[self._next[key] - 1].offset > position.get(key, -1)
+            for key, entries in self._by_key.items()
+        )
+        if behind or not self.full_folds:
+            self._state, self._next = EMPTY_STATE, dict.fromkeys(self._by_key, 0)
+            self.full_folds += 1
+        new: list[HistoryEntry] = []
+        for key, entries in self._by_key.items():
+            start = end = self._next[key]
+            limit = position.get(key, -1)
+            while end < len(entries) and entries[end].offset <= limit:
+                end += 1
+            new.extend(entries[start:end])
+            self._next[key] = end
+        if new:
+            state = replay([entry.event for entry in new], self._state)
+            self._state = with_positions(state, {entry.position_key: entry.offset for entry in new})
+        return self._state
+
+
+def _kind(event: GovernanceEvent) -> str:
+    """Which map of the state an event's aggregate lives in (a policy and a principal may share
+    a name): the fold's own split."""
+    return "policy" if isinstance(event, POLICY_EVENT_TYPES) else "principal"
 
 
 def _replayed(entries: Sequence[HistoryEntry]) -> LedgerState:

@@ -29,7 +29,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
-from ledger.core.history import HistoryEntry, state_at, state_at_position
+from ledger.core.history import HistoryEntry, PositionFolder, state_at, state_at_position
 from ledger.core.pmap import PMap
 from ledger.core.state import (
     EMPTY_STATE,
@@ -255,6 +255,85 @@ def test_state_at_position_equals_fold_of_the_entries_at_or_before_it(
     fast = state_at_position(iter(entries), position)
     assert_same(fast, slow)
     assert dict(fast.position) == dict(slow.position)
+
+
+KEYS = ("ledger.policy-events/0", "ledger.grant-events/0", "ledger.grant-events/1")
+
+
+def _entries(events: list[GovernanceEvent], by_aggregate: bool) -> list[HistoryEntry]:
+    """``events`` as read from three keys: each aggregate's from one key, as Kafka keys them
+    (``by_aggregate``), or round robin (an aggregate on several keys)."""
+    offsets = dict.fromkeys(KEYS, -1)
+    entries = []
+    for i, event in enumerate(events):
+        if not by_aggregate:
+            key = KEYS[i % 3]
+        elif isinstance(event, (GrantIssued, GrantRevoked, RoleAssigned, RoleRevoked)):
+            key = KEYS[1 + PRINCIPALS.index(event.principal) % 2]
+        else:
+            key = KEYS[0]
+        offsets[key] += 1
+        entries.append(HistoryEntry(key, offsets[key], event))
+    return entries
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    histories(),
+    st.lists(
+        st.dictionaries(st.sampled_from(KEYS), st.integers(min_value=-1, max_value=30)),
+        max_size=8,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_position_folder_gives_each_position_the_state_at_it(
+    events: list[GovernanceEvent],
+    positions: list[dict[str, int]],
+    by_aggregate: bool,
+    ordered: bool,
+) -> None:
+    # Batch reproduction folds the history once for many decisions' positions: each state
+    # must be the one a decision reproduced alone gets, in order or not.
+    entries = _entries(events, by_aggregate)
+    folder = PositionFolder(entries)
+    if ordered:
+        positions = sorted(positions, key=PositionFolder.order)
+    for position in positions:
+        alone = state_at_position(entries, position)
+        batched = folder.state_at(position)
+        assert batched == alone
+        assert sorted(batched.policies) == sorted(alone.policies)
+        assert dict(batched.position) == dict(alone.position)
+
+
+def test_a_position_folder_folds_positions_in_order_once() -> None:
+    events = [
+        PolicyVersionProposed(
+            event_id=f"p{i}",
+            occurred_at=T0 + timedelta(seconds=i),
+            actor="human:x",
+            command_id=f"c{i}",
+            sequence=1,
+            policy=f"policy-{i}",
+            version=1,
+            document=REFUND,
+            content_hash="h",
+            owner="team:x",
+            governs=("refund.*",),
+        )
+        for i in range(6)
+    ]
+    entries = [HistoryEntry(KEYS[0], i, e) for i, e in enumerate(events)]
+    folder = PositionFolder(entries)
+    for offset in (0, 0, 2, 5):
+        assert sorted(folder.state_at({KEYS[0]: offset}).policies) == sorted(
+            f"policy-{i}" for i in range(offset + 1)
+        )
+    assert folder.full_folds == 1
+    folder.state_at({KEYS[0]: 1})  # behind: folded again from the start, still right
+    assert folder.full_folds == 2
+    assert sorted(folder.state_at({KEYS[0]: 3}).policies) == [f"policy-{i}" for i in range(4)]
 
 
 def test_pmap_bulk_build_equals_successive_sets() -> None:
