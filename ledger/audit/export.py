@@ -61,6 +61,7 @@ Where each part lives:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -143,8 +144,13 @@ def export(
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
     helpers: int | None = None,
+    remove_retired: bool = False,
 ) -> ExportSummary:
     """Export everything new in the ledger at ``bootstrap`` into ``out`` (see module doc).
+
+    ``remove_retired``: at the end, remove the files merged away now rather than ten minutes
+    after their merge (:meth:`ExportWriter.remove_retired`), before handing the export to a
+    reader that lists folders.
 
     ``helpers``: processes doing the export when there are more than :data:`POOL_THRESHOLD`
     records to read (default: one per core, at most :data:`POOL_HELPERS`, none on one core;
@@ -187,9 +193,10 @@ def export(
                 writer.mark(topic, partition, end)
             writer.note_run(read_at=read_at, complete=True)
             writer.flush()
+            retired = writer.remove_retired() if remove_retired else 0
         finally:
             source.close()
-    return _summary(writer, started)
+    return dataclasses.replace(_summary(writer, started), retired_removed=retired)
 
 
 def _export_here(

@@ -115,6 +115,9 @@ class ExportSummary:
     compacted: int = 0
     problems: tuple[str, ...] = ()
     """Housekeeping that could not be done (a merge of small files), the export itself done."""
+    retired_removed: int = 0
+    """Files merged away removed at the end of the run rather than ten minutes after their
+    merge (``remove_retired``): nothing but the listed files is left in the folders."""
 
     @property
     def total(self) -> int:
@@ -129,6 +132,7 @@ class ExportSummary:
             "removed_leftovers": self.removed,
             "removed_unlisted_files": list(self.unlisted),
             "files_compacted": self.compacted,
+            "removed_retired_files": self.retired_removed,
             "problems": list(self.problems),
             "duration_s": round(self.duration_s, 3),
             "records_per_s": round(self.total / self.duration_s) if self.duration_s > 0 else None,
@@ -568,6 +572,18 @@ class ExportWriter(RowFiles):
             ):
                 if stat.S_ISREG(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode):
                     os.unlink(name, dir_fd=where)
+
+    def remove_retired(self) -> int:
+        """Remove every file merged away now, not :data:`RETIRE_AFTER_S` after its merge: the
+        export's folders then hold its listed files only, as a reader that lists folders
+        (a glob, Spark, Trino, Athena) needs, else it counts their rows twice. A reader that
+        listed them before their merge, still reading, fails to find them. Returns how many
+        the manifest stopped naming."""
+        count = len(self.manifest.retired)
+        if count:
+            self.retire_after = 0
+            self.commit([], {})  # drops them from the manifest, then from the disk
+        return count
 
     # ----------------------------------------------------------------------- compaction
 

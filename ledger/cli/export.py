@@ -5,6 +5,7 @@ Parsing and printing only: the export itself is :mod:`ledger.audit.export`.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ import click
 
 from ledger.cli.common import Seconds, bootstrap_option, connection, load_settings
 from ledger.cli.output import err_console, handle_errors, json_option, print_json
+from ledger.errors import UsageError
 from ledger.settings import KafkaSecurity
 
 __all__ = ["export_cmd"]
@@ -49,6 +51,13 @@ __all__ = ["export_cmd"]
     help="Rows read before a flush (data files, then the manifest): bounds memory, and how much "
     "a killed run has to redo.",
 )
+@click.option(
+    "--remove-retired",
+    is_flag=True,
+    help="At the end, remove the small files merged away now (else ten minutes after their "
+    "merge): before handing the export to a reader that lists folders (a glob, Spark, Trino, "
+    "Athena), which would count their rows twice. Not with --follow.",
+)
 @bootstrap_option
 @json_option
 @handle_errors
@@ -57,6 +66,7 @@ def export_cmd(
     follow: bool,
     interval: float,
     batch_records: int,
+    remove_retired: bool,
     bootstrap: str | None,
     as_json: bool,
 ) -> None:
@@ -72,6 +82,11 @@ def export_cmd(
     from ledger.audit.export import export  # pyarrow, when asked for
     from ledger.audit.export import follow as follow_export
 
+    if follow and remove_retired:
+        raise UsageError(
+            "--remove-retired is for a run that ends: stop the --follow run, then run "
+            "`ledger export --out DIR --remove-retired`"
+        )
     settings = load_settings(bootstrap)
     directory = out if out is not None else settings.export_dir
     address, security = connection(settings, "exporter")
@@ -112,11 +127,21 @@ def export_cmd(
                 signal.signal(sig, handler)
     elif as_json or not sys.stderr.isatty():
         summary = export(
-            directory, address, settings.topics, batch_records=batch_records, security=security
+            directory,
+            address,
+            settings.topics,
+            batch_records=batch_records,
+            security=security,
+            remove_retired=remove_retired,
         )
     else:
         summary = _with_progress(
-            directory, address, settings.topics, export, batch_records, security
+            directory,
+            address,
+            settings.topics,
+            functools.partial(export, remove_retired=remove_retired),
+            batch_records,
+            security,
         )
     if as_json:
         print_json(summary.to_json())
@@ -140,6 +165,11 @@ def export_cmd(
         f"{f', {summary.compacted} small files merged' if summary.compacted else ''})"
         f"{': ' + per_topic if per_topic else ''}"
     )
+    if remove_retired:
+        click.echo(
+            f"removed {summary.retired_removed} file(s) merged away: the folders hold the "
+            "manifest's files only"
+        )
 
 
 def _with_progress(

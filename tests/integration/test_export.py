@@ -456,3 +456,33 @@ def test_an_export_ahead_of_kafka_is_refused_not_silently_skipped(
     assert process.returncode == 9, stderr
     assert f"{ledger_topics.decisions} partition 0 up to offset 1000000000000" in stderr
     assert "export into a fresh directory" in stderr
+
+
+def test_an_export_can_remove_the_files_it_merged_away_before_it_is_handed_over(
+    kafka: Any, ledger_topics: TopicNames, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: a glob read every row of the merged-away files a second time
+    # (they stay ten minutes); readers that list folders (Spark, Trino, Athena) would too.
+    out = tmp_path / "export"
+    merged = 0
+    for run in range(17):  # a run's files each time: the sixteenth small one in a row merges
+        produce(kafka, ledger_topics, decisions=_decisions(run * 25, 25))
+        summary = run_export(kafka, ledger_topics, out)
+        assert summary["removed_retired_files"] == 0
+        merged += summary["files_compacted"]
+    assert merged > 0 and json.loads((out / "_manifest.json").read_text())["retired"]
+    handed = run_export(kafka, ledger_topics, out, "--remove-retired")
+    assert handed["removed_retired_files"] == merged
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["retired"] == []
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.parquet")}
+    assert on_disk == {f["path"] for f in manifest["files"]}
+    con = duckdb.connect()
+    try:
+        globbed = con.execute(
+            "SELECT count(*) FROM read_parquet(?)",
+            [str(out / f"topic={ledger_topics.decisions}" / "**" / "*.parquet")],
+        ).fetchone()
+    finally:
+        con.close()
+    assert globbed == (425,) and counted(out, ledger_topics.decisions) == (425, 425)
