@@ -226,6 +226,18 @@ def test_every_decision_reproduces_from_an_export(run: Run) -> None:
     assert result.exit_code == 0 and "reproduces:" in result.stdout, result.stderr
 
 
+def test_many_decisions_reproduce_in_one_run_from_kafka_and_an_export(run: Run) -> None:
+    for where in ((), ("--from", str(run.export))):
+        result = run.cli("replay", "--decisions", *where, "--json")
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["decisions"] == report["reproduces"] == len(run.decisions), where
+        assert {r["decision_id"] for r in report["results"]} == {d.event_id for d in run.decisions}
+    sample = run.cli("replay", "--decisions", "--sample", "3", "--seed", "1", "--json")
+    assert sample.exit_code == 0, sample.stderr
+    assert json.loads(sample.stdout)["decisions"] == 3
+
+
 def test_an_unknown_decision_is_one_line(run: Run) -> None:
     result = run.cli("replay", "--decision", "no-such-decision")
     assert result.exit_code == 2

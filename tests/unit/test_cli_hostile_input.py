@@ -451,6 +451,7 @@ def test_a_group_without_a_command_still_shows_its_help() -> None:
         (["audit", "sql", "SELECT 1", "--json", "--csv"], "choose one of --json and --csv"),
         (["audit", "run", "rollbacks", "--json", "--csv"], "choose one of --json and --csv"),
         (["export", "--follow", "--remove-retired"], "stop the --follow run"),
+        (["replay", "--decisions", "--since", "2026-02-01", "--until", "2026-01-01"], "--until"),
     ],
 )
 def test_contradicting_flags_are_refused_before_any_work(
