@@ -152,6 +152,9 @@ class VerifyReport:
     complete: bool = True
     """Whether the export's last run finished (False: its topics end at different points, so
     what is missing may only be not yet exported: export again, then verify)."""
+    beyond_interruption: bool = False
+    """Whether a problem found is one no export stopped part-way leaves (see
+    :func:`_left_by_interruption`): tampering, whatever the manifest says of the last run."""
 
     @property
     def intact(self) -> bool:
@@ -872,6 +875,9 @@ def verify_export(
             )
         )
     problems = _first_first(rows)
+    # A gap between a partition's rows is tampering even where its chain names it instead
+    # (the offsets' own finding is then left out of the list above).
+    within = any(inner and p.kind == "missing" for p, inner in offset_problems)
     return VerifyReport(
         export_dir=str(directory),
         decisions_topic=topics.decisions,
@@ -883,7 +889,21 @@ def verify_export(
         problem_count=len(problems),
         seconds=time.perf_counter() - started,
         complete=manifest.complete,
+        beyond_interruption=within or not all(_left_by_interruption(p) for p in problems),
     )
+
+
+def _left_by_interruption(problem: Problem) -> bool:
+    """Whether an export stopped part-way can leave ``problem``. Its partitions end at
+    different points, so records past a partition's end may be missing (a chain's newest, or
+    a chain's records in a partition read less far than another), and the files of its last
+    flush may be unlisted (the manifest is written after them). But each partition is exported
+    from its first offset on, each flush listing what it wrote, so no gap between a
+    partition's rows (those are found by the offsets), no listed file gone or rewritten, and
+    no record altered, inserted or reordered."""
+    if problem.subject == "file":
+        return problem.kind == "inserted"
+    return problem.kind == "missing"
 
 
 def _offset_problems(

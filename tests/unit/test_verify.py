@@ -1275,3 +1275,75 @@ def test_a_flush_killed_before_its_manifest_is_incomplete_not_tampering(export: 
     shutil.copy(listed, listed.with_name(listed.name.replace(".parquet", "-next.parquet")))
     done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
     assert done.exit_code == 9, done.output
+
+
+def _export_in_flushes(ledger: Ledger, out: Path, *cuts: int) -> Path:
+    """``ledger`` exported by runs ending at decision offsets ``cuts``: several files per
+    partition and date, as a long or `--follow` export leaves them."""
+    ends = [*cuts, None]
+    starts = [0, *cuts]
+    for start, end in zip(starts, ends, strict=True):
+        write_export(
+            out,
+            [
+                r
+                for r in ledger.records
+                if (r.topic != TOPICS.decisions and start == 0)
+                or (
+                    r.topic == TOPICS.decisions
+                    and r.offset >= start
+                    and (end is None or r.offset < end)
+                )
+            ],
+            TOPICS,
+        )
+    return out
+
+
+def test_a_file_deleted_between_listed_ones_is_tampering_even_when_marked_incomplete(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: a decisions file from the middle of a partition deleted, its
+    # manifest entry dropped and "complete": false set gave exit 9 ("incomplete: … may come
+    # from that: run ledger export again"). A stopped export leaves a partition's newest
+    # records unlisted, never a gap with later offsets listed after it.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    export = _export_in_flushes(ledger, tmp_path / "export", 4, 8)
+    [middle] = [f for f in files_of(export, TOPICS.decisions) if f.name.endswith("+0+4.parquet")]
+    relative = middle.relative_to(export).as_posix()
+    middle.unlink()
+
+    def drop(document: dict[str, Any]) -> None:
+        document["files"] = [f for f in document["files"] if f["path"] != relative]
+        document["complete"] = False
+
+    _edit_manifest(export, drop)
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 11, done.output
+    assert "[tamper_detected]" in done.stderr and "incomplete:" not in done.stderr
+    report = verify(export)
+    assert not report.complete and report.beyond_interruption
+    assert first(report).kind == "missing"
+
+
+def test_the_newest_rows_of_a_partition_unlisted_stay_incomplete(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # What a stopped export does leave: a partition's newest records not yet exported (here
+    # partition 0's last run), its chains then missing their newest records.
+    export = _export_in_flushes(ledger, tmp_path / "export", 4, 8)
+    [last] = [f for f in files_of(export, TOPICS.decisions) if f.name.endswith("+0+8.parquet")]
+    relative = last.relative_to(export).as_posix()
+    last.unlink()
+
+    def drop(document: dict[str, Any]) -> None:
+        document["files"] = [f for f in document["files"] if f["path"] != relative]
+        document["offsets"][TOPICS.decisions]["0"] = 8
+        document["complete"] = False
+
+    _edit_manifest(export, drop)
+    report = verify(export)
+    assert not report.intact and not report.beyond_interruption
