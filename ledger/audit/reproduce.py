@@ -29,7 +29,7 @@ from ledger.core.events import (
     DecisionRecorded,
     EvaluationRequested,
 )
-from ledger.core.history import HistoryEntry, PositionFolder, state_at_position
+from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gaps, state_at_position
 from ledger.core.jsonform import to_json_value
 from ledger.core.state import LedgerState
 
@@ -87,16 +87,22 @@ def reproduce(
     history: Iterable[HistoryEntry],
     *,
     state: LedgerState | None = None,
+    held: HeldOffsets | None = None,
 ) -> Reproduction:
     """Re-decide ``request`` as the evaluator did for ``decision`` and compare.
 
     ``history`` is the ledger's governance history (from Kafka or an export); only the events
     at or before the decision's ``governance_position`` are folded. ``state``: that fold
     already done (a batch folds the history once for many decisions:
-    :class:`~ledger.core.history.PositionFolder`); ``history`` is then not read.
+    :class:`~ledger.core.history.PositionFolder`), and ``held`` what the history holds
+    (:meth:`HeldOffsets.of` it); ``history`` is then not read.
     """
-    if state is None:
-        state = state_at_position(history, decision.governance_position)
+    if state is None or held is None:
+        entries = history if isinstance(history, (list, tuple)) else list(history)
+        if state is None:
+            state = state_at_position(entries, decision.governance_position)
+        if held is None:
+            held = HeldOffsets.of(entries)
     again: Decision
     if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
         again = evaluate(
@@ -118,17 +124,13 @@ def reproduce(
             "the writer reduced this trace (it would not fit a Kafka record), so its "
             f"determination was recorded as error; re-evaluated: {_outcome(again)}"
         )
-    lacking = [
-        f"{key}@{cited} (it holds up to {state.position.get(key, -1)})"
-        for key, cited in sorted(decision.governance_position.items())
-        if state.position.get(key, -1) < cited
-    ]
+    lacking = held.lacking(decision.governance_position)
     if lacking:
         # Re-deciding without them is not the decision's state: say so, not only the diff.
         notes.append(
             "the decision applied governance records the history read does not hold: "
-            f"{', '.join(lacking)}; they were deleted (an export's newest events, with its "
-            "manifest's offsets), or do not decode with this version"
+            f"{', '.join(lacking)}; they were deleted (from an export: `ledger audit verify` "
+            "says where), or do not decode with this version"
         )
     note = "; ".join(notes) or None
     recorded_form, again_form = to_json_value(decision), to_json_value(again)
@@ -151,6 +153,48 @@ def reproduce(
         ignored=ignored,
         note=note,
     )
+
+
+class HeldOffsets:
+    """The governance records a history holds, per position key (``topic/partition``), as its
+    gaps (:func:`~ledger.core.history.log_gaps`, found once): what a decision's position
+    applied that the history lacks is then found without reading the history again (a batch
+    asks it for every decision)."""
+
+    __slots__ = ("_logs",)
+
+    def __init__(self, logs: Mapping[str, tuple[list[OffsetGap], int]]) -> None:
+        self._logs = logs  # key -> (gaps below its newest record, its newest offset)
+
+    @classmethod
+    def of(cls, entries: Iterable[HistoryEntry]) -> HeldOffsets:
+        offsets: dict[str, list[int]] = {}
+        for entry in entries:
+            offsets.setdefault(entry.position_key, []).append(entry.offset)
+        logs = {}
+        for key, seen in offsets.items():
+            newest = max(seen)
+            gaps = [g for g in log_gaps(seen, newest + 1) if not g.repeated]
+            logs[key] = (gaps, newest)
+        return cls(logs)
+
+    def lacking(self, position: Mapping[str, int]) -> list[str]:
+        """The records ``position`` applied that the history does not hold, one text per key:
+        every record of the key up to the cited offset must be there."""
+        lacking = []
+        for key, cited in sorted(position.items()):
+            gaps, newest = self._logs.get(key, ([], -1))
+            spans = [(g.first, min(g.last, cited)) for g in gaps if g.first <= cited]
+            if not spans and newest >= cited:
+                continue
+            if not spans:  # the newest gone
+                lacking.append(f"{key}@{cited} (it holds up to {newest})")
+                continue
+            if newest < cited:
+                spans.append((newest + 1, cited))
+            shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+            lacking.append(f"{key}@{cited} (it lacks offset(s) {shown} of them)")
+        return lacking
 
 
 def _reworded(differences: tuple[Difference, ...]) -> str | None:
@@ -253,7 +297,8 @@ def reproduce_many(
     decisions are taken in the order of their governance positions
     (:class:`~ledger.core.history.PositionFolder`), each re-decided against the same state as
     alone. ``progress`` is called with how many are done after each."""
-    folder = PositionFolder(history)
+    entries = history if isinstance(history, (list, tuple)) else list(history)
+    folder, held = PositionFolder(entries), HeldOffsets.of(entries)
     order = sorted(
         range(len(decisions)),
         key=lambda i: PositionFolder.order(decisions[i].governance_position),
@@ -271,7 +316,7 @@ def reproduce_many(
             state = folder.state_at(decision.governance_position)
             found[index] = Checked(
                 decision=decision,
-                reproduction=reproduce(decision, request, (), state=state),
+                reproduction=reproduce(decision, request, (), state=state, held=held),
                 copies=len(copies),
             )
         if progress is not None:

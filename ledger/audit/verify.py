@@ -73,6 +73,7 @@ from ledger.audit.sources import (
 )
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
+from ledger.core.history import log_gaps
 from ledger.core.jsonform import format_timestamp, parse_instant, to_json_value
 from ledger.core.text import clipped
 from ledger.errors import CodecError, ExportError
@@ -786,8 +787,12 @@ def verify_export(
             topics.command_results,
             topics.dead_letters,
         )
+        governance = (topics.policy_events, topics.grant_events)
         broken, lies = _broken_files(
-            con, directory, manifest, {topics.decisions, topics.chain_checkpoints, *recorded}
+            con,
+            directory,
+            manifest,
+            {topics.decisions, topics.chain_checkpoints, *recorded, *governance},
         )
         for problem in [*broken.values(), *lies, *_unlisted_files(directory, manifest)]:
             rows.report(problem)
@@ -816,8 +821,17 @@ def verify_export(
             )
             for problem in _offset_problems(con, topic, listed, manifest)
         ]
+        governance_gaps = [
+            gap
+            for topic in governance
+            for gap in _log_gaps(
+                con, topic, topic_files(directory, topic, manifest, exclude=broken), manifest
+            )
+        ]
     finally:
         con.close()
+    for problem, _ in governance_gaps:  # before what the decisions citing them say
+        rows.report(problem)
     if manifest.complete:
         for problem in _unanswered_or_uncited(directory, manifest, broken):
             rows.report(problem)
@@ -877,7 +891,7 @@ def verify_export(
     problems = _first_first(rows)
     # A gap between a partition's rows is tampering even where its chain names it instead
     # (the offsets' own finding is then left out of the list above).
-    within = any(inner and p.kind == "missing" for p, inner in offset_problems)
+    within = any(inner and p.kind == "missing" for p, inner in [*offset_problems, *governance_gaps])
     return VerifyReport(
         export_dir=str(directory),
         decisions_topic=topics.decisions,
@@ -958,6 +972,65 @@ def _offset_problems(
     return problems
 
 
+def _log_gaps(
+    con: Any, topic: str, files: list[str], manifest: Manifest
+) -> list[tuple[Problem, bool]]:
+    """The gaps in a governance topic's partitions (:func:`ledger.core.history.log_gaps`, the
+    rule ``actor verify`` holds them to): a governance event deleted from between others leaves
+    every point-in-time answer after it wrong, though no decision's chain shows it. Each with
+    whether records follow it (no export stopped part-way leaves that)."""
+    seen: dict[int, list[int]] = {}
+    if files:
+        try:
+            for partition, offset in con.execute(
+                f'SELECT "partition", "offset" FROM {READ_PARQUET}', [files]
+            ).fetchall():
+                seen.setdefault(int(partition), []).append(int(offset))
+        except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
+            raise ExportError(f"reading {topic} from the export: {exc}") from exc
+    problems = []
+    for partition in sorted(set(seen) | set(manifest.offsets.get(topic, {}))):
+        end = manifest.next_offset(topic, partition)
+        for gap in log_gaps(seen.get(partition, []), end):
+            span = (
+                f"offset {gap.first}"
+                if gap.first == gap.last
+                else (f"offsets {gap.first} to {gap.last}")
+            )
+            if gap.repeated:
+                kind, found, expected = (
+                    "inserted",
+                    f"offset {gap.first} appears more than once",
+                    "one row per offset",
+                )
+            elif gap.at_end:
+                kind, found, expected = (
+                    "missing",
+                    f"no rows for {span}",
+                    f"rows up to offset {end - 1}: the export's manifest says {end} comes next",
+                )
+            else:
+                kind, found, expected = (
+                    "missing",
+                    f"no rows for {span}, though the log goes on after "
+                    + ("them" if gap.first != gap.last else "it"),
+                    "every offset of the log (a governance event deleted: every point-in-time "
+                    "answer after it is wrong; check the ledger's own copy: `ledger actor "
+                    "verify`)",
+                )
+            problem = Problem(
+                kind=kind,
+                topic=topic,
+                partition=partition,
+                offset=gap.first,
+                found=found,
+                expected=expected,
+                subject="governance record",
+            )
+            problems.append((problem, not gap.at_end))
+    return problems
+
+
 def _unanswered_or_uncited(
     directory: Any, manifest: Manifest, broken: Collection[str]
 ) -> list[Problem]:
@@ -1021,19 +1094,25 @@ def _read_too_early(row: tuple[Any, ...], said: datetime) -> Problem:
 def _uncited(row: Mapping[str, Any]) -> Problem:
     """A row of ``governance_cited_missing`` as the problem it is."""
     topic, _, partition = str(row["position"]).rpartition("/")
-    held = row["highest_held"]
-    holds = f"only up to offset {held}" if held is not None else "none of its records"
+    held, lacks = row["highest_held"], int(row["first_missing"])
+    holds = (
+        "none of its records"
+        if held is None
+        else f"only up to offset {held}"
+        if lacks > held
+        else f"no record at offset {lacks} (it holds offsets up to {held})"
+    )
     return Problem(
         kind="missing",
         topic=topic,
         partition=int(partition) if partition.isdigit() else None,
-        offset=held + 1 if held is not None else 0,
+        offset=lacks,
         found=f"{row['decisions_beyond']} decision(s) cite {row['position']} up to offset "
         f"{row['highest_cited']} (the first: decision {row['first_decision_beyond']}), but "
         f"the export holds {holds}",
-        expected="every governance record a decision applied (the newest were deleted, the "
-        "manifest's offsets lowered to hide it; or a `--follow` export was a flush behind: "
-        "export again, then verify)",
+        expected="every governance record a decision applied, and those before it (one was "
+        "deleted, or the newest with the manifest's offsets lowered to hide it; or a "
+        "`--follow` export was a flush behind: export again, then verify)",
         subject="governance record",
     )
 

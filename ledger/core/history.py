@@ -16,7 +16,15 @@ from datetime import datetime
 from ledger.core.events import POLICY_EVENT_TYPES, GovernanceEvent
 from ledger.core.state import EMPTY_STATE, LedgerState, aggregate_of, replay, with_positions
 
-__all__ = ["HistoryEntry", "PositionFolder", "offset_gaps", "state_at", "state_at_position"]
+__all__ = [
+    "HistoryEntry",
+    "OffsetGap",
+    "PositionFolder",
+    "log_gaps",
+    "offset_gaps",
+    "state_at",
+    "state_at_position",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,25 +141,48 @@ def _replayed(entries: Sequence[HistoryEntry]) -> LedgerState:
     return with_positions(state, {entry.position_key: entry.offset for entry in entries})
 
 
-def offset_gaps(
-    topic: str, partition: int, seen: Iterable[int], end: int, why_end: str
-) -> list[str]:
-    """What is wrong with one governance partition's offsets, one line each: they must run 0,
-    1, … ``end`` - 1, each once (governance topics keep every record and are written without
-    transactions, so an honest log has no gap). ``why_end`` says where ``end`` comes from."""
-    problems = []
+@dataclass(frozen=True, slots=True)
+class OffsetGap:
+    """Offsets ``first`` to ``last`` of a governance partition are missing; or, when
+    ``repeated``, offset ``first`` (= ``last``) appears more than once. ``at_end``: the missing
+    offsets are the partition's newest (before the end offset given, after every one seen),
+    the only gap a log read less far leaves; any other has records after it."""
+
+    first: int
+    last: int
+    repeated: bool = False
+    at_end: bool = False
+
+
+def log_gaps(seen: Iterable[int], end: int) -> list[OffsetGap]:
+    """The gaps in one governance partition's offsets ``seen``, which must run 0, 1, …
+    ``end`` - 1, each once: governance topics keep every record and are written without
+    transactions, so an honest log has no gap. The one rule ``actor verify``, ``audit verify``
+    and ``replay --decision`` hold a governance log to."""
+    gaps = []
     previous = -1
     for offset in sorted(seen):
         if offset == previous:
-            problems.append(f"{topic} partition {partition}: offset {offset} appears twice")
+            gaps.append(OffsetGap(offset, offset, repeated=True))
         elif offset > previous + 1:
-            problems.append(
-                f"{topic} partition {partition}: offsets {previous + 1}-{offset - 1} are missing"
-            )
+            gaps.append(OffsetGap(previous + 1, offset - 1))
         previous = max(previous, offset)
     if previous + 1 < end:
-        problems.append(
-            f"{topic} partition {partition}: offsets {previous + 1}-{end - 1} are missing "
-            f"({why_end})"
-        )
+        gaps.append(OffsetGap(previous + 1, end - 1, at_end=True))
+    return gaps
+
+
+def offset_gaps(
+    topic: str, partition: int, seen: Iterable[int], end: int, why_end: str
+) -> list[str]:
+    """What is wrong with one governance partition's offsets (:func:`log_gaps`), one line
+    each. ``why_end`` says where ``end`` comes from."""
+    problems = []
+    for gap in log_gaps(seen, end):
+        where = f"{topic} partition {partition}"
+        if gap.repeated:
+            problems.append(f"{where}: offset {gap.first} appears twice")
+        else:
+            because = f" ({why_end})" if gap.at_end else ""
+            problems.append(f"{where}: offsets {gap.first}-{gap.last} are missing{because}")
     return problems

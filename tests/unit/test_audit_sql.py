@@ -1315,6 +1315,33 @@ def test_governance_cited_missing_finds_the_newest_governance_events_gone(tmp_pa
     (found,) = rows(cut, "governance_cited_missing")
     assert (found["position"], found["highest_cited"], found["highest_held"]) == (policy_key, 2, 1)
     assert (found["decisions_beyond"], found["first_decision_beyond"]) == (2, "dec-1")
+    assert found["first_missing"] == 2
+
+
+def test_governance_cited_missing_finds_a_governance_event_gone_from_the_middle(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: a rollback deleted from the middle of the policy log (its
+    # Parquet file rewritten) was not found: the query compared the highest offsets only.
+    events = _governance(_v1_active("refund", REFUND))
+    policy_key = f"{TOPICS.policy_events}/0"
+    decisions = [
+        dataclasses.replace(
+            _decision(n, at(3 + n), 1, Stage.ACTIVE, Determination.ALLOW),
+            governance_position={policy_key: cited},
+        )
+        for n, cited in ((1, 0), (2, 2), (3, 2))
+    ]
+    export = tmp_path / "export"
+    write_events(export, TOPICS, events + [(TOPICS.decisions, d) for d in decisions])
+    (path,) = (export / f"topic={TOPICS.policy_events}").rglob("*.parquet")
+    table = pq.read_table(path)
+    pq.write_table(
+        table.filter(pa.array([o != 1 for o in table.column("offset").to_pylist()])), path
+    )
+    (found,) = rows(export, "governance_cited_missing")
+    assert (found["highest_cited"], found["highest_held"], found["first_missing"]) == (2, 2, 1)
+    assert (found["decisions_beyond"], found["first_decision_beyond"]) == (2, "dec-2")
 
 
 def test_sql_json_gives_every_duckdb_type_a_json_form(export_dir: Path) -> None:

@@ -326,6 +326,26 @@ def test_a_decision_whose_governance_records_are_gone_says_so(
     assert reproduce(recorded, request, entries).note is None  # all there: nothing to say
 
 
+def test_a_decision_whose_history_lacks_a_record_before_its_position_says_so(
+    history: History, export: Path
+) -> None:
+    # A governance event deleted from the middle of the log (not the newest) went unremarked:
+    # only the highest offset of each position was compared.
+    source = ExportSource(export)
+    entries = source.history()
+    recorded = next(
+        d
+        for d in reversed(history.decisions)
+        if isinstance(d, DecisionRecorded) and max(d.governance_position.values(), default=0) > 1
+    )
+    key, cited = max(recorded.governance_position.items(), key=lambda kv: kv[1])
+    [request] = source.requests(recorded.request_id)
+    kept = [e for e in entries if not (e.position_key == key and e.offset == 1)]
+    result = reproduce(recorded, request, iter(kept))
+    assert result.note is not None
+    assert f"{key}@{cited} (it lacks offset(s) 1 of them)" in result.note
+
+
 # --------------------------------------------------------------------------- simulation
 
 

@@ -1347,3 +1347,54 @@ def test_the_newest_rows_of_a_partition_unlisted_stay_incomplete(
     _edit_manifest(export, drop)
     report = verify(export)
     assert not report.intact and not report.beyond_interruption
+
+
+def test_a_governance_event_deleted_from_the_middle_of_its_log_is_missing(
+    export: Path,
+) -> None:
+    """An auditor's walkthrough: a policy event deleted from the middle of the policy log (its
+    Parquet file rewritten, the manifest's rows too) passed `audit verify`, and every
+    point-in-time answer after it was wrong; only `ledger actor verify` saw the gap."""
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    [path] = files_of(export, TOPICS.policy_events)
+    rewrite(path, lambda rows: [r for r in rows if r["offset"] != 1])  # the approval
+    _edit_manifest(
+        export,
+        lambda d: [
+            e.update(rows=e["rows"] - 1) for e in d["files"] if e["topic"] == TOPICS.policy_events
+        ],
+    )
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 11, done.output
+    report = verify(export)
+    gap, cited = report.problems
+    assert (gap.kind, gap.subject, gap.topic, gap.partition, gap.offset) == (
+        "missing",
+        "governance record",
+        TOPICS.policy_events,
+        0,
+        1,
+    )
+    assert gap.found == "no rows for offset 1, though the log goes on after it"
+    assert (cited.kind, cited.offset) == ("missing", 1)
+    assert cited.found.endswith(
+        "but the export holds no record at offset 1 (it holds offsets up to 2)"
+    )
+    _mark_incomplete(export)  # no stopped export leaves a gap with records after it
+    assert verify(export).beyond_interruption
+
+
+def test_the_newest_governance_rows_gone_below_the_manifests_offset_are_missing(
+    export: Path,
+) -> None:
+    [path] = files_of(export, TOPICS.grant_events)
+    rewrite(path, lambda rows: rows[:-1])
+    problems = verify(export).problems
+    assert [(p.kind, p.subject, p.offset) for p in problems] == [
+        ("missing", "governance record", 1),
+        ("missing", "governance record", 1),
+    ]
+    assert "the export's manifest says 2 comes next" in problems[0].expected
