@@ -15,7 +15,9 @@ import fcntl
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -24,6 +26,8 @@ from ledger.errors import ExportError
 __all__ = [
     "LOCK",
     "DirectoryLock",
+    "Writer",
+    "writer_at",
     "atomic_write",
     "directory",
     "empty_tree",
@@ -103,12 +107,10 @@ class DirectoryLock:
                     f"{self.path} is not an export's lock (not a plain file of its own): remove "
                     "it and run again (and check who can write to the directory)"
                 )
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+            if not _exclusive(fd):
+                holder = _pid(fd)
                 os.close(fd)
-                pid = f" (pid {holder})" if holder.isdigit() else ""
+                pid = f" (pid {holder})" if holder is not None else ""
                 raise ExportError(
                     f"another export is writing to {directory}{pid}: wait for it to finish, or "
                     "stop it (`ledger export --follow` holds its directory until it stops)"
@@ -145,6 +147,60 @@ class DirectoryLock:
         if getattr(self, "_fd", -1) >= 0:
             with contextlib.suppress(Exception):  # at interpreter exit, the kernel lets go too
                 self.release()
+
+
+_LOCK_TRIES: Final = 25
+_LOCK_PAUSE: Final = 0.02
+
+
+def _exclusive(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` without waiting for a writer: tries over half
+    of a second, since a reader asking whether a writer is there (:func:`writer_at`) holds a
+    shared lock for an instant."""
+    for attempt in range(_LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if attempt + 1 < _LOCK_TRIES:
+                time.sleep(_LOCK_PAUSE)
+    return False
+
+
+def _pid(fd: int) -> int | None:
+    holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+    return int(holder) if holder.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """An export run writing in a directory now (it holds :data:`LOCK`)."""
+
+    pid: int | None
+    """Its process id, as it wrote it in the lock file (``None`` when not readable)."""
+
+
+def writer_at(directory: Path) -> Writer | None:
+    """The export run writing in ``directory`` now, or ``None`` when none is (or when the lock
+    file cannot be read: then no one can tell). A reader's question, asked without waiting and
+    without keeping a writer out: a shared lock tried once and let go at once (a writer
+    starting meanwhile tries again, :func:`_exclusive`). Never through a link, never waiting on
+    a FIFO."""
+    try:
+        fd = os.open(directory / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: no writer (it is removed when its writer lets go)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return Writer(_pid(fd))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None  # a lock file its writer left when it died: the kernel let the lock go
+    finally:
+        os.close(fd)
 
 
 def shared(folder: int) -> int:

@@ -60,6 +60,7 @@ from ledger.audit.columns import (
     show,
 )
 from ledger.audit.export import ExportPath, Manifest
+from ledger.audit.folder import writer_at
 from ledger.audit.footer import FooterProblem, footer_lie
 from ledger.audit.manifest import listed_file
 from ledger.audit.rows import TopicFormat, topic_formats
@@ -153,6 +154,12 @@ class VerifyReport:
     complete: bool = True
     """Whether the export's last run finished (False: its topics end at different points, so
     what is missing may only be not yet exported: export again, then verify)."""
+    unverified_files: int = 0
+    """Data files not in the manifest verified that an export run wrote while it ran (its
+    manifest lists them now, or it still holds the export's lock: a flush in progress): not
+    verified, and not taken for inserted files."""
+    writer_pid: int | None = None
+    """The process id of the export run writing in the directory, when one was."""
     beyond_interruption: bool = False
     """Whether a problem found is one no export stopped part-way leaves (see
     :func:`_left_by_interruption`): tampering, whatever the manifest says of the last run."""
@@ -773,6 +780,8 @@ def verify_export(
     topics = resolve_topics(directory)  # the export's own prefix, from its manifest
     rows = _Rows(codec or default_codec())
     con = connect()
+    running = writer_at(directory)  # before the manifest: see _unlisted_files
+    unverified = 0
     try:
         # One reading of the manifest for the files and their offsets: a `--follow` export
         # rewrites it every few seconds, and files of one version checked against the offsets
@@ -794,8 +803,17 @@ def verify_export(
             manifest,
             {topics.decisions, topics.chain_checkpoints, *recorded, *governance},
         )
-        for problem in [*broken.values(), *lies, *_unlisted_files(directory, manifest)]:
+        for problem in [*broken.values(), *lies]:
             rows.report(problem)
+        unlisted = _unlisted_files(directory, manifest)
+        if unlisted:
+            running = running or writer_at(directory)
+            listed_since = set() if running else _listed(read_export_manifest(directory))
+            for relative in unlisted:
+                if running or relative in listed_since:
+                    unverified += 1
+                else:
+                    rows.report(_inserted_file(relative))
         # The topics with no chain: each row's columns held to its own record bytes (what SQL
         # shows of a request must be what replay re-decides).
         formats = topic_formats(topics)
@@ -903,6 +921,8 @@ def verify_export(
         problem_count=len(problems),
         seconds=time.perf_counter() - started,
         complete=manifest.complete,
+        unverified_files=unverified,
+        writer_pid=running.pid if running is not None else None,
         beyond_interruption=within or not all(_left_by_interruption(p) for p in problems),
     )
 
@@ -1217,12 +1237,18 @@ def _broken_files(
     return found, lies
 
 
-def _unlisted_files(directory: Any, manifest: Manifest) -> list[Problem]:
-    """A data file in the export's topic folders that its manifest does not list (nor keeps as
-    retired by a merge): the ledger's views never read it, but anything reading the folders by
-    a glob (DuckDB's ``read_parquet('…/*.parquet')``, Trino, Athena) counts its rows."""
-    listed = {str(f["path"]) for f in manifest.files}
-    listed.update(str(f["path"]) for f in manifest.retired)
+def _listed(manifest: Manifest) -> set[str]:
+    """The data files ``manifest`` accounts for: those it lists, and those a merge retired."""
+    return {str(f["path"]) for f in [*manifest.files, *manifest.retired]}
+
+
+def _unlisted_files(directory: Any, manifest: Manifest) -> list[str]:
+    """The data files in the export's topic folders that its manifest does not list (nor keep
+    as retired by a merge), relative to the export. An export run writes a flush's files before
+    the manifest that lists them, so while one runs (it holds the lock: the caller asks before
+    it reads the manifest and again after) or once a newer manifest lists them, they are its
+    own; any other is inserted (:func:`_inserted_file`)."""
+    listed = _listed(manifest)
     found = []
     for topic_dir in sorted(os.listdir(directory)):
         top = os.path.join(directory, topic_dir)
@@ -1239,21 +1265,26 @@ def _unlisted_files(directory: Any, manifest: Manifest) -> list[Problem]:
                     and not name.startswith(".")
                     and relative not in listed
                 ):
-                    found.append(
-                        Problem(
-                            kind="inserted",
-                            topic=topic_dir.removeprefix("topic="),
-                            partition=None,
-                            offset=None,
-                            found=f"{relative} is in the export's folders but not in its "
-                            "manifest: a reader globbing the folders counts its rows (left by an "
-                            "export stopped before its manifest, which the next `ledger export` "
-                            "removes, or put there by someone)",
-                            expected="only the files the manifest lists",
-                            subject="file",
-                        )
-                    )
+                    found.append(relative)
     return found
+
+
+def _inserted_file(relative: str) -> Problem:
+    """A data file in the export's folders that no manifest lists and no export run is
+    writing: the ledger's views never read it, but anything reading the folders by a glob
+    (DuckDB's ``read_parquet('…/*.parquet')``, Trino, Athena) counts its rows."""
+    return Problem(
+        kind="inserted",
+        topic=relative.partition("/")[0].removeprefix("topic="),
+        partition=None,
+        offset=None,
+        found=f"{relative} is in the export's folders but not in its "
+        "manifest: a reader globbing the folders counts its rows (left by an "
+        "export stopped before its manifest, which the next `ledger export` "
+        "removes, or put there by someone)",
+        expected="only the files the manifest lists",
+        subject="file",
+    )
 
 
 def _rows_unlike_records(

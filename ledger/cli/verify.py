@@ -60,6 +60,18 @@ def verify_cmd(
         print_json(_document(report))
     else:
         _print(report)
+    if report.unverified_files:
+        who = (
+            f"a running export (pid {report.writer_pid})"
+            if report.writer_pid is not None
+            else "an export run"
+        )
+        click.echo(
+            f"note: {report.unverified_files} file(s) {who} wrote after the manifest this "
+            "verification read were not verified (a flush in progress): verify again once it "
+            "has stopped",
+            err=True,
+        )
     if not report.complete and not report.beyond_interruption:
         found = (
             f"; the {report.problem_count} problem(s) found may come from that"
@@ -88,6 +100,8 @@ def _document(report: VerifyReport) -> dict[str, Any]:
         "checkpoints": report.checkpoints,
         "unconfirmed": report.unconfirmed,
         "unchained": report.unchained,
+        "unverified_files": report.unverified_files,
+        "writer_pid": report.writer_pid,
         "problem_count": report.problem_count,
         "problems": report.problems,
         "seconds": round(report.seconds, 3),

@@ -213,6 +213,29 @@ def test_one_writer_at_a_time_so_a_second_cannot_remove_the_firsts_files(
     assert rows(tmp_path) == 10
 
 
+def test_a_reader_asking_whether_an_export_runs_keeps_no_writer_out(tmp_path: Path) -> None:
+    # `audit verify` asks whether an export holds the lock (`writer_at`) with a shared lock
+    # held for an instant: an export starting in that instant waits it out, it does not stop
+    # saying another export is writing.
+    import fcntl
+    import threading
+
+    from ledger.audit.folder import writer_at
+
+    write(tmp_path, range(0, 5)).close()
+    assert writer_at(tmp_path) is None  # none runs (and none left a lock file)
+    (tmp_path / LOCK).write_text("4242\n")  # a dead writer's file: no lock held
+    assert writer_at(tmp_path) is None
+    fd = os.open(tmp_path / LOCK, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a reader's probe, caught in the act
+    threading.Timer(0.02, os.close, [fd]).start()
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        found = writer_at(tmp_path)
+        assert found is not None and found.pid == os.getpid()
+        assert writer.next_offset(TOPICS.command_results, 0) == 5
+    assert writer_at(tmp_path) is None
+
+
 def test_a_writer_killed_holding_the_directory_leaves_no_stale_lock(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [

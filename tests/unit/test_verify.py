@@ -1398,3 +1398,62 @@ def test_the_newest_governance_rows_gone_below_the_manifests_offset_are_missing(
         ("missing", "governance record", 1),
     ]
     assert "the export's manifest says 2 comes next" in problems[0].expected
+
+
+def test_files_a_running_export_has_not_listed_yet_are_not_inserted(export: Path) -> None:
+    """An auditor's walkthrough: `audit verify` while `ledger export --follow` wrote the export
+    said "inserted: file … is in the export's folders but not in its manifest" (exit 11): a
+    flush writes its files before the manifest that lists them."""
+    import os
+
+    from click.testing import CliRunner
+
+    from ledger.audit.folder import DirectoryLock
+    from ledger.cli.app import cli
+
+    listed = files_of(export, TOPICS.decisions)[0]
+    flushing = listed.with_name("v.ledger.decisions+0+900.parquet")
+    shutil.copy(listed, flushing)  # a flush's file, its manifest not yet written
+    top = os.open(export, os.O_RDONLY | os.O_DIRECTORY)
+    lock = DirectoryLock(export, top)  # the running export's
+    try:
+        done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+        assert done.exit_code == 0, done.output
+        assert done.stderr.strip() == (
+            f"note: 1 file(s) a running export (pid {os.getpid()}) wrote after the manifest "
+            "this verification read were not verified (a flush in progress): verify again "
+            "once it has stopped"
+        )
+        report = verify(export)
+        assert report.intact and (report.unverified_files, report.writer_pid) == (1, os.getpid())
+    finally:
+        lock.release()
+        os.close(top)
+    # No export running: a file no manifest lists is inserted.
+    [problem] = verify(export).problems
+    assert (problem.kind, problem.subject) == ("inserted", "file")
+    (export / ".export.lock").write_text("4242\n")  # left by a writer that died: not held
+    assert not verify(export).intact
+
+
+def test_files_a_newer_manifest_lists_are_not_inserted(
+    export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The export run flushed (files, then manifest) and stopped while this verification ran:
+    # its files are not in the manifest verified, but the one there now lists them.
+    from export_format import rejected
+
+    import ledger.audit.verify as verifying
+    from ledger.audit.export import write_events
+    from ledger.audit.sources import read_export_manifest
+
+    read_first = read_export_manifest(export)
+    write_events(export, TOPICS, [(TOPICS.command_results, rejected(0, T0))])  # the flush
+    reads = iter([read_first])
+    monkeypatch.setattr(
+        verifying,
+        "read_export_manifest",
+        lambda path: next(reads, None) or read_export_manifest(path),
+    )
+    report = verify(export)
+    assert report.intact and report.unverified_files == 1 and report.writer_pid is None
