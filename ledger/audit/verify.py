@@ -14,8 +14,10 @@ each chain is followed by ``chain_seq`` (reading rows back into records is
 
 - **altered** — a row whose columns do not hash to its ``hash``, whose record bytes disagree
   with its columns, or whose successor (or a checkpoint) vouches for another hash;
-- **missing** — a gap in a chain's ``chain_seq``, a chain that does not start at 1, or records
-  a checkpoint vouches for that are not there (deleting the newest records);
+- **missing** — a gap in a chain's ``chain_seq``, a chain that does not start at 1, records
+  a checkpoint vouches for that are not there (deleting the newest records), or checkpoints
+  (a chain decided for longer than :data:`CHECKPOINT_SLACK` after a record none vouches for,
+  in a complete export);
 - **inserted** — two records with one ``chain_seq``, or records after a chain's final
   checkpoint;
 - **reordered** — a chain's records in one partition out of ``chain_seq`` order (a writer
@@ -98,6 +100,17 @@ decisions may have been written after the export read the decisions topic."""
 CLOCK_SLACK: Final = timedelta(minutes=5)
 """How far behind the broker's clock the exporting machine's may be before a request the broker
 stamped after the manifest's ``read_at`` is taken for an altered manifest."""
+CHECKPOINT_SLACK: Final = timedelta(minutes=10)
+"""How long a chain's writer may go on deciding after a decision before the export must hold
+a checkpoint vouching for it. An evaluator publishes its chain's head after every 1,000
+decisions and after each second with decisions (``processors.request_loop``), once the broker
+has acknowledged them, and a checkpoint it cannot write stops it: at the latest when the
+producer gives up on it, librdkafka's ``message.timeout.ms`` (5 minutes), while its decisions,
+on other partitions, may go on being written. An export reads the checkpoints' end offset
+just before the decisions'. So in an honest complete export a chain's records after its last
+checkpoint were decided within about 5 minutes of its newest, at any rate of decisions;
+twice that leaves room for a slow export and the evaluator's clock being stepped. Deleting
+the checkpoints of less than this of a chain's newest decisions is not detected."""
 _BATCH_ROWS: Final = 4096
 
 
@@ -187,6 +200,8 @@ class _Node:
     decision_id: str | None
     at: datetime | None
     evaluator_id: str | None
+    decided: datetime | None = None
+    """The record's own time (``occurred_at``, covered by its hash)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +241,8 @@ class _ChainWalk:
     chain_id: str
     checkpoints: list[_Checkpoint]
     report: Callable[..., None]
+    slack: timedelta | None = None
+    """Report a chain decided longer than this after its last checkpoint (None: do not)."""
     last: _Node | None = None
     before_hash: str | None = None  # hash of the record before ``last``
     twins: list[_Node] = field(default_factory=list)  # other records with last's seq
@@ -239,6 +256,8 @@ class _ChainWalk:
         finals = [cp.seq for cp in self.checkpoints if cp.final]
         self._final = min(finals) if finals else None
         self._after_final_reported = False
+        self._confirmed = max(self._watch, default=0)
+        self._unconfirmed: _Node | None = None  # the first record after the last checkpoint
 
     def add(self, node: _Node) -> None:
         self.records += 1
@@ -317,6 +336,8 @@ class _ChainWalk:
         self._advance(node)
 
     def _advance(self, node: _Node) -> None:
+        if self._unconfirmed is None and node.seq > self._confirmed:
+            self._unconfirmed = node
         self.before_hash = self.last.hash if self.last is not None else None
         self.last = node
         if node.seq in self._watch:
@@ -408,6 +429,8 @@ class _ChainWalk:
                 )
         confirmed = max((cp.seq for cp in self.checkpoints), default=None)
         last_seq = last.seq if last is not None else 0
+        if last is not None and self._final is None:
+            self._check_checkpointed(last, confirmed)
         return ChainSummary(
             chain_id=self.chain_id,
             evaluator_id=self.evaluator_id,
@@ -416,6 +439,36 @@ class _ChainWalk:
             checkpoint_seq=confirmed,
             final=self._final is not None,
             unconfirmed=max(0, last_seq - (confirmed or 0)),
+        )
+
+    def _check_checkpointed(self, last: _Node, confirmed: int | None) -> None:
+        """A chain whose writer went on deciding longer than :attr:`slack` after a record no
+        checkpoint in the export vouches for: its checkpoints are missing."""
+        first = self._unconfirmed
+        if self.slack is None or first is None or first.decided is None or last.decided is None:
+            return
+        if last.decided - first.decided <= self.slack:
+            return
+        after = f"chain_seq {confirmed}" if confirmed else "none in the export"
+        minutes = int((last.decided - first.decided).total_seconds() // 60)
+        self.report(
+            Problem(
+                kind="missing",
+                chain_id=self.chain_id,
+                chain_seq=first.seq,
+                topic=first.topic,
+                partition=first.partition,
+                offset=first.offset,
+                decision_id=first.decision_id,
+                found=f"checkpoints missing: {last.seq - first.seq + 1} record(s) after the "
+                f"chain's last checkpoint ({after}), decided over {minutes} minute(s), from "
+                f"{format_timestamp(first.decided)} to {format_timestamp(last.decided)}",
+                expected="a checkpoint of the chain within seconds of each decision while its "
+                "writer runs (deleted with their manifest entries: verify a new export, "
+                "`ledger export --out NEW`, and compare its chain-checkpoints)",
+                at=first.at,
+                subject="checkpoint",
+            )
         )
 
 
@@ -505,6 +558,7 @@ def _checked_decisions(
                         "hash": digest,
                         "event_id": event.event_id,
                         "evaluator_id": event.evaluator_id,
+                        "occurred_at": event.occurred_at,
                     }
                 except (Slow, CodecError):
                     form = None
@@ -657,6 +711,16 @@ class _Rows:
         return form
 
 
+def _decided(value: Any) -> datetime | None:
+    """A decision's ``occurred_at`` as its form holds it (a datetime, or its JSON text)."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        return parse_instant(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def _self_consistent(event: Any) -> bool:
     return getattr(event, "hash", None) in form_hashes(to_json_value(event))
 
@@ -701,6 +765,7 @@ def _verify_part(
     part: int,
     parts: int,
     codec: Codec | None = None,
+    slack: timedelta | None = None,
 ) -> _Part:
     """Check the decision rows of the chains whose id hashes to ``part`` (of ``parts``; rows
     outside every chain go to part 0) and follow those chains."""
@@ -735,7 +800,7 @@ def _verify_part(
             if walk is None or walk.chain_id != chain_id:
                 if walk is not None:
                     chains.append(walk.finish())
-                walk = _ChainWalk(chain_id, marks.get(chain_id, []), rows.report)
+                walk = _ChainWalk(chain_id, marks.get(chain_id, []), rows.report, slack)
             walk.add(
                 _Node(
                     seq=seq,
@@ -747,6 +812,7 @@ def _verify_part(
                     decision_id=form.get("event_id"),
                     at=at,
                     evaluator_id=form.get("evaluator_id"),
+                    decided=_decided(form.get("occurred_at")),
                 )
             )
         if walk is not None:
@@ -853,13 +919,16 @@ def verify_export(
     if manifest.complete:
         for problem in _unanswered_or_uncited(directory, manifest, broken):
             rows.report(problem)
+    # Checkpoints are held to the decisions they follow only in a complete export: one
+    # stopped part-way may have read the checkpoints less far than the decisions.
+    slack = CHECKPOINT_SLACK if manifest.complete else None
     if workers is None:
         workers = min(os.cpu_count() or 1, 4) if total >= _PARALLEL_FROM else 1
     parts: list[_Part] = []
     if not files:
         pass
     elif workers <= 1:
-        parts.append(_verify_part(files, marks, allow_unchained, 0, 1, rows.codec))
+        parts.append(_verify_part(files, marks, allow_unchained, 0, 1, rows.codec, slack))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -868,7 +937,7 @@ def verify_export(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [
-                pool.submit(_verify_part, files, marks, allow_unchained, k, workers)
+                pool.submit(_verify_part, files, marks, allow_unchained, k, workers, None, slack)
                 for k in range(workers)
             ]
             parts = [f.result() for f in futures]

@@ -180,6 +180,7 @@ def build(
     linker: Linker = link,
     requested_by: str | None = None,
     requests: bool = False,
+    every: timedelta = timedelta(seconds=0.5),
 ) -> Ledger:
     """The ledger's decisions (and with ``requests`` the requests they answer, one partition),
     their checkpoints, and the governance records they cite."""
@@ -204,7 +205,7 @@ def build(
 
     for i in range(n):
         writer = "a" if i % 3 else "b"
-        at = T0 + timedelta(seconds=i / 2)
+        at = T0 + i * every
         stamped, heads[writer] = linker(
             decision(i, f"evaluator-{writer}", at, requested_by), heads[writer]
         )
@@ -232,7 +233,7 @@ def build(
             records.append(Exported(TOPICS.evaluation_requests, 0, i, stamp, None, asked))
         if heads[writer].seq and heads[writer].seq % 10 == 0:
             mark(writer, at)
-    last = T0 + timedelta(seconds=n)
+    last = T0 + n * every
     mark("a", last, final=True)  # a stopped cleanly; b is still running
     return Ledger(records + checkpoints + governance(), decisions)
 
@@ -1457,3 +1458,52 @@ def test_files_a_newer_manifest_lists_are_not_inserted(
     )
     report = verify(export)
     assert report.intact and report.unverified_files == 1 and report.writer_pid is None
+
+
+def test_a_chain_decided_for_long_without_a_checkpoint_has_its_checkpoints_missing(
+    tmp_path: Path,
+) -> None:
+    """An auditor's walkthrough: every `ledger.chain-checkpoints` file deleted, with its manifest
+    entries and offsets, verified "27807 decision(s) in 1 chain(s), 0 checkpoint(s): intact;
+    27807 after their chain's last checkpoint". A running evaluator checkpoints its chain
+    within seconds of each decision; one that could not write a checkpoint stops."""
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    ledger = build(every=timedelta(seconds=20))  # 13 minutes of decisions
+    export = ledger.export(tmp_path / "export")
+    assert verify(export).intact  # its unconfirmed tails are within the slack
+    _gut(export, TOPICS.chain_checkpoints)
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 11, done.output
+    assert "error: missing: checkpoint " in done.stderr and "checkpoints missing: " in done.stderr
+    report = verify(export)
+    found = {p.chain_id: p for p in report.problems}
+    assert set(found) == {"evaluator-a/n1", "evaluator-b/n2"}
+    assert verify(export, workers=2).problems == report.problems  # each worker its chains
+    a = found["evaluator-a/n1"]
+    assert (a.kind, a.subject, a.chain_seq) == ("missing", "checkpoint", 1)
+    assert a.decision_id == chain_row(ledger, "a", 1).event_id
+    assert a.found.startswith(
+        "checkpoints missing: 26 record(s) after the chain's last checkpoint (none in the "
+        "export), decided over 12 minute(s), from "
+    )
+    _mark_incomplete(export)  # one stopped part-way may have read the checkpoints less far
+    assert verify(export).intact
+
+
+def test_a_chain_whose_newest_records_follow_its_last_checkpoint_by_seconds_is_intact(
+    tmp_path: Path,
+) -> None:
+    # The honest tail: decisions made after the last checkpoint the export read (by less than
+    # a checkpoint interval, or read between the checkpoints' end offset and the decisions').
+    ledger = build(every=timedelta(seconds=20))
+    final = max(r.offset for r in ledger.records if r.topic == TOPICS.chain_checkpoints)
+    kept = [r for r in ledger.records if (r.topic, r.offset) != (TOPICS.chain_checkpoints, final)]
+    # Chain a's final checkpoint not exported: its tail after chain_seq 20 is 6 records over 3
+    # minutes, as if the export had read the checkpoints that long before the decisions.
+    write_export(tmp_path / "export", kept, TOPICS)
+    report = verify(tmp_path / "export")
+    assert report.intact, [str(p) for p in report.problems]
+    assert {c.chain_id: c.unconfirmed for c in report.chains}["evaluator-a/n1"] > 0
