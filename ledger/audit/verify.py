@@ -459,10 +459,10 @@ class _ChainWalk:
                 topic=first.topic,
                 partition=first.partition,
                 offset=first.offset,
-                decision_id=first.decision_id,
                 found=f"checkpoints missing: {last.seq - first.seq + 1} record(s) after the "
                 f"chain's last checkpoint ({after}), decided over {minutes} minute(s), from "
-                f"{format_timestamp(first.decided)} to {format_timestamp(last.decided)}",
+                f"{format_timestamp(first.decided)} (decision {first.decision_id}) to "
+                f"{format_timestamp(last.decided)}",
                 expected="a checkpoint of the chain within seconds of each decision while its "
                 "writer runs (deleted with their manifest entries: verify a new export, "
                 "`ledger export --out NEW`, and compare its chain-checkpoints)",

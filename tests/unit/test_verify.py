@@ -1484,7 +1484,8 @@ def test_a_chain_decided_for_long_without_a_checkpoint_has_its_checkpoints_missi
     assert verify(export, workers=2).problems == report.problems  # each worker its chains
     a = found["evaluator-a/n1"]
     assert (a.kind, a.subject, a.chain_seq) == ("missing", "checkpoint", 1)
-    assert a.decision_id == chain_row(ledger, "a", 1).event_id
+    assert f"(decision {chain_row(ledger, 'a', 1).event_id}) to " in a.found
+    assert str(a).startswith(f"missing: checkpoint at {TOPICS.decisions}[")
     assert a.found.startswith(
         "checkpoints missing: 26 record(s) after the chain's last checkpoint (none in the "
         "export), decided over 12 minute(s), from "
