@@ -171,8 +171,10 @@ class VerifyReport:
     """Data files not in the manifest verified that an export run wrote while it ran (its
     manifest lists them now, or it still holds the export's lock: a flush in progress): not
     verified, and not taken for inserted files."""
+    writer_running: bool = False
+    """Whether an export run held the directory's lock while it was verified."""
     writer_pid: int | None = None
-    """The process id of the export run writing in the directory, when one was."""
+    """That run's process id, when its lock file says."""
     beyond_interruption: bool = False
     """Whether a problem found is one no export stopped part-way leaves (see
     :func:`_left_by_interruption`): tampering, whatever the manifest says of the last run."""
@@ -991,6 +993,7 @@ def verify_export(
         seconds=time.perf_counter() - started,
         complete=manifest.complete,
         unverified_files=unverified,
+        writer_running=running is not None,
         writer_pid=running.pid if running is not None else None,
         beyond_interruption=within or not all(_left_by_interruption(p) for p in problems),
     )

@@ -61,15 +61,15 @@ def verify_cmd(
     else:
         _print(report)
     if report.unverified_files:
-        who = (
-            f"a running export (pid {report.writer_pid})"
-            if report.writer_pid is not None
-            else "an export run"
+        pid = f" (pid {report.writer_pid})" if report.writer_pid is not None else ""
+        who, when = (
+            (f"a running export{pid}", "(a flush in progress): verify again once it has stopped")
+            if report.writer_running
+            else ("an export run", "(it flushed meanwhile): verify again")
         )
         click.echo(
             f"note: {report.unverified_files} file(s) {who} wrote after the manifest this "
-            "verification read were not verified (a flush in progress): verify again once it "
-            "has stopped",
+            f"verification read were not verified {when}",
             err=True,
         )
     if not report.complete and not report.beyond_interruption:
@@ -101,6 +101,7 @@ def _document(report: VerifyReport) -> dict[str, Any]:
         "unconfirmed": report.unconfirmed,
         "unchained": report.unchained,
         "unverified_files": report.unverified_files,
+        "writer_running": report.writer_running,
         "writer_pid": report.writer_pid,
         "problem_count": report.problem_count,
         "problems": report.problems,

@@ -1426,7 +1426,8 @@ def test_files_a_running_export_has_not_listed_yet_are_not_inserted(export: Path
             "once it has stopped"
         )
         report = verify(export)
-        assert report.intact and (report.unverified_files, report.writer_pid) == (1, os.getpid())
+        assert report.intact and report.writer_running
+        assert (report.unverified_files, report.writer_pid) == (1, os.getpid())
     finally:
         lock.release()
         os.close(top)
@@ -1442,11 +1443,13 @@ def test_files_a_newer_manifest_lists_are_not_inserted(
 ) -> None:
     # The export run flushed (files, then manifest) and stopped while this verification ran:
     # its files are not in the manifest verified, but the one there now lists them.
+    from click.testing import CliRunner
     from export_format import rejected
 
     import ledger.audit.verify as verifying
     from ledger.audit.export import write_events
     from ledger.audit.sources import read_export_manifest
+    from ledger.cli.app import cli
 
     read_first = read_export_manifest(export)
     write_events(export, TOPICS, [(TOPICS.command_results, rejected(0, T0))])  # the flush
@@ -1457,7 +1460,14 @@ def test_files_a_newer_manifest_lists_are_not_inserted(
         lambda path: next(reads, None) or read_export_manifest(path),
     )
     report = verify(export)
-    assert report.intact and report.unverified_files == 1 and report.writer_pid is None
+    assert report.intact and report.unverified_files == 1 and not report.writer_running
+    reads = iter([read_first])
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 0, done.output
+    assert done.stderr.strip() == (
+        "note: 1 file(s) an export run wrote after the manifest this verification read were "
+        "not verified (it flushed meanwhile): verify again"
+    )
 
 
 def test_a_chain_decided_for_long_without_a_checkpoint_has_its_checkpoints_missing(
