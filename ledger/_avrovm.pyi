@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Any
 
 KINDS: dict[str, int]
+INSTANTS: tuple[int, int]
 
 class Malformed(ValueError): ...
 class Truncated(EOFError): ...

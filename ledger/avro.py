@@ -41,10 +41,18 @@ __all__ = [
     "instant_micros",
     "read_long_tail",
     "VALUE_BRANCHES",
+    "INSTANTS",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+INSTANTS: Final = (
+    (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICRO,
+    (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICRO,
+)
+"""The first and last ``timestamp-micros`` the codec reads (a datetime's range: year 1 to 9999):
+a record holding another instant does not decode, and the export's rows agree
+(:mod:`ledger.audit.rows`)."""
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _pack_double = struct.Struct("<d").pack

@@ -40,7 +40,7 @@ import pyarrow as pa
 from fastavro import parse_schema
 
 from ledger.audit.columns import column_name
-from ledger.avro import read_long_tail
+from ledger.avro import INSTANTS, read_long_tail
 from ledger.codec import MAGIC, Codec, default_codec
 from ledger.contract import contract_dir
 from ledger.core import events as _events
@@ -340,6 +340,8 @@ class _DecoderSource:
             "_float_json": _float_json,
             "_decimal_text": _decimal_text,
             "_dumps": _dumps,
+            "_FIRST_US": INSTANTS[0],
+            "_LAST_US": INSTANTS[1],
         }
         self.lines: list[str] = []
         self._count = 0
@@ -433,6 +435,14 @@ class _DecoderSource:
     def raw(self, schema: Any, to: str, at: int) -> None:
         """Read ``schema``'s value into ``to`` as fastavro does (logical types off)."""
         self.value(schema, None, to, at, json=False)
+
+    def instant(self, schema: Any, to: str, at: int) -> None:
+        """Read a timestamp column's micros into ``to``: malformed outside what the codec
+        reads (:data:`ledger.avro.INSTANTS`), so that such a record is one that does not
+        decode here too, not a row no reader can take."""
+        self.raw(schema, to, at)
+        self.emit(at, f"if {to} is not None and not _FIRST_US <= {to} <= _LAST_US:")
+        self.emit(at + 1, "raise _Malformed('an instant outside year 1 to 9999')")
 
     def value(self, schema: Any, hint: Any, to: str, at: int, *, json: bool) -> None:
         schema = self.resolve(schema)
@@ -578,6 +588,8 @@ def _compile_decoder(
             else:
                 source.emit(1, f"if {to} is not None:")
                 source.emit(2, f"{to} = _dumps({to})")
+        elif column.kind == "timestamp":
+            source.instant(f["type"], to, 1)
         else:
             source.raw(f["type"], to, 1)
     source.emit(1, "if p != L:")
@@ -641,6 +653,22 @@ class _Program:
         else:
             made = self._complex(schema, hint, json=json)
         return made if convert is None else self.node("convert", [made], arg=convert)
+
+    def instant(self, schema: Any) -> Any:
+        """A timestamp column's micros, malformed outside what the codec reads (see
+        :meth:`_DecoderSource.instant`)."""
+        schema = self.source.resolve(schema)
+        if isinstance(schema, list):
+            return self.node(
+                "union",
+                [
+                    self.node("null") if self.source.resolve(b) == "null" else self.instant(b)
+                    for b in schema
+                ],
+            )
+        if schema != "long":  # pragma: no cover - timestamp-micros is a long
+            raise TypeError(f"a timestamp column of Avro type {schema!r}")
+        return self.node("instant")
 
     def _primitive(self, kind: str) -> Any:
         if kind not in _PRIMITIVES:  # pragma: no cover - resolve gives primitives by name
@@ -740,6 +768,8 @@ def _native_decoder(
                 kind.get("type", "") if isinstance(kind, dict) else ""
             )
             fields.append(program.node("dumps", [value], arg=_dumps, empty=empty))
+        elif column.kind == "timestamp":
+            fields.append(program.instant(f["type"]))
         else:
             fields.append(program.value(f["type"], None, json=False))
     index = {f["name"]: i for i, f in enumerate(schema["fields"])}

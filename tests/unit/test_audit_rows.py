@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,10 +24,11 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.jsonform import canonical_json
+from ledger.errors import CodecError
 from ledger.settings import TopicNames
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_codec import build  # the codec tests' example events, one per type
+from test_codec import AT, FACTS, build  # the codec tests' example events, one per type
 
 TOPICS = TopicNames(prefix="x.")
 ROWS = RowMaker(TOPICS)
@@ -308,3 +309,69 @@ def test_property_native_rows_equal_python_rows_even_for_damaged_records(
         assert ROWS.row(TOPICS.decisions, 0, 1, 5, None, record) == PYTHON_ROWS.row(
             TOPICS.decisions, 0, 1, 5, None, record
         )
+
+
+# --------------------------------------------------------------------------- instants out of range
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_LAST_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_OUT_OF_RANGE = (2**63 - 1, -(2**63), _LAST_US + 1, _FIRST_US - 1)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def with_instants(value: bytes, micros: int) -> list[bytes]:
+    """``value`` with each of its instants (the example events' times: ``AT`` and the fact
+    ``ordered_at``), one at a time, replaced by ``micros``: what an agent's hand-made record
+    holds (a red team: one such request blinded ``ledger audit verify`` for good)."""
+    from ledger.avro import write_long
+
+    out = []
+    for at in (AT, FACTS["ordered_at"]):
+        assert isinstance(at, datetime)
+        varint = write_long(_micros(at))
+        start = value.find(varint, 10)
+        while start >= 0:
+            out.append(value[:start] + write_long(micros) + value[start + len(varint) :])
+            start = value.find(varint, start + 1)
+    return out
+
+
+@pytest.mark.parametrize("micros", [*_OUT_OF_RANGE, _LAST_US, _FIRST_US])
+@pytest.mark.parametrize(
+    ("topic", "cls"),
+    [(t, c) for t, c, full in _cases() if full],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_a_record_the_codec_refuses_for_its_time_has_the_row_of_an_undecodable_one(
+    topic: str, cls: type, micros: int
+) -> None:
+    """The exporter and the codec agree on what decodes: an instant no datetime holds (year 1
+    to 9999) makes a row of NULLs with the record's bytes, as any record that does not decode,
+    on both paths; not columns of a record replay, verification and simulation cannot read."""
+    records = with_instants(CODEC.encode(build(cls, full=True)), micros)
+    assert records
+    refused = 0
+    for record in records:
+        native = ROWS.row(topic, 0, 1, 5, None, record)
+        assert native == PYTHON_ROWS.row(topic, 0, 1, 5, None, record)
+        try:
+            event = CODEC.decode(record)
+        except CodecError:
+            refused += 1
+            assert native[5] is None and native[6] == record
+            assert all(v is None for v in native[7:]), native
+        else:
+            assert native == ROWS.event_row(topic, 0, 1, 5, None, record, event)
+            ROWS.table(topic, [native]).to_pylist()  # every value a Python one
+    assert refused == (len(records) if micros in _OUT_OF_RANGE else 0)
+
+
+def test_the_decoder_in_c_reads_the_instants_the_codec_reads() -> None:
+    from ledger import _avrovm
+    from ledger.avro import INSTANTS
+
+    assert _avrovm.INSTANTS == INSTANTS == (_FIRST_US, _LAST_US)
