@@ -13,7 +13,7 @@ import json
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ __all__ = [
     "export_from_kafka",
     "rewrite",
     "hide_in_footer",
+    "set_raw",
+    "exported_as_before",
     "rows_of",
     "files_of",
     "rejected",
@@ -80,6 +82,47 @@ def rewrite(path: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, 
     table = pq.read_table(path)
     rows = change(table.to_pylist())
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+
+def set_raw(path: Path, pick: Callable[[dict[str, Any]], bool], column: str, raw: int) -> None:
+    """Tamper with a timestamp column of an exported file: the rows ``pick`` chooses (shown
+    the row's other columns) hold ``raw``, the column unit's integer, even one no datetime
+    holds (past year 9999: pyarrow cannot make it a Python value)."""
+    table = pq.read_table(path)
+    index = table.schema.get_field_index(column)
+    field = table.schema.field(index)
+    others = table.drop_columns([column]).to_pylist()
+    values = table.column(column).cast(pa.int64()).to_pylist()
+    changed = [raw if pick(row) else value for row, value in zip(others, values, strict=True)]
+    table = table.set_column(index, field, pa.array(changed, pa.int64()).cast(field.type))
+    pq.write_table(table, path)
+
+
+def exported_as_before(
+    path: Path, event_id: str, micros: int, *, codec: Codec | None = None
+) -> None:
+    """The row of event ``event_id`` in ``path`` as ``ledger export`` wrote one whose
+    ``occurred_at`` is ``micros`` before it refused instants no datetime holds: its record
+    holds ``micros`` (a red team's request, which the evaluator dead-letters), and its columns
+    were filled from it, ``occurred_at`` with ``micros``."""
+    from ledger.avro import write_long
+
+    codec = codec or default_codec()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def hostile(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            if row["event_id"] == event_id:
+                record = row["record"]
+                varint = write_long(
+                    (codec.decode(record).occurred_at - epoch) // timedelta(microseconds=1)
+                )
+                assert varint in record[10:]
+                row["record"] = record[:10] + record[10:].replace(varint, write_long(micros), 1)
+        return rows
+
+    rewrite(path, hostile)
+    set_raw(path, lambda row: row["event_id"] == event_id, "occurred_at", micros)
 
 
 def hide_in_footer(path: Path, index: int, columns: Iterable[str]) -> dict[str, Any]:

@@ -9,6 +9,10 @@ Two ways, one answer:
   (:func:`columns_disagree`);
 - the fast path, :class:`Texts`: a row's canonical text built straight from a batch's columns,
   for the intact rows that are nearly all of an export.
+
+A value no Python type holds (a timestamp outside year 1 to 9999, which pyarrow cannot make a
+``datetime``) is read as an :class:`Unreadable` (:func:`python_rows`), never raised: it is
+what a tampered file, or an older exporter's row of a record the codec refuses, holds.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
+from ledger.avro import INSTANTS
 from ledger.core import events as _events
 from ledger.core.chain import CHAINED_TYPES
 from ledger.core.events import ChainCheckpoint
@@ -38,7 +43,9 @@ __all__ = [
     "Mismatch",
     "Slow",
     "Texts",
+    "Unreadable",
     "batch_columns",
+    "python_rows",
     "columns_disagree",
     "differing",
     "show",
@@ -55,7 +62,65 @@ class Mismatch(Exception):
     """A column whose value cannot be the JSON form of its field."""
 
 
+_UNITS: Final = {"s": "s", "ms": "ms", "us": "µs", "ns": "ns"}
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A column's value that no Python value holds: a timestamp outside year 1 to 9999, as
+    its integer (``raw``, ``None`` if even that cannot be read) and unit. The exporter writes
+    none (a record holding such an instant does not decode); an older one did."""
+
+    raw: int | None
+    unit: str
+
+    @classmethod
+    def of(cls, column: Any, index: int) -> Unreadable:
+        import pyarrow as pa
+
+        kind = column.type
+        unit = _UNITS.get(getattr(kind, "unit", ""), "days" if kind == pa.date32() else str(kind))
+        try:
+            raw = column.slice(index, 1).cast(pa.int64()).to_pylist()[0]
+        except (pa.ArrowException, OverflowError, ValueError):
+            raw = None
+        return cls(raw if isinstance(raw, int) else None, unit)
+
+    def __str__(self) -> str:
+        return f"{self.raw} {self.unit} after the epoch, outside year 1 to 9999"
+
+
+def python_values(column: Any) -> list[Any]:
+    """An Arrow column's values as Python values (``to_pylist``), each that none holds as an
+    :class:`Unreadable`."""
+    try:
+        return list(column.to_pylist())
+    except (OverflowError, ValueError):
+        pass
+    out: list[Any] = []
+    for i in range(len(column)):
+        try:
+            out.append(column[i].as_py())
+        except (OverflowError, ValueError):
+            out.append(Unreadable.of(column, i))
+    return out
+
+
+def python_rows(data: Any) -> list[dict[str, Any]]:
+    """An Arrow batch's or table's rows as dicts by column name (``to_pylist``), a value no
+    Python value holds as an :class:`Unreadable`, so that one row cannot stop a reader."""
+    try:
+        return list(data.to_pylist())
+    except (OverflowError, ValueError):
+        pass
+    names = data.schema.names
+    columns = [python_values(column) for column in data.columns]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
 def _timestamp(value: Any) -> Any:
+    if isinstance(value, Unreadable):
+        raise Mismatch(f"holds {value}")
     if not isinstance(value, datetime):
         raise Mismatch(f"holds {type(value).__name__}, not a timestamp")
     return format_timestamp(value)
@@ -308,15 +373,27 @@ def batch_columns(batch: Any) -> dict[str, list[Any]]:
         if name not in COORDINATES and pa.types.is_timestamp(column.type):
             if column.type.unit != "us":  # the export spec's unit; anything else is compared
                 column = column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
-            texts = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
-            if any(t is not None and t[0] == "0" for t in texts):
-                # Before year 1000 the JSON form's year is not zero-padded (strftime's %Y).
-                values = column.to_pylist()
+            texts: list[Any] = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+            micros = column.cast(pa.int64())
+            if pc.any(
+                pc.or_(pc.less(micros, INSTANTS[0]), pc.greater(micros, INSTANTS[1]))
+            ).as_py():
+                # strftime writes a text for any instant, past year 9999 a wrong one (the
+                # year modulo 2**18: a time 262,144 years late reads as the true one).
                 texts = [
-                    format_timestamp(v) if t is not None and t[0] == "0" else t
+                    Unreadable(m, "µs")
+                    if m is not None and not INSTANTS[0] <= m <= INSTANTS[1]
+                    else t
+                    for t, m in zip(texts, micros.to_pylist(), strict=True)
+                ]
+            if any(type(t) is str and t[0] == "0" for t in texts):
+                # Before year 1000 the JSON form's year is not zero-padded (strftime's %Y).
+                values = python_values(column)
+                texts = [
+                    format_timestamp(v) if type(t) is str and t[0] == "0" else t
                     for t, v in zip(texts, values, strict=True)
                 ]
             out[name] = texts
         else:
-            out[name] = column.to_pylist()
+            out[name] = python_values(column)
     return out

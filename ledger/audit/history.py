@@ -13,7 +13,7 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from ledger.audit.columns import columns_disagree
+from ledger.audit.columns import columns_disagree, python_rows
 from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.footer import FooterProblem, footer_lie
 from ledger.audit.manifest import listed_file, no_export
@@ -87,7 +87,7 @@ def _read(
             problems.append(f"{entry['path']} {lie.finding()}")
         elif lie is not None:
             problems.append(f"{entry['path']} has a footer that cannot be checked ({lie})")
-        for row in (r for batch in table.to_batches(4_096) for r in batch.to_pylist()):
+        for row in (r for batch in table.to_batches(4_096) for r in python_rows(batch)):
             # The file's topic, as the manifest lists it: a row's own topic column is data an
             # export's writer could change (and one naming no governance topic broke the sort).
             topic, partition, offset = str(entry["topic"]), row["partition"], row["offset"]

@@ -29,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
-from ledger.audit.columns import columns_disagree
+from ledger.audit.columns import columns_disagree, python_rows
 from ledger.audit.export import ExportPath, Manifest, read_manifest
 from ledger.audit.history import load_export_history
 from ledger.audit.manifest import listed_file, no_export
@@ -388,7 +388,7 @@ class ExportSource:
         try:
             query, bound = sql.replace("{files}", READ_PARQUET), [files, *params]
             rows: list[Any] = (
-                self._con.sql(query, params=bound).to_arrow_table().to_pylist()
+                python_rows(self._con.sql(query, params=bound).to_arrow_table())
                 if as_dicts
                 else self._con.execute(query, bound).fetchall()
             )

@@ -56,9 +56,11 @@ from ledger.audit.columns import (
     TEXTS,
     Mismatch,
     Slow,
+    Unreadable,
     batch_columns,
     columns_disagree,
     differing,
+    python_rows,
     show,
 )
 from ledger.audit.export import ExportPath, Manifest
@@ -112,6 +114,7 @@ checkpoint were decided within about 5 minutes of its newest, at any rate of dec
 twice that leaves room for a slow export and the evaluator's clock being stepped. Deleting
 the checkpoints of less than this of a chain's newest decisions is not detected."""
 _BATCH_ROWS: Final = 4096
+_LAST: Final = "9999-12-31 23:59:59.999999+00"  # past it, a time is no datetime (Unreadable)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -489,7 +492,21 @@ def _batches(con: Any, files: list[str], order: str) -> Iterator[Any]:
 
 def _rows(con: Any, files: list[str], order: str) -> Iterator[dict[str, Any]]:
     for batch in _batches(con, files, order):
-        yield from batch.to_pylist()
+        yield from python_rows(batch)  # a time past year 9999: an Unreadable, not a traceback
+
+
+def _stamp(row: Mapping[str, Any]) -> datetime | None:
+    at = row.get("kafka_timestamp")
+    return at if isinstance(at, datetime) else None
+
+
+def _bad_stamp(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(found, expected) for a row whose Kafka timestamp no datetime holds: the broker's time
+    never is, so the file was altered."""
+    at = row.get("kafka_timestamp")
+    if not isinstance(at, Unreadable):
+        return None
+    return f"its kafka_timestamp holds {at}", "the time the broker stamped on its record"
 
 
 _Checked = tuple[dict[str, Any] | None, str, int, int, datetime | None]
@@ -564,8 +581,8 @@ def _checked_decisions(
                     }
                 except (Slow, CodecError):
                     form = None
-            if form is None:  # find out, and say, what is wrong with it
-                form = rows.check(batch.slice(i, 1).to_pylist()[0], chained=True)
+            if form is None or isinstance(at, Unreadable):  # find out, and say, what is wrong
+                form = rows.check(python_rows(batch.slice(i, 1))[0], chained=True)
             yield (form, *where)
 
 
@@ -593,7 +610,7 @@ class _Rows:
             decision_id=row.get("event_id"),
             found=found,
             expected=expected,
-            at=row.get("kafka_timestamp"),
+            at=_stamp(row),
             subject="checkpoint" if row.get("event_type") == "ChainCheckpoint" else "decision",
         )
 
@@ -621,6 +638,10 @@ class _Rows:
     def _check(
         self, row: Mapping[str, Any], event: Any, undecodable: str, *, chained: bool
     ) -> dict[str, Any] | None:
+        bad_stamp = _bad_stamp(row)
+        if bad_stamp is not None:
+            self.report(self.row_problem(row, *bad_stamp))
+            return None
         shape = FORMS.get(row.get("event_type") or "")
         if shape is None or (chained and shape.cls not in CHAINED_TYPES):
             self.report(
@@ -1144,7 +1165,7 @@ def _unanswered_or_uncited(
         said = parse_instant(read) if read is not None else None  # the manifest checked its form
         newest = con.execute(
             'SELECT topic, partition, "offset", kafka_timestamp FROM evaluation_requests '
-            "ORDER BY kafka_timestamp DESC LIMIT 1"
+            f"WHERE kafka_timestamp <= '{_LAST}' ORDER BY kafka_timestamp DESC LIMIT 1"
         ).fetchone()
         # The manifest's word is not the only witness: the broker stamped each request as it
         # received it (LogAppendTime), all before the export read the topics. A read time moved
@@ -1370,23 +1391,37 @@ def _rows_unlike_records(
         return
     for row in _rows(con, files, 'ORDER BY "partition", "offset"'):
         record = row.get("record")
+        expected = "the columns of its record bytes (what replay and simulation read)"
+        undecodable = ""
         try:
             event: Any = codec.decode(record) if isinstance(record, bytes) else None
-        except CodecError:
-            event = None
-        if event is not None and type(event) not in fmt.types:
+        except CodecError as exc:
+            event, undecodable = None, f" ({clipped(str(exc), 120)})"
+        found: str | None
+        bad_stamp = _bad_stamp(row)
+        if bad_stamp is not None:
+            found, expected = bad_stamp
+        elif event is not None and type(event) not in fmt.types:
             named = type(event).__name__
             filled = [c.name for c in fmt.columns if row.get(c.name) is not None]
             if row.get("event_type") == named and not filled:
                 continue
-            found: str | None = (
+            found = (
                 f"its record is a {named}, which {fmt.topic} does not carry, yet its columns "
                 f"name {row.get('event_type')} and hold {', '.join(filled[:5]) or 'nothing'}"
             )
         elif event is not None:
             found = columns_disagree(event, row)
         elif row.get("event_type") is not None or row.get("event_id") is not None:
-            found = "its record bytes do not decode, yet its columns name an event"
+            found = f"its record bytes do not decode{undecodable}, yet its columns name an event"
+            far = [(n, v) for n, v in row.items() if isinstance(v, Unreadable)]
+            if far:  # what `ledger export` wrote for such a record until it refused the instant
+                found += f": its {far[0][0]} holds {far[0][1]}"
+                expected = (
+                    "NULL columns, as the exporter writes a record that does not decode (an "
+                    "older one filled them for an instant outside year 1 to 9999: export again "
+                    "into a new folder)"
+                )
         else:
             continue
         if found is None:
@@ -1398,8 +1433,8 @@ def _rows_unlike_records(
             offset=row.get("offset"),
             decision_id=row.get("event_id"),
             found=found,
-            expected="the columns of its record bytes (what replay and simulation read)",
-            at=row.get("kafka_timestamp"),
+            expected=expected,
+            at=_stamp(row),
             subject=_SUBJECTS.get(str(row.get("event_type")), "record"),
         )
 

@@ -1357,3 +1357,119 @@ def test_replay_decisions_bad_input_is_one_line(export: Path, tmp_path: Path) ->
     assert "no decision decided in" in one_error_line(
         run("replay", "--decisions", "--since", "2099-01-01", "--from", str(export)), 2
     )
+
+
+# --------------------------------------------------------------------------- instants past year 9999
+
+
+def _far_request_export(history: History, out: Path) -> None:
+    """The history's export with one more request, an agent's with occurred_at 2**63-1 µs that
+    the evaluator dead-lettered, its row as `ledger export` wrote it before it refused such
+    instants (columns filled, occurred_at past year 9999)."""
+    from export_format import exported_as_before
+
+    from ledger.core.events import DeadLetter
+
+    offset = 1 + max(
+        r.offset
+        for r in history.records
+        if (r.topic, r.partition) == (TOPICS.evaluation_requests, 0)
+    )
+    at = history.now + timedelta(seconds=1)
+    stamp = int(at.timestamp() * 1000)
+    asked = EvaluationRequested(
+        event_id="far",
+        occurred_at=at,
+        actor=AGENT,
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:far",
+        facts=SAME_ALLOW,
+    )
+    letter = DeadLetter(
+        event_id="dl-far",
+        occurred_at=at,
+        actor="service:evaluator",
+        source_topic=TOPICS.evaluation_requests,
+        partition=0,
+        offset=offset,
+        key=b"far",
+        value=None,
+        code="codec_error",
+        reason="malformed EvaluationRequested body: OverflowError: date value out of range",
+    )
+    records = [
+        *history.records,
+        Exported(TOPICS.evaluation_requests, 0, offset, stamp, b"far", CODEC.encode(asked)),
+        Exported(TOPICS.dead_letters, 0, 0, stamp, b"dl-far", CODEC.encode(letter)),
+    ]
+    write_export(out, records, TOPICS)
+    [path] = [
+        p
+        for p in files_of(out, TOPICS.evaluation_requests)
+        if "far" in {r["event_id"] for r in pq_rows(p)}
+    ]
+    exported_as_before(path, "far", 2**63 - 1)
+
+
+def test_an_export_holding_a_request_past_year_9999_is_verified_replayed_and_simulated(
+    history: History, tmp_path: Path
+) -> None:
+    """A red team: one request sent with occurred_at 2**63-1 µs, in an export written before
+    the exporter refused such instants, made `ledger audit verify` stop on an OverflowError
+    traceback before checking any chain, on every export after it."""
+    copy = tmp_path / "copy"
+    _far_request_export(history, copy)
+    verified = run("audit", "verify", "--from", str(copy))
+    line = one_error_line(verified, 11)
+    assert "altered: request far at " in line and "(and " not in line  # one problem
+    assert "occurred_at holds 9223372036854775807 µs after the epoch" in line
+    assert f"{len(history.decisions)} decision(s) in 1 chain(s)" in verified.stdout
+    decision = history.decisions[-1]
+    replayed = run("replay", "--decision", decision.event_id, "--from", str(copy))
+    assert replayed.exit_code == 0 and "reproduces:" in replayed.stdout, replayed.stderr
+    simulated = run("policy", "simulate", str(V2_PATH), "--from", str(copy), "--json")
+    assert simulated.exit_code == 0, simulated.stderr
+    assert json.loads(simulated.stdout)["replayed"] == 36  # the request that did not decode: none
+    at = run("replay", "--at", history.now.isoformat(), "--from", str(copy))
+    assert at.exit_code == 0, at.stderr
+    for args in (
+        ("audit", "sql", "SELECT * FROM evaluation_requests ORDER BY requested_at DESC"),
+        ("audit", "sql", "SELECT * FROM evaluation_requests", "--json"),
+        ("audit", "run", "requests_unanswered", "--param", "before=2100-01-01T00:00:00Z"),
+    ):
+        done = CliRunner().invoke(cli, [*args, "--from", str(copy)])
+        assert done.exit_code == 0 and done.exception is None, (args, done.output)
+
+
+def test_a_decision_row_set_past_year_9999_is_one_line_from_replay(
+    history: History, tmp_path: Path
+) -> None:
+    from export_format import set_raw
+
+    copy = tmp_path / "copy"
+    write_export(copy, history.records, TOPICS)
+    target = history.decisions[3]
+    for path in files_of(copy, TOPICS.decisions):
+        set_raw(path, lambda row: row["event_id"] == target.event_id, "occurred_at", 2**63 - 1)
+    line = one_error_line(run("replay", "--decision", target.event_id, "--from", str(copy)), 11)
+    assert f"row of decision {target.event_id}" in line and "does not match its record" in line
+    assert "occurred_at holds 9223372036854775807 µs after the epoch" in line
+
+
+def test_a_governance_row_set_past_year_9999_is_a_problem_of_its_history(
+    history: History, tmp_path: Path
+) -> None:
+    from export_format import set_raw
+
+    from ledger.audit.history import check_export_history
+
+    copy = tmp_path / "copy"
+    write_export(copy, history.records, TOPICS)
+    [path] = files_of(copy, TOPICS.policy_events)
+    set_raw(path, lambda row: row["offset"] == 1, "occurred_at", -(2**63))
+    entries, problems = check_export_history(copy)
+    assert len(entries) == len(load_export_history(copy))  # read from the records, as always
+    [problem] = problems
+    assert f"{TOPICS.policy_events} partition 0 offset 1" in problem
+    assert f"occurred_at holds {-(2**63)} µs after the epoch" in problem

@@ -1518,3 +1518,99 @@ def test_a_chain_whose_newest_records_follow_its_last_checkpoint_by_seconds_is_i
     report = verify(tmp_path / "export")
     assert report.intact, [str(p) for p in report.problems]
     assert {c.chain_id: c.unconfirmed for c in report.chains}["evaluator-a/n1"] > 0
+
+
+# --------------------------------------------------------------------------- instants past year 9999
+
+_FAR = (2**63 - 1, -(2**63), 253402300800000000)  # µs: no datetime holds them (year ≥ 10000 ...)
+
+
+def _file_of(export: Path, topic: str, event_id: str) -> Path:
+    return next(p for p in files_of(export, topic) if event_id in {r for r in _ids(p)})
+
+
+def _ids(path: Path) -> list[str | None]:
+    return [r["event_id"] for r in pq.read_table(path, columns=["event_id"]).to_pylist()]
+
+
+@pytest.mark.parametrize("micros", _FAR)
+def test_a_request_exported_with_an_instant_past_year_9999_is_one_problem_not_a_traceback(
+    tmp_path: Path, micros: int
+) -> None:
+    """A red team: one request an agent sent with occurred_at 2**63-1 µs, which the evaluator
+    dead-letters, was exported (before the export refused it) with its columns filled; verify
+    then stopped on an OverflowError before checking any chain, on every export after it."""
+    from export_format import exported_as_before
+
+    export = build(requests=True).export(tmp_path / "export")
+    exported_as_before(_file_of(export, TOPICS.evaluation_requests, "r-005"), "r-005", micros)
+    report = verify(export)
+    assert report.records == 40 and len(report.chains) == 2  # the chains are still verified
+    [problem] = report.problems
+    assert (problem.kind, problem.subject, problem.decision_id) == ("altered", "request", "r-005")
+    assert (problem.topic, problem.offset) == (TOPICS.evaluation_requests, 5)
+    assert "its record bytes do not decode" in problem.found and "out of range" in problem.found
+    assert f"occurred_at holds {micros} µs after the epoch" in problem.found
+    assert "export again" in problem.expected
+
+
+def test_a_decision_column_set_past_year_9999_is_altered_and_the_chains_go_on(
+    ledger: Ledger, export: Path
+) -> None:
+    from export_format import set_raw
+
+    victim = chain_row(ledger, "a", 4)
+    path = _file_of(export, TOPICS.decisions, victim.event_id)
+    set_raw(path, lambda row: row["event_id"] == victim.event_id, "occurred_at", 2**63 - 1)
+    report = verify(export)
+    [problem] = report.problems  # and no gap at its chain position
+    assert (problem.kind, problem.decision_id) == ("altered", victim.event_id)
+    assert (problem.chain_id, problem.chain_seq) == (victim.chain_id, 4)
+    assert f"occurred_at holds {2**63 - 1} µs after the epoch" in problem.found
+    assert report.records == 40 and len(report.chains) == 2
+
+
+def test_a_checkpoint_column_set_past_year_9999_is_altered(export: Path) -> None:
+    from export_format import set_raw
+
+    path = files_of(export, TOPICS.chain_checkpoints)[0]
+    first_offset = min(r["offset"] for r in pq.read_table(path, columns=["offset"]).to_pylist())
+    set_raw(path, lambda row: row["offset"] == first_offset, "occurred_at", -(2**63))
+    report = verify(export)
+    [problem] = [p for p in report.problems if p.subject == "checkpoint"]
+    assert (problem.kind, problem.offset) == ("altered", first_offset)
+    assert f"occurred_at holds {-(2**63)} µs after the epoch" in problem.found
+
+
+@pytest.mark.parametrize("topic", [TOPICS.decisions, TOPICS.evaluation_requests])
+def test_a_kafka_timestamp_set_past_year_9999_is_altered(tmp_path: Path, topic: str) -> None:
+    from export_format import set_raw
+
+    export = build(requests=True).export(tmp_path / "export")
+    event_id = "d-007" if topic == TOPICS.decisions else "r-007"
+    path = _file_of(export, topic, event_id)
+    set_raw(path, lambda row: row["event_id"] == event_id, "kafka_timestamp", 253402300800000)
+    report = verify(export)
+    [problem] = [p for p in report.problems if p.decision_id == event_id]
+    assert problem.kind == "altered" and problem.at is None
+    # Read through DuckDB, which holds Kafka's milliseconds as microseconds.
+    assert "kafka_timestamp holds 253402300800000000 µs after the epoch" in problem.found
+    assert report.records == 40
+
+
+def test_a_decision_time_past_year_9999_that_arrow_prints_as_the_true_one_is_altered(
+    ledger: Ledger, export: Path
+) -> None:
+    """Arrow's strftime (the fast path's text of a timestamp column) writes the year of an
+    instant past 9999 modulo 2**18: 262,144 years (95,746,130 days) after its true time, a
+    decision's occurred_at printed as the true one, while SQL shows year 264170."""
+    from export_format import set_raw
+
+    victim = chain_row(ledger, "b", 2)
+    far = (victim.occurred_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    far += 95_746_130 * 86_400_000_000
+    path = _file_of(export, TOPICS.decisions, victim.event_id)
+    set_raw(path, lambda row: row["event_id"] == victim.event_id, "occurred_at", far)
+    [problem] = verify(export).problems
+    assert (problem.kind, problem.decision_id) == ("altered", victim.event_id)
+    assert f"occurred_at holds {far} µs after the epoch" in problem.found
