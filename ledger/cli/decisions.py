@@ -356,6 +356,7 @@ def _undecided(address: str, security: Any, settings: Settings, request_id: str)
     click.echo(f"no decision; reading {requests} and {letters}…", err=True)
     asked: Positioned | None = None
     dead_at: dict[tuple[int, int], tuple[str, str]] = {}  # (partition, offset) → (code, reason)
+    keyed: dict[bytes, DeadLetter] = {}  # the first letter of a record keyed by each request id
     for positioned in read_topic(address, [requests, letters], security=security):
         event = positioned.event
         if isinstance(event, (EvaluationRequested, BatchEvaluationRequested)):
@@ -366,7 +367,19 @@ def _undecided(address: str, security: Any, settings: Settings, request_id: str)
                 asked = positioned
         elif isinstance(event, DeadLetter) and event.source_topic == requests:
             dead_at[event.partition, event.offset] = (event.code, clipped(event.reason, 200))
+            if event.key is not None:
+                keyed.setdefault(event.key, event)
     shown = clipped(repr(request_id), 80)
+    letter = keyed.get(request_id.encode("utf-8", "backslashreplace"))
+    if asked is None and letter is not None:
+        # A request that does not decode (an instant past year 9999 ...) is not found by its
+        # id, only by the key it was sent with, as the SDK keys each request.
+        return (
+            f"no request {shown} decodes, but a record keyed by that id ({requests} partition "
+            f"{letter.partition}, offset {letter.offset}) was dead-lettered ({letter.code}: "
+            f"{clipped(letter.reason, 200)}) and will never be decided; see Failure behaviour "
+            "in the README"
+        )
     if asked is None:
         return (
             f"no request {shown} in {requests} either: check the id (the SDK's "

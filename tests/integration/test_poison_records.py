@@ -10,6 +10,7 @@ A record the handler raises on is dead-lettered at once, without a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,3 +202,75 @@ def test_a_command_that_hangs_the_command_processor_is_dead_lettered_after_two_d
     grant_events = stack.records(stack.topics.grant_events)
     issued = {e.command_id for e in grant_events if isinstance(e, GrantIssued)}
     assert issued == wanted  # the poison appended nothing
+
+
+def test_a_request_past_year_9999_is_dead_lettered_exported_as_undecodable_and_verified(
+    shared_stack: LedgerStack, tmp_path: Path
+) -> None:
+    """A red team: one request sent with the agent's credential, occurred_at 2**63-1 µs. The
+    evaluator dead-letters it; the export filled its columns, and `ledger audit verify` then
+    stopped on an OverflowError traceback before checking any chain, for every export after
+    it (the topic keeps the record forever)."""
+    import json
+    from datetime import UTC, datetime
+
+    from click.testing import CliRunner
+    from export_format import export_from_kafka
+
+    from ledger.avro import write_long
+    from ledger.cli.app import cli
+
+    asked = request("account:far")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    honest = CODEC.encode(dataclasses.replace(asked, occurred_at=at))
+    varint = write_long(int(at.timestamp()) * 1_000_000)
+    hostile = honest[:10] + honest[10:].replace(varint, write_long(2**63 - 1), 1)
+    assert hostile != honest
+    producer = shared_stack.producer("agent")
+    try:
+        sent = producer.send(
+            shared_stack.topics.evaluation_requests, key=asked.event_id.encode(), value=hostile
+        ).get(timeout=30)
+    finally:
+        producer.close(timeout=5)
+    topic = shared_stack.topics.evaluation_requests
+    [letter] = wait_for(
+        lambda: [
+            d
+            for d in shared_stack.records(shared_stack.topics.dead_letters)
+            if isinstance(d, DeadLetter)
+            and (d.source_topic, d.partition, d.offset) == (topic, sent.partition, sent.offset)
+        ],
+        timeout=60,
+        what="the request past year 9999 dead-lettered",
+    )
+    assert letter.code == "codec_error" and "out of range" in letter.reason
+
+    out = tmp_path / "export"
+    export_from_kafka(
+        shared_stack.bootstrap, shared_stack.topics, out, security=shared_stack.security("exporter")
+    )
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            "SELECT event_type, event_id, occurred_at, record FROM read_parquet(?) "
+            'WHERE "partition" = ? AND "offset" = ?',
+            [str(out / f"topic={topic}" / "**" / "*.parquet"), sent.partition, sent.offset],
+        ).fetchone()
+    finally:
+        con.close()
+    assert row == (None, None, None, hostile)  # the row of a record that does not decode
+
+    env = shared_stack.cli_env()
+    verified = CliRunner().invoke(cli, ["audit", "verify", "--from", str(out), "--json"], env=env)
+    assert verified.exit_code in (0, 11) and "Traceback" not in verified.output, verified.output
+    problems = json.loads(verified.stdout)["problems"]
+    where = (topic, sent.partition, sent.offset)
+    assert not [p for p in problems if (p["topic"], p["partition"], p["offset"]) == where]
+    said = CliRunner().invoke(cli, ["decisions", "--request", asked.event_id], env=env)
+    assert said.exit_code == 0 and said.exception is None, said.output
+    assert (
+        "a record keyed by that id" in said.stderr and "dead-lettered (codec_error" in said.stderr
+    )

@@ -1473,3 +1473,38 @@ def test_a_governance_row_set_past_year_9999_is_a_problem_of_its_history(
     [problem] = problems
     assert f"{TOPICS.policy_events} partition 0 offset 1" in problem
     assert f"occurred_at holds {-(2**63)} µs after the epoch" in problem
+
+
+def test_ledger_decisions_finds_a_request_that_does_not_decode_by_its_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ledger decisions --request ID` of a request sent past year 9999 said "no request ID
+    … either: check the id": it does not decode, so only its key names it."""
+    from ledger.cli import decisions
+    from ledger.core.events import DeadLetter
+    from ledger.kafka.reading import Positioned
+    from ledger.settings import Settings
+
+    settings = Settings()
+    requests = settings.topics.evaluation_requests
+    letter = DeadLetter(
+        event_id="dl",
+        occurred_at=T0,
+        actor="service:evaluator",
+        source_topic=requests,
+        partition=2,
+        offset=7,
+        key=b"far-request",
+        value=b"\xc3\x01",
+        code="codec_error",
+        reason="malformed EvaluationRequested body: OverflowError: date value out of range",
+    )
+    found = [Positioned(settings.topics.dead_letters, 0, 0, 0, letter)]
+    monkeypatch.setattr(decisions, "read_topic", lambda *a, **k: iter(found))
+    said = decisions._undecided("x:9092", None, settings, "far-request")
+    assert said.startswith(
+        f"no request 'far-request' decodes, but a record keyed by that id ({requests} "
+        "partition 2, offset 7) was dead-lettered (codec_error: malformed EvaluationRequested "
+        "body: OverflowError: date value out of range) and will never be decided"
+    )
+    assert decisions._undecided("x:9092", None, settings, "other").startswith("no request 'other'")
