@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from ledger.core.authority import authorize_request, unauthorized_reason
-from ledger.core.cel import Meter
+from ledger.core.cel import TYPE_NAMES_OF_PYTHON, Meter
 from ledger.core.events import (
     EVALUATOR,
     BatchDecisionRecorded,
@@ -249,6 +249,11 @@ def _ungoverned(state: LedgerState, record: PolicyRecord | None, action: str, b:
     )
 
 
+_FAILED: Final = r"(?P<rule>condition of rule .+ failed: )"
+_OVERLOAD: Final = r"no such overload: (?P<ta>\w+) (?P<op>\S+) (?P<tb>\w+)"
+_IN_PYTHONS_WORDS: Final = (
+    "a condition's type mismatch on a context value, in Python's words (before 2026-12-06)"
+)
 _SHARE: Final = r".+ v\d+ \((?:active|canary, \d+% of requests)\) decides this request's share "
 _EARLIER_WORDINGS: Final = (
     (
@@ -273,10 +278,37 @@ _EARLIER_WORDINGS: Final = (
         re.compile(r"(?P<reason>.+)"),
         "a pre-evaluation's shared budget, worded before it said so",
     ),
+    *(
+        (re.compile(_FAILED + now), re.compile(_FAILED + then), _IN_PYTHONS_WORDS)
+        for now, then in (
+            (
+                _OVERLOAD,
+                r"'(?P<op>\S+)' not supported between instances of '(?P<ta>[\w.]+)' and "
+                r"'(?P<tb>[\w.]+)'",
+            ),
+            (
+                _OVERLOAD,
+                r"unsupported operand type\(s\) for (?P<op>\S+): '(?P<ta>[\w.]+)' and "
+                r"'(?P<tb>[\w.]+)'",
+            ),
+            (_OVERLOAD, r"cannot (?P<op>\S+) (?P<ta>\w+) and (?P<tb>\w+)"),
+            (
+                r"no such overload: (?P<ta>\w+) \+ (?P<tb>\w+)",
+                r'can only concatenate (?P<ta>\w+) \(not "(?P<tb>[\w.]+)"\) to \w+',
+            ),
+            (r"no such overload: (?P<ta>\w+) [*%] …", r"expected a number, got (?P<ta>\w+)"),
+            (r"no such overload: \w+ [*%] (?P<ta>\w+)", r"expected a number, got (?P<ta>\w+)"),
+            (
+                r"no such overload: -(?P<tb>\w+)",
+                r"unsupported operand type\(s\) for -: 'int' and '(?P<tb>[\w.]+)'",
+            ),
+        )
+    ),
 )
 """Reasons one release words otherwise than another, meaning the same: each wording given
-now, a wording recorded earlier, and what it is about; the named groups must agree. Replay
-takes a recorded reason in an earlier wording for the one it gives now, and says so."""
+now, a wording recorded earlier, and what it is about; the named groups must agree (a type's
+name, group ``ta`` or ``tb``, in Python's word for it then, CEL's now). Replay takes a recorded
+reason in an earlier wording for the one it gives now, and says so."""
 
 
 def earlier_wording(reason: str, recorded: str) -> str | None:
@@ -284,9 +316,17 @@ def earlier_wording(reason: str, recorded: str) -> str | None:
     ungoverned action in a canary's share, say), else ``None``."""
     for now_said, then_said, what in _EARLIER_WORDINGS:
         given, held = now_said.fullmatch(reason), then_said.fullmatch(recorded)
-        if given is not None and held is not None and given.groupdict() == held.groupdict():
+        if given is not None and held is not None and given.groupdict() == _in_cel(held):
             return what
     return None
+
+
+def _in_cel(held: re.Match[str]) -> dict[str, str | Any]:
+    """The groups of a recorded reason, with a type Python named (``str``) named as CEL does."""
+    return {
+        k: TYPE_NAMES_OF_PYTHON.get(v, v) if k in ("ta", "tb") else v
+        for k, v in held.groupdict().items()
+    }
 
 
 def evaluate(

@@ -43,6 +43,9 @@ Semantics worth knowing:
 - **Integers** are CEL's 64-bit ints: an operand or result of arithmetic outside that range, or an
   int outside it compared with a decimal, is a fault (integer overflow). They divide and take
   remainders truncating toward zero, as CEL does.
+- **Bools are not numbers**, though Python's are: a ``dyn`` bool (a context value, a grant
+  condition's fact) ordered with a number, or in arithmetic, is a fault (``no such overload:
+  bool < double``), and it equals no number (``true == 1`` is false, as ``1 == "1"`` is).
 - **Run-time faults** (division by zero, overflow, a ``dyn`` context value of the wrong type)
   raise :class:`ConditionFault` with a reason in plain words (``decimal division by zero``); the
   evaluator records an ``error`` decision rather than guessing. A decisive other side of ``||``
@@ -108,7 +111,13 @@ from ledger.core.cel.compiler import CompiledCondition, compile_condition
 from ledger.core.cel.lexical import RESERVED_NAMES
 from ledger.core.cel.lexical import parse_duration as parse_duration
 from ledger.core.cel.lexical import parse_timestamp as parse_timestamp
-from ledger.core.cel.runtime import BudgetExceeded, ConditionFault, ConditionFn, Meter
+from ledger.core.cel.runtime import (
+    TYPE_NAMES_OF_PYTHON,
+    BudgetExceeded,
+    ConditionFault,
+    ConditionFn,
+    Meter,
+)
 from ledger.core.cel.syntax import alternatives, layout_free
 
 __all__ = [
@@ -121,4 +130,5 @@ __all__ = [
     "layout_free",
     "compile_condition",
     "RESERVED_NAMES",
+    "TYPE_NAMES_OF_PYTHON",
 ]

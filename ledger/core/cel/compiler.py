@@ -51,10 +51,14 @@ _RE2_OPTIONS.max_mem = 8 << 20
 _NEGATE: Final[dict[str, tuple[str, int]]] = {
     "int": ("_isub(0, {})", _W_CALL),
     "decimal": ("_dsub(0, {})", _W_DECIMAL),
-    "dyn": ("_dyn('-', 0, {})", _W_CALL),
+    "dyn": ("_dneg({})", _W_CALL),
 }
 """Unary minus by operand type: code (``{}`` the operand) and weight (see the cost model)."""
 _OP_FN: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
+"""CEL's comparison operators (:mod:`.runtime`), for operands of which one may be a dyn."""
+_BOOL_OR_NUMBER: Final = frozenset({"bool", "int", "double", "decimal"})
+"""What a dyn compared for equality with may be taken for the other by Python (``true == 1``):
+such a comparison is CEL's own; ``context.channel == "web"`` stays Python's, as fast as ever."""
 
 
 _OTHER_MACROS: Final = frozenset({"exists_one", "map", "filter", "transformList", "transformMap"})
@@ -505,6 +509,13 @@ class _Compiler:
         double_side = {a.type, b.type} & {"double", "dyn"}
         exact = bool(decimal_side and double_side and decimal_side | double_side != {"dyn"})
         weight = _W_EXACT_FLOAT if exact else _W_OP
+        other = {a.type, b.type} - {"dyn"}  # empty: both are dyn
+        if dyn and (op not in ("==", "!=") or not other or other & _BOOL_OR_NUMBER):
+            # A dyn may be a bool where the other side is a number (or the reverse), which
+            # Python's operators take for one: CEL's own (runtime._eq and the rest) do not.
+            # Its weight is the operator's, as before: the cost model did not change.
+            code = f"{_OP_FN[op]}({a.code}, {b.code})"
+            return self.op(code, "bool", a, b, weight=weight, fallible=True)
         return self.op(f"({a.code} {op} {b.code})", "bool", a, b, weight=weight, fallible=dyn)
 
     def check_null(self, e: _Expr, other: _Expr, op: str, node: Any) -> None:
@@ -577,7 +588,7 @@ class _Compiler:
             weight = _W_DECIMAL + _W_CALL
             if op in ("*", "%"):
                 return self.op(
-                    f"_dyn({op!r}, _num({a.code}), _num({b.code}))",
+                    f"_dyn({op!r}, _num({a.code}, {op!r}), {b.code})",
                     "dyn",
                     a,
                     b,

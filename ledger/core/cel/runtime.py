@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from decimal import (
     ROUND_HALF_EVEN,
     Context,
@@ -24,7 +25,7 @@ from decimal import (
 )
 from typing import Any, Final
 
-__all__ = ["BudgetExceeded", "ConditionFault", "ConditionFn", "Meter"]
+__all__ = ["BudgetExceeded", "ConditionFault", "ConditionFn", "Meter", "TYPE_NAMES_OF_PYTHON"]
 
 ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
 """``fn(facts, context, meter)``; raises ``KeyError`` when its value depends on an absent fact or
@@ -178,6 +179,94 @@ def _numeric_pair(a: Any, b: Any) -> None:
         raise OverflowError(_INT_OVERFLOW)
 
 
+# ----------------------------------------------------------------------------- CEL's overloads
+# A dyn value (a context field, a grant condition's fact) meets Python's operators, which know
+# nothing of CEL's types: Python's bool is an int, so ``true == 1``, ``false < 0.3`` and
+# ``true + 1 == 2`` all held, and a context ``{"risk": false}`` passed a ``context.risk < 0.3``
+# rule. CEL has no overload between bool and a number: ordering them or doing arithmetic on
+# them is a fault (``no such overload``), and equality is CEL's heterogeneous equality, false
+# between values of different kinds, as ``1 == "1"`` already was.
+
+_CEL_NAMES: Final[dict[type, str]] = {
+    bool: "bool",
+    int: "int",
+    float: "double",
+    Decimal: "decimal",
+    str: "string",
+    tuple: "list",
+    list: "list",
+    type(None): "null",
+    datetime: "timestamp",
+    timedelta: "duration",
+}
+"""The CEL type a run-time value is (the names the compiler's static types use)."""
+
+TYPE_NAMES_OF_PYTHON: Final[dict[str, str]] = {
+    **{t.__name__: name for t, name in _CEL_NAMES.items()},
+    **{f"{t.__module__}.{t.__qualname__}": name for t, name in _CEL_NAMES.items()},
+}
+"""Python's names of those types, as its own messages wrote them (``str``, ``decimal.Decimal``),
+to the CEL names: what a fault recorded before the CEL wording said, in today's words."""
+
+
+def _cel_type(v: Any) -> str:
+    return _CEL_NAMES.get(type(v), type(v).__name__)
+
+
+def _no_overload(op: str, a: Any, b: Any) -> TypeError:
+    return TypeError(f"no such overload: {_cel_type(a)} {op} {_cel_type(b)}")
+
+
+_ORDERED: Final = frozenset({bool, int, float, Decimal, str, datetime, timedelta})
+"""What CEL orders among the values a request carries (not lists, not null); numbers of any of
+the three kinds with each other, anything else only with its own kind."""
+_NUMBERS: Final = frozenset({int, float, Decimal})
+
+
+def _eq(a: Any, b: Any) -> bool:
+    """CEL's ``==`` on values that may be dyn: a bool equals only a bool."""
+    if (type(a) is bool) is not (type(b) is bool):
+        return False
+    return a == b  # type: ignore[no-any-return]
+
+
+def _ne(a: Any, b: Any) -> bool:
+    """CEL's ``!=``: the negation of :func:`_eq`."""
+    if (type(a) is bool) is not (type(b) is bool):
+        return True
+    return a != b  # type: ignore[no-any-return]
+
+
+# CEL's orderings: Python's own once the operands are known to be of kinds CEL orders (inline,
+# not a shared check: a call more made a comparison in a macro's predicate 3x slower).
+def _lt(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
+        return a < b  # type: ignore[no-any-return]
+    raise _no_overload("<", a, b)
+
+
+def _le(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
+        return a <= b  # type: ignore[no-any-return]
+    raise _no_overload("<=", a, b)
+
+
+def _gt(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
+        return a > b  # type: ignore[no-any-return]
+    raise _no_overload(">", a, b)
+
+
+def _ge(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
+        return a >= b  # type: ignore[no-any-return]
+    raise _no_overload(">=", a, b)
+
+
 def _ncmp(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     """A comparison of a dyn with a number that is not a literal (either may be a decimal)."""
     if type(a) is Decimal or type(b) is Decimal:
@@ -298,17 +387,41 @@ _INT_OPS: Final[dict[str, Callable[[int, int], int]]] = {
 _DECIMAL_OPERANDS: Final = (Decimal, int)
 
 
+_NOT_MULTIPLIED: Final = frozenset({bool, str, bytes, tuple, list, dict})
+
+
 def _dyn(op: str, a: Any, b: Any) -> Any:
     """A dyn arithmetic operator: on a decimal, the typed decimal operator (fixed context,
     bounded operands) with a decimal or an integer; on two integers, the typed integer one
-    (64-bit, truncating division); anything else as Python does it."""
-    if type(a) is Decimal or type(b) is Decimal:
-        if type(a) not in _DECIMAL_OPERANDS or type(b) not in _DECIMAL_OPERANDS:
-            raise TypeError(f"cannot {op} {type(a).__name__} and {type(b).__name__}")
+    (64-bit, truncating division); never on a bool (CEL has no arithmetic on bools); anything
+    else as Python does it, its refusal said as CEL says it (``no such overload``)."""
+    ta, tb = type(a), type(b)
+    if ta is Decimal or tb is Decimal:
+        if ta not in _DECIMAL_OPERANDS or tb not in _DECIMAL_OPERANDS:
+            raise _no_overload(op, a, b)
         return _DECIMAL_OPS[op](a, b)
-    if type(a) is int and type(b) is int:
+    if ta is int and tb is int:
         return _INT_OPS[op](a, b)
-    return _PLAIN_OPS[op](a, b)
+    if (
+        ta is bool
+        or tb is bool
+        or (op in ("*", "%") and (ta in _NOT_MULTIPLIED or tb in _NOT_MULTIPLIED))
+    ):
+        # * and % on text or lists: Python would repeat them ("x" * 10**12) or format text
+        # ("%999999d").
+        raise _no_overload(op, a, b)
+    try:
+        return _PLAIN_OPS[op](a, b)
+    except TypeError:
+        raise _no_overload(op, a, b) from None
+
+
+def _dneg(v: Any) -> Any:
+    """A dyn unary minus: of a number, as the typed one (0 - v); of anything else (a bool
+    included), CEL's fault."""
+    if type(v) not in _NUMBERS:
+        raise TypeError(f"no such overload: -{_cel_type(v)}")
+    return _dyn("-", 0, v)
 
 
 def _truth(v: Any) -> bool:
@@ -318,10 +431,11 @@ def _truth(v: Any) -> bool:
     raise TypeError(f"expected a bool, got {type(v).__name__}")
 
 
-def _num(v: Any) -> Any:
-    # dyn * and %: Python would repeat text and lists ("x" * 10**12) or format text ("%999999d").
-    if isinstance(v, (str, bytes, tuple, list, dict)):
-        raise TypeError(f"expected a number, got {type(v).__name__}")
+def _num(v: Any, op: str) -> Any:
+    # The left operand of a dyn * or %, refused before the right one is evaluated (as ever);
+    # _dyn refuses the right one.
+    if type(v) in _NOT_MULTIPLIED:
+        raise TypeError(f"no such overload: {_cel_type(v)} {op} …")
     return v
 
 
@@ -411,7 +525,11 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
             raise BudgetExceeded(m.limit)
         for x in b:
             _numeric_pair(a, x)
-    return a in b
+    found = a in b
+    if found and (ta is bool or ta in _NUMBERS):
+        # Python found it by its own equality, where true is 1: CEL's says which it was.
+        return any(_eq(a, x) for x in b)
+    return found
 
 
 def _inset(m: Meter, a: Any, s: frozenset[Any]) -> bool:
@@ -422,7 +540,9 @@ def _inset(m: Meter, a: Any, s: frozenset[Any]) -> bool:
     m.left -= _W_HASH + (len(a) // _ITEMS_PER_UNIT if ta is tuple or ta is list else 0)
     if m.left < 0:
         raise BudgetExceeded(m.limit)
-    return a in s
+    # A literal list holds one kind of value (the compiler's check): a bool is found among
+    # bools only, a number among numbers only, though Python's true is 1.
+    return a in s and (ta is bool) is (type(next(iter(s))) is bool)
 
 
 def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
@@ -541,11 +661,12 @@ _HELPERS: Final[dict[str, Any]] = {
     "_cmp": _cmp,
     "_cat": _cat,
     "_lcat": _lcat,
-    "_eq": operator.eq,
-    "_ne": operator.ne,
-    "_lt": operator.lt,
-    "_le": operator.le,
-    "_gt": operator.gt,
-    "_ge": operator.ge,
+    "_eq": _eq,
+    "_ne": _ne,
+    "_lt": _lt,
+    "_le": _le,
+    "_gt": _gt,
+    "_ge": _ge,
+    "_dneg": _dneg,
     "__builtins__": {"len": len, "any": any, "all": all},
 }

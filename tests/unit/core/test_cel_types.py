@@ -1,0 +1,326 @@
+"""CEL's types at run time: a bool is not a number, and a mismatch is said as CEL says it.
+
+A red team: with rules ``context.risk < 0.3``, ``context.level == 1`` and ``context.n + 1 == 2``,
+a context of ``{"risk": false}``, ``{"level": true}`` or ``{"n": true}`` was allowed, since
+Python's bool is an int. CEL has no overload between bool and a number: ordering or arithmetic
+on them is a fault (``condition_error``), and equality is false, as for ``1 == "1"``. Faults
+read ``no such overload: string >= double``, not Python's ``'>=' not supported between
+instances of 'str' and 'float'``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from golden_runner import ADMINS, T0, build_command, expand
+
+from ledger.audit.reproduce import reproduce
+from ledger.core import EMPTY_STATE, Rejection, decide, evaluate, fold
+from ledger.core.cel import ConditionFault, compile_condition
+from ledger.core.evaluate import earlier_wording
+from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
+from ledger.core.history import HistoryEntry
+from ledger.core.policy import parse_policy
+from ledger.errors import PolicyError
+
+FACTS = {"n": "int", "amount": "decimal", "ratio": "double", "flag": "bool", "name": "string"}
+
+
+def ev(text: str, context: dict[str, Any], facts: dict[str, Any] | None = None) -> bool:
+    return compile_condition(text, facts=FACTS).evaluate(facts or {}, context)
+
+
+def fault(text: str, context: dict[str, Any], facts: dict[str, Any] | None = None) -> str:
+    with pytest.raises(ConditionFault) as caught:
+        ev(text, context, facts)
+    return str(caught.value)
+
+
+# ----------------------------------------------------------------------------- bool and numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "context", "facts", "message"),
+    [
+        ("context.risk < 0.3", {"risk": False}, None, "no such overload: bool < double"),
+        ("context.risk >= 1", {"risk": True}, None, "no such overload: bool >= int"),
+        ("0.3 > context.risk", {"risk": False}, None, "no such overload: double > bool"),
+        ("context.risk <= amount", {"risk": False}, {"amount": Decimal(1)}, "bool <= decimal"),
+        ("n < context.risk", {"risk": True}, {"n": 5}, "no such overload: int < bool"),
+        ("context.a < context.b", {"a": True, "b": 2}, None, "no such overload: bool < int"),
+        ("context.n + 1 == 2", {"n": True}, None, "no such overload: bool + int"),
+        ("1 + context.n == 2", {"n": True}, None, "no such overload: int + bool"),
+        ("context.n - 1 == 0", {"n": True}, None, "no such overload: bool - int"),
+        ("context.n * 2 == 2", {"n": True}, None, "no such overload: bool * …"),
+        ("2 * context.n == 2", {"n": True}, None, "no such overload: int * bool"),
+        ("context.n / 1 == 1", {"n": True}, None, "no such overload: bool / int"),
+        ("context.n % 2 == 1", {"n": True}, None, "no such overload: bool % …"),
+        ("context.n + 1.5 > 2", {"n": True}, None, "no such overload: bool + double"),
+        ("context.n + amount > 0", {"n": True}, {"amount": Decimal(1)}, "bool + decimal"),
+        ("-context.n == -1", {"n": True}, None, "no such overload: -bool"),
+    ],
+)
+def test_a_bool_never_meets_a_number_in_ordering_or_arithmetic(
+    text: str, context: dict[str, Any], facts: dict[str, Any] | None, message: str
+) -> None:
+    assert message in fault(text, context, facts)
+
+
+@pytest.mark.parametrize(
+    ("text", "context", "facts", "expected"),
+    [
+        ("context.level == 1", {"level": True}, None, False),
+        ("context.level != 1", {"level": True}, None, True),
+        ("context.level == 0", {"level": False}, None, False),
+        ("1.0 == context.level", {"level": True}, None, False),
+        ("context.level == true", {"level": 1}, None, False),
+        ("context.level != true", {"level": 1}, None, True),
+        ("context.level == true", {"level": True}, None, True),
+        ("context.a == context.b", {"a": True, "b": 1}, None, False),
+        ("context.a != context.b", {"a": True, "b": 1}, None, True),
+        ("context.a == context.b", {"a": 1, "b": Decimal("1.0")}, None, True),
+        ("flag == context.x", {"x": 1}, {"flag": True}, False),
+        ("n == context.x", {"x": True}, {"n": 1}, False),
+        ("amount == context.x", {"x": True}, {"amount": Decimal(1)}, False),
+        ("ratio == context.x", {"x": True}, {"ratio": 1.0}, False),
+        ("context.m in [1, 2]", {"m": True}, None, False),
+        ("context.m in [1, 2]", {"m": 1}, None, True),
+        ("context.m in [true]", {"m": 1}, None, False),
+        ("context.m in [true]", {"m": True}, None, True),
+        ("1 in [context.a, 5]", {"a": True}, None, False),
+        ("true in [context.a]", {"a": 1}, None, False),
+        ("true in [context.a]", {"a": True}, None, True),
+        ("n in [context.a]", {"a": True}, {"n": 1}, False),
+        ("n in [context.a]", {"a": 1}, {"n": 1}, True),
+        # Numbers of the three kinds still compare, order and add with each other.
+        ("context.risk < 0.3", {"risk": 0}, None, True),
+        ("context.risk < 0.3", {"risk": Decimal("0.29")}, None, True),
+        ("context.n + 1 == 2", {"n": 1}, None, True),
+        ("-context.n == -1.5", {"n": 1.5}, None, True),
+        ("context.n * 2 == amount", {"n": 2}, {"amount": Decimal(4)}, True),
+        # Bools order among themselves, as in CEL (false < true).
+        ("context.a < context.b", {"a": False, "b": True}, None, True),
+    ],
+)
+def test_equality_between_a_bool_and_a_number_is_false_as_between_other_kinds(
+    text: str, context: dict[str, Any], facts: dict[str, Any] | None, expected: bool
+) -> None:
+    assert ev(text, context, facts) is expected
+
+
+def test_grant_conditions_see_facts_as_cel_types_too() -> None:
+    # Dynamic mode: every fact is a dyn, as a context value is.
+    c = compile_condition("risk < 0.3 && level == 1", facts=None)
+    assert c.evaluate({"risk": 0.1, "level": 1}, {}) is True
+    with pytest.raises(ConditionFault, match="no such overload: bool < double"):
+        c.evaluate({"risk": False, "level": 1}, {})
+    assert compile_condition("level == 1", facts=None).evaluate({"level": True}, {}) is False
+
+
+def test_the_red_teams_policy_errs_instead_of_allowing() -> None:
+    policy = parse_policy(
+        "policy: redteam\ngoverns: [x.do]\nowner: o\nfacts: {}\nrules:\n"
+        "  - {id: risk, when: 'context.risk < 0.3', effect: allow}\n"
+        "  - {id: level, when: 'context.level == 1', effect: allow}\n"
+        "  - {id: arith, when: 'context.n + 1 == 2', effect: allow}\n"
+        "default: {effect: deny}\n"
+    )
+    assert policy.run({}, {"risk": False})[0].determination is Determination.ERROR
+    assert policy.run({}, {"risk": False})[0].reasons == (
+        "condition of rule 'risk' failed: no such overload: bool < double",
+    )
+    # risk true faults first, as it would alone: the first rule that cannot be evaluated errs.
+    assert policy.run({}, {"risk": True, "level": True})[0].rule == "risk"
+    level = policy.run({}, {"level": True})[0]
+    assert (level.determination, level.rule) == (Determination.DENY, None)
+    arith = policy.run({}, {"n": True})[0]
+    assert (arith.determination, arith.rule) == (Determination.ERROR, "arith")
+    assert policy.run({}, {"risk": 0.1})[0].rule == "risk"
+    assert policy.run({}, {"level": 1})[0].rule == "level"
+
+
+def test_typed_facts_keep_bools_and_numbers_apart_before_any_condition_runs() -> None:
+    # A bool fact compared with a number is a validation problem; a bool sent for a number
+    # fact (or a number for a bool fact) is an invalid fact.
+    with pytest.raises(PolicyError, match="cannot compare bool with int"):
+        compile_condition("flag == 1", facts=FACTS)
+    with pytest.raises(PolicyError, match="cannot order"):
+        compile_condition("flag < 1", facts=FACTS)
+    with pytest.raises(PolicyError, match="cannot apply"):
+        compile_condition("flag + 1 == 2", facts=FACTS)
+    policy = parse_policy(
+        "policy: typed\ngoverns: [x.do]\nowner: o\n"
+        "facts: {n: {type: int}, flag: {type: bool}}\n"
+        "rules:\n  - {id: r, when: 'n == 1 && flag', effect: allow}\ndefault: {effect: deny}\n"
+    )
+    outcome = policy.run({"n": True, "flag": 1})[0]
+    assert outcome.reason_code == "invalid_facts"
+    assert any("n: expected an int" in r for r in outcome.reasons)
+    assert any("flag: expected a bool" in r for r in outcome.reasons)
+
+
+# ----------------------------------------------------------------------------- CEL's words
+
+
+@pytest.mark.parametrize(
+    ("text", "context", "message"),
+    [
+        ("context.s >= 1.5", {"s": "x"}, "no such overload: string >= double"),
+        ("context.s < amount", {"s": "x"}, "no such overload: string < decimal"),
+        ("context.s + 1 == 2", {"s": "x"}, "no such overload: string + int"),
+        ("1 + context.s == 2", {"s": "x"}, "no such overload: int + string"),
+        ("context.s - 1 == 2", {"s": "x"}, "no such overload: string - int"),
+        ("context.s * 2 == 2", {"s": "x"}, "no such overload: string * …"),
+        ("2 * context.s == 2", {"s": "x"}, "no such overload: int * string"),
+        ("context.d + context.s == 2", {"d": Decimal(1), "s": "x"}, "decimal + string"),
+        ("-context.s == 2", {"s": "x"}, "no such overload: -string"),
+        ("context.l < context.m", {"l": ("a",), "m": ("b",)}, "no such overload: list < list"),
+        ("context.z < 1", {"z": None}, "no such overload: null < int"),
+    ],
+)
+def test_a_type_mismatch_is_said_as_cel_says_it(
+    text: str, context: dict[str, Any], message: str
+) -> None:
+    said = fault(text, context, {"amount": Decimal(1)})
+    assert message in said
+    assert "instances of" not in said and "operand type" not in said
+
+
+# What Python said, before, for the mismatches the evaluator now words as CEL does: the same
+# decision in other words, which replay takes for the one it gives now.
+_PYTHON: list[tuple[str, Callable[[], Any]]] = [
+    ("no such overload: string >= double", lambda: operator.ge("x", 1.5)),
+    ("no such overload: decimal < string", lambda: operator.lt(Decimal(1), "x")),
+    ("no such overload: null < int", lambda: operator.lt(None, 1)),
+    ("no such overload: int + string", lambda: operator.add(1, "x")),
+    ("no such overload: string + int", lambda: operator.add("x", 1)),
+    ("no such overload: list + string", lambda: operator.add(("a",), "x")),
+    ("no such overload: -string", lambda: operator.sub(0, "x")),
+]
+
+
+@pytest.mark.parametrize(("now", "then"), _PYTHON)
+def test_a_fault_recorded_in_pythons_words_is_the_same_fault_to_replay(
+    now: str, then: Callable[[], Any]
+) -> None:
+    with pytest.raises(TypeError) as caught:
+        then()
+    head = "condition of rule 'r' failed: "
+    assert earlier_wording(head + now, head + str(caught.value)) is not None
+
+
+@pytest.mark.parametrize(
+    ("now", "then"),
+    [
+        ("no such overload: decimal + string", "cannot + Decimal and str"),
+        ("no such overload: string * …", "expected a number, got str"),
+        ("no such overload: int * string", "expected a number, got str"),
+        ("no such overload: null % list", "expected a number, got tuple"),
+    ],
+)
+def test_a_fault_in_the_evaluators_own_earlier_words_is_the_same_fault(now: str, then: str) -> None:
+    head = "condition of rule 'r' failed: "
+    assert earlier_wording(head + now, head + then) is not None
+
+
+@pytest.mark.parametrize(
+    ("now", "recorded"),
+    [
+        # Another type, another operator, another rule: another decision.
+        (
+            "no such overload: string >= double",
+            "'>=' not supported between instances of 'str' and 'int'",
+        ),
+        (
+            "no such overload: string >= double",
+            "'<' not supported between instances of 'str' and 'float'",
+        ),
+        ("no such overload: bool < double", "division by zero"),
+    ],
+)
+def test_a_fault_of_other_types_is_not_taken_for_the_same(now: str, recorded: str) -> None:
+    head = "condition of rule 'r' failed: "
+    assert earlier_wording(head + now, head + recorded) is None
+    assert earlier_wording(head + now, "condition of rule 's' failed: " + recorded) is None
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def _history_and_request(
+    when: str, context: dict[str, Any]
+) -> tuple[list[Any], EvaluationRequested, DecisionRecorded]:
+    """A policy with one rule ``when``, deployed, granted; a request with ``context``; its
+    decision, made now."""
+    document = (
+        "policy: p\ngoverns: [x.do]\nowner: o\nfacts: {}\n"
+        f"rules:\n  - {{id: r, when: '{when}', effect: allow}}\ndefault: {{effect: deny}}\n"
+    )
+    steps = expand(
+        [
+            {"propose": {"by": "human:alice", "document": document}},
+            {"approve": {"by": "human:bob", "policy": "p", "version": 1}},
+            {"promote": {"by": "human:bob", "policy": "p", "version": 1, "to": "active"}},
+            {
+                "grant": {
+                    "by": "human:admin",
+                    "id": "g1",
+                    "to": "agent:a",
+                    "actions": ["*"],
+                    "resource": "*",
+                }
+            },
+        ]
+    )
+    ids = (f"evt-{i}" for i in itertools.count())
+    state, history = EMPTY_STATE, []
+    for n, spec in enumerate(steps):
+        command = build_command(spec, n)
+        outcome = decide(state, command, now=T0, new_id=lambda: next(ids), admins=ADMINS)
+        assert not isinstance(outcome, Rejection), outcome
+        for event in outcome:
+            history.append(HistoryEntry(position_key="g", offset=len(history), event=event))
+            state = fold(state, event)
+    request = EvaluationRequested(
+        event_id="req-1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="x.do",
+        principal="agent:a",
+        resource="r:1",
+        context=context,
+    )
+    decision = evaluate(state, request, now=T0, evaluator_id="e")
+    return history, request, replace(decision, governance_position={"g": len(history) - 1})
+
+
+def test_replay_takes_a_mismatch_recorded_in_pythons_words_for_the_same_decision() -> None:
+    history, request, decision = _history_and_request("context.s >= 1.5", {"s": "x"})
+    assert decision.reasons == ("condition of rule 'r' failed: no such overload: string >= double",)
+    recorded = replace(
+        decision,
+        reasons=(
+            "condition of rule 'r' failed: '>=' not supported between instances of 'str' and "
+            "'float'",
+        ),
+    )
+    result = reproduce(recorded, request, history)
+    assert result.reproduces, result.differences
+    assert "in Python's words" in (result.note or "")
+
+
+def test_replay_says_a_bool_once_taken_for_a_number_no_longer_reproduces() -> None:
+    history, request, decision = _history_and_request("context.risk < 0.3", {"risk": False})
+    assert decision.determination is Determination.ERROR
+    recorded = replace(  # what the evaluator decided before
+        decision, determination=Determination.ALLOW, reason_code="rule_matched", reasons=()
+    )
+    result = reproduce(recorded, request, history)
+    assert not result.reproduces
+    assert [d.field for d in result.differences][:1] == ["determination"]
