@@ -70,7 +70,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.core.limits import DEFAULT_LIMITS, id_problem
+from ledger.core.limits import DEFAULT_LIMITS, id_problem, name_problem
 from ledger.core.text import clipped
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
@@ -132,6 +132,14 @@ class ClientConfig:
             raise UsageError(
                 f"ClientConfig.actor {clipped(repr(self.actor), 80)} is not a principal: use "
                 f"{PRINCIPAL_FORM}"
+            )
+        if name_problem("actor", self.actor) is not None:
+            # Every request names it twice (actor, requested_by): the evaluator would answer
+            # each request_too_large.
+            raise UsageError(
+                f"ClientConfig.actor is {len(self.actor):,} characters: at most "
+                f"{DEFAULT_LIMITS.request_name_chars:,} (request_name_chars), or the evaluator "
+                "answers every request request_too_large"
             )
 
     @classmethod
@@ -722,14 +730,30 @@ M = TypeVar("M", EvaluationRequested, BatchEvaluationRequested, Command)
 
 
 def _bounded_id(message: M) -> M:
-    """``message``, refused here when its id is over ``request_id_chars``: the ledger's
-    processors dead-letter such a record unanswered (``id_too_long``), so sending it would
-    only wait for the timeout."""
+    """``message``, refused here when its id is over ``request_id_chars``, or a request's id is
+    empty: the ledger's processors dead-letter such a record unanswered (``id_too_long``,
+    ``id_empty``), so sending it would only wait for the timeout; and a request whose
+    ``actor`` or ``requested_by`` is over ``request_name_chars``, which would be answered
+    ``request_too_large``."""
+    kind = type(message).__name__
     if id_problem(message.event_id, "") is not None:
         raise UsageError(
-            f"{type(message).__name__} id of {len(message.event_id):,} characters: at most "
+            f"{kind} id of {len(message.event_id):,} characters: at most "
             f"{DEFAULT_LIMITS.request_id_chars}; leave event_id to the client (new_id())"
         )
+    if isinstance(message, (EvaluationRequested, BatchEvaluationRequested)):
+        if not message.event_id:
+            raise UsageError(
+                f"{kind} with an empty id: the evaluator dead-letters it unanswered "
+                "(id_empty); leave event_id to the client (new_id())"
+            )
+        asker = getattr(message, "requested_by", None)
+        long = name_problem("actor", message.actor) or name_problem("requested_by", asker)
+        if long is not None:
+            raise UsageError(
+                f"{kind}: {long}; the evaluator would answer it request_too_large (the SDK "
+                "sets both to ClientConfig.actor)"
+            )
     return message
 
 

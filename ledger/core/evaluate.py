@@ -58,7 +58,7 @@ from ledger.core.events import (
     Value,
 )
 from ledger.core.facts import context_problems, decimal_problems
-from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem
+from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem, name_problem
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, bucket, governed_by, governing_policy
 from ledger.core.text import clipped
@@ -354,11 +354,18 @@ def evaluate(
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
     principal, action, resource = request.principal, request.action, request.resource
     request_id = request.event_id
-    requested_by = _asker(request)
-    writer = (now, actor, evaluator_id)
+    requested_by = _asker(request, limits)
+    writer = (now, actor, evaluator_id, requested_by)
     # A pre-evaluation's context was checked once, for all its items (evaluate_batch).
     unsized = size_problem(
-        principal, action, resource, facts, context if meter is None else _EMPTY, limits
+        principal,
+        action,
+        resource,
+        facts,
+        context if meter is None else _EMPTY,
+        limits,
+        actor=request.actor,
+        requested_by=request.requested_by,
     )
     if unsized is not None:
         code, reasons = unsized
@@ -455,16 +462,19 @@ def evaluate(
     )
 
 
-def _asker(request: EvaluationRequested) -> str:
+def _asker(request: EvaluationRequested, limits: Limits = DEFAULT_LIMITS) -> str:
     """Who asked: the enforcement point's actor, as it states it (``requested_by``, else the
-    request's ``actor``)."""
-    return request.requested_by or request.actor
+    request's ``actor``); one over ``request_name_chars`` (a request answered
+    ``request_too_large``) cut to it, so no sender makes a decision as large as its request."""
+    asker = request.requested_by or request.actor
+    longest = limits.request_name_chars
+    return asker if len(asker) <= longest else clipped(asker, longest)
 
 
 def _before_policy(
     state: LedgerState,
     request: EvaluationRequested,
-    writer: tuple[datetime, str, str],
+    writer: tuple[datetime, str, str, str],
     determination: Determination,
     reason_code: str,
     reason: str | tuple[str, ...],
@@ -473,15 +483,15 @@ def _before_policy(
 ) -> DecisionRecorded:
     """An answer given before any policy ran (names over their limits, the grant conditions'
     budget spent, no grant): no policy, version or grant in it. ``writer`` is (now, actor,
-    evaluator id)."""
-    now, actor, evaluator_id = writer
+    evaluator id, who asked as the decision records it)."""
+    now, actor, evaluator_id, requested_by = writer
     return DecisionRecorded(
         event_id=decision_id(request.event_id),
         occurred_at=now,
         actor=actor,
         request_id=request.event_id,
         requested_at=request.occurred_at,
-        requested_by=_asker(request),
+        requested_by=requested_by,
         action=request.action,
         principal=request.principal,
         resource=request.resource,
@@ -511,16 +521,35 @@ def _budget(limits: Limits) -> str:
     )
 
 
-def _names_problem(principal: str, action: str, resource: str | None, limits: Limits) -> str | None:
+def _names_problem(
+    principal: str,
+    action: str,
+    resource: str | None,
+    limits: Limits,
+    *,
+    actor: str = "",
+    requested_by: str | None = None,
+) -> str | None:
     longest = limits.request_name_chars
-    if len(principal) <= longest and len(action) <= longest and len(resource or "") <= longest:
+    if (
+        len(principal) <= longest
+        and len(action) <= longest
+        and len(resource or "") <= longest
+        and len(actor) <= longest
+        and len(requested_by or "") <= longest
+    ):
         return None
-    name = next(
-        n
-        for n, v in (("principal", principal), ("action", action), ("resource", resource or ""))
-        if len(v) > longest
-    )
-    return f"the request's {name} is longer than {longest:,} characters (request_name_chars)"
+    for name, value in (
+        ("principal", principal),
+        ("action", action),
+        ("resource", resource),
+        ("actor", actor),
+        ("requested_by", requested_by),
+    ):
+        problem = name_problem(name, value, limits)
+        if problem is not None:
+            return problem
+    return None
 
 
 def size_problem(
@@ -530,14 +559,20 @@ def size_problem(
     facts: Mapping[str, Any],
     context: Mapping[str, Any],
     limits: Limits = DEFAULT_LIMITS,
+    *,
+    actor: str = "",
+    requested_by: str | None = None,
 ) -> tuple[str, tuple[str, ...]] | None:
     """Step 0, the sizes checked before anything is looked up: ``("request_too_large",
-    (why,))`` for a name over ``request_name_chars`` (names key the evaluator's caches), then
+    (why,))`` for a name over ``request_name_chars`` (names key the evaluator's caches; who
+    asked, ``actor`` and ``requested_by``, is copied into the decision), then
     ``("invalid_facts", (why, …))`` for a decimal fact or context value longer than
     ``fact_decimal_digits`` (grant conditions see the facts as sent, and comparing two decimals
     costs time with their digits where the budget counts one); ``None`` when within both.
     :func:`evaluate` answers by it, and so do offline policy tests and ``policy eval``."""
-    problem = _names_problem(principal, action, resource, limits)
+    problem = _names_problem(
+        principal, action, resource, limits, actor=actor, requested_by=requested_by
+    )
     if problem is not None:
         return "request_too_large", (problem,)
     long = decimal_problems(facts, limits) if facts else ()
@@ -556,7 +591,14 @@ def request_problem(
     if refused is not None:
         return refused[1]
     if isinstance(request, EvaluationRequested):
-        return _names_problem(request.principal, request.action, request.resource, limits)
+        return _names_problem(
+            request.principal,
+            request.action,
+            request.resource,
+            limits,
+            actor=request.actor,
+            requested_by=request.requested_by,
+        )
     return _batch_problem(request, limits)
 
 
@@ -565,11 +607,14 @@ def unanswerable(
 ) -> tuple[str, str] | None:
     """``(dead-letter code, reason)`` for a request the evaluator must neither answer nor
     remember, checked before either; ``None`` for any other. An id over ``request_id_chars``
-    (``id_too_long``: answered ids are remembered for a million requests); a pre-evaluation over
+    (``id_too_long``: answered ids are remembered for a million requests); an empty id
+    (``id_empty``: its answer would be keyed by nothing); a pre-evaluation over
     ``batch_items`` (``too_many_items``: an answer of that many errors may not fit a record)."""
     long_id = id_problem(request.event_id, "request", limits)
     if long_id is not None:
         return "id_too_long", long_id
+    if not request.event_id:  # no client could tell its answer from another's
+        return "id_empty", "the request id is empty"
     if isinstance(request, BatchEvaluationRequested):
         many = _too_many_items(request, limits)
         if many is not None:
@@ -590,6 +635,9 @@ def _batch_problem(request: BatchEvaluationRequested, limits: Limits) -> str | N
     many = _too_many_items(request, limits)
     if many is not None:
         return many
+    long_actor = name_problem("actor", request.actor, limits)
+    if long_actor is not None:
+        return long_actor
     for item in request.items:
         if len(item.item_id) > limits.request_id_chars:
             return f"an item id is longer than {limits.request_id_chars:,} characters"

@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "RECORD_FRAMING", "record_fits", "id_problem"]
+__all__ = [
+    "Limits",
+    "DEFAULT_LIMITS",
+    "RECORD_FRAMING",
+    "record_fits",
+    "id_problem",
+    "name_problem",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,8 +82,10 @@ class Limits:
     """A request's or command's id, and a pre-evaluation item's id (the SDK's are 36)."""
     request_name_chars: int = 1_024
     """A request's principal, action and resource, and a pre-evaluation item's action and
-    resource: names key the evaluator's caches. Each entry of a policy's ``governs`` too (no
-    request names a longer action; each is a pattern evaluators compile)."""
+    resource: names key the evaluator's caches. A request's ``actor`` and ``requested_by`` (who
+    asked: copied into its decision, so a sender could otherwise make a decision as large as
+    its request). Each entry of a policy's ``governs`` too (no request names a longer action;
+    each is a pattern evaluators compile)."""
     grant_actions: int = 256
     """Action patterns of one grant (each, like its resource pattern, at most
     ``request_name_chars``): every request of its holder tries them."""
@@ -113,6 +122,17 @@ def id_problem(event_id: str, what: str, limits: Limits = DEFAULT_LIMITS) -> str
     if len(event_id) <= longest:
         return None
     return f"the {what} id is longer than {longest:,} characters"
+
+
+def name_problem(name: str, value: str | None, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """``the request's action is longer than 1,024 characters (request_name_chars)`` for a name
+    of a request (``name``: principal, action, resource, actor, requested_by) over
+    ``request_name_chars``, else ``None``. The evaluator answers such a request ``error`` /
+    ``request_too_large``; the SDK refuses to send an ``actor`` or ``requested_by`` over it."""
+    longest = limits.request_name_chars
+    if value is None or len(value) <= longest:
+        return None
+    return f"the request's {name} is longer than {longest:,} characters (request_name_chars)"
 
 
 RECORD_FRAMING: Final = 128

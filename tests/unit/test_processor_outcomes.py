@@ -350,6 +350,42 @@ def test_a_command_whose_answer_cannot_be_written_applies_nothing() -> None:
     assert letter.code == "output_too_large"
 
 
+def test_who_asked_over_its_limit_is_answered_request_too_large_not_copied_whole() -> None:
+    # A red team: requested_by (or actor) took 900 KB of any text, copied into the decision:
+    # 998,000 characters made a ~1 MB decision, 999,500 a request dead-lettered
+    # output_too_large and never answered (trace_too_large keeps these fields).
+    handler = requests_handler(OutputLimit(1_000_000))
+    odd = "human:admin\u202e\u0000"
+    for n, asked in enumerate(
+        (
+            request(requested_by=odd * (999_500 // len(odd))),
+            replace(request(), actor=odd * (998_000 // len(odd)), requested_by="agent:a"),
+        )
+    ):
+        out = handler.handle_batch(EMPTY_STATE, [msg(n, CODEC.encode(asked))])
+        ((topic, decision),) = decoded(out)
+        assert topic == TOPICS.decisions and isinstance(decision, DecisionRecorded), decision
+        assert decision.reason_code == "request_too_large"
+        name = "requested_by" if n == 0 else "actor"
+        assert decision.reasons == (
+            f"the request's {name} is longer than 1,024 characters (request_name_chars)",
+        )
+        assert len(out[0][2]) < 4_000  # not as large as the request
+        assert len(decision.requested_by or "") < 1_100
+
+
+def test_an_empty_request_id_is_dead_lettered_and_never_remembered() -> None:
+    # An id no client sends (the SDK's are 36 characters), and whose answer no client could
+    # tell from another's: refused as an id over its limit is.
+    handler = requests_handler()
+    for n, empty in enumerate((replace(request(), event_id=""), batch_request(""))):
+        out = decoded(handler.handle_batch(EMPTY_STATE, [msg(n, CODEC.encode(empty))]))
+        ((topic, letter),) = out
+        assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+        assert (letter.code, letter.reason) == ("id_empty", "the request id is empty")
+    assert b"" not in handler.recent
+
+
 def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> None:
     handler = command_handler()
     command = sign(

@@ -297,6 +297,39 @@ def test_an_id_over_its_limit_is_refused_before_it_is_sent() -> None:
     assert sent == []
 
 
+def test_an_empty_request_id_or_who_asked_over_its_limit_is_refused_before_it_is_sent() -> None:
+    # The evaluator dead-letters an empty id unanswered (id_empty) and answers an actor or
+    # requested_by over request_name_chars request_too_large: the SDK says so before sending.
+    sent: list[Any] = []
+
+    def handler(message: Any) -> Determination:
+        sent.append(message)
+        return Determination.ALLOW
+
+    client, _ = make(handler)
+    asked = client.request(action="a", principal=AGENT, resource="r")
+    with pytest.raises(UsageError, match=r"EvaluationRequested with an empty id: .*\(id_empty\)"):
+        client.send_request(replace(asked, event_id=""))
+    batch = client._batch_request(AGENT, [{"action": "a", "resource": "r"}], None)
+    with pytest.raises(UsageError, match="BatchEvaluationRequested with an empty id"):
+        client._send_batch(replace(batch, event_id=""))
+    long = "human:admin\u202e\u0000" * 100
+    for field in ("requested_by", "actor"):
+        with pytest.raises(
+            UsageError,
+            match=rf"the request's {field} is longer than 1,024 characters .*request_too_large",
+        ):
+            client.send_request(replace(asked, **{field: long}))
+    with pytest.raises(UsageError, match="the request's actor is longer than 1,024"):
+        client._send_batch(replace(batch, actor=long))
+    assert sent == []
+    with pytest.raises(UsageError, match=r"ClientConfig.actor is 1,031 characters: at most 1,024"):
+        ClientConfig(actor="agent:" + "a" * 1_025)
+    assert ClientConfig(actor="agent:" + "a" * 1_018).actor.endswith("a")
+    client.send_request(asked)
+    assert sent == [asked]
+
+
 def test_answers_a_ledger_could_not_give_are_usage_errors() -> None:
     client, _ = make(lambda message: Determination.ALLOW)
     with pytest.raises(UsageError, match="governance command"):

@@ -728,6 +728,80 @@ def test_names_over_their_limit_are_refused_before_any_look_up() -> None:
     assert "request_too_large" in REASON_CODES
 
 
+def test_who_asked_is_held_to_the_names_limit_and_never_copied_whole() -> None:
+    # A red team: requested_by and actor took any text of any length ("human:admin\u202e\u0000"
+    # repeated to 900 KB), copied into the decision trace.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.deploy(policy_with('s == "x"'))
+    led.grant("agent:a", "p.act", "*")
+    longest = DEFAULT_LIMITS.request_name_chars
+    asked = EvaluationRequested(
+        event_id="r1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p.act",
+        principal="agent:a",
+        resource="x",
+        facts={"s": "x"},
+        context={"c": "y"},
+    )
+    assert evaluate(led.state, asked, now=T0, evaluator_id="t").reason_code == "rule_matched"
+    odd = "human:admin\u202e\u0000"
+    for field, value in (
+        ("requested_by", odd * (900_000 // len(odd))),
+        ("requested_by", "agent:" + "b" * (longest - 5)),
+        ("actor", "agent:" + "b" * (longest - 5)),
+    ):
+        too_long = replace(asked, **{field: value})
+        said = f"the request's {field} is longer than 1,024 characters (request_name_chars)"
+        assert request_problem(too_long) == said
+        decision = evaluate(led.state, too_long, now=T0, evaluator_id="t")
+        assert (decision.determination, decision.reason_code, decision.reasons) == (
+            Determination.ERROR,
+            "request_too_large",
+            (said,),
+        )
+        assert decision.facts == {} and decision.context == {}
+        recorded = decision.requested_by or ""
+        assert len(recorded) < longest + 40 and recorded.endswith(f"({len(value)} characters)")
+        assert recorded.startswith(value[:100])
+    for field in ("requested_by", "actor"):  # at the limit: decided as ever
+        at_limit = replace(asked, **{field: "agent:" + "b" * (longest - 6)})
+        assert request_problem(at_limit) is None
+        decision = evaluate(led.state, at_limit, now=T0, evaluator_id="t")
+        assert decision.reason_code == "rule_matched"
+    # A pre-evaluation names its actor once, for every item: each is answered with the reason.
+    batch = replace(_batch(("p.act", "x"), ("p.act", "y")), actor="agent:" + "b" * longest)
+    answer = evaluate_batch(led.state, batch, now=T0, evaluator_id="t")
+    assert {(d.reason_code, d.reasons) for d in answer.decisions} == {
+        (
+            "request_too_large",
+            ("the request's actor is longer than 1,024 characters (request_name_chars)",),
+        )
+    }
+    assert request_problem(batch) == answer.decisions[0].reasons[0]
+
+
+def test_an_empty_request_id_is_unanswerable_as_an_id_over_its_limit_is() -> None:
+    asked = EvaluationRequested(
+        event_id="",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p.act",
+        principal="agent:a",
+        resource="x",
+    )
+    assert unanswerable(asked) == ("id_empty", "the request id is empty")
+    assert unanswerable(replace(_batch(("p.act", "x")), event_id="")) == (
+        "id_empty",
+        "the request id is empty",
+    )
+    assert request_problem(asked) == "the request id is empty"
+    assert unanswerable(replace(asked, event_id="r")) is None
+
+
 def test_an_item_whose_condition_spent_nothing_is_not_blamed_for_a_spent_budget() -> None:
     # The condition is metered, but for the second item it is false before any charge.
     state = _state_with_grant("n < 10 && xs.exists(a, xs.exists(b, a == b + '!'))")
