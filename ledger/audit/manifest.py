@@ -72,6 +72,21 @@ _MAX_OFFSET: Final = 2**63 - 1
 _MAX_PARTITION: Final = 2**31 - 1
 
 
+def path_parts(relative: str) -> tuple[str, int, int, int | None] | None:
+    """``(topic, partition, first offset, last offset of a merged file or None)`` of a data file
+    path as :func:`file_path` writes it, else ``None``."""
+    found = _PATH.fullmatch(relative)
+    if found is None:
+        return None
+    last = found["last"]
+    return (
+        found["topic"],
+        int(found["partition"]),
+        int(found["first"]),
+        None if last is None else int(last),
+    )
+
+
 def file_path(topic: str, partition: int, date: str, first: int, last: int | None = None) -> str:
     """Where an export keeps a file (relative to the directory): ``last`` for a merged one."""
     merged = f"~{last}" if last is not None else ""
