@@ -20,9 +20,11 @@ if it dies before its next commit). Reading 60 s of decisions per assignment cos
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
+from ledger.errors import KafkaUnavailable
 from ledger.kafka.clients import make_consumer
 from ledger.kafka.reading import topic_partitions
 from ledger.settings import KafkaSecurity, TopicNames
@@ -39,6 +41,10 @@ def released(metadata: str | None) -> bool:
     terminating NUL with it, which kafka-python reads back; confluent-kafka drops it."""
     return metadata is not None and metadata.rstrip("\x00") == RELEASED
 
+
+READ_PATIENCE = 10.0
+"""Seconds a read waits for records it knows are there (below the end offsets it saw) before
+it fails: a partial read must fail, so that its partitions wait until it is done again."""
 
 WRITE_TIME_SLACK_MS = 60_000
 """How far before the oldest uncommitted request a decision for it may be stamped (Kafka's
@@ -80,10 +86,17 @@ def answered_since_last_commit(
                 continue
             consumer.assign([tp])
             consumer.seek(tp, start)
-            records = consumer.poll(timeout_ms=2000, max_records=1).get(tp, [])
-            if records:
-                ts = records[0].timestamp
-                oldest_ms = ts if oldest_ms is None else min(oldest_ms, ts)
+            deadline = time.monotonic() + READ_PATIENCE
+            records: list[Any] = []
+            while not records and time.monotonic() < deadline:
+                records = consumer.poll(timeout_ms=1000, max_records=1).get(tp, [])
+            if not records:  # a record is there: an empty answer is a read not done, not none
+                raise KafkaUnavailable(
+                    f"request partition {tp.partition} did not answer from offset {start} "
+                    f"within {READ_PATIENCE:.0f} s"
+                )
+            ts = records[0].timestamp
+            oldest_ms = ts if oldest_ms is None else min(oldest_ms, ts)
         if oldest_ms is None:
             return set()
         decisions = topic_partitions(consumer, topics.decisions, bootstrap=bootstrap)
@@ -99,11 +112,21 @@ def answered_since_last_commit(
             consumer.seek(tp, found.offset)
             live.append(tp)
         seen: set[bytes] = set()
-        remaining = {tp for tp in live if dec_ends[tp] > 0}
+        remaining = {tp for tp in live if consumer.position(tp) < dec_ends[tp]}
+        quiet_since = time.monotonic()
         while remaining:
             batch = consumer.poll(timeout_ms=1000)
             if not batch:
-                break
+                remaining = {tp for tp in remaining if consumer.position(tp) < dec_ends[tp]}
+                if remaining and time.monotonic() - quiet_since > READ_PATIENCE:
+                    # A part of the ids is no answer: the caller would decide the rest again
+                    # (a review: this returned what it had as if it were all).
+                    raise KafkaUnavailable(
+                        f"decisions partitions {sorted(tp.partition for tp in remaining)} were "
+                        f"not read to their end within {READ_PATIENCE:.0f} s"
+                    )
+                continue
+            quiet_since = time.monotonic()
             for tp, records in batch.items():
                 seen.update(r.key for r in records if r.key is not None)
                 if consumer.position(tp) >= dec_ends[tp]:
