@@ -23,6 +23,7 @@ from decimal import (
     InvalidOperation,
     Overflow,
 )
+from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = ["BudgetExceeded", "ConditionFault", "ConditionFn", "Meter", "TYPE_NAMES_OF_PYTHON"]
@@ -224,17 +225,29 @@ _NUMBERS: Final = frozenset({int, float, Decimal})
 
 
 def _eq(a: Any, b: Any) -> bool:
-    """CEL's ``==`` on values that may be dyn: a bool equals only a bool."""
-    if (type(a) is bool) is not (type(b) is bool):
+    """CEL's ``==`` on values that may be dyn: a bool equals only a bool, in a list or map too
+    (a review: ``[true] == [1]`` held by Python's equality)."""
+    ta, tb = type(a), type(b)
+    if (ta is bool) is not (tb is bool):
         return False
+    if (ta is tuple or ta is list) and (tb is tuple or tb is list):
+        return len(a) == len(b) and all(map(_eq, a, b))
+    if ta in _MAPS and tb in _MAPS:
+        return a.keys() == b.keys() and all(_eq(v, b[k]) for k, v in a.items())
     return a == b  # type: ignore[no-any-return]
 
 
 def _ne(a: Any, b: Any) -> bool:
     """CEL's ``!=``: the negation of :func:`_eq`."""
-    if (type(a) is bool) is not (type(b) is bool):
+    ta, tb = type(a), type(b)
+    if (ta is bool) is not (tb is bool):
         return True
+    if ta is tuple or ta is list or ta in _MAPS:
+        return not _eq(a, b)
     return a != b  # type: ignore[no-any-return]
+
+
+_MAPS: Final = frozenset({dict, MappingProxyType})
 
 
 # CEL's orderings: Python's own once the operands are known to be of kinds CEL orders (inline,
@@ -526,7 +539,7 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
         for x in b:
             _numeric_pair(a, x)
     found = a in b
-    if found and (ta is bool or ta in _NUMBERS):
+    if found and (ta is bool or ta in _NUMBERS or ta is tuple or ta is list or ta in _MAPS):
         # Python found it by its own equality, where true is 1: CEL's says which it was.
         return any(_eq(a, x) for x in b)
     return found

@@ -98,6 +98,14 @@ def test_a_bool_never_meets_a_number_in_ordering_or_arithmetic(
         ("true in [context.a]", {"a": True}, None, True),
         ("n in [context.a]", {"a": True}, {"n": 1}, False),
         ("n in [context.a]", {"a": 1}, {"n": 1}, True),
+        # Inside lists and maps too (a review: Python's equality held [true] == [1]).
+        ("context.a == [1]", {"a": [True]}, None, False),
+        ("context.a == context.b", {"a": [True], "b": [1]}, None, False),
+        ("context.a != context.b", {"a": [True], "b": [1]}, None, True),
+        ("context.a == context.b", {"a": {"x": True}, "b": {"x": 1}}, None, False),
+        ("context.a == context.b", {"a": {"x": [1, 2]}, "b": {"x": [1, 2.0]}}, None, True),
+        ("context.a in context.b", {"a": [True], "b": [[1]]}, None, False),
+        ("context.a in context.b", {"a": [True], "b": [[1], [True]]}, None, True),
         # Numbers of the three kinds still compare, order and add with each other.
         ("context.risk < 0.3", {"risk": 0}, None, True),
         ("context.risk < 0.3", {"risk": Decimal("0.29")}, None, True),
