@@ -120,6 +120,11 @@ class DirectoryLock:
             os.close(fd)  # locked a file its holder removed on release: take the new one
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        # Readable where the export's files are (a group's auditor): `audit verify` asks it
+        # whether a run writes (a review: another user could not open it, and took a flush's
+        # files for inserted ones). Reading it lets one know a run's pid, no more.
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o600 | (shared(top) & 0o044))
         self._fd = fd
 
     def _current(self, fd: int) -> bool:

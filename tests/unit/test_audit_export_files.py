@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -628,3 +629,16 @@ def test_files_merged_away_can_be_removed_now_for_readers_that_list_folders(
     on_disk = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")}
     assert on_disk == {f["path"] for f in manifest.files}
     assert globbed(tmp_path) == n and offsets_read(tmp_path) == list(range(n))
+
+
+def test_the_lock_is_readable_where_the_exports_files_are(tmp_path: Path) -> None:
+    # A review: the lock was 0600, so an auditor of the folder's group could not ask whether
+    # an export runs, and took a flush's files for inserted ones.
+    shared_dir, private_dir = tmp_path / "shared", tmp_path / "private"
+    for folder, mode in ((shared_dir, 0o750), (private_dir, 0o700)):
+        folder.mkdir()
+        folder.chmod(mode)
+        with ExportWriter(folder, TOPICS):
+            assert stat.S_IMODE((folder / LOCK).stat().st_mode) == (
+                0o640 if mode == 0o750 else 0o600
+            )
