@@ -328,7 +328,8 @@ def rdkafka_config(
     """The configuration of one librdkafka client: ``base`` and ``overrides`` on what every
     client of the ledger shares (the bootstrap servers, the role's credentials from
     :func:`librdkafka_config`, Nagle off on loopback-fast paths, quiet logs). Overrides use
-    librdkafka's dotted names, or underscores for dots."""
+    librdkafka's dotted names, or underscores for dots; a callback keeps its name
+    (``stats_cb``, ``error_cb``: confluent-kafka's own keys)."""
     if not _RDKAFKA_LOG.filters:  # its repeats thinned wherever it is shown (an agent's stderr)
         _RDKAFKA_LOG.addFilter(RepeatFilter(libraries=(RDKAFKA_LOGGER,)))
     config: dict[str, Any] = {
@@ -342,7 +343,12 @@ def rdkafka_config(
     }
     config.update(librdkafka_config(security))
     config.update(base)
-    config.update({key.replace("_", "."): value for key, value in overrides.items()})
+    config.update(
+        {
+            key if key.endswith("_cb") else key.replace("_", "."): value
+            for key, value in overrides.items()
+        }
+    )
     return config
 
 

@@ -383,6 +383,21 @@ def test_an_sdk_process_gets_librdkafka_lines_thinned_too(
     assert len([r for r in caplog.records if r.name == RDKAFKA_LOGGER]) == 1
 
 
+def test_librdkafka_callbacks_keep_their_names_among_the_overrides() -> None:
+    # A callback passed as an override kept its underscore-for-dot rename: "stats.cb" is no
+    # librdkafka property, and the consumer was refused ("No such configuration property").
+    from ledger.kafka.clients import RDKAFKA_CONSUMER_CONFIG, rdkafka_config
+
+    def stats(raw: str) -> None:
+        pass
+
+    config = rdkafka_config(
+        "127.0.0.1:9", RDKAFKA_CONSUMER_CONFIG, stats_cb=stats, fetch_wait_max_ms=5
+    )
+    assert config["stats_cb"] is stats and config["fetch.wait.max.ms"] == 5
+    assert "stats.cb" not in config
+
+
 def test_up_gives_a_processor_still_catching_up_its_whole_wait(
     settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
