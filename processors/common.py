@@ -194,7 +194,7 @@ class Processor:
     recent answers read back).
     ``alive()`` is false while work the event loop does not see is stuck (the evaluator's
     request thread on one batch for too long): the heartbeat pauses meanwhile. ``holding()``
-    (evaluators only) goes into the heartbeat.
+    and ``out_of_group()`` (evaluators only) go into the heartbeat.
     """
 
     app: faust.App
@@ -204,6 +204,9 @@ class Processor:
     alive: Callable[[], bool] = field(default=lambda: True)
     holding: Callable[[], tuple[int, int]] | None = None
     """The evaluator's request partitions held, of how many (see :class:`Heartbeat`)."""
+    out_of_group: Callable[[], tuple[float, str] | None] | None = None
+    """Since when the evaluator has been out of its consumer group, and librdkafka's word on
+    it (see :meth:`processors.request_loop.RequestLoop.out_of_group`)."""
 
     async def ready(self) -> None:
         """Return once the processor answers from complete state."""

@@ -111,6 +111,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         stats=stats,
         alive=requests.alive,
         holding=requests.holding,
+        out_of_group=requests.out_of_group,
     )
 
     @app.task

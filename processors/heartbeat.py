@@ -19,11 +19,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Heartbeat", "STALE_AFTER"]
+__all__ = ["Heartbeat", "STALE_AFTER", "OUT_OF_GROUP_AFTER"]
 
 STALE_AFTER = 5.0
 """Seconds without a heartbeat, or without an answer from the broker, after which a running
 processor is not healthy."""
+OUT_OF_GROUP_AFTER = 60.0
+"""Seconds an evaluator may hold no request partition while its consumer is not a settled
+member of its group before it is not healthy. Longer than any rebalance it waits out: one after
+a broker restart waits some 10-22 s for the group's old members to expire; right after a start
+a join takes a few seconds. An evaluator that is a settled member holding none (more workers
+than request partitions) is never out."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +64,14 @@ class Heartbeat:
     """An evaluator's: how many request partitions there are (0: not known yet). ``ledger up``
     and ``ps`` add up the evaluators' ``requests_held`` against it: after a broker restart the
     group is rebalanced for some 10 s more, and requests of partitions no one holds wait."""
+    out_of_group_since: float | None = None
+    """An evaluator's: since when (Unix time) it has held no request partition while its
+    consumer was not a settled member of the evaluators' group (``None``: it holds some, or is
+    a member). Out for :data:`OUT_OF_GROUP_AFTER` seconds, it is not healthy: it answers
+    nothing, and (the only evaluator) no one does."""
+    group_state: str | None = None
+    """With ``out_of_group_since``: where librdkafka's group membership stands (its group and
+    join states, ``up/wait-join``), for the reason :meth:`problem` gives."""
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
@@ -73,6 +87,7 @@ class Heartbeat:
             data = json.loads(path.read_text())
             fetched, credential, code = (data.get(k) for k in ("fetched_at", "credential", "code"))
             held, of = data.get("requests_held"), data.get("requests_of")
+            out, group = data.get("out_of_group_since"), data.get("group_state")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -82,14 +97,17 @@ class Heartbeat:
                 code=None if code is None else str(code),
                 requests_held=None if held is None else int(held),
                 requests_of=None if of is None else int(of),
+                out_of_group_since=None if out is None else float(out),
+                group_state=None if group is None else str(group),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None
 
     def problem(self, now: float, stale_after: float = STALE_AFTER) -> str | None:
         """What is wrong with the processor that wrote this heartbeat, seen at ``now`` (Unix
-        time); ``None`` when it is healthy: it wrote this within ``stale_after`` seconds, and
-        its consumer had an answer from the broker within as long."""
+        time); ``None`` when it is healthy: it wrote this within ``stale_after`` seconds, its
+        consumer had an answer from the broker within as long, and (an evaluator) it has not
+        been out of its consumer group for :data:`OUT_OF_GROUP_AFTER` seconds."""
         beat_age = max(0.0, now - self.at)
         if beat_age > stale_after:
             return (
@@ -100,6 +118,12 @@ class Heartbeat:
         if fetch_age is None or fetch_age > stale_after:
             silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
             return f"no answer from Kafka at {self.bootstrap} {silent}"
+        out = None if self.out_of_group_since is None else max(0.0, now - self.out_of_group_since)
+        if out is not None and out > OUT_OF_GROUP_AFTER:
+            return (
+                f"out of its consumer group for {out:.0f} s (librdkafka: {self.group_state}): it "
+                "holds no request partition and answers nothing (`ledger up` restarts it)"
+            )
         return None
 
 

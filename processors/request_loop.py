@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ __all__ = [
     "COMMIT_INTERVAL",
     "SETTLE_WAIT",
     "CHECKPOINT_INTERVAL",
+    "REJOIN_AFTER",
 ]
 
 log = logging.getLogger("ledger.evaluator")
@@ -64,6 +66,14 @@ whether its partitions are still its own."""
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
 gets one, so its newest records are vouched for within about a second."""
+STATS_INTERVAL_MS = 5000
+"""Milliseconds between librdkafka's statistics of the request consumer, which say where its
+group membership stands (:meth:`RequestLoop.out_of_group`); an assignment says so at once."""
+REJOIN_AFTER = 30.0
+"""Seconds out of its group (no request partition held, the consumer not a settled member)
+after which the loop replaces its consumer with a new one, which joins the group anew; again
+as long after each replacement while it stays out. Half of
+:data:`~processors.heartbeat.OUT_OF_GROUP_AFTER`, after which it is not healthy."""
 
 
 class Record:
@@ -169,6 +179,12 @@ class RequestLoop:
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
         self._assignments = 0  # partition assignments so far
+        self._consumer: Any = None  # the request consumer in use
+        self._group = "not joined"  # librdkafka's group and join state, from its statistics
+        self._out_at: float | None = None  # out of the group since (monotonic)
+        self._joined_at = 0.0  # when the consumer in use was made (monotonic)
+        self.rejoins = 0
+        """How many times the loop replaced a consumer that stayed out of its group."""
         self._called_back = 0.0  # when a rebalance callback last returned (monotonic)
         self._commit_at = 0.0
         self.batches = 0
@@ -206,6 +222,17 @@ class RequestLoop:
         since = self._busy_since
         return since is None or time.monotonic() - since < self._stuck_after
 
+    def out_of_group(self) -> tuple[float, str] | None:
+        """Since when (Unix time) this loop has held no request partition while its consumer
+        was not a settled member of its group, with where librdkafka's membership stands
+        (``up/wait-join``); ``None`` while it holds some, or is a member holding none (more
+        workers than partitions), or has no consumer yet. What the heartbeat carries: out for
+        long, the worker is not healthy (:meth:`~processors.heartbeat.Heartbeat.problem`)."""
+        at = self._out_at
+        if at is None:
+            return None
+        return time.time() - (time.monotonic() - at), self._group
+
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
@@ -220,29 +247,14 @@ class RequestLoop:
 
         self._open.clear()
         self._held.clear()
-        consumer = make_rdkafka_consumer(
-            self._bootstrap,
-            security=self._security,
-            **{
-                "group.id": self._group_id,
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "max.poll.interval.ms": 300_000,
-                **self._consumer_config,
-            },
-        )
+        consumer = self._new_consumer()
         producer = self._producer = make_rdkafka_producer(
             self._bootstrap,
             security=self._security,
             **{"message.max.bytes": self._max_bytes, **self._producer_config},
         )
         try:
-            consumer.subscribe(
-                [self._topics.evaluation_requests],
-                on_assign=self._assigned,
-                on_revoke=self._revoked,
-                on_lost=self._lost,
-            )
+            self._subscribe(consumer)
             self._refresh_partitions(producer)
             self.started.set()
             handler, state = self._handler, self._state
@@ -263,6 +275,9 @@ class RequestLoop:
                     next_claim = time.monotonic() + CLAIM_RETRY
                     self._retry_claims(consumer)
                     turn, spent = time.monotonic(), time.process_time()  # it waits on Kafka
+                if self._stays_out():
+                    consumer = self._rejoin(consumer)
+                    turn, spent = time.monotonic(), time.process_time()
                 # consume() waits until it has all it asked for: take what is there, and when
                 # nothing is, wait for one record only (a record ends the wait at once). While
                 # outputs are in flight the wait is shorter, so their acknowledgements are
@@ -333,6 +348,98 @@ class RequestLoop:
                 consumer.close()
             with contextlib.suppress(Exception):
                 producer.close()
+
+    def _new_consumer(self) -> Any:
+        made: list[Any] = []
+
+        def stats(raw: str) -> None:  # one replaced, closing on another thread, is not heard
+            if made and made[0] is self._consumer:
+                self._stats(raw)
+
+        consumer = make_rdkafka_consumer(
+            self._bootstrap,
+            security=self._security,
+            **{
+                "group.id": self._group_id,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 300_000,
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": stats,
+                **self._consumer_config,
+            },
+        )
+        made.append(consumer)
+        self._consumer, self._joined_at = consumer, time.monotonic()
+        if self._out_at is None and not self._holding:  # out until it is a member
+            self._out_at, self._group = time.monotonic(), "not joined"
+        return consumer
+
+    def _subscribe(self, consumer: Any) -> None:
+        consumer.subscribe(
+            [self._topics.evaluation_requests],
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._lost,
+        )
+
+    def _stats(self, raw: str) -> None:
+        """librdkafka's statistics of the request consumer (served on this thread by consume
+        and poll): whether it is a settled member of its group, holding partitions or not."""
+        try:
+            group = json.loads(raw).get("cgrp") or {}
+        except (ValueError, AttributeError):
+            return
+        state, join = group.get("state"), group.get("join_state")
+        self._group = f"{state}/{join}"
+        if (state == "up" and join == "steady") or self._holding:
+            self._out_at = None
+        elif self._out_at is None:
+            self._out_at = time.monotonic()
+
+    def _stays_out(self) -> bool:
+        """Out of its group for :data:`REJOIN_AFTER` seconds, with this consumer as long (one
+        that holds partitions is never replaced: their revoke must run, see :meth:`_revoked`)."""
+        out, now = self._out_at, time.monotonic()
+        return (
+            out is not None and not self._holding and now - max(out, self._joined_at) > REJOIN_AFTER
+        )
+
+    def _rejoin(self, consumer: Any) -> Any:
+        """A new consumer, subscribed, in place of ``consumer``, which stayed out of its group
+        (an operator's walkthrough: after two broker restarts in a row an evaluator logged its
+        session timing out, then held nothing for good, its group EMPTY, while it reported
+        itself healthy; a new process joined at once). It holds no partition, so nothing of it
+        is committed or answered any more; the new one reads each partition it is assigned
+        first, as every assignment does. The old one is closed on a thread of its own (its
+        rebalance callbacks are ignored, see :meth:`_ours`): a consumer stuck in its group
+        may not close promptly. ``consumer`` itself when no new one can be made (the broker
+        away): tried again :data:`REJOIN_AFTER` seconds later."""
+        log.warning(
+            "this evaluator has held no request partition for %.0f s, its consumer not a member "
+            "of its group (librdkafka: %s): joining the group anew with a new consumer",
+            time.monotonic() - (self._out_at or 0.0),
+            self._group,
+        )
+        try:
+            fresh = self._new_consumer()
+            self._subscribe(fresh)
+        except Exception as exc:
+            log.warning("could not make a new request consumer (%s): trying again later", exc)
+            if self._consumer is not consumer:  # made, but not subscribed
+                _close_quietly(self._consumer)
+            self._consumer, self._joined_at = consumer, time.monotonic()
+            return consumer
+        threading.Thread(
+            target=_close_quietly, args=(consumer,), name="ledger-requests-close", daemon=True
+        ).start()
+        self.rejoins += 1
+        return fresh
+
+    def _ours(self, consumer: Any) -> bool:
+        """Whether a rebalance callback comes from the consumer in use (one replaced by
+        :meth:`_rejoin` calls them while it closes, on another thread)."""
+        return self._consumer is None or consumer is self._consumer
 
     def _pass_undecompressible(
         self, consumer: Any, producer: Any, message: Any, error: Any
@@ -560,9 +667,12 @@ class RequestLoop:
                 consumer.seek(TopicPartition(topic, partition, offset))
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        if not self._ours(consumer):
+            return
         # librdkafka assigns them when this returns; ours again, their offsets count again.
         self._gone.difference_update((tp.topic, tp.partition) for tp in partitions)
         self._holding.update((tp.topic, tp.partition) for tp in partitions)
+        self._out_at = None  # a member: its group assigned it these (perhaps none)
         # Every assignment, the first too: it is the evaluator's only read of what the group
         # answered (one at start-up, before joining, was stale once a worker died in between: a
         # red team had 4 requests decided twice so). Only a partition its last owner released
@@ -698,6 +808,8 @@ class RequestLoop:
         return True
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        if not self._ours(consumer):
+            return
         # Called inside consume(), between batches: wait until every output in flight is
         # acknowledged, and make the commits of the partitions that leave durable, before
         # another worker reads them.
@@ -731,6 +843,8 @@ class RequestLoop:
         }
 
     def _lost(self, consumer: Any, partitions: list[Any]) -> None:
+        if not self._ours(consumer):
+            return
         self._forget({(tp.topic, tp.partition) for tp in partitions})
         self._called_back = time.monotonic()
 
@@ -742,3 +856,8 @@ class RequestLoop:
             self._handled.pop(where, None)
             self._committed.pop(where, None)
             self._clean_from.pop(where, None)
+
+
+def _close_quietly(consumer: Any) -> None:
+    with contextlib.suppress(Exception):
+        consumer.close()

@@ -100,6 +100,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
             failing_since: float | None = None
             while True:
                 held, of = processor.holding() if processor.holding else (None, None)
+                out = processor.out_of_group() if processor.out_of_group else None
                 beat = Heartbeat(
                     pid=os.getpid(),
                     bootstrap=bootstrap,
@@ -109,6 +110,8 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     code=code,
                     requests_held=held,
                     requests_of=of,
+                    out_of_group_since=None if out is None else out[0],
+                    group_state=None if out is None else out[1],
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

@@ -72,6 +72,7 @@ def _beat(
     credential: str | None = None,
     code: str | None = HERE,
     requests: tuple[int, int] | None = None,
+    out_of_group: float | None = None,
 ) -> None:
     now = time.time()
     Heartbeat(
@@ -83,6 +84,8 @@ def _beat(
         code=code,
         requests_held=None if requests is None else requests[0],
         requests_of=None if requests is None else requests[1],
+        out_of_group_since=None if out_of_group is None else now - out_of_group,
+        group_state=None if out_of_group is None else "up/wait-join",
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -120,8 +123,13 @@ def test_a_running_processor_without_a_heartbeat_is_not_healthy(
             # word, which ps does not present as where Kafka is.
             f"started with Kafka at 127.0.0.1:4242, but $LEDGER_BOOTSTRAP names {KAFKA}",
         ),
+        (
+            {"out_of_group": 70.0, "requests": (0, 6)},
+            "out of its consumer group for 70 s (librdkafka: up/wait-join): it holds no request "
+            "partition and answers nothing (`ledger up` restarts it)",
+        ),
     ],
-    ids=["stuck", "broker-silent", "never-fetched", "bootstrap-differs"],
+    ids=["stuck", "broker-silent", "never-fetched", "bootstrap-differs", "out-of-group"],
 )
 def test_a_live_processor_that_is_not_working_is_reported_with_why(
     settings: Settings, evaluator: int, beat: dict[str, object], problem: str
@@ -761,3 +769,41 @@ def test_evaluators_of_two_releases_are_not_a_shortfall_of_request_partitions() 
     assert stack.unheld_requests([old, new]) is None
     alone = stack.unheld_requests([new])
     assert alone is not None and alone.startswith("the evaluators hold 3 of 6 request partitions")
+
+
+@pytest.mark.parametrize("out_of_group", [None, 20.0])
+def test_an_evaluator_holding_no_request_partition_is_healthy_while_it_may_be(
+    settings: Settings, evaluator: int, out_of_group: float | None
+) -> None:
+    # A settled member of its group holding none (7 evaluators on 6 partitions), or one out of
+    # its group for less than a rebalance after a broker restart takes, is not sick.
+    _beat(settings, evaluator, requests=(0, 6), out_of_group=out_of_group)
+    status = _evaluator(settings)
+    assert status.healthy and status.problem is None
+
+
+def test_a_container_health_check_says_an_evaluator_out_of_its_group_is_not_healthy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An operator's walkthrough: an evaluator out of its consumer group after two broker
+    # restarts in a row, requests_held 0 and its group EMPTY, was healthy for minutes, to `ps`
+    # and to this health check alike.
+    from processors.heartbeat import OUT_OF_GROUP_AFTER, main
+
+    now = time.time()
+    ready = tmp_path / "ready"
+    beat = Heartbeat(
+        pid=4242,
+        bootstrap=KAFKA,
+        at=now,
+        fetched_at=now,
+        requests_held=0,
+        requests_of=6,
+        out_of_group_since=now - OUT_OF_GROUP_AFTER - 10,
+        group_state="query-coord/init",
+    )
+    beat.write(ready)
+    assert main([str(ready)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("unhealthy (pid 4242): out of its consumer group for 70 s (librdkafka: ")
+    assert Heartbeat.read(ready) == beat

@@ -11,7 +11,9 @@ commit for the partition's next owner. (The loop against a real broker is
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -676,3 +678,136 @@ def test_a_partition_revoked_while_waiting_paused_is_resumed_when_it_comes_back(
     consumer.refusing = False
     request_loop._assigned(consumer, _partitions(0))  # and gives it back: claimable now
     assert consumer.paused == set(), "left paused, and no longer retried"
+
+
+def _stats(state: str, join_state: str) -> str:
+    """librdkafka's statistics of a consumer, as much of them as the loop reads."""
+    return json.dumps(
+        {"name": "rdkafka#consumer-1", "cgrp": {"state": state, "join_state": join_state}}
+    )
+
+
+def test_a_loop_out_of_its_group_says_so_and_one_idle_in_it_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What its heartbeat carries: out of its group for long, it is not healthy. A member that
+    # holds none (7 evaluators on 6 partitions) is not out; one that holds some is not either,
+    # whatever librdkafka says meanwhile (a coordinator away for a moment).
+    _reads(monkeypatch)
+    request_loop, _handler, _broker, consumer = loop()
+    monkeypatch.setattr(loop_module, "make_rdkafka_consumer", lambda *a, **k: consumer)
+    assert request_loop.out_of_group() is None  # no consumer yet
+    request_loop._new_consumer()
+    out = request_loop.out_of_group()
+    assert out is not None and abs(out[0] - time.time()) < 2  # out until it is a member
+    request_loop._stats(_stats("up", "steady"))
+    assert request_loop.out_of_group() is None  # a member, holding none
+    request_loop._stats(_stats("query-coord", "init"))
+    out = request_loop.out_of_group()
+    assert out is not None and out[1] == "query-coord/init"
+    request_loop._assigned(consumer, _partitions(0))
+    assert request_loop.out_of_group() is None  # assigned: a member, before any statistics
+    request_loop._stats(_stats("wait-coord", "steady"))
+    assert request_loop.out_of_group() is None  # it holds one
+    request_loop._out_at = time.monotonic() - 2 * loop_module.REJOIN_AFTER
+    assert not request_loop._stays_out()  # never replaced while it holds partitions
+
+
+class _Joining(Consumer):
+    """A request consumer as librdkafka runs it: rebalance callbacks and statistics are served
+    inside consume(). ``joins``: whether it ever becomes a member of its group (the one an
+    operator saw after two broker restarts in a row never did: its session timed out, its
+    partitions were lost, and nothing was assigned again)."""
+
+    def __init__(
+        self, request_loop: RequestLoop, clock: list[float], stats_cb: Any, *, joins: bool
+    ):
+        super().__init__()
+        self.loop, self.clock, self.stats_cb, self.joins = request_loop, clock, stats_cb, joins
+        self.calls, self.closed, self.member = 0, False, False
+
+    def subscribe(self, topics: Any, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        if num_messages == loop_module.BATCH_MAX:  # once per turn of the loop
+            self.calls += 1
+            self.clock[0] += 0.5
+            if self.joins and not self.member and self.calls > 4:
+                self.member = True
+                self.on_assign(self, _partitions(0, 1))
+            self.stats_cb(_stats("up", "steady") if self.member else _stats("up", "wait-join"))
+            if (self.member and self.calls > 8) or self.calls > 200:  # 200: 100 s, it never did
+                self.loop._stop.set()
+        return []
+
+    def poll(self, timeout: float) -> Any:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_consumer_that_stays_out_of_its_group_is_replaced_by_one_that_joins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An operator's walkthrough: after two broker restarts in a row an evaluator's session
+    # timed out, it lost its partitions, and it never joined its group again (the group EMPTY,
+    # every request timing out) until the process was restarted by hand.
+    _reads(monkeypatch)
+    clock = [1000.0]
+    monkeypatch.setattr(loop_module.time, "monotonic", lambda: clock[0])
+    request_loop, _handler, broker, _ = loop()
+    broker.list_topics = lambda *a, **k: (_ for _ in ()).throw(RuntimeError())  # type: ignore[attr-defined]
+    broker.close = lambda: None  # type: ignore[attr-defined]
+    made: list[_Joining] = []
+
+    def consumer(*args: Any, **config: Any) -> _Joining:
+        made.append(_Joining(request_loop, clock, config.get("stats_cb", len), joins=bool(made)))
+        return made[-1]
+
+    monkeypatch.setattr(loop_module, "make_rdkafka_consumer", consumer)
+    monkeypatch.setattr(loop_module, "make_rdkafka_producer", lambda *a, **k: broker)
+    request_loop._serve()
+    assert len(made) == 2, "the consumer out of its group was kept"
+    stuck, fresh = made
+    assert stuck.calls * 0.5 > loop_module.REJOIN_AFTER  # it was given its time first
+    assert fresh.member and not stuck.member
+    assert request_loop.holding()[0] == 2 and request_loop._group == "up/steady"
+    assert request_loop.rejoins == 1
+    for _ in range(100):  # closed on a thread of its own
+        if stuck.closed:
+            break
+        time.sleep(0.01)
+    assert stuck.closed
+    # Its callbacks and statistics, served while it closes, no longer touch the loop.
+    stuck.on_lost(stuck, _partitions(0, 1))
+    stuck.stats_cb(_stats("query-coord", "init"))
+    assert request_loop.holding()[0] == 2 and request_loop._group == "up/steady"
+
+
+def test_a_consumer_out_of_its_group_is_replaced_again_while_it_stays_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Out it stays (say, the new consumer cannot join either): replaced every REJOIN_AFTER,
+    # and out of the group since the first one left it, for the heartbeat to say so.
+    clock = [1000.0]
+    monkeypatch.setattr(loop_module.time, "monotonic", lambda: clock[0])
+    request_loop, _handler, broker, _ = loop()
+    broker.list_topics = lambda *a, **k: (_ for _ in ()).throw(RuntimeError())  # type: ignore[attr-defined]
+    broker.close = lambda: None  # type: ignore[attr-defined]
+    made: list[_Joining] = []
+
+    def consumer(*args: Any, **config: Any) -> _Joining:
+        made.append(_Joining(request_loop, clock, config.get("stats_cb", len), joins=False))
+        if len(made) == 3:
+            request_loop._stop.set()
+        return made[-1]
+
+    monkeypatch.setattr(loop_module, "make_rdkafka_consumer", consumer)
+    monkeypatch.setattr(loop_module, "make_rdkafka_producer", lambda *a, **k: broker)
+    wall = time.time()
+    request_loop._serve()
+    assert len(made) == 3
+    out = request_loop.out_of_group()
+    assert out is not None and wall - out[0] > 2 * loop_module.REJOIN_AFTER - 1
