@@ -493,10 +493,7 @@ def _up(
     procs = [p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted]
     sick = [p for p in procs if not p.healthy]
     if sick:
-        raise ProcessorError(
-            "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
-            code="unhealthy",
-        )
+        raise _not_healthy(sick)
     procs = _await_requests_held(settings, bootstrap, wanted, wait=wait, progress=progress)
     # An operator who runs `up` after an upgrade expects the new code to answer: "ledger is up"
     # would let them go on (upgrade the SDK clients, whose records an older evaluator
@@ -512,11 +509,26 @@ def _await_requests_held(
     settings: Settings, bootstrap: str, wanted: list[str], *, wait: float, progress: Progress
 ) -> list[ProcessStatus]:
     """The ``wanted`` processors once the evaluators hold every request partition (at most
-    ``wait`` seconds): "ledger is up" means requests are answered."""
+    ``wait`` seconds): "ledger is up" means requests are answered. One that turns unhealthy
+    meanwhile is treated as ``up`` treats it (:func:`_ensure`), and the wait starts again: an
+    evaluator out of its consumer group was left running, healthy a moment before, while `up`
+    waited its full minute for partitions that evaluator would never take (an operator's
+    walkthrough, after two broker restarts in a row). Once each: one unhealthy again after
+    that is reported."""
     deadline = time.monotonic() + wait
     said = False
+    treated: set[str] = set()
     while True:
         procs = [p for p in processes(settings, bootstrap=bootstrap) if p.name in wanted]
+        sick = [p for p in procs if not p.healthy]
+        if any(p.name in treated for p in sick):
+            raise _not_healthy(sick)
+        if sick:
+            for p in sick:
+                _ensure(settings, p.name, bootstrap=bootstrap, progress=progress, wait=wait)
+                treated.add(p.name)
+            deadline = time.monotonic() + wait
+            continue
         problem = unheld_requests(procs)
         if problem is None:
             return procs
@@ -528,6 +540,13 @@ def _await_requests_held(
             progress(f"waiting: {problem}…")
             said = True
         time.sleep(0.5)
+
+
+def _not_healthy(sick: list[ProcessStatus]) -> ProcessorError:
+    return ProcessorError(
+        "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
+        code="unhealthy",
+    )
 
 
 def other_code(names: list[str], running: list[str] | None = None) -> str:

@@ -807,3 +807,47 @@ def test_a_container_health_check_says_an_evaluator_out_of_its_group_is_not_heal
     out = capsys.readouterr().out
     assert out.startswith("unhealthy (pid 4242): out of its consumer group for 70 s (librdkafka: ")
     assert Heartbeat.read(ready) == beat
+
+
+def test_up_restarts_an_evaluator_that_falls_out_of_its_group_while_it_waits(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same walkthrough: `up` found the evaluator healthy (its group had just lost it), then
+    # waited its full minute for request partitions that evaluator would never take, and
+    # failed, leaving it running; `ledger down --keep-broker && ledger up` mended it.
+    from ledger.settings import KafkaSecurity
+
+    monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
+    monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    monkeypatch.setattr(stack, "RECOVERY_WAIT", 0.2)
+    _beat(settings, both["evaluator"], requests=(0, 6), out_of_group=1.0)
+    real = stack.processes
+    calls = 0
+
+    def falls_out(settings: Settings, **kw: object) -> list[stack.ProcessStatus]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # while `up` waits for the partitions: out of its group for long
+            _beat(settings, both["evaluator"], requests=(0, 6), out_of_group=70.0)
+        return real(settings, **kw)  # type: ignore[arg-type]
+
+    started: list[str] = []
+
+    def start(settings: Settings, name: str, **kw: object) -> int:
+        started.append(name)
+        pid = _fake_processor(settings, name)
+        _beat(settings, pid, requests=(6, 6))  # the new process joins at once
+        return pid
+
+    monkeypatch.setattr(stack, "processes", falls_out)
+    monkeypatch.setattr(stack, "start_processor", start)
+    said: list[str] = []
+    try:
+        assert stack.up(settings, wait=5, progress=said.append) == KAFKA
+    finally:
+        stack.stop_processor(settings, "evaluator", kill=True)
+    assert started == ["evaluator"], said
+    assert any(
+        "restarting evaluator" in line and "out of its consumer group" in line for line in said
+    )
