@@ -120,6 +120,10 @@ class RequestLoop:
 
     ``alive()`` is false while a batch has been in hand for longer than ``stuck_after`` seconds
     (a record hanging the handler): the heartbeat stops, so a supervisor sees it.
+    ``out_of_group()`` says since when the loop has held no request partition while its
+    consumer was not a settled member of its group (librdkafka's statistics say where the
+    membership stands): out for :data:`REJOIN_AFTER` seconds, the consumer is replaced by a new
+    one that joins anew (:meth:`_rejoin`); out for longer, the heartbeat says it is not healthy.
 
     The handler's hash chain is only touched on this thread: its checkpoints are made when a
     batch reaches :data:`CHECKPOINT_EVERY`, every ``checkpoint_interval`` seconds when the chain
