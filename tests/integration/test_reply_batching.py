@@ -5,7 +5,8 @@ each exactly once, on the partition the request named; the group's committed off
 end of every request partition once the loop stops (a batch is committed only after its outputs
 are acknowledged). Every decision is the next link of the loop's one hash chain, in the order it
 was produced, with checkpoints every ``checkpoint_every`` decisions and a final one at the clean
-stop; a second loop (a restarted worker) writes a chain of its own.
+stop; a second loop (a restarted worker) writes a chain of its own. A loop whose consumer is
+kept out of its group tells so from librdkafka's statistics and replaces the consumer.
 """
 
 from __future__ import annotations
@@ -254,3 +255,44 @@ def test_partitions_given_up_cleanly_are_taken_over_without_reading_their_answer
     answered = [d.request_id for _, d in _decisions(stack)]
     assert sorted(answered) == sorted(r.event_id for r in first + second)  # each once
     assert _metadata(stack, group) == dict.fromkeys(range(3), RELEASED)
+
+
+def test_a_consumer_kept_out_of_its_group_is_replaced_and_the_new_one_answers(
+    stack_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: after two broker restarts in a row an evaluator's consumer
+    # never joined its group again, healthy by its heartbeat, every request timing out. Here a
+    # member of the group with no assignor in common keeps the loop's consumer out (its joins
+    # are refused): the loop says so from librdkafka's own statistics, replaces its consumer,
+    # and once the group lets it in, the new consumer is assigned and answers each request once.
+    stack: LedgerStack = stack_factory(processors=(), evaluation_partitions=3)
+    group = f"{stack.topics.prefix}{PROCESSOR_GROUPS['evaluator']}"
+    monkeypatch.setattr(request_loop_module, "STATS_INTERVAL_MS", 200, raising=False)
+    monkeypatch.setattr(request_loop_module, "REJOIN_AFTER", 2.0, raising=False)
+    blocker = make_rdkafka_consumer(
+        stack.bootstrap,
+        security=stack.security("evaluator"),
+        **{"group.id": group, "partition.assignment.strategy": "cooperative-sticky"},
+    )
+    blocker.subscribe([stack.topics.evaluation_requests])
+    wait_for(
+        lambda: blocker.poll(0.2) is None and blocker.assignment(),
+        timeout=30,
+        what="the other member assigned",
+    )
+    requests = _requests(30, partitions=3)
+    _publish(stack, requests)
+    loop, handler = _loop(stack, group)
+    loop.start()
+    try:
+        wait_for(lambda: getattr(loop, "rejoins", 0), timeout=30, what="the consumer replaced")
+        out = loop.out_of_group()
+        assert out is not None and out[1] != "up/steady", out
+        assert handler.stats.processed == 0
+        blocker.close()  # the group lets the loop in now
+        wait_for(lambda: handler.stats.processed >= 30, timeout=60, what="30 answered")
+        assert loop.out_of_group() is None and loop.holding() == (3, 3)
+    finally:
+        loop.stop(timeout=30)
+    answered = [d.request_id for _, d in _decisions(stack)]
+    assert sorted(answered) == sorted(r.event_id for r in requests)  # each once
