@@ -100,7 +100,9 @@ def ps_cmd(as_json: bool) -> None:
     """What of the local stack runs, whether it is healthy, with pids and log files.
 
     A processor is healthy when its heartbeat (written every second) is fresh, its consumer heard
-    from the broker within the last 5 s, and it talks to the address Kafka is at now. The
+    from the broker within the last 5 s, it talks to the address Kafka is at now, and (an
+    evaluator) it has not been out of its consumer group for 60 s (holding no request partition
+    while not a settled member of the group). The
     evaluators must also hold every request partition between them (for some 10 s after a
     broker restart they do not: requests to the others wait). What is not running or not
     healthy is said on stderr, and the exit status is then 1 (0: all is well;

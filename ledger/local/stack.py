@@ -6,8 +6,10 @@ caught up with the governance state it writes a :class:`~processors.heartbeat.He
 ready file, and again every second: ``up`` returns once each has written one.
 
 A processor is *healthy* when it runs, its heartbeat is fresh, its consumer heard from the broker
-within the last few seconds, and the address it was started with is where Kafka is now (a pid
-alone proves none of that: a processor dialling a stopped or moved broker looks alive). ``up``
+within the last few seconds, the address it was started with is where Kafka is now (a pid
+alone proves none of that: a processor dialling a stopped or moved broker looks alive), and
+(an evaluator) it has not been out of its consumer group for a minute (the rule is
+:meth:`Heartbeat.problem`). ``up``
 restarts what is not healthy, after giving it a moment to reconnect by itself. A heartbeat also
 says which code its processor runs: after an upgrade in place, a healthy processor runs the
 code of before until it is restarted, which ``ps`` shows and ``up`` refuses to call done
