@@ -66,6 +66,11 @@ whether its partitions are still its own."""
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between the evaluator's checkpoint ticks: a chain that grew since its last checkpoint
 gets one, so its newest records are vouched for within about a second."""
+LOOP_STUCK = 120.0
+"""Seconds the loop may take to come round once (a rebalance callback flushing and committing,
+an assignment's read, a retried claim: each bounded well below this) before ``alive()`` is
+false: a call into Kafka that never returns leaves it holding partitions it answers nothing on,
+and neither its batch timer nor its group membership would tell."""
 STATS_INTERVAL_MS = 5000
 """Milliseconds between librdkafka's statistics of the request consumer, which say where its
 group membership stands (:meth:`RequestLoop.out_of_group`); an assignment says so at once."""
@@ -164,6 +169,7 @@ class RequestLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-requests", daemon=True)
         self._busy_since: float | None = None
+        self._turn_at: float | None = None  # when the loop last came round (monotonic)
         self._open: collections.deque[_Batch] = collections.deque()  # outputs in flight
         # Chain checkpoints waiting for the batch they follow to settle.
         self._held: collections.deque[tuple[_Batch, list[Output]]] = collections.deque()
@@ -222,9 +228,12 @@ class RequestLoop:
         return held, self._partitions.get(self._topics.evaluation_requests, 0)
 
     def alive(self) -> bool:
-        """False while one batch has been in hand for longer than ``stuck_after`` seconds."""
-        since = self._busy_since
-        return since is None or time.monotonic() - since < self._stuck_after
+        """False while one batch has been in hand for longer than ``stuck_after`` seconds, or
+        the loop has not come round for :data:`LOOP_STUCK` seconds."""
+        since, turn, now = self._busy_since, self._turn_at, time.monotonic()
+        if turn is not None and now - turn > LOOP_STUCK:
+            return False
+        return since is None or now - since < self._stuck_after
 
     def out_of_group(self) -> tuple[float, str] | None:
         """Since when (Unix time) this loop has held no request partition while its consumer
@@ -271,6 +280,7 @@ class RequestLoop:
                 # from the top of each turn, since a stop anywhere in it (settling, dispatching
                 # the turn before) leaves fetched records queued; restarted after what blocks.
                 turn, spent = time.monotonic(), time.process_time()
+                self._turn_at = turn
                 self._settle(consumer, producer)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + interval

@@ -811,3 +811,41 @@ def test_a_consumer_out_of_its_group_is_replaced_again_while_it_stays_out(
     assert len(made) == 3
     out = request_loop.out_of_group()
     assert out is not None and wall - out[0] > 2 * loop_module.REJOIN_AFTER - 1
+
+
+class _Hanging(_Joining):
+    """A member holding partitions whose consume() hangs once (a callback in it calling into
+    Kafka that does not return); ``seen`` is what the heartbeat sees meanwhile."""
+
+    def __init__(self, request_loop: RequestLoop, clock: list[float], stats_cb: Any) -> None:
+        super().__init__(request_loop, clock, stats_cb, joins=True)
+        self.seen: list[bool] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        if num_messages == loop_module.BATCH_MAX and self.calls == 6:
+            self.seen.append(self.loop.alive())
+            self.clock[0] += loop_module.LOOP_STUCK + 10  # hanging
+            self.seen.append(self.loop.alive())
+        return super().consume(num_messages, timeout)
+
+
+def test_a_loop_that_does_not_come_round_is_not_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Holding its partitions, its group membership settled, no batch in hand: only the time
+    # since the loop last came round tells that it answers nothing.
+    _reads(monkeypatch)
+    clock = [1000.0]
+    monkeypatch.setattr(loop_module.time, "monotonic", lambda: clock[0])
+    request_loop, _handler, broker, _ = loop()
+    broker.list_topics = lambda *a, **k: (_ for _ in ()).throw(RuntimeError())  # type: ignore[attr-defined]
+    broker.close = lambda: None  # type: ignore[attr-defined]
+    made: list[_Hanging] = []
+
+    def consumer(*args: Any, **config: Any) -> _Hanging:
+        made.append(_Hanging(request_loop, clock, config.get("stats_cb", len)))
+        return made[-1]
+
+    monkeypatch.setattr(loop_module, "make_rdkafka_consumer", consumer)
+    monkeypatch.setattr(loop_module, "make_rdkafka_producer", lambda *a, **k: broker)
+    request_loop._serve()
+    assert made[0].seen == [True, False]
+    assert request_loop.alive()  # it came round again
