@@ -423,12 +423,20 @@ class RequestLoop:
         """A new consumer, subscribed, in place of ``consumer``, which stayed out of its group
         (an operator's walkthrough: after two broker restarts in a row an evaluator logged its
         session timing out, then held nothing for good, its group EMPTY, while it reported
-        itself healthy; a new process joined at once). It holds no partition, so nothing of it
-        is committed or answered any more; the new one reads each partition it is assigned
-        first, as every assignment does. The old one is closed on a thread of its own (its
-        rebalance callbacks are ignored, see :meth:`_ours`): a consumer stuck in its group
-        may not close promptly. ``consumer`` itself when no new one can be made (the broker
-        away): tried again :data:`REJOIN_AFTER` seconds later."""
+        itself healthy; a new process joined at once). Reproduced once in 14 rounds of broker
+        hangs (SIGSTOP) and restarts, that time a 25 s SIGSTOP ended by SIGCONT (librdkafka
+        2.16.0): its lost assignment served (``_lost``) and the loop polling, librdkafka stayed
+        in ``query-coord/wait-unassign-to-complete`` for good, its GroupCoordinator connection
+        never up again after an ApiVersion request timed out on the hung broker (``REQTMOUT …
+        GroupCoordinator … 1 out-queue`` every minute). Nothing the loop can call on that
+        consumer mends it; a new one has connections of its own.
+
+        The old one holds no partition, so nothing of it is committed or answered any more; the
+        new one reads each partition it is assigned first, as every assignment does. The old
+        one is closed on a thread of its own (its rebalance callbacks are ignored, see
+        :meth:`_ours`): a consumer stuck in its group may not close promptly. ``consumer``
+        itself when no new one can be made (the broker away): tried again
+        :data:`REJOIN_AFTER` seconds later."""
         log.warning(
             "this evaluator has held no request partition for %.0f s, its consumer not a member "
             "of its group (librdkafka: %s): joining the group anew with a new consumer",
