@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ledger.cli.output import json_option, print_json, to_jsonable
+from ledger.cli.output import json_option, print_json, print_table, to_jsonable
 from ledger.client import ClientConfig, LedgerClient
 from ledger.codec import default_codec
 from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
@@ -344,6 +344,16 @@ def membership_rows(state: LedgerState, principal: str | None) -> list[dict[str,
         if r.roles and (not principal or n == principal)
         for role in sorted(r.roles)
     ]
+
+
+def print_memberships(memberships: list[dict[str, str | None]], title: str | None = None) -> None:
+    """The table of :func:`membership_rows` (nothing when there are none)."""
+    if memberships:
+        print_table(
+            ["principal", "role", "assigned by"],
+            [[m["principal"], m["role"], m["assigned_by"] or "-"] for m in memberships],
+            title=title,
+        )
 
 
 def policy_rows(state: LedgerState) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from ledger.cli.common import (
     membership_rows,
     parse_time,
     principal_arg,
+    print_memberships,
     role_rows,
     submit,
 )
@@ -175,11 +176,7 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
             for r in rows
         ],
     )
-    if memberships:
-        print_table(
-            ["principal", "role", "assigned by"],
-            [[m["principal"], m["role"], m["assigned_by"] or "-"] for m in memberships],
-        )
+    print_memberships(memberships)
 
 
 def _in_force(row: dict[str, Any], now: datetime) -> str:

@@ -16,9 +16,11 @@ from ledger.cli.common import (
     from_option,
     grant_row,
     load_settings,
+    membership_rows,
     note_incomplete,
     parse_time,
     policy_rows,
+    print_memberships,
     role_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
@@ -99,7 +101,9 @@ def replay_cmd(
 ) -> None:
     """State at instant T, rebuilt from the ledger: versions in force and grants in force.
 
-    Answers "which version of each policy was active at T" and "what could principal X do at T".
+    Answers "which version of each policy was active at T" and "what could principal X do at T"
+    (its grants, its roles' grants, and who assigned each role membership: --json prints
+    "memberships" (principal, role, assigned_by) beside "roles").
     The history is read from Kafka, or with --from DIR from an export (the governance records'
     bytes it keeps); the same fold gives the same state either way.
 
@@ -191,6 +195,7 @@ def replay_cmd(
                 continue
             grants.append(grant_row(g, name))
     roles = role_rows(state, principal)
+    memberships = membership_rows(state, principal)
     if as_json:
         print_json(
             {
@@ -199,6 +204,7 @@ def replay_cmd(
                 "policies": rows,
                 "grants": grants,
                 "roles": roles,
+                "memberships": memberships,
             }
         )
         return
@@ -230,6 +236,7 @@ def replay_cmd(
             ],
             title="grants in force",
         )
+        print_memberships(memberships, title="role memberships")
 
 
 def _outside(

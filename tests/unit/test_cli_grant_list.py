@@ -4,6 +4,7 @@ broker's part, reading the history, is tested in tests/integration/test_cli_gove
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -72,3 +73,36 @@ def test_grant_list_help_describes_the_memberships_it_shows() -> None:
     text = " ".join(result.stdout.split())
     assert "Each membership says who assigned it" in text
     assert '"memberships" (principal, role, assigned_by)' in text
+
+
+def test_replay_at_says_who_assigned_each_role_membership_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `grant list` said who assigned each membership, but `replay --at` (the same question at
+    # an instant in the past) gave only "roles": an auditor could not tell at T whose grants
+    # bounded a delegate's assignment.
+    import ledger.cli.replay as replay_cli
+
+    led = LocalLedger()
+    led.grant("human:dave", ("ledger.role.assign", "ops.read"), "*", grant_id="g-dave")
+    led.assign_role("human:bob", "role:ops")
+    led.assign_role("human:bob", "role:rm", by="human:dave")
+    monkeypatch.setattr(replay_cli, "load_settings", lambda bootstrap: SimpleNamespace(topics=None))
+    monkeypatch.setattr(replay_cli, "connection", lambda settings, role: (None, None))
+    monkeypatch.setattr(replay_cli, "load_history", lambda *a, **k: [])
+    monkeypatch.setattr(replay_cli, "state_at", lambda history, instant: led.state)
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["replay", *args], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    out = json.loads(run("--json"))
+    assert out["memberships"] == [
+        {"principal": "human:bob", "role": "role:ops", "assigned_by": ADMIN},
+        {"principal": "human:bob", "role": "role:rm", "assigned_by": "human:dave"},
+    ]
+    assert out["roles"] == {"human:bob": ["role:ops", "role:rm"]}
+    lines = _cells(run())
+    assert "human:bob role:rm human:dave" in lines and "human:bob role:ops human:admin" in lines
+    assert "role memberships" in lines
