@@ -460,6 +460,46 @@ def unauthorized_reason(
     return fault or f"{principal}'s grant {first.grant_id} applies now"  # not reached on a denial
 
 
+TAKEOVER_ACTION: Final = "ledger.policy.promote"
+"""What an actor must hold on another policy to deploy a version that takes over actions it
+decides (:func:`takeover_problem`): what deploying that policy's own versions takes."""
+
+
+def takeover_problem(
+    state: LedgerState,
+    actor: str,
+    deploying: str,
+    taken: Mapping[str, tuple[str, str]],
+    complete: bool,
+    *,
+    now: datetime,
+) -> str | None:
+    """Why ``actor`` may not deploy ``deploying`` (a version of a policy, ``refund v3``) that
+    takes over the actions of the policies in ``taken`` (other policy → (its pattern, ours):
+    :func:`~ledger.core.state.takeovers`), or None. Authority over one policy must not decide
+    another's actions (a policy owner's walkthrough: a grant on ``policy:a-evil`` alone let a
+    version governing ``payments.refund`` by its exact name decide what ``payrefund`` decided),
+    so it takes :data:`TAKEOVER_ACTION` on each policy taken over too. Administrators are not
+    asked (the caller checks)."""
+    for other, (theirs, mine) in sorted(taken.items()):
+        if authorize(state, actor, TAKEOVER_ACTION, f"policy:{other}", now=now) is None:
+            shared = "what both match" if is_pattern(theirs) and is_pattern(mine) else theirs
+            return (
+                f"{deploying} would decide {shared}, which policy {other} decides now "
+                f"({mine} ~ {other}'s {theirs}: an exact name decides before a glob, then the "
+                f"longer glob, then the lower policy name): taking actions over from another "
+                f"policy also takes {TAKEOVER_ACTION} on policy:{other}, held by who deploys "
+                f"{other} (an administrator issues it), or an administrator deploys it; or "
+                f"leave {mine} out of governs"
+            )
+    if not complete:
+        return (
+            f"could not check in time which other policies' actions {deploying} would take "
+            "over (too many governs patterns to compare): an administrator deploys it"
+        )
+    return None
+
+
 def _when(t: datetime | None) -> str:
     return t.isoformat() if t is not None else "always"
 

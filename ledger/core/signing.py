@@ -45,6 +45,7 @@ from ledger.core.authority import (
     key_registrar,
     not_held,
     role_reach_problem,
+    takeover_problem,
 )
 from ledger.core.events import (
     COMMAND_PROCESSOR,
@@ -79,6 +80,7 @@ from ledger.core.state import (
     fold,
     replay,
     role_members,
+    takeovers,
 )
 from ledger.errors import PolicyError
 
@@ -453,6 +455,14 @@ def _unauthorized(
             return f"{event.actor} assigned {event.role}, whose grants {unheld[0].why} ({at}): {should}"
         if unheld is not None:
             handed = f"{unheld[0]!r} on {unheld[1].resource!r} (through {event.role})"
+    elif (target := _deployed_target(state, event)) is not None:
+        assert isinstance(event, (PolicyVersionPromoted, PolicyRolledBack))
+        taken, complete = takeovers(state, event.policy, target.governs)
+        problem = takeover_problem(
+            state, event.actor, f"{event.policy} v{_number(event)}", taken, complete, now=now
+        )
+        if problem is not None:
+            return f"{problem} ({at}): {should}"
     elif isinstance(event, (ActorKeyRegistered, ActorKeyRevoked)):
         problem = key_delegation_problem(
             state, event.actor, event.principal,
@@ -492,6 +502,19 @@ def _beyond_assigner(
 def _version(state: LedgerState, policy: str, number: int | None) -> PolicyVersion | None:
     record = state.policies.get(policy)
     return record.versions.get(number) if record is not None and number is not None else None
+
+
+def _number(event: PolicyVersionPromoted | PolicyRolledBack) -> int:
+    return event.version if isinstance(event, PolicyVersionPromoted) else event.to_version
+
+
+def _deployed_target(state: LedgerState, event: GovernanceEvent) -> PolicyVersion | None:
+    """The version a promotion to canary or active, or a rollback, made decide requests."""
+    if isinstance(event, PolicyVersionPromoted) and event.stage in (Stage.CANARY, Stage.ACTIVE):
+        return _version(state, event.policy, event.version)
+    if isinstance(event, PolicyRolledBack):
+        return _version(state, event.policy, event.to_version)
+    return None
 
 
 def _unapproved_target(state: LedgerState, event: GovernanceEvent) -> str | None:

@@ -85,6 +85,7 @@ __all__ = [
     "governed_by",
     "bucket",
     "overlapping_governs",
+    "takeovers",
     "governs_precedence",
     "aggregate_record",
     "RECORDED_LIMITS",
@@ -1178,6 +1179,48 @@ def overlapping_governs(
         if work.spent or len(found) >= _OVERLAP_ALL:
             break
     return sorted(found)
+
+
+def takeovers(
+    state: LedgerState, name: str, governs: Iterable[str]
+) -> tuple[dict[str, tuple[str, str]], bool]:
+    """Which other policies' actions deploying ``governs`` as policy ``name``'s deciding
+    version (active or canary) would take over: other policy → (its deciding pattern, ours)
+    for each policy one of whose active or canary patterns may share an action with one of
+    ours that wins it (:func:`governs_precedence`), ours not already deciding for ``name``
+    (what it decides now is nobody else's); and whether the look was complete, within
+    :data:`_OVERLAP_WORK` (else some other policy may be taken over too). Over-approximates
+    like :func:`overlapping_governs` (two globs whose fixed beginnings agree may share
+    nothing): it feeds an authority rule, which must not miss a takeover."""
+    current = state.policies.get(name)
+    already = current.governs()[0] if current is not None else frozenset()
+    ours = sorted(set(governs) - already)
+    found: dict[str, tuple[str, str]] = {}
+    work = GlobWork(_OVERLAP_WORK)
+    for other in sorted(state.policies):
+        record = state.policies[other]
+        if other == name or record.retired:
+            continue
+        theirs = sorted(record.governs()[0])  # what it decides: a shadow's is nobody's yet
+        for mine in ours:
+            if not work.pairs(len(theirs)):
+                return found, False
+            rank = governs_precedence(mine, name)
+            hit = next(
+                (
+                    pattern
+                    for pattern in theirs
+                    if rank < governs_precedence(pattern, other)
+                    and _may_overlap(mine, pattern, work)
+                ),
+                None,
+            )
+            if work.spent:
+                return found, False
+            if hit is not None:
+                found[other] = (hit, mine)
+                break
+    return found, True
 
 
 _OVERLAP_WORK: Final = 100_000_000

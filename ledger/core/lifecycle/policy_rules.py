@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from ledger.core.authority import key_registrar
+from ledger.core.authority import key_registrar, takeover_problem
 from ledger.core.events import (
     ApprovePolicyVersion,
     GovernanceEvent,
@@ -33,7 +33,7 @@ from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown
 from ledger.core.limits import Limits
 from ledger.core.policy import parse_policy
-from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
+from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion, takeovers
 from ledger.errors import PolicyError
 
 __all__: list[str] = []  # reached through decide (.rules)
@@ -246,6 +246,10 @@ def _promote(
     denied = _allowed(state, c, now, admins)
     if denied:
         return denied
+    if c.stage is not Stage.SHADOW:  # a shadow decides nothing, so takes nothing over
+        denied = _taking_over(state, c.actor, c.policy, c.version, now, admins)
+        if denied:
+            return denied
     return (
         PolicyVersionPromoted(
             event_id=new_id(),
@@ -289,7 +293,9 @@ def _rollback(
         if previous is None:
             return _reject("no_previous_version", _nothing_before(c.policy, record))
         to = previous
-    denied = _allowed(state, c, now, admins)
+    denied = _allowed(state, c, now, admins) or _taking_over(
+        state, c.actor, c.policy, to, now, admins
+    )
     if denied:
         return denied
     return (
@@ -305,6 +311,18 @@ def _rollback(
             reason=c.reason,
         ),
     )
+
+
+def _taking_over(
+    state: LedgerState, actor: str, policy: str, version: int, now: datetime, admins: frozenset[str]
+) -> Rejection | None:
+    """Refused when deploying ``policy`` v``version`` would decide actions another policy
+    decides now and ``actor`` may not deploy that one (:func:`takeover_problem`)."""
+    if actor in admins:
+        return None
+    taken, complete = takeovers(state, policy, state.policies[policy].versions[version].governs)
+    problem = takeover_problem(state, actor, f"{policy} v{version}", taken, complete, now=now)
+    return None if problem is None else _reject("not_authorized", problem)
 
 
 def _nothing_before(policy: str, record: PolicyRecord) -> str:

@@ -1,0 +1,142 @@
+"""Deploying a version that takes over actions another policy decides takes authority over that
+policy too (a policy owner's walkthrough: grants on ``policy:a-evil`` alone let a-evil's version
+governing ``payments.refund`` by its exact name decide what ``payrefund`` decided, and deny
+became allow), and ``actor verify`` holds recorded history to the same rule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ledger.core.events import (
+    ApprovePolicyVersion,
+    PolicyVersionPromoted,
+    PromotePolicyVersion,
+    ProposePolicyVersion,
+    Stage,
+)
+from ledger.core.state import takeovers
+from ledger.errors import CommandRejectedError
+from ledger.ids import new_id, utcnow
+from ledger.testing import ADMIN, REVIEWER, LocalLedger
+
+ROOT = Path(__file__).resolve().parents[3]
+REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
+CAROL, DAVE = "human:carol", "human:dave"
+
+
+def document(policy: str, governs: str) -> str:
+    doc = REFUND.replace("policy: refund", f"policy: {policy}", 1)
+    return doc.replace("governs: [refund.issue]", f'governs: ["{governs}"]', 1)
+
+
+@pytest.fixture
+def led() -> LocalLedger:
+    """payrefund (governing payments.refund) active, deployed by the administrators; carol may
+    propose a-evil, dave approve and promote it, and nothing more."""
+    led = LocalLedger()
+    led.deploy(document("payrefund", "payments.refund"))
+    led.grant(CAROL, "ledger.policy.propose", "policy:a-evil")
+    led.grant(DAVE, ("ledger.policy.approve", "ledger.policy.promote"), "policy:a-evil")
+    return led
+
+
+def stamp(actor: str) -> dict[str, object]:
+    return {"event_id": new_id(), "occurred_at": utcnow(), "actor": actor}
+
+
+def propose_and_approve(led: LocalLedger, governs: str) -> int:
+    done = led.submit_command(
+        ProposePolicyVersion(**stamp(CAROL), document=document("a-evil", governs))
+    )
+    assert done.version is not None
+    led.submit_command(ApprovePolicyVersion(**stamp(DAVE), policy="a-evil", version=done.version))
+    return done.version
+
+
+def promote(
+    led: LocalLedger, version: int, stage: Stage, percent: int | None = None, by: str = DAVE
+) -> None:
+    led.submit_command(
+        PromotePolicyVersion(
+            **stamp(by), policy="a-evil", version=version, stage=stage, percent=percent
+        )
+    )
+
+
+@pytest.mark.parametrize("governs", ["payments.refund", "payments.ref*", "payments.refun?"])
+def test_deploying_a_version_that_takes_another_policys_action_needs_authority_over_it(
+    led: LocalLedger, governs: str
+) -> None:
+    led.deploy(document("payglob", "payments.*"))  # a glob a-evil's longer glob carves from too
+    promote(led, propose_and_approve(led, "other.thing"), Stage.ACTIVE)  # takes nothing
+    version = propose_and_approve(led, governs)
+    for stage, percent in ((Stage.ACTIVE, None), (Stage.CANARY, 10)):
+        with pytest.raises(CommandRejectedError) as refused:
+            promote(led, version, stage, percent)
+        assert refused.value.code == "not_authorized"
+        assert "which policy pay" in str(refused.value)
+        assert "ledger.policy.promote on policy:pay" in str(refused.value)
+    promote(led, version, Stage.SHADOW)  # a shadow decides nothing: nothing is taken over
+    assert led.state.policies["a-evil"].active == 1
+
+
+def test_with_authority_over_the_policy_taken_over_or_as_administrator_it_is_deployed(
+    led: LocalLedger,
+) -> None:
+    version = propose_and_approve(led, "payments.refund")
+    led.grant(DAVE, "ledger.policy.promote", "policy:payrefund")
+    promote(led, version, Stage.ACTIVE)
+    assert led.state.policies["a-evil"].active == version
+
+    other = LocalLedger()
+    other.deploy(document("payrefund", "payments.refund"))
+    other.deploy(document("a-evil", "payments.refund"))  # administrators: as before
+    assert other.state.policies["a-evil"].active == 1
+
+
+def test_a_version_that_takes_nothing_over_needs_nothing_more(led: LocalLedger) -> None:
+    # A glob that an exact name beats takes nothing; nor do actions nobody else decides.
+    for governs in ("payments.*", "payments.chargeback"):
+        promote(led, propose_and_approve(led, governs), Stage.ACTIVE)
+    # A pattern a-evil already decides is not taken from anyone by deploying it again.
+    assert takeovers(led.state, "a-evil", ["payments.chargeback"]) == ({}, True)
+
+
+def test_a_rollback_that_would_take_an_action_over_needs_authority_over_it_too(
+    led: LocalLedger,
+) -> None:
+    # a-evil v1 decided payments.chargeback; v2 left it, and payrefund v2 took it since. A
+    # rollback of a-evil to v1 by its owner would take it back from payrefund.
+    led.grant(DAVE, "ledger.policy.rollback", "policy:a-evil")
+    first = propose_and_approve(led, "payments.chargeback")
+    promote(led, first, Stage.ACTIVE)
+    promote(led, propose_and_approve(led, "payments.other"), Stage.ACTIVE)
+    led.deploy(document("payrefund", "payments.chargeback"))
+    with pytest.raises(CommandRejectedError) as refused:
+        led.rollback("a-evil", reason="v2 is wrong", to_version=first, by=DAVE)
+    assert refused.value.code == "not_authorized" and "policy payrefund" in str(refused.value)
+    led.rollback("a-evil", reason="v2 is wrong", to_version=first)  # an administrator may
+
+
+def test_actor_verify_finds_a_takeover_the_processor_accepted_under_earlier_rules(
+    led: LocalLedger,
+) -> None:
+    # Recorded before this rule: dave's promotion of a-evil, taking payments.refund over.
+    from ledger.core.signing import _unauthorized
+
+    version = propose_and_approve(led, "payments.refund")
+    admins = frozenset({ADMIN, REVIEWER})
+    before = led.state
+    promote(led, version, Stage.ACTIVE, by=ADMIN)
+    promoted = led.events[-1]
+    assert isinstance(promoted, PolicyVersionPromoted)
+    assert _unauthorized(before, promoted, admins) is None  # an administrator's: proven
+    as_dave = replace(promoted, actor=DAVE)
+    problem = _unauthorized(before, as_dave, admins) or ""
+    assert "a-evil v1 would decide payments.refund, which policy payrefund decides now" in problem
+    assert problem.endswith("the command processor should have refused it")
+    shadow = replace(as_dave, stage=Stage.SHADOW)
+    assert _unauthorized(before, shadow, admins) is None
