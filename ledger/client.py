@@ -70,7 +70,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Value,
 )
-from ledger.core.limits import DEFAULT_LIMITS, id_problem, name_problem
+from ledger.core.limits import DEFAULT_LIMITS, id_refusal, name_problem
 from ledger.core.text import clipped
 from ledger.discovery import resolve_bootstrap, resolve_security
 from ledger.errors import ClientClosed, CommandRejectedError, LedgerTimeout, UsageError
@@ -730,23 +730,27 @@ M = TypeVar("M", EvaluationRequested, BatchEvaluationRequested, Command)
 
 
 def _bounded_id(message: M) -> M:
-    """``message``, refused here when its id is over ``request_id_chars``, or a request's id is
-    empty: the ledger's processors dead-letter such a record unanswered (``id_too_long``,
-    ``id_empty``), so sending it would only wait for the timeout; and a request whose
-    ``actor`` or ``requested_by`` is over ``request_name_chars``, which would be answered
-    ``request_too_large``."""
+    """``message``, refused here when its id is over ``request_id_chars``, or empty or only
+    whitespace (:func:`~ledger.core.limits.id_refusal`): the ledger's processors dead-letter
+    such a record unanswered (``id_too_long``, ``id_empty``), so sending it would only wait for
+    the timeout; and a request whose ``actor`` or ``requested_by`` is over
+    ``request_name_chars``, which would be answered ``request_too_large``."""
     kind = type(message).__name__
-    if id_problem(message.event_id, "") is not None:
+    refused = id_refusal(message.event_id, "")
+    if refused is not None and refused[0] == "id_too_long":
         raise UsageError(
             f"{kind} id of {len(message.event_id):,} characters: at most "
             f"{DEFAULT_LIMITS.request_id_chars}; leave event_id to the client (new_id())"
         )
+    if refused is not None:
+        asks = isinstance(message, (EvaluationRequested, BatchEvaluationRequested))
+        processor = "evaluator" if asks else "command processor"
+        said = "an empty id" if not message.event_id else "an id of only whitespace"
+        raise UsageError(
+            f"{kind} with {said}: the {processor} dead-letters it unanswered "
+            "(id_empty); leave event_id to the client (new_id())"
+        )
     if isinstance(message, (EvaluationRequested, BatchEvaluationRequested)):
-        if not message.event_id:
-            raise UsageError(
-                f"{kind} with an empty id: the evaluator dead-letters it unanswered "
-                "(id_empty); leave event_id to the client (new_id())"
-            )
         asker = getattr(message, "requested_by", None)
         long = name_problem("actor", message.actor) or name_problem("requested_by", asker)
         if long is not None:

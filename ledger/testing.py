@@ -86,7 +86,7 @@ from ledger.core.lifecycle import (
     event_stream,
     named_proposal,
 )
-from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem, record_fits
+from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal, record_fits
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
 from ledger.errors import ClientClosed, CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
@@ -528,11 +528,12 @@ class LocalLedger:
         """Apply ``command`` as the command processor would; :class:`CommandRejectedError` (with
         the stable code) when it is refused, :class:`~ledger.errors.UsageError` for an id the
         processor would dead-letter. A proposal without ``policy`` gets its document's."""
-        long_id = id_problem(command.event_id, "command", self.limits)
-        if long_id is not None:
+        refused = id_refusal(command.event_id, "command", self.limits)
+        if refused is not None:
+            code, reason = refused
             raise UsageError(
-                f"{long_id}: the command processor dead-letters such a command unanswered "
-                "(id_too_long); leave event_id to new_id()"
+                f"{reason}: the command processor dead-letters such a command unanswered "
+                f"({code}); leave event_id to new_id()"
             )
         if isinstance(command, ProposePolicyVersion) and command.policy is None:
             command = named_proposal(command)

@@ -36,7 +36,7 @@ from ledger.core.lifecycle import (
     decide_signed,
     event_stream,
 )
-from ledger.core.limits import DEFAULT_LIMITS, id_problem
+from ledger.core.limits import DEFAULT_LIMITS, id_refusal
 from ledger.core.state import LedgerState, aggregate_of
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
@@ -279,9 +279,9 @@ class CommandHandler:
             )
         except CodecError as exc:
             return self._letter(msg, exc.code, str(exc))
-        long_id = id_problem(command.event_id, "command")
-        if long_id is not None:  # not decided, and above all not remembered
-            return self._letter(msg, "id_too_long", long_id)
+        refused = id_refusal(command.event_id, "command")
+        if refused is not None:  # not decided, and above all not remembered
+            return self._letter(msg, *refused)
         now = utcnow()
         step = Step()
         first = self.first_answer(command.event_id)

@@ -36,8 +36,8 @@ DEAD_LETTER_CODES: Final[dict[str, str]] = {
     "output_too_large": "even the smallest answer to the record would not fit a Kafka record",
     "id_too_long": "a request or command whose id is longer than the limit (request_id_chars): "
     "not answered, not remembered",
-    "id_empty": "a request whose id is empty: not answered (its answer would be keyed by "
-    "nothing), not remembered",
+    "id_empty": "a request or command whose id is empty or only whitespace: not answered (its "
+    "answer would be keyed by nothing), not remembered",
     "too_many_items": "a pre-evaluation with more items than the limit (batch_items): not "
     "evaluated",
 }

@@ -58,7 +58,7 @@ from ledger.core.events import (
     Value,
 )
 from ledger.core.facts import context_problems, decimal_problems
-from ledger.core.limits import DEFAULT_LIMITS, Limits, id_problem, name_problem
+from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal, name_problem
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, bucket, governed_by, governing_policy
 from ledger.core.text import clipped
@@ -607,14 +607,13 @@ def unanswerable(
 ) -> tuple[str, str] | None:
     """``(dead-letter code, reason)`` for a request the evaluator must neither answer nor
     remember, checked before either; ``None`` for any other. An id over ``request_id_chars``
-    (``id_too_long``: answered ids are remembered for a million requests); an empty id
-    (``id_empty``: its answer would be keyed by nothing); a pre-evaluation over
+    (``id_too_long``: answered ids are remembered for a million requests); an empty or
+    whitespace-only id (``id_empty``: its answer would be keyed by nothing a client could tell
+    from another's), both by :func:`~ledger.core.limits.id_refusal`; a pre-evaluation over
     ``batch_items`` (``too_many_items``: an answer of that many errors may not fit a record)."""
-    long_id = id_problem(request.event_id, "request", limits)
-    if long_id is not None:
-        return "id_too_long", long_id
-    if not request.event_id:  # no client could tell its answer from another's
-        return "id_empty", "the request id is empty"
+    refused = id_refusal(request.event_id, "request", limits)
+    if refused is not None:
+        return refused
     if isinstance(request, BatchEvaluationRequested):
         many = _too_many_items(request, limits)
         if many is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "RECORD_FRAMING",
     "record_fits",
     "id_problem",
+    "id_refusal",
     "name_problem",
 ]
 
@@ -122,6 +123,24 @@ def id_problem(event_id: str, what: str, limits: Limits = DEFAULT_LIMITS) -> str
     if len(event_id) <= longest:
         return None
     return f"the {what} id is longer than {longest:,} characters"
+
+
+def id_refusal(event_id: str, what: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, str] | None:
+    """``(dead-letter code, reason)`` for an id no answer may be keyed by (``what``: request,
+    command), else ``None``: one over ``request_id_chars`` (``id_too_long``: answered ids are
+    remembered, so they must be bounded), or one that is empty or only whitespace
+    (``id_empty``: ``"the command id is empty"``; its answer would be keyed by nothing a sender
+    can tell from another's, and the first answer remembered for it would be given to the
+    next). The processors dead-letter such a record unanswered and unremembered, before
+    anything else is read; the SDK and the test double refuse it before it is sent."""
+    long_id = id_problem(event_id, what, limits)
+    if long_id is not None:
+        return "id_too_long", long_id
+    if not event_id:
+        return "id_empty", f"the {what} id is empty"
+    if event_id.isspace():
+        return "id_empty", f"the {what} id is only whitespace"
+    return None
 
 
 def name_problem(name: str, value: str | None, limits: Limits = DEFAULT_LIMITS) -> str | None:

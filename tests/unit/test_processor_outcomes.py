@@ -400,6 +400,34 @@ def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> 
     assert handler.first_answer(command.event_id) is None and not handler.rejected
 
 
+def test_an_empty_or_blank_command_id_is_dead_lettered_and_never_remembered() -> None:
+    # The CLI makes ids itself; a command hand-built with an administrator's key took "" and
+    # was applied, its answer keyed by nothing and remembered: the next command with that id,
+    # whatever it held, was answered as already applied.
+    handler = command_handler()
+    for n, (event_id, said) in enumerate(
+        (("", "the command id is empty"), (" \t\n", "the command id is only whitespace"))
+    ):
+        for copy in range(2):  # a second command with that id is refused alike
+            command = sign(replace(grant(), event_id=event_id), ADMIN_KEY)
+            step = handler.handle(KEYED, msg(2 * n + copy, CODEC.encode(command), topic="commands"))
+            assert step.events == []
+            ((topic, letter),) = decoded(step.outputs)
+            assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+            assert (letter.code, letter.reason) == ("id_empty", said)
+            assert handler.first_answer(event_id) is None
+    assert not handler.rejected and handler.applied.event_ids("") == ()
+
+
+def test_a_blank_request_id_is_dead_lettered_as_an_empty_one_is() -> None:
+    handler = requests_handler()
+    blank = replace(request(), event_id="  ")
+    ((topic, letter),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(blank))]))
+    assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
+    assert (letter.code, letter.reason) == ("id_empty", "the request id is only whitespace")
+    assert b"  " not in handler.recent
+
+
 def test_an_answer_repeating_huge_sender_text_is_cut_to_fit() -> None:
     # Refused as not kind:name, with the principal in both the reason and the aggregate.
     command = grant(principal="p" * 7_000)

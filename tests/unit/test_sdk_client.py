@@ -294,6 +294,14 @@ def test_an_id_over_its_limit_is_refused_before_it_is_sent() -> None:
         client.send_request(long_request)
     with pytest.raises(UsageError, match="IssueGrant id of 129 characters"):
         client.submit_command(replace(grant_command(), event_id="c" * 129))
+    # An empty or blank command id is dead-lettered unanswered (id_empty), as a request's is.
+    for blank, said in (("", "an empty id"), (" ", "an id of only whitespace")):
+        with pytest.raises(
+            UsageError, match=rf"IssueGrant with {said}: the command processor .*\(id_empty\)"
+        ):
+            client.submit_command(replace(grant_command(), event_id=blank))
+    with pytest.raises(UsageError, match=r"EvaluationRequested with an id of only whitespace: "):
+        client.send_request(replace(long_request, event_id="\t"))
     assert sent == []
 
 

@@ -865,6 +865,9 @@ def test_the_test_double_refuses_a_command_id_the_processor_would_dead_letter() 
     )
     with pytest.raises(UsageError, match=r"command id is longer than 128 .*\(id_too_long\)"):
         ledger.submit_command(proposal)
+    for blank, said in (("", "is empty"), ("  ", "is only whitespace")):
+        with pytest.raises(UsageError, match=rf"the command id {said}: .*\(id_empty\)"):
+            ledger.submit_command(replace(proposal, event_id=blank))
     assert ledger.events == []
     accepted = ledger.submit_command(replace(proposal, event_id="c" * 128))
     assert accepted.version == 1

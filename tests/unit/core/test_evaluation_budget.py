@@ -799,7 +799,12 @@ def test_an_empty_request_id_is_unanswerable_as_an_id_over_its_limit_is() -> Non
         "the request id is empty",
     )
     assert request_problem(asked) == "the request id is empty"
+    assert unanswerable(replace(asked, event_id=" \u3000")) == (
+        "id_empty",
+        "the request id is only whitespace",
+    )
     assert unanswerable(replace(asked, event_id="r")) is None
+    assert unanswerable(replace(asked, event_id=" r ")) is None
 
 
 def test_an_item_whose_condition_spent_nothing_is_not_blamed_for_a_spent_budget() -> None:
