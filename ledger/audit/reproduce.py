@@ -31,6 +31,7 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gaps, state_at_position
 from ledger.core.jsonform import to_json_value
+from ledger.core.limits import recorded_id, recorded_name
 from ledger.core.state import LedgerState
 
 __all__ = [
@@ -132,8 +133,15 @@ def reproduce(
             f"{', '.join(lacking)}; they were deleted (from an export: `ledger audit verify` "
             "says where), or do not decode with this version"
         )
-    note = "; ".join(notes) or None
     recorded_form, again_form = to_json_value(decision), to_json_value(again)
+    cut = _names_cut(recorded_form, request)
+    if cut is not None:
+        recorded_form = cut
+        notes.append(
+            "it records names over their limit whole, as the evaluator did until 2026-12-06 "
+            "(they are recorded cut to the limit now, with their length)"
+        )
+    note = "; ".join(notes) or None
     differences = tuple(
         Difference(field=name, recorded=recorded_form.get(name), reproduced=again_form.get(name))
         for name in recorded_form
@@ -195,6 +203,47 @@ class HeldOffsets:
             shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
             lacking.append(f"{key}@{cited} (it lacks offset(s) {shown} of them)")
         return lacking
+
+
+def _names_cut(form: dict[str, Any], request: Request) -> dict[str, Any] | None:
+    """``form`` (a recorded decision's JSON form) with each name it holds whole over its limit
+    cut as the evaluator records it now (:func:`~ledger.core.limits.recorded_name`,
+    :func:`~ledger.core.limits.recorded_id`), or ``None`` when it holds none: an evaluator
+    until 2026-12-06 copied a request's over-long principal, action, resource (and a
+    pre-evaluation's items' ids and names) whole into its ``request_too_large`` answer. Only a
+    recorded value equal to the request's own is cut: anything else still differs."""
+    cut = dict(form)
+    if isinstance(request, EvaluationRequested):
+        names = {
+            "principal": request.principal,
+            "action": request.action,
+            "resource": request.resource,
+            "requested_by": request.requested_by or request.actor,
+        }
+        _cut_into(cut, names, recorded_name)
+    else:
+        _cut_into(cut, {"principal": request.principal}, recorded_name)
+        items = form.get("decisions")
+        if isinstance(items, list) and len(items) == len(request.items):
+            cut_items = []
+            for answered_item, item in zip(items, request.items, strict=True):
+                one = dict(answered_item) if isinstance(answered_item, dict) else answered_item
+                if isinstance(one, dict):
+                    _cut_into(one, {"item_id": item.item_id}, recorded_id)
+                    _cut_into(
+                        one, {"action": item.action, "resource": item.resource}, recorded_name
+                    )
+                cut_items.append(one)
+            cut["decisions"] = cut_items
+    return None if cut == form else cut
+
+
+def _cut_into(
+    form: dict[str, Any], whole: Mapping[str, str | None], cut: Callable[[str], str]
+) -> None:
+    for name, value in whole.items():
+        if value is not None and form.get(name) == value:
+            form[name] = cut(value)
 
 
 def _reworded(differences: tuple[Difference, ...]) -> str | None:

@@ -58,7 +58,14 @@ from ledger.core.events import (
     Value,
 )
 from ledger.core.facts import context_problems, decimal_problems
-from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal, name_problem
+from ledger.core.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    id_refusal,
+    name_problem,
+    recorded_id,
+    recorded_name,
+)
 from ledger.core.policy import PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, bucket, governed_by, governing_policy
 from ledger.core.text import clipped
@@ -370,8 +377,10 @@ def evaluate(
     if unsized is not None:
         code, reasons = unsized
         if code == "request_too_large":  # nothing evaluated: the facts are not in the answer
-            return _before_policy(state, request, writer, _ERROR, code, reasons[0])
-        return _before_policy(state, request, writer, _ERROR, code, reasons, facts, context)
+            return _before_policy(state, request, writer, _ERROR, code, reasons[0], limits=limits)
+        return _before_policy(
+            state, request, writer, _ERROR, code, reasons, facts, context, limits=limits
+        )
     found = authorize_request(
         state,
         principal,
@@ -387,14 +396,30 @@ def evaluate(
     if found.over_budget:
         reason = f"authority: evaluating grant conditions stopped: {_budget(limits)}"
         return _before_policy(
-            state, request, writer, _ERROR, "evaluation_budget_exceeded", reason, facts, context
+            state,
+            request,
+            writer,
+            _ERROR,
+            "evaluation_budget_exceeded",
+            reason,
+            facts,
+            context,
+            limits=limits,
         )
     if grant is None:
         reason = unauthorized_reason(
             state, principal, action, resource, now=now, facts=facts, context=context, found=found
         )
         return _before_policy(
-            state, request, writer, Determination.DENY, "no_authority", reason, facts, context
+            state,
+            request,
+            writer,
+            Determination.DENY,
+            "no_authority",
+            reason,
+            facts,
+            context,
+            limits=limits,
         )
     key = resource or request_id  # the canary bucket's
     record = governing_policy(state, action, key)
@@ -467,8 +492,7 @@ def _asker(request: EvaluationRequested, limits: Limits = DEFAULT_LIMITS) -> str
     request's ``actor``); one over ``request_name_chars`` (a request answered
     ``request_too_large``) cut to it, so no sender makes a decision as large as its request."""
     asker = request.requested_by or request.actor
-    longest = limits.request_name_chars
-    return asker if len(asker) <= longest else clipped(asker, longest)
+    return asker if len(asker) <= limits.request_name_chars else recorded_name(asker, limits)
 
 
 def _before_policy(
@@ -480,10 +504,13 @@ def _before_policy(
     reason: str | tuple[str, ...],
     facts: Mapping[str, Any] = _EMPTY,
     context: Mapping[str, Any] = _EMPTY,
+    *,
+    limits: Limits,
 ) -> DecisionRecorded:
     """An answer given before any policy ran (names over their limits, the grant conditions'
     budget spent, no grant): no policy, version or grant in it. ``writer`` is (now, actor,
-    evaluator id, who asked as the decision records it)."""
+    evaluator id, who asked as the decision records it); a name over ``limits`` is recorded
+    cut (:func:`~ledger.core.limits.recorded_name`)."""
     now, actor, evaluator_id, requested_by = writer
     return DecisionRecorded(
         event_id=decision_id(request.event_id),
@@ -492,9 +519,9 @@ def _before_policy(
         request_id=request.event_id,
         requested_at=request.occurred_at,
         requested_by=requested_by,
-        action=request.action,
-        principal=request.principal,
-        resource=request.resource,
+        action=recorded_name(request.action, limits),
+        principal=recorded_name(request.principal, limits),
+        resource=recorded_name(request.resource, limits),
         determination=determination,
         reasons=reason if isinstance(reason, tuple) else (reason,),
         reason_code=reason_code,
@@ -688,10 +715,12 @@ def evaluate_batch(
         context = request.context if isinstance(request.context, Mapping) else _EMPTY
         bad = context_problems(context, limits) if context else ()
         if bad:
-            return _every_item(state, request, now, evaluator_id, actor, "invalid_facts", bad)
+            return _every_item(
+                state, request, now, evaluator_id, actor, "invalid_facts", bad, limits
+            )
     else:
         return _every_item(
-            state, request, now, evaluator_id, actor, "request_too_large", (problem,)
+            state, request, now, evaluator_id, actor, "request_too_large", (problem,), limits
         )
     meter = Meter(limits.evaluation_cost)
     decisions = []
@@ -748,22 +777,31 @@ def _every_item(
     actor: str,
     reason_code: str,
     reasons: tuple[str, ...],
+    limits: Limits,
 ) -> BatchDecisionRecorded:
-    """The answer to a pre-evaluation refused as a whole: every item ``error``, nothing run."""
-    refused = items_refused(request.items, reason_code, reasons)
-    return _batch_answer(state, request, now, evaluator_id, actor, refused)
+    """The answer to a pre-evaluation refused as a whole: every item ``error``, nothing run;
+    its principal and items' ids and names recorded cut when over ``limits``
+    (:func:`~ledger.core.limits.recorded_name`)."""
+    refused = items_refused(request.items, reason_code, reasons, limits)
+    named = replace(request, principal=recorded_name(request.principal, limits))
+    return _batch_answer(state, named, now, evaluator_id, actor, refused)
 
 
 def items_refused(
-    items: Iterable[BatchItem | BatchItemDecision], reason_code: str, reasons: tuple[str, ...] = ()
+    items: Iterable[BatchItem | BatchItemDecision],
+    reason_code: str,
+    reasons: tuple[str, ...] = (),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[BatchItemDecision, ...]:
     """Every item (or earlier answer to it) answered ``error`` with ``reason_code``: a
-    pre-evaluation refused whole here, or an answer the evaluator must shrink to fit a record."""
+    pre-evaluation refused whole here, or an answer the evaluator must shrink to fit a record.
+    An item id, action or resource over ``limits`` is recorded cut
+    (:func:`~ledger.core.limits.recorded_name`, :func:`~ledger.core.limits.recorded_id`)."""
     return tuple(
         BatchItemDecision(
-            item_id=item.item_id,
-            action=item.action,
-            resource=item.resource,
+            item_id=recorded_id(item.item_id, limits),
+            action=recorded_name(item.action, limits),
+            resource=None if item.resource is None else recorded_name(item.resource, limits),
             determination=_ERROR,
             reasons=reasons,
             reason_code=reason_code,

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from ledger.core.text import clipped
+
 __all__ = [
     "Limits",
     "DEFAULT_LIMITS",
@@ -22,6 +24,8 @@ __all__ = [
     "id_problem",
     "id_refusal",
     "name_problem",
+    "recorded_name",
+    "recorded_id",
 ]
 
 
@@ -152,6 +156,24 @@ def name_problem(name: str, value: str | None, limits: Limits = DEFAULT_LIMITS) 
     if value is None or len(value) <= longest:
         return None
     return f"the request's {name} is longer than {longest:,} characters (request_name_chars)"
+
+
+def recorded_name(value: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """What an answer records of a request's name (principal, action, resource, who asked, a
+    pre-evaluation's items' actions and resources): the name itself, or, over
+    ``request_name_chars`` (a request answered ``request_too_large``), its first
+    ``request_name_chars`` characters, ``…`` and its length (``"p.xxx… (5000 characters)"``),
+    so no sender makes a decision, an export row or an agent's answer as large as its request.
+    A cut name is longer than the limit, so it is never taken for a name within it. Decisions
+    recorded until 2026-12-06 hold such names whole: replay accepts that form."""
+    return clipped(value, limits.request_name_chars)
+
+
+def recorded_id(value: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """What an answer records of a pre-evaluation item's id: the id itself, or, over
+    ``request_id_chars`` (every item answered ``request_too_large``), cut as
+    :func:`recorded_name` cuts a name."""
+    return clipped(value, limits.request_id_chars)
 
 
 RECORD_FRAMING: Final = 128

@@ -374,6 +374,21 @@ def test_who_asked_over_its_limit_is_answered_request_too_large_not_copied_whole
         assert len(decision.requested_by or "") < 1_100
 
 
+def test_a_name_over_its_limit_is_answered_request_too_large_with_the_name_cut() -> None:
+    # A red team: an action (principal, resource) of ~1 MB was copied whole into its
+    # request_too_large decision: 990,000 characters made a 990 KB decision on a topic kept
+    # forever, in every export and in the agent's answer.
+    handler = requests_handler(OutputLimit(1_000_000))
+    for n, field in enumerate(("action", "principal", "resource")):
+        asked = replace(request(), **{field: "p." + "x" * 990_000})
+        out = handler.handle_batch(EMPTY_STATE, [msg(n, CODEC.encode(asked))])
+        ((topic, decision),) = decoded(out)
+        assert topic == TOPICS.decisions and isinstance(decision, DecisionRecorded), decision
+        assert decision.reason_code == "request_too_large"
+        assert len(out[0][2]) < 4_000
+        assert getattr(decision, field).endswith("… (990002 characters)")
+
+
 def test_an_empty_request_id_is_dead_lettered_and_never_remembered() -> None:
     # An id no client sends (the SDK's are 36 characters), and whose answer no client could
     # tell from another's: refused as an id over its limit is.

@@ -1175,6 +1175,55 @@ def test_a_pre_evaluation_refused_for_one_items_names_says_which_and_older_ones_
     assert not reproduce(other, asked, history).reproduces
 
 
+def test_a_decision_recording_a_name_over_its_limit_whole_reproduces_as_recorded_then() -> None:
+    # Names over request_name_chars are recorded cut now (with their length); an evaluator
+    # until 2026-12-06 copied them whole into its request_too_large answer, and such a
+    # decision still reproduces, saying so; one whose name is not the request's still differs.
+    from ledger.core.events import BatchEvaluationRequested, BatchItem
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    history = _history_of(led)
+    long = "a." + "y" * 1_100
+    asked = EvaluationRequested(
+        event_id="q-1", occurred_at=T0, actor="agent:a", action=long,
+        principal="agent:a", resource="r:" + "z" * 2_000, requested_by="agent:" + "b" * 1_100,
+    )  # fmt: skip
+    made = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert made.reason_code == "request_too_large" and made.action != long
+    assert reproduce(made, asked, history).reproduces
+    then = dataclasses.replace(
+        made, action=long, resource=asked.resource, requested_by=asked.requested_by
+    )
+    again = reproduce(then, asked, history)
+    assert again.reproduces and "records names over their limit whole" in str(again.note)
+    forged = dataclasses.replace(then, action=long + "!")
+    assert [d.field for d in reproduce(forged, asked, history).differences] == ["action"]
+    batch = BatchEvaluationRequested(
+        event_id="b-1", occurred_at=T0, actor="agent:a", principal="agent:a",
+        items=(
+            BatchItem(item_id="0", action="a.b", resource=None),
+            BatchItem(item_id="i" * 200, action=long, resource="r:1"),
+        ),
+    )  # fmt: skip
+    answer = evaluate_batch(led.state, batch, now=T0, evaluator_id="t")
+    assert answer.decisions[1].action != long and reproduce(answer, batch, history).reproduces
+    whole = dataclasses.replace(
+        answer,
+        decisions=(
+            answer.decisions[0],
+            dataclasses.replace(answer.decisions[1], item_id="i" * 200, action=long),
+        ),
+    )
+    again = reproduce(whole, batch, history)
+    assert again.reproduces and "records names over their limit whole" in str(again.note)
+    swapped = dataclasses.replace(
+        whole, decisions=(whole.decisions[0], dataclasses.replace(whole.decisions[1], item_id="x"))
+    )
+    assert [d.field for d in reproduce(swapped, batch, history).differences] == ["decisions"]
+
+
 def _history_of(led: Any) -> list[Any]:
     """A LocalLedger's governance events as the history a replay reads (offsets per stream)."""
     from ledger.core.history import HistoryEntry

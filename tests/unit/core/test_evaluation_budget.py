@@ -728,6 +728,56 @@ def test_names_over_their_limit_are_refused_before_any_look_up() -> None:
     assert "request_too_large" in REASON_CODES
 
 
+def test_names_over_their_limit_are_recorded_cut_with_their_length_never_whole() -> None:
+    # A red team: a request's principal, action or resource of 900 KB was answered
+    # request_too_large with the name copied whole into the decision (the decisions topic,
+    # exports, the agent's answer); a pre-evaluation's principal and items' ids and names too.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    longest = DEFAULT_LIMITS.request_name_chars
+    huge = "p." + "\u202ex" * 450_000
+    asked = EvaluationRequested(
+        event_id="r1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p.act",
+        principal="agent:a",
+        resource="x",
+    )
+    for field in ("principal", "action", "resource"):
+        decision = evaluate(led.state, replace(asked, **{field: huge}), now=T0, evaluator_id="t")
+        assert decision.reason_code == "request_too_large"
+        recorded = getattr(decision, field)
+        assert recorded == huge[:longest] + f"… ({len(huge)} characters)"
+        others = {"principal", "action", "resource"} - {field}
+        assert {name: getattr(decision, name) for name in others} == {
+            name: getattr(asked, name) for name in others
+        }
+    # A smaller limit (LocalLedger(limits=...)) cuts at its own.
+    small = Limits(request_name_chars=10)
+    decision = evaluate(
+        led.state, replace(asked, action="p." + "y" * 20), now=T0, evaluator_id="t", limits=small
+    )
+    assert decision.action == "p.yyyyyyyy… (22 characters)"
+    batch = replace(
+        _batch(("p.act", "x")),
+        principal="agent:" + "a" * (longest + 1),
+        items=(
+            BatchItem(item_id="0", action="p.act", resource=None),
+            BatchItem(item_id="i" * 1_000, action=huge, resource=huge),
+        ),
+    )
+    answer = evaluate_batch(led.state, batch, now=T0, evaluator_id="t")
+    assert {d.reason_code for d in answer.decisions} == {"request_too_large"}
+    assert answer.principal.endswith(f"… ({longest + 7} characters)")
+    first, second = answer.decisions
+    assert (first.item_id, first.action, first.resource) == ("0", "p.act", None)
+    assert second.item_id == "i" * DEFAULT_LIMITS.request_id_chars + "… (1000 characters)"
+    assert second.action == second.resource == huge[:longest] + f"… ({len(huge)} characters)"
+
+
 def test_who_asked_is_held_to_the_names_limit_and_never_copied_whole() -> None:
     # A red team: requested_by and actor took any text of any length ("human:admin\u202e\u0000"
     # repeated to 900 KB), copied into the decision trace.
