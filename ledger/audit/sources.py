@@ -43,6 +43,7 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry
 from ledger.core.jsonform import to_json_value
+from ledger.core.limits import recorded_name
 from ledger.errors import CodecError, ExportError, TamperDetected, UsageError
 from ledger.kafka.governance import load_history
 from ledger.kafka.reading import read_topic
@@ -148,13 +149,20 @@ def answered(decision: Decision, copies: Sequence[Request]) -> Request:
             "default",
         ):
             if name in form and name in recorded:
-                score += 2 if form[name] == recorded[name] else -2
+                score += 2 if _same_name(form[name], recorded[name]) else -2
         facts, kept = form.get("facts") or {}, recorded.get("facts") or {}
         if isinstance(facts, dict) and isinstance(kept, dict):
             score += sum(1 if _same_fact(v, kept.get(k)) else -1 for k, v in facts.items())
         return score
 
     return max(copies, key=agreement)  # the first of the best: the earliest read
+
+
+def _same_name(sent: Any, kept: Any) -> bool:
+    """Is ``kept`` what a decision records of ``sent``: the same, or a name over its limit cut
+    (:func:`~ledger.core.limits.recorded_name`; whole in decisions recorded until
+    2026-12-06)?"""
+    return sent == kept or (isinstance(sent, str) and recorded_name(sent) == kept)
 
 
 def _same_fact(sent: Any, kept: Any) -> bool:

@@ -685,6 +685,32 @@ def test_the_answered_copy_is_found_when_the_policy_converted_its_facts(
     assert answered(decision, [honest, forged]) is honest
 
 
+def test_the_answered_copy_is_found_by_its_names_as_the_decision_records_them(
+    history: History,
+) -> None:
+    # A decision records a name over its limit cut (with its length): the copy it answered
+    # agrees with that, as it does with a decision recorded with the name whole.
+    honest = EvaluationRequested(
+        event_id="r-y",
+        occurred_at=history.now,
+        actor=AGENT,
+        action="refund." + "a" * 1_100,
+        principal=AGENT,
+        resource="account:" + "x" * 1_100,
+    )
+    decision = evaluate(history.state, honest, now=history.now, evaluator_id="evaluator-s")
+    assert decision.reason_code == "request_too_large" and decision.action != honest.action
+    other = dataclasses.replace(
+        honest, action="refund." + "b" * 1_100, resource="account:" + "y" * 1_100
+    )
+    for recorded in (
+        decision,
+        dataclasses.replace(decision, action=honest.action, resource=honest.resource),
+    ):
+        assert answered(recorded, [other, honest]) is honest
+        assert answered(recorded, [honest, other]) is honest
+
+
 def test_a_window_takes_the_copy_the_decision_answered_not_a_copy_dated_inside_it(
     history: History, tmp_path: Path
 ) -> None:
