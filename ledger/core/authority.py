@@ -77,9 +77,7 @@ PRINCIPAL_FORM: Final = (
     "digits and _ . @ - / (starting with a letter or digit), e.g. human:alice"
 )
 """The principal rule in words, for messages."""
-_PRINCIPAL_RE: Final = re.compile(
-    rf"^(?:{'|'.join(PRINCIPAL_KINDS)}):[A-Za-z0-9][A-Za-z0-9_.@\-/]*$"
-)
+_PRINCIPAL_RE: Final = re.compile(rf"(?:{'|'.join(PRINCIPAL_KINDS)}):[A-Za-z0-9][A-Za-z0-9_.@\-/]*")
 _EMPTY: Final[Mapping[str, Any]] = {}
 
 
@@ -88,8 +86,9 @@ def _never() -> Globs:
 
 
 def valid_principal(principal: str) -> bool:
-    """Is ``principal`` a well-formed ``kind:name`` string?"""
-    return isinstance(principal, str) and _PRINCIPAL_RE.match(principal) is not None
+    """Is ``principal`` a well-formed ``kind:name`` string (the whole of it: ``$`` would let
+    a trailing newline through)?"""
+    return isinstance(principal, str) and _PRINCIPAL_RE.fullmatch(principal) is not None
 
 
 @functools.lru_cache(maxsize=4096)
