@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import Codec
 from ledger.core.authority import PRINCIPAL_FORM, valid_principal
+from ledger.core.evaluate import asker_problem
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -734,7 +735,8 @@ def _bounded_id(message: M) -> M:
     whitespace (:func:`~ledger.core.limits.id_refusal`): the ledger's processors dead-letter
     such a record unanswered (``id_too_long``, ``id_empty``), so sending it would only wait for
     the timeout; and a request whose ``actor`` or ``requested_by`` is over
-    ``request_name_chars``, which would be answered ``request_too_large``."""
+    ``request_name_chars``, which would be answered ``request_too_large``, or whose
+    ``requested_by`` is no principal (``invalid_request``)."""
     kind = type(message).__name__
     refused = id_refusal(message.event_id, "")
     if refused is not None and refused[0] == "id_too_long":
@@ -757,6 +759,12 @@ def _bounded_id(message: M) -> M:
             raise UsageError(
                 f"{kind}: {long}; the evaluator would answer it request_too_large (the SDK "
                 "sets both to ClientConfig.actor)"
+            )
+        malformed = None if asker is None else asker_problem(asker)
+        if malformed is not None:
+            raise UsageError(
+                f"{kind}: {malformed}; the evaluator would answer it invalid_request (the SDK "
+                "sets it to ClientConfig.actor)"
             )
     return message
 

@@ -7,6 +7,12 @@ which evaluator instance wrote it, and its place in that writer's hash chain. A 
 trace was reduced by the writer because it would not fit a Kafka record (``reason_code``
 ``trace_too_large``) is compared on what the reduced trace kept (:data:`REDUCED_FIELDS` are
 left out) and the re-evaluated determination is reported beside it.
+
+A decision recorded by an earlier release is compared as that release recorded it, with a
+note saying so: reasons in an earlier wording (:func:`~ledger.core.evaluate.earlier_wording`),
+names over their limit recorded whole (until 2026-12-06), and a request whose
+``requested_by`` is no principal decided as if it were (until 2026-12-06: it is
+``invalid_request`` now).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request, answered
 from ledger.core.evaluate import (
+    INVALID_REQUEST,
     REDUCED_FIELDS,
     TRACE_TOO_LARGE,
     earlier_wording,
@@ -105,10 +112,24 @@ def reproduce(
         if held is None:
             held = HeldOffsets.of(entries)
     again: Decision
+    notes = []
     if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
         again = evaluate(
             state, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
         )
+        if again.reason_code == INVALID_REQUEST != decision.reason_code:
+            # Decided before requested_by was held to a principal's form: decided as then.
+            again = evaluate(
+                state,
+                request,
+                now=decision.occurred_at,
+                evaluator_id=decision.evaluator_id,
+                check_asker=False,
+            )
+            notes.append(
+                "it was decided before requested_by was held to a principal's form "
+                "(2026-12-06): re-decided as then; decided now, it is error (invalid_request)"
+            )
     elif isinstance(decision, BatchDecisionRecorded) and isinstance(
         request, BatchEvaluationRequested
     ):
@@ -118,7 +139,6 @@ def reproduce(
     else:
         raise TypeError(f"a {type(decision).__name__} does not answer a {type(request).__name__}")
     ignored: tuple[str, ...] = WRITER_FIELDS
-    notes = []
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
         notes.append(

@@ -4,7 +4,9 @@ Order of the questions, each failing closed:
 
 0. **Size** — names within their limits (else ``error`` / ``request_too_large``) and no decimal
    fact or context value longer than ``Limits.fact_decimal_digits`` (else ``error`` /
-   ``invalid_facts``): grant conditions read the facts as sent.
+   ``invalid_facts``): grant conditions read the facts as sent. **Form** — a ``requested_by``
+   that is a ``kind:name`` principal, as the SDK's ``ClientConfig.actor`` must be (else
+   ``error`` / ``invalid_request``).
 1. **Authority** — a grant of the principal (or of a role it holds) covers the action on the
    resource now? If not: ``deny`` / ``no_authority``.
 2. **Policy** — a deployed policy governs the action? If not: ``deny`` / ``ungoverned_action``.
@@ -33,6 +35,7 @@ id (idempotent downstream). ``latency_us`` is left at 0: measuring time is the a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -40,7 +43,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
-from ledger.core.authority import authorize_request, unauthorized_reason
+from ledger.core.authority import (
+    PRINCIPAL_FORM,
+    authorize_request,
+    unauthorized_reason,
+    valid_principal,
+)
 from ledger.core.cel import TYPE_NAMES_OF_PYTHON, Meter
 from ledger.core.events import (
     EVALUATOR,
@@ -76,6 +84,8 @@ __all__ = [
     "bucket",
     "decision_id",
     "earlier_wording",
+    "asker_problem",
+    "INVALID_REQUEST",
     "evaluate",
     "evaluate_batch",
     "request_problem",
@@ -93,6 +103,9 @@ __all__ = [
 
 TRACE_TOO_LARGE: Final = "trace_too_large"
 """``reason_code`` of an ``error`` decision whose full trace would not fit a Kafka record."""
+INVALID_REQUEST: Final = "invalid_request"
+"""``reason_code`` of an ``error`` decision to a request whose ``requested_by`` is not a
+principal (:func:`asker_problem`)."""
 
 REASON_CODES: Final[dict[str, str]] = {
     "no_authority": "deny: no grant of the principal or its roles covers the action on the resource now",
@@ -109,6 +122,8 @@ REASON_CODES: Final[dict[str, str]] = {
     "spend (list macros, string and regex work on large facts); never an allow",
     "request_too_large": "error: the request's names or pre-evaluation items exceed the input "
     "limits; nothing was evaluated",
+    INVALID_REQUEST: "error: the request's requested_by is not a kind:name principal (the "
+    "SDK sends its ClientConfig.actor, which must be one); nothing was evaluated",
 }
 """Every ``reason_code`` a decision can carry, with its meaning."""
 
@@ -346,6 +361,7 @@ def evaluate(
     limits: Limits = DEFAULT_LIMITS,
     meter: Meter | None = None,
     shadows: bool = True,
+    check_asker: bool = True,
 ) -> DecisionRecorded:
     """Decide ``request`` against ``state`` at ``now``: always a :class:`DecisionRecorded`.
 
@@ -355,7 +371,10 @@ def evaluate(
     non-deciding versions are not run.
 
     A request whose names exceed ``limits`` (:func:`request_problem`) is answered ``error`` /
-    ``request_too_large`` before anything is looked up: names key the evaluator's caches.
+    ``request_too_large`` before anything is looked up: names key the evaluator's caches. One
+    whose ``requested_by`` is not a principal (:func:`asker_problem`) is answered ``error`` /
+    ``invalid_request``, unless ``check_asker`` is off: replay re-decides so a decision
+    recorded before that check (2026-12-06), as it was decided then.
     """
     facts = request.facts if isinstance(request.facts, Mapping) else _EMPTY
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
@@ -381,6 +400,12 @@ def evaluate(
         return _before_policy(
             state, request, writer, _ERROR, code, reasons, facts, context, limits=limits
         )
+    if check_asker and request.requested_by is not None:
+        malformed = asker_problem(request.requested_by)
+        if malformed is not None:  # nothing evaluated: the facts are not in the answer
+            return _before_policy(
+                state, request, writer, _ERROR, INVALID_REQUEST, malformed, limits=limits
+            )
     found = authorize_request(
         state,
         principal,
@@ -484,6 +509,22 @@ def evaluate(
         default=request.default,
         evaluator_id=evaluator_id,
         governance_position=state.position,
+    )
+
+
+@functools.lru_cache(maxsize=1_024)  # a few enforcement points ask, again and again
+def asker_problem(requested_by: str) -> str | None:
+    """Why ``requested_by`` is not who may ask (``the request's requested_by 'refund bot' is not
+    a principal: use kind:name …``), else ``None``. The README has it as the enforcement
+    point's configured actor, the SDK's ``ClientConfig.actor``, which must be a ``kind:name``
+    principal: a record whose asker is no principal was built by hand, and its decision would
+    credit a name no grant, key or audit query can match (``human:admin\\u202e…``). The
+    evaluator answers it ``error`` / ``invalid_request``; the SDK refuses to send it."""
+    if valid_principal(requested_by):
+        return None
+    return (
+        f"the request's requested_by {clipped(repr(requested_by), 80)} is not a principal: use "
+        f"{PRINCIPAL_FORM}"
     )
 
 

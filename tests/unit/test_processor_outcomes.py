@@ -389,6 +389,18 @@ def test_a_name_over_its_limit_is_answered_request_too_large_with_the_name_cut()
         assert getattr(decision, field).endswith("… (990002 characters)")
 
 
+def test_a_requested_by_that_is_no_principal_gets_an_error_decision_not_silence() -> None:
+    handler = requests_handler()
+    asked = request(requested_by="human:admin\u202e\u0000")
+    ((topic, decision),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(asked))]))
+    assert topic == TOPICS.decisions and isinstance(decision, DecisionRecorded)
+    assert (decision.determination, decision.reason_code) == (
+        Determination.ERROR,
+        "invalid_request",
+    )
+    assert "requested_by 'human:admin\\u202e\\x00' is not a principal" in decision.reasons[0]
+
+
 def test_an_empty_request_id_is_dead_lettered_and_never_remembered() -> None:
     # An id no client sends (the SDK's are 36 characters), and whose answer no client could
     # tell from another's: refused as an id over its limit is.

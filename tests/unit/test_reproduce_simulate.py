@@ -1250,6 +1250,31 @@ def test_a_decision_recording_a_name_over_its_limit_whole_reproduces_as_recorded
     assert [d.field for d in reproduce(swapped, batch, history).differences] == ["decisions"]
 
 
+def test_a_decision_for_a_requested_by_no_principal_recorded_before_the_check_reproduces() -> None:
+    # Until 2026-12-06 the evaluator decided a request whatever its requested_by (the SDK
+    # refused an actor that is no principal only from 2026-12-05): such a decision is
+    # re-decided as then, saying so; one that the check answered reproduces as ever.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    history = _history_of(led)
+    asked = EvaluationRequested(
+        event_id="q-1", occurred_at=T0, actor="refund bot", action="a.b",
+        principal="agent:a", resource="r:1", requested_by="refund bot",
+    )  # fmt: skip
+    now = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert now.reason_code == "invalid_request"
+    assert reproduce(now, asked, history).reproduces
+    then = evaluate(led.state, asked, now=T0, evaluator_id="t", check_asker=False)
+    assert (then.reason_code, then.requested_by) == ("ungoverned_action", "refund bot")
+    again = reproduce(then, asked, history)
+    assert again.reproduces, again.differences
+    assert "decided before requested_by was held to a principal's form" in str(again.note)
+    forged = dataclasses.replace(then, determination=Determination.ALLOW)
+    assert [d.field for d in reproduce(forged, asked, history).differences] == ["determination"]
+
+
 def _history_of(led: Any) -> list[Any]:
     """A LocalLedger's governance events as the history a replay reads (offsets per stream)."""
     from ledger.core.history import HistoryEntry

@@ -330,6 +330,11 @@ def test_an_empty_request_id_or_who_asked_over_its_limit_is_refused_before_it_is
             client.send_request(replace(asked, **{field: long}))
     with pytest.raises(UsageError, match="the request's actor is longer than 1,024"):
         client._send_batch(replace(batch, actor=long))
+    with pytest.raises(
+        UsageError,
+        match=r"requested_by 'refund bot' is not a principal: .*would answer it invalid_request",
+    ):
+        client.send_request(replace(asked, requested_by="refund bot"))
     assert sent == []
     with pytest.raises(UsageError, match=r"ClientConfig.actor is 1,031 characters: at most 1,024"):
         ClientConfig(actor="agent:" + "a" * 1_025)

@@ -268,6 +268,7 @@ def run_case(case: dict[str, Any]) -> None:
             facts=_facts(r.get("facts")),
             context=_facts(r.get("context")),
             mode=Mode(r.get("mode", "sync")),
+            requested_by=r.get("requested_by"),
         )
         decision = evaluate(state, request, now=_time(r.get("at")), evaluator_id="golden")
         check_decision(decision, expect.get("decision", {}))

@@ -834,6 +834,50 @@ def test_who_asked_is_held_to_the_names_limit_and_never_copied_whole() -> None:
     assert request_problem(batch) == answer.decisions[0].reasons[0]
 
 
+def test_a_requested_by_that_is_no_principal_is_answered_invalid_request() -> None:
+    # The README: requested_by is the enforcement point's configured actor (the SDK's
+    # ClientConfig.actor), which must be a kind:name principal. A record built by hand took any
+    # text, and its decision credited it ("human:admin\u202e" reads as another name).
+    from ledger.core.evaluate import asker_problem
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.deploy(policy_with('s == "x"'))
+    led.grant("agent:a", "p.act", "*")
+    asked = EvaluationRequested(
+        event_id="r1",
+        occurred_at=T0,
+        actor="agent:a",
+        action="p.act",
+        principal="agent:a",
+        resource="x",
+        facts={"s": "x"},
+        requested_by="service:checkout",
+    )
+    decision = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert (decision.reason_code, decision.requested_by) == ("rule_matched", "service:checkout")
+    for hostile in ("human:admin\u202e", "refund bot", "", "agent:a\n", "HUMAN:admin", "x"):
+        decision = evaluate(
+            led.state, replace(asked, requested_by=hostile), now=T0, evaluator_id="t"
+        )
+        said = f"the request's requested_by {hostile!r} is not a principal: use kind:name"
+        assert (decision.determination, decision.reason_code) == (
+            Determination.ERROR,
+            "invalid_request",
+        )
+        assert len(decision.reasons) == 1 and decision.reasons[0].startswith(said)
+        assert decision.reasons[0] == asker_problem(hostile)
+        assert decision.facts == {} and decision.grant_id is None
+    # Older requests carry none: who asked is their actor, as ever (its form unchecked).
+    older = replace(asked, requested_by=None, actor="refund bot")
+    decision = evaluate(led.state, older, now=T0, evaluator_id="t")
+    assert (decision.reason_code, decision.requested_by) == ("rule_matched", "refund bot")
+    # Over its limit, it is request_too_large first (the name is not read further).
+    long = replace(asked, requested_by=" " * (DEFAULT_LIMITS.request_name_chars + 1))
+    assert evaluate(led.state, long, now=T0, evaluator_id="t").reason_code == "request_too_large"
+    assert "invalid_request" in REASON_CODES
+
+
 def test_an_empty_request_id_is_unanswerable_as_an_id_over_its_limit_is() -> None:
     asked = EvaluationRequested(
         event_id="",
