@@ -9,7 +9,7 @@ only from registered, unrevoked keys of their actor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +266,7 @@ def verify_cmd(
                 "unproven": bad,
                 "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
-                "notes": _anchor_notes(history, verdicts),
+                "notes": _anchor_notes(history, verdicts, settings.admins),
             }
         )
     else:
@@ -279,7 +279,7 @@ def verify_cmd(
                 f"EARLIER-RULES {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True
             )
         anchors = sum(v.anchor for v in verdicts)
-        for note in _anchor_notes(history, verdicts):
+        for note in _anchor_notes(history, verdicts, settings.admins):
             click.echo(f"note: {note}", err=True)
         authority = sum(v.authority for v in bad)
         if authority and before is None:
@@ -308,9 +308,14 @@ def verify_cmd(
         )
 
 
-def _anchor_notes(history: Sequence[Any], verdicts: Sequence[Any]) -> list[str]:
+def _anchor_notes(
+    history: Sequence[Any], verdicts: Sequence[Any], admins: Collection[str] | None = None
+) -> list[str]:
     """One note per administrator holding more than one trust anchor: a rotation adds one, and
-    so does anyone who replaced the administrator's ``.pub`` before a processor start."""
+    so does anyone who replaced the administrator's ``.pub`` before a processor start. With
+    ``admins`` (``$LEDGER_ADMINS`` here), one per principal with a trust anchor that is not
+    among them: an anchor makes its principal an administrator for verify, and whoever held
+    the command processor's credential could write one (a red team's ``human:mallory``)."""
     anchored: dict[str, list[str]] = {}
     for entry, verdict in zip(history, verdicts, strict=True):
         if verdict.anchor:
@@ -318,9 +323,19 @@ def _anchor_notes(history: Sequence[Any], verdicts: Sequence[Any]) -> list[str]:
             anchored.setdefault(entry.event.principal, []).append(
                 str(getattr(entry.event, "actor_key_id", None) or verdict.key_id)
             )
-    return [
+    notes = [
         f"{principal} has {len(keys)} trust anchor keys ({', '.join(keys)}): rotating its key "
         "adds one; if no one did, someone replaced its .pub in the key store"
         for principal, keys in sorted(anchored.items())
         if len(keys) > 1
     ]
+    if admins is not None:
+        notes += [
+            f"{principal} has a trust anchor (the command processor registered its key, as it "
+            "does for the administrators it is configured with) but is not in $LEDGER_ADMINS "
+            "here, and is taken for an administrator: if it never was one, the anchor was "
+            "written with the command processor's credential, and so was what it proves"
+            for principal in sorted(anchored)
+            if principal not in admins
+        ]
+    return notes

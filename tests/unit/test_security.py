@@ -574,6 +574,25 @@ def test_actor_verify_notes_an_administrator_with_a_second_trust_anchor() -> Non
     assert "someone replaced its .pub" in note
 
 
+def test_actor_verify_notes_a_trust_anchor_of_someone_not_configured_as_administrator() -> None:
+    # A red team with the command processor's credential wrote an ActorKeyRegistered anchoring
+    # human:mallory's key; verify took mallory for an administrator and proved what it signed,
+    # without a word.
+    from types import SimpleNamespace
+
+    from ledger.cli.actors import _anchor_notes
+
+    def entry(principal: str, key: str) -> Any:
+        return SimpleNamespace(event=SimpleNamespace(principal=principal, actor_key_id=key))
+
+    anchor = SimpleNamespace(key_id=None, anchor=True)
+    history = [entry("human:admin", "k1"), entry("human:mallory", "k2")]
+    assert _anchor_notes(history[:1], [anchor], frozenset({"human:admin"})) == []
+    [note] = _anchor_notes(history, [anchor, anchor], frozenset({"human:admin"}))
+    assert note.startswith("human:mallory has a trust anchor")
+    assert "not in $LEDGER_ADMINS here" in note and "command processor's credential" in note
+
+
 def test_keygen_says_how_the_administrator_registers_the_key(tmp_path: Path) -> None:
     # An operator followed keygen's hint literally: `--public-key human:zed.pub` was "no such
     # public key file" anywhere but in the key store itself.
