@@ -246,7 +246,8 @@ def rollback(
 def retire(
     name: str, by: str, reason: str, bootstrap: str | None, timeout: float, as_json: bool
 ) -> None:
-    """Retire a policy: its actions become ungoverned, and so denied."""
+    """Retire a policy: its actions go to another policy that governs them, else become
+    ungoverned, and so denied (the answer notes the policies that may now decide them)."""
     command = RetirePolicy(
         event_id=new_id(),
         occurred_at=utcnow(),

@@ -209,7 +209,8 @@ class RollbackPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetirePolicy:
-    """Retire a policy: its actions become ungoverned (and so denied)."""
+    """Retire a policy: its actions become ungoverned (and so denied) unless another policy
+    governs them."""
 
     event_id: str
     occurred_at: datetime

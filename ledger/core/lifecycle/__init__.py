@@ -18,7 +18,8 @@ Rules (DESIGN §7):
   active. One active, at most one canary; promoting the canary to active clears the canary.
 - rollback: needs a reason; re-activates the previous active version, or ``to_version``; clears
   any canary; needs no approval.
-- retire: needs a reason; the policy's actions become ungoverned (denied).
+- retire: needs a reason; the policy's actions become ungoverned (denied) where no other
+  policy governs them.
 - Every command is authorized by a grant: ``ledger.policy.<verb>`` on ``policy:<name>``,
   ``ledger.grant.issue|revoke`` on ``principal:<p>``, ``ledger.role.assign|revoke`` on the role
   (``role:<r>``), ``ledger.key.register|revoke`` on ``principal:<p>``. Members of ``admins`` may

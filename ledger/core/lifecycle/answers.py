@@ -27,6 +27,7 @@ from ledger.core.events import (
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
+    PolicyRetired,
     PolicyRolledBack,
     PolicyVersionPromoted,
     PolicyVersionProposed,
@@ -133,7 +134,26 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             # A version made active again (a retired policy revived): as a promotion to active.
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
             notes += _dropped(record, version.version, None, version.governs)
-    return notes + taken_out_of_service(record, event)
+    elif isinstance(event, PolicyRetired) and record is not None:
+        notes += _inherited(state, event.policy, record)
+    # What leaves service first: an owner looks for it, and the overlap notes can be long.
+    return taken_out_of_service(record, event) + notes
+
+
+def _inherited(state: LedgerState, policy: str, record: PolicyRecord) -> list[str]:
+    """What a retirement hands to other deployed policies (a policy owner's walkthrough:
+    retiring payout-hours let risk-freeze's glob decide payments.payout.wire, without a word):
+    its actions are ungoverned, and denied, only where no other policy governs them."""
+    found = overlapping_governs(state, policy, record.governs()[0])
+    if not found:
+        return []
+    shown = "; ".join(f"{other}'s {theirs} ~ {mine}" for other, theirs, mine in found[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return [
+        f"note: other deployed policies may now decide actions {policy} decided ({shown}{more}): "
+        "a retired policy's actions are ungoverned, and denied, only where no other policy "
+        "governs them"
+    ]
 
 
 def _own_keys_only(event: GrantIssued) -> list[str]:

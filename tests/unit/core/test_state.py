@@ -1787,6 +1787,32 @@ def test_overlapping_governs_stops_after_bounded_work_on_long_globs(monkeypatch:
     assert matched <= 100_000_000, matched  # _OVERLAP_WORK; before, ~23 billion
 
 
+def test_retiring_a_policy_notes_the_other_policies_that_may_now_decide_its_actions() -> None:
+    # A policy owner's walkthrough: retiring payout-hours said nothing, and risk-freeze's glob
+    # then decided payments.payout.wire (the help says retired actions are ungoverned, denied).
+    from ledger.core.events import RetirePolicy
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND)
+    ledger.deploy(
+        REFUND.replace("policy: refund", "policy: refund-limits", 1).replace(
+            "governs: [refund.issue]", "governs: ['refund.*']", 1
+        )
+    )
+
+    def retire(policy: str) -> str:
+        command = RetirePolicy(
+            event_id=f"r-{policy}", occurred_at=T0, actor=ADMIN, policy=policy, reason="done"
+        )
+        return ledger.submit_command(command).message
+
+    message = retire("refund")
+    assert message.startswith("PolicyRetired; note: other deployed policies may now decide")
+    assert "refund-limits's refund.* ~ refund.issue" in message
+    assert retire("refund-limits") == "PolicyRetired"  # nobody else governs refund.*
+
+
 def test_an_accepted_proposal_notes_another_policy_governing_its_actions() -> None:
     from ledger.core.events import ProposePolicyVersion
     from ledger.testing import LocalLedger
