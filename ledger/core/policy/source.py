@@ -293,6 +293,7 @@ def _yaml_hint(message: str) -> str | None:
 
 
 _KEY_ONLY: Final = re.compile(r"\s+[A-Za-z_][\w-]*")
+_TAG_START: Final = re.compile(r"\s*(?:-\s+)?[\w-]+:\s+!")
 _QUOTED_START: Final = re.compile(r"""\s*(?:-\s+)?[\w-]+:\s+(["'])""")
 
 
@@ -306,6 +307,10 @@ def _line_hint(message: str, text: str, mark: Any) -> str | None:
     if not 0 <= mark.line < len(lines):
         return None
     line = lines[mark.line][:500]
+    if _TAG_START.match(line) and ("anchor" in message or "alias" in message):
+        # `when: !has(x) && y`: the tag is read, then `&&` as an anchor (a policy owner was
+        # told the value starts with &).
+        return 'a value starting with ! is read as a YAML tag: quote the condition, when: "!has(x) && …"'
     if "mapping values are not allowed here" in message:
         key = line[: mark.column]
         if _KEY_ONLY.fullmatch(key):

@@ -486,6 +486,8 @@ def test_no_hint_reads_inside_a_string_literal(tmp_path: Path) -> None:
     ("line", "said"),
     [
         ("    when: !has(reason_code)", "read as a YAML tag: quote the condition"),
+        # A policy owner's walkthrough: this was "a value starting with & is read as an anchor".
+        ("    when: !has(reason_code) && amount < 750", "read as a YAML tag: quote the condition"),
         ("    when: standing: good", "': ' inside a value starts a new mapping"),
         ("\twhen: amount < 750", "a tab: YAML indents with spaces only"),
         ("   when: amount < 750", "indentation does not line up"),
