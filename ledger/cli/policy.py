@@ -120,6 +120,7 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                 "policy": policy.name,
                 "content_hash": policy.content_hash,
                 "rules": len(policy.rules),
+                "cases": len(policy.tests),  # its own tests: block (a .tests.yaml is listed apart)
             }
         )
         warnings.extend(found)
@@ -127,13 +128,14 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
         print_json({"valid": valid, "problems": problems, "warnings": warnings})
     else:
         for item in valid:
-            if "cases" in item:
+            if "tests_of" in item:
                 of = f" of policy {item['tests_of']}" if item["tests_of"] else ""
                 click.echo(f"ok  {item['file']}: {item['cases']} test cases{of}")
             else:
+                counted = f", {plural(item['cases'], 'test case')}" if item["cases"] else ""
                 click.echo(
-                    f"ok  {item['file']}: policy {item['policy']} ({item['rules']} rules, "
-                    f"{item['content_hash']})"
+                    f"ok  {item['file']}: policy {item['policy']} "
+                    f"({plural(item['rules'], 'rule')}{counted}, {item['content_hash']})"
                 )
         for warning in warnings:
             click.echo(f"warning  {warning}", err=True)

@@ -718,3 +718,18 @@ def test_policy_test_answers_as_eval_and_the_ledger_do_for_inputs_over_the_limit
             evaluator_id="test",
         )
         assert (decision.determination.value, decision.reason_code) == ("error", expected)
+
+
+def test_validate_counts_a_policys_own_test_cases_and_says_one_rule(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: "(1 rules, …)", and a tests: block went uncounted while a
+    # .tests.yaml file's cases were listed.
+    policy = tmp_path / "one.yaml"
+    policy.write_text(
+        "policy: one\ngoverns: [one.do]\nowner: me\nfacts:\n  x: {type: int}\n"
+        "rules:\n  - id: big\n    when: x > 5\n    effect: deny\ndefault: {effect: allow}\n"
+        "tests:\n  - name: small\n    facts: {x: 1}\n    expect: {determination: allow}\n"
+    )
+    code, out, _ = run("policy", "validate", str(policy))
+    assert code == 0 and "policy one (1 rule, 1 test case, sha256:" in out, out
+    code, out, _ = run("policy", "validate", str(policy), "--json")
+    assert json.loads(out)["valid"][0]["cases"] == 1
