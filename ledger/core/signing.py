@@ -25,6 +25,7 @@ lives outside the core (:mod:`ledger.keys`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -66,7 +67,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.jsonform import canonical_json, to_json_value
-from ledger.core.policy import parse_policy
+from ledger.core.policy import Policy, parse_policy
 from ledger.core.state import (
     EMPTY_STATE,
     RECORDED_LIMITS,
@@ -293,13 +294,8 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
     if not within_validity(signed_at, event.occurred_at):
         return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):
-        try:
-            # Read as recorded documents are: a limit or check that came later does not
-            # unprove it.
-            signed = parse_policy(
-                str(command.get("document", "")), limits=RECORDED_LIMITS, new_document=False
-            )
-        except PolicyError:
+        signed = _signed_policy(str(command.get("document", "")), event.content_hash)
+        if signed is None:
             return "the signed command's document does not load"
         if signed.content_hash != event.content_hash:
             return "the event's document is not the signed command's"
@@ -310,6 +306,23 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
         ):
             return "the event's policy, governs or owner is not the signed document's"
     return None
+
+
+def _signed_policy(document: str, recorded_hash: str) -> Policy | None:
+    """A signed proposal's document read as the processor read it when it recorded it (``None``
+    if it does not load): as a recorded document, so a limit or check that came later does not
+    unprove it; its numbers exactly, or, if that is not the hash recorded, as YAML's floats, as
+    every document was read before numbers with a fraction were read exactly."""
+    signed = None
+    with contextlib.suppress(PolicyError):
+        signed = parse_policy(document, limits=RECORDED_LIMITS, new_document=False)
+        if signed.content_hash == recorded_hash:
+            return signed
+    with contextlib.suppress(PolicyError):
+        return parse_policy(
+            document, limits=RECORDED_LIMITS, new_document=False, numbers_as_floats=True
+        )
+    return signed
 
 
 def _derived(state: LedgerState, event: GovernanceEvent) -> str | None:

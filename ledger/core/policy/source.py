@@ -6,7 +6,9 @@ and column of every element recorded), the entry points :func:`parse_policy` and
 :func:`parse_test_cases` for YAML, and :func:`parse_canonical` (behind
 :meth:`Policy.from_canonical`) for the canonical JSON, its nesting measured by
 :mod:`ledger.core.boundedjson` before it is parsed. Everything is bounded before the expensive
-work (STYLE §16, :mod:`ledger.core.limits`): the text's size first.
+work (STYLE §16, :mod:`ledger.core.limits`): the text's size first. A number with a fraction
+is read as the exact Decimal of its digits, as JSON facts are; the validator gives back YAML's
+float wherever that float is the number written (:func:`~.validate._yaml_number`).
 
 May import: the stdlib, ``yaml``, :mod:`ledger.core.boundedjson`, :mod:`ledger.core.limits`,
 :mod:`ledger.errors` and, of this package, :mod:`.model`, :mod:`.lint` and :mod:`.validate`.
@@ -15,6 +17,7 @@ May import: the stdlib, ``yaml``, :mod:`ledger.core.boundedjson`, :mod:`ledger.c
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import yaml
@@ -117,6 +120,36 @@ def _int_constructor(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     return value
 
 
+_DECIMAL_NOTATION: Final = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+"""A YAML float written in decimal notation (underscores removed); not .inf, .nan or 1:30.5."""
+
+
+def _float_constructor(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | float:
+    """YAML's float as the exact :class:`~decimal.Decimal` of its written digits, as JSON facts
+    are read (``parse_float=Decimal``): ``499.99999999999999999`` is not 500.0. Where the
+    document needs a binary float (a float fact's bounds, a constraint), the validator converts
+    it, to the float YAML read before. ``.inf``, ``.nan`` and base 60 stay YAML's floats."""
+    text = str(node.value).replace("_", "")
+    if _DECIMAL_NOTATION.fullmatch(text) is None:
+        value: float = yaml.SafeLoader.construct_yaml_float(loader, node)
+        return value
+    limit = boundedjson.MAX_INT_DIGITS
+    if len(text) > limit:
+        raise _Refused(
+            f"the number {boundedjson.preview_number(text)} has {len(text):,} characters; at "
+            f"most {limit:,} are accepted in a number: shorten it",
+            node.start_mark,
+        )
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # an exponent past any exact decimal: 1.0e+99999999999999999999
+        raise _Refused(
+            f"the number {boundedjson.preview_number(text)} has an exponent no exact decimal "
+            "can hold: write it as text if you mean it, or check it",
+            node.start_mark,
+        ) from None
+
+
 class _BoundedLoader(_Loader):
     """Composes one document counting what an alias bomb multiplies, refusing at the first bound.
 
@@ -194,6 +227,15 @@ class _BoundedLoader(_Loader):
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _int_constructor)
 
 
+class _ExactLoader(_BoundedLoader):
+    """:class:`_BoundedLoader` reading a number with a fraction as the exact Decimal of its
+    digits (:func:`_float_constructor`). The other reads it as YAML's float, as every document
+    was read before (``load_yaml(exact_numbers=False)``): for a proposal recorded then."""
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _float_constructor)
+
+
 def _too_large(text: str, limit: int, *, what: str, filename: str | None) -> PolicyError | None:
     size = boundedjson.utf8_size_exceeds(text, limit)
     if size is None:
@@ -210,14 +252,19 @@ def _too_large(text: str, limit: int, *, what: str, filename: str | None) -> Pol
 
 
 def load_yaml(
-    text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
+    text: str,
+    *,
+    filename: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    exact_numbers: bool = True,
 ) -> tuple[Any, Marks]:
     """Parse one YAML document into plain data plus the position of every element.
 
     Bounded before the work: the text's size (``policy_document_bytes``), then, while composing,
     nesting (``yaml_depth``), aliases (``yaml_aliases``) and the node count with aliases
     expanded (``yaml_nodes``). The document is composed once; the data is constructed from that
-    node tree.
+    node tree. A number with a fraction is the exact Decimal of its digits; with
+    ``exact_numbers`` false, YAML's float, as documents recorded before were read.
 
     Raises :class:`PolicyError` for anything that is not one well-formed YAML document within
     those bounds.
@@ -230,7 +277,8 @@ def load_yaml(
     marks = Marks()
     loader: _BoundedLoader | None = None
     try:
-        loader = _BoundedLoader(text, limits)  # reads the text: may refuse a character already
+        kind = _ExactLoader if exact_numbers else _BoundedLoader
+        loader = kind(text, limits)  # reads the text: may refuse a character already
         node = loader.get_single_node()
         if node is not None:
             _collect_marks(node, (), marks, set())
@@ -340,23 +388,32 @@ def parse_policy(
     filename: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     new_document: bool = True,
+    numbers_as_floats: bool = False,
 ) -> Policy:
     """Parse and validate a policy document written in YAML, within ``limits``.
 
     ``new_document`` false reads a recorded one (the YAML a signed proposal carried): the
     checks that came later are left out, as for the canonical form (:func:`parse_canonical`).
-    Raises :class:`~ledger.errors.PolicyError` listing every problem found; never anything else.
+    ``numbers_as_floats`` reads a number with a fraction as YAML's float, as every document was
+    read before they were read exactly (2026-12-06): a proposal recorded then has the content
+    hash of that reading. Raises :class:`~ledger.errors.PolicyError` listing every problem
+    found; never anything else.
     """
-    return _built(text, filename, limits, new_document)[0]
+    return _built(text, filename, limits, new_document, exact_numbers=not numbers_as_floats)[0]
 
 
 def _built(
-    text: str, filename: str | None, limits: Limits, new_document: bool
+    text: str,
+    filename: str | None,
+    limits: Limits,
+    new_document: bool,
+    *,
+    exact_numbers: bool = True,
 ) -> tuple[Policy, Marks]:
     """The policy a YAML document makes, and where each of its parts was written."""
     if not isinstance(text, str):
         raise PolicyError([PolicyProblem(message="a policy document must be text", file=filename)])
-    data, marks = load_yaml(text, filename=filename, limits=limits)
+    data, marks = load_yaml(text, filename=filename, limits=limits, exact_numbers=exact_numbers)
     policy = build(
         data,
         file=filename,

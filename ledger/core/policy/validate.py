@@ -207,6 +207,18 @@ class Validator:
             if not isinstance(key, str) or not key:
                 self.add(f"constraint names must be text, got {_describe(key)}", sub, rule=rule)
                 continue
+            if type(item) is Decimal:
+                exact = _yaml_number(item)
+                if type(exact) is Decimal and self.new_document and math.isfinite(float(item)):
+                    self.add(
+                        f"constraint {key!r}: a float cannot hold {_describe(item)} (it would be "
+                        f'{float(item)!r}): write it as text, {key}: "{item}", for the tool to '
+                        "read exactly with Decimal",
+                        sub,
+                        rule=rule,
+                    )
+                    continue
+                item = float(item)  # a number with a fraction reaches the agent as a float
             converted = _constraint_value(item)
             if converted is _INVALID:
                 self.add(
@@ -224,6 +236,8 @@ class Validator:
         if isinstance(value, bool):
             self.add(f"must be a number, got {_describe(value)}", path)
             return None
+        if type(value) is Decimal:
+            value = _yaml_number(value)
         try:
             if fact_type == "int":
                 if isinstance(value, int):
@@ -248,7 +262,7 @@ class Validator:
                     return f
         except (InvalidOperation, ValueError, OverflowError):
             pass
-        if isinstance(value, (float, Decimal)) and not math.isfinite(value):
+        if isinstance(value, (float, Decimal)) and not math.isfinite(float(value)):
             self.add(f"must be a finite number, got {value}", path)  # not "number NaN"
         else:
             self.add(f"must be a number, got {_describe(value)}", path)
@@ -517,7 +531,7 @@ class Validator:
             return None
         out: dict[str, Value] = {}
         for k, v in value.items():
-            converted = _constraint_value(v)
+            converted = _constraint_value(_yaml_number(v) if type(v) is Decimal else v)
             if converted is _INVALID:
                 self.add(f"{k!r}: unsupported value {_describe(v)}", (*path, k))
                 return None
@@ -526,6 +540,18 @@ class Validator:
 
 
 _INVALID: Final = object()
+
+
+def _yaml_number(exact: Decimal) -> float | Decimal:
+    """A YAML number with a fraction, which the loader reads as the exact Decimal of its
+    digits (:mod:`.source`): YAML's float when that float is the number written (``0.1``,
+    ``5000.00``, ``1.5e+3``: read, hashed and decided on as always), else the exact Decimal
+    (``499.99999999999999999``, which a float makes 500.0), as JSON facts are read. Where a
+    decimal is expected, the value is then exact; where a float is, it is the float nearest."""
+    nearest = float(exact)
+    if math.isfinite(nearest) and Decimal(repr(nearest)) == exact:
+        return nearest
+    return exact
 
 
 def _constraint_value(v: Any) -> object:

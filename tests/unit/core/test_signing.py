@@ -205,6 +205,39 @@ def test_a_proposal_accepted_before_a_later_limit_is_still_proven():
     assert all(v.ok for v in verdicts), verdicts
 
 
+def test_a_proposal_is_proven_whether_its_numbers_were_recorded_exactly_or_as_floats():
+    # A number no float holds: recorded as the float YAML gave before numbers were read
+    # exactly, as written since. The signed text is the same; both readings of it prove it.
+    from ledger.core.events import PolicyVersionProposed, ProposePolicyVersion
+    from ledger.core.policy import parse_policy
+
+    state, events = anchored()
+    document = (
+        "policy: lim\ngoverns: [pay.send]\nowner: o\n"
+        "facts:\n  amount: {type: decimal, max: 999.99999999999999999}\n"
+        "default: {effect: allow}\n"
+    )
+    command = sign(
+        ProposePolicyVersion(
+            event_id="c-1", occurred_at=T0, actor=ADMIN, policy="lim", document=document
+        ),
+        ADMIN_KEY,
+    )
+    outcome = decide_signed(state, command, now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection), outcome
+    (proposed,) = outcome
+    assert isinstance(proposed, PolicyVersionProposed) and "999.99999999999999999" in (
+        proposed.document
+    )
+    assert all(v.ok for v in verify_history([*events, proposed]))
+    before = parse_policy(document.replace("999.99999999999999999", '"1000.0"'))
+    recorded_before = replace(proposed, document=before.canonical, content_hash=before.content_hash)
+    assert all(v.ok for v in verify_history([*events, recorded_before]))
+    other = parse_policy(document.replace("999.99999999999999999", '"999.5"'))
+    forged = replace(proposed, document=other.canonical, content_hash=other.content_hash)
+    assert not verify_history([*events, forged])[-1].ok
+
+
 def test_an_empty_note_or_reason_is_recorded_and_proven_as_given():
     # The processor records a grant's note and a revocation's reason as sent, "" included; the
     # strict comparison of the signed command with the event took "" for none and called
