@@ -99,8 +99,9 @@ The package, one concept per module, each importing only those above it (a test 
 - :mod:`.runtime` — faults, the :class:`Meter` and its cost rates, and the helpers the compiled
   functions call by name (the namespace they run in);
 - :mod:`.lexical` — reserved names and the decoding of string, duration and timestamp literals;
-- :mod:`.syntax` — parsing with celpy's grammar, syntax-error hints, and :func:`alternatives`
-  (a condition's ``||``/``&&`` shape, for the policy linter);
+- :mod:`.syntax` — parsing with celpy's grammar, syntax-error hints, and for the policy linter
+  :func:`alternatives` (a condition's ``||``/``&&`` shape) and :func:`unguarded_reads` (what it
+  reads that may be absent, outside a ``has()`` guard);
 - :mod:`.compiler` — type checking and translation to Python: :func:`compile_condition` and
   its :class:`CompiledCondition`.
 
@@ -118,7 +119,7 @@ from ledger.core.cel.runtime import (
     ConditionFn,
     Meter,
 )
-from ledger.core.cel.syntax import alternatives, layout_free
+from ledger.core.cel.syntax import alternatives, layout_free, unguarded_reads
 
 __all__ = [
     "BudgetExceeded",
@@ -128,6 +129,7 @@ __all__ = [
     "Meter",
     "alternatives",
     "layout_free",
+    "unguarded_reads",
     "compile_condition",
     "RESERVED_NAMES",
     "TYPE_NAMES_OF_PYTHON",

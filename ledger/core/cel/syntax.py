@@ -1,13 +1,15 @@
 """A condition's text as celpy's parse tree: parsing (a syntax error as a positioned problem,
-with a hint for the usual mistakes) and :func:`alternatives`, the condition's ``||``/``&&`` shape
-read from the tree (for the policy linter)."""
+with a hint for the usual mistakes), and for the policy linter :func:`alternatives`, the
+condition's ``||``/``&&`` shape read from the tree, and :func:`unguarded_reads`, the fields it
+reads that may be absent without a ``has()`` guard."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, Final
 
-__all__ = ["alternatives", "layout_free"]
+__all__ = ["alternatives", "layout_free", "unguarded_reads"]
 
 
 class _Problem(Exception):
@@ -170,3 +172,100 @@ def alternatives(text: str) -> tuple[frozenset[str], ...]:
         frozenset(k for k in map(key, flat(alt, "conditionaland")) if k != "literal(true)")
         for alt in flat(_parse(text), "conditionalor")
     )
+
+
+def unguarded_reads(text: str, absent: Collection[str]) -> tuple[str, ...]:
+    """The facts among ``absent`` (those a request may leave out) and the ``context.FIELD``s
+    that the condition reads outside a ``has()`` guard, each once, in the order written. Such a
+    read of a field the request left out makes the condition not true (see the package doc).
+
+    A read is guarded where the condition says what absence means: beside ``has(x)`` in an
+    ``&&`` (``has(x) && x > 1``: false without ``x``), beside ``!has(x)`` in an ``||``
+    (``!has(x) || x > 1``: true without it), and in the branch of ``has(x) ? … : …`` that runs
+    only with it (the other branch with ``!has(x)``); through parentheses and nesting. Any other
+    form of guard is not recognised, and its reads are named. The text must compile
+    (:func:`~ledger.core.cel.compile_condition`, which refuses a macro variable named as a fact
+    or ``context``); a tree too deep to walk names nothing.
+    """
+    from lark import Token, Tree
+
+    def bare(node: Any) -> Any:
+        while isinstance(node, Tree) and len(node.children) == 1:
+            if node.data not in _UNWRAP and node.data != "paren_expr":
+                break
+            node = node.children[0]
+        return node
+
+    def flat(node: Any, kind: str) -> list[Any]:
+        node = bare(node)
+        if isinstance(node, Tree) and node.data == kind:
+            return [part for child in node.children for part in flat(child, kind)]
+        return [node]
+
+    def field(node: Any) -> str | None:
+        """``context.NAME`` when ``node`` (a ``member_dot``) reads the context's field NAME."""
+        target, name = node.children
+        target = bare(target)
+        is_context = isinstance(target, Tree) and target.data == "ident"
+        if is_context and str(target.children[0]) == "context":
+            return f"context.{name}"
+        return None
+
+    def has(node: Any) -> str | None:
+        """What ``node`` tests the presence of, when it is ``has(x)``: x (or context.NAME)."""
+        node = bare(node)
+        if not (isinstance(node, Tree) and node.data == "ident_arg" and len(node.children) == 2):
+            return None
+        if str(node.children[0]) != "has" or len(node.children[1].children) != 1:
+            return None
+        arg = bare(node.children[1].children[0])
+        if isinstance(arg, Tree) and arg.data == "ident":
+            return str(arg.children[0])
+        if isinstance(arg, Tree) and arg.data == "member_dot":
+            return field(arg)
+        return None
+
+    def has_not(node: Any) -> str | None:
+        """What ``node`` tests the absence of, when it is ``!has(x)``."""
+        node = bare(node)
+        if isinstance(node, Tree) and node.data == "unary" and len(node.children) == 2:
+            op, operand = node.children
+            if isinstance(op, Tree) and op.data == "unary_not":
+                return has(operand)
+        return None
+
+    found: dict[str, None] = {}
+
+    def walk(node: Any, guarded: frozenset[str]) -> None:
+        node = bare(node)
+        if isinstance(node, Token):
+            return
+        data, kids = node.data, node.children
+        if data in ("conditionaland", "conditionalor"):
+            sides = flat(node, data)
+            said = has if data == "conditionaland" else has_not  # what a side guards the others
+            guards = {x for side in sides if (x := said(side)) is not None}
+            for side in sides:
+                walk(side, guarded | guards)
+        elif data == "expr" and len(kids) == 3:  # cond ? a : b
+            present, missing = has(kids[0]), has_not(kids[0])
+            walk(kids[0], guarded)
+            walk(kids[1], guarded | ({present} if present else set()))
+            walk(kids[2], guarded | ({missing} if missing else set()))
+        elif data == "ident_arg" and has(node) is not None:
+            return  # has(x) reads nothing
+        elif data == "ident":
+            if str(kids[0]) in absent and str(kids[0]) not in guarded:
+                found[str(kids[0])] = None
+        elif data == "member_dot" and (read := field(node)) is not None:
+            if read not in guarded:
+                found[read] = None
+        else:
+            for kid in kids:
+                walk(kid, guarded)
+
+    try:
+        walk(_parse(text), frozenset())
+    except RecursionError:
+        return ()
+    return tuple(found)

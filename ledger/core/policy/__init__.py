@@ -25,7 +25,8 @@ One concept per module; each imports only those before it (a test enforces it):
 - :mod:`.canonical` — canonical text and content hash;
 - :mod:`.runner` — the compiled decision function under the evaluation budget;
 - :mod:`.validate` — problems collected with their positions; builds the :class:`Policy`;
-- :mod:`.lint` — rules that can never match (warnings for the policy owner);
+- :mod:`.lint` — warnings for the policy owner: rules that can never match, deny rules a
+  request passes by leaving out a field they read;
 - :mod:`.source` — bounded YAML and canonical-JSON loading, the entry points.
 
 This package's public API is :data:`__all__`; the modules' other names are its internals.

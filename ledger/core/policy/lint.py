@@ -14,6 +14,15 @@ The check compares terms as written (layout aside): ``amount > 100`` and ``100 <
 different terms to it, so it finds the shadowing that the order of rules makes, not every rule
 that logic could prove dead. A finding is a warning, not a problem: the version is valid and
 decides as written; the rule is most likely in the wrong place.
+
+Deny rules a request passes by leaving a field out (:func:`unguarded_denials`): a condition
+that reads an optional fact, or a field of the request's context, is not true for a request
+without it, so a deny rule that reads one outside a ``has()`` guard does not match such a
+request, which goes on to the next rule or the default: an allow, most often, that the rule
+was written to stop. ``has(x) && …`` (the rule is meant for requests with ``x``) and
+``!has(x) || …`` (denied without it) say what absence means, and are not warned about (see
+:func:`~ledger.core.cel.unguarded_reads` for the guards recognised). An allow rule is not: a
+request it skips gets no more than the rules after it give. A warning too.
 """
 
 from __future__ import annotations
@@ -22,10 +31,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ledger.core.cel import alternatives
-from ledger.core.policy.model import Policy, Rule
+from ledger.core.cel import alternatives, unguarded_reads
+from ledger.core.policy.model import Effect, Policy, Rule
 
-__all__ = ["Shadowed", "shadowed_rules"]
+__all__ = ["Shadowed", "shadowed_rules", "Unguarded", "unguarded_denials"]
 
 _ALWAYS: tuple[frozenset[str], ...] = (frozenset(),)
 
@@ -123,3 +132,41 @@ def _first_covering(
                 first = i
                 break
     return first
+
+
+@dataclass(frozen=True, slots=True)
+class Unguarded:
+    """Deny rule number ``index`` (from 0) reads ``field``, an optional fact or
+    ``context.NAME``, outside a ``has()`` guard: a request without it passes the rule."""
+
+    index: int
+    field: str
+
+    def message(self) -> str:
+        """The warning in a policy owner's words (said of the rule, which is named beside it)."""
+        if self.field.startswith("context."):
+            what = self.field
+            without = f"whose context has no {self.field.removeprefix('context.')}"
+        else:
+            what, without = f"optional fact {self.field}", "without it"
+        return (
+            f"reads {what} outside has(): a request {without} does not match this deny rule "
+            f"and goes on to the next rule or the default (to deny it, write "
+            f"(!has({self.field}) || …) where it is read; to let it go on, "
+            f"(has({self.field}) && …))"
+        )
+
+
+def unguarded_denials(policy: Policy) -> tuple[Unguarded, ...]:
+    """Each deny rule's reads of an optional fact or a context field outside a ``has()`` guard,
+    in rule order, each field once a rule. Pure; the policy must be valid."""
+    optional = {name for name, spec in policy.facts.items() if spec.optional}
+    found: list[Unguarded] = []
+    for index, rule in enumerate(policy.rules):
+        if rule.effect is not Effect.DENY or rule.when is None:
+            continue
+        compiled = rule.condition
+        if compiled is not None and not (compiled.references & optional or compiled.context_fields):
+            continue  # reads nothing that may be absent: no second parse
+        found.extend(Unguarded(index, name) for name in unguarded_reads(rule.when, optional))
+    return tuple(found)

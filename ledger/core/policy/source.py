@@ -24,7 +24,7 @@ import yaml
 
 from ledger.core import boundedjson
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.policy.lint import shadowed_rules
+from ledger.core.policy.lint import shadowed_rules, unguarded_denials
 from ledger.core.policy.model import Policy, PolicyTestCase
 from ledger.core.policy.validate import Marks, Validator, build
 from ledger.core.text import clipped
@@ -440,8 +440,9 @@ def _built(
 def check_policy(
     text: str, *, filename: str | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Policy, tuple[PolicyProblem, ...]]:
-    """:func:`parse_policy` for a policy owner: the policy, and its warnings located in the text
-    (rules an earlier rule shadows, :mod:`.lint`). A warning does not make it invalid."""
+    """:func:`parse_policy` for a policy owner: the policy, and its warnings located in the text,
+    in reading order (rules an earlier rule shadows, deny rules a request passes by leaving out
+    a field they read: :mod:`.lint`). A warning does not make it invalid."""
     policy, marks = _built(text, filename, limits, new_document=True)
     warnings = []
     for found in shadowed_rules(policy):
@@ -451,6 +452,13 @@ def check_policy(
         warnings.append(
             PolicyProblem(message=found.message(policy), file=filename, rule=rule, line=line)
         )
+    for unguarded in unguarded_denials(policy):
+        line, _ = marks.at(("rules", unguarded.index, "when"))
+        rule = policy.rules[unguarded.index].id
+        warnings.append(
+            PolicyProblem(message=unguarded.message(), file=filename, rule=rule, line=line)
+        )
+    warnings.sort(key=lambda w: w.line or 0)  # stable: a line's shadowing first
     return policy, tuple(warnings)
 
 

@@ -6,13 +6,14 @@ import itertools
 import json
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.cli.app import cli
-from ledger.core.cel import alternatives
+from ledger.core.cel import Meter, alternatives, compile_condition, unguarded_reads
 from ledger.core.policy import REASON_DEFAULT, check_policy, parse_policy
 from ledger.core.policy.lint import shadowed_rules
 
@@ -235,3 +236,158 @@ def test_shadowed_rules_compares_about_once_a_rule(monkeypatch: Any) -> None:
     alts = [(Counted({f"n == {k}", "a > 1"}),) for k in range(600)]
     assert _linted(monkeypatch, alts) == []
     assert compared < 1_200, compared  # of ~180,000 pairs
+
+
+# --------------------------------------------------------------------------- deny rules a request passes by leaving a field out
+
+APPROVAL = """policy: approval
+governs: [pay.send]
+owner: finance
+facts:
+  amount: {type: decimal}
+  manager_approved: {type: bool, optional: true}
+rules:
+  - id: needs-approval
+    when: amount >= 5000 && manager_approved != true
+    effect: deny
+  - id: big
+    when: amount < 100000
+    effect: allow
+default: {effect: deny}
+"""
+
+
+def _approval(when: str) -> str:
+    """APPROVAL with the deny rule's condition ``when`` (quoted: it may start with !)."""
+    return APPROVAL.replace("amount >= 5000 && manager_approved != true", json.dumps(when))
+
+
+def test_a_deny_rule_reading_an_optional_fact_outside_has_is_a_warning(tmp_path: Any) -> None:
+    path = tmp_path / "approval.yaml"
+    path.write_text(APPROVAL)
+    policy, (warning,) = check_policy(APPROVAL, filename=str(path))
+    # What it warns of: without the fact, the rule does not match and the next one allows.
+    assert policy.run({"amount": "6000"})[0].rule == "big"
+    assert (warning.rule, warning.line) == ("needs-approval", 9)
+    assert warning.message == (
+        "reads optional fact manager_approved outside has(): a request without it does not "
+        "match this deny rule and goes on to the next rule or the default (to deny it, write "
+        "(!has(manager_approved) || …) where it is read; to let it go on, "
+        "(has(manager_approved) && …))"
+    )
+    result = CliRunner().invoke(cli, ["policy", "validate", str(path)])
+    assert result.exit_code == 0, result.output  # still valid
+    assert result.stderr.splitlines() == [
+        f"warning  {path}:9, rule 'needs-approval': {warning.message}"
+    ]
+    fixed = _approval("amount >= 5000 && (!has(manager_approved) || manager_approved != true)")
+    fixed_policy, warnings = check_policy(fixed)
+    assert warnings == () and fixed_policy.run({"amount": "6000"})[0].rule == "needs-approval"
+
+
+def test_propose_says_it_too(tmp_path: Any) -> None:
+    path = tmp_path / "approval.yaml"
+    path.write_text(APPROVAL)
+    result = CliRunner().invoke(
+        cli,
+        ["policy", "propose", str(path), "--by", "human:alice"],
+        env={"LEDGER_BOOTSTRAP": "127.0.0.1:1", "LEDGER_HOME": str(tmp_path / "home")},
+    )
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"warning  {path}:9, rule 'needs-approval': reads optional fact")
+
+
+def test_a_deny_rule_reading_a_context_field_outside_has_is_a_warning() -> None:
+    text = _approval("context.risk >= 0.8")
+    _, (warning,) = check_policy(text)
+    assert warning.rule == "needs-approval" and warning.message.startswith(
+        "reads context.risk outside has(): a request whose context has no risk does not match "
+        "this deny rule"
+    )
+    assert warning.message.endswith(
+        "(!has(context.risk) || …) where it is read; to let it go on, (has(context.risk) && …))"
+    )
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "has(manager_approved) && manager_approved != true",
+        "amount >= 5000 && (!has(manager_approved) || manager_approved != true)",
+        "manager_approved != true && has(manager_approved)",
+        "!has(manager_approved) || !manager_approved",
+        "(has(manager_approved) && amount > 1) && !manager_approved",
+        "!(has(manager_approved) && manager_approved)",
+        "has(manager_approved) ? !manager_approved : amount > 1",
+        "!has(manager_approved) ? true : !manager_approved",
+        "has(context.risk) && context.risk >= 0.8",
+        "!has(context.risk) || context.risk >= 0.8",
+        "amount >= 5000",  # reads nothing that may be absent
+        "has(manager_approved)",
+        "[1, 2].exists(x, x > 1) && !has(manager_approved)",
+    ],
+)
+def test_a_read_guarded_by_has_is_not_warned_about(when: str) -> None:
+    text = _approval(when)
+    assert check_policy(text)[1] == ()
+
+
+@pytest.mark.parametrize(
+    ("when", "fields"),
+    [
+        ("has(manager_approved) || manager_approved", ["manager_approved"]),
+        ("has(manager_approved) ? true : manager_approved", ["manager_approved"]),
+        ("has(context.other) && context.risk > 1", ["context.risk"]),
+        (
+            "context.roles.exists(r, r == 'admin') || manager_approved",
+            ["context.roles", "manager_approved"],
+        ),
+    ],
+)
+def test_each_unguarded_field_is_named_once(when: str, fields: list[str]) -> None:
+    text = _approval(when)
+    warnings = check_policy(text)[1]
+    assert [w.message.split(" outside")[0].split()[-1] for w in warnings] == fields
+
+
+def test_an_allow_rule_reading_an_optional_fact_is_not_warned_about() -> None:
+    # Skipped without the fact, it gives nothing: the request gets what later rules give.
+    text = APPROVAL.replace("effect: deny\n  - id: big", "effect: allow\n  - id: big")
+    assert check_policy(text)[1] == ()
+
+
+def test_warnings_are_in_reading_order() -> None:
+    text = _policy(
+        [
+            {"id": "r0", "when": "b < 5", "effect": "allow"},
+            {"id": "r1", "when": "b < 5", "effect": "allow"},
+            {"id": "r2", "when": "a > 2", "effect": "deny"},
+        ]
+    )
+    assert [w.rule for w in check_policy(text)[1]] == ["r1", "r2"]
+
+
+CONDITION = st.recursive(
+    st.sampled_from(["a > 2", "has(a)", "!has(a)", "b < 3", "s == 'x'", "a == b"]),
+    lambda inner: st.one_of(
+        st.tuples(inner, inner).map(lambda t: f"({t[0]} && {t[1]})"),
+        st.tuples(inner, inner).map(lambda t: f"({t[0]} || {t[1]})"),
+        inner.map(lambda t: f"!({t})"),
+        st.tuples(inner, inner, inner).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CONDITION)
+def test_a_condition_not_warned_about_decides_every_request_without_the_fact(when: str) -> None:
+    # No read of `a` outside a guard: whatever the other facts, a request without `a` makes the
+    # condition true or false, never "depends on an absent fact" (which skips a deny rule).
+    condition = compile_condition(
+        when, facts={"a": "int", "b": "int", "s": "string"}, optional={"a"}
+    )
+    if unguarded_reads(when, {"a"}):
+        return
+    for b, s in itertools.product([0, 4], ["x", "y"]):
+        assert condition.fn({"b": b, "s": s}, {}, Meter(10_000)) in (True, False), (b, s)
