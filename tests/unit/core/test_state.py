@@ -1881,7 +1881,10 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
         "refund", 2, Stage.CANARY, 10
     )
     replaced = promote("refund", 3, Stage.CANARY, 20)
-    assert replaced.endswith("; v2 was the canary (10%): it is superseded")
+    # What leaves service first (a policy owner's walkthrough: it came after the overlap note).
+    assert replaced.startswith(
+        "PolicyVersionPromoted; v2 was the canary (10%): it is superseded; note:"
+    )
     rolled = ledger.submit_command(
         RollbackPolicy(
             event_id="rb", occurred_at=T0, actor=ADMIN, policy="refund", reason="x", to_version=1
@@ -1889,14 +1892,17 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
     )
     assert rolled.message == "PolicyRolledBack; the canary v3 (20%) ends"
     assert promote("refund", 2, Stage.SHADOW) == "PolicyVersionPromoted"  # observes only
-    assert promote("refund", 3, Stage.ACTIVE).endswith("; v1 was active: it is superseded")
+    assert promote("refund", 3, Stage.ACTIVE).startswith(
+        "PolicyVersionPromoted; v1 was active: it is superseded"
+    )
     back = ledger.submit_command(
         RollbackPolicy(event_id="rb2", occurred_at=T0, actor=ADMIN, policy="refund", reason="y")
     )
     # A version made active again says what a promotion to active says (a policy owner's
     # walkthrough: a rollback reviving an overlapping policy said nothing).
-    assert back.message.startswith("PolicyRolledBack; note: actions may also be governed")
-    assert back.message.endswith("; v3 is superseded")
+    assert back.message.startswith(
+        "PolicyRolledBack; v3 is superseded; note: actions may also be governed"
+    )
 
 
 def test_a_refusal_says_what_would_let_the_command_through() -> None:
