@@ -61,6 +61,11 @@ _BOOL_OR_NUMBER: Final = frozenset({"bool", "int", "double", "decimal"})
 such a comparison is CEL's own; ``context.channel == "web"`` stays Python's, as fast as ever."""
 
 
+def _double_literal(e: _Expr) -> _Expr | None:
+    """``e`` if it is a double literal written in the condition (its digits known), else None."""
+    return e if e.type == "double" and e.literal is not None and e.const is not _NO_CONST else None
+
+
 _OTHER_MACROS: Final = frozenset({"exists_one", "map", "filter", "transformList", "transformMap"})
 """CEL's macros outside the subset, named as such (their variable is not an undeclared fact)."""
 
@@ -510,6 +515,19 @@ class _Compiler:
         exact = bool(decimal_side and double_side and decimal_side | double_side != {"dyn"})
         weight = _W_EXACT_FLOAT if exact else _W_OP
         other = {a.type, b.type} - {"dyn"}  # empty: both are dyn
+        literal = _double_literal(b) if a.type == "dyn" else None
+        literal = literal or (_double_literal(a) if b.type == "dyn" else None)
+        if literal is not None:
+            # A dyn (a context value) that is a decimal meets the literal's written digits, as
+            # a decimal fact does (as_decimal): a policy owner's context.risk >= 0.8 was false
+            # for the 0.8 `ledger evaluate --context` sends, exact, and true for the SDK's float.
+            exact_literal = self.const(Decimal(literal.literal or ""), "decimal", literal.literal)
+            code = (
+                f"_dlit({_OP_FN[op]}, {a.code}, {b.code}, {exact_literal.code})"
+                if literal is b
+                else f"_dlitl({_OP_FN[op]}, {a.code}, {exact_literal.code}, {b.code})"
+            )
+            return self.op(code, "bool", a, b, weight=weight, fallible=True)
         if dyn and (op not in ("==", "!=") or not other or other & _BOOL_OR_NUMBER):
             # A dyn may be a bool where the other side is a number (or the reverse), which
             # Python's operators take for one: CEL's own (runtime._eq and the rest) do not.

@@ -287,6 +287,17 @@ def _ncmp(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     return op(a, b)
 
 
+def _dlit(op: Callable[[Any, Any], Any], a: Any, as_float: float, as_decimal: Decimal) -> Any:
+    """A dyn compared with a double literal: with its written digits when the dyn is a decimal
+    (``context.risk >= 0.8`` holds for an exact 0.8), with the double otherwise."""
+    return op(a, as_decimal if type(a) is Decimal else as_float)
+
+
+def _dlitl(op: Callable[[Any, Any], Any], as_float: float, as_decimal: Decimal, b: Any) -> Any:
+    """:func:`_dlit` with the literal on the left."""
+    return op(as_decimal if type(b) is Decimal else as_float, b)
+
+
 # Decimal arithmetic (typed, and on decimals in dyn conditions) rounds its result to _DEC's 34
 # digits. Its cost grows with the operands' digits, unmetered: two 65,536-digit facts take ~5 ms
 # to multiply, once per macro element. So an operand must itself fit 34 significant digits
@@ -650,6 +661,8 @@ _HELPERS: Final[dict[str, Any]] = {
     "_imul": _imul,
     "_idiv": _idiv,
     "_ncmp": _ncmp,
+    "_dlit": _dlit,
+    "_dlitl": _dlitl,
     "_imod": _imod,
     "_dadd": _dadd,
     "_dsub": _dsub,

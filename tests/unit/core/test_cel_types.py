@@ -332,3 +332,35 @@ def test_replay_says_a_bool_once_taken_for_a_number_no_longer_reproduces() -> No
     result = reproduce(recorded, request, history)
     assert not result.reproduces
     assert [d.field for d in result.differences][:1] == ["determination"]
+
+
+# ------------------------------------------------------------- a decimal context and a literal
+
+
+@pytest.mark.parametrize(
+    ("text", "risk", "expected"),
+    [
+        ("context.risk >= 0.8", Decimal("0.8"), True),  # was False: 0.8 is not the double 0.8
+        ("context.risk >= 0.8", 0.8, True),  # the SDK's float, as before
+        ("context.risk >= 0.8", Decimal("0.79"), False),
+        ("context.risk == 0.1", Decimal("0.1"), True),
+        ("context.risk != 0.1", Decimal("0.1"), False),
+        ("0.8 <= context.risk", Decimal("0.8"), True),
+        ("context.risk > -0.5", Decimal("-0.5"), False),
+        ("context.risk >= -0.5", Decimal("-0.5"), True),
+        ("context.risk < 1e-1", Decimal("0.09"), True),
+        ("context.risk == 0.8", 1, False),
+    ],
+)
+def test_a_decimal_in_the_context_meets_a_double_literal_by_its_written_digits(
+    text: str, risk: Any, expected: bool
+) -> None:
+    # A policy owner's fix found: `ledger policy eval --context '{"risk": 0.8}'` (JSON numbers
+    # with a fraction are exact decimals) skipped a deny rule `context.risk >= 0.8` that the
+    # SDK's float 0.8 matched; a decimal fact was already compared so (amount == 0.1).
+    assert ev(text, {"risk": risk}) is expected
+
+
+def test_a_bool_in_the_context_still_meets_no_double_literal() -> None:
+    assert "no such overload: bool >= double" in fault("context.risk >= 0.8", {"risk": True})
+    assert ev("context.risk == 0.8", {"risk": True}) is False
