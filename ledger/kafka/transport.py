@@ -481,7 +481,34 @@ class KafkaTransport:
                 time.monotonic(),
                 _asked(request),
             )
-        self._produce(topic, key, value, None)
+        self._produce(topic, key, value, self._undelivered(request))
+
+    def _undelivered(self, request: EvaluationRequested) -> Callable[[Any, Any], None]:
+        """A delivery callback that says so, at ERROR, when an asynchronous request never
+        reaches Kafka (away for longer than librdkafka keeps it, 5 minutes, or when the client
+        is closed: its unsent requests are dropped): the agent acted on its default, and the
+        ledger has no record of it, no decision and no correction to come (an agent engineer's
+        walkthrough: nothing said so, anywhere)."""
+        key = request.event_id.encode()
+
+        def delivered(error: Any, _: Any) -> None:
+            if error is None:
+                return
+            with self._lock:
+                self._watching.pop(key, None)  # no correction can come for it
+            log.error(
+                "ledger client: asynchronous request %s (%s by %s on %s, default %s) was never "
+                "delivered to Kafka (%s): the ledger will not decide or record it, nor correct "
+                "its default; ask again with a new request id if the action still matters",
+                clipped(request.event_id, 80),
+                clipped(request.action, 80),
+                clipped(request.principal, 80),
+                clipped(request.resource, 80),
+                request.default.value if request.default is not None else None,
+                error,
+            )
+
+        return delivered
 
     def forget(self, message_id: str) -> None:
         """Stop waiting for the reply to ``message_id``."""

@@ -1,0 +1,71 @@
+"""An asynchronous request that never reaches Kafka is said at ERROR, and its watch ends (an
+agent engineer's walkthrough: with Kafka away when the client closed, a request sent with
+default allow vanished: the agent acted, the ledger had no record, and nothing said so)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+
+from ledger.codec import default_codec
+from ledger.core.events import Determination, EvaluationRequested, Mode
+from ledger.ids import new_id, utcnow
+from ledger.kafka.transport import KafkaTransport
+from ledger.settings import TopicNames
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any = None) -> None:
+        self.callbacks.append(on_delivery)
+
+
+def transport() -> tuple[KafkaTransport, Producer]:
+    t = object.__new__(KafkaTransport)
+    producer = Producer()
+    t._codec = default_codec()  # type: ignore[attr-defined]
+    t._topics = TopicNames()  # type: ignore[attr-defined]
+    t._lock = threading.Lock()  # type: ignore[attr-defined]
+    t._pending = {}  # type: ignore[attr-defined]
+    t._watching = OrderedDict()  # type: ignore[attr-defined]
+    t._producer = producer  # type: ignore[attr-defined]
+    t._closed = False  # type: ignore[attr-defined]
+    t._failure = None  # type: ignore[attr-defined]
+    t.reply_partition = 0  # type: ignore[misc]
+    t._refuse_if_unavailable = lambda: None  # type: ignore[method-assign]
+    t._route = lambda message: ("ledger.evaluation-requests", b"k")  # type: ignore[method-assign]
+    return t, producer
+
+
+def test_an_async_request_never_delivered_is_said_at_error_and_unwatched(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t, producer = transport()
+    request = EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="agent:a",
+        principal="agent:a",
+        action="refund.issue",
+        resource="account:drop1",
+        mode=Mode.ASYNC,
+        default=Determination.ALLOW,
+    )
+    t.submit(request, lambda correction: None)
+    [delivered] = producer.callbacks
+    assert delivered is not None and request.event_id.encode() in t._watching  # type: ignore[attr-defined]
+    with caplog.at_level(logging.ERROR, logger="ledger.client"):
+        delivered(None, None)  # delivered: nothing said, still watched
+        assert not caplog.records and request.event_id.encode() in t._watching  # type: ignore[attr-defined]
+        delivered("Local: Purged in queue", None)
+    [record] = caplog.records
+    text = record.getMessage()
+    assert request.event_id in text and "was never delivered to Kafka" in text
+    assert "account:drop1" in text and "default allow" in text and "Purged" in text
+    assert request.event_id.encode() not in t._watching  # type: ignore[attr-defined]
