@@ -115,7 +115,8 @@ class ProcessStatus:
     (:func:`~ledger.kafka.snapshots.installed_fingerprint`); ``None`` without a heartbeat. A
     processor that writes no fingerprint is of an older version: other code."""
     requests_held: int | None = None
-    """An evaluator's request partitions, from its heartbeat (``None``: not an evaluator)."""
+    """An evaluator's request partitions, from its heartbeat (``None``: not an evaluator, or
+    not healthy: a stopped one's last heartbeat does not say what it holds now)."""
     requests_of: int | None = None
     """How many request partitions there are, from an evaluator's heartbeat (0: unknown)."""
 
@@ -242,7 +243,9 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         problem=problem,
         code=beat.code,
         same_code=beat.code == installed_fingerprint(),
-        requests_held=beat.requests_held,
+        # A stopped evaluator's last count is not what it holds (an operator's chaos run: a
+        # SIGSTOPped one still said 3 of 6 beside the other's 6 of 6): only a healthy one says.
+        requests_held=beat.requests_held if problem is None else None,
         requests_of=beat.requests_of,
     )
 

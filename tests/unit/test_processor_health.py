@@ -232,6 +232,12 @@ def test_ps_is_not_all_well_while_the_evaluators_do_not_hold_every_request_parti
     assert runner.invoke(cli, ["ps"]).exit_code == 0
     _beat(settings, both["evaluator"], requests=(0, 0))  # not known yet: nothing to say
     assert runner.invoke(cli, ["ps"]).exit_code == 0
+    # A stopped evaluator (an operator's chaos run: SIGSTOP) said its last count, 6 of 6, beside
+    # the partitions another now held: an unhealthy one's count is not what it holds.
+    _beat(settings, both["evaluator"], requests=(6, 6), age=60)
+    shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
+    procs = {p["name"]: p for p in shown["processors"]}
+    assert not procs["evaluator"]["healthy"] and procs["evaluator"]["requests_held"] is None
 
 
 def test_up_waits_until_the_evaluators_hold_every_request_partition(
