@@ -65,7 +65,12 @@ from ledger.core.events import (
     Stage,
     Value,
 )
-from ledger.core.facts import context_problems, decimal_problems
+from ledger.core.facts import (
+    context_problems,
+    decimal_problems,
+    facts_recorded_as,
+    same_values,
+)
 from ledger.core.limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -95,6 +100,8 @@ __all__ = [
     "items_refused",
     "item_request",
     "correction_for",
+    "answers_request",
+    "answers_batch",
     "TRACE_TOO_LARGE",
     "REDUCED_FIELDS",
     "without_trace",
@@ -892,6 +899,56 @@ def correction_for(decision: DecisionRecorded) -> DecisionCorrected | None:
         determination=decision.determination,
         reasons=decision.reasons,
         constraints=decision.constraints,
+    )
+
+
+def answers_request(request: EvaluationRequested, decision: DecisionRecorded) -> bool:
+    """Whether ``decision`` answers ``request``, not another request sent under its id.
+
+    Ids are chosen by senders: anyone holding the agent credential can send a copy of a request
+    (learned from the decisions every agent reads) under its id, asking something else, and
+    the evaluator that decides the copy first takes the genuine one for a repeat. A client acts
+    only on a decision whose request id, principal, action, resource, mode, default, who asked
+    (``requested_by``; none recorded by an evaluator older than the field) and context are the
+    request's, and whose facts are what the request's facts became
+    (:func:`~ledger.core.facts.facts_recorded_as`). ``request`` is as the evaluator decodes it
+    (the client decodes the record it encoded).
+
+    An answer given without the facts and context (``request_too_large``, ``trace_too_large``)
+    is taken on the rest only when it is an ``error``: a forged error denies a call, which the
+    sender of a copy can do anyway; nothing without them is ever taken as a permission.
+    """
+    if (
+        decision.request_id != request.event_id
+        or decision.principal != request.principal
+        or decision.action != request.action
+        or decision.resource != request.resource
+        or decision.mode != request.mode
+        or decision.default != request.default
+        or (decision.requested_by is not None and decision.requested_by != _asker(request))
+    ):
+        return False
+    if decision.determination is _ERROR and not decision.facts and not decision.context:
+        return True
+    return same_values(request.context, decision.context) and facts_recorded_as(
+        request.facts, decision.facts
+    )
+
+
+def answers_batch(request: BatchEvaluationRequested, answer: BatchDecisionRecorded) -> bool:
+    """Whether ``answer`` answers the pre-evaluation ``request``, not another sent under its id:
+    its request id and principal are the request's, and it answers the request's items in
+    order (each item's id, action and resource). A batch answer records no facts or context,
+    so a copy that differs only in those is not told apart here."""
+    if (
+        answer.request_id != request.event_id
+        or answer.principal != request.principal
+        or len(answer.decisions) != len(request.items)
+    ):
+        return False
+    return all(
+        d.item_id == item.item_id and d.action == item.action and d.resource == item.resource
+        for d, item in zip(answer.decisions, request.items, strict=True)
     )
 
 

@@ -25,6 +25,9 @@ Sizes are bounded (:mod:`ledger.core.limits`): at most ``facts_keys`` facts, tex
 them, so their decimals are checked first (:func:`decimal_problems`). Facts over a bound are invalid
 facts like any other, each with its reason. :func:`parse_facts_json` reads facts written as JSON
 (the CLI's ``--facts``) within ``facts_bytes`` and ``facts_json_depth``.
+:func:`facts_recorded_as` says whether a decision's recorded facts are the ones a request sent
+(as sent, or as the declared types converted them), for a client that must not act on a
+decision answering another request under its id.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ __all__ = [
     "decimal_digits",
     "parse_facts_json",
     "cel_type",
+    "same_value",
+    "same_values",
+    "facts_recorded_as",
 ]
 
 FactType: TypeAlias = Literal[
@@ -475,3 +481,70 @@ def parse_facts_json(text: str, *, what: str, limits: Limits = DEFAULT_LIMITS) -
         example = '{"channel": "chat"}' if "context" in what else '{"amount": "120.50"}'
         raise UsageError(f"{what} must be a JSON object, e.g. '{example}'")
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two fact or context values are the same value of the same type: strict where
+    Python is loose (``True == 1``, ``1 == 1.0``, ``Decimal("1") == 1``, ``Decimal("1.0") ==
+    Decimal("1.00")`` are all different here). NaN is the same as NaN (a recorded NaN is the
+    one sent)."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is Decimal:
+        return str(a) == str(b)
+    if kind is float:
+        return bool(a == b or (a != a and b != b))
+    if kind is tuple or kind is list:
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two mappings of values (contexts) hold the same names, each with the
+    :func:`same_value`; a name added or dropped is a difference."""
+    if len(a) != len(b):
+        return False
+    return all(name in a and same_value(a[name], value) for name, value in b.items())
+
+
+_CONVERTING: Final = {
+    Decimal: FactSpec(name="decimal", type="decimal"),
+    float: FactSpec(name="float", type="float"),
+    datetime: FactSpec(name="timestamp", type="timestamp"),
+    tuple: FactSpec(name="list", type="list<string>"),
+}
+_AS_RECORDED: Final[dict[type, Callable[[Any], Any]]] = {
+    kind: _converter(spec, DEFAULT_LIMITS) for kind, spec in _CONVERTING.items()
+}
+"""The conversion a recorded value's type says it went through, for each type a declared fact
+converts to from another (an ``int``, ``bool``, ``string`` or ``enum`` fact takes only its own
+type): the fact types' own converters, without a minimum or maximum (a value outside them was
+refused, so it is recorded as sent)."""
+
+
+def facts_recorded_as(sent: Mapping[str, Any], recorded: Mapping[str, Any]) -> bool:
+    """Whether ``recorded`` (a decision's facts) are what the facts ``sent`` became.
+
+    A decision records the facts as evaluated: as sent when no policy converted them (no grant,
+    no policy, facts refused), else as the policy's declared types converted them (``"120.50"``
+    or ``120`` for a ``decimal`` fact is recorded as a ``Decimal``, an ``int`` for a ``float``
+    fact as a float, ISO text for a ``timestamp`` as a UTC datetime). Each recorded value's type
+    says which conversion it went through: the value sent must be :func:`same_value` as
+    recorded, either as it is or once converted the way that type converts; never loosely
+    (``100000`` is not ``1.00``, ``"1"`` is not ``1``), and the same names (a fact added or
+    dropped is a difference). ``sent`` is the request as its evaluator decodes it (a list as a
+    tuple, a datetime in UTC): a client compares the record it encoded, decoded.
+    """
+    if len(sent) != len(recorded):
+        return False
+    for name, value in recorded.items():
+        given = sent.get(name, _MISSING)
+        if given is _MISSING:
+            return False
+        if same_value(given, value):
+            continue
+        convert = _AS_RECORDED.get(type(value))
+        if convert is None or not same_value(convert(given), value):
+            return False
+    return True
