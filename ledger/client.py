@@ -597,7 +597,7 @@ class LedgerClient:
             return future.result(timeout=limit)
         except FutureTimeout:
             self.abandon(key)
-            raise _timeout(what, key, limit, getattr(future, "written", None)) from None
+            raise _timeout(what, key, limit, future) from None
 
 
 _LONGEST_WAIT: Final = 86_400.0
@@ -661,11 +661,25 @@ _CHECK_EVERY = 0.25
 """Seconds between looks at the transport's health while waiting for corrections."""
 
 
-def _timeout(what: str, key: str, limit: float, written: bool | None = None) -> LedgerTimeout:
+def _timeout(what: str, key: str, limit: float, future: Future[Any] | None = None) -> LedgerTimeout:
     """The timeout of a call. Sent (Kafka acknowledged it, or the transport cannot tell), it may
     still be answered (and, a command, applied) once the processor is back; the message says so,
-    and how to find out. Not yet acknowledged (``written`` false), it is in no topic: Kafka is
-    what to look at, and closing the client drops it."""
+    and how to find out. Not yet acknowledged (the future's ``written`` false), it is in no
+    topic: Kafka is what to look at, and closing the client drops it. Decisions read under its
+    id that answer another request (the future's ``others``: someone sent a copy under this id,
+    and an evaluator may have taken this request for a repeat of it) are said first."""
+    written = getattr(future, "written", None)
+    others = getattr(future, "others", 0)
+    if others:
+        some = "a decision" if others == 1 else f"{others:,} decisions"
+        were = "was" if others == 1 else "were"
+        return LedgerTimeout(
+            f"no {what} for {key} within {limit:g} s, but {some} for another request under "
+            f"its id {were} read and ignored: someone sent another request under this id (a "
+            "duplicate, or an attack by a holder of the agent credential), and an evaluator "
+            "may have taken this one for a repeat; send it again under a new id, and see "
+            f"`ledger decisions --request {key}` and `ledger audit run requests_decided_twice`"
+        )
     if written is False:
         return LedgerTimeout(
             f"no {what} for {key} within {limit:g} s, and Kafka has not acknowledged the "
@@ -874,7 +888,7 @@ class AsyncLedgerClient:
             return await asyncio.wait_for(asyncio.wrap_future(future), limit)
         except TimeoutError:
             self._sync.abandon(key)
-            raise _timeout(what, key, limit, getattr(future, "written", None)) from None
+            raise _timeout(what, key, limit, future) from None
         except asyncio.CancelledError:
             self._sync.abandon(key)
             raise

@@ -13,15 +13,23 @@ correction) there, so the listener reads that one partition of each — a client
 every decision of the ledger to find its own. Command results (one partition, low volume) are
 read whole.
 
+Request ids are chosen by senders: anyone holding the agent credential (who reads every
+decision, so learns the ids) can send a copy of a request under its id, asking something else,
+and the evaluator that decides the copy first takes the genuine request for a repeat. So a reply
+is taken only if it answers what was asked, as the core says
+(:func:`ledger.core.evaluate.answers_request`, :func:`~ledger.core.evaluate.answers_batch`),
+compared with the request as its evaluator reads it (the record sent, decoded, on the caller's
+thread). A waiting call's decision for another request under its id is ignored (logged once per
+id) and the call waits for its own answer; if none comes, its timeout says that decisions for
+another request under its id were read.
+
 An asynchronous request's correction is bound to the request's decision: the first decision
-recorded for the request id, if it answers what was asked (principal, action, resource,
-default), settles it. When it agrees with the default, nothing more is delivered; otherwise only
-the correction the core derives from it (:func:`ledger.core.evaluate.correction_for`: same
-decision, default and determination) is. Anyone holding the agent credential can re-send a
-request under another's id, to a worker that has not seen it; the second decision that follows
-is recorded (the audit query ``requests_decided_twice`` lists them) but never reaches the
-client that asked. A waiting call blocks on its future, which the listener completes the moment the
-record arrives: no polling interval on the way.
+recorded for the request id that answers what was asked settles it. When it agrees with the
+default, nothing more is delivered; otherwise only the correction the core derives from it
+(:func:`ledger.core.evaluate.correction_for`: same decision, default and determination) is. A
+second decision under the id is recorded (the audit query ``requests_decided_twice`` lists
+them) but never reaches the client that asked. A waiting call blocks on its future, which the
+listener completes the moment the record arrives: no polling interval on the way.
 
 A listener that stops on an error (its consumer failed or was closed under it, the reply topics
 were deleted) never turns into a hang:
@@ -52,8 +60,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
-from ledger.core.evaluate import correction_for
+from ledger.core.evaluate import answers_batch, answers_request, correction_for
 from ledger.core.events import (
+    BatchDecisionRecorded,
     BatchEvaluationRequested,
     Command,
     DecisionCorrected,
@@ -313,8 +322,8 @@ class Watch:
     sent: float
     """When it was sent (``time.monotonic()``)."""
     sink: Callable[[DecisionCorrected], None]
-    asked: tuple[str, str, str, Determination | None]
-    """What was asked: principal, action, resource and default."""
+    asked: EvaluationRequested | None
+    """The request as sent (decoded from the record written: what its evaluator reads)."""
     expected: DecisionCorrected | None = None
     """The correction its decision calls for, once the decision has been read."""
     early: list[DecisionCorrected] = field(default_factory=list)
@@ -333,7 +342,7 @@ def watch(
     key: bytes,
     sink: Callable[[DecisionCorrected], None],
     now: float,
-    asked: tuple[str, str, str, Determination | None] = ("", "", "", None),
+    asked: EvaluationRequested | None = None,
 ) -> None:
     """Watch request ``key`` for its correction. A correction comes seconds after its request,
     or once an evaluator is back: an agent that sends forever watches at most
@@ -345,11 +354,19 @@ def watch(
     watching[key] = Watch(now, sink, asked)
 
 
-def _asked(
-    message: EvaluationRequested | DecisionRecorded,
-) -> tuple[str, str, str, Determination | None]:
-    """What a request asks, or what a decision answers: principal, action, resource, default."""
-    return (message.principal, message.action, message.resource, message.default)
+def _default(watched: Watch) -> Determination | None:
+    return watched.asked.default if watched.asked is not None else None
+
+
+def _settles(asked: object, reply: object) -> bool:
+    """Whether ``reply`` answers the message ``asked`` (see :func:`answers_request`): a
+    decision for another request sent under its id does not. A command's result is taken by id
+    (only the command processor writes results)."""
+    if isinstance(asked, EvaluationRequested):
+        return isinstance(reply, DecisionRecorded) and answers_request(asked, reply)
+    if isinstance(asked, BatchEvaluationRequested):
+        return isinstance(reply, BatchDecisionRecorded) and answers_batch(asked, reply)
+    return True
 
 
 def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool:
@@ -365,9 +382,13 @@ def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool
 class Sent(Future[Any]):
     """A sent message's reply to come; ``written`` once Kafka has acknowledged the message (a
     timeout's message tells a request Kafka holds, and will be decided, from one still queued in
-    this client, which a close drops)."""
+    this client, which a close drops). ``asked`` is the message as its reader decodes it, which
+    a reply must answer; ``others`` counts the decisions read under its id that answer another
+    request (someone sent a copy under this id: a timeout says so)."""
 
     written: bool = False
+    asked: object = None
+    others: int = 0
 
 
 class KafkaTransport:
@@ -403,7 +424,7 @@ class KafkaTransport:
             topics.corrections,
         )
         self._lock = threading.Lock()  # guards the maps below, _listener, _failure, _closed
-        self._pending: dict[bytes, Future[Any]] = {}
+        self._pending: dict[bytes, Sent] = {}
         self._watching: Watching = OrderedDict()
         self._positions: dict[tuple[str, int], int] = {}
         self._failure: BaseException | None = None
@@ -435,6 +456,9 @@ class KafkaTransport:
         value = self._codec.encode(message)
         refuse_oversized(message, value)
         future = Sent()
+        # What its evaluator will read (lists as tuples, times in UTC), which its answer must
+        # answer; decoded here, on the caller's thread, not on the listener's.
+        future.asked = message if isinstance(message, Command) else self._codec.decode(value)
         rid = message.event_id.encode()
         with self._lock:
             self._refuse_if_unavailable()
@@ -472,6 +496,7 @@ class KafkaTransport:
         topic, key = self._route(request)
         value = self._codec.encode(request)
         refuse_oversized(request, value)
+        asked = self._codec.decode(value)  # as its evaluator reads it
         with self._lock:
             self._refuse_if_unavailable()
             watch(
@@ -479,7 +504,7 @@ class KafkaTransport:
                 request.event_id.encode(),
                 on_correction,
                 time.monotonic(),
-                _asked(request),
+                asked if isinstance(asked, EvaluationRequested) else None,
             )
         self._produce(topic, key, value, self._undelivered(request))
 
@@ -752,7 +777,9 @@ class KafkaTransport:
         except CodecError as exc:
             self._unbound(key, watched, exc)
             return
-        if not isinstance(event, DecisionRecorded) or _asked(event) != watched.asked:
+        if not isinstance(event, DecisionRecorded) or watched.asked is None:
+            return
+        if not answers_request(watched.asked, event):
             return
         expected = correction_for(event)
         with self._lock:
@@ -784,7 +811,7 @@ class KafkaTransport:
             if self._watching.get(key) is not watched:
                 return
             if watched.unbound:
-                if event.default != watched.asked[3]:
+                if event.default != _default(watched):
                     return
             elif watched.expected is None:  # its decision is not read yet: held until it is
                 if len(watched.early) < EARLY_MOST:
@@ -810,7 +837,7 @@ class KafkaTransport:
             if self._watching.get(key) is not watched:
                 return
             watched.unbound = True
-            early = next((c for c in watched.early if c.default == watched.asked[3]), None)
+            early = next((c for c in watched.early if c.default == _default(watched)), None)
             watched.early = []
             if early is None:
                 return
@@ -824,17 +851,25 @@ class KafkaTransport:
             self._correction(key, value)
             return
         with self._lock:
-            future = self._pending.pop(key, None)
+            future = self._pending.get(key)
             watched = self._watching.get(key) if future is None else None
         if watched is not None and topic == self._topics.decisions:
             self._decided(key, value, watched)
             return
-        if future is None or future.done():
+        if future is None:
+            return
+        if future.done():
+            self._settled(key, future)
             return
         try:
             outcome: Any = self._codec.decode(value)
         except CodecError as exc:
-            outcome = exc
+            outcome = exc  # a newer evaluator's schema: said to the caller, never taken
+        else:
+            if future.asked is not None and not _settles(future.asked, outcome):
+                self._not_its_answer(key, future)
+                return
+        self._settled(key, future)
         # The waiter may give up (timeout, cancellation) at any moment: a cancelled future
         # refuses a result, and that is fine.
         with contextlib.suppress(InvalidStateError):
@@ -842,3 +877,21 @@ class KafkaTransport:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    def _settled(self, key: bytes, future: Sent) -> None:
+        """``future`` waits no more for a reply under ``key``."""
+        with self._lock:
+            if self._pending.get(key) is future:
+                del self._pending[key]
+
+    def _not_its_answer(self, key: bytes, future: Sent) -> None:
+        """A reply under ``key`` that answers another request: ``future`` keeps waiting (for
+        its own answer, else its timeout, which says so); the first one is logged."""
+        future.others += 1
+        if future.others == 1:
+            log.warning(
+                "ledger client: a decision for another request under the id %s was read and "
+                "ignored: someone sent a request under this client's id (a duplicate, or an "
+                "attack: `ledger audit run requests_decided_twice`); the call waits for its own",
+                clipped(key.decode(errors="replace"), 80),
+            )

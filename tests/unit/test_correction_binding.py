@@ -49,7 +49,9 @@ class Listener:
     def watching(self) -> Any:
         return self.transport._watching  # type: ignore[attr-defined]
 
-    def submit(self, default: str = "allow", resource: str = "account:1") -> EvaluationRequested:
+    def submit(
+        self, default: str = "allow", resource: str = "account:1", facts: Any = None
+    ) -> EvaluationRequested:
         request = EvaluationRequested(
             event_id=new_id(),
             occurred_at=utcnow(),
@@ -59,8 +61,10 @@ class Listener:
             resource=resource,
             mode=Mode.ASYNC,
             default=Determination(default),
+            facts=facts or {},
         )
-        asked = transport_module._asked(request)
+        asked = CODEC.decode(CODEC.encode(request))  # as the transport keeps it
+        assert isinstance(asked, EvaluationRequested)
         watch(
             self.watching, request.event_id.encode(), self.delivered.append, time.monotonic(), asked
         )
@@ -148,3 +152,23 @@ def test_a_decision_this_client_cannot_decode_does_not_lose_the_correction(
         listener.read(TOPICS.decisions, decision, raw=unknown)
     assert listener.delivered == [correction]
     assert "does not decode" in caplog.text and request.event_id in caplog.text
+
+
+def test_a_decision_for_other_facts_under_the_id_does_not_settle_the_request() -> None:
+    # Red team: the asynchronous path compared principal, action, resource and default, not
+    # the facts: a copy under the victim's id with harmless facts, decided as the default said,
+    # ended the watch, and the genuine decision's correction never reached the victim.
+    listener = Listener()
+    request = listener.submit("allow", facts={"amount": "100000", "standing": "suspended"})
+    copy = decided(
+        request, facts={"amount": "1.00", "standing": "good"}, determination=Determination.ALLOW
+    )
+    assert correction_for(copy) is None  # agrees with the default: it would end the watch
+    listener.read(TOPICS.decisions, copy)
+    assert len(listener.watching) == 1
+    decision = decided(request)
+    correction = correction_for(decision)
+    assert correction is not None
+    listener.read(TOPICS.decisions, decision)
+    listener.read(TOPICS.corrections, correction)
+    assert listener.delivered == [correction]
