@@ -908,9 +908,10 @@ def answers_request(request: EvaluationRequested, decision: DecisionRecorded) ->
     Ids are chosen by senders: anyone holding the agent credential can send a copy of a request
     (learned from the decisions every agent reads) under its id, asking something else, and
     the evaluator that decides the copy first takes the genuine one for a repeat. A client acts
-    only on a decision whose request id, principal, action, resource, mode, default, who asked
-    (``requested_by``; none recorded by an evaluator older than the field) and context are the
-    request's, and whose facts are what the request's facts became
+    only on a decision whose request id and time (``requested_at``), principal, action,
+    resource, mode, default, who asked (``requested_by``; none recorded by an evaluator older
+    than the field) and context are the request's, and whose facts are what the request's facts
+    became
     (:func:`~ledger.core.facts.facts_recorded_as`). ``request`` is as the evaluator decodes it
     (the client decodes the record it encoded).
 
@@ -920,6 +921,7 @@ def answers_request(request: EvaluationRequested, decision: DecisionRecorded) ->
     """
     if (
         decision.request_id != request.event_id
+        or decision.requested_at != request.occurred_at
         or decision.principal != request.principal
         or decision.action != request.action
         or decision.resource != request.resource

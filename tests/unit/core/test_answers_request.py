@@ -150,6 +150,7 @@ def test_the_red_teams_copy_does_not_answer_the_request_it_was_sent_under() -> N
     "change",
     [
         {"event_id": "req-2"},
+        {"occurred_at": T0 + timedelta(microseconds=1)},
         {"principal": "agent:other"},
         {"action": "typed.other"},
         {"resource": "account:41"},
