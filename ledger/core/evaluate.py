@@ -919,15 +919,19 @@ def answers_request(request: EvaluationRequested, decision: DecisionRecorded) ->
     is taken on the rest only when it is an ``error``: a forged error denies a call, which the
     sender of a copy can do anyway; nothing without them is ever taken as a permission.
     """
+    error = decision.determination is _ERROR
     if (
         decision.request_id != request.event_id
         or decision.requested_at != request.occurred_at
-        or decision.principal != request.principal
-        or decision.action != request.action
-        or decision.resource != request.resource
+        or not _same_name(decision.principal, request.principal, error)
+        or not _same_name(decision.action, request.action, error)
+        or not _same_name(decision.resource, request.resource, error)
         or decision.mode != request.mode
         or decision.default != request.default
-        or (decision.requested_by is not None and decision.requested_by != _asker(request))
+        or (
+            decision.requested_by is not None
+            and not _same_name(decision.requested_by, _asker(request), error)
+        )
     ):
         return False
     if decision.determination is _ERROR and not decision.facts and not decision.context:
@@ -942,16 +946,31 @@ def answers_batch(request: BatchEvaluationRequested, answer: BatchDecisionRecord
     its request id and principal are the request's, and it answers the request's items in
     order (each item's id, action and resource). A batch answer records no facts or context,
     so a copy that differs only in those is not told apart here."""
+    errors = all(d.determination is _ERROR for d in answer.decisions)
     if (
         answer.request_id != request.event_id
-        or answer.principal != request.principal
+        or not _same_name(answer.principal, request.principal, errors)
         or len(answer.decisions) != len(request.items)
     ):
         return False
     return all(
-        d.item_id == item.item_id and d.action == item.action and d.resource == item.resource
+        _same_name(d.item_id, item.item_id, errors)
+        and _same_name(d.action, item.action, errors)
+        and _same_name(d.resource, item.resource, errors)
         for d, item in zip(answer.decisions, request.items, strict=True)
     )
+
+
+def _same_name(recorded: str | None, sent: str | None, error: bool) -> bool:
+    """A name a decision records is the one sent, or, in an ``error`` answer (a request over
+    its limits: ``request_too_large``), the one sent cut as :func:`~ledger.core.limits.
+    recorded_name` cuts it (``refund.xxx… (5000 characters)``), whatever the limit was."""
+    if recorded == sent:
+        return True
+    if not error or recorded is None or sent is None:
+        return False
+    suffix = f"… ({len(sent)} characters)"
+    return recorded.endswith(suffix) and sent.startswith(recorded[: -len(suffix)])
 
 
 REDUCED_FIELDS: Final = (

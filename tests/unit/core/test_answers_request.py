@@ -281,7 +281,12 @@ def test_an_answer_without_facts_is_taken_only_as_an_error() -> None:
     long = _sent(resource="account:" + "9" * 5000)
     too_large = _decided(long)
     assert too_large.reason_code == "request_too_large" and too_large.facts == {}
+    assert too_large.resource.endswith("… (5008 characters)")  # recorded cut
     assert answers_request(long, too_large)
+    # A cut name answers only the name it was cut from, and only as an error.
+    other = _sent(resource="account:" + "8" * 5000)
+    assert not answers_request(other, too_large)
+    assert not answers_request(long, replace(too_large, determination=Determination.ALLOW))
     # Nothing without facts is a permission.
     for determination in (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS):
         assert not answers_request(request, replace(reduced, determination=determination))
