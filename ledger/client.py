@@ -671,10 +671,14 @@ def _timeout(what: str, key: str, limit: float, future: Future[Any] | None = Non
     and an evaluator may have taken this request for a repeat of it) are said first."""
     written = getattr(future, "written", None)
     others = getattr(future, "others", 0)
+
+    def timed_out(message: str) -> LedgerTimeout:
+        return LedgerTimeout(message, request_id=key, sent=written, others=others)
+
     if others:
         some = "a decision" if others == 1 else f"{others:,} decisions"
         were = "was" if others == 1 else "were"
-        return LedgerTimeout(
+        return timed_out(
             f"no {what} for {key} within {limit:g} s, but {some} for another request under "
             f"its id {were} read and ignored: someone sent another request under this id (a "
             "duplicate, or an attack by a holder of the agent credential), and an evaluator "
@@ -682,7 +686,7 @@ def _timeout(what: str, key: str, limit: float, future: Future[Any] | None = Non
             f"`ledger decisions --request {key}` and `ledger audit run requests_decided_twice`"
         )
     if written is False:
-        return LedgerTimeout(
+        return timed_out(
             f"no {what} for {key} within {limit:g} s, and Kafka has not acknowledged the "
             "message: it is in no ledger topic yet (is Kafka reachable, with this client's "
             "credentials? `ledger ps`, `ledger broker status`). The client sends it when Kafka "
@@ -698,7 +702,7 @@ def _timeout(what: str, key: str, limit: float, future: Future[Any] | None = Non
             f"it was sent and will still be decided when an evaluator is back (`ledger "
             f"decisions --request {key}`)"
         )
-    return LedgerTimeout(
+    return timed_out(
         f"no {what} for {key} within {limit:g} s: is the ledger running (`ledger up`) and are "
         f"the evaluator/command processor healthy? {later}"
     )

@@ -193,8 +193,29 @@ class TopicMismatch(LedgerError):
 
 
 class LedgerTimeout(LedgerError):
+    """No answer in time. ``request_id``: the id of the call that timed out (its decision, if
+    one is made later, is ``ledger decisions --request ID``; ask again under a new id, never
+    this one: an id is decided once). ``sent``: whether Kafka acknowledged the message (``None``:
+    not known), so a caller can tell a ledger that is down from Kafka that is away.
+    ``others``: decisions read under its id that answer another request (someone sent a copy
+    under it)."""
+
     code = "timeout"
     exit_code = 8
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        sent: bool | None = None,
+        others: int = 0,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.request_id = request_id
+        self.sent = sent
+        self.others = others
 
 
 class ExportError(LedgerError):

@@ -553,8 +553,12 @@ def test_a_timeout_says_whether_kafka_took_the_request() -> None:
         (True, "it was sent and will still be decided when an evaluator is back"),
     ):
         client = LedgerClient(ClientConfig(actor=AGENT), transport=_Unacknowledged(written))
-        with pytest.raises(LedgerTimeout, match=said):
+        with pytest.raises(LedgerTimeout, match=said) as raised:
             client.evaluate(action="a.b", principal=AGENT, resource="r", timeout=0.05)
+        # An agent engineer's walkthrough: the id was only in the text, for a retry's log.
+        timed_out = raised.value
+        assert timed_out.sent is written and timed_out.others == 0
+        assert timed_out.request_id is not None and timed_out.request_id in str(timed_out)
         # The async client said "it was sent" of both (an agent engineer's walkthrough).
         face = AsyncLedgerClient.wrapping(client)
         for call in (
