@@ -252,9 +252,9 @@ def _checked_principal(principal: str) -> None:
 class LedgerClient:
     """Blocking client. Thread-safe; create one per process and share it.
 
-    >>> client = LedgerClient(ClientConfig(bootstrap="127.0.0.1:9092", actor="agent:refund-bot"))
+    >>> client = LedgerClient(ClientConfig.from_env(actor="agent:refund-bot"))  # + credential
     >>> decision = client.evaluate(action="refund.issue", principal="agent:refund-bot",
-    ...                            resource="account:42", facts={"amount": "120.50", ...})
+    ...                            resource="account:42", facts={"amount": Decimal("120.50"), ...})
     >>> decision.determination
     <Determination.ALLOW: 'allow'>
 
