@@ -172,3 +172,18 @@ def test_a_document_recorded_before_can_be_read_as_it_was_then() -> None:
     assert parse_policy(lossy, new_document=False).content_hash != then.content_hash
     long = "0." + "1" * 5000  # refused when read exactly, a float then
     assert parse_policy(LIM.replace("999.99999999999999999", long), numbers_as_floats=True)
+
+
+@pytest.mark.parametrize(
+    "bound", ["1.0e+5000", "1.0e+10000000", "1.00000000000000000001e+30", "12345678901234567.0"]
+)
+def test_an_int_bound_with_a_fraction_or_a_huge_exponent_is_refused_at_once(bound: str) -> None:
+    # A review: exact YAML numbers made `max: 1.0e+10000000` an int() of ten million digits
+    # (minutes, in the single command processor) and `1.0e+5000` a traceback; before, YAML's
+    # float made both "must be an integer", as now, at once.
+    doc = (
+        "policy: p\ngoverns: [p.do]\nowner: me\n"
+        f"facts:\n  n: {{type: int, max: {bound}}}\nrules: []\ndefault: {{effect: allow}}\n"
+    )
+    with pytest.raises(PolicyError, match="must be an integer for an int fact"):
+        parse_policy(doc)
