@@ -471,9 +471,12 @@ def _unauthorized(
     elif (target := _deployed_target(state, event)) is not None:
         assert isinstance(event, (PolicyVersionPromoted, PolicyRolledBack))
         taken, complete = takeovers(state, event.policy, target.governs)
-        problem = takeover_problem(
-            state, event.actor, f"{event.policy} v{_number(event)}", taken, complete, now=now
-        )
+        deploying = f"{event.policy} v{_number(event)}"
+        problem = takeover_problem(state, event.actor, deploying, taken, complete, now=now)
+        if problem is None and registrar is not None:
+            problem = takeover_problem(state, registrar, deploying, taken, complete, now=now)
+            if problem is not None:
+                problem = f"{event.actor} signed with a key {registrar} registered, and {problem}"
         if problem is not None:
             return f"{problem} ({at}): {should}"
     elif isinstance(event, (ActorKeyRegistered, ActorKeyRevoked)):

@@ -247,7 +247,7 @@ def _promote(
     if denied:
         return denied
     if c.stage is not Stage.SHADOW:  # a shadow decides nothing, so takes nothing over
-        denied = _taking_over(state, c.actor, c.policy, c.version, now, admins)
+        denied = _taking_over(state, c, c.version, now, admins)
         if denied:
             return denied
     return (
@@ -293,9 +293,7 @@ def _rollback(
         if previous is None:
             return _reject("no_previous_version", _nothing_before(c.policy, record))
         to = previous
-    denied = _allowed(state, c, now, admins) or _taking_over(
-        state, c.actor, c.policy, to, now, admins
-    )
+    denied = _allowed(state, c, now, admins) or _taking_over(state, c, to, now, admins)
     if denied:
         return denied
     return (
@@ -314,14 +312,28 @@ def _rollback(
 
 
 def _taking_over(
-    state: LedgerState, actor: str, policy: str, version: int, now: datetime, admins: frozenset[str]
+    state: LedgerState,
+    c: PromotePolicyVersion | RollbackPolicy,
+    version: int,
+    now: datetime,
+    admins: frozenset[str],
 ) -> Rejection | None:
-    """Refused when deploying ``policy`` v``version`` would decide actions another policy
-    decides now and ``actor`` may not deploy that one (:func:`takeover_problem`)."""
-    if actor in admins:
+    """Refused when deploying ``c.policy`` v``version`` would decide actions another policy
+    decides now and the actor may not deploy that one, or the delegate who registered the key
+    it signed with may not (as :func:`._allowed` asks: a review found a key registered under
+    the earlier rules let its delegate take actions over) (:func:`takeover_problem`)."""
+    if c.actor in admins:
         return None
-    taken, complete = takeovers(state, policy, state.policies[policy].versions[version].governs)
-    problem = takeover_problem(state, actor, f"{policy} v{version}", taken, complete, now=now)
+    taken, complete = takeovers(state, c.policy, state.policies[c.policy].versions[version].governs)
+    if not taken and complete:
+        return None
+    deploying = f"{c.policy} v{version}"
+    problem = takeover_problem(state, c.actor, deploying, taken, complete, now=now)
+    registrar = key_registrar(state, c.actor, c.key_id, admins)
+    if problem is None and registrar is not None:
+        problem = takeover_problem(state, registrar, deploying, taken, complete, now=now)
+        if problem is not None:
+            problem = f"{c.actor} signed with a key {registrar} registered, and {problem}"
     return None if problem is None else _reject("not_authorized", problem)
 
 

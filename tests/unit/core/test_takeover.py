@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -140,3 +142,65 @@ def test_actor_verify_finds_a_takeover_the_processor_accepted_under_earlier_rule
     assert problem.endswith("the command processor should have refused it")
     shadow = replace(as_dave, stage=Stage.SHADOW)
     assert _unauthorized(before, shadow, admins) is None
+
+
+def _governing(policies: dict[str, list[str]]) -> Any:
+    """A state whose deployed policies decide these entries (all that takeovers reads)."""
+    return SimpleNamespace(
+        policies={
+            name: SimpleNamespace(retired=False, governs=lambda g=tuple(governs): (frozenset(g),))
+            for name, governs in policies.items()
+        }
+    )
+
+
+def test_a_big_ledger_of_exact_names_is_looked_at_in_full() -> None:
+    # A review: 2,000 policies of 10 exact names ran the budget out (each pair charged), and
+    # every deployment by a non-administrator was refused "an administrator deploys it".
+    policies = {f"team{i:04d}": [f"team{i:04d}.task{j}" for j in range(10)] for i in range(2000)}
+    policies["zz-pay"] = ["pay.refund", "pay.*"]
+    state = _governing(policies)
+    ours = [f"mine.task{j}" for j in range(100)]
+    assert takeovers(state, "mine", ours) == ({}, True)
+    # And what is taken is still found: an exact name from a glob, and an equal name from a
+    # policy whose name sorts after ours.
+    taken, complete = takeovers(state, "mine", [*ours, "pay.payout", "team1999.task3"])
+    assert complete and taken == {
+        "zz-pay": ("pay.*", "pay.payout"),
+        "team1999": ("team1999.task3", "team1999.task3"),
+    }
+    assert takeovers(state, "zzz", ["team0001.task1"]) == ({}, True)  # theirs: lower name
+
+
+def test_a_key_a_delegate_registered_takes_nothing_over_beyond_that_delegate(
+    led: LocalLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: carol registered dave's key under the earlier rules; dave may promote
+    # payrefund, carol may not; signed with dave's key, carol took payments.refund over. A key
+    # a delegate registered acts no further than the delegate, here too, and verify says so.
+    import ledger.core.lifecycle.policy_rules as policy_rules
+    import ledger.core.signing as signing
+
+    def registered_by_carol(state: object, actor: str, key_id: str | None, admins: object) -> Any:
+        return CAROL if key_id == "k-dave" else None
+
+    led.grant(DAVE, "ledger.policy.promote", "policy:payrefund")
+    led.grant(CAROL, "ledger.policy.promote", "policy:a-evil")  # a-evil's: not payrefund's
+    version = propose_and_approve(led, "payments.refund")
+    before = led.state
+    monkeypatch.setattr(policy_rules, "key_registrar", registered_by_carol)
+    monkeypatch.setattr(signing, "key_registrar", registered_by_carol)
+    command = PromotePolicyVersion(
+        **stamp(DAVE), policy="a-evil", version=version, stage=Stage.ACTIVE, key_id="k-dave"
+    )
+    with pytest.raises(CommandRejectedError) as refused:
+        led.submit_command(command)
+    assert refused.value.code == "not_authorized"
+    assert str(refused.value).startswith(f"{DAVE} signed with a key {CAROL} registered, and")
+    assert "which policy payrefund decides now" in str(refused.value)
+    promote(led, version, Stage.ACTIVE)  # dave's own key: he may
+    promoted = replace(led.events[-1], command_key_id="k-dave")
+    from ledger.core.signing import _unauthorized
+
+    problem = _unauthorized(before, promoted, frozenset({ADMIN, REVIEWER})) or ""
+    assert f"signed with a key {CAROL} registered" in problem and "payrefund" in problem
