@@ -288,13 +288,18 @@ def _role(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    if not valid_principal(c.principal) or c.principal.startswith("role:"):
+    held = state.principals.get(c.principal)
+    # A membership the ledger holds may always be revoked, whatever its form: one an earlier
+    # release accepted ("agent:x\n", before the form held for the whole text) still authorizes,
+    # and refusing its revocation left it in force for good (a review).
+    recorded = isinstance(c, RevokeRole) and held is not None and c.role in held.roles
+    if not recorded and (not valid_principal(c.principal) or c.principal.startswith("role:")):
         return _reject(
             "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
         )
-    if not valid_principal(c.role) or not c.role.startswith("role:"):
+    if not recorded and (not valid_principal(c.role) or not c.role.startswith("role:")):
         return _reject("invalid_role", f"{_shown(c.role)} is not role:<name>")
-    record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
+    record = held or PrincipalRecord(principal=c.principal)
     if isinstance(c, AssignRole) and c.role in record.roles:
         return _reject("already_applied", f"{c.principal} already holds {c.role}")
     if isinstance(c, RevokeRole) and c.role not in record.roles:
