@@ -144,7 +144,11 @@ def _inherited(state: LedgerState, policy: str, record: PolicyRecord) -> list[st
     """What a retirement hands to other deployed policies (a policy owner's walkthrough:
     retiring payout-hours let risk-freeze's glob decide payments.payout.wire, without a word):
     its actions are ungoverned, and denied, only where no other policy governs them."""
-    found = overlapping_governs(state, policy, record.governs()[0])
+    found = [
+        (other, theirs, mine)
+        for other, theirs, mine in overlapping_governs(state, policy, record.governs()[0])
+        if theirs in state.policies[other].governs()[0]  # a shadow's observes, never decides
+    ]
     if not found:
         return []
     shown = "; ".join(f"{other}'s {theirs} ~ {mine}" for other, theirs, mine in found[:3])

@@ -1807,7 +1807,10 @@ def test_retiring_a_policy_notes_the_other_policies_that_may_now_decide_its_acti
         )
         return ledger.submit_command(command).message
 
+    # A shadow observes, and never decides: it is not named (a review).
+    ledger.deploy(REFUND.replace("policy: refund", "policy: refund-obs", 1), stage=Stage.SHADOW)
     message = retire("refund")
+    assert "refund-obs" not in message
     assert message.startswith("PolicyRetired; note: other deployed policies may now decide")
     assert "refund-limits's refund.* ~ refund.issue" in message
     assert retire("refund-limits") == "PolicyRetired"  # nobody else governs refund.*
