@@ -581,6 +581,15 @@ class _Compiler:
             try:
                 # A frozenset makes membership one hash lookup.
                 fs = self.const(frozenset(items), b.type)
+                if a.type == "dyn" and any(type(v) is float for v in items):
+                    # A decimal dyn meets the doubles by their written digits, as in _dlit.
+                    exact = frozenset(
+                        Decimal(str(v)) if type(v) in (int, float) else v for v in items
+                    )
+                    ds = self.const(exact, b.type)
+                    return self.charged(
+                        f"_insetd(m, {a.code}, {fs.code}, {ds.code})", "bool", a, fallible=True
+                    )
                 if unhashable:  # perhaps a list, whose hash reads every item, every time
                     return self.charged(f"_inset(m, {a.code}, {fs.code})", "bool", a, fallible=True)
                 return self.op(

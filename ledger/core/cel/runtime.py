@@ -569,6 +569,13 @@ def _inset(m: Meter, a: Any, s: frozenset[Any]) -> bool:
     return a in s and (ta is bool) is (type(next(iter(s))) is bool)
 
 
+def _insetd(m: Meter, a: Any, s: frozenset[Any], exact: frozenset[Any]) -> bool:
+    """:func:`_inset` for a dyn in a literal list holding doubles: a decimal is looked up among
+    their written digits (``context.x in [0.1, 0.2]`` holds for an exact 0.1, as for the
+    SDK's float), anything else among the doubles."""
+    return _inset(m, a, exact if type(a) is Decimal else s)
+
+
 def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     m.left -= 1 + min(_units(a), _units(b))
     ta, tb = type(a), type(b)
@@ -662,6 +669,7 @@ _HELPERS: Final[dict[str, Any]] = {
     "_idiv": _idiv,
     "_ncmp": _ncmp,
     "_dlit": _dlit,
+    "_insetd": _insetd,
     "_dlitl": _dlitl,
     "_imod": _imod,
     "_dadd": _dadd,

@@ -364,3 +364,15 @@ def test_a_decimal_in_the_context_meets_a_double_literal_by_its_written_digits(
 def test_a_bool_in_the_context_still_meets_no_double_literal() -> None:
     assert "no such overload: bool >= double" in fault("context.risk >= 0.8", {"risk": True})
     assert ev("context.risk == 0.8", {"risk": True}) is False
+
+
+@pytest.mark.parametrize(
+    ("x", "expected"),
+    [(Decimal("0.1"), True), (0.1, True), (Decimal("0.2"), True), (Decimal("0.3"), False),
+     (1, False), (True, False), ("0.1", False)],
+)  # fmt: skip
+def test_a_decimal_in_the_context_is_found_in_a_literal_list_of_doubles(
+    x: Any, expected: bool
+) -> None:
+    # A review: `context.x in [0.1, 0.2]` missed the exact 0.1 `ledger evaluate --context` sends.
+    assert ev("context.x in [0.1, 0.2]", {"x": x}) is expected
