@@ -1,7 +1,10 @@
 """Private files: what the ledger writes under ``$LEDGER_HOME`` (and the key store) is readable by
-its owner only.
+its owner only, and kept only where no one else can swap it.
 
-Directories are made 0700 and files 0600 explicitly, whatever the process's umask;
+Directories are made 0700 and files 0600 explicitly, whatever the process's umask; a folder is
+used only if it is this user's own, no symbolic link, and in no folder another user may swap it
+out of (:func:`own_dir`), and a file is never written through a symbolic link (files are
+replaced by a new one, or opened with ``O_NOFOLLOW``: :func:`open_private`);
 :func:`private_umask` sets the umask of the local stack's entry points (``ledger up``,
 ``ledger broker start``) so that everything else they and their children write (broker segments,
 logs, Faust data) is private too.
@@ -17,7 +20,9 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
+
+from ledger.errors import UsageError
 
 __all__ = [
     "PRIVATE_UMASK",
@@ -29,10 +34,15 @@ __all__ = [
     "written_by_others",
     "private_umask",
     "private_dir",
+    "own_dir",
+    "UNSAFE_FOLDER",
     "replacing_private",
     "held_exclusively",
     "write_private",
 ]
+
+UNSAFE_FOLDER: Final = "unsafe_folder"
+"""The code of the :class:`UsageError` refusing a folder or file another user could change."""
 
 PRIVATE_UMASK = 0o077
 """Group and others get nothing."""
@@ -124,11 +134,88 @@ def private_umask() -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` as a directory only its owner may enter (made if missing, tightened if not)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
+    """``path`` as a directory only this user may enter: made (0700 from the start) if missing,
+    tightened if not, and in either case checked first (:func:`own_dir`): a folder another user
+    owns or could swap is refused, with one :class:`UsageError` line, before anything is written
+    in it."""
+    _refuse_unsafe_folders_above(path)  # before making any: checked again once made
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fd = _open_own_dir(path)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
     return path
+
+
+def own_dir(path: Path) -> None:
+    """Refuse (one :class:`UsageError` line naming the folder, its owner and what to do) a
+    folder the ledger keeps private files in that someone other than this user (its effective
+    uid) could change: one that is a symbolic link (whoever owns the link re-points it), is
+    not a directory, or is owned by another user; or that lies in a folder (any one up to
+    ``/``, through links too) owned by another user than this one or root, or that everyone may
+    write without the sticky bit (as ``/tmp`` has): whoever may write there can rename it away
+    and put their own in its place, as ssh refuses for ``~/.ssh``."""
+    os.close(_open_own_dir(path))
+
+
+def _open_own_dir(path: Path) -> int:
+    """A descriptor of the folder ``path``, checked as :func:`own_dir` says."""
+    _refuse_unsafe_folders_above(path)
+    status = path.lstat()
+    if stat.S_ISLNK(status.st_mode):
+        raise UsageError(
+            f"{path} is a symbolic link (to {os.path.realpath(path)}): the ledger keeps private "
+            "files only in a folder itself, not through a link its owner may re-point; use the "
+            "folder it names, or remove the link",
+            code=UNSAFE_FOLDER,
+        )
+    if not stat.S_ISDIR(status.st_mode):
+        raise UsageError(
+            f"{path} is not a folder: the ledger keeps private files there; move it away, or "
+            "choose another folder",
+            code=UNSAFE_FOLDER,
+        )
+    if status.st_uid != os.geteuid():
+        raise UsageError(
+            f"{path} is owned by another user (uid {status.st_uid}), who may replace what the "
+            "ledger keeps there (credentials, keys, its broker's files); choose a folder of your "
+            "own (another $LEDGER_HOME), or, if it is yours and holds nothing another user put "
+            f"there, `chown -R {os.geteuid()} {path}`",
+            code=UNSAFE_FOLDER,
+        )
+    # No one else may replace it now (the folders above are checked): a link, should this
+    # user's own process have put one there meanwhile, is still not followed.
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _refuse_unsafe_folders_above(path: Path) -> None:
+    absolute = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(absolute.parent))
+    for folder in dict.fromkeys((*absolute.parents, real, *real.parents)):
+        try:
+            status = folder.lstat()
+        except FileNotFoundError:
+            continue  # an ancestor named through a link; its real one is checked
+        if status.st_uid not in (os.geteuid(), 0):
+            raise UsageError(
+                f"{path} lies in {folder}, owned by another user (uid {status.st_uid}), who "
+                "may rename it away and put a folder of their own in its place; choose a "
+                "folder elsewhere (another $LEDGER_HOME)",
+                code=UNSAFE_FOLDER,
+            )
+        mode = status.st_mode
+        if stat.S_ISDIR(mode) and mode & 0o002 and not mode & stat.S_ISVTX:
+            raise UsageError(
+                f"{path} lies in {folder}, which everyone may write (mode {mode & 0o7777:04o}, "
+                "no sticky bit): anyone may rename it away and put a folder of their own in its "
+                f"place; choose a folder elsewhere (another $LEDGER_HOME), or `chmod o-w "
+                f"{folder}` (or `chmod +t`)",
+                code=UNSAFE_FOLDER,
+            )
 
 
 def write_private(path: Path, text: str) -> None:

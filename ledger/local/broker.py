@@ -46,7 +46,7 @@ from ledger.discovery import (
     recorded_int,
 )
 from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing
-from ledger.files import private_dir, private_umask, write_private
+from ledger.files import own_dir, private_dir, private_umask, write_private
 from ledger.local import credentials
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import KafkaSecurity, Settings
@@ -97,6 +97,29 @@ def _quiet(_: str) -> None:
 
 def _broker_dir(settings: Settings) -> Path:
     return settings.home / "broker"
+
+
+HOME_FOLDERS: tuple[str, ...] = (
+    "broker",
+    "broker/data",
+    "credentials",
+    "keys",
+    "run",
+    "logs",
+    "faust",
+    "export",
+)
+"""The folders of ``$LEDGER_HOME`` the local stack writes in (made as needed)."""
+
+
+def private_home(settings: Settings) -> None:
+    """Make ``$LEDGER_HOME`` (0700) if missing and check it and each of its :data:`HOME_FOLDERS`
+    there is (:func:`ledger.files.own_dir`): one another user owns or could swap, or a symbolic
+    link, is refused before anything is written or started with this home."""
+    private_dir(settings.home)
+    for name in HOME_FOLDERS:
+        if os.path.lexists(settings.home / name):
+            own_dir(settings.home / name)
 
 
 def _state_file(settings: Settings) -> Path:
@@ -550,7 +573,7 @@ def start(
     A running broker of the other kind is a :class:`BrokerError`: stop it first.
     """
     private_umask()
-    private_dir(settings.home)
+    private_home(settings)
     current = status(settings)
     if current.running:
         if current.secured == (not insecure):

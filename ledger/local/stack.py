@@ -306,8 +306,8 @@ def start_processor(
     module = PROCESSORS.get(name)
     name = _proc_id(name, instance)
     run, logs = _run_dir(settings), _log_dir(settings)
-    run.mkdir(parents=True, exist_ok=True)
-    logs.mkdir(parents=True, exist_ok=True)
+    private_dir(run)
+    private_dir(logs)
     pid_file, ready = run / f"{name}.pid", run / f"{name}.ready"
     existing = _running_pid(settings, name)
     if existing:
@@ -453,8 +453,8 @@ def up(
     its owner (0700 directories, 0600 files).
     """
     private_umask()
+    broker.private_home(settings)  # before anything is written or started with this home
     run = private_dir(_run_dir(settings))
-    private_dir(settings.home)
     with (run / "up.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _up(settings, evaluators=evaluators, progress=progress, insecure=insecure, wait=wait)

@@ -309,7 +309,7 @@ def test_a_directory_without_policies_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("command", "exit_code"),
-    [(["ps"], 1), (["down"], 0), (["broker", "status"], 1), (["up"], 1), (["policy", "list"], 7)],
+    [(["ps"], 1), (["down"], 0), (["broker", "status"], 1), (["up"], 2), (["policy", "list"], 7)],
     ids=lambda c: " ".join(c) if isinstance(c, list) else str(c),
 )
 def test_a_ledger_home_that_is_a_file_is_no_traceback(
@@ -322,6 +322,9 @@ def test_a_ledger_home_that_is_a_file_is_no_traceback(
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     if exit_code == 1 and command not in (["broker", "status"], ["ps"]):  # those: "not running"
         assert "Not a directory" in _one_line(result, 1) and "[os_error]" in result.stderr
+    if command == ["up"]:  # refused before anything is written there
+        assert "not-a-dir is not a folder" in _one_line(result, 2)
+        assert "[unsafe_folder]" in result.stderr
 
 
 def test_ps_refuses_a_malformed_bootstrap_as_every_command_does(tmp_path: Path) -> None:

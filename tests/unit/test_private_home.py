@@ -1,0 +1,161 @@
+"""A ``$LEDGER_HOME`` another local user owns or prepared is refused before anything is written or
+started, and nothing the ledger writes there goes through a symbolic link planted in it.
+
+A red team (HIGH where the home lies in a shared folder such as /tmp): another user's folder was
+taken as the home (only its mode was tightened), root's credentials were written into it, and a
+link planted at ``broker/log4j2.yaml`` or ``broker/broker.log`` had root's broker overwrite or
+append to the file it named.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.cli.app import cli
+from ledger.errors import UsageError
+from ledger.files import private_dir, write_private
+from ledger.local import broker, stack
+from ledger.settings import Settings
+
+OTHER = 65534  # nobody
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="only root can give a folder to another user (CI runs as root)"
+)
+SECRET = "root's own file\n"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture(autouse=True)
+def _umask() -> Iterator[None]:
+    """``ledger up`` and ``broker start`` set the process's umask: it is put back after each test."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    """A file of this user's elsewhere, that a planted link names."""
+    path = tmp_path / "elsewhere" / "target"
+    write_private(path, SECRET)
+    return path
+
+
+def _planted(link: Path, target: Path) -> Path:
+    link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    link.symlink_to(target)
+    return link
+
+
+# --------------------------------------------------------------------------- the home
+
+
+@as_root
+def test_a_home_another_user_owns_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    home = tmp_path / "evil"
+    home.mkdir()
+    home.chmod(0o755)
+    os.chown(home, OTHER, OTHER)
+    settings = Settings(home=home, cache=tmp_path / "cache")
+    for start in (broker.start, stack.up):
+        with pytest.raises(UsageError, match=rf"{home} is owned by another user \(uid {OTHER}\)"):
+            start(settings)  # type: ignore[operator]
+        assert list(home.iterdir()) == []  # no credentials, no broker folder, no lock
+    assert mode(home) == 0o755  # not adopted either
+    # A folder another user made inside a home of this user's (the home given back by `chown`
+    # after the above): refused too, before the credentials are written into it.
+    os.chown(home, 0, 0)
+    (home / "credentials").mkdir(mode=0o700)
+    os.chown(home / "credentials", OTHER, OTHER)
+    with pytest.raises(UsageError, match=rf"{home / 'credentials'} is owned by another user"):
+        broker.start(settings)
+    assert list((home / "credentials").iterdir()) == []
+    assert not (home / "broker").exists()
+
+
+@as_root
+def test_the_cli_says_so_in_one_line_with_the_usage_exit_code(tmp_path: Path) -> None:
+    home = tmp_path / "evil"
+    home.mkdir(mode=0o700)
+    os.chown(home, OTHER, OTHER)
+    env = {"LEDGER_HOME": str(home), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for command in (["up"], ["broker", "start"]):
+        result = CliRunner().invoke(cli, command, env=env)
+        assert result.exit_code == 2, result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert f"{home} is owned by another user (uid {OTHER})" in line and "chown" in line
+        assert "[unsafe_folder]" in line or "unsafe_folder" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_home_that_is_a_link_or_in_a_folder_anyone_may_swap_it_out_of_is_refused(
+    tmp_path: Path,
+) -> None:
+    real = private_dir(tmp_path / "real")
+    link = tmp_path / "home"
+    link.symlink_to(real)
+    with pytest.raises(UsageError, match=rf"{link} is a symbolic link \(to {real}\)"):
+        broker.private_home(Settings(home=link))
+    # Everyone may write its folder, which has no sticky bit: the home may be renamed away.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    home = shared / "home"
+    with pytest.raises(UsageError, match=rf"{home} lies in {shared}, which everyone may write"):
+        broker.private_home(Settings(home=home))
+    with pytest.raises(UsageError, match=rf"lies in {shared}, which everyone may write"):
+        broker.private_home(Settings(home=home / "deeper"))  # any folder above
+    assert not home.exists()
+    shared.chmod(0o1777)  # as /tmp is: no one may rename what is not theirs
+    broker.private_home(Settings(home=home))
+    assert mode(home) == 0o700
+
+
+@as_root
+def test_a_home_in_a_folder_another_user_owns_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, OTHER, OTHER)
+    home = theirs / "home"
+    home.mkdir(mode=0o700)  # this user's, but its owner may rename it away
+    with pytest.raises(UsageError, match=rf"lies in {theirs}, owned by another user \(uid"):
+        broker.private_home(Settings(home=home))
+
+
+def test_a_new_home_is_made_private_and_an_own_one_is_kept(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        home = tmp_path / "a" / "home"
+        broker.private_home(Settings(home=home))
+        assert mode(home) == 0o700
+        for name in broker.HOME_FOLDERS:  # the operator's own folders are fine
+            (home / name).mkdir(parents=True, exist_ok=True)
+        (home / "export").chmod(0o750)  # an export shared with a group stays so
+        broker.private_home(Settings(home=home))
+        assert mode(home / "export") == 0o750
+    finally:
+        os.umask(old)
+
+
+def test_a_folder_of_the_home_that_is_a_link_is_refused(tmp_path: Path, target: Path) -> None:
+    home = private_dir(tmp_path / "home")
+    elsewhere = private_dir(tmp_path / "elsewhere" / "broker")
+    (home / "broker").symlink_to(elsewhere)
+    with pytest.raises(UsageError, match=rf"{home / 'broker'} is a symbolic link"):
+        broker.private_home(Settings(home=home))
+    with pytest.raises(UsageError, match=r"is a symbolic link"):
+        write_private(home / "broker" / "broker.json", "{}")
+    assert list(elsewhere.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- files in it
