@@ -1,5 +1,5 @@
 """Private files: what the ledger writes under ``$LEDGER_HOME`` (and the key store) is readable by
-its owner only, and kept only where no one else can swap it.
+its owner only, and written only where no one else can redirect it.
 
 Directories are made 0700 and files 0600 explicitly, whatever the process's umask; a folder is
 used only if it is this user's own, no symbolic link, and in no folder another user may swap it
@@ -35,6 +35,8 @@ __all__ = [
     "private_umask",
     "private_dir",
     "own_dir",
+    "open_private",
+    "private_log",
     "UNSAFE_FOLDER",
     "replacing_private",
     "held_exclusively",
@@ -218,6 +220,39 @@ def _refuse_unsafe_folders_above(path: Path) -> None:
             )
 
 
+def open_private(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` for writing a file of the ledger's own (created 0600), never
+    through a symbolic link at ``path`` (a planted link would have the ledger write wherever
+    it points): a link, or anything but a regular file, is one :class:`UsageError` line."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"{path} is a symbolic link (to {os.path.realpath(path)}): the ledger writes "
+                "its own files only, never through a link; remove the link",
+                code=UNSAFE_FOLDER,
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(
+            f"{path} is not a regular file (a FIFO, device or socket): the ledger writes its "
+            "own file there; remove it",
+            code=UNSAFE_FOLDER,
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
+def private_log(path: Path) -> Path:
+    """``path`` as a file another process (a JVM, a processor's output) may then open for
+    appending, knowing it is this user's regular file: created 0600 if missing; a symbolic link
+    there is refused (:func:`open_private`), as the process would follow it."""
+    os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    return path
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` (mode 0600 from the first byte), replacing it atomically."""
     with replacing_private(path) as out:
@@ -256,7 +291,7 @@ def held_exclusively(lock: Path) -> Iterator[bool]:
     no other process holds it: ``True`` when held, ``False`` (at once, no waiting) when another
     process does. The lock goes with the process, so a writer that dies releases it."""
     private_dir(lock.parent)
-    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = open_private(lock, os.O_WRONLY | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

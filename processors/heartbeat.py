@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -76,7 +77,10 @@ class Heartbeat:
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(asdict(self)))
+        # Never through a link planted there (an OSError, logged by the processor, instead).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(partial, flags, 0o600), "w") as out:
+            out.write(json.dumps(asdict(self)))
         partial.replace(path)
 
     @classmethod

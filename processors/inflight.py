@@ -117,7 +117,8 @@ class InFlight:
         fd = self._fds.get(where)
         if fd is None:
             self._dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path(where), os.O_RDWR | os.O_CREAT, 0o600)
+            # Never through a link: a planted one would have the markers written where it points.
+            fd = os.open(self._path(where), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             self._fds[where] = fd
         return fd
 

@@ -46,7 +46,7 @@ from ledger.discovery import (
     recorded_int,
 )
 from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing
-from ledger.files import own_dir, private_dir, private_umask, write_private
+from ledger.files import own_dir, private_dir, private_log, private_umask, write_private
 from ledger.local import credentials
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import KafkaSecurity, Settings
@@ -690,9 +690,10 @@ def _register_missing(
 
 
 def _jvm(java: str, lib: Path, bdir: Path) -> list[str]:
-    log_file = bdir / "broker.log"
+    # The JVM opens its log as it finds it: made here, the user's own file, never a link.
+    log_file = private_log(bdir / "broker.log")
     log_config = bdir / "log4j2.yaml"
-    log_config.write_text(_LOG4J2.format(log=log_file))
+    write_private(log_config, _LOG4J2.format(log=log_file))
     return [
         java,
         "-Xms256m",

@@ -18,18 +18,20 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ledger.files import private_dir, private_log
 from ledger.pids import running
 
 __all__ = ["spawn_detached", "alive", "find", "exit_status", "terminate"]
 
 
 def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> int:
-    """Start ``argv`` in a new session with stdout and stderr appended to ``log``; its pid.
-    A log that cannot be opened is an ``OSError`` naming the log (``posix_spawn`` would name
-    the program instead)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log`` (this user's
+    own file, in a folder of theirs: :func:`ledger.files.private_log`); its pid. A log that
+    cannot be opened is an ``OSError`` naming the log (``posix_spawn`` would name the program
+    instead)."""
+    private_dir(log.parent)
     try:
-        os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+        private_log(log)  # a link planted there is refused: the child would write through it
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write the log {log}: {exc.strerror}") from None
     return os.posix_spawn(
@@ -38,7 +40,7 @@ def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log: Path) ->
         dict(env),
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, 0),
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ],
         setsid=True,

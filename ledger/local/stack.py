@@ -40,7 +40,7 @@ from ledger.discovery import (
     resolve_security,
 )
 from ledger.errors import LedgerError, ProcessorError
-from ledger.files import private_dir, private_umask
+from ledger.files import open_private, private_dir, private_umask, write_private
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
 from ledger.kafka.snapshots import installed_fingerprint
@@ -190,7 +190,7 @@ def _running_pid(settings: Settings, name: str) -> int:
     if found is None:
         return 0
     with contextlib.suppress(OSError):
-        pid_file.write_text(str(found))
+        write_private(pid_file, str(found))
     return found
 
 
@@ -325,7 +325,7 @@ def start_processor(
     log = logs / f"{name}.log"
     before = log.stat().st_size if log.exists() else 0  # earlier runs' lines are not this one's
     pid = spawn_detached([sys.executable, "-m", str(module)], env=env, log=log)
-    pid_file.write_text(str(pid))
+    write_private(pid_file, str(pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists():
@@ -455,9 +455,12 @@ def up(
     private_umask()
     broker.private_home(settings)  # before anything is written or started with this home
     run = private_dir(_run_dir(settings))
-    with (run / "up.lock").open("w") as lock:
+    lock = open_private(run / "up.lock", os.O_WRONLY | os.O_CREAT)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _up(settings, evaluators=evaluators, progress=progress, insecure=insecure, wait=wait)
+    finally:
+        os.close(lock)
 
 
 def _up(
@@ -628,6 +631,7 @@ def _writable(folder: Path) -> None:
     a full disk or an immutable folder refuses even root)."""
     probe = folder / f".probe-{os.getpid()}"
     try:
+        probe.unlink(missing_ok=True)  # a link left there is removed, never written through
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -652,7 +656,8 @@ def down(
     run = _run_dir(settings)
     if not run.is_dir():
         return _down(settings, keep_broker=keep_broker)
-    with (run / "up.lock").open("a") as lock:
+    lock = open_private(run / "up.lock", os.O_WRONLY | os.O_CREAT)
+    try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -661,6 +666,8 @@ def down(
             )
             fcntl.flock(lock, fcntl.LOCK_EX)
         return _down(settings, keep_broker=keep_broker)
+    finally:
+        os.close(lock)
 
 
 def _down(settings: Settings, *, keep_broker: bool) -> list[str]:

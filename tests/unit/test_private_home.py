@@ -10,6 +10,7 @@ append to the file it named.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,12 @@ from click.testing import CliRunner
 
 from ledger.cli.app import cli
 from ledger.errors import UsageError
-from ledger.files import private_dir, write_private
+from ledger.files import held_exclusively, private_dir, write_private
 from ledger.local import broker, stack
+from ledger.local.processes import spawn_detached
 from ledger.settings import Settings
+from processors.heartbeat import Heartbeat
+from processors.inflight import InFlight
 
 OTHER = 65534  # nobody
 as_root = pytest.mark.skipif(
@@ -159,3 +163,64 @@ def test_a_folder_of_the_home_that_is_a_link_is_refused(tmp_path: Path, target: 
 
 
 # --------------------------------------------------------------------------- files in it
+
+
+def test_the_broker_writes_its_log_configuration_and_log_through_no_link(
+    tmp_path: Path, target: Path
+) -> None:
+    bdir = private_dir(tmp_path / "home" / "broker")
+    _planted(bdir / "log4j2.yaml", target)
+    jvm = broker._jvm("java", tmp_path / "lib", bdir)
+    assert target.read_text() == SECRET  # the link was replaced, not written through
+    assert not (bdir / "log4j2.yaml").is_symlink()
+    assert f"-Dlog4j2.configurationFile={bdir / 'log4j2.yaml'}" in jvm
+    assert mode(bdir / "broker.log") == 0o600  # made before the JVM opens it
+    (bdir / "broker.log").unlink()
+    _planted(bdir / "broker.log", target)  # the JVM would append to what it names
+    with pytest.raises(UsageError, match=rf"{bdir / 'broker.log'} is a symbolic link"):
+        broker._jvm("java", tmp_path / "lib", bdir)
+    assert target.read_text() == SECRET
+
+
+def test_a_process_log_is_never_written_through_a_link(tmp_path: Path, target: Path) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    log = _planted(tmp_path / "logs" / "evaluator.log", target)
+    with pytest.raises(UsageError, match=rf"{log} is a symbolic link"):
+        spawn_detached([sleep, "0"], env=dict(os.environ), log=log)
+    assert target.read_text() == SECRET
+
+
+def test_the_up_lock_is_never_opened_through_a_link(
+    tmp_path: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack, "_up", lambda *args, **kwargs: "up")
+    monkeypatch.setattr(stack, "_down", lambda *args, **kwargs: [])
+    settings = Settings(home=tmp_path / "home")
+    assert stack.up(settings) == "up"
+    (settings.home / "run" / "up.lock").unlink()
+    _planted(settings.home / "run" / "up.lock", target)
+    with pytest.raises(UsageError, match=r"up.lock is a symbolic link"):
+        stack.up(settings)  # it truncated the file it named
+    with pytest.raises(UsageError, match=r"up.lock is a symbolic link"):
+        stack.down(settings)
+    assert target.read_text() == SECRET
+
+
+def test_locks_heartbeats_and_markers_are_never_written_through_a_link(
+    tmp_path: Path, target: Path
+) -> None:
+    folder = private_dir(tmp_path / "home" / "faust")
+    lock = _planted(folder / ".governance.snapshot.lock", target)
+    with pytest.raises(UsageError, match=rf"{lock} is a symbolic link"), held_exclusively(lock):
+        pass
+    ready = folder / "evaluator.ready"
+    _planted(folder / "evaluator.ready.partial", target)
+    with pytest.raises(OSError, match="symbolic link"):  # logged by the processor, which goes on
+        Heartbeat(pid=1, bootstrap="127.0.0.1:9092", at=0.0, fetched_at=None).write(ready)
+    assert not ready.exists()
+    markers = InFlight(folder / "inflight")
+    _planted(folder / "inflight" / "requests.0", target)
+    with pytest.raises(OSError, match="symbolic link"):
+        markers.begin("requests", 0, 7)
+    assert target.read_text() == SECRET
