@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
-from ledger.errors import UsageError
+from ledger.errors import BrokerError, UsageError
 from ledger.files import held_exclusively, private_dir, write_private
 from ledger.local import broker, stack
 from ledger.local.processes import spawn_detached
@@ -48,6 +48,16 @@ def _umask() -> Iterator[None]:
 
 
 @pytest.fixture
+def no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing past the checks runs: without them, no broker is fetched or started."""
+
+    def missing() -> str:
+        raise BrokerError("the test got past the checks")
+
+    monkeypatch.setattr(broker, "_java", missing)
+
+
+@pytest.fixture
 def target(tmp_path: Path) -> Path:
     """A file of this user's elsewhere, that a planted link names."""
     path = tmp_path / "elsewhere" / "target"
@@ -65,6 +75,7 @@ def _planted(link: Path, target: Path) -> Path:
 
 
 @as_root
+@pytest.mark.usefixtures("no_broker")
 def test_a_home_another_user_owns_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     home = tmp_path / "evil"
     home.mkdir()
@@ -88,6 +99,7 @@ def test_a_home_another_user_owns_is_refused_before_anything_is_written(tmp_path
 
 
 @as_root
+@pytest.mark.usefixtures("no_broker")
 def test_the_cli_says_so_in_one_line_with_the_usage_exit_code(tmp_path: Path) -> None:
     home = tmp_path / "evil"
     home.mkdir(mode=0o700)
