@@ -89,6 +89,10 @@ def export_cmd(
         )
     settings = load_settings(bootstrap)
     directory = out if out is not None else settings.export_dir
+    if out is None:  # the home's own folder: checked as `ledger up` checks it (not a link…)
+        from ledger.local.broker import private_home
+
+        private_home(settings)
     address, security = connection(settings, "exporter")
     if follow:
         stop = threading.Event()

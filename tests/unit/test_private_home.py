@@ -236,3 +236,16 @@ def test_locks_heartbeats_and_markers_are_never_written_through_a_link(
     with pytest.raises(OSError, match="symbolic link"):
         markers.begin("requests", 0, 7)
     assert target.read_text() == SECRET
+
+
+def test_export_to_the_home_refuses_a_linked_export_folder(tmp_path: Path) -> None:
+    # `ledger export` without --out writes into $LEDGER_HOME/export: a link planted there would
+    # have every request's facts written where it points.
+    home = private_dir(tmp_path / "home")
+    elsewhere = private_dir(tmp_path / "elsewhere")
+    (home / "export").symlink_to(elsewhere)
+    env = {"LEDGER_HOME": str(home), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    result = CliRunner().invoke(cli, ["export"], env=env)
+    assert result.exit_code == 2, result.output
+    assert f"{home / 'export'} is a symbolic link" in result.stderr.strip().splitlines()[-1]
+    assert list(elsewhere.iterdir()) == []
