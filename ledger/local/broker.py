@@ -113,13 +113,17 @@ HOME_FOLDERS: tuple[str, ...] = (
 
 
 def private_home(settings: Settings) -> None:
-    """Make ``$LEDGER_HOME`` (0700) if missing and check it and each of its :data:`HOME_FOLDERS`
-    there is (:func:`ledger.files.own_dir`): one another user owns or could swap, or a symbolic
-    link, is refused before anything is written or started with this home."""
+    """Make ``$LEDGER_HOME`` (0700) if missing and check it, each of its :data:`HOME_FOLDERS`
+    there is and each processor's folder in ``faust/`` (:func:`ledger.files.own_dir`): one
+    another user owns or could swap, or a symbolic link, is refused before anything is written
+    or started with this home."""
     private_dir(settings.home)
     for name in HOME_FOLDERS:
         if os.path.lexists(settings.home / name):
             own_dir(settings.home / name)
+    if os.path.isdir(settings.home / "faust"):  # each processor's folder: snapshots, markers
+        for folder in sorted((settings.home / "faust").iterdir()):
+            own_dir(folder)
 
 
 def _state_file(settings: Settings) -> Path:

@@ -172,6 +172,12 @@ def test_a_folder_of_the_home_that_is_a_link_is_refused(tmp_path: Path, target: 
     with pytest.raises(UsageError, match=r"is a symbolic link"):
         write_private(home / "broker" / "broker.json", "{}")
     assert list(elsewhere.iterdir()) == []
+    (home / "broker").unlink()
+    # A processor's folder (its snapshots and in-flight markers; Faust writes there too).
+    private_dir(home / "faust" / "ledger-evaluator")
+    (home / "faust" / "ledger-command-processor").symlink_to(elsewhere)
+    with pytest.raises(UsageError, match=r"faust/ledger-command-processor is a symbolic link"):
+        broker.private_home(Settings(home=home))
 
 
 # --------------------------------------------------------------------------- files in it
