@@ -37,7 +37,7 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gaps, state_at_position
-from ledger.core.jsonform import to_json_value
+from ledger.core.jsonform import format_timestamp, to_json_value
 from ledger.core.limits import recorded_id, recorded_name
 from ledger.core.state import LedgerState
 
@@ -127,8 +127,10 @@ def reproduce(
                 check_asker=False,
             )
             notes.append(
-                "it was decided before requested_by was held to a principal's form "
-                "(2026-12-06): re-decided as then; decided now, it is error (invalid_request)"
+                "it was decided as evaluators did before requested_by was held to a "
+                "principal's form (a release of 2026-12-06): re-decided so; decided now, it is "
+                f"error (invalid_request); it was decided at {format_timestamp(decision.occurred_at)}: "
+                "one decided after your evaluators were upgraded did not follow their rules"
             )
     elif isinstance(decision, BatchDecisionRecorded) and isinstance(
         request, BatchEvaluationRequested
@@ -158,8 +160,10 @@ def reproduce(
     if cut is not None:
         recorded_form = cut
         notes.append(
-            "it records names over their limit whole, as the evaluator did until 2026-12-06 "
-            "(they are recorded cut to the limit now, with their length)"
+            "it records names over their limit whole, as evaluators did before a release of "
+            "2026-12-06 (they are recorded cut to the limit now, with their length); it was "
+            f"decided at {format_timestamp(decision.occurred_at)}: one decided after your "
+            "evaluators were upgraded did not follow their rules"
         )
     note = "; ".join(notes) or None
     differences = tuple(

@@ -1270,7 +1270,9 @@ def test_a_decision_for_a_requested_by_no_principal_recorded_before_the_check_re
     assert (then.reason_code, then.requested_by) == ("ungoverned_action", "refund bot")
     again = reproduce(then, asked, history)
     assert again.reproduces, again.differences
-    assert "decided before requested_by was held to a principal's form" in str(again.note)
+    assert "decided as evaluators did before requested_by was held to a principal's form" in str(
+        again.note
+    ) and "one decided after your evaluators were upgraded did not follow" in str(again.note)
     forged = dataclasses.replace(then, determination=Determination.ALLOW)
     assert [d.field for d in reproduce(forged, asked, history).differences] == ["determination"]
 
