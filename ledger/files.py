@@ -210,6 +210,19 @@ def _refuse_unsafe_folders_above(path: Path) -> None:
                 code=UNSAFE_FOLDER,
             )
         mode = status.st_mode
+        if (
+            stat.S_ISDIR(mode)
+            and mode & 0o020
+            and not mode & stat.S_ISVTX
+            and _others_in_group(status.st_gid)
+        ):
+            raise UsageError(
+                f"{path} lies in {folder}, which its group may write (mode "
+                f"{mode & 0o7777:04o}, no sticky bit), and others are in that group: any of them "
+                "may rename it away and put a folder of their own in its place; choose a folder "
+                f"elsewhere (another $LEDGER_HOME), or `chmod g-w {folder}` (or `chmod +t`)",
+                code=UNSAFE_FOLDER,
+            )
         if stat.S_ISDIR(mode) and mode & 0o002 and not mode & stat.S_ISVTX:
             raise UsageError(
                 f"{path} lies in {folder}, which everyone may write (mode {mode & 0o7777:04o}, "
@@ -218,6 +231,23 @@ def _refuse_unsafe_folders_above(path: Path) -> None:
                 f"{folder}` (or `chmod +t`)",
                 code=UNSAFE_FOLDER,
             )
+
+
+def _others_in_group(gid: int) -> bool:
+    """Does group ``gid`` have a member other than this user (listed, or by primary group)? A
+    group-writable folder of one's own private group (umask 002 systems) is no one else's to
+    write; an unknown group is taken to have others (a review: ``/srv/projects`` of
+    ``root:devs 2775`` let any developer swap a root's home)."""
+    import grp
+    import pwd
+
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return True
+    me = {entry.pw_name for entry in pwd.getpwall() if entry.pw_uid == os.geteuid()}
+    members |= {entry.pw_name for entry in pwd.getpwall() if entry.pw_gid == gid}
+    return bool(members - me)
 
 
 def open_private(path: Path, flags: int) -> int:

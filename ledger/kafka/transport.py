@@ -65,6 +65,8 @@ from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
     Command,
+    CommandAccepted,
+    CommandRejected,
     DecisionCorrected,
     DecisionRecorded,
     Determination,
@@ -331,6 +333,8 @@ class Watch:
     unbound: bool = False
     """Its decision could not be decoded (a newer evaluator's schema): its correction is taken
     unchecked against it, as before corrections were bound, rather than lost."""
+    copied: bool = False
+    """A decision answering another request under its id was read (logged once)."""
 
 
 Watching = OrderedDict[bytes, Watch]
@@ -366,7 +370,8 @@ def _settles(asked: object, reply: object) -> bool:
         return isinstance(reply, DecisionRecorded) and answers_request(asked, reply)
     if isinstance(asked, BatchEvaluationRequested):
         return isinstance(reply, BatchDecisionRecorded) and answers_batch(asked, reply)
-    return True
+    # A command's answer is a result, never a decision under its id (a client reading both).
+    return isinstance(reply, (CommandAccepted, CommandRejected))
 
 
 def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool:
@@ -780,6 +785,17 @@ class KafkaTransport:
         if not isinstance(event, DecisionRecorded) or watched.asked is None:
             return
         if not answers_request(watched.asked, event):
+            # A copy under this id (a review: nothing said so, and the genuine request, taken
+            # for a repeat of it, is never decided: its default stands uncorrected).
+            if not watched.copied:
+                watched.copied = True
+                log.warning(
+                    "ledger client: a decision for another request under the id %s of an "
+                    "asynchronous request was read and ignored: someone sent a request under "
+                    "its id, and this one may never be decided, so no correction of its "
+                    "default may come (`ledger decisions --request ID`)",
+                    clipped(key.decode(errors="replace"), 80),
+                )
             return
         expected = correction_for(event)
         with self._lock:
@@ -789,6 +805,7 @@ class KafkaTransport:
                 del self._watching[key]
                 return
             watched.expected = expected
+            watched.asked = None  # bound: its facts need not be held for up to a day
             early = next((c for c in watched.early if _answers(c, expected)), None)
             watched.early = []
             if early is None:

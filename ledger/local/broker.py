@@ -25,6 +25,7 @@ authentication on a fresh loopback port. Everything under ``$LEDGER_HOME`` is cr
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from ledger.discovery import (
     read_credentials,
     recorded_int,
 )
-from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing
+from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing, UsageError
 from ledger.files import own_dir, private_dir, private_log, private_umask, write_private
 from ledger.local import credentials
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
@@ -123,7 +124,8 @@ def private_home(settings: Settings) -> None:
             own_dir(settings.home / name)
     if os.path.isdir(settings.home / "faust"):  # each processor's folder: snapshots, markers
         for folder in sorted((settings.home / "faust").iterdir()):
-            own_dir(folder)
+            if folder.is_symlink() or folder.is_dir():  # a stray file (.DS_Store) is no folder
+                own_dir(folder)
 
 
 def _state_file(settings: Settings) -> Path:
@@ -844,6 +846,8 @@ def stop(settings: Settings, *, grace: float = 30.0) -> bool:
             return False
         pid, _, state = adopted
     was_running = terminate(pid, grace=grace, marker=str(config))
-    # Keep the port in the state file so a restart reuses the same bootstrap address.
-    write_private(_state_file(settings), json.dumps({**(state or {}), "pid": 0}))
+    # Keep the port in the state file so a restart reuses the same bootstrap address. In a home
+    # now refused (unsafe_folder), a stop still stops: the record is left as it was (a review).
+    with contextlib.suppress(UsageError):
+        write_private(_state_file(settings), json.dumps({**(state or {}), "pid": 0}))
     return was_running

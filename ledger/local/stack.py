@@ -39,7 +39,7 @@ from ledger.discovery import (
     read_credentials,
     resolve_security,
 )
-from ledger.errors import LedgerError, ProcessorError
+from ledger.errors import LedgerError, ProcessorError, UsageError
 from ledger.files import open_private, private_dir, private_umask, write_private
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
@@ -189,7 +189,7 @@ def _running_pid(settings: Settings, name: str) -> int:
     found = find(environ=_marker(settings, name))
     if found is None:
         return 0
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, UsageError):  # a home now refused: `down` still stops
         write_private(pid_file, str(found))
     return found
 

@@ -133,6 +133,7 @@ def test_only_so_many_early_corrections_are_held_and_none_that_does_not_answer()
     assert listener.delivered == []
     listener.read(TOPICS.corrections, correction)
     assert listener.delivered == [correction]
+    assert all(w.asked is None for w in listener.watching.values())  # bound: not held
 
 
 def test_a_decision_this_client_cannot_decode_does_not_lose_the_correction(
@@ -154,7 +155,9 @@ def test_a_decision_this_client_cannot_decode_does_not_lose_the_correction(
     assert "does not decode" in caplog.text and request.event_id in caplog.text
 
 
-def test_a_decision_for_other_facts_under_the_id_does_not_settle_the_request() -> None:
+def test_a_decision_for_other_facts_under_the_id_does_not_settle_the_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Red team: the asynchronous path compared principal, action, resource and default, not
     # the facts: a copy under the victim's id with harmless facts, decided as the default said,
     # ended the watch, and the genuine decision's correction never reached the victim.
@@ -164,8 +167,13 @@ def test_a_decision_for_other_facts_under_the_id_does_not_settle_the_request() -
         request, facts={"amount": "1.00", "standing": "good"}, determination=Determination.ALLOW
     )
     assert correction_for(copy) is None  # agrees with the default: it would end the watch
-    listener.read(TOPICS.decisions, copy)
+    with caplog.at_level(logging.WARNING, logger="ledger.client"):
+        listener.read(TOPICS.decisions, copy)
+        listener.read(TOPICS.decisions, copy)  # said once
     assert len(listener.watching) == 1
+    # A review: nothing said so, and the genuine request may never be decided.
+    [said] = [r.getMessage() for r in caplog.records if "another request" in r.getMessage()]
+    assert request.event_id in said and "no correction of its default may come" in said
     decision = decided(request)
     correction = correction_for(decision)
     assert correction is not None

@@ -255,3 +255,63 @@ def test_export_to_the_home_refuses_a_linked_export_folder(tmp_path: Path) -> No
     assert result.exit_code == 2, result.output
     assert f"{home / 'export'} is a symbolic link" in result.stderr.strip().splitlines()[-1]
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_home_in_a_folder_its_group_may_write_is_refused_when_others_are_in_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: /srv/projects of root:devs 2775 let any developer rename a root's home away and
+    # plant links the broker's JVM would write through.
+    import ledger.files as files
+
+    assert files._others_in_group(2**31 - 7)  # a group no one knows: taken to have others
+    shared = tmp_path / "projects"
+    shared.mkdir()
+    shared.chmod(0o2775)
+    home = shared / "home"
+    monkeypatch.setattr(files, "_others_in_group", lambda gid: True)
+    with pytest.raises(UsageError, match=rf"lies in {shared}, which its group may write"):
+        broker.private_home(Settings(home=home))
+    assert not home.exists()
+    monkeypatch.setattr(files, "_others_in_group", lambda gid: False)  # one's private group
+    broker.private_home(Settings(home=home))
+    assert mode(home) & 0o777 == 0o700  # (setgid from its folder)
+
+
+def test_a_stray_file_in_faust_does_not_refuse_the_home(tmp_path: Path) -> None:
+    # A review: macOS Finder's .DS_Store in faust/ made `ledger up` "… is not a folder".
+    home = private_dir(tmp_path / "home")
+    private_dir(home / "faust")
+    (home / "faust" / ".DS_Store").write_bytes(b"")
+    broker.private_home(Settings(home=home))
+
+
+def test_stopping_the_broker_of_a_home_now_refused_still_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: in a home an upgrade now refuses, `ledger down` stopped the broker, then failed
+    # writing its record (unsafe_folder) before saying what it had stopped.
+    stopped: list[int] = []
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise UsageError("unsafe", code="unsafe_folder")
+
+    monkeypatch.setattr(broker, "read_broker_record", lambda settings: {"pid": 4242})
+    monkeypatch.setattr(broker, "alive", lambda pid, marker=None: True)
+    monkeypatch.setattr(broker, "terminate", lambda pid, **kw: stopped.append(pid) or True)
+    monkeypatch.setattr(broker, "write_private", refused)
+    assert broker.stop(Settings(home=tmp_path / "home")) is True and stopped == [4242]
+
+
+def test_a_processor_found_by_its_marker_in_a_home_now_refused_is_still_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: rewriting the lost pid file raised unsafe_folder out of `ps` and `down`, which
+    # then stopped nothing.
+    def refused(*args: object, **kwargs: object) -> None:
+        raise UsageError("unsafe", code="unsafe_folder")
+
+    monkeypatch.setattr(stack, "alive", lambda pid, marker=None: False)
+    monkeypatch.setattr(stack, "find", lambda environ: 4343)
+    monkeypatch.setattr(stack, "write_private", refused)
+    assert stack._running_pid(Settings(home=tmp_path / "home"), "evaluator") == 4343

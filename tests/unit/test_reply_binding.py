@@ -178,3 +178,15 @@ def test_a_timeout_says_decisions_for_another_request_came_under_its_id() -> Non
     with pytest.raises(LedgerTimeout, match=said):
         tool()
     assert ran == []
+
+
+def test_a_command_is_settled_by_a_result_only() -> None:
+    # A review: on a client reading decisions and results both, a decision under a command's
+    # id completed submit_command as if it were its result.
+    from ledger.core.events import CommandAccepted, CommandRejected, DecisionRecorded
+    from ledger.kafka.transport import _settles
+
+    command = object.__new__(CommandAccepted)  # what a command is asked with does not matter
+    assert not _settles(command, object.__new__(DecisionRecorded))
+    assert _settles(command, object.__new__(CommandAccepted))
+    assert _settles(command, object.__new__(CommandRejected))
