@@ -186,17 +186,23 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 
 
 def fetch(settings: Settings, *, progress: Progress = _quiet) -> Path:
-    """Fetch the broker's jars into the cache (once) and return the lib directory."""
+    """Fetch the broker's jars into the cache (once) and return the lib directory.
+
+    The cache and its Kafka folder are checked as the home is (:func:`private_dir`: this
+    user's own, 0700, in folders no one else may swap) at every start, not only the first: the
+    JVM runs what its jars hold (a review: root's broker started with ``$XDG_CACHE_HOME`` in a
+    user's ``~/.cache`` would have run that user's jars)."""
     lib = _lib_dir(settings)
+    work = lib.parent
+    private_dir(settings.cache)
+    private_dir(work)
     marker = lib / ".complete"
     if marker.exists():
         return lib
     mvn = _require("mvn", "install Apache Maven (e.g. `apt-get install maven`)")
     _java()
-    work = lib.parent
-    work.mkdir(parents=True, exist_ok=True)
     pom = work / "pom.xml"
-    pom.write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
+    write_private(pom, _POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
     staging = work / "lib.partial"
     shutil.rmtree(staging, ignore_errors=True)
     progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central (first time only)…")
@@ -224,7 +230,7 @@ def fetch(settings: Settings, *, progress: Progress = _quiet) -> Path:
         )
     shutil.rmtree(lib, ignore_errors=True)
     staging.rename(lib)
-    marker.write_text(KAFKA_VERSION + "\n")
+    write_private(marker, KAFKA_VERSION + "\n")
     return lib
 
 

@@ -14,6 +14,8 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -315,3 +317,47 @@ def test_a_processor_found_by_its_marker_in_a_home_now_refused_is_still_found(
     monkeypatch.setattr(stack, "find", lambda environ: 4343)
     monkeypatch.setattr(stack, "write_private", refused)
     assert stack._running_pid(Settings(home=tmp_path / "home"), "evaluator") == 4343
+
+
+@as_root
+def test_a_jar_cache_another_user_owns_is_refused_before_the_broker_runs_its_jars(
+    tmp_path: Path,
+) -> None:
+    # A review: root's broker started with $XDG_CACHE_HOME in a user's ~/.cache would have run
+    # whatever jars that user put there.
+    cache = tmp_path / "cache"
+    lib = cache / "kafka_2.13-x" / "lib"
+    lib.mkdir(parents=True)
+    (lib / ".complete").write_text("x\n")
+    for folder in (cache, lib.parent, lib):
+        os.chown(folder, OTHER, OTHER)
+    settings = Settings(home=tmp_path / "home", cache=cache)
+    with pytest.raises(UsageError, match=rf"{cache} is owned by another user \(uid {OTHER}\)"):
+        broker.fetch(settings)
+
+
+def test_the_jar_cache_is_made_private_and_its_files_are_not_written_through_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    settings = Settings(home=tmp_path / "home", cache=cache)
+    lib = broker._lib_dir(settings)
+    target = tmp_path / "target"
+    target.write_text(SECRET)
+    lib.parent.mkdir(parents=True)
+    (lib.parent / "pom.xml").symlink_to(target)
+
+    def maven(cmd: list[str], **kw: object) -> Any:
+        staging = Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+        staging.mkdir(parents=True)
+        (staging / f"kafka_2.13-{broker.KAFKA_VERSION}.jar").write_bytes(b"jar")
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(broker, "_require", lambda tool, hint: tool)
+    monkeypatch.setattr(broker, "_java", lambda: "java")
+    monkeypatch.setattr(broker.subprocess, "run", maven)
+    assert broker.fetch(settings) == lib
+    assert target.read_text() == SECRET  # the planted link was replaced, not written through
+    assert mode(cache) == 0o700 and mode(lib.parent) == 0o700
+    assert (lib / ".complete").read_text().strip() == broker.KAFKA_VERSION
