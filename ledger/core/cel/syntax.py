@@ -143,7 +143,7 @@ def alternatives(text: str) -> tuple[frozenset[str], ...]:
     always holds is empty. For finding rules an earlier rule shadows (:mod:`ledger.core.policy
     .lint`): the condition holds when all the terms of one alternative do. The text must compile
     (:func:`compile_condition`)."""
-    from lark import Token, Tree
+    from lark import Token
 
     def key(node: Any) -> str:
         if isinstance(node, Token):
@@ -154,24 +154,31 @@ def alternatives(text: str) -> tuple[frozenset[str], ...]:
                 return str(node)
         return f"{node.data}({','.join(key(c) for c in node.children)})"
 
-    def bare(node: Any) -> Any:
-        # Through one-operand precedence levels and parentheses to what the node really is.
-        while isinstance(node, Tree) and len(node.children) == 1:
-            if node.data not in _UNWRAP and node.data != "paren_expr":
-                break
-            node = node.children[0]
-        return node
-
-    def flat(node: Any, kind: str) -> list[Any]:
-        node = bare(node)
-        if isinstance(node, Tree) and node.data == kind:
-            return [part for child in node.children for part in flat(child, kind)]
-        return [node]
-
     return tuple(
-        frozenset(k for k in map(key, flat(alt, "conditionaland")) if k != "literal(true)")
-        for alt in flat(_parse(text), "conditionalor")
+        frozenset(k for k in map(key, _flat(alt, "conditionaland")) if k != "literal(true)")
+        for alt in _flat(_parse(text), "conditionalor")
     )
+
+
+def _bare(node: Any) -> Any:
+    """Through one-operand precedence levels and parentheses to what a parse-tree node is."""
+    from lark import Tree
+
+    while isinstance(node, Tree) and len(node.children) == 1:
+        if node.data not in _UNWRAP and node.data != "paren_expr":
+            break
+        node = node.children[0]
+    return node
+
+
+def _flat(node: Any, kind: str) -> list[Any]:
+    """The operands of a chain of ``kind`` (``conditionaland``: ``a && b && c``), flattened."""
+    from lark import Tree
+
+    node = _bare(node)
+    if isinstance(node, Tree) and node.data == kind:
+        return [part for child in node.children for part in _flat(child, kind)]
+    return [node]
 
 
 def unguarded_reads(text: str, absent: Collection[str]) -> tuple[str, ...]:
@@ -189,23 +196,10 @@ def unguarded_reads(text: str, absent: Collection[str]) -> tuple[str, ...]:
     """
     from lark import Token, Tree
 
-    def bare(node: Any) -> Any:
-        while isinstance(node, Tree) and len(node.children) == 1:
-            if node.data not in _UNWRAP and node.data != "paren_expr":
-                break
-            node = node.children[0]
-        return node
-
-    def flat(node: Any, kind: str) -> list[Any]:
-        node = bare(node)
-        if isinstance(node, Tree) and node.data == kind:
-            return [part for child in node.children for part in flat(child, kind)]
-        return [node]
-
     def field(node: Any) -> str | None:
         """``context.NAME`` when ``node`` (a ``member_dot``) reads the context's field NAME."""
         target, name = node.children
-        target = bare(target)
+        target = _bare(target)
         is_context = isinstance(target, Tree) and target.data == "ident"
         if is_context and str(target.children[0]) == "context":
             return f"context.{name}"
@@ -213,12 +207,12 @@ def unguarded_reads(text: str, absent: Collection[str]) -> tuple[str, ...]:
 
     def has(node: Any) -> str | None:
         """What ``node`` tests the presence of, when it is ``has(x)``: x (or context.NAME)."""
-        node = bare(node)
+        node = _bare(node)
         if not (isinstance(node, Tree) and node.data == "ident_arg" and len(node.children) == 2):
             return None
         if str(node.children[0]) != "has" or len(node.children[1].children) != 1:
             return None
-        arg = bare(node.children[1].children[0])
+        arg = _bare(node.children[1].children[0])
         if isinstance(arg, Tree) and arg.data == "ident":
             return str(arg.children[0])
         if isinstance(arg, Tree) and arg.data == "member_dot":
@@ -227,7 +221,7 @@ def unguarded_reads(text: str, absent: Collection[str]) -> tuple[str, ...]:
 
     def has_not(node: Any) -> str | None:
         """What ``node`` tests the absence of, when it is ``!has(x)``."""
-        node = bare(node)
+        node = _bare(node)
         if isinstance(node, Tree) and node.data == "unary" and len(node.children) == 2:
             op, operand = node.children
             if isinstance(op, Tree) and op.data == "unary_not":
@@ -237,12 +231,12 @@ def unguarded_reads(text: str, absent: Collection[str]) -> tuple[str, ...]:
     found: dict[str, None] = {}
 
     def walk(node: Any, guarded: frozenset[str]) -> None:
-        node = bare(node)
+        node = _bare(node)
         if isinstance(node, Token):
             return
         data, kids = node.data, node.children
         if data in ("conditionaland", "conditionalor"):
-            sides = flat(node, data)
+            sides = _flat(node, data)
             said = has if data == "conditionaland" else has_not  # what a side guards the others
             guards = {x for side in sides if (x := said(side)) is not None}
             for side in sides:
