@@ -387,13 +387,17 @@ def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool
 class Sent(Future[Any]):
     """A sent message's reply to come; ``written`` once Kafka has acknowledged the message (a
     timeout's message tells a request Kafka holds, and will be decided, from one still queued in
-    this client, which a close drops). ``asked`` is the message as its reader decodes it, which
-    a reply must answer; ``others`` counts the decisions read under its id that answer another
+    this client, which a close drops). ``asked`` is the message as sent, which a reply must
+    answer (as its reader decodes ``wire``, when they differ); ``others`` counts the decisions read under its id that answer another
     request (someone sent a copy under this id: a timeout says so)."""
 
     written: bool = False
     asked: object = None
     others: int = 0
+    wire: bytes | None = None
+    """The record sent, decoded as its reader decodes it only when the message as sent does not
+    match a reply (lists come back as tuples): a decode per request on the hot path cost the
+    round trip ~0.1 ms at 1,000 req/s (allocations on 2 shared cores)."""
 
 
 class KafkaTransport:
@@ -461,9 +465,10 @@ class KafkaTransport:
         value = self._codec.encode(message)
         refuse_oversized(message, value)
         future = Sent()
-        # What its evaluator will read (lists as tuples, times in UTC), which its answer must
-        # answer; decoded here, on the caller's thread, not on the listener's.
-        future.asked = message if isinstance(message, Command) else self._codec.decode(value)
+        # What its answer must answer: the message as sent, and as its evaluator will read it
+        # (lists as tuples, times in UTC), decoded only if a reply does not match as sent.
+        future.asked = message
+        future.wire = None if isinstance(message, Command) else value
         rid = message.event_id.encode()
         with self._lock:
             self._refuse_if_unavailable()
@@ -883,7 +888,7 @@ class KafkaTransport:
         except CodecError as exc:
             outcome = exc  # a newer evaluator's schema: said to the caller, never taken
         else:
-            if future.asked is not None and not _settles(future.asked, outcome):
+            if future.asked is not None and not self._answers_sent(future, outcome):
                 self._not_its_answer(key, future)
                 return
         self._settled(key, future)
@@ -894,6 +899,18 @@ class KafkaTransport:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    def _answers_sent(self, future: Sent, reply: object) -> bool:
+        """Does ``reply`` answer what ``future`` sent: as sent, or else as its reader decodes
+        the record (the same question either way; a copy's answer matches neither)."""
+        if _settles(future.asked, reply):
+            return True
+        if future.wire is None:
+            return False
+        try:
+            return _settles(self._codec.decode(future.wire), reply)
+        except CodecError:
+            return False
 
     def _settled(self, key: bytes, future: Sent) -> None:
         """``future`` waits no more for a reply under ``key``."""

@@ -190,3 +190,26 @@ def test_a_command_is_settled_by_a_result_only() -> None:
     assert not _settles(command, object.__new__(DecisionRecorded))
     assert _settles(command, object.__new__(CommandAccepted))
     assert _settles(command, object.__new__(CommandRejected))
+
+
+def test_a_genuine_answer_costs_no_decode_of_the_request_sent() -> None:
+    # The round trip at 1,000 req/s was ~0.1 ms slower with the request decoded on every send:
+    # the message as sent is compared first, its record decoded only when that does not match.
+    transport = _transport()
+    decoded: list[type] = []
+
+    class Counting:
+        def encode(self, message: Any) -> bytes:
+            return CODEC.encode(message)
+
+        def decode(self, value: bytes) -> Any:
+            event = CODEC.decode(value)
+            decoded.append(type(event))
+            return event
+
+    transport._codec = Counting()
+    request = _request(facts={"amount": "100000", "standing": "suspended"})
+    future = transport.send(request)
+    _read(transport, _decided(request))
+    assert future.result(timeout=1).request_id == request.event_id
+    assert decoded == [DecisionRecorded]  # the reply only
