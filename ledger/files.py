@@ -196,7 +196,10 @@ def _open_own_dir(path: Path) -> int:
 
 def _refuse_unsafe_folders_above(path: Path) -> None:
     absolute = Path(os.path.abspath(path))
-    real = Path(os.path.realpath(absolute.parent))
+    # The real folders from the path as written, not from ``abspath``'s: that drops ``link/..``
+    # by its text, where the system goes up from the link's target (a review:
+    # ``~/link/../home``, the link to a folder anyone may write, checked ``~`` instead).
+    real = Path(os.path.realpath(Path(os.getcwd(), path).parent))
     for folder in dict.fromkeys((*absolute.parents, real, *real.parents)):
         try:
             status = folder.lstat()

@@ -140,6 +140,24 @@ def test_a_home_that_is_a_link_or_in_a_folder_anyone_may_swap_it_out_of_is_refus
 
 
 @as_root
+@pytest.mark.usefixtures("no_broker")
+def test_a_home_named_through_a_link_and_dotdot_is_checked_where_the_system_goes(
+    tmp_path: Path,
+) -> None:
+    # ``mine/link/../home`` is ``shared/home`` to the system (``..`` of the link's target), not
+    # ``mine/home`` as its text reads: the folder anyone may write is the one checked.
+    shared = tmp_path / "shared"
+    (shared / "deep").mkdir(parents=True)
+    shared.chmod(0o777)
+    mine = private_dir(tmp_path / "mine")
+    (mine / "link").symlink_to(shared / "deep")
+    home = mine / "link" / ".." / "home"
+    with pytest.raises(UsageError, match=rf"lies in {shared}, which everyone may write"):
+        broker.private_home(Settings(home=home))
+    assert not (shared / "home").exists() and not (mine / "home").exists()
+
+
+@as_root
 def test_a_home_in_a_folder_another_user_owns_is_refused(tmp_path: Path) -> None:
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o755)
