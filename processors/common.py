@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import faust
 
+from ledger.files import private_dir
 from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import KafkaSecurity, Settings
@@ -57,7 +58,10 @@ def create_faust_app(
     """
     name = settings.topics.group(app_id)  # the app's id is its consumer group
     datadir = state_dir(settings, app_id)
-    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level itself
+    # Each level checked and private (Faust creates only the last itself): a processor run on
+    # its own (compose, a service manager) has had no `ledger up` check its home.
+    for folder in (settings.home, datadir.parent, datadir):
+        private_dir(folder)
     conf: dict[str, Any] = {
         "broker": f"kafka://{bootstrap}",
         # Faust's default data dir is "<app>-data" in the working directory: keep it with the

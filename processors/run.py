@@ -82,10 +82,10 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         bootstrap = resolve_bootstrap(settings, explicit=None)
         security = resolve_security(settings, role, bootstrap=bootstrap)
         settings = replace(settings, security=security)
+        processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line too
     except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)
-    processor = factory(settings, bootstrap=bootstrap)
     app, follower = processor.app, processor.follower
     ready_file = settings.ready_file
     credential = credential_fingerprint(settings.security)

@@ -188,7 +188,7 @@ WINGS: dict[str, set[str]] = {
         "ledger.pids",
         "ledger.settings",
     },
-    "processors": KAFKA_CLIENTS,
+    "processors": KAFKA_CLIENTS | {"ledger.files"},  # their folders, checked as a home is
     "ledger.local": {
         "ledger.discovery",
         "ledger.files",
