@@ -10,22 +10,40 @@ from pathlib import Path
 import pytest
 
 
+def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 @pytest.mark.parametrize("module", ["processors.evaluator", "processors.command_processor"])
 def test_a_processor_without_kafka_exits_7_with_one_line(module: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LEDGER_BOOTSTRAP"}
     env["LEDGER_HOME"] = str(tmp_path)  # no broker was ever started here
-    done = subprocess.run(
-        [sys.executable, "-m", module],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(module, env)
     assert done.returncode == 7, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "no Kafka to talk to: set $LEDGER_BOOTSTRAP, or run `ledger broker start`" in lines[0]
+
+
+@pytest.mark.parametrize("module", ["processors.evaluator", "processors.command_processor"])
+def test_a_processor_run_on_its_own_refuses_an_unsafe_home_in_one_line(
+    module: str, tmp_path: Path
+) -> None:
+    # As compose and service managers run them: no `ledger up` has checked the home first,
+    # and the processor made its Faust folders plainly wherever $LEDGER_HOME named.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    env = {**os.environ, "LEDGER_HOME": str(shared / "home"), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    done = _run(module, env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"lies in {shared}, which everyone may write" in lines[0]
+    assert lines[0].endswith("[unsafe_folder]")
+    assert not (shared / "home").exists()
 
 
 def test_a_processor_killed_by_a_fatal_signal_leaves_its_stack_in_its_log(tmp_path: Path) -> None:
