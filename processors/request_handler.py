@@ -54,34 +54,53 @@ CHECKPOINT_EVERY = 1000
 
 
 class RecentIds:
-    """A bounded set of recently answered request ids (oldest forgotten first).
+    """The requests recently answered (oldest forgotten first), each remembered as its record
+    was sent, so that a re-delivered record is a repeat but another request under an answered
+    id is not: a copy an attacker sent first under a genuine request's id (reading new requests
+    with one credential, writing with the agent's) made the genuine one a "repeat", never
+    answered (a red team). Ids answered since the last commit by whoever held the partitions
+    (:meth:`update`, after a crash) are known by id only, and any request under one is a
+    repeat.
 
-    Each id is kept as a 16-byte digest: ids may be up to 128 characters, and a million of
-    them at full length held ~285 MB.
+    Each is kept as a 16-byte digest: a million records at full size held ~285 MB.
     """
 
     def __init__(self, capacity: int = 1_000_000) -> None:
-        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._capacity = capacity
+        self._by_id = False  # no id known by id only: one digest a request, not two
 
-    def __contains__(self, key: bytes) -> bool:
-        return _digest(key) in self._ids
+    def repeats(self, request_id: bytes, request: bytes) -> bool:
+        """Was ``request`` (a record's value) answered, or its id, when known by id only?"""
+        seen = self._seen
+        return _digest(request, _AS_SENT) in seen or (
+            self._by_id and _digest(request_id, _BY_ID) in seen
+        )
 
-    def add(self, key: bytes) -> None:
-        self._ids[_digest(key)] = None
-        if len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
+    def add(self, request: bytes) -> None:
+        """Remember ``request`` (a record's value) as answered."""
+        self._put(_digest(request, _AS_SENT))
 
-    def update(self, keys: Iterable[bytes]) -> None:
-        for key in keys:
-            self.add(key)
+    def update(self, ids: Iterable[bytes]) -> None:
+        """Remember request ids answered since the last commit: any request under one repeats."""
+        for key in ids:
+            self._by_id = True
+            self._put(_digest(key, _BY_ID))
+
+    def _put(self, digest: bytes) -> None:
+        self._seen[digest] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._seen)
 
 
-def _digest(key: bytes) -> bytes:
-    return hashlib.blake2b(key, digest_size=16).digest()
+_AS_SENT, _BY_ID = b"request", b"request id"
+
+
+def _digest(data: bytes, person: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16, person=person).digest()
 
 
 class RequestHandler:
@@ -115,8 +134,10 @@ class RequestHandler:
         self.stats = stats
         self.recent = RecentIds()
         self.reply_partitions: dict[bytes, int] = {}
-        """Request id -> the partition its answers go to, for requests that name one (the
-        sender of the outputs pops them; outputs stay ``(topic, key, value)``)."""
+        """An answer (its record's value) -> the partition it goes to, for requests that name
+        one (the sender of the outputs clears them; outputs stay ``(topic, key, value)``). By
+        the answer, not its key: two requests under one id, both answered in a batch, may name
+        different partitions, and each answer goes to its own request's."""
         self.limit = limit or OutputLimit(DEFAULT_LIMITS.record_bytes)
         self.inflight = inflight
         self.letters = DeadLetters(
@@ -151,7 +172,8 @@ class RequestHandler:
             code, reason = refused
             return [self._dead_letter(topic, partition, offset, key, value, code, reason)]
         rid = request.event_id.encode()
-        if rid in self.recent:
+        sent = value or b""  # decoded: a record, never a tombstone
+        if self.recent.repeats(rid, sent):
             self.stats.duplicates += 1
             return []
         now = utcnow()
@@ -184,10 +206,11 @@ class RequestHandler:
                 self._dead_letter(topic, partition, offset, key, value, "output_too_large", reason)
             ]
         self.chain = head  # only now: a record that is not written is not in the chain
-        self.recent.add(rid)
+        self.recent.add(sent)
         self.stats.processed += 1
         if request.reply_partition is not None:
-            self.reply_partitions[rid] = request.reply_partition
+            for _topic, _key, record in out:
+                self.reply_partitions[record] = request.reply_partition
         if head.seq - self._checkpointed >= self.checkpoint_every:
             out.append(self._checkpoint(now))
         return out

@@ -589,7 +589,7 @@ class RequestLoop:
         for topic, key, value in outputs:
             partition = -1  # the partitioner's choice (by key)
             if topic in replies:
-                wanted = routes.get(key)
+                wanted = routes.get(value)
                 if wanted is not None:
                     partition = self._reply_partition(producer, topic, wanted)
             while True:

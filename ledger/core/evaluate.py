@@ -906,8 +906,9 @@ def answers_request(request: EvaluationRequested, decision: DecisionRecorded) ->
     """Whether ``decision`` answers ``request``, not another request sent under its id.
 
     Ids are chosen by senders: anyone holding the agent credential can send a copy of a request
-    (learned from the decisions every agent reads) under its id, asking something else, and
-    the evaluator that decides the copy first takes the genuine one for a repeat. A client acts
+    (learned from the decisions every agent reads, or, with a credential that reads new
+    requests, before the genuine one) under its id, asking something else, and an evaluator
+    decides each (only a record delivered again as sent is a repeat to it). A client acts
     only on a decision whose request id and time (``requested_at``), principal, action,
     resource, mode, default, who asked (``requested_by``; none recorded by an evaluator older
     than the field) and context are the request's, and whose facts are what the request's facts

@@ -10,14 +10,13 @@ ran ("asked account:40 amount 100000 standing suspended, got allow on account:1 
 Here the copy is written before the genuine request, ahead of it on its partition and on every
 other request partition, while no evaluator runs; the evaluator is started once the genuine
 request is written, so it decides the copy first, while the victim waits. The victim never gets
-the copy's decision: it times out saying a decision for another request came under its id, and
-a new id is decided as asked.
+the copy's decision; and the genuine request is not taken for a repeat of it (only a record that
+comes again as it was sent is): it is decided too, as asked, and the victim gets that answer.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ import ledger.client
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
 from ledger.enforce import DecisionDenied, enforce
-from ledger.errors import LedgerTimeout
 from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
@@ -35,7 +33,7 @@ pytestmark = pytest.mark.integration
 CODEC = default_codec()
 ASKED = {**GOOD_FACTS, "amount": "100000", "standing": "suspended"}  # the policy denies it
 HARMLESS = {**GOOD_FACTS, "amount": "1.00"}  # auto-refund: allowed
-WAIT = 40.0  # the victim's timeout: the evaluator starts within it
+WAIT = 40.0  # the victim's timeout: the evaluator starts well within it
 
 
 def test_a_copy_under_the_request_id_decided_first_is_never_taken(
@@ -94,24 +92,20 @@ def test_a_copy_under_the_request_id_decided_first_is_never_taken(
     ids = iter([chosen])
     monkeypatch.setattr(ledger.client, "new_id", lambda: next(ids, None) or new_id())
     starter.start()
-    started = time.monotonic()
     try:
-        with pytest.raises(LedgerTimeout, match="for another request under its id was read"):
+        with pytest.raises(DecisionDenied) as denied:
             issue_refund()
     finally:
         starter.join(timeout=120)
-    assert ran == []
-    assert time.monotonic() - started >= WAIT - 1
+    assert denied.value.decision.rule == "suspended" and ran == []
     decided = [
         d
         for d in stack.records(stack.topics.decisions)
         if isinstance(d, DecisionRecorded) and d.request_id == chosen
     ]
-    # The attack happened: the copy alone was decided (allowed), the genuine taken for a repeat.
+    # The copy was decided first (allowed, once: its copies on other partitions are repeats),
+    # and the genuine request after it, as asked.
     assert [(d.resource, d.determination) for d in decided] == [
-        ("account:1", Determination.ALLOW)
+        ("account:1", Determination.ALLOW),
+        ("account:40", Determination.DENY),
     ], stack.logs()
-    # Sent again under a new id (as the timeout says), it is decided as asked.
-    with pytest.raises(DecisionDenied) as denied:
-        issue_refund()
-    assert denied.value.decision.rule == "suspended" and ran == []

@@ -175,12 +175,11 @@ def test_a_request_id_over_its_limit_is_dead_lettered_and_never_remembered() -> 
         ((topic, letter),) = out
         assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
         assert letter.code == "id_too_long" and "longer than 128" in letter.reason
-    assert long_id.encode() not in handler.recent
+    assert len(handler.recent) == 0
     edge = "r" * DEFAULT_LIMITS.request_id_chars
-    ((_, decision),) = decoded(
-        handler.handle_batch(EMPTY_STATE, [msg(9, CODEC.encode(request(edge)))])
-    )
-    assert isinstance(decision, DecisionRecorded) and edge.encode() in handler.recent
+    sent = CODEC.encode(request(edge))
+    ((_, decision),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(9, sent)]))
+    assert isinstance(decision, DecisionRecorded) and handler.recent.repeats(edge.encode(), sent)
 
 
 def test_a_pre_evaluation_over_the_item_limit_is_dead_lettered_unevaluated() -> None:
@@ -193,7 +192,7 @@ def test_a_pre_evaluation_over_the_item_limit_is_dead_lettered_unevaluated() -> 
     ((topic, letter),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(batch))]))
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
     assert letter.code == "too_many_items" and "501 items" in letter.reason
-    assert batch.event_id.encode() not in handler.recent
+    assert len(handler.recent) == 0
     at_limit = replace(batch, event_id=new_id(), items=items[:-1])
     ((_, answer),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(1, CODEC.encode(at_limit))]))
     assert isinstance(answer, BatchDecisionRecorded) and len(answer.decisions) == 500
@@ -410,7 +409,7 @@ def test_an_empty_request_id_is_dead_lettered_and_never_remembered() -> None:
         ((topic, letter),) = out
         assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
         assert (letter.code, letter.reason) == ("id_empty", "the request id is empty")
-    assert b"" not in handler.recent
+    assert len(handler.recent) == 0
 
 
 def test_a_command_id_over_its_limit_is_dead_lettered_and_never_remembered() -> None:
@@ -452,7 +451,7 @@ def test_a_blank_request_id_is_dead_lettered_as_an_empty_one_is() -> None:
     ((topic, letter),) = decoded(handler.handle_batch(EMPTY_STATE, [msg(0, CODEC.encode(blank))]))
     assert topic == TOPICS.dead_letters and isinstance(letter, DeadLetter)
     assert (letter.code, letter.reason) == ("id_empty", "the request id is only whitespace")
-    assert b"  " not in handler.recent
+    assert len(handler.recent) == 0
 
 
 def test_an_answer_repeating_huge_sender_text_is_cut_to_fit() -> None:
@@ -596,5 +595,8 @@ def test_recent_ids_forget_the_oldest_and_hold_digests_only() -> None:
     recent = RecentIds(capacity=2)
     long_ids = [bytes([65 + i]) * 128 for i in range(3)]
     recent.update(long_ids)
-    assert [i in recent for i in long_ids] == [False, True, True] and len(recent) == 2
-    assert all(len(kept) == 16 for kept in recent._ids)  # 128-character ids, 16 bytes each
+    assert [recent.repeats(i, b"any") for i in long_ids] == [False, True, True]
+    assert len(recent) == 2
+    assert all(len(kept) == 16 for kept in recent._seen)  # 128-character ids, 16 bytes each
+    recent.add(b"x" * 100_000)  # a request as sent: 16 bytes too
+    assert recent.repeats(b"other", b"x" * 100_000) and len(recent) == 2

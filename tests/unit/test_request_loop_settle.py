@@ -22,7 +22,8 @@ import pytest
 
 import processors.request_loop as loop_module
 from ledger.codec import default_codec
-from ledger.core.events import ChainCheckpoint, EvaluationRequested
+from ledger.core.evaluate import answers_request
+from ledger.core.events import ChainCheckpoint, DecisionRecorded, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow
 from ledger.kafka.dedup import RELEASED
@@ -45,9 +46,11 @@ class Broker:
         self.queued: list[tuple[str, Any]] = []  # (topic, on_delivery) not yet acknowledged
         self.produced: list[str] = []  # topics, in produce order
         self.values: list[Any] = []  # the chain checkpoints produced, decoded
+        self.routed: list[tuple[str, int, bytes]] = []  # (topic, partition, value) produced
 
     def produce(self, topic: str, value: bytes, key: bytes, *, partition: int, on_delivery: Any):
         self.produced.append(topic)
+        self.routed.append((topic, partition, value))
         self.queued.append((topic, on_delivery))
         if topic == TOPICS.chain_checkpoints:
             mark = CODEC.decode(value)
@@ -291,7 +294,7 @@ def test_partitions_taken_over_learn_what_was_answered_on_them_first(
     taken = [SimpleNamespace(topic=REQUESTS, partition=p) for p in (0, 1)]
     request_loop._assigned(consumer, taken)
     assert asked == [("g", [0]), ("g", [0, 1])]
-    assert b"answered-by-the-dead-worker" in handler.recent
+    assert handler.recent.repeats(b"answered-by-the-dead-worker", b"any copy")
 
     def unreachable(*args: Any, **kw: Any) -> set[bytes]:
         raise OSError("broker away")
@@ -329,7 +332,7 @@ def test_partitions_whose_answers_cannot_be_read_wait_paused_until_they_are(
     monkeypatch.setattr(loop_module, "answered_since_last_commit", answered)
     request_loop._retry_claims(consumer)
     assert asked == [[0, 1]]
-    assert b"answered-by-the-dead-worker" in handler.recent
+    assert handler.recent.repeats(b"answered-by-the-dead-worker", b"any copy")
     assert consumer.paused == set() and request_loop._unclaimed == []
     assert request_loop.holding() == (2, 2)
 
@@ -849,3 +852,41 @@ def test_a_loop_that_does_not_come_round_is_not_alive(monkeypatch: pytest.Monkey
     request_loop._serve()
     assert made[0].seen == [True, False]
     assert request_loop.alive()  # it came round again
+
+
+def test_a_copy_sent_first_under_a_requests_id_does_not_silence_the_request() -> None:
+    # A red team read new requests with one credential and wrote, with the agent's, a copy
+    # under the victim's id before it: the copy was decided and the genuine request taken for
+    # a repeat, never answered. Each is answered now, to the reply partition it named; only a
+    # record that comes again as it was sent is a repeat.
+    request_loop, handler, broker, _consumer = loop(every=100)
+    request_loop._partitions.update({TOPICS.decisions: 4, TOPICS.corrections: 4})
+    request_id = new_id()
+    genuine = EvaluationRequested(
+        event_id=request_id,
+        occurred_at=utcnow(),
+        actor="agent:a",
+        action="refund.issue",
+        principal="agent:a",
+        resource="account:1",
+        reply_partition=2,
+    )
+    copy = EvaluationRequested(
+        event_id=request_id,
+        occurred_at=genuine.occurred_at,
+        actor="agent:a",
+        action="refund.issue",
+        principal="agent:a",
+        resource="account:666",
+        reply_partition=0,
+    )
+    sent = [CODEC.encode(copy), CODEC.encode(genuine), CODEC.encode(genuine)]
+    batch = [Record(REQUESTS, 0, next(_offsets), request_id.encode(), v) for v in sent]
+    fetched(request_loop, handler, batch)
+    answers = [(p, CODEC.decode(v)) for t, p, v in broker.routed if t == TOPICS.decisions]
+    assert [(p, d.resource) for p, d in answers] == [(0, "account:666"), (2, "account:1")]
+    assert handler.stats.duplicates == 1  # the genuine record delivered twice
+    (_, mine) = answers[1]
+    assert isinstance(mine, DecisionRecorded) and answers_request(genuine, mine)
+    fetched(request_loop, handler, batch[:2])  # re-delivered after a rebalance: repeats
+    assert len(broker.routed) == 2 and handler.stats.duplicates == 3
