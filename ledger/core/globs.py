@@ -12,6 +12,10 @@ last end it, and each part between is found, leftmost, after the one before, whi
 glob holding ``?`` or ``[…]`` is a regular expression, fnmatch's own;
 :data:`ledger.core.limits.Limits` bounds them where patterns are written (``glob_wildcards``,
 ``glob_chars``, ``glob_class_chars``).
+
+Whether two globs can match one name (:func:`globs_share`: may two ``governs`` entries share an
+action?) is decided exactly, by a walk over pairs of positions in the two patterns, never by
+trying names.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "compile_globs",
     "glob_matches",
     "glob_problems",
+    "globs_share",
     "is_pattern",
     "wildcards",
 ]
@@ -172,19 +177,176 @@ def glob_problems(
 def _caret_class(pattern: str) -> bool:
     """Does ``pattern`` hold a class whose first character is ``^`` (``[^0-9]``)? fnmatch reads
     it as ``^`` or a digit, the inverse of what a shell's or a regex's reader means (``[!0-9]``
-    negates): a grant of it hands on what its author meant to keep back. Classes end as
-    :func:`fnmatch.translate` ends them (an unclosed ``[`` is a literal)."""
+    negates): a grant of it hands on what its author meant to keep back."""
     at = pattern.find("[")
     while at >= 0:
-        start = skip = at + 1
-        if pattern[skip : skip + 1] == "!":
-            skip += 1
-        if pattern[skip : skip + 1] == "]":
-            skip += 1  # a ] first is one of the class's characters
-        end = pattern.find("]", skip)
+        end = _class_end(pattern, at)
         if end < 0:
             return False  # an unclosed [: a literal, and so is each one after it
-        if pattern[start : start + 1] == "^":
+        if pattern[at + 1 : at + 2] == "^":
             return True
-        at = pattern.find("[", end + 1)
+        at = pattern.find("[", end)
     return False
+
+
+def _class_end(pattern: str, at: int) -> int:
+    """Where the class that ``pattern[at]`` (a ``[``) opens ends (the index after its ``]``), or
+    -1 when it is not a class but a literal ``[``: as :func:`fnmatch.translate` reads it (a
+    ``!`` first negates, a ``]`` first, after it, is one of the class's characters)."""
+    skip = at + 1
+    if pattern[skip : skip + 1] == "!":
+        skip += 1
+    if pattern[skip : skip + 1] == "]":
+        skip += 1
+    end = pattern.find("]", skip)
+    return end + 1 if end >= 0 else -1
+
+
+@functools.lru_cache(maxsize=8192)
+def _tokens(pattern: str) -> tuple[str, ...]:
+    """``pattern`` as what each matches of a name: ``*`` (a run of ``*``, which matches what one
+    does), ``?``, a class's text (``[!0-9]``), or one literal character (``*`` and ``?`` are
+    never literals outside a class, and an unclosed ``[`` is one)."""
+    tokens: list[str] = []
+    at, closed = 0, True
+    while at < len(pattern):
+        char = pattern[at]
+        end = _class_end(pattern, at) if char == "[" and closed else -1
+        if end >= 0:
+            tokens.append(pattern[at:end])
+            at = end
+            continue
+        # No ] follows an unclosed [, so each [ after it is a literal too: not looked for again.
+        closed = closed and char != "["
+        if char != "*" or not tokens or tokens[-1] != "*":
+            tokens.append(char)
+        at += 1
+    return tuple(tokens)
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_regex(text: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(text))
+
+
+def _meet(x: str, y: str) -> bool:
+    """Does some one character match both tokens ``x`` and ``y`` (neither ``*``)? A class's
+    characters are ranges whose ends it writes (fnmatch escapes nothing else), negated or not,
+    so where two classes meet, one of them begins a shared run: the character ``\\x00``, one
+    written in either, or one after such a character. Those are tried on fnmatch's own regexes."""
+    if x == "?":
+        x, y = y, x
+    if y == "?":
+        return len(x) == 1 or _meet(x, x)  # a literal, ``?``, or a class matching something
+    if len(x) == 1 and len(y) == 1:
+        return x == y
+    if len(x) == 1 or len(y) == 1:
+        char, text = (x, y) if len(x) == 1 else (y, x)
+        return _class_regex(text).match(char) is not None
+    rx, ry = _class_regex(x), _class_regex(y)
+    written = {ord(c) for c in x + y}
+    tried = {0} | written | {c + 1 for c in written if c < 0x10FFFF}
+    return any(rx.match(chr(c)) and ry.match(chr(c)) for c in sorted(tried))
+
+
+class _Columns:
+    """A pattern as the columns of :func:`globs_share`'s walk: bit ``j`` of each mask stands for
+    its ``j``-th token (bit ``len(tokens)``: its end)."""
+
+    __slots__ = (
+        "classes",
+        "end",
+        "every",
+        "literals",
+        "ones",
+        "stars",
+        "tokens",
+        "void",
+        "wild",
+    )
+
+    def __init__(self, pattern: str) -> None:
+        self.tokens = _tokens(pattern)
+        self.end = 1 << len(self.tokens)
+        self.every = (self.end << 1) - 1
+        self.stars = self.ones = self.wild = 0  # ``*``; any one character; ``?``
+        self.literals: dict[str, int] = {}
+        self.classes: list[tuple[int, str]] = []
+        for j, token in enumerate(self.tokens):
+            bit = 1 << j
+            if token == "*":
+                self.stars |= bit
+                continue
+            self.ones |= bit
+            if token == "?":
+                self.wild |= bit
+            elif len(token) == 1:
+                self.literals[token] = self.literals.get(token, 0) | bit
+            else:
+                self.classes.append((j, token))
+        # A class that matches no character (``[z-a]``): the pattern matches no name.
+        self.void = any(not _meet(text, text) for _, text in self.classes)
+
+    def meeting(self, token: str) -> int:
+        """The columns whose one-character token matches some character ``token`` (not
+        ``*``) matches too."""
+        if token == "?":
+            return self.ones
+        found = self.wild
+        if len(token) == 1:
+            found |= self.literals.get(token, 0)
+        else:
+            for char, bits in self.literals.items():
+                if _meet(token, char):
+                    found |= bits
+        for j, text in self.classes:
+            if _meet(token, text):
+                found |= 1 << j
+        return found
+
+
+@functools.lru_cache(maxsize=8192)
+def _columns(pattern: str) -> _Columns:
+    return _Columns(pattern)
+
+
+def globs_share(a: str, b: str) -> bool:
+    """Does some name match both globs ``a`` and ``b`` (either may be a name)? Exact:
+    ``crm.*.read`` and ``crm.*.write`` share nothing, nor do ``*.read`` and ``*.write``, nor
+    ``a?`` and ``ab*c``; ``*.read`` and ``crm.*`` share ``crm.x.read``.
+
+    A walk over the pairs of positions ``(i, j)`` in the two patterns' tokens: a name read so
+    far can leave ``a`` at ``i`` and ``b`` at ``j``. From a pair, a ``*`` may match nothing (it
+    moves on) or one character more (it stays while the other side's one-character token takes
+    the character), and two one-character tokens may take one character they both match. Every
+    move goes forward in ``i`` or ``j``, so the pairs are reached row by row of ``a``'s tokens,
+    each row a bit mask over ``b``'s: no backtracking and no name tried, about ``len(a)`` steps
+    of integer operations on ``len(b)`` bits (:meth:`GlobWork.overlap
+    <ledger.core.globwork.GlobWork.overlap>` charges it)."""
+    if a == b:
+        return not _columns(a).void
+    if len(a) > len(b):
+        a, b = b, a  # fewer rows, each of more bits: the cheaper way round
+    lines, cols = _columns(a), _columns(b)
+    if lines.void or cols.void:
+        return False
+    rows, stars, every = lines.tokens, cols.stars, cols.every
+    meetings: dict[str, int] = {}  # a token's columns, asked once per token
+    reached = 1  # (0, 0): nothing read
+    for token in (*rows, ""):  # "": past a's end
+        # Along the row, by moves of b alone: past a star of b that matches nothing (no two
+        # stars are adjacent); where a's token is a star, past any token (the star takes it).
+        if token == "*":
+            reached = every & -(reached & -reached)  # all from the first reached on
+        else:
+            reached |= (reached & stars) << 1
+        # Down a row: a's star matches nothing more; or b's star takes a's one character, or
+        # both take one.
+        if token and token != "*":
+            meets = meetings.get(token)
+            if meets is None:
+                meets = meetings[token] = cols.meeting(token)
+            reached = (reached & stars) | ((reached & meets) << 1)
+            if not reached:
+                return False
+    return bool(reached & cols.end)

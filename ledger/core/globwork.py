@@ -26,6 +26,15 @@ _MATCH_NS: Final = 1_000
 """A match's call, before its characters."""
 _COMPILE_NS: Final = 4_000
 """A glob's character, compiled (the first time one budget meets the glob)."""
+_ROW_NS: Final = 500
+"""A row of :func:`~ledger.core.globs.globs_share`'s walk (one character of the shorter glob),
+before its bits: measured ~0.2 us a row of 256 bits, ~0.6 us of 4,096, up to twice that on a
+busy host."""
+_ROW_BITS_PER_NS: Final = 4
+"""A row's bits (one per character of the longer glob) charged for each ns."""
+_TOKENS_NS: Final = 1_000
+"""A glob's character read into :func:`~ledger.core.globs.globs_share`'s tokens (the first
+time one budget meets the glob; measured ~0.3 us)."""
 _FIXED: Final = re.compile(r"[^*?\[]*")
 
 
@@ -44,11 +53,12 @@ class GlobWork:
     and says whether the budget still holds; once it does not, the caller stops and says so
     (a note that it is incomplete, a check that it could not prove what it was asked)."""
 
-    __slots__ = ("_compiled", "left")
+    __slots__ = ("_compiled", "_tokenized", "left")
 
     def __init__(self, budget: int) -> None:
         self.left = budget
         self._compiled: set[str] = set()
+        self._tokenized: set[str] = set()
 
     @property
     def spent(self) -> bool:
@@ -73,3 +83,22 @@ class GlobWork:
             self.left -= len(glob) * _COMPILE_NS
         self.left -= _MATCH_NS + len(glob) * len(text)
         return self.left >= 0
+
+    def overlap(self, a: str, b: str) -> bool:
+        """Charge asking whether globs ``a`` and ``b`` share a name
+        (:func:`~ledger.core.globs.globs_share`: a row of bits as long as the longer glob for
+        each character of the shorter), and reading each into tokens the first time, when the
+        budget holds it; else charge nothing and say False, and the caller answers without
+        the walk (:func:`~ledger.core.state._may_overlap`: two globs whose fixed beginnings
+        agree may share), so asking never leaves a look incomplete. Two ``governs`` globs of 256
+        characters (``glob_chars``) cost ~0.05 ms, are charged ~0.65 ms the first time and
+        ~0.15 ms after."""
+        short, long = sorted((len(a), len(b)))
+        cost = _MATCH_NS + short * (_ROW_NS + long // _ROW_BITS_PER_NS)
+        fresh = [glob for glob in dict.fromkeys((a, b)) if glob not in self._tokenized]
+        cost += sum(len(glob) for glob in fresh) * _TOKENS_NS
+        if cost > self.left:
+            return False
+        self._tokenized.update(fresh)
+        self.left -= cost
+        return True

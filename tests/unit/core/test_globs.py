@@ -6,13 +6,21 @@ import fnmatch
 import itertools
 import pickle
 import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.core.globs import (
     GlobPlace,
     Globs,
+    _meet,
+    _tokens,
     compile_globs,
     glob_matches,
     glob_problems,
+    globs_share,
     wildcards,
 )
 
@@ -115,3 +123,137 @@ def test_a_limits_advice_fits_where_the_pattern_is_written() -> None:
     resource = "\n".join(_problems("account:" + "t" * 70 + "[0-9]*", "grant resource"))
     assert "use * " not in resource
     assert resource.endswith("(glob_class_chars): shorten the fixed part, or list exact resources")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shared"),
+    [
+        ("crm.*.read", "crm.*.write", None),  # their fixed beginnings agree; nothing else does
+        ("*.read", "*.write", None),
+        ("*.read", "crm.*", "crm.x.read"),
+        ("a?c", "*b*", "abc"),
+        ("a?", "ab*c", None),  # two characters, and at least three
+        ("a*", "*b", "ab"),
+        ("refund.*", "refund.issue", "refund.issue"),  # a glob and a name
+        ("refund.issue", "refund.issue", "refund.issue"),
+        ("refund.issue", "refund.void", None),
+        ("*", "", ""),
+        ("?*", "", None),
+        ("pay.[a-c]*", "pay.[!b]x", "pay.ax"),  # classes, as grants write them
+        ("[a-c]", "[!a-c]", None),
+        ("[!a]", "[!b]", "c"),
+        ("[b-a]*", "*", None),  # a class of no character: the glob matches nothing
+        ("x[!]", "x[", None),  # an unclosed [ is a literal
+    ],
+)
+def test_two_globs_share_a_name_exactly_when_one_matches_both(
+    a: str, b: str, shared: str | None
+) -> None:
+    assert globs_share(a, b) == globs_share(b, a) == (shared is not None)
+    if shared is not None:
+        assert fnmatch.fnmatchcase(shared, a) and fnmatch.fnmatchcase(shared, b)
+
+
+def _witness_bound(a: str, b: str) -> int:
+    """How long the shortest name two globs of literals, ``?`` and ``*`` share (when they share
+    one) may be. Each character of a shortest one is taken by a one-character token of at least
+    one glob (where both are at a ``*``, the character could be left out), so it has at most
+    as many characters as both globs have other than ``*``; and a glob with no ``*`` matches
+    names of exactly its length only."""
+    if "*" not in a:
+        return len(a)
+    if "*" not in b:
+        return len(b)
+    return len(a.replace("*", "")) + len(b.replace("*", ""))
+
+
+def _names(alphabet: str, longest: int) -> list[str]:
+    return ["".join(t) for n in range(longest + 1) for t in itertools.product(alphabet, repeat=n)]
+
+
+def test_every_pair_of_short_globs_shares_as_trying_every_name_says() -> None:
+    # Every glob of up to three characters of `ab*?[]` (classes of one character, `[]]`, an
+    # unclosed `[`), against every name of up to four of the same characters. That is a proof
+    # for them: a shared name needs no other character (each class is of one character of
+    # these), and by _witness_bound none longer than four (three without a `*`, two
+    # one-character tokens beside a `*`).
+    globs = _names("ab*?[]", 3)
+    names = _names("ab*?[]", 4)
+    matched = {
+        g: sum(1 << k for k, n in enumerate(names) if fnmatch.fnmatchcase(n, g)) for g in globs
+    }
+    for a in globs:
+        for b in globs:
+            assert globs_share(a, b) == bool(matched[a] & matched[b]), (a, b)
+
+
+_GLOB = st.text(alphabet="ab.*?", max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_GLOB, _GLOB)
+def test_globs_share_as_trying_every_name_up_to_the_bound_says(a: str, b: str) -> None:
+    # Names of a, b and `.` suffice (each character is a literal of a glob or taken by `?` or
+    # `*`), and none longer than _witness_bound: so trying them all is a proof.
+    expected = any(
+        fnmatch.fnmatchcase(n, a) and fnmatch.fnmatchcase(n, b)
+        for n in _names("ab.", _witness_bound(a, b))
+    )
+    assert globs_share(a, b) == expected
+
+
+def test_two_one_character_tokens_meet_as_trying_every_character_says() -> None:
+    # Every class of up to three characters of `ab-!]^` (ranges, negation, `]` first), against
+    # each other, `?` and each literal, tried on every character up to `c`: those after it lie
+    # outside every range written, so `c` stands for them all.
+    classes = [t for body in _names("ab-!]^", 3) for t in _tokens(f"[{body}]") if len(t) > 1]
+    tokens = [*sorted(set(classes)), "?", "a", "b", "-", "]", "^", "c"]
+    chars = [chr(c) for c in range(ord("c") + 1)]
+
+    def chars_of(token: str) -> frozenset[str]:
+        return frozenset(c for c in chars if fnmatch.fnmatchcase(c, token))
+
+    matched = {t: chars_of(t) for t in tokens}
+    assert len(classes) > 150
+    for x in tokens:
+        for y in tokens:
+            assert _meet(x, y) == bool(matched[x] & matched[y]), (x, y)
+
+
+def test_globs_of_classes_share_as_trying_every_name_says() -> None:
+    # The walk's masks with classes in either glob: globs of up to three tokens (so, by
+    # _witness_bound's argument, a shared name of up to four characters), names of `abcd`
+    # (`d` outside every class here).
+    rng = random.Random(11)
+    parts = ["a", "b", "c", "?", "*", "[ab]", "[!a]", "[a-b]", "[!ab]", "[b-c]"]
+    globs = sorted(
+        {"".join(rng.choice(parts) for _ in range(rng.randint(0, 3))) for _ in range(400)}
+    )
+    names = _names("abcd", 4)
+    matched = {
+        g: sum(1 << k for k, n in enumerate(names) if fnmatch.fnmatchcase(n, g)) for g in globs
+    }
+    for a in globs:
+        for b in globs:
+            assert globs_share(a, b) == bool(matched[a] & matched[b]), (a, b)
+
+
+def test_two_globs_at_the_length_limit_share_in_bounded_time() -> None:
+    # Two `governs` globs of 256 characters (glob_chars; one with `?` holds at most 64,
+    # glob_class_chars) and up to 16 wildcards (glob_wildcards), which share names: ~0.1 ms,
+    # far inside the ~0.1 s an overlap note or a takeover check may spend.
+    from ledger.core.globwork import GlobWork
+
+    a = ("*" + "ab" * 8) * 15 + "a" * (256 - 15 * 17)
+    b = "b" * 100 + "*" + "ab" * 77 + "a"
+    assert len(a) == len(b) == 256 and wildcards(a) <= 16 and wildcards(b) <= 16
+    assert globs_share(a, b)
+    start = time.perf_counter()
+    for _ in range(10):
+        globs_share(a, b)
+    assert (time.perf_counter() - start) / 10 < 0.01  # measured ~0.1 ms
+    work = GlobWork(100_000_000)
+    assert work.overlap(a, b)
+    charged = 100_000_000 - work.left
+    assert charged < 1_000_000, charged  # ~0.65 ms charged, tokens read included
+    assert GlobWork(charged - 1).overlap(a, b) is False  # what it cannot pay for is not begun
