@@ -53,7 +53,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
-from ledger.core.globs import Globs, compile_globs, glob_matches, is_pattern
+from ledger.core.globs import Globs, compile_globs, glob_matches, globs_share, is_pattern
 from ledger.core.globwork import GlobWork, fixed_start
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.pmap import BuiltOnRead, PMap
@@ -1152,10 +1152,11 @@ def overlapping_governs(
     state: LedgerState, name: str, governs: Iterable[str]
 ) -> list[tuple[str, str, str]]:
     """``(other policy, its pattern, ours)`` for every deployed version of another policy whose
-    ``governs`` may share an action with ``governs``: the same name, a glob matching a name, or
-    two globs one of which matches the other or whose fixed beginnings agree (``expense.*`` and
-    ``expense.app*``). May say so of two globs that share nothing: it feeds a note, not a rule
-    (:func:`governing_policy` decides which policy governs)."""
+    ``governs`` shares an action with ``governs``: the same name, a glob matching a name, or
+    two globs some action matches both of (``expense.*`` and ``*.approve``; not ``crm.*.read``
+    and ``crm.*.write``), or, once :data:`_OVERLAP_WORK` cannot pay for that walk, whose fixed
+    beginnings agree (:func:`_may_overlap`). A note, not a rule (:func:`governing_policy`
+    decides which policy governs); past the budget it names what it found."""
     ours = sorted(set(governs))
     found: set[tuple[str, str, str]] = set()
     work = GlobWork(_OVERLAP_WORK)  # a note must not cost a proposal much on a big ledger
@@ -1189,9 +1190,11 @@ def takeovers(
     for each policy one of whose active or canary patterns may share an action with one of
     ours that wins it (:func:`governs_precedence`), ours not already deciding for ``name``
     (what it decides now is nobody else's); and whether the look was complete, within
-    :data:`_OVERLAP_WORK` (else some other policy may be taken over too). Over-approximates
-    like :func:`overlapping_governs` (two globs whose fixed beginnings agree may share
-    nothing): it feeds an authority rule, which must not miss a takeover.
+    :data:`_OVERLAP_WORK` (else some other policy may be taken over too). Shares as
+    :func:`overlapping_governs` does (:func:`_may_overlap`): two globs share an action when
+    some action matches both, so it misses no takeover and finds none between globs that share
+    nothing (``crm.*.write`` takes nothing from ``crm.*.read``); only two globs the budget
+    cannot walk any more count as sharing when their fixed beginnings agree, as all did before.
 
     Two names share an action only when equal (a set look-up, not charged); our glob never
     wins a name another policy governs exactly; so only pairs with a glob of theirs are
@@ -1248,15 +1251,19 @@ _OVERLAP_ALL: Final = 1_000
 
 def _may_overlap(a: str, b: str, work: GlobWork) -> bool:
     """May the ``governs`` entries ``a`` and ``b`` share an action? The same name; a glob
-    matching the name; or two globs whose fixed beginnings agree (which holds whenever one
-    matches the other's text). A match is tried, and charged to ``work``, only when the name
-    begins with the glob's fixed text."""
+    matching the name; or two globs some name matches both of (:func:`globs_share`, exact:
+    ``crm.*.read`` and ``crm.*.write`` share nothing). A match or a walk is tried, and charged
+    to ``work``, only when the fixed beginnings agree (a name's is all of it), which holds
+    whenever the two share a name. Two globs whose walk ``work`` cannot pay for any more may
+    share: the rule must not miss one, and answered so before it walked."""
     if a == b:
         return True
     fixed_a, fixed_b = fixed_start(a), fixed_start(b)  # a name's is all of it
     glob_a, glob_b = len(fixed_a) < len(a), len(fixed_b) < len(b)
     if glob_a and glob_b:
-        return fixed_a.startswith(fixed_b) or fixed_b.startswith(fixed_a)
+        if not (fixed_a.startswith(fixed_b) or fixed_b.startswith(fixed_a)):
+            return False
+        return not work.overlap(a, b) or globs_share(a, b)
     if glob_b:
         a, b, fixed_a = b, a, fixed_b
     elif not glob_a:

@@ -1701,41 +1701,57 @@ def test_overlapping_governs_names_the_other_deployed_policy(
     assert overlapping_governs(FINAL, "refund", governs) == []  # its own versions are not others
 
 
-def test_two_globs_may_overlap_by_their_fixed_beginnings() -> None:
+def test_two_globs_overlap_when_some_action_matches_both() -> None:
     from ledger.core.globwork import GlobWork
     from ledger.core.state import _may_overlap
 
     work = GlobWork(10**9)
     assert _may_overlap("expense.*", "expense.app*", work)
     assert _may_overlap("exp*", "expense.*", work)
+    assert _may_overlap("*.read", "crm.*", work)  # crm.x.read
     assert not _may_overlap("refund.*", "ticket.*", work)
     assert not _may_overlap("refund.issue", "refund.void", work)
+    # Their fixed beginnings agree, and nothing else: they used to count as overlapping.
+    assert not _may_overlap("crm.*.read", "crm.*.write", work)
+    assert not _may_overlap("*.read", "*.write", work)
+    assert not _may_overlap("a?", "ab*c", work)
 
 
-def test_may_overlap_answers_as_matching_both_ways_did() -> None:
-    # It now matches only a glob against a name that begins with the glob's fixed text (the
-    # red team's long globs cost 0.5 ms a pair): the same answers as before, on every pair of
-    # short globs and names of a small alphabet.
-    import itertools
-
-    from ledger.core.globs import glob_matches, is_pattern
-    from ledger.core.globwork import GlobWork, fixed_start
+def test_two_globs_the_budget_cannot_walk_overlap_by_their_fixed_beginnings() -> None:
+    # What a walk would cost past the budget is not begun, nor charged: the pair counts as
+    # sharing, as before there was a walk, and the look is not cut short by it.
+    from ledger.core.globwork import GlobWork
     from ledger.core.state import _may_overlap
 
-    def before(a: str, b: str) -> bool:
-        if a == b or glob_matches(a, b) or glob_matches(b, a):
-            return True
-        if is_pattern(a) and is_pattern(b):
-            return fixed_start(a).startswith(fixed_start(b)) or fixed_start(b).startswith(
-                fixed_start(a)
-            )
-        return False
+    work = GlobWork(100)
+    assert _may_overlap("crm.*.read", "crm.*.write", work)
+    assert not _may_overlap("crm.*.read", "ticket.*", work)  # the fixed beginnings still rule
+    assert work.left == 100 and not work.spent
 
-    texts = ["".join(t) for n in range(4) for t in itertools.product("ab*?[]", repeat=n)]
+
+def test_may_overlap_answers_as_trying_every_action_says() -> None:
+    # Every pair of names and globs of up to three characters of `ab*?[]`, against every
+    # action of up to four of those characters: a proof for them (see
+    # test_globs.test_every_pair_of_short_globs_shares_as_trying_every_name_says).
+    import fnmatch
+    import itertools
+
+    from ledger.core.globwork import GlobWork
+    from ledger.core.state import _may_overlap
+
+    def texts(longest: int) -> list[str]:
+        return [
+            "".join(t) for n in range(longest + 1) for t in itertools.product("ab*?[]", repeat=n)
+        ]
+
+    actions = texts(4)
+    matched = {
+        g: sum(1 << k for k, n in enumerate(actions) if fnmatch.fnmatchcase(n, g)) for g in texts(3)
+    }
     work = GlobWork(10**12)
-    for a in texts:
-        for b in texts:
-            assert _may_overlap(a, b, work) == before(a, b), (a, b)
+    for a, mask_a in matched.items():
+        for b, mask_b in matched.items():
+            assert _may_overlap(a, b, work) == bool(mask_a & mask_b), (a, b)
 
 
 def _governing(policies: dict[str, list[str]]) -> Any:

@@ -107,6 +107,38 @@ def test_a_version_that_takes_nothing_over_needs_nothing_more(led: LocalLedger) 
     assert takeovers(led.state, "a-evil", ["payments.chargeback"]) == ({}, True)
 
 
+def test_a_glob_that_shares_no_action_with_anothers_takes_nothing_over(led: LocalLedger) -> None:
+    # A policy owner's walkthrough: crm.*.write was refused as taking crm.*.read over (their
+    # fixed beginnings agree, and nothing else does), and the note named a policy that shares
+    # nothing with it. Only an action both match is shared.
+    led.deploy(document("crmread", "crm.*.read"))
+    proposed = led.submit_command(
+        ProposePolicyVersion(**stamp(CAROL), document=document("a-evil", "crm.*.write"))
+    )
+    assert "crmread" not in proposed.message and "may also be governed" not in proposed.message
+    assert proposed.version is not None
+    led.submit_command(
+        ApprovePolicyVersion(**stamp(DAVE), policy="a-evil", version=proposed.version)
+    )
+    promote(led, proposed.version, Stage.ACTIVE)  # dave holds promote on a-evil alone
+    assert led.state.policies["a-evil"].active == proposed.version
+    assert takeovers(led.state, "zz", ["crm.*.write", "*.write", "crm.?.writ?"]) == ({}, True)
+
+
+def test_a_glob_that_shares_an_action_with_a_shorter_one_takes_it_over(led: LocalLedger) -> None:
+    # *.read and crm.* share crm.x.read, which the longer glob decides: though their fixed
+    # beginnings tell nothing (one is empty), the takeover is found.
+    led.deploy(document("crmall", "crm.*"))
+    version = propose_and_approve(led, "*.read")
+    with pytest.raises(CommandRejectedError) as refused:
+        promote(led, version, Stage.ACTIVE)
+    assert refused.value.code == "not_authorized"
+    assert "which policy crmall decides now (*.read ~ crmall's crm.*" in str(refused.value)
+    assert takeovers(led.state, "zz", ["*.read"]) == ({"crmall": ("crm.*", "*.read")}, True)
+    # Longer than crm.*, and no action matches both (the fourth character is - or .).
+    assert takeovers(led.state, "zz", ["?rm-?*"]) == ({}, True)
+
+
 def test_a_rollback_that_would_take_an_action_over_needs_authority_over_it_too(
     led: LocalLedger,
 ) -> None:
