@@ -89,7 +89,7 @@ class GlobWork:
         (:func:`~ledger.core.globs.globs_share`: a row of bits as long as the longer glob for
         each character of the shorter), and reading each into tokens the first time, when the
         budget holds it; else charge nothing and say False, and the caller answers without
-        the walk (:func:`~ledger.core.state._may_overlap`: two globs whose fixed beginnings
+        the walk (:func:`~ledger.core.state.governs_may_share`: two globs whose fixed beginnings
         agree may share), so asking never leaves a look incomplete. Two ``governs`` globs of 256
         characters (``glob_chars``) cost ~0.05 ms, are charged ~0.65 ms the first time and
         ~0.15 ms after."""

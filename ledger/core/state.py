@@ -86,6 +86,7 @@ __all__ = [
     "bucket",
     "overlapping_governs",
     "takeovers",
+    "governs_may_share",
     "governs_precedence",
     "aggregate_record",
     "RECORDED_LIMITS",
@@ -1155,7 +1156,7 @@ def overlapping_governs(
     ``governs`` shares an action with ``governs``: the same name, a glob matching a name, or
     two globs some action matches both of (``expense.*`` and ``*.approve``; not ``crm.*.read``
     and ``crm.*.write``), or, once :data:`_OVERLAP_WORK` cannot pay for that walk, whose fixed
-    beginnings agree (:func:`_may_overlap`). A note, not a rule (:func:`governing_policy`
+    beginnings agree (:func:`governs_may_share`). A note, not a rule (:func:`governing_policy`
     decides which policy governs); past the budget it names what it found."""
     ours = sorted(set(governs))
     found: set[tuple[str, str, str]] = set()
@@ -1170,7 +1171,7 @@ def overlapping_governs(
             if not work.pairs(len(theirs)) or with_this >= _OVERLAP_MOST:
                 break
             for pattern in theirs:
-                if _may_overlap(mine, pattern, work):
+                if governs_may_share(mine, pattern, work):
                     found.add((other, pattern, mine))
                     with_this += 1
                     if with_this >= _OVERLAP_MOST or len(found) >= _OVERLAP_ALL:
@@ -1191,7 +1192,7 @@ def takeovers(
     ours that wins it (:func:`governs_precedence`), ours not already deciding for ``name``
     (what it decides now is nobody else's); and whether the look was complete, within
     :data:`_OVERLAP_WORK` (else some other policy may be taken over too). Shares as
-    :func:`overlapping_governs` does (:func:`_may_overlap`): two globs share an action when
+    :func:`overlapping_governs` does (:func:`governs_may_share`): two globs share an action when
     some action matches both, so it misses no takeover and finds none between globs that share
     nothing (``crm.*.write`` takes nothing from ``crm.*.read``); only two globs the budget
     cannot walk any more count as sharing when their fixed beginnings agree, as all did before.
@@ -1227,7 +1228,7 @@ def takeovers(
                 (
                     p
                     for their_rank, p in their_globs
-                    if rank < their_rank and _may_overlap(mine, p, work)
+                    if rank < their_rank and governs_may_share(mine, p, work)
                 ),
                 None,
             )
@@ -1249,7 +1250,7 @@ _OVERLAP_MOST: Final = 10
 _OVERLAP_ALL: Final = 1_000
 
 
-def _may_overlap(a: str, b: str, work: GlobWork) -> bool:
+def governs_may_share(a: str, b: str, work: GlobWork) -> bool:
     """May the ``governs`` entries ``a`` and ``b`` share an action? The same name; a glob
     matching the name; or two globs some name matches both of (:func:`globs_share`, exact:
     ``crm.*.read`` and ``crm.*.write`` share nothing). A match or a walk is tried, and charged

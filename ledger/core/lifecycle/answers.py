@@ -42,6 +42,7 @@ from ledger.core.state import (
     PolicyRecord,
     governed_by,
     governing_policy,
+    governs_may_share,
     governs_precedence,
     overlapping_governs,
 )
@@ -215,7 +216,7 @@ def _unobserved(state: LedgerState, policy: str, number: int, governs: Iterable[
                 continue
             # The shared actions go to the better of their glob and this policy's best
             # deciding entry there (none: this policy decides none of them).
-            rivals = [p for p in ours if p == theirs or _may_share(p, theirs)]
+            rivals = [p for p in ours if governs_may_share(p, theirs, work)]
             best = min(rivals, key=lambda p: governs_precedence(p, policy), default=None)
             if best is None or governs_precedence(theirs, other) < governs_precedence(best, policy):
                 narrower = theirs if glob_matches(mine, theirs) else mine
@@ -237,15 +238,6 @@ def _deciding(record: PolicyRecord) -> frozenset[str]:
 def _decides(state: LedgerState, record: PolicyRecord, action: str) -> bool:
     """Does a deciding version (active, canary) of ``record`` govern ``action``?"""
     return any(governed_by(state, record, v, action) for v in (record.active, record.canary) if v)
-
-
-def _may_share(a: str, b: str) -> bool:
-    """May two globs match one name? (Their fixed beginnings agree first: cheap, and most
-    pairs fail it.)"""
-    x, y = fixed_start(a), fixed_start(b)
-    if not (x.startswith(y) or y.startswith(x)):
-        return False
-    return glob_matches(a, b) or glob_matches(b, a)
 
 
 def _dropped(

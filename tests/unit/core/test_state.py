@@ -1703,29 +1703,29 @@ def test_overlapping_governs_names_the_other_deployed_policy(
 
 def test_two_globs_overlap_when_some_action_matches_both() -> None:
     from ledger.core.globwork import GlobWork
-    from ledger.core.state import _may_overlap
+    from ledger.core.state import governs_may_share
 
     work = GlobWork(10**9)
-    assert _may_overlap("expense.*", "expense.app*", work)
-    assert _may_overlap("exp*", "expense.*", work)
-    assert _may_overlap("*.read", "crm.*", work)  # crm.x.read
-    assert not _may_overlap("refund.*", "ticket.*", work)
-    assert not _may_overlap("refund.issue", "refund.void", work)
+    assert governs_may_share("expense.*", "expense.app*", work)
+    assert governs_may_share("exp*", "expense.*", work)
+    assert governs_may_share("*.read", "crm.*", work)  # crm.x.read
+    assert not governs_may_share("refund.*", "ticket.*", work)
+    assert not governs_may_share("refund.issue", "refund.void", work)
     # Their fixed beginnings agree, and nothing else: they used to count as overlapping.
-    assert not _may_overlap("crm.*.read", "crm.*.write", work)
-    assert not _may_overlap("*.read", "*.write", work)
-    assert not _may_overlap("a?", "ab*c", work)
+    assert not governs_may_share("crm.*.read", "crm.*.write", work)
+    assert not governs_may_share("*.read", "*.write", work)
+    assert not governs_may_share("a?", "ab*c", work)
 
 
 def test_two_globs_the_budget_cannot_walk_overlap_by_their_fixed_beginnings() -> None:
     # What a walk would cost past the budget is not begun, nor charged: the pair counts as
     # sharing, as before there was a walk, and the look is not cut short by it.
     from ledger.core.globwork import GlobWork
-    from ledger.core.state import _may_overlap
+    from ledger.core.state import governs_may_share
 
     work = GlobWork(100)
-    assert _may_overlap("crm.*.read", "crm.*.write", work)
-    assert not _may_overlap("crm.*.read", "ticket.*", work)  # the fixed beginnings still rule
+    assert governs_may_share("crm.*.read", "crm.*.write", work)
+    assert not governs_may_share("crm.*.read", "ticket.*", work)  # the fixed beginnings still rule
     assert work.left == 100 and not work.spent
 
 
@@ -1737,7 +1737,7 @@ def test_may_overlap_answers_as_trying_every_action_says() -> None:
     import itertools
 
     from ledger.core.globwork import GlobWork
-    from ledger.core.state import _may_overlap
+    from ledger.core.state import governs_may_share
 
     def texts(longest: int) -> list[str]:
         return [
@@ -1751,7 +1751,7 @@ def test_may_overlap_answers_as_trying_every_action_says() -> None:
     work = GlobWork(10**12)
     for a, mask_a in matched.items():
         for b, mask_b in matched.items():
-            assert _may_overlap(a, b, work) == bool(mask_a & mask_b), (a, b)
+            assert governs_may_share(a, b, work) == bool(mask_a & mask_b), (a, b)
 
 
 def _governing(policies: dict[str, list[str]]) -> Any:
@@ -2116,6 +2116,12 @@ def test_a_shadow_note_names_only_what_its_own_policy_does_not_decide() -> None:
     # What no deciding version governs, of its own policy or another, a shadow observes (a
     # policy owner's walkthrough: the note said otherwise, and --disagreeing showed it).
     assert "note" not in shadow(ledger, doc("refund", "refund.issue", "refund.void"))
+    # Its own longer glob keeps what it shares with another's (crm.xyz.long.read): two globs
+    # neither of which matches the other's text, asked as the takeover rule asks.
+    ledger = LocalLedger()
+    ledger.deploy(doc("crm", "crm.xyz.long.*"))
+    ledger.deploy(doc("aaa", "crm.*.read"))
+    assert "note" not in shadow(ledger, doc("crm", "crm.xyz.long.*").replace("allow", "deny", 1))
 
 
 def test_a_takeover_is_named_before_overlaps_that_change_nothing() -> None:
