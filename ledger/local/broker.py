@@ -690,6 +690,7 @@ def _register_missing(
     missing = {u: users[u] for u in set(users) - credentials.registered(settings, users)}
     if not missing:
         return
+    renewed = sorted(credentials.changed(settings, missing))
     progress(f"adding SCRAM credentials for {', '.join(sorted(missing))}…")
     # The admin's own credential may be the one written anew: the broker's user, a super
     # user too, then gives it its password.
@@ -699,6 +700,12 @@ def _register_missing(
     except LedgerError as exc:
         raise BrokerError(f"adding credentials to the broker failed: {exc}") from exc
     credentials.remember_registered(settings, missing)
+    for user in renewed:  # an operator's walkthrough: agents failed minutes later, unexplained
+        progress(
+            f"the {user} credential has a new password: clients still connected with the old "
+            "one keep working until they reconnect (at the next broker restart, say), then fail "
+            f"to authenticate; restart them now with {settings.credentials / (user + '.json')}"
+        )
 
 
 def _jvm(java: str, lib: Path, bdir: Path) -> list[str]:

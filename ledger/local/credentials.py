@@ -92,6 +92,18 @@ def registered(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
     return {u for u, sec in users.items() if known.get(u) == _fingerprint(sec)}
 
 
+def changed(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
+    """The users the broker knew with another password than their current one (per
+    ``scram.json``): a credential file written anew."""
+    try:
+        known = json.loads(read_bounded(_record(settings), SMALL_FILE_BYTES))
+    except (UnreadableFile, ValueError):
+        return set()
+    if not isinstance(known, dict):
+        return set()
+    return {u for u, sec in users.items() if u in known and known[u] != _fingerprint(sec)}
+
+
 def remember_registered(settings: Settings, users: dict[str, KafkaSecurity]) -> None:
     """Note that the broker now knows ``users`` with these passwords."""
     try:

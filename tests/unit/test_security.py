@@ -608,3 +608,44 @@ def test_keygen_says_how_the_administrator_registers_the_key(tmp_path: Path) -> 
     assert "send that file to an administrator" in said
     assert "`ledger actor add human:zed --public-key PATH --by ADMIN`" in said
     assert f"(here: {public})" in said and public.exists()
+
+
+def test_a_password_written_anew_is_said_to_need_its_clients_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: after a new agent password, `ledger up` said only "adding SCRAM
+    # credentials for agent…"; the running agents kept working until the broker's next restart
+    # four minutes later, then every call timed out.
+    from ledger.local import broker, credentials
+
+    settings = Settings(home=tmp_path)
+
+    def scram(password: str) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            username="agent",
+            password=password,
+        )
+
+    admin = KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="admin", password="a"
+    )
+    monkeypatch.setattr(credentials, "register", lambda *a, **k: None)
+    said: list[str] = []
+    broker._register_missing(
+        settings, "x:1", {"broker": admin, "admin": admin, "agent": scram("old")}, said.append
+    )
+    assert not any("new password" in line for line in said)  # new users: nothing to restart
+    said.clear()
+    broker._register_missing(
+        settings, "x:1", {"broker": admin, "admin": admin, "agent": scram("new")}, said.append
+    )
+    assert said[0] == "adding SCRAM credentials for agent…"
+    assert said[1].startswith("the agent credential has a new password: clients still connected")
+    assert said[1].endswith(f"restart them now with {tmp_path / 'credentials' / 'agent.json'}")
+    said.clear()
+    broker._register_missing(
+        settings, "x:1", {"broker": admin, "admin": admin, "agent": scram("new")}, said.append
+    )
+    assert said == []  # known with this password: nothing to add or say
