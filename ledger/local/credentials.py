@@ -18,7 +18,7 @@ import hashlib
 import json
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ledger.discovery import credentials_file, read_credentials
 from ledger.errors import KafkaAccessDenied, KafkaUnavailable
@@ -81,36 +81,31 @@ def _record(settings: Settings) -> Path:
     return settings.home / "broker" / "scram.json"
 
 
-def registered(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
-    """The users the broker knows with their current password (per ``scram.json``)."""
+def _known(settings: Settings) -> dict[str, Any]:
+    """The record of users the broker knows (``scram.json``): user -> password fingerprint."""
     try:
         known = json.loads(read_bounded(_record(settings), SMALL_FILE_BYTES))
     except (UnreadableFile, ValueError):
-        return set()
-    if not isinstance(known, dict):
-        return set()
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def registered(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
+    """The users the broker knows with their current password (per ``scram.json``)."""
+    known = _known(settings)
     return {u for u, sec in users.items() if known.get(u) == _fingerprint(sec)}
 
 
 def changed(settings: Settings, users: dict[str, KafkaSecurity]) -> set[str]:
     """The users the broker knew with another password than their current one (per
     ``scram.json``): a credential file written anew."""
-    try:
-        known = json.loads(read_bounded(_record(settings), SMALL_FILE_BYTES))
-    except (UnreadableFile, ValueError):
-        return set()
-    if not isinstance(known, dict):
-        return set()
+    known = _known(settings)
     return {u for u, sec in users.items() if u in known and known[u] != _fingerprint(sec)}
 
 
 def remember_registered(settings: Settings, users: dict[str, KafkaSecurity]) -> None:
     """Note that the broker now knows ``users`` with these passwords."""
-    try:
-        known = json.loads(read_bounded(_record(settings), SMALL_FILE_BYTES))
-    except (UnreadableFile, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
+    known = _known(settings)
     known.update({u: _fingerprint(sec) for u, sec in users.items()})
     write_private(_record(settings), json.dumps(known, indent=2, sort_keys=True))
 
