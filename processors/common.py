@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import faust
 
+from ledger.errors import ProcessorError
 from ledger.files import private_dir
 from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
@@ -60,8 +61,7 @@ def create_faust_app(
     datadir = state_dir(settings, app_id)
     # Each level checked and private (Faust creates only the last itself): a processor run on
     # its own (compose, a service manager) has had no `ledger up` check its home.
-    for folder in (settings.home, datadir.parent, datadir):
-        private_dir(folder)
+    writable(datadir, [settings.home, datadir.parent])
     conf: dict[str, Any] = {
         "broker": f"kafka://{bootstrap}",
         # Faust's default data dir is "<app>-data" in the working directory: keep it with the
@@ -96,6 +96,30 @@ def create_faust_app(
 
         app.boot_strategy = BootStrategy(app, enable_kafka=False)
     return app
+
+
+def writable(folder: Path, above: list[Path]) -> None:
+    """Make ``folder`` (and the folders ``above`` it) private (:func:`private_dir`), and check
+    that a file can be written in it, before the processor answers anything: its in-flight
+    markers and governance snapshot live there. An operator's walkthrough: with `faust/`
+    mounted read-only, `ledger up` said "ledger is up", and each evaluator died on its first
+    batch, the second on taking over the first's partitions."""
+    probe = folder / f".writable-{os.getpid()}"
+    try:
+        for each in (*above, folder):
+            private_dir(each)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise ProcessorError(
+            f"cannot write in {folder} ({exc.strerror or exc}): the processor keeps its "
+            "in-flight markers and governance snapshot there; make it writable (a read-only "
+            "mount? a full disk?) and start it again"
+        ) from None
 
 
 def faust_credentials(security: KafkaSecurity | None) -> Any:

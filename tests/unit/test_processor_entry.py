@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,30 @@ def test_a_processor_killed_by_a_fatal_signal_leaves_its_stack_in_its_log(tmp_pa
     assert done.returncode < 0, (done.returncode, done.stderr)  # killed by the signal
     assert "Fatal Python error: Segmentation fault" in done.stderr, done.stderr
     assert "run_worker" in done.stderr
+
+
+def test_a_processor_whose_folder_cannot_be_written_says_so_before_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: with faust/ mounted read-only, `ledger up` said "ledger is up"
+    # and each evaluator died on its first batch writing an in-flight marker.
+    import errno
+
+    import processors.common as common
+    from ledger.errors import ProcessorError
+
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kw)
+
+    folder = tmp_path / "faust" / "ledger-evaluator"
+    common.writable(folder, [tmp_path, folder.parent])  # writable: nothing said, nothing left
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr(common.os, "open", read_only)
+    with pytest.raises(
+        ProcessorError, match=rf"cannot write in {folder} \(Read-only file system\)"
+    ):
+        common.writable(folder, [tmp_path, folder.parent])
