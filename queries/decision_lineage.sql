@@ -5,7 +5,9 @@
 --   rolled_back_by and rollback_reason say who and why). A pre-evaluation batch (its decision id or request id) answers
 --   one row per item (kind batch_item, batch_id, item_index, item_id); a batch records no
 --   stage, so an item's policy_stage is the one policy_timeline gives its version (active or
---   canary) at decided_at. The approval's proof (the approver's key id, signature and the
+--   canary) at the governance position the decision cites (its time, for a decision recorded
+--   without one): an evaluator applies a change milliseconds after it is recorded, so the
+--   time would name the stage before it for decisions made in those milliseconds. The approval's proof (the approver's key id, signature and the
 --   signed bytes) is in the approval_* columns: check it with the approver's public_key
 --   (grant_events, ActorKeyRegistered), as the README's signed-commands section says.
 -- param: id VARCHAR a decision id or a request id (of a single request or of a batch), or
@@ -38,6 +40,13 @@ LEFT JOIN policy_log a ON a.event_type = 'PolicyVersionApproved' AND a.policy = 
 LEFT JOIN policy_timeline t ON t.policy = d.policy AND t.version = d.policy_version
      AND (t.stage = d.policy_stage
           OR (d.kind = 'batch_item' AND t.stage IN ('active', 'canary')))
-     AND t.valid_from <= d.decided_at
-     AND (t.valid_to IS NULL OR d.decided_at < t.valid_to)
+     AND CASE WHEN TRY_CAST(d.governance_position->>('$."' || t.position || '"') AS BIGINT)
+                   IS NULL
+              THEN t.valid_from <= d.decided_at
+                   AND (t.valid_to IS NULL OR d.decided_at < t.valid_to)
+              ELSE t.from_offset
+                   <= TRY_CAST(d.governance_position->>('$."' || t.position || '"') AS BIGINT)
+                   AND (t.to_offset IS NULL
+                        OR TRY_CAST(d.governance_position->>('$."' || t.position || '"') AS BIGINT)
+                           < t.to_offset) END
 ORDER BY d.decided_at, d.decision_id, d.item_index;

@@ -7,15 +7,20 @@
 --   (decisions_in_all_stages: a canary's decisions too, for a version rolled back once
 --   active); single decisions and pre-evaluation items, each item counting once (an item
 --   records no stage: it counts in the stage its version held when it was decided).
---   A rollback that ended nothing has one row, rolled_back_version NULL.
+--   A rollback that ended nothing has one row, rolled_back_version NULL. A decision is placed
+--   by the governance position it cites (before the rollback: below the rollback's offset),
+--   not its time: an evaluator applies a rollback milliseconds after it is recorded (a decision
+--   recorded without a position, by an evaluator older than the field, is placed by time).
 WITH r AS (
-    SELECT sequence, occurred_at, policy, from_version, to_version, actor, reason
+    SELECT sequence, occurred_at, policy, from_version, to_version, actor, reason,
+           '$."' || topic || '/' || partition || '"' AS cited_path, "offset" AS at_offset
     FROM policy_log
     WHERE event_type = 'PolicyRolledBack'
 ),
 ended AS (  -- the versions each rollback superseded, and the stage each was in until then
     -- (sequences count per policy: a rollback is its policy and its sequence)
-    SELECT r.policy, r.sequence AS rollback_seq, t.version, t.stage, t.percent, t.valid_from
+    SELECT r.policy, r.sequence AS rollback_seq, t.version, t.stage, t.percent, t.valid_from,
+           t.from_offset
     FROM r
     JOIN policy_timeline s
       ON s.policy = r.policy AND s.sequence = r.sequence AND s.change = 'PolicyRolledBack'
@@ -33,11 +38,17 @@ SELECT r.occurred_at AS rolled_back_at, r.policy, r.from_version, r.to_version, 
        (SELECT count(*) FROM all_decisions d
         WHERE d.policy = r.policy AND d.policy_version = e.version
           AND coalesce(d.policy_stage, e.stage) = e.stage
-          AND d.decided_at >= e.valid_from AND d.decided_at <= r.occurred_at)
+          AND CASE WHEN TRY_CAST(d.governance_position->>r.cited_path AS BIGINT) IS NULL
+                   THEN d.decided_at >= e.valid_from AND d.decided_at <= r.occurred_at
+                   ELSE TRY_CAST(d.governance_position->>r.cited_path AS BIGINT)
+                        BETWEEN e.from_offset AND r.at_offset - 1 END)
            AS decisions_in_rolled_back_stage,
        (SELECT count(*) FROM all_decisions d
         WHERE d.policy = r.policy AND d.policy_version = e.version
-          AND d.decided_at <= r.occurred_at) AS decisions_in_all_stages
+          AND CASE WHEN TRY_CAST(d.governance_position->>r.cited_path AS BIGINT) IS NULL
+                   THEN d.decided_at <= r.occurred_at
+                   ELSE TRY_CAST(d.governance_position->>r.cited_path AS BIGINT) < r.at_offset
+              END) AS decisions_in_all_stages
 FROM r
 LEFT JOIN ended e ON e.policy = r.policy AND e.rollback_seq = r.sequence
 ORDER BY r.occurred_at, r.policy, r.sequence, e.version;

@@ -40,7 +40,11 @@ QUALIFY sequence = row_number() OVER (PARTITION BY principal ORDER BY sequence);
 --   policy, version, stage (draft, approved, shadow, canary, active, superseded, retired),
 --   percent (canary only), valid_from, valid_to (NULL: still holds), changed_by (who made it
 --   so), change (the event type), sequence (of that event), reason (rollback/retire reason or
---   note).
+--   note); position ("<topic>/<partition>" of the policy's log) and from_offset, to_offset
+--   (NULL: still holds): the interval by governance position, as a decision's
+--   governance_position cites it (from_offset <= cited < to_offset). Ask those, not the time,
+--   which interval a decision fell in: an evaluator applies a change milliseconds after it is
+--   recorded.
 -- A version's stage is set by its proposal (draft), its promotions and a rollback to it; between
 -- two of those at most one other event changes it: an approval (draft -> approved), another
 -- version's promotion to its stage or a rollback (active/canary -> superseded), a retirement
@@ -50,7 +54,8 @@ QUALIFY sequence = row_number() OVER (PARTITION BY principal ORDER BY sequence);
 CREATE OR REPLACE VIEW policy_timeline AS
 WITH ev AS (
     SELECT policy, sequence, event_type, version, stage, percent, from_version, to_version,
-           actor, occurred_at, coalesce(reason, note) AS why
+           actor, occurred_at, coalesce(reason, note) AS why,
+           topic || '/' || partition AS position, "offset"
     FROM policy_log
 ),
 proposals AS (
@@ -67,18 +72,21 @@ known AS (  -- promotions and rollbacks whose target version exists when they ap
 ),
 sets AS (
     SELECT policy, version, sequence, occurred_at, actor, 'draft' AS stage,
-           CAST(NULL AS BIGINT) AS percent, event_type, why
+           CAST(NULL AS BIGINT) AS percent, event_type, why, position, "offset"
     FROM ev WHERE event_type = 'PolicyVersionProposed'
     UNION ALL
-    SELECT policy, version, sequence, occurred_at, actor, stage, percent, event_type, why
+    SELECT policy, version, sequence, occurred_at, actor, stage, percent, event_type, why,
+           position, "offset"
     FROM known WHERE event_type = 'PolicyVersionPromoted'
     UNION ALL
-    SELECT policy, to_version, sequence, occurred_at, actor, 'active', NULL, event_type, why
+    SELECT policy, to_version, sequence, occurred_at, actor, 'active', NULL, event_type, why,
+           position, "offset"
     FROM known  -- a rollback that leaves the active version active (it ends a canary) moves it not
     WHERE event_type = 'PolicyRolledBack' AND to_version IS DISTINCT FROM from_version
 ),
 segments AS (
-    SELECT *, lead(sequence) OVER w AS next_seq, lead(occurred_at) OVER w AS next_at
+    SELECT *, lead(sequence) OVER w AS next_seq, lead(occurred_at) OVER w AS next_at,
+           lead("offset") OVER w AS next_offset
     FROM sets
     WINDOW w AS (PARTITION BY policy, version ORDER BY sequence)
 ),
@@ -88,7 +96,8 @@ changes AS (
            arg_min(e.occurred_at, e.sequence) AS end_at,
            arg_min(e.actor, e.sequence) AS end_actor,
            arg_min(e.event_type, e.sequence) AS end_type,
-           arg_min(e.why, e.sequence) AS end_why
+           arg_min(e.why, e.sequence) AS end_why,
+           arg_min(e."offset", e.sequence) AS end_offset
     FROM segments s
     JOIN (SELECT * FROM ev WHERE event_type IN ('PolicyVersionApproved', 'PolicyRetired')
           UNION ALL SELECT * FROM known) e
@@ -106,18 +115,20 @@ changes AS (
 intervals AS (
     SELECT s.policy, s.version, s.stage, s.percent, s.occurred_at AS valid_from,
            coalesce(c.end_at, s.next_at) AS valid_to, s.actor AS changed_by,
-           s.event_type AS change, s.sequence, s.why AS reason
+           s.event_type AS change, s.sequence, s.why AS reason, s.position,
+           s."offset" AS from_offset, coalesce(c.end_offset, s.next_offset) AS to_offset
     FROM segments s LEFT JOIN changes c USING (policy, version, sequence)
     UNION ALL
     SELECT s.policy, s.version,
            CASE WHEN c.end_type = 'PolicyVersionApproved' THEN 'approved'
                 WHEN c.end_type = 'PolicyRetired' THEN 'retired'
                 ELSE 'superseded' END,
-           NULL, c.end_at, s.next_at, c.end_actor, c.end_type, c.end_seq, c.end_why
+           NULL, c.end_at, s.next_at, c.end_actor, c.end_type, c.end_seq, c.end_why,
+           s.position, c.end_offset, s.next_offset
     FROM segments s JOIN changes c USING (policy, version, sequence)
 )
 SELECT policy, version, stage, percent, valid_from, valid_to, changed_by, change, sequence,
-       reason
+       reason, position, from_offset, to_offset
 FROM intervals
 WHERE valid_to IS NULL OR valid_from < valid_to;
 

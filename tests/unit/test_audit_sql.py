@@ -1204,6 +1204,71 @@ def test_a_rollback_counts_the_rolled_back_stage_and_lineage_says_a_rollback_set
     )
 
 
+def test_rollbacks_and_lineage_place_decisions_by_the_position_they_cite_not_their_time(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough under load: decisions made 2-6 ms after a rollback was recorded,
+    # by v3 (their evaluator had not applied it yet: they cite the position before it), were
+    # left out of `rollbacks`' count, and `decision_lineage` gave them no stage or promoter.
+    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 30, "v2 refuses too many")
+    commands.insert(
+        -1,
+        (
+            7,
+            PromotePolicyVersion(
+                event_id="r7",
+                occurred_at=at(7),
+                actor="human:carol",
+                policy="refund",
+                version=2,
+                stage=Stage.ACTIVE,
+            ),
+        ),
+    )
+    governance = _governance(commands)
+    log = [e for topic, e in governance if topic == TOPICS.policy_events]
+    # write_events puts them on partition 0 in order: a record's offset is its index.
+    promoted_active = next(
+        n for n, e in enumerate(log) if getattr(e, "stage", None) is Stage.ACTIVE and n > 3
+    )
+    rolled_back = len(log) - 1
+    where = f"{TOPICS.policy_events}/0"
+
+    def cites(decision: DecisionRecorded, position: int) -> DecisionRecorded:
+        return dataclasses.replace(decision, governance_position={where: position})
+
+    late = timedelta(milliseconds=3)
+    decisions = [
+        # v2, active, decided 3 ms after the rollback was recorded, before its evaluator applied it
+        cites(_decision(1, at(8) + late, 2, Stage.ACTIVE, Determination.DENY), rolled_back - 1),
+        # v1, active, 3 ms after v2's promotion to active was recorded, before it was applied
+        cites(
+            _decision(2, at(7) + late, 1, Stage.ACTIVE, Determination.ALLOW), promoted_active - 1
+        ),
+        # v1 after the rollback, applied
+        cites(_decision(3, at(9), 1, Stage.ACTIVE, Determination.ALLOW), rolled_back),
+    ]
+    directory = tmp_path / "export"
+    write_events(directory, TOPICS, [*governance, *((TOPICS.decisions, d) for d in decisions)])
+    (rollback,) = rows(directory, "rollbacks")
+    assert (
+        rollback["rolled_back_version"],
+        rollback["rolled_back_stage"],
+        rollback["decisions_in_rolled_back_stage"],
+        rollback["decisions_in_all_stages"],
+    ) == (2, "active", 1, 1)
+    (under_v2,) = rows(directory, "decision_lineage", id="dec-1")
+    assert (under_v2["stage_since"], under_v2["promoted_by"]) == (at(7), "human:carol")
+    (before,) = rows(directory, "decision_lineage", id="dec-2")
+    assert (before["stage_since"], before["promoted_by"], before["stage_reached_by"]) == (
+        at(3),
+        "human:bob",
+        "promotion",
+    )
+    (after,) = rows(directory, "decision_lineage", id="dec-3")
+    assert (after["stage_since"], after["stage_reached_by"]) == (at(8), "rollback")
+
+
 def test_a_rollback_that_ends_a_canary_names_the_canary_and_keeps_the_active_interval(
     tmp_path: Path,
 ) -> None:
