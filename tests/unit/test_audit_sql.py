@@ -1139,27 +1139,29 @@ def _v2_rolled_back(
     ]
 
 
+def _v2_active_then_rolled_back() -> list[tuple[int, Command]]:
+    """refund's v1 active at 3 s, v2 a 30 % canary at 6 s, active at 7 s (promoted by carol),
+    rolled back at 8 s ("v2 refuses too many")."""
+    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 30, "v2 refuses too many")
+    promote = PromotePolicyVersion(
+        event_id="r7",
+        occurred_at=at(7),
+        actor="human:carol",
+        policy="refund",
+        version=2,
+        stage=Stage.ACTIVE,
+    )
+    commands.insert(-1, (7, promote))
+    return commands
+
+
 def test_a_rollback_counts_the_rolled_back_stage_and_lineage_says_a_rollback_set_the_stage(
     tmp_path: Path,
 ) -> None:
     # An auditor's walkthrough: `rollbacks` showed v2's lifetime total (canary and active)
     # beside "rolled_back_stage active, in_that_stage_since T", and `decision_lineage` of a v1
     # decision after the rollback said "promoted_by …, stage_since <the rollback>".
-    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 30, "v2 refuses too many")
-    commands.insert(
-        -1,
-        (
-            7,
-            PromotePolicyVersion(
-                event_id="r7",
-                occurred_at=at(7),
-                actor="human:carol",
-                policy="refund",
-                version=2,
-                stage=Stage.ACTIVE,
-            ),
-        ),
-    )
+    commands = _v2_active_then_rolled_back()
     decisions = [
         _decision(1, at(4), 1, Stage.ACTIVE, Determination.ALLOW),
         _decision(2, at(6) + timedelta(milliseconds=100), 2, Stage.CANARY, Determination.DENY),
@@ -1210,21 +1212,7 @@ def test_rollbacks_and_lineage_place_decisions_by_the_position_they_cite_not_the
     # An auditor's walkthrough under load: decisions made 2-6 ms after a rollback was recorded,
     # by v3 (their evaluator had not applied it yet: they cite the position before it), were
     # left out of `rollbacks`' count, and `decision_lineage` gave them no stage or promoter.
-    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 30, "v2 refuses too many")
-    commands.insert(
-        -1,
-        (
-            7,
-            PromotePolicyVersion(
-                event_id="r7",
-                occurred_at=at(7),
-                actor="human:carol",
-                policy="refund",
-                version=2,
-                stage=Stage.ACTIVE,
-            ),
-        ),
-    )
+    commands = _v2_active_then_rolled_back()
     governance = _governance(commands)
     log = [e for topic, e in governance if topic == TOPICS.policy_events]
     # write_events puts them on partition 0 in order: a record's offset is its index.
