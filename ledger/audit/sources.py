@@ -22,12 +22,13 @@ simply the first one read.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, ClassVar, Protocol, TypeAlias
 
 from ledger.audit.columns import columns_disagree, python_rows
 from ledger.audit.export import ExportPath, Manifest, read_manifest
@@ -102,6 +103,13 @@ class LedgerSource(Protocol):
         """Every decision recorded (its ``occurred_at``) in ``[since, until)``, oldest first."""
         ...
 
+    def sampled_between(
+        self, since: datetime | None, until: datetime | None, sample: int, seed: int
+    ) -> tuple[int, list[Decision]]:
+        """How many decisions were recorded in ``[since, until)``, and ``sample`` of them drawn
+        with ``seed`` (:func:`draw`, over :meth:`decided_between`'s order), oldest first."""
+        ...
+
     def requests_for(self, request_ids: Collection[str]) -> dict[str, list[Request]]:
         """:meth:`requests` of each of ``request_ids``, in one read (ids with none left out)."""
         ...
@@ -112,6 +120,14 @@ class LedgerSource(Protocol):
         """Each request asked in ``[since, until)`` with the decision recorded for it (the
         first, if a crash-restart recorded two), oldest request first."""
         ...
+
+
+def draw(count: int, sample: int, seed: int) -> set[int]:
+    """The indices of ``sample`` of ``count`` decisions, drawn with ``seed`` (all of them when
+    ``sample`` is not smaller): the same draw from a Kafka ledger and from its export."""
+    if sample >= count:
+        return set(range(count))
+    return set(random.Random(seed).sample(range(count), sample))
 
 
 def no_decision(decision_id: str, where: str) -> UsageError:
@@ -240,6 +256,13 @@ class KafkaSource:
             and _within(positioned.event.occurred_at, since, until)
         ]
         return sorted(found, key=lambda d: d.occurred_at)
+
+    def sampled_between(
+        self, since: datetime | None, until: datetime | None, sample: int, seed: int
+    ) -> tuple[int, list[Decision]]:
+        every = self.decided_between(since, until)  # the topic is read whole either way
+        chosen = draw(len(every), sample, seed)
+        return len(every), [d for i, d in enumerate(every) if i in chosen]
 
     def requests_for(self, request_ids: Collection[str]) -> dict[str, list[Request]]:
         wanted, found = set(request_ids), dict[str, list[Request]]()
@@ -457,17 +480,46 @@ class ExportSource:
                 f"uses the record: run `ledger audit verify --from {self.path}`"
             )
 
+    _WINDOW: ClassVar[str] = (
+        "(CAST(? AS TIMESTAMPTZ) IS NULL OR occurred_at >= ?) "
+        "AND (CAST(? AS TIMESTAMPTZ) IS NULL OR occurred_at < ?) "
+    )
+    _OLDEST_FIRST: ClassVar[str] = 'ORDER BY occurred_at, "partition", "offset"'
+
     def decided_between(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[Decision]:
         rows = self._query(
             self.topics.decisions,
-            "SELECT * FROM {files} WHERE (CAST(? AS TIMESTAMPTZ) IS NULL OR occurred_at >= ?) "
-            "AND (CAST(? AS TIMESTAMPTZ) IS NULL OR occurred_at < ?) "
-            'ORDER BY occurred_at, "partition", "offset"',
+            f"SELECT * FROM {{files}} WHERE {self._WINDOW}{self._OLDEST_FIRST}",
             [since, since, until, until],
             as_dicts=True,
         )
+        return self._decided(rows)
+
+    def sampled_between(
+        self, since: datetime | None, until: datetime | None, sample: int, seed: int
+    ) -> tuple[int, list[Decision]]:
+        # Only the chosen rows are read and decoded (an auditor's walkthrough: 30 of 307,505
+        # took 61-93 s, every decision decoded before the draw). Rows of the decisions topic
+        # are decisions; the draw is over the same order as decided_between's.
+        where = [since, since, until, until]
+        places = self._query(
+            self.topics.decisions,
+            f'SELECT "partition", "offset" FROM {{files}} WHERE {self._WINDOW}{self._OLDEST_FIRST}',
+            where,
+        )
+        chosen = [f"{places[i][0]}:{places[i][1]}" for i in sorted(draw(len(places), sample, seed))]
+        rows = self._query(
+            self.topics.decisions,
+            f"SELECT * FROM {{files}} WHERE {self._WINDOW}"
+            f"""AND list_contains(?, "partition" || ':' || "offset") {self._OLDEST_FIRST}""",
+            [*where, chosen],
+            as_dicts=True,
+        )
+        return len(places), self._decided(rows)
+
+    def _decided(self, rows: list[dict[str, Any]]) -> list[Decision]:
         found: list[Decision] = []
         for row in rows:
             event = self._decode(row["record"])

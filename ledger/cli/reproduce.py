@@ -24,6 +24,7 @@ from ledger.audit.sources import (
     KafkaSource,
     LedgerSource,
     answered,
+    draw,
     no_decision,
 )
 from ledger.cli.common import connection, load_settings
@@ -254,17 +255,21 @@ def reproduce_decisions(
     started = time.monotonic()
     source = _source(from_dir, bootstrap)
     unresolved: dict[str, str] = {}
+    if sample is not None:
+        seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
     if ids_file is not None:
         decisions, unresolved = _from_ids(source, read_ids(ids_file))
+        selected = len(decisions)
+        if sample is not None and seed is not None:
+            chosen = draw(selected, sample, seed)
+            decisions = [d for i, d in enumerate(decisions) if i in chosen]
+    elif sample is not None and seed is not None:
+        selected, decisions = source.sampled_between(since, until, sample, seed)
     else:
         decisions = source.decided_between(since, until)
-    selected = len(decisions)
-    if sample is not None and sample < selected:
-        seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
-        chosen = set(random.Random(seed).sample(range(selected), sample))
-        decisions = [d for i, d in enumerate(decisions) if i in chosen]
-    else:
-        seed = None  # nothing drawn
+        selected = len(decisions)
+    if sample is None or sample >= selected:
+        seed = None  # nothing drawn: every one of them
     if not decisions and not unresolved:
         window = f"decided in [{_when(since)}, {_when(until)})"
         raise UsageError(f"no decision {window} in the ledger at {source.where}")
