@@ -124,7 +124,7 @@ class LedgerSource(Protocol):
 
 def draw(count: int, sample: int, seed: int) -> set[int]:
     """The indices of ``sample`` of ``count`` decisions, drawn with ``seed`` (all of them when
-    ``sample`` is not smaller): the same draw from a Kafka ledger and from its export."""
+    ``sample`` is not smaller)."""
     if sample >= count:
         return set(range(count))
     return set(random.Random(seed).sample(range(count), sample))

@@ -1392,7 +1392,7 @@ def test_an_exports_sample_reads_only_the_decisions_it_draws(
 ) -> None:
     # An auditor's walkthrough: 30 sampled of 307,505 took 61-93 s, every decision decoded
     # before the draw. The export draws by place and decodes what it drew: the same draw as
-    # over every decision, which a Kafka ledger still reads whole.
+    # over every decision in decided_between's order.
     from ledger.audit.sources import ExportSource, draw
 
     source = ExportSource(export)
