@@ -903,10 +903,17 @@ def verify_export(
                     unverified += 1
                 else:
                     rows.report(_inserted_file(relative))
+        # Each file holds what its manifest entry says (an auditor's walkthrough: a requests
+        # file overwritten with another, or with a row deleted, passed: the requests topic has
+        # no chain, and retention may leave gaps in its offsets).
+        for problem in _files_unlike_manifest(con, directory, manifest, broken, recorded):
+            rows.report(problem)
         # The topics with no chain: each row's columns held to its own record bytes (what SQL
-        # shows of a request must be what replay re-decides).
+        # shows of a request must be what replay re-decides), and the governance logs' too (an
+        # auditor's walkthrough: an approval's actor edited in its column read "intact" here,
+        # and only `actor verify` saw it).
         formats = topic_formats(topics)
-        for topic in recorded:
+        for topic in (*recorded, *governance):
             for problem in _rows_unlike_records(
                 con,
                 topic_files(directory, topic, manifest, exclude=broken),
@@ -1328,6 +1335,58 @@ def _broken_files(
                 f"the Parquet file of its {entry['rows']} row(s), {span}",
             )
     return found, lies
+
+
+def _files_unlike_manifest(
+    con: Any,
+    directory: Any,
+    manifest: Manifest,
+    broken: Mapping[str, Problem],
+    topics: Collection[str],
+) -> list[Problem]:
+    """The listed files of ``topics`` whose rows are not what their manifest entries say: how
+    many, of which partition, from which offset to which (a whole file swapped for another of
+    the topic, or rows deleted or added, leaves a whole Parquet file the footer checks pass).
+    For the topics without a chain or a gapless log, which say where a row went themselves."""
+    entries = [e for e in manifest.files if str(e["path"]) not in broken and e["topic"] in topics]
+    if not entries:
+        return []
+    paths = {str(listed_file(directory, str(e["path"]))): e for e in entries}
+    query = (
+        'SELECT ledger_file, count(*), min("partition"), max("partition"), min("offset"), '
+        'max("offset") FROM read_parquet(?, hive_partitioning = false, union_by_name = true, '
+        "filename = 'ledger_file') GROUP BY 1"
+    )
+    try:
+        held = {str(f): tuple(rest) for f, *rest in con.execute(query, [list(paths)]).fetchall()}
+    except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
+        raise ExportError(f"reading the export's files: {exc}") from exc
+    problems = []
+    for path, entry in sorted(paths.items(), key=lambda p: str(p[1]["path"])):
+        rows, low_p, high_p, first, last = held.get(path, (0, None, None, None, None))
+        said = (
+            int(entry["rows"]),
+            int(entry["partition"]),
+            int(entry["partition"]),
+            int(entry["first_offset"]),
+            int(entry["last_offset"]),
+        )
+        if int(entry["rows"]) == 0 and rows == 0:
+            continue
+        if (rows, low_p, high_p, first, last) == said:
+            continue
+        where = f"partition {low_p}" if low_p == high_p else f"partitions {low_p} to {high_p}"
+        problems.append(
+            _file_problem(
+                entry,
+                "altered",
+                f"holds {rows} row(s) of {where}, offsets {first} to {last}",
+                f"its {entry['rows']} row(s) of partition {entry['partition']}, offsets "
+                f"{entry['first_offset']} to {entry['last_offset']}, as the manifest lists "
+                "(a file swapped for another, or rows deleted or added)",
+            )
+        )
+    return problems
 
 
 def _listed(manifest: Manifest) -> set[str]:

@@ -1622,3 +1622,44 @@ def test_a_decision_time_past_year_9999_that_arrow_prints_as_the_true_one_is_alt
     [problem] = verify(export).problems
     assert (problem.kind, problem.decision_id) == ("altered", victim.event_id)
     assert f"occurred_at holds {far} µs after the epoch" in problem.found
+
+
+def test_a_governance_rows_column_edited_beside_its_record_is_altered(export: Path) -> None:
+    # An auditor's walkthrough: an approval's actor edited in its column (human:bob to
+    # human:alice, as if a self-approval) verified "intact"; only `actor verify` saw it.
+    [path] = files_of(export, TOPICS.policy_events)
+    edited = {"done": False}
+
+    def relabel(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            if row["event_type"] == "PolicyVersionApproved" and not edited["done"]:
+                row["actor"], edited["done"] = "human:mallory", True
+        return rows
+
+    rewrite(path, relabel)
+    assert edited["done"]
+    [problem] = verify(export).problems
+    assert (problem.kind, problem.topic) == ("altered", TOPICS.policy_events)
+    assert "human:mallory" in problem.found
+
+
+def test_a_requests_file_swapped_or_cut_is_altered_though_the_topic_has_no_chain(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: one requests file copied over another, or a row deleted from
+    # one (its manifest entry left alone), verified "intact": simulation then replayed one
+    # request fewer, and 714 decisions had no request.
+    cut = build(requests=True).export(tmp_path / "cut")
+    path, other = files_of(cut, TOPICS.evaluation_requests)[:2]
+    offsets = sorted(r["offset"] for r in pq.read_table(path).to_pylist())
+    low, high, n = offsets[0], offsets[-1], len(offsets)
+    rewrite(path, lambda rows: [r for r in rows if r["offset"] != offsets[1]])
+    said = [p for p in verify(cut).problems if p.topic == TOPICS.evaluation_requests]
+    assert [p.kind for p in said] == ["altered"], [str(p) for p in said]
+    assert said[0].found.endswith(f"holds {n - 1} row(s) of partition 0, offsets {low} to {high}")
+    assert said[0].expected.startswith(f"its {n} row(s) of partition 0, offsets {low} to {high}")
+    shutil.copyfile(other, path)  # another file of the topic in its place
+    said = [p for p in verify(cut).problems if p.topic == TOPICS.evaluation_requests]
+    assert [p.kind for p in said] == ["altered"], [str(p) for p in said]
+    assert f"offsets {low} to {high}, as the manifest lists" in said[0].expected
+    assert f"offsets {low} to {high}" not in said[0].found
