@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ledger.audit.sizes import oversized
+from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.text import clipped
 
 if TYPE_CHECKING:
@@ -79,7 +81,9 @@ class FooterProblem:
         return f"has a footer its data does not bear out ({self}): SQL filtering {on} can skip rows"
 
 
-def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
+def footer_lie(
+    path: str, con: Any = None, *, limits: Limits = DEFAULT_LIMITS
+) -> FooterProblem | None:
     """What the Parquet file at ``path``'s footer claims that its data does not bear out, or
     ``None`` (``con``: a DuckDB connection to read the footer with, else one of its own).
 
@@ -97,11 +101,18 @@ def footer_lie(path: str, con: Any = None) -> FooterProblem | None:
     column types it writes, and carry nothing it never writes (bloom filters, page indexes,
     column chunks stored elsewhere), which readers trust without reading the data. (Rows deleted or added
     are the chains' and the offsets' to find: a footer true to its data says nothing of that.)
+    First of all, before any page is decompressed, what its footer and page headers declare
+    is held to what the exporter writes from records of ``limits.record_bytes``
+    (:func:`ledger.audit.sizes.oversized`): a file declaring more is not the exporter's, and
+    is not read.
     """
     import pyarrow.parquet as pq  # here: importing pyarrow costs every `ledger` command time
 
     parquet = pq.ParquetFile(path)
     meta = parquet.metadata
+    too_large = oversized(path, meta, limits=limits)
+    if too_large is not None:
+        return FooterProblem(too_large, readable=False)
     if not str(meta.created_by or "").startswith(_WRITER):
         writer = clipped(repr(meta.created_by), 60)
         return FooterProblem(
