@@ -26,6 +26,10 @@ Read-only connections (``read_only=True``, what ``ledger audit sql`` uses) may r
 export's files (DuckDB's ``allowed_paths`` with ``enable_external_access = false``), cannot
 change settings (``lock_configuration``), and :func:`run_sql` accepts a single ``SELECT``
 statement only, so nothing can write, attach, copy, install, load or set options.
+
+Every connection holds DuckDB to :data:`QUERY_MEMORY` (its own default is 80% of the machine's
+memory): a file of an export is small on disk and may be large in memory (a red team's 26 KB
+file held a 400 MB value), and a query that would need more fails, one line, exit 9.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from ledger.settings import TopicNames
 __all__ = [
     "PARAM_TYPES",
     "QUERY_FAILED",
+    "QUERY_MEMORY",
     "Param",
     "Known",
     "NamedQuery",
@@ -66,6 +71,10 @@ __all__ = [
     "unknown_values",
     "views_sql",
 ]
+
+QUERY_MEMORY: Final = "4GiB"
+"""DuckDB's ``memory_limit`` on every connection to an export: what a query may hold at once
+(the buffers of its scans, joins and aggregates), whatever the export's files declare."""
 
 PARAM_TYPES: Final = ("VARCHAR", "BIGINT", "TIMESTAMPTZ")
 _DUCK_TYPES: Final[dict[str, str]] = {
@@ -441,9 +450,10 @@ def plain_base_views_sql() -> str:
     return "\n".join(lines) + "\n"
 
 
-def session() -> duckdb.DuckDBPyConnection:
+def session(*, memory: str = QUERY_MEMORY) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection set up as every reader of an export needs it: Parquet
-    and JSON loaded, times in UTC, no progress bar (``--json``/``--csv`` stay clean documents).
+    and JSON loaded, times in UTC, no progress bar (``--json``/``--csv`` stay clean documents),
+    at most ``memory`` held (default :data:`QUERY_MEMORY`).
     :func:`connect` adds the views; the history, verify and reproduction read files on one."""
     con = duckdb.connect(":memory:")
     try:
@@ -451,6 +461,7 @@ def session() -> duckdb.DuckDBPyConnection:
         con.execute("LOAD json")
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")
+        con.execute("SET memory_limit = ?", [memory])
     except BaseException:
         con.close()
         raise
@@ -464,6 +475,7 @@ def connect(
     threads: int | None = None,
     manifest: Manifest | None = None,
     exclude: Collection[str] = (),
+    memory: str = QUERY_MEMORY,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (in memory) with the export's views attached.
 
@@ -476,11 +488,11 @@ def connect(
 
     ``read_only=True`` also confines the connection to the export's files and locks its
     settings (see the module docstring). Times are shown in UTC. ``manifest`` and ``exclude``:
-    as :func:`base_views_sql` takes them.
+    as :func:`base_views_sql` takes them; ``memory``: what DuckDB may hold (:func:`session`).
     """
     directory = Path(export_dir)
     base, files = base_views_sql(directory, manifest=manifest, exclude=exclude)
-    con = session()
+    con = session(memory=memory)
     try:
         con.execute("SET parquet_metadata_cache = true")
         if threads is not None:

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.audit.export import write_events
-from ledger.audit.sql import _parse_query as parse_query
 from ledger.audit.sql import (
+    QUERY_FAILED,
     connect,
     named_queries,
     parse_params,
@@ -27,6 +27,7 @@ from ledger.audit.sql import (
     run_sql,
     unknown_values,
 )
+from ledger.audit.sql import _parse_query as parse_query
 from ledger.cli.app import cli
 from ledger.core.events import (
     ApprovePolicyVersion,
@@ -433,6 +434,37 @@ def test_a_read_only_select_cannot_read_other_files_or_change_settings(export_di
         with pytest.raises(Exception, match="locked"):
             con.execute("SET enable_external_access = true")
         assert run_sql(con, "SELECT count(*) AS n FROM decisions").rows == [(4,)]
+    finally:
+        con.close()
+
+
+def test_every_connection_holds_duckdb_to_a_memory_bound(export_dir: Path) -> None:
+    # DuckDB's own default is 80% of the machine's memory, whatever an export declares.
+    con = connect(export_dir, read_only=True)
+    try:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
+        assert limit == "4.0 GiB"
+    finally:
+        con.close()
+
+
+def test_a_value_larger_than_the_bound_fails_the_query_in_one_line(
+    export_dir: Path, tmp_path: Path
+) -> None:
+    # A red team's find: a decisions file holding a 400 MB resource (26 KB on disk, zstd)
+    # took `audit run` to 1 GB. The query now fails at the bound, exit 9, one line.
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    path = sorted(copy.glob("topic=*decisions/*/*.parquet"))[0]
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["resource"] = "r" * 20_000_000
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path, compression="zstd")
+    con = connect(copy, read_only=True, memory="8MiB")
+    try:
+        with pytest.raises(ExportError, match=r"^query failed: Out of Memory Error") as caught:
+            run_sql(con, "SELECT max(length(resource)) AS n FROM decisions")
+        assert caught.value.code == QUERY_FAILED and "\n" not in str(caught.value)
     finally:
         con.close()
 
