@@ -8,6 +8,8 @@ them. So it is read like any hostile input:
 
 - a regular file of at most :data:`MANIFEST_BYTES` (a FIFO, a device or an endless file is
   refused, never read whole);
+- it holds the keys an exporter writes and no other (a key of another writer's, or padding, is
+  refused rather than read on and copied into the next manifest written);
 - every field has its type and range (offsets and partitions non-negative and within Kafka's,
   a file's first offset at most its last, its rows at most its offsets' span);
 - every path is exactly where an export keeps that file:
@@ -68,6 +70,14 @@ _PATH: Final = re.compile(
     r"\+(?P<partition>[0-9]{1,10})\+(?P<first>[0-9]{1,19})(?:~(?P<last>[0-9]{1,19}))?\.parquet"
 )
 _STAMP: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}Z")
+_KEYS: Final = frozenset(
+    {"format", "topic_prefix", "updated_at", "complete", "read_at", "offsets", "files", "retired"}
+)
+"""Every key a manifest holds (some only in those written since they were added)."""
+_FILE_KEYS: Final = frozenset(
+    {"path", "topic", "partition", "date", "first_offset", "last_offset", "rows"}
+)
+_RETIRED_KEYS: Final = frozenset({"path", "at"})
 _MAX_OFFSET: Final = 2**63 - 1
 _MAX_PARTITION: Final = 2**31 - 1
 
@@ -147,6 +157,7 @@ class Manifest:
                 f"{where} is export format {data.get('format')!r}; this ledger reads format "
                 f"{FORMAT_VERSION}"
             )
+        check.mapping(data, "the manifest", _KEYS)  # after its format: a later one may hold more
         prefix = data.get("topic_prefix", "")
         if not isinstance(prefix, str) or (prefix and not re.fullmatch(_TOPIC, prefix)):
             check.fail(f"topic_prefix {prefix!r} is not a topic name prefix")
@@ -200,9 +211,15 @@ class _Checker:
     def fail(self, problem: str) -> None:
         raise ExportError(f"{self.where} is not a ledger export manifest: {problem}")
 
-    def mapping(self, value: Any, name: str) -> dict[str, Any]:
+    def mapping(self, value: Any, name: str, keys: frozenset[str] | None = None) -> dict[str, Any]:
+        """``value``, an object (with ``keys``: of those keys only; an exporter writes no
+        other, and the writer would copy one into every manifest it rewrites)."""
         if not isinstance(value, dict):
             self.fail(f"{name} is {_kind(value)}, not an object")
+        if keys is not None:
+            other = next((k for k in value if k not in keys), None)
+            if other is not None:
+                self.fail(f"{name} holds {other!r:.40}, a key no exporter writes")
         return value  # type: ignore[no-any-return]
 
     def sequence(self, value: Any, name: str) -> list[Any]:
@@ -235,7 +252,7 @@ class _Checker:
         return found  # type: ignore[return-value]
 
     def file(self, value: Any, name: str) -> dict[str, Any]:
-        entry = dict(self.mapping(value, name))
+        entry = dict(self.mapping(value, name, _FILE_KEYS))
         topic = self.topic(entry.get("topic"), f"{name}.topic")
         partition = self.number(entry.get("partition"), f"{name}.partition", _MAX_PARTITION)
         date = entry.get("date")
@@ -284,7 +301,7 @@ class _Checker:
                 )
 
     def retired(self, value: Any, name: str) -> dict[str, Any]:
-        entry = dict(self.mapping(value, name))
+        entry = dict(self.mapping(value, name, _RETIRED_KEYS))
         self.path(entry.get("path"), name)
         at = entry.get("at")
         if not isinstance(at, str) or not _STAMP.fullmatch(at):

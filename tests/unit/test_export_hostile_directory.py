@@ -182,6 +182,16 @@ def test_retired_paths_outside_the_directory_are_refused_not_removed(tmp_path: P
             lambda m: m["offsets"][TOPICS.command_results].__setitem__("x", 1),
             "partition 'x' is not a partition number",
         ),
+        # A red team's 150 MB manifest padded with an unknown key was read and accepted
+        # (exit 0), and a writer copies such a key into every manifest it rewrites.
+        (lambda m: m.__setitem__("pad", "x" * 1000), "the manifest holds 'pad', a key no "),
+        (lambda m: m["files"][0].__setitem__("pad", 1), r"files\[0\] holds 'pad', a key no "),
+        (
+            lambda m: m.__setitem__(
+                "retired", [{"path": m["files"][0]["path"], "at": m["updated_at"], "x": 1}]
+            ),
+            r"retired\[0\] holds 'x', a key no exporter writes",
+        ),
     ],
 )
 def test_a_manifest_out_of_shape_is_one_export_error(
