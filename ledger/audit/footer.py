@@ -30,6 +30,11 @@ _NOT_WRITTEN: Final = (
 """What the exporter never writes and a reader would trust without reading the data."""
 
 
+_BATCH: Final = 1_024
+"""Rows of a row group read at a time to hold to its footer."""
+_BUFFER: Final = 1 << 20
+"""Bytes of a file read at a time (pyarrow reads a column chunk whole without one)."""
+
 _WRITER: Final = "parquet-cpp-arrow version "
 """How the exporter's writer names itself in a file's ``created_by``. pyarrow withholds the
 text statistics of files some older writers made, which DuckDB still trusts: a file naming
@@ -108,7 +113,8 @@ def footer_lie(
     """
     import pyarrow.parquet as pq  # here: importing pyarrow costs every `ledger` command time
 
-    parquet = pq.ParquetFile(path)
+    # Read as a stream, a buffer at a time (not each column chunk whole), batch by batch.
+    parquet = pq.ParquetFile(path, buffer_size=_BUFFER, pre_buffer=False)
     meta = parquet.metadata
     too_large = oversized(path, meta, limits=limits)
     if too_large is not None:
@@ -131,11 +137,11 @@ def footer_lie(
     end = 4  # where the first column chunk may start: after the leading magic bytes
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
-        table = parquet.read_row_group(g)
-        counted += table.num_rows
-        if table.num_rows != group.num_rows:
+        held, data = _group_data(parquet, g)
+        counted += held
+        if held != group.num_rows:
             return FooterProblem(
-                f"row group {g} says {group.num_rows} row(s) and holds {table.num_rows}",
+                f"row group {g} says {group.num_rows} row(s) and holds {held}",
                 readable=False,
             )
         for c in range(group.num_columns):
@@ -157,9 +163,10 @@ def footer_lie(
                 return FooterProblem(f"{where}: {disagree}", columns=(name,))
             if stats is None:
                 continue
-            column = table.column(c)
-            low, high = _min_max(column) if stats.has_min_max else (None, None)
-            unborne = _unborne(stats, column.null_count, low, high, "the data")
+            nulls, low, high = data[c]
+            if not stats.has_min_max:
+                low = high = None
+            unborne = _unborne(stats, nulls, low, high, "the data")
             if unborne is not None:
                 return FooterProblem(f"{where}: {unborne}", columns=(name,))
     if counted != meta.num_rows:
@@ -168,6 +175,32 @@ def footer_lie(
             readable=False,
         )
     return _as_duckdb_reads_data(path, con, parquet, duck)
+
+
+def _group_data(parquet: Any, g: int) -> tuple[int, list[tuple[int, Any, Any]]]:
+    """Row group ``g``'s rows, and per column its nulls and least and greatest value
+    (:func:`_min_max`), read :data:`_BATCH` rows at a time: a row group may hold 16,384 rows
+    of up to a megabyte's record each, more than a reader should hold at once."""
+    import pyarrow as pa
+
+    rows = 0
+    found: list[tuple[int, Any, Any]] = []
+    for batch in parquet.iter_batches(batch_size=_BATCH, row_groups=[g], use_threads=False):
+        rows += batch.num_rows
+        for c in range(batch.num_columns):
+            column = batch.column(c)
+            low, high = _min_max(pa.chunked_array([column]))
+            if c == len(found):
+                found.append((0, None, None))
+            nulls, least, greatest = found[c]
+            found[c] = (
+                nulls + column.null_count,
+                low if least is None or (low is not None and low < least) else least,
+                high if greatest is None or (high is not None and high > greatest) else greatest,
+            )
+    columns = len(parquet.schema_arrow)
+    found.extend((0, None, None) for _ in range(columns - len(found)))
+    return rows, found
 
 
 def _as_duckdb_reads_data(

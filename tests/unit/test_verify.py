@@ -874,6 +874,25 @@ def test_a_file_declaring_more_than_the_exporter_writes_is_altered_unread(
     assert all(p.decision_id != target.event_id or p.subject == "file" for p in report.problems)
 
 
+def test_a_row_group_is_held_to_its_footer_a_batch_at_a_time(
+    export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row group may hold 16,384 rows of a megabyte's record each: the footer check read it
+    whole (``read_row_group``). It reads it a few rows at a time, and finds the same."""
+    from ledger.audit import footer
+
+    def whole(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a row group read whole")
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", whole)
+    monkeypatch.setattr(footer, "_BATCH", 2)
+    assert verify(export).intact
+    path = files_of(export, TOPICS.decisions)[0]
+    hide_in_footer(path, 1, ["event_id", "resource"])
+    [problem] = verify(export).problems
+    assert "has a footer its data does not bear out (row group 1, column " in problem.found
+
+
 def test_an_honest_rewrite_of_a_file_keeps_its_footer_true(export: Path) -> None:
     for path in files_of(export, TOPICS.decisions):
         rewrite(path, lambda rows: rows)  # pyarrow's own statistics, other row groups
