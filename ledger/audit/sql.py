@@ -34,6 +34,7 @@ file held a 400 MB value), and a query that would need more fails, one line, exi
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -450,18 +451,26 @@ def plain_base_views_sql() -> str:
     return "\n".join(lines) + "\n"
 
 
-def session(*, memory: str = QUERY_MEMORY) -> duckdb.DuckDBPyConnection:
+def session(*, memory: str | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection set up as every reader of an export needs it: Parquet
     and JSON loaded, times in UTC, no progress bar (``--json``/``--csv`` stay clean documents),
-    at most ``memory`` held (default :data:`QUERY_MEMORY`).
+    at most ``memory`` held (default: ``$LEDGER_AUDIT_MEMORY``, else :data:`QUERY_MEMORY`;
+    a value DuckDB does not take is one :class:`UsageError` line).
     :func:`connect` adds the views; the history, verify and reproduction read files on one."""
+    memory = memory or os.environ.get("LEDGER_AUDIT_MEMORY") or QUERY_MEMORY
     con = duckdb.connect(":memory:")
     try:
         con.execute("LOAD parquet")
         con.execute("LOAD json")
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")
-        con.execute("SET memory_limit = ?", [memory])
+        try:
+            con.execute("SET memory_limit = ?", [memory])
+        except duckdb.Error:
+            raise UsageError(
+                f"$LEDGER_AUDIT_MEMORY {memory!r} is not an amount of memory DuckDB takes "
+                "(write it as 8GiB or 500MB)"
+            ) from None
     except BaseException:
         con.close()
         raise
@@ -475,7 +484,7 @@ def connect(
     threads: int | None = None,
     manifest: Manifest | None = None,
     exclude: Collection[str] = (),
-    memory: str = QUERY_MEMORY,
+    memory: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (in memory) with the export's views attached.
 

@@ -448,6 +448,21 @@ def test_every_connection_holds_duckdb_to_a_memory_bound(export_dir: Path) -> No
         con.close()
 
 
+def test_the_memory_bound_is_the_auditors_to_raise(
+    export_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_AUDIT_MEMORY", "8GiB")
+    con = connect(export_dir, read_only=True)
+    try:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
+        assert limit == "8.0 GiB"
+    finally:
+        con.close()
+    monkeypatch.setenv("LEDGER_AUDIT_MEMORY", "lots")
+    with pytest.raises(UsageError, match=r"^\$LEDGER_AUDIT_MEMORY 'lots' is not an amount"):
+        connect(export_dir, read_only=True)
+
+
 def test_a_value_larger_than_the_bound_fails_the_query_in_one_line(
     export_dir: Path, tmp_path: Path
 ) -> None:
