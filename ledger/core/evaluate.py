@@ -25,9 +25,10 @@ Shadow versions and the non-deciding one of active/canary are evaluated as well 
 ``shadow_results``; they never change the determination. One whose ``governs`` leaves the action
 out is recorded as ``deny`` ("version N does not govern ACTION"), its rules not run.
 
-Work is bounded (``Limits.evaluation_cost``, see :mod:`ledger.core.cel`): the grant conditions of
-one request share one budget, and each policy version run has its own. Spending it gives
-``error`` / ``evaluation_budget_exceeded`` — never a hang, never an allow.
+Work is bounded (``Limits.evaluation_cost``, see :mod:`ledger.core.cel`): trying the principal's
+grants, finding the governing policy (:class:`~ledger.core.globwork.MatchWork`) and the grant
+conditions of one request share one budget, and each policy version run has its own. Spending it
+gives ``error`` / ``evaluation_budget_exceeded`` — never a hang, never an allow.
 
 The decision id is a UUIDv5 of the request id, so a re-delivered request yields the same decision
 id (idempotent downstream). ``latency_us`` is left at 0: measuring time is the adapter's job.
@@ -46,6 +47,7 @@ from typing import Any, Final
 from ledger.core.authority import (
     PRINCIPAL_FORM,
     authorize_request,
+    effective_grants,
     unauthorized_reason,
     valid_principal,
 )
@@ -71,6 +73,7 @@ from ledger.core.facts import (
     facts_recorded_as,
     same_values,
 )
+from ledger.core.globwork import MatchWork
 from ledger.core.limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -80,7 +83,14 @@ from ledger.core.limits import (
     recorded_name,
 )
 from ledger.core.policy import PolicyOutcome
-from ledger.core.state import LedgerState, PolicyRecord, bucket, governed_by, governing_policy
+from ledger.core.state import (
+    LedgerState,
+    PolicyRecord,
+    bucket,
+    governed_by,
+    governing_policy,
+    governs_units,
+)
 from ledger.core.text import clipped
 
 __all__ = [
@@ -367,15 +377,21 @@ def evaluate(
     actor: str = EVALUATOR,
     limits: Limits = DEFAULT_LIMITS,
     meter: Meter | None = None,
+    work: MatchWork | None = None,
     shadows: bool = True,
     check_asker: bool = True,
+    charge_matching: bool = True,
 ) -> DecisionRecorded:
     """Decide ``request`` against ``state`` at ``now``: always a :class:`DecisionRecorded`.
 
     ``limits.evaluation_cost`` bounds the grant conditions' work; each policy version's budget
     was fixed when it was loaded. With ``meter``, all of it is charged to that one budget
     instead (:func:`evaluate_batch` shares one among its items); without ``shadows``, the
-    non-deciding versions are not run.
+    non-deciding versions are not run. Matching the request's names against its principal's
+    grants and the policies' ``governs`` is charged to the grant conditions' budget
+    (:class:`~ledger.core.globwork.MatchWork`: ``work``, shared by a pre-evaluation's items),
+    unless ``charge_matching`` is off: replay re-decides so a decision made before that was
+    charged (2026-12-06), as it was decided then.
 
     A request whose names exceed ``limits`` (:func:`request_problem`) is answered ``error`` /
     ``request_too_large`` before anything is looked up: names key the evaluator's caches. One
@@ -413,6 +429,7 @@ def evaluate(
             return _before_policy(
                 state, request, writer, _ERROR, INVALID_REQUEST, malformed, limits=limits
             )
+    work = MatchWork(meter, limits.evaluation_cost) if work is None else work
     found = authorize_request(
         state,
         principal,
@@ -423,10 +440,16 @@ def evaluate(
         context=context,
         limits=limits,
         meter=meter,
+        work=work,
+        charge_matching=charge_matching,
     )
     grant = found.grant
     if found.over_budget:
-        reason = f"authority: evaluating grant conditions stopped: {_budget(limits)}"
+        reason = (
+            _grants_too_costly(state, principal, limits)
+            if found.matching
+            else f"authority: evaluating grant conditions stopped: {_budget(limits)}"
+        )
         return _before_policy(
             state,
             request,
@@ -454,6 +477,18 @@ def evaluate(
             limits=limits,
         )
     key = resource or request_id  # the canary bucket's
+    if charge_matching and not work.charge_lookup(action, governs_units(state, action, key)):
+        return _before_policy(
+            state,
+            request,
+            writer,
+            _ERROR,
+            "evaluation_budget_exceeded",
+            _governs_too_costly(limits),
+            facts,
+            context,
+            limits=limits,
+        )
     record = governing_policy(state, action, key)
     version, stage, b = (
         (None, None, None) if record is None else _choose(state, record, action, key)
@@ -587,6 +622,24 @@ def decided_before_policy(decision: DecisionRecorded) -> bool:
     too long, the grant conditions' budget spent, or no grant (what :func:`_before_policy`
     answers). Only such a decision carries no grant: every later step found one."""
     return decision.grant_id is None
+
+
+def _grants_too_costly(state: LedgerState, principal: str, limits: Limits) -> str:
+    held = len(effective_grants(state, principal))
+    return (
+        f"authority: trying the {held:,} grants {clipped(principal)} holds (with their roles') "
+        f"on this request needs more than the evaluation budget of {limits.evaluation_cost:,} "
+        "work units (each grant held, and each of its patterns, is charged on every request): "
+        "hold fewer grants, with fewer patterns"
+    )
+
+
+def _governs_too_costly(limits: Limits) -> str:
+    return (
+        "policy: finding which policy governs this action needs more than the evaluation "
+        f"budget of {limits.evaluation_cost:,} work units (matching it against every deployed "
+        "policy's governs globs): ask with a shorter action name, or deploy fewer governs globs"
+    )
 
 
 def _budget(limits: Limits) -> str:
@@ -745,13 +798,15 @@ def evaluate_batch(
     evaluator_id: str,
     actor: str = EVALUATOR,
     limits: Limits = DEFAULT_LIMITS,
+    charge_matching: bool = True,
 ) -> BatchDecisionRecorded:
     """Pre-evaluation (DESIGN §8.2): every item decided at one governance position.
 
     Each item is evaluated exactly as :func:`evaluate` would (its canary key is its resource, else
     ``<request id>/<item id>``), except that the items share one evaluation budget
     (``limits.evaluation_cost``): one record costs at most what one request may, however many
-    items it holds. Shadow results are not part of a batch answer, so they are not run. A
+    items it holds (matching included; ``charge_matching`` as in :func:`evaluate`). Shadow
+    results are not part of a batch answer, so they are not run. A
     request over the limits on items or names (:func:`request_problem`) is answered with
     every item ``error`` / ``request_too_large``, one whose context is over its bounds with
     every item ``error`` / ``invalid_facts``.
@@ -771,10 +826,12 @@ def evaluate_batch(
             state, request, now, evaluator_id, actor, "request_too_large", (problem,), limits
         )
     meter = Meter(limits.evaluation_cost)
+    work = MatchWork(meter, limits.evaluation_cost)  # the items' matching, on the same budget
     decisions = []
     for item in request.items:
         single = item_request(request, item)
         spent = meter.limit - meter.left  # by the items before this one
+        work.next_item()
         d = evaluate(
             state,
             single,
@@ -783,7 +840,9 @@ def evaluate_batch(
             actor=actor,
             limits=limits,
             meter=meter,
+            work=work,
             shadows=False,
+            charge_matching=charge_matching,
         )
         decisions.append(
             BatchItemDecision(
