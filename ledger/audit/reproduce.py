@@ -12,7 +12,9 @@ A decision recorded by an earlier release is compared as that release recorded i
 note saying so: reasons in an earlier wording (:func:`~ledger.core.evaluate.earlier_wording`),
 names over their limit recorded whole (until 2026-12-06), and a request whose
 ``requested_by`` is no principal decided as if it were (until 2026-12-06: it is
-``invalid_request`` now).
+``invalid_request`` now), and a request decided without charging the matching of its names
+against its principal's grants and the policies' ``governs`` (until 2026-12-06: it may be
+``evaluation_budget_exceeded`` now).
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ def reproduce(
             held = HeldOffsets.of(entries)
     again: Decision
     notes = []
+    asker_checked = True
     if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
         again = evaluate(
             state, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
@@ -126,6 +129,7 @@ def reproduce(
                 evaluator_id=decision.evaluator_id,
                 check_asker=False,
             )
+            asker_checked = False
             notes.append(
                 "it was decided as evaluators did before requested_by was held to a "
                 "principal's form (a release of 2026-12-06): re-decided so; decided now, it is "
@@ -140,6 +144,19 @@ def reproduce(
         )
     else:
         raise TypeError(f"a {type(decision).__name__} does not answer a {type(request).__name__}")
+    if _over_budget(again) and not _same(decision, again):
+        # Decided before matching names against grants and governs was charged: as then.
+        then = _uncharged(decision, request, state, check_asker=asker_checked)
+        if _same(decision, then):
+            notes.append(
+                "it was decided under the cost model before a release of 2026-12-06, which "
+                "did not charge trying a principal's grants nor finding which policy governs "
+                "the action: re-decided so; decided now, it is "
+                f"{_outcome(again)}; it was decided at "
+                f"{format_timestamp(decision.occurred_at)}: one decided after your evaluators "
+                "were upgraded did not follow their rules"
+            )
+            again = then
     ignored: tuple[str, ...] = WRITER_FIELDS
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
@@ -184,6 +201,45 @@ def reproduce(
         differences=differences,
         ignored=ignored,
         note=note,
+    )
+
+
+def _over_budget(decision: Decision) -> bool:
+    """Was the decision, or one of a pre-evaluation's items, ``evaluation_budget_exceeded``?"""
+    if isinstance(decision, DecisionRecorded):
+        return decision.reason_code == _OVER_BUDGET
+    return any(d.reason_code == _OVER_BUDGET for d in decision.decisions)
+
+
+_OVER_BUDGET: Final = "evaluation_budget_exceeded"
+
+
+def _same(recorded: Decision, again: Decision) -> bool:
+    """Does ``again`` give every field ``recorded`` holds but the writer's?"""
+    a, b = to_json_value(recorded), to_json_value(again)
+    return all(a.get(k) == b.get(k) for k in a if k not in WRITER_FIELDS)
+
+
+def _uncharged(
+    decision: Decision, request: Request, state: LedgerState, *, check_asker: bool
+) -> Decision:
+    """``request`` decided again under the cost model before 2026-12-06 (matching uncharged)."""
+    if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
+        return evaluate(
+            state,
+            request,
+            now=decision.occurred_at,
+            evaluator_id=decision.evaluator_id,
+            check_asker=check_asker,
+            charge_matching=False,
+        )
+    assert isinstance(request, BatchEvaluationRequested)
+    return evaluate_batch(
+        state,
+        request,
+        now=decision.occurred_at,
+        evaluator_id=decision.evaluator_id,
+        charge_matching=False,
     )
 
 

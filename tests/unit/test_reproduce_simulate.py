@@ -1640,3 +1640,35 @@ def test_ledger_decisions_finds_a_request_that_does_not_decode_by_its_key(
         "body: OverflowError: date value out of range) and will never be decided"
     )
     assert decisions._undecided("x:9092", None, settings, "other").startswith("no request 'other'")
+
+
+def test_a_decision_made_before_matching_was_charged_reproduces_with_a_note() -> None:
+    # Until 2026-12-06 trying a principal's grants was charged only for a grant whose own
+    # patterns' search passed a threshold, and finding the governing policy not at all: a
+    # pre-evaluation of a principal holding 100 grants of 128 small patterns was answered item
+    # by item. Such a decision is re-decided as then, saying so; decided now, its later items
+    # are evaluation_budget_exceeded.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    for i in range(100):
+        led.grant("agent:a", [f"*k{i}q{j}*" for j in range(128)], "*", grant_id=f"g{i:03}")
+    history = _history_of(led)
+    batch = BatchEvaluationRequested(
+        event_id="b-1", occurred_at=T0, actor="agent:a", principal="agent:a",
+        items=tuple(BatchItem(item_id=str(n), action="p.act", resource="x") for n in range(30)),
+    )  # fmt: skip
+    then = evaluate_batch(led.state, batch, now=T0, evaluator_id="t", charge_matching=False)
+    assert {d.reason_code for d in then.decisions} == {"no_authority"}
+    now = evaluate_batch(led.state, batch, now=T0, evaluator_id="t")
+    assert now.decisions[-1].reason_code == "evaluation_budget_exceeded"
+    assert reproduce(now, batch, history).reproduces
+    again = reproduce(then, batch, history)
+    assert again.reproduces, again.differences
+    assert "decided under the cost model before a release of 2026-12-06" in str(again.note)
+    assert "29: error" in str(again.note)  # what it is decided now
+    forged = dataclasses.replace(
+        then,
+        decisions=(dataclasses.replace(then.decisions[0], grant_id="g000"), *then.decisions[1:]),
+    )
+    assert [d.field for d in reproduce(forged, batch, history).differences] == ["decisions"]
