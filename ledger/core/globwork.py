@@ -130,7 +130,7 @@ class MatchWork:
         self._meter = meter
         self.limit = limit
         self._free = MATCH_FREE
-        self._looked_up: set[str] = set()
+        self._looked_up: set[str] | None = None  # made at the first look-up
 
     @property
     def meter(self) -> Meter:
@@ -163,7 +163,11 @@ class MatchWork:
     def charge_lookup(self, action: str, units: int) -> bool:
         """Charge finding which policy governs ``action`` (``units``), once per action for
         the whole request (a pre-evaluation's items asking the same action pay it once)."""
-        if action in self._looked_up:
+        looked_up = self._looked_up
+        if looked_up is None:
+            self._looked_up = {action}
+        elif action in looked_up:
             return True
-        self._looked_up.add(action)
+        else:
+            looked_up.add(action)
         return self.charge(units)
