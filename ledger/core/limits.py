@@ -58,6 +58,21 @@ class Limits:
     within ``policy_document_bytes``) took 9 s to validate and stalled evaluators ~1 s per
     change. Enforced on proposals: a version recorded before this limit existed still loads."""
 
+    policy_id_chars: int = 128
+    """A policy's name and each of its rules' ids: copied into every decision the policy makes
+    (and into every item of a pre-evaluation). Enforced on proposals: a version recorded before
+    this limit existed still loads."""
+    policy_reason_chars: int = 1_024
+    """A rule's or the default's ``reason``: copied into every decision it makes, and into every
+    item of a pre-evaluation (500 items of a 261,000-character reason were 130 MB of answer,
+    built before it was refused ``trace_too_large``). Enforced on proposals: a version recorded
+    before this limit existed still loads."""
+    policy_constraints_chars: int = 1_024
+    """A rule's or the default's ``constraints``, all together: the characters of their names and
+    of their values as written (each text of a list counted). Copied, as the reason is, into
+    every decision and pre-evaluation item. Enforced on proposals: a version recorded before
+    this limit existed still loads."""
+
     # Facts and context of one request.
     facts_bytes: int = 256 * 1024
     """Facts (and context) text as sent from the CLI, or as the encoded request record."""

@@ -113,13 +113,16 @@ RECORDED_LIMITS: Final = replace(
     glob_wildcards=DEFAULT_LIMITS.policy_document_bytes,
     glob_chars=DEFAULT_LIMITS.policy_document_bytes,
     glob_class_chars=DEFAULT_LIMITS.policy_document_bytes,
+    policy_id_chars=DEFAULT_LIMITS.policy_document_bytes,
+    policy_reason_chars=DEFAULT_LIMITS.policy_document_bytes,
+    policy_constraints_chars=DEFAULT_LIMITS.policy_document_bytes,
 )
 """The limits a recorded policy document is read back under. A version the ledger accepted
 loads under the limits it was accepted under: a limit that came later is enforced where
 documents are proposed, never on the recorded history (replaying a ledger, or verifying who
 proposed what, must not turn its policies into errors). policy_condition_chars,
-policy_governs, request_name_chars (for each governs entry), glob_wildcards, glob_chars and
-glob_class_chars came later."""
+policy_governs, request_name_chars (for each governs entry), glob_wildcards, glob_chars,
+glob_class_chars, policy_id_chars, policy_reason_chars and policy_constraints_chars came later."""
 
 
 @functools.lru_cache(maxsize=512)

@@ -186,6 +186,30 @@ class Validator:
             return None
         return self.string(data[key], (*path, key), rule=rule)
 
+    def copied_text(
+        self, text: str | None, path: tuple[Any, ...], *, what: str, rule: str | None = None
+    ) -> None:
+        """A text every decision of the policy copies (its name, a rule's id, a reason) held to
+        its limit: one problem naming the limit and what to do."""
+        if text is None:
+            return
+        if what == "reason":
+            most, limit, fix = (
+                self.limits.policy_reason_chars,
+                "policy_reason_chars",
+                "shorten it, and keep the detail in the rule's or the policy's description, which "
+                "decisions do not copy",
+            )
+        else:
+            most, limit, fix = self.limits.policy_id_chars, "policy_id_chars", "shorten it"
+        if len(text) > most:
+            self.add(
+                f"a {what} of {len(text):,} characters; at most {most:,} are accepted (limit "
+                f"{limit}): every decision copies it, so {fix}",
+                path,
+                rule=rule,
+            )
+
     def effect(self, value: Any, path: tuple[Any, ...], *, rule: str | None) -> Effect | None:
         if isinstance(value, str) and value in ("allow", "deny"):
             return Effect(value)
@@ -228,6 +252,16 @@ class Validator:
                 )
                 continue
             out[key] = converted  # type: ignore[assignment]
+        total = sum(len(k) + _text_chars(x) for k, x in out.items())
+        if total > self.limits.policy_constraints_chars:
+            self.add(
+                f"the constraints total {total:,} characters (names and values); at most "
+                f"{self.limits.policy_constraints_chars:,} are accepted (limit "
+                "policy_constraints_chars): every decision copies them, so keep long values "
+                "with the tool and name them here",
+                path,
+                rule=rule,
+            )
         return MappingProxyType(out)
 
     def number(
@@ -551,6 +585,13 @@ class Validator:
 _INVALID: Final = object()
 
 
+def _text_chars(value: Value) -> int:
+    """Characters of a constraint's value as a decision records it (each text of a list)."""
+    if isinstance(value, tuple):
+        return sum(len(x) for x in value)
+    return len(value) if isinstance(value, str) else len(str(value))
+
+
 def _yaml_number(exact: Decimal) -> float | Decimal:
     """A YAML number with a fraction, which the loader reads as the exact Decimal of its
     digits (:mod:`.source`): YAML's float when that float is the number written (``0.1``,
@@ -731,6 +772,7 @@ def _rules(
         v.keys(raw, path, allowed=_RULE_KEYS, required={"id", "effect"}, rule=rule_id)
         if "id" in raw and rule_id is None:
             v.add(f"rule id must be non-empty text, got {_describe(rid)}", (*path, "id"))
+        v.copied_text(rule_id, (*path, "id"), what="rule id", rule=rule_id)
         if rule_id is not None:
             if rule_id in seen_ids:
                 v.add(f"duplicate rule id {rule_id!r}", (*path, "id"), rule=rule_id)
@@ -742,6 +784,7 @@ def _rules(
         if effect is Effect.DENY and constraints:
             v.add("constraints only apply to allow rules", (*path, "constraints"), rule=rule_id)
         reason = v.optional_string(raw, "reason", path, rule=rule_id)
+        v.copied_text(reason, (*path, "reason"), what="reason", rule=rule_id)
         v.optional_string(raw, "description", path, rule=rule_id)
         when = raw.get("when")
         condition = None
@@ -786,6 +829,7 @@ def _default(v: Validator, data: dict[Any, Any]) -> DefaultDecision | None:
             if d_effect is Effect.DENY and d_constraints:
                 v.add("constraints only apply to an allow default", ("default", "constraints"))
             d_reason = v.optional_string(raw_default, "reason", ("default",))
+            v.copied_text(d_reason, ("default", "reason"), what="reason")
             if d_effect is not None:
                 default = DefaultDecision(
                     effect=d_effect, reason=d_reason, constraints=d_constraints
@@ -839,6 +883,7 @@ def build(
         if "policy" in data
         else None
     )
+    v.copied_text(name, ("policy",), what="policy name")
     owner = v.string(data["owner"], ("owner",), what="owner") if "owner" in data else None
     description = v.optional_string(data, "description", ())
 

@@ -132,7 +132,10 @@ def test_a_document_whose_aliases_store_past_the_limit_is_refused() -> None:
         f"facts: {{a: int}}\nrules:\n{rules}default: {{effect: deny}}\n"
     )
     assert len(text.encode()) < DEFAULT_LIMITS.policy_document_bytes
-    (found,) = problems(text)
+    # Each reason is over policy_reason_chars too (a limit that came later): the stored size
+    # is what this test is about, checked with that limit out of the way.
+    relaxed = replace(DEFAULT_LIMITS, policy_reason_chars=DEFAULT_LIMITS.policy_document_bytes)
+    (found,) = problems(text, limits=relaxed)
     assert "the policy as the ledger stores it (canonical JSON, aliases expanded) is" in found
     assert "(limit policy_document_bytes)" in found
     # Within the limit stored, the same document is accepted, and loads back as stored.
