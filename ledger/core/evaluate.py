@@ -51,7 +51,12 @@ from ledger.core.authority import (
     unauthorized_reason,
     valid_principal,
 )
-from ledger.core.cel import TYPE_NAMES_OF_PYTHON, Meter
+from ledger.core.cel import (
+    DECIMAL_DIGITS_REASON,
+    DECIMAL_EXPONENT_REASON,
+    TYPE_NAMES_OF_PYTHON,
+    Meter,
+)
 from ledger.core.events import (
     EVALUATOR,
     BatchDecisionRecorded,
@@ -316,6 +321,11 @@ _EARLIER_WORDINGS: Final = (
         re.compile(r"(?P<reason>.+) \(this pre-evaluation's items share that budget, .+\)"),
         re.compile(r"(?P<reason>.+)"),
         "a pre-evaluation's shared budget, worded before it said so",
+    ),
+    (
+        re.compile(_FAILED + re.escape(DECIMAL_EXPONENT_REASON)),
+        re.compile(_FAILED + re.escape(DECIMAL_DIGITS_REASON)),
+        "a decimal operand's exponent out of range, worded as too many digits (before 2026-12-06)",
     ),
     *(
         (re.compile(_FAILED + now), re.compile(_FAILED + then), _IN_PYTHONS_WORDS)

@@ -113,6 +113,8 @@ from ledger.core.cel.lexical import RESERVED_NAMES
 from ledger.core.cel.lexical import parse_duration as parse_duration
 from ledger.core.cel.lexical import parse_timestamp as parse_timestamp
 from ledger.core.cel.runtime import (
+    DECIMAL_DIGITS_REASON,
+    DECIMAL_EXPONENT_REASON,
     TYPE_NAMES_OF_PYTHON,
     BudgetExceeded,
     ConditionFault,
@@ -133,4 +135,6 @@ __all__ = [
     "compile_condition",
     "RESERVED_NAMES",
     "TYPE_NAMES_OF_PYTHON",
+    "DECIMAL_DIGITS_REASON",
+    "DECIMAL_EXPONENT_REASON",
 ]

@@ -26,7 +26,15 @@ from decimal import (
 from types import MappingProxyType
 from typing import Any, Final
 
-__all__ = ["BudgetExceeded", "ConditionFault", "ConditionFn", "Meter", "TYPE_NAMES_OF_PYTHON"]
+__all__ = [
+    "BudgetExceeded",
+    "ConditionFault",
+    "ConditionFn",
+    "Meter",
+    "TYPE_NAMES_OF_PYTHON",
+    "DECIMAL_DIGITS_REASON",
+    "DECIMAL_EXPONENT_REASON",
+]
 
 ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
 """``fn(facts, context, meter)``; raises ``KeyError`` when its value depends on an absent fact or
@@ -303,19 +311,32 @@ def _dlitl(op: Callable[[Any, Any], Any], as_float: float, as_decimal: Decimal, 
 # to multiply, once per macro element. So an operand must itself fit 34 significant digits
 # (checked in time linear in its digits); a longer one is a fault (``condition_error``), never
 # silently rounded: a - b of two long, close values must not become 0.
-_MAX_DIGITS_REASON: Final = (
+DECIMAL_DIGITS_REASON: Final = (
     "a decimal operand has more than 34 significant digits (arithmetic works at decimal128 "
     "precision)"
 )
+
+
+DECIMAL_EXPONENT_REASON: Final = (
+    "a decimal operand's exponent is out of range (arithmetic works at decimal128 precision: "
+    "34 significant digits, exponent from -999,999 to 999,999)"
+)
+"""A value of few digits and a vast exponent (``1E-999999999999999999``), which rounding to
+``_DEC`` changes as it changes a long one: said as what it is, not as too many digits. Decisions
+recorded until 2026-12-06 said ``DECIMAL_DIGITS_REASON``: replay takes that wording
+(:func:`ledger.core.evaluate.earlier_wording`)."""
 
 
 def _operand(x: Any) -> Decimal:
     if type(x) is int and not _INT_MIN <= x <= _INT_MAX:
         raise OverflowError(_INT_OVERFLOW)
     d = Decimal(x)
-    short = _DEC.plus(d)  # the same value when it fits 34 digits
+    short = _DEC.plus(d)  # the same value when it fits 34 digits and the exponent range
     if short != d:
-        raise ValueError(_MAX_DIGITS_REASON)
+        # Within the exponent range, only digits beyond 34 change a value (never as_tuple(),
+        # a Python int per digit: ~65,000 of them per operand, once per macro element).
+        within = _DEC.Emin <= d.adjusted() <= _DEC.Emax
+        raise ValueError(DECIMAL_DIGITS_REASON if within else DECIMAL_EXPONENT_REASON)
     return short
 
 

@@ -376,3 +376,38 @@ def test_a_decimal_in_the_context_is_found_in_a_literal_list_of_doubles(
 ) -> None:
     # A review: `context.x in [0.1, 0.2]` missed the exact 0.1 `ledger evaluate --context` sends.
     assert ev("context.x in [0.1, 0.2]", {"x": x}) is expected
+
+
+def test_a_decimal_of_one_digit_and_a_vast_exponent_is_said_to_be_out_of_range() -> None:
+    # A red team: {"amount": "1E-999999999999999999"} was "more than 34 significant digits"; it
+    # has one. What rounding to decimal128 changes in it is the exponent.
+    c = compile_condition("amount * 2 < 1", facts={"amount": "decimal"})
+    with pytest.raises(ConditionFault) as caught:
+        c.evaluate({"amount": Decimal("1E-999999999999999999")}, {})
+    assert str(caught.value) == (
+        "'amount * 2 < 1': a decimal operand's exponent is out of range (arithmetic works at decimal128 "
+        "precision: 34 significant digits, exponent from -999,999 to 999,999)"
+    )
+    # Within the exponent range, many digits are still many digits; trailing zeros are none.
+    for many in ("1" * 40, "1" * 40 + "E-999900"):
+        with pytest.raises(ConditionFault, match="more than 34 significant digits"):
+            c.evaluate({"amount": Decimal(many)}, {})
+    assert c.evaluate({"amount": Decimal("1" + "0" * 40)}, {}) is False
+    with pytest.raises(ConditionFault, match="exponent is out of range"):
+        c.evaluate({"amount": Decimal("1E-1000040")}, {})  # beyond the smallest subnormal
+
+
+def test_replay_takes_an_out_of_range_exponent_recorded_as_too_many_digits() -> None:
+    history, request, decision = _history_and_request(
+        "context.a * 2 < 1", {"a": Decimal("1E-999999999999999999")}
+    )
+    head = "condition of rule 'r' failed: "
+    assert decision.reasons[0].startswith(head + "a decimal operand's exponent is out of range")
+    earlier = "a decimal operand has more than 34 significant digits (arithmetic works at decimal128 precision)"
+    recorded = replace(decision, reasons=(head + earlier,))
+    result = reproduce(recorded, request, history)
+    assert result.reproduces, result.differences
+    assert "exponent out of range" in (result.note or "")
+    # Only that wording: another reason recorded for it is a difference.
+    other = replace(decision, reasons=(head + "decimal division by zero",))
+    assert not reproduce(other, request, history).reproduces
