@@ -115,6 +115,8 @@ from ledger.core.cel.lexical import parse_timestamp as parse_timestamp
 from ledger.core.cel.runtime import (
     DECIMAL_DIGITS_REASON,
     DECIMAL_EXPONENT_REASON,
+    INT64_MAX,
+    INT64_MIN,
     TYPE_NAMES_OF_PYTHON,
     BudgetExceeded,
     ConditionFault,
@@ -137,4 +139,6 @@ __all__ = [
     "TYPE_NAMES_OF_PYTHON",
     "DECIMAL_DIGITS_REASON",
     "DECIMAL_EXPONENT_REASON",
+    "INT64_MIN",
+    "INT64_MAX",
 ]

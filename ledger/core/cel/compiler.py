@@ -24,6 +24,8 @@ from ledger.core.cel.runtime import (
     _W_EXACT_FLOAT,
     _W_HASH,
     _W_OP,
+    INT64_MAX,
+    INT64_MIN,
     ConditionFault,
     ConditionFn,
     Meter,
@@ -374,6 +376,20 @@ class _Compiler:
             raise self.fail(node, "leading-dot identifiers are not supported")
         raise self.fail(node, f"unsupported expression ({data})")
 
+    def check_int(self, token: Any, value: int, text: str, lowest: int, highest: int) -> None:
+        """An integer literal within CEL's 64 bits (``lowest`` to ``highest``). In a policy
+        proposed now; a recorded version loads as it was accepted, and grant conditions, which a
+        replay compiles again, are not held to it (the run time still faults on such values)."""
+        if lowest <= value <= highest or not self.new_document or self.facts is None:
+            return
+        kind = "uint" if lowest == 0 else "int"
+        raise self.fail(
+            token,
+            f"the integer {text} is outside the 64-bit range of CEL's {kind} ({lowest} to "
+            f"{highest}): write a number within it, or a double (e.g. 1e29) to compare with a "
+            "number beyond it",
+        )
+
     def literal(self, token: Any) -> _Expr:
         kind, text = token.type, str(token)
         try:
@@ -381,10 +397,12 @@ class _Compiler:
                 neg = text.startswith("-")
                 digits = text[1:] if neg else text
                 value = int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits, 10)
+                self.check_int(token, -value if neg else value, text, INT64_MIN, INT64_MAX)
                 return self.const(-value if neg else value, "int", str(-value if neg else value))
             if kind == "UINT_LIT":
                 digits = text[:-1]
                 value = int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits, 10)
+                self.check_int(token, value, text, 0, 2 * INT64_MAX + 1)
                 return self.const(value, "int", str(value))
             if kind == "FLOAT_LIT":
                 return self.const(float(text), "double", text)

@@ -34,6 +34,8 @@ __all__ = [
     "TYPE_NAMES_OF_PYTHON",
     "DECIMAL_DIGITS_REASON",
     "DECIMAL_EXPONENT_REASON",
+    "INT64_MIN",
+    "INT64_MAX",
 ]
 
 ConditionFn = Callable[[Mapping[str, Any], Mapping[str, Any], "Meter | None"], Any]
@@ -131,46 +133,46 @@ absorbed."""
 # are unbounded, and their cost grows with their digits: an int fact may have 4,300 of them, and
 # n * n * n ... in a macro's predicate took minutes; a decimal compared with such an int converts
 # it first, in time quadratic in its digits (~0.3 ms each).
-_INT_MIN: Final = -(1 << 63)
-_INT_MAX: Final = (1 << 63) - 1
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
 _INT_OVERFLOW: Final = "integer overflow: a value or result outside the 64-bit range of CEL's int"
 
 
 def _i64(a: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX:
+    if INT64_MIN <= a <= INT64_MAX:
         return a
     raise OverflowError(_INT_OVERFLOW)
 
 
 def _iadd(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+    if INT64_MIN <= a <= INT64_MAX and INT64_MIN <= b <= INT64_MAX:
         r = a + b
-        if _INT_MIN <= r <= _INT_MAX:
+        if INT64_MIN <= r <= INT64_MAX:
             return r
     raise OverflowError(_INT_OVERFLOW)
 
 
 def _isub(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+    if INT64_MIN <= a <= INT64_MAX and INT64_MIN <= b <= INT64_MAX:
         r = a - b
-        if _INT_MIN <= r <= _INT_MAX:
+        if INT64_MIN <= r <= INT64_MAX:
             return r
     raise OverflowError(_INT_OVERFLOW)
 
 
 def _imul(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+    if INT64_MIN <= a <= INT64_MAX and INT64_MIN <= b <= INT64_MAX:
         r = a * b
-        if _INT_MIN <= r <= _INT_MAX:
+        if INT64_MIN <= r <= INT64_MAX:
             return r
     raise OverflowError(_INT_OVERFLOW)
 
 
 def _idiv(a: int, b: int) -> int:
-    if _INT_MIN <= a <= _INT_MAX and _INT_MIN <= b <= _INT_MAX:
+    if INT64_MIN <= a <= INT64_MAX and INT64_MIN <= b <= INT64_MAX:
         q = abs(a) // abs(b)  # b == 0: "integer division or modulo by zero"
         q = q if (a >= 0) == (b >= 0) else -q
-        if q <= _INT_MAX:  # only _INT_MIN / -1 is out of range
+        if q <= INT64_MAX:  # only INT64_MIN / -1 is out of range
             return q
     raise OverflowError(_INT_OVERFLOW)
 
@@ -182,8 +184,8 @@ def _imod(a: int, b: int) -> int:
 def _numeric_pair(a: Any, b: Any) -> None:
     """Refuse a decimal next to an int outside the int range, before Python converts the int."""
     ta, tb = type(a), type(b)
-    if (ta is Decimal and tb is int and not _INT_MIN <= b <= _INT_MAX) or (
-        tb is Decimal and ta is int and not _INT_MIN <= a <= _INT_MAX
+    if (ta is Decimal and tb is int and not INT64_MIN <= b <= INT64_MAX) or (
+        tb is Decimal and ta is int and not INT64_MIN <= a <= INT64_MAX
     ):
         raise OverflowError(_INT_OVERFLOW)
 
@@ -328,7 +330,7 @@ recorded until 2026-12-06 said ``DECIMAL_DIGITS_REASON``: replay takes that word
 
 
 def _operand(x: Any) -> Decimal:
-    if type(x) is int and not _INT_MIN <= x <= _INT_MAX:
+    if type(x) is int and not INT64_MIN <= x <= INT64_MAX:
         raise OverflowError(_INT_OVERFLOW)
     d = Decimal(x)
     short = _DEC.plus(d)  # the same value when it fits 34 digits and the exponent range
@@ -562,7 +564,7 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
     if m.left < 0:
         raise BudgetExceeded(m.limit)
     ta = type(a)
-    if ta is Decimal or (ta is int and not _INT_MIN <= a <= _INT_MAX):
+    if ta is Decimal or (ta is int and not INT64_MIN <= a <= INT64_MAX):
         # Each element is compared with a number that may need converting: look first, and pay
         # for looking (a step per element in Python).
         m.left -= len(b)

@@ -23,7 +23,13 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final
 
-from ledger.core.cel import RESERVED_NAMES, CompiledCondition, compile_condition
+from ledger.core.cel import (
+    INT64_MAX,
+    INT64_MIN,
+    RESERVED_NAMES,
+    CompiledCondition,
+    compile_condition,
+)
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type
 from ledger.core.globs import compile_globs, glob_problems
@@ -275,6 +281,18 @@ class Validator:
         try:
             if fact_type == "int":
                 if isinstance(value, int):
+                    if self.new_document and not INT64_MIN <= value <= INT64_MAX:
+                        # No int fact holds it (CEL's ints are 64-bit): a bound beyond is a
+                        # mistake. A recorded version loads as it was accepted.
+                        written = str(value)  # at most 4,300 digits (the YAML reader's limit)
+                        if len(written) > 40:
+                            written = f"{written[:20]}… ({len(written.lstrip('-')):,} digits)"
+                        self.add(
+                            f"{written} is outside the 64-bit range of an int fact ({INT64_MIN} "
+                            f"to {INT64_MAX}): write a bound within it, or leave it out",
+                            path,
+                        )
+                        return None
                     return value
                 # A Decimal written without a fraction, bounded before int(): a YAML number
                 # with a fraction is an exact Decimal now (refused here, as its float was), and
@@ -284,7 +302,7 @@ class Validator:
                     and value.is_finite()
                     and int(value.as_tuple().exponent) >= 0
                     and value.adjusted() < 19
-                    and -(2**63) <= int(value) < 2**63
+                    and INT64_MIN <= int(value) <= INT64_MAX
                 ):
                     return int(value)
                 self.add(f"must be an integer for an int fact, got {_describe(value)}", path)

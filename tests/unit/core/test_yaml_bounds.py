@@ -241,7 +241,15 @@ def test_an_integer_too_long_to_convert_is_one_line_with_its_line(number: str, d
         "number: shorten it"
     )
     assert "sys.set_int_max_str_digits" not in problem
-    assert parse_policy(text.replace(number, "9" * 4_300)).facts["n"].minimum == int("9" * 4_300)
+    # 4,300 digits convert; beyond 64 bits, only a recorded version holds such a bound.
+    at_limit = text.replace(number, "9" * 4_300)
+    assert parse_policy(at_limit, new_document=False).facts["n"].minimum == int("9" * 4_300)
+    (beyond,) = problems(at_limit)
+    assert beyond == (
+        "p.yaml:6, facts.n.min: 99999999999999999999… (4,300 digits) is outside the 64-bit "
+        "range of an int fact (-9223372036854775808 to 9223372036854775807): write a bound "
+        "within it, or leave it out"
+    )
 
 
 def test_a_long_integer_in_a_policy_is_one_line_through_policy_validate(tmp_path: Path) -> None:
