@@ -6,7 +6,8 @@ declared fact gets one small converter closure, so the hot path is a loop of dir
 Accepted inputs per type (anything else is an ill-typed fact):
 
 ============== ==================================================================================
-``int``        ``int`` (never ``bool``)
+``int``        ``int`` (never ``bool``), ``Decimal`` written without a fraction within 64 bits
+               (``Decimal("1E+18")``, JSON's ``1e18``; :func:`int_value`)
 ``decimal``    ``Decimal`` (finite), ``int``, ``str`` of ASCII decimal notation (``"120.50"``,
                ``"-1.5e3"``; :data:`DECIMAL_TEXT`), ``float`` via its shortest repr (``120.5`` →
                ``Decimal("120.5")``); never ``bool``
@@ -41,6 +42,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal, TypeAlias
 
 from ledger.core import boundedjson
+from ledger.core.cel.runtime import INT64_MAX, INT64_MIN
 from ledger.core.events import Value
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import UsageError
@@ -60,6 +62,7 @@ __all__ = [
     "same_value",
     "same_values",
     "facts_recorded_as",
+    "int_value",
 ]
 
 FactType: TypeAlias = Literal[
@@ -130,6 +133,27 @@ def _long_text(v: str, max_chars: int) -> _Bad:
     )
 
 
+def int_value(v: Any) -> int | None:
+    """An ``int`` fact's value (or an ``int`` fact's bound in a policy) as the int it is, else
+    ``None``: an ``int`` (never a ``bool``), or an exact decimal written without a fraction
+    within CEL's 64 bits (JSON's ``1e18`` read by the CLI as ``Decimal("1E+18")``, or a
+    ``Decimal`` the SDK sends). Bounded before ``int()``: ``int(Decimal("1e+10000000"))`` runs
+    for minutes. A float is not one (``1e15`` and ``1000000000000000.0`` are the same float,
+    and its digits are not what was written): send an int, or the number as text for a
+    decimal fact."""
+    if type(v) is int:
+        return v
+    if (
+        type(v) is Decimal
+        and v.is_finite()
+        and int(v.as_tuple().exponent) >= 0
+        and v.adjusted() < 19
+        and INT64_MIN <= int(v) <= INT64_MAX
+    ):
+        return int(v)
+    return None
+
+
 def decimal_digits(d: Decimal) -> int:
     """Significant digits of ``d``'s coefficient (``Decimal("0.0120")`` has 3, ``0`` has 1), in
     time linear in them: ``as_tuple()`` would make a Python int per digit."""
@@ -192,7 +216,10 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 if lo is None and hi is None:
                     return v
                 return bounded(v)
-            return _Bad(f"expected an int, got {_type_name(v)} {_show(v)}")
+            whole = int_value(v)  # 1e18 from JSON: the int it is
+            if whole is None:
+                return _Bad(f"expected an int, got {_type_name(v)} {_show(v)}")
+            return bounded(whole)
 
         return conv_int
     if t == "decimal":
@@ -509,6 +536,7 @@ def same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 _CONVERTING: Final = {
+    int: FactSpec(name="int", type="int"),
     Decimal: FactSpec(name="decimal", type="decimal"),
     float: FactSpec(name="float", type="float"),
     datetime: FactSpec(name="timestamp", type="timestamp"),
@@ -520,7 +548,8 @@ _AS_RECORDED: Final[dict[type, Callable[[Any], Any]]] = {
 """The conversion a recorded value's type says it went through, for each type a declared fact
 converts to from another (an ``int``, ``bool``, ``string`` or ``enum`` fact takes only its own
 type): the fact types' own converters, without a minimum or maximum (a value outside them was
-refused, so it is recorded as sent)."""
+refused, so it is recorded as sent). An ``int`` fact converts only a whole decimal
+(:func:`int_value`)."""
 
 
 def facts_recorded_as(sent: Mapping[str, Any], recorded: Mapping[str, Any]) -> bool:

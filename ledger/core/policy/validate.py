@@ -31,7 +31,7 @@ from ledger.core.cel import (
     compile_condition,
 )
 from ledger.core.events import Determination, Value
-from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type
+from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type, int_value
 from ledger.core.globs import compile_globs, glob_problems
 from ledger.core.limits import Limits
 from ledger.core.policy.canonical import canonical_text, content_hash
@@ -294,17 +294,12 @@ class Validator:
                         )
                         return None
                     return value
-                # A Decimal written without a fraction, bounded before int(): a YAML number
-                # with a fraction is an exact Decimal now (refused here, as its float was), and
-                # int(Decimal("1.0e+10000000")) runs for minutes (a review).
-                if (
-                    isinstance(value, Decimal)
-                    and value.is_finite()
-                    and int(value.as_tuple().exponent) >= 0
-                    and value.adjusted() < 19
-                    and INT64_MIN <= int(value) <= INT64_MAX
-                ):
-                    return int(value)
+                # A Decimal written without a fraction (1e3), as an int fact's value is taken:
+                # a YAML number with a fraction is an exact Decimal now (refused here, as its
+                # float was).
+                whole = int_value(value)
+                if whole is not None:
+                    return whole
                 self.add(f"must be an integer for an int fact, got {_describe(value)}", path)
                 return None
             if fact_type == "decimal":
