@@ -45,6 +45,7 @@ from ledger.client import CorrectionSink, Outgoing, Reply
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import ChainHead, link
 from ledger.core.evaluate import (
+    batch_surely_too_large,
     batch_without_trace,
     correction_for,
     decision_id,
@@ -683,6 +684,8 @@ class LocalLedger:
             evaluator_id=self.evaluator_id,
             limits=self.limits,
         )
+        if batch_surely_too_large(made, self.limits.record_bytes):  # the evaluator's shortcut
+            made = batch_without_trace(made)
         with self._lock:
             stamped, head = link(made, self._chain)
             if not self._fits(request.event_id, stamped):

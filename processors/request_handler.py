@@ -23,6 +23,7 @@ from typing import Any
 from ledger.codec import Codec
 from ledger.core.chain import ChainHead, checkpoint, link
 from ledger.core.evaluate import (
+    batch_surely_too_large,
     batch_without_trace,
     correction_for,
     evaluate,
@@ -194,6 +195,8 @@ class RequestHandler:
                 out.append((self.topics.corrections, rid, self.codec.encode(correction)))
         else:
             answer = evaluate_batch(state, request, now=now, evaluator_id=self.evaluator_id)
+            if batch_surely_too_large(answer, self.limit.max_bytes):  # not hashed, not encoded
+                answer = batch_without_trace(answer)
             stamped_batch, head = link(answer, chain)
             encoded = self.codec.encode(stamped_batch)
             if not self.limit.fits(rid, encoded):

@@ -121,6 +121,7 @@ __all__ = [
     "REDUCED_FIELDS",
     "without_trace",
     "batch_without_trace",
+    "batch_surely_too_large",
 ]
 
 TRACE_TOO_LARGE: Final = "trace_too_large"
@@ -1081,6 +1082,23 @@ def without_trace(
         context={},
         shadow_results=(),
     )
+
+
+def batch_surely_too_large(answer: BatchDecisionRecorded, limit: int) -> bool:
+    """Whether ``answer``'s items' reasons alone are over ``limit`` bytes, so its full record
+    could not fit: a writer then answers :func:`batch_without_trace` without first hashing and
+    encoding the full answer to find that out. Each item holds its rule's reason (one text,
+    shared in memory, but written once per item): 500 items of a 261,000-character reason, from
+    a version recorded before ``policy_reason_chars``, were 130 MB to hash and 130 MB to encode
+    (+250 MB of evaluator memory per request). A text's UTF-8 bytes are never fewer than its
+    characters, so this never refuses an answer that would have fit."""
+    total = 0
+    for item in answer.decisions:
+        for reason in item.reasons:
+            total += len(reason)
+        if total > limit:
+            return True
+    return False
 
 
 def batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:

@@ -189,3 +189,95 @@ def test_each_handler_starts_a_chain_of_its_own() -> None:
     (ra,) = chained(a.handle_batch(EMPTY_STATE, [msg(raw)]))
     (rb,) = chained(b.handle_batch(EMPTY_STATE, [msg(raw)]))
     assert ra.chain_seq == rb.chain_seq == 1 and ra.hash != rb.hash
+
+
+def long_reason_state(reason_chars: int) -> Any:
+    """refund.issue governed by a version recorded before policy_reason_chars: its default's
+    reason is ``reason_chars`` long; agent:a is granted it."""
+    from dataclasses import replace
+
+    from ledger.core import decide, fold
+    from ledger.core.events import (
+        ApprovePolicyVersion,
+        GrantIssued,
+        PromotePolicyVersion,
+        ProposePolicyVersion,
+        Stage,
+    )
+    from ledger.core.limits import DEFAULT_LIMITS
+
+    then = replace(DEFAULT_LIMITS, policy_reason_chars=DEFAULT_LIMITS.policy_document_bytes)
+    document = (
+        "policy: p\ngoverns: [refund.issue]\nowner: o\n"
+        f"default: {{effect: deny, reason: {'x' * reason_chars}}}\n"
+    )
+    now = utcnow()
+    ids = (f"e{i}" for i in itertools.count())
+    state = EMPTY_STATE
+    for command in (
+        ProposePolicyVersion(
+            event_id="c1", occurred_at=now, actor="human:a", document=document, policy="p"
+        ),
+        ApprovePolicyVersion(
+            event_id="c2", occurred_at=now, actor="human:b", policy="p", version=1
+        ),
+        PromotePolicyVersion(
+            event_id="c3",
+            occurred_at=now,
+            actor="human:b",
+            policy="p",
+            version=1,
+            stage=Stage.ACTIVE,
+        ),
+    ):
+        outcome = decide(
+            state,
+            command,
+            now=now,
+            new_id=lambda: next(ids),
+            admins={"human:a", "human:b"},
+            limits=then,
+        )
+        for event in outcome:  # type: ignore[union-attr]
+            state = fold(state, event)
+    grant = GrantIssued(
+        event_id="eg",
+        occurred_at=now,
+        actor="human:a",
+        command_id="cg",
+        principal="agent:a",
+        sequence=1,
+        grant_id="g1",
+        actions=("refund.issue",),
+        resource="*",
+    )
+    return fold(state, grant)
+
+
+def test_a_batch_whose_reasons_alone_are_over_the_limit_is_never_hashed_or_encoded_whole(
+    monkeypatch: Any,
+) -> None:
+    # A red team: 500 items of a 261,000-character reason (a version recorded before
+    # policy_reason_chars) were hashed and encoded whole, 130 MB each, before the answer was
+    # found too large: +250 MB per request. The items' reasons alone say it cannot fit.
+    import processors.request_handler as handler_module
+
+    linked: list[Any] = []
+    real_link = handler_module.link
+
+    def spy(record: Any, head: Any, changes: Any = None) -> Any:
+        linked.append(record)
+        return real_link(record, head, changes)
+
+    monkeypatch.setattr(handler_module, "link", spy)
+    state = long_reason_state(5_000)
+    h = handler(limit=20_000)
+    (record,) = chained(h.handle_batch(state, [msg(batch_request(10))]))
+    assert {d.reason_code for d in record.decisions} == {TRACE_TOO_LARGE}
+    assert all(  # only the reduced answer was ever hashed (and so encoded)
+        {d.reason_code for d in r.decisions} == {TRACE_TOO_LARGE} for r in linked
+    )
+    assert_one_chain([record])
+    # Within the limit, the same policy's answer is written whole.
+    (whole,) = chained(handler(limit=60_000).handle_batch(state, [msg(batch_request(10))]))
+    assert {d.reason_code for d in whole.decisions} == {"default_applied"}

@@ -1071,3 +1071,40 @@ def test_a_connect_cancelled_while_it_connects_closes_the_client_it_made(
 
     asyncio.run(run())
     assert made.is_set() and closed.is_set()
+
+
+def test_the_test_double_answers_a_batch_whose_reasons_cannot_fit_without_encoding_it_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As the evaluator does: the items' reasons alone over the record limit (30 items of a
+    # 1,000-character reason in a 20,000-byte record here; 500 of a 261,000-character one, from
+    # a version recorded before policy_reason_chars) say the answer cannot fit: it is never
+    # hashed whole.
+    from dataclasses import replace
+
+    import ledger.testing as testing
+    from ledger.core.evaluate import TRACE_TOO_LARGE
+    from ledger.core.limits import DEFAULT_LIMITS
+
+    ledger = LocalLedger(limits=replace(DEFAULT_LIMITS, record_bytes=20_000))
+    ledger.deploy(
+        f"policy: p\ngoverns: [p.act]\nowner: o\ndefault: {{effect: deny, reason: {'x' * 1_000}}}\n"
+    )
+    ledger.grant(AGENT, "p.*", "*")
+    linked: list[Any] = []
+    real_link = testing.link
+    monkeypatch.setattr(
+        testing,
+        "link",
+        lambda record, head, *a: linked.append(record) or real_link(record, head, *a),
+    )
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+    answer = client.preevaluate(
+        principal=AGENT, items=[{"action": "p.act", "resource": f"r:{i}"} for i in range(30)]
+    )
+    assert {d.reason_code for d in answer.decisions} == {TRACE_TOO_LARGE}
+    assert all(
+        {d.reason_code for d in r.decisions} == {TRACE_TOO_LARGE}
+        for r in linked
+        if hasattr(r, "decisions")
+    )
