@@ -257,6 +257,81 @@ def test_an_evaluator_reads_what_was_answered_once_for_each_partition_it_is_give
     assert ids >= len(answered), reads
 
 
+def test_a_commit_past_a_partitions_end_decides_nothing_again_and_answers_what_comes(
+    stack_factory, producer_factory
+):
+    # A copy of a running home, restored (the broker's logs copied before its offsets topic),
+    # left the group's commits past their partitions' ends: librdkafka started them from the
+    # beginning and the evaluators decided 28,429 requests a second time (an operator's
+    # walkthrough). Here the commit is put there by hand while no evaluator runs.
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from ledger.kafka.acls import PROCESSOR_GROUPS
+    from ledger.kafka.dedup import RELEASED
+
+    stack = stack_factory(processors=("evaluator",))
+    topics = stack.topics
+
+    def publish(n: int) -> set[str]:
+        requests = [_request("refund.issue", f"account:{i}") for i in range(n)]
+        producer = producer_factory()
+        for request in requests:
+            value = CODEC.encode(request)
+            producer.send(topics.evaluation_requests, key=request.resource.encode(), value=value)
+        producer.flush(timeout=30)
+        return {r.event_id for r in requests}
+
+    old = publish(200)
+    wait_for(
+        lambda: old <= set(_decisions_per_request(stack)),
+        timeout=60,
+        what="the first 200 decisions",
+    )
+    assert stack.stop("evaluator")
+
+    group = topics.group(PROCESSOR_GROUPS["evaluator"])
+    consumer = stack.consumer("evaluator", group_id=group, enable_auto_commit=False)
+    try:
+        parts = [
+            TopicPartition(topics.evaluation_requests, p)
+            for p in sorted(consumer.partitions_for_topic(topics.evaluation_requests))
+        ]
+        ends = consumer.end_offsets(parts)
+        assert all(ends[tp] > 0 for tp in parts), ends  # each partition holds old requests
+        # Past each end; one marked as a clean hand-over, as a copy may hold it.
+        consumer.commit(
+            {
+                tp: OffsetAndMetadata(ends[tp] + 1000, RELEASED if tp.partition == 0 else "", -1)
+                for tp in parts
+            }
+        )
+    finally:
+        consumer.close()
+
+    log_file = stack.log_dir / "evaluator.log"
+    before = log_file.read_text().count("assigned request partitions")
+    stack.start("evaluator")
+    wait_for(
+        lambda: log_file.read_text().count("assigned request partitions") > before,
+        timeout=60,
+        what="the restarted evaluator's assignment",
+    )
+    time.sleep(1)  # its fetches begun: what comes now is after where it starts
+    new = publish(30)
+    wait_for(
+        lambda: new <= set(_decisions_per_request(stack)),
+        timeout=90,
+        what="decisions for the 30 requests written after the commit",
+    )
+    counts = _decisions_per_request(stack)
+    assert {rid: counts[rid] for rid in old | new if counts[rid] != 1} == {}, stack.logs()
+    log = log_file.read_text()
+    lost = set(re.findall(r"\[(\d+)\]: the group's committed offset \d+ lies past", log))
+    assert lost == {str(tp.partition) for tp in parts}, log
+    assert "1000 offsets answered before are not in the log" in log
+
+
 def test_ledger_decisions_says_why_a_request_has_no_decision(
     shared_stack: LedgerStack, admin, agent, policy_name, producer_factory
 ):

@@ -80,6 +80,7 @@ class Consumer:
         self.refusing = False  # the coordinator away: every commit fails
         self.paused: set[tuple[str, int]] = set()
         self.assigned: list[tuple[str, int]] = []
+        self.starts: dict[tuple[str, int], int] = {}  # where each is fetched from
 
     def commit(self, *, offsets: list[Any], asynchronous: bool) -> list[Any]:
         if self.refusing:
@@ -109,6 +110,10 @@ class Consumer:
 
     def assign(self, partitions: list[Any]) -> None:
         self.assigned = [(tp.topic, tp.partition) for tp in partitions]
+        self.starts = {(tp.topic, tp.partition): getattr(tp, "offset", -1001) for tp in partitions}
+
+    def seek(self, tp: Any) -> None:
+        self.starts[(tp.topic, tp.partition)] = tp.offset
 
     def pause(self, partitions: list[Any]) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in partitions}
@@ -117,7 +122,8 @@ class Consumer:
         self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
-        return 0, self.ends.get((tp.topic, tp.partition), 0)
+        where = (tp.topic, tp.partition)  # unless told, the log holds what was committed
+        return 0, self.ends.get(where, max(0, self.stored.get(where, (0, ""))[0]))
 
 
 class Died(Exception):
@@ -405,6 +411,49 @@ def test_a_released_partition_that_cannot_be_claimed_waits_paused_until_it_is(
     request_loop._retry_claims(consumer)
     assert consumer.paused == set() and consumer.stored[(REQUESTS, 0)] == (5, "")
     assert asked == [[1]] and request_loop._unclaimed == []
+
+
+def test_a_partition_committed_past_its_end_starts_at_its_end_claimed_there(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A copy of a running home restored (an operator's walkthrough): the broker's logs copied
+    # before its offsets topic, the group's commits lay past the partitions' ends, librdkafka
+    # reset them to their beginning and 28,429 requests were decided a second time.
+    asked = _reads(monkeypatch)
+    request_loop, _handler, _broker, consumer = loop()
+    consumer.stored[(REQUESTS, 0)] = (33_020, "")
+    consumer.stored[(REQUESTS, 1)] = (900, RELEASED)
+    consumer.stored[(REQUESTS, 2)] = (40, "")
+    consumer.ends = {(REQUESTS, 0): 30_000, (REQUESTS, 1): 700, (REQUESTS, 2): 50}
+    with caplog.at_level(logging.INFO, logger="ledger.evaluator"):
+        request_loop._assigned(consumer, _partitions(0, 1, 2))
+    assert asked == [[2]]  # the others: nothing on them was answered by anyone
+    # Fetched from their ends, and claimed there: a crash before the next commit must not
+    # leave the commit past an end the log has grown beyond by then.
+    assert consumer.starts[(REQUESTS, 0)] == 30_000 and consumer.starts[(REQUESTS, 1)] == 700
+    assert consumer.starts[(REQUESTS, 2)] < 0  # its commit, as librdkafka reads it
+    assert consumer.stored[(REQUESTS, 0)] == (30_000, "")
+    assert consumer.stored[(REQUESTS, 1)] == (700, "")
+    assert consumer.paused == set()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and "3020 offsets answered before are not in the log" in errors[0]
+
+
+def test_a_partition_committed_past_its_end_waits_paused_until_claimed_at_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked = _reads(monkeypatch)
+    request_loop, _handler, _broker, consumer = loop()
+    consumer.stored[(REQUESTS, 0)] = (120, "")
+    consumer.ends[(REQUESTS, 0)] = 100
+    consumer.refusing = True
+    request_loop._assigned(consumer, _partitions(0))
+    assert consumer.paused == {(REQUESTS, 0)} and asked == []
+    assert consumer.starts[(REQUESTS, 0)] < 0  # not claimed: nothing of it fetched
+    consumer.refusing = False
+    request_loop._retry_claims(consumer)
+    assert consumer.paused == set() and consumer.starts[(REQUESTS, 0)] == 100
+    assert consumer.stored[(REQUESTS, 0)] == (100, "") and asked == []
 
 
 def test_a_partition_with_answers_in_flight_is_given_up_unmarked(
