@@ -70,6 +70,7 @@ def create_cmd(
                     "partitions": r.partitions,
                     "action": r.action,
                     "configs": dict(r.configs),
+                    "kept": dict(r.kept),
                 }
                 for r in reports
             ]
@@ -80,6 +81,10 @@ def create_cmd(
             [[r.name, r.partitions, r.configs.get("retention.ms"), r.action] for r in reports],
         )
     # What an operator must do next, on stderr (--json keeps stdout one document).
+    for report in reports:
+        note = report.kept_note()
+        if note is not None:
+            click.echo(note, err=True)
     if any(r.action == "expanded" for r in reports):
         click.echo(
             "partitions added: restart the processors (`ledger down --keep-broker && ledger up "

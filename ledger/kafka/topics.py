@@ -17,7 +17,9 @@ topics outsiders write (requests, commands) take the broker's time as each recor
 (``message.timestamp.type=LogAppendTime``).
 
 On an existing topic, ``create_topics`` repairs config drift and adds partitions where more are
-declared (scaling out evaluators); a single-partition topic whose order the ledger relies on
+declared (scaling out evaluators), but keeps the retention an operator set on a topic whose
+retention is the operator's to choose (:data:`OPERATORS_RETENTION`: the requests, which the
+README tells operators to bound); a single-partition topic whose order the ledger relies on
 but that has more partitions is refused (:class:`~ledger.errors.TopicMismatch`): no
 partition can be removed, so only recreating it under another prefix fixes that.
 """
@@ -34,7 +36,15 @@ from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
 from ledger.kafka.clients import make_admin
 from ledger.settings import KafkaSecurity, Settings
 
-__all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicReport", "EVALUATION_PARTITIONS"]
+__all__ = [
+    "TopicSpec",
+    "topic_specs",
+    "create_topics",
+    "TopicReport",
+    "EVALUATION_PARTITIONS",
+    "OPERATORS_RETENTION",
+    "config_drift",
+]
 
 EVALUATION_PARTITIONS: Final = 6
 """Partitions of the evaluation-request, decision and correction topics unless told otherwise:
@@ -42,6 +52,13 @@ how many evaluator workers can share the requests, and reply partitions the clie
 
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 _BOUNDED = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+OPERATORS_RETENTION: Final = ("retention.ms", "retention.bytes")
+"""The configs an operator may set on a topic whose retention is theirs to choose
+(:attr:`TopicSpec.operators_retention`), kept by ``create_topics``. Only the requests: the
+governance topics are replayed whole by every processor, and the decisions, corrections, chain
+checkpoints and dead letters are what an export and ``ledger audit verify`` hold complete (a
+record a retention deleted reads as *missing*); their ``cleanup.policy`` is repaired too."""
+
 _BROKER_TIME = {"message.timestamp.type": "LogAppendTime", "compression.type": "uncompressed"}
 """For the topics outsiders write (agents' requests, actors' commands): each record's Kafka
 timestamp is the broker's, not a sender's choice, so retention, reading from a time and an
@@ -60,6 +77,7 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
     purpose: str = ""
     ordered: bool = False  # one partition because the ledger relies on its total order
+    operators_retention: bool = False  # an operator's OPERATORS_RETENTION on it is kept
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +85,16 @@ class TopicReport:
     name: str
     partitions: int
     action: str  # "created" | "exists" | "updated" (configs) | "expanded" (partitions added)
-    configs: Mapping[str, str]
+    configs: Mapping[str, str]  # as the topic has them now: the declared ones and ``kept``
+    kept: Mapping[str, str] = field(default_factory=dict)
+    """The operator's settings kept in place of declared ones (:data:`OPERATORS_RETENTION`)."""
+
+    def kept_note(self) -> str | None:
+        """One line saying what of the operator's was kept, for ``ledger up``/``topics create``."""
+        if not self.kept:
+            return None
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.kept.items()))
+        return f"kept the operator's retention on {self.name}: {shown}"
 
 
 def topic_specs(
@@ -111,6 +138,7 @@ def topic_specs(
             partitions=n,
             configs=configs(t.evaluation_requests, _FOREVER),
             purpose="requests",
+            operators_retention=True,
         ),
         TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
         TopicSpec(name=t.corrections, partitions=n, configs=_FOREVER, purpose="async corrections"),
@@ -190,7 +218,7 @@ def create_topics(
                 settle[spec.name] = spec.partitions
             resource = ConfigResource(ConfigResourceType.TOPIC, spec.name)
             current = _describe(admin, resource)
-            drift = {k: v for k, v in spec.configs.items() if current.get(k) != v}
+            drift, kept = config_drift(spec, current)
             if drift:
                 admin.alter_configs(
                     [
@@ -202,7 +230,11 @@ def create_topics(
             action = "expanded" if expanded else "updated" if drift else "exists"
             reports.append(
                 TopicReport(
-                    name=spec.name, partitions=partitions, action=action, configs=spec.configs
+                    name=spec.name,
+                    partitions=partitions,
+                    action=action,
+                    configs={**spec.configs, **kept},
+                    kept=kept,
                 )
             )
         _await_metadata(admin, settle)
@@ -211,6 +243,27 @@ def create_topics(
         raise KafkaUnavailable(f"creating topics on {bootstrap} failed: {exc}") from exc
     finally:
         admin.close()
+
+
+def config_drift(
+    spec: TopicSpec, current: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What of ``spec``'s configs an existing topic (its ``current`` topic-level configs) must be
+    brought back to, and what of the operator's it keeps instead: on a topic whose retention is
+    the operator's (:attr:`TopicSpec.operators_retention`), a retention set on the topic itself
+    is theirs (a `ledger up` repaired it back to forever, silently: an operator's walkthrough);
+    one not set there is brought to the declared one, since the broker's default (7 days)
+    was nobody's choice."""
+    drift, kept = {}, {}
+    for key, value in spec.configs.items():
+        have = current.get(key)
+        if have == value:
+            continue
+        if spec.operators_retention and key in OPERATORS_RETENTION and have is not None:
+            kept[key] = have
+        else:
+            drift[key] = value
+    return drift, kept
 
 
 def _await_metadata(admin: Any, expected: dict[str, int], timeout: float = 15.0) -> None:

@@ -475,7 +475,10 @@ def _up(
         bootstrap = status.bootstrap
     progress(f"creating topics on {bootstrap}…")
     admin = resolve_security(settings, "admin", bootstrap=bootstrap)
-    create_topics(bootstrap, topic_specs(settings), security=admin)
+    for report in create_topics(bootstrap, topic_specs(settings), security=admin):
+        note = report.kept_note()
+        if note is not None:
+            progress(note)
     if admin.enabled:
         progress("setting the ledger's ACLs…")
         ensure_acls(bootstrap, settings.topics, security=admin)

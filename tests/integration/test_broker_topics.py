@@ -87,6 +87,67 @@ def test_topics_create_is_idempotent_and_repairs_drift(kafka, topic_names):
     assert cfg["retention.ms"] == "-1"
 
 
+def test_topics_create_keeps_an_operators_retention_on_the_requests_only(kafka, topic_names):
+    # The README tells operators to set a retention that suits them on the requests; every
+    # `ledger up` set it back to forever, silently (an operator's walkthrough).
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    specs = topic_specs(Settings(topics=topic_names))
+    create_topics(kafka.bootstrap, specs, security=kafka.security("admin"))
+    requests, decisions = topic_names.evaluation_requests, topic_names.decisions
+    mine = {"retention.ms": "3600000", "retention.bytes": "1073741824"}
+    wanted = {
+        requests: {**mine, "cleanup.policy": "compact"},  # the policy is the ledger's
+        decisions: {"retention.ms": "3600000"},  # an export holds every decision
+    }
+    admin = KafkaAdminClient(**kafka.client_config("admin"))
+    try:
+        for name, configs in wanted.items():
+            current = describe_topic_configs(
+                kafka.bootstrap, [name], security=kafka.security("admin")
+            )[name]
+            admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, configs={**current, **configs})]
+            )
+    finally:
+        admin.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = describe_topic_configs(
+            kafka.bootstrap, list(wanted), security=kafka.security("admin")
+        )
+        if all(now[n].get(k) == v for n, c in wanted.items() for k, v in c.items()):
+            break
+        time.sleep(0.1)
+
+    reports = {
+        r.name: r for r in create_topics(kafka.bootstrap, specs, security=kafka.security("admin"))
+    }
+    cfg = describe_topic_configs(kafka.bootstrap, list(wanted), security=kafka.security("admin"))
+    assert {k: cfg[requests][k] for k in mine} == mine
+    assert cfg[requests]["cleanup.policy"] == "delete"
+    assert cfg[decisions]["retention.ms"] == "-1"
+    assert reports[requests].action == "updated" and reports[requests].kept == mine
+    assert reports[requests].kept_note() == (
+        f"kept the operator's retention on {requests}: "
+        "retention.bytes=1073741824, retention.ms=3600000"
+    )
+    assert reports[requests].configs["retention.ms"] == "3600000"
+    assert reports[decisions].action == "updated" and not reports[decisions].kept
+    assert all(r.kept_note() is None for n, r in reports.items() if n != requests)
+
+    # Said on `ledger topics create`, one line.
+    env = {
+        "LEDGER_BOOTSTRAP": kafka.bootstrap,
+        "LEDGER_TOPIC_PREFIX": topic_names.prefix,
+        "LEDGER_CREDENTIALS": str(kafka.settings.credentials),
+    }
+    done = CliRunner().invoke(cli, ["topics", "create"], env=env)
+    assert done.exit_code == 0, done.output
+    assert f"kept the operator's retention on {requests}: retention.bytes=" in done.stderr
+
+
 def test_topics_create_adds_partitions_and_refuses_to_break_an_ordered_topic(kafka, topic_names):
     from kafka import KafkaAdminClient
     from kafka.admin import NewPartitions

@@ -247,7 +247,7 @@ def test_up_waits_until_the_evaluators_hold_every_request_partition(
 
     monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
     monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
-    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: [])
     _beat(settings, both["evaluator"], requests=(3, 6))
     said: list[str] = []
     with pytest.raises(LedgerError, match=r"hold 3 of 6 request partitions.*still after 1 s"):
@@ -278,7 +278,7 @@ def test_up_does_not_say_the_ledger_is_up_while_a_processor_runs_other_code(
 
     monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
     monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
-    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: [])
     runner = CliRunner()
     fine = runner.invoke(cli, ["up"])
     assert fine.exit_code == 0 and f"ledger is up on {KAFKA}" in fine.stdout, fine.output
@@ -825,7 +825,7 @@ def test_up_restarts_an_evaluator_that_falls_out_of_its_group_while_it_waits(
 
     monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
     monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
-    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: [])
     monkeypatch.setattr(stack, "RECOVERY_WAIT", 0.2)
     _beat(settings, both["evaluator"], requests=(0, 6), out_of_group=1.0)
     real = stack.processes
