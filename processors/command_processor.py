@@ -46,6 +46,7 @@ from ledger.core.state import aggregate_of
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.governance import GovernanceFollower
+from ledger.kafka.offsets import claim_commits_past_end
 from ledger.kafka.reading import read_topic
 from ledger.kafka.snapshots import snapshot_file
 from ledger.keys import KeyStore
@@ -92,7 +93,20 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
     anchors = trust_anchors(settings)
     anchored = asyncio.Event()
     recalled = asyncio.Event()
-    processor = Processor(app=app, follower=follower, stats=stats, gates=(anchored, recalled))
+
+    def prepare() -> None:
+        # Faust skips what lies below the commit it read: one past the commands' end (a
+        # restored copy of a running home) left the next commands unanswered, silently.
+        claim_commits_past_end(
+            bootstrap,
+            settings.topics.commands,
+            settings.topics.group(APP_ID),
+            security=settings.security,
+        )
+
+    processor = Processor(
+        app=app, follower=follower, stats=stats, gates=(anchored, recalled), prepare=prepare
+    )
 
     @app.task
     async def follow_governance() -> None:

@@ -235,6 +235,9 @@ class Processor:
     out_of_group: Callable[[], tuple[float, str] | None] | None = None
     """Since when the evaluator has been out of its consumer group, and librdkafka's word on
     it (see :meth:`processors.request_loop.RequestLoop.out_of_group`)."""
+    prepare: Callable[[], None] | None = None
+    """Run by the entry point before the worker starts, logging set up (the command processor:
+    its group's commit put back to the commands' end where it lay past it)."""
 
     async def ready(self) -> None:
         """Return once the processor answers from complete state."""

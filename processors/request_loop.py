@@ -24,6 +24,7 @@ from typing import Any
 from ledger.ids import utcnow
 from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.dedup import RELEASED, answered_since_last_commit, released
+from ledger.kafka.offsets import past_end_note
 from ledger.settings import Settings
 from processors.common import (
     DELIVERY_FAILED_EXIT,
@@ -815,15 +816,10 @@ class RequestLoop:
 
     def _past_end(self, consumer: Any, committed: list[Any]) -> dict[tuple[str, int], int]:
         """The partitions of ``committed`` whose committed offset lies past their end, each with
-        its end now (-1: unknown, so the partition waits). A restored copy of a running home
-        (the broker's logs copied before its offsets topic), or a broker that lost its log's
-        tail, leaves the group's commit there; librdkafka would start such a partition from
-        its beginning (``auto.offset.reset``), and every request on it would be decided again
-        (an operator's walkthrough: 28,429 second decisions, 939 of them different). It starts
-        at the end instead, claimed there (see :meth:`_claim_released`): nothing before is
-        decided twice, every request after is answered. What was at the lost offsets the copy
-        does not hold, and requests written between the broker's return and this read are
-        not answered: said at ERROR, for the operator."""
+        its end now (-1: unknown, so the partition waits). librdkafka would start such a
+        partition from its beginning (``auto.offset.reset``), deciding every request on it
+        again; it starts at the end instead, claimed there (:meth:`_claim_released`), as
+        :mod:`ledger.kafka.offsets` says."""
         from confluent_kafka import TopicPartition
 
         found: dict[tuple[str, int], int] = {}
@@ -840,18 +836,7 @@ class RequestLoop:
                 found[where] = -1
                 continue
             if tp.offset > high:
-                log.error(
-                    "request partition %s[%d]: the group's committed offset %d lies past its "
-                    "end %d (a copy of a running home restored, or a broker that lost its "
-                    "log's tail): starting at the end, not the beginning; %d offsets answered "
-                    "before are not in the log, and requests written since the broker came "
-                    "back, before this assignment, are not answered",
-                    tp.topic,
-                    tp.partition,
-                    tp.offset,
-                    high,
-                    tp.offset - high,
-                )
+                log.error(past_end_note(tp.topic, tp.partition, tp.offset, high))
                 found[where] = high
         return found
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import logging.config
 import os
 import sys
 import time
@@ -83,6 +84,9 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         security = resolve_security(settings, role, bootstrap=bootstrap)
         settings = replace(settings, security=security)
         processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line too
+        if processor.prepare is not None:
+            logging.config.dictConfig(_logging_config(name))  # its lines formatted as the rest
+            processor.prepare()
     except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)

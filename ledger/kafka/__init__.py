@@ -14,6 +14,8 @@ processors and the audit wing lives here, once.
   (processors);
 - :mod:`~ledger.kafka.dedup` — the evaluator's de-duplication read (of the request partitions
   it is assigned);
+- :mod:`~ledger.kafka.offsets` — a group's commit past its partition's end (a restored copy of a
+  running home): started at the end, claimed there, said at ERROR;
 - :mod:`~ledger.kafka.transport` — the SDK's default transport (requests out, replies back by
   key, a listener that is restarted rather than dying silently).
 

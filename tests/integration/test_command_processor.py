@@ -7,6 +7,7 @@ import pytest
 from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc
 
 from ledger.core.events import (
+    ApprovePolicyVersion,
     CommandRejected,
     PolicyVersionPromoted,
     PolicyVersionProposed,
@@ -123,6 +124,49 @@ def test_a_rejected_command_sent_again_after_a_restart_gets_its_first_rejection(
     assert [(type(a), a.code) for a in answers] == [(CommandRejected, "not_approved")] * 2
     events = stack.records(stack.topics.policy_events)
     assert not any(isinstance(e, PolicyVersionPromoted) for e in events)
+
+
+def test_a_commit_past_the_commands_end_answers_no_old_command_again(stack_factory):
+    # A copy of a running home, restored (the broker's logs copied before its offsets topic),
+    # left the group's commit past the commands' end: read from their beginning, every command
+    # would be answered a second time (an operator's walkthrough, on the evaluators).
+    import collections
+
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from ledger.kafka.acls import PROCESSOR_GROUPS
+
+    stack = stack_factory(processors=("command-processor",))
+    stack.grant_defaults()
+    admin = stack.client(ADMIN)
+    stack.propose(admin, policy_doc("refund", action="refund.issue"), by=ALICE)
+    with pytest.raises(CommandRejectedError):
+        stack.promote(admin, "refund", 1, Stage.ACTIVE)  # not approved
+    before = collections.Counter(r.command_id for r in stack.records(stack.topics.command_results))
+    assert before and set(before.values()) == {1}
+
+    assert stack.stop("command-processor")
+    group = stack.topics.group(PROCESSOR_GROUPS["command-processor"])
+    consumer = stack.consumer("command-processor", group_id=group, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(stack.topics.commands, 0)
+        end = consumer.end_offsets([tp])[tp]
+        consumer.commit({tp: OffsetAndMetadata(end + 100, "", -1)})
+    finally:
+        consumer.close()
+    stack.start("command-processor")
+
+    again = stack.client(ADMIN)
+    approval = ApprovePolicyVersion(
+        event_id=new_id(), occurred_at=utcnow(), actor=BOB, policy="refund", version=1
+    )
+    approved = stack.submit(again, approval, timeout=60)  # a new command: answered
+    answers = collections.Counter(r.command_id for r in stack.records(stack.topics.command_results))
+    assert {c: n for c, n in answers.items() if n != 1} == {}, stack.logs()
+    assert approved.aggregate == "refund"
+    log = (stack.log_dir / "command-processor.log").read_text()
+    assert "100 offsets answered before are not in the log" in log, log
 
 
 def test_without_its_read_of_recent_answers_the_command_processor_stops_and_says_why(
