@@ -25,7 +25,7 @@ from ledger.files import private_dir
 from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import KafkaSecurity, Settings
-from processors.outputs import Output, ProcessorStats
+from processors.outputs import DecisionCounts, Output, ProcessorStats
 
 __all__ = [
     "create_faust_app",
@@ -238,6 +238,8 @@ class Processor:
     prepare: Callable[[], None] | None = None
     """Run by the entry point before the worker starts, logging set up (the command processor:
     its group's commit put back to the commands' end where it lay past it)."""
+    decisions: Callable[[], DecisionCounts] | None = None
+    """The evaluator's running count of its decisions: its heartbeat carries the recent ones."""
 
     async def ready(self) -> None:
         """Return once the processor answers from complete state."""

@@ -50,7 +50,13 @@ from processors.common import (
     state_dir,
 )
 from processors.inflight import InFlight
-from processors.outputs import OutputLimit, ProcessorStats
+from processors.outputs import (
+    ERRORS_LOGGED,
+    DecisionCounts,
+    OutputLimit,
+    ProcessorStats,
+    error_note,
+)
 from processors.request_handler import CHECKPOINT_EVERY, RecentIds, RequestHandler
 from processors.request_loop import CHECKPOINT_INTERVAL, RequestLoop
 
@@ -63,10 +69,13 @@ __all__ = [
     "APP_ID",
     "CHECKPOINT_EVERY",
     "CHECKPOINT_INTERVAL",
+    "errors_warning",
 ]
 
 log = logging.getLogger("ledger.evaluator")
 APP_ID = PROCESSOR_GROUPS["evaluator"]
+REPORT_EVERY = 30.0
+"""Seconds between two stats reports in the evaluator's log."""
 
 
 def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None = None) -> Processor:
@@ -112,6 +121,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         alive=requests.alive,
         holding=requests.holding,
         out_of_group=requests.out_of_group,
+        decisions=lambda: stats.decisions,
     )
 
     @app.task
@@ -146,19 +156,42 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         # checkpoint (see RequestLoop).
         await asyncio.to_thread(requests.stop)
 
-    @app.timer(interval=30.0)
+    reported = DecisionCounts()  # the decisions counted at the last report
+
+    @app.timer(interval=REPORT_EVERY)
     async def report() -> None:
+        nonlocal reported
+        now = stats.decisions.copy()
+        since, reported = now.since(reported), now
         log.info(
             "evaluator stats: %s, batches %d, governance events %d (%d from its snapshot, "
-            "%d undecodable)",
+            "%d undecodable); decisions since the last report: %s",
             stats,
             requests.batches,
             follower.from_snapshot + follower.applied,
             follower.from_snapshot,
             follower.undecodable,
+            since.describe(),
         )
+        warning = errors_warning(since, REPORT_EVERY)
+        if warning is not None:
+            log.warning("%s", warning)
 
     return processor
+
+
+def errors_warning(since: DecisionCounts, seconds: float) -> str | None:
+    """The WARNING the stats report logs when ``error`` decisions are at least
+    :data:`~processors.outputs.ERRORS_LOGGED` of the decisions ``since`` its last, ``seconds``
+    ago: which reason codes, from which policy versions. ``None`` when they are fewer."""
+    note = error_note(since, share=ERRORS_LOGGED)
+    if note is None:
+        return None
+    return (
+        f"{note} in the last {seconds:.0f} s: a policy version that fails on its requests "
+        "(`ledger policy rollback NAME` restores the version before), or requests whose facts "
+        "it refuses (invalid_facts)"
+    )
 
 
 def main() -> None:

@@ -17,10 +17,20 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Heartbeat", "STALE_AFTER", "OUT_OF_GROUP_AFTER"]
+from processors.outputs import DecisionCounts, error_note
+
+__all__ = [
+    "Heartbeat",
+    "STALE_AFTER",
+    "OUT_OF_GROUP_AFTER",
+    "ERRORS_DOMINATE",
+    "DecisionCounts",
+    "errors_dominate",
+]
 
 STALE_AFTER = 5.0
 """Seconds without a heartbeat, or without an answer from the broker, after which a running
@@ -31,6 +41,18 @@ member of its group before it is not healthy. Longer than any rebalance it waits
 a broker restart waits some 10-22 s for the group's old members to expire; right after a start
 a join takes a few seconds. An evaluator that is a settled member holding none (more workers
 than request partitions) is never out."""
+ERRORS_DOMINATE = 0.5
+"""``ledger ps`` says so, and exits 1, when the evaluators' ``error`` decisions are at least
+this share of their decisions over the last minute (:attr:`Heartbeat.recent`), and at least
+:data:`~processors.outputs.ERRORS_AT_LEAST`: a policy that fails on every request answers every
+request, and its evaluator is otherwise healthy (no restart mends it: not
+:meth:`Heartbeat.problem`'s)."""
+
+
+def errors_dominate(recent: DecisionCounts) -> str | None:
+    """``40 of 40 decisions were `error` (…)`` when ``recent`` (the evaluators' recent
+    decisions, added up) are :data:`ERRORS_DOMINATE` ``error``; ``None`` otherwise."""
+    return error_note(recent, share=ERRORS_DOMINATE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,14 +95,25 @@ class Heartbeat:
     group_state: str | None = None
     """With ``out_of_group_since``: where librdkafka's group membership stands (its group and
     join states, ``up/wait-join``), for the reason :meth:`problem` gives."""
+    recent: DecisionCounts | None = None
+    """An evaluator's: its decisions over the last ``recent_seconds``, by determination, and the
+    ``error`` ones by reason code and deciding policy version (``None``: not an evaluator, or
+    one of a version that wrote none). ``ledger ps`` shows them, and says when errors dominate
+    (:func:`errors_dominate`): a policy that fails on every request is
+    otherwise healthy."""
+    recent_seconds: float | None = None
+    """The span ``recent`` covers: :data:`~processors.outputs.RECENT_SECONDS`, less in the
+    evaluator's first minute."""
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
         partial = path.with_name(path.name + ".partial")
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["recent"] = None if self.recent is None else self.recent.to_json()
         # Never through a link planted there (an OSError, logged by the processor, instead).
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         with os.fdopen(os.open(partial, flags, 0o600), "w") as out:
-            out.write(json.dumps(asdict(self)))
+            out.write(json.dumps(data))
         partial.replace(path)
 
     @classmethod
@@ -92,6 +125,7 @@ class Heartbeat:
             fetched, credential, code = (data.get(k) for k in ("fetched_at", "credential", "code"))
             held, of = data.get("requests_held"), data.get("requests_of")
             out, group = data.get("out_of_group_since"), data.get("group_state")
+            recent, span = data.get("recent"), data.get("recent_seconds")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -103,6 +137,8 @@ class Heartbeat:
                 requests_of=None if of is None else int(of),
                 out_of_group_since=None if out is None else float(out),
                 group_state=None if group is None else str(group),
+                recent=None if recent is None else DecisionCounts.from_json(recent),
+                recent_seconds=None if span is None else float(span),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

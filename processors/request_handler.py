@@ -190,6 +190,7 @@ class RequestHandler:
                 stamped, head = link(reduced, chain, latency)
                 encoded = self.codec.encode(stamped)
             out = [(self.topics.decisions, rid, encoded)]
+            counted: Iterable[Any] = (stamped,)
             correction = correction_for(stamped)
             if correction is not None:
                 out.append((self.topics.corrections, rid, self.codec.encode(correction)))
@@ -203,6 +204,7 @@ class RequestHandler:
                 stamped_batch, head = link(batch_without_trace(answer), chain)
                 encoded = self.codec.encode(stamped_batch)
             out = [(self.topics.decisions, rid, encoded)]
+            counted = stamped_batch.decisions
         if not all(self.limit.fits(k, v) for _, k, v in out):
             reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
             return [
@@ -211,6 +213,9 @@ class RequestHandler:
         self.chain = head  # only now: a record that is not written is not in the chain
         self.recent.add(sent)
         self.stats.processed += 1
+        count = self.stats.decisions.count  # a dictionary increment each: the operator's signal
+        for d in counted:
+            count(d.determination, d.reason_code, d.policy, d.policy_version)
         if request.reply_partition is not None:
             for _topic, _key, record in out:
                 self.reply_partitions[record] = request.reply_partition

@@ -37,6 +37,7 @@ from ledger.kafka.snapshots import installed_fingerprint
 from ledger.settings import ROLES, Role, Settings
 from processors.common import Processor
 from processors.heartbeat import Heartbeat
+from processors.outputs import DecisionWindow
 
 __all__ = ["run_worker", "RepeatFilter"]
 
@@ -102,9 +103,15 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
             while follower.last_fetch is None:  # ready means: it has heard from the broker
                 await asyncio.sleep(0.05)
             failing_since: float | None = None
+            window = DecisionWindow()
             while True:
                 held, of = processor.holding() if processor.holding else (None, None)
                 out = processor.out_of_group() if processor.out_of_group else None
+                recent, span = (
+                    window.recent(time.monotonic(), processor.decisions())
+                    if processor.decisions
+                    else (None, None)
+                )
                 beat = Heartbeat(
                     pid=os.getpid(),
                     bootstrap=bootstrap,
@@ -116,6 +123,8 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     requests_of=of,
                     out_of_group_since=None if out is None else out[0],
                     group_state=None if out is None else out[1],
+                    recent=recent,
+                    recent_seconds=None if span is None else round(span, 1),
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

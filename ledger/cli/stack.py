@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from ledger.cli.common import bootstrap_option, load_settings
-from ledger.cli.output import handle_errors, json_option, print_json, print_table
+from ledger.cli.output import handle_errors, json_option, print_json, print_table, to_jsonable
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local import broker, stack
 from ledger.settings import parse_bootstrap
+from processors.heartbeat import DecisionCounts
 
 __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 
@@ -71,7 +72,7 @@ def up_cmd(
         wait=wait,
     )
     if as_json:
-        print_json({"bootstrap": address, "processors": stack.processes(settings)})
+        print_json({"bootstrap": address, "processors": _json(stack.processes(settings))})
     else:
         click.echo(f"ledger is up on {address}")
 
@@ -109,6 +110,12 @@ def ps_cmd(as_json: bool) -> None:
     the local broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or
     restarts it.
 
+    The decisions column says an evaluator's decisions over the last minute by determination;
+    --json has them as `recent` (`determinations`, and `errors` by `reason_code`, `policy` and
+    `policy_version`), over `recent_seconds`. When `error` decisions are half of them or more
+    (3 at least) over that minute, all evaluators together, that is a problem too (exit 1): a
+    policy that fails on every request answers every request, with `error`.
+
     The code column says whether each processor runs the code installed now, which this command
     runs (`ledger --version` prints its fingerprint; --json has each processor's): after an
     upgrade in place, one started before it runs the old code until it is restarted.
@@ -134,18 +141,21 @@ def ps_cmd(as_json: bool) -> None:
     unheld = stack.unheld_requests(procs)
     if unheld is not None:
         problems.append(unheld)
+    erroring = stack.erroring(procs)
+    if erroring is not None:
+        problems.append(erroring)
     other = [p.name for p in procs if p.same_code is False]
     if as_json:
         print_json(
             {
                 "broker": {**b.as_dict(), "answering": answering},
-                "processors": procs,
+                "processors": _json(procs),
                 "code": installed_fingerprint(),
             }
         )
     else:
         rows: list[list[object]] = [
-            ["broker", b.running, answering, "-", "-", b.pid, b.bootstrap, b.log_file]
+            ["broker", b.running, answering, "-", "-", "-", b.pid, b.bootstrap, b.log_file]
         ]
         rows += [
             [
@@ -153,6 +163,7 @@ def ps_cmd(as_json: bool) -> None:
                 p.running,
                 p.healthy,
                 _age(p.heartbeat_age),
+                _recent(p.recent, p.recent_seconds),
                 _code(p.same_code),
                 p.pid,
                 p.bootstrap,
@@ -161,7 +172,18 @@ def ps_cmd(as_json: bool) -> None:
             for p in procs
         ]
         print_table(
-            ["process", "running", "healthy", "heartbeat", "code", "pid", "kafka", "log"], rows
+            [
+                "process",
+                "running",
+                "healthy",
+                "heartbeat",
+                "decisions",
+                "code",
+                "pid",
+                "kafka",
+                "log",
+            ],
+            rows,
         )
         for problem in problems:
             click.echo(problem, err=True)
@@ -191,8 +213,21 @@ def ps_cmd(as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _json(procs: list[stack.ProcessStatus]) -> list[dict[str, object]]:
+    """The processors as ``--json`` shows them: their recent decisions in their heartbeat's
+    form (errors a list of ``reason_code``, ``policy``, ``policy_version``, ``count``)."""
+    return [
+        {**to_jsonable(p), "recent": None if p.recent is None else p.recent.to_json()}
+        for p in procs
+    ]
+
+
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s ago"
+
+
+def _recent(counts: DecisionCounts | None, seconds: float | None) -> str:
+    return "-" if counts is None else f"{counts.describe()} ({seconds or 0:.0f} s)"
 
 
 def _code(same: bool | None) -> str:

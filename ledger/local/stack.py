@@ -49,7 +49,7 @@ from ledger.keys import KeyStore
 from ledger.local import broker
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
-from processors.heartbeat import Heartbeat
+from processors.heartbeat import DecisionCounts, Heartbeat, errors_dominate
 
 __all__ = [
     "PROCESSORS",
@@ -62,6 +62,7 @@ __all__ = [
     "ensure_admin_keys",
     "other_code",
     "unheld_requests",
+    "erroring",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -119,6 +120,12 @@ class ProcessStatus:
     not healthy: a stopped one's last heartbeat does not say what it holds now)."""
     requests_of: int | None = None
     """How many request partitions there are, from an evaluator's heartbeat (0: unknown)."""
+    recent: DecisionCounts | None = None
+    """An evaluator's decisions over the last ``recent_seconds``, from its heartbeat: by
+    determination, and the ``error`` ones by reason code and deciding policy version (``None``:
+    not an evaluator, one of a version that counted none, or not healthy)."""
+    recent_seconds: float | None = None
+    """The span ``recent`` covers (60 s, less in an evaluator's first minute)."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -247,6 +254,8 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         # SIGSTOPped one still said 3 of 6 beside the other's 6 of 6): only a healthy one says.
         requests_held=beat.requests_held if problem is None else None,
         requests_of=beat.requests_of,
+        recent=beat.recent if problem is None else None,
+        recent_seconds=beat.recent_seconds if problem is None else None,
     )
 
 
@@ -275,6 +284,30 @@ def unheld_requests(procs: list[ProcessStatus]) -> str | None:
         f"the evaluators hold {held} of {of} request partitions: requests to the others wait "
         "until the evaluators' group is rebalanced (about 10 s after a broker restart; "
         "their logs say `assigned request partitions`)"
+    )
+
+
+def erroring(procs: list[ProcessStatus]) -> str | None:
+    """Why requests are answered but not decided: the healthy evaluators' ``error`` decisions
+    are at least :data:`~processors.heartbeat.ERRORS_DOMINATE` of their decisions over the
+    last minute (:func:`~processors.heartbeat.errors_dominate`). ``None`` otherwise, and when
+    none counts.
+
+    A promoted policy that fails on every request (a condition that divides by zero validates)
+    left every processor healthy, ``ps`` exit 0, and nothing in the logs but request counts (an
+    operator's walkthrough): the evaluator answers every request, with ``error``."""
+    counted = [p for p in procs if p.healthy and p.recent is not None]
+    if not counted:
+        return None
+    total = DecisionCounts.sum(p.recent for p in counted if p.recent is not None)
+    note = errors_dominate(total)
+    if note is None:
+        return None
+    span = max(p.recent_seconds or 0.0 for p in counted)
+    return (
+        f"{note} in the last {span:.0f} s: requests are answered, but not decided; a policy "
+        "that fails on its requests is rolled back with `ledger policy rollback NAME` (the "
+        "evaluators' logs say more)"
     )
 
 

@@ -25,6 +25,7 @@ from ledger.local import stack
 from ledger.local.processes import alive, spawn_detached
 from ledger.settings import Settings
 from processors.heartbeat import Heartbeat
+from processors.outputs import DecisionCounts
 from processors.run import RepeatFilter
 
 KAFKA = "127.0.0.1:9"  # never dialled: health is judged from the heartbeat, not by probing
@@ -73,8 +74,10 @@ def _beat(
     code: str | None = HERE,
     requests: tuple[int, int] | None = None,
     out_of_group: float | None = None,
+    recent: DecisionCounts | None = None,
+    at: float | None = None,
 ) -> None:
-    now = time.time()
+    now = time.time() if at is None else at
     Heartbeat(
         pid=pid,
         bootstrap=bootstrap,
@@ -86,6 +89,8 @@ def _beat(
         requests_of=None if requests is None else requests[1],
         out_of_group_since=None if out_of_group is None else now - out_of_group,
         group_state=None if out_of_group is None else "up/wait-join",
+        recent=recent,
+        recent_seconds=None if recent is None else 60.0,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -857,3 +862,62 @@ def test_up_restarts_an_evaluator_that_falls_out_of_its_group_while_it_waits(
     assert any(
         "restarting evaluator" in line and "out of its consumer group" in line for line in said
     )
+
+
+# ------------------------------------------------------------------ what an operator on call sees
+
+
+def _counts(**by: int) -> DecisionCounts:
+    counts = DecisionCounts()
+    for determination, n in by.items():
+        for _ in range(n):
+            counts.count(determination, "condition_error", "refund", 3)
+    return counts
+
+
+ERRORING = (
+    "40 of 40 decisions were `error` (condition_error from refund v3: 40) in the last 60 s: "
+    "requests are answered, but not decided"
+)
+
+
+def test_ps_says_when_an_evaluators_decisions_are_mostly_errors(
+    settings: Settings, both: dict[str, int]
+) -> None:
+    # An operator's walkthrough: a promoted policy that errs on every request (its first rule
+    # divides by zero) left `ps` green and exit 0: `ledger ps || alert` never fired.
+    runner = CliRunner()
+    _beat(settings, both["evaluator"], recent=_counts(allow=30, error=10))
+    fine = runner.invoke(cli, ["ps"])
+    assert fine.exit_code == 0 and "30 allow, 10 error (60 s)" in fine.stdout, fine.output
+    _beat(settings, both["evaluator"], recent=_counts(error=40))
+    erring = runner.invoke(cli, ["ps"])
+    assert erring.exit_code == 1 and ERRORING in erring.stderr, erring.output
+    assert "`ledger policy rollback NAME`" in erring.stderr
+    shown = runner.invoke(cli, ["ps", "--json"])
+    assert shown.exit_code == 1
+    procs = {p["name"]: p for p in json.loads(shown.stdout)["processors"]}
+    assert procs["evaluator"]["recent"] == {
+        "determinations": {"error": 40},
+        "errors": [
+            {"reason_code": "condition_error", "policy": "refund", "policy_version": 3, "count": 40}
+        ],
+    }
+    assert procs["evaluator"]["recent_seconds"] == 60.0
+    assert procs["command-processor"]["recent"] is None
+    assert procs["evaluator"]["healthy"] is True  # it answers: `up` would not mend a policy
+
+
+def test_the_evaluators_errors_are_judged_together(
+    settings: Settings, both: dict[str, int]
+) -> None:
+    second = _fake_processor(settings, "evaluator-2")
+    try:
+        _beat(settings, both["evaluator"], recent=_counts(error=20))
+        _beat(settings, second, name="evaluator-2", recent=_counts(allow=30))
+        assert CliRunner().invoke(cli, ["ps"]).exit_code == 0  # 20 of 50
+        _beat(settings, second, name="evaluator-2", recent=_counts(allow=10, error=15))
+        said = CliRunner().invoke(cli, ["ps"])
+        assert said.exit_code == 1 and "35 of 45 decisions were `error`" in said.stderr
+    finally:
+        stack.stop_processor(settings, "evaluator-2", kill=True)
