@@ -27,8 +27,10 @@ __all__ = [
     "Heartbeat",
     "STALE_AFTER",
     "OUT_OF_GROUP_AFTER",
+    "AHEAD_AFTER",
     "ERRORS_DOMINATE",
     "DecisionCounts",
+    "age",
     "errors_dominate",
 ]
 
@@ -41,6 +43,18 @@ member of its group before it is not healthy. Longer than any rebalance it waits
 a broker restart waits some 10-22 s for the group's old members to expire; right after a start
 a join takes a few seconds. An evaluator that is a settled member holding none (more workers
 than request partitions) is never out."""
+AHEAD_AFTER = 5.0
+"""Seconds a heartbeat (or its last answer from the broker) may be dated after the time it is
+read at. A running processor rewrites its heartbeat every second, so after the machine's clock
+steps back its heartbeat is in the future for a second at most; one that stays there was
+written by a processor that has stopped writing (an operator's walkthrough: a SIGSTOPped
+evaluator, `faketime -f -1h ledger ps`, showed healthy, 0.0 s ago).
+
+Not the monotonic clock: it survives a step, but it counts from the machine's boot, and a ready
+file outlives a reboot (a pid of the new boot may be the old one's), so a reader could not tell
+an old count from a new one without a boot id as well; the wall clock with this bound is wrong
+for a second at most after a step, either way."""
+
 ERRORS_DOMINATE = 0.5
 """``ledger ps`` says so, and exits 1, when the evaluators' ``error`` decisions are at least
 this share of their decisions over the last minute (:attr:`Heartbeat.recent`), and at least
@@ -53,6 +67,13 @@ def errors_dominate(recent: DecisionCounts) -> str | None:
     """``40 of 40 decisions were `error` (…)`` when ``recent`` (the evaluators' recent
     decisions, added up) are :data:`ERRORS_DOMINATE` ``error``; ``None`` otherwise."""
     return error_note(recent, share=ERRORS_DOMINATE)
+
+
+def age(now: float, then: float) -> float:
+    """Seconds from ``then`` to ``now``; 0 for a ``then`` less than :data:`AHEAD_AFTER` after
+    ``now`` (a moment's difference between two clocks' reads), negative beyond."""
+    seconds = now - then
+    return seconds if seconds >= 0 or -seconds > AHEAD_AFTER else 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,18 +168,31 @@ class Heartbeat:
         """What is wrong with the processor that wrote this heartbeat, seen at ``now`` (Unix
         time); ``None`` when it is healthy: it wrote this within ``stale_after`` seconds, its
         consumer had an answer from the broker within as long, and (an evaluator) it has not
-        been out of its consumer group for :data:`OUT_OF_GROUP_AFTER` seconds."""
-        beat_age = max(0.0, now - self.at)
+        been out of its consumer group for :data:`OUT_OF_GROUP_AFTER` seconds. A heartbeat, or
+        an answer from the broker, dated more than :data:`AHEAD_AFTER` seconds after ``now`` is
+        not fresh: a running processor would have written one since the clock stepped back."""
+        beat_age = age(now, self.at)
+        if beat_age < 0:
+            return (
+                f"its heartbeat is {-beat_age:.0f} s in the future: the clock stepped back, and "
+                "it has written none since (a running processor writes one every second): it "
+                "is stopped (SIGSTOP?) or its event loop is stuck"
+            )
         if beat_age > stale_after:
             return (
                 f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "
                 "its heartbeat file (disk full? its log says so)"
             )
-        fetch_age = None if self.fetched_at is None else max(0.0, now - self.fetched_at)
+        fetch_age = None if self.fetched_at is None else age(now, self.fetched_at)
+        if fetch_age is not None and fetch_age < 0:
+            return (
+                f"its last answer from Kafka at {self.bootstrap} is dated {-fetch_age:.0f} s in "
+                "the future: the clock stepped back, and it has heard nothing from the broker since"
+            )
         if fetch_age is None or fetch_age > stale_after:
             silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
             return f"no answer from Kafka at {self.bootstrap} {silent}"
-        out = None if self.out_of_group_since is None else max(0.0, now - self.out_of_group_since)
+        out = None if self.out_of_group_since is None else age(now, self.out_of_group_since)
         if out is not None and out > OUT_OF_GROUP_AFTER:
             return (
                 f"out of its consumer group for {out:.0f} s (librdkafka: {self.group_state}): it "

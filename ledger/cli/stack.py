@@ -223,7 +223,9 @@ def _json(procs: list[stack.ProcessStatus]) -> list[dict[str, object]]:
 
 
 def _age(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.1f} s ago"
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s ago" if seconds >= 0 else f"{-seconds:.0f} s in the future"
 
 
 def _recent(counts: DecisionCounts | None, seconds: float | None) -> str:

@@ -49,7 +49,7 @@ from ledger.keys import KeyStore
 from ledger.local import broker
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
-from processors.heartbeat import DecisionCounts, Heartbeat, errors_dominate
+from processors.heartbeat import DecisionCounts, Heartbeat, age, errors_dominate
 
 __all__ = [
     "PROCESSORS",
@@ -93,7 +93,9 @@ class ProcessStatus:
 
     ``bootstrap`` is the Kafka address it was started with, ``heartbeat_age`` the seconds since it
     last wrote its heartbeat and ``fetch_age`` since its consumer last heard from the broker
-    (``None``: no heartbeat yet). ``problem`` says why it is not healthy.
+    (``None``: no heartbeat yet; negative: dated that far in the future, the clock stepped
+    back, see :data:`~processors.heartbeat.AHEAD_AFTER`). ``problem`` says why it is not
+    healthy.
     """
 
     name: str
@@ -219,8 +221,8 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
             problem="no heartbeat yet: catching up with the ledger, or stuck "
             "before it could (see its log)",
         )
-    beat_age = max(0.0, now - beat.at)
-    fetch_age = None if beat.fetched_at is None else max(0.0, now - beat.fetched_at)
+    beat_age = age(now, beat.at)  # negative: in the future (the clock stepped back)
+    fetch_age = None if beat.fetched_at is None else age(now, beat.fetched_at)
     stale = _credential_rewritten(settings, name, beat.credential)
     if expected is None:
         problem: str | None = "the local broker is not running (`ledger up` starts it)"

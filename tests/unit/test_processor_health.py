@@ -921,3 +921,34 @@ def test_the_evaluators_errors_are_judged_together(
         assert said.exit_code == 1 and "35 of 45 decisions were `error`" in said.stderr
     finally:
         stack.stop_processor(settings, "evaluator-2", kill=True)
+
+
+def test_a_heartbeat_from_the_future_is_not_fresh(settings: Settings, both: dict[str, int]) -> None:
+    # An operator's walkthrough: after the clock stepped back an hour (`faketime -f -1h ledger
+    # ps`), an evaluator SIGSTOPped before it showed healthy, "0.0 s ago", exit 0. A running one
+    # rewrites its heartbeat within a second, so one that stays in the future is not running.
+    _beat(settings, both["evaluator"], at=time.time() + 3600)
+    status = _evaluator(settings)
+    assert not status.healthy and (status.problem or "").startswith(
+        "its heartbeat is 3600 s in the future: the clock stepped back"
+    ), status.problem
+    assert status.heartbeat_age is not None and status.heartbeat_age < -3500
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 1 and "3600 s in the future" in said.stdout + said.stderr
+    _beat(settings, both["evaluator"], at=time.time() + 2)  # two clocks' moment: fresh
+    status = _evaluator(settings)
+    assert status.healthy and status.heartbeat_age == 0.0
+    _beat(settings, both["evaluator"], age=-2, fetch_age=-600)  # a broker heard "later"
+    assert (_evaluator(settings).problem or "").startswith(
+        f"its last answer from Kafka at {KAFKA} is dated 600 s in the future"
+    )
+
+
+def test_a_container_health_check_is_not_fooled_by_a_clock_stepped_back(tmp_path: Path) -> None:
+    from processors.heartbeat import main
+
+    now = time.time()
+    Heartbeat(pid=4242, bootstrap=KAFKA, at=now + 3600, fetched_at=now + 3600).write(
+        tmp_path / "ready"
+    )
+    assert main([str(tmp_path / "ready")]) == 1
