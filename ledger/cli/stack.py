@@ -106,7 +106,8 @@ def ps_cmd(as_json: bool) -> None:
     while not a settled member of the group). The
     evaluators must also hold every request partition between them (for some 10 s after a
     broker restart they do not: requests to the others wait). What is not running or not
-    healthy is said on stderr, and the exit status is then 1 (0: all is well;
+    healthy is said on stderr, first a filesystem of $LEDGER_HOME or the broker's data that is
+    nearly full (under 200 MB or 1 % free), and the exit status is then 1 (0: all is well;
     the local broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or
     restarts it.
 
@@ -138,6 +139,9 @@ def ps_cmd(as_json: bool) -> None:
         problems.insert(0, "the broker is not running")
     elif local and not answering:
         problems.insert(0, f"the broker (pid {b.pid}) {broker.NOT_ANSWERING}")
+    low = stack.low_disk(settings)
+    if low is not None:  # first: on a full disk the broker's own failure says little
+        problems.insert(0, low)
     unheld = stack.unheld_requests(procs)
     if unheld is not None:
         problems.append(unheld)

@@ -60,6 +60,7 @@ __all__ = [
     "start",
     "stop",
     "status",
+    "data_dir",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -98,6 +99,11 @@ def _quiet(_: str) -> None:
 
 def _broker_dir(settings: Settings) -> Path:
     return settings.home / "broker"
+
+
+def data_dir(settings: Settings) -> Path:
+    """Where the local broker keeps its data (its ``log.dirs``)."""
+    return _broker_dir(settings) / "data"
 
 
 HOME_FOLDERS: tuple[str, ...] = (
@@ -478,7 +484,7 @@ def status(settings: Settings) -> BrokerStatus:
         bootstrap=f"127.0.0.1:{port}" if port else None,
         pid=pid if running else None,
         kafka_version=KAFKA_VERSION,
-        log_dir=str(bdir / "data"),
+        log_dir=str(data_dir(settings)),
         log_file=str(bdir / "broker.log"),
         secured=state.get("security_protocol", "PLAINTEXT") != "PLAINTEXT",
     )
@@ -608,7 +614,7 @@ def start(
     java = _java()
     lib = fetch(settings, progress=progress)
     bdir = private_dir(_broker_dir(settings))
-    data = bdir / "data"
+    data = data_dir(settings)
     starting = _running_on(bdir)
     if starting is not None:  # alive, not (yet, or any more) answering: never a second one
         raise BrokerError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import time
@@ -63,6 +64,7 @@ __all__ = [
     "other_code",
     "unheld_requests",
     "erroring",
+    "low_disk",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -85,6 +87,10 @@ STOP_GRACE = 15.0
 """Seconds a healthy processor has to commit and leave its group on SIGTERM."""
 UNREACHABLE_GRACE = 3.0
 """The same for a processor that cannot reach its broker: it cannot commit, so do not wait."""
+LOW_DISK_BYTES = 200 * 1024 * 1024
+"""Free bytes under which the filesystem of the home (or of the broker's data) is nearly full."""
+LOW_DISK_SHARE = 0.01
+"""The share of the filesystem free under which it is nearly full, whatever its size."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,6 +319,43 @@ def erroring(procs: list[ProcessStatus]) -> str | None:
     )
 
 
+def low_disk(
+    settings: Settings, *, usage: Callable[[Path], tuple[int, int, int]] | None = None
+) -> str | None:
+    """What ``ps`` and ``up`` say first when the filesystem holding ``$LEDGER_HOME``, or the
+    local broker's data under it, is nearly full: under :data:`LOW_DISK_BYTES` or
+    :data:`LOW_DISK_SHARE` free (to its owner: what ``df`` calls available). ``None`` otherwise,
+    and for a home not made yet (its nearest folder that is made is judged then).
+
+    On a full disk the broker stops, and ``ps`` said only that it is not running and that
+    ``ledger up`` starts it, which failed the same way (an operator's walkthrough)."""
+    usage = usage or shutil.disk_usage
+    seen: set[int] = set()
+    said: list[str] = []
+    for place in (settings.home, broker.data_dir(settings)):
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        try:
+            device = place.stat().st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            total, _, free = usage(place)
+        except OSError:
+            continue
+        if free < LOW_DISK_BYTES or free < LOW_DISK_SHARE * total:
+            said.append(
+                f"the filesystem of {place} is nearly full: {free / 2**20:.0f} MB free "
+                f"({100 * free / max(total, 1):.1f} %)"
+            )
+    if not said:
+        return None
+    return (
+        "; ".join(said) + ": Kafka and the processors stop when they cannot write (the broker "
+        "first); free space there before anything else, then run `ledger up`"
+    )
+
+
 def processes(settings: Settings, *, bootstrap: str | None = None) -> list[ProcessStatus]:
     """Every processor this home knows, running or not, with its health judged against
     ``bootstrap`` (default: :func:`kafka_address`)."""
@@ -487,6 +530,9 @@ def up(
     credential) unless ``insecure``. Everything written under ``$LEDGER_HOME`` is private to
     its owner (0700 directories, 0600 files).
     """
+    low = low_disk(settings)
+    if low is not None:  # first: a broker that cannot write fails with its own words later
+        progress(f"warning: {low}")
     private_umask()
     broker.private_home(settings)  # before anything is written or started with this home
     run = private_dir(_run_dir(settings))

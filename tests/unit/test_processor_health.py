@@ -23,7 +23,7 @@ from ledger.errors import LedgerError
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local import stack
 from ledger.local.processes import alive, spawn_detached
-from ledger.settings import Settings
+from ledger.settings import KafkaSecurity, Settings
 from processors.heartbeat import Heartbeat
 from processors.outputs import DecisionCounts
 from processors.run import RepeatFilter
@@ -952,3 +952,36 @@ def test_a_container_health_check_is_not_fooled_by_a_clock_stepped_back(tmp_path
         tmp_path / "ready"
     )
     assert main([str(tmp_path / "ready")]) == 1
+
+
+def test_ps_and_up_say_first_when_the_homes_disk_is_nearly_full(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: on a full disk `ps` said only that the broker is not running
+    # and that `ledger up` starts it (which failed the same way).
+    mb = 2**20
+    assert stack.low_disk(settings, usage=lambda p: (100_000 * mb, 0, 30_000 * mb)) is None
+    small = stack.low_disk(settings, usage=lambda p: (100_000 * mb, 0, 150 * mb))
+    assert small is not None and small.startswith(
+        f"the filesystem of {settings.home} is nearly full: 150 MB free (0.1 %)"
+    )
+    assert "free space there before anything else" in small
+    big = stack.low_disk(settings, usage=lambda p: (10**8 * mb, 0, 900_000 * mb))  # 0.9 %
+    assert big is not None and "900000 MB free (0.9 %)" in big
+    monkeypatch.setattr(stack.shutil, "disk_usage", lambda p: (100_000 * mb, 0, 10 * mb))
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 1, said.output
+    assert said.stderr.startswith(f"the filesystem of {settings.home} is nearly full: 10 MB free")
+    monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
+    monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    progress: list[str] = []
+    stack.up(settings, progress=progress.append)
+    assert progress[0].startswith(f"warning: the filesystem of {settings.home} is nearly full")
+
+
+def test_a_home_not_made_yet_is_judged_by_the_folder_it_would_be_made_in(tmp_path: Path) -> None:
+    seen: list[Path] = []
+    unmade = Settings(home=tmp_path / "not" / "yet")
+    assert stack.low_disk(unmade, usage=lambda p: seen.append(p) or (1, 0, 1)) is not None
+    assert seen == [tmp_path]  # the broker's data under it: the same filesystem, once
