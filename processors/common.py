@@ -239,6 +239,9 @@ class Processor:
     """Run by the entry point before the worker starts, logging set up (the command processor:
     its group's commit put back to the commands' end where it lay past it)."""
     decisions: Callable[[], DecisionCounts] | None = None
+    client_id: str | None = None
+    """The ``client.id`` the evaluator's request consumer gives the broker, which lists each
+    member of the evaluators' group with it (see :class:`Heartbeat`)."""
     """The evaluator's running count of its decisions: its heartbeat carries the recent ones."""
 
     async def ready(self) -> None:

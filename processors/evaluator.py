@@ -112,6 +112,10 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         handler=handler,
         state=lambda: follower.state,
         max_bytes=limit.max_bytes,
+        # The broker lists the group's members by it: `ledger ps` tells this worker's from one
+        # it did not start. Not the member id: librdkafka answers that on its main thread, and
+        # a heartbeat asking while a rebalance waits on the request thread hung the process.
+        consumer_config={"client.id": evaluator_id},
     )
 
     processor = Processor(
@@ -122,6 +126,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         holding=requests.holding,
         out_of_group=requests.out_of_group,
         decisions=lambda: stats.decisions,
+        client_id=evaluator_id,
     )
 
     @app.task

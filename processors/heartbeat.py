@@ -126,6 +126,13 @@ class Heartbeat:
     """The span ``recent`` covers: :data:`~processors.outputs.RECENT_SECONDS`, less in the
     evaluator's first minute."""
 
+    client_id: str | None = None
+    """An evaluator's: the ``client.id`` its request consumer gives the broker, unique to the
+    process (``None``: not an evaluator, or of a version that wrote none). ``ledger ps`` asks
+    the broker who holds the request partitions its evaluators do not: a member with a client
+    id none of them has is an evaluator this home did not start (``python -m
+    processors.evaluator``)."""
+
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
         partial = path.with_name(path.name + ".partial")
@@ -147,6 +154,7 @@ class Heartbeat:
             held, of = data.get("requests_held"), data.get("requests_of")
             out, group = data.get("out_of_group_since"), data.get("group_state")
             recent, span = data.get("recent"), data.get("recent_seconds")
+            client = data.get("client_id")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -160,6 +168,7 @@ class Heartbeat:
                 group_state=None if group is None else str(group),
                 recent=None if recent is None else DecisionCounts.from_json(recent),
                 recent_seconds=None if span is None else float(span),
+                client_id=None if client is None else str(client),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

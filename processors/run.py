@@ -125,6 +125,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     group_state=None if out is None else out[1],
                     recent=recent,
                     recent_seconds=None if span is None else round(span, 1),
+                    client_id=processor.client_id,
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

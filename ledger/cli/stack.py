@@ -103,13 +103,14 @@ def ps_cmd(as_json: bool) -> None:
     A processor is healthy when its heartbeat (written every second) is fresh, its consumer heard
     from the broker within the last 5 s, it talks to the address Kafka is at now, and (an
     evaluator) it has not been out of its consumer group for 60 s (holding no request partition
-    while not a settled member of the group). The
-    evaluators must also hold every request partition between them (for some 10 s after a
-    broker restart they do not: requests to the others wait). What is not running or not
-    healthy is said on stderr, first a filesystem of $LEDGER_HOME or the broker's data that is
-    nearly full (under 200 MB or 1 % free), and the exit status is then 1 (0: all is well;
-    the local broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or
-    restarts it.
+    while not a settled member of the group). The evaluators must also hold every request
+    partition between them (for some 10 s after a broker restart they do not: requests to the
+    others wait); partitions an evaluator this home did not start holds (`python -m
+    processors.evaluator` run by hand) count as held, and are named, when the broker says so
+    (asked as the admin, only when this home's hold fewer). What is not running or not healthy
+    is said on stderr, first a filesystem of $LEDGER_HOME or the broker's data that is nearly
+    full (under 200 MB or 1 % free), and the exit status is then 1 (0: all is well; the local
+    broker counts unless $LEDGER_BOOTSTRAP names another); `ledger up` starts or restarts it.
 
     The decisions column says an evaluator's decisions over the last minute by determination;
     --json has them as `recent` (`determinations`, and `errors` by `reason_code`, `policy` and
@@ -142,7 +143,9 @@ def ps_cmd(as_json: bool) -> None:
     low = stack.low_disk(settings)
     if low is not None:  # first: on a full disk the broker's own failure says little
         problems.insert(0, low)
-    unheld = stack.unheld_requests(procs)
+    unheld, elsewhere = stack.request_holders(
+        settings, procs, bootstrap=stack.kafka_address(settings) if answering or not local else None
+    )
     if unheld is not None:
         problems.append(unheld)
     erroring = stack.erroring(procs)
@@ -191,6 +194,8 @@ def ps_cmd(as_json: bool) -> None:
         )
         for problem in problems:
             click.echo(problem, err=True)
+        if elsewhere is not None:  # they answer: a fact, not a problem
+            click.echo(elsewhere, err=True)
         if other:  # healthy or not, it answers with the old code: not a health problem
             click.echo(stack.other_code(other, [p.name for p in procs if p.running]), err=True)
         if problems and not settings.home.exists():

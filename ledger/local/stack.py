@@ -42,8 +42,9 @@ from ledger.discovery import (
 )
 from ledger.errors import LedgerError, ProcessorError, UsageError
 from ledger.files import open_private, private_dir, private_umask, write_private
-from ledger.kafka.acls import ensure_acls
+from ledger.kafka.acls import PROCESSOR_GROUPS, ensure_acls
 from ledger.kafka.clients import check_reachable
+from ledger.kafka.groups import partitions_by_client
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.kafka.topics import create_topics, topic_specs
 from ledger.keys import KeyStore
@@ -65,6 +66,8 @@ __all__ = [
     "unheld_requests",
     "erroring",
     "low_disk",
+    "held_elsewhere",
+    "request_holders",
 ]
 
 PROCESSORS: dict[str, str] = {
@@ -128,6 +131,9 @@ class ProcessStatus:
     not healthy: a stopped one's last heartbeat does not say what it holds now)."""
     requests_of: int | None = None
     """How many request partitions there are, from an evaluator's heartbeat (0: unknown)."""
+    client_id: str | None = None
+    """The ``client.id`` an evaluator's request consumer gives the broker, from its heartbeat
+    (``None``: not an evaluator, of a version that wrote none, or not healthy)."""
     recent: DecisionCounts | None = None
     """An evaluator's decisions over the last ``recent_seconds``, from its heartbeat: by
     determination, and the ``error`` ones by reason code and deciding policy version (``None``:
@@ -263,15 +269,18 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         requests_held=beat.requests_held if problem is None else None,
         requests_of=beat.requests_of,
         recent=beat.recent if problem is None else None,
+        client_id=beat.client_id if problem is None else None,
         recent_seconds=beat.recent_seconds if problem is None else None,
     )
 
 
-def unheld_requests(procs: list[ProcessStatus]) -> str | None:
+def unheld_requests(procs: list[ProcessStatus], *, elsewhere: int | None = None) -> str | None:
     """Why requests may wait although every processor is healthy: request partitions that no
     healthy evaluator of ``procs`` holds (the group is rebalancing). ``None`` when they hold
     them all, or when one does not say (an evaluator of a release that wrote no count, beside
-    others after an upgrade in place: their shares would not add up; a review).
+    others after an upgrade in place: their shares would not add up; a review), or when with
+    the ``elsewhere`` partitions that members of the group this home did not start hold
+    (:func:`held_elsewhere`; ``None``: not known) every one is held.
 
     After a broker restart with several evaluators, ``up`` said "ledger is up" and ``ps``
     exited 0 while no request was decided for 9 to 22 s more (an agent engineer's
@@ -286,13 +295,67 @@ def unheld_requests(procs: list[ProcessStatus]) -> str | None:
         return None
     of = max(p.requests_of or 0 for p in told)
     held = sum(p.requests_held or 0 for p in told)
-    if held >= of:
+    if held >= of or (elsewhere is not None and held + elsewhere >= of):
         return None
+    if elsewhere is None:  # an evaluator started by hand (the README's way to scale) may
+        return (
+            f"the evaluators this home started hold {held} of {of} request partitions: "
+            "requests to the others wait until the evaluators' group is rebalanced (about 10 s "
+            "after a broker restart; their logs say `assigned request partitions`), unless an "
+            "evaluator this home did not start (`python -m processors.evaluator`) holds them, "
+            "which `ps` could not ask the broker"
+        )
+    also = f" (and {elsewhere} by evaluators this home did not start)" if elsewhere else ""
     return (
-        f"the evaluators hold {held} of {of} request partitions: requests to the others wait "
-        "until the evaluators' group is rebalanced (about 10 s after a broker restart; "
+        f"the evaluators hold {held}{also} of {of} request partitions: requests to the others "
+        "wait until the evaluators' group is rebalanced (about 10 s after a broker restart; "
         "their logs say `assigned request partitions`)"
     )
+
+
+def held_elsewhere(settings: Settings, bootstrap: str, procs: list[ProcessStatus]) -> int | None:
+    """How many request partitions members of the evaluators' group hold that are none of the
+    healthy evaluators of ``procs`` (by the client id in their heartbeats), as the broker says:
+    evaluators this home did not start (``python -m processors.evaluator``, the README's way to
+    scale). ``None`` when it cannot tell: an evaluator holding some says no client id (of an
+    older release), or the broker was not asked (not reachable, no admin credential).
+
+    An operator's walkthrough: an evaluator started by hand held 2 of 6 request partitions,
+    every request was answered, and `ps` exited 1 saying requests to them wait."""
+    ours = [p for p in procs if p.healthy and _split(p.name)[0] == "evaluator"]
+    if any(p.client_id is None and p.requests_held for p in ours):
+        return None
+    clients = {p.client_id for p in ours}
+    group = settings.topics.group(PROCESSOR_GROUPS["evaluator"])
+    try:
+        admin = resolve_security(settings, "admin", bootstrap=bootstrap)
+        held = partitions_by_client(
+            bootstrap, group, settings.topics.evaluation_requests, security=admin
+        )
+    except LedgerError:
+        return None
+    return sum(n for client, n in held.items() if client not in clients)
+
+
+def request_holders(
+    settings: Settings, procs: list[ProcessStatus], *, bootstrap: str | None
+) -> tuple[str | None, str | None]:
+    """What ``ps`` and ``up`` say of who holds the request partitions: the problem
+    (:func:`unheld_requests`, ``None``: all are held) and a note naming those held by
+    evaluators this home did not start (``None``: none, or not known). The broker is asked
+    (:func:`held_elsewhere`) only when this home's evaluators hold fewer than all."""
+    problem = unheld_requests(procs)
+    if problem is None or bootstrap is None:
+        return problem, None
+    elsewhere = held_elsewhere(settings, bootstrap, procs)
+    note = (
+        f"{elsewhere} request partition{'s are' if elsewhere != 1 else ' is'} held by an "
+        "evaluator this home did not start (`python -m processors.evaluator`?): `ps` does not "
+        "judge its health; its own log and LEDGER_READY_FILE do"
+        if elsewhere
+        else None
+    )
+    return unheld_requests(procs, elsewhere=elsewhere), note
 
 
 def erroring(procs: list[ProcessStatus]) -> str | None:
@@ -621,7 +684,7 @@ def _await_requests_held(
                 treated.add(p.name)
             deadline = time.monotonic() + wait
             continue
-        problem = unheld_requests(procs)
+        problem, _ = request_holders(settings, procs, bootstrap=bootstrap)
         if problem is None:
             return procs
         if time.monotonic() >= deadline:

@@ -76,6 +76,7 @@ def _beat(
     out_of_group: float | None = None,
     recent: DecisionCounts | None = None,
     at: float | None = None,
+    client: str | None = None,
 ) -> None:
     now = time.time() if at is None else at
     Heartbeat(
@@ -91,6 +92,7 @@ def _beat(
         group_state=None if out_of_group is None else "up/wait-join",
         recent=recent,
         recent_seconds=None if recent is None else 60.0,
+        client_id=client,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -216,8 +218,8 @@ def test_ps_tells_which_processor_runs_other_code_than_the_cli(
 
 
 UNHELD = (
-    "the evaluators hold 3 of 6 request partitions: requests to the others wait until the "
-    "evaluators' group is rebalanced"
+    "the evaluators this home started hold 3 of 6 request partitions: requests to the others "
+    "wait until the evaluators' group is rebalanced"
 )
 
 
@@ -779,7 +781,9 @@ def test_evaluators_of_two_releases_are_not_a_shortfall_of_request_partitions() 
     )  # fmt: skip
     assert stack.unheld_requests([old, new]) is None
     alone = stack.unheld_requests([new])
-    assert alone is not None and alone.startswith("the evaluators hold 3 of 6 request partitions")
+    assert alone is not None and alone.startswith(
+        "the evaluators this home started hold 3 of 6 request partitions"
+    )
 
 
 @pytest.mark.parametrize("out_of_group", [None, 20.0])
@@ -985,3 +989,48 @@ def test_a_home_not_made_yet_is_judged_by_the_folder_it_would_be_made_in(tmp_pat
     unmade = Settings(home=tmp_path / "not" / "yet")
     assert stack.low_disk(unmade, usage=lambda p: seen.append(p) or (1, 0, 1)) is not None
     assert seen == [tmp_path]  # the broker's data under it: the same filesystem, once
+
+
+def test_partitions_held_by_an_evaluator_this_home_did_not_start_are_not_a_shortfall(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: with an evaluator started by hand (`python -m
+    # processors.evaluator`, the README's way to scale) holding 2 of 6 request partitions,
+    # every request was answered and `ps` exited 1: "requests to the others wait".
+    asked: list[tuple[str, str, str]] = []
+
+    def group(bootstrap: str, group: str, topic: str, **kw: object) -> dict[str, int]:
+        asked.append((bootstrap, group, topic))
+        return {"ours": 4, "by-hand": 2}
+
+    monkeypatch.setattr(stack, "partitions_by_client", group)
+    _beat(settings, both["evaluator"], requests=(4, 6), client="ours")
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 0, said.output
+    assert said.stderr.strip() == (
+        "2 request partitions are held by an evaluator this home did not start (`python -m "
+        "processors.evaluator`?): `ps` does not judge its health; its own log and "
+        "LEDGER_READY_FILE do"
+    )
+    assert asked == [(KAFKA, "ledger-evaluator", settings.topics.evaluation_requests)]
+    monkeypatch.setattr(stack, "partitions_by_client", lambda *a, **k: {"ours": 4, "b": 1})
+    short = CliRunner().invoke(cli, ["ps"])
+    assert short.exit_code == 1
+    assert "the evaluators hold 4 (and 1 by evaluators this home did not start) of 6" in (
+        short.stderr
+    )
+    # An evaluator of a release that wrote no client id: its partitions cannot be told apart.
+    _beat(settings, both["evaluator"], requests=(4, 6))
+    assert stack.held_elsewhere(settings, KAFKA, stack.processes(settings)) is None
+
+
+def test_when_the_broker_cannot_say_who_holds_them_ps_names_a_worker_started_by_hand(
+    settings: Settings, both: dict[str, int]
+) -> None:
+    _beat(settings, both["evaluator"], requests=(4, 6), client="ours")  # 127.0.0.1:9: no answer
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 1
+    assert (
+        "unless an evaluator this home did not start (`python -m processors.evaluator`) holds "
+        "them, which `ps` could not ask the broker" in said.stderr
+    )

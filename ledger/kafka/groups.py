@@ -1,0 +1,59 @@
+"""Who holds what in a consumer group, as the broker tells it: the partitions of a topic that
+the members of a group are assigned, by the ``client.id`` each gave (``ledger ps``/``up`` tell the request partitions an evaluator
+this home did not start holds from those of no one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.errors import KafkaUnavailable
+from ledger.kafka.clients import make_admin
+from ledger.settings import KafkaSecurity
+
+__all__ = ["partitions_by_client"]
+
+
+def partitions_by_client(
+    bootstrap: str, group: str, topic: str, *, security: KafkaSecurity | None = None
+) -> dict[str, int]:
+    """Client id → how many partitions of ``topic`` the broker has assigned its members in
+    consumer group ``group`` (classic protocol; a client that rejoined may be two members for a
+    while), members holding none included; none for a group the broker does not know. :class:`~ledger.errors.KafkaUnavailable` (or another :class:`LedgerError`)
+    when the broker cannot be asked: unreachable, the group's coordinator unknown, not allowed
+    to describe the group."""
+    from kafka.errors import KafkaError
+
+    try:
+        admin = make_admin(bootstrap, security=security)
+        try:
+            described = admin.describe_groups([group])
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot describe consumer group {group}: {exc}") from exc
+    found = described.get(group) or {}
+    error = found.get("error")
+    if error and "GroupIdNotFound" in str(error):
+        return {}  # no member, ever or any more
+    if error:
+        raise KafkaUnavailable(f"cannot describe consumer group {group}: {error}")
+    held: dict[str, int] = {}
+    for member in found.get("members") or ():
+        client = str(member.get("client_id") or "")
+        held[client] = held.get(client, 0) + _count(member.get("member_assignment"), topic)
+    return held
+
+
+def _count(assignment: Any, topic: str) -> int:
+    """The partitions of ``topic`` in a member's assignment, decoded (an object with
+    ``partitions()``, or its dictionary form) or not there (``b""``: none yet)."""
+    if not assignment:
+        return 0
+    if hasattr(assignment, "partitions"):
+        return sum(1 for tp in assignment.partitions() if tp.topic == topic)
+    pairs = assignment.get("assigned_partitions") or ()
+    return sum(
+        len(p["partitions"] if isinstance(p, dict) else p[1])
+        for p in pairs
+        if (p["topic"] if isinstance(p, dict) else p[0]) == topic
+    )

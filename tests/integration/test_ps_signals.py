@@ -1,0 +1,100 @@
+"""What `ledger ps` tells an operator on call, from a real stack on a broker of its own: the
+evaluator's recent decisions, and request partitions held by an evaluator started by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ledger.cli.app import cli
+from ledger.local import broker
+from ledger.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _ps(runner: CliRunner) -> tuple[Result, dict[str, Any]]:
+    result = runner.invoke(cli, ["ps", "--json"])
+    return result, {p["name"]: p for p in json.loads(result.stdout)["processors"]}
+
+
+def _until(check: Any, seconds: float, what: str, runner: CliRunner) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s: " + (
+            runner.invoke(cli, ["ps", "--json"]).output
+        )
+        time.sleep(0.5)
+
+
+def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEDGER_HOME", str(home))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)  # the stack's own local broker
+    monkeypatch.setenv("LEDGER_TOPIC_PREFIX", f"s{uuid.uuid4().hex[:8]}.")
+    settings = Settings.from_env()
+    runner = CliRunner()
+    by_hand: subprocess.Popen[bytes] | None = None
+    try:
+        assert runner.invoke(cli, ["up"]).exit_code == 0
+        asked = runner.invoke(
+            cli,
+            [
+                *("evaluate", "--action", "x.y", "--principal", "agent:a", "--resource", "r:1"),
+                *("--timeout", "20", "--json"),
+            ],
+        )
+        assert json.loads(asked.stdout)["determination"] == "deny", asked.output
+
+        def counted() -> dict[str, Any] | None:
+            evaluator = _ps(runner)[1]["evaluator"]
+            recent = evaluator["recent"] or {}
+            return evaluator if recent.get("determinations") == {"deny": 1} else None
+
+        evaluator = _until(counted, 20, "the evaluator's heartbeat counts its decision", runner)
+        assert evaluator["client_id"] and evaluator["recent"]["errors"] == []
+
+        # The README's way to scale: another evaluator, run by hand with no ready file.
+        env = {k: v for k, v in os.environ.items() if k != "LEDGER_READY_FILE"}
+        with (tmp_path / "by-hand.log").open("wb") as log:
+            by_hand = subprocess.Popen(
+                [sys.executable, "-m", "processors.evaluator"], env=env, stdout=log, stderr=log
+            )
+
+        def shared() -> Result | None:
+            result, procs = _ps(runner)
+            held = procs["evaluator"]["requests_held"]
+            of = procs["evaluator"]["requests_of"]
+            return result if held is not None and 0 < held < of else None
+
+        result = _until(
+            shared, 90, "the evaluator started by hand takes request partitions", runner
+        )
+        # The group may still settle for a moment: then it says so; once settled, exit 0.
+        result = _until(
+            lambda: (r := runner.invoke(cli, ["ps"])).exit_code == 0 and r,
+            30,
+            "ps is content with partitions held by an evaluator this home did not start",
+            runner,
+        )
+        assert "held by an evaluator this home did not start" in result.stderr, result.output
+    finally:
+        if by_hand is not None:
+            by_hand.terminate()
+            by_hand.wait(timeout=30)
+        runner.invoke(cli, ["down"])
+        broker.stop(settings)
