@@ -281,6 +281,7 @@ def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
         "requests_decided_twice",
         "requests_unanswered",
         "governance_cited_missing",
+        "decisions_under_ended_grants",
     } <= set(named_queries())
 
 
@@ -1681,3 +1682,52 @@ def test_duckdb_alone_says_to_set_the_export_directory_first() -> None:
             con.execute(first[1])
     finally:
         con.close()
+
+
+def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path: Path) -> None:
+    # An auditor's walkthrough: "which decisions were made under a grant later revoked or
+    # expired" had no named query (the SQL against grant_history was the auditor's own).
+    admin = "human:admin"
+
+    def issue(grant_id: str, seconds: int, until: int | None = None) -> tuple[int, Command]:
+        return (
+            seconds,
+            IssueGrant(
+                event_id=f"i-{grant_id}",
+                occurred_at=at(seconds),
+                actor=admin,
+                grant_id=grant_id,
+                principal="agent:a",
+                actions=("refund.*",),
+                resource="*",
+                valid_until=None if until is None else at(until),
+            ),
+        )
+
+    commands = [
+        issue("g-revoked", 1),
+        issue("g-expired", 1, until=12),
+        issue("g-live", 1),
+        (11, RevokeGrant(event_id="r1", occurred_at=at(11), actor=admin, grant_id="g-revoked")),
+    ]
+
+    def under(n: int, seconds: int, grant_id: str) -> DecisionRecorded:
+        made = _decision(n, at(seconds), 1, Stage.ACTIVE, Determination.ALLOW)
+        return dataclasses.replace(made, principal="agent:a", grant_id=grant_id)
+
+    decisions = [
+        under(1, 10, "g-revoked"),
+        under(2, 10, "g-expired"),
+        under(3, 10, "g-live"),
+        under(4, 13, "g-live"),
+    ]
+    directory = tmp_path / "export"
+    write_events(
+        directory, TOPICS, [*_governance(commands), *((TOPICS.decisions, d) for d in decisions)]
+    )
+    found = rows(directory, "decisions_under_ended_grants")
+    assert [(r["grant_id"], r["ended"], r["ended_at"], r["decision_id"]) for r in found] == [
+        ("g-expired", "expired", at(12), "dec-2"),
+        ("g-revoked", "revoked", at(11), "dec-1"),
+    ]
+    assert found[1]["revoked_by"] == admin and found[0]["revoked_by"] is None
