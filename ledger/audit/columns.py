@@ -237,7 +237,8 @@ def columns_disagree(event: Any, row: Mapping[str, Any]) -> str | None:
     names = differing(columns, record)
     if names:
         shown = "; ".join(
-            f"{n} (columns {show(columns.get(n))}, record {show(record.get(n))})" for n in names[:5]
+            "{} (columns {}, record {})".format(n, *shown_apart(columns.get(n), record.get(n)))
+            for n in names[:5]
         )
         more = f"; and {len(names) - 5} more" if len(names) > 5 else ""
         return f"its columns disagree with its record bytes: {shown}{more}"
@@ -260,6 +261,36 @@ def show(value: Any) -> str:
         value = value[:200]  # cut before it is serialised: a column may hold megabytes
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def shown_apart(a: Any, b: Any) -> tuple[str, str]:
+    """Two differing values of one field as :func:`show` gives them, but, where both are longer
+    than it shows and agree up to there, each from a little before where they first differ (an
+    auditor's walkthrough: a changed pre-evaluation item was shown as the same 120-character
+    start on both sides)."""
+    left, right = show(a), show(b)
+    if left != right:
+        return left, right
+    texts = [_whole(v) for v in (a, b)]
+    shorter = min(len(t) for t in texts)  # where one ends, if it is the other's beginning
+    at = next((i for i, (x, y) in enumerate(zip(*texts, strict=False)) if x != y), shorter)
+    start = max(0, at - 40)
+
+    def window(text: str) -> str:
+        more = "..." if len(text) > start + 117 else ""
+        return ("…" if start else "") + text[start : start + 117] + more
+
+    return window(texts[0]), window(texts[1])
+
+
+def _whole(value: Any) -> str:
+    """A field's whole JSON form (a text cut at 100,000 characters: a column may hold
+    megabytes, and where two differ is shown from their first 100,000)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value[:50_000]).hex()
+    if isinstance(value, str) and len(value) > 100_000:
+        value = value[:100_000]
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
 
 
 # --------------------------------------------------------------------------- the fast path

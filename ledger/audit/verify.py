@@ -62,6 +62,7 @@ from ledger.audit.columns import (
     differing,
     python_rows,
     show,
+    shown_apart,
 )
 from ledger.audit.export import ExportPath, Manifest
 from ledger.audit.folder import writer_at
@@ -679,13 +680,14 @@ class _Rows:
             record_form = to_json_value(event)
             if record_form != form:
                 names = differing(form, record_form)
+                pairs = [shown_apart(form.get(n), record_form.get(n)) for n in names]
                 self.report(
                     self.row_problem(
                         row,
                         "columns "
-                        + ", ".join(f"{n}={show(form.get(n))}" for n in names)
+                        + ", ".join(f"{n}={c}" for n, (c, _) in zip(names, pairs, strict=True))
                         + " differ from the record bytes",
-                        ", ".join(f"{n}={show(record_form.get(n))}" for n in names),
+                        ", ".join(f"{n}={r}" for n, (_, r) in zip(names, pairs, strict=True)),
                     )
                 )
                 return None
@@ -696,16 +698,15 @@ class _Rows:
             record_form = to_json_value(event)
             names = differing(form, record_form) or ["hash"]
             columns_match_hash = form.get("hash") in form_hashes(form)
+            pairs = [shown_apart(form.get(n), record_form.get(n)) for n in names]
+            columns = ", ".join(f"{n}={c}" for n, (c, _) in zip(names, pairs, strict=True))
+            records = ", ".join(f"{n}={r}" for n, (_, r) in zip(names, pairs, strict=True))
             if columns_match_hash:
-                found = "the record bytes hold " + ", ".join(
-                    f"{n}={show(record_form.get(n))}" for n in names
-                )
-                expected = ", ".join(f"{n}={show(form.get(n))}" for n in names) + (
-                    " (the columns, which match the chain's hash)"
-                )
+                found = "the record bytes hold " + records
+                expected = columns + " (the columns, which match the chain's hash)"
             else:
-                found = "columns " + ", ".join(f"{n}={show(form.get(n))}" for n in names)
-                expected = ", ".join(f"{n}={show(record_form.get(n))}" for n in names) + (
+                found = "columns " + columns
+                expected = records + (
                     " (the record bytes)"
                     + (", which match the chain's hash" if _self_consistent(event) else "")
                 )

@@ -1700,3 +1700,20 @@ def test_a_requests_file_swapped_or_cut_is_altered_though_the_topic_has_no_chain
     assert [p.kind for p in said] == ["altered"], [str(p) for p in said]
     assert f"offsets {low} to {high}, as the manifest lists" in said[0].expected
     assert f"offsets {low} to {high}" not in said[0].found
+
+
+def test_two_long_values_that_differ_late_are_shown_where_they_differ() -> None:
+    # An auditor's walkthrough: a changed pre-evaluation item was shown as the same
+    # 138-character start on both sides, so which item changed could not be seen.
+    from ledger.audit.columns import shown_apart
+
+    items = [{"item_id": f"i{n}", "determination": "deny"} for n in range(20)]
+    changed = [dict(i) for i in items]
+    changed[17]["determination"] = "allow"
+    columns, record = shown_apart(changed, items)
+    assert columns != record
+    assert columns.startswith("…") and '"allow"' in columns and '"deny"' in record
+    assert "i17" in columns and len(columns) <= 125
+    assert shown_apart("short", "other") == ('"short"', '"other"')
+    longer, shorter = shown_apart("x" * 300 + "tail", "x" * 300)
+    assert "tail" in longer and longer != shorter
