@@ -161,6 +161,12 @@ def _print(report: VerifyReport) -> None:
         + (f"; {report.unchained} outside every chain" if report.unchained else "")
         + f" ({report.seconds:.2f} s)"
     )
+    if not report.intact and report.complete:  # what to do next (an auditor's walkthrough)
+        click.echo(
+            "  (keep this folder as it is, as evidence: do not export into it again. Export the "
+            "ledger into a new folder, `ledger export --out NEW`, and verify that: problems "
+            "found only here mean this copy was changed; found in both, the ledger's topics)"
+        )
     if (
         report.intact and report.complete
     ):  # what "intact" covers, and what it does not (an auditor's walkthrough)

@@ -1135,6 +1135,7 @@ def test_an_export_gutted_of_its_decisions_has_its_requests_missing(tmp_path: Pa
     done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
     assert done.exit_code == 11, done.output
     assert "NOT intact" in done.stdout and "missing: request r-000" in done.stderr
+    assert "Export the ledger into a new folder, `ledger export --out NEW`" in done.stdout
 
 
 def _asked(n: int, at: datetime, offset: int) -> Exported:
