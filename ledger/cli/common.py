@@ -19,7 +19,7 @@ from ledger.codec import default_codec
 from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
 from ledger.core.events import Command, CommandAccepted, EvaluationRequested
 from ledger.core.history import HistoryEntry, state_at
-from ledger.core.jsonform import InstantOutOfRange, parse_instant
+from ledger.core.jsonform import InstantOutOfRange, format_timestamp, parse_instant
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
@@ -323,6 +323,17 @@ def grant_row(grant: Grant, holder: str) -> dict[str, Any]:
         "granted_by": grant.granted_by,
         "approved_by": grant.approved_by,
     }
+
+
+def in_force_text(row: dict[str, Any], now: datetime) -> str:
+    """Whether a grant (:func:`grant_row`) applies at ``now``, in words: a grant that ended or
+    has not begun is listed (it is not revoked) but gives nothing then."""
+    start, end = row["valid_from"], row["valid_until"]
+    if start is not None and now < start:
+        return f"no: from {format_timestamp(start)}"
+    if end is not None and now >= end:
+        return f"no: ended {format_timestamp(end)}"
+    return f"yes, until {format_timestamp(end)}" if end is not None else "yes"
 
 
 def role_rows(state: LedgerState, principal: str | None) -> dict[str, list[str]]:

@@ -7,7 +7,6 @@ rules make of it.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from ledger.cli.common import (
     bootstrap_option,
     current_state,
     grant_row,
+    in_force_text,
     ledger_options,
     membership_rows,
     parse_time,
@@ -27,7 +27,6 @@ from ledger.cli.common import (
 from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.core.authority import effective_grants
 from ledger.core.events import AssignRole, IssueGrant, RevokeGrant, RevokeRole
-from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
 from ledger.ids import new_id, utcnow
 
@@ -170,24 +169,13 @@ def grant_list(principal: str | None, bootstrap: str | None, as_json: bool) -> N
                 ", ".join(r["actions"]),
                 r["resource"],
                 r["condition"] or "-",
-                _in_force(r, now),
+                in_force_text(r, now),
                 r["granted_by"],
             ]
             for r in rows
         ],
     )
     print_memberships(memberships)
-
-
-def _in_force(row: dict[str, Any], now: datetime) -> str:
-    """Whether a grant applies now, in words: a grant that ended or has not begun is listed
-    (it is not revoked) but gives nothing now."""
-    start, end = row["valid_from"], row["valid_until"]
-    if start is not None and now < start:
-        return f"no: from {format_timestamp(start)}"
-    if end is not None and now >= end:
-        return f"no: ended {format_timestamp(end)}"
-    return f"yes, until {format_timestamp(end)}" if end is not None else "yes"
 
 
 @click.group("role", cls=HelpfulGroup)

@@ -15,6 +15,7 @@ from ledger.cli.common import (
     connection,
     from_option,
     grant_row,
+    in_force_text,
     load_settings,
     membership_rows,
     note_incomplete,
@@ -223,7 +224,7 @@ def replay_cmd(
     )
     if policy is None or principal is not None:
         print_table(
-            ["grant id", "principal", "actions", "resource", "condition"],
+            ["grant id", "principal", "actions", "resource", "condition", "in force"],
             [
                 [
                     g["grant_id"],
@@ -231,6 +232,7 @@ def replay_cmd(
                     ",".join(g["actions"]),
                     g["resource"],
                     g["condition"] or "-",
+                    in_force_text(g, instant),
                 ]
                 for g in grants
             ],

@@ -1731,3 +1731,47 @@ def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path
         ("g-revoked", "revoked", at(11), "dec-1"),
     ]
     assert found[1]["revoked_by"] == admin and found[0]["revoked_by"] is None
+
+
+def test_replay_at_says_until_when_each_grant_is_in_force(tmp_path: Path) -> None:
+    # An auditor's walkthrough: pay-bot's grant showed no sign it expired 3 s after the instant
+    # (only --json had the field).
+    admin = "human:admin"
+    commands: list[tuple[int, Command]] = [
+        (
+            1,
+            IssueGrant(
+                event_id="i1",
+                occurred_at=at(1),
+                actor=admin,
+                grant_id="g-short",
+                principal="agent:pay-bot",
+                actions=("refund.*",),
+                resource="*",
+                valid_until=at(9),
+            ),
+        ),
+        (
+            1,
+            IssueGrant(
+                event_id="i2",
+                occurred_at=at(1),
+                actor=admin,
+                grant_id="g-open",
+                principal="agent:pay-bot",
+                actions=("ticket.*",),
+                resource="*",
+            ),
+        ),
+    ]
+    directory = tmp_path / "export"
+    write_events(directory, TOPICS, _governance(commands))
+    shown = invoke("replay", "--at", at(6).isoformat(), "--from", str(directory))
+    assert shown.exit_code == 0, shown.output
+    cells = {
+        row[0]: row[-1]
+        for line in shown.stdout.splitlines()
+        if len(row := [c.strip() for c in line.strip("│ ").split("│")]) > 5
+    }
+    assert cells["g-short"] == "yes, until 2026-05-01T12:00:09.000000Z"
+    assert cells["g-open"] == "yes"

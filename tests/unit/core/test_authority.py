@@ -454,7 +454,7 @@ def test_a_grant_command_parses_no_held_condition_again(monkeypatch: Any) -> Non
 
 
 def test_grant_list_says_whether_each_grant_is_in_force_now() -> None:
-    from ledger.cli.grants import _in_force
+    from ledger.cli.common import in_force_text as _in_force
 
     def row(start: datetime | None, end: datetime | None) -> dict[str, object]:
         return {"valid_from": start, "valid_until": end}
