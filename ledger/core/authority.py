@@ -431,12 +431,14 @@ def grants_units(state: LedgerState, principal: str, action: str, resource: str)
     sums = state.memo.get(key)
     if sums is None:
         grants = effective_grants(state, principal)
-        sums = state.memo[key] = (
+        sums = (
             len(grants),
             sum(g.action_re.tried + g.resource_re.tried for g in grants),
             sum(g.action_re.searched for g in grants),
             sum(g.resource_re.searched for g in grants),
         )
+        if grants:  # a holder: bounded by the state. Names that hold nothing are anyone's to
+            state.memo[key] = sums  # send, and were remembered without end (a review: 62 MB)
     held, tried, on_action, on_resource = sums
     return (
         held * _GRANT_UNITS

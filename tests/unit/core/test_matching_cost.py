@@ -150,3 +150,15 @@ def test_finding_the_governing_policy_of_fresh_actions_is_charged_once_per_actio
     assert {d.reason_code for d in same.decisions} == {"ungoverned_action"}
     # A name a policy governs exactly is looked up: nothing to charge.
     assert governs_units(led.state, "pay.refund", "r") == 0
+
+
+def test_names_that_hold_nothing_are_not_remembered() -> None:
+    # A review: the sums were remembered for any principal named, and anyone holding the agent
+    # credential names fresh ones: 50,000 requests grew an evaluator's memo by 62 MB.
+    state = _holding([(("p.*",), "*")])
+    before = len(state.memo)
+    for n in range(100):
+        assert grants_units(state, f"agent:stranger-{n}", "p.act", "x") < 10
+    assert len(state.memo) == before
+    assert grants_units(state, "agent:a", "p.act", "x") > 0
+    assert ("grant units", "agent:a") in state.memo
