@@ -201,3 +201,16 @@ def test_a_heartbeat_carries_its_recent_decisions_and_one_without_them_still_rea
     assert "recent" not in text
     (tmp_path / "ready").write_text(text)
     assert Heartbeat.read(tmp_path / "ready") == older
+
+
+def test_the_window_never_iterates_the_counts_the_request_thread_is_adding_to() -> None:
+    # A review: `recent` subtracted from the live counts, which the request thread grows
+    # meanwhile: "dictionary changed size during iteration" in the heartbeat task stops the
+    # worker. Counts being added to are stood for by dicts that cannot be iterated.
+    class Live(dict):  # type: ignore[type-arg]
+        def items(self) -> Any:
+            raise RuntimeError("dictionary changed size during iteration")
+
+    total = DecisionCounts(Live({"allow": 2}), Live())
+    recent, _ = DecisionWindow(60.0).recent(1.0, total)
+    assert recent.determinations == {}  # nothing since the first copy
