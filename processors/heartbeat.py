@@ -66,7 +66,7 @@ request, and its evaluator is otherwise healthy (no restart mends it: not
 def errors_dominate(recent: DecisionCounts) -> str | None:
     """``40 of 40 decisions were `error` (…)`` when ``recent`` (the evaluators' recent
     decisions, added up) are :data:`ERRORS_DOMINATE` ``error``; ``None`` otherwise."""
-    return error_note(recent, share=ERRORS_DOMINATE)
+    return error_note(recent, share=ERRORS_DOMINATE, policies_only=True)
 
 
 def age(now: float, then: float) -> float:

@@ -171,11 +171,20 @@ class DecisionCounts:
         return "; ".join(said) + (f"; {more} more" if more > 0 else "")
 
 
-def error_note(counts: DecisionCounts, *, share: float) -> str | None:
+def error_note(counts: DecisionCounts, *, share: float, policies_only: bool = False) -> str | None:
     """``40 of 52 decisions were `error` (condition_error from refunds v3: 40)`` when the
     ``error`` decisions in ``counts`` are at least ``share`` of them (and at least
-    :data:`ERRORS_AT_LEAST`); ``None`` otherwise. The one rule for the log and ``ledger ps``."""
-    errors, total = counts.determinations.get("error", 0), counts.total
+    :data:`ERRORS_AT_LEAST`); ``None`` otherwise. The one rule for the log and ``ledger ps``.
+
+    ``policies_only``: count only the errors a policy version decided (``condition_error``,
+    ``invalid_facts`` …), not those of the request itself (``request_too_large``,
+    ``invalid_request``, authority over budget), which any sender can cause at will (a review:
+    three malformed requests on an idle ledger made ``ps`` exit 1 naming a failing policy)."""
+    total = counts.total
+    if policies_only:
+        errors = sum(n for (_, policy, _), n in counts.errors.items() if policy is not None)
+    else:
+        errors = counts.determinations.get("error", 0)
     if errors < ERRORS_AT_LEAST or errors < share * total:
         return None
     return f"{errors} of {total} decisions were `error` ({counts.describe_errors()})"

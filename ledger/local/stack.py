@@ -93,7 +93,9 @@ UNREACHABLE_GRACE = 3.0
 LOW_DISK_BYTES = 200 * 1024 * 1024
 """Free bytes under which the filesystem of the home (or of the broker's data) is nearly full."""
 LOW_DISK_SHARE = 0.01
-"""The share of the filesystem free under which it is nearly full, whatever its size."""
+"""The share of the filesystem free under which it is nearly full, when that is also under
+:data:`LOW_DISK_SHARE_BYTES` (a review: 90 GB free of 10 TB is 0.9 %, and no emergency)."""
+LOW_DISK_SHARE_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,8 +388,9 @@ def low_disk(
     settings: Settings, *, usage: Callable[[Path], tuple[int, int, int]] | None = None
 ) -> str | None:
     """What ``ps`` and ``up`` say first when the filesystem holding ``$LEDGER_HOME``, or the
-    local broker's data under it, is nearly full: under :data:`LOW_DISK_BYTES` or
-    :data:`LOW_DISK_SHARE` free (to its owner: what ``df`` calls available). ``None`` otherwise,
+    local broker's data under it, is nearly full: under :data:`LOW_DISK_BYTES`, or under
+    :data:`LOW_DISK_SHARE` and :data:`LOW_DISK_SHARE_BYTES`, free (to its owner: what ``df``
+    calls available). ``None`` otherwise,
     and for a home not made yet (its nearest folder that is made is judged then).
 
     On a full disk the broker stops, and ``ps`` said only that it is not running and that
@@ -406,7 +409,7 @@ def low_disk(
             total, _, free = usage(place)
         except OSError:
             continue
-        if free < LOW_DISK_BYTES or free < LOW_DISK_SHARE * total:
+        if free < LOW_DISK_BYTES or (free < LOW_DISK_SHARE * total and free < LOW_DISK_SHARE_BYTES):
             said.append(
                 f"the filesystem of {place} is nearly full: {free / 2**20:.0f} MB free "
                 f"({100 * free / max(total, 1):.1f} %)"

@@ -214,3 +214,21 @@ def test_the_window_never_iterates_the_counts_the_request_thread_is_adding_to() 
     total = DecisionCounts(Live({"allow": 2}), Live())
     recent, _ = DecisionWindow(60.0).recent(1.0, total)
     assert recent.determinations == {}  # nothing since the first copy
+
+
+def test_ps_counts_only_the_errors_a_policy_decided() -> None:
+    # A review: three malformed requests on an idle ledger made `ps` exit 1 saying a policy
+    # fails; any sender can send those. The evaluator's log still names every cause.
+    from processors.heartbeat import errors_dominate
+
+    counts = DecisionCounts()
+    for code in ("request_too_large", "invalid_request", "evaluation_budget_exceeded"):
+        counts.count("error", code, None, None)
+    counts.count("allow", None, "refund", 1)
+    assert errors_dominate(counts) is None
+    assert error_note(counts, share=0.5) is not None  # the log's warning
+    for _ in range(3):
+        counts.count("error", "condition_error", "refund", 3)
+    assert errors_dominate(counts) is None  # 3 a policy decided, of 7
+    counts.count("error", "condition_error", "refund", 3)
+    assert (errors_dominate(counts) or "").startswith("4 of 8 decisions were `error`")

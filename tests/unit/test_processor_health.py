@@ -970,15 +970,17 @@ def test_ps_and_up_say_first_when_the_homes_disk_is_nearly_full(
         f"the filesystem of {settings.home} is nearly full: 150 MB free (0.1 %)"
     )
     assert "free space there before anything else" in small
-    big = stack.low_disk(settings, usage=lambda p: (10**8 * mb, 0, 900_000 * mb))  # 0.9 %
-    assert big is not None and "900000 MB free (0.9 %)" in big
+    # 0.9 % of 100 TB is 900 GB: no emergency (a review); 0.9 % under 2 GB is.
+    assert stack.low_disk(settings, usage=lambda p: (10**8 * mb, 0, 900_000 * mb)) is None
+    big = stack.low_disk(settings, usage=lambda p: (200_000 * mb, 0, 1_800 * mb))  # 0.9 %
+    assert big is not None and "1800 MB free (0.9 %)" in big
     monkeypatch.setattr(stack.shutil, "disk_usage", lambda p: (100_000 * mb, 0, 10 * mb))
     said = CliRunner().invoke(cli, ["ps"])
     assert said.exit_code == 1, said.output
     assert said.stderr.startswith(f"the filesystem of {settings.home} is nearly full: 10 MB free")
     monkeypatch.setattr(stack, "check_reachable", lambda bootstrap: None)
     monkeypatch.setattr(stack, "resolve_security", lambda *a, **k: KafkaSecurity())
-    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: None)
+    monkeypatch.setattr(stack, "create_topics", lambda *a, **k: [])
     progress: list[str] = []
     stack.up(settings, progress=progress.append)
     assert progress[0].startswith(f"warning: the filesystem of {settings.home} is nearly full")
