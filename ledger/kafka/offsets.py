@@ -63,21 +63,36 @@ def claim_commits_past_end(
 
     consumer = make_consumer(bootstrap, security=security, group_id=group_id)
     try:
-        parts = topic_partitions(consumer, topic, bootstrap=bootstrap)
-        ends = consumer.end_offsets(parts)
-        found: dict[int, tuple[int, int]] = {}
-        for tp in parts:
-            committed = consumer.committed(tp)
-            if committed is not None and committed > ends[tp]:
-                log.error(past_end_note(topic, tp.partition, committed, ends[tp]))
-                found[tp.partition] = (committed, ends[tp])
-        if not found:
-            return found
-        claims = {tp: OffsetAndMetadata(ends[tp], "", -1) for tp in parts if tp.partition in found}
+        try:
+            parts = topic_partitions(consumer, topic, bootstrap=bootstrap)
+            ends = consumer.end_offsets(parts)
+            found: dict[int, tuple[int, int]] = {}
+            for tp in parts:
+                committed = consumer.committed(tp)
+                if committed is not None and committed > ends[tp]:
+                    log.error(past_end_note(topic, tp.partition, committed, ends[tp]))
+                    found[tp.partition] = (committed, ends[tp])
+        except KafkaError as exc:  # a broker slow at the start: one line, not a traceback
+            raise KafkaUnavailable(
+                f"could not read where group {group_id} stands on {topic} ({exc}): start it "
+                "again once the broker answers"
+            ) from exc
         deadline = time.monotonic() + patience
-        while True:
+        while found:
             try:
-                consumer.commit(claims)
+                # Read again at each try: another worker of the group may have started meanwhile
+                # and committed past the end legitimately; claiming the old end then would
+                # rewind it, and what it handled would be handled again (a review).
+                claims = {
+                    tp: OffsetAndMetadata(ends[tp], "", -1)
+                    for tp in parts
+                    if tp.partition in found
+                    and (now := consumer.committed(tp)) is not None
+                    and now > ends[tp]
+                    and now == found[tp.partition][0]
+                }
+                if claims:
+                    consumer.commit(claims)
                 return found
             except KafkaError as exc:
                 if time.monotonic() > deadline:
@@ -87,5 +102,6 @@ def claim_commits_past_end(
                         "group still running? stop it, then start this one again"
                     ) from exc
                 time.sleep(1.0)
+        return found
     finally:
         consumer.close()
