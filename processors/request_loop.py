@@ -189,6 +189,7 @@ class RequestLoop:
         self._unclaimed: list[Any] = []  # assigned, but not yet safe to answer: paused
         # Claimed at their end, their commit having lain past it: fetched from there.
         self._starts: dict[tuple[str, int], int] = {}
+        self._said_past_end: set[tuple[str, int, int]] = set()  # said once, not every retry
         self._metadata_at = 0.0
         self._unsaved = False  # offsets handled since the last commit
         self._assignments = 0  # partition assignments so far
@@ -836,7 +837,9 @@ class RequestLoop:
                 found[where] = -1
                 continue
             if tp.offset > high:
-                log.error(past_end_note(tp.topic, tp.partition, tp.offset, high))
+                if (tp.topic, tp.partition, tp.offset) not in self._said_past_end:
+                    self._said_past_end.add((tp.topic, tp.partition, tp.offset))
+                    log.error(past_end_note(tp.topic, tp.partition, tp.offset, high))
                 found[where] = high
         return found
 

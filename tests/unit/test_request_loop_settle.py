@@ -440,16 +440,21 @@ def test_a_partition_committed_past_its_end_starts_at_its_end_claimed_there(
 
 
 def test_a_partition_committed_past_its_end_waits_paused_until_claimed_at_its_end(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     asked = _reads(monkeypatch)
     request_loop, _handler, _broker, consumer = loop()
     consumer.stored[(REQUESTS, 0)] = (120, "")
     consumer.ends[(REQUESTS, 0)] = 100
     consumer.refusing = True
-    request_loop._assigned(consumer, _partitions(0))
+    with caplog.at_level(logging.ERROR, logger="ledger.evaluator"):
+        request_loop._assigned(consumer, _partitions(0))
+        for _ in range(3):  # retried every second while the commit is refused
+            request_loop._retry_claims(consumer)
     assert consumer.paused == {(REQUESTS, 0)} and asked == []
     assert consumer.starts[(REQUESTS, 0)] < 0  # not claimed: nothing of it fetched
+    said = [r for r in caplog.records if "lies past its end" in r.getMessage()]
+    assert len(said) == 1  # said once, not at every retry (a review)
     consumer.refusing = False
     request_loop._retry_claims(consumer)
     assert consumer.paused == set() and consumer.starts[(REQUESTS, 0)] == 100
