@@ -215,9 +215,18 @@ _OVER_BUDGET: Final = "evaluation_budget_exceeded"
 
 
 def _same(recorded: Decision, again: Decision) -> bool:
-    """Does ``again`` give every field ``recorded`` holds but the writer's?"""
+    """Does ``again`` give every field ``recorded`` holds but the writer's (and a reduced
+    trace's), its reasons perhaps in an earlier release's wording (a review: a decision
+    recorded in an older wording, for a principal now over budget, was not re-decided under
+    the earlier cost model, and did not reproduce)?"""
     a, b = to_json_value(recorded), to_json_value(again)
-    return all(a.get(k) == b.get(k) for k in a if k not in WRITER_FIELDS)
+    ignored = WRITER_FIELDS + (REDUCED_FIELDS if _reduced(recorded) else ())
+    differences = tuple(
+        Difference(field=k, recorded=a.get(k), reproduced=b.get(k))
+        for k in a
+        if k not in ignored and a.get(k) != b.get(k)
+    )
+    return not differences or _reworded(differences) is not None
 
 
 def _uncharged(

@@ -1672,3 +1672,34 @@ def test_a_decision_made_before_matching_was_charged_reproduces_with_a_note() ->
         decisions=(dataclasses.replace(then.decisions[0], grant_id="g000"), *then.decisions[1:]),
     )
     assert [d.field for d in reproduce(forged, batch, history).differences] == ["decisions"]
+
+
+def test_a_decision_before_matching_was_charged_in_an_earlier_wording_still_reproduces() -> None:
+    # A review: the earlier cost model was tried only when the decision matched it word for
+    # word, so one recorded in an earlier release's wording (of the 2026-12-05 release: "…
+    # decides this request's share and does not govern …"), for a principal now over budget,
+    # did not reproduce.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:a", ["p.act"], "*", grant_id="g-a")  # its own: the one that applies
+    for i in range(1_100):  # enough that trying them all is over the budget now
+        led.grant("agent:a", [f"*k{i}q{j}*" for j in range(256)], "*", grant_id=f"g{i:04}")
+    history = _history_of(led)
+    asked = EvaluationRequested(
+        event_id="r-1", occurred_at=T0, actor="agent:a", principal="agent:a", action="p.act",
+        resource="x",
+    )  # fmt: skip
+    then = evaluate(led.state, asked, now=T0, evaluator_id="t", charge_matching=False)
+    now = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert now.reason_code == "evaluation_budget_exceeded"
+    assert then.reason_code == "ungoverned_action" and then.reasons == (
+        "no active policy governs p.act",
+    )
+    older = dataclasses.replace(
+        then, reasons=("refund v1 (active) decides this request's share and does not govern p.act",)
+    )
+    again = reproduce(older, asked, history)
+    assert again.reproduces, again.differences
+    assert "decided under the cost model before a release of 2026-12-06" in str(again.note)
+    assert "an earlier release's wording" in str(again.note)
