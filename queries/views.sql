@@ -130,7 +130,11 @@ intervals AS (
 SELECT policy, version, stage, percent, valid_from, valid_to, changed_by, change, sequence,
        reason, position, from_offset, to_offset
 FROM intervals
-WHERE valid_to IS NULL OR valid_from < valid_to;
+-- An empty interval is left out by its offsets (the log's order), not its times: a command
+-- processor's clock stepped back would stamp a rollback before the promotion it ends, and the
+-- canary between them was dropped (a review).
+WHERE to_offset IS NULL OR from_offset < to_offset
+   OR (from_offset IS NULL AND (valid_to IS NULL OR valid_from < valid_to));
 
 -- Every grant ever issued, with when it stopped being held (revoked_at NULL: still held).
 -- Being held is not being in force: a grant is in force at T when it is held at T and

@@ -1775,3 +1775,27 @@ def test_replay_at_says_until_when_each_grant_is_in_force(tmp_path: Path) -> Non
     }
     assert cells["g-short"] == "yes, until 2026-05-01T12:00:09.000000Z"
     assert cells["g-open"] == "yes"
+
+
+def test_an_interval_is_kept_by_its_offsets_when_the_clock_stepped_back(tmp_path: Path) -> None:
+    # A review: the timeline dropped an interval that ended "before" it began by the command
+    # processor's clock (stepped back, or a lagging processor taking over), although the log's
+    # order is sure: the rollback then ended nothing, and the canary's decisions lost their stage.
+    commands = _v2_rolled_back("refund", REFUND, V2, Stage.CANARY, 30, "too strict")
+    governance = _governance([*commands[:-1], (5, commands[-1][1])])  # the rollback stamped 5 s
+    log = [e for topic, e in governance if topic == TOPICS.policy_events]
+    where = f"{TOPICS.policy_events}/0"
+    canary = dataclasses.replace(
+        _decision(1, at(6) + timedelta(milliseconds=100), 2, Stage.CANARY, Determination.DENY),
+        governance_position={where: len(log) - 2},  # before the rollback was applied
+    )
+    directory = tmp_path / "export"
+    write_events(directory, TOPICS, [*governance, (TOPICS.decisions, canary)])
+    (rollback_row,) = rows(directory, "rollbacks")
+    assert (
+        rollback_row["rolled_back_version"],
+        rollback_row["rolled_back_stage"],
+        rollback_row["decisions_in_rolled_back_stage"],
+    ) == (2, "canary", 1)
+    (lineage,) = rows(directory, "decision_lineage", id="dec-1")
+    assert (lineage["stage_reached_by"], lineage["promoted_by"]) == ("promotion", "human:bob")
