@@ -130,7 +130,7 @@ class MatchWork:
         self._meter = meter
         self.limit = limit
         self._free = MATCH_FREE
-        self._looked_up: set[str] | None = None  # made at the first look-up
+        self._looked_up: str | set[str] | None = None  # the actions looked up
 
     @property
     def meter(self) -> Meter:
@@ -164,8 +164,12 @@ class MatchWork:
         """Charge finding which policy governs ``action`` (``units``), once per action for
         the whole request (a pre-evaluation's items asking the same action pay it once)."""
         looked_up = self._looked_up
-        if looked_up is None:
-            self._looked_up = {action}
+        if looked_up is None:  # the request's one action (a set only for a pre-evaluation's
+            self._looked_up = action  # several: building one cost every request ~0.3 µs)
+        elif isinstance(looked_up, str):
+            if looked_up == action:
+                return True
+            self._looked_up = {looked_up, action}
         elif action in looked_up:
             return True
         else:
