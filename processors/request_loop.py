@@ -384,6 +384,12 @@ class RequestLoop:
                 "max.poll.interval.ms": 300_000,
                 "statistics.interval.ms": STATS_INTERVAL_MS,
                 "stats_cb": stats,
+                # Where a partition's fetch lands outside its log while held (the broker lost
+                # its tail, or a copy was restored under a running evaluator): at its end, not
+                # its beginning, where every request on it would be decided again. Where each
+                # starts when assigned is set explicitly (_claim_released), this only covers
+                # the fetches after.
+                "auto.offset.reset": "latest",
                 **self._consumer_config,
             },
         )
@@ -768,7 +774,7 @@ class RequestLoop:
         commit, the mark would tell the next owner that nothing was answered after it. One
         whose mark cannot be read, or that cannot be claimed (the coordinator away, another
         rebalance begun), waits paused until a claim succeeds (:meth:`_retry_claims`)."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         try:
             committed = consumer.committed(
@@ -778,6 +784,9 @@ class RequestLoop:
             log.warning("could not read the commits of request partitions %s: %s", partitions, exc)
             return [], list(partitions)
         unknown = {(tp.topic, tp.partition) for tp in committed if tp.error is not None}
+        for tp in committed:  # never committed: from the beginning, as a new group starts
+            if tp.error is None and tp.offset < 0:
+                self._starts[(tp.topic, tp.partition)] = OFFSET_BEGINNING
         ends = self._past_end(consumer, [tp for tp in committed if tp.error is None])
         marked = [
             TopicPartition(tp.topic, tp.partition, ends.get((tp.topic, tp.partition), tp.offset))
@@ -818,9 +827,11 @@ class RequestLoop:
     def _past_end(self, consumer: Any, committed: list[Any]) -> dict[tuple[str, int], int]:
         """The partitions of ``committed`` whose committed offset lies past their end, each with
         its end now (-1: unknown, so the partition waits). librdkafka would start such a
-        partition from its beginning (``auto.offset.reset``), deciding every request on it
-        again; it starts at the end instead, claimed there (:meth:`_claim_released`), as
-        :mod:`ledger.kafka.offsets` says."""
+        partition from its beginning (``auto.offset.reset`` as it was), deciding every request
+        on it again; it starts at the end instead, claimed there (:meth:`_claim_released`), as
+        :mod:`ledger.kafka.offsets` says. One committed before its log's start (the requests
+        after its commit deleted by retention before they were answered) starts at the log's
+        start, said at WARNING: ``auto.offset.reset`` would skip the rest of it."""
         from confluent_kafka import TopicPartition
 
         found: dict[tuple[str, int], int] = {}
@@ -829,14 +840,25 @@ class RequestLoop:
                 continue  # never committed: from the beginning, as a new group starts
             where = (tp.topic, tp.partition)
             try:
-                _low, high = consumer.get_watermark_offsets(
+                low, high = consumer.get_watermark_offsets(
                     TopicPartition(tp.topic, tp.partition), timeout=5
                 )
             except Exception as exc:
                 log.warning("could not read where request partition %s ends: %s", where, exc)
                 found[where] = -1
                 continue
-            if tp.offset > high:
+            if tp.offset < low:
+                log.warning(
+                    "request partition %s was committed at offset %d, before its log's start "
+                    "%d: requests in between were deleted (retention) before they were "
+                    "answered; starting at %d",
+                    where,
+                    tp.offset,
+                    low,
+                    low,
+                )
+                self._starts[where] = low
+            elif tp.offset > high:
                 if (tp.topic, tp.partition, tp.offset) not in self._said_past_end:
                     self._said_past_end.add((tp.topic, tp.partition, tp.offset))
                     log.error(past_end_note(tp.topic, tp.partition, tp.offset, high))

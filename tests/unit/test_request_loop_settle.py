@@ -944,3 +944,49 @@ def test_a_copy_sent_first_under_a_requests_id_does_not_silence_the_request() ->
     assert isinstance(mine, DecisionRecorded) and answers_request(genuine, mine)
     fetched(request_loop, handler, batch[:2])  # re-delivered after a rebalance: repeats
     assert len(broker.routed) == 2 and handler.stats.duplicates == 3
+
+
+def test_where_each_partition_starts_is_set_not_left_to_the_reset_policy(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fetch that lands outside a held partition's log (the broker lost its tail, a copy was
+    # restored under a running evaluator) goes to the end (auto.offset.reset "latest"), not
+    # the beginning, where every request on it would be decided again. So where a partition
+    # starts when assigned must not depend on that policy: a partition never committed starts
+    # at its beginning, as a new group does, and one committed before its log's start (what
+    # followed its commit deleted by retention) at that start, not at its end.
+    from confluent_kafka import OFFSET_BEGINNING
+
+    class _Retained(Consumer):
+        def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+            return (400, 900) if tp.partition == 1 else super().get_watermark_offsets(tp, timeout)
+
+    asked = _reads(monkeypatch)
+    request_loop, _handler, _broker, _consumer = loop()
+    consumer = _Retained()
+    consumer.stored[(REQUESTS, 1)] = (120, "")
+    consumer.stored[(REQUESTS, 2)] = (40, "")
+    consumer.ends[(REQUESTS, 2)] = 50
+    with caplog.at_level(logging.WARNING, logger="ledger.evaluator"):
+        request_loop._assigned(consumer, _partitions(0, 1, 2))
+    assert asked == [[0, 1, 2]] and consumer.paused == set()
+    assert consumer.starts[(REQUESTS, 0)] == OFFSET_BEGINNING  # never committed
+    assert consumer.starts[(REQUESTS, 1)] == 400  # the log's start
+    assert consumer.starts[(REQUESTS, 2)] < 0  # its commit, as librdkafka reads it
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("before its log's start 400" in message for message in warned)
+
+
+def test_the_request_consumer_resets_a_fetch_outside_its_log_to_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[dict[str, Any]] = []
+
+    def consumer(bootstrap: str, **config: Any) -> Any:
+        made.append(config)
+        return SimpleNamespace()
+
+    monkeypatch.setattr("processors.request_loop.make_rdkafka_consumer", consumer)
+    request_loop, _handler, _broker, _consumer = loop()
+    request_loop._new_consumer()
+    assert made[0]["auto.offset.reset"] == "latest"
