@@ -71,6 +71,8 @@ __all__ = [
     "Authorization",
     "authorize_request",
     "grants_units",
+    "held_units",
+    "holding_problem",
 ]
 
 PRINCIPAL_KINDS: Final = ("agent", "tool", "human", "role", "service")
@@ -419,6 +421,57 @@ _GRANT_UNITS: Final = 4
 two matches' calls and its window (measured ~0.35 µs each over 3,000 ordinary grants)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    """What trying some grants costs, before the names are known (:func:`grants_units`): the
+    grants, their globs tried one by one, and the characters of their action and resource
+    globs searched."""
+
+    held: int
+    tried: int
+    on_action: int
+    on_resource: int
+
+    def plus(self, other: _Sums) -> _Sums:
+        return _Sums(
+            self.held + other.held,
+            self.tried + other.tried,
+            self.on_action + other.on_action,
+            self.on_resource + other.on_resource,
+        )
+
+    def units(self, action_chars: int, resource_chars: int) -> int:
+        """Trying the grants on names of these lengths, in units of the evaluation budget."""
+        return (
+            self.held * _GRANT_UNITS
+            + match_units(self.tried, self.on_action, action_chars)
+            + match_units(0, self.on_resource, resource_chars)
+        )
+
+
+def _sums(grants: Iterable[Grant]) -> _Sums:
+    held = tried = on_action = on_resource = 0
+    for g in grants:
+        held += 1
+        tried += g.action_re.tried + g.resource_re.tried
+        on_action += g.action_re.searched
+        on_resource += g.resource_re.searched
+    return _Sums(held, tried, on_action, on_resource)
+
+
+def _held_sums(state: LedgerState, principal: str) -> _Sums:
+    """:func:`_sums` of ``principal``'s grants (:func:`effective_grants`), remembered per state
+    for a principal that holds any."""
+    key = ("grant units", principal)
+    sums = state.memo.get(key)
+    if sums is None:
+        grants = effective_grants(state, principal)
+        sums = _sums(grants)
+        if grants:  # a holder: bounded by the state. Names that hold nothing are anyone's to
+            state.memo[key] = sums  # send, and were remembered without end (a review: 62 MB)
+    return sums
+
+
 def grants_units(state: LedgerState, principal: str, action: str, resource: str) -> int:
     """What trying ``principal``'s grants (:func:`effective_grants`) on ``action`` and
     ``resource`` may cost, in units of the evaluation budget: each grant held, and matching the
@@ -427,23 +480,56 @@ def grants_units(state: LedgerState, principal: str, action: str, resource: str)
     costs each request of their holder (a red team's 3,000 grants of 128 small patterns made
     each of its requests cost 70-147 ms, none of it charged). The sums are remembered per
     state, so the charge costs a request the same with 3 grants or 3,000."""
-    key = ("grant units", principal)
-    sums = state.memo.get(key)
-    if sums is None:
-        grants = effective_grants(state, principal)
-        sums = (
-            len(grants),
-            sum(g.action_re.tried + g.resource_re.tried for g in grants),
-            sum(g.action_re.searched for g in grants),
-            sum(g.resource_re.searched for g in grants),
-        )
-        if grants:  # a holder: bounded by the state. Names that hold nothing are anyone's to
-            state.memo[key] = sums  # send, and were remembered without end (a review: 62 MB)
-    held, tried, on_action, on_resource = sums
+    return _held_sums(state, principal).units(len(action), len(resource))
+
+
+def held_units(
+    state: LedgerState,
+    principal: str,
+    *,
+    adding: Iterable[Grant] = (),
+    limits: Limits = DEFAULT_LIMITS,
+) -> int:
+    """The most :func:`grants_units` charges a request of ``principal`` (one whose action and
+    resource are ``limits.request_name_chars`` long) once it also holds ``adding``: what
+    ``limits.principal_grant_units`` bounds."""
+    longest = limits.request_name_chars
+    return _held_sums(state, principal).plus(_sums(adding)).units(longest, longest)
+
+
+def holding_problem(
+    state: LedgerState,
+    principals: Iterable[str],
+    adding: tuple[Grant, ...],
+    what: str,
+    *,
+    now: datetime,
+    limits: Limits = DEFAULT_LIMITS,
+) -> str | None:
+    """Why ``what`` (``grant 'g'``, ``assigning role:r``), which gives each of ``principals``
+    the grants ``adding``, would take one of them past ``limits.principal_grant_units``, else
+    ``None``. Each request of a principal is charged for trying all it holds
+    (:func:`grants_units`), so whoever may add grants to it, or to a role it holds, could
+    otherwise push its every request over the evaluation budget: a lockout. Ended grants count,
+    as the charge counts them, until they are revoked."""
+    most = limits.principal_grant_units
+    over = [p for p in principals if held_units(state, p, adding=adding, limits=limits) > most]
+    if not over:
+        return None
+    first, *more = sorted(over)
+    units = held_units(state, first, adding=adding, limits=limits)
+    held = effective_grants(state, first)
+    own = state.principals.get(first)
+    via_roles = len(held) - (len(own.grants) if own is not None else 0)
+    ended = sum(1 for g in held if g.valid_until is not None and g.valid_until <= now)
+    also = f" (and {len(more)} more holder{'s' * (len(more) > 1)})" if more else ""
+    p = clipped(first)
     return (
-        held * _GRANT_UNITS
-        + match_units(tried, on_action, len(action))
-        + match_units(0, on_resource, len(resource))
+        f"{what} would make trying {p}'s grants cost each of its requests up to {units:,} "
+        f"units{also}, over principal_grant_units ({most:,}): {p} holds {len(held):,} grants "
+        f"({via_roles:,} through roles, {ended:,} ended) and would gain {len(adding):,}; revoke "
+        f"its ended or unneeded grants (ledger grant list --principal {p}), merge patterns into "
+        "fewer and shorter ones, or give it fewer"
     )
 
 

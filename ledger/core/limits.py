@@ -121,6 +121,18 @@ class Limits:
     regular expression, whose work grows with the pattern times the name (~0.1 ms at this
     length against a 1,024-character name); ``*`` and text alone are matched in linear time
     (:mod:`ledger.core.globs`)."""
+    principal_grant_units: int = 100_000
+    """What trying one principal's grants (its own and those of every role it holds, ended ones
+    included until revoked) may charge one request whose action and resource are as long as
+    ``request_name_chars``, in units of ``evaluation_cost``
+    (:func:`~ledger.core.authority.grants_units`): a grant issued (to the principal, or to a
+    role it holds) or a role assigned that would take any principal past it is refused, else
+    whoever may add grants to a principal could push its every request over the budget. A
+    tenth of ``evaluation_cost``, so the grants' conditions keep the rest; trying grants at the
+    limit took at most ~3.5 ms (22 grants of 128 small patterns). An ordinary grant of two short
+    patterns counts ~70-110 units, so a principal may hold ~900-1,400 of them (40 count ~4,000,
+    and ~200 on ordinary names, under ``MATCH_FREE``). Enforced on new commands: grants and
+    roles recorded before this limit existed still hold."""
     batch_items: int = 500
     """Items of one pre-evaluation request. Its items share one evaluation budget
     (``evaluation_cost``), so one record costs at most what one request may."""

@@ -47,6 +47,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.lifecycle import Rejection, decide
+from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.policy import parse_policy
 from ledger.core.simulate import simulate
 from ledger.core.state import EMPTY_STATE, fold, with_position
@@ -1642,6 +1643,11 @@ def test_ledger_decisions_finds_a_request_that_does_not_decode_by_its_key(
     assert decisions._undecided("x:9092", None, settings, "other").startswith("no request 'other'")
 
 
+_BEFORE_GRANT_LIMIT = dataclasses.replace(DEFAULT_LIMITS, principal_grant_units=10**9)
+"""A ledger whose history was written before ``principal_grant_units`` refused a principal
+holding this much (the fold and replay take such a history as it is)."""
+
+
 def test_a_decision_made_before_matching_was_charged_reproduces_with_a_note() -> None:
     # Until 2026-12-06 trying a principal's grants was charged only for a grant whose own
     # patterns' search passed a threshold, and finding the governing policy not at all: a
@@ -1650,7 +1656,7 @@ def test_a_decision_made_before_matching_was_charged_reproduces_with_a_note() ->
     # are evaluation_budget_exceeded.
     from ledger.testing import LocalLedger
 
-    led = LocalLedger()
+    led = LocalLedger(limits=_BEFORE_GRANT_LIMIT)  # holding what a history then could
     for i in range(100):
         led.grant("agent:a", [f"*k{i}q{j}*" for j in range(128)], "*", grant_id=f"g{i:03}")
     history = _history_of(led)
@@ -1681,7 +1687,7 @@ def test_a_decision_before_matching_was_charged_in_an_earlier_wording_still_repr
     # did not reproduce.
     from ledger.testing import LocalLedger
 
-    led = LocalLedger()
+    led = LocalLedger(limits=_BEFORE_GRANT_LIMIT)  # holding what a history then could
     led.grant("agent:a", ["p.act"], "*", grant_id="g-a")  # its own: the one that applies
     for i in range(1_100):  # enough that trying them all is over the budget now
         led.grant("agent:a", [f"*k{i}q{j}*" for j in range(256)], "*", grant_id=f"g{i:04}")

@@ -14,6 +14,7 @@ and :mod:`.commands`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
@@ -23,6 +24,8 @@ from ledger.core.authority import (
     compile_grant_condition,
     effective_grants,
     first_not_held,
+    grant_from_event,
+    holding_problem,
     key_delegation_problem,
     key_registrar,
     not_held,
@@ -162,33 +165,40 @@ def _issue(
             return unproven  # maybe held, but not provably: not the escalation refused below
         if beyond is not None:
             return _beyond_own(c.actor, f"{_shown(beyond)} on {_shown(c.resource)}")
+    members = role_members(state, c.principal) if c.principal.startswith("role:") else {}
     if c.principal.startswith("role:"):  # whoever issues it: it reaches the role's members
         reach = role_reach_problem(
-            state, c.grant_id, c.principal, role_members(state, c.principal), tuple(c.actions),
+            state, c.grant_id, c.principal, members, tuple(c.actions),
             c.resource,
             condition=c.condition or None, valid_until=c.valid_until, now=now, admins=admins,
         )  # fmt: skip
         if reach is not None:
             return _reject("not_authorized", f"{reach.why}: {reach.fix}")
     record = state.principals.get(c.principal) or PrincipalRecord(principal=c.principal)
-    return (
-        GrantIssued(
-            event_id=new_id(),
-            occurred_at=now,
-            actor=c.actor,
-            command_id=c.event_id,
-            principal=c.principal,
-            sequence=record.sequence + 1,
-            grant_id=c.grant_id,
-            actions=tuple(c.actions),
-            resource=c.resource,
-            condition=c.condition or None,
-            valid_from=c.valid_from,
-            valid_until=c.valid_until,
-            approved_by=c.approved_by,
-            note=c.note,
-        ),
+    issued = GrantIssued(
+        event_id="",  # minted once accepted (below)
+        occurred_at=now,
+        actor=c.actor,
+        command_id=c.event_id,
+        principal=c.principal,
+        sequence=record.sequence + 1,
+        grant_id=c.grant_id,
+        actions=tuple(c.actions),
+        resource=c.resource,
+        condition=c.condition or None,
+        valid_from=c.valid_from,
+        valid_until=c.valid_until,
+        approved_by=c.approved_by,
+        note=c.note,
     )
+    # Every holder's requests are charged for trying it: the principal's, and a role's members'.
+    costly = holding_problem(
+        state, (c.principal, *members), (grant_from_event(issued),),
+        f"grant {_shown(c.grant_id)}", now=now, limits=limits,
+    )  # fmt: skip
+    if costly is not None:
+        return _reject("grants_too_costly", costly)
+    return (replace(issued, event_id=new_id()),)
 
 
 _UNFIT_NAMED: Final = 5
@@ -287,6 +297,7 @@ def _role(
     now: datetime,
     new_id: Callable[[], str],
     admins: frozenset[str],
+    limits: Limits,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     held = state.principals.get(c.principal)
     # A membership the ledger holds may always be revoked, whatever its form: one an earlier
@@ -322,6 +333,13 @@ def _role(
                 f"{_shown(beyond)} on {_shown(grant.resource)} "
                 f"(grant {_shown(grant.grant_id)} of {c.role})",
             )
+    if isinstance(c, AssignRole):  # its requests are charged for trying the role's grants too
+        costly = holding_problem(
+            state, (c.principal,), effective_grants(state, c.role), f"assigning {c.role}",
+            now=now, limits=limits,
+        )  # fmt: skip
+        if costly is not None:
+            return _reject("grants_too_costly", costly)
     event_type = RoleAssigned if isinstance(c, AssignRole) else RoleRevoked
     return (
         event_type(

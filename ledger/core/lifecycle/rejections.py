@@ -45,6 +45,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "invalid_grant": "the grant has no actions, an empty resource or an empty validity window",
     "invalid_condition": "the grant condition does not compile",
     "duplicate_grant": "a grant with this id was issued before (held, ended or revoked: ids are never reused)",
+    "grants_too_costly": "the grant, or the role assigned, would make trying a principal's grants cost each of its requests more than principal_grant_units",
     "unknown_grant": "no grant with this id",
     "not_member": "the principal does not hold that role",
     "unsigned_command": "the command carries no signature of its actor",

@@ -70,7 +70,7 @@ def decide(
         case RevokeGrant():
             return _revoke(state, command, now, new_id, admins)
         case AssignRole() | RevokeRole():
-            return _role(state, command, now, new_id, admins)
+            return _role(state, command, now, new_id, admins, limits)
         case RegisterActorKey():
             return _register_key(state, command, now, new_id, admins)
         case RevokeActorKey():

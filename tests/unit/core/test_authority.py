@@ -365,8 +365,9 @@ def test_a_grant_the_delegation_check_cannot_prove_within_its_budget_is_refused(
     from ledger.errors import CommandRejectedError
     from ledger.testing import LocalLedger
 
-    # Long globs, as a ledger recorded before glob_chars held them (the budget is the check).
-    led = LocalLedger(limits=replace(DEFAULT_LIMITS, glob_chars=4_096))
+    # Long globs, as a ledger recorded before glob_chars and principal_grant_units held them
+    # (the budget is the check).
+    led = LocalLedger(limits=replace(DEFAULT_LIMITS, glob_chars=4_096, principal_grant_units=10**9))
     led.grant("human:del", "ledger.grant.issue", "principal:*", grant_id="g0")
     led.grant("human:del", "x.*", "account:*", grant_id="g2")
     crafted = [f"x.*{'a' * 480}{i:03d}b*" for i in range(60)]
@@ -399,8 +400,9 @@ def test_a_role_assignment_is_checked_within_one_budget_for_all_its_grants() -> 
     from ledger.errors import CommandRejectedError
     from ledger.testing import LocalLedger
 
-    # Long globs, as a ledger recorded before glob_chars held them (the budget is the check).
-    led = LocalLedger(limits=replace(DEFAULT_LIMITS, glob_chars=4_096))
+    # Long globs, as a ledger recorded before glob_chars and principal_grant_units held them
+    # (the budget is the check).
+    led = LocalLedger(limits=replace(DEFAULT_LIMITS, glob_chars=4_096, principal_grant_units=10**9))
     led.grant("human:del", ("ledger.role.assign", "ledger.grant.issue"), "*", grant_id="g0")
     led.grant("human:del", "x.*", "account:*", grant_id="g2")
     crafted = [f"x.*{'a' * 480}{i:03d}b*" for i in range(60)]
