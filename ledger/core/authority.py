@@ -13,7 +13,10 @@ Grant conditions are bounded like policy conditions (:class:`~ledger.core.cel.Me
 conditions tried for one request share one budget. A condition that spends it does not hold
 (authority fails closed); :func:`authorize_request` says so, and the evaluator answers ``error``
 / ``evaluation_budget_exceeded`` rather than a plain denial. Trying the grants is charged to that
-budget too, each grant the principal holds and each of its patterns (:func:`grants_units`).
+budget too, each grant the principal holds and each of its patterns (:func:`grants_units`), so
+what one principal may hold is bounded by that same charge (:func:`holding_problem`,
+``Limits.principal_grant_units``) when a grant is issued or a role assigned: else whoever may
+add grants to it could push its every request over the budget.
 """
 
 from __future__ import annotations
