@@ -368,17 +368,25 @@ def print_memberships(memberships: list[dict[str, str | None]], title: str | Non
 
 
 def policy_rows(state: LedgerState) -> list[dict[str, Any]]:
-    """One summary row per policy (owner, deployed versions, what they govern and what only its
-    shadows observe), as tables and --json show them."""
+    """One summary row per policy (the owner of the version that decides, else of the newest;
+    the newest's owner; deployed versions, what they govern and what only its shadows
+    observe), as tables and --json show them."""
     rows = []
     for name in sorted(state.policies):
         rec = state.policies[name]
         latest = rec.versions.get(rec.latest)
+        # The owner of the version that decides, not of the newest draft: anyone allowed to
+        # propose could otherwise rename who owns a live policy, unapproved (a policy owner's
+        # walkthrough). The newest's, where it differs, is shown beside it.
+        deciding = next(
+            (rec.versions[v] for v in (rec.active, rec.canary) if v is not None), latest
+        )
         decides, observes = rec.governs()
         rows.append(
             {
                 "policy": name,
-                "owner": latest.owner if latest else None,
+                "owner": deciding.owner if deciding else None,
+                "latest_owner": latest.owner if latest else None,
                 "governs": sorted(decides),
                 "observes": sorted(observes),
                 "active": rec.active,

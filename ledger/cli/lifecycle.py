@@ -263,8 +263,8 @@ def retire(
 @json_option
 @handle_errors
 def list_policies(bootstrap: str | None, as_json: bool) -> None:
-    """Inventory: every policy with its owner, active / canary / shadow versions, and what they
-    govern (a shadow's own actions in parentheses; nothing until a version is deployed)."""
+    """Inventory: every policy with its owner (the deciding version's; a newer version naming
+    another is shown beside it), active / canary / shadow versions, and what they govern (a shadow's own actions in parentheses; nothing until a version is deployed)."""
     state, _ = current_state(bootstrap)
     rows = policy_rows(state)
     if as_json:
@@ -275,7 +275,7 @@ def list_policies(bootstrap: str | None, as_json: bool) -> None:
         [
             [
                 r["policy"],
-                r["owner"],
+                owner_cell(r),
                 r["active"] or "-",
                 canary_cell(r),
                 ",".join(map(str, r["shadow"])) or "-",
@@ -285,6 +285,15 @@ def list_policies(bootstrap: str | None, as_json: bool) -> None:
             for r in rows
         ],
     )
+
+
+def owner_cell(row: dict[str, Any]) -> str:
+    """``customer-success``, or ``customer-success (v4 proposes otto)`` when the newest version
+    names another owner than the one that decides."""
+    owner, latest = row["owner"], row["latest_owner"]
+    if latest is None or latest == owner:
+        return str(owner)
+    return f"{owner} (v{row['latest']} proposes {latest})"
 
 
 def governs_cell(row: dict[str, Any]) -> str:
@@ -387,7 +396,6 @@ def _details(event: Any) -> str:
         "document",
         "content_hash",
         "governs",
-        "owner",
         # The signature's proof: `ledger actor verify` checks it, --json shows it.
         "command_key_id",
         "command_signature",
