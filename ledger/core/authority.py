@@ -621,7 +621,13 @@ def takeover_problem(
     asked (the caller checks)."""
     for other, (theirs, mine) in sorted(taken.items()):
         if authorize(state, actor, TAKEOVER_ACTION, f"policy:{other}", now=now) is None:
-            shared = "what both match" if is_pattern(theirs) and is_pattern(mine) else theirs
+            shared = (  # the name, where one of the two is (a policy owner's walkthrough:
+                "what both match"  # `report.*` was named for the `report.export` taken)
+                if is_pattern(theirs) and is_pattern(mine)
+                else theirs
+                if not is_pattern(theirs)
+                else mine
+            )
             return (
                 f"{deploying} would decide {shared}, which policy {other} decides now "
                 f"({mine} ~ {other}'s {theirs}: an exact name decides before a glob, then the "

@@ -345,10 +345,23 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     found = overlapping_governs(state, policy, governs)
     if not found:
         return None
+    # A pattern another policy's shadow alone governs decides nothing there: a shadow never
+    # keeps an action (a policy owner's walkthrough: `*` beside a shadow's `payout.issue` was
+    # said to leave it to the shadow's policy, which then observed nothing).
+    observed = {
+        (other, theirs)
+        for other, theirs, _ in found
+        if theirs not in state.policies[other].governs()[0]
+    }
+
+    def winner(other: str, theirs: str, mine: str) -> str:
+        return policy if (other, theirs) in observed else _decider(policy, mine, other, theirs)[0]
+
     # What this policy takes from another first: that changes who decides, the rest does not.
-    found.sort(key=lambda f: _decider(policy, f[2], f[0], f[1])[0] != policy)
+    found.sort(key=lambda f: winner(*f) != policy)
     shown = "; ".join(
-        _who_decides(policy, mine, other, theirs) for other, theirs, mine in found[:3]
+        _who_decides(policy, mine, other, theirs, observed=(other, theirs) in observed)
+        for other, theirs, mine in found[:3]
     )
     unshown = sorted({other for other, _, _ in found[3:]})
     more = f"; and more with {', '.join(unshown[:5])}" if unshown else ""
@@ -360,11 +373,18 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     )
 
 
-def _who_decides(policy: str, mine: str, other: str, theirs: str) -> str:
+def _who_decides(policy: str, mine: str, other: str, theirs: str, *, observed: bool = False) -> str:
     """``refund.* ~ refund's refund.issue: refund decides it``: which of two deployed policies
     decides the actions both patterns match (by :func:`governs_precedence`, as
-    ``governing_policy`` chooses), so an owner sees what a glob will not decide."""
+    ``governing_policy`` chooses), so an owner sees what a glob will not decide. ``observed``:
+    ``theirs`` is only a shadow's, which decides nothing: ``policy`` decides, and the shadow
+    observes nothing of it then."""
     winner, shared = _decider(policy, mine, other, theirs)
+    if observed:
+        return (
+            f"{mine} ~ {other}'s {theirs} (only its shadow's): {policy} decides {shared}, "
+            f"and {other}'s shadow no longer observes {shared}"
+        )
     return f"{mine} ~ {other}'s {theirs}: {winner} decides {shared}"
 
 

@@ -1959,15 +1959,38 @@ def test_a_refusal_says_what_would_let_the_command_through() -> None:
         )
 
 
+def test_the_overlap_note_says_a_shadows_action_is_decided_by_the_policy_that_governs_it() -> None:
+    # A policy owner's walkthrough: `*` beside another team's shadow-only `payout.issue` was
+    # noted "payouts decides it"; the catch-all decided it, and the shadow observed nothing.
+    from ledger.core.events import ProposePolicyVersion
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    payouts = REFUND.replace("policy: refund", "policy: payouts", 1).replace(
+        "governs: [refund.issue]", "governs: [payout.issue]", 1
+    )
+    ledger.deploy(payouts, stage="shadow")
+    catch_all = REFUND.replace("governs: [refund.issue]", "governs: ['*']", 1)
+    accepted = ledger.submit_command(
+        ProposePolicyVersion(
+            event_id="p-all", occurred_at=T0, actor="human:admin", document=catch_all
+        )
+    )
+    assert (
+        "* ~ payouts's payout.issue (only its shadow's): refund decides it, and payouts's "
+        "shadow no longer observes it" in accepted.message
+    ), accepted.message
+
+
 def test_the_overlap_note_says_which_policy_decides_the_shared_actions() -> None:
     from ledger.core.lifecycle.answers import _who_decides
 
     assert _who_decides("travel", "expense.*", "expenses", "expense.submit") == (
         "expense.* ~ expenses's expense.submit: expenses decides it"
     )
-    assert _who_decides("expenses", "expense.submit", "travel", "expense.*").endswith(
-        ": expenses decides it"
-    )
+    assert _who_decides(
+        "expenses", "expense.submit", "travel", "expense.*", observed=False
+    ).endswith(": expenses decides it")
     # Two globs: the longer decides what both match; equal lengths, the lower name.
     assert _who_decides("a", "expense.*", "b", "expense.tr*").endswith(
         ": b decides what both match"

@@ -236,3 +236,18 @@ def test_a_key_a_delegate_registered_takes_nothing_over_beyond_that_delegate(
 
     problem = _unauthorized(before, promoted, frozenset({ADMIN, REVIEWER})) or ""
     assert f"signed with a key {CAROL} registered" in problem and "payrefund" in problem
+
+
+def test_a_refused_takeover_names_the_action_taken_not_the_glob_it_was_taken_from() -> None:
+    # A policy owner's walkthrough: "would decide report.*, which policy reports decides now"
+    # when only report.export, which the version names exactly, was taken from report.*.
+    led = LocalLedger()
+    led.deploy(document("reports", "payments.*"))
+    led.grant(CAROL, "ledger.policy.propose", "policy:a-evil")
+    led.grant(DAVE, ("ledger.policy.approve", "ledger.policy.promote"), "policy:a-evil")
+    version = propose_and_approve(led, "payments.export")
+    with pytest.raises(CommandRejectedError) as refused:
+        promote(led, version, Stage.ACTIVE)
+    assert "a-evil v1 would decide payments.export, which policy reports decides now" in str(
+        refused.value
+    )
