@@ -111,6 +111,15 @@ def _parse(text: str) -> Any:
         ) from exc
 
 
+def parses(text: str) -> bool:
+    """Is ``text`` a condition by the grammar (names and types unchecked)? For hints."""
+    try:
+        _parse(text)
+    except _Problem:
+        return False
+    return True
+
+
 def layout_free(text: str) -> str:
     """The condition ``text`` in a form that ignores layout and redundant parentheses, and
     nothing else (``urgent==true`` and ``(urgent == true)`` are one form; ``a && b`` and ``b &&

@@ -23,6 +23,7 @@ from typing import Any, Final
 import yaml
 
 from ledger.core import boundedjson
+from ledger.core.cel.syntax import parses
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.policy.lint import shadowed_rules, unguarded_denials
 from ledger.core.policy.model import Policy, PolicyTestCase
@@ -355,9 +356,10 @@ def _line_hint(message: str, text: str, mark: Any) -> str | None:
     if not 0 <= mark.line < len(lines):
         return None
     line = lines[mark.line][:500]
-    if _TAG_START.match(line) and ("anchor" in message or "alias" in message):
+    if _TAG_START.match(line) and "'\\t'" not in message:
         # `when: !has(x) && y`: the tag is read, then `&&` as an anchor (a policy owner was
-        # told the value starts with &).
+        # told the value starts with &); `when: !(a != b) || c`, then the rest as a misaligned
+        # line (one was told the indentation was wrong).
         return 'a value starting with ! is read as a YAML tag: quote the condition, when: "!has(x) && …"'
     if "mapping values are not allowed here" in message:
         key = line[: mark.column]
@@ -371,13 +373,22 @@ def _line_hint(message: str, text: str, mark: Any) -> str | None:
         if quoted:
             start = quoted.end() - 1
             value = line[start:].rstrip()
-            if quoted.group(1) == '"':  # wrap in single quotes, which YAML escapes by doubling
+            mark_ = quoted.group(1)
+            inner = value[1:-1] if len(value) > 1 and value.endswith(mark_) else None
+            if inner is not None and parses(inner) and not parses(value):
+                # The quotes were meant as YAML's around a condition that holds quotes of the
+                # same kind: quoting the whole of it again keeps them in the condition (a
+                # policy owner followed that advice into a CEL syntax error).
+                value, advice = inner, "quote the condition with the other quote mark"
+            else:
+                advice = "quote the whole value"
+            if mark_ == '"':  # wrap in single quotes, which YAML escapes by doubling
                 whole = "'" + value.replace("'", "''") + "'"
             else:
                 whole = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
             return (
-                "a value that starts with a quote ends at its closing quote: quote the whole "
-                f"value, {line[:start].strip()} {clipped(whole, 120)}"
+                "a value that starts with a quote ends at its closing quote: "
+                f"{advice}, {line[:start].strip()} {clipped(whole, 120)}"
             )
     return None
 

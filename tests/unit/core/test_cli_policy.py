@@ -501,6 +501,15 @@ def test_no_hint_reads_inside_a_string_literal(tmp_path: Path) -> None:
             "a value that starts with a quote ends at its closing quote: quote the whole value, "
             "when: '\"good\" == standing'",
         ),
+        # A policy owner's walkthrough: this one was told its indentation was wrong.
+        ('    when: !(standing != "good") || amount < 750', "read as a YAML tag: quote the"),
+        # And this one was told to quote the whole of it again, into a CEL syntax error: the
+        # outer quotes were meant as YAML's.
+        (
+            '    when: "!(standing != "good") && amount < 750"',
+            "a value that starts with a quote ends at its closing quote: quote the condition "
+            "with the other quote mark, when: '!(standing != \"good\") && amount < 750'",
+        ),
     ],
 )
 def test_a_yaml_mistake_says_what_to_do(tmp_path: Path, line: str, said: str) -> None:
