@@ -37,7 +37,13 @@ from ledger.core.policy import (
     parse_policy,
     parse_test_cases,
 )
-from ledger.core.policytests import CaseResult, misspelt_facts, offline_outcome, run_case
+from ledger.core.policytests import (
+    CaseResult,
+    misspelt_facts,
+    offline_outcome,
+    run_case,
+    unreached_rules,
+)
 from ledger.errors import (
     LedgerTimeout,
     PolicyError,
@@ -299,6 +305,7 @@ def test(
     results: list[tuple[Path, CaseResult]] = []
     broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
     untested: list[Path] = []  # policy files that had no case at all
+    uncovered: dict[str, list[str]] = {}  # policy file -> its rules that decided no case
     named = {p for p in paths if not p.is_dir() and not _is_tests_file(p)}
     files = _yaml_files(paths, tests=False)
     for path in files:
@@ -331,6 +338,7 @@ def test(
                 for problem in found:
                     click.echo(f"error  {problem}", err=True)
             continue
+        mine: list[CaseResult] = []
         for case in cases:  # one at a time: a long run shows its progress
             if spent > timeout:
                 stopped = True
@@ -339,8 +347,19 @@ def test(
             result = run_case(policy, case)
             spent += time.monotonic() - started
             results.append((path, result))
+            mine.append(result)
             if not as_json:
                 _print_case(path, result, verbose)
+        unreached = () if stopped else unreached_rules(policy, mine)
+        if unreached:
+            uncovered[str(path)] = list(unreached)
+            if not as_json:
+                click.echo(
+                    f"note  {path}: no case is decided by rule {', '.join(unreached[:10])}"
+                    + (f" and {len(unreached) - 10} more" if len(unreached) > 10 else "")
+                    + ": write a case that reaches each rule",
+                    err=True,
+                )
     passed = sum(1 for _, r in results if r.passed)
     failed = len(results) - passed
     if not as_json and len(files) > 1:  # which files these were: a version without cases shows
@@ -373,6 +392,7 @@ def test(
                 ],
                 "errors": [str(problem) for problem in broken],
                 "untested": [str(path) for path in untested],
+                "unreached_rules": uncovered,
                 "stopped": stopped,
             }
         )

@@ -22,7 +22,14 @@ from ledger.core.jsonform import to_json_value
 from ledger.core.policy import Policy, PolicyOutcome, PolicyTestCase
 from ledger.core.policy.model import REASON_DEFAULT, decided_by
 
-__all__ = ["CaseResult", "run_case", "run_policy_tests", "offline_outcome", "misspelt_facts"]
+__all__ = [
+    "CaseResult",
+    "misspelt_facts",
+    "offline_outcome",
+    "run_case",
+    "run_policy_tests",
+    "unreached_rules",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +114,8 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
     if case.check_rule and outcome.rule != case.expect_rule:
         exp = decided_by(case.expect_rule, REASON_DEFAULT)  # rule: null means the default
         failures.append(
-            f"rule: expected {exp}, got {decided_by(outcome.rule, outcome.reason_code)}"
+            f"rule: expected {exp}{_no_such_rule(policy, case.expect_rule)}, "
+            f"got {decided_by(outcome.rule, outcome.reason_code)}"
         )
     if case.expect_constraints is not None and dict(outcome.constraints) != dict(
         case.expect_constraints
@@ -143,7 +151,7 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         # Which rule answered is what a failing case's author looks at first; a case without
         # its action is no decision the ledger would make, so no rule is named for it.
         notes.append(f"decided by: {decided_by(outcome.rule, outcome.reason_code)}")
-    if failures and outcome.reasons:
+    if failures and outcome.reasons and not actionless:  # no decision: no reasons either
         notes.append("reasons: " + "; ".join(outcome.reasons))
     if failures:
         notes.extend(misspelt_facts(policy, case.facts))
@@ -157,6 +165,28 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         file=case.file,
         line=case.line,
     )
+
+
+def _no_such_rule(policy: Policy, rule: str | None) -> str:
+    """`` (refunds has no rule auto_refund: did you mean auto-refund?)`` when a case expects a
+    rule the policy does not have (a policy owner's walkthrough: a misspelt id was only
+    "expected auto_refund, got auto-refund"); empty otherwise."""
+    ids = [r.id for r in policy.rules]
+    if rule is None or rule in ids:
+        return ""
+    close = difflib.get_close_matches(str(rule)[:128], ids, n=1)
+    if close:
+        return f" ({policy.name} has no rule {rule}: did you mean {close[0]}?)"
+    shown = ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
+    return f" ({policy.name} has no rule {rule}; its rules: {shown or 'none'})"
+
+
+def unreached_rules(policy: Policy, results: Iterable[CaseResult]) -> tuple[str, ...]:
+    """The ids of ``policy``'s rules that decided none of ``results`` (its cases' outcomes), in
+    the policy's order: a rule no case reaches is a rule no test holds to what it should do
+    (the README asks for a case that reaches each rule; nothing said which did not)."""
+    reached = {r.outcome.rule for r in results}
+    return tuple(rule.id for rule in policy.rules if rule.id not in reached)
 
 
 def run_policy_tests(

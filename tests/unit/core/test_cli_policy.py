@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from click.testing import CliRunner
@@ -742,3 +742,49 @@ def test_validate_counts_a_policys_own_test_cases_and_says_one_rule(tmp_path: Pa
     assert code == 0 and "policy one (1 rule, 1 test case, sha256:" in out, out
     code, out, _ = run("policy", "validate", str(policy), "--json")
     assert json.loads(out)["valid"][0]["cases"] == 1
+
+
+def _only_cases(tmp_path: Path, *cases: str) -> Path:
+    """refund.yaml beside a refund.tests.yaml of just ``cases`` (YAML items)."""
+    policy = tmp_path / "refund.yaml"
+    policy.write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text("policy: refund\ncases:\n" + "\n".join(cases))
+    return policy
+
+
+_SUSPENDED: Final = """  - name: suspended
+    facts: {tenure_days: 1000, amount: "5", prior_refunds_12m: 0, standing: suspended}
+    expect: {determination: deny, rule: suspended}
+"""
+
+
+def test_policy_test_names_the_rules_no_case_reaches(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: the README asks for a case reaching each rule, and nothing
+    # said which rules no case reached.
+    policy = _only_cases(tmp_path, _SUSPENDED)
+    code, _, err = run("policy", "test", str(policy))
+    assert code == 0, err
+    assert "no case is decided by rule auto-refund, credit-only: write a case" in err
+    code, out, _ = run("policy", "test", str(policy), "--json")
+    assert json.loads(out)["unreached_rules"] == {str(policy): ["auto-refund", "credit-only"]}
+    whole = tmp_path / "all"
+    whole.mkdir()
+    (whole / "refund.yaml").write_text(REFUND.read_text())
+    (whole / "refund.tests.yaml").write_text((EXAMPLES / "refund.tests.yaml").read_text())
+    code, out, err = run("policy", "test", str(whole / "refund.yaml"))
+    assert code == 0 and "no case is decided" not in err
+
+
+def test_a_case_expecting_a_rule_the_policy_lacks_says_which_it_has(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: `rule: auto_refund` only said "expected auto_refund, got
+    # auto-refund".
+    misspelt = _SUSPENDED.replace("rule: suspended", "rule: suspendd")
+    code, out, _ = run("policy", "test", str(_only_cases(tmp_path, misspelt)))
+    assert code != 0
+    assert "rule: expected suspendd (refund has no rule suspendd: did you mean suspended?)" in out
+    unknown = _SUSPENDED.replace("rule: suspended", "rule: zzz-nothing-like")
+    code, out, _ = run("policy", "test", str(_only_cases(tmp_path, unknown)))
+    assert (
+        "(refund has no rule zzz-nothing-like; its rules: suspended, auto-refund, credit-only)"
+        in out
+    )

@@ -390,7 +390,7 @@ def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> Non
     globbed = parse_policy(
         REFUND.replace("governs: [refund.issue]", "governs: ['refund.*']", 1)
         + "tests:\n  - name: no action\n    facts: {tenure_days: 1, amount: '1', "
-        "prior_refunds_12m: 0, standing: good}\n    expect: {determination: allow}\n"
+        "prior_refunds_12m: 0, standing: suspended}\n    expect: {determination: deny}\n"
         "  - name: with one\n    action: refund.issue\n    facts: {tenure_days: 100, amount: '1', "
         "prior_refunds_12m: 0, standing: good}\n"
         "    expect: {determination: allow, reason_code: rule_match}\n"
@@ -401,6 +401,7 @@ def test_a_case_says_which_action_and_expects_a_reason_code_that_exists() -> Non
     )
     # A policy owner's walkthrough: it went on "decided by: <rule>", of a run no request makes.
     assert not any(n.startswith("decided by") for n in no_action.notes), no_action.notes
+    assert not any(n.startswith("reasons") for n in no_action.notes), no_action.notes  # nor why
     assert not typo.passed
     assert typo.failures[0] == (
         "reason_code: expected rule_match (no decision carries it: did you mean rule_matched?), "
