@@ -234,7 +234,17 @@ class _Compiler:
                 f" (a condition sees the facts and context.*, not the request's {name}: a rule "
                 "for one action of several belongs in a policy of its own, or pass it as a fact)"
             )
-        return _did_you_mean(name, self.facts or {})
+        if name in _CLOCK_NAMES:
+            return (
+                " (a condition has no clock: the agent sends the time as a fact, say a "
+                "timestamp requested_at, and the rule compares that: requested_at < "
+                'timestamp("2027-01-01T00:00:00Z"))'
+            )
+        meant = _did_you_mean(name, self.facts or {})
+        if meant or len(name) > _HINT_NAME_CHARS:
+            return meant
+        # A policy owner's walkthrough: `context.channel == phone` said only "undeclared fact".
+        return f' (if it is a text value, quote it: "{name}")'
 
     def fail(self, node: Any, message: str) -> _Problem:
         line, column = self._pos(node)
@@ -893,6 +903,9 @@ def _did_you_mean(name: str, declared: Mapping[str, str]) -> str:
     close = difflib.get_close_matches(name, near[:_HINT_CANDIDATES], n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
+
+_CLOCK_NAMES: Final = frozenset({"now", "today", "time", "clock"})
+"""What an author reaching for the current time writes (conditions have no clock)."""
 
 _REQUEST_NAMES: Final = frozenset({"action", "resource", "principal"})
 """What a request names beside its facts, which conditions do not see."""

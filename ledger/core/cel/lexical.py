@@ -90,20 +90,24 @@ def _decode_string(token: str) -> str:
     return _ESCAPE_RE.sub(repl, body)
 
 
+_DURATION_HELP: Final = ' (units h, m, s, ms, us, ns, as in "1h30m"; no days: 30 days is "720h")'
+"""What an invalid duration's message adds (a policy owner wrote ``duration("30d")``)."""
+
+
 def parse_duration(text: str) -> _dt.timedelta:
     """CEL duration text (``"1h30m"``, ``"-2.5s"``, ``"90m"``) → timedelta."""
     sign = -1 if text.startswith("-") else 1
     body = text[1:] if text[:1] in "+-" else text
     pos, micros = 0, Decimal(0)
     if not body:
-        raise ValueError(f"invalid duration {text!r}")
+        raise ValueError(f"invalid duration {text!r}{_DURATION_HELP}")
     for m in _DURATION_RE.finditer(body):
         if m.start() != pos:
-            raise ValueError(f"invalid duration {text!r}")
+            raise ValueError(f"invalid duration {text!r}{_DURATION_HELP}")
         micros += Decimal(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if pos != len(body):
-        raise ValueError(f"invalid duration {text!r}")
+        raise ValueError(f"invalid duration {text!r}{_DURATION_HELP}")
     try:
         return _dt.timedelta(microseconds=int(micros) * sign)
     except OverflowError:  # timedelta holds at most 999,999,999 days

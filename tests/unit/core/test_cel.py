@@ -160,6 +160,10 @@ def test_runtime_fault_is_a_condition_fault() -> None:
         ("amount + ratio > 1", "cannot mix decimal and double"),
         ("timestamp('2025-01-01') < at", "no time zone"),
         ("duration('1x') > duration('1s')", "invalid duration"),
+        # A policy owner's walkthrough: each of these said no more than the first half.
+        ("duration('30d') > duration('1s')", 'no days: 30 days is "720h"'),
+        ("at > now", "undeclared fact 'now' (a condition has no clock: the agent sends"),
+        ("name == phone", "undeclared fact 'phone' (if it is a text value, quote it: \"phone\")"),
         ("context == 1", "context.<field>"),
         ("b'ab' == name", "bytes"),
         ("flag && n", "must be a bool"),
