@@ -46,9 +46,9 @@ from ledger.core.events import (
 from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle import taken_out_of_service
 from ledger.core.policy import check_policy, parse_policy
-from ledger.core.policy.canonical import document_yaml
+from ledger.core.policy.canonical import content_hash, document_yaml
 from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
-from ledger.errors import UsageError
+from ledger.errors import TamperDetected, UsageError
 from ledger.ids import new_id, utcnow
 
 __all__ = ["COMMANDS"]
@@ -418,6 +418,12 @@ def _recorded(name: str, version: int | None, bootstrap: str | None) -> PolicyVe
     if held is None:
         known = ", ".join(f"v{v}" for v in sorted(record.versions)) or "none"
         raise UsageError(f"{name} has no version {number} (it has {known})")
+    if content_hash(held.document) != held.content_hash:  # what runs is not what was signed
+        raise TamperDetected(
+            f"{name} v{held.version}'s recorded document does not hash to its content hash "
+            f"{held.content_hash}: the governance log was altered after it was recorded (the "
+            "evaluator decides error for it); `ledger actor verify` says which event"
+        )
     return held
 
 

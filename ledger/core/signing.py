@@ -68,6 +68,7 @@ from ledger.core.events import (
 )
 from ledger.core.jsonform import canonical_json, to_json_value
 from ledger.core.policy import Policy, parse_policy
+from ledger.core.policy.canonical import content_hash
 from ledger.core.state import (
     EMPTY_STATE,
     RECORDED_LIMITS,
@@ -294,6 +295,11 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
     if not within_validity(signed_at, event.occurred_at):
         return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):
+        if content_hash(event.document) != event.content_hash:
+            # What the evaluator runs is the document; what was signed and shown is its hash
+            # (a red team recorded a permissive document under a strict one's hash and
+            # signature: it decided, and every check here passed).
+            return "the event's document does not hash to its content_hash: it was altered"
         signed = _signed_policy(str(command.get("document", "")), event.content_hash)
         if signed is None:
             return "the signed command's document does not load"
@@ -570,10 +576,12 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
     unauthorized = _authority_problems(history, admins, configured or admins)
     verdicts = []
     state = EMPTY_STATE
+    applied: dict[tuple[str, str | None], str] = {}  # (command id, key revoked) -> its event
     for index, event in enumerate(history):
         verdict = verify_event(final, event)
         if verdict.ok:
-            problem = _derived(state, event)
+            again = None if verdict.anchor else _applied_again(applied, event)
+            problem = again or _derived(state, event)
             authority = problem is None and not verdict.anchor and index in unauthorized
             if authority:
                 problem = unauthorized[index]
@@ -584,6 +592,30 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
         verdicts.append(verdict)
         state = fold(state, event)
     return verdicts
+
+
+def _applied_again(
+    applied: dict[tuple[str, str | None], str], event: GovernanceEvent
+) -> str | None:
+    """Why ``event`` is a copy of one its signed command produced before, if it is (and
+    remember it in ``applied`` if not). A signed command applies once: each command type
+    produces one event, but for revoking an actor's keys without naming one (one event per
+    key). A red team, holding the command processor's credential, wrote a genuine
+    ``RoleAssigned`` again after its revocation, with a new event id and the next sequence:
+    the role came back, and every check here proved the copy (its signature, its fields, its
+    time within the command's validity, set by whoever writes it)."""
+    key = (
+        event.command_id,
+        event.actor_key_id if isinstance(event, ActorKeyRevoked) else None,
+    )
+    first = applied.get(key)
+    if first is not None:
+        return (
+            f"its signed command {event.command_id} already produced event {first}: a signed "
+            "command applies once, so this is a copy written after it"
+        )
+    applied[key] = event.event_id
+    return None
 
 
 def _authority_problems(

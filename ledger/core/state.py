@@ -65,6 +65,7 @@ from ledger.core.globwork import GlobWork, fixed_start
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.pmap import BuiltOnRead, PMap
 from ledger.core.policy import Policy
+from ledger.core.policy.canonical import content_hash
 from ledger.errors import PolicyError
 
 _GRANT_EVENT_TYPES: Final = frozenset(GRANT_EVENT_TYPES)
@@ -191,7 +192,12 @@ class PolicyVersion:
         :func:`compile_deployed` compiles them ahead of their first request."""
         loaded = self._compiled
         if loaded is _NOT_LOADED:
-            loaded = load_document(self.document)
+            # The document is what runs; its hash is what was signed, approved and shown. One
+            # that does not hash to it was altered after it was recorded (a red team wrote a
+            # permissive document under a strict one's hash and signature): it decides nothing
+            # but an error, as a document that does not load.
+            genuine = content_hash(self.document) == self.content_hash
+            loaded = load_document(self.document) if genuine else None
             object.__setattr__(self, "_compiled", loaded)  # a cache: no field anyone compares
         return loaded  # type: ignore[no-any-return]
 

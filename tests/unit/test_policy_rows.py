@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from ledger.cli.common import policy_rows
 from ledger.cli.lifecycle import owner_cell
@@ -72,3 +74,33 @@ def test_the_history_shows_the_owner_each_version_names() -> None:
         governs=("refund.issue",),
     )
     assert "owner=otto-personal" in _details(proposed)
+
+
+def test_policy_get_refuses_a_version_whose_document_is_not_what_its_hash_says(
+    monkeypatch: Any,
+) -> None:
+    # A red team recorded a permissive document under a strict one's hash: `policy get` showed
+    # the signed hash above the other text.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+    from ledger.core.policy import parse_policy
+    from ledger.core.policy.canonical import content_hash
+
+    strict = parse_policy(
+        "policy: refunds\ngoverns: [refund.issue]\nowner: o\ndefault: {effect: deny}\n"
+    )
+    permissive = parse_policy(strict.canonical.replace('"deny"', '"allow"'))
+    genuine = replace(
+        _version(1, Stage.ACTIVE, "o"), document=strict.canonical, content_hash=strict.content_hash
+    )
+    record = PolicyRecord(name="refunds", versions={1: genuine}, active=1, history=(1,))
+    monkeypatch.setattr("ledger.cli.lifecycle.current_state", lambda _b: (_state(record), None))
+    shown = CliRunner().invoke(cli, ["policy", "get", "refunds"])
+    assert shown.exit_code == 0 and content_hash(strict.canonical) in shown.stdout
+    altered = replace(genuine, document=permissive.canonical)
+    record = PolicyRecord(name="refunds", versions={1: altered}, active=1, history=(1,))
+    monkeypatch.setattr("ledger.cli.lifecycle.current_state", lambda _b: (_state(record), None))
+    refused = CliRunner().invoke(cli, ["policy", "get", "refunds"])
+    assert refused.exit_code == 11, refused.output
+    assert "recorded document does not hash to its content hash" in refused.stderr

@@ -942,3 +942,101 @@ def test_a_grant_to_a_role_that_reached_a_delegates_member_is_not_proven_by_auth
     ):
         events += decided(command, ADMIN_KEY, admins)
     assert verify_history(events, admins=admins)[-1].ok
+
+
+def _fold_all(state: LedgerState, events: Any) -> LedgerState:
+    for event in events:
+        state = fold(state, event)
+    return state
+
+
+def test_a_proposal_whose_document_does_not_hash_to_its_content_hash_is_not_proven_nor_run():
+    # A red team, with the command processor's credential: a permissive document recorded
+    # under a strict one's content hash and signature decided requests, and every check here
+    # proved the event (the signed document's hash was compared; the recorded one never was).
+    from ledger.core.events import ProposePolicyVersion
+    from ledger.core.policy import parse_policy
+
+    state, events = anchored()
+    strict = "policy: pay\ngoverns: [pay.send]\nowner: o\ndefault: {effect: deny}\n"
+    command = sign(
+        ProposePolicyVersion(
+            event_id="c-1", occurred_at=T0, actor=ADMIN, policy="pay", document=strict
+        ),
+        ADMIN_KEY,
+    )
+    outcome = decide_signed(state, command, now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection), outcome
+    (proposed,) = outcome
+    assert all(v.ok for v in verify_history([*events, proposed]))
+    genuine = _fold_all(state, [proposed]).policies["pay"].versions[1]
+    assert genuine.compiled is not None and genuine.compiled.default.effect.value == "deny"
+    permissive = parse_policy(strict.replace("effect: deny", "effect: allow"))
+    swapped = replace(proposed, document=permissive.canonical)
+    verdict = verify_history([*events, swapped])[-1]
+    assert not verdict.ok and "does not hash to its content_hash" in str(verdict.problem)
+    version = _fold_all(state, [swapped]).policies["pay"].versions[1]
+    assert version.compiled is None  # it decides nothing but an error
+
+
+def test_a_signed_command_applied_again_is_not_proven():
+    # A red team, with the command processor's credential: a genuine RoleAssigned written
+    # again after the role was revoked (a new event id, the next sequence, a time within the
+    # command's validity) gave the role back, and every check here proved the copy.
+    from ledger.core.events import AssignRole, RevokeRole
+
+    state, events = anchored()
+    for command in (
+        AssignRole(
+            event_id="c-1",
+            occurred_at=T0,
+            actor=ADMIN,
+            principal="human:carol",
+            role="role:approvers",
+        ),
+        RevokeRole(
+            event_id="c-2",
+            occurred_at=T0,
+            actor=ADMIN,
+            principal="human:carol",
+            role="role:approvers",
+        ),
+    ):
+        outcome = decide_signed(state, sign(command, ADMIN_KEY), now=T0, new_id=ids())
+        assert not isinstance(outcome, Rejection), outcome
+        events += outcome
+        state = _fold_all(state, outcome)
+    assert all(v.ok for v in verify_history(events))
+    assigned, revoked = events[-2], events[-1]
+    copy = replace(assigned, event_id="e-copy", sequence=revoked.sequence + 1)
+    verdict = verify_history([*events, copy])[-1]
+    assert not verdict.ok and not verdict.authority
+    assert f"its signed command c-1 already produced event {assigned.event_id}" in str(
+        verdict.problem
+    )
+
+
+def test_revoking_every_key_of_an_actor_is_one_command_of_several_events_and_proven():
+    state, events = anchored()
+    for n, seed in enumerate((b"one", b"two"), start=1):
+        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest())
+        command = RegisterActorKey(
+            event_id=f"c-k{n}",
+            occurred_at=T0,
+            actor=ADMIN,
+            principal="human:bob",
+            actor_key_id=key_id_of(public_bytes(key)),
+            public_key=public_bytes(key),
+        )
+        outcome = decide_signed(state, sign(command, ADMIN_KEY), now=T0, new_id=ids())
+        assert not isinstance(outcome, Rejection), outcome
+        events += outcome
+        state = _fold_all(state, outcome)
+    revoke = RevokeActorKey(
+        event_id="c-all", occurred_at=T0, actor=ADMIN, principal="human:bob", reason="left"
+    )
+    outcome = decide_signed(state, sign(revoke, ADMIN_KEY), now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection), outcome
+    assert len(outcome) == 2  # one event per key, one command
+    verdicts = verify_history([*events, *outcome])
+    assert all(v.ok for v in verdicts), [v.problem for v in verdicts]

@@ -715,12 +715,19 @@ def test_a_fold_leaves_the_state_it_started_from_as_it_was() -> None:
 def _canonical_history(*steps: tuple[str, int]) -> list[GovernanceEvent]:
     """:func:`_policy_events` with each proposal's document in its stored (canonical) form."""
     from ledger.core.events import PolicyVersionProposed
+    from ledger.core.policy.canonical import content_hash
 
-    return [
-        replace(e, document=parse_policy(e.document).canonical)
+    events = _policy_events(*steps)
+    canonical = {
+        id(e): parse_policy(e.document).canonical
+        for e in events
+        if isinstance(e, PolicyVersionProposed)
+    }
+    return [  # and its hash, which a version is compiled only if its document has
+        replace(e, document=canonical[id(e)], content_hash=content_hash(canonical[id(e)]))
         if isinstance(e, PolicyVersionProposed)
         else e
-        for e in _policy_events(*steps)
+        for e in events
     ]
 
 
