@@ -26,12 +26,14 @@ from ledger.cli.common import (
 )
 from ledger.cli.output import (
     handle_errors,
+    json_cell,
     json_option,
     plural,
     policy_label,
     print_json,
     print_table,
     printable,
+    to_jsonable,
 )
 from ledger.core.history import state_at
 from ledger.core.jsonform import format_timestamp
@@ -52,7 +54,7 @@ __all__ = ["COMMANDS", "simulate_cmd"]
     type=click.IntRange(0, 1000),
     default=10,
     show_default=True,
-    help="How many changed requests to show.",
+    help="How many changed requests to show (and as many whose constraints alone change).",
 )
 @bootstrap_option
 @json_option
@@ -72,7 +74,9 @@ def simulate_cmd(
     action the draft governs is decided again by the draft, with the facts and context it was
     asked with, and compared with the recorded decision: requests replayed, determinations
     that would change (from → to), the same per rule, and a sample of changed requests with
-    why the draft decides as it does. Requests the policy decided for actions the draft no
+    why the draft decides as it does; then the requests whose determination stays but whose
+    constraints would differ (a cap lowered under the same allow_with_constraints), with a
+    sample of recorded → draft constraints. Requests the policy decided for actions the draft no
     longer governs are counted apart. Authority and the input limits are not re-evaluated:
     requests decided before any policy ran (no_authority ...) are skipped. Nothing is written;
     nothing needs to be deployed.
@@ -93,6 +97,7 @@ def simulate_cmd(
     )
     by_rule = _by_rule(report.changed)
     shown = report.changed[:sample]
+    constrained = report.constraint_changes[:sample]
     if as_json:
         print_json(
             {
@@ -114,10 +119,13 @@ def simulate_cmd(
                 "taken_over": report.taken_over,
                 "by_rule": by_rule,
                 "sample": [_change(c) for c in shown],
+                "constraint_changes": len(report.constraint_changes),
+                "constraint_sample": [_constraint_change(c) for c in constrained],
             }
         )
         return
     _print(report, by_rule, shown, source.where, start, end)
+    _print_constraints(report, constrained)
     if report.considered == 0:  # a simulation of nothing is no evidence: say why it may be
         click.echo(
             "warning: no recorded request with a decision in this window: check --since/--until, "
@@ -171,6 +179,21 @@ def _change(c: Change) -> dict[str, Any]:
     }
 
 
+def _constraint_change(c: Change) -> dict[str, Any]:
+    return {
+        "request_id": c.request_id,
+        "action": c.action,
+        "resource": c.resource,
+        "determination": c.new_determination.value,
+        "recorded_rule": c.old_rule,
+        "recorded_version": c.old_version,
+        "recorded_policy": c.old_policy,
+        "draft_rule": c.new_rule,
+        "recorded_constraints": to_jsonable(c.old_constraints),
+        "draft_constraints": to_jsonable(c.new_constraints),
+    }
+
+
 def _why(reasons: tuple[str, ...], width: int = 80) -> str:
     text = "; ".join(reasons)
     if not text:  # a policy owner's walkthrough: an empty column read as a tool fault
@@ -210,7 +233,8 @@ def _print(
     click.echo(
         f"  {plural(len(report.changed), 'determination')} would change, {report.unchanged:,} "
         "would not "
-        f"({report.rule_changes} of those by another rule)"
+        f"({report.rule_changes} of those by another rule, "
+        f"{len(report.constraint_changes):,} with other constraints)"
     )
     if not report.changed:
         return
@@ -253,6 +277,34 @@ def _print(
             ],
             title=f"changed requests (first {len(shown)} of {len(report.changed)})",
         )
+
+
+def _print_constraints(report: ImpactReport, shown: tuple[Change, ...]) -> None:
+    """The requests whose determination stays but whose constraints would not (a policy owner's
+    walkthrough: a cap lowered from 500.00 to 400.00 simulated as "0 would change")."""
+    if not shown:
+        return
+    print_table(
+        ["request id", "action", "resource", "rule (recorded → draft)", "recorded", "draft"],
+        [
+            [
+                c.request_id,
+                c.action,
+                c.resource,
+                decided_by(c.old_rule, c.old_reason_code)
+                if c.old_rule == c.new_rule
+                else f"{decided_by(c.old_rule, c.old_reason_code)} → "
+                f"{decided_by(c.new_rule, c.new_reason_code)}",
+                json_cell(c.old_constraints),
+                json_cell(c.new_constraints),
+            ]
+            for c in shown
+        ],
+        title=(
+            f"same determination, other constraints (first {len(shown)} of "
+            f"{len(report.constraint_changes)})"
+        ),
+    )
 
 
 COMMANDS = (simulate_cmd,)

@@ -9,13 +9,20 @@ still be — so only requests the candidate governs that got past them are re-de
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ledger.core.disagreement import difference
 from ledger.core.evaluate import TRACE_TOO_LARGE, decided_before_policy
-from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested, Stage
-from ledger.core.policy import Policy
+from ledger.core.events import (
+    DecisionRecorded,
+    Determination,
+    EvaluationRequested,
+    Stage,
+    Value,
+)
+from ledger.core.policy import Policy, PolicyOutcome
 from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion, governing_policy
 
 __all__ = ["Change", "ImpactReport", "deployed_with", "simulate"]
@@ -23,7 +30,8 @@ __all__ = ["Change", "ImpactReport", "deployed_with", "simulate"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
-    """One request whose determination (or deciding rule) would change."""
+    """One request whose answer would change: its determination, or (in
+    :attr:`ImpactReport.constraint_changes`) only its constraints."""
 
     request_id: str
     action: str
@@ -39,6 +47,8 @@ class Change:
     new_reason_code: str | None = None
     new_reasons: tuple[str, ...] = ()
     """Why the draft decides as it does (``invalid_facts: attachment_mb: missing ...``)."""
+    old_constraints: Mapping[str, Value] = field(default_factory=dict)
+    new_constraints: Mapping[str, Value] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +62,12 @@ class ImpactReport:
     skipped: int = 0
     unchanged: int = 0
     changed: tuple[Change, ...] = ()
+    """Requests whose determination would change."""
     rule_changes: int = 0
+    constraint_changes: tuple[Change, ...] = ()
+    """Of the :attr:`unchanged` determinations, the requests whose constraints would differ
+    (:func:`~ledger.core.disagreement.difference`): a cap lowered under the same
+    ``allow_with_constraints``."""
     transitions: dict[str, int] = field(default_factory=dict)
     """``"allow -> deny"`` → count, over changed determinations."""
     no_longer_governed: dict[str, int] = field(default_factory=dict)
@@ -79,7 +94,9 @@ def simulate(
     policy ran (:func:`~ledger.core.evaluate.decided_before_policy`: ``no_authority``, or refused
     by the input limits or the grant conditions' budget); and those whose trace was too large to
     record (``trace_too_large``: the policy's own answer is not in it). ``rule_changes`` counts
-    requests whose determination stays the same but that another rule would decide. A request
+    requests whose determination stays the same but that another rule would decide;
+    ``constraint_changes`` lists those whose determination stays the same but whose constraints
+    would differ (:func:`~ledger.core.disagreement.difference`). A request
     this policy decided for an action the draft does not govern is skipped too, and counted in
     ``no_longer_governed``: the draft would hand it to another policy, or leave it ungoverned.
 
@@ -92,6 +109,7 @@ def simulate(
     taken: Counter[str] | None = Counter() if governance is not None else None
     considered = evaluated = skipped = unchanged = rule_changes = 0
     changed: list[Change] = []
+    constrained: list[Change] = []
     transitions: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     elsewhere: Counter[str] = Counter()
@@ -115,28 +133,18 @@ def simulate(
                 if winner is not None and winner.name == candidate.name:
                     taken[str(old.policy)] += 1
         outcome, _ = candidate.run(request.facts, request.context)
-        if outcome.determination != old.determination:
-            changed.append(
-                Change(
-                    request_id=request.event_id,
-                    action=request.action,
-                    resource=request.resource,
-                    old_determination=old.determination,
-                    new_determination=outcome.determination,
-                    old_rule=old.rule,
-                    new_rule=outcome.rule,
-                    old_version=old.policy_version,
-                    old_policy=old.policy,
-                    old_reason_code=old.reason_code,
-                    new_reason_code=outcome.reason_code,
-                    new_reasons=outcome.reasons,
-                )
-            )
+        differs = difference(
+            old.determination, old.constraints, outcome.determination, outcome.constraints
+        )
+        if differs == "determination":
+            changed.append(_change(request, old, outcome))
             transitions[f"{old.determination.value} -> {outcome.determination.value}"] += 1
         else:
             unchanged += 1
             if outcome.rule != old.rule:
                 rule_changes += 1
+            if differs == "constraints":
+                constrained.append(_change(request, old, outcome))
     return ImpactReport(
         policy=candidate.name,
         content_hash=candidate.content_hash,
@@ -146,10 +154,30 @@ def simulate(
         unchanged=unchanged,
         changed=tuple(changed),
         rule_changes=rule_changes,
+        constraint_changes=tuple(constrained),
         transitions=dict(sorted(transitions.items())),
         no_longer_governed=dict(sorted(dropped.items())),
         decided_elsewhere=dict(sorted(elsewhere.items())),
         taken_over=None if taken is None else {p: taken[p] for p in sorted(elsewhere)},
+    )
+
+
+def _change(request: EvaluationRequested, old: DecisionRecorded, new: PolicyOutcome) -> Change:
+    return Change(
+        request_id=request.event_id,
+        action=request.action,
+        resource=request.resource,
+        old_determination=old.determination,
+        new_determination=new.determination,
+        old_rule=old.rule,
+        new_rule=new.rule,
+        old_version=old.policy_version,
+        old_policy=old.policy,
+        old_reason_code=old.reason_code,
+        new_reason_code=new.reason_code,
+        new_reasons=new.reasons,
+        old_constraints=old.constraints,
+        new_constraints=new.constraints,
     )
 
 

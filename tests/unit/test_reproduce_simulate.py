@@ -1709,3 +1709,31 @@ def test_a_decision_before_matching_was_charged_in_an_earlier_wording_still_repr
     assert again.reproduces, again.differences
     assert "decided under the cost model before a release of 2026-12-06" in str(again.note)
     assert "an earlier release's wording" in str(again.note)
+
+
+def test_simulate_lists_the_requests_whose_constraints_alone_would_change(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    # A policy owner's walkthrough: a draft lowering a cap under the same
+    # allow_with_constraints simulated as "0 determinations would change" and nothing else.
+    until = history.marks["v1 only until"].isoformat()
+    draft = tmp_path / "voucher.yaml"
+    draft.write_text(V1.replace("{refund_method: credit}", "{refund_method: voucher}", 1))
+    args = ("policy", "simulate", str(draft), "--from", str(export), "--until", until)
+    data = json.loads(run(*args, "--json", "--sample", "2").stdout)
+    assert (data["changed"], data["rule_changes"], data["constraint_changes"]) == (0, 0, 4)
+    assert data["sample"] == [] and len(data["constraint_sample"]) == 2
+    first = data["constraint_sample"][0]
+    assert (first["determination"], first["recorded_rule"], first["draft_rule"]) == (
+        "allow_with_constraints",
+        "credit-only",
+        "credit-only",
+    )
+    assert first["recorded_constraints"] == {"refund_method": "credit"}
+    assert first["draft_constraints"] == {"refund_method": "voucher"}
+    table = " ".join(run(*args).stdout.split())
+    assert "0 determinations would change, 24 would not (0 of those by another rule, 4 with " in (
+        table
+    )
+    assert "same determination, other constraints (first 4 of 4)" in table
+    assert '{"refund_method": "credit"} │ {"refund_method": "voucher"}' in table
