@@ -9,6 +9,7 @@ development or moderate ledger; for large histories and SQL, export to Parquet (
 from __future__ import annotations
 
 import difflib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from ledger.cli.output import (
     rule_label,
     to_jsonable,
 )
+from ledger.core.disagreement import difference, differing_constraints
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,
@@ -74,7 +76,8 @@ __all__ = ["decisions_cmd"]
     "--disagreeing",
     is_flag=True,
     help="Only decisions a shadow (or the other of active and canary) would have answered "
-    "differently, with what it would have said (watching a shadow live).",
+    "differently (another determination, or other constraints), with what it would have said "
+    "(watching a shadow live).",
 )
 @click.option("--since", default=None, help="Decided at or after (ISO 8601).")
 @click.option("--until", default=None, help="Decided before (ISO 8601).")
@@ -294,17 +297,39 @@ def _several(request_id: str, found: list[tuple[Any, list[list[Any]]]]) -> str |
 
 
 def _disagreements(answer: Any) -> str:
-    """What the versions that did not decide would have answered differently, ``refund v2
-    (shadow): deny by rule no-vip``, or with its first reason where no rule decided (``deny
-    (version 2 does not govern refund.void)``: a bare deny explains nothing); empty when every
-    one agreed (or none ran: a pre-evaluation's items carry no shadow results)."""
+    """What the versions that did not decide would have answered differently
+    (:func:`~ledger.core.disagreement.difference`), ``refund v2 (shadow): deny by rule no-vip``, or
+    with its first reason where no rule decided (``deny (version 2 does not govern
+    refund.void)``: a bare deny explains nothing), or, for the same determination, the
+    constraints that differ (``max_refund 400.00 (decided 500.00)``); empty when every one agreed
+    (or none ran: a pre-evaluation's items carry no shadow results)."""
     if not isinstance(answer, DecisionRecorded):
         return ""
-    return "; ".join(
-        f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}{_why(s)}"
-        for s in answer.shadow_results
-        if s.determination != answer.determination
-    )
+    said = []
+    for s in answer.shadow_results:
+        differs = difference(
+            answer.determination, answer.constraints, s.determination, s.constraints
+        )
+        if differs is None:
+            continue
+        text = f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}{_why(s)}"
+        if differs == "constraints":
+            text += ", " + ", ".join(
+                f"{name} {_value(theirs)} (decided {_value(decided)})"
+                for name, decided, theirs in differing_constraints(
+                    answer.constraints, s.constraints
+                )
+            )
+        said.append(text)
+    return "; ".join(said)
+
+
+def _value(value: Any) -> str:
+    """A constraint's value as one short cell (``-``: the answer has no such constraint)."""
+    if value is None:
+        return "-"
+    shown = to_jsonable(value)  # a Decimal as its digits, an instant as RFC 3339
+    return clipped(shown if isinstance(shown, str) else json.dumps(shown), 40)
 
 
 def _why(said: ShadowResult) -> str:

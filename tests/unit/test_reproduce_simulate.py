@@ -1737,3 +1737,47 @@ def test_simulate_lists_the_requests_whose_constraints_alone_would_change(
     )
     assert "same determination, other constraints (first 4 of 4)" in table
     assert '{"refund_method": "credit"} │ {"refund_method": "voucher"}' in table
+
+
+def test_ledger_decisions_disagreeing_lists_a_shadow_that_changes_only_constraints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A policy owner's walkthrough: v2 in shadow lowered max_refund from 500.00 to 400.00 under
+    # the same allow_with_constraints; `--disagreeing` listed none of the decisions it caps.
+    from types import SimpleNamespace
+
+    import ledger.cli.decisions as decisions
+    from ledger.core.events import Determination, ShadowResult, Stage
+
+    awc = Determination.ALLOW_WITH_CONSTRAINTS
+
+    def decided(n: int, cap: Any, shadow_cap: Any) -> SimpleNamespace:
+        said = ShadowResult(
+            policy="refunds", version=2, stage=Stage.SHADOW, determination=awc,
+            rule="credit-capped", constraints={"method": "credit", "max_refund": shadow_cap},
+        )  # fmt: skip
+        return SimpleNamespace(
+            event=DecisionRecorded(
+                event_id=f"d{n}", occurred_at=T0, actor="service:evaluator",
+                request_id=f"req-{n}", requested_at=T0, action="refund.issue",
+                principal="agent:a", resource="x", determination=awc, rule="credit-capped",
+                constraints={"max_refund": cap, "method": "credit"}, policy="refunds",
+                policy_version=1, shadow_results=(said,),
+            )
+        )  # fmt: skip
+
+    records = [
+        decided(1, "500.00", "400.00"),  # a lower cap: listed
+        decided(2, "500.00", "500.00"),  # the same answer: not
+        decided(3, Decimal("500.0"), Decimal("500.00")),  # the same value: not
+    ]
+    monkeypatch.setattr(decisions, "read_topic", lambda *a, **k: iter(records))
+    monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
+    said = CliRunner().invoke(
+        decisions.decisions_cmd, ["--policy", "refunds", "--disagreeing", "--json"]
+    )
+    assert [d["request_id"] for d in json.loads(said.stdout)] == ["req-1"], said.output
+    assert decisions._disagreements(records[0].event) == (
+        "refunds v2 (shadow): allow_with_constraints by rule credit-capped, "
+        "max_refund 400.00 (decided 500.00)"
+    )
