@@ -239,15 +239,41 @@ SELECT decision_id, request_id, decided_at, principal, action, resource, determi
        partition, "offset"
 FROM batch_decisions;
 
--- What the non-deciding versions said, one row per shadow result of a decision.
+-- Constraints as values, to compare two answers' (ledger.core.disagreement.same_constraints): a
+-- sorted list of (name, value), a number by its value (1 and 1.0 alike), a bool, text or a
+-- list as its JSON; NULL (none recorded) as no constraints. A Decimal constraint is text in an
+-- export (its digits): 500.0 and 500.00 differ here, though not to `ledger decisions`.
+CREATE OR REPLACE MACRO constraint_values(j) AS list_sort(list_transform(
+    map_entries(CAST(coalesce(CAST(j AS JSON), CAST('{}' AS JSON)) AS MAP(VARCHAR, JSON))),
+    lambda e: {'name': e.key, 'value': CASE
+        WHEN json_type(e.value) IN ('BIGINT', 'UBIGINT')
+            THEN CAST(CAST(e.value AS HUGEINT) AS VARCHAR)
+        WHEN json_type(e.value) = 'DOUBLE'
+             AND CAST(e.value AS DOUBLE) = trunc(CAST(e.value AS DOUBLE))
+             AND abs(CAST(e.value AS DOUBLE)) < 1e38
+            THEN CAST(CAST(CAST(e.value AS DOUBLE) AS HUGEINT) AS VARCHAR)
+        WHEN json_type(e.value) = 'DOUBLE' THEN CAST(CAST(e.value AS DOUBLE) AS VARCHAR)
+        ELSE coalesce(CAST(e.value AS VARCHAR), 'null') END}));
+
+-- What the non-deciding versions said, one row per shadow result of a decision, beside what
+-- the decision said (decided, decided_rule, decided_constraints). differs: how the answers
+-- differ, as ledger.core.disagreement.difference says: 'determination', else 'constraints' (the
+-- same determination with other constraint values), NULL: the same answer.
 CREATE OR REPLACE VIEW shadow_results AS
-SELECT decision_id, decided_at, request_id, action, principal, resource,
-       policy AS decided_policy, policy_version AS decided_version, determination AS decided,
-       rule AS decided_rule, s->>'policy' AS policy, CAST(s->>'version' AS BIGINT) AS version,
-       s->>'stage' AS stage, s->>'determination' AS determination, s->>'rule' AS rule,
-       s->'constraints' AS constraints
-FROM (SELECT *, unnest(CAST(shadow_results AS JSON[])) AS s FROM decisions
-      WHERE shadow_results IS NOT NULL AND shadow_results <> '[]');
+SELECT *, CASE WHEN determination IS DISTINCT FROM decided THEN 'determination'
+               WHEN constraint_values(constraints)
+                    IS DISTINCT FROM constraint_values(decided_constraints) THEN 'constraints'
+          END AS differs
+FROM (
+    SELECT decision_id, decided_at, request_id, action, principal, resource,
+           policy AS decided_policy, policy_version AS decided_version, determination AS decided,
+           rule AS decided_rule, constraints AS decided_constraints, s->>'policy' AS policy,
+           CAST(s->>'version' AS BIGINT) AS version, s->>'stage' AS stage,
+           s->>'determination' AS determination, s->>'rule' AS rule,
+           s->'constraints' AS constraints
+    FROM (SELECT *, unnest(CAST(shadow_results AS JSON[])) AS s FROM decisions
+          WHERE shadow_results IS NOT NULL AND shadow_results <> '[]')
+);
 
 -- Async corrections: the decision differed from the default the caller proceeded on; constraints
 -- are the decision's (NULL in files exported before corrections carried them).

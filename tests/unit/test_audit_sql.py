@@ -1799,3 +1799,63 @@ def test_an_interval_is_kept_by_its_offsets_when_the_clock_stepped_back(tmp_path
     ) == (2, "canary", 1)
     (lineage,) = rows(directory, "decision_lineage", id="dec-1")
     assert (lineage["stage_reached_by"], lineage["promoted_by"]) == ("promotion", "human:bob")
+
+
+def test_shadow_disagreements_counts_a_shadow_whose_constraints_alone_differ(
+    tmp_path: Path,
+) -> None:
+    # A policy owner's walkthrough: v2 in shadow capped max_refund at 400.00 where v1 decided
+    # 500.00, the same allow_with_constraints; the query (determination only) returned none.
+    awc = Determination.ALLOW_WITH_CONSTRAINTS
+
+    def decided(n: int, cap: Any, shadow_cap: Any, answer: Determination = awc) -> Event:
+        said = ShadowResult(
+            policy="refund", version=2, stage=Stage.SHADOW, determination=answer,
+            rule="credit-capped", constraints={"refund_method": "credit", "max_refund": shadow_cap},
+        )  # fmt: skip
+        return dataclasses.replace(
+            _decision(n, at(n), 1, Stage.ACTIVE, awc, (said,)),
+            rule="credit-capped",
+            constraints={"max_refund": cap, "refund_method": "credit"},
+        )
+
+    write_events(
+        tmp_path,
+        TOPICS,
+        [
+            (TOPICS.decisions, decided(1, "500.00", "400.00")),  # a lower cap
+            (TOPICS.decisions, decided(2, "500.00", "400.00")),
+            (TOPICS.decisions, decided(3, "500.00", "500.00")),  # the same answer
+            (TOPICS.decisions, decided(4, 500, 500.0)),  # the same value in another form
+            (TOPICS.decisions, decided(5, True, 1)),  # a bool is not a number
+            (TOPICS.decisions, decided(6, "500.00", "500.00", Determination.DENY)),
+        ],
+    )
+    con = connect(tmp_path)
+    try:
+        said = con.execute(
+            "SELECT decision_id, differs, decided_constraints->>'max_refund' FROM shadow_results "
+            "ORDER BY decision_id"
+        ).fetchall()
+    finally:
+        con.close()
+    assert said == [
+        ("dec-1", "constraints", "500.00"),
+        ("dec-2", "constraints", "500.00"),
+        ("dec-3", None, "500.00"),
+        ("dec-4", None, "500"),
+        ("dec-5", "constraints", "true"),
+        ("dec-6", "determination", "500.00"),
+    ]
+    found = rows(tmp_path, "shadow_disagreements", policy="refund")
+    assert [(r["differs"], r["shadow_said"], r["decisions"]) for r in found] == [
+        ("constraints", "allow_with_constraints", 3),
+        ("determination", "deny", 1),
+    ]
+    capped = found[0]
+    assert (capped["example_request"], capped["example_decision"]) == ("req-1", "dec-1")
+    assert json.loads(capped["decided_constraints"]) == {
+        "max_refund": "500.00",
+        "refund_method": "credit",
+    }
+    assert json.loads(capped["shadow_constraints"])["max_refund"] == "400.00"
