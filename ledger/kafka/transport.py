@@ -75,7 +75,7 @@ from ledger.core.events import (
 from ledger.core.lifecycle import command_aggregate
 from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 from ledger.core.text import clipped
-from ledger.errors import ClientClosed, CodecError, TopicMissing, UsageError
+from ledger.errors import ClientClosed, CodecError, KafkaUnavailable, TopicMissing, UsageError
 from ledger.kafka.clients import make_consumer, make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.reading import (
     position_key,
@@ -516,7 +516,12 @@ class KafkaTransport:
                 time.monotonic(),
                 asked if isinstance(asked, EvaluationRequested) else None,
             )
-        self._produce(topic, key, value, self._undelivered(request))
+        try:
+            self._produce(topic, key, value, self._undelivered(request))
+        except BaseException:  # not sent: nothing will correct it
+            with self._lock:
+                self._watching.pop(request.event_id.encode(), None)
+            raise
 
     def _undelivered(self, request: EvaluationRequested) -> Callable[[Any, Any], None]:
         """A delivery callback that says so, at ERROR, when an asynchronous request never
@@ -681,7 +686,15 @@ class KafkaTransport:
                 self._producer.produce(topic, value, key, on_delivery=on_delivery)
         except BufferError:  # the local queue is full: wait for room once, then give up
             self._producer.poll(1.0)
-            self._producer.produce(topic, value, key, on_delivery=on_delivery)
+            try:
+                self._producer.produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:  # an SDK error, not librdkafka's (an agent engineer's
+                # walkthrough: after minutes of Kafka away, every call raised BufferError)
+                raise KafkaUnavailable(
+                    "nothing was sent: this client's queue for Kafka is full (Kafka has been "
+                    "away or slower than the client sends, and unsent messages are kept 5 "
+                    "minutes); retry later, or send less"
+                ) from None
         except KafkaException as exc:
             if self._fatal is None and _name(exc.args[0]) == "_FATAL":
                 # The cause is raised once, by a poll: this one, or the listener's (which

@@ -69,3 +69,43 @@ def test_an_async_request_never_delivered_is_said_at_error_and_unwatched(
     assert request.event_id in text and "was never delivered to Kafka" in text
     assert "account:drop1" in text and "default allow" in text and "Purged" in text
     assert request.event_id.encode() not in t._watching  # type: ignore[attr-defined]
+
+
+class _Full(Producer):
+    """librdkafka's queue, full: every produce refused until a poll makes room (it does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any = None) -> None:
+        raise BufferError("Local: Queue full")
+
+    def poll(self, timeout: float = 0) -> int:
+        self.polls += 1
+        return 0
+
+
+def test_a_full_send_queue_is_a_ledger_error_and_leaves_nothing_watched() -> None:
+    # An agent engineer's walkthrough: after minutes of Kafka away, submit_async and evaluate
+    # raised librdkafka's BufferError, which an agent catching LedgerError (as the README
+    # says) did not catch.
+    from ledger.errors import KafkaUnavailable, LedgerError
+
+    t, _ = transport()
+    full = _Full()
+    t._producer = full  # type: ignore[attr-defined]
+    request = EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="agent:a",
+        principal="agent:a",
+        action="refund.issue",
+        resource="account:full",
+        mode=Mode.ASYNC,
+        default=Determination.DENY,
+    )
+    with pytest.raises(KafkaUnavailable, match="this client's queue for Kafka is full") as raised:
+        t.submit(request, lambda correction: None)
+    assert isinstance(raised.value, LedgerError) and full.polls == 1  # room waited for once
+    assert request.event_id.encode() not in t._watching  # type: ignore[attr-defined]
