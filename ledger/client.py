@@ -249,6 +249,22 @@ def _checked_principal(principal: str) -> None:
         )
 
 
+def _checked_names(action: Any, resource: Any, where: str = "") -> None:
+    """Refuse an action or resource that is not text, and an empty action, before it is sent:
+    the wire format cannot carry one, or would carry ``'None'`` for a missing one (an agent
+    engineer's walkthrough: a pre-evaluation item with resource None was allowed on
+    resource 'None', where ``evaluate`` raised AttributeError; an empty action was denied as
+    holding no grant "for  on acct:1"). An empty resource is a request about no resource."""
+    for name, value in (("action", action), ("resource", resource)):
+        if not isinstance(value, str):
+            raise UsageError(
+                f"{where}{name} {clipped(repr(value), 80)} is a {type(value).__name__}, not "
+                f"text: pass the {name} as a str"
+            )
+    if not action.strip():
+        raise UsageError(f"{where}action {action!r} is empty: name the action, refund.issue")
+
+
 class LedgerClient:
     """Blocking client. Thread-safe; create one per process and share it.
 
@@ -340,6 +356,7 @@ class LedgerClient:
     ) -> EvaluationRequested:
         """Build an evaluation request (a new time-ordered request id, now as its time)."""
         _checked_principal(principal)
+        _checked_names(action, resource)
         _text_names("facts", facts)
         _text_names("context", context)
         return EvaluationRequested(
@@ -735,15 +752,22 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
             "preevaluate(principal, items, context=...))"
         )
     _text_names(f"batch item {index}'s facts", item.get("facts"))
-    try:
-        return BatchItem(
-            item_id=str(item.get("item_id", index)),
-            action=str(item["action"]),
-            resource=str(item["resource"]),
-            facts=dict(item.get("facts") or {}),
+    for key in ("action", "resource"):
+        if key not in item:
+            raise UsageError(f"batch item {index} lacks {key!r}")
+    _checked_names(item["action"], item["resource"], f"batch item {index}'s ")
+    item_id = item.get("item_id", index)
+    if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):  # None is no id
+        raise UsageError(
+            f"batch item {index}'s item_id {clipped(repr(item_id), 80)} is a "
+            f"{type(item_id).__name__}: pass a str or an int, or leave it out (its index)"
         )
-    except KeyError as exc:
-        raise UsageError(f"batch item {index} lacks {exc.args[0]!r}") from None
+    return BatchItem(
+        item_id=str(item_id),
+        action=item["action"],
+        resource=item["resource"],
+        facts=dict(item.get("facts") or {}),
+    )
 
 
 M = TypeVar("M", EvaluationRequested, BatchEvaluationRequested, Command)

@@ -882,3 +882,32 @@ def test_a_principal_no_grant_can_name_is_refused_before_it_is_sent(principal: s
     with pytest.raises(UsageError, match="is not a principal"):
         client.preevaluate(principal, [{"action": "a.b", "resource": "r"}])
     assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "said"),
+    [
+        ("a.b", None, "resource None is a NoneType, not text"),
+        ("a.b", 42, "resource 42 is a int, not text"),
+        ("a.b", b"x", "resource b'x' is a bytes, not text"),
+        (42, "r", "action 42 is a int, not text"),
+        ("", "r", "action '' is empty: name the action"),
+    ],
+)
+def test_an_action_or_resource_that_is_not_text_is_refused_before_it_is_sent(
+    action: Any, resource: Any, said: str
+) -> None:
+    # An agent engineer's walkthrough: a pre-evaluation item with resource None was allowed
+    # on resource 'None' (str() of it), where evaluate raised AttributeError or a raw codec
+    # message; an empty action was denied as holding no grant "for  on acct:1".
+    sent: list[Any] = []
+    client = LedgerClient(
+        ClientConfig(actor=AGENT), transport=MockTransport(lambda m: sent.append(m))
+    )
+    with pytest.raises(UsageError, match=said):
+        client.evaluate(action=action, principal=AGENT, resource=resource)
+    with pytest.raises(UsageError, match=f"batch item 0's {said}"):
+        client.preevaluate(AGENT, [{"action": action, "resource": resource}])
+    with pytest.raises(UsageError, match="batch item 0's item_id None is a NoneType"):
+        client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "item_id": None}])
+    assert sent == []
