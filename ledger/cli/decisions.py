@@ -56,6 +56,13 @@ __all__ = ["decisions_cmd"]
     default=None,
     help="Only the decision of this request id (REQUEST#ITEM: one pre-evaluation item); none found says why.",
 )
+@click.option(
+    "--decision",
+    "decision_id",
+    default=None,
+    help="Only the decision with this decision id (Decision.event_id, what an agent logs; a "
+    "pre-evaluation's answer: all its items), its reasons printed below the table.",
+)
 @click.option("--principal", default=None, help="Only decisions about this principal.")
 @click.option("--action", default=None, help="Only this action (globs allowed: 'refund.*').")
 @click.option(
@@ -93,6 +100,7 @@ __all__ = ["decisions_cmd"]
 @handle_errors
 def decisions_cmd(
     request_id: str | None,
+    decision_id: str | None,
     principal: str | None,
     action: str | None,
     determination: str | None,
@@ -120,9 +128,12 @@ def decisions_cmd(
         raise UsageError("--version needs --policy: versions are numbered per policy")
     settings = load_settings(bootstrap)
 
-    def wanted(decided_at: datetime, request: str, who: str, what: str, answer: Any) -> bool:
+    def wanted(
+        decided_at: datetime, request: str, who: str, what: str, answer: Any, record_id: str
+    ) -> bool:
         return not (
-            (
+            (decision_id and record_id != decision_id)
+            or (
                 request_id
                 and request != request_id
                 and not (  # one item of a pre-evaluation, as the table prints it
@@ -144,6 +155,7 @@ def decisions_cmd(
     click.echo(f"reading {settings.topics.decisions}…", err=True)
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
     answered = False  # a decision of --request, whatever the other filters say
+    named_decision = False  # --request named a decision's own id
     seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
     shadows: set[int] = set()  # versions of --policy seen observing as a shadow
     principals: set[str] = set()  # who decisions were about (a typo in --principal)
@@ -179,14 +191,17 @@ def decisions_cmd(
                 )
             )
         if isinstance(d, DecisionRecorded):
-            if wanted(d.occurred_at, d.request_id, d.principal, d.action, d):
+            if request_id and d.event_id == request_id:
+                named_decision = True  # the id given as --request is this decision's own
+            if wanted(d.occurred_at, d.request_id, d.principal, d.action, d, d.event_id):
                 found.append((d, [_row(d.occurred_at, d.request_id, d.principal, d)]))
         elif isinstance(d, BatchDecisionRecorded):  # a pre-evaluation: one row per item
             items = [
                 i
                 for i in d.decisions
-                if wanted(d.occurred_at, d.request_id, d.principal, i.action, i)
+                if wanted(d.occurred_at, d.request_id, d.principal, i.action, i, d.event_id)
             ]
+            named_decision = named_decision or bool(request_id and d.event_id == request_id)
             if items:
                 found.append(
                     (
@@ -218,7 +233,8 @@ def decisions_cmd(
         print_json([to_jsonable(record) for record, _ in shown])
         if request_id and not found:
             click.echo(
-                f"note: {_why_none(address, security, settings, request_id, answered)}", err=True
+                f"note: {_none_of(request_id, named_decision, address, security, settings, answered)}",
+                err=True,
             )
         return
     print_table(
@@ -242,14 +258,52 @@ def decisions_cmd(
         ],
     )
     more = len(found) - len(shown)
+    if (request_id or decision_id) and len(shown) == 1:  # one decision: why, in full
+        for row, answer in _answers(shown[0][0]):
+            for reason in answer.reasons:
+                click.echo(f"reason ({row}): {reason}" if row else f"reason: {reason}")
     click.echo(
         f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
         err=True,
     )
     if request_id and not found:
         click.echo(
-            f"note: {_why_none(address, security, settings, request_id, answered)}", err=True
+            f"note: {_none_of(request_id, named_decision, address, security, settings, answered)}",
+            err=True,
         )
+    if decision_id and not found:
+        click.echo(
+            f"note: no decision has id {clipped(repr(decision_id), 80)} (a request id? "
+            "--request takes it)",
+            err=True,
+        )
+
+
+def _none_of(
+    request_id: str,
+    named_decision: bool,
+    address: Any,
+    security: Any,
+    settings: Settings,
+    answered: bool,
+) -> str:
+    """Why ``--request`` found nothing: the id is a decision's own (an agent engineer's
+    walkthrough: the decision id agents are told to log, given as --request), or as
+    :func:`_why_none` finds."""
+    if named_decision:
+        return (
+            f"{clipped(request_id, 80)} is a decision's id, not a request's: "
+            f"`ledger decisions --decision {clipped(request_id, 80)}` shows it"
+        )
+    return _why_none(address, security, settings, request_id, answered)
+
+
+def _answers(record: Any) -> list[tuple[str, Any]]:
+    """A decision's answers with the label of their row: ``("", decision)``, or each item of a
+    pre-evaluation with ``REQUEST#ITEM``."""
+    if isinstance(record, BatchDecisionRecorded):
+        return [(item_ref(record.request_id, i.item_id), i) for i in record.decisions]
+    return [("", record)]
 
 
 def _unseen(

@@ -1781,3 +1781,40 @@ def test_ledger_decisions_disagreeing_lists_a_shadow_that_changes_only_constrain
         "refunds v2 (shadow): allow_with_constraints by rule credit-capped, "
         "max_refund 400.00 (decided 500.00)"
     )
+
+
+def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An agent engineer's walkthrough: the decision id agents are told to log, given as
+    # --request, scanned the ledger to "0 decision(s)"; and a decision's reasons showed only
+    # with --json.
+    from types import SimpleNamespace
+
+    import ledger.cli.decisions as decisions
+    from ledger.core.events import Determination
+
+    def decided(n: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            event=DecisionRecorded(
+                event_id=f"dec-{n}", occurred_at=T0, actor="service:evaluator",
+                request_id=f"req-{n}", requested_at=T0, action="pay.send",
+                principal="agent:a", resource="x", determination=Determination.DENY,
+                rule="sanctioned", reasons=(f"Sanctioned country {n}",), policy="payments",
+                policy_version=1,
+            )
+        )  # fmt: skip
+
+    records = [decided(1), decided(2)]
+    monkeypatch.setattr(decisions, "read_topic", lambda *a, **k: iter(records))
+    monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
+    monkeypatch.setattr(decisions, "_why_none", lambda *a: "not decided yet")
+    shown = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "dec-2"])
+    assert shown.exit_code == 0 and "req-2" in shown.stdout and "req-1" not in shown.stdout
+    assert "reason: Sanctioned country 2" in shown.stdout
+    mistaken = CliRunner().invoke(decisions.decisions_cmd, ["--request", "dec-2"])
+    assert "dec-2 is a decision's id, not a request's: `ledger decisions --decision dec-2`" in (
+        mistaken.stderr
+    )
+    nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2"])
+    assert "no decision has id 'req-2' (a request id? --request takes it)" in nothing.stderr
