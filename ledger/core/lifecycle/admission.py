@@ -23,6 +23,7 @@ from ledger.core.lifecycle.rules import decide
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.signing import (
     ANCHOR_ACTOR,
+    CLOCK_SKEW,
     COMMAND_VALID_FOR,
     PUBLIC_KEY_BYTES,
     key_id_of,
@@ -84,6 +85,14 @@ def fresh(command: Command, now: datetime) -> Rejection | None:
     (and at most :data:`CLOCK_SKEW` after it), else the ``stale_command`` :class:`Rejection`."""
     if within_validity(command.occurred_at, now):
         return None
+    if command.occurred_at > now:  # a red team was told of the ten minutes after, not this
+        return _reject(
+            "stale_command",
+            f"{type(command).__name__} by {clipped(command.actor)} was signed at "
+            f"{command.occurred_at.isoformat()}, more than {CLOCK_SKEW.seconds // 60} minutes "
+            f"ahead of the command processor's clock ({now.isoformat()}): check the signer's "
+            "clock, then sign it again",
+        )
     return _reject(
         "stale_command",
         f"{type(command).__name__} by {clipped(command.actor)} was signed at "

@@ -450,7 +450,7 @@ def _revoke_key(
     if c.actor_key_id is not None:
         active = [k for k in active if k.key_id == c.actor_key_id]
     if not active:
-        which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "an active key"
+        which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "active key"
         return _reject("unknown_actor_key", f"{clipped(c.principal)} has no {which}")
     denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
     if denied:

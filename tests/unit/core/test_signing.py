@@ -1040,3 +1040,16 @@ def test_revoking_every_key_of_an_actor_is_one_command_of_several_events_and_pro
     assert len(outcome) == 2  # one event per key, one command
     verdicts = verify_history([*events, *outcome])
     assert all(v.ok for v in verdicts), [v.problem for v in verdicts]
+
+
+def test_a_command_signed_too_far_ahead_is_told_so_not_that_it_is_too_old():
+    # A red team: signed 3 minutes in the future, it was told it was "outside the 10 minutes a
+    # signed command is valid for".
+    from ledger.core.lifecycle.admission import fresh
+
+    ahead = fresh(sign(grant(at=T0 + timedelta(minutes=3)), ADMIN_KEY), T0)
+    assert ahead is not None and ahead.code == "stale_command"
+    assert "more than 2 minutes ahead of the command processor's clock" in ahead.message
+    old = fresh(sign(grant(at=T0 - timedelta(minutes=11)), ADMIN_KEY), T0)
+    assert old is not None and "outside the 10 minutes a signed command is valid for" in old.message
+    assert fresh(sign(grant(at=T0 + timedelta(minutes=1)), ADMIN_KEY), T0) is None
