@@ -1036,3 +1036,22 @@ def test_when_the_broker_cannot_say_who_holds_them_ps_names_a_worker_started_by_
         "unless an evaluator this home did not start (`python -m processors.evaluator`) holds "
         "them, which `ps` could not ask the broker" in said.stderr
     )
+
+
+def test_a_librdkafka_warning_it_retries_itself_while_a_broker_starts_is_said_at_info() -> None:
+    # An agent engineer's walkthrough: a client made soon after a broker restart printed this
+    # WARNING on stderr with no logging configured, though librdkafka retries and succeeds.
+    throttle = RepeatFilter(every=60)
+    line = logging.LogRecord(
+        "ledger.kafka.librdkafka", logging.WARNING, __file__, 1, "%s [%s] %s",
+        ("GETPID", "rdkafka#producer-1", "Failed to acquire idempotence PID from broker "
+         "127.0.0.1:9/1: Broker: Coordinator load in progress: retrying"), None,
+    )  # fmt: skip
+    logging.getLogger("ledger.kafka.librdkafka").setLevel(logging.INFO)
+    try:
+        assert throttle.filter(line) and line.levelno == logging.INFO
+    finally:
+        logging.getLogger("ledger.kafka.librdkafka").setLevel(logging.NOTSET)
+    other = _record("ledger.kafka.librdkafka", "%s [%s] %s", "FAIL", "c", "Connection refused")
+    other.levelno = logging.WARNING
+    assert throttle.filter(other) and other.levelno == logging.WARNING
