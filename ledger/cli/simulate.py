@@ -165,6 +165,7 @@ def _by_rule(changes: tuple[Change, ...]) -> list[dict[str, Any]]:
 def _change(c: Change) -> dict[str, Any]:
     return {
         "request_id": c.request_id,
+        "principal": c.principal,
         "action": c.action,
         "resource": c.resource,
         "from": c.old_determination.value,
@@ -182,6 +183,7 @@ def _change(c: Change) -> dict[str, Any]:
 def _constraint_change(c: Change) -> dict[str, Any]:
     return {
         "request_id": c.request_id,
+        "principal": c.principal,
         "action": c.action,
         "resource": c.resource,
         "determination": c.new_determination.value,
@@ -258,10 +260,11 @@ def _print(
     )
     if shown:
         print_table(
-            ["request id", "action", "resource", "recorded", "draft", "why (draft)"],
+            ["request id", "principal", "action", "resource", "recorded", "draft", "why (draft)"],
             [
                 [
                     c.request_id,
+                    c.principal,
                     c.action,
                     c.resource,
                     f"{c.old_determination.value} {decided_by(c.old_rule, c.old_reason_code)}"
@@ -285,10 +288,19 @@ def _print_constraints(report: ImpactReport, shown: tuple[Change, ...]) -> None:
     if not shown:
         return
     print_table(
-        ["request id", "action", "resource", "rule (recorded → draft)", "recorded", "draft"],
+        [
+            "request id",
+            "principal",
+            "action",
+            "resource",
+            "rule (recorded → draft)",
+            "recorded",
+            "draft",
+        ],
         [
             [
                 c.request_id,
+                c.principal,
                 c.action,
                 c.resource,
                 decided_by(c.old_rule, c.old_reason_code)

@@ -47,6 +47,8 @@ class Change:
     new_reason_code: str | None = None
     new_reasons: tuple[str, ...] = ()
     """Why the draft decides as it does (``invalid_facts: attachment_mb: missing ...``)."""
+    principal: str = ""
+    """Whom the request was about (an owner asks who would be affected)."""
     old_constraints: Mapping[str, Value] = field(default_factory=dict)
     new_constraints: Mapping[str, Value] = field(default_factory=dict)
 
@@ -167,6 +169,7 @@ def _change(request: EvaluationRequested, old: DecisionRecorded, new: PolicyOutc
         request_id=request.event_id,
         action=request.action,
         resource=request.resource,
+        principal=request.principal,
         old_determination=old.determination,
         new_determination=new.determination,
         old_rule=old.rule,

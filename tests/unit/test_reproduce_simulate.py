@@ -434,8 +434,9 @@ def test_simulate_says_what_a_draft_stops_governing_and_why_it_decides_as_it_doe
         "invalid_facts",
     )
     assert any("channel" in reason for reason in change["draft_reasons"])
+    assert change["principal"] == AGENT  # who would be affected (a policy owner's walkthrough)
     table = run(*args).stdout
-    assert "(invalid_facts)" in table and "(default)" not in table
+    assert "(invalid_facts)" in table and "(default)" not in table and AGENT in table
 
 
 def test_simulate_says_which_requests_another_policy_keeps(
