@@ -24,6 +24,7 @@ from ledger.cli.output import (
     policy_label,
     print_json,
     print_table,
+    printable,
     rule_label,
     to_jsonable,
 )
@@ -236,6 +237,8 @@ def decisions_cmd(
                 f"note: {_none_of(request_id, named_decision, address, security, settings, answered)}",
                 err=True,
             )
+        if decision_id and not found:
+            click.echo(f"note: {_no_decision(decision_id)}", err=True)
         return
     print_table(
         [
@@ -259,9 +262,16 @@ def decisions_cmd(
     )
     more = len(found) - len(shown)
     if (request_id or decision_id) and len(shown) == 1:  # one decision: why, in full
-        for row, answer in _answers(shown[0][0]):
-            for reason in answer.reasons:
-                click.echo(f"reason ({row}): {reason}" if row else f"reason: {reason}")
+        record, rows = shown[0]
+        listed = {row[1] for row in rows}  # the items the filters kept, by their table id
+        for label, answer in _answers(record):
+            if label and label not in listed:
+                continue
+            for reason in answer.reasons:  # the sender's text in part: escaped, one line each
+                said = printable(reason, one_line=True)
+                click.echo(
+                    f"reason ({printable(label, 120)}): {said}" if label else f"reason: {said}"
+                )
     click.echo(
         f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
         err=True,
@@ -272,11 +282,7 @@ def decisions_cmd(
             err=True,
         )
     if decision_id and not found:
-        click.echo(
-            f"note: no decision has id {clipped(repr(decision_id), 80)} (a request id? "
-            "--request takes it)",
-            err=True,
-        )
+        click.echo(f"note: {_no_decision(decision_id)}", err=True)
 
 
 def _none_of(
@@ -296,6 +302,10 @@ def _none_of(
             f"`ledger decisions --decision {clipped(request_id, 80)}` shows it"
         )
     return _why_none(address, security, settings, request_id, answered)
+
+
+def _no_decision(decision_id: str) -> str:
+    return f"no decision has id {clipped(repr(decision_id), 80)} (a request id? --request takes it)"
 
 
 def _answers(record: Any) -> list[tuple[str, Any]]:

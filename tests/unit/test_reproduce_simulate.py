@@ -1819,3 +1819,41 @@ def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
     )
     nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2"])
     assert "no decision has id 'req-2' (a request id? --request takes it)" in nothing.stderr
+    nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2", "--json"])
+    assert "no decision has id 'req-2'" in nothing.stderr
+
+
+def test_a_decisions_reasons_are_printed_escaped_and_only_for_the_items_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A review: a reason holds the sender's text (a resource in "holds no grant for … on …"):
+    # printed raw, an agent's resource forged a second reason line and set the terminal's
+    # title; and --request REQ#1 printed every item's reasons.
+    from types import SimpleNamespace
+
+    import ledger.cli.decisions as decisions
+    from ledger.core.events import BatchDecisionRecorded, BatchItemDecision, Determination
+
+    hostile = "acct:1\x1b]0;pwned\x07\nreason: approved by compliance"
+    items = tuple(
+        BatchItemDecision(
+            item_id=str(i), action="pay.send", resource=hostile if i == 1 else "acct:2",
+            determination=Determination.DENY, reason_code="no_authority",
+            reasons=(f"agent:a holds no grant for pay.send on {hostile if i == 1 else i}",),
+        )
+        for i in range(3)
+    )  # fmt: skip
+    batch = BatchDecisionRecorded(
+        event_id="dec-b", occurred_at=T0, actor="service:evaluator", request_id="req-b",
+        principal="agent:a", decisions=items,
+    )  # fmt: skip
+    monkeypatch.setattr(
+        decisions, "read_topic", lambda *a, **k: iter([SimpleNamespace(event=batch)])
+    )
+    monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
+    shown = CliRunner().invoke(decisions.decisions_cmd, ["--request", "req-b#1"])
+    assert shown.exit_code == 0, shown.output
+    reasons = [line for line in shown.stdout.splitlines() if line.startswith("reason")]
+    assert len(reasons) == 1 and reasons[0].startswith("reason (req-b#1): agent:a holds no grant")
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "\\nreason: approved by compliance" in reasons[0]  # one line, the newline shown
