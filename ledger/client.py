@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeAlias, TypeVar, cast
 
@@ -420,7 +421,7 @@ class LedgerClient:
     ) -> BatchEvaluationRequested:
         _checked_principal(principal)
         batch_items = tuple(
-            item if isinstance(item, BatchItem) else _batch_item(index, item)
+            _checked_item(index, item) if isinstance(item, BatchItem) else _batch_item(index, item)
             for index, item in enumerate(items)
         )
         if len(batch_items) > DEFAULT_LIMITS.batch_items:
@@ -757,7 +758,7 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
             raise UsageError(f"batch item {index} lacks {key!r}")
     _checked_names(item["action"], item["resource"], f"batch item {index}'s ")
     item_id = item.get("item_id", index)
-    if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):  # None is no id
+    if isinstance(item_id, bool) or not isinstance(item_id, (str, Integral)):  # None: no id
         raise UsageError(
             f"batch item {index}'s item_id {clipped(repr(item_id), 80)} is a "
             f"{type(item_id).__name__}: pass a str or an int, or leave it out (its index)"
@@ -768,6 +769,18 @@ def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
         resource=item["resource"],
         facts=dict(item.get("facts") or {}),
     )
+
+
+def _checked_item(index: int, item: BatchItem) -> BatchItem:
+    """A :class:`BatchItem` built by the caller, held to what a mapping item is (a review: one
+    with an empty action, or None for its resource or id, went out as it was)."""
+    _checked_names(item.action, item.resource, f"batch item {index}'s ")
+    if not isinstance(item.item_id, str):
+        raise UsageError(
+            f"batch item {index}'s item_id {clipped(repr(item.item_id), 80)} is a "
+            f"{type(item.item_id).__name__}, not text: a BatchItem's id is a str"
+        )
+    return item
 
 
 M = TypeVar("M", EvaluationRequested, BatchEvaluationRequested, Command)

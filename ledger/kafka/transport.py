@@ -680,22 +680,23 @@ class KafkaTransport:
         from confluent_kafka import KafkaException
 
         try:
-            if on_delivery is None:
-                self._producer.produce(topic, value, key)
-            else:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery)
-        except BufferError:  # the local queue is full: wait for room once, then give up
-            self._producer.poll(1.0)
             try:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery)
-            except BufferError:  # an SDK error, not librdkafka's (an agent engineer's
-                # walkthrough: after minutes of Kafka away, every call raised BufferError)
-                raise KafkaUnavailable(
-                    "nothing was sent: this client's queue for Kafka is full (Kafka has been "
-                    "away or slower than the client sends, and unsent messages are kept 5 "
-                    "minutes); retry later, or send less"
-                ) from None
-        except KafkaException as exc:
+                if on_delivery is None:
+                    self._producer.produce(topic, value, key)
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:  # the local queue is full: wait for room once, then give up
+                self._serve_deliveries(1.0)  # a fatal error it raises is kept (a review)
+                try:
+                    self._producer.produce(topic, value, key, on_delivery=on_delivery)
+                except BufferError:  # an SDK error, not librdkafka's (an agent engineer's
+                    # walkthrough: after minutes of Kafka away, every call raised BufferError)
+                    raise KafkaUnavailable(
+                        "nothing was sent: this client's queue for Kafka is full (Kafka has "
+                        "been away or slower than the client sends, and unsent messages are "
+                        "kept 5 minutes); retry later, or send less"
+                    ) from None
+        except KafkaException as exc:  # the retry's, or the poll's, too (a review)
             if self._fatal is None and _name(exc.args[0]) == "_FATAL":
                 # The cause is raised once, by a poll: this one, or the listener's (which
                 # keeps it a moment later); wait that moment rather than say only "fatal".
@@ -750,7 +751,7 @@ class KafkaTransport:
             security=self._security,
         )
 
-    def _serve_deliveries(self) -> None:
+    def _serve_deliveries(self, timeout: float = 0) -> None:
         """Run the producer's delivery callbacks (a failed publish fails its call). A fatal
         producer error (an ACL refusing this credential the idempotent producer's id, say) is
         raised here once: it is kept, and fails what waits, rather than stopping the listener
@@ -758,7 +759,7 @@ class KafkaTransport:
         from confluent_kafka import KafkaException
 
         try:
-            self._producer.poll(0)
+            self._producer.poll(timeout)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is None or not error.fatal():

@@ -25,6 +25,7 @@ from ledger.client import AsyncLedgerClient, ClientConfig, LedgerClient, Outgoin
 from ledger.codec import default_codec
 from ledger.core.events import (
     BatchEvaluationRequested,
+    BatchItem,
     BatchItemDecision,
     CommandAccepted,
     DecisionRecorded,
@@ -910,4 +911,28 @@ def test_an_action_or_resource_that_is_not_text_is_refused_before_it_is_sent(
         client.preevaluate(AGENT, [{"action": action, "resource": resource}])
     with pytest.raises(UsageError, match="batch item 0's item_id None is a NoneType"):
         client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "item_id": None}])
+    with pytest.raises(UsageError, match=f"batch item 0's {said}"):  # a BatchItem built by hand
+        client.preevaluate(AGENT, [BatchItem(item_id="0", action=action, resource=resource)])
     assert sent == []
+
+
+def test_an_item_id_may_be_any_integer_kind() -> None:
+    # A review: numpy's int64 (ids from a DataFrame) was refused once ids were checked.
+    from fractions import Fraction
+    from numbers import Integral
+
+    sent: list[Any] = []
+    client = LedgerClient(
+        ClientConfig(actor=AGENT),
+        transport=MockTransport(lambda m: sent.append(m) or Determination.ALLOW),
+    )
+
+    class Int64:  # as numpy's integers are: no int, but registered as numbers.Integral
+        def __str__(self) -> str:
+            return "3"
+
+    Integral.register(Int64)
+    client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "item_id": Int64()}])
+    assert [i.item_id for i in sent[0].items] == ["3"]
+    with pytest.raises(UsageError, match="is a Fraction"):
+        client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "item_id": Fraction(1, 2)}])
