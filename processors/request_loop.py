@@ -384,12 +384,14 @@ class RequestLoop:
                 "max.poll.interval.ms": 300_000,
                 "statistics.interval.ms": STATS_INTERVAL_MS,
                 "stats_cb": stats,
-                # Where a partition's fetch lands outside its log while held (the broker lost
-                # its tail, or a copy was restored under a running evaluator): at its end, not
-                # its beginning, where every request on it would be decided again. Where each
-                # starts when assigned is set explicitly (_claim_released), this only covers
-                # the fetches after.
-                "auto.offset.reset": "latest",
+                # Where a held partition's fetch lands outside its log: at its beginning, so a
+                # partition that fell behind its log start (retention under a long backlog)
+                # goes on from there, not from its end past every retained request unanswered
+                # (a review; "latest" did that). A log that lost its tail while held is read
+                # again from its beginning: what this worker answered is known as repeats
+                # (RecentIds, its last million records). Where each starts when assigned is
+                # set explicitly (_claim_released), whatever this says.
+                "auto.offset.reset": "earliest",
                 **self._consumer_config,
             },
         )

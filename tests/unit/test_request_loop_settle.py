@@ -949,12 +949,9 @@ def test_a_copy_sent_first_under_a_requests_id_does_not_silence_the_request() ->
 def test_where_each_partition_starts_is_set_not_left_to_the_reset_policy(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A fetch that lands outside a held partition's log (the broker lost its tail, a copy was
-    # restored under a running evaluator) goes to the end (auto.offset.reset "latest"), not
-    # the beginning, where every request on it would be decided again. So where a partition
-    # starts when assigned must not depend on that policy: a partition never committed starts
-    # at its beginning, as a new group does, and one committed before its log's start (what
-    # followed its commit deleted by retention) at that start, not at its end.
+    # Where a partition starts when assigned does not depend on the reset policy: never
+    # committed, at its beginning, as a new group does; committed before its log's start
+    # (what followed its commit deleted by retention), at that start, said at WARNING.
     from confluent_kafka import OFFSET_BEGINNING
 
     class _Retained(Consumer):
@@ -977,9 +974,13 @@ def test_where_each_partition_starts_is_set_not_left_to_the_reset_policy(
     assert any("before its log's start 400" in message for message in warned)
 
 
-def test_the_request_consumer_resets_a_fetch_outside_its_log_to_the_end(
+def test_the_request_consumer_resets_a_fetch_outside_its_log_to_its_beginning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Measured on the broker: with "latest", a held partition whose log start passed its
+    # position (retention, delete-records) went on from its end, every retained request
+    # skipped unanswered; with "earliest" from the log start. A log that lost its tail is read
+    # again from its beginning, where RecentIds knows this worker's answers as repeats.
     made: list[dict[str, Any]] = []
 
     def consumer(bootstrap: str, **config: Any) -> Any:
@@ -989,4 +990,4 @@ def test_the_request_consumer_resets_a_fetch_outside_its_log_to_the_end(
     monkeypatch.setattr("processors.request_loop.make_rdkafka_consumer", consumer)
     request_loop, _handler, _broker, _consumer = loop()
     request_loop._new_consumer()
-    assert made[0]["auto.offset.reset"] == "latest"
+    assert made[0]["auto.offset.reset"] == "earliest"
