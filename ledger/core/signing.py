@@ -576,7 +576,9 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
     unauthorized = _authority_problems(history, admins, configured or admins)
     verdicts = []
     state = EMPTY_STATE
-    applied: dict[tuple[str, str | None], str] = {}  # (command id, key revoked) -> its event
+    applied: dict[
+        str, tuple[str, str, int]
+    ] = {}  # command id -> its first event, aggregate, sequence
     for index, event in enumerate(history):
         verdict = verify_event(final, event)
         if verdict.ok:
@@ -594,28 +596,34 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
     return verdicts
 
 
-def _applied_again(
-    applied: dict[tuple[str, str | None], str], event: GovernanceEvent
-) -> str | None:
+def _applied_again(applied: dict[str, tuple[str, str, int]], event: GovernanceEvent) -> str | None:
     """Why ``event`` is a copy of one its signed command produced before, if it is (and
-    remember it in ``applied`` if not). A signed command applies once: each command type
-    produces one event, but for revoking an actor's keys without naming one (one event per
-    key). A red team, holding the command processor's credential, wrote a genuine
+    remember it in ``applied``: command id -> its first event, aggregate and last sequence).
+    A signed command applies once: each command type produces one event, but for revoking an
+    actor's keys without naming one, one event per key, written one after another in that
+    actor's history. A red team, holding the command processor's credential, wrote a genuine
     ``RoleAssigned`` again after its revocation, with a new event id and the next sequence:
     the role came back, and every check here proved the copy (its signature, its fields, its
-    time within the command's validity, set by whoever writes it)."""
-    key = (
-        event.command_id,
-        event.actor_key_id if isinstance(event, ActorKeyRevoked) else None,
+    time within the command's validity, set by whoever writes it); a review then wrote a copy
+    of a revoke-all event naming a key registered after it."""
+    aggregate = aggregate_of(event)
+    seen = applied.get(event.command_id)
+    if seen is None:
+        applied[event.command_id] = (event.event_id, aggregate, event.sequence)
+        return None
+    first, where, last = seen
+    if (
+        isinstance(event, ActorKeyRevoked)
+        and _signed_field(event, "actor_key_id") is None
+        and where == aggregate
+        and event.sequence == last + 1
+    ):  # the next key of one revocation of them all
+        applied[event.command_id] = (first, where, event.sequence)
+        return None
+    return (
+        f"its signed command {event.command_id} already produced event {first}: a signed "
+        "command applies once, so this is a copy written after it"
     )
-    first = applied.get(key)
-    if first is not None:
-        return (
-            f"its signed command {event.command_id} already produced event {first}: a signed "
-            "command applies once, so this is a copy written after it"
-        )
-    applied[key] = event.event_id
-    return None
 
 
 def _authority_problems(

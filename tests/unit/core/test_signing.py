@@ -1053,3 +1053,47 @@ def test_a_command_signed_too_far_ahead_is_told_so_not_that_it_is_too_old():
     old = fresh(sign(grant(at=T0 - timedelta(minutes=11)), ADMIN_KEY), T0)
     assert old is not None and "outside the 10 minutes a signed command is valid for" in old.message
     assert fresh(sign(grant(at=T0 + timedelta(minutes=1)), ADMIN_KEY), T0) is None
+
+
+def test_a_copy_of_a_revoke_all_event_naming_a_key_registered_after_it_is_not_proven():
+    # A review: a copy of "revoke every key of bob" naming bob's next key (registered after
+    # the revocation), under a new event id and the next sequence, was proven: the dedupe was
+    # by (command, key), and a revoke-all names each key it revokes.
+    state, events = anchored()
+
+    def send(command: Any) -> list[Any]:
+        nonlocal state
+        outcome = decide_signed(state, sign(command, ADMIN_KEY), now=T0, new_id=ids())
+        assert not isinstance(outcome, Rejection), outcome
+        state = _fold_all(state, outcome)
+        return list(outcome)
+
+    def register(n: int) -> str:
+        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"k%d" % n).digest())
+        key_id = key_id_of(public_bytes(key))
+        events.extend(
+            send(
+                RegisterActorKey(
+                    event_id=f"c-reg{n}", occurred_at=T0, actor=ADMIN, principal="human:bob",
+                    actor_key_id=key_id, public_key=public_bytes(key),
+                )
+            )
+        )  # fmt: skip
+        return key_id
+
+    register(1)
+    (revoked,) = send(
+        RevokeActorKey(
+            event_id="c-all", occurred_at=T0, actor=ADMIN, principal="human:bob", reason="r"
+        )
+    )
+    events.append(revoked)
+    second = register(2)
+    assert all(v.ok for v in verify_history(events))
+    copy = replace(
+        revoked, event_id="e-copy", actor_key_id=second, sequence=events[-1].sequence + 1
+    )
+    verdict = verify_history([*events, copy])[-1]
+    assert not verdict.ok and "its signed command c-all already produced event" in str(
+        verdict.problem
+    )
