@@ -348,10 +348,11 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     # A pattern another policy's shadow alone governs decides nothing there: a shadow never
     # keeps an action (a policy owner's walkthrough: `*` beside a shadow's `payout.issue` was
     # said to leave it to the shadow's policy, which then observed nothing).
+    work = GlobWork(_COVER_WORK)
     observed = {
         (other, theirs)
         for other, theirs, _ in found
-        if theirs not in state.policies[other].governs()[0]
+        if _only_observed(state.policies[other].governs()[0], theirs, work)
     }
 
     def winner(other: str, theirs: str, mine: str) -> str:
@@ -370,6 +371,16 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
         f"note: actions may also be governed by another policy ({shown}{more}); where both are "
         "deployed an exact name decides before a glob, then the longest glob (of two as long, "
         "the first in code-point order), then the lower policy name"
+    )
+
+
+def _only_observed(deciding: Iterable[str], pattern: str, work: GlobWork) -> bool:
+    """Is ``pattern`` governed only by a policy's shadow: no entry its deciding versions govern
+    may share an action with it (a review: ``payout.issue`` in a shadow, beside an active
+    ``payout.*``, was noted as the shadow's alone, though the active version decides it).
+    Past ``work``'s budget, not so: the note then says what precedence says."""
+    return not any(governs_may_share(entry, pattern, work) for entry in deciding) and (
+        not work.spent
     )
 
 

@@ -1987,6 +1987,18 @@ def test_the_overlap_note_says_a_shadows_action_is_decided_by_the_policy_that_go
         "* ~ payouts's payout.issue (only its shadow's): refund decides it, and payouts's "
         "shadow no longer observes it" in accepted.message
     ), accepted.message
+    # A review: beside an active payout.*, the shadow's payout.issue is not its alone.
+    ledger.deploy(payouts.replace("governs: [payout.issue]", "governs: ['payout.*']", 1))
+    ledger.deploy(payouts, stage="shadow")
+    again = ledger.submit_command(
+        ProposePolicyVersion(
+            event_id="p-all-2",
+            occurred_at=T0,
+            actor="human:admin",
+            document=catch_all.replace("governs: ['*']", "governs: ['*', 'x.y']", 1),
+        )
+    )
+    assert "only its shadow's" not in again.message, again.message
 
 
 def test_the_overlap_note_says_which_policy_decides_the_shared_actions() -> None:
