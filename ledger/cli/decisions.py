@@ -378,8 +378,9 @@ def _disagreements(answer: Any) -> str:
             continue
         text = f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}{_why(s)}"
         if differs == "constraints":
-            text += ", " + ", ".join(
-                f"{name} {_value(theirs)} (decided {_value(decided)})"
+            text += ", " + ", ".join(  # absent is not null (a review: both read "-")
+                f"{name} {_value(theirs) if name in s.constraints else 'absent'} (decided "
+                f"{_value(decided) if name in answer.constraints else 'absent'})"
                 for name, decided, theirs in differing_constraints(
                     answer.constraints, s.constraints
                 )

@@ -58,4 +58,6 @@ def _same_value(x: Value, y: Value) -> bool:
     (text, lists of text, instants, null) by equality."""
     if type(x) is bool or type(y) is bool:
         return type(x) is type(y) and x == y
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):  # as SQL reads them
+        return len(x) == len(y) and all(map(_same_value, x, y))
     return x == y

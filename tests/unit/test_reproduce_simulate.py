@@ -1782,6 +1782,12 @@ def test_ledger_decisions_disagreeing_lists_a_shadow_that_changes_only_constrain
         "refunds v2 (shadow): allow_with_constraints by rule credit-capped, "
         "max_refund 400.00 (decided 500.00)"
     )
+    # A review: a constraint absent on one side and null on the other both read "-".
+    nulled = dataclasses.replace(
+        records[1].event,
+        constraints={"max_refund": "500.00", "method": "credit", "note": None},
+    )
+    assert decisions._disagreements(nulled).endswith("note absent (decided -)")
 
 
 def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
