@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -194,8 +194,12 @@ class CommandHandler:
         limit: OutputLimit | None = None,
         inflight: InFlight | None = None,
         new_id: Callable[[], str] = new_id,
+        anchors: Mapping[str, bytes] | None = None,
     ) -> None:
         self.topics = settings.topics
+        # The configured trust anchors: a key the log holds as an anchor signs only if it is
+        # one of these (None: any, as in tests that configure none).
+        self.anchors = anchors
         self.streams = {
             "policy": settings.topics.policy_events,
             "grant": settings.topics.grant_events,
@@ -296,7 +300,10 @@ class CommandHandler:
                     command, again, event_id=self.new_id(), now=now, actor=ACTOR
                 )
         else:
-            outcome = decide_signed(state, command, now=now, new_id=self.new_id, admins=self.admins)
+            outcome = decide_signed(
+                state, command, now=now, new_id=self.new_id, admins=self.admins,
+                anchors=self.anchors,
+            )  # fmt: skip
             if not isinstance(outcome, Rejection):
                 for gov in outcome:
                     topic = self.streams[event_stream(gov)]

@@ -74,12 +74,14 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
     app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
     codec = default_codec()
     stats = ProcessorStats()
+    anchors = trust_anchors(settings)
     handler = CommandHandler(
         settings=settings,
         codec=codec,
         stats=stats,
         limit=OutputLimit.for_app(app),
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
+        anchors=anchors,
     )
     follower = GovernanceFollower(
         bootstrap=bootstrap,
@@ -90,7 +92,6 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         security=settings.security,
         snapshot=snapshot_file(state_dir(settings, APP_ID), handler.applied),
     )
-    anchors = trust_anchors(settings)
     anchored = asyncio.Event()
     recalled = asyncio.Event()
 

@@ -9,6 +9,7 @@ only from registered, unrevoked keys of their actor.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,7 @@ def verify_cmd(
                 "unproven": bad,
                 "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
-                "notes": _anchor_notes(history, verdicts, settings.admins),
+                "notes": _anchor_notes(history, verdicts, settings.admins, settings.keys),
             }
         )
     else:
@@ -279,7 +280,7 @@ def verify_cmd(
                 f"EARLIER-RULES {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True
             )
         anchors = sum(v.anchor for v in verdicts)
-        for note in _anchor_notes(history, verdicts, settings.admins):
+        for note in _anchor_notes(history, verdicts, settings.admins, settings.keys):
             click.echo(f"note: {note}", err=True)
         authority = sum(v.authority for v in bad)
         if authority and before is None:
@@ -309,7 +310,10 @@ def verify_cmd(
 
 
 def _anchor_notes(
-    history: Sequence[Any], verdicts: Sequence[Any], admins: Collection[str] | None = None
+    history: Sequence[Any],
+    verdicts: Sequence[Any],
+    admins: Collection[str] | None = None,
+    keys: Path | None = None,
 ) -> list[str]:
     """One note per administrator holding more than one trust anchor: a rotation adds one, and
     so does anyone who replaced the administrator's ``.pub`` before a processor start. With
@@ -324,11 +328,31 @@ def _anchor_notes(
                 str(getattr(entry.event, "actor_key_id", None) or verdict.key_id)
             )
     notes = [
-        f"{principal} has {len(keys)} trust anchor keys ({', '.join(keys)}): rotating its key "
-        "adds one; if no one did, someone replaced its .pub in the key store"
-        for principal, keys in sorted(anchored.items())
-        if len(keys) > 1
+        f"{principal} has {len(ids)} trust anchor keys ({', '.join(ids)}): rotating its key "
+        "adds one; if no one did, someone replaced its .pub in the key store, or wrote the "
+        "anchor into the log with the command processor's credential"
+        for principal, ids in sorted(anchored.items())
+        if len(ids) > 1
     ]
+    if keys is not None:  # the key store here: the command processor signs with none other
+        store = KeyStore(keys)
+        for principal, ids in sorted(anchored.items()):
+            with contextlib.suppress(Exception):  # a key store that cannot say: no note
+                public = store.public_key(principal)
+                if public is not None and key_id_of(public) not in ids:
+                    notes.append(
+                        f"none of {principal}'s trust anchor keys is its .pub in {keys} "
+                        f"({key_id_of(public)}): the command processor configured with it "
+                        "accepts none of their signatures"
+                    )
+                elif public is not None and len(ids) > 1:
+                    others = [i for i in ids if i != key_id_of(public)]
+                    notes.append(
+                        f"{principal}'s trust anchor keys {', '.join(others)} are not its .pub "
+                        f"in {keys}: a rotated key, or one written into the log (the command "
+                        "processor configured with this key store accepts none of their "
+                        "signatures)"
+                    )
     if admins is not None:
         notes += [
             f"{principal} has a trust anchor (the command processor registered its key, as it "

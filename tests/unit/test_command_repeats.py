@@ -314,3 +314,25 @@ def test_an_altered_copy_of_a_rejected_command_is_authenticated_not_given_its_re
         assert events == []
     again, _ = ledger.send(captured)  # the genuine copy still gets its own first answer
     assert isinstance(again, CommandRejected) and again.code == "unknown_grant"
+
+
+def test_a_trust_anchor_written_into_the_log_by_anyone_but_the_configuration_signs_nothing() -> (
+    None
+):
+    # A red team, holding the command processor's credential, wrote an anchor of its own key
+    # for human:admin into the grant events; its commands were then accepted as the
+    # administrator's (a grant of everything to agent:intruder).
+    ledger = Ledger()
+    ledger.handler.anchors = {"human:admin": public_bytes(ADMIN_KEY)}  # as the processor has
+    for planted in register_anchors(
+        ledger.state, {"human:admin": public_bytes(OTHER_KEY)}, now=utcnow(), new_id=new_id
+    ):
+        ledger.apply(planted)
+    answer, events = ledger.send(sign(issue("g-planted"), OTHER_KEY))
+    assert isinstance(answer, CommandRejected) and answer.code == "unknown_actor_key", answer
+    assert "is a trust anchor of human:admin in the log that the command processor's" in (
+        answer.reason
+    )
+    assert events == []
+    answer, _ = ledger.send(sign(issue("g-genuine"), ADMIN_KEY))  # the configured one signs
+    assert isinstance(answer, CommandAccepted), answer

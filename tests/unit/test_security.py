@@ -649,3 +649,33 @@ def test_a_password_written_anew_is_said_to_need_its_clients_restarted(
         settings, "x:1", {"broker": admin, "admin": admin, "agent": scram("new")}, said.append
     )
     assert said == []  # known with this password: nothing to add or say
+
+
+def test_actor_verify_notes_trust_anchor_keys_that_are_not_the_key_stores(tmp_path: Path) -> None:
+    # A red team wrote a second anchor for human:admin (its own key) into the log: verify
+    # said only that rotating adds one, "or someone replaced its .pub", which no one had.
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.cli.actors import _anchor_notes
+    from ledger.core.signing import key_id_of
+    from ledger.keys import KeyStore, public_bytes
+
+    store = KeyStore(tmp_path / "keys")
+    store.create("human:admin")
+    configured = store.public_key("human:admin")
+    assert configured is not None
+    planted = key_id_of(public_bytes(Ed25519PrivateKey.generate()))
+
+    def entry(key: str) -> Any:
+        return SimpleNamespace(event=SimpleNamespace(principal="human:admin", actor_key_id=key))
+
+    anchor = SimpleNamespace(key_id=None, anchor=True)
+    history = [entry(key_id_of(configured)), entry(planted)]
+    notes = _anchor_notes(history, [anchor, anchor], frozenset({"human:admin"}), tmp_path / "keys")
+    assert any(
+        f"human:admin's trust anchor keys {planted} are not its .pub in" in n for n in notes
+    ), notes
+    [alone] = _anchor_notes(history[1:], [anchor], frozenset({"human:admin"}), tmp_path / "keys")
+    assert alone.startswith("none of human:admin's trust anchor keys is its .pub in")

@@ -43,9 +43,17 @@ __all__ = [
 ]
 
 
-def authenticate(state: LedgerState, command: Command) -> Rejection | None:
+def authenticate(
+    state: LedgerState, command: Command, anchors: Mapping[str, bytes] | None = None
+) -> Rejection | None:
     """``None`` when ``command`` is signed by a registered, unrevoked key of its actor, else
     the :class:`Rejection` (``unsigned_command``, ``unknown_actor_key``, ``bad_signature``).
+
+    With ``anchors`` (the command processor's configured trust anchors: principal -> public
+    key), a key the log holds as a trust anchor signs only if it is one of them: an anchor is
+    trusted as the processor's configuration is, not as the log is (a red team, holding the
+    processor's credential, wrote an anchor of its own key for ``human:admin`` into the log,
+    and its commands were accepted as the administrator's).
 
     Looks at nothing but the signature, the key registry and the signed bytes: no document is
     parsed, no authority is consulted."""
@@ -70,6 +78,19 @@ def authenticate(state: LedgerState, command: Command) -> Rejection | None:
             "unknown_actor_key",
             f"{what}: key {command.key_id} of {clipped(command.actor)} was revoked by "
             f"{key.revoked_by} ({clipped(key.revoke_reason or '')})",
+        )
+    if (
+        anchors is not None
+        and key.registered_with is None
+        and anchors.get(command.actor) != key.public_key
+    ):
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {command.key_id} is a trust anchor of {clipped(command.actor)} in the "
+            "log that the command processor's configuration does not hold (its key store's "
+            "public key of that administrator, $LEDGER_ADMINS): an anchor is trusted as the "
+            "configuration is; if the key was rotated, restart the command processor with the "
+            "new .pub, else someone wrote it into the log",
         )
     if not verify_signature(key.public_key, command.signature, signed_bytes(command)):
         return _reject(
@@ -110,12 +131,14 @@ def decide_signed(
     new_id: Callable[[], str],
     admins: frozenset[str] = DEFAULT_ADMINS,
     limits: Limits = DEFAULT_LIMITS,
+    anchors: Mapping[str, bytes] | None = None,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    """:func:`authenticate`, then :func:`fresh` (so a captured command cannot be replayed once
-    its validity has passed), then :func:`decide`; every event accepted records the command's
-    proof (its key id, signature and signed bytes), so who asked for it can be verified
-    offline (:func:`ledger.core.signing.verify_history`)."""
-    denied = authenticate(state, command) or fresh(command, now)
+    """:func:`authenticate` (``anchors``: the configured trust anchors, when given), then
+    :func:`fresh` (so a captured command cannot be replayed once its validity has passed),
+    then :func:`decide`; every event accepted records the command's proof (its key id,
+    signature and signed bytes), so who asked for it can be verified offline
+    (:func:`ledger.core.signing.verify_history`)."""
+    denied = authenticate(state, command, anchors) or fresh(command, now)
     if denied is not None:
         return denied
     outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)
