@@ -257,7 +257,13 @@ def verify_cmd(
         if v.authority and before is not None and entry.event.occurred_at < before
     ]
     apart = {id(v) for v in earlier}
-    bad = [v for v in verdicts if not v.ok and id(v) not in apart]
+    # What is wrong with an event itself first (a signature, a copy, a field): an authority
+    # failure is judged in the state the events before it made, unproven ones included, so it
+    # may follow from one of those (a red team's forged revocation headed the run with the
+    # genuine approval it made look unauthorized).
+    bad = sorted(
+        (v for v in verdicts if not v.ok and id(v) not in apart), key=lambda v: v.authority
+    )
     if as_json:
         print_json(
             {
@@ -283,7 +289,14 @@ def verify_cmd(
         for note in _anchor_notes(history, verdicts, settings.admins, settings.keys):
             click.echo(f"note: {note}", err=True)
         authority = sum(v.authority for v in bad)
-        if authority and before is None:
+        if authority and len(bad) > authority:
+            click.echo(
+                f"note: {authority} of the unproven events fail only on authority, judged in "
+                "the state the events before them made, the unproven events listed first "
+                "included: a forged grant or revocation there can be why; read those first",
+                err=True,
+            )
+        elif authority and before is None:
             click.echo(
                 f"note: {authority} of the unproven events are signed by their actors and fail "
                 "only today's authority rules; a release that added a rule holds older history "

@@ -626,6 +626,27 @@ def _applied_again(applied: dict[str, tuple[str, str, int]], event: GovernanceEv
     )
 
 
+def _merged(history: list[GovernanceEvent]) -> list[int]:
+    """The indices of ``history`` in the order the processor applied its events: the grant and
+    the policy events merged by the processor's clock (ties: grant events first), each kept in
+    its own log order. Sorted by time alone, an event whose time went back (a clock stepped
+    back, or an insider's back-dated copy) came before its aggregate's earlier events, the fold
+    dropped them as out of order, and every later grant of that principal went missing: its
+    genuine acts were judged unauthorized (a red team)."""
+    grants = [i for i, e in enumerate(history) if isinstance(e, GRANT_EVENT_TYPES)]
+    policies = [i for i, e in enumerate(history) if not isinstance(e, GRANT_EVENT_TYPES)]
+    order: list[int] = []
+    g = p = 0
+    while g < len(grants) and p < len(policies):
+        if history[grants[g]].occurred_at <= history[policies[p]].occurred_at:
+            order.append(grants[g])
+            g += 1
+        else:
+            order.append(policies[p])
+            p += 1
+    return order + grants[g:] + policies[p:]
+
+
 def _authority_problems(
     history: list[GovernanceEvent], admins: frozenset[str], protected: frozenset[str]
 ) -> dict[int, str]:
@@ -634,10 +655,7 @@ def _authority_problems(
     topic, which ``history`` lists after the policy topic, so the two are merged by the
     processor's clock (ties: grant events first, as a grant is applied before the command
     that needs it)."""
-    order = sorted(
-        range(len(history)),
-        key=lambda i: (history[i].occurred_at, not isinstance(history[i], GRANT_EVENT_TYPES), i),
-    )
+    order = _merged(history)
     problems: dict[int, str] = {}
     state = EMPTY_STATE
     # Each role's members a delegate assigned, with who did, kept as the fold goes: a scan of

@@ -1097,3 +1097,129 @@ def test_a_copy_of_a_revoke_all_event_naming_a_key_registered_after_it_is_not_pr
     assert not verdict.ok and "its signed command c-all already produced event" in str(
         verdict.problem
     )
+
+
+def test_a_back_dated_copy_does_not_make_its_principals_later_genuine_acts_unauthorized():
+    # A red team: a signed copy of dave's GrantIssued, the next sequence, dated a minute early.
+    # Sorted by time alone, it came before dave's first event, the fold dropped it and then
+    # every later grant of dave's as out of order: dave's genuine grant-issue was "held no grant".
+    state, events = anchored()
+    dave = "human:dave"
+    dave_key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"dave").digest())
+
+    def send(command: Any, key: Ed25519PrivateKey = ADMIN_KEY, at: datetime = T0) -> None:
+        nonlocal state
+        outcome = decide_signed(state, sign(command, key), now=at, new_id=ids())
+        assert not isinstance(outcome, Rejection), outcome
+        events.extend(outcome)
+        state = _fold_all(state, outcome)
+
+    send(
+        RegisterActorKey(
+            event_id="c-k", occurred_at=T0, actor=ADMIN, principal=dave,
+            actor_key_id=key_id_of(public_bytes(dave_key)), public_key=public_bytes(dave_key),
+        )
+    )  # fmt: skip
+    first = IssueGrant(
+        event_id="c-g1", occurred_at=T0, actor=ADMIN, grant_id="g1", principal=dave,
+        actions=("refund.read",), resource="*",
+    )  # fmt: skip
+    send(first)
+    issued = events[-1]
+    copy = replace(
+        issued, event_id="e-copy", sequence=issued.sequence + 1,
+        occurred_at=T0 - timedelta(minutes=1),
+    )  # fmt: skip
+    events.append(copy)
+    state = fold(state, copy)  # the processor's follower applied it, as the log holds it
+    later = T0 + timedelta(seconds=30)
+    send(
+        IssueGrant(
+            event_id="c-g2", occurred_at=later, actor=ADMIN, grant_id="g2", principal=dave,
+            actions=("ledger.grant.issue",), resource="principal:agent:*",
+        ),
+        at=later,
+    )  # fmt: skip
+    send(
+        IssueGrant(
+            event_id="c-g3", occurred_at=later, actor=dave, grant_id="g3", principal="agent:bot",
+            actions=("refund.read",), resource="*",
+        ),
+        key=dave_key,
+        at=later,
+    )  # fmt: skip
+    verdicts = verify_history(events)
+    unproven = [(v.event_id, v.problem) for v in verdicts if not v.ok]
+    assert unproven == [("e-copy", unproven[0][1])], unproven  # the copy alone
+
+
+def test_actor_verify_lists_what_is_wrong_with_an_event_itself_before_authority_failures(
+    monkeypatch: Any,
+):
+    # A red team: one unsigned GrantRevoked of bob's grant, dated before bob's approval, made
+    # bob's genuine act "held no grant": the run's headline named bob's act, not the forgery.
+    from click.testing import CliRunner
+
+    import ledger.cli.actors as actors
+    from ledger.core.events import GrantRevoked
+    from ledger.core.history import HistoryEntry
+
+    state, events = anchored()
+    bob_key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"bob").digest())
+    for command, key in (
+        (
+            RegisterActorKey(
+                event_id="c-k", occurred_at=T0, actor=ADMIN, principal="human:bob",
+                actor_key_id=key_id_of(public_bytes(bob_key)), public_key=public_bytes(bob_key),
+            ),
+            ADMIN_KEY,
+        ),
+        (
+            IssueGrant(
+                event_id="c-g1", occurred_at=T0, actor=ADMIN, grant_id="g1",
+                principal="human:bob", actions=("ledger.grant.issue",),
+                resource="principal:agent:*",
+            ),
+            ADMIN_KEY,
+        ),
+        (
+            IssueGrant(
+                event_id="c-g0", occurred_at=T0, actor=ADMIN, grant_id="g0",
+                principal="human:bob", actions=("refund.read",), resource="*",
+            ),
+            ADMIN_KEY,
+        ),
+    ):  # fmt: skip
+        outcome = decide_signed(state, sign(command, key), now=T0, new_id=ids())
+        assert not isinstance(outcome, Rejection), outcome
+        events.extend(outcome)
+        state = _fold_all(state, outcome)
+    later = T0 + timedelta(seconds=30)
+    act = decide_signed(
+        state,
+        sign(
+            IssueGrant(
+                event_id="c-g2", occurred_at=later, actor="human:bob", grant_id="g2",
+                principal="agent:bot", actions=("refund.read",), resource="*",
+            ),
+            bob_key,
+        ),
+        now=later,
+        new_id=ids(),
+    )  # fmt: skip
+    assert not isinstance(act, Rejection), act
+    forged = GrantRevoked(
+        event_id="e-forged", occurred_at=later - timedelta(seconds=1), actor=ADMIN,
+        command_id="c-none", principal="human:bob", sequence=events[-1].sequence + 1,
+        grant_id="g1",
+    )  # fmt: skip
+    history = [*events, forged, *act]
+    entries = [HistoryEntry("ledger.grant-events/0", n, e) for n, e in enumerate(history)]
+    monkeypatch.setattr(actors, "check_governance_log", lambda *a, **k: (entries, []))
+    monkeypatch.setattr(actors, "connection", lambda *a, **k: ("127.0.0.1:9", None))
+    said = CliRunner().invoke(actors.group, ["verify"])
+    assert said.exit_code == 11, said.output
+    unproven = [line for line in said.stderr.splitlines() if line.startswith("UNPROVEN")]
+    assert unproven[0].startswith("UNPROVEN GrantRevoked e-forged"), unproven
+    assert "error: GrantRevoked e-forged by human:admin is not proven" in said.stderr
+    assert "a forged grant or revocation there can be why" in said.stderr
