@@ -25,7 +25,7 @@ import contextlib
 import random
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeAlias
@@ -45,6 +45,7 @@ from ledger.core.events import (
 from ledger.core.history import HistoryEntry
 from ledger.core.jsonform import to_json_value
 from ledger.core.limits import recorded_name
+from ledger.core.signing import Witnesses, witnesses_from
 from ledger.errors import CodecError, ExportError, TamperDetected, UsageError
 from ledger.kafka.governance import load_history
 from ledger.kafka.reading import read_topic
@@ -564,6 +565,23 @@ class ExportSource:
 
     def history(self) -> list[HistoryEntry]:
         return load_export_history(self.path, codec=self._codec)  # the one reader of it
+
+    def witnesses(self) -> Witnesses:
+        """What the export's commands (each one's broker time) and command answers recorded:
+        ``ledger actor verify --from`` holds the governance events to them, as over Kafka."""
+        received = [
+            (str(command_id), at if at.tzinfo is not None else at.replace(tzinfo=UTC))
+            for command_id, at in self._query(
+                self.topics.commands,
+                "SELECT event_id, kafka_timestamp FROM {files} "
+                "WHERE event_id IS NOT NULL AND kafka_timestamp IS NOT NULL",
+            )
+        ]
+        results = [
+            self._decode(record)
+            for (record,) in self._query(self.topics.command_results, "SELECT record FROM {files}")
+        ]
+        return witnesses_from(received, [r for r in results if r is not None])
 
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None

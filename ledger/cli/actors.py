@@ -33,7 +33,7 @@ from ledger.core.events import RegisterActorKey, RevokeActorKey
 from ledger.core.signing import key_id_of, verify_history
 from ledger.errors import TamperDetected
 from ledger.ids import new_id, utcnow
-from ledger.kafka.governance import check_governance_log
+from ledger.kafka.governance import check_governance_log, command_witnesses
 from ledger.keys import KeyStore, public_bytes, read_public_key
 
 __all__ = ["group"]
@@ -242,15 +242,23 @@ def verify_cmd(
     settings = load_settings(bootstrap)
     if from_dir is not None:
         from ledger.audit.history import check_export_history  # pyarrow: only when asked for
+        from ledger.audit.sources import ExportSource
 
         history, damaged = check_export_history(from_dir)
+        witnesses = ExportSource(from_dir).witnesses()
     else:
         address, security = connection(settings, "auditor")
         history, damaged = check_governance_log(address, settings.topics, security=security)
+        witnesses = command_witnesses(address, settings.topics, security=security)
     where = "the export's governance rows" if from_dir is not None else "the governance topics"
     # The bootstrap administrators as the command processor knows them ($LEDGER_ADMINS),
     # besides those with a trust anchor: one whose key another administrator registered has none.
-    verdicts = verify_history((entry.event for entry in history), settings.admins)
+    # Each event is held to what the broker (its command's time) and the processor's answers
+    # recorded of its command too, where the command is still there (a week).
+    verdicts = verify_history((entry.event for entry in history), settings.admins, witnesses)
+    witnessed = sum(
+        1 for entry in history if getattr(entry.event, "command_id", None) in witnesses.received
+    )
     earlier = [
         v
         for entry, v in zip(history, verdicts, strict=True)
@@ -270,6 +278,7 @@ def verify_cmd(
                 "events": len(verdicts),
                 "proven": sum(v.ok and not v.anchor for v in verdicts),
                 "anchors": sum(v.anchor for v in verdicts),
+                "witnessed": witnessed,
                 "unproven": bad,
                 "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
@@ -306,7 +315,8 @@ def verify_cmd(
             )
         click.echo(
             f"{len(verdicts) - len(bad) - len(earlier)} of {len(verdicts)} governance events "
-            f"proven ({anchors} trust anchors)"
+            f"proven ({anchors} trust anchors; {witnessed} held to their command's broker time "
+            "and answer, the rest's commands past the commands topic's week)"
             + (f"; {len(earlier)} accepted under earlier rules" if earlier else "")
             + (f"; {len(damaged)} problems with {where}" if damaged else "")
         )

@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, assert_never
 
@@ -54,6 +54,8 @@ from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
     Command,
+    CommandAccepted,
+    CommandRejected,
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
@@ -84,6 +86,7 @@ from ledger.core.state import (
     role_members,
     takeovers,
 )
+from ledger.core.text import clipped
 from ledger.errors import PolicyError
 
 __all__ = [
@@ -98,6 +101,9 @@ __all__ = [
     "Verdict",
     "verify_event",
     "verify_history",
+    "Witnesses",
+    "witnesses_from",
+    "RECEIVED_SLACK",
     "COMMAND_VALID_FOR",
     "CLOCK_SKEW",
     "within_validity",
@@ -553,14 +559,81 @@ def _unapproved_target(state: LedgerState, event: GovernanceEvent) -> str | None
     return f"{event.policy} v{number} was {how} without an approval"
 
 
-def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()) -> list[Verdict]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Witnesses:
+    """What others than the events' writer recorded of the commands behind them: ``received``,
+    command id -> when the broker appended the command to the commands topic (its own clock,
+    LogAppendTime: no client sets it); ``refused``, command id -> the command processor's
+    rejection (``code: reason``) of a command it never accepted. Both are kept a week (the
+    commands topics' retention): an event whose command is no longer there is not checked
+    against them."""
+
+    received: Mapping[str, datetime] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+
+def witnesses_from(received: Iterable[tuple[str, datetime]], results: Iterable[Any]) -> Witnesses:
+    """:class:`Witnesses` from the commands topic's ``(command id, broker time)`` pairs (a
+    command sent twice: its first) and the command processor's answers
+    (``CommandAccepted``/``CommandRejected``): a command refused and never accepted (a
+    processor restarted within its validity may accept what it refused) is ``refused``."""
+    first: dict[str, datetime] = {}
+    for command_id, at in received:
+        if command_id not in first or at < first[command_id]:
+            first[command_id] = at
+    refused: dict[str, str] = {}
+    accepted: set[str] = set()
+    for result in results:
+        if isinstance(result, CommandAccepted):
+            accepted.add(result.command_id)
+        elif isinstance(result, CommandRejected):
+            refused.setdefault(result.command_id, f"{result.code}: {clipped(result.reason, 200)}")
+    return Witnesses(
+        received=first, refused={c: r for c, r in refused.items() if c not in accepted}
+    )
+
+
+RECEIVED_SLACK: Final = timedelta(seconds=5)
+"""How far before its command reached the broker an event may be dated: the processor's clock
+against the broker's (one host's, or NTP's: well under this)."""
+
+
+def _witnessed(witnesses: Witnesses, event: GovernanceEvent) -> str | None:
+    """Why ``event`` contradicts what :class:`Witnesses` recorded of its command, if it does. A
+    red team, holding the command processor's credential, wrote the event of a command the
+    processor had refused (the approver's grant revoked 22 s before she signed), dated a
+    second before the revocation: its time is the writer's, and ``actor verify`` proved it."""
+    refused = witnesses.refused.get(event.command_id)
+    if refused is not None:
+        return (
+            f"the command processor refused its command {event.command_id} ({refused}): this "
+            "event was written without it"
+        )
+    received = witnesses.received.get(event.command_id)
+    if received is not None and event.occurred_at < received - RECEIVED_SLACK:
+        early = (received - event.occurred_at).total_seconds()
+        return (
+            f"it is dated {event.occurred_at.isoformat()}, {early:.1f} s before its command "
+            f"reached the ledger ({received.isoformat()}, the broker's time): back-dated, or "
+            "the command processor's clock runs behind the broker's"
+        )
+    return None
+
+
+def verify_history(
+    events: Iterable[GovernanceEvent],
+    admins: Iterable[str] = (),
+    witnesses: Witnesses | None = None,
+) -> list[Verdict]:
     """:func:`verify_event` for every event of a governance history (policy and grant events,
     each topic in its log order), against the keys its ``ActorKeyRegistered``/``ActorKeyRevoked``
     events registered (folded with the core's ``replay``); each event's derived fields against
     the state before it (:func:`_derived`), which finds an event deleted, inserted or moved
     within its aggregate's history; and its actor's authority in that state
     (:func:`_unauthorized`: the bootstrap administrators, ``admins`` as the command processor
-    is configured (``$LEDGER_ADMINS``) and those with a trust anchor, may do everything)."""
+    is configured (``$LEDGER_ADMINS``) and those with a trust anchor, may do everything); and,
+    with ``witnesses``, each event against what the broker and the processor's answers recorded
+    of its command (:func:`_witnessed`)."""
     history = list(events)
     final = replay(history, EMPTY_STATE)
     configured = frozenset(admins)
@@ -582,7 +655,11 @@ def verify_history(events: Iterable[GovernanceEvent], admins: Iterable[str] = ()
     for index, event in enumerate(history):
         verdict = verify_event(final, event)
         if verdict.ok:
-            again = None if verdict.anchor else _applied_again(applied, event)
+            again = None
+            if not verdict.anchor:
+                again = (witnesses and _witnessed(witnesses, event)) or _applied_again(
+                    applied, event
+                )
             problem = again or _derived(state, event)
             authority = problem is None and not verdict.anchor and index in unauthorized
             if authority:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ledger.core.events import (
     GovernanceEvent,
 )
 from ledger.core.history import HistoryEntry, offset_gaps
+from ledger.core.signing import Witnesses, witnesses_from
 from ledger.core.state import (
     EMPTY_STATE,
     LedgerState,
@@ -133,6 +135,30 @@ def load_history(
 ) -> list[HistoryEntry]:
     """Every governance event in the ledger, in log order."""
     return list(read_governance(bootstrap, topics, codec=codec, security=security))
+
+
+def command_witnesses(
+    bootstrap: str,
+    topics: TopicNames,
+    *,
+    codec: Codec | None = None,
+    security: KafkaSecurity | None = None,
+) -> Witnesses:
+    """What the commands topic (each command's broker time) and the command processor's answers
+    recorded of the commands still there (a week): ``ledger actor verify`` holds each
+    governance event to them (:func:`~ledger.core.signing.witnesses_from`)."""
+    received: list[tuple[str, datetime]] = []
+    results: list[Any] = []
+    for rec in read_topic(
+        bootstrap, [topics.commands, topics.command_results], codec=codec, security=security
+    ):
+        if rec.topic == topics.commands:
+            received.append(
+                (rec.event.event_id, datetime.fromtimestamp(rec.timestamp_ms / 1000, UTC))
+            )
+        else:
+            results.append(rec.event)
+    return witnesses_from(received, results)
 
 
 def check_governance_log(

@@ -18,6 +18,7 @@ from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
 from ledger.core.signing import (
     ANCHOR_ACTOR,
     DOMAIN,
+    Witnesses,
     key_id_of,
     signed_bytes,
     verify_history,
@@ -1217,9 +1218,52 @@ def test_actor_verify_lists_what_is_wrong_with_an_event_itself_before_authority_
     entries = [HistoryEntry("ledger.grant-events/0", n, e) for n, e in enumerate(history)]
     monkeypatch.setattr(actors, "check_governance_log", lambda *a, **k: (entries, []))
     monkeypatch.setattr(actors, "connection", lambda *a, **k: ("127.0.0.1:9", None))
+    monkeypatch.setattr(actors, "command_witnesses", lambda *a, **k: Witnesses())
     said = CliRunner().invoke(actors.group, ["verify"])
     assert said.exit_code == 11, said.output
     unproven = [line for line in said.stderr.splitlines() if line.startswith("UNPROVEN")]
     assert unproven[0].startswith("UNPROVEN GrantRevoked e-forged"), unproven
     assert "error: GrantRevoked e-forged by human:admin is not proven" in said.stderr
     assert "a forged grant or revocation there can be why" in said.stderr
+
+
+def test_an_event_of_a_refused_or_later_command_is_not_proven_against_its_witnesses():
+    # A red team, holding the command processor's credential: carol's approval, refused (her
+    # grant revoked 22 s before she signed), written anyway and dated a second before the
+    # revocation, was proven: its time is the writer's. The commands topic's broker time and
+    # the processor's answer say otherwise.
+    from ledger.core.events import CommandAccepted, CommandRejected
+    from ledger.core.signing import witnesses_from
+
+    state, events = anchored()
+    outcome = decide_signed(state, sign(grant(), ADMIN_KEY), now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection)
+    (issued,) = outcome
+    history = [*events, issued]
+    sent = T0 + timedelta(seconds=1)  # the broker appended the command then
+
+    def rejected(command_id: str) -> CommandRejected:
+        return CommandRejected(
+            event_id="r", occurred_at=sent, actor="service:command-processor",
+            command_id=command_id, command_type="IssueGrant", aggregate="agent:bot",
+            code="not_authorized", reason="human:admin may not …",
+        )  # fmt: skip
+
+    genuine = witnesses_from([("c-1", sent)], [])
+    assert all(v.ok for v in verify_history(history, witnesses=genuine))
+    refused = witnesses_from([("c-1", sent)], [rejected("c-1")])
+    verdict = verify_history(history, witnesses=refused)[-1]
+    assert not verdict.ok and "the command processor refused its command c-1" in str(
+        verdict.problem
+    )
+    accepted_later = witnesses_from(
+        [("c-1", sent)],
+        [rejected("c-1"), CommandAccepted(
+            event_id="a", occurred_at=sent, actor="service:command-processor",
+            command_id="c-1", command_type="IssueGrant", aggregate="agent:bot",
+        )],
+    )  # fmt: skip
+    assert all(v.ok for v in verify_history(history, witnesses=accepted_later))
+    late = witnesses_from([("c-1", T0 + timedelta(seconds=22))], [])
+    verdict = verify_history(history, witnesses=late)[-1]
+    assert not verdict.ok and "22.0 s before its command reached the ledger" in str(verdict.problem)
