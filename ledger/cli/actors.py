@@ -28,7 +28,14 @@ from ledger.cli.common import (
     reason_option,
     submit,
 )
-from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
+from ledger.cli.output import (
+    HelpfulGroup,
+    handle_errors,
+    json_option,
+    print_json,
+    print_table,
+    to_jsonable,
+)
 from ledger.core.events import RegisterActorKey, RevokeActorKey
 from ledger.core.signing import key_id_of, verify_history
 from ledger.errors import TamperDetected
@@ -272,6 +279,10 @@ def verify_cmd(
     bad = sorted(
         (v for v in verdicts if not v.ok and id(v) not in apart), key=lambda v: v.authority
     )
+    # Where each was read: a copy under the same id is told apart (a red team).
+    located = {
+        id(v): f"{e.position_key}@{e.offset}" for e, v in zip(history, verdicts, strict=True)
+    }
     if as_json:
         print_json(
             {
@@ -279,7 +290,7 @@ def verify_cmd(
                 "proven": sum(v.ok and not v.anchor for v in verdicts),
                 "anchors": sum(v.anchor for v in verdicts),
                 "witnessed": witnessed,
-                "unproven": bad,
+                "unproven": [{**to_jsonable(v), "at": located[id(v)]} for v in bad],
                 "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
                 "notes": _anchor_notes(history, verdicts, settings.admins, settings.keys),
@@ -289,7 +300,10 @@ def verify_cmd(
         for line in damaged:
             click.echo(f"DAMAGED {line}", err=True)
         for v in bad:
-            click.echo(f"UNPROVEN {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True)
+            click.echo(
+                f"UNPROVEN {v.event_type} {v.event_id} at {located[id(v)]} by {v.actor}: {v.problem}",
+                err=True,
+            )
         for v in earlier:
             click.echo(
                 f"EARLIER-RULES {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True
