@@ -329,6 +329,9 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
             "governs": list(v.governs),
             "content_hash": v.content_hash,
             "note": v.note,
+            # What runs is the document; what was signed, its hash (a red team's version was
+            # listed as any other): one that does not hash to it decides only error.
+            "altered": content_hash(v.document) != v.content_hash,
         }
         for v in sorted(record.versions.values(), key=lambda v: v.version)
     ]
@@ -346,7 +349,9 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
         [
             [
                 v["version"],
-                v["stage"],
+                f"{v['stage']} (ALTERED: its document is not its hash's)"
+                if v["altered"]
+                else v["stage"],
                 v["author"],
                 v["approved_by"] or "-",
                 ", ".join(v["governs"]),  # each version decides only what its own governs names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -95,12 +96,16 @@ def test_policy_get_refuses_a_version_whose_document_is_not_what_its_hash_says(
         _version(1, Stage.ACTIVE, "o"), document=strict.canonical, content_hash=strict.content_hash
     )
     record = PolicyRecord(name="refunds", versions={1: genuine}, active=1, history=(1,))
-    monkeypatch.setattr("ledger.cli.lifecycle.current_state", lambda _b: (_state(record), None))
+    monkeypatch.setattr("ledger.cli.lifecycle.current_state", lambda _b: (_state(record), []))
     shown = CliRunner().invoke(cli, ["policy", "get", "refunds"])
     assert shown.exit_code == 0 and content_hash(strict.canonical) in shown.stdout
     altered = replace(genuine, document=permissive.canonical)
     record = PolicyRecord(name="refunds", versions={1: altered}, active=1, history=(1,))
-    monkeypatch.setattr("ledger.cli.lifecycle.current_state", lambda _b: (_state(record), None))
+    monkeypatch.setattr("ledger.cli.lifecycle.current_state", lambda _b: (_state(record), []))
     refused = CliRunner().invoke(cli, ["policy", "get", "refunds"])
     assert refused.exit_code == 11, refused.output
     assert "recorded document does not hash to its content hash" in refused.stderr
+    shown = CliRunner().invoke(cli, ["policy", "show", "refunds"])  # marked, not as any other
+    assert shown.exit_code == 0 and "ALTERED" in shown.stdout, shown.output
+    shown = CliRunner().invoke(cli, ["policy", "show", "refunds", "--json"])
+    assert json.loads(shown.stdout)["versions"][0]["altered"] is True
