@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeAlias
+from typing import Any, ClassVar, Protocol, TypeAlias, cast
 
 from ledger.audit.columns import columns_disagree, python_rows
 from ledger.audit.export import ExportPath, Manifest, read_manifest
@@ -37,8 +37,10 @@ from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import item_request
 from ledger.core.events import (
+    COMMAND_TYPES,
     BatchDecisionRecorded,
     BatchEvaluationRequested,
+    Command,
     DecisionRecorded,
     EvaluationRequested,
 )
@@ -567,21 +569,18 @@ class ExportSource:
         return load_export_history(self.path, codec=self._codec)  # the one reader of it
 
     def witnesses(self) -> Witnesses:
-        """What the export's commands (each one's broker time) and command answers recorded:
+        """When the broker received each exported signed command (its record's time; whether
+        that was the broker's or the sender's, an export does not say):
         ``ledger actor verify --from`` holds the governance events to them, as over Kafka."""
-        received = [
-            (str(command_id), at if at.tzinfo is not None else at.replace(tzinfo=UTC))
-            for command_id, at in self._query(
-                self.topics.commands,
-                "SELECT event_id, kafka_timestamp FROM {files} "
-                "WHERE event_id IS NOT NULL AND kafka_timestamp IS NOT NULL",
-            )
-        ]
-        results = [
-            self._decode(record)
-            for (record,) in self._query(self.topics.command_results, "SELECT record FROM {files}")
-        ]
-        return witnesses_from(received, [r for r in results if r is not None])
+        commands = []
+        for record, at in self._query(
+            self.topics.commands, "SELECT record, kafka_timestamp FROM {files}"
+        ):
+            command = self._decode(record)
+            if isinstance(command, COMMAND_TYPES) and at is not None:
+                when = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+                commands.append((cast(Command, command), when, False))
+        return witnesses_from(commands)
 
     def pairs(
         self, *, since: datetime | None = None, until: datetime | None = None

@@ -54,8 +54,6 @@ from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
     Command,
-    CommandAccepted,
-    CommandRejected,
     GovernanceEvent,
     GrantIssued,
     GrantRevoked,
@@ -86,7 +84,6 @@ from ledger.core.state import (
     role_members,
     takeovers,
 )
-from ledger.core.text import clipped
 from ledger.errors import PolicyError
 
 __all__ = [
@@ -561,63 +558,66 @@ def _unapproved_target(state: LedgerState, event: GovernanceEvent) -> str | None
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Witnesses:
-    """What others than the events' writer recorded of the commands behind them: ``received``,
-    command id -> when the broker appended the command to the commands topic (its own clock,
-    LogAppendTime: no client sets it); ``refused``, command id -> the command processor's
-    rejection (``code: reason``) of a command it never accepted. Both are kept a week (the
-    commands topics' retention): an event whose command is no longer there is not checked
-    against them."""
+    """When the broker received each signed command still on the commands topic (a week; in an
+    export, as exported): (command id, signature) -> (its time, whether that time is the
+    broker's own, LogAppendTime, or only the sender's). Keyed by the signature too: a record
+    under a command's id that is not that signed command (anyone allowed to send commands can
+    send one) says nothing of it."""
 
-    received: Mapping[str, datetime] = field(default_factory=dict)
-    refused: Mapping[str, str] = field(default_factory=dict)
+    received: Mapping[tuple[str, bytes], tuple[datetime, bool]] = field(default_factory=dict)
 
 
-def witnesses_from(received: Iterable[tuple[str, datetime]], results: Iterable[Any]) -> Witnesses:
-    """:class:`Witnesses` from the commands topic's ``(command id, broker time)`` pairs (a
-    command sent twice: its first) and the command processor's answers
-    (``CommandAccepted``/``CommandRejected``): a command refused and never accepted (a
-    processor restarted within its validity may accept what it refused) is ``refused``."""
-    first: dict[str, datetime] = {}
-    for command_id, at in received:
-        if command_id not in first or at < first[command_id]:
-            first[command_id] = at
-    refused: dict[str, str] = {}
-    accepted: set[str] = set()
-    for result in results:
-        if isinstance(result, CommandAccepted):
-            accepted.add(result.command_id)
-        elif isinstance(result, CommandRejected):
-            refused.setdefault(result.command_id, f"{result.code}: {clipped(result.reason, 200)}")
-    return Witnesses(
-        received=first, refused={c: r for c, r in refused.items() if c not in accepted}
-    )
+def witnesses_from(commands: Iterable[tuple[Command, datetime, bool]]) -> Witnesses:
+    """:class:`Witnesses` from the commands topic's records: (command, its record's time,
+    whether that is the broker's). A command sent twice: its first copy. A copy whose time is
+    outside the window the command processor takes it in (before it was signed, or after its
+    validity) is left out: a replay sent days later, or a record stamped by its sender with any
+    time, must not stand for the command the processor decided (a review)."""
+    first: dict[tuple[str, bytes], tuple[datetime, bool]] = {}
+    for command, at, broker in commands:
+        if command.signature is None:
+            continue
+        slack = RECEIVED_SLACK if broker else CLOCK_SKEW + RECEIVED_SLACK
+        if not (
+            command.occurred_at - CLOCK_SKEW - slack
+            <= at
+            <= command.occurred_at + COMMAND_VALID_FOR + CLOCK_SKEW + slack
+        ):
+            continue
+        key = (command.event_id, bytes(command.signature))
+        if key not in first or at < first[key][0]:
+            first[key] = (at, broker)
+    return Witnesses(received=first)
 
 
 RECEIVED_SLACK: Final = timedelta(seconds=5)
 """How far before its command reached the broker an event may be dated: the processor's clock
-against the broker's (one host's, or NTP's: well under this)."""
+against the broker's (one host's, or NTP's: well under this). Where the record's time is its
+sender's (a topic created before the commands topic took the broker's time), the sender's
+clock may run :data:`CLOCK_SKEW` ahead of the processor's too."""
 
 
 def _witnessed(witnesses: Witnesses, event: GovernanceEvent) -> str | None:
-    """Why ``event`` contradicts what :class:`Witnesses` recorded of its command, if it does. A
-    red team, holding the command processor's credential, wrote the event of a command the
-    processor had refused (the approver's grant revoked 22 s before she signed), dated a
-    second before the revocation: its time is the writer's, and ``actor verify`` proved it."""
-    refused = witnesses.refused.get(event.command_id)
-    if refused is not None:
-        return (
-            f"the command processor refused its command {event.command_id} ({refused}): this "
-            "event was written without it"
-        )
-    received = witnesses.received.get(event.command_id)
-    if received is not None and event.occurred_at < received - RECEIVED_SLACK:
-        early = (received - event.occurred_at).total_seconds()
-        return (
-            f"it is dated {event.occurred_at.isoformat()}, {early:.1f} s before its command "
-            f"reached the ledger ({received.isoformat()}, the broker's time): back-dated, or "
-            "the command processor's clock runs behind the broker's"
-        )
-    return None
+    """Why ``event`` is dated before its signed command reached the broker, if it is. A red
+    team, holding the command processor's credential, wrote the event of a command the
+    processor had refused (the approver's grant revoked 22 s before she signed), dated a second
+    before the revocation: its time is the writer's, and ``actor verify`` proved it."""
+    if event.command_signature is None:
+        return None
+    seen = witnesses.received.get((event.command_id, bytes(event.command_signature)))
+    if seen is None:
+        return None
+    received, broker = seen
+    slack = RECEIVED_SLACK if broker else CLOCK_SKEW + RECEIVED_SLACK
+    if event.occurred_at >= received - slack:
+        return None
+    early = (received - event.occurred_at).total_seconds()
+    whose = "the broker's time" if broker else "its sender's time"
+    return (
+        f"it is dated {event.occurred_at.isoformat()}, {early:.1f} s before its command "
+        f"reached the ledger ({received.isoformat()}, {whose}): back-dated, or the command "
+        "processor's clock runs behind"
+    )
 
 
 def verify_history(
@@ -670,7 +670,37 @@ def verify_history(
                 )
         verdicts.append(verdict)
         state = fold(state, event)
-    return verdicts
+    return _signed_by_unproven_keys(history, verdicts)
+
+
+def _signed_by_unproven_keys(
+    history: list[GovernanceEvent], verdicts: list[Verdict]
+) -> list[Verdict]:
+    """``verdicts`` with every event signed by a key whose registration is not proven made
+    unproven too (and so on, for keys such a key registered). A review: an
+    ``ActorKeyRegistered`` for ``human:admin`` with a junk proof, written with the command
+    processor's credential, was itself unproven, but the grant signed with its key was proven:
+    a signature is worth what the key's registration is."""
+    verdicts = list(verdicts)
+    while True:
+        unproven = {
+            str(e.actor_key_id): e.event_id
+            for e, v in zip(history, verdicts, strict=True)
+            if isinstance(e, ActorKeyRegistered) and not v.ok and not v.authority
+        }  # its proof fails: one only today's authority rules fail was signed as recorded
+        changed = False
+        for index, (event, verdict) in enumerate(zip(history, verdicts, strict=True)):
+            registration = unproven.get(str(event.command_key_id))
+            if verdict.ok and not verdict.anchor and registration is not None:
+                verdicts[index] = dataclasses.replace(
+                    verdict,
+                    ok=False,
+                    problem=f"it is signed with key {event.command_key_id}, whose registration "
+                    f"(event {registration}) is not proven",
+                )
+                changed = True
+        if not changed:
+            return verdicts
 
 
 def _applied_again(applied: dict[str, tuple[str, str, int]], event: GovernanceEvent) -> str | None:

@@ -21,12 +21,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import (
+    COMMAND_TYPES,
     GOVERNANCE_EVENT_TYPES,
     POLICY_EVENT_TYPES,
+    Command,
     GovernanceEvent,
 )
 from ledger.core.history import HistoryEntry, offset_gaps
@@ -144,21 +146,20 @@ def command_witnesses(
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
 ) -> Witnesses:
-    """What the commands topic (each command's broker time) and the command processor's answers
-    recorded of the commands still there (a week): ``ledger actor verify`` holds each
-    governance event to them (:func:`~ledger.core.signing.witnesses_from`)."""
-    received: list[tuple[str, datetime]] = []
-    results: list[Any] = []
-    for rec in read_topic(
-        bootstrap, [topics.commands, topics.command_results], codec=codec, security=security
-    ):
-        if rec.topic == topics.commands:
-            received.append(
-                (rec.event.event_id, datetime.fromtimestamp(rec.timestamp_ms / 1000, UTC))
-            )
-        else:
-            results.append(rec.event)
-    return witnesses_from(received, results)
+    """When the broker received each signed command still on the commands topic (a week), and
+    whether the time is its own (:func:`~ledger.core.signing.witnesses_from`): ``ledger actor
+    verify`` holds each governance event's time to its command's."""
+    codec = codec or default_codec()
+    commands: list[tuple[Command, datetime, bool]] = []
+    for rec in read_raw(bootstrap, [topics.commands], security=security):
+        try:
+            command = codec.decode(rec.value)  # type: ignore[arg-type]
+        except CodecError:
+            continue  # not a command: nothing it witnesses
+        if isinstance(command, COMMAND_TYPES):
+            at = datetime.fromtimestamp(rec.timestamp_ms / 1000, UTC)
+            commands.append((cast(Command, command), at, rec.log_append))
+    return witnesses_from(commands)
 
 
 def check_governance_log(

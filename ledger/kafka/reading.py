@@ -194,6 +194,8 @@ class RawRecord:
     offset: int
     timestamp_ms: int
     value: bytes | None
+    log_append: bool = False
+    """Whether ``timestamp_ms`` is the broker's (LogAppendTime), not the sender's."""
 
 
 def read_raw(
@@ -261,7 +263,12 @@ def read_raw(
                 for record in records:
                     if record.offset < end[tp]:
                         yield RawRecord(
-                            tp.topic, tp.partition, record.offset, record.timestamp, record.value
+                            tp.topic,
+                            tp.partition,
+                            record.offset,
+                            record.timestamp,
+                            record.value,
+                            getattr(record, "timestamp_type", 0) == 1,
                         )
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)

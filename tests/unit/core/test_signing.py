@@ -1229,43 +1229,56 @@ def test_actor_verify_lists_what_is_wrong_with_an_event_itself_before_authority_
     assert "a forged grant or revocation there can be why" in said.stderr
 
 
-def test_an_event_of_a_refused_or_later_command_is_not_proven_against_its_witnesses():
+def test_an_event_dated_before_its_command_reached_the_broker_is_not_proven():
     # A red team, holding the command processor's credential: carol's approval, refused (her
     # grant revoked 22 s before she signed), written anyway and dated a second before the
-    # revocation, was proven: its time is the writer's. The commands topic's broker time and
-    # the processor's answer say otherwise.
-    from ledger.core.events import CommandAccepted, CommandRejected
+    # revocation, was proven: its time is the writer's. The commands topic's broker time says
+    # otherwise; a copy under the command's id that is not the signed command (anyone allowed
+    # to send commands can send one), or a replay sent long after, says nothing (a review).
     from ledger.core.signing import witnesses_from
 
     state, events = anchored()
-    outcome = decide_signed(state, sign(grant(), ADMIN_KEY), now=T0, new_id=ids())
+    command = sign(grant(), ADMIN_KEY)
+    outcome = decide_signed(state, command, now=T0, new_id=ids())
     assert not isinstance(outcome, Rejection)
-    (issued,) = outcome
-    history = [*events, issued]
-    sent = T0 + timedelta(seconds=1)  # the broker appended the command then
-
-    def rejected(command_id: str) -> CommandRejected:
-        return CommandRejected(
-            event_id="r", occurred_at=sent, actor="service:command-processor",
-            command_id=command_id, command_type="IssueGrant", aggregate="agent:bot",
-            code="not_authorized", reason="human:admin may not …",
-        )  # fmt: skip
-
-    genuine = witnesses_from([("c-1", sent)], [])
-    assert all(v.ok for v in verify_history(history, witnesses=genuine))
-    refused = witnesses_from([("c-1", sent)], [rejected("c-1")])
-    verdict = verify_history(history, witnesses=refused)[-1]
-    assert not verdict.ok and "the command processor refused its command c-1" in str(
-        verdict.problem
-    )
-    accepted_later = witnesses_from(
-        [("c-1", sent)],
-        [rejected("c-1"), CommandAccepted(
-            event_id="a", occurred_at=sent, actor="service:command-processor",
-            command_id="c-1", command_type="IssueGrant", aggregate="agent:bot",
-        )],
-    )  # fmt: skip
-    assert all(v.ok for v in verify_history(history, witnesses=accepted_later))
-    late = witnesses_from([("c-1", T0 + timedelta(seconds=22))], [])
+    history = [*events, *outcome]
+    on_time = witnesses_from([(command, T0 - timedelta(milliseconds=3), True)])
+    assert all(v.ok for v in verify_history(history, witnesses=on_time))
+    late = witnesses_from([(command, T0 + timedelta(seconds=22), True)])
     verdict = verify_history(history, witnesses=late)[-1]
     assert not verdict.ok and "22.0 s before its command reached the ledger" in str(verdict.problem)
+    unsigned = replace(command, signature=None, key_id=None)
+    other = sign(replace(command, resource="x:*"), ADMIN_KEY)  # another under its id
+    days_later = T0 + timedelta(days=5)
+    noise = witnesses_from(
+        [(unsigned, days_later, True), (other, days_later, True), (command, days_later, True)]
+    )
+    assert all(v.ok for v in verify_history(history, witnesses=noise))
+    # A time its sender set (a commands topic from before it took the broker's): the sender's
+    # clock may run two minutes ahead of the processor's.
+    sender = witnesses_from([(command, T0 + timedelta(seconds=90), False)])
+    assert all(v.ok for v in verify_history(history, witnesses=sender))
+
+
+def test_an_event_signed_with_a_key_whose_registration_is_not_proven_is_not_proven():
+    # A review: an ActorKeyRegistered for human:admin with a junk proof, written with the
+    # command processor's credential, was itself unproven, but the grant signed with its key
+    # was proven.
+    from ledger.core.events import ActorKeyRegistered
+
+    state, events = anchored()
+    planted = Ed25519PrivateKey.generate()
+    registration = ActorKeyRegistered(
+        event_id="e-planted", occurred_at=T0, actor=ADMIN, command_id="c-junk",
+        principal=ADMIN, sequence=2, actor_key_id=key_id_of(public_bytes(planted)),
+        public_key=public_bytes(planted), command_key_id="ed25519:junk",
+        command_signature=b"junk", signed_command="junk",
+    )  # fmt: skip
+    state = fold(state, registration)
+    outcome = decide_signed(state, sign(grant(), planted), now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection), outcome  # the processor took the key as logged
+    verdicts = verify_history([*events, registration, *outcome])
+    assert not verdicts[-2].ok  # the registration
+    assert not verdicts[-1].ok and "whose registration (event e-planted) is not proven" in str(
+        verdicts[-1].problem
+    )
