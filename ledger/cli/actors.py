@@ -37,8 +37,8 @@ from ledger.cli.output import (
     to_jsonable,
 )
 from ledger.core.events import RegisterActorKey, RevokeActorKey
-from ledger.core.signing import key_id_of, verify_history
-from ledger.errors import TamperDetected
+from ledger.core.signing import Witnesses, key_id_of, verify_history
+from ledger.errors import ExportError, TamperDetected
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import check_governance_log, command_witnesses
 from ledger.keys import KeyStore, public_bytes, read_public_key
@@ -252,7 +252,11 @@ def verify_cmd(
         from ledger.audit.sources import ExportSource
 
         history, damaged = check_export_history(from_dir)
-        witnesses = ExportSource(from_dir).witnesses()
+        try:
+            witnesses = ExportSource(from_dir).witnesses()
+        except ExportError as exc:  # the commands are evidence beside the events, not the events
+            click.echo(f"note: the export's commands could not be read ({exc})", err=True)
+            witnesses = Witnesses()
     else:
         address, security = connection(settings, "auditor")
         history, damaged = check_governance_log(address, settings.topics, security=security)
@@ -379,16 +383,16 @@ def _anchor_notes(
                 if public is not None and key_id_of(public) not in ids:
                     notes.append(
                         f"none of {principal}'s trust anchor keys is its .pub in {keys} "
-                        f"({key_id_of(public)}): the command processor configured with it "
-                        "accepts none of their signatures"
+                        f"({key_id_of(public)}), the key store where verify runs: if it is the "
+                        "command processor's, that processor accepts none of their signatures"
                     )
                 elif public is not None and len(ids) > 1:
                     others = [i for i in ids if i != key_id_of(public)]
                     notes.append(
                         f"{principal}'s trust anchor keys {', '.join(others)} are not its .pub "
-                        f"in {keys}: a rotated key, or one written into the log (the command "
-                        "processor configured with this key store accepts none of their "
-                        "signatures)"
+                        f"in {keys}, the key store where verify runs: a rotated key, or one "
+                        "written into the log (a command processor configured with this key "
+                        "store accepts none of their signatures)"
                     )
     if admins is not None:
         notes += [
