@@ -43,20 +43,25 @@ def transport() -> tuple[KafkaTransport, Producer]:
     return t, producer
 
 
-def test_an_async_request_never_delivered_is_said_at_error_and_unwatched(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    t, producer = transport()
-    request = EvaluationRequested(
+def _asked(resource: str, default: Determination) -> EvaluationRequested:
+    """An asynchronous request of agent:a on ``resource``, the agent acting on ``default``."""
+    return EvaluationRequested(
         event_id=new_id(),
         occurred_at=utcnow(),
         actor="agent:a",
         principal="agent:a",
         action="refund.issue",
-        resource="account:drop1",
+        resource=resource,
         mode=Mode.ASYNC,
-        default=Determination.ALLOW,
+        default=default,
     )
+
+
+def test_an_async_request_never_delivered_is_said_at_error_and_unwatched(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t, producer = transport()
+    request = _asked("account:drop1", Determination.ALLOW)
     t.submit(request, lambda correction: None)
     [delivered] = producer.callbacks
     assert delivered is not None and request.event_id.encode() in t._watching  # type: ignore[attr-defined]
@@ -95,16 +100,7 @@ def test_a_full_send_queue_is_a_ledger_error_and_leaves_nothing_watched() -> Non
     t, _ = transport()
     full = _Full()
     t._producer = full  # type: ignore[attr-defined]
-    request = EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="agent:a",
-        principal="agent:a",
-        action="refund.issue",
-        resource="account:full",
-        mode=Mode.ASYNC,
-        default=Determination.DENY,
-    )
+    request = _asked("account:full", Determination.DENY)
     with pytest.raises(KafkaUnavailable, match="this client's queue for Kafka is full") as raised:
         t.submit(request, lambda correction: None)
     assert isinstance(raised.value, LedgerError) and full.polls == 1  # room waited for once
@@ -135,16 +131,7 @@ def test_a_refusal_of_the_retry_after_a_full_queue_is_a_ledger_error_too() -> No
     t._producer = _FullThenRefused()  # type: ignore[attr-defined]
     t._fatal = None  # type: ignore[attr-defined]
     t._security = None  # type: ignore[attr-defined]
-    request = EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="agent:a",
-        principal="agent:a",
-        action="refund.issue",
-        resource="account:full",
-        mode=Mode.ASYNC,
-        default=Determination.DENY,
-    )
+    request = _asked("account:full", Determination.DENY)
     with pytest.raises(LedgerError):
         t.submit(request, lambda correction: None)
     assert request.event_id.encode() not in t._watching  # type: ignore[attr-defined]
