@@ -631,9 +631,10 @@ def verify_history(
     the state before it (:func:`_derived`), which finds an event deleted, inserted or moved
     within its aggregate's history; and its actor's authority in that state
     (:func:`_unauthorized`: the bootstrap administrators, ``admins`` as the command processor
-    is configured (``$LEDGER_ADMINS``) and those with a trust anchor, may do everything); and,
-    with ``witnesses``, each event against what the broker and the processor's answers recorded
-    of its command (:func:`_witnessed`)."""
+    is configured (``$LEDGER_ADMINS``) and those with a trust anchor, may do everything); with
+    ``witnesses``, each event's time against when its signed command reached the broker
+    (:func:`_witnessed`); and each event's key against its registration's proof
+    (:func:`_signed_by_unproven_keys`)."""
     history = list(events)
     final = replay(history, EMPTY_STATE)
     configured = frozenset(admins)
@@ -649,9 +650,8 @@ def verify_history(
     unauthorized = _authority_problems(history, admins, configured or admins)
     verdicts = []
     state = EMPTY_STATE
-    applied: dict[
-        str, tuple[str, str, int]
-    ] = {}  # command id -> its first event, aggregate, sequence
+    # command id -> its first event, aggregate, sequence (:func:`_applied_again`)
+    applied: dict[str, tuple[str, str, int]] = {}
     for index, event in enumerate(history):
         verdict = verify_event(final, event)
         if verdict.ok:
@@ -680,27 +680,33 @@ def _signed_by_unproven_keys(
     unproven too (and so on, for keys such a key registered). A review: an
     ``ActorKeyRegistered`` for ``human:admin`` with a junk proof, written with the command
     processor's credential, was itself unproven, but the grant signed with its key was proven:
-    a signature is worth what the key's registration is."""
+    a signature is worth what the key's registration is. One pass over the registrations in
+    their log's order (a key is registered before it signs), then one over every event."""
     verdicts = list(verdicts)
-    while True:
-        unproven = {
-            str(e.actor_key_id): e.event_id
-            for e, v in zip(history, verdicts, strict=True)
-            if isinstance(e, ActorKeyRegistered) and not v.ok and not v.authority
-        }  # its proof fails: one only today's authority rules fail was signed as recorded
-        changed = False
-        for index, (event, verdict) in enumerate(zip(history, verdicts, strict=True)):
-            registration = unproven.get(str(event.command_key_id))
-            if verdict.ok and not verdict.anchor and registration is not None:
-                verdicts[index] = dataclasses.replace(
-                    verdict,
-                    ok=False,
-                    problem=f"it is signed with key {event.command_key_id}, whose registration "
-                    f"(event {registration}) is not proven",
-                )
-                changed = True
-        if not changed:
-            return verdicts
+    unproven: dict[str, str] = {}  # key id -> the registration not proven
+
+    def tainted(index: int, event: GovernanceEvent) -> None:
+        registration = unproven.get(str(event.command_key_id))
+        verdict = verdicts[index]
+        if verdict.ok and not verdict.anchor and registration is not None:
+            verdicts[index] = dataclasses.replace(
+                verdict,
+                ok=False,
+                problem=f"it is signed with key {event.command_key_id}, whose registration "
+                f"(event {registration}) is not proven",
+            )
+
+    for index, event in enumerate(history):
+        if isinstance(event, ActorKeyRegistered):
+            tainted(index, event)
+            verdict = verdicts[index]
+            # Its proof fails (one only today's authority rules fail was signed as recorded).
+            if not verdict.ok and not verdict.authority:
+                unproven[str(event.actor_key_id)] = event.event_id
+    if unproven:
+        for index, event in enumerate(history):
+            tainted(index, event)
+    return verdicts
 
 
 def _applied_again(applied: dict[str, tuple[str, str, int]], event: GovernanceEvent) -> str | None:
