@@ -264,11 +264,14 @@ def verify_cmd(
     where = "the export's governance rows" if from_dir is not None else "the governance topics"
     # The bootstrap administrators as the command processor knows them ($LEDGER_ADMINS),
     # besides those with a trust anchor: one whose key another administrator registered has none.
-    # Each event is held to what the broker (its command's time) and the processor's answers
-    # recorded of its command too, where the command is still there (a week).
+    # Each event is held to when the broker received its signed command too, where the command
+    # is still there (a week).
     verdicts = verify_history((entry.event for entry in history), settings.admins, witnesses)
     witnessed = sum(
-        1 for entry in history if getattr(entry.event, "command_id", None) in witnesses.received
+        1
+        for entry in history
+        if entry.event.command_signature is not None
+        and (entry.event.command_id, bytes(entry.event.command_signature)) in witnesses.received
     )
     earlier = [
         v
@@ -333,8 +336,8 @@ def verify_cmd(
             )
         click.echo(
             f"{len(verdicts) - len(bad) - len(earlier)} of {len(verdicts)} governance events "
-            f"proven ({anchors} trust anchors; {witnessed} held to their command's broker time "
-            "and answer, the rest's commands past the commands topic's week)"
+            f"proven ({anchors} trust anchors; {witnessed} held to when their signed command "
+            "reached the broker, the others' commands being past the commands topic's week)"
             + (f"; {len(earlier)} accepted under earlier rules" if earlier else "")
             + (f"; {len(damaged)} problems with {where}" if damaged else "")
         )

@@ -405,6 +405,9 @@ def test_the_accepted_history_proves_who_did_what(shared_stack: LedgerStack) -> 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["unproven"] == [] and report["proven"] >= 1 and report["anchors"] >= 1
+    # Each event whose signed command is still on the commands topic is held to when the
+    # broker received it: the grant just issued is among them.
+    assert report["witnessed"] >= 1, report
 
 
 def test_an_export_proves_who_did_what_offline(shared_stack: LedgerStack, tmp_path: Path) -> None:
@@ -443,6 +446,7 @@ def test_an_export_proves_who_did_what_offline(shared_stack: LedgerStack, tmp_pa
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["unproven"] == [] and report["proven"] >= 1 and report["anchors"] >= 1
+    assert report["witnessed"] >= 1, report  # from the export's commands, too
 
     # The grant's record rewritten in the export (its principal changed): no longer proven.
     def forge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
