@@ -267,11 +267,9 @@ def verify_cmd(
     # Each event is held to when the broker received its signed command too, where the command
     # is still there (a week).
     verdicts = verify_history((entry.event for entry in history), settings.admins, witnesses)
+    signed = [e.event for e in history if e.event.command_signature is not None]
     witnessed = sum(
-        1
-        for entry in history
-        if entry.event.command_signature is not None
-        and (entry.event.command_id, bytes(entry.event.command_signature)) in witnesses.received
+        1 for e in signed if (e.command_id, bytes(e.command_signature or b"")) in witnesses.received
     )
     earlier = [
         v
@@ -336,8 +334,9 @@ def verify_cmd(
             )
         click.echo(
             f"{len(verdicts) - len(bad) - len(earlier)} of {len(verdicts)} governance events "
-            f"proven ({anchors} trust anchors; {witnessed} held to when their signed command "
-            "reached the broker, the others' commands being past the commands topic's week)"
+            f"proven ({anchors} trust anchors; {witnessed} of the {signed} signed held to when "
+            "their command reached the broker, the others' commands being past the commands "
+            "topic's week)"
             + (f"; {len(earlier)} accepted under earlier rules" if earlier else "")
             + (f"; {len(damaged)} problems with {where}" if damaged else "")
         )
