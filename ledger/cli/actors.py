@@ -334,7 +334,7 @@ def verify_cmd(
             )
         click.echo(
             f"{len(verdicts) - len(bad) - len(earlier)} of {len(verdicts)} governance events "
-            f"proven ({anchors} trust anchors; {witnessed} of the {signed} signed held to when "
+            f"proven ({anchors} trust anchors; {witnessed} of the {len(signed)} signed held to when "
             "their command reached the broker, the others' commands being past the commands "
             "topic's week)"
             + (f"; {len(earlier)} accepted under earlier rules" if earlier else "")
