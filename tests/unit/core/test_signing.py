@@ -1229,8 +1229,8 @@ def test_actor_verify_lists_what_is_wrong_with_an_event_itself_before_authority_
     assert "a forged grant or revocation there can be why" in said.stderr
     signed = sum(1 for e in history if e.command_signature is not None)
     assert f"(1 trust anchors; 0 of the {signed} signed held to when their command" in (
-        said.stderr
-    ), said.stderr
+        said.stdout
+    ), said.stdout
 
 
 def test_an_event_dated_before_its_command_reached_the_broker_is_not_proven():
