@@ -1,6 +1,9 @@
 -- question: Which decisions did version `version` of policy `policy` decide differently from
 --   the version before it (the recall list after a bad rollout)? For each decision it made,
 --   what the previous version said, read from the shadow results recorded with the decision.
+--   Differently: another determination, or the same one with other constraint values (a cap
+--   of 400.00 where the previous version gave 500.00); `differs` says which, as the
+--   shadow_results view does, with both answers' constraints beside each other.
 --   The previous version is the one active alongside it while it was the canary, else the
 --   version that was active just before it first became active.
 --   Covered: decisions made while the previous version was evaluated beside it (active beside a
@@ -31,6 +34,7 @@ made AS (
 ),
 said AS (  -- the previous version's recorded answer, per decision
     SELECT d.decision_id, s.version AS previous_version, s.determination, s.rule,
+           s.constraints, s.differs,
            row_number() OVER (PARTITION BY d.decision_id
                               ORDER BY (s.stage = 'active') DESC, s.version DESC) AS pick
     FROM made d JOIN shadow_results s ON s.decision_id = d.decision_id
@@ -40,7 +44,7 @@ said AS (  -- the previous version's recorded answer, per decision
 )
 SELECT * FROM (
 SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
-       d.policy_stage, d.determination, d.rule,
+       d.policy_stage, d.determination, d.rule, d.constraints,
        COALESCE(s.previous_version,
                 CASE WHEN d.policy_stage = 'canary' THEN
                     (SELECT t.version FROM policy_timeline t
@@ -50,12 +54,13 @@ SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resou
                      ORDER BY t.valid_from DESC LIMIT 1)
                      ELSE (SELECT version FROM before) END) AS previous_version,
        s.determination AS previous_determination, s.rule AS previous_rule,
-       CASE WHEN s.decision_id IS NULL THEN NULL
-            ELSE s.determination IS DISTINCT FROM d.determination END AS flipped,
+       s.constraints AS previous_constraints,
+       CASE WHEN s.decision_id IS NOT NULL THEN s.differs IS NOT NULL END AS flipped,
+       s.differs,
        d.kind, d.batch_id, d.item_index, d.item_id
 FROM made d LEFT JOIN (SELECT * FROM said WHERE pick = 1) s
   ON s.decision_id = d.decision_id AND d.kind = 'decision'
-WHERE s.decision_id IS NULL OR s.determination IS DISTINCT FROM d.determination
+WHERE s.decision_id IS NULL OR s.differs IS NOT NULL
 )
 WHERE previous_version IS NOT NULL  -- a first version: no version before it to recall against
 ORDER BY decided_at, decision_id, item_index;

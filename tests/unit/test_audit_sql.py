@@ -1859,3 +1859,41 @@ def test_shadow_disagreements_counts_a_shadow_whose_constraints_alone_differ(
         "refund_method": "credit",
     }
     assert json.loads(capped["shadow_constraints"])["max_refund"] == "400.00"
+
+
+def test_decisions_flipped_by_lists_a_decision_whose_constraints_alone_changed(
+    tmp_path: Path,
+) -> None:
+    # The recall list compared determinations only: a canary that lowered a cap from 500.00 to
+    # 400.00 under the same allow_with_constraints had nothing to recall.
+    awc = Determination.ALLOW_WITH_CONSTRAINTS
+
+    def canary(n: int, cap: Any, active_cap: Any, said: Determination = awc) -> Event:
+        active = ShadowResult(
+            policy="refund", version=1, stage=Stage.ACTIVE, determination=said,
+            rule="credit-capped", constraints={"max_refund": active_cap},
+        )  # fmt: skip
+        return dataclasses.replace(
+            _decision(n, at(n), 2, Stage.CANARY, awc, (active,)),
+            rule="credit-capped",
+            constraints={"max_refund": cap},
+        )
+
+    write_events(
+        tmp_path,
+        TOPICS,
+        [
+            (TOPICS.decisions, canary(1, "400.00", "500.00")),  # a lower cap
+            (TOPICS.decisions, canary(2, "500.00", "500.00")),  # the same answer
+            (TOPICS.decisions, canary(3, 500, 500.0)),  # the same value in another form
+            (TOPICS.decisions, canary(4, "500.00", "500.00", Determination.DENY)),
+        ],
+    )
+    found = rows(tmp_path, "decisions_flipped_by", policy="refund", version="2")
+    assert [
+        (r["decision_id"], r["previous_version"], r["flipped"], r["differs"]) for r in found
+    ] == [("dec-1", 1, True, "constraints"), ("dec-4", 1, True, "determination")]
+    lowered = found[0]
+    assert json.loads(lowered["constraints"]) == {"max_refund": "400.00"}
+    assert json.loads(lowered["previous_constraints"]) == {"max_refund": "500.00"}
+    assert found[1]["previous_determination"] == "deny"
