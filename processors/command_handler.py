@@ -35,6 +35,7 @@ from ledger.core.lifecycle import (
     decide_again,
     decide_signed,
     event_stream,
+    finish_again,
 )
 from ledger.core.limits import DEFAULT_LIMITS, id_refusal
 from ledger.core.state import LedgerState, aggregate_of
@@ -292,32 +293,24 @@ class CommandHandler:
         result: CommandAccepted | CommandRejected
         if first is not None:  # decided before: its first answer again, nothing applied
             again = decide_again(state, command, first)
+            if not isinstance(again, Rejection):
+                more = self._finish(state, command, now, step)
+                again = more if isinstance(more, Rejection) else (*again, *more)
             if isinstance(again, Rejection):
                 result = command_result(command, again, event_id=self.new_id(), now=now)
             else:
                 self.stats.duplicates += 1
                 result = already_applied(
-                    command, again, event_id=self.new_id(), now=now, actor=ACTOR
-                )
+                    command, again, event_id=self.new_id(), now=now, actor=ACTOR,
+                    written=len(step.events),
+                )  # fmt: skip
         else:
             outcome = decide_signed(
                 state, command, now=now, new_id=self.new_id, admins=self.admins,
                 anchors=self.anchors,
             )  # fmt: skip
             if not isinstance(outcome, Rejection):
-                for gov in outcome:
-                    topic = self.streams[event_stream(gov)]
-                    key, value = aggregate_of(gov).encode(), self.codec.encode(gov)
-                    if not self.limit.fits(key, value):
-                        # Nothing is half-applied: the command is refused as a whole.
-                        step.events.clear()
-                        outcome = Rejection(
-                            code="too_large",
-                            message=f"its {type(gov).__name__} event would be over the "
-                            f"{self.limit.max_bytes}-byte record limit",
-                        )
-                        break
-                    step.events.append((gov, (topic, key, value)))
+                outcome = self._append(outcome, step)
             result = command_result(command, outcome, event_id=self.new_id(), now=now, state=state)
             if isinstance(result, CommandRejected):
                 self.remember_answer(result, now)
@@ -329,6 +322,41 @@ class CommandHandler:
         self.stats.processed += 1
         step.outputs.append(answer)
         return step
+
+    def _append(
+        self, events: tuple[GovernanceEvent, ...], step: Step
+    ) -> tuple[GovernanceEvent, ...] | Rejection:
+        """Put ``events`` in ``step`` with their records; if any does not fit a record, none
+        (nothing is half-applied: the command is refused as a whole)."""
+        for gov in events:
+            topic = self.streams[event_stream(gov)]
+            key, value = aggregate_of(gov).encode(), self.codec.encode(gov)
+            if not self.limit.fits(key, value):
+                step.events.clear()
+                return Rejection(
+                    code="too_large",
+                    message=f"its {type(gov).__name__} event would be over the "
+                    f"{self.limit.max_bytes}-byte record limit",
+                )
+            step.events.append((gov, (topic, key, value)))
+        return events
+
+    def _finish(
+        self, state: LedgerState, command: Command, now: datetime, step: Step
+    ) -> tuple[str, ...] | Rejection:
+        """The ids of the events an applied command left unwritten, now put in ``step``
+        (:func:`finish_again`; nearly always none)."""
+        rest = finish_again(state, command, now=now, new_id=self.new_id)
+        if not isinstance(rest, Rejection) and rest:
+            log.warning(
+                "command %s was cut short before: writing its %d remaining events",
+                command.event_id, len(rest),
+            )  # fmt: skip
+            rest = self._append(rest, step)
+        if isinstance(rest, Rejection):
+            log.error("command %s was cut short before: %s", command.event_id, rest.message)
+            return rest
+        return tuple(e.event_id for e in rest)
 
     def _answer(self, command: Command, result: CommandAccepted | CommandRejected) -> Output | None:
         key = command.event_id.encode()

@@ -17,14 +17,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
 from ledger.core.events import (
+    ActorKeyRevoked,
     CommandAccepted,
     CommandRejected,
     GovernanceEvent,
     IssueGrant,
+    RegisterActorKey,
+    RevokeActorKey,
     RevokeGrant,
     RoleAssigned,
 )
 from ledger.core.lifecycle import REJECTION_CODES, register_anchors
+from ledger.core.signing import key_id_of, verify_history
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_positions
 from ledger.ids import new_id, utcnow
 from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, write_snapshot
@@ -51,6 +55,7 @@ class Ledger:
     def __init__(self) -> None:
         self.handler = CommandHandler(settings=SETTINGS, codec=CODEC, stats=ProcessorStats())
         self.state: LedgerState = EMPTY_STATE
+        self.log: list[GovernanceEvent] = []
         for anchor in register_anchors(
             EMPTY_STATE, {"human:admin": public_bytes(ADMIN_KEY)}, now=utcnow(), new_id=new_id
         ):
@@ -59,6 +64,7 @@ class Ledger:
     def apply(self, event: GovernanceEvent) -> None:
         self.state = fold(self.state, event)
         self.handler.applied.remember(event)
+        self.log.append(event)
 
     def send(self, command: Any) -> tuple[Any, list[GovernanceEvent]]:
         message = SimpleNamespace(
@@ -336,3 +342,96 @@ def test_a_trust_anchor_written_into_the_log_by_anyone_but_the_configuration_sig
     assert events == []
     answer, _ = ledger.send(sign(issue("g-genuine"), ADMIN_KEY))  # the configured one signs
     assert isinstance(answer, CommandAccepted), answer
+
+
+def _register_keys(ledger: Ledger, count: int) -> list[str]:
+    """Register ``count`` signing keys of human:bob; their ids."""
+    ids = []
+    for _ in range(count):
+        public = public_bytes(Ed25519PrivateKey.generate())
+        command = RegisterActorKey(
+            event_id=new_id(), occurred_at=utcnow(), actor="human:admin", principal="human:bob",
+            actor_key_id=key_id_of(public), public_key=public,
+        )  # fmt: skip
+        answer, _ = ledger.send(sign(command, ADMIN_KEY))
+        assert isinstance(answer, CommandAccepted), answer
+        ids.append(key_id_of(public))
+    return ids
+
+
+def _cut_short(ledger: Ledger, command: RevokeActorKey, written: int) -> None:
+    """Handle ``command`` as a processor stopped after appending ``written`` of its events
+    (before its answer): those are in the log, the rest are not, its offset is not committed."""
+    message = SimpleNamespace(
+        topic="commands", partition=0, offset=next(_offsets), key=b"k",
+        value=CODEC.encode(command),
+    )  # fmt: skip
+    step = ledger.handler.handle(ledger.state, message)
+    assert len(step.events) > written
+    for event, _ in step.events[:written]:
+        ledger.apply(event)
+
+
+def _active_keys(ledger: Ledger) -> set[str]:
+    record = ledger.state.principals["human:bob"]
+    return {key.key_id for key in record.keys if key.active}
+
+
+def _revoke_all() -> RevokeActorKey:
+    return sign(
+        RevokeActorKey(
+            event_id=new_id(), occurred_at=utcnow(), actor="human:admin", principal="human:bob",
+            reason="left the company",
+        ),
+        ADMIN_KEY,
+    )  # fmt: skip
+
+
+def test_a_revocation_of_every_key_cut_short_is_finished_when_its_command_comes_again() -> None:
+    # A review: the command processor appends a revoke-all's events one by one; stopped after
+    # the first, the command came again and was answered "already applied" from that event,
+    # and the actor's other keys stayed active for good.
+    ledger = Ledger()
+    keys = _register_keys(ledger, 3)
+    command = _revoke_all()
+    _cut_short(ledger, command, written=1)
+    assert _active_keys(ledger) == set(keys[1:])
+    answer, written = ledger.send(command)
+    assert isinstance(answer, CommandAccepted), answer
+    assert "cut short: its last 2 events were written now" in str(answer.message)
+    assert [e.actor_key_id for e in written if isinstance(e, ActorKeyRevoked)] == keys[1:]
+    assert _active_keys(ledger) == set()
+    assert len(answer.event_ids) == 3 and answer.event_ids[1:] == tuple(e.event_id for e in written)
+    # ... and `actor verify` proves the finished revocation as one command's events.
+    verdicts = verify_history(ledger.log, admins=SETTINGS.admins)
+    assert all(v.ok for v in verdicts), [v.problem for v in verdicts if not v.ok]
+    # Delivered once more, it has nothing left to write.
+    again, more = ledger.send(command)
+    assert again.message == "already applied" and more == []
+
+
+def test_a_copy_of_a_finished_revocation_of_every_key_leaves_keys_registered_since() -> None:
+    ledger = Ledger()
+    _register_keys(ledger, 2)
+    command = _revoke_all()
+    first, _ = ledger.send(command)
+    assert isinstance(first, CommandAccepted) and len(first.event_ids) == 2
+    (later,) = _register_keys(ledger, 1)
+    again, more = ledger.send(command)  # a copy, within its validity
+    assert again.message == "already applied" and more == []
+    assert _active_keys(ledger) == {later}
+
+
+def test_a_revocation_cut_short_and_gone_stale_names_the_keys_still_active(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger = Ledger()
+    keys = _register_keys(ledger, 2)
+    command = _revoke_all()
+    _cut_short(ledger, command, written=1)
+    later = utcnow() + timedelta(minutes=15)  # the processor was down for longer than that
+    monkeypatch.setattr("processors.command_handler.utcnow", lambda: later)
+    answer, written = ledger.send(command)
+    assert isinstance(answer, CommandRejected) and answer.code == "stale_command"
+    assert written == [] and _active_keys(ledger) == {keys[1]}
+    assert f"human:bob still holds {keys[1]}; revoke them again" in answer.reason

@@ -42,7 +42,8 @@ One concept per module; each imports only those before it (a test enforces it):
 - :mod:`.grant_rules` — the rules of grants, roles and actor keys;
 - :mod:`.rules` — :func:`decide`, which sends each command to its rule;
 - :mod:`.admission` — authentication, freshness, :func:`decide_signed`, a command id decided once
-  (:func:`decide_again`) and the trust anchors;
+  (:func:`decide_again`), what an applied command left unwritten (:func:`finish_again`) and
+  the trust anchors;
 - :mod:`.answers` — the command results published (and what a promotion or rollback takes out
   of service, which ``ledger policy show`` says too), and which stream an event belongs to.
 
@@ -54,6 +55,7 @@ from ledger.core.lifecycle.admission import (
     authenticate,
     decide_again,
     decide_signed,
+    finish_again,
     fresh,
     register_anchors,
 )
@@ -98,6 +100,7 @@ __all__ = [
     "named_proposal",
     "FirstAnswer",
     "decide_again",
+    "finish_again",
     "AUTHENTICATION_CODES",
     "event_stream",
     "EventStream",

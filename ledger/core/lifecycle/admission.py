@@ -3,7 +3,8 @@
 Lives here: :func:`authenticate` (the signature, by a registered, unrevoked key of the actor),
 :func:`fresh` (signed within its validity), :func:`decide_signed` (both, then :func:`.decide`,
 recording the proof on every event), :class:`FirstAnswer` and :func:`decide_again` (a command id
-seen before gets its first answer, or ``duplicate_command_id``), and :func:`register_anchors`
+seen before gets its first answer, or ``duplicate_command_id``), :func:`finish_again` (what an
+applied command left unwritten), and :func:`register_anchors`
 (the bootstrap administrators' keys from the configuration).
 
 May import: the core's modules outside this package and, of this package, :mod:`.rejections`,
@@ -16,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from ledger.core.events import ActorKeyRegistered, Command, GovernanceEvent
-from ledger.core.lifecycle.commands import DEFAULT_ADMINS
+from ledger.core.events import ActorKeyRegistered, ActorKeyRevoked, Command, GovernanceEvent
+from ledger.core.lifecycle.commands import DEFAULT_ADMINS, command_aggregate
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
-from ledger.core.lifecycle.rules import decide
+from ledger.core.lifecycle.rules import decide, unfinished
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.signing import (
     ANCHOR_ACTOR,
@@ -39,6 +40,7 @@ __all__ = [
     "decide_signed",
     "FirstAnswer",
     "decide_again",
+    "finish_again",
     "register_anchors",
 ]
 
@@ -144,6 +146,12 @@ def decide_signed(
     outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)
     if isinstance(outcome, Rejection):
         return outcome
+    return _with_proof(command, outcome)
+
+
+def _with_proof(
+    command: Command, events: tuple[GovernanceEvent, ...]
+) -> tuple[GovernanceEvent, ...]:
     signed = signed_bytes(command).decode("utf-8")
     return tuple(
         replace(
@@ -152,7 +160,7 @@ def decide_signed(
             command_signature=command.signature,
             signed_command=signed,
         )
-        for event in outcome
+        for event in events
     )
 
 
@@ -207,6 +215,28 @@ def decide_again(
         "duplicate_command_id",
         f"command id {_shown(command.event_id, 80)} was already used by another command: a "
         "command needs an id of its own (sign it again)",
+    )
+
+
+def finish_again(
+    state: LedgerState, command: Command, *, now: datetime, new_id: Callable[[], str]
+) -> tuple[GovernanceEvent, ...] | Rejection:
+    """For a command applied before and delivered again as sent (:func:`decide_again` gave its
+    event ids): the events it did not write, with its proof, to append now (nearly always
+    none). A command processor stopped between the events of a revocation of every key of an
+    actor (one event per key) left the rest of the keys active, and the command, delivered
+    again, was told "already applied" (a review). Written only while the command is valid, so
+    ``actor verify`` proves them as it proves the first; after that a ``stale_command``
+    rejection names the keys still active, for someone to revoke again."""
+    events = unfinished(state, command, now=now, new_id=new_id)
+    if not events or fresh(command, now) is None:
+        return _with_proof(command, events)
+    keys = [e.actor_key_id for e in events if isinstance(e, ActorKeyRevoked)]
+    return _reject(
+        "stale_command",
+        f"{type(command).__name__} by {clipped(command.actor)} was cut short (the command "
+        f"processor stopped between its events) and has since gone stale: "
+        f"{clipped(command_aggregate(command))} still holds {', '.join(keys)}; revoke them again",
     )
 
 

@@ -422,9 +422,15 @@ def already_applied(
     event_id: str,
     now: datetime,
     actor: str = COMMAND_PROCESSOR,
+    written: int = 0,
 ) -> CommandAccepted:
     """The answer to a command delivered again after it was applied (its events were written
-    before a crash let it come back): accepted, naming the events it produced, nothing new."""
+    before a crash let it come back): accepted, naming the events it produced, nothing new —
+    or, ``written``, the last of them are those it had left unwritten, written now
+    (``finish_again``)."""
+    message = "already applied"
+    if written:
+        message += f"; it had been cut short: its last {written} events were written now"
     return CommandAccepted(
         event_id=event_id,
         occurred_at=now,
@@ -433,5 +439,5 @@ def already_applied(
         command_type=type(command).__name__,
         aggregate=command_aggregate(command),
         event_ids=event_ids,
-        message="already applied",
+        message=message,
     )

@@ -56,6 +56,7 @@ from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
 from ledger.core.signing import PUBLIC_KEY_BYTES, key_id_of
 from ledger.core.state import (
+    ActorKey,
     LedgerState,
     PrincipalRecord,
     actor_key,
@@ -456,6 +457,17 @@ def _revoke_key(
     if denied:
         return denied
     assert record is not None
+    return _revocations(record, c, active, now, new_id)
+
+
+def _revocations(
+    record: PrincipalRecord,
+    c: RevokeActorKey,
+    keys: list[ActorKey],
+    now: datetime,
+    new_id: Callable[[], str],
+) -> tuple[GovernanceEvent, ...]:
+    """One ``ActorKeyRevoked`` per key, next in ``record``'s history one after another."""
     return tuple(
         ActorKeyRevoked(
             event_id=new_id(),
@@ -467,5 +479,33 @@ def _revoke_key(
             actor_key_id=key.key_id,
             reason=c.reason,
         )
-        for n, key in enumerate(active, start=1)
+        for n, key in enumerate(keys, start=1)
     )
+
+
+def _unfinished_revocation(
+    state: LedgerState, c: RevokeActorKey, now: datetime, new_id: Callable[[], str]
+) -> tuple[GovernanceEvent, ...]:
+    """The revocations an applied revocation of every key of ``c.principal`` did not write: the
+    command processor appends its events one by one, and one stopped between them (killed,
+    the broker gone) left the rest of the keys active, while the command, delivered again,
+    was answered "already applied" from its first events. Those are the keys still active
+    that were registered by the time it began (its events' time, shared by all of them, is
+    when its actor's revocations with its reason were last written): one registered later,
+    after the command was applied in full, is not the command's to revoke (a copy of it
+    delivered again within its validity)."""
+    record = state.principals.get(c.principal)
+    if c.actor_key_id is not None or record is None:
+        return ()
+    began = max(
+        (
+            k.revoked_at
+            for k in record.keys
+            if k.revoked_at is not None and k.revoked_by == c.actor and k.revoke_reason == c.reason
+        ),
+        default=None,
+    )
+    if began is None:
+        return ()
+    left = [k for k in record.keys if k.active and k.registered_at <= began]
+    return _revocations(record, c, left, now, new_id)

@@ -1,6 +1,6 @@
 """The entry point of the rules: :func:`decide` sends each command to its rule.
 
-Lives here: :func:`decide` only. The rules themselves are in :mod:`.policy_rules` (policy
+Lives here: :func:`decide`, and :func:`unfinished` (what an applied command did not write). The rules themselves are in :mod:`.policy_rules` (policy
 versions) and :mod:`.grant_rules` (grants, roles, actor keys); what authorizes a command is in
 :mod:`.commands`.
 
@@ -30,13 +30,20 @@ from ledger.core.events import (
     RollbackPolicy,
 )
 from ledger.core.lifecycle.commands import DEFAULT_ADMINS
-from ledger.core.lifecycle.grant_rules import _issue, _register_key, _revoke, _revoke_key, _role
+from ledger.core.lifecycle.grant_rules import (
+    _issue,
+    _register_key,
+    _revoke,
+    _revoke_key,
+    _role,
+    _unfinished_revocation,
+)
 from ledger.core.lifecycle.policy_rules import _approve, _promote, _propose, _retire, _rollback
 from ledger.core.lifecycle.rejections import Rejection
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.state import LedgerState
 
-__all__ = ["decide"]
+__all__ = ["decide", "unfinished"]
 
 
 def decide(
@@ -77,3 +84,14 @@ def decide(
             return _revoke_key(state, command, now, new_id, admins)
         case _:
             assert_never(command)
+
+
+def unfinished(
+    state: LedgerState, command: Command, *, now: datetime, new_id: Callable[[], str]
+) -> tuple[GovernanceEvent, ...]:
+    """The events ``command``, applied before, did not write (none, nearly always): each command
+    produces one event, but revoking every key of an actor one per key, appended one by one,
+    so a command processor stopped between them left the rest unwritten."""
+    if isinstance(command, RevokeActorKey):
+        return _unfinished_revocation(state, command, now, new_id)
+    return ()
