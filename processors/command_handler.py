@@ -196,11 +196,14 @@ class CommandHandler:
         inflight: InFlight | None = None,
         new_id: Callable[[], str] = new_id,
         anchors: Mapping[str, bytes] | None = None,
+        known: Mapping[str, bytes] | None = None,
     ) -> None:
         self.topics = settings.topics
         # The configured trust anchors: a key the log holds as an anchor signs only if it is
         # one of these (None: any, as in tests that configure none).
         self.anchors = anchors
+        # The key store's public keys: an anchor among them still roots the keys it registered.
+        self.known = known
         self.streams = {
             "policy": settings.topics.policy_events,
             "grant": settings.topics.grant_events,
@@ -307,7 +310,7 @@ class CommandHandler:
         else:
             outcome = decide_signed(
                 state, command, now=now, new_id=self.new_id, admins=self.admins,
-                anchors=self.anchors,
+                anchors=self.anchors, known=self.known,
             )  # fmt: skip
             if not isinstance(outcome, Rejection):
                 outcome = self._append(outcome, step)

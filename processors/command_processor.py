@@ -43,6 +43,7 @@ from ledger.core.lifecycle import (
     register_anchors,
 )
 from ledger.core.state import aggregate_of
+from ledger.errors import LedgerError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.governance import GovernanceFollower
@@ -64,7 +65,7 @@ from processors.common import (
 from processors.inflight import InFlight
 from processors.outputs import OutputLimit, ProcessorStats
 
-__all__ = ["create_app", "main", "trust_anchors", "APP_ID"]
+__all__ = ["create_app", "main", "trust_anchors", "known_keys", "APP_ID"]
 
 log = logging.getLogger("ledger.command-processor")
 APP_ID = PROCESSOR_GROUPS["command-processor"]
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         limit=OutputLimit.for_app(app),
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
         anchors=anchors,
+        known=known_keys(settings),
     )
     follower = GovernanceFollower(
         bootstrap=bootstrap,
@@ -212,6 +214,23 @@ def trust_anchors(settings: Settings) -> dict[str, bytes]:
         else:
             anchors[admin] = public
     return anchors
+
+
+def known_keys(settings: Settings) -> dict[str, bytes]:
+    """Every public key the key store holds, by its actor: a trust anchor among them still roots
+    the keys it registered once its administrator is one no more (removed from
+    ``$LEDGER_ADMINS``). One that cannot be read is left out, with a warning."""
+    store = KeyStore(settings.keys)
+    known = {}
+    for actor in store.actors():
+        try:
+            public = store.public_key(actor)
+        except LedgerError as exc:
+            log.warning("key store: %s's public key left out: %s", actor, exc)
+            continue
+        if public is not None:
+            known[actor] = public
+    return known
 
 
 def main() -> None:

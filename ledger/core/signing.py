@@ -72,6 +72,7 @@ from ledger.core.policy.canonical import content_hash
 from ledger.core.state import (
     EMPTY_STATE,
     RECORDED_LIMITS,
+    ActorKey,
     LedgerState,
     PolicyRecord,
     PolicyVersion,
@@ -97,6 +98,8 @@ __all__ = [
     "verify_signature",
     "Verdict",
     "verify_event",
+    "registration_problem",
+    "KEY_CHAIN_LINKS",
     "verify_history",
     "Witnesses",
     "witnesses_from",
@@ -565,6 +568,67 @@ class Witnesses:
     send one) says nothing of it."""
 
     received: Mapping[tuple[str, bytes], tuple[datetime, bool]] = field(default_factory=dict)
+
+
+KEY_CHAIN_LINKS: Final = 64
+"""The most registrations :func:`registration_problem` follows from a key to its trust anchor
+(a key registered by a key registered by ...): real chains are a few links long."""
+
+
+def registration_problem(
+    state: LedgerState,
+    owner: str,
+    key: ActorKey,
+    anchors: Mapping[str, bytes] | None = None,
+    known: Mapping[str, bytes] | None = None,
+) -> str | None:
+    """Why ``owner``'s ``key`` may not sign, for how it came into the ledger, if it may not. A
+    key signs only if its registration is proven (:func:`verify_event`: signed, over a command
+    that asked for it, by a key of the registering actor registered before it and not yet
+    revoked), and that key's registration too, and so on to a trust anchor. With ``anchors``
+    (the command processor's configured ones) that anchor must be one of them, one an anchor
+    of the same administrator registered after it replaced (a rotated key: those it registered
+    still sign), or one of ``known`` (principal -> the public key its key store holds: an
+    administrator who is one no more); without, any anchor in the log.
+
+    A red team, holding the command processor's credential, wrote an ``ActorKeyRegistered`` of
+    its own key for another actor into the log: the processor folded it and accepted the
+    commands it signed as that actor's, until ``actor verify`` flagged them. The signing key
+    itself, when it is an anchor, must be a configured one (:func:`authenticate`)."""
+    seen: set[str] = set()
+    while True:
+        event = key.registration
+        if key.registered_with is None:  # a trust anchor (or a registration without a proof)
+            if event is not None and (event.actor != ANCHOR_ACTOR or event.command_signature):
+                return f"its registration {event.event_id} by {event.actor} carries no proof"
+            if (
+                not seen
+                or anchors is None
+                or key.public_key in (anchors.get(owner), (known or {}).get(owner))
+            ):
+                return None  # (the signing key's own anchor check is authenticate's)
+            record = state.principals.get(owner)
+            keys = list(record.keys) if record is not None else []
+            later = keys[keys.index(key) + 1 :] if key in keys else []
+            if any(k.registered_with is None and k.public_key == anchors.get(owner) for k in later):
+                return None  # replaced by the configured anchor of its administrator
+            return (
+                f"it was registered under a trust anchor of {owner} ({key.key_id}) that the "
+                "command processor's configuration does not hold"
+            )
+        if event is None:
+            return f"its registration is not in the state ({key.key_id} of {owner})"
+        verdict = verify_event(state, event)
+        if not verdict.ok:
+            return f"its registration {event.event_id} is not proven: {verdict.problem}"
+        seen.add(key.key_id)
+        signer = actor_key(state, event.actor, key.registered_with)
+        if signer is None or signer.key_id in seen or len(seen) >= KEY_CHAIN_LINKS:
+            return (
+                f"the keys that registered it do not lead to a trust anchor within "
+                f"{KEY_CHAIN_LINKS} registrations"
+            )
+        owner, key = event.actor, signer
 
 
 def witnesses_from(commands: Iterable[tuple[Command, datetime, bool]]) -> Witnesses:

@@ -321,6 +321,9 @@ class ActorKey:
     revoked_at: datetime | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    registration: ActorKeyRegistered | None = field(default=None, compare=False, repr=False)
+    """The event that registered it, with its proof: the command processor lets a key sign only
+    if that proves it (:func:`ledger.core.signing.registration_problem`)."""
 
     @property
     def active(self) -> bool:
@@ -1013,6 +1016,7 @@ def _apply_grant(
                     registered_at=event.occurred_at,
                     registered_by=event.actor,
                     registered_with=event.command_key_id,
+                    registration=event,
                 )
         case ActorKeyRevoked():
             key = keys.get(event.actor_key_id)

@@ -91,3 +91,23 @@ def test_a_processor_whose_folder_cannot_be_written_says_so_before_it_answers(
         ProcessorError, match=rf"cannot write in {folder} \(Read-only file system\)"
     ):
         common.writable(folder, [tmp_path, folder.parent])
+
+
+def test_the_command_processor_knows_every_readable_public_key_of_its_key_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An anchor of an administrator removed from $LEDGER_ADMINS still roots the keys it
+    # registered while the processor's key store holds its .pub; one it cannot trust is left
+    # out, with a warning, rather than stopping the processor.
+    from ledger.keys import KeyStore, public_bytes
+    from ledger.settings import Settings
+    from processors.command_processor import known_keys
+
+    settings = Settings(home=tmp_path / "home", admins=frozenset({"human:admin"}))
+    store = KeyStore(settings.keys)
+    admin, carol = store.create("human:admin"), store.create("human:carol")
+    store.create("human:eve")
+    store.public_path("human:eve").chmod(0o666)  # anyone could write it
+    known = known_keys(settings)
+    assert known == {"human:admin": public_bytes(admin), "human:carol": public_bytes(carol)}
+    assert "human:eve's public key left out" in caplog.text

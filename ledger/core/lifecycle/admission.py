@@ -28,6 +28,7 @@ from ledger.core.signing import (
     COMMAND_VALID_FOR,
     PUBLIC_KEY_BYTES,
     key_id_of,
+    registration_problem,
     signed_bytes,
     verify_signature,
     within_validity,
@@ -46,7 +47,10 @@ __all__ = [
 
 
 def authenticate(
-    state: LedgerState, command: Command, anchors: Mapping[str, bytes] | None = None
+    state: LedgerState,
+    command: Command,
+    anchors: Mapping[str, bytes] | None = None,
+    known: Mapping[str, bytes] | None = None,
 ) -> Rejection | None:
     """``None`` when ``command`` is signed by a registered, unrevoked key of its actor, else
     the :class:`Rejection` (``unsigned_command``, ``unknown_actor_key``, ``bad_signature``).
@@ -56,6 +60,10 @@ def authenticate(
     trusted as the processor's configuration is, not as the log is (a red team, holding the
     processor's credential, wrote an anchor of its own key for ``human:admin`` into the log,
     and its commands were accepted as the administrator's).
+
+    The key must have come into the ledger proven (:func:`registration_problem`, ``known``: the
+    public keys the processor's key store holds): a key an insider wrote into the log signs
+    nothing.
 
     Looks at nothing but the signature, the key registry and the signed bytes: no document is
     parsed, no authority is consulted."""
@@ -100,6 +108,14 @@ def authenticate(
             f"{what}: the signature does not verify with key {command.key_id} (the command was "
             "altered after it was signed, or signed with another key)",
         )
+    unproven = registration_problem(state, command.actor, key, anchors, known)
+    if unproven is not None:
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {command.key_id} of {clipped(command.actor)} is in the log but not "
+            f"proven: {unproven}. The command processor did not write that registration from a "
+            "signed command: `ledger actor verify` lists it; register a new key",
+        )
     return None
 
 
@@ -134,13 +150,15 @@ def decide_signed(
     admins: frozenset[str] = DEFAULT_ADMINS,
     limits: Limits = DEFAULT_LIMITS,
     anchors: Mapping[str, bytes] | None = None,
+    known: Mapping[str, bytes] | None = None,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    """:func:`authenticate` (``anchors``: the configured trust anchors, when given), then
+    """:func:`authenticate` (``anchors``: the configured trust anchors, ``known``: the key
+    store's public keys, when given), then
     :func:`fresh` (so a captured command cannot be replayed once its validity has passed),
     then :func:`decide`; every event accepted records the command's proof (its key id,
     signature and signed bytes), so who asked for it can be verified offline
     (:func:`ledger.core.signing.verify_history`)."""
-    denied = authenticate(state, command, anchors) or fresh(command, now)
+    denied = authenticate(state, command, anchors, known) or fresh(command, now)
     if denied is not None:
         return denied
     outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)

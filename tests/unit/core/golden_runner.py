@@ -47,7 +47,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
-from ledger.core.lifecycle import FirstAnswer, decide_again, decide_signed
+from ledger.core.lifecycle import FirstAnswer, decide_again, decide_signed, register_anchors
 from ledger.core.signing import key_id_of
 from ledger.keys import public_bytes, sign
 
@@ -163,6 +163,36 @@ def _build(kind: str, args: dict[str, Any], n: int) -> Command:
     raise ValueError(f"unknown command {kind!r}")
 
 
+def _register(state: LedgerState, command: RegisterActorKey, ids: Any) -> tuple[LedgerState, Any]:
+    """A given key registration as the command processor records it, with its proof: an
+    actor's own first key is a trust anchor; another's key is signed by the registering actor's
+    key named after it (``human:admin``: ``admin``), made its anchor first if it has none."""
+    by = command.actor
+    if command.principal == by and actor_keys(state, by) == []:
+        anchor = {by: bytes(command.public_key)}
+        (event,) = register_anchors(
+            state, anchor, now=command.occurred_at, new_id=lambda: next(ids)
+        )
+        return state, (event,)
+    signer = key(by.split(":", 1)[1])
+    if key_id_of(public_bytes(signer)) not in actor_keys(state, by):
+        anchor = {by: public_bytes(signer)}
+        for event in register_anchors(
+            state, anchor, now=command.occurred_at, new_id=lambda: next(ids)
+        ):
+            state = fold(state, event)
+    outcome = decide_signed(
+        state, sign(command, signer), now=command.occurred_at, new_id=lambda: next(ids),
+        admins=ADMINS,
+    )  # fmt: skip
+    return state, outcome
+
+
+def actor_keys(state: LedgerState, actor: str) -> list[str]:
+    record = state.principals.get(actor)
+    return [] if record is None else [k.key_id for k in record.keys if k.active]
+
+
 def expand(given: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``deploy: refund`` is shorthand for propose (alice) + approve (bob) + promote active (bob)."""
     out: list[dict[str, Any]] = []
@@ -191,9 +221,12 @@ def expand(given: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def apply(state: LedgerState, commands: list[dict[str, Any]], ids: Any) -> LedgerState:
     for n, spec in enumerate(expand(commands)):
         command = build_command(spec, n)
-        outcome = decide(
-            state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS
-        )
+        if isinstance(command, RegisterActorKey):  # a key comes into the ledger proven
+            state, outcome = _register(state, command, ids)
+        else:
+            outcome = decide(
+                state, command, now=command.occurred_at, new_id=lambda: next(ids), admins=ADMINS
+            )
         assert not isinstance(outcome, Rejection), f"given step {spec} was rejected: {outcome}"
         for event in outcome:
             state = fold(state, event)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
 from ledger.core.events import IssueGrant, RegisterActorKey, RevokeActorKey
-from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
+from ledger.core.lifecycle import Rejection, decide, decide_signed, register_anchors
 from ledger.core.signing import (
     ANCHOR_ACTOR,
     DOMAIN,
@@ -1279,10 +1279,154 @@ def test_an_event_signed_with_a_key_whose_registration_is_not_proven_is_not_prov
         command_signature=b"junk", signed_command="junk",
     )  # fmt: skip
     state = fold(state, registration)
-    outcome = decide_signed(state, sign(grant(), planted), now=T0, new_id=ids())
-    assert not isinstance(outcome, Rejection), outcome  # the processor took the key as logged
+    command = sign(grant(), planted)
+    # The command processor no longer takes a key as logged: its registration must prove it.
+    refused = decide_signed(state, command, now=T0, new_id=ids())
+    assert isinstance(refused, Rejection) and refused.code == "unknown_actor_key"
+    assert "e-planted is not proven" in refused.message
+    # The insider writes the grant's event with the command's proof itself.
+    (issued,) = decide(state, command, now=T0, new_id=ids())  # type: ignore[misc]
+    outcome = [
+        replace(
+            issued,
+            command_key_id=command.key_id,
+            command_signature=command.signature,
+            signed_command=signed_bytes(command).decode(),
+        )
+    ]
     verdicts = verify_history([*events, registration, *outcome])
     assert not verdicts[-2].ok  # the registration
     assert not verdicts[-1].ok and "whose registration (event e-planted) is not proven" in str(
         verdicts[-1].problem
     )
+
+
+def _signed_in(state: LedgerState, command: object, key: Ed25519PrivateKey, **kw: Any) -> Any:
+    """``state`` after the signed ``command`` (it must be accepted)."""
+    out = decide_signed(state, sign(command, key), now=T0, new_id=ids(), **kw)  # type: ignore[arg-type]
+    assert not isinstance(out, Rejection), out
+    for event in out:
+        state = fold(state, event)
+    return state
+
+
+def test_a_key_an_insider_wrote_into_the_log_signs_nothing() -> None:
+    # A red team, holding the command processor's credential, wrote an ActorKeyRegistered of
+    # its own key for human:admin: the processor folded it and accepted the grants it signed.
+    from ledger.core.events import ActorKeyRegistered
+
+    state, _ = anchored()
+    planted = Ed25519PrivateKey.generate()
+    unsigned = ActorKeyRegistered(
+        event_id="e-planted", occurred_at=T0, actor=ADMIN, command_id="c-planted",
+        principal=ADMIN, sequence=2, actor_key_id=key_id_of(public_bytes(planted)),
+        public_key=public_bytes(planted),
+    )  # fmt: skip
+    refused = decide_signed(fold(state, unsigned), sign(grant(), planted), now=T0, new_id=ids())
+    assert isinstance(refused, Rejection) and refused.code == "unknown_actor_key"
+    assert "its registration e-planted by human:admin carries no proof" in refused.message
+    assert "`ledger actor verify` lists it" in refused.message
+    # A copy of a genuine registration's proof on another key: its fields are not what was signed.
+    bob = Ed25519PrivateKey.generate()
+    state = _signed_in(state, _registration("c-bob", ADMIN, "human:bob", bob), ADMIN_KEY)
+    (genuine,) = [k for k in state.principals["human:bob"].keys]
+    assert genuine.registration is not None
+    copied = replace(
+        genuine.registration, event_id="e-copy", principal=ADMIN, sequence=2,
+        actor_key_id=key_id_of(public_bytes(planted)), public_key=public_bytes(planted),
+    )  # fmt: skip
+    refused = decide_signed(fold(state, copied), sign(grant(), planted), now=T0, new_id=ids())
+    assert isinstance(refused, Rejection) and "e-copy is not proven" in refused.message
+    # bob's own key, registered from his administrator's signed command, signs.
+    admins = frozenset({ADMIN, "human:bob"})
+    anchors = {ADMIN: public_bytes(ADMIN_KEY)}
+    assert not isinstance(
+        decide_signed(
+            state, sign(grant(actor="human:bob"), bob), now=T0, new_id=ids(), admins=admins,
+            anchors=anchors,
+        ),
+        Rejection,
+    )  # fmt: skip
+
+
+def test_a_key_signs_only_through_registrations_rooted_in_a_configured_trust_anchor() -> None:
+    state, _ = anchored()
+    anchors = {ADMIN: public_bytes(ADMIN_KEY)}
+    admins = frozenset({ADMIN, "human:root", "human:alice", "human:mallory"})
+    # A trust anchor the configuration does not hold (an insider wrote it, as the processor
+    # writes anchors), and a key it registered for mallory.
+    fake = Ed25519PrivateKey.generate()
+    for event in register_anchors(state, {"human:root": public_bytes(fake)}, now=T0, new_id=ids()):
+        state = fold(state, event)
+    mallory = Ed25519PrivateKey.generate()
+    state = _signed_in(
+        state, _registration("c-m", "human:root", "human:mallory", mallory), fake, admins=admins
+    )
+    # A delegate chain from the configured anchor: admin -> alice -> bob.
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    state = _signed_in(
+        state, _registration("c-a", ADMIN, "human:alice", alice), ADMIN_KEY, admins=admins
+    )
+    state = _signed_in(
+        state, _registration("c-b", "human:alice", "human:bob", bob), alice, admins=admins
+    )
+
+    def signs(actor: str, key: Ed25519PrivateKey, at: LedgerState = state) -> str | None:
+        out = decide_signed(
+            at, sign(grant(actor=actor), key), now=T0, new_id=ids(),
+            admins=admins | {"human:bob"}, anchors=anchors,
+        )  # fmt: skip
+        return out.message if isinstance(out, Rejection) else None
+
+    assert signs("human:bob", bob) is None
+    assert signs("human:alice", alice) is None
+    refused = signs("human:mallory", mallory)
+    assert refused is not None and (
+        "registered under a trust anchor of human:root" in refused
+        and "configuration does not hold" in refused
+    )
+    # An anchor of an administrator who is one no more, its .pub kept in the processor's key
+    # store: the keys it registered still sign.
+    kept = {"human:root": public_bytes(fake)}
+    assert not isinstance(
+        decide_signed(
+            state, sign(grant(actor="human:mallory"), mallory), now=T0, new_id=ids(),
+            admins=admins, anchors=anchors, known=kept,
+        ),
+        Rejection,
+    )  # fmt: skip
+    # Without configured anchors (the core's tests, a processor given none): any anchor roots.
+    assert not isinstance(
+        decide_signed(state, sign(grant(actor="human:mallory"), mallory), now=T0, new_id=ids(), admins=admins),
+        Rejection,
+    )  # fmt: skip
+
+
+def test_keys_registered_under_a_rotated_anchor_still_sign_but_not_under_a_later_fake_one() -> None:
+    state, _ = anchored()
+    admins = frozenset({ADMIN, "human:bob", "human:eve"})
+    bob = Ed25519PrivateKey.generate()
+    state = _signed_in(
+        state, _registration("c-bob", ADMIN, "human:bob", bob), ADMIN_KEY, admins=admins
+    )
+    # The administrator rotates: a new anchor, the configured one from now on.
+    rotated = Ed25519PrivateKey.generate()
+    for event in register_anchors(state, {ADMIN: public_bytes(rotated)}, now=T0, new_id=ids()):
+        state = fold(state, event)
+    anchors = {ADMIN: public_bytes(rotated)}
+    bobs = decide_signed(
+        state, sign(grant(actor="human:bob"), bob), now=T0, new_id=ids(), admins=admins,
+        anchors=anchors,
+    )  # fmt: skip
+    assert not isinstance(bobs, Rejection), bobs
+    # An anchor of the administrator written after the configured one replaced nothing.
+    fake = Ed25519PrivateKey.generate()
+    for event in register_anchors(state, {ADMIN: public_bytes(fake)}, now=T0, new_id=ids()):
+        state = fold(state, event)
+    eve = Ed25519PrivateKey.generate()
+    state = _signed_in(state, _registration("c-eve", ADMIN, "human:eve", eve), fake, admins=admins)
+    eves = decide_signed(
+        state, sign(grant(actor="human:eve"), eve), now=T0, new_id=ids(), admins=admins,
+        anchors=anchors,
+    )  # fmt: skip
+    assert isinstance(eves, Rejection) and "configuration does not hold" in eves.message
