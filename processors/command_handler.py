@@ -28,6 +28,7 @@ from ledger.core.lifecycle import (
     CLOCK_SKEW,
     COMMAND_VALID_FOR,
     FirstAnswer,
+    KeyTrust,
     Rejection,
     already_applied,
     clipped,
@@ -201,9 +202,9 @@ class CommandHandler:
         self.topics = settings.topics
         # The configured trust anchors: a key the log holds as an anchor signs only if it is
         # one of these (None: any, as in tests that configure none).
-        self.anchors = anchors
-        # The key store's public keys: an anchor among them still roots the keys it registered.
-        self.known = known
+        # The key store's public keys (known): an anchor among them still roots the keys it
+        # registered. Keys proven once are remembered (trust.proven).
+        self.trust = KeyTrust(anchors=anchors, known=known, admins=settings.admins)
         self.streams = {
             "policy": settings.topics.policy_events,
             "grant": settings.topics.grant_events,
@@ -295,9 +296,9 @@ class CommandHandler:
         first = self.first_answer(command.event_id)
         result: CommandAccepted | CommandRejected
         if first is not None:  # decided before: its first answer again, nothing applied
-            again = decide_again(state, command, first)
+            again = decide_again(state, command, first, trust=self.trust, now=now)
             if not isinstance(again, Rejection):
-                more = self._finish(state, command, now, step)
+                more = self._finish(state, command, first, now, step)
                 again = more if isinstance(more, Rejection) else (*again, *more)
             if isinstance(again, Rejection):
                 result = command_result(command, again, event_id=self.new_id(), now=now)
@@ -310,7 +311,7 @@ class CommandHandler:
         else:
             outcome = decide_signed(
                 state, command, now=now, new_id=self.new_id, admins=self.admins,
-                anchors=self.anchors, known=self.known,
+                anchors=self.trust.anchors, known=self.trust.known, proven=self.trust.proven,
             )  # fmt: skip
             if not isinstance(outcome, Rejection):
                 outcome = self._append(outcome, step)
@@ -345,11 +346,11 @@ class CommandHandler:
         return events
 
     def _finish(
-        self, state: LedgerState, command: Command, now: datetime, step: Step
+        self, state: LedgerState, command: Command, first: FirstAnswer, now: datetime, step: Step
     ) -> tuple[str, ...] | Rejection:
         """The ids of the events an applied command left unwritten, now put in ``step``
         (:func:`finish_again`; nearly always none)."""
-        rest = finish_again(state, command, now=now, new_id=self.new_id)
+        rest = finish_again(state, command, first, now=now, new_id=self.new_id)
         if not isinstance(rest, Rejection) and rest:
             log.warning(
                 "command %s was cut short before: writing its %d remaining events",

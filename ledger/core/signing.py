@@ -570,9 +570,10 @@ class Witnesses:
     received: Mapping[tuple[str, bytes], tuple[datetime, bool]] = field(default_factory=dict)
 
 
-KEY_CHAIN_LINKS: Final = 64
+KEY_CHAIN_LINKS: Final = 10_000
 """The most registrations :func:`registration_problem` follows from a key to its trust anchor
-(a key registered by a key registered by ...): real chains are a few links long."""
+(a key registered by a key registered by ...): a principal that registers each new key of its
+own with the one before adds a link each time (keys proven once are remembered, ``proven``)."""
 
 
 def registration_problem(
@@ -581,54 +582,124 @@ def registration_problem(
     key: ActorKey,
     anchors: Mapping[str, bytes] | None = None,
     known: Mapping[str, bytes] | None = None,
+    *,
+    admins: frozenset[str] = frozenset(),
+    now: datetime | None = None,
+    proven: set[str] | None = None,
 ) -> str | None:
     """Why ``owner``'s ``key`` may not sign, for how it came into the ledger, if it may not. A
     key signs only if its registration is proven (:func:`verify_event`: signed, over a command
     that asked for it, by a key of the registering actor registered before it and not yet
-    revoked), and that key's registration too, and so on to a trust anchor. With ``anchors``
-    (the command processor's configured ones) that anchor must be one of them, one an anchor
-    of the same administrator registered after it replaced (a rotated key: those it registered
-    still sign), or one of ``known`` (principal -> the public key its key store holds: an
-    administrator who is one no more); without, any anchor in the log.
+    revoked) and was the registering actor's to make (:func:`_registration_authority`), and
+    so on for the key that signed it, back to a trusted anchor (:func:`_trusted_anchor`).
 
     A red team, holding the command processor's credential, wrote an ``ActorKeyRegistered`` of
     its own key for another actor into the log: the processor folded it and accepted the
-    commands it signed as that actor's, until ``actor verify`` flagged them. The signing key
-    itself, when it is an anchor, must be a configured one (:func:`authenticate`)."""
-    seen: set[str] = set()
-    while True:
+    commands it signed as that actor's, until ``actor verify`` flagged them. A review then
+    wrote, with any actor's genuine key, that actor's refused registration of its own key for
+    ``human:admin``: signed, but not that actor's to make. The signing key itself, when it is
+    an anchor, must be a configured one (:func:`authenticate`).
+
+    ``proven``: key ids proven before, added to as keys are (not those a delegate's grant
+    proves, which a revocation may end)."""
+    chain: list[str] = []
+    delegated = False
+    while proven is None or key.key_id not in proven:
         event = key.registration
         if key.registered_with is None:  # a trust anchor (or a registration without a proof)
             if event is not None and (event.actor != ANCHOR_ACTOR or event.command_signature):
                 return f"its registration {event.event_id} by {event.actor} carries no proof"
-            if (
-                not seen
-                or anchors is None
-                or key.public_key in (anchors.get(owner), (known or {}).get(owner))
-            ):
-                return None  # (the signing key's own anchor check is authenticate's)
-            record = state.principals.get(owner)
-            keys = list(record.keys) if record is not None else []
-            later = keys[keys.index(key) + 1 :] if key in keys else []
-            if any(k.registered_with is None and k.public_key == anchors.get(owner) for k in later):
-                return None  # replaced by the configured anchor of its administrator
-            return (
-                f"it was registered under a trust anchor of {owner} ({key.key_id}) that the "
-                "command processor's configuration does not hold"
-            )
+            if chain and not _trusted_anchor(state, owner, key, anchors, known):
+                return (
+                    f"it was registered under a trust anchor of {owner} ({key.key_id}) that the "
+                    "command processor's configuration does not hold"
+                )
+            break  # (the signing key's own anchor check is authenticate's)
         if event is None:
             return f"its registration is not in the state ({key.key_id} of {owner})"
         verdict = verify_event(state, event)
         if not verdict.ok:
             return f"its registration {event.event_id} is not proven: {verdict.problem}"
-        seen.add(key.key_id)
+        refused = _registration_authority(state, event, admins, anchors, known, now)
+        if refused is not None:
+            return f"its registration {event.event_id} was not {event.actor}'s to make: {refused}"
+        delegated = delegated or not (
+            event.actor == event.principal
+            or _administrator(state, event.actor, admins, anchors, known)
+        )
+        chain.append(key.key_id)
         signer = actor_key(state, event.actor, key.registered_with)
-        if signer is None or signer.key_id in seen or len(seen) >= KEY_CHAIN_LINKS:
-            return (
-                f"the keys that registered it do not lead to a trust anchor within "
-                f"{KEY_CHAIN_LINKS} registrations"
-            )
+        if signer is None or signer.key_id in chain:
+            return f"the keys that registered {key.key_id} lead back to it, not to a trust anchor"
+        if len(chain) >= KEY_CHAIN_LINKS:
+            return f"more than {KEY_CHAIN_LINKS} registrations lead from it to a trust anchor"
         owner, key = event.actor, signer
+    if proven is not None and not delegated:
+        proven.update(chain)
+    return None
+
+
+def _trusted_anchor(
+    state: LedgerState,
+    owner: str,
+    key: ActorKey,
+    anchors: Mapping[str, bytes] | None,
+    known: Mapping[str, bytes] | None,
+) -> bool:
+    """Is the trust anchor ``key`` of ``owner`` one to trust: without ``anchors``, any; with
+    them, the configured one, the one the key store holds (``known``: an administrator who is
+    one no more), or one replaced by a later anchor of that administrator that is either (a
+    rotation: the keys the old one registered still sign)."""
+    if anchors is None:
+        return True
+    trusted = {k for k in (anchors.get(owner), (known or {}).get(owner)) if k is not None}
+    if key.public_key in trusted:
+        return True
+    record = state.principals.get(owner)
+    keys = list(record.keys) if record is not None else []
+    later = keys[keys.index(key) + 1 :] if key in keys else []
+    return any(k.registered_with is None and k.public_key in trusted for k in later)
+
+
+def _administrator(
+    state: LedgerState,
+    actor: str,
+    admins: frozenset[str],
+    anchors: Mapping[str, bytes] | None,
+    known: Mapping[str, bytes] | None,
+) -> bool:
+    """Is ``actor`` an administrator: configured, or holding a trusted anchor (one who is one
+    no more keeps what its registrations made)."""
+    if actor in admins:
+        return True
+    record = state.principals.get(actor)
+    return record is not None and any(
+        k.registered_with is None and _trusted_anchor(state, actor, k, anchors, known)
+        for k in record.keys
+    )
+
+
+def _registration_authority(
+    state: LedgerState,
+    event: ActorKeyRegistered,
+    admins: frozenset[str],
+    anchors: Mapping[str, bytes] | None,
+    known: Mapping[str, bytes] | None,
+    now: datetime | None,
+) -> str | None:
+    """Why the registration ``event`` was not its actor's to make, if it was not: a principal
+    registers its own keys, an administrator anyone's; a delegate registered others' keys only
+    before that was refused it (its grant must still hold, and never for an administrator:
+    what such a key may do is bounded by the delegate's grants, ``key_registrar``)."""
+    actor, owner = event.actor, event.principal
+    if actor == owner or _administrator(state, actor, admins, anchors, known):
+        return None
+    if _administrator(state, owner, admins, anchors, known):
+        return f"only an administrator registers a key of the administrator {owner}"
+    resource = f"principal:{owner}"
+    if now is not None and authorize(state, actor, "ledger.key.register", resource, now=now):
+        return None
+    return f"{actor} is not an administrator and holds no ledger.key.register on {resource}"
 
 
 def witnesses_from(commands: Iterable[tuple[Command, datetime, bool]]) -> Witnesses:

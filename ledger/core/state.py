@@ -324,6 +324,8 @@ class ActorKey:
     registration: ActorKeyRegistered | None = field(default=None, compare=False, repr=False)
     """The event that registered it, with its proof: the command processor lets a key sign only
     if that proves it (:func:`ledger.core.signing.registration_problem`)."""
+    revocation: ActorKeyRevoked | None = field(default=None, compare=False, repr=False)
+    """The event that revoked it: which command, and where in its actor's history."""
 
     @property
     def active(self) -> bool:
@@ -1026,6 +1028,7 @@ def _apply_grant(
                     revoked_at=event.occurred_at,
                     revoked_by=event.actor,
                     revoke_reason=event.reason,
+                    revocation=event,
                 )
         case _:
             assert_never(event)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
 from ledger.core.events import (
+    ActorKeyRegistered,
     ActorKeyRevoked,
     CommandAccepted,
     CommandRejected,
@@ -27,7 +28,7 @@ from ledger.core.events import (
     RevokeGrant,
     RoleAssigned,
 )
-from ledger.core.lifecycle import REJECTION_CODES, register_anchors
+from ledger.core.lifecycle import REJECTION_CODES, KeyTrust, register_anchors
 from ledger.core.signing import key_id_of, verify_history
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_positions
 from ledger.ids import new_id, utcnow
@@ -329,7 +330,9 @@ def test_a_trust_anchor_written_into_the_log_by_anyone_but_the_configuration_sig
     # for human:admin into the grant events; its commands were then accepted as the
     # administrator's (a grant of everything to agent:intruder).
     ledger = Ledger()
-    ledger.handler.anchors = {"human:admin": public_bytes(ADMIN_KEY)}  # as the processor has
+    ledger.handler.trust = KeyTrust(
+        anchors={"human:admin": public_bytes(ADMIN_KEY)}
+    )  # as configured
     for planted in register_anchors(
         ledger.state, {"human:admin": public_bytes(OTHER_KEY)}, now=utcnow(), new_id=new_id
     ):
@@ -432,6 +435,103 @@ def test_a_revocation_cut_short_and_gone_stale_names_the_keys_still_active(
     later = utcnow() + timedelta(minutes=15)  # the processor was down for longer than that
     monkeypatch.setattr("processors.command_handler.utcnow", lambda: later)
     answer, written = ledger.send(command)
-    assert isinstance(answer, CommandRejected) and answer.code == "stale_command"
+    assert isinstance(answer, CommandRejected) and answer.code == "cut_short"
     assert written == [] and _active_keys(ledger) == {keys[1]}
     assert f"human:bob still holds {keys[1]}; revoke them again" in answer.reason
+
+
+def _revoke(reason: str, key: str | None = None, at: Any = None) -> RevokeActorKey:
+    return sign(
+        RevokeActorKey(
+            event_id=new_id(), occurred_at=at or utcnow(), actor="human:admin",
+            principal="human:bob", reason=reason, actor_key_id=key,
+        ),
+        ADMIN_KEY,
+    )  # fmt: skip
+
+
+def test_a_copy_of_a_finished_revocation_leaves_keys_registered_since_whatever_their_reason() -> (
+    None
+):
+    # A review: which keys the command had revoked was read from its actor and reason, which
+    # are reused ("rotated"): a copy then revoked a key registered after it, and verify called
+    # that event a copy.
+    ledger = Ledger()
+    _register_keys(ledger, 2)
+    command = _revoke("rotated")
+    ledger.send(command)
+    new_a, new_b = _register_keys(ledger, 2)
+    ledger.send(_revoke("rotated", key=new_b))
+    again, more = ledger.send(command)
+    assert again.message == "already applied" and more == []
+    assert _active_keys(ledger) == {new_a}
+    assert all(v.ok for v in verify_history(ledger.log, admins=SETTINGS.admins))
+
+
+def test_which_keys_a_cut_short_revocation_left_is_read_from_the_history_not_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A review: keys registered while the clock ran 90 s fast, then stepped back, looked
+    # registered after the revocation began, and were left active.
+    ledger = Ledger()
+    base = utcnow()
+    monkeypatch.setattr("processors.command_handler.utcnow", lambda: base + timedelta(seconds=90))
+    _register_keys(ledger, 2)
+    monkeypatch.setattr("processors.command_handler.utcnow", lambda: base)
+    command = _revoke("left", at=base - timedelta(seconds=1))
+    _cut_short(ledger, command, written=1)
+    answer, written = ledger.send(command)
+    assert isinstance(answer, CommandAccepted) and len(written) == 1
+    assert _active_keys(ledger) == set()
+    # ... and a key registered after a revocation applied in full, the clock stepped back
+    # before it, is not the revocation's to revoke.
+    later = _register_keys(ledger, 1)
+    again, more = ledger.send(command)
+    assert again.message == "already applied" and more == []
+    assert _active_keys(ledger) == set(later)
+
+
+def test_a_cut_short_revocation_is_not_finished_once_its_actors_history_moved_on() -> None:
+    ledger = Ledger()
+    keys = _register_keys(ledger, 3)
+    command = _revoke("left")
+    _cut_short(ledger, command, written=1)
+    (extra,) = _register_keys(ledger, 1)  # written after it (an ordering it never meets itself)
+    answer, written = ledger.send(command)
+    assert isinstance(answer, CommandRejected) and answer.code == "cut_short"
+    assert written == [] and _active_keys(ledger) == {*keys[1:], extra}
+    assert f"still holds {keys[1]}, {keys[2]}; revoke them again" in answer.reason
+
+
+def test_another_command_under_an_applied_commands_id_finishes_nothing() -> None:
+    # A review: a trust anchor's event is remembered under its own id as a command with no
+    # signature, which decide_again answers "already applied" for any authenticated command;
+    # a delegate whose grant was revoked sent a revoke-all under that id, and the finishing
+    # revoked all of bob's keys.
+    ledger = Ledger()
+    (anchor,) = [e for e in ledger.log if isinstance(e, ActorKeyRegistered)]
+    bob = _register_keys(ledger, 3)
+    ops = Ed25519PrivateKey.generate()
+    register = RegisterActorKey(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", principal="human:ops",
+        actor_key_id=key_id_of(public_bytes(ops)), public_key=public_bytes(ops),
+    )  # fmt: skip
+    ledger.send(sign(register, ADMIN_KEY))
+    grant = IssueGrant(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", grant_id="g-ops",
+        principal="human:ops", actions=("ledger.key.revoke",), resource="principal:human:bob",
+    )  # fmt: skip
+    ledger.send(sign(grant, ADMIN_KEY))
+    one = RevokeActorKey(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:ops", principal="human:bob",
+        reason="rotated", actor_key_id=bob[0],
+    )  # fmt: skip
+    ledger.send(sign(one, ops))
+    ledger.send(sign(revoke("g-ops"), ADMIN_KEY))
+    sneaky = RevokeActorKey(
+        event_id=anchor.command_id, occurred_at=utcnow(), actor="human:ops",
+        principal="human:bob", reason="rotated",
+    )  # fmt: skip
+    answer, written = ledger.send(sign(sneaky, ops))
+    assert not isinstance(answer, CommandAccepted) or "cut short" not in str(answer.message)
+    assert written == [] and _active_keys(ledger) == set(bob[1:])

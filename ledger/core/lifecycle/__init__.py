@@ -52,6 +52,7 @@ This package's public API is :data:`__all__`; the modules' other names are its i
 
 from ledger.core.lifecycle.admission import (
     FirstAnswer,
+    KeyTrust,
     authenticate,
     decide_again,
     decide_signed,
@@ -99,6 +100,7 @@ __all__ = [
     "already_applied",
     "named_proposal",
     "FirstAnswer",
+    "KeyTrust",
     "decide_again",
     "finish_again",
     "AUTHENTICATION_CODES",

@@ -14,7 +14,7 @@ May import: the core's modules outside this package and, of this package, :mod:`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ledger.core.events import ActorKeyRegistered, ActorKeyRevoked, Command, GovernanceEvent
@@ -40,6 +40,7 @@ __all__ = [
     "fresh",
     "decide_signed",
     "FirstAnswer",
+    "KeyTrust",
     "decide_again",
     "finish_again",
     "register_anchors",
@@ -51,6 +52,10 @@ def authenticate(
     command: Command,
     anchors: Mapping[str, bytes] | None = None,
     known: Mapping[str, bytes] | None = None,
+    *,
+    admins: frozenset[str] = DEFAULT_ADMINS,
+    now: datetime | None = None,
+    proven: set[str] | None = None,
 ) -> Rejection | None:
     """``None`` when ``command`` is signed by a registered, unrevoked key of its actor, else
     the :class:`Rejection` (``unsigned_command``, ``unknown_actor_key``, ``bad_signature``).
@@ -62,8 +67,9 @@ def authenticate(
     and its commands were accepted as the administrator's).
 
     The key must have come into the ledger proven (:func:`registration_problem`, ``known``: the
-    public keys the processor's key store holds): a key an insider wrote into the log signs
-    nothing.
+    public keys the processor's key store holds; ``admins``, ``now``: who administers, and when,
+    for the authority of each registration; ``proven``: keys proven before): a key an insider
+    wrote into the log signs nothing.
 
     Looks at nothing but the signature, the key registry and the signed bytes: no document is
     parsed, no authority is consulted."""
@@ -108,7 +114,9 @@ def authenticate(
             f"{what}: the signature does not verify with key {command.key_id} (the command was "
             "altered after it was signed, or signed with another key)",
         )
-    unproven = registration_problem(state, command.actor, key, anchors, known)
+    unproven = registration_problem(
+        state, command.actor, key, anchors, known, admins=admins, now=now, proven=proven
+    )
     if unproven is not None:
         return _reject(
             "unknown_actor_key",
@@ -151,14 +159,17 @@ def decide_signed(
     limits: Limits = DEFAULT_LIMITS,
     anchors: Mapping[str, bytes] | None = None,
     known: Mapping[str, bytes] | None = None,
+    proven: set[str] | None = None,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     """:func:`authenticate` (``anchors``: the configured trust anchors, ``known``: the key
-    store's public keys, when given), then
+    store's public keys, ``proven``: keys proven before, when given), then
     :func:`fresh` (so a captured command cannot be replayed once its validity has passed),
     then :func:`decide`; every event accepted records the command's proof (its key id,
     signature and signed bytes), so who asked for it can be verified offline
     (:func:`ledger.core.signing.verify_history`)."""
-    denied = authenticate(state, command, anchors, known) or fresh(command, now)
+    denied = authenticate(
+        state, command, anchors, known, admins=admins, now=now, proven=proven
+    ) or fresh(command, now)
     if denied is not None:
         return denied
     outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)
@@ -197,7 +208,12 @@ class FirstAnswer:
 
 
 def decide_again(
-    state: LedgerState, command: Command, first: FirstAnswer
+    state: LedgerState,
+    command: Command,
+    first: FirstAnswer,
+    *,
+    trust: KeyTrust | None = None,
+    now: datetime | None = None,
 ) -> tuple[str, ...] | Rejection:
     """A command whose id was decided before is not decided again: the same command delivered
     again (a crash before its offset was committed, a client's retry, a captured copy) gets its
@@ -217,14 +233,14 @@ def decide_again(
     if first.rejection is not None:
         if _signed_as_sent(state, command):
             return first.rejection
-        return authenticate(state, command) or first.rejection
+        return _authenticated(state, command, trust, now) or first.rejection
     if (
         first.signature is not None
         and command.signature == first.signature
         and _signed_as_sent(state, command)
     ):
         return first.event_ids  # the same command again (its key may have been revoked since)
-    denied = authenticate(state, command)
+    denied = _authenticated(state, command, trust, now)
     if denied is not None:
         return denied
     if first.signature is None:  # applied before signatures were recorded: an authentic repeat
@@ -237,25 +253,57 @@ def decide_again(
 
 
 def finish_again(
-    state: LedgerState, command: Command, *, now: datetime, new_id: Callable[[], str]
+    state: LedgerState,
+    command: Command,
+    first: FirstAnswer,
+    *,
+    now: datetime,
+    new_id: Callable[[], str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    """For a command applied before and delivered again as sent (:func:`decide_again` gave its
-    event ids): the events it did not write, with its proof, to append now (nearly always
-    none). A command processor stopped between the events of a revocation of every key of an
-    actor (one event per key) left the rest of the keys active, and the command, delivered
-    again, was told "already applied" (a review). Written only while the command is valid, so
-    ``actor verify`` proves them as it proves the first; after that a ``stale_command``
-    rejection names the keys still active, for someone to revoke again."""
+    """For a command applied before and delivered again as it was first signed (its signature
+    the one its events recorded, ``first``): the events it did not write, with its proof, to
+    append now (nearly always none). A command processor stopped between the events of a
+    revocation of every key of an actor (one event per key) left the rest of the keys active,
+    and the command, delivered again, was told "already applied" (a review). Written only while
+    the command is valid, so ``actor verify`` proves them as it proves the first; after that,
+    or when its actor's keys changed since, ``cut_short`` names the keys still active, for
+    someone to revoke again. Another command under its id (even one :func:`decide_again`
+    passes, as a command applied before signatures were recorded) finishes nothing."""
+    if first.signature is None or command.signature != first.signature:
+        return ()
     events = unfinished(state, command, now=now, new_id=new_id)
-    if not events or fresh(command, now) is None:
-        return _with_proof(command, events)
+    if isinstance(events, Rejection) or not events or fresh(command, now) is None:
+        return events if isinstance(events, Rejection) else _with_proof(command, events)
     keys = [e.actor_key_id for e in events if isinstance(e, ActorKeyRevoked)]
     return _reject(
-        "stale_command",
+        "cut_short",
         f"{type(command).__name__} by {clipped(command.actor)} was cut short (the command "
         f"processor stopped between its events) and has since gone stale: "
         f"{clipped(command_aggregate(command))} still holds {', '.join(keys)}; revoke them again",
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyTrust:
+    """What a command processor trusts keys by, for :func:`authenticate`: its configured trust
+    ``anchors``, the public keys its key store holds (``known``), its ``admins``, and the keys
+    proven so far (``proven``, added to as they are)."""
+
+    anchors: Mapping[str, bytes] | None = None
+    known: Mapping[str, bytes] | None = None
+    admins: frozenset[str] = DEFAULT_ADMINS
+    proven: set[str] = field(default_factory=set)
+
+
+def _authenticated(
+    state: LedgerState, command: Command, trust: KeyTrust | None, now: datetime | None
+) -> Rejection | None:
+    if trust is None:
+        return authenticate(state, command, now=now)
+    return authenticate(
+        state, command, trust.anchors, trust.known, admins=trust.admins, now=now,
+        proven=trust.proven,
+    )  # fmt: skip
 
 
 def _signed_as_sent(state: LedgerState, command: Command) -> bool:

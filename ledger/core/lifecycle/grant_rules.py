@@ -485,27 +485,40 @@ def _revocations(
 
 def _unfinished_revocation(
     state: LedgerState, c: RevokeActorKey, now: datetime, new_id: Callable[[], str]
-) -> tuple[GovernanceEvent, ...]:
+) -> tuple[GovernanceEvent, ...] | Rejection:
     """The revocations an applied revocation of every key of ``c.principal`` did not write: the
     command processor appends its events one by one, and one stopped between them (killed,
     the broker gone) left the rest of the keys active, while the command, delivered again,
-    was answered "already applied" from its first events. Those are the keys still active
-    that were registered by the time it began (its events' time, shared by all of them, is
-    when its actor's revocations with its reason were last written): one registered later,
-    after the command was applied in full, is not the command's to revoke (a copy of it
-    delivered again within its validity)."""
+    was answered "already applied" from its first events (a review).
+
+    Its own events are those naming its command id; the keys it left are those still active
+    that were registered before its first event in the principal's history (by sequence, not
+    by the clock, which may step): a key registered after it, a copy of the command sent again
+    leaves alone. They are written next in that history only if nothing else was written there
+    since its last event, so they stay one command's consecutive events (``actor verify``);
+    else the :class:`Rejection` names the keys still active, to revoke again."""
     record = state.principals.get(c.principal)
     if c.actor_key_id is not None or record is None:
         return ()
-    began = max(
-        (
-            k.revoked_at
-            for k in record.keys
-            if k.revoked_at is not None and k.revoked_by == c.actor and k.revoke_reason == c.reason
-        ),
-        default=None,
-    )
-    if began is None:
+    own = [
+        k.revocation.sequence
+        for k in record.keys
+        if k.revocation is not None and k.revocation.command_id == c.event_id
+    ]
+    if not own:
         return ()
-    left = [k for k in record.keys if k.active and k.registered_at <= began]
+    left = [
+        k
+        for k in record.keys
+        if k.active and k.registration is not None and k.registration.sequence < min(own)
+    ]
+    if not left:
+        return ()
+    if record.sequence != max(own):
+        return _reject(
+            "cut_short",
+            f"it was cut short (the command processor stopped between its events), and "
+            f"{clipped(c.principal)} has changed since: it still holds "
+            f"{', '.join(k.key_id for k in left)}; revoke them again",
+        )
     return _revocations(record, c, left, now, new_id)

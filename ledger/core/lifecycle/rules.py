@@ -88,10 +88,11 @@ def decide(
 
 def unfinished(
     state: LedgerState, command: Command, *, now: datetime, new_id: Callable[[], str]
-) -> tuple[GovernanceEvent, ...]:
+) -> tuple[GovernanceEvent, ...] | Rejection:
     """The events ``command``, applied before, did not write (none, nearly always): each command
     produces one event, but revoking every key of an actor one per key, appended one by one,
-    so a command processor stopped between them left the rest unwritten."""
+    so a command processor stopped between them left the rest unwritten. ``cut_short`` when
+    they can no longer be written as its own."""
     if isinstance(command, RevokeActorKey):
         return _unfinished_revocation(state, command, now, new_id)
     return ()

@@ -39,6 +39,8 @@ def test_golden_cases_cover_every_reason_and_rejection_code() -> None:
         "trace_too_large",
         "request_too_large",
     }
-    assert set(REJECTION_CODES) - rejections == set()
+    # cut_short needs a command the processor stopped between its events
+    # (test_command_repeats.py drives the handler through it).
+    assert set(REJECTION_CODES) - rejections == {"cut_short"}
     for determination in ("allow", "deny", "allow_with_constraints", "error"):
         assert f"determination: {determination}" in text

@@ -826,7 +826,7 @@ def test_a_delegate_revoking_a_former_administrators_key_is_proven() -> None:
     assert not verify_history(events, admins=then)[-1].ok
 
 
-def test_an_administrator_whose_key_a_delegate_registered_registers_keys() -> None:
+def test_an_administrator_whose_key_a_delegate_registered_signs_nothing_now() -> None:
     # A review: an administrator whose key a delegate registered (before delegates were
     # refused it) could issue itself anything, but not register a new colleague's key, which
     # actor verify proved: administrators are exempt from a registrar's limits everywhere.
@@ -848,7 +848,23 @@ def test_an_administrator_whose_key_a_delegate_registered_registers_keys() -> No
         _registration("c-bob", "human:carol", "human:bob", bob), carol, real | {"human:carol"}
     )  # accepted before this release
     admins = real | {"human:bob"}  # bob is an administrator now
-    events += decided(_registration("c-new", "human:bob", "human:newhire", newhire), bob, admins)
+    # The key a delegate registered for bob does not sign for him as an administrator: whoever
+    # registers a key may hold its private half (a review: an insider writing a delegate's
+    # refused registration of its own key for human:admin).
+    at = replay(events, EMPTY_STATE)  # type: ignore[arg-type]
+    command = sign(_registration("c-new", "human:bob", "human:newhire", newhire), bob)
+    refused = decide_signed(at, command, now=T0, new_id=new_id, admins=admins)  # type: ignore[arg-type]
+    assert isinstance(refused, Rejection) and (
+        "only an administrator registers a key of the administrator human:bob" in refused.message
+    )
+    # Registered before this release, it was proven by verify, which still does.
+    (registered,) = decide(at, command, now=T0, new_id=new_id, admins=admins)  # type: ignore[misc]
+    proof = {
+        "command_key_id": command.key_id,
+        "command_signature": command.signature,
+        "signed_command": signed_bytes(command).decode(),
+    }
+    events.append(replace(registered, **proof))
     assert verify_history(events, admins=admins)[-1].ok
 
 
@@ -1430,3 +1446,102 @@ def test_keys_registered_under_a_rotated_anchor_still_sign_but_not_under_a_later
         anchors=anchors,
     )  # fmt: skip
     assert isinstance(eves, Rejection) and "configuration does not hold" in eves.message
+
+
+def test_a_signed_registration_that_was_not_its_actors_to_make_proves_no_key() -> None:
+    # A review: an insider with the processor's credential and any genuine key (agent:low's)
+    # signed agent:low's registration of the insider's key for human:admin, which the
+    # processor refused, and wrote its event: signed and proven link by link, the key then
+    # signed as the administrator's.
+    state, _ = anchored()
+    anchors, admins = {ADMIN: public_bytes(ADMIN_KEY)}, frozenset({ADMIN})
+    low = Ed25519PrivateKey.generate()
+    state = _signed_in(state, _registration("c-low", ADMIN, "agent:low", low), ADMIN_KEY)
+    mine = Ed25519PrivateKey.generate()
+    ask = sign(_registration("c-x", "agent:low", ADMIN, mine), low)
+    refused = decide_signed(state, ask, now=T0, new_id=ids(), admins=admins, anchors=anchors)
+    assert isinstance(refused, Rejection) and refused.code == "not_authorized"
+    (event,) = decide(state, ask, now=T0, new_id=ids(), admins=frozenset({"agent:low"}))  # type: ignore[misc]
+    proof = {
+        "command_key_id": ask.key_id,
+        "command_signature": ask.signature,
+        "signed_command": signed_bytes(ask).decode(),
+    }
+    state = fold(state, replace(event, **proof))
+    out = decide_signed(
+        state, sign(grant(n=9), mine), now=T0, new_id=ids(), admins=admins, anchors=anchors
+    )
+    assert isinstance(out, Rejection) and out.code == "unknown_actor_key"
+    assert "was not agent:low's to make: only an administrator registers a key of the " in (
+        out.message
+    )
+    # The same for another principal: agent:low holds no ledger.key.register on it.
+    theirs = Ed25519PrivateKey.generate()
+    other = sign(_registration("c-y", "agent:low", "agent:peer", theirs), low)
+    (event,) = decide(state, other, now=T0, new_id=ids(), admins=frozenset({"agent:low"}))  # type: ignore[misc]
+    proof = {
+        "command_key_id": other.key_id,
+        "command_signature": other.signature,
+        "signed_command": signed_bytes(other).decode(),
+    }
+    state = fold(state, replace(event, **proof))
+    out = decide_signed(
+        state, sign(grant(n=10, actor="agent:peer"), theirs), now=T0, new_id=ids(),
+        admins=admins, anchors=anchors,
+    )  # fmt: skip
+    assert isinstance(
+        out, Rejection
+    ) and "holds no ledger.key.register on principal:agent:peer" in (out.message)
+
+
+def test_keys_an_administrator_registered_sign_after_it_rotated_and_left() -> None:
+    # A review: carol registered bob's key, rotated (a new anchor), then left $LEDGER_ADMINS
+    # with her new .pub kept in the key store: bob's key was refused.
+    state, _ = anchored()
+    carol_old, carol_new, bob = (Ed25519PrivateKey.generate() for _ in range(3))
+    for e in register_anchors(
+        state, {"human:carol": public_bytes(carol_old)}, now=T0, new_id=ids()
+    ):
+        state = fold(state, e)
+    admins = frozenset({ADMIN, "human:carol"})
+    state = _signed_in(
+        state, _registration("c-bob", "human:carol", "human:bob", bob), carol_old, admins=admins
+    )
+    for e in register_anchors(
+        state, {"human:carol": public_bytes(carol_new)}, now=T0, new_id=ids()
+    ):
+        state = fold(state, e)
+    out = decide_signed(
+        state, sign(grant(actor="human:bob"), bob), now=T0, new_id=ids(),
+        admins=frozenset({ADMIN, "human:bob"}), anchors={ADMIN: public_bytes(ADMIN_KEY)},
+        known={"human:carol": public_bytes(carol_new)},
+    )  # fmt: skip
+    assert not isinstance(out, Rejection), out
+
+
+def test_a_key_rotated_by_its_own_actor_many_times_still_signs_and_is_proven_once() -> None:
+    # A review: each self-rotation adds a link; at 64 the actor was locked out, and every
+    # command walked (and verified) the whole chain again.
+    state, _ = anchored()
+    anchors, admins = {ADMIN: public_bytes(ADMIN_KEY)}, frozenset({ADMIN})
+    current = Ed25519PrivateKey.generate()
+    state = _signed_in(state, _registration("c-0", ADMIN, "agent:bot", current), ADMIN_KEY)
+    own = IssueGrant(
+        event_id="c-g", occurred_at=T0, actor=ADMIN, grant_id="g-k", principal="agent:bot",
+        actions=("ledger.key.register",), resource="principal:agent:bot",
+    )  # fmt: skip
+    state = _signed_in(state, own, ADMIN_KEY)
+    for n in range(1, 81):
+        new = Ed25519PrivateKey.generate()
+        ask = _registration(f"c-r{n}", "agent:bot", "agent:bot", new)
+        state = _signed_in(state, ask, current, admins=admins, anchors=anchors)
+        current = new
+    proven: set[str] = set()
+    ask = sign(grant(n=99, actor="agent:bot"), current)
+    assert (
+        decide_signed(
+            state, ask, now=T0, new_id=ids(), admins=admins, anchors=anchors, proven=proven
+        ).code
+        == "not_authorized"
+    )  # type: ignore[union-attr]  (authenticated: its grant is not held)
+    assert len(proven) == 81  # every key of the chain, proven once
