@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ledger.cli.output import (
     HelpfulGroup,
     handle_errors,
     json_option,
+    plural,
     print_json,
     print_table,
     to_jsonable,
@@ -41,6 +43,7 @@ from ledger.core.signing import Witnesses, key_id_of, verify_history
 from ledger.errors import ExportError, TamperDetected
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import check_governance_log, command_witnesses
+from ledger.kafka.topics import COMMANDS_KEPT
 from ledger.keys import KeyStore, public_bytes, read_public_key
 
 __all__ = ["group"]
@@ -247,11 +250,17 @@ def verify_cmd(
     fail the run; their signatures must still hold."""
     before = parse_time(accepted_before, "--accepted-before")
     settings = load_settings(bootstrap)
+    read_at: datetime = utcnow()  # when what is checked was read: its commands' week ends then
     if from_dir is not None:
         from ledger.audit.history import check_export_history  # pyarrow: only when asked for
+        from ledger.audit.manifest import read_manifest
         from ledger.audit.sources import ExportSource
 
         history, damaged = check_export_history(from_dir)
+        manifest = read_manifest(from_dir)
+        exported = manifest.read_time() if manifest is not None else None
+        if exported is not None:
+            read_at = datetime.fromisoformat(exported.replace("Z", "+00:00"))
         try:
             witnesses = ExportSource(from_dir).witnesses()
         except ExportError as exc:  # the commands are evidence beside the events, not the events
@@ -271,6 +280,25 @@ def verify_cmd(
     witnessed = sum(
         1 for e in signed if (e.command_id, bytes(e.command_signature or b"")) in witnesses.received
     )
+    # A signed event of the commands topic's last week without its command: the command should
+    # still be there (an auditor removed an export's commands, and verify said "past the
+    # commands topic's week" of an export minutes old).
+    recent = read_at - COMMANDS_KEPT + timedelta(hours=1)
+    missing = sum(
+        1
+        for e in signed
+        if e.occurred_at > recent
+        and (e.command_id, bytes(e.command_signature or b"")) not in witnesses.received
+    )
+    commands_where = "the export" if from_dir is not None else "the commands topic"
+    notes = _anchor_notes(history, verdicts, settings.admins, settings.keys)
+    if missing:
+        notes.append(
+            f"{missing} signed events of the week before {read_at.isoformat(timespec='seconds')} "
+            f"have no command in {commands_where}, though the commands topic keeps a week: "
+            "those are not held to when their command reached the broker (commands removed "
+            "from the export, or the topic's retention changed?)"
+        )
     earlier = [
         v
         for entry, v in zip(history, verdicts, strict=True)
@@ -292,13 +320,14 @@ def verify_cmd(
         print_json(
             {
                 "events": len(verdicts),
-                "proven": sum(v.ok and not v.anchor for v in verdicts),
+                "proven": len(verdicts) - len(bad) - len(earlier),
                 "anchors": sum(v.anchor for v in verdicts),
+                "signed": len(signed),
                 "witnessed": witnessed,
                 "unproven": [{**to_jsonable(v), "at": located[id(v)]} for v in bad],
                 "accepted_under_earlier_rules": earlier,
                 "damaged_rows": damaged,
-                "notes": _anchor_notes(history, verdicts, settings.admins, settings.keys),
+                "notes": notes,
             }
         )
     else:
@@ -314,7 +343,7 @@ def verify_cmd(
                 f"EARLIER-RULES {v.event_type} {v.event_id} by {v.actor}: {v.problem}", err=True
             )
         anchors = sum(v.anchor for v in verdicts)
-        for note in _anchor_notes(history, verdicts, settings.admins, settings.keys):
+        for note in notes:
             click.echo(f"note: {note}", err=True)
         authority = sum(v.authority for v in bad)
         if authority and len(bad) > authority:
@@ -332,13 +361,16 @@ def verify_cmd(
                 "them apart (read each reason first)",
                 err=True,
             )
+        held = (
+            f"{witnessed} of the {len(signed)} signed held to when their command reached the broker"
+        )
+        if witnessed < len(signed):
+            held += f", the others' commands not in {commands_where} (it keeps a week)"
         click.echo(
             f"{len(verdicts) - len(bad) - len(earlier)} of {len(verdicts)} governance events "
-            f"proven ({anchors} trust anchors; {witnessed} of the {len(signed)} signed held to when "
-            "their command reached the broker, the others' commands being past the commands "
-            "topic's week)"
+            f"proven ({anchors} trust anchors; {held if signed else 'none signed'})"
             + (f"; {len(earlier)} accepted under earlier rules" if earlier else "")
-            + (f"; {len(damaged)} problems with {where}" if damaged else "")
+            + (f"; {plural(len(damaged), 'problem')} with {where}" if damaged else "")
         )
     if damaged:
         more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""

@@ -157,11 +157,14 @@ def decisions_cmd(
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
     answered = False  # a decision of --request, whatever the other filters say
     named_decision = False  # --request named a decision's own id
+    decision_found = False  # --decision's, whatever the other filters say
     seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
     shadows: set[int] = set()  # versions of --policy seen observing as a shadow
     principals: set[str] = set()  # who decisions were about (a typo in --principal)
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
+        if decision_id and getattr(d, "event_id", None) == decision_id:
+            decision_found = True
         if (
             principal
             and isinstance(d, (DecisionRecorded, BatchDecisionRecorded))
@@ -238,7 +241,7 @@ def decisions_cmd(
                 err=True,
             )
         if decision_id and not found:
-            click.echo(f"note: {_no_decision(decision_id)}", err=True)
+            click.echo(f"note: {_no_decision(decision_id, decision_found)}", err=True)
         return
     print_table(
         [
@@ -282,7 +285,7 @@ def decisions_cmd(
             err=True,
         )
     if decision_id and not found:
-        click.echo(f"note: {_no_decision(decision_id)}", err=True)
+        click.echo(f"note: {_no_decision(decision_id, decision_found)}", err=True)
 
 
 def _none_of(
@@ -304,7 +307,14 @@ def _none_of(
     return _why_none(address, security, settings, request_id, answered)
 
 
-def _no_decision(decision_id: str) -> str:
+def _no_decision(decision_id: str, found: bool) -> str:
+    """Why ``--decision`` found nothing: the other filters left it out (an auditor's
+    walkthrough: told there was no such decision), or there is none."""
+    if found:
+        return (
+            f"decision {clipped(repr(decision_id), 80)} is in the ledger, but not as the other "
+            "filters ask: drop them"
+        )
     return f"no decision has id {clipped(repr(decision_id), 80)} (a request id? --request takes it)"
 
 
@@ -379,8 +389,8 @@ def _disagreements(answer: Any) -> str:
         text = f"{policy_label(s.policy, s.version, s.stage)}: {s.determination.value}{_why(s)}"
         if differs == "constraints":
             text += ", " + ", ".join(  # absent is not null (a review: both read "-")
-                f"{name} {_value(theirs) if name in s.constraints else 'absent'} (decided "
-                f"{_value(decided) if name in answer.constraints else 'absent'})"
+                f"{name} {_side(theirs, decided) if name in s.constraints else 'absent'} "
+                f"(decided {_side(decided, theirs) if name in answer.constraints else 'absent'})"
                 for name, decided, theirs in differing_constraints(
                     answer.constraints, s.constraints
                 )
@@ -395,6 +405,15 @@ def _value(value: Any) -> str:
         return "-"
     shown = to_jsonable(value)  # a Decimal as its digits, an instant as RFC 3339
     return clipped(shown if isinstance(shown, str) else json.dumps(shown), 40)
+
+
+def _side(value: Any, other: Any) -> str:
+    """``value`` beside ``other`` in a disagreement: as :func:`_value`, but text quoted when
+    the two would read alike (an auditor's walkthrough: a text "500" beside the number 500
+    read ``cap 500 (decided 500)``)."""
+    if _value(value) == _value(other) and isinstance(value, str):
+        return clipped(json.dumps(value), 40)
+    return _value(value)
 
 
 def _why(said: ShadowResult) -> str:

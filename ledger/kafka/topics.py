@@ -30,6 +30,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 from ledger.errors import KafkaUnavailable, TopicMismatch, UsageError
@@ -38,6 +39,7 @@ from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
     "TopicSpec",
+    "COMMANDS_KEPT",
     "topic_specs",
     "create_topics",
     "TopicReport",
@@ -51,7 +53,12 @@ EVALUATION_PARTITIONS: Final = 6
 how many evaluator workers can share the requests, and reply partitions the clients spread over."""
 
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
-_BOUNDED = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+COMMANDS_KEPT: Final = timedelta(days=7)
+"""How long the commands topic (and the command results) keep their records."""
+_BOUNDED = {
+    "retention.ms": str(int(COMMANDS_KEPT.total_seconds() * 1000)),
+    "cleanup.policy": "delete",
+}
 OPERATORS_RETENTION: Final = ("retention.ms", "retention.bytes")
 """The configs an operator may set on a topic whose retention is theirs to choose
 (:attr:`TopicSpec.operators_retention`), kept by ``create_topics``. Only the requests: the

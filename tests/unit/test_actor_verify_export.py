@@ -64,9 +64,9 @@ def _grant(n: int, grant_id: str, actions: str) -> IssueGrant:
     )
 
 
-def history() -> list[GovernanceEvent]:
+def history(start: datetime = T0) -> list[GovernanceEvent]:
     """Anchors for both; three grants, the first revoked; a policy's v1 made active, v2 after
-    it, then a rollback that names no version (the processor picks v1)."""
+    it, then a rollback that names no version (the processor picks v1); from ``start``."""
     n = iter(range(10_000))
 
     def new_id() -> str:
@@ -74,7 +74,7 @@ def history() -> list[GovernanceEvent]:
 
     anchors = {who: public_bytes(key) for who, key in KEYS.items()}
     events: list[GovernanceEvent] = list(
-        register_anchors(EMPTY_STATE, anchors, now=T0, new_id=new_id)
+        register_anchors(EMPTY_STATE, anchors, now=start, new_id=new_id)
     )
     state = EMPTY_STATE
     for event in events:
@@ -102,7 +102,7 @@ def history() -> list[GovernanceEvent]:
         (ADMIN, RollbackPolicy(**_by(ADMIN, 11), policy="refund", reason="too strict")),  # to v1
     ]
     for k, (who, command) in enumerate(commands, start=1):
-        at = T0 + timedelta(seconds=k)
+        at = start + timedelta(seconds=k)
         signed = sign(dataclasses.replace(command, occurred_at=at), KEYS[who])
         outcome = decide_signed(state, signed, now=at, new_id=new_id, admins=frozenset(KEYS))
         assert not isinstance(outcome, Rejection), outcome
@@ -140,7 +140,29 @@ def test_an_untouched_export_is_proven(tmp_path: Path) -> None:
     code, report, _ = verify(exported(tmp_path, history()))
     assert code == 0, report
     assert report["unproven"] == [] and report["damaged_rows"] == []
-    assert (report["proven"], report["anchors"]) == (11, 2)
+    # Counted as the summary line counts them (an auditor: JSON said 33 where it said 34).
+    assert (report["events"], report["proven"], report["anchors"]) == (13, 13, 2)
+    assert (report["signed"], report["witnessed"]) == (11, 0)
+    # Their commands were past the topic's week when exported: no note says they are missing.
+    assert not any("have no command" in note for note in report["notes"])
+
+
+def test_recent_signed_events_whose_commands_are_not_in_the_export_are_noted(
+    tmp_path: Path,
+) -> None:
+    # An auditor removed an export's commands file: verify passed, saying the commands were
+    # "past the commands topic's week" of an export minutes old.
+    recent = datetime.now(UTC) - timedelta(hours=2)
+    code, report, _ = verify(exported(tmp_path, history(recent)))
+    assert code == 0 and report["witnessed"] == 0
+    (note,) = [n for n in report["notes"] if "have no command" in n]
+    assert note.startswith("11 signed events of the week before ")
+    assert "have no command in the export, though the commands topic keeps a week" in note
+    done = CliRunner().invoke(cli, ["actor", "verify", "--from", str(tmp_path / "export")])
+    assert "0 of the 11 signed held to when their command reached the broker, the others' " in (
+        done.stdout
+    )
+    assert "commands not in the export (it keeps a week)" in done.stdout
 
 
 def _grant_rows(out: Path, change: Any) -> None:

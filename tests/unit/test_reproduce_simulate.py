@@ -1788,6 +1788,9 @@ def test_ledger_decisions_disagreeing_lists_a_shadow_that_changes_only_constrain
         constraints={"max_refund": "500.00", "method": "credit", "note": None},
     )
     assert decisions._disagreements(nulled).endswith("note absent (decided -)")
+    # An auditor's walkthrough: a text "500" beside the number 500 read alike.
+    typed = decided(4, 500, "500").event
+    assert decisions._disagreements(typed).endswith('max_refund "500" (decided 500)')
 
 
 def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
@@ -1827,6 +1830,11 @@ def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
     assert "no decision has id 'req-2' (a request id? --request takes it)" in nothing.stderr
     nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2", "--json"])
     assert "no decision has id 'req-2'" in nothing.stderr
+    # An auditor's walkthrough: with another filter that left it out, it was "no decision".
+    filtered = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "dec-2", "--policy", "x"])
+    assert "decision 'dec-2' is in the ledger, but not as the other filters ask: drop them" in (
+        filtered.stderr
+    )
 
 
 def test_a_decisions_reasons_are_printed_escaped_and_only_for_the_items_shown(
