@@ -184,9 +184,9 @@ class RequestHandler:
             decision = evaluate(state, request, now=now, evaluator_id=self.evaluator_id)
             latency = {"latency_us": (time.perf_counter_ns() - started) // 1000}
             stamped, head = link(decision, chain, latency)
-            encoded = self.codec.encode(stamped)
-            if not self.limit.fits(rid, encoded):
-                reduced = without_trace(decision, value, self.limit.max_bytes)
+            encoded, unrecordable = self._encoded(stamped)
+            if unrecordable is not None or not self.limit.fits(rid, encoded):
+                reduced = without_trace(decision, value, self.limit.max_bytes, unrecordable)
                 stamped, head = link(reduced, chain, latency)
                 encoded = self.codec.encode(stamped)
             out = [(self.topics.decisions, rid, encoded)]
@@ -199,8 +199,8 @@ class RequestHandler:
             if batch_surely_too_large(answer, self.limit.max_bytes):  # not hashed, not encoded
                 answer = batch_without_trace(answer)
             stamped_batch, head = link(answer, chain)
-            encoded = self.codec.encode(stamped_batch)
-            if not self.limit.fits(rid, encoded):
+            encoded, unrecordable = self._encoded(stamped_batch)
+            if unrecordable is not None or not self.limit.fits(rid, encoded):
                 stamped_batch, head = link(batch_without_trace(answer), chain)
                 encoded = self.codec.encode(stamped_batch)
             out = [(self.topics.decisions, rid, encoded)]
@@ -222,6 +222,15 @@ class RequestHandler:
         if head.seq - self._checkpointed >= self.checkpoint_every:
             out.append(self._checkpoint(now))
         return out
+
+    def _encoded(self, answer: Any) -> tuple[bytes, str | None]:
+        """``answer``'s record, or why it cannot be one: a value of its trace no record holds
+        (a red team: a shadow version's integer constraint beyond 64 bits dead-lettered every
+        request it decided, unanswered, the active version's answer with them)."""
+        try:
+            return self.codec.encode(answer), None
+        except CodecError as exc:
+            return b"", str(exc)
 
     def tick(self, now: datetime) -> list[Output]:
         """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""

@@ -1060,16 +1060,25 @@ reproduction does not compare them for such a record)."""
 
 
 def without_trace(
-    decision: DecisionRecorded, request: bytes | None, limit: int
+    decision: DecisionRecorded,
+    request: bytes | None,
+    limit: int,
+    unrecordable: str | None = None,
 ) -> DecisionRecorded:
     """An ``error`` / ``trace_too_large`` decision that fits a ``limit``-byte record: the
     trace's bulky parts (:data:`REDUCED_FIELDS`) left out, the request's record named by size
-    and SHA-256 (the evaluator's answer when the full trace would not fit)."""
+    and SHA-256 (the evaluator's answer when the full trace would not fit, or, ``unrecordable``,
+    holds a value no record can: a constraint's integer beyond 64 bits, in a version stored
+    before proposals were refused it)."""
     size, digest = (len(request), hashlib.sha256(request).hexdigest()) if request else (0, "")
+    why = (
+        f"could not be recorded ({unrecordable[:300]})"
+        if unrecordable is not None
+        else f"would be over the {limit}-byte record limit"
+    )
     reason = (
-        f"the full decision trace would be over the {limit}-byte record limit: its facts, context, "
-        f"constraints and shadow results are left out (request record: {size} bytes, sha256 "
-        f"{digest}); treat this as error"
+        f"the full decision trace {why}: its facts, context, constraints and shadow results are "
+        f"left out (request record: {size} bytes, sha256 {digest}); treat this as error"
     )
     return replace(
         decision,
@@ -1102,5 +1111,6 @@ def batch_surely_too_large(answer: BatchDecisionRecorded, limit: int) -> bool:
 
 
 def batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
-    """Every item an ``error`` that says why, and nothing else that could be large."""
+    """Every item an ``error`` that says why, and nothing else that could be large (or that a
+    record could not hold)."""
     return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE))

@@ -10,6 +10,7 @@ spot stops the process instead of raising into Faust (which would commit past th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -144,6 +145,40 @@ def test_a_batch_answer_too_large_keeps_each_item_as_an_error() -> None:
     assert isinstance(answer, BatchDecisionRecorded)
     assert [d.item_id for d in answer.decisions] == [i.item_id for i in items]
     assert {(d.determination, d.reason_code) for d in answer.decisions} == {
+        (Determination.ERROR, TRACE_TOO_LARGE)
+    }
+
+
+def test_an_answer_no_record_can_hold_becomes_an_error_decision_not_a_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A red team: a constraint's integer beyond 64 bits (in a shadow version, or stored before
+    # proposals were refused it) could not be encoded, and every request it decided was
+    # dead-lettered handler_error, unanswered, with the pre-evaluation items beside it.
+    from ledger.core.evaluate import evaluate, evaluate_batch
+
+    def huge(*a: Any, **k: Any) -> Any:
+        return dataclasses.replace(evaluate(*a, **k), constraints={"cap": 10**20})
+
+    def huge_items(*a: Any, **k: Any) -> Any:
+        answer = evaluate_batch(*a, **k)
+        items = [dataclasses.replace(d, constraints={"cap": 10**20}) for d in answer.decisions]
+        return dataclasses.replace(answer, decisions=tuple(items))
+
+    monkeypatch.setattr(evaluator_module, "evaluate", huge)
+    monkeypatch.setattr(evaluator_module, "evaluate_batch", huge_items)
+    asked = request()
+    out = decoded(
+        requests_handler(OutputLimit(DEFAULT_LIMITS.record_bytes)).handle_batch(
+            EMPTY_STATE, [msg(0, CODEC.encode(asked)), msg(1, CODEC.encode(batch_request("b-1")))]
+        )
+    )
+    ((_, decision), (_, batch)) = out
+    assert isinstance(decision, DecisionRecorded) and decision.request_id == asked.event_id
+    assert (decision.determination, decision.reason_code) == (Determination.ERROR, TRACE_TOO_LARGE)
+    assert "could not be recorded (" in decision.reasons[0] and "64-bit" in decision.reasons[0]
+    assert isinstance(batch, BatchDecisionRecorded)
+    assert {(d.determination, d.reason_code) for d in batch.decisions} == {
         (Determination.ERROR, TRACE_TOO_LARGE)
     }
 

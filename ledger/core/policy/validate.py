@@ -44,6 +44,7 @@ from ledger.core.policy.model import (
     Rule,
 )
 from ledger.core.policy.runner import make_runner
+from ledger.core.text import clipped
 from ledger.errors import PolicyError, PolicyProblem
 
 __all__ = ["Marks", "Validator", "build"]
@@ -250,6 +251,16 @@ class Validator:
                     continue
                 item = float(item)  # a number with a fraction reaches the agent as a float
             converted = _constraint_value(item)
+            if type(converted) is int and self.new_document and not -(2**63) <= converted < 2**63:
+                # A red team: validated, then every request it decided was dead-lettered
+                # unanswered, as no decision could record it (a 64-bit long).
+                self.add(
+                    f"constraint {key!r}: the integer {clipped(str(item), 40)} is beyond what a "
+                    "decision records (from -2^63 to 2^63-1): write it as text, quoted",
+                    sub,
+                    rule=rule,
+                )
+                continue
             if converted is _INVALID:
                 self.add(
                     f"constraint {key!r} must be text, a number, a bool, null or a list of text; got {_describe(item)}",

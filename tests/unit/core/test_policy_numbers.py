@@ -141,6 +141,24 @@ def test_a_constraint_a_float_cannot_hold_is_a_problem_saying_to_quote_it() -> N
     )
 
 
+@pytest.mark.parametrize("cap", [2**63, -(2**63) - 1, 10**20])
+def test_a_constraint_integer_no_decision_can_record_is_a_problem(cap: int) -> None:
+    # A red team: it validated, and every request it decided was dead-lettered unanswered.
+    with pytest.raises(PolicyError) as info:
+        parse_policy(
+            LIM.replace("effect: allow", f"effect: allow\n    constraints: {{cap: {cap}}}")
+        )
+    (problem,) = info.value.problems
+    assert problem.message == (
+        f"constraint 'cap': the integer {cap} is beyond what a decision records (from -2^63 to "
+        "2^63-1): write it as text, quoted"
+    )
+    for fits in (2**63 - 1, -(2**63)):
+        parse_policy(
+            LIM.replace("effect: allow", f"effect: allow\n    constraints: {{cap: {fits}}}")
+        )
+
+
 @pytest.mark.parametrize(
     ("number", "message"),
     [
