@@ -67,6 +67,11 @@ class Limits:
     item of a pre-evaluation (500 items of a 261,000-character reason were 130 MB of answer,
     built before it was refused ``trace_too_large``). Enforced on proposals: a version recorded
     before this limit existed still loads."""
+    command_text_chars: int = 4_096
+    """A governance command's ``note`` or ``reason``: kept in the state every processor holds
+    (a grant's note for as long as the grant) and in every governance read. A red team's 600
+    grants with 480,000-character notes took an evaluator from 141 to 705 MB. Enforced on
+    commands: an event recorded before this limit existed still loads."""
     policy_constraints_chars: int = 1_024
     """A rule's or the default's ``constraints``, all together: the characters of their names and
     of their values as written (each text of a list counted). Copied, as the reason is, into

@@ -28,7 +28,7 @@ __all__ = [
 REJECTION_CODES: Final[dict[str, str]] = {
     "not_authorized": "the actor holds no grant for this command",
     "invalid_policy": "the proposal names no policy, or its document does not validate or is for another policy",
-    "too_large": "the proposed document, or an event the command would append, exceeds its size limit",
+    "too_large": "the proposed document, a note or reason, or an event the command would append, exceeds its size limit",
     "unknown_policy": "no policy of that name",
     "unknown_version": "the policy has no such version",
     "self_approval": "the author cannot approve their own version",

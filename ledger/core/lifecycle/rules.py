@@ -39,7 +39,7 @@ from ledger.core.lifecycle.grant_rules import (
     _unfinished_revocation,
 )
 from ledger.core.lifecycle.policy_rules import _approve, _promote, _propose, _retire, _rollback
-from ledger.core.lifecycle.rejections import Rejection
+from ledger.core.lifecycle.rejections import Rejection, _reject
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.core.state import LedgerState
 
@@ -61,6 +61,14 @@ def decide(
     bounds what is read (the policy document's size). Pure: the same state, command, ``now`` and
     ids give the same answer.
     """
+    for name in ("note", "reason"):  # kept in every processor's state: bounded first
+        text = getattr(command, name, None)
+        if isinstance(text, str) and len(text) > limits.command_text_chars:
+            return _reject(
+                "too_large",
+                f"its {name} is {len(text):,} characters; at most {limits.command_text_chars:,} "
+                "are accepted (command_text_chars): keep the detail elsewhere and name it here",
+            )
     match command:
         case ProposePolicyVersion():
             return _propose(state, command, now, new_id, admins, limits)
