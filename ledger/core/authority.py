@@ -793,28 +793,18 @@ def key_registrar(
     delegate's for the rule that nobody approves their own version: whoever registers a key may
     hold its private half, and grants the principal gains later must not reach them."""
     record = state.principals.get(actor) if key_id is not None else None
-    keys = {k.key_id: k for k in record.keys} if record else {}
-    key = keys.get(key_id) if key_id is not None else None
-    seen: set[str] = set()
+    key = record.key(key_id) if record is not None else None
     # A key the principal registered itself is as good as the key that signed that
     # registration: one registered, before delegates were refused it, with a key a delegate
     # registered stays the delegate's (a review: else that second key approved the delegate's
-    # own version).
-    while key is not None and key.registered_by == actor and key.registered_with not in seen:
-        seen.add(key.key_id)
-        key = keys.get(key.registered_with) if key.registered_with else None
-        if key is None:
-            return None
-    if (
-        key is None
-        or key.registered_by in (actor, COMMAND_PROCESSOR)
-        or key.registered_by in admins
-    ):
+    # own version). ActorKey.origin follows that chain as the keys are folded.
+    origin = key.origin if key is not None else None
+    if origin is None or origin in (actor, COMMAND_PROCESSOR) or origin in admins:
         return None
-    registrar = state.principals.get(key.registered_by)
+    registrar = state.principals.get(origin)
     if registrar is not None and any(k.registered_by == COMMAND_PROCESSOR for k in registrar.keys):
         return None  # a bootstrap administrator's (a trust anchor), if no longer configured
-    return str(key.registered_by)
+    return origin
 
 
 def replace_key(principal: str) -> str:

@@ -326,6 +326,12 @@ class ActorKey:
     if that proves it (:func:`ledger.core.signing.registration_problem`)."""
     revocation: ActorKeyRevoked | None = field(default=None, compare=False, repr=False)
     """The event that revoked it: which command, and where in its actor's history."""
+    origin: str | None = field(default=None, compare=False, repr=False)
+    """Who registered it, through the keys its principal registered itself: for a key the
+    principal registered with another of its keys, that key's origin (``None``: with none of
+    its keys), else ``registered_by``. Kept as each key is folded, so
+    :func:`ledger.core.authority.key_registrar` reads it at once (a red team's chain of 9,000
+    self-registrations made ``actor verify`` walk it again for every event: quadratic)."""
 
     @property
     def active(self) -> bool:
@@ -351,6 +357,18 @@ class PrincipalRecord:
     that took the grant away). Evaluation never reads it: a grant id is never issued again
     (:func:`grant_id_use`), so a decision's grant id names one grant for good. Persistent, as
     :attr:`grants` is: a fold adds to it without copying it."""
+    _key_index: dict[str, ActorKey] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
+
+    def key(self, key_id: str | None) -> ActorKey | None:
+        """The key ``key_id`` of this principal (active or revoked), found at once: an index of
+        :attr:`keys` built at the first look-up (a principal may register thousands)."""
+        index = self._key_index
+        if index is None:
+            index = {k.key_id: k for k in self.keys}
+            object.__setattr__(self, "_key_index", index)
+        return index.get(key_id) if key_id is not None else None
 
 
 _NONE_REVOKED: Final[PMap[str, datetime]] = PMap()
@@ -512,9 +530,7 @@ _PRINCIPAL_EVENTS: Final = (
 def actor_key(state: LedgerState, actor: str, key_id: str) -> ActorKey | None:
     """``actor``'s key ``key_id`` (active or revoked), or ``None`` when it is not theirs."""
     record = state.principals.get(actor)
-    if record is None:
-        return None
-    return next((k for k in record.keys if k.key_id == key_id), None)
+    return record.key(key_id) if record is not None else None
 
 
 def key_owner(state: LedgerState, key_id: str) -> str | None:
@@ -600,7 +616,9 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
                 return state
             grants = _GrantChanges(prec.grants if prec is not None else HeldGrants())
             roles = set(prec.roles) if prec is not None else set()
-            keys = {k.key_id: k for k in prec.keys} if prec is not None else {}
+            # The keys as a map only for an event that changes them: the others keep the tuple.
+            changes_keys = isinstance(event, ActorKeyRegistered | ActorKeyRevoked)
+            keys = {k.key_id: k for k in prec.keys} if prec is not None and changes_keys else {}
             assigned_by = dict(prec.role_assigned_by) if prec is not None else {}
             revoked: dict[str, datetime] = {}  # this event's, added to the persistent map
             _apply_grant(grants, roles, keys, assigned_by, revoked, event)
@@ -609,7 +627,7 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
                 sequence=event.sequence,
                 grants=grants.frozen(),
                 roles=frozenset(roles),
-                keys=tuple(keys.values()),
+                keys=tuple(keys.values()) if changes_keys or prec is None else prec.keys,
                 role_assigned_by=assigned_by,
                 revoked_grants=(prec.revoked_grants if prec is not None else _NONE_REVOKED).update(
                     revoked
@@ -976,6 +994,14 @@ def _apply_policy(
 _PROMOTABLE: Final = frozenset({Stage.SHADOW, Stage.CANARY, Stage.ACTIVE})
 
 
+def _origin(keys: Mapping[str, ActorKey], event: ActorKeyRegistered) -> str | None:
+    """:attr:`ActorKey.origin` of the key ``event`` registers, among its principal's ``keys``."""
+    if event.actor != event.principal:
+        return event.actor
+    signer = keys.get(event.command_key_id) if event.command_key_id is not None else None
+    return signer.origin if signer is not None else None
+
+
 def _apply_grant(
     grants: MutableMapping[str, Grant | GrantIssued],
     roles: set[str],
@@ -1019,6 +1045,7 @@ def _apply_grant(
                     registered_by=event.actor,
                     registered_with=event.command_key_id,
                     registration=event,
+                    origin=_origin(keys, event),
                 )
         case ActorKeyRevoked():
             key = keys.get(event.actor_key_id)
