@@ -158,6 +158,10 @@ def ps_cmd(as_json: bool) -> None:
                 "broker": {**b.as_dict(), "answering": answering},
                 "processors": _json(procs),
                 "code": installed_fingerprint(),
+                # What the exit status is for, as the table's lines say it (an operator's
+                # walkthrough: exit 1 with nothing to tell a monitor why).
+                "problems": problems,
+                "notes": [n for n in (elsewhere,) if n is not None],
             }
         )
     else:

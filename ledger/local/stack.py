@@ -26,6 +26,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -323,11 +324,16 @@ def held_elsewhere(settings: Settings, bootstrap: str, procs: list[ProcessStatus
     older release), or the broker was not asked (not reachable, no admin credential).
 
     An operator's walkthrough: an evaluator started by hand held 2 of 6 request partitions,
-    every request was answered, and `ps` exited 1 saying requests to them wait."""
+    every request was answered, and `ps` exited 1 saying requests to them wait. Another: the
+    partitions a killed evaluator of this host still held until the broker dropped its
+    session (about 10 s) were counted as an evaluator started by hand's, and `up` said "ledger
+    is up" while requests to them waited; a member whose client id names an evaluator process
+    of this host that is gone, or that ``procs`` says is unhealthy, holds nothing here."""
     ours = [p for p in procs if p.healthy and _split(p.name)[0] == "evaluator"]
     if any(p.client_id is None and p.requests_held for p in ours):
         return None
     clients = {p.client_id for p in ours}
+    stuck = {p.pid for p in procs if not p.healthy and p.pid is not None}
     group = settings.topics.group(PROCESSOR_GROUPS["evaluator"])
     try:
         admin = resolve_security(settings, "admin", bootstrap=bootstrap)
@@ -336,7 +342,28 @@ def held_elsewhere(settings: Settings, bootstrap: str, procs: list[ProcessStatus
         )
     except LedgerError:
         return None
-    return sum(n for client, n in held.items() if client not in clients)
+    return sum(
+        n for client, n in held.items() if client not in clients and not _gone(client, stuck)
+    )
+
+
+def _gone(client: str | None, stuck: set[int]) -> bool:
+    """Is ``client`` the client id of an evaluator of this host (``evaluator-HOST-PID``) whose
+    process is gone, or one of ``stuck`` (this home's, unhealthy): a member the broker keeps
+    until its session times out, holding partitions nobody answers."""
+    prefix = f"evaluator-{socket.gethostname()}-"
+    if client is None or not client.startswith(prefix) or not client[len(prefix) :].isdigit():
+        return False
+    pid = int(client[len(prefix) :])
+    if pid in stuck:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # someone else's process: alive
+        return False
+    return False
 
 
 def request_holders(

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -1055,3 +1057,30 @@ def test_a_librdkafka_warning_it_retries_itself_while_a_broker_starts_is_said_at
     other = _record("ledger.kafka.librdkafka", "%s [%s] %s", "FAIL", "c", "Connection refused")
     other.levelno = logging.WARNING
     assert throttle.filter(other) and other.levelno == logging.WARNING
+
+
+def test_partitions_a_gone_evaluator_of_this_host_still_holds_are_unheld_and_json_says_why(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: after a kill -9, the dead evaluator's member held 3 of 6
+    # partitions until its session timed out; they counted as an evaluator started by hand's,
+    # `up` said "ledger is up" while requests to them waited, and `ps --json` exited 1 with
+    # nothing saying why.
+    import socket
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is no process now
+    dead = f"evaluator-{socket.gethostname()}-{gone.pid}"
+    monkeypatch.setattr(stack, "partitions_by_client", lambda *a, **k: {"ours": 3, dead: 3})
+    _beat(settings, both["evaluator"], requests=(3, 6), client="ours")
+    said = CliRunner().invoke(cli, ["ps", "--json"])
+    assert said.exit_code == 1
+    report = json.loads(said.stdout)
+    (problem,) = report["problems"]
+    assert problem.startswith("the evaluators hold 3 of 6 request partitions: requests to")
+    assert report["notes"] == []
+    alive = f"evaluator-{socket.gethostname()}-{os.getpid()}"  # a live process: started by hand
+    monkeypatch.setattr(stack, "partitions_by_client", lambda *a, **k: {"ours": 3, alive: 3})
+    said = CliRunner().invoke(cli, ["ps", "--json"])
+    assert said.exit_code == 0 and json.loads(said.stdout)["problems"] == []
+    assert "held by an evaluator this home did not start" in json.loads(said.stdout)["notes"][0]
