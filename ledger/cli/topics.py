@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from ledger.cli.common import bootstrap_option, connection, load_settings
 from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, print_table
 from ledger.kafka.acls import ensure_acls
 from ledger.kafka.clients import check_reachable
-from ledger.kafka.topics import EVALUATION_PARTITIONS, create_topics, topic_specs
+from ledger.kafka.topics import (
+    EVALUATION_PARTITIONS,
+    create_topics,
+    set_requests_retention,
+    topic_specs,
+)
 
 __all__ = ["group"]
 
@@ -99,3 +106,58 @@ def create_cmd(
             "): Kafka cannot take partitions away",
             err=True,
         )
+
+
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration_ms(value: str | None) -> int | None:
+    """``7d``, ``12h``, ``30m``, ``90s``, ``500ms`` or ``forever`` as milliseconds (-1: forever)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "forever":
+        return -1
+    found = re.fullmatch(r"\s*(\d{1,12})\s*(ms|s|m|h|d)\s*", value)
+    if found is None:
+        raise click.BadParameter(
+            f"{value!r}: give a number and a unit (7d, 12h, 30m, 90s) or forever"
+        )
+    return int(found.group(1)) * _UNITS[found.group(2)]
+
+
+@group.command("retention")
+@bootstrap_option
+@click.option(
+    "--time",
+    "keep_for",
+    metavar="DURATION",
+    default=None,
+    help="How long agents' requests are kept: 7d, 12h, 30m, or forever.",
+)
+@click.option(
+    "--bytes",
+    "keep_bytes",
+    type=click.IntRange(-1, None),
+    default=None,
+    help="How many bytes of requests each partition keeps (-1: no limit).",
+)
+@json_option
+@handle_errors
+def retention_cmd(
+    bootstrap: str | None, keep_for: str | None, keep_bytes: int | None, as_json: bool
+) -> None:
+    """Show or set how long the agents' requests are kept (ledger.evaluation-requests: the one
+    topic whose retention is yours; the others hold what the processors replay and an export
+    verifies, so they keep everything). `ledger up` and `topics create` keep what you set here.
+    A request deleted so is missing from later exports, and `replay --decision` of its decision
+    exits 12. Runs as the admin role."""
+    ms = _duration_ms(keep_for)
+    settings = load_settings(bootstrap)
+    address, security = connection(settings, "admin")
+    check_reachable(address)
+    topic = settings.topics.evaluation_requests
+    now = set_requests_retention(address, topic, ms=ms, size=keep_bytes, security=security)
+    if as_json:
+        print_json({"topic": topic, **now})
+    else:
+        print_table(["topic", "retention.ms", "retention.bytes"], [[topic, *now.values()]])

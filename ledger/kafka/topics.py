@@ -40,6 +40,7 @@ from ledger.settings import KafkaSecurity, Settings
 __all__ = [
     "TopicSpec",
     "COMMANDS_KEPT",
+    "set_requests_retention",
     "topic_specs",
     "create_topics",
     "TopicReport",
@@ -330,5 +331,38 @@ def describe_topic_configs(
     admin = make_admin(bootstrap, security=security)
     try:
         return {n: _describe(admin, ConfigResource(ConfigResourceType.TOPIC, n)) for n in names}
+    finally:
+        admin.close()
+
+
+def set_requests_retention(
+    bootstrap: str,
+    topic: str,
+    *,
+    ms: int | None = None,
+    size: int | None = None,
+    security: KafkaSecurity | None = None,
+) -> dict[str, str]:
+    """Set the retention of the requests topic ``topic`` (``retention.ms``, ``retention.bytes``;
+    -1: forever), the one topic whose retention is the operator's (:data:`OPERATORS_RETENTION`),
+    keeping its other configs; its retention configs as they are after. Without either, only
+    read them."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    wanted = {
+        name: str(value)
+        for name, value in (("retention.ms", ms), ("retention.bytes", size))
+        if value is not None
+    }
+    admin = make_admin(bootstrap, security=security)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+        current = _describe(admin, resource)
+        if wanted:
+            admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, configs={**current, **wanted})]
+            )
+            current = {**current, **wanted}
+        return {name: current.get(name, "-1") for name in OPERATORS_RETENTION}
     finally:
         admin.close()

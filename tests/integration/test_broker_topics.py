@@ -365,3 +365,37 @@ def test_the_topics_outsiders_write_take_the_brokers_time(kafka, topic_names):
     assert stamped[topic_names.evaluation_requests] >= sent - 60_000
     assert stamped[topic_names.commands] >= sent - 60_000
     assert stamped[topic_names.decisions] == 86_400_000  # the ledger's own writers keep theirs
+
+
+def test_cli_topics_retention_sets_the_requests_retention_and_create_keeps_it(kafka, topic_names):
+    # An operator's walkthrough: the README said `kafka-configs.sh`, which a `ledger up`
+    # install does not have; they wrote an admin client by hand.
+    create_topics(
+        kafka.bootstrap, topic_specs(Settings(topics=topic_names)), security=kafka.security("admin")
+    )
+    env = {
+        "LEDGER_BOOTSTRAP": kafka.bootstrap,
+        "LEDGER_TOPIC_PREFIX": topic_names.prefix,
+        "LEDGER_CREDENTIALS": str(kafka.settings.credentials),
+    }
+    requests = topic_names.evaluation_requests
+    done = CliRunner().invoke(
+        cli, ["topics", "retention", "--time", "12h", "--bytes", "1073741824", "--json"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == {
+        "topic": requests,
+        "retention.ms": str(12 * 3_600_000),
+        "retention.bytes": "1073741824",
+    }
+    kept = CliRunner().invoke(cli, ["topics", "create"], env=env)
+    assert kept.exit_code == 0, kept.output
+    assert f"kept the operator's retention on {requests}" in kept.stderr
+    cfg = describe_topic_configs(kafka.bootstrap, [requests], security=kafka.security("admin"))
+    assert cfg[requests]["retention.ms"] == str(12 * 3_600_000)
+    shown = CliRunner().invoke(cli, ["topics", "retention", "--time", "forever", "--json"], env=env)
+    assert json.loads(shown.stdout)["retention.ms"] == "-1"
+    bad = CliRunner().invoke(cli, ["topics", "retention", "--time", "a week"], env=env)
+    assert bad.exit_code == 2 and "give a number and a unit (7d, 12h, 30m, 90s) or forever" in (
+        bad.output
+    )
