@@ -103,17 +103,24 @@ class PolicyProblem:
     column: int | None = None
 
     def __str__(self) -> str:
+        """One line, its parts shortened: a problem may quote a hostile value whole (a red
+        team's 250,000-character tag, rule id or fact type made a 250 KB line)."""
         where = []
         if self.file:
             where.append(self.file + (f":{self.line}" if self.line else ""))
         if self.rule:
-            where.append(f"rule {self.rule!r}")
+            where.append(f"rule {_cut(self.rule, 128)!r}")
         if self.field:
-            where.append(self.field)
+            where.append(_cut(self.field, 200))
         if self.column and not self.file:
             where.append(f"column {self.column}")
         prefix = ", ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        message = _cut(self.message, 1_000)
+        return f"{prefix}: {message}" if prefix else message
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
 
 
 class PolicyError(LedgerError):

@@ -194,7 +194,8 @@ def errors_warning(since: DecisionCounts, seconds: float) -> str | None:
         return None
     return (
         f"{note} in the last {seconds:.0f} s: a policy version that fails on its requests "
-        "(`ledger policy rollback NAME` restores the version before), or requests whose facts "
+        "(`ledger policy rollback NAME --reason WHY --by ACTOR` restores the version before), "
+        "or requests whose facts "
         "it refuses (invalid_facts)"
     )
 

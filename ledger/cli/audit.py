@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from ledger.cli.common import from_option, load_settings, note_incomplete
-from ledger.cli.output import HelpfulGroup, handle_errors, print_json, print_table
+from ledger.cli.output import HelpfulGroup, Lines, handle_errors, print_json, print_table
 from ledger.core.boundedjson import nesting_exceeds
 from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
@@ -165,7 +165,7 @@ def list_queries(as_json: bool) -> None:
     print_table(
         ["name", "question", "parameters"],
         [
-            [q.name, q.question, "\n".join(f"{p.name} {p.type}: {p.description}" for p in q.params)]
+            [q.name, q.question, Lines(f"{p.name} {p.type}: {p.description}" for p in q.params)]
             for q in queries.values()
         ],
     )

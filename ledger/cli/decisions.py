@@ -125,6 +125,11 @@ def decisions_cmd(
     otherwise; over an export, `ledger audit run shadow_disagreements` counts them).
     """
     start, end = time_window(since, until)  # before connecting: a typo costs no wait
+    given = {"--request": request_id, "--decision": decision_id, "--principal": principal}
+    given |= {"--action": action, "--policy": policy}
+    for flag, value in given.items():
+        if value == "":  # an unset $ID: every decision matched it (a red team)
+            raise UsageError(f"{flag} is empty: give a value, or leave {flag} out")
     if policy_version is not None and policy is None:
         raise UsageError("--version needs --policy: versions are numbered per policy")
     settings = load_settings(bootstrap)

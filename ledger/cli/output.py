@@ -104,12 +104,23 @@ def printable(text: str, limit: int | None = MAX_CELL, *, one_line: bool = False
     return text.replace("\n", "\\n") if one_line else text
 
 
+class Lines(tuple[str, ...]):
+    """A table cell of several lines, each shown on its own (any other cell is one line)."""
+
+    __slots__ = ()
+
+
 def _cell(value: Any) -> str:
+    """One table cell: escaped (:func:`printable`), a newline as ``\\n``, so a sender's text
+    cannot start a line of its own (a red team: a resource ``account:a\\ndetermination │
+    allow`` added a row to ``ledger decisions``); a :class:`Lines` cell, each line so."""
+    if isinstance(value, Lines):
+        return "\n".join(_cell(line) for line in value)
     try:
         text = str(to_json_value(value))
     except TypeError:  # not ledger data (a path, a count object): as Python prints it
         text = str(value)
-    return printable(text)
+    return printable(text).replace("\n", "\\n")
 
 
 def print_json(value: Any) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
 from ledger.cli.common import bootstrap_option, connection, load_settings
@@ -117,12 +115,14 @@ def _duration_ms(value: str | None) -> int | None:
         return None
     if value.strip().lower() == "forever":
         return -1
-    found = re.fullmatch(r"\s*(\d{1,12})\s*(ms|s|m|h|d)\s*", value)
-    if found is None:
+    text = value.strip().lower()
+    unit = "ms" if text.endswith("ms") else text[-1:]
+    number = text[: len(text) - len(unit)].strip()
+    if unit not in _UNITS or not number.isascii() or not number.isdigit() or len(number) > 12:
         raise click.BadParameter(
             f"{value!r}: give a number and a unit (7d, 12h, 30m, 90s) or forever"
         )
-    return int(found.group(1)) * _UNITS[found.group(2)]
+    return int(number) * _UNITS[unit]
 
 
 @group.command("retention")

@@ -362,7 +362,14 @@ def set_requests_retention(
             admin.alter_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic, configs={**current, **wanted})]
             )
-            current = {**current, **wanted}
+            # The broker applies it a moment later: return once it reads back (a `topics
+            # create` straight after would otherwise see, and keep, the old one).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                current = _describe(admin, resource)
+                if all(current.get(k) == v for k, v in wanted.items()):
+                    break
+                time.sleep(0.1)
         return {name: current.get(name, "-1") for name in OPERATORS_RETENTION}
     finally:
         admin.close()

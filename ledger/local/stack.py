@@ -406,8 +406,9 @@ def erroring(procs: list[ProcessStatus]) -> str | None:
     span = max(p.recent_seconds or 0.0 for p in counted)
     return (
         f"{note} in the last {span:.0f} s: requests are answered, but not decided; a policy "
-        "that fails on its requests is rolled back with `ledger policy rollback NAME` (the "
-        "evaluators' logs say more)"
+        "that fails on its requests is rolled back with `ledger policy rollback NAME --reason "
+        "WHY --by ACTOR` (an actor holding ledger.policy.rollback on it, or an administrator; "
+        "the evaluators' logs say more)"
     )
 
 

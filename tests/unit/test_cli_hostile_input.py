@@ -479,6 +479,16 @@ def test_what_the_ledger_holds_cannot_drive_the_terminal(
     assert "\\x1b[8m\\u202e\\x9b" in out and "deny" in out
     print_table(["key"], [["k" * 50_000]])  # a cell is bounded too: --json shows it whole
     assert "(50,000 characters; --json shows all)" in capsys.readouterr().out
+    # A newline started a line of its own: "account:a\ndetermination │ allow" read as a row.
+    print_table(["resource", "determination"], [["account:a\ndetermination │ allow", "deny"]])
+    out = capsys.readouterr().out
+    assert "account:a\\ndetermination │ allow" in out
+    assert not any(line.startswith("determination") for line in out.splitlines())
+    from ledger.cli.output import Lines
+
+    print_table(["parameters"], [[Lines(["a int: one", "b x\ny: two"])]])
+    shown = capsys.readouterr().out
+    assert "a int: one" in shown and "b x\\ny: two" in shown
     with pytest.raises(SystemExit):
         fail("tampered: \x1b]0;owned\x07")
     assert "\\x1b]0;owned\\x07" in capsys.readouterr().err

@@ -177,7 +177,7 @@ def test_the_evaluator_logs_a_warning_naming_the_codes_and_versions() -> None:
     assert said is not None and said.startswith(
         "40 of 100 decisions were `error` (condition_error from refund v3: 40) in the last 30 s"
     )
-    assert "`ledger policy rollback NAME`" in said
+    assert "`ledger policy rollback NAME --reason WHY --by ACTOR`" in said
     for _ in range(400):
         since.count("allow", None, "refund", 3)
     assert errors_warning(since, 30.0) is None  # under a tenth

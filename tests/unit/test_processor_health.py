@@ -899,7 +899,7 @@ def test_ps_says_when_an_evaluators_decisions_are_mostly_errors(
     _beat(settings, both["evaluator"], recent=_counts(error=40))
     erring = runner.invoke(cli, ["ps"])
     assert erring.exit_code == 1 and ERRORING in erring.stderr, erring.output
-    assert "`ledger policy rollback NAME`" in erring.stderr
+    assert "`ledger policy rollback NAME --reason WHY --by ACTOR`" in erring.stderr
     shown = runner.invoke(cli, ["ps", "--json"])
     assert shown.exit_code == 1
     procs = {p["name"]: p for p in json.loads(shown.stdout)["processors"]}

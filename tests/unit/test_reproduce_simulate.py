@@ -1830,6 +1830,12 @@ def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
     assert "no decision has id 'req-2' (a request id? --request takes it)" in nothing.stderr
     nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2", "--json"])
     assert "no decision has id 'req-2'" in nothing.stderr
+    # A red team: an empty value (an unset $ID) matched every decision.
+    empty = CliRunner().invoke(decisions.decisions_cmd, ["--decision", ""])
+    assert (
+        empty.exit_code == 2
+        and "--decision is empty: give a value, or leave --decision out" in (empty.output)
+    )
     # An auditor's walkthrough: with another filter that left it out, it was "no decision".
     filtered = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "dec-2", "--policy", "x"])
     assert "decision 'dec-2' is in the ledger, but not as the other filters ask: drop them" in (

@@ -205,3 +205,12 @@ def test_an_int_bound_with_a_fraction_or_a_huge_exponent_is_refused_at_once(boun
     )
     with pytest.raises(PolicyError, match="must be an integer for an int fact"):
         parse_policy(doc)
+
+
+def test_a_problem_quoting_a_hostile_value_is_shown_shortened() -> None:
+    # A red team: a 250,000-character rule id or tag made `policy validate` print a 250 KB line.
+    from ledger.errors import PolicyProblem
+
+    shown = str(PolicyProblem(message="bad " + "x" * 300_000, rule="r" * 300_000, line=3))
+    assert len(shown) < 1_400
+    assert "(300,004 characters)" in shown and "(300,000 characters)" in shown
