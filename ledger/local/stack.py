@@ -662,7 +662,14 @@ def _up(
     wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
     # Further workers an earlier `up --evaluators N` started are looked after too, running or
     # dead: each keeps its pid file until `ledger down` stops it.
-    wanted += [p.name for p in processes(settings, bootstrap=bootstrap) if p.name not in wanted]
+    more = [p.name for p in processes(settings, bootstrap=bootstrap) if p.name not in wanted]
+    if more:  # an operator's walkthrough: `up --evaluators 1` beside 3 said nothing of them
+        progress(
+            f"{', '.join(more)} (of an earlier `up --evaluators N`) stay part of the stack: --evaluators "
+            "starts workers, it does not stop them; `ledger down --keep-broker && ledger up "
+            f"--evaluators {evaluators}` runs exactly {evaluators}"
+        )
+    wanted += more
     if _run_dir(settings).is_dir():
         # Checked first: processors that cannot write their heartbeats there look unhealthy,
         # and waiting for them to recover would only delay the same refusal by 20 s.

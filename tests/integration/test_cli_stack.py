@@ -89,6 +89,10 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         os.kill(second, signal.SIGKILL)
         healed = runner.invoke(cli, ["up"])
         assert healed.exit_code == 0 and "starting evaluator-2" in healed.stderr, healed.output
+        # An operator's walkthrough: `up --evaluators 1` beside more said nothing of them.
+        assert "evaluator-2 (of an earlier `up --evaluators N`) stay part of the stack: " in (
+            healed.stderr
+        )
         after = _pids(runner)
         assert after["evaluator-2"] not in (None, second)
 
