@@ -152,6 +152,10 @@ def ps_cmd(as_json: bool) -> None:
     if erroring is not None:
         problems.append(erroring)
     other = [p.name for p in procs if p.same_code is False]
+    # Asked only of a broker that answers, and while an evaluator is healthy: `ps` stays quick.
+    evaluating = any(p.healthy and p.name.startswith("evaluator") for p in procs)
+    address = stack.kafka_address(settings) if (answering or not local) and evaluating else None
+    waiting = stack.requests_waiting(settings, address, procs) if address else None
     if as_json:
         print_json(
             {
@@ -161,6 +165,8 @@ def ps_cmd(as_json: bool) -> None:
                 # What the exit status is for, as the table's lines say it (an operator's
                 # walkthrough: exit 1 with nothing to tell a monitor why).
                 "problems": problems,
+                # Requests not answered and committed yet: how far behind the evaluators are.
+                "requests_waiting": waiting,
                 "notes": [n for n in (elsewhere,) if n is not None],
             }
         )
@@ -198,6 +204,8 @@ def ps_cmd(as_json: bool) -> None:
         )
         for problem in problems:
             click.echo(problem, err=True)
+        if waiting:
+            click.echo(f"{waiting:,} requests wait for an evaluator's answer", err=True)
         if elsewhere is not None:  # they answer: a fact, not a problem
             click.echo(elsewhere, err=True)
         if other:  # healthy or not, it answers with the old code: not a health problem

@@ -10,7 +10,7 @@ from ledger.errors import KafkaUnavailable
 from ledger.kafka.clients import make_admin
 from ledger.settings import KafkaSecurity
 
-__all__ = ["partitions_by_client"]
+__all__ = ["partitions_by_client", "records_waiting"]
 
 
 def partitions_by_client(
@@ -57,3 +57,40 @@ def _count(assignment: Any, topic: str) -> int:
         for p in pairs
         if (p["topic"] if isinstance(p, dict) else p[0]) == topic
     )
+
+
+def records_waiting(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: int,
+    *,
+    security: KafkaSecurity | None = None,
+) -> int:
+    """How many records of ``topic``'s ``partitions`` consumer group ``group`` has not committed
+    yet, as the broker says (each partition's end offset less the group's committed one, or its
+    log start where it committed none): how far behind the evaluators are (an operator's
+    walkthrough: nothing showed a 75,000-request backlog). :class:`KafkaUnavailable` when the
+    broker cannot be asked."""
+    from kafka import TopicPartition
+    from kafka.admin import OffsetSpec
+    from kafka.errors import KafkaError
+
+    parts = [TopicPartition(topic, p) for p in range(partitions)]
+    try:
+        admin = make_admin(bootstrap, security=security)
+        try:
+            ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in parts})
+            starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in parts})
+            committed = admin.list_group_offsets({group: parts}).get(group) or {}
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot read the offsets of {topic} for {group}: {exc}") from exc
+    waiting = 0
+    for tp in parts:
+        end, start = ends[tp].offset, starts[tp].offset
+        at = committed.get(tp)
+        position = at.offset if at is not None and at.offset >= 0 else start
+        waiting += max(0, end - max(position, start))
+    return waiting

@@ -45,7 +45,7 @@ from ledger.errors import LedgerError, ProcessorError, UsageError
 from ledger.files import open_private, private_dir, private_umask, write_private
 from ledger.kafka.acls import PROCESSOR_GROUPS, ensure_acls
 from ledger.kafka.clients import check_reachable
-from ledger.kafka.groups import partitions_by_client
+from ledger.kafka.groups import partitions_by_client, records_waiting
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.kafka.topics import create_topics, topic_specs
 from ledger.keys import KeyStore
@@ -68,6 +68,7 @@ __all__ = [
     "erroring",
     "low_disk",
     "held_elsewhere",
+    "requests_waiting",
     "request_holders",
 ]
 
@@ -364,6 +365,24 @@ def _gone(client: str | None, stuck: set[int]) -> bool:
     except OSError:  # someone else's process: alive
         return False
     return False
+
+
+def requests_waiting(settings: Settings, bootstrap: str, procs: list[ProcessStatus]) -> int | None:
+    """How many agents' requests the evaluators have not answered and committed yet
+    (:func:`~ledger.kafka.groups.records_waiting`; a batch in hand counts until committed);
+    ``None`` when it cannot tell (no evaluator has said how many partitions there are, or the
+    broker was not asked)."""
+    of = max((p.requests_of or 0 for p in procs if _split(p.name)[0] == "evaluator"), default=0)
+    if not of:
+        return None
+    group = settings.topics.group(PROCESSOR_GROUPS["evaluator"])
+    try:
+        admin = resolve_security(settings, "admin", bootstrap=bootstrap)
+        return records_waiting(
+            bootstrap, group, settings.topics.evaluation_requests, of, security=admin
+        )
+    except LedgerError:
+        return None
 
 
 def request_holders(

@@ -54,8 +54,10 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         # Each runs the code installed (its heartbeat says which). An upgrade installed under
         # them (a file of the code changed on disk): `up` leaves them running, but does not say
         # the ledger is up, and `ps` says which run other code.
-        procs = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)["processors"]
+        shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
+        procs = shown["processors"]
         assert all(p["code"] == installed_fingerprint() and p["same_code"] for p in procs)
+        assert shown["requests_waiting"] == 0  # asked of the broker: nothing sent, none waits
         fix = tmp_path / "request_handler.py"
         fix.write_text("a fix")
         files = snapshots.installed_files()

@@ -38,3 +38,36 @@ def test_the_broker_says_which_client_holds_how_many_partitions(
     assert (
         partitions_by_client(bootstrap, f"none-{uuid.uuid4().hex[:8]}", "t", security=admin) == {}
     )
+
+
+def test_the_broker_says_how_many_records_a_group_has_not_committed(
+    kafka: Any, ledger_topics: TopicNames
+) -> None:
+    # An operator's walkthrough: nothing showed a 75,000-request backlog but agents' timeouts.
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from ledger.kafka.clients import make_consumer, make_producer
+    from ledger.kafka.groups import records_waiting
+
+    bootstrap, admin = kafka.bootstrap, kafka.security("admin")
+    topic = ledger_topics.evaluation_requests
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    # Partition 0 only: nothing committed, so everything from its log start waits.
+    before = records_waiting(bootstrap, group, topic, 1, security=admin)
+    producer = make_producer(bootstrap, security=admin)
+    try:
+        for _ in range(5):
+            producer.send(topic, b"x", partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+    assert records_waiting(bootstrap, group, topic, 1, security=admin) == before + 5
+    p0 = TopicPartition(topic, 0)
+    consumer = make_consumer(bootstrap, security=admin, group_id=group, enable_auto_commit=False)
+    try:
+        end = consumer.end_offsets([p0])[p0]
+        consumer.commit({p0: OffsetAndMetadata(end - 2, "", -1)})
+    finally:
+        consumer.close()
+    assert records_waiting(bootstrap, group, topic, 1, security=admin) == 2
