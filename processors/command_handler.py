@@ -296,7 +296,7 @@ class CommandHandler:
         first = self.first_answer(command.event_id)
         result: CommandAccepted | CommandRejected
         if first is not None:  # decided before: its first answer again, nothing applied
-            again = decide_again(state, command, first, trust=self.trust, now=now)
+            again = decide_again(state, command, first, trust=self.trust)
             if not isinstance(again, Rejection):
                 more = self._finish(state, command, first, now, step)
                 again = more if isinstance(more, Rejection) else (*again, *more)
@@ -350,7 +350,7 @@ class CommandHandler:
     ) -> tuple[str, ...] | Rejection:
         """The ids of the events an applied command left unwritten, now put in ``step``
         (:func:`finish_again`; nearly always none)."""
-        rest = finish_again(state, command, first, now=now, new_id=self.new_id)
+        rest = finish_again(state, command, first, now=now, new_id=self.new_id, trust=self.trust)
         if not isinstance(rest, Rejection) and rest:
             log.warning(
                 "command %s was cut short before: writing its %d remaining events",

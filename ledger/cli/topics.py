@@ -122,7 +122,17 @@ def _duration_ms(value: str | None) -> int | None:
         raise click.BadParameter(
             f"{value!r}: give a number and a unit (7d, 12h, 30m, 90s) or forever"
         )
-    return int(number) * _UNITS[unit]
+    ms = int(number) * _UNITS[unit]
+    if not _SHORTEST_MS <= ms <= _LONGEST_MS:
+        raise click.BadParameter(
+            f"{value!r}: keep requests from 10 minutes (shorter would delete requests the "
+            "evaluators have not read) to 100 years, or forever"
+        )
+    return ms
+
+
+_SHORTEST_MS = 10 * 60_000
+_LONGEST_MS = 100 * 365 * 86_400_000
 
 
 @group.command("retention")

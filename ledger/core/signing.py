@@ -584,14 +584,14 @@ def registration_problem(
     known: Mapping[str, bytes] | None = None,
     *,
     admins: frozenset[str] = frozenset(),
-    now: datetime | None = None,
-    proven: set[str] | None = None,
+    proven: set[tuple[str, str, bytes, str]] | None = None,
 ) -> str | None:
     """Why ``owner``'s ``key`` may not sign, for how it came into the ledger, if it may not. A
-    key signs only if its registration is proven (:func:`verify_event`: signed, over a command
-    that asked for it, by a key of the registering actor registered before it and not yet
-    revoked) and was the registering actor's to make (:func:`_registration_authority`), and
-    so on for the key that signed it, back to a trusted anchor (:func:`_trusted_anchor`).
+    key signs only if its id is its public key's, its registration is proven
+    (:func:`verify_event`: signed, over a command that asked for it, by a key of the
+    registering actor registered before it and not yet revoked) and was the registering
+    actor's to make (:func:`_registration_authority`), and so on for the key that signed it,
+    back to a trusted anchor (:func:`_trusted_anchor`).
 
     A red team, holding the command processor's credential, wrote an ``ActorKeyRegistered`` of
     its own key for another actor into the log: the processor folded it and accepted the
@@ -600,12 +600,19 @@ def registration_problem(
     ``human:admin``: signed, but not that actor's to make. The signing key itself, when it is
     an anchor, must be a configured one (:func:`authenticate`).
 
-    ``proven``: key ids proven before, added to as keys are (not those a delegate's grant
-    proves, which a revocation may end)."""
-    chain: list[str] = []
-    delegated = False
-    while proven is None or key.key_id not in proven:
+    ``proven``: the keys proven before, each as (owner, key id, public key, registration event
+    id), added to as keys are: a key is taken as proven only if it is that very registration
+    (a review: cached by its id alone, a key planted under a proven id for another actor
+    signed unchecked)."""
+    chain: list[tuple[str, str, bytes, str]] = []
+    seen: set[str] = set()
+    while True:
         event = key.registration
+        entry = (owner, key.key_id, bytes(key.public_key), event.event_id if event else "")
+        if proven is not None and entry in proven:
+            break
+        if key.key_id != key_id_of(key.public_key):
+            return f"its id {key.key_id} is not its public key's ({key_id_of(key.public_key)})"
         if key.registered_with is None:  # a trust anchor (or a registration without a proof)
             if event is not None and (event.actor != ANCHOR_ACTOR or event.command_signature):
                 return f"its registration {event.event_id} by {event.actor} carries no proof"
@@ -620,21 +627,18 @@ def registration_problem(
         verdict = verify_event(state, event)
         if not verdict.ok:
             return f"its registration {event.event_id} is not proven: {verdict.problem}"
-        refused = _registration_authority(state, event, admins, anchors, known, now)
+        refused = _registration_authority(state, event, admins, anchors, known)
         if refused is not None:
             return f"its registration {event.event_id} was not {event.actor}'s to make: {refused}"
-        delegated = delegated or not (
-            event.actor == event.principal
-            or _administrator(state, event.actor, admins, anchors, known)
-        )
-        chain.append(key.key_id)
+        chain.append(entry)
+        seen.add(key.key_id)
         signer = actor_key(state, event.actor, key.registered_with)
-        if signer is None or signer.key_id in chain:
+        if signer is None or signer.key_id in seen:
             return f"the keys that registered {key.key_id} lead back to it, not to a trust anchor"
         if len(chain) >= KEY_CHAIN_LINKS:
             return f"more than {KEY_CHAIN_LINKS} registrations lead from it to a trust anchor"
         owner, key = event.actor, signer
-    if proven is not None and not delegated:
+    if proven is not None:
         proven.update(chain)
     return None
 
@@ -646,10 +650,16 @@ def _trusted_anchor(
     anchors: Mapping[str, bytes] | None,
     known: Mapping[str, bytes] | None,
 ) -> bool:
-    """Is the trust anchor ``key`` of ``owner`` one to trust: without ``anchors``, any; with
-    them, the configured one, the one the key store holds (``known``: an administrator who is
-    one no more), or one replaced by a later anchor of that administrator that is either (a
-    rotation: the keys the old one registered still sign)."""
+    """Is the trust anchor ``key`` of ``owner`` one to trust: written as the command processor
+    writes anchors (by it, its id its public key's), and, with ``anchors``, the configured one,
+    the one the key store holds (``known``: an administrator who is one no more), or one
+    replaced by a later anchor of that administrator that is either (a rotation: the keys the
+    old one registered still sign); without ``anchors``, any."""
+    event = key.registration
+    if key.key_id != key_id_of(key.public_key) or (
+        event is not None and (event.actor != ANCHOR_ACTOR or event.command_signature)
+    ):
+        return False
     if anchors is None:
         return True
     trusted = {k for k in (anchors.get(owner), (known or {}).get(owner)) if k is not None}
@@ -668,8 +678,11 @@ def _administrator(
     anchors: Mapping[str, bytes] | None,
     known: Mapping[str, bytes] | None,
 ) -> bool:
-    """Is ``actor`` an administrator: configured, or holding a trusted anchor (one who is one
-    no more keeps what its registrations made)."""
+    """Is ``actor`` an administrator: configured, or holding a trusted anchor
+    (:func:`_trusted_anchor`: one who is one no more keeps what its registrations made). An
+    anchor planted in the log for an actor whose ``.pub`` the key store holds is trusted only
+    with that key's own id, which the actor's genuine registration already took (a review:
+    planted under another id, it made a low-privilege actor an administrator)."""
     if actor in admins:
         return True
     record = state.principals.get(actor)
@@ -685,21 +698,31 @@ def _registration_authority(
     admins: frozenset[str],
     anchors: Mapping[str, bytes] | None,
     known: Mapping[str, bytes] | None,
-    now: datetime | None,
 ) -> str | None:
     """Why the registration ``event`` was not its actor's to make, if it was not: a principal
-    registers its own keys, an administrator anyone's; a delegate registered others' keys only
-    before that was refused it (its grant must still hold, and never for an administrator:
-    what such a key may do is bounded by the delegate's grants, ``key_registrar``)."""
+    registers its own keys, an administrator anyone's. Anyone else's registration of another's
+    key (a delegate's, before delegates were refused it; a former administrator's) never makes
+    an administrator's key, and counts only if that registrar holds no anchor the
+    configuration does not trust: what such a key may do is bounded by its registrar's own
+    grants (``key_registrar``), unless the registrar passes for an administrator by an anchor,
+    which an insider can plant."""
     actor, owner = event.actor, event.principal
     if actor == owner or _administrator(state, actor, admins, anchors, known):
         return None
     if _administrator(state, owner, admins, anchors, known):
         return f"only an administrator registers a key of the administrator {owner}"
-    resource = f"principal:{owner}"
-    if now is not None and authorize(state, actor, "ledger.key.register", resource, now=now):
-        return None
-    return f"{actor} is not an administrator and holds no ledger.key.register on {resource}"
+    registrar = state.principals.get(actor)
+    planted = [
+        k.key_id
+        for k in (registrar.keys if registrar is not None else ())
+        if k.registered_with is None and not _trusted_anchor(state, actor, k, anchors, known)
+    ]
+    if planted:
+        return (
+            f"{actor} holds a trust anchor the command processor's configuration does not "
+            f"({planted[0]}), which would free the key from its registrar's limits"
+        )
+    return None
 
 
 def witnesses_from(commands: Iterable[tuple[Command, datetime, bool]]) -> Witnesses:

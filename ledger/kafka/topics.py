@@ -359,9 +359,15 @@ def set_requests_retention(
         resource = ConfigResource(ConfigResourceType.TOPIC, topic)
         current = _describe(admin, resource)
         if wanted:
-            admin.alter_configs(
+            done = admin.alter_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic, configs={**current, **wanted})]
             )
+            # kafka-python answers a refusal as a value, not an exception (a review: a refused
+            # change printed the old retention as if it were set).
+            for outcomes in (done or {}).values():
+                for outcome in (outcomes or {}).values():
+                    if outcome != "OK":  # kafka-python's word for success; else the error
+                        raise UsageError(f"the broker refused the retention of {topic}: {outcome}")
             # The broker applies it a moment later: return once it reads back (a `topics
             # create` straight after would otherwise see, and keep, the old one).
             deadline = time.monotonic() + 10

@@ -395,6 +395,8 @@ def test_cli_topics_retention_sets_the_requests_retention_and_create_keeps_it(ka
     assert cfg[requests]["retention.ms"] == str(12 * 3_600_000)
     shown = CliRunner().invoke(cli, ["topics", "retention", "--time", "forever", "--json"], env=env)
     assert json.loads(shown.stdout)["retention.ms"] == "-1"
+    short = CliRunner().invoke(cli, ["topics", "retention", "--time", "0s"], env=env)
+    assert short.exit_code == 2 and "keep requests from 10 minutes" in short.output
     bad = CliRunner().invoke(cli, ["topics", "retention", "--time", "a week"], env=env)
     assert bad.exit_code == 2 and "give a number and a unit (7d, 12h, 30m, 90s) or forever" in (
         bad.output

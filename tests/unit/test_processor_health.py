@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -1084,3 +1085,26 @@ def test_partitions_a_gone_evaluator_of_this_host_still_holds_are_unheld_and_jso
     said = CliRunner().invoke(cli, ["ps", "--json"])
     assert said.exit_code == 0 and json.loads(said.stdout)["problems"] == []
     assert "held by an evaluator this home did not start" in json.loads(said.stdout)["notes"][0]
+
+
+def test_a_retention_the_broker_refuses_is_an_error_not_the_old_value_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A review: kafka-python answers a refused AlterConfigs as a value; the old retention was
+    # printed as if it were set, exit 0.
+    import ledger.kafka.topics as topics
+
+    class Refusing:
+        def describe_configs(self, resources: Any) -> Any:
+            raise AssertionError("read through _describe")
+
+        def alter_configs(self, resources: Any) -> Any:
+            return {"topic": {"t": "InvalidConfigurationException: Invalid value"}}
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(topics, "make_admin", lambda *a, **k: Refusing())
+    monkeypatch.setattr(topics, "_describe", lambda admin, resource: {"retention.ms": "1"})
+    with pytest.raises(LedgerError, match="the broker refused the retention of t: Invalid"):
+        topics.set_requests_retention("127.0.0.1:9", "t", ms=3_600_000)

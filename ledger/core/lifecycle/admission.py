@@ -54,8 +54,7 @@ def authenticate(
     known: Mapping[str, bytes] | None = None,
     *,
     admins: frozenset[str] = DEFAULT_ADMINS,
-    now: datetime | None = None,
-    proven: set[str] | None = None,
+    proven: set[tuple[str, str, bytes, str]] | None = None,
 ) -> Rejection | None:
     """``None`` when ``command`` is signed by a registered, unrevoked key of its actor, else
     the :class:`Rejection` (``unsigned_command``, ``unknown_actor_key``, ``bad_signature``).
@@ -67,9 +66,9 @@ def authenticate(
     and its commands were accepted as the administrator's).
 
     The key must have come into the ledger proven (:func:`registration_problem`, ``known``: the
-    public keys the processor's key store holds; ``admins``, ``now``: who administers, and when,
-    for the authority of each registration; ``proven``: keys proven before): a key an insider
-    wrote into the log signs nothing.
+    public keys the processor's key store holds; ``admins``: who administers, for the authority
+    of each registration; ``proven``: keys proven before): a key an insider wrote into the log
+    signs nothing.
 
     Looks at nothing but the signature, the key registry and the signed bytes: no document is
     parsed, no authority is consulted."""
@@ -115,7 +114,7 @@ def authenticate(
             "altered after it was signed, or signed with another key)",
         )
     unproven = registration_problem(
-        state, command.actor, key, anchors, known, admins=admins, now=now, proven=proven
+        state, command.actor, key, anchors, known, admins=admins, proven=proven
     )
     if unproven is not None:
         return _reject(
@@ -159,7 +158,7 @@ def decide_signed(
     limits: Limits = DEFAULT_LIMITS,
     anchors: Mapping[str, bytes] | None = None,
     known: Mapping[str, bytes] | None = None,
-    proven: set[str] | None = None,
+    proven: set[tuple[str, str, bytes, str]] | None = None,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     """:func:`authenticate` (``anchors``: the configured trust anchors, ``known``: the key
     store's public keys, ``proven``: keys proven before, when given), then
@@ -167,9 +166,9 @@ def decide_signed(
     then :func:`decide`; every event accepted records the command's proof (its key id,
     signature and signed bytes), so who asked for it can be verified offline
     (:func:`ledger.core.signing.verify_history`)."""
-    denied = authenticate(
-        state, command, anchors, known, admins=admins, now=now, proven=proven
-    ) or fresh(command, now)
+    denied = authenticate(state, command, anchors, known, admins=admins, proven=proven) or fresh(
+        command, now
+    )
     if denied is not None:
         return denied
     outcome = decide(state, command, now=now, new_id=new_id, admins=admins, limits=limits)
@@ -213,7 +212,6 @@ def decide_again(
     first: FirstAnswer,
     *,
     trust: KeyTrust | None = None,
-    now: datetime | None = None,
 ) -> tuple[str, ...] | Rejection:
     """A command whose id was decided before is not decided again: the same command delivered
     again (a crash before its offset was committed, a client's retry, a captured copy) gets its
@@ -233,14 +231,14 @@ def decide_again(
     if first.rejection is not None:
         if _signed_as_sent(state, command):
             return first.rejection
-        return _authenticated(state, command, trust, now) or first.rejection
+        return _authenticated(state, command, trust) or first.rejection
     if (
         first.signature is not None
         and command.signature == first.signature
         and _signed_as_sent(state, command)
     ):
         return first.event_ids  # the same command again (its key may have been revoked since)
-    denied = _authenticated(state, command, trust, now)
+    denied = _authenticated(state, command, trust)
     if denied is not None:
         return denied
     if first.signature is None:  # applied before signatures were recorded: an authentic repeat
@@ -259,26 +257,36 @@ def finish_again(
     *,
     now: datetime,
     new_id: Callable[[], str],
+    trust: KeyTrust | None = None,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     """For a command applied before and delivered again as it was first signed (its signature
     the one its events recorded, ``first``): the events it did not write, with its proof, to
     append now (nearly always none). A command processor stopped between the events of a
     revocation of every key of an actor (one event per key) left the rest of the keys active,
-    and the command, delivered again, was told "already applied" (a review). Written only while
-    the command is valid, so ``actor verify`` proves them as it proves the first; after that,
-    or when its actor's keys changed since, ``cut_short`` names the keys still active, for
-    someone to revoke again. Another command under its id (even one :func:`decide_again`
-    passes, as a command applied before signatures were recorded) finishes nothing."""
+    and the command, delivered again, was told "already applied" (a review). Written only
+    while the command is valid, and its actor's key and authority hold as they did (else
+    ``actor verify`` would not prove them: a review); otherwise, or when its actor's keys
+    changed since, ``cut_short`` names the keys still active, for someone to revoke again.
+    Another command under its id (even one :func:`decide_again` passes, as a command applied
+    before signatures were recorded) finishes nothing."""
     if first.signature is None or command.signature != first.signature:
         return ()
     events = unfinished(state, command, now=now, new_id=new_id)
-    if isinstance(events, Rejection) or not events or fresh(command, now) is None:
-        return events if isinstance(events, Rejection) else _with_proof(command, events)
+    if isinstance(events, Rejection) or not events:
+        return events
+    admins = trust.admins if trust is not None else DEFAULT_ADMINS
+    decided = decide(state, command, now=now, new_id=new_id, admins=admins)
+    refused = fresh(command, now) or _authenticated(state, command, trust)
+    if refused is None and isinstance(decided, Rejection):
+        refused = decided
+    if refused is None:
+        return _with_proof(command, events)
     keys = [e.actor_key_id for e in events if isinstance(e, ActorKeyRevoked)]
     return _reject(
         "cut_short",
         f"{type(command).__name__} by {clipped(command.actor)} was cut short (the command "
-        f"processor stopped between its events) and has since gone stale: "
+        f"processor stopped between its events) and cannot be finished now "
+        f"({refused.code}: {refused.message[:300]}): "
         f"{clipped(command_aggregate(command))} still holds {', '.join(keys)}; revoke them again",
     )
 
@@ -292,18 +300,17 @@ class KeyTrust:
     anchors: Mapping[str, bytes] | None = None
     known: Mapping[str, bytes] | None = None
     admins: frozenset[str] = DEFAULT_ADMINS
-    proven: set[str] = field(default_factory=set)
+    proven: set[tuple[str, str, bytes, str]] = field(default_factory=set)
 
 
 def _authenticated(
-    state: LedgerState, command: Command, trust: KeyTrust | None, now: datetime | None
+    state: LedgerState, command: Command, trust: KeyTrust | None
 ) -> Rejection | None:
     if trust is None:
-        return authenticate(state, command, now=now)
+        return authenticate(state, command)
     return authenticate(
-        state, command, trust.anchors, trust.known, admins=trust.admins, now=now,
-        proven=trust.proven,
-    )  # fmt: skip
+        state, command, trust.anchors, trust.known, admins=trust.admins, proven=trust.proven
+    )
 
 
 def _signed_as_sent(state: LedgerState, command: Command) -> bool:

@@ -1,0 +1,276 @@
+"""What signs a governance command, against an insider holding the command processor's
+credential (who can write any event to the governance topics) and a genuine key of a
+low-privilege actor: a review's exploits of the trust checks, run through the handler, and a
+cut-short revocation finished only while its actor may still do it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.core.events import (
+    COMMAND_PROCESSOR,
+    ActorKeyRegistered,
+    CommandAccepted,
+    IssueGrant,
+    RegisterActorKey,
+)
+from ledger.core.lifecycle import KeyTrust, decide
+from ledger.core.signing import key_id_of, signed_bytes
+from ledger.ids import new_id, utcnow
+from ledger.keys import public_bytes, sign
+from tests.unit.test_command_repeats import ADMIN_KEY, SETTINGS, Ledger
+
+LOW = Ed25519PrivateKey.generate()
+MINE = Ed25519PrivateKey.generate()
+
+
+def _ledger(known: dict | None = None) -> Ledger:
+    ledger = Ledger()
+    ledger.handler.trust = KeyTrust(
+        anchors={"human:admin": public_bytes(ADMIN_KEY)}, known=known, admins=SETTINGS.admins
+    )
+    pub = public_bytes(LOW)
+    reg = RegisterActorKey(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        principal="agent:low",
+        actor_key_id=key_id_of(pub),
+        public_key=pub,
+    )
+    answer, _ = ledger.send(sign(reg, ADMIN_KEY))
+    assert isinstance(answer, CommandAccepted), answer
+    return ledger
+
+
+def _grant_everything(actor: str, key, key_id: str | None = None):
+    cmd = IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=actor,
+        grant_id=new_id(),
+        principal="agent:intruder",
+        actions=("*",),
+        resource="*",
+    )
+    signed = sign(cmd, key)
+    return dataclasses.replace(signed, key_id=key_id) if key_id else signed
+
+
+def _seq(ledger: Ledger, who: str) -> int:
+    rec = ledger.state.principals.get(who)
+    return (rec.sequence if rec else 0) + 1
+
+
+def test_a_key_planted_under_a_proven_key_id_for_another_actor_signs_nothing() -> None:
+    ledger = _ledger()
+    k_low = key_id_of(public_bytes(LOW))
+    # agent:low signs anything once (authenticated, then refused): its key id is now proven
+    answer, _ = ledger.send(_grant_everything("agent:low", LOW))
+    assert answer.code == "not_authorized", answer
+    assert any(entry[1] == k_low for entry in ledger.handler.trust.proven)
+    # the insider writes, with the processor's credential, a junk registration for human:admin
+    # under that proven key id, but with the insider's own public key
+    planted = ActorKeyRegistered(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="agent:low",
+        command_id=new_id(),
+        principal="human:admin",
+        sequence=_seq(ledger, "human:admin"),
+        actor_key_id=k_low,
+        public_key=public_bytes(MINE),
+        command_key_id=k_low,
+        command_signature=b"x" * 64,
+        signed_command="{}",
+    )
+    ledger.apply(planted)
+    answer, written = ledger.send(_grant_everything("human:admin", MINE, key_id=k_low))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_a_planted_anchor_does_not_make_its_actor_an_administrator() -> None:
+    known = {"human:admin": public_bytes(ADMIN_KEY), "agent:low": public_bytes(LOW)}
+    ledger = _ledger(known)
+    # planted "anchor" of agent:low with agent:low's genuine public key (in the key store)
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=(eid := new_id()),
+            occurred_at=utcnow(),
+            actor=COMMAND_PROCESSOR,
+            command_id=eid,
+            principal="agent:low",
+            sequence=_seq(ledger, "agent:low"),
+            actor_key_id="ed25519:" + "0" * 32,
+            public_key=public_bytes(LOW),
+        )
+    )
+    # agent:low's signed registration of the insider's key for human:admin, written directly
+    pub = public_bytes(MINE)
+    ask = sign(
+        RegisterActorKey(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="agent:low",
+            principal="human:admin",
+            actor_key_id=key_id_of(pub),
+            public_key=pub,
+        ),
+        LOW,
+    )
+    (event,) = decide(
+        ledger.state, ask, now=utcnow(), new_id=new_id, admins=frozenset({"agent:low"})
+    )
+    ledger.apply(
+        dataclasses.replace(
+            event,
+            command_key_id=ask.key_id,
+            command_signature=ask.signature,
+            signed_command=signed_bytes(ask).decode(),
+        )
+    )
+    answer, written = ledger.send(_grant_everything("human:admin", MINE))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_keys_a_former_administrator_without_an_anchor_registered_still_sign() -> None:
+    from ledger.core.lifecycle import Rejection, decide_signed
+    from tests.unit.core.test_signing import (
+        ADMIN,
+        T0,
+        _registration,
+        _signed_in,
+        anchored,
+        grant,
+        ids,
+    )
+    from tests.unit.core.test_signing import (
+        ADMIN_KEY as AK,
+    )
+
+    state, _ = anchored()
+    anchors = {ADMIN: public_bytes(AK)}
+    bob, carol = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    then = frozenset({ADMIN, "human:bob"})
+    state = _signed_in(
+        state, _registration("c-b", ADMIN, "human:bob", bob), AK, admins=then, anchors=anchors
+    )
+    state = _signed_in(
+        state,
+        _registration("c-c", "human:bob", "human:carol", carol),
+        bob,
+        admins=then,
+        anchors=anchors,
+    )
+    # carol holds a grant an administrator issued
+    own = IssueGrant(
+        event_id="c-gc",
+        occurred_at=T0,
+        actor=ADMIN,
+        grant_id="g-c",
+        principal="human:carol",
+        actions=("ledger.grant.issue",),
+        resource="principal:agent:bot",
+    )
+    state = _signed_in(state, own, AK, admins=then, anchors=anchors)
+    # bob leaves $LEDGER_ADMINS: README says carol's key acts no further than bob's grants now
+    now_admins = frozenset({ADMIN})
+    out = decide_signed(
+        state,
+        sign(grant(n=7, actor="human:carol"), carol),
+        now=T0,
+        new_id=ids(),
+        admins=now_admins,
+        anchors=anchors,
+    )
+    assert not (isinstance(out, Rejection) and out.code == "unknown_actor_key"), out
+
+
+def _ops_setup():
+    from tests.unit.test_command_repeats import _register_keys
+
+    ledger = Ledger()
+    bob = _register_keys(ledger, 3)
+    ops = Ed25519PrivateKey.generate()
+    pub = public_bytes(ops)
+    ledger.send(
+        sign(
+            RegisterActorKey(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor="human:admin",
+                principal="human:ops",
+                actor_key_id=key_id_of(pub),
+                public_key=pub,
+            ),
+            ADMIN_KEY,
+        )
+    )
+    g = IssueGrant(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="human:admin",
+        grant_id="g-ops",
+        principal="human:ops",
+        actions=("ledger.key.revoke",),
+        resource="principal:human:bob",
+    )
+    a, _ = ledger.send(sign(g, ADMIN_KEY))
+    assert isinstance(a, CommandAccepted), a
+    from ledger.core.events import RevokeActorKey
+
+    cmd = sign(
+        RevokeActorKey(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor="human:ops",
+            principal="human:bob",
+            reason="left",
+        ),
+        ops,
+    )
+    return ledger, bob, ops, cmd
+
+
+def test_a_cut_short_revocation_is_not_finished_once_its_actors_grant_is_revoked() -> None:
+    from ledger.core.signing import verify_history
+    from tests.unit.test_command_repeats import _cut_short, revoke
+
+    ledger, _, _, cmd = _ops_setup()
+    _cut_short(ledger, cmd, written=1)
+    a, _ = ledger.send(sign(revoke("g-ops"), ADMIN_KEY))
+    assert isinstance(a, CommandAccepted), a
+    answer, written = ledger.send(cmd)
+    assert answer.code == "cut_short" and written == [], answer
+    assert "not_authorized" in answer.reason
+    bad = [v for v in verify_history(ledger.log, admins={"human:admin"}) if not v.ok]
+    assert not bad, [(v.event_type, v.problem) for v in bad]
+
+
+def test_a_cut_short_revocation_is_not_finished_once_its_actors_key_is_revoked() -> None:
+    from ledger.core.events import RevokeActorKey
+    from ledger.core.signing import verify_history
+    from tests.unit.test_command_repeats import _cut_short
+
+    ledger, _, _, cmd = _ops_setup()
+    _cut_short(ledger, cmd, written=1)
+    a, _ = ledger.send(
+        sign(
+            RevokeActorKey(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor="human:admin",
+                principal="human:ops",
+                reason="gone",
+            ),
+            ADMIN_KEY,
+        )
+    )
+    assert isinstance(a, CommandAccepted), a
+    answer, written = ledger.send(cmd)
+    assert answer.code == "cut_short" and written == [], answer
+    assert "unknown_actor_key" in answer.reason
+    bad = [v for v in verify_history(ledger.log, admins={"human:admin"}) if not v.ok]
+    assert not bad, [(v.event_type, v.problem) for v in bad]
