@@ -200,6 +200,34 @@ class KeyStore:
             return public_bytes(self.private_key(actor))
         return None
 
+    def retired_keys(self, actor: str) -> list[bytes]:
+        """``actor``'s retired public keys: the ``.pub`` files in ``retired/ACTOR/`` (a rotated
+        bootstrap administrator's old key, moved there), which the command processor still
+        trusts as the anchors that registered other keys. Checked as :meth:`public_key` checks
+        a ``.pub``: one that others may write is refused."""
+        folder = self.path / "retired" / quote(actor, safe=_SAFE)
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in sorted(folder.glob("*.pub"))[:100]:
+            try:
+                raw, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="public key file")
+            except UnreadableFile as exc:
+                raise UsageError(str(exc)) from None
+            problem = written_by_others(path, status)
+            if problem is not None:
+                where, why = problem
+                raise UsageError(f"{where} {why}: whoever wrote {path.name} could sign as {actor}")
+            found.append(_public_key_in(raw, path))
+        return found
+
+    def retired_actors(self) -> list[str]:
+        """The actors with a ``retired/`` folder of old public keys."""
+        folder = self.path / "retired"
+        if not folder.is_dir():
+            return []
+        return sorted(unquote(p.name) for p in folder.iterdir() if p.is_dir())
+
     def actors(self) -> list[str]:
         """The actors with a key here (private or public)."""
         if not self.path.is_dir():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -197,7 +197,7 @@ class CommandHandler:
         inflight: InFlight | None = None,
         new_id: Callable[[], str] = new_id,
         anchors: Mapping[str, bytes] | None = None,
-        known: Mapping[str, bytes] | None = None,
+        known: Mapping[str, bytes | Collection[bytes]] | None = None,
     ) -> None:
         self.topics = settings.topics
         # The configured trust anchors: a key the log holds as an anchor signs only if it is

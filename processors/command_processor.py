@@ -216,21 +216,23 @@ def trust_anchors(settings: Settings) -> dict[str, bytes]:
     return anchors
 
 
-def known_keys(settings: Settings) -> dict[str, bytes]:
-    """Every public key the key store holds, by its actor: a trust anchor among them still roots
-    the keys it registered once its administrator is one no more (removed from
-    ``$LEDGER_ADMINS``). One that cannot be read is left out, with a warning."""
+def known_keys(settings: Settings) -> dict[str, frozenset[bytes]]:
+    """The public keys the key store holds, by actor: each actor's ``.pub`` and its retired
+    ones (``retired/ACTOR/*.pub``: a rotated administrator's old key). A trust anchor among
+    them still roots the keys it registered: after a rotation, and once its administrator is
+    one no more (removed from ``$LEDGER_ADMINS``). One that cannot be read, or that others may
+    write, is left out, with a warning."""
     store = KeyStore(settings.keys)
-    known = {}
-    for actor in store.actors():
-        try:
-            public = store.public_key(actor)
-        except LedgerError as exc:
-            log.warning("key store: %s's public key left out: %s", actor, exc)
-            continue
-        if public is not None:
-            known[actor] = public
-    return known
+    known: dict[str, set[bytes]] = {}
+    for actor in sorted({*store.actors(), *store.retired_actors()}):
+        for current in (True, False):
+            try:
+                found = [store.public_key(actor)] if current else store.retired_keys(actor)
+            except LedgerError as exc:
+                log.warning("key store: a public key of %s left out: %s", actor, exc)
+                continue
+            known.setdefault(actor, set()).update(k for k in found if k is not None)
+    return {actor: frozenset(keys) for actor, keys in known.items() if keys}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, assert_never
@@ -581,7 +581,7 @@ def registration_problem(
     owner: str,
     key: ActorKey,
     anchors: Mapping[str, bytes] | None = None,
-    known: Mapping[str, bytes] | None = None,
+    known: Mapping[str, bytes | Collection[bytes]] | None = None,
     *,
     admins: frozenset[str] = frozenset(),
     proven: set[tuple[str, str, bytes, str]] | None = None,
@@ -603,9 +603,11 @@ def registration_problem(
     ``proven``: the keys proven before, each as (owner, key id, public key, registration event
     id), added to as keys are: a key is taken as proven only if it is that very registration
     (a review: cached by its id alone, a key planted under a proven id for another actor
-    signed unchecked)."""
+    signed unchecked). Not a chain with a link another's key registered, whose registrar an
+    anchor planted later would free from its limits (a review)."""
     chain: list[tuple[str, str, bytes, str]] = []
     seen: set[str] = set()
+    delegated = False  # a link another's key registered: judged again at each command
     while True:
         event = key.registration
         entry = (owner, key.key_id, bytes(key.public_key), event.event_id if event else "")
@@ -630,15 +632,28 @@ def registration_problem(
         refused = _registration_authority(state, event, admins, anchors, known)
         if refused is not None:
             return f"its registration {event.event_id} was not {event.actor}'s to make: {refused}"
+        delegated = delegated or not (
+            event.actor == event.principal
+            or _administrator(state, event.actor, admins, anchors, known)
+        )
         chain.append(entry)
         seen.add(key.key_id)
         signer = actor_key(state, event.actor, key.registered_with)
         if signer is None or signer.key_id in seen:
             return f"the keys that registered {key.key_id} lead back to it, not to a trust anchor"
+        if (
+            event.actor == event.principal
+            and signer.registration is not None
+            and signer.registration.sequence >= event.sequence
+        ):  # a review: folded first, its registrar (ActorKey.origin) was unknown, so unbounded
+            return (
+                f"its registration {event.event_id} is signed with {signer.key_id}, which "
+                f"{owner}'s history registers only after it"
+            )
         if len(chain) >= KEY_CHAIN_LINKS:
             return f"more than {KEY_CHAIN_LINKS} registrations lead from it to a trust anchor"
         owner, key = event.actor, signer
-    if proven is not None:
+    if proven is not None and not delegated:
         proven.update(chain)
     return None
 
@@ -648,13 +663,14 @@ def _trusted_anchor(
     owner: str,
     key: ActorKey,
     anchors: Mapping[str, bytes] | None,
-    known: Mapping[str, bytes] | None,
+    known: Mapping[str, bytes | Collection[bytes]] | None,
 ) -> bool:
     """Is the trust anchor ``key`` of ``owner`` one to trust: written as the command processor
-    writes anchors (by it, its id its public key's), and, with ``anchors``, the configured one,
-    the one the key store holds (``known``: an administrator who is one no more), or one
-    replaced by a later anchor of that administrator that is either (a rotation: the keys the
-    old one registered still sign); without ``anchors``, any."""
+    writes anchors (by it, its id its public key's), and, with ``anchors``, the configured one
+    or one the key store holds (``known``: its ``.pub``, or a retired one, ``retired/ACTOR/``:
+    a rotated key, an administrator who is one no more); without ``anchors``, any. Not by
+    where it stands in the log: a review planted an anchor before a genuine rotation, and one
+    "replaced" by a copy of the configured key under another id, and both rooted keys."""
     event = key.registration
     if key.key_id != key_id_of(key.public_key) or (
         event is not None and (event.actor != ANCHOR_ACTOR or event.command_signature)
@@ -662,13 +678,9 @@ def _trusted_anchor(
         return False
     if anchors is None:
         return True
-    trusted = {k for k in (anchors.get(owner), (known or {}).get(owner)) if k is not None}
-    if key.public_key in trusted:
-        return True
-    record = state.principals.get(owner)
-    keys = list(record.keys) if record is not None else []
-    later = keys[keys.index(key) + 1 :] if key in keys else []
-    return any(k.registered_with is None and k.public_key in trusted for k in later)
+    held = (known or {}).get(owner)
+    kept = {held} if isinstance(held, bytes) else set(held or ())
+    return key.public_key == anchors.get(owner) or key.public_key in kept
 
 
 def _administrator(
@@ -676,7 +688,7 @@ def _administrator(
     actor: str,
     admins: frozenset[str],
     anchors: Mapping[str, bytes] | None,
-    known: Mapping[str, bytes] | None,
+    known: Mapping[str, bytes | Collection[bytes]] | None,
 ) -> bool:
     """Is ``actor`` an administrator: configured, or holding a trusted anchor
     (:func:`_trusted_anchor`: one who is one no more keeps what its registrations made). An
@@ -697,7 +709,7 @@ def _registration_authority(
     event: ActorKeyRegistered,
     admins: frozenset[str],
     anchors: Mapping[str, bytes] | None,
-    known: Mapping[str, bytes] | None,
+    known: Mapping[str, bytes | Collection[bytes]] | None,
 ) -> str | None:
     """Why the registration ``event`` was not its actor's to make, if it was not: a principal
     registers its own keys, an administrator anyone's. Anyone else's registration of another's

@@ -6,6 +6,7 @@ cut-short revocation finished only while its actor may still do it."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -274,3 +275,206 @@ def test_a_cut_short_revocation_is_not_finished_once_its_actors_key_is_revoked()
     assert "unknown_actor_key" in answer.reason
     bad = [v for v in verify_history(ledger.log, admins={"human:admin"}) if not v.ok]
     assert not bad, [(v.event_type, v.problem) for v in bad]
+
+
+# A third review's exploits: each command below was accepted before the fix.
+
+OPS = Ed25519PrivateKey.generate()
+
+
+def _setup():
+    ledger = _ledger()  # agent:low registered by human:admin
+    pub = public_bytes(OPS)
+    a, _ = ledger.send(
+        sign(
+            RegisterActorKey(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor="human:admin",
+                principal="human:ops",
+                actor_key_id=key_id_of(pub),
+                public_key=pub,
+            ),
+            ADMIN_KEY,
+        )
+    )
+    assert isinstance(a, CommandAccepted), a
+    # human:ops: a powerful non-administrator
+    a, _ = ledger.send(
+        sign(
+            IssueGrant(
+                event_id=new_id(),
+                occurred_at=utcnow(),
+                actor="human:admin",
+                grant_id="g-ops",
+                principal="human:ops",
+                actions=("*",),
+                resource="*",
+            ),
+            ADMIN_KEY,
+        )
+    )
+    assert isinstance(a, CommandAccepted), a
+    return ledger
+
+
+def _plant(ledger, signed, *, at=None):
+    """The insider writes the event of ``signed`` (a RegisterActorKey) itself."""
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=new_id(),
+            occurred_at=at or utcnow(),
+            actor=signed.actor,
+            command_id=signed.event_id,
+            principal=signed.principal,
+            sequence=_seq(ledger, signed.principal),
+            actor_key_id=signed.actor_key_id,
+            public_key=signed.public_key,
+            command_key_id=signed.key_id,
+            command_signature=signed.signature,
+            signed_command=signed_bytes(signed).decode(),
+        )
+    )
+
+
+def _register(actor, principal, pub, key, at=None):
+    return sign(
+        RegisterActorKey(
+            event_id=new_id(),
+            occurred_at=at or utcnow(),
+            actor=actor,
+            principal=principal,
+            actor_key_id=key_id_of(pub),
+            public_key=pub,
+        ),
+        key,
+    )
+
+
+def _grant_all_as(actor, key):
+    return sign(
+        IssueGrant(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=actor,
+            grant_id=new_id(),
+            principal="agent:intruder",
+            actions=("*",),
+            resource="*",
+        ),
+        key,
+    )
+
+
+def test_a_key_agent_low_registered_for_a_stronger_actor_is_bounded_by_agent_lows_grants() -> None:
+    ledger = _setup()
+    mine = Ed25519PrivateKey.generate()
+    _plant(ledger, _register("agent:low", "human:ops", public_bytes(mine), LOW))
+    answer, _ = ledger.send(_grant_all_as("human:ops", mine))
+    assert answer.code == "not_authorized" and "agent:low registered" in answer.reason, answer
+
+
+def test_a_self_registration_folded_before_the_key_that_signed_it_signs_nothing() -> None:
+    ledger = _setup()
+    mine, mine2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    t0 = utcnow()
+    # 1. planted first: human:ops "registers" mine2 with mine (not yet a key of human:ops):
+    #    folded with origin None; the event dated a minute after (within the command's validity)
+    later = t0 + timedelta(seconds=60)
+    _plant(ledger, _register("human:ops", "human:ops", public_bytes(mine2), mine, at=t0), at=later)
+    # 2. then agent:low's (genuinely signed) registration of mine for human:ops, dated before it
+    _plant(ledger, _register("agent:low", "human:ops", public_bytes(mine), LOW, at=t0), at=t0)
+    k2 = ledger.state.principals["human:ops"].key(key_id_of(public_bytes(mine2)))
+    assert k2.origin is None
+    answer, written = ledger.send(_grant_all_as("human:ops", mine2))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_an_anchor_planted_for_a_registrar_after_its_key_was_proven_frees_nothing() -> None:
+    ledger = _setup()
+    mine = Ed25519PrivateKey.generate()
+    _plant(ledger, _register("agent:low", "human:ops", public_bytes(mine), LOW))
+    answer, _ = ledger.send(_grant_all_as("human:ops", mine))  # proven (cached), then bounded
+    assert answer.code == "not_authorized", answer
+    junk = public_bytes(Ed25519PrivateKey.generate())
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=(eid := new_id()),
+            occurred_at=utcnow(),
+            actor=COMMAND_PROCESSOR,
+            command_id=eid,
+            principal="agent:low",
+            sequence=_seq(ledger, "agent:low"),
+            actor_key_id=key_id_of(junk),
+            public_key=junk,
+        )
+    )
+    answer, written = ledger.send(_grant_all_as("human:ops", mine))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_an_anchor_planted_before_a_rotation_roots_nothing_after_it() -> None:
+    from ledger.core.lifecycle import KeyTrust, register_anchors
+    from tests.unit.test_command_repeats import SETTINGS, Ledger
+
+    ledger = Ledger()  # human:admin's anchor (ADMIN_KEY) written by the processor
+    mine, mine3 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    # the insider plants an anchor of its own key for human:admin (signs nothing by itself)
+    pub = public_bytes(mine)
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=(eid := new_id()),
+            occurred_at=utcnow(),
+            actor=COMMAND_PROCESSOR,
+            command_id=eid,
+            principal="human:admin",
+            sequence=_seq(ledger, "human:admin"),
+            actor_key_id=key_id_of(pub),
+            public_key=pub,
+        )
+    )
+    # README "Rotating a key": human:admin's new .pub configured, the processor restarts and
+    # writes its anchor
+    new_admin = Ed25519PrivateKey.generate()
+    anchors = {"human:admin": public_bytes(new_admin)}
+    for event in register_anchors(ledger.state, anchors, now=utcnow(), new_id=new_id):
+        ledger.apply(event)
+    ledger.handler.trust = KeyTrust(anchors=anchors, known=None, admins=SETTINGS.admins)
+    # the planted anchor now "was rotated away from": a key it registers signs as human:admin
+    _plant(ledger, _register("human:admin", "human:admin", public_bytes(mine3), mine))
+    answer, written = ledger.send(_grant_all_as("human:admin", mine3))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_a_planted_anchor_followed_by_a_copy_of_the_configured_key_roots_nothing() -> None:
+    ledger = _ledger()  # processor with anchors={"human:admin": ADMIN_KEY's}, as configured
+    mine, mine3 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    pub = public_bytes(mine)
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=(eid := new_id()),
+            occurred_at=utcnow(),
+            actor=COMMAND_PROCESSOR,
+            command_id=eid,
+            principal="human:admin",
+            sequence=_seq(ledger, "human:admin"),
+            actor_key_id=key_id_of(pub),
+            public_key=pub,
+        )
+    )
+    # then a second "anchor" carrying the configured public key under an id of its own
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=(eid := new_id()),
+            occurred_at=utcnow(),
+            actor=COMMAND_PROCESSOR,
+            command_id=eid,
+            principal="human:admin",
+            sequence=_seq(ledger, "human:admin"),
+            actor_key_id="ed25519:" + "0" * 32,
+            public_key=public_bytes(ADMIN_KEY),
+        )
+    )
+    _plant(ledger, _register("human:admin", "human:admin", public_bytes(mine3), mine))
+    answer, written = ledger.send(_grant_all_as("human:admin", mine3))
+    assert not isinstance(answer, CommandAccepted), (answer, written)

@@ -99,6 +99,9 @@ def test_the_command_processor_knows_every_readable_public_key_of_its_key_store(
     # An anchor of an administrator removed from $LEDGER_ADMINS still roots the keys it
     # registered while the processor's key store holds its .pub; one it cannot trust is left
     # out, with a warning, rather than stopping the processor.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from ledger.keys import KeyStore, public_bytes
     from ledger.settings import Settings
     from processors.command_processor import known_keys
@@ -109,5 +112,21 @@ def test_the_command_processor_knows_every_readable_public_key_of_its_key_store(
     store.create("human:eve")
     store.public_path("human:eve").chmod(0o666)  # anyone could write it
     known = known_keys(settings)
-    assert known == {"human:admin": public_bytes(admin), "human:carol": public_bytes(carol)}
-    assert "human:eve's public key left out" in caplog.text
+    assert known == {
+        "human:admin": frozenset({public_bytes(admin)}),
+        "human:carol": frozenset({public_bytes(carol)}),
+    }
+    assert "a public key of human:eve left out" in caplog.text
+    # A rotated administrator's old .pub, moved to retired/ACTOR/, is known too.
+    old = Ed25519PrivateKey.generate()
+    folder = settings.keys / "retired" / "human:admin"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "before-2026-12.pub").write_bytes(
+        old.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (folder / "before-2026-12.pub").chmod(0o600)
+    assert known_keys(settings)["human:admin"] == frozenset(
+        {public_bytes(admin), public_bytes(old)}
+    )

@@ -13,7 +13,7 @@ May import: the core's modules outside this package and, of this package, :mod:`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -51,7 +51,7 @@ def authenticate(
     state: LedgerState,
     command: Command,
     anchors: Mapping[str, bytes] | None = None,
-    known: Mapping[str, bytes] | None = None,
+    known: Mapping[str, bytes | Collection[bytes]] | None = None,
     *,
     admins: frozenset[str] = DEFAULT_ADMINS,
     proven: set[tuple[str, str, bytes, str]] | None = None,
@@ -157,7 +157,7 @@ def decide_signed(
     admins: frozenset[str] = DEFAULT_ADMINS,
     limits: Limits = DEFAULT_LIMITS,
     anchors: Mapping[str, bytes] | None = None,
-    known: Mapping[str, bytes] | None = None,
+    known: Mapping[str, bytes | Collection[bytes]] | None = None,
     proven: set[tuple[str, str, bytes, str]] | None = None,
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     """:func:`authenticate` (``anchors``: the configured trust anchors, ``known``: the key
@@ -298,7 +298,7 @@ class KeyTrust:
     proven so far (``proven``, added to as they are)."""
 
     anchors: Mapping[str, bytes] | None = None
-    known: Mapping[str, bytes] | None = None
+    known: Mapping[str, bytes | Collection[bytes]] | None = None
     admins: frozenset[str] = DEFAULT_ADMINS
     proven: set[tuple[str, str, bytes, str]] = field(default_factory=set)
 
