@@ -65,6 +65,19 @@ def _seq(ledger: Ledger, who: str) -> int:
     return (rec.sequence if rec else 0) + 1
 
 
+def _plant_anchor(ledger: Ledger, principal: str, public: bytes, key_id: str | None = None) -> None:
+    """The insider writes a trust anchor of ``public`` for ``principal``, as the processor
+    writes anchors (no command, no proof), under ``key_id`` (default: the key's own id)."""
+    event_id = new_id()
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=event_id, occurred_at=utcnow(), actor=COMMAND_PROCESSOR, command_id=event_id,
+            principal=principal, sequence=_seq(ledger, principal),
+            actor_key_id=key_id or key_id_of(public), public_key=public,
+        )
+    )  # fmt: skip
+
+
 def test_a_key_planted_under_a_proven_key_id_for_another_actor_signs_nothing() -> None:
     ledger = _ledger()
     k_low = key_id_of(public_bytes(LOW))
@@ -96,18 +109,7 @@ def test_a_planted_anchor_does_not_make_its_actor_an_administrator() -> None:
     known = {"human:admin": public_bytes(ADMIN_KEY), "agent:low": public_bytes(LOW)}
     ledger = _ledger(known)
     # planted "anchor" of agent:low with agent:low's genuine public key (in the key store)
-    ledger.apply(
-        ActorKeyRegistered(
-            event_id=(eid := new_id()),
-            occurred_at=utcnow(),
-            actor=COMMAND_PROCESSOR,
-            command_id=eid,
-            principal="agent:low",
-            sequence=_seq(ledger, "agent:low"),
-            actor_key_id="ed25519:" + "0" * 32,
-            public_key=public_bytes(LOW),
-        )
-    )
+    _plant_anchor(ledger, "agent:low", public_bytes(LOW), key_id="ed25519:" + "0" * 32)
     # agent:low's signed registration of the insider's key for human:admin, written directly
     pub = public_bytes(MINE)
     ask = sign(
@@ -397,18 +399,7 @@ def test_an_anchor_planted_for_a_registrar_after_its_key_was_proven_frees_nothin
     answer, _ = ledger.send(_grant_all_as("human:ops", mine))  # proven (cached), then bounded
     assert answer.code == "not_authorized", answer
     junk = public_bytes(Ed25519PrivateKey.generate())
-    ledger.apply(
-        ActorKeyRegistered(
-            event_id=(eid := new_id()),
-            occurred_at=utcnow(),
-            actor=COMMAND_PROCESSOR,
-            command_id=eid,
-            principal="agent:low",
-            sequence=_seq(ledger, "agent:low"),
-            actor_key_id=key_id_of(junk),
-            public_key=junk,
-        )
-    )
+    _plant_anchor(ledger, "agent:low", junk)
     answer, written = ledger.send(_grant_all_as("human:ops", mine))
     assert not isinstance(answer, CommandAccepted), (answer, written)
 
@@ -421,18 +412,7 @@ def test_an_anchor_planted_before_a_rotation_roots_nothing_after_it() -> None:
     mine, mine3 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     # the insider plants an anchor of its own key for human:admin (signs nothing by itself)
     pub = public_bytes(mine)
-    ledger.apply(
-        ActorKeyRegistered(
-            event_id=(eid := new_id()),
-            occurred_at=utcnow(),
-            actor=COMMAND_PROCESSOR,
-            command_id=eid,
-            principal="human:admin",
-            sequence=_seq(ledger, "human:admin"),
-            actor_key_id=key_id_of(pub),
-            public_key=pub,
-        )
-    )
+    _plant_anchor(ledger, "human:admin", pub)
     # README "Rotating a key": human:admin's new .pub configured, the processor restarts and
     # writes its anchor
     new_admin = Ed25519PrivateKey.generate()
@@ -450,31 +430,9 @@ def test_a_planted_anchor_followed_by_a_copy_of_the_configured_key_roots_nothing
     ledger = _ledger()  # processor with anchors={"human:admin": ADMIN_KEY's}, as configured
     mine, mine3 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     pub = public_bytes(mine)
-    ledger.apply(
-        ActorKeyRegistered(
-            event_id=(eid := new_id()),
-            occurred_at=utcnow(),
-            actor=COMMAND_PROCESSOR,
-            command_id=eid,
-            principal="human:admin",
-            sequence=_seq(ledger, "human:admin"),
-            actor_key_id=key_id_of(pub),
-            public_key=pub,
-        )
-    )
+    _plant_anchor(ledger, "human:admin", pub)
     # then a second "anchor" carrying the configured public key under an id of its own
-    ledger.apply(
-        ActorKeyRegistered(
-            event_id=(eid := new_id()),
-            occurred_at=utcnow(),
-            actor=COMMAND_PROCESSOR,
-            command_id=eid,
-            principal="human:admin",
-            sequence=_seq(ledger, "human:admin"),
-            actor_key_id="ed25519:" + "0" * 32,
-            public_key=public_bytes(ADMIN_KEY),
-        )
-    )
+    _plant_anchor(ledger, "human:admin", public_bytes(ADMIN_KEY), key_id="ed25519:" + "0" * 32)
     _plant(ledger, _register("human:admin", "human:admin", public_bytes(mine3), mine))
     answer, written = ledger.send(_grant_all_as("human:admin", mine3))
     assert not isinstance(answer, CommandAccepted), (answer, written)
