@@ -201,7 +201,7 @@ class RequestHandler:
             stamped_batch, head = link(answer, chain)
             encoded, unrecordable = self._encoded(stamped_batch)
             if unrecordable is not None or not self.limit.fits(rid, encoded):
-                stamped_batch, head = link(batch_without_trace(answer), chain)
+                stamped_batch, head = link(batch_without_trace(answer, unrecordable), chain)
                 encoded = self.codec.encode(stamped_batch)
             out = [(self.topics.decisions, rid, encoded)]
             counted = stamped_batch.decisions

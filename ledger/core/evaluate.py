@@ -1110,7 +1110,14 @@ def batch_surely_too_large(answer: BatchDecisionRecorded, limit: int) -> bool:
     return False
 
 
-def batch_without_trace(answer: BatchDecisionRecorded) -> BatchDecisionRecorded:
+def batch_without_trace(
+    answer: BatchDecisionRecorded, unrecordable: str | None = None
+) -> BatchDecisionRecorded:
     """Every item an ``error`` that says why, and nothing else that could be large (or that a
-    record could not hold)."""
-    return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE))
+    record could not hold: ``unrecordable``, why, is each item's reason, cut to 200 characters)."""
+    reasons = (
+        (f"the answer could not be recorded ({unrecordable[:200]}); treat this as error",)
+        if unrecordable is not None
+        else ()
+    )
+    return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE, reasons))

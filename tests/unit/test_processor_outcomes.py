@@ -181,6 +181,7 @@ def test_an_answer_no_record_can_hold_becomes_an_error_decision_not_a_dead_lette
     assert {(d.determination, d.reason_code) for d in batch.decisions} == {
         (Determination.ERROR, TRACE_TOO_LARGE)
     }
+    assert "could not be recorded (" in batch.decisions[0].reasons[0]  # a review: it named none
 
 
 def test_when_not_even_the_smallest_answer_fits_the_request_is_dead_lettered() -> None:

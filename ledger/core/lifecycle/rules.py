@@ -1,8 +1,8 @@
 """The entry point of the rules: :func:`decide` sends each command to its rule.
 
-Lives here: :func:`decide`, and :func:`unfinished` (what an applied command did not write). The rules themselves are in :mod:`.policy_rules` (policy
-versions) and :mod:`.grant_rules` (grants, roles, actor keys); what authorizes a command is in
-:mod:`.commands`.
+Lives here: :func:`decide`, and :func:`unfinished` (what an applied command did not write).
+The rules themselves are in :mod:`.policy_rules` (policy versions) and :mod:`.grant_rules`
+(grants, roles, actor keys); what authorizes a command is in :mod:`.commands`.
 
 May import: the core's modules outside this package and, of this package, :mod:`.rejections`,
 :mod:`.commands`, :mod:`.policy_rules` and :mod:`.grant_rules`.
