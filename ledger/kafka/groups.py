@@ -89,6 +89,8 @@ def records_waiting(
         raise KafkaUnavailable(f"cannot read the offsets of {topic} for {group}: {exc}") from exc
     waiting = 0
     for tp in parts:
+        if tp not in ends or tp not in starts:  # a partition the broker did not answer for
+            continue
         end, start = ends[tp].offset, starts[tp].offset
         at = committed.get(tp)
         position = at.offset if at is not None and at.offset >= 0 else start
