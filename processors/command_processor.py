@@ -217,22 +217,22 @@ def trust_anchors(settings: Settings) -> dict[str, bytes]:
 
 
 def known_keys(settings: Settings) -> dict[str, frozenset[bytes]]:
-    """The public keys the key store holds, by actor: each actor's ``.pub`` and its retired
-    ones (``retired/ACTOR/*.pub``: a rotated administrator's old key). A trust anchor among
-    them still roots the keys it registered: after a rotation, and once its administrator is
-    one no more (removed from ``$LEDGER_ADMINS``). One that cannot be read, or that others may
-    write, is left out, with a warning."""
+    """The retired public keys the key store holds, by actor (``retired/ACTOR/*.pub``): a
+    rotated administrator's old key, or a departed administrator's, moved there. A trust
+    anchor among them still roots the keys it registered. Not every actor's ``.pub``: an
+    anchor planted with one not yet registered made its actor an administrator (a review).
+    One that cannot be read, or that others may write, is left out, with a warning."""
     store = KeyStore(settings.keys)
-    known: dict[str, set[bytes]] = {}
-    for actor in sorted({*store.actors(), *store.retired_actors()}):
-        for current in (True, False):
-            try:
-                found = [store.public_key(actor)] if current else store.retired_keys(actor)
-            except LedgerError as exc:
-                log.warning("key store: a public key of %s left out: %s", actor, exc)
-                continue
-            known.setdefault(actor, set()).update(k for k in found if k is not None)
-    return {actor: frozenset(keys) for actor, keys in known.items() if keys}
+    known: dict[str, frozenset[bytes]] = {}
+    for actor in store.retired_actors():
+        try:
+            found = store.retired_keys(actor)
+        except LedgerError as exc:
+            log.warning("key store: a retired public key of %s left out: %s", actor, exc)
+            continue
+        if found:
+            known[actor] = frozenset(found)
+    return known
 
 
 def main() -> None:

@@ -802,8 +802,12 @@ def key_registrar(
     if origin is None or origin in (actor, COMMAND_PROCESSOR) or origin in admins:
         return None
     registrar = state.principals.get(origin)
-    if registrar is not None and any(k.registered_by == COMMAND_PROCESSOR for k in registrar.keys):
-        return None  # a bootstrap administrator's (a trust anchor), if no longer configured
+    if registrar is not None and any(
+        k.registered_by == COMMAND_PROCESSOR and k.registered_with is None for k in registrar.keys
+    ):  # a bootstrap administrator's (a trust anchor), if no longer configured; not a key the
+        # processor's principal "registered" with a command key (a review: planted, it freed
+        # agent:low's registrations from their bound)
+        return None
     return origin
 
 

@@ -615,6 +615,8 @@ def registration_problem(
             break
         if key.key_id != key_id_of(key.public_key):
             return f"its id {key.key_id} is not its public key's ({key_id_of(key.public_key)})"
+        if owner == ANCHOR_ACTOR:  # a review: a key planted for it registered unbounded keys
+            return f"{ANCHOR_ACTOR} signs nothing: its keys are never registered by a command"
         if key.registered_with is None:  # a trust anchor (or a registration without a proof)
             if event is not None and (event.actor != ANCHOR_ACTOR or event.command_signature):
                 return f"its registration {event.event_id} by {event.actor} carries no proof"
@@ -641,14 +643,30 @@ def registration_problem(
         signer = actor_key(state, event.actor, key.registered_with)
         if signer is None or signer.key_id in seen:
             return f"the keys that registered {key.key_id} lead back to it, not to a trust anchor"
-        if (
-            event.actor == event.principal
-            and signer.registration is not None
-            and signer.registration.sequence >= event.sequence
-        ):  # a review: folded first, its registrar (ActorKey.origin) was unknown, so unbounded
+        if event.actor == event.principal and (
+            (signer.registration is not None and signer.registration.sequence >= event.sequence)
+            or (signer.revocation is not None and signer.revocation.sequence < event.sequence)
+        ):  # reviews: folded before its signer, its registrar (ActorKey.origin) was unknown,
+            # so unbounded; or signed by a key revoked before it, back-dated
             return (
                 f"its registration {event.event_id} is signed with {signer.key_id}, which "
-                f"{owner}'s history registers only after it"
+                f"{owner}'s history registers only after it, or had revoked before it"
+            )
+        if (
+            event.actor != event.principal
+            and not _administrator(state, event.actor, admins, anchors, known)
+            and not (
+                signer.origin == ANCHOR_ACTOR
+                or (
+                    signer.origin is not None
+                    and _administrator(state, signer.origin, admins, anchors, known)
+                )
+            )
+        ):  # a review: a key agent:low registered for ops registered a key for ops2, unbounded
+            return (
+                f"its registration {event.event_id} is signed with {signer.key_id}, a key "
+                f"{signer.origin or 'nobody known'} registered for {event.actor}: a key someone "
+                "else registered registers keys for no one else"
             )
         if len(chain) >= KEY_CHAIN_LINKS:
             return f"more than {KEY_CHAIN_LINKS} registrations lead from it to a trust anchor"
@@ -667,8 +685,9 @@ def _trusted_anchor(
 ) -> bool:
     """Is the trust anchor ``key`` of ``owner`` one to trust: written as the command processor
     writes anchors (by it, its id its public key's), and, with ``anchors``, the configured one
-    or one the key store holds (``known``: its ``.pub``, or a retired one, ``retired/ACTOR/``:
-    a rotated key, an administrator who is one no more); without ``anchors``, any. Not by
+    or one the key store keeps retired (``known``: ``retired/ACTOR/*.pub``, a rotated key or
+    an administrator who is one no more; not any actor's ``.pub``, which a review planted as
+    an anchor before the actor's key was registered); without ``anchors``, any. Not by
     where it stands in the log: a review planted an anchor before a genuine rotation, and one
     "replaced" by a copy of the configured key under another id, and both rooted keys."""
     event = key.registration

@@ -436,3 +436,122 @@ def test_a_planted_anchor_followed_by_a_copy_of_the_configured_key_roots_nothing
     _plant(ledger, _register("human:admin", "human:admin", public_bytes(mine3), mine))
     answer, written = ledger.send(_grant_all_as("human:admin", mine3))
     assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+# A fourth review's exploits: each command below was accepted before the fix. Its others stand
+# as known limits in the README: grants planted with the processor's credential are honoured (the
+# processors apply what the log holds: `actor verify` is the check), a back-dated revocation of an
+# administrator's anchor, an event planted under a pending command's id.
+
+
+def test_a_processor_written_non_anchor_key_does_not_free_a_registrar_from_its_limits() -> None:
+    ledger = _setup()
+    mine = Ed25519PrivateKey.generate()
+    _plant(ledger, _register("agent:low", "human:ops", public_bytes(mine), LOW))
+    answer, _ = ledger.send(_grant_all_as("human:ops", mine))
+    assert answer.code == "not_authorized", answer  # bounded by agent:low's grants
+    # the insider writes a key for agent:low "by the processor", but with a command key id:
+    # not an anchor (registered_with set), so _registration_authority's planted check skips
+    # it; key_registrar sees registered_by == COMMAND_PROCESSOR and calls agent:low unbounded
+    junk = public_bytes(Ed25519PrivateKey.generate())
+    eid = new_id()
+    ledger.apply(
+        ActorKeyRegistered(
+            event_id=eid, occurred_at=utcnow(), actor=COMMAND_PROCESSOR, command_id=eid,
+            principal="agent:low", sequence=_seq(ledger, "agent:low"),
+            actor_key_id=key_id_of(junk), public_key=junk, command_key_id="x",
+        )
+    )  # fmt: skip
+    answer, written = ledger.send(_grant_all_as("human:ops", mine))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def _add_powerful(ledger, who: str, actions=("*",), resource="*"):
+    from ledger.core.events import IssueGrant, RegisterActorKey
+    from ledger.keys import sign
+    from tests.unit.test_command_repeats import ADMIN_KEY
+
+    key = Ed25519PrivateKey.generate()
+    pub = public_bytes(key)
+    a, _ = ledger.send(sign(RegisterActorKey(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", principal=who,
+        actor_key_id=key_id_of(pub), public_key=pub), ADMIN_KEY))  # fmt: skip
+    assert isinstance(a, CommandAccepted), a
+    a, _ = ledger.send(sign(IssueGrant(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", grant_id=new_id(),
+        principal=who, actions=actions, resource=resource), ADMIN_KEY))  # fmt: skip
+    assert isinstance(a, CommandAccepted), a
+    return key
+
+
+def test_a_second_hop_does_not_launder_agent_lows_bound() -> None:
+    ledger = _setup()  # human:ops holds * on *
+    _add_powerful(ledger, "human:ops2")  # another powerful non-administrator
+    mine, mine2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    # hop 1: agent:low "registers" mine for human:ops (bounded by agent:low: no grants)
+    _plant(ledger, _register("agent:low", "human:ops", public_bytes(mine), LOW))
+    answer, _ = ledger.send(_grant_all_as("human:ops", mine))
+    assert answer.code == "not_authorized", answer
+    # hop 2: human:ops, with mine, "registers" mine2 for human:ops2: bounded by human:ops's
+    # grants (everything), not agent:low's
+    _plant(ledger, _register("human:ops", "human:ops2", public_bytes(mine2), mine))
+    answer, written = ledger.send(_grant_all_as("human:ops2", mine2))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_an_anchor_planted_with_a_key_store_pub_not_yet_registered_makes_no_administrator() -> None:
+    # agent:low's key is being rotated (README): its new pair is in the key store (new .pub),
+    # the processor restarted with it, and the insider (agent:low's holder) saw the new public
+    # key on the commands topic before the registration was decided
+
+    new = Ed25519PrivateKey.generate()
+    # The processor's known keys are the key store's retired ones only (known_keys): agent:low's
+    # new .pub, in the store, is not among them; were it, this anchor would make agent:low an
+    # administrator (the review's exploit).
+    ledger = _ledger(known={})
+
+    _plant_anchor(ledger, "agent:low", public_bytes(new))  # takes the new key's id first
+    # with agent:low's old key, still active until the rotation revokes it
+    _plant(ledger, _register("agent:low", "human:admin", public_bytes(MINE), LOW))
+    answer, written = ledger.send(_grant_everything("human:admin", MINE))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_a_key_planted_for_the_processor_registers_nothing() -> None:
+    ledger = _setup()  # human:ops holds * on *
+    svc, mine = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    # agent:low "registers" a key of the insider's for service:command-processor itself
+    _plant(ledger, _register("agent:low", COMMAND_PROCESSOR, public_bytes(svc), LOW))
+    # "service:command-processor", signing with it, registers mine for human:ops: its
+    # registrar (origin) is the command processor, which key_registrar takes as unbounded
+    _plant(ledger, _register(COMMAND_PROCESSOR, "human:ops", public_bytes(mine), svc))
+    answer, written = ledger.send(_grant_all_as("human:ops", mine))
+    assert not isinstance(answer, CommandAccepted), (answer, written)
+
+
+def test_a_revoked_key_registers_nothing_back_dated_before_its_revocation() -> None:
+
+    import time
+
+    from ledger.core.events import RevokeActorKey
+    from ledger.keys import sign
+    from tests.unit.test_command_repeats import ADMIN_KEY
+
+    ledger = _setup()
+    time.sleep(0.05)
+    before = utcnow()  # after agent:low's key was registered
+    time.sleep(0.05)
+    # the administrator finds agent:low's key compromised and revokes it (through the processor)
+    a, _ = ledger.send(sign(RevokeActorKey(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", principal="agent:low",
+        reason="compromised", actor_key_id=key_id_of(public_bytes(LOW))), ADMIN_KEY))  # fmt: skip
+    assert isinstance(a, CommandAccepted), a
+    answer, _ = ledger.send(_grant_all_as("agent:low", LOW))
+    assert answer.code == "unknown_actor_key", answer
+    # the insider signs, with the revoked key, a self-registration dated before the revocation
+    # and writes its event (dated then too) after it
+    mine2 = Ed25519PrivateKey.generate()
+    _plant(ledger, _register("agent:low", "agent:low", public_bytes(mine2), LOW, at=before),
+           at=before)  # fmt: skip
+    answer, written = ledger.send(_grant_all_as("agent:low", mine2))
+    assert answer.code == "unknown_actor_key", (answer, written)  # not not_authorized

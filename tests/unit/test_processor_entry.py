@@ -93,12 +93,13 @@ def test_a_processor_whose_folder_cannot_be_written_says_so_before_it_answers(
         common.writable(folder, [tmp_path, folder.parent])
 
 
-def test_the_command_processor_knows_every_readable_public_key_of_its_key_store(
+def test_the_command_processor_knows_the_retired_public_keys_of_its_key_store(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # An anchor of an administrator removed from $LEDGER_ADMINS still roots the keys it
-    # registered while the processor's key store holds its .pub; one it cannot trust is left
-    # out, with a warning, rather than stopping the processor.
+    # A rotated or departed administrator's anchor still roots the keys it registered while the
+    # processor's key store keeps its .pub in retired/ACTOR/. Not every actor's .pub: an anchor
+    # planted with one not yet registered made its actor an administrator (a review). One it
+    # cannot trust is left out, with a warning, rather than stopping the processor.
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -108,25 +109,24 @@ def test_the_command_processor_knows_every_readable_public_key_of_its_key_store(
 
     settings = Settings(home=tmp_path / "home", admins=frozenset({"human:admin"}))
     store = KeyStore(settings.keys)
-    admin, carol = store.create("human:admin"), store.create("human:carol")
-    store.create("human:eve")
-    store.public_path("human:eve").chmod(0o666)  # anyone could write it
-    known = known_keys(settings)
-    assert known == {
-        "human:admin": frozenset({public_bytes(admin)}),
-        "human:carol": frozenset({public_bytes(carol)}),
-    }
-    assert "a public key of human:eve left out" in caplog.text
-    # A rotated administrator's old .pub, moved to retired/ACTOR/, is known too.
-    old = Ed25519PrivateKey.generate()
-    folder = settings.keys / "retired" / "human:admin"
-    folder.mkdir(parents=True, mode=0o700)
-    (folder / "before-2026-12.pub").write_bytes(
-        old.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    store.create("human:admin")
+    store.create("agent:low")
+    assert known_keys(settings) == {}  # the actors' own .pub files are not anchors' roots
+
+    def retire(actor: str, name: str, mode: int = 0o600) -> bytes:
+        key = Ed25519PrivateKey.generate()
+        folder = settings.keys / "retired" / actor
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / name
+        path.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
-    )
-    (folder / "before-2026-12.pub").chmod(0o600)
-    assert known_keys(settings)["human:admin"] == frozenset(
-        {public_bytes(admin), public_bytes(old)}
-    )
+        path.chmod(mode)
+        return public_bytes(key)
+
+    old = retire("human:admin", "before-2026-12.pub")
+    retire("human:eve", "writable.pub", 0o666)  # anyone could write it
+    assert known_keys(settings) == {"human:admin": frozenset({old})}
+    assert "a retired public key of human:eve left out" in caplog.text
