@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -32,31 +33,38 @@ def _ledger(known: dict | None = None) -> Ledger:
     ledger.handler.trust = KeyTrust(
         anchors={"human:admin": public_bytes(ADMIN_KEY)}, known=known, admins=SETTINGS.admins
     )
-    pub = public_bytes(LOW)
-    reg = RegisterActorKey(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="human:admin",
-        principal="agent:low",
-        actor_key_id=key_id_of(pub),
-        public_key=pub,
-    )
-    answer, _ = ledger.send(sign(reg, ADMIN_KEY))
-    assert isinstance(answer, CommandAccepted), answer
+    _admin_adds(ledger, "agent:low", LOW)
     return ledger
 
 
-def _grant_everything(actor: str, key, key_id: str | None = None):
-    cmd = IssueGrant(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor=actor,
-        grant_id=new_id(),
-        principal="agent:intruder",
-        actions=("*",),
-        resource="*",
-    )
-    signed = sign(cmd, key)
+def _accepted(ledger: Ledger, command: Any) -> None:
+    answer, _ = ledger.send(command)
+    assert isinstance(answer, CommandAccepted), answer
+
+
+def _admin_adds(ledger: Ledger, principal: str, key: Ed25519PrivateKey) -> None:
+    """human:admin registers ``key`` for ``principal``, through the processor."""
+    _accepted(ledger, _register("human:admin", principal, public_bytes(key), ADMIN_KEY))
+
+
+def _admin_grants(
+    ledger: Ledger, principal: str, actions: tuple[str, ...], resource: str, grant_id: str
+) -> None:
+    """human:admin grants ``principal`` ``actions`` on ``resource``, through the processor."""
+    command = IssueGrant(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", grant_id=grant_id,
+        principal=principal, actions=actions, resource=resource,
+    )  # fmt: skip
+    _accepted(ledger, sign(command, ADMIN_KEY))
+
+
+def _grant_all_as(actor: str, key: Ed25519PrivateKey, key_id: str | None = None) -> Any:
+    """``actor``'s command, signed with ``key`` (named ``key_id``), granting everything."""
+    command = IssueGrant(
+        event_id=new_id(), occurred_at=utcnow(), actor=actor, grant_id=new_id(),
+        principal="agent:intruder", actions=("*",), resource="*",
+    )  # fmt: skip
+    signed = sign(command, key)
     return dataclasses.replace(signed, key_id=key_id) if key_id else signed
 
 
@@ -82,7 +90,7 @@ def test_a_key_planted_under_a_proven_key_id_for_another_actor_signs_nothing() -
     ledger = _ledger()
     k_low = key_id_of(public_bytes(LOW))
     # agent:low signs anything once (authenticated, then refused): its key id is now proven
-    answer, _ = ledger.send(_grant_everything("agent:low", LOW))
+    answer, _ = ledger.send(_grant_all_as("agent:low", LOW))
     assert answer.code == "not_authorized", answer
     assert any(entry[1] == k_low for entry in ledger.handler.trust.proven)
     # the insider writes, with the processor's credential, a junk registration for human:admin
@@ -101,7 +109,7 @@ def test_a_key_planted_under_a_proven_key_id_for_another_actor_signs_nothing() -
         signed_command="{}",
     )
     ledger.apply(planted)
-    answer, written = ledger.send(_grant_everything("human:admin", MINE, key_id=k_low))
+    answer, written = ledger.send(_grant_all_as("human:admin", MINE, key_id=k_low))
     assert not isinstance(answer, CommandAccepted), (answer, written)
 
 
@@ -111,18 +119,7 @@ def test_a_planted_anchor_does_not_make_its_actor_an_administrator() -> None:
     # planted "anchor" of agent:low with agent:low's genuine public key (in the key store)
     _plant_anchor(ledger, "agent:low", public_bytes(LOW), key_id="ed25519:" + "0" * 32)
     # agent:low's signed registration of the insider's key for human:admin, written directly
-    pub = public_bytes(MINE)
-    ask = sign(
-        RegisterActorKey(
-            event_id=new_id(),
-            occurred_at=utcnow(),
-            actor="agent:low",
-            principal="human:admin",
-            actor_key_id=key_id_of(pub),
-            public_key=pub,
-        ),
-        LOW,
-    )
+    ask = _register("agent:low", "human:admin", public_bytes(MINE), LOW)
     (event,) = decide(
         ledger.state, ask, now=utcnow(), new_id=new_id, admins=frozenset({"agent:low"})
     )
@@ -134,7 +131,7 @@ def test_a_planted_anchor_does_not_make_its_actor_an_administrator() -> None:
             signed_command=signed_bytes(ask).decode(),
         )
     )
-    answer, written = ledger.send(_grant_everything("human:admin", MINE))
+    answer, written = ledger.send(_grant_all_as("human:admin", MINE))
     assert not isinstance(answer, CommandAccepted), (answer, written)
 
 
@@ -197,31 +194,8 @@ def _ops_setup():
     ledger = Ledger()
     bob = _register_keys(ledger, 3)
     ops = Ed25519PrivateKey.generate()
-    pub = public_bytes(ops)
-    ledger.send(
-        sign(
-            RegisterActorKey(
-                event_id=new_id(),
-                occurred_at=utcnow(),
-                actor="human:admin",
-                principal="human:ops",
-                actor_key_id=key_id_of(pub),
-                public_key=pub,
-            ),
-            ADMIN_KEY,
-        )
-    )
-    g = IssueGrant(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor="human:admin",
-        grant_id="g-ops",
-        principal="human:ops",
-        actions=("ledger.key.revoke",),
-        resource="principal:human:bob",
-    )
-    a, _ = ledger.send(sign(g, ADMIN_KEY))
-    assert isinstance(a, CommandAccepted), a
+    _admin_adds(ledger, "human:ops", ops)
+    _admin_grants(ledger, "human:ops", ("ledger.key.revoke",), "principal:human:bob", "g-ops")
     from ledger.core.events import RevokeActorKey
 
     cmd = sign(
@@ -284,39 +258,11 @@ def test_a_cut_short_revocation_is_not_finished_once_its_actors_key_is_revoked()
 OPS = Ed25519PrivateKey.generate()
 
 
-def _setup():
-    ledger = _ledger()  # agent:low registered by human:admin
-    pub = public_bytes(OPS)
-    a, _ = ledger.send(
-        sign(
-            RegisterActorKey(
-                event_id=new_id(),
-                occurred_at=utcnow(),
-                actor="human:admin",
-                principal="human:ops",
-                actor_key_id=key_id_of(pub),
-                public_key=pub,
-            ),
-            ADMIN_KEY,
-        )
-    )
-    assert isinstance(a, CommandAccepted), a
-    # human:ops: a powerful non-administrator
-    a, _ = ledger.send(
-        sign(
-            IssueGrant(
-                event_id=new_id(),
-                occurred_at=utcnow(),
-                actor="human:admin",
-                grant_id="g-ops",
-                principal="human:ops",
-                actions=("*",),
-                resource="*",
-            ),
-            ADMIN_KEY,
-        )
-    )
-    assert isinstance(a, CommandAccepted), a
+def _setup() -> Ledger:
+    """agent:low registered by human:admin, and human:ops, a powerful non-administrator."""
+    ledger = _ledger()
+    _admin_adds(ledger, "human:ops", OPS)
+    _admin_grants(ledger, "human:ops", ("*",), "*", "g-ops")
     return ledger
 
 
@@ -348,21 +294,6 @@ def _register(actor, principal, pub, key, at=None):
             principal=principal,
             actor_key_id=key_id_of(pub),
             public_key=pub,
-        ),
-        key,
-    )
-
-
-def _grant_all_as(actor, key):
-    return sign(
-        IssueGrant(
-            event_id=new_id(),
-            occurred_at=utcnow(),
-            actor=actor,
-            grant_id=new_id(),
-            principal="agent:intruder",
-            actions=("*",),
-            resource="*",
         ),
         key,
     )
@@ -466,22 +397,10 @@ def test_a_processor_written_non_anchor_key_does_not_free_a_registrar_from_its_l
     assert not isinstance(answer, CommandAccepted), (answer, written)
 
 
-def _add_powerful(ledger, who: str, actions=("*",), resource="*"):
-    from ledger.core.events import IssueGrant, RegisterActorKey
-    from ledger.keys import sign
-    from tests.unit.test_command_repeats import ADMIN_KEY
-
-    key = Ed25519PrivateKey.generate()
-    pub = public_bytes(key)
-    a, _ = ledger.send(sign(RegisterActorKey(
-        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", principal=who,
-        actor_key_id=key_id_of(pub), public_key=pub), ADMIN_KEY))  # fmt: skip
-    assert isinstance(a, CommandAccepted), a
-    a, _ = ledger.send(sign(IssueGrant(
-        event_id=new_id(), occurred_at=utcnow(), actor="human:admin", grant_id=new_id(),
-        principal=who, actions=actions, resource=resource), ADMIN_KEY))  # fmt: skip
-    assert isinstance(a, CommandAccepted), a
-    return key
+def _add_powerful(ledger: Ledger, who: str) -> None:
+    """``who``: a non-administrator human:admin registers and grants everything."""
+    _admin_adds(ledger, who, Ed25519PrivateKey.generate())
+    _admin_grants(ledger, who, ("*",), "*", new_id())
 
 
 def test_a_second_hop_does_not_launder_agent_lows_bound() -> None:
@@ -513,7 +432,7 @@ def test_an_anchor_planted_with_a_key_store_pub_not_yet_registered_makes_no_admi
     _plant_anchor(ledger, "agent:low", public_bytes(new))  # takes the new key's id first
     # with agent:low's old key, still active until the rotation revokes it
     _plant(ledger, _register("agent:low", "human:admin", public_bytes(MINE), LOW))
-    answer, written = ledger.send(_grant_everything("human:admin", MINE))
+    answer, written = ledger.send(_grant_all_as("human:admin", MINE))
     assert not isinstance(answer, CommandAccepted), (answer, written)
 
 
