@@ -710,10 +710,11 @@ def _administrator(
     known: Mapping[str, bytes | Collection[bytes]] | None,
 ) -> bool:
     """Is ``actor`` an administrator: configured, or holding a trusted anchor
-    (:func:`_trusted_anchor`: one who is one no more keeps what its registrations made). An
-    anchor planted in the log for an actor whose ``.pub`` the key store holds is trusted only
-    with that key's own id, which the actor's genuine registration already took (a review:
-    planted under another id, it made a low-privilege actor an administrator)."""
+    (:func:`_trusted_anchor`: one who is one no more keeps what its registrations made, while
+    the key store keeps its ``.pub`` retired). An anchor planted in the log is trusted only if
+    its id is its key's and that key is configured or retired: reviews planted one under
+    another id, and one with an actor's ``.pub`` not yet registered, and each made a
+    low-privilege actor an administrator."""
     if actor in admins:
         return True
     record = state.principals.get(actor)
