@@ -38,6 +38,8 @@ from ledger.settings import KafkaSecurity, parse_bootstrap
 
 __all__ = [
     "kafka_python_config",
+    "close_failed_connections",
+    "close_abandoned",
     "aiokafka_config",
     "librdkafka_config",
     "access_denied",
@@ -107,8 +109,40 @@ def _quiet_scram(security: KafkaSecurity) -> None:
             logger.addFilter(_SCRAM_FILTER)
 
 
+@functools.cache
+def close_failed_connections() -> None:
+    """Make kafka-python close the socket of a connection attempt that fails.
+
+    kafka-python 3.0.12 (the latest) leaves that socket open (a refused port: a broker starting,
+    restarting or stopped), for a later garbage collection to find; its ``ResourceWarning``
+    then fell on whatever ran at that moment (an unrelated test of a CI run failed on one). Its
+    ``KafkaNetSocket.sock_connect`` is wrapped, once per process, to close the socket when the
+    attempt fails; a kafka-python without that method is left as it is."""
+    try:
+        from kafka.net.inet import KafkaNetSocket
+    except ImportError:
+        return
+    original = getattr(KafkaNetSocket, "sock_connect", None)
+    if original is None:
+        return
+
+    async def sock_connect(
+        self: Any, net: Any, sock: socket.socket, sockaddr: Any, timeout_at: Any = None
+    ) -> Any:
+        try:
+            return await original(self, net, sock, sockaddr, timeout_at=timeout_at)
+        except BaseException:
+            sock.close()
+            raise
+
+    KafkaNetSocket.sock_connect = sock_connect
+
+
 def kafka_python_config(security: KafkaSecurity | None) -> dict[str, Any]:
-    """kafka-python keyword arguments for ``security`` (empty for a plain connection)."""
+    """kafka-python keyword arguments for ``security`` (empty for a plain connection); every
+    kafka-python client is configured here, so this also makes failed connections close their
+    sockets (:func:`close_failed_connections`)."""
+    close_failed_connections()
     if security is None or not security.enabled:
         return {}
     _quiet_scram(security)
@@ -228,7 +262,7 @@ def check_reachable(bootstrap: str, *, timeout: float = CONNECT_TIMEOUT) -> None
     )
 
 
-def _close_abandoned(exc: BaseException) -> None:
+def close_abandoned(exc: BaseException) -> None:
     """Close the network client a kafka-python constructor made before it failed (a refused
     authentication, an unreachable broker): kafka-python leaves it, and its wake-up socket pair,
     open for the garbage collector to find, at some later moment."""
@@ -252,7 +286,7 @@ def _client(
     try:
         return kind(bootstrap_servers=bootstrap, **kafka_python_config(security), **config)
     except (KafkaError, OSError) as exc:
-        _close_abandoned(exc)
+        close_abandoned(exc)
         denied = access_denied(exc, security)
         if denied is not None:
             raise denied from exc

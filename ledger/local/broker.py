@@ -408,7 +408,7 @@ def _kafka_ready(bootstrap: str, security: KafkaSecurity | None = None) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
-    from ledger.kafka.clients import kafka_python_config
+    from ledger.kafka.clients import close_abandoned, kafka_python_config
 
     auth = kafka_python_config(security)
     try:
@@ -416,8 +416,10 @@ def _kafka_ready(bootstrap: str, security: KafkaSecurity | None = None) -> bool:
             bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000, **auth
         )
     except SaslAuthenticationFailedError as exc:
+        close_abandoned(exc)
         raise _refused(exc) from exc
-    except (KafkaError, OSError, ValueError):
+    except (KafkaError, OSError, ValueError) as exc:
+        close_abandoned(exc)  # (its sockets, left for a later collection to warn of)
         return False
     try:
         admin.describe_cluster()

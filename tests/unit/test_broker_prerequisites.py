@@ -175,3 +175,25 @@ def test_a_broker_that_accepts_but_does_not_answer_is_told_with_the_way_out(
         assert "`ledger broker stop && ledger up` restarts it" in result.stderr
     finally:
         hung.close()
+
+
+def test_a_readiness_probe_of_a_broker_not_listening_leaves_no_socket_open() -> None:
+    """While a broker starts, ``_kafka_ready`` asks a port nothing listens on yet. kafka-python
+    left open both its failed constructor's wake-up sockets and the socket of each refused
+    connection, for a later garbage collection whose ResourceWarning then failed whichever test
+    was running (a CI run's ``test_export``)."""
+    import gc
+    import socket
+
+    def open_sockets() -> set[int]:
+        gc.collect()
+        found = (o for o in gc.get_objects() if isinstance(o, socket.socket))
+        return {id(s) for s in found if s.fileno() != -1}
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # a free port: connections to it are refused
+    before = open_sockets()
+    assert broker._kafka_ready(f"127.0.0.1:{port}") is False
+    assert open_sockets() - before == set()

@@ -476,7 +476,7 @@ def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
     which then failed an unrelated test. ``_client`` closes it from the failed frame."""
     from kafka.errors import KafkaError
 
-    from ledger.kafka.clients import _close_abandoned
+    from ledger.kafka.clients import close_abandoned
 
     closed: list[str] = []
 
@@ -500,7 +500,7 @@ def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
 
     with pytest.raises(KafkaError) as raised:
         caller()
-    _close_abandoned(raised.value)
+    close_abandoned(raised.value)
     assert closed == ["client"]
 
 
