@@ -127,14 +127,15 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
         if version is not None and event.stage is Stage.SHADOW:
             notes += _unobserved(state, event.policy, version.version, version.governs)
         elif version is not None and event.stage in (Stage.CANARY, Stage.ACTIVE):
+            # What leaves this policy first: it changes who decides, the overlap note does not.
+            notes += _dropped(state, record, version.version, event.percent, version.governs)
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
-            notes += _dropped(record, version.version, event.percent, version.governs)
     elif isinstance(event, PolicyRolledBack) and record is not None:
         version = record.versions.get(event.to_version)
         if version is not None and (record.retired or record.active != version.version):
             # A version made active again (a retired policy revived): as a promotion to active.
+            notes += _dropped(state, record, version.version, None, version.governs)
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
-            notes += _dropped(record, version.version, None, version.governs)
     elif isinstance(event, PolicyRetired) and record is not None:
         notes += _inherited(state, event.policy, record)
     # What leaves service first: an owner looks for it, and the overlap notes can be long.
@@ -241,11 +242,18 @@ def _decides(state: LedgerState, record: PolicyRecord, action: str) -> bool:
 
 
 def _dropped(
-    record: PolicyRecord, number: int, percent: int | None, governs: Iterable[str]
+    state: LedgerState,
+    record: PolicyRecord,
+    number: int,
+    percent: int | None,
+    governs: Iterable[str],
 ) -> list[str]:
     """A note naming what version ``number``, made the canary (of ``percent``) or active,
-    does not govern of what the active version governs: those requests (the canary's share of
-    them) are denied ``ungoverned_action`` unless another policy governs them."""
+    does not govern of what the active version governs, and what becomes of those requests
+    (the canary's share of them): decided by another deployed policy that governs them, named
+    with its pattern (a policy owner's walkthrough: the note said "denied ungoverned_action",
+    and another team's policy decided them, as errors, on facts it did not expect), else
+    denied ``ungoverned_action``."""
     active = record.versions.get(record.active) if record.active is not None else None
     if active is None or active.version == number:
         return []
@@ -253,6 +261,7 @@ def _dropped(
     globs = [k for k in kept if is_pattern(k)]  # a name covers only itself
     work = GlobWork(_COVER_WORK)
     gone: list[str] = []
+    dropped: list[str] = []  # the entries themselves
     for g in active.governs:
         if g in kept:
             continue
@@ -271,12 +280,13 @@ def _dropped(
             break
         if not covered:
             gone.append(g + _still_governed(g, kept, work))
+            dropped.append(g)
     when = f"in its share ({percent}%)" if percent is not None else "from now on"
     notes = [
         f"note: v{number} does not govern {', '.join(gone[:5])}"
         + (" and more" if len(gone) > 5 else "")
-        + f", which v{active.version} (active) does: {when} those requests are denied "
-        "ungoverned_action unless another policy governs them"
+        + f", which v{active.version} (active) does: {when} "
+        + _taken_by(state, record.name, dropped)
     ][: 1 if gone else 0]
     if work.spent:
         notes.append(
@@ -284,6 +294,25 @@ def _dropped(
             f"v{active.version}'s: `ledger policy diff` shows what changed"
         )
     return notes
+
+
+def _taken_by(state: LedgerState, policy: str, dropped: list[str]) -> str:
+    """What becomes of the requests for ``dropped`` (entries ``policy`` no longer governs):
+    the other deployed policies whose deciding versions govern them, each with its pattern, then
+    ungoverned_action for the rest."""
+    takers = [
+        (other, theirs, mine)
+        for other, theirs, mine in overlapping_governs(state, policy, dropped)
+        if theirs in state.policies[other].governs()[0]  # a shadow's observes, never decides
+    ]
+    if not takers:
+        return "those requests are denied ungoverned_action (no other deployed policy governs them)"
+    shown = "; ".join(f"{mine} by {other} (its {theirs})" for other, theirs, mine in takers[:3])
+    more = f" and {len(takers) - 3} more" if len(takers) > 3 else ""
+    return (
+        f"another deployed policy decides those it governs, with its own rules and facts "
+        f"({shown}{more}); any other is denied ungoverned_action"
+    )
 
 
 def _still_governed(glob: str, kept: frozenset[str], work: GlobWork) -> str:

@@ -2097,7 +2097,7 @@ def test_a_deployment_says_what_it_will_not_decide_or_observe() -> None:
     canary = promote("refund", 2, Stage.CANARY, 30)
     assert (
         "note: v2 does not govern refund.void, which v1 (active) does: in its share (30%) those "
-        "requests are denied ungoverned_action unless another policy governs them"
+        "requests are denied ungoverned_action (no other deployed policy governs them)"
     ) in canary
     rolled = ledger.submit_command(
         RollbackPolicy(
@@ -2233,8 +2233,10 @@ def test_a_dropped_action_note_is_sound_and_bounded() -> None:
     from ledger.core.lifecycle import answers
 
     def dropped(old: tuple[str, ...], new: tuple[str, ...]) -> list[str]:
-        record = SimpleNamespace(active=1, versions={1: SimpleNamespace(version=1, governs=old)})
-        return answers._dropped(record, 2, None, new)  # type: ignore[arg-type]
+        record = SimpleNamespace(
+            name="p", active=1, versions={1: SimpleNamespace(version=1, governs=old)}
+        )
+        return answers._dropped(LedgerState(), record, 2, None, new)  # type: ignore[arg-type]
 
     assert dropped(("refund.issue", "refund.*"), ("ref*",)) == []
     assert dropped(("re*",), ("ref*",))[0].startswith("note: v2 does not govern re* beyond ref*,")
@@ -2321,3 +2323,30 @@ def test_a_shadow_note_asks_of_long_names_within_a_budget() -> None:
         answers.governing_policy = real
     assert asked < 60, asked
     assert "the rest (too many long names and globs to compare)" in said
+
+
+def test_a_canary_dropping_an_action_names_the_policy_that_takes_it_over() -> None:
+    # A policy owner's walkthrough: a canary dropping refund.issue was said to leave it denied
+    # ungoverned_action, after 400 characters of overlap note, while another team's refund.*
+    # decided it (as errors: its facts were not the agent's).
+    from ledger.core.events import PromotePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    both = REFUND.replace("governs: [refund.issue]", "governs: [refund.issue, refund.void]", 1)
+    assert ledger.deploy(both) == 1
+    assert ledger.deploy(REFUND.replace("refund.issue", "refund.void", 1), stage="draft") == 2
+    fraud = REFUND.replace("policy: refund", "policy: refund-fraud", 1)
+    assert ledger.deploy(fraud.replace("governs: [refund.issue]", "governs: ['refund.*']", 1)) == 1
+    answer = ledger.submit_command(
+        PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="refund", version=2, stage=Stage.CANARY, percent=20
+        )
+    ).message
+    dropped = (
+        "note: v2 does not govern refund.issue, which v1 (active) does: in its share (20%) "
+        "another deployed policy decides those it governs, with its own rules and facts "
+        "(refund.issue by refund-fraud (its refund.*)); any other is denied ungoverned_action"
+    )
+    assert dropped in answer
+    assert answer.index(dropped) < answer.index("note: actions may also be governed")
