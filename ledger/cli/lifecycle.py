@@ -35,6 +35,7 @@ from ledger.cli.output import (
     print_table,
     to_jsonable,
 )
+from ledger.cli.policyfiles import cases_for
 from ledger.core.events import (
     ApprovePolicyVersion,
     PromotePolicyVersion,
@@ -45,10 +46,11 @@ from ledger.core.events import (
 )
 from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle import taken_out_of_service
-from ledger.core.policy import check_policy, parse_policy
+from ledger.core.policy import Policy, check_policy, parse_policy
 from ledger.core.policy.canonical import content_hash, document_yaml
+from ledger.core.policytests import run_policy_tests
 from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
-from ledger.errors import TamperDetected, UsageError
+from ledger.errors import PolicyError, PolicyTestsFailed, TamperDetected, UsageError
 from ledger.ids import new_id, utcnow
 
 __all__ = ["COMMANDS"]
@@ -58,15 +60,29 @@ __all__ = ["COMMANDS"]
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--by", "by", required=True, help="Author, e.g. human:alice.")
 @click.option("--note", default=None, help="Why this version (kept in the ledger).")
+@click.option(
+    "--skip-tests",
+    is_flag=True,
+    help="Propose even though the policy's own test cases (its tests: block, NAME.tests.yaml "
+    "beside the file) fail or cannot be read.",
+)
 @ledger_options
 @handle_errors
 def propose(
-    file: Path, by: str, note: str | None, bootstrap: str | None, timeout: float, as_json: bool
+    file: Path,
+    by: str,
+    note: str | None,
+    skip_tests: bool,
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
 ) -> None:
     """Submit a new version of a policy; prints the version number the ledger assigned.
 
     The document is validated by the command processor exactly as `ledger policy validate`
-    does offline; an invalid one is rejected with the problems found.
+    does offline; an invalid one is rejected with the problems found. First, the policy's own
+    test cases (its tests: block and NAME.tests.yaml beside FILE) are run as `ledger policy
+    test FILE` runs them: a failing case stops the proposal (exit 1) unless --skip-tests.
     """
     document = read_text_file(file, what="policy file")
     # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
@@ -74,6 +90,10 @@ def propose(
     policy, warnings = check_policy(document, filename=str(file))
     for warning in warnings:
         click.echo(f"warning  {warning}", err=True)
+    if skip_tests:
+        click.echo(f"warning  {file}: its test cases were not run (--skip-tests)", err=True)
+    else:
+        _own_cases_pass(file, policy)
     # The name travels beside the document: the processor authorizes on it before reading it.
     command = ProposePolicyVersion(
         event_id=new_id(),
@@ -92,6 +112,36 @@ def propose(
         f"proposed {policy.name}",
         extra={"warnings": list(warnings)},
     )
+
+
+def _own_cases_pass(file: Path, policy: Policy) -> None:
+    """Run the cases a policy file brings with it (a policy owner's walkthrough: versions whose
+    own tests failed, one letting blocked accounts be refunded, were proposed without a word);
+    :class:`PolicyTestsFailed` naming the first failure when any fails."""
+    try:
+        cases = cases_for(file, policy)
+    except (PolicyError, UsageError) as exc:
+        click.echo(f"error  {file}: its test cases cannot be read: {exc}", err=True)
+        raise UsageError(
+            f"fix the tests of {policy.name} (`ledger policy validate {file}`), or propose with "
+            "--skip-tests"
+        ) from exc
+    failed = [r for r in run_policy_tests(policy, cases) if not r.passed]
+    if failed:
+        first = failed[0]
+        raise PolicyTestsFailed(
+            f"{len(failed)} of {len(cases)} of {policy.name}'s own test cases fail (first: "
+            f"{first.case!r}: {first.failures[0]}): `ledger policy test {file}` shows them; fix "
+            "the policy or the cases, or propose with --skip-tests"
+        )
+    if cases:
+        click.echo(f"tested  {file}: {len(cases)} passed", err=True)
+    else:
+        click.echo(
+            f"note  {file} has no test cases of its own: `ledger policy test {file} --tests "
+            "FILE` runs another file's (the current version's) against it",
+            err=True,
+        )
 
 
 @click.command("approve")

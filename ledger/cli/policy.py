@@ -26,6 +26,13 @@ from ledger.cli.output import (
     rule_label,
     to_jsonable,
 )
+from ledger.cli.policyfiles import (
+    cases_for,
+    is_tests_file,
+    policy_beside,
+    tests_siblings,
+    wrong_policy,
+)
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.core.globs import is_pattern
@@ -33,7 +40,6 @@ from ledger.core.policy import (
     Policy,
     PolicyTestCase,
     check_policy,
-    load_yaml,
     parse_policy,
     parse_test_cases,
 )
@@ -54,7 +60,6 @@ from ledger.errors import (
 
 __all__ = ["group"]
 
-_TESTS_SUFFIX = ".tests.yaml"
 TEST_TIMEOUT = 300.0
 """Seconds a ``policy test`` run may take by default (a suite usually takes well under one)."""
 
@@ -93,12 +98,11 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     bad = 0
     files = _yaml_files(paths, tests=True)
     for path in [*files]:  # a policy file named alone brings the tests file beside it
-        if not path.is_dir() and not _is_tests_file(path):
-            siblings = [path.with_name(path.name.rsplit(".", 1)[0] + s) for s in _TESTS_SUFFIXES]
-            files.extend(s for s in siblings if s.is_file() and s not in files)
+        if not path.is_dir() and not is_tests_file(path):
+            files.extend(s for s in tests_siblings(path) if s.is_file() and s not in files)
     for path in files:
         try:
-            if _is_tests_file(path):
+            if is_tests_file(path):
                 named, cases = parse_test_cases(
                     read_text_file(path, what="policy tests file"), filename=str(path)
                 )
@@ -155,31 +159,18 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
         raise UsageError(f"no .yaml or .yml files in {', '.join(map(str, paths))}; check the path")
 
 
-_TESTS_SUFFIXES = (_TESTS_SUFFIX, ".tests.yml")
-
-
-def _wrong_policy(
-    tests_file: Path, named: str | None, policy_file: Path, policy: Policy
-) -> str | None:
-    """The one rule tying a tests file to a policy: the ``policy:`` it names, if any, is the
-    policy's own (``validate`` reports it, ``test`` refuses to run the cases)."""
-    if named is None or named == policy.name:
-        return None
-    return f"{tests_file} tests policy {named!r} but {policy_file} is policy {policy.name!r}"
-
-
 def _against_policy(
     path: Path, named: str | None, cases: Iterable[PolicyTestCase]
 ) -> list[PolicyProblem]:
     """What `policy test` would refuse or could never pass, found without running a case: a
     tests file naming another policy than the one beside it, a case expecting a rule the policy
     does not have. Nothing when the policy beside it is missing or invalid (said on its own)."""
-    beside = _policy_beside(path)
+    beside = policy_beside(path)
     try:
         policy = _load(beside)
     except (PolicyError, UsageError):
         return []
-    wrong = _wrong_policy(path, named, beside, policy)
+    wrong = wrong_policy(path, named, beside, policy)
     if wrong is not None:
         return [PolicyProblem(message=wrong)]
     rules = {r.id for r in policy.rules}
@@ -195,18 +186,6 @@ def _against_policy(
     ]
 
 
-def _is_tests_file(path: Path) -> bool:
-    return path.name.endswith(_TESTS_SUFFIXES)
-
-
-def _policy_beside(tests_file: Path) -> Path:
-    """The policy file a tests file tests: ``refund.tests.yml`` -> ``refund.yml``, else
-    ``refund.yaml`` (whichever exists; the first when neither does)."""
-    stem, extension = tests_file.name.rsplit(".tests.", 1)
-    candidates = [tests_file.with_name(f"{stem}.{e}") for e in (extension, "yaml", "yml")]
-    return next((c for c in candidates if c.exists()), candidates[0])
-
-
 def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
     """The files ``paths`` name, each once, a directory's YAML files (recursively, sorted) in its
     place. With ``tests``, tests files are kept; without, a tests file stands for the policy
@@ -218,49 +197,14 @@ def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
             out.extend(
                 p
                 for p in sorted(path.rglob("*.y*ml"))
-                if p.suffix in (".yaml", ".yml") and (tests or not _is_tests_file(p))
+                if p.suffix in (".yaml", ".yml") and (tests or not is_tests_file(p))
             )
-        elif _is_tests_file(path) and not tests:
-            out.append(_policy_beside(path))
+        elif is_tests_file(path) and not tests:
+            out.append(policy_beside(path))
         else:
             out.append(path)
     seen: set[Path] = set()
     return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
-
-
-def _cases_for(path: Path, policy: Policy, extra: tuple[Path, ...] = ()) -> list[PolicyTestCase]:
-    """The policy's own cases, its sibling tests file's, then each of ``extra`` (``--tests``),
-    every file once; a tests file naming another policy is a usage error."""
-    cases = list(policy.tests)
-    siblings = [path.with_name(path.name.rsplit(".", 1)[0] + s) for s in _TESTS_SUFFIXES]
-    files = [f for f in siblings if f.exists()] + list(extra)
-    seen: set[Path] = set()
-    for tests_file in files:
-        key = tests_file.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        text = read_text_file(tests_file, what="policy tests file")
-        named, more = _test_cases_of(text, tests_file)
-        wrong = _wrong_policy(tests_file, named, path, policy)
-        if wrong is not None:
-            raise UsageError(wrong)
-        cases.extend(more)
-    return cases
-
-
-def _test_cases_of(text: str, file: Path) -> tuple[str | None, tuple[PolicyTestCase, ...]]:
-    """The cases of a tests file given with ``--tests``: a NAME.tests.yaml, or a policy file
-    whose cases are inline (its ``tests:`` block, for the policy it names). A file with
-    ``governs:`` or ``rules:`` is read as a policy, so its problems are a policy's, not a tests
-    file's complaint about every policy key."""
-    data, _ = load_yaml(text, filename=str(file))
-    if not (isinstance(data, dict) and ("governs" in data or "rules" in data)):
-        return parse_test_cases(text, filename=str(file))
-    inline = parse_policy(text, filename=str(file))
-    if not inline.tests:
-        raise UsageError(f"{file} is a policy file ({inline.name}) with no tests: block to run")
-    return inline.name, inline.tests
 
 
 @group.command("test")
@@ -306,14 +250,14 @@ def test(
     broken: list[PolicyProblem] = []  # of policies (or their tests) that could not be run
     untested: list[Path] = []  # policy files that had no case at all
     uncovered: dict[str, list[str]] = {}  # policy file -> its rules that decided no case
-    named = {p for p in paths if not p.is_dir() and not _is_tests_file(p)}
+    named = {p for p in paths if not p.is_dir() and not is_tests_file(p)}
     files = _yaml_files(paths, tests=False)
     for path in files:
         if stopped:
             break
         try:
             policy = _load(path)
-            cases = _cases_for(path, policy, tests_files)
+            cases = cases_for(path, policy, tests_files)
             if not cases:
                 untested.append(path)
                 hint = (

@@ -4,7 +4,8 @@ A case states facts (and optionally context, principal, action, resource) and wh
 the determination, and optionally the deciding rule (``null`` = the default decided), the
 constraints and the reason code. The principal is assumed authorized: these tests are about the
 policy, not about grants. An ``action`` the policy does not govern is expected to be ``deny`` /
-``ungoverned_action``, as the evaluator would answer.
+``ungoverned_action``, as the evaluator would answer, and the case must say
+``reason_code: ungoverned_action`` (a misspelt action otherwise passed as a denial).
 """
 
 from __future__ import annotations
@@ -139,6 +140,18 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         failures.append(
             f"reason_code: expected {case.expect_reason_code}{hint}, got {outcome.reason_code}"
         )
+    if (
+        case.action is not None
+        and outcome.reason_code == "ungoverned_action"
+        and case.expect_reason_code is None
+    ):
+        # A policy owner's walkthrough: `action: refund.isue` expecting deny passed, the typo
+        # unseen; a case about an action the policy does not govern must say so.
+        failures.append(
+            f"action: {policy.name} does not govern {case.action}{_meant_action(policy, case.action)}:"
+            " its rules never decide it; if that is what this case tests, expect "
+            "reason_code: ungoverned_action"
+        )
     actionless = case.action is None and policy.governs and all(map(is_pattern, policy.governs))
     if actionless:
         # As `policy eval` refuses it: the case says nothing of which action it stands for.
@@ -165,6 +178,13 @@ def run_case(policy: Policy, case: PolicyTestCase) -> CaseResult:
         file=case.file,
         line=case.line,
     )
+
+
+def _meant_action(policy: Policy, action: str) -> str:
+    """`` (did you mean refund.issue?)`` when ``action`` is close to an entry of the policy's
+    ``governs``; empty otherwise."""
+    close = difflib.get_close_matches(action[:128], list(policy.governs), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _no_such_rule(policy: Policy, rule: str | None) -> str:

@@ -788,3 +788,65 @@ def test_a_case_expecting_a_rule_the_policy_lacks_says_which_it_has(tmp_path: Pa
         "(refund has no rule zzz-nothing-like; its rules: suspended, auto-refund, credit-only)"
         in out
     )
+
+
+def test_propose_runs_the_policys_own_cases_first(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: versions whose own cases failed (one let blocked accounts
+    # be refunded) and one whose tests file was invalid were proposed without a word.
+    policy = tmp_path / "refund.yaml"
+    policy.write_text(REFUND.read_text())
+    cases = (EXAMPLES / "refund.tests.yaml").read_text()
+    tests = tmp_path / "refund.tests.yaml"
+    propose = (
+        "policy",
+        "propose",
+        str(policy),
+        "--by",
+        "human:alice",
+        "--bootstrap",
+        "127.0.0.1:1",
+    )
+
+    tests.write_text(cases)
+    code, _, err = run(*propose)  # the cases pass: on to Kafka, which is not there
+    assert f"tested  {policy}: " in err and "passed" in err
+    assert code not in (0, 1) and "policy_tests_failed" not in err
+
+    tests.write_text(
+        cases.replace("{determination: deny, rule: suspended}", "{determination: allow}")
+    )
+    code, _, err = run(*propose)
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: 1 of ")
+    assert "'suspended accounts are never refunded': determination: expected allow" in err
+    assert "--skip-tests" in err and "[policy_tests_failed]" in err
+
+    code, _, err = run(*propose, "--skip-tests")  # sent anyway, said so
+    assert f"warning  {policy}: its test cases were not run (--skip-tests)" in err
+    assert "policy_tests_failed" not in err and code not in (0, 1)
+
+    tests.write_text("policy: refund\ncases: [{name: x}]\n")  # no expect
+    code, _, err = run(*propose)
+    assert code == 2 and "its test cases cannot be read" in err and "--skip-tests" in err
+
+    tests.unlink()
+    code, _, err = run(*propose)
+    assert "has no test cases of its own" in err and "policy_tests_failed" not in err
+
+
+def test_a_case_about_an_ungoverned_action_must_say_so(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: `action: refund.isue` expecting deny passed, the typo unseen.
+    policy = tmp_path / "refund.yaml"
+    policy.write_text(REFUND.read_text())
+    tests = tmp_path / "refund.tests.yaml"
+    case = "  - name: typo\n    action: refund.isue\n    facts: {tenure_days: 1, amount: '1', prior_refunds_12m: 0, standing: good}\n"
+    tests.write_text("policy: refund\ncases:\n" + case + "    expect: {determination: deny}\n")
+    code, out, _ = run("policy", "test", str(policy))
+    assert code == 1
+    assert (
+        "action: refund does not govern refund.isue (did you mean refund.issue?): its rules "
+        "never decide it; if that is what this case tests, expect reason_code: ungoverned_action"
+    ) in out
+    meant = "    expect: {determination: deny, reason_code: ungoverned_action}\n"
+    tests.write_text("policy: refund\ncases:\n" + case + meant)
+    code, out, _ = run("policy", "test", str(policy))
+    assert code == 0 and "1 passed, 0 failed" in out
