@@ -305,8 +305,10 @@ class LedgerClient:
             # A client dropped unclosed would leave its transport's thread and connections
             # running for the life of the process (a tool object made per agent run leaked
             # one of each per run): closed when the client is collected, with a warning.
+            # At exit too: the process ending dropped the asynchronous requests still unsent
+            # (Kafka away) without a word, where close() says so of each (an agent engineer's
+            # walkthrough). Closing a copy inherited across a fork() touches nothing.
             finalizer = weakref.finalize(self, _unclosed, transport)
-            finalizer.atexit = False  # the process ending closes everything anyway
             self._finalizer: weakref.finalize[Any, Any] | None = finalizer
         else:
             self._finalizer = None

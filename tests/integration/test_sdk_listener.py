@@ -306,3 +306,55 @@ def test_a_client_used_after_a_fork_says_so_at_once_and_the_parents_still_answer
         action=action, principal=AGENT, resource="account:2", facts=GOOD_FACTS, timeout=10
     )
     assert answer.determination is Determination.ALLOW
+
+
+_EXITS_WITH_UNSENT = """
+import logging, pickle, sys
+from ledger.client import LedgerClient
+from ledger.settings import TopicNames
+
+class Unreachable(TopicNames):  # requests go to a topic that is not there: never delivered
+    @property
+    def evaluation_requests(self) -> str:
+        return self._name("ledger.no-such-topic")
+
+logging.basicConfig(stream=sys.stderr, level=logging.ERROR, format="%(name)s %(message)s")
+with open(sys.argv[1], "rb") as f:
+    config = pickle.load(f)
+client = LedgerClient(config)
+client._transport._topics = Unreachable(prefix=config.topics.prefix)
+for n in range(2):
+    client.submit_async(
+        action="refund.issue", principal="agent:exits", resource=f"account:{n}", default="allow"
+    )
+print("submitted", flush=True)
+# the process ends here, its client never closed
+"""
+
+
+def test_a_process_ending_with_unsent_requests_says_so_of_each(
+    shared_stack: LedgerStack, tmp_path
+) -> None:
+    # An agent engineer's walkthrough: with Kafka away, a script that submitted asynchronous
+    # requests and ended without close() exited 0 without a word, its requests in no topic,
+    # where close() logs each one it drops.
+    import pickle
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.pickle"
+    config.write_bytes(pickle.dumps(shared_stack.config(AGENT, timeout=LONG)))
+    script = tmp_path / "exits.py"
+    script.write_text(_EXITS_WITH_UNSENT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "submitted", done
+    lost = [line for line in done.stderr.splitlines() if "was never delivered to Kafka" in line]
+    assert len(lost) == 2, done.stderr
+    assert all(
+        line.startswith("ledger.client ledger client: asynchronous request") for line in lost
+    )
