@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
+from ledger.core.jsonform import parse_instant
 from ledger.errors import ExportError
 from ledger.files import UnreadableFile, read_bounded
 
@@ -70,6 +71,21 @@ _PATH: Final = re.compile(
     r"\+(?P<partition>[0-9]{1,10})\+(?P<first>[0-9]{1,19})(?:~(?P<last>[0-9]{1,19}))?\.parquet"
 )
 _STAMP: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}Z")
+
+
+def _is_stamp(value: Any) -> bool:
+    """Is ``value`` a time as an export writes one, and a real one: the form alone let
+    ``2026-19-45T99:99:99Z`` through to readers that parse it (`audit verify` and `actor
+    verify` ended in a traceback; a maintainability review)."""
+    if not (isinstance(value, str) and _STAMP.fullmatch(value)):
+        return False
+    try:
+        parse_instant(value)
+    except ValueError:
+        return False
+    return True
+
+
 _KEYS: Final = frozenset(
     {"format", "topic_prefix", "updated_at", "complete", "read_at", "offsets", "files", "retired"}
 )
@@ -181,7 +197,7 @@ class Manifest:
             for i, entry in enumerate(check.sequence(data.get("retired", []), "retired"))
         ]
         updated = data.get("updated_at")
-        if updated is not None and not (isinstance(updated, str) and _STAMP.fullmatch(updated)):
+        if updated is not None and not _is_stamp(updated):
             # a time every exporter has written this way; `audit verify` reads it as when the
             # topics were read when read_at is absent, so it must not be text it skips
             check.fail(f"updated_at {updated!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
@@ -189,7 +205,7 @@ class Manifest:
         if not isinstance(complete, bool):
             check.fail(f"complete {complete!r:.40} is not true or false")
         read_at = data.get("read_at")
-        if read_at is not None and not (isinstance(read_at, str) and _STAMP.fullmatch(read_at)):
+        if read_at is not None and not _is_stamp(read_at):
             check.fail(f"read_at {read_at!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
         return cls(
             prefix=prefix,
@@ -304,7 +320,7 @@ class _Checker:
         entry = dict(self.mapping(value, name, _RETIRED_KEYS))
         self.path(entry.get("path"), name)
         at = entry.get("at")
-        if not isinstance(at, str) or not _STAMP.fullmatch(at):
+        if not _is_stamp(at):
             self.fail(f"{name}.at {at!r:.40} is not a time (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
         return entry
 

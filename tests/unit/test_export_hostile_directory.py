@@ -176,6 +176,16 @@ def test_retired_paths_outside_the_directory_are_refused_not_removed(tmp_path: P
         ),
         (lambda m: m.__setitem__("topic_prefix", "../x"), r"topic_prefix '\.\./x' is not a topic"),
         (lambda m: m.__setitem__("updated_at", 5), "updated_at 5 is not a time"),
+        # Of the right form, not a real time: `audit verify` and `actor verify` parsed it, to a
+        # ValueError traceback (a maintainability review).
+        (
+            lambda m: m.__setitem__("read_at", "2026-19-45T99:99:99Z"),
+            "read_at '2026-19-45T99:99:99Z' is not a time",
+        ),
+        (
+            lambda m: m.__setitem__("updated_at", "2026-02-30T00:00:00Z"),
+            "updated_at '2026-02-30T00:00:00Z' is not a time",
+        ),
         (lambda m: m.__setitem__("files", {}), "files is a dict, not a list"),
         (lambda m: m.__setitem__("offsets", []), "offsets is a list, not an object"),
         (
