@@ -159,6 +159,15 @@ class Validator:
                     field_name=".".join(map(str, (*path, key))),
                 )
 
+    def _whole(self, pattern: re.Pattern[str], value: str) -> bool:
+        """Does ``pattern`` match all of ``value``? ``$`` also matches before a last newline,
+        so a name written as a YAML block scalar (``policy: >``) was ``'refund\\n'``, valid,
+        and governed nothing anyone asked for (a maintainability review). A recorded version is
+        read as it was accepted then."""
+        if self.new_document:
+            return pattern.fullmatch(value) is not None
+        return pattern.match(value) is not None
+
     def string(
         self,
         value: Any,
@@ -178,8 +187,10 @@ class Validator:
                 field_name=field_name,
             )
             return None
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not self._whole(pattern, value):
             hint = f" ({allowed})" if allowed else ""
+            if self._whole(pattern, value.rstrip("\r\n")):
+                hint = " (it ends in a line break: write it on its key's line, without > or |)"
             self.add(
                 f"{value!r} is not a valid {what}{hint}", path, rule=rule, field_name=field_name
             )
@@ -337,7 +348,7 @@ class Validator:
 
     def fact(self, name: Any, spec: Any, path: tuple[Any, ...]) -> FactSpec | None:
         ok = True
-        if not isinstance(name, str) or not _FACT_RE.match(name):
+        if not isinstance(name, str) or not self._whole(_FACT_RE, name):
             self.add(
                 f"fact name {_describe(name)} must be an identifier: ASCII letters, digits and _, "
                 "not starting with a digit",

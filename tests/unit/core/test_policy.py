@@ -441,3 +441,42 @@ def test_a_governs_entry_is_told_every_limit_it_breaks_in_words_that_fit_governs
         "82 characters with ?; at most 64 (glob_class_chars): shorten the fixed part, or list "
         "exact actions",
     ]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # `$` also matches before a last newline: a block scalar's name was 'refund\n', valid,
+        # and governed nothing anyone asked for (a maintainability review).
+        (
+            ("policy: refund", "policy: >\n  refund"),
+            "'refund\\n' is not a valid policy name (it ends in a line break",
+        ),
+        (
+            ("governs: [refund.issue]", 'governs: ["refund.issue\\n"]'),
+            "governs.0: 'refund.issue\\n' is not a valid action name (it ends",
+        ),
+        # The characters governs allows: no classes, no spaces (grants alone take `[`).
+        (
+            ("governs: [refund.issue]", "governs: ['refund.[ab]']"),
+            "governs.0: 'refund.[ab]' is not a valid action name (letters",
+        ),
+        (
+            ("governs: [refund.issue]", "governs: ['refund issue']"),
+            "governs.0: 'refund issue' is not a valid action name (letters",
+        ),
+    ],
+)
+def test_names_and_governs_are_checked_whole(change: tuple[str, str], problem: str) -> None:
+    document = REFUND.replace(*change, 1)
+    assert document != REFUND
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(document, filename="p.yaml")
+    assert len(raised.value.problems) == 1 and problem in str(raised.value.problems[0])
+
+
+def test_a_fact_name_with_a_trailing_line_break_is_refused() -> None:
+    document = REFUND.replace("  tenure_days:", "  ? |\n    tenure_days\n  :", 1)
+    assert document != REFUND
+    with pytest.raises(PolicyError, match="must be an identifier"):
+        parse_policy(document, filename="p.yaml")
