@@ -76,7 +76,7 @@ def parse_bootstrap(value: str) -> tuple[tuple[str, int], ...]:
             problem = f"{entry!r} has no port"
         elif not host:
             problem = f"{entry!r} has no host"
-        elif not _HOST.match(host):
+        elif not _HOST.fullmatch(host):
             problem = f"{host!r} is not a host name or IP address"
         elif not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
             problem = f"port {port!r} of {entry!r} is not an integer 1-65535"

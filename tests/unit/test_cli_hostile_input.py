@@ -136,6 +136,7 @@ def test_a_malformed_bootstrap_is_a_usage_error_not_a_traceback(
         ("broker1:65536", "port '65536'"),
         ("a:1,,b:2", "an empty entry"),
         ("bad host:9092", "not a host name"),
+        ("broker1\n:9092", "not a host name"),  # `$` matched before the line break
     ],
 )
 def test_bootstrap_strings_are_checked_entry_by_entry(value: str, problem: str) -> None:
