@@ -35,7 +35,7 @@ from ledger.audit.export import ExportPath, Manifest, read_manifest
 from ledger.audit.history import load_export_history
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
-from ledger.core.evaluate import item_request
+from ledger.core.evaluate import answers_batch, item_request
 from ledger.core.events import (
     COMMAND_TYPES,
     BatchDecisionRecorded,
@@ -661,11 +661,11 @@ def single_pairs(
             and isinstance(decision, BatchDecisionRecorded)
         ):
             continue
-        answers = {d.item_id: d for d in decision.decisions}
-        for item in request.items:
-            answer = answers.get(item.item_id)
-            if answer is None:
-                continue
+        if not answers_batch(request, decision):
+            continue  # not this request's answer: a copy sent under its id
+        # By position, as the evaluator answers: by item id, two items under one id took the
+        # last one's answer, and an id recorded cut lost its item (a maintainability review).
+        for item, answer in zip(request.items, decision.decisions, strict=True):
             single = item_request(request, item)  # as the evaluator decided it
             rid = single.event_id
             yield (

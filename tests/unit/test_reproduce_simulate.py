@@ -1877,3 +1877,50 @@ def test_a_decisions_reasons_are_printed_escaped_and_only_for_the_items_shown(
     assert len(reasons) == 1 and reasons[0].startswith("reason (req-b#1): agent:a holds no grant")
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
     assert "\\nreason: approved by compliance" in reasons[0]  # one line, the newline shown
+
+
+def test_a_pre_evaluation_is_taken_item_by_item_in_order() -> None:
+    # A maintainability review: items were paired with their answers by item id, so two
+    # items under one id both took the last answer, the other lost.
+    from ledger.core.events import (
+        BatchDecisionRecorded,
+        BatchEvaluationRequested,
+        BatchItem,
+        BatchItemDecision,
+    )
+
+    request = BatchEvaluationRequested(
+        event_id="b1",
+        occurred_at=T0,
+        actor="agent:bot",
+        principal="agent:bot",
+        items=(
+            BatchItem(item_id="x", action="refund.issue", resource="account:1"),
+            BatchItem(item_id="x", action="refund.view", resource="account:1"),
+        ),
+    )
+
+    def answer(action: str, determination: Determination) -> BatchItemDecision:
+        return BatchItemDecision(
+            item_id="x", action=action, resource="account:1", determination=determination
+        )
+
+    decided = BatchDecisionRecorded(
+        event_id="d1",
+        occurred_at=T0,
+        actor="service:evaluator",
+        request_id="b1",
+        principal="agent:bot",
+        decisions=(
+            answer("refund.issue", Determination.DENY),
+            answer("refund.view", Determination.ALLOW),
+        ),
+    )
+    pairs = list(single_pairs([(request, decided)]))
+    assert [(r.action, d.action, d.determination) for r, d in pairs] == [
+        ("refund.issue", "refund.issue", Determination.DENY),
+        ("refund.view", "refund.view", Determination.ALLOW),
+    ]
+    # An answer that is not this request's (another copy under its id) pairs nothing.
+    other = dataclasses.replace(decided, decisions=decided.decisions[:1])
+    assert list(single_pairs([(request, other)])) == []
