@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
@@ -154,3 +155,15 @@ _Dumper.add_representer(
     _Flow, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v.items(), flow_style=True)
 )
 _Dumper.add_representer(list, _sequence)
+
+NUMBER_LIKE_TEXT: Final = re.compile(r"[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+[eE][-+]?[0-9]+")
+"""Text a YAML 1.2 reader takes for a number (``1e3``) and the policy loader keeps as text:
+written unquoted in a constraint it is refused (``validate``), so it is written quoted here."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "'" if NUMBER_LIKE_TEXT.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)

@@ -67,6 +67,8 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
     # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
     # recursion is as deep as the document, which the loader bounded.
     marks.values[path] = _mark(node)
+    if isinstance(node, yaml.ScalarNode) and not node.style:  # written without quotes
+        marks.plain.add(path)
     if id(node) in visited:
         return
     visited.add(id(node))

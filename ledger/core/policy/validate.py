@@ -34,7 +34,7 @@ from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type, int_value
 from ledger.core.globs import compile_globs, glob_problems
 from ledger.core.limits import Limits
-from ledger.core.policy.canonical import canonical_text, content_hash
+from ledger.core.policy.canonical import NUMBER_LIKE_TEXT, canonical_text, content_hash
 from ledger.core.policy.model import (
     EMPTY,
     DefaultDecision,
@@ -55,6 +55,8 @@ MAX_PROBLEMS: Final = 100
 """Problems listed for one document at most; validation stops there (time and memory stay
 bounded for a document of thousands of broken rules, and nobody fixes more at once)."""
 _ACTION_RE: Final = re.compile(r"^[A-Za-z0-9_.\-*?:/]+$")
+_YAML11_BOOLEANS: Final = frozenset({"y", "n", "yes", "no", "on", "off"})
+"""Words YAML 1.1 read as booleans; this loader (as YAML 1.2) reads them as text."""
 
 
 class Marks:
@@ -64,6 +66,7 @@ class Marks:
         self.keys: dict[tuple[Any, ...], tuple[int, int]] = {}
         self.values: dict[tuple[Any, ...], tuple[int, int]] = {}
         self.duplicates: list[tuple[tuple[Any, ...], tuple[int, int]]] = []
+        self.plain: set[tuple[Any, ...]] = set()  # scalars written without quotes
 
     def at(self, path: tuple[Any, ...]) -> tuple[int | None, int | None]:
         while path:
@@ -234,6 +237,27 @@ class Validator:
         self.add(f"unknown effect {_describe(value)} (expected allow or deny)", path, rule=rule)
         return None
 
+    def _ambiguous_text(self, item: Any, path: tuple[Any, ...]) -> str | None:
+        """Why an unquoted constraint value that reads as text was probably meant otherwise:
+        ``no``, ``off``, ``yes`` (YAML 1.1's booleans, text here: an agent's ``if
+        constraints["notify"]`` takes ``"no"`` as true) or ``1e3`` (a number to YAML 1.2,
+        text here); None when it was quoted, or is not such a word (a policy owner's
+        walkthrough: validated, and the agent received ``'no'``)."""
+        if not self.new_document or not isinstance(item, str) or path not in self.marks.plain:
+            return None
+        if item.lower() in _YAML11_BOOLEANS:
+            meant = "true" if item.lower() in ("y", "yes", "on") else "false"
+            return (
+                f"the unquoted {item} is read as the text {item!r}, which an agent's `if` takes as "
+                f'true: write {meant} for a boolean, or "{item}" (quoted) to keep the text'
+            )
+        if NUMBER_LIKE_TEXT.fullmatch(item):
+            return (
+                f"the unquoted {item} is read as the text {item!r}, not a number: write it in "
+                f'digits (1000, 0.5) for a number, or "{item}" (quoted) to keep the text'
+            )
+        return None
+
     def constraints(
         self, value: Any, path: tuple[Any, ...], *, rule: str | None
     ) -> Mapping[str, Value]:
@@ -262,6 +286,10 @@ class Validator:
                     continue
                 item = float(item)  # a number with a fraction reaches the agent as a float
             converted = _constraint_value(item)
+            unquoted = self._ambiguous_text(item, sub)
+            if unquoted is not None:
+                self.add(f"constraint {key!r}: {unquoted}", sub, rule=rule)
+                continue
             if type(converted) is int and self.new_document and not -(2**63) <= converted < 2**63:
                 # A red team: validated, then every request it decided was dead-lettered
                 # unanswered, as no decision could record it (a 64-bit long).

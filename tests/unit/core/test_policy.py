@@ -480,3 +480,50 @@ def test_a_fact_name_with_a_trailing_line_break_is_refused() -> None:
     assert document != REFUND
     with pytest.raises(PolicyError, match="must be an identifier"):
         parse_policy(document, filename="p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        (
+            "no",
+            "the unquoted no is read as the text 'no', which an agent's `if` takes as true: "
+            'write false for a boolean, or "no" (quoted) to keep the text',
+        ),
+        ("Off", "write false for a boolean"),
+        ("yes", "write true for a boolean"),
+        ("1e3", "the unquoted 1e3 is read as the text '1e3', not a number"),
+    ],
+)
+def test_an_unquoted_word_yaml_once_read_otherwise_is_refused_as_a_constraint(
+    written: str, problem: str
+) -> None:
+    # A policy owner's walkthrough: `notify_customer: no` validated, and the agent received
+    # 'no', which `if constraints.get("notify_customer"):` takes as true.
+    def doc(value: str) -> str:
+        return REFUND.replace(
+            "constraints: {refund_method: credit}",
+            f"constraints: {{refund_method: credit, notify_customer: {value}}}",
+            1,
+        )
+
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(doc(written), filename="p.yaml")
+    assert len(raised.value.problems) == 1 and problem in str(raised.value.problems[0])
+    quoted = parse_policy(doc(f'"{written}"'), filename="p.yaml")  # the text, said so
+    assert [r.constraints["notify_customer"] for r in quoted.rules if r.constraints] == [written]
+
+
+def test_a_recorded_version_with_number_like_text_reads_back_the_same() -> None:
+    # `policy get` writes '1e3' quoted, so the file it prints proposes again unchanged.
+    from ledger.core.policy import check_policy
+    from ledger.core.policy.canonical import document_yaml
+
+    text = REFUND.replace(
+        "constraints: {refund_method: credit}",
+        'constraints: {refund_method: credit, cap: "1e3", notify: "no"}',
+        1,
+    )
+    policy, _ = check_policy(text, filename="p.yaml")
+    again, _ = check_policy(document_yaml(policy.canonical), filename="got.yaml")
+    assert again.content_hash == policy.content_hash
