@@ -298,6 +298,8 @@ def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:
         signed_at = datetime.fromisoformat(str(command.get("occurred_at")))
     except ValueError:
         return "the signed command has no time"
+    if signed_at.tzinfo is None:  # no signer writes one; compared, it was a TypeError
+        return "the signed command's time has no zone"
     if not within_validity(signed_at, event.occurred_at):
         return "the event's time is not within the signed command's validity"
     if isinstance(event, PolicyVersionProposed):

@@ -1554,3 +1554,20 @@ def test_a_key_rotated_by_its_own_actor_many_times_still_signs_and_is_proven_onc
         == "not_authorized"
     )  # type: ignore[union-attr]  (authenticated: its grant is not held)
     assert len(proven) == 81  # every key of the chain, proven once
+
+
+def test_a_signed_command_whose_time_has_no_zone_is_a_problem_not_a_traceback():
+    # A maintainability review: a naive time in a recorded signed command was compared with
+    # the event's aware one, a TypeError that ended `actor verify`.
+    import json
+
+    state, events = anchored()
+    command = sign(grant(), ADMIN_KEY)
+    outcome = decide_signed(state, command, now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection)
+    (issued,) = outcome
+    signed = json.loads(str(issued.signed_command))
+    signed["command"]["occurred_at"] = T0.replace(tzinfo=None).isoformat()
+    naive = replace(issued, signed_command=json.dumps(signed))
+    (_, verdict) = verify_history([*events, naive])
+    assert not verdict.ok and verdict.problem == "the signed command's time has no zone"
