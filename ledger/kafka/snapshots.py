@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -361,12 +362,31 @@ def fingerprinted_files() -> list[Path]:
     return sorted(p for p in files if "__pycache__" not in p.parts)
 
 
+FOLD_LIBRARIES: Final = ("PyYAML", "cel-python", "lark", "google-re2", "cryptography", "fastavro")
+"""The libraries the fold's result depends on (the core's own, and the codec's): reading a
+policy document, compiling its conditions, proving keys, decoding records. Their versions are
+fingerprinted with the code: an upgrade of one may fold the same history otherwise (a
+maintainability review: a PyYAML upgrade reused the snapshots of the old one)."""
+
+
+def _library_versions() -> str:
+    found = []
+    for name in FOLD_LIBRARIES:
+        try:
+            found.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} absent")
+    return " ".join(found)
+
+
 @cache
 def code_fingerprint(*also: Path) -> str:
     """SHA-256 over :func:`fingerprinted_files` and ``also`` (each named by its path in the
-    project), the package's version and Python's."""
+    project), the package's version, Python's and those of :data:`FOLD_LIBRARIES`."""
     package = Path(ledger.__file__).parent.parent
-    digest = hashlib.sha256(f"{ledger.__version__} {sys.version_info[:2]}".encode())
+    digest = hashlib.sha256(
+        f"{ledger.__version__} {sys.version_info[:2]} {_library_versions()}".encode()
+    )
     for path in [*fingerprinted_files(), *also]:
         name = path.relative_to(package) if path.is_relative_to(package) else path.name
         digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")

@@ -238,15 +238,22 @@ def test_the_code_fingerprint_covers_the_core_the_follower_and_the_schemas(
     source.write_text("one rule")
     monkeypatch.setattr(snapshots, "fingerprinted_files", lambda: [source])
     prints = []
-    for change in (None, "another rule", "version"):
+    real_version = snapshots.metadata.version
+    for change in (None, "another rule", "version", "PyYAML"):
         if change == "version":
             monkeypatch.setattr(snapshots.ledger, "__version__", "0.0.0-other")
+        elif change == "PyYAML":  # a library the fold depends on, upgraded
+            monkeypatch.setattr(
+                snapshots.metadata,
+                "version",
+                lambda name: "99.0" if name == "PyYAML" else real_version(name),
+            )
         elif change is not None:
             source.write_text(change)
         snapshots.code_fingerprint.cache_clear()
         prints.append(snapshots.code_fingerprint())
     snapshots.code_fingerprint.cache_clear()
-    assert len(set(prints)) == 3
+    assert len(set(prints)) == 4
 
 
 def test_the_installed_fingerprint_covers_all_the_code_and_the_snapshots_only_the_states(
