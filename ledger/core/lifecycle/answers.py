@@ -40,6 +40,7 @@ from ledger.core.lifecycle.rejections import Rejection
 from ledger.core.state import (
     LedgerState,
     PolicyRecord,
+    PolicyVersion,
     governed_by,
     governing_policy,
     governs_may_share,
@@ -129,12 +130,14 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
         elif version is not None and event.stage in (Stage.CANARY, Stage.ACTIVE):
             # What leaves this policy first: it changes who decides, the overlap note does not.
             notes += _dropped(state, record, version.version, event.percent, version.governs)
+            notes += _new_required_facts(record, version, event.percent)
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
     elif isinstance(event, PolicyRolledBack) and record is not None:
         version = record.versions.get(event.to_version)
         if version is not None and (record.retired or record.active != version.version):
             # A version made active again (a retired policy revived): as a promotion to active.
             notes += _dropped(state, record, version.version, None, version.governs)
+            notes += _new_required_facts(record, version, None)
             notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
     elif isinstance(event, PolicyRetired) and record is not None:
         notes += _inherited(state, event.policy, record)
@@ -294,6 +297,35 @@ def _dropped(
             f"v{active.version}'s: `ledger policy diff` shows what changed"
         )
     return notes
+
+
+def _new_required_facts(
+    record: PolicyRecord, version: PolicyVersion, percent: int | None
+) -> list[str]:
+    """A note naming the facts ``version``, made the canary (of ``percent``) or active,
+    requires that the active version does not (a policy owner's walkthrough: a 30% canary
+    requiring a new fact turned 62 of 200 requests into ``error``, and its promotion said
+    nothing, though the README's two steps for adding a fact were there to follow)."""
+    active = record.versions.get(record.active) if record.active is not None else None
+    if active is None or active.version == version.version:
+        return []
+    new, old = version.compiled, active.compiled
+    if new is None or old is None:
+        return []
+    added = [
+        name
+        for name, spec in new.facts.items()
+        if not spec.optional and (name not in old.facts or old.facts[name].optional)
+    ]
+    if not added:
+        return []
+    when = f"in its share ({percent}%)" if percent is not None else "from now on"
+    shown = ", ".join(added[:5]) + (" and more" if len(added) > 5 else "")
+    return [
+        f"note: v{version.version} requires {shown}, which v{active.version} (active) does "
+        f"not: {when} a request without {'it' if len(added) == 1 else 'them'} is decided "
+        "error / invalid_facts; have the agents send it first, or declare it optional"
+    ]
 
 
 def _taken_by(state: LedgerState, policy: str, dropped: list[str]) -> str:

@@ -2350,3 +2350,34 @@ def test_a_canary_dropping_an_action_names_the_policy_that_takes_it_over() -> No
     )
     assert dropped in answer
     assert answer.index(dropped) < answer.index("note: actions may also be governed")
+
+
+def test_a_deployment_requiring_a_new_fact_says_what_becomes_of_requests_without_it() -> None:
+    # A policy owner's walkthrough: a 30% canary requiring a new fact turned 62 of 200
+    # requests into error / invalid_facts, and its promotion said nothing.
+    from ledger.core.events import PromotePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    assert ledger.deploy(REFUND) == 1
+    region = "  region:            {type: string}\n"
+    needs = REFUND.replace("  tenure_days:", region + "  tenure_days:", 1)
+    assert needs != REFUND and ledger.deploy(needs, stage=Stage.DRAFT) == 2
+
+    def promote(stage: Stage, percent: int | None = None) -> str:
+        command = PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="refund", version=2, stage=stage, percent=percent
+        )
+        return ledger.submit_command(command).message
+
+    assert (
+        "note: v2 requires region, which v1 (active) does not: in its share (30%) a request "
+        "without it is decided error / invalid_facts; have the agents send it first, or "
+        "declare it optional"
+    ) in promote(Stage.CANARY, 30)
+    optional = needs.replace("{type: string}", "{type: string, optional: true}", 1)
+    assert ledger.deploy(optional, stage=Stage.DRAFT) == 3
+    command = PromotePolicyVersion(
+        **ledger._stamp(ADMIN), policy="refund", version=3, stage=Stage.CANARY, percent=30
+    )
+    assert "requires" not in ledger.submit_command(command).message
