@@ -234,7 +234,12 @@ class Validator:
     def effect(self, value: Any, path: tuple[Any, ...], *, rule: str | None) -> Effect | None:
         if isinstance(value, str) and value in ("allow", "deny"):
             return Effect(value)
-        self.add(f"unknown effect {_describe(value)} (expected allow or deny)", path, rule=rule)
+        hint = ""
+        if value == "allow_with_constraints":  # the determination, not an effect
+            hint = ": write effect: allow with a constraints: mapping, which is decided as allow_with_constraints"
+        self.add(
+            f"unknown effect {_describe(value)} (expected allow or deny){hint}", path, rule=rule
+        )
         return None
 
     def _ambiguous_text(self, item: Any, path: tuple[Any, ...]) -> str | None:
@@ -422,8 +427,16 @@ class Validator:
                 or not raw
                 or not all(isinstance(x, str) and x for x in raw)
             ):
+                unquoted = isinstance(raw, list) and any(
+                    isinstance(x, (bool, int, float, Decimal)) for x in raw
+                )
                 self.add(
-                    "an enum fact needs values: a non-empty list of text",
+                    "an enum fact needs values: a non-empty list of text"
+                    + (
+                        ": quote numbers and true/false to make them text ('1', 'true')"
+                        if unquoted
+                        else ""
+                    ),
                     (*path, "values") if "values" in spec else path,
                 )
                 ok = False

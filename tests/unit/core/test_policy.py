@@ -527,3 +527,26 @@ def test_a_recorded_version_with_number_like_text_reads_back_the_same() -> None:
     policy, _ = check_policy(text, filename="p.yaml")
     again, _ = check_policy(document_yaml(policy.canonical), filename="got.yaml")
     assert again.content_hash == policy.content_hash
+
+
+@pytest.mark.parametrize(
+    ("change", "hint"),
+    [
+        # A policy owner's walkthrough: neither message said what to write instead.
+        (
+            ("effect: allow\n", "effect: allow_with_constraints\n"),
+            "write effect: allow with a constraints: mapping",
+        ),
+        (
+            ("  standing:", "  standing: {type: enum, values: [1, 2, 3]}\n  x_standing:"),
+            "quote numbers and true/false to make them text",
+        ),
+    ],
+)
+def test_a_mistake_a_policy_owner_makes_says_what_to_write(
+    change: tuple[str, str], hint: str
+) -> None:
+    document = REFUND.replace(*change, 1)
+    assert document != REFUND
+    with pytest.raises(PolicyError, match=hint):
+        parse_policy(document, filename="p.yaml")
