@@ -143,7 +143,10 @@ def state_dir(settings: Settings, app_id: str) -> Path:
 
 
 DELIVERY_FAILED_EXIT = 70
+"""A processor's exit status when Kafka refused an output it must not lose."""
 HANDLING_FAILED_EXIT = 71
+"""A processor's exit status when its handling failed outside any one record: outputs
+unsent, a command's events part-written, the evaluator's request loop stopped."""
 
 
 def die(exit_code: int, message: str, *args: Any) -> NoReturn:

@@ -20,6 +20,8 @@
   ``verify`` hashes, and how it and ``history`` check the columns against the record bytes);
 - :mod:`~ledger.audit.footer` — a Parquet file's footer held to its data, as pyarrow and as
   DuckDB read it (what ``verify`` and ``actor verify --from`` check of every file);
+- :mod:`~ledger.audit.sizes` — whether a Parquet file declares more data than an exporter
+  writes, found from its metadata before a reader allocates for it;
 - :mod:`~ledger.audit._preload` — what the export's fork server loads before forking helpers.
 
 May import: the core, :mod:`ledger.codec` (and its Avro programs, :mod:`ledger.avro`),

@@ -16,6 +16,8 @@ processors and the audit wing lives here, once.
   it is assigned);
 - :mod:`~ledger.kafka.offsets` — a group's commit past its partition's end (a restored copy of a
   running home): started at the end, claimed there, said at ERROR;
+- :mod:`~ledger.kafka.groups` — who holds which partitions in a consumer group, as the broker
+  tells it (``ledger ps``/``up``), and how many records wait past a group's commits;
 - :mod:`~ledger.kafka.transport` — the SDK's default transport (requests out, replies back by
   key, a listener that is restarted rather than dying silently).
 
