@@ -194,6 +194,11 @@ def _promote(
     if isinstance(found, Rejection):
         return found
     record, version = found
+    # Who may, before what the policy's state says: someone holding only `propose` was told
+    # `not_approved` or `no_active_version` (a policy owner's walkthrough).
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
     if c.stage not in (Stage.SHADOW, Stage.CANARY, Stage.ACTIVE):
         return _reject(
             "invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active"
@@ -243,9 +248,6 @@ def _promote(
                 "invalid_stage",
                 f"{c.policy} v{c.version} is active; roll back or promote another first",
             )
-    denied = _allowed(state, c, now, admins)
-    if denied:
-        return denied
     if c.stage is not Stage.SHADOW:  # a shadow decides nothing, so takes nothing over
         denied = _taking_over(state, c, c.version, now, admins)
         if denied:
@@ -277,6 +279,9 @@ def _rollback(
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
         return record
+    denied = _allowed(state, c, now, admins)  # before the state's answers, as for a promotion
+    if denied:
+        return denied
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
     if c.to_version is not None:
@@ -293,7 +298,7 @@ def _rollback(
         if previous is None:
             return _reject("no_previous_version", _nothing_before(c.policy, record))
         to = previous
-    denied = _allowed(state, c, now, admins) or _taking_over(state, c, to, now, admins)
+    denied = _taking_over(state, c, to, now, admins)
     if denied:
         return denied
     return (
@@ -365,13 +370,13 @@ def _retire(
     record = _record(state, c.policy)
     if isinstance(record, Rejection):
         return record
+    denied = _allowed(state, c, now, admins)  # before the state's answers, as for a promotion
+    if denied:
+        return denied
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "retiring a policy needs a reason")
     if record.retired:
         return _reject("already_applied", f"{c.policy} is already retired")
-    denied = _allowed(state, c, now, admins)
-    if denied:
-        return denied
     return (
         PolicyRetired(
             event_id=new_id(),

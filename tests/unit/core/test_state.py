@@ -2381,3 +2381,25 @@ def test_a_deployment_requiring_a_new_fact_says_what_becomes_of_requests_without
         **ledger._stamp(ADMIN), policy="refund", version=3, stage=Stage.CANARY, percent=30
     )
     assert "requires" not in ledger.submit_command(command).message
+
+
+def test_an_actor_without_the_authority_is_told_so_before_the_policys_state() -> None:
+    # A policy owner's walkthrough: someone holding only `propose` was told `not_approved`,
+    # `no_previous_version` or `unknown_version`, as if the command were theirs to send.
+    from ledger.core.events import PromotePolicyVersion, RetirePolicy, RollbackPolicy
+    from ledger.testing import CommandRejectedError, LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND, stage=Stage.DRAFT)  # proposed and approved, never deployed
+    ledger.grant("human:author", "ledger.policy.propose", "policy:*")
+    stamp = ledger._stamp("human:author")
+    commands = [
+        PromotePolicyVersion(**stamp, policy="refund", version=1, stage=Stage.CANARY, percent=5),
+        RollbackPolicy(**stamp, policy="refund", reason="x"),  # nothing to roll back to
+        RollbackPolicy(**stamp, policy="refund", reason="x", to_version=9),  # no version 9
+        RetirePolicy(**stamp, policy="refund", reason=""),  # no reason either
+    ]
+    for command in commands:
+        with pytest.raises(CommandRejectedError) as refused:
+            ledger.submit_command(command)
+        assert refused.value.code == "not_authorized", (command, refused.value)
