@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -230,6 +231,31 @@ class Validator:
                 path,
                 rule=rule,
             )
+
+    def visible(
+        self, text: str | None, path: tuple[Any, ...], *, what: str, rule: str | None = None
+    ) -> None:
+        """A name people read and type (a rule's id) holding no character they cannot see: a
+        no-break space pasted after an id made a test say "expected small-auto (did you mean
+        small-auto ?), got small-auto " (a policy owner's walkthrough). New documents only."""
+        if text is None or not self.new_document:
+            return
+        for at, char in enumerate(text):
+            hidden = char != " " and unicodedata.category(char)[0] in "CZ"
+            if char == " " and at in (0, len(text) - 1):
+                self.add(
+                    f"the {what} {text!r} begins or ends with a space: remove it", path, rule=rule
+                )
+                return
+            if hidden:
+                name = unicodedata.name(char, "a control character")
+                self.add(
+                    f"the {what} {text!r} holds an invisible character at position {at + 1} "
+                    f"(U+{ord(char):04X}, {name.lower()}): retype it",
+                    path,
+                    rule=rule,
+                )
+                return
 
     def effect(self, value: Any, path: tuple[Any, ...], *, rule: str | None) -> Effect | None:
         if isinstance(value, str) and value in ("allow", "deny"):
@@ -849,6 +875,7 @@ def _rules(
         if "id" in raw and rule_id is None:
             v.add(f"rule id must be non-empty text, got {_describe(rid)}", (*path, "id"))
         v.copied_text(rule_id, (*path, "id"), what="rule id", rule=rule_id)
+        v.visible(rule_id, (*path, "id"), what="rule id", rule=rule_id)
         if rule_id is not None:
             if rule_id in seen_ids:
                 v.add(f"duplicate rule id {rule_id!r}", (*path, "id"), rule=rule_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -550,3 +551,27 @@ def test_a_mistake_a_policy_owner_makes_says_what_to_write(
     assert document != REFUND
     with pytest.raises(PolicyError, match=hint):
         parse_policy(document, filename="p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        # A policy owner's walkthrough: a no-break space pasted after an id made a failing test
+        # read "expected small-auto (did you mean small-auto ?), got small-auto ".
+        (
+            "'suspended\u00a0'",
+            "holds an invisible character at position 10 (U+00A0, no-break space)",
+        ),
+        ("'sus\u200bpended'", "(U+200B, zero width space): retype it"),
+        ("'suspended '", "begins or ends with a space: remove it"),
+    ],
+)
+def test_a_rule_id_with_a_character_nobody_sees_is_refused(written: str, problem: str) -> None:
+    document = REFUND.replace("id: suspended", f"id: {written}", 1)
+    assert document != REFUND
+    with pytest.raises(PolicyError, match=re.escape(problem)):
+        parse_policy(document, filename="p.yaml")
+    spaced = parse_policy(
+        REFUND.replace("id: suspended", "id: 'is suspended'", 1), filename="p.yaml"
+    )
+    assert spaced.rules[0].id == "is suspended"  # a space inside stays allowed
