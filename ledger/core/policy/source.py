@@ -346,6 +346,7 @@ def _yaml_hint(message: str) -> str | None:
 _KEY_ONLY: Final = re.compile(r"\s+[A-Za-z_][\w-]*")
 _TAG_START: Final = re.compile(r"\s*(?:-\s+)?[\w-]+:\s+!")
 _QUOTED_START: Final = re.compile(r"""\s*(?:-\s+)?[\w-]+:\s+(["'])""")
+_FLOW_START: Final = re.compile(r"\s*(?:-\s+)?[\w-]+:\s+[\[{]")
 
 
 def _line_hint(message: str, text: str, mark: Any) -> str | None:
@@ -371,6 +372,16 @@ def _line_hint(message: str, text: str, mark: Any) -> str | None:
                 "that key (with a '- ' item, under the first key after the dash)"
             )
     if "expected <block end>" in message:
+        flow = _FLOW_START.match(line)
+        if flow:
+            # `when: ['eu', 'us'].exists(…)`: the list is read as YAML's, then the rest as a
+            # misaligned line (a policy owner was told the indentation was wrong).
+            value = line[flow.end() - 1 :].split(" #", 1)[0].rstrip()  # not its comment
+            whole = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return (
+                "a value that starts with [ or { is read as a YAML list or mapping: quote the "
+                f"whole value, {line[: flow.end() - 1].strip()} {clipped(whole, 120)}"
+            )
         quoted = _QUOTED_START.match(line)
         if quoted:
             start = quoted.end() - 1

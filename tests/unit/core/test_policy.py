@@ -575,3 +575,15 @@ def test_a_rule_id_with_a_character_nobody_sees_is_refused(written: str, problem
         REFUND.replace("id: suspended", "id: 'is suspended'", 1), filename="p.yaml"
     )
     assert spaced.rules[0].id == "is suspended"  # a space inside stays allowed
+
+
+@pytest.mark.parametrize("condition", ["['eu', 'us'].exists(r, r == 'eu')", "{'a': 1}.size() > 0"])
+def test_a_condition_starting_with_a_bracket_says_to_quote_it(condition: str) -> None:
+    # A policy owner's walkthrough: told the line's indentation was wrong; it was fine.
+    document = REFUND.replace('when: standing == "suspended"', f"when: {condition}", 1)
+    assert document != REFUND
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(document, filename="p.yaml")
+    said = str(raised.value)
+    assert "a value that starts with [ or { is read as a YAML list or mapping" in said
+    assert f'when: "{condition}"' in said and "indentation" not in said
