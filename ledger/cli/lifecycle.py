@@ -10,6 +10,7 @@ timeout exits 8 — never a silent success.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from ledger.cli.output import (
     print_table,
     to_jsonable,
 )
-from ledger.cli.policyfiles import cases_for
+from ledger.cli.policyfiles import TEST_TIMEOUT, cases_for
 from ledger.core.events import (
     ApprovePolicyVersion,
     PromotePolicyVersion,
@@ -48,9 +49,15 @@ from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle import taken_out_of_service
 from ledger.core.policy import Policy, check_policy, parse_policy
 from ledger.core.policy.canonical import content_hash, document_yaml
-from ledger.core.policytests import run_policy_tests
+from ledger.core.policytests import run_case
 from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
-from ledger.errors import PolicyError, PolicyTestsFailed, TamperDetected, UsageError
+from ledger.errors import (
+    LedgerTimeout,
+    PolicyError,
+    PolicyTestsFailed,
+    TamperDetected,
+    UsageError,
+)
 from ledger.ids import new_id, utcnow
 
 __all__ = ["COMMANDS"]
@@ -126,7 +133,17 @@ def _own_cases_pass(file: Path, policy: Policy) -> None:
             f"fix the tests of {policy.name} (`ledger policy validate {file}`), or propose with "
             "--skip-tests"
         ) from exc
-    failed = [r for r in run_policy_tests(policy, cases) if not r.passed]
+    failed, started = [], time.monotonic()
+    for n, case in enumerate(cases):  # each bounded by the evaluation budget; all of them here
+        if time.monotonic() - started > TEST_TIMEOUT:
+            raise LedgerTimeout(
+                f"{policy.name}'s own test cases ran over {TEST_TIMEOUT:g} s ({n} of "
+                f"{len(cases)} run): run them with `ledger policy test {file} --timeout …`, then "
+                "propose with --skip-tests"
+            )
+        result = run_case(policy, case)
+        if not result.passed:
+            failed.append(result)
     if failed:
         first = failed[0]
         raise PolicyTestsFailed(

@@ -27,6 +27,7 @@ from ledger.cli.output import (
     to_jsonable,
 )
 from ledger.cli.policyfiles import (
+    TEST_TIMEOUT,
     cases_for,
     is_tests_file,
     policy_beside,
@@ -59,9 +60,6 @@ from ledger.errors import (
 )
 
 __all__ = ["group"]
-
-TEST_TIMEOUT = 300.0
-"""Seconds a ``policy test`` run may take by default (a suite usually takes well under one)."""
 
 
 @click.group("policy", cls=HelpfulGroup, short_help="Write, test and govern policies.")

@@ -12,6 +12,7 @@ from ledger.errors import UsageError
 
 __all__ = [
     "TESTS_SUFFIXES",
+    "TEST_TIMEOUT",
     "cases_for",
     "is_tests_file",
     "policy_beside",
@@ -19,6 +20,10 @@ __all__ = [
     "tests_siblings",
     "wrong_policy",
 ]
+
+TEST_TIMEOUT = 300.0
+"""Seconds a run of a policy's cases may take by default (``policy test``, and ``policy
+propose`` before it sends; a suite usually takes well under one)."""
 
 TESTS_SUFFIXES = (".tests.yaml", ".tests.yml")
 """How a policy file's own tests file is named: ``refund.yaml`` -> ``refund.tests.yaml``."""

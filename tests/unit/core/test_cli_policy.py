@@ -850,3 +850,21 @@ def test_a_case_about_an_ungoverned_action_must_say_so(tmp_path: Path) -> None:
     tests.write_text("policy: refund\ncases:\n" + case + meant)
     code, out, _ = run("policy", "test", str(policy))
     assert code == 0 and "1 passed, 0 failed" in out
+
+
+def test_proposes_cases_are_bounded_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each case is bounded by the evaluation budget, a file of thousands of costly ones is not:
+    # propose stops, as `policy test` does, rather than hang.
+    from ledger.cli import lifecycle
+
+    policy = tmp_path / "refund.yaml"
+    policy.write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text((EXAMPLES / "refund.tests.yaml").read_text())
+    monkeypatch.setattr(lifecycle, "TEST_TIMEOUT", -1.0)
+    code, _, err = run(
+        "policy", "propose", str(policy), "--by", "human:alice", "--bootstrap", "127.0.0.1:1"
+    )
+    assert code == 8 and "own test cases ran over -1 s (0 of 9 run)" in err, (code, err)
+    assert "--skip-tests" in err
