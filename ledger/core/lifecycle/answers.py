@@ -155,7 +155,14 @@ def _inherited(state: LedgerState, policy: str, record: PolicyRecord) -> list[st
         if theirs in state.policies[other].governs()[0]  # a shadow's observes, never decides
     ]
     if not found:
-        return []
+        governed = sorted(record.governs()[0])
+        if not governed:
+            return []
+        shown = ", ".join(governed[:5]) + (" and more" if len(governed) > 5 else "")
+        return [
+            f"note: no other deployed policy governs {shown}: from now on those requests are "
+            "denied ungoverned_action"
+        ]
     shown = "; ".join(f"{other}'s {theirs} ~ {mine}" for other, theirs, mine in found[:3])
     more = f" and {len(found) - 3} more" if len(found) > 3 else ""
     return [
@@ -393,10 +400,23 @@ def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) ->
             f"shadow, and v{record.active} decides all requests"
         )
     elif isinstance(event, PolicyRolledBack):
+        if record.retired:  # a policy owner's walkthrough: a revival read as any rollback
+            notes.append(
+                f"{record.name} was retired: it is back in service, v{event.to_version} "
+                "deciding its actions again"
+            )
         if record.canary is not None and record.canary != event.to_version:
             notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
         if record.active is not None and record.active != event.to_version:
             notes.append(f"v{record.active} is superseded")
+    elif isinstance(event, PolicyRetired) and not record.retired:
+        # What stops, said as a promotion says it (a policy owner's walkthrough: retiring a
+        # policy with a shadow running did not say the shadow ended).
+        if record.active is not None:
+            notes.append(f"v{record.active} (active) stops deciding")
+        if record.canary is not None:
+            notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
+        notes += [f"the shadow v{number} ends" for number in sorted(record.shadows)]
     return notes
 
 

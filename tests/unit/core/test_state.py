@@ -1834,9 +1834,14 @@ def test_retiring_a_policy_notes_the_other_policies_that_may_now_decide_its_acti
     ledger.deploy(REFUND.replace("policy: refund", "policy: refund-obs", 1), stage=Stage.SHADOW)
     message = retire("refund")
     assert "refund-obs" not in message
-    assert message.startswith("PolicyRetired; note: other deployed policies may now decide")
+    assert message.startswith(
+        "PolicyRetired; v1 (active) stops deciding; note: other deployed policies may now decide"
+    )
     assert "refund-limits's refund.* ~ refund.issue" in message
-    assert retire("refund-limits") == "PolicyRetired"  # nobody else governs refund.*
+    assert retire("refund-limits") == (  # nobody else decides refund.* (the shadow observes)
+        "PolicyRetired; v1 (active) stops deciding; note: no other deployed policy governs "
+        "refund.*: from now on those requests are denied ungoverned_action"
+    )
 
 
 def test_an_accepted_proposal_notes_another_policy_governing_its_actions() -> None:
@@ -2403,3 +2408,29 @@ def test_an_actor_without_the_authority_is_told_so_before_the_policys_state() ->
         with pytest.raises(CommandRejectedError) as refused:
             ledger.submit_command(command)
         assert refused.value.code == "not_authorized", (command, refused.value)
+
+
+def test_retiring_and_reviving_say_what_stops_and_what_decides_again() -> None:
+    # A policy owner's walkthrough: retiring did not say the running shadow ended nor that the
+    # policy's actions would now be denied; reviving read as any rollback.
+    from ledger.core.events import PromotePolicyVersion, RetirePolicy, RollbackPolicy
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    assert ledger.deploy(REFUND) == 1
+    assert ledger.deploy(REFUND.replace("750", "700", 1), stage=Stage.DRAFT) == 2
+    ledger.submit_command(
+        PromotePolicyVersion(**ledger._stamp(ADMIN), policy="refund", version=2, stage=Stage.SHADOW)
+    )
+    retired = ledger.submit_command(
+        RetirePolicy(**ledger._stamp(ADMIN), policy="refund", reason="replaced")
+    ).message
+    assert "v1 (active) stops deciding; the shadow v2 ends" in retired
+    assert (
+        "note: no other deployed policy governs refund.issue: from now on those requests are "
+        "denied ungoverned_action"
+    ) in retired
+    revived = ledger.submit_command(
+        RollbackPolicy(**ledger._stamp(ADMIN), policy="refund", reason="back", to_version=1)
+    ).message
+    assert "refund was retired: it is back in service, v1 deciding its actions again" in revived
