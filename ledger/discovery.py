@@ -109,6 +109,13 @@ def resolve_bootstrap(
     if local:
         return local
     ways = [*([explicit] if explicit else []), "set $LEDGER_BOOTSTRAP", f"or run `{start}`"]
+    record = read_broker_record(settings) or {}
+    port = recorded_int(record, "port")
+    if port:  # an agent engineer's walkthrough: a stopped local broker read as none at all
+        raise KafkaUnavailable(
+            f"the local broker of {settings.home} (127.0.0.1:{port}) is not running: run "
+            f"`{start}`, or " + ", ".join(ways[:-1])
+        )
     raise KafkaUnavailable("no Kafka to talk to: " + ", ".join(ways))
 
 

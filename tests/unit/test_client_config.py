@@ -83,5 +83,9 @@ def test_a_recorded_broker_that_is_not_running_is_not_used(tmp_path: Path) -> No
     state = tmp_path / "broker" / "broker.json"
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({"pid": os.getpid(), "port": 1}))
-    with pytest.raises(KafkaUnavailable, match="no Kafka to talk to"):
+    with pytest.raises(KafkaUnavailable) as raised:
         ClientConfig.from_env(actor=ACTOR, env={"LEDGER_HOME": str(tmp_path)})
+    # An agent engineer's walkthrough: "no Kafka to talk to" of a home whose broker stopped.
+    said = str(raised.value)
+    assert said.startswith(f"the local broker of {tmp_path} (127.0.0.1:1) is not running: run")
+    assert "`ledger up`" in said and "$LEDGER_BOOTSTRAP" in said
