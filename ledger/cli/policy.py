@@ -51,6 +51,7 @@ from ledger.core.policytests import (
     run_case,
     unreached_rules,
 )
+from ledger.core.state import overlapping_documents
 from ledger.errors import (
     LedgerTimeout,
     PolicyError,
@@ -93,6 +94,7 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     problems: list[PolicyProblem] = []
     warnings: list[PolicyProblem] = []
     valid: list[dict[str, Any]] = []
+    checked: list[tuple[Path, Policy]] = []  # valid policy files, for the overlaps between them
     bad = 0
     files = _yaml_files(paths, tests=True)
     for path in [*files]:  # a policy file named alone brings the tests file beside it
@@ -132,8 +134,12 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             }
         )
         warnings.extend(found)
+        checked.append((path, policy))
+    overlaps = _overlaps(checked)
     if as_json:
-        print_json({"valid": valid, "problems": problems, "warnings": warnings})
+        print_json(
+            {"valid": valid, "problems": problems, "warnings": warnings, "overlaps": overlaps}
+        )
     else:
         for item in valid:
             if "tests_of" in item:
@@ -147,6 +153,14 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                 )
         for warning in warnings:
             click.echo(f"warning  {warning}", err=True)
+        for overlap in overlaps:
+            click.echo(
+                f"note  {overlap['file']} ({overlap['policy']}) and {overlap['other_file']} "
+                f"({overlap['other_policy']}) may both govern {overlap['governs']} ~ "
+                f"{overlap['other_governs']}: where both are deployed an exact name decides "
+                "before a glob, then the longest glob, then the lower policy name",
+                err=True,
+            )
         for problem in problems:
             click.echo(f"error  {problem}", err=True)
     if problems:  # each problem is shown above
@@ -203,6 +217,23 @@ def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
             out.append(path)
     seen: set[Path] = set()
     return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def _overlaps(checked: list[tuple[Path, Policy]]) -> list[dict[str, str]]:
+    """Policies of other names among files validated together that may govern the same
+    actions (:func:`~ledger.core.state.overlapping_documents`): a note, as a proposal's is."""
+    found = overlapping_documents([(policy.name, policy.governs) for _, policy in checked])
+    return [
+        {
+            "file": str(checked[i][0]),
+            "policy": checked[i][1].name,
+            "governs": mine,
+            "other_file": str(checked[j][0]),
+            "other_policy": checked[j][1].name,
+            "other_governs": theirs,
+        }
+        for i, mine, j, theirs in found
+    ]
 
 
 @group.command("test")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import gc
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -94,6 +94,7 @@ __all__ = [
     "governed_by",
     "bucket",
     "overlapping_governs",
+    "overlapping_documents",
     "takeovers",
     "governs_may_share",
     "governs_precedence",
@@ -1232,6 +1233,33 @@ def overlapping_governs(
         if work.spent or len(found) >= _OVERLAP_ALL:
             break
     return sorted(found)
+
+
+def overlapping_documents(
+    policies: Sequence[tuple[str, Sequence[str]]],
+) -> list[tuple[int, str, int, str]]:
+    """``(i, entry of policy i, j, entry of policy j)`` for two of ``policies`` (name,
+    ``governs``), of different names, whose entries may share an action
+    (:func:`governs_may_share`), ``i < j``: what ``ledger policy validate`` notes of files
+    checked together, before any is proposed (a policy owner's walkthrough: only a proposal
+    said so). Bounded as :func:`overlapping_governs` is; two versions of one policy are not
+    compared."""
+    found: list[tuple[int, str, int, str]] = []
+    work = GlobWork(_OVERLAP_WORK)
+    for i, (name, ours) in enumerate(policies):
+        for j in range(i + 1, len(policies)):
+            other, theirs = policies[j]
+            if other == name:
+                continue
+            for mine in ours:
+                if not work.pairs(len(theirs)):
+                    return found
+                for pattern in theirs:
+                    if governs_may_share(mine, pattern, work):
+                        found.append((i, mine, j, pattern))
+                        if len(found) >= _OVERLAP_ALL:
+                            return found
+    return found
 
 
 def takeovers(

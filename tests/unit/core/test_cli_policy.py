@@ -868,3 +868,26 @@ def test_proposes_cases_are_bounded_in_time(
     )
     assert code == 8 and "own test cases ran over -1 s (0 of 9 run)" in err, (code, err)
     assert "--skip-tests" in err
+
+
+def test_validate_notes_policies_of_other_names_that_may_govern_the_same_actions(
+    tmp_path: Path,
+) -> None:
+    # A policy owner's walkthrough: two teams' files overlapping on refund.issue were said to
+    # overlap only once one was proposed.
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    fraud = REFUND.read_text().replace("policy: refund", "policy: refund-fraud", 1)
+    (tmp_path / "fraud.yaml").write_text(
+        fraud.replace("governs: [refund.issue]", "governs: ['refund.*']", 1)
+    )
+    (tmp_path / "refund-v2.yaml").write_text(REFUND.read_text().replace("750", "700", 1))
+    code, _, err = run("policy", "validate", str(tmp_path))
+    assert code == 0
+    notes = [line for line in err.splitlines() if line.startswith("note  ")]
+    assert len(notes) == 2, err  # refund-fraud beside each refund file; not refund with itself
+    assert (
+        f"{tmp_path / 'fraud.yaml'} (refund-fraud) and {tmp_path / 'refund.yaml'} (refund) "
+        "may both govern refund.* ~ refund.issue"
+    ) in err
+    code, out, _ = run("policy", "validate", "--json", str(tmp_path))
+    assert code == 0 and len(json.loads(out)["overlaps"]) == 2
