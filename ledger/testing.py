@@ -89,7 +89,7 @@ from ledger.core.lifecycle import (
 )
 from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal, record_fits
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
-from ledger.errors import ClientClosed, CommandRejectedError, UsageError
+from ledger.errors import ClientClosed, CodecError, CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.reading import position_key
 from ledger.kafka.transport import refuse_oversized
@@ -669,8 +669,11 @@ class LocalLedger:
         )
         with self._lock:  # linked, measured and reduced as the evaluator does
             stamped, head = link(made, self._chain, _LATENCY)
-            if not self._fits(request.event_id, stamped):
-                reduced = without_trace(made, self._wire.encoded(request), self.limits.record_bytes)
+            fits, unrecordable = self._recordable(request.event_id, stamped)
+            if not fits:
+                reduced = without_trace(
+                    made, self._wire.encoded(request), self.limits.record_bytes, unrecordable
+                )
                 stamped, head = link(reduced, self._chain, _LATENCY)
             self._chain = head
             self.decisions.append(stamped)
@@ -688,14 +691,23 @@ class LocalLedger:
             made = batch_without_trace(made)
         with self._lock:
             stamped, head = link(made, self._chain)
-            if not self._fits(request.event_id, stamped):
-                stamped, head = link(batch_without_trace(made), self._chain)
+            fits, unrecordable = self._recordable(request.event_id, stamped)
+            if not fits:
+                stamped, head = link(batch_without_trace(made, unrecordable), self._chain)
             self._chain = head
             self.decisions.append(stamped)
         return stamped
 
-    def _fits(self, request_id: str, decision: DecisionRecorded | BatchDecisionRecorded) -> bool:
-        """The evaluator's rule: the decision record, keyed by its request id, within the
-        record limit with Kafka's framing (:func:`~ledger.core.limits.record_fits`)."""
-        encoded = self._wire.encoded(decision)
-        return record_fits(request_id.encode(), encoded, self.limits.record_bytes)
+    def _recordable(
+        self, request_id: str, decision: DecisionRecorded | BatchDecisionRecorded
+    ) -> tuple[bool, str | None]:
+        """The evaluator's rule (:mod:`processors.request_handler`): whether the decision
+        record, keyed by its request id, is within the record limit with Kafka's framing
+        (:func:`~ledger.core.limits.record_fits`), and, when no record can hold its trace
+        (a value the codec refuses), why: the trace is then dropped for that reason, as the
+        evaluator does (this test double raised the codec's error instead)."""
+        try:
+            encoded = self._wire.encoded(decision)
+        except CodecError as exc:
+            return False, str(exc)
+        return record_fits(request_id.encode(), encoded, self.limits.record_bytes), None

@@ -1108,3 +1108,36 @@ def test_the_test_double_answers_a_batch_whose_reasons_cannot_fit_without_encodi
         for r in linked
         if hasattr(r, "decisions")
     )
+
+
+def test_a_decision_no_record_can_hold_is_answered_as_the_evaluator_answers_it() -> None:
+    # A maintainability review: the evaluator answers a trace its codec refuses as an error
+    # saying why (trace_too_large); this test double raised the codec's error instead.
+    from ledger.codec import default_codec
+    from ledger.core.events import DecisionRecorded
+    from ledger.errors import CodecError
+
+    real = default_codec()
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def encode(self, event: Any) -> bytes:
+            if isinstance(event, DecisionRecorded) and event.determination is Determination.ALLOW:
+                raise CodecError("a value no record holds")
+            return real.encode(event)
+
+    ledger = LocalLedger(codec=Refusing())  # type: ignore[arg-type]
+    assert ledger.deploy_file(REFUND) == 1
+    ledger.grant(AGENT, "refund.*", "account:*")
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+    answer = client.evaluate(
+        action="refund.issue",
+        principal=AGENT,
+        resource="account:1",
+        facts={**LOYAL, "amount": "10"},
+    )
+    assert answer.determination is Determination.ERROR
+    assert answer.reason_code == "trace_too_large"
+    assert any("a value no record holds" in reason for reason in answer.reasons), answer.reasons
