@@ -62,6 +62,17 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+def _comment_follows(node: yaml.ScalarNode) -> bool:
+    """Does a YAML comment follow a plain scalar on its last line? A ``#`` after a space ends
+    the value there: ``when: a && (b #1)`` is the condition ``a && (b`` to YAML."""
+    end = node.end_mark
+    buffer = getattr(end, "buffer", None)
+    if not isinstance(buffer, str):
+        return False
+    rest = buffer[end.pointer : buffer.find("\n", end.pointer) % (len(buffer) + 1)]
+    return rest.lstrip(" \t").startswith("#")
+
+
 def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited: set[int]) -> None:
     # Each node is walked once: a node reached again through an alias is marked where it was
     # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
@@ -69,6 +80,8 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
     marks.values[path] = _mark(node)
     if isinstance(node, yaml.ScalarNode) and not node.style:  # written without quotes
         marks.plain.add(path)
+        if _comment_follows(node):
+            marks.cut_by_comment.add(path)
     if id(node) in visited:
         return
     visited.add(id(node))

@@ -68,6 +68,7 @@ class Marks:
         self.values: dict[tuple[Any, ...], tuple[int, int]] = {}
         self.duplicates: list[tuple[tuple[Any, ...], tuple[int, int]]] = []
         self.plain: set[tuple[Any, ...]] = set()  # scalars written without quotes
+        self.cut_by_comment: set[tuple[Any, ...]] = set()  # plain scalars a `#` comment ends
 
     def at(self, path: tuple[Any, ...]) -> tuple[int | None, int | None]:
         while path:
@@ -557,10 +558,17 @@ class Validator:
             )
         except PolicyError as exc:
             line, column = self.marks.value_at(path)
+            cut = (
+                "; a ' #' on its line starts a YAML comment and ends the condition there: if it "
+                "goes on after the #, quote the whole condition"
+                if path in self.marks.cut_by_comment
+                else ""
+            )  # a policy owner's walkthrough: told of an unclosed parenthesis, nothing more
             for p in exc.problems:
                 where = ""
                 if p.column is not None:
                     where = f" (at column {p.column} of the condition)"
+                where += cut
                 abs_line = line
                 if line is not None and p.line is not None and p.line > 1:
                     abs_line = line + p.line - 1

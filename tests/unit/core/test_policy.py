@@ -587,3 +587,24 @@ def test_a_condition_starting_with_a_bracket_says_to_quote_it(condition: str) ->
     said = str(raised.value)
     assert "a value that starts with [ or { is read as a YAML list or mapping" in said
     assert f'when: "{condition}"' in said and "indentation" not in said
+
+
+def test_a_condition_a_yaml_comment_cut_says_so() -> None:
+    # A policy owner's walkthrough: `(standing == 'good' #1)` was an unclosed parenthesis and
+    # nothing more.
+    document = REFUND.replace(
+        'when: standing == "suspended"            # CEL expression over the facts',
+        "when: amount < 500 && (standing == 'good' #1)",
+        1,
+    )
+    assert document != REFUND
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(document, filename="p.yaml")
+    said = str(raised.value)
+    assert "a parenthesis is not closed" in said
+    assert "a ' #' on its line starts a YAML comment and ends the condition there" in said
+    quoted = document.replace(
+        "when: amount < 500 && (standing == 'good' #1)",
+        "when: \"amount < 500 && (standing == 'good')\"  # a comment of its own",
+    )
+    parse_policy(quoted, filename="p.yaml")  # no problem: the comment is after the value
