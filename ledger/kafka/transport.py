@@ -613,6 +613,13 @@ class KafkaTransport:
 
     def close(self) -> None:
         """Fail every pending call with :class:`ClientClosed`, flush and close (idempotent)."""
+        if self._pid != os.getpid():
+            # A child's copy after a fork(): its librdkafka handles' threads stayed in the
+            # parent, and flushing or closing them here would wait forever; so would taking its
+            # lock, if a parent's thread held it at the fork (a review: a child hung at exit).
+            # The parent's client is untouched; the child only lets go of its copy.
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -621,11 +628,6 @@ class KafkaTransport:
         for future in pending.values():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(ClientClosed("the ledger client was closed while waiting"))
-        if self._pid != os.getpid():
-            # A child's copy after a fork(): its librdkafka handles' threads stayed in the
-            # parent, and flushing or closing them here would wait forever. The parent's client
-            # is untouched; the child only lets go of its copy.
-            return
         from confluent_kafka import KafkaException
 
         try:
@@ -633,10 +635,14 @@ class KafkaTransport:
                 # Kafka has not taken them within 5 s (it is away): they are dropped now, never
                 # sent. Left queued, librdkafka would hold close() until each one's
                 # message.timeout.ms (5 minutes) ran out.
-                self._producer.purge()
-                self._producer.flush(0)
+                self._drop_unsent()
         except KafkaException:
             pass  # a fatal producer (its credential refused): nothing it holds can be sent
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, a SIGTERM handler's exit): drop what is unsent
+            # all the same, or the process waited 5 minutes on it at exit (a review).
+            self._drop_unsent()
+            raise
         finally:
             # The listener first: its thread serves the producer's delivery callbacks, and must
             # be gone before the producer is. Then the producer's threads and broker connections
@@ -651,6 +657,14 @@ class KafkaTransport:
                     self._position_consumer = None
 
     # ------------------------------------------------------------------ internals
+
+    def _drop_unsent(self) -> None:
+        """Drop what Kafka has not taken (each one's delivery callback says so, at ERROR)."""
+        from confluent_kafka import KafkaException
+
+        with contextlib.suppress(KafkaException):
+            self._producer.purge()
+            self._producer.flush(0)
 
     def _choose_reply_partition(self, wanted: int | None) -> int:
         """One partition both reply topics have: ``wanted``, or one at random (clients spread
