@@ -156,13 +156,24 @@ _Dumper.add_representer(
 )
 _Dumper.add_representer(list, _sequence)
 
-NUMBER_LIKE_TEXT: Final = re.compile(r"[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+[eE][-+]?[0-9]+")
-"""Text a YAML 1.2 reader takes for a number (``1e3``) and the policy loader keeps as text:
-written unquoted in a constraint it is refused (``validate``), so it is written quoted here."""
+NUMBER_LIKE_TEXT: Final = re.compile(
+    r"[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9][0-9_]*)[eE][-+]?[0-9]+"
+)
+"""Text a YAML 1.2 reader takes for a number (``1e3``, ``1.e3``) and the policy loader keeps as
+text: written unquoted in a constraint it is refused (``validate``), so it is written quoted
+here."""
+YAML11_BOOLEAN_WORDS: Final = frozenset({"y", "n", "yes", "no", "on", "off"})
+"""Words (in any case) YAML 1.1 read as booleans and the policy loader, as YAML 1.2, reads as
+text: refused unquoted in a constraint, so written quoted here (PyYAML quotes only some)."""
+
+
+def ambiguous_text(value: str) -> bool:
+    """Would ``value``, written without quotes, be read otherwise by some YAML reader?"""
+    return value.lower() in YAML11_BOOLEAN_WORDS or NUMBER_LIKE_TEXT.fullmatch(value) is not None
 
 
 def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "'" if NUMBER_LIKE_TEXT.fullmatch(value) else None
+    style = "'" if ambiguous_text(value) else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

@@ -35,7 +35,12 @@ from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type, int_value
 from ledger.core.globs import compile_globs, glob_problems
 from ledger.core.limits import Limits
-from ledger.core.policy.canonical import NUMBER_LIKE_TEXT, canonical_text, content_hash
+from ledger.core.policy.canonical import (
+    NUMBER_LIKE_TEXT,
+    YAML11_BOOLEAN_WORDS,
+    canonical_text,
+    content_hash,
+)
 from ledger.core.policy.model import (
     EMPTY,
     DefaultDecision,
@@ -56,8 +61,6 @@ MAX_PROBLEMS: Final = 100
 """Problems listed for one document at most; validation stops there (time and memory stay
 bounded for a document of thousands of broken rules, and nobody fixes more at once)."""
 _ACTION_RE: Final = re.compile(r"^[A-Za-z0-9_.\-*?:/]+$")
-_YAML11_BOOLEANS: Final = frozenset({"y", "n", "yes", "no", "on", "off"})
-"""Words YAML 1.1 read as booleans; this loader (as YAML 1.2) reads them as text."""
 
 
 class Marks:
@@ -275,9 +278,17 @@ class Validator:
         constraints["notify"]`` takes ``"no"`` as true) or ``1e3`` (a number to YAML 1.2,
         text here); None when it was quoted, or is not such a word (a policy owner's
         walkthrough: validated, and the agent received ``'no'``)."""
-        if not self.new_document or not isinstance(item, str) or path not in self.marks.plain:
+        if isinstance(item, (list, tuple)):  # a list of text: each item as it was written
+            for i, x in enumerate(item):
+                why = self._ambiguous_text(x, (*path, i))
+                if why is not None:
+                    return f"item {i + 1}: {why}"
             return None
-        if item.lower() in _YAML11_BOOLEANS:
+        if not self.new_document or not isinstance(item, str):
+            return None
+        if path not in self.marks.plain and path in self.marks.values:
+            return None  # quoted; a value reached through an alias has no mark: as if plain
+        if item.lower() in YAML11_BOOLEAN_WORDS:
             meant = "true" if item.lower() in ("y", "yes", "on") else "false"
             return (
                 f"the unquoted {item} is read as the text {item!r}, which an agent's `if` takes as "

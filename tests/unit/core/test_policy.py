@@ -608,3 +608,32 @@ def test_a_condition_a_yaml_comment_cut_says_so() -> None:
         "when: \"amount < 500 && (standing == 'good')\"  # a comment of its own",
     )
     parse_policy(quoted, filename="p.yaml")  # no problem: the comment is after the value
+
+
+def test_ambiguous_words_are_caught_in_lists_through_aliases_and_in_every_case() -> None:
+    # A review: `[email, no]`, `1.e3`, and `facts: &c {notify: no}` used as `constraints: *c`
+    # passed; `policy get` wrote a quoted "y" unquoted, and its file was then refused.
+    from ledger.core.policy import check_policy
+    from ledger.core.policy.canonical import document_yaml
+
+    def doc(constraints: str) -> str:
+        return REFUND.replace(
+            "constraints: {refund_method: credit}", f"constraints: {constraints}", 1
+        )
+
+    for written, said in (
+        ("{refund_method: credit, ch: [email, no]}", "item 2: the unquoted no"),
+        ("{refund_method: credit, n: 1.e3}", "the unquoted 1.e3 is read as the text"),
+    ):
+        with pytest.raises(PolicyError, match=re.escape(said)):
+            parse_policy(doc(written), filename="p.yaml")
+    # Through an alias of a test case's facts, written before the rules: no mark of its own.
+    cases = "tests:\n  - name: x\n    facts: &c {refund_method: credit, notify: no}\n"
+    cases += "    expect: {determination: deny}\nrules:"
+    aliased = doc("*c").replace("rules:", cases, 1)
+    with pytest.raises(PolicyError, match="constraint 'notify': the unquoted no"):
+        parse_policy(aliased, filename="p.yaml")
+    quoted = 'credit, ch: ["email", "no"], a: "y", b: "N", c: "oN", d: "1.e3"}'
+    policy, _ = check_policy(doc("{refund_method: " + quoted), filename="p.yaml")
+    again, _ = check_policy(document_yaml(policy.canonical), filename="got.yaml")
+    assert again.content_hash == policy.content_hash
