@@ -80,10 +80,16 @@ def _is_stamp(value: Any) -> bool:
     if not (isinstance(value, str) and _STAMP.fullmatch(value)):
         return False
     try:
-        parse_instant(value)
+        at = parse_instant(value)
     except ValueError:
         return False
-    return True
+    # A time an exporter's clock wrote: year 1 passed, and readers subtracting their grace
+    # from it overflowed (a review).
+    return _YEARS[0] <= at.year <= _YEARS[1]
+
+
+_YEARS: Final = (1970, 9000)
+"""The years an export's times may fall in."""
 
 
 _KEYS: Final = frozenset(

@@ -1183,7 +1183,7 @@ def _unanswered_or_uncited(
             late = received > said + CLOCK_SLACK
             problems.extend([_read_too_early(newest, said)] if late else [])
         read_then = max((t for t in (said, received) if t is not None), default=None)
-        if read_then is not None:
+        if read_then is not None and read_then.year > 1:  # (year 1 less the grace overflows)
             before = read_then - ANSWER_GRACE
             problems.extend(
                 _unanswered(row, before)

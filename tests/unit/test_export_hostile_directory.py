@@ -480,3 +480,14 @@ def test_an_export_whose_path_duckdb_would_read_as_a_pattern_is_refused(tmp_path
     with pytest.raises(ExportError, match="which DuckDB reads as a file pattern"):
         exported(tmp_path / "ex[1]")
     assert not (tmp_path / "ex[1]").exists()
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+def test_a_manifest_time_no_exporter_writes_is_one_export_error(tmp_path: Path, at: str) -> None:
+    # A review: year 1 passed the check, and `audit verify` and `actor verify` subtracted their
+    # grace from it, to an OverflowError traceback.
+    out = tmp_path / "export"
+    exported(out)
+    edit_manifest(out, lambda m: m.__setitem__("read_at", at))
+    with pytest.raises(ExportError, match=f"read_at '{at}' is not a time"):
+        read_manifest(out)

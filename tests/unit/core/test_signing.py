@@ -1571,3 +1571,17 @@ def test_a_signed_command_whose_time_has_no_zone_is_a_problem_not_a_traceback():
     naive = replace(issued, signed_command=json.dumps(signed))
     (_, verdict) = verify_history([*events, naive])
     assert not verdict.ok and verdict.problem == "the signed command's time has no zone"
+
+
+def test_an_event_dated_at_the_edge_of_time_is_a_problem_not_a_traceback():
+    # A review: a signed event forged to year 1 raised OverflowError in the validity check.
+    from datetime import UTC, datetime
+
+    state, events = anchored()
+    command = sign(grant(), ADMIN_KEY)
+    outcome = decide_signed(state, command, now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection)
+    (issued,) = outcome
+    ancient = replace(issued, occurred_at=datetime(1, 1, 1, tzinfo=UTC))
+    (_, verdict) = verify_history([*events, ancient])
+    assert not verdict.ok and verdict.problem is not None
