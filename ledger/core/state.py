@@ -94,6 +94,7 @@ __all__ = [
     "governed_by",
     "bucket",
     "overlapping_governs",
+    "overlapping_governs_checked",
     "overlapping_documents",
     "takeovers",
     "governs_may_share",
@@ -1204,12 +1205,21 @@ def _lookup(index: _Index, action: str) -> str | None:
 def overlapping_governs(
     state: LedgerState, name: str, governs: Iterable[str]
 ) -> list[tuple[str, str, str]]:
+    """:func:`overlapping_governs_checked`'s overlaps, without whether the look was complete."""
+    return overlapping_governs_checked(state, name, governs)[0]
+
+
+def overlapping_governs_checked(
+    state: LedgerState, name: str, governs: Iterable[str]
+) -> tuple[list[tuple[str, str, str]], bool]:
     """``(other policy, its pattern, ours)`` for every deployed version of another policy whose
     ``governs`` shares an action with ``governs``: the same name, a glob matching a name, or
     two globs some action matches both of (``expense.*`` and ``*.approve``; not ``crm.*.read``
     and ``crm.*.write``), or, once :data:`_OVERLAP_WORK` cannot pay for that walk, whose fixed
     beginnings agree (:func:`governs_may_share`). A note, not a rule (:func:`governing_policy`
-    decides which policy governs); past the budget it names what it found."""
+    decides which policy governs); past the budget it names what it found, and says it stopped
+    (the second value false: a review made "no other policy governs them" false by spending
+    the budget on a policy of long globs that matched nothing)."""
     ours = sorted(set(governs))
     found: set[tuple[str, str, str]] = set()
     work = GlobWork(_OVERLAP_WORK)  # a note must not cost a proposal much on a big ledger
@@ -1229,10 +1239,10 @@ def overlapping_governs(
                     if with_this >= _OVERLAP_MOST or len(found) >= _OVERLAP_ALL:
                         break
                 if work.spent:
-                    return sorted(found)
+                    return sorted(found), False
         if work.spent or len(found) >= _OVERLAP_ALL:
             break
-    return sorted(found)
+    return sorted(found), not work.spent
 
 
 def overlapping_documents(

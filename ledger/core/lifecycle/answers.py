@@ -46,6 +46,7 @@ from ledger.core.state import (
     governs_may_share,
     governs_precedence,
     overlapping_governs,
+    overlapping_governs_checked,
 )
 
 __all__ = [
@@ -149,14 +150,15 @@ def _inherited(state: LedgerState, policy: str, record: PolicyRecord) -> list[st
     """What a retirement hands to other deployed policies (a policy owner's walkthrough:
     retiring payout-hours let risk-freeze's glob decide payments.payout.wire, without a word):
     its actions are ungoverned, and denied, only where no other policy governs them."""
+    overlaps, complete = overlapping_governs_checked(state, policy, record.governs()[0])
     found = [
         (other, theirs, mine)
-        for other, theirs, mine in overlapping_governs(state, policy, record.governs()[0])
+        for other, theirs, mine in overlaps
         if theirs in state.policies[other].governs()[0]  # a shadow's observes, never decides
     ]
     if not found:
         governed = sorted(record.governs()[0])
-        if not governed:
+        if not governed or not complete:  # not said unless known (a review)
             return []
         shown = ", ".join(governed[:5]) + (" and more" if len(governed) > 5 else "")
         return [
@@ -339,11 +341,17 @@ def _taken_by(state: LedgerState, policy: str, dropped: list[str]) -> str:
     """What becomes of the requests for ``dropped`` (entries ``policy`` no longer governs):
     the other deployed policies whose deciding versions govern them, each with its pattern, then
     ungoverned_action for the rest."""
+    found, complete = overlapping_governs_checked(state, policy, dropped)
     takers = [
         (other, theirs, mine)
-        for other, theirs, mine in overlapping_governs(state, policy, dropped)
+        for other, theirs, mine in found
         if theirs in state.policies[other].governs()[0]  # a shadow's observes, never decides
     ]
+    if not takers and not complete:
+        return (
+            "those requests are denied ungoverned_action unless another deployed policy governs "
+            "them (too many long globs to compare them all)"
+        )
     if not takers:
         return "those requests are denied ungoverned_action (no other deployed policy governs them)"
     shown = "; ".join(f"{mine} by {other} (its {theirs})" for other, theirs, mine in takers[:3])

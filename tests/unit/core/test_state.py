@@ -2434,3 +2434,30 @@ def test_retiring_and_reviving_say_what_stops_and_what_decides_again() -> None:
         RollbackPolicy(**ledger._stamp(ADMIN), policy="refund", reason="back", to_version=1)
     ).message
     assert "refund was retired: it is back in service, v1 deciding its actions again" in revived
+
+
+def test_a_dropped_action_note_hedges_when_it_could_not_compare_every_glob() -> None:
+    # A review: a deployed policy of 256 long globs spent the comparison's budget, nothing was
+    # found, and the note said as a fact that no other policy governs refund.issue, while
+    # zzz-refunds's refund.* decided it.
+    from ledger.core.events import PromotePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    both = REFUND.replace("governs: [refund.issue]", "governs: [refund.issue, refund.void]", 1)
+    assert ledger.deploy(both) == 1
+    assert ledger.deploy(REFUND.replace("refund.issue", "refund.void", 1), stage="draft") == 2
+    taker = REFUND.replace("policy: refund", "policy: zzz-refunds", 1)
+    ledger.deploy(taker.replace("governs: [refund.issue]", "governs: ['refund.*']", 1))
+    globs = "".join(f"  - 'refund.issue*{i:03d}{'q' * 230}*X'\n" for i in range(256))
+    ledger.deploy(f"policy: aaa-noise\ngoverns:\n{globs}owner: other\ndefault: {{effect: deny}}\n")
+    answer = ledger.submit_command(
+        PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="refund", version=2, stage=Stage.CANARY, percent=30
+        )
+    ).message
+    assert "no other deployed policy governs them" not in answer
+    assert (
+        "denied ungoverned_action unless another deployed policy governs them (too many long "
+        "globs to compare them all)"
+    ) in answer
