@@ -145,6 +145,11 @@ def _approve(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
+    # Who may, before anything of the policy's state: its answers (who approved it, which
+    # versions exist) are for those who may act on it (a review).
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
     found = _live_version(state, c.policy, c.version)
     if isinstance(found, Rejection):
         return found
@@ -166,9 +171,6 @@ def _approve(
             f"proposed {c.policy} v{c.version}: another person approves it, with a key of their "
             "own",
         )
-    denied = _allowed(state, c, now, admins)
-    if denied:
-        return denied
     return (
         PolicyVersionApproved(
             event_id=new_id(),
@@ -190,15 +192,16 @@ def _promote(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
+    # Who may, before what the policy's state says: someone holding only `propose` was told
+    # `not_approved` or `no_active_version` (a policy owner's walkthrough), `unknown_version`
+    # (a review).
+    denied = _allowed(state, c, now, admins)
+    if denied:
+        return denied
     found = _live_version(state, c.policy, c.version)
     if isinstance(found, Rejection):
         return found
     record, version = found
-    # Who may, before what the policy's state says: someone holding only `propose` was told
-    # `not_approved` or `no_active_version` (a policy owner's walkthrough).
-    denied = _allowed(state, c, now, admins)
-    if denied:
-        return denied
     if c.stage not in (Stage.SHADOW, Stage.CANARY, Stage.ACTIVE):
         return _reject(
             "invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active"
@@ -276,12 +279,12 @@ def _rollback(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    record = _record(state, c.policy)
-    if isinstance(record, Rejection):
-        return record
     denied = _allowed(state, c, now, admins)  # before the state's answers, as for a promotion
     if denied:
         return denied
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
     if c.to_version is not None:
@@ -367,12 +370,12 @@ def _retire(
     new_id: Callable[[], str],
     admins: frozenset[str],
 ) -> tuple[GovernanceEvent, ...] | Rejection:
-    record = _record(state, c.policy)
-    if isinstance(record, Rejection):
-        return record
     denied = _allowed(state, c, now, admins)  # before the state's answers, as for a promotion
     if denied:
         return denied
+    record = _record(state, c.policy)
+    if isinstance(record, Rejection):
+        return record
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "retiring a policy needs a reason")
     if record.retired:

@@ -674,6 +674,14 @@ def test_an_approval_with_a_key_the_author_registered_is_not_proven() -> None:
         ADMIN_KEY,
         real,
     )  # fmt: skip
+    events += decided(  # an approver: authority is checked before the two-person rule
+        IssueGrant(
+            event_id="c-g3", occurred_at=T0, actor=ADMIN, grant_id="g3", principal="human:dave",
+            actions=("ledger.policy.approve",), resource="policy:*",
+        ),
+        ADMIN_KEY,
+        real,
+    )  # fmt: skip
     events += decided(
         RegisterActorKey(
             event_id="c-dave", occurred_at=T0, actor="human:carol", principal="human:dave",

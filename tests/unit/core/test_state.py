@@ -2391,7 +2391,12 @@ def test_a_deployment_requiring_a_new_fact_says_what_becomes_of_requests_without
 def test_an_actor_without_the_authority_is_told_so_before_the_policys_state() -> None:
     # A policy owner's walkthrough: someone holding only `propose` was told `not_approved`,
     # `no_previous_version` or `unknown_version`, as if the command were theirs to send.
-    from ledger.core.events import PromotePolicyVersion, RetirePolicy, RollbackPolicy
+    from ledger.core.events import (
+        ApprovePolicyVersion,
+        PromotePolicyVersion,
+        RetirePolicy,
+        RollbackPolicy,
+    )
     from ledger.testing import CommandRejectedError, LocalLedger
 
     ledger = LocalLedger()
@@ -2403,6 +2408,10 @@ def test_an_actor_without_the_authority_is_told_so_before_the_policys_state() ->
         RollbackPolicy(**stamp, policy="refund", reason="x"),  # nothing to roll back to
         RollbackPolicy(**stamp, policy="refund", reason="x", to_version=9),  # no version 9
         RetirePolicy(**stamp, policy="refund", reason=""),  # no reason either
+        # A review: which versions exist, and who approved one, were told too.
+        PromotePolicyVersion(**stamp, policy="refund", version=9, stage=Stage.ACTIVE),
+        ApprovePolicyVersion(**stamp, policy="refund", version=1),  # approved already
+        RollbackPolicy(**stamp, policy="no-such-policy", reason="x"),
     ]
     for command in commands:
         with pytest.raises(CommandRejectedError) as refused:
