@@ -286,18 +286,25 @@ class Validator:
             return None
         if not self.new_document or not isinstance(item, str):
             return None
-        if path not in self.marks.plain and path in self.marks.values:
-            return None  # quoted; a value reached through an alias has no mark: as if plain
+        aliased = path not in self.marks.values  # reached through a YAML alias: no mark
+        if path not in self.marks.plain and not aliased:
+            return None  # quoted
+        # Through an alias, whether it was quoted is not known: as if it were not.
+        keep = (
+            f'write it here, "{item}" (quoted), not through a YAML alias, to keep the text'
+            if aliased
+            else f'"{item}" (quoted) to keep the text'
+        )
         if item.lower() in YAML11_BOOLEAN_WORDS:
             meant = "true" if item.lower() in ("y", "yes", "on") else "false"
             return (
                 f"the unquoted {item} is read as the text {item!r}, which an agent's `if` takes as "
-                f'true: write {meant} for a boolean, or "{item}" (quoted) to keep the text'
+                f"true: write {meant} for a boolean, or {keep}"
             )
         if NUMBER_LIKE_TEXT.fullmatch(item):
             return (
                 f"the unquoted {item} is read as the text {item!r}, not a number: write it in "
-                f'digits (1000, 0.5) for a number, or "{item}" (quoted) to keep the text'
+                f"digits (1000, 0.5) for a number, or {keep}"
             )
         return None
 
