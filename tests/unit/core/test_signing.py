@@ -1564,16 +1564,21 @@ def test_a_key_rotated_by_its_own_actor_many_times_still_signs_and_is_proven_onc
     assert len(proven) == 81  # every key of the chain, proven once
 
 
+def _an_issued_grant() -> tuple[list[Any], Any]:
+    """The anchored history, and the grant an administrator's signed command issues after it."""
+    state, events = anchored()
+    outcome = decide_signed(state, sign(grant(), ADMIN_KEY), now=T0, new_id=ids())
+    assert not isinstance(outcome, Rejection)
+    (issued,) = outcome
+    return list(events), issued
+
+
 def test_a_signed_command_whose_time_has_no_zone_is_a_problem_not_a_traceback():
     # A maintainability review: a naive time in a recorded signed command was compared with
     # the event's aware one, a TypeError that ended `actor verify`.
     import json
 
-    state, events = anchored()
-    command = sign(grant(), ADMIN_KEY)
-    outcome = decide_signed(state, command, now=T0, new_id=ids())
-    assert not isinstance(outcome, Rejection)
-    (issued,) = outcome
+    events, issued = _an_issued_grant()
     signed = json.loads(str(issued.signed_command))
     signed["command"]["occurred_at"] = T0.replace(tzinfo=None).isoformat()
     naive = replace(issued, signed_command=json.dumps(signed))
@@ -1585,11 +1590,7 @@ def test_an_event_dated_at_the_edge_of_time_is_a_problem_not_a_traceback():
     # A review: a signed event forged to year 1 raised OverflowError in the validity check.
     from datetime import UTC, datetime
 
-    state, events = anchored()
-    command = sign(grant(), ADMIN_KEY)
-    outcome = decide_signed(state, command, now=T0, new_id=ids())
-    assert not isinstance(outcome, Rejection)
-    (issued,) = outcome
+    events, issued = _an_issued_grant()
     ancient = replace(issued, occurred_at=datetime(1, 1, 1, tzinfo=UTC))
     (_, verdict) = verify_history([*events, ancient])
     assert not verdict.ok and verdict.problem is not None

@@ -2330,17 +2330,26 @@ def test_a_shadow_note_asks_of_long_names_within_a_budget() -> None:
     assert "the rest (too many long names and globs to compare)" in said
 
 
-def test_a_canary_dropping_an_action_names_the_policy_that_takes_it_over() -> None:
-    # A policy owner's walkthrough: a canary dropping refund.issue was said to leave it denied
-    # ungoverned_action, after 400 characters of overlap note, while another team's refund.*
-    # decided it (as errors: its facts were not the agent's).
-    from ledger.core.events import PromotePolicyVersion
-    from ledger.testing import ADMIN, LocalLedger
+def _refund_v2_dropping_refund_issue() -> Any:
+    """A ledger with refund v1 active governing refund.issue and refund.void, and v2, approved,
+    governing refund.void alone."""
+    from ledger.testing import LocalLedger
 
     ledger = LocalLedger()
     both = REFUND.replace("governs: [refund.issue]", "governs: [refund.issue, refund.void]", 1)
     assert ledger.deploy(both) == 1
     assert ledger.deploy(REFUND.replace("refund.issue", "refund.void", 1), stage="draft") == 2
+    return ledger
+
+
+def test_a_canary_dropping_an_action_names_the_policy_that_takes_it_over() -> None:
+    # A policy owner's walkthrough: a canary dropping refund.issue was said to leave it denied
+    # ungoverned_action, after 400 characters of overlap note, while another team's refund.*
+    # decided it (as errors: its facts were not the agent's).
+    from ledger.core.events import PromotePolicyVersion
+    from ledger.testing import ADMIN
+
+    ledger = _refund_v2_dropping_refund_issue()
     fraud = REFUND.replace("policy: refund", "policy: refund-fraud", 1)
     assert ledger.deploy(fraud.replace("governs: [refund.issue]", "governs: ['refund.*']", 1)) == 1
     answer = ledger.submit_command(
@@ -2450,12 +2459,9 @@ def test_a_dropped_action_note_hedges_when_it_could_not_compare_every_glob() -> 
     # found, and the note said as a fact that no other policy governs refund.issue, while
     # zzz-refunds's refund.* decided it.
     from ledger.core.events import PromotePolicyVersion
-    from ledger.testing import ADMIN, LocalLedger
+    from ledger.testing import ADMIN
 
-    ledger = LocalLedger()
-    both = REFUND.replace("governs: [refund.issue]", "governs: [refund.issue, refund.void]", 1)
-    assert ledger.deploy(both) == 1
-    assert ledger.deploy(REFUND.replace("refund.issue", "refund.void", 1), stage="draft") == 2
+    ledger = _refund_v2_dropping_refund_issue()
     taker = REFUND.replace("policy: refund", "policy: zzz-refunds", 1)
     ledger.deploy(taker.replace("governs: [refund.issue]", "governs: ['refund.*']", 1))
     globs = "".join(f"  - 'refund.issue*{i:03d}{'q' * 230}*X'\n" for i in range(256))
