@@ -329,10 +329,11 @@ def _new_required_facts(
         return []
     when = f"in its share ({percent}%)" if percent is not None else "from now on"
     shown = ", ".join(added[:5]) + (" and more" if len(added) > 5 else "")
+    it = "it" if len(added) == 1 else "them"
     return [
         f"note: v{version.version} requires {shown}, which v{active.version} (active) does "
-        f"not: {when} a request without {'it' if len(added) == 1 else 'them'} is decided "
-        "error / invalid_facts; have the agents send it first, or declare it optional"
+        f"not: {when} a request without {it} is decided error / invalid_facts; have the agents "
+        f"send {it} first, or declare {it} optional"
     ]
 
 
