@@ -157,7 +157,7 @@ _Dumper.add_representer(
 _Dumper.add_representer(list, _sequence)
 
 NUMBER_LIKE_TEXT: Final = re.compile(
-    r"[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9][0-9_]*)[eE][-+]?[0-9]+"
+    r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+"
 )
 """Text a YAML 1.2 reader takes for a number (``1e3``, ``1.e3``) and the policy loader keeps as
 text: written unquoted in a constraint it is refused (``validate``), so it is written quoted
@@ -167,8 +167,16 @@ YAML11_BOOLEAN_WORDS: Final = frozenset({"y", "n", "yes", "no", "on", "off"})
 text: refused unquoted in a constraint, so written quoted here (PyYAML quotes only some)."""
 
 
+AMBIGUOUS_CHARS: Final = 64
+"""Longer text is never read as a number or a boolean by any YAML reader worth the name, and
+is not matched against :data:`NUMBER_LIKE_TEXT` (a review: 128,000 digits then an ``x`` held
+the command processor 88 s in an earlier, backtracking form of it)."""
+
+
 def ambiguous_text(value: str) -> bool:
     """Would ``value``, written without quotes, be read otherwise by some YAML reader?"""
+    if len(value) > AMBIGUOUS_CHARS:
+        return False
     return value.lower() in YAML11_BOOLEAN_WORDS or NUMBER_LIKE_TEXT.fullmatch(value) is not None
 
 

@@ -36,8 +36,8 @@ from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type, int_valu
 from ledger.core.globs import compile_globs, glob_problems
 from ledger.core.limits import Limits
 from ledger.core.policy.canonical import (
-    NUMBER_LIKE_TEXT,
     YAML11_BOOLEAN_WORDS,
+    ambiguous_text,
     canonical_text,
     content_hash,
 )
@@ -284,7 +284,7 @@ class Validator:
                 if why is not None:
                     return f"item {i + 1}: {why}"
             return None
-        if not self.new_document or not isinstance(item, str):
+        if not self.new_document or not isinstance(item, str) or not ambiguous_text(item):
             return None
         aliased = path not in self.marks.values  # reached through a YAML alias: no mark
         if path not in self.marks.plain and not aliased:
@@ -301,12 +301,10 @@ class Validator:
                 f"the unquoted {item} is read as the text {item!r}, which an agent's `if` takes as "
                 f"true: write {meant} for a boolean, or {keep}"
             )
-        if NUMBER_LIKE_TEXT.fullmatch(item):
-            return (
-                f"the unquoted {item} is read as the text {item!r}, not a number: write it in "
-                f"digits (1000, 0.5) for a number, or {keep}"
-            )
-        return None
+        return (  # number-like (ambiguous_text said it is one or the other)
+            f"the unquoted {item} is read as the text {item!r}, not a number: write it in "
+            f"digits (1000, 0.5) for a number, or {keep}"
+        )
 
     def constraints(
         self, value: Any, path: tuple[Any, ...], *, rule: str | None
