@@ -1594,3 +1594,15 @@ def test_an_event_dated_at_the_edge_of_time_is_a_problem_not_a_traceback():
     ancient = replace(issued, occurred_at=datetime(1, 1, 1, tzinfo=UTC))
     (_, verdict) = verify_history([*events, ancient])
     assert not verdict.ok and verdict.problem is not None
+
+
+def test_a_command_record_dated_at_the_edge_of_time_witnesses_nothing():
+    # A review: a command dated 0001-01-01, written by anyone holding the governance
+    # credential, ended `actor verify` in an OverflowError for the commands topic's week.
+    from datetime import UTC, datetime
+
+    from ledger.core.signing import witnesses_from
+
+    ancient = replace(sign(grant(), ADMIN_KEY), occurred_at=datetime(1, 1, 1, tzinfo=UTC))
+    assert witnesses_from([(ancient, datetime(1, 1, 1, tzinfo=UTC), True)]).received == {}
+    assert witnesses_from([(ancient, T0, True)]).received == {}
