@@ -1223,6 +1223,7 @@ def overlapping_governs_checked(
     ours = sorted(set(governs))
     found: set[tuple[str, str, str]] = set()
     work = GlobWork(_OVERLAP_WORK)  # a note must not cost a proposal much on a big ledger
+    capped = False  # a cap stopped the look somewhere: what was not looked at may overlap too
     for other in sorted(state.policies):
         record = state.policies[other]
         if other == name or record.retired:
@@ -1231,18 +1232,20 @@ def overlapping_governs_checked(
         with_this = 0  # per policy: one with many names must not hide the others
         for mine in ours:
             if not work.pairs(len(theirs)) or with_this >= _OVERLAP_MOST:
+                capped = True
                 break
             for pattern in theirs:
                 if governs_may_share(mine, pattern, work):
                     found.add((other, pattern, mine))
                     with_this += 1
                     if with_this >= _OVERLAP_MOST or len(found) >= _OVERLAP_ALL:
+                        capped = True
                         break
                 if work.spent:
                     return sorted(found), False
         if work.spent or len(found) >= _OVERLAP_ALL:
             break
-    return sorted(found), not work.spent
+    return sorted(found), not (work.spent or capped)
 
 
 def overlapping_documents(

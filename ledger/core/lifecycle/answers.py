@@ -372,9 +372,15 @@ def _taken_by(state: LedgerState, policy: str, dropped: list[str]) -> str:
         return "those requests are denied ungoverned_action (no other deployed policy governs them)"
     shown = "; ".join(f"{mine} by {other} (its {theirs})" for other, theirs, mine in takers[:3])
     more = f" and {len(takers) - 3} more" if len(takers) > 3 else ""
+    rest = (
+        "any other is denied ungoverned_action"
+        if complete
+        else "any other is denied ungoverned_action unless another deployed policy governs it "
+        "(not every glob could be compared)"
+    )
     return (
         f"another deployed policy decides those it governs, with its own rules and facts "
-        f"({shown}{more}); any other is denied ungoverned_action"
+        f"({shown}{more}); {rest}"
     )
 
 

@@ -138,6 +138,14 @@ def _live_version(
     return record, version
 
 
+def _self_approval(c: ApprovePolicyVersion) -> Rejection:
+    return _reject(
+        "self_approval",
+        f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it: another person "
+        "holding ledger.policy.approve does",
+    )
+
+
 def _approve(
     state: LedgerState,
     c: ApprovePolicyVersion,
@@ -149,6 +157,10 @@ def _approve(
     # versions exist) are for those who may act on it (a review).
     denied = _allowed(state, c, now, admins)
     if denied:
+        record = state.policies.get(c.policy)
+        version = record.versions.get(c.version) if record is not None else None
+        if version is not None and version.author == c.actor:  # theirs: they know it exists
+            return _self_approval(c)  # the rule that holds whatever they are granted
         return denied
     found = _live_version(state, c.policy, c.version)
     if isinstance(found, Rejection):
@@ -159,11 +171,7 @@ def _approve(
             "already_applied", f"{c.policy} v{c.version} was approved by {version.approved_by}"
         )
     if c.actor == version.author:
-        return _reject(
-            "self_approval",
-            f"{c.actor} proposed {c.policy} v{c.version} and cannot approve it: another person "
-            "holding ledger.policy.approve does",
-        )
+        return _self_approval(c)
     if key_registrar(state, c.actor, c.key_id, admins) == version.author:
         return _reject(
             "self_approval",

@@ -279,8 +279,8 @@ class Validator:
         text here); None when it was quoted, or is not such a word (a policy owner's
         walkthrough: validated, and the agent received ``'no'``)."""
         if isinstance(item, (list, tuple)):  # a list of text: each item as it was written
-            for i, x in enumerate(item):
-                why = self._ambiguous_text(x, (*path, i))
+            for i, x in enumerate(item):  # (one level: a nested list is refused as such)
+                why = None if isinstance(x, (list, tuple)) else self._ambiguous_text(x, (*path, i))
                 if why is not None:
                     return f"item {i + 1}: {why}"
             return None

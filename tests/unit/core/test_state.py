@@ -2476,3 +2476,57 @@ def test_a_dropped_action_note_hedges_when_it_could_not_compare_every_glob() -> 
         "denied ungoverned_action unless another deployed policy governs them (too many long "
         "globs to compare them all)"
     ) in answer
+
+
+def _with_observer() -> Any:
+    """refund v1 governing refund.issue and refund.void, v2 refund.void alone; aaa-other
+    deciding refund.issue (its active v1) and observing ten globs matching it (its shadow v2)."""
+    ledger = _refund_v2_dropping_refund_issue()
+
+    def doc(*governs: str) -> str:
+        listed = "".join(f"  - '{g}'\n" for g in governs)
+        return f"policy: aaa-other\ngoverns:\n{listed}owner: other\ndefault: {{effect: deny}}\n"
+
+    ledger.deploy(doc("refund.issue"))
+    observes = ["refund.*", *[f"refund.{'?' * k}*" for k in range(1, 6)]]
+    observes += ["refund.*e", "refund.*ue", "refund.*s*", "refund.i*", "refund.*ssue"]
+    ledger.deploy(doc("refund.issue", *observes), stage=Stage.SHADOW)
+    return ledger
+
+
+def test_notes_do_not_say_nobody_governs_what_a_capped_look_may_have_missed() -> None:
+    # A review: the look stops at 10 overlaps a policy; a shadow's ten globs used them up, the
+    # deciding refund.issue was never seen, and both notes said nobody else governs it.
+    from ledger.core.events import PromotePolicyVersion, RetirePolicy
+    from ledger.testing import ADMIN
+
+    ledger = _with_observer()
+    promoted = ledger.submit_command(
+        PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="refund", version=2, stage=Stage.CANARY, percent=30
+        )
+    ).message
+    assert "no other deployed policy governs" not in promoted
+    ledger = _with_observer()
+    retired = ledger.submit_command(
+        RetirePolicy(**ledger._stamp(ADMIN), policy="refund", reason="gone")
+    ).message
+    assert "no other deployed policy governs" not in retired
+
+
+def test_an_author_without_the_approve_grant_still_hears_of_the_two_person_rule() -> None:
+    # A review: with authority checked first, an author holding only propose was told to get
+    # an approve grant, which would not let them approve their own version either.
+    from ledger.core.events import ApprovePolicyVersion, ProposePolicyVersion
+    from ledger.testing import CommandRejectedError, LocalLedger
+
+    ledger = LocalLedger()
+    ledger.grant("human:author", "ledger.policy.propose", "policy:*")
+    ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp("human:author"), document=REFUND, policy="refund")
+    )
+    with pytest.raises(CommandRejectedError) as refused:
+        ledger.submit_command(
+            ApprovePolicyVersion(**ledger._stamp("human:author"), policy="refund", version=1)
+        )
+    assert refused.value.code == "self_approval"
