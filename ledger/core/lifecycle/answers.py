@@ -133,14 +133,18 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             # What leaves this policy first: it changes who decides, the overlap note does not.
             notes += _dropped(state, record, version.version, event.percent, version.governs)
             notes += _new_required_facts(record, version, event.percent)
-            notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
+            notes += [
+                n for n in [overlap_note(state, event.policy, version.governs, explain=False)] if n
+            ]
     elif isinstance(event, PolicyRolledBack) and record is not None:
         version = record.versions.get(event.to_version)
         if version is not None and (record.retired or record.active != version.version):
             # A version made active again (a retired policy revived): as a promotion to active.
             notes += _dropped(state, record, version.version, None, version.governs)
             notes += _new_required_facts(record, version, None)
-            notes += [n for n in [overlap_note(state, event.policy, version.governs)] if n]
+            notes += [
+                n for n in [overlap_note(state, event.policy, version.governs, explain=False)] if n
+            ]
     elif isinstance(event, PolicyRetired) and record is not None:
         notes += _inherited(state, event.policy, record)
     # What leaves service first: an owner looks for it, and the overlap notes can be long.
@@ -450,7 +454,9 @@ def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) ->
     return notes
 
 
-def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str | None:
+def overlap_note(
+    state: LedgerState, policy: str, governs: Iterable[str], *, explain: bool = True
+) -> str | None:
     """Where another deployed policy may govern the same actions as ``governs``, say so, and
     how the ledger chooses (not an error: teams may mean it, a glob beside an exact name)."""
     found = overlapping_governs(state, policy, governs)
@@ -478,11 +484,13 @@ def overlap_note(state: LedgerState, policy: str, governs: Iterable[str]) -> str
     unshown = sorted({other for other, _, _ in found[3:]})
     more = f"; and more with {', '.join(unshown[:5])}" if unshown else ""
     more += " and others" if len(unshown) > 5 else ""
-    return (
-        f"note: actions may also be governed by another policy ({shown}{more}); where both are "
-        "deployed an exact name decides before a glob, then the longest glob (of two as long, "
-        "the first in code-point order), then the lower policy name"
+    rule = (
+        "; where both are deployed an exact name decides before a glob, then the longest glob "
+        "(of two as long, the first in code-point order), then the lower policy name"
+        if explain  # said at proposal; a deployment repeats only who decides (a policy owner's
+        else ""  # walkthrough: the same long note on every command buried the others)
     )
+    return f"note: actions may also be governed by another policy ({shown}{more}){rule}"
 
 
 def _only_observed(deciding: Iterable[str], pattern: str, work: GlobWork) -> bool:

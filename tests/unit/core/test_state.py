@@ -2364,6 +2364,7 @@ def test_a_canary_dropping_an_action_names_the_policy_that_takes_it_over() -> No
     )
     assert dropped in answer
     assert answer.index(dropped) < answer.index("note: actions may also be governed")
+    assert "where both are deployed" not in answer  # the rule is said at proposal, not again
 
 
 def test_a_deployment_requiring_a_new_fact_says_what_becomes_of_requests_without_it() -> None:
