@@ -808,9 +808,9 @@ def _witnessed(witnesses: Witnesses, event: GovernanceEvent) -> str | None:
         return None
     received, broker = seen
     slack = RECEIVED_SLACK if broker else CLOCK_SKEW + RECEIVED_SLACK
-    if received > datetime.min.replace(tzinfo=received.tzinfo) + slack:  # (no overflow)
-        if event.occurred_at >= received - slack:
-            return None
+    earliest = datetime.min.replace(tzinfo=received.tzinfo) + slack
+    if received > earliest and event.occurred_at >= received - slack:  # (no overflow)
+        return None
     early = (received - event.occurred_at).total_seconds()
     whose = "the broker's time" if broker else "its sender's time"
     return (
