@@ -1,8 +1,8 @@
 """Configuration: one frozen object, built once at an entry point and passed down.
 
 Nothing below the entry points reads ``os.environ``: :func:`Settings.from_env` is the only place
-that does, and the CLI, the processors and the test fixtures call it (or build ``Settings``
-directly) and pass the result on.
+that does (with :func:`audit_memory_from_env`, its part the CLI's root applies), and the CLI, the
+processors and the test fixtures call it (or build ``Settings`` directly) and pass the result on.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "ROLES",
     "SECURITY_ENV",
     "parse_bootstrap",
+    "audit_memory_from_env",
 ]
 
 Role = Literal[
@@ -267,6 +268,14 @@ class KafkaSecurity:
         return env
 
 
+def audit_memory_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """``$LEDGER_AUDIT_MEMORY``, blank as unset: :attr:`Settings.audit_memory` alone, for an
+    entry point that applies it before any other setting is needed (the CLI's root, for every
+    command: a bad security variable must not stop an offline command)."""
+    env = os.environ if env is None else env
+    return env.get("LEDGER_AUDIT_MEMORY") or None
+
+
 def _default_cache() -> Path:
     return Path.home() / ".cache"
 
@@ -292,6 +301,8 @@ class Settings:
     - ``keys``: the actors' signing key store (``$LEDGER_KEYS``, default ``$LEDGER_HOME/keys``).
     - ``credentials``: where each role's credential file is (``$LEDGER_CREDENTIALS``, default
       ``$LEDGER_HOME/credentials``, written by ``ledger up``); set, it is used whatever the broker.
+    - ``audit_memory``: what DuckDB may hold for one reader of an export
+      (``$LEDGER_AUDIT_MEMORY``; ``None``: :data:`ledger.audit.sql.QUERY_MEMORY`).
 
     :meth:`to_env` is the inverse of :meth:`from_env`: the environment a child process (a
     processor worker) needs to build the same settings.
@@ -306,6 +317,7 @@ class Settings:
     security: KafkaSecurity | None = None
     key_store: Path | None = None
     credentials_dir: Path | None = None
+    audit_memory: str | None = None
 
     @property
     def credentials(self) -> Path:
@@ -350,6 +362,7 @@ class Settings:
             credentials_dir=(
                 Path(env["LEDGER_CREDENTIALS"]) if env.get("LEDGER_CREDENTIALS") else None
             ),
+            audit_memory=audit_memory_from_env(env),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]
@@ -372,4 +385,6 @@ class Settings:
             env["LEDGER_KEYS"] = str(self.key_store)
         if self.credentials_dir is not None:
             env["LEDGER_CREDENTIALS"] = str(self.credentials_dir)
+        if self.audit_memory is not None:
+            env["LEDGER_AUDIT_MEMORY"] = self.audit_memory
         return env

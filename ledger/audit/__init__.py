@@ -45,7 +45,25 @@ if TYPE_CHECKING:
 
     from ledger.audit.export import ExportPath
 
-__all__ = ["connect"]
+__all__ = ["connect", "use_query_memory", "query_memory"]
+
+_query_memory: str | None = None
+
+
+def use_query_memory(amount: str | None) -> None:
+    """What DuckDB may hold for each reader of an export this process opens without saying
+    (``8GiB``, ``500MB``; ``None``: :data:`ledger.audit.sql.QUERY_MEMORY`). Set once by an entry
+    point, from :attr:`ledger.settings.Settings.audit_memory` (``$LEDGER_AUDIT_MEMORY``): the
+    readers deep in the audit wing (history, verification, reproduction) open their own
+    connections, and nothing below the entry points reads the environment. A value DuckDB does
+    not take is refused when a connection is opened, naming the variable."""
+    global _query_memory
+    _query_memory = amount or None
+
+
+def query_memory() -> str | None:
+    """The amount :func:`use_query_memory` set, if any."""
+    return _query_memory
 
 
 def connect(export_dir: ExportPath, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:

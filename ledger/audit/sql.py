@@ -34,7 +34,6 @@ file held a 400 MB value), and a query that would need more fails, one line, exi
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ledger.audit import query_memory
 from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.manifest import MANIFEST_BYTES, Manifest, listed_file, no_export
 from ledger.audit.rows import topic_formats
@@ -454,10 +454,12 @@ def plain_base_views_sql() -> str:
 def session(*, memory: str | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection set up as every reader of an export needs it: Parquet
     and JSON loaded, times in UTC, no progress bar (``--json``/``--csv`` stay clean documents),
-    at most ``memory`` held (default: ``$LEDGER_AUDIT_MEMORY``, else :data:`QUERY_MEMORY`;
-    a value DuckDB does not take is one :class:`UsageError` line).
+    at most ``memory`` held (default: the process's :func:`ledger.audit.use_query_memory`,
+    which the CLI sets from ``$LEDGER_AUDIT_MEMORY``, else :data:`QUERY_MEMORY`; a value DuckDB
+    does not take is one :class:`UsageError` line).
     :func:`connect` adds the views; the history, verify and reproduction read files on one."""
-    memory = memory or os.environ.get("LEDGER_AUDIT_MEMORY") or QUERY_MEMORY
+    named = "memory" if memory else "$LEDGER_AUDIT_MEMORY"
+    memory = memory or query_memory() or QUERY_MEMORY
     con = duckdb.connect(":memory:")
     try:
         con.execute("LOAD parquet")
@@ -468,7 +470,7 @@ def session(*, memory: str | None = None) -> duckdb.DuckDBPyConnection:
             con.execute("SET memory_limit = ?", [memory])
         except duckdb.Error:
             raise UsageError(
-                f"$LEDGER_AUDIT_MEMORY {memory!r} is not an amount of memory DuckDB takes "
+                f"{named} {memory!r} is not an amount of memory DuckDB takes "
                 "(write it as 8GiB or 500MB)"
             ) from None
     except BaseException:

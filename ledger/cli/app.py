@@ -8,6 +8,7 @@ import sys
 import click
 
 from ledger import __version__
+from ledger.audit import use_query_memory
 from ledger.cli import (
     actors,
     audit,
@@ -26,6 +27,7 @@ from ledger.cli import (
 from ledger.cli.output import HelpfulGroup
 from ledger.kafka.clients import RDKAFKA_LOGGER
 from ledger.kafka.snapshots import installed_fingerprint
+from ledger.settings import audit_memory_from_env
 
 __all__ = ["cli", "main"]
 
@@ -58,6 +60,7 @@ def cli() -> None:
     to Kafka at --bootstrap (default $LEDGER_BOOTSTRAP, else the local broker of
     `ledger broker start` / `ledger up`).
     """
+    use_query_memory(audit_memory_from_env())
 
 
 cli.add_command(broker.group)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from ledger.audit import query_memory, use_query_memory
 from ledger.audit.export import write_events
 from ledger.audit.sql import (
     QUERY_FAILED,
@@ -50,7 +51,7 @@ from ledger.core.events import (
 from ledger.core.lifecycle import decide, event_stream
 from ledger.core.state import EMPTY_STATE, fold
 from ledger.errors import ExportError, UsageError
-from ledger.settings import TopicNames
+from ledger.settings import Settings, TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUND = (ROOT / "examples" / "policies" / "refund.yaml").read_text()
@@ -449,19 +450,43 @@ def test_every_connection_holds_duckdb_to_a_memory_bound(export_dir: Path) -> No
         con.close()
 
 
+@pytest.fixture
+def process_memory() -> Iterator[None]:
+    """Leaves the process's audit memory default as it found it."""
+    before = query_memory()
+    yield
+    use_query_memory(before)
+
+
+@pytest.mark.usefixtures("process_memory")
 def test_the_memory_bound_is_the_auditors_to_raise(
     export_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Read from the environment by the entry point, not below it: the library alone keeps its
+    # default whatever the variable says.
     monkeypatch.setenv("LEDGER_AUDIT_MEMORY", "8GiB")
+    use_query_memory(None)
     con = connect(export_dir, read_only=True)
     try:
         (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
-        assert limit == "8.0 GiB"
+        assert limit == "4.0 GiB"
     finally:
         con.close()
+    # The CLI's root applies it to every command, the readers deep in the audit wing included.
+    limit_sql = "SELECT current_setting('memory_limit') AS m"
+    shown = CliRunner().invoke(
+        cli, ["audit", "sql", limit_sql, "--json", "--from", str(export_dir)]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)[0]["m"] == "8.0 GiB"
+    assert Settings.from_env().audit_memory == "8GiB"
+    assert Settings.from_env(Settings.from_env().to_env()).audit_memory == "8GiB"
     monkeypatch.setenv("LEDGER_AUDIT_MEMORY", "lots")
-    with pytest.raises(UsageError, match=r"^\$LEDGER_AUDIT_MEMORY 'lots' is not an amount"):
-        connect(export_dir, read_only=True)
+    refused = CliRunner().invoke(cli, ["audit", "sql", "SELECT 1", "--from", str(export_dir)])
+    assert refused.exit_code == 2
+    assert "$LEDGER_AUDIT_MEMORY 'lots' is not an amount" in refused.output
+    with pytest.raises(UsageError, match=r"^memory 'lots' is not an amount"):
+        connect(export_dir, read_only=True, memory="lots")
 
 
 def test_a_value_larger_than_the_bound_fails_the_query_in_one_line(
