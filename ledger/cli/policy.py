@@ -37,6 +37,7 @@ from ledger.cli.policyfiles import (
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
 from ledger.core.globs import is_pattern
+from ledger.core.governing import overlapping_documents
 from ledger.core.policy import (
     Policy,
     PolicyTestCase,
@@ -51,7 +52,6 @@ from ledger.core.policytests import (
     run_case,
     unreached_rules,
 )
-from ledger.core.state import overlapping_documents
 from ledger.errors import (
     LedgerTimeout,
     PolicyError,
@@ -221,7 +221,7 @@ def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
 
 def _overlaps(checked: list[tuple[Path, Policy]]) -> list[dict[str, str]]:
     """Policies of other names among files validated together that may govern the same
-    actions (:func:`~ledger.core.state.overlapping_documents`): a note, as a proposal's is."""
+    actions (:func:`~ledger.core.governing.overlapping_documents`): a note, as a proposal's is."""
     found = overlapping_documents([(policy.name, policy.governs) for _, policy in checked])
     return [
         {

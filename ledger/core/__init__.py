@@ -3,7 +3,8 @@
 Everything the processors, replay, ``ledger policy test``, simulation and audit need to agree on
 lives here, once: the policy model (:mod:`~ledger.core.policy`), CEL conditions
 (:mod:`~ledger.core.cel`), facts (:mod:`~ledger.core.facts`), authority
-(:mod:`~ledger.core.authority`), state and fold (:mod:`~ledger.core.state`), the command
+(:mod:`~ledger.core.authority`), state and fold (:mod:`~ledger.core.state`), who governs an
+action (:mod:`~ledger.core.governing`), the command
 lifecycle (:mod:`~ledger.core.lifecycle`), evaluation (:mod:`~ledger.core.evaluate`), impact
 simulation (:mod:`~ledger.core.simulate`) and offline tests (:mod:`~ledger.core.policytests`).
 Time and ids are parameters; a denial is a value.
@@ -26,6 +27,7 @@ from ledger.core.evaluate import (
     evaluate_batch,
 )
 from ledger.core.facts import FACT_TYPES, FactSpec, validate_facts
+from ledger.core.governing import governing_policy
 from ledger.core.lifecycle import (
     DEFAULT_ADMINS,
     REJECTION_CODES,
@@ -56,7 +58,6 @@ from ledger.core.state import (
     aggregate_of,
     bucket,
     fold,
-    governing_policy,
     replay,
     with_position,
 )

@@ -636,7 +636,7 @@ def takeover_problem(
 ) -> str | None:
     """Why ``actor`` may not deploy ``deploying`` (a version of a policy, ``refund v3``) that
     takes over the actions of the policies in ``taken`` (other policy → (its pattern, ours):
-    :func:`~ledger.core.state.takeovers`), or None. Authority over one policy must not decide
+    :func:`~ledger.core.governing.takeovers`), or None. Authority over one policy must not decide
     another's actions (a policy owner's walkthrough: a grant on ``policy:a-evil`` alone let a
     version governing ``payments.refund`` by its exact name decide what ``payrefund`` decided),
     so it takes :data:`TAKEOVER_ACTION` on each policy taken over too. Administrators are not

@@ -79,6 +79,7 @@ from ledger.core.facts import (
     same_values,
 )
 from ledger.core.globwork import MatchWork
+from ledger.core.governing import governed_by, governing_policy, governs_units
 from ledger.core.limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -88,14 +89,7 @@ from ledger.core.limits import (
     recorded_name,
 )
 from ledger.core.policy import PolicyOutcome
-from ledger.core.state import (
-    LedgerState,
-    PolicyRecord,
-    bucket,
-    governed_by,
-    governing_policy,
-    governs_units,
-)
+from ledger.core.state import LedgerState, PolicyRecord, bucket
 from ledger.core.text import clipped
 
 __all__ = [

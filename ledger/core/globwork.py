@@ -3,7 +3,7 @@ matching its names against globs, counted against its evaluation budget (:class:
 
 Three places compare many globs with many names or globs: the delegation check
 (:func:`~ledger.core.authority.not_held`), the note on policies that govern the same actions
-(:func:`~ledger.core.state.overlapping_governs`) and the note on what a promoted version no
+(:func:`~ledger.core.governing.overlapping_governs`) and the note on what a promoted version no
 longer governs (``ledger.core.lifecycle.answers``). A pair's cost is not a constant: a glob's
 regex tries each literal run after a ``*`` at every position of the name, up to ~1 ns for each
 character of the glob times each of the name (a red team's pair of ~500 and ~1,000 characters
@@ -92,7 +92,7 @@ class GlobWork:
         (:func:`~ledger.core.globs.globs_share`: a row of bits as long as the longer glob for
         each character of the shorter), and reading each into tokens the first time, when the
         budget holds it; else charge nothing and say False, and the caller answers without
-        the walk (:func:`~ledger.core.state.governs_may_share`: two globs whose fixed beginnings
+        the walk (:func:`~ledger.core.governing.governs_may_share`: two globs whose fixed beginnings
         agree may share), so asking never leaves a look incomplete. Two ``governs`` globs of 256
         characters (``glob_chars``) cost ~0.05 ms, are charged ~0.65 ms the first time and
         ~0.15 ms after."""

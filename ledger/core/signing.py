@@ -66,6 +66,7 @@ from ledger.core.events import (
     RoleRevoked,
     Stage,
 )
+from ledger.core.governing import takeovers
 from ledger.core.jsonform import canonical_json, to_json_value
 from ledger.core.policy import Policy, parse_policy
 from ledger.core.policy.canonical import content_hash
@@ -83,7 +84,6 @@ from ledger.core.state import (
     fold,
     replay,
     role_members,
-    takeovers,
 )
 from ledger.errors import PolicyError
 

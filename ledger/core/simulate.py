@@ -22,8 +22,9 @@ from ledger.core.events import (
     Stage,
     Value,
 )
+from ledger.core.governing import governing_policy
 from ledger.core.policy import Policy, PolicyOutcome
-from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion, governing_policy
+from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
 
 __all__ = ["Change", "ImpactReport", "deployed_with", "simulate"]
 

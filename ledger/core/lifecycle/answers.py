@@ -36,12 +36,7 @@ from ledger.core.events import (
 )
 from ledger.core.globs import glob_matches, is_pattern
 from ledger.core.globwork import GlobWork, fixed_start
-from ledger.core.lifecycle.commands import command_aggregate
-from ledger.core.lifecycle.rejections import Rejection
-from ledger.core.state import (
-    LedgerState,
-    PolicyRecord,
-    PolicyVersion,
+from ledger.core.governing import (
     governed_by,
     governing_policy,
     governs_may_share,
@@ -49,6 +44,9 @@ from ledger.core.state import (
     overlapping_governs,
     overlapping_governs_checked,
 )
+from ledger.core.lifecycle.commands import command_aggregate
+from ledger.core.lifecycle.rejections import Rejection
+from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
 
 __all__ = [
     "command_result",

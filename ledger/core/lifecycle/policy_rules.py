@@ -29,11 +29,12 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
+from ledger.core.governing import takeovers
 from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown
 from ledger.core.limits import Limits
 from ledger.core.policy import parse_policy
-from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion, takeovers
+from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
 from ledger.errors import PolicyError
 
 __all__: list[str] = []  # reached through decide (.rules)

@@ -19,8 +19,9 @@ from ledger.core.events import (
     GrantIssued,
 )
 from ledger.core.globwork import MATCH_FREE
+from ledger.core.governing import governs_units
 from ledger.core.limits import Limits
-from ledger.core.state import LedgerState, governs_units, replay
+from ledger.core.state import LedgerState, replay
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 OVER = "evaluation_budget_exceeded"

@@ -1522,7 +1522,7 @@ def test_which_policy_governs_is_asked_of_the_versions_deciding_the_request() ->
     # Another policy may govern what a split policy's deciding version leaves out: the
     # precedence is among what decides this request (P's active governs *, its canary
     # refund.*; Q governs refund*: outside P's canary share Q's longer glob decides).
-    from ledger.core.state import governing_policy
+    from ledger.core.governing import governing_policy
     from ledger.testing import LocalLedger
 
     p = "policy: p\ngoverns: ['*']\nowner: t\nrules: [{id: p, effect: allow}]\ndefault: {effect: deny}\n"
@@ -1611,7 +1611,7 @@ def test_a_shadow_only_policy_never_takes_over_an_action_another_policy_decides(
 
 
 def test_junk_actions_do_not_crowd_real_ones_out_of_the_lookup_cache() -> None:
-    from ledger.core.state import _MEMO_LIMIT, governing_policy
+    from ledger.core.governing import _MEMO_LIMIT, governing_policy
 
     state = replay(EVENTS)
     governing_policy(state, "refund.busy")
@@ -1702,7 +1702,7 @@ def test_a_pre_evaluation_item_without_a_resource_is_bucketed_by_request_and_ite
 def test_overlapping_governs_names_the_other_deployed_policy(
     governs: list[str], expected: list[tuple[str, str, str]]
 ) -> None:
-    from ledger.core.state import overlapping_governs
+    from ledger.core.governing import overlapping_governs
 
     assert overlapping_governs(FINAL, "other", governs) == expected
     assert overlapping_governs(FINAL, "refund", governs) == []  # its own versions are not others
@@ -1710,7 +1710,7 @@ def test_overlapping_governs_names_the_other_deployed_policy(
 
 def test_two_globs_overlap_when_some_action_matches_both() -> None:
     from ledger.core.globwork import GlobWork
-    from ledger.core.state import governs_may_share
+    from ledger.core.governing import governs_may_share
 
     work = GlobWork(10**9)
     assert governs_may_share("expense.*", "expense.app*", work)
@@ -1728,7 +1728,7 @@ def test_two_globs_the_budget_cannot_walk_overlap_by_their_fixed_beginnings() ->
     # What a walk would cost past the budget is not begun, nor charged: the pair counts as
     # sharing, as before there was a walk, and the look is not cut short by it.
     from ledger.core.globwork import GlobWork
-    from ledger.core.state import governs_may_share
+    from ledger.core.governing import governs_may_share
 
     work = GlobWork(100)
     assert governs_may_share("crm.*.read", "crm.*.write", work)
@@ -1744,7 +1744,7 @@ def test_may_overlap_answers_as_trying_every_action_says() -> None:
     import itertools
 
     from ledger.core.globwork import GlobWork
-    from ledger.core.state import governs_may_share
+    from ledger.core.governing import governs_may_share
 
     def texts(longest: int) -> list[str]:
         return [
@@ -1777,7 +1777,7 @@ def test_overlapping_governs_finds_an_overlap_on_a_big_ordinary_ledger() -> None
     # Its budget counts work now, not pairs: 300 policies of 10 ordinary entries, compared with
     # a proposal of 30, are 90,000 pairs (the old count stopped at 25,000), and the overlap with
     # the last policy is still named.
-    from ledger.core.state import overlapping_governs
+    from ledger.core.governing import overlapping_governs
 
     policies = {
         f"team{i:03d}": [f"team{i:03d}.task{j}" for j in range(9)] + [f"team{i:03d}.admin.*"]
@@ -1793,20 +1793,20 @@ def test_overlapping_governs_finds_an_overlap_on_a_big_ordinary_ledger() -> None
 def test_overlapping_governs_stops_after_bounded_work_on_long_globs(monkeypatch: Any) -> None:
     # A red team: 240 long names deployed, 240 globs `*aaa…NNNb*` proposed: 0.5 ms a pair and
     # 25,000 pairs allowed, 13 s of the command processor for one proposal.
-    from ledger.core import state as state_module
+    from ledger.core import governing as governing_module
 
     matched = 0
-    real = state_module.glob_matches
+    real = governing_module.glob_matches
 
     def counted(pattern: str, name: str) -> bool:
         nonlocal matched
         matched += len(pattern) * len(name)  # what matching one costs, at worst
         return real(pattern, name)
 
-    monkeypatch.setattr(state_module, "glob_matches", counted)
+    monkeypatch.setattr(governing_module, "glob_matches", counted)
     state = _governing({"other": [f"{'a' * 960}{i:03d}" for i in range(240)]})
     ours = [f"*{'a' * 480}{i:03d}b*" for i in range(240)]
-    assert state_module.overlapping_governs(state, "mine", ours) == []
+    assert governing_module.overlapping_governs(state, "mine", ours) == []
     assert matched <= 100_000_000, matched  # _OVERLAP_WORK; before, ~23 billion
 
 
@@ -2035,8 +2035,8 @@ def test_the_overlap_note_says_which_policy_decides_the_shared_actions() -> None
 def test_the_overlap_note_names_the_policy_that_governs(alpha: str, zeta: str, action: str) -> None:
     # A review: the note broke ties between globs as long by policy name, the evaluator by the
     # globs' text, so the note named the policy that does not decide.
+    from ledger.core.governing import governing_policy
     from ledger.core.lifecycle.answers import _who_decides
-    from ledger.core.state import governing_policy
     from ledger.testing import LocalLedger
 
     ledger = LocalLedger()

@@ -19,7 +19,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
     Stage,
 )
-from ledger.core.state import takeovers
+from ledger.core.governing import takeovers
 from ledger.errors import CommandRejectedError
 from ledger.ids import new_id, utcnow
 from ledger.testing import ADMIN, REVIEWER, LocalLedger
