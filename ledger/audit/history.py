@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from ledger.audit.columns import columns_disagree, python_rows
 from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.footer import FooterProblem, footer_lie
-from ledger.audit.manifest import listed_file, no_export
+from ledger.audit.manifest import Manifest, listed_file, no_export
 from ledger.codec import Codec, default_codec
 from ledger.core.events import GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps
@@ -26,7 +26,7 @@ from ledger.kafka.governance import decode_governance, not_governance
 from ledger.kafka.reading import position_key
 from ledger.settings import TopicNames
 
-__all__ = ["load_export_history", "check_export_history"]
+__all__ = ["load_export_history", "check_export_history", "governance_gap_note"]
 
 
 def load_export_history(
@@ -124,3 +124,52 @@ def _read(
 
 
 _LOG_COLUMNS: Final = ["topic", "partition", "offset", "record"]
+
+
+def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | None:
+    """One line for a reader to print when a governance log of the export lacks offsets: a
+    policy or grant event deleted from it (with the manifest edited to match) leaves every
+    point-in-time answer after it wrong (the fold stops at the gap), though the queries and
+    ``replay --at`` would answer on without a word (an auditor's walkthrough: a canary
+    deleted, ``active_policies_at`` named a superseded version ``shadow`` and ``rollbacks``
+    found none, exit 0). Only the offsets are read. ``None`` when every log is whole; a file
+    that cannot be read is left to ``ledger audit verify``, which reports it."""
+    export_dir = Path(export_dir)
+    topics = TopicNames(prefix=manifest.prefix)
+    wanted = (topics.policy_events, topics.grant_events)
+    offsets: dict[tuple[str, int], list[int]] = {}
+    for entry in manifest.files:
+        if entry["topic"] not in wanted:
+            continue
+        try:
+            table = pq.read_table(
+                listed_file(export_dir, str(entry["path"])), columns=["partition", "offset"]
+            )
+        except (OSError, ValueError, ExportError):
+            continue
+        parts, numbers = table.column("partition").to_pylist(), table.column("offset").to_pylist()
+        for partition, offset in zip(parts, numbers, strict=True):
+            if partition is not None and offset is not None:
+                offsets.setdefault((str(entry["topic"]), int(partition)), []).append(int(offset))
+    gaps = [
+        gap
+        for topic in wanted
+        for partition, end in sorted(manifest.offsets.get(topic, {}).items())
+        for gap in offset_gaps(
+            topic,
+            partition,
+            offsets.get((topic, partition), []),
+            end,
+            f"the manifest says {end} comes next",
+        )
+    ]
+    if not gaps:
+        return None
+    more = f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else ""
+    return (
+        f"{export_dir} lacks governance records: {gaps[0]}{more}; what the ledger held after "
+        "them is not what this export answers (a record deleted from the export, or the "
+        "export damaged): run `ledger audit verify --from "
+        f"{export_dir}` and `ledger actor verify --from {export_dir}`, and answer from an "
+        "export that passes them"
+    )

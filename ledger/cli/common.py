@@ -87,15 +87,19 @@ def from_option(help: str = FROM_EXPORT, dest: str = "from_dir") -> Callable[[F]
 
 
 def note_incomplete(directory: Path, manifest: Any = None) -> None:
-    """One ``note:`` line on stderr when the export at ``directory`` (its manifest, read if not
+    """A ``note:`` line on stderr when the export at ``directory`` (its manifest, read if not
     given) was last written by a run that stopped part-way: an answer read from it may lack
-    what its other topics hold (decisions of the requests it shows, say)."""
+    what its other topics hold (decisions of the requests it shows, say); and one when its
+    governance logs lack offsets: every point-in-time answer after the gap is wrong."""
+    from ledger.audit.history import governance_gap_note
     from ledger.audit.manifest import incomplete_note, read_manifest
 
     manifest = manifest if manifest is not None else read_manifest(directory)
-    note = incomplete_note(directory, manifest) if manifest is not None else None
-    if note is not None:
-        click.echo(f"note: {note}", err=True)
+    if manifest is None:
+        return
+    for note in (incomplete_note(directory, manifest), governance_gap_note(directory, manifest)):
+        if note is not None:
+            click.echo(f"note: {note}", err=True)
 
 
 def load_settings(bootstrap: str | None = None) -> Settings:

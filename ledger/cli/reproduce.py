@@ -27,7 +27,7 @@ from ledger.audit.sources import (
     draw,
     no_decision,
 )
-from ledger.cli.common import connection, load_settings
+from ledger.cli.common import connection, load_settings, note_incomplete
 from ledger.cli.output import json_cell, policy_label, print_json, print_table
 from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
@@ -79,9 +79,12 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
 
 
 def _source(from_dir: Path | None, bootstrap: str | None) -> LedgerSource:
-    """The export at ``from_dir``, else the ledger's topics read as the auditor."""
+    """The export at ``from_dir`` (saying first what its manifest says is wrong with it), else
+    the ledger's topics read as the auditor."""
     if from_dir is not None:
-        return ExportSource(from_dir)
+        source = ExportSource(from_dir)
+        note_incomplete(from_dir)
+        return source
     settings = load_settings(bootstrap)
     address, security = connection(settings, "auditor")
     return KafkaSource(address, settings.topics, security=security)

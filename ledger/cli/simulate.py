@@ -21,6 +21,7 @@ from ledger.cli.common import (
     connection,
     from_option,
     load_settings,
+    note_incomplete,
     read_text_file,
     time_window,
 )
@@ -95,6 +96,8 @@ def simulate_cmd(
         single_pairs(source.pairs(since=start, until=end)),
         governance=lambda: state_at(source.history(), end),
     )
+    if from_dir is not None:
+        note_incomplete(from_dir)
     by_rule = _by_rule(report.changed)
     shown = report.changed[:sample]
     constrained = report.constraint_changes[:sample]

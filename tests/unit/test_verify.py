@@ -1422,6 +1422,20 @@ def test_a_governance_event_deleted_from_the_middle_of_its_log_is_missing(
     assert cited.found.endswith(
         "but the export holds no record at offset 1 (it holds offsets up to 2)"
     )
+    # The readers that answer from the export say so too (an auditor's walkthrough: with a
+    # canary deleted, `active_policies_at` and `replay --at` answered on, exit 0, wrongly).
+    lacks = f"note: {export} lacks governance records: {TOPICS.policy_events} partition 0: "
+    for args in (
+        ["audit", "sql", "SELECT count(*) AS n FROM decisions"],
+        ["audit", "run", "rollbacks"],
+        ["replay"],
+    ):
+        answered = CliRunner().invoke(cli, [*args, "--from", str(export)])
+        assert answered.exit_code == 0, (args, answered.output)
+        assert lacks + "offsets 1-1 are missing; what the ledger held after them" in (
+            answered.stderr
+        ), args
+        assert "run `ledger audit verify --from" in answered.stderr
     _mark_incomplete(export)  # no stopped export leaves a gap with records after it
     assert verify(export).beyond_interruption
 
@@ -1437,6 +1451,15 @@ def test_the_newest_governance_rows_gone_below_the_manifests_offset_are_missing(
         ("missing", "governance record", 1),
     ]
     assert "the export's manifest says 2 comes next" in problems[0].expected
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    answered = CliRunner().invoke(cli, ["audit", "run", "rollbacks", "--from", str(export)])
+    assert answered.exit_code == 0, answered.output
+    assert f"{TOPICS.grant_events} partition 0: offsets 1-1 are missing (the manifest says 2 " in (
+        answered.stderr
+    )
 
 
 def test_files_a_running_export_has_not_listed_yet_are_not_inserted(export: Path) -> None:
