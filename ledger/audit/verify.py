@@ -590,8 +590,13 @@ def verify_export(
         # Each file holds what its manifest entry says (an auditor's walkthrough: a requests
         # file overwritten with another, or with a row deleted, passed: the requests topic has
         # no chain, and retention may leave gaps in its offsets).
-        for problem in _files_unlike_manifest(con, directory, manifest, broken, recorded):
+        unlike = _files_unlike_manifest(con, directory, manifest, broken, recorded)
+        for problem in unlike.values():
             rows.report(problem)
+        for topic in recorded:  # a file already unlike its entry is not told twice
+            for path, problem in _holes_in_files(con, directory, manifest, broken, topic).items():
+                if path not in unlike:
+                    rows.report(problem)
         # The topics with no chain: each row's columns held to its own record bytes (what SQL
         # shows of a request must be what replay re-decides), and the governance logs' too (an
         # auditor's walkthrough: an approval's actor edited in its column read "intact" here,
@@ -1027,14 +1032,14 @@ def _files_unlike_manifest(
     manifest: Manifest,
     broken: Mapping[str, Problem],
     topics: Collection[str],
-) -> list[Problem]:
+) -> dict[str, Problem]:
     """The listed files of ``topics`` whose rows are not what their manifest entries say: how
     many, of which partition, from which offset to which (a whole file swapped for another of
     the topic, or rows deleted or added, leaves a whole Parquet file the footer checks pass).
     For the topics without a chain or a gapless log, which say where a row went themselves."""
     entries = [e for e in manifest.files if str(e["path"]) not in broken and e["topic"] in topics]
     if not entries:
-        return []
+        return {}
     paths = {str(listed_file(directory, str(e["path"]))): e for e in entries}
     query = (
         'SELECT ledger_file, count(*), min("partition"), max("partition"), min("offset"), '
@@ -1045,7 +1050,7 @@ def _files_unlike_manifest(
         held = {str(f): tuple(rest) for f, *rest in con.execute(query, [list(paths)]).fetchall()}
     except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
         raise ExportError(f"reading the export's files: {exc}") from exc
-    problems = []
+    problems = {}
     for path, entry in sorted(paths.items(), key=lambda p: str(p[1]["path"])):
         rows, low_p, high_p, first, last = held.get(path, (0, None, None, None, None))
         said = (
@@ -1060,17 +1065,77 @@ def _files_unlike_manifest(
         if (rows, low_p, high_p, first, last) == said:
             continue
         where = f"partition {low_p}" if low_p == high_p else f"partitions {low_p} to {high_p}"
-        problems.append(
-            _file_problem(
-                entry,
-                "altered",
-                f"holds {rows} row(s) of {where}, offsets {first} to {last}",
-                f"its {entry['rows']} row(s) of partition {entry['partition']}, offsets "
-                f"{entry['first_offset']} to {entry['last_offset']}, as the manifest lists "
-                "(a file swapped for another, or rows deleted or added)",
-            )
+        problems[str(entry["path"])] = _file_problem(
+            entry,
+            "altered",
+            f"holds {rows} row(s) of {where}, offsets {first} to {last}",
+            f"its {entry['rows']} row(s) of partition {entry['partition']}, offsets "
+            f"{entry['first_offset']} to {entry['last_offset']}, as the manifest lists "
+            "(a file swapped for another, or rows deleted or added)",
         )
     return problems
+
+
+def _holes_in_files(
+    con: Any,
+    directory: Any,
+    manifest: Manifest,
+    broken: Mapping[str, Problem],
+    topic: str,
+) -> dict[str, Problem]:
+    """The listed files of ``topic`` (a topic without a chain) whose span of offsets holds an
+    offset no file of the export has a row for. Retention between two export runs leaves gaps
+    only between files (a run starts a new file where the log now starts), and a partition's
+    rows of one date may sit in another date's file, so only an offset inside a file's span
+    and in no file at all is a row deleted (an auditor's walkthrough: a request's row deleted
+    and its file's ``rows`` lowered in the manifest read "intact")."""
+    entries = [e for e in manifest.files if str(e["path"]) not in broken and e["topic"] == topic]
+    if not entries:
+        return {}
+    import pyarrow as pa
+
+    spans = pa.table(
+        {
+            "path": [str(e["path"]) for e in entries],
+            "p": [int(e["partition"]) for e in entries],
+            "lo": [int(e["first_offset"]) for e in entries],
+            "hi": [int(e["last_offset"]) for e in entries],
+        }
+    )
+    files = topic_files(directory, topic, manifest, exclude=broken)
+    # The union's gaps first (few), then the spans they fall in: a join of every row with
+    # every span of its partition would be rows times files.
+    query = (
+        'WITH held AS (SELECT DISTINCT "partition" AS p, "offset" AS o '
+        f'FROM {READ_PARQUET} WHERE "offset" IS NOT NULL AND "partition" IS NOT NULL), '
+        "steps AS (SELECT p, o, lead(o) OVER (PARTITION BY p ORDER BY o) AS nxt FROM held), "
+        "gaps AS (SELECT p, o + 1 AS glo, coalesce(nxt - 1, 4611686018427387904) AS ghi FROM steps "
+        "WHERE nxt IS NULL OR nxt > o + 1 "
+        "UNION ALL SELECT p, -1, min(o) - 1 FROM held GROUP BY p) "
+        "SELECT s.path, sum(least(g.ghi, s.hi) - greatest(g.glo, s.lo) + 1) AS lacking "
+        "FROM ledger_spans s JOIN gaps g ON g.p = s.p AND g.glo <= s.hi AND g.ghi >= s.lo "
+        "GROUP BY s.path ORDER BY s.path"
+    )
+    con.register("ledger_spans", spans)
+    try:
+        holes = con.execute(query, [files]).fetchall()
+    except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
+        raise ExportError(f"reading {topic} from the export: {exc}") from exc
+    finally:
+        con.unregister("ledger_spans")
+    by_path = {str(e["path"]): e for e in entries}
+    return {
+        path: _file_problem(
+            by_path[path],
+            "missing",
+            f"spans offsets {by_path[path]['first_offset']} to {by_path[path]['last_offset']}, "
+            f"but {lacking} of them have no row in the export",
+            "a row for every offset of a file's span (rows deleted, the manifest's entry "
+            "edited to match; a producer of your own writing to the topic with transactions "
+            "would leave such gaps too: the ledger's writers use none)",
+        )
+        for path, lacking in holes
+    }
 
 
 def _listed(manifest: Manifest) -> set[str]:

@@ -626,11 +626,19 @@ class ExportWriter(RowFiles):
 
     def _runs(self, group: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """The runs of consecutive small files (in offset order) in one topic, partition and
-        date that are long enough to merge, each at most :data:`COMPACT_MAX_FILES` long."""
+        date that are long enough to merge, each at most :data:`COMPACT_MAX_FILES` long. A run
+        ends where the offsets between two files are in no file of the date (retention deleted
+        them between two export runs, or another date's file holds them): a merged file's
+        span never covers offsets the export lacks, which `ledger audit verify` takes for
+        rows deleted."""
         runs: list[list[dict[str, Any]]] = []
         current: list[dict[str, Any]] = []
         for entry in sorted(group, key=lambda e: int(e["first_offset"])):
             small = int(entry["rows"]) < COMPACT_MAX_ROWS
+            if current and int(entry["first_offset"]) != int(current[-1]["last_offset"]) + 1:
+                if len(current) >= COMPACT_FANIN:
+                    runs.append(current)
+                current = []
             if small and entry["path"] not in self._unmergeable:
                 current.append(entry)
                 if len(current) == COMPACT_MAX_FILES:

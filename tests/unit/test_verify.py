@@ -1726,6 +1726,46 @@ def test_a_requests_file_swapped_or_cut_is_altered_though_the_topic_has_no_chain
     assert f"offsets {low} to {high}" not in said[0].found
 
 
+def test_a_request_deleted_with_its_manifest_entry_edited_to_match_is_missing(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough (round four): a request's row deleted and its file's `rows`
+    # lowered in the manifest read "intact"; only `replay --decisions` saw its request gone.
+    cut = build(requests=True).export(tmp_path / "cut")
+    path = files_of(cut, TOPICS.evaluation_requests)[0]
+    offsets = sorted(r["offset"] for r in pq.read_table(path).to_pylist())
+    rewrite(path, lambda rows: [r for r in rows if r["offset"] != offsets[1]])
+    relative = path.relative_to(cut).as_posix()
+    _edit_manifest(
+        cut, lambda d: [e.update(rows=e["rows"] - 1) for e in d["files"] if e["path"] == relative]
+    )
+    said = [p for p in verify(cut).problems if p.topic == TOPICS.evaluation_requests]
+    assert [(p.kind, p.subject) for p in said] == [("missing", "file")], [str(p) for p in said]
+    assert said[0].found == (
+        f"{relative} spans offsets {offsets[0]} to {offsets[-1]}, but 1 of them have no row in "
+        "the export"
+    )
+
+
+def test_offsets_in_no_files_span_are_no_problem(tmp_path: Path) -> None:
+    # What retention between two export runs leaves: offsets no file spans (a run's first file
+    # starts where the log then started). Here a file's newest rows are gone and its entry
+    # spans only what is left.
+    export = build(requests=True).export(tmp_path / "gap")
+    path = files_of(export, TOPICS.evaluation_requests)[0]
+    offsets = sorted(r["offset"] for r in pq.read_table(path).to_pylist())
+    assert len(offsets) >= 2
+    relative = path.relative_to(export).as_posix()
+    rewrite(path, lambda rows: [r for r in rows if r["offset"] == offsets[0]])
+
+    def cut(document: dict[str, Any]) -> None:
+        [entry] = [e for e in document["files"] if e["path"] == relative]
+        entry.update(rows=1, last_offset=offsets[0])
+
+    _edit_manifest(export, cut)
+    assert [p for p in verify(export).problems if p.topic == TOPICS.evaluation_requests] == []
+
+
 def test_two_long_values_that_differ_late_are_shown_where_they_differ() -> None:
     # An auditor's walkthrough: a changed pre-evaluation item was shown as the same
     # 138-character start on both sides, so which item changed could not be seen.
