@@ -276,6 +276,12 @@ def audit_memory_from_env(env: Mapping[str, str] | None = None) -> str | None:
     return env.get("LEDGER_AUDIT_MEMORY") or None
 
 
+def _absolute(path: Path) -> Path:
+    """``path`` absolute, with its links and ``..`` resolved (what need not exist yet, as
+    written): the one spelling every process of a stack compares."""
+    return path.expanduser().resolve()
+
+
 def _default_cache() -> Path:
     return Path.home() / ".cache"
 
@@ -341,7 +347,10 @@ class Settings:
         env = os.environ if env is None else env
         cache_root = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else _default_cache()
         state_root = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else _default_state()
-        home = (
+        # One home, however it is written: a relative path, `..` or a link in it named the
+        # running stack's home in another spelling, and `ledger up` started a second command
+        # processor beside the first (an operator's walkthrough).
+        home = _absolute(
             Path(env["LEDGER_HOME"]) if env.get("LEDGER_HOME") else state_root / "decision-ledger"
         )
         # Blank is unset, as for every variable: an empty expansion must not silently leave the
@@ -358,9 +367,11 @@ class Settings:
             admins=admins,
             ready_file=Path(env["LEDGER_READY_FILE"]) if env.get("LEDGER_READY_FILE") else None,
             security=KafkaSecurity.from_env(env),
-            key_store=Path(env["LEDGER_KEYS"]) if env.get("LEDGER_KEYS") else None,
+            key_store=_absolute(Path(env["LEDGER_KEYS"])) if env.get("LEDGER_KEYS") else None,
             credentials_dir=(
-                Path(env["LEDGER_CREDENTIALS"]) if env.get("LEDGER_CREDENTIALS") else None
+                _absolute(Path(env["LEDGER_CREDENTIALS"]))
+                if env.get("LEDGER_CREDENTIALS")
+                else None
             ),
             audit_memory=audit_memory_from_env(env),
         )

@@ -56,6 +56,7 @@ from processors.heartbeat import DecisionCounts, Heartbeat, age, errors_dominate
 
 __all__ = [
     "PROCESSORS",
+    "processor_argv",
     "ProcessStatus",
     "up",
     "down",
@@ -78,6 +79,15 @@ PROCESSORS: dict[str, str] = {
 }
 
 Progress = Callable[[str], None]
+
+
+def processor_argv(module: str) -> list[str]:
+    """How a processor worker is started: this Python, running ``module`` as installed. ``-P``
+    keeps the working directory off the module path (an operator's walkthrough: `ledger up`
+    run from another checkout ran that checkout's processors, and from a folder others can
+    write, whatever `processors/` someone put there, with the processors' credentials)."""
+    return [sys.executable, "-P", "-m", module]
+
 
 RECOVERY_WAIT = 20.0
 """Seconds ``up`` gives an unhealthy processor (of the right address) to reconnect by itself."""
@@ -515,7 +525,7 @@ def start_processor(
     env["PYTHONUNBUFFERED"] = "1"
     log = logs / f"{name}.log"
     before = log.stat().st_size if log.exists() else 0  # earlier runs' lines are not this one's
-    pid = spawn_detached([sys.executable, "-m", str(module)], env=env, log=log)
+    pid = spawn_detached(processor_argv(str(module)), env=env, log=log)
     write_private(pid_file, str(pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
