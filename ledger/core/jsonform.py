@@ -41,10 +41,19 @@ __all__ = [
 
 
 def format_timestamp(value: datetime) -> str:
-    """RFC 3339, UTC, microseconds, ``Z``: the one text form of an instant."""
+    """RFC 3339, UTC, microseconds, ``Z``: the one text form of an instant.
+
+    Written field by field, never with ``strftime``: its ``%Y`` pads a year below 1000 to four
+    digits on some platforms and Pythons (macOS, Windows, CPython since gh-120713) and not on
+    others (glibc), and this text is hashed into the decision chain and signed in commands: a
+    red team's request dated year 1 verified intact on Linux and as tampered where ``%Y``
+    pads. The year is as recorded chains and signatures hold it (unpadded: ``1-01-01T…``)."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{value.year}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond:06d}Z"
+    )
 
 
 def parse_instant(text: str) -> datetime:

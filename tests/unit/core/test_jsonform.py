@@ -67,3 +67,28 @@ def test_any_change_of_a_value_changes_the_bytes(facts: dict[str, object]) -> No
     base = canonical_json(_decision(facts=facts))
     assert canonical_json(_decision(facts={**facts, "\0extra": 1})) != base
     assert canonical_json(_decision(facts=facts)) == base  # deterministic
+
+
+class _PaddingYears(datetime):
+    """A datetime whose strftime pads %Y to four digits, as macOS, Windows and CPython since
+    gh-120713 do (glibc does not)."""
+
+    def strftime(self, fmt: str) -> str:
+        return super().strftime(fmt.replace("%Y", f"{self.year:04d}"))
+
+
+def test_an_instant_has_one_text_on_every_platform() -> None:
+    # A red team: a request dated year 1 hashed as `1-01-01T…` on Linux verified intact there,
+    # and as tampered where strftime pads the year. The text no longer asks the platform.
+    from ledger.core.chain import canonical_text
+
+    for year, text in [(1, "1-01-01"), (999, "999-01-01"), (1000, "1000-01-01")]:
+        plain = datetime(year, 1, 1, tzinfo=UTC)
+        padding = _PaddingYears(year, 1, 1, tzinfo=UTC)
+        assert format_timestamp(plain) == format_timestamp(padding) == f"{text}T00:00:00.000000Z"
+        assert canonical_text(_decision(requested_at=padding)) == canonical_text(
+            _decision(requested_at=plain)
+        )
+    assert format_timestamp(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == (
+        "9999-12-31T23:59:59.999999Z"
+    )
