@@ -283,11 +283,19 @@ def _client(
     from kafka.errors import KafkaError
 
     check_reachable(bootstrap)
+    refusals = _Refusals()
+    manager = logging.getLogger(_KAFKA_CONNECTIONS)
+    manager.addHandler(refusals)
     try:
         return kind(bootstrap_servers=bootstrap, **kafka_python_config(security), **config)
     except (KafkaError, OSError) as exc:
         close_abandoned(exc)
-        denied = access_denied(exc, security)
+        # kafka-python retries a refused login until its bootstrap times out, then says only
+        # "Unable to bootstrap" (an operator's walkthrough: a wrong password was told to check
+        # that Kafka runs); the refusal is in its log.
+        denied = access_denied(exc, security) or (
+            access_denied(refusals.found, security) if refusals.found is not None else None
+        )
         if denied is not None:
             raise denied from exc
         hint = (
@@ -299,6 +307,27 @@ def _client(
         raise KafkaUnavailable(
             f"cannot reach Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}{hint}"
         ) from exc
+    finally:
+        manager.removeHandler(refusals)
+
+
+_KAFKA_CONNECTIONS = "kafka.net.manager"
+"""The kafka-python logger that reports each failed connection with its exception."""
+
+
+class _Refusals(logging.Handler):
+    """Keeps the last refusal (a failed login, an ACL) kafka-python logs while it connects."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.found: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
+
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(arg, (SaslAuthenticationFailedError, AuthorizationError)):
+                self.found = arg
 
 
 def make_producer(

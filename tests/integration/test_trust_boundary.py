@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import stat
 import threading
 import time
@@ -90,10 +91,34 @@ def test_an_anonymous_client_is_refused(kafka: Any) -> None:
 
 def test_a_wrong_password_is_refused(kafka: Any) -> None:
     agent = kafka.security("agent")
-    with pytest.raises(KafkaUnavailable) as refused:
+    with pytest.raises((KafkaAccessDenied, KafkaUnavailable)) as refused:
         make_producer(kafka.bootstrap, security=replace(agent, password="guessed"))
     del refused
     gc.collect()
+
+
+def test_a_wrong_password_is_access_denied_on_the_kafka_python_paths_too(
+    shared_stack: LedgerStack,
+) -> None:
+    # An operator's walkthrough: `ledger decisions`, `topics retention` and `policy list` with
+    # a wrong password said "cannot reach Kafka … is it running?" (kafka-python retries a
+    # refused login until its bootstrap times out); `ledger evaluate` said what it was.
+    import subprocess
+    import sys
+
+    agent = shared_stack.security("agent")
+    assert agent is not None
+    env = {
+        **os.environ,
+        **replace(agent, password="guessed").to_env(),
+        "LEDGER_BOOTSTRAP": shared_stack.bootstrap,
+        "LEDGER_TOPIC_PREFIX": shared_stack.topics.prefix,
+    }
+    ledger = [str(Path(sys.executable).parent / "ledger"), "decisions", "--limit", "1"]
+    done = subprocess.run(ledger, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 7, done.stderr
+    assert "refused to authenticate user 'agent'" in done.stderr, done.stderr
+    assert done.stderr.rstrip().endswith("[kafka_access_denied]"), done.stderr
 
 
 def test_the_sdk_with_a_wrong_password_is_one_ledger_error(shared_stack: LedgerStack) -> None:
