@@ -18,7 +18,9 @@ does not grow megabytes during an outage.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import faulthandler
+import inspect
 import logging
 import logging.config
 import os
@@ -80,13 +82,30 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
             raise ValueError(f"{name!r} is not a role: pass role=")
         role = name  # narrowed by the membership test above
     settings = Settings.from_env()
+    # Its own name in every line (evaluator-2, not evaluator: an operator's walkthrough could
+    # not tell two evaluators apart in a combined view): the ready file `ledger up` gave it.
+    label = settings.ready_file.stem if settings.ready_file is not None else name
     try:
         bootstrap = resolve_bootstrap(settings, explicit=None)
         security = resolve_security(settings, role, bootstrap=bootstrap)
         settings = replace(settings, security=security)
+        logging.config.dictConfig(_logging_config(label))  # its lines formatted as the rest
+        # Where a run starts in the log, and what it is (an operator's walkthrough: a restart
+        # left no mark, and a worker running another checkout's code looked like an upgrade).
+        logging.getLogger("ledger.processor").info(
+            "starting: pid %s, code %s from %s, Kafka at %s as %s, heartbeat file %s",
+            os.getpid(),
+            code[:12],  # as `ledger ps --json` shows it
+            inspect.getfile(factory),
+            bootstrap,
+            security.username if security is not None and security.username else "no user",
+            settings.ready_file,
+        )
+        atexit.register(
+            logging.getLogger("ledger.processor").info, "stopped: pid %s", os.getpid()
+        )  # a run that ends without this line was killed (or lost its disk)
         processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line too
         if processor.prepare is not None:
-            logging.config.dictConfig(_logging_config(name))  # its lines formatted as the rest
             processor.prepare()
     except LedgerError as exc:
         print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
@@ -148,5 +167,5 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                         failing_since = None
                 await asyncio.sleep(Heartbeat.INTERVAL)
 
-    worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=_logging_config(name))
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, logging_config=_logging_config(label))
     worker.execute_from_commandline()

@@ -19,9 +19,9 @@ __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 @click.option(
     "--evaluators",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Evaluator worker processes (they share the request partitions).",
+    default=None,
+    help="Evaluator worker processes (they share the request partitions) [default: 1, or as "
+    "many as an earlier `up --evaluators N` left].",
 )
 @click.option(
     "--wait",
@@ -40,7 +40,7 @@ __all__ = ["up_cmd", "down_cmd", "ps_cmd"]
 @json_option
 @handle_errors
 def up_cmd(
-    bootstrap: str | None, evaluators: int, wait: int, insecure: bool, as_json: bool
+    bootstrap: str | None, evaluators: int | None, wait: int, insecure: bool, as_json: bool
 ) -> None:
     """Start the local stack: broker (unless --bootstrap/$LEDGER_BOOTSTRAP), topics, processors.
 

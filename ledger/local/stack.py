@@ -631,7 +631,7 @@ def stop_processor(
 def up(
     settings: Settings,
     *,
-    evaluators: int = 1,
+    evaluators: int | None = None,
     progress: Progress = lambda _: None,
     insecure: bool = False,
     wait: float = START_WAIT,
@@ -639,7 +639,8 @@ def up(
     """Broker (unless an external one is configured), topics, ACLs, processors. Returns the
     bootstrap.
 
-    ``evaluators`` workers of the evaluator share the request partitions. Processors already
+    ``evaluators`` workers of the evaluator share the request partitions (``None``: one, or as
+    many as an earlier call left, without a word of them). Processors already
     running are kept if healthy, given :data:`RECOVERY_WAIT` seconds to recover if not, then
     restarted; one started with another Kafka address is restarted at once. A processor is given
     ``wait`` seconds to become ready: one it starts, and one already running that has not
@@ -668,7 +669,7 @@ def up(
 
 
 def _up(
-    settings: Settings, *, evaluators: int, progress: Progress, insecure: bool, wait: float
+    settings: Settings, *, evaluators: int | None, progress: Progress, insecure: bool, wait: float
 ) -> str:
     bootstrap = settings.bootstrap
     if bootstrap:
@@ -687,16 +688,20 @@ def _up(
         progress("setting the ledger's ACLs…")
         ensure_acls(bootstrap, settings.topics, security=admin)
     ensure_admin_keys(settings, progress=progress)
+    asked = evaluators  # None: no number asked for
     wanted = [_proc_id(name, None) for name in PROCESSORS]
-    wanted += [_proc_id("evaluator", instance) for instance in range(2, evaluators + 1)]
+    wanted += [_proc_id("evaluator", instance) for instance in range(2, (asked or 1) + 1)]
     # Further workers an earlier `up --evaluators N` started are looked after too, running or
     # dead: each keeps its pid file until `ledger down` stops it.
     more = [p.name for p in processes(settings, bootstrap=bootstrap) if p.name not in wanted]
-    if more:  # an operator's walkthrough: `up --evaluators 1` beside 3 said nothing of them
+    if more and asked is not None:
+        # An operator's walkthrough: `up --evaluators 1` beside 3 said nothing of them; a plain
+        # `up` asks for no number, so it hears nothing of them (a later one said this each time).
         progress(
-            f"{', '.join(more)} (of an earlier `up --evaluators N`) stay part of the stack: --evaluators "
-            "starts workers, it does not stop them; `ledger down --keep-broker && ledger up "
-            f"--evaluators {evaluators}` runs exactly {evaluators}"
+            f"{', '.join(more)} (of an earlier `up --evaluators N`) "
+            f"{'stays' if len(more) == 1 else 'stay'} part of the stack: --evaluators starts "
+            "workers, it does not stop them; `ledger down --keep-broker && ledger up "
+            f"--evaluators {asked}` runs exactly {asked}"
         )
     wanted += more
     if _run_dir(settings).is_dir():

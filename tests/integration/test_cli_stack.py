@@ -91,15 +91,32 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         os.kill(second, signal.SIGKILL)
         healed = runner.invoke(cli, ["up"])
         assert healed.exit_code == 0 and "starting evaluator-2" in healed.stderr, healed.output
-        # An operator's walkthrough: `up --evaluators 1` beside more said nothing of them.
-        assert "evaluator-2 (of an earlier `up --evaluators N`) stay part of the stack: " in (
-            healed.stderr
-        )
+        # A plain `up` asks for no number: nothing said of the workers it keeps (an operator's
+        # walkthrough heard the note below at every `up`)...
+        assert "of an earlier" not in healed.stderr
         after = _pids(runner)
         assert after["evaluator-2"] not in (None, second)
+        # ... but `up --evaluators 1` beside more says they stay (it once said nothing).
+        one = runner.invoke(cli, ["up", "--evaluators", "1"])
+        assert one.exit_code == 0, one.output
+        assert "evaluator-2 (of an earlier `up --evaluators N`) stays part of the stack: " in (
+            one.stderr
+        )
+        assert _pids(runner) == after
 
         # Processor state and logs live under LEDGER_HOME, never in the working directory.
         assert (home / "logs" / "evaluator.log").exists() and (home / "faust").is_dir()
+        # Each run's start is a line naming what runs (an operator's walkthrough: a restart left
+        # no mark, and another checkout's code looked like an upgrade), and a worker's own name
+        # starts each line (evaluator-2's were all "evaluator").
+        import processors.evaluator
+
+        log = (home / "logs" / "evaluator-2.log").read_text()
+        started = [line for line in log.splitlines() if "ledger.processor: starting: pid " in line]
+        assert len(started) == 2, log  # started, killed, started again
+        assert all(line.split("] ", 1)[1].startswith("evaluator-2 INFO ") for line in started)
+        assert f"from {processors.evaluator.__file__}, Kafka at {kafka.bootstrap}" in started[-1]
+        assert f"code {installed_fingerprint()[:12]} " in started[-1]
         assert not list(tmp_path.glob("*-data"))
         # Once caught up, each worker froze what it held out of the collector's scans.
         for name in ("command-processor", "evaluator"):
@@ -117,4 +134,6 @@ def test_up_is_idempotent_restarts_what_died_and_down_leaves_nothing(
         "evaluator-2",
     }
     assert not any(alive(pid) for pid in after.values() if pid)
+    for name in ("command-processor", "evaluator", "evaluator-2"):  # each said it stopped
+        assert "ledger.processor: stopped: pid " in (home / "logs" / f"{name}.log").read_text()
     assert all(pid is None for pid in _pids(runner).values())
