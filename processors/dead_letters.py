@@ -21,11 +21,12 @@ from ledger.codec import Codec
 from ledger.core.events import DeadLetter
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
+from ledger.kafka.logs import DEAD_LETTER_LOGGER
 from processors.outputs import Output, OutputLimit, ProcessorStats
 
 __all__ = ["DEAD_LETTER_CODES", "DeadLetters", "decode_as"]
 
-log = logging.getLogger("ledger.processors")
+_letters = logging.getLogger(DEAD_LETTER_LOGGER)
 
 DEAD_LETTER_CODES: Final[dict[str, str]] = {
     "codec_error": "not a ledger record: empty, bad magic, truncated or malformed body",
@@ -136,7 +137,15 @@ class DeadLetters:
         if len(reason) > _REASON_CHARS:
             reason = f"{reason[:_REASON_CHARS]}… ({len(reason)} characters)"
         reason = reason.encode("utf-8", "replace").decode("utf-8")  # always encodable
-        log.warning("dead-lettering %s[%s]@%s (%s): %s", topic, partition, offset, code, reason)
+        _letters.warning(
+            "dead-lettering %s[%s]@%s (%s): %s",
+            topic,
+            partition,
+            offset,
+            code,
+            reason,
+            extra={"ledger_facility": code},  # thinned per code (RepeatFilter)
+        )
         value_size, value_sha256 = _digest(value)
         key_size, key_sha256 = _digest(key)
         if key is not None and len(key) > _KEY_BYTES:
