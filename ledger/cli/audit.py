@@ -25,7 +25,14 @@ from typing import Any, Final, TypeVar
 import click
 
 from ledger.cli.common import from_option, load_settings, note_incomplete
-from ledger.cli.output import HelpfulGroup, Lines, handle_errors, print_json, print_table
+from ledger.cli.output import (
+    HelpfulGroup,
+    Lines,
+    handle_errors,
+    print_json,
+    print_table,
+    to_jsonable,
+)
 from ledger.core.boundedjson import nesting_exceeds
 from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
@@ -118,7 +125,50 @@ _WIDE: Final = 8
 """More columns than this, in one row, print a column a line."""
 
 
-def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> None:
+TABLE_ROWS: Final = 1_000
+"""The most rows a table shows (an auditor's walkthrough: 5,015 rows of 40 columns took 22 s and
+736 MB to draw); --csv and --json print every row, streamed."""
+
+
+def _emit(streamed: Any, as_json: bool, as_csv: bool) -> int:
+    """Print a streamed answer (:class:`ledger.audit.sql.Streamed`) a batch at a time, never
+    holding it whole; returns how many rows it had."""
+    kinds = list(streamed.types)
+    columns = streamed.columns
+    rows = 0
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for batch in streamed.batches:
+            writer.writerows(
+                [[_text(_cell(v, k)) for v, k in zip(r, kinds, strict=True)] for r in batch]
+            )
+            rows += len(batch)
+        return rows
+    if as_json:  # one JSON document, as print_json writes it, a row at a time
+        for batch in streamed.batches:
+            for row in batch:
+                item = to_jsonable(
+                    {c: _cell(v, k) for c, v, k in zip(columns, row, kinds, strict=True)}
+                )
+                text = json.dumps(item, indent=2).replace("\n", "\n  ")
+                sys.stdout.write(("[\n  " if rows == 0 else ",\n  ") + text)
+                rows += 1
+        sys.stdout.write("[]\n" if rows == 0 else "\n]\n")
+        return rows
+    from ledger.audit.sql import Result
+
+    shown: list[tuple[Any, ...]] = []
+    for batch in streamed.batches:
+        shown.extend(batch[: max(0, TABLE_ROWS - len(shown))])
+        rows += len(batch)
+    _print(Result(columns, shown, tuple(kinds)), kinds, False, False, total=rows)
+    return rows
+
+
+def _print(
+    result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool, *, total: int | None = None
+) -> None:
     _one_format(as_json, as_csv)
     rows = [[_cell(v, k) for v, k in zip(row, kinds, strict=True)] for row in result.rows]
     if as_json:
@@ -136,7 +186,13 @@ def _print(result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool) -> No
         click.echo("1 row(s), shown a column a line", err=True)
     else:
         print_table(result.columns, [[_text(v) for v in row] for row in rows])
-        click.echo(f"{len(rows)} row(s)", err=True)
+        if total is not None and total > len(rows):
+            click.echo(
+                f"{total} row(s): the first {len(rows)} shown (--csv or --json prints them all)",
+                err=True,
+            )
+        else:
+            click.echo(f"{len(rows)} row(s)", err=True)
 
 
 @group.command("list")
@@ -196,7 +252,7 @@ def run(
 
     Example: ledger audit run active_policies_at --param at=2026-11-26T16:48:26Z
     """
-    from ledger.audit.sql import connect, named_query, parse_params, run_named, unknown_values
+    from ledger.audit.sql import connect, named_query, parse_params, stream_named, unknown_values
 
     _one_format(as_json, as_csv)
     query = named_query(name)
@@ -206,11 +262,10 @@ def run(
     directory = _source(source)
     con = connect(directory, read_only=True)
     try:
-        result = run_named(con, name, _params(pairs))
-        notes = [] if result.rows else unknown_values(con, query, values)
+        rows = _emit(stream_named(con, name, _params(pairs)), as_json, as_csv)
+        notes = [] if rows else unknown_values(con, query, values)
     finally:
         con.close()
-    _print(result, list(result.types), as_json, as_csv)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     note_incomplete(directory)
@@ -227,16 +282,15 @@ def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> Non
 
     Example: ledger audit sql "SELECT determination, count(*) FROM decisions GROUP BY 1"
     """
-    from ledger.audit.sql import connect, run_sql
+    from ledger.audit.sql import connect, stream_sql
 
     _one_format(as_json, as_csv)
     directory = _source(source)
     con = connect(directory, read_only=True)
     try:
-        result = run_sql(con, statement)
+        _emit(stream_sql(con, statement), as_json, as_csv)
     finally:
         con.close()
-    _print(result, list(result.types), as_json, as_csv)
     note_incomplete(directory)
 
 

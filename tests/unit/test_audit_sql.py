@@ -1922,3 +1922,38 @@ def test_decisions_flipped_by_lists_a_decision_whose_constraints_alone_changed(
     assert json.loads(lowered["constraints"]) == {"max_refund": "400.00"}
     assert json.loads(lowered["previous_constraints"]) == {"max_refund": "500.00"}
     assert found[1]["previous_determination"] == "deny"
+
+
+def test_a_large_answer_is_streamed_never_held_whole(export_dir: Path) -> None:
+    # An auditor's walkthrough: 6 million rows as CSV ended in a MemoryError traceback after
+    # holding them all; 1.2 million took 750 MB. Rows now leave a batch at a time.
+    from ledger.audit.sql import STREAM_BATCH, stream_sql
+
+    con = connect(export_dir, read_only=True)
+    try:
+        streamed = stream_sql(con, f"SELECT range AS n FROM range({STREAM_BATCH * 2 + 5})")
+        first = next(streamed.batches)
+        assert len(first) == STREAM_BATCH and streamed.columns == ("n",)
+        assert sum(len(b) for b in streamed.batches) == STREAM_BATCH + 5
+    finally:
+        con.close()
+    many = "SELECT range AS n, 'x' || range AS t FROM range(25000)"
+    as_csv = CliRunner().invoke(cli, ["audit", "sql", many, "--csv", "--from", str(export_dir)])
+    assert as_csv.exit_code == 0, as_csv.output
+    lines = as_csv.stdout.splitlines()
+    assert lines[0] == "n,t" and len(lines) == 25001 and lines[-1] == "24999,x24999"
+    # JSON: the same one document as before, written a row at a time.
+    few = "SELECT decision_id, determination, decided_at FROM decisions ORDER BY decision_id"
+    as_json = CliRunner().invoke(cli, ["audit", "sql", few, "--json", "--from", str(export_dir)])
+    assert as_json.exit_code == 0, as_json.output
+    parsed = json.loads(as_json.stdout)
+    assert parsed and as_json.stdout == json.dumps(parsed, indent=2) + "\n"
+    none = CliRunner().invoke(
+        cli, ["audit", "sql", f"{few} LIMIT 0", "--json", "--from", str(export_dir)]
+    )
+    assert none.stdout == "[]\n"
+    # A table shows the first 1,000 rows and says how many there were.
+    table = CliRunner().invoke(cli, ["audit", "sql", many, "--from", str(export_dir)])
+    assert table.exit_code == 0, table.output
+    assert "25000 row(s): the first 1000 shown (--csv or --json prints them all)" in table.stderr
+    assert "x999 " in table.stdout and "x1000 " not in table.stdout
