@@ -575,9 +575,7 @@ def _check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
 def _execute(
     con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
 ) -> Result:
-    streamed = _stream(con, sql, params)
-    rows = [row for batch in streamed.batches for row in batch]
-    return Result(streamed.columns, rows, streamed.types)
+    return _held(_stream(con, sql, params))
 
 
 @dataclass(frozen=True)
@@ -652,17 +650,20 @@ def _query_errors() -> Iterator[None]:
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
     """Run one ad-hoc ``SELECT`` (anything else is refused with a :class:`UsageError`)."""
-    _check_read_only(sql, con)
-    return _execute(con, sql)
+    return _held(stream_sql(con, sql))
 
 
 def run_named(
     con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, str] | None = None
 ) -> Result:
     """Run named query ``name`` with parameters given as text (parsed by their declared types)."""
-    query = named_query(name)
-    values = parse_params(query, params or {})
-    return _execute(con, query.sql, values)
+    return _held(stream_named(con, name, params))
+
+
+def _held(streamed: Streamed) -> Result:
+    return Result(
+        streamed.columns, [row for batch in streamed.batches for row in batch], streamed.types
+    )
 
 
 def unknown_values(
