@@ -264,6 +264,7 @@ def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
         "version": "2",
         "principal": "agent:a",
         "id": "dec-2",
+        "seconds": "5",
     }
     for name, query in named_queries().items():
         assert query.question, name
@@ -612,7 +613,12 @@ def test_a_version_parameter_takes_v2_as_every_command_does(export_dir: Path) ->
 
 
 def test_every_known_line_names_real_columns(export_dir: Path) -> None:
-    samples = {"at": at(7).isoformat(), "before": at(7).isoformat(), "version": "999"}
+    samples = {
+        "at": at(7).isoformat(),
+        "before": at(7).isoformat(),
+        "version": "999",
+        "seconds": "5",
+    }
     con = connect(export_dir)
     try:
         for name, query in named_queries().items():
@@ -1057,7 +1063,7 @@ def test_files_without_a_later_column_read_it_as_null(upgraded_export: Path) -> 
     assert proof == [(8, 0)]  # no policy-events file has the columns: all NULL, none missing
     samples = {"at": at(7).isoformat(), "before": at(7).isoformat(), "policy": "refund"}
     samples |= {"version": "2"}
-    samples |= {"principal": "agent:a", "id": "dec-5"}
+    samples |= {"principal": "agent:a", "id": "dec-5", "seconds": "5"}
     for name, query in named_queries().items():
         rows(upgraded_export, name, **{p.name: samples[p.name] for p in query.params})
     done = invoke(
