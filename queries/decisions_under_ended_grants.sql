@@ -1,7 +1,9 @@
--- question: Which decisions were allowed under a grant that has since ended: revoked (by whom,
---   when, why) or expired (its valid_until passed by the export's newest decision). One row per
---   decision or pre-evaluation item that cites such a grant (grant_id), newest ending first: what
---   an auditor re-examines after a grant is withdrawn. A grant held through a role is the role's
+-- question: Which decisions cite a grant that has since ended: revoked (by whom, when, why) or
+--   expired (its valid_until passed by the export's newest decision). One row per decision or
+--   pre-evaluation item that cites such a grant (grant_id), newest ending first, whatever its
+--   determination (the grant let the principal ask; the policy then allowed or denied: filter
+--   on determination for the allowed ones): what an auditor re-examines after a grant is
+--   withdrawn. A grant held through a role is the role's
 --   (principal names the role, decided_for the principal that asked).
 WITH newest AS (SELECT max(decided_at) AS at FROM all_decisions),
 ended AS (

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -100,6 +100,8 @@ def _cell(value: Any, kind: str) -> Any:
         return [_cell(v, "") for v in value]
     if isinstance(value, dict):
         return {str(k): _cell(v, "") for k, v in value.items()}
+    if isinstance(value, timedelta):  # an INTERVAL (decided_at - requested_at) as seconds,
+        return value.total_seconds()  # not Python's "0:01:23.520992" (an auditor's walkthrough)
     if isinstance(value, (date, time)):  # the export's `date` column, CURRENT_DATE, a TIME
         return value.isoformat()
     if isinstance(value, (str, int, float, bool)):

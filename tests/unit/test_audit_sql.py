@@ -1963,3 +1963,12 @@ def test_a_large_answer_is_streamed_never_held_whole(export_dir: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "25000 row(s): the first 1000 shown (--csv or --json prints them all)" in table.stderr
     assert "x999 " in table.stdout and "x1000 " not in table.stdout
+
+
+def test_an_interval_is_its_seconds_in_every_format(export_dir: Path) -> None:
+    # An auditor's walkthrough: `decided_at - requested_at` printed as "0:01:23.520992".
+    lag = "SELECT INTERVAL 83520992 MICROSECONDS AS lag"
+    for flag, expected in (("--json", '"lag": 83.520992'), ("--csv", "lag\n83.520992\n")):
+        done = CliRunner().invoke(cli, ["audit", "sql", lag, flag, "--from", str(export_dir)])
+        assert done.exit_code == 0, done.output
+        assert expected in done.stdout
