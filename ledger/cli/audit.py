@@ -34,7 +34,7 @@ from ledger.cli.output import (
     to_jsonable,
 )
 from ledger.core.boundedjson import nesting_exceeds
-from ledger.core.jsonform import format_timestamp
+from ledger.core.jsonform import format_timestamp, parse_instant
 from ledger.errors import UsageError
 
 __all__ = ["group", "add_commands"]
@@ -268,9 +268,33 @@ def run(
         notes = [] if rows else unknown_values(con, query, values)
     finally:
         con.close()
+    notes += _after_reading(directory, query, values)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     note_incomplete(directory)
+
+
+def _after_reading(directory: Path, query: Any, values: dict[str, Any]) -> list[str]:
+    """A note for each time parameter after the export read the ledger (an auditor's
+    walkthrough: `active_policies_at` a day past the export answered as if nothing had changed
+    since, where `ledger replay --at` says what the export cannot know)."""
+    from ledger.audit.manifest import read_manifest
+
+    manifest = read_manifest(directory)
+    read = manifest.read_time() if manifest is not None else None
+    if read is None:
+        return []
+    try:
+        read_at = parse_instant(read)
+    except ValueError:  # an old manifest's unchecked text: no bound to compare with
+        return []
+    return [
+        f"the export at {directory} read the ledger at {format_timestamp(read_at)}: what "
+        f"changed after that, up to `{param.name}` ({format_timestamp(value)}), is not in it "
+        "(export again for the ledger's state since)"
+        for param in query.params
+        if isinstance(value := values.get(param.name), datetime) and value > read_at
+    ]
 
 
 @group.command("sql")

@@ -1972,3 +1972,34 @@ def test_an_interval_is_its_seconds_in_every_format(export_dir: Path) -> None:
         done = CliRunner().invoke(cli, ["audit", "sql", lag, flag, "--from", str(export_dir)])
         assert done.exit_code == 0, done.output
         assert expected in done.stdout
+
+
+def test_a_time_after_the_export_read_the_ledger_is_noted(export_dir: Path) -> None:
+    # An auditor's walkthrough: `active_policies_at` a day after the export answered with no
+    # word, where `ledger replay --at` says what the export cannot know.
+    from ledger.audit.manifest import read_manifest
+
+    manifest = read_manifest(export_dir)
+    assert manifest is not None and manifest.read_time() is not None
+    later = "2999-01-01T00:00:00Z"
+    done = CliRunner().invoke(
+        cli,
+        ["audit", "run", "active_policies_at", "--param", f"at={later}", "--from", str(export_dir)],
+    )
+    assert done.exit_code == 0, done.output
+    assert "what changed after that, up to `at` (2999-01-01T00:00:00.000000Z), is not in it" in (
+        done.stderr
+    )
+    within = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "run",
+            "active_policies_at",
+            "--param",
+            f"at={at(7).isoformat()}",
+            "--from",
+            str(export_dir),
+        ],
+    )
+    assert within.exit_code == 0 and "is not in it" not in within.stderr
