@@ -188,6 +188,12 @@ class Heartbeat:
                 "is stopped (SIGSTOP?) or its event loop is stuck"
             )
         if beat_age > stale_after:
+            if _stopped(self.pid):  # an operator's walkthrough: a SIGSTOP read as a full disk
+                return (
+                    f"no heartbeat for {beat_age:.0f} s: it is stopped by a signal (SIGSTOP, or "
+                    f"Ctrl-Z in its terminal): `kill -CONT {self.pid}` resumes it; `ledger up` "
+                    "replaces it"
+                )
             return (
                 f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "
                 "its heartbeat file (disk full? its log says so)"
@@ -208,6 +214,17 @@ class Heartbeat:
                 "holds no request partition and answers nothing (`ledger up` restarts it)"
             )
         return None
+
+
+def _stopped(pid: int) -> bool:
+    """Is process ``pid`` stopped by a signal (state ``T``/``t`` in ``/proc/PID/stat``)? False
+    where that cannot be read (gone, not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    after = stat.rpartition(")")[2].split()  # the command name, in parentheses, may hold anything
+    return bool(after) and after[0] in ("T", "t")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,7 +205,8 @@ def ps_cmd(as_json: bool) -> None:
         for problem in problems:
             click.echo(problem, err=True)
         if waiting:
-            click.echo(f"{waiting:,} requests wait for an evaluator's answer", err=True)
+            several = "requests wait" if waiting != 1 else "request waits"
+            click.echo(f"{waiting:,} {several} for an evaluator's answer", err=True)
         if elsewhere is not None:  # they answer: a fact, not a problem
             click.echo(elsewhere, err=True)
         if other:  # healthy or not, it answers with the old code: not a health problem

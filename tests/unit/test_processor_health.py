@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,20 @@ def test_a_fresh_heartbeat_from_a_fetching_processor_is_healthy(
     assert status.running and status.healthy and status.problem is None
     assert status.pid == evaluator and status.bootstrap == KAFKA
     assert status.heartbeat_age is not None and 0.4 <= status.heartbeat_age < 3
+
+
+def test_a_processor_stopped_by_a_signal_is_said_to_be(settings: Settings, evaluator: int) -> None:
+    # An operator's walkthrough: a SIGSTOPped evaluator was "stuck, or its disk full?", and the
+    # troubleshooting table pointed at `df` first.
+    _beat(settings, evaluator, age=30, fetch_age=30)
+    assert "event loop is stuck" in (_evaluator(settings).problem or "")
+    os.kill(evaluator, signal.SIGSTOP)
+    try:
+        problem = _evaluator(settings).problem or ""
+        assert "it is stopped by a signal (SIGSTOP" in problem
+        assert f"`kill -CONT {evaluator}` resumes it" in problem
+    finally:
+        os.kill(evaluator, signal.SIGCONT)
 
 
 def test_a_running_processor_without_a_heartbeat_is_not_healthy(
