@@ -562,7 +562,14 @@ class GovernanceFollower:
                     saved=saved,
                     key=key,
                 )
-        except Exception:  # a full disk, say; a traceback, should it be a bug
+        except OSError as exc:  # a full disk, a folder in its place: one line, not a traceback
+            log.error(
+                "could not write the governance snapshot %s (%s): the next start replays more",
+                path,
+                exc.strerror or exc,
+            )
+            return
+        except Exception:  # a traceback, should it be a bug
             log.exception(
                 "could not write the governance snapshot %s: the next start replays more", path
             )

@@ -416,6 +416,21 @@ def installed_fingerprint() -> str:
     return code_fingerprint(*(p for p in installed_files() if p not in covered))
 
 
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, in words (an operator's walkthrough: a
+    folder there was called "a FIFO, a device or a socket")."""
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ):
+        if test(mode):
+            return kind
+    return "something else"
+
+
 def write_snapshot(
     path: Path,
     state: LedgerState,
@@ -471,9 +486,10 @@ def read_snapshot(
     # Opened without blocking, then refused unless a regular file: a FIFO at the path held a
     # processor's start for good, with no log line (an operator's check).
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise SnapshotUnusable("it is not a regular file (a FIFO, a device or a socket)")
+        raise SnapshotUnusable(f"it is not a regular file but {_file_kind(mode)}")
     os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as data:
         if data.readline(len(MAGIC) + 1) != MAGIC:

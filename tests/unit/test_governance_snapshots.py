@@ -188,7 +188,9 @@ def _damage(path: Path, at: int) -> None:
         ),
         (lambda p: p.write_bytes(b""), "not a governance snapshot"),
         # An operator's check: a FIFO there held the processor's start for good.
-        (lambda p: (p.unlink(), os.mkfifo(p)), "not a regular file"),
+        (lambda p: (p.unlink(), os.mkfifo(p)), "not a regular file but a FIFO"),
+        # An operator's walkthrough: a folder there was "a FIFO, a device or a socket".
+        (lambda p: (p.unlink(), p.mkdir()), "not a regular file but a folder"),
     ],
 )
 def test_a_damaged_or_foreign_snapshot_is_refused_saying_why(
@@ -639,3 +641,24 @@ def test_a_snapshot_sealed_with_the_processors_password_refuses_a_rewrite(tmp_pa
     _edit(path, edit_header=lambda fields: fields.update(events=201))  # resealed: SHA-256
     with pytest.raises(SnapshotUnusable, match="sealed under another password, or rewritten"):
         read_snapshot(path, key=key)
+
+
+def test_a_snapshot_that_cannot_be_written_is_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's walkthrough: with a folder where the snapshot goes, every write logged an
+    # ERROR with an IsADirectoryError traceback.
+    import logging
+
+    from ledger.kafka.governance import GovernanceFollower
+
+    state = _state()
+    path = tmp_path / "governance.snapshot"
+    path.mkdir()
+    with caplog.at_level(logging.INFO, logger="ledger"):
+        GovernanceFollower._write_snapshot(
+            path, state, _tails(state), len(HISTORY), None, None, None
+        )
+    [line] = [r for r in caplog.records if "could not write" in r.getMessage()]
+    assert line.exc_info is None and "the next start replays more" in line.getMessage()
+    assert "(Is a directory)" in line.getMessage()
