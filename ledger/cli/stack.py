@@ -155,7 +155,7 @@ def ps_cmd(as_json: bool) -> None:
     # Asked only of a broker that answers, and while an evaluator is healthy: `ps` stays quick.
     evaluating = any(p.healthy and p.name.startswith("evaluator") for p in procs)
     address = stack.kafka_address(settings) if (answering or not local) and evaluating else None
-    waiting = stack.requests_waiting(settings, address, procs) if address else None
+    waiting, unasked = stack.requests_waiting(settings, address, procs) if address else (None, None)
     if as_json:
         print_json(
             {
@@ -167,7 +167,7 @@ def ps_cmd(as_json: bool) -> None:
                 "problems": problems,
                 # Requests not answered and committed yet: how far behind the evaluators are.
                 "requests_waiting": waiting,
-                "notes": [n for n in (elsewhere,) if n is not None],
+                "notes": [n for n in (elsewhere, unasked) if n is not None],
             }
         )
     else:
@@ -209,6 +209,8 @@ def ps_cmd(as_json: bool) -> None:
             click.echo(f"{waiting:,} {several} for an evaluator's answer", err=True)
         if elsewhere is not None:  # they answer: a fact, not a problem
             click.echo(elsewhere, err=True)
+        if unasked is not None:  # this command's own trouble, not the processors'
+            click.echo(f"note: {unasked}", err=True)
         if other:  # healthy or not, it answers with the old code: not a health problem
             click.echo(stack.other_code(other, [p.name for p in procs if p.running]), err=True)
         if problems and not settings.home.exists():

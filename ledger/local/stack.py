@@ -377,22 +377,28 @@ def _gone(client: str | None, stuck: set[int]) -> bool:
     return False
 
 
-def requests_waiting(settings: Settings, bootstrap: str, procs: list[ProcessStatus]) -> int | None:
+def requests_waiting(
+    settings: Settings, bootstrap: str, procs: list[ProcessStatus]
+) -> tuple[int | None, str | None]:
     """How many agents' requests the evaluators have not answered and committed yet
-    (:func:`~ledger.kafka.groups.records_waiting`; a batch in hand counts until committed);
-    ``None`` when it cannot tell (no evaluator has said how many partitions there are, or the
-    broker was not asked)."""
+    (:func:`~ledger.kafka.groups.records_waiting`; a batch in hand counts until committed),
+    and why not when that is ``None``: no evaluator has said how many partitions there are
+    (no reason), or the broker could not be asked (the reason: an operator's walkthrough with
+    a wrong password saw ``requests_waiting: null`` and no word of why)."""
     of = max((p.requests_of or 0 for p in procs if _split(p.name)[0] == "evaluator"), default=0)
     if not of:
-        return None
+        return None, None
     group = settings.topics.group(PROCESSOR_GROUPS["evaluator"])
     try:
         admin = resolve_security(settings, "admin", bootstrap=bootstrap)
-        return records_waiting(
-            bootstrap, group, settings.topics.evaluation_requests, of, security=admin
+        return (
+            records_waiting(
+                bootstrap, group, settings.topics.evaluation_requests, of, security=admin
+            ),
+            None,
         )
-    except LedgerError:
-        return None
+    except LedgerError as exc:
+        return None, f"could not ask Kafka how many requests wait: {exc} [{exc.code}]"
 
 
 def request_holders(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1141,3 +1142,16 @@ def test_a_retention_the_broker_refuses_is_an_error_not_the_old_value_printed(
     monkeypatch.setattr(topics, "_describe", lambda admin, resource: {"retention.ms": "1"})
     with pytest.raises(LedgerError, match="the broker refused the retention of t: Invalid"):
         topics.set_requests_retention("127.0.0.1:9", "t", ms=3_600_000)
+
+
+def test_ps_says_when_it_could_not_ask_kafka_how_many_requests_wait(
+    settings: Settings, evaluator: int
+) -> None:
+    # An operator's walkthrough: with a wrong password `ps` showed requests_waiting null and
+    # exited 0 with no word of why.
+    _beat(settings, evaluator, age=0.5, fetch_age=0.2, requests=(3, 3))
+    settings = replace(settings, security=KafkaSecurity(protocol="PLAINTEXT"))
+    waiting, unasked = stack.requests_waiting(settings, KAFKA, stack.processes(settings))
+    assert waiting is None
+    assert unasked is not None and unasked.startswith("could not ask Kafka how many requests wait")
+    assert unasked.endswith("[kafka_unavailable]")
