@@ -766,19 +766,56 @@ def _offset_problems(
         end = manifest.next_offset(topic, partition)
         low, high, count, distinct = held.get(partition, (end, end - 1, 0, 0))
         if distinct < count:
-            repeated = f"{count - distinct} row(s) repeating an offset of the partition"
+            first = _first_repeated(con, topic, files, partition)
+            repeated = (
+                f"{count - distinct} row(s) repeating an offset of the partition, the first "
+                f"at offset {first}"
+            )
             problems.append(
-                (problem("inserted", partition, None, repeated, "one per offset"), True)
+                (problem("inserted", partition, first, repeated, "one per offset"), True)
             )
         if high - low + 1 > distinct:
-            gap = f"{high - low + 1 - distinct} offset(s) between {low} and {high} without a row"
+            first = _first_missing(con, topic, files, partition)
+            gap = (
+                f"{high - low + 1 - distinct} offset(s) between {low} and {high} without a row, "
+                f"the first {first}"
+            )
             unless = "a row for every offset (unless retention deleted records between two runs)"
-            problems.append((problem("missing", partition, low, gap, unless), True))
+            problems.append((problem("missing", partition, first, gap, unless), True))
         if high + 1 < end:
             found = f"no rows for offsets {high + 1} to {end - 1}"
             said = f"rows up to offset {end - 1}: the export's manifest says {end} comes next"
             problems.append((problem("missing", partition, high + 1, found, said), False))
     return problems
+
+
+def _first_repeated(con: Any, topic: str, files: list[str], partition: int) -> int | None:
+    """The lowest offset of ``partition`` two rows hold (an auditor's walkthrough: an offset
+    edited to another's was "a row repeating an offset", with no offset named). Asked only of a
+    partition found to have one."""
+    query = (
+        f'SELECT "offset" FROM {READ_PARQUET} WHERE "partition" = ? '
+        "GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
+    )
+    try:
+        found = con.execute(query, [files, partition]).fetchone()
+    except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
+        raise ExportError(f"reading {topic} from the export: {exc}") from exc
+    return None if found is None else int(found[0])
+
+
+def _first_missing(con: Any, topic: str, files: list[str], partition: int) -> int | None:
+    """The lowest offset of ``partition`` between its first and last rows that no row holds."""
+    query = (
+        "SELECT min(o) + 1 FROM (SELECT o, lead(o) OVER (ORDER BY o) AS nxt FROM "
+        f'(SELECT DISTINCT "offset" AS o FROM {READ_PARQUET} WHERE "partition" = ?)) '
+        "WHERE nxt > o + 1"
+    )
+    try:
+        found = con.execute(query, [files, partition]).fetchone()
+    except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
+        raise ExportError(f"reading {topic} from the export: {exc}") from exc
+    return None if found is None or found[0] is None else int(found[0])
 
 
 def _log_gaps(

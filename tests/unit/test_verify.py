@@ -775,13 +775,17 @@ def test_a_repeated_offset_and_an_unchained_rows_gap_are_found(tmp_path: Path) -
     report = verify(export, allow_unchained=True)
     (p,) = report.problems
     assert (p.kind, p.topic, p.partition) == ("missing", TOPICS.decisions, ledger_partition(gone))
-    assert "without a row" in p.found
+    # The offset is named (an auditor's walkthrough: only the partition was).
+    assert p.found.endswith(f"without a row, the first {offsets[gone.request_id]}")
+    assert p.offset == offsets[gone.request_id]
 
     export = ledger.export(tmp_path / "y")
     (path, *_) = files_of(export, TOPICS.chain_checkpoints)
     rewrite(path, lambda rows: [*rows, rows[0]])  # one checkpoint row twice
     (p,) = verify(export, allow_unchained=True).problems
     assert (p.kind, p.topic) == ("inserted", TOPICS.chain_checkpoints)
+    first = min(r["offset"] for r in pq.read_table(path).to_pylist())
+    assert p.found.endswith(f"the first at offset {first}") and p.offset == first
 
 
 # --------------------------------------------------------------------------- files
