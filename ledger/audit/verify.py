@@ -797,11 +797,7 @@ def _first_repeated(con: Any, topic: str, files: list[str], partition: int) -> i
         f'SELECT "offset" FROM {READ_PARQUET} WHERE "partition" = ? '
         "GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
     )
-    try:
-        found = con.execute(query, [files, partition]).fetchone()
-    except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
-        raise ExportError(f"reading {topic} from the export: {exc}") from exc
-    return None if found is None else int(found[0])
+    return _one_offset(con, topic, query, files, partition)
 
 
 def _first_missing(con: Any, topic: str, files: list[str], partition: int) -> int | None:
@@ -811,6 +807,10 @@ def _first_missing(con: Any, topic: str, files: list[str], partition: int) -> in
         f'(SELECT DISTINCT "offset" AS o FROM {READ_PARQUET} WHERE "partition" = ?)) '
         "WHERE nxt > o + 1"
     )
+    return _one_offset(con, topic, query, files, partition)
+
+
+def _one_offset(con: Any, topic: str, query: str, files: list[str], partition: int) -> int | None:
     try:
         found = con.execute(query, [files, partition]).fetchone()
     except Exception as exc:  # duckdb.Error: a damaged file, also reported as such
