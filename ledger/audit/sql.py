@@ -673,6 +673,7 @@ def unknown_values(
     the export never mentions in the columns its ``-- known:`` line names, saying how to list
     the values it does hold. Empty when every checked value is known (the answer is "none")."""
     notes = []
+    known: dict[str, list[tuple[str, str]]] = {}  # view -> (param, column) found there
     for entry in query.known:
         if entry.param not in values:
             continue
@@ -682,12 +683,31 @@ def unknown_values(
         )
         hit = _execute(con, f"SELECT {found}", {"value": values[entry.param]}).rows
         if hit and hit[0][0]:
+            view, column = entry.columns[0]
+            known.setdefault(view, []).append((entry.param, column))
             continue
         view, column = entry.columns[0]
         notes.append(
             f"{entry.param} {clipped(repr(values[entry.param]), 80)} is not in this export "
             f"(looked in {', '.join(f'{v}.{c}' for v, c in entry.columns)}); "
             f'list them: ledger audit sql "SELECT DISTINCT {column} FROM {view} ORDER BY 1"'
+        )
+    # Values each known, never together (an auditor's walkthrough: `version 5` of a policy
+    # that has none was "no rows", since another policy has a version 5).
+    for view, pairs in known.items():
+        if notes or len(pairs) < 2:
+            continue
+        where = " AND ".join(f"{_ident(column)} = ${param}" for param, column in pairs)
+        together = {param: values[param] for param, _ in pairs}
+        both = f"SELECT EXISTS (SELECT 1 FROM {_ident(view)} WHERE {where})"
+        if any(row[0] for row in _execute(con, both, together).rows):
+            continue
+        given = " and ".join(f"{param} {clipped(repr(values[param]), 80)}" for param, _ in pairs)
+        columns = ", ".join(column for _, column in pairs)
+        order = ", ".join(str(n) for n in range(1, len(pairs) + 1))
+        notes.append(
+            f"no row of {view} in this export has {given} (each alone is there); list them: "
+            f'ledger audit sql "SELECT DISTINCT {columns} FROM {view} ORDER BY {order}"'
         )
     return notes
 

@@ -1487,7 +1487,7 @@ def test_sql_json_gives_every_duckdb_type_a_json_form(export_dir: Path) -> None:
     done = invoke("audit", "sql", sql, "--from", str(export_dir), "--json")
     assert done.exit_code == 0, done.output
     (row,) = json.loads(done.stdout)
-    assert (row["d"], row["t"], row["i"]) == ("2026-12-05", "01:02:03", "1:30:00")
+    assert (row["d"], row["t"], row["i"]) == ("2026-12-05", "01:02:03", 5400.0)
     assert row["u"] == "8e3fbd3e-7b0a-4f25-9d8c-6f6e1d7b2c11"
     assert len(row["partition_date"]) == 10  # YYYY-MM-DD
 
@@ -2003,3 +2003,35 @@ def test_a_time_after_the_export_read_the_ledger_is_noted(export_dir: Path) -> N
         ],
     )
     assert within.exit_code == 0 and "is not in it" not in within.stderr
+
+
+def test_values_known_alone_but_never_together_are_noted(export_dir: Path) -> None:
+    # An auditor's walkthrough: `version 5` of a policy that has none answered no rows with no
+    # note, since another policy has a version 5.
+    from ledger.audit.sql import Known, NamedQuery, Param
+
+    query = NamedQuery(
+        "by_version",
+        "Which?",
+        (Param("policy", "VARCHAR", ""), Param("version", "BIGINT", "")),
+        "SELECT 1",
+        export_dir / "by_version.sql",
+        (Known("policy", (("pairs", "policy"),)), Known("version", (("pairs", "version"),))),
+    )
+    con = connect(export_dir)
+    try:
+        con.execute(
+            "CREATE TEMP VIEW pairs AS SELECT * FROM (VALUES ('refund', 1), ('email', 5)) "
+            "AS t(policy, version)"
+        )
+        assert unknown_values(con, query, {"policy": "email", "version": 5}) == []
+        [note] = unknown_values(con, query, {"policy": "email", "version": 1})
+        assert note == (
+            "no row of pairs in this export has policy 'email' and version 1 (each alone is "
+            'there); list them: ledger audit sql "SELECT DISTINCT policy, version FROM pairs '
+            'ORDER BY 1, 2"'
+        )
+        [alone] = unknown_values(con, query, {"policy": "nope", "version": 1})
+        assert alone.startswith("policy 'nope' is not in this export")  # only the lone note
+    finally:
+        con.close()
