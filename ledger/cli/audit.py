@@ -106,7 +106,7 @@ def _cell(value: Any, kind: str) -> Any:
         return value.isoformat()
     if isinstance(value, (str, int, float, bool)):
         return value
-    return str(value)  # an INTERVAL, a UUID …: as DuckDB's own text would show it
+    return str(value)  # a UUID, a BLOB's kin …: as DuckDB's own text would show it
 
 
 def _text(value: Any) -> str:
