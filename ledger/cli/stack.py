@@ -140,6 +140,11 @@ def ps_cmd(as_json: bool) -> None:
         problems.insert(0, "the broker is not running")
     elif local and not answering:
         problems.insert(0, f"the broker (pid {b.pid}) {broker.NOT_ANSWERING}")
+    # What `up` can mend: a processor down or unhealthy, a stopped local broker; not a hung
+    # broker (the line above says `ledger broker stop` first), a full disk, or a policy that
+    # fails (an operator's walkthrough: the same `up` hint closed every `ps`).
+    hung = local and b.running and not answering
+    fixable = not hung and (any(not p.healthy for p in procs) or (local and not b.running))
     low = stack.low_disk(settings)
     if low is not None:  # first: on a full disk the broker's own failure says little
         problems.insert(0, low)
@@ -228,7 +233,7 @@ def ps_cmd(as_json: bool) -> None:
                 "check $LEDGER_HOME",
                 err=True,
             )
-        elif problems:
+        elif problems and fixable:
             click.echo(
                 "`ledger up` starts what is not running and restarts what does not recover",
                 err=True,

@@ -137,6 +137,24 @@ def test_a_running_processor_without_a_heartbeat_is_not_healthy(
     assert status.problem is not None and "no heartbeat yet" in status.problem
 
 
+def test_ps_suggests_up_only_for_what_up_can_mend(
+    settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's walkthrough: every failing `ps` closed with "`ledger up` starts what is not
+    # running…", a full disk too, which `up` cannot mend.
+    processor = _fake_processor(settings, "command-processor")
+    try:
+        _beat(settings, evaluator, age=0.5, fetch_age=0.2, requests=(3, 3))
+        _beat(settings, processor, name="command-processor", age=0.5, fetch_age=0.2)
+        monkeypatch.setattr(stack, "low_disk", lambda _: "the filesystem is nearly full")
+        full = CliRunner().invoke(cli, ["ps"])
+        assert full.exit_code == 1, full.output
+        assert "the filesystem is nearly full" in full.stderr
+        assert "`ledger up` starts what is not running" not in full.stderr
+    finally:
+        os.kill(processor, signal.SIGKILL)
+
+
 @pytest.mark.parametrize(
     ("beat", "problem"),
     [
