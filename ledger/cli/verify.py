@@ -166,7 +166,20 @@ def _print(report: VerifyReport) -> None:
         + (f"; {report.unchained} outside every chain" if report.unchained else "")
         + f" ({report.seconds:.2f} s)"
     )
-    if not report.intact and report.complete:  # what to do next (an auditor's walkthrough)
+    unanswered_only = bool(report.problems) and all(
+        p.kind == "missing" and p.subject == "request" for p in report.problems
+    )
+    if not report.intact and report.complete and unanswered_only:
+        # An auditor's walkthrough: an evaluator's outage read as tampering, in its words.
+        click.echo(
+            "  (only requests without an answer: an evaluator that was down when they were sent "
+            "leaves exactly this, as does deleting their decisions. Check `ledger ps` and the "
+            "evaluators' logs of that time, then export into a new folder, `ledger export --out "
+            "NEW`, and verify that: answered there, they were answered late "
+            "(`ledger audit run decisions_answered_late`); still unanswered, no evaluator "
+            "answered them)"
+        )
+    elif not report.intact and report.complete:  # what to do next (an auditor's walkthrough)
         click.echo(
             "  (keep this folder as it is, as evidence: do not export into it again. Export the "
             "ledger into a new folder, `ledger export --out NEW`, and verify that: problems "

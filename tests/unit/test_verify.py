@@ -1139,7 +1139,10 @@ def test_an_export_gutted_of_its_decisions_has_its_requests_missing(tmp_path: Pa
     done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
     assert done.exit_code == 11, done.output
     assert "NOT intact" in done.stdout and "missing: request r-000" in done.stderr
-    assert "Export the ledger into a new folder, `ledger export --out NEW`" in done.stdout
+    # Only unanswered requests: an evaluator's outage leaves the same, and the advice says so
+    # (an auditor's walkthrough: an outage read as tampering, in tampering's words).
+    assert "an evaluator that was down when they were sent leaves exactly this" in done.stdout
+    assert "decisions_answered_late" in done.stdout and "as evidence" not in done.stdout
 
 
 def _asked(n: int, at: datetime, offset: int) -> Exported:
