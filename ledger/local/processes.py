@@ -133,6 +133,8 @@ def terminate(pid: int, *, grace: float, kill: bool = False, marker: str | None 
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if not kill:  # a stopped process (SIGSTOP, Ctrl-Z) handles its SIGTERM only once
+            os.killpg(pid, signal.SIGCONT)  # continued (an operator's walkthrough: 31 s)
     deadline = time.monotonic() + grace
     while alive(pid) and time.monotonic() < deadline:
         _reap(pid)

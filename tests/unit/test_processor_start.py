@@ -49,3 +49,26 @@ def test_one_home_however_it_is_written(tmp_path: Path, monkeypatch: pytest.Monk
         assert settings.to_env()["LEDGER_HOME"] == str(home.resolve())
     keys = Settings.from_env({"LEDGER_HOME": "home", "LEDGER_KEYS": "../tiny/home/k"})
     assert keys.keys == home.resolve() / "k"
+
+
+def test_a_stopped_process_is_continued_to_handle_its_sigterm(tmp_path: Path) -> None:
+    # An operator's walkthrough: `ledger broker stop` of a SIGSTOPped broker waited its whole
+    # 30 s grace, then killed it: a stopped process handles SIGTERM only once continued.
+    import os
+    import shutil
+    import signal
+    import time
+
+    from ledger.local.processes import alive, spawn_detached, terminate
+
+    sh = shutil.which("sh")
+    assert sh is not None
+    handled = tmp_path / "handled"
+    script = f"trap 'echo term > {handled}; exit 0' TERM; echo up > {tmp_path}/up; while :; do sleep 0.05; done"
+    pid = spawn_detached([sh, "-c", script], env={}, log=tmp_path / "out.log")
+    while not (tmp_path / "up").exists():
+        time.sleep(0.01)
+    os.killpg(pid, signal.SIGSTOP)
+    assert terminate(pid, grace=5)
+    assert handled.read_text() == "term\n"  # its own handler ran, not a SIGKILL after the grace
+    assert not alive(pid)
