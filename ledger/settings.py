@@ -277,9 +277,16 @@ def audit_memory_from_env(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def _absolute(path: Path) -> Path:
-    """``path`` absolute, with its links and ``..`` resolved (what need not exist yet, as
-    written): the one spelling every process of a stack compares."""
-    return path.expanduser().resolve()
+    """``path`` absolute and normalised (``home``, ``./home`` and ``a/../home`` spelled alike):
+    the one spelling every process of a stack compares. A path through a symbolic link is left
+    as written (made absolute): the home's safety check judges a link, and ``..`` after one,
+    where the system goes (:func:`ledger.local.broker.private_home`), and resolving it here
+    would hide a link it refuses."""
+    path = path.expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    normal = Path(os.path.normpath(path))
+    return normal if path.resolve() == normal else path
 
 
 def _default_cache() -> Path:
@@ -347,9 +354,9 @@ class Settings:
         env = os.environ if env is None else env
         cache_root = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else _default_cache()
         state_root = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else _default_state()
-        # One home, however it is written: a relative path, `..` or a link in it named the
-        # running stack's home in another spelling, and `ledger up` started a second command
-        # processor beside the first (an operator's walkthrough).
+        # One home, however it is written: a relative path or `..` in it named the running
+        # stack's home in another spelling, and `ledger up` started a second command processor
+        # beside the first (an operator's walkthrough).
         home = _absolute(
             Path(env["LEDGER_HOME"]) if env.get("LEDGER_HOME") else state_root / "decision-ledger"
         )

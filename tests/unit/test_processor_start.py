@@ -42,11 +42,16 @@ def test_one_home_however_it_is_written(tmp_path: Path, monkeypatch: pytest.Monk
     home.mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "tiny")
     monkeypatch.chdir(tmp_path / "tiny")
-    spellings = ["home", "./home", f"{tmp_path}/tiny/../tiny/home", f"{tmp_path}/link/home"]
+    spellings = ["home", "./home", f"{tmp_path}/tiny/../tiny/home", "../tiny/./home"]
     for spelling in spellings:
         settings = Settings.from_env({"LEDGER_HOME": spelling})
         assert settings.home == home.resolve(), spelling
         assert settings.to_env()["LEDGER_HOME"] == str(home.resolve())
+    # Through a link it stays as written: the home's safety check refuses a link, and judges
+    # `..` after one where the system goes.
+    assert Settings.from_env({"LEDGER_HOME": f"{tmp_path}/link/home"}).home == (
+        tmp_path / "link" / "home"
+    )
     keys = Settings.from_env({"LEDGER_HOME": "home", "LEDGER_KEYS": "../tiny/home/k"})
     assert keys.keys == home.resolve() / "k"
 
