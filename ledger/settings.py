@@ -286,7 +286,11 @@ def _absolute(path: Path) -> Path:
     if not path.is_absolute():
         path = Path.cwd() / path
     normal = Path(os.path.normpath(path))
-    return normal if path.resolve() == normal else path
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):  # a link loop: the home's check says what is wrong there
+        return path
+    return normal if resolved == normal else path
 
 
 def _default_cache() -> Path:

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -41,7 +42,7 @@ from processors.common import Processor
 from processors.heartbeat import Heartbeat
 from processors.outputs import DecisionWindow
 
-__all__ = ["run_worker", "RepeatFilter"]
+__all__ = ["run_worker", "worker_label", "RepeatFilter"]
 
 _LIBRARIES = LIBRARY_LOGGERS
 
@@ -68,6 +69,14 @@ def _logging_config(name: str) -> dict[str, Any]:
     }
 
 
+def worker_label(name: str, ready_file: Path | None) -> str:
+    """The worker's name at the start of its log lines: ``evaluator-2`` from the ready file
+    `ledger up` gives it (``run/evaluator-2.ready``), else the processor's name (Compose's
+    ``/state/ready`` names no worker: a review found every line labelled ``ready``)."""
+    stem = ready_file.stem if ready_file is not None else ""
+    return stem if stem == name or stem.removeprefix(f"{name}-").isdigit() else name
+
+
 def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | None = None) -> None:
     """Build the processor from the environment's settings and run it as a Faust worker.
 
@@ -84,7 +93,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
     settings = Settings.from_env()
     # Its own name in every line (evaluator-2, not evaluator: an operator's walkthrough could
     # not tell two evaluators apart in a combined view): the ready file `ledger up` gave it.
-    label = settings.ready_file.stem if settings.ready_file is not None else name
+    label = worker_label(name, settings.ready_file)
     try:
         bootstrap = resolve_bootstrap(settings, explicit=None)
         security = resolve_security(settings, role, bootstrap=bootstrap)

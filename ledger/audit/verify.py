@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
+from ledger.audit import query_memory, use_query_memory
 from ledger.audit.chainwalk import (
     ChainCheckpoint,
     ChainNode,
@@ -473,9 +474,14 @@ def _verify_part(
     parts: int,
     codec: Codec | None = None,
     slack: timedelta | None = None,
+    memory: str | None = None,
 ) -> _Part:
     """Check the decision rows of the chains whose id hashes to ``part`` (of ``parts``; rows
-    outside every chain go to part 0) and follow those chains."""
+    outside every chain go to part 0) and follow those chains. ``memory``: the process's
+    :func:`ledger.audit.query_memory`, for a worker spawned afresh (a review: the spawned
+    workers held DuckDB to its default, whatever `$LEDGER_AUDIT_MEMORY` said)."""
+    if memory is not None:
+        use_query_memory(memory)
     rows = _Rows(codec or default_codec())
     chains: list[ChainSummary] = []
     records = unchained = 0
@@ -656,7 +662,17 @@ def verify_export(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [
-                pool.submit(_verify_part, files, marks, allow_unchained, k, workers, None, slack)
+                pool.submit(
+                    _verify_part,
+                    files,
+                    marks,
+                    allow_unchained,
+                    k,
+                    workers,
+                    None,
+                    slack,
+                    query_memory(),
+                )
                 for k in range(workers)
             ]
             parts = [f.result() for f in futures]

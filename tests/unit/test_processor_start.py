@@ -77,3 +77,22 @@ def test_a_stopped_process_is_continued_to_handle_its_sigterm(tmp_path: Path) ->
     assert terminate(pid, grace=5)
     assert handled.read_text() == "term\n"  # its own handler ran, not a SIGKILL after the grace
     assert not alive(pid)
+
+
+def test_a_worker_started_by_compose_is_named_by_its_processor() -> None:
+    # A review: Compose gives every worker LEDGER_READY_FILE=/state/ready, and every log line
+    # was then labelled `ready`.
+    from processors.run import worker_label
+
+    assert worker_label("evaluator", Path("/h/run/evaluator-2.ready")) == "evaluator-2"
+    assert worker_label("evaluator", Path("/h/run/evaluator.ready")) == "evaluator"
+    assert worker_label("evaluator", Path("/state/ready")) == "evaluator"
+    assert worker_label("command-processor", None) == "command-processor"
+
+
+def test_a_home_through_a_link_loop_is_left_to_the_homes_check(tmp_path: Path) -> None:
+    # A review: a symlink loop in $LEDGER_HOME was a RuntimeError traceback.
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    settings = Settings.from_env({"LEDGER_HOME": str(tmp_path / "a" / "home")})
+    assert settings.home == tmp_path / "a" / "home"

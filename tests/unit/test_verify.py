@@ -1788,3 +1788,37 @@ def test_two_long_values_that_differ_late_are_shown_where_they_differ() -> None:
     assert shown_apart("short", "other") == ('"short"', '"other"')
     longer, shorter = shown_apart("x" * 300 + "tail", "x" * 300)
     assert "tail" in longer and longer != shorter
+
+
+def test_a_spawned_verify_worker_holds_duckdb_to_the_callers_memory(tmp_path: Path) -> None:
+    # A review: workers spawned afresh held DuckDB to its 4 GiB default, whatever
+    # $LEDGER_AUDIT_MEMORY said; each worker is now handed the caller's amount.
+    import concurrent.futures
+    import multiprocessing
+
+    from ledger.audit import query_memory, use_query_memory
+
+    export = build().export(tmp_path / "x")
+    files = [str(f) for f in files_of(export, TOPICS.decisions)]
+    before = query_memory()
+    use_query_memory("300MB")
+    try:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            seen = pool.submit(_memory_in_a_worker, files, query_memory()).result()
+        assert seen == "286.1 MiB"  # DuckDB's own words for 300MB
+    finally:
+        use_query_memory(before)
+
+
+def _memory_in_a_worker(files: list[str], memory: str | None) -> str:
+    from ledger.audit.sources import connect
+    from ledger.audit.verify import _verify_part
+
+    _verify_part(files, {}, True, 0, 1, None, None, memory)
+    con = connect()
+    try:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
+        return str(limit)
+    finally:
+        con.close()
