@@ -38,9 +38,10 @@ from ledger.cli.output import (
     print_table,
     to_jsonable,
 )
+from ledger.core.ed25519 import weak_key
 from ledger.core.events import RegisterActorKey, RevokeActorKey
 from ledger.core.signing import Witnesses, key_id_of, verify_history
-from ledger.errors import ExportError, TamperDetected
+from ledger.errors import ExportError, TamperDetected, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import check_governance_log, command_witnesses
 from ledger.kafka.topics import COMMANDS_KEPT
@@ -121,6 +122,12 @@ def add_cmd(
     store.private_key(principal_arg(by, "--by"))  # the signer's key first: nothing made in vain
     if public_key_file is not None:
         public = read_public_key(public_key_file)
+        weak = weak_key(public)
+        if weak is not None:  # refused by the command processor too; said before sending
+            raise UsageError(
+                f"{public_key_file} cannot be registered: {weak}; make the key with "
+                "`ledger actor keygen` on the actor's machine"
+            )
         kept: str | None = None
     else:
         public = public_bytes(store.ensure(actor))

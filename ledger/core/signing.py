@@ -48,6 +48,7 @@ from ledger.core.authority import (
     role_reach_problem,
     takeover_problem,
 )
+from ledger.core.ed25519 import weak_key
 from ledger.core.events import (
     COMMAND_PROCESSOR,
     GRANT_EVENT_TYPES,
@@ -178,6 +179,8 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     """Is ``signature`` an Ed25519 signature of ``message`` by ``public_key``? Malformed keys
     and signatures are simply not valid."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != 64:
+        return False
+    if weak_key(bytes(public_key)) is not None:  # a small-order key: anyone's signature holds
         return False
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
@@ -620,6 +623,9 @@ def registration_problem(
             break
         if key.key_id != key_id_of(key.public_key):
             return f"its id {key.key_id} is not its public key's ({key_id_of(key.public_key)})"
+        weak = weak_key(bytes(key.public_key))
+        if weak is not None:  # a red team: one registered through `actor add --public-key`
+            return f"{key.key_id} of {owner} cannot sign: {weak}"
         if owner == ANCHOR_ACTOR:  # a review: a key planted for it registered unbounded keys
             return f"{ANCHOR_ACTOR} signs nothing: its keys are never registered by a command"
         if key.registered_with is None:  # a trust anchor (or a registration without a proof)

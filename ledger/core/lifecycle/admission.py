@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from ledger.core.ed25519 import weak_key
 from ledger.core.events import ActorKeyRegistered, ActorKeyRevoked, Command, GovernanceEvent
 from ledger.core.lifecycle.commands import DEFAULT_ADMINS, command_aggregate
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
@@ -342,6 +343,8 @@ def register_anchors(
         public_key = bytes(anchors[principal])
         key_id = key_id_of(public_key)
         if len(public_key) != PUBLIC_KEY_BYTES or key_owner(state, key_id) is not None:
+            continue
+        if weak_key(public_key) is not None:  # it could sign nothing (verify_signature)
             continue
         record = state.principals.get(principal)
         sequence = sequences.get(principal, record.sequence if record is not None else 0) + 1

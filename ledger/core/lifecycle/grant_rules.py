@@ -34,6 +34,7 @@ from ledger.core.authority import (
     unproven_cover,
     valid_principal,
 )
+from ledger.core.ed25519 import weak_key
 from ledger.core.events import (
     ActorKeyRegistered,
     ActorKeyRevoked,
@@ -375,6 +376,12 @@ def _register_key(
     if len(public_key) != PUBLIC_KEY_BYTES:
         return _reject(
             "invalid_key", f"an Ed25519 public key has 32 bytes, this one {len(public_key)}"
+        )
+    weak = weak_key(public_key)
+    if weak is not None:  # a red team registered the identity point, then signed as its owner
+        return _reject(
+            "invalid_key",
+            f"this key cannot be used: {weak}; make the key with `ledger actor keygen`",
         )
     if c.actor_key_id != key_id_of(public_key):
         return _reject(

@@ -1,0 +1,105 @@
+"""Ed25519 public keys that prove nothing are refused (a red team's forgery)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.core.ed25519 import _add, _decode, weak_key
+from ledger.core.events import RegisterActorKey
+from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
+from ledger.core.signing import key_id_of, verify_signature
+from ledger.core.state import EMPTY_STATE, fold
+from ledger.keys import public_bytes, sign
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493  # the prime subgroup's order
+IDENTITY = bytes([1]) + bytes(31)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _times(n: int, point: tuple[int, int]) -> tuple[int, int]:
+    out = (0, 1)
+    while n:
+        if n & 1:
+            out = _add(out, point)
+        point, n = _add(point, point), n >> 1
+    return out
+
+
+def _encode(point: tuple[int, int]) -> bytes:
+    x, y = point
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def test_every_small_order_point_and_no_real_key_is_weak() -> None:
+    # [l]P of any point lies in the torsion subgroup: the eight small-order points.
+    torsion: set[tuple[int, int]] = set()
+    rng = random.Random(7)
+    while len(torsion) < 8:
+        point = _decode(rng.getrandbits(255).to_bytes(32, "little"))
+        if not isinstance(point, str):
+            torsion.add(_times(_L, point))
+    for point in torsion:
+        assert "small-order point" in str(weak_key(_encode(point)))
+    for n in range(200):
+        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(bytes([n])).digest())
+        assert weak_key(public_bytes(key)) is None
+    assert "not canonical" in str(weak_key((_P + 1).to_bytes(32, "little")))  # y = 1 again
+    assert "32 bytes" in str(weak_key(bytes(31)))
+
+
+def test_a_signature_by_the_identity_key_verifies_for_the_library_but_not_here() -> None:
+    # R = the identity, s = 0: the equation holds for every message under the identity key.
+    forged = IDENTITY + bytes(32)
+    Ed25519PublicKey.from_public_bytes(IDENTITY).verify(forged, b"anything")  # no error
+    assert not verify_signature(IDENTITY, forged, b"anything")
+
+
+def test_a_small_order_key_is_refused_at_registration() -> None:
+    admin = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"admin").digest())
+    n = iter(range(100))
+    state = EMPTY_STATE
+    for event in register_anchors(
+        EMPTY_STATE, {"human:admin": public_bytes(admin)}, now=T0, new_id=lambda: f"e{next(n)}"
+    ):
+        state = fold(state, event)
+    register = RegisterActorKey(
+        event_id="c-weak",
+        occurred_at=T0,
+        actor="human:admin",
+        principal="human:mallory",
+        actor_key_id=key_id_of(IDENTITY),
+        public_key=IDENTITY,
+    )
+    out = decide_signed(state, sign(register, admin), now=T0, new_id=lambda: f"e{next(n)}")
+    assert isinstance(out, Rejection) and out.code == "invalid_key"
+    assert "small-order point" in out.message and "ledger actor keygen" in out.message
+
+
+def test_actor_add_refuses_a_small_order_public_key_file_before_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+    from cryptography.hazmat.primitives import serialization
+
+    from ledger.cli.app import cli
+    from ledger.keys import KeyStore
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEDGER_HOME", str(home))
+    monkeypatch.setenv("LEDGER_BOOTSTRAP", "127.0.0.1:9")  # never dialled: refused before
+    KeyStore(home / "keys").ensure("human:admin")
+    pem = Ed25519PublicKey.from_public_bytes(IDENTITY).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "weak.pub").write_bytes(pem)
+    args = ["actor", "add", "human:mallory", "--public-key", str(tmp_path / "weak.pub")]
+    done = CliRunner().invoke(cli, [*args, "--by", "human:admin"])
+    assert done.exit_code == 2, done.output
+    assert "cannot be registered: it is a small-order point" in done.stderr
