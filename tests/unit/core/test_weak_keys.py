@@ -103,3 +103,38 @@ def test_actor_add_refuses_a_small_order_public_key_file_before_sending(
     done = CliRunner().invoke(cli, [*args, "--by", "human:admin"])
     assert done.exit_code == 2, done.output
     assert "cannot be registered: it is a small-order point" in done.stderr
+
+
+def test_actor_verify_flags_a_small_order_key_an_earlier_release_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ledger.core.lifecycle.grant_rules as rules
+    from ledger.core.signing import registration_problem
+    from ledger.core.state import actor_key, replay
+
+    admin = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"admin").digest())
+    n = iter(range(100))
+    history = list(
+        register_anchors(
+            EMPTY_STATE, {"human:admin": public_bytes(admin)}, now=T0, new_id=lambda: f"e{next(n)}"
+        )
+    )
+    register = RegisterActorKey(
+        event_id="c-weak",
+        occurred_at=T0,
+        actor="human:admin",
+        principal="human:mallory",
+        actor_key_id=key_id_of(IDENTITY),
+        public_key=IDENTITY,
+    )
+    with monkeypatch.context() as before_the_fix:  # as the release before this check took it
+        before_the_fix.setattr(rules, "weak_key", lambda raw: None)
+        out = decide_signed(
+            replay(history), sign(register, admin), now=T0, new_id=lambda: f"e{next(n)}"
+        )
+    assert not isinstance(out, Rejection), out
+    state = replay([*history, *out])
+    key = actor_key(state, "human:mallory", key_id_of(IDENTITY))
+    assert key is not None
+    problem = registration_problem(state, "human:mallory", key)
+    assert problem is not None and "cannot sign: it is a small-order point" in problem
