@@ -61,6 +61,18 @@ def test_a_signature_by_the_identity_key_verifies_for_the_library_but_not_here()
     assert not verify_signature(IDENTITY, forged, b"anything")
 
 
+def _register_weak() -> RegisterActorKey:
+    """The administrator registering the identity point as mallory's key."""
+    return RegisterActorKey(
+        event_id="c-weak",
+        occurred_at=T0,
+        actor="human:admin",
+        principal="human:mallory",
+        actor_key_id=key_id_of(IDENTITY),
+        public_key=IDENTITY,
+    )
+
+
 def test_a_small_order_key_is_refused_at_registration() -> None:
     admin = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"admin").digest())
     n = iter(range(100))
@@ -69,14 +81,7 @@ def test_a_small_order_key_is_refused_at_registration() -> None:
         EMPTY_STATE, {"human:admin": public_bytes(admin)}, now=T0, new_id=lambda: f"e{next(n)}"
     ):
         state = fold(state, event)
-    register = RegisterActorKey(
-        event_id="c-weak",
-        occurred_at=T0,
-        actor="human:admin",
-        principal="human:mallory",
-        actor_key_id=key_id_of(IDENTITY),
-        public_key=IDENTITY,
-    )
+    register = _register_weak()
     out = decide_signed(state, sign(register, admin), now=T0, new_id=lambda: f"e{next(n)}")
     assert isinstance(out, Rejection) and out.code == "invalid_key"
     assert "small-order point" in out.message and "ledger actor keygen" in out.message
@@ -119,14 +124,7 @@ def test_actor_verify_flags_a_small_order_key_an_earlier_release_registered(
             EMPTY_STATE, {"human:admin": public_bytes(admin)}, now=T0, new_id=lambda: f"e{next(n)}"
         )
     )
-    register = RegisterActorKey(
-        event_id="c-weak",
-        occurred_at=T0,
-        actor="human:admin",
-        principal="human:mallory",
-        actor_key_id=key_id_of(IDENTITY),
-        public_key=IDENTITY,
-    )
+    register = _register_weak()
     with monkeypatch.context() as before_the_fix:  # as the release before this check took it
         before_the_fix.setattr(rules, "weak_key", lambda raw: None)
         out = decide_signed(
