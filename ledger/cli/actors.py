@@ -40,8 +40,10 @@ from ledger.cli.output import (
 )
 from ledger.core.ed25519 import weak_key
 from ledger.core.events import RegisterActorKey, RevokeActorKey
+from ledger.core.jsonform import format_timestamp
 from ledger.core.signing import Witnesses, key_id_of, verify_history
-from ledger.errors import ExportError, TamperDetected, UsageError
+from ledger.core.state import keys_registered_with
+from ledger.errors import ExportError, LedgerError, TamperDetected, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import check_governance_log, command_witnesses
 from ledger.kafka.topics import COMMANDS_KEPT
@@ -178,6 +180,22 @@ def revoke_cmd(
     )
     done = f"revoked {key_id} of {actor}" if key_id else f"revoked every key of {actor}"
     submit(bootstrap, timeout, as_json, command, done)
+    if key_id is None:
+        return
+    # What a thief of that key may have registered with it (a red team: revoking a stolen key
+    # left the thief's own key active, with no word): named, never revoked unasked.
+    try:
+        state, _ = current_state(bootstrap)
+    except LedgerError:  # this command's work is done; the note is a courtesy
+        return
+    for owner, key in keys_registered_with(state, key_id):
+        click.echo(
+            f"note: {key.key_id} of {owner}, registered {format_timestamp(key.registered_at)} "
+            f"by {key.registered_by} with {key.registered_with}, stays active: if {key_id} was "
+            f"stolen, revoke it too (`ledger actor revoke {owner} --key {key.key_id} --by "
+            f"{by} --reason …`)",
+            err=True,
+        )
 
 
 @group.command("list")
@@ -198,6 +216,7 @@ def list_cmd(bootstrap: str | None, as_json: bool) -> None:
                     "key_id": key.key_id,
                     "registered_at": key.registered_at,
                     "registered_by": key.registered_by,
+                    "registered_with": key.registered_with,
                     "revoked_at": key.revoked_at,
                     "revoked_by": key.revoked_by,
                     "active": key.active,

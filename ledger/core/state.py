@@ -73,6 +73,7 @@ __all__ = [
     "ActorKey",
     "actor_key",
     "key_owner",
+    "keys_registered_with",
     "role_members",
     "grant_id_use",
     "LedgerState",
@@ -524,6 +525,24 @@ def key_owner(state: LedgerState, key_id: str) -> str | None:
         if any(k.key_id == key_id for k in record.keys):
             return name
     return None
+
+
+def keys_registered_with(state: LedgerState, key_id: str) -> list[tuple[str, ActorKey]]:
+    """The active keys whose registration ``key_id`` signed, or a key it signed did, and so on:
+    what a thief of ``key_id`` may have registered (a red team: revoking a stolen key left the
+    key it had registered with it active, with no word). ``(owner, key)`` in the order met."""
+    found: list[tuple[str, ActorKey]] = []
+    signers, seen = [key_id], {key_id}
+    while signers:
+        signer = signers.pop(0)
+        for name, record in state.principals.items():
+            for key in record.keys:
+                if key.registered_with == signer and key.key_id not in seen:
+                    seen.add(key.key_id)
+                    signers.append(key.key_id)
+                    if key.active:
+                        found.append((name, key))
+    return found
 
 
 def role_members(state: LedgerState, role: str) -> dict[str, str]:

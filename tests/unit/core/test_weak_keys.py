@@ -1,4 +1,5 @@
-"""Ed25519 public keys that prove nothing are refused (a red team's forgery)."""
+"""Ed25519 public keys that prove nothing are refused, and the keys a stolen key registered are
+named (a red team's findings)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,46 @@ def test_actor_verify_flags_a_small_order_key_an_earlier_release_registered(
     assert key is not None
     problem = registration_problem(state, "human:mallory", key)
     assert problem is not None and "cannot sign: it is a small-order point" in problem
+
+
+def test_the_keys_a_stolen_key_registered_are_named() -> None:
+    # A red team: a thief registered a key of its own with alice's stolen key; revoking the
+    # stolen key left the thief's active, and nothing said so.
+    from ledger.core.events import ActorKeyRegistered, ActorKeyRevoked
+    from ledger.core.state import keys_registered_with, replay
+
+    def registered(seq: int, key: str, signer: str | None, who: str = "human:alice") -> object:
+        return ActorKeyRegistered(
+            event_id=f"r-{key}",
+            occurred_at=T0,
+            actor=who,
+            command_id=f"c-{key}",
+            principal="human:alice",
+            sequence=seq,
+            actor_key_id=key,
+            public_key=key.encode().ljust(32, b"."),
+            command_key_id=signer,
+        )
+
+    history = [
+        registered(1, "k1", "admin-key", "human:admin"),
+        registered(2, "k2", "k1"),  # the thief's, signed with the stolen k1
+        registered(3, "k3", "k2"),  # and one more, signed with that
+        registered(4, "k4", None, "service:command-processor"),  # an anchor: not k1's
+        ActorKeyRevoked(
+            event_id="x-k1",
+            occurred_at=T0,
+            actor="human:admin",
+            command_id="c-x",
+            principal="human:alice",
+            sequence=5,
+            actor_key_id="k1",
+            reason="stolen",
+        ),
+    ]
+    state = replay(history)  # type: ignore[arg-type]
+    assert [(o, k.key_id) for o, k in keys_registered_with(state, "k1")] == [
+        ("human:alice", "k2"),
+        ("human:alice", "k3"),
+    ]
+    assert keys_registered_with(state, "k3") == []
