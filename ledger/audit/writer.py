@@ -10,6 +10,7 @@ exact whatever happens to a run is in :mod:`ledger.audit.export`; every file is 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
@@ -594,10 +595,19 @@ class ExportWriter(RowFiles):
         (temporary name, fsync, rename), then one manifest rewrite lists it in place of its
         inputs, which are removed :data:`RETIRE_AFTER_S` later. Returns the files merged away."""
         groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+        spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for entry in self.manifest.files:
             key = (str(entry["topic"]), int(entry["partition"]), str(entry["date"]))
             groups.setdefault(key, []).append(entry)
-        ready = [run for group in groups.values() for run in self._runs(group)]
+            spans.setdefault(key[:2], []).append(
+                (int(entry["first_offset"]), int(entry["last_offset"]))
+            )
+        covered = {where: _union(found) for where, found in spans.items()}
+        ready = [
+            run
+            for (topic, partition, _), group in groups.items()
+            for run in self._runs(group, covered[(topic, partition)])
+        ]
         expired = self._expired()
         if not ready:
             if expired:
@@ -624,18 +634,27 @@ class ExportWriter(RowFiles):
         self.files_compacted += len(merged)
         return len(merged)
 
-    def _runs(self, group: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    def _runs(
+        self, group: list[dict[str, Any]], covered: list[tuple[int, int]]
+    ) -> list[list[dict[str, Any]]]:
         """The runs of consecutive small files (in offset order) in one topic, partition and
         date that are long enough to merge, each at most :data:`COMPACT_MAX_FILES` long. A run
-        ends where the offsets between two files are in no file of the date (retention deleted
-        them between two export runs, or another date's file holds them): a merged file's
-        span never covers offsets the export lacks, which `ledger audit verify` takes for
-        rows deleted."""
+        ends where the offsets between two files are in no file of the partition (``covered``:
+        the union of its files' spans, every date's): retention deleted them between two export
+        runs, and a merged file spanning them would hold offsets the export lacks, which
+        `ledger audit verify` takes for rows deleted. Offsets another date's file holds (rows
+        of a partition interleave across dates around midnight) do not end a run (a review:
+        breaking there left thousands of files unmerged)."""
         runs: list[list[dict[str, Any]]] = []
         current: list[dict[str, Any]] = []
         for entry in sorted(group, key=lambda e: int(e["first_offset"])):
             small = int(entry["rows"]) < COMPACT_MAX_ROWS
-            if current and int(entry["first_offset"]) != int(current[-1]["last_offset"]) + 1:
+            gap = (
+                (int(current[-1]["last_offset"]) + 1, int(entry["first_offset"]) - 1)
+                if current
+                else None
+            )
+            if gap is not None and gap[0] <= gap[1] and not _within(covered, *gap):
                 if len(current) >= COMPACT_FANIN:
                     runs.append(current)
                 current = []
@@ -732,3 +751,20 @@ def _write_groups(
         out.write_table(table.slice(0, whole), row_group_size=ROW_GROUP_ROWS)
     rest = table.slice(whole)
     return ([rest] if rest.num_rows else []), rest.num_rows
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` (inclusive offset ranges) merged where they overlap or touch, in order."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _within(union: list[tuple[int, int]], low: int, high: int) -> bool:
+    """Does one range of ``union`` (from :func:`_union`) hold all of ``low``..``high``?"""
+    at = bisect.bisect_right(union, (low, float("inf"))) - 1
+    return at >= 0 and union[at][0] <= low and high <= union[at][1]

@@ -414,6 +414,25 @@ def test_files_either_side_of_offsets_the_export_lacks_do_not_merge(tmp_path: Pa
     assert offsets_read(tmp_path) == [*range(8), *range(13, 37)]
 
 
+def test_files_of_one_date_whose_gaps_another_date_holds_still_merge(tmp_path: Path) -> None:
+    # A review: around midnight a partition's rows alternate between two dates, so each date's
+    # files skip the other's offsets; ending a merge run at every such gap left 1,000 files
+    # where 10 had been.
+    day, night = T0, T0 + timedelta(days=1)
+    with ExportWriter(tmp_path, TOPICS) as writer:
+        n = 0
+        for _ in range(40):  # a flush per two records, one of each date
+            for when in (day, night):
+                event = dataclasses.replace(command_rejected(n, T0), occurred_at=when)
+                writer.add_event(TOPICS.command_results, 0, n, event)
+                n += 1
+            writer.flush()
+        manifest = writer.manifest
+    # 80 files written, 40 a date: 31 of each merged into one (before: none merged).
+    assert sorted(int(f["rows"]) for f in manifest.files) == [1] * 18 + [31] * 2
+    assert offsets_read(tmp_path) == list(range(n))
+
+
 def test_an_export_is_its_owners_unless_its_folder_says_whom_to_share_it_with(
     tmp_path: Path,
 ) -> None:
