@@ -53,6 +53,7 @@ __all__ = [
     "RowFiles",
     "ExportWriter",
     "row_date",
+    "span_union",
 ]
 
 ROW_GROUP_ROWS: Final = 16_384
@@ -602,7 +603,7 @@ class ExportWriter(RowFiles):
             spans.setdefault(key[:2], []).append(
                 (int(entry["first_offset"]), int(entry["last_offset"]))
             )
-        covered = {where: _union(found) for where, found in spans.items()}
+        covered = {where: span_union(found) for where, found in spans.items()}
         ready = [
             run
             for (topic, partition, _), group in groups.items()
@@ -753,7 +754,7 @@ def _write_groups(
     return ([rest] if rest.num_rows else []), rest.num_rows
 
 
-def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def span_union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``spans`` (inclusive offset ranges) merged where they overlap or touch, in order."""
     merged: list[tuple[int, int]] = []
     for low, high in sorted(spans):
@@ -765,6 +766,6 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _within(union: list[tuple[int, int]], low: int, high: int) -> bool:
-    """Does one range of ``union`` (from :func:`_union`) hold all of ``low``..``high``?"""
+    """Does one range of ``union`` (from :func:`span_union`) hold all of ``low``..``high``?"""
     at = bisect.bisect_right(union, (low, float("inf"))) - 1
     return at >= 0 and union[at][0] <= low and high <= union[at][1]
