@@ -98,6 +98,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         bootstrap = resolve_bootstrap(settings, explicit=None)
         security = resolve_security(settings, role, bootstrap=bootstrap)
         settings = replace(settings, security=security)
+        processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line, first
         logging.config.dictConfig(_logging_config(label))  # its lines formatted as the rest
         # Where a run starts in the log, and what it is (an operator's walkthrough: a restart
         # left no mark, and a worker running another checkout's code looked like an upgrade).
@@ -113,7 +114,6 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         atexit.register(
             logging.getLogger("ledger.processor").info, "stopped: pid %s", os.getpid()
         )  # a run that ends without this line was killed (or lost its disk)
-        processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line too
         if processor.prepare is not None:
             processor.prepare()
     except LedgerError as exc:

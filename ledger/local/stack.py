@@ -41,7 +41,7 @@ from ledger.discovery import (
     read_credentials,
     resolve_security,
 )
-from ledger.errors import LedgerError, ProcessorError, UsageError
+from ledger.errors import KafkaAccessDenied, LedgerError, ProcessorError, UsageError
 from ledger.files import open_private, private_dir, private_umask, write_private
 from ledger.kafka.acls import PROCESSOR_GROUPS, ensure_acls
 from ledger.kafka.clients import check_reachable
@@ -397,8 +397,10 @@ def requests_waiting(
             ),
             None,
         )
-    except LedgerError as exc:
+    except KafkaAccessDenied as exc:  # this command's own credential, not the processors'
         return None, f"could not ask Kafka how many requests wait: {exc} [{exc.code}]"
+    except LedgerError:  # Kafka away: the processors' health says so
+        return None, None
 
 
 def request_holders(

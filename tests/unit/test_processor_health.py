@@ -1163,13 +1163,19 @@ def test_a_retention_the_broker_refuses_is_an_error_not_the_old_value_printed(
 
 
 def test_ps_says_when_it_could_not_ask_kafka_how_many_requests_wait(
-    settings: Settings, evaluator: int
+    settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An operator's walkthrough: with a wrong password `ps` showed requests_waiting null and
     # exited 0 with no word of why.
+    from ledger.errors import KafkaAccessDenied
+
+    def refused(*_: object, **__: object) -> int:
+        raise KafkaAccessDenied("Kafka refused to authenticate user 'admin'")
+
     _beat(settings, evaluator, age=0.5, fetch_age=0.2, requests=(3, 3))
     settings = replace(settings, security=KafkaSecurity(protocol="PLAINTEXT"))
+    monkeypatch.setattr(stack, "records_waiting", refused)
     waiting, unasked = stack.requests_waiting(settings, KAFKA, stack.processes(settings))
     assert waiting is None
     assert unasked is not None and unasked.startswith("could not ask Kafka how many requests wait")
-    assert unasked.endswith("[kafka_unavailable]")
+    assert unasked.endswith("[kafka_access_denied]")
