@@ -134,7 +134,24 @@ TABLE_ROWS: Final = 1_000
 
 def _emit(streamed: Any, as_json: bool, as_csv: bool) -> int:
     """Print a streamed answer (:class:`ledger.audit.sql.Streamed`) a batch at a time, never
-    holding it whole; returns how many rows it had."""
+    holding it whole; returns how many rows it had. A query that fails part-way (a CAST on
+    row 150,000) has printed rows already: a line on stderr says they are not the answer (a
+    review: `--csv > file` left a plausible, truncated file), and the exit status is non-zero."""
+    written = [0]
+    try:
+        return _emit_rows(streamed, as_json, as_csv, written)
+    except Exception:
+        if written[0] and (as_json or as_csv):
+            sys.stdout.flush()
+            click.echo(
+                f"error: the query failed after {written[0]} row(s) were written: what was "
+                "written is not the whole answer; discard it",
+                err=True,
+            )
+        raise
+
+
+def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -> int:
     kinds = list(streamed.types)
     columns = streamed.columns
     rows = 0
@@ -146,6 +163,7 @@ def _emit(streamed: Any, as_json: bool, as_csv: bool) -> int:
                 [[_text(_cell(v, k)) for v, k in zip(r, kinds, strict=True)] for r in batch]
             )
             rows += len(batch)
+            written[0] = rows
         return rows
     if as_json:  # one JSON document, as print_json writes it, a row at a time
         for batch in streamed.batches:
@@ -156,6 +174,7 @@ def _emit(streamed: Any, as_json: bool, as_csv: bool) -> int:
                 text = json.dumps(item, indent=2).replace("\n", "\n  ")
                 sys.stdout.write(("[\n  " if rows == 0 else ",\n  ") + text)
                 rows += 1
+                written[0] = rows
         sys.stdout.write("[]\n" if rows == 0 else "\n]\n")
         return rows
     from ledger.audit.sql import Result

@@ -2035,3 +2035,25 @@ def test_values_known_alone_but_never_together_are_noted(export_dir: Path) -> No
         assert alone.startswith("policy 'nope' is not in this export")  # only the lone note
     finally:
         con.close()
+
+
+def test_a_query_failing_after_rows_were_written_says_they_are_not_the_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A review: an error on row 150,000 of a streamed --csv left 100,000 plausible rows in the
+    # file, with only exit 9 to tell.
+    from ledger.audit.sql import Streamed
+    from ledger.cli.audit import _emit
+
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
+        yield [(1, "a"), (2, "b")]
+        raise ExportError("query failed: boom", code="query_failed")
+
+    for as_json, as_csv in ((False, True), (True, False)):
+        with pytest.raises(ExportError):
+            _emit(Streamed(("n", "t"), ("INTEGER", "VARCHAR"), batches()), as_json, as_csv)
+        said = capsys.readouterr()
+        assert said.out  # the rows written before the failure
+        assert "error: the query failed after 2 row(s) were written: what was written is not " in (
+            said.err
+        )
