@@ -110,8 +110,8 @@ def _bool_text(value: bool) -> str:
 
 
 def _time_text(value: datetime) -> str:
-    # isoformat is several times cheaper than format_timestamp's strftime and gives the same
-    # text for an instant already in UTC with a four-digit year (strftime does not pad years).
+    # isoformat is cheaper than format_timestamp and gives the same text for an instant already
+    # in UTC with a four-digit year (format_timestamp writes a year below 1000 unpadded).
     if value.tzinfo is UTC and value.year >= 1000:
         return '"' + value.isoformat(timespec="microseconds")[:-6] + 'Z"'
     return '"' + format_timestamp(value) + '"'

@@ -316,7 +316,10 @@ _KAFKA_CONNECTIONS = "kafka.net.manager"
 
 
 class _Refusals(logging.Handler):
-    """Keeps the last refusal (a failed login, an ACL) kafka-python logs while it connects."""
+    """Keeps the last refusal (a failed login, an ACL) kafka-python logs while it connects.
+    Its connections are made on its own thread, and its lines name no client: a refusal that
+    another client of this process met at that moment is taken for this one's too (a review
+    found it with two threads; only a client that failed to connect anyway is told so)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)

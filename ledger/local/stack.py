@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +57,7 @@ from processors.heartbeat import DecisionCounts, Heartbeat, age, errors_dominate
 __all__ = [
     "PROCESSORS",
     "processor_argv",
+    "worker_environment",
     "ProcessStatus",
     "up",
     "down",
@@ -79,6 +80,17 @@ PROCESSORS: dict[str, str] = {
 }
 
 Progress = Callable[[str], None]
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a worker inherits of ``up``'s environment: no Kafka credential (only the one ``up``
+    chooses for it), and of ``PYTHONPATH`` only absolute folders (an empty or relative entry is
+    the working directory, which ``-P`` keeps off the path: a review put one there)."""
+    env = {k: v for k, v in environ.items() if k not in SECURITY_ENV.values()}
+    if "PYTHONPATH" in env:
+        kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if os.path.isabs(p)]
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    return env
 
 
 def processor_argv(module: str) -> list[str]:
@@ -527,7 +539,7 @@ def start_processor(
     if security is None:
         security = resolve_security(settings, _role(name), bootstrap=bootstrap)
     # Only the credential chosen here: none inherited from whoever runs `ledger up`.
-    env = {k: v for k, v in os.environ.items() if k not in SECURITY_ENV.values()}
+    env = worker_environment(os.environ)
     child = replace(settings, bootstrap=bootstrap, ready_file=ready, security=security)
     env.update(child.to_env())
     env["PYTHONUNBUFFERED"] = "1"

@@ -96,3 +96,14 @@ def test_a_home_through_a_link_loop_is_left_to_the_homes_check(tmp_path: Path) -
     (tmp_path / "b").symlink_to(tmp_path / "a")
     settings = Settings.from_env({"LEDGER_HOME": str(tmp_path / "a" / "home")})
     assert settings.home == tmp_path / "a" / "home"
+
+
+def test_a_worker_inherits_no_working_directory_through_pythonpath() -> None:
+    # A review: `PYTHONPATH=:/opt/x` (an empty entry: the working directory) ran a planted
+    # `processors/` despite `-P`.
+    from ledger.local.stack import worker_environment
+
+    env = worker_environment(
+        {"PYTHONPATH": ":/opt/x:rel:/opt/y", "LEDGER_SASL_PASSWORD": "p", "HOME": "/root"}
+    )
+    assert env == {"PYTHONPATH": "/opt/x:/opt/y", "HOME": "/root"}
