@@ -154,11 +154,19 @@ def facts_and_context(facts: str, context: str) -> tuple[str, str]:
     return json_text(facts, "--facts"), json_text(context, "--context")
 
 
-def parse_time(value: str | None, flag: str) -> datetime | None:
-    """An ISO 8601 instant from a flag (UTC when it has no offset), or a UsageError naming it."""
+def parse_time(value: str | None, flag: str, *, zoned: bool = False) -> datetime | None:
+    """An ISO 8601 instant from a flag (UTC when it has no offset), or a UsageError naming it.
+    ``zoned``: one without a zone is refused (what is recorded, a grant's window, must not be
+    the local time someone typed taken for UTC: a red team's finding)."""
     if value is None:
         return None
     try:
+        if zoned and datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
+            raise UsageError(
+                f"{flag} {value!r} has no zone: write it in UTC with Z "
+                f"({value.split('+')[0].rstrip('Z')}Z) or with its offset (+02:00, -05:00); "
+                "the ledger records it in UTC"
+            )
         return parse_instant(value)
     except InstantOutOfRange as exc:
         raise UsageError(f"{flag} {exc}: give a time within them") from None

@@ -49,13 +49,17 @@ def grant_group() -> None:
 @click.option("--resource", required=True, help="Resource pattern, glob allowed (account:*).")
 @click.option("--by", "by", required=True, help="Who grants, e.g. human:admin.")
 @click.option(
-    "--from", "valid_from", default=None, help="Valid from (ISO 8601; default: from its issue)."
+    "--from",
+    "valid_from",
+    default=None,
+    help="Valid from (ISO 8601 with its zone, e.g. 2026-12-01T09:00:00Z; default: from its issue).",
 )
 @click.option(
     "--until",
     "valid_until",
     default=None,
-    help="Valid until (ISO 8601; in the future; default: until revoked).",
+    help="Valid until (ISO 8601 with its zone, e.g. 2027-06-01T00:00:00+02:00; in the future; "
+    "default: until revoked).",
 )
 @click.option(
     "--when", "condition", default=None, help="CEL condition over the request's facts/context."
@@ -96,8 +100,8 @@ def grant_issue(
         actions=action_list,
         resource=resource,
         condition=condition,
-        valid_from=parse_time(valid_from, "--from"),
-        valid_until=parse_time(valid_until, "--until"),
+        valid_from=parse_time(valid_from, "--from", zoned=True),
+        valid_until=parse_time(valid_until, "--until", zoned=True),
         approved_by=principal_arg(approved_by, "--approved-by") if approved_by else None,
         note=note,
     )

@@ -686,3 +686,18 @@ def test_a_reader_that_stops_reading_ends_the_command_with_141(as_json: bool) ->
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, b"")
+
+
+def test_a_grant_window_without_a_zone_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: `--until 2027-06-01T00:00:00` was taken for UTC, so an operator typing local
+    # time issued a grant ending hours early or late.
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LEDGER_BOOTSTRAP", "127.0.0.1:9")  # never dialled: refused before
+    base = ["grant", "issue", "--to", "agent:bot", "--actions", "refund.*"]
+    base += ["--resource", "account:*", "--by", "human:admin"]
+    for flag, value in (("--until", "2027-06-01T00:00:00"), ("--from", "2027-06-01")):
+        done = CliRunner().invoke(cli, [*base, flag, value])
+        assert done.exit_code == 2, done.output
+        assert f"{flag} '{value}' has no zone: write it in UTC with Z" in done.stderr
