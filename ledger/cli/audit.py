@@ -31,6 +31,7 @@ from ledger.cli.output import (
     handle_errors,
     print_json,
     print_table,
+    printable,
     to_jsonable,
 )
 from ledger.core.boundedjson import nesting_exceeds
@@ -151,6 +152,10 @@ def _emit(streamed: Any, as_json: bool, as_csv: bool) -> int:
         raise
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -> int:
     kinds = list(streamed.types)
     columns = streamed.columns
@@ -158,9 +163,12 @@ def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
+        # To a terminal, control characters are escaped (a red team's resource held ESC
+        # sequences that retitled and cleared it); to a file or a pipe, the values as stored.
+        safe = (lambda text: printable(text, None)) if sys.stdout.isatty() else _as_is
         for batch in streamed.batches:
             writer.writerows(
-                [[_text(_cell(v, k)) for v, k in zip(r, kinds, strict=True)] for r in batch]
+                [[safe(_text(_cell(v, k))) for v, k in zip(r, kinds, strict=True)] for r in batch]
             )
             rows += len(batch)
             written[0] = rows
@@ -364,6 +372,8 @@ def shell(source: Path | None) -> None:
     banner = (
         f"Python with `con`, a DuckDB connection over {directory} with the audit views "
         "(no `duckdb` CLI on the PATH).\n"
-        'Try: con.sql("SELECT determination, count(*) FROM decisions GROUP BY 1").show()'
+        'Try: con.sql("SELECT determination, count(*) FROM decisions GROUP BY 1").show()\n'
+        "Values print as stored, control characters an agent sent included: look at requests' "
+        "text with `ledger audit sql`, which escapes them."
     )
     code.interact(banner=banner, local={"con": con}, exitmsg="")

@@ -2057,3 +2057,26 @@ def test_a_query_failing_after_rows_were_written_says_they_are_not_the_answer(
         assert "error: the query failed after 2 row(s) were written: what was written is not " in (
             said.err
         )
+
+
+def test_csv_to_a_terminal_escapes_control_characters(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: a resource holding ESC sequences retitled and cleared the terminal of an
+    # auditor running `audit sql --csv`; to a file the values stay as stored.
+    import sys
+
+    from ledger.audit.sql import Streamed
+    from ledger.cli.audit import _emit
+
+    hostile = "acct\x1b]0;PWNED\x07\x1b[2J"
+
+    def answer() -> Streamed:
+        return Streamed(("resource",), ("VARCHAR",), iter([[(hostile,)]]))
+
+    _emit(answer(), False, True)
+    assert "\x1b" in capsys.readouterr().out  # a file or a pipe: as stored
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    _emit(answer(), False, True)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "acct" in out
