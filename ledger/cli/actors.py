@@ -158,6 +158,11 @@ def add_cmd(
 @click.option("--by", "by", required=True, help="The administrator who revokes the key.")
 @reason_option
 @click.option("--key", "key_id", default=None, help="Only this key id (default: all of ACTOR's).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Revoke a bootstrap administrator's last active key all the same.",
+)
 @ledger_options
 @handle_errors
 def revoke_cmd(
@@ -165,11 +170,17 @@ def revoke_cmd(
     by: str,
     reason: str,
     key_id: str | None,
+    force: bool,
     bootstrap: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
     """Revoke ACTOR's signing keys (or one, --key): commands they sign are rejected from now on."""
+    settings = load_settings(bootstrap)
+    if actor in settings.admins and not force:
+        # A red team revoked the only administrator key; every admin command after it was
+        # `unknown_actor_key`, with no hint of the way back.
+        _keep_an_admin_key(bootstrap, actor, key_id)
     command = RevokeActorKey(
         event_id=new_id(),
         occurred_at=utcnow(),
@@ -195,6 +206,25 @@ def revoke_cmd(
             f"stolen, revoke it too (`ledger actor revoke {owner} --key {key.key_id} --by "
             f"{by} --reason …`)",
             err=True,
+        )
+
+
+def _keep_an_admin_key(bootstrap: str | None, actor: str, key_id: str | None) -> None:
+    """Refuse (one line, exit 2) a revocation that leaves bootstrap administrator ``actor``
+    with no active key; quiet when the state cannot be read (the processor decides anyway)."""
+    try:
+        state, _ = current_state(bootstrap)
+    except LedgerError:
+        return
+    record = state.principals.get(actor)
+    active = [k.key_id for k in (record.keys if record is not None else ()) if k.active]
+    left = [k for k in active if key_id is not None and k != key_id]
+    if active and not left:
+        raise UsageError(
+            f"{actor} is a bootstrap administrator and this leaves it no active key: every "
+            f"command it signs would then be refused; register its next key first (`ledger "
+            f"actor add {actor} --public-key FILE --by {actor}`), or pass --force (the way "
+            "back: the README's rotation steps, from the key store's `retired/`)"
         )
 
 

@@ -537,11 +537,34 @@ def test_an_actor_makes_its_own_key_and_the_administrator_registers_only_the_pub
     )
     assert proposed.exit_code == 0, proposed.stderr  # signed with the key only dave holds
     ledger("policy", "propose", _policy_file(tmp_path, "daves"), "--by", dave, expect=2)
+    # A red team: with dave's key stolen, a thief registered a key of its own with it, which
+    # stayed active, unnamed, when the stolen key was revoked.
+    ledger.grant(dave, "ledger.key.register", f"principal:{dave}")
+    thief = CliRunner().invoke(
+        cli, ["actor", "keygen", dave, "--json"], env={**ledger.env, "LEDGER_KEYS": str(tmp_path)}
+    )
+    assert thief.exit_code == 0, thief.stderr
+    thiefs = json.loads(thief.stdout)
+    registered = CliRunner().invoke(
+        cli,
+        ["actor", "add", dave, "--public-key", thiefs["public_key"], "--by", dave, "--json"],
+        env=env,  # signed with dave's (stolen) key
+    )
+    assert registered.exit_code == 0, registered.stderr
     # An operator's upgrade: revoking one key by --key said "revoked the keys of human:dave".
     revoked = ledger(
         "actor", "revoke", dave, "--key", added["key_id"], "--by", ADMIN, "--reason", "rotated"
     )
     assert f"revoked {added['key_id']} of {dave}" in revoked.stdout, revoked.stdout
+    assert f"note: {thiefs['key_id']} of {dave}, registered " in revoked.stderr, revoked.stderr
+    assert f"with {added['key_id']}, stays active: if {added['key_id']} was stolen" in (
+        revoked.stderr
+    )
+    listed = {r["key_id"]: r for r in ledger.json("actor", "list") if r["actor"] == dave}
+    assert listed[thiefs["key_id"]]["registered_with"] == added["key_id"]
+    # A red team revoked the only administrator key: every admin command after it failed.
+    last = ledger("actor", "revoke", ADMIN, "--by", ADMIN, "--reason", "oops", expect=2)
+    assert "is a bootstrap administrator and this leaves it no active key" in last.stderr
 
 
 def test_replay_of_a_principal_includes_the_grants_it_holds_through_its_roles(ledger: Ledger):
