@@ -150,9 +150,6 @@ class VerifyReport:
     """Whether an export run held the directory's lock while it was verified."""
     writer_pid: int | None = None
     """That run's process id, when its lock file says."""
-    notes: tuple[str, ...] = ()
-    """What may be honest or tampering, for the auditor to judge: offsets a merged file of an
-    earlier release spans and the export lacks (retention between two runs, or rows deleted)."""
     beyond_interruption: bool = False
     """Whether a problem found is one no export stopped part-way leaves (see
     :func:`_left_by_interruption`): tampering, whatever the manifest says of the last run."""
@@ -565,7 +562,6 @@ def verify_export(
     con = connect()
     running = writer_at(directory)  # before the manifest: see _unlisted_files
     unverified = 0
-    notes: list[str] = []
     try:
         # One reading of the manifest for the files and their offsets: a `--follow` export
         # rewrites it every few seconds, and files of one version checked against the offsets
@@ -607,11 +603,7 @@ def verify_export(
         for topic in recorded:  # a file already unlike its entry is not told twice
             holes = _holes_in_files(con, directory, manifest, {**broken, **unlike}, topic)
             for path, problem in holes.items():
-                if path in unlike:
-                    continue
-                if _merged(path):  # an earlier release merged across retention's gaps
-                    notes.append(f"{problem.found}: {_MERGED_HOLE}")
-                else:
+                if path not in unlike:
                     rows.report(problem)
         # The topics with no chain: each row's columns held to its own record bytes (what SQL
         # shows of a request must be what replay re-decides), and the governance logs' too (an
@@ -739,7 +731,6 @@ def verify_export(
         writer_running=running is not None,
         writer_pid=running.pid if running is not None else None,
         beyond_interruption=within or not all(_left_by_interruption(p) for p in problems),
-        notes=tuple(notes),
     )
 
 
@@ -1210,18 +1201,11 @@ def _holes_in_files(
             f"but {lacking} of them have no row in the export",
             "a row for every offset of a file's span (rows deleted, the manifest's entry "
             "edited to match; a producer of your own writing to the topic with transactions "
-            "would leave such gaps too: the ledger's writers use none)",
+            "would leave such gaps too: the ledger's writers use none)"
+            + (_MERGED_EARLIER if _merged(path) else ""),
         )
         for path, lacking in holes
     }
-
-
-def _less(low: int, high: int, skipped: list[tuple[int, int]]) -> int:
-    """How many offsets of ``low``..``high`` no range of ``skipped`` holds."""
-    count = high - low + 1
-    for a, b in span_union(skipped):
-        count -= max(0, min(b, high) - max(a, low) + 1)
-    return count
 
 
 def _merged(path: str) -> bool:
@@ -1230,11 +1214,19 @@ def _merged(path: str) -> bool:
     return parts is not None and parts[3] is not None
 
 
-_MERGED_HOLE: Final = (
-    "a merged file by a release before 2026-12-06 (evening) spans offsets retention deleted "
-    "between two export runs, as well as rows deleted from it; export into a new folder "
-    "(`ledger export --out NEW`) and verify that: there, only rows deleted are reported"
+_MERGED_EARLIER: Final = (
+    "; or, in an export an earlier release merged, offsets retention deleted between two "
+    "export runs (releases before 2026-12-06 merged files across them): export into a new "
+    "folder (`ledger export --out NEW`) and verify that, where only rows deleted are reported"
 )
+
+
+def _less(low: int, high: int, skipped: list[tuple[int, int]]) -> int:
+    """How many offsets of ``low``..``high`` no range of ``skipped`` holds."""
+    count = high - low + 1
+    for a, b in span_union(skipped):
+        count -= max(0, min(b, high) - max(a, low) + 1)
+    return count
 
 
 def _listed(manifest: Manifest) -> set[str]:

@@ -65,8 +65,6 @@ def verify_cmd(
         print_json(_document(report))
     else:
         _print(report)
-    for note in report.notes:
-        click.echo(f"note: {note}", err=True)
     if report.unverified_files:
         pid = f" (pid {report.writer_pid})" if report.writer_pid is not None else ""
         who, when = (
@@ -112,7 +110,6 @@ def _document(report: VerifyReport) -> dict[str, Any]:
         "writer_pid": report.writer_pid,
         "problem_count": report.problem_count,
         "problems": report.problems,
-        "notes": report.notes,
         "seconds": round(report.seconds, 3),
     }
 

@@ -1755,9 +1755,10 @@ def test_a_request_deleted_with_its_manifest_entry_edited_to_match_is_missing(
     )
 
 
-def test_a_merged_file_spanning_offsets_the_export_lacks_is_a_note(tmp_path: Path) -> None:
-    # A review: a release before this one merged files across retention's gaps, and its
-    # honest exports would read as tampered; such a merged file is noted, not a problem.
+def test_a_row_deleted_from_a_merged_file_is_missing_too(tmp_path: Path) -> None:
+    # A review: taking such a hole for an earlier release's merge across retention's gaps let
+    # the documented deletion through every merged file ("intact", exit 0). It is missing;
+    # the message says what an earlier release's merge may also leave, and what to do.
     export = build(requests=True).export(tmp_path / "merged")
     path = files_of(export, TOPICS.evaluation_requests)[0]
     offsets = sorted(r["offset"] for r in pq.read_table(path).to_pylist())
@@ -1772,11 +1773,12 @@ def test_a_merged_file_spanning_offsets_the_export_lacks_is_a_note(tmp_path: Pat
         entry.update(path=merged_name, rows=entry["rows"] - 1)
 
     _edit_manifest(export, as_merged)
-    report = verify(export)
-    assert [p for p in report.problems if p.topic == TOPICS.evaluation_requests] == []
-    [note] = report.notes
-    assert note.startswith(f"{merged_name} spans offsets {offsets[0]} to {offsets[-1]}, but 1")
-    assert "a merged file by a release before" in note
+    said = [p for p in verify(export).problems if p.topic == TOPICS.evaluation_requests]
+    assert [(p.kind, p.subject) for p in said] == [("missing", "file")], [str(p) for p in said]
+    assert said[0].found.startswith(
+        f"{merged_name} spans offsets {offsets[0]} to {offsets[-1]}, but 1"
+    )
+    assert "releases before 2026-12-06 merged files across them" in said[0].expected
 
 
 def test_offsets_a_damaged_file_lists_are_not_missing_beside_it() -> None:
