@@ -264,8 +264,18 @@ def verify_event(state: LedgerState, event: GovernanceEvent) -> Verdict:
         return verdict(False, f"{key_id} was not a registered key of {event.actor}")
     if key.revoked_at is not None and key.revoked_at < event.occurred_at:
         return verdict(False, f"{key_id} of {event.actor} was revoked before this event")
+    weak = weak_key(bytes(key.public_key))
+    if weak is not None:  # anyone could have made its "signature" (a review)
+        return verdict(False, f"{key_id} of {event.actor} cannot sign: {weak}")
     if not verify_signature(key.public_key, signature, text.encode("utf-8")):
         return verdict(False, "the signature does not verify")
+    if isinstance(event, ActorKeyRegistered) and weak_key(bytes(event.public_key)) is not None:
+        # Proven, but of a key that proves nothing: registered before such keys were refused.
+        return verdict(
+            False,
+            f"it registers {event.actor_key_id} for {event.principal}, a key that cannot sign: "
+            f"{weak_key(bytes(event.public_key))}",
+        )
     return verdict(True)
 
 

@@ -108,6 +108,13 @@ def authenticate(
             "configuration is; if the key was rotated, restart the command processor with the "
             "new .pub, else someone wrote it into the log",
         )
+    weak = weak_key(bytes(key.public_key))
+    if weak is not None:  # registered before such keys were refused (a review)
+        return _reject(
+            "unknown_actor_key",
+            f"{what}: key {command.key_id} of {clipped(command.actor)} cannot sign: {weak}; "
+            "revoke it and register a key made with `ledger actor keygen`",
+        )
     if not verify_signature(key.public_key, command.signature, signed_bytes(command)):
         return _reject(
             "bad_signature",

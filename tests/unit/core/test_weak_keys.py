@@ -3,6 +3,7 @@ named (a red team's findings)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ledger.core.ed25519 import _add, _decode, weak_key
 from ledger.core.events import RegisterActorKey
 from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
-from ledger.core.signing import key_id_of, verify_signature
+from ledger.core.signing import key_id_of, verify_history, verify_signature
 from ledger.core.state import EMPTY_STATE, fold
 from ledger.keys import public_bytes, sign
 
@@ -132,11 +133,38 @@ def test_actor_verify_flags_a_small_order_key_an_earlier_release_registered(
             replay(history), sign(register, admin), now=T0, new_id=lambda: f"e{next(n)}"
         )
     assert not isinstance(out, Rejection), out
-    state = replay([*history, *out])
+    history += list(out)
+    state = replay(history)
     key = actor_key(state, "human:mallory", key_id_of(IDENTITY))
     assert key is not None
     problem = registration_problem(state, "human:mallory", key)
     assert problem is not None and "cannot sign: it is a small-order point" in problem
+    # `actor verify` (verify_history) names the registration (a review: it showed as proven,
+    # and what the key "signed" as a bad signature, with no word of why).
+    *_, registration = verify_history(history)
+    assert not registration.ok
+    assert f"registers {key_id_of(IDENTITY)} for human:mallory, a key that cannot sign" in str(
+        registration.problem
+    )
+    # The live processor refuses what it "signs", saying why.
+    from ledger.core.events import IssueGrant
+
+    forged = dataclasses.replace(
+        IssueGrant(
+            event_id="c-forged",
+            occurred_at=T0,
+            actor="human:mallory",
+            grant_id="g-forged",
+            principal="agent:bot",
+            actions=("refund.*",),
+            resource="account:*",
+        ),
+        key_id=key_id_of(IDENTITY),
+        signature=IDENTITY + bytes(32),
+    )
+    refused = decide_signed(state, forged, now=T0, new_id=lambda: f"e{next(n)}")
+    assert isinstance(refused, Rejection) and refused.code == "unknown_actor_key"
+    assert "cannot sign: it is a small-order point" in refused.message
 
 
 def test_the_keys_a_stolen_key_registered_are_named() -> None:
