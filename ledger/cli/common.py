@@ -19,7 +19,7 @@ from ledger.codec import default_codec
 from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
 from ledger.core.events import Command, CommandAccepted, EvaluationRequested
 from ledger.core.history import HistoryEntry, state_at
-from ledger.core.jsonform import InstantOutOfRange, format_timestamp, parse_instant
+from ledger.core.jsonform import InstantOutOfRange, format_timestamp, parse_instant, zone_given
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import resolve_bootstrap, resolve_security
@@ -161,18 +161,21 @@ def parse_time(value: str | None, flag: str, *, zoned: bool = False) -> datetime
     if value is None:
         return None
     try:
-        if zoned and datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
+        instant = parse_instant(value)
+        if zoned and not zone_given(value):
+            # (a date alone, `2026-12-01`, is read as its midnight, with no zone: the same)
+            suggested = f"{value}T00:00:00Z" if len(value) == 10 else f"{value}Z"
             raise UsageError(
-                f"{flag} {value!r} has no zone: write it in UTC with Z "
-                f"({value.split('+')[0].rstrip('Z')}Z) or with its offset (+02:00, -05:00); "
-                "the ledger records it in UTC"
+                f"{flag} {value!r} has no zone: write it in UTC with Z ({suggested}) or with "
+                "its offset (+02:00, -05:00); the ledger records it in UTC"
             )
-        return parse_instant(value)
+        return instant
     except InstantOutOfRange as exc:
         raise UsageError(f"{flag} {exc}: give a time within them") from None
     except ValueError:
         raise UsageError(
-            f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z"
+            f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (a date with "
+            "a zone needs its time: 2026-11-26T00:00:00+02:00)"
         ) from None
 
 

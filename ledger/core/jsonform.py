@@ -35,6 +35,7 @@ __all__ = [
     "canonical_json",
     "format_timestamp",
     "parse_instant",
+    "zone_given",
     "InstantOutOfRange",
     "json_float",
 ]
@@ -58,7 +59,13 @@ def format_timestamp(value: datetime) -> str:
 
 def parse_instant(text: str) -> datetime:
     """An instant as people write it: ISO 8601, ``Z`` or an offset, UTC when it has neither
-    (``2026-11-26``, ``2026-11-26T12:00:00Z``). Raises ``ValueError``."""
+    (``2026-11-26``, ``2026-11-26T12:00:00Z``, ``…z``). Raises ``ValueError``, also for a date
+    followed at once by an offset (``2026-12-01+05:00``), which Python reads as 05:00 with no
+    zone, ten hours from the instant meant (a review)."""
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
+    if len(text) > 10 and text[4:5] == "-" and text[7:8] == "-" and text[10] in "+-Z":
+        raise ValueError(f"{text}: a date with a zone needs its time (T00:00:00)")
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
@@ -66,6 +73,14 @@ def parse_instant(text: str) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:00:00-05:00: a red team's traceback
         raise InstantOutOfRange(f"{text} lies outside the years 1-9999 in UTC") from None
+
+
+def zone_given(text: str) -> bool:
+    """Does ``text``, an instant :func:`parse_instant` takes, name its zone (``Z`` or an
+    offset)? Without one it is read as UTC, which a grant's window must not be left to."""
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is not None
 
 
 class InstantOutOfRange(ValueError):

@@ -701,3 +701,20 @@ def test_a_grant_window_without_a_zone_is_refused(
         done = CliRunner().invoke(cli, [*base, flag, value])
         assert done.exit_code == 2, done.output
         assert f"{flag} '{value}' has no zone: write it in UTC with Z" in done.stderr
+
+
+def test_a_date_followed_by_an_offset_is_refused_not_misread() -> None:
+    # A review: Python reads `2026-12-01+05:00` as 05:00 with no zone, ten hours from the
+    # instant meant; and `2026-12-01` in a grant's window suggested `2026-12-01Z`, refused too.
+    from ledger.cli.common import parse_time
+    from ledger.core.jsonform import parse_instant
+    from ledger.errors import UsageError
+
+    for text in ("2026-12-01+05:00", "2026-12-01Z", "2026-12-01-05:00"):
+        with pytest.raises(ValueError, match="a date with a zone needs its time"):
+            parse_instant(text)
+    assert parse_instant("2026-12-01T09:00:00z") == parse_instant("2026-12-01T09:00:00Z")
+    with pytest.raises(UsageError, match=r"write it in UTC with Z \(2026-12-01T00:00:00Z\)"):
+        parse_time("2026-12-01", "--until", zoned=True)
+    assert parse_time("2026-12-01T00:00:00Z", "--until", zoned=True) == parse_instant("2026-12-01")
+    assert parse_time("2026-12-01T09:00:00z", "--until", zoned=True) is not None
