@@ -98,8 +98,10 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         bootstrap = resolve_bootstrap(settings, explicit=None)
         security = resolve_security(settings, role, bootstrap=bootstrap)
         settings = replace(settings, security=security)
-        processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line, first
-        logging.config.dictConfig(_logging_config(label))  # its lines formatted as the rest
+        # Its lines formatted as the rest, the factory's warnings too (a review: they came
+        # unformatted before the start line, read as the last run's).
+        logging.config.dictConfig(_logging_config(label))
+        processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line
         # Where a run starts in the log, and what it is (an operator's walkthrough: a restart
         # left no mark, and a worker running another checkout's code looked like an upgrade).
         logging.getLogger("ledger.processor").info(

@@ -222,9 +222,10 @@ def _keep_an_admin_key(bootstrap: str | None, actor: str, key_id: str | None) ->
     if active and not left:
         raise UsageError(
             f"{actor} is a bootstrap administrator and this leaves it no active key: every "
-            f"command it signs would then be refused; register its next key first (`ledger "
-            f"actor add {actor} --public-key FILE --by {actor}`), or pass --force (the way "
-            "back: the README's rotation steps, from the key store's `retired/`)"
+            "command it signs would then be refused; rotate it as the README's *Rotating a "
+            f"key* says (its .pub into the key store's retired/{actor}/, `ledger down "
+            "--keep-broker && ledger up` for a new pair, then revoke the old one with --key), "
+            "or pass --force"
         )
 
 

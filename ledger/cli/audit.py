@@ -141,8 +141,9 @@ def _emit(streamed: Any, as_json: bool, as_csv: bool) -> int:
     written = [0]
     try:
         return _emit_rows(streamed, as_json, as_csv, written)
-    except Exception:
-        if written[0] and (as_json or as_csv):
+    except Exception as exc:
+        if written[0] and (as_json or as_csv) and not isinstance(exc, OSError):
+            # (a reader that stopped reading, `| head`, is no failed query: a review)
             sys.stdout.flush()
             click.echo(
                 f"error: the query failed after {written[0]} row(s) were written: what was "

@@ -2058,6 +2058,14 @@ def test_a_query_failing_after_rows_were_written_says_they_are_not_the_answer(
             said.err
         )
 
+    def closed() -> Iterator[list[tuple[Any, ...]]]:  # `| head` stopped reading
+        yield [(1, "a")]
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        _emit(Streamed(("n", "t"), ("INTEGER", "VARCHAR"), closed()), False, True)
+    assert "the query failed" not in capsys.readouterr().err  # a review: it said so
+
 
 def test_csv_to_a_terminal_escapes_control_characters(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
