@@ -296,6 +296,8 @@ def _client(
         denied = access_denied(exc, security) or (
             access_denied(refusals.found, security) if refusals.found is not None else None
         )
+        if denied is None and security is not None and security.sasl:
+            denied = _refused_by_librdkafka(bootstrap, security)
         if denied is not None:
             raise denied from exc
         hint = (
@@ -309,6 +311,29 @@ def _client(
         ) from exc
     finally:
         manager.removeHandler(refusals)
+
+
+def _refused_by_librdkafka(bootstrap: str, security: KafkaSecurity) -> KafkaAccessDenied | None:
+    """Asked only when kafka-python could not connect, with a login, and logged no refusal:
+    the broker may close a refused login's connection before kafka-python reads why (a CI run
+    saw only "socket disconnected"), where librdkafka's error callback does hear it. The
+    refusal as :class:`KafkaAccessDenied`, else ``None`` (Kafka away, or something else)."""
+    from ledger.kafka.reading import rdkafka_partitions
+
+    try:
+        probe = make_rdkafka_consumer(bootstrap, security=security)
+    except KafkaUnavailable:
+        return None
+    try:
+        rdkafka_partitions(probe, "__consumer_offsets", bootstrap=bootstrap, timeout=5.0)
+    except KafkaAccessDenied as refused:
+        return refused
+    except Exception:  # unavailable, a topic it may not see: not a refused login
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+    return None
 
 
 _KAFKA_CONNECTIONS = "kafka.net.manager"
