@@ -122,6 +122,11 @@ def test_a_processor_stopped_by_a_signal_is_said_to_be(settings: Settings, evalu
     assert "event loop is stuck" in (_evaluator(settings).problem or "")
     os.kill(evaluator, signal.SIGSTOP)
     try:
+        from processors.heartbeat import _stopped
+
+        deadline = time.monotonic() + 10  # a signal is delivered after kill() returns
+        while not _stopped(evaluator) and time.monotonic() < deadline:
+            time.sleep(0.01)
         problem = _evaluator(settings).problem or ""
         assert "it is stopped by a signal (SIGSTOP" in problem
         assert f"`kill -CONT {evaluator}` resumes it" in problem
