@@ -107,17 +107,7 @@ def _read(
                     )
             found.append((topic, partition, offset, event))
     if check:
-        for topic in wanted:
-            for partition, end in sorted(manifest.offsets.get(topic, {}).items()):
-                problems.extend(
-                    offset_gaps(
-                        topic,
-                        partition,
-                        offsets.get((topic, partition), []),
-                        end,
-                        f"the manifest says {end} comes next",
-                    )
-                )
+        problems.extend(_log_gaps(wanted, offsets, manifest))
     order = {topic: index for index, topic in enumerate(wanted)}
     found.sort(key=lambda item: (order[item[0]], item[1], item[2]))
     return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found], problems
@@ -151,18 +141,7 @@ def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | Non
         for partition, offset in zip(parts, numbers, strict=True):
             if partition is not None and offset is not None:
                 offsets.setdefault((str(entry["topic"]), int(partition)), []).append(int(offset))
-    gaps = [
-        gap
-        for topic in wanted
-        for partition, end in sorted(manifest.offsets.get(topic, {}).items())
-        for gap in offset_gaps(
-            topic,
-            partition,
-            offsets.get((topic, partition), []),
-            end,
-            f"the manifest says {end} comes next",
-        )
-    ]
+    gaps = _log_gaps(wanted, offsets, manifest)
     if not gaps:
         return None
     more = f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else ""
@@ -173,3 +152,22 @@ def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | Non
         f"{export_dir}` and `ledger actor verify --from {export_dir}`, and answer from an "
         "export that passes them"
     )
+
+
+def _log_gaps(
+    topics: tuple[str, ...], offsets: dict[tuple[str, int], list[int]], manifest: Manifest
+) -> list[str]:
+    """The gaps in the governance logs ``topics`` of an export, from the offsets its rows hold
+    and the next offset its manifest gives each partition (:func:`offset_gaps`), one line each."""
+    return [
+        gap
+        for topic in topics
+        for partition, end in sorted(manifest.offsets.get(topic, {}).items())
+        for gap in offset_gaps(
+            topic,
+            partition,
+            offsets.get((topic, partition), []),
+            end,
+            f"the manifest says {end} comes next",
+        )
+    ]
