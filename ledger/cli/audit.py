@@ -157,16 +157,44 @@ def _as_is(text: str) -> str:
     return text
 
 
+def distinct_names(columns: Sequence[str]) -> list[str]:
+    """The columns' names, each one distinct: a JSON object keeps one value per key, and a
+    query's `SELECT a.id, b.id` (two columns named `id`) lost the first silently (a review).
+    A repeated name is written `id_2`, `id_3`…, skipping names the query has already; a line
+    on stderr says so."""
+    taken = set(columns)
+    seen: set[str] = set()
+    out: list[str] = []
+    for name in columns:
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+            continue
+        n = 2
+        while f"{name}_{n}" in taken:
+            n += 1
+        renamed = f"{name}_{n}"
+        taken.add(renamed)
+        out.append(renamed)
+        click.echo(
+            f"note: the answer has more than one column named {name!r}; in the JSON the "
+            f"repeated one is {renamed!r} (name the columns with AS to choose)",
+            err=True,
+        )
+    return out
+
+
 def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -> int:
     kinds = list(streamed.types)
     columns = streamed.columns
     rows = 0
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
         # To a terminal, control characters are escaped (a red team's resource held ESC
-        # sequences that retitled and cleared it); to a file or a pipe, the values as stored.
+        # sequences that retitled and cleared it), in the header too, which a query's own
+        # `AS "…"` names (a review); to a file or a pipe, the values as stored.
         safe = (lambda text: printable(text, None)) if sys.stdout.isatty() else _as_is
+        writer.writerow([safe(c) for c in columns])
         for batch in streamed.batches:
             writer.writerows(
                 [[safe(_text(_cell(v, k))) for v, k in zip(r, kinds, strict=True)] for r in batch]
@@ -175,6 +203,7 @@ def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -
             written[0] = rows
         return rows
     if as_json:  # one JSON document, as print_json writes it, a row at a time
+        columns = distinct_names(columns)
         for batch in streamed.batches:
             for row in batch:
                 item = to_jsonable(
@@ -192,22 +221,14 @@ def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -
     for batch in streamed.batches:
         shown.extend(batch[: max(0, TABLE_ROWS - len(shown))])
         rows += len(batch)
-    _print(Result(columns, shown, tuple(kinds)), kinds, False, False, total=rows)
+    _print_table(Result(columns, shown, tuple(kinds)), kinds, total=rows)
     return rows
 
 
-def _print(
-    result: Any, kinds: Sequence[str], as_json: bool, as_csv: bool, *, total: int | None = None
-) -> None:
-    _one_format(as_json, as_csv)
+def _print_table(result: Any, kinds: Sequence[str], *, total: int) -> None:
+    """A table of the rows shown (--csv and --json are streamed by :func:`_emit_rows`)."""
     rows = [[_cell(v, k) for v, k in zip(row, kinds, strict=True)] for row in result.rows]
-    if as_json:
-        print_json([dict(zip(result.columns, row, strict=True)) for row in rows])
-    elif as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows([[_text(v) for v in row] for row in rows])
-    elif len(rows) == 1 and len(result.columns) > _WIDE:
+    if len(rows) == 1 and len(result.columns) > _WIDE:
         # One row of many columns (decision_lineage's 25) is a wall as a table: a column a line.
         print_table(
             ["column", "value"],
@@ -216,7 +237,7 @@ def _print(
         click.echo("1 row(s), shown a column a line", err=True)
     else:
         print_table(result.columns, [[_text(v) for v in row] for row in rows])
-        if total is not None and total > len(rows):
+        if total > len(rows):
             click.echo(
                 f"{total} row(s): the first {len(rows)} shown (--csv or --json prints them all)",
                 err=True,

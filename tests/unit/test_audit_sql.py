@@ -2088,3 +2088,30 @@ def test_csv_to_a_terminal_escapes_control_characters(
     _emit(answer(), False, True)
     out = capsys.readouterr().out
     assert "\x1b" not in out and "acct" in out
+
+
+def test_csv_to_a_terminal_escapes_the_header_too(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: the values were escaped, but a column named by the query (`AS "…"`) was not.
+    import sys
+
+    from ledger.audit.sql import Streamed
+    from ledger.cli.audit import _emit
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    _emit(Streamed(("x\x1b[2J",), ("INTEGER",), iter([[(1,)]])), False, True)
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "\x1b" not in header and header.startswith("x")
+
+
+def test_json_keeps_every_column_of_a_repeated_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # A review: `SELECT a.id, b.id` printed as JSON kept only the second `id`, silently.
+    from ledger.audit.sql import Streamed
+    from ledger.cli.audit import _emit
+
+    rows = iter([[(1, 2, 3)]])
+    _emit(Streamed(("id", "id", "id_2"), ("INTEGER",) * 3, rows), True, False)
+    said = capsys.readouterr()
+    assert json.loads(said.out) == [{"id": 1, "id_3": 2, "id_2": 3}]
+    assert "more than one column named 'id'" in said.err and "'id_3'" in said.err
