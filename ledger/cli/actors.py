@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -199,7 +199,20 @@ def revoke_cmd(
         state, _ = current_state(bootstrap)
     except LedgerError:  # this command's work is done; the note is a courtesy
         return
+    store = KeyStore(settings.keys)
+    others = []
     for owner, key in keys_registered_with(state, key_id):
+        if _held_here(store, owner, key.public_key):
+            # A rotation's new key, registered with the old one (a review: it was named as if
+            # a thief's): this key store holds its private half.
+            click.echo(
+                f"note: {key.key_id} of {owner}, registered with {key.registered_with}, stays "
+                "active: its private key is in this key store (a rotation's new key)",
+                err=True,
+            )
+        else:
+            others.append((owner, key))
+    for owner, key in others[:NAMED_KEYS]:
         click.echo(
             f"note: {key.key_id} of {owner}, registered {format_timestamp(key.registered_at)} "
             f"by {key.registered_by} with {key.registered_with}, stays active: if {key_id} was "
@@ -207,6 +220,28 @@ def revoke_cmd(
             f"{by} --reason …`)",
             err=True,
         )
+    if len(others) > NAMED_KEYS:
+        # An administrator's routine rotation: every key it ever registered (a review: one
+        # line each, a wall for a real deployment).
+        click.echo(
+            f"note: and {len(others) - NAMED_KEYS} more active key(s) registered with {key_id}, "
+            "directly or down the chain: `ledger actor list --json` gives each key's "
+            "registered_with (only a stolen key's need revoking)",
+            err=True,
+        )
+
+
+NAMED_KEYS: Final = 5
+"""The most keys a revocation's note names one by one (the rest are counted)."""
+
+
+def _held_here(store: KeyStore, actor: str, public_key: bytes) -> bool:
+    """Whether ``store`` holds ``actor``'s private key for ``public_key`` (as `actor list`'s
+    "key here" says); ``False`` when it cannot tell (an unreadable or unsafe key file)."""
+    try:
+        return store.has_private(actor) and store.public_key(actor) == public_key
+    except LedgerError:
+        return False
 
 
 def _keep_an_admin_key(bootstrap: str | None, actor: str, key_id: str | None) -> None:

@@ -567,6 +567,50 @@ def test_an_actor_makes_its_own_key_and_the_administrator_registers_only_the_pub
     assert "is a bootstrap administrator and this leaves it no active key" in last.stderr
 
 
+def test_revoking_a_key_tells_a_rotations_new_key_from_a_thiefs_and_counts_past_five(
+    ledger: Ledger, tmp_path: Path
+):
+    """A review: a routine rotation's `revoke --key` named its own new key as if a thief had
+    registered it, and an administrator's would list every key it ever registered."""
+    erin, old = "human:erin", tmp_path / "erins-old-keys"
+
+    def keygen(store: Path) -> dict[str, str]:
+        made = CliRunner().invoke(
+            cli, ["actor", "keygen", erin, "--json"], env={**ledger.env, "LEDGER_KEYS": str(store)}
+        )
+        assert made.exit_code == 0, made.stderr
+        return dict(json.loads(made.stdout))
+
+    first = keygen(old)
+    ledger.json("actor", "add", erin, "--public-key", first["public_key"], "--by", ADMIN)
+    ledger.grant(erin, "ledger.key.register", f"principal:{erin}")
+    # The rotation: the new pair made in the key store that will revoke the old key, and
+    # registered by erin with the old one.
+    rotated = keygen(Path(ledger.env["LEDGER_HOME"]) / "keys")
+    elsewhere = [keygen(tmp_path / f"other-{n}") for n in range(6)]
+    for made in [rotated, *elsewhere]:
+        added = CliRunner().invoke(
+            cli,
+            ["actor", "add", erin, "--public-key", made["public_key"], "--by", erin, "--json"],
+            env={**ledger.env, "LEDGER_KEYS": str(old)},  # signed with erin's old key
+        )
+        assert added.exit_code == 0, added.stderr
+    revoked = ledger(
+        "actor", "revoke", erin, "--key", first["key_id"], "--by", ADMIN, "--reason", "rotated"
+    )
+    notes = revoked.stderr.splitlines()
+    assert (
+        f"note: {rotated['key_id']} of {erin}, registered with {first['key_id']}, stays active: "
+        "its private key is in this key store (a rotation's new key)"
+    ) in notes, revoked.stderr
+    named = [line for line in notes if "was stolen, revoke it too" in line]
+    assert [line.split()[1] for line in named] == [k["key_id"] for k in elsewhere[:5]]
+    assert (
+        f"note: and 1 more active key(s) registered with {first['key_id']}, directly or down "
+        "the chain"
+    ) in revoked.stderr
+
+
 def test_replay_of_a_principal_includes_the_grants_it_holds_through_its_roles(ledger: Ledger):
     """Reported: `ledger replay --principal X` left out the grants X holds through its roles
     while `ledger grant list --principal X` showed them (the CLI rebuilt the rule by hand)."""
