@@ -409,7 +409,7 @@ def _value(value: Any) -> str:
     if value is None:
         return "-"
     shown = to_jsonable(value)  # a Decimal as its digits, an instant as RFC 3339
-    return clipped(shown if isinstance(shown, str) else json.dumps(shown), 40)
+    return clipped(shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False), 40)
 
 
 def _side(value: Any, other: Any) -> str:
@@ -417,7 +417,7 @@ def _side(value: Any, other: Any) -> str:
     the two would read alike (an auditor's walkthrough: a text "500" beside the number 500
     read ``cap 500 (decided 500)``)."""
     if _value(value) == _value(other) and isinstance(value, str):
-        return clipped(json.dumps(value), 40)
+        return clipped(json.dumps(value, ensure_ascii=False), 40)
     return _value(value)
 
 

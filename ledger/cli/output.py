@@ -232,8 +232,10 @@ def policy_label(policy: str | None, version: int | None, stage: Any = None) -> 
 
 
 def json_cell(value: Any) -> str:
-    """A mapping (constraints, a position) as one compact JSON table cell; ``-`` when empty."""
-    return json.dumps(to_jsonable(value)) if value else "-"
+    """A mapping (constraints, a position) as one compact JSON table cell; ``-`` when empty.
+    Non-ASCII text as written (a policy owner's walkthrough: ``"cr\\u00e9dit"`` for
+    ``"crédit"``); a table cell escapes what a terminal would act on (:func:`printable`)."""
+    return json.dumps(to_jsonable(value), ensure_ascii=False) if value else "-"
 
 
 class VersionType(click.ParamType):
