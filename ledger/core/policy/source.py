@@ -360,7 +360,23 @@ def _yaml_hint(message: str) -> str | None:
 _KEY_ONLY: Final = re.compile(r"\s+[A-Za-z_][\w-]*")
 _TAG_START: Final = re.compile(r"\s*(?:-\s+)?[\w-]+:\s+!")
 _QUOTED_START: Final = re.compile(r"""\s*(?:-\s+)?[\w-]+:\s+(["'])""")
+_LEAD: Final = re.compile(r"[ ]*(?:-[ ]+)*")
 _FLOW_START: Final = re.compile(r"\s*(?:-\s+)?[\w-]+:\s+[\[{]")
+
+
+def _misaligned(lines: list[str], at: int, indent: int) -> str:
+    """The indentation hint for line ``at``, naming the line above it with its indentation."""
+    for above in reversed(lines[max(0, at - 200) : at]):
+        written = above.split(" #", 1)[0].rstrip()
+        if written.strip() and not written.lstrip().startswith("#"):
+            lead = _LEAD.match(written)
+            theirs = lead.end() if lead else 0  # where the key starts: after a '- ', if any
+            return (
+                "this line's indentation does not line up with the lines above it: its key "
+                f"starts {indent} space(s) in, the key above it {theirs}; line up the keys of "
+                "one mapping exactly, and indent a key inside another by 2 more"
+            )
+    return "this line's indentation does not line up with the lines above it"
 
 
 def _line_hint(message: str, text: str, mark: Any) -> str | None:
@@ -386,6 +402,13 @@ def _line_hint(message: str, text: str, mark: Any) -> str | None:
                 "that key (with a '- ' item, under the first key after the dash)"
             )
     if "expected <block end>" in message:
+        lead = _LEAD.match(line)
+        indent = lead.end() if lead else 0  # where its key starts: after a '- ', if any
+        if mark.column <= indent:
+            # The parser stopped at the line's start, not in its value: the line itself is out
+            # of line (a policy owner's walkthrough: ` tier: {type: string}` was told to quote
+            # its value, then told to quote it again).
+            return _misaligned(lines, mark.line, indent)
         flow = _FLOW_START.match(line)
         if flow:
             # `when: ['eu', 'us'].exists(…)`: the list is read as YAML's, then the rest as a

@@ -891,3 +891,41 @@ def test_validate_notes_policies_of_other_names_that_may_govern_the_same_actions
     ) in err
     code, out, _ = run("policy", "validate", "--json", str(tmp_path))
     assert code == 0 and len(json.loads(out)["overlaps"]) == 2
+
+
+def test_a_constraint_in_another_language_reads_as_written_in_the_table(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: `{"m\u00e9thode": "cr\u00e9dit magasin"}` for what they
+    # wrote; what a terminal would act on (a bidi override) is still escaped.
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "policy: p\ngoverns: [a]\nowner: t\nrules:\n  - id: r\n    when: 'true'\n"
+        '    effect: allow\n    constraints: {méthode: "crédit \u202emagasin"}\n'
+        "default: {effect: deny}\n",
+        encoding="utf-8",
+    )
+    code, out, err = run("policy", "eval", str(policy), "--facts", "{}")
+    assert code == 0, err
+    assert '{"méthode": "crédit \\u202emagasin"}' in out, out
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (" tier: {type: string}", "its key starts 1 space(s) in, the key above it 2"),
+        (' tier: "x"', "its key starts 1 space(s) in, the key above it 2"),
+        ("   tier: {type: string}", "its key starts 3 space(s) in, the key above it 2"),
+    ],
+)
+def test_a_misaligned_line_with_a_braced_value_is_told_its_indentation(
+    tmp_path: Path, line: str, said: str
+) -> None:
+    # A policy owner's walkthrough: ` tier: {type: string}` (one space short) was told to
+    # quote the value, and, quoted, to quote it again: the line's indentation was the mistake.
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"policy: p\ngoverns: [a]\nowner: t\nfacts:\n  amount: {{type: decimal}}\n{line}\n"
+        "default: {effect: deny}\n"
+    )
+    code, _, err = run("policy", "validate", str(policy))
+    assert code == 3 and "p.yaml:6:" in err and said in err, err
+    assert "quote" not in err.split("(the YAML parser says")[0], err
