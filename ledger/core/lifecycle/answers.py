@@ -12,6 +12,7 @@ and :mod:`.commands`.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -118,7 +119,11 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
     proposal and again when a version is deployed to decide (canary, active), which is when
     it takes actions over; and the version a promotion or a rollback takes out of service."""
     if isinstance(event, PolicyVersionProposed):
-        return [n for n in [overlap_note(state, event.policy, event.governs)] if n]
+        said = [
+            _new_name_note(state, event.policy),
+            overlap_note(state, event.policy, event.governs),
+        ]
+        return [n for n in said if n]
     if isinstance(event, GrantIssued):
         return _own_keys_only(event)
     record = state.policies.get(getattr(event, "policy", ""))
@@ -129,6 +134,7 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             notes += _unobserved(state, event.policy, version.version, version.governs)
         elif version is not None and event.stage in (Stage.CANARY, Stage.ACTIVE):
             # What leaves this policy first: it changes who decides, the overlap note does not.
+            notes += _decides_nothing(state, event.policy, version.version, version.governs)
             notes += _dropped(state, record, version.version, event.percent, version.governs)
             notes += _new_required_facts(record, version, event.percent)
             notes += [
@@ -138,6 +144,7 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
         version = record.versions.get(event.to_version)
         if version is not None and (record.retired or record.active != version.version):
             # A version made active again (a retired policy revived): as a promotion to active.
+            notes += _decides_nothing(state, event.policy, version.version, version.governs)
             notes += _dropped(state, record, version.version, None, version.governs)
             notes += _new_required_facts(record, version, None)
             notes += [
@@ -147,6 +154,53 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
         notes += _inherited(state, event.policy, record)
     # What leaves service first: an owner looks for it, and the overlap notes can be long.
     return taken_out_of_service(record, event) + notes
+
+
+_NAMES_COMPARED: Final = 2_000
+"""The most policy names a proposal's "did you mean" compares its new name with (a note: on a
+ledger of more, the first in name order)."""
+
+
+def _new_name_note(state: LedgerState, policy: str) -> str | None:
+    """The first version of a policy whose name is close to another's: a new policy, not the
+    next version of that one (a policy owner's walkthrough: `email-outbund`, a typo, was
+    proposed, approved and made active beside `email-outbound`, and decided nothing)."""
+    if policy in state.policies:
+        return None
+    names = sorted(state.policies)[:_NAMES_COMPARED]
+    close = difflib.get_close_matches(policy, names, n=1, cutoff=0.8)
+    if not close:
+        return None
+    return (
+        f"note: {policy} is a new policy, its first version; did you mean {close[0]}? A new "
+        f"version of {close[0]} needs `policy: {close[0]}` in the file"
+    )
+
+
+def _decides_nothing(
+    state: LedgerState, policy: str, version: int, governs: Iterable[str]
+) -> list[str]:
+    """When every action a version deployed to decide governs is decided by another deployed
+    policy (precedence: :func:`governs_precedence`), say so first: the version decides nothing
+    (a policy owner's walkthrough: a typo's policy was made active, "accepted", and decided
+    nothing, the one hint a precedence note further on)."""
+    mine = sorted(set(governs))
+    if not mine:
+        return []
+    takers: dict[str, str] = {}  # each of ours -> a policy that decides all it matches
+    for other, theirs, ours in overlapping_governs(state, policy, mine):
+        if (
+            ours not in takers
+            and theirs in state.policies[other].governs()[0]  # decided, not only observed
+            and _decider(policy, ours, other, theirs)[0] == other
+            and pattern_covers(theirs, ours)
+        ):
+            takers[ours] = other
+    if len(takers) < len(mine):
+        return []
+    by = ", ".join(f"{takers[m]} decides {m}" for m in mine[:3])
+    by += f" and {len(mine) - 3} more" if len(mine) > 3 else ""
+    return [f"note: {policy} v{version} will decide none of its actions: {by}"]
 
 
 def _inherited(state: LedgerState, policy: str, record: PolicyRecord) -> list[str]:

@@ -2531,3 +2531,50 @@ def test_an_author_without_the_approve_grant_still_hears_of_the_two_person_rule(
             ApprovePolicyVersion(**ledger._stamp("human:author"), policy="refund", version=1)
         )
     assert refused.value.code == "self_approval"
+
+
+def test_a_new_policy_named_like_another_is_asked_about_and_one_that_decides_nothing_says_so() -> (
+    None
+):
+    # A policy owner's walkthrough: `email-outbund` (a typo for email-outbound) was proposed,
+    # approved and made active, "accepted" each time, and decided nothing: email-outbound, the
+    # lower name, decides email.send.
+    from ledger.core.events import (
+        ApprovePolicyVersion,
+        PromotePolicyVersion,
+        ProposePolicyVersion,
+    )
+    from ledger.testing import ADMIN, REVIEWER, LocalLedger
+
+    def doc(name: str, *governs: str) -> str:
+        return (
+            f"policy: {name}\ngoverns: [{', '.join(governs)}]\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    ledger = LocalLedger()
+    ledger.deploy(doc("email-outbound", "email.send"))
+    proposed = ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp(ADMIN), document=doc("email-outbund", "email.send"))
+    ).message
+    assert (
+        "note: email-outbund is a new policy, its first version; did you mean email-outbound? "
+        "A new version of email-outbound needs `policy: email-outbound` in the file"
+    ) in proposed, proposed
+    ledger.submit_command(
+        ApprovePolicyVersion(**ledger._stamp(REVIEWER), policy="email-outbund", version=1)
+    )
+    promoted = ledger.submit_command(
+        PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="email-outbund", version=1, stage=Stage.ACTIVE
+        )
+    ).message
+    assert (
+        "note: email-outbund v1 will decide none of its actions: email-outbound decides email.send"
+    ) in promoted, promoted
+    # Not said of a version that decides some of its actions, nor of a name far from others.
+    ledger.deploy(doc("sms", "sms.send", "email.send"), stage=Stage.DRAFT)
+    wider = ledger.submit_command(
+        PromotePolicyVersion(**ledger._stamp(ADMIN), policy="sms", version=1, stage=Stage.ACTIVE)
+    ).message
+    assert "decide none" not in wider and "did you mean" not in wider, wider
