@@ -13,7 +13,12 @@ from typing import Any, Final
 
 import re2
 
-from ledger.core.cel.lexical import _decode_string, parse_duration, parse_timestamp
+from ledger.core.cel.lexical import (
+    _decode_string,
+    parse_duration,
+    parse_timestamp,
+    timestamp_example,
+)
 from ledger.core.cel.runtime import (
     _HELPERS,
     _ITEMS_PER_UNIT,
@@ -927,9 +932,14 @@ def _quoted(a: _Expr, b: _Expr) -> str:
             and _NUMBER.fullmatch(text.const.strip())
         ):
             return f": write the number without quotes, {text.const.strip()} not {text.const!r}"
-        if number.type in ("timestamp", "duration") and text.type == "string":
+        if number.type == "timestamp" and text.type == "string":
+            # As a timestamp that parses (a policy owner's walkthrough: `"2026-01-01"` was
+            # told timestamp("2026-01-01"), then to add a zone, then an isoformat error).
+            shown = text.const if isinstance(text.const, str) and len(text.const) <= 40 else ""
+            return f": write a timestamp as {timestamp_example(shown)}"
+        if number.type == "duration" and text.type == "string":
             shown = text.const if isinstance(text.const, str) and len(text.const) <= 40 else "…"
-            return f': write a {number.type} as {number.type}("{shown}")'
+            return f': write a duration as duration("{shown}")'
         if number.type == "bool" and text.type == "string":
             if isinstance(text.const, str) and text.const.strip().lower() in ("true", "false"):
                 word = text.const.strip().lower()

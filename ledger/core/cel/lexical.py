@@ -3,6 +3,7 @@ the decoding of string, ``duration(...)`` and ``timestamp(...)`` literals."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import re
 from decimal import Decimal
@@ -119,7 +120,37 @@ def parse_duration(text: str) -> _dt.timedelta:
 
 def parse_timestamp(text: str) -> _dt.datetime:
     """RFC 3339 text with a zone (``Z`` or offset) → aware UTC datetime."""
-    value = _dt.datetime.fromisoformat(text)
+    try:
+        value = _dt.datetime.fromisoformat(text)
+    except ValueError:  # Python's "Invalid isoformat string" (a policy owner's walkthrough)
+        raise ValueError(
+            f"timestamp {text!r} is not a date and time with a zone: write it as "
+            f"{timestamp_example(text)}"
+        ) from None
     if value.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone (add Z or an offset)")
+        raise ValueError(
+            f"timestamp {text!r} has no time zone: write it as {timestamp_example(text)}"
+        )
     return value.astimezone(_dt.UTC)
+
+
+_DATE_START: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def timestamp_example(text: str) -> str:
+    """What ``text`` is probably meant as, written as a timestamp that parses: a date alone
+    (``2026-01-01``, ``2026-01-01Z``) at midnight UTC, a time without a zone in UTC; else an
+    example (``"2026-01-01T00:00:00Z"``)."""
+    date = _DATE_START.match(text)
+    if date is not None:
+        rest = text[date.end() :]
+        if rest.upper() in ("", "Z"):
+            candidate = f"{date.group()}T00:00:00Z"
+        elif rest[:1] in ("T", "t", " ") and rest[-1:].upper() != "Z" and "+" not in rest:
+            candidate = f"{date.group()}T{rest[1:]}Z"
+        else:
+            candidate = ""
+        with contextlib.suppress(ValueError):
+            if candidate and _dt.datetime.fromisoformat(candidate).tzinfo is not None:
+                return f'timestamp("{candidate}")'
+    return 'timestamp("2026-01-01T00:00:00Z") (a date, T, a time, and Z for UTC or an offset)'

@@ -172,6 +172,13 @@ def test_runtime_fault_is_a_condition_fault() -> None:
         ('name == "\\uDFFF"', "escape \\uDFFF is not a Unicode character"),
         ('name.matches("\\uD800")', "escape \\uD800 is not a Unicode character"),
         ('name.matches("\ud800")', "regular expression is not Unicode text"),
+        # A policy owner's walkthrough: `"2026-01-01"` was told timestamp("2026-01-01"), that
+        # one to add a zone, and timestamp("2026-01-01Z") got "Invalid isoformat string".
+        ('at > "2026-01-01"', 'write a timestamp as timestamp("2026-01-01T00:00:00Z")'),
+        ('at > timestamp("2026-01-01")', 'write it as timestamp("2026-01-01T00:00:00Z")'),
+        ('at > timestamp("2026-01-01Z")', 'write it as timestamp("2026-01-01T00:00:00Z")'),
+        ('at > timestamp("2026-01-01 09:30")', 'write it as timestamp("2026-01-01T09:30Z")'),
+        ('at > timestamp("soon")', 'timestamp("2026-01-01T00:00:00Z") (a date, T, a time'),
     ],
 )
 def test_rejections(text: str, fragment: str) -> None:
