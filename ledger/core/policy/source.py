@@ -74,6 +74,9 @@ def _comment_follows(node: yaml.ScalarNode) -> bool:
     return buffer[end.pointer : end.pointer + 64].lstrip(" \t").startswith("#")
 
 
+_NUMBER_TAGS: Final = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
 def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited: set[int]) -> None:
     # Each node is walked once: a node reached again through an alias is marked where it was
     # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
@@ -83,6 +86,8 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
         marks.plain.add(path)
         if _comment_follows(node):
             marks.cut_by_comment.add(path)
+        if node.tag in _NUMBER_TAGS and ":" in node.value:
+            marks.base60[path] = str(node.value)[:40]  # `12:30`: YAML 1.1's 750
     if id(node) in visited:
         return
     visited.add(id(node))

@@ -72,6 +72,7 @@ class Marks:
         self.duplicates: list[tuple[tuple[Any, ...], tuple[int, int]]] = []
         self.plain: set[tuple[Any, ...]] = set()  # scalars written without quotes
         self.cut_by_comment: set[tuple[Any, ...]] = set()  # plain scalars a `#` comment ends
+        self.base60: dict[tuple[Any, ...], str] = {}  # `12:30`, a number to YAML 1.1: its text
 
     def at(self, path: tuple[Any, ...]) -> tuple[int | None, int | None]:
         while path:
@@ -983,6 +984,13 @@ def build(
     v = Validator(file, marks, limits, new_document=new_document)
     for path, (line, column) in marks.duplicates:
         v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
+    for path, text in marks.base60.items() if new_document else ():
+        # A policy owner's walkthrough: `time: 12:30` validated, and agents received 750.
+        v.add(
+            f"the unquoted {text} is read by YAML as a number in base 60 (12:30 is 750): "
+            f'quote it, "{text}", for a time or any text',
+            path,
+        )
     if not isinstance(data, dict):
         v.add(f"a policy document must be a mapping, got {_describe(data)}", ())
         v.raise_if_any()

@@ -639,6 +639,28 @@ def test_ambiguous_words_are_caught_in_lists_through_aliases_and_in_every_case()
     assert again.content_hash == policy.content_hash
 
 
+def test_an_unquoted_time_is_refused_not_read_as_a_base_60_number() -> None:
+    # A policy owner's walkthrough: `time: 12:30` validated, and agents received 750 (YAML
+    # 1.1's base 60). Quoted, it is text; a recorded version that held one loads as before.
+    from ledger.core.policy import check_policy
+
+    def doc(constraints: str) -> str:
+        return REFUND.replace(
+            "constraints: {refund_method: credit}", f"constraints: {constraints}", 1
+        )
+
+    for written in ("12:30", "1:30.5", "-1:05"):
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(doc(f"{{refund_method: credit, at: {written}}}"), filename="p.yaml")
+        [problem] = caught.value.problems
+        assert problem.message.startswith(f"the unquoted {written} is read by YAML as a number")
+        assert f'quote it, "{written}"' in problem.message and problem.line is not None
+    policy, _ = check_policy(doc('{refund_method: credit, at: "12:30"}'), filename="p.yaml")
+    assert policy.rules[2].constraints["at"] == "12:30"
+    recorded = parse_policy(doc("{refund_method: credit, at: 12:30}"), new_document=False)
+    assert recorded.rules[2].constraints["at"] == 750
+
+
 def test_a_long_constraint_value_is_refused_for_its_size_without_a_costly_look() -> None:
     # A review: 128,000 digits then an `x` held the command processor 88 s in a backtracking
     # number pattern, before the constraints' size limit was looked at. Longer text than any
