@@ -36,7 +36,7 @@ from ledger.cli.output import (
     print_table,
     to_jsonable,
 )
-from ledger.cli.policyfiles import TEST_TIMEOUT, cases_for
+from ledger.cli.policyfiles import TEST_TIMEOUT, cases_for, tests_files_option
 from ledger.core.events import (
     ApprovePolicyVersion,
     PromotePolicyVersion,
@@ -67,11 +67,15 @@ __all__ = ["COMMANDS"]
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--by", "by", required=True, help="Author, e.g. human:alice.")
 @click.option("--note", default=None, help="Why this version (kept in the ledger).")
+@tests_files_option(
+    "Also run this tests file's cases first (repeatable): the current version's, "
+    "refund.tests.yaml, for a new version's file that `policy get` wrote without them.",
+)
 @click.option(
     "--skip-tests",
     is_flag=True,
-    help="Propose even though the policy's own test cases (its tests: block, NAME.tests.yaml "
-    "beside the file) fail or cannot be read.",
+    help="Propose even though the test cases (its tests: block, NAME.tests.yaml beside the "
+    "file, each --tests file) fail or cannot be read.",
 )
 @ledger_options
 @handle_errors
@@ -79,6 +83,7 @@ def propose(
     file: Path,
     by: str,
     note: str | None,
+    tests_files: tuple[Path, ...],
     skip_tests: bool,
     bootstrap: str | None,
     timeout: float,
@@ -88,8 +93,10 @@ def propose(
 
     The document is validated by the command processor exactly as `ledger policy validate`
     does offline; an invalid one is rejected with the problems found. First, the policy's own
-    test cases (its tests: block and NAME.tests.yaml beside FILE) are run as `ledger policy
-    test FILE` runs them: a failing case stops the proposal (exit 1) unless --skip-tests.
+    test cases (its tests: block and NAME.tests.yaml beside FILE) and those of each --tests
+    file are run as `ledger policy test FILE --tests …` runs them: a failing case stops the
+    proposal (exit 1) unless --skip-tests. A file with no case at all is proposed with a
+    warning: pass the current version's cases with --tests.
     """
     document = read_text_file(file, what="policy file")
     # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
@@ -100,7 +107,7 @@ def propose(
     if skip_tests:
         click.echo(f"warning  {file}: its test cases were not run (--skip-tests)", err=True)
     else:
-        _own_cases_pass(file, policy)
+        _own_cases_pass(file, policy, tests_files)
     # The name travels beside the document: the processor authorizes on it before reading it.
     command = ProposePolicyVersion(
         event_id=new_id(),
@@ -121,12 +128,13 @@ def propose(
     )
 
 
-def _own_cases_pass(file: Path, policy: Policy) -> None:
-    """Run the cases a policy file brings with it (a policy owner's walkthrough: versions whose
-    own tests failed, one letting blocked accounts be refunded, were proposed without a word);
-    :class:`PolicyTestsFailed` naming the first failure when any fails."""
+def _own_cases_pass(file: Path, policy: Policy, tests_files: tuple[Path, ...] = ()) -> None:
+    """Run the cases a policy file brings with it, and ``tests_files``' (a policy owner's
+    walkthrough: versions whose own tests failed, one letting blocked accounts be refunded,
+    were proposed without a word); :class:`PolicyTestsFailed` naming the first failure when
+    any fails."""
     try:
-        cases = cases_for(file, policy)
+        cases = cases_for(file, policy, tests_files)
     except (PolicyError, UsageError) as exc:
         click.echo(f"error  {file}: its test cases cannot be read: {exc}", err=True)
         raise UsageError(
@@ -144,19 +152,23 @@ def _own_cases_pass(file: Path, policy: Policy) -> None:
         result = run_case(policy, case)
         if not result.passed:
             failed.append(result)
+    also = "".join(f" --tests {t}" for t in tests_files)
     if failed:
         first = failed[0]
         raise PolicyTestsFailed(
-            f"{len(failed)} of {len(cases)} of {policy.name}'s own test cases fail (first: "
-            f"{first.case!r}: {first.failures[0]}): `ledger policy test {file}` shows them; fix "
-            "the policy or the cases, or propose with --skip-tests"
+            f"{len(failed)} of {len(cases)} of {policy.name}'s test cases fail (first: "
+            f"{first.case!r}: {first.failures[0]}): `ledger policy test {file}{also}` shows "
+            "them; fix the policy or the cases, or propose with --skip-tests"
         )
     if cases:
         click.echo(f"tested  {file}: {len(cases)} passed", err=True)
     else:
+        # A warning (a policy owner's walkthrough: `policy get`'s file, which has no cases,
+        # went through after the owner had seen the current version's cases fail against it).
         click.echo(
-            f"note  {file} has no test cases of its own: `ledger policy test {file} --tests "
-            "FILE` runs another file's (the current version's) against it",
+            f"warning  {file} has no test cases: it is proposed untested; pass the current "
+            f"version's cases with `--tests FILE` (`ledger policy test {file} --tests FILE` "
+            "runs them alone)",
             err=True,
         )
 

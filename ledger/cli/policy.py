@@ -31,6 +31,7 @@ from ledger.cli.policyfiles import (
     cases_for,
     is_tests_file,
     policy_beside,
+    tests_files_option,
     tests_siblings,
     wrong_policy,
 )
@@ -247,12 +248,8 @@ def _overlaps(checked: list[tuple[Path, Policy]]) -> list[dict[str, str]]:
     help="Stop once the cases have run this many seconds (exit 8): each case is bounded by the "
     "evaluation budget, but a file of thousands of costly cases is not.",
 )
-@click.option(
-    "--tests",
-    "tests_files",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also run this tests file's cases against every policy given (repeatable): a new "
+@tests_files_option(
+    "Also run this tests file's cases against every policy given (repeatable): a new "
     "version's file, refund-v2.yaml, against refund.tests.yaml, or against the tests: block of "
     "a policy file, refund.yaml.",
 )

@@ -4,7 +4,11 @@ place for ``policy validate``, ``policy test`` and ``policy propose`` (which run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import click
 
 from ledger.cli.common import read_text_file
 from ledger.core.policy import Policy, PolicyTestCase, load_yaml, parse_policy, parse_test_cases
@@ -89,3 +93,15 @@ def cases_of_file(text: str, file: Path) -> tuple[str | None, tuple[PolicyTestCa
     if not inline.tests:
         raise UsageError(f"{file} is a policy file ({inline.name}) with no tests: block to run")
     return inline.name, inline.tests
+
+
+def tests_files_option(help_text: str) -> Callable[[Any], Any]:
+    """``--tests FILE`` (repeatable, into ``tests_files``): another file's cases to run too,
+    as :func:`cases_for` reads them (``policy test`` and ``policy propose``)."""
+    return click.option(
+        "--tests",
+        "tests_files",
+        multiple=True,
+        type=click.Path(path_type=Path, dir_okay=False),
+        help=help_text,
+    )

@@ -828,9 +828,19 @@ def test_propose_runs_the_policys_own_cases_first(tmp_path: Path) -> None:
     code, _, err = run(*propose)
     assert code == 2 and "its test cases cannot be read" in err and "--skip-tests" in err
 
+    elsewhere = tmp_path / "current.tests.yaml"
     tests.unlink()
+    elsewhere.write_text(
+        cases.replace("{determination: deny, rule: suspended}", "{determination: allow}")
+    )
     code, _, err = run(*propose)
-    assert "has no test cases of its own" in err and "policy_tests_failed" not in err
+    assert f"warning  {policy} has no test cases: it is proposed untested" in err
+    assert "--tests FILE" in err and "policy_tests_failed" not in err
+    # A policy owner's walkthrough: `policy get`'s file has no cases; the current version's,
+    # given with --tests, now run first, and stop the proposal when one fails.
+    code, _, err = run(*propose, "--tests", str(elsewhere))
+    assert code == 1 and "[policy_tests_failed]" in err
+    assert f"`ledger policy test {policy} --tests {elsewhere}` shows them" in err
 
 
 def test_a_case_about_an_ungoverned_action_must_say_so(tmp_path: Path) -> None:
