@@ -44,7 +44,7 @@ from ledger.core.policy import (
     PolicyTestCase,
     check_policy,
     parse_policy,
-    parse_test_cases,
+    read_test_cases,
 )
 from ledger.core.policytests import (
     CaseResult,
@@ -104,12 +104,14 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     for path in files:
         try:
             if is_tests_file(path):
-                named, cases = parse_test_cases(
+                named, cases, broken = read_test_cases(
                     read_text_file(path, what="policy tests file"), filename=str(path)
                 )
-                mismatches = _against_policy(path, named, cases)
+                # Every problem in one round: the whole cases are checked against the policy
+                # beside the file even when others are broken (a policy owner's walkthrough).
+                mismatches = [*broken, *_against_policy(path, named, cases)]
                 if mismatches:
-                    problems.extend(mismatches)
+                    problems.extend(sorted(mismatches, key=lambda p: p.line or 0))
                     bad += 1
                     continue
                 valid.append({"file": str(path), "tests_of": named, "cases": len(cases)})

@@ -45,7 +45,13 @@ from ledger.core.policy.model import (
     PolicyTestCase,
     Rule,
 )
-from ledger.core.policy.source import check_policy, load_yaml, parse_policy, parse_test_cases
+from ledger.core.policy.source import (
+    check_policy,
+    load_yaml,
+    parse_policy,
+    parse_test_cases,
+    read_test_cases,
+)
 
 __all__ = [
     "Effect",
@@ -57,6 +63,7 @@ __all__ = [
     "parse_policy",
     "check_policy",
     "parse_test_cases",
+    "read_test_cases",
     "load_yaml",
     "REASON_RULE_MATCHED",
     "REASON_DEFAULT",

@@ -939,3 +939,19 @@ def test_a_misaligned_line_with_a_braced_value_is_told_its_indentation(
     code, _, err = run("policy", "validate", str(policy))
     assert code == 3 and "p.yaml:6:" in err and said in err, err
     assert "quote" not in err.split("(the YAML parser says")[0], err
+
+
+def test_a_tests_files_problems_are_all_said_in_one_round(tmp_path: Path) -> None:
+    # A policy owner's walkthrough: a case expecting a misspelt rule was reported only once
+    # another case's missing `expect` was fixed.
+    (tmp_path / "refund.yaml").write_text(REFUND.read_text())
+    (tmp_path / "refund.tests.yaml").write_text(
+        "policy: refund\ncases:\n"
+        "  - name: a\n    facts: {standing: good}\n    expect: {determination: allow, rule: auto_refund}\n"
+        "  - name: b\n    facts: {standing: good}\n"
+    )
+    code, _, err = run("policy", "validate", str(tmp_path))
+    assert code == 3, err
+    assert "case 'a' expects rule 'auto_refund', which" in err
+    assert "missing required key 'expect'" in err
+    assert "error: 2 problems in 1 file" in err
