@@ -68,7 +68,19 @@ def _syntax_hint(text: str) -> str | None:
     dangling = _DANGLING.search(bare)
     if dangling:
         return f"the condition ends with {dangling.group(1)!r}: something is missing after it"
+    money = _MONEY.search(bare)
+    if money:
+        # A policy owner's walkthrough: `amount < 99,99`, `< $100`, `< 1,000.00` got no hint.
+        return (
+            f"{money.group(0).strip()!r}: write a number without a currency sign or thousands "
+            "separators, with a point for the fraction: 99.99, 1000.00"
+        )
     return None
+
+
+# A currency sign before a number, or a comma inside one: not `f(a, 1)` (no space after it),
+# nor a list's first items, `[1,2]`. Linear: a digit run is tried only from its start.
+_MONEY: Final = re.compile(r"[$€£¥]\s*\d[\d,.]*|(?<![\[(,])\b\d+(?:,\d+)+(?:\.\d+)?")
 
 
 # An operator with nothing after it (``a > 1 &&``): the parser's message names only the text.

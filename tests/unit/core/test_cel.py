@@ -179,6 +179,10 @@ def test_runtime_fault_is_a_condition_fault() -> None:
         ('at > timestamp("2026-01-01Z")', 'write it as timestamp("2026-01-01T00:00:00Z")'),
         ('at > timestamp("2026-01-01 09:30")', 'write it as timestamp("2026-01-01T09:30Z")'),
         ('at > timestamp("soon")', 'timestamp("2026-01-01T00:00:00Z") (a date, T, a time'),
+        # A policy owner's walkthrough: money as written on an invoice got no hint.
+        ("amount < 99,99", "'99,99': write a number without a currency sign or thousands"),
+        ("amount < $100", "'$100': write a number without a currency sign"),
+        ("amount < 1,000.00 && n in [1,2]", "'1,000.00': write a number without"),
     ],
 )
 def test_rejections(text: str, fragment: str) -> None:
