@@ -48,6 +48,7 @@ from ledger.core.policy import (
 )
 from ledger.core.policytests import (
     CaseResult,
+    missing_rule_hint,
     misspelt_facts,
     offline_outcome,
     run_case,
@@ -192,7 +193,7 @@ def _against_policy(
     return [
         PolicyProblem(
             message=f"case {case.name!r} expects rule {case.expect_rule!r}, which {beside} does "
-            f"not have (its rules: {', '.join(sorted(rules)) or 'none'})",
+            f"not have ({missing_rule_hint(case.expect_rule, [r.id for r in policy.rules])})",
             file=case.file or str(path),
             line=case.line,
         )

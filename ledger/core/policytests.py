@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -194,11 +194,21 @@ def _no_such_rule(policy: Policy, rule: str | None) -> str:
     ids = [r.id for r in policy.rules]
     if rule is None or rule in ids:
         return ""
-    close = difflib.get_close_matches(str(rule)[:128], ids, n=1)
+    hint = missing_rule_hint(str(rule), ids)
+    mark = ";" if hint.startswith("its rules") else ":"
+    return f" ({policy.name} has no rule {rule}{mark} {hint})"
+
+
+def missing_rule_hint(rule: str, ids: Sequence[str]) -> str:
+    """What a case expecting ``rule``, which the policy's rules ``ids`` lack, probably meant:
+    the default (``rule: default``: a policy owner's walkthrough), a close id, else the ids."""
+    if rule.lower() in ("default", "none", "null", "~"):
+        return "to expect the default, write rule: null"
+    close = difflib.get_close_matches(rule[:128], list(ids), n=1)
     if close:
-        return f" ({policy.name} has no rule {rule}: did you mean {close[0]}?)"
+        return f"did you mean {close[0]}?"
     shown = ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
-    return f" ({policy.name} has no rule {rule}; its rules: {shown or 'none'})"
+    return f"its rules: {shown or 'none'}"
 
 
 def unreached_rules(policy: Policy, results: Iterable[CaseResult]) -> tuple[str, ...]:

@@ -788,6 +788,12 @@ def test_a_case_expecting_a_rule_the_policy_lacks_says_which_it_has(tmp_path: Pa
         "(refund has no rule zzz-nothing-like; its rules: suspended, auto-refund, credit-only)"
         in out
     )
+    # A policy owner's walkthrough: `rule: default` was "expected default …, got null".
+    default = _SUSPENDED.replace("rule: suspended", "rule: default")
+    code, out, _ = run("policy", "test", str(_only_cases(tmp_path, default)))
+    assert "(refund has no rule default: to expect the default, write rule: null)" in out
+    code, _, err = run("policy", "validate", str(tmp_path))
+    assert "expects rule 'default', which" in err and "write rule: null" in err
 
 
 def test_propose_runs_the_policys_own_cases_first(tmp_path: Path) -> None:
