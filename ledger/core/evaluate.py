@@ -73,6 +73,7 @@ from ledger.core.events import (
     Value,
 )
 from ledger.core.facts import (
+    PYTHON_KINDS,
     context_problems,
     decimal_problems,
     facts_recorded_as,
@@ -322,6 +323,14 @@ _EARLIER_WORDINGS: Final = (
         re.compile(_FAILED + re.escape(DECIMAL_DIGITS_REASON)),
         "a decimal operand's exponent out of range, worded as too many digits (before 2026-12-06)",
     ),
+    (
+        re.compile(
+            r"(?P<head>.*expected .+?, (?:got|found) )(?P<kind>text|the whole number|the number"
+            r"|the boolean|an object|a list|a value|null)(?: (?P<shown>.*))?"
+        ),
+        re.compile(r"(?P<head>.*expected .+?, (?:got|found) )(?P<kind>\w+) (?P<shown>.*)"),
+        "a fact's value of the wrong kind, named in Python's words (before 2026-12-06, night)",
+    ),
     *(
         (re.compile(_FAILED + now), re.compile(_FAILED + then), _IN_PYTHONS_WORDS)
         for now, then in (
@@ -366,11 +375,18 @@ def earlier_wording(reason: str, recorded: str) -> str | None:
 
 
 def _in_cel(held: re.Match[str]) -> dict[str, str | Any]:
-    """The groups of a recorded reason, with a type Python named (``str``) named as CEL does."""
-    return {
+    """The groups of a recorded reason, with a type Python named (``str``) named as CEL does,
+    and a fact value's kind and value (``bool True``) as the facts' reasons say them now."""
+    groups: dict[str, str | Any] = {
         k: TYPE_NAMES_OF_PYTHON.get(v, v) if k in ("ta", "tb") else v
         for k, v in held.groupdict().items()
     }
+    if "kind" in groups:
+        groups["kind"] = PYTHON_KINDS.get(groups["kind"], "a value")
+        shown = groups.get("shown")
+        words: dict[Any, str | None] = {"True": "true", "False": "false", "None": None}
+        groups["shown"] = words.get(shown, shown)
+    return groups
 
 
 def evaluate(

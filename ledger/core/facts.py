@@ -118,13 +118,44 @@ class _Bad:
 
 
 def _show(v: object) -> str:
-    text = repr(list(v)) if type(v) is tuple else repr(v)  # shown as sent (see _type_name)
+    text = repr(list(v)) if type(v) is tuple else repr(v)  # shown as sent (see _got)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _type_name(v: object) -> str:
-    # A list arrives as a tuple (the record's form of a list); the sender wrote a list.
-    return "list" if type(v) is tuple else type(v).__name__
+def _got(v: object) -> str:
+    """What the sender wrote, its kind in JSON's words, not Python's (a policy owner's
+    walkthrough: "expected an int, got str '10'"): ``text '10'``, ``the number 1.5``,
+    ``the boolean true``, ``null``. A list arrives as a tuple (the record's form of one).
+    Decisions recorded before say it in Python's words: :data:`PYTHON_KINDS` maps them."""
+    if v is None:
+        return "null"
+    shown = ("true" if v else "false") if type(v) is bool else _show(v)
+    return f"{_JSON_KINDS.get(type(v), 'a value')} {shown}"
+
+
+_JSON_KINDS: Final = {
+    str: "text",
+    int: "the whole number",
+    float: "the number",
+    Decimal: "the number",
+    bool: "the boolean",
+    dict: "an object",
+    list: "a list",
+    tuple: "a list",
+}
+
+PYTHON_KINDS: Final = {
+    "str": "text",
+    "int": "the whole number",
+    "float": "the number",
+    "Decimal": "the number",
+    "bool": "the boolean",
+    "dict": "an object",
+    "list": "a list",
+    "NoneType": "null",
+}
+"""The kinds of a fact's value as reasons recorded before 2026-12-06 (night) named them, in
+today's words (:func:`ledger.core.evaluate.earlier_wording` reads old decisions with it)."""
 
 
 def _long_text(v: str, max_chars: int) -> _Bad:
@@ -218,7 +249,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 return bounded(v)
             whole = int_value(v)  # 1e18 from JSON: the int it is
             if whole is None:
-                return _Bad(f"expected an int, got {_type_name(v)} {_show(v)}")
+                return _Bad(f"expected an int, got {_got(v)}")
             return bounded(whole)
 
         return conv_int
@@ -242,7 +273,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
             elif tv is float:
                 d = Decimal(repr(v))  # the shortest text that round-trips: what the sender meant
             else:
-                return _Bad(f"expected a decimal, got {_type_name(v)} {_show(v)}")
+                return _Bad(f"expected a decimal, got {_got(v)}")
             if not d.is_finite():
                 return _Bad(f"expected a finite decimal, got {_show(v)}")
             # A text no longer than the limit has no more digits; a decimal's text is never
@@ -268,7 +299,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 if not math.isfinite(x):
                     return _Bad(f"expected a finite float, got {_show(v)}")
                 return bounded(x)
-            return _Bad(f"expected a float, got {_type_name(v)} {_show(v)}")
+            return _Bad(f"expected a float, got {_got(v)}")
 
         return conv_float
     if t == "bool":
@@ -276,7 +307,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
         def conv_bool(v: Any) -> Any:
             if type(v) is bool:
                 return v
-            return _Bad(f"expected a bool, got {_type_name(v)} {_show(v)}")
+            return _Bad(f"expected a bool, got {_got(v)}")
 
         return conv_bool
     if t == "string":
@@ -284,7 +315,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
         def conv_string(v: Any) -> Any:
             if type(v) is str:
                 return v if len(v) <= max_chars else _long_text(v, max_chars)
-            return _Bad(f"expected a string, got {_type_name(v)} {_show(v)}")
+            return _Bad(f"expected a string, got {_got(v)}")
 
         return conv_string
     if t == "enum":
@@ -298,7 +329,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 if len(v) > max_chars:
                     return _long_text(v, max_chars)
                 return _Bad(f"{_show(v)} is not one of: {listing}")
-            return _Bad(f"expected one of: {listing}; got {_type_name(v)} {_show(v)}")
+            return _Bad(f"expected one of: {listing}; got {_got(v)}")
 
         return conv_enum
     if t == "timestamp":
@@ -314,7 +345,7 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 except ValueError:
                     return _Bad(f"expected an ISO 8601 timestamp, got {_show(v)}")
             else:
-                return _Bad(f"expected a timestamp, got {_type_name(v)} {_show(v)}")
+                return _Bad(f"expected a timestamp, got {_got(v)}")
             if dt.tzinfo is None or dt.utcoffset() is None:
                 return _Bad(f"timestamp {_show(v)} has no time zone (add Z or an offset)")
             try:
@@ -334,13 +365,11 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                     )
                 for item in v:
                     if type(item) is not str:
-                        return _Bad(
-                            f"expected a list of strings, found {_type_name(item)} {_show(item)}"
-                        )
+                        return _Bad(f"expected a list of strings, found {_got(item)}")
                     if len(item) > max_chars:
                         return _long_text(item, max_chars)
                 return tuple(v)
-            return _Bad(f"expected a list of strings, got {_type_name(v)} {_show(v)}")
+            return _Bad(f"expected a list of strings, got {_got(v)}")
 
         return conv_list
     raise ValueError(f"unknown fact type {t!r}")  # unreachable for validated specs

@@ -184,4 +184,31 @@ def test_a_list_sent_for_another_type_is_named_a_list_as_sent() -> None:
     # The record carries lists as tuples: "expected a string, got tuple ('a',)" puzzled senders.
     for sent in (["a"], ("a",)):
         _, reasons = check(FactSpec(name="s", type="string"), sent)
-        assert reasons == ("s: expected a string, got list ['a']",)
+        assert reasons == ("s: expected a string, got a list ['a']",)
+
+
+def test_a_value_of_the_wrong_kind_is_named_in_jsons_words_and_old_wordings_still_reproduce() -> (
+    None
+):
+    # A policy owner's walkthrough: "tenure_days: expected an int, got str '10'" (Python's
+    # words). Decisions recorded in the earlier wording are taken for today's by replay.
+    from ledger.core.evaluate import earlier_wording
+
+    said: dict[object, str] = {
+        "10": "n: expected an int, got text '10'",
+        None: "n: expected an int, got null",
+        True: "n: expected an int, got the boolean true",
+        1.5: "n: expected an int, got the number 1.5",
+        ("a",): "n: expected an int, got a list ['a']",
+    }
+    for sent, reason in said.items():
+        _, reasons = check(FactSpec(name="n", type="int"), sent)
+        assert reasons == (reason,)
+    for now, then in (
+        (said["10"], "n: expected an int, got str '10'"),
+        (said[None], "n: expected an int, got NoneType None"),
+        (said[True], "n: expected an int, got bool True"),
+    ):
+        assert earlier_wording(now, then) is not None, then
+    assert earlier_wording(said[True], "n: expected an int, got bool False") is None
+    assert earlier_wording(said["10"], "n: expected an int, got str '11'") is None
