@@ -268,6 +268,9 @@ class Validator:
         hint = ""
         if value == "allow_with_constraints":  # the determination, not an effect
             hint = ": write effect: allow with a constraints: mapping, which is decided as allow_with_constraints"
+        elif isinstance(value, str):  # `Allow`, `alow` (a policy owner's walkthrough)
+            close = difflib.get_close_matches(value.strip().lower()[:40], ["allow", "deny"], n=1)
+            hint = f": did you mean {close[0]}?" if close else ""
         self.add(
             f"unknown effect {_describe(value)} (expected allow or deny){hint}", path, rule=rule
         )
@@ -326,9 +329,10 @@ class Validator:
                 exact = _yaml_number(item)
                 if type(exact) is Decimal and self.new_document and math.isfinite(float(item)):
                     self.add(
-                        f"constraint {key!r}: a float cannot hold {_describe(item)} (it would be "
+                        f"constraint {key!r}: a number with a fraction reaches the agent as a "
+                        f"binary float, which cannot hold {_describe(item)} (it would be "
                         f'{float(item)!r}): write it as text, {key}: "{item}", for the tool to '
-                        "read exactly with Decimal",
+                        "read exactly",
                         sub,
                         rule=rule,
                     )
@@ -427,8 +431,8 @@ class Validator:
         ok = True
         if not isinstance(name, str) or not self._whole(_FACT_RE, name):
             self.add(
-                f"fact name {_describe(name)} must be an identifier: ASCII letters, digits and _, "
-                "not starting with a digit",
+                f"fact name {_describe(name)} may hold only ASCII letters, digits and _, and "
+                "may not start with a digit (amount_eur, not amount-eur or 2fa)",
                 path,
             )
             return None
@@ -651,8 +655,12 @@ class Validator:
                 determination = Determination(str(det_raw))
             except ValueError:
                 if "determination" in expect:
+                    kinds = [d.value for d in Determination]
+                    close = difflib.get_close_matches(str(det_raw).strip().lower()[:40], kinds, n=1)
+                    meant = f"; did you mean {close[0]}?" if close else ""
                     self.add(
-                        f"unknown determination {_describe(det_raw)} (expected one of: {', '.join(d.value for d in Determination)})",
+                        f"unknown determination {_describe(det_raw)} (expected one of: "
+                        f"{', '.join(kinds)}){meant}",
                         (*esub, "determination"),
                     )
                 continue

@@ -479,7 +479,7 @@ def test_names_and_governs_are_checked_whole(change: tuple[str, str], problem: s
 def test_a_fact_name_with_a_trailing_line_break_is_refused() -> None:
     document = REFUND.replace("  tenure_days:", "  ? |\n    tenure_days\n  :", 1)
     assert document != REFUND
-    with pytest.raises(PolicyError, match="must be an identifier"):
+    with pytest.raises(PolicyError, match="may hold only ASCII letters, digits and _"):
         parse_policy(document, filename="p.yaml")
 
 
@@ -671,3 +671,18 @@ def test_a_long_constraint_value_is_refused_for_its_size_without_a_costly_look()
     )
     with pytest.raises(PolicyError, match="limit policy_constraints_chars"):
         parse_policy(document, filename="p.yaml")
+
+
+def test_an_effect_or_a_determination_written_almost_right_is_told_the_right_word() -> None:
+    # A policy owner's walkthrough: `effect: Allow` and `determination: alow` listed the words
+    # allowed, but did not say which was meant.
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(REFUND.replace("effect: deny", "effect: Deny", 1), filename="p.yaml")
+    assert "unknown effect text 'Deny' (expected allow or deny): did you mean deny?" in str(
+        caught.value
+    )
+    tests = "tests:\n  - name: x\n    facts: {}\n    expect: {determination: alow}\nrules:"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(REFUND.replace("rules:", tests, 1), filename="p.yaml")
+    assert "unknown determination text 'alow'" in str(caught.value)
+    assert "; did you mean allow?" in str(caught.value)

@@ -136,8 +136,9 @@ def test_a_constraint_a_float_cannot_hold_is_a_problem_saying_to_quote_it() -> N
     (problem,) = info.value.problems
     assert problem.rule == "under-500" and problem.line == 11
     assert problem.message == (
-        "constraint 'cap': a float cannot hold number 499.99999999999999999 (it would be 500.0): "
-        'write it as text, cap: "499.99999999999999999", for the tool to read exactly with Decimal'
+        "constraint 'cap': a number with a fraction reaches the agent as a binary float, which "
+        "cannot hold number 499.99999999999999999 (it would be 500.0): "
+        'write it as text, cap: "499.99999999999999999", for the tool to read exactly'
     )
 
 
