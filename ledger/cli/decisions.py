@@ -61,7 +61,7 @@ __all__ = ["decisions_cmd"]
     "--decision",
     "decision_id",
     default=None,
-    help="Only the decision with this decision id (Decision.event_id, what an agent logs; a "
+    help="Only the decision with this decision id (the SDK's Decision.event_id, what an agent logs; a "
     "pre-evaluation's answer: all its items), its reasons printed below the table.",
 )
 @click.option("--principal", default=None, help="Only decisions about this principal.")
@@ -116,8 +116,8 @@ def decisions_cmd(
 ) -> None:
     """Recorded decision traces, oldest first; --json prints every field of each trace.
 
-    A pre-evaluation answer (BatchDecisionRecorded) shows one row per item (request id
-    REQUEST#ITEM); with --json it is printed whole, its items under "decisions".
+    A pre-evaluation's answer (one decision for a batch of items) shows one row per item
+    (request id REQUEST#ITEM); with --json it is printed whole, its items under "decisions".
 
     Examples: `ledger decisions --request 01a2…` (one decision, in full with --json),
     `ledger decisions --principal agent:refund-bot --determination deny --since 2026-11-01`,

@@ -265,13 +265,15 @@ def test(
     tests_files: tuple[Path, ...],
     as_json: bool,
 ) -> None:
-    """Run policy test cases offline, like `opa test`.
+    """Run policy test cases offline: each case's facts against the policy, its answer
+    against what the case expects.
 
     PATH is a policy file, a NAME.tests.yaml file (standing for NAME.yaml) or a directory
     (searched recursively). Cases come from a policy's `tests:` block, from NAME.tests.yaml
     beside it and from every --tests file. Principals are assumed authorized. Prints each
-    policy file's tally and a pytest-like summary; exits non-zero when a case fails, or when a
-    policy file named on the command line has no cases.
+    failing case with what was expected and what came, each policy file's tally and a total;
+    exits non-zero when a case fails, or when a policy file named on the command line has no
+    cases.
     """
     spent = 0.0  # in cases: reading and parsing the files is bounded by their size
     stopped = False
