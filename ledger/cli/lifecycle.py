@@ -272,7 +272,8 @@ def promote(
         percent=percent,
         note=note,
     )
-    submit(bootstrap, timeout, as_json, command, f"{name} v{version} → {stage}")
+    share = f" ({percent}% of requests)" if percent is not None else ""
+    submit(bootstrap, timeout, as_json, command, f"{name} v{version} → {stage}{share}")
 
 
 @click.command("rollback")
@@ -535,24 +536,38 @@ def get(name: str, version: int | None, bootstrap: str | None) -> None:
 
 @click.command("diff")
 @click.argument("name")
-@click.argument("old", type=VERSION)
+@click.argument("old", type=VERSION, required=False)
 @click.argument("new", type=VERSION, required=False)
 @click.option(
     "--file",
     "draft",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Compare version OLD with this draft policy file instead of a recorded version.",
+    help="Compare version OLD (default: the active one) with this draft policy file instead "
+    "of a recorded version.",
 )
 @bootstrap_option
 @handle_errors
-def diff(name: str, old: int, new: int | None, draft: Path | None, bootstrap: str | None) -> None:
+def diff(
+    name: str, old: int | None, new: int | None, draft: Path | None, bootstrap: str | None
+) -> None:
     """What changed between two recorded versions of policy NAME (NEW by default the active
-    one), or between version OLD and a draft --file: a unified diff of their policy files, as
-    `policy get` prints them (layout, comments and key order do not count). Exits 0 whether
-    they differ or not."""
+    one), or between version OLD (by default the active one) and a draft --file: a unified
+    diff of their policy files, as `policy get` prints them (layout, comments and key order do
+    not count). Exits 0 whether they differ or not.
+
+    Examples: `ledger policy diff refund 2 3`, `ledger policy diff refund 2` (with the active
+    one), `ledger policy diff refund --file refund-v4.yaml` (the active one with a draft).
+    """
     if new is not None and draft is not None:
         raise UsageError("give either NEW or --file, not both")
+    if old is None and draft is None:
+        # A policy owner's walkthrough: a bare "Missing argument 'OLD'", no example.
+        raise UsageError(
+            f"say what to compare: `ledger policy diff {name} OLD [NEW]` (two versions; NEW "
+            f"by default the active one) or `ledger policy diff {name} --file FILE` (the active "
+            "version with a draft)"
+        )
     before = _recorded(name, old, bootstrap)
     if draft is not None:
         policy = parse_policy(read_text_file(draft, what="policy file"), filename=str(draft))

@@ -241,6 +241,11 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     assert "+  when: tenure_days > 90 && amount < 500" in changed
     same = ledger("policy", "diff", "refund", "1", "--file", str(REFUND_FILE)).stdout
     assert same.startswith("no difference: refund v1 and ")
+    # A policy owner's walkthrough: without OLD, "Missing argument 'OLD'"; the active one now.
+    same = ledger("policy", "diff", "refund", "--file", str(REFUND_FILE)).stdout
+    assert same.startswith("no difference: refund v1 and ")
+    bare = ledger("policy", "diff", "refund", expect=2).stderr
+    assert "`ledger policy diff refund --file FILE` (the active version with a draft)" in bare
     ledger("policy", "get", "refund", "9", expect=2)
 
     # An auditor reads the traces back: each as recorded, with the version that decided it.

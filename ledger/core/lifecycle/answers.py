@@ -469,6 +469,16 @@ def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) ->
     if record is None:
         return []
     notes: list[str] = []
+    if (
+        isinstance(event, PolicyVersionPromoted)
+        and event.stage is Stage.CANARY
+        and record.canary == event.version
+        and record.canary_percent != event.percent
+    ):  # a policy owner's walkthrough: widening a canary answered only "v2 → canary"
+        notes.append(
+            f"the canary v{event.version}'s share goes from {record.canary_percent}% to "
+            f"{event.percent}% of requests"
+        )
     if isinstance(event, PolicyVersionPromoted) and event.previous_version is not None:
         was = (
             f"the canary ({record.canary_percent}%)"

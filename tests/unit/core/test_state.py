@@ -2578,3 +2578,19 @@ def test_a_new_policy_named_like_another_is_asked_about_and_one_that_decides_not
         PromotePolicyVersion(**ledger._stamp(ADMIN), policy="sms", version=1, stage=Stage.ACTIVE)
     ).message
     assert "decide none" not in wider and "did you mean" not in wider, wider
+
+
+def test_widening_a_canary_says_its_share_changes() -> None:
+    # A policy owner's walkthrough: 10% to 50% answered only "v2 → canary".
+    from ledger.core.events import PromotePolicyVersion
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND)
+    ledger.deploy(REFUND.replace("Refund eligibility", "v2", 1), stage=Stage.CANARY, percent=10)
+    widened = ledger.submit_command(
+        PromotePolicyVersion(
+            **ledger._stamp(ADMIN), policy="refund", version=2, stage=Stage.CANARY, percent=50
+        )
+    ).message
+    assert "the canary v2's share goes from 10% to 50% of requests" in widened, widened
