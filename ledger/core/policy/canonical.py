@@ -114,7 +114,7 @@ def document_yaml(canonical: str) -> str:
         out["rules"] = [ordered(r, _RULE_KEYS) if isinstance(r, dict) else r for r in out["rules"]]
     if isinstance(out.get("facts"), dict):  # one line per fact, as the examples write them
         out["facts"] = {
-            k: _Flow(ordered(v, _FACT_KEYS)) if isinstance(v, dict) else v
+            k: _Flow(_plain_bounds(ordered(v, _FACT_KEYS))) if isinstance(v, dict) else v
             for k, v in out["facts"].items()
         }
     if isinstance(out.get("default"), dict):
@@ -128,6 +128,25 @@ def document_yaml(canonical: str) -> str:
         default_flow_style=False,
     )
     return text
+
+
+def _plain_bounds(fact: dict[str, Any]) -> dict[str, Any]:
+    """A decimal fact's bounds, held as text, written as the numbers they are (a policy
+    owner's walkthrough: ``min: '0'``, quotes they never wrote); read again, the exact decimal
+    of the same digits, so the same content hash."""
+    if fact.get("type") != "decimal":
+        return fact
+    return {
+        k: _Digits(v) if k in ("min", "max") and isinstance(v, str) and _DIGITS.fullmatch(v) else v
+        for k, v in fact.items()
+    }
+
+
+_DIGITS: Final = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?")
+
+
+class _Digits(str):
+    """Text of a decimal's digits, written unquoted (:func:`_plain_bounds`)."""
 
 
 class _Flow(dict[str, Any]):
@@ -155,6 +174,12 @@ _Dumper.add_representer(
     _Flow, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v.items(), flow_style=True)
 )
 _Dumper.add_representer(list, _sequence)
+_Dumper.add_representer(
+    _Digits,
+    lambda d, v: d.represent_scalar(
+        "tag:yaml.org,2002:float" if "." in v else "tag:yaml.org,2002:int", str(v)
+    ),
+)
 
 NUMBER_LIKE_TEXT: Final = re.compile(
     r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+"

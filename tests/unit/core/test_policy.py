@@ -356,6 +356,8 @@ def test_a_recorded_version_prints_as_a_file_that_validates_to_the_same_hash(sou
     again = parse_policy(printed)
     assert again.canonical == recorded.canonical and again.content_hash == recorded.content_hash
     assert printed.startswith(f"policy: {recorded.name}\ngoverns: [")  # as people write them
+    # A policy owner's walkthrough: a decimal's bounds were printed quoted, `min: '0'`.
+    assert "min: '" not in printed and "max: '" not in printed.replace("max: '1E+3'", "")
 
 
 def test_a_long_list_prints_an_item_a_line_so_removing_one_is_one_line_of_diff() -> None:
