@@ -137,9 +137,24 @@ def _plain_bounds(fact: dict[str, Any]) -> dict[str, Any]:
     if fact.get("type") != "decimal":
         return fact
     return {
-        k: _Digits(v) if k in ("min", "max") and isinstance(v, str) and _DIGITS.fullmatch(v) else v
+        k: _Digits(v) if k in ("min", "max") and isinstance(v, str) and _reads_back(v) else v
         for k, v in fact.items()
     }
+
+
+def _reads_back(text: str) -> bool:
+    """Is ``text`` (a decimal bound's canonical text) what the same digits written unquoted
+    read back as? Digits with a fraction are read as YAML's float where that float is the
+    number written (``1.50`` then reads back ``1.5``), an integer as itself (``-0`` as ``0``);
+    text that would not is left quoted."""
+    if _DIGITS.fullmatch(text) is None:
+        return False
+    if "." not in text:
+        return str(int(text)) == text
+    exact = Decimal(text)
+    nearest = float(exact)
+    read = repr(nearest) if Decimal(repr(nearest)) == exact else str(exact)
+    return read == text
 
 
 _DIGITS: Final = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?")

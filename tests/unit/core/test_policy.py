@@ -360,6 +360,25 @@ def test_a_recorded_version_prints_as_a_file_that_validates_to_the_same_hash(sou
     assert "min: '" not in printed and "max: '" not in printed.replace("max: '1E+3'", "")
 
 
+@pytest.mark.parametrize(
+    "bound",
+    ["0", '"-0"', "0.0", '"0.00"', "-0.0", '"007"', '"1.50"', "1.5", '"-1.0"', "999.99",
+     "0.12345678901234567890", '"0.12345678901234567890"', "1e3", "-12", '"12.000"'],
+)  # fmt: skip
+def test_a_decimal_bound_prints_unquoted_only_where_it_reads_back_the_same(bound: str) -> None:
+    # A policy owner's walkthrough: `min: '0'` printed quoted; unquoted only where the same
+    # digits read back as the same canonical text (`1.50` would read back as 1.5).
+    from ledger.core.policy.canonical import document_yaml
+
+    source = REFUND.replace(
+        "amount:            {type: decimal, min: 0}", f"amount: {{type: decimal, min: {bound}}}"
+    )
+    assert f"min: {bound}}}" in source
+    recorded = parse_policy(source)
+    printed = document_yaml(recorded.canonical)
+    assert parse_policy(printed).content_hash == recorded.content_hash, printed
+
+
 def test_a_long_list_prints_an_item_a_line_so_removing_one_is_one_line_of_diff() -> None:
     # A policy owner's walkthrough: `policy diff` of a governs of 256 actions, one removed,
     # changed 126 lines (the list was one flow list wrapped at 100 columns); `policy get` too.
