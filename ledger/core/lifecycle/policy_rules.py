@@ -366,9 +366,9 @@ def _nothing_before(policy: str, record: PolicyRecord) -> str:
         return f"{policy} has no earlier active version to roll back to ({now}, and no other version is approved)"
     shown = ", ".join(f"v{v}" for v in others[:5]) + (", …" if len(others) > 5 else "")
     return (
-        f"{policy} has no earlier active version to roll back to ({now}; earlier rollbacks "
-        f"have undone the versions before it): name the version to restore (`--to N`); approved: "
-        f"{shown}"
+        f"{policy} has no earlier active version to roll back to ({now}, and no version "
+        f"active before it is left to go back to): name the version to restore (`--to N`); "
+        f"approved: {shown}"
     )
 
 
