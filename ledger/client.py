@@ -39,13 +39,14 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import queue
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -506,9 +507,18 @@ class LedgerClient:
         """Call ``callback`` for every correction of this client (on the Kafka transport's
         listener thread; on the submitting thread for the in-memory ones). ``None`` removes it.
 
-        An exception in the callback is logged and does not stop the client. Each correction
-        also goes to :meth:`corrections`' queue: act on it in one place, not both.
+        The callback runs on a thread of its own, never the one reading decisions, so a slow
+        one (an HTTP call reversing a refund) delays only the corrections after it. An
+        exception in the callback is logged and does not stop the client. Each correction also
+        goes to :meth:`corrections`' queue: act on it in one place, not both. An ``async def``
+        callback is refused here: :class:`AsyncLedgerClient` runs one on its event loop.
         """
+        if inspect.iscoroutinefunction(callback):
+            raise UsageError(
+                "on_correction got an async function, which this client would never await: "
+                "pass a plain function, or use AsyncLedgerClient.on_correction, which runs it "
+                "on the event loop"
+            )
         self._on_correction = callback
 
     def take_correction(self) -> DecisionCorrected | None:
@@ -608,9 +618,18 @@ class LedgerClient:
         callback = self._on_correction
         if callback is not None:
             try:
-                callback(correction)
+                made = callback(correction)
             except Exception:  # the user's hook; the transport serves every call
                 log.exception("ledger client: on_correction callback failed")
+            else:
+                if inspect.iscoroutine(made):  # `lambda c: undo(c)` of an async undo
+                    made.close()
+                    log.error(
+                        "ledger client: the on_correction callback returned a coroutine, which "
+                        "nobody awaits: correction %s was not acted on by it (pass an async "
+                        "function to AsyncLedgerClient.on_correction)",
+                        correction.request_id,
+                    )
 
     def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
@@ -633,6 +652,15 @@ def checked_wait(value: Any, what: str) -> float:
     if not 0 < value <= _LONGEST_WAIT:
         raise UsageError(f"{what} is {value!r}: give more than 0 and at most 86,400 seconds")
     return float(value)
+
+
+def _hook_done(ran: Future[Any]) -> None:
+    """Log an async ``on_correction`` callback's failure (a cancelled one is no failure)."""
+    if ran.cancelled():
+        return
+    failure = ran.exception()
+    if failure is not None:
+        log.error("ledger client: on_correction callback failed", exc_info=failure)
 
 
 def _unclosed(transport: Transport) -> None:
@@ -1005,12 +1033,42 @@ class AsyncLedgerClient:
         while (correction := await self.next_correction(timeout=timeout)) is not None:
             yield correction
 
-    def on_correction(self, callback: Callable[[DecisionCorrected], None] | None) -> None:
-        """Call ``callback`` for every correction of this client, as
-        :meth:`LedgerClient.on_correction` does: on the listener thread, not the event loop (to
-        touch loop objects, hand over with ``loop.call_soon_threadsafe``). ``None`` removes it.
-        """
-        self._sync.on_correction(callback)
+    def on_correction(
+        self,
+        callback: Callable[[DecisionCorrected], None]
+        | Callable[[DecisionCorrected], Awaitable[None]]
+        | None,
+    ) -> None:
+        """Call ``callback`` for every correction of this client. An ``async def`` callback
+        runs on the event loop this is called from (call it inside a running loop; an agent
+        engineer's walkthrough: one was accepted and never awaited); a plain function, as
+        :meth:`LedgerClient.on_correction` runs it: on a thread of its own, not the event loop
+        (to touch loop objects, hand over with ``loop.call_soon_threadsafe``). ``None`` removes
+        it. A failure of either is logged and does not stop the client."""
+        if not inspect.iscoroutinefunction(callback):
+            self._sync.on_correction(callback)  # type: ignore[arg-type]
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UsageError(
+                "an async on_correction callback runs on the event loop it is set from: set it "
+                "inside a running loop (in an async function)"
+            ) from None
+        hook = callback
+
+        def on_loop(correction: DecisionCorrected) -> None:
+            if loop.is_closed():
+                log.error(
+                    "ledger client: correction %s not handed to the on_correction callback: "
+                    "its event loop is closed",
+                    correction.request_id,
+                )
+                return
+            ran = asyncio.run_coroutine_threadsafe(hook(correction), loop)
+            ran.add_done_callback(_hook_done)
+
+        self._sync.on_correction(on_loop)
 
     async def submit_command(
         self, command: Command, *, timeout: float | None = None

@@ -37,7 +37,7 @@ from ledger.core.events import (
     ProposePolicyVersion,
 )
 from ledger.enforce import DecisionDenied, enforce
-from ledger.errors import KafkaUnavailable, LedgerError, LedgerTimeout
+from ledger.errors import KafkaUnavailable, LedgerError, LedgerTimeout, UsageError
 from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
@@ -309,10 +309,77 @@ def test_on_correction_hook_receives_the_correction_of_a_differing_async_decisio
         Determination.ALLOW,
         Determination.DENY,
     )
-    assert thread == "ledger-client-listener"
+    assert thread == "ledger-corrections"  # never the listener's: see the slow hook's test
     # The hook is in addition to the queue, not instead of it.
     queued = next(agent.corrections(timeout=5), None)
     assert queued is not None and queued.event_id == correction.event_id
+
+
+def test_a_slow_or_reentrant_on_correction_hook_delays_no_call_of_the_client(
+    shared_stack: LedgerStack, governed: str
+):
+    # An agent engineer's walkthrough: a hook taking 8 s to reverse a refund (run on the
+    # listener thread) made the next calls time out, blaming Kafka, though each was decided
+    # at once; a hook that asked the ledger again waited on itself for its whole timeout.
+    config = shared_stack.config(AGENT, timeout=5)
+    with LedgerClient(config) as client:
+        asked_inside: list[str] = []
+        release = threading.Event()
+
+        def hook(correction: DecisionCorrected) -> None:
+            again = client.evaluate(
+                action=governed, principal=AGENT, resource="account:62", facts=GOOD_FACTS
+            )
+            asked_inside.append(again.determination.value)
+            release.wait(20)  # a refund reversal that takes its time
+
+        client.on_correction(hook)
+        client.submit_async(
+            action=governed, principal=AGENT, resource="account:63", facts=SUSPENDED,
+            default="allow",
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not asked_inside and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asked_inside == ["allow"], shared_stack.logs()
+        # The hook is still busy: calls are answered all the same.
+        for n in range(3):
+            answered = client.evaluate(
+                action=governed, principal=AGENT, resource=f"account:{64 + n}", facts=GOOD_FACTS
+            )
+            assert answered.determination is Determination.ALLOW
+        release.set()
+
+
+def test_an_async_on_correction_hook_runs_on_the_event_loop_and_the_sync_client_refuses_one(
+    shared_stack: LedgerStack, agent: LedgerClient, governed: str
+):
+    # An agent engineer's walkthrough: `async def` hooks were accepted and never awaited.
+    async def undo(correction: DecisionCorrected) -> None:  # pragma: no cover - refused
+        raise AssertionError("never run")
+
+    with pytest.raises(UsageError, match=r"use AsyncLedgerClient\.on_correction"):
+        agent.on_correction(undo)
+
+    async def run() -> tuple[str, bool]:
+        config = shared_stack.config(AGENT, timeout=20)
+        seen: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def on_loop(correction: DecisionCorrected) -> None:
+            await asyncio.sleep(0)
+            running = asyncio.get_running_loop() is loop
+            await seen.put((correction.request_id, running))
+
+        async with AsyncLedgerClient(config) as client:
+            client.on_correction(on_loop)
+            (request,) = await _submit_each(client, governed, "account:67", "allow", SUSPENDED)
+            request_id, on_its_loop = await asyncio.wait_for(seen.get(), 15)
+            assert request_id == request.event_id
+            return request_id, on_its_loop
+
+    _, on_its_loop = asyncio.run(run())
+    assert on_its_loop
 
 
 async def _submit_each(
@@ -384,8 +451,8 @@ def test_asyncio_client_iterates_corrections_and_calls_its_hook(
     assert agreeing.event_id not in {request_id for request_id, _ in hooked}
     assert sorted(hooked) == sorted(
         [
-            (first.event_id, "ledger-client-listener"),
-            (third.event_id, "ledger-client-listener"),
+            (first.event_id, "ledger-corrections"),
+            (third.event_id, "ledger-corrections"),
         ]
     )
 

@@ -596,7 +596,7 @@ def test_async_tools_on_either_client_fail_each_at_its_own_timeout() -> None:
 def _closable(producer: Any) -> tuple[Any, list[str]]:
     """A Kafka transport of the parts close() uses, with ``producer``; and the list its
     listener's close is recorded in."""
-    from ledger.kafka.transport import KafkaTransport
+    from ledger.kafka.transport import KafkaTransport, _Handoff
 
     transport = object.__new__(KafkaTransport)
     closed: list[str] = []
@@ -607,6 +607,7 @@ def _closable(producer: Any) -> tuple[Any, list[str]]:
         _pid=__import__("os").getpid(),
         _producer=producer,
         _listener=type("L", (), {"close": lambda self: closed.append("listener")})(),
+        _handoff=_Handoff(),
         _position_lock=threading.Lock(),
         _position_consumer=None,
     )
