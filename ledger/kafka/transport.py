@@ -77,12 +77,11 @@ from ledger.core.lifecycle import command_aggregate
 from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 from ledger.core.text import clipped
 from ledger.errors import ClientClosed, CodecError, KafkaUnavailable, TopicMissing, UsageError
-from ledger.kafka.clients import make_consumer, make_rdkafka_consumer, make_rdkafka_producer
+from ledger.kafka.clients import make_rdkafka_consumer, make_rdkafka_producer
 from ledger.kafka.reading import (
     position_key,
     rdkafka_end_offset,
     rdkafka_partitions,
-    topic_partitions,
 )
 from ledger.settings import KafkaSecurity, TopicNames
 
@@ -108,6 +107,9 @@ LISTENER_CONFIG: dict[str, Any] = {
 """librdkafka settings of the reply listener, on top of the ledger's consumer defaults."""
 
 _WAIT = 0.2  # seconds the listener blocks for a record before it looks at its stop flag
+
+POSITION_WAIT: Final = 5.0
+"""Seconds :meth:`KafkaTransport.governance_position` waits for Kafka's answers in all."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -651,19 +653,45 @@ class KafkaTransport:
             log.warning("ledger client: reply listener restarted after: %s", _describe(cause))
 
     def governance_position(self) -> dict[str, int]:
-        """The offsets of the last policy and grant events written (empty partitions left out)."""
+        """The offsets of the last policy and grant events written (empty partitions left out),
+        read with librdkafka within :data:`POSITION_WAIT` seconds, else
+        :class:`KafkaUnavailable` (an agent engineer's walkthrough: kafka-python's reader, with
+        the broker gone after a first call, waited 30 s and raised its own error, and filled
+        the agent's log with its reconnection lines)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
         topics = (self._topics.policy_events, self._topics.grant_events)
+        give_up = time.monotonic() + POSITION_WAIT
+        found: dict[str, int] = {}
         with self._position_lock:
             with self._lock:
                 self._refuse_if_closed()
             if self._position_consumer is None:
-                self._position_consumer = make_consumer(self._bootstrap, security=self._security)
+                self._position_consumer = make_rdkafka_consumer(
+                    self._bootstrap, security=self._security
+                )
             consumer = self._position_consumer
-            parts: list[Any] = []
             for topic in topics:
-                parts += topic_partitions(consumer, topic, bootstrap=self._bootstrap)
-            ends = consumer.end_offsets(parts)
-        return {position_key(tp.topic, tp.partition): ends[tp] - 1 for tp in parts if ends[tp] > 0}
+                partitions = rdkafka_partitions(
+                    consumer, topic, bootstrap=self._bootstrap, timeout=POSITION_WAIT
+                )
+                for partition in partitions:
+                    left = give_up - time.monotonic()
+                    try:
+                        if left <= 0:
+                            raise KafkaException("no answer")
+                        _, end = consumer.get_watermark_offsets(
+                            TopicPartition(topic, partition), timeout=left
+                        )
+                    except KafkaException as exc:
+                        raise KafkaUnavailable(
+                            f"the governance position could not be read from Kafka at "
+                            f"{self._bootstrap} within {POSITION_WAIT:g} s ({exc}): is Kafka "
+                            "running (`ledger ps`)?"
+                        ) from exc
+                    if end > 0:
+                        found[position_key(topic, partition)] = int(end) - 1
+        return found
 
     def close(self) -> None:
         """Fail every pending call with :class:`ClientClosed`, flush and close (idempotent)."""

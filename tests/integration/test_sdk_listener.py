@@ -32,7 +32,13 @@ from ledger.codec import default_codec
 from ledger.core.evaluate import correction_for, evaluate
 from ledger.core.events import Determination, IssueGrant
 from ledger.core.state import EMPTY_STATE
-from ledger.errors import ClientClosed, LedgerError, LedgerTimeout, TopicMissing
+from ledger.errors import (
+    ClientClosed,
+    KafkaUnavailable,
+    LedgerError,
+    LedgerTimeout,
+    TopicMissing,
+)
 from ledger.ids import new_id, utcnow
 from ledger.kafka.clients import make_admin
 
@@ -360,3 +366,26 @@ def test_a_process_ending_with_unsent_requests_says_so_of_each(
     assert all(
         line.startswith("ledger.client ledger client: asynchronous request") for line in lost
     )
+
+
+def test_the_governance_position_with_kafka_gone_is_a_ledger_error(
+    shared_stack: LedgerStack,
+) -> None:
+    # An agent engineer's walkthrough: with the broker gone after a first call,
+    # governance_position() waited 30 s and raised kafka-python's own KafkaTimeoutError, where
+    # the README promises a LedgerError for an unreachable broker.
+    from confluent_kafka import Consumer
+
+    with LedgerClient(shared_stack.config(AGENT, timeout=LONG)) as client:
+        first = client.governance_position()
+        assert first and all(offset >= 0 for offset in first.values())
+        assert client.governance_position() == first  # nothing changed meanwhile
+        transport: Any = client._transport
+        # Kafka goes away: its reader now asks where nothing listens.
+        transport._position_consumer.close()
+        transport._position_consumer = Consumer(
+            {"bootstrap.servers": "127.0.0.1:1", "group.id": "gone", "log_level": 0}
+        )
+        with pytest.raises(KafkaUnavailable) as caught:  # a LedgerError, bounded in time
+            client.governance_position()
+    assert "Kafka" in str(caught.value) and "Timeout" not in type(caught.value).__name__
