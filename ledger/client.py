@@ -423,6 +423,7 @@ class LedgerClient:
         context: Mapping[str, Value] | None,
     ) -> BatchEvaluationRequested:
         _checked_principal(principal)
+        _text_names("context", context)
         batch_items = tuple(
             _checked_item(index, item) if isinstance(item, BatchItem) else _batch_item(index, item)
             for index, item in enumerate(items)
@@ -772,8 +773,16 @@ _BATCH_ITEM_KEYS: Final = tuple(f.name for f in dataclasses.fields(BatchItem))
 
 
 def _text_names(what: str, given: Mapping[Any, Any] | None) -> None:
-    """:class:`UsageError` for a fact or context name that is not text (the wire format's
-    refusal dumped its schema)."""
+    """:class:`UsageError` for facts or a context that is not a mapping (an agent engineer's
+    walkthrough: a string raised Python's ValueError, a pydantic model a baffling "key is a
+    tuple"), or holds a name that is not text (the wire format's refusal dumped its schema)."""
+    if given is not None and not isinstance(given, Mapping):
+        kind = type(given).__name__
+        raise UsageError(
+            f"{what} is a {clipped(kind, 40)} ({clipped(repr(given), 40)}): pass a dict of "
+            "names to values (from a pydantic model, model.model_dump(); from a dataclass, "
+            "dataclasses.asdict(x))"
+        )
     odd = next((k for k in given or {} if not isinstance(k, str)), None)
     if odd is not None:
         raise UsageError(

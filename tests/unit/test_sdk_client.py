@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -763,6 +764,19 @@ def test_a_timeout_or_a_fact_name_the_client_cannot_use_is_refused_before_sendin
         client.evaluate(action="a.b", principal=AGENT, resource="r", facts={5: "x"})  # type: ignore[dict-item]
     with pytest.raises(UsageError, match="batch item 0's facts key 5 is a int"):
         client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "facts": {5: "x"}}])
+    # An agent engineer's walkthrough: facts that are no mapping raised Python's ValueError or
+    # TypeError, and a pydantic model "facts key ('amount', ...) is a tuple".
+    for odd in ("amount=1", 5, ["amount", 1], dataclass_facts()):
+        with pytest.raises(UsageError, match=r"facts is a \w+ .*: pass a dict of names"):
+            client.evaluate(action="a.b", principal=AGENT, resource="r", facts=odd)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=r"facts is a \w+ .*: pass a dict of names"):
+            client.submit_async(
+                action="a.b", principal=AGENT, resource="r", facts=odd, default="deny"
+            )  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=r"facts is a \w+ .*: pass a dict of names"):
+            client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "facts": odd}])
+        with pytest.raises(UsageError, match=r"context is a \w+ .*: pass a dict of names"):
+            client.preevaluate(AGENT, [{"action": "a.b", "resource": "r"}], context=odd)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="@enforce timeout is inf"):
         enforce(client, action="a.b", principal=AGENT, resource="r", timeout=float("inf"))
     assert silent.sent == []  # nothing left the client
@@ -948,3 +962,13 @@ def test_a_timeout_too_short_for_an_acknowledgement_says_so() -> None:
     with pytest.raises(LedgerTimeout) as raised:
         client.evaluate(action="a.b", principal=AGENT, resource="r", timeout=0.6)
     assert "shorter than Kafka takes" not in str(raised.value)
+
+
+def dataclass_facts() -> object:
+    """A dataclass an agent's tool might pass as its facts."""
+
+    @dataclasses.dataclass
+    class Refund:
+        amount: str = "1"
+
+    return Refund()
