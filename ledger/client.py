@@ -638,7 +638,7 @@ class LedgerClient:
             return future.result(timeout=limit)
         except FutureTimeout:
             self.abandon(key)
-            raise _timeout(what, key, limit, future) from None
+            raise _timeout(what, key, limit, future, self.config.bootstrap) from None
 
 
 _LONGEST_WAIT: Final = 86_400.0
@@ -714,7 +714,13 @@ _CHECK_EVERY = 0.25
 """Seconds between looks at the transport's health while waiting for corrections."""
 
 
-def _timeout(what: str, key: str, limit: float, future: Future[Any] | None = None) -> LedgerTimeout:
+def _timeout(
+    what: str,
+    key: str,
+    limit: float,
+    future: Future[Any] | None = None,
+    bootstrap: str | None = None,
+) -> LedgerTimeout:
     """The timeout of a call. Sent (Kafka acknowledged it, or the transport cannot tell), it may
     still be answered (and, a command, applied) once the processor is back; the message says so,
     and how to find out. Not yet acknowledged (the future's ``written`` false), it is in no
@@ -746,9 +752,12 @@ def _timeout(what: str, key: str, limit: float, future: Future[Any] | None = Non
             if limit < _SHORT_TIMEOUT
             else ""
         )
+        # Where this client sends (an agent engineer's walkthrough: the broker came back on
+        # another port, `ledger ps` was green, and nothing said the client still used the old).
+        kafka = f"Kafka at {bootstrap}" if bootstrap else "Kafka"
         return timed_out(
-            f"no {what} for {key} within {limit:g} s, and Kafka has not acknowledged the "
-            "message: it is in no ledger topic yet (is Kafka reachable, with this client's "
+            f"no {what} for {key} within {limit:g} s, and {kafka} has not acknowledged the "
+            "message: it is in no ledger topic yet (is Kafka reachable there, with this client's "
             f"credentials? `ledger ps`, `ledger broker status`{short}). The client sends it when "
             "Kafka takes it, within 5 minutes, and it is then decided; closing the client first "
             "drops it"
@@ -981,7 +990,7 @@ class AsyncLedgerClient:
             return await asyncio.wait_for(asyncio.wrap_future(future), limit)
         except TimeoutError:
             self._sync.abandon(key)
-            raise _timeout(what, key, limit, future) from None
+            raise _timeout(what, key, limit, future, self._sync.config.bootstrap) from None
         except asyncio.CancelledError:
             self._sync.abandon(key)
             raise

@@ -496,8 +496,10 @@ def _undecided(address: str, security: Any, settings: Settings, request_id: str)
         )
     if asked is None:
         return (
-            f"no request {shown} in {requests} either: check the id (the SDK's "
-            "Decision.request_id; `ledger decisions --principal P` lists recent ones)"
+            f"no request {shown} in {requests} either: check the id (a decision's "
+            "request_id, a LedgerTimeout's request_id; `ledger decisions --principal P` lists "
+            "recent ones), or it never reached Kafka (the SDK logs `was never delivered to "
+            "Kafka` of an asynchronous request it dropped, and a timeout with sent=False)"
         )
     dead = dead_at.get((asked.partition, asked.offset))
     when = _utc(asked.event.occurred_at)

@@ -551,10 +551,12 @@ def test_a_timeout_says_whether_kafka_took_the_request() -> None:
     # away, a rotated credential): they were lost when the agent was restarted (the operator's
     # walkthrough).
     for written, said in (
-        (False, "Kafka has not acknowledged the message: it is in no ledger topic yet"),
+        # Naming where it sends (an agent engineer's walkthrough: the broker had moved).
+        (False, "Kafka at 127.0.0.1:9 has not acknowledged the message: it is in no ledger topic"),
         (True, "it was sent and will still be decided when an evaluator is back"),
     ):
-        client = LedgerClient(ClientConfig(actor=AGENT), transport=_Unacknowledged(written))
+        config = ClientConfig(actor=AGENT, bootstrap="127.0.0.1:9")
+        client = LedgerClient(config, transport=_Unacknowledged(written))
         with pytest.raises(LedgerTimeout, match=said) as raised:
             client.evaluate(action="a.b", principal=AGENT, resource="r", timeout=0.05)
         # An agent engineer's walkthrough: the id was only in the text, for a retry's log.
