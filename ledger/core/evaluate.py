@@ -325,10 +325,11 @@ _EARLIER_WORDINGS: Final = (
     ),
     (
         re.compile(
-            r"(?P<head>.*expected .+?, (?:got|found) )(?P<kind>text|the whole number|the number"
-            r"|the boolean|an object|a list|a value|null)(?: (?P<shown>.*))?"
+            r"(?P<head>.*expected .+?[,;] (?:got|found) )(?P<kind>text|the whole number"
+            r"|the number|the boolean|an object|a list|a timestamp|a value|null)"
+            r"(?: (?P<shown>.*))?"
         ),
-        re.compile(r"(?P<head>.*expected .+?, (?:got|found) )(?P<kind>\w+) (?P<shown>.*)"),
+        re.compile(r"(?P<head>.*expected .+?[,;] (?:got|found) )(?P<kind>\w+) (?P<shown>.*)"),
         "a fact's value of the wrong kind, named in Python's words (before 2026-12-06, night)",
     ),
     *(
@@ -382,11 +383,22 @@ def _in_cel(held: re.Match[str]) -> dict[str, str | Any]:
         for k, v in held.groupdict().items()
     }
     if "kind" in groups:
-        groups["kind"] = PYTHON_KINDS.get(groups["kind"], "a value")
-        shown = groups.get("shown")
-        words: dict[Any, str | None] = {"True": "true", "False": "false", "None": None}
-        groups["shown"] = words.get(shown, shown)
+        kind, shown = str(groups["kind"]), str(groups.get("shown"))
+        # Only what a release wrote (a review: `bool true`, or an unknown kind, matched too).
+        groups["kind"] = PYTHON_KINDS.get(kind, _NEVER)
+        if kind == "bool":
+            groups["shown"] = {"True": "true", "False": "false"}.get(shown, _NEVER)
+        elif kind == "NoneType":
+            groups["shown"] = None if shown == "None" else _NEVER
+        elif kind == "Decimal":  # `Decimal Decimal('1.5')`, now `the number 1.5`
+            digits = _DECIMAL_REPR.fullmatch(shown)
+            groups["shown"] = digits.group(1) if digits else _NEVER
     return groups
+
+
+_NEVER: Final = object()
+"""What no reason's group equals: a recorded wording no release wrote matches nothing."""
+_DECIMAL_REPR: Final = re.compile(r"Decimal\('([^']*)'\)")
 
 
 def evaluate(

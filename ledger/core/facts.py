@@ -129,7 +129,13 @@ def _got(v: object) -> str:
     Decisions recorded before say it in Python's words: :data:`PYTHON_KINDS` maps them."""
     if v is None:
         return "null"
-    shown = ("true" if v else "false") if type(v) is bool else _show(v)
+    if type(v) is bool:
+        shown = "true" if v else "false"
+    elif type(v) is Decimal:  # a JSON number with a fraction: its digits (a review)
+        digits = str(v)
+        shown = digits if len(digits) <= 60 else digits[:57] + "..."
+    else:
+        shown = _show(v)
     return f"{_JSON_KINDS.get(type(v), 'a value')} {shown}"
 
 
@@ -142,6 +148,7 @@ _JSON_KINDS: Final = {
     dict: "an object",
     list: "a list",
     tuple: "a list",
+    datetime: "a timestamp",
 }
 
 PYTHON_KINDS: Final = {
@@ -152,6 +159,7 @@ PYTHON_KINDS: Final = {
     "bool": "the boolean",
     "dict": "an object",
     "list": "a list",
+    "datetime": "a timestamp",
     "NoneType": "null",
 }
 """The kinds of a fact's value as reasons recorded before 2026-12-06 (night) named them, in

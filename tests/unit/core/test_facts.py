@@ -212,3 +212,15 @@ def test_a_value_of_the_wrong_kind_is_named_in_jsons_words_and_old_wordings_stil
         assert earlier_wording(now, then) is not None, then
     assert earlier_wording(said[True], "n: expected an int, got bool False") is None
     assert earlier_wording(said["10"], "n: expected an int, got str '11'") is None
+    # A review: no wording a release never wrote is taken for an earlier one.
+    assert earlier_wording(said[True], "n: expected an int, got bool true") is None
+    assert earlier_wording(said[None], "n: expected an int, got nothing None") is None
+    # A JSON number with a fraction arrives as a Decimal: its digits, then and now.
+    _, reasons = check(FactSpec(name="n", type="int"), Decimal("1.5"))
+    assert reasons == ("n: expected an int, got the number 1.5",)
+    assert earlier_wording(reasons[0], "n: expected an int, got Decimal Decimal('1.5')")
+    assert earlier_wording(reasons[0], "n: expected an int, got float Decimal('1.5')") is None
+    # An enum's reason says `; got` (a review: those did not reproduce).
+    _, reasons = check(FactSpec(name="t", type="enum", values=("gold",)), 5)
+    assert reasons == ("t: expected one of: gold; got the whole number 5",)
+    assert earlier_wording(reasons[0], "t: expected one of: gold; got int 5")
