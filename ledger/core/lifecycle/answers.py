@@ -171,9 +171,16 @@ def _new_name_note(state: LedgerState, policy: str) -> str | None:
     close = difflib.get_close_matches(policy, names, n=1, cutoff=0.8)
     if not close:
         return None
+    meant = close[0]
+    if state.policies[meant].retired:  # a review: its proposal would be refused, retired
+        return (
+            f"note: {policy} is a new policy, its first version; did you mean {meant}? It is "
+            f"retired: `ledger policy rollback {meant} --to N` revives it, then propose a new "
+            f"version of it with `policy: {meant}` in the file"
+        )
     return (
-        f"note: {policy} is a new policy, its first version; did you mean {close[0]}? A new "
-        f"version of {close[0]} needs `policy: {close[0]}` in the file"
+        f"note: {policy} is a new policy, its first version; did you mean {meant}? A new "
+        f"version of {meant} needs `policy: {meant}` in the file"
     )
 
 
@@ -189,9 +196,14 @@ def _decides_nothing(
         return []
     takers: dict[str, str] = {}  # each of ours -> a policy that decides all it matches
     for other, theirs, ours in overlapping_governs(state, policy, mine):
+        record = state.policies[other]
+        deciding = [v for v in (record.active, record.canary) if v is not None]
         if (
             ours not in takers
-            and theirs in state.policies[other].governs()[0]  # decided, not only observed
+            # Decided in every bucket: by its active version and its canary alike (a review:
+            # a canary alone governing it decides only its share, not all of it).
+            and deciding
+            and all(theirs in record.versions[v].governs for v in deciding)
             and _decider(policy, ours, other, theirs)[0] == other
             and pattern_covers(theirs, ours)
         ):

@@ -2543,6 +2543,7 @@ def test_a_new_policy_named_like_another_is_asked_about_and_one_that_decides_not
         ApprovePolicyVersion,
         PromotePolicyVersion,
         ProposePolicyVersion,
+        RetirePolicy,
     )
     from ledger.testing import ADMIN, REVIEWER, LocalLedger
 
@@ -2572,6 +2573,22 @@ def test_a_new_policy_named_like_another_is_asked_about_and_one_that_decides_not
     assert (
         "note: email-outbund v1 will decide none of its actions: email-outbound decides email.send"
     ) in promoted, promoted
+    # A review: a retired policy's name was offered, and its proposal then refused.
+    ledger.submit_command(
+        RetirePolicy(**ledger._stamp(ADMIN), policy="email-outbound", reason="replaced")
+    )
+    again = ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp(ADMIN), document=doc("email-outbond", "email.send"))
+    ).message
+    assert "did you mean email-outbound? It is retired: `ledger policy rollback" in again, again
+    # A review: a policy whose canary alone governs the action decides only its share.
+    ledger.deploy(doc("alpha", "x.other"))
+    ledger.deploy(doc("alpha", "x.other", "sms.send"), stage=Stage.CANARY, percent=10)
+    ledger.deploy(doc("zeta", "sms.send"), stage=Stage.DRAFT)
+    shared = ledger.submit_command(
+        PromotePolicyVersion(**ledger._stamp(ADMIN), policy="zeta", version=1, stage=Stage.ACTIVE)
+    ).message
+    assert "decide none" not in shared, shared
     # Not said of a version that decides some of its actions, nor of a name far from others.
     ledger.deploy(doc("sms", "sms.send", "email.send"), stage=Stage.DRAFT)
     wider = ledger.submit_command(
