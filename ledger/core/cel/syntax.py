@@ -9,6 +9,8 @@ import re
 from collections.abc import Collection
 from typing import Any, Final
 
+from ledger.core.text import clipped
+
 __all__ = ["alternatives", "layout_free", "unguarded_reads"]
 
 
@@ -72,7 +74,7 @@ def _syntax_hint(text: str) -> str | None:
     if money:
         # A policy owner's walkthrough: `amount < 99,99`, `< $100`, `< 1,000.00` got no hint.
         return (
-            f"{money.group(0).strip()!r}: write a number without a currency sign or thousands "
+            f"{clipped(money.group(0).strip(), 40)!r}: write a number without a currency sign or thousands "
             "separators, with a point for the fraction: 99.99, 1000.00"
         )
     return None

@@ -370,18 +370,28 @@ _FLOW_START: Final = re.compile(r"\s*(?:-\s+)?[\w-]+:\s+[\[{]")
 
 
 def _misaligned(lines: list[str], at: int, indent: int) -> str:
-    """The indentation hint for line ``at``, naming the line above it with its indentation."""
-    for above in reversed(lines[max(0, at - 200) : at]):
-        written = above.split(" #", 1)[0].rstrip()
-        if written.strip() and not written.lstrip().startswith("#"):
-            lead = _LEAD.match(written)
-            theirs = lead.end() if lead else 0  # where the key starts: after a '- ', if any
-            return (
-                "this line's indentation does not line up with the lines above it: its key "
-                f"starts {indent} space(s) in, the key above it {theirs}; line up the keys of "
-                "one mapping exactly, and indent a key inside another by 2 more"
-            )
-    return "this line's indentation does not line up with the lines above it"
+    """The indentation hint for line ``at``: where the keys of the lines above it start (a
+    review: the nearest line alone was named, a list item's or a folded condition's text
+    among them, and lining up with it swallowed the line into the condition)."""
+    starts: set[int] = set()
+    for above in lines[max(0, at - 200) : at]:
+        key = _KEY_LINE.match(above)
+        if key is not None:
+            starts.add(len(key.group(1)))
+    near = sorted(starts, key=lambda n: (abs(n - indent), n))[:3]
+    if not near:
+        return "this line's indentation does not line up with the lines above it"
+    ordered = [str(n) for n in sorted(near)]
+    shown = ordered[0] if len(ordered) == 1 else f"{', '.join(ordered[:-1])} or {ordered[-1]}"
+    return (
+        f"this line's indentation does not line up with the lines above it: its key starts "
+        f"{indent} space(s) in, and the keys above it {shown}; line up the keys of one "
+        "mapping exactly, and indent a key inside another by 2 more"
+    )
+
+
+# A line holding a key (after any '- '), its indentation to the key in group 1.
+_KEY_LINE: Final = re.compile(r"([ ]*(?:-[ ]+)*)[A-Za-z_][\w.-]*[ ]*:(?:[ ]|$)")
 
 
 def _line_hint(message: str, text: str, mark: Any) -> str | None:
@@ -553,6 +563,7 @@ def read_test_cases(
         raise PolicyError([PolicyProblem(message="a tests file must be text", file=filename)])
     data, marks = load_yaml(text, filename=filename, limits=limits)
     v = Validator(filename, marks, limits)
+    v.base60()  # in a tests file too (a review: `minutes: 12:30` was a case about 750)
     policy_name: str | None = None
     path: tuple[Any, ...] = ()
     if isinstance(data, dict):

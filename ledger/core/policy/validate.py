@@ -128,6 +128,16 @@ class Validator:
             listed = sorted(self.problems[:MAX_PROBLEMS], key=lambda p: p.line or 0)
             raise PolicyError([*listed, stop])
 
+    def base60(self) -> None:
+        """A problem for each unquoted base-60 number of the document (a policy owner's
+        walkthrough: `time: 12:30` validated, and agents received 750)."""
+        for path, text in self.marks.base60.items():
+            self.add(
+                f"the unquoted {text} is read by YAML as a number in base 60 (12:30 is 750): "
+                f'quote it, "{text}", for a time or any text',
+                path,
+            )
+
     def raise_if_any(self) -> None:
         if self.problems:
             # Reading order is what a person fixing the file wants.
@@ -992,13 +1002,8 @@ def build(
     v = Validator(file, marks, limits, new_document=new_document)
     for path, (line, column) in marks.duplicates:
         v.add(f"duplicate key {path[-1]!r}", path, line=line, column=column)
-    for path, text in marks.base60.items() if new_document else ():
-        # A policy owner's walkthrough: `time: 12:30` validated, and agents received 750.
-        v.add(
-            f"the unquoted {text} is read by YAML as a number in base 60 (12:30 is 750): "
-            f'quote it, "{text}", for a time or any text',
-            path,
-        )
+    if new_document:
+        v.base60()
     if not isinstance(data, dict):
         v.add(f"a policy document must be a mapping, got {_describe(data)}", ())
         v.raise_if_any()

@@ -927,9 +927,9 @@ def test_a_constraint_in_another_language_reads_as_written_in_the_table(tmp_path
 @pytest.mark.parametrize(
     ("line", "said"),
     [
-        (" tier: {type: string}", "its key starts 1 space(s) in, the key above it 2"),
-        (' tier: "x"', "its key starts 1 space(s) in, the key above it 2"),
-        ("   tier: {type: string}", "its key starts 3 space(s) in, the key above it 2"),
+        (" tier: {type: string}", "its key starts 1 space(s) in, and the keys above it 0 or 2"),
+        (' tier: "x"', "its key starts 1 space(s) in, and the keys above it 0 or 2"),
+        ("   tier: {type: string}", "its key starts 3 space(s) in, and the keys above it 0 or 2"),
     ],
 )
 def test_a_misaligned_line_with_a_braced_value_is_told_its_indentation(
@@ -945,6 +945,20 @@ def test_a_misaligned_line_with_a_braced_value_is_told_its_indentation(
     code, _, err = run("policy", "validate", str(policy))
     assert code == 3 and "p.yaml:6:" in err and said in err, err
     assert "quote" not in err.split("(the YAML parser says")[0], err
+
+
+def test_a_misaligned_line_after_a_folded_condition_is_told_where_the_keys_start(
+    tmp_path: Path,
+) -> None:
+    # A review: the line above, a folded condition's text, was named as "the key above it";
+    # lining up with it made the line part of the condition.
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "policy: p\ngoverns: [a]\nowner: t\nrules:\n  - id: r\n    when: >\n"
+        "      true\n   effect: allow\ndefault: {effect: deny}\n"
+    )
+    code, _, err = run("policy", "validate", str(policy))
+    assert code == 3 and "its key starts 3 space(s) in, and the keys above it 0 or 4" in err, err
 
 
 def test_a_tests_files_problems_are_all_said_in_one_round(tmp_path: Path) -> None:

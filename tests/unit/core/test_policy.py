@@ -363,7 +363,8 @@ def test_a_recorded_version_prints_as_a_file_that_validates_to_the_same_hash(sou
 @pytest.mark.parametrize(
     "bound",
     ["0", '"-0"', "0.0", '"0.00"', "-0.0", '"007"', '"1.50"', "1.5", '"-1.0"', "999.99",
-     "0.12345678901234567890", '"0.12345678901234567890"', "1e3", "-12", '"12.000"'],
+     "0.12345678901234567890", '"0.12345678901234567890"', "1e3", "-12", '"12.000"',
+     "9007199254740993.0"],
 )  # fmt: skip
 def test_a_decimal_bound_prints_unquoted_only_where_it_reads_back_the_same(bound: str) -> None:
     # A policy owner's walkthrough: `min: '0'` printed quoted; unquoted only where the same
@@ -377,6 +378,9 @@ def test_a_decimal_bound_prints_unquoted_only_where_it_reads_back_the_same(bound
     recorded = parse_policy(source)
     printed = document_yaml(recorded.canonical)
     assert parse_policy(printed).content_hash == recorded.content_hash, printed
+    # The same version to a reader of floats, as an earlier release or another tool (a review).
+    as_floats = parse_policy(printed, numbers_as_floats=True).content_hash
+    assert as_floats == recorded.content_hash, printed
 
 
 def test_a_long_list_prints_an_item_a_line_so_removing_one_is_one_line_of_diff() -> None:
@@ -680,6 +684,13 @@ def test_an_unquoted_time_is_refused_not_read_as_a_base_60_number() -> None:
     assert policy.rules[2].constraints["at"] == "12:30"
     recorded = parse_policy(doc("{refund_method: credit, at: 12:30}"), new_document=False)
     assert recorded.rules[2].constraints["at"] == 750
+    # A review: a NAME.tests.yaml case took it as 750 where the same case inline was refused.
+    from ledger.core.policy import parse_test_cases
+
+    cases = "policy: refund\ncases:\n  - name: x\n    facts: {tenure_days: 12:30}\n"
+    cases += "    expect: {determination: allow}\n"
+    with pytest.raises(PolicyError, match=r"the unquoted 12:30 is read by YAML as a number"):
+        parse_test_cases(cases, filename="refund.tests.yaml")
 
 
 def test_a_long_constraint_value_is_refused_for_its_size_without_a_costly_look() -> None:
