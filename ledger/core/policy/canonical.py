@@ -151,10 +151,9 @@ def _reads_back(text: str) -> bool:
         return False
     if "." not in text:
         return str(int(text)) == text
-    exact = Decimal(text)
-    nearest = float(exact)
-    read = repr(nearest) if Decimal(repr(nearest)) == exact else str(exact)
-    return read == text
+    # Read back as YAML's float by any reader, this one or another (a review: digits no float
+    # holds read back the same here, exactly, but not by a reader of floats).
+    return repr(float(Decimal(text))) == text
 
 
 _DIGITS: Final = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?")
