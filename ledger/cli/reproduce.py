@@ -28,7 +28,7 @@ from ledger.audit.sources import (
     no_decision,
 )
 from ledger.cli.common import connection, load_settings, note_incomplete
-from ledger.cli.output import json_cell, policy_label, print_json, print_table
+from ledger.cli.output import json_cell, policy_label, print_json, print_table, printable
 from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
 from ledger.core.text import clipped
@@ -136,11 +136,14 @@ def reproduce_decision(
             }
         )
     else:
-        click.echo(
+        # Not a table cell: escaped here (a review: json_cell writes non-ASCII as it is, and
+        # an export's record may hold what a terminal acts on).
+        header = (
             f"decision {decision.event_id} (request {decision.request_id}), decided "
             f"{format_timestamp(decision.occurred_at)} at governance position "
             f"{json_cell(decision.governance_position)}, re-evaluated from {source.where}:"
         )
+        click.echo(printable(header, None, one_line=True))
         for note in (result.note, copies_note):
             if note:
                 click.echo(f"  note: {note}")
