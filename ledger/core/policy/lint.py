@@ -15,6 +15,11 @@ different terms to it, so it finds the shadowing that the order of rules makes, 
 that logic could prove dead. A finding is a warning, not a problem: the version is valid and
 decides as written; the rule is most likely in the wrong place.
 
+Rules whose condition bounds a fact by numbers no value meets (:func:`impossible_rules`):
+``amount < 10 && amount > 50`` never holds. Only a comparison of a fact with a number
+written as digits is read (``amount > 50``, ``50 < amount``); anything else is left alone.
+A warning too.
+
 Deny rules a request passes by leaving a field out (:func:`unguarded_denials`): a condition
 that reads an optional fact, or a field of the request's context, is not true for a request
 without it, so a deny rule that reads one outside a ``has()`` guard does not match such a
@@ -27,14 +32,24 @@ request it skips gets no more than the rules after it give. A warning too.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
 
 from ledger.core.cel import alternatives, unguarded_reads
 from ledger.core.policy.model import Effect, Policy, Rule
 
-__all__ = ["Shadowed", "shadowed_rules", "Unguarded", "unguarded_denials"]
+__all__ = [
+    "Impossible",
+    "impossible_rules",
+    "Shadowed",
+    "shadowed_rules",
+    "Unguarded",
+    "unguarded_denials",
+]
 
 _ALWAYS: tuple[frozenset[str], ...] = (frozenset(),)
 
@@ -170,3 +185,78 @@ def unguarded_denials(policy: Policy) -> tuple[Unguarded, ...]:
             continue  # reads nothing that may be absent: no second parse
         found.extend(Unguarded(index, name) for name in unguarded_reads(rule.when, optional))
     return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Impossible:
+    """Rule number ``index`` (from 0) never matches: each of its alternatives bounds a fact
+    by numbers no value meets; ``low`` and ``high`` are the first such pair, as written."""
+
+    index: int
+    low: str
+    high: str
+
+    def message(self) -> str:
+        """The warning in a policy owner's words (said of the rule, which is named beside it)."""
+        return (
+            f"never matches: no value is both {self.low} and {self.high}; did you mean || "
+            "(either one), or the other comparison?"
+        )
+
+
+_BOUND: Final = re.compile(
+    r"relation\(relation_(lt|le|gt|ge|eq)\("
+    r"(?:ident\((\w+)\)|literal\((-?[0-9]{1,40}(?:\.[0-9]{1,40})?)\))\),"
+    r"(?:ident\((\w+)\)|literal\((-?[0-9]{1,40}(?:\.[0-9]{1,40})?)\))\)"
+)
+_FLIPPED: Final = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq"}
+_SYMBOL: Final = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
+
+
+def impossible_rules(policy: Policy) -> tuple[Impossible, ...]:
+    """Every rule of ``policy`` whose every alternative bounds some fact by numbers no value
+    meets (``amount < 10 && amount > 50``). Pure; the policy must be valid."""
+    found = []
+    for index, rule in enumerate(policy.rules):
+        if rule.when is None:
+            continue
+        clashes = [_clash(alt) for alt in alternatives(rule.when)]
+        first = clashes[0] if clashes else None
+        if first is not None and all(c is not None for c in clashes):
+            found.append(Impossible(index, *first))
+    return tuple(found)
+
+
+def _clash(terms: frozenset[str]) -> tuple[str, str] | None:
+    """Two of ``terms`` (an alternative) that bound one fact so that no value meets both, as
+    written, or ``None``."""
+    lows: dict[str, tuple[Decimal, bool, str]] = {}  # fact -> (bound, inclusive, as written)
+    highs: dict[str, tuple[Decimal, bool, str]] = {}
+    for term in sorted(terms):
+        bound = _BOUND.fullmatch(term)
+        if bound is None:
+            continue
+        op, left, left_number, right, right_number = bound.groups()
+        if left is not None and right_number is not None:
+            name, number = left, right_number
+        elif left_number is not None and right is not None:
+            name, number, op = right, left_number, _FLIPPED[op]
+        else:
+            continue
+        value, written = Decimal(number), f"{name} {_SYMBOL[op]} {number}"
+        if op in ("gt", "ge", "eq"):
+            low = lows.get(name)
+            if low is None or value > low[0] or (value == low[0] and op == "gt"):
+                lows[name] = (value, op != "gt", written)
+        if op in ("lt", "le", "eq"):
+            high = highs.get(name)
+            if high is None or value < high[0] or (value == high[0] and op == "lt"):
+                highs[name] = (value, op != "lt", written)
+    for name, (least, least_in, least_text) in lows.items():
+        above = highs.get(name)
+        if above is None:
+            continue
+        most, most_in, most_text = above
+        if least > most or (least == most and not (least_in and most_in)):
+            return least_text, most_text
+    return None

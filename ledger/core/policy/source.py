@@ -25,7 +25,7 @@ import yaml
 from ledger.core import boundedjson
 from ledger.core.cel.syntax import parses
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.policy.lint import shadowed_rules, unguarded_denials
+from ledger.core.policy.lint import impossible_rules, shadowed_rules, unguarded_denials
 from ledger.core.policy.model import Policy, PolicyTestCase
 from ledger.core.policy.validate import Marks, Validator, build
 from ledger.core.text import clipped
@@ -527,6 +527,12 @@ def check_policy(
         rule = None if found.index is None else policy.rules[found.index].id
         warnings.append(
             PolicyProblem(message=found.message(policy), file=filename, rule=rule, line=line)
+        )
+    for impossible in impossible_rules(policy):
+        line, _ = marks.at(("rules", impossible.index, "when"))
+        rule = policy.rules[impossible.index].id
+        warnings.append(
+            PolicyProblem(message=impossible.message(), file=filename, rule=rule, line=line)
         )
     for unguarded in unguarded_denials(policy):
         line, _ = marks.at(("rules", unguarded.index, "when"))

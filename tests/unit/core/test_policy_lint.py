@@ -391,3 +391,53 @@ def test_a_condition_not_warned_about_decides_every_request_without_the_fact(whe
         return
     for b, s in itertools.product([0, 4], ["x", "y"]):
         assert condition.fn({"b": b, "s": s}, {}, Meter(10_000)) in (True, False), (b, s)
+
+
+def test_a_rule_bounding_a_fact_by_numbers_no_value_meets_is_warned_of() -> None:
+    # A policy owner's walkthrough: `amount < 10 && amount > 50` validated without a word.
+    from ledger.core.policy.lint import impossible_rules
+
+    policy = parse_policy(
+        _policy(
+            _rules(
+                "b < 10 && b > 50",
+                "5 > b && b >= 5",
+                "(b < 1 && b > 2) || b == 3",  # one alternative can hold: not warned of
+                "b == 3 && b == 4",
+                "b >= 10 && b <= 10",  # exactly 10: it can hold
+                "b > 2 && s == 'x'",
+            )
+        )
+    )
+    found = {policy.rules[i.index].id: i.message() for i in impossible_rules(policy)}
+    assert found == {
+        "r0": "never matches: no value is both b > 50 and b < 10; did you mean || (either "
+        "one), or the other comparison?",
+        "r1": "never matches: no value is both b >= 5 and b < 5; did you mean || (either one), "
+        "or the other comparison?",
+        "r3": "never matches: no value is both b == 4 and b == 3; did you mean || (either one), "
+        "or the other comparison?",
+    }
+    _, warnings = check_policy(_policy(_rules("b < 10 && b > 50")), filename="p.yaml")
+    assert [(w.rule, w.line) for w in warnings] == [("r0", 11)]  # the rule's when: line
+
+
+_COMPARISON = st.builds(
+    lambda op, n, flipped: f"{n} {op} b" if flipped else f"b {op} {n}",
+    st.sampled_from(["<", "<=", ">", ">=", "=="]),
+    st.integers(-3, 3),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_COMPARISON, min_size=1, max_size=3), min_size=1, max_size=2))
+def test_a_rule_warned_impossible_holds_for_no_value(alts: list[list[str]]) -> None:
+    from ledger.core.policy.lint import impossible_rules
+
+    when = " || ".join("(" + " && ".join(terms) + ")" for terms in alts)
+    policy = parse_policy(_policy(_rules(when)))
+    if impossible_rules(policy):
+        for b in range(-6, 7):
+            outcome, _ = policy.run({"b": b}, {})
+            assert outcome.rule != "r0", (when, b)
