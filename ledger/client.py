@@ -43,6 +43,7 @@ import inspect
 import logging
 import os
 import queue
+import threading
 import time
 import warnings
 import weakref
@@ -94,6 +95,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledger.client")
+HOOK_WAIT: Final = 5.0
+"""Seconds :meth:`AsyncLedgerClient.close` waits for async ``on_correction`` callbacks."""
+
 KEEP_CORRECTIONS = 10_000
 """Corrections a client keeps for :meth:`LedgerClient.corrections` at most; beyond, the oldest
 unread one is dropped (with a warning, once): an agent that only uses ``on_correction`` never
@@ -309,10 +313,15 @@ class LedgerClient:
             # At exit too: the process ending dropped the asynchronous requests still unsent
             # (Kafka away) without a word, where close() says so of each (an agent engineer's
             # walkthrough). Closing a copy inherited across a fork() touches nothing.
-            finalizer = weakref.finalize(self, _unclosed, transport)
+            hooks: _HookRunner | None = _HookRunner()
+            finalizer = weakref.finalize(self, _unclosed, transport, hooks)
             self._finalizer: weakref.finalize[Any, Any] | None = finalizer
         else:
             self._finalizer = None
+            # A transport that calls the sink from its reply listener (a Kafka one given here)
+            # gets the hooks run off that thread too; an in-memory one runs them inline.
+            hooks = _HookRunner() if getattr(transport, "SINK_ON_LISTENER", False) else None
+        self._hooks = hooks
         if codec is not None and self._finalizer is None:
             raise UsageError("pass the codec to the transport, not to the client that uses it")
         self._transport: Transport = transport
@@ -335,11 +344,16 @@ class LedgerClient:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Close the client and its transport; later calls raise :class:`ClientClosed`."""
+        """Close the client and its transport; later calls raise :class:`ClientClosed`. An
+        ``on_correction`` callback still at work finishes the corrections handed to it."""
         self._closed = True
         if self._finalizer is not None:
             self._finalizer.detach()
-        self._transport.close()
+        try:
+            self._transport.close()
+        finally:
+            if self._hooks is not None:
+                self._hooks.close()
 
     def __enter__(self) -> LedgerClient:
         return self
@@ -508,13 +522,14 @@ class LedgerClient:
         """Call ``callback`` for every correction of this client (on the Kafka transport's
         listener thread; on the submitting thread for the in-memory ones). ``None`` removes it.
 
-        The callback runs on a thread of its own, never the one reading decisions, so a slow
-        one (an HTTP call reversing a refund) delays only the corrections after it. An
-        exception in the callback is logged and does not stop the client. Each correction also
-        goes to :meth:`corrections`' queue: act on it in one place, not both. An ``async def``
+        With the Kafka transport the callback runs on a thread of its own, one correction
+        after another, never on the thread reading decisions, so a slow one (an HTTP call
+        reversing a refund) delays only the corrections after it. An exception in the callback
+        (``SystemExit`` too) is logged and does not stop the client. Each correction also goes
+        to :meth:`corrections`' queue first: act on it in one place, not both. An ``async``
         callback is refused here: :class:`AsyncLedgerClient` runs one on its event loop.
         """
-        if inspect.iscoroutinefunction(callback):
+        if _is_async_callable(callback):
             raise UsageError(
                 "on_correction got an async function, which this client would never await: "
                 "pass a plain function, or use AsyncLedgerClient.on_correction, which runs it "
@@ -615,22 +630,14 @@ class LedgerClient:
                     "with corrections() or next_correction(), or use on_correction)",
                     KEEP_CORRECTIONS,
                 )
-        self._corrections.put(correction)
+        self._corrections.put(correction)  # first: a stuck callback holds nothing back here
         callback = self._on_correction
-        if callback is not None:
-            try:
-                made = callback(correction)
-            except Exception:  # the user's hook; the transport serves every call
-                log.exception("ledger client: on_correction callback failed")
-            else:
-                if inspect.iscoroutine(made):  # `lambda c: undo(c)` of an async undo
-                    made.close()
-                    log.error(
-                        "ledger client: the on_correction callback returned a coroutine, which "
-                        "nobody awaits: correction %s was not acted on by it (pass an async "
-                        "function to AsyncLedgerClient.on_correction)",
-                        correction.request_id,
-                    )
+        if callback is None:
+            return
+        if self._hooks is not None:
+            self._hooks.give(callback, correction)
+        else:
+            _call_hook(callback, correction)
 
     def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
@@ -655,21 +662,154 @@ def checked_wait(value: Any, what: str) -> float:
     return float(value)
 
 
-def _hook_done(ran: Future[Any]) -> None:
-    """Log an async ``on_correction`` callback's failure (a cancelled one is no failure)."""
+def _is_async_callable(callback: object) -> bool:
+    """Is calling ``callback`` making a coroutine: an ``async def`` function, a partial of
+    one, or an object whose ``__call__`` is one (a review: such a handler was taken for a
+    plain function, and its coroutine never run)."""
+    if inspect.iscoroutinefunction(callback):
+        return True
+    if inspect.isroutine(callback):
+        return False
+    return inspect.iscoroutinefunction(inspect.getattr_static(type(callback), "__call__", None))
+
+
+def _call_hook(
+    callback: Callable[[DecisionCorrected], object], correction: DecisionCorrected
+) -> None:
+    """Call an ``on_correction`` callback: whatever it raises is logged, ``SystemExit`` too (a
+    review: one stopped every later correction without a word); a coroutine it returns, which
+    nobody would await, is closed and said."""
+    try:
+        made = callback(correction)
+    except BaseException:  # the user's code: the corrections after it must still come
+        log.exception("ledger client: on_correction callback failed")
+        return
+    if inspect.iscoroutine(made):  # `lambda c: undo(c)` of an async undo
+        made.close()
+        log.error(
+            "ledger client: the on_correction callback returned a coroutine, which nobody "
+            "awaits: correction %s was not acted on by it (pass the async function to "
+            "AsyncLedgerClient.on_correction, inside a running event loop)",
+            correction.request_id,
+        )
+
+
+class _HookRunner:
+    """The thread an ``on_correction`` callback runs on, one correction after another (an
+    agent engineer's walkthrough: run on the reply listener, a hook that took 8 s to reverse a
+    refund made every call of the client time out, blaming Kafka, and one that asked the
+    ledger again waited on itself). Started at the first correction; at most
+    :data:`KEEP_CORRECTIONS` wait for the callback, the oldest dropped beyond (with an error:
+    :meth:`LedgerClient.corrections` and the ledger keep them)."""
+
+    SLOW: Final = 1_000
+    """Corrections waiting for the callback past which a warning says it is slow (once)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[[DecisionCorrected], object], Any] | None] = (
+            queue.Queue()
+        )
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+        self._dropped = 0
+        self._busy = 0  # corrections handed over and not yet done with
+        self._idle = threading.Condition(self._lock)
+
+    def give(self, callback: Callable[[DecisionCorrected], object], correction: Any) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="ledger-corrections", daemon=True
+                )
+                self._thread.start()
+            self._busy += 1
+        waiting = self._queue.qsize()
+        if waiting >= KEEP_CORRECTIONS:
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+                self._done()
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error(
+                    "ledger client: %d corrections wait for the on_correction callback, which "
+                    "is stuck: the oldest are no longer handed to it (corrections() and "
+                    "`ledger decisions` still have them)",
+                    KEEP_CORRECTIONS,
+                )
+        elif waiting >= self.SLOW and not self._warned:
+            self._warned = True
+            log.warning(
+                "ledger client: %d corrections wait for the on_correction callback: it is slow "
+                "(hand slow work to a thread or a queue of your own)",
+                waiting,
+            )
+        self._queue.put((callback, correction))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                _call_hook(*item)
+            finally:
+                self._done()
+
+    def _done(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            if self._busy <= 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every correction handed over has been given to
+        the callback (an async client's callback has then scheduled its coroutine)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy <= 0, timeout)
+
+    def close(self) -> None:
+        """Let the thread end after the corrections already handed to it; wait for it a
+        moment (never from the thread itself: a callback may close its client), then say how
+        many it still had (a daemon: it goes on while the process runs)."""
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        if thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        left = self._queue.qsize() - 1  # the stop mark
+        if thread.is_alive() and left > 0:
+            log.warning(
+                "ledger client: closed with %d corrections still waiting for the on_correction "
+                "callback: it goes on with them while the process runs (`ledger decisions` "
+                "has each)",
+                left,
+            )
+
+
+def _hook_done(ran: Future[Any], correction: DecisionCorrected) -> None:
+    """Log an async ``on_correction`` callback that failed, or was cancelled before it
+    finished (its event loop ended, or the client closed: a review found it said nothing)."""
     if ran.cancelled():
+        log.error(
+            "ledger client: the on_correction callback for correction %s was cancelled before "
+            "it finished (its event loop ended, or the client closed): it did not act on it",
+            correction.request_id,
+        )
         return
     failure = ran.exception()
     if failure is not None:
         log.error("ledger client: on_correction callback failed", exc_info=failure)
 
 
-def _unclosed(transport: Transport) -> None:
+def _unclosed(transport: Transport, hooks: _HookRunner | None = None) -> None:
     """What a client collected unclosed does (a ``weakref.finalize``): close its transport,
     then say so (a warning filter that raises must not leave the transport open, nor escape
     the collector)."""
     with contextlib.suppress(Exception):
         transport.close()
+    if hooks is not None:
+        with contextlib.suppress(Exception):
+            hooks.close()
     with contextlib.suppress(Warning):
         warnings.warn(
             "a LedgerClient was never closed: its Kafka connections are closed now; close it "
@@ -785,19 +925,28 @@ def _text_names(what: str, given: Mapping[Any, Any] | None) -> None:
     """:class:`UsageError` for facts or a context that is not a mapping (an agent engineer's
     walkthrough: a string raised Python's ValueError, a pydantic model a baffling "key is a
     tuple"), or holds a name that is not text (the wire format's refusal dumped its schema)."""
-    if given is not None and not isinstance(given, Mapping):
+    if given is not None and not isinstance(given, Mapping) and not _keyed(given):
         kind = type(given).__name__
         raise UsageError(
             f"{what} is a {clipped(kind, 40)} ({clipped(repr(given), 40)}): pass a dict of "
             "names to values (from a pydantic model, model.model_dump(); from a dataclass, "
             "dataclasses.asdict(x))"
         )
-    odd = next((k for k in given or {} if not isinstance(k, str)), None)
+    odd = next(
+        (k for k in (given.keys() if given is not None else ()) if not isinstance(k, str)), None
+    )
     if odd is not None:
         raise UsageError(
             f"{what} key {clipped(repr(odd), 40)} is a {type(odd).__name__}: fact and context "
             "names are text"
         )
+
+
+def _keyed(given: object) -> bool:
+    """Is ``given`` a mapping by its methods, as ``dict()`` reads one (``keys`` and item
+    lookup), though not registered as a ``Mapping`` (a review: such a class was accepted
+    before, and refused by the check for a mapping)?"""
+    return callable(getattr(given, "keys", None)) and callable(getattr(given, "__getitem__", None))
 
 
 def _batch_item(index: int, item: Mapping[str, Any]) -> BatchItem:
@@ -835,6 +984,7 @@ def _checked_item(index: int, item: BatchItem) -> BatchItem:
     """A :class:`BatchItem` built by the caller, held to what a mapping item is (a review: one
     with an empty action, or None for its resource or id, went out as it was)."""
     _checked_names(item.action, item.resource, f"batch item {index}'s ")
+    _text_names(f"batch item {index}'s facts", item.facts)  # a review: a str escaped here
     if not isinstance(item.item_id, str):
         raise UsageError(
             f"batch item {index}'s item_id {clipped(repr(item.item_id), 80)} is a "
@@ -907,6 +1057,13 @@ class AsyncLedgerClient:
         self._sync = LedgerClient(config, transport=transport, codec=codec)
         self.config = config
         self._owns = True  # its own client: closing this closes it
+        self._async_hooks()
+
+    def _async_hooks(self) -> None:
+        """The state of the async ``on_correction`` callbacks scheduled on an event loop."""
+        self._hooks_lock = threading.Lock()
+        self._running_hooks: set[Future[Any]] = set()
+        self._hook_turn: asyncio.Lock | None = None
 
     @classmethod
     async def connect(
@@ -939,6 +1096,7 @@ class AsyncLedgerClient:
         client, and every tool guarded by it failed until a restart); close ``client``."""
         face = cls.__new__(cls)
         face._sync, face.config, face._owns = client, client.config, False
+        face._async_hooks()
         return face
 
     async def _ready(self) -> None:
@@ -1057,36 +1215,68 @@ class AsyncLedgerClient:
         | Callable[[DecisionCorrected], Awaitable[None]]
         | None,
     ) -> None:
-        """Call ``callback`` for every correction of this client. An ``async def`` callback
-        runs on the event loop this is called from (call it inside a running loop; an agent
-        engineer's walkthrough: one was accepted and never awaited); a plain function, as
-        :meth:`LedgerClient.on_correction` runs it: on a thread of its own, not the event loop
-        (to touch loop objects, hand over with ``loop.call_soon_threadsafe``). ``None`` removes
-        it. A failure of either is logged and does not stop the client."""
-        if not inspect.iscoroutinefunction(callback):
-            self._sync.on_correction(callback)  # type: ignore[arg-type]
+        """Call ``callback`` for every correction of this client, as
+        :meth:`LedgerClient.on_correction` does: a plain function on a thread of the client's
+        own, one correction after another, not the event loop (to touch loop objects, hand
+        over with ``loop.call_soon_threadsafe``). Set inside a running event loop, what the
+        callback returns that can be awaited (an ``async def`` callback's coroutine) runs on
+        that loop, one correction after another too (an agent engineer's walkthrough: one was
+        accepted and never awaited); :meth:`close` waits for them a moment. ``None`` removes
+        it. A failure of either kind is logged and does not stop the client."""
+        if callback is None:
+            self._sync.on_correction(None)
             return
         try:
-            loop = asyncio.get_running_loop()
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
-            raise UsageError(
-                "an async on_correction callback runs on the event loop it is set from: set it "
-                "inside a running loop (in an async function)"
-            ) from None
-        hook = callback
+            loop = None
+        if loop is None:
+            if _is_async_callable(callback):
+                raise UsageError(
+                    "an async on_correction callback runs on the event loop it is set from: "
+                    "set it inside a running loop (in an async function)"
+                )
+            self._sync.on_correction(callback)  # type: ignore[arg-type]
+            return
+        hook, on = callback, loop
 
         def on_loop(correction: DecisionCorrected) -> None:
-            if loop.is_closed():
-                log.error(
-                    "ledger client: correction %s not handed to the on_correction callback: "
-                    "its event loop is closed",
-                    correction.request_id,
-                )
-                return
-            ran = asyncio.run_coroutine_threadsafe(hook(correction), loop)
-            ran.add_done_callback(_hook_done)
+            made = hook(correction)  # a failure here is logged by the caller
+            if inspect.isawaitable(made):
+                self._schedule(made, correction, on)
 
         self._sync.on_correction(on_loop)
+
+    def _schedule(
+        self, made: Awaitable[Any], correction: DecisionCorrected, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Run ``made`` (an async callback's awaitable) on ``loop``, after those before it."""
+        if loop.is_closed():
+            if inspect.iscoroutine(made):
+                made.close()
+            log.error(
+                "ledger client: correction %s not handed to the on_correction callback: its "
+                "event loop is closed",
+                correction.request_id,
+            )
+            return
+
+        async def in_turn() -> None:
+            if self._hook_turn is None:  # made on the loop, where it is used
+                self._hook_turn = asyncio.Lock()
+            async with self._hook_turn:
+                await made
+
+        ran = asyncio.run_coroutine_threadsafe(in_turn(), loop)
+        with self._hooks_lock:
+            self._running_hooks.add(ran)
+
+        def done(finished: Future[Any]) -> None:
+            with self._hooks_lock:
+                self._running_hooks.discard(finished)
+            _hook_done(finished, correction)
+
+        ran.add_done_callback(done)
 
     async def submit_command(
         self, command: Command, *, timeout: float | None = None
@@ -1101,10 +1291,36 @@ class AsyncLedgerClient:
     async def close(self) -> None:
         """Close the client this one made (a :meth:`wrapping` face leaves the client it was
         given open)."""
+        await self._finish_hooks()
         if not self._owns:
             return
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._sync.close)
+
+    async def _finish_hooks(self) -> None:
+        """Wait up to :data:`HOOK_WAIT` seconds for the async callbacks still running, then
+        cancel the rest, said (a review: ``asyncio.run`` ending cancelled them silently, and
+        the agent's undo of an allow never ran)."""
+        give_up = time.monotonic() + HOOK_WAIT
+        hooks = self._sync._hooks
+        if hooks is not None:  # corrections handed over, their coroutines not yet scheduled
+            await asyncio.to_thread(hooks.wait_idle, HOOK_WAIT)
+        with self._hooks_lock:
+            running = list(self._running_hooks)
+        if not running:
+            return
+        waiting = [asyncio.wrap_future(f) for f in running]
+        left = max(0.0, give_up - time.monotonic())
+        _, late = await asyncio.wait(waiting, timeout=left)
+        if late:
+            log.error(
+                "ledger client: %d async on_correction callbacks had not finished %g s after "
+                "the client was closed: they are cancelled",
+                len(late),
+                HOOK_WAIT,
+            )
+            for each in late:
+                each.cancel()
 
     async def __aenter__(self) -> AsyncLedgerClient:
         return self

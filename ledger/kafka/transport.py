@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -58,7 +57,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.evaluate import answers_batch, answers_request, correction_for
@@ -115,58 +114,6 @@ POSITION_WAIT: Final = 5.0
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class _Handoff:
-    """A thread of its own for the corrections handed to the client's sink, which runs the
-    user's ``on_correction`` hook: the listener that reads replies and serves the producer's
-    delivery reports never waits on user code (an agent engineer's walkthrough: a hook that
-    took 8 s to reverse a refund made every call of the client time out, blaming Kafka, and a
-    hook that asked the ledger again waited on itself). Started at the first correction."""
-
-    SLOW: Final = 1_000
-    """Corrections waiting for the hook past which a warning says the hook is slow (once)."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[Any], None], Any] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._warned = False
-
-    def give(self, sink: Callable[[Any], None], event: Any) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ledger-corrections", daemon=True
-                )
-                self._thread.start()
-        self._queue.put((sink, event))
-        if not self._warned and self._queue.qsize() > self.SLOW:
-            self._warned = True
-            log.warning(
-                "ledger client: %d corrections wait for the on_correction hook: it is slow or "
-                "stuck (hand slow work to a thread or a queue of your own)",
-                self.SLOW,
-            )
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            sink, event = item
-            try:
-                sink(event)
-            except Exception:  # the sink logs a hook's failure; this thread must go on
-                log.exception("ledger client: handing a correction over failed")
-
-    def close(self) -> None:
-        """Stop after the corrections already handed over (a hook that never returns is not
-        waited for: the thread is a daemon)."""
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=1.0)
 
 
 class _ListenerConsumer:
@@ -466,6 +413,10 @@ class KafkaTransport:
     the ledger cannot be reached.
     """
 
+    SINK_ON_LISTENER: ClassVar[bool] = True
+    """A correction's sink is called on the reply listener's thread: the client runs its
+    user's ``on_correction`` callback elsewhere (:class:`ledger.client.LedgerClient`)."""
+
     def __init__(
         self,
         bootstrap: str,
@@ -494,7 +445,6 @@ class KafkaTransport:
         self._failure: BaseException | None = None
         self._closed = False
         self._restart_lock = threading.Lock()
-        self._handoff = _Handoff()  # runs the correction sink (the user's hook) off the listener
         self._pid = os.getpid()  # librdkafka's threads do not survive a fork()
         self._fatal: Any = None  # the producer's fatal error, once it has raised one
         self._producer = make_rdkafka_producer(bootstrap, security=security)
@@ -661,9 +611,11 @@ class KafkaTransport:
         from confluent_kafka import KafkaException, TopicPartition
 
         topics = (self._topics.policy_events, self._topics.grant_events)
-        give_up = time.monotonic() + POSITION_WAIT
         found: dict[str, int] = {}
         with self._position_lock:
+            # Counted from here, the metadata reads included (a review: a caller waiting for
+            # another's call lost its time, and each metadata read had 5 s of its own).
+            give_up = time.monotonic() + POSITION_WAIT
             with self._lock:
                 self._refuse_if_closed()
             if self._position_consumer is None:
@@ -673,7 +625,10 @@ class KafkaTransport:
             consumer = self._position_consumer
             for topic in topics:
                 partitions = rdkafka_partitions(
-                    consumer, topic, bootstrap=self._bootstrap, timeout=POSITION_WAIT
+                    consumer,
+                    topic,
+                    bootstrap=self._bootstrap,
+                    timeout=max(0.1, give_up - time.monotonic()),
                 )
                 for partition in partitions:
                     left = give_up - time.monotonic()
@@ -730,14 +685,17 @@ class KafkaTransport:
             # be gone before the producer is. Then the producer's threads and broker connections
             # go now, not when the object is collected: a closed client kept by its caller must
             # not go on reconnecting to a broker.
-            self._listener.close()
-            self._handoff.close()
+            # Each step whatever the one before did (a review: one that raised left the
+            # producer connected for the life of the process).
+            with contextlib.suppress(Exception):
+                self._listener.close()
             with contextlib.suppress(Exception):
                 self._producer.close()
             with self._position_lock:
-                if self._position_consumer is not None:
-                    self._position_consumer.close()
-                    self._position_consumer = None
+                consumer, self._position_consumer = self._position_consumer, None
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    consumer.close()
 
     # ------------------------------------------------------------------ internals
 
@@ -927,7 +885,7 @@ class KafkaTransport:
             if early is None:
                 return
             del self._watching[key]  # one correction per request
-        self._handoff.give(watched.sink, early)
+        watched.sink(early)
 
     def _correction(self, key: bytes, value: bytes) -> None:
         with self._lock:
@@ -953,7 +911,7 @@ class KafkaTransport:
             elif not _answers(event, watched.expected):
                 return  # not the correction of this client's request
             del self._watching[key]  # one correction per request
-        self._handoff.give(watched.sink, event)
+        watched.sink(event)
 
     def _unbound(self, key: bytes, watched: Watch, exc: Exception) -> None:
         """Watched request ``key``'s decision does not decode here: say so, and take its
@@ -975,7 +933,7 @@ class KafkaTransport:
             if early is None:
                 return
             del self._watching[key]
-        self._handoff.give(watched.sink, early)
+        watched.sink(early)
 
     def _dispatch(self, topic: str, key: bytes | None, value: bytes) -> None:
         if key is None:

@@ -33,14 +33,6 @@ CODEC = default_codec()
 TOPICS = TopicNames()
 
 
-class _AtOnce:
-    """The transport's hand-over of corrections to their sink, run at once on this thread (the
-    real one runs them on a thread of its own: tested against Kafka)."""
-
-    def give(self, sink: Any, event: Any) -> None:
-        sink(event)
-
-
 class Listener:
     """A transport's listener side, without its consumer: what it delivers, and its watches."""
 
@@ -51,7 +43,6 @@ class Listener:
         self.transport._lock = threading.Lock()  # type: ignore[attr-defined]
         self.transport._pending = {}  # type: ignore[attr-defined]
         self.transport._watching = OrderedDict()  # type: ignore[attr-defined]
-        self.transport._handoff = _AtOnce()  # type: ignore[attr-defined]
         self.delivered: list[DecisionCorrected] = []
 
     @property

@@ -407,6 +407,134 @@ def test_a_failing_hook_is_logged_and_silences_nothing(caplog: pytest.LogCapture
         client.submit_async(action="a", principal=AGENT, resource="r", default="error")
 
 
+class _ListenerTransport(MockTransport):
+    """An in-memory transport that, as the Kafka one, calls the correction sink from a reply
+    listener: the client runs the user's callback on a thread of its own."""
+
+    SINK_ON_LISTENER = True
+
+    def __init__(self) -> None:
+        super().__init__(lambda message: Determination.DENY)
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+        super().close()
+
+
+def _denied(client: LedgerClient, n: int) -> list[str]:
+    """``n`` asynchronous requests defaulting to allow, each denied: each gets a correction."""
+    return [
+        client.submit_async(
+            action="refund.issue", principal=AGENT, resource=f"a:{i}", default="allow"
+        ).event_id
+        for i in range(n)
+    ]
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "not within 10 s"
+        time.sleep(0.01)
+
+
+def test_a_callback_that_exits_or_closes_its_client_stops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A review: a hook raising SystemExit killed the thread (every later correction lost, no
+    # word), and one calling client.close() raised "cannot join current thread" and left the
+    # producer connected.
+    transport = _ListenerTransport()
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=transport)
+    seen: list[tuple[str, str]] = []
+
+    def hook(correction: Any) -> None:
+        seen.append((correction.request_id, threading.current_thread().name))
+        if len(seen) == 1:
+            raise SystemExit("stop the agent")
+
+    client.on_correction(hook)
+    with caplog.at_level(logging.ERROR, logger="ledger.client"):
+        asked = _denied(client, 3)
+        _until(lambda: len(seen) == 3)
+    assert [request for request, _ in seen] == asked  # in order, each once
+    assert {thread for _, thread in seen} == {"ledger-corrections"}
+    assert "on_correction callback failed" in caplog.text and "SystemExit" in caplog.text
+    assert [client.take_correction().request_id for _ in asked] == asked  # type: ignore[union-attr]
+
+    closing = LedgerClient(ClientConfig(actor=AGENT), transport=_ListenerTransport())
+    outcome: list[str] = []
+
+    def close_it(correction: Any) -> None:
+        try:
+            closing.close()
+            outcome.append("closed")
+        except BaseException as exc:  # pragma: no cover - the defect
+            outcome.append(repr(exc))
+
+    closing.on_correction(close_it)
+    _denied(closing, 1)
+    _until(lambda: bool(outcome))
+    assert outcome == ["closed"]
+    assert closing._transport.closed == 1  # type: ignore[attr-defined]
+
+
+def test_an_async_callback_runs_on_its_loop_in_turn_and_close_waits_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A review: an object with `async def __call__` was taken for a plain function and never
+    # run; async callbacks ran side by side; closing let asyncio.run cancel them silently.
+    class Undo:
+        def __init__(self) -> None:
+            self.steps: list[str] = []
+
+        async def __call__(self, correction: Any) -> None:
+            self.steps.append("start")
+            await asyncio.sleep(0.05)
+            self.steps.append("end")
+
+    undo = Undo()
+    with pytest.raises(UsageError, match="use AsyncLedgerClient"):
+        LedgerClient(ClientConfig(actor=AGENT), transport=_ListenerTransport()).on_correction(undo)
+
+    async def run() -> None:
+        client = AsyncLedgerClient(ClientConfig(actor=AGENT), transport=_ListenerTransport())
+        client.on_correction(undo)
+        for i in range(3):
+            await client.submit_async(
+                action="refund.issue", principal=AGENT, resource=f"a:{i}", default="allow"
+            )
+        await client.close()  # waits for the callbacks still running
+
+    asyncio.run(run())
+    assert undo.steps == ["start", "end"] * 3
+
+    class Stuck:
+        async def __call__(self, correction: Any) -> None:
+            await asyncio.sleep(60)
+
+    async def stuck(monkeypatch_wait: float) -> None:
+        client = AsyncLedgerClient(ClientConfig(actor=AGENT), transport=_ListenerTransport())
+        client.on_correction(Stuck())
+        await client.submit_async(
+            action="refund.issue", principal=AGENT, resource="a:9", default="allow"
+        )
+        _until(lambda: bool(client._running_hooks))
+        await client.close()
+
+    import ledger.client as module
+
+    waited, module.HOOK_WAIT = module.HOOK_WAIT, 0.2
+    try:
+        with caplog.at_level(logging.ERROR, logger="ledger.client"):
+            asyncio.run(stuck(0.2))
+    finally:
+        module.HOOK_WAIT = waited
+    assert "1 async on_correction callbacks had not finished" in caplog.text
+    assert "was cancelled before it finished" in caplog.text
+
+
 def test_unread_corrections_and_watched_requests_are_bounded(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -599,7 +727,7 @@ def test_async_tools_on_either_client_fail_each_at_its_own_timeout() -> None:
 def _closable(producer: Any) -> tuple[Any, list[str]]:
     """A Kafka transport of the parts close() uses, with ``producer``; and the list its
     listener's close is recorded in."""
-    from ledger.kafka.transport import KafkaTransport, _Handoff
+    from ledger.kafka.transport import KafkaTransport
 
     transport = object.__new__(KafkaTransport)
     closed: list[str] = []
@@ -610,7 +738,6 @@ def _closable(producer: Any) -> tuple[Any, list[str]]:
         _pid=__import__("os").getpid(),
         _producer=producer,
         _listener=type("L", (), {"close": lambda self: closed.append("listener")})(),
-        _handoff=_Handoff(),
         _position_lock=threading.Lock(),
         _position_consumer=None,
     )
@@ -779,9 +906,24 @@ def test_a_timeout_or_a_fact_name_the_client_cannot_use_is_refused_before_sendin
             client.preevaluate(AGENT, [{"action": "a.b", "resource": "r", "facts": odd}])
         with pytest.raises(UsageError, match=r"context is a \w+ .*: pass a dict of names"):
             client.preevaluate(AGENT, [{"action": "a.b", "resource": "r"}], context=odd)  # type: ignore[arg-type]
+        item = BatchItem(item_id="1", action="a.b", resource="r", facts=odd)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=r"batch item 0's facts is a \w+ .*: pass a dict"):
+            client.preevaluate(AGENT, [item])
     with pytest.raises(UsageError, match="@enforce timeout is inf"):
         enforce(client, action="a.b", principal=AGENT, resource="r", timeout=float("inf"))
     assert silent.sent == []  # nothing left the client
+
+    # A review: a class with keys() and item lookup, not registered as a Mapping, was accepted
+    # before (dict() reads it) and stays so.
+    class Keyed:
+        def keys(self) -> list[str]:
+            return ["amount"]
+
+        def __getitem__(self, name: str) -> str:
+            return "1"
+
+    client.submit_async(action="a.b", principal=AGENT, resource="r", facts=Keyed(), default="deny")  # type: ignore[arg-type]
+    assert silent.sent[-1].facts == {"amount": "1"}  # type: ignore[union-attr]
 
 
 def test_enforce_above_classmethod_says_which_way_round() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ledger.kafka.transport import KafkaTransport, _Handoff
+from ledger.kafka.transport import KafkaTransport
 
 
 class _Producer:
@@ -49,7 +49,6 @@ def _transport(producer: _Producer, *, pid: int | None = None) -> Any:
     transport._pending = {}
     transport._producer = producer
     transport._listener = _Listener()
-    transport._handoff = _Handoff()
     transport._position_lock = threading.Lock()
     transport._position_consumer = None
     return transport
