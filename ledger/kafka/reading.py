@@ -96,10 +96,11 @@ def rdkafka_partitions(
                 "$LEDGER_SASL_PASSWORD)"
             ) from exc
         raise KafkaUnavailable(
-            f"cannot read Kafka's metadata{where}: {error} (a broker that refuses this client's "
-            "credentials looks the same to librdkafka: check `ledger credentials show ROLE`, "
-            "or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD; or what answers there is not "
-            "Kafka: compare the address with `ledger ps`)"
+            f"cannot read Kafka's metadata{where}: {error}: is Kafka running there (`ledger "
+            "ps`, `ledger broker status`)? A broker that refuses this client's credentials "
+            "looks the same to librdkafka (check `ledger credentials show ROLE`, or "
+            "$LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD), and so does an address where "
+            "something other than Kafka answers"
         ) from exc
     if meta is not None and meta.error is not None and meta.error.code() == _NOT_AUTHORIZED:
         # A broker with ACLs does not tell a client whether a topic it may not use exists.
