@@ -13,6 +13,7 @@ May import: the stdlib, :mod:`ledger.core.cel`, :mod:`ledger.core.events`,
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -613,6 +614,18 @@ class Validator:
                 )
             return None
 
+    def _name_case(self, item: Any, since: int) -> None:
+        """Say which case each problem found since ``since`` is about, by its name (a policy
+        owner's walkthrough: ``cases.4.expect`` counted the cases from 0)."""
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            return
+        said = f"case {clipped(repr(name), 60)}: "
+        self.problems[since:] = [
+            p if p.message.startswith(said) else dataclasses.replace(p, message=said + p.message)
+            for p in self.problems[since:]
+        ]
+
     def test_cases(self, items: Any, path: tuple[Any, ...]) -> tuple[PolicyTestCase, ...]:
         if items is None:
             return ()
@@ -623,92 +636,109 @@ class Validator:
         names: set[str] = set()
         for i, item in enumerate(items):
             sub = (*path, i)
-            if not isinstance(item, dict):
-                self.add(f"a test case must be a mapping, got {_describe(item)}", sub)
-                continue
-            self.keys(
-                item,
-                sub,
-                allowed={"name", "facts", "context", "principal", "action", "resource", "expect"},
-                required={"name", "expect"},
-            )
-            name = (
-                self.string(item.get("name"), (*sub, "name"), what="test name")
-                if "name" in item
-                else None
-            )
-            if name is not None:
-                if name in names:
-                    self.add(f"duplicate test name {name!r}", (*sub, "name"))
-                names.add(name)
-            facts = self.value_map(item.get("facts"), (*sub, "facts"))
-            context = self.value_map(item.get("context"), (*sub, "context"))
-            optional: dict[str, str | None] = {}
-            for key in ("principal", "action", "resource"):
-                optional[key] = (
-                    self.string(item[key], (*sub, key)) if item.get(key) is not None else None
-                )
-            expect = item.get("expect")
-            if not isinstance(expect, dict):
-                if "expect" in item:
-                    self.add(f"expect must be a mapping, got {_describe(expect)}", (*sub, "expect"))
-                continue
-            esub = (*sub, "expect")
-            self.keys(
-                expect,
-                esub,
-                allowed={"determination", "rule", "constraints", "reason_code"},
-                required={"determination"},
-            )
-            det_raw = expect.get("determination")
+            before = len(self.problems)
             try:
-                determination = Determination(str(det_raw))
-            except ValueError:
-                if "determination" in expect:
-                    kinds = [d.value for d in Determination]
-                    close = difflib.get_close_matches(str(det_raw).strip().lower()[:40], kinds, n=1)
-                    meant = f"; did you mean {close[0]}?" if close else ""
-                    self.add(
-                        f"unknown determination {_describe(det_raw)} (expected one of: "
-                        f"{', '.join(kinds)}){meant}",
-                        (*esub, "determination"),
+                if not isinstance(item, dict):
+                    self.add(f"a test case must be a mapping, got {_describe(item)}", sub)
+                    continue
+                self.keys(
+                    item,
+                    sub,
+                    allowed={
+                        "name",
+                        "facts",
+                        "context",
+                        "principal",
+                        "action",
+                        "resource",
+                        "expect",
+                    },
+                    required={"name", "expect"},
+                )
+                name = (
+                    self.string(item.get("name"), (*sub, "name"), what="test name")
+                    if "name" in item
+                    else None
+                )
+                if name is not None:
+                    if name in names:
+                        self.add(f"duplicate test name {name!r}", (*sub, "name"))
+                    names.add(name)
+                facts = self.value_map(item.get("facts"), (*sub, "facts"))
+                context = self.value_map(item.get("context"), (*sub, "context"))
+                optional: dict[str, str | None] = {}
+                for key in ("principal", "action", "resource"):
+                    optional[key] = (
+                        self.string(item[key], (*sub, key)) if item.get(key) is not None else None
                     )
-                continue
-            check_rule = "rule" in expect
-            rule = expect.get("rule")
-            if rule is not None and not isinstance(rule, str):
-                self.add(
-                    f"expect.rule must be a rule id or null, got {_describe(rule)}", (*esub, "rule")
+                expect = item.get("expect")
+                if not isinstance(expect, dict):
+                    if "expect" in item:
+                        self.add(
+                            f"expect must be a mapping, got {_describe(expect)}", (*sub, "expect")
+                        )
+                    continue
+                esub = (*sub, "expect")
+                self.keys(
+                    expect,
+                    esub,
+                    allowed={"determination", "rule", "constraints", "reason_code"},
+                    required={"determination"},
                 )
-                continue
-            constraints = None
-            if "constraints" in expect:
-                constraints = self.constraints(
-                    expect["constraints"], (*esub, "constraints"), rule=None
+                det_raw = expect.get("determination")
+                try:
+                    determination = Determination(str(det_raw))
+                except ValueError:
+                    if "determination" in expect:
+                        kinds = [d.value for d in Determination]
+                        close = difflib.get_close_matches(
+                            str(det_raw).strip().lower()[:40], kinds, n=1
+                        )
+                        meant = f"; did you mean {close[0]}?" if close else ""
+                        self.add(
+                            f"unknown determination {_describe(det_raw)} (expected one of: "
+                            f"{', '.join(kinds)}){meant}",
+                            (*esub, "determination"),
+                        )
+                    continue
+                check_rule = "rule" in expect
+                rule = expect.get("rule")
+                if rule is not None and not isinstance(rule, str):
+                    self.add(
+                        f"expect.rule must be a rule id or null, got {_describe(rule)}",
+                        (*esub, "rule"),
+                    )
+                    continue
+                constraints = None
+                if "constraints" in expect:
+                    constraints = self.constraints(
+                        expect["constraints"], (*esub, "constraints"), rule=None
+                    )
+                reason_code = expect.get("reason_code")
+                if reason_code is not None and not isinstance(reason_code, str):
+                    self.add("expect.reason_code must be text", (*esub, "reason_code"))
+                    continue
+                if name is None or facts is None or context is None:
+                    continue
+                cases.append(
+                    PolicyTestCase(
+                        name=name,
+                        facts=facts,
+                        context=context,
+                        principal=optional["principal"],
+                        action=optional["action"],
+                        resource=optional["resource"],
+                        expect_determination=determination,
+                        check_rule=check_rule,
+                        expect_rule=rule,
+                        expect_constraints=constraints,
+                        expect_reason_code=reason_code,
+                        file=self.file,
+                        line=self.marks.at(sub)[0],
+                    )
                 )
-            reason_code = expect.get("reason_code")
-            if reason_code is not None and not isinstance(reason_code, str):
-                self.add("expect.reason_code must be text", (*esub, "reason_code"))
-                continue
-            if name is None or facts is None or context is None:
-                continue
-            cases.append(
-                PolicyTestCase(
-                    name=name,
-                    facts=facts,
-                    context=context,
-                    principal=optional["principal"],
-                    action=optional["action"],
-                    resource=optional["resource"],
-                    expect_determination=determination,
-                    check_rule=check_rule,
-                    expect_rule=rule,
-                    expect_constraints=constraints,
-                    expect_reason_code=reason_code,
-                    file=self.file,
-                    line=self.marks.at(sub)[0],
-                )
-            )
+            finally:
+                self._name_case(item, before)
         return tuple(cases)
 
     def value_map(self, value: Any, path: tuple[Any, ...]) -> Mapping[str, Value] | None:

@@ -973,5 +973,6 @@ def test_a_tests_files_problems_are_all_said_in_one_round(tmp_path: Path) -> Non
     code, _, err = run("policy", "validate", str(tmp_path))
     assert code == 3, err
     assert "case 'a' expects rule 'auto_refund', which" in err
-    assert "missing required key 'expect'" in err
+    # Named by its name (a policy owner's walkthrough: `cases.1` counted from 0).
+    assert "cases.1.expect: case 'b': missing required key 'expect'" in err
     assert "error: 2 problems in 1 file" in err
