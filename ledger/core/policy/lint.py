@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
 from ledger.core.cel import alternatives, unguarded_reads
+from ledger.core.facts import FactSpec
 from ledger.core.policy.model import Effect, Policy, Rule
 
 __all__ = [
@@ -220,18 +221,20 @@ def impossible_rules(policy: Policy) -> tuple[Impossible, ...]:
     for index, rule in enumerate(policy.rules):
         if rule.when is None:
             continue
-        clashes = [_clash(alt) for alt in alternatives(rule.when)]
+        clashes = [_clash(alt, policy.facts) for alt in alternatives(rule.when)]
         first = clashes[0] if clashes else None
         if first is not None and all(c is not None for c in clashes):
             found.append(Impossible(index, *first))
     return tuple(found)
 
 
-def _clash(terms: frozenset[str]) -> tuple[str, str] | None:
+def _clash(terms: frozenset[str], facts: Mapping[str, FactSpec]) -> tuple[str, str] | None:
     """Two of ``terms`` (an alternative) that bound one fact so that no value meets both, as
-    written, or ``None``."""
-    lows: dict[str, tuple[Decimal, bool, str]] = {}  # fact -> (bound, inclusive, as written)
-    highs: dict[str, tuple[Decimal, bool, str]] = {}
+    written, or ``None``. Numbers compare as the runtime compares them with the fact: exactly
+    for a decimal, as binary floats for a float, and for an int only whole numbers are read
+    (a review: a literal past a double's digits was warned of, and matched)."""
+    lows: dict[str, tuple[Decimal | float, bool, str]] = {}  # fact: (bound, inclusive, text)
+    highs: dict[str, tuple[Decimal | float, bool, str]] = {}
     for term in sorted(terms):
         bound = _BOUND.fullmatch(term)
         if bound is None:
@@ -243,7 +246,14 @@ def _clash(terms: frozenset[str]) -> tuple[str, str] | None:
             name, number, op = right, left_number, _FLIPPED[op]
         else:
             continue
-        value, written = Decimal(number), f"{name} {_SYMBOL[op]} {number}"
+        kind = facts[name].type if name in facts else None
+        if kind == "decimal" or (kind == "int" and "." not in number):
+            value: Decimal | float = Decimal(number)
+        elif kind == "float":
+            value = float(number)
+        else:  # context, an int against a fraction, other types: not read
+            continue
+        written = f"{name} {_SYMBOL[op]} {number}"
         if op in ("gt", "ge", "eq"):
             low = lows.get(name)
             if low is None or value > low[0] or (value == low[0] and op == "gt"):

@@ -441,3 +441,26 @@ def test_a_rule_warned_impossible_holds_for_no_value(alts: list[list[str]]) -> N
         for b in range(-6, 7):
             outcome, _ = policy.run({"b": b}, {})
             assert outcome.rule != "r0", (when, b)
+
+
+def test_bounds_are_compared_as_the_runtime_compares_them_with_the_fact() -> None:
+    # A review: a float fact (compared as binary floats) and an int fact against a fraction
+    # were warned "never matches", and matched.
+    from ledger.core.policy.lint import impossible_rules
+
+    head = "policy: p\ngoverns: [p.act]\nowner: team\nfacts:\n  d: float\n  n: int\n"
+    for when, warned in (
+        ("d >= 0.10000000000000001 && d <= 0.1", False),  # both the float 0.1
+        ("n >= 1.5 && n <= 1", False),  # an int against a fraction: not read
+        ("d > 2.5 && d < 1.5", True),
+        ("n > 1 && n < 1", True),
+    ):
+        policy = parse_policy(
+            head + yaml.safe_dump({"rules": [{"id": "r", "effect": "allow", "when": when}],
+                                   "default": {"effect": "deny"}}, sort_keys=False)
+        )  # fmt: skip
+        assert bool(impossible_rules(policy)) is warned, when
+        if not warned:
+            facts = {"d": 0.1, "n": 1} if "d" in when else {"d": 0.0, "n": 1}
+            matched = policy.run(facts, {})[0].rule == "r"
+            assert matched or "n >= 1.5" in when, when
