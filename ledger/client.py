@@ -519,8 +519,9 @@ class LedgerClient:
             yield correction
 
     def on_correction(self, callback: CorrectionSink | None) -> None:
-        """Call ``callback`` for every correction of this client (on the Kafka transport's
-        listener thread; on the submitting thread for the in-memory ones). ``None`` removes it.
+        """Call ``callback`` for every correction of this client (on a thread of the client's
+        own with the Kafka transport; on the submitting thread for the in-memory ones).
+        ``None`` removes it.
 
         With the Kafka transport the callback runs on a thread of its own, one correction
         after another, never on the thread reading decisions, so a slow one (an HTTP call
@@ -634,10 +635,12 @@ class LedgerClient:
         callback = self._on_correction
         if callback is None:
             return
+        if self._closed:  # a review: one arriving after close() started a thread again
+            return
         if self._hooks is not None:
             self._hooks.give(callback, correction)
-        else:
-            _call_hook(callback, correction)
+        else:  # on the caller's own thread: its KeyboardInterrupt, a test's failure, are its
+            _call_hook(callback, correction, inline=True)
 
     def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
@@ -674,14 +677,24 @@ def _is_async_callable(callback: object) -> bool:
 
 
 def _call_hook(
-    callback: Callable[[DecisionCorrected], object], correction: DecisionCorrected
+    callback: Callable[[DecisionCorrected], object],
+    correction: DecisionCorrected,
+    *,
+    inline: bool = False,
 ) -> None:
-    """Call an ``on_correction`` callback: whatever it raises is logged, ``SystemExit`` too (a
-    review: one stopped every later correction without a word); a coroutine it returns, which
-    nobody would await, is closed and said."""
+    """Call an ``on_correction`` callback: what it raises is logged, on the client's thread
+    ``SystemExit`` too (a review: one stopped every later correction without a word), on the
+    caller's own thread (``inline``) only an ``Exception`` (a review: a test's failure, or
+    Ctrl-C, raised in it there was swallowed); a coroutine it returns, which nobody would
+    await, is closed and said."""
     try:
         made = callback(correction)
-    except BaseException:  # the user's code: the corrections after it must still come
+    except Exception:  # the user's code: the corrections after it must still come
+        log.exception("ledger client: on_correction callback failed")
+        return
+    except BaseException:
+        if inline:
+            raise
         log.exception("ledger client: on_correction callback failed")
         return
     if inspect.iscoroutine(made):  # `lambda c: undo(c)` of an async undo
@@ -715,9 +728,12 @@ class _HookRunner:
         self._dropped = 0
         self._busy = 0  # corrections handed over and not yet done with
         self._idle = threading.Condition(self._lock)
+        self._closed = False
 
     def give(self, callback: Callable[[DecisionCorrected], object], correction: Any) -> None:
         with self._lock:
+            if self._closed:
+                return
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="ledger-corrections", daemon=True
@@ -733,8 +749,8 @@ class _HookRunner:
             if self._dropped == 1:
                 log.error(
                     "ledger client: %d corrections wait for the on_correction callback, which "
-                    "is stuck: the oldest are no longer handed to it (corrections() and "
-                    "`ledger decisions` still have them)",
+                    "is stuck: the oldest are no longer handed to it (`ledger decisions` has "
+                    "each)",
                     KEEP_CORRECTIONS,
                 )
         elif waiting >= self.SLOW and not self._warned:
@@ -751,6 +767,9 @@ class _HookRunner:
             try:
                 _call_hook(*item)
             finally:
+                # Not kept while waiting for the next one: the callback may hold its client,
+                # which must stay collectable (a review: one dropped unclosed leaked).
+                item = None
                 self._done()
 
     def _done(self) -> None:
@@ -770,13 +789,17 @@ class _HookRunner:
         moment (never from the thread itself: a callback may close its client), then say how
         many it still had (a daemon: it goes on while the process runs)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             thread = self._thread
         if thread is None:
             return
         self._queue.put(None)
         if thread is not threading.current_thread():
             thread.join(timeout=1.0)
-        left = self._queue.qsize() - 1  # the stop mark
+        with self._lock:
+            left = self._busy  # handed over and not yet given to the callback, or in it
         if thread.is_alive() and left > 0:
             log.warning(
                 "ledger client: closed with %d corrections still waiting for the on_correction "
@@ -1063,7 +1086,8 @@ class AsyncLedgerClient:
         """The state of the async ``on_correction`` callbacks scheduled on an event loop."""
         self._hooks_lock = threading.Lock()
         self._running_hooks: set[Future[Any]] = set()
-        self._hook_turn: asyncio.Lock | None = None
+        self._hook_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._hook_tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def connect(
@@ -1262,10 +1286,22 @@ class AsyncLedgerClient:
             return
 
         async def in_turn() -> None:
-            if self._hook_turn is None:  # made on the loop, where it is used
-                self._hook_turn = asyncio.Lock()
-            async with self._hook_turn:
-                await made
+            # One turn per loop, made on it (a review: one client's lock, bound to the first
+            # loop, failed every callback set in a second `asyncio.run`).
+            turn = self._hook_turns.get(loop)
+            if turn is None:
+                for ended in [each for each in self._hook_turns if each.is_closed()]:
+                    del self._hook_turns[ended]
+                turn = self._hook_turns[loop] = asyncio.Lock()
+            task = asyncio.current_task()
+            if task is not None:
+                self._hook_tasks.add(task)
+            try:
+                async with turn:
+                    await made
+            finally:
+                if task is not None:
+                    self._hook_tasks.discard(task)
 
         ran = asyncio.run_coroutine_threadsafe(in_turn(), loop)
         with self._hooks_lock:
@@ -1301,10 +1337,19 @@ class AsyncLedgerClient:
         """Wait up to :data:`HOOK_WAIT` seconds for the async callbacks still running, then
         cancel the rest, said (a review: ``asyncio.run`` ending cancelled them silently, and
         the agent's undo of an allow never ran)."""
+        if asyncio.current_task() in self._hook_tasks:
+            # Closed by a callback itself (a review: it waited 5 s for itself, and the others
+            # wait for its turn): the callbacks after it are not waited for.
+            return
         give_up = time.monotonic() + HOOK_WAIT
         hooks = self._sync._hooks
-        if hooks is not None:  # corrections handed over, their coroutines not yet scheduled
-            await asyncio.to_thread(hooks.wait_idle, HOOK_WAIT)
+        # The corrections handed over whose coroutines are not yet scheduled:
+        if hooks is not None and not await asyncio.to_thread(hooks.wait_idle, HOOK_WAIT):
+            log.warning(
+                "ledger client: closing waited %g s for the on_correction callback, still at "
+                "work on a correction (does it wait for this close?)",
+                HOOK_WAIT,
+            )
         with self._hooks_lock:
             running = list(self._running_hooks)
         if not running:

@@ -459,6 +459,8 @@ class KafkaTransport:
         self._listener.start()
         self._position_lock = threading.Lock()
         self._position_consumer: Any = None
+        self._position_readers = 0  # governance_position calls reading with the consumer
+        self._position_idle = threading.Condition(self._position_lock)
 
     # ------------------------------------------------------------------ the seam
 
@@ -613,9 +615,6 @@ class KafkaTransport:
         topics = (self._topics.policy_events, self._topics.grant_events)
         found: dict[str, int] = {}
         with self._position_lock:
-            # Counted from here, the metadata reads included (a review: a caller waiting for
-            # another's call lost its time, and each metadata read had 5 s of its own).
-            give_up = time.monotonic() + POSITION_WAIT
             with self._lock:
                 self._refuse_if_closed()
             if self._position_consumer is None:
@@ -623,6 +622,12 @@ class KafkaTransport:
                     self._bootstrap, security=self._security
                 )
             consumer = self._position_consumer
+            self._position_readers += 1
+        # Read outside the lock (librdkafka's metadata and offsets calls may run side by side:
+        # a review found the third of three callers failing after 15 s), each call within
+        # POSITION_WAIT, its metadata reads included; close() waits for the readers.
+        give_up = time.monotonic() + POSITION_WAIT
+        try:
             for topic in topics:
                 partitions = rdkafka_partitions(
                     consumer,
@@ -646,6 +651,10 @@ class KafkaTransport:
                         ) from exc
                     if end > 0:
                         found[position_key(topic, partition)] = int(end) - 1
+        finally:
+            with self._position_lock:
+                self._position_readers -= 1
+                self._position_idle.notify_all()
         return found
 
     def close(self) -> None:
@@ -691,7 +700,10 @@ class KafkaTransport:
                 self._listener.close()
             with contextlib.suppress(Exception):
                 self._producer.close()
-            with self._position_lock:
+            with self._position_lock:  # not while a reader uses it (a review)
+                self._position_idle.wait_for(
+                    lambda: self._position_readers <= 0, timeout=POSITION_WAIT + 1
+                )
                 consumer, self._position_consumer = self._position_consumer, None
             if consumer is not None:
                 with contextlib.suppress(Exception):

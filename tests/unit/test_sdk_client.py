@@ -535,6 +535,87 @@ def test_an_async_callback_runs_on_its_loop_in_turn_and_close_waits_for_it(
     assert "was cancelled before it finished" in caplog.text
 
 
+def test_the_callback_thread_holds_no_callback_between_corrections_and_stops_at_close() -> None:
+    # A review: the thread kept the last callback (and through it, its client) while waiting
+    # for the next correction, so a client dropped unclosed was never collected; a
+    # correction arriving after close() started the thread again.
+    import gc
+    import weakref
+
+    from ledger.client import _HookRunner
+
+    class Hook:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self, correction: Any) -> None:
+            self.calls += 1
+
+    runner, hook = _HookRunner(), Hook()
+    runner.give(hook, object())
+    assert runner.wait_idle(10) and hook.calls == 1
+    gone = weakref.ref(hook)
+    del hook
+    gc.collect()
+    assert gone() is None
+    runner.close()
+    runner.close()  # once is enough: no second stop, no second note
+    late = Hook()
+    runner.give(late, object())
+    assert runner.wait_idle(1) and late.calls == 0
+
+
+def test_inline_callbacks_raise_what_is_not_an_exception_to_their_caller() -> None:
+    # A review: with an in-memory transport the callback runs on the caller's thread, where
+    # a test's failure (or Ctrl-C) raised in it was logged and swallowed.
+    class Stop(BaseException):
+        pass
+
+    client, _ = make(lambda message: Determination.DENY)
+
+    def hook(correction: Any) -> None:
+        raise Stop
+
+    client.on_correction(hook)
+    with pytest.raises(Stop):
+        client.submit_async(action="refund.issue", principal=AGENT, resource="a", default="allow")
+
+
+def test_an_async_callback_may_close_its_client_and_callbacks_run_in_a_second_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A review: a callback doing `await client.close()` waited 5 s for itself and was said to
+    # be cancelled; a client used in a second asyncio.run lost its callbacks (a lock bound to
+    # the first loop).
+    client = AsyncLedgerClient(ClientConfig(actor=AGENT), transport=_ListenerTransport())
+    ran: list[str] = []
+
+    async def run(name: str, close: bool) -> float:
+        async def hook(correction: Any) -> None:
+            ran.append(name)
+            if close:
+                await client.close()
+                ran.append("closed")
+
+        client.on_correction(hook)
+        for i in range(2):
+            await client.submit_async(
+                action="refund.issue", principal=AGENT, resource=f"{name}:{i}", default="allow"
+            )
+        started = time.monotonic()
+        await client._finish_hooks()
+        return time.monotonic() - started
+
+    with caplog.at_level(logging.ERROR, logger="ledger.client"):
+        asyncio.run(run("first", close=False))
+        asyncio.run(run("second", close=False))
+        assert ran == ["first", "first", "second", "second"]
+        ran.clear()
+        asyncio.run(run("third", close=True))
+    assert ran[:2] == ["third", "closed"], ran
+    assert "cancelled" not in caplog.text and "bound to a different" not in caplog.text
+
+
 def test_unread_corrections_and_watched_requests_are_bounded(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -738,9 +819,11 @@ def _closable(producer: Any) -> tuple[Any, list[str]]:
         _pid=__import__("os").getpid(),
         _producer=producer,
         _listener=type("L", (), {"close": lambda self: closed.append("listener")})(),
-        _position_lock=threading.Lock(),
         _position_consumer=None,
+        _position_readers=0,
     )
+    transport._position_lock = threading.Lock()
+    transport._position_idle = threading.Condition(transport._position_lock)
     return transport, closed
 
 

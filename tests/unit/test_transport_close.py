@@ -51,6 +51,8 @@ def _transport(producer: _Producer, *, pid: int | None = None) -> Any:
     transport._listener = _Listener()
     transport._position_lock = threading.Lock()
     transport._position_consumer = None
+    transport._position_readers = 0
+    transport._position_idle = threading.Condition(transport._position_lock)
     return transport
 
 
