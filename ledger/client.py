@@ -713,7 +713,7 @@ class _HookRunner:
     refund made every call of the client time out, blaming Kafka, and one that asked the
     ledger again waited on itself). Started at the first correction; at most
     :data:`KEEP_CORRECTIONS` wait for the callback, the oldest dropped beyond (with an error:
-    :meth:`LedgerClient.corrections` and the ledger keep them)."""
+    the ledger keeps each, ``ledger decisions``)."""
 
     SLOW: Final = 1_000
     """Corrections waiting for the callback past which a warning says it is slow (once)."""
