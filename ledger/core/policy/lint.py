@@ -32,6 +32,7 @@ request it skips gets no more than the rules after it give. A warning too.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,7 +57,14 @@ _ALWAYS: tuple[frozenset[str], ...] = (frozenset(),)
 
 
 def _alternatives(rule: Rule) -> tuple[frozenset[str], ...]:
-    return _ALWAYS if rule.when is None else alternatives(rule.when)
+    return _ALWAYS if rule.when is None else _parsed(rule.when)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(when: str) -> tuple[frozenset[str], ...]:
+    """A condition's alternatives, parsed once for every check of a file (parsing is the
+    cost of the lint: each check parsed every condition again)."""
+    return alternatives(when)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +229,7 @@ def impossible_rules(policy: Policy) -> tuple[Impossible, ...]:
     for index, rule in enumerate(policy.rules):
         if rule.when is None:
             continue
-        clashes = [_clash(alt, policy.facts) for alt in alternatives(rule.when)]
+        clashes = [_clash(alt, policy.facts) for alt in _alternatives(rule)]
         first = clashes[0] if clashes else None
         if first is not None and all(c is not None for c in clashes):
             found.append(Impossible(index, *first))

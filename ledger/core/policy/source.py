@@ -391,7 +391,7 @@ def _misaligned(lines: list[str], at: int, indent: int) -> str:
 
 
 # A line holding a key (after any '- '), its indentation to the key in group 1.
-_KEY_LINE: Final = re.compile(r"([ ]*(?:-[ ]+)*)[A-Za-z_][\w.-]*[ ]*:(?:[ ]|$)")
+_KEY_LINE: Final = re.compile(rf"({_LEAD.pattern})[A-Za-z_][\w.-]*[ ]*:(?:[ ]|$)")
 
 
 def _line_hint(message: str, text: str, mark: Any) -> str | None:
