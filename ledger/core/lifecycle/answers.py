@@ -151,9 +151,23 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
                 n for n in [overlap_note(state, event.policy, version.governs, explain=False)] if n
             ]
     elif isinstance(event, PolicyRetired) and record is not None:
+        idle = _idle(state, record)
+        if idle:  # nothing is handed over: the others decided its actions all along
+            return [*taken_out_of_service(record, event, idle=idle), *notes]
         notes += _inherited(state, event.policy, record)
     # What leaves service first: an owner looks for it, and the overlap notes can be long.
     return taken_out_of_service(record, event) + notes
+
+
+def _idle(state: LedgerState, record: PolicyRecord) -> str | None:
+    """Who decides, instead of ``record``'s deciding versions, every action they govern (a
+    policy owner's walkthrough: retiring a typo's policy that never decided anything said its
+    active version "stops deciding"), or None where they decide something."""
+    deciding = [v for v in (record.active, record.canary) if v is not None]
+    if not deciding:
+        return None
+    governs = {g for v in deciding for g in record.versions[v].governs}
+    return _decided_by_others(state, record.name, governs)
 
 
 _NAMES_COMPARED: Final = 2_000
@@ -191,9 +205,16 @@ def _decides_nothing(
     policy (precedence: :func:`governs_precedence`), say so first: the version decides nothing
     (a policy owner's walkthrough: a typo's policy was made active, "accepted", and decided
     nothing, the one hint a precedence note further on)."""
+    by = _decided_by_others(state, policy, governs)
+    return [f"note: {policy} v{version} will decide none of its actions: {by}"] if by else []
+
+
+def _decided_by_others(state: LedgerState, policy: str, governs: Iterable[str]) -> str | None:
+    """``email-outbound decides email.send``: the deployed policies that decide every action of
+    ``governs`` before ``policy`` would, or None where ``policy`` decides some of them."""
     mine = sorted(set(governs))
     if not mine:
-        return []
+        return None
     takers: dict[str, str] = {}  # each of ours -> a policy that decides all it matches
     for other, theirs, ours in overlapping_governs(state, policy, mine):
         record = state.policies[other]
@@ -209,10 +230,9 @@ def _decides_nothing(
         ):
             takers[ours] = other
     if len(takers) < len(mine):
-        return []
+        return None
     by = ", ".join(f"{takers[m]} decides {m}" for m in mine[:3])
-    by += f" and {len(mine) - 3} more" if len(mine) > 3 else ""
-    return [f"note: {policy} v{version} will decide none of its actions: {by}"]
+    return by + (f" and {len(mine) - 3} more" if len(mine) > 3 else "")
 
 
 def _inherited(state: LedgerState, policy: str, record: PolicyRecord) -> list[str]:
@@ -473,11 +493,14 @@ _COVER_WORK: Final = 300_000_000
 by pair); a note, not a rule, so beyond it the note names what it found."""
 
 
-def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) -> list[str]:
+def taken_out_of_service(
+    record: PolicyRecord | None, event: GovernanceEvent, *, idle: str | None = None
+) -> list[str]:
     """What a promotion or a rollback takes out of service, said from the policy's ``record``
     before the event: ``v2 was the canary (10%): it is superseded``, ``the canary v3 (20%)
     ends``. A command's answer and ``ledger policy show`` both say it this way; a rollback's
-    own fields (``from_version=1, to_version=1``) read as one that did nothing."""
+    own fields (``from_version=1, to_version=1``) read as one that did nothing. ``idle``: who
+    decided all along every action a retired policy's deciding versions govern, where known."""
     if record is None:
         return []
     notes: list[str] = []
@@ -520,9 +543,16 @@ def taken_out_of_service(record: PolicyRecord | None, event: GovernanceEvent) ->
     elif isinstance(event, PolicyRetired) and not record.retired:
         # What stops, said as a promotion says it (a policy owner's walkthrough: retiring a
         # policy with a shadow running did not say the shadow ended).
-        if record.active is not None:
+        if idle is not None:
+            deciding = [f"v{record.active} (active)"] if record.active is not None else []
+            deciding += [f"the canary v{record.canary}"] if record.canary is not None else []
+            notes.append(
+                f"{' and '.join(deciding)} decided none of {record.name}'s actions ({idle}): "
+                "no decision changes"
+            )
+        if record.active is not None and idle is None:
             notes.append(f"v{record.active} (active) stops deciding")
-        if record.canary is not None:
+        if record.canary is not None and idle is None:
             notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
         notes += [f"the shadow v{number} ends" for number in sorted(record.shadows)]
     return notes

@@ -2573,6 +2573,15 @@ def test_a_new_policy_named_like_another_is_asked_about_and_one_that_decides_not
     assert (
         "note: email-outbund v1 will decide none of its actions: email-outbound decides email.send"
     ) in promoted, promoted
+    # Retiring it says it decided nothing, not that its active version "stops deciding", and
+    # hands nothing over (email-outbound decided email.send all along).
+    typo_retired = ledger.submit_command(
+        RetirePolicy(**ledger._stamp(ADMIN), policy="email-outbund", reason="a typo")
+    ).message
+    assert typo_retired == (
+        "PolicyRetired; v1 (active) decided none of email-outbund's actions (email-outbound "
+        "decides email.send): no decision changes"
+    ), typo_retired
     # A review: a retired policy's name was offered, and its proposal then refused.
     ledger.submit_command(
         RetirePolicy(**ledger._stamp(ADMIN), policy="email-outbound", reason="replaced")
