@@ -43,16 +43,9 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from ledger.client import CorrectionSink, Outgoing, Reply
 from ledger.codec import Codec, default_codec
-from ledger.core.chain import ChainHead, link
-from ledger.core.evaluate import (
-    batch_surely_too_large,
-    batch_without_trace,
-    correction_for,
-    decision_id,
-    evaluate,
-    evaluate_batch,
-    without_trace,
-)
+from ledger.core.answering import answer_record
+from ledger.core.chain import ChainHead
+from ledger.core.evaluate import correction_for, decision_id, unanswerable
 from ledger.core.events import (
     COMMAND_PROCESSOR,
     EVALUATOR,
@@ -87,9 +80,9 @@ from ledger.core.lifecycle import (
     event_stream,
     named_proposal,
 )
-from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal, record_fits
+from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
-from ledger.errors import ClientClosed, CodecError, CommandRejectedError, UsageError
+from ledger.errors import ClientClosed, CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.reading import position_key
 from ledger.kafka.transport import refuse_oversized
@@ -660,54 +653,37 @@ class LocalLedger:
             return command_result(command, outcome, event_id=new_id(), now=now, state=before)
 
     def _evaluate(self, request: EvaluationRequested) -> DecisionRecorded:
-        made = evaluate(
-            self._state,
-            request,
-            now=self.clock(),
-            evaluator_id=self.evaluator_id,
-            limits=self.limits,
-        )
-        with self._lock:  # linked, measured and reduced as the evaluator does
-            stamped, head = link(made, self._chain, _LATENCY)
-            fits, unrecordable = self._recordable(request.event_id, stamped)
-            if not fits:
-                reduced = without_trace(
-                    made, self._wire.encoded(request), self.limits.record_bytes, unrecordable
-                )
-                stamped, head = link(reduced, self._chain, _LATENCY)
-            self._chain = head
-            self.decisions.append(stamped)
-        return stamped
+        return cast(DecisionRecorded, self._answer(request))
 
     def _evaluate_batch(self, request: BatchEvaluationRequested) -> BatchDecisionRecorded:
-        made = evaluate_batch(
-            self._state,
-            request,
-            now=self.clock(),
-            evaluator_id=self.evaluator_id,
-            limits=self.limits,
-        )
-        if batch_surely_too_large(made, self.limits.record_bytes):  # the evaluator's shortcut
-            made = batch_without_trace(made)
-        with self._lock:
-            stamped, head = link(made, self._chain)
-            fits, unrecordable = self._recordable(request.event_id, stamped)
-            if not fits:
-                stamped, head = link(batch_without_trace(made, unrecordable), self._chain)
-            self._chain = head
-            self.decisions.append(stamped)
-        return stamped
+        return cast(BatchDecisionRecorded, self._answer(request))
 
-    def _recordable(
-        self, request_id: str, decision: DecisionRecorded | BatchDecisionRecorded
-    ) -> tuple[bool, str | None]:
-        """The evaluator's rule (:mod:`processors.request_handler`): whether the decision
-        record, keyed by its request id, is within the record limit with Kafka's framing
-        (:func:`~ledger.core.limits.record_fits`), and, when no record can hold its trace
-        (a value the codec refuses), why: the trace is then dropped for that reason, as the
-        evaluator does (this test double raised the codec's error instead)."""
-        try:
-            encoded = self._wire.encoded(decision)
-        except CodecError as exc:
-            return False, str(exc)
-        return record_fits(request_id.encode(), encoded, self.limits.record_bytes), None
+    def _answer(
+        self, request: EvaluationRequested | BatchEvaluationRequested
+    ) -> DecisionRecorded | BatchDecisionRecorded:
+        """The evaluator's answer (:func:`~ledger.core.answering.answer_record`: evaluated,
+        linked into this ledger's chain, reduced when no record could hold it), or, for a
+        request the evaluator dead-letters unanswered, :class:`~ledger.errors.UsageError`."""
+        refused = unanswerable(request, self.limits)
+        if refused is not None:
+            code, reason = refused
+            raise UsageError(
+                f"{reason}: the evaluator dead-letters such a request unanswered ({code}), and "
+                "an agent's call to a real ledger would time out"
+            )
+        with self._lock:
+            answered = answer_record(
+                self._state,
+                request,
+                now=self.clock(),
+                evaluator_id=self.evaluator_id,
+                chain=self._chain,
+                encode=self._wire.encoded,
+                max_bytes=self.limits.record_bytes,
+                sent=self._wire.encoded(request),
+                limits=self.limits,
+                latency=lambda: _LATENCY,
+            )
+            self._chain = answered.head
+            self.decisions.append(answered.record)
+        return answered.record

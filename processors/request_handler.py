@@ -21,19 +21,13 @@ from datetime import datetime
 from typing import Any
 
 from ledger.codec import Codec
-from ledger.core.chain import ChainHead, checkpoint, link
-from ledger.core.evaluate import (
-    batch_surely_too_large,
-    batch_without_trace,
-    correction_for,
-    evaluate,
-    evaluate_batch,
-    unanswerable,
-    without_trace,
-)
+from ledger.core.answering import answer_record
+from ledger.core.chain import ChainHead, checkpoint
+from ledger.core.evaluate import correction_for, unanswerable
 from ledger.core.events import (
     EVALUATOR,
     BatchEvaluationRequested,
+    DecisionRecorded,
     EvaluationRequested,
 )
 from ledger.core.limits import DEFAULT_LIMITS
@@ -178,33 +172,27 @@ class RequestHandler:
             self.stats.duplicates += 1
             return []
         now = utcnow()
-        out: list[Output]
-        chain = self.chain
-        if isinstance(request, EvaluationRequested):
-            decision = evaluate(state, request, now=now, evaluator_id=self.evaluator_id)
-            latency = {"latency_us": (time.perf_counter_ns() - started) // 1000}
-            stamped, head = link(decision, chain, latency)
-            encoded, unrecordable = self._encoded(stamped)
-            if unrecordable is not None or not self.limit.fits(rid, encoded):
-                reduced = without_trace(decision, value, self.limit.max_bytes, unrecordable)
-                stamped, head = link(reduced, chain, latency)
-                encoded = self.codec.encode(stamped)
-            out = [(self.topics.decisions, rid, encoded)]
-            counted: Iterable[Any] = (stamped,)
-            correction = correction_for(stamped)
+        made = answer_record(
+            state,
+            request,
+            now=now,
+            evaluator_id=self.evaluator_id,
+            chain=self.chain,
+            encode=self.codec.encode,
+            max_bytes=self.limit.max_bytes,
+            sent=value,
+            latency=lambda: {"latency_us": (time.perf_counter_ns() - started) // 1000},
+        )
+        head = made.head
+        out: list[Output] = [(self.topics.decisions, rid, made.encoded)]
+        counted: Iterable[Any]
+        if isinstance(made.record, DecisionRecorded):
+            counted = (made.record,)
+            correction = correction_for(made.record)
             if correction is not None:
                 out.append((self.topics.corrections, rid, self.codec.encode(correction)))
         else:
-            answer = evaluate_batch(state, request, now=now, evaluator_id=self.evaluator_id)
-            if batch_surely_too_large(answer, self.limit.max_bytes):  # not hashed, not encoded
-                answer = batch_without_trace(answer)
-            stamped_batch, head = link(answer, chain)
-            encoded, unrecordable = self._encoded(stamped_batch)
-            if unrecordable is not None or not self.limit.fits(rid, encoded):
-                stamped_batch, head = link(batch_without_trace(answer, unrecordable), chain)
-                encoded = self.codec.encode(stamped_batch)
-            out = [(self.topics.decisions, rid, encoded)]
-            counted = stamped_batch.decisions
+            counted = made.record.decisions
         if not all(self.limit.fits(k, v) for _, k, v in out):
             reason = f"the smallest answer would be over the {self.limit.max_bytes}-byte limit"
             return [
@@ -222,15 +210,6 @@ class RequestHandler:
         if head.seq - self._checkpointed >= self.checkpoint_every:
             out.append(self._checkpoint(now))
         return out
-
-    def _encoded(self, answer: Any) -> tuple[bytes, str | None]:
-        """``answer``'s record, or why it cannot be one: a value of its trace no record holds
-        (a red team: a shadow version's integer constraint beyond 64 bits dead-lettered every
-        request it decided, unanswered, the active version's answer with them)."""
-        try:
-            return self.codec.encode(answer), None
-        except CodecError as exc:
-            return b"", str(exc)
 
     def tick(self, now: datetime) -> list[Output]:
         """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from processors import command_handler, command_processor, evaluator, request_handler
+from ledger.core import answering
+from processors import command_handler, command_processor, evaluator
 
 
 def _misbehave(marker: str) -> None:
@@ -31,13 +32,13 @@ def _misbehave(marker: str) -> None:
 def main() -> None:
     name = Path(os.environ["LEDGER_READY_FILE"]).stem
     if name.startswith("evaluator"):
-        real_evaluate = request_handler.evaluate
+        real_evaluate = answering.evaluate
 
         def evaluate(state: Any, request: Any, **kw: Any) -> Any:
             _misbehave(request.resource)
             return real_evaluate(state, request, **kw)
 
-        request_handler.evaluate = evaluate  # type: ignore[assignment]
+        answering.evaluate = evaluate  # type: ignore[assignment]
         evaluator.main()
     else:
         real_decide = command_handler.decide_signed

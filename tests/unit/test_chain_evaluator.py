@@ -260,16 +260,16 @@ def test_a_batch_whose_reasons_alone_are_over_the_limit_is_never_hashed_or_encod
     # A red team: 500 items of a 261,000-character reason (a version recorded before
     # policy_reason_chars) were hashed and encoded whole, 130 MB each, before the answer was
     # found too large: +250 MB per request. The items' reasons alone say it cannot fit.
-    import processors.request_handler as handler_module
+    import ledger.core.answering as answering_module
 
     linked: list[Any] = []
-    real_link = handler_module.link
+    real_link = answering_module.link
 
     def spy(record: Any, head: Any, changes: Any = None) -> Any:
         linked.append(record)
         return real_link(record, head, changes)
 
-    monkeypatch.setattr(handler_module, "link", spy)
+    monkeypatch.setattr(answering_module, "link", spy)
     state = long_reason_state(5_000)
     h = handler(limit=20_000)
     (record,) = chained(h.handle_batch(state, [msg(batch_request(10))]))

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
+from ledger.core import answering
 from ledger.core.evaluate import TRACE_TOO_LARGE
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -45,7 +46,6 @@ from ledger.ids import new_id, utcnow
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
 from processors import common
-from processors import request_handler as evaluator_module
 from processors.command_handler import CommandHandler
 from processors.evaluator import RequestHandler
 from processors.inflight import InFlight
@@ -165,8 +165,8 @@ def test_an_answer_no_record_can_hold_becomes_an_error_decision_not_a_dead_lette
         items = [dataclasses.replace(d, constraints={"cap": 10**20}) for d in answer.decisions]
         return dataclasses.replace(answer, decisions=tuple(items))
 
-    monkeypatch.setattr(evaluator_module, "evaluate", huge)
-    monkeypatch.setattr(evaluator_module, "evaluate_batch", huge_items)
+    monkeypatch.setattr(answering, "evaluate", huge)
+    monkeypatch.setattr(answering, "evaluate_batch", huge_items)
     asked = request()
     out = decoded(
         requests_handler(OutputLimit(DEFAULT_LIMITS.record_bytes)).handle_batch(
@@ -237,14 +237,14 @@ def test_a_pre_evaluation_over_the_item_limit_is_dead_lettered_unevaluated() -> 
 def test_a_record_the_evaluator_fails_on_is_dead_lettered_and_the_batch_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = evaluator_module.evaluate
+    real = answering.evaluate
 
     def failing(state: Any, req: EvaluationRequested, **kw: Any) -> DecisionRecorded:
         if req.resource == "account:bug":
             raise RecursionError("maximum recursion depth exceeded")
         return real(state, req, **kw)
 
-    monkeypatch.setattr(evaluator_module, "evaluate", failing)
+    monkeypatch.setattr(answering, "evaluate", failing)
     records = [
         msg(0, CODEC.encode(request(resource="account:bug"))),
         msg(1, CODEC.encode(request())),

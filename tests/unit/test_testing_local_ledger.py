@@ -308,6 +308,65 @@ def test_what_a_record_cannot_carry_fails_in_the_test_double_too(ledger: LocalLe
     assert {d.reason_code for d in answer.decisions} == {"trace_too_large"}
 
 
+def _evaluator_handler(codec: Any) -> Any:
+    """The evaluator's request handler, as a worker builds it (its record limit 1,000,000)."""
+    from ledger.settings import Settings
+    from processors.evaluator import RequestHandler
+    from processors.outputs import OutputLimit, ProcessorStats
+
+    return RequestHandler(
+        settings=Settings(home=Path("/nonexistent")),
+        codec=codec,
+        evaluator_id="local-ledger",
+        stats=ProcessorStats(),
+        limit=OutputLimit(1_000_000),
+    )
+
+
+def test_a_request_the_evaluator_dead_letters_is_refused_by_the_double_not_answered() -> None:
+    # An architecture review: the double answered a pre-evaluation of more than batch_items
+    # items with an error per item, while the evaluator dead-letters it unanswered (an agent
+    # times out). Both now answer through one core function, and the double refuses what the
+    # evaluator would not answer, saying so.
+    from dataclasses import replace
+
+    from ledger.codec import default_codec
+    from ledger.core.events import BatchEvaluationRequested, BatchItem
+    from ledger.core.limits import DEFAULT_LIMITS
+    from ledger.core.state import EMPTY_STATE
+
+    def batch(count: int) -> BatchEvaluationRequested:
+        return BatchEvaluationRequested(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=AGENT,
+            principal=AGENT,
+            items=tuple(
+                BatchItem(item_id=f"i{n}", action="refund.issue", resource="account:1", facts={})
+                for n in range(count)
+            ),
+            context={},
+        )
+
+    codec = default_codec()
+    real = _evaluator_handler(codec)
+    over = batch(DEFAULT_LIMITS.batch_items + 1)
+    (letter,) = real.handle(
+        EMPTY_STATE, topic="r", partition=0, offset=0, key=b"k", value=codec.encode(over)
+    )
+    assert letter[0] == "ledger.dead-letters" and codec.decode(letter[2]).code == "too_many_items"
+    with pytest.raises(UsageError, match=r"dead-letters such a request unanswered \(too_many"):
+        LocalLedger().send(over)
+    # The double's own limits hold it as the evaluator's hold the evaluator.
+    small = LocalLedger(limits=replace(DEFAULT_LIMITS, batch_items=3))
+    with pytest.raises(UsageError, match=r"4 items in one pre-evaluation, more than 3"):
+        small.send(batch(4))
+    answered = small.send(batch(3)).result()
+    assert [d.item_id for d in answered.decisions] == ["i0", "i1", "i2"]
+    with pytest.raises(UsageError, match=r"\(id_empty\)"):
+        small.send(replace(batch(1), event_id=" "))
+
+
 def test_near_the_record_limit_the_double_answers_as_the_evaluator_does(
     ledger: LocalLedger,
 ) -> None:
@@ -315,21 +374,11 @@ def test_near_the_record_limit_the_double_answers_as_the_evaluator_does(
     # and without the key and Kafka's framing, so a context of ~999,200 characters was `allow`
     # here and `error / trace_too_large` on the real evaluator. Both now link the decision into
     # a chain and hold it to the core's record_fits.
-    from pathlib import Path
 
     from ledger.codec import default_codec
-    from ledger.settings import Settings
-    from processors.evaluator import RequestHandler
-    from processors.outputs import OutputLimit, ProcessorStats
 
     codec = default_codec()
-    real = RequestHandler(
-        settings=Settings(home=Path("/nonexistent")),
-        codec=codec,
-        evaluator_id="local-ledger",
-        stats=ProcessorStats(),
-        limit=OutputLimit(1_000_000),
-    )
+    real = _evaluator_handler(codec)
     bulk = {f"k{i:02d}": "x" * 60_000 for i in range(16)}  # each text within its limit
 
     def request(pad: int) -> EvaluationRequested:
@@ -1081,7 +1130,7 @@ def test_the_test_double_answers_a_batch_whose_reasons_cannot_fit_without_encodi
     # hashed whole.
     from dataclasses import replace
 
-    import ledger.testing as testing
+    import ledger.core.answering as answering
     from ledger.core.evaluate import TRACE_TOO_LARGE
     from ledger.core.limits import DEFAULT_LIMITS
 
@@ -1091,9 +1140,9 @@ def test_the_test_double_answers_a_batch_whose_reasons_cannot_fit_without_encodi
     )
     ledger.grant(AGENT, "p.*", "*")
     linked: list[Any] = []
-    real_link = testing.link
+    real_link = answering.link
     monkeypatch.setattr(
-        testing,
+        answering,
         "link",
         lambda record, head, *a: linked.append(record) or real_link(record, head, *a),
     )
