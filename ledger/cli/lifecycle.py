@@ -46,7 +46,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.jsonform import format_timestamp
-from ledger.core.lifecycle import taken_out_of_service
+from ledger.core.lifecycle import CANARY_PERCENTS, taken_out_of_service
 from ledger.core.policy import Policy, check_policy, parse_policy
 from ledger.core.policy.canonical import content_hash, document_yaml
 from ledger.core.policytests import run_case
@@ -202,19 +202,21 @@ def approve(
 
 
 def _percent(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """A canary's share: a whole number from 1 to 99, told so in the policy owner's terms."""
+    """A canary's share: a whole number from 1 to 99 (the core's
+    :data:`~ledger.core.lifecycle.CANARY_PERCENTS`), told so in the policy owner's terms."""
     if value is None:
         return None
+    shares = f"{CANARY_PERCENTS[0]} to {CANARY_PERCENTS[-1]}"
     try:
         percent = int(value, 10)
     except ValueError:
         raise click.BadParameter(
-            f"{value!r} is not a whole number: a canary takes 1 to 99 percent of requests"
+            f"{value!r} is not a whole number: a canary takes {shares} percent of requests"
         ) from None
     if percent == 100:
         raise click.BadParameter("100 percent is all requests: promote --to active instead")
-    if not 1 <= percent <= 99:
-        raise click.BadParameter(f"{percent} is outside 1 to 99")
+    if percent not in CANARY_PERCENTS:
+        raise click.BadParameter(f"{percent} is outside {shares}")
     return percent
 
 

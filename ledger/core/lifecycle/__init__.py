@@ -73,6 +73,7 @@ from ledger.core.lifecycle.commands import (
     command_aggregate,
     named_proposal,
 )
+from ledger.core.lifecycle.policy_rules import CANARY_PERCENTS
 from ledger.core.lifecycle.rejections import (
     AUTHENTICATION_CODES,
     REJECTION_CODES,
@@ -107,4 +108,5 @@ __all__ = [
     "event_stream",
     "EventStream",
     "taken_out_of_service",
+    "CANARY_PERCENTS",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Final
 
 from ledger.core.authority import key_registrar, takeover_problem
 from ledger.core.events import (
@@ -37,7 +38,10 @@ from ledger.core.policy import parse_policy
 from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
 from ledger.errors import PolicyError
 
-__all__: list[str] = []  # reached through decide (.rules)
+__all__ = ["CANARY_PERCENTS"]  # the rules are reached through decide (.rules)
+
+CANARY_PERCENTS: Final = range(1, 100)
+"""The shares of requests a canary may take, in percent (the CLI checks a flag against it)."""
 
 
 def _record(state: LedgerState, name: str) -> PolicyRecord | Rejection:
@@ -216,8 +220,11 @@ def _promote(
             "invalid_stage", f"cannot promote to {c.stage.value}; use shadow, canary or active"
         )
     if c.stage is Stage.CANARY:
-        if c.percent is None or not 1 <= c.percent <= 99:
-            return _reject("invalid_percent", f"canary percent must be 1 to 99, got {c.percent}")
+        if c.percent is None or c.percent not in CANARY_PERCENTS:
+            low, high = CANARY_PERCENTS[0], CANARY_PERCENTS[-1]
+            return _reject(
+                "invalid_percent", f"canary percent must be {low} to {high}, got {c.percent}"
+            )
     elif c.percent is not None:
         return _reject(
             "invalid_percent", f"only canary takes a percent (got {c.percent} for {c.stage.value})"
