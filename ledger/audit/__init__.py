@@ -15,7 +15,8 @@
 - :mod:`~ledger.audit.sources` — recorded decisions, requests and governance history for
   reproduction and simulation, read from Kafka or from an export;
 - :mod:`~ledger.audit.reproduce` — re-evaluate one recorded decision at its governance position;
-- :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export;
+- :mod:`~ledger.audit.verify` — recompute the decision hash chains over an export (the walk of
+  one chain and the types of its findings: :mod:`~ledger.audit.chainwalk`);
 - :mod:`~ledger.audit.columns` — an export row's columns read back into its record (what
   ``verify`` hashes, and how it and ``history`` check the columns against the record bytes);
 - :mod:`~ledger.audit.footer` — a Parquet file's footer held to its data, as pyarrow and as
