@@ -171,8 +171,9 @@ def enforce(
                 raise DecisionDenied(
                     decision,
                     reason=f"allowed only with constraints {dict(decision.constraints)}, but "
-                    f"{name} honours only "
-                    f"{', '.join(sorted(understood)) or 'none'}: {unknown} would be ignored",
+                    f"{name} honours "
+                    + (f"only {', '.join(sorted(understood))}" if understood else "none")
+                    + f": {unknown} would be ignored",
                 )
             if takes_constraints:
                 kwargs["constraints"] = dict(decision.constraints)

@@ -406,6 +406,7 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
             "version": v.version,
             "stage": v.stage,
             "author": v.author,
+            "owner": v.owner,  # a README check: the text promised each version's owner
             "proposed_at": v.proposed_at,
             "approved_by": v.approved_by,
             "governs": list(v.governs),
@@ -427,13 +428,14 @@ def show(name: str, bootstrap: str | None, as_json: bool) -> None:
         )
         return
     print_table(
-        ["version", "stage", "author", "approved by", "governs", "content hash", "note"],
+        ["version", "stage", "owner", "author", "approved by", "governs", "content hash", "note"],
         [
             [
                 v["version"],
                 f"{v['stage']} (ALTERED: its document is not its hash's)"
                 if v["altered"]
                 else v["stage"],
+                v["owner"],
                 v["author"],
                 v["approved_by"] or "-",
                 ", ".join(v["governs"]),  # each version decides only what its own governs names

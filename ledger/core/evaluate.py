@@ -294,6 +294,9 @@ _OVERLOAD: Final = r"no such overload: (?P<ta>\w+) (?P<op>\S+) (?P<tb>\w+)"
 _IN_PYTHONS_WORDS: Final = (
     "a condition's type mismatch on a context value, in Python's words (before 2026-12-06)"
 )
+_IN_PYTHONS_WORDS_TOO: Final = (
+    "a condition's value of the wrong type, named in Python's words (before 2026-12-07)"
+)
 _SHARE: Final = r".+ v\d+ \((?:active|canary, \d+% of requests)\) decides this request's share "
 _EARLIER_WORDINGS: Final = (
     (
@@ -356,6 +359,13 @@ _EARLIER_WORDINGS: Final = (
                 r"no such overload: -(?P<tb>\w+)",
                 r"unsupported operand type\(s\) for -: 'int' and '(?P<tb>[\w.]+)'",
             ),
+        )
+    ),
+    *(  # a README check: "contains() is for text, not tuple", Python's name for a list
+        (re.compile(_FAILED + pattern), re.compile(_FAILED + pattern), _IN_PYTHONS_WORDS_TOO)
+        for pattern in (
+            r"contains\(\) is for text, not (?P<ta>\w+)",
+            r"expected a bool, got (?P<ta>\w+)",
         )
     ),
 )

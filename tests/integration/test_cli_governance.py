@@ -167,6 +167,7 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     assert shown["policy"] == row
     (version,) = shown["versions"]
     assert (version["version"], version["author"], version["approved_by"]) == (1, ALICE, BOB)
+    assert version["owner"] == "customer-success"  # each version's owner, as its file names
     assert version["governs"] == ["refund.issue"]  # each version decides only what it governs
     assert (version["stage"], version["note"], version["content_hash"]) == (
         "active",

@@ -977,6 +977,8 @@ def test_a_tool_that_names_what_it_honours_refuses_an_allow_with_more(
     assert guarded({"refund_method"})("1", "120.50", LOYAL) == "refunded"  # no constraints
     with pytest.raises(DecisionDenied, match="honours only max_refund: refund_method would be"):
         guarded({"max_refund"})("2", "600", LOYAL)
+    with pytest.raises(DecisionDenied, match="honours none: refund_method would be ignored"):
+        guarded(set())("2", "600", LOYAL)  # a README check: it read "honours only none"
     assert ran == [{"refund_method": "credit"}, {}]
     with pytest.raises(UsageError, match="takes no `constraints` parameter"):
         enforce(client, action="a.b", principal=AGENT, resource="r", honours={"x"})(lambda: None)

@@ -475,7 +475,7 @@ def _truth(v: Any) -> bool:
     # A dyn value used as a condition must really be a bool; CEL has no truthiness.
     if type(v) is bool:
         return v
-    raise TypeError(f"expected a bool, got {type(v).__name__}")
+    raise TypeError(f"expected a bool, got {_cel_type(v)}")
 
 
 def _num(v: Any, op: str) -> Any:
@@ -519,7 +519,7 @@ _SEARCH_PER_UNIT: Final = 256  # characters compared per unit, measured at 0.28-
 
 def _contains(m: Meter, s: Any, t: Any) -> bool:
     if type(s) is not str:  # a context value: CEL's contains() is text's only (a list: `in`)
-        raise TypeError(f"contains() is for text, not {type(s).__name__}")
+        raise TypeError(f"contains() is for text, not {_cel_type(s)}")
     if type(t) is str:
         m.left -= _search_units(s, t)
     else:  # a list (or a fault to come: len() of an int raises as it always did)

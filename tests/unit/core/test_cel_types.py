@@ -190,6 +190,9 @@ def test_typed_facts_keep_bools_and_numbers_apart_before_any_condition_runs() ->
         ("-context.s == 2", {"s": "x"}, "no such overload: -string"),
         ("context.l < context.m", {"l": ("a",), "m": ("b",)}, "no such overload: list < list"),
         ("context.z < 1", {"z": None}, "no such overload: null < int"),
+        # A README check: "contains() is for text, not tuple", "expected a bool, got str".
+        ('context.l.contains("a")', {"l": ("a",)}, "contains() is for text, not list"),
+        ("context.s", {"s": "x"}, "expected a bool, got string"),
     ],
 )
 def test_a_type_mismatch_is_said_as_cel_says_it(
@@ -230,6 +233,9 @@ def test_a_fault_recorded_in_pythons_words_is_the_same_fault_to_replay(
         ("no such overload: string * …", "expected a number, got str"),
         ("no such overload: int * string", "expected a number, got str"),
         ("no such overload: null % list", "expected a number, got tuple"),
+        ("contains() is for text, not list", "contains() is for text, not tuple"),
+        ("expected a bool, got string", "expected a bool, got str"),
+        ("expected a bool, got decimal", "expected a bool, got Decimal"),
     ],
 )
 def test_a_fault_in_the_evaluators_own_earlier_words_is_the_same_fault(now: str, then: str) -> None:
@@ -250,6 +256,8 @@ def test_a_fault_in_the_evaluators_own_earlier_words_is_the_same_fault(now: str,
             "'<' not supported between instances of 'str' and 'float'",
         ),
         ("no such overload: bool < double", "division by zero"),
+        ("contains() is for text, not list", "contains() is for text, not str"),
+        ("expected a bool, got string", "contains() is for text, not str"),
     ],
 )
 def test_a_fault_of_other_types_is_not_taken_for_the_same(now: str, recorded: str) -> None:
