@@ -71,12 +71,13 @@ def stop_cmd(as_json: bool) -> None:
 @handle_errors
 def status_cmd(as_json: bool) -> None:
     """Show whether the broker runs, answers Kafka requests, and where. Exit code 1 when it is
-    not running, or runs without answering (hung: the message says what to do)."""
+    not running, runs without answering (hung: the message says what to do), or answers but
+    refuses the admin credential this shell reads (a stale $LEDGER_CREDENTIALS, say)."""
     settings = load_settings()
     status = broker.status(settings)
-    answering = broker.answers(settings, status)
+    answering, refusal = broker.answering(settings, status)
     if as_json:
-        print_json({**status.as_dict(), "answering": answering})
+        print_json({**status.as_dict(), "answering": answering, "admin_refused": refusal})
     else:
         print_table(
             ["running", "answering", "bootstrap", "pid", "kafka", "log"],
@@ -93,5 +94,7 @@ def status_cmd(as_json: bool) -> None:
         )
     if status.running and not answering:
         fail(f"the broker (pid {status.pid}) {broker.NOT_ANSWERING}")
+    if refusal is not None:
+        fail(broker.admin_refused(settings, status, refusal))
     if not status.running:
         raise SystemExit(1)

@@ -135,11 +135,13 @@ def ps_cmd(as_json: bool) -> None:
     local = settings.bootstrap is None  # the processors' broker is the local one
     # Its pid alone is not health: a hung broker (SIGSTOP, a full GC) showed healthy here while
     # `broker status` and `up` said it does not answer (an operator's walkthrough).
-    answering = b.running and (not local or broker.answers(settings, b))
+    answering, refusal = broker.answering(settings, b) if b.running and local else (b.running, None)
     if local and not b.running:
         problems.insert(0, "the broker is not running")
     elif local and not answering:
         problems.insert(0, f"the broker (pid {b.pid}) {broker.NOT_ANSWERING}")
+    elif refusal is not None:  # answers: not to be restarted (a README check)
+        problems.insert(0, broker.admin_refused(settings, b, refusal))
     # What `up` can mend: a processor down or unhealthy, a stopped local broker; not a hung
     # broker (the line above says `ledger broker stop` first), a full disk, or a policy that
     # fails (an operator's walkthrough: the same `up` hint closed every `ps`).

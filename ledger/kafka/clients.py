@@ -58,6 +58,8 @@ __all__ = [
     "rdkafka_config",
     "make_rdkafka_producer",
     "make_rdkafka_consumer",
+    "login_refused",
+    "refusals_logged",
 ]
 
 CONNECT_TIMEOUT = 2.0
@@ -313,7 +315,34 @@ def _client(
         manager.removeHandler(refusals)
 
 
-def _refused_by_librdkafka(bootstrap: str, security: KafkaSecurity) -> KafkaAccessDenied | None:
+def login_refused(
+    bootstrap: str, security: KafkaSecurity | None, *, timeout: float = 5.0
+) -> KafkaAccessDenied | None:
+    """Whether the broker at ``bootstrap``, which accepted a connection, refuses ``security``'s
+    SASL login (asked through librdkafka, which hears a refusal kafka-python may report only as
+    "Unable to bootstrap"); ``None`` when it does not, or no login is given. Takes up to
+    ``timeout`` seconds: ask it after a client failed, never on every attempt."""
+    if security is None or not security.sasl:
+        return None
+    return _refused_by_librdkafka(bootstrap, security, timeout)
+
+
+@contextlib.contextmanager
+def refusals_logged() -> Any:
+    """A handler, for the block, keeping the last refusal (a failed login, an ACL) kafka-python
+    logs while it connects (``.found``; see :class:`_Refusals`)."""
+    refusals = _Refusals()
+    manager = logging.getLogger(_KAFKA_CONNECTIONS)
+    manager.addHandler(refusals)
+    try:
+        yield refusals
+    finally:
+        manager.removeHandler(refusals)
+
+
+def _refused_by_librdkafka(
+    bootstrap: str, security: KafkaSecurity, timeout: float = 5.0
+) -> KafkaAccessDenied | None:
     """Asked only when kafka-python could not connect, with a login, and logged no refusal:
     the broker may close a refused login's connection before kafka-python reads why (a CI run
     saw only "socket disconnected"), where librdkafka's error callback does hear it. The
@@ -325,7 +354,7 @@ def _refused_by_librdkafka(bootstrap: str, security: KafkaSecurity) -> KafkaAcce
     except KafkaUnavailable:
         return None
     try:
-        rdkafka_partitions(probe, "__consumer_offsets", bootstrap=bootstrap, timeout=5.0)
+        rdkafka_partitions(probe, "__consumer_offsets", bootstrap=bootstrap, timeout=timeout)
     except KafkaAccessDenied as refused:
         return refused
     except Exception:  # unavailable, a topic it may not see: not a refused login

@@ -42,6 +42,7 @@ from typing import Final
 from ledger.discovery import (
     accepts,
     broker_record_file,
+    credentials_file,
     read_broker_record,
     read_credentials,
     recorded_int,
@@ -408,18 +409,26 @@ def _kafka_ready(bootstrap: str, security: KafkaSecurity | None = None) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
-    from ledger.kafka.clients import close_abandoned, kafka_python_config
+    from ledger.kafka.clients import close_abandoned, kafka_python_config, refusals_logged
 
     auth = kafka_python_config(security)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000, **auth
-        )
+        with refusals_logged() as refusals:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=3000,
+                bootstrap_timeout_ms=3000,
+                **auth,
+            )
     except SaslAuthenticationFailedError as exc:
         close_abandoned(exc)
         raise _refused(exc) from exc
     except (KafkaError, OSError, ValueError) as exc:
         close_abandoned(exc)  # (its sockets, left for a later collection to warn of)
+        # A refused login is only "Unable to bootstrap" here; kafka-python's log says why (a
+        # README check: a stale admin password made a healthy broker "hung", to be restarted).
+        if isinstance(refusals.found, SaslAuthenticationFailedError):
+            raise _refused(refusals.found) from refusals.found
         return False
     try:
         admin.describe_cluster()
@@ -503,15 +512,40 @@ NOT_ANSWERING: Final = (
 def answers(settings: Settings, current: BrokerStatus) -> bool:
     """Does the running broker ``current`` answer a Kafka request (within a few seconds), not
     merely accept connections? Asked as the admin, whose credential ``ledger up`` wrote."""
+    return answering(settings, current)[0]
+
+
+def answering(settings: Settings, current: BrokerStatus) -> tuple[bool, str | None]:
+    """Whether the running broker ``current`` answers a Kafka request, and, when it answered by
+    refusing the admin's credential, the refusal: it answers all the same, and is not to be
+    restarted (a README check: a stale admin password in $LEDGER_CREDENTIALS made a healthy
+    broker "hung", and its restart gave it that folder's passwords)."""
     if not current.running or current.bootstrap is None:
-        return False
+        return False, None
     admin = read_credentials(settings, "admin") if current.secured else None
     if current.secured and admin is None:
-        return True  # its credential being rotated (the file removed): the open port must do
+        return True, None  # its credential being rotated (the file removed): the open port
     try:
-        return _kafka_ready(current.bootstrap, admin)
-    except BrokerError:
-        return True  # it answered, refusing the credential: what uses it says so
+        if _kafka_ready(current.bootstrap, admin):
+            return True, None
+    except BrokerError as refused:
+        return True, str(refused.__cause__ or refused)
+    # Silent to kafka-python, a refused login may still be heard by librdkafka (the broker can
+    # close the connection before kafka-python reads why): it answered too.
+    from ledger.kafka.clients import login_refused
+
+    heard = login_refused(current.bootstrap, admin, timeout=2.0)
+    return (True, str(heard)) if heard is not None else (False, None)
+
+
+def admin_refused(settings: Settings, current: BrokerStatus, refusal: str) -> str:
+    """What to do about a running broker that refuses the admin credential ``ledger up`` reads."""
+    return (
+        f"the broker (pid {current.pid}) answers, but refuses the admin credential in "
+        f"{credentials_file(settings, 'admin')} ({refusal}): if that file is a stale copy, point "
+        "$LEDGER_CREDENTIALS at the credentials the broker was given (or unset it for "
+        "$LEDGER_HOME/credentials); do not restart the broker for it"
+    )
 
 
 def _running_on(bdir: Path) -> int | None:
@@ -597,8 +631,11 @@ def start(
     current = status(settings)
     if current.running:
         if current.secured == (not insecure):
-            if not answers(settings, current):
+            answered, refusal = answering(settings, current)
+            if not answered:
                 raise BrokerError(f"the broker (pid {current.pid}) {NOT_ANSWERING}")
+            if refusal is not None:  # before a credential is written, or given to the broker
+                raise BrokerError(admin_refused(settings, current, refusal))
             progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
             if current.secured and current.bootstrap is not None:
                 # A credential file removed meanwhile (to rotate a password, or lost) is

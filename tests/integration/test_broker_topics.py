@@ -256,6 +256,38 @@ def test_broker_status_start_idempotent(kafka, monkeypatch):
     assert json.loads(again.stdout)["pid"] == doc["pid"]  # no second JVM
 
 
+def test_a_stale_admin_credential_is_told_apart_from_a_hung_broker(kafka, monkeypatch, tmp_path):
+    # A README check: a stale copy of the admin's credential (an old $LEDGER_CREDENTIALS) made
+    # `broker status`, `ps` and `up` call a healthy broker hung and advise restarting it; the
+    # restart then gave the broker that folder's passwords, and `up` wrote new role files into it.
+    if kafka.source != "local":
+        pytest.skip(f"broker comes from {kafka.source}; the local-broker CLI is covered in CI")
+    monkeypatch.setenv("LEDGER_HOME", str(kafka.settings.home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(kafka.settings.cache.parent))
+    stale = tmp_path / "stale"
+    stale.mkdir(mode=0o700)
+    admin = json.loads((kafka.settings.credentials / "admin.json").read_text())
+    (stale / "admin.json").write_text(json.dumps({**admin, "sasl_plain_password": "not-it-x9"}))
+    (stale / "admin.json").chmod(0o600)
+    monkeypatch.setenv("LEDGER_CREDENTIALS", str(stale))
+    runner = CliRunner()
+    status = runner.invoke(cli, ["broker", "status", "--json"])
+    assert status.exit_code == 1, status.output
+    doc = json.loads(status.stdout)
+    assert doc["running"] is True and doc["answering"] is True, doc
+    assert (
+        "uthentication failed" in doc["admin_refused"] or "_AUTHENTICATION" in doc["admin_refused"]
+    )
+    assert "answers, but refuses the admin credential in " + str(stale) in status.stderr
+    assert "does not answer" not in status.stderr and "broker stop" not in status.stderr
+    started = runner.invoke(cli, ["broker", "start"])
+    assert started.exit_code == 6, started.output
+    assert "refuses the admin credential" in started.stderr
+    assert sorted(p.name for p in stale.iterdir()) == ["admin.json"]  # nothing written there
+    monkeypatch.delenv("LEDGER_CREDENTIALS")
+    assert runner.invoke(cli, ["broker", "status"]).exit_code == 0  # the home's own: fine
+
+
 def _jvms_serving(home: Path) -> list[int]:
     """Pids of any process whose command line names this home's broker config."""
     marker = str(home / "broker" / "server.properties").encode()
