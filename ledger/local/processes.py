@@ -64,7 +64,19 @@ def _runs(pid: int, marker: str) -> bool:
         return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid
     except OSError:
         return True
-    return marker.encode() in seen
+    return any(spelling in seen for spelling in _spellings(marker))
+
+
+def _spellings(marker: str) -> set[bytes]:
+    """``marker`` (a path, or ``NAME=path``) as given and with its path's symbolic links
+    resolved: a stack started through a home's real path is still found through a link to it
+    (a README check: through a linked $LEDGER_HOME, `ps` and `down` said a running stack was
+    not running, and `down` removed its pid files)."""
+    name, sep, path = marker.partition("=") if "=" in marker else ("", "", marker)
+    found = {marker.encode()}
+    if path.startswith("/"):
+        found.add(f"{name}{sep}{os.path.realpath(path)}".encode())
+    return found
 
 
 def find(*, environ: str | None = None, argv: tuple[str, ...] = ()) -> int | None:
@@ -77,20 +89,22 @@ def find(*, environ: str | None = None, argv: tuple[str, ...] = ()) -> int | Non
         names = sorted((n for n in os.listdir("/proc") if n.isdigit()), key=int)
     except OSError:
         return None
-    entry = None if environ is None else b"\0" + environ.encode() + b"\0"
-    wanted, me = {a.encode() for a in argv}, os.getpid()
+    entries = () if environ is None else tuple(b"\0" + e + b"\0" for e in _spellings(environ))
+    wanted = [_spellings(a) for a in argv]  # each argument, in any of its spellings
+    me = os.getpid()
     for name in names:
         pid = int(name)
         if pid == me:
             continue
         try:
-            if wanted and not wanted <= set(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")):
-                continue
-            if (
-                entry is not None
-                and entry not in b"\0" + Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
-            ):
-                continue
+            if wanted:
+                args = set(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+                if not all(args & spellings for spellings in wanted):
+                    continue
+            if entries:
+                env = b"\0" + Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
+                if not any(entry in env for entry in entries):
+                    continue
         except OSError:
             continue  # gone, or not ours to read
         if running(pid):

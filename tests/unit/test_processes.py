@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.local.processes import alive, exit_status, spawn_detached, terminate
+from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 
 
 def _spawn_sleep(tmp_path: Path) -> int:
@@ -56,6 +56,41 @@ def test_the_environment_identifies_a_process_whose_title_was_rewritten(tmp_path
             time.sleep(0.01)
         assert alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'evaluator.ready'}")
         assert not alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'other' / 'evaluator.ready'}")
+    finally:
+        terminate(pid, grace=5)
+
+
+def test_a_process_started_through_the_real_home_is_found_through_a_link_to_it(
+    tmp_path: Path,
+) -> None:
+    # A README check: through a symbolic link to a running home, `ps` and `broker status` said
+    # nothing ran, and `down` removed the pid files of the processes it did not find.
+    real = tmp_path / "home"
+    (real / "run").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    shell = shutil.which("sh")
+    assert shell is not None
+    ready = real / "run" / "evaluator.ready"
+    env = {**os.environ, "LEDGER_READY_FILE": str(ready)}
+    # A broker names its config on its command line: here an argument the script ignores.
+    config = str(real / "server.properties")
+    pid = spawn_detached(
+        [shell, "-c", "sleep 39; exit 0", "39", config], env=env, log=tmp_path / "x.log"
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not alive(pid, marker=config) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        through_link = f"LEDGER_READY_FILE={link / 'run' / 'evaluator.ready'}"
+        assert alive(pid, marker=through_link)
+        assert alive(pid, marker=str(link / "server.properties"))
+        assert find(environ=through_link) == pid
+        assert find(argv=("39", str(link / "server.properties"))) == pid
+        other = tmp_path / "other"
+        other.mkdir()
+        assert not alive(pid, marker=f"LEDGER_READY_FILE={other / 'run' / 'evaluator.ready'}")
+        assert find(argv=("39", str(other / "server.properties"))) is None
     finally:
         terminate(pid, grace=5)
 
