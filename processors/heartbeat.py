@@ -192,7 +192,7 @@ class Heartbeat:
                 return (
                     f"no heartbeat for {beat_age:.0f} s: it is stopped by a signal (SIGSTOP, or "
                     f"Ctrl-Z in its terminal): `kill -CONT {self.pid}` resumes it; `ledger up` "
-                    "replaces it"
+                    "(or your supervisor) replaces it"
                 )
             return (
                 f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "

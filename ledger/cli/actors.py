@@ -207,7 +207,8 @@ def revoke_cmd(
             # a thief's): this key store holds its private half.
             click.echo(
                 f"note: {key.key_id} of {owner}, registered with {key.registered_with}, stays "
-                "active: its private key is in this key store (a rotation's new key)",
+                "active: its private key is in this key store (a rotation's new key, or another "
+                "key made here)",
                 err=True,
             )
         else:

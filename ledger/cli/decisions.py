@@ -42,7 +42,7 @@ from ledger.core.events import (
     item_ref,
 )
 from ledger.core.globs import glob_matches
-from ledger.core.text import clipped
+from ledger.core.text import clipped, quoted
 from ledger.errors import UsageError
 from ledger.kafka.reading import Positioned, read_topic
 from ledger.settings import Settings
@@ -235,7 +235,7 @@ def decisions_cmd(
         close = difflib.get_close_matches(principal[:100], sorted(principals)[:1000], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         click.echo(
-            f"note: no decision in the ledger is about {clipped(repr(principal), 80)}{hint}",
+            f"note: no decision in the ledger is about {quoted(principal, 80)}{hint}",
             err=True,
         )
     if as_json:
@@ -317,10 +317,10 @@ def _no_decision(decision_id: str, found: bool) -> str:
     walkthrough: told there was no such decision), or there is none."""
     if found:
         return (
-            f"decision {clipped(repr(decision_id), 80)} is in the ledger, but not as the other "
+            f"decision {quoted(decision_id, 80)} is in the ledger, but not as the other "
             "filters ask: drop them"
         )
-    return f"no decision has id {clipped(repr(decision_id), 80)} (a request id? --request takes it)"
+    return f"no decision has id {quoted(decision_id, 80)} (a request id? --request takes it)"
 
 
 def _answers(record: Any) -> list[tuple[str, Any]]:
@@ -340,7 +340,7 @@ def _unseen(
     if policy not in seen:
         close = difflib.get_close_matches(policy[:100], sorted(seen)[:1000], n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"no decision in the ledger names policy {clipped(repr(policy), 80)}{hint}"
+        return f"no decision in the ledger names policy {quoted(policy, 80)}{hint}"
     if version is not None and version not in seen[policy]:
         made = ", ".join(f"v{v}" for v in sorted(seen[policy])) or "none"
         if version in shadows:
@@ -369,7 +369,7 @@ def _several(request_id: str, found: list[tuple[Any, list[list[Any]]]]) -> str |
     if total < 2:
         return None
     return (
-        f"{clipped(repr(request_id), 80)} names {total} decisions ({'; '.join(kinds)}): a "
+        f"{quoted(request_id, 80)} names {total} decisions ({'; '.join(kinds)}): a "
         "request decided again, or ids (free text) that read alike; --json shows each with "
         "its decision id (event_id), which names one"
     )
@@ -457,7 +457,7 @@ def _why_none(
     none (:func:`_undecided`)."""
     if answered:
         return (
-            f"request {clipped(repr(request_id), 80)} was decided, but not as the other "
+            f"request {quoted(request_id, 80)} was decided, but not as the other "
             "filters ask: drop them to see its decision"
         )
     return _undecided(address, security, settings, request_id)
@@ -483,7 +483,7 @@ def _undecided(address: str, security: Any, settings: Settings, request_id: str)
             dead_at[event.partition, event.offset] = (event.code, clipped(event.reason, 200))
             if event.key is not None:
                 keyed.setdefault(event.key, event)
-    shown = clipped(repr(request_id), 80)
+    shown = quoted(request_id, 80)
     letter = keyed.get(request_id.encode("utf-8", "backslashreplace"))
     if asked is None and letter is not None:
         # A request that does not decode (an instant past year 9999 ...) is not found by its

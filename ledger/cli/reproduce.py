@@ -31,7 +31,7 @@ from ledger.cli.common import connection, load_settings, note_incomplete
 from ledger.cli.output import json_cell, policy_label, print_json, print_table, printable
 from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
-from ledger.core.text import clipped
+from ledger.core.text import quoted
 from ledger.errors import NotReproduced, UsageError
 
 __all__ = ["reproduce_decision", "reproduce_decisions"]
@@ -69,7 +69,7 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
     if len(found) > 1:
         listed = "; ".join(what for _, what in found)
         raise UsageError(
-            f"{clipped(repr(decision_id), 80)} names {len(found)} decisions ({listed}): ids are "
+            f"{quoted(decision_id, 80)} names {len(found)} decisions ({listed}): ids are "
             "free text; pass the decision id (`ledger decisions --request` lists them with --json)"
         )
     ((decision, what),) = found

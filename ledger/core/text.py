@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["clipped"]
+__all__ = ["clipped", "quoted"]
 
 
 def clipped(text: str, limit: int = 200) -> str:
     """``text`` for a message, shortened when a sender made it huge (the one way a rejection,
     a processor's answer, or a reader's report cuts what the sender wrote)."""
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def quoted(text: str, limit: int = 200) -> str:
+    """``text`` quoted (``repr``) and clipped as :func:`clipped` does, the count being of the
+    text's own characters, not of its quotes (a README check: a 129-character id was said to
+    be 131)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"

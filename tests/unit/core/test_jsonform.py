@@ -92,3 +92,14 @@ def test_an_instant_has_one_text_on_every_platform() -> None:
     assert format_timestamp(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == (
         "9999-12-31T23:59:59.999999Z"
     )
+
+
+def test_a_quoted_text_counts_its_own_characters_not_its_quotes() -> None:
+    # A README check: `decisions --request` of a 129-character id said "(131 characters)".
+    from ledger.core.text import clipped, quoted
+
+    long_id = "r" * 129
+    assert quoted(long_id, 80) == f"'{'r' * 80}'… (129 characters)"
+    assert clipped(repr(long_id), 80).endswith("(131 characters)")  # what it said before
+    assert quoted("short", 80) == "'short'"
+    assert quoted("a'b", 80) == repr("a'b")
