@@ -355,6 +355,11 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
             else:
                 return _Bad(f"expected a timestamp, got {_got(v)}")
             if dt.tzinfo is None or dt.utcoffset() is None:
+                if type(v) is str and len(v) > 10 and v[10] in "+-":  # read as hours, no zone
+                    return _Bad(
+                        f"timestamp {_show(v)} is a date and an offset with no time: write "
+                        f"{_show(v[:10] + 'T00:00:00' + v[10:])}"
+                    )
                 return _Bad(f"timestamp {_show(v)} has no time zone (add Z or an offset)")
             try:
                 return dt.astimezone(UTC)

@@ -129,6 +129,24 @@ def test_timestamp_normalised_to_utc() -> None:
     assert check(spec, "yesterday")[1]
 
 
+def test_a_date_and_an_offset_is_told_its_time_is_missing_not_its_zone() -> None:
+    # A README check: '2025-06-01+05:00' (Python reads 05:00, no zone) was told to add an
+    # offset it had. Still refused; a decision recorded with the old words still reproduces.
+    from ledger.core.evaluate import earlier_wording
+
+    spec = FactSpec(name="at", type="timestamp")
+    for given in ("2025-06-01+05:00", "2025-06-01-03:30"):
+        (reason,) = check(spec, given)[1]
+        fixed = given[:10] + "T00:00:00" + given[10:]
+        assert reason == (
+            f"at: timestamp {given!r} is a date and an offset with no time: write {fixed!r}"
+        )
+        assert not check(spec, fixed)[1]  # what it says to write is taken
+        before = f"at: timestamp {given!r} has no time zone (add Z or an offset)"
+        assert earlier_wording(reason, before) is not None
+        assert earlier_wording(reason, before.replace("at:", "on:")) is None
+
+
 def test_list_of_strings() -> None:
     spec = FactSpec(name="l", type="list<string>")
     assert check(spec, ["a", "b"])[0] == {"l": ("a", "b")}
