@@ -394,18 +394,17 @@ def requests_waiting(
 ) -> tuple[int | None, str | None]:
     """How many agents' requests the evaluators have not answered and committed yet
     (:func:`~ledger.kafka.groups.records_waiting`; a batch in hand counts until committed),
-    and why not when that is ``None``: no evaluator has said how many partitions there are
-    (no reason), or the broker could not be asked (the reason: an operator's walkthrough with
-    a wrong password saw ``requests_waiting: null`` and no word of why)."""
+    and why not when that is ``None``: the broker could not be asked (the reason: an operator's
+    walkthrough with a wrong password saw ``requests_waiting: null`` and no word of why). With
+    no evaluator running to say how many request partitions there are, the broker is asked
+    that too (a chaos drill: the backlog went unreported exactly while nothing answered)."""
     of = max((p.requests_of or 0 for p in procs if _split(p.name)[0] == "evaluator"), default=0)
-    if not of:
-        return None, None
     group = settings.topics.group(PROCESSOR_GROUPS["evaluator"])
     try:
         admin = resolve_security(settings, "admin", bootstrap=bootstrap)
         return (
             records_waiting(
-                bootstrap, group, settings.topics.evaluation_requests, of, security=admin
+                bootstrap, group, settings.topics.evaluation_requests, of or None, security=admin
             ),
             None,
         )

@@ -71,3 +71,23 @@ def test_the_broker_says_how_many_records_a_group_has_not_committed(
     finally:
         consumer.close()
     assert records_waiting(bootstrap, group, topic, 1, security=admin) == 2
+    # With no evaluator to say how many partitions the topic has, the broker says (a chaos
+    # drill: `ps` showed no backlog while every evaluator was down): all of them are counted.
+    every = records_waiting(bootstrap, group, topic, None, security=admin)
+    others = sum(
+        records_waiting(bootstrap, group, topic, n, security=admin)
+        - records_waiting(bootstrap, group, topic, n - 1, security=admin)
+        for n in range(2, ledger_topics_partitions(kafka, topic) + 1)
+    )
+    assert every == 2 + others and ledger_topics_partitions(kafka, topic) > 1
+
+
+def ledger_topics_partitions(kafka: Any, topic: str) -> int:
+    """How many partitions ``topic`` has, as a consumer's metadata says."""
+    from ledger.kafka.clients import make_consumer
+
+    consumer = make_consumer(kafka.bootstrap, security=kafka.security("admin"))
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
