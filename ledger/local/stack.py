@@ -327,15 +327,15 @@ def unheld_requests(procs: list[ProcessStatus], *, elsewhere: int | None = None)
         return (
             f"the evaluators this home started hold {held} of {of} request partitions: "
             "requests to the others wait until the evaluators' group is rebalanced (about 10 s "
-            "after a broker restart; their logs say `assigned request partitions`), unless an "
+            "after an evaluator died or the broker restarted; their logs say `assigned request partitions`), unless an "
             "evaluator this home did not start (`python -m processors.evaluator`) holds them, "
             "which `ps` could not ask the broker"
         )
     also = f" (and {elsewhere} by evaluators this home did not start)" if elsewhere else ""
     return (
         f"the evaluators hold {held}{also} of {of} request partitions: requests to the others "
-        "wait until the evaluators' group is rebalanced (about 10 s after a broker restart; "
-        "their logs say `assigned request partitions`)"
+        "wait until the evaluators' group is rebalanced (about 10 s after an evaluator died or the "
+        "broker restarted; their logs say `assigned request partitions`)"
     )
 
 
