@@ -1184,3 +1184,17 @@ def test_ps_says_when_it_could_not_ask_kafka_how_many_requests_wait(
     assert waiting is None
     assert unasked is not None and unasked.startswith("could not ask Kafka how many requests wait")
     assert unasked.endswith("[kafka_access_denied]")
+
+
+def test_down_says_how_many_evaluators_ran_so_up_can_start_as_many(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A chaos drill: `up --evaluators 2; down; up` quietly brought back one evaluator.
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
+    ran = ["evaluator-2", "evaluator", "command-processor", "broker"]
+    monkeypatch.setattr(stack, "down", lambda *a, **k: list(ran))
+    said = CliRunner().invoke(cli, ["down"])
+    assert said.exit_code == 0, said.output
+    assert "note: 2 evaluators ran: `ledger up --evaluators 2` starts as many again" in said.stderr
+    ran[:] = ["evaluator", "command-processor"]
+    assert "note:" not in CliRunner().invoke(cli, ["down"]).stderr  # one: a plain `up` does
