@@ -32,6 +32,7 @@ __all__ = [
     "DecisionCounts",
     "age",
     "errors_dominate",
+    "stopped_by_signal",
 ]
 
 STALE_AFTER = 5.0
@@ -188,7 +189,9 @@ class Heartbeat:
                 "is stopped (SIGSTOP?) or its event loop is stuck"
             )
         if beat_age > stale_after:
-            if _stopped(self.pid):  # an operator's walkthrough: a SIGSTOP read as a full disk
+            if stopped_by_signal(
+                self.pid
+            ):  # an operator's walkthrough: a SIGSTOP read as a full disk
                 return (
                     f"no heartbeat for {beat_age:.0f} s: it is stopped by a signal (SIGSTOP, or "
                     f"Ctrl-Z in its terminal): `kill -CONT {self.pid}` resumes it; `ledger up` "
@@ -216,7 +219,7 @@ class Heartbeat:
         return None
 
 
-def _stopped(pid: int) -> bool:
+def stopped_by_signal(pid: int) -> bool:
     """Is process ``pid`` stopped by a signal (state ``T``/``t`` in ``/proc/PID/stat``)? False
     where that cannot be read (gone, not Linux)."""
     try:

@@ -52,7 +52,13 @@ from ledger.keys import KeyStore
 from ledger.local import broker
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
-from processors.heartbeat import DecisionCounts, Heartbeat, age, errors_dominate
+from processors.heartbeat import (
+    DecisionCounts,
+    Heartbeat,
+    age,
+    errors_dominate,
+    stopped_by_signal,
+)
 
 __all__ = [
     "PROCESSORS",
@@ -837,7 +843,13 @@ def _ensure(
         other = "" if current.same_code else ", on other code than this `ledger` (an upgrade?)"
         progress(f"{proc_id} already running (pid {current.pid}), healthy{other}")
         return False
-    if current.running and current.bootstrap in (None, bootstrap) and not current.stale_credential:
+    halted = current.running and current.pid is not None and stopped_by_signal(current.pid)
+    if (
+        current.running
+        and current.bootstrap in (None, bootstrap)
+        and not current.stale_credential
+        and not halted  # a chaos drill: 20 s given to what cannot recover by itself
+    ):
         # The broker may just have come back (same address), or it is still catching up: one
         # without a first heartbeat gets as long as a processor being started.
         patience = wait if current.heartbeat_age is None else RECOVERY_WAIT

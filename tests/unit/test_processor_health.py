@@ -122,16 +122,47 @@ def test_a_processor_stopped_by_a_signal_is_said_to_be(settings: Settings, evalu
     assert "event loop is stuck" in (_evaluator(settings).problem or "")
     os.kill(evaluator, signal.SIGSTOP)
     try:
-        from processors.heartbeat import _stopped
+        from processors.heartbeat import stopped_by_signal
 
         deadline = time.monotonic() + 10  # a signal is delivered after kill() returns
-        while not _stopped(evaluator) and time.monotonic() < deadline:
+        while not stopped_by_signal(evaluator) and time.monotonic() < deadline:
             time.sleep(0.01)
         problem = _evaluator(settings).problem or ""
         assert "it is stopped by a signal (SIGSTOP" in problem
         assert f"`kill -CONT {evaluator}` resumes it" in problem
     finally:
         os.kill(evaluator, signal.SIGCONT)
+
+
+def test_up_restarts_a_processor_stopped_by_a_signal_without_giving_it_time(
+    settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chaos drill: `up` said the command processor was stopped by a signal, then gave it
+    # 20 s to recover, which a stopped process cannot do by itself.
+    from processors.heartbeat import stopped_by_signal
+
+    _beat(settings, evaluator, age=30, fetch_age=30)
+    os.kill(evaluator, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 10
+        while not stopped_by_signal(evaluator) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        said: list[str] = []
+        calls: list[tuple[str, str]] = []
+        monkeypatch.setattr(stack, "_writable", lambda folder: None)
+        monkeypatch.setattr(
+            stack, "stop_processor", lambda s, name, **k: calls.append(("stop", name)) or True
+        )
+        monkeypatch.setattr(
+            stack, "start_processor", lambda s, name, **k: calls.append(("start", name))
+        )
+        assert stack._ensure(settings, "evaluator", bootstrap=KAFKA, progress=said.append)
+        assert calls == [("stop", "evaluator"), ("start", "evaluator")]
+        assert not any("to recover" in line for line in said), said
+        assert any("stopped by a signal" in line for line in said), said
+    finally:
+        os.kill(evaluator, signal.SIGCONT)
+        monkeypatch.undo()  # the fixture stops the fake processor with the real stop_processor
 
 
 def test_a_running_processor_without_a_heartbeat_is_not_healthy(
@@ -818,14 +849,22 @@ def test_ps_says_a_hung_local_broker_is_not_healthy(
         running=True, bootstrap=KAFKA, pid=4242, kafka_version="4", log_dir="d", log_file="l"
     )
     monkeypatch.setattr(broker, "status", lambda settings: hung)
-    monkeypatch.setattr(broker, "answers", lambda settings, current: False)
+    monkeypatch.setattr(broker, "answering", lambda settings, current: (False, None))
     shown = CliRunner().invoke(cli, ["ps", "--json"])
     assert shown.exit_code == 1
     assert json.loads(shown.stdout)["broker"]["answering"] is False
     said = CliRunner().invoke(cli, ["ps"])
     assert said.exit_code == 1 and f"the broker (pid 4242) {broker.NOT_ANSWERING}" in said.stderr
-    monkeypatch.setattr(broker, "answers", lambda settings, current: True)
+    monkeypatch.setattr(broker, "answering", lambda settings, current: (True, None))
     assert "the broker" not in CliRunner().invoke(cli, ["ps"]).stderr
+    # A README check: a stale admin credential is not a hung broker, to be restarted.
+    refused = (True, "SaslAuthenticationFailedError: invalid credentials")
+    monkeypatch.setattr(broker, "answering", lambda settings, current: refused)
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 1 and "the broker (pid 4242) answers, but refuses the admin" in (
+        said.stderr
+    )
+    assert broker.NOT_ANSWERING not in said.stderr
 
 
 def test_evaluators_of_two_releases_are_not_a_shortfall_of_request_partitions() -> None:
