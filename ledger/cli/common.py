@@ -214,7 +214,7 @@ def ledger_options(func: F) -> F:
 
 def connection(settings: Settings, role: Role) -> tuple[str, KafkaSecurity]:
     """Where Kafka is, and ``role``'s credential for it (see :mod:`ledger.discovery`)."""
-    address = resolve_bootstrap(settings)
+    address = resolve_bootstrap(settings, start="ledger up")  # as `ps` and the SDK advise
     return address, resolve_security(settings, role, bootstrap=address)
 
 

@@ -89,3 +89,23 @@ def test_a_recorded_broker_that_is_not_running_is_not_used(tmp_path: Path) -> No
     said = str(raised.value)
     assert said.startswith(f"the local broker of {tmp_path} (127.0.0.1:1) is not running: run")
     assert "`ledger up`" in said and "$LEDGER_BOOTSTRAP" in said
+
+
+def test_the_cli_gives_the_same_advice_as_ps_and_the_sdk_for_a_stopped_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chaos drill: with the broker killed, governance commands said `ledger broker start`,
+    # while `ps`, the SDK and the README's table say `ledger up` (which starts the processors
+    # the command needs as well).
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    state = tmp_path / "broker" / "broker.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"pid": os.getpid(), "port": 1}))
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
+    said = CliRunner().invoke(cli, ["grant", "list"])
+    assert said.exit_code == 7, said.output
+    assert "is not running: run `ledger up`, or pass --bootstrap" in said.stderr, said.stderr
