@@ -101,6 +101,12 @@ def down_cmd(keep_broker: bool, as_json: bool) -> None:
         click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+def _not_running(p: stack.ProcessStatus) -> str:
+    """``evaluator is not running``, and how its last run ended when its log says it was killed."""
+    killed = stack.ended_unannounced(p.log)
+    return f"{p.name} is not running" + (f": {killed}" if killed else "")
+
+
 @click.command("ps", short_help="What of the local stack runs, and its health.")
 @json_option
 @handle_errors
@@ -135,7 +141,7 @@ def ps_cmd(as_json: bool) -> None:
     b = broker.status(settings)
     procs = stack.processes(settings)
     problems = [
-        f"{p.name} is not healthy: {p.problem}" if p.running else f"{p.name} is not running"
+        f"{p.name} is not healthy: {p.problem}" if p.running else _not_running(p)
         for p in procs
         if not p.healthy
     ]

@@ -33,7 +33,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
+from ledger.core.text import clipped
 from ledger.discovery import (
     credential_fingerprint,
     credentials_file,
@@ -393,6 +395,34 @@ def _gone(client: str | None, stuck: set[int]) -> bool:
     except OSError:  # someone else's process: alive
         return False
     return False
+
+
+_STARTING: Final = b"ledger.processor: starting: pid "
+_STOPPED: Final = b"ledger.processor: stopped: pid "
+_LOG_TAIL: Final = 256 * 1024
+"""Bytes of a processor's log read for how its last run ended (its last lines, whatever its size)."""
+
+
+def ended_unannounced(log: str | Path) -> str | None:
+    """When a processor's log shows its last run starting and never saying ``stopped:``, what
+    ``ps`` adds to "not running": it was killed (a chaos drill: after a SIGKILL, or the OOM
+    killer's, `ps` said only "not running" and the log holds no error to look for). ``None``
+    when it stopped cleanly, or the log cannot tell."""
+    try:
+        with open(log, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - _LOG_TAIL))
+            tail = file.read(_LOG_TAIL)
+    except OSError:
+        return None
+    started, stopped = tail.rfind(_STARTING), tail.rfind(_STOPPED)
+    if started < 0 or stopped > started:
+        return None
+    pid = tail[started + len(_STARTING) :].split(b",", 1)[0].decode("ascii", "replace")
+    return (
+        f"its last run (pid {clipped(pid, 12)}) ended without `stopped:` in its log: it was "
+        "killed (SIGKILL, or the kernel's out-of-memory killer: `dmesg` says)"
+    )
 
 
 def requests_waiting(

@@ -1237,3 +1237,23 @@ def test_down_says_how_many_evaluators_ran_so_up_can_start_as_many(
     assert "note: 2 evaluators ran: `ledger up --evaluators 2` starts as many again" in said.stderr
     ran[:] = ["evaluator", "command-processor"]
     assert "note:" not in CliRunner().invoke(cli, ["down"]).stderr  # one: a plain `up` does
+
+
+def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Path) -> None:
+    # A chaos drill: after a kill -9 (or the OOM killer), `ps` said only "not running", and its
+    # log, which the troubleshooting table points at, holds no error: it just stops.
+    log = tmp_path / "evaluator.log"
+    start = "[t] evaluator INFO ledger.processor: starting: pid {}, code c from f, Kafka at k\n"
+    log.write_text(start.format(41) + "[t] evaluator INFO ledger.processor: stopped: pid 41\n")
+    assert stack.ended_unannounced(log) is None  # a clean stop
+    with log.open("a") as more:
+        more.write(start.format(42) + "[t] evaluator INFO ledger.evaluator: evaluator stats: …\n")
+    said = stack.ended_unannounced(log)
+    assert said is not None and said.startswith(
+        "its last run (pid 42) ended without `stopped:` in its log: it was killed"
+    )
+    assert stack.ended_unannounced(tmp_path / "none.log") is None  # no log: nothing to say
+    # The cut is taken from the end of a long log.
+    with log.open("a") as more:
+        more.write("x" * 300_000 + "\n" + "[t] evaluator INFO ledger.processor: stopped: pid 42\n")
+    assert stack.ended_unannounced(log) is None
