@@ -7,7 +7,9 @@ lives here, once: the policy model (:mod:`~ledger.core.policy`), CEL conditions
 action (:mod:`~ledger.core.governing`), the command
 lifecycle (:mod:`~ledger.core.lifecycle`), evaluation (:mod:`~ledger.core.evaluate`), impact
 simulation (:mod:`~ledger.core.simulate`) and offline tests (:mod:`~ledger.core.policytests`).
-Time and ids are parameters; a denial is a value.
+Time and ids are parameters; a denial is a value. The one process-wide effect, pausing the
+cyclic garbage collector while a replay folds (a cost, never a result), is written once, in
+:mod:`~ledger.core.collector`, and the Kafka follower pauses it through the same function.
 """
 
 from ledger.core.authority import (

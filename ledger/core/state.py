@@ -24,7 +24,6 @@ be stale; it is excluded from equality.
 from __future__ import annotations
 
 import functools
-import gc
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
@@ -34,6 +33,7 @@ from typing import Any, Final, assert_never
 
 from ledger.core.authority import Grant, HeldGrants
 from ledger.core.builders import builder
+from ledger.core.collector import collector_paused
 from ledger.core.events import (
     GRANT_EVENT_TYPES,
     POLICY_EVENT_TYPES,
@@ -692,49 +692,45 @@ class Replay:
         self._check_open()
         base_policies, base_principals = self._base.policies, self._base.principals
         policies, initial, principals = self._policies, self._initial, self._principals
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for event in events:
-                # By exact type (one set look-up; a class-pattern match tries each class in
-                # turn): event types are final dataclasses. Grant events first: most of a history.
-                kind = type(event)
-                if kind in _GRANT_EVENT_TYPES:
-                    grant_event: GrantEvent = event  # type: ignore[assignment]  # by its type
-                    building = principals.get(grant_event.principal)
-                    if building is None:
-                        building = principals[grant_event.principal] = _Principal(
-                            grant_event.principal, base_principals.stored(grant_event.principal)
-                        )
-                    if grant_event.sequence == building.sequence + 1:
-                        _apply_grant(
-                            building.grants,
-                            building.roles,
-                            building.keys,
-                            building.assigned_by,
-                            building.revoked,
-                            grant_event,
-                        )
-                        building.sequence = grant_event.sequence
-                elif kind in _POLICY_EVENT_TYPES:
-                    policy_event: PolicyEvent = event  # type: ignore[assignment]  # by its type
-                    draft = policies.get(policy_event.policy)
-                    if draft is None:
-                        draft = policies[policy_event.policy] = _PolicyDraft(
-                            base_policies.get(policy_event.policy)
-                            or PolicyRecord(name=policy_event.policy)
-                        )
-                        initial[policy_event.policy] = draft.sequence
-                    if policy_event.sequence == draft.sequence + 1:
-                        _apply_policy(draft, policy_event)
-                else:
-                    raise TypeError(f"not a governance event: {kind.__name__}")
-        except BaseException:
-            self._closed = "a part of it raised: it is half-applied"
-            raise
-        finally:
-            if was_enabled:
-                gc.enable()
+        with collector_paused():
+            try:
+                for event in events:
+                    # By exact type (one set look-up; a class-pattern match tries each class in
+                    # turn): event types are final dataclasses. Grant events first: most of a history.
+                    kind = type(event)
+                    if kind in _GRANT_EVENT_TYPES:
+                        grant_event: GrantEvent = event  # type: ignore[assignment]  # by its type
+                        building = principals.get(grant_event.principal)
+                        if building is None:
+                            building = principals[grant_event.principal] = _Principal(
+                                grant_event.principal, base_principals.stored(grant_event.principal)
+                            )
+                        if grant_event.sequence == building.sequence + 1:
+                            _apply_grant(
+                                building.grants,
+                                building.roles,
+                                building.keys,
+                                building.assigned_by,
+                                building.revoked,
+                                grant_event,
+                            )
+                            building.sequence = grant_event.sequence
+                    elif kind in _POLICY_EVENT_TYPES:
+                        policy_event: PolicyEvent = event  # type: ignore[assignment]  # by its type
+                        draft = policies.get(policy_event.policy)
+                        if draft is None:
+                            draft = policies[policy_event.policy] = _PolicyDraft(
+                                base_policies.get(policy_event.policy)
+                                or PolicyRecord(name=policy_event.policy)
+                            )
+                            initial[policy_event.policy] = draft.sequence
+                        if policy_event.sequence == draft.sequence + 1:
+                            _apply_policy(draft, policy_event)
+                    else:
+                        raise TypeError(f"not a governance event: {kind.__name__}")
+            except BaseException:
+                self._closed = "a part of it raised: it is half-applied"
+                raise
         return self
 
     def result(self) -> LedgerState:
@@ -744,9 +740,7 @@ class Replay:
         state = self._base
         base_policies, base_principals = state.policies, state.principals
         initial = self._initial
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             rebuilt = {  # held as they are, built when read (HeldPrincipals)
                 name: building
                 for name, building in self._principals.items()
@@ -768,9 +762,6 @@ class Replay:
                 principals=base_principals.update(rebuilt),  # type: ignore[arg-type]  # on read
                 position=state.position,
             )
-        finally:
-            if was_enabled:
-                gc.enable()
 
     def _check_open(self) -> None:
         if self._closed is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ledger.codec import Codec, default_codec
+from ledger.core.collector import collector_paused
 from ledger.core.events import (
     COMMAND_TYPES,
     GOVERNANCE_EVENT_TYPES,
@@ -610,25 +611,20 @@ class GovernanceFollower:
         bulk = more or self._replay is not None or count >= BULK_FOLD
         # In bulk, decoding pauses the cyclic collector as replay does: thousands of new
         # acyclic events would otherwise set off its full scans of the whole state.
-        paused = bulk and gc.isenabled()
-        if paused:
-            gc.disable()
         try:
-            events = self._decode(fetched)
-            if bulk:
-                replay = self._replay or Replay(self.state)
-                replay.feed(events)
-                self._replay = replay
-            else:
-                state = self.state
-                for event in events:
-                    state = fold(state, event)
+            with collector_paused(bulk):
+                events = self._decode(fetched)
+                if bulk:
+                    replay = self._replay or Replay(self.state)
+                    replay.feed(events)
+                    self._replay = replay
+                else:
+                    state = self.state
+                    for event in events:
+                        state = fold(state, event)
         except BaseException:  # nothing of this catch-up is published, nor held on to
             self._replay, self._positions, self._touched = None, {}, set()
             raise
-        finally:
-            if paused:
-                gc.enable()
         self.applied += len(events)
         self._unsaved += len(events)
         if self._on_event is not None:

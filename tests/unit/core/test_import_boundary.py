@@ -38,7 +38,9 @@ FORBIDDEN_STDLIB = {
     "tempfile",
     "threading",
     "asyncio",
+    "gc",  # process-wide: paused in one module only (below), as a fold's cost, never a result
 }
+PAUSES_THE_COLLECTOR = "collector.py"
 
 POLICY = "ledger.core.policy"
 # Which modules of ledger.core.policy each of its modules may import (its __init__: any).
@@ -137,6 +139,8 @@ def test_core_module_imports_only_allowed_modules(path: Path) -> None:
         if name.startswith(ALLOWED_OWN) or top in ALLOWED_THIRD_PARTY or top == "__future__":
             continue
         if top in sys.stdlib_module_names and top not in FORBIDDEN_STDLIB:
+            continue
+        if top == "gc" and path.name == PAUSES_THE_COLLECTOR:  # an architecture review
             continue
         bad.append(f"{path.relative_to(CORE)}:{line} imports {name}")
     assert not bad, "\n".join(bad)
