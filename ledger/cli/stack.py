@@ -172,9 +172,12 @@ def ps_cmd(as_json: bool) -> None:
     if erroring is not None:
         problems.append(erroring)
     other = [p.name for p in procs if p.same_code is False]
-    # Asked only of a broker that answers, and while an evaluator is healthy: `ps` stays quick.
-    evaluating = any(p.healthy and p.name.startswith("evaluator") for p in procs)
-    address = stack.kafka_address(settings) if (answering or not local) and evaluating else None
+    # Asked only of a broker known to answer, so `ps` stays quick: the local one that answered
+    # above, another while a processor talking to it is healthy. Not only while an evaluator
+    # runs (a chaos drill and its review: with every evaluator down, the backlog that grows
+    # then went unreported).
+    reachable = answering if local else any(p.healthy for p in procs)
+    address = stack.kafka_address(settings) if reachable else None
     waiting, unasked = stack.requests_waiting(settings, address, procs) if address else (None, None)
     if as_json:
         print_json(

@@ -867,6 +867,39 @@ def test_ps_says_a_hung_local_broker_is_not_healthy(
     assert broker.NOT_ANSWERING not in said.stderr
 
 
+def test_ps_counts_the_waiting_requests_while_no_evaluator_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chaos drill, then the review of its fix: with every evaluator down, `ps` showed
+    # requests_waiting null, the broker never asked, exactly while the backlog grew.
+    from ledger.local import broker
+
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
+    up = broker.BrokerStatus(
+        running=True, bootstrap=KAFKA, pid=4242, kafka_version="4", log_dir="d", log_file="l"
+    )
+    monkeypatch.setattr(broker, "status", lambda settings: up)
+    monkeypatch.setattr(broker, "answering", lambda settings, current: (True, None))
+    down = stack.ProcessStatus(name="evaluator", running=False, healthy=False, pid=None, log="l")
+    monkeypatch.setattr(stack, "processes", lambda settings: [down])
+    monkeypatch.setattr(stack, "kafka_address", lambda settings: KAFKA)
+    asked: list[list[stack.ProcessStatus]] = []
+
+    def waiting(settings: Settings, bootstrap: str, procs: Any) -> tuple[int, None]:
+        asked.append(procs)
+        return 24, None
+
+    monkeypatch.setattr(stack, "requests_waiting", waiting)
+    shown = CliRunner().invoke(cli, ["ps", "--json"])
+    assert json.loads(shown.stdout)["requests_waiting"] == 24 and asked == [[down]]
+    said = CliRunner().invoke(cli, ["ps"])
+    assert "24 requests wait for an evaluator's answer" in said.stderr
+    monkeypatch.setattr(broker, "answering", lambda settings, current: (False, None))
+    assert json.loads(CliRunner().invoke(cli, ["ps", "--json"]).stdout)["requests_waiting"] is None
+    assert len(asked) == 2  # a broker that does not answer is not asked
+
+
 def test_evaluators_of_two_releases_are_not_a_shortfall_of_request_partitions() -> None:
     # A review: after an upgrade in place, an old evaluator (its heartbeat holds no count) beside
     # a new one holding 3 of 6 made `ps` exit 1 and `up` wait out --wait and fail, without the
