@@ -836,6 +836,21 @@ def test_a_stale_credential_is_told_by_its_password_not_the_files_time(
         stack.stop_processor(local, "evaluator", kill=True)
 
 
+def _running_local_broker(
+    home: Path, monkeypatch: pytest.MonkeyPatch, *, answering: tuple[bool, str | None]
+) -> None:
+    """``home``'s local broker as running (pid 4242 on KAFKA), answering as ``answering``."""
+    from ledger.local import broker
+
+    monkeypatch.setenv("LEDGER_HOME", str(home))
+    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
+    running = broker.BrokerStatus(
+        running=True, bootstrap=KAFKA, pid=4242, kafka_version="4", log_dir="d", log_file="l"
+    )
+    monkeypatch.setattr(broker, "status", lambda settings: running)
+    monkeypatch.setattr(broker, "answering", lambda settings, current: answering)
+
+
 def test_ps_says_a_hung_local_broker_is_not_healthy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -843,13 +858,7 @@ def test_ps_says_a_hung_local_broker_is_not_healthy(
     # (its pid was alive), while `broker status` and `up` said it does not answer.
     from ledger.local import broker
 
-    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
-    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
-    hung = broker.BrokerStatus(
-        running=True, bootstrap=KAFKA, pid=4242, kafka_version="4", log_dir="d", log_file="l"
-    )
-    monkeypatch.setattr(broker, "status", lambda settings: hung)
-    monkeypatch.setattr(broker, "answering", lambda settings, current: (False, None))
+    _running_local_broker(tmp_path, monkeypatch, answering=(False, None))
     shown = CliRunner().invoke(cli, ["ps", "--json"])
     assert shown.exit_code == 1
     assert json.loads(shown.stdout)["broker"]["answering"] is False
@@ -874,13 +883,7 @@ def test_ps_counts_the_waiting_requests_while_no_evaluator_runs(
     # requests_waiting null, the broker never asked, exactly while the backlog grew.
     from ledger.local import broker
 
-    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
-    monkeypatch.delenv("LEDGER_BOOTSTRAP", raising=False)
-    up = broker.BrokerStatus(
-        running=True, bootstrap=KAFKA, pid=4242, kafka_version="4", log_dir="d", log_file="l"
-    )
-    monkeypatch.setattr(broker, "status", lambda settings: up)
-    monkeypatch.setattr(broker, "answering", lambda settings, current: (True, None))
+    _running_local_broker(tmp_path, monkeypatch, answering=(True, None))
     down = stack.ProcessStatus(name="evaluator", running=False, healthy=False, pid=None, log="l")
     monkeypatch.setattr(stack, "processes", lambda settings: [down])
     monkeypatch.setattr(stack, "kafka_address", lambda settings: KAFKA)
