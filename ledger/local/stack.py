@@ -418,10 +418,21 @@ def ended_unannounced(log: str | Path) -> str | None:
     started, stopped = tail.rfind(_STARTING), tail.rfind(_STOPPED)
     if started < 0 or stopped > started:
         return None
-    pid = tail[started + len(_STARTING) :].split(b",", 1)[0].decode("ascii", "replace")
+    pid = clipped(tail[started + len(_STARTING) :].split(b",", 1)[0].decode("ascii", "replace"), 12)
+    # A processor that stops itself on a fatal error (`die`, which skips the `stopped:` line)
+    # or crashes (faulthandler's dump) says why in its log: that, not `dmesg` (the review).
+    fatal = [
+        line
+        for line in tail[started:].splitlines()
+        if b" CRITICAL " in line or line.startswith(b"Fatal Python error")
+    ]
+    if fatal:
+        line = fatal[-1].decode("utf-8", "replace").strip()
+        said = "".join(c if c.isprintable() else "?" for c in line[:1000])  # for a terminal
+        return f"its last run (pid {pid}) ended on an error its log holds: {clipped(said, 240)}"
     return (
-        f"its last run (pid {clipped(pid, 12)}) ended without `stopped:` in its log: it was "
-        "killed (SIGKILL, or the kernel's out-of-memory killer: `dmesg` says)"
+        f"its last run (pid {pid}) ended without `stopped:` in its log: it was killed (SIGKILL, "
+        "or the kernel's out-of-memory killer: `dmesg` says)"
     )
 
 

@@ -1289,6 +1289,20 @@ def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Pa
         "its last run (pid 42) ended without `stopped:` in its log: it was killed"
     )
     assert stack.ended_unannounced(tmp_path / "none.log") is None  # no log: nothing to say
+    # The review: a processor that stops itself (`die`, no `stopped:` line) or crashes says why
+    # in its log: that is named, not the OOM killer.
+    with log.open("a") as more:
+        more.write(start.format(43))
+        more.write("[t] evaluator CRITICAL ledger.processors: Kafka refused an output\x1b[2J\n")
+    said = stack.ended_unannounced(log)
+    assert said == (
+        "its last run (pid 43) ended on an error its log holds: [t] evaluator CRITICAL "
+        "ledger.processors: Kafka refused an output?[2J"
+    )
+    with log.open("a") as more:
+        more.write(start.format(44) + "Fatal Python error: Segmentation fault\n\nThread 0x1\n")
+    said = stack.ended_unannounced(log)
+    assert said is not None and said.endswith("holds: Fatal Python error: Segmentation fault")
     # The cut is taken from the end of a long log.
     with log.open("a") as more:
         more.write("x" * 300_000 + "\n" + "[t] evaluator INFO ledger.processor: stopped: pid 42\n")
