@@ -540,12 +540,47 @@ def answering(settings: Settings, current: BrokerStatus) -> tuple[bool, str | No
 
 def admin_refused(settings: Settings, current: BrokerStatus, refusal: str) -> str:
     """What to do about a running broker that refuses the admin credential ``ledger up`` reads."""
+    where = credentials_file(settings, "admin")
+    if settings.credentials_dir is not None and settings.credentials != _own_credentials(settings):
+        fix = (
+            "if that file is a stale copy, point $LEDGER_CREDENTIALS at the credentials the "
+            "broker was given (or unset it for $LEDGER_HOME/credentials)"
+        )
+    else:  # the review: "unset $LEDGER_CREDENTIALS" was said where it was not set
+        fix = (
+            "the broker was given other passwords (`ledger up` with another $LEDGER_CREDENTIALS?): "
+            f"put those credential files in {settings.credentials}"
+        )
     return (
-        f"the broker (pid {current.pid}) answers, but refuses the admin credential in "
-        f"{credentials_file(settings, 'admin')} ({refusal}): if that file is a stale copy, point "
-        "$LEDGER_CREDENTIALS at the credentials the broker was given (or unset it for "
-        "$LEDGER_HOME/credentials); do not restart the broker for it"
+        f"the broker (pid {current.pid}) answers, but refuses the admin credential in {where} "
+        f"({refusal}): {fix}; do not restart the broker for it"
     )
+
+
+def _own_credentials(settings: Settings) -> Path:
+    return settings.home / "credentials"
+
+
+def _refuse_partial_credentials(settings: Settings) -> None:
+    """A running broker and a $LEDGER_CREDENTIALS other than the home's own that lacks some
+    roles' files: :class:`BrokerError` before anything is written (the review: `up` wrote the
+    missing files into it and gave the running broker's users their new passwords, so the
+    home's own credentials, and every client holding them, were refused from then on).
+    Rotating a password by removing its file is for the home's own folder."""
+    if settings.credentials_dir is None or settings.credentials == _own_credentials(settings):
+        return
+    missing = [
+        user
+        for user in credentials.USERS
+        if not os.path.lexists(settings.credentials / f"{user}.json")  # as credentials.ensure
+    ]
+    if missing:
+        raise BrokerError(
+            f"$LEDGER_CREDENTIALS ({settings.credentials}) lacks the credential of "
+            f"{', '.join(missing)}: on the running broker `ledger up` would write new ones "
+            "there and give those users new passwords; point it at the complete credentials the "
+            "broker was given, or unset it to use $LEDGER_HOME/credentials"
+        )
 
 
 def _running_on(bdir: Path) -> int | None:
@@ -636,6 +671,7 @@ def start(
                 raise BrokerError(f"the broker (pid {current.pid}) {NOT_ANSWERING}")
             if refusal is not None:  # before a credential is written, or given to the broker
                 raise BrokerError(admin_refused(settings, current, refusal))
+            _refuse_partial_credentials(settings)
             progress(f"broker already running on {current.bootstrap} (pid {current.pid})")
             if current.secured and current.bootstrap is not None:
                 # A credential file removed meanwhile (to rotate a password, or lost) is

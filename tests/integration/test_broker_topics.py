@@ -284,8 +284,21 @@ def test_a_stale_admin_credential_is_told_apart_from_a_hung_broker(kafka, monkey
     assert started.exit_code == 6, started.output
     assert "refuses the admin credential" in started.stderr
     assert sorted(p.name for p in stale.iterdir()) == ["admin.json"]  # nothing written there
+    # The review: a folder lacking some roles' files (no admin.json: nothing to be refused)
+    # had `up` write them there and give the running broker's users new passwords.
+    partial = tmp_path / "partial"
+    partial.mkdir(mode=0o700)
+    agent = (kafka.settings.credentials / "agent.json").read_text()
+    (partial / "agent.json").write_text(agent)
+    (partial / "agent.json").chmod(0o600)
+    monkeypatch.setenv("LEDGER_CREDENTIALS", str(partial))
+    refused = runner.invoke(cli, ["broker", "start"])
+    assert refused.exit_code == 6, refused.output
+    assert f"$LEDGER_CREDENTIALS ({partial}) lacks the credential of " in refused.stderr
+    assert sorted(p.name for p in partial.iterdir()) == ["agent.json"]  # nothing written
     monkeypatch.delenv("LEDGER_CREDENTIALS")
     assert runner.invoke(cli, ["broker", "status"]).exit_code == 0  # the home's own: fine
+    assert runner.invoke(cli, ["broker", "start"]).exit_code == 0  # and its own folder is fine
 
 
 def _jvms_serving(home: Path) -> list[int]:

@@ -1307,3 +1307,19 @@ def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Pa
     with log.open("a") as more:
         more.write("x" * 300_000 + "\n" + "[t] evaluator INFO ledger.processor: stopped: pid 42\n")
     assert stack.ended_unannounced(log) is None
+
+
+def test_a_refused_admin_credential_is_told_what_to_do_by_where_it_was_read(
+    tmp_path: Path,
+) -> None:
+    # The review: with $LEDGER_CREDENTIALS unset, the advice was to unset it.
+    from ledger.local import broker
+
+    running = broker.BrokerStatus(
+        running=True, bootstrap=KAFKA, pid=7, kafka_version="4", log_dir="d", log_file="l"
+    )
+    own = broker.admin_refused(Settings(home=tmp_path), running, "refused")
+    assert "unset" not in own and f"put those credential files in {tmp_path / 'credentials'}" in own
+    other = Settings(home=tmp_path, credentials_dir=tmp_path / "elsewhere")
+    said = broker.admin_refused(other, running, "refused")
+    assert "point $LEDGER_CREDENTIALS at the credentials the broker was given" in said
