@@ -363,13 +363,13 @@ _EARLIER_WORDINGS: Final = (
     ),
     (  # a README check: a date and an offset, told it had no zone
         re.compile(
-            r"(?P<head>.*)timestamp (?P<shown>'.+') is a date and an offset with no time: "
-            r"write '.+'"
+            r"(?P<head>.*)timestamp (?P<shown>'.+') is a date (?:and an offset )?with no time: "
+            r"write '.+?'(?: \(or another time and zone\))?"
         ),
         re.compile(
             r"(?P<head>.*)timestamp (?P<shown>'.+') has no time zone \(add Z or an offset\)"
         ),
-        "a timestamp fact of a date and an offset, said to have no zone (before 2026-12-07)",
+        "a timestamp fact of a date (and an offset), said to have no zone (before 2026-12-07)",
     ),
     *(  # a README check: "contains() is for text, not tuple", Python's name for a list
         (re.compile(_FAILED + pattern), re.compile(_FAILED + pattern), _IN_PYTHONS_WORDS_TOO)

@@ -90,6 +90,10 @@ _CEL_TYPE: Final = {
 }
 
 
+_DATE_AND_OFFSET: Final = re.compile(r"\d{4}-\d{2}-\d{2}[+-]\d{2}(?::?\d{2})?")
+"""A date followed at once by an offset, which Python reads as that many hours with no zone."""
+
+
 def cel_type(fact_type: str) -> str:
     """The CEL static type a fact of ``fact_type`` has inside conditions."""
     return _CEL_TYPE[fact_type]
@@ -355,10 +359,16 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
             else:
                 return _Bad(f"expected a timestamp, got {_got(v)}")
             if dt.tzinfo is None or dt.utcoffset() is None:
-                if type(v) is str and len(v) > 10 and v[10] in "+-":  # read as hours, no zone
+                if type(v) is str and _DATE_AND_OFFSET.fullmatch(v):  # read as hours, no zone
                     return _Bad(
                         f"timestamp {_show(v)} is a date and an offset with no time: write "
                         f"{_show(v[:10] + 'T00:00:00' + v[10:])}"
+                    )
+                if type(v) is str and len(v) == 10:  # a date alone (a review: told to add Z,
+                    # then refused `2026-12-01Z` as no timestamp at all)
+                    return _Bad(
+                        f"timestamp {_show(v)} is a date with no time: write "
+                        f"{_show(v + 'T00:00:00Z')} (or another time and zone)"
                     )
                 return _Bad(f"timestamp {_show(v)} has no time zone (add Z or an offset)")
             try:

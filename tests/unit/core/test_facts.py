@@ -145,6 +145,18 @@ def test_a_date_and_an_offset_is_told_its_time_is_missing_not_its_zone() -> None
         before = f"at: timestamp {given!r} has no time zone (add Z or an offset)"
         assert earlier_wording(reason, before) is not None
         assert earlier_wording(reason, before.replace("at:", "on:")) is None
+    # The review: a date alone was told to add Z, then `2026-12-01Z` was no timestamp at all;
+    # a time after a `-` is no offset, and keeps its words.
+    (alone,) = check(spec, "2026-12-01")[1]
+    assert alone == (
+        "at: timestamp '2026-12-01' is a date with no time: write '2026-12-01T00:00:00Z' (or "
+        "another time and zone)"
+    )
+    assert not check(spec, "2026-12-01T00:00:00Z")[1]
+    before = "at: timestamp '2026-12-01' has no time zone (add Z or an offset)"
+    assert earlier_wording(alone, before) is not None
+    (timed,) = check(spec, "2025-06-01-12:30:15.25")[1]
+    assert timed.endswith("has no time zone (add Z or an offset)")
 
 
 def test_list_of_strings() -> None:
