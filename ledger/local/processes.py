@@ -64,7 +64,13 @@ def _runs(pid: int, marker: str) -> bool:
         return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid
     except OSError:
         return True
-    return any(spelling in seen for spelling in _spellings(marker))
+    given = marker.encode()
+    if given in seen:
+        return True
+    # Resolved through its links, a marker names one whole argument or environment entry (the
+    # review: as a substring, a link's target matched inside another home's longer path).
+    whole = b"\0" + seen.rstrip(b"\0") + b"\0"
+    return any(b"\0" + spelling + b"\0" in whole for spelling in _spellings(marker) - {given})
 
 
 def _spellings(marker: str) -> set[bytes]:

@@ -93,6 +93,20 @@ def test_a_process_started_through_the_real_home_is_found_through_a_link_to_it(
         assert find(argv=("39", str(other / "server.properties"))) is None
     finally:
         terminate(pid, grace=5)
+    # The review: resolved, a link's target is matched as a whole argument, never inside
+    # another home's longer path (/x/outer/…/home/server.properties holds …/home/server…).
+    longer = str(tmp_path / "outer" / str(real).lstrip("/") / "server.properties")
+    pid = spawn_detached(
+        [shell, "-c", "sleep 39; exit 0", "39", longer], env=env, log=tmp_path / "y.log"
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not alive(pid, marker=longer) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert alive(pid, marker=longer)
+        assert not alive(pid, marker=str(link / "server.properties"))
+    finally:
+        terminate(pid, grace=5)
 
 
 def test_a_zombie_does_not_run_and_is_reaped_by_alive() -> None:
