@@ -60,6 +60,18 @@ def test_the_environment_identifies_a_process_whose_title_was_rewritten(tmp_path
         terminate(pid, grace=5)
 
 
+def _naming(config: str, env: dict[str, str], log: Path) -> int:
+    """A process naming ``config`` on its command line, as a broker names its config (an
+    argument the script ignores), started and seen running."""
+    shell = shutil.which("sh")
+    assert shell is not None
+    pid = spawn_detached([shell, "-c", "sleep 39; exit 0", "39", config], env=env, log=log)
+    deadline = time.monotonic() + 5
+    while not alive(pid, marker=config) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pid
+
+
 def test_a_process_started_through_the_real_home_is_found_through_a_link_to_it(
     tmp_path: Path,
 ) -> None:
@@ -69,19 +81,10 @@ def test_a_process_started_through_the_real_home_is_found_through_a_link_to_it(
     (real / "run").mkdir(parents=True)
     link = tmp_path / "link"
     link.symlink_to(real)
-    shell = shutil.which("sh")
-    assert shell is not None
     ready = real / "run" / "evaluator.ready"
     env = {**os.environ, "LEDGER_READY_FILE": str(ready)}
-    # A broker names its config on its command line: here an argument the script ignores.
-    config = str(real / "server.properties")
-    pid = spawn_detached(
-        [shell, "-c", "sleep 39; exit 0", "39", config], env=env, log=tmp_path / "x.log"
-    )
+    pid = _naming(str(real / "server.properties"), env, tmp_path / "x.log")
     try:
-        deadline = time.monotonic() + 5
-        while not alive(pid, marker=config) and time.monotonic() < deadline:
-            time.sleep(0.01)
         through_link = f"LEDGER_READY_FILE={link / 'run' / 'evaluator.ready'}"
         assert alive(pid, marker=through_link)
         assert alive(pid, marker=str(link / "server.properties"))
@@ -96,13 +99,8 @@ def test_a_process_started_through_the_real_home_is_found_through_a_link_to_it(
     # The review: resolved, a link's target is matched as a whole argument, never inside
     # another home's longer path (/x/outer/…/home/server.properties holds …/home/server…).
     longer = str(tmp_path / "outer" / str(real).lstrip("/") / "server.properties")
-    pid = spawn_detached(
-        [shell, "-c", "sleep 39; exit 0", "39", longer], env=env, log=tmp_path / "y.log"
-    )
+    pid = _naming(longer, env, tmp_path / "y.log")
     try:
-        deadline = time.monotonic() + 5
-        while not alive(pid, marker=longer) and time.monotonic() < deadline:
-            time.sleep(0.01)
         assert alive(pid, marker=longer)
         assert not alive(pid, marker=str(link / "server.properties"))
     finally:
