@@ -35,7 +35,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from ledger.core.text import clipped
 from ledger.discovery import (
     credential_fingerprint,
     credentials_file,
@@ -418,7 +417,8 @@ def ended_unannounced(log: str | Path) -> str | None:
     started, stopped = tail.rfind(_STARTING), tail.rfind(_STOPPED)
     if started < 0 or stopped > started:
         return None
-    pid = clipped(tail[started + len(_STARTING) :].split(b",", 1)[0].decode("ascii", "replace"), 12)
+    given = tail[started + len(_STARTING) :].split(b",", 1)[0][:12]
+    pid = given.decode() if given.isdigit() else "?"
     # A processor that stops itself on a fatal error (`die`, which skips the `stopped:` line)
     # or crashes (faulthandler's dump) says why in its log: that, not `dmesg` (the review).
     fatal = [
@@ -429,7 +429,8 @@ def ended_unannounced(log: str | Path) -> str | None:
     if fatal:
         line = fatal[-1].decode("utf-8", "replace").strip()
         said = "".join(c if c.isprintable() else "?" for c in line[:1000])  # for a terminal
-        return f"its last run (pid {pid}) ended on an error its log holds: {clipped(said, 240)}"
+        said = said if len(said) <= 240 else said[:240] + "…"
+        return f"its last run (pid {pid}) ended on an error its log holds: {said}"
     return (
         f"its last run (pid {pid}) ended without `stopped:` in its log: it was killed (SIGKILL, "
         "or the kernel's out-of-memory killer: `dmesg` says)"
