@@ -509,17 +509,12 @@ NOT_ANSWERING: Final = (
 """What to do about a broker whose port is open and whose Kafka does not answer."""
 
 
-def answers(settings: Settings, current: BrokerStatus) -> bool:
-    """Does the running broker ``current`` answer a Kafka request (within a few seconds), not
-    merely accept connections? Asked as the admin, whose credential ``ledger up`` wrote."""
-    return answering(settings, current)[0]
-
-
 def answering(settings: Settings, current: BrokerStatus) -> tuple[bool, str | None]:
-    """Whether the running broker ``current`` answers a Kafka request, and, when it answered by
-    refusing the admin's credential, the refusal: it answers all the same, and is not to be
-    restarted (a README check: a stale admin password in $LEDGER_CREDENTIALS made a healthy
-    broker "hung", and its restart gave it that folder's passwords)."""
+    """Whether the running broker ``current`` answers a Kafka request (within a few seconds),
+    not merely accepts connections, asked as the admin, whose credential ``ledger up`` wrote;
+    and, when it answered by refusing that credential, the refusal: it answers all the same,
+    and is not to be restarted (a README check: a stale admin password in $LEDGER_CREDENTIALS
+    made a healthy broker "hung", and its restart gave it that folder's passwords)."""
     if not current.running or current.bootstrap is None:
         return False, None
     admin = read_credentials(settings, "admin") if current.secured else None
