@@ -155,6 +155,10 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
         if idle:  # nothing is handed over: the others decided its actions all along
             return [*taken_out_of_service(record, event, idle=idle), *notes]
         notes += _inherited(state, event.policy, record)
+        if record.active is not None:  # its canary decides some: the active version, none?
+            governs = record.versions[record.active].governs
+            active_idle = _decided_by_others(state, record.name, governs)
+            return taken_out_of_service(record, event, active_idle=active_idle) + notes
     # What leaves service first: an owner looks for it, and the overlap notes can be long.
     return taken_out_of_service(record, event) + notes
 
@@ -494,13 +498,18 @@ by pair); a note, not a rule, so beyond it the note names what it found."""
 
 
 def taken_out_of_service(
-    record: PolicyRecord | None, event: GovernanceEvent, *, idle: str | None = None
+    record: PolicyRecord | None,
+    event: GovernanceEvent,
+    *,
+    idle: str | None = None,
+    active_idle: str | None = None,
 ) -> list[str]:
     """What a promotion or a rollback takes out of service, said from the policy's ``record``
     before the event: ``v2 was the canary (10%): it is superseded``, ``the canary v3 (20%)
     ends``. A command's answer and ``ledger policy show`` both say it this way; a rollback's
     own fields (``from_version=1, to_version=1``) read as one that did nothing. ``idle``: who
-    decided all along every action a retired policy's deciding versions govern, where known."""
+    decided all along every action a retired policy's deciding versions govern, where known;
+    ``active_idle``, every action its active version governs (its canary deciding some)."""
     if record is None:
         return []
     notes: list[str] = []
@@ -551,7 +560,11 @@ def taken_out_of_service(
                 "no decision changes"
             )
         if record.active is not None and idle is None:
-            notes.append(f"v{record.active} (active) stops deciding")
+            notes.append(
+                f"v{record.active} (active) decided none of its actions ({active_idle})"
+                if active_idle is not None  # a review: not "stops deciding"
+                else f"v{record.active} (active) stops deciding"
+            )
         if record.canary is not None and idle is None:
             notes.append(f"the canary v{record.canary} ({record.canary_percent}%) ends")
         notes += [f"the shadow v{number} ends" for number in sorted(record.shadows)]

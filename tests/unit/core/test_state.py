@@ -2606,6 +2606,33 @@ def test_a_new_policy_named_like_another_is_asked_about_and_one_that_decides_not
     assert "decide none" not in wider and "did you mean" not in wider, wider
 
 
+def test_retiring_a_policy_whose_canary_alone_decides_says_its_active_version_decided_none() -> (
+    None
+):
+    # The review: with its active version's actions all decided by another policy and its
+    # canary deciding others, retiring it said "v1 (active) stops deciding".
+    from ledger.core.events import RetirePolicy
+    from ledger.testing import ADMIN, LocalLedger
+
+    def doc(name: str, governs: str) -> str:
+        return (
+            f"policy: {name}\ngoverns: [{governs}]\nowner: t\n"
+            "rules: [{id: ok, effect: allow}]\ndefault: {effect: deny}\n"
+        )
+
+    ledger = LocalLedger()
+    ledger.deploy(doc("email-outbound", "email.send"))
+    ledger.deploy(doc("email-outbund", "email.send"))
+    ledger.deploy(doc("email-outbund", "email.read"), stage=Stage.CANARY, percent=50)
+    said = ledger.submit_command(
+        RetirePolicy(**ledger._stamp(ADMIN), policy="email-outbund", reason="a typo")
+    ).message
+    assert said.startswith(
+        "PolicyRetired; v1 (active) decided none of its actions (email-outbound decides "
+        "email.send); the canary v2 (50%) ends"
+    ), said
+
+
 def test_widening_a_canary_says_its_share_changes() -> None:
     # A policy owner's walkthrough: 10% to 50% answered only "v2 → canary".
     from ledger.core.events import PromotePolicyVersion
