@@ -9,7 +9,8 @@ lifecycle (:mod:`~ledger.core.lifecycle`), evaluation (:mod:`~ledger.core.evalua
 simulation (:mod:`~ledger.core.simulate`) and offline tests (:mod:`~ledger.core.policytests`).
 Time and ids are parameters; a denial is a value. The one process-wide effect, pausing the
 cyclic garbage collector while a replay folds (a cost, never a result), is written once, in
-:mod:`~ledger.core.collector`, and the Kafka follower pauses it through the same function.
+:mod:`~ledger.core.collector`: the Kafka follower's catch-up and bulk folds pause it through
+the same function.
 """
 
 from ledger.core.authority import (

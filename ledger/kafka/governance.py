@@ -13,6 +13,7 @@ never from partial state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -342,23 +343,22 @@ class GovernanceFollower:
             **self._consumer_config,
         )
         await consumer.start()
-        paused = False
+        # The collector paused until caught up (see the class docstring), by the core's one
+        # pause; closed early once caught up, else when the loop ends (stopped, or failed).
+        paused = contextlib.ExitStack()
         try:
             parts: list[Any] = []
             for topic in self._topics:
                 parts += await topic_partitions_async(consumer, topic, bootstrap=self._bootstrap)
             consumer.assign(parts)
             end = await consumer.end_offsets(parts)
-            if gc.isenabled():
-                gc.disable()  # until caught up (see the class docstring)
-                paused = True
+            paused.enter_context(collector_paused())
             resumed = await self._resume(consumer, parts, end)
             if len(resumed) < len(parts):
                 await consumer.seek_to_beginning(*[tp for tp in parts if tp not in resumed])
             pending = {tp for tp in parts if end[tp] > resumed.get(tp, 0)}
-            if not pending and paused:
-                paused = False
-                gc.enable()
+            if not pending:
+                paused.close()
             backlog: list[tuple[str, list[Any]]] = []  # fetched while catching up, unfolded
             held = held_bytes = 0
             while True:
@@ -395,13 +395,10 @@ class GovernanceFollower:
                     log.info("governance state caught up: %s", dict(self.state.position))
                     self._caught_up()
                     self._start_snapshot()
-                    if paused:
-                        paused = False
-                        gc.enable()
+                    paused.close()
                     self.ready.set()
         finally:
-            if paused:  # stopped (or failed) while catching up
-                gc.enable()
+            paused.close()  # stopped (or failed) while catching up: a no-op once closed
             await consumer.stop()
 
     async def _resume(self, consumer: Any, parts: list[Any], end: dict[Any, int]) -> dict[Any, int]:
