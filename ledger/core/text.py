@@ -14,5 +14,10 @@ def clipped(text: str, limit: int = 200) -> str:
 def quoted(text: str, limit: int = 200) -> str:
     """``text`` quoted (``repr``) and clipped as :func:`clipped` does, the count being of the
     text's own characters, not of its quotes (a README check: a 129-character id was said to
-    be 131)."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+    be 131). Between the quotes it shows at most ``limit`` characters, escapes included: a
+    run of control characters, each written as four, is cut sooner (a review's find: 80 of them
+    were quoted as 320)."""
+    cut = min(len(text), limit)
+    while len(shown := repr(text[:cut])) > limit + 2:
+        cut -= 1
+    return shown if cut == len(text) else f"{shown}… ({len(text)} characters)"

@@ -103,3 +103,8 @@ def test_a_quoted_text_counts_its_own_characters_not_its_quotes() -> None:
     assert clipped(repr(long_id), 80).endswith("(131 characters)")  # what it said before
     assert quoted("short", 80) == "'short'"
     assert quoted("a'b", 80) == repr("a'b")
+    # Escapes count toward the limit: 80 control characters are not quoted as 320.
+    nul, twenty_shown = "\x00", "'" + "\\x00" * 20 + "'"
+    assert quoted(nul * 80, 80) == f"{twenty_shown}… (80 characters)"
+    assert quoted(nul * 20, 80) == repr(nul * 20) == twenty_shown
+    assert quoted(nul * 21, 80) == f"{twenty_shown}… (21 characters)"
