@@ -947,7 +947,7 @@ def down(
     """
     run = _run_dir(settings)
     if not run.is_dir():
-        return _down(settings, keep_broker=keep_broker)
+        return _down(settings, keep_broker=keep_broker, progress=progress)
     lock = open_private(run / "up.lock", os.O_WRONLY | os.O_CREAT)
     try:
         try:
@@ -957,12 +957,12 @@ def down(
                 "waiting for a `ledger up` at work on this home to finish (Ctrl-C stops waiting)…"
             )
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return _down(settings, keep_broker=keep_broker)
+        return _down(settings, keep_broker=keep_broker, progress=progress)
     finally:
         os.close(lock)
 
 
-def _down(settings: Settings, *, keep_broker: bool) -> list[str]:
+def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[str]:
     procs = processes(settings)
     with ThreadPoolExecutor() as pool:
         sick = [p.name for p in procs if p.running and not p.healthy]
@@ -973,6 +973,10 @@ def _down(settings: Settings, *, keep_broker: bool) -> list[str]:
     for p in sorted(procs, key=lambda p: p.name.startswith("command-processor")):
         if p.name not in sick and stop_processor(settings, p.name, grace=STOP_GRACE):
             stopped.append(p.name)
+    for p in procs:  # running when listed, gone when its turn came (a chaos drill: unnamed)
+        if p.running and p.name not in stopped:
+            how = ended_unannounced(p.log) or f"its log {p.log} may say why"
+            progress(f"note: {p.name} had ended by itself before it was stopped: {how}")
     if not keep_broker and not settings.bootstrap and broker.stop(settings):
         stopped.append("broker")
     return stopped

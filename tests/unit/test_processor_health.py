@@ -414,6 +414,31 @@ def test_down_does_not_wait_the_full_grace_for_a_processor_that_cannot_reach_kaf
     assert took < stack.STOP_GRACE, f"down took {took:.1f} s"
 
 
+def test_down_names_a_processor_that_ended_by_itself_before_its_turn(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chaos drill: an evaluator that died while `down` stopped the others was named nowhere.
+    pids = {n: _fake_processor(settings, n) for n in stack.PROCESSORS}
+    listed = stack.processes
+
+    def listed_then_killed(home: Settings) -> list[stack.ProcessStatus]:
+        procs = listed(home)
+        os.killpg(pids["evaluator"], signal.SIGKILL)  # after `down` saw it running
+        deadline = time.monotonic() + 5
+        while alive(pids["evaluator"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return procs
+
+    monkeypatch.setattr(stack, "processes", listed_then_killed)
+    notes: list[str] = []
+    stopped = stack.down(settings, keep_broker=True, progress=notes.append)
+    assert stopped == ["command-processor"]
+    assert notes == [
+        "note: evaluator had ended by itself before it was stopped: its log "
+        f"{settings.home / 'logs' / 'evaluator.log'} may say why"
+    ]
+
+
 # --------------------------------------------------------------------------- the log in an outage
 
 
