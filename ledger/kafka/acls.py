@@ -157,7 +157,7 @@ def ensure_acls(
                 time.sleep(0.05)
         return len(missing)
     except KafkaError as exc:
-        denied = access_denied(exc, security)
+        denied = access_denied(exc, security, bootstrap)
         if denied is not None:
             raise denied from exc
         raise KafkaUnavailable(f"setting the ledger's ACLs on {bootstrap} failed: {exc}") from exc

@@ -218,24 +218,34 @@ def librdkafka_config(security: KafkaSecurity | None) -> dict[str, str]:
     return config
 
 
-def access_denied(exc: BaseException, security: KafkaSecurity | None) -> KafkaAccessDenied | None:
-    """``exc`` as :class:`KafkaAccessDenied` if it is the broker refusing who we are (bad
-    credentials) or what we asked (an ACL), else ``None``."""
+def access_denied(
+    exc: BaseException, security: KafkaSecurity | None, bootstrap: str | None = None
+) -> KafkaAccessDenied | None:
+    """``exc`` as :class:`KafkaAccessDenied` if it is the broker (at ``bootstrap``, named when
+    given) refusing who we are (bad credentials) or what we asked (an ACL), else ``None``."""
     from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
 
-    who = (
-        f"user {security.username!r}"
-        if security is not None and security.username
-        else ("an anonymous client")
-    )
+    user = security.username if security is not None else None
+    who = f"user {user!r}" if user else "an anonymous client"
     if isinstance(exc, SaslAuthenticationFailedError):
-        return KafkaAccessDenied(
-            f"Kafka refused to authenticate {who}: {exc} (check the credentials: "
-            "`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
-        )
+        return refused_login(user, exc, bootstrap)
     if isinstance(exc, AuthorizationError):
         return KafkaAccessDenied(f"Kafka's ACLs do not allow {who} this: {exc}")
     return None
+
+
+def refused_login(
+    user: str | None, detail: object, bootstrap: str | None = None
+) -> KafkaAccessDenied:
+    """A refused SASL login, in one wording whichever client library met it (kafka-python or
+    librdkafka: a README check found two): "Kafka at HOST:PORT refused to authenticate user
+    'agent': DETAIL (check the credentials …)"; the address and user are named when known."""
+    where = f" at {bootstrap}" if bootstrap else ""
+    who = f"user {user!r}" if user else "this client"
+    return KafkaAccessDenied(
+        f"Kafka{where} refused to authenticate {who}: {detail} (check the credentials: "
+        "`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
+    )
 
 
 _WHAT_TO_DO = "is it running (`ledger ps`, `ledger up`)? else check --bootstrap / $LEDGER_BOOTSTRAP"
@@ -295,8 +305,10 @@ def _client(
         # kafka-python retries a refused login until its bootstrap times out, then says only
         # "Unable to bootstrap" (an operator's walkthrough: a wrong password was told to check
         # that Kafka runs); the refusal is in its log.
-        denied = access_denied(exc, security) or (
-            access_denied(refusals.found, security) if refusals.found is not None else None
+        denied = access_denied(exc, security, bootstrap) or (
+            access_denied(refusals.found, security, bootstrap)
+            if refusals.found is not None
+            else None
         )
         if denied is None and security is not None and security.sasl:
             denied = _refused_by_librdkafka(bootstrap, security)
@@ -514,13 +526,14 @@ def _made(kind: str, bootstrap: str, config: dict[str, Any]) -> Any:
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot use Kafka at {bootstrap}: {exc}: {_WHAT_TO_DO}") from exc
     client.refused = refused
+    client.user = config.get("sasl.username")  # for the refusal's words
     return client
 
 
 @functools.cache
 def _refusal_keeping(kind: str) -> Any:
     """A subclass of ``confluent_kafka``'s ``kind`` whose instances may hold a ``refused``
-    list (its own classes take no new attributes)."""
+    list and their ``user`` (its own classes take no new attributes)."""
     import confluent_kafka
 
     return type(f"Ledger{kind}", (getattr(confluent_kafka, kind),), {})

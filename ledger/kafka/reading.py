@@ -17,8 +17,8 @@ from typing import Any
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
-from ledger.errors import CodecError, KafkaAccessDenied, KafkaUnavailable, TopicMissing
-from ledger.kafka.clients import METADATA_TIMEOUT, access_denied, make_consumer
+from ledger.errors import CodecError, KafkaUnavailable, TopicMissing
+from ledger.kafka.clients import METADATA_TIMEOUT, access_denied, make_consumer, refused_login
 from ledger.settings import KafkaSecurity
 
 __all__ = [
@@ -83,18 +83,10 @@ def rdkafka_partitions(
         code = error.code() if isinstance(error, KafkaError) else None
         where = f" at {bootstrap}" if bootstrap else ""
         refused = getattr(client, "refused", None)
-        if refused:
-            raise KafkaAccessDenied(
-                f"Kafka{where} refused to authenticate this client: {refused[0]} (check the "
-                "credentials: `ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/"
-                "$LEDGER_SASL_PASSWORD)"
-            ) from exc
-        if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-            raise KafkaAccessDenied(
-                f"Kafka{where} refused to authenticate this client: {error} (check the "
-                "credentials: `ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/"
-                "$LEDGER_SASL_PASSWORD)"
-            ) from exc
+        login = code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+        if refused or login:
+            user = getattr(client, "user", None)
+            raise refused_login(user, refused[0] if refused else error, bootstrap) from exc
         raise KafkaUnavailable(
             f"cannot read Kafka's metadata{where}: {error}: is Kafka running there (`ledger "
             "ps`, `ledger broker status`)? A broker that refuses this client's credentials "
@@ -277,7 +269,7 @@ def read_raw(
     except AuthorizationError as exc:
         # The topic is listed to this credential but not readable (an operator's check:
         # `policy list` with the agent's credential was a traceback, not kafka_access_denied).
-        raise (access_denied(exc, security) or exc) from exc
+        raise (access_denied(exc, security, bootstrap) or exc) from exc
     finally:
         consumer.close()
 

@@ -127,7 +127,7 @@ def register(
             ]
         )
     except KafkaError as exc:
-        denied = access_denied(exc, security)
+        denied = access_denied(exc, security, bootstrap)
         raise (
             denied
             if denied is not None

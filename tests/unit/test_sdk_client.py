@@ -859,6 +859,28 @@ def test_a_fatal_producer_does_not_make_close_raise() -> None:
     assert closed == ["listener"]
 
 
+def test_a_refused_login_is_said_in_one_wording_whichever_library_met_it() -> None:
+    # A README check: kafka-python's refusal said "Kafka refused to authenticate user 'agent'",
+    # librdkafka's "Kafka at HOST:PORT refused to authenticate this client".
+    from kafka.errors import SaslAuthenticationFailedError
+
+    from ledger.kafka.clients import access_denied, refused_login
+    from ledger.settings import KafkaSecurity
+
+    agent = KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="agent", password="x"
+    )
+    by_kafka_python = access_denied(SaslAuthenticationFailedError("bad"), agent, "h:9")
+    by_librdkafka = refused_login("agent", "bad", "h:9")  # what rdkafka_partitions raises
+    assert (
+        str(by_kafka_python).split(": ", 1)[0]
+        == "Kafka at h:9 refused to authenticate user 'agent'"
+    )
+    assert str(by_librdkafka).startswith("Kafka at h:9 refused to authenticate user 'agent': bad")
+    assert str(by_librdkafka).endswith("$LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)")
+    assert str(refused_login(None, "bad")).startswith("Kafka refused to authenticate this client")
+
+
 def test_a_credential_the_acls_refuse_is_access_denied_naming_the_user() -> None:
     # The same walkthrough: an auditor's credential on an agent's client failed every call with
     # "KafkaUnavailable … Local: Fatal error", read as an outage; the cause was only in a log.
