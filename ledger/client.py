@@ -1260,7 +1260,7 @@ class AsyncLedgerClient:
                     "an async on_correction callback runs on the event loop it is set from: "
                     "set it inside a running loop (in an async function)"
                 )
-            self._sync.on_correction(callback)  # type: ignore[arg-type]
+            self._sync.on_correction(callback)  # type: ignore[arg-type]  # an async callback was refused above; mypy cannot narrow by _is_async_callable
             return
         hook, on = callback, loop
 

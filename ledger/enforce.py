@@ -204,8 +204,8 @@ def enforce(
                 admit(await async_client.evaluate(**request(args, kwargs)), kwargs)
                 return await body(*args, **kwargs)
 
-            guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]
-            guarded_async.__signature__ = public  # type: ignore[attr-defined]
+            guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]  # a marker attribute on the wrapper, read by getattr
+            guarded_async.__signature__ = public  # type: ignore[attr-defined]  # what inspect.signature reads, not declared on functions
             return cast(Callable[P, R], guarded_async)
 
         if isinstance(client, AsyncLedgerClient):
@@ -220,8 +220,8 @@ def enforce(
             admit(sync_client.evaluate(**request(args, kwargs)), kwargs)
             return func(*args, **kwargs)
 
-        guarded.__ledger_action__ = action  # type: ignore[attr-defined]
-        guarded.__signature__ = public  # type: ignore[attr-defined]
+        guarded.__ledger_action__ = action  # type: ignore[attr-defined]  # a marker attribute on the wrapper, read by getattr
+        guarded.__signature__ = public  # type: ignore[attr-defined]  # what inspect.signature reads, not declared on functions
         return guarded
 
     return decorate

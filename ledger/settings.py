@@ -387,7 +387,7 @@ class Settings:
             audit_memory=audit_memory_from_env(env),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]
+        return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]  # clean holds only Settings fields, of their types, which a dict cannot say
 
     def to_env(self) -> dict[str, str]:
         """The ``LEDGER_*`` variables from which :meth:`from_env` rebuilds these settings (the

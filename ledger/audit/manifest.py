@@ -242,22 +242,22 @@ class _Checker:
             other = next((k for k in value if k not in keys), None)
             if other is not None:
                 self.fail(f"{name} holds {other!r:.40}, a key no exporter writes")
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]  # checked above to be of the kind asked for (JSON values are Any)
 
     def sequence(self, value: Any, name: str) -> list[Any]:
         if not isinstance(value, list):
             self.fail(f"{name} is {_kind(value)}, not a list")
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]  # checked above to be of the kind asked for (JSON values are Any)
 
     def number(self, value: Any, name: str, most: int) -> int:
         if type(value) is not int or not 0 <= value <= most:
             self.fail(f"{name} is {value!r:.40}, not a whole number from 0 to {most:,}")
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]  # checked above to be of the kind asked for (JSON values are Any)
 
     def topic(self, value: Any, name: str) -> str:
         if not isinstance(value, str) or not re.fullmatch(_TOPIC, value):
             self.fail(f"{name}: {value!r:.80} is not a Kafka topic name")
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]  # checked above to be of the kind asked for (JSON values are Any)
 
     def partition_key(self, value: str, name: str) -> int:
         if not (value.isascii() and value.isdigit() and len(value) <= 10):
@@ -271,7 +271,7 @@ class _Checker:
                 f"{name}.path {value!r:.120} is not where an export keeps a file "
                 "(topic=T/date=YYYY-MM-DD/T+PARTITION+OFFSET.parquet)"
             )
-        return found  # type: ignore[return-value]
+        return found  # type: ignore[return-value]  # fail() raises: found is a match here
 
     def file(self, value: Any, name: str) -> dict[str, Any]:
         entry = dict(self.mapping(value, name, _FILE_KEYS))

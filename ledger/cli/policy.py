@@ -220,7 +220,7 @@ def _yaml_files(paths: Iterable[Path], *, tests: bool) -> list[Path]:
         else:
             out.append(path)
     seen: set[Path] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]  # set.add returns None: the idiom keeps the first of each in order
 
 
 def _overlaps(checked: list[tuple[Path, Policy]]) -> list[dict[str, str]]:

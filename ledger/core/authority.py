@@ -326,7 +326,7 @@ def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:
     key = ("grants", principal)
     cached = memo.get(key)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached  # type: ignore[no-any-return]  # the memo holds Any; this key only ever this function's result
     grants = list(record.grants.values())
     for role in record.roles:
         role_record = state.principals.get(role)

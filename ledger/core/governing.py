@@ -52,7 +52,7 @@ def _governance_index(
     memo_key = "governance" if canaries is None else ("governance", canaries)
     cached = state.memo.get(memo_key)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached  # type: ignore[no-any-return]  # the memo holds Any; this key only ever this function's result
     exact: tuple[dict[str, str], dict[str, str]] = ({}, {})
     globs: tuple[list[tuple[int, str, str]], list[tuple[int, str, str]]] = ([], [])
     for name in sorted(state.policies):

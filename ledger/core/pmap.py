@@ -190,7 +190,7 @@ class PMap(Mapping[K, V], Generic[K, V]):
             raise KeyError(key)
         return leaf[key]
 
-    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]  # Mapping.get's overloads, one signature here for speed
         """Faster than Mapping.get: one leaf look-up, no exception."""
         if self._flat is not None:
             return self._flat.get(key, default)
@@ -322,7 +322,7 @@ class BuiltOnRead(PMap[K, V]):
         held: Any = PMap.__getitem__(self, key)
         return self._built(key, held) if type(held) is self.RAW else cast(V, held)
 
-    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]  # Mapping.get's overloads, one signature here for speed
         held: Any = PMap.get(self, key, _ABSENT)
         if held is _ABSENT:
             return default

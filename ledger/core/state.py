@@ -184,7 +184,7 @@ class PolicyVersion:
             genuine = content_hash(self.document) == self.content_hash
             loaded = load_document(self.document) if genuine else None
             object.__setattr__(self, "_compiled", loaded)  # a cache: no field anyone compares
-        return loaded  # type: ignore[no-any-return]
+        return loaded  # type: ignore[no-any-return]  # the cache attribute is set through object.__setattr__, untyped
 
     def __getstate__(self) -> list[Any]:
         """A pickle (a governance snapshot) carries the version, never its compiled form: that
@@ -820,7 +820,7 @@ class _PolicyDraft:
             stage: Stage = changed["stage"]
             return stage
         held = self.versions[version]
-        return _DRAFT if type(held) is PolicyVersionProposed else held.stage  # type: ignore[union-attr]
+        return _DRAFT if type(held) is PolicyVersionProposed else held.stage  # type: ignore[union-attr]  # a type() identity test does not narrow for mypy
 
     def change(self, version: int | None, **fields: Any) -> None:
         """Set fields of a version that exists (a missing one is ignored, as the rules say)."""

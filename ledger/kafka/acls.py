@@ -122,7 +122,7 @@ def _present(admin: object) -> set[object]:
         permission_type=ACLPermissionType.ANY,
         resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
     )
-    found, error = admin.describe_acls(everything)  # type: ignore[attr-defined]
+    found, error = admin.describe_acls(everything)  # type: ignore[attr-defined]  # kafka-python ships no type hints
     if int(getattr(error, "errno", 0) or 0):
         raise KafkaUnavailable(f"describing ACLs failed: {error}")
     return set(found)

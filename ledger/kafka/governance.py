@@ -97,7 +97,7 @@ def decode_governance(codec: Codec, value: bytes | None) -> GovernanceEvent:
     event = codec.decode(value)
     if not isinstance(event, GOVERNANCE_EVENT_TYPES):
         raise CodecError(f"{type(event).__name__} is not a governance event")
-    return event  # type: ignore[return-value]
+    return event  # type: ignore[return-value]  # isinstance of a tuple of types above does not narrow to the union
 
 
 def not_governance(where: str, exc: CodecError) -> str:
@@ -127,7 +127,7 @@ def read_governance(
     governance = [topics.policy_events, topics.grant_events]
     for rec in read_topic(bootstrap, governance, codec=codec, security=security):
         if isinstance(rec.event, GOVERNANCE_EVENT_TYPES):
-            yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, rec.event)  # type: ignore[arg-type]
+            yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, rec.event)  # type: ignore[arg-type]  # isinstance of a tuple of types above does not narrow to the union
 
 
 def load_history(
@@ -155,7 +155,7 @@ def command_witnesses(
     commands: list[tuple[Command, datetime, bool]] = []
     for rec in read_raw(bootstrap, [topics.commands], security=security):
         try:
-            command = codec.decode(rec.value)  # type: ignore[arg-type]
+            command = codec.decode(rec.value)  # type: ignore[arg-type]  # a None value (tombstone) is a CodecError, caught below
         except CodecError:
             continue  # not a command: nothing it witnesses
         if isinstance(command, COMMAND_TYPES):

@@ -294,7 +294,7 @@ def read_topic(
     )
     for record in raw:
         try:
-            event = codec.decode(record.value)  # type: ignore[arg-type]
+            event = codec.decode(record.value)  # type: ignore[arg-type]  # a None value (tombstone) is a CodecError, caught below
         except CodecError:
             continue
         yield Positioned(record.topic, record.partition, record.offset, record.timestamp_ms, event)

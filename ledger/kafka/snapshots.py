@@ -235,7 +235,7 @@ def _values_of(cls: type) -> Callable[[Any], Sequence[Any]]:
     ``__getstate__`` if it has one (a policy version leaves its compiled form behind), else
     every field."""
     if "__getstate__" in vars(cls):
-        return cls.__getstate__  # type: ignore[return-value]
+        return cls.__getstate__  # type: ignore[return-value]  # an unbound __getstate__ is a function of the instance
     get = operator.attrgetter(*field_names(cls))
     return get if len(field_names(cls)) > 1 else (lambda obj: (get(obj),))
 

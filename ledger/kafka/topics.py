@@ -309,7 +309,7 @@ def _await_metadata(admin: Any, expected: dict[str, int], timeout: float = 15.0)
 
 def _describe(admin: object, resource: object) -> dict[str, str]:
     """Config entries of one topic that are set on the topic itself (not broker defaults)."""
-    result = admin.describe_configs([resource])  # type: ignore[attr-defined]
+    result = admin.describe_configs([resource])  # type: ignore[attr-defined]  # kafka-python ships no type hints
     configs: dict[str, str] = {}
     for entries in result.get("topic", {}).values():
         for name, entry in entries.items():

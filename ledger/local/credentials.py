@@ -58,7 +58,7 @@ def ensure(settings: Settings) -> dict[str, KafkaSecurity]:
     """Every user's credential, generating (once) the ones missing. Keyed by user name."""
     found: dict[str, KafkaSecurity] = {}
     for user in USERS:
-        existing = read_credentials(settings, user)  # type: ignore[arg-type]
+        existing = read_credentials(settings, user)  # type: ignore[arg-type]  # USERS are the broker user and the roles: read_credentials takes any user name (typed as a role)
         if existing is None:
             existing = _security(user, secrets.token_urlsafe(32))
             write_private(

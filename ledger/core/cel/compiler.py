@@ -348,7 +348,7 @@ class _Compiler:
                         if operand.literal.startswith("-")
                         else "-" + operand.literal
                     )
-                    return self.const(-operand.const, operand.type, lit)  # type: ignore[operator]
+                    return self.const(-operand.const, operand.type, lit)  # type: ignore[operator]  # a literal of a numeric type or a duration: it negates
                 # Negation is arithmetic like any other: 64-bit ints, decimals in the fixed
                 # context (Python's unary minus rounds to the thread's), dyn by its value;
                 # a double cannot fault, -duration.min overflows.

@@ -244,7 +244,7 @@ def _eq(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(map(_eq, a, b))
     if ta in _MAPS and tb in _MAPS:
         return a.keys() == b.keys() and all(_eq(v, b[k]) for k, v in a.items())
-    return a == b  # type: ignore[no-any-return]
+    return a == b  # type: ignore[no-any-return]  # operands are CEL values of one type, checked by the compiler
 
 
 def _ne(a: Any, b: Any) -> bool:
@@ -254,7 +254,7 @@ def _ne(a: Any, b: Any) -> bool:
         return True
     if ta is tuple or ta is list or ta in _MAPS:
         return not _eq(a, b)
-    return a != b  # type: ignore[no-any-return]
+    return a != b  # type: ignore[no-any-return]  # operands are CEL values of one type, checked by the compiler
 
 
 _MAPS: Final = frozenset({dict, MappingProxyType})
@@ -265,28 +265,28 @@ _MAPS: Final = frozenset({dict, MappingProxyType})
 def _lt(a: Any, b: Any) -> bool:
     ta, tb = type(a), type(b)
     if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
-        return a < b  # type: ignore[no-any-return]
+        return a < b  # type: ignore[no-any-return]  # operands are CEL values of one type, checked by the compiler
     raise _no_overload("<", a, b)
 
 
 def _le(a: Any, b: Any) -> bool:
     ta, tb = type(a), type(b)
     if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
-        return a <= b  # type: ignore[no-any-return]
+        return a <= b  # type: ignore[no-any-return]  # operands are CEL values of one type, checked by the compiler
     raise _no_overload("<=", a, b)
 
 
 def _gt(a: Any, b: Any) -> bool:
     ta, tb = type(a), type(b)
     if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
-        return a > b  # type: ignore[no-any-return]
+        return a > b  # type: ignore[no-any-return]  # operands are CEL values of one type, checked by the compiler
     raise _no_overload(">", a, b)
 
 
 def _ge(a: Any, b: Any) -> bool:
     ta, tb = type(a), type(b)
     if (ta is tb and ta in _ORDERED) or (ta in _NUMBERS and tb in _NUMBERS):
-        return a >= b  # type: ignore[no-any-return]
+        return a >= b  # type: ignore[no-any-return]  # operands are CEL values of one type, checked by the compiler
     raise _no_overload(">=", a, b)
 
 

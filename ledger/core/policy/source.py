@@ -200,7 +200,7 @@ class _BoundedLoader(_Loader):
             )
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave peek_event untyped
         if isinstance(event, yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > self.limits.yaml_aliases:

@@ -371,7 +371,7 @@ class Validator:
                     rule=rule,
                 )
                 continue
-            out[key] = converted  # type: ignore[assignment]
+            out[key] = converted  # type: ignore[assignment]  # _INVALID was ruled out above; a sentinel does not narrow
         total = sum(len(k) + _text_chars(x) for k, x in out.items())
         if total > self.limits.policy_constraints_chars:
             self.add(
@@ -753,7 +753,7 @@ class Validator:
             if converted is _INVALID:
                 self.add(f"{k!r}: unsupported value {_describe(v)}", (*path, k))
                 return None
-            out[k] = converted  # type: ignore[assignment]
+            out[k] = converted  # type: ignore[assignment]  # _INVALID was ruled out above; a sentinel does not narrow
         return MappingProxyType(out)
 
 
