@@ -209,6 +209,8 @@ _CEL_NAMES: Final[dict[type, str]] = {
     type(None): "null",
     datetime: "timestamp",
     timedelta: "duration",
+    dict: "map",
+    MappingProxyType: "map",
 }
 """The CEL type a run-time value is (the names the compiler's static types use)."""
 
