@@ -37,6 +37,7 @@ from ledger.core.events import (
     Command,
     CommandAccepted,
     DecisionRecorded,
+    EvaluationRequested,
     IssueGrant,
     PromotePolicyVersion,
     ProposePolicyVersion,
@@ -67,6 +68,26 @@ GOOD_FACTS: dict[str, Value] = {
     "prior_refunds_12m": 0,
     "standing": "good",
 }
+
+
+def agent_request(
+    resource: str = "account:1",
+    *,
+    action: str = "refund.issue",
+    facts: Mapping[str, Value] | None = None,
+    **fields: Any,
+) -> EvaluationRequested:
+    """A request by :data:`AGENT` about itself: :data:`GOOD_FACTS` with ``facts`` over them."""
+    return EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=AGENT,
+        action=action,
+        principal=AGENT,
+        resource=resource,
+        facts={**GOOD_FACTS, **(facts or {})},
+        **fields,
+    )
 
 
 def policy_doc(name: str = "refund", *, action: str | None = None, auto_below: int = 500) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
+from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, agent_request, policy_doc, wait_for
 
 from ledger.cli.app import cli
 from ledger.codec import default_codec
@@ -24,7 +24,6 @@ from ledger.core.events import (
     DeadLetter,
     DecisionRecorded,
     Determination,
-    EvaluationRequested,
 )
 from ledger.errors import CodecError
 from ledger.ids import new_id, utcnow
@@ -32,18 +31,6 @@ from ledger.ids import new_id, utcnow
 pytestmark = pytest.mark.integration
 
 CODEC = default_codec()
-
-
-def _request(action: str, resource: str) -> EvaluationRequested:
-    return EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor=AGENT,
-        action=action,
-        principal=AGENT,
-        resource=resource,
-        facts=GOOD_FACTS,
-    )
 
 
 def _decisions_per_request(stack: LedgerStack) -> collections.Counter[str]:
@@ -62,7 +49,7 @@ def test_a_request_delivered_twice_is_decided_once(
     stack.deploy(admin, policy_doc(policy_name))
     stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:dup")
 
-    request = _request(action, "account:dup")
+    request = agent_request("account:dup", action=action)
     value = CODEC.encode(request)
     producer = producer_factory()
     for _ in range(2):  # the same record twice, as a producer retry or a replay would
@@ -98,7 +85,7 @@ def test_records_that_are_not_requests_are_dead_lettered_and_the_next_is_answere
             aggregate=AGENT,
         )
     )
-    valid = CODEC.encode(_request(action, resource))
+    valid = CODEC.encode(agent_request(resource, action=action))
     truncated = valid[: len(valid) // 2]
     producer = producer_factory()
     for value in (junk, wrong_type, truncated):
@@ -146,7 +133,7 @@ def test_evaluator_killed_mid_stream_answers_every_request_exactly_once(
     stack.release(agent)
 
     total = 2000
-    requests = [_request("refund.issue", f"account:{n}") for n in range(total)]
+    requests = [agent_request(f"account:{n}") for n in range(total)]
     wanted = {r.event_id for r in requests}
     producer = producer_factory()
 
@@ -219,7 +206,7 @@ def test_an_evaluator_reads_what_was_answered_once_for_each_partition_it_is_give
     topics = stack.topics
 
     def publish(n: int) -> set[str]:
-        requests = [_request("refund.issue", f"account:{i}") for i in range(n)]
+        requests = [agent_request(f"account:{i}") for i in range(n)]
         producer = producer_factory()
         for request in requests:
             value = CODEC.encode(request)
@@ -274,7 +261,7 @@ def test_a_commit_past_a_partitions_end_decides_nothing_again_and_answers_what_c
     topics = stack.topics
 
     def publish(n: int) -> set[str]:
-        requests = [_request("refund.issue", f"account:{i}") for i in range(n)]
+        requests = [agent_request(f"account:{i}") for i in range(n)]
         producer = producer_factory()
         for request in requests:
             value = CODEC.encode(request)
@@ -340,7 +327,7 @@ def test_ledger_decisions_says_why_a_request_has_no_decision(
     stack = shared_stack
     action = f"{policy_name}.issue"
     stack.deploy(admin, policy_doc(policy_name))
-    refused = _request(action, "account:no-decision")
+    refused = agent_request("account:no-decision", action=action)
     refused = dataclasses.replace(refused, event_id="r" * 200)  # over the 128-character limit
     producer = producer_factory()
     producer.send(stack.topics.evaluation_requests, key=b"account:nd", value=CODEC.encode(refused))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
+from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, agent_request, policy_doc, wait_for
 
 from ledger.codec import default_codec
 from ledger.core.events import (
@@ -25,7 +25,6 @@ from ledger.core.events import (
     DeadLetter,
     DecisionRecorded,
     Determination,
-    EvaluationRequested,
     IssueGrant,
 )
 from ledger.ids import new_id, utcnow
@@ -59,18 +58,6 @@ def sized(build: Callable[[str], Any], size: int) -> tuple[Any, bytes]:
             return event, data
         filler = "x" * (len(filler) + size - len(data))
     raise AssertionError(f"cannot size the record to {size} bytes")
-
-
-def request(resource: str = "account:1", **facts: Any) -> EvaluationRequested:
-    return EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor=AGENT,
-        action="refund.issue",
-        principal=AGENT,
-        resource=resource,
-        facts={**GOOD_FACTS, **facts},
-    )
 
 
 def grant(n: int, note: str | None = None) -> IssueGrant:
@@ -156,8 +143,10 @@ def test_a_valid_1mb_request_among_40_is_answered_and_so_is_every_one_after_it(
     stack: LedgerStack,
 ) -> None:
     before = pids(stack)
-    requests = [request(f"account:{n}") for n in range(40)]
-    big, big_bytes = sized(lambda filler: request("account:big", note=filler), VALID_BYTES)
+    requests = [agent_request(f"account:{n}") for n in range(40)]
+    big, big_bytes = sized(
+        lambda filler: agent_request("account:big", facts={"note": filler}), VALID_BYTES
+    )
     requests.insert(20, big)
     key = b"one-partition"  # all in one partition, in this order
     produce(
@@ -297,7 +286,7 @@ def test_compressed_records_are_stored_inflated_so_a_bomb_is_refused_at_the_brok
     refused = send("governance", commands, bomb, "lz4", b"refund")
     assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
-    asked = request(f"account:lz4-{new_id()}")
+    asked = agent_request(f"account:lz4-{new_id()}")
     assert send("agent", requests, CODEC.encode(asked), "lz4", asked.resource.encode()) is None
     decided = wait_for(
         lambda: next(
@@ -423,7 +412,7 @@ def test_a_request_that_does_not_decompress_is_dead_lettered_and_exported_withou
             on_delivery=lambda _e, m: offsets.append(m.offset()),
         )
         assert producer.flush(60) == 0  # a batch of its own
-        after = request(f"account:after-{new_id()}")
+        after = agent_request(f"account:after-{new_id()}")
         producer.produce(requests, CODEC.encode(after), after.resource.encode())
         assert producer.flush(60) == 0
     finally:

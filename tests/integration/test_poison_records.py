@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
+from harness import ADMIN, AGENT, GOOD_FACTS, LedgerStack, agent_request, policy_doc, wait_for
 
 from ledger.codec import default_codec
 from ledger.core.events import (
@@ -25,7 +25,6 @@ from ledger.core.events import (
     DeadLetter,
     DecisionRecorded,
     Determination,
-    EvaluationRequested,
     GrantIssued,
     IssueGrant,
 )
@@ -81,18 +80,6 @@ def kill_while_stuck_on(
     assert stack.stop(name, kill=True)
 
 
-def request(resource: str) -> EvaluationRequested:
-    return EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor=AGENT,
-        action="refund.issue",
-        principal=AGENT,
-        resource=resource,
-        facts=GOOD_FACTS,
-    )
-
-
 def grant(principal: str) -> IssueGrant:
     return IssueGrant(
         event_id=new_id(),
@@ -125,8 +112,8 @@ def test_a_request_that_hangs_the_evaluator_is_dead_lettered_after_two_deaths(
     stack.evaluate_settled(agent, action="refund.issue", principal=AGENT, resource="account:0")
 
     topic = stack.topics.evaluation_requests
-    poison = request("account:hang")
-    after = [request(f"account:{n}") for n in range(5)]
+    poison = agent_request("account:hang")
+    after = [agent_request(f"account:{n}") for n in range(5)]
     offsets = produce(stack, topic, [(b"k", CODEC.encode(r)) for r in (poison, *after)])
 
     for attempt in (1, 2):  # stuck, killed, restarted: stuck again, killed again
@@ -152,7 +139,7 @@ def test_a_request_that_hangs_the_evaluator_is_dead_lettered_after_two_deaths(
     assert marker(stack, evaluator.APP_ID, topic) is None  # nothing left in flight
 
     # The same worker goes on answering; a request it raises on is dead-lettered at once.
-    broken = request("account:raise")
+    broken = agent_request("account:raise")
     (broken_offset,) = produce(stack, topic, [(b"k", CODEC.encode(broken))])
     decision = agent.evaluate(
         action="refund.issue", principal=AGENT, resource="account:9", facts=GOOD_FACTS
@@ -220,7 +207,7 @@ def test_a_request_past_year_9999_is_dead_lettered_exported_as_undecodable_and_v
     from ledger.avro import write_long
     from ledger.cli.app import cli
 
-    asked = request("account:far")
+    asked = agent_request("account:far")
     at = datetime(2026, 1, 1, tzinfo=UTC)
     honest = CODEC.encode(dataclasses.replace(asked, occurred_at=at))
     varint = write_long(int(at.timestamp()) * 1_000_000)

@@ -15,12 +15,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from harness import AGENT, GOOD_FACTS, LedgerStack, policy_doc
+from harness import AGENT, GOOD_FACTS, LedgerStack, agent_request, policy_doc
 
 from ledger.client import ClientConfig, LedgerClient
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
-from ledger.ids import new_id, utcnow
 from ledger.kafka.clients import make_consumer, make_rdkafka_producer
 
 pytestmark = pytest.mark.integration
@@ -50,19 +49,6 @@ def _decision_partitions(stack: LedgerStack, request_ids: set[str]) -> dict[str,
         return found
     finally:
         consumer.close()
-
-
-def _request(resource: str, **kw: Any) -> EvaluationRequested:
-    return EvaluationRequested(
-        event_id=new_id(),
-        occurred_at=utcnow(),
-        actor=AGENT,
-        action="refund.issue",
-        principal=AGENT,
-        resource=resource,
-        facts=GOOD_FACTS,
-        **kw,
-    )
 
 
 def test_hundreds_of_concurrent_clients_each_get_exactly_their_own_answers(
@@ -130,9 +116,9 @@ def test_a_request_naming_a_partition_that_does_not_exist_is_answered_on_its_key
     action = f"{policy_name}.issue"
     stack.deploy(admin, policy_doc(policy_name))
     stack.evaluate_settled(agent, action=action, principal=AGENT, resource="account:0")
-    named = replace(_request("account:named", reply_partition=2), action=action)
-    absent = replace(_request("account:absent", reply_partition=9999), action=action)
-    negative = replace(_request("account:negative", reply_partition=-5), action=action)
+    named = replace(agent_request("account:named", reply_partition=2), action=action)
+    absent = replace(agent_request("account:absent", reply_partition=9999), action=action)
+    negative = replace(agent_request("account:negative", reply_partition=-5), action=action)
     producer = make_rdkafka_producer(stack.bootstrap, security=stack.security("agent"))
     for request in (named, absent, negative):
         producer.produce(
