@@ -36,6 +36,7 @@ allow.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -97,6 +98,11 @@ __all__ = [
 log = logging.getLogger("ledger.client")
 HOOK_WAIT: Final = 5.0
 """Seconds :meth:`AsyncLedgerClient.close` waits for async ``on_correction`` callbacks."""
+
+EXIT_WAIT = 5.0
+"""Seconds the process waits, as it exits, for plain ``on_correction`` callbacks still at work
+(their thread is a daemon, which the interpreter would stop mid-call: a review found a hook
+reversing a refund cut off without a word)."""
 
 KEEP_CORRECTIONS = 10_000
 """Corrections a client keeps for :meth:`LedgerClient.corrections` at most; beyond, the oldest
@@ -739,6 +745,7 @@ class _HookRunner:
                     target=self._run, name="ledger-corrections", daemon=True
                 )
                 self._thread.start()
+                _AT_WORK.add(self)
             self._busy += 1
         waiting = self._queue.qsize()
         if waiting >= KEEP_CORRECTIONS:
@@ -784,10 +791,16 @@ class _HookRunner:
         with self._idle:
             return self._idle.wait_for(lambda: self._busy <= 0, timeout)
 
+    def pending(self) -> int:
+        """Corrections handed over and not yet done with (waiting, or in the callback)."""
+        with self._lock:
+            return max(self._busy, 0)
+
     def close(self) -> None:
         """Let the thread end after the corrections already handed to it; wait for it a
         moment (never from the thread itself: a callback may close its client), then say how
-        many it still had (a daemon: it goes on while the process runs)."""
+        many it still had (a daemon: it goes on while the process runs, and the process's
+        exit waits for it up to :data:`EXIT_WAIT` seconds)."""
         with self._lock:
             if self._closed:
                 return
@@ -807,6 +820,32 @@ class _HookRunner:
                 "has each)",
                 left,
             )
+
+
+_AT_WORK: weakref.WeakSet[_HookRunner] = weakref.WeakSet()
+"""Every callback thread started in this process (its thread keeps a runner alive)."""
+
+
+def _finish_at_exit() -> None:
+    """At the process's exit, give the plain ``on_correction`` callbacks still at work up to
+    :data:`EXIT_WAIT` seconds in all, then say how many corrections none acted on."""
+    busy = [runner for runner in list(_AT_WORK) if runner.pending()]
+    if not busy:
+        return
+    give_up = time.monotonic() + EXIT_WAIT
+    for runner in busy:
+        runner.wait_idle(max(give_up - time.monotonic(), 0.0))
+    left = sum(runner.pending() for runner in busy)
+    if left:
+        log.error(
+            "ledger client: the process exits with %d corrections not acted on by the "
+            "on_correction callback (it was given %g s): `ledger decisions` has each",
+            left,
+            EXIT_WAIT,
+        )
+
+
+atexit.register(_finish_at_exit)
 
 
 def _hook_done(ran: Future[Any], correction: DecisionCorrected) -> None:

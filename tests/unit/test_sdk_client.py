@@ -565,6 +565,39 @@ def test_the_callback_thread_holds_no_callback_between_corrections_and_stops_at_
     assert runner.wait_idle(1) and late.calls == 0
 
 
+def test_the_process_exit_waits_for_a_plain_callback_at_work_then_says_what_it_cut_off() -> None:
+    # A review: a plain callback's thread is a daemon, which the interpreter stopped mid-call
+    # at exit (a hook reversing a refund, cut off without a word).
+    import subprocess
+    import sys
+
+    script = """
+import logging, threading, time
+import ledger.client as client
+logging.basicConfig(level=logging.ERROR, format="%(name)s %(message)s")
+client.EXIT_WAIT = {wait}
+stuck = threading.Event()
+def slow(correction):
+    time.sleep(0.5)
+    print("acted on", correction, flush=True)
+    if correction == "c2":
+        stuck.wait()
+runner = client._HookRunner()
+for c in ("c1", "c2", "c3"):
+    runner.give(slow, c)
+print("exiting", flush=True)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script.format(wait=3.0)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["exiting", "acted on c1", "acted on c2"]
+    assert done.stderr.strip() == (
+        "ledger.client ledger client: the process exits with 2 corrections not acted on by "
+        "the on_correction callback (it was given 3 s): `ledger decisions` has each"
+    )
+
+
 def test_inline_callbacks_raise_what_is_not_an_exception_to_their_caller() -> None:
     # A review: with an in-memory transport the callback runs on the caller's thread, where
     # a test's failure (or Ctrl-C) raised in it was logged and swallowed.
