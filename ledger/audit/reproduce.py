@@ -9,7 +9,7 @@ trace was reduced by the writer because it would not fit a Kafka record (``reaso
 left out) and the re-evaluated determination is reported beside it.
 
 A decision recorded by an earlier release is compared as that release recorded it, with a
-note saying so: reasons in an earlier wording (:func:`~ledger.core.evaluate.earlier_wording`),
+note saying so: reasons in an earlier wording (:func:`~ledger.core.wordings.earlier_wording`),
 names over their limit recorded whole (until 2026-12-06), and a request whose
 ``requested_by`` is no principal decided as if it were (until 2026-12-06: it is
 ``invalid_request`` now), and a request decided without charging the matching of its names
@@ -28,7 +28,6 @@ from ledger.core.evaluate import (
     INVALID_REQUEST,
     REDUCED_FIELDS,
     TRACE_TOO_LARGE,
-    earlier_wording,
     evaluate,
     evaluate_batch,
 )
@@ -42,6 +41,7 @@ from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gap
 from ledger.core.jsonform import format_timestamp, to_json_value
 from ledger.core.limits import recorded_id, recorded_name
 from ledger.core.state import LedgerState
+from ledger.core.wordings import earlier_wording
 
 __all__ = [
     "WRITER_FIELDS",
@@ -338,7 +338,7 @@ def _cut_into(
 def _reworded(differences: tuple[Difference, ...]) -> str | None:
     """What the recorded reasons are about, when a decision's reasons (a pre-evaluation's
     items' reasons) are its only difference and each recorded one is an earlier release's
-    wording of the one given now (:func:`~ledger.core.evaluate.earlier_wording`): the same
+    wording of the one given now (:func:`~ledger.core.wordings.earlier_wording`): the same
     decision, not another."""
     pairs = _reason_pairs(differences)
     if pairs is None:

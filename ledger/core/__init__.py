@@ -5,8 +5,11 @@ lives here, once: the policy model (:mod:`~ledger.core.policy`), CEL conditions
 (:mod:`~ledger.core.cel`), facts (:mod:`~ledger.core.facts`), authority
 (:mod:`~ledger.core.authority`), state and fold (:mod:`~ledger.core.state`), who governs an
 action (:mod:`~ledger.core.governing`), the command
-lifecycle (:mod:`~ledger.core.lifecycle`), evaluation (:mod:`~ledger.core.evaluate`), impact
-simulation (:mod:`~ledger.core.simulate`) and offline tests (:mod:`~ledger.core.policytests`).
+lifecycle (:mod:`~ledger.core.lifecycle`), evaluation (:mod:`~ledger.core.evaluate`), the
+evaluator's answer as the record it writes (:mod:`~ledger.core.answering`), the reasons an
+earlier release worded otherwise, which reproduction takes for today's
+(:mod:`~ledger.core.wordings`), impact simulation (:mod:`~ledger.core.simulate`) and offline
+tests (:mod:`~ledger.core.policytests`).
 Time and ids are parameters; a denial is a value. The one process-wide effect, pausing the
 cyclic garbage collector while a replay folds (a cost, never a result), is written once, in
 :mod:`~ledger.core.collector`: the Kafka follower's catch-up and bulk folds pause it through

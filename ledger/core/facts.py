@@ -167,7 +167,7 @@ PYTHON_KINDS: Final = {
     "NoneType": "null",
 }
 """The kinds of a fact's value as reasons recorded before 2026-12-06 (night) named them, in
-today's words (:func:`ledger.core.evaluate.earlier_wording` reads old decisions with it)."""
+today's words (:func:`ledger.core.wordings.earlier_wording` reads old decisions with it)."""
 
 
 def _long_text(v: str, max_chars: int) -> _Bad:

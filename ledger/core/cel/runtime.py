@@ -328,7 +328,7 @@ DECIMAL_EXPONENT_REASON: Final = (
 """A value of few digits and a vast exponent (``1E-999999999999999999``), which rounding to
 ``_DEC`` changes as it changes a long one: said as what it is, not as too many digits. Decisions
 recorded until 2026-12-06 said ``DECIMAL_DIGITS_REASON``: replay takes that wording
-(:func:`ledger.core.evaluate.earlier_wording`)."""
+(:func:`ledger.core.wordings.earlier_wording`)."""
 
 
 def _operand(x: Any) -> Decimal:

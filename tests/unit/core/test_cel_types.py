@@ -23,10 +23,10 @@ from golden_runner import ADMINS, T0, build_command, expand
 from ledger.audit.reproduce import reproduce
 from ledger.core import EMPTY_STATE, Rejection, decide, evaluate, fold
 from ledger.core.cel import ConditionFault, compile_condition
-from ledger.core.evaluate import earlier_wording
 from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
 from ledger.core.history import HistoryEntry
 from ledger.core.policy import parse_policy
+from ledger.core.wordings import earlier_wording
 from ledger.errors import PolicyError
 
 FACTS = {"n": "int", "amount": "decimal", "ratio": "double", "flag": "bool", "name": "string"}

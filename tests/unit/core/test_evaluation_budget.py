@@ -634,7 +634,7 @@ def test_the_items_of_a_pre_evaluation_share_one_budget() -> None:
         "facts) (this pre-evaluation's items share that budget, and the items before this one "
         "spent 1,000,000 units of it: ask for this item alone or in a smaller pre-evaluation)"
     )
-    from ledger.core.evaluate import earlier_wording
+    from ledger.core.wordings import earlier_wording
 
     assert earlier_wording(reason, reason.split(" (this pre-evaluation's")[0]) is not None
 

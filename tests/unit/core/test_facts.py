@@ -132,7 +132,7 @@ def test_timestamp_normalised_to_utc() -> None:
 def test_a_date_and_an_offset_is_told_its_time_is_missing_not_its_zone() -> None:
     # A README check: '2025-06-01+05:00' (Python reads 05:00, no zone) was told to add an
     # offset it had. Still refused; a decision recorded with the old words still reproduces.
-    from ledger.core.evaluate import earlier_wording
+    from ledger.core.wordings import earlier_wording
 
     spec = FactSpec(name="at", type="timestamp")
     for given in ("2025-06-01+05:00", "2025-06-01-03:30"):
@@ -222,7 +222,7 @@ def test_a_value_of_the_wrong_kind_is_named_in_jsons_words_and_old_wordings_stil
 ):
     # A policy owner's walkthrough: "tenure_days: expected an int, got str '10'" (Python's
     # words). Decisions recorded in the earlier wording are taken for today's by replay.
-    from ledger.core.evaluate import earlier_wording
+    from ledger.core.wordings import earlier_wording
 
     said: dict[object, str] = {
         "10": "n: expected an int, got text '10'",
