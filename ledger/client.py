@@ -4,7 +4,7 @@ Three integration patterns (DESIGN §8):
 
 - :meth:`LedgerClient.evaluate` — synchronous: publish ``EvaluationRequested`` and wait for its
   ``DecisionRecorded`` (correlated by request id, and taken only if it answers what was asked:
-  :func:`ledger.core.evaluate.answers_request`). A timeout raises
+  :func:`ledger.core.answering.answers_request`). A timeout raises
   :class:`~ledger.errors.LedgerTimeout`; it never turns into an allow.
 - :meth:`LedgerClient.preevaluate` — one ``BatchEvaluationRequested`` for many actions; the answer
   carries the governance position, and :meth:`LedgerClient.is_stale` tells when a later policy or

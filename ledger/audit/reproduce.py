@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request, answered
+from ledger.core.answering import REDUCED_FIELDS
 from ledger.core.evaluate import (
     INVALID_REQUEST,
-    REDUCED_FIELDS,
     TRACE_TOO_LARGE,
     evaluate,
     evaluate_batch,

@@ -35,7 +35,8 @@ from ledger.audit.export import ExportPath, Manifest, read_manifest
 from ledger.audit.history import load_export_history
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
-from ledger.core.evaluate import answers_batch, item_request
+from ledger.core.answering import answers_batch
+from ledger.core.evaluate import item_request
 from ledger.core.events import (
     COMMAND_TYPES,
     BatchDecisionRecorded,

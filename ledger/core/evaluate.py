@@ -69,8 +69,6 @@ from ledger.core.events import (
 from ledger.core.facts import (
     context_problems,
     decimal_problems,
-    facts_recorded_as,
-    same_values,
 )
 from ledger.core.globwork import MatchWork
 from ledger.core.governing import governed_by, governing_policy, governs_units
@@ -92,6 +90,7 @@ __all__ = [
     "bucket",
     "decision_id",
     "asker_problem",
+    "asker_of",
     "INVALID_REQUEST",
     "evaluate",
     "evaluate_batch",
@@ -102,13 +101,7 @@ __all__ = [
     "items_refused",
     "item_request",
     "correction_for",
-    "answers_request",
-    "answers_batch",
     "TRACE_TOO_LARGE",
-    "REDUCED_FIELDS",
-    "without_trace",
-    "batch_without_trace",
-    "batch_surely_too_large",
 ]
 
 TRACE_TOO_LARGE: Final = "trace_too_large"
@@ -316,7 +309,7 @@ def evaluate(
     context = request.context if isinstance(request.context, Mapping) else _EMPTY
     principal, action, resource = request.principal, request.action, request.resource
     request_id = request.event_id
-    requested_by = _asker(request, limits)
+    requested_by = asker_of(request, limits)
     writer = (now, actor, evaluator_id, requested_by)
     # A pre-evaluation's context was checked once, for all its items (evaluate_batch).
     unsized = size_problem(
@@ -483,7 +476,7 @@ def asker_problem(requested_by: str) -> str | None:
     )
 
 
-def _asker(request: EvaluationRequested, limits: Limits = DEFAULT_LIMITS) -> str:
+def asker_of(request: EvaluationRequested, limits: Limits = DEFAULT_LIMITS) -> str:
     """Who asked: the enforcement point's actor, as it states it (``requested_by``, else the
     request's ``actor``); one over ``request_name_chars`` (a request answered
     ``request_too_large``) cut to it, so no sender makes a decision as large as its request."""
@@ -872,154 +865,3 @@ def correction_for(decision: DecisionRecorded) -> DecisionCorrected | None:
         reasons=decision.reasons,
         constraints=decision.constraints,
     )
-
-
-def answers_request(request: EvaluationRequested, decision: DecisionRecorded) -> bool:
-    """Whether ``decision`` answers ``request``, not another request sent under its id.
-
-    Ids are chosen by senders: anyone holding the agent credential can send a copy of a request
-    (learned from the decisions every agent reads, or, with a credential that reads new
-    requests, before the genuine one) under its id, asking something else, and an evaluator
-    decides each (only a record delivered again as sent is a repeat to it). A client acts
-    only on a decision whose request id and time (``requested_at``), principal, action,
-    resource, mode, default, who asked (``requested_by``; none recorded by an evaluator older
-    than the field) and context are the request's, and whose facts are what the request's facts
-    became
-    (:func:`~ledger.core.facts.facts_recorded_as`). ``request`` is as the evaluator decodes it
-    (the client decodes the record it encoded).
-
-    An answer given without the facts and context (``request_too_large``, ``trace_too_large``)
-    is taken on the rest only when it is an ``error``: a forged error denies a call, which the
-    sender of a copy can do anyway; nothing without them is ever taken as a permission.
-    """
-    error = decision.determination is _ERROR
-    if (
-        decision.request_id != request.event_id
-        or decision.requested_at != request.occurred_at
-        or not _same_name(decision.principal, request.principal, error)
-        or not _same_name(decision.action, request.action, error)
-        or not _same_name(decision.resource, request.resource, error)
-        or decision.mode != request.mode
-        or decision.default != request.default
-        or (
-            decision.requested_by is not None
-            and not _same_name(decision.requested_by, _asker(request), error)
-        )
-    ):
-        return False
-    if decision.determination is _ERROR and not decision.facts and not decision.context:
-        return True
-    return same_values(request.context, decision.context) and facts_recorded_as(
-        request.facts, decision.facts
-    )
-
-
-def answers_batch(request: BatchEvaluationRequested, answer: BatchDecisionRecorded) -> bool:
-    """Whether ``answer`` answers the pre-evaluation ``request``, not another sent under its id:
-    its request id and principal are the request's, and it answers the request's items in
-    order (each item's id, action and resource). A batch answer records no facts or context,
-    so a copy that differs only in those is not told apart here."""
-    errors = all(d.determination is _ERROR for d in answer.decisions)
-    if (
-        answer.request_id != request.event_id
-        or not _same_name(answer.principal, request.principal, errors)
-        or len(answer.decisions) != len(request.items)
-    ):
-        return False
-    return all(
-        _same_name(d.item_id, item.item_id, errors)
-        and _same_name(d.action, item.action, errors)
-        and _same_name(d.resource, item.resource, errors)
-        for d, item in zip(answer.decisions, request.items, strict=True)
-    )
-
-
-def _same_name(recorded: str | None, sent: str | None, error: bool) -> bool:
-    """A name a decision records is the one sent, or, in an ``error`` answer (a request over
-    its limits: ``request_too_large``), the one sent cut as :func:`~ledger.core.limits.
-    recorded_name` cuts it (``refund.xxx… (5000 characters)``), whatever the limit was."""
-    if recorded == sent:
-        return True
-    if not error or recorded is None or sent is None:
-        return False
-    suffix = f"… ({len(sent)} characters)"
-    return recorded.endswith(suffix) and sent.startswith(recorded[: -len(suffix)])
-
-
-REDUCED_FIELDS: Final = (
-    "determination",
-    "constraints",
-    "reasons",
-    "reason_code",
-    "rule",
-    "facts",
-    "context",
-    "shadow_results",
-    "decisions",
-)
-"""What :func:`without_trace` and :func:`batch_without_trace` leave out or replace (so a
-reproduction does not compare them for such a record)."""
-
-
-def without_trace(
-    decision: DecisionRecorded,
-    request: bytes | None,
-    limit: int,
-    unrecordable: str | None = None,
-) -> DecisionRecorded:
-    """An ``error`` / ``trace_too_large`` decision that fits a ``limit``-byte record: the
-    trace's bulky parts (:data:`REDUCED_FIELDS`) left out, the request's record named by size
-    and SHA-256 (the evaluator's answer when the full trace would not fit, or, ``unrecordable``,
-    holds a value no record can: a constraint's integer beyond 64 bits, in a version stored
-    before proposals were refused it)."""
-    size, digest = (len(request), hashlib.sha256(request).hexdigest()) if request else (0, "")
-    why = (
-        f"could not be recorded ({unrecordable[:300]})"
-        if unrecordable is not None
-        else f"would be over the {limit}-byte record limit"
-    )
-    reason = (
-        f"the full decision trace {why}: its facts, context, constraints and shadow results are "
-        f"left out (request record: {size} bytes, sha256 {digest}); treat this as error"
-    )
-    return replace(
-        decision,
-        determination=Determination.ERROR,
-        constraints={},
-        reasons=(reason,),
-        reason_code=TRACE_TOO_LARGE,
-        rule=None,
-        facts={},
-        context={},
-        shadow_results=(),
-    )
-
-
-def batch_surely_too_large(answer: BatchDecisionRecorded, limit: int) -> bool:
-    """Whether ``answer``'s items' reasons alone are over ``limit`` bytes, so its full record
-    could not fit: a writer then answers :func:`batch_without_trace` without first hashing and
-    encoding the full answer to find that out. Each item holds its rule's reason (one text,
-    shared in memory, but written once per item): 500 items of a 261,000-character reason, from
-    a version recorded before ``policy_reason_chars``, were 130 MB to hash and 130 MB to encode
-    (+250 MB of evaluator memory per request). A text's UTF-8 bytes are never fewer than its
-    characters, so this never refuses an answer that would have fit."""
-    total = 0
-    for item in answer.decisions:
-        for reason in item.reasons:
-            total += len(reason)
-        if total > limit:
-            return True
-    return False
-
-
-def batch_without_trace(
-    answer: BatchDecisionRecorded, unrecordable: str | None = None
-) -> BatchDecisionRecorded:
-    """Every item an ``error`` that says why, and nothing else that could be large (or that a
-    record could not hold: ``unrecordable``, why, is each item's reason, cut to 200 characters)."""
-    reasons = (
-        (f"the answer could not be recorded ({unrecordable[:200]}); treat this as error",)
-        if unrecordable is not None
-        else ()
-    )
-    return replace(answer, decisions=items_refused(answer.decisions, TRACE_TOO_LARGE, reasons))

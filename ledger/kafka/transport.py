@@ -17,7 +17,7 @@ Request ids are chosen by senders: anyone holding the agent credential (who read
 decision, so learns the ids) can send a copy of a request under its id, asking something else,
 and the evaluator that decides the copy first takes the genuine request for a repeat. So a reply
 is taken only if it answers what was asked, as the core says
-(:func:`ledger.core.evaluate.answers_request`, :func:`~ledger.core.evaluate.answers_batch`),
+(:func:`ledger.core.answering.answers_request`, :func:`~ledger.core.answering.answers_batch`),
 compared with the request as its evaluator reads it (the record sent, decoded, on the caller's
 thread). A waiting call's decision for another request under its id is ignored (logged once per
 id) and the call waits for its own answer; if none comes, its timeout says that decisions for
@@ -60,7 +60,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final
 
 from ledger.codec import Codec, default_codec
-from ledger.core.evaluate import answers_batch, answers_request, correction_for
+from ledger.core.answering import answers_batch, answers_request
+from ledger.core.evaluate import correction_for
 from ledger.core.events import (
     BatchDecisionRecorded,
     BatchEvaluationRequested,

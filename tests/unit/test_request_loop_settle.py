@@ -22,7 +22,7 @@ import pytest
 
 import processors.request_loop as loop_module
 from ledger.codec import default_codec
-from ledger.core.evaluate import answers_request
+from ledger.core.answering import answers_request
 from ledger.core.events import ChainCheckpoint, DecisionRecorded, EvaluationRequested
 from ledger.core.state import EMPTY_STATE
 from ledger.ids import new_id, utcnow

@@ -21,12 +21,8 @@ import pytest
 
 from ledger.codec import default_codec
 from ledger.core import EMPTY_STATE, LedgerState, Rejection, decide, evaluate, fold
-from ledger.core.evaluate import (
-    answers_batch,
-    answers_request,
-    evaluate_batch,
-    without_trace,
-)
+from ledger.core.answering import answers_batch, answers_request, without_trace
+from ledger.core.evaluate import evaluate_batch
 from ledger.core.events import (
     ApprovePolicyVersion,
     BatchEvaluationRequested,
