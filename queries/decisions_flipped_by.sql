@@ -13,8 +13,10 @@
 --   at the time, else the one before; `ledger policy simulate` with its file re-decides them). Rows with flipped false are left out. The items of
 --   pre-evaluation batches are examined too (kind batch_item, with batch_id, item_index and
 --   item_id; kind decision: a single decision); a batch records no shadow results, so they
---   are always listed as not covered. A version with no version before it (a policy's first
---   active or canary version) has nothing to compare with: no rows.
+--   are always listed as not covered; their policy_stage is the one policy_timeline gives
+--   their version at the governance position they cite, as decision_lineage's, and a canary's
+--   previous_version the version active beside it there. A version with no version before it
+--   (a policy's first active or canary version) has nothing to compare with: no rows.
 -- param: policy VARCHAR the policy name
 -- param: version BIGINT the version whose decisions are examined
 -- known: policy policy_log.policy
@@ -29,8 +31,38 @@ before AS (  -- the version active just before `version` first became active
       AND t.valid_from < f.at AND (t.valid_to IS NULL OR t.valid_to >= f.at)
     ORDER BY t.valid_from DESC LIMIT 1
 ),
-made AS (
-    SELECT * FROM all_decisions WHERE policy = $policy AND policy_version = $version
+log_position AS (  -- "<topic>/<partition>" of the policy's log, as decisions cite it
+    SELECT any_value(position) AS position FROM policy_timeline WHERE policy = $policy
+),
+cited AS (
+    SELECT d.*,
+           TRY_CAST(d.governance_position->>('$."' || l.position || '"') AS BIGINT) AS cited
+    FROM all_decisions d, log_position l
+    WHERE d.policy = $policy AND d.policy_version = $version
+),
+made AS (  -- each decision with its stage (an item records none: its version's then) and the
+           -- version active then, placed by the governance position it cites (its time when
+           -- it cites none): an evaluator applies a change milliseconds after it is recorded
+    SELECT d.*,
+           coalesce(d.policy_stage,
+                    (SELECT t.stage FROM policy_timeline t
+                     WHERE t.policy = $policy AND t.version = $version
+                       AND t.stage IN ('active', 'canary')
+                       AND CASE WHEN d.cited IS NULL
+                                THEN t.valid_from <= d.decided_at
+                                     AND (t.valid_to IS NULL OR d.decided_at < t.valid_to)
+                                ELSE t.from_offset <= d.cited
+                                     AND (t.to_offset IS NULL OR d.cited < t.to_offset) END
+                     ORDER BY t.valid_from DESC LIMIT 1)) AS stage_then,
+           (SELECT t.version FROM policy_timeline t
+            WHERE t.policy = $policy AND t.stage = 'active' AND t.version <> $version
+              AND CASE WHEN d.cited IS NULL
+                       THEN t.valid_from <= d.decided_at
+                            AND (t.valid_to IS NULL OR d.decided_at < t.valid_to)
+                       ELSE t.from_offset <= d.cited
+                            AND (t.to_offset IS NULL OR d.cited < t.to_offset) END
+            ORDER BY t.valid_from DESC LIMIT 1) AS active_then
+    FROM cited d
 ),
 said AS (  -- the previous version's recorded answer, per decision
     SELECT d.decision_id, s.version AS previous_version, s.determination, s.rule,
@@ -44,14 +76,9 @@ said AS (  -- the previous version's recorded answer, per decision
 )
 SELECT * FROM (
 SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resource,
-       d.policy_stage, d.determination, d.rule, d.constraints,
+       d.stage_then AS policy_stage, d.determination, d.rule, d.constraints,
        COALESCE(s.previous_version,
-                CASE WHEN d.policy_stage = 'canary' THEN
-                    (SELECT t.version FROM policy_timeline t
-                     WHERE t.policy = $policy AND t.stage = 'active'
-                       AND t.valid_from <= d.decided_at
-                       AND (t.valid_to IS NULL OR t.valid_to > d.decided_at)
-                     ORDER BY t.valid_from DESC LIMIT 1)
+                CASE WHEN d.stage_then = 'canary' THEN d.active_then
                      ELSE (SELECT version FROM before) END) AS previous_version,
        s.determination AS previous_determination, s.rule AS previous_rule,
        s.constraints AS previous_constraints,

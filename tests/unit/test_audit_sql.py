@@ -1930,6 +1930,82 @@ def test_decisions_flipped_by_lists_a_decision_whose_constraints_alone_changed(
     assert found[1]["previous_determination"] == "deny"
 
 
+def test_decisions_flipped_by_recalls_a_canarys_items_against_the_version_active_beside_it(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: a version that ran only as a canary had its pre-evaluation
+    # items left out of the recall list without a word (an item records no stage, so it was
+    # taken for active, and the version before it "first became active" was none); a version
+    # active once, later a canary over another, had its items recalled against the version
+    # active before it the first time.
+    bob, carol = "human:bob", "human:carol"
+
+    def propose(n: int, document: str) -> tuple[int, Command]:
+        return n, ProposePolicyVersion(
+            event_id=f"c{n}", occurred_at=at(n), actor="human:alice", policy="refund",
+            document=document,
+        )  # fmt: skip
+
+    def approve(n: int, version: int) -> tuple[int, Command]:
+        return n, ApprovePolicyVersion(
+            event_id=f"c{n}", occurred_at=at(n), actor=carol, policy="refund", version=version
+        )
+
+    def promote(
+        n: int, version: int, stage: Stage, percent: int | None = None
+    ) -> tuple[int, Command]:
+        return n, PromotePolicyVersion(
+            event_id=f"c{n}", occurred_at=at(n), actor=bob, policy="refund", version=version,
+            stage=stage, percent=percent,
+        )  # fmt: skip
+
+    commands = [
+        propose(1, REFUND), approve(2, 1), promote(3, 1, Stage.ACTIVE),
+        propose(4, V2), approve(5, 2),
+        propose(6, REFUND.replace("auto-refund", "auto-refund-3")), approve(7, 3),
+        propose(8, V2.replace("suspended", "suspended-4")), approve(9, 4),
+        promote(10, 3, Stage.ACTIVE),  # v3 active over v1 ...
+        (11, RollbackPolicy(
+            event_id="c11", occurred_at=at(11), actor=bob, policy="refund", reason="v3 regression"
+        )),  # ... rolled back to v1
+        promote(12, 2, Stage.ACTIVE),
+        promote(13, 3, Stage.CANARY, 50),  # v3 again, now a canary over v2
+        promote(15, 4, Stage.CANARY, 60),  # v4, only ever a canary over v2
+    ]  # fmt: skip
+    governance = _governance(commands)
+    log = [e for topic, e in governance if topic == TOPICS.policy_events]
+    where = f"{TOPICS.policy_events}/0"
+
+    def canary_of(version: int) -> int:  # the offset of the version's promotion to canary
+        return next(
+            n for n, e in enumerate(log)
+            if getattr(e, "stage", None) is Stage.CANARY and getattr(e, "version", None) == version
+        )  # fmt: skip
+
+    def batch(n: int, version: int) -> BatchDecisionRecorded:
+        item = _item(
+            f"i{n}", "refund.issue", Determination.DENY, reason_code="rule_matched",
+            policy="refund", policy_version=version, rule="suspended",
+        )  # fmt: skip
+        return BatchDecisionRecorded(
+            event_id=f"bdec-{n}", occurred_at=at(n), actor="service:evaluator",
+            request_id=f"breq-{n}", principal="agent:bot", decisions=(item,),
+            governance_position={where: canary_of(version)},
+        )  # fmt: skip
+
+    directory = tmp_path / "export"
+    write_events(
+        directory,
+        TOPICS,
+        [*governance, (TOPICS.decisions, batch(14, 3)), (TOPICS.decisions, batch(16, 4))],
+    )
+    for version, item in ((3, "i14"), (4, "i16")):
+        (found,) = rows(directory, "decisions_flipped_by", policy="refund", version=str(version))
+        assert (
+            found["item_id"], found["policy_stage"], found["previous_version"], found["flipped"]
+        ) == (item, "canary", 2, None), version  # fmt: skip
+
+
 def test_a_large_answer_is_streamed_never_held_whole(export_dir: Path) -> None:
     # An auditor's walkthrough: 6 million rows as CSV ended in a MemoryError traceback after
     # holding them all; 1.2 million took 750 MB. Rows now leave a batch at a time.
