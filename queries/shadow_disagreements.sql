@@ -11,8 +11,9 @@ SELECT version AS shadow_version, stage AS shadow_stage, decided_version, differ
        determination AS shadow_said, decided_rule, rule AS shadow_rule, count(*) AS decisions,
        min(decided_at) AS first, max(decided_at) AS last,
        arg_min(request_id, decision_id) AS example_request, min(decision_id) AS example_decision,
-       arg_min(decided_constraints, decision_id) AS decided_constraints,
-       arg_min(constraints, decision_id) AS shadow_constraints
+       -- the example's own, NULL too (arg_min would skip to another decision's)
+       arg_min_null(decided_constraints, decision_id) AS decided_constraints,
+       arg_min_null(constraints, decision_id) AS shadow_constraints
 FROM shadow_results
 WHERE policy = $policy AND differs IS NOT NULL
 GROUP BY ALL

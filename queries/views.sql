@@ -91,13 +91,16 @@ segments AS (
     WINDOW w AS (PARTITION BY policy, version ORDER BY sequence)
 ),
 changes AS (
+    -- The first event that ends the interval, every field of that one event: arg_min_null,
+    -- since arg_min skips a NULL value (an auditor's walkthrough: a promotion without a note
+    -- ended v1, and the reason of the retirement after it was given as v1's).
     SELECT s.policy, s.version, s.sequence,
-           arg_min(e.sequence, e.sequence) AS end_seq,
-           arg_min(e.occurred_at, e.sequence) AS end_at,
-           arg_min(e.actor, e.sequence) AS end_actor,
-           arg_min(e.event_type, e.sequence) AS end_type,
-           arg_min(e.why, e.sequence) AS end_why,
-           arg_min(e."offset", e.sequence) AS end_offset
+           arg_min_null(e.sequence, e.sequence) AS end_seq,
+           arg_min_null(e.occurred_at, e.sequence) AS end_at,
+           arg_min_null(e.actor, e.sequence) AS end_actor,
+           arg_min_null(e.event_type, e.sequence) AS end_type,
+           arg_min_null(e.why, e.sequence) AS end_why,
+           arg_min_null(e."offset", e.sequence) AS end_offset
     FROM segments s
     JOIN (SELECT * FROM ev WHERE event_type IN ('PolicyVersionApproved', 'PolicyRetired')
           UNION ALL SELECT * FROM known) e

@@ -2006,6 +2006,49 @@ def test_decisions_flipped_by_recalls_a_canarys_items_against_the_version_active
         ) == (item, "canary", 2, None), version  # fmt: skip
 
 
+def test_a_stage_ended_by_an_event_without_a_reason_is_given_none_of_a_later_ones(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: v1, superseded by v2's promotion (no note), was given the
+    # reason of the retirement 20 s later ("vendor payouts moved to ERP"): DuckDB's arg_min
+    # skips a NULL value and took the next candidate's.
+    from ledger.core.events import RetirePolicy
+
+    bob = "human:bob"
+    commands: list[tuple[int, Command]] = [
+        *_v1_active("payout", REFUND.replace("refund", "payout")),
+        (4, ProposePolicyVersion(
+            event_id="p4", occurred_at=at(4), actor="human:alice", policy="payout",
+            document=V2.replace("refund", "payout"),
+        )),
+        (5, ApprovePolicyVersion(
+            event_id="p5", occurred_at=at(5), actor="human:carol", policy="payout", version=2
+        )),
+        (6, PromotePolicyVersion(
+            event_id="p6", occurred_at=at(6), actor=bob, policy="payout", version=2,
+            stage=Stage.ACTIVE,
+        )),
+        (9, RetirePolicy(
+            event_id="p9", occurred_at=at(9), actor=bob, policy="payout",
+            reason="vendor payouts moved to ERP",
+        )),
+    ]  # fmt: skip
+    write_events(tmp_path, TOPICS, _governance(commands))
+    con = connect(tmp_path)
+    try:
+        ended = run_sql(
+            con,
+            "SELECT version, stage, change, reason FROM policy_timeline "
+            "WHERE stage IN ('superseded', 'retired') ORDER BY valid_from",
+        ).rows
+    finally:
+        con.close()
+    assert ended == [
+        (1, "superseded", "PolicyVersionPromoted", None),
+        (2, "retired", "PolicyRetired", "vendor payouts moved to ERP"),
+    ]
+
+
 def test_a_large_answer_is_streamed_never_held_whole(export_dir: Path) -> None:
     # An auditor's walkthrough: 6 million rows as CSV ended in a MemoryError traceback after
     # holding them all; 1.2 million took 750 MB. Rows now leave a batch at a time.
