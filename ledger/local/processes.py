@@ -53,24 +53,34 @@ def _reap(pid: int) -> None:
 
 
 def _runs(pid: int, marker: str) -> bool:
-    """Does ``pid``'s command line or environment contain ``marker``? (True where /proc cannot
-    tell.) The environment counts because a process may rewrite its command line (Faust does
-    when ``setproctitle`` is installed) but keeps the environment it was started with."""
+    """Is ``pid`` this user's, with ``marker`` one whole argument of its command line or entry
+    of its environment? (True where there is no /proc to tell.) The environment counts because
+    a process may rewrite its command line (Faust does when ``setproctitle`` is installed) but
+    keeps the environment it was started with.
+
+    Only this user's processes count (a red team: another local user's process holding a
+    home's marker in its environment was taken for its evaluator, which `up` then never
+    started), and only a whole entry (the red team again: `down` killed a process whose
+    argument merely contained the broker's config path, ``…/server.properties.orig``)."""
     try:
+        if not _ours(pid):
+            return False
         seen = Path(f"/proc/{pid}/cmdline").read_bytes()
         with contextlib.suppress(OSError):
             seen += b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
     except FileNotFoundError:
         return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid
     except OSError:
-        return True
-    given = marker.encode()
-    if given in seen:
-        return True
-    # Resolved through its links, a marker names one whole argument or environment entry (the
-    # review: as a substring, a link's target matched inside another home's longer path).
+        return False  # not ours to read: not ours
+    # Resolved through its links too (a README check: a stack started through a link).
     whole = b"\0" + seen.rstrip(b"\0") + b"\0"
-    return any(b"\0" + spelling + b"\0" in whole for spelling in _spellings(marker) - {given})
+    return any(b"\0" + spelling + b"\0" in whole for spelling in _spellings(marker))
+
+
+def _ours(pid: int) -> bool:
+    """Whether ``pid`` runs as this user (the owner of its /proc entry). Raises
+    ``FileNotFoundError`` when there is no such entry."""
+    return os.stat(f"/proc/{pid}").st_uid == os.getuid()
 
 
 def _spellings(marker: str) -> set[bytes]:
@@ -86,11 +96,12 @@ def _spellings(marker: str) -> set[bytes]:
 
 
 def find(*, environ: str | None = None, argv: tuple[str, ...] = ()) -> int | None:
-    """The pid of a running process (not this one) whose environment holds exactly the entry
-    ``environ`` (``NAME=value``) and whose command line has every one of ``argv`` as an
-    argument; the lowest should there be several. ``None`` when none does, or where there is
-    no ``/proc`` to tell. Finds a processor (by its ready file) or a broker (by its config)
-    whose pid file was lost."""
+    """The pid of a running process of this user (not this one) whose environment holds
+    exactly the entry ``environ`` (``NAME=value``) and whose command line has every one of
+    ``argv`` as an argument; the lowest should there be several. ``None`` when none does, or
+    where there is no ``/proc`` to tell. Finds a processor (by its ready file) or a broker (by
+    its config) whose pid file was lost; another user's process is never taken for it (a red
+    team: one holding the evaluator's marker kept `up` from starting the evaluator)."""
     try:
         names = sorted((n for n in os.listdir("/proc") if n.isdigit()), key=int)
     except OSError:
@@ -103,6 +114,8 @@ def find(*, environ: str | None = None, argv: tuple[str, ...] = ()) -> int | Non
         if pid == me:
             continue
         try:
+            if not _ours(pid):
+                continue
             if wanted:
                 args = set(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
                 if not all(args & spellings for spellings in wanted):
@@ -148,20 +161,36 @@ def exit_status(pid: int) -> tuple[bool, int | None]:
 def terminate(pid: int, *, grace: float, kill: bool = False, marker: str | None = None) -> bool:
     """Stop the process group of ``pid``: SIGTERM (or SIGKILL at once with ``kill``), then
     SIGKILL after ``grace`` seconds. Returns False when it was not running (or, with
-    ``marker``, when ``pid`` is some other program's: see :func:`alive`)."""
+    ``marker``, when ``pid`` is some other program's: see :func:`alive`), and when it runs on
+    after all that (not ours to signal): a caller never takes it for stopped (a red team:
+    `down` said "stopped" of a process it could not signal)."""
     if not alive(pid, marker=marker):
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        if not kill:  # a stopped process (SIGSTOP, Ctrl-Z) handles its SIGTERM only once
-            os.killpg(pid, signal.SIGCONT)  # continued (an operator's walkthrough: 31 s)
+    if not _signal(pid, signal.SIGKILL if kill else signal.SIGTERM):
+        return False
+    if not kill:  # a stopped process (SIGSTOP, Ctrl-Z) handles its SIGTERM only once
+        _signal(pid, signal.SIGCONT)  # continued (an operator's walkthrough: 31 s)
     deadline = time.monotonic() + grace
     while alive(pid) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.1)
     if alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL)
         time.sleep(0.2)
     _reap(pid)
+    return not alive(pid)
+
+
+def _signal(pid: int, signum: int) -> bool:
+    """Send ``signum`` to ``pid``'s process group (a process spawned here leads its own), or to
+    ``pid`` alone when it leads none; False when it may not be signalled (another user's)."""
+    try:
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:  # no group of that id: it leads none
+            os.kill(pid, signum)
+    except ProcessLookupError:  # gone meanwhile
+        pass
+    except PermissionError:
+        return False
     return True

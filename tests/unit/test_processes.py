@@ -11,14 +11,14 @@ import pytest
 
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
 
 def _spawn_sleep(tmp_path: Path) -> int:
-    sleep = shutil.which("sleep")
-    assert sleep is not None
-    pid = spawn_detached([sleep, "37"], env=dict(os.environ), log=tmp_path / "sleep.log")
+    pid = spawn_detached([SLEEP, "37"], env=dict(os.environ), log=tmp_path / "sleep.log")
     # Right after the spawn the child may still show our own command line for an instant.
     deadline = time.monotonic() + 5
-    while not alive(pid, marker="sleep") and time.monotonic() < deadline:
+    while not alive(pid, marker=SLEEP) and time.monotonic() < deadline:
         time.sleep(0.01)
     return pid
 
@@ -26,7 +26,7 @@ def _spawn_sleep(tmp_path: Path) -> int:
 def test_a_reused_pid_is_not_taken_for_ours_nor_killed(tmp_path: Path) -> None:
     pid = _spawn_sleep(tmp_path)
     try:
-        assert alive(pid) and alive(pid, marker="sleep")
+        assert alive(pid) and alive(pid, marker=SLEEP)
         # As if a stale pid file named this pid after a reboot: another program holds it now.
         assert not alive(pid, marker="kafka.Kafka")
         assert terminate(pid, grace=1, marker="kafka.Kafka") is False
@@ -41,7 +41,7 @@ def test_terminate_of_a_gone_process_reports_it_was_not_running(tmp_path: Path) 
     pid = _spawn_sleep(tmp_path)
     assert terminate(pid, grace=5) is True
     assert terminate(pid, grace=5) is False
-    assert not alive(pid, marker="sleep")
+    assert not alive(pid, marker=SLEEP)
 
 
 def test_the_environment_identifies_a_process_whose_title_was_rewritten(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_the_environment_identifies_a_process_whose_title_was_rewritten(tmp_path
     pid = spawn_detached([sleep, "38"], env=env, log=tmp_path / "sleep.log")
     try:
         deadline = time.monotonic() + 5
-        while not alive(pid, marker="sleep") and time.monotonic() < deadline:
+        while not alive(pid, marker=SLEEP) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'evaluator.ready'}")
         assert not alive(pid, marker=f"LEDGER_READY_FILE={tmp_path / 'other' / 'evaluator.ready'}")
@@ -105,6 +105,58 @@ def test_a_process_started_through_the_real_home_is_found_through_a_link_to_it(
         assert not alive(pid, marker=str(link / "server.properties"))
     finally:
         terminate(pid, grace=5)
+
+
+def test_a_marker_is_a_whole_argument_never_part_of_a_longer_one(tmp_path: Path) -> None:
+    # A red team: `down` killed a process whose argument merely contained the broker's config
+    # path (an editor's `server.properties.orig`, or another home whose path ends with this one).
+    config = str(tmp_path / "home" / "broker" / "server.properties")
+    for other in (config + ".orig", str(tmp_path / "x") + config):
+        pid = _naming(other, dict(os.environ), tmp_path / "o.log")
+        try:
+            assert alive(pid, marker=other)
+            assert not alive(pid, marker=config)
+            assert terminate(pid, grace=1, marker=config) is False
+            assert alive(pid), "an unrelated process was signalled"
+            assert find(argv=("39", config)) is None
+        finally:
+            terminate(pid, grace=5)
+
+
+def test_another_users_process_is_never_taken_for_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: a process of user `nobody` holding a home's evaluator marker in its
+    # environment was taken for the evaluator: `up` never started one, `down` said it stopped
+    # it. Here our own process plays the other user's: we pretend to be another uid.
+    ready = f"LEDGER_READY_FILE={tmp_path / 'run' / 'evaluator.ready'}"
+    env = {**os.environ, "LEDGER_READY_FILE": str(tmp_path / "run" / "evaluator.ready")}
+    pid = _naming(str(tmp_path / "server.properties"), env, tmp_path / "n.log")
+    try:
+        assert alive(pid, marker=ready) and find(environ=ready) == pid
+        monkeypatch.setattr(os, "getuid", lambda: os.stat(f"/proc/{pid}").st_uid + 1)
+        assert not alive(pid, marker=ready)
+        assert find(environ=ready) is None
+        assert find(argv=("39", str(tmp_path / "server.properties"))) is None
+        assert terminate(pid, grace=1, marker=ready) is False and alive(pid)
+    finally:
+        monkeypatch.undo()
+        terminate(pid, grace=5)
+
+
+def test_terminate_stops_a_process_that_leads_no_group(tmp_path: Path) -> None:
+    # A red team: `killpg` of a pid that leads no process group fails (ESRCH), which was taken
+    # for "gone": the process ran on and `down` reported it stopped.
+    import subprocess
+
+    child = subprocess.Popen([SLEEP, "41"])  # in our process group: it leads none
+    try:
+        assert os.getpgid(child.pid) != child.pid
+        assert terminate(child.pid, grace=5) is True
+        assert child.wait(timeout=5) is not None
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_zombie_does_not_run_and_is_reaped_by_alive() -> None:

@@ -55,7 +55,9 @@ def _fake_processor(settings: Settings, name: str, *, ignore_term: bool = False)
     pid = spawn_detached([sh, "-c", script], env=env, log=settings.home / f"{name}.log")
     (run / f"{name}.pid").write_text(str(pid))
     deadline = time.monotonic() + 5
-    while not alive(pid, marker=f"{name}.ready") and time.monotonic() < deadline:
+    while not alive(pid, marker=f"LEDGER_READY_FILE={run / f'{name}.ready'}") and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.01)
     return pid
 
