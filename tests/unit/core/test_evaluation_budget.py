@@ -342,6 +342,12 @@ def test_the_worst_predicates_stay_within_a_fraction_of_a_second() -> None:
             "l t lb",
         ),
         ("l.exists(x, l.exists(y, d < g))", "d: decimal, g: float, l: list<string>", "l d g"),
+        # A red team: two lists of 1,000 short texts, equal but the last (ran 2.3 s).
+        (
+            "l.exists(x, l.exists(y, sa == sb))",
+            "sa: list<string>, sb: list<string>, l: list<string>",
+            "l sa sb",
+        ),
     ]
     documents = [(policy_with(when, declared), keys) for when, declared, keys in cases]
     result = run_bounded(
@@ -352,7 +358,8 @@ def test_the_worst_predicates_stay_within_a_fraction_of_a_second() -> None:
                    "s": "x", "e": "1" * 1000, "f": "1" * 999 + "E+1",
                    "la": [long + str(i) for i in range(8)],
                    "lb": [long + str(i) for i in range(7)] + [long + "X"],
-                   "t": long + "Z", "g": 5e-324}}
+                   "t": long + "Z", "g": 5e-324,
+                   "sa": ["x"] * 999 + ["y"], "sb": ["x"] * 999 + ["z"]}}
         out = []
         for document, keys in {documents!r}:
             policy = parse_policy(document)
@@ -979,11 +986,17 @@ def test_what_a_comparison_reads_is_charged_in_grant_conditions_too() -> None:
     for a, b, units in [
         (Decimal("1.5"), 5e-324, 1 + 40),  # the double converted exactly
         ((long + "1", long + "2"), (long + "1", long + "3"), 1 + 124_004 // 2_048),
-        (("x",), ("x", "y"), 1),  # lengths differ: nothing compared
+        (("x",), ("x", "y"), 1 + 1 // 8 + 2 // 8),  # lengths differ: kinds read, none compared
+        # A red team: two lists of 1,000 short texts were charged 126 units for ~250 µs of
+        # work (their texts' lengths summed in Python, their elements compared one by one):
+        # kinds read and lengths summed in C, then one C comparison.
+        (("x",) * 999 + ("y",), ("x",) * 999 + ("z",), 126 + 250 + 250),
+        # A list holding bools is compared element by element (true is no 1): 3 units each.
+        ((True,) * 1000, (True,) * 999 + (1,), 126 + 250 + 3 * 1000),
     ]:
-        meter = Meter(1_000)
+        meter = Meter(10_000)
         assert c.fn({"a": a, "b": b}, {}, meter) is False
-        assert meter.left == 1_000 - units, (a, b)
+        assert meter.left == 10_000 - units, (a, b)
 
 
 def test_a_list_looked_up_in_a_literal_list_is_charged_by_its_length() -> None:
