@@ -12,19 +12,22 @@ A decision recorded by an earlier release is compared as that release recorded i
 note saying so: reasons in an earlier wording (:func:`~ledger.core.wordings.earlier_wording`),
 names over their limit recorded whole (until 2026-12-06), and a request whose
 ``requested_by`` is no principal decided as if it were (until 2026-12-06: it is
-``invalid_request`` now), and a request decided without charging the matching of its names
+``invalid_request`` now), a request decided without charging the matching of its names
 against its principal's grants and the policies' ``governs`` (until 2026-12-06: it may be
-``evaluation_budget_exceeded`` now).
+``evaluation_budget_exceeded`` now), and one decided within its budget by conditions that
+compared lists, charged less until 2026-12-07 (re-decided with no budget).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request, answered
 from ledger.core.answering import REDUCED_FIELDS
+from ledger.core.cel import Meter
 from ledger.core.evaluate import (
     INVALID_REQUEST,
     TRACE_TOO_LARGE,
@@ -39,7 +42,7 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gaps, state_at_position
 from ledger.core.jsonform import format_timestamp, to_json_value
-from ledger.core.limits import recorded_id, recorded_name
+from ledger.core.limits import DEFAULT_LIMITS, recorded_id, recorded_name
 from ledger.core.state import LedgerState
 from ledger.core.wordings import earlier_wording
 
@@ -157,6 +160,21 @@ def reproduce(
                 "were upgraded did not follow their rules"
             )
             again = then
+    if _over_budget(again) and not _over_budget(decision) and not _same(decision, again):
+        # Decided within its budget by a cost model that charged some work less (comparing
+        # two lists, before 2026-12-07): a budget only ever stops an evaluation, so the same
+        # evaluation with none left out gives what was decided then, in the work it took then.
+        then = _unbudgeted(decision, request, state, check_asker=asker_checked)
+        if _same(decision, then):
+            notes.append(
+                "it was decided within its evaluation budget under an earlier cost model "
+                "(comparing two lists cost less before a release of 2026-12-07): re-decided "
+                "with no budget, it is the same; decided now, it is "
+                f"{_outcome(again)}; it was decided at "
+                f"{format_timestamp(decision.occurred_at)}: one decided after your evaluators "
+                "were upgraded did not follow their rules"
+            )
+            again = then
     ignored: tuple[str, ...] = WRITER_FIELDS
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
@@ -249,6 +267,39 @@ def _uncharged(
         now=decision.occurred_at,
         evaluator_id=decision.evaluator_id,
         charge_matching=False,
+    )
+
+
+_NO_BUDGET: Final = dataclasses.replace(DEFAULT_LIMITS, evaluation_cost=10**18)
+
+
+def _unbudgeted(
+    decision: Decision, request: Request, state: LedgerState, *, check_asker: bool
+) -> Decision:
+    """``request`` decided again with no evaluation budget to speak of (and matching
+    uncharged, as :func:`_uncharged`): only for a decision recorded within its budget, whose
+    work it repeats. A single request's conditions, whose versions keep the budget they were
+    loaded with, are charged to one boundless meter instead (its context was found valid:
+    decided now, it is over budget, not invalid)."""
+    if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
+        return evaluate(
+            state,
+            request,
+            now=decision.occurred_at,
+            evaluator_id=decision.evaluator_id,
+            check_asker=check_asker,
+            charge_matching=False,
+            limits=_NO_BUDGET,
+            meter=Meter(_NO_BUDGET.evaluation_cost),
+        )
+    assert isinstance(request, BatchEvaluationRequested)
+    return evaluate_batch(
+        state,
+        request,
+        now=decision.occurred_at,
+        evaluator_id=decision.evaluator_id,
+        charge_matching=False,
+        limits=_NO_BUDGET,
     )
 
 

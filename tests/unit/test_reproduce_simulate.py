@@ -1712,6 +1712,44 @@ def test_a_decision_before_matching_was_charged_in_an_earlier_wording_still_repr
     assert "an earlier release's wording" in str(again.note)
 
 
+def test_a_decision_made_within_its_budget_before_lists_cost_more_reproduces_with_a_note() -> None:
+    # A red team: comparing two lists was charged a tenth of its cost until 2026-12-07. A
+    # decision made within its budget then may be over it now: re-decided with no budget (which
+    # only ever stops an evaluation), it is what was decided, said so; a forged one is not.
+    from ledger.testing import LocalLedger
+
+    led = LocalLedger()
+    led.grant("agent:a", "*", "*")
+    led.deploy(
+        "policy: lists\ngoverns: [lists.cmp]\nowner: t\n"
+        "facts: {l: {type: 'list<string>'}, sa: {type: 'list<string>'}, "
+        "sb: {type: 'list<string>'}}\n"
+        "rules: [{id: same, when: 'l.exists(x, l.exists(y, sa == sb))', effect: allow}]\n"
+        "default: {effect: deny}\n"
+    )
+    history = _history_of(led)
+    asked = EvaluationRequested(
+        event_id="r-lists", occurred_at=T0, actor="agent:a", principal="agent:a",
+        action="lists.cmp", resource="x",
+        facts={"l": tuple(f"e{i}" for i in range(60)), "sa": ("x",) * 999 + ("y",),
+               "sb": ("x",) * 999 + ("z",)},
+    )  # fmt: skip
+    now = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert now.reason_code == "evaluation_budget_exceeded"
+    from ledger.core.cel import Meter
+
+    # What an evaluator then decided, within its budget: the same work, never stopped.
+    then = evaluate(led.state, asked, now=T0, evaluator_id="t", meter=Meter(10**18))
+    assert (then.determination, then.reason_code) == (Determination.DENY, "default_applied")
+    assert reproduce(now, asked, history).reproduces
+    again = reproduce(then, asked, history)
+    assert again.reproduces, again.differences
+    assert "within its evaluation budget under an earlier cost model" in str(again.note)
+    assert "decided now, it is error (evaluation_budget_exceeded)" in str(again.note)
+    forged = dataclasses.replace(then, determination=Determination.ALLOW, rule="same")
+    assert not reproduce(forged, asked, history).reproduces
+
+
 def test_simulate_lists_the_requests_whose_constraints_alone_would_change(
     history: History, export: Path, tmp_path: Path
 ) -> None:
