@@ -164,7 +164,7 @@ def reproduce(
         # Decided within its budget by a cost model that charged some work less (comparing
         # two lists, before 2026-12-07): a budget only ever stops an evaluation, so the same
         # evaluation with none left out gives what was decided then, in the work it took then.
-        then = _unbudgeted(decision, request, state, check_asker=asker_checked)
+        then = _uncharged(decision, request, state, check_asker=asker_checked, boundless=True)
         if _same(decision, then):
             notes.append(
                 "it was decided within its evaluation budget under an earlier cost model "
@@ -247,40 +247,23 @@ def _same(recorded: Decision, again: Decision) -> bool:
     return not differences or _reworded(differences) is not None
 
 
-def _uncharged(
-    decision: Decision, request: Request, state: LedgerState, *, check_asker: bool
-) -> Decision:
-    """``request`` decided again under the cost model before 2026-12-06 (matching uncharged)."""
-    if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
-        return evaluate(
-            state,
-            request,
-            now=decision.occurred_at,
-            evaluator_id=decision.evaluator_id,
-            check_asker=check_asker,
-            charge_matching=False,
-        )
-    assert isinstance(request, BatchEvaluationRequested)
-    return evaluate_batch(
-        state,
-        request,
-        now=decision.occurred_at,
-        evaluator_id=decision.evaluator_id,
-        charge_matching=False,
-    )
-
-
 _NO_BUDGET: Final = dataclasses.replace(DEFAULT_LIMITS, evaluation_cost=10**18)
 
 
-def _unbudgeted(
-    decision: Decision, request: Request, state: LedgerState, *, check_asker: bool
+def _uncharged(
+    decision: Decision,
+    request: Request,
+    state: LedgerState,
+    *,
+    check_asker: bool,
+    boundless: bool = False,
 ) -> Decision:
-    """``request`` decided again with no evaluation budget to speak of (and matching
-    uncharged, as :func:`_uncharged`): only for a decision recorded within its budget, whose
-    work it repeats. A single request's conditions, whose versions keep the budget they were
-    loaded with, are charged to one boundless meter instead (its context was found valid:
-    decided now, it is over budget, not invalid)."""
+    """``request`` decided again under the cost model before 2026-12-06 (matching uncharged),
+    and, ``boundless``, with no evaluation budget to speak of: only for a decision recorded
+    within its budget, whose work it repeats. A single request's conditions, whose versions
+    keep the budget they were loaded with, are then charged to one boundless meter (its context
+    was found valid: decided now, it is over budget, not invalid)."""
+    limits = _NO_BUDGET if boundless else DEFAULT_LIMITS
     if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
         return evaluate(
             state,
@@ -289,8 +272,8 @@ def _unbudgeted(
             evaluator_id=decision.evaluator_id,
             check_asker=check_asker,
             charge_matching=False,
-            limits=_NO_BUDGET,
-            meter=Meter(_NO_BUDGET.evaluation_cost),
+            limits=limits,
+            meter=Meter(limits.evaluation_cost) if boundless else None,
         )
     assert isinstance(request, BatchEvaluationRequested)
     return evaluate_batch(
@@ -299,7 +282,7 @@ def _unbudgeted(
         now=decision.occurred_at,
         evaluator_id=decision.evaluator_id,
         charge_matching=False,
-        limits=_NO_BUDGET,
+        limits=limits,
     )
 
 
