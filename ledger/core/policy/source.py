@@ -609,6 +609,30 @@ def parse_canonical(
         )
     except boundedjson.JSONBoundsError as exc:
         raise PolicyError([PolicyProblem(message=str(exc), file=filename)]) from None
+    if ("\\u" in document or _SURROGATE.search(document)) and _holds_surrogate(data):
+        # A fuzzer: a recorded document holding the escape "\ud800" (six ASCII characters, so
+        # it passes the codec) made evaluate() raise where its canonical form is hashed; it is
+        # a version that does not load, as the YAML path refuses it.
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    message="a text holds a lone surrogate (an escape such as \\ud800, half of "
+                    "a UTF-16 pair), which is not Unicode text",
+                    file=filename,
+                )
+            ]
+        )
     return build(
         data, file=filename, marks=Marks(), allow_tests=False, limits=limits, new_document=False
     )
+
+
+def _holds_surrogate(data: Any) -> bool:
+    """Whether a text anywhere in ``data`` (a key or a value) holds a lone surrogate."""
+    if isinstance(data, str):
+        return _SURROGATE.search(data) is not None
+    if isinstance(data, dict):
+        return any(_holds_surrogate(k) or _holds_surrogate(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(_holds_surrogate(v) for v in data)
+    return False

@@ -446,6 +446,27 @@ def test_a_stored_version_that_does_not_load_gives_policy_unavailable() -> None:
     assert d.policy == "refund" and d.policy_version in (1, 2) and d.rule is None
 
 
+def test_a_stored_version_holding_an_escaped_lone_surrogate_gives_policy_unavailable() -> None:
+    # A fuzzer: a recorded document holding the escape "\ud800" (ASCII, so the codec passes
+    # it), under a content hash of that text, made evaluate() raise UnicodeEncodeError where
+    # the policy's canonical form is hashed: an evaluator would crash on it at every catch-up.
+    import json
+
+    from ledger.core.policy.canonical import content_hash
+
+    def forged(event: Any) -> Any:
+        doc = json.loads(event.document)
+        doc["description"] = "\ud800"
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))  # ASCII: \ud800 escaped
+        assert "\\ud800" in text
+        return replace(event, document=text, content_hash=content_hash(text))
+
+    corrupted = [forged(e) if type(e).__name__ == "PolicyVersionProposed" else e for e in EVENTS]
+    state = replay(corrupted)
+    d = evaluate(state, _request("u2"), now=T0, evaluator_id="t")
+    assert (d.determination, d.reason_code) == (Determination.ERROR, "policy_unavailable")
+
+
 def test_batch_and_correction() -> None:
     batch = BatchEvaluationRequested(
         event_id="b1",
