@@ -14,7 +14,10 @@ writing one partition), ``chain_seq`` numbers its records 1, 2, 3 … without ga
 
 Because the hash covers the record's JSON form, which is also what an export's columns hold
 (one column per top-level field), anyone can recompute it from the columns an analyst queries:
-altering any of them, or the raw record, breaks the link. A :class:`ChainCheckpoint` (head
+altering any of them breaks the link, and so does altering the raw record, unless the change
+keeps its JSON form: a decimal, a timestamp or a non-finite double rewritten as the text it is
+shown as (``"300.00"``, ``"NaN"``) hashes alike (a fuzzer's find; the README says so, and the
+request's record, from which replay re-evaluates, holds what was sent). A :class:`ChainCheckpoint` (head
 ``chain_seq`` and ``hash``) published periodically on its own topic makes deleting a chain's
 newest records detectable too. Verification lives in :mod:`ledger.audit.verify`.
 """
