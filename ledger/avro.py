@@ -467,10 +467,15 @@ class _Compiler:
         if isinstance(schema, list):
             inner = _optional_of(hint)
             if len(schema) == 2 and schema[0] == "null" and inner is not None:
-                lines.append(f"{pad}p += 1")
-                lines.append(f"{pad}if d[p - 1] == 0:")
+                # The branch index is a varint like any other: written in more bytes than it
+                # needs (``80 00`` for 0) it is read as the C reader and fastavro read it (a
+                # fuzzer: this reader alone refused it, so a record was dead-lettered or
+                # decided depending on which reader a processor had).
+                u = self._name("u")
+                self._varint(u, lines, pad)
+                lines.append(f"{pad}if {u} == 0:")
                 lines.append(f"{pad}    {target} = None")
-                lines.append(f"{pad}elif d[p - 1] == 2:")
+                lines.append(f"{pad}elif {u} == 1:")
                 self._decode(schema[1], inner, target, lines, depth + 1)
                 lines.append(f"{pad}else:")
                 lines.append(f"{pad}    raise ValueError('union branch out of range')")

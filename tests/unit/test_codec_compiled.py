@@ -94,6 +94,28 @@ def test_a_length_past_the_end_is_a_truncated_record(compiled: Codec) -> None:
     assert caught.value.__cause__ is not None
 
 
+def test_a_union_branch_written_in_more_bytes_than_it_needs_is_read_by_every_reader(
+    compiled: Codec, generic: Codec
+) -> None:
+    # A fuzzer: `80 00` (a varint 0 in two bytes) as an optional field's branch was read by the
+    # reader in C and by fastavro, refused by this one: whether a record was dead-lettered or
+    # decided depended on the reader a processor had.
+    from ledger.core.events import RevokeRole
+
+    event = RevokeRole(
+        event_id="e", occurred_at=datetime(2026, 1, 1, tzinfo=UTC), actor="admin:a",
+        principal="agent:x", role="role:r",
+    )  # fmt: skip
+    data = compiled.encode(event)
+    assert data.endswith(b"\x00\x00")  # key_id and signature: null
+    longer = data[:-1] + b"\x80\x00"
+    in_python = Codec(native=False)  # where the reader in C is not built
+    for reader in (compiled, in_python, generic):
+        assert reader.decode(longer) == event
+    with pytest.raises(CodecError, match="union branch out of range"):
+        in_python.decode(data[:-1] + b"\x04")  # branch 2 of two
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.builds(
