@@ -183,10 +183,14 @@ class Grant:
         if isinstance(outcome, BudgetExceeded):
             return f"{when}, and evaluating it stopped: {outcome}"
         if isinstance(outcome, Exception):
-            return (
-                f"{when}, which cannot be evaluated on these facts (a type mismatch? send "
-                "numbers as numbers or Decimal, not strings)"
+            # What stopped it, in the condition's words (a fuzzer: a division by zero was told
+            # to send numbers as numbers, not strings).
+            hint = (
+                " (send numbers as numbers or Decimal, not strings)"
+                if "no such overload" in str(outcome)
+                else ""
             )
+            return f"{when}, which cannot be evaluated on these facts: {outcome}{hint}"
         return f"{when}, which is false for this request"
 
     def applies(

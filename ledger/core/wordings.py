@@ -23,6 +23,7 @@ _IN_PYTHONS_WORDS: Final = (
 _IN_PYTHONS_WORDS_TOO: Final = (
     "a condition's value of the wrong type, named in Python's words (before 2026-12-07)"
 )
+_TEXT_FUNCTIONS: Final = "a text function's value not text, in Python's words (before 2026-12-07)"
 _SHARE: Final = r".+ v\d+ \((?:active|canary, \d+% of requests)\) decides this request's share "
 _EARLIER_WORDINGS: Final = (
     (
@@ -96,6 +97,38 @@ _EARLIER_WORDINGS: Final = (
             r"(?P<head>.*)timestamp (?P<shown>'.+') has no time zone \(add Z or an offset\)"
         ),
         "a timestamp fact of a date (and an offset), said to have no zone (before 2026-12-07)",
+    ),
+    *(  # a fuzzer: Python's words for startsWith()/endsWith() on a value not text
+        (re.compile(_FAILED + now), re.compile(_FAILED + then), _TEXT_FUNCTIONS)
+        for now, then in (
+            (
+                r"startsWith\(\) is for text, not (?P<ta>\w+)",
+                r"'(?P<ta>\w+)' object has no attribute 'startswith'",
+            ),
+            (
+                r"endsWith\(\) is for text, not (?P<ta>\w+)",
+                r"'(?P<ta>\w+)' object has no attribute 'endswith'",
+            ),
+            (
+                r"startsWith\(\) is for text, not (?P<ta>\w+)",
+                r"startswith first arg must be str or a tuple of str, not (?P<ta>\w+)",
+            ),
+            (
+                r"endsWith\(\) is for text, not (?P<ta>\w+)",
+                r"endswith first arg must be str or a tuple of str, not (?P<ta>\w+)",
+            ),
+        )
+    ),
+    (  # a fuzzer: a grant condition's fault was told to send numbers as numbers, whatever it was
+        re.compile(
+            r"(?P<head>grant .+ holds only when `.*`), which cannot be evaluated on these "
+            r"facts: .+"
+        ),
+        re.compile(
+            r"(?P<head>grant .+ holds only when `.*`), which cannot be evaluated on these "
+            r"facts \(a type mismatch\? send numbers as numbers or Decimal, not strings\)"
+        ),
+        "a grant condition's fault, worded before it said which (before 2026-12-07)",
     ),
     *(  # a README check: "contains() is for text, not tuple", Python's name for a list
         (re.compile(_FAILED + pattern), re.compile(_FAILED + pattern), _IN_PYTHONS_WORDS_TOO)

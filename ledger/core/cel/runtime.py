@@ -121,9 +121,10 @@ far faster than a scan (a unit per 2,048 is ~0.04 µs)."""
 _W_ELEMENT_EQ: Final = 3
 """Per element of two lists compared in Python, one element at a time (:func:`_eq`: a list
 holding a bool, a list or a map, where Python's equality is not CEL's), ~0.13-0.3 µs each."""
-_FLAT: Final = frozenset({str, int, float, Decimal, type(None), datetime, timedelta})
+_FLAT: Final = frozenset({str, int, type(None), datetime, timedelta})
 """Elements two lists of which Python compares as CEL does, in C: no bool (``true == 1``), no
-list or map (whose elements may be bools)."""
+list or map (whose elements may be bools), no double or decimal (a NaN is unequal to itself,
+which a tuple's comparison, taking one object for equal to itself, would not see)."""
 _W_COMMUTE: Final = 10
 """Per side of a commutative ``||``/``&&``, and per element of a macro whose predicate can raise,
 in a condition's second form (see :func:`compile_condition`): a thunk, and an error raised and
@@ -538,6 +539,7 @@ def _contains(m: Meter, s: Any, t: Any) -> bool:
 
 
 def _starts(m: Meter, s: Any, t: Any) -> bool:
+    _texts("startsWith", s, t)
     m.left -= 1 + len(t) // _CHARS_PER_UNIT
     if m.left < 0:
         raise BudgetExceeded(m.limit)
@@ -545,10 +547,18 @@ def _starts(m: Meter, s: Any, t: Any) -> bool:
 
 
 def _ends(m: Meter, s: Any, t: Any) -> bool:
+    _texts("endsWith", s, t)
     m.left -= 1 + len(t) // _CHARS_PER_UNIT
     if m.left < 0:
         raise BudgetExceeded(m.limit)
     return bool(s.endswith(t))
+
+
+def _texts(name: str, s: Any, t: Any) -> None:
+    """A text function's operands (context values) are texts, else CEL's fault in CEL's words
+    (a fuzzer: "'int' object has no attribute 'startswith'", as contains() once said)."""
+    if type(s) is not str or type(t) is not str:
+        raise TypeError(f"{name}() is for text, not {_cel_type(t if type(s) is str else s)}")
 
 
 def _matches(m: Meter, pattern: Any, weight: int, s: Any) -> bool:

@@ -172,7 +172,21 @@ def test_a_refusal_names_the_closest_grant_and_why_it_did_not_apply() -> None:
         "grant g-cond holds only when `amount < 100`, which is false for this request"
     )
     assert "the request lacks 'amount'" in _why("refund.void", "account:1", T0)
-    assert "send numbers as numbers or Decimal" in _why("refund.void", "account:1", T0, amount="50")
+    assert _why("refund.void", "account:1", T0, amount="50") == (
+        "grant g-cond holds only when `amount < 100`, which cannot be evaluated on these facts: "
+        "no such overload: string < int (send numbers as numbers or Decimal, "
+        "not strings)"
+    )
+    # A fuzzer: any fault was told to send numbers as numbers; it is now said which it was.
+    from ledger.core.wordings import earlier_wording
+
+    earlier = (
+        "grant g-cond holds only when `amount < 100`, which cannot be evaluated on these facts "
+        "(a type mismatch? send numbers as numbers or Decimal, not strings)"
+    )
+    now = "grant g-cond holds only when `amount < 100`, which cannot be evaluated on these facts: x"
+    assert earlier_wording(now, earlier) is not None
+    assert earlier_wording(now.replace("g-cond", "g-other"), earlier) is None
 
 
 def test_a_delegate_hands_on_no_more_than_its_own_grants_cover() -> None:

@@ -194,6 +194,15 @@ def test_typed_facts_keep_bools_and_numbers_apart_before_any_condition_runs() ->
         ('context.l.contains("a")', {"l": ("a",)}, "contains() is for text, not list"),
         ("context.s", {"s": "x"}, "expected a bool, got string"),
         ('context.m.contains("a")', {"m": {"a": 1}}, "contains() is for text, not map"),
+        # A fuzzer: "'int' object has no attribute 'startswith'".
+        ('context.n.startsWith("a")', {"n": 5}, "startsWith() is for text, not int"),
+        ('context.n.endsWith("a")', {"n": 5}, "endsWith() is for text, not int"),
+        ("'abc'.startsWith(context.n)", {"n": 5}, "startsWith() is for text, not int"),
+        (
+            "context.s.endsWith(context.l)",
+            {"s": "x", "l": ("a",)},
+            "endsWith() is for text, not list",
+        ),
         ("context.m", {"m": {"a": 1}}, "expected a bool, got map"),
     ],
 )
@@ -241,6 +250,12 @@ def test_a_fault_recorded_in_pythons_words_is_the_same_fault_to_replay(
         # A review: a map was named `dict` (none reaches a condition from a request today).
         ("contains() is for text, not map", "contains() is for text, not dict"),
         ("expected a bool, got map", "expected a bool, got mappingproxy"),
+        ("startsWith() is for text, not int", "'int' object has no attribute 'startswith'"),
+        ("endsWith() is for text, not list", "'tuple' object has no attribute 'endswith'"),
+        (
+            "startsWith() is for text, not int",
+            "startswith first arg must be str or a tuple of str, not int",
+        ),
     ],
 )
 def test_a_fault_in_the_evaluators_own_earlier_words_is_the_same_fault(now: str, then: str) -> None:
@@ -263,6 +278,8 @@ def test_a_fault_in_the_evaluators_own_earlier_words_is_the_same_fault(now: str,
         ("no such overload: bool < double", "division by zero"),
         ("contains() is for text, not list", "contains() is for text, not str"),
         ("expected a bool, got string", "contains() is for text, not str"),
+        ("startsWith() is for text, not int", "'int' object has no attribute 'endswith'"),
+        ("startsWith() is for text, not int", "'str' object has no attribute 'startswith'"),
     ],
 )
 def test_a_fault_of_other_types_is_not_taken_for_the_same(now: str, recorded: str) -> None:
