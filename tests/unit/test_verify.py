@@ -1734,6 +1734,26 @@ def test_a_requests_file_swapped_or_cut_is_altered_though_the_topic_has_no_chain
     assert f"offsets {low} to {high}" not in said[0].found
 
 
+def test_two_decisions_files_swapped_between_partitions_are_altered(tmp_path: Path) -> None:
+    # An auditor's walkthrough: the decisions files of partitions 0 and 1 swapped read
+    # "intact" (each row keeps its own coordinates and chain), where two requests files
+    # swapped did not: a file must hold the partition its manifest entry names.
+    export = build().export(tmp_path / "swapped")
+    assert not verify(export).problems
+    by_partition: dict[int, Path] = {}
+    for path in files_of(export, TOPICS.decisions):
+        (partition,) = {r["partition"] for r in pq.read_table(path).to_pylist()}
+        by_partition.setdefault(partition, path)
+    first, second = by_partition[0], by_partition[1]
+    held = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(held)
+    said = [p for p in verify(export).problems if p.topic == TOPICS.decisions]
+    assert sorted(p.kind for p in said) == ["altered", "altered"], [str(p) for p in said]
+    assert any("of partition 1" in p.found for p in said)
+    assert all("as the manifest lists" in p.expected for p in said)
+
+
 def test_a_request_deleted_with_its_manifest_entry_edited_to_match_is_missing(
     tmp_path: Path,
 ) -> None:
