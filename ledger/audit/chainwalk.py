@@ -31,6 +31,8 @@ class Problem:
     partition: int | None
     offset: int | None
     decision_id: str | None = None
+    """The id of the :attr:`subject` (a request's for a ``request``: the name stays, for those
+    who read it in ``--json``)."""
     found: str
     expected: str
     at: datetime | None = None
