@@ -23,7 +23,22 @@ from ledger.settings import KafkaSecurity
 __all__ = ["export_cmd"]
 
 
+def _no_range(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """An export has no time range (an auditor's walkthrough: `--since` was told only that no
+    such option exists, "did you mean --json?"): say why, and what to do instead."""
+    if value is not None:
+        raise click.BadParameter(
+            "an export has no time range: it holds every record, since the chains and the "
+            "governance history are verified whole. Export, verify, then hand over one "
+            "period as a query's answer: ledger audit sql \"SELECT * EXCLUDE (record) FROM "
+            "decisions WHERE decided_at >= TIMESTAMPTZ '2026-10-01 00:00:00Z'\" --csv "
+            "(README: Export to Parquet)"
+        )
+
+
 @click.command("export", short_help="Export every ledger topic to Parquet.")
+@click.option("--since", hidden=True, expose_value=False, callback=_no_range)
+@click.option("--until", hidden=True, expose_value=False, callback=_no_range)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

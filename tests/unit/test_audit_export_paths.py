@@ -162,6 +162,18 @@ def test_the_cli_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     assert done.exit_code == 9 and "does not exist" in done.stderr
 
 
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_a_time_range_is_told_why_there_is_none_and_what_to_do(tmp_path: Path, option: str) -> None:
+    # An auditor's walkthrough: `export --since` was told only "No such option … Did you mean
+    # --json?"; the README says why there is none and what to hand over instead.
+    out = tmp_path / "x"
+    done = CliRunner().invoke(cli, ["export", "--out", str(out), option, "2026-10-01"])
+    assert done.exit_code == 2, done.output
+    assert "an export has no time range" in done.stderr and "ledger audit sql" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+    assert option not in CliRunner().invoke(cli, ["export", "--help"]).stdout
+
+
 @pytest.mark.usefixtures("unreachable_cli")
 def test_the_cli_refuses_a_directory_another_export_is_writing_to(tmp_path: Path) -> None:
     out = tmp_path / "x"
