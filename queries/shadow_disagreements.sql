@@ -4,7 +4,8 @@
 --   request id, which `ledger decisions --request` and `ledger replay --decision` take).
 --   differs: 'determination', or 'constraints' where the determination is the same and the
 --   constraints are not (a cap lowered): an example's are shadow_constraints beside
---   decided_constraints.
+--   decided_constraints. Pre-evaluation items record no shadow results: they are never
+--   counted here (`ledger policy simulate` re-decides them against a version).
 -- param: policy VARCHAR the policy name
 -- known: policy policy_log.policy
 SELECT version AS shadow_version, stage AS shadow_stage, decided_version, differs, decided,
