@@ -559,6 +559,14 @@ def parse_facts_json(text: str, *, what: str, limits: Limits = DEFAULT_LIMITS) -
     if not isinstance(data, dict):
         example = '{"channel": "chat"}' if "context" in what else '{"amount": "120.50"}'
         raise UsageError(f"{what} must be a JSON object, e.g. '{example}'")
+    for name, value in data.items():
+        # A red team: offline answers were given for lists of numbers, which no request can
+        # carry (the SDK and Kafka's records refuse them): answers the ledger never gives.
+        if isinstance(value, list) and not all(type(item) is str for item in value):
+            raise UsageError(
+                f"{what}: {name!r:.80} is a list holding other values than text; a request's "
+                f'lists hold text only, as Kafka\'s records do: write its items as text ("1")'
+            )
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
 
 

@@ -201,3 +201,20 @@ def test_a_long_integer_through_policy_eval_is_one_line() -> None:
     assert code != 0 and not stdout
     assert stderr.startswith("error: --facts has an integer of 5,000 digits")
     assert len(stderr.strip().splitlines()) == 1 and "set_int_max_str_digits" not in stderr
+
+
+@pytest.mark.parametrize(
+    "items", ["[1, 2]", '["a", 1.5]', "[true]", '[["a"]]', '[{"a": "b"}]', "[null]"]
+)
+def test_a_list_of_other_values_than_text_is_refused_as_no_request_could_carry_it(
+    items: str,
+) -> None:
+    # A red team: `policy eval --context '{"l": [1, 2]}'` answered what the ledger never can:
+    # a request's lists hold text only (the SDK and Kafka's records refuse the others).
+    from ledger.core.facts import parse_facts_json
+
+    with pytest.raises(
+        UsageError, match=r"--context: 'l' is a list holding other values than text"
+    ):
+        parse_facts_json(f'{{"l": {items}}}', what="--context")
+    assert parse_facts_json('{"l": ["1", "2"]}', what="--context") == {"l": ("1", "2")}

@@ -20,7 +20,8 @@ REFUND = (Path(__file__).resolve().parents[3] / "examples" / "policies" / "refun
 
 
 def _nested(depth: int) -> str:
-    return '{"a": ' + "[" * (depth - 1) + "1" + "]" * (depth - 1) + "}"
+    # Objects in objects (a list may hold text only, refused before its depth would matter).
+    return '{"a": ' + '{"b": ' * (depth - 1) + "1" + "}" * (depth - 1) + "}"
 
 
 def test_facts_json_nesting_at_its_limit_and_one_past_it() -> None:
