@@ -417,8 +417,13 @@ quantifiers never backtrack: a 65,536-character text is refused in one pass."""
 def build_checker(
     specs: Mapping[str, FactSpec], *, limits: Limits = DEFAULT_LIMITS
 ) -> FactsChecker:
-    """Compile the declarations once into a checker run per request."""
-    plan = tuple((name, _converter(spec, limits), spec.optional) for name, spec in specs.items())
+    """Compile the declarations once into a checker run per request. Facts are checked in the
+    order of their names, whatever the order declared: a version loaded from its canonical
+    document (the evaluator's) and one parsed from its YAML (``policy test``/``eval``) give
+    their reasons in one order (a fuzzer found them listed two ways)."""
+    plan = tuple(
+        (name, _converter(spec, limits), spec.optional) for name, spec in sorted(specs.items())
+    )
     declared = frozenset(specs)
     max_keys = limits.facts_keys
 

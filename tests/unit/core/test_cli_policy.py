@@ -976,3 +976,20 @@ def test_a_tests_files_problems_are_all_said_in_one_round(tmp_path: Path) -> Non
     # Named by its name (a policy owner's walkthrough: `cases.1` counted from 0).
     assert "cases.1.expect: case 'b': missing required key 'expect'" in err
     assert "error: 2 problems in 1 file" in err
+
+
+def test_offline_reasons_list_facts_in_the_order_a_deployed_version_does() -> None:
+    # A fuzzer: `policy eval` listed missing facts as declared, the evaluator (its version
+    # loaded from the canonical document, keys sorted) by name.
+    from ledger.core.events import Determination
+    from ledger.core.policy import Policy, parse_policy
+    from ledger.core.policytests import PolicyTestCase, offline_outcome
+
+    parsed = parse_policy(REFUND.read_text())
+    deployed = Policy.from_canonical(parsed.canonical)
+    case = PolicyTestCase(
+        name="c", facts={}, action="refund.issue", expect_determination=Determination.ERROR
+    )
+    offline = offline_outcome(parsed, case).reasons
+    assert offline == offline_outcome(deployed, case).reasons
+    assert list(offline) == sorted(offline) and len(offline) == 4
