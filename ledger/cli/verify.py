@@ -166,6 +166,17 @@ def _print(report: VerifyReport) -> None:
         + (f"; {report.unchained} outside every chain" if report.unchained else "")
         + f" ({report.seconds:.2f} s)"
     )
+    open_chains = [c for c in report.chains if not c.final and c.unconfirmed]
+    if report.intact and open_chains:
+        # An auditor's walkthrough: after an evaluator's kill -9, two exports said the same
+        # "intact; 93 after their chain's last checkpoint", and nothing of what it means.
+        click.echo(
+            f"  ({len(open_chains)} chain(s) not closed by a final checkpoint, with records "
+            "after their last one: a writer still running, or one that stopped without "
+            "closing its chain (killed or crashed: an evaluator that stops cleanly closes it; "
+            "its log says which). Export again later and verify: a running writer's chain "
+            "has grown, or been checkpointed)"
+        )
     unanswered_only = bool(report.problems) and all(
         p.kind == "missing" and p.subject == "request" for p in report.problems
     )

@@ -1595,6 +1595,16 @@ def test_a_chain_whose_newest_records_follow_its_last_checkpoint_by_seconds_is_i
     report = verify(tmp_path / "export")
     assert report.intact, [str(p) for p in report.problems]
     assert {c.chain_id: c.unconfirmed for c in report.chains}["evaluator-a/n1"] > 0
+    # An auditor's walkthrough: what such a tail means is said, where only its count was.
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(tmp_path / "export")])
+    assert done.exit_code == 0, done.output
+    assert "(2 chain(s) not closed by a final checkpoint, with records after their last one: " in (
+        done.stdout
+    )
 
 
 # --------------------------------------------------------------------------- instants past year 9999
