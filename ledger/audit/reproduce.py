@@ -14,20 +14,19 @@ names over their limit recorded whole (until 2026-12-06), and a request whose
 ``requested_by`` is no principal decided as if it were (until 2026-12-06: it is
 ``invalid_request`` now), a request decided without charging the matching of its names
 against its principal's grants and the policies' ``governs`` (until 2026-12-06: it may be
-``evaluation_budget_exceeded`` now), and one decided within its budget by conditions that
-compared lists, charged less until 2026-12-07 (re-decided with no budget).
+``evaluation_budget_exceeded`` now), and conditions run as before 2026-12-07 (two lists
+compared and a list looked up in a list charged less, ``startsWith`` of a list of texts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request, answered
 from ledger.core.answering import REDUCED_FIELDS
-from ledger.core.cel import Meter
+from ledger.core.cel import as_before_2026_12_07
 from ledger.core.evaluate import (
     INVALID_REQUEST,
     TRACE_TOO_LARGE,
@@ -42,7 +41,7 @@ from ledger.core.events import (
 )
 from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gaps, state_at_position
 from ledger.core.jsonform import format_timestamp, to_json_value
-from ledger.core.limits import DEFAULT_LIMITS, recorded_id, recorded_name
+from ledger.core.limits import recorded_id, recorded_name
 from ledger.core.state import LedgerState
 from ledger.core.wordings import earlier_wording
 
@@ -147,34 +146,31 @@ def reproduce(
         )
     else:
         raise TypeError(f"a {type(decision).__name__} does not answer a {type(request).__name__}")
-    if _over_budget(again) and not _same(decision, again):
-        # Decided before matching names against grants and governs was charged: as then.
-        then = _uncharged(decision, request, state, check_asker=asker_checked)
-        if _same(decision, then):
+    if not _same(decision, again):
+        # Recorded by an earlier release, whose rules the core keeps for this (exactly: a
+        # review found a no-budget re-run let a forged "within budget" answer through): the
+        # conditions as run before 2026-12-07 (lists compared, startsWith of a list), with the
+        # names' matching charged (2026-12-06 to 12-07) or not (before).
+        for charged, since in ((True, "2026-12-06"), (False, None)):
+            then = _earlier(decision, request, state, check_asker=asker_checked, charged=charged)
+            if not _same(decision, then):
+                continue
+            model = (
+                "the rules before a release of 2026-12-07, which charged comparing two lists "
+                "and looking a list up in a list less, and let startsWith()/endsWith() take a "
+                "list of texts (any of them)"
+                if since
+                else "the cost model before a release of 2026-12-06, which did not charge "
+                "trying a principal's grants nor finding which policy governs the action"
+            )
             notes.append(
-                "it was decided under the cost model before a release of 2026-12-06, which "
-                "did not charge trying a principal's grants nor finding which policy governs "
-                "the action: re-decided so; decided now, it is "
+                f"it was decided under {model}: re-decided so; decided now, it is "
                 f"{_outcome(again)}; it was decided at "
                 f"{format_timestamp(decision.occurred_at)}: one decided after your evaluators "
                 "were upgraded did not follow their rules"
             )
             again = then
-    if _over_budget(again) and not _over_budget(decision) and not _same(decision, again):
-        # Decided within its budget by a cost model that charged some work less (comparing
-        # two lists, before 2026-12-07): a budget only ever stops an evaluation, so the same
-        # evaluation with none left out gives what was decided then, in the work it took then.
-        then = _uncharged(decision, request, state, check_asker=asker_checked, boundless=True)
-        if _same(decision, then):
-            notes.append(
-                "it was decided within its evaluation budget under an earlier cost model "
-                "(comparing two lists cost less before a release of 2026-12-07): re-decided "
-                "with no budget, it is the same; decided now, it is "
-                f"{_outcome(again)}; it was decided at "
-                f"{format_timestamp(decision.occurred_at)}: one decided after your evaluators "
-                "were upgraded did not follow their rules"
-            )
-            again = then
+            break
     ignored: tuple[str, ...] = WRITER_FIELDS
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
@@ -247,43 +243,30 @@ def _same(recorded: Decision, again: Decision) -> bool:
     return not differences or _reworded(differences) is not None
 
 
-_NO_BUDGET: Final = dataclasses.replace(DEFAULT_LIMITS, evaluation_cost=10**18)
-
-
-def _uncharged(
-    decision: Decision,
-    request: Request,
-    state: LedgerState,
-    *,
-    check_asker: bool,
-    boundless: bool = False,
+def _earlier(
+    decision: Decision, request: Request, state: LedgerState, *, check_asker: bool, charged: bool
 ) -> Decision:
-    """``request`` decided again under the cost model before 2026-12-06 (matching uncharged),
-    and, ``boundless``, with no evaluation budget to speak of: only for a decision recorded
-    within its budget, whose work it repeats. A single request's conditions, whose versions
-    keep the budget they were loaded with, are then charged to one boundless meter (its context
-    was found valid: decided now, it is over budget, not invalid)."""
-    limits = _NO_BUDGET if boundless else DEFAULT_LIMITS
-    if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
-        return evaluate(
+    """``request`` decided again as releases before 2026-12-07 decided it (conditions as run
+    then: :func:`~ledger.core.cel.as_before_2026_12_07`), its names' matching ``charged``
+    (from 2026-12-06) or not (before)."""
+    with as_before_2026_12_07():
+        if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
+            return evaluate(
+                state,
+                request,
+                now=decision.occurred_at,
+                evaluator_id=decision.evaluator_id,
+                check_asker=check_asker,
+                charge_matching=charged,
+            )
+        assert isinstance(request, BatchEvaluationRequested)
+        return evaluate_batch(
             state,
             request,
             now=decision.occurred_at,
             evaluator_id=decision.evaluator_id,
-            check_asker=check_asker,
-            charge_matching=False,
-            limits=limits,
-            meter=Meter(limits.evaluation_cost) if boundless else None,
+            charge_matching=charged,
         )
-    assert isinstance(request, BatchEvaluationRequested)
-    return evaluate_batch(
-        state,
-        request,
-        now=decision.occurred_at,
-        evaluator_id=decision.evaluator_id,
-        charge_matching=False,
-        limits=limits,
-    )
 
 
 class HeldOffsets:

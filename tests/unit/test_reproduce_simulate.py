@@ -1712,42 +1712,113 @@ def test_a_decision_before_matching_was_charged_in_an_earlier_wording_still_repr
     assert "an earlier release's wording" in str(again.note)
 
 
-def test_a_decision_made_within_its_budget_before_lists_cost_more_reproduces_with_a_note() -> None:
-    # A red team: comparing two lists was charged a tenth of its cost until 2026-12-07. A
-    # decision made within its budget then may be over it now: re-decided with no budget (which
-    # only ever stops an evaluation), it is what was decided, said so; a forged one is not.
+def _asked_of_one_policy(
+    documents: list[tuple[str, str]], request_id: str, action: str, **fields: Any
+) -> tuple[Any, list[Any], EvaluationRequested]:
+    """A LocalLedger holding ``documents`` (each with its stage), agent:a granted everything,
+    its history, and agent:a's request ``request_id`` for ``action`` (``fields``: facts,
+    context)."""
     from ledger.testing import LocalLedger
 
     led = LocalLedger()
     led.grant("agent:a", "*", "*")
-    led.deploy(
-        "policy: lists\ngoverns: [lists.cmp]\nowner: t\n"
-        "facts: {l: {type: 'list<string>'}, sa: {type: 'list<string>'}, "
-        "sb: {type: 'list<string>'}}\n"
-        "rules: [{id: same, when: 'l.exists(x, l.exists(y, sa == sb))', effect: allow}]\n"
-        "default: {effect: deny}\n"
-    )
-    history = _history_of(led)
+    for document, stage in documents:
+        led.deploy(document, stage=stage)
     asked = EvaluationRequested(
-        event_id="r-lists", occurred_at=T0, actor="agent:a", principal="agent:a",
-        action="lists.cmp", resource="x",
+        event_id=request_id, occurred_at=T0, actor="agent:a", principal="agent:a",
+        action=action, resource="x", **fields,
+    )  # fmt: skip
+    return led, _history_of(led), asked
+
+
+def test_a_decision_made_under_the_rules_before_2026_12_07_reproduces_with_a_note() -> None:
+    # A red team: comparing two lists was charged a tenth of its cost until 2026-12-07, and a
+    # fuzzer: startsWith() of a list took Python's rule (any of them). A decision recorded then
+    # is re-decided under those rules, exactly (a review: a re-run with no budget let a forged
+    # "within budget" allow through for a request always over budget).
+    from ledger.core.cel import as_before_2026_12_07
+
+    facts = "facts: {l: {type: 'list<string>'}, sa: {type: 'list<string>'}, sb: {type: 'list<string>'}}\n"
+    rule = "rules: [{id: same, when: 'l.exists(x, l.exists(y, sa == sb))', effect: %s}]\n"
+    head = "policy: lists\ngoverns: [lists.cmp]\nowner: t\n" + facts
+    led, history, asked = _asked_of_one_policy(
+        [
+            (head + rule % "allow" + "default: {effect: deny}\n", "active"),
+            # A shadow that compares lists, beside an active version that does too (a review:
+            # only the deciding version's budget was looked at).
+            (head + rule % "deny" + "default: {effect: allow}\n", "shadow"),
+        ],
+        "r-lists",
+        "lists.cmp",
         facts={"l": tuple(f"e{i}" for i in range(60)), "sa": ("x",) * 999 + ("y",),
                "sb": ("x",) * 999 + ("z",)},
     )  # fmt: skip
     now = evaluate(led.state, asked, now=T0, evaluator_id="t")
     assert now.reason_code == "evaluation_budget_exceeded"
-    from ledger.core.cel import Meter
-
-    # What an evaluator then decided, within its budget: the same work, never stopped.
-    then = evaluate(led.state, asked, now=T0, evaluator_id="t", meter=Meter(10**18))
+    with as_before_2026_12_07():  # what an evaluator then decided
+        then = evaluate(led.state, asked, now=T0, evaluator_id="t")
     assert (then.determination, then.reason_code) == (Determination.DENY, "default_applied")
+    assert [r.determination for r in then.shadow_results] == [Determination.ALLOW]
     assert reproduce(now, asked, history).reproduces
     again = reproduce(then, asked, history)
     assert again.reproduces, again.differences
-    assert "within its evaluation budget under an earlier cost model" in str(again.note)
+    assert "decided under the rules before a release of 2026-12-07" in str(again.note)
     assert "decided now, it is error (evaluation_budget_exceeded)" in str(again.note)
     forged = dataclasses.replace(then, determination=Determination.ALLOW, rule="same")
     assert not reproduce(forged, asked, history).reproduces
+
+
+def test_a_forged_within_budget_answer_to_a_request_always_over_budget_does_not_reproduce() -> None:
+    # A review: what a run with no budget answers passed for a decision made "within its
+    # budget under an earlier cost model", though no release ever decided it so.
+    led, history, asked = _asked_of_one_policy(
+        [
+            (
+                "policy: texts\ngoverns: [texts.cat]\nowner: t\nfacts: {l: {type: 'list<string>'}}\n"
+                "rules: [{id: never, when: 'l.exists(x, l.exists(y, x + y == \"nope\"))', "
+                "effect: deny}]\ndefault: {effect: allow}\n",
+                "active",
+            )
+        ],
+        "r-texts",
+        "texts.cat",
+        facts={"l": tuple(f"e{i}" for i in range(1000))},
+    )
+    recorded = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert recorded.reason_code == "evaluation_budget_exceeded"
+    forged = dataclasses.replace(
+        recorded, determination=Determination.ALLOW, reason_code="default_applied", reasons=()
+    )
+    assert not reproduce(forged, asked, history).reproduces
+
+
+def test_a_startswith_of_a_list_recorded_before_2026_12_07_reproduces() -> None:
+    # A review: `s.startsWith(context.prefixes)` matched any of a list of texts (Python's
+    # str.startswith) until 2026-12-07; now a condition_error, as CEL has it.
+    from ledger.core.cel import as_before_2026_12_07
+
+    led, history, asked = _asked_of_one_policy(
+        [
+            (
+                "policy: paths\ngoverns: [paths.read]\nowner: t\n"
+                "rules: [{id: prefixed, when: 'context.path.startsWith(context.prefixes)', "
+                "effect: deny}]\ndefault: {effect: allow}\n",
+                "active",
+            )
+        ],
+        "r-paths",
+        "paths.read",
+        context={"path": "secret/x", "prefixes": ("public/", "secret/")},
+    )
+    now = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert now.reason_code == "condition_error"
+    assert "startsWith() is for text, not list" in now.reasons[0]
+    with as_before_2026_12_07():
+        then = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert (then.determination, then.rule) == (Determination.DENY, "prefixed")
+    again = reproduce(then, asked, history)
+    assert again.reproduces, again.differences
+    assert "2026-12-07" in str(again.note)
 
 
 def test_simulate_lists_the_requests_whose_constraints_alone_would_change(

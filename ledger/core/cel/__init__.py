@@ -122,6 +122,7 @@ from ledger.core.cel.runtime import (
     ConditionFault,
     ConditionFn,
     Meter,
+    as_before_2026_12_07,
 )
 from ledger.core.cel.syntax import alternatives, layout_free, unguarded_reads
 
@@ -141,4 +142,5 @@ __all__ = [
     "DECIMAL_EXPONENT_REASON",
     "INT64_MIN",
     "INT64_MAX",
+    "as_before_2026_12_07",
 ]

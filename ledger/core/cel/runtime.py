@@ -8,9 +8,11 @@ up as globals, never as attributes of a module.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from decimal import (
     ROUND_HALF_EVEN,
@@ -125,6 +127,8 @@ _FLAT: Final = frozenset({str, int, type(None), datetime, timedelta})
 """Elements two lists of which Python compares as CEL does, in C: no bool (``true == 1``), no
 list or map (whose elements may be bools), no double or decimal (a NaN is unequal to itself,
 which a tuple's comparison, taking one object for equal to itself, would not see)."""
+_NESTED: Final = frozenset({tuple, list, dict, MappingProxyType})
+"""The kinds of value that hold others."""
 _W_COMMUTE: Final = 10
 """Per side of a commutative ``||``/``&&``, and per element of a macro whose predicate can raise,
 in a condition's second form (see :func:`compile_condition`): a thunk, and an error raised and
@@ -556,8 +560,9 @@ def _ends(m: Meter, s: Any, t: Any) -> bool:
 
 def _texts(name: str, s: Any, t: Any) -> None:
     """A text function's operands (context values) are texts, else CEL's fault in CEL's words
-    (a fuzzer: "'int' object has no attribute 'startswith'", as contains() once said)."""
-    if type(s) is not str or type(t) is not str:
+    (a fuzzer: "'int' object has no attribute 'startswith'", as contains() once said); before
+    2026-12-07, Python's (a list of texts as the argument: any of them)."""
+    if (type(s) is not str or type(t) is not str) and not _AS_BEFORE.get():
         raise TypeError(f"{name}() is for text, not {_cel_type(t if type(s) is str else s)}")
 
 
@@ -579,9 +584,14 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
         # Each element of the same length is compared character by character: bounded by the
         # text's length per element (counted without reading the list).
         m.left -= (len(a) * len(b)) // _COMPARED_CHARS_PER_UNIT
+    ta = type(a)
+    # A list looked up in a list of lists is compared with each (a review: `sa in [sc]`, two
+    # lists of 1,000 texts, was charged one unit for 1,000 elements compared).
+    nested = ta is tuple or ta is list or ta in _MAPS
+    if nested and not _AS_BEFORE.get() and not set(map(type, b)).isdisjoint(_NESTED):
+        m.left -= _W_ELEMENT_EQ * len(b) * (1 + _deep_items(a))
     if m.left < 0:
         raise BudgetExceeded(m.limit)
-    ta = type(a)
     if ta is Decimal or (ta is int and not INT64_MIN <= a <= INT64_MAX):
         # Each element is compared with a number that may need converting: look first, and pay
         # for looking (a step per element in Python).
@@ -617,6 +627,26 @@ def _insetd(m: Meter, a: Any, s: frozenset[Any], exact: frozenset[Any]) -> bool:
     return _inset(m, a, exact if type(a) is Decimal else s)
 
 
+_AS_BEFORE: ContextVar[bool] = ContextVar("ledger_cel_as_before_2026_12_07", default=False)
+"""Conditions run as releases before 2026-12-07 ran them (see :func:`as_before_2026_12_07`)."""
+
+
+@contextlib.contextmanager
+def as_before_2026_12_07() -> Iterator[None]:
+    """Within the block, conditions run as the releases before 2026-12-07 ran them, for
+    reproducing a decision recorded then exactly: comparing two lists charged a unit per 8
+    elements and the texts' characters only (no reading of their kinds, no charge per element
+    compared in Python), a list looked up in a list one unit, and ``startsWith``/``endsWith``
+    took any argument Python's ``str.startswith`` takes (a list of texts: any of them). The one
+    run-time switch of the core's evaluation, a parameter of the block, never of the process:
+    replay alone sets it (:mod:`ledger.audit.reproduce`)."""
+    token = _AS_BEFORE.set(True)
+    try:
+        yield
+    finally:
+        _AS_BEFORE.reset(token)
+
+
 def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     m.left -= 1 + min(_units(a), _units(b))
     ta, tb = type(a), type(b)
@@ -636,8 +666,15 @@ def _lists_cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     over two lists of 1,000 texts, in a nested macro, held the evaluator 2.3 s per request at
     a tenth of the units it cost). Their kinds are read in C (a unit per 8 elements); lists of
     :data:`_FLAT` elements (texts only, or no text) are then compared in C, their texts'
-    characters counted as a memcmp's; any other pair, one element at a time in Python
-    (:data:`_W_ELEMENT_EQ` each)."""
+    characters counted as a memcmp's; any other pair, one element at a time in Python, every
+    element of every list inside them counted (:data:`_W_ELEMENT_EQ` each: a review found
+    ``[sa] == [sb]`` charged one element for 1,000)."""
+    if _AS_BEFORE.get():  # how releases before 2026-12-07 charged it (reproduction only)
+        if len(a) == len(b):
+            m.left -= min(_text_before(a), _text_before(b)) // _COMPARED_CHARS_PER_UNIT
+        if m.left < 0:
+            raise BudgetExceeded(m.limit)
+        return op(a, b)
     m.left -= _units(a) + _units(b)
     kinds = set(map(type, a))
     kinds.update(map(type, b))
@@ -645,7 +682,7 @@ def _lists_cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     # could only be summed in Python.
     flat = kinds <= _FLAT and (kinds == {str} or str not in kinds)
     if not flat:
-        m.left -= min(len(a), len(b)) * _W_ELEMENT_EQ
+        m.left -= _W_ELEMENT_EQ * (2 + _deep_items(a) + _deep_items(b))
     elif kinds and len(a) == len(b) and str in kinds:
         m.left -= _units(a) + _units(b)  # the lengths summed here, in C
         m.left -= min(sum(map(len, a)), sum(map(len, b))) // _COMPARED_CHARS_PER_UNIT
@@ -655,6 +692,31 @@ def _lists_cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
         return op(a, b)  # CEL's equality (a bool is no 1), or no such overload (`<`)
     same = len(a) == len(b) and tuple(a) == tuple(b)
     return same if op is _eq else not same
+
+
+def _deep_items(v: Any) -> int:
+    """Elements of ``v`` and of every list or map inside it, and a unit per 2,048 of their
+    texts' characters (compared by memcmp): what comparing it one element at a time reads.
+    Lists inside lists come from a condition's own literals (a request's hold text only), so
+    the walk is as deep as the condition is."""
+    t = type(v)
+    if t is tuple or t is list:
+        items: Iterable[Any] = v
+    elif t in _MAPS:
+        items = v.values()
+    else:
+        return len(v) // _COMPARED_CHARS_PER_UNIT if t is str else 0
+    n = len(v)
+    for x in items:
+        tx = type(x)
+        if tx is tuple or tx is list or tx in _MAPS or tx is str:
+            n += _deep_items(x)
+    return n
+
+
+def _text_before(items: Any) -> int:
+    """Characters of the texts among ``items``: the charge before 2026-12-07."""
+    return sum(len(x) for x in items if type(x) is str)
 
 
 def _cat(m: Meter, a: Any, b: Any) -> Any:

@@ -991,12 +991,22 @@ def test_what_a_comparison_reads_is_charged_in_grant_conditions_too() -> None:
         # work (their texts' lengths summed in Python, their elements compared one by one):
         # kinds read and lengths summed in C, then one C comparison.
         (("x",) * 999 + ("y",), ("x",) * 999 + ("z",), 126 + 250 + 250),
-        # A list holding bools is compared element by element (true is no 1): 3 units each.
-        ((True,) * 1000, (True,) * 999 + (1,), 126 + 250 + 3 * 1000),
+        # A list holding bools is compared element by element (true is no 1): 3 units for
+        # each element of either side, and 3 for each list.
+        ((True,) * 1000, (True,) * 999 + (1,), 126 + 250 + 3 * (2 + 2000)),
+        # A review: a list inside a list was charged one element for its 1,000.
+        ((("x",) * 999 + ("y",),), (("x",) * 999 + ("z",),), 1 + 0 + 3 * (2 + 2 + 2000)),
     ]:
         meter = Meter(10_000)
         assert c.fn({"a": a, "b": b}, {}, meter) is False
         assert meter.left == 10_000 - units, (a, b)
+    # A review: a list looked up in a list of lists was charged one unit for 1,000 elements
+    # compared with each: now 3 units per element, per list it is compared with.
+    looked_up = compile_condition("a in b", facts=None)
+    meter = Meter(10_000)
+    a, b = ("x",) * 999 + ("y",), (("x",) * 999 + ("z",),)
+    assert looked_up.fn({"a": a, "b": b}, {}, meter) is False
+    assert meter.left == 10_000 - (1 + 3 * 1 * (1 + 1000))
 
 
 def test_a_list_looked_up_in_a_literal_list_is_charged_by_its_length() -> None:
