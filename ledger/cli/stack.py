@@ -138,6 +138,7 @@ def ps_cmd(as_json: bool) -> None:
     settings = load_settings()
     if settings.bootstrap:
         parse_bootstrap(settings.bootstrap)  # a malformed address is a usage error, as elsewhere
+    stack.checked_home(settings)  # another user's home: not this user's to judge
     b = broker.status(settings)
     procs = stack.processes(settings)
     problems = [

@@ -18,6 +18,14 @@ def quoted(text: str, limit: int = 200) -> str:
     run of control characters, each written as four, is cut sooner (a review's find: 80 of them
     were quoted as 320)."""
     cut = min(len(text), limit)
-    while len(shown := repr(text[:cut])) > limit + 2:
-        cut -= 1
+    if len(repr(text[:cut])) > limit + 2:  # escapes: the longest prefix that fits, by halving
+        low, high = 0, cut  # repr(text[:low]) fits; repr(text[:high]) does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            if len(repr(text[:middle])) <= limit + 2:
+                low = middle
+            else:
+                high = middle
+        cut = low
+    shown = repr(text[:cut])
     return shown if cut == len(text) else f"{shown}… ({len(text)} characters)"

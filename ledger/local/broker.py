@@ -483,7 +483,7 @@ def status(settings: Settings) -> BrokerStatus:
     state = read_broker_record(settings) or {}
     bdir = _broker_dir(settings)
     pid, port = recorded_int(state, "pid"), recorded_int(state, "port")
-    running = bool(pid and port) and alive(pid, marker=str(bdir / "server.properties"))
+    running = bool(pid and port) and alive(pid, marker=_broker_marker(bdir / "server.properties"))
     if not running:
         adopted = _adopt(settings, bdir)
         if adopted is not None:
@@ -581,7 +581,14 @@ def _refuse_partial_credentials(settings: Settings) -> None:
 def _running_on(bdir: Path) -> int | None:
     """The pid of a broker JVM started with this home's ``server.properties``, whatever the
     state file says (``None`` where ``/proc`` cannot tell, or none runs)."""
-    return find(argv=("kafka.Kafka", str(bdir / "server.properties")))
+    return find(argv=_broker_marker(bdir / "server.properties"))
+
+
+def _broker_marker(config: Path) -> tuple[str, str]:
+    """What only this home's broker carries: its main class and its config, both as whole
+    arguments (a review: a stale pid naming a ``tail -f`` of the config was taken for the
+    broker, and `broker stop` killed it)."""
+    return ("kafka.Kafka", str(config))
 
 
 def _adopt(settings: Settings, bdir: Path) -> tuple[int, int, dict[str, object]] | None:
@@ -919,7 +926,7 @@ def _add_credentials_without_authentication(
                 "$LEDGER_HOME, or run it with --insecure"
             ) from exc
     finally:
-        terminate(pid, grace=30, marker=str(config))
+        terminate(pid, grace=30, marker=_broker_marker(config))
     credentials.remember_registered(settings, users)
 
 
@@ -929,12 +936,12 @@ def stop(settings: Settings, *, grace: float = 30.0) -> bool:
     state = read_broker_record(settings)
     config = _broker_dir(settings) / "server.properties"
     pid = recorded_int(state or {}, "pid")
-    if not pid or not alive(pid, marker=str(config)):
+    if not pid or not alive(pid, marker=_broker_marker(config)):
         adopted = _adopt(settings, _broker_dir(settings))
         if adopted is None:
             return False
         pid, _, state = adopted
-    was_running = terminate(pid, grace=grace, marker=str(config))
+    was_running = terminate(pid, grace=grace, marker=_broker_marker(config))
     # Keep the port in the state file so a restart reuses the same bootstrap address. In a home
     # now refused (unsafe_folder), a stop still stops: the record is left as it was (a review).
     with contextlib.suppress(UsageError):

@@ -17,7 +17,9 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
+from ledger.errors import LedgerError
 from ledger.files import private_dir, private_log
 from ledger.pids import running
 
@@ -52,7 +54,12 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _runs(pid: int, marker: str) -> bool:
+Marker = str | tuple[str, ...]
+"""What only one process carries: an argument or environment entry, or several, all of them
+(a broker: ``kafka.Kafka`` and its config's path, since a ``tail -f`` of the config is not it)."""
+
+
+def _runs(pid: int, marker: Marker) -> bool:
     """Is ``pid`` this user's, with ``marker`` one whole argument of its command line or entry
     of its environment? (True where there is no /proc to tell.) The environment counts because
     a process may rewrite its command line (Faust does when ``setproctitle`` is installed) but
@@ -74,7 +81,10 @@ def _runs(pid: int, marker: str) -> bool:
         return False  # not ours to read: not ours
     # Resolved through its links too (a README check: a stack started through a link).
     whole = b"\0" + seen.rstrip(b"\0") + b"\0"
-    return any(b"\0" + spelling + b"\0" in whole for spelling in _spellings(marker))
+    markers = (marker,) if isinstance(marker, str) else marker
+    return all(
+        any(b"\0" + spelling + b"\0" in whole for spelling in _spellings(one)) for one in markers
+    )
 
 
 def _ours(pid: int) -> bool:
@@ -131,7 +141,7 @@ def find(*, environ: str | None = None, argv: tuple[str, ...] = ()) -> int | Non
     return None
 
 
-def alive(pid: int, *, marker: str | None = None) -> bool:
+def alive(pid: int, *, marker: Marker | None = None) -> bool:
     """Is ``pid`` a running process? (A zombie — exited, not yet reaped — is not.)
 
     With ``marker``, only if its command line or environment contains it: a pid file that outlived a reboot
@@ -158,16 +168,18 @@ def exit_status(pid: int) -> tuple[bool, int | None]:
     return (True, os.waitstatus_to_exitcode(status))
 
 
-def terminate(pid: int, *, grace: float, kill: bool = False, marker: str | None = None) -> bool:
+def terminate(pid: int, *, grace: float, kill: bool = False, marker: Marker | None = None) -> bool:
     """Stop the process group of ``pid``: SIGTERM (or SIGKILL at once with ``kill``), then
     SIGKILL after ``grace`` seconds. Returns False when it was not running (or, with
-    ``marker``, when ``pid`` is some other program's: see :func:`alive`), and when it runs on
-    after all that (not ours to signal): a caller never takes it for stopped (a red team:
-    `down` said "stopped" of a process it could not signal)."""
+    ``marker``, when ``pid`` is some other program's: see :func:`alive`), True once it is
+    gone. Raises :class:`~ledger.errors.LedgerError` when it runs on :data:`KILL_WAIT`
+    seconds after SIGKILL (stuck in the kernel) or may not be signalled: a caller never takes
+    such a process for stopped, nor for one that was not running (a red team: `down` said
+    "stopped" of a process it could not signal; a review: False read as "not running")."""
     if not alive(pid, marker=marker):
         return False
     if not _signal(pid, signal.SIGKILL if kill else signal.SIGTERM):
-        return False
+        raise LedgerError(f"pid {pid} may not be signalled by this user: it was not stopped")
     if not kill:  # a stopped process (SIGSTOP, Ctrl-Z) handles its SIGTERM only once
         _signal(pid, signal.SIGCONT)  # continued (an operator's walkthrough: 31 s)
     deadline = time.monotonic() + grace
@@ -176,9 +188,21 @@ def terminate(pid: int, *, grace: float, kill: bool = False, marker: str | None 
         time.sleep(0.1)
     if alive(pid):
         _signal(pid, signal.SIGKILL)
-        time.sleep(0.2)
+        deadline = time.monotonic() + KILL_WAIT
+        while alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
     _reap(pid)
-    return not alive(pid)
+    if alive(pid):
+        raise LedgerError(
+            f"pid {pid} still runs {KILL_WAIT:g} s after SIGKILL (stuck in the kernel: `ps -o "
+            f"stat -p {pid}` shows D): it was not stopped; try again once it is gone"
+        )
+    return True
+
+
+KILL_WAIT: Final = 5.0
+"""Seconds a process is given to vanish after SIGKILL (a large JVM takes a moment)."""
 
 
 def _signal(pid: int, signum: int) -> bool:

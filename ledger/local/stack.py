@@ -945,6 +945,7 @@ def down(
     is waited for (its lock), so that ``down`` does not stop what ``up`` is starting, and
     ``up`` does not report that as a failure.
     """
+    checked_home(settings)
     run = _run_dir(settings)
     if not run.is_dir():
         return _down(settings, keep_broker=keep_broker, progress=progress)
@@ -960,6 +961,24 @@ def down(
         return _down(settings, keep_broker=keep_broker, progress=progress)
     finally:
         os.close(lock)
+
+
+def checked_home(settings: Settings) -> None:
+    """Refuse a home that exists but another user owns (a review: root's `down` on another
+    user's home said "nothing was running", deleted its pid files and left a lock file its
+    owner could not open; `ps` said "not running"): what runs there is not this user's to
+    judge or stop. Only ownership: a home an upgrade's stricter checks refuse must still be
+    stoppable by its owner (`up` refuses the rest)."""
+    try:
+        owner = os.stat(settings.home).st_uid
+    except OSError:
+        return  # no home: nothing runs there
+    if owner != os.getuid():
+        raise UsageError(
+            f"{settings.home} is owned by another user (uid {owner}): `ledger ps` and `ledger "
+            "down` judge and stop only your own stack; run them as that user",
+            code="unsafe_folder",
+        )
 
 
 def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[str]:

@@ -116,6 +116,25 @@ def test_the_cli_says_so_in_one_line_with_the_usage_exit_code(tmp_path: Path) ->
         assert "Traceback" not in result.stderr
 
 
+@as_root
+@pytest.mark.usefixtures("no_broker")
+def test_ps_and_down_refuse_another_users_home_and_touch_nothing(tmp_path: Path) -> None:
+    # A review: root's `ps` on another user's home said "not running", and `down` "nothing was
+    # running", deleted the pid file of that user's evaluator and left a root-owned up.lock.
+    home = tmp_path / "theirs"
+    (home / "run").mkdir(parents=True, mode=0o700)
+    (home / "run" / "evaluator.pid").write_text("4242")
+    for path in (home, home / "run", home / "run" / "evaluator.pid"):
+        os.chown(path, OTHER, OTHER)
+    env = {"LEDGER_HOME": str(home), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for command in (["ps"], ["down"]):
+        result = CliRunner().invoke(cli, command, env=env)
+        assert result.exit_code == 2, result.output
+        assert f"{home} is owned by another user (uid {OTHER})" in result.stderr
+        assert "[unsafe_folder]" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (home / "run").iterdir()) == ["evaluator.pid"]
+
+
 def test_a_home_that_is_a_link_or_in_a_folder_anyone_may_swap_it_out_of_is_refused(
     tmp_path: Path,
 ) -> None:

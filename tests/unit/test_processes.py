@@ -123,6 +123,31 @@ def test_a_marker_is_a_whole_argument_never_part_of_a_longer_one(tmp_path: Path)
             terminate(pid, grace=5)
 
 
+def test_a_marker_of_several_arguments_needs_them_all(tmp_path: Path) -> None:
+    # A review: a stale broker pid naming a `tail -f` of the config was taken for the broker
+    # (the config path alone is its marker) and `broker stop` killed it.
+    config = str(tmp_path / "broker" / "server.properties")
+    tail = _naming(config, dict(os.environ), tmp_path / "t.log")
+    shell = shutil.which("sh")
+    assert shell is not None
+    jvm = spawn_detached(
+        [shell, "-c", "sleep 39", "kafka.Kafka", config],
+        env=dict(os.environ),
+        log=tmp_path / "j.log",
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not alive(jvm, marker=config) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pair = ("kafka.Kafka", config)
+        assert alive(tail, marker=config) and not alive(tail, marker=pair)
+        assert terminate(tail, grace=1, marker=pair) is False and alive(tail)
+        assert alive(jvm, marker=pair)
+    finally:
+        terminate(tail, grace=5)
+        terminate(jvm, grace=5)
+
+
 def test_another_users_process_is_never_taken_for_ours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,6 +164,38 @@ def test_another_users_process_is_never_taken_for_ours(
         assert find(environ=ready) is None
         assert find(argv=("39", str(tmp_path / "server.properties"))) is None
         assert terminate(pid, grace=1, marker=ready) is False and alive(pid)
+    finally:
+        monkeypatch.undo()
+        terminate(pid, grace=5)
+
+
+def test_terminate_never_reports_a_process_it_could_not_stop_as_stopped_or_not_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: False read as "not running" by every caller (pid files deleted, `down`'s
+    # "ended by itself", `broker stop`'s "not running") for a process still running.
+    import ledger.local.processes as processes
+    from ledger.errors import LedgerError
+
+    pid = _spawn_sleep(tmp_path)
+    try:
+
+        def refused(pgid: int, signum: int) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(processes.os, "killpg", refused)
+        with pytest.raises(LedgerError, match=f"pid {pid} may not be signalled"):
+            terminate(pid, grace=1, marker=SLEEP)
+        monkeypatch.undo()
+
+        def ignored(pgid: int, signum: int) -> None:  # as a process stuck in the kernel
+            pass
+
+        monkeypatch.setattr(processes.os, "killpg", ignored)
+        monkeypatch.setattr(processes, "KILL_WAIT", 0.2)
+        with pytest.raises(LedgerError, match=f"pid {pid} still runs 0.2 s after SIGKILL"):
+            terminate(pid, grace=0.2, marker=SLEEP)
+        assert alive(pid)
     finally:
         monkeypatch.undo()
         terminate(pid, grace=5)
