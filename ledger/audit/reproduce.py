@@ -152,6 +152,8 @@ def reproduce(
         # conditions as run before 2026-12-07 (lists compared, startsWith of a list), with the
         # names' matching charged (2026-12-06 to 12-07) or not (before).
         for charged, since in ((True, "2026-12-06"), (False, None)):
+            if charged and not asker_checked:
+                continue  # no release left the asker unchecked and charged matching (a review)
             then = _earlier(decision, request, state, check_asker=asker_checked, charged=charged)
             if not _same(decision, then):
                 continue

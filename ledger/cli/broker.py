@@ -14,7 +14,7 @@ from ledger.cli.output import (
     print_json,
     print_table,
 )
-from ledger.local import broker
+from ledger.local import broker, stack
 
 __all__ = ["group"]
 
@@ -59,7 +59,9 @@ def start_cmd(insecure: bool, as_json: bool) -> None:
 @handle_errors
 def stop_cmd(as_json: bool) -> None:
     """Stop the broker cleanly (idempotent)."""
-    was_running = broker.stop(load_settings())
+    settings = load_settings()
+    stack.checked_home(settings)  # another user's home: not this user's to stop
+    was_running = broker.stop(settings)
     if as_json:
         print_json({"stopped": was_running})
     else:
@@ -74,6 +76,7 @@ def status_cmd(as_json: bool) -> None:
     not running, runs without answering (hung: the message says what to do), or answers but
     refuses the admin credential this shell reads (a stale $LEDGER_CREDENTIALS, say)."""
     settings = load_settings()
+    stack.checked_home(settings)  # another user's home: not this user's to judge
     status = broker.status(settings)
     answering, refusal = broker.answering(settings, status)
     if as_json:

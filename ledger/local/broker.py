@@ -848,7 +848,8 @@ def _wait_ready(
         if accepts(port) and _kafka_ready(bootstrap, admin):
             return
         time.sleep(0.2)
-    terminate(pid, grace=5)
+    with contextlib.suppress(LedgerError):  # stuck: the error that matters is this one
+        terminate(pid, grace=5)
     raise BrokerError(
         f"the broker did not accept connections within {timeout:.0f} s (log: {log_file})"
     )
@@ -926,7 +927,9 @@ def _add_credentials_without_authentication(
                 "$LEDGER_HOME, or run it with --insecure"
             ) from exc
     finally:
-        terminate(pid, grace=30, marker=_broker_marker(config))
+        # A broker stuck after SIGKILL must not hide why this failed, if it did.
+        with contextlib.suppress(LedgerError):
+            terminate(pid, grace=30, marker=_broker_marker(config))
     credentials.remember_registered(settings, users)
 
 

@@ -971,31 +971,55 @@ def checked_home(settings: Settings) -> None:
     stoppable by its owner (`up` refuses the rest)."""
     try:
         owner = os.stat(settings.home).st_uid
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return  # no home: nothing runs there
+    except OSError as exc:  # not this user's to read (a review: taken for "no home")
+        raise UsageError(
+            f"{settings.home} cannot be read by this user ({exc.strerror}): `ledger ps`, `down` "
+            "and `broker status|stop` judge and stop only your own stack; run them as its owner",
+            code="unsafe_folder",
+        ) from None
     if owner != os.getuid():
         raise UsageError(
-            f"{settings.home} is owned by another user (uid {owner}): `ledger ps` and `ledger "
-            "down` judge and stop only your own stack; run them as that user",
+            f"{settings.home} is owned by another user (uid {owner}): `ledger ps`, `down` and "
+            "`broker status|stop` judge and stop only your own stack; run them as that user",
             code="unsafe_folder",
         )
 
 
 def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[str]:
     procs = processes(settings)
+    stuck: dict[str, str] = {}  # name -> why it could not be stopped
+
+    def stop(name: str, grace: float) -> bool:
+        # One that will not stop does not keep the others running (a review: the first
+        # process stuck after SIGKILL ended `down` there, the broker and the rest left up).
+        try:
+            return stop_processor(settings, name, grace=grace)
+        except LedgerError as exc:
+            stuck[name] = str(exc)
+            return False
+
     with ThreadPoolExecutor() as pool:
         sick = [p.name for p in procs if p.running and not p.healthy]
-        done = pool.map(lambda n: stop_processor(settings, n, grace=UNREACHABLE_GRACE), sick)
+        done = pool.map(lambda n: stop(n, UNREACHABLE_GRACE), sick)
         stopped = [name for name, was in zip(sick, list(done), strict=True) if was]
     # Healthy ones one by one, evaluator workers first and the command processor last: nothing
     # half-answered is left behind.
     for p in sorted(procs, key=lambda p: p.name.startswith("command-processor")):
-        if p.name not in sick and stop_processor(settings, p.name, grace=STOP_GRACE):
+        if p.name not in sick and stop(p.name, STOP_GRACE):
             stopped.append(p.name)
     for p in procs:  # running when listed, gone when its turn came (a chaos drill: unnamed)
-        if p.running and p.name not in stopped:
+        if p.running and p.name not in stopped and p.name not in stuck:
             how = ended_unannounced(p.log) or f"its log {p.log} may say why"
             progress(f"note: {p.name} had ended by itself before it was stopped: {how}")
+    if stuck:  # the broker is left to them: stopping it under a live processor loses its work
+        said = "; ".join(f"{name}: {why}" for name, why in sorted(stuck.items()))
+        raise ProcessorError(
+            f"could not stop {', '.join(sorted(stuck))} ({said}); stopped: "
+            f"{', '.join(stopped) or 'nothing'}; the broker was left running: run `ledger down` "
+            "again once they are gone"
+        )
     if not keep_broker and not settings.bootstrap and broker.stop(settings):
         stopped.append("broker")
     return stopped

@@ -127,12 +127,27 @@ def test_ps_and_down_refuse_another_users_home_and_touch_nothing(tmp_path: Path)
     for path in (home, home / "run", home / "run" / "evaluator.pid"):
         os.chown(path, OTHER, OTHER)
     env = {"LEDGER_HOME": str(home), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    for command in (["ps"], ["down"]):
+    for command in (["ps"], ["down"], ["broker", "status"], ["broker", "stop"]):
         result = CliRunner().invoke(cli, command, env=env)
         assert result.exit_code == 2, result.output
         assert f"{home} is owned by another user (uid {OTHER})" in result.stderr
         assert "[unsafe_folder]" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in (home / "run").iterdir()) == ["evaluator.pid"]
+
+
+def test_a_home_this_user_cannot_read_is_refused_not_taken_for_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: another user's home under their 0700 folder could not be stat'ed, which was
+    # taken for "no home": `ps` said "not running" of a stack that may run.
+    def refused(path: object) -> os.stat_result:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(stack.os, "stat", refused)
+    with pytest.raises(UsageError, match="cannot be read by this user \\(Permission denied\\)"):
+        stack.checked_home(Settings(home=tmp_path / "theirs" / "home"))
+    monkeypatch.undo()
+    stack.checked_home(Settings(home=tmp_path / "none"))  # no home at all: nothing to refuse
 
 
 def test_a_home_that_is_a_link_or_in_a_folder_anyone_may_swap_it_out_of_is_refused(

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli.app import cli
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, ProcessorError
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local import stack
 from ledger.local.processes import alive, spawn_detached
@@ -439,6 +439,37 @@ def test_down_names_a_processor_that_ended_by_itself_before_its_turn(
         "note: evaluator had ended by itself before it was stopped: its log "
         f"{settings.home / 'logs' / 'evaluator.log'} may say why"
     ]
+
+
+def test_down_stops_the_rest_when_one_processor_will_not_stop_and_keeps_the_broker(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: the first processor stuck after SIGKILL ended `down` there: the other
+    # processors and the broker were left running, and nothing said what had been stopped.
+    procs = [
+        stack.ProcessStatus(name="evaluator-0", running=True, healthy=False, pid=101, log="x"),
+        stack.ProcessStatus(name="evaluator-1", running=True, healthy=True, pid=102, log="x"),
+        stack.ProcessStatus(name="command-processor", running=True, healthy=True, pid=103, log="x"),
+    ]
+    asked: list[str] = []
+
+    def stop_processor(home: Settings, name: str, **kwargs: Any) -> bool:
+        asked.append(name)
+        if name == "evaluator-0":
+            raise LedgerError("pid 101 still runs 5 s after SIGKILL (stuck in the kernel)")
+        return True
+
+    monkeypatch.setattr(stack, "processes", lambda home: procs)
+    monkeypatch.setattr(stack, "stop_processor", stop_processor)
+    monkeypatch.setattr(stack.broker, "stop", lambda home: asked.append("broker") or True)
+    with pytest.raises(ProcessorError) as refused:
+        stack.down(settings)
+    assert asked == ["evaluator-0", "evaluator-1", "command-processor"]  # the broker kept
+    assert str(refused.value) == (
+        "could not stop evaluator-0 (evaluator-0: pid 101 still runs 5 s after SIGKILL (stuck "
+        "in the kernel)); stopped: evaluator-1, command-processor; the broker was left running: "
+        "run `ledger down` again once they are gone"
+    )
 
 
 # --------------------------------------------------------------------------- the log in an outage
