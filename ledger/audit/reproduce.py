@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request, answered
 from ledger.core.answering import REDUCED_FIELDS
-from ledger.core.cel import as_before_2026_12_07
+from ledger.core.cel import rules_before
 from ledger.core.evaluate import (
     INVALID_REQUEST,
     TRACE_TOO_LARGE,
@@ -148,23 +148,17 @@ def reproduce(
         raise TypeError(f"a {type(decision).__name__} does not answer a {type(request).__name__}")
     if not _same(decision, again):
         # Recorded by an earlier release, whose rules the core keeps for this (exactly: a
-        # review found a no-budget re-run let a forged "within budget" answer through): the
-        # conditions as run before 2026-12-07 (lists compared, startsWith of a list), with the
-        # names' matching charged (2026-12-06 to 12-07) or not (before).
-        for charged, since in ((True, "2026-12-06"), (False, None)):
+        # review found a no-budget re-run let a forged "within budget" answer through), newest
+        # first: each release's conditions (rules_before), its names' matching charged
+        # (2026-12-06 on) or not (before).
+        for before, charged, model in _EARLIER_RELEASES:
             if charged and not asker_checked:
                 continue  # no release left the asker unchecked and charged matching (a review)
-            then = _earlier(decision, request, state, check_asker=asker_checked, charged=charged)
+            then = _earlier(
+                decision, request, state, check_asker=asker_checked, before=before, charged=charged
+            )
             if not _same(decision, then):
                 continue
-            model = (
-                "the rules before a release of 2026-12-07, which charged comparing two lists "
-                "and looking a list up in a list less, and let startsWith()/endsWith() take a "
-                "list of texts (any of them)"
-                if since
-                else "the cost model before a release of 2026-12-06, which did not charge "
-                "trying a principal's grants nor finding which policy governs the action"
-            )
             notes.append(
                 f"it was decided under {model}: re-decided so; decided now, it is "
                 f"{_outcome(again)}; it was decided at "
@@ -245,13 +239,46 @@ def _same(recorded: Decision, again: Decision) -> bool:
     return not differences or _reworded(differences) is not None
 
 
+_EARLIER_RELEASES: Final = (
+    (
+        "decimal_literals",
+        True,
+        "the rules before a later release of 2026-12-07, under which a decimal context value "
+        "or grant condition fact in arithmetic with a number written with a fraction "
+        "(context.x * 1.1) was a fault (no such overload: decimal * double)",
+    ),
+    (
+        "list_costs",
+        True,
+        "the rules before a release of 2026-12-07, which charged comparing two lists and "
+        "looking a list up in a list less, and let startsWith()/endsWith() take a list of "
+        "texts (any of them)",
+    ),
+    (
+        "list_costs",
+        False,
+        "the cost model before a release of 2026-12-06, which did not charge trying a "
+        "principal's grants nor finding which policy governs the action",
+    ),
+)
+"""The releases whose rules a recorded decision may have followed, newest first: the first
+change to conditions it predates (:data:`~ledger.core.cel.RULE_CHANGES`), whether its names'
+matching was charged, and what the reproduction's note says of it."""
+
+
 def _earlier(
-    decision: Decision, request: Request, state: LedgerState, *, check_asker: bool, charged: bool
+    decision: Decision,
+    request: Request,
+    state: LedgerState,
+    *,
+    check_asker: bool,
+    before: str,
+    charged: bool,
 ) -> Decision:
-    """``request`` decided again as releases before 2026-12-07 decided it (conditions as run
-    then: :func:`~ledger.core.cel.as_before_2026_12_07`), its names' matching ``charged``
-    (from 2026-12-06) or not (before)."""
-    with as_before_2026_12_07():
+    """``request`` decided again as a release before the change ``before`` decided it
+    (:func:`~ledger.core.cel.rules_before`), its names' matching ``charged`` (from 2026-12-06)
+    or not (before)."""
+    with rules_before(before):
         if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
             return evaluate(
                 state,

@@ -185,12 +185,7 @@ class Grant:
         if isinstance(outcome, Exception):
             # What stopped it, in the condition's words (a fuzzer: a division by zero was told
             # to send numbers as numbers, not strings).
-            hint = (
-                " (send numbers as numbers or Decimal, not strings)"
-                if "no such overload" in str(outcome)
-                else ""
-            )
-            return f"{when}, which cannot be evaluated on these facts: {outcome}{hint}"
+            return f"{when}, which cannot be evaluated on these facts: {outcome}{_hint(outcome)}"
         return f"{when}, which is false for this request"
 
     def applies(
@@ -1094,3 +1089,16 @@ class NotChecked:
 
 
 NOT_CHECKED: Final = NotChecked()
+
+
+def _hint(fault: Exception) -> str:
+    """What to send instead, for a grant condition's type mismatch: numbers, not text; one
+    kind of number where a Decimal met a float (a README check: an agent that sent money as
+    Decimal, as the README says, was told to send Decimal); nothing for another fault."""
+    _, found, overload = str(fault).partition("no such overload: ")
+    types = set(overload.split()[::2]) if found else set()
+    if "string" in types:
+        return " (send numbers as numbers or Decimal, not strings)"
+    if {"decimal", "double"} <= types:
+        return " (a Decimal and a float do not combine in arithmetic: send both as Decimal)"
+    return ""

@@ -130,6 +130,20 @@ _EARLIER_WORDINGS: Final = (
         ),
         "a grant condition's fault, worded before it said which (before 2026-12-07)",
     ),
+    (  # a README check: the advice about strings was given whatever types met
+        re.compile(
+            r"(?P<head>grant .+ holds only when `.*`, which cannot be evaluated on these "
+            r"facts: .*no such overload: [^()]+?)(?: \(a Decimal and a float do not combine "
+            r"in arithmetic: send both as Decimal\))?"
+        ),
+        re.compile(
+            r"(?P<head>grant .+ holds only when `.*`, which cannot be evaluated on these "
+            r"facts: .*no such overload: [^()]+?) \(send numbers as numbers or Decimal, not "
+            r"strings\)"
+        ),
+        "a grant condition's type mismatch, advised to send numbers not strings whatever "
+        "the types (before a later release of 2026-12-07)",
+    ),
     *(  # a README check: "contains() is for text, not tuple", Python's name for a list
         (re.compile(_FAILED + pattern), re.compile(_FAILED + pattern), _IN_PYTHONS_WORDS_TOO)
         for pattern in (

@@ -1736,7 +1736,7 @@ def test_a_decision_made_under_the_rules_before_2026_12_07_reproduces_with_a_not
     # fuzzer: startsWith() of a list took Python's rule (any of them). A decision recorded then
     # is re-decided under those rules, exactly (a review: a re-run with no budget let a forged
     # "within budget" allow through for a request always over budget).
-    from ledger.core.cel import as_before_2026_12_07
+    from ledger.core.cel import rules_before
 
     facts = "facts: {l: {type: 'list<string>'}, sa: {type: 'list<string>'}, sb: {type: 'list<string>'}}\n"
     rule = "rules: [{id: same, when: 'l.exists(x, l.exists(y, sa == sb))', effect: %s}]\n"
@@ -1755,7 +1755,7 @@ def test_a_decision_made_under_the_rules_before_2026_12_07_reproduces_with_a_not
     )  # fmt: skip
     now = evaluate(led.state, asked, now=T0, evaluator_id="t")
     assert now.reason_code == "evaluation_budget_exceeded"
-    with as_before_2026_12_07():  # what an evaluator then decided
+    with rules_before("list_costs"):  # what an evaluator then decided
         then = evaluate(led.state, asked, now=T0, evaluator_id="t")
     assert (then.determination, then.reason_code) == (Determination.DENY, "default_applied")
     assert [r.determination for r in then.shadow_results] == [Determination.ALLOW]
@@ -1795,7 +1795,7 @@ def test_a_forged_within_budget_answer_to_a_request_always_over_budget_does_not_
 def test_a_startswith_of_a_list_recorded_before_2026_12_07_reproduces() -> None:
     # A review: `s.startsWith(context.prefixes)` matched any of a list of texts (Python's
     # str.startswith) until 2026-12-07; now a condition_error, as CEL has it.
-    from ledger.core.cel import as_before_2026_12_07
+    from ledger.core.cel import rules_before
 
     led, history, asked = _asked_of_one_policy(
         [
@@ -1813,12 +1813,49 @@ def test_a_startswith_of_a_list_recorded_before_2026_12_07_reproduces() -> None:
     now = evaluate(led.state, asked, now=T0, evaluator_id="t")
     assert now.reason_code == "condition_error"
     assert "startsWith() is for text, not list" in now.reasons[0]
-    with as_before_2026_12_07():
+    with rules_before("list_costs"):
         then = evaluate(led.state, asked, now=T0, evaluator_id="t")
     assert (then.determination, then.rule) == (Determination.DENY, "prefixed")
     again = reproduce(then, asked, history)
     assert again.reproduces, again.differences
     assert "2026-12-07" in str(again.note)
+
+
+def test_a_decimal_with_a_written_number_recorded_as_a_fault_reproduces() -> None:
+    # A README check: `context.x * 2.0` was `no such overload: decimal * double` for a decimal
+    # context value until a later release of 2026-12-07; it now takes the number's digits.
+    from decimal import Decimal
+
+    from ledger.core.cel import rules_before
+
+    led, history, asked = _asked_of_one_policy(
+        [
+            (
+                "policy: risk\ngoverns: [risk.check]\nowner: t\n"
+                "rules: [{id: doubled, when: 'context.x * 2.0 > 1.0', effect: deny}]\n"
+                "default: {effect: allow}\n",
+                "active",
+            )
+        ],
+        "r-risk",
+        "risk.check",
+        context={"x": Decimal("0.75")},
+    )
+    now = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert (now.determination, now.rule) == (Determination.DENY, "doubled")
+    with rules_before("decimal_literals"):
+        then = evaluate(led.state, asked, now=T0, evaluator_id="t")
+    assert then.reason_code == "condition_error"
+    assert "no such overload: decimal * double" in then.reasons[0]
+    assert reproduce(now, asked, history).reproduces
+    again = reproduce(then, asked, history)
+    assert again.reproduces, again.differences
+    assert "before a later release of 2026-12-07" in str(again.note)
+    assert "decided now, it is deny (rule_matched" in str(again.note)
+    forged = dataclasses.replace(
+        then, determination=Determination.ALLOW, reason_code="default_applied"
+    )
+    assert not reproduce(forged, asked, history).reproduces
 
 
 def test_simulate_lists_the_requests_whose_constraints_alone_would_change(

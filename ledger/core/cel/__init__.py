@@ -117,12 +117,13 @@ from ledger.core.cel.runtime import (
     DECIMAL_EXPONENT_REASON,
     INT64_MAX,
     INT64_MIN,
+    RULE_CHANGES,
     TYPE_NAMES_OF_PYTHON,
     BudgetExceeded,
     ConditionFault,
     ConditionFn,
     Meter,
-    as_before_2026_12_07,
+    rules_before,
 )
 from ledger.core.cel.syntax import alternatives, layout_free, unguarded_reads
 
@@ -142,5 +143,6 @@ __all__ = [
     "DECIMAL_EXPONENT_REASON",
     "INT64_MIN",
     "INT64_MAX",
-    "as_before_2026_12_07",
+    "RULE_CHANGES",
+    "rules_before",
 ]

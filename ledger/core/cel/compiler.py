@@ -642,21 +642,37 @@ class _Compiler:
         a, b = self.coerce_pair(a, b)
         ta, tb = a.type, b.type
         if "dyn" in (ta, tb):
-            if op == "+":
-                return self.charged(f"_cat(m, {a.code}, {b.code})", "dyn", a, b, fallible=True)
-            # Decimal arithmetic, perhaps, after a dispatch on the operands' types.
-            weight = _W_DECIMAL + _W_CALL
+            left, right = a.code, b.code
             if op in ("*", "%"):
-                return self.op(
-                    f"_dyn({op!r}, _num({a.code}, {op!r}), {b.code})",
-                    "dyn",
-                    a,
-                    b,
-                    weight=weight,
-                    fallible=True,
+                left = f"_num({left}, {op!r})"
+            literal = _double_literal(b) if ta == "dyn" else _double_literal(a)
+            if literal is not None:
+                # Beside a dyn that is a decimal, the number's written digits (runtime._lit), as
+                # a decimal fact takes them and as comparisons with a dyn already did.
+                exact = self.const(Decimal(literal.literal or ""), "decimal", literal.literal)
+                if op == "+":
+                    code = (
+                        f"_catlit(m, {left}, {right}, {exact.code})"
+                        if literal is b
+                        else f"_catlitl(m, {left}, {exact.code}, {right})"
+                    )
+                    return self.charged(code, "dyn", a, b, fallible=True)
+                code = (
+                    f"_dynlit({op!r}, {left}, {right}, {exact.code})"
+                    if literal is b
+                    else f"_dynlitl({op!r}, {left}, {exact.code}, {right})"
                 )
+                return self.op(code, "dyn", a, b, weight=_W_DECIMAL + _W_CALL, fallible=True)
+            if op == "+":
+                return self.charged(f"_cat(m, {left}, {right})", "dyn", a, b, fallible=True)
+            # Decimal arithmetic, perhaps, after a dispatch on the operands' types.
             return self.op(
-                f"_dyn({op!r}, {a.code}, {b.code})", "dyn", a, b, weight=weight, fallible=True
+                f"_dyn({op!r}, {left}, {right})",
+                "dyn",
+                a,
+                b,
+                weight=_W_DECIMAL + _W_CALL,
+                fallible=True,
             )
         if ta in _NUMERIC and tb in _NUMERIC:
             if "decimal" in (ta, tb):

@@ -476,6 +476,38 @@ def _dyn(op: str, a: Any, b: Any) -> Any:
         raise _no_overload(op, a, b) from None
 
 
+def _lit(other: Any, as_float: float, as_decimal: Decimal) -> Any:
+    """A number written with a fraction in a condition, as the dyn beside it needs it: its
+    written digits beside a decimal (``context.x * 1.1`` for the SDK's ``Decimal``, or the
+    exact number ``ledger evaluate --context`` sends; a policy owner found it refused, ``no
+    such overload: decimal * double``, so a grant denied the agent that sent money as the
+    README says), the double otherwise; as before ``decimal_literals`` when replay asks."""
+    if type(other) is Decimal and _RULES.get(_ALL_RULES) > _DECIMAL_LITERALS:
+        return as_decimal
+    return as_float
+
+
+def _dynlit(op: str, a: Any, as_float: float, as_decimal: Decimal) -> Any:
+    """A dyn arithmetic operator with a number written with a fraction on its right
+    (:func:`_lit`)."""
+    return _dyn(op, a, _lit(a, as_float, as_decimal))
+
+
+def _dynlitl(op: str, as_float: float, as_decimal: Decimal, b: Any) -> Any:
+    """:func:`_dynlit` with the number on the left."""
+    return _dyn(op, _lit(b, as_float, as_decimal), b)
+
+
+def _catlit(m: Meter, a: Any, as_float: float, as_decimal: Decimal) -> Any:
+    """A dyn ``+`` a number written with a fraction, charged as :func:`_cat` charges it."""
+    return _cat(m, a, _lit(a, as_float, as_decimal))
+
+
+def _catlitl(m: Meter, as_float: float, as_decimal: Decimal, b: Any) -> Any:
+    """:func:`_catlit` with the number on the left."""
+    return _cat(m, _lit(b, as_float, as_decimal), b)
+
+
 def _dneg(v: Any) -> Any:
     """A dyn unary minus: of a number, as the typed one (0 - v); of anything else (a bool
     included), CEL's fault."""
@@ -562,7 +594,7 @@ def _texts(name: str, s: Any, t: Any) -> None:
     """A text function's operands (context values) are texts, else CEL's fault in CEL's words
     (a fuzzer: "'int' object has no attribute 'startswith'", as contains() once said); before
     2026-12-07, Python's (a list of texts as the argument: any of them)."""
-    if (type(s) is not str or type(t) is not str) and not _AS_BEFORE.get():
+    if (type(s) is not str or type(t) is not str) and not _lists_before():
         raise TypeError(f"{name}() is for text, not {_cel_type(t if type(s) is str else s)}")
 
 
@@ -588,7 +620,7 @@ def _isin(m: Meter, a: Any, b: Any) -> bool:
     # A list looked up in a list of lists is compared with each (a review: `sa in [sc]`, two
     # lists of 1,000 texts, was charged one unit for 1,000 elements compared).
     nested = ta is tuple or ta is list or ta in _MAPS
-    if nested and not _AS_BEFORE.get() and not set(map(type, b)).isdisjoint(_NESTED):
+    if nested and not _lists_before() and not set(map(type, b)).isdisjoint(_NESTED):
         cap = max(m.left, 0) // (_W_ELEMENT_EQ * max(len(b), 1)) + 1
         m.left -= _W_ELEMENT_EQ * len(b) * (1 + _deep_items(a, cap))
     if m.left < 0:
@@ -628,24 +660,42 @@ def _insetd(m: Meter, a: Any, s: frozenset[Any], exact: frozenset[Any]) -> bool:
     return _inset(m, a, exact if type(a) is Decimal else s)
 
 
-_AS_BEFORE: ContextVar[bool] = ContextVar("ledger_cel_as_before_2026_12_07", default=False)
-"""Conditions run as releases before 2026-12-07 ran them (see :func:`as_before_2026_12_07`)."""
+RULE_CHANGES: Final = ("list_costs", "decimal_literals")
+"""The changes to how conditions run that a recorded decision may predate, in the order they
+were released: ``list_costs`` (2026-12-07: comparing two lists, and a list looked up in a list
+of lists, charged what it costs; ``startsWith``/``endsWith`` take text only) and
+``decimal_literals`` (later on 2026-12-07: a decimal context value, or a grant condition's
+decimal fact, in arithmetic with a number written with a fraction, ``context.x * 1.1``, uses the
+number's written digits; before, ``no such overload: decimal * double``). :func:`rules_before`
+runs conditions as they ran before one of them."""
+
+_LIST_COSTS: Final = RULE_CHANGES.index("list_costs")
+_DECIMAL_LITERALS: Final = RULE_CHANGES.index("decimal_literals")
+_ALL_RULES: Final = len(RULE_CHANGES)
+_RULES: ContextVar[int] = ContextVar("ledger_cel_rules")
+"""How many of :data:`RULE_CHANGES` are in force (all but within :func:`rules_before`)."""
 
 
 @contextlib.contextmanager
-def as_before_2026_12_07() -> Iterator[None]:
-    """Within the block, conditions run as the releases before 2026-12-07 ran them, for
-    reproducing a decision recorded then exactly: comparing two lists charged a unit per 8
-    elements and the texts' characters only (no reading of their kinds, no charge per element
-    compared in Python), a list looked up in a list one unit, and ``startsWith``/``endsWith``
-    took any argument Python's ``str.startswith`` takes (a list of texts: any of them). The one
-    run-time switch of the core's evaluation, a parameter of the block, never of the process:
-    replay alone sets it (:mod:`ledger.audit.reproduce`)."""
-    token = _AS_BEFORE.set(True)
+def rules_before(change: str) -> Iterator[None]:
+    """Within the block, conditions run as the releases before ``change`` (one of
+    :data:`RULE_CHANGES`; it and every later change are off) ran them, for reproducing a
+    decision recorded then exactly. Before ``list_costs``, comparing two lists charged a unit
+    per 8 elements and the texts' characters only (no reading of their kinds, no charge per
+    element compared in Python), a list looked up in a list one unit, and
+    ``startsWith``/``endsWith`` took any argument Python's ``str.startswith`` takes (a list of
+    texts: any of them). The one run-time switch of the core's evaluation, a parameter of the
+    block, never of the process: replay alone sets it (:mod:`ledger.audit.reproduce`)."""
+    token = _RULES.set(min(RULE_CHANGES.index(change), _RULES.get(_ALL_RULES)))
     try:
         yield
     finally:
-        _AS_BEFORE.reset(token)
+        _RULES.reset(token)
+
+
+def _lists_before() -> bool:
+    """Do conditions run as before ``list_costs`` (reproduction only)?"""
+    return _RULES.get(_ALL_RULES) <= _LIST_COSTS
 
 
 def _cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
@@ -670,7 +720,7 @@ def _lists_cmp(m: Meter, op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     characters counted as a memcmp's; any other pair, one element at a time in Python, every
     element of every list inside them counted (:data:`_W_ELEMENT_EQ` each: a review found
     ``[sa] == [sb]`` charged one element for 1,000)."""
-    if _AS_BEFORE.get():  # how releases before 2026-12-07 charged it (reproduction only)
+    if _lists_before():  # how releases before 2026-12-07 charged it (reproduction only)
         if len(a) == len(b):
             m.left -= min(_text_before(a), _text_before(b)) // _COMPARED_CHARS_PER_UNIT
         if m.left < 0:
@@ -812,6 +862,10 @@ _HELPERS: Final[dict[str, Any]] = {
     "_truth": _truth,
     "_num": _num,
     "_dyn": _dyn,
+    "_dynlit": _dynlit,
+    "_dynlitl": _dynlitl,
+    "_catlit": _catlit,
+    "_catlitl": _catlitl,
     "_each": _each,
     "_or": _or,
     "_and": _and,

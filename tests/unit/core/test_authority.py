@@ -189,6 +189,45 @@ def test_a_refusal_names_the_closest_grant_and_why_it_did_not_apply() -> None:
     assert earlier_wording(now.replace("g-cond", "g-other"), earlier) is None
 
 
+def test_a_grant_condition_takes_a_decimal_with_a_written_number_and_advises_by_types() -> None:
+    # A README check: `amount * 1.1 < 1000.0` denied an agent that sent amount as Decimal (as
+    # the README says to send money), and told it to send Decimal.
+    from decimal import Decimal
+
+    from ledger.core.authority import unauthorized_reason
+
+    state = _apply(
+        [
+            _grant("g-mul", "agent:bot", ("refund.issue",), "*", condition="amount * 1.1 < 1000.0"),
+            _grant("g-two", "agent:bot", ("refund.void",), "*", condition="amount * rate < 100.0"),
+            _grant("g-b", "agent:bot", ("refund.hold",), "*", condition="flag < 1.0"),
+        ]
+    )
+
+    def why(action: str, **facts: object) -> str | None:
+        if authorize(state, "agent:bot", action, "account:1", now=T0, facts=facts):
+            return None
+        return unauthorized_reason(state, "agent:bot", action, "account:1", now=T0, facts=facts)
+
+    assert why("refund.issue", amount=Decimal("42.10")) is None
+    assert why("refund.issue", amount=42.10) is None
+    assert str(why("refund.void", amount=Decimal("1.5"), rate=2.0)).endswith(
+        "no such overload: decimal * double (a Decimal and a float do not combine in "
+        "arithmetic: send both as Decimal)"
+    )
+    assert str(why("refund.hold", flag=True)).endswith("no such overload: bool < double")
+    assert str(why("refund.hold", flag="0")).endswith(
+        "no such overload: string < double (send numbers as numbers or Decimal, not strings)"
+    )
+    # recorded before, with the advice about strings whatever the types: the same reason
+    from ledger.core.wordings import earlier_wording
+
+    now = str(why("refund.hold", flag=True))
+    assert earlier_wording(now, now + " (send numbers as numbers or Decimal, not strings)")
+    assert not earlier_wording(now, now.replace("bool", "int") + " (send numbers as numbers "
+                               "or Decimal, not strings)")  # fmt: skip
+
+
 def test_a_delegate_hands_on_no_more_than_its_own_grants_cover() -> None:
     # A policy owner's walkthrough: alice, trusted with her bot's grants and holding only
     # `ledger.policy.propose`, gave the bot `ledger.policy.*`, approved and activated her own

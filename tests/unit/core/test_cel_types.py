@@ -408,6 +408,59 @@ def test_a_decimal_in_the_context_is_found_in_a_literal_list_of_doubles(
     assert ev("context.x in [0.1, 0.2]", {"x": x}) is expected
 
 
+@pytest.mark.parametrize(
+    ("text", "x", "expected"),
+    [
+        ("context.x * 2.0 == 3.0", Decimal("1.5"), True),  # was no such overload: decimal * double
+        ("2.0 * context.x == 3.0", Decimal("1.5"), True),
+        ("context.x + 0.1 == 0.3", Decimal("0.2"), True),  # exact: the double's sum is not
+        ("context.x + 0.1 == 0.3", 0.2, False),  # the SDK's float, as before (0.30000000000000004)
+        ("0.1 + context.x == 0.3", Decimal("0.2"), True),
+        ("context.x - 0.5 == 1.0", Decimal("1.5"), True),
+        ("10.0 / context.x == 4.0", Decimal("2.5"), True),
+        ("context.x / 0.5 == 3.0", Decimal("1.5"), True),
+        ("context.x % 2.0 == -1.0", Decimal("-7.0"), True),  # a decimal's remainder truncates
+        ("context.x % 2.0 == 1.0", -7.0, True),  # a double's floors, as before
+        ("context.x * 1.1 < 1000.0", Decimal("42.10"), True),
+        ("context.x * 2.0 == 3.0", 1, False),  # an int meets the double, as before
+    ],
+)
+def test_a_decimal_in_the_context_takes_a_double_literal_in_arithmetic_by_its_digits(
+    text: str, x: Any, expected: bool
+) -> None:
+    # A README check: `context.x * 2.0` was `no such overload: decimal * double` for the
+    # Decimal the README tells agents to send money as (and for the exact number `ledger
+    # evaluate --context` sends), though the README says the three kinds combine.
+    assert ev(text, {"x": x}) is expected
+
+
+def test_a_decimal_and_a_double_from_the_request_still_do_not_combine() -> None:
+    # As a typed decimal and a typed double do not (a validation problem): which digits a
+    # float stands for is the sender's to say, by sending a Decimal.
+    both = {"x": Decimal("1.5"), "y": 2.0}
+    assert "no such overload: decimal * double" in fault("context.x * context.y == 3.0", both)
+    assert "no such overload: bool * …" in fault("context.x * 2.0 == 3.0", {"x": True})
+    assert "no such overload: string + double" in fault("context.x + 1.0 == 1.0", {"x": "1"})
+
+
+def test_replay_runs_a_decimal_with_a_double_literal_as_the_release_before() -> None:
+    from ledger.core.cel import rules_before
+
+    with rules_before("decimal_literals"):
+        assert "no such overload: decimal * double" in fault(
+            "context.x * 2.0 == 3.0", {"x": Decimal("1.5")}
+        )
+        assert ev("context.x * 2.0 == 3.0", {"x": 1.5}) is True
+        with rules_before("list_costs"):  # an earlier release's rules: this one's too
+            assert "no such overload: decimal + double" in fault(
+                "context.x + 1.0 == 1.0", {"x": Decimal("0")}
+            )
+        with rules_before("decimal_literals"):
+            pass
+        assert "no such overload" in fault("context.x * 2.0 == 3.0", {"x": Decimal("1.5")})
+    assert ev("context.x * 2.0 == 3.0", {"x": Decimal("1.5")}) is True
+
+
 def test_a_decimal_of_one_digit_and_a_vast_exponent_is_said_to_be_out_of_range() -> None:
     # A red team: {"amount": "1E-999999999999999999"} was "more than 34 significant digits"; it
     # has one. What rounding to decimal128 changes in it is the exponent.
