@@ -34,6 +34,7 @@ and an agent's); the closed client itself refuses every call.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, InvalidStateError
@@ -82,6 +83,7 @@ from ledger.core.lifecycle import (
 )
 from ledger.core.limits import DEFAULT_LIMITS, Limits, id_refusal
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_position
+from ledger.core.text import clipped
 from ledger.errors import ClientClosed, CommandRejectedError, UsageError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.reading import position_key
@@ -299,16 +301,57 @@ class _Wire:
         self._codec = codec or default_codec()
 
     def __call__(self, event: E, *, sent: bool = False) -> E:
+        return self.as_sent(event)[0] if sent else cast(E, self._codec.decode(self.encoded(event)))
+
+    def as_sent(self, event: E) -> tuple[E, bytes]:
+        """What a client sends, as the ledger reads it, and its record's value (one over a
+        record's size refused)."""
         encoded = self._codec.encode(event)
-        if sent:
-            refuse_oversized(cast(Any, event), encoded)  # what a client sends
-        return cast(E, self._codec.decode(encoded))
+        refuse_oversized(cast(Any, event), encoded)
+        return cast(E, self._codec.decode(encoded)), encoded
 
     def encoded(self, event: Any) -> bytes:
         return self._codec.encode(event)
 
 
 # --------------------------------------------------------------------------- MockTransport
+
+
+class _Waiting:
+    """The calls still waiting for an answer, by message id, as the Kafka transport keeps
+    them: a message sent again while its first is waiting is refused (the first would never
+    end), and closing fails every waiting call at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[str, Future[Any]] = {}
+
+    def refuse_if_waiting(self, message: Outgoing) -> None:
+        with self._lock:
+            waiting = self._futures.get(message.event_id)
+        if waiting is not None and not waiting.done():
+            raise UsageError(
+                f"{clipped(message.event_id, 80)} is already waiting for its answer: send a "
+                "message once (one id is decided and answered once)"
+            )
+
+    def wait(self, message: Outgoing) -> Future[Any]:
+        """A call that is never answered (until :meth:`close`)."""
+        future: Future[Any] = Future()
+        with self._lock:
+            self._futures[message.event_id] = future
+        return future
+
+    def forget(self, message_id: str) -> None:
+        with self._lock:
+            self._futures.pop(message_id, None)
+
+    def close(self) -> None:
+        with self._lock:
+            waiting, self._futures = self._futures, {}
+        for future in waiting.values():
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(ClientClosed("the ledger client was closed while waiting"))
 
 
 class MockTransport:
@@ -339,7 +382,7 @@ class MockTransport:
         self.sent: list[Outgoing] = []
         self._wire = _Wire(codec)
         self._lock = threading.Lock()
-        self._unanswered: dict[str, Future[Any]] = {}
+        self._waiting = _Waiting()
 
     @property
     def requests(self) -> list[EvaluationRequested]:
@@ -353,14 +396,13 @@ class MockTransport:
 
     def send(self, message: Outgoing) -> Future[Any]:
         message = self._wire(message, sent=True)
+        self._waiting.refuse_if_waiting(message)
         self._publish(message)
         future: Future[Any] = Future()
         try:
             answer = self.handler(message)
             if answer is None:
-                with self._lock:
-                    self._unanswered[message.event_id] = future
-                return future
+                return self._waiting.wait(message)
             future.set_result(self._wire(_as_reply(message, answer)))
         except Exception as exc:  # the handler's way to make the call fail
             future.set_exception(exc)
@@ -379,8 +421,7 @@ class MockTransport:
             on_correction(self._wire(correction))
 
     def forget(self, message_id: str) -> None:
-        with self._lock:
-            self._unanswered.pop(message_id, None)
+        self._waiting.forget(message_id)
 
     @property
     def healthy(self) -> bool:
@@ -396,14 +437,15 @@ class MockTransport:
         """As the Kafka transport does: every call still waiting on this transport (a shared
         one: every client's) fails at once with :class:`~ledger.errors.ClientClosed`, not at
         its timeout."""
-        with self._lock:
-            waiting, self._unanswered = self._unanswered, {}
-        for future in waiting.values():
-            with contextlib.suppress(InvalidStateError):
-                future.set_exception(ClientClosed("the ledger client was closed while waiting"))
+        self._waiting.close()
 
 
 # --------------------------------------------------------------------------- LocalLedger
+
+
+def _digest(value: bytes) -> bytes:
+    """A request record's value as remembered answered (as an evaluator keeps it)."""
+    return hashlib.blake2b(value, digest_size=16).digest()
 
 
 _LATENCY: Final[Mapping[str, int]] = {"latency_us": 0}
@@ -456,6 +498,11 @@ class LocalLedger:
         self._state = EMPTY_STATE
         self._wire = _Wire(codec)
         self._lock = threading.RLock()
+        # The requests answered, as sent: the evaluators drop one delivered again (a retry
+        # that re-sends a stored request waits forever there, and must here too: a README
+        # check found it answered again), not another request under an answered id.
+        self._answered: set[bytes] = set()
+        self._waiting = _Waiting()
         # Its decisions are links of a hash chain, as an evaluator worker's are (their size,
         # and so what fits a record, is the evaluator's; `audit verify` could check them).
         self._chain = ChainHead(f"{evaluator_id}/{new_id()}")  # named as a worker's chain
@@ -468,20 +515,31 @@ class LocalLedger:
     # ------------------------------------------------------------------ the transport
 
     def send(self, message: Outgoing) -> Future[Any]:
-        message = self._wire(message, sent=True)
+        message, value = self._wire.as_sent(message)
+        self._waiting.refuse_if_waiting(message)
         reply: Reply
-        if isinstance(message, EvaluationRequested):
-            reply = self._evaluate(message)
-        elif isinstance(message, BatchEvaluationRequested):
-            reply = self._evaluate_batch(message)
-        else:
+        if not isinstance(message, (EvaluationRequested, BatchEvaluationRequested)):
             reply = self._apply(message)
+        else:
+            with self._lock:
+                if self._repeats(value):
+                    return self._waiting.wait(message)  # never answered: the evaluators drop it
+                if isinstance(message, EvaluationRequested):
+                    reply = self._evaluate(message)
+                else:
+                    reply = self._evaluate_batch(message)
+                self._answered.add(_digest(value))
         future: Future[Any] = Future()
         future.set_result(self._wire(reply))
         return future
 
     def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
-        made = self._evaluate(self._wire(request, sent=True))
+        request, value = self._wire.as_sent(request)
+        with self._lock:
+            if self._repeats(value):
+                return  # dropped, as the evaluators drop it
+            made = self._evaluate(request)
+            self._answered.add(_digest(value))
         correction = correction_for(made)
         if correction is not None:
             with self._lock:
@@ -500,8 +558,14 @@ class LocalLedger:
             sink(self._wire(correction))
         return len(held)
 
+    def _repeats(self, value: bytes) -> bool:
+        """Was the request whose record is ``value`` answered, as sent? The evaluators drop it
+        then, unanswered (a governance command sent again is answered, as the command
+        processor answers it: ``already_applied``)."""
+        return _digest(value) in self._answered
+
     def forget(self, message_id: str) -> None:
-        return None  # every message is answered before send() returns
+        self._waiting.forget(message_id)
 
     @property
     def healthy(self) -> bool:
@@ -514,7 +578,7 @@ class LocalLedger:
         return dict(self._state.position)
 
     def close(self) -> None:
-        return None
+        self._waiting.close()
 
     # ------------------------------------------------------------------ governance, directly
 

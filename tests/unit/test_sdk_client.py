@@ -378,7 +378,7 @@ def test_a_silent_ledger_times_out_and_forgets_the_call() -> None:
     assert "ledger decisions --request" in str(raised.value)
     with pytest.raises(LedgerTimeout, match="may still be applied when the command processor"):
         client.submit_command(grant_command())
-    assert transport._unanswered == {}  # abandoned: nothing left waiting
+    assert transport._waiting._futures == {}  # abandoned: nothing left waiting
     # An async request without an answer is never corrected.
     client.submit_async(action="refund.issue", principal=AGENT, resource="r", default="deny")
     assert list(client.corrections(timeout=0.05)) == []

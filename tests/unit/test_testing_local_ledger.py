@@ -10,6 +10,7 @@ the injectable clock; and the README's snippet, run as written.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import subprocess
 import sys
@@ -1191,3 +1192,56 @@ def test_a_decision_no_record_can_hold_is_answered_as_the_evaluator_answers_it()
     assert answer.determination is Determination.ERROR
     assert answer.reason_code == "trace_too_large"
     assert any("a value no record holds" in reason for reason in answer.reasons), answer.reasons
+
+
+def test_a_request_sent_again_as_it_was_is_not_answered_again_as_on_kafka(
+    ledger: LocalLedger,
+) -> None:
+    # A README check: re-sending a stored request after its answer waits forever on Kafka (the
+    # evaluators drop a record they answered), and the client refuses a second send while
+    # the first waits; LocalLedger answered it again, so retry code passed its tests.
+    from decimal import Decimal
+
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.2), transport=ledger)
+    facts = {"tenure_days": 120, "amount": Decimal("12"), "prior_refunds_12m": 0,
+             "standing": "good"}  # fmt: skip
+    req = client.request(action="refund.issue", principal=AGENT, resource="account:9", facts=facts)
+    assert client.send_request(req).result(1).determination is Determination.ALLOW
+    again = client.send_request(req)
+    with pytest.raises(TimeoutError):
+        again.result(0.1)
+    with pytest.raises(UsageError, match="is already waiting for its answer"):
+        client.send_request(req)
+    assert len(ledger.decisions) == 1
+    client.abandon(req.event_id)
+    with pytest.raises(TimeoutError):  # still answered once
+        client.send_request(req).result(0.1)
+    # Another request under the answered id is decided, as an evaluator decides it.
+    client.abandon(req.event_id)
+    other = client.request(
+        action="refund.issue", principal=AGENT, resource="account:8", facts=facts
+    )
+    other = dataclasses.replace(other, event_id=req.event_id)
+    assert client.send_request(other).result(1).request_id == req.event_id
+    assert len(ledger.decisions) == 2
+    # submit_async of a request answered is dropped: no decision, no correction
+    client.submit_async(action="refund.issue", principal=AGENT, resource="a", default="deny")
+    assert len(ledger.decisions) == 3
+    # Closing the client fails the call still waiting, as on Kafka.
+    waiting = client.send_request(req)
+    client.close()
+    with pytest.raises(Exception, match="closed while waiting"):
+        waiting.result(1)
+
+
+def test_a_mock_transport_refuses_a_message_sent_again_while_its_first_waits() -> None:
+    mock = MockTransport(lambda message: None)
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.2), transport=mock)
+    req = client.request(action="refund.issue", principal=AGENT, resource="account:9")
+    first = client.send_request(req)
+    with pytest.raises(UsageError, match="is already waiting for its answer"):
+        client.send_request(req)
+    assert len(mock.sent) == 1
+    client.abandon(req.event_id)
+    client.send_request(req)  # once abandoned, it may be sent again
+    assert len(mock.sent) == 2 and not first.done()
