@@ -43,7 +43,13 @@ from ledger.core.events import RegisterActorKey, RevokeActorKey
 from ledger.core.jsonform import format_timestamp
 from ledger.core.signing import Witnesses, key_id_of, verify_history
 from ledger.core.state import keys_registered_with
-from ledger.errors import ExportError, LedgerError, TamperDetected, UsageError
+from ledger.errors import (
+    CommandRejectedError,
+    ExportError,
+    LedgerError,
+    TamperDetected,
+    UsageError,
+)
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import check_governance_log, command_witnesses
 from ledger.kafka.topics import COMMANDS_KEPT
@@ -131,7 +137,9 @@ def add_cmd(
                 "`ledger actor keygen` on the actor's machine"
             )
         kept: str | None = None
+        made = False
     else:
+        made = not store.has_private(actor)
         public = public_bytes(store.ensure(actor))
         kept = str(store.private_path(actor))
     command = RegisterActorKey(
@@ -143,14 +151,20 @@ def add_cmd(
         public_key=public,
         note=note,
     )
-    submit(
-        bootstrap,
-        timeout,
-        as_json,
-        command,
-        f"registered {command.actor_key_id} for {actor}",
-        extra={"key_id": command.actor_key_id, "private_key": kept},
-    )
+    try:
+        submit(
+            bootstrap,
+            timeout,
+            as_json,
+            command,
+            f"registered {command.actor_key_id} for {actor}",
+            extra={"key_id": command.actor_key_id, "private_key": kept},
+        )
+    except CommandRejectedError:
+        if made:  # a key pair no ledger knows (a README check found it left behind)
+            store.private_path(actor).unlink(missing_ok=True)
+            store.public_path(actor).unlink(missing_ok=True)
+        raise
 
 
 @group.command("revoke")

@@ -25,6 +25,7 @@ from ledger.cli.app import cli
 from ledger.client import LedgerClient
 from ledger.core import parse_policy
 from ledger.core.events import Determination
+from ledger.keys import KeyStore
 
 pytestmark = pytest.mark.integration
 
@@ -334,6 +335,13 @@ def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
     ledger.rejected(
         "policy", "rollback", name, "--by", BOB, "--reason", "oops", code="no_previous_version"
     )
+
+    # A README check: a refused `actor add` left the key pair it made in the key store, and
+    # the refusal told a delegate to get a grant that would not have helped.
+    said = ledger.rejected("actor", "add", "human:eve", "--by", BOB, code="not_authorized")
+    assert "only an administrator registers a key for another principal" in said, said
+    keys = ledger.stack.settings.keys
+    assert not KeyStore(keys).has_private("human:eve") and (keys / "human:carol.key").is_file()
 
     # Nothing was half-applied: still an unapproved draft, with only its proposal recorded.
     shown = ledger.json("policy", "show", name)

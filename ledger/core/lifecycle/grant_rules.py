@@ -368,8 +368,10 @@ def _register_key(
             "invalid_principal", f"{_shown(c.principal)} is not a non-role kind:name principal"
         )
     # Authorization (it reads the principal only) before the key is looked up: whose key it
-    # already is is told only to an actor who may register keys of this principal.
-    denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
+    # already is is told only to an actor who may register keys of this principal. A key for
+    # another principal is an administrator's to register, grant or none: said first (a README
+    # check: told to get a grant, then refused with one).
+    denied = _key_of_other(state, c, now, admins) or _allowed(state, c, now, admins)
     if denied:
         return denied
     public_key = bytes(c.public_key)
