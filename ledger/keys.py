@@ -217,7 +217,10 @@ class KeyStore:
             problem = written_by_others(path, status)
             if problem is not None:
                 where, why = problem
-                raise UsageError(f"{where} {why}: whoever wrote {path.name} could sign as {actor}")
+                raise UsageError(
+                    f"{where} {why}: whoever wrote {path.name} could sign as {actor}; run "
+                    f"`chmod go-w {where}` and check who owns it"
+                )
             found.append(_public_key_in(raw, path))
         return found
 

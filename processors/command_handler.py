@@ -7,6 +7,7 @@ authenticated commands (:data:`REMEMBER_REJECTIONS`), and holds every output to 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
@@ -198,8 +199,12 @@ class CommandHandler:
         new_id: Callable[[], str] = new_id,
         anchors: Mapping[str, bytes] | None = None,
         known: Mapping[str, bytes | Collection[bytes]] | None = None,
+        left_out: Mapping[str, str] | None = None,
     ) -> None:
         self.topics = settings.topics
+        # Retired keys the key store holds but that could not be trusted (actor: why): named
+        # in an unknown_actor_key refusal, which is what their leaving out causes.
+        self.left_out = dict(left_out or {})
         # The configured trust anchors: a key the log holds as an anchor signs only if it is
         # one of these (None: any, as in tests that configure none).
         # The key store's public keys (known): an anchor among them still roots the keys it
@@ -315,6 +320,8 @@ class CommandHandler:
             )  # fmt: skip
             if not isinstance(outcome, Rejection):
                 outcome = self._append(outcome, step)
+            elif outcome.code == "unknown_actor_key" and self.left_out:
+                outcome = dataclasses.replace(outcome, message=outcome.message + self._left_out())
             result = command_result(command, outcome, event_id=self.new_id(), now=now, state=state)
             if isinstance(result, CommandRejected):
                 self.remember_answer(result, now)
@@ -326,6 +333,16 @@ class CommandHandler:
         self.stats.processed += 1
         step.outputs.append(answer)
         return step
+
+    def _left_out(self) -> str:
+        """A note on the retired keys left out (a README check: every key a rotated
+        administrator's anchor had registered stopped signing, and the refusal read as
+        tampering)."""
+        said = "; ".join(f"{actor}: {why}" for actor, why in sorted(self.left_out.items()))
+        return (
+            f" (note: the command processor left out retired keys of its key store when it "
+            f"started, which may be why: {clipped(said, 600)}; fix them and restart it)"
+        )
 
     def _append(
         self, events: tuple[GovernanceEvent, ...], step: Step

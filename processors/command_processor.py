@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
     codec = default_codec()
     stats = ProcessorStats()
     anchors = trust_anchors(settings)
+    left_out: dict[str, str] = {}
     handler = CommandHandler(
         settings=settings,
         codec=codec,
@@ -83,7 +84,8 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         limit=OutputLimit.for_app(app),
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
         anchors=anchors,
-        known=known_keys(settings),
+        known=known_keys(settings, left_out=left_out),
+        left_out=left_out,
     )
     follower = GovernanceFollower(
         bootstrap=bootstrap,
@@ -216,12 +218,15 @@ def trust_anchors(settings: Settings) -> dict[str, bytes]:
     return anchors
 
 
-def known_keys(settings: Settings) -> dict[str, frozenset[bytes]]:
+def known_keys(
+    settings: Settings, *, left_out: dict[str, str] | None = None
+) -> dict[str, frozenset[bytes]]:
     """The retired public keys the key store holds, by actor (``retired/ACTOR/*.pub``): a
     rotated administrator's old key, or a departed administrator's, moved there. A trust
     anchor among them still roots the keys it registered. Not every actor's ``.pub``: an
     anchor planted with one not yet registered made its actor an administrator (a review).
-    One that cannot be read, or that others may write, is left out, with a warning."""
+    One that cannot be read, or that others may write, is left out, with a warning (and in
+    ``left_out``, actor: why)."""
     store = KeyStore(settings.keys)
     known: dict[str, frozenset[bytes]] = {}
     for actor in store.retired_actors():
@@ -229,6 +234,8 @@ def known_keys(settings: Settings) -> dict[str, frozenset[bytes]]:
             found = store.retired_keys(actor)
         except LedgerError as exc:
             log.warning("key store: a retired public key of %s left out: %s", actor, exc)
+            if left_out is not None:
+                left_out[actor] = str(exc)
             continue
         if found:
             known[actor] = frozenset(found)

@@ -867,6 +867,16 @@ def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None
         if store.public_key(admin) is None:
             store.create(admin)
             progress(f"created the signing key of {admin} in {store.private_path(admin)}")
+    for actor in store.retired_actors():
+        try:
+            store.retired_keys(actor)
+        except LedgerError as exc:
+            # A README check: a folder made under umask 002 left a rotated administrator's
+            # key out, and every key it registered stopped signing, said only in a log.
+            progress(
+                f"warning: the command processor leaves out the retired keys of {actor}, so "
+                f"keys they registered cannot sign commands: {exc}; then `ledger down --keep-broker && ledger up`"
+            )
 
 
 def _ensure(

@@ -474,3 +474,23 @@ def test_a_revoked_key_registers_nothing_back_dated_before_its_revocation() -> N
            at=before)  # fmt: skip
     answer, written = ledger.send(_grant_all_as("agent:low", mine2))
     assert answer.code == "unknown_actor_key", (answer, written)  # not not_authorized
+
+
+def test_an_unknown_key_refusal_names_the_retired_keys_the_processor_left_out() -> None:
+    # A README check: a rotated administrator's .pub moved to a retired/ folder made under
+    # umask 002 was left out (others may write it), and every key that anchor had registered
+    # was refused unknown_actor_key, worded as tampering; only a log line said why.
+    ledger = _ledger()
+    rotated = Ed25519PrivateKey.generate()
+    ledger.handler.trust = KeyTrust(
+        anchors={"human:admin": public_bytes(rotated)}, known={}, admins=SETTINGS.admins
+    )
+    why = "/k/retired/human:admin (mode 0775) may be written by others"
+    ledger.handler.left_out = {"human:admin": why}
+    answer, _ = ledger.send(_grant_all_as("agent:low", LOW))
+    assert answer.code == "unknown_actor_key", answer
+    assert "the command processor left out retired keys of its key store" in answer.reason
+    assert f"human:admin: {why}; fix them and restart it" in answer.reason
+    ledger.handler.left_out = {}
+    answer, _ = ledger.send(_grant_all_as("agent:low", LOW))
+    assert answer.code == "unknown_actor_key" and "left out" not in answer.reason

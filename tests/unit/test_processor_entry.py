@@ -130,3 +130,16 @@ def test_the_command_processor_knows_the_retired_public_keys_of_its_key_store(
     retire("human:eve", "writable.pub", 0o666)  # anyone could write it
     assert known_keys(settings) == {"human:admin": frozenset({old})}
     assert "a retired public key of human:eve left out" in caplog.text
+    # and said where it matters (a README check): in the refusals it causes, and by `up`
+    left_out: dict[str, str] = {}
+    assert known_keys(settings, left_out=left_out) == {"human:admin": frozenset({old})}
+    assert list(left_out) == ["human:eve"] and "chmod go-w" in left_out["human:eve"]
+    from ledger.local.stack import ensure_admin_keys
+
+    said: list[str] = []
+    ensure_admin_keys(settings, progress=said.append)
+    assert len(said) == 1 and said[0].startswith(
+        "warning: the command processor leaves out the retired keys of human:eve, so keys "
+        "they registered cannot sign commands: "
+    ), said
+    assert said[0].endswith("then `ledger down --keep-broker && ledger up`")
