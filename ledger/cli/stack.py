@@ -88,13 +88,6 @@ def down_cmd(keep_broker: bool, as_json: bool) -> None:
     stopped = stack.down(
         load_settings(), keep_broker=keep_broker, progress=lambda line: click.echo(line, err=True)
     )
-    evaluators = sum(1 for name in stopped if name.partition("-")[0] == "evaluator")
-    if evaluators > 1:  # a chaos drill: a plain `up` after `down` quietly brought back one
-        click.echo(
-            f"note: {evaluators} evaluators ran: `ledger up --evaluators {evaluators}` starts as "
-            "many again (a plain `ledger up` starts one)",
-            err=True,
-        )
     if as_json:
         print_json({"stopped": stopped})
     else:

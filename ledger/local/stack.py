@@ -999,6 +999,14 @@ def checked_home(settings: Settings) -> None:
 
 def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[str]:
     procs = processes(settings)
+    run = _run_dir(settings)
+    # Started, and ended before `down` came (a README check and a chaos drill: an evaluator
+    # killed before `down` went unsaid, its files were removed, and a plain `up` ran fewer).
+    ended = {
+        p.name
+        for p in procs
+        if not p.running and any((run / f"{p.name}{s}").exists() for s in (".pid", ".ready"))
+    }
     stuck: dict[str, str] = {}  # name -> why it could not be stopped
 
     def stop(name: str, grace: float) -> bool:
@@ -1019,10 +1027,21 @@ def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[
     for p in sorted(procs, key=lambda p: p.name.startswith("command-processor")):
         if p.name not in sick and stop(p.name, STOP_GRACE):
             stopped.append(p.name)
-    for p in procs:  # running when listed, gone when its turn came (a chaos drill: unnamed)
-        if p.running and p.name not in stopped and p.name not in stuck:
+    for p in procs:  # gone when its turn came (a chaos drill: unnamed), or before it
+        if (p.running or p.name in ended) and p.name not in stopped and p.name not in stuck:
             how = ended_unannounced(p.log) or f"its log {p.log} may say why"
-            progress(f"note: {p.name} had ended by itself before it was stopped: {how}")
+            when = "before it was stopped" if p.running else "before `ledger down` ran"
+            progress(f"note: {p.name} had ended by itself {when}: {how}")
+    evaluators = sum(
+        1
+        for p in procs
+        if p.name.partition("-")[0] == "evaluator" and (p.running or p.name in ended)
+    )
+    if evaluators > 1:  # a chaos drill: a plain `up` after `down` quietly brought back one
+        progress(
+            f"note: {evaluators} evaluators ran: `ledger up --evaluators {evaluators}` starts as "
+            "many again (a plain `ledger up` starts one)"
+        )
     if stuck:  # the broker is left to them: stopping it under a live processor loses its work
         said = "; ".join(f"{name}: {why}" for name, why in sorted(stuck.items()))
         raise ProcessorError(

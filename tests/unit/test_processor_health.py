@@ -1320,17 +1320,28 @@ def test_ps_says_when_it_could_not_ask_kafka_how_many_requests_wait(
 
 
 def test_down_says_how_many_evaluators_ran_so_up_can_start_as_many(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A chaos drill: `up --evaluators 2; down; up` quietly brought back one evaluator.
-    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
-    ran = ["evaluator-2", "evaluator", "command-processor", "broker"]
-    monkeypatch.setattr(stack, "down", lambda *a, **k: list(ran))
-    said = CliRunner().invoke(cli, ["down"])
+    # A chaos drill: `up --evaluators 2; down; up` quietly brought back one evaluator. And a
+    # README check and a second drill: with evaluator-2 killed before `down`, `down` said
+    # neither that nor the count, removed its files, and a plain `up` ran one.
+    monkeypatch.setenv("LEDGER_HOME", str(settings.home))
+    pids = {n: _fake_processor(settings, n) for n in ("evaluator", "evaluator-2")}
+    os.killpg(pids["evaluator-2"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(pids["evaluator-2"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    said = CliRunner().invoke(cli, ["down", "--keep-broker"])
     assert said.exit_code == 0, said.output
+    assert said.stdout == "stopped: evaluator\n"
+    assert "note: evaluator-2 had ended by itself before `ledger down` ran: its log " in (
+        said.stderr
+    )
     assert "note: 2 evaluators ran: `ledger up --evaluators 2` starts as many again" in said.stderr
-    ran[:] = ["evaluator", "command-processor"]
-    assert "note:" not in CliRunner().invoke(cli, ["down"]).stderr  # one: a plain `up` does
+    _fake_processor(settings, "evaluator")
+    said = CliRunner().invoke(cli, ["down", "--keep-broker"])
+    assert "note:" not in said.stderr, said.stderr  # one: a plain `up` does; nothing else ran
+    assert "note:" not in CliRunner().invoke(cli, ["down", "--keep-broker"]).stderr
 
 
 def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Path) -> None:
