@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -168,14 +168,22 @@ def exit_status(pid: int) -> tuple[bool, int | None]:
     return (True, os.waitstatus_to_exitcode(status))
 
 
-def terminate(pid: int, *, grace: float, kill: bool = False, marker: Marker | None = None) -> bool:
+def terminate(
+    pid: int,
+    *,
+    grace: float,
+    kill: bool = False,
+    marker: Marker | None = None,
+    killed: Callable[[], None] | None = None,
+) -> bool:
     """Stop the process group of ``pid``: SIGTERM (or SIGKILL at once with ``kill``), then
     SIGKILL after ``grace`` seconds. Returns False when it was not running (or, with
     ``marker``, when ``pid`` is some other program's: see :func:`alive`), True once it is
     gone. Raises :class:`~ledger.errors.LedgerError` when it runs on :data:`KILL_WAIT`
     seconds after SIGKILL (stuck in the kernel) or may not be signalled: a caller never takes
     such a process for stopped, nor for one that was not running (a red team: `down` said
-    "stopped" of a process it could not signal; a review: False read as "not running")."""
+    "stopped" of a process it could not signal; a review: False read as "not running").
+    ``killed`` is called when SIGKILL follows SIGTERM at the end of the grace."""
     if not alive(pid, marker=marker):
         return False
     if not _signal(pid, signal.SIGKILL if kill else signal.SIGTERM):
@@ -188,6 +196,8 @@ def terminate(pid: int, *, grace: float, kill: bool = False, marker: Marker | No
         time.sleep(0.1)
     if alive(pid):
         _signal(pid, signal.SIGKILL)
+        if killed is not None:
+            killed()
         deadline = time.monotonic() + KILL_WAIT
         while alive(pid) and time.monotonic() < deadline:
             _reap(pid)

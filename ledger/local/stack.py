@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -684,15 +685,40 @@ def stop_processor(
     kill: bool = False,
     instance: int | None = None,
 ) -> bool:
-    """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running."""
+    """Stop one processor (SIGTERM, or SIGKILL at once with ``kill``). False if not running.
+    One killed (at once, or after ``grace``) gets a ``stopped:`` line in its log saying so: a
+    chaos drill found `ps` sending the operator to `dmesg` for an out-of-memory kill after
+    `down` had killed processors that could not reach a dead broker in their 3 s."""
     name = _proc_id(name, instance) if name in PROCESSORS else name
+    pid = _running_pid(settings, name)
+    forced: list[str] = ["at once"] if kill else []
     stopped = terminate(
-        _running_pid(settings, name), grace=grace, kill=kill, marker=_marker(settings, name)
+        pid,
+        grace=grace,
+        kill=kill,
+        marker=_marker(settings, name),
+        killed=lambda: forced.append(f"after its {grace:g} s to stop cleanly"),
     )
+    if stopped and forced:
+        _log_killed(_log_dir(settings) / f"{name}.log", name, pid, forced[0])
     for leftover in (f"{name}.pid", f"{name}.ready", f"{name}.ready.partial"):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (_run_dir(settings) / leftover).unlink()
     return stopped
+
+
+def _log_killed(log: Path, name: str, pid: int, when: str) -> None:
+    """Close a killed processor's last run in its log, as its own ``stopped:`` line would
+    (:func:`ended_unannounced` then reads it as stopped), saying who killed it and when."""
+    if ended_unannounced(log) is None:
+        return  # it said `stopped:` itself before the SIGKILL landed, or has no log
+    at = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+    line = (
+        f"[{at}] {name} WARNING {_STOPPED.decode()}{pid} by `ledger` (down, or up restarting "
+        f"it): killed (SIGKILL) {when}; the lines above say where it was\n"
+    )
+    with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as file:
+        file.write(line)
 
 
 def up(

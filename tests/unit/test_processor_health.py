@@ -416,6 +416,38 @@ def test_down_does_not_wait_the_full_grace_for_a_processor_that_cannot_reach_kaf
     assert took < stack.STOP_GRACE, f"down took {took:.1f} s"
 
 
+def test_a_processor_that_had_to_be_killed_says_who_killed_it_in_its_log(
+    settings: Settings,
+) -> None:
+    # A chaos drill: with the broker gone, `down` killed the processors after their 3 s, and
+    # `ps` then sent the operator to `dmesg` for an out-of-memory kill that never happened.
+    log = settings.home / "logs" / "evaluator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for kill, when in ((False, "after its 0.2 s to stop cleanly"), (True, "at once")):
+        pid = _fake_processor(settings, "evaluator", ignore_term=True)
+        log.write_text(f"[t] evaluator INFO ledger.processor: starting: pid {pid}, code c\n")
+        assert stack.ended_unannounced(log) is not None  # as an outside kill -9 would leave it
+        assert stack.stop_processor(settings, "evaluator", grace=0.2, kill=kill)
+        assert stack.ended_unannounced(log) is None
+        assert (
+            log.read_text()
+            .splitlines()[-1]
+            .endswith(
+                f" evaluator WARNING ledger.processor: stopped: pid {pid} by `ledger` (down, or up "
+                f"restarting it): killed (SIGKILL) {when}; the lines above say where it was"
+            )
+        )
+    # One that stopped by itself keeps its own last line.
+    pid = _fake_processor(settings, "evaluator")
+    log.write_text(f"[t] evaluator INFO ledger.processor: starting: pid {pid}, code c\n"
+                   f"[t] evaluator INFO ledger.processor: stopped: pid {pid}\n")  # fmt: skip
+    assert stack.stop_processor(settings, "evaluator", grace=5)
+    assert (
+        log.read_text().splitlines()[-1]
+        == f"[t] evaluator INFO ledger.processor: stopped: pid {pid}"
+    )
+
+
 def test_down_names_a_processor_that_ended_by_itself_before_its_turn(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
