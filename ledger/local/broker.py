@@ -784,10 +784,13 @@ def _register_missing(
         raise BrokerError(f"adding credentials to the broker failed: {exc}") from exc
     credentials.remember_registered(settings, missing)
     for user in renewed:  # an operator's walkthrough: agents failed minutes later, unexplained
+        # (a README check: "restart them now" was said of the processors, which `up` restarts)
+        ours = " (`ledger up` restarts this home's processors that use it)"
         progress(
             f"the {user} credential has a new password: clients still connected with the old "
             "one keep working until they reconnect (at the next broker restart, say), then fail "
             f"to authenticate; restart them now with {settings.credentials / (user + '.json')}"
+            + (ours if user in ("evaluator", "command-processor") else "")
         )
 
 

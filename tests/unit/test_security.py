@@ -3,6 +3,7 @@ found the same way by every entry point; credentials and keys written private; t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -649,6 +650,17 @@ def test_a_password_written_anew_is_said_to_need_its_clients_restarted(
         settings, "x:1", {"broker": admin, "admin": admin, "agent": scram("new")}, said.append
     )
     assert said == []  # known with this password: nothing to add or say
+    # A README check: "restart them now" was said of the processors too, which `up` restarts.
+    ev = dataclasses.replace(scram("e1"), username="evaluator")
+    broker._register_missing(
+        settings, "x:1", {"broker": admin, "admin": admin, "evaluator": ev}, said.append
+    )
+    said.clear()
+    ev = dataclasses.replace(ev, password="e2")
+    broker._register_missing(
+        settings, "x:1", {"broker": admin, "admin": admin, "evaluator": ev}, said.append
+    )
+    assert said[1].endswith("(`ledger up` restarts this home's processors that use it)"), said
 
 
 def test_actor_verify_notes_trust_anchor_keys_that_are_not_the_key_stores(tmp_path: Path) -> None:
