@@ -122,7 +122,12 @@ def _encode_value(value: Any) -> tuple[str, Any]:
         return _encode_value(int(value))
     if isinstance(value, float):
         return ("double", float(value))
-    raise CodecError(f"unsupported value type {kind.__name__}")
+    # Named with its module (numpy's bool_ is named `bool`: a README check read "unsupported
+    # value type bool"), and the way out for a numpy or pandas scalar.
+    module = getattr(kind, "__module__", "builtins")
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    hint = ": pass value.item() for a numpy or pandas scalar" if hasattr(value, "item") else ""
+    raise CodecError(f"unsupported value type {name}{hint}")
 
 
 def _decode_value(raw: Any) -> Value:

@@ -385,6 +385,11 @@ def test_decodes_memoryview_and_bytearray(codec: Codec, valid: bytes) -> None:
             r"occurred_at: 0001-01-01T00:01:00\+05:00 is outside the years 1-9999 in UTC",
         ),
         ({"facts": {"ids": {1, 2}}}, r"facts: key 'ids': unsupported value type set"),
+        # A README check: numpy's bool_ (its class named `bool`) read "unsupported value type bool"
+        (
+            {"facts": {"ok": type("bool", (), {"item": bool, "__module__": "numpy"})()}},
+            r"facts: key 'ok': unsupported value type numpy\.bool: pass value\.item\(\) for a ",
+        ),
         ({"facts": {"x": Decimal("NaN")}}, r"facts: key 'x': decimal value NaN is not finite"),
         ({"facts": {"n": 2**64}}, r"facts: key 'n': integer .* does not fit a 64-bit long"),
         ({"facts": {"l": ("a", 1)}}, r"facts: key 'l': list values may only hold strings"),
