@@ -197,6 +197,14 @@ class Heartbeat:
                     f"Ctrl-Z in its terminal): `kill -CONT {self.pid}` resumes it; `ledger up` "
                     "(or your supervisor) replaces it"
                 )
+            if (
+                process_state(self.pid) == "D"
+            ):  # a chaos drill: a frozen cgroup read as a stuck loop
+                return (
+                    f"no heartbeat for {beat_age:.0f} s: it is stuck in the kernel (state D, "
+                    "uninterruptible sleep: a hung network filesystem, a frozen cgroup, a failing "
+                    "disk); not even SIGKILL ends it until that is over"
+                )
             return (
                 f"no heartbeat for {beat_age:.0f} s: its event loop is stuck, or it cannot write "
                 "its heartbeat file (disk full? its log says so)"
@@ -222,12 +230,18 @@ class Heartbeat:
 def stopped_by_signal(pid: int) -> bool:
     """Is process ``pid`` stopped by a signal (state ``T``/``t`` in ``/proc/PID/stat``)? False
     where that cannot be read (gone, not Linux)."""
+    return process_state(pid) in ("T", "t")
+
+
+def process_state(pid: int) -> str | None:
+    """Process ``pid``'s state letter in ``/proc/PID/stat`` (``R``, ``S``, ``D``, ``T`` …), or
+    ``None`` where that cannot be read (gone, not Linux)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
+        return None
     after = stat.rpartition(")")[2].split()  # the command name, in parentheses, may hold anything
-    return bool(after) and after[0] in ("T", "t")
+    return after[0] if after else None
 
 
 def main(argv: list[str] | None = None) -> int:

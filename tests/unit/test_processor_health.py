@@ -136,6 +136,21 @@ def test_a_processor_stopped_by_a_signal_is_said_to_be(settings: Settings, evalu
         os.kill(evaluator, signal.SIGCONT)
 
 
+def test_a_processor_stuck_in_the_kernel_is_said_to_be(
+    settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chaos drill: an evaluator frozen in its cgroup (state D) read "its event loop is
+    # stuck, or it cannot write its heartbeat file". State D cannot be made here unprivileged:
+    # its letter from /proc is what is read.
+    from processors import heartbeat
+
+    _beat(settings, evaluator, age=30, fetch_age=30)
+    assert heartbeat.process_state(evaluator) in ("S", "R")
+    monkeypatch.setattr(heartbeat, "process_state", lambda pid: "D")
+    problem = _evaluator(settings).problem or ""
+    assert "it is stuck in the kernel (state D, uninterruptible sleep" in problem, problem
+
+
 def test_up_restarts_a_processor_stopped_by_a_signal_without_giving_it_time(
     settings: Settings, evaluator: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
