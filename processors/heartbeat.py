@@ -197,9 +197,7 @@ class Heartbeat:
                     f"Ctrl-Z in its terminal): `kill -CONT {self.pid}` resumes it; `ledger up` "
                     "(or your supervisor) replaces it"
                 )
-            if (
-                process_state(self.pid) == "D"
-            ):  # a chaos drill: a frozen cgroup read as a stuck loop
+            if _stuck_in_kernel(self.pid):  # a chaos drill: a frozen cgroup read as a stuck loop
                 return (
                     f"no heartbeat for {beat_age:.0f} s: it is stuck in the kernel (state D, "
                     "uninterruptible sleep: a hung network filesystem, a frozen cgroup, a failing "
@@ -231,6 +229,16 @@ def stopped_by_signal(pid: int) -> bool:
     """Is process ``pid`` stopped by a signal (state ``T``/``t`` in ``/proc/PID/stat``)? False
     where that cannot be read (gone, not Linux)."""
     return process_state(pid) in ("T", "t")
+
+
+def _stuck_in_kernel(pid: int) -> bool:
+    """Is ``pid`` in uninterruptible sleep (state ``D``) and still there a moment later? A
+    process passes through D briefly (a page read from a busy disk: a test saw it)."""
+    for _ in range(3):
+        if process_state(pid) != "D":
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def process_state(pid: int) -> str | None:

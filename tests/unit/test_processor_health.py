@@ -145,7 +145,6 @@ def test_a_processor_stuck_in_the_kernel_is_said_to_be(
     from processors import heartbeat
 
     _beat(settings, evaluator, age=30, fetch_age=30)
-    assert heartbeat.process_state(evaluator) in ("S", "R")
     monkeypatch.setattr(heartbeat, "process_state", lambda pid: "D")
     problem = _evaluator(settings).problem or ""
     assert "it is stuck in the kernel (state D, uninterruptible sleep" in problem, problem
