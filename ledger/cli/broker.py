@@ -40,14 +40,24 @@ def _progress(message: str) -> None:
     is_flag=True,
     help="DEBUGGING ONLY: no authentication, no ACLs.",
 )
+@click.option(
+    "--move-port",
+    is_flag=True,
+    help="Move to a new port when another user's process holds the last one (stop every agent "
+    "first: running clients reconnect to the old port, to whoever holds it).",
+)
 @json_option
 @handle_errors
-def start_cmd(insecure: bool, as_json: bool) -> None:
+def start_cmd(insecure: bool, move_port: bool, as_json: bool) -> None:
     """Start the broker (idempotent); returns when it accepts connections.
 
     It authenticates clients with SASL/SCRAM (credentials per role in
-    $LEDGER_HOME/credentials) and enforces ACLs, unless --insecure."""
-    status = broker.start(load_settings(), progress=_progress, insecure=insecure)
+    $LEDGER_HOME/credentials) and enforces ACLs, unless --insecure. It listens on the port of
+    its last run; one this user's other process holds is given up for a new one (restart SDK
+    clients then), one another user's process holds is refused unless --move-port."""
+    status = broker.start(
+        load_settings(), progress=_progress, insecure=insecure, move_port=move_port
+    )
     if as_json:
         print_json(status.as_dict())
     else:

@@ -103,6 +103,10 @@ LISTENER_CONFIG: dict[str, Any] = {
     # A fetch is answered the moment a reply is written; the wait only bounds how long an idle
     # fetch is parked, so a long one costs no latency and spares the broker idle requests.
     "fetch.wait.max.ms": 500,
+    # Each record's CRC checked (librdkafka's default is not to): a relay that flips a byte of
+    # a reply without mending its CRC is caught (a red team's relay flipped deny to allow; the
+    # broker's own port check stops the relay, this the careless one).
+    "check.crcs": True,
 }
 """librdkafka settings of the reply listener, on top of the ledger's consumer defaults."""
 

@@ -294,6 +294,41 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def port_holders(port: int) -> set[int]:
+    """The user ids of the processes listening on ``port`` (any local address), from
+    ``/proc/net/tcp`` and ``tcp6``: empty when none does or that cannot be read (not Linux)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as file:
+                lines = file.read().splitlines()[1:]
+        except OSError:
+            continue
+        for fields in map(str.split, lines):
+            # local address HEXADDR:HEXPORT, state 0A (LISTEN), uid
+            if len(fields) > 7 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
+                found.add(int(fields[7]))
+    return found
+
+
+def _refuse_held_by_another(port: int) -> None:
+    """Refuse to move the broker off ``port`` when another user's process holds it: every
+    running agent and processor reconnects to the port it knows, so that process would take
+    their connections and could relay them to the moved broker, reading and altering what
+    passes after the login (a red team turned a deny into the allow an agent acted on)."""
+    others = sorted(port_holders(port) - {os.getuid()})
+    if not others:
+        return
+    raise BrokerError(
+        f"port {port}, where this home's broker listened and where running agents and "
+        f"processors will reconnect, is held by another user's process (uid "
+        f"{', '.join(map(str, others))}; `ss -ltnp 'sport = :{port}'` names it): it would "
+        "receive their connections and could relay and alter what they exchange; stop it (as "
+        "its owner or root) and run again; to move the broker anyway, stop every agent first, "
+        "then `ledger broker start --move-port` and `ledger up`"
+    )
+
+
 def _claim_port(
     recorded: int, *, what: str, wait: float, progress: Progress, taken: int = 0
 ) -> int:
@@ -655,13 +690,16 @@ def start(
     timeout: float = 90.0,
     port_wait: float | None = None,
     insecure: bool = False,
+    move_port: bool = False,
 ) -> BrokerStatus:
     """Start the local broker (fetching and formatting on first use). Idempotent.
 
     Listens on the ports of the last run (see the module docstring); ``port_wait`` is how long
     to wait for a process holding one to let it go before moving to a new port (default
-    :data:`PORT_WAIT`). ``insecure`` starts it without authentication or ACLs (debugging only).
-    A running broker of the other kind is a :class:`BrokerError`: stop it first.
+    :data:`PORT_WAIT`), which it does only when that process is this user's, or with
+    ``move_port`` (:func:`_refuse_held_by_another`). ``insecure`` starts it without
+    authentication or ACLs (debugging only). A running broker of the other kind is a
+    :class:`BrokerError`: stop it first.
     """
     private_umask()
     private_home(settings)
@@ -717,6 +755,8 @@ def start(
         taken=port,
     )
     if old_port and port != old_port:
+        if not move_port:
+            _refuse_held_by_another(old_port)
         progress(
             f"port {old_port} is held by another process: the broker moves to 127.0.0.1:{port}; "
             "`ledger up` restarts the processors, restart SDK clients so they find it"

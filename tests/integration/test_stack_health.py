@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ledger.cli.app import cli
+from ledger.errors import LedgerError
 from ledger.local import broker
 from ledger.settings import Settings
 
@@ -99,6 +102,48 @@ def test_a_broker_whose_port_another_process_holds_moves_and_says_so(
         f"port {port} is held by another process: the broker moves to {moved.bootstrap}" in m
         for m in told
     ), told
+
+
+def test_a_broker_whose_port_another_user_holds_does_not_move_unless_told(
+    own_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: user nobody took the broker's port while the stack restarted; `up` moved the
+    # broker, running agents reconnected to nobody's relay, and one acted on a forged allow.
+    broker.start(own_settings)
+    port, _ = _recorded_ports(own_settings)
+    broker.stop(own_settings)
+    listen = (
+        "import socket, sys, time\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('127.0.0.1', {port})); s.listen(); print('ok', flush=True); time.sleep(60)\n"
+    )
+    system = Path("/usr/bin/python3")  # one user nobody may run (not a venv under /root)
+    if os.getuid() == 0 and system.exists():  # CI: a real other user (nobody) holds it
+        squatter = subprocess.Popen(
+            [str(system), "-c", listen], stdout=subprocess.PIPE, text=True, cwd="/",
+            preexec_fn=lambda: os.setuid(65534),
+        )  # fmt: skip
+    else:  # this user's process, said by /proc to be another's
+        squatter = subprocess.Popen(
+            [sys.executable, "-c", listen], stdout=subprocess.PIPE, text=True
+        )
+        monkeypatch.setattr(broker, "port_holders", lambda p: {os.getuid() + 1})
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline() == "ok\n"
+        with pytest.raises(LedgerError) as refused:
+            broker.start(own_settings, port_wait=0.5)
+        said = str(refused.value)
+        assert f"port {port}, where this home's broker listened" in said, said
+        assert "is held by another user's process (uid " in said
+        assert "`ledger broker start --move-port`" in said
+        assert not broker.status(own_settings).running
+        moved = broker.start(own_settings, port_wait=0.5, move_port=True)
+        assert moved.running and moved.bootstrap != f"127.0.0.1:{port}"
+    finally:
+        squatter.kill()
+        squatter.wait()
+        if squatter.stdout is not None:
+            squatter.stdout.close()
 
 
 # --------------------------------------------------------------------------- the whole stack
