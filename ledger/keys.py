@@ -15,10 +15,13 @@ administrators; the command processor reads only the administrators'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, unquote
@@ -29,10 +32,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ledger.core.events import Command
 from ledger.core.lifecycle import DEFAULT_ADMINS
 from ledger.core.signing import key_id_of, signed_bytes
+from ledger.core.text import quoted
 from ledger.errors import SigningKeyMissing, UsageError
 from ledger.files import (
     SMALL_FILE_BYTES,
     UnreadableFile,
+    open_private,
     private_dir,
     read_bounded,
     read_bounded_stat,
@@ -156,6 +161,18 @@ class KeyStore:
         write_private(self.public_path(actor), public.decode("ascii"))
         return key
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The store held by this process alone for the block (other writers wait): a review
+        found a refused `actor add` removing the pair a concurrent one had just registered."""
+        private_dir(self.path)
+        fd = open_private(self.path / ".lock", os.O_WRONLY | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def ensure(self, actor: str) -> Ed25519PrivateKey:
         """``actor``'s key, created if the store has none."""
         return self.private_key(actor) if self.has_private(actor) else self.create(actor)
@@ -217,9 +234,9 @@ class KeyStore:
             problem = written_by_others(path, status)
             if problem is not None:
                 where, why = problem
-                raise UsageError(
-                    f"{where} {why}: whoever wrote {path.name} could sign as {actor}; run "
-                    f"`chmod go-w {where}` and check who owns it"
+                raise UsageError(  # the name quoted: whoever may write there chose it (a review)
+                    f"{quoted(str(where))} {why}: whoever wrote {quoted(path.name)} could sign "
+                    f"as {printable_name(actor)}; run `chmod go-w {quoted(str(where))}` and check who owns it"
                 )
             found.append(_public_key_in(raw, path))
         return found
@@ -237,3 +254,8 @@ class KeyStore:
             return []
         names = {unquote(p.stem) for p in self.path.iterdir() if p.suffix in (".key", ".pub")}
         return sorted(n for n in names if _NAME.match(quote(n, safe=_SAFE)))
+
+
+def printable_name(actor: str) -> str:
+    """An actor named by a folder's name (``retired/ACTOR``), quoted unless printable."""
+    return actor if actor.isprintable() else quoted(actor)

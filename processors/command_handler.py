@@ -335,13 +335,13 @@ class CommandHandler:
         return step
 
     def _left_out(self) -> str:
-        """A note on the retired keys left out (a README check: every key a rotated
+        """A note that retired keys were left out (a README check: every key a rotated
         administrator's anchor had registered stopped signing, and the refusal read as
-        tampering)."""
-        said = "; ".join(f"{actor}: {why}" for actor, why in sorted(self.left_out.items()))
+        tampering), naming nothing: every governance client reads the answers (a review: the
+        key store's path and which folder others may write went to any refused sender)."""
         return (
-            f" (note: the command processor left out retired keys of its key store when it "
-            f"started, which may be why: {clipped(said, 600)}; fix them and restart it)"
+            " (note: the command processor left out retired keys of its key store when it "
+            "started, which may be why: `ledger up` and its log say which)"
         )
 
     def _append(

@@ -136,12 +136,39 @@ def add_cmd(
                 f"{public_key_file} cannot be registered: {weak}; make the key with "
                 "`ledger actor keygen` on the actor's machine"
             )
-        kept: str | None = None
-        made = False
-    else:
+        _register(bootstrap, timeout, as_json, by, actor, public, note, kept=None)
+        return
+    # The store held until the answer: a pair made here and refused is removed, and a second
+    # `actor add` waits rather than register that pair meanwhile (a review: it did, and then
+    # the first removed the private key the second had registered).
+    with store.locked():
         made = not store.has_private(actor)
         public = public_bytes(store.ensure(actor))
-        kept = str(store.private_path(actor))
+        try:
+            _register(
+                bootstrap, timeout, as_json, by, actor, public, note,
+                kept=str(store.private_path(actor)),
+            )  # fmt: skip
+        except CommandRejectedError:
+            if made:  # a key pair no ledger knows (a README check found it left behind)
+                store.private_path(actor).unlink(missing_ok=True)
+                store.public_path(actor).unlink(missing_ok=True)
+            raise
+
+
+def _register(
+    bootstrap: str | None,
+    timeout: float,
+    as_json: bool,
+    by: str,
+    actor: str,
+    public: bytes,
+    note: str | None,
+    *,
+    kept: str | None,
+) -> None:
+    """Send the registration of ``public`` for ``actor``, signed by ``by``, and say the answer
+    (``kept``: where its private key is, when made here)."""
     command = RegisterActorKey(
         event_id=new_id(),
         occurred_at=utcnow(),
@@ -151,20 +178,14 @@ def add_cmd(
         public_key=public,
         note=note,
     )
-    try:
-        submit(
-            bootstrap,
-            timeout,
-            as_json,
-            command,
-            f"registered {command.actor_key_id} for {actor}",
-            extra={"key_id": command.actor_key_id, "private_key": kept},
-        )
-    except CommandRejectedError:
-        if made:  # a key pair no ledger knows (a README check found it left behind)
-            store.private_path(actor).unlink(missing_ok=True)
-            store.public_path(actor).unlink(missing_ok=True)
-        raise
+    submit(
+        bootstrap,
+        timeout,
+        as_json,
+        command,
+        f"registered {command.actor_key_id} for {actor}",
+        extra={"key_id": command.actor_key_id, "private_key": kept},
+    )
 
 
 @group.command("revoke")

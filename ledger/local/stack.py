@@ -50,7 +50,7 @@ from ledger.kafka.clients import check_reachable
 from ledger.kafka.groups import partitions_by_client, records_waiting
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.kafka.topics import create_topics, topic_specs
-from ledger.keys import KeyStore
+from ledger.keys import KeyStore, printable_name
 from ledger.local import broker
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
@@ -900,7 +900,8 @@ def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None
             # A README check: a folder made under umask 002 left a rotated administrator's
             # key out, and every key it registered stopped signing, said only in a log.
             progress(
-                f"warning: the command processor leaves out the retired keys of {actor}, so "
+                f"warning: the command processor leaves out the retired keys of "
+                f"{printable_name(actor)}, so "
                 f"keys they registered cannot sign commands: {exc}; then `ledger down --keep-broker && ledger up`"
             )
 

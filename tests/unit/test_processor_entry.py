@@ -137,7 +137,11 @@ def test_the_command_processor_knows_the_retired_public_keys_of_its_key_store(
     from ledger.local.stack import ensure_admin_keys
 
     said: list[str] = []
+    retire("human:eve", "a\x1b[2Jall is well\n.pub", 0o666)  # its name is the writer's (a review)
     ensure_admin_keys(settings, progress=said.append)
+    assert (
+        "\n" not in said[0] and "\x1b" not in said[0] and "'a\\x1b[2Jall is well\\n.pub'" in said[0]
+    )
     assert len(said) == 1 and said[0].startswith(
         "warning: the command processor leaves out the retired keys of human:eve, so keys "
         "they registered cannot sign commands: "

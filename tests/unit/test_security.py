@@ -691,3 +691,37 @@ def test_actor_verify_notes_trust_anchor_keys_that_are_not_the_key_stores(tmp_pa
     ), notes
     [alone] = _anchor_notes(history[1:], [anchor], frozenset({"human:admin"}), tmp_path / "keys")
     assert alone.startswith("none of human:admin's trust anchor keys is its .pub in")
+
+
+def test_the_key_store_lock_makes_a_second_writer_wait(tmp_path: Path) -> None:
+    # A review: a refused `actor add` removed the key pair a concurrent `actor add` had just
+    # registered; `actor add` now holds the store until its answer, and a second one waits.
+    import threading
+
+    store = KeyStore(tmp_path / "keys")
+    order: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with store.locked():
+            order.append("first in")
+            held.set()
+            release.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        with store.locked():
+            order.append("second in")
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert held.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(0.3)
+    assert order == ["first in"]  # waiting for the first
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert order == ["first in", "first out", "second in"]
+    assert store.actors() == []  # the lock file is no actor's key
