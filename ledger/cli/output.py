@@ -72,11 +72,14 @@ _CONTROLS: Final = {
     for code in (
         *(c for c in range(0x20) if c not in (0x09, 0x0A)),  # C0 but tab and newline
         *range(0x7F, 0xA0),  # DEL, C1 (a terminal takes 0x9B as ESC [)
+        0x00AD,  # soft hyphen
         0x061C,
-        0x200E,
-        0x200F,
+        *range(0x200B, 0x2010),  # zero-width space, joiners, bidi marks (a red team: an
+        # `account:42` with a zero-width space read as `account:42`)
         *range(0x202A, 0x202F),  # bidi embeddings and overrides
+        *range(0x2060, 0x2065),  # word joiner, invisible operators
         *range(0x2066, 0x206A),  # bidi isolates
+        0xFEFF,  # zero-width no-break space
     )
 }
 """Characters a terminal acts on rather than shows, as the escapes that show them: text from

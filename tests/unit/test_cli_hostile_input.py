@@ -478,6 +478,9 @@ def test_what_the_ledger_holds_cannot_drive_the_terminal(
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\u202e" not in out and "\x9b" not in out
     assert "\\x1b[8m\\u202e\\x9b" in out and "deny" in out
+    # A red team: `account:42` and a zero-width space read as `account:42` (and so on).
+    print_table(["resource"], [["account:42\u200b\u2060\ufeff\u00ad"]])
+    assert "account:42\\u200b\\u2060\\ufeff\\xad" in capsys.readouterr().out
     print_table(["key"], [["k" * 50_000]])  # a cell is bounded too: --json shows it whole
     assert "(50,000 characters; --json shows all)" in capsys.readouterr().out
     # A newline started a line of its own: "account:a\ndetermination │ allow" read as a row.

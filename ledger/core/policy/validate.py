@@ -273,6 +273,36 @@ class Validator:
                 )
                 return
 
+    def shown_as_read(
+        self, text: str, path: tuple[Any, ...], *, what: str, rule: str | None = None
+    ) -> bool:
+        """``text`` (a condition, an enum value) holds no character a reviewer cannot see
+        (zero-width, bidi, other format and control characters; spaces other than the plain
+        one), else a problem naming the first. A red team approved-by-proxy a deny rule that
+        compared with "suspended" and a zero-width space, which `policy diff` showed as
+        "suspended" (and bidi controls reorder what an approver reads: "Trojan Source").
+        In a CEL string, write such a character as an escape (``\\u200b``). New documents
+        only. True when it holds none."""
+        if not self.new_document:
+            return True
+        for at, char in enumerate(text):
+            if char in " \t\n\r" or unicodedata.category(char)[0] not in "CZ":
+                continue
+            name = unicodedata.name(char, "a control character").lower()
+            escape = (
+                f", or write it as an escape in a CEL string (\\u{ord(char):04x})"
+                if what == "condition"
+                else ""
+            )
+            self.add(
+                f"the {what} holds a character nobody sees at position {at + 1} (U+{ord(char):04X}, "
+                f"{name}): an approver reads it without it; retype it{escape}",
+                path,
+                rule=rule,
+            )
+            return False
+        return True
+
     def effect(self, value: Any, path: tuple[Any, ...], *, rule: str | None) -> Effect | None:
         if isinstance(value, str) and value in ("allow", "deny"):
             return Effect(value)
@@ -502,6 +532,11 @@ class Validator:
             elif len(set(raw)) != len(raw):
                 self.add("enum values must be unique", (*path, "values"))
                 ok = False
+            elif not all(
+                self.shown_as_read(x, (*path, "values", i), what="enum value")
+                for i, x in enumerate(raw)
+            ):
+                ok = False
             else:
                 values = tuple(raw)
         elif "values" in spec:
@@ -578,6 +613,8 @@ class Validator:
                 path,
                 rule=rule,
             )
+            return None
+        if not self.shown_as_read(text, path, what="condition", rule=rule):
             return None
         try:
             return compile_condition(

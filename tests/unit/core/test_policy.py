@@ -602,6 +602,48 @@ def test_a_rule_id_with_a_character_nobody_sees_is_refused(written: str, problem
     assert spaced.rules[0].id == "is suspended"  # a space inside stays allowed
 
 
+@pytest.mark.parametrize(
+    ("condition", "problem"),
+    [
+        # A red team: a deny rule comparing with "suspended" and a zero-width space was shown
+        # by `policy diff` as "suspended", approved, and let suspended accounts through.
+        (
+            '"suspended\u200b" != "" && standing == "suspended"',
+            "(U+200B, zero width space): an approver reads it",
+        ),
+        ('"\u202egood" != "" && standing == "suspended"', "(U+202E, right-to-left override)"),
+        ('"a\u00a0b" != "" && standing == "suspended"', "(U+00A0, no-break space)"),
+    ],
+)
+def test_a_condition_with_a_character_nobody_sees_is_refused(condition: str, problem: str) -> None:
+    document = REFUND.replace('when: standing == "suspended"', f"when: '{condition}'", 1)
+    assert document != REFUND
+    with pytest.raises(PolicyError, match=re.escape(problem)) as raised:
+        parse_policy(document, filename="p.yaml")
+    assert "write it as an escape in a CEL string" in str(raised.value)
+    # A recorded version holding one still loads and decides as it did.
+    assert parse_policy(document, new_document=False).name == "refund"
+    # Written as CEL's escape (the backslash reaches CEL in a single-quoted YAML string), and
+    # tabs and line breaks, are what an approver reads.
+    escaped = REFUND.replace(
+        'when: standing == "suspended"', 'when: \'standing == "suspended" && "\\u200b" != ""\'', 1
+    )
+    assert parse_policy(escaped, filename="p.yaml").name == "refund"
+    folded = REFUND.replace(
+        'when: standing == "suspended"', "when: \"standing ==\\t\\n 'good'\"", 1
+    )
+    assert parse_policy(folded, filename="p.yaml").name == "refund"
+
+
+def test_an_enum_value_with_a_character_nobody_sees_is_refused() -> None:
+    document = REFUND.replace("delinquent, suspended]", 'delinquent, "suspended\u200b"]', 1)
+    assert document != REFUND
+    with pytest.raises(
+        PolicyError, match=re.escape("the enum value holds a character nobody sees")
+    ):
+        parse_policy(document, filename="p.yaml")
+
+
 @pytest.mark.parametrize("condition", ["['eu', 'us'].exists(r, r == 'eu')", "{'a': 1}.size() > 0"])
 def test_a_condition_starting_with_a_bracket_says_to_quote_it(condition: str) -> None:
     # A policy owner's walkthrough: told the line's indentation was wrong; it was fine.
