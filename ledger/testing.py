@@ -326,21 +326,26 @@ class _Waiting:
         self._lock = threading.Lock()
         self._futures: dict[str, Future[Any]] = {}
 
-    def refuse_if_waiting(self, message: Outgoing) -> None:
+    def claim(self, message: Outgoing) -> Future[Any]:
+        """A future for ``message``'s answer, waiting under its id from now on; refused
+        (:class:`~ledger.errors.UsageError`) while an earlier one waits under it. Checked and
+        taken at once (a review: two threads sending one id were both let through)."""
         with self._lock:
             waiting = self._futures.get(message.event_id)
-        if waiting is not None and not waiting.done():
-            raise UsageError(
-                f"{clipped(message.event_id, 80)} is already waiting for its answer: send a "
-                "message once (one id is decided and answered once)"
-            )
-
-    def wait(self, message: Outgoing) -> Future[Any]:
-        """A call that is never answered (until :meth:`close`)."""
-        future: Future[Any] = Future()
-        with self._lock:
+            if waiting is not None and not waiting.done():
+                raise UsageError(
+                    f"{clipped(message.event_id, 80)} is already waiting for its answer: send a "
+                    "message once (one id is decided and answered once)"
+                )
+            future: Future[Any] = Future()
             self._futures[message.event_id] = future
         return future
+
+    def done(self, message_id: str, future: Future[Any]) -> None:
+        """``future`` (of ``message_id``) has its answer: it waits no more."""
+        with self._lock:
+            if self._futures.get(message_id) is future:
+                del self._futures[message_id]
 
     def forget(self, message_id: str) -> None:
         with self._lock:
@@ -396,16 +401,16 @@ class MockTransport:
 
     def send(self, message: Outgoing) -> Future[Any]:
         message = self._wire(message, sent=True)
-        self._waiting.refuse_if_waiting(message)
+        future = self._waiting.claim(message)
         self._publish(message)
-        future: Future[Any] = Future()
         try:
             answer = self.handler(message)
             if answer is None:
-                return self._waiting.wait(message)
+                return future  # never answered: it waits until it is abandoned or closed
             future.set_result(self._wire(_as_reply(message, answer)))
         except Exception as exc:  # the handler's way to make the call fail
             future.set_exception(exc)
+        self._waiting.done(message.event_id, future)
         return future
 
     def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
@@ -516,21 +521,25 @@ class LocalLedger:
 
     def send(self, message: Outgoing) -> Future[Any]:
         message, value = self._wire.as_sent(message)
-        self._waiting.refuse_if_waiting(message)
+        future = self._waiting.claim(message)
         reply: Reply
-        if not isinstance(message, (EvaluationRequested, BatchEvaluationRequested)):
-            reply = self._apply(message)
-        else:
-            with self._lock:
-                if self._repeats(value):
-                    return self._waiting.wait(message)  # never answered: the evaluators drop it
-                if isinstance(message, EvaluationRequested):
-                    reply = self._evaluate(message)
-                else:
-                    reply = self._evaluate_batch(message)
-                self._answered.add(_digest(value))
-        future: Future[Any] = Future()
+        try:
+            if not isinstance(message, (EvaluationRequested, BatchEvaluationRequested)):
+                reply = self._apply(message)
+            else:
+                with self._lock:
+                    if self._repeats(value):
+                        return future  # never answered, as the evaluators drop it
+                    if isinstance(message, EvaluationRequested):
+                        reply = self._evaluate(message)
+                    else:
+                        reply = self._evaluate_batch(message)
+                    self._answered.add(_digest(value))
+        except BaseException:
+            self._waiting.done(message.event_id, future)
+            raise
         future.set_result(self._wire(reply))
+        self._waiting.done(message.event_id, future)
         return future
 
     def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:

@@ -1245,3 +1245,30 @@ def test_a_mock_transport_refuses_a_message_sent_again_while_its_first_waits() -
     client.abandon(req.event_id)
     client.send_request(req)  # once abandoned, it may be sent again
     assert len(mock.sent) == 2 and not first.done()
+
+
+def test_two_threads_sending_one_id_at_once_are_not_both_let_through() -> None:
+    # A review: the doubles checked and registered a waiting id in two steps; two threads
+    # sending one id were both accepted, and close() then failed only one of them.
+    inside, go = threading.Event(), threading.Event()
+
+    def handler(message: Any) -> None:
+        inside.set()
+        go.wait(10)
+        return None
+
+    mock = MockTransport(handler)
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.2), transport=mock)
+    req = client.request(action="refund.issue", principal=AGENT, resource="account:9")
+    outcome: list[Any] = []
+    first = threading.Thread(target=lambda: outcome.append(client.send_request(req)))
+    first.start()
+    assert inside.wait(10)  # the first is in the handler, its id already waiting
+    with pytest.raises(UsageError, match="is already waiting for its answer"):
+        client.send_request(req)
+    go.set()
+    first.join(10)
+    assert len(mock.sent) == 1 and not outcome[0].done()
+    client.close()
+    with pytest.raises(Exception, match="closed while waiting"):
+        outcome[0].result(1)

@@ -455,6 +455,12 @@ def _revoke_key(
 ) -> tuple[GovernanceEvent, ...] | Rejection:
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "revoking a key needs a reason")
+    # Authorization first, the rule that decides before the missing grant (as for a
+    # registration), and whose keys exist is told only to an actor who may revoke them (a
+    # review: anyone could probe a principal's key ids).
+    denied = _key_of_other(state, c, now, admins) or _allowed(state, c, now, admins)
+    if denied:
+        return denied
     record = state.principals.get(c.principal)
     active = [k for k in (record.keys if record is not None else ()) if k.active]
     if c.actor_key_id is not None:
@@ -462,9 +468,6 @@ def _revoke_key(
     if not active:
         which = f"key {_shown(c.actor_key_id, 80)}" if c.actor_key_id else "active key"
         return _reject("unknown_actor_key", f"{clipped(c.principal)} has no {which}")
-    denied = _allowed(state, c, now, admins) or _key_of_other(state, c, now, admins)
-    if denied:
-        return denied
     assert record is not None
     return _revocations(record, c, active, now, new_id)
 
