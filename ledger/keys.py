@@ -64,6 +64,14 @@ def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 _WARNED: set[Path] = set()  # key files already warned of, once per process
 
 
+def _read_only(path: Path) -> bool:
+    """Does ``path`` lie on a read-only file system (a mounted secret, written by no one)?"""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file, or one :class:`UsageError` line."""
     try:
@@ -72,6 +80,14 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         if exc.missing:
             raise SigningKeyMissing(f"no signing key at {path}") from None
         raise UsageError(str(exc)) from None
+    if status.st_uid not in (os.getuid(), 0) and not _read_only(path):
+        # A red team signed as alice with a key store another user owned ($LEDGER_KEYS):
+        # whoever owns the file holds the key, and may replace it.
+        raise UsageError(
+            f"{path} is owned by another user (uid {status.st_uid}): a signing key must be its "
+            "signer's own (whoever owns the file holds it and may replace it); use a key store "
+            "of your own ($LEDGER_KEYS)"
+        )
     mode = status.st_mode & 0o777
     if mode & 0o022:  # anyone else could replace the key: refused
         raise UsageError(

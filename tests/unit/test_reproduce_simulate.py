@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import shutil
 import zlib
 from collections.abc import Callable
@@ -2070,3 +2071,22 @@ def test_a_pre_evaluation_is_taken_item_by_item_in_order() -> None:
     # An answer that is not this request's (another copy under its id) pairs nothing.
     other = dataclasses.replace(decided, decisions=decided.decisions[:1])
     assert list(single_pairs([(request, other)])) == []
+
+
+def test_audit_shell_runs_duckdb_with_the_views_and_removes_its_init_file(
+    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: every `audit shell` left a /tmp/tmpXXXX.sql naming the export's files.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "seen.sql"
+    fake = bin_dir / "duckdb"
+    fake.write_text(
+        f'#!/bin/sh\n[ "$1" = "-init" ] && cp "$2" {seen} && echo "$2" > {seen}.name\nexit 3\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)])
+    assert done.exit_code == 3, done.output  # the shell's own status
+    assert "CREATE" in seen.read_text() and "decisions" in seen.read_text()  # the views
+    assert not Path((tmp_path / "seen.sql.name").read_text().strip()).exists()

@@ -506,7 +506,7 @@ def test_a_failed_kafka_python_constructor_leaves_no_client_open() -> None:
 
 
 def test_a_signing_key_others_may_write_is_refused_and_one_they_may_read_warned_of(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = KeyStore(tmp_path / "keys")
     store.create("human:alice")
@@ -523,6 +523,24 @@ def test_a_signing_key_others_may_write_is_refused_and_one_they_may_read_warned_
     warned = [r.getMessage() for r in caplog.records if "may be read by others" in r.getMessage()]
     assert len(warned) == 1 and "(mode 0440)" in warned[0]
     path.chmod(0o600)
+    # A red team: a key store another user owns ($LEDGER_KEYS) was used without a word.
+    if os.getuid() == 0:
+        os.chown(path, 65534, 65534)
+        with pytest.raises(UsageError, match=r"is owned by another user \(uid 65534\)"):
+            store.private_key("human:alice")
+        os.chown(path, 0, 0)
+    else:  # this user's file, said by its status to be another's
+        from ledger import keys
+
+        real = keys.read_bounded_stat
+        monkeypatch.setattr(
+            keys, "read_bounded_stat",
+            lambda *a, **k: (lambda d, st: (d, os.stat_result((*st[:4], os.getuid() + 1, *st[5:]))))(*real(*a, **k)),
+        )  # fmt: skip
+        with pytest.raises(UsageError, match="is owned by another user"):
+            store.private_key("human:alice")
+        monkeypatch.undo()
+    store.private_key("human:alice")
     path.unlink()
     path.symlink_to("/dev/zero")
     with pytest.raises(UsageError, match="is not a regular file"):
