@@ -21,7 +21,7 @@ import fcntl
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, unquote
@@ -64,14 +64,6 @@ def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 _WARNED: set[Path] = set()  # key files already warned of, once per process
 
 
-def _read_only(path: Path) -> bool:
-    """Does ``path`` lie on a read-only file system (a mounted secret, written by no one)?"""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file, or one :class:`UsageError` line."""
     try:
@@ -80,7 +72,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         if exc.missing:
             raise SigningKeyMissing(f"no signing key at {path}") from None
         raise UsageError(str(exc)) from None
-    if status.st_uid not in (os.getuid(), 0) and not _read_only(path):
+    if status.st_uid not in (os.getuid(), 0):  # a secret mount's files are root's
         # A red team signed as alice with a key store another user owned ($LEDGER_KEYS):
         # whoever owns the file holds the key, and may replace it.
         raise UsageError(
@@ -178,13 +170,18 @@ class KeyStore:
         return key
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """The store held by this process alone for the block (other writers wait): a review
-        found a refused `actor add` removing the pair a concurrent one had just registered."""
+    def locked(self, waiting: Callable[[], object] = lambda: None) -> Iterator[None]:
+        """The store held by this process alone for the block (other writers wait, and
+        ``waiting`` is called first, to say so): a review found a refused `actor add` removing
+        the pair a concurrent one had just registered."""
         private_dir(self.path)
         fd = open_private(self.path / ".lock", os.O_WRONLY | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waiting()
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -245,8 +242,8 @@ class KeyStore:
         for path in sorted(folder.glob("*.pub"))[:100]:
             try:
                 raw, status = read_bounded_stat(path, SMALL_FILE_BYTES, what="public key file")
-            except UnreadableFile as exc:
-                raise UsageError(str(exc)) from None
+            except UnreadableFile as exc:  # its name is whoever wrote the folder's (a review)
+                raise UsageError(printable_text(str(exc))) from None
             problem = written_by_others(path, status)
             if problem is not None:
                 where, why = problem
@@ -275,3 +272,9 @@ class KeyStore:
 def printable_name(actor: str) -> str:
     """An actor named by a folder's name (``retired/ACTOR``), quoted unless printable."""
     return actor if actor.isprintable() else quoted(actor)
+
+
+def printable_text(text: str) -> str:
+    """``text`` with every character a terminal would not show as itself escaped (a file name
+    whoever may write a folder chose, in a warning or a log line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

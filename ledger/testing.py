@@ -317,6 +317,16 @@ class _Wire:
 # --------------------------------------------------------------------------- MockTransport
 
 
+def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Give ``future`` its answer, unless closing the client already failed it (a review: the
+    answer then raised InvalidStateError at the caller)."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 class _Waiting:
     """The calls still waiting for an answer, by message id, as the Kafka transport keeps
     them: a message sent again while its first is waiting is refused (the first would never
@@ -403,14 +413,18 @@ class MockTransport:
         message = self._wire(message, sent=True)
         future = self._waiting.claim(message)
         self._publish(message)
+        waiting = False
         try:
             answer = self.handler(message)
             if answer is None:
-                return future  # never answered: it waits until it is abandoned or closed
-            future.set_result(self._wire(_as_reply(message, answer)))
+                waiting = True  # never answered: it waits until it is abandoned or closed
+                return future
+            _settle(future, result=self._wire(_as_reply(message, answer)))
         except Exception as exc:  # the handler's way to make the call fail
-            future.set_exception(exc)
-        self._waiting.done(message.event_id, future)
+            _settle(future, error=exc)
+        finally:  # a BaseException (pytest.fail) too: the id is not left taken (a review)
+            if not waiting:
+                self._waiting.done(message.event_id, future)
         return future
 
     def submit(self, request: EvaluationRequested, on_correction: CorrectionSink) -> None:
@@ -538,7 +552,7 @@ class LocalLedger:
         except BaseException:
             self._waiting.done(message.event_id, future)
             raise
-        future.set_result(self._wire(reply))
+        _settle(future, result=self._wire(reply))
         self._waiting.done(message.event_id, future)
         return future
 

@@ -50,7 +50,7 @@ from ledger.kafka.governance import GovernanceFollower
 from ledger.kafka.offsets import claim_commits_past_end
 from ledger.kafka.reading import read_topic
 from ledger.kafka.snapshots import snapshot_file
-from ledger.keys import KeyStore
+from ledger.keys import KeyStore, printable_text
 from ledger.settings import Settings
 from processors.command_handler import REMEMBER_REJECTIONS, CommandHandler
 from processors.common import (
@@ -233,7 +233,11 @@ def known_keys(
         try:
             found = store.retired_keys(actor)
         except LedgerError as exc:
-            log.warning("key store: a retired public key of %s left out: %s", actor, exc)
+            log.warning(
+                "key store: a retired public key of %s left out: %s",
+                printable_text(actor),
+                printable_text(str(exc)),
+            )
             if left_out is not None:
                 left_out[actor] = str(exc)
             continue

@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -388,11 +389,7 @@ def shell(source: Path | None) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as init:
             init.write("SET TimeZone = 'UTC';\n" + base + "\n" + views_sql())
         click.echo(f"DuckDB over {directory}: the views are defined (try `.tables`)", err=True)
-        try:  # run, not exec'd: its init file is removed after (a red team found them left)
-            ended = subprocess.run([cli, "-init", init.name], check=False)
-        finally:
-            os.unlink(init.name)
-        raise SystemExit(ended.returncode)
+        raise SystemExit(_run_shell([cli, "-init", init.name], init.name))
     import code
 
     con = connect(directory)
@@ -404,3 +401,29 @@ def shell(source: Path | None) -> None:
         "text with `ledger audit sql`, which escapes them."
     )
     code.interact(banner=banner, local={"con": con}, exitmsg="")
+
+
+def _run_shell(argv: list[str], init: str) -> int:
+    """Run the DuckDB CLI in this terminal and remove its ``init`` file after (a red team
+    found one left per run when this process became the shell): Ctrl-C is the shell's (it
+    cancels a query there, as before), a SIGTERM to this process is passed on, and the exit
+    status is the shell's (128 + N when signal N ended it)."""
+
+    def child_setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the shell installs its own
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before the child can send one
+    try:
+        child = subprocess.Popen(argv, preexec_fn=child_setup)
+    except BaseException:
+        signal.signal(signal.SIGINT, before)
+        os.unlink(init)
+        raise
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, previous)
+        os.unlink(init)
+    return 128 - code if code < 0 else code

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from ledger.core.jsonform import to_json_value
 from ledger.core.policy.model import REASON_DEFAULT, decided_by
+from ledger.core.text import INVISIBLE
 from ledger.errors import LedgerError, PolicyError
 
 __all__ = [
@@ -68,18 +69,17 @@ def to_jsonable(value: Any) -> Any:
 
 
 _CONTROLS: Final = {
-    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    code: f"\\x{code:02x}"
+    if code < 0x100
+    else f"\\u{code:04x}"
+    if code < 0x10000
+    else f"\\U{code:08x}"
     for code in (
         *(c for c in range(0x20) if c not in (0x09, 0x0A)),  # C0 but tab and newline
         *range(0x7F, 0xA0),  # DEL, C1 (a terminal takes 0x9B as ESC [)
-        0x00AD,  # soft hyphen
-        0x061C,
-        *range(0x200B, 0x2010),  # zero-width space, joiners, bidi marks (a red team: an
-        # `account:42` with a zero-width space read as `account:42`)
-        *range(0x202A, 0x202F),  # bidi embeddings and overrides
-        *range(0x2060, 0x2065),  # word joiner, invisible operators
-        *range(0x2066, 0x206A),  # bidi isolates
-        0xFEFF,  # zero-width no-break space
+        # Bidi controls, zero-width and other invisible characters, line and paragraph
+        # separators (a review: U+2028 broke a cell into a fake row): ledger.core.text's list.
+        *(c for low, high in INVISIBLE for c in range(low, high + 1)),
     )
 }
 """Characters a terminal acts on rather than shows, as the escapes that show them: text from

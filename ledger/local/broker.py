@@ -312,17 +312,26 @@ def port_holders(port: int) -> set[int]:
 
 
 def _refuse_held_by_another(port: int) -> None:
-    """Refuse to move the broker off ``port`` when another user's process holds it: every
-    running agent and processor reconnects to the port it knows, so that process would take
-    their connections and could relay them to the moved broker, reading and altering what
-    passes after the login (a red team turned a deny into the allow an agent acted on)."""
-    others = sorted(port_holders(port) - {os.getuid()})
-    if not others:
+    """Refuse to move the broker off ``port`` unless a process of this user is what holds it:
+    every running agent and processor reconnects to the port it knows, so another user's
+    process there would take their connections and could relay them to the moved broker,
+    reading and altering what passes after the login (a red team turned a deny into the allow
+    an agent acted on). Moved only when every listener found is this user's: a socket bound
+    but not listening is in no table (a review bound one, let the broker move, then listened),
+    and another user's found is named."""
+    holders = port_holders(port)
+    if holders and holders <= {os.getuid()}:
         return
+    others = sorted(holders - {os.getuid()})
+    who = (
+        f"held by another user's process (uid {', '.join(map(str, others))}"
+        if others
+        else "held by a process that cannot be seen listening (bound by another user, "
+        "perhaps, to listen once the broker has moved"
+    )
     raise BrokerError(
         f"port {port}, where this home's broker listened and where running agents and "
-        f"processors will reconnect, is held by another user's process (uid "
-        f"{', '.join(map(str, others))}; `ss -ltnp 'sport = :{port}'` names it): it would "
+        f"processors will reconnect, is {who}; `ss -tanp 'sport = :{port}'` names it): it would "
         "receive their connections and could relay and alter what they exchange; stop it (as "
         "its owner or root) and run again; to move the broker anyway, stop every agent first, "
         "then `ledger broker start --move-port` and `ledger up`"

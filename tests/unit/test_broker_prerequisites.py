@@ -7,6 +7,7 @@ project reports them, not Kafka (the broker itself is exercised by the integrati
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -197,3 +198,23 @@ def test_a_readiness_probe_of_a_broker_not_listening_leaves_no_socket_open() -> 
     before = open_sockets()
     assert broker._kafka_ready(f"127.0.0.1:{port}") is False
     assert open_sockets() - before == set()
+
+
+def test_the_broker_moves_off_its_port_only_for_a_process_of_this_user_seen_listening() -> None:
+    # A red team: another user took the port while the stack restarted, the broker moved, and
+    # running agents reconnected to its relay. A review: bound without listening, a socket is
+    # in no table, so the broker moved, and it listened after.
+    import socket
+
+    from ledger.errors import LedgerError
+    from ledger.local.broker import _refuse_held_by_another, port_holders
+
+    with socket.socket() as mine:
+        mine.bind(("127.0.0.1", 0))
+        port = mine.getsockname()[1]
+        assert port_holders(port) == set()  # bound, not listening: no table shows it
+        with pytest.raises(LedgerError, match="cannot be seen listening"):
+            _refuse_held_by_another(port)
+        mine.listen()
+        assert port_holders(port) == {os.getuid()}
+        _refuse_held_by_another(port)  # this user's own: the broker may move

@@ -481,6 +481,11 @@ def test_what_the_ledger_holds_cannot_drive_the_terminal(
     # A red team: `account:42` and a zero-width space read as `account:42` (and so on).
     print_table(["resource"], [["account:42\u200b\u2060\ufeff\u00ad"]])
     assert "account:42\\u200b\\u2060\\ufeff\\xad" in capsys.readouterr().out
+    # A review: a line separator broke a cell into a fake row, as a newline once did.
+    print_table(["resource", "determination"], [["account:a\u2028determination │ allow", "deny"]])
+    out = capsys.readouterr().out
+    assert "\u2028" not in out and "account:a\\u2028determination" in out
+    assert len([line for line in out.splitlines() if "│" in line]) == 1  # one row, whole
     print_table(["key"], [["k" * 50_000]])  # a cell is bounded too: --json shows it whole
     assert "(50,000 characters; --json shows all)" in capsys.readouterr().out
     # A newline started a line of its own: "account:a\ndetermination │ allow" read as a row.

@@ -147,3 +147,11 @@ def test_the_command_processor_knows_the_retired_public_keys_of_its_key_store(
         "they registered cannot sign commands: "
     ), said
     assert said[0].endswith("then `ledger down --keep-broker && ledger up`")
+    # A review: one that cannot be read (a folder named *.pub) reached the terminal raw too.
+    odd = settings.keys / "retired" / "human:zed"
+    odd.mkdir(mode=0o700)
+    (odd / "b\x1b[2Jall is well\n.pub").mkdir(mode=0o700)
+    said.clear()
+    ensure_admin_keys(settings, progress=said.append)
+    zed = [line for line in said if "human:zed" in line]
+    assert len(zed) == 1 and "\n" not in zed[0] and "\x1b" not in zed[0], said

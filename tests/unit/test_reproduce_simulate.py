@@ -2090,3 +2090,8 @@ def test_audit_shell_runs_duckdb_with_the_views_and_removes_its_init_file(
     assert done.exit_code == 3, done.output  # the shell's own status
     assert "CREATE" in seen.read_text() and "decisions" in seen.read_text()  # the views
     assert not Path((tmp_path / "seen.sql.name").read_text().strip()).exists()
+    # A review: Ctrl-C (the terminal's SIGINT, to both) ended `ledger` and the shell with it;
+    # it is the shell's, to cancel a query. A shell ended by signal N exits 128 + N.
+    fake.write_text("#!/bin/sh\nkill -INT $PPID\nsleep 0.3\nkill -TERM $$\n")
+    done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)])
+    assert done.exit_code == 128 + 15, done.output

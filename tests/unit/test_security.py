@@ -728,7 +728,7 @@ def test_the_key_store_lock_makes_a_second_writer_wait(tmp_path: Path) -> None:
             order.append("first out")
 
     def second() -> None:
-        with store.locked():
+        with store.locked(lambda: order.append("second waits")):  # and says so
             order.append("second in")
 
     one = threading.Thread(target=first)
@@ -737,9 +737,9 @@ def test_the_key_store_lock_makes_a_second_writer_wait(tmp_path: Path) -> None:
     two = threading.Thread(target=second)
     two.start()
     two.join(0.3)
-    assert order == ["first in"]  # waiting for the first
+    assert order == ["first in", "second waits"]  # waiting for the first
     release.set()
     one.join(10)
     two.join(10)
-    assert order == ["first in", "first out", "second in"]
+    assert order == ["first in", "second waits", "first out", "second in"]
     assert store.actors() == []  # the lock file is no actor's key

@@ -1272,3 +1272,27 @@ def test_two_threads_sending_one_id_at_once_are_not_both_let_through() -> None:
     client.close()
     with pytest.raises(Exception, match="closed while waiting"):
         outcome[0].result(1)
+
+
+def test_a_handler_that_fails_the_test_or_answers_after_close_leaves_nothing_taken() -> None:
+    # A review: a BaseException in a handler (pytest.fail) left the id taken, every later
+    # send refused; an answer after close() raised InvalidStateError at the caller.
+    def failing(message: Any) -> None:
+        raise KeyboardInterrupt  # a BaseException, as pytest.fail raises
+
+    mock = MockTransport(failing)
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.2), transport=mock)
+    req = client.request(action="refund.issue", principal=AGENT, resource="account:9")
+    with pytest.raises(KeyboardInterrupt):
+        client.send_request(req)
+    mock.handler = lambda message: Determination.DENY
+    assert client.send_request(req).result(1).determination is Determination.DENY
+
+    def closing(message: Any) -> Determination:
+        mock.close()  # the client closed while the handler works
+        return Determination.ALLOW
+
+    mock.handler = closing
+    other = client.request(action="refund.issue", principal=AGENT, resource="account:8")
+    with pytest.raises(Exception, match="closed while waiting"):
+        client.send_request(other).result(1)

@@ -51,7 +51,7 @@ from ledger.core.policy.model import (
     Rule,
 )
 from ledger.core.policy.runner import make_runner
-from ledger.core.text import clipped
+from ledger.core.text import clipped, hidden_at
 from ledger.errors import PolicyError, PolicyProblem
 
 __all__ = ["Marks", "Validator", "build"]
@@ -257,7 +257,7 @@ class Validator:
         if text is None or not self.new_document:
             return
         for at, char in enumerate(text):
-            hidden = char != " " and unicodedata.category(char)[0] in "CZ"
+            hidden = char != " " and (unicodedata.category(char)[0] in "CZ" or hidden_at(text, at))
             if char == " " and at in (0, len(text) - 1):
                 self.add(
                     f"the {what} {text!r} begins or ends with a space: remove it", path, rule=rule
@@ -286,7 +286,7 @@ class Validator:
         if not self.new_document:
             return True
         for at, char in enumerate(text):
-            if char in " \t\n\r" or unicodedata.category(char)[0] not in "CZ":
+            if not hidden_at(text, at):
                 continue
             name = unicodedata.name(char, "a control character").lower()
             escape = (
@@ -400,6 +400,13 @@ class Validator:
                     sub,
                     rule=rule,
                 )
+                continue
+            texts = [key, *(converted if isinstance(converted, (list, tuple)) else [converted])]
+            if not all(  # what the tool acts on, as an approver reads it (a review)
+                self.shown_as_read(t, sub, what=f"constraint {key!r}", rule=rule)
+                for t in texts
+                if isinstance(t, str)
+            ):
                 continue
             out[key] = converted  # type: ignore[assignment]  # _INVALID was ruled out above; a sentinel does not narrow
         total = sum(len(k) + _text_chars(x) for k, x in out.items())

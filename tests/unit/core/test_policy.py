@@ -635,6 +635,41 @@ def test_a_condition_with_a_character_nobody_sees_is_refused(condition: str, pro
     assert parse_policy(folded, filename="p.yaml").name == "refund"
 
 
+@pytest.mark.parametrize(
+    "hidden", ["\u3164", "\u115f", "\ufe0f", "\u2800", "\u034f", "\U000e0041", "\u200d"]
+)
+def test_letters_and_selectors_that_show_as_nothing_are_refused_too(hidden: str) -> None:
+    # A review: a Hangul filler (a letter), a variation selector (a mark) after ASCII, the
+    # braille blank, a tag, a joiner between ASCII letters: each validated.
+    document = REFUND.replace(
+        'when: standing == "suspended"',
+        f'when: \'"susp{hidden}ended" != "" && standing == "suspended"\'',
+        1,
+    )
+    with pytest.raises(PolicyError, match="holds a character nobody sees at position 6"):
+        parse_policy(document, filename="p.yaml")
+
+
+def test_writing_that_needs_joiners_or_selectors_is_not_refused() -> None:
+    # Persian with a non-joiner, an emoji sequence, an emoji's selector, Japanese with an
+    # ideographic space: what an enum value an agent sends may be.
+    values = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f469\u200d\U0001f4bb",
+              "\u2764\ufe0f", "\u65e5\u672c\u3000\u8a9e"]  # fmt: skip
+    shown = ", ".join(f'"{v}"' for v in values)
+    document = REFUND.replace("delinquent, suspended]", f"delinquent, suspended, {shown}]", 1)
+    assert parse_policy(document, filename="p.yaml").name == "refund"
+
+
+def test_a_constraint_value_with_a_character_nobody_sees_is_refused() -> None:
+    # A review: the tool receives what the approver read as "credit" and something more.
+    document = REFUND.replace("refund_method: credit", 'refund_method: "credit\u200b"', 1)
+    assert document != REFUND
+    with pytest.raises(
+        PolicyError, match="the constraint 'refund_method' holds a character nobody sees"
+    ):
+        parse_policy(document, filename="p.yaml")
+
+
 def test_an_enum_value_with_a_character_nobody_sees_is_refused() -> None:
     document = REFUND.replace("delinquent, suspended]", 'delinquent, "suspended\u200b"]', 1)
     assert document != REFUND
