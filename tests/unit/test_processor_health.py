@@ -430,6 +430,18 @@ def test_down_does_not_wait_the_full_grace_for_a_processor_that_cannot_reach_kaf
     assert took < stack.STOP_GRACE, f"down took {took:.1f} s"
 
 
+def _ignores_term(pid: int) -> bool:
+    """Does process ``pid`` ignore SIGTERM yet (its ``SigIgn`` mask in /proc)?"""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0"
+    )
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def test_a_processor_that_had_to_be_killed_says_who_killed_it_in_its_log(
     settings: Settings,
 ) -> None:
@@ -439,6 +451,9 @@ def test_a_processor_that_had_to_be_killed_says_who_killed_it_in_its_log(
     log.parent.mkdir(parents=True, exist_ok=True)
     for kill, when in ((False, "after its 0.2 s to stop cleanly"), (True, "at once")):
         pid = _fake_processor(settings, "evaluator", ignore_term=True)
+        deadline = time.monotonic() + 10  # its shell ignores SIGTERM once it has run `trap`
+        while not _ignores_term(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         log.write_text(f"[t] evaluator INFO ledger.processor: starting: pid {pid}, code c\n")
         assert stack.ended_unannounced(log) is not None  # as an outside kill -9 would leave it
         assert stack.stop_processor(settings, "evaluator", grace=0.2, kill=kill)

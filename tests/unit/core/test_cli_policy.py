@@ -911,17 +911,21 @@ def test_validate_notes_policies_of_other_names_that_may_govern_the_same_actions
 
 def test_a_constraint_in_another_language_reads_as_written_in_the_table(tmp_path: Path) -> None:
     # A policy owner's walkthrough: `{"m\u00e9thode": "cr\u00e9dit magasin"}` for what they
-    # wrote; what a terminal would act on (a bidi override) is still escaped.
+    # wrote. A bidi override in a constraint, which a terminal would act on, is refused now
+    # (a red team: what the tool receives must be what the approver reads).
     policy = tmp_path / "p.yaml"
-    policy.write_text(
+    text = (
         "policy: p\ngoverns: [a]\nowner: t\nrules:\n  - id: r\n    when: 'true'\n"
-        '    effect: allow\n    constraints: {méthode: "crédit \u202emagasin"}\n'
-        "default: {effect: deny}\n",
-        encoding="utf-8",
+        '    effect: allow\n    constraints: {méthode: "crédit magasin"}\n'
+        "default: {effect: deny}\n"
     )
+    policy.write_text(text, encoding="utf-8")
     code, out, err = run("policy", "eval", str(policy), "--facts", "{}")
     assert code == 0, err
-    assert '{"méthode": "crédit \\u202emagasin"}' in out, out
+    assert '{"méthode": "crédit magasin"}' in out, out
+    policy.write_text(text.replace("crédit ", "crédit \u202e"), encoding="utf-8")
+    code, out, err = run("policy", "eval", str(policy), "--facts", "{}")
+    assert code == 3 and "(U+202E, right-to-left override)" in err, err
 
 
 @pytest.mark.parametrize(
