@@ -76,11 +76,8 @@ def keygen_cmd(actor: str, as_json: bool) -> None:
     leaves this store."""
     principal_arg(actor, "ACTOR")
     store = KeyStore(load_settings(None).keys)
-    with store.locked(
-        lambda: click.echo(
-            "another `ledger actor add` holds the key store; waiting for it…", err=True
-        )
-    ):
+    said = "another `ledger actor add` or `actor keygen` holds the key store; waiting for it…"
+    with store.locked(lambda: click.echo(said, err=True)):
         public = public_bytes(store.create(actor))  # never inside an add's make and answer
     key_id = key_id_of(public)
     if as_json:
@@ -146,12 +143,8 @@ def add_cmd(
     # The store held until the answer: a pair made here and refused is removed, and a second
     # `actor add` waits rather than register that pair meanwhile (a review: it did, and then
     # the first removed the private key the second had registered).
-    if store.has_private(actor):  # a pair made before: registered as it is, never removed
-        _register(
-            bootstrap, timeout, as_json, by, actor, public_bytes(store.private_key(actor)), note,
-            kept=str(store.private_path(actor)),
-        )  # fmt: skip
-        return
+    # Always under the lock, a pair found here too (a review: one just made by a concurrent
+    # add, registered without waiting, was then removed by that add's refusal).
     said = "another `ledger actor add` or `actor keygen` holds the key store; waiting for it…"
     with store.locked(lambda: click.echo(said, err=True)):
         made = not store.has_private(actor)

@@ -59,32 +59,97 @@ default-ignorable code points, the Hangul fillers and the braille blank (a revie
 rule comparing with a Hangul filler approved as easily as with a zero-width space)."""
 
 _JOINERS: Final = frozenset("\u200c\u200d")
-"""Zero-width non-joiner and joiner: part of spelling in Persian, Indic scripts and emoji
-sequences (between two characters outside ASCII), never between ASCII letters."""
+
+_JOINING_SCRIPTS: Final = (
+    (0x0600, 0x08FF),  # Arabic (Persian, Urdu …), Syriac, Thaana, NKo and their supplements
+    (0x0900, 0x0DFF),  # Indic scripts (Devanagari … Sinhala)
+    (0x0F00, 0x109F),  # Tibetan, Myanmar
+    (0x1780, 0x17FF),  # Khmer
+)
+"""Scripts in which a zero-width joiner or non-joiner is part of spelling, between two of
+their letters."""
+
+
+def _in(code: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(low <= code <= high for low, high in ranges)
+
+
+def _script_of(code: int) -> tuple[int, int] | None:
+    return next((r for r in _JOINING_SCRIPTS if r[0] <= code <= r[1]), None)
+
+
+def _emoji(code: int) -> bool:
+    """A pictograph that joins into emoji sequences or takes a presentation selector."""
+    return code >= 0x1F000 or 0x2100 <= code <= 0x2BFF or code in (0xA9, 0xAE, 0x3030, 0x303D)
+
+
+def _cjk(code: int) -> bool:
+    return (
+        0x3040 <= code <= 0x30FF  # kana
+        or 0x3400 <= code <= 0x4DBF
+        or 0x4E00 <= code <= 0x9FFF
+        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= code <= 0xFAFF
+        or 0xFF00 <= code <= 0xFFEF  # full- and halfwidth forms
+        or 0x20000 <= code <= 0x3134F
+    )
 
 
 def _invisible(code: int) -> bool:
-    return any(low <= code <= high for low, high in INVISIBLE)
+    return _in(code, INVISIBLE)
+
+
+def _writing(text: str, at: int) -> bool:
+    """Is the invisible ``text[at]`` part of writing a script or an emoji, by what is on
+    either side of it (never by another such character: a review chained them to hide one
+    after any non-ASCII letter)? A joiner between two letters of one joining script, or
+    between two emoji (the first perhaps with its selector or skin tone); a presentation
+    selector after an emoji or in a keycap (``1`` FE0F U+20E3); a tag in a flag's sequence
+    (after U+1F3F4, up to its U+E007F); an ideographic variation selector after a CJK
+    ideograph; the ideographic space beside CJK text."""
+    code = ord(text[at])
+    prev = ord(text[at - 1]) if at > 0 else None
+    follow = ord(text[at + 1]) if at + 1 < len(text) else None
+    if text[at] in _JOINERS:
+        if prev is None or follow is None:
+            return False
+        script = _script_of(prev)
+        if script is not None and _script_of(follow) == script:
+            return True
+        base = prev
+        if (prev == 0xFE0F or 0x1F3FB <= prev <= 0x1F3FF) and at > 1:
+            base = ord(text[at - 2])  # an emoji's selector or skin tone before the joiner
+        return _emoji(base) and _emoji(follow)
+    if code in (0xFE0E, 0xFE0F):
+        keycap = prev is not None and chr(prev) in "0123456789#*" and follow == 0x20E3
+        return keycap or (prev is not None and _emoji(prev))
+    if 0xE0020 <= code <= 0xE007F:
+        start = at
+        while start > 0 and 0xE0020 <= ord(text[start - 1]) <= 0xE007F:
+            start -= 1
+        end = at
+        while end + 1 < len(text) and 0xE0020 <= ord(text[end + 1]) <= 0xE007E:
+            end += 1
+        closed = ord(text[end]) == 0xE007F or (
+            end + 1 < len(text) and ord(text[end + 1]) == 0xE007F
+        )
+        return start > 0 and ord(text[start - 1]) == 0x1F3F4 and closed
+    if 0xE0100 <= code <= 0xE01EF:
+        return prev is not None and _cjk(prev)
+    if code == 0x3000:
+        return (prev is not None and _cjk(prev)) or (follow is not None and _cjk(follow))
+    return False
 
 
 def hidden_at(text: str, at: int) -> bool:
     """Is ``text[at]`` a character a reader does not see as what it is: a control or format
     character, a space other than the plain one, a default-ignorable one (:data:`INVISIBLE`)?
-    Tab and line breaks are layout, not hidden. A joiner (ZWJ, ZWNJ) between two characters
-    outside ASCII, a variation selector or tag after one (an emoji's), and the ideographic
-    space beside one, are part of writing those scripts, and not hidden."""
+    Tab and line breaks are layout, not hidden; joiners, selectors and tags that are part of
+    writing a script or an emoji (:func:`_writing`) are not hidden."""
     char = text[at]
     if char in " \t\n\r":
         return False
     code = ord(char)
-    before = at > 0 and ord(text[at - 1]) > 0x7F
-    after = at + 1 < len(text) and ord(text[at + 1]) > 0x7F
-    if char in _JOINERS and before and after:
+    if not (unicodedata.category(char)[0] in "CZ" or _invisible(code)):
         return False
-    if (
-        0xFE00 <= code <= 0xFE0F or 0xE0020 <= code <= 0xE007F or 0xE0100 <= code <= 0xE01EF
-    ) and before:
-        return False  # an emoji's presentation selector, a flag's tag sequence
-    if code == 0x3000 and (before or after):
-        return False
-    return unicodedata.category(char)[0] in "CZ" or _invisible(code)
+    return not _writing(text, at)

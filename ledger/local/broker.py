@@ -295,8 +295,10 @@ def _port_free(port: int) -> bool:
 
 
 def port_holders(port: int) -> set[int]:
-    """The user ids of the processes listening on ``port`` (any local address), from
-    ``/proc/net/tcp`` and ``tcp6``: empty when none does or that cannot be read (not Linux)."""
+    """The user ids of the processes with a socket on local ``port`` (listening, or a client's
+    connection given it as its own port: a review found this user's own client there refused),
+    from ``/proc/net/tcp`` and ``tcp6``; TIME_WAIT, which belongs to no process, left out.
+    Empty when there is none or that cannot be read (not Linux)."""
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -305,8 +307,8 @@ def port_holders(port: int) -> set[int]:
         except OSError:
             continue
         for fields in map(str.split, lines):
-            # local address HEXADDR:HEXPORT, state 0A (LISTEN), uid
-            if len(fields) > 7 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
+            # local address HEXADDR:HEXPORT, state (06: TIME_WAIT), uid
+            if len(fields) > 7 and fields[3] != "06" and fields[1].endswith(f":{port:04X}"):
                 found.add(int(fields[7]))
     return found
 
@@ -316,7 +318,7 @@ def _refuse_held_by_another(port: int) -> None:
     every running agent and processor reconnects to the port it knows, so another user's
     process there would take their connections and could relay them to the moved broker,
     reading and altering what passes after the login (a red team turned a deny into the allow
-    an agent acted on). Moved only when every listener found is this user's: a socket bound
+    an agent acted on). Moved only when every socket found there is this user's: a socket bound
     but not listening is in no table (a review bound one, let the broker move, then listened),
     and another user's found is named."""
     holders = port_holders(port)

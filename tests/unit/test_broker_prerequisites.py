@@ -200,7 +200,7 @@ def test_a_readiness_probe_of_a_broker_not_listening_leaves_no_socket_open() -> 
     assert open_sockets() - before == set()
 
 
-def test_the_broker_moves_off_its_port_only_for_a_process_of_this_user_seen_listening() -> None:
+def test_the_broker_moves_off_its_port_only_for_sockets_of_this_user_seen_there() -> None:
     # A red team: another user took the port while the stack restarted, the broker moved, and
     # running agents reconnected to its relay. A review: bound without listening, a socket is
     # in no table, so the broker moved, and it listened after.
@@ -218,3 +218,9 @@ def test_the_broker_moves_off_its_port_only_for_a_process_of_this_user_seen_list
         mine.listen()
         assert port_holders(port) == {os.getuid()}
         _refuse_held_by_another(port)  # this user's own: the broker may move
+        # A review: a client's connection given the old port as its own (an ephemeral port,
+        # as the broker's are) is a socket of its user there too.
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            ephemeral = client.getsockname()[1]
+            assert port_holders(ephemeral) == {os.getuid()}
+            _refuse_held_by_another(ephemeral)

@@ -290,7 +290,9 @@ class Validator:
                 continue
             name = unicodedata.name(char, "a control character").lower()
             escape = (
-                f", or write it as an escape in a CEL string (\\u{ord(char):04x})"
+                ", or write it as an escape in a CEL string ("
+                + (f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+                + ")"
                 if what == "condition"
                 else ""
             )

@@ -795,3 +795,36 @@ def test_an_effect_or_a_determination_written_almost_right_is_told_the_right_wor
         parse_policy(REFUND.replace("rules:", tests, 1), filename="p.yaml")
     assert "unknown determination text 'alow'" in str(caught.value)
     assert "; did you mean allow?" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\u041c\u043e\u200d\u0441\u043a\u0432\u0430", "\u00e9\u200c\u00e8", "suspend\u00e9\ufe00",
+     "caf\u00e9\U000e0069", "\u4e2d\U000e0041", "\u00e9\u200d\ufe0f"],
+)  # fmt: skip
+def test_an_invisible_character_next_to_any_non_ascii_letter_is_still_refused(text: str) -> None:
+    # A review: the exceptions for writing (joiners, selectors, tags) took any neighbour
+    # outside ASCII, so a deny rule for "Москва" with a joiner inside never matched.
+    from ledger.core.text import hidden_at
+
+    assert any(hidden_at(text, at) for at in range(len(text)))
+
+
+def test_a_keycap_an_emoji_sequence_a_flag_and_indic_writing_are_not_refused() -> None:
+    from ledger.core.text import hidden_at
+
+    for text in ["1\ufe0f\u20e3", "\U0001f44d\U0001f3fd\u200d\U0001f525",
+                 "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+                 "\u0939\u093f\u200d\u0928\u094d\u0926\u0940", "\u845b\U000e0100"]:  # fmt: skip
+        assert not any(hidden_at(text, at) for at in range(len(text))), ascii(text)
+
+
+def test_the_escape_named_for_a_character_beyond_ffff_is_one_cel_reads() -> None:
+    # A review: U+E0020 was told as \ue0020, which CEL reads as U+E002 and a "0".
+    document = REFUND.replace(
+        'when: standing == "suspended"',
+        'when: \'"x\U000e0020" != "" && standing == "suspended"\'',
+        1,
+    )
+    with pytest.raises(PolicyError, match=re.escape("(\\U000e0020)")):
+        parse_policy(document, filename="p.yaml")
