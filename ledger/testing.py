@@ -462,6 +462,10 @@ class MockTransport:
 # --------------------------------------------------------------------------- LocalLedger
 
 
+ANSWERED_KEPT: Final = 1_000_000
+"""Request records a :class:`LocalLedger` remembers answered, as an evaluator worker does."""
+
+
 def _digest(value: bytes) -> bytes:
     """A request record's value as remembered answered (as an evaluator keeps it)."""
     return hashlib.blake2b(value, digest_size=16).digest()
@@ -520,7 +524,7 @@ class LocalLedger:
         # The requests answered, as sent: the evaluators drop one delivered again (a retry
         # that re-sends a stored request waits forever there, and must here too: a README
         # check found it answered again), not another request under an answered id.
-        self._answered: set[bytes] = set()
+        self._answered: dict[bytes, None] = {}  # the last ANSWERED_KEPT, oldest first
         self._waiting = _Waiting()
         # Its decisions are links of a hash chain, as an evaluator worker's are (their size,
         # and so what fits a record, is the evaluator's; `audit verify` could check them).
@@ -548,7 +552,7 @@ class LocalLedger:
                         reply = self._evaluate(message)
                     else:
                         reply = self._evaluate_batch(message)
-                    self._answered.add(_digest(value))
+                    self._remember(value)
         except BaseException:
             self._waiting.done(message.event_id, future)
             raise
@@ -562,7 +566,7 @@ class LocalLedger:
             if self._repeats(value):
                 return  # dropped, as the evaluators drop it
             made = self._evaluate(request)
-            self._answered.add(_digest(value))
+            self._remember(value)
         correction = correction_for(made)
         if correction is not None:
             with self._lock:
@@ -586,6 +590,13 @@ class LocalLedger:
         then, unanswered (a governance command sent again is answered, as the command
         processor answers it: ``already_applied``)."""
         return _digest(value) in self._answered
+
+    def _remember(self, value: bytes) -> None:
+        """Remember the request record ``value`` answered: the last :data:`ANSWERED_KEPT`, as
+        an evaluator worker keeps the last million (a review: the set only grew)."""
+        self._answered[_digest(value)] = None
+        if len(self._answered) > ANSWERED_KEPT:
+            del self._answered[next(iter(self._answered))]
 
     def forget(self, message_id: str) -> None:
         self._waiting.forget(message_id)

@@ -1296,3 +1296,21 @@ def test_a_handler_that_fails_the_test_or_answers_after_close_leaves_nothing_tak
     other = client.request(action="refund.issue", principal=AGENT, resource="account:8")
     with pytest.raises(Exception, match="closed while waiting"):
         client.send_request(other).result(1)
+
+
+def test_a_local_ledger_remembers_as_many_answered_requests_as_an_evaluator_worker(
+    ledger: LocalLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: the answered requests only grew; an evaluator keeps the last million.
+    import ledger.testing as testing
+
+    monkeypatch.setattr(testing, "ANSWERED_KEPT", 2)
+    client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.2), transport=ledger)
+    asked = [client.request(action="refund.issue", principal=AGENT, resource=f"account:{i}")
+             for i in range(3)]  # fmt: skip
+    for req in asked:
+        client.send_request(req).result(1)
+    assert len(ledger._answered) == 2
+    assert client.send_request(asked[0]).result(1).request_id == asked[0].event_id  # forgotten
+    with pytest.raises(TimeoutError):
+        client.send_request(asked[2]).result(0.1)  # remembered: dropped
