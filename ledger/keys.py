@@ -249,7 +249,7 @@ class KeyStore:
                 where, why = problem
                 raise UsageError(  # the name quoted: whoever may write there chose it (a review)
                     f"{quoted(str(where))} {why}: whoever wrote {quoted(path.name)} could sign "
-                    f"as {printable_name(actor)}; run `chmod go-w {quoted(str(where))}` and check who owns it"
+                    f"as {printable_text(actor)}; run `chmod go-w {quoted(str(where))}` and check who owns it"
                 )
             found.append(_public_key_in(raw, path))
         return found
@@ -267,11 +267,6 @@ class KeyStore:
             return []
         names = {unquote(p.stem) for p in self.path.iterdir() if p.suffix in (".key", ".pub")}
         return sorted(n for n in names if _NAME.match(quote(n, safe=_SAFE)))
-
-
-def printable_name(actor: str) -> str:
-    """An actor named by a folder's name (``retired/ACTOR``), quoted unless printable."""
-    return actor if actor.isprintable() else quoted(actor)
 
 
 def printable_text(text: str) -> str:

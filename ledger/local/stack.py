@@ -50,7 +50,7 @@ from ledger.kafka.clients import check_reachable
 from ledger.kafka.groups import partitions_by_client, records_waiting
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.kafka.topics import create_topics, topic_specs
-from ledger.keys import KeyStore, printable_name, printable_text
+from ledger.keys import KeyStore, printable_text
 from ledger.local import broker
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
 from ledger.settings import SECURITY_ENV, KafkaSecurity, Role, Settings
@@ -901,7 +901,7 @@ def ensure_admin_keys(settings: Settings, *, progress: Progress = lambda _: None
             # key out, and every key it registered stopped signing, said only in a log.
             progress(
                 f"warning: the command processor leaves out the retired keys of "
-                f"{printable_name(actor)}, so "
+                f"{printable_text(actor)}, so "
                 f"keys they registered cannot sign commands: {printable_text(str(exc))}; then "
                 "`ledger down --keep-broker && ledger up`"
             )
