@@ -84,14 +84,18 @@ def up_cmd(
 @json_option
 @handle_errors
 def down_cmd(keep_broker: bool, as_json: bool) -> None:
-    """Stop the processors (cleanly, committing their progress), then the local broker."""
-    stopped = stack.down(
+    """Stop the processors (cleanly, committing their progress), then the local broker.
+
+    Notes on stderr name a processor that had ended by itself, and how many evaluator workers
+    ran (a plain `ledger up` starts one); --json has them as `ended` and `evaluators`.
+    """
+    done = stack.down(
         load_settings(), keep_broker=keep_broker, progress=lambda line: click.echo(line, err=True)
     )
     if as_json:
-        print_json({"stopped": stopped})
+        print_json({"stopped": done.stopped, "ended": done.ended, "evaluators": done.evaluators})
     else:
-        click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        click.echo(f"stopped: {', '.join(done.stopped)}" if done.stopped else "nothing was running")
 
 
 def _not_running(p: stack.ProcessStatus) -> str:

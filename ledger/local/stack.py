@@ -972,10 +972,22 @@ def _writable(folder: Path) -> None:
         ) from None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stopped:
+    """What ``ledger down`` did: what it stopped (the broker last), which processors had ended
+    by themselves (before ``down`` ran or before their turn), and how many evaluator workers
+    ran, counting those, since a plain ``up`` afterwards starts one (a review: ``--json``
+    carried only ``stopped``; the rest went to stderr)."""
+
+    stopped: list[str]
+    ended: list[str]
+    evaluators: int
+
+
 def down(
     settings: Settings, *, keep_broker: bool = False, progress: Progress = lambda _: None
-) -> list[str]:
-    """Stop the processors, then the local broker. Returns what was stopped.
+) -> Stopped:
+    """Stop the processors, then the local broker, and say what was stopped.
 
     A processor that is not healthy (typically: it cannot reach its broker, so it could not
     commit anyway) gets :data:`UNREACHABLE_GRACE` seconds after SIGTERM instead of
@@ -1025,7 +1037,7 @@ def checked_home(settings: Settings) -> None:
         )
 
 
-def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[str]:
+def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> Stopped:
     procs = processes(settings)
     run = _run_dir(settings)
     # Started, and ended before `down` came (a README check and a chaos drill: an evaluator
@@ -1055,8 +1067,10 @@ def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[
     for p in sorted(procs, key=lambda p: p.name.startswith("command-processor")):
         if p.name not in sick and stop(p.name, STOP_GRACE):
             stopped.append(p.name)
+    by_itself: list[str] = []
     for p in procs:  # gone when its turn came (a chaos drill: unnamed), or before it
         if (p.running or p.name in ended) and p.name not in stopped and p.name not in stuck:
+            by_itself.append(p.name)
             how = ended_unannounced(p.log) or f"its log {p.log} may say why"
             when = "before it was stopped" if p.running else "before `ledger down` ran"
             progress(f"note: {p.name} had ended by itself {when}: {how}")
@@ -1079,4 +1093,4 @@ def _down(settings: Settings, *, keep_broker: bool, progress: Progress) -> list[
         )
     if not keep_broker and not settings.bootstrap and broker.stop(settings):
         stopped.append("broker")
-    return stopped
+    return Stopped(stopped=stopped, ended=by_itself, evaluators=evaluators)

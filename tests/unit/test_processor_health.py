@@ -423,7 +423,7 @@ def test_down_does_not_wait_the_full_grace_for_a_processor_that_cannot_reach_kaf
     # Both ignore SIGTERM, as a Faust worker that cannot commit to a vanished broker hangs on.
     pids = [_fake_processor(settings, n, ignore_term=True) for n in stack.PROCESSORS]
     started = time.monotonic()
-    stopped = stack.down(settings)
+    stopped = stack.down(settings).stopped
     took = time.monotonic() - started
     assert sorted(stopped) == sorted(stack.PROCESSORS)
     assert not any(alive(pid) for pid in pids)
@@ -494,8 +494,10 @@ def test_down_names_a_processor_that_ended_by_itself_before_its_turn(
 
     monkeypatch.setattr(stack, "processes", listed_then_killed)
     notes: list[str] = []
-    stopped = stack.down(settings, keep_broker=True, progress=notes.append)
-    assert stopped == ["command-processor"]
+    done = stack.down(settings, keep_broker=True, progress=notes.append)
+    assert done.stopped == ["command-processor"]
+    assert done.ended == ["evaluator"]
+    assert done.evaluators == 1
     assert notes == [
         "note: evaluator had ended by itself before it was stopped: its log "
         f"{settings.home / 'logs' / 'evaluator.log'} may say why"
@@ -779,7 +781,7 @@ def test_a_further_worker_whose_pid_file_was_lost_is_still_listed_and_stopped(
         (settings.home / "run" / "evaluator-2.pid").unlink()
         listed = {p.name: p for p in stack.processes(settings)}
         assert listed["evaluator-2"].pid == pid
-        assert "evaluator-2" in stack.down(settings, keep_broker=True)
+        assert "evaluator-2" in stack.down(settings, keep_broker=True).stopped
         assert not alive(pid)
     finally:
         stack.stop_processor(settings, "evaluator-2", kill=True)
@@ -1403,6 +1405,28 @@ def test_down_says_how_many_evaluators_ran_so_up_can_start_as_many(
     said = CliRunner().invoke(cli, ["down", "--keep-broker"])
     assert "note:" not in said.stderr, said.stderr  # one: a plain `up` does; nothing else ran
     assert "note:" not in CliRunner().invoke(cli, ["down", "--keep-broker"]).stderr
+
+
+def test_down_json_carries_the_workers_that_had_ended_and_the_count(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: `down --json` said only what it stopped; a script running `up --evaluators N`
+    # after it had to parse stderr for the count and for the worker that had died.
+    monkeypatch.setenv("LEDGER_HOME", str(settings.home))
+    pids = {n: _fake_processor(settings, n) for n in ("evaluator", "evaluator-2")}
+    os.killpg(pids["evaluator-2"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(pids["evaluator-2"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    said = CliRunner().invoke(cli, ["down", "--keep-broker", "--json"])
+    assert said.exit_code == 0, said.output
+    assert json.loads(said.stdout) == {
+        "stopped": ["evaluator"],
+        "ended": ["evaluator-2"],
+        "evaluators": 2,
+    }
+    said = CliRunner().invoke(cli, ["down", "--keep-broker", "--json"])
+    assert json.loads(said.stdout) == {"stopped": [], "ended": [], "evaluators": 0}
 
 
 def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Path) -> None:
