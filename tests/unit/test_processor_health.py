@@ -1382,18 +1382,23 @@ def test_ps_says_when_it_could_not_ask_kafka_how_many_requests_wait(
     assert unasked.endswith("[kafka_access_denied]")
 
 
-def test_down_says_how_many_evaluators_ran_so_up_can_start_as_many(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A chaos drill: `up --evaluators 2; down; up` quietly brought back one evaluator. And a
-    # README check and a second drill: with evaluator-2 killed before `down`, `down` said
-    # neither that nor the count, removed its files, and a plain `up` ran one.
+def _evaluator_2_killed_before_down(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two evaluator workers started, and the second killed before ``down`` runs."""
     monkeypatch.setenv("LEDGER_HOME", str(settings.home))
     pids = {n: _fake_processor(settings, n) for n in ("evaluator", "evaluator-2")}
     os.killpg(pids["evaluator-2"], signal.SIGKILL)
     deadline = time.monotonic() + 5
     while alive(pids["evaluator-2"]) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def test_down_says_how_many_evaluators_ran_so_up_can_start_as_many(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chaos drill: `up --evaluators 2; down; up` quietly brought back one evaluator. And a
+    # README check and a second drill: with evaluator-2 killed before `down`, `down` said
+    # neither that nor the count, removed its files, and a plain `up` ran one.
+    _evaluator_2_killed_before_down(settings, monkeypatch)
     said = CliRunner().invoke(cli, ["down", "--keep-broker"])
     assert said.exit_code == 0, said.output
     assert said.stdout == "stopped: evaluator\n"
@@ -1412,12 +1417,7 @@ def test_down_json_carries_the_workers_that_had_ended_and_the_count(
 ) -> None:
     # A review: `down --json` said only what it stopped; a script running `up --evaluators N`
     # after it had to parse stderr for the count and for the worker that had died.
-    monkeypatch.setenv("LEDGER_HOME", str(settings.home))
-    pids = {n: _fake_processor(settings, n) for n in ("evaluator", "evaluator-2")}
-    os.killpg(pids["evaluator-2"], signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while alive(pids["evaluator-2"]) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _evaluator_2_killed_before_down(settings, monkeypatch)
     said = CliRunner().invoke(cli, ["down", "--keep-broker", "--json"])
     assert said.exit_code == 0, said.output
     assert json.loads(said.stdout) == {
