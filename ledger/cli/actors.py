@@ -76,8 +76,7 @@ def keygen_cmd(actor: str, as_json: bool) -> None:
     leaves this store."""
     principal_arg(actor, "ACTOR")
     store = KeyStore(load_settings(None).keys)
-    said = "another `ledger actor add` or `actor keygen` holds the key store; waiting for it…"
-    with store.locked(lambda: click.echo(said, err=True)):
+    with store.locked(_say_waiting):
         public = public_bytes(store.create(actor))  # never inside an add's make and answer
     key_id = key_id_of(public)
     if as_json:
@@ -145,8 +144,7 @@ def add_cmd(
     # the first removed the private key the second had registered).
     # Always under the lock, a pair found here too (a review: one just made by a concurrent
     # add, registered without waiting, was then removed by that add's refusal).
-    said = "another `ledger actor add` or `actor keygen` holds the key store; waiting for it…"
-    with store.locked(lambda: click.echo(said, err=True)):
+    with store.locked(_say_waiting):
         made = not store.has_private(actor)
         public = public_bytes(store.ensure(actor))
         try:
@@ -273,6 +271,16 @@ def revoke_cmd(
 
 
 NAMED_KEYS: Final = 5
+
+
+def _say_waiting() -> None:
+    """What `actor add` and `actor keygen` say while the other holds the key store."""
+    click.echo(
+        "another `ledger actor add` or `actor keygen` holds the key store; waiting for it…",
+        err=True,
+    )
+
+
 """The most keys a revocation's note names one by one (the rest are counted)."""
 
 

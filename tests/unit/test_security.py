@@ -743,3 +743,43 @@ def test_the_key_store_lock_makes_a_second_writer_wait(tmp_path: Path) -> None:
     two.join(10)
     assert order == ["first in", "second waits", "first out", "second in"]
     assert store.actors() == []  # the lock file is no actor's key
+
+
+def test_keygen_says_it_waits_while_another_writer_holds_the_key_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: `actor keygen` waited silently while an `actor add` held the store.
+    import threading
+
+    from click.testing import CliRunner
+
+    from ledger.cli import actors
+    from ledger.cli.app import cli
+
+    store = KeyStore(tmp_path / "keys")
+    said_it = threading.Event()
+    say = actors._say_waiting
+
+    def saying() -> None:
+        say()
+        said_it.set()
+
+    monkeypatch.setattr(actors, "_say_waiting", saying)
+    env = {"LEDGER_HOME": str(tmp_path / "home"), "LEDGER_KEYS": str(tmp_path / "keys")}
+    results: list[Any] = []
+    with store.locked():
+        run = threading.Thread(
+            target=lambda: results.append(
+                CliRunner().invoke(cli, ["actor", "keygen", "human:zed"], env=env)
+            )
+        )
+        run.start()
+        assert said_it.wait(10)
+        assert not store.has_private("human:zed")  # nothing made while the other holds it
+    run.join(10)
+    [result] = results
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(
+        "another `ledger actor add` or `actor keygen` holds the key store; waiting for it…\n"
+    )
+    assert store.has_private("human:zed")
