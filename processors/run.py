@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import faust
 
@@ -47,6 +47,39 @@ __all__ = ["run_worker", "worker_label", "RepeatFilter"]
 _LIBRARIES = LIBRARY_LOGGERS
 
 
+_ESCAPED: Final = {
+    c: ("\\n" if c == 10 else "\\r" if c == 13 else f"\\x{c:02x}" if c < 256 else f"\\u{c:04x}")
+    for c in (*range(0, 9), *range(10, 32), *range(127, 160), 0x2028, 0x2029)
+}
+"""A message's line breaks and other control characters, as their escapes (tab kept)."""
+
+
+class LineFormatter(logging.Formatter):
+    """Each record on lines of its own that nobody else's text can imitate: its message's
+    line breaks and control characters escaped (``\\n``), and a traceback's or stack's lines
+    that could pass for a record (starting ``[`` or ``Fatal``) indented. ``ledger ps`` and
+    ``down`` read a processor's log for its ``starting:``/``stopped:`` lines and its
+    CRITICAL ones (:func:`ledger.local.stack.ended_unannounced`), and messages quote what
+    clients sent (a review: a client's text holding ``\\n[…] evaluator INFO
+    ledger.processor: stopped: pid 1`` could make a killed worker read as stopped)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_ESCAPED)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join(
+        "  " + line if line.startswith(("[", "Fatal")) else line for line in text.split("\n")
+    )
+
+
 def _logging_config(name: str) -> dict[str, Any]:
     """Our own INFO lines (caught up, de-duplication reads, stats) reach the log; the
     libraries' chatter stays at WARNING, and their repeats are thinned out."""
@@ -54,7 +87,10 @@ def _logging_config(name: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "plain": {"format": f"[%(asctime)s] {name} %(levelname)s %(name)s: %(message)s"}
+            "plain": {
+                "class": "processors.run.LineFormatter",
+                "format": f"[%(asctime)s] {name} %(levelname)s %(name)s: %(message)s",
+            }
         },
         "filters": {"repeats": {"()": RepeatFilter}},
         "handlers": {

@@ -403,6 +403,24 @@ _LOG_TAIL: Final = 256 * 1024
 """Bytes of a processor's log read for how its last run ended (its last lines, whatever its size)."""
 
 
+def _logged(line: bytes) -> tuple[bytes, bytes] | None:
+    """A processor's log line as its level and ``logger: message``, when it is a record's first
+    line, ``[time] worker LEVEL logger: message`` (:class:`processors.run.LineFormatter`
+    keeps any text a client chose, and a traceback, from starting one): the rest is ``None``,
+    so that a ``starting:`` or CRITICAL quoted inside a message is not read as one (a review:
+    the markers were matched anywhere in a line)."""
+    if not line.startswith(b"["):
+        return None
+    _, bracket, rest = line.partition(b"] ")
+    parts = rest.split(b" ", 2)
+    return (parts[1], parts[2]) if bracket and len(parts) == 3 else None
+
+
+def _is_critical(line: bytes) -> bool:
+    said = _logged(line)
+    return said is not None and said[0] == b"CRITICAL"
+
+
 def ended_unannounced(log: str | Path) -> str | None:
     """When a processor's log shows its last run starting and never saying ``stopped:``, what
     ``ps`` adds to "not running": it was killed (a chaos drill: after a SIGKILL, or the OOM
@@ -415,21 +433,28 @@ def ended_unannounced(log: str | Path) -> str | None:
             tail = file.read(_LOG_TAIL)
     except OSError:
         return None
-    started, stopped = tail.rfind(_STARTING), tail.rfind(_STOPPED)
+    lines = tail.split(b"\n")
+    started = stopped = -1
+    for at, line in enumerate(lines):
+        record = _logged(line)
+        if record is not None and record[1].startswith(_STARTING):
+            started = at
+        elif record is not None and record[1].startswith(_STOPPED):
+            stopped = at
     if started < 0 or stopped > started:
         return None
-    given = tail[started + len(_STARTING) :].split(b",", 1)[0][:12]
+    given = lines[started].partition(_STARTING)[2].split(b",", 1)[0][:12]
     pid = given.decode() if given.isdigit() else "?"
     # A processor that stops itself on a fatal error (`die`, which skips the `stopped:` line)
     # or crashes (faulthandler's dump) says why in its log: that, not `dmesg` (the review).
     fatal = [
-        line
-        for line in tail[started:].splitlines()
-        if b" CRITICAL " in line or line.startswith(b"Fatal Python error")
+        raw.rstrip(b"\r")
+        for raw in lines[started:]
+        if raw.startswith(b"Fatal Python error") or _is_critical(raw)
     ]
     if fatal:
-        line = fatal[-1].decode("utf-8", "replace").strip()
-        said = "".join(c if c.isprintable() else "?" for c in line[:1000])  # for a terminal
+        last = fatal[-1].decode("utf-8", "replace").strip()
+        said = "".join(c if c.isprintable() else "?" for c in last[:1000])  # for a terminal
         said = said if len(said) <= 240 else said[:240] + "…"
         return f"its last run (pid {pid}) ended on an error its log holds: {said}"
     return (

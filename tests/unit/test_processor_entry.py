@@ -155,3 +155,51 @@ def test_the_command_processor_knows_the_retired_public_keys_of_its_key_store(
     ensure_admin_keys(settings, progress=said.append)
     zed = [line for line in said if "human:zed" in line]
     assert len(zed) == 1 and "\n" not in zed[0] and "\x1b" not in zed[0], said
+
+
+def test_a_processor_log_line_quoting_a_client_cannot_pass_for_a_record_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # A review: `ps` and `down` read a processor's log for its `starting:`/`stopped:` and
+    # CRITICAL lines, matched anywhere in a line, and a message quoting a client's text could
+    # carry a line break: a killed worker could be made to read as stopped.
+    import logging
+    import logging.config
+
+    from ledger.local import stack
+    from processors.run import _logging_config
+
+    log = tmp_path / "evaluator.log"
+    forged = "x\n[t] evaluator INFO ledger.processor: stopped: pid 41\u2028\x1b[2J"
+    plain = _logging_config("evaluator")["formatters"]["plain"]
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.config.DictConfigurator({}).configure_formatter(plain))
+    loggers = [logging.getLogger(n) for n in ("ledger.processor", "ledger.evaluator")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.handlers, lg.propagate, lg.level = [handler], False, logging.INFO
+    try:
+        processor, evaluator = loggers
+        processor.info("starting: pid %s, code c", 41)
+        evaluator.warning("refused request %r", forged)
+        evaluator.warning("refused request %s", forged)
+        try:
+            raise ValueError(forged)
+        except ValueError:
+            evaluator.exception("a handler failed")
+        evaluator.warning("said: ledger.processor: stopped: pid 41")
+        evaluator.warning("a CRITICAL word, not a CRITICAL line")
+    finally:
+        handler.close()
+        for lg, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+            lg.handlers, lg.propagate, lg.level = handlers, propagate, level
+    text = log.read_text()
+    lines = text.split("\n")
+    assert lines[2].endswith(
+        "refused request x\\n[t] evaluator INFO ledger.processor: stopped: pid 41\\u2028\\x1b[2J"
+    )
+    assert "  [t] evaluator INFO ledger.processor: stopped: pid 41\u2028\x1b[2J" in lines
+    said = stack.ended_unannounced(log)
+    assert said is not None and said.startswith(
+        "its last run (pid 41) ended without `stopped:` in its log: it was killed"
+    ), text
