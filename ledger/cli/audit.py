@@ -405,25 +405,30 @@ def shell(source: Path | None) -> None:
 
 def _run_shell(argv: list[str], init: str) -> int:
     """Run the DuckDB CLI in this terminal and remove its ``init`` file after (a red team
-    found one left per run when this process became the shell): Ctrl-C is the shell's (it
-    cancels a query there, as before), a SIGTERM to this process is passed on, and the exit
-    status is the shell's (128 + N when signal N ended it)."""
+    found one left per run when this process became the shell): Ctrl-C and Ctrl-\\ are the
+    shell's (the terminal sends them to both; Ctrl-C cancels a query there, as before), a
+    SIGTERM or SIGHUP (the terminal closed) to this process is passed on, and the exit status
+    is the shell's (128 + N when signal N ended it)."""
+    theirs = (signal.SIGINT, signal.SIGQUIT)
 
     def child_setup() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the shell installs its own
+        for sig in theirs:
+            signal.signal(sig, signal.SIG_DFL)  # the shell installs its own
 
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before the child can send one
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in theirs}  # before the child runs
     try:
         child = subprocess.Popen(argv, preexec_fn=child_setup)
     except BaseException:
-        signal.signal(signal.SIGINT, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
         os.unlink(init)
         raise
-    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a review: a closed terminal left the file
+        before[sig] = signal.signal(sig, lambda got, _: child.send_signal(got))
     try:
         code = child.wait()
     finally:
-        signal.signal(signal.SIGINT, before)
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
         os.unlink(init)
     return 128 - code if code < 0 else code

@@ -2092,6 +2092,11 @@ def test_audit_shell_runs_duckdb_with_the_views_and_removes_its_init_file(
     assert not Path((tmp_path / "seen.sql.name").read_text().strip()).exists()
     # A review: Ctrl-C (the terminal's SIGINT, to both) ended `ledger` and the shell with it;
     # it is the shell's, to cancel a query. A shell ended by signal N exits 128 + N.
-    fake.write_text("#!/bin/sh\nkill -INT $PPID\nsleep 0.3\nkill -TERM $$\n")
+    fake.write_text("#!/bin/sh\nkill -INT $PPID\nkill -QUIT $PPID\nsleep 0.3\nkill -TERM $$\n")
     done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)])
     assert done.exit_code == 128 + 15, done.output
+    # A review: a closed terminal (SIGHUP to `ledger`) left the init file; it is passed on.
+    fake.write_text(f'#!/bin/sh\necho "$2" > {seen}.name\nkill -HUP $PPID\nsleep 3\nexit 0\n')
+    done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)])
+    assert done.exit_code == 128 + 1, done.output
+    assert not Path((tmp_path / "seen.sql.name").read_text().strip()).exists()
