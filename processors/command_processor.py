@@ -1,6 +1,7 @@
 """The command processor: the single writer of governance events (DESIGN §7).
 
-Agent body: decode → core ``decide`` → append the events → answer on ``ledger.command-results``.
+Per command (:class:`processors.command_loop.CommandLoop`, which reads them with librdkafka):
+decode → core ``decide`` → append the events → answer on ``ledger.command-results``.
 ``ledger.commands`` has one partition and this processor runs as one worker, so commands are
 decided one at a time against the state that includes every earlier accepted command.
 
@@ -16,7 +17,8 @@ captured rejected command cannot be replayed once the state would let it through
 remembers the rejections of authenticated commands for as long as a command is valid, and at
 start reads them back from ``ledger.command-results``
 (:data:`processors.command_handler.REMEMBER_REJECTIONS`): the rules of one record are
-:class:`processors.command_handler.CommandHandler`'s, this module is its Faust app.
+:class:`processors.command_handler.CommandHandler`'s, the Kafka side
+:mod:`processors.command_loop`'s, this module builds the Faust app around them.
 
 Every command must be signed by its actor: the core's ``decide_signed`` rejects unsigned ones,
 unknown or revoked keys and bad signatures before anything else, and records the proof on the
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from ledger.codec import default_codec
 from ledger.core.events import (
@@ -46,6 +47,7 @@ from ledger.core.state import aggregate_of
 from ledger.errors import LedgerError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.acls import PROCESSOR_GROUPS
+from ledger.kafka.clients import make_rdkafka_producer
 from ledger.kafka.governance import GovernanceFollower
 from ledger.kafka.offsets import claim_commits_past_end
 from ledger.kafka.reading import read_topic
@@ -53,13 +55,12 @@ from ledger.kafka.snapshots import snapshot_file
 from ledger.keys import KeyStore, printable_text
 from ledger.settings import Settings
 from processors.command_handler import REMEMBER_REJECTIONS, CommandHandler
+from processors.command_loop import CommandLoop, Outbox
 from processors.common import (
     HANDLING_FAILED_EXIT,
     Processor,
     create_faust_app,
     die,
-    send_all,
-    send_or_die,
     state_dir,
 )
 from processors.inflight import InFlight
@@ -72,16 +73,24 @@ APP_ID = PROCESSOR_GROUPS["command-processor"]
 
 
 def create_app(settings: Settings, *, bootstrap: str) -> Processor:
-    app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap)
+    # Faust is the runtime (worker, lifecycle, the governance follower's task); commands are
+    # read and every record written with librdkafka (see processors.command_loop).
+    app = create_faust_app(settings, app_id=APP_ID, bootstrap=bootstrap, kafka=False)
     codec = default_codec()
     stats = ProcessorStats()
     anchors = trust_anchors(settings)
     left_out: dict[str, str] = {}
+    limit = OutputLimit.for_app(app)
+    outbox = Outbox(
+        lambda: make_rdkafka_producer(
+            bootstrap, security=settings.security, **{"message.max.bytes": limit.max_bytes}
+        )
+    )
     handler = CommandHandler(
         settings=settings,
         codec=codec,
         stats=stats,
-        limit=OutputLimit.for_app(app),
+        limit=limit,
         inflight=InFlight(state_dir(settings, APP_ID) / "inflight"),
         anchors=anchors,
         known=known_keys(settings, left_out=left_out),
@@ -100,7 +109,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
     recalled = asyncio.Event()
 
     def prepare() -> None:
-        # Faust skips what lies below the commit it read: one past the commands' end (a
+        # A consumer skips what lies below the commit it read: one past the commands' end (a
         # restored copy of a running home) left the next commands unanswered, silently.
         claim_commits_past_end(
             bootstrap,
@@ -125,8 +134,10 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         for event in register_anchors(follower.state, anchors, now=utcnow(), new_id=new_id):
             held = follower.state.principals.get(event.principal)
             active = [k.key_id for k in held.keys if k.active] if held is not None else []
-            key, value = aggregate_of(event).encode(), codec.encode(event)
-            await (await send_or_die(app.producer, settings.topics.grant_events, key, value))
+            outbox.send(
+                settings.topics.grant_events, aggregate_of(event).encode(), codec.encode(event)
+            )
+            await outbox.acknowledged()
             follower.apply_local(event)
             if active:  # a rotation, or someone replaced the .pub: the operator must know
                 log.warning(
@@ -176,26 +187,26 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         log.info("start-up: %d recent rejections remembered", len(handler.rejected))
         recalled.set()
 
-    @app.agent(app.topic(settings.topics.commands))
-    async def handle(stream: Any) -> None:
-        # Nothing may raise out of this body: Faust would acknowledge the command and commit past
-        # it. A command that fails becomes a dead letter; anything else stops the process.
-        async for event in stream.events():
-            await processor.ready()
-            try:
-                step = handler.handle(follower.state, event.message)
-            except Exception:  # see above
-                die(HANDLING_FAILED_EXIT, "command processor failed outside any one record")
-            try:
-                for gov, (topic, key, value) in step.events:
-                    # Wait for the broker's ack: the answer must never precede the events.
-                    await (await send_or_die(app.producer, topic, key, value))
-                    follower.apply_local(gov)
-            except asyncio.CancelledError:
-                # Stopped between appending and answering: exit uncommitted (see send_all); the
-                # command comes again and is answered from the events already written.
-                die(HANDLING_FAILED_EXIT, "stopped while appending a command's events")
-            await send_all(app.producer, step.outputs)
+    commands = CommandLoop(
+        bootstrap=bootstrap,
+        settings=settings,
+        group_id=app.conf.id,
+        handler=handler,
+        outbox=outbox,
+        state=lambda: follower.state,
+        apply=follower.apply_local,
+    )
+
+    @app.task
+    async def answer_commands() -> None:
+        # Nothing may escape this task unnoticed: a command loop that ended would leave the
+        # processor healthy-looking and every command unanswered.
+        try:
+            await commands.run(processor.ready)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            die(HANDLING_FAILED_EXIT, "the command processor's command loop stopped")
 
     return processor
 

@@ -1,6 +1,7 @@
-"""What the Faust processors share: the app factory, the built :class:`Processor` and the
-sends that never let an offset pass a lost output (what the handlers produce, with no Faust, is
-:mod:`processors.outputs`).
+"""What the Faust processors share: the app factory, the built :class:`Processor` and
+:func:`die`, which stops a processor before any offset can pass a lost output (what the handlers
+produce, with no Faust, is :mod:`processors.outputs`; how it reaches Kafka,
+:mod:`processors.request_loop` and :mod:`processors.command_loop`).
 
 The governance state each worker follows lives in the Kafka wing
 (:class:`ledger.kafka.governance.GovernanceFollower`): a worker answers nothing until its
@@ -25,14 +26,12 @@ from ledger.files import private_dir
 from ledger.kafka.clients import ssl_context
 from ledger.kafka.governance import GovernanceFollower
 from ledger.settings import KafkaSecurity, Settings
-from processors.outputs import DecisionCounts, Output, ProcessorStats
+from processors.outputs import DecisionCounts, ProcessorStats
 
 __all__ = [
     "create_faust_app",
     "faust_credentials",
     "Processor",
-    "send_or_die",
-    "send_all",
     "die",
     "state_dir",
     "DELIVERY_FAILED_EXIT",
@@ -47,13 +46,14 @@ def create_faust_app(
 ) -> faust.App:
     """A Faust app tuned for the decision path (DESIGN §11).
 
-    At-least-once (not exactly-once: Faust's transactions only make output visible at commit,
-    every few seconds, which would break the synchronous budget); idempotence comes from request
-    and command ids instead. Faust flushes its producer before committing offsets, so an input
-    offset is committed only after the output it caused is durably written.
+    At-least-once (not exactly-once: transactions only make output visible at commit, which
+    would break the synchronous budget); idempotence comes from request and command ids instead,
+    and an input offset is committed only after the outputs it caused are acknowledged.
 
     ``kafka=False`` starts neither Faust's consumer nor its producer: for an app whose Kafka
-    traffic is all its own (the evaluator's request loop), with Faust as the runtime around it.
+    traffic is all its own, with Faust as the runtime around it. Both processors are such apps
+    (the evaluator's request loop, the command processor's command loop: librdkafka); only
+    their governance followers read with aiokafka.
 
     The app's Kafka clients authenticate with ``settings.security`` (the processor's role).
     """
@@ -158,62 +158,6 @@ def die(exit_code: int, message: str, *args: Any) -> NoReturn:
     """
     log.critical(message, *args, exc_info=sys.exc_info()[0] is not None)
     os._exit(exit_code)
-
-
-def _die_on_failure(future: asyncio.Future[Any]) -> None:
-    if future.cancelled() or future.exception() is None:
-        return
-    die(
-        DELIVERY_FAILED_EXIT,
-        "output could not be written, stopping before any offset is committed: %r",
-        future.exception(),
-    )
-
-
-async def send_or_die(producer: Any, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-    """Send through the app's producer; if the record is refused, now or later, exit at once.
-
-    Faust flushes the producer before committing input offsets but does not raise when a send
-    failed, so without this an input could be committed while its output was lost. A refusal can
-    also come from ``send`` itself (a record over ``max_request_size`` raises there, before any
-    future exists): that exits too, instead of propagating into the agent, where Faust would
-    acknowledge the input and commit past it.
-    """
-    try:
-        future: asyncio.Future[Any] = await producer.send(topic, key, value, None, None, None)
-    except Exception as exc:  # every refusal is fatal here, whatever its type
-        die(
-            DELIVERY_FAILED_EXIT,
-            "output to %s was refused, stopping before any offset is committed: %r",
-            topic,
-            exc,
-        )
-    future.add_done_callback(_die_on_failure)
-    return future
-
-
-async def send_all(producer: Any, outputs: list[Output]) -> None:
-    """Send ``outputs`` in order with :func:`send_or_die`; never leave some of them unsent.
-
-    Stopping the worker cancels its agent, possibly between two sends of one input's outputs;
-    Faust would then acknowledge the input and commit past it with the rest unwritten. So a
-    cancellation before every output is queued stops the process instead (the input is
-    re-delivered on restart, and ids make that idempotent).
-    """
-    queued = 0
-    try:
-        for topic, key, value in outputs:
-            await send_or_die(producer, topic, key, value)
-            queued += 1
-    except asyncio.CancelledError:
-        if queued < len(outputs):
-            die(
-                HANDLING_FAILED_EXIT,
-                "stopped with %d of %d outputs unsent, stopping before any offset is committed",
-                len(outputs) - queued,
-                len(outputs),
-            )
-        raise
 
 
 @dataclass(frozen=True, slots=True)

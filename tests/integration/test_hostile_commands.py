@@ -104,3 +104,60 @@ def test_an_alias_bomb_from_an_actor_without_grants_is_refused_unread(stack_fact
     assert unsigned.code == "unsigned_command"
     # It never expanded the bomb: the processor is the size of an idle Python process.
     assert rss_bytes(stack, "command-processor") < 1_000_000_000, stack.logs()
+
+
+class _RawKey(str):
+    """A header key kafka-python sends as these bytes, which are not UTF-8 (it encodes keys
+    with ``str.encode``): how a red team wrote the record."""
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:  # type: ignore[override]
+        return b"\xff\xfe\xc0"
+
+
+def test_a_record_whose_header_key_is_not_utf8_does_not_stop_governance(
+    stack_factory: Any,
+) -> None:
+    # A red team: one such record on ledger.commands, which every holder of the `governance`
+    # credential may write, crashed the command processor (aiokafka decodes header keys while
+    # fetching) at every start; no command after it was answered, rollbacks included.
+    from ledger.core.events import DeadLetter
+    from ledger.local import stack as local_stack
+
+    stack = stack_factory(processors=("command-processor",))
+    admin = stack.client(ADMIN)
+    producer = stack.producer("governance")
+    try:
+        sent = producer.send(
+            stack.topics.commands, key=b"k", value=b"x", headers=[(_RawKey("h"), b"v")]
+        ).get(timeout=30)
+    finally:
+        producer.close(timeout=5)
+    started = time.monotonic()
+    accepted = admin.submit_command(
+        IssueGrant(
+            event_id=new_id(),
+            occurred_at=utcnow(),
+            actor=ADMIN,
+            grant_id="g-after-the-header",
+            principal="agent:bot",
+            actions=("refund.issue",),
+            resource="account:*",
+        ),
+        timeout=20,
+    )
+    assert accepted.aggregate == "agent:bot"
+    assert time.monotonic() - started < 20
+    (letter,) = wait_for(
+        lambda: [
+            d
+            for d in stack.records(stack.topics.dead_letters)
+            if isinstance(d, DeadLetter)
+            and d.source_topic == stack.topics.commands
+            and d.offset == sent.offset
+        ],
+        timeout=10,
+        what="the record's dead letter",
+    )
+    assert letter.code == "codec_error" and letter.value == b"x"
+    procs = {p.name: p for p in local_stack.processes(stack.settings)}
+    assert procs["command-processor"].running, stack.logs()

@@ -9,7 +9,6 @@ spot stops the process instead of raising into Faust (which would commit past th
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 from dataclasses import replace
@@ -45,7 +44,6 @@ from ledger.core.state import EMPTY_STATE, fold
 from ledger.ids import new_id, utcnow
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
-from processors import common
 from processors.command_handler import CommandHandler
 from processors.evaluator import RequestHandler
 from processors.inflight import InFlight
@@ -540,24 +538,6 @@ def test_a_command_the_processor_fails_on_is_dead_lettered(monkeypatch: pytest.M
 # --------------------------------------------------------------------------- sending
 
 
-class _Refusing:
-    async def send(self, *args: Any) -> Any:
-        raise RuntimeError("MessageSizeTooLargeError: raised by send itself")
-
-
-def test_a_send_refused_on_the_spot_stops_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    exits: list[int] = []
-
-    def exit_now(code: int) -> None:
-        exits.append(code)
-        raise SystemExit(code)
-
-    monkeypatch.setattr(common.os, "_exit", exit_now)
-    with pytest.raises(SystemExit):
-        asyncio.run(common.send_or_die(_Refusing(), "t", b"k", b"v"))
-    assert exits == [common.DELIVERY_FAILED_EXIT]
-
-
 def test_fits_never_passes_what_the_producer_would_refuse_and_errs_by_little() -> None:
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -572,57 +552,6 @@ def test_fits_never_passes_what_the_producer_would_refuse_and_errs_by_little() -
         else:  # and tight: refused only within the framing bound of the limit
             assert measured > 1_000_000 - RECORD_FRAMING, size
     assert not limit.fits(None, b"v" * 1_000_000)  # the value alone at the limit: framing too
-
-
-class _Stalling:
-    """Queues the first record, then never returns from ``send`` (a full buffer, a slow broker)."""
-
-    def __init__(self) -> None:
-        self.queued: list[bytes] = []
-
-    async def send(self, topic: str, key: bytes, value: bytes, *args: Any) -> Any:
-        if self.queued:
-            await asyncio.Event().wait()
-        self.queued.append(value)
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-
-def test_a_worker_stopped_between_two_outputs_of_an_input_exits_uncommitted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    exits: list[int] = []
-
-    def exit_now(code: int) -> None:
-        exits.append(code)
-        raise SystemExit(code)
-
-    monkeypatch.setattr(common.os, "_exit", exit_now)
-    producer = _Stalling()
-
-    async def scenario() -> None:
-        task = asyncio.create_task(
-            common.send_all(producer, [("t", b"k", b"decision"), ("t", b"k", b"correction")])
-        )
-        await asyncio.sleep(0.01)
-        task.cancel()  # what stopping the worker does to its agent
-        await task
-
-    with pytest.raises(SystemExit):
-        asyncio.run(scenario())
-    assert producer.queued == [b"decision"]
-    assert exits == [common.HANDLING_FAILED_EXIT]
-
-
-def test_a_worker_stopped_after_queueing_everything_stops_normally() -> None:
-    producer = _Stalling()
-
-    async def scenario() -> None:
-        await common.send_all(producer, [("t", b"k", b"decision")])
-
-    asyncio.run(scenario())
-    assert producer.queued == [b"decision"]
 
 
 def test_recent_ids_forget_the_oldest_and_hold_digests_only() -> None:

@@ -1,0 +1,245 @@
+"""The command processor's input and output on Kafka, with librdkafka (DESIGN §7).
+
+``ledger.commands`` is read by a librdkafka consumer in the command processor's group, one
+command at a time, in order, on the event loop (where the governance state changes), and the
+processor's records are written by a librdkafka producer, each awaited to its acknowledgement.
+Not Faust's aiokafka consumer: aiokafka parses every header of a fetched record as UTF-8 and
+raises on a key that is not, before any ledger code sees the record, so one such record, which
+anyone holding the ``governance`` credential could write, crashed the processor at every start
+and no command after it was answered, emergency rollbacks included (a red team). librdkafka
+hands headers over only when asked: such a record reaches the handler and is decided, or
+dead-lettered, like any other.
+
+Per command: decided against the follower's state; its governance events written and
+acknowledged (``acks=all``) before its answer is sent, since the answer must never precede the
+events. Per fetch: once every answer and dead letter is acknowledged, the offsets committed. An output the broker refuses
+stops the process before that commit. A command handled again (a crash, or a stop, after its
+events or its answer were written but before the commit) is answered again from what was
+written: command ids make that idempotent. The consumer is a member of the processor's group,
+so a second command processor started by mistake holds nothing while the first runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ledger.core.events import GovernanceEvent
+from ledger.core.state import LedgerState
+from ledger.kafka.clients import make_rdkafka_consumer
+from ledger.settings import Settings
+from processors.command_handler import CommandHandler
+from processors.common import DELIVERY_FAILED_EXIT, die
+from processors.outputs import Output
+from processors.request_loop import Record
+
+__all__ = ["CommandLoop", "Outbox", "FETCH_WAIT", "MAX_FETCH"]
+
+log = logging.getLogger("ledger.command-processor")
+
+FETCH_WAIT = 0.5
+"""Seconds one fetch of commands waits when there is none (a command ends the wait at once)."""
+MAX_FETCH = 500
+"""Commands fetched at a time; each is decided, in order, before the next, and the fetch's
+offsets committed once all their outputs are acknowledged."""
+_FLUSH_STEP = 0.5
+"""Seconds of each wait for acknowledgements, so that a stop is not held up by one."""
+_SAID_EVERY = 30.0
+"""Seconds between two log lines about the same consumer error."""
+
+
+class Outbox:
+    """The processor's librdkafka producer, made when first used: :meth:`send` queues a record,
+    :meth:`acknowledged` returns once every record queued is acknowledged by the broker, and
+    stops the process at once when one was refused (nothing may be committed past it)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._producer: Any = None
+        self._failure: Any = None
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if self._producer is None:
+            self._producer = self._make()
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+        except Exception as exc:  # too large, unknown topic, a full queue: every refusal is fatal
+            die(
+                DELIVERY_FAILED_EXIT,
+                "output to %s was refused, stopping before any offset is committed: %r",
+                topic,
+                exc,
+            )
+
+    def send_all(self, outputs: list[Output]) -> None:
+        for topic, key, value in outputs:
+            self.send(topic, key, value)
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None and self._failure is None:
+            self._failure = error
+
+    async def acknowledged(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            while await asyncio.to_thread(producer.flush, _FLUSH_STEP):
+                pass
+        if self._failure is not None:
+            die(
+                DELIVERY_FAILED_EXIT,
+                "output could not be written, stopping before any offset is committed: %s",
+                self._failure,
+            )
+
+    def close(self) -> None:
+        """Deliver what is queued, for a few seconds at most (called when the processor stops:
+        what is not delivered is handled again at the next start)."""
+        if self._producer is not None:
+            self._producer.flush(5)
+
+
+class CommandLoop:
+    """Reads ``ledger.commands`` and answers each command in turn (see the module docstring).
+
+    ``state()`` is the governance state to decide against, ``apply(event)`` applies an event
+    the processor has written (the follower's ``apply_local``), and ``ready()`` returns once the
+    processor may answer (its state complete, its trust anchors recorded, its recent answers
+    read back): nothing is fetched before.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        settings: Settings,
+        group_id: str,
+        handler: CommandHandler,
+        outbox: Outbox,
+        state: Callable[[], LedgerState],
+        apply: Callable[[GovernanceEvent], None],
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._settings = settings
+        self._group_id = group_id
+        self._handler = handler
+        self._outbox = outbox
+        self._state = state
+        self._apply = apply
+        self._said: dict[int, float] = {}  # consumer error code -> when last logged
+
+    async def run(self, ready: Callable[[], Any]) -> None:
+        await ready()
+        consumer = make_rdkafka_consumer(
+            self._bootstrap,
+            security=self._settings.security,
+            **{
+                "group.id": self._group_id,
+                "client.id": self._group_id,
+                # As Faust's consumer had them: a processor that dies without leaving the group
+                # holds the commands for at most 10 s after its restart.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+            },
+        )
+        try:
+            consumer.subscribe([self._settings.topics.commands])
+            while True:
+                messages = await asyncio.to_thread(self._fetch, consumer)
+                if messages:
+                    await self._take(consumer, messages)
+        finally:
+            consumer.close()  # leaves the group: a successor gets the commands at once
+            self._outbox.close()
+
+    @staticmethod
+    def _fetch(consumer: Any) -> list[Any]:
+        """What has arrived, up to :data:`MAX_FETCH`; when nothing has, the first record within
+        :data:`FETCH_WAIT` (``consume`` would wait for all it asks for: a lone command, an
+        emergency rollback say, would wait the whole time)."""
+        messages: list[Any] = consumer.consume(num_messages=MAX_FETCH, timeout=0)
+        if messages:
+            return messages
+        first = consumer.poll(FETCH_WAIT)
+        if first is None:
+            return []
+        return [first, *consumer.consume(num_messages=MAX_FETCH - 1, timeout=0)]
+
+    async def _take(self, consumer: Any, messages: list[Any]) -> None:
+        """Answer ``messages`` in order, then commit past the last once every output is
+        acknowledged (one wait and one commit per fetch: a flood of garbage records, each a
+        dead letter, drains at thousands a second, and the command behind it waits that long)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        last = None
+        for message in messages:
+            error = message.error()
+            if error is None:
+                record = Record(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                )
+                await self._answer(record)
+            elif error.fatal():
+                raise KafkaException(error)
+            elif error.code() == KafkaError._BAD_COMPRESSION and (message.offset() or -1) >= 0:
+                # Fetched again for ever otherwise, every command after it unanswered.
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                letter = self._handler.letters.letter(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=message.key(),
+                    value=None,
+                    code="codec_error",
+                    reason=f"its record batch does not decompress: {error.str()}",
+                )
+                self._outbox.send_all([letter])
+                consumer.seek(TopicPartition(topic, partition, offset + 1))
+            else:
+                self._say(error)
+                continue
+            last = message
+        if last is not None:
+            await self._outbox.acknowledged()
+            await asyncio.to_thread(self._commit, consumer, last)
+
+    async def _answer(self, record: Record) -> None:
+        """Decide ``record`` and queue its answer; its events, if any, are written and
+        acknowledged first, and applied to the state the next command is decided against."""
+        step = self._handler.handle(self._state(), record)
+        if step.events:
+            for _, (topic, key, value) in step.events:
+                self._outbox.send(topic, key, value)
+            await self._outbox.acknowledged()  # the events, before any answer
+            for event, _ in step.events:
+                self._apply(event)
+        self._outbox.send_all(step.outputs)
+
+    @staticmethod
+    def _commit(consumer: Any, message: Any) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        done = TopicPartition(message.topic(), message.partition(), message.offset() + 1)
+        try:
+            consumer.commit(offsets=[done], asynchronous=False)
+        except KafkaException as exc:  # the group moved on: whoever reads it next answers it
+            log.warning(
+                "could not commit %s[%s] up to %s (%s): the commands from there are answered "
+                "again, the same, by whoever reads them next",
+                done.topic,
+                done.partition,
+                done.offset,
+                exc,
+            )
+
+    def _say(self, error: Any) -> None:
+        now = time.monotonic()
+        if now - self._said.get(error.code(), float("-inf")) >= _SAID_EVERY:
+            self._said[error.code()] = now
+            log.warning("command consumer: %s", error.str())

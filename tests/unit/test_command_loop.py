@@ -1,0 +1,200 @@
+"""The command processor's Kafka side (processors.command_loop), with fakes for librdkafka:
+events acknowledged before the answer, the answer before the commit, and a refused output stops
+the process before any commit (the broker itself: tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from processors import common
+from processors.command_handler import Step
+from processors.command_loop import FETCH_WAIT, MAX_FETCH, CommandLoop, Outbox
+
+
+class _Producer:
+    def __init__(self, log: list[Any], *, refuse: Exception | None = None) -> None:
+        self.log, self.refuse = log, refuse
+        self.failing: Any = None  # the error the next delivery reports
+        self._queued: list[Any] = []
+
+    def produce(self, topic: str, *, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.log.append(("produce", topic, value))
+        self._queued.append(on_delivery)
+
+    def flush(self, timeout: float) -> int:
+        self.log.append(("flush",))
+        for delivered in self._queued:
+            delivered(self.failing, None)
+        self._queued.clear()
+        return 0
+
+
+class _Message:
+    def __init__(self, offset: int, error: Any = None) -> None:
+        self._offset, self._error = offset, error
+
+    def error(self) -> Any:
+        return self._error
+
+    def topic(self) -> str:
+        return "ledger.commands"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"command"
+
+
+class _Consumer:
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
+        assert not asynchronous
+        self.log.append(("commit", offsets[0].offset))
+
+
+class _Handler:
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        self.seen: list[Any] = []
+
+    def handle(self, state: Any, record: Any) -> Step:
+        self.seen.append((record.topic, record.partition, record.offset, record.value))
+        return self.step
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    said: list[int] = []
+
+    def exit_now(code: int) -> None:
+        said.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(common.os, "_exit", exit_now)
+    return said
+
+
+def _loop(log: list[Any], handler: _Handler, producer: _Producer) -> CommandLoop:
+    return CommandLoop(
+        bootstrap="127.0.0.1:9",
+        settings=None,  # type: ignore[arg-type]  # not read by _take
+        group_id="g",
+        handler=handler,  # type: ignore[arg-type]
+        outbox=Outbox(lambda: producer),
+        state=lambda: "state",  # type: ignore[arg-type,return-value]
+        apply=lambda event: log.append(("apply", event)),
+    )
+
+
+def test_a_commands_events_are_acknowledged_and_applied_before_its_answer_then_committed() -> None:
+    log: list[Any] = []
+    step = Step(
+        events=[("grant", ("ledger.grant-events", b"a", b"event"))],  # type: ignore[list-item]
+        outputs=[("ledger.command-results", b"c", b"answer")],
+    )
+    handler = _Handler(step)
+    loop = _loop(log, handler, _Producer(log))
+    asyncio.run(loop._take(_Consumer(log), [_Message(41)]))
+    assert handler.seen == [("ledger.commands", 0, 41, b"command")]
+    assert log == [
+        ("produce", "ledger.grant-events", b"event"),
+        ("flush",),
+        ("apply", "grant"),
+        ("produce", "ledger.command-results", b"answer"),
+        ("flush",),
+        ("commit", 42),
+    ]
+
+
+def test_an_answer_the_broker_refuses_stops_the_process_before_the_commit(
+    exits: list[int],
+) -> None:
+    log: list[Any] = []
+    producer = _Producer(log)
+    producer.failing = "MSG_SIZE_TOO_LARGE"
+    loop = _loop(log, _Handler(Step(outputs=[("r", b"c", b"answer")])), producer)
+    with pytest.raises(SystemExit):
+        asyncio.run(loop._take(_Consumer(log), [_Message(7)]))
+    assert exits == [common.DELIVERY_FAILED_EXIT]
+    assert not [entry for entry in log if entry[0] == "commit"]
+
+
+def test_a_fetch_is_answered_in_order_with_one_wait_and_one_commit() -> None:
+    # A flood of garbage records (each a dead letter) must drain at thousands a second: one
+    # wait for acknowledgements and one commit per fetch, not per record.
+    log: list[Any] = []
+    loop = _loop(log, _Handler(Step(outputs=[("letters", b"k", b"letter")])), _Producer(log))
+    asyncio.run(loop._take(_Consumer(log), [_Message(n) for n in range(3)]))
+    assert log == [
+        *[("produce", "letters", b"letter")] * 3,
+        ("flush",),
+        ("commit", 3),
+    ]
+
+
+def test_a_send_refused_on_the_spot_stops_the_process(exits: list[int]) -> None:
+    outbox = Outbox(lambda: _Producer([], refuse=BufferError("Local: Queue full")))
+    with pytest.raises(SystemExit):
+        outbox.send("t", b"k", b"v")
+    assert exits == [common.DELIVERY_FAILED_EXIT]
+
+
+def test_a_consumer_error_commits_nothing_and_is_said_once_in_a_while(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class _Error:
+        def fatal(self) -> bool:
+            return False
+
+        def code(self) -> int:
+            return -195  # _TRANSPORT
+
+        def str(self) -> str:
+            return "Broker: transport failure"
+
+    log: list[Any] = []
+    loop = _loop(log, _Handler(Step()), _Producer(log))
+    with caplog.at_level(logging.WARNING, logger="ledger.command-processor"):
+        for _ in range(3):
+            asyncio.run(loop._take(_Consumer(log), [_Message(-1001, error=_Error())]))
+    assert log == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "command consumer: Broker: transport failure"
+    ]
+
+
+def test_a_lone_command_is_fetched_at_once_not_after_the_fetch_wait() -> None:
+    # librdkafka's consume(n, timeout) waits until it has n records: a lone command, an
+    # emergency rollback say, would have waited the whole timeout before being answered.
+    asked: list[Any] = []
+
+    class _Fetching:
+        def consume(self, *, num_messages: int, timeout: float) -> list[Any]:
+            asked.append(("consume", num_messages, timeout))
+            return []
+
+        def poll(self, timeout: float) -> Any:
+            asked.append(("poll", timeout))
+            return "rollback"
+
+    assert CommandLoop._fetch(_Fetching()) == ["rollback"]
+    assert asked == [
+        ("consume", MAX_FETCH, 0),
+        ("poll", FETCH_WAIT),
+        ("consume", MAX_FETCH - 1, 0),
+    ]
