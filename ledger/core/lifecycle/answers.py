@@ -31,6 +31,7 @@ from ledger.core.events import (
     GrantRevoked,
     PolicyRetired,
     PolicyRolledBack,
+    PolicyVersionApproved,
     PolicyVersionPromoted,
     PolicyVersionProposed,
     Stage,
@@ -123,7 +124,22 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             _new_name_note(state, event.policy),
             overlap_note(state, event.policy, event.governs),
         ]
-        return [n for n in said if n]
+        record = state.policies.get(event.policy)
+        # Said first at proposal, and again at approval (a policy owner's walkthrough: a
+        # misspelt `governs` passed validate, its tests, propose and approve, and the first
+        # word of it came once its canary was deciding).
+        dropped = (
+            []
+            if record is None
+            else _dropped(state, record, event.version, None, event.governs, upcoming=True)
+        )
+        return [*dropped, *(n for n in said if n)]
+    if isinstance(event, PolicyVersionApproved):
+        record = state.policies.get(event.policy)
+        version = None if record is None else record.versions.get(event.version)
+        if record is None or version is None:
+            return []
+        return _dropped(state, record, version.version, None, version.governs, upcoming=True)
     if isinstance(event, GrantIssued):
         return _own_keys_only(event)
     record = state.policies.get(getattr(event, "policy", ""))
@@ -352,9 +368,12 @@ def _dropped(
     number: int,
     percent: int | None,
     governs: Iterable[str],
+    *,
+    upcoming: bool = False,
 ) -> list[str]:
-    """A note naming what version ``number``, made the canary (of ``percent``) or active,
-    does not govern of what the active version governs, and what becomes of those requests
+    """A note naming what version ``number``, made the canary (of ``percent``) or active
+    (``upcoming``: proposed or approved, once it is), does not govern of what the active
+    version governs, and what becomes of those requests
     (the canary's share of them): decided by another deployed policy that governs them, named
     with its pattern (a policy owner's walkthrough: the note said "denied ungoverned_action",
     and another team's policy decided them, as errors, on facts it did not expect), else
@@ -386,7 +405,10 @@ def _dropped(
         if not covered:
             gone.append(g + _still_governed(g, kept, work))
             dropped.append(g)
-    when = f"in its share ({percent}%)" if percent is not None else "from now on"
+    if upcoming:
+        when = "once it decides (canary or active), in its share"
+    else:
+        when = f"in its share ({percent}%)" if percent is not None else "from now on"
     notes = [
         f"note: v{number} does not govern {', '.join(gone[:5])}"
         + (" and more" if len(gone) > 5 else "")

@@ -2100,6 +2100,42 @@ def test_what_a_policy_governs_is_what_its_deployed_versions_govern() -> None:
     assert (row["governs"], governs_cell(row)) == ([], "-")
 
 
+def test_a_proposal_and_its_approval_say_what_it_would_stop_governing() -> None:
+    # A policy owner's walkthrough: `governs: [refund.isue]` (misspelt) passed validate, its
+    # tests (cases without an action run as if it were governed), propose and approve; the
+    # first word of it came at the canary's promotion, once its share was being denied.
+    from ledger.core.events import ApprovePolicyVersion, ProposePolicyVersion
+    from ledger.testing import ADMIN, REVIEWER, LocalLedger
+
+    ledger = LocalLedger()
+    assert ledger.deploy(REFUND) == 1
+    typo = REFUND.replace("governs: [refund.issue]", "governs: [refund.isue]", 1)
+    proposed = ledger.submit_command(
+        ProposePolicyVersion(
+            event_id="p2", occurred_at=T0, actor=ADMIN, document=typo, policy="refund"
+        )
+    )
+    said = (
+        "note: v2 does not govern refund.issue, which v1 (active) does: once it decides "
+        "(canary or active), in its share those requests are denied ungoverned_action (no other "
+        "deployed policy governs them)"
+    )
+    assert said in proposed.message
+    approved = ledger.submit_command(
+        ApprovePolicyVersion(
+            event_id="a2", occurred_at=T0, actor=REVIEWER, policy="refund", version=2
+        )
+    )
+    assert said in approved.message
+    same = ledger.submit_command(
+        ProposePolicyVersion(
+            event_id="p3", occurred_at=T0, actor=ADMIN, document=REFUND.replace("750", "700"),
+            policy="refund",
+        )
+    )  # fmt: skip
+    assert "does not govern" not in same.message
+
+
 def test_a_deployment_says_what_it_will_not_decide_or_observe() -> None:
     # A policy owner's walkthrough: a canary that dropped an action from governs denied its
     # share of it ungoverned_action without a word at promotion, a bare rollback to a version
