@@ -935,6 +935,10 @@ _HINT_NAME_CHARS: Final = 64
 _HINT_CANDIDATES: Final = 100
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
 def _quoted(a: _Expr, b: _Expr) -> str:
     """A hint when a number or a bool was written in quotes (``amount <= "100"``, ``vip ==
     "true"``), a time as bare text (``at < "2025-01-01T00:00:00Z"``), or ``true`` compared with
@@ -948,6 +952,15 @@ def _quoted(a: _Expr, b: _Expr) -> str:
             and _NUMBER.fullmatch(text.const.strip())
         ):
             return f": write the number without quotes, {text.const.strip()} not {text.const!r}"
+        if number.type == "int" and text.type == "string" and isinstance(text.const, str):
+            # A policy owner's walkthrough: `hour_utc < "06:00"` was told nothing of what to
+            # write instead.
+            hours, colon, minutes = text.const.strip().partition(":")
+            if colon and hours.isdigit() and minutes.isdigit() and len(hours) <= 2:
+                return (
+                    f": compare the whole number, {int(hours)} not {text.const!r} (a time of day "
+                    "is an int fact such as an hour)"
+                )
         if number.type == "timestamp" and text.type == "string":
             # As a timestamp that parses (a policy owner's walkthrough: `"2026-01-01"` was
             # told timestamp("2026-01-01"), then to add a zone, then an isoformat error).
@@ -1028,7 +1041,11 @@ def compile_condition(
         tree = _parse(text)
         result = compiler.walk(tree)
         if result.type not in ("bool", "dyn"):
-            raise _Problem(f"a condition must be a bool, this one is a {result.type}", 1, 1)
+            raise _Problem(
+                f"a condition must be a bool, this one is {_article(result.type)} {result.type}",
+                1,
+                1,
+            )
         body = result.code if result.type == "bool" else f"_truth({result.code})"
         python = f"lambda f, c, m: {body}"
         slow = None

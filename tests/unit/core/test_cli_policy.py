@@ -464,6 +464,9 @@ def test_a_failing_case_is_said_in_the_authors_terms(tmp_path: Path) -> None:
         ("amount > 1 AND tenure_days > 0", "CEL writes 'AND' as &&"),
         ("(amount > 1 && tenure_days > 0", "1 ( but 0 ): a parenthesis is not closed"),
         ("standing == good", "'good' is a value of standing: write it as text"),
+        # A policy owner's walkthrough: a time of day against an int, and "is a int".
+        ('tenure_days < "06:00"', "compare the whole number, 6 not '06:00'"),
+        ("1", "a condition must be a bool, this one is an int"),
     ],
 )
 def test_a_condition_mistake_says_what_was_meant(tmp_path: Path, when: str, said: str) -> None:
