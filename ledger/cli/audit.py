@@ -376,9 +376,11 @@ def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> Non
 @handle_errors
 def shell(source: Path | None) -> None:
     """Open the DuckDB CLI (`duckdb`, if on the PATH: pip install duckdb-cli) with the views
-    defined; without it, a Python REPL with `con`, a DuckDB connection with the views.
+    defined; without it, a SQL prompt over the views (read-only, as `audit sql`: end each
+    statement with `;`; `.tables` lists the views, `.python` opens Python with `con`, a DuckDB
+    connection with the views, `.quit` or Ctrl-D ends it).
 
-    The shell is yours: unlike `audit sql` it is not read-only.
+    The DuckDB CLI is yours: unlike `audit sql` it is not read-only.
     """
     from ledger.audit.sql import base_views_sql, connect, views_sql
 
@@ -390,15 +392,68 @@ def shell(source: Path | None) -> None:
             init.write("SET TimeZone = 'UTC';\n" + base + "\n" + views_sql())
         click.echo(f"DuckDB over {directory}: the views are defined (try `.tables`)", err=True)
         raise SystemExit(_run_shell([cli, "-init", init.name], init.name))
+    con = connect(directory)
+    try:
+        _sql_prompt(con, directory)
+    finally:
+        con.close()
+
+
+def _sql_prompt(con: Any, directory: Path) -> None:
+    """A SQL prompt over ``con`` for an auditor without the DuckDB CLI (an auditor's
+    walkthrough: the Python prompt it opened answered SQL with `SyntaxError`): statements end
+    with ``;``, each answered as `audit sql` answers it (read-only, text escaped), an error in
+    one line, and the prompt goes on."""
+    from ledger.audit.sql import stream_sql
+
+    click.echo(
+        f"SQL over {directory} (no `duckdb` CLI on the PATH): the audit views, read-only; end "
+        "each statement with `;`. `.tables` lists the views, `.python` opens Python with `con`, "
+        "`.quit` or Ctrl-D ends.",
+        err=True,
+    )
+    pending: list[str] = []
+    while True:
+        try:
+            line = input("sql> " if not pending else "...> ")
+        except EOFError:
+            click.echo("", err=True)
+            return
+        except KeyboardInterrupt:  # drops the statement being written, as a shell does
+            click.echo("", err=True)
+            pending = []
+            continue
+        command = line.strip()
+        if not pending and command in (".quit", ".exit"):
+            return
+        if not pending and command == ".python":
+            _python_prompt(con, directory)
+            continue
+        if not pending and command == ".tables":
+            line = "SELECT table_name AS view FROM information_schema.tables ORDER BY 1;"
+        pending.append(line)
+        statement = "\n".join(pending).strip()
+        if not statement.endswith(";"):
+            if not statement:
+                pending = []
+            continue
+        pending = []
+        try:
+            _emit(stream_sql(con, statement.rstrip(";").strip()), False, False)
+        except KeyboardInterrupt:
+            click.echo("(interrupted)", err=True)
+        except Exception as exc:  # one statement's failure; the prompt goes on
+            click.echo(f"error: {printable(str(exc) or repr(exc), one_line=True)}", err=True)
+
+
+def _python_prompt(con: Any, directory: Path) -> None:
     import code
 
-    con = connect(directory)
     banner = (
-        f"Python with `con`, a DuckDB connection over {directory} with the audit views "
-        "(no `duckdb` CLI on the PATH).\n"
+        f"Python with `con`, a DuckDB connection over {directory} with the audit views.\n"
         'Try: con.sql("SELECT determination, count(*) FROM decisions GROUP BY 1").show()\n'
         "Values print as stored, control characters an agent sent included: look at requests' "
-        "text with `ledger audit sql`, which escapes them."
+        "text with `ledger audit sql`, which escapes them. Ctrl-D goes back to SQL."
     )
     code.interact(banner=banner, local={"con": con}, exitmsg="")
 

@@ -2073,6 +2073,27 @@ def test_a_pre_evaluation_is_taken_item_by_item_in_order() -> None:
     assert list(single_pairs([(request, other)])) == []
 
 
+def test_audit_shell_without_the_duckdb_cli_is_a_sql_prompt(
+    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An auditor's walkthrough: without `duckdb` on the PATH the shell was a Python prompt,
+    # which answered SQL with SyntaxError: a dead end for an auditor who knows SQL only.
+    monkeypatch.setenv("PATH", str(tmp_path))  # no duckdb CLI there
+    typed = (
+        ".tables\n"
+        "SELECT count(*) AS n\n  FROM decisions;\n"
+        "SELECT nope FROM decisions;\n"
+        "DROP VIEW decisions;\n"
+        "SELECT count(*) AS still FROM decisions;\n"
+    )
+    done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)], input=typed)
+    assert done.exit_code == 0, done.output
+    assert "decisions" in done.stdout and "grant_history" in done.stdout  # .tables
+    assert "┃ n " in done.stdout and "┃ still " in done.stdout  # the statement after errors
+    assert "error: SQL does not fit the views:" in done.stderr
+    assert "error: audit sql is read-only: DROP statements are refused" in done.stderr
+
+
 def test_audit_shell_runs_duckdb_with_the_views_and_removes_its_init_file(
     export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
