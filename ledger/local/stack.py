@@ -399,6 +399,9 @@ def _gone(client: str | None, stuck: set[int]) -> bool:
 
 _STARTING: Final = b"ledger.processor: starting: pid "
 _STOPPED: Final = b"ledger.processor: stopped: pid "
+_LOG_SCAN: Final = 64 * 1024 * 1024
+"""Bytes of a processor's log read back at most for its last run's start (months of an idle
+evaluator's stats lines)."""
 _LOG_TAIL: Final = 256 * 1024
 """Bytes of a processor's log read for how its last run ended (its last lines, whatever its size)."""
 
@@ -416,6 +419,29 @@ def _logged(line: bytes) -> tuple[bytes, bytes] | None:
     return (parts[1], parts[2]) if bracket and len(parts) == 3 else None
 
 
+def _last_run(log: str | Path) -> list[bytes]:
+    """The lines at the end of ``log`` that hold its last run's ``starting:`` line: its last
+    :data:`_LOG_TAIL` bytes, and more, a chunk at a time, while they hold none, up to
+    :data:`_LOG_SCAN` (a red team: an idle evaluator logs its stats every 30 s, and after
+    about 9 hours its start had left the tail: a kill went unsaid)."""
+    with open(log, "rb") as file:
+        end = file.seek(0, os.SEEK_END)
+        begin, chunk, tail = end, _LOG_TAIL, b""
+        while begin > 0 and end - begin < _LOG_SCAN:
+            step = min(chunk, begin)
+            begin -= step
+            file.seek(begin)
+            tail = file.read(step) + tail
+            lines = tail.split(b"\n")
+            if any(
+                (record := _logged(line)) is not None and record[1].startswith(_STARTING)
+                for line in lines
+            ):
+                return lines
+            chunk *= 4
+        return tail.split(b"\n")
+
+
 def _is_critical(line: bytes) -> bool:
     said = _logged(line)
     return said is not None and said[0] == b"CRITICAL"
@@ -427,13 +453,9 @@ def ended_unannounced(log: str | Path) -> str | None:
     killer's, `ps` said only "not running" and the log holds no error to look for). ``None``
     when it stopped cleanly, or the log cannot tell."""
     try:
-        with open(log, "rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - _LOG_TAIL))
-            tail = file.read(_LOG_TAIL)
+        lines = _last_run(log)
     except OSError:
         return None
-    lines = tail.split(b"\n")
     started = stopped = -1
     for at, line in enumerate(lines):
         record = _logged(line)
@@ -441,17 +463,22 @@ def ended_unannounced(log: str | Path) -> str | None:
             started = at
         elif record is not None and record[1].startswith(_STOPPED):
             stopped = at
-    if started < 0 or stopped > started:
+    if started < 0:
         return None
     given = lines[started].partition(_STARTING)[2].split(b",", 1)[0][:12]
     pid = given.decode() if given.isdigit() else "?"
     # A processor that stops itself on a fatal error (`die`, which skips the `stopped:` line)
     # or crashes (faulthandler's dump) says why in its log: that, not `dmesg` (the review).
+    # So does one Faust stopped on a crash, though it then writes `stopped:` as it exits (a
+    # red team: `ps` said only "not running", as of a clean stop).
+    run = lines[started : stopped if stopped > started else len(lines)]
     fatal = [
         raw.rstrip(b"\r")
-        for raw in lines[started:]
+        for raw in run
         if raw.startswith(b"Fatal Python error") or _is_critical(raw)
     ]
+    if stopped > started and not fatal:
+        return None
     if fatal:
         last = fatal[-1].decode("utf-8", "replace").strip()
         said = "".join(c if c.isprintable() else "?" for c in last[:1000])  # for a terminal

@@ -1457,6 +1457,24 @@ def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Pa
         more.write(start.format(44) + "Fatal Python error: Segmentation fault\n\nThread 0x1\n")
     said = stack.ended_unannounced(log)
     assert said is not None and said.endswith("holds: Fatal Python error: Segmentation fault")
+    # A red team: Faust stopped on a crash logs CRITICAL, then `stopped:` as the process exits:
+    # that run ended on the error, not cleanly.
+    with log.open("a") as more:
+        more.write(start.format(45))
+        more.write("[t] evaluator CRITICAL faust.worker: We experienced a crash! Reraising\n")
+        more.write("[t] evaluator INFO ledger.processor: stopped: pid 45\n")
+    said = stack.ended_unannounced(log)
+    assert said == (
+        "its last run (pid 45) ended on an error its log holds: [t] evaluator CRITICAL "
+        "faust.worker: We experienced a crash! Reraising"
+    )
+    # A red team: an idle evaluator's stats lines push its start out of the last 256 KiB
+    # after about 9 hours; a kill then went unsaid.
+    with log.open("a") as more:
+        more.write(start.format(46))
+        more.write("[t] evaluator INFO ledger.evaluator: evaluator stats: …\n" * 40_000)
+    said = stack.ended_unannounced(log)
+    assert said is not None and said.startswith("its last run (pid 46) ended without `stopped:`")
     # The cut is taken from the end of a long log.
     with log.open("a") as more:
         more.write("x" * 300_000 + "\n" + "[t] evaluator INFO ledger.processor: stopped: pid 42\n")
