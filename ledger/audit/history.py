@@ -49,7 +49,8 @@ def check_export_history(
     governance event, a row whose columns (what analysts query) disagree with its record bytes,
     offsets missing or repeated within a partition (the governance topics are written without
     transactions, so their offsets have no gaps), rows missing before the offset the
-    manifest says comes next, and a file whose footer lies about its data (:func:`footer_lie`). ``ledger actor verify --from`` reports these beside the events
+    manifest says comes next, events an accepted command's answer names that are not there
+    (:func:`_answered_unwritten`), and a file whose footer lies about its data (:func:`footer_lie`). ``ledger actor verify --from`` reports these beside the events
     it cannot prove."""
     return _read(export_dir, codec, check=True)
 
@@ -108,12 +109,44 @@ def _read(
             found.append((topic, partition, offset, event))
     if check:
         problems.extend(_log_gaps(wanted, offsets, manifest))
+        problems.extend(_answered_unwritten(export_dir, manifest))
     order = {topic: index for index, topic in enumerate(wanted)}
     found.sort(key=lambda item: (order[item[0]], item[1], item[2]))
     return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found], problems
 
 
 _LOG_COLUMNS: Final = ["topic", "partition", "offset", "record"]
+
+
+def _answered_unwritten(export_dir: Path, manifest: Manifest) -> list[str]:
+    """One line per accepted command answer naming governance events the export lacks (the
+    named query ``governance_answered_missing``, the rule ``ledger audit verify`` holds the
+    export to): the newest events deleted, with the manifest's offsets lowered, leave no gap in
+    the logs, and no decision may cite them yet (an auditor's walkthrough: a grant's revocation
+    hidden so, both verifiers said intact). Only in a complete export: one stopped part-way may
+    have read the answers further than the events. A file that cannot be read is left to
+    ``ledger audit verify``, which reports it."""
+    if not manifest.complete:
+        return []
+    from ledger.audit.sql import connect, run_named_typed  # DuckDB: only when asked for
+
+    try:
+        con = connect(export_dir, manifest=manifest)
+        try:
+            found = run_named_typed(con, "governance_answered_missing", {}).records()
+        finally:
+            con.close()
+    except ExportError:
+        return []
+    return [
+        f"{row['topic']} partition {row['partition']} offset {row['offset']}: the accepted "
+        f"{row['command_type']} {row['command_id']} names {row['events_missing']} governance "
+        f"event(s) not in the export, the first {row['first_missing_event']} (the processor "
+        "writes them before its answer: the newest deleted with the manifest's offsets "
+        "lowered, so every point-in-time answer after it is wrong; or a `--follow` export a "
+        "flush behind: export again, then verify; keep this folder as evidence)"
+        for row in found
+    ]
 
 
 def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | None:

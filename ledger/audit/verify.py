@@ -29,9 +29,11 @@ first in time first:
 Beyond the chains, what the export's other records say it must hold (named queries, the one
 place for each rule, run over the views): every request received a minute before the export
 read the topics answered by a decision or a dead letter (``requests_unanswered``: the decisions
-deleted, folders and manifest entries alike, or an evaluator down), and every governance record
+deleted, folders and manifest entries alike, or an evaluator down), every governance record
 a decision cites present (``governance_cited_missing``: the newest grant revocation deleted,
-with the manifest's offsets lowered); either is **missing**. Neither is checked in an export
+with the manifest's offsets lowered), and every governance event an accepted command's answer
+names present (``governance_answered_missing``: the same, before any decision cites it); each
+is **missing**. None is checked in an export
 whose last run stopped part-way: its topics end at different points. When the export read the
 topics is the manifest's word, bounded below by the broker's stamp on the newest request: a
 request stamped more than :data:`CLOCK_SLACK` after ``read_at`` is **altered** (the manifest).
@@ -907,7 +909,8 @@ def _unanswered_or_uncited(
 ) -> list[Problem]:
     """What the export's own records say it lacks, by the named queries over its views (files
     in ``broken`` left out): governance records its decisions cite
-    (``governance_cited_missing``), and requests received :data:`ANSWER_GRACE` before it read
+    (``governance_cited_missing``) and events its accepted commands' answers name
+    (``governance_answered_missing``), and requests received :data:`ANSWER_GRACE` before it read
     the topics with no decision and no dead letter (``requests_unanswered``)."""
     from ledger.audit.sql import connect as with_views
     from ledger.audit.sql import run_named_typed
@@ -919,6 +922,7 @@ def _unanswered_or_uncited(
     con = with_views(directory, manifest=manifest, exclude=broken)
     try:
         problems = [_uncited(row) for row in named(con, "governance_cited_missing", {})]
+        problems += [_unwritten(row) for row in named(con, "governance_answered_missing", {})]
         read = manifest.read_time()
         said = parse_instant(read) if read is not None else None  # the manifest checked its form
         newest = con.execute(
@@ -984,6 +988,29 @@ def _uncited(row: Mapping[str, Any]) -> Problem:
         expected="every governance record a decision applied, and those before it (one was "
         "deleted, or the newest with the manifest's offsets lowered to hide it; or a "
         "`--follow` export was a flush behind: export again, then verify)",
+        subject="governance record",
+    )
+
+
+def _unwritten(row: Mapping[str, Any]) -> Problem:
+    """A row of ``governance_answered_missing`` as the problem it is: named by the answer that
+    vouches for the missing event (no offset of the governance log says where it was)."""
+    missing = int(row["events_missing"])
+    answered = row["answered_at"]
+    return Problem(
+        kind="missing",
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row["offset"],
+        decision_id=row["first_missing_event"],
+        found=f"the accepted {row['command_type']} {row['command_id']} "
+        f"({clipped(str(row['aggregate']), 120)}) names {missing} governance event(s) the "
+        f"export does not hold, this one the first",
+        expected="every policy or grant event an accepted command's answer names (the "
+        "processor writes them before its answer: the newest deleted with the manifest's "
+        "offsets lowered, which no decision cites yet, so every point-in-time answer after it "
+        "is wrong; or a `--follow` export was a flush behind: export again, then verify)",
+        at=answered if isinstance(answered, datetime) else None,
         subject="governance record",
     )
 

@@ -383,7 +383,7 @@ def verify_cmd(
     bytes), and that its actor held the authority for it then (the bootstrap administrators,
     $LEDGER_ADMINS, may do everything). It also checks the records themselves: every one must decode as a governance event,
     and no offset may be missing (and from an export, every row's columns must agree with its
-    record). Exit 0 when every event is proven and nothing is damaged; otherwise exit 11
+    record, and every event an accepted command's answer names must be there). Exit 0 when every event is proven and nothing is damaged; otherwise exit 11
     (tamper_detected) naming the first problem (each is listed: DAMAGED, UNPROVEN).
 
     A rule a release adds holds older history to it too: with --accepted-before TIME, events

@@ -38,7 +38,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
-from ledger.core.lifecycle import Rejection, decide_signed, register_anchors
+from ledger.core.lifecycle import Rejection, command_result, decide_signed, register_anchors
 from ledger.core.state import EMPTY_STATE, aggregate_of, fold
 from ledger.keys import public_bytes, sign
 from ledger.settings import TopicNames
@@ -228,6 +228,46 @@ def test_a_deleted_row_is_found_in_the_middle_and_at_the_end(tmp_path: Path, whi
     assert code == 11
     expected = "offsets 5-5 are missing (the manifest says 6" if last else "offsets 4-4 are missing"
     assert any(expected in line for line in report["damaged_rows"]), report["damaged_rows"]
+
+
+def test_the_newest_event_deleted_with_the_manifest_lowered_is_found_by_its_answer(
+    tmp_path: Path,
+) -> None:
+    # An auditor's walkthrough: the newest grant event deleted, the manifest's rows and offsets
+    # lowered by one, "all proven", exit 0; the command processor's answer still named it.
+    events = history()
+    newest = next(e for e in reversed(events) if isinstance(e, GRANT_EVENT_TYPES))  # g-3
+    command = _grant(6, "g-3", "ticket.*")
+    answer = command_result(command, (newest,), event_id="a-6", now=newest.occurred_at)
+    millis = int(newest.occurred_at.timestamp() * 1000)
+    out = tmp_path / "export"
+    write_export(
+        out,
+        [
+            *records(events),
+            Exported(TOPICS.command_results, 0, 0, millis, b"c-6", CODEC.encode(answer)),
+        ],
+        TOPICS,
+    )
+    code, report, _ = verify(out)
+    assert code == 0 and report["damaged_rows"] == []
+    _grant_rows(out, lambda rows: [r for r in rows if r.get("grant_id") != "g-3"])
+    manifest = out / "_manifest.json"
+    document = json.loads(manifest.read_text())
+    document["offsets"][TOPICS.grant_events]["0"] -= 1
+    for entry in document["files"]:
+        if entry["topic"] == TOPICS.grant_events:
+            entry["last_offset"] -= 1
+            entry["rows"] -= 1
+    manifest.write_text(json.dumps(document))
+    code, report, _ = verify(out)
+    assert code == 11
+    [line] = report["damaged_rows"]
+    assert line.startswith(
+        f"{TOPICS.command_results} partition 0 offset 0: the accepted IssueGrant c-6 names 1 "
+        f"governance event(s) not in the export, the first {newest.event_id} ("
+    )
+    assert "keep this folder as evidence" in line
 
 
 def _reencoded(events: list[GovernanceEvent], which: str, **changes: Any) -> list[GovernanceEvent]:

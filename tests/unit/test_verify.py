@@ -38,7 +38,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.jsonform import to_json_value
-from ledger.core.lifecycle import decide
+from ledger.core.lifecycle import already_applied, command_result, decide
 from ledger.core.state import EMPTY_STATE, fold
 from ledger.errors import ExportError
 from ledger.settings import TopicNames
@@ -1272,6 +1272,72 @@ def test_a_deleted_grant_revocation_the_decisions_cite_is_missing(export: Path) 
         f"40 decision(s) cite {TOPICS.grant_events}/0 up to offset 1 (the first: decision d-"
     )
     assert problem.found.endswith("but the export holds only up to offset 0")
+
+
+def _answered_grant(ledger: Ledger, out: Path) -> Path:
+    """``ledger``'s export with one grant more, issued after every decision (grant event 2, no
+    decision cites it), and the command processor's answers naming it: accepted, then the
+    same command's answer again (``already_applied``, delivered twice across a crash)."""
+    command = IssueGrant(
+        event_id="c-late",
+        occurred_at=T0,
+        actor="human:admin",
+        grant_id="g-late",
+        principal="agent:other",
+        actions=("refund.issue",),
+        resource="*",
+    )
+    later = T0 + timedelta(seconds=5)  # the same date folder as the other grant events
+    events = decide(
+        EMPTY_STATE, command, now=later, new_id=lambda: "e-late", admins={"human:admin"}
+    )
+    assert isinstance(events, tuple)
+    answers = [
+        command_result(command, events, event_id="a-1", now=later),
+        already_applied(command, ("e-late",), event_id="a-2", now=later + timedelta(seconds=1)),
+    ]
+    stamp = int(later.timestamp() * 1000)
+    extra = [Exported(TOPICS.grant_events, 0, 2, stamp, None, CODEC.encode(events[0]))]
+    extra += [
+        Exported(TOPICS.command_results, 0, n, stamp, b"c-late", CODEC.encode(answer))
+        for n, answer in enumerate(answers)
+    ]
+    write_export(out, ledger.records + extra, TOPICS)
+    return out
+
+
+def test_a_deleted_grant_event_no_decision_cites_is_missing_by_its_answer(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """An auditor's walkthrough: the newest GrantRevoked removed, with the manifest's rows and
+    offsets lowered, before any decision cited it: both verifiers said intact, and `grants_of`
+    showed the grant in force. The accepted command's answer still named the event."""
+    export = _answered_grant(ledger, tmp_path / "export")
+    assert verify(export).intact  # every event the answers name is there, a repeat's too
+    [path] = files_of(export, TOPICS.grant_events)
+    rewrite(path, lambda rows: [r for r in rows if r["offset"] != 2])
+
+    def lower(document: dict[str, Any]) -> None:
+        document["offsets"][TOPICS.grant_events]["0"] = 2
+        for entry in document["files"]:
+            if entry["topic"] == TOPICS.grant_events:
+                entry["last_offset"], entry["rows"] = 1, 2
+
+    _edit_manifest(export, lower)
+    first, second = verify(export).problems
+    for problem in (first, second):
+        assert (problem.kind, problem.subject) == ("missing", "governance record")
+        assert problem.decision_id == "e-late"
+    assert (first.topic, first.partition, first.offset) == (TOPICS.command_results, 0, 0)
+    assert first.found == (
+        "the accepted IssueGrant c-late (agent:other) names 1 governance event(s) the export "
+        "does not hold, this one the first"
+    )
+    assert "the newest deleted with the manifest's offsets lowered" in first.expected
+    # An export stopped part-way may have read the answers further than the events.
+    _mark_incomplete(export)
+    report = verify(export)
+    assert not report.complete and report.problems == ()
 
 
 def test_a_file_rewritten_by_duckdb_is_named_as_such_with_its_columns(export: Path) -> None:
