@@ -39,8 +39,10 @@ from ledger.core.events import (
     DecisionCorrected,
     DecisionRecorded,
     Determination,
+    EvaluationRequested,
     Event,
     IssueGrant,
+    Mode,
     PromotePolicyVersion,
     ProposePolicyVersion,
     RevokeGrant,
@@ -1475,6 +1477,84 @@ def test_governance_cited_missing_finds_a_governance_event_gone_from_the_middle(
     (found,) = rows(export, "governance_cited_missing")
     assert (found["highest_cited"], found["highest_held"], found["first_missing"]) == (2, 2, 1)
     assert (found["decisions_beyond"], found["first_decision_beyond"]) == (2, "dec-2")
+
+
+def _late_export(directory: Path, cases: list[tuple[int, Mode, Determination, datetime]]) -> Path:
+    """Decisions made 20 s after they were requested (``at(n)``, in their chained
+    ``requested_at``), each with its request, received by the broker when ``cases`` says, and
+    a correction for each async one whose determination differs from its default (allow)."""
+    written: list[tuple[str, Event]] = []
+    for n, mode, answer, received in cases:
+        asked = at(n)
+        decided = dataclasses.replace(
+            _decision(n, asked + timedelta(seconds=20), 1, Stage.ACTIVE, answer),
+            requested_at=asked,
+            mode=mode,
+            default=Determination.ALLOW if mode is Mode.ASYNC else None,
+        )
+        request = EvaluationRequested(
+            event_id=decided.request_id,
+            occurred_at=received,  # the export's kafka_timestamp (the writer's default)
+            actor="agent:bot",
+            action=decided.action,
+            principal=decided.principal,
+            resource=decided.resource,
+        )
+        written += [(TOPICS.evaluation_requests, request), (TOPICS.decisions, decided)]
+        if mode is Mode.ASYNC and answer is not Determination.ALLOW:
+            correction = DecisionCorrected(
+                event_id=f"k{n}",
+                occurred_at=decided.occurred_at,
+                actor="service:evaluator",
+                request_id=decided.request_id,
+                decision_id=decided.event_id,
+                default=Determination.ALLOW,
+                determination=answer,
+            )
+            written.append((TOPICS.corrections, correction))
+    write_events(directory, TOPICS, written)
+    return directory
+
+
+def test_decisions_answered_late_tells_async_requests_from_sync_ones(tmp_path: Path) -> None:
+    # An auditor's walkthrough: five submit_async(default="allow") refunds decided 13.5 s late
+    # read as "answered nobody, their tool did not run"; the agent had refunded at once, and
+    # each decision issued a correction. Nothing in the rows said which kind of request it was.
+    export = _late_export(
+        tmp_path / "export",
+        [
+            (1, Mode.SYNC, Determination.DENY, at(1)),
+            (2, Mode.ASYNC, Determination.DENY, at(2)),
+            (3, Mode.ASYNC, Determination.ALLOW, at(3)),
+        ],
+    )
+    found = rows(export, "decisions_answered_late", seconds="5")
+    assert [(r["decision_id"], r["mode"], r["default"], r["corrected"]) for r in found] == [
+        ("dec-1", "sync", None, None),
+        ("dec-2", "async", "allow", True),  # the agent acted on allow; told it was a deny
+        ("dec-3", "async", "allow", False),  # the default was the decision
+    ]
+    question = named_queries()["decisions_answered_late"].question
+    assert "the agent went on at once as if its `default` were the answer" in question
+
+
+def test_decisions_answered_late_measures_by_the_chained_times(tmp_path: Path) -> None:
+    # An auditor's walkthrough: the late requests' kafka_timestamp moved to just before their
+    # decisions (a column verify does not check) emptied the query; the decisions' own
+    # requested_at, in their hash chain, still said 20 s.
+    export = _late_export(
+        tmp_path / "export",
+        [
+            (1, Mode.ASYNC, Determination.DENY, at(1) + timedelta(seconds=19.9)),  # moved
+            (2, Mode.SYNC, Determination.DENY, at(2)),
+        ],
+    )
+    found = rows(export, "decisions_answered_late", seconds="5")
+    assert [r["decision_id"] for r in found] == ["dec-1", "dec-2"]
+    assert [
+        (r["decision_id"], r["late_by_seconds"], r["received_late_by_seconds"], r["times_disagree"])
+        for r in found
+    ] == [("dec-1", 20.0, 0.1, True), ("dec-2", 20.0, 20.0, False)]
 
 
 def test_sql_json_gives_every_duckdb_type_a_json_form(export_dir: Path) -> None:
