@@ -155,8 +155,10 @@ def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | Non
     point-in-time answer after it wrong (the fold stops at the gap), though the queries and
     ``replay --at`` would answer on without a word (an auditor's walkthrough: a canary
     deleted, ``active_policies_at`` named a superseded version ``shadow`` and ``rollbacks``
-    found none, exit 0). Only the offsets are read. ``None`` when every log is whole; a file
-    that cannot be read is left to ``ledger audit verify``, which reports it."""
+    found none, exit 0); or, when every log is whole, an accepted command's answer names an
+    event the export lacks (:func:`_answered_unwritten`, the newest deleted). Only the offsets
+    and the answers are read. ``None`` when neither; a file that cannot be read is left to
+    ``ledger audit verify``, which reports it."""
     export_dir = Path(export_dir)
     topics = TopicNames(prefix=manifest.prefix)
     wanted = (topics.policy_events, topics.grant_events)
@@ -174,7 +176,10 @@ def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | Non
         for partition, offset in zip(parts, numbers, strict=True):
             if partition is not None and offset is not None:
                 offsets.setdefault((str(entry["topic"]), int(partition)), []).append(int(offset))
-    gaps = _log_gaps(wanted, offsets, manifest)
+    # The newest events deleted with the manifest's offsets lowered leave no gap: the answers
+    # that name them still tell (an auditor's walkthrough: `grants_of` showed a revoked grant
+    # in force, with no note).
+    gaps = _log_gaps(wanted, offsets, manifest) or _answered_unwritten(export_dir, manifest)
     if not gaps:
         return None
     more = f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else ""

@@ -1334,6 +1334,25 @@ def test_a_deleted_grant_event_no_decision_cites_is_missing_by_its_answer(
         "does not hold, this one the first"
     )
     assert "the newest deleted with the manifest's offsets lowered" in first.expected
+    # The readers that answer from the export say so too (the walkthrough: `grants_of`,
+    # `decisions_under_ended_grants` and `replay --at` answered as if it had not been revoked).
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    lacks = (
+        f"note: {export} lacks governance records: {TOPICS.command_results} partition 0 "
+        "offset 0: the accepted IssueGrant c-late names 1 governance event(s) not in the "
+        "export, the first e-late ("
+    )
+    for args in (
+        ["audit", "run", "grants_of", "--param", "principal=agent:other", "--param", f"at={T0}"],
+        ["audit", "run", "decisions_under_ended_grants"],
+        ["replay", "--at", str(T0)],
+    ):
+        answered = CliRunner().invoke(cli, [*args, "--from", str(export)])
+        assert answered.exit_code == 0, (args, answered.output)
+        assert lacks in answered.stderr, args
     # An export stopped part-way may have read the answers further than the events.
     _mark_incomplete(export)
     report = verify(export)
