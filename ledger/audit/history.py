@@ -140,7 +140,7 @@ def _answered_unwritten(export_dir: Path, manifest: Manifest) -> list[str]:
         return []
     return [
         f"{row['topic']} partition {row['partition']} offset {row['offset']}: the accepted "
-        f"{row['command_type']} {row['command_id']} names {row['events_missing']} governance "
+        f"{row['command_type']} {clipped(str(row['command_id']), 120)} names {row['events_missing']} governance "
         f"event(s) not in the export, the first {row['first_missing_event']} (the processor "
         "writes them before its answer: the newest deleted with the manifest's offsets "
         "lowered, so every point-in-time answer after it is wrong; or a `--follow` export a "

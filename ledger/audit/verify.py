@@ -1003,13 +1003,13 @@ def _unwritten(row: Mapping[str, Any]) -> Problem:
         partition=row["partition"],
         offset=row["offset"],
         decision_id=row["first_missing_event"],
-        found=f"the accepted {row['command_type']} {row['command_id']} "
+        found=f"the accepted {row['command_type']} {clipped(str(row['command_id']), 120)} "
         f"({clipped(str(row['aggregate']), 120)}) names {missing} governance event(s) the "
         f"export does not hold, this one the first",
         expected="every policy or grant event an accepted command's answer names (the "
         "processor writes them before its answer: the newest deleted with the manifest's "
-        "offsets lowered, which no decision cites yet, so every point-in-time answer after it "
-        "is wrong; or a `--follow` export was a flush behind: export again, then verify)",
+        "offsets lowered, which leaves no gap in the log, so every point-in-time answer after "
+        "it is wrong; or a `--follow` export was a flush behind: export again, then verify)",
         at=answered if isinstance(answered, datetime) else None,
         subject="governance record",
     )
