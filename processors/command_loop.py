@@ -22,9 +22,11 @@ so a second command processor started by mistake holds nothing while the first r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from ledger.core.events import GovernanceEvent
@@ -47,6 +49,8 @@ MAX_FETCH = 500
 offsets committed once all their outputs are acknowledged."""
 _FLUSH_STEP = 0.5
 """Seconds of each wait for acknowledgements, so that a stop is not held up by one."""
+_CLOSE_WAIT = 15.0
+"""Seconds a stopping processor waits for its consumer to leave the group."""
 _SAID_EVERY = 30.0
 """Seconds between two log lines about the same consumer error."""
 
@@ -129,6 +133,7 @@ class CommandLoop:
         self._state = state
         self._apply = apply
         self._said: dict[int, float] = {}  # consumer error code -> when last logged
+        self._io: Executor | None = None  # the consumer's one thread, while run() runs
 
     async def run(self, ready: Callable[[], Any]) -> None:
         await ready()
@@ -144,14 +149,21 @@ class CommandLoop:
                 "heartbeat.interval.ms": 1_000,
             },
         )
+        # One thread makes every call on the consumer, its close too: a stop that cancels this
+        # task while a fetch waits in librdkafka must not close the consumer under that fetch.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-commands")
+        loop = asyncio.get_running_loop()
         try:
             consumer.subscribe([self._settings.topics.commands])
             while True:
-                messages = await asyncio.to_thread(self._fetch, consumer)
+                messages = await loop.run_in_executor(self._io, self._fetch, consumer)
                 if messages:
                     await self._take(consumer, messages)
         finally:
-            consumer.close()  # leaves the group: a successor gets the commands at once
+            # Leaves the group (a successor gets the commands at once), after any fetch.
+            with contextlib.suppress(Exception):
+                self._io.submit(consumer.close).result(timeout=_CLOSE_WAIT)
+            self._io.shutdown(wait=False)
             self._outbox.close()
 
     @staticmethod
@@ -207,7 +219,7 @@ class CommandLoop:
             last = message
         if last is not None:
             await self._outbox.acknowledged()
-            await asyncio.to_thread(self._commit, consumer, last)
+            await asyncio.get_running_loop().run_in_executor(self._io, self._commit, consumer, last)
 
     async def _answer(self, record: Record) -> None:
         """Decide ``record`` and queue its answer; its events, if any, are written and
