@@ -46,6 +46,8 @@ from ledger.core.policy.model import Effect, Policy, Rule
 
 __all__ = [
     "Impossible",
+    "Overtaken",
+    "overtaken_denials",
     "impossible_rules",
     "Shadowed",
     "shadowed_rules",
@@ -193,6 +195,53 @@ def unguarded_denials(policy: Policy) -> tuple[Unguarded, ...]:
         if compiled is not None and not (compiled.references & optional or compiled.context_fields):
             continue  # reads nothing that may be absent: no second parse
         found.extend(Unguarded(index, name) for name in unguarded_reads(rule.when, optional))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Overtaken:
+    """Deny rule number ``index`` (from 0) comes after allow rule number ``by``, and the two
+    conditions read no fact or context field in common: whatever each asks of its own, a request
+    can meet both, and the allow rule, tried first, decides it."""
+
+    index: int
+    by: int
+
+    def message(self, policy: Policy) -> str:
+        """The warning in a policy owner's words (said of the deny rule, named beside it)."""
+        first, later = policy.rules[self.by], policy.rules[self.index]
+        return (
+            f"a request that also meets allow rule {first.id!r} before it ({first.when}) is "
+            f"allowed there, whatever this rule says ({later.when}): they read different "
+            f"facts, so such requests exist; if this rule must deny them, put it before "
+            f"{first.id!r}"
+        )
+
+
+def overtaken_denials(policy: Policy) -> tuple[Overtaken, ...]:
+    """Each deny rule an earlier allow rule overtakes on some requests (:class:`Overtaken`,
+    the first such allow rule), the deny rules that never match left to
+    :func:`shadowed_rules`. Conditions are compared by what they read, not by their terms, so
+    only rules that read nothing in common are found (a policy owner's walkthrough: `small`
+    (`amount <= 100`, allow) put before `blocked-region` (`region == "RU"`, deny) allowed small
+    refunds to the sanctioned region, and `validate` said `ok`). Pure; the policy must be
+    valid."""
+    never = {found.index for found in shadowed_rules(policy)}
+    read: list[frozenset[str] | None] = []
+    for rule in policy.rules:
+        compiled = rule.condition
+        names = None if compiled is None else compiled.references | compiled.context_fields
+        read.append(names or None)  # no condition, or one that reads nothing: not compared
+    found: list[Overtaken] = []
+    for index, rule in enumerate(policy.rules):
+        mine = read[index]
+        if rule.effect is not Effect.DENY or mine is None or index in never:
+            continue
+        for by in range(index):
+            theirs = read[by]
+            if policy.rules[by].effect is Effect.ALLOW and theirs and not theirs & mine:
+                found.append(Overtaken(index, by))
+                break
     return tuple(found)
 
 

@@ -25,7 +25,12 @@ import yaml
 from ledger.core import boundedjson
 from ledger.core.cel.syntax import parses
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.policy.lint import impossible_rules, shadowed_rules, unguarded_denials
+from ledger.core.policy.lint import (
+    impossible_rules,
+    overtaken_denials,
+    shadowed_rules,
+    unguarded_denials,
+)
 from ledger.core.policy.model import Policy, PolicyTestCase
 from ledger.core.policy.validate import Marks, Validator, build
 from ledger.core.text import clipped
@@ -533,6 +538,12 @@ def check_policy(
         rule = policy.rules[impossible.index].id
         warnings.append(
             PolicyProblem(message=impossible.message(), file=filename, rule=rule, line=line)
+        )
+    for overtaken in overtaken_denials(policy):
+        line, _ = marks.at(("rules", overtaken.index, "when"))
+        rule = policy.rules[overtaken.index].id
+        warnings.append(
+            PolicyProblem(message=overtaken.message(policy), file=filename, rule=rule, line=line)
         )
     for unguarded in unguarded_denials(policy):
         line, _ = marks.at(("rules", unguarded.index, "when"))

@@ -364,7 +364,8 @@ def test_warnings_are_in_reading_order() -> None:
             {"id": "r2", "when": "a > 2", "effect": "deny"},
         ]
     )
-    assert [w.rule for w in check_policy(text)[1]] == ["r1", "r2"]
+    # r2: after r0, which reads other facts (overtaken), and reading optional a unguarded.
+    assert [w.rule for w in check_policy(text)[1]] == ["r1", "r2", "r2"]
 
 
 CONDITION = st.recursive(
@@ -464,3 +465,34 @@ def test_bounds_are_compared_as_the_runtime_compares_them_with_the_fact() -> Non
             facts = {"d": 0.1, "n": 1} if "d" in when else {"d": 0.0, "n": 1}
             matched = policy.run(facts, {})[0].rule == "r"
             assert matched or "n >= 1.5" in when, when
+
+
+def test_a_deny_rule_after_an_allow_rule_reading_other_facts_is_warned_of() -> None:
+    # A policy owner's walkthrough: `small` (allow) put before `blocked-region` (deny) allowed
+    # small refunds to the sanctioned region, and `validate` said `ok`.
+    from ledger.core.policy.lint import overtaken_denials
+
+    def warned(rules: list[dict[str, Any]]) -> dict[str, str]:
+        policy = parse_policy(_policy(rules))
+        return {policy.rules[o.index].id: o.message(policy) for o in overtaken_denials(policy)}
+
+    small = {"id": "small", "effect": "allow", "when": "b <= 100"}
+    region = {"id": "region", "effect": "deny", "when": 's == "x"'}
+    assert warned([small, region]) == {
+        "region": "a request that also meets allow rule 'small' before it (b <= 100) is allowed "
+        'there, whatever this rule says (s == "x"): they read different facts, so such '
+        "requests exist; if this rule must deny them, put it before 'small'"
+    }
+    assert warned([region, small]) == {}  # the deny first: as meant
+    large = {"id": "large", "effect": "deny", "when": "b > 1000"}
+    assert warned([small, large]) == {}  # a fact in common: not compared (no false alarm)
+    # A deny rule the allow rule shadows entirely is said once, as never matching.
+    same = {"id": "same", "effect": "deny", "when": 'b <= 100 && s == "x"'}
+    assert warned([small, same]) == {}
+    _, warnings = check_policy(_policy([small, region]))
+    assert [(w.rule, w.message.split(":")[0]) for w in warnings] == [
+        (
+            "region",
+            "a request that also meets allow rule 'small' before it (b <= 100) is allowed there, whatever this rule says (s == \"x\")",
+        )
+    ]
