@@ -9,34 +9,22 @@ The topics are read with librdkafka (confluent-kafka), not kafka-python: on the 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
 from ledger.audit.writer import ExportWriter, RowFiles
 from ledger.errors import ExportError
+from ledger.kafka.reading import RDKAFKA_READ_CONFIG, READ_BATCH
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["RDKAFKA_CONFIG", "IDLE_LIMIT", "Where", "Ranges", "Source", "Sink"]
 
 log = logging.getLogger("ledger.export")
 
-RDKAFKA_CONFIG: Final[dict[str, Any]] = {
-    "fetch.wait.max.ms": 100,
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 8 * 1024 * 1024,
-    "queued.max.messages.kbytes": 64 * 1024,
-    "socket.receive.buffer.bytes": 4 * 1024 * 1024,
-    "fetch.queue.backoff.ms": 20,
-    # As kafka-python read: every record, and each batch's CRC checked.
-    "isolation.level": "read_uncommitted",
-    "check.crcs": True,
-    # An end-of-partition event: how a run knows it is past offsets that hold no record
-    # (transaction markers, compacted gaps) just before the end offset it captured.
-    "enable.partition.eof": True,
-}
-"""librdkafka settings of the export's consumer (on the ledger's consumer defaults)."""
-CONSUME_BATCH: Final = 10_000
+RDKAFKA_CONFIG: Final[dict[str, Any]] = RDKAFKA_READ_CONFIG
+"""librdkafka settings of the export's consumer (on the ledger's consumer defaults): those of
+every read of whole topics."""
+CONSUME_BATCH: Final = READ_BATCH
 """Records taken from librdkafka's queue per call."""
 IDLE_LIMIT: Final = 30.0
 """Seconds without a record or an end-of-partition event before a one-shot export gives up."""
@@ -57,6 +45,7 @@ class Source:
         from ledger.kafka.clients import make_rdkafka_consumer
 
         self.bootstrap = bootstrap
+        self.security = security
         self.citing_first = _citing_first(topics)
         self.start: dict[Where, int] = {}
         self.end: dict[Where, int] = {}
@@ -114,29 +103,20 @@ class Source:
     def _watermarks(self, tp: Any) -> tuple[int, int]:
         from confluent_kafka import KafkaException
 
-        give_up = time.monotonic() + 10.0
-        while True:
-            try:
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=10.0)
-                return int(low), int(high)
-            except KafkaException as exc:
-                error = exc.args[0]
-                # A topic created a moment ago may have no leader yet: ask again.
-                if time.monotonic() >= give_up or not error.retriable():
-                    raise self._error(error) from exc
-            time.sleep(0.1)
+        from ledger.kafka.reading import rdkafka_watermarks
+
+        try:
+            return rdkafka_watermarks(self.consumer, tp)
+        except KafkaException as exc:
+            raise self._error(exc.args[0]) from exc
 
     def _error(self, error: Any) -> Exception:
-        from confluent_kafka import KafkaError
+        from ledger.errors import KafkaUnavailable
+        from ledger.kafka.clients import access_denied
 
-        from ledger.errors import KafkaAccessDenied, KafkaUnavailable
-
-        if error.code() in (
-            KafkaError._AUTHENTICATION,
-            KafkaError.SASL_AUTHENTICATION_FAILED,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        ):
-            return KafkaAccessDenied(f"Kafka at {self.bootstrap} refused the exporter: {error}")
+        denied = access_denied(error, self.security, self.bootstrap)
+        if denied is not None:
+            return denied
         if error.fatal():
             return KafkaUnavailable(f"reading Kafka at {self.bootstrap} failed: {error}")
         return ExportError(f"reading Kafka at {self.bootstrap} failed: {error}")

@@ -219,18 +219,43 @@ def librdkafka_config(security: KafkaSecurity | None) -> dict[str, str]:
 
 
 def access_denied(
-    exc: BaseException, security: KafkaSecurity | None, bootstrap: str | None = None
+    exc: object, security: KafkaSecurity | None, bootstrap: str | None = None
 ) -> KafkaAccessDenied | None:
     """``exc`` as :class:`KafkaAccessDenied` if it is the broker (at ``bootstrap``, named when
-    given) refusing who we are (bad credentials) or what we asked (an ACL), else ``None``."""
-    from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
+    given) refusing who we are (bad credentials) or what we asked (an ACL), else ``None``.
 
+    ``exc`` is kafka-python's exception, or librdkafka's error (a ``confluent_kafka.KafkaError``,
+    a consumed message's or the one a ``KafkaException`` carries): one wording for both."""
     user = security.username if security is not None else None
     who = f"user {user!r}" if user else "an anonymous client"
+    if type(exc).__module__.startswith("confluent_kafka"):
+        return _rdkafka_denied(exc, user, who, bootstrap)
+    from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
+
     if isinstance(exc, SaslAuthenticationFailedError):
         return refused_login(user, exc, bootstrap)
     if isinstance(exc, AuthorizationError):
         return KafkaAccessDenied(f"Kafka's ACLs do not allow {who} this: {exc}")
+    return None
+
+
+def _rdkafka_denied(
+    exc: object, user: str | None, who: str, bootstrap: str | None
+) -> KafkaAccessDenied | None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+    if not isinstance(error, KafkaError):
+        return None
+    code = error.code()
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return refused_login(user, error.str(), bootstrap)
+    if code in (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    ):
+        return KafkaAccessDenied(f"Kafka's ACLs do not allow {who} this: {error.str()}")
     return None
 
 

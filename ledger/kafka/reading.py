@@ -4,21 +4,34 @@ The one answer to "this topic does not exist" is :class:`~ledger.errors.TopicMis
 :func:`topic_partitions` (blocking clients) and :func:`topic_partitions_async` (aiokafka), which
 every reader uses. :func:`read_topic` reads topics from the beginning to the end offsets seen
 when it started: a consistent prefix of the log, without a consumer group.
+
+Records are read with librdkafka (confluent-kafka), as the export reads them, not kafka-python:
+kafka-python decodes every header key as UTF-8 while it parses a fetch, so one record whose
+header key is not UTF-8 (anyone allowed to write a topic can send one) made every read of that
+topic raise before any ledger code saw the record, for as long as the topic keeps it (a red
+team's: replay and simulate failed for good on the requests topic). librdkafka hands over the
+record and leaves its headers alone, which the ledger does not use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ledger.codec import Codec, default_codec
 from ledger.core.events import Event
 from ledger.errors import CodecError, KafkaUnavailable, TopicMissing
-from ledger.kafka.clients import METADATA_TIMEOUT, access_denied, make_consumer, refused_login
+from ledger.kafka.clients import (
+    METADATA_TIMEOUT,
+    access_denied,
+    make_rdkafka_consumer,
+    refused_login,
+)
 from ledger.settings import KafkaSecurity
 
 __all__ = [
@@ -27,7 +40,10 @@ __all__ = [
     "topic_partitions",
     "topic_partitions_async",
     "rdkafka_partitions",
+    "rdkafka_watermarks",
     "rdkafka_end_offset",
+    "RDKAFKA_READ_CONFIG",
+    "READ_BATCH",
     "RawRecord",
     "read_raw",
     "read_topic",
@@ -131,22 +147,27 @@ def _metadata(client: Any, topic: str, timeout: float) -> Any:
                 raise
 
 
-def rdkafka_end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
-    """The end offset of ``tp`` (a ``confluent_kafka.TopicPartition``) from a librdkafka
-    consumer, asking again while the broker says to retry (a topic created
-    a moment ago may have no leader yet)."""
+def rdkafka_watermarks(consumer: Any, tp: Any, *, timeout: float = 10.0) -> tuple[int, int]:
+    """The log start and end offsets of ``tp`` (a ``confluent_kafka.TopicPartition``) from a
+    librdkafka consumer, asking again while the broker says to retry (a topic created a moment
+    ago may have no leader yet). Raises librdkafka's ``KafkaException`` otherwise."""
     from confluent_kafka import KafkaException
 
     give_up = time.monotonic() + timeout
     while True:
         try:
-            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            return int(high)
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0]
             if time.monotonic() >= give_up or not (error.retriable() or error.code() == 6):
                 raise
         time.sleep(0.1)
+
+
+def rdkafka_end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
+    """The end offset of ``tp`` (:func:`rdkafka_watermarks`)."""
+    return rdkafka_watermarks(consumer, tp, timeout=timeout)[1]
 
 
 async def topic_partitions_async(
@@ -190,6 +211,27 @@ class RawRecord:
     value: bytes | None
     log_append: bool = False
     """Whether ``timestamp_ms`` is the broker's (LogAppendTime), not the sender's."""
+    key: bytes | None = None
+
+
+RDKAFKA_READ_CONFIG: Final[dict[str, Any]] = {
+    "fetch.wait.max.ms": 100,
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 64 * 1024,
+    "socket.receive.buffer.bytes": 4 * 1024 * 1024,
+    "fetch.queue.backoff.ms": 20,
+    # As kafka-python read: every record, and each batch's CRC checked.
+    "isolation.level": "read_uncommitted",
+    "check.crcs": True,
+    # An end-of-partition event: how a read knows it is past offsets that hold no record
+    # (transaction markers, compacted gaps) just before the end offset it captured.
+    "enable.partition.eof": True,
+}
+"""librdkafka settings (on the ledger's consumer defaults) of a read of whole topics: this
+module's and the export's (:mod:`ledger.audit.fromkafka`)."""
+READ_BATCH: Final = 10_000
+"""Records taken from librdkafka's queue per call, at most."""
 
 
 def read_raw(
@@ -200,76 +242,125 @@ def read_raw(
     security: KafkaSecurity | None = None,
     since_ms: int | None = None,
     ends: dict[tuple[str, int], int] | None = None,
+    patience: float | None = None,
 ) -> Iterator[RawRecord]:
     """Every record of ``topics`` from the beginning to the end offsets seen at the start
     (with ``since_ms``: from each partition's first record stamped at or after it), as bytes.
 
     Reads without a consumer group (nothing is committed) and stops at the end offsets captured
     when it began, so the result is a consistent prefix of the log. Given ``ends``, it is
-    filled with those end offsets, by ``(topic, partition)``, before the first record.
+    filled with those end offsets, by ``(topic, partition)``, before the first record. Each
+    fetch waits up to ``idle_timeout`` seconds for records; a read that gets nothing for
+    ``patience`` seconds while records are left fails (:class:`~ledger.errors.KafkaUnavailable`),
+    else it waits for them (``None``, the default). A record whose batch does not decompress
+    (only one written before the topics stored records uncompressed can be so) is handed over
+    with no value, as an undecodable one; so is every record librdkafka reads, whatever its
+    headers hold.
     """
-    from kafka.errors import AuthorizationError, UnsupportedCodecError
-
-    consumer = make_consumer(
-        bootstrap, security=security, consumer_timeout_ms=int(idle_timeout * 1000)
+    from confluent_kafka import (
+        OFFSET_END,
+        TIMESTAMP_LOG_APPEND_TIME,
+        KafkaError,
+        KafkaException,
+        TopicPartition,
     )
+
+    names = list(topics)
+    consumer = make_rdkafka_consumer(bootstrap, security=security, **RDKAFKA_READ_CONFIG)
     try:
-        parts: list[Any] = []
-        for topic in topics:
-            parts.extend(topic_partitions(consumer, topic, bootstrap=bootstrap))
-        if not parts:
-            return
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
+        # The next offset to read and the end offset, by partition: the partitions left.
+        left: dict[tuple[str, int], list[int]] = {}
+        for topic in names:
+            for partition in rdkafka_partitions(consumer, topic, bootstrap=bootstrap):
+                low, high = rdkafka_watermarks(consumer, TopicPartition(topic, partition))
+                left[(topic, partition)] = [low, high]
         if ends is not None:
-            ends.update({(tp.topic, tp.partition): end[tp] for tp in parts})
-        if since_ms is not None:
-            found = consumer.offsets_for_times({tp: since_ms for tp in parts})
-            for tp in parts:
-                at = found.get(tp)
-                if at is None:  # nothing stamped that late: nothing to read here
-                    end[tp] = 0
+            ends.update({where: high for where, (_, high) in left.items()})
+        if since_ms is not None and left:
+            asked = [TopicPartition(t, p, since_ms) for t, p in left]
+            for found in consumer.offsets_for_times(asked, timeout=METADATA_TIMEOUT):
+                where = (found.topic, found.partition)
+                if found.offset < 0 or found.offset == OFFSET_END:
+                    del left[where]  # nothing stamped that late: nothing to read here
                 else:
-                    consumer.seek(tp, at.offset)
-        remaining = {tp for tp in parts if end[tp] > 0 and consumer.position(tp) < end[tp]}
-        while remaining:
-            try:
-                batch = consumer.poll(timeout_ms=int(idle_timeout * 1000))
-            except UnsupportedCodecError as exc:
-                # Only records written before the topics stored records uncompressed can be
-                # so: one line, never a traceback (a red team's lz4 request).
-                raise KafkaUnavailable(
-                    f"reading {', '.join(sorted({tp.topic for tp in parts}))} at {bootstrap}: a "
-                    "record batch is "
-                    f"compressed with a codec this reader lacks ({exc}); it was written before "
-                    "`ledger topics create --acls` made the topic store records uncompressed: "
-                    "read it with `ledger export` (which passes it), or have an administrator "
-                    "delete it"
-                ) from None
-            if not batch:
-                # Nothing arrived within the idle timeout although end offsets say more exists.
-                still = {tp for tp in remaining if consumer.position(tp) < end[tp]}
-                if not still:
-                    break
+                    left[where][0] = max(left[where][0], found.offset)
+        left = {where: span for where, span in left.items() if span[0] < span[1]}
+        if not left:
+            return
+        consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in left.items()])
+        quiet_since = time.monotonic()
+        while left:
+            # librdkafka waits for as many records as asked, or the whole wait: never ask for
+            # more than are left (offsets without records, if any, are ended by an
+            # end-of-partition event, which counts as one).
+            want = max(1, min(READ_BATCH, sum(end - at for at, end in left.values())))
+            messages = consumer.consume(num_messages=want, timeout=idle_timeout)
+            if not messages:
+                if patience is not None and time.monotonic() - quiet_since > patience:
+                    raise KafkaUnavailable(
+                        f"{', '.join(f'{t} partition {p}' for t, p in sorted(left))} were not "
+                        f"read to their end offsets within {patience:.0f} s: is Kafka at "
+                        f"{bootstrap} running (`ledger ps`, `ledger broker status`)?"
+                    )
                 continue
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset < end[tp]:
-                        yield RawRecord(
-                            tp.topic,
-                            tp.partition,
-                            record.offset,
-                            record.timestamp,
-                            record.value,
-                            getattr(record, "timestamp_type", 0) == 1,
+            quiet_since = time.monotonic()
+            for message in messages:
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                where = (topic, partition)
+                span = left.get(where)
+                error = message.error()
+                if error is not None:
+                    code = error.code()
+                    if code == KafkaError._PARTITION_EOF:
+                        if span is not None and offset >= span[1]:
+                            del left[where]
+                        continue
+                    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                        continue  # the never-used group id: no role needs it to read
+                    denied = access_denied(error, security, bootstrap)
+                    if denied is not None:
+                        raise denied
+                    if error.fatal():
+                        raise KafkaUnavailable(
+                            f"reading {', '.join(names)} at {bootstrap} failed: {error.str()}"
                         )
-                if consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-    except AuthorizationError as exc:
-        # The topic is listed to this credential but not readable (an operator's check:
-        # `policy list` with the agent's credential was a traceback, not kafka_access_denied).
-        raise (access_denied(exc, security, bootstrap) or exc) from exc
+                    if code != KafkaError._BAD_COMPRESSION or span is None or offset < 0:
+                        continue  # transient (a broker restarting): librdkafka retries
+                    # Fetched again forever otherwise (a red team's zstd record inflating past
+                    # librdkafka's limit): handed over with no bytes, and passed.
+                    value = None
+                else:
+                    value = message.value()
+                if span is None or offset < span[0]:
+                    continue  # a partition already read to its end, or fetched again
+                if offset >= span[1]:
+                    del left[where]
+                    continue
+                span[0] = offset + 1
+                kind, timestamp = message.timestamp()
+                yield RawRecord(
+                    topic,
+                    partition,
+                    offset,
+                    timestamp,
+                    value,
+                    kind == TIMESTAMP_LOG_APPEND_TIME,
+                    message.key(),
+                )
+                if offset + 1 >= span[1]:
+                    del left[where]
+                elif error is not None:
+                    # Not fetching it now: passed over when it comes again.
+                    with contextlib.suppress(KafkaException):
+                        consumer.seek(TopicPartition(topic, partition, offset + 1))
+    except KafkaException as exc:
+        denied = access_denied(exc, security, bootstrap)
+        if denied is not None:
+            raise denied from exc
+        raise KafkaUnavailable(
+            f"reading {', '.join(names)} at {bootstrap} failed: {exc.args[0] if exc.args else exc}"
+            ": is Kafka running there (`ledger ps`, `ledger broker status`)?"
+        ) from exc
     finally:
         consumer.close()
 

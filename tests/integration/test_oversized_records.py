@@ -439,9 +439,7 @@ def test_a_request_that_does_not_decompress_is_dead_lettered_and_exported_withou
         tmp_path / "export", stack.bootstrap, stack.topics, security=stack.security("exporter")
     )
     assert summary.records[requests] >= 2
-    # kafka-python (replay, simulate) has no zstd: one line saying what to do, no traceback.
-    # (This module's last test: the record stays on the topic.)
-    from ledger.errors import KafkaUnavailable
-
-    with pytest.raises(KafkaUnavailable, match="compressed with a codec this reader lacks"):
-        stack.records(requests)
+    # The topic readers (replay, simulate) pass it as a record that does not decode (on
+    # kafka-python, which has no zstd, they stopped with a line saying so). (This module's last
+    # test: the record stays on the topic.)
+    assert after.event_id in {r.event_id for r in stack.records(requests)}
