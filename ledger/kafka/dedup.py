@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ledger.errors import KafkaUnavailable
-from ledger.kafka.clients import make_consumer
-from ledger.kafka.reading import topic_partitions
+from ledger.kafka.clients import access_denied, make_rdkafka_consumer
+from ledger.kafka.reading import rdkafka_end_offset, rdkafka_partitions, read_raw
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = ["answered_since_last_commit", "WRITE_TIME_SLACK_MS", "RELEASED", "released"]
@@ -63,74 +63,104 @@ def answered_since_last_commit(
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
     the request ``partitions`` only, when given: those a worker takes over). A partition
     committed :data:`RELEASED` has none, and is not read (all of them after a clean stop).
-    Without ``partitions``, every request partition (tests, tools)."""
-    # A consumer carrying the group id can read the group's committed offsets without joining.
-    consumer = make_consumer(
-        bootstrap, security=security, group_id=group_id, consumer_timeout_ms=1000
+    Without ``partitions``, every request partition (tests, tools).
+
+    Records are read with librdkafka, which leaves their headers alone: a request whose header
+    key is not UTF-8 (an agent can send one) made kafka-python fail this read, and so the
+    evaluator's every restart, while it was the first uncommitted one."""
+    oldest_ms = _oldest_uncommitted(bootstrap, topics, group_id, security, partitions)
+    if oldest_ms is None:
+        return set()
+    since = max(0, oldest_ms - WRITE_TIME_SLACK_MS)
+    # A part of the ids is no answer: the caller would decide the rest again (a review: a read
+    # that went quiet returned what it had as if it were all), hence the patience.
+    decided = read_raw(
+        bootstrap, [topics.decisions], security=security, since_ms=since, patience=READ_PATIENCE
     )
+    return {record.key for record in decided if record.key is not None}
+
+
+def _oldest_uncommitted(
+    bootstrap: str,
+    topics: TopicNames,
+    group_id: str,
+    security: KafkaSecurity | None,
+    partitions: Iterable[int] | None,
+) -> int | None:
+    """The timestamp of the oldest first uncommitted request of the group's request
+    ``partitions`` (all when ``None``), or ``None`` when none has one."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    # A consumer carrying the group id reads the group's committed offsets without joining.
+    consumer = make_rdkafka_consumer(bootstrap, security=security, group_id=group_id)
     try:
-        requests = topic_partitions(consumer, topics.evaluation_requests, bootstrap=bootstrap)
+        topic = topics.evaluation_requests
+        numbers = rdkafka_partitions(consumer, topic, bootstrap=bootstrap)
         if partitions is not None:
             wanted = set(partitions)
-            requests = [tp for tp in requests if tp.partition in wanted]
-        if not requests:
-            return set()
-        ends = consumer.end_offsets(requests)
-        oldest_ms: int | None = None
-        for tp in requests:
-            committed = consumer.committed(tp, metadata=True)
-            if committed is not None and released(committed.metadata):
+            numbers = [p for p in numbers if p in wanted]
+        if not numbers:
+            return None
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in numbers], timeout=READ_PATIENCE
+        )
+        # The first uncommitted offset and the end offset of each partition to read.
+        spans: dict[int, tuple[int, int]] = {}
+        for tp in committed:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if released(tp.metadata):
                 continue  # given up with every answer committed: nothing answered after it
-            start = committed.offset if committed is not None and committed.offset >= 0 else 0
-            if start >= ends[tp]:
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            deadline = time.monotonic() + READ_PATIENCE
-            records: list[Any] = []
-            while not records and time.monotonic() < deadline:
-                records = consumer.poll(timeout_ms=1000, max_records=1).get(tp, [])
-            if not records:  # a record is there: an empty answer is a read not done, not none
-                raise KafkaUnavailable(
-                    f"request partition {tp.partition} did not answer from offset {start} "
-                    f"within {READ_PATIENCE:.0f} s"
-                )
-            ts = records[0].timestamp
-            oldest_ms = ts if oldest_ms is None else min(oldest_ms, ts)
-        if oldest_ms is None:
-            return set()
-        decisions = topic_partitions(consumer, topics.decisions, bootstrap=bootstrap)
-        consumer.assign(decisions)
-        since = max(0, oldest_ms - WRITE_TIME_SLACK_MS)
-        starts = consumer.offsets_for_times({tp: since for tp in decisions})
-        dec_ends = consumer.end_offsets(decisions)
-        live: list[Any] = []
-        for tp in decisions:
-            found = starts.get(tp)
-            if found is None:
-                continue
-            consumer.seek(tp, found.offset)
-            live.append(tp)
-        seen: set[bytes] = set()
-        remaining = {tp for tp in live if consumer.position(tp) < dec_ends[tp]}
-        quiet_since = time.monotonic()
-        while remaining:
-            batch = consumer.poll(timeout_ms=1000)
-            if not batch:
-                remaining = {tp for tp in remaining if consumer.position(tp) < dec_ends[tp]}
-                if remaining and time.monotonic() - quiet_since > READ_PATIENCE:
-                    # A part of the ids is no answer: the caller would decide the rest again
-                    # (a review: this returned what it had as if it were all).
-                    raise KafkaUnavailable(
-                        f"decisions partitions {sorted(tp.partition for tp in remaining)} were "
-                        f"not read to their end within {READ_PATIENCE:.0f} s"
-                    )
-                continue
-            quiet_since = time.monotonic()
-            for tp, records in batch.items():
-                seen.update(r.key for r in records if r.key is not None)
-                if consumer.position(tp) >= dec_ends[tp]:
-                    remaining.discard(tp)
-        return seen
+            start = max(tp.offset, 0)  # no commit yet: OFFSET_INVALID
+            end = rdkafka_end_offset(consumer, TopicPartition(topic, tp.partition))
+            if start < end:
+                spans[tp.partition] = (start, end)
+        if not spans:
+            return None
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in spans.items()])
+        firsts: dict[int, int] = {}
+        deadline = time.monotonic() + READ_PATIENCE
+        while len(firsts) < len(spans) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=len(spans), timeout=1.0):
+                partition, offset = message.partition(), message.offset()
+                span = spans.get(partition)
+                error = message.error()
+                if error is not None:
+                    _fail_on(error, bootstrap, security)  # else transient: librdkafka retries
+                if span is None or partition in firsts or offset < span[0]:
+                    continue
+                if error is None:
+                    firsts[partition] = message.timestamp()[1]
+                elif error.code() == KafkaError._BAD_COMPRESSION:
+                    # A request that does not decompress was never answered, only
+                    # dead-lettered: the next one bounds what may have been.
+                    if offset + 1 >= span[1]:
+                        del spans[partition]
+                    else:
+                        spans[partition] = (offset + 1, span[1])
+                        consumer.seek(TopicPartition(topic, partition, offset + 1))
+        missing = sorted(set(spans) - set(firsts))
+        if missing:  # a record is there: an empty answer is a read not done, not none
+            raise KafkaUnavailable(
+                f"request partition {missing[0]} did not answer from offset "
+                f"{spans[missing[0]][0]} within {READ_PATIENCE:.0f} s"
+            )
+        return min(firsts.values()) if firsts else None
+    except KafkaException as exc:
+        denied = access_denied(exc, security, bootstrap)
+        if denied is not None:
+            raise denied from exc
+        raise KafkaUnavailable(
+            f"reading the request partitions of group {group_id} at {bootstrap} failed: "
+            f"{exc.args[0] if exc.args else exc}"
+        ) from exc
     finally:
         consumer.close()
+
+
+def _fail_on(error: Any, bootstrap: str, security: KafkaSecurity | None) -> None:
+    """Raise for a consumed error that is not transient (a refusal, a fatal error)."""
+    from confluent_kafka import KafkaException
+
+    if access_denied(error, security, bootstrap) is not None or error.fatal():
+        raise KafkaException(error)

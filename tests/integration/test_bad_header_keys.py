@@ -2,9 +2,10 @@
 
 A red team's High: kafka-python decodes header keys as UTF-8 while it parses a fetch, so one
 such record (any agent may write one) made every kafka-python read of the requests topic raise
-before ledger code saw it: ``replay`` and ``policy simulate`` failed for good. The readers use
-librdkafka now, which leaves headers alone. (The record stays on the stack's topic: the module
-has a stack of its own.)
+before ledger code saw it: ``replay`` and ``policy simulate`` failed for good, and an evaluator
+whose first uncommitted request it was failed its read of what it had answered at every start.
+The readers use librdkafka now, which leaves headers alone. (The record stays on the stack's
+topic: the module has a stack of its own.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from harness import AGENT, LedgerStack, agent_request, policy_doc
 from ledger.cli.app import cli
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded
+from ledger.kafka.dedup import answered_since_last_commit
 from ledger.kafka.reading import read_topic
 
 pytestmark = pytest.mark.integration
@@ -92,3 +94,25 @@ def test_a_decision_made_after_it_reproduces(setup: Setup) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reproduces"] is True
+
+
+def test_answered_since_last_commit_reads_past_it_as_the_first_uncommitted_request(
+    setup: Setup,
+) -> None:
+    from confluent_kafka import TopicPartition
+
+    from ledger.kafka.clients import make_rdkafka_consumer
+
+    stack = setup.stack
+    group = f"{stack.topics.prefix}dedup-test"
+    admin = stack.security("admin")
+    consumer = make_rdkafka_consumer(stack.bootstrap, security=admin, group_id=group)
+    try:  # the group committed up to the bad record: it is the first uncommitted request
+        where = TopicPartition(stack.topics.evaluation_requests, 0, setup.bad_offset)
+        consumer.commit(offsets=[where], asynchronous=False)
+    finally:
+        consumer.close()
+    seen = answered_since_last_commit(
+        stack.bootstrap, stack.topics, group, security=admin, partitions=[0]
+    )
+    assert setup.after.request_id.encode() in seen
