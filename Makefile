@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml ledger/_avrovm.pyx ledger/core/_canonical.pyx
 
 install: $(STAMP)  ## create .venv and install the project with test/bench/dev extras
 
-test: lint typecheck  ## the one check CI runs: format, lint, types, then unit + integration tests (starts the broker itself)
-	LEDGER_TEST_BROKER=local $(BIN)/python -m pytest tests
+test: lint typecheck  ## the one check CI runs: format, lint, types, then unit tests (one worker per core) + integration tests (starts the broker itself)
+	$(BIN)/python -m pytest tests -m 'not integration' -n auto
+	LEDGER_TEST_BROKER=local $(BIN)/python -m pytest tests -m integration
 
 unit: $(STAMP)  ## unit tests only (no broker)
-	$(BIN)/python -m pytest tests -m 'not integration'
+	$(BIN)/python -m pytest tests -m 'not integration' -n auto
 
 integration: $(STAMP)  ## integration tests only (against a real local broker)
 	LEDGER_TEST_BROKER=local $(BIN)/python -m pytest tests -m integration
