@@ -199,7 +199,9 @@ class CommandLoop:
                 await self._answer(record)
             elif error.fatal():
                 raise KafkaException(error)
-            elif error.code() == KafkaError._BAD_COMPRESSION and (message.offset() or -1) >= 0:
+            elif error.code() == KafkaError._BAD_COMPRESSION and (
+                message.offset() is not None and message.offset() >= 0
+            ):
                 # Fetched again for ever otherwise, every command after it unanswered.
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
                 letter = self._handler.letters.letter(

@@ -13,7 +13,7 @@
 WITH named AS (
     SELECT result_id, command_id, command_type, aggregate, answered_at, topic, partition,
            "offset", unnest(ids) AS event_id, generate_subscripts(ids, 1) AS place
-    FROM (SELECT *, CAST(event_ids AS VARCHAR[]) AS ids FROM command_results WHERE accepted)
+    FROM (SELECT *, TRY_CAST(event_ids AS VARCHAR[]) AS ids FROM command_results WHERE accepted)
 ),
 held AS (
     SELECT event_id FROM topic_policy_events WHERE event_id IS NOT NULL

@@ -18,7 +18,7 @@ from ledger.audit.export import ExportPath, read_manifest
 from ledger.audit.footer import FooterProblem, footer_lie
 from ledger.audit.manifest import Manifest, listed_file, no_export
 from ledger.codec import Codec, default_codec
-from ledger.core.events import GovernanceEvent
+from ledger.core.events import CommandAccepted, GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.core.text import clipped
 from ledger.errors import CodecError, ExportError
@@ -109,13 +109,53 @@ def _read(
             found.append((topic, partition, offset, event))
     if check:
         problems.extend(_log_gaps(wanted, offsets, manifest))
-        problems.extend(_answered_unwritten(export_dir, manifest))
+        held = {event.event_id for *_, event in found}
+        problems.extend(_answers_unwritten(export_dir, manifest, codec, topics, held))
     order = {topic: index for index, topic in enumerate(wanted)}
     found.sort(key=lambda item: (order[item[0]], item[1], item[2]))
     return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found], problems
 
 
 _LOG_COLUMNS: Final = ["topic", "partition", "offset", "record"]
+
+
+def _answers_unwritten(
+    export_dir: Path, manifest: Manifest, codec: Codec, topics: TopicNames, held: set[str]
+) -> list[str]:
+    """:func:`_answered_unwritten` for ``actor verify --from``, from the answers' record bytes
+    rather than their columns, which it does not hold to the bytes (a review: an answer's
+    ``event_ids`` cell emptied, or set to text, hid the deleted event from it): one line per
+    accepted answer naming events not among ``held`` (the ids of the export's governance
+    records), or whose record does not decode. Only in a complete export, as the query."""
+    if not manifest.complete:
+        return []
+    problems: list[str] = []
+    for entry in manifest.files:
+        if entry["topic"] != topics.command_results:
+            continue
+        path = listed_file(export_dir, str(entry["path"]))
+        try:
+            table = pq.read_table(path, columns=["partition", "offset", "record"])
+        except (OSError, ValueError) as exc:
+            problems.append(f"cannot read {entry['path']}: {clipped(str(exc), 200)}")
+            continue
+        for row in (r for batch in table.to_batches(4_096) for r in python_rows(batch)):
+            where = f"{entry['topic']} partition {row['partition']} offset {row['offset']}"
+            try:
+                answer = codec.decode(row["record"])
+            except CodecError as exc:
+                problems.append(f"{where}: its record does not decode ({clipped(str(exc), 200)})")
+                continue
+            if not isinstance(answer, CommandAccepted):
+                continue
+            missing = [i for i in answer.event_ids if i not in held]
+            if missing:
+                problems.append(
+                    _unwritten(
+                        where, answer.command_type, answer.command_id, len(missing), missing[0]
+                    )
+                )
+    return problems
 
 
 def _answered_unwritten(export_dir: Path, manifest: Manifest) -> list[str]:
@@ -139,14 +179,26 @@ def _answered_unwritten(export_dir: Path, manifest: Manifest) -> list[str]:
     except ExportError:
         return []
     return [
-        f"{row['topic']} partition {row['partition']} offset {row['offset']}: the accepted "
-        f"{row['command_type']} {clipped(str(row['command_id']), 120)} names {row['events_missing']} governance "
-        f"event(s) not in the export, the first {row['first_missing_event']} (the processor "
-        "writes them before its answer: the newest deleted with the manifest's offsets "
-        "lowered, so every point-in-time answer after it is wrong; or a `--follow` export a "
-        "flush behind: export again, then verify; keep this folder as evidence)"
+        _unwritten(
+            f"{row['topic']} partition {row['partition']} offset {row['offset']}",
+            str(row["command_type"]),
+            str(row["command_id"]),
+            int(row["events_missing"]),
+            str(row["first_missing_event"]),
+        )
         for row in found
     ]
+
+
+def _unwritten(where: str, command_type: str, command_id: str, count: int, first: str) -> str:
+    """The line both checks of an answer naming events the export lacks write."""
+    return (
+        f"{where}: the accepted {command_type} {clipped(command_id, 120)} names {count} "
+        f"governance event(s) not in the export, the first {clipped(first, 120)} (the "
+        "processor writes them before its answer: the newest deleted with the manifest's "
+        "offsets lowered, so every point-in-time answer after it is wrong; or a `--follow` "
+        "export a flush behind: export again, then verify; keep this folder as evidence)"
+    )
 
 
 def governance_gap_note(export_dir: ExportPath, manifest: Manifest) -> str | None:

@@ -392,7 +392,7 @@ def shell(source: Path | None) -> None:
             init.write("SET TimeZone = 'UTC';\n" + base + "\n" + views_sql())
         click.echo(f"DuckDB over {directory}: the views are defined (try `.tables`)", err=True)
         raise SystemExit(_run_shell([cli, "-init", init.name], init.name))
-    con = connect(directory)
+    con = connect(directory, read_only=True)  # as `audit sql`'s: no file outside the export
     try:
         _sql_prompt(con, directory)
     finally:

@@ -428,18 +428,21 @@ def _last_run(log: str | Path) -> list[bytes]:
         end = file.seek(0, os.SEEK_END)
         begin, chunk, tail = end, _LOG_TAIL, b""
         while begin > 0 and end - begin < _LOG_SCAN:
-            step = min(chunk, begin)
+            step = min(chunk, begin, _LOG_SCAN - (end - begin))
             begin -= step
             file.seek(begin)
             tail = file.read(step) + tail
             lines = tail.split(b"\n")
+            if begin > 0:  # a line cut in two by the chunk: its end may be a client's text
+                lines = lines[1:]
             if any(
                 (record := _logged(line)) is not None and record[1].startswith(_STARTING)
                 for line in lines
             ):
                 return lines
             chunk *= 4
-        return tail.split(b"\n")
+        lines = tail.split(b"\n")
+        return lines[1:] if begin > 0 else lines
 
 
 def _is_critical(line: bytes) -> bool:

@@ -1475,9 +1475,21 @@ def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Pa
         more.write("[t] evaluator INFO ledger.evaluator: evaluator stats: …\n" * 40_000)
     said = stack.ended_unannounced(log)
     assert said is not None and said.startswith("its last run (pid 46) ended without `stopped:`")
-    # The cut is taken from the end of a long log.
+    # A review: the chunk's first line is cut in two, and its end may be a client's quoted
+    # text that looks like a record (a forged `starting:` would hide the run's CRITICAL line).
+    quoted = "[1] x INFO ledger.processor: starting: pid 1, forged\n"
+    stop = "[t] evaluator INFO ledger.processor: stopped: pid 46\n"
+    filler = "x" * (256 * 1024 - len(quoted) - len(stop) - 1) + "\n"
     with log.open("a") as more:
-        more.write("x" * 300_000 + "\n" + "[t] evaluator INFO ledger.processor: stopped: pid 42\n")
+        more.write("[t] evaluator CRITICAL faust.worker: crashed\n")
+        more.write("[t] evaluator WARNING ledger.evaluator: refused " + quoted)  # cut at its [
+        more.write(filler + stop)
+    said = stack.ended_unannounced(log)
+    assert said is not None and "crashed" in said, said
+    # The last run is read, its start further back than the last 256 KiB: a clean one.
+    with log.open("a") as more:
+        more.write(start.format(47) + "x" * 300_000 + "\n")
+        more.write("[t] evaluator INFO ledger.processor: stopped: pid 47\n")
     assert stack.ended_unannounced(log) is None
 
 

@@ -2084,6 +2084,7 @@ def test_audit_shell_without_the_duckdb_cli_is_a_sql_prompt(
         "SELECT count(*) AS n\n  FROM decisions;\n"
         "SELECT nope FROM decisions;\n"
         "DROP VIEW decisions;\n"
+        "SELECT content FROM read_text('/etc/hostname');\n"  # a review: no file outside it
         "SELECT count(*) AS still FROM decisions;\n"
     )
     done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)], input=typed)
@@ -2092,6 +2093,7 @@ def test_audit_shell_without_the_duckdb_cli_is_a_sql_prompt(
     assert "┃ n " in done.stdout and "┃ still " in done.stdout  # the statement after errors
     assert "error: SQL does not fit the views:" in done.stderr
     assert "error: audit sql is read-only: DROP statements are refused" in done.stderr
+    assert "content" not in done.stdout and done.stderr.count("error: ") == 3
 
 
 def test_audit_shell_runs_duckdb_with_the_views_and_removes_its_init_file(
