@@ -271,7 +271,8 @@ class CommandHandler:
         return None if found is None else FirstAnswer(rejection=found[1])
 
     def handle(self, state: LedgerState, msg: Any) -> Step:
-        """The step for ``msg`` (a Faust message), decided against ``state``."""
+        """The step for ``msg`` (a fetched record: ``topic``, ``partition``, ``offset``,
+        ``key``, ``value``), decided against ``state``."""
         where = (msg.topic, msg.partition, msg.offset)
         if self.inflight is not None:
             deaths = self.inflight.begin(*where)

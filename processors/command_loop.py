@@ -49,7 +49,7 @@ MAX_FETCH = 500
 offsets committed once all their outputs are acknowledged."""
 _FLUSH_STEP = 0.5
 """Seconds of each wait for acknowledgements, so that a stop is not held up by one."""
-_CLOSE_WAIT = 15.0
+_CLOSE_WAIT = 5.0
 """Seconds a stopping processor waits for its consumer to leave the group."""
 _SAID_EVERY = 30.0
 """Seconds between two log lines about the same consumer error."""

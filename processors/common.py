@@ -152,9 +152,9 @@ unsent, a command's events part-written, the evaluator's request loop stopped.""
 def die(exit_code: int, message: str, *args: Any) -> NoReturn:
     """Stop the process at once, before any offset can be committed.
 
-    A hard exit, not a Faust crash: when Faust sees an agent raise, it acknowledges the events
-    it was handling and commits past them. Whatever input had no written outcome is re-delivered
-    on restart; request and command ids make that idempotent.
+    A hard exit, not an exception: nothing after it runs, no commit, no clean-up that could
+    write. Whatever input had no written outcome is re-delivered on restart; request and
+    command ids make that idempotent.
     """
     log.critical(message, *args, exc_info=sys.exc_info()[0] is not None)
     os._exit(exit_code)
