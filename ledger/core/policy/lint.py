@@ -43,6 +43,7 @@ from typing import Final
 from ledger.core.cel import alternatives, unguarded_reads
 from ledger.core.facts import FactSpec
 from ledger.core.policy.model import Effect, Policy, Rule
+from ledger.core.text import clipped
 
 __all__ = [
     "Impossible",
@@ -211,11 +212,17 @@ class Overtaken:
         """The warning in a policy owner's words (said of the deny rule, named beside it)."""
         first, later = policy.rules[self.by], policy.rules[self.index]
         return (
-            f"a request that also meets allow rule {first.id!r} before it ({first.when}) is "
-            f"allowed there, whatever this rule says ({later.when}): they read different "
+            f"a request that also meets allow rule {first.id!r} before it ({_shown(first)}) is "
+            f"allowed there, whatever this rule says ({_shown(later)}): they read different "
             f"facts, so such requests exist; if this rule must deny them, put it before "
             f"{first.id!r}"
         )
+
+
+def _shown(rule: Rule) -> str:
+    """A rule's condition in a warning: on one line, and cut (a condition may be 4,096
+    characters of several lines)."""
+    return clipped(" ".join((rule.when or "").split()), 120)
 
 
 def overtaken_denials(policy: Policy) -> tuple[Overtaken, ...]:
@@ -227,6 +234,7 @@ def overtaken_denials(policy: Policy) -> tuple[Overtaken, ...]:
     refunds to the sanctioned region, and `validate` said `ok`). Pure; the policy must be
     valid."""
     never = {found.index for found in shadowed_rules(policy)}
+    never |= {found.index for found in impossible_rules(policy)}  # such allow rules allow none
     read: list[frozenset[str] | None] = []
     for rule in policy.rules:
         compiled = rule.condition
@@ -239,7 +247,8 @@ def overtaken_denials(policy: Policy) -> tuple[Overtaken, ...]:
             continue
         for by in range(index):
             theirs = read[by]
-            if policy.rules[by].effect is Effect.ALLOW and theirs and not theirs & mine:
+            allows = policy.rules[by].effect is Effect.ALLOW and by not in never
+            if allows and theirs and not theirs & mine:
                 found.append(Overtaken(index, by))
                 break
     return tuple(found)

@@ -489,6 +489,9 @@ def test_a_deny_rule_after_an_allow_rule_reading_other_facts_is_warned_of() -> N
     # A deny rule the allow rule shadows entirely is said once, as never matching.
     same = {"id": "same", "effect": "deny", "when": 'b <= 100 && s == "x"'}
     assert warned([small, same]) == {}
+    # An allow rule that never matches overtakes nothing (a review: "such requests exist").
+    never = {"id": "never", "effect": "allow", "when": "b < 10 && b > 50"}
+    assert warned([never, region]) == {}
     _, warnings = check_policy(_policy([small, region]))
     assert [(w.rule, w.message.split(":")[0]) for w in warnings] == [
         (
