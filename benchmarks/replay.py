@@ -31,7 +31,7 @@ It then times, on the same history:
 * with ``--kafka``, the same start through a real broker (:func:`_through_kafka`): the history
   written to the governance topics of a private broker (or ``--bootstrap``'s), then an
   evaluator's follower timed from its start to caught up, beside the floor of the same run:
-  a bare aiokafka consumer reading the same records, nothing decoded; then an evaluator's first
+  a bare librdkafka consumer reading the same records, nothing decoded; then an evaluator's first
   start again, timed to ready, its governance snapshot written after that (timed apart), and a
   start from that snapshot; then the same two starts of a command processor's follower, whose
   snapshot also holds which events each command appended
@@ -354,7 +354,7 @@ def _catch_up_timed(history: list[HistoryEntry]) -> None:
     list under its partition's position key, and fed to one replay), from the records' Avro
     bytes, compiling deployed versions as an evaluator's does. Not counted: encoding them, and
     the broker (fetching). The collector is paused throughout, as the follower pauses it."""
-    from types import SimpleNamespace
+    from confluent_kafka import Message
 
     from ledger.codec import default_codec
     from ledger.kafka.governance import CATCH_UP_CHUNK, GovernanceFollower
@@ -365,7 +365,12 @@ def _catch_up_timed(history: list[HistoryEntry]) -> None:
     for start in range(0, len(history), CATCH_UP_CHUNK):
         by_key: dict[str, list[object]] = {}
         for entry in history[start : start + CATCH_UP_CHUNK]:
-            record = SimpleNamespace(value=codec.encode(entry.event), offset=entry.offset)
+            record = Message(
+                topic=entry.position_key,
+                partition=0,
+                offset=entry.offset,
+                value=codec.encode(entry.event),
+            )
             by_key.setdefault(entry.position_key, []).append(record)
         chunks.append(list(by_key.items()))
     gc.collect()
@@ -409,7 +414,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
     """Time a processor's start through a broker: the history is written to the governance
     topics (one partition each, as ``ledger topics create`` makes them), then an evaluator's
     follower (compiling deployed versions, freezing its state once caught up) is timed from its
-    start to ``ready``. The floor, in the same run: a bare aiokafka consumer reading the same
+    start to ``ready``. The floor, in the same run: a bare librdkafka consumer reading the same
     records to the end, nothing decoded."""
     import asyncio
 
@@ -459,28 +464,23 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
             return wall, cpu, (None if before is None else cpu_seconds(broker) - before)
 
         async def bare_read() -> None:
-            from aiokafka import AIOKafkaConsumer, TopicPartition
+            from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-            from ledger.kafka.clients import aiokafka_config
+            from ledger.kafka.clients import make_rdkafka_consumer
+            from ledger.kafka.reading import rdkafka_end_offset
 
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=stack.bootstrap,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                **aiokafka_config(security),
-            )
-            await consumer.start()
+            # As the follower reads: librdkafka, its fetches on a worker thread.
+            consumer = make_rdkafka_consumer(stack.bootstrap, security=security)
             try:
-                parts = [TopicPartition(t, 0) for t in (topics.policy_events, topics.grant_events)]
-                consumer.assign(parts)
-                await consumer.seek_to_beginning(*parts)
-                end = await consumer.end_offsets(parts)
-                while True:
-                    await consumer.getmany(timeout_ms=200, max_records=5000)
-                    if all([await consumer.position(tp) >= end[tp] for tp in parts]):
-                        return
+                parts = [(t, 0) for t in (topics.policy_events, topics.grant_events)]
+                end = {tp: rdkafka_end_offset(consumer, TopicPartition(*tp)) for tp in parts}
+                consumer.assign([TopicPartition(*tp, OFFSET_BEGINNING) for tp in parts])
+                left = sum(end.values())
+                while left > 0:
+                    messages = await asyncio.to_thread(consumer.consume, 5000, 0.2)
+                    left -= sum(1 for m in messages if m.error() is None)
             finally:
-                await consumer.stop()
+                consumer.close()
 
         folded: list[tuple[int, int]] = []  # (applied, from_snapshot) of each start
         phases: list[tuple[float, float]] = []  # each start's seconds to ready, then writing
@@ -542,7 +542,7 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
             cp_resuming = start(path, commands=True)
             cp_size = path.stat().st_size
         for label, (wall, cpu, on_broker) in (
-            ("floor: aiokafka reading them all", floor),
+            ("floor: librdkafka reading them all", floor),
             ("a processor catching up via Kafka", follow),
             ("  the same, snapshot written after", writing),
             ("a processor starting from it", resuming),

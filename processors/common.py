@@ -52,8 +52,8 @@ def create_faust_app(
 
     ``kafka=False`` starts neither Faust's consumer nor its producer: for an app whose Kafka
     traffic is all its own, with Faust as the runtime around it. Both processors are such apps
-    (the evaluator's request loop, the command processor's command loop: librdkafka); only
-    their governance followers read with aiokafka.
+    (the evaluator's request loop, the command processor's command loop, and both governance
+    followers: librdkafka).
 
     The app's Kafka clients authenticate with ``settings.security`` (the processor's role).
     """

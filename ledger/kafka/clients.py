@@ -19,7 +19,7 @@ seconds, not a ``ValueError`` or kafka-python's 30 s bootstrap timeout.
 **Security.** Every client takes a :class:`~ledger.settings.KafkaSecurity` (``security=``;
 ``None`` is a plain, unauthenticated connection). It is mapped here, in one place, to each
 library's settings: :func:`kafka_python_config` (kafka-python, the clients made here),
-:func:`aiokafka_config` (the governance follower), :func:`librdkafka_config` (confluent-kafka)
+:func:`aiokafka_config` (aiokafka), :func:`librdkafka_config` (confluent-kafka)
 and, in :mod:`processors.common`, Faust's ``broker_credentials``. A broker that refuses the
 credentials is :class:`~ledger.errors.KafkaAccessDenied`, one line naming the user.
 """

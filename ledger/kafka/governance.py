@@ -2,7 +2,7 @@
 (processors).
 
 Governance state is not kept in a Faust table. Every processor worker follows the
-(single-partition) policy and grant topics itself with a group-less consumer
+(single-partition) policy and grant topics itself with a group-less librdkafka consumer
 (:class:`GovernanceFollower`) and folds them with the core's pure ``fold``, so each worker sees
 every governance event (Faust's GlobalTable has open bugs across several workers) and the state
 is exactly what replay (:func:`load_history` + :func:`ledger.core.history.state_at`) computes. A
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import threading
 import time
@@ -46,8 +47,14 @@ from ledger.core.state import (
 )
 from ledger.errors import CodecError, UnknownSchemaError
 from ledger.files import held_exclusively
-from ledger.kafka.clients import aiokafka_config
-from ledger.kafka.reading import position_key, read_raw, read_topic, topic_partitions_async
+from ledger.kafka.clients import make_rdkafka_consumer
+from ledger.kafka.reading import (
+    position_key,
+    rdkafka_end_offset,
+    rdkafka_partitions,
+    read_raw,
+    read_topic,
+)
 from ledger.kafka.snapshots import (
     SnapshotMemory,
     SnapshotUnusable,
@@ -83,6 +90,18 @@ RECENT_READS = 10_000
 its process applies after reading it back is not held for one)."""
 HELD_TOO_LONG = 1_000
 """Live fetches after which a snapshot held back by events not read back is logged as a warning."""
+FETCH_MAX = 5000
+"""Records taken from the consumer at a time at most."""
+FETCH_WAIT = 0.5
+"""Seconds one fetch waits when nothing has arrived (a record ends the wait at once)."""
+STATS_INTERVAL_MS = 1000
+"""Milliseconds between librdkafka's statistics, which say when the broker last answered
+(``last_fetch``; ``ledger ps`` finds a processor unhealthy when that is 5 s old)."""
+TOPIC_WAIT = 10.0
+"""Seconds a governance topic may be missing at start before that is an error (a topic
+created a moment ago)."""
+SAID_EVERY = 30.0
+"""Seconds between two log lines about the same consumer error."""
 SNAPSHOT_AFTER = 50_000
 """A follower writes a new snapshot when it has folded this many records since the state of the
 one on disk, catching up or live (one that had none it could use writes one as soon as its
@@ -209,7 +228,8 @@ class GovernanceFollower:
     """Follows policy and grant events into a :class:`LedgerState` (see module docstring).
 
     ``ready`` is set once the state includes every event written before the follower started;
-    ``last_fetch`` is the Unix time of the last fetch response from the broker (health).
+    ``last_fetch`` is the Unix time the broker serving its partitions last answered (health:
+    librdkafka's statistics say, every :data:`STATS_INTERVAL_MS`).
 
     While catching up, the cyclic garbage collector is paused. The state being built is
     hundreds of thousands of acyclic objects, and the collector's scans of them, set off again
@@ -306,6 +326,7 @@ class GovernanceFollower:
         self._replay: Replay | None = None
         self._positions: dict[str, int] = {}
         self._touched: set[str] = set()
+        self._said: dict[int, float] = {}  # consumer error code -> when last logged
 
     def apply_local(self, event: GovernanceEvent) -> None:
         """Apply an event this process just wrote, before it comes back from the log.
@@ -329,51 +350,39 @@ class GovernanceFollower:
             self._on_event(event)
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # A fetch is answered the moment an event is written; the wait only bounds how long an
-            # idle fetch is parked: a short one costs the broker a request every few ms for nothing.
-            fetch_max_wait_ms=500,
-            fetch_min_bytes=1,
-            **aiokafka_config(self._security),
-            **self._consumer_config,
-        )
-        await consumer.start()
+        # Every call into the consumer runs on a worker thread (they block), one at a time: a
+        # stop (the task cancelled) does not wait for a fetch in progress, and the consumer is
+        # closed only once that fetch has returned.
+        calls = threading.Lock()
+
+        def call(method: Callable[..., Any], *args: Any) -> Any:
+            with calls:
+                return method(*args)
+
+        consumer = await asyncio.to_thread(self._new_consumer)
         # The collector paused until caught up (see the class docstring), by the core's one
         # pause; closed early once caught up, else when the loop ends (stopped, or failed).
         paused = contextlib.ExitStack()
         try:
-            parts: list[Any] = []
-            for topic in self._topics:
-                parts += await topic_partitions_async(consumer, topic, bootstrap=self._bootstrap)
-            consumer.assign(parts)
-            end = await consumer.end_offsets(parts)
+            parts, end = await asyncio.to_thread(call, self._end_offsets, consumer)
+            self.last_fetch = time.time()  # the broker answered, with the end offsets
             paused.enter_context(collector_paused())
-            resumed = await self._resume(consumer, parts, end)
-            if len(resumed) < len(parts):
-                await consumer.seek_to_beginning(*[tp for tp in parts if tp not in resumed])
-            pending = {tp for tp in parts if end[tp] > resumed.get(tp, 0)}
-            if not pending:
+            resumed = await self._resume(consumer, call, end)
+            start = [TopicPartition(t, p, resumed.get((t, p), OFFSET_BEGINNING)) for t, p in parts]
+            await asyncio.to_thread(call, consumer.assign, start)
+            reached = dict(resumed)  # each partition's next offset, as far as fetched
+            pending = {tp for tp in parts if end[tp] > reached.get(tp, 0)}
+            if not pending:  # nothing to catch up with (empty topics, or all in the snapshot)
                 paused.close()
+                self._caught_up()
+                self.ready.set()
             backlog: list[tuple[str, list[Any]]] = []  # fetched while catching up, unfolded
             held = held_bytes = 0
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-                fetched_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in parts)
-                self.last_fetch = fetched_ms / 1000 if fetched_ms else None
-                if not pending and not self.ready.is_set():
-                    # Empty governance topics: ready after the first fetch, so whoever waits
-                    # for readiness also finds proof of a live broker (the heartbeat does).
-                    self._caught_up()
-                    self.ready.set()
-                fetched = [
-                    (position_key(tp.topic, tp.partition), records)
-                    for tp, records in batches.items()
-                ]
+                messages = await asyncio.to_thread(call, _fetch, consumer)
+                fetched = self._by_partition(consumer, messages, reached)
                 if not pending:
                     self.apply_fetched(fetched)
                     self._start_snapshot(live=True)
@@ -384,9 +393,9 @@ class GovernanceFollower:
                 backlog += fetched
                 for _, records in fetched:
                     held += len(records)
-                    held_bytes += sum(len(r.value or b"") for r in records)
+                    held_bytes += sum(map(len, records))  # a message's len: its value's
                 for tp in list(pending):
-                    if await consumer.position(tp) >= end[tp]:
+                    if reached.get(tp, 0) >= end[tp]:
                         pending.discard(tp)
                 if held >= CATCH_UP_CHUNK or held_bytes >= CATCH_UP_BYTES or not pending:
                     self.apply_fetched(backlog, more=bool(pending))
@@ -399,9 +408,121 @@ class GovernanceFollower:
                     self.ready.set()
         finally:
             paused.close()  # stopped (or failed) while catching up: a no-op once closed
-            await consumer.stop()
+            await asyncio.to_thread(call, consumer.close)
 
-    async def _resume(self, consumer: Any, parts: list[Any], end: dict[Any, int]) -> dict[Any, int]:
+    def _new_consumer(self) -> Any:
+        """A librdkafka consumer of no group (partitions are assigned, nothing is committed).
+
+        Not aiokafka's: it decodes every header key of a fetched record as UTF-8 and raises on
+        one that is not, before any ledger code sees the record, so one such record on a
+        governance topic (the command processor's credential may write there) stopped every
+        processor at every start, for good: Kafka cannot delete one record in the middle of a
+        partition (a red team). librdkafka hands headers over only when asked, and the follower
+        never asks: such a record is folded, or counted undecodable, as any other."""
+        return make_rdkafka_consumer(
+            self._bootstrap,
+            security=self._security,
+            **{
+                # As aiokafka read: records of a transaction left open are not held back.
+                "isolation.level": "read_uncommitted",
+                # Where a partition's end was reached (the catch-up's end, past any control
+                # record, which is never delivered as a message).
+                "enable.partition.eof": True,
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": self._heard,
+                **self._consumer_config,
+            },
+        )
+
+    def _heard(self, raw: str) -> None:
+        """librdkafka's statistics (served by the fetches): ``last_fetch`` becomes when the
+        broker serving the followed partitions last sent this consumer anything (its fetches
+        are answered within ``fetch.wait.max.ms`` while it is up): a record read from the
+        consumer's local queue says nothing of the broker."""
+        try:
+            stats = json.loads(raw)
+            idle = [
+                broker["rxidle"]
+                for broker in stats["brokers"].values()
+                if broker.get("toppars") and broker.get("rxidle", -1) >= 0
+            ]
+            at = float(stats["time"])  # whole seconds: the answer is at most a second older
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if idle:
+            heard = at - min(idle) / 1e6
+            if self.last_fetch is None or heard > self.last_fetch:
+                self.last_fetch = heard
+
+    def _end_offsets(
+        self, consumer: Any
+    ) -> tuple[list[tuple[str, int]], dict[tuple[str, int], int]]:
+        """The followed partitions, ``(topic, partition)``, and their end offsets now."""
+        from confluent_kafka import TopicPartition
+
+        parts = [
+            (topic, partition)
+            for topic in self._topics
+            for partition in rdkafka_partitions(
+                consumer, topic, bootstrap=self._bootstrap, wait=TOPIC_WAIT
+            )
+        ]
+        return parts, {tp: rdkafka_end_offset(consumer, TopicPartition(*tp)) for tp in parts}
+
+    def _by_partition(
+        self, consumer: Any, messages: list[Any], reached: dict[tuple[str, int], int]
+    ) -> list[tuple[str, list[Any]]]:
+        """``messages`` (a fetch) as runs of one partition's records under its position key,
+        each partition's next offset noted in ``reached``. A fatal consumer error is raised
+        (the follower stops, and the processor with it); another is logged, thinned."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        fetched: list[tuple[str, list[Any]]] = []
+        run: list[Any] = []
+        topic, partition = None, None
+        for message in messages:
+            error = message.error()
+            if error is None:
+                if message.partition() != partition or message.topic() != topic:
+                    topic, partition, run = message.topic(), message.partition(), []
+                    fetched.append((position_key(topic, partition), run))
+                run.append(message)
+                continue
+            code, offset = error.code(), message.offset()
+            if code == KafkaError._PARTITION_EOF:
+                where = (message.topic(), message.partition())
+                reached[where] = max(reached.get(where, 0), offset)
+            elif error.fatal():
+                raise KafkaException(error)
+            elif code == KafkaError._BAD_COMPRESSION and offset is not None and offset >= 0:
+                # Fetched again for ever otherwise, and every event after it never folded: an
+                # undecodable record, passed.
+                self.undecodable += 1
+                log.error(
+                    "undecodable governance record %s@%s: %s",
+                    position_key(message.topic(), message.partition()),
+                    offset,
+                    error.str(),
+                )
+                # (No fetch is running: this is between two, on the event loop.)
+                consumer.seek(TopicPartition(message.topic(), message.partition(), offset + 1))
+            else:
+                self._say(error)
+        for _, records in fetched:
+            last = records[-1]
+            where = (last.topic(), last.partition())
+            reached[where] = max(reached.get(where, 0), last.offset() + 1)
+        return fetched
+
+    def _say(self, error: Any) -> None:
+        now = time.monotonic()
+        if now - self._said.get(error.code(), float("-inf")) >= SAID_EVERY:
+            self._said[error.code()] = now
+            log.warning("governance consumer: %s", error.str())
+
+    async def _resume(
+        self, consumer: Any, call: Callable[..., Any], end: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
         """Start from the snapshot file, if there is one and it checks out against the log:
         the state is set, and each partition's next offset to read returned (read from the
         beginning: any partition not returned)."""
@@ -419,8 +540,8 @@ class GovernanceFollower:
                 "governance snapshot %s not used (%s): replaying the whole history", path, exc
             )
             return {}
-        by_key = {position_key(tp.topic, tp.partition): tp for tp in parts}
-        resumed: dict[Any, int] = {}
+        by_key = {position_key(*tp): tp for tp in end}
+        resumed: dict[tuple[str, int], int] = {}
         tails: dict[str, tuple[int, bytes | None]] = {}
         for key, (offset, digest) in snapshot.tails.items():
             tp = by_key.get(key)
@@ -429,14 +550,13 @@ class GovernanceFollower:
             elif offset >= end[tp]:
                 problem = f"{key} ends before offset {offset}, which it was taken after"
             else:
-                consumer.seek(tp, offset)
-                record = await _record_at(consumer, tp, end[tp])
+                record = await self._record_at(consumer, call, tp, offset)
                 if (
                     record is not None
-                    and record.offset == offset
-                    and record_digest(record.value) == digest
+                    and record.offset() == offset
+                    and record_digest(record.value()) == digest
                 ):
-                    resumed[tp], tails[key] = offset + 1, (offset, record.value)
+                    resumed[tp], tails[key] = offset + 1, (offset, record.value())
                     continue
                 problem = (
                     f"the record at {key}@{offset} is not the one it was taken after "
@@ -468,6 +588,27 @@ class GovernanceFollower:
             dict(self.state.position),
         )
         return resumed
+
+    async def _record_at(
+        self, consumer: Any, call: Callable[..., Any], tp: tuple[str, int], offset: int
+    ) -> Any:
+        """The first record of ``tp`` at or after ``offset`` (``None``: there is none before
+        the partition's end). Each wait is a call of its own, so a stop is not held up."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        await asyncio.to_thread(call, consumer.assign, [TopicPartition(*tp, offset)])
+        while True:
+            message = await asyncio.to_thread(call, consumer.poll, FETCH_WAIT)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                return message
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+            if error.fatal():
+                raise KafkaException(error)
+            self._say(error)
 
     def _start_snapshot(self, *, live: bool = False) -> None:
         """After a catch-up, or a live fetch: start writing the state to the snapshot file,
@@ -648,8 +789,9 @@ class GovernanceFollower:
         self.state = state
 
     def _decode(self, fetched: list[tuple[str, list[Any]]]) -> list[GovernanceEvent]:
-        """The governance events of ``fetched`` (undecodable records counted, logged and
-        skipped), noting each position key's last decoded offset to publish with them."""
+        """The governance events of ``fetched`` (librdkafka messages, or anything with their
+        ``value()`` and ``offset()``; undecodable records counted, logged and skipped), noting
+        each position key's last decoded offset to publish with them."""
         events: list[GovernanceEvent] = []
         positions, tails = self._positions, self._tails
         decode, codec = decode_governance, self._codec
@@ -657,15 +799,15 @@ class GovernanceFollower:
             last = None
             for record in records:
                 try:
-                    events.append(decode(codec, record.value))
+                    events.append(decode(codec, record.value()))
                 except CodecError as exc:
                     self.undecodable += 1
-                    log.error("undecodable governance record %s@%s: %s", key, record.offset, exc)
+                    log.error("undecodable governance record %s@%s: %s", key, record.offset(), exc)
                     continue
                 last = record
             if last is not None:
-                positions[key] = last.offset
-                tails[key] = (last.offset, last.value)
+                positions[key] = last.offset()
+                tails[key] = (last.offset(), last.value())
         unread = self._local_unread
         if unread:
             for event in events:
@@ -680,11 +822,14 @@ class GovernanceFollower:
         return events
 
 
-async def _record_at(consumer: Any, tp: Any, end: int) -> Any:
-    """The next record of ``tp`` from the consumer's position (``None`` if none before ``end``)."""
-    while True:
-        got = await consumer.getmany(tp, timeout_ms=200, max_records=1)
-        if got.get(tp):
-            return got[tp][0]
-        if await consumer.position(tp) >= end:
-            return None
+def _fetch(consumer: Any) -> list[Any]:
+    """What has arrived, up to :data:`FETCH_MAX` records; when nothing has, the first within
+    :data:`FETCH_WAIT` and what came with it (``consume`` waits until it has all it asks for:
+    a lone event, a rollback say, would wait the whole time)."""
+    messages: list[Any] = consumer.consume(num_messages=FETCH_MAX, timeout=0)
+    if messages:
+        return messages
+    first = consumer.poll(FETCH_WAIT)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=FETCH_MAX - 1, timeout=0)]

@@ -1,8 +1,8 @@
 """Reading topics: which partitions a topic has, and a topic read to its end.
 
 The one answer to "this topic does not exist" is :class:`~ledger.errors.TopicMissing`, raised by
-:func:`topic_partitions` (blocking clients) and :func:`topic_partitions_async` (aiokafka), which
-every reader uses. :func:`read_topic` reads topics from the beginning to the end offsets seen
+:func:`topic_partitions` (kafka-python) and :func:`rdkafka_partitions` (librdkafka), which every
+reader uses. :func:`read_topic` reads topics from the beginning to the end offsets seen
 when it started: a consistent prefix of the log, without a consumer group.
 
 Records are read with librdkafka (confluent-kafka), as the export reads them, not kafka-python:
@@ -15,7 +15,6 @@ record and leaves its headers alone, which the ledger does not use.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import time
@@ -38,7 +37,6 @@ __all__ = [
     "Positioned",
     "position_key",
     "topic_partitions",
-    "topic_partitions_async",
     "rdkafka_partitions",
     "rdkafka_watermarks",
     "rdkafka_end_offset",
@@ -86,10 +84,27 @@ _NOT_AUTHORIZED = 29  # TOPIC_AUTHORIZATION_FAILED, in Kafka's protocol and libr
 
 
 def rdkafka_partitions(
-    client: Any, topic: str, *, bootstrap: str | None = None, timeout: float = METADATA_TIMEOUT
+    client: Any,
+    topic: str,
+    *,
+    bootstrap: str | None = None,
+    timeout: float = METADATA_TIMEOUT,
+    wait: float = 0.0,
 ) -> list[int]:
     """The partition numbers of ``topic`` (sorted), from a librdkafka client (``confluent_kafka``
-    consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist."""
+    consumer or producer). Raises :class:`~ledger.errors.TopicMissing` when it does not exist;
+    with ``wait``, once it has not for that many seconds (a topic created a moment ago)."""
+    give_up = time.monotonic() + wait
+    while True:
+        try:
+            return _partitions(client, topic, bootstrap, timeout)
+        except TopicMissing:
+            if time.monotonic() >= give_up:
+                raise
+        time.sleep(0.1)
+
+
+def _partitions(client: Any, topic: str, bootstrap: str | None, timeout: float) -> list[int]:
     from confluent_kafka import KafkaError, KafkaException
 
     try:
@@ -168,25 +183,6 @@ def rdkafka_watermarks(consumer: Any, tp: Any, *, timeout: float = 10.0) -> tupl
 def rdkafka_end_offset(consumer: Any, tp: Any, *, timeout: float = 10.0) -> int:
     """The end offset of ``tp`` (:func:`rdkafka_watermarks`)."""
     return rdkafka_watermarks(consumer, tp, timeout=timeout)[1]
-
-
-async def topic_partitions_async(
-    consumer: Any, topic: str, *, bootstrap: str | None = None, wait: float = 10.0
-) -> list[Any]:
-    """:func:`topic_partitions` for an aiokafka consumer, whose metadata may lag a moment
-    behind a topic created just before: asks again for up to ``wait`` seconds."""
-    from aiokafka import TopicPartition
-
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + wait
-    while True:
-        await consumer._client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        if loop.time() >= give_up:
-            raise _missing(topic, bootstrap)
-        await asyncio.sleep(0.1)
 
 
 @dataclass(frozen=True, slots=True)

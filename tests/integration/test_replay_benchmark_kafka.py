@@ -44,7 +44,7 @@ def test_the_replay_benchmark_times_a_catch_up_through_the_broker(kafka, tmp_pat
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "wrote the 3,000 records to" in out, out
-    (floor,) = [line for line in out.splitlines() if line.startswith("floor: aiokafka")]
+    (floor,) = [line for line in out.splitlines() if line.startswith("floor: librdkafka")]
     (catch_up,) = [line for line in out.splitlines() if "catching up via Kafka" in line]
     (writing,) = [line for line in out.splitlines() if "snapshot written after" in line]
     (resuming,) = [line for line in out.splitlines() if "starting from it" in line]

@@ -809,7 +809,6 @@ def test_only_the_versions_evaluation_runs_are_compiled(monkeypatch: Any) -> Non
 
 
 def test_the_evaluators_follower_compiles_what_it_deploys_before_publishing_state() -> None:
-    from types import SimpleNamespace
 
     from ledger.codec import default_codec
     from ledger.core.state import _NOT_LOADED
@@ -818,7 +817,7 @@ def test_the_evaluators_follower_compiles_what_it_deploys_before_publishing_stat
 
     events = _canonical_history(("propose", 1), ("approve", 1), ("activate", 1), ("propose", 2))
     codec = default_codec()
-    records = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(events)]
+    records = [_message(value=codec.encode(e), offset=i) for i, e in enumerate(events)]
     for ahead in (True, False):
         follower = GovernanceFollower(
             bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec, compile_deployed=ahead
@@ -835,7 +834,6 @@ def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch:
     # one fold per event); a live batch of a few records, one at a time. Either way: the same
     # state, every event reported in order, an undecodable record skipped and counted, and the
     # position at the last record folded.
-    from types import SimpleNamespace
 
     import ledger.kafka.governance as governance
     from ledger.codec import default_codec
@@ -843,7 +841,7 @@ def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch:
 
     codec = default_codec()
     values = [codec.encode(e) for e in EVENTS] + [b"not an event"]
-    records = [SimpleNamespace(value=v, offset=10 + i) for i, v in enumerate(values)]
+    records = [_message(value=v, offset=10 + i) for i, v in enumerate(values)]
     results = []
     for bulk in (1, 10**9):
         monkeypatch.setattr(governance, "BULK_FOLD", bulk)
@@ -900,7 +898,7 @@ def test_a_replay_onto_a_replayed_state_leaves_that_state_as_it_was() -> None:
 
 
 def test_catching_up_folds_in_chunks_bounded_by_records_and_bytes(monkeypatch: Any) -> None:
-    # The run loop's catch-up, driven by a stand-in for aiokafka's consumer (the Kafka path
+    # The run loop's catch-up, driven by a stand-in for its librdkafka consumer (the Kafka path
     # itself is covered by the integration tests): chunks end at CATCH_UP_CHUNK records or
     # CATCH_UP_BYTES, the state is published ready only once everything written before the
     # start is folded, and it equals the fold of every event.
@@ -986,14 +984,13 @@ def test_an_event_applied_locally_while_catching_up_is_not_lost() -> None:
     # apply_local (the command processor's own writes) before the catch-up's replay is
     # published goes into that replay, after what it holds, not onto the unpublished state.
     # (The processors apply nothing locally before they are ready: a guard, not a path.)
-    from types import SimpleNamespace
 
     from ledger.codec import default_codec
     from ledger.kafka.governance import GovernanceFollower
     from ledger.settings import TopicNames
 
     codec = default_codec()
-    records = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+    records = [_message(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
     follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec)
     follower.apply_fetched([("ledger.grant-events/0", records[:-1])], more=True)
     assert follower.state is EMPTY_STATE  # nothing published while catching up
@@ -1028,7 +1025,7 @@ def test_a_snapshot_is_written_only_of_a_state_the_log_alone_gives(
     snapshot = read_snapshot(tmp_path / "a")
     assert snapshot.events == read_back.applied == len(EVENTS)
     key = f"{topics.grant_events}/0"
-    assert dict(snapshot.tails) == {key: (len(EVENTS) - 1, record_digest(log[-1].value))}
+    assert dict(snapshot.tails) == {key: (len(EVENTS) - 1, record_digest(log[-1].value()))}
     assert summary(snapshot.state) == summary(FINAL)
 
     not_in_log = replace(EVENTS[-1], event_id="written-here-but-never-read-back")
@@ -1080,15 +1077,14 @@ def test_a_follower_resumes_from_its_snapshot_to_the_state_a_full_replay_gives(
     # The first start writes a snapshot after the first records (an undecodable one among
     # them, and one at the end); the next folds only what came after, into the same state,
     # positions included, as a follower with no snapshot.
-    from types import SimpleNamespace
 
     import ledger.kafka.governance as governance
     from ledger.kafka.snapshots import read_snapshot
 
     codec, topics, log = _stand_in_log(monkeypatch)
-    values = [record.value for record in log]
+    values = [record.value() for record in log]
     values = [*values[:5], b"not an event", *values[5:], b"not an event"]
-    records = [SimpleNamespace(value=value, offset=i) for i, value in enumerate(values)]
+    records = [_message(value=value, offset=i) for i, value in enumerate(values)]
     path = tmp_path / "governance.snapshot"
 
     def follow(served: list[Any], snapshot: Path | None) -> Any:
@@ -1283,7 +1279,7 @@ def test_an_event_read_back_before_its_writer_applies_it_is_not_held(
             bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=tmp_path / "s"
         )
     )
-    last = SimpleNamespace(value=codec.encode(EVENTS[-1]), offset=len(EVENTS) - 1)
+    last = _message(value=codec.encode(EVENTS[-1]), offset=len(EVENTS) - 1)
     follower.apply_fetched([(key, [last])])  # read back first …
     follower.apply_local(EVENTS[-1])  # … then applied by its writer
     assert follower._local_unread == {}
@@ -1302,7 +1298,6 @@ def test_an_event_read_back_before_its_writer_applies_it_is_not_held(
 def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> None:
     # Live or in bulk: undecodable records are counted and skipped, and the state (its
     # position too: it names the last record applied) is the very same object.
-    from types import SimpleNamespace
 
     from ledger.codec import default_codec
     from ledger.kafka.governance import BULK_FOLD, GovernanceFollower
@@ -1310,11 +1305,11 @@ def test_a_fetch_of_nothing_decodable_leaves_the_published_state_as_it_is() -> N
 
     codec = default_codec()
     follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames(), codec=codec)
-    good = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+    good = [_message(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
     follower.apply_fetched([("ledger.grant-events/0", good)])
     published = follower.state
     for size in (1, BULK_FOLD):
-        bad = [SimpleNamespace(value=b"not an event", offset=1000 + i) for i in range(size)]
+        bad = [_message(value=b"not an event", offset=1000 + i) for i in range(size)]
         follower.apply_fetched([("ledger.grant-events/0", bad)])
         assert follower.state is published
     assert follower.undecodable == 1 + BULK_FOLD
@@ -1388,15 +1383,23 @@ def _until_ready(follower: Any) -> Any:
     return follower
 
 
+def _message(*, value: bytes | None, offset: int, topic: str = "ledger.grant-events") -> Any:
+    """A fetched record as librdkafka hands it over (the follower reads ``value()`` and
+    ``offset()``)."""
+    from confluent_kafka import Message
+
+    return Message(topic=topic, partition=0, offset=offset, value=value)
+
+
 def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, list[Any]]:
     """Every event of EVENTS as a record of the grant topic, served two per fetch by a
-    stand-in for aiokafka's consumer (the Kafka path itself is covered by the integration
-    tests); ``on_fetch(position)`` runs before each fetch. Returns the codec, the topic names
-    and the records (a list the test may change: the stand-in serves what it holds)."""
-    import asyncio
-    from types import SimpleNamespace
+    stand-in for the follower's librdkafka consumer (the Kafka path itself is covered by the
+    integration tests); ``on_fetch(position)`` runs before each fetch. Returns the codec, the
+    topic names and the records (a list the test may change: the stand-in serves what it
+    holds)."""
+    import time
 
-    import aiokafka
+    from confluent_kafka import KafkaError, Message
 
     import ledger.kafka.governance as governance
     from ledger.codec import default_codec
@@ -1404,46 +1407,45 @@ def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, lis
 
     codec = default_codec()
     topics = TopicNames()
-    part = aiokafka.TopicPartition(topics.grant_events, 0)
-    log = [SimpleNamespace(value=codec.encode(e), offset=i) for i, e in enumerate(EVENTS)]
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    log = [
+        _message(value=codec.encode(e), offset=i, topic=topics.grant_events)
+        for i, e in enumerate(EVENTS)
+    ]
 
     class Consumer:
-        def __init__(self, **config: Any) -> None:
+        def __init__(self) -> None:
             self.at = 0
 
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        def assign(self, parts: Any) -> None: ...
-        async def seek_to_beginning(self, *parts: Any) -> None:
-            self.at = 0
+        def assign(self, parts: Any) -> None:
+            (part,) = parts  # the grant topic's one partition
+            self.at = max(part.offset, 0)  # OFFSET_BEGINNING is negative
 
-        async def end_offsets(self, parts: Any) -> dict[Any, int]:
-            return {part: len(log)}
-
-        def seek(self, tp: Any, offset: int) -> None:
-            self.at = offset
-
-        async def getmany(
-            self, *parts: Any, timeout_ms: int, max_records: int
-        ) -> dict[Any, list[Any]]:
-            await asyncio.sleep(0)
+        def consume(self, num_messages: int, timeout: float) -> list[Any]:
             if on_fetch is not None:
                 on_fetch(self.at)
-            step = min(2, max_records)
+            step = min(2, num_messages)
             got, self.at = log[self.at : self.at + step], min(self.at + step, len(log))
-            return {part: got} if got else {}
+            return got
 
-        def last_poll_timestamp(self, tp: Any) -> int:
-            return 1
+        def poll(self, timeout: float) -> Any:
+            got = self.consume(1, timeout)
+            if got:
+                return got[0]
+            time.sleep(0.001)  # a wait for a record that does not come, then the end
+            return Message(topic=topics.grant_events, partition=0, offset=self.at, error=eof)
 
-        async def position(self, tp: Any) -> int:
-            return self.at
+        def close(self) -> None: ...
 
-    async def partitions(consumer: Any, topic: str, bootstrap: str | None = None) -> list[Any]:
-        return [part] if topic == topics.grant_events else []
+    def partitions(consumer: Any, topic: str, **kw: Any) -> list[int]:
+        return [0] if topic == topics.grant_events else []
 
-    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
-    monkeypatch.setattr(governance, "topic_partitions_async", partitions)
+    def new_consumer(follower: Any) -> Any:
+        return Consumer()
+
+    monkeypatch.setattr(governance.GovernanceFollower, "_new_consumer", new_consumer)
+    monkeypatch.setattr(governance, "rdkafka_partitions", partitions)
+    monkeypatch.setattr(governance, "rdkafka_end_offset", lambda consumer, tp: len(log))
     return codec, topics, log
 
 
@@ -1784,7 +1786,6 @@ def test_may_overlap_answers_as_trying_every_action_says() -> None:
 
 def _governing(policies: dict[str, list[str]]) -> Any:
     """A state whose deployed policies govern these entries (all that overlapping_governs reads)."""
-    from types import SimpleNamespace
 
     return SimpleNamespace(
         policies={
@@ -2290,7 +2291,6 @@ def test_a_dropped_action_note_is_sound_and_bounded() -> None:
     # A review: the note compared every pair of two versions' globs, 68 s for 256 long ones
     # in the single command processor. Names covered only by themselves, a glob only what
     # begins with its fixed text, and a budget bound the work.
-    from types import SimpleNamespace
 
     from ledger.core.lifecycle import answers
 
