@@ -515,6 +515,10 @@ class GovernanceFollower:
         return fetched
 
     def _say(self, error: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return  # the group id librdkafka requires, never used: no role may use it
         now = time.monotonic()
         if now - self._said.get(error.code(), float("-inf")) >= SAID_EVERY:
             self._said[error.code()] = now

@@ -59,6 +59,7 @@ def test_a_grant_record_with_a_non_utf8_header_key_stops_no_processor(stack_fact
     for name in ("command-processor", "evaluator"):  # each counted it and went on
         log = (stack.log_dir / f"{name}.log").read_text(errors="replace")
         assert f"undecodable governance record {topic}/0@{offset}" in log, stack.logs()
+        assert "governance consumer:" not in log, stack.logs()  # no error of its consumer
 
     def healthy() -> bool:  # as `ledger ps` judges them
         shown = processes(stack.settings, bootstrap=stack.bootstrap)
