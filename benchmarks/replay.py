@@ -469,7 +469,8 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
             from ledger.kafka.clients import make_rdkafka_consumer
             from ledger.kafka.reading import rdkafka_end_offset
 
-            # As the follower reads: librdkafka, its fetches on a worker thread.
+            # As the follower reads: librdkafka, each fetch on a worker thread taking what has
+            # arrived (consume() with a timeout waits for all it asks for), else one record.
             consumer = make_rdkafka_consumer(stack.bootstrap, security=security)
             try:
                 parts = [(t, 0) for t in (topics.policy_events, topics.grant_events)]
@@ -477,7 +478,9 @@ def _through_kafka(history: list[HistoryEntry], bootstrap: str | None) -> None:
                 consumer.assign([TopicPartition(*tp, OFFSET_BEGINNING) for tp in parts])
                 left = sum(end.values())
                 while left > 0:
-                    messages = await asyncio.to_thread(consumer.consume, 5000, 0.2)
+                    messages = await asyncio.to_thread(consumer.consume, 5000, 0)
+                    if not messages:
+                        messages = await asyncio.to_thread(consumer.consume, 1, 0.2)
                     left -= sum(1 for m in messages if m.error() is None)
             finally:
                 consumer.close()

@@ -1366,6 +1366,78 @@ def test_a_follower_that_freezes_moves_its_caught_up_state_out_of_the_collector(
     assert gc.isenabled() and gc.get_freeze_count() == 0 and not failing.ready.is_set()
 
 
+def test_the_followers_last_fetch_is_when_the_broker_serving_its_partitions_last_answered() -> None:
+    # From librdkafka's statistics: a record read from the consumer's local queue says nothing
+    # of the broker (`ledger ps` judges health by it). Brokers serving none of its partitions
+    # (the bootstrap connection) and one never heard from do not count; it never goes back.
+    import json
+
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames())
+
+    def stats(at: int, **brokers: tuple[int, bool]) -> str:
+        return json.dumps(
+            {
+                "time": at,
+                "brokers": {
+                    name: {"rxidle": idle, "toppars": {"t-0": {}} if serving else {}}
+                    for name, (idle, serving) in brokers.items()
+                },
+            }
+        )
+
+    follower._heard(stats(1000, boot=(1_000, False), leader=(2_500_000, True)))
+    assert follower.last_fetch == 997.5
+    follower._heard(stats(1001, leader=(-1, True)))  # disconnected: nothing heard
+    follower._heard(stats(1001, leader=(9_000_000, True)))  # older than what it knows
+    follower._heard("not json")
+    assert follower.last_fetch == 997.5
+    follower._heard(stats(1002, leader=(500_000, True)))
+    assert follower.last_fetch == 1001.5
+
+
+def test_the_follower_passes_consumer_errors_and_stops_on_a_fatal_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A fetch's messages grouped by partition; an end of partition noted as reached; the
+    # never-used group id's authorization error said nowhere; another error logged once per
+    # SAID_EVERY; a fatal one raised (the follower, and its processor, stop).
+    import logging
+
+    from confluent_kafka import KafkaError, KafkaException, Message
+
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    caplog.set_level(logging.INFO, logger="ledger.governance")
+    follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=TopicNames())
+
+    def error(code: int, *, fatal: bool = False, offset: int = -1001) -> Any:
+        return Message(topic="g", partition=0, offset=offset, error=KafkaError(code, fatal=fatal))
+
+    fetched = [
+        _message(value=b"a", offset=4, topic="p"),
+        _message(value=b"b", offset=5, topic="p"),
+        error(KafkaError.GROUP_AUTHORIZATION_FAILED),
+        error(KafkaError._PARTITION_EOF, offset=9),
+        error(KafkaError._TRANSPORT),
+        error(KafkaError._TRANSPORT),
+        Message(topic="g", partition=0, offset=7, value=b"c"),
+    ]
+    reached: dict[tuple[str, int], int] = {}
+    runs = follower._by_partition(None, fetched, reached)
+    assert [(key, [m.value() for m in run]) for key, run in runs] == [
+        ("p/0", [b"a", b"b"]),
+        ("g/0", [b"c"]),
+    ]
+    assert reached == {("p", 0): 6, ("g", 0): 9}
+    assert caplog.text.count("governance consumer:") == 1 and "authorization" not in caplog.text
+    with pytest.raises(KafkaException):
+        follower._by_partition(None, [error(KafkaError._FATAL, fatal=True)], reached)
+
+
 def _until_ready(follower: Any) -> Any:
     """Run ``follower`` until it is ready (within 5 s), stop it, and return it once the
     snapshot it started writing, if any, is written."""
