@@ -547,25 +547,35 @@ class GovernanceFollower:
         by_key = {position_key(*tp): tp for tp in end}
         resumed: dict[tuple[str, int], int] = {}
         tails: dict[str, tuple[int, bytes | None]] = {}
-        for key, (offset, digest) in snapshot.tails.items():
+        problem, wanted = None, {}
+        for key, (offset, _) in snapshot.tails.items():
             tp = by_key.get(key)
             if tp is None:
                 problem = f"it has {key}, which this ledger's governance topics do not"
             elif offset >= end[tp]:
                 problem = f"{key} ends before offset {offset}, which it was taken after"
             else:
-                record = await self._record_at(consumer, call, tp, offset)
-                if (
-                    record is not None
-                    and record.offset() == offset
-                    and record_digest(record.value()) == digest
-                ):
-                    resumed[tp], tails[key] = offset + 1, (offset, record.value())
-                    continue
-                problem = (
-                    f"the record at {key}@{offset} is not the one it was taken after "
-                    "(topics re-created, or another cluster?)"
-                )
+                wanted[tp] = offset
+                continue
+            break
+        found = {} if problem else await self._records_at(consumer, call, wanted)
+        for key, (offset, digest) in snapshot.tails.items():
+            if problem:
+                break
+            tp = by_key[key]
+            record = found[tp]
+            if (
+                record is not None
+                and record.offset() == offset
+                and record_digest(record.value()) == digest
+            ):
+                resumed[tp], tails[key] = offset + 1, (offset, record.value())
+                continue
+            problem = (
+                f"the record at {key}@{offset} is not the one it was taken after "
+                "(topics re-created, or another cluster?)"
+            )
+        if problem:
             log.warning(
                 "governance snapshot %s not used (%s): replaying the whole history", path, problem
             )
@@ -593,26 +603,34 @@ class GovernanceFollower:
         )
         return resumed
 
-    async def _record_at(
-        self, consumer: Any, call: Callable[..., Any], tp: tuple[str, int], offset: int
-    ) -> Any:
-        """The first record of ``tp`` at or after ``offset`` (``None``: there is none before
-        the partition's end). Each wait is a call of its own, so a stop is not held up."""
+    async def _records_at(
+        self, consumer: Any, call: Callable[..., Any], wanted: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], Any]:
+        """Each partition's first record at or after its offset in ``wanted`` (``None``: there
+        is none before the partition's end). All are assigned at once: a fetch of one partition
+        parked at its end would hold up the next partition's first fetch for as long as the
+        broker parks it (``fetch.wait.max.ms``). Each wait is a call of its own, so a stop is
+        not held up."""
         from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-        await asyncio.to_thread(call, consumer.assign, [TopicPartition(*tp, offset)])
-        while True:
-            message = await asyncio.to_thread(call, consumer.poll, FETCH_WAIT)
-            if message is None:
-                continue
-            error = message.error()
-            if error is None:
-                return message
-            if error.code() == KafkaError._PARTITION_EOF:
-                return None
-            if error.fatal():
-                raise KafkaException(error)
-            self._say(error)
+        assigned = [TopicPartition(*tp, offset) for tp, offset in wanted.items()]
+        await asyncio.to_thread(call, consumer.assign, assigned)
+        found: dict[tuple[str, int], Any] = {}
+        while len(found) < len(wanted):
+            for message in await asyncio.to_thread(call, _fetch, consumer):
+                where = (message.topic(), message.partition())
+                if where in found or where not in wanted:
+                    continue
+                error = message.error()
+                if error is None:
+                    found[where] = message
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    found[where] = None
+                elif error.fatal():
+                    raise KafkaException(error)
+                else:
+                    self._say(error)
+        return found
 
     def _start_snapshot(self, *, live: bool = False) -> None:
         """After a catch-up, or a live fetch: start writing the state to the snapshot file,
