@@ -198,3 +198,50 @@ def test_a_lone_command_is_fetched_at_once_not_after_the_fetch_wait() -> None:
         ("poll", FETCH_WAIT),
         ("consume", MAX_FETCH - 1, 0),
     ]
+
+
+def test_a_stop_during_a_fetch_closes_the_consumer_only_once_the_fetch_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stop cancels the loop while a fetch waits inside librdkafka; closing the consumer
+    # under that fetch (from the event loop's thread) is use after free in librdkafka.
+    import threading
+
+    from processors import command_loop
+
+    order: list[str] = []
+    polling, release = threading.Event(), threading.Event()
+
+    class _Waiting:
+        def subscribe(self, topics: list[str]) -> None: ...
+
+        def consume(self, *, num_messages: int, timeout: float) -> list[Any]:
+            return []
+
+        def poll(self, timeout: float) -> Any:
+            order.append("fetch")
+            polling.set()
+            release.wait(5)
+            order.append("fetch returned")
+            return None
+
+        def close(self) -> None:
+            order.append("close")
+
+    monkeypatch.setattr(command_loop, "make_rdkafka_consumer", lambda *a, **k: _Waiting())
+    loop = _loop([], _Handler(Step()), _Producer([]))
+    loop._settings = type("S", (), {"security": None, "topics": type("T", (), {"commands": "c"})})()  # type: ignore[assignment]
+
+    async def ready() -> None: ...
+
+    async def scenario() -> None:
+        task = asyncio.create_task(loop.run(ready))
+        while not polling.is_set():
+            await asyncio.sleep(0.01)
+        threading.Timer(0.2, release.set).start()  # the fetch returns while the stop waits
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert order[:3] == ["fetch", "fetch returned", "close"], order
