@@ -31,14 +31,14 @@ from typing import Any
 
 from ledger.core.events import GovernanceEvent
 from ledger.core.state import LedgerState
-from ledger.kafka.clients import make_rdkafka_consumer
+from ledger.kafka.clients import access_denied, make_rdkafka_consumer
 from ledger.settings import Settings
 from processors.command_handler import CommandHandler
-from processors.common import DELIVERY_FAILED_EXIT, die
+from processors.common import DELIVERY_FAILED_EXIT, HANDLING_FAILED_EXIT, die
 from processors.outputs import Output
 from processors.request_loop import Record
 
-__all__ = ["CommandLoop", "Outbox", "FETCH_WAIT", "MAX_FETCH"]
+__all__ = ["CommandLoop", "Outbox", "FETCH_WAIT", "MAX_FETCH", "GIVE_UP_AFTER"]
 
 log = logging.getLogger("ledger.command-processor")
 
@@ -51,6 +51,12 @@ _FLUSH_STEP = 0.5
 """Seconds of each wait for acknowledgements, so that a stop is not held up by one."""
 _CLOSE_WAIT = 5.0
 """Seconds a stopping processor waits for its consumer to leave the group."""
+GIVE_UP_AFTER = 30.0
+"""Seconds of Kafka refusing the commands (ACLs, credential, topic gone) after which the
+command processor stops, saying why."""
+_SPELL_GAP = 120.0
+"""Seconds without a refusal after which the next one starts a new spell (librdkafka repeats a
+refusal as it refreshes its metadata, every 30 s here)."""
 _SAID_EVERY = 30.0
 """Seconds between two log lines about the same consumer error."""
 
@@ -133,6 +139,7 @@ class CommandLoop:
         self._state = state
         self._apply = apply
         self._said: dict[int, float] = {}  # consumer error code -> when last logged
+        self._refusing: tuple[float, float] | None = None  # Kafka's refusals: first, last
         self._io: Executor | None = None  # the consumer's one thread, while run() runs
 
     async def run(self, ready: Callable[[], Any]) -> None:
@@ -189,6 +196,7 @@ class CommandLoop:
         for message in messages:
             error = message.error()
             if error is None:
+                self._refusing = None  # read: whatever refused before does no longer
                 record = Record(
                     message.topic(),
                     message.partition(),
@@ -217,6 +225,7 @@ class CommandLoop:
                 consumer.seek(TopicPartition(topic, partition, offset + 1))
             else:
                 self._say(error)
+                self._refused(error)
                 continue
             last = message
         if last is not None:
@@ -250,6 +259,36 @@ class CommandLoop:
                 done.partition,
                 done.offset,
                 exc,
+            )
+
+    def _refused(self, error: Any) -> None:
+        """Stop the process when Kafka has refused the commands for :data:`GIVE_UP_AFTER`
+        seconds (the ACLs, the credential, the topic gone), with the refusal as its last log
+        line: `ledger ps` then says it ended on that error. Running on, it looked healthy (its
+        follower was) while no command was answered (a review: Faust's consumer had crashed on
+        it, which at least said so)."""
+        from confluent_kafka import KafkaError
+
+        denied = access_denied(error, self._settings.security, self._bootstrap)
+        if denied is None and error.code() not in (
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError._UNKNOWN_TOPIC,
+            KafkaError._UNKNOWN_PARTITION,
+        ):
+            return
+        now = time.monotonic()
+        first, last = self._refusing or (now, now)
+        if now - last > _SPELL_GAP:  # an earlier spell of them, long over: a new one
+            first = now
+        self._refusing = (first, now)
+        if now - first >= GIVE_UP_AFTER:
+            die(
+                HANDLING_FAILED_EXIT,
+                "cannot read %s for %.0f s, so no command is answered: %s (fix the ACLs or "
+                "credential, or `ledger topics create --acls` as an admin, then `ledger up`)",
+                self._settings.topics.commands,
+                now - first,
+                denied or error.str(),
             )
 
     def _say(self, error: Any) -> None:

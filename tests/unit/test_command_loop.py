@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -89,10 +90,13 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return said
 
 
+_SETTINGS = SimpleNamespace(security=None, topics=SimpleNamespace(commands="ledger.commands"))
+
+
 def _loop(log: list[Any], handler: _Handler, producer: _Producer) -> CommandLoop:
     return CommandLoop(
         bootstrap="127.0.0.1:9",
-        settings=None,  # type: ignore[arg-type]  # not read by _take
+        settings=_SETTINGS,  # type: ignore[arg-type]  # what the loop reads of Settings
         group_id="g",
         handler=handler,  # type: ignore[arg-type]
         outbox=Outbox(lambda: producer),
@@ -230,7 +234,6 @@ def test_a_stop_during_a_fetch_closes_the_consumer_only_once_the_fetch_returned(
 
     monkeypatch.setattr(command_loop, "make_rdkafka_consumer", lambda *a, **k: _Waiting())
     loop = _loop([], _Handler(Step()), _Producer([]))
-    loop._settings = type("S", (), {"security": None, "topics": type("T", (), {"commands": "c"})})()  # type: ignore[assignment]
 
     async def ready() -> None: ...
 
@@ -245,3 +248,35 @@ def test_a_stop_during_a_fetch_closes_the_consumer_only_once_the_fetch_returned(
 
     asyncio.run(scenario())
     assert order[:3] == ["fetch", "fetch returned", "close"], order
+
+
+def test_kafka_refusing_the_commands_for_long_stops_the_process_saying_why(
+    exits: list[int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A review: with the ACLs refusing the commands topic, the processor logged a warning every
+    # 30 s and looked healthy (its follower was) while no command was answered.
+    from confluent_kafka import KafkaError
+
+    from processors import command_loop
+
+    clock = [1000.0]
+    monkeypatch.setattr(command_loop.time, "monotonic", lambda: clock[0])
+    log: list[Any] = []
+    loop = _loop(log, _Handler(Step()), _Producer(log))
+    refused = _Message(-1001, error=KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    asyncio.run(loop._take(_Consumer(log), [refused]))
+    clock[0] += 20
+    asyncio.run(loop._take(_Consumer(log), [refused]))
+    assert exits == []  # a refusal for a while (ACLs being applied) is waited out
+    asyncio.run(loop._take(_Consumer(log), [_Message(5)]))  # a command read: it passed
+    clock[0] += 20
+    asyncio.run(loop._take(_Consumer(log), [refused]))
+    assert exits == []  # a new spell
+    clock[0] += command_loop.GIVE_UP_AFTER
+    with caplog.at_level(logging.CRITICAL), pytest.raises(SystemExit):
+        asyncio.run(loop._take(_Consumer(log), [refused]))
+    assert exits == [common.HANDLING_FAILED_EXIT]
+    assert (
+        "cannot read ledger.commands for 30 s, so no command is answered: Kafka's ACLs"
+        in caplog.text
+    )
