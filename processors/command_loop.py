@@ -32,6 +32,7 @@ from typing import Any
 from ledger.core.events import GovernanceEvent
 from ledger.core.state import LedgerState
 from ledger.kafka.clients import access_denied, make_rdkafka_consumer
+from ledger.kafka.reading import fetch_arrived
 from ledger.settings import Settings
 from processors.command_handler import CommandHandler
 from processors.common import DELIVERY_FAILED_EXIT, HANDLING_FAILED_EXIT, die
@@ -178,13 +179,7 @@ class CommandLoop:
         """What has arrived, up to :data:`MAX_FETCH`; when nothing has, the first record within
         :data:`FETCH_WAIT` (``consume`` would wait for all it asks for: a lone command, an
         emergency rollback say, would wait the whole time)."""
-        messages: list[Any] = consumer.consume(num_messages=MAX_FETCH, timeout=0)
-        if messages:
-            return messages
-        first = consumer.poll(FETCH_WAIT)
-        if first is None:
-            return []
-        return [first, *consumer.consume(num_messages=MAX_FETCH - 1, timeout=0)]
+        return fetch_arrived(consumer, MAX_FETCH, FETCH_WAIT)
 
     async def _take(self, consumer: Any, messages: list[Any]) -> None:
         """Answer ``messages`` in order, then commit past the last once every output is
@@ -212,16 +207,7 @@ class CommandLoop:
             ):
                 # Fetched again for ever otherwise, every command after it unanswered.
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
-                letter = self._handler.letters.letter(
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    key=message.key(),
-                    value=None,
-                    code="codec_error",
-                    reason=f"its record batch does not decompress: {error.str()}",
-                )
-                self._outbox.send_all([letter])
+                self._outbox.send_all([self._handler.letters.undecompressible(message, error)])
                 consumer.seek(TopicPartition(topic, partition, offset + 1))
             else:
                 self._say(error)

@@ -120,6 +120,19 @@ class DeadLetters:
             msg, "handler_error", f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         )
 
+    def undecompressible(self, message: Any, error: Any) -> Output:
+        """The dead letter (``codec_error``, no bytes) of a librdkafka ``message`` whose record
+        batch does not decompress (``error``), which the reader then passes."""
+        return self.letter(
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            key=message.key(),
+            value=None,
+            code="codec_error",
+            reason=f"its record batch does not decompress: {error.str()}",
+        )
+
     def letter(
         self,
         *,

@@ -493,15 +493,7 @@ class RequestLoop:
             offset,
             error.str(),
         )
-        letter = self._handler.letters.letter(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=message.key(),
-            value=None,
-            code="codec_error",
-            reason=f"its record batch does not decompress: {error.str()}",
-        )
+        letter = self._handler.letters.undecompressible(message, error)
         self._dispatch(producer, [letter], [Record(topic, partition, offset, message.key(), None)])
         try:
             consumer.seek(TopicPartition(topic, partition, offset + 1))

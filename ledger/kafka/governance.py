@@ -49,6 +49,7 @@ from ledger.errors import CodecError, UnknownSchemaError
 from ledger.files import held_exclusively
 from ledger.kafka.clients import make_rdkafka_consumer
 from ledger.kafka.reading import (
+    fetch_arrived,
     position_key,
     rdkafka_end_offset,
     rdkafka_partitions,
@@ -845,13 +846,6 @@ class GovernanceFollower:
 
 
 def _fetch(consumer: Any) -> list[Any]:
-    """What has arrived, up to :data:`FETCH_MAX` records; when nothing has, the first within
-    :data:`FETCH_WAIT` and what came with it (``consume`` waits until it has all it asks for:
-    a lone event, a rollback say, would wait the whole time)."""
-    messages: list[Any] = consumer.consume(num_messages=FETCH_MAX, timeout=0)
-    if messages:
-        return messages
-    first = consumer.poll(FETCH_WAIT)
-    if first is None:
-        return []
-    return [first, *consumer.consume(num_messages=FETCH_MAX - 1, timeout=0)]
+    """What has arrived, up to :data:`FETCH_MAX` records, else the first within
+    :data:`FETCH_WAIT` (:func:`~ledger.kafka.reading.fetch_arrived`)."""
+    return fetch_arrived(consumer, FETCH_MAX, FETCH_WAIT)

@@ -43,6 +43,7 @@ __all__ = [
     "RDKAFKA_READ_CONFIG",
     "READ_BATCH",
     "RawRecord",
+    "fetch_arrived",
     "read_raw",
     "read_topic",
 ]
@@ -194,6 +195,19 @@ class Positioned:
     offset: int
     timestamp_ms: int
     event: Event
+
+
+def fetch_arrived(consumer: Any, most: int, wait: float) -> list[Any]:
+    """From a librdkafka consumer: what has arrived, up to ``most`` records; when nothing has,
+    the first within ``wait`` seconds and what came with it. ``consume`` waits until it has
+    all it asks for, so a lone record (a rollback, say) would wait the whole time."""
+    messages: list[Any] = consumer.consume(num_messages=most, timeout=0)
+    if messages:
+        return messages
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=most - 1, timeout=0)]
 
 
 @dataclass(frozen=True, slots=True)
