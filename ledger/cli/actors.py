@@ -369,7 +369,7 @@ def list_cmd(bootstrap: str | None, as_json: bool) -> None:
     "accepted_before",
     metavar="TIME",
     default=None,
-    help="Events recorded before TIME (ISO 8601; e.g. when you upgraded) whose signatures hold "
+    help="Events recorded before TIME (ISO 8601, or how long ago: 2d; e.g. when you upgraded) whose signatures hold "
     "but whose actor lacked the authority today's rules require are listed as accepted under "
     "earlier rules, not as failures.",
 )

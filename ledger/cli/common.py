@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,13 +154,33 @@ def facts_and_context(facts: str, context: str) -> tuple[str, str]:
     return json_text(facts, "--facts"), json_text(context, "--context")
 
 
+AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+"""The units of a time written as how long ago (``--since 1h``): seconds to weeks."""
+
+
+def time_ago(value: str, now: datetime | None = None) -> datetime | None:
+    """``30m``, ``1h``, ``7d``: that long before ``now``; ``None`` for anything else (an
+    auditor's walkthrough: `simulate --since 1h` was refused as not ISO 8601)."""
+    count, unit = value[:-1], value[-1:]
+    if unit not in AGO_UNITS or not count.isdigit() or not count.isascii() or len(count) > 9:
+        return None
+    try:
+        return (now or utcnow()) - timedelta(seconds=int(count) * AGO_UNITS[unit])
+    except OverflowError:
+        raise InstantOutOfRange(f"{value} ago lies before the year 1") from None
+
+
 def parse_time(value: str | None, flag: str, *, zoned: bool = False) -> datetime | None:
     """An ISO 8601 instant from a flag (UTC when it has no offset), or a UsageError naming it.
+    Unless ``zoned``, also how long ago (``1h``, ``30m``, ``7d``: :func:`time_ago`).
     ``zoned``: one without a zone is refused (what is recorded, a grant's window, must not be
     the local time someone typed taken for UTC: a red team's finding)."""
     if value is None:
         return None
     try:
+        ago = None if zoned else time_ago(value.strip())
+        if ago is not None:
+            return ago
         instant = parse_instant(value)
         if zoned and not zone_given(value):
             # (a date alone, `2026-12-01`, is read as its midnight, with no zone: the same)
@@ -173,9 +193,10 @@ def parse_time(value: str | None, flag: str, *, zoned: bool = False) -> datetime
     except InstantOutOfRange as exc:
         raise UsageError(f"{flag} {exc}: give a time within them") from None
     except ValueError:
+        hint = "" if zoned else ", or how long ago: 30m, 1h, 7d"
         raise UsageError(
             f"{flag} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (a date with "
-            "a zone needs its time: 2026-11-26T00:00:00+02:00)"
+            f"a zone needs its time: 2026-11-26T00:00:00+02:00){hint}"
         ) from None
 
 

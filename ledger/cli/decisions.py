@@ -87,8 +87,10 @@ __all__ = ["decisions_cmd"]
     "differently (another determination, or other constraints), with what it would have said "
     "(watching a shadow live).",
 )
-@click.option("--since", default=None, help="Decided at or after (ISO 8601).")
-@click.option("--until", default=None, help="Decided before (ISO 8601).")
+@click.option(
+    "--since", default=None, help="Decided at or after (ISO 8601, or how long ago: 1h, 7d)."
+)
+@click.option("--until", default=None, help="Decided before (ISO 8601, or how long ago: 1h, 7d).")
 @click.option(
     "--limit",
     type=click.IntRange(1),

@@ -38,7 +38,10 @@ __all__ = ["replay_cmd"]
 
 @click.command("replay", short_help="State at an instant; reproduce a decision.")
 @click.option(
-    "--at", "at", default=None, help="Instant (ISO 8601, UTC if no offset); default: now."
+    "--at",
+    "at",
+    default=None,
+    help="Instant (ISO 8601, UTC if no offset, or how long ago: 1h, 7d); default: now.",
 )
 @click.option("--policy", "policy", default=None, help="Only this policy.")
 @click.option("--principal", default=None, help="Only this principal's grants and roles.")
@@ -59,8 +62,16 @@ __all__ = ["replay_cmd"]
     help="Reproduce many recorded decisions in one run: those decided in [--since, --until), "
     "or named in --ids FILE; --sample N of them.",
 )
-@click.option("--since", default=None, help="With --decisions: decided at or after (ISO 8601).")
-@click.option("--until", default=None, help="With --decisions: decided before (ISO 8601).")
+@click.option(
+    "--since",
+    default=None,
+    help="With --decisions: decided at or after (ISO 8601, or how long ago: 1h, 7d).",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="With --decisions: decided before (ISO 8601, or how long ago: 1h, 7d).",
+)
 @click.option(
     "--ids",
     "ids_file",

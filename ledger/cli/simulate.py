@@ -47,8 +47,14 @@ __all__ = ["COMMANDS", "simulate_cmd"]
 
 @click.command("simulate")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--since", default=None, help="Requests asked at or after T (ISO 8601).")
-@click.option("--until", default=None, help="Requests asked before T (ISO 8601).")
+@click.option(
+    "--since",
+    default=None,
+    help="Requests asked at or after T (ISO 8601, or how long ago: 1h, 7d).",
+)
+@click.option(
+    "--until", default=None, help="Requests asked before T (ISO 8601, or how long ago: 1h, 7d)."
+)
 @from_option(FROM_INSTEAD_OF_KAFKA)
 @click.option(
     "--sample",

@@ -732,3 +732,39 @@ def test_a_date_followed_by_an_offset_is_refused_not_misread() -> None:
         parse_time("2026-12-01", "--until", zoned=True)
     assert parse_time("2026-12-01T00:00:00Z", "--until", zoned=True) == parse_instant("2026-12-01")
     assert parse_time("2026-12-01T09:00:00z", "--until", zoned=True) is not None
+
+
+def test_a_read_window_takes_how_long_ago_and_a_grant_window_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An auditor's walkthrough: `policy simulate --since 1h` was refused as not ISO 8601.
+    from datetime import UTC, datetime, timedelta
+
+    from ledger.cli.common import parse_time, time_ago
+
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert time_ago("90s", now) == now - timedelta(seconds=90)
+    assert time_ago("30m", now) == now - timedelta(minutes=30)
+    assert time_ago("1h", now) == now - timedelta(hours=1)
+    assert time_ago("7d", now) == now - timedelta(days=7)
+    assert time_ago("2w", now) == now - timedelta(weeks=2)
+    for text in ("1M", "1H", "h", "-1h", "1.5h", "\u0661h", "1h ago", "2026-12-01"):
+        assert time_ago(text, now) is None, text
+    before = datetime.now(UTC)
+    since = parse_time(" 1h ", "--since")
+    assert since is not None
+    assert before - timedelta(hours=1, seconds=5) < since <= datetime.now(UTC) - timedelta(hours=1)
+    with pytest.raises(UsageError, match="999999999w ago lies before the year 1"):
+        parse_time("999999999w", "--since")
+    with pytest.raises(UsageError, match=r"or how long ago: 30m, 1h, 7d$"):
+        parse_time("1M", "--since")
+    # A grant's window must name its instant: `--until 1h` is not an hour from now, nor ago.
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LEDGER_BOOTSTRAP", "127.0.0.1:9")  # never dialled: refused before
+    base = ["grant", "issue", "--to", "agent:bot", "--actions", "refund.*"]
+    done = CliRunner().invoke(
+        cli, [*base, "--resource", "account:*", "--by", "human:admin", "--until", "1h"]
+    )
+    assert done.exit_code == 2, done.output
+    assert "--until '1h' is not an ISO 8601 time" in done.stderr
+    assert "how long ago" not in done.stderr
