@@ -235,7 +235,8 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str | None) -> i
     callback=_percent,
     default=None,
     metavar="1-99",
-    help="Canary only: share of requests (by stable hash bucket) the canary decides.",
+    help="Canary only: the share the canary decides, by resource (every request for one "
+    "resource falls on the same side; one without a resource by its request id).",
 )
 @click.option("--by", "by", required=True, help="Who promotes, e.g. human:bob.")
 @click.option(
