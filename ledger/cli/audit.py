@@ -470,7 +470,19 @@ def _run_shell(argv: list[str], init: str) -> int:
         for sig in theirs:
             signal.signal(sig, signal.SIG_DFL)  # the shell installs its own
 
+    started: list[subprocess.Popen[bytes]] = []
+    early: list[int] = []  # a SIGTERM or SIGHUP before the child was there to pass it to
+
+    def pass_on(got: int, _frame: Any) -> None:
+        if started:
+            started[0].send_signal(got)
+        else:
+            early.append(got)
+
     before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in theirs}  # before the child runs
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a review: a closed terminal left the file
+        # Before the child runs too: one it sends at once must not find this process's default.
+        before[sig] = signal.signal(sig, pass_on)
     try:
         child = subprocess.Popen(argv, preexec_fn=child_setup)
     except BaseException:
@@ -478,8 +490,9 @@ def _run_shell(argv: list[str], init: str) -> int:
             signal.signal(sig, handler)
         os.unlink(init)
         raise
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # a review: a closed terminal left the file
-        before[sig] = signal.signal(sig, lambda got, _: child.send_signal(got))
+    started.append(child)
+    for got in early:
+        child.send_signal(got)
     try:
         code = child.wait()
     finally:

@@ -62,7 +62,7 @@ __all__ = ["decisions_cmd"]
     "decision_id",
     default=None,
     help="Only the decision with this decision id (the SDK's Decision.event_id, what an agent logs; a "
-    "pre-evaluation's answer: all its items), its reasons printed below the table.",
+    "pre-evaluation's answer: all its items), its reasons and facts printed below the table.",
 )
 @click.option("--principal", default=None, help="Only decisions about this principal.")
 @click.option("--action", default=None, help="Only this action (globs allowed: 'refund.*').")
@@ -282,6 +282,9 @@ def decisions_cmd(
                 click.echo(
                     f"reason ({printable(label, 120)}): {said}" if label else f"reason: {said}"
                 )
+        facts = getattr(record, "facts", None)
+        if facts:  # what the rule read (a policy owner's walkthrough: only --json showed it)
+            click.echo(f"facts: {printable(clipped(json_cell(facts), FACTS_SHOWN), one_line=True)}")
     click.echo(
         f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
         err=True,
@@ -293,6 +296,10 @@ def decisions_cmd(
         )
     if decision_id and not found:
         click.echo(f"note: {_no_decision(decision_id, decision_found)}", err=True)
+
+
+FACTS_SHOWN = 2000
+"""Characters of a decision's facts printed under it (all of them: ``--json``)."""
 
 
 def _none_of(

@@ -1958,7 +1958,7 @@ def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
                 request_id=f"req-{n}", requested_at=T0, action="pay.send",
                 principal="agent:a", resource="x", determination=Determination.DENY,
                 rule="sanctioned", reasons=(f"Sanctioned country {n}",), policy="payments",
-                policy_version=1,
+                policy_version=1, facts={"country": "RU\x1b[2J", "amount": Decimal("12.50")},
             )
         )  # fmt: skip
 
@@ -1969,6 +1969,8 @@ def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
     shown = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "dec-2"])
     assert shown.exit_code == 0 and "req-2" in shown.stdout and "req-1" not in shown.stdout
     assert "reason: Sanctioned country 2" in shown.stdout
+    # A policy owner's walkthrough: the facts the rule read showed only with --json.
+    assert 'facts: {"country": "RU\\u001b[2J", "amount": "12.50"}' in shown.stdout, shown.stdout
     mistaken = CliRunner().invoke(decisions.decisions_cmd, ["--request", "dec-2"])
     assert "dec-2 is a decision's id, not a request's: `ledger decisions --decision dec-2`" in (
         mistaken.stderr
