@@ -145,6 +145,10 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             {"valid": valid, "problems": problems, "warnings": warnings, "overlaps": overlaps}
         )
     else:
+        # The problems first (a policy owner's walkthrough: a policy's `ok` line above its tests
+        # file's errors read, at a glance, as success); the summary line ends the output.
+        for problem in problems:
+            click.echo(f"error  {problem}", err=True)
         for item in valid:
             if "tests_of" in item:
                 of = f" of policy {item['tests_of']}" if item["tests_of"] else ""
@@ -165,8 +169,6 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                 "before a glob, then the longest glob, then the lower policy name",
                 err=True,
             )
-        for problem in problems:
-            click.echo(f"error  {problem}", err=True)
     if problems:  # each problem is shown above
         raise PolicyError(
             problems, summary=f"{plural(len(problems), 'problem')} in {plural(bad, 'file')}"

@@ -577,6 +577,11 @@ def test_validate_checks_the_tests_beside_a_policy_against_it(tmp_path: Path) ->
     code, out, err = run("policy", "validate", str(tmp_path / "refund.yaml"))
     assert code == 3 and "ok  " in out  # the policy itself is fine
     assert "expects rule 'credit-onyl', which" in err and f"{tests}:" in err
+    # A policy owner's walkthrough: the `ok` line came first and read, at a glance, as success.
+    said = CliRunner().invoke(cli, ["policy", "validate", str(tmp_path / "refund.yaml")]).output
+    lines = said.splitlines()
+    assert lines[0].startswith("error  ") and lines[1].startswith("ok  "), said
+    assert lines[-1] == "error: 1 problem in 1 file [policy_invalid]", said
     tests.write_text(good.replace("policy: refund", "policy: refnd", 1))
     code, _, err = run("policy", "validate", str(tmp_path))
     assert code == 3 and "tests policy 'refnd' but" in err
