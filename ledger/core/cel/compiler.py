@@ -901,11 +901,33 @@ _METHOD_ALIASES: Final = {
 }
 
 
+_CLOCK_METHODS = frozenset(
+    {
+        "getHours",
+        "getMinutes",
+        "getSeconds",
+        "getDayOfWeek",
+        "getDayOfMonth",
+        "getDayOfYear",
+        "getDate",
+        "getMonth",
+        "getFullYear",
+        "getMilliseconds",
+    }
+)
+"""CEL's timestamp accessors, which the ledger's CEL leaves out (it reads no clock or zone)."""
+
+
 def _method_hint(name: str, receiver: str) -> str:
     """What to write instead of a method CEL (as the product runs it) does not have: membership
     in a list is ``x in list``, and names from other languages map to CEL's own."""
     if receiver.startswith("list<") and name in ("contains", "includes", "has", "indexOf"):
         return ": a list's membership is written `x in list`"
+    if name in _CLOCK_METHODS:  # a policy owner's walkthrough: `requested_at.getHours() >= 22`
+        return (
+            ": a condition cannot read a time of day; declare an int fact the agent sends, "
+            "e.g. hour_utc, and compare it: hour_utc >= 22"
+        )
     meant = _METHOD_ALIASES.get(name) or _METHOD_ALIASES.get(name.lower())
     if meant is None:
         close = difflib.get_close_matches(name[:_HINT_NAME_CHARS], _METHODS, n=1, cutoff=0.75)

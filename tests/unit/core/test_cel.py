@@ -145,6 +145,9 @@ def test_runtime_fault_is_a_condition_fault() -> None:
             "contains() is for text: a list's membership is written `x in list`",
         ),
         ("tags.includes('a')", "a list's membership is written `x in list`"),
+        # A policy owner's walkthrough: a time of day from a timestamp fact.
+        ("at.getHours() >= 22", "a condition cannot read a time of day; declare an int fact"),
+        ("at.getDayOfWeek() == 0", "e.g. hour_utc, and compare it: hour_utc >= 22"),
         # A bool in quotes, or true compared with text.
         ("flag == 'true'", "write true without quotes, true not 'true'"),
         ("name == false", 'text is compared with text in quotes, "false" not false'),
