@@ -910,8 +910,10 @@ def _unanswered_or_uncited(
     """What the export's own records say it lacks, by the named queries over its views (files
     in ``broken`` left out): governance records its decisions cite
     (``governance_cited_missing``) and events its accepted commands' answers name
-    (``governance_answered_missing``), and requests received :data:`ANSWER_GRACE` before it read
-    the topics with no decision and no dead letter (``requests_unanswered``)."""
+    (``governance_answered_missing``), requests received :data:`ANSWER_GRACE` before it read
+    the topics with no decision and no dead letter (``requests_unanswered``), and asynchronous
+    decisions as old that differ from their default with no correction
+    (``corrections_missing``)."""
     from ledger.audit.sql import connect as with_views
     from ledger.audit.sql import run_named_typed
 
@@ -942,6 +944,9 @@ def _unanswered_or_uncited(
             problems.extend(
                 _unanswered(row, before)
                 for row in named(con, "requests_unanswered", {"before": before})
+            )
+            problems.extend(
+                _uncorrected(row) for row in named(con, "corrections_missing", {"before": before})
             )
     finally:
         con.close()
@@ -996,13 +1001,12 @@ def _unwritten(row: Mapping[str, Any]) -> Problem:
     """A row of ``governance_answered_missing`` as the problem it is: named by the answer that
     vouches for the missing event (no offset of the governance log says where it was)."""
     missing = int(row["events_missing"])
-    answered = row["answered_at"]
-    return Problem(
-        kind="missing",
-        topic=row["topic"],
-        partition=row["partition"],
-        offset=row["offset"],
-        decision_id=row["first_missing_event"],
+    return _missing_by(
+        row,
+        offset="offset",
+        named="first_missing_event",
+        when="answered_at",
+        subject="governance record",
         found=f"the accepted {row['command_type']} {clipped(str(row['command_id']), 120)} "
         f"({clipped(str(row['aggregate']), 120)}) names {missing} governance event(s) the "
         f"export does not hold, this one the first",
@@ -1010,26 +1014,64 @@ def _unwritten(row: Mapping[str, Any]) -> Problem:
         "processor writes them before its answer: the newest deleted with the manifest's "
         "offsets lowered, which leaves no gap in the log, so every point-in-time answer after "
         "it is wrong; or a `--follow` export was a flush behind: export again, then verify)",
-        at=answered if isinstance(answered, datetime) else None,
-        subject="governance record",
+    )
+
+
+def _missing_by(
+    row: Mapping[str, Any],
+    *,
+    offset: str,
+    named: str,
+    when: str,
+    subject: str,
+    found: str,
+    expected: str,
+) -> Problem:
+    """A row of a named query that finds what the export lacks, as the problem it is: at the
+    row's ``topic``/``partition`` and its ``offset`` column, naming its ``named`` column's id,
+    at its ``when`` column's time."""
+    at = row[when]
+    return Problem(
+        kind="missing",
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row[offset],
+        decision_id=row[named],
+        at=at if isinstance(at, datetime) else None,
+        subject=subject,
+        found=found,
+        expected=expected,
+    )
+
+
+def _uncorrected(row: Mapping[str, Any]) -> Problem:
+    """A row of ``corrections_missing`` as the problem it is."""
+    return _missing_by(
+        row,
+        offset="offset",
+        named="decision_id",
+        when="decided_at",
+        subject="decision",
+        found=f"an asynchronous decision, {row['determination']} where the agent went ahead on "
+        f"its default {row['default']}, has no correction",
+        expected="a correction for each asynchronous decision that differs from its default "
+        "(the correction deleted from the export; or never written: an evaluator stopped "
+        "between writing the decision and its correction, and the agent was never told)",
     )
 
 
 def _unanswered(row: Mapping[str, Any], before: datetime) -> Problem:
     """A row of ``requests_unanswered`` as the problem it is."""
-    first = row["first_received"]
-    return Problem(
-        kind="missing",
-        topic=row["topic"],
-        partition=row["partition"],
-        offset=row["first_offset"],
-        decision_id=row["first_request"],
+    return _missing_by(
+        row,
+        offset="first_offset",
+        named="first_request",
+        when="first_received",
+        subject="request",
         found=f"{row['unanswered']} request(s) of this partition received before "
         f"{format_timestamp(before)} have no decision and no dead letter, this one the first",
         expected="a decision or a dead letter for each (decisions deleted from the export, or "
         "never made: an evaluator down, see `ledger ps`)",
-        at=first if isinstance(first, datetime) else None,
-        subject="request",
     )
 
 

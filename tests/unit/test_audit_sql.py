@@ -286,6 +286,7 @@ def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
         "requests_unanswered",
         "governance_cited_missing",
         "governance_answered_missing",
+        "corrections_missing",
         "decisions_under_ended_grants",
     } <= set(named_queries())
 

@@ -1990,3 +1990,48 @@ def _memory_in_a_worker(files: list[str], memory: str | None) -> str:
         return str(limit)
     finally:
         con.close()
+
+
+def test_an_async_decision_that_differs_from_its_default_needs_its_correction(
+    tmp_path: Path,
+) -> None:
+    """An auditor's walkthrough: the corrections file deleted with its manifest entry verified
+    intact, though the export holds what says it must be there: an asynchronous decision that
+    differs from the default its agent went ahead on is always written with a correction."""
+    from ledger.core.evaluate import correction_for
+    from ledger.core.events import Mode
+
+    def async_link(d: DecisionRecorded, head: ChainHead) -> tuple[DecisionRecorded, ChainHead]:
+        # Every decision asynchronous with the default allow: a deny owes its agent a correction.
+        return link(dataclasses.replace(d, mode=Mode.ASYNC, default=Determination.ALLOW), head)
+
+    ledger = build(linker=async_link)
+    owed = [c for d in ledger.decisions if (c := correction_for(d)) is not None]
+    assert len(owed) == 14  # the denials; an allow agrees with its default
+    corrections = [
+        Exported(
+            TOPICS.corrections, 0, n, int(c.occurred_at.timestamp() * 1000), None, CODEC.encode(c)
+        )
+        for n, c in enumerate(owed)
+    ]
+    export = tmp_path / "export"
+    write_export(export, ledger.records + corrections, TOPICS)
+    assert verify(export).intact, [str(p) for p in verify(export).problems]
+    _gut(export, TOPICS.corrections)
+    report = verify(export)
+    assert len(report.problems) == 14, [str(p) for p in report.problems]
+    problem = report.problems[0]
+    assert (problem.kind, problem.subject, problem.decision_id) == ("missing", "decision", "d-000")
+    assert problem.found == (
+        "an asynchronous decision, deny where the agent went ahead on its default allow, has no "
+        "correction"
+    )
+    # The newest decisions' corrections may be written after the export read that topic.
+    oldest = min(d.occurred_at for d in ledger.decisions)
+    _edit_manifest(
+        export,
+        lambda d: d.update(
+            read_at=(oldest + timedelta(seconds=59)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ),
+    )
+    assert verify(export).intact, [str(p) for p in verify(export).problems]
