@@ -128,6 +128,10 @@ class RequestHandler:
         self.evaluator_id = evaluator_id
         self.stats = stats
         self.recent = RecentIds()
+        self.owed: dict[bytes, bytes] = {}
+        """Request id -> the encoded correction its decision, answered before a crash, still
+        owes (:meth:`owe`): written when the request comes again."""
+
         self.reply_partitions: dict[bytes, int] = {}
         """An answer (its record's value) -> the partition it goes to, for requests that name
         one (the sender of the outputs clears them; outputs stay ``(topic, key, value)``). By
@@ -170,7 +174,7 @@ class RequestHandler:
         sent = value or b""  # decoded: a record, never a tombstone
         if self.recent.repeats(rid, sent):
             self.stats.duplicates += 1
-            return []
+            return self._still_owed(rid, request.reply_partition)
         now = utcnow()
         made = answer_record(
             state,
@@ -210,6 +214,41 @@ class RequestHandler:
         if head.seq - self._checkpointed >= self.checkpoint_every:
             out.append(self._checkpoint(now))
         return out
+
+    def correction_owed(self, decision: bytes | None) -> bytes | None:
+        """The encoded correction a recorded decision (a record's value) calls for, if any:
+        an asynchronous decision that differs from its caller's default (the core's
+        :func:`~ledger.core.evaluate.correction_for`). ``None`` for anything else, a record
+        that does not decode included."""
+        if not decision:
+            return None
+        try:
+            recorded = self.codec.decode(decision)
+        except CodecError:
+            return None
+        if not isinstance(recorded, DecisionRecorded):
+            return None
+        correction = correction_for(recorded)
+        return None if correction is None else self.codec.encode(correction)
+
+    def owe(self, corrections: dict[bytes, bytes]) -> int:
+        """Remember corrections (request id -> encoded correction, from
+        :meth:`correction_owed`) that decisions answered before a crash never got written:
+        the decision reached the broker, its correction did not, and the restarted worker finds
+        the request answered. Each is written when its request is delivered again (it was not
+        committed: a batch's offsets are committed only once all its outputs are written).
+        Returns how many."""
+        self.owed.update(corrections)
+        return len(corrections)
+
+    def _still_owed(self, rid: bytes, reply_partition: int | None) -> list[Output]:
+        """A repeated request's outputs: none, or the correction its decision still owes."""
+        correction = self.owed.pop(rid, None)
+        if correction is None:
+            return []
+        if reply_partition is not None:  # where its caller reads, as the decision went
+            self.reply_partitions[correction] = reply_partition
+        return [(self.topics.corrections, rid, correction)]
 
     def tick(self, now: datetime) -> list[Output]:
         """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""

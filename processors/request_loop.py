@@ -881,7 +881,20 @@ class RequestLoop:
         them to be re-delivered to whoever takes its partitions, who would decide them again
         (an operator's walkthrough: 4 and 10 requests decided twice after a kill -9 of one of
         two workers), as would a worker restarted after its own crash. The evaluator's only such
-        read: False when it failed, and the partitions are not answered until one succeeds."""
+        read: False when it failed, and the partitions are not answered until one succeeds.
+
+        The corrections written since are read with them: a decision whose correction never
+        reached the broker (the worker died between the two) is owed it, written when its
+        request comes again (:meth:`RequestHandler.owe`), else the agent that went ahead on
+        its default would never be told."""
+        owing: dict[bytes, bytes] = {}
+        corrected: set[bytes] = set()
+
+        def decided(key: bytes, value: bytes | None) -> None:
+            correction = self._handler.correction_owed(value)
+            if correction is not None:
+                owing[key] = correction
+
         try:
             seen = answered_since_last_commit(
                 self._bootstrap,
@@ -889,6 +902,8 @@ class RequestLoop:
                 self._group_id,
                 security=self._security,
                 partitions=partitions,
+                decided=decided,
+                corrected=corrected,
             )
         except Exception as exc:  # a broker hiccup must not stop the evaluator
             log.warning(
@@ -899,10 +914,12 @@ class RequestLoop:
             )
             return False
         self._handler.recent.update(seen)
+        owed = self._handler.owe({k: v for k, v in owing.items() if k not in corrected})
         log.info(
-            "assigned request partitions %s: %d request ids answered since their last commit",
+            "assigned request partitions %s: %d request ids answered since their last commit%s",
             partitions,
             len(seen),
+            f", {owed} of them owed the correction a crash left unwritten" if owed else "",
         )
         return True
 

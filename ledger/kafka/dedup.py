@@ -21,7 +21,7 @@ if it dies before its next commit). Reading 60 s of decisions per assignment cos
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ledger.errors import KafkaUnavailable
@@ -59,11 +59,20 @@ def answered_since_last_commit(
     *,
     security: KafkaSecurity | None = None,
     partitions: Iterable[int] | None = None,
+    decided: Callable[[bytes, bytes | None], None] | None = None,
+    corrected: set[bytes] | None = None,
 ) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
     the request ``partitions`` only, when given: those a worker takes over). A partition
     committed :data:`RELEASED` has none, and is not read (all of them after a clean stop).
     Without ``partitions``, every request partition (tests, tools).
+
+    With ``decided``, it is called with each decision's key and value as it is read; with
+    ``corrected``, the corrections topic is read over the same span and the keys of its
+    records (request ids) are added to it: a decision answered before a crash whose
+    correction never reached the broker is owed one (:meth:`RequestHandler.owe
+    <processors.request_handler.RequestHandler.owe>`).
+
 
     Records are read with librdkafka, which leaves their headers alone: a request whose header
     key is not UTF-8 (an agent can send one) made kafka-python fail this read, and so the
@@ -74,10 +83,20 @@ def answered_since_last_commit(
     since = max(0, oldest_ms - WRITE_TIME_SLACK_MS)
     # A part of the ids is no answer: the caller would decide the rest again (a review: a read
     # that went quiet returned what it had as if it were all), hence the patience.
-    decided = read_raw(
-        bootstrap, [topics.decisions], security=security, since_ms=since, patience=READ_PATIENCE
-    )
-    return {record.key for record in decided if record.key is not None}
+    read = [topics.decisions] if corrected is None else [topics.decisions, topics.corrections]
+    answered: set[bytes] = set()
+    for record in read_raw(
+        bootstrap, read, security=security, since_ms=since, patience=READ_PATIENCE
+    ):
+        if record.key is None:
+            continue
+        if corrected is not None and record.topic == topics.corrections:
+            corrected.add(record.key)
+            continue
+        answered.add(record.key)
+        if decided is not None:
+            decided(record.key, record.value)
+    return answered
 
 
 def _oldest_uncommitted(

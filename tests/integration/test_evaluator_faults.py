@@ -244,6 +244,67 @@ def test_an_evaluator_reads_what_was_answered_once_for_each_partition_it_is_give
     assert ids >= len(answered), reads
 
 
+def test_a_correction_a_crash_left_unwritten_is_written_by_the_worker_after_it(
+    stack_factory, producer_factory
+):
+    # An asynchronous decision and its correction go to two topics: a worker killed after the
+    # broker took the decision and before it took the correction left the request uncommitted,
+    # and the worker after it found the request answered and wrote nothing, so the agent that
+    # went ahead on its default was never told. The next worker reads the corrections too.
+    from ledger.core.events import DecisionCorrected, Mode
+    from ledger.core.state import EMPTY_STATE
+    from processors.outputs import ProcessorStats
+    from processors.request_handler import RequestHandler
+
+    stack = stack_factory(processors=("evaluator",))
+    topics = stack.topics
+    producer = producer_factory()
+    warm = agent_request("account:warm")
+    producer.send(topics.evaluation_requests, key=b"account:warm", value=CODEC.encode(warm))
+    producer.flush(timeout=30)
+    wait_for(lambda: warm.event_id in _decisions_per_request(stack), timeout=60, what="a decision")
+    assert stack.stop("evaluator", kill=True)  # its partitions' commits are not released
+
+    # Governed by nothing: deny, where the agent went ahead on allow.
+    request = agent_request(
+        "account:late", action="unheard.of", mode=Mode.ASYNC, default=Determination.ALLOW
+    )
+    value = CODEC.encode(request)
+    producer.send(topics.evaluation_requests, key=b"account:late", value=value)
+    # What the killed worker wrote of its answer: the decision, not the correction.
+    dead = RequestHandler(
+        settings=stack.settings, codec=CODEC, evaluator_id="dead", stats=ProcessorStats()
+    )
+    out = dead.handle(
+        EMPTY_STATE, topic=topics.evaluation_requests, partition=0, offset=0, key=None, value=value
+    )
+    assert [topic for topic, _, _ in out] == [topics.decisions, topics.corrections]
+    (_, rid, decided), (_, _, owed) = out
+    producer.send(topics.decisions, key=rid, value=decided)
+    producer.flush(timeout=30)
+
+    stack.start("evaluator", instance=2)  # assigned once the dead one's session times out
+
+    def corrections() -> list[DecisionCorrected]:
+        return [
+            c
+            for c in stack.records(topics.corrections)
+            if isinstance(c, DecisionCorrected) and c.request_id == request.event_id
+        ]
+
+    wait_for(lambda: corrections(), timeout=90, what="the correction the crash left unwritten")
+    later = agent_request("account:late")  # same partition: once answered, the first was handled
+    producer.send(topics.evaluation_requests, key=b"account:late", value=CODEC.encode(later))
+    producer.flush(timeout=30)
+    wait_for(lambda: later.event_id in _decisions_per_request(stack), timeout=60, what="a decision")
+    [correction] = corrections()
+    assert correction == CODEC.decode(owed)  # the decision's own correction, id and all
+    assert correction.decision_id == CODEC.decode(decided).event_id
+    assert _decisions_per_request(stack)[request.event_id] == 1  # not decided again
+    log = (stack.log_dir / "evaluator-2.log").read_text()
+    assert "1 of them owed the correction a crash left unwritten" in log, log
+
+
 def test_a_commit_past_a_partitions_end_decides_nothing_again_and_answers_what_comes(
     stack_factory, producer_factory
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 from ledger.codec import default_codec
@@ -41,3 +42,59 @@ def test_a_batch_answers_each_request_once_and_dead_letters_garbage() -> None:
     assert isinstance(codec.decode(out[1][2]), DeadLetter)
     assert handler.stats.processed == 1 and handler.stats.duplicates == 1
     assert handler.stats.dead_lettered == 1
+
+
+def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_again() -> None:
+    # An asynchronous decision and its correction go to two topics: a worker killed after the
+    # broker took the decision and before it took the correction left the request uncommitted,
+    # and the worker after it found the request answered and wrote nothing: the agent that went
+    # ahead on its default was never told.
+    from ledger.core.events import DecisionCorrected, Determination, Mode
+
+    codec = default_codec()
+    settings = Settings.from_env()
+    topics = settings.topics
+
+    def handler() -> RequestHandler:
+        return RequestHandler(
+            settings=settings, codec=codec, evaluator_id="test", stats=ProcessorStats()
+        )
+
+    request = EvaluationRequested(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor="agent:a",
+        action="refund.issue",  # governed by nothing: deny, where the agent went ahead on allow
+        principal="agent:a",
+        resource="account:1",
+        facts={},
+        mode=Mode.ASYNC,
+        default=Determination.ALLOW,
+        reply_partition=2,
+    )
+    raw = codec.encode(request)
+    first = handler()
+    out = first.handle_batch(EMPTY_STATE, [_msg(0, raw)])
+    assert [topic for topic, _, _ in out] == [topics.decisions, topics.corrections]
+    (_, rid, decided), (_, _, written) = out
+    # The decision reached the broker, its correction did not; the next worker reads both
+    # topics since the last commit and finds the decision owes one.
+    after = handler()
+    owed = after.correction_owed(decided)
+    assert owed == written  # the same correction, id and all
+    assert after.correction_owed(b"garbage") is None
+    assert after.correction_owed(codec.encode(request)) is None  # not a decision
+    after.recent.update({rid})
+    assert after.owe({rid: owed}) == 1
+    again = after.handle_batch(EMPTY_STATE, [_msg(0, raw)])
+    assert again == [(topics.corrections, rid, written)]
+    correction = codec.decode(again[0][2])
+    assert isinstance(correction, DecisionCorrected)
+    assert correction.decision_id == codec.decode(decided).event_id
+    assert after.reply_partitions[written] == 2  # where its caller reads
+    assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == []  # owed once
+    assert after.stats.duplicates == 2 and after.stats.processed == 0
+    # A sync decision, or one that agrees with its default, owes nothing.
+    sync = codec.encode(dataclasses.replace(request, mode=Mode.SYNC, default=None))
+    (_, _, plain) = handler().handle_batch(EMPTY_STATE, [_msg(1, sync)])[0]
+    assert after.correction_owed(plain) is None
