@@ -206,6 +206,7 @@ def enforce(
 
             guarded_async.__ledger_action__ = action  # type: ignore[attr-defined]  # a marker attribute on the wrapper, read by getattr
             guarded_async.__signature__ = public  # type: ignore[attr-defined]  # what inspect.signature reads, not declared on functions
+            _carry_tool(guarded_async, func)
             return cast(Callable[P, R], guarded_async)
 
         if isinstance(client, AsyncLedgerClient):
@@ -222,9 +223,35 @@ def enforce(
 
         guarded.__ledger_action__ = action  # type: ignore[attr-defined]  # a marker attribute on the wrapper, read by getattr
         guarded.__signature__ = public  # type: ignore[attr-defined]  # what inspect.signature reads, not declared on functions
+        _carry_tool(guarded, func)
         return guarded
 
     return decorate
+
+
+def _carry_tool(guarded: Callable[..., Any], tool: Any) -> None:
+    """A tool object's identity on its guarded function (an agent engineer's walkthrough:
+    every guarded tool object was named ``guarded``, and frameworks that name a tool by its
+    function's ``__name__`` offered the model several alike). Its ``name`` attribute, else its
+    class's name, becomes ``__name__``, and its data attributes (``description``, a schema
+    class …) are copied; its methods are not: called, they would run it unguarded. A function
+    keeps what :func:`functools.wraps` gave it."""
+    if inspect.isroutine(tool):
+        return
+    kind = type(tool)
+    found: dict[str, Any] = {}
+    for klass in reversed(kind.__mro__[:-1]):  # not object's
+        found.update(vars(klass))
+    found.update(getattr(tool, "__dict__", {}))
+    for key, value in found.items():
+        if key.startswith("_") or inspect.isroutine(value) or hasattr(guarded, key):
+            continue
+        if isinstance(value, (property, functools.cached_property, classmethod, staticmethod)):
+            continue  # code, which getting would run
+        setattr(guarded, key, value)
+    label = found.get("name")
+    guarded.__name__ = label if isinstance(label, str) and label else kind.__name__
+    guarded.__qualname__ = kind.__qualname__
 
 
 def _is_async(func: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import re
 import subprocess
 import sys
@@ -1024,6 +1025,61 @@ def test_a_tool_object_is_guarded_like_a_function(
     asyncio.run(run())
     with pytest.raises(UsageError, match="Refund is not async: guard it with a LedgerClient"):
         guard(Refund(), AsyncLedgerClient(ClientConfig(actor=AGENT), transport=ledger))
+
+
+def test_a_guarded_tool_object_keeps_its_name_and_description_not_its_methods(
+    client: LedgerClient,
+) -> None:
+    # An agent engineer's walkthrough: every guarded tool object was a function named `guarded`
+    # (or `guarded_async`), its `name` and `description` gone: frameworks that name a tool by
+    # its function's __name__ offered the model several tools alike.
+    class Schema:
+        pass
+
+    class Tool:
+        kind = "email"
+
+    class SendEmail(Tool):
+        """Send an email to a customer."""
+
+        name = "send_email"
+        description = "Send an email to a customer"
+        args_schema = Schema
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def run(self, to: str) -> str:  # would run it unguarded: not carried
+            return "sent"
+
+        @property
+        def expensive(self) -> str:  # not run to be copied
+            raise AssertionError("a property was read")
+
+        def __call__(self, to: str) -> str:
+            return self.run(to)
+
+    class Unnamed:
+        async def __call__(self, to: str) -> str:
+            return "sent"
+
+    def guard(tool: Any) -> Any:
+        return enforce(client, action="mail.send", principal=AGENT, resource=lambda to: to)(tool)
+
+    guarded = guard(SendEmail())
+    assert (guarded.__name__, guarded.__qualname__) == ("send_email", SendEmail.__qualname__)
+    assert guarded.description == "Send an email to a customer"
+    assert (guarded.args_schema, guarded.kind, guarded.sent) == (Schema, "email", 0)
+    assert guarded.__doc__ == "Send an email to a customer."
+    assert not hasattr(guarded, "run") and not hasattr(guarded, "expensive")
+    assert list(inspect.signature(guarded).parameters) == ["to"]
+    unnamed = guard(Unnamed())
+    assert unnamed.__name__ == "Unnamed" and inspect.iscoroutinefunction(unnamed)
+
+    def plain(to: str) -> str:
+        return "sent"
+
+    assert guard(plain).__name__ == "plain"  # a function keeps its own
 
 
 def test_an_async_client_connects_without_stopping_the_event_loop(
