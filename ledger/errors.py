@@ -290,10 +290,25 @@ class SnapshotUnusable(LedgerError):
 
 class ClientClosed(LedgerError):
     """The SDK client cannot answer: it was closed, or its reply listener stopped on an error
-    it could not recover from (the message says which)."""
+    it could not recover from (the message says which). For a call cut short while it waited,
+    ``request_id`` is its id and ``sent`` whether Kafka had acknowledged it (``True``: it is
+    still decided later, ``ledger decisions --request ID``), as on a
+    :class:`LedgerTimeout`; both ``None`` for a call refused at once."""
 
     code = "client_unavailable"
     exit_code = 7
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        sent: bool | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.request_id = request_id
+        self.sent = sent
 
 
 class SigningKeyMissing(LedgerError):

@@ -364,9 +364,15 @@ class _Waiting:
     def close(self) -> None:
         with self._lock:
             waiting, self._futures = self._futures, {}
-        for future in waiting.values():
+        for message_id, future in waiting.items():
             with contextlib.suppress(InvalidStateError):
-                future.set_exception(ClientClosed("the ledger client was closed while waiting"))
+                future.set_exception(
+                    ClientClosed(
+                        "the ledger client was closed while waiting for the answer to "
+                        f"{message_id}",
+                        request_id=message_id,
+                    )
+                )
 
 
 class MockTransport:

@@ -75,3 +75,26 @@ def test_a_copy_from_before_a_fork_lets_go_without_its_lock_or_producer() -> Non
     copy._lock.acquire()  # as a parent's thread held it at the fork
     copy.close()  # must not wait for it
     assert copy._closed and producer.calls == []
+
+
+def test_a_call_cut_short_by_close_names_its_request_and_whether_kafka_took_it() -> None:
+    # An agent engineer's walkthrough: ten calls waiting when close() came each raised "the
+    # ledger client was closed while waiting", naming no request, though each was still
+    # decided later: the agent's log had no id to look its decision up by.
+    from ledger.errors import ClientClosed
+    from ledger.kafka.transport import Sent
+
+    transport = _transport(_Producer(interrupt=False))
+    taken, queued = Sent(), Sent()
+    taken.written = True
+    transport._pending = {b"req-taken": taken, b"req-queued": queued}
+    transport.close()
+    for future, rid, sent, fate in (
+        (taken, "req-taken", True, "Kafka had taken it: it is still decided"),
+        (queued, "req-queued", False, "Kafka had not acknowledged it yet"),
+    ):
+        error = future.exception()
+        assert isinstance(error, ClientClosed)
+        assert (error.request_id, error.sent) == (rid, sent)
+        assert f"waiting for the answer to {rid}. {fate}" in str(error)
+        assert f"`ledger decisions --request {rid}`" in str(error)
