@@ -116,7 +116,12 @@ def resolve_bootstrap(
             f"the local broker of {settings.home} (127.0.0.1:{port}) is not running: run "
             f"`{start}`, or " + ", ".join(ways[:-1])
         )
-    raise KafkaUnavailable("no Kafka to talk to: " + ", ".join(ways))
+    # An agent engineer's walkthrough: an agent whose $LEDGER_HOME differed from the shell that
+    # ran `ledger up` was told to run it, which would start a second ledger.
+    raise KafkaUnavailable(
+        f"no Kafka to talk to: {settings.home} holds no running local broker (is $LEDGER_HOME "
+        "the home `ledger up` ran with?): " + ", ".join(ways)
+    )
 
 
 def credentials_file(settings: Settings, role: Role) -> Path:

@@ -76,6 +76,9 @@ def test_no_bootstrap_and_no_local_broker_says_what_to_do(tmp_path: Path) -> Non
     assert message.startswith("no Kafka to talk to:")
     for remedy in ("bootstrap=", "$LEDGER_BOOTSTRAP", "`ledger up`"):
         assert remedy in message, message
+    # An agent engineer's walkthrough: the home it looked in went unsaid, and `ledger up` there
+    # would have started a second ledger.
+    assert f"{tmp_path} holds no running local broker (is $LEDGER_HOME the home" in message
 
 
 def test_a_recorded_broker_that_is_not_running_is_not_used(tmp_path: Path) -> None:
