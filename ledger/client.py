@@ -733,6 +733,8 @@ class _HookRunner:
         self._warned = False
         self._dropped = 0
         self._busy = 0  # corrections handed over and not yet done with
+        self._in_hook = 0  # of them, the one in the callback now (0 or 1)
+
         self._idle = threading.Condition(self._lock)
         self._closed = False
 
@@ -772,8 +774,12 @@ class _HookRunner:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             try:
+                with self._lock:
+                    self._in_hook = 1
                 _call_hook(*item)
             finally:
+                with self._lock:
+                    self._in_hook = 0
                 # Not kept while waiting for the next one: the callback may hold its client,
                 # which must stay collectable (a review: one dropped unclosed leaked).
                 item = None
@@ -796,6 +802,11 @@ class _HookRunner:
         with self._lock:
             return max(self._busy, 0)
 
+    def in_hook(self) -> int:
+        """1 while the callback is at work on a correction, else 0."""
+        with self._lock:
+            return self._in_hook
+
     def close(self) -> None:
         """Let the thread end after the corrections already handed to it; wait for it a
         moment (never from the thread itself: a callback may close its client), then say how
@@ -809,16 +820,19 @@ class _HookRunner:
         if thread is None:
             return
         self._queue.put(None)
-        if thread is not threading.current_thread():
+        inside = thread is threading.current_thread()  # the callback closes its client
+        if not inside:
             thread.join(timeout=1.0)
         with self._lock:
-            left = self._busy  # handed over and not yet given to the callback, or in it
-        if thread.is_alive() and left > 0:
+            running = self._in_hook
+            waiting = max(self._busy - running, 0)  # not yet given to the callback
+        if thread.is_alive() and (waiting or (running and not inside)):
+            # Counted apart (an agent engineer's walkthrough: a callback that closed its own
+            # client, its work done, was told of "1 corrections still waiting").
             log.warning(
-                "ledger client: closed with %d corrections still waiting for the on_correction "
-                "callback: it goes on with them while the process runs (`ledger decisions` "
-                "has each)",
-                left,
+                "ledger client: closed with %s: it goes on with them while the process runs "
+                "(`ledger decisions` has each)",
+                _hook_backlog(waiting, 0 if inside else running),
             )
 
 
@@ -835,14 +849,29 @@ def _finish_at_exit() -> None:
     give_up = time.monotonic() + EXIT_WAIT
     for runner in busy:
         runner.wait_idle(max(give_up - time.monotonic(), 0.0))
-    left = sum(runner.pending() for runner in busy)
-    if left:
+    running = sum(runner.in_hook() for runner in busy)
+    waiting = sum(runner.pending() for runner in busy) - running
+    if waiting > 0 or running:
         log.error(
-            "ledger client: the process exits with %d corrections not acted on by the "
-            "on_correction callback (it was given %g s): `ledger decisions` has each",
-            left,
+            "ledger client: the process exits with %s (it was given %g s): `ledger decisions` "
+            "has each",
+            _hook_backlog(max(waiting, 0), running),
             EXIT_WAIT,
         )
+
+
+def _hook_backlog(waiting: int, running: int) -> str:
+    """``2 corrections waiting for the on_correction callback and 1 in it, unfinished``."""
+    said = []
+    if waiting:
+        said.append(
+            f"{waiting} correction{'s' if waiting != 1 else ''} waiting for the on_correction "
+            "callback"
+        )
+    if running:
+        where = "in it" if waiting else "in the on_correction callback"
+        said.append(f"{running} {where}, unfinished")
+    return " and ".join(said)
 
 
 atexit.register(_finish_at_exit)

@@ -593,9 +593,48 @@ print("exiting", flush=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["exiting", "acted on c1", "acted on c2"]
     assert done.stderr.strip() == (
-        "ledger.client ledger client: the process exits with 2 corrections not acted on by "
-        "the on_correction callback (it was given 3 s): `ledger decisions` has each"
+        "ledger.client ledger client: the process exits with 1 correction waiting for the "
+        "on_correction callback and 1 in it, unfinished (it was given 3 s): `ledger "
+        "decisions` has each"
     )
+
+
+def test_a_callback_that_closes_its_client_is_not_counted_as_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An agent engineer's walkthrough: a callback that closed its own client, its work done,
+    # was told of "1 corrections still waiting for the on_correction callback".
+    import threading
+
+    from ledger.client import _HookRunner
+
+    runner = _HookRunner()
+    closed, release = threading.Event(), threading.Event()
+
+    def closing(correction: Any) -> None:
+        runner.close()
+        closed.set()
+
+    with caplog.at_level("WARNING", logger="ledger.client"):
+        runner.give(closing, object())
+        assert closed.wait(10) and runner.wait_idle(10)
+    assert "waiting" not in caplog.text and "unfinished" not in caplog.text, caplog.text
+
+    other = _HookRunner()
+
+    def stuck(correction: Any) -> None:
+        release.wait(10)
+
+    with caplog.at_level("WARNING", logger="ledger.client"):
+        for _ in range(3):
+            other.give(stuck, object())
+        time.sleep(0.2)  # the first is in the callback
+        other.close()  # from outside: one in it, two waiting
+        release.set()
+    assert (
+        "closed with 2 corrections waiting for the on_correction callback and 1 in it, "
+        "unfinished" in caplog.text
+    ), caplog.text
 
 
 def test_inline_callbacks_raise_what_is_not_an_exception_to_their_caller() -> None:
