@@ -336,6 +336,7 @@ class LedgerClient:
         self._dropping = False  # warned that unread corrections are dropped
         self._on_correction: CorrectionSink | None = None
         self._closed = False
+        self._said_blocking = False  # a blocking call on an event loop's thread, said once
         # What the transport calls with a correction: it keeps it a day per request, so it must
         # not keep the client alive (a client dropped unclosed is closed when collected).
         arrived = weakref.WeakMethod(self._correction_arrived)
@@ -650,11 +651,33 @@ class LedgerClient:
 
     def _wait(self, future: Future[T], key: str, timeout: float | None, what: str) -> T:
         limit = self.config.timeout if timeout is None else timeout
+        if not self._said_blocking and _on_event_loop():
+            # An agent engineer's walkthrough: harmless while the ledger answers in a
+            # millisecond, it stalled every task of an async agent for the whole timeout when
+            # the evaluator was down.
+            self._said_blocking = True
+            log.warning(
+                "ledger client: a LedgerClient waits for its %s on an event loop's thread, "
+                "blocking every task of the loop until the answer, up to its timeout (%g s): in "
+                "async code use AsyncLedgerClient, or AsyncLedgerClient.wrapping(client) (said "
+                "once per client)",
+                what,
+                limit,
+            )
         try:
             return future.result(timeout=limit)
         except FutureTimeout:
             self.abandon(key)
             raise _timeout(what, key, limit, future, self.config.bootstrap) from None
+
+
+def _on_event_loop() -> bool:
+    """Is an asyncio event loop running on this thread?"""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 _LONGEST_WAIT: Final = 86_400.0

@@ -1298,3 +1298,32 @@ def dataclass_facts() -> object:
         amount: str = "1"
 
     return Refund()
+
+
+def test_a_blocking_call_on_an_event_loops_thread_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An agent engineer's walkthrough: a sync evaluate inside an async agent stalled every
+    # task of its loop for the whole timeout while the evaluator was down, and nothing said so.
+    client, _ = make(lambda message: Determination.ALLOW)
+    ask(client)
+    assert "event loop" not in caplog.text  # not on a loop: nothing to say
+
+    async def agent() -> None:
+        for _ in range(3):
+            assert ask(client).determination is Determination.ALLOW
+
+    with caplog.at_level("WARNING", logger="ledger.client"):
+        asyncio.run(agent())
+    said = [r.getMessage() for r in caplog.records if "event loop" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "blocking every task of the loop" in said[0] and "AsyncLedgerClient" in said[0]
+    face = AsyncLedgerClient.wrapping(make(lambda message: Determination.ALLOW)[0])
+
+    async def wrapped() -> None:
+        await face.evaluate(action="refund.issue", principal=AGENT, resource="account:1")
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ledger.client"):
+        asyncio.run(wrapped())
+    assert "event loop" not in caplog.text  # the async face waits without blocking
