@@ -98,6 +98,13 @@ def evaluate_cmd(
                 print_json({"request_id": request.event_id, "default": default})
             else:
                 click.echo(f"submitted {request.event_id}; proceeding on {default}")
+                # The command ends here, so it never receives the correction (an agent
+                # engineer's walkthrough): where the decision, and whether it agreed, are read.
+                click.echo(
+                    f"its decision, and a correction if it differs from {default}: `ledger "
+                    f"decisions --request {request.event_id}`",
+                    err=True,
+                )
             return
         decision = client.evaluate(
             action=action,

@@ -1005,3 +1005,32 @@ def test_offline_reasons_list_facts_in_the_order_a_deployed_version_does() -> No
     offline = offline_outcome(parsed, case).reasons
     assert offline == offline_outcome(deployed, case).reasons
     assert list(offline) == sorted(offline) and len(offline) == 4
+
+
+def test_evaluate_async_says_where_its_decision_and_correction_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An agent engineer's walkthrough: `ledger evaluate --async --default allow` printed only
+    # "submitted …; proceeding on allow", and the command ends before any correction comes.
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    import ledger.cli.evaluate as evaluate
+
+    class Client:
+        def submit_async(self, **kwargs: Any) -> Any:
+            return SimpleNamespace(event_id="req-1")
+
+    @contextmanager
+    def client(*args: Any) -> Any:
+        yield Client()
+
+    monkeypatch.setattr(evaluate, "ledger_client", client)
+    args = ["evaluate", "--action", "refund.issue", "--principal", "agent:a"]
+    args += ["--resource", "account:1", "--async", "--default", "allow"]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert done.stdout == "submitted req-1; proceeding on allow\n"
+    assert "a correction if it differs from allow: `ledger decisions --request req-1`" in (
+        done.stderr
+    )
