@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ledger.audit.manifest import read_manifest
 from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
 from ledger.cli.common import (
     FROM_INSTEAD_OF_KAFKA,
@@ -133,7 +134,7 @@ def simulate_cmd(
             }
         )
         return
-    _print(report, by_rule, shown, source.where, start, end)
+    _print(report, by_rule, shown, source.where, start, end, _last(from_dir))
     _print_constraints(report, constrained)
     if report.considered == 0:  # a simulation of nothing is no evidence: say why it may be
         click.echo(
@@ -212,6 +213,16 @@ def _why(reasons: tuple[str, ...], width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _last(from_dir: Path | None) -> str | None:
+    """Where an open window ends: now for Kafka, the read of an export (an auditor's
+    walkthrough: "to now" of an export that stopped an hour before)."""
+    if from_dir is None:
+        return None
+    manifest = read_manifest(from_dir)
+    read = manifest.read_time() if manifest is not None else None
+    return f"its read at {read}" if read else "its last read"
+
+
 def _print(
     report: ImpactReport,
     by_rule: list[dict[str, Any]],
@@ -219,11 +230,10 @@ def _print(
     where: str,
     start: datetime | None,
     end: datetime | None,
+    open_end: str | None,
 ) -> None:
-    window = (
-        f"{format_timestamp(start) if start else 'the beginning'} to "
-        f"{format_timestamp(end) if end else 'now'}"
-    )
+    last = format_timestamp(end) if end else open_end or "now"
+    window = f"{format_timestamp(start) if start else 'the beginning'} to {last}"
     click.echo(
         f"{report.policy} draft ({report.content_hash}) over the requests recorded from "
         f"{window} ({where}):"

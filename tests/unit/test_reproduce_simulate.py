@@ -401,6 +401,8 @@ def test_policy_simulate_from_an_export(history: History, export: Path) -> None:
     # An empty window is said to be one, not reported as "0 would change" alone.
     empty = run("policy", "simulate", str(V2_PATH), "--from", str(export), "--since", "2099-01-01")
     assert empty.exit_code == 0 and "0 requests replayed" in empty.stdout
+    # An auditor's walkthrough: an open window over an export was said to end "now".
+    assert "to its read at 20" in empty.stdout and "to now" not in empty.stdout, empty.stdout
     assert "warning: no recorded request with a decision in this window" in empty.stderr
 
 
