@@ -316,13 +316,33 @@ def run(
     con = connect(directory, read_only=True)
     try:
         rows = _emit(stream_named(con, name, _params(pairs)), as_json, as_csv)
-        notes = [] if rows else unknown_values(con, query, values)
+        notes = [] if rows else unknown_values(con, query, values) + _before_history(con, values)
     finally:
         con.close()
     notes += _after_reading(directory, query, values)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     note_incomplete(directory)
+
+
+def _before_history(con: Any, values: dict[str, Any]) -> list[str]:
+    """A note when a query's instant (``at``) that answered nothing lies before the export's
+    first governance event (an auditor's walkthrough: `active_policies_at` said nothing there,
+    where `ledger replay --at` says nothing was active or granted yet)."""
+    at = values.get("at")
+    if not isinstance(at, datetime):
+        return []
+    row = con.execute(
+        "SELECT min(t) FROM (SELECT min(occurred_at) AS t FROM topic_policy_events "
+        "UNION ALL SELECT min(occurred_at) FROM topic_grant_events)"
+    ).fetchone()
+    first = row[0] if row else None
+    if not isinstance(first, datetime) or at >= first:
+        return []
+    return [
+        f"at {format_timestamp(at)} is before the first governance event "
+        f"({format_timestamp(first)}): nothing was active or granted yet"
+    ]
 
 
 def _after_reading(directory: Path, query: Any, values: dict[str, Any]) -> list[str]:

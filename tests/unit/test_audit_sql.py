@@ -321,6 +321,22 @@ def test_active_policies_at_instants_on_and_around_events(export_dir: Path) -> N
     assert deployed(at(8)) == {(1, "active", None)}
 
 
+def test_an_instant_before_the_first_governance_event_is_said_to_be(export_dir: Path) -> None:
+    # An auditor's walkthrough: `active_policies_at` before the first event answered no rows
+    # and nothing else, where `ledger replay --at` says nothing was active or granted yet.
+    def run_at(t: datetime) -> Any:
+        args = ["audit", "run", "active_policies_at", "--param", f"at={t.isoformat()}"]
+        return invoke(*args, "--from", str(export_dir))
+
+    first = at(0)
+    early = run_at(first - timedelta(days=1))
+    assert early.exit_code == 0, early.output
+    assert "is before the first governance event" in early.stderr, early.stderr
+    assert "nothing was active or granted yet" in early.stderr
+    later = run_at(at(3) - timedelta(microseconds=1))  # after the first event: no such note
+    assert later.exit_code == 0 and "before the first governance event" not in later.stderr
+
+
 def test_policy_timeline_says_who_moved_each_version(export_dir: Path) -> None:
     con = connect(export_dir)
     timeline = con.execute(
