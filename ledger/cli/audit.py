@@ -38,6 +38,7 @@ from ledger.cli.output import (
 )
 from ledger.core.boundedjson import nesting_exceeds
 from ledger.core.jsonform import format_timestamp, parse_instant
+from ledger.core.text import clipped
 from ledger.errors import UsageError
 
 __all__ = ["group", "add_commands"]
@@ -369,11 +370,11 @@ def _after_reading(directory: Path, query: Any, values: dict[str, Any]) -> list[
 
 
 @group.command("sql")
-@click.argument("statement")
+@click.argument("statement", nargs=-1, required=True)
 @_from_export
 @_format_options
 @handle_errors
-def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> None:
+def sql(statement: tuple[str, ...], source: Path | None, as_json: bool, as_csv: bool) -> None:
     """Run one read-only SELECT over the views (statements that write, attach, copy, install,
     load or set options are refused).
 
@@ -381,11 +382,20 @@ def sql(statement: str, source: Path | None, as_json: bool, as_csv: bool) -> Non
     """
     from ledger.audit.sql import connect, stream_sql
 
+    if len(statement) > 1:
+        # An auditor's walkthrough: `audit sql -- "$(cat q.sql)" --from exp` was told only
+        # "Got unexpected extra arguments (--from exp)".
+        after = " ".join(statement[1:])
+        raise UsageError(
+            f"one SQL statement, quoted, is expected; {clipped(after, 60)!r} came after it: "
+            'options go before it (`ledger audit sql --from DIR -- "$(cat q.sql)"`), and '
+            "SQL of several words goes in quotes"
+        )
     _one_format(as_json, as_csv)
     directory = _source(source)
     con = connect(directory, read_only=True)
     try:
-        _emit(stream_sql(con, statement), as_json, as_csv)
+        _emit(stream_sql(con, statement[0]), as_json, as_csv)
     finally:
         con.close()
     note_incomplete(directory)

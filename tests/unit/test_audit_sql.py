@@ -2332,3 +2332,15 @@ def test_json_keeps_every_column_of_a_repeated_name(capsys: pytest.CaptureFixtur
     said = capsys.readouterr()
     assert json.loads(said.out) == [{"id": 1, "id_3": 2, "id_2": 3}]
     assert "more than one column named 'id'" in said.err and "'id_3'" in said.err
+
+
+def test_options_after_the_sql_are_told_to_go_before_it(export_dir: Path) -> None:
+    # An auditor's walkthrough: `audit sql -- "$(cat q.sql)" --from exp` was told only "Got
+    # unexpected extra arguments (--from exp)".
+    done = CliRunner().invoke(cli, ["audit", "sql", "--", "SELECT 1", "--from", str(export_dir)])
+    assert done.exit_code == 2, done.output
+    assert "options go before it (`ledger audit sql --from DIR --" in done.stderr, done.stderr
+    done = invoke("audit", "sql", "--from", str(export_dir), "--", "SELECT 1 AS one", "--json")
+    assert done.exit_code == 2 and "'--json' came after it" in done.stderr
+    done = invoke("audit", "sql", "--from", str(export_dir), "--json", "--", "SELECT 1 AS one")
+    assert done.exit_code == 0 and json.loads(done.stdout) == [{"one": 1}], done.output
