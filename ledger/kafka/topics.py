@@ -67,15 +67,21 @@ governance topics are replayed whole by every processor, and the decisions, corr
 checkpoints and dead letters are what an export and ``ledger audit verify`` hold complete (a
 record a retention deleted reads as *missing*); their ``cleanup.policy`` is repaired too."""
 
-_BROKER_TIME = {"message.timestamp.type": "LogAppendTime", "compression.type": "uncompressed"}
+_BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
 """For the topics outsiders write (agents' requests, actors' commands): each record's Kafka
 timestamp is the broker's, not a sender's choice, so retention, reading from a time and an
-export's date folders cannot be steered by a forged clock (``ledger/audit/writer.row_date``);
-and the broker stores each record uncompressed, whatever the sender compressed, so the limit on
-a record's size (``max.message.bytes``) holds for what it inflates to. Otherwise a 5 KB zstd
-record inflating to 150 MB (more than librdkafka decompresses) stopped a request partition and
-the export for good, and an lz4 or zstd record crashed the command processor's consumer (a red
-team); the broker refuses such a record (``MSG_SIZE_TOO_LARGE``) instead."""
+export's date folders cannot be steered by a forged clock (``ledger/audit/writer.row_date``)."""
+
+_INFLATED = {"compression.type": "uncompressed"}
+"""For every topic: the broker stores each record uncompressed, whatever the sender compressed,
+so the limit on a record's size (``max.message.bytes``) holds for what it inflates to, and no
+reader meets a batch it cannot decompress. A 5 KB zstd record inflating to 150 MB (more than
+librdkafka decompresses) stopped a request partition and the export for good, and an lz4 or
+zstd record crashed the command processor's consumer (a red team); then, with the command
+processor's credential, one 3.7 KB zstd batch of two such records on ``ledger.grant-events``
+froze both processors' followers on it for good, while ``ps`` stayed green, and hung every
+reader (a red team, round eight). The broker refuses such a record (``MSG_SIZE_TOO_LARGE``)
+instead. The ledger's own writers send uncompressed: the broker has nothing to recompress."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,7 +120,7 @@ def topic_specs(
     outsiders = t.sender_timed()
 
     def configs(name: str, base: Mapping[str, str]) -> dict[str, str]:
-        return {**base, **(_BROKER_TIME if name in outsiders else {})}
+        return {**base, **_INFLATED, **(_BROKER_TIME if name in outsiders else {})}
 
     return (
         TopicSpec(
@@ -125,19 +131,22 @@ def topic_specs(
             ordered=True,
         ),
         TopicSpec(
-            name=t.command_results, partitions=1, configs=_BOUNDED, purpose="command answers"
+            name=t.command_results,
+            partitions=1,
+            configs=configs(t.command_results, _BOUNDED),
+            purpose="command answers",
         ),
         TopicSpec(
             name=t.policy_events,
             partitions=1,
-            configs=_FOREVER,
+            configs=configs(t.policy_events, _FOREVER),
             purpose="policy history",
             ordered=True,
         ),
         TopicSpec(
             name=t.grant_events,
             partitions=1,
-            configs=_FOREVER,
+            configs=configs(t.grant_events, _FOREVER),
             purpose="authority history",
             ordered=True,
         ),
@@ -148,13 +157,28 @@ def topic_specs(
             purpose="requests",
             operators_retention=True,
         ),
-        TopicSpec(name=t.decisions, partitions=n, configs=_FOREVER, purpose="decision traces"),
-        TopicSpec(name=t.corrections, partitions=n, configs=_FOREVER, purpose="async corrections"),
-        TopicSpec(name=t.dead_letters, partitions=1, configs=_FOREVER, purpose="undecodable input"),
+        TopicSpec(
+            name=t.decisions,
+            partitions=n,
+            configs=configs(t.decisions, _FOREVER),
+            purpose="decision traces",
+        ),
+        TopicSpec(
+            name=t.corrections,
+            partitions=n,
+            configs=configs(t.corrections, _FOREVER),
+            purpose="async corrections",
+        ),
+        TopicSpec(
+            name=t.dead_letters,
+            partitions=1,
+            configs=configs(t.dead_letters, _FOREVER),
+            purpose="undecodable input",
+        ),
         TopicSpec(
             name=t.chain_checkpoints,
             partitions=1,
-            configs=_FOREVER,
+            configs=configs(t.chain_checkpoints, _FOREVER),
             purpose="decision chain heads",
         ),
     )

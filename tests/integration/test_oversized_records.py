@@ -285,6 +285,21 @@ def test_compressed_records_are_stored_inflated_so_a_bomb_is_refused_at_the_brok
     assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
     refused = send("governance", commands, bomb, "lz4", b"refund")
     assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    # A red team, round eight, with the command processor's credential: one zstd batch of two
+    # such records on ledger.grant-events froze both processors' followers on it for good
+    # (librdkafka fetched the batch again after each skip) and hung every reader. Every topic
+    # keeps records uncompressed now; the insiders' writes are refused at the broker as well.
+    topics = stack.topics
+    for role, topic in (
+        ("command-processor", topics.grant_events),
+        ("command-processor", topics.policy_events),
+        ("command-processor", topics.command_results),
+        ("evaluator", topics.decisions),
+        ("evaluator", topics.corrections),
+        ("evaluator", topics.chain_checkpoints),
+    ):
+        refused = send(role, topic, bomb, "zstd", b"bomb")
+        assert refused is not None and refused.code() == KafkaError.MSG_SIZE_TOO_LARGE, topic
 
     asked = agent_request(f"account:lz4-{new_id()}")
     assert send("agent", requests, CODEC.encode(asked), "lz4", asked.resource.encode()) is None
