@@ -119,68 +119,24 @@ def topic_specs(
     n = evaluation_partitions
     outsiders = t.sender_timed()
 
-    def configs(name: str, base: Mapping[str, str]) -> dict[str, str]:
-        return {**base, **_INFLATED, **(_BROKER_TIME if name in outsiders else {})}
+    def spec(
+        name: str, partitions: int, base: Mapping[str, str], purpose: str, **flags: bool
+    ) -> TopicSpec:
+        configs = {**base, **_INFLATED, **(_BROKER_TIME if name in outsiders else {})}
+        return TopicSpec(
+            name=name, partitions=partitions, configs=configs, purpose=purpose, **flags
+        )
 
     return (
-        TopicSpec(
-            name=t.commands,
-            partitions=1,
-            configs=configs(t.commands, _BOUNDED),
-            purpose="governance commands",
-            ordered=True,
-        ),
-        TopicSpec(
-            name=t.command_results,
-            partitions=1,
-            configs=configs(t.command_results, _BOUNDED),
-            purpose="command answers",
-        ),
-        TopicSpec(
-            name=t.policy_events,
-            partitions=1,
-            configs=configs(t.policy_events, _FOREVER),
-            purpose="policy history",
-            ordered=True,
-        ),
-        TopicSpec(
-            name=t.grant_events,
-            partitions=1,
-            configs=configs(t.grant_events, _FOREVER),
-            purpose="authority history",
-            ordered=True,
-        ),
-        TopicSpec(
-            name=t.evaluation_requests,
-            partitions=n,
-            configs=configs(t.evaluation_requests, _FOREVER),
-            purpose="requests",
-            operators_retention=True,
-        ),
-        TopicSpec(
-            name=t.decisions,
-            partitions=n,
-            configs=configs(t.decisions, _FOREVER),
-            purpose="decision traces",
-        ),
-        TopicSpec(
-            name=t.corrections,
-            partitions=n,
-            configs=configs(t.corrections, _FOREVER),
-            purpose="async corrections",
-        ),
-        TopicSpec(
-            name=t.dead_letters,
-            partitions=1,
-            configs=configs(t.dead_letters, _FOREVER),
-            purpose="undecodable input",
-        ),
-        TopicSpec(
-            name=t.chain_checkpoints,
-            partitions=1,
-            configs=configs(t.chain_checkpoints, _FOREVER),
-            purpose="decision chain heads",
-        ),
+        spec(t.commands, 1, _BOUNDED, "governance commands", ordered=True),
+        spec(t.command_results, 1, _BOUNDED, "command answers"),
+        spec(t.policy_events, 1, _FOREVER, "policy history", ordered=True),
+        spec(t.grant_events, 1, _FOREVER, "authority history", ordered=True),
+        spec(t.evaluation_requests, n, _FOREVER, "requests", operators_retention=True),
+        spec(t.decisions, n, _FOREVER, "decision traces"),
+        spec(t.corrections, n, _FOREVER, "async corrections"),
+        spec(t.dead_letters, 1, _FOREVER, "undecodable input"),
+        spec(t.chain_checkpoints, 1, _FOREVER, "decision chain heads"),
     )
 
 
