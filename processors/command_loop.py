@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final
 
 from ledger.core.events import GovernanceEvent
 from ledger.core.state import LedgerState
@@ -39,7 +39,7 @@ from processors.common import DELIVERY_FAILED_EXIT, HANDLING_FAILED_EXIT, die
 from processors.outputs import Output
 from processors.request_loop import Record
 
-__all__ = ["CommandLoop", "Outbox", "FETCH_WAIT", "MAX_FETCH", "GIVE_UP_AFTER"]
+__all__ = ["CommandLoop", "Outbox", "FETCH_WAIT", "MAX_FETCH", "GIVE_UP_AFTER", "PROBE_EVERY"]
 
 log = logging.getLogger("ledger.command-processor")
 
@@ -60,6 +60,25 @@ _SPELL_GAP = 120.0
 refusal as it refreshes its metadata, every 30 s here)."""
 _SAID_EVERY = 30.0
 """Seconds between two log lines about the same consumer error."""
+PROBE_EVERY = 5.0
+"""Seconds between two probes of the commands topic while Kafka refuses it: librdkafka says a
+refusal once and retries in silence, so a refusal that lasts tells nothing more by itself (an
+operator's drill: with its READ ACL removed, the processor logged one line and looked healthy
+for four minutes)."""
+_PROBE_WAIT = 3.0
+"""Seconds a probe waits for Kafka's word (a record, the topic's end, or a refusal)."""
+
+
+def _gone_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    return frozenset(
+        {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
+    )
+
+
+_GONE: Final = _gone_codes()
+"""Kafka's words for a commands topic that is not there: a refusal too (see ``_refused``)."""
 
 
 class Outbox:
@@ -167,6 +186,8 @@ class CommandLoop:
                 messages = await loop.run_in_executor(self._io, self._fetch, consumer)
                 if messages:
                     await self._take(consumer, messages)
+                if self._refusing is not None:
+                    await self._probe_refusal(loop)
         finally:
             # Leaves the group (a successor gets the commands at once), after any fetch.
             with contextlib.suppress(Exception):
@@ -253,14 +274,9 @@ class CommandLoop:
         line: `ledger ps` then says it ended on that error. Running on, it looked healthy (its
         follower was) while no command was answered (a review: Faust's consumer had crashed on
         it, which at least said so)."""
-        from confluent_kafka import KafkaError
 
         denied = access_denied(error, self._settings.security, self._bootstrap)
-        if denied is None and error.code() not in (
-            KafkaError.UNKNOWN_TOPIC_OR_PART,
-            KafkaError._UNKNOWN_TOPIC,
-            KafkaError._UNKNOWN_PARTITION,
-        ):
+        if denied is None and error.code() not in _GONE:
             return
         now = time.monotonic()
         first, last = self._refusing or (now, now)
@@ -276,6 +292,67 @@ class CommandLoop:
                 now - first,
                 denied or error.str(),
             )
+
+    async def _probe_refusal(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While a refusal spell is open: every :data:`PROBE_EVERY` seconds, read the commands
+        topic once more with a consumer of its own (:meth:`_probe`). A refusal again carries the
+        spell on (stopping the process once it lasts :data:`GIVE_UP_AFTER`); a read closes it."""
+        spell = self._refusing
+        if spell is None or time.monotonic() - spell[1] < PROBE_EVERY:
+            return
+        self._refusing = (spell[0], time.monotonic())  # probed now: the next in PROBE_EVERY
+        answer = await loop.run_in_executor(self._io, self._probe)
+        if answer is True:
+            self._refusing = None
+            log.info("command consumer: %s can be read again", self._settings.topics.commands)
+        elif answer is not None and answer is not False:
+            self._refused(answer)
+
+    def _probe(self) -> Any:
+        """One read of the commands topic's end by a consumer that joins no group: ``True``
+        when Kafka answered it (the end reached, or a record), the error when Kafka refused,
+        ``False`` when nothing was said within :data:`_PROBE_WAIT` (a broker away: no word on
+        the refusal either way)."""
+        from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+
+        try:
+            probe = make_rdkafka_consumer(
+                self._bootstrap,
+                security=self._settings.security,
+                group_id=self._group_id,  # not subscribed: it reads, joins nothing, commits nothing
+                **{"enable.partition.eof": True},
+            )
+        except Exception:  # Kafka not reachable: no word on the refusal
+            return False
+        topic = self._settings.topics.commands
+        try:
+            # Its metadata first: without READ (which implies DESCRIBE) the topic is refused
+            # there, and an assigned partition of it would wait in silence.
+            described = probe.list_topics(topic, timeout=_PROBE_WAIT).topics.get(topic)
+            if described is not None and described.error is not None:
+                return described.error if self._refusal(described.error) else False
+            probe.assign([TopicPartition(topic, 0, OFFSET_END)])
+            deadline = time.monotonic() + _PROBE_WAIT
+            while (left := deadline - time.monotonic()) > 0:
+                message = probe.poll(min(left, 0.5))
+                if message is None:
+                    continue
+                error = message.error()
+                if error is None or error.code() == KafkaError._PARTITION_EOF:
+                    return True
+                if error.fatal() or self._refusal(error):
+                    return error
+            return False
+        except Exception:  # the broker away, the metadata not answered: no word either way
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                probe.close()
+
+    def _refusal(self, error: Any) -> bool:
+        """Is ``error`` Kafka refusing the commands topic (an ACL, the credential, no topic)?"""
+        denied = access_denied(error, self._settings.security, self._bootstrap)
+        return denied is not None or error.code() in _GONE
 
     def _say(self, error: Any) -> None:
         now = time.monotonic()

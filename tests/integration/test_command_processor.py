@@ -4,7 +4,7 @@ alone, so a restarted (or killed) processor carries on where the ledger stands."
 from __future__ import annotations
 
 import pytest
-from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc
+from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc, wait_for
 
 from ledger.core.events import (
     ApprovePolicyVersion,
@@ -211,3 +211,45 @@ def test_without_its_read_of_recent_answers_the_command_processor_stops_and_says
     with pytest.raises(ProcessorError, match="exited during start-up"):
         stack.start("command-processor")
     assert "is the ACL table applied?" in stack.logs()
+
+
+def test_a_processor_refused_the_commands_topic_stops_itself_saying_why(stack_factory):
+    # An operator's drill: with only its READ ACL on ledger.commands removed, the command
+    # processor logged one warning (librdkafka says a refusal once, then retries in silence)
+    # and `ledger ps` showed it healthy for four minutes while no command was answered.
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    from ledger.kafka.clients import rdkafka_config
+    from ledger.local.stack import _running_pid, ended_unannounced
+
+    stack = stack_factory(processors=("command-processor",))
+    admin = AdminClient(rdkafka_config(stack.bootstrap, {}, stack.security("admin")))
+    read = AclBindingFilter(
+        ResourceType.TOPIC,
+        stack.topics.commands,
+        ResourcePatternType.ANY,
+        "User:command-processor",
+        None,
+        AclOperation.READ,
+        AclPermissionType.ANY,
+    )
+    for future in admin.delete_acls([read]).values():
+        assert future.result(timeout=30), "no READ ACL to remove"
+    wait_for(
+        lambda: not _running_pid(stack.settings, "command-processor"),
+        timeout=90,
+        what="the command processor to stop itself",
+    )
+    log = (stack.log_dir / "command-processor.log").read_text()
+    assert f"cannot read {stack.topics.commands} for " in log, log[-3000:]
+    assert "so no command is answered" in log
+    said = ended_unannounced(stack.log_dir / "command-processor.log")  # what `ps` shows
+    assert said is not None and "ended on an error its log holds" in said, said
+    assert "cannot read" in said and "so no command is answered" in said, said

@@ -280,3 +280,65 @@ def test_kafka_refusing_the_commands_for_long_stops_the_process_saying_why(
         "cannot read ledger.commands for 30 s, so no command is answered: Kafka's ACLs"
         in caplog.text
     )
+
+
+def test_a_refusal_librdkafka_says_once_is_probed_until_it_lasts_or_ends(
+    exits: list[int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's drill: with its READ ACL on ledger.commands removed, the processor logged
+    # one warning and looked healthy for four minutes: librdkafka says a refusal once, then
+    # retries in silence, and a spell only grew when another refusal was said.
+    from confluent_kafka import KafkaError
+
+    from processors import command_loop
+
+    clock = [1000.0]
+    monkeypatch.setattr(command_loop.time, "monotonic", lambda: clock[0])
+    denied = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    refused = _Message(-1001, error=denied)
+
+    def spell(answers: list[Any]) -> tuple[CommandLoop, list[Any]]:
+        log: list[Any] = []
+        loop = _loop(log, _Handler(Step()), _Producer(log))
+        asked: list[Any] = []
+
+        def probe() -> Any:
+            asked.append(clock[0])
+            return answers.pop(0)
+
+        monkeypatch.setattr(loop, "_probe", probe)
+        asyncio.run(loop._take(_Consumer(log), [refused]))  # said once, then silence
+        return loop, asked
+
+    async def turn(loop: CommandLoop) -> None:
+        await loop._probe_refusal(asyncio.get_running_loop())
+
+    loop, asked = spell([denied, denied])
+    clock[0] += 2
+    asyncio.run(turn(loop))
+    assert asked == []  # within PROBE_EVERY of the refusal: not yet
+    clock[0] += command_loop.PROBE_EVERY
+    asyncio.run(turn(loop))
+    assert asked == [clock[0]] and exits == []  # refused again, for 7 s: waited out
+    clock[0] += command_loop.GIVE_UP_AFTER
+    with caplog.at_level(logging.CRITICAL), pytest.raises(SystemExit):
+        asyncio.run(turn(loop))
+    assert exits == [common.HANDLING_FAILED_EXIT]
+    assert "cannot read ledger.commands for 37 s, so no command is answered" in caplog.text
+
+    # Readable again (the ACL restored): the spell ends, and nothing stops later.
+    exits.clear()
+    loop, asked = spell([True])
+    clock[0] += command_loop.PROBE_EVERY
+    asyncio.run(turn(loop))
+    assert loop._refusing is None
+    clock[0] += 2 * command_loop.GIVE_UP_AFTER
+    asyncio.run(turn(loop))
+    assert asked == [clock[0] - 2 * command_loop.GIVE_UP_AFTER] and exits == []
+
+    # The broker away (no word either way): no stop on that, the spell stays open.
+    loop, asked = spell([False, False])
+    for _ in range(2):
+        clock[0] += command_loop.GIVE_UP_AFTER
+        asyncio.run(turn(loop))
+    assert len(asked) == 2 and exits == [] and loop._refusing is not None
