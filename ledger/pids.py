@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-__all__ = ["running"]
+__all__ = ["running", "process_state", "stopped_by_signal"]
 
 _PROC: Final = Path("/proc/self/stat").exists()
 
@@ -39,3 +39,20 @@ def running(pid: int) -> bool:
         return True
     # The state follows the command name, which may itself hold ")" and spaces.
     return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+
+
+def process_state(pid: int) -> str | None:
+    """Process ``pid``'s state letter in ``/proc/PID/stat`` (``R``, ``S``, ``D``, ``T`` …), or
+    ``None`` where that cannot be read (gone, not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    after = stat.rpartition(")")[2].split()  # the command name, in parentheses, may hold anything
+    return after[0] if after else None
+
+
+def stopped_by_signal(pid: int) -> bool:
+    """Is process ``pid`` stopped by a signal (state ``T``/``t`` in ``/proc/PID/stat``)? False
+    where that cannot be read (gone, not Linux)."""
+    return process_state(pid) in ("T", "t")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ledger.pids import process_state, stopped_by_signal
 from processors.outputs import DecisionCounts, error_note
 
 __all__ = [
@@ -225,12 +226,6 @@ class Heartbeat:
         return None
 
 
-def stopped_by_signal(pid: int) -> bool:
-    """Is process ``pid`` stopped by a signal (state ``T``/``t`` in ``/proc/PID/stat``)? False
-    where that cannot be read (gone, not Linux)."""
-    return process_state(pid) in ("T", "t")
-
-
 def _stuck_in_kernel(pid: int) -> bool:
     """Is ``pid`` in uninterruptible sleep (state ``D``) and still there a moment later? A
     process passes through D briefly (a page read from a busy disk: a test saw it)."""
@@ -239,17 +234,6 @@ def _stuck_in_kernel(pid: int) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def process_state(pid: int) -> str | None:
-    """Process ``pid``'s state letter in ``/proc/PID/stat`` (``R``, ``S``, ``D``, ``T`` …), or
-    ``None`` where that cannot be read (gone, not Linux)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    after = stat.rpartition(")")[2].split()  # the command name, in parentheses, may hold anything
-    return after[0] if after else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,7 +106,7 @@ def status_cmd(as_json: bool) -> None:
             ],
         )
     if status.running and not answering:
-        fail(f"the broker (pid {status.pid}) {broker.NOT_ANSWERING}")
+        fail(broker.not_answering(status.pid))
     if refusal is not None:
         fail(broker.admin_refused(settings, status, refusal))
     if not status.running:

@@ -150,7 +150,7 @@ def ps_cmd(as_json: bool) -> None:
     if local and not b.running:
         problems.insert(0, "the broker is not running")
     elif local and not answering:
-        problems.insert(0, f"the broker (pid {b.pid}) {broker.NOT_ANSWERING}")
+        problems.insert(0, broker.not_answering(b.pid))
     elif refusal is not None:  # answers: not to be restarted (a README check)
         problems.insert(0, broker.admin_refused(settings, b, refusal))
     # What `up` can mend: a processor down or unhealthy, a stopped local broker; not a hung

@@ -51,6 +51,7 @@ from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing, UsageEr
 from ledger.files import own_dir, private_dir, private_log, private_umask, write_private
 from ledger.local import credentials
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
+from ledger.pids import stopped_by_signal
 from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
@@ -535,7 +536,10 @@ def status(settings: Settings) -> BrokerStatus:
         if adopted is not None:
             pid, port, state = adopted
             running = True
-    running = running and accepts(port)
+    # A JVM stopped by a signal accepts no connection once its listen queue is full, yet runs
+    # (an operator's drill: after 40 s of clients reconnecting, `ps` said "not running" and sent
+    # the operator to `ledger up`, which refused): its process, not its port, says it runs.
+    running = running and (accepts(port) or (pid is not None and stopped_by_signal(pid)))
     return BrokerStatus(
         running=running,
         bootstrap=f"127.0.0.1:{port}" if port else None,
@@ -553,6 +557,18 @@ NOT_ANSWERING: Final = (
     "restarts it"
 )
 """What to do about a broker whose port is open and whose Kafka does not answer."""
+
+
+def not_answering(pid: int | None) -> str:
+    """What is wrong with the running broker ``pid`` that does not answer, and what to do: a
+    process stopped by a signal is said to be (waiting would do nothing: an operator's drill)."""
+    if pid is not None and stopped_by_signal(pid):
+        return (
+            f"the broker (pid {pid}) is stopped by a signal (SIGSTOP, or Ctrl-Z in its "
+            f"terminal) and answers nothing: `kill -CONT {pid}` resumes it, or `ledger broker "
+            "stop && ledger up` restarts it"
+        )
+    return f"the broker (pid {pid}) {NOT_ANSWERING}"
 
 
 def answering(settings: Settings, current: BrokerStatus) -> tuple[bool, str | None]:
@@ -719,7 +735,7 @@ def start(
         if current.secured == (not insecure):
             answered, refusal = answering(settings, current)
             if not answered:
-                raise BrokerError(f"the broker (pid {current.pid}) {NOT_ANSWERING}")
+                raise BrokerError(not_answering(current.pid))
             if refusal is not None:  # before a credential is written, or given to the broker
                 raise BrokerError(admin_refused(settings, current, refusal))
             _refuse_partial_credentials(settings)
@@ -742,6 +758,8 @@ def start(
     bdir = private_dir(_broker_dir(settings))
     data = data_dir(settings)
     starting = _running_on(bdir)
+    if starting is not None and stopped_by_signal(starting):
+        raise BrokerError(not_answering(starting))
     if starting is not None:  # alive, not (yet, or any more) answering: never a second one
         raise BrokerError(
             f"a broker of this home (pid {starting}) is starting or stopping and does not answer "

@@ -1509,3 +1509,30 @@ def test_a_refused_admin_credential_is_told_what_to_do_by_where_it_was_read(
     other = Settings(home=tmp_path, credentials_dir=tmp_path / "elsewhere")
     said = broker.admin_refused(other, running, "refused")
     assert "point $LEDGER_CREDENTIALS at the credentials the broker was given" in said
+
+
+def test_a_broker_stopped_by_a_signal_runs_and_is_said_to_be_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's drill: once its listen queue was full of reconnecting clients, a SIGSTOPped
+    # broker accepted no connection, and `ps`/`broker status` said "not running", sending the
+    # operator to `ledger up`, which said it was "starting or stopping: wait a few seconds".
+    from ledger.local import broker
+
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path))
+    state = tmp_path / "broker" / "broker.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"pid": 4242, "port": 1}))
+    monkeypatch.setattr(broker, "alive", lambda pid, marker=None: True)
+    monkeypatch.setattr(broker, "accepts", lambda port: False)
+    halted = {4242}
+    monkeypatch.setattr(broker, "stopped_by_signal", lambda pid: pid in halted)
+    settings = Settings.from_env()
+    current = broker.status(settings)
+    assert current.running and current.pid == 4242
+    said = broker.not_answering(4242)
+    assert said.startswith("the broker (pid 4242) is stopped by a signal (SIGSTOP")
+    assert "`kill -CONT 4242` resumes it, or `ledger broker stop && ledger up`" in said
+    halted.clear()  # a process that runs and does not accept: not running, as before
+    assert not broker.status(settings).running
+    assert broker.not_answering(4242) == f"the broker (pid 4242) {broker.NOT_ANSWERING}"
