@@ -34,8 +34,11 @@ file held a 400 MB value), and a query that would need more fails, one line, exi
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import re
+import shutil
+import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -517,12 +520,28 @@ def connect(
         if read_only:
             paths = ", ".join(_literal(str(p.resolve())) for p in files)
             con.execute(f"SET allowed_paths = [{paths}]")
+            # DuckDB allows its spill directory too, `.tmp` under the working directory by
+            # default: a red team read a file there with `read_text('.tmp/plain.txt')`.
+            con.execute("SET temp_directory = ?", [_spill_dir()])
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
         con.close()
         raise ExportError(f"cannot open the export at {directory}: {_first_line(exc)}") from exc
     return con
+
+
+_SPILL: list[str] = []
+
+
+def _spill_dir() -> str:
+    """A directory of this process's own (mode 0700, removed at exit) where confined DuckDB
+    connections spill what does not fit their memory, and may read nothing else."""
+    if not _SPILL:
+        made = tempfile.mkdtemp(prefix="ledger-duckdb-")
+        atexit.register(shutil.rmtree, made, True)
+        _SPILL.append(made)
+    return _SPILL[0]
 
 
 def _first_line(exc: BaseException) -> str:

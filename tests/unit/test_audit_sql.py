@@ -448,10 +448,22 @@ def test_audit_sql_refuses_anything_but_one_select(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_read_only_select_cannot_read_other_files_or_change_settings(export_dir: Path) -> None:
+def test_a_read_only_select_cannot_read_other_files_or_change_settings(
+    export_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team, round eight: DuckDB allowed its spill directory, `.tmp` under the working
+    # directory, and `read_text('.tmp/plain.txt')` read a file there.
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "plain.txt").write_text("secret")
+    monkeypatch.chdir(tmp_path)
     con = connect(export_dir, read_only=True)
     try:
-        for statement in ("SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM glob('/*')"):
+        for statement in (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM glob('/*')",
+            "SELECT content FROM read_text('.tmp/plain.txt')",
+            f"SELECT content FROM read_text('{tmp_path}/.tmp/plain.txt')",
+        ):
             with pytest.raises(UsageError, match="refused"):
                 run_sql(con, statement)
         with pytest.raises(Exception, match="locked"):
