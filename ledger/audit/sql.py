@@ -283,7 +283,7 @@ def _columns_of(paths: list[Path], export_dir: Path) -> list[list[str]]:
             names.append(pq.read_schema(path).names)
         except (OSError, pa.ArrowException) as exc:
             raise ExportError(
-                f"{path} is not a whole Parquet file ({_first_line(exc)}): damaged or altered "
+                f"{path} is not a whole Parquet file ({first_line(exc)}): damaged or altered "
                 f"since the export; run `ledger audit verify --from {export_dir}`"
             ) from None
     return names
@@ -527,7 +527,7 @@ def connect(
             con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
         con.close()
-        raise ExportError(f"cannot open the export at {directory}: {_first_line(exc)}") from exc
+        raise ExportError(f"cannot open the export at {directory}: {first_line(exc)}") from exc
     return con
 
 
@@ -544,7 +544,7 @@ def _spill_dir() -> str:
     return _SPILL[0]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -578,7 +578,7 @@ def _check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise UsageError(f"malformed SQL: {_first_line(exc)}") from None
+        raise UsageError(f"malformed SQL: {first_line(exc)}") from None
     if len(statements) != 1:
         raise UsageError(
             f"audit sql runs exactly one SELECT statement, got {len(statements)} statements"
@@ -652,19 +652,19 @@ def _query_errors() -> Iterator[None]:
     try:
         yield
     except duckdb.ParserException as exc:
-        raise UsageError(f"malformed SQL: {_first_line(exc)}") from None
+        raise UsageError(f"malformed SQL: {first_line(exc)}") from None
     except (duckdb.BinderException, duckdb.CatalogException) as exc:
         raise UsageError(f"SQL does not fit the views: {_binder_text(exc)}") from None
     except duckdb.PermissionException as exc:
-        raise UsageError(f"refused: {_first_line(exc)}") from None
+        raise UsageError(f"refused: {first_line(exc)}") from None
     except duckdb.ConversionException as exc:
         raise ExportError(
-            f"query failed: {_first_line(exc)} (TRY_CAST gives NULL for a value that does not "
+            f"query failed: {first_line(exc)} (TRY_CAST gives NULL for a value that does not "
             "convert)",
             code=QUERY_FAILED,
         ) from None
     except duckdb.Error as exc:
-        raise ExportError(f"query failed: {_first_line(exc)}", code=QUERY_FAILED) from None
+        raise ExportError(f"query failed: {first_line(exc)}", code=QUERY_FAILED) from None
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> Result:

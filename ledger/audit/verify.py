@@ -88,6 +88,7 @@ from ledger.audit.sources import (
     resolve_topics,
     topic_files,
 )
+from ledger.audit.sql import first_line
 from ledger.audit.writer import span_union
 from ledger.codec import Codec, default_codec
 from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
@@ -175,7 +176,9 @@ def _batches(con: Any, files: list[str], order: str) -> Iterator[Any]:
         relation = con.sql(f"SELECT * FROM {READ_PARQUET} {order}", params=[files])
         yield from relation.to_arrow_reader(_BATCH_ROWS)
     except duckdb.Error as exc:
-        raise ExportError(f"reading the export: {exc}") from exc
+        # One line (a red team: DuckDB's "Possible solutions" list came out as literal \n's).
+        more = " (set $LEDGER_AUDIT_MEMORY higher: 8GiB)" if "Out of Memory" in str(exc) else ""
+        raise ExportError(f"reading the export: {first_line(exc)}{more}") from exc
 
 
 def _rows(con: Any, files: list[str], order: str) -> Iterator[dict[str, Any]]:

@@ -2054,3 +2054,23 @@ def test_unchained_rows_are_read_a_file_at_a_time_in_log_order(export: Path) -> 
     assert _log_order("/e/topic=t/date=d/v.t+3+120~400.parquet")[:2] == (3, 120)
     assert _log_order("/e/topic=t/date=d/v.t+10+5.parquet")[:2] == (10, 5)
     assert _log_order("/e/odd.parquet")[0] > 2**62  # another name: last
+
+
+def test_a_query_out_of_memory_is_one_line_saying_what_to_set() -> None:
+    # A red team, round eight: DuckDB's list of "Possible solutions" came out as literal \n's.
+    import duckdb
+
+    from ledger.audit.verify import _rows
+
+    class Full:
+        def sql(self, *args: Any, **kwargs: Any) -> Any:
+            raise duckdb.OutOfMemoryException(
+                "Out of Memory Error: could not allocate block of size 1.8 MiB\n\nPossible "
+                "solutions: * Reducing the number of threads"
+            )
+
+    with pytest.raises(ExportError) as raised:
+        list(_rows(Full(), ["f.parquet"], ""))
+    said = str(raised.value)
+    assert "\n" not in said and "Possible solutions" not in said
+    assert said.endswith("block of size 1.8 MiB (set $LEDGER_AUDIT_MEMORY higher: 8GiB)")
