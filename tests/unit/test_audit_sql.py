@@ -1859,22 +1859,37 @@ def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path
         made = _decision(n, at(seconds), 1, Stage.ACTIVE, Determination.ALLOW)
         return dataclasses.replace(made, principal="agent:a", grant_id=grant_id)
 
+    revoked_at = {f"{TOPICS.grant_events}/0": 3}  # the revocation, applied
     decisions = [
         under(1, 10, "g-revoked"),
         under(2, 10, "g-expired"),
         under(3, 10, "g-live"),
         under(4, 13, "g-live"),
+        # An auditor's walkthrough: "who acted beyond a revoked grant" needed their own SQL,
+        # comparing times. A decision citing the revocation's position was made after it,
+        # whatever its clock said; one after valid_until, after the expiry.
+        dataclasses.replace(under(5, 10, "g-revoked"), governance_position=revoked_at),
+        dataclasses.replace(
+            under(6, 10, "g-revoked"), governance_position={f"{TOPICS.grant_events}/0": 2}
+        ),
+        under(7, 13, "g-expired"),
     ]
     directory = tmp_path / "export"
     write_events(
         directory, TOPICS, [*_governance(commands), *((TOPICS.decisions, d) for d in decisions)]
     )
     found = rows(directory, "decisions_under_ended_grants")
-    assert [(r["grant_id"], r["ended"], r["ended_at"], r["decision_id"]) for r in found] == [
-        ("g-expired", "expired", at(12), "dec-2"),
-        ("g-revoked", "revoked", at(11), "dec-1"),
+    shown = [
+        (r["grant_id"], r["ended"], r["ended_at"], r["decision_id"], r["after_end"]) for r in found
     ]
-    assert found[1]["revoked_by"] == admin and found[0]["revoked_by"] is None
+    assert shown == [
+        ("g-expired", "expired", at(12), "dec-2", False),
+        ("g-expired", "expired", at(12), "dec-7", True),
+        ("g-revoked", "revoked", at(11), "dec-1", False),  # no position: by time
+        ("g-revoked", "revoked", at(11), "dec-5", True),
+        ("g-revoked", "revoked", at(11), "dec-6", False),
+    ]
+    assert found[2]["revoked_by"] == admin and found[0]["revoked_by"] is None
 
 
 def test_replay_at_says_until_when_each_grant_is_in_force(tmp_path: Path) -> None:
