@@ -2,7 +2,9 @@
 --   determination and rule, the policy version and its stage then, who wrote, approved and
 --   promoted that version, and how the version reached that stage (stage_reached_by:
 --   promotion, or rollback when a rollback made it active again: then promoted_by is NULL and
---   rolled_back_by and rollback_reason say who and why). A pre-evaluation batch (its decision id or request id) answers
+--   rolled_back_by and rollback_reason say who and why), and until when it held that stage
+--   (stage_until; NULL: it still does); the grant it was decided under, with who issued and
+--   who approved it (grant_granted_by, grant_approved_by). A pre-evaluation batch (its decision id or request id) answers
 --   one row per item (kind batch_item, batch_id, item_index, item_id); a batch records no
 --   stage, so an item's policy_stage is the one policy_timeline gives its version (active or
 --   canary) at the governance position the decision cites (its time, for a decision recorded
@@ -31,7 +33,12 @@ SELECT d.decision_id, d.request_id, d.decided_at, d.principal, d.action, d.resou
        d.grant_id,
        d.kind, d.batch_id, d.item_index, d.item_id,
        a.command_key_id AS approval_key_id, a.command_signature AS approval_signature,
-       a.signed_command AS approval_signed_command
+       a.signed_command AS approval_signed_command,
+       t.valid_to AS stage_until,
+       (SELECT any_value(g.granted_by) FROM grant_history g WHERE g.grant_id = d.grant_id)
+           AS grant_granted_by,
+       (SELECT any_value(g.approved_by) FROM grant_history g WHERE g.grant_id = d.grant_id)
+           AS grant_approved_by
 FROM d
 LEFT JOIN policy_log p ON p.event_type = 'PolicyVersionProposed' AND p.policy = d.policy
      AND p.version = d.policy_version

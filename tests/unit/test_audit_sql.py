@@ -374,6 +374,8 @@ def test_who_approved_and_lineage(export_dir: Path) -> None:
         "human:carol",
         "human:bob",
     )
+    # An auditor's walkthrough: when the stage ended took a join of policy_timeline.
+    assert (lineage["stage_since"], lineage["stage_until"]) == (at(6), at(7)), lineage
 
 
 def test_grants_of_follows_roles_and_revocations(export_dir: Path) -> None:
@@ -957,6 +959,9 @@ def test_decision_lineage_of_a_batch_answers_each_item(batch_export: Path, given
         "approval_key_id",
         "approval_signature",
         "approval_signed_command",
+        "stage_until",
+        "grant_granted_by",
+        "grant_approved_by",
     )
     records = result.records()
     assert [
