@@ -124,6 +124,13 @@ class Outbox:
                 self._failure,
             )
 
+    def poll(self) -> None:
+        """Serve the producer's queued callbacks, its log lines among them: unpolled while no
+        command came, librdkafka's lines of a broker's restart came out minutes later, stamped
+        then, and read at 3 a.m. as a fresh failure (an operator's drill)."""
+        if self._producer is not None:
+            self._producer.poll(0)
+
     def close(self) -> None:
         """Deliver what is queued, for a few seconds at most (called when the processor stops:
         what is not delivered is handled again at the next start)."""
@@ -186,6 +193,7 @@ class CommandLoop:
                 messages = await loop.run_in_executor(self._io, self._fetch, consumer)
                 if messages:
                     await self._take(consumer, messages)
+                self._outbox.poll()
                 if self._refusing is not None:
                     await self._probe_refusal(loop)
         finally:

@@ -342,3 +342,22 @@ def test_a_refusal_librdkafka_says_once_is_probed_until_it_lasts_or_ends(
         clock[0] += command_loop.GIVE_UP_AFTER
         asyncio.run(turn(loop))
     assert len(asked) == 2 and exits == [] and loop._refusing is not None
+
+
+def test_the_outbox_serves_its_producers_callbacks_between_commands() -> None:
+    # An operator's drill: librdkafka's log lines of a broker's restart, queued in the producer
+    # while no command came, came out minutes later stamped then: a fresh failure at 3 a.m.
+    polled: list[float] = []
+
+    class Producer(_Producer):
+        def poll(self, timeout: float) -> int:
+            polled.append(timeout)
+            return 0
+
+    log: list[Any] = []
+    outbox = Outbox(lambda: Producer(log))
+    outbox.poll()
+    assert polled == []  # no producer made yet: nothing to serve
+    outbox.send("t", b"k", b"v")
+    outbox.poll()
+    assert polled == [0]
