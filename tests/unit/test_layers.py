@@ -188,7 +188,7 @@ WINGS: dict[str, set[str]] = {
         "ledger.pids",
         "ledger.settings",
     },
-    "processors": KAFKA_CLIENTS | {"ledger.files"},  # their folders, checked as a home is
+    "processors": KAFKA_CLIENTS | {"ledger.files", "ledger.pids"},  # folders; a pid's state
     "ledger.local": {
         "ledger.discovery",
         "ledger.files",
