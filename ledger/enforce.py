@@ -239,15 +239,29 @@ def _carry_tool(guarded: Callable[..., Any], tool: Any) -> None:
     if inspect.isroutine(tool):
         return
     kind = type(tool)
-    found: dict[str, Any] = {}
+    own = getattr(tool, "__dict__", {})
+    for key, value in list(own.items()):  # what functools.wraps copied of the instance
+        if callable(value) and not isinstance(value, type) and vars(guarded).get(key) is value:
+            delattr(guarded, key)
+    raw: dict[str, Any] = {}
     for klass in reversed(kind.__mro__[:-1]):  # not object's
-        found.update(vars(klass))
-    found.update(getattr(tool, "__dict__", {}))
-    for key, value in found.items():
-        if key.startswith("_") or inspect.isroutine(value) or hasattr(guarded, key):
+        raw.update(vars(klass))
+    raw.update(own)
+    found: dict[str, Any] = {}
+    for key, entry in raw.items():
+        if key.startswith("_") or hasattr(guarded, key):
             continue
-        if isinstance(value, (property, functools.cached_property, classmethod, staticmethod)):
+        if isinstance(entry, (property, functools.cached_property)):
             continue  # code, which getting would run
+        try:
+            value = getattr(tool, key)  # a slot's value, not its descriptor (a review)
+        except AttributeError:  # an unset slot
+            continue
+        # Nothing callable but a class (a schema): a partial of the body, or a method, would
+        # run the tool unguarded (a review: `guarded.func("x")` did).
+        if callable(value) and not isinstance(value, type):
+            continue
+        found[key] = value
         setattr(guarded, key, value)
     label = found.get("name")
     guarded.__name__ = label if isinstance(label, str) and label else kind.__name__

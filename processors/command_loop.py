@@ -167,6 +167,7 @@ class CommandLoop:
         self._apply = apply
         self._said: dict[int, float] = {}  # consumer error code -> when last logged
         self._refusing: tuple[float, float] | None = None  # Kafka's refusals: first, last
+        self._probed_at = 0.0  # when the refused commands topic was last probed (monotonic)
         self._io: Executor | None = None  # the consumer's one thread, while run() runs
 
     async def run(self, ready: Callable[[], Any]) -> None:
@@ -305,10 +306,13 @@ class CommandLoop:
         """While a refusal spell is open: every :data:`PROBE_EVERY` seconds, read the commands
         topic once more with a consumer of its own (:meth:`_probe`). A refusal again carries the
         spell on (stopping the process once it lasts :data:`GIVE_UP_AFTER`); a read closes it."""
-        spell = self._refusing
-        if spell is None or time.monotonic() - spell[1] < PROBE_EVERY:
+        spell, now = self._refusing, time.monotonic()
+        if spell is None or now - max(spell[1], self._probed_at) < PROBE_EVERY:
             return
-        self._refusing = (spell[0], time.monotonic())  # probed now: the next in PROBE_EVERY
+        # Paced apart from the spell (a review: a probe with no answer, a broker away, counted
+        # as a refusal kept a spell open through a 10-minute outage, and one refusal after it
+        # stopped the processor as refused for 600 s).
+        self._probed_at = now
         answer = await loop.run_in_executor(self._io, self._probe)
         if answer is True:
             self._refusing = None
@@ -321,7 +325,7 @@ class CommandLoop:
         when Kafka answered it (the end reached, or a record), the error when Kafka refused,
         ``False`` when nothing was said within :data:`_PROBE_WAIT` (a broker away: no word on
         the refusal either way)."""
-        from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+        from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
         try:
             probe = make_rdkafka_consumer(
@@ -347,6 +351,15 @@ class CommandLoop:
                     continue
                 error = message.error()
                 if error is None or error.code() == KafkaError._PARTITION_EOF:
+                    # Read; and the group's commits too (a review: a refusal of the group, not
+                    # the topic, read as over once the topic could be read).
+                    try:
+                        probe.committed([TopicPartition(topic, 0)], timeout=_PROBE_WAIT)
+                    except KafkaException as exc:
+                        refused = exc.args[0] if exc.args else None
+                        if refused is not None and self._refusal(refused):
+                            return refused
+                        return False
                     return True
                 if error.fatal() or self._refusal(error):
                     return error

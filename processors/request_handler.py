@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -128,9 +128,10 @@ class RequestHandler:
         self.evaluator_id = evaluator_id
         self.stats = stats
         self.recent = RecentIds()
-        self.owed: dict[bytes, bytes] = {}
+        self.owed: dict[bytes, tuple[bytes, int]] = {}
         """Request id -> the encoded correction its decision, answered before a crash, still
-        owes (:meth:`owe`): written when the request comes again."""
+        owes, and the partition that decision went to (:meth:`owe`): written when the request
+        comes again."""
 
         self.reply_partitions: dict[bytes, int] = {}
         """An answer (its record's value) -> the partition it goes to, for requests that name
@@ -174,7 +175,7 @@ class RequestHandler:
         sent = value or b""  # decoded: a record, never a tombstone
         if self.recent.repeats(rid, sent):
             self.stats.duplicates += 1
-            return self._still_owed(rid, request.reply_partition)
+            return self._still_owed(rid)
         now = utcnow()
         made = answer_record(
             state,
@@ -231,23 +232,32 @@ class RequestHandler:
         correction = correction_for(recorded)
         return None if correction is None else self.codec.encode(correction)
 
-    def owe(self, corrections: dict[bytes, bytes]) -> int:
-        """Remember corrections (request id -> encoded correction, from
-        :meth:`correction_owed`) that decisions answered before a crash never got written:
-        the decision reached the broker, its correction did not, and the restarted worker finds
-        the request answered. Each is written when its request is delivered again (it was not
-        committed: a batch's offsets are committed only once all its outputs are written).
-        Returns how many."""
-        self.owed.update(corrections)
-        return len(corrections)
+    def owe(self, corrections: dict[bytes, tuple[bytes, int]], corrected: Collection[bytes]) -> int:
+        """From one read of what was answered since the last commit: ``corrections`` (request
+        id -> the encoded correction its decision calls for, from :meth:`correction_owed`, and
+        the partition that decision went to) and ``corrected``, the request ids whose
+        correction the read found. Those of the first that are not in the second were answered
+        before a crash that kept their correction from the broker: each is written when its
+        request is delivered again (not committed: a batch's offsets are committed only once all
+        its outputs are written). One owed at an earlier read whose correction this read found
+        is owed no more (a review: a live worker's correction acknowledged after an earlier
+        read's end, owed then, was written a second time). Returns how many are owed now."""
+        for rid in corrected:
+            self.owed.pop(rid, None)
+        fresh = {rid: owed for rid, owed in corrections.items() if rid not in corrected}
+        self.owed.update(fresh)
+        return len(fresh)
 
-    def _still_owed(self, rid: bytes, reply_partition: int | None) -> list[Output]:
-        """A repeated request's outputs: none, or the correction its decision still owes."""
-        correction = self.owed.pop(rid, None)
-        if correction is None:
+    def _still_owed(self, rid: bytes) -> list[Output]:
+        """A repeated request's outputs: none, or the correction its decision still owes, to
+        the partition the decision went to (a review: to the repeat's own reply partition, a
+        copy sent first under the id by a holder of the agent credential took the correction
+        to a partition the agent does not read)."""
+        owed = self.owed.pop(rid, None)
+        if owed is None:
             return []
-        if reply_partition is not None:  # where its caller reads, as the decision went
-            self.reply_partitions[correction] = reply_partition
+        correction, partition = owed
+        self.reply_partitions[correction] = partition
         return [(self.topics.corrections, rid, correction)]
 
     def tick(self, now: datetime) -> list[Output]:

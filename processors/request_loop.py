@@ -887,13 +887,13 @@ class RequestLoop:
         reached the broker (the worker died between the two) is owed it, written when its
         request comes again (:meth:`RequestHandler.owe`), else the agent that went ahead on
         its default would never be told."""
-        owing: dict[bytes, bytes] = {}
+        owing: dict[bytes, tuple[bytes, int]] = {}
         corrected: set[bytes] = set()
 
-        def decided(key: bytes, value: bytes | None) -> None:
+        def decided(key: bytes, value: bytes | None, partition: int) -> None:
             correction = self._handler.correction_owed(value)
-            if correction is not None:
-                owing[key] = correction
+            if correction is not None:  # to the partition its decision went to: its caller's
+                owing[key] = (correction, partition)
 
         try:
             seen = answered_since_last_commit(
@@ -914,7 +914,7 @@ class RequestLoop:
             )
             return False
         self._handler.recent.update(seen)
-        owed = self._handler.owe({k: v for k, v in owing.items() if k not in corrected})
+        owed = self._handler.owe(owing, corrected)
         log.info(
             "assigned request partitions %s: %d request ids answered since their last commit%s",
             partitions,

@@ -10,7 +10,7 @@
 --   governance position the decision cites (at or past the revocation's offset), not by the
 --   times, which differ by the milliseconds an evaluator takes to apply it (a decision without
 --   a position, by an evaluator older than the field, is placed by time); an expiry by the
---   decision's time against valid_until. A true here is what to take to the ledger's operator.
+--   decision's time against valid_until (a grant revoked after it expired: either). A true here is what to take to the ledger's operator.
 WITH newest AS (SELECT max(decided_at) AS at FROM all_decisions),
 revoked AS (
     SELECT grant_id, principal, '$."' || topic || '/' || partition || '"' AS cited_path,
@@ -28,7 +28,8 @@ SELECT e.grant_id, e.principal, e.ended, e.ended_at, e.revoked_by, e.revoke_reas
        e.granted_by, e.issued_at, e.valid_from, e.valid_until,
        d.decision_id, d.request_id, d.kind, d.item_id, d.decided_at, d.principal AS decided_for,
        d.action, d.resource, d.determination, d.policy, d.policy_version,
-       CASE WHEN e.ended = 'expired' THEN d.decided_at >= e.valid_until
+       CASE WHEN e.valid_until IS NOT NULL AND d.decided_at >= e.valid_until THEN true
+            WHEN e.ended = 'expired' THEN false
             WHEN TRY_CAST(d.governance_position->>r.cited_path AS BIGINT) IS NULL
                 THEN d.decided_at >= e.ended_at
             ELSE TRY_CAST(d.governance_position->>r.cited_path AS BIGINT) >= r.at_offset

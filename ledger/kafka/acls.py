@@ -10,7 +10,7 @@ topics or change ACLs (nothing grants ``DELETE``, ``CREATE`` or ``ALTER``).
 | ``agent`` | evaluation-requests | decisions, corrections (describe: policy and grant events, for the governance position) |
 | ``governance`` | commands | command-results, policy-events, grant-events |
 | ``command-processor`` | policy-events, grant-events, command-results, dead-letters | commands, policy-events, grant-events, command-results (the answers of the last minutes, at start) |
-| ``evaluator`` | decisions, corrections, chain-checkpoints, dead-letters | evaluation-requests, policy-events, grant-events, decisions (de-duplication, at each assignment) |
+| ``evaluator`` | decisions, corrections, chain-checkpoints, dead-letters | evaluation-requests, policy-events, grant-events, decisions and corrections (de-duplication, at each assignment) |
 | ``exporter``, ``auditor`` | — | every ledger topic (chain-checkpoints included) |
 
 Consumer groups: each processor its own (``<prefix>ledger-<processor>``), the exporter's
@@ -69,7 +69,7 @@ def acl_table(topics: TopicNames) -> tuple[Permission, ...]:
     allow("governance", "READ", [t.command_results, *governance])
     allow("command-processor", "READ", [t.commands, *governance, t.command_results])
     allow("command-processor", "WRITE", [*governance, t.command_results, t.dead_letters])
-    allow("evaluator", "READ", [t.evaluation_requests, *governance, t.decisions])
+    allow("evaluator", "READ", [t.evaluation_requests, *governance, t.decisions, t.corrections])
     allow("evaluator", "WRITE", [t.decisions, t.corrections, t.chain_checkpoints, t.dead_letters])
     allow("exporter", "READ", everything)
     allow("auditor", "READ", everything)

@@ -59,7 +59,7 @@ def answered_since_last_commit(
     *,
     security: KafkaSecurity | None = None,
     partitions: Iterable[int] | None = None,
-    decided: Callable[[bytes, bytes | None], None] | None = None,
+    decided: Callable[[bytes, bytes | None, int], None] | None = None,
     corrected: set[bytes] | None = None,
 ) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
@@ -67,7 +67,7 @@ def answered_since_last_commit(
     committed :data:`RELEASED` has none, and is not read (all of them after a clean stop).
     Without ``partitions``, every request partition (tests, tools).
 
-    With ``decided``, it is called with each decision's key and value as it is read; with
+    With ``decided``, it is called with each decision's key, value and partition as it is read; with
     ``corrected``, the corrections topic is read over the same span and the keys of its
     records (request ids) are added to it: a decision answered before a crash whose
     correction never reached the broker is owed one (:meth:`RequestHandler.owe
@@ -95,7 +95,7 @@ def answered_since_last_commit(
             continue
         answered.add(record.key)
         if decided is not None:
-            decided(record.key, record.value)
+            decided(record.key, record.value, record.partition)
     return answered
 
 

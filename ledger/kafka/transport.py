@@ -420,9 +420,13 @@ def cut_short(rid: bytes, written: bool) -> ClientClosed:
 
 def _fate(rid: bytes, written: bool) -> str:
     """What becomes of a request whose call ended without its answer."""
-    asked = f"`ledger decisions --request {rid.decode(errors='replace')}`"
+    # A command's id too (a review): where its answer shows is said beside the request's.
+    asked = (
+        f"`ledger decisions --request {rid.decode(errors='replace')}`; a governance command's "
+        "in `ledger policy show` or `ledger grant list`"
+    )
     if written:
-        return f"Kafka had taken it: it is still decided ({asked}); do not act on it"
+        return f"Kafka had taken it: it is still decided or applied ({asked}); do not act on it"
     return (
         "Kafka had not acknowledged it yet: a close sends it if Kafka takes it within 5 s, "
         f"else drops it ({asked} tells which)"

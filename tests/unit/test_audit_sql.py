@@ -1857,14 +1857,16 @@ def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path
         issue("g-revoked", 1),
         issue("g-expired", 1, until=12),
         issue("g-live", 1),
+        issue("g-both", 1, until=12),
         (11, RevokeGrant(event_id="r1", occurred_at=at(11), actor=admin, grant_id="g-revoked")),
+        (14, RevokeGrant(event_id="r2", occurred_at=at(14), actor=admin, grant_id="g-both")),
     ]
 
     def under(n: int, seconds: int, grant_id: str) -> DecisionRecorded:
         made = _decision(n, at(seconds), 1, Stage.ACTIVE, Determination.ALLOW)
         return dataclasses.replace(made, principal="agent:a", grant_id=grant_id)
 
-    revoked_at = {f"{TOPICS.grant_events}/0": 3}  # the revocation, applied
+    revoked_at = {f"{TOPICS.grant_events}/0": 4}  # the revocation, applied
     decisions = [
         under(1, 10, "g-revoked"),
         under(2, 10, "g-expired"),
@@ -1875,9 +1877,10 @@ def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path
         # whatever its clock said; one after valid_until, after the expiry.
         dataclasses.replace(under(5, 10, "g-revoked"), governance_position=revoked_at),
         dataclasses.replace(
-            under(6, 10, "g-revoked"), governance_position={f"{TOPICS.grant_events}/0": 2}
+            under(6, 10, "g-revoked"), governance_position={f"{TOPICS.grant_events}/0": 3}
         ),
         under(7, 13, "g-expired"),
+        under(8, 13, "g-both"),  # a review: expired at 12, revoked at 14; made in between
     ]
     directory = tmp_path / "export"
     write_events(
@@ -1888,13 +1891,14 @@ def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path
         (r["grant_id"], r["ended"], r["ended_at"], r["decision_id"], r["after_end"]) for r in found
     ]
     assert shown == [
+        ("g-both", "revoked", at(14), "dec-8", True),
         ("g-expired", "expired", at(12), "dec-2", False),
         ("g-expired", "expired", at(12), "dec-7", True),
         ("g-revoked", "revoked", at(11), "dec-1", False),  # no position: by time
         ("g-revoked", "revoked", at(11), "dec-5", True),
         ("g-revoked", "revoked", at(11), "dec-6", False),
     ]
-    assert found[2]["revoked_by"] == admin and found[0]["revoked_by"] is None
+    assert found[3]["revoked_by"] == admin and found[1]["revoked_by"] is None
 
 
 def test_replay_at_says_until_when_each_grant_is_in_force(tmp_path: Path) -> None:

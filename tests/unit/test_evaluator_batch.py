@@ -85,15 +85,23 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
     assert after.correction_owed(b"garbage") is None
     assert after.correction_owed(codec.encode(request)) is None  # not a decision
     after.recent.update({rid})
-    assert after.owe({rid: owed}) == 1
-    again = after.handle_batch(EMPTY_STATE, [_msg(0, raw)])
+    assert after.owe({rid: (owed, 2)}, set()) == 1  # its decision went to partition 2
+    # A review: a copy under the id, sent first with another reply partition by a holder of
+    # the agent credential, took the correction to a partition the agent does not read.
+    copy = codec.encode(dataclasses.replace(request, reply_partition=5))
+    again = after.handle_batch(EMPTY_STATE, [_msg(0, copy)])
     assert again == [(topics.corrections, rid, written)]
     correction = codec.decode(again[0][2])
     assert isinstance(correction, DecisionCorrected)
     assert correction.decision_id == codec.decode(decided).event_id
-    assert after.reply_partitions[written] == 2  # where its caller reads
+    assert after.reply_partitions[written] == 2  # where its decision went: its caller reads there
     assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == []  # owed once
     assert after.stats.duplicates == 2 and after.stats.processed == 0
+    # A review: one owed at a read (a live worker's correction acknowledged after the read's
+    # end) is owed no more once a later read finds the correction, else written twice.
+    assert after.owe({rid: (owed, 2)}, set()) == 1
+    assert after.owe({}, {rid}) == 0 and rid not in after.owed
+    assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == []
     # A sync decision, or one that agrees with its default, owes nothing.
     sync = codec.encode(dataclasses.replace(request, mode=Mode.SYNC, default=None))
     (_, _, plain) = handler().handle_batch(EMPTY_STATE, [_msg(1, sync)])[0]

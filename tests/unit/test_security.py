@@ -402,6 +402,9 @@ def test_the_acl_table_grants_reads_writes_and_describes_only() -> None:
     assert {r for r, t in writes if t == "p.ledger.chain-checkpoints"} == {"evaluator"}
     reads = {(p.role, p.name) for p in table if p.operation == "READ"}
     assert {r for r, t in reads if t == "p.ledger.chain-checkpoints"} == {"exporter", "auditor"}
+    # A review: the evaluator's read at each assignment reads the corrections beside the
+    # decisions; without READ on them, every partition after a crash stayed paused for good.
+    assert {("evaluator", "p.ledger.decisions"), ("evaluator", "p.ledger.corrections")} <= reads
     assert all(p.name.startswith("p.") for p in table)
 
 

@@ -1081,6 +1081,38 @@ def test_a_guarded_tool_object_keeps_its_name_and_description_not_its_methods(
 
     assert guard(plain).__name__ == "plain"  # a function keeps its own
 
+    # A review: a slotted tool gave its slots' descriptors, and a callable attribute (a
+    # partial of the body) ran the tool unguarded through the guarded function.
+    import dataclasses
+    import functools
+
+    def body(to: str) -> str:
+        raise AssertionError("ran unguarded")
+
+    @dataclasses.dataclass(slots=True)
+    class Slotted:
+        name: str = "refund_tool"
+        description: str = "Refund"
+        func: Any = dataclasses.field(default_factory=lambda: functools.partial(body))
+
+        def __call__(self, to: str) -> str:
+            return "sent"
+
+    slotted = guard(Slotted())
+    assert (slotted.__name__, slotted.description) == ("refund_tool", "Refund")
+    assert not hasattr(slotted, "func")
+
+    class Holding:
+        def __init__(self) -> None:
+            self.func = functools.partial(body)  # an instance's, which functools.wraps copies
+            self.limit = 3
+
+        def __call__(self, to: str) -> str:
+            return "sent"
+
+    holding = guard(Holding())
+    assert not hasattr(holding, "func") and holding.limit == 3
+
 
 def test_an_async_client_connects_without_stopping_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,

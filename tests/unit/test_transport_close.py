@@ -90,7 +90,7 @@ def test_a_call_cut_short_by_close_names_its_request_and_whether_kafka_took_it()
     transport._pending = {b"req-taken": taken, b"req-queued": queued}
     transport.close()
     for future, rid, sent, fate in (
-        (taken, "req-taken", True, "Kafka had taken it: it is still decided"),
+        (taken, "req-taken", True, "Kafka had taken it: it is still decided or applied"),
         (queued, "req-queued", False, "Kafka had not acknowledged it yet"),
     ):
         error = future.exception()
