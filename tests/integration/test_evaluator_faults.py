@@ -281,6 +281,24 @@ def test_a_correction_a_crash_left_unwritten_is_written_by_the_worker_after_it(
     assert [topic for topic, _, _ in out] == [topics.decisions, topics.corrections]
     (_, rid, decided), (_, _, owed) = out
     producer.send(topics.decisions, key=rid, value=decided)
+    # And one it answered whole, decision and correction: it owes nothing (the read finds the
+    # correction: without the evaluator's READ on ledger.corrections a review found the read
+    # failed, and every partition after a crash stayed paused).
+    whole = agent_request(
+        "account:late", action="unheard.of", mode=Mode.ASYNC, default=Determination.ALLOW
+    )
+    whole_value = CODEC.encode(whole)
+    producer.send(topics.evaluation_requests, key=b"account:late", value=whole_value)
+    both = dead.handle(
+        EMPTY_STATE,
+        topic=topics.evaluation_requests,
+        partition=0,
+        offset=1,
+        key=None,
+        value=whole_value,
+    )
+    for topic, key, value in both:
+        producer.send(topic, key=key, value=value)
     producer.flush(timeout=30)
 
     stack.start("evaluator", instance=2)  # assigned once the dead one's session times out
@@ -301,6 +319,12 @@ def test_a_correction_a_crash_left_unwritten_is_written_by_the_worker_after_it(
     assert correction == CODEC.decode(owed)  # the decision's own correction, id and all
     assert correction.decision_id == CODEC.decode(decided).event_id
     assert _decisions_per_request(stack)[request.event_id] == 1  # not decided again
+    again = [
+        c
+        for c in stack.records(topics.corrections)
+        if isinstance(c, DecisionCorrected) and c.request_id == whole.event_id
+    ]
+    assert len(again) == 1 and _decisions_per_request(stack)[whole.event_id] == 1, again
     log = (stack.log_dir / "evaluator-2.log").read_text()
     assert "1 of them owed the correction a crash left unwritten" in log, log
 
