@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from ledger.client import AsyncLedgerClient, LedgerClient, checked_wait
 from ledger.core.events import DecisionRecorded, Determination, Value
@@ -229,43 +230,62 @@ def enforce(
     return decorate
 
 
+TOOL_ATTRIBUTES: Final = ("name", "description", "args_schema", "return_direct", "tags", "metadata")
+"""What a guarded tool object's function carries of it: the names agent frameworks describe a
+tool by (LangChain, LlamaIndex, CrewAI, MCP-style definitions), nothing else."""
+
+
 def _carry_tool(guarded: Callable[..., Any], tool: Any) -> None:
     """A tool object's identity on its guarded function (an agent engineer's walkthrough:
     every guarded tool object was named ``guarded``, and frameworks that name a tool by its
-    function's ``__name__`` offered the model several alike). Its ``name`` attribute, else its
-    class's name, becomes ``__name__``, and its data attributes (``description``, a schema
-    class …) are copied; its methods are not: called, they would run it unguarded. A function
-    keeps what :func:`functools.wraps` gave it."""
+    function's ``__name__`` offered the model several alike). Its ``name``, else its class's
+    name, becomes ``__name__``, and the :data:`TOOL_ATTRIBUTES` it holds as plain values are
+    copied; nothing else (reviews: a ``partial`` of the body, a dict of handlers, an object
+    with a ``run`` method copied over ran the tool unguarded; reading every attribute ran
+    descriptors, pydantic's deprecated ``model_fields`` among them). A function keeps what
+    :func:`functools.wraps` gave it."""
     if inspect.isroutine(tool):
         return
     kind = type(tool)
     own = getattr(tool, "__dict__", {})
-    for key, value in list(own.items()):  # what functools.wraps copied of the instance
-        if callable(value) and not isinstance(value, type) and vars(guarded).get(key) is value:
+    for key in list(own):  # what functools.wraps copied of the instance: only what is named
+        if not key.startswith("__") and key not in TOOL_ATTRIBUTES and key in vars(guarded):
             delattr(guarded, key)
-    raw: dict[str, Any] = {}
-    for klass in reversed(kind.__mro__[:-1]):  # not object's
-        raw.update(vars(klass))
-    raw.update(own)
     found: dict[str, Any] = {}
-    for key, entry in raw.items():
-        if key.startswith("_") or hasattr(guarded, key):
-            continue
-        if isinstance(entry, (property, functools.cached_property)):
-            continue  # code, which getting would run
-        try:
-            value = getattr(tool, key)  # a slot's value, not its descriptor (a review)
-        except AttributeError:  # an unset slot
-            continue
-        # Nothing callable but a class (a schema): a partial of the body, or a method, would
-        # run the tool unguarded (a review: `guarded.func("x")` did).
-        if callable(value) and not isinstance(value, type):
-            continue
-        found[key] = value
-        setattr(guarded, key, value)
+    for key in TOOL_ATTRIBUTES:
+        value = _plain_value(tool, own, key)
+        if value is not _NONE and not (callable(value) and not isinstance(value, type)):
+            found[key] = value
+            setattr(guarded, key, value)
+        elif key in vars(guarded):
+            delattr(guarded, key)
     label = found.get("name")
     guarded.__name__ = label if isinstance(label, str) and label else kind.__name__
     guarded.__qualname__ = kind.__qualname__
+
+
+_NONE: Final = object()
+
+
+def _plain_value(tool: Any, own: Mapping[str, Any], key: str) -> Any:
+    """``tool``'s ``key`` as a plain value, without running code: from the instance's own
+    ``__dict__`` (a pydantic field, an attribute set in ``__init__``), a slot's value, or the
+    class's attribute when it is no descriptor; else ``_NONE``."""
+    if key in own:
+        return own[key]
+    for klass in type(tool).__mro__[:-1]:  # not object's
+        if key not in vars(klass):
+            continue
+        entry = vars(klass)[key]
+        if isinstance(entry, types.MemberDescriptorType):  # a slot: its value, no code run
+            try:
+                return entry.__get__(tool, type(tool))
+            except AttributeError:  # unset
+                return _NONE
+        if hasattr(type(entry), "__get__") and not isinstance(entry, type):
+            return _NONE  # a property, a method or another descriptor: code
+        return entry
+    return _NONE
 
 
 def _is_async(func: Any) -> bool:

@@ -65,7 +65,7 @@ PROBE_EVERY = 5.0
 refusal once and retries in silence, so a refusal that lasts tells nothing more by itself (an
 operator's drill: with its READ ACL removed, the processor logged one line and looked healthy
 for four minutes)."""
-_PROBE_WAIT = 3.0
+_PROBE_WAIT = 2.0
 """Seconds a probe waits for Kafka's word (a record, the topic's end, or a refusal)."""
 
 
@@ -317,7 +317,12 @@ class CommandLoop:
         if answer is True:
             self._refusing = None
             log.info("command consumer: %s can be read again", self._settings.topics.commands)
-        elif answer is not None and answer is not False:
+        elif answer is False:
+            # No word (a broker away): the refusal is not known to go on, so a spell counts
+            # afresh from the next one (a review: a minute's broker restart between two
+            # refusals read as "refused for 90 s" and stopped the processor).
+            self._refusing = (now, now)
+        else:
             self._refused(answer)
 
     def _probe(self) -> Any:

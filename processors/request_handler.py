@@ -44,6 +44,12 @@ log = logging.getLogger("ledger.evaluator")
 
 _REQUEST_TYPES = (EvaluationRequested, BatchEvaluationRequested)
 
+OWED_FOR = 600.0
+"""Seconds a correction a crash left unwritten stays owed: its request comes again at once,
+from where the crashed worker's group commit left it; one owed for longer (a live worker's,
+acknowledged just after the read, whose partition was handed over released) would be a second
+copy if a retry brought its id again (a review)."""
+
 CHECKPOINT_EVERY = 1000
 """A chain checkpoint follows at the latest this many decisions after the previous one."""
 
@@ -128,10 +134,10 @@ class RequestHandler:
         self.evaluator_id = evaluator_id
         self.stats = stats
         self.recent = RecentIds()
-        self.owed: dict[bytes, tuple[bytes, int]] = {}
+        self.owed: dict[bytes, tuple[bytes, int, float]] = {}
         """Request id -> the encoded correction its decision, answered before a crash, still
-        owes, and the partition that decision went to (:meth:`owe`): written when the request
-        comes again."""
+        owes, the partition that decision went to, and until when it is owed (monotonic;
+        :meth:`owe`): written when the request comes again."""
 
         self.reply_partitions: dict[bytes, int] = {}
         """An answer (its record's value) -> the partition it goes to, for requests that name
@@ -242,9 +248,17 @@ class RequestHandler:
         its outputs are written). One owed at an earlier read whose correction this read found
         is owed no more (a review: a live worker's correction acknowledged after an earlier
         read's end, owed then, was written a second time). Returns how many are owed now."""
+        now = time.monotonic()
+        for rid in [rid for rid, (_, _, until) in self.owed.items() if until <= now]:
+            del self.owed[rid]
         for rid in corrected:
             self.owed.pop(rid, None)
-        fresh = {rid: owed for rid, owed in corrections.items() if rid not in corrected}
+        until = now + OWED_FOR
+        fresh = {
+            rid: (correction, partition, until)
+            for rid, (correction, partition) in corrections.items()
+            if rid not in corrected
+        }
         self.owed.update(fresh)
         return len(fresh)
 
@@ -254,9 +268,9 @@ class RequestHandler:
         copy sent first under the id by a holder of the agent credential took the correction
         to a partition the agent does not read)."""
         owed = self.owed.pop(rid, None)
-        if owed is None:
+        if owed is None or owed[2] <= time.monotonic():
             return []
-        correction, partition = owed
+        correction, partition, _ = owed
         self.reply_partitions[correction] = partition
         return [(self.topics.corrections, rid, correction)]
 

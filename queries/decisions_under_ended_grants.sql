@@ -10,7 +10,7 @@
 --   governance position the decision cites (at or past the revocation's offset), not by the
 --   times, which differ by the milliseconds an evaluator takes to apply it (a decision without
 --   a position, by an evaluator older than the field, is placed by time); an expiry by the
---   decision's time against valid_until (a grant revoked after it expired: either). A true here is what to take to the ledger's operator.
+--   decision's time against valid_until (a grant revoked after it had expired is expired). A true here is what to take to the ledger's operator.
 WITH newest AS (SELECT max(decided_at) AS at FROM all_decisions),
 revoked AS (
     SELECT grant_id, principal, '$."' || topic || '/' || partition || '"' AS cited_path,
@@ -19,8 +19,14 @@ revoked AS (
     WHERE event_type = 'GrantRevoked'
 ),
 ended AS (
-    SELECT g.*, CASE WHEN g.revoked_at IS NOT NULL THEN 'revoked' ELSE 'expired' END AS ended,
-           coalesce(g.revoked_at, g.valid_until) AS ended_at
+    -- A grant revoked after it had expired ended when it expired (a review).
+    SELECT g.*,
+           CASE WHEN g.revoked_at IS NOT NULL
+                     AND (g.valid_until IS NULL OR g.revoked_at < g.valid_until)
+                THEN 'revoked' ELSE 'expired' END AS ended,
+           CASE WHEN g.revoked_at IS NOT NULL
+                     AND (g.valid_until IS NULL OR g.revoked_at < g.valid_until)
+                THEN g.revoked_at ELSE g.valid_until END AS ended_at
     FROM grant_history g, newest n
     WHERE g.revoked_at IS NOT NULL OR (g.valid_until IS NOT NULL AND g.valid_until <= n.at)
 )

@@ -1891,7 +1891,7 @@ def test_decisions_under_ended_grants_names_the_revoked_and_the_expired(tmp_path
         (r["grant_id"], r["ended"], r["ended_at"], r["decision_id"], r["after_end"]) for r in found
     ]
     assert shown == [
-        ("g-both", "revoked", at(14), "dec-8", True),
+        ("g-both", "expired", at(12), "dec-8", True),
         ("g-expired", "expired", at(12), "dec-2", False),
         ("g-expired", "expired", at(12), "dec-7", True),
         ("g-revoked", "revoked", at(11), "dec-1", False),  # no position: by time

@@ -346,6 +346,71 @@ def test_a_refusal_librdkafka_says_once_is_probed_until_it_lasts_or_ends(
     assert len(asked) == 20 and exits == []
     asyncio.run(loop._take(_Consumer([]), [refused]))  # a new spell, not the old one's end
     assert exits == []
+    # A review: a minute's broker restart between two refusals (under the 120 s that joins
+    # two refusals into one spell) read as "refused for 90 s" and stopped the processor.
+    loop, asked = spell([False] * 18)
+    for _ in range(18):
+        clock[0] += command_loop.PROBE_EVERY
+        asyncio.run(turn(loop))
+    asyncio.run(loop._take(_Consumer([]), [refused]))
+    assert len(asked) == 18 and exits == []
+
+
+class _ProbeConsumer:
+    """What ``CommandLoop._probe`` asks of its consumer: the topic's metadata, one read of its
+    end, the group's commits."""
+
+    def __init__(self, *, topic_error: Any = None, read: Any = None, group: Any = None) -> None:
+        self.topic_error, self.read, self.group = topic_error, read, group
+        self.closed = False
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        described = SimpleNamespace(error=self.topic_error)
+        return SimpleNamespace(topics={topic: described})
+
+    def assign(self, partitions: list[Any]) -> None:
+        pass
+
+    def poll(self, timeout: float) -> Any:
+        return None if self.read is None else _Message(7, error=self.read)
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import KafkaException
+
+        if self.group is not None:
+            raise KafkaException(self.group)
+        return partitions
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_probe_reads_the_topic_and_the_groups_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A review: the probe's check of the group's commits (a refusal of the group, not the
+    # topic) was tested by nothing: the loop's tests replace the probe.
+    from confluent_kafka import KafkaError
+
+    from processors import command_loop
+
+    monkeypatch.setattr(command_loop, "_PROBE_WAIT", 0.05)
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    topic_denied = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    group_denied = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
+    loop = _loop([], _Handler(Step()), _Producer([]))
+    for consumer, answer in (
+        (_ProbeConsumer(read=eof), True),  # read to its end, the commits readable: over
+        (_ProbeConsumer(read=None), False),  # no word within the wait: not known
+        (_ProbeConsumer(topic_error=topic_denied), topic_denied),  # the topic's metadata
+        (_ProbeConsumer(read=topic_denied), topic_denied),  # its read
+        (_ProbeConsumer(read=eof, group=group_denied), group_denied),  # the group's commits
+        (_ProbeConsumer(read=eof, group=KafkaError(KafkaError._TIMED_OUT)), False),
+    ):
+        monkeypatch.setattr(command_loop, "make_rdkafka_consumer", lambda *a, c=consumer, **k: c)
+        said = loop._probe()
+        assert said is answer or (
+            isinstance(said, KafkaError) and said.code() == answer.code()  # type: ignore[union-attr]
+        ), (said, answer)
+        assert consumer.closed
 
 
 def test_the_outbox_serves_its_producers_callbacks_between_commands() -> None:

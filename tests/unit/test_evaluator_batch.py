@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from types import SimpleNamespace
 
 from ledger.codec import default_codec
@@ -102,6 +103,17 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
     assert after.owe({rid: (owed, 2)}, set()) == 1
     assert after.owe({}, {rid}) == 0 and rid not in after.owed
     assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == []
+    # ... and owed for OWED_FOR at most: a retry under the id much later is no crash's.
+    import processors.request_handler as request_handler
+
+    assert after.owe({rid: (owed, 2)}, set()) == 1
+    real = time.monotonic
+    try:
+        request_handler.time.monotonic = lambda: real() + request_handler.OWED_FOR + 1  # type: ignore[method-assign]
+        assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == []
+        assert after.owe({}, set()) == 0 and after.owed == {}
+    finally:
+        request_handler.time.monotonic = real  # type: ignore[method-assign]
     # A sync decision, or one that agrees with its default, owes nothing.
     sync = codec.encode(dataclasses.replace(request, mode=Mode.SYNC, default=None))
     (_, _, plain) = handler().handle_batch(EMPTY_STATE, [_msg(1, sync)])[0]

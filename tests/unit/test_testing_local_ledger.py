@@ -1069,7 +1069,10 @@ def test_a_guarded_tool_object_keeps_its_name_and_description_not_its_methods(
     guarded = guard(SendEmail())
     assert (guarded.__name__, guarded.__qualname__) == ("send_email", SendEmail.__qualname__)
     assert guarded.description == "Send an email to a customer"
-    assert (guarded.args_schema, guarded.kind, guarded.sent) == (Schema, "email", 0)
+    assert guarded.args_schema is Schema
+    # Only what frameworks describe a tool by (reviews: a dict of handlers, an object with a
+    # run method, copied over, ran the tool unguarded).
+    assert not hasattr(guarded, "kind") and not hasattr(guarded, "sent")
     assert guarded.__doc__ == "Send an email to a customer."
     assert not hasattr(guarded, "run") and not hasattr(guarded, "expensive")
     assert list(inspect.signature(guarded).parameters) == ["to"]
@@ -1111,7 +1114,33 @@ def test_a_guarded_tool_object_keeps_its_name_and_description_not_its_methods(
             return "sent"
 
     holding = guard(Holding())
-    assert not hasattr(holding, "func") and holding.limit == 3
+    assert not hasattr(holding, "func") and not hasattr(holding, "limit")
+
+    # A review: a name set on the instance (in __init__, a pydantic field: every LangChain
+    # tool) was missed, and the tool named after its class again; reading every attribute
+    # ran pydantic's deprecated ones (an error under -W error).
+    class Named:
+        def __init__(self) -> None:
+            self.name = "refund_tool"
+            self.description = "Refund an order"
+
+        def __call__(self, to: str) -> str:
+            return "sent"
+
+    named = guard(Named())
+    assert (named.__name__, named.description) == ("refund_tool", "Refund an order")
+    import pydantic
+
+    class Lookup(pydantic.BaseModel):
+        name: str = "lookup"
+        description: str = "Look an order up"
+
+        def __call__(self, to: str) -> str:
+            return "found"
+
+    looked = guard(Lookup())  # warnings are errors in this suite
+    assert (looked.__name__, looked.description) == ("lookup", "Look an order up")
+    assert not hasattr(looked, "model_fields") and not hasattr(looked, "model_config")
 
 
 def test_an_async_client_connects_without_stopping_the_event_loop(
