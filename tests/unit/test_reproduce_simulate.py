@@ -403,6 +403,11 @@ def test_policy_simulate_from_an_export(history: History, export: Path) -> None:
     assert empty.exit_code == 0 and "0 requests replayed" in empty.stdout
     # An auditor's walkthrough: an open window over an export was said to end "now".
     assert "to its read at 20" in empty.stdout and "to now" not in empty.stdout, empty.stdout
+    # A review: `--since 1h` counts back from now; over an older export it holds nothing.
+    assert "is after " in empty.stderr and "the export holds nothing of that window" in (
+        empty.stderr
+    )
+    assert "is after " not in since.stderr
     assert "warning: no recorded request with a decision in this window" in empty.stderr
 
 
