@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ledger.errors import KafkaUnavailable
-from ledger.kafka.clients import access_denied, make_admin
+from ledger.kafka.clients import kafka_failure, make_admin
 from ledger.settings import KafkaSecurity, Role, TopicNames
 
 __all__ = ["Permission", "acl_table", "ensure_acls", "PROCESSOR_GROUPS"]
@@ -157,9 +157,8 @@ def ensure_acls(
                 time.sleep(0.05)
         return len(missing)
     except KafkaError as exc:
-        denied = access_denied(exc, security, bootstrap)
-        if denied is not None:
-            raise denied from exc
-        raise KafkaUnavailable(f"setting the ledger's ACLs on {bootstrap} failed: {exc}") from exc
+        raise kafka_failure(
+            exc, security, bootstrap, f"setting the ledger's ACLs on {bootstrap}"
+        ) from exc
     finally:
         admin.close()

@@ -43,6 +43,7 @@ __all__ = [
     "aiokafka_config",
     "librdkafka_config",
     "access_denied",
+    "kafka_failure",
     "PRODUCER_CONFIG",
     "CONSUMER_CONFIG",
     "ADMIN_CONFIG",
@@ -237,6 +238,20 @@ def access_denied(
     if isinstance(exc, AuthorizationError):
         return KafkaAccessDenied(f"Kafka's ACLs do not allow {who} this: {exc}")
     return None
+
+
+def kafka_failure(
+    exc: BaseException, security: KafkaSecurity | None, bootstrap: str, doing: str, hint: str = ""
+) -> KafkaAccessDenied | KafkaUnavailable:
+    """What to raise for a Kafka client's failure while ``doing`` something (``reading X at
+    HOST``): the broker refusing who we are or what we asked, said so (:func:`access_denied`),
+    else Kafka unavailable, with its reason and the caller's ``hint``. One place for the rule
+    the readers, the ACL and credential setup each wrote again."""
+    denied = access_denied(exc, security, bootstrap)
+    if denied is not None:
+        return denied
+    reason = exc.args[0] if exc.args else exc
+    return KafkaUnavailable(f"{doing} failed: {reason}{hint}")
 
 
 def _rdkafka_denied(

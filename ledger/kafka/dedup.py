@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ledger.errors import KafkaUnavailable
-from ledger.kafka.clients import access_denied, make_rdkafka_consumer
+from ledger.kafka.clients import access_denied, kafka_failure, make_rdkafka_consumer
 from ledger.kafka.reading import rdkafka_end_offset, rdkafka_partitions, read_raw
 from ledger.settings import KafkaSecurity, TopicNames
 
@@ -166,13 +166,8 @@ def _oldest_uncommitted(
             )
         return min(firsts.values()) if firsts else None
     except KafkaException as exc:
-        denied = access_denied(exc, security, bootstrap)
-        if denied is not None:
-            raise denied from exc
-        raise KafkaUnavailable(
-            f"reading the request partitions of group {group_id} at {bootstrap} failed: "
-            f"{exc.args[0] if exc.args else exc}"
-        ) from exc
+        doing = f"reading the request partitions of group {group_id} at {bootstrap}"
+        raise kafka_failure(exc, security, bootstrap, doing) from exc
     finally:
         consumer.close()
 

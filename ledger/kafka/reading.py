@@ -28,6 +28,7 @@ from ledger.errors import CodecError, KafkaUnavailable, TopicMissing
 from ledger.kafka.clients import (
     METADATA_TIMEOUT,
     access_denied,
+    kafka_failure,
     make_rdkafka_consumer,
     refused_login,
 )
@@ -364,13 +365,9 @@ def read_raw(
                     with contextlib.suppress(KafkaException):
                         consumer.seek(TopicPartition(topic, partition, offset + 1))
     except KafkaException as exc:
-        denied = access_denied(exc, security, bootstrap)
-        if denied is not None:
-            raise denied from exc
-        raise KafkaUnavailable(
-            f"reading {', '.join(names)} at {bootstrap} failed: {exc.args[0] if exc.args else exc}"
-            ": is Kafka running there (`ledger ps`, `ledger broker status`)?"
-        ) from exc
+        hint = ": is Kafka running there (`ledger ps`, `ledger broker status`)?"
+        doing = f"reading {', '.join(names)} at {bootstrap}"
+        raise kafka_failure(exc, security, bootstrap, doing, hint) from exc
     finally:
         consumer.close()
 

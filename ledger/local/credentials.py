@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from ledger.discovery import credentials_file, read_credentials
-from ledger.errors import KafkaAccessDenied, KafkaUnavailable
+from ledger.errors import KafkaAccessDenied
 from ledger.files import SMALL_FILE_BYTES, UnreadableFile, read_bounded, write_private
-from ledger.kafka.clients import access_denied, kafka_python_config, make_admin
+from ledger.kafka.clients import kafka_failure, kafka_python_config, make_admin
 from ledger.settings import ROLES, KafkaSecurity, Role, Settings
 
 __all__ = [
@@ -127,11 +127,8 @@ def register(
             ]
         )
     except KafkaError as exc:
-        denied = access_denied(exc, security, bootstrap)
-        raise (
-            denied
-            if denied is not None
-            else KafkaUnavailable(f"adding SCRAM credentials on {bootstrap} failed: {exc}")
+        raise kafka_failure(
+            exc, security, bootstrap, f"adding SCRAM credentials on {bootstrap}"
         ) from exc
     finally:
         admin.close()
