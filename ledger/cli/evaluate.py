@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ledger.cli.common import (
+    current_state,
     facts_and_context,
     ledger_client,
     ledger_options,
@@ -17,11 +18,13 @@ from ledger.cli.output import (
     policy_label,
     print_json,
     print_table,
+    printable,
     rule_label,
 )
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
-from ledger.errors import UsageError
+from ledger.core.governing import why_ungoverned
+from ledger.errors import LedgerError, UsageError
 
 __all__ = ["evaluate_cmd"]
 
@@ -131,3 +134,18 @@ def evaluate_cmd(
             ["position", json_cell(decision.governance_position)],
         ],
     )
+    if decision.reason_code == "ungoverned_action":
+        _hint_ungoverned(bootstrap, action)
+
+
+def _hint_ungoverned(bootstrap: str | None, action: str) -> None:
+    """Say on stderr which versions govern ``action`` without deciding, or what was probably
+    meant (the core's :func:`~ledger.core.governing.why_ungoverned`); nothing when the
+    governance history cannot be read."""
+    try:
+        state, _ = current_state(bootstrap)
+    except LedgerError:
+        return
+    hint = why_ungoverned(state, action)
+    if hint is not None:
+        click.echo(f"hint: {printable(hint, one_line=True)}", err=True)

@@ -9,9 +9,11 @@ fixed start, then the policy name) lives in :func:`governs_precedence` alone.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
+from ledger.core.events import Stage
 from ledger.core.globs import (
     Globs,
     compile_globs,
@@ -33,6 +35,7 @@ __all__ = [
     "takeovers",
     "governs_may_share",
     "governs_precedence",
+    "why_ungoverned",
 ]
 
 _MEMO_LIMIT: Final = 8192  # cached per-action lookups at most (oldest out): actions are untrusted
@@ -359,3 +362,39 @@ def governing_policy(
                 del actions[next(iter(actions))]
             actions[action] = name
     return state.policies[name] if name is not None else None
+
+
+_WAITING: Final = frozenset({Stage.DRAFT, Stage.APPROVED, Stage.SHADOW})
+
+
+def why_ungoverned(state: LedgerState, action: str) -> str | None:
+    """For a person reading an ``ungoverned_action`` answer (never recorded in a decision): the
+    versions that govern ``action`` and decide nothing (a shadow, a draft, an approved version
+    not deployed), else the action a deployed version governs that is closest to it. ``None``
+    when neither. An agent engineer's walkthrough: a policy left in shadow and a misspelt action
+    were answered alike, "no active policy governs X", with no word on either."""
+    waiting: list[str] = []
+    deployed: set[str] = set()
+    for record in state.policies.values():
+        if record.retired:
+            continue
+        for number in sorted(record.versions):
+            version = record.versions[number]
+            if number in (record.active, record.canary):
+                deployed.update(g for g in version.governs if not any(c in g for c in "*?["))
+            elif version.stage in _WAITING and version.governs_action(action):
+                waiting.append(f"{record.name} v{number} ({version.stage.value})")
+    if waiting:
+        shown = ", ".join(waiting[:3]) + (
+            f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
+        )
+        return (
+            f"{shown} governs {action} but decides nothing (a shadow only records what it would "
+            "say): promote one to canary or active, `ledger policy promote NAME VERSION --to "
+            "active --by …`"
+        )
+    names = sorted(deployed)[:1000]
+    close = difflib.get_close_matches(action[:200], names, n=1, cutoff=0.75)
+    if close:
+        return f"did you mean {close[0]}? (an action a deployed policy governs)"
+    return None

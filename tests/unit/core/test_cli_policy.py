@@ -1034,3 +1034,38 @@ def test_evaluate_async_says_where_its_decision_and_correction_are_read(
     assert "a correction if it differs from allow: `ledger decisions --request req-1`" in (
         done.stderr
     )
+
+
+def test_evaluate_hints_at_what_governs_an_ungoverned_action(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An agent engineer's walkthrough: a policy left in shadow answered "no active policy
+    # governs X", the same as a misspelt action.
+    from contextlib import contextmanager
+
+    import ledger.cli.evaluate as evaluate
+    from ledger.client import ClientConfig, LedgerClient
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND.read_text(), stage="shadow")
+    ledger.grant("agent:a", "refund.*", "account:*")
+    answer = LedgerClient(ClientConfig(actor="agent:a"), transport=ledger).evaluate(
+        action="refund.issue", principal="agent:a", resource="account:1"
+    )
+    assert answer.reason_code == "ungoverned_action"
+
+    class Client:
+        def evaluate(self, **kwargs: Any) -> Any:
+            return answer
+
+    @contextmanager
+    def client(*args: Any) -> Any:
+        yield Client()
+
+    monkeypatch.setattr(evaluate, "ledger_client", client)
+    monkeypatch.setattr(evaluate, "current_state", lambda bootstrap: (ledger.state, []))
+    args = ["evaluate", "--action", "refund.issue", "--principal", "agent:a"]
+    done = CliRunner().invoke(cli, [*args, "--resource", "account:1"])
+    assert done.exit_code == 0, done.output
+    assert "hint: refund v1 (shadow) governs refund.issue but decides nothing" in done.stderr

@@ -2776,3 +2776,25 @@ def test_widening_a_canary_says_its_share_changes() -> None:
         )
     ).message
     assert "the canary v2's share goes from 10% to 50% of requests" in widened, widened
+
+
+def test_an_ungoverned_action_is_explained_by_what_governs_it_without_deciding() -> None:
+    # An agent engineer's walkthrough: a policy left in shadow, and a misspelt action, were
+    # answered alike, "no active policy governs X", with no word on either.
+    from ledger.core.governing import why_ungoverned
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    assert why_ungoverned(ledger.state, "refund.issue") is None  # nothing anywhere
+    shadowed = REFUND.replace("policy: refund", "policy: deletes", 1).replace(
+        "governs: [refund.issue]", "governs: [record.delete]", 1
+    )
+    ledger.deploy(shadowed, stage="shadow")
+    said = why_ungoverned(ledger.state, "record.delete")
+    assert said is not None and said.startswith("deletes v1 (shadow) governs record.delete but ")
+    assert "promote one to canary or active" in said
+    ledger.deploy(REFUND)
+    assert why_ungoverned(ledger.state, "refund.isue") == (
+        "did you mean refund.issue? (an action a deployed policy governs)"
+    )
+    assert why_ungoverned(ledger.state, "mail.send") is None
