@@ -51,7 +51,7 @@ from ledger.errors import BrokerError, LedgerError, PrerequisiteMissing, UsageEr
 from ledger.files import own_dir, private_dir, private_log, private_umask, write_private
 from ledger.local import credentials
 from ledger.local.processes import alive, exit_status, find, spawn_detached, terminate
-from ledger.pids import stopped_by_signal
+from ledger.pids import process_state, stopped_by_signal
 from ledger.settings import KafkaSecurity, Settings
 
 __all__ = [
@@ -562,6 +562,11 @@ NOT_ANSWERING: Final = (
 def not_answering(pid: int | None) -> str:
     """What is wrong with the running broker ``pid`` that does not answer, and what to do: a
     process stopped by a signal is said to be (waiting would do nothing: an operator's drill)."""
+    if pid is not None and process_state(pid) == "t":  # a review: kill -CONT does not resume it
+        return (
+            f"the broker (pid {pid}) is stopped under a debugger (traced: gdb, strace) and "
+            "answers nothing: detach the debugger, or `ledger broker stop && ledger up` restarts it"
+        )
     if pid is not None and stopped_by_signal(pid):
         return (
             f"the broker (pid {pid}) is stopped by a signal (SIGSTOP, or Ctrl-Z in its "

@@ -1533,6 +1533,9 @@ def test_a_broker_stopped_by_a_signal_runs_and_is_said_to_be_stopped(
     said = broker.not_answering(4242)
     assert said.startswith("the broker (pid 4242) is stopped by a signal (SIGSTOP")
     assert "`kill -CONT 4242` resumes it, or `ledger broker stop && ledger up`" in said
+    monkeypatch.setattr(broker, "process_state", lambda pid: "t")
+    assert "is stopped under a debugger (traced" in broker.not_answering(4242)
+    monkeypatch.setattr(broker, "process_state", lambda pid: "T")
     halted.clear()  # a process that runs and does not accept: not running, as before
     assert not broker.status(settings).running
     assert broker.not_answering(4242) == f"the broker (pid 4242) {broker.NOT_ANSWERING}"
