@@ -933,9 +933,10 @@ def _unanswered_or_uncited(
     in ``broken`` left out): governance records its decisions cite
     (``governance_cited_missing``) and events its accepted commands' answers name
     (``governance_answered_missing``), requests received :data:`ANSWER_GRACE` before it read
-    the topics with no decision and no dead letter (``requests_unanswered``), and asynchronous
+    the topics with no decision and no dead letter (``requests_unanswered``), asynchronous
     decisions as old that differ from their default with no correction
-    (``corrections_missing``)."""
+    (``corrections_missing``), and decisions as old whose request it lacks
+    (``requests_missing``)."""
     from ledger.audit.sql import connect as with_views
     from ledger.audit.sql import run_named_typed
 
@@ -969,6 +970,10 @@ def _unanswered_or_uncited(
             )
             problems.extend(
                 _uncorrected(row) for row in named(con, "corrections_missing", {"before": before})
+            )
+            problems.extend(
+                _unrequested(row, before)
+                for row in named(con, "requests_missing", {"before": before})
             )
     finally:
         con.close()
@@ -1063,6 +1068,23 @@ def _missing_by(
         subject=subject,
         found=found,
         expected=expected,
+    )
+
+
+def _unrequested(row: Mapping[str, Any], before: datetime) -> Problem:
+    """A row of ``requests_missing`` as the problem it is (an auditor's walkthrough: every
+    request deleted from an export, manifest and all, verified intact)."""
+    return _missing_by(
+        row,
+        offset="first_offset",
+        named="first_decision",
+        when="first_received",
+        subject="decision",  # not a request unanswered: no outage leaves this
+        found=f"{row['missing']} decision(s) of this partition received before "
+        f"{format_timestamp(before)} answer requests the export does not hold, this one the "
+        f"first (request {clipped(str(row['first_request']), 120)})",
+        expected="the request each decision answers (requests deleted from the export; or by "
+        "a retention on ledger.evaluation-requests shorter than the time between two exports)",
     )
 
 

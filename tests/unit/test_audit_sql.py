@@ -287,6 +287,7 @@ def test_every_named_query_has_a_question_and_runs(export_dir: Path) -> None:
         "governance_cited_missing",
         "governance_answered_missing",
         "corrections_missing",
+        "requests_missing",
         "decisions_under_ended_grants",
     } <= set(named_queries())
 

@@ -180,7 +180,7 @@ def build(
     unchained: int = 0,
     linker: Linker = link,
     requested_by: str | None = None,
-    requests: bool = False,
+    requests: bool = True,
     every: timedelta = timedelta(seconds=0.5),
 ) -> Ledger:
     """The ledger's decisions (and with ``requests`` the requests they answer, one partition),
@@ -276,7 +276,13 @@ def tamper(export: Path, decision_id: str, change: Callable[[dict[str, Any]], An
 
 def first(report: VerifyReport) -> Problem:
     assert not report.intact, "tampering went unnoticed"
-    return report.problems[0]
+    return decided(report)[0]
+
+
+def decided(report: VerifyReport) -> list[Problem]:
+    """The problems of the decisions and their chains: not the requests left unanswered that
+    deleting decisions leaves too (the synthetic ledger holds the requests they answer)."""
+    return [p for p in report.problems if p.subject != "request"] or report.problems
 
 
 def chain_row(ledger: Ledger, writer: str, seq: int) -> DecisionRecorded:
@@ -691,7 +697,7 @@ def test_worker_processes_split_the_chains_and_find_the_same(ledger: Ledger, exp
     )
     alone, split = verify(export, workers=1), verify(export, workers=2)
     assert split.problems == alone.problems and split.chains == alone.chains
-    assert [(p.kind, p.chain_seq) for p in alone.problems] == [
+    assert [(p.kind, p.chain_seq) for p in decided(alone)] == [
         ("altered", 3),
         ("missing", 13),
         ("altered", 20),
@@ -720,7 +726,7 @@ def test_deleting_the_newest_decision_that_no_checkpoint_covers_is_caught(
     tamper(export, newest.event_id, lambda r: None)
     report = verify(export)
     assert not report.intact
-    (p,) = report.problems
+    (p,) = decided(report)
     assert (p.kind, p.topic, p.partition) == ("missing", TOPICS.decisions, ledger_partition(newest))
 
 
@@ -774,7 +780,7 @@ def test_a_repeated_offset_and_an_unchained_rows_gap_are_found(tmp_path: Path) -
     gone = next(d for d in ledger.decisions[:12] if offsets[d.request_id] > 0)
     tamper(export, gone.event_id, lambda r: None)
     report = verify(export, allow_unchained=True)
-    (p,) = report.problems
+    (p,) = decided(report)
     assert (p.kind, p.topic, p.partition) == ("missing", TOPICS.decisions, ledger_partition(gone))
     # The offset is named (an auditor's walkthrough: only the partition was).
     assert p.found.endswith(f"without a row, the first {offsets[gone.request_id]}")
@@ -2074,3 +2080,35 @@ def test_a_query_out_of_memory_is_one_line_saying_what_to_set() -> None:
     said = str(raised.value)
     assert "\n" not in said and "Possible solutions" not in said
     assert said.endswith("block of size 1.8 MiB (set $LEDGER_AUDIT_MEMORY higher: 8GiB)")
+
+
+def test_an_export_gutted_of_its_requests_has_its_decisions_missing_them(tmp_path: Path) -> None:
+    """An auditor's walkthrough: every request deleted from an export, files, manifest entries
+    and offsets alike, verified intact (exit 0), though replay then reproduced none."""
+    export = build(requests=True).export(tmp_path / "export")
+    assert verify(export).intact
+    _gut(export, TOPICS.evaluation_requests)
+    report = verify(export)
+    assert report.problems, "tampering went unnoticed"
+    assert all(p.kind == "missing" and p.subject == "decision" for p in report.problems)
+    assert sum(int(p.found.split(" ", 1)[0]) for p in report.problems) == 40
+    first = min(report.problems, key=lambda p: (p.partition or 0, p.offset or 0))
+    assert "answer requests the export does not hold, this one the first (request r-" in (
+        first.found
+    )
+
+
+def test_requests_a_retention_deleted_before_the_first_export_are_not_missing(
+    tmp_path: Path,
+) -> None:
+    # A retention the operator set on the requests deleted the oldest before the export read
+    # them: their decisions, older than the export's oldest request, are not counted.
+    ledger = build(requests=True, every=timedelta(minutes=1))
+    kept = [
+        r
+        for r in ledger.records
+        if r.topic != TOPICS.evaluation_requests or r.offset >= 20  # the first 20 deleted
+    ]
+    export = tmp_path / "export"
+    write_export(export, kept, TOPICS)
+    assert verify(export).intact, [str(p) for p in verify(export).problems]
