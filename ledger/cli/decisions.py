@@ -242,6 +242,12 @@ def decisions_cmd(
         )
     if as_json:
         print_json([to_jsonable(record) for record, _ in shown])
+        if len(found) > len(shown):  # an auditor's walkthrough: 50 of 1,300, without a word
+            click.echo(
+                f"note: {len(shown)} decision(s) shown, and {len(found) - len(shown)} older: "
+                "raise --limit",
+                err=True,
+            )
         if request_id and not found:
             click.echo(
                 f"note: {_none_of(request_id, named_decision, address, security, settings, answered)}",

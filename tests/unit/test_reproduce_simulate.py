@@ -1984,6 +1984,10 @@ def test_ledger_decisions_finds_a_decision_by_its_own_id_and_prints_its_reasons(
     )
     nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2"])
     assert "no decision has id 'req-2' (a request id? --request takes it)" in nothing.stderr
+    # An auditor's walkthrough: `--json` gave the newest 50 of a window without a word.
+    limited = CliRunner().invoke(decisions.decisions_cmd, ["--limit", "1", "--json"])
+    assert len(json.loads(limited.stdout)) == 1
+    assert "note: 1 decision(s) shown, and 1 older: raise --limit" in limited.stderr
     nothing = CliRunner().invoke(decisions.decisions_cmd, ["--decision", "req-2", "--json"])
     assert "no decision has id 'req-2'" in nothing.stderr
     # A red team: an empty value (an unset $ID) matched every decision.
