@@ -156,6 +156,11 @@ class VerifyReport:
     beyond_interruption: bool = False
     """Whether a problem found is one no export stopped part-way leaves (see
     :func:`_left_by_interruption`): tampering, whatever the manifest says of the last run."""
+    recent: int = 0
+    """Requests and decisions the broker received within :data:`ANSWER_GRACE` of the export's
+    read: not held to their answers, corrections and requests (a later export checks them; an
+    auditor's walkthrough: an export verified at once read "intact" with none of those checks
+    applied, and said nothing of it)."""
 
     @property
     def intact(self) -> bool:
@@ -674,8 +679,10 @@ def verify_export(
         con.close()
     for problem, _ in governance_gaps:  # before what the decisions citing them say
         rows.report(problem)
+    recent = 0
     if manifest.complete:
-        for problem in _unanswered_or_uncited(directory, manifest, broken):
+        found, recent = _unanswered_or_uncited(directory, manifest, broken)
+        for problem in found:
             rows.report(problem)
     # Checkpoints are held to the decisions they follow only in a complete export: one
     # stopped part-way may have read the checkpoints less far than the decisions.
@@ -762,6 +769,7 @@ def verify_export(
         writer_running=running is not None,
         writer_pid=running.pid if running is not None else None,
         beyond_interruption=within or not all(_left_by_interruption(p) for p in problems),
+        recent=recent,
     )
 
 
@@ -928,7 +936,7 @@ def _log_gaps(
 
 def _unanswered_or_uncited(
     directory: Any, manifest: Manifest, broken: Collection[str]
-) -> list[Problem]:
+) -> tuple[list[Problem], int]:
     """What the export's own records say it lacks, by the named queries over its views (files
     in ``broken`` left out): governance records its decisions cite
     (``governance_cited_missing``) and events its accepted commands' answers name
@@ -936,7 +944,8 @@ def _unanswered_or_uncited(
     the topics with no decision and no dead letter (``requests_unanswered``), asynchronous
     decisions as old that differ from their default with no correction
     (``corrections_missing``), and decisions as old whose request it lacks
-    (``requests_missing``)."""
+    (``requests_missing``); with how many requests and decisions are newer than that, and so
+    not checked."""
     from ledger.audit.sql import connect as with_views
     from ledger.audit.sql import run_named_typed
 
@@ -945,6 +954,7 @@ def _unanswered_or_uncited(
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
     con = with_views(directory, manifest=manifest, exclude=broken)
+    recent = 0
     try:
         problems = [_uncited(row) for row in named(con, "governance_cited_missing", {})]
         problems += [_unwritten(row) for row in named(con, "governance_answered_missing", {})]
@@ -975,9 +985,16 @@ def _unanswered_or_uncited(
                 _unrequested(row, before)
                 for row in named(con, "requests_missing", {"before": before})
             )
+            newer = con.execute(
+                "SELECT (SELECT count(*) FROM evaluation_requests WHERE kafka_timestamp >= $at)"
+                " + (SELECT count(*) FROM topic_decisions WHERE kafka_timestamp >= $at"
+                " AND event_type IN ('DecisionRecorded', 'BatchDecisionRecorded'))",
+                {"at": before},
+            ).fetchone()
+            recent = int(newer[0]) if newer and newer[0] is not None else 0
     finally:
         con.close()
-    return problems
+    return problems, recent
 
 
 def _read_too_early(row: tuple[Any, ...], said: datetime) -> Problem:

@@ -110,6 +110,7 @@ def _document(report: VerifyReport) -> dict[str, Any]:
         "writer_pid": report.writer_pid,
         "problem_count": report.problem_count,
         "problems": report.problems,
+        "recent": report.recent,
         "seconds": round(report.seconds, 3),
     }
 
@@ -166,6 +167,15 @@ def _print(report: VerifyReport) -> None:
         + (f"; {report.unchained} outside every chain" if report.unchained else "")
         + f" ({report.seconds:.2f} s)"
     )
+    if report.complete and report.recent:
+        # An auditor's walkthrough: an export verified at once read "intact" with none of the
+        # answers, corrections and requests of its last minute checked, and nothing said so.
+        click.echo(
+            f"  ({report.recent} request(s) and decision(s) the broker received in the minute "
+            "before the export read the ledger were not held to their answers, corrections "
+            "and requests, which may not have been written yet: export again in a minute and "
+            "verify that to check them)"
+        )
     open_chains = [c for c in report.chains if not c.final and c.unconfirmed]
     if report.intact and open_chains:
         # An auditor's walkthrough: after an evaluator's kill -9, two exports said the same

@@ -1192,6 +1192,15 @@ def test_the_newest_requests_and_dead_lettered_ones_need_no_decision(tmp_path: P
 
     read_at(late + timedelta(seconds=59))
     assert verify(export).intact, [str(p) for p in verify(export).problems]
+    # ... and said to be unchecked (an auditor's walkthrough: "intact" said nothing of them).
+    assert verify(export).recent == 1
+    from click.testing import CliRunner
+
+    from ledger.cli.app import cli
+
+    done = CliRunner().invoke(cli, ["audit", "verify", "--from", str(export)])
+    assert done.exit_code == 0, done.output
+    assert "(1 request(s) and decision(s) the broker received in the minute before" in (done.stdout)
     read_at(late + timedelta(seconds=61))  # a minute on, it should have been answered
     [problem] = verify(export).problems
     assert (problem.kind, problem.decision_id, problem.offset) == ("missing", "r-901", 41)
