@@ -67,12 +67,11 @@ def answered_since_last_commit(
     committed :data:`RELEASED` has none, and is not read (all of them after a clean stop).
     Without ``partitions``, every request partition (tests, tools).
 
-    With ``decided``, it is called with each decision's key, value and partition as it is read; with
-    ``corrected``, the corrections topic is read over the same span and the keys of its
-    records (request ids) are added to it: a decision answered before a crash whose
+    With ``decided``, it is called with each decision's key, value and partition as it is
+    read; with ``corrected``, the corrections topic is read over the same span and the keys of
+    its records (request ids) are added to it: a decision answered before a crash whose
     correction never reached the broker is owed one (:meth:`RequestHandler.owe
     <processors.request_handler.RequestHandler.owe>`).
-
 
     Records are read with librdkafka, which leaves their headers alone: a request whose header
     key is not UTF-8 (an agent can send one) made kafka-python fail this read, and so the
