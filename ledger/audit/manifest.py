@@ -33,6 +33,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
@@ -149,6 +150,15 @@ class Manifest:
         """When the export last read the topics: ``read_at``, else (a manifest written before
         it was recorded) ``updated_at``, a later bound."""
         return self.read_at or self.updated_at
+
+    def read_instant(self) -> datetime | None:
+        """:meth:`read_time` as an instant; ``None`` when not recorded, or when an old
+        manifest's ``updated_at`` (text never checked) is not one."""
+        read = self.read_time()
+        try:
+            return parse_instant(read) if read is not None else None
+        except ValueError:
+            return None
 
     def next_offset(self, topic: str, partition: int) -> int:
         return self.offsets.get(topic, {}).get(partition, 0)

@@ -399,9 +399,9 @@ def verify_cmd(
 
         history, damaged = check_export_history(from_dir)
         manifest = read_manifest(from_dir)
-        exported = manifest.read_time() if manifest is not None else None
+        exported = manifest.read_instant() if manifest is not None else None
         if exported is not None:
-            read_at = datetime.fromisoformat(exported.replace("Z", "+00:00"))
+            read_at = exported
         try:
             witnesses = ExportSource(from_dir).witnesses()
         except ExportError as exc:  # the commands are evidence beside the events, not the events

@@ -37,7 +37,7 @@ from ledger.cli.output import (
     to_jsonable,
 )
 from ledger.core.boundedjson import nesting_exceeds
-from ledger.core.jsonform import format_timestamp, parse_instant
+from ledger.core.jsonform import format_timestamp
 from ledger.core.text import clipped
 from ledger.errors import UsageError
 
@@ -353,12 +353,8 @@ def _after_reading(directory: Path, query: Any, values: dict[str, Any]) -> list[
     from ledger.audit.manifest import read_manifest
 
     manifest = read_manifest(directory)
-    read = manifest.read_time() if manifest is not None else None
-    if read is None:
-        return []
-    try:
-        read_at = parse_instant(read)
-    except ValueError:  # an old manifest's unchecked text: no bound to compare with
+    read_at = manifest.read_instant() if manifest is not None else None
+    if read_at is None:
         return []
     return [
         f"the export at {directory} read the ledger at {format_timestamp(read_at)}: what "

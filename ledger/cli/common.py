@@ -102,6 +102,25 @@ def note_incomplete(directory: Path, manifest: Any = None) -> None:
             click.echo(f"note: {note}", err=True)
 
 
+def after_the_read(from_dir: Path | None, start: datetime | None) -> str | None:
+    """Why the export at ``from_dir`` holds nothing of a window starting at ``start``, when it
+    starts after the export read the ledger (a review: `--since 1h` counts back from now, and
+    over yesterday's export it holds nothing); ``None`` otherwise."""
+    if from_dir is None or start is None:
+        return None
+    from ledger.audit.manifest import read_manifest
+
+    manifest = read_manifest(from_dir)
+    read_at = manifest.read_instant() if manifest is not None else None
+    if read_at is None or start <= read_at:
+        return None
+    return (
+        f"--since {format_timestamp(start)} is after {from_dir} read the ledger "
+        f"({format_timestamp(read_at)}): the export holds nothing of that window (a time "
+        "written as how long ago counts back from now: give the instant, or export again)"
+    )
+
+
 def load_settings(bootstrap: str | None = None) -> Settings:
     """The one place the CLI builds its settings (flags over environment)."""
     return Settings.from_env(bootstrap=bootstrap)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ledger.cli.output import handle_errors, json_option, print_json, print_tabl
 from ledger.cli.reproduce import reproduce_decision, reproduce_decisions
 from ledger.core.authority import capabilities
 from ledger.core.history import HistoryEntry, state_at
-from ledger.core.jsonform import format_timestamp, parse_instant
+from ledger.core.jsonform import format_timestamp
 from ledger.errors import UsageError
 from ledger.ids import utcnow
 from ledger.kafka.governance import load_history
@@ -182,10 +181,7 @@ def replay_cmd(
         history = load_export_history(source)
         manifest = read_manifest(source)  # there: the history was read from it
         note_incomplete(source, manifest)
-        read = manifest.read_time() if manifest is not None else None
-        if read is not None:
-            with contextlib.suppress(ValueError):  # an old manifest's updated_at: unchecked text
-                read_at = parse_instant(read)
+        read_at = manifest.read_instant() if manifest is not None else None
     else:
         settings = load_settings(bootstrap)
         address, security = connection(settings, "auditor")

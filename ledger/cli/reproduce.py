@@ -27,7 +27,7 @@ from ledger.audit.sources import (
     draw,
     no_decision,
 )
-from ledger.cli.common import connection, load_settings, note_incomplete
+from ledger.cli.common import after_the_read, connection, load_settings, note_incomplete
 from ledger.cli.output import json_cell, policy_label, print_json, print_table, printable
 from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
@@ -278,7 +278,10 @@ def reproduce_decisions(
         seed = None  # nothing drawn: every one of them
     if not decisions and not unresolved:
         window = f"decided in [{_when(since)}, {_when(until)})"
-        raise UsageError(f"no decision {window} in the ledger at {source.where}")
+        why = after_the_read(from_dir, since)
+        raise UsageError(
+            f"no decision {window} in the ledger at {source.where}" + (f": {why}" if why else "")
+        )
     if len(decisions) >= _SAY_START:
         click.echo(
             f"reading the requests of {len(decisions):,} decisions and the history", err=True

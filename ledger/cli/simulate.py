@@ -18,6 +18,7 @@ from ledger.audit.manifest import read_manifest
 from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
 from ledger.cli.common import (
     FROM_INSTEAD_OF_KAFKA,
+    after_the_read,
     bootstrap_option,
     connection,
     from_option,
@@ -38,7 +39,7 @@ from ledger.cli.output import (
     to_jsonable,
 )
 from ledger.core.history import state_at
-from ledger.core.jsonform import format_timestamp, parse_instant
+from ledger.core.jsonform import format_timestamp
 from ledger.core.policy import parse_policy
 from ledger.core.policy.model import decided_by
 from ledger.core.simulate import Change, ImpactReport, simulate
@@ -105,7 +106,8 @@ def simulate_cmd(
     )
     if from_dir is not None:
         note_incomplete(from_dir)
-        _after_the_read(from_dir, start)
+        if (why := after_the_read(from_dir, start)) is not None:
+            click.echo(f"warning: {why}", err=True)
     by_rule = _by_rule(report.changed)
     shown = report.changed[:sample]
     constrained = report.constraint_changes[:sample]
@@ -212,24 +214,6 @@ def _why(reasons: tuple[str, ...], width: int = 80) -> str:
     if not text:  # a policy owner's walkthrough: an empty column read as a tool fault
         return "- (the rule gives no reason: add `reason:` to it)"
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _after_the_read(from_dir: Path, start: datetime | None) -> None:
-    """Say so when the window starts after the export read the ledger (a review: `--since 1h`
-    counts back from now, and over yesterday's export it holds nothing)."""
-    manifest = read_manifest(from_dir)
-    read = manifest.read_time() if manifest is not None else None
-    try:
-        read_at = parse_instant(read) if read else None
-    except ValueError:  # an old manifest's unchecked text
-        return
-    if start is not None and read_at is not None and start > read_at:
-        click.echo(
-            f"warning: --since {format_timestamp(start)} is after {from_dir} read the ledger "
-            f"({format_timestamp(read_at)}): the export holds nothing of that window (a time "
-            "written as how long ago counts back from now: give the instant, or export again)",
-            err=True,
-        )
 
 
 def _last(from_dir: Path | None) -> str | None:

@@ -1395,6 +1395,13 @@ def test_replay_decisions_in_a_window_and_a_sample_drawn_again_with_its_seed(
     assert (drawn[0]["selected"], drawn[0]["seed"]) == (len(inside), 7)
     unseeded = run("replay", "--decisions", "--sample", "2", "--from", str(export))
     assert unseeded.exit_code == 0 and "(--seed " in unseeded.stdout
+    # An auditor's walkthrough: `--since 1h` over yesterday's export said only "no decision".
+    later = run("replay", "--decisions", "--since", "2099-01-01", "--from", str(export))
+    error = one_error_line(later, 2)
+    assert "no decision decided in [2099-01-01" in error, error
+    assert "is after " in error and "the export holds nothing of that window" in error, error
+    before = run("replay", "--decisions", "--until", "2000-01-01", "--from", str(export))
+    assert "is after " not in one_error_line(before, 2)
 
 
 def test_an_exports_sample_reads_only_the_decisions_it_draws(
