@@ -244,6 +244,14 @@ class DecisionDenied(LedgerError):
         if reason is None:
             why = "; ".join(decision.reasons) or decision.reason_code
             reason = f"{decision.determination.value} ({why or decision.determination.value})"
+            if decision.reason_code == "ungoverned_action":
+                # An agent engineer's walkthrough: a misspelt action and a policy left in shadow
+                # read alike; the CLI reads the governance state to say which it is.
+                reason += (
+                    " (a misspelt action, or its policy not deployed yet? `ledger evaluate "
+                    f"--action {decision.action} --principal {decision.principal} --resource "
+                    f"{decision.resource}` says which)"
+                )
         super().__init__(
             f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"
         )

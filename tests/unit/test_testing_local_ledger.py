@@ -590,6 +590,29 @@ def test_error_decisions_and_missing_authority_are_refusals_too(client: LedgerCl
     assert ran == []
 
 
+def test_an_ungoverned_action_is_refused_with_the_command_that_says_why(
+    client: LedgerClient,
+) -> None:
+    # An agent engineer's walkthrough: a misspelt action and a policy left in shadow read
+    # alike; the refusal names the CLI command that tells them apart.
+    ran: list[Any] = []
+
+    @enforce(client, action="refund.isue", principal=AGENT, resource="account:7", facts={})
+    def misspelt() -> None:
+        ran.append("ran")
+
+    with pytest.raises(DecisionDenied) as ungoverned:
+        misspelt()
+    assert ungoverned.value.decision.reason_code == "ungoverned_action"
+    message = str(ungoverned.value)
+    assert message.startswith(f"refund.isue on account:7 by {AGENT}: deny ("), message
+    assert (
+        f"`ledger evaluate --action refund.isue --principal {AGENT} --resource account:7` "
+        "says which)" in message
+    ), message
+    assert ran == []
+
+
 def test_a_call_without_an_answer_times_out_and_the_tool_never_runs() -> None:
     silent = MockTransport(lambda message: None)
     client = LedgerClient(ClientConfig(actor=AGENT, timeout=0.05), transport=silent)
