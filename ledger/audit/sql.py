@@ -228,6 +228,9 @@ def named_query(name: str) -> NamedQuery:
     return queries[name]
 
 
+_UNIT_WORDS: Final = {"s": "sec", "m": "min", "h": "hour", "d": "day", "w": "week"}
+
+
 def _parse_value(param: Param, raw: str) -> Any:
     if param.type == "VARCHAR":
         return raw
@@ -241,9 +244,18 @@ def _parse_value(param: Param, raw: str) -> Any:
     try:
         return parse_instant(raw)
     except ValueError:
+        ago = raw.strip()[:-1].isdigit() and raw.strip()[-1:] in ("s", "m", "h", "d", "w")
         raise UsageError(
             f"parameter {param.name} must be an ISO 8601 time (e.g. 2026-11-26T12:00:00Z), "
             f"got {raw!r}"
+            + (
+                # An auditor's walkthrough: `--since 1h` is taken, so `at=1h` was tried too; a
+                # parameter names an instant of the export's past, not of the reader's now.
+                f" (how long ago is for options such as --since; the instant: "
+                f"`date -u -d '{raw.strip()[:-1]} {_UNIT_WORDS[raw.strip()[-1]]} ago' +%FT%TZ`)"
+                if ago
+                else ""
+            )
         ) from None
 
 

@@ -707,6 +707,12 @@ BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
         "ISO 8601",
     ),
     (
+        lambda e, t: ["audit", "run", "active_policies_at", "--param", "at=90m", "--from", str(e)],
+        2,
+        "(how long ago is for options such as --since; the instant: "
+        "`date -u -d '90 min ago' +%FT%TZ`)",
+    ),
+    (
         lambda e, t: [
             "audit",
             "run",
