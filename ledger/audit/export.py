@@ -69,7 +69,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from ledger.audit.folder import LOCK
-from ledger.audit.fromkafka import IDLE_LIMIT, RDKAFKA_CONFIG, Ranges, Sink, Source
+from ledger.audit.fromkafka import RDKAFKA_CONFIG, Idle, Ranges, Sink, Source
 from ledger.audit.manifest import FORMAT_VERSION, MANIFEST, ExportPath, Manifest, read_manifest
 from ledger.audit.pool import (
     POOL_HELPERS,
@@ -91,7 +91,6 @@ from ledger.audit.writer import (
 )
 from ledger.codec import Codec
 from ledger.core.events import Event
-from ledger.errors import ExportError
 from ledger.settings import KafkaSecurity, TopicNames
 
 __all__ = [
@@ -212,17 +211,14 @@ def _export_here(
     sink = Sink(writer, writer.next_offset)
     remaining = {where for where, (start, end) in ranges.items() if start < end}
     done = 0
-    last_arrival = time.monotonic()
+    idle = Idle(source.bootstrap)
     while remaining:
         taken, arrived = source.read(sink, bounded=True)
         remaining -= source.done
         if arrived:
-            last_arrival = time.monotonic()
-        elif time.monotonic() - last_arrival > IDLE_LIMIT:
-            raise ExportError(
-                f"no records arrived for {IDLE_LIMIT:g} s although {len(remaining)} "
-                "partition(s) have more: is the broker healthy?"
-            )
+            idle.arrived()
+        else:
+            idle.check(f"{len(remaining)} partition(s) have more")
         done += taken
         if progress is not None:
             progress(done, total)

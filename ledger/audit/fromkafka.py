@@ -9,6 +9,7 @@ The topics are read with librdkafka (confluent-kafka), not kafka-python: on the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -17,7 +18,7 @@ from ledger.errors import ExportError
 from ledger.kafka.reading import RDKAFKA_READ_CONFIG, READ_BATCH
 from ledger.settings import KafkaSecurity, TopicNames
 
-__all__ = ["RDKAFKA_CONFIG", "IDLE_LIMIT", "Where", "Ranges", "Source", "Sink"]
+__all__ = ["RDKAFKA_CONFIG", "IDLE_LIMIT", "Idle", "Where", "Ranges", "Source", "Sink"]
 
 log = logging.getLogger("ledger.export")
 
@@ -28,6 +29,46 @@ CONSUME_BATCH: Final = READ_BATCH
 """Records taken from librdkafka's queue per call."""
 IDLE_LIMIT: Final = 30.0
 """Seconds without a record or an end-of-partition event before a one-shot export gives up."""
+IDLE_SAY: Final = 5.0
+"""Seconds without one before the wait is said (an operator's drill: an export whose broker was
+killed sat silent for its 30 s)."""
+
+
+class Idle:
+    """How long a bounded read has gone without anything from Kafka at ``bootstrap``: said once
+    after :data:`IDLE_SAY` seconds, ended with one :class:`ExportError` line after
+    :data:`IDLE_LIMIT` (a broker restarting in between is waited for)."""
+
+    def __init__(self, bootstrap: str, what: str = "") -> None:
+        self.bootstrap = bootstrap
+        self.what = what  # " of TOPIC partition N" for one partition's reader
+        self.last = time.monotonic()
+        self.said = False
+
+    def arrived(self) -> None:
+        self.last = time.monotonic()
+        self.said = False
+
+    def check(self, left: str) -> None:
+        """Say or end the wait; ``left``: what is still to be read."""
+        idle = time.monotonic() - self.last
+        if idle > IDLE_LIMIT:
+            raise ExportError(
+                f"no records{self.what} arrived for {IDLE_LIMIT:g} s although {left}: is the "
+                f"broker at {self.bootstrap} healthy? (`ledger ps`)"
+            )
+        if idle > IDLE_SAY and not self.said:
+            self.said = True
+            log.warning(
+                "waiting for Kafka at %s: no records%s for %g s although %s (a broker "
+                "restarting?); giving up after %g s",
+                self.bootstrap,
+                self.what,
+                IDLE_SAY,
+                left,
+                IDLE_LIMIT,
+            )
+
 
 Where = tuple[str, int]
 Ranges = dict[Where, tuple[int, int]]

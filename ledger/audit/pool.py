@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ledger.audit.fromkafka import IDLE_LIMIT, Ranges, Sink, Source, Where
+from ledger.audit.fromkafka import Idle, Ranges, Sink, Source, Where
 from ledger.audit.rows import RowMaker
 from ledger.audit.writer import ExportWriter, RowFiles
 from ledger.errors import ExportError
@@ -111,19 +111,16 @@ class _Helper:
         source = self.source
         source.watch({where: (unit.start, unit.stop)}, bounded=True)
         sink = Sink(self.files, lambda *other: unit.start if other == where else _NEVER)
-        last_arrival = time.monotonic()
+        idle = Idle(self.bootstrap, f" of {unit.topic} partition {unit.partition}")
         while where not in source.done:
             taken, arrived = source.read(sink, bounded=True)
             if taken:
                 with self.counter.get_lock():
                     self.counter.value += taken
             if arrived:
-                last_arrival = time.monotonic()
-            elif time.monotonic() - last_arrival > IDLE_LIMIT:
-                raise ExportError(
-                    f"no records of {unit.topic} partition {unit.partition} arrived for "
-                    f"{IDLE_LIMIT:g} s although it has more: is the broker healthy?"
-                )
+                idle.arrived()
+            else:
+                idle.check("it has more")
         files = self.files.write_files()
         return _UnitDone(unit, files, sum(f["rows"] for f in files))
 

@@ -676,3 +676,36 @@ def test_the_lock_is_readable_where_the_exports_files_are(tmp_path: Path) -> Non
             assert stat.S_IMODE((folder / LOCK).stat().st_mode) == (
                 0o640 if mode == 0o750 else 0o600
             )
+
+
+def test_an_export_waiting_on_a_silent_broker_says_so_then_gives_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's drill: an export whose broker was killed sat silent for its 30 s.
+    from ledger.audit import fromkafka
+
+    now = [100.0]
+    monkeypatch.setattr(fromkafka.time, "monotonic", lambda: now[0])
+    idle = fromkafka.Idle("127.0.0.1:9092", " of ledger.decisions partition 3")
+    with caplog.at_level("WARNING", logger="ledger.export"):
+        now[0] += fromkafka.IDLE_SAY - 1
+        idle.check("it has more")
+        assert caplog.messages == []
+        now[0] += 2
+        idle.check("it has more")
+        idle.check("it has more")  # said once
+        assert caplog.messages == [
+            "waiting for Kafka at 127.0.0.1:9092: no records of ledger.decisions partition 3 "
+            "for 5 s although it has more (a broker restarting?); giving up after 30 s"
+        ]
+        idle.arrived()  # the broker came back: a later silence is said again
+        now[0] += fromkafka.IDLE_SAY + 1
+        idle.check("it has more")
+        assert len(caplog.messages) == 2
+    now[0] += fromkafka.IDLE_LIMIT
+    with pytest.raises(ExportError) as ended:
+        idle.check("it has more")
+    assert str(ended.value) == (
+        "no records of ledger.decisions partition 3 arrived for 30 s although it has more: "
+        "is the broker at 127.0.0.1:9092 healthy? (`ledger ps`)"
+    )
