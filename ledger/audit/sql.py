@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -544,16 +546,37 @@ def connect(
 
 
 _SPILL: list[str] = []
+_SPILL_PREFIX: Final = "ledger-duckdb-"
 
 
 def _spill_dir() -> str:
     """A directory of this process's own (mode 0700, removed at exit) where confined DuckDB
-    connections spill what does not fit their memory, and may read nothing else."""
+    connections spill what does not fit their memory, and may read nothing else. Those a
+    killed process left (an out-of-memory kill comes when a query spills most) are removed."""
     if not _SPILL:
-        made = tempfile.mkdtemp(prefix="ledger-duckdb-")
+        _remove_orphaned_spills()
+        made = tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-")
         atexit.register(shutil.rmtree, made, True)
         _SPILL.append(made)
     return _SPILL[0]
+
+
+def _remove_orphaned_spills() -> None:
+    """Remove this user's spill directories whose process is gone (by the pid in the name)."""
+    from ledger.pids import running
+
+    with contextlib.suppress(OSError):
+        for path in Path(tempfile.gettempdir()).glob(f"{_SPILL_PREFIX}*-*"):
+            pid = path.name[len(_SPILL_PREFIX) :].partition("-")[0]
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                if (
+                    pid.isdigit()
+                    and stat.S_ISDIR(info.st_mode)
+                    and info.st_uid == os.getuid()
+                    and not running(int(pid))
+                ):
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 def first_line(exc: BaseException) -> str:

@@ -476,6 +476,33 @@ def test_a_read_only_select_cannot_read_other_files_or_change_settings(
         con.close()
 
 
+def test_spill_directories_a_killed_process_left_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: each process spills to a private directory removed at exit, and a killed one
+    # (an out-of-memory kill comes when a query spills most) left its files for good.
+    import os
+    import subprocess
+    import tempfile
+
+    from ledger.audit import sql
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(sql, "_SPILL", [])
+    dead = tmp_path / f"ledger-duckdb-{gone.pid}-abc"
+    alive = tmp_path / f"ledger-duckdb-{os.getppid()}-def"
+    other = tmp_path / "ledger-duckdb-notapid-ghi"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+        (folder / "spill.block").write_bytes(b"x" * 10)
+    made = Path(sql._spill_dir())
+    assert made.parent == tmp_path and made.name.startswith(f"ledger-duckdb-{os.getpid()}-")
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert sql._spill_dir() == str(made)  # one a process
+
+
 def test_every_connection_holds_duckdb_to_a_memory_bound(export_dir: Path) -> None:
     # DuckDB's own default is 80% of the machine's memory, whatever an export declares.
     con = connect(export_dir, read_only=True)
