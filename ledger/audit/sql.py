@@ -246,7 +246,8 @@ def _parse_value(param: Param, raw: str) -> Any:
     try:
         return parse_instant(raw)
     except ValueError:
-        ago = raw.strip()[:-1].isdigit() and raw.strip()[-1:] in ("s", "m", "h", "d", "w")
+        count, unit = raw.strip()[:-1], raw.strip()[-1:]
+        ago = count.isascii() and count.isdigit() and unit in _UNIT_WORDS
         raise UsageError(
             f"parameter {param.name} must be an ISO 8601 time (e.g. 2026-11-26T12:00:00Z), "
             f"got {raw!r}"
@@ -254,7 +255,7 @@ def _parse_value(param: Param, raw: str) -> Any:
                 # An auditor's walkthrough: `--since 1h` is taken, so `at=1h` was tried too; a
                 # parameter names an instant of the export's past, not of the reader's now.
                 f" (how long ago is for options such as --since; the instant: "
-                f"`date -u -d '{raw.strip()[:-1]} {_UNIT_WORDS[raw.strip()[-1]]} ago' +%FT%TZ`)"
+                f"`date -u -d '{count} {_UNIT_WORDS[unit]} ago' +%FT%TZ`)"
                 if ago
                 else ""
             )
