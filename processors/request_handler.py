@@ -38,7 +38,7 @@ from processors.dead_letters import DeadLetters, decode_as
 from processors.inflight import InFlight
 from processors.outputs import Output, OutputLimit, ProcessorStats
 
-__all__ = ["RequestHandler", "RecentIds", "CHECKPOINT_EVERY"]
+__all__ = ["RequestHandler", "RecentIds", "Owed", "CHECKPOINT_EVERY"]
 
 log = logging.getLogger("ledger.evaluator")
 
@@ -49,6 +49,9 @@ OWED_FOR = 600.0
 from where the crashed worker's group commit left it; one owed for longer (a live worker's,
 acknowledged just after the read, whose partition was handed over released) would be a second
 copy if a retry brought its id again (a review)."""
+
+Owed = tuple[bytes, int]
+"""A correction (its encoded record) and the partition of the corrections topic it goes to."""
 
 CHECKPOINT_EVERY = 1000
 """A chain checkpoint follows at the latest this many decisions after the previous one."""
@@ -134,10 +137,10 @@ class RequestHandler:
         self.evaluator_id = evaluator_id
         self.stats = stats
         self.recent = RecentIds()
-        self.owed: dict[bytes, tuple[bytes, int, float]] = {}
-        """Request id -> the encoded correction its decision, answered before a crash, still
-        owes, the partition that decision went to, and until when it is owed (monotonic;
-        :meth:`owe`): written when the request comes again."""
+        self.owed: dict[bytes, dict[Owed, float]] = {}
+        """Request id -> each correction a decision under it, answered before a crash, still
+        owes (the encoded correction and the partition that decision went to) and until when
+        it is owed (monotonic; :meth:`owe`): written when the request comes again."""
 
         self.reply_partitions: dict[bytes, int] = {}
         """An answer (its record's value) -> the partition it goes to, for requests that name
@@ -238,41 +241,48 @@ class RequestHandler:
         correction = correction_for(recorded)
         return None if correction is None else self.codec.encode(correction)
 
-    def owe(self, corrections: dict[bytes, tuple[bytes, int]], corrected: Collection[bytes]) -> int:
+    def owe(self, corrections: dict[bytes, set[Owed]], corrected: Collection[Owed]) -> int:
         """From one read of what was answered since the last commit: ``corrections`` (request
-        id -> the encoded correction its decision calls for, from :meth:`correction_owed`, and
-        the partition that decision went to) and ``corrected``, the request ids whose
-        correction the read found. Those of the first that are not in the second were answered
+        id -> each correction its decisions call for, from :meth:`correction_owed`, with the
+        partition each decision went to) and ``corrected``, the corrections the read found,
+        each with its partition. Those of the first that are not in the second were answered
         before a crash that kept their correction from the broker: each is written when its
         request is delivered again (not committed: a batch's offsets are committed only once all
-        its outputs are written). One owed at an earlier read whose correction this read found
-        is owed no more (a review: a live worker's correction acknowledged after an earlier
-        read's end, owed then, was written a second time). Returns how many are owed now."""
+        its outputs are written). A correction is known by its record and partition, not by
+        its request id (a red team: a copy under the id, decided by another worker with a
+        correction of its own, made the one a crash left unwritten read as written). One owed
+        at an earlier read whose correction this read found is owed no more (a review: a live
+        worker's correction acknowledged after an earlier read's end, owed then, was written a
+        second time). Returns how many are owed now."""
         now = time.monotonic()
-        for rid in [rid for rid, (_, _, until) in self.owed.items() if until <= now]:
-            del self.owed[rid]
-        for rid in corrected:
-            self.owed.pop(rid, None)
-        until = now + OWED_FOR
-        fresh = {
-            rid: (correction, partition, until)
-            for rid, (correction, partition) in corrections.items()
-            if rid not in corrected
-        }
-        self.owed.update(fresh)
-        return len(fresh)
+        found = set(corrected)
+        for rid, owed in list(self.owed.items()):
+            kept = {c: until for c, until in owed.items() if until > now and c not in found}
+            if kept:
+                self.owed[rid] = kept
+            else:
+                del self.owed[rid]
+        until, fresh = now + OWED_FOR, 0
+        for rid, wanted in corrections.items():
+            for owed_one in wanted - found:
+                self.owed.setdefault(rid, {})[owed_one] = until
+                fresh += 1
+        return fresh
 
     def _still_owed(self, rid: bytes) -> list[Output]:
-        """A repeated request's outputs: none, or the correction its decision still owes, to
-        the partition the decision went to (a review: to the repeat's own reply partition, a
-        copy sent first under the id by a holder of the agent credential took the correction
-        to a partition the agent does not read)."""
+        """A repeated request's outputs: none, or the corrections its decisions still owe,
+        each to the partition its decision went to (a review: to the repeat's own reply
+        partition, a copy sent first under the id by a holder of the agent credential took the
+        correction to a partition the agent does not read)."""
         owed = self.owed.pop(rid, None)
-        if owed is None or owed[2] <= time.monotonic():
+        if not owed:
             return []
-        correction, partition, _ = owed
-        self.reply_partitions[correction] = partition
-        return [(self.topics.corrections, rid, correction)]
+        now, out = time.monotonic(), []
+        for (correction, partition), until in owed.items():
+            if until > now:
+                self.reply_partitions[correction] = partition
+                out.append((self.topics.corrections, rid, correction))
+        return out
 
     def tick(self, now: datetime) -> list[Output]:
         """The chain's checkpoint if it grew since the last one (the agent's timer calls this)."""

@@ -32,7 +32,7 @@ from processors.common import (
     die,
 )
 from processors.outputs import Output
-from processors.request_handler import RequestHandler
+from processors.request_handler import Owed, RequestHandler
 
 __all__ = [
     "RequestLoop",
@@ -887,13 +887,13 @@ class RequestLoop:
         reached the broker (the worker died between the two) is owed it, written when its
         request comes again (:meth:`RequestHandler.owe`), else the agent that went ahead on
         its default would never be told."""
-        owing: dict[bytes, tuple[bytes, int]] = {}
-        corrected: set[bytes] = set()
+        owing: dict[bytes, set[Owed]] = {}
+        corrected: set[Owed] = set()
 
         def decided(key: bytes, value: bytes | None, partition: int) -> None:
             correction = self._handler.correction_owed(value)
             if correction is not None:  # to the partition its decision went to: its caller's
-                owing[key] = (correction, partition)
+                owing.setdefault(key, set()).add((correction, partition))
 
         try:
             seen = answered_since_last_commit(

@@ -60,7 +60,7 @@ def answered_since_last_commit(
     security: KafkaSecurity | None = None,
     partitions: Iterable[int] | None = None,
     decided: Callable[[bytes, bytes | None, int], None] | None = None,
-    corrected: set[bytes] | None = None,
+    corrected: set[tuple[bytes, int]] | None = None,
 ) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
     the request ``partitions`` only, when given: those a worker takes over). A partition
@@ -68,8 +68,9 @@ def answered_since_last_commit(
     Without ``partitions``, every request partition (tests, tools).
 
     With ``decided``, it is called with each decision's key, value and partition as it is
-    read; with ``corrected``, the corrections topic is read over the same span and the keys of
-    its records (request ids) are added to it: a decision answered before a crash whose
+    read; with ``corrected``, the corrections topic is read over the same span and each of its
+    records is added to it, with its partition (not by its key, a request id anyone holding the
+    agent credential may send again: a red team): a decision answered before a crash whose
     correction never reached the broker is owed one (:meth:`RequestHandler.owe
     <processors.request_handler.RequestHandler.owe>`).
 
@@ -90,7 +91,8 @@ def answered_since_last_commit(
         if record.key is None:
             continue
         if corrected is not None and record.topic == topics.corrections:
-            corrected.add(record.key)
+            if record.value is not None:
+                corrected.add((record.value, record.partition))
             continue
         answered.add(record.key)
         if decided is not None:

@@ -299,6 +299,23 @@ def test_a_correction_a_crash_left_unwritten_is_written_by_the_worker_after_it(
     )
     for topic, key, value in both:
         producer.send(topic, key=key, value=value)
+    # A red team: a copy under the first request's id, answered whole by another worker, its
+    # correction keyed by the same id, made the one the crash left unwritten read as written.
+    copy = dataclasses.replace(request, action="copy.thing", resource="account:attacker")
+    other = RequestHandler(
+        settings=stack.settings, codec=CODEC, evaluator_id="other", stats=ProcessorStats()
+    )
+    copied = other.handle(
+        EMPTY_STATE,
+        topic=topics.evaluation_requests,
+        partition=1,
+        offset=0,
+        key=None,
+        value=CODEC.encode(copy),
+    )
+    assert [topic for topic, _, _ in copied] == [topics.decisions, topics.corrections]
+    for topic, key, value in copied:
+        producer.send(topic, key=key, value=value)
     producer.flush(timeout=30)
 
     stack.start("evaluator", instance=2)  # assigned once the dead one's session times out
@@ -310,15 +327,18 @@ def test_a_correction_a_crash_left_unwritten_is_written_by_the_worker_after_it(
             if isinstance(c, DecisionCorrected) and c.request_id == request.event_id
         ]
 
-    wait_for(lambda: corrections(), timeout=90, what="the correction the crash left unwritten")
+    wait_for(
+        lambda: len(corrections()) == 2, timeout=90, what="the correction the crash left unwritten"
+    )
     later = agent_request("account:late")  # same partition: once answered, the first was handled
     producer.send(topics.evaluation_requests, key=b"account:late", value=CODEC.encode(later))
     producer.flush(timeout=30)
     wait_for(lambda: later.event_id in _decisions_per_request(stack), timeout=60, what="a decision")
-    [correction] = corrections()
+    copy_correction, correction = corrections()
+    assert copy_correction == CODEC.decode(copied[1][2])
     assert correction == CODEC.decode(owed)  # the decision's own correction, id and all
     assert correction.decision_id == CODEC.decode(decided).event_id
-    assert _decisions_per_request(stack)[request.event_id] == 1  # not decided again
+    assert _decisions_per_request(stack)[request.event_id] == 2  # its and the copy's: no more
     again = [
         c
         for c in stack.records(topics.corrections)

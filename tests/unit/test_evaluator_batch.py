@@ -86,7 +86,7 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
     assert after.correction_owed(b"garbage") is None
     assert after.correction_owed(codec.encode(request)) is None  # not a decision
     after.recent.update({rid})
-    assert after.owe({rid: (owed, 2)}, set()) == 1  # its decision went to partition 2
+    assert after.owe({rid: {(owed, 2)}}, set()) == 1  # its decision went to partition 2
     # A review: a copy under the id, sent first with another reply partition by a holder of
     # the agent credential, took the correction to a partition the agent does not read.
     copy = codec.encode(dataclasses.replace(request, reply_partition=5))
@@ -100,13 +100,13 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
     assert after.stats.duplicates == 2 and after.stats.processed == 0
     # A review: one owed at a read (a live worker's correction acknowledged after the read's
     # end) is owed no more once a later read finds the correction, else written twice.
-    assert after.owe({rid: (owed, 2)}, set()) == 1
-    assert after.owe({}, {rid}) == 0 and rid not in after.owed
+    assert after.owe({rid: {(owed, 2)}}, set()) == 1
+    assert after.owe({}, {(owed, 2)}) == 0 and rid not in after.owed
     assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == []
     # ... and owed for OWED_FOR at most: a retry under the id much later is no crash's.
     import processors.request_handler as request_handler
 
-    assert after.owe({rid: (owed, 2)}, set()) == 1
+    assert after.owe({rid: {(owed, 2)}}, set()) == 1
     real = time.monotonic
     try:
         request_handler.time.monotonic = lambda: real() + request_handler.OWED_FOR + 1  # type: ignore[method-assign]
@@ -114,6 +114,23 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
         assert after.owe({}, set()) == 0 and after.owed == {}
     finally:
         request_handler.time.monotonic = real  # type: ignore[method-assign]
+    # A red team: a copy under the id, decided by another worker with a correction of its own
+    # (on its own partition), made the one a crash left unwritten read as written. A correction
+    # is known by its record and partition: the copy's is not the victim's.
+    copy_decided = codec.encode(
+        dataclasses.replace(codec.decode(decided), action="copy.thing", reasons=("copied",))
+    )
+    copy_owed = after.correction_owed(copy_decided)
+    assert copy_owed is not None and copy_owed != owed
+    both = {(owed, 2), (copy_owed, 0)}
+    assert after.owe({rid: both}, {(copy_owed, 0)}) == 1  # the copy's was written, not ours
+    assert after.handle_batch(EMPTY_STATE, [_msg(0, raw)]) == [(topics.corrections, rid, written)]
+    assert after.reply_partitions[written] == 2
+    assert after.owe({rid: both}, {(owed, 0)}) == 2  # ours on another partition is not ours
+    assert sorted(after.handle_batch(EMPTY_STATE, [_msg(0, raw)])) == sorted(
+        [(topics.corrections, rid, written), (topics.corrections, rid, copy_owed)]
+    )
+    assert after.owe({rid: both}, {(owed, 2), (copy_owed, 0)}) == 0 and after.owed == {}
     # A sync decision, or one that agrees with its default, owes nothing.
     sync = codec.encode(dataclasses.replace(request, mode=Mode.SYNC, default=None))
     (_, _, plain) = handler().handle_batch(EMPTY_STATE, [_msg(1, sync)])[0]
