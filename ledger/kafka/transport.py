@@ -382,13 +382,12 @@ def _settles(asked: object, reply: object) -> bool:
 
 
 def _answers(correction: DecisionCorrected, expected: DecisionCorrected) -> bool:
-    """Is ``correction`` the one the request's decision calls for?"""
-    return (
-        correction.request_id == expected.request_id
-        and correction.decision_id == expected.decision_id
-        and correction.default == expected.default
-        and correction.determination == expected.determination
-    )
+    """Is ``correction`` the one the request's decision calls for, field for field? The core
+    derives every field from the decision (:func:`~ledger.core.evaluate.correction_for`), and
+    its ids from the request id alone: a copy sent under the id, decided with other reasons or
+    constraints, has a correction under the same ids (a red team), which must not reach this
+    request's agent."""
+    return correction == expected
 
 
 class Sent(Future[Any]):

@@ -180,3 +180,31 @@ def test_a_decision_for_other_facts_under_the_id_does_not_settle_the_request(
     listener.read(TOPICS.decisions, decision)
     listener.read(TOPICS.corrections, correction)
     assert listener.delivered == [correction]
+
+
+def test_a_copys_correction_under_the_same_ids_is_not_delivered() -> None:
+    # A red team: the ids of a decision and of its correction come from the request id alone,
+    # so a copy sent under the victim's id, decided otherwise, has a correction under the same
+    # ids; compared by ids, default and determination, it reached the victim's on_correction
+    # with the copy's reasons and constraints (when a crash left the genuine one unwritten).
+    listener = Listener()
+    request = listener.submit("deny")
+    decision = decided(request, determination=Determination.ALLOW, reasons=("allowed",))
+    correction = correction_for(decision)
+    assert correction is not None
+    copy = decided(
+        request,
+        determination=Determination.ALLOW,
+        resource="account:attacker",
+        reasons=("the copy's",),
+        occurred_at=utcnow(),
+    )
+    copied = correction_for(copy)
+    assert copied is not None
+    assert (copied.event_id, copied.decision_id) == (correction.event_id, correction.decision_id)
+    listener.read(TOPICS.decisions, decision)
+    listener.read(TOPICS.corrections, copied)
+    listener.read(TOPICS.corrections, replace(correction, constraints={"max_refund": "1"}))
+    assert listener.delivered == []
+    listener.read(TOPICS.corrections, correction)  # as the wire gives it back
+    assert listener.delivered == [correction] and len(listener.watching) == 0
