@@ -241,15 +241,15 @@ class RequestHandler:
         correction = correction_for(recorded)
         return None if correction is None else self.codec.encode(correction)
 
-    def owe(self, corrections: dict[bytes, set[Owed]], corrected: Collection[Owed]) -> int:
+    def owe(self, corrections: dict[bytes, set[Owed]], corrected: Collection[bytes]) -> int:
         """From one read of what was answered since the last commit: ``corrections`` (request
         id -> each correction its decisions call for, from :meth:`correction_owed`, with the
-        partition each decision went to) and ``corrected``, the corrections the read found,
-        each with its partition. Those of the first that are not in the second were answered
+        partition each decision went to) and ``corrected``, the corrections the read found (their
+        records). Those of the first that are not in the second were answered
         before a crash that kept their correction from the broker: each is written when its
         request is delivered again (not committed: a batch's offsets are committed only once all
-        its outputs are written). A correction is known by its record and partition, not by
-        its request id (a red team: a copy under the id, decided by another worker with a
+        its outputs are written). A correction is known by its record, not by its request id
+        (a red team: a copy under the id, decided by another worker with a
         correction of its own, made the one a crash left unwritten read as written). One owed
         at an earlier read whose correction this read found is owed no more (a review: a live
         worker's correction acknowledged after an earlier read's end, owed then, was written a
@@ -257,16 +257,17 @@ class RequestHandler:
         now = time.monotonic()
         found = set(corrected)
         for rid, owed in list(self.owed.items()):
-            kept = {c: until for c, until in owed.items() if until > now and c not in found}
+            kept = {c: until for c, until in owed.items() if until > now and c[0] not in found}
             if kept:
                 self.owed[rid] = kept
             else:
                 del self.owed[rid]
         until, fresh = now + OWED_FOR, 0
         for rid, wanted in corrections.items():
-            for owed_one in wanted - found:
-                self.owed.setdefault(rid, {})[owed_one] = until
-                fresh += 1
+            for owed_one in wanted:
+                if owed_one[0] not in found:
+                    self.owed.setdefault(rid, {})[owed_one] = until
+                    fresh += 1
         return fresh
 
     def _still_owed(self, rid: bytes) -> list[Output]:

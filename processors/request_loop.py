@@ -888,7 +888,7 @@ class RequestLoop:
         request comes again (:meth:`RequestHandler.owe`), else the agent that went ahead on
         its default would never be told."""
         owing: dict[bytes, set[Owed]] = {}
-        corrected: set[Owed] = set()
+        corrected: set[bytes] = set()
 
         def decided(key: bytes, value: bytes | None, partition: int) -> None:
             correction = self._handler.correction_owed(value)

@@ -60,7 +60,7 @@ def answered_since_last_commit(
     security: KafkaSecurity | None = None,
     partitions: Iterable[int] | None = None,
     decided: Callable[[bytes, bytes | None, int], None] | None = None,
-    corrected: set[tuple[bytes, int]] | None = None,
+    corrected: set[bytes] | None = None,
 ) -> set[bytes]:
     """Request ids (decision keys) written since the group's oldest uncommitted request (of
     the request ``partitions`` only, when given: those a worker takes over). A partition
@@ -69,8 +69,8 @@ def answered_since_last_commit(
 
     With ``decided``, it is called with each decision's key, value and partition as it is
     read; with ``corrected``, the corrections topic is read over the same span and each of its
-    records is added to it, with its partition (not by its key, a request id anyone holding the
-    agent credential may send again: a red team): a decision answered before a crash whose
+    records is added to it (its value, not its key: a request id anyone holding the agent
+    credential may send again, a red team): a decision answered before a crash whose
     correction never reached the broker is owed one (:meth:`RequestHandler.owe
     <processors.request_handler.RequestHandler.owe>`).
 
@@ -92,7 +92,7 @@ def answered_since_last_commit(
             continue
         if corrected is not None and record.topic == topics.corrections:
             if record.value is not None:
-                corrected.add((record.value, record.partition))
+                corrected.add(record.value)
             continue
         answered.add(record.key)
         if decided is not None:

@@ -2032,6 +2032,26 @@ def test_an_async_decision_that_differs_from_its_default_needs_its_correction(
     export = tmp_path / "export"
     write_export(export, ledger.records + corrections, TOPICS)
     assert verify(export).intact, [str(p) for p in verify(export).problems]
+    # A red team: a copy sent under a request's id, decided otherwise, has a correction under
+    # the same ids; it stood for the genuine one a crash had left unwritten.
+    copies = tmp_path / "copies"
+    write_export(
+        copies,
+        ledger.records
+        + [
+            Exported(
+                TOPICS.corrections,
+                0,
+                n,
+                int(c.occurred_at.timestamp() * 1000),
+                None,
+                CODEC.encode(dataclasses.replace(c, reasons=("the copy's",))),
+            )
+            for n, c in enumerate(owed)
+        ],
+        TOPICS,
+    )
+    assert len(verify(copies).problems) == 14, [str(p) for p in verify(copies).problems]
     _gut(export, TOPICS.corrections)
     report = verify(export)
     assert len(report.problems) == 14, [str(p) for p in report.problems]
