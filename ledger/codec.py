@@ -52,13 +52,24 @@ from fastavro.validation import ValidationError, validate
 from ledger.avro import CompiledEvent, compile_event, instant_micros, native_reader, native_writer
 from ledger.contract import contract_dir
 from ledger.core import events as _events
-from ledger.core.events import EVENT_TYPES, Event, Value
+from ledger.core.events import (
+    COMMAND_TYPES,
+    EVENT_TYPES,
+    GOVERNANCE_EVENT_TYPES,
+    Event,
+    Value,
+)
 from ledger.errors import CodecError, UnknownSchemaError
 
 __all__ = ["MAGIC", "Codec", "default_codec"]
 
 MAGIC = b"\xc3\x01"
 """The two marker bytes that open every Avro single-object encoded record."""
+
+OLDEST_FORM_TYPES: frozenset[type] = frozenset(GOVERNANCE_EVENT_TYPES + COMMAND_TYPES)
+"""Types written in the oldest of their schemas that holds the event whole (governance events
+and commands, which every processor of a ledger must read, are rare enough to pay for the
+check; the request path's records are always written in their current form)."""
 
 _HEADER_LEN = len(MAGIC) + 8
 
@@ -359,6 +370,7 @@ class Codec:
     bytes and events, slower; the tests hold the two paths to each other. ``native`` (default:
     when installed) reads current records with :mod:`ledger._avrovm`, the reader in C; with
     ``native=False`` the compiled Python reader does (the same events, slower).
+    ``older_forms=False`` writes every event in its current form (tests of the current writers).
     """
 
     def __init__(
@@ -368,6 +380,7 @@ class Codec:
         history_dirs: Iterable[Path | str] | None = None,
         compiled: bool = True,
         native: bool | None = None,
+        older_forms: bool = True,
     ) -> None:
         directory = Path(schema_dir) if schema_dir is not None else _schema_dir()
         if not directory.is_dir():
@@ -383,6 +396,7 @@ class Codec:
 
         self._current: dict[type, _Current] = {}
         self._writers: dict[bytes, _Writer] = {}
+        self._older: dict[type, list[tuple[bytes, dict[str, Any], frozenset[str]]]] = {}
         current_by_name: dict[str, dict[str, Any]] = {}
         for cls in EVENT_TYPES:
             path = directory / f"{cls.__name__}.avsc"
@@ -431,11 +445,16 @@ class Codec:
                 self._writers[header_fp] = _Writer(
                     name, parsed, current_by_name[name], cls, factory.for_class(cls).from_avro
                 )
+                if older_forms and cls in OLDEST_FORM_TYPES:
+                    fields = frozenset(f["name"] for f in parsed["fields"])
+                    self._older.setdefault(cls, []).append((MAGIC + header_fp, parsed, fields))
 
     # ----------------------------------------------------------------------- public API
 
     def encode(self, event: Event) -> bytes:
-        """The event as single-object encoded bytes, written with its current schema.
+        """The event as single-object encoded bytes, written with its current schema (a
+        governance event or command: with the oldest of its schemas that holds it whole, so a
+        release before a field was added reads every record that leaves the field unset).
 
         Raises :class:`~ledger.errors.CodecError` naming the field when the event does not fit
         its schema (a naive datetime, an unsupported fact value, an out-of-range integer ...).
@@ -443,6 +462,12 @@ class Codec:
         current = self._current.get(type(event))
         if current is None:
             raise CodecError(f"not a ledger event type: {type(event).__name__}")
+        older = self._older.get(type(event))
+        if older is not None:
+            for header, schema, fields in older:
+                written = self._in_older_form(event, current, header, schema, fields)
+                if written is not None:
+                    return written
         if current.native is not None:
             try:
                 return current.native(event)
@@ -463,6 +488,35 @@ class Codec:
         except Exception as exc:  # translated at the boundary; the cause is located below
             raise CodecError(self._explain_encode_failure(event, current, exc)) from exc
         return out.getvalue()
+
+    def _in_older_form(
+        self,
+        event: Event,
+        current: _Current,
+        header: bytes,
+        schema: dict[str, Any],
+        fields: frozenset[str],
+    ) -> bytes | None:
+        """``event`` written with an older schema of its type, when that loses nothing: every
+        field the older one lacks is unset, and the record decodes to ``event`` again. An
+        operator's upgrade drill: a release that added an optional field wrote every event of
+        the type in the new form, which the release before cannot read, so a processor of it,
+        beside the new ones or after a rollback, skipped every promotion and decided on a stale
+        state (and its command processor numbered events anew)."""
+        if any(
+            getattr(event, f.name) is not None
+            for f in dataclasses.fields(event)
+            if f.name not in fields
+        ):
+            return None
+        try:
+            out = BytesIO()
+            out.write(header)
+            schemaless_writer(out, schema, current.to_avro(event))
+            written = out.getvalue()
+            return written if self.decode(written) == event else None
+        except Exception:  # the current form, then, which writes it or explains why not
+            return None
 
     def decode(self, data: bytes | bytearray | memoryview) -> Event:
         """The event in ``data``, as the current dataclass of its type.

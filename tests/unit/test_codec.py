@@ -29,6 +29,8 @@ from ledger.core.events import (
     Determination,
     EvaluationRequested,
     Mode,
+    PolicyVersionPromoted,
+    PromotePolicyVersion,
     ShadowResult,
     Stage,
 )
@@ -50,7 +52,7 @@ FACTS: Mapping[str, events.Value] = {
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    return Codec()
+    return Codec(older_forms=False)  # every event in its current form (older forms: below)
 
 
 # --------------------------------------------------------------------------- example events
@@ -443,3 +445,39 @@ def test_invalid_schema_file(tmp_path: Path) -> None:
     (tmp_path / "RoleRevoked.avsc").write_text("{not json", encoding="utf-8")
     with pytest.raises(CodecError, match=r"cannot load schema .*RoleRevoked\.avsc"):
         Codec(tmp_path)
+
+
+def test_a_governance_event_is_written_in_the_oldest_form_that_holds_it_whole() -> None:
+    # An operator's upgrade drill: `note` added to promotions made every promotion a record of
+    # the new schema, which the release before cannot read; its processors, beside the new
+    # ones or after a rollback, skipped every promotion and decided on a stale state.
+    from ledger.codec import _load_schema
+    from ledger.contract import contract_dir
+
+    history = contract_dir("schemas") / "history"
+
+    def fingerprint(name: str) -> bytes:
+        return _load_schema(history / f"{name}.avsc")[1]
+
+    codec = default_codec()
+    signed = dataclasses.replace(build(PolicyVersionPromoted, full=True), note=None)
+    unsigned = build(PolicyVersionPromoted, full=False)
+    noted = build(PolicyVersionPromoted, full=True)
+    for event, header in (
+        (unsigned, fingerprint("PolicyVersionPromoted.v1")),  # before signatures
+        (signed, fingerprint("PolicyVersionPromoted.v2")),  # before notes
+        (noted, codec.fingerprint_of(PolicyVersionPromoted).to_bytes(8, "little")),
+    ):
+        data = codec.encode(event)
+        assert data[:10] == MAGIC + header, event
+        assert codec.decode(data) == event
+        assert_same_values(codec.decode(data), event)
+    # Commands too (an older command processor dead-lettered a newer CLI's every promotion).
+    command = dataclasses.replace(build(PromotePolicyVersion, full=True), note=None)
+    assert codec.encode(command)[:10] == MAGIC + fingerprint("PromotePolicyVersion.v2")
+    assert codec.decode(codec.encode(command)) == command
+    # Not the request path's records: those are always written in their current form.
+    decision = build(DecisionRecorded, full=False)
+    assert codec.encode(decision)[2:10] == codec.fingerprint_of(DecisionRecorded).to_bytes(
+        8, "little"
+    )
