@@ -594,8 +594,10 @@ def _binder_text(exc: BaseException) -> str:
     if candidates:
         text += f" ({candidates})"
     if "json_extract" in text and "BOOLEAN" in text:
+        # The operator DuckDB names (a docs walkthrough: the hint sent a `->` query to `->>`).
+        arrow = "->>" if "json_extract_string" in text else "->"
         text += (
-            " (-> and ->> bind more loosely than comparisons: write (facts->>'amount') = …, "
+            f" ({arrow} binds more loosely than comparisons: write (facts{arrow}'amount') = …, "
             "with the parentheses)"
         )
     return text

@@ -51,8 +51,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 )
 def group() -> None:
     """SQL audits over an export (`ledger export`) with DuckDB: named queries, ad-hoc read-only
-    SQL, a shell. Views: policy_events, policy_timeline, grant_events, grant_history,
-    role_history, commands, command_results, evaluation_requests, decisions, batch_decisions,
+    SQL, a shell. Views: policy_events, policy_log (as applied: nothing after a gap in a
+    policy's sequence), policy_timeline, grant_events, grant_log, grant_history, role_history,
+    commands, command_results, evaluation_requests, decisions, batch_decisions,
     all_decisions (decisions and batch items), shadow_results, corrections, dead_letters,
     chain_checkpoints, undecodable_records."""
 

@@ -54,6 +54,7 @@ from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
 from ledger.errors import (
     LedgerTimeout,
     PolicyError,
+    PolicyProblem,
     PolicyTestsFailed,
     TamperDetected,
     UsageError,
@@ -101,13 +102,20 @@ def propose(
     document = read_text_file(file, what="policy file")
     # Validate here first: an invalid file fails fast with its problems, even with no ledger up.
     # Warnings (a rule that can never match) are said, and do not stop the proposal.
-    policy, warnings = check_policy(document, filename=str(file))
+    policy, found = check_policy(document, filename=str(file))
+    warnings = list(found)
     for warning in warnings:
         click.echo(f"warning  {warning}", err=True)
     if skip_tests:
-        click.echo(f"warning  {file}: its test cases were not run (--skip-tests)", err=True)
+        skipped = PolicyProblem(
+            message="its test cases were not run (--skip-tests)", file=str(file)
+        )
+        click.echo(f"warning  {skipped}", err=True)
+        warnings.append(skipped)
     else:
-        _own_cases_pass(file, policy, tests_files)
+        untested = _own_cases_pass(file, policy, tests_files)
+        if untested is not None:  # a docs walkthrough: a CI script reading --json never saw it
+            warnings.append(untested)
     # The name travels beside the document: the processor authorizes on it before reading it.
     command = ProposePolicyVersion(
         event_id=new_id(),
@@ -124,22 +132,25 @@ def propose(
         as_json,
         command,
         f"proposed {policy.name}",
-        extra={"warnings": list(warnings)},
+        extra={"warnings": warnings},
     )
 
 
-def _own_cases_pass(file: Path, policy: Policy, tests_files: tuple[Path, ...] = ()) -> None:
+def _own_cases_pass(
+    file: Path, policy: Policy, tests_files: tuple[Path, ...] = ()
+) -> PolicyProblem | None:
     """Run the cases a policy file brings with it, and ``tests_files``' (a policy owner's
     walkthrough: versions whose own tests failed, one letting blocked accounts be refunded,
     were proposed without a word); :class:`PolicyTestsFailed` naming the first failure when
-    any fails."""
+    any fails. Returns the warning said when there is no case at all."""
     try:
         cases = cases_for(file, policy, tests_files)
     except (PolicyError, UsageError) as exc:
         click.echo(f"error  {file}: its test cases cannot be read: {exc}", err=True)
+        checked = " ".join([str(file), *(f"--tests {t}" for t in tests_files)])
         raise UsageError(
-            f"fix the tests of {policy.name} (`ledger policy validate {file}`), or propose with "
-            "--skip-tests"
+            f"fix the tests of {policy.name} (`ledger policy test {checked}` reads them), or "
+            "propose with --skip-tests"
         ) from exc
     failed, started = [], time.monotonic()
     for n, case in enumerate(cases):  # each bounded by the evaluation budget; all of them here
@@ -162,15 +173,16 @@ def _own_cases_pass(file: Path, policy: Policy, tests_files: tuple[Path, ...] = 
         )
     if cases:
         click.echo(f"tested  {file}: {len(cases)} passed", err=True)
-    else:
-        # A warning (a policy owner's walkthrough: `policy get`'s file, which has no cases,
-        # went through after the owner had seen the current version's cases fail against it).
-        click.echo(
-            f"warning  {file} has no test cases: it is proposed untested; pass the current "
-            f"version's cases with `--tests FILE` (`ledger policy test {file} --tests FILE` "
-            "runs them alone)",
-            err=True,
-        )
+        return None
+    # A warning (a policy owner's walkthrough: `policy get`'s file, which has no cases,
+    # went through after the owner had seen the current version's cases fail against it).
+    untested = PolicyProblem(
+        message="it has no test cases: it is proposed untested; pass the current version's "
+        f"cases with `--tests FILE` (`ledger policy test {file} --tests FILE` runs them alone)",
+        file=str(file),
+    )
+    click.echo(f"warning  {untested}", err=True)
+    return untested
 
 
 @click.command("approve")

@@ -325,6 +325,8 @@ def test_rejected_commands_exit_4_with_their_code_and_change_nothing(
     assert accepted["version"] == 1
     said = [w["message"] for w in accepted["warnings"]]
     assert any(m.startswith("never matches: rule 'all' before it") for m in said), said
+    # A docs walkthrough: proposed untested was said on stderr only, not to a script.
+    assert any(m.startswith("it has no test cases: it is proposed untested") for m in said), said
 
     ledger.rejected("policy", "approve", name, "1", "--by", ALICE, code="self_approval")
     ledger.rejected("policy", "approve", name, "1", "--by", ALICE, "--json", code="self_approval")

@@ -775,7 +775,8 @@ BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
             str(e),
         ],
         2,
-        "bind more loosely than comparisons",
+        "(-> binds more loosely than comparisons: write (facts->'amount') = …, with the "
+        "parentheses)",
     ),
     (
         lambda e, t: ["audit", "sql", "SELECT amount FROM decisions", "--from", str(e)],
@@ -2417,3 +2418,18 @@ def test_options_after_the_sql_are_told_to_go_before_it(export_dir: Path) -> Non
     assert done.exit_code == 2 and "'--json' came after it" in done.stderr
     done = invoke("audit", "sql", "--from", str(export_dir), "--json", "--", "SELECT 1 AS one")
     assert done.exit_code == 0 and json.loads(done.stdout) == [{"one": 1}], done.output
+
+
+def test_ledger_audit_help_names_every_view_the_views_file_defines() -> None:
+    # A docs walkthrough: the help left out policy_log and grant_log, which the README uses.
+    import re as regex
+
+    from ledger.cli.audit import group
+    from ledger.contract import contract_dir
+
+    text = (contract_dir("queries") / "views.sql").read_text()
+    views = set(regex.findall(r"CREATE OR REPLACE VIEW (\w+) AS", text))
+    helped = " ".join((group.help or "").split())
+    assert views and all(regex.search(rf"\b{v}\b", helped) for v in views), sorted(
+        v for v in views if not regex.search(rf"\b{v}\b", helped)
+    )

@@ -841,6 +841,7 @@ def test_propose_runs_the_policys_own_cases_first(tmp_path: Path) -> None:
     tests.write_text("policy: refund\ncases: [{name: x}]\n")  # no expect
     code, _, err = run(*propose)
     assert code == 2 and "its test cases cannot be read" in err and "--skip-tests" in err
+    assert f"(`ledger policy test {policy}` reads them)" in err  # not validate, which does not
 
     elsewhere = tmp_path / "current.tests.yaml"
     tests.unlink()
@@ -848,7 +849,7 @@ def test_propose_runs_the_policys_own_cases_first(tmp_path: Path) -> None:
         cases.replace("{determination: deny, rule: suspended}", "{determination: allow}")
     )
     code, _, err = run(*propose)
-    assert f"warning  {policy} has no test cases: it is proposed untested" in err
+    assert f"warning  {policy}: it has no test cases: it is proposed untested" in err
     assert "--tests FILE" in err and "policy_tests_failed" not in err
     # A policy owner's walkthrough: `policy get`'s file has no cases; the current version's,
     # given with --tests, now run first, and stop the proposal when one fails.
