@@ -122,6 +122,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _csv_text(value: Any, kind: str) -> str:
+    """A CSV cell: a JSON column as stored, the event's canonical JSON form (a docs
+    walkthrough: parsed and printed again, it gained spaces an auditor's hash did not have)."""
+    if kind == "JSON" and isinstance(value, str):
+        return value
+    return _text(_cell(value, kind))
+
+
 def _one_format(as_json: bool, as_csv: bool) -> None:
     """Before any work: a query over a large export should not run only to be refused."""
     if as_json and as_csv:
@@ -201,7 +209,7 @@ def _emit_rows(streamed: Any, as_json: bool, as_csv: bool, written: list[int]) -
         writer.writerow([safe(c) for c in columns])
         for batch in streamed.batches:
             writer.writerows(
-                [[safe(_text(_cell(v, k))) for v, k in zip(r, kinds, strict=True)] for r in batch]
+                [[safe(_csv_text(v, k)) for v, k in zip(r, kinds, strict=True)] for r in batch]
             )
             rows += len(batch)
             written[0] = rows

@@ -627,6 +627,16 @@ def test_cli_json_and_csv(export_dir: Path) -> None:
         "--csv",
     )
     assert done.stdout.splitlines()[:2] == ["decision_id,policy_version", "dec-1,1"]
+    # A docs walkthrough: a JSON column in CSV gained spaces; it is the stored canonical text.
+    done = invoke(
+        "audit",
+        "sql",
+        """SELECT '{"a":1,"b":["x","y"]}'::JSON AS j""",
+        "--from",
+        str(export_dir),
+        "--csv",
+    )
+    assert done.stdout.splitlines() == ["j", '"{""a"":1,""b"":[""x"",""y""]}"'], done.stdout
     listing = invoke("audit", "list", "--json")
     assert {q["name"] for q in json.loads(listing.stdout)} == set(named_queries())
 
