@@ -186,6 +186,29 @@ def test_a_column_changed_beside_untouched_record_bytes_is_found(tmp_path: Path)
     assert "offset 3 (GrantIssued" in line and "disagree with its record bytes: approved_by" in line
     # The values, as `audit verify` shows them (an auditor's walkthrough: only the name).
     assert 'approved_by (columns "human:ciso", record ' in line
+    assert "older than the record" not in line
+
+
+def test_a_row_an_older_exporter_left_empty_still_fails_and_says_what_it_may_be(
+    tmp_path: Path,
+) -> None:
+    # An operator's upgrade drill: the earlier release's `ledger export`, over records the newer
+    # release wrote, left their columns empty; verify read it as tampering with no word of why.
+    out = exported(tmp_path, history())
+
+    def emptied(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in rows:
+            if r["grant_id"] == "g-2" and r["event_type"] == "GrantIssued":
+                for name in list(r):
+                    if name not in ("topic", "partition", "offset", "kafka_timestamp", "key"):
+                        r[name] = None if name != "record" else r[name]
+        return rows
+
+    _grant_rows(out, emptied)
+    code, report, _ = verify(out)
+    assert code == 11  # still a finding: a row with empty columns is one no view shows
+    [line] = report["damaged_rows"]
+    assert "as an export by a release older than the record leaves one it cannot decode" in line
 
 
 def test_a_record_that_no_longer_decodes_is_found(tmp_path: Path) -> None:
