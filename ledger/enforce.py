@@ -249,12 +249,16 @@ def _carry_tool(guarded: Callable[..., Any], tool: Any) -> None:
     kind = type(tool)
     own = getattr(tool, "__dict__", {})
     for key in list(own):  # what functools.wraps copied of the instance: only what is named
-        if not key.startswith("__") and key not in TOOL_ATTRIBUTES and key in vars(guarded):
-            delattr(guarded, key)
+        if key not in TOOL_ATTRIBUTES and key in vars(guarded):
+            delattr(guarded, key)  # its `__dunder__` ones too (a red team: one ran the body)
+    # The object itself, with its `run` and `_run` (a red team); inspect.signature reads
+    # the `__signature__` set on the guarded function instead.
+    if "__wrapped__" in vars(guarded):
+        delattr(guarded, "__wrapped__")
     found: dict[str, Any] = {}
     for key in TOOL_ATTRIBUTES:
         value = _plain_value(tool, own, key)
-        if value is not _NONE and not (callable(value) and not isinstance(value, type)):
+        if value is not _NONE and not _holds_code(value):
             found[key] = value
             setattr(guarded, key, value)
         elif key in vars(guarded):
@@ -265,6 +269,25 @@ def _carry_tool(guarded: Callable[..., Any], tool: Any) -> None:
 
 
 _NONE: Final = object()
+
+
+def _holds_code(value: Any, depth: int = 8) -> bool:
+    """Is ``value`` anything but plain data (text, numbers, booleans, None, classes, and lists,
+    tuples, sets and mappings of them within ``depth`` levels)? A red team: a bound method in
+    `metadata` or `tags` ran the tool unguarded; any other object may hold one."""
+    if isinstance(value, (str, bytes, int, float, bool, type(None))):
+        return False
+    if isinstance(value, type):
+        return False
+    if callable(value):
+        return True
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        return True  # an object: what it holds is reached through its attributes
+    return depth <= 0 or any(_holds_code(item, depth - 1) for item in items)
 
 
 def _plain_value(tool: Any, own: Mapping[str, Any], key: str) -> Any:

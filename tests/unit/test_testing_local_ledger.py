@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -1164,6 +1164,40 @@ def test_a_guarded_tool_object_keeps_its_name_and_description_not_its_methods(
     looked = guard(Lookup())  # warnings are errors in this suite
     assert (looked.__name__, looked.description) == ("lookup", "Look an order up")
     assert not hasattr(looked, "model_fields") and not hasattr(looked, "model_config")
+
+    # A red team: the body ran unguarded through `__wrapped__` (the object itself), an
+    # instance's `__dunder__` attribute, and callables held in `metadata` or `tags`.
+    class Leaky:
+        def __init__(self) -> None:
+            self.name = "leaky"
+            self.__dunder_run__ = self.__call__
+            self.metadata = {"fn": self.__call__, "team": "support"}
+            self.tags = [self.__call__]
+            self.description = object()  # no plain text: an object may hold anything
+
+        def __call__(self, to: str) -> str:
+            raise AssertionError("ran unguarded")
+
+    leaky = guard(Leaky())
+    assert leaky.__name__ == "leaky"
+    for reach in ("__wrapped__", "__dunder_run__", "metadata", "tags", "description"):
+        assert not hasattr(leaky, reach), reach
+    assert list(inspect.signature(leaky).parameters) == ["to"]  # from __signature__
+
+    class Plain:
+        name = "plain_tool"
+        metadata: ClassVar[dict[str, Any]] = {
+            "team": "support",
+            "limits": [1, 2, {"x": None}],
+            "schema": Schema,
+        }
+        tags = ("refunds", "eu")
+
+        def __call__(self, to: str) -> str:
+            return "sent"
+
+    kept = guard(Plain())  # plain data is carried
+    assert kept.metadata == Plain.metadata and kept.tags == ("refunds", "eu")
 
 
 def test_an_async_client_connects_without_stopping_the_event_loop(
