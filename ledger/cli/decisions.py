@@ -291,8 +291,15 @@ def decisions_cmd(
         facts = getattr(record, "facts", None)
         if facts:  # what the rule read (a policy owner's walkthrough: only --json showed it)
             click.echo(f"facts: {printable(clipped(json_cell(facts), FACTS_SHOWN), one_line=True)}")
+    rows_shown = sum(len(rows) for _, rows in shown)
+    counted = (  # an operator's drill: 4 rows printed, "3 decision(s)" said
+        f", {rows_shown} rows: a pre-evaluation's items a row each"
+        if rows_shown != len(shown)
+        else ""
+    )
     click.echo(
-        f"{len(shown)} decision(s)" + (f" (and {more} older: raise --limit)" if more else ""),
+        f"{len(shown)} decision(s){counted}"
+        + (f" (and {more} older: raise --limit)" if more else ""),
         err=True,
     )
     if request_id and not found:

@@ -2044,6 +2044,9 @@ def test_a_decisions_reasons_are_printed_escaped_and_only_for_the_items_shown(
     assert len(reasons) == 1 and reasons[0].startswith("reason (req-b#1): agent:a holds no grant")
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
     assert "\\nreason: approved by compliance" in reasons[0]  # one line, the newline shown
+    # An operator's drill: a pre-evaluation's items printed a row each, counted as one.
+    every = CliRunner().invoke(decisions.decisions_cmd, [])
+    assert "1 decision(s), 3 rows: a pre-evaluation's items a row each" in every.stderr
 
 
 def test_a_pre_evaluation_is_taken_item_by_item_in_order() -> None:
