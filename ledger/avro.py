@@ -308,8 +308,11 @@ def _optional_of(hint: Any) -> Any | None:
 
 
 class _Compiler:
-    def __init__(self, hints_of: Callable[[type], dict[str, Any]]) -> None:
+    def __init__(
+        self, hints_of: Callable[[type], dict[str, Any]], *, older: type | None = None
+    ) -> None:
         self._hints_of = hints_of
+        self._older = older  # a class read from an older schema lacking some of its fields
         self._named: dict[str, Any] = {}  # full name -> schema, as parse_schema defines them
         self.globals: dict[str, Any] = {
             "_ZZ": _ZZ,
@@ -356,7 +359,16 @@ class _Compiler:
         hints = self._hints_of(cls)
         fields = {f.name for f in dataclasses.fields(cls)}
         schema_fields = [f["name"] for f in schema["fields"]]
-        if set(schema_fields) != fields:
+        missing: list[str] = []
+        if cls is self._older and set(schema_fields) < fields:
+            # An older schema of the class: the fields added since take their default, which
+            # must be None (the fields a release adds are optional).
+            missing = [f.name for f in dataclasses.fields(cls) if f.name not in schema_fields]
+            if any(f.default is not None for f in dataclasses.fields(cls) if f.name in missing):
+                raise TypeError(
+                    f"{cls.__name__}: a field added since {schema['name']} has no None default"
+                )
+        elif set(schema_fields) != fields:
             raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
         enc = [f"def _enc_{suffix}(o, out):"]
         dec = [f"def _dec_{suffix}(d, p):"]
@@ -368,6 +380,9 @@ class _Compiler:
             self._encode(f["type"], hints[name], "v", enc, 1)
             self._decode(f["type"], hints[name], var, dec, 1)
             args.append(f"{name}={var}")
+        for name in missing:
+            dec.append(f"    f_{name} = None")
+            args.append(f"{name}=f_{name}")
         try:  # straight into the slots, no __init__ (ledger.core.builders)
             self.globals[f"_new_{suffix}"] = builder(cls)
             ordered = ", ".join(f"f_{name}" for name in field_names(cls))
@@ -563,15 +578,21 @@ def _mapping_value(hint: Any) -> Any:
 
 
 def compile_event(
-    schema: dict[str, Any], cls: type, hints_of: Callable[[type], dict[str, Any]]
+    schema: dict[str, Any],
+    cls: type,
+    hints_of: Callable[[type], dict[str, Any]],
+    *,
+    older: bool = False,
 ) -> CompiledEvent:
     """Compile the body encoder/decoder of ``cls`` for its parsed ``schema``.
 
     ``hints_of(cls)`` gives a dataclass's resolved type hints (the codec resolves them in the
     events module's namespace). Raises ``TypeError`` for a schema or field type the compiler
-    does not support.
+    does not support. ``older``: ``schema`` is an older one of ``cls``, lacking fields added
+    since (each None when read); only its decoder may be used (its encoder would leave them
+    out).
     """
-    compiler = _Compiler(hints_of)
+    compiler = _Compiler(hints_of, older=cls if older else None)
     suffix = compiler.record(schema, cls)
     source = "\n\n".join(compiler.functions) + "\n"
     names = dict(compiler.globals)
@@ -601,8 +622,11 @@ class _Program:
     """The nodes of :mod:`ledger._avrovm` reading one record type into its dataclass: the
     reading of :meth:`_Compiler._decode`, as a tree."""
 
-    def __init__(self, hints_of: Callable[[type], dict[str, Any]]) -> None:
+    def __init__(
+        self, hints_of: Callable[[type], dict[str, Any]], *, older: type | None = None
+    ) -> None:
         assert _vm is not None
+        self._older = older  # as _Compiler's: its fields added since are left unset
         self.vm = _vm
         self.kinds: dict[str, int] = _vm.KINDS
         self._hints_of = hints_of
@@ -626,7 +650,9 @@ class _Program:
             raise TypeError(f"{cls!r} is not a dataclass")
         hints = self._hints_of(cls)
         names = [f["name"] for f in schema["fields"]]
-        if set(names) != set(field_names(cls)):
+        if not (cls is self._older and set(names) < set(field_names(cls))) and set(names) != set(
+            field_names(cls)
+        ):
             raise TypeError(f"schema {schema['name']} and {cls.__name__} have different fields")
         builder(cls)  # the builder's checks: a frozen, slotted dataclass, nothing but fields
         kids = [self.value(f["type"], hints[f["name"]]) for f in schema["fields"]]
@@ -683,17 +709,35 @@ class _Program:
 
 
 def native_reader(
-    schema: dict[str, Any], cls: type, hints_of: Callable[[type], dict[str, Any]]
+    schema: dict[str, Any],
+    cls: type,
+    hints_of: Callable[[type], dict[str, Any]],
+    *,
+    older: bool = False,
 ) -> Callable[[bytes, int], tuple[Any, int]] | None:
     """``read(data, pos) -> (event, end)`` in C for ``cls`` records of ``schema``, reading
     what :func:`compile_event`'s decoder reads; ``None`` when :mod:`ledger._avrovm` is not
-    installed. Raises ``TypeError`` as :func:`compile_event` does."""
+    installed. Raises ``TypeError`` as :func:`compile_event` does. ``older``: as
+    :func:`compile_event`'s, the fields added since are set to None after the read."""
     if _vm is None:
         return None
-    program = _Program(hints_of)
+    program = _Program(hints_of, older=cls if older else None)
     reader = _vm.Reader(program.record(schema, cls))
     read: Callable[[bytes, int], tuple[Any, int]] = reader.read
-    return read
+    if not older:
+        return read
+    present = {f["name"] for f in schema["fields"]}
+    unset = tuple(vars(cls)[name] for name in field_names(cls) if name not in present)
+    if any(f.default is not None for f in dataclasses.fields(cls) if f.name not in present):
+        raise TypeError(f"{cls.__name__}: a field added since {schema['name']} has no None default")
+
+    def read_older(data: bytes, pos: int) -> tuple[Any, int]:
+        event, end = read(data, pos)
+        for slot in unset:  # each a slot's member descriptor
+            slot.__set__(event, None)
+        return event, end
+
+    return read_older
 
 
 def _decimal_text(value: Decimal) -> str:
