@@ -325,6 +325,17 @@ class _Writer:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Older:
+    """An older schema of a governance type, to write events that leave its later fields
+    unset (``lacks``: their names) in a form earlier releases read."""
+
+    header: bytes
+    schema: dict[str, Any]
+    lacks: tuple[str, ...]
+    compiled: Callable[[Any, bytearray], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Current:
     """Everything needed to encode one event type with its current schema."""
 
@@ -396,7 +407,7 @@ class Codec:
 
         self._current: dict[type, _Current] = {}
         self._writers: dict[bytes, _Writer] = {}
-        self._older: dict[type, list[tuple[bytes, dict[str, Any], frozenset[str]]]] = {}
+        self._older: dict[type, list[_Older]] = {}
         current_by_name: dict[str, dict[str, Any]] = {}
         for cls in EVENT_TYPES:
             path = directory / f"{cls.__name__}.avsc"
@@ -442,10 +453,10 @@ class Codec:
                 if name not in current_by_name:
                     raise CodecError(f"historic schema {path} has no current schema {name}")
                 cls = types_by_name[name]
-                fast_older = (
+                fast_older, write_older = (
                     _compile_older(parsed, current_by_name[name], cls)
                     if compiled_codecs and cls in OLDEST_FORM_TYPES
-                    else None
+                    else (None, None)
                 )
                 self._writers[header_fp] = _Writer(
                     name,
@@ -456,8 +467,11 @@ class Codec:
                     fast_older,
                 )
                 if older_forms and cls in OLDEST_FORM_TYPES:
-                    fields = frozenset(f["name"] for f in parsed["fields"])
-                    self._older.setdefault(cls, []).append((MAGIC + header_fp, parsed, fields))
+                    present = {f["name"] for f in parsed["fields"]}
+                    lacks = tuple(f.name for f in dataclasses.fields(cls) if f.name not in present)
+                    self._older.setdefault(cls, []).append(
+                        _Older(MAGIC + header_fp, parsed, lacks, write_older)
+                    )
 
     # ----------------------------------------------------------------------- public API
 
@@ -474,8 +488,8 @@ class Codec:
             raise CodecError(f"not a ledger event type: {type(event).__name__}")
         older = self._older.get(type(event))
         if older is not None:
-            for header, schema, fields in older:
-                written = self._in_older_form(event, current, header, schema, fields)
+            for form in older:
+                written = self._in_older_form(event, current, form)
                 if written is not None:
                     return written
         if current.native is not None:
@@ -499,31 +513,25 @@ class Codec:
             raise CodecError(self._explain_encode_failure(event, current, exc)) from exc
         return out.getvalue()
 
-    def _in_older_form(
-        self,
-        event: Event,
-        current: _Current,
-        header: bytes,
-        schema: dict[str, Any],
-        fields: frozenset[str],
-    ) -> bytes | None:
+    def _in_older_form(self, event: Event, current: _Current, form: _Older) -> bytes | None:
         """``event`` written with an older schema of its type, when that loses nothing: every
         field the older one lacks is unset, and the record decodes to ``event`` again. An
         operator's upgrade drill: a release that added an optional field wrote every event of
         the type in the new form, which the release before cannot read, so a processor of it,
         beside the new ones or after a rollback, skipped every promotion and decided on a stale
         state (and its command processor numbered events anew)."""
-        if any(
-            getattr(event, f.name) is not None
-            for f in dataclasses.fields(event)
-            if f.name not in fields
-        ):
+        if any(getattr(event, name) is not None for name in form.lacks):
             return None
         try:
-            out = BytesIO()
-            out.write(header)
-            schemaless_writer(out, schema, current.to_avro(event))
-            written = out.getvalue()
+            if form.compiled is not None:  # what it lacks is None: nothing is left out
+                buffer = bytearray(form.header)
+                form.compiled(event, buffer)
+                written = bytes(buffer)
+            else:
+                out = BytesIO()
+                out.write(form.header)
+                schemaless_writer(out, form.schema, current.to_avro(event))
+                written = out.getvalue()
             return written if self.decode(written) == event else None
         except Exception:  # the current form, then, which writes it or explains why not
             return None
@@ -687,11 +695,12 @@ def _compile(schema: dict[str, Any], cls: type) -> CompiledEvent | None:
 
 def _compile_older(
     schema: dict[str, Any], current: dict[str, Any], cls: type
-) -> Callable[[bytes, int], tuple[Any, int]] | None:
-    """The compiled reader of an older schema of ``cls`` that only lacks fields added since
-    (each read as None), every field it has typed as the current schema types it; else
-    ``None`` (Avro's schema resolution reads it, ~10 times slower: governance records are
-    written in such older forms, and a processor's start decodes a million of them)."""
+) -> tuple[Callable[[bytes, int], tuple[Any, int]] | None, Callable[[Any, bytearray], None] | None]:
+    """The compiled reader and writer of an older schema of ``cls`` that only lacks fields
+    added since (each read as None; the writer is for events where they are None), every
+    field it has typed as the current schema types it; else ``(None, None)`` (Avro's schema
+    resolution reads it, ~10 times slower: governance records are written in such older
+    forms, and a processor's start decodes a million of them)."""
     now = {f["name"]: f["type"] for f in current["fields"]}
     if any(
         f["name"] not in now
@@ -699,14 +708,13 @@ def _compile_older(
         != json.dumps(now[f["name"]], sort_keys=True, default=str)
         for f in schema["fields"]
     ):
-        return None
+        return None, None
     try:
+        compiled = compile_event(schema, cls, _hints, older=True)
         native = native_reader(schema, cls, _hints, older=True)
-        return (
-            native if native is not None else compile_event(schema, cls, _hints, older=True).decode
-        )
     except TypeError:
-        return None
+        return None, None
+    return (native if native is not None else compiled.decode), compiled.encode
 
 
 def _native(schema: dict[str, Any], cls: type) -> Callable[[bytes, int], tuple[Any, int]] | None:

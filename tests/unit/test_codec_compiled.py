@@ -328,6 +328,7 @@ def test_governance_records_in_their_older_forms_are_read_alike_by_every_reader(
     if hasattr(event, "note"):
         event = dataclasses.replace(event, note=None)
     data = Codec().encode(event)
+    assert data == Codec(compiled=False).encode(event)  # the compiled writer, byte for byte
     readers = (Codec(), Codec(native=False), Codec(compiled=False))
     assert all(reader.decode(data) == event for reader in readers)
     writer = readers[0]._writers[data[2:10]]
