@@ -445,7 +445,7 @@ class Codec:
         for history in histories:
             if not history.is_dir():
                 continue
-            for path in sorted(history.rglob("*.avsc")):
+            for path in sorted(history.rglob("*.avsc"), key=_version_order):
                 parsed, header_fp = _load_schema(path)
                 if header_fp in self._writers:
                     continue  # same canonical form as a known schema (e.g. only docs changed)
@@ -453,10 +453,12 @@ class Codec:
                 if name not in current_by_name:
                     raise CodecError(f"historic schema {path} has no current schema {name}")
                 cls = types_by_name[name]
+                # An older form to write in, and to read fast: only one that lacks fields added
+                # since and types every field it has as today (a review: an event's `==` does
+                # not tell `True` from `1`, so a changed type must not pass the written check).
+                older = cls in OLDEST_FORM_TYPES and _only_lacks(parsed, current_by_name[name])
                 fast_older, write_older = (
-                    _compile_older(parsed, current_by_name[name], cls)
-                    if compiled_codecs and cls in OLDEST_FORM_TYPES
-                    else (None, None)
+                    _compile_older(parsed, cls) if compiled_codecs and older else (None, None)
                 )
                 self._writers[header_fp] = _Writer(
                     name,
@@ -466,7 +468,7 @@ class Codec:
                     factory.for_class(cls).from_avro,
                     fast_older,
                 )
-                if older_forms and cls in OLDEST_FORM_TYPES:
+                if older_forms and older:
                     present = {f["name"] for f in parsed["fields"]}
                     lacks = tuple(f.name for f in dataclasses.fields(cls) if f.name not in present)
                     self._older.setdefault(cls, []).append(
@@ -693,22 +695,32 @@ def _compile(schema: dict[str, Any], cls: type) -> CompiledEvent | None:
         return None
 
 
+def _version_order(path: Path) -> tuple[str, int, str]:
+    """History files by type, then version number (``X.v10`` after ``X.v2``)."""
+    stem, _, version = path.stem.rpartition(".v")
+    return (stem, int(version), str(path)) if version.isdigit() else (path.stem, 0, str(path))
+
+
+def _only_lacks(schema: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Does the older ``schema`` only lack fields the ``current`` one has, every field it has
+    typed as the current one types it?"""
+    now = {f["name"]: f["type"] for f in current["fields"]}
+    return all(
+        f["name"] in now
+        and json.dumps(f["type"], sort_keys=True, default=str)
+        == json.dumps(now[f["name"]], sort_keys=True, default=str)
+        for f in schema["fields"]
+    )
+
+
 def _compile_older(
-    schema: dict[str, Any], current: dict[str, Any], cls: type
+    schema: dict[str, Any], cls: type
 ) -> tuple[Callable[[bytes, int], tuple[Any, int]] | None, Callable[[Any, bytearray], None] | None]:
     """The compiled reader and writer of an older schema of ``cls`` that only lacks fields
-    added since (each read as None; the writer is for events where they are None), every
-    field it has typed as the current schema types it; else ``(None, None)`` (Avro's schema
-    resolution reads it, ~10 times slower: governance records are written in such older
+    added since (:func:`_only_lacks`; each read as None, and the writer is for events where
+    they are None); ``(None, None)`` when the compiler does not support it (Avro's schema
+    resolution reads it then, ~10 times slower: governance records are written in such older
     forms, and a processor's start decodes a million of them)."""
-    now = {f["name"]: f["type"] for f in current["fields"]}
-    if any(
-        f["name"] not in now
-        or json.dumps(f["type"], sort_keys=True, default=str)
-        != json.dumps(now[f["name"]], sort_keys=True, default=str)
-        for f in schema["fields"]
-    ):
-        return None, None
     try:
         compiled = compile_event(schema, cls, _hints, older=True)
         native = native_reader(schema, cls, _hints, older=True)

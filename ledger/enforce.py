@@ -36,10 +36,15 @@ answer is awaited on the loop as well, each call bounded by its own timeout).
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import types
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import date
+from datetime import time as time_of_day
+from decimal import Decimal
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from ledger.client import AsyncLedgerClient, LedgerClient, checked_wait
@@ -272,11 +277,27 @@ _NONE: Final = object()
 
 
 def _holds_code(value: Any, depth: int = 8) -> bool:
-    """Is ``value`` anything but plain data (text, numbers, booleans, None, classes, and lists,
-    tuples, sets and mappings of them within ``depth`` levels)? A red team: a bound method in
+    """Is ``value`` anything but plain data (text, numbers, booleans, None, enum members,
+    decimals, dates, times, UUIDs, classes, and lists, tuples, sets and mappings of them within
+    ``depth`` levels)? A red team: a bound method in
     `metadata` or `tags` ran the tool unguarded; any other object may hold one."""
-    if isinstance(value, (str, bytes, int, float, bool, type(None))):
-        return False
+    if isinstance(
+        value,
+        (
+            str,
+            bytes,
+            int,
+            float,
+            bool,
+            type(None),
+            enum.Enum,
+            Decimal,
+            date,
+            time_of_day,
+            uuid.UUID,
+        ),
+    ):
+        return False  # values (a review: an Enum or a date in a framework's metadata)
     if isinstance(value, type):
         return False
     if callable(value):

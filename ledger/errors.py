@@ -63,6 +63,7 @@ __all__ = [
     "SigningKeyMissing",
 ]
 
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -247,10 +248,20 @@ class DecisionDenied(LedgerError):
             if decision.reason_code == "ungoverned_action":
                 # An agent engineer's walkthrough: a misspelt action and a policy left in shadow
                 # read alike; the CLI reads the governance state to say which it is.
+                command = shlex.join(  # quoted: a resource an LLM chose may hold `$(…)`
+                    [
+                        "ledger",
+                        "evaluate",
+                        "--action",
+                        decision.action,
+                        "--principal",
+                        decision.principal,
+                        "--resource",
+                        decision.resource,
+                    ]
+                )
                 reason += (
-                    " (a misspelt action, or its policy not deployed yet? `ledger evaluate "
-                    f"--action {decision.action} --principal {decision.principal} --resource "
-                    f"{decision.resource}` says which)"
+                    f" (a misspelt action, or its policy not deployed yet? `{command}` says which)"
                 )
         super().__init__(
             f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"

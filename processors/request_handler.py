@@ -27,6 +27,7 @@ from ledger.core.evaluate import correction_for, unanswerable
 from ledger.core.events import (
     EVALUATOR,
     BatchEvaluationRequested,
+    DecisionCorrected,
     DecisionRecorded,
     EvaluationRequested,
 )
@@ -248,16 +249,20 @@ class RequestHandler:
         records). Those of the first that are not in the second were answered
         before a crash that kept their correction from the broker: each is written when its
         request is delivered again (not committed: a batch's offsets are committed only once all
-        its outputs are written). A correction is known by its record, not by its request id
-        (a red team: a copy under the id, decided by another worker with a
+        its outputs are written). A correction is known by its id and time
+        (:meth:`_correction_key`), not by its request id (a red team: a copy under the id, decided by another worker with a
         correction of its own, made the one a crash left unwritten read as written). One owed
         at an earlier read whose correction this read found is owed no more (a review: a live
         worker's correction acknowledged after an earlier read's end, owed then, was written a
         second time). Returns how many are owed now."""
         now = time.monotonic()
-        found = set(corrected)
+        found = {self._correction_key(value) for value in corrected}
         for rid, owed in list(self.owed.items()):
-            kept = {c: until for c, until in owed.items() if until > now and c[0] not in found}
+            kept = {
+                c: until
+                for c, until in owed.items()
+                if until > now and self._correction_key(c[0]) not in found
+            }
             if kept:
                 self.owed[rid] = kept
             else:
@@ -265,10 +270,23 @@ class RequestHandler:
         until, fresh = now + OWED_FOR, 0
         for rid, wanted in corrections.items():
             for owed_one in wanted:
-                if owed_one[0] not in found:
+                if self._correction_key(owed_one[0]) not in found:
                     self.owed.setdefault(rid, {})[owed_one] = until
                     fresh += 1
         return fresh
+
+    def _correction_key(self, value: bytes) -> object:
+        """A correction as :meth:`owe` knows it: its id and time (its decision's, which no
+        copy under the request id shares), not its bytes, which differ by the schema form an
+        evaluator wrote (a review: an older evaluator's correction, without constraints, read
+        as unwritten, and was written again)."""
+        try:
+            correction = self.codec.decode(value)
+        except CodecError:
+            return value
+        if not isinstance(correction, DecisionCorrected):
+            return value
+        return (correction.event_id, correction.occurred_at)
 
     def _still_owed(self, rid: bytes) -> list[Output]:
         """A repeated request's outputs: none, or the corrections its decisions still owe,

@@ -10,7 +10,8 @@
 --   per decision, oldest first. No rows: every such decision has its correction. A correction
 --   is its decision's when every field it carries is the decision's: its ids come from the
 --   request id alone, so a copy sent under the id, decided otherwise, has a correction under
---   the same ids (a red team: it stood for the genuine one, which a crash had left unwritten).
+--   the same ids (a red team: it stood for the genuine one, which a crash had left unwritten);
+--   its time is its decision's, which no copy shares.
 -- param: before TIMESTAMPTZ only decisions the broker received before this instant
 SELECT d.decision_id, d.request_id, d.principal, d.action, d.resource, d."default",
        d.determination, d.decided_at, d.topic, d.partition, d."offset"
@@ -26,5 +27,7 @@ WHERE d.mode = 'async'
         AND c."default" = d."default"
         AND c.determination = d.determination
         AND c.reasons::VARCHAR = d.reasons::VARCHAR
-        AND c.constraints::VARCHAR IS NOT DISTINCT FROM d.constraints::VARCHAR)
+        -- a correction written before corrections carried constraints (2026-12-04) has none
+        AND (c.constraints IS NULL OR c.constraints::VARCHAR = '{}'
+             OR c.constraints::VARCHAR IS NOT DISTINCT FROM d.constraints::VARCHAR))
 ORDER BY d.kafka_timestamp, d.topic, d.partition, d."offset";

@@ -208,3 +208,24 @@ def test_a_copys_correction_under_the_same_ids_is_not_delivered() -> None:
     assert listener.delivered == []
     listener.read(TOPICS.corrections, correction)  # as the wire gives it back
     assert listener.delivered == [correction] and len(listener.watching) == 0
+
+
+def test_an_older_evaluators_correction_without_constraints_is_still_delivered() -> None:
+    # A review: a correction written before corrections carried constraints (2026-12-04) reads
+    # back with none; compared whole with what the decision calls for, it was dropped in silence.
+    listener = Listener()
+    request = listener.submit("deny")
+    decision = decided(
+        request,
+        determination=Determination.ALLOW_WITH_CONSTRAINTS,
+        constraints={"max_refund": "50.00"},
+    )
+    correction = correction_for(decision)
+    assert correction is not None and correction.constraints
+    older = replace(correction, constraints={})
+    copy = replace(older, occurred_at=utcnow(), reasons=("the copy's",))
+    listener.read(TOPICS.decisions, decision)
+    listener.read(TOPICS.corrections, copy)  # a copy's, under the same ids: not this one
+    assert listener.delivered == []
+    listener.read(TOPICS.corrections, older)
+    assert listener.delivered == [older]

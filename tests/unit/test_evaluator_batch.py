@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 from ledger.codec import default_codec
@@ -117,8 +118,14 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
     # A red team: a copy under the id, decided by another worker with a correction of its own
     # (on its own partition), made the one a crash left unwritten read as written. A correction
     # is known by its record and partition: the copy's is not the victim's.
-    copy_decided = codec.encode(
-        dataclasses.replace(codec.decode(decided), action="copy.thing", reasons=("copied",))
+    first = codec.decode(decided)
+    copy_decided = codec.encode(  # decided by another worker, at another instant
+        dataclasses.replace(
+            first,
+            action="copy.thing",
+            reasons=("copied",),
+            occurred_at=first.occurred_at + timedelta(milliseconds=3),
+        )
     )
     copy_owed = after.correction_owed(copy_decided)
     assert copy_owed is not None and copy_owed != owed
@@ -131,6 +138,24 @@ def test_a_correction_a_crash_left_unwritten_is_written_when_its_request_comes_a
         [(topics.corrections, rid, written), (topics.corrections, rid, copy_owed)]
     )
     assert after.owe({rid: both}, {owed, copy_owed}) == 0 and after.owed == {}
+    # A review: an older evaluator's correction (no constraints in its schema) is another
+    # record for the same correction: found by its id and time, it is owed no more.
+    import json
+    from io import BytesIO
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from ledger.codec import MAGIC, _load_schema
+    from ledger.contract import contract_dir
+
+    v1 = contract_dir("schemas") / "history" / "DecisionCorrected.v1.avsc"
+    record = codec._current[DecisionCorrected].to_avro(codec.decode(written))
+    record.pop("constraints")
+    older = BytesIO(MAGIC + _load_schema(v1)[1])
+    older.seek(0, 2)
+    schemaless_writer(older, parse_schema(json.loads(v1.read_text())), record)
+    assert older.getvalue() != written and codec.decode(older.getvalue()) == codec.decode(written)
+    assert after.owe({rid: {(owed, 2)}}, {older.getvalue()}) == 0 and after.owed == {}
     # A sync decision, or one that agrees with its default, owes nothing.
     sync = codec.encode(dataclasses.replace(request, mode=Mode.SYNC, default=None))
     (_, _, plain) = handler().handle_batch(EMPTY_STATE, [_msg(1, sync)])[0]

@@ -611,6 +611,9 @@ def test_an_ungoverned_action_is_refused_with_the_command_that_says_why(
         "says which)" in message
     ), message
     assert ran == []
+    # A review: the resource an LLM chose may hold quotes and `$(…)`: the command is quoted.
+    hostile = dataclasses.replace(ungoverned.value.decision, resource="account:Bob's $(id)")
+    assert "--resource 'account:Bob'\"'\"'s $(id)'` says which" in str(DecisionDenied(hostile))
 
 
 def test_a_call_without_an_answer_times_out_and_the_tool_never_runs() -> None:
@@ -1198,6 +1201,25 @@ def test_a_guarded_tool_object_keeps_its_name_and_description_not_its_methods(
 
     kept = guard(Plain())  # plain data is carried
     assert kept.metadata == Plain.metadata and kept.tags == ("refunds", "eu")
+    import enum
+    from datetime import date
+    from decimal import Decimal
+
+    class Tier(enum.Enum):
+        GOLD = "gold"
+
+    class Valued:  # a review: an Enum, a date or a Decimal dropped a framework's metadata
+        name = "valued"
+        metadata: ClassVar[dict[str, Any]] = {
+            "tier": Tier.GOLD,
+            "since": date(2026, 1, 1),
+            "cap": Decimal("50.00"),
+        }
+
+        def __call__(self, to: str) -> str:
+            return "sent"
+
+    assert guard(Valued()).metadata == Valued.metadata
 
 
 def test_an_async_client_connects_without_stopping_the_event_loop(

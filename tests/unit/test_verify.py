@@ -2141,3 +2141,61 @@ def test_requests_a_retention_deleted_before_the_first_export_are_not_missing(
     export = tmp_path / "export"
     write_export(export, kept, TOPICS)
     assert verify(export).intact, [str(p) for p in verify(export).problems]
+
+
+def test_an_older_evaluators_corrections_without_constraints_are_their_decisions(
+    tmp_path: Path,
+) -> None:
+    """A review: a correction written before corrections carried the decision's constraints
+    (2026-12-04, ``DecisionCorrected.v1``) reads back with none, and every correction of an
+    ``allow_with_constraints`` decision counted as missing: an honest ledger was tampered."""
+    import json
+    from io import BytesIO
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from ledger.codec import MAGIC, _load_schema
+    from ledger.contract import contract_dir
+    from ledger.core.evaluate import correction_for
+    from ledger.core.events import Mode
+
+    v1 = contract_dir("schemas") / "history" / "DecisionCorrected.v1.avsc"
+    schema, fingerprint = parse_schema(json.loads(v1.read_text())), _load_schema(v1)[1]
+
+    def in_v1(correction: Any) -> bytes:
+        record = CODEC._current[type(correction)].to_avro(correction)
+        record.pop("constraints")
+        out = BytesIO(MAGIC + fingerprint)
+        out.seek(0, 2)
+        schemaless_writer(out, schema, record)
+        return out.getvalue()
+
+    def constrained(d: DecisionRecorded, head: ChainHead) -> tuple[DecisionRecorded, ChainHead]:
+        return link(
+            dataclasses.replace(
+                d,
+                mode=Mode.ASYNC,
+                default=Determination.DENY,
+                determination=Determination.ALLOW_WITH_CONSTRAINTS,
+                constraints={"cap": Decimal("50.00")},
+            ),
+            head,
+        )
+
+    ledger = build(linker=constrained)
+    owed = [c for d in ledger.decisions if (c := correction_for(d)) is not None]
+    assert owed and CODEC.decode(in_v1(owed[0])).constraints == {}
+    export = tmp_path / "export"
+    write_export(
+        export,
+        ledger.records
+        + [
+            Exported(
+                TOPICS.corrections, 0, n, int(c.occurred_at.timestamp() * 1000), None, in_v1(c)
+            )
+            for n, c in enumerate(owed)
+        ],
+        TOPICS,
+    )
+    report = verify(export)
+    assert report.intact, [str(p) for p in report.problems][:3]
