@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.codec import Codec
 from ledger.core.answering import answer_record
@@ -50,6 +50,8 @@ OWED_FOR = 600.0
 from where the crashed worker's group commit left it; one owed for longer (a live worker's,
 acknowledged just after the read, whose partition was handed over released) would be a second
 copy if a retry brought its id again (a review)."""
+
+E = TypeVar("E")
 
 Owed = tuple[bytes, int]
 """A correction (its encoded record) and the partition of the corrections topic it goes to."""
@@ -231,13 +233,8 @@ class RequestHandler:
         an asynchronous decision that differs from its caller's default (the core's
         :func:`~ledger.core.evaluate.correction_for`). ``None`` for anything else, a record
         that does not decode included."""
-        if not decision:
-            return None
-        try:
-            recorded = self.codec.decode(decision)
-        except CodecError:
-            return None
-        if not isinstance(recorded, DecisionRecorded):
+        recorded = self._decoded(decision, DecisionRecorded)
+        if recorded is None:
             return None
         correction = correction_for(recorded)
         return None if correction is None else self.codec.encode(correction)
@@ -280,13 +277,18 @@ class RequestHandler:
         copy under the request id shares), not its bytes, which differ by the schema form an
         evaluator wrote (a review: an older evaluator's correction, without constraints, read
         as unwritten, and was written again)."""
+        correction = self._decoded(value, DecisionCorrected)
+        return value if correction is None else (correction.event_id, correction.occurred_at)
+
+    def _decoded(self, value: bytes | None, kind: type[E]) -> E | None:
+        """``value`` decoded, when it is a record of ``kind``; else ``None``."""
+        if not value:
+            return None
         try:
-            correction = self.codec.decode(value)
+            event = self.codec.decode(value)
         except CodecError:
-            return value
-        if not isinstance(correction, DecisionCorrected):
-            return value
-        return (correction.event_id, correction.occurred_at)
+            return None
+        return event if isinstance(event, kind) else None
 
     def _still_owed(self, rid: bytes) -> list[Output]:
         """A repeated request's outputs: none, or the corrections its decisions still owe,
