@@ -41,6 +41,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -563,7 +564,8 @@ def _spill_dir() -> str:
 
 
 def _remove_orphaned_spills() -> None:
-    """Remove this user's spill directories whose process is gone (by the pid in the name)."""
+    """Remove this user's spill directories whose process is gone (by the pid in the name)
+    and which nothing has touched for an hour."""
     from ledger.pids import running
 
     with contextlib.suppress(OSError):
@@ -576,6 +578,9 @@ def _remove_orphaned_spills() -> None:
                     and stat.S_ISDIR(info.st_mode)
                     and info.st_uid == os.getuid()
                     and not running(int(pid))
+                    # untouched for an hour: a pid of another namespace sharing this folder (a
+                    # container) may be alive where this process cannot see it (a review)
+                    and time.time() - info.st_mtime > 3600
                 ):
                     shutil.rmtree(path, ignore_errors=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -494,12 +495,16 @@ def test_spill_directories_a_killed_process_left_are_removed(
     dead = tmp_path / f"ledger-duckdb-{gone.pid}-abc"
     alive = tmp_path / f"ledger-duckdb-{os.getppid()}-def"
     other = tmp_path / "ledger-duckdb-notapid-ghi"
-    for folder in (dead, alive, other):
+    recent = tmp_path / f"ledger-duckdb-{gone.pid}-recent"  # another namespace's, maybe
+    hour_ago = time.time() - 3700
+    for folder in (dead, alive, other, recent):
         folder.mkdir()
         (folder / "spill.block").write_bytes(b"x" * 10)
+        if folder is not recent:
+            os.utime(folder, (hour_ago, hour_ago))
     made = Path(sql._spill_dir())
     assert made.parent == tmp_path and made.name.startswith(f"ledger-duckdb-{os.getpid()}-")
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert not dead.exists() and alive.exists() and other.exists() and recent.exists()
     assert sql._spill_dir() == str(made)  # one a process
 
 
