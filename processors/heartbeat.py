@@ -135,6 +135,12 @@ class Heartbeat:
     id none of them has is an evaluator this home did not start (``python -m
     processors.evaluator``)."""
 
+    governance_newer: int | None = None
+    """Governance records it skipped because a newer release wrote them (a schema it does not
+    know): it decides and governs without them (an operator's upgrade drill: an older
+    evaluator beside newer ones decided under a policy's earlier version, `ps` green).
+    ``None``: of a version that wrote none."""
+
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
         partial = path.with_name(path.name + ".partial")
@@ -156,7 +162,7 @@ class Heartbeat:
             held, of = data.get("requests_held"), data.get("requests_of")
             out, group = data.get("out_of_group_since"), data.get("group_state")
             recent, span = data.get("recent"), data.get("recent_seconds")
-            client = data.get("client_id")
+            client, newer = data.get("client_id"), data.get("governance_newer")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -171,6 +177,7 @@ class Heartbeat:
                 recent=None if recent is None else DecisionCounts.from_json(recent),
                 recent_seconds=None if span is None else float(span),
                 client_id=None if client is None else str(client),
+                governance_newer=None if newer is None else int(newer),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

@@ -169,6 +169,7 @@ def ps_cmd(as_json: bool) -> None:
     erroring = stack.erroring(procs)
     if erroring is not None:
         problems.append(erroring)
+    problems += stack.behind_a_newer_release(procs)
     other = [p.name for p in procs if p.same_code is False]
     # Asked only of a broker known to answer, so `ps` stays quick: the local one that answered
     # above, another while a processor talking to it is healthy. Not only while an evaluator

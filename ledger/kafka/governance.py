@@ -303,6 +303,9 @@ class GovernanceFollower:
         """Governance records folded so far."""
         self.undecodable = 0
         """Records on the governance topics that are not governance events (logged, skipped)."""
+        self.newer = 0
+        """Of those, records of a schema this release does not know: a newer release's
+        (``ledger ps`` says so: the processor decides and governs without them)."""
         self.from_snapshot = 0
         """Events in the snapshot the state started from (0: it started from the beginning)."""
         self._snapshot = snapshot
@@ -825,6 +828,7 @@ class GovernanceFollower:
                     events.append(decode(codec, record.value()))
                 except CodecError as exc:
                     self.undecodable += 1
+                    self.newer += isinstance(exc, UnknownSchemaError)
                     log.error("undecodable governance record %s@%s: %s", key, record.offset(), exc)
                     continue
                 last = record

@@ -174,6 +174,8 @@ class ProcessStatus:
     not an evaluator, one of a version that counted none, or not healthy)."""
     recent_seconds: float | None = None
     """The span ``recent`` covers (60 s, less in an evaluator's first minute)."""
+    governance_newer: int | None = None
+    """Governance records it skipped because a newer release wrote them, from its heartbeat."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -305,6 +307,7 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         recent=beat.recent if problem is None else None,
         client_id=beat.client_id if problem is None else None,
         recent_seconds=beat.recent_seconds if problem is None else None,
+        governance_newer=beat.governance_newer,
     )
 
 
@@ -537,6 +540,22 @@ def request_holders(
         else None
     )
     return unheld_requests(procs, elsewhere=elsewhere), note
+
+
+def behind_a_newer_release(procs: list[ProcessStatus]) -> list[str]:
+    """A problem for each running processor that skipped governance records a newer release
+    wrote: it decides (or governs) without them, on an earlier state (an operator's upgrade
+    drill: an older evaluator beside newer ones decided under refund v1 while they decided
+    under v3, `ps` green)."""
+    return [
+        f"{p.name} cannot read {p.governance_newer} governance record(s) a newer release wrote "
+        "(a schema it does not know; its log names them): it decides and governs without "
+        "them, on an earlier state. Run the newer release's processors (`ledger down "
+        "--keep-broker && ledger up` with it); a record forged by someone holding the command "
+        "processor's credential reads so too (`ledger actor verify` names it)"
+        for p in procs
+        if p.running and p.governance_newer
+    ]
 
 
 def erroring(procs: list[ProcessStatus]) -> str | None:

@@ -191,7 +191,13 @@ def test_a_heartbeat_carries_its_recent_decisions_and_one_without_them_still_rea
     counts.count("error", "condition_error", "refund", 1)
     counts.count("allow", None, "refund", 1)
     beat = Heartbeat(
-        pid=1, bootstrap="b", at=1.0, fetched_at=1.0, recent=counts, recent_seconds=60.0
+        pid=1,
+        bootstrap="b",
+        at=1.0,
+        fetched_at=1.0,
+        recent=counts,
+        recent_seconds=60.0,
+        governance_newer=3,
     )
     beat.write(tmp_path / "ready")
     assert Heartbeat.read(tmp_path / "ready") == beat

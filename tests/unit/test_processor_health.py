@@ -84,6 +84,7 @@ def _beat(
     recent: DecisionCounts | None = None,
     at: float | None = None,
     client: str | None = None,
+    newer: int | None = None,
 ) -> None:
     now = time.time() if at is None else at
     Heartbeat(
@@ -100,6 +101,7 @@ def _beat(
         recent=recent,
         recent_seconds=None if recent is None else 60.0,
         client_id=client,
+        governance_newer=newer,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -334,6 +336,26 @@ def test_ps_is_not_all_well_while_the_evaluators_do_not_hold_every_request_parti
     shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
     procs = {p["name"]: p for p in shown["processors"]}
     assert not procs["evaluator"]["healthy"] and procs["evaluator"]["requests_held"] is None
+
+
+def test_ps_says_a_processor_skips_governance_records_a_newer_release_wrote(
+    settings: Settings, both: dict[str, int]
+) -> None:
+    # An operator's upgrade drill: an older evaluator beside newer ones skipped every promotion
+    # they wrote (a schema it did not know) and decided under refund v1, `ps` green.
+    _beat(settings, both["evaluator"], newer=0)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["ps"]).exit_code == 0
+    _beat(settings, both["evaluator"], newer=2)
+    behind = runner.invoke(cli, ["ps"])
+    assert behind.exit_code == 1, behind.output
+    assert (
+        "evaluator cannot read 2 governance record(s) a newer release wrote (a schema it does "
+        "not know; its log names them): it decides and governs without them"
+    ) in behind.stderr
+    shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
+    assert {p["name"]: p for p in shown["processors"]}["evaluator"]["governance_newer"] == 2
+    assert any("cannot read 2 governance record(s)" in p for p in shown["problems"])
 
 
 def test_up_waits_until_the_evaluators_hold_every_request_partition(
