@@ -646,6 +646,16 @@ class GovernanceFollower:
         path, state = self._snapshot, self.state
         if path is None or self._unsaved == 0:
             return
+        if self.newer:
+            # Past records a newer release wrote, the state lacks them: a snapshot would hide
+            # them from the next start, whose count `ledger ps` says (a review).
+            if not live:
+                log.warning(
+                    "governance snapshot not written: %d governance record(s) a newer release "
+                    "wrote cannot be read by this one",
+                    self.newer,
+                )
+            return
         if self._on_disk and self._unsaved < self._snapshot_after:
             return  # the one on disk is recent enough
         writer = self._snapshot_writer
