@@ -92,6 +92,44 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
             runner,
         )
         assert "held by an evaluator this home did not start" in result.stderr, result.output
+
+        # An operator's upgrade drill: a processor skipping governance records a newer release
+        # wrote (a schema it does not know) decided on an earlier state, `ps` green.
+        from ledger.cli.common import connection
+        from ledger.codec import MAGIC
+        from ledger.kafka.clients import make_rdkafka_producer
+
+        address, security = connection(settings, "command-processor")
+        producer = make_rdkafka_producer(address, security=security)
+        producer.produce(
+            settings.topics.policy_events, MAGIC + b"\xee" * 8 + b"\x00", b"refund", partition=0
+        )
+        assert producer.flush(30) == 0
+        said = "cannot read 1 governance record(s) a newer release wrote"
+        behind = _until(
+            lambda: (
+                (r := runner.invoke(cli, ["ps"])).exit_code == 1
+                and f"evaluator {said}" in r.stderr
+                and f"command-processor {said}" in r.stderr
+                and r
+            ),
+            30,
+            "ps says both processors skip a record a newer release wrote",
+            runner,
+        )
+        assert behind.exit_code == 1
+        by_hand.terminate()
+        by_hand.wait(timeout=30)
+        by_hand = None
+        # No snapshot hides it at a restart.
+        assert runner.invoke(cli, ["down", "--keep-broker"]).exit_code == 0
+        assert runner.invoke(cli, ["up"]).exit_code == 0
+        _until(
+            lambda: all(p["governance_newer"] == 1 for p in _ps(runner)[1].values()),
+            60,
+            "the count again after a restart",
+            runner,
+        )
     finally:
         if by_hand is not None:
             by_hand.terminate()
