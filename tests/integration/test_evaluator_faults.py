@@ -289,33 +289,30 @@ def test_a_correction_a_crash_left_unwritten_is_written_by_the_worker_after_it(
     )
     whole_value = CODEC.encode(whole)
     producer.send(topics.evaluation_requests, key=b"account:late", value=whole_value)
-    both = dead.handle(
-        EMPTY_STATE,
-        topic=topics.evaluation_requests,
-        partition=0,
-        offset=1,
-        key=None,
-        value=whole_value,
-    )
-    for topic, key, value in both:
-        producer.send(topic, key=key, value=value)
+
+    def answered_whole(handler: RequestHandler, value: bytes, partition: int, offset: int) -> Any:
+        """What ``handler`` writes for a request, all of it written, as a worker would."""
+        out = handler.handle(
+            EMPTY_STATE,
+            topic=topics.evaluation_requests,
+            partition=partition,
+            offset=offset,
+            key=None,
+            value=value,
+        )
+        for topic, key, record in out:
+            producer.send(topic, key=key, value=record)
+        return out
+
+    answered_whole(dead, whole_value, 0, 1)
     # A red team: a copy under the first request's id, answered whole by another worker, its
     # correction keyed by the same id, made the one the crash left unwritten read as written.
     copy = dataclasses.replace(request, action="copy.thing", resource="account:attacker")
     other = RequestHandler(
         settings=stack.settings, codec=CODEC, evaluator_id="other", stats=ProcessorStats()
     )
-    copied = other.handle(
-        EMPTY_STATE,
-        topic=topics.evaluation_requests,
-        partition=1,
-        offset=0,
-        key=None,
-        value=CODEC.encode(copy),
-    )
+    copied = answered_whole(other, CODEC.encode(copy), 1, 0)
     assert [topic for topic, _, _ in copied] == [topics.decisions, topics.corrections]
-    for topic, key, value in copied:
-        producer.send(topic, key=key, value=value)
     producer.flush(timeout=30)
 
     stack.start("evaluator", instance=2)  # assigned once the dead one's session times out
