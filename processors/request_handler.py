@@ -243,12 +243,13 @@ class RequestHandler:
         """From one read of what was answered since the last commit: ``corrections`` (request
         id -> each correction its decisions call for, from :meth:`correction_owed`, with the
         partition each decision went to) and ``corrected``, the corrections the read found (their
-        records). Those of the first that are not in the second were answered
-        before a crash that kept their correction from the broker: each is written when its
-        request is delivered again (not committed: a batch's offsets are committed only once all
-        its outputs are written). A correction is known by its id and time
-        (:meth:`_correction_key`), not by its request id (a red team: a copy under the id, decided by another worker with a
-        correction of its own, made the one a crash left unwritten read as written). One owed
+        records). Those of the first that are not in the second were answered before a crash
+        that kept their correction from the broker: each is written when its request is
+        delivered again (not committed: a batch's offsets are committed only once all its
+        outputs are written). A correction is known by its id and time
+        (:meth:`_correction_key`), not by its request id (a red team: a copy under the id,
+        decided by another worker with a correction of its own, made the one a crash left
+        unwritten read as written). One owed
         at an earlier read whose correction this read found is owed no more (a review: a live
         worker's correction acknowledged after an earlier read's end, owed then, was written a
         second time). Returns how many are owed now."""
