@@ -16,6 +16,10 @@ names over their limit recorded whole (until 2026-12-06), and a request whose
 against its principal's grants and the policies' ``governs`` (until 2026-12-06: it may be
 ``evaluation_budget_exceeded`` now), and conditions run as before 2026-12-07 (two lists
 compared and a list looked up in a list charged less, ``startsWith`` of a list of texts).
+
+A decision an evaluator answered ``governance_unreadable`` (it could not read a governance
+record a newer release wrote: ``LedgerState.unreadable``) is re-decided lacking what it names,
+with a note saying what it is with every record the history holds.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ledger.core.evaluate import (
     TRACE_TOO_LARGE,
     evaluate,
     evaluate_batch,
+    unread_by,
 )
 from ledger.core.events import (
     BatchDecisionRecorded,
@@ -42,7 +47,7 @@ from ledger.core.events import (
 from ledger.core.history import HistoryEntry, OffsetGap, PositionFolder, log_gaps, state_at_position
 from ledger.core.jsonform import format_timestamp, to_json_value
 from ledger.core.limits import recorded_id, recorded_name
-from ledger.core.state import LedgerState
+from ledger.core.state import POLICY, LedgerState, with_unreadable
 from ledger.core.wordings import earlier_wording
 
 __all__ = [
@@ -118,6 +123,9 @@ def reproduce(
     again: Decision
     notes = []
     asker_checked = True
+    lacked = unread_by(decision)
+    if lacked:  # its evaluator could not read records of these (a newer release's): as then
+        read_all, state = state, with_unreadable(state, state.unreadable | lacked)
     if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
         again = evaluate(
             state, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
@@ -167,6 +175,8 @@ def reproduce(
             )
             again = then
             break
+    if lacked:
+        notes.append(_unread_note(decision, request, read_all, lacked, asker_checked))
     ignored: tuple[str, ...] = WRITER_FIELDS
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
@@ -211,6 +221,40 @@ def reproduce(
         differences=differences,
         ignored=ignored,
         note=note,
+    )
+
+
+def _unread_note(
+    decision: Decision,
+    request: Request,
+    read_all: LedgerState,
+    lacked: frozenset[tuple[str, str]],
+    asker_checked: bool,
+) -> str:
+    """What a reproduction of a ``governance_unreadable`` answer says: its evaluator lacked a
+    record of ``lacked`` (a newer release's), and what ``read_all`` (the history as read, every
+    record of the decision's position) decides."""
+    if isinstance(decision, DecisionRecorded) and isinstance(request, EvaluationRequested):
+        full: Decision = evaluate(
+            read_all,
+            request,
+            now=decision.occurred_at,
+            evaluator_id=decision.evaluator_id,
+            check_asker=asker_checked,
+        )
+    else:
+        assert isinstance(request, BatchEvaluationRequested)
+        full = evaluate_batch(
+            read_all, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
+        )
+    whose = ", ".join(
+        f"policy {name}" if kind == POLICY else f"{name}'s authority"
+        for kind, name in sorted(lacked)
+    )
+    return (
+        f"its evaluator could not read a governance record of {whose} (a newer release wrote "
+        f"it; `ledger ps` says so of such an evaluator): re-decided so; with every record the "
+        f"history holds, it is {_outcome(full)}"
     )
 
 

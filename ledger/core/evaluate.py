@@ -81,7 +81,15 @@ from ledger.core.limits import (
     recorded_name,
 )
 from ledger.core.policy import PolicyOutcome
-from ledger.core.state import LedgerState, PolicyRecord, bucket
+from ledger.core.state import (
+    POLICY,
+    PRINCIPAL,
+    LedgerState,
+    PolicyRecord,
+    authority_unread,
+    bucket,
+    unread,
+)
 from ledger.core.text import clipped
 
 __all__ = [
@@ -102,6 +110,8 @@ __all__ = [
     "item_request",
     "correction_for",
     "TRACE_TOO_LARGE",
+    "GOVERNANCE_UNREADABLE",
+    "unread_by",
 ]
 
 TRACE_TOO_LARGE: Final = "trace_too_large"
@@ -109,6 +119,11 @@ TRACE_TOO_LARGE: Final = "trace_too_large"
 INVALID_REQUEST: Final = "invalid_request"
 """``reason_code`` of an ``error`` decision to a request whose ``requested_by`` is not a
 principal (:func:`asker_problem`)."""
+
+GOVERNANCE_UNREADABLE: Final = "governance_unreadable"
+"""``reason_code`` of an ``error`` decision an evaluator gave because the governance records
+of the request's principal (or a role it holds), or of the policy governing its action,
+include one it cannot read: a newer release wrote it (``LedgerState.unreadable``)."""
 
 REASON_CODES: Final[dict[str, str]] = {
     "no_authority": "deny: no grant of the principal or its roles covers the action on the resource now",
@@ -127,6 +142,9 @@ REASON_CODES: Final[dict[str, str]] = {
     "limits; nothing was evaluated",
     INVALID_REQUEST: "error: the request's requested_by is not a kind:name principal (the "
     "SDK sends its ClientConfig.actor, which must be one); nothing was evaluated",
+    GOVERNANCE_UNREADABLE: "error: a governance record of the principal's authority or of the "
+    "governing policy is one this evaluator cannot read (a newer release wrote it): it does "
+    "not decide on an earlier state",
 }
 """Every ``reason_code`` a decision can carry, with its meaning."""
 
@@ -335,6 +353,18 @@ def evaluate(
             return _before_policy(
                 state, request, writer, _ERROR, INVALID_REQUEST, malformed, limits=limits
             )
+    if state.unreadable and authority_unread(state, principal):
+        return _before_policy(
+            state,
+            request,
+            writer,
+            _ERROR,
+            GOVERNANCE_UNREADABLE,
+            _unreadable_reason(f"{principal}'s authority (its own or a role's it holds)"),
+            facts,
+            context,
+            limits=limits,
+        )
     work = MatchWork(meter, limits.evaluation_cost) if work is None else work
     found = authorize_request(
         state,
@@ -396,6 +426,29 @@ def evaluate(
             limits=limits,
         )
     record = governing_policy(state, action, key)
+    if state.unreadable and record is not None and unread(state, POLICY, record.name):
+        return DecisionRecorded(
+            event_id=decision_id(request_id),
+            occurred_at=now,
+            actor=actor,
+            request_id=request_id,
+            requested_at=request.occurred_at,
+            requested_by=requested_by,
+            action=action,
+            principal=principal,
+            resource=resource,
+            determination=_ERROR,
+            reasons=(_unreadable_reason(f"policy {record.name}"),),
+            reason_code=GOVERNANCE_UNREADABLE,
+            policy=record.name,
+            grant_id=grant.grant_id,
+            facts=facts,
+            context=context,
+            mode=request.mode,
+            default=request.default,
+            evaluator_id=evaluator_id,
+            governance_position=state.position,
+        )
     version, stage, b = (
         (None, None, None) if record is None else _choose(state, record, action, key)
     )
@@ -457,6 +510,27 @@ def evaluate(
         default=request.default,
         evaluator_id=evaluator_id,
         governance_position=state.position,
+    )
+
+
+def _unreadable_reason(whose: str) -> str:
+    return (
+        f"the governance records of {whose} include one this evaluator cannot read (a newer "
+        "release wrote it): it does not decide on an earlier state; run that release's "
+        "evaluators (`ledger ps` names this one)"
+    )
+
+
+def unread_by(decision: DecisionRecorded | BatchDecisionRecorded) -> frozenset[tuple[str, str]]:
+    """The aggregates ``decision`` (or a pre-evaluation's items) was answered
+    ``governance_unreadable`` for, as ``LedgerState.unreadable`` names them: the policy it
+    names, else its principal (whose authority, or a role's, lacked a record: marking the
+    principal answers so again). Reproduction re-decides with them (:func:`with_unreadable`)."""
+    answers = decision.decisions if isinstance(decision, BatchDecisionRecorded) else (decision,)
+    return frozenset(
+        (POLICY, d.policy) if d.policy is not None else (PRINCIPAL, decision.principal)
+        for d in answers
+        if d.reason_code == GOVERNANCE_UNREADABLE
     )
 
 

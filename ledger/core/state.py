@@ -83,6 +83,11 @@ __all__ = [
     "Replay",
     "with_position",
     "with_positions",
+    "with_unreadable",
+    "unread",
+    "authority_unread",
+    "POLICY",
+    "PRINCIPAL",
     "aggregate_of",
     "bucket",
     "aggregate_record",
@@ -454,11 +459,17 @@ class LedgerState:
 
     ``position`` maps ``"topic/partition"`` to the offset of the last governance record applied
     (kept by the adapters with :func:`with_position`); every decision records it.
+    ``unreadable``: what the adapters could not fold (:func:`with_unreadable`).
     """
 
     policies: PMap[str, PolicyRecord] = field(default_factory=PMap)
     principals: PMap[str, PrincipalRecord] = field(default_factory=HeldPrincipals)
     position: Mapping[str, int] = field(default_factory=dict)
+    unreadable: frozenset[tuple[str, str]] = frozenset()
+    """Aggregates, ``(kind, name)`` (:data:`POLICY` or :data:`PRINCIPAL`), with a governance
+    record the adapter could not read because a newer release wrote it (name ``""``: a record
+    of no readable key, every aggregate of its kind). Their state here is an earlier one:
+    nothing is decided or changed on it (:func:`unread`). Empty nearly always."""
     memo: dict[Any, Any] = field(default_factory=_new_memo, init=False, repr=False, compare=False)
 
 
@@ -484,6 +495,44 @@ def with_positions(state: LedgerState, positions: Mapping[str, int]) -> LedgerSt
     new = replace(state, position=MappingProxyType(position))
     new.memo.update(state.memo)
     return new
+
+
+POLICY: Final = "policy"
+"""The kind of a policy's aggregate (its events' Kafka key is the policy name)."""
+PRINCIPAL: Final = "principal"
+"""The kind of a principal's aggregate (grants, roles, keys: keyed by the principal)."""
+
+
+def with_unreadable(state: LedgerState, unreadable: frozenset[tuple[str, str]]) -> LedgerState:
+    """``state`` marked as lacking records of the ``unreadable`` aggregates, ``(kind, name)``:
+    a processor of an earlier release skipped records a newer one wrote (a schema it does not
+    know). The operators' upgrade drill: such an evaluator decided under a policy's earlier
+    version while the newer ones decided under its next, and its command processor numbered
+    the policy's events anew. On such a state the core decides nothing those records could
+    change (``error`` / ``governance_unreadable``) and refuses every command on them."""
+    if unreadable == state.unreadable:
+        return state
+    new = replace(state, unreadable=unreadable)
+    new.memo.update(state.memo)  # the governance content is the same
+    return new
+
+
+def unread(state: LedgerState, kind: str, name: str) -> bool:
+    """Whether the aggregate ``(kind, name)`` has a record ``state`` lacks (see
+    :func:`with_unreadable`)."""
+    marked = state.unreadable
+    return bool(marked) and ((kind, name) in marked or (kind, "") in marked)
+
+
+def authority_unread(state: LedgerState, principal: str) -> bool:
+    """Whether ``principal``'s authority (its grants, roles and keys, and the grants of every
+    role it holds) may lack a record (see :func:`with_unreadable`)."""
+    if not state.unreadable:
+        return False
+    if unread(state, PRINCIPAL, principal):
+        return True
+    record = state.principals.get(principal)
+    return record is not None and any(unread(state, PRINCIPAL, r) for r in record.roles)
 
 
 def aggregate_of(event: GovernanceEvent) -> str:
@@ -605,6 +654,7 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
                 policies=state.policies.set(event.policy, draft.frozen()),
                 principals=state.principals,
                 position=state.position,
+                unreadable=state.unreadable,
             )
         case (
             GrantIssued()
@@ -640,6 +690,7 @@ def fold(state: LedgerState, event: GovernanceEvent) -> LedgerState:
                 policies=state.policies,
                 principals=state.principals.set(event.principal, updated),
                 position=state.position,
+                unreadable=state.unreadable,
             )
         case _:
             assert_never(event)
@@ -761,6 +812,7 @@ class Replay:
                 policies=base_policies.update(changed),
                 principals=base_principals.update(rebuilt),  # type: ignore[arg-type]  # on read
                 position=state.position,
+                unreadable=state.unreadable,
             )
 
     def _check_open(self) -> None:

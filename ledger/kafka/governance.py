@@ -38,12 +38,15 @@ from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.core.signing import Witnesses, witnesses_from
 from ledger.core.state import (
     EMPTY_STATE,
+    POLICY,
+    PRINCIPAL,
     LedgerState,
     Replay,
     aggregate_of,
     compile_deployed,
     fold,
     with_positions,
+    with_unreadable,
 )
 from ledger.errors import CodecError, UnknownSchemaError
 from ledger.files import held_exclusively
@@ -305,7 +308,9 @@ class GovernanceFollower:
         """Records on the governance topics that are not governance events (logged, skipped)."""
         self.newer = 0
         """Of those, records of a schema this release does not know: a newer release's
-        (``ledger ps`` says so: the processor decides and governs without them)."""
+        (``ledger ps`` says so). Their aggregates (the records' keys) are published with the
+        state (``LedgerState.unreadable``): nothing is decided or changed on them."""
+        self._unreadable: frozenset[tuple[str, str]] = frozenset()
         self.from_snapshot = 0
         """Events in the snapshot the state started from (0: it started from the beginning)."""
         self._snapshot = snapshot
@@ -816,13 +821,25 @@ class GovernanceFollower:
         if caught_up is not None:
             state = caught_up.result()
         elif not events:
-            return
-        state = with_positions(state, positions)
+            if self.state.unreadable == self._unreadable:
+                return
+            state = self.state  # only a record it could not read: published as lacking
+        state = with_unreadable(with_positions(state, positions), self._unreadable)
         if touched:
             # Before the state is published: the first request a new version decides does not
             # wait for it to compile.
             compile_deployed(state, sorted(touched))
         self.state = state
+
+    def _aggregate(self, record: Any) -> tuple[str, str]:
+        """The aggregate a governance record is of, ``(kind, name)``, from its topic and key
+        (name ``""``: a key that is no name, which stands for every aggregate of the kind)."""
+        kind = POLICY if record.topic() == self._topics[0] else PRINCIPAL
+        key = record.key()
+        try:
+            return kind, key.decode("utf-8") if key else ""
+        except UnicodeDecodeError:
+            return kind, ""
 
     def _decode(self, fetched: list[tuple[str, list[Any]]]) -> list[GovernanceEvent]:
         """The governance events of ``fetched`` (librdkafka messages, or anything with their
@@ -838,7 +855,9 @@ class GovernanceFollower:
                     events.append(decode(codec, record.value()))
                 except CodecError as exc:
                     self.undecodable += 1
-                    self.newer += isinstance(exc, UnknownSchemaError)
+                    if isinstance(exc, UnknownSchemaError):
+                        self.newer += 1
+                        self._unreadable |= {self._aggregate(record)}
                     log.error("undecodable governance record %s@%s: %s", key, record.offset(), exc)
                     continue
                 last = record

@@ -544,13 +544,15 @@ def request_holders(
 
 def behind_a_newer_release(procs: list[ProcessStatus]) -> list[str]:
     """A problem for each running processor that skipped governance records a newer release
-    wrote: it decides (or governs) without them, on an earlier state (an operator's upgrade
-    drill: an older evaluator beside newer ones decided under refund v1 while they decided
-    under v3, `ps` green)."""
+    wrote (an operator's upgrade drill: an older evaluator beside newer ones decided under
+    refund v1 while they decided under v3, `ps` green). Of this release on, such a processor
+    answers ``error`` / ``governance_unreadable`` and refuses commands where those records could
+    change the answer (``LedgerState.unreadable``); one of an earlier release decides on."""
     return [
         f"{p.name} cannot read {p.governance_newer} governance record(s) a newer release wrote "
-        "(a schema it does not know; its log names them): it decides and governs without "
-        "them, on an earlier state. Run the newer release's processors (`ledger down "
+        "(a schema it does not know; its log names them): it answers error "
+        "(governance_unreadable) to requests of their policies and principals, and refuses "
+        "commands on them. Run the newer release's processors (`ledger down "
         "--keep-broker && ledger up` with it); a record forged by someone holding the command "
         "processor's credential reads so too (`ledger actor verify` names it)"
         for p in procs

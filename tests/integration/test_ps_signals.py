@@ -27,6 +27,19 @@ def _ps(runner: CliRunner) -> tuple[Result, dict[str, Any]]:
     return result, {p["name"]: p for p in json.loads(result.stdout)["processors"]}
 
 
+def _asked(runner: CliRunner, principal: str) -> dict[str, Any]:
+    """The decision `ledger evaluate` prints for ``principal`` doing x.y on r:1."""
+    asked = runner.invoke(
+        cli,
+        [
+            *("evaluate", "--action", "x.y", "--principal", principal, "--resource", "r:1"),
+            *("--timeout", "20", "--json"),
+        ],
+    )
+    decision: dict[str, Any] = json.loads(asked.stdout)
+    return decision
+
+
 def _until(check: Any, seconds: float, what: str, runner: CliRunner) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -104,8 +117,9 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
         producer.produce(
             settings.topics.policy_events, MAGIC + b"\xee" * 8 + b"\x00", b"refund", partition=0
         )
+        producer.produce(settings.topics.grant_events, MAGIC + b"\xee" * 8 + b"\x00", b"agent:a")
         assert producer.flush(30) == 0
-        said = "cannot read 1 governance record(s) a newer release wrote"
+        said = "cannot read 2 governance record(s) a newer release wrote"
         behind = _until(
             lambda: (
                 (r := runner.invoke(cli, ["ps"])).exit_code == 1
@@ -118,6 +132,18 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
             runner,
         )
         assert behind.exit_code == 1
+        # Fail closed where those records could change the answer (their keys name them), as
+        # decided before elsewhere; no command changes them on the earlier state.
+        assert _asked(runner, "agent:a")["reason_code"] == "governance_unreadable"
+        assert _asked(runner, "agent:b")["reason_code"] == "no_authority"
+        for command in (
+            ["grant", "issue", "--to", "agent:a", "--actions", "x.*", "--resource", "*"],
+            ["policy", "approve", "refund", "1"],
+        ):
+            refused = runner.invoke(cli, [*command, "--by", "human:admin"])
+            assert refused.exit_code != 0 and "governance_unreadable" in refused.stderr, (
+                refused.output
+            )
         by_hand.terminate()
         by_hand.wait(timeout=30)
         by_hand = None
@@ -125,11 +151,12 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
         assert runner.invoke(cli, ["down", "--keep-broker"]).exit_code == 0
         assert runner.invoke(cli, ["up"]).exit_code == 0
         _until(
-            lambda: all(p["governance_newer"] == 1 for p in _ps(runner)[1].values()),
+            lambda: all(p["governance_newer"] == 2 for p in _ps(runner)[1].values()),
             60,
             "the count again after a restart",
             runner,
         )
+        assert _asked(runner, "agent:a")["reason_code"] == "governance_unreadable"
     finally:
         if by_hand is not None:
             by_hand.terminate()

@@ -30,7 +30,7 @@ from ledger.core.events import (
 )
 from ledger.core.lifecycle import REJECTION_CODES, KeyTrust, register_anchors
 from ledger.core.signing import key_id_of, verify_history
-from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_positions
+from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_positions, with_unreadable
 from ledger.ids import new_id, utcnow
 from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, write_snapshot
 from ledger.keys import public_bytes, sign
@@ -345,6 +345,23 @@ def test_a_trust_anchor_written_into_the_log_by_anyone_but_the_configuration_sig
     assert events == []
     answer, _ = ledger.send(sign(issue("g-genuine"), ADMIN_KEY))  # the configured one signs
     assert isinstance(answer, CommandAccepted), answer
+
+
+def test_a_trust_anchor_is_not_written_for_a_principal_with_a_record_the_processor_cannot_read() -> (
+    None
+):
+    # Its event would be numbered after the sequence this processor knows, which the record a
+    # newer release wrote may already hold: the newer release would drop it.
+    anchors = {"human:admin": public_bytes(ADMIN_KEY), "human:bob": public_bytes(OTHER_KEY)}
+    lacking = with_unreadable(EMPTY_STATE, frozenset({("principal", "human:admin")}))
+    written = register_anchors(lacking, anchors, now=utcnow(), new_id=new_id)
+    assert [e.principal for e in written] == ["human:bob"]
+    assert [
+        e.principal for e in register_anchors(EMPTY_STATE, anchors, now=utcnow(), new_id=new_id)
+    ] == [
+        "human:admin",
+        "human:bob",
+    ]
 
 
 def _register_keys(ledger: Ledger, count: int) -> list[str]:

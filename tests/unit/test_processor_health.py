@@ -351,7 +351,8 @@ def test_ps_says_a_processor_skips_governance_records_a_newer_release_wrote(
     assert behind.exit_code == 1, behind.output
     assert (
         "evaluator cannot read 2 governance record(s) a newer release wrote (a schema it does "
-        "not know; its log names them): it decides and governs without them"
+        "not know; its log names them): it answers error (governance_unreadable) to requests "
+        "of their policies and principals, and refuses commands on them"
     ) in behind.stderr
     shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
     assert {p["name"]: p for p in shown["processors"]}["evaluator"]["governance_newer"] == 2

@@ -47,11 +47,12 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
+from ledger.core.history import state_at_position
 from ledger.core.lifecycle import Rejection, decide
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.policy import parse_policy
 from ledger.core.simulate import simulate
-from ledger.core.state import EMPTY_STATE, fold, with_position
+from ledger.core.state import EMPTY_STATE, fold, with_position, with_unreadable
 from ledger.kafka.reading import position_key
 from ledger.settings import TopicNames
 
@@ -346,6 +347,63 @@ def test_a_decision_whose_history_lacks_a_record_before_its_position_says_so(
     result = reproduce(recorded, request, iter(kept))
     assert result.note is not None
     assert f"{key}@{cited} (it lacks offset(s) 1 of them)" in result.note
+
+
+@pytest.mark.parametrize(
+    ("lacking", "whose"),
+    [
+        ((("policy", "refund"),), "policy refund"),
+        ((("principal", AGENT),), f"{AGENT}'s authority"),
+    ],
+)
+def test_a_decision_its_evaluator_gave_lacking_a_newer_releases_record_reproduces_with_a_note(
+    history: History, export: Path, lacking: tuple[tuple[str, str], ...], whose: str
+) -> None:
+    # An evaluator of an earlier release that skipped a record a newer one wrote answers error
+    # (governance_unreadable) for what that record could change; the export (a newer CLI's)
+    # holds the record: re-decided as that evaluator decided, and what it is with the record.
+    source = ExportSource(export)
+    entries = source.history()
+    for recorded in history.decisions:
+        if isinstance(recorded, DecisionRecorded) and recorded.reason_code == "rule_matched":
+            break
+    [request] = source.requests(recorded.request_id)
+    state = with_unreadable(
+        state_at_position(entries, recorded.governance_position), frozenset(lacking)
+    )
+    decided = evaluate(state, request, now=recorded.occurred_at, evaluator_id="evaluator-s")
+    assert decided.reason_code == "governance_unreadable"
+    result = reproduce(decided, request, entries)
+    assert result.reproduces, result.differences
+    assert result.note == (
+        f"its evaluator could not read a governance record of {whose} (a newer release wrote "
+        "it; `ledger ps` says so of such an evaluator): re-decided so; with every record the "
+        f"history holds, it is {recorded.determination.value} (rule_matched)"
+    )
+    # A forged one is not taken for it.
+    forged = dataclasses.replace(decided, determination=Determination.DENY)
+    assert [d.field for d in reproduce(forged, request, entries).differences] == ["determination"]
+
+
+def test_a_pre_evaluation_its_evaluator_gave_lacking_a_record_reproduces_with_a_note(
+    history: History, export: Path
+) -> None:
+    source = ExportSource(export)
+    entries = source.history()
+    recorded = next(d for d in history.decisions if isinstance(d, BatchDecisionRecorded))
+    [request] = source.requests(recorded.request_id)
+    assert isinstance(request, BatchEvaluationRequested)
+    state = with_unreadable(
+        state_at_position(entries, recorded.governance_position), frozenset({("policy", "refund")})
+    )
+    decided = evaluate_batch(state, request, now=recorded.occurred_at, evaluator_id="evaluator-s")
+    assert {d.reason_code for d in decided.decisions} == {"governance_unreadable"}
+    result = reproduce(decided, request, entries)
+    assert result.reproduces, result.differences
+    assert result.note is not None and result.note.endswith(
+        "with every record the history holds, it is "
+        + ", ".join(f"{d.item_id}: {d.determination.value}" for d in recorded.decisions)
+    )
 
 
 # --------------------------------------------------------------------------- simulation

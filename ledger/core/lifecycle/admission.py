@@ -34,7 +34,7 @@ from ledger.core.signing import (
     verify_signature,
     within_validity,
 )
-from ledger.core.state import LedgerState, actor_key, key_owner
+from ledger.core.state import PRINCIPAL, LedgerState, actor_key, key_owner, unread
 
 __all__ = [
     "authenticate",
@@ -352,6 +352,8 @@ def register_anchors(
         if len(public_key) != PUBLIC_KEY_BYTES or key_owner(state, key_id) is not None:
             continue
         if weak_key(public_key) is not None:  # it could sign nothing (verify_signature)
+            continue
+        if unread(state, PRINCIPAL, principal):  # numbered anew otherwise (with_unreadable)
             continue
         record = state.principals.get(principal)
         sequence = sequences.get(principal, record.sequence if record is not None else 0) + 1

@@ -31,6 +31,7 @@ from ledger.core.events import (
 )
 from ledger.core.lifecycle.commands import DEFAULT_ADMINS
 from ledger.core.lifecycle.grant_rules import (
+    _find_grant,
     _issue,
     _register_key,
     _revoke,
@@ -39,9 +40,9 @@ from ledger.core.lifecycle.grant_rules import (
     _unfinished_revocation,
 )
 from ledger.core.lifecycle.policy_rules import _approve, _promote, _propose, _retire, _rollback
-from ledger.core.lifecycle.rejections import Rejection, _reject
+from ledger.core.lifecycle.rejections import Rejection, _reject, clipped
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.state import LedgerState
+from ledger.core.state import POLICY, PRINCIPAL, LedgerState, authority_unread, unread
 
 __all__ = ["decide", "unfinished"]
 
@@ -69,6 +70,15 @@ def decide(
                 f"its {name} is {len(text):,} characters; at most {limits.command_text_chars:,} "
                 "are accepted (command_text_chars): keep the detail elsewhere and name it here",
             )
+    lacking = _unreadable(state, command) if state.unreadable else None
+    if lacking is not None:
+        return _reject(
+            "governance_unreadable",
+            f"the governance records of {lacking} include one this command processor cannot "
+            "read (a newer release wrote it): it changes nothing on an earlier state (its "
+            "events would be numbered anew, and dropped by the newer release); run that "
+            "release's command processor (`ledger ps` names this one)",
+        )
     match command:
         case ProposePolicyVersion():
             return _propose(state, command, now, new_id, admins, limits)
@@ -92,6 +102,33 @@ def decide(
             return _revoke_key(state, command, now, new_id, admins)
         case _:
             assert_never(command)
+
+
+def _unreadable(state: LedgerState, command: Command) -> str | None:
+    """What ``command`` reads or changes that has a record ``state`` lacks
+    (``LedgerState.unreadable``), in words; ``None``: nothing."""
+    if authority_unread(state, command.actor):
+        return f"{clipped(command.actor)}'s authority (its own or a role's it holds)"
+    match command:
+        case (
+            ProposePolicyVersion()
+            | ApprovePolicyVersion()
+            | PromotePolicyVersion()
+            | RollbackPolicy()
+            | RetirePolicy()
+        ):
+            name = command.policy or ""
+            return f"policy {clipped(name)}" if unread(state, POLICY, name) else None
+        case IssueGrant() | AssignRole() | RevokeRole() | RegisterActorKey() | RevokeActorKey():
+            principal = command.principal
+        case RevokeGrant():
+            holder = _find_grant(state, command.grant_id)
+            if holder is None:  # unknown here (perhaps issued in the unread record): refused
+                return None
+            principal = holder.principal
+        case _:
+            assert_never(command)
+    return clipped(principal) if unread(state, PRINCIPAL, principal) else None
 
 
 def unfinished(

@@ -11,7 +11,10 @@ before, by that command signed with NAME (``none``: before signatures were recor
 ``carried``: with the signature the ``when`` command carries), and
 ``decided_before: {rejected: CODE}`` that it was rejected; the case is then decided with
 ``decide_again``, and ``expect: {answer: already_applied}`` means it answers with the first
-events."""
+events.
+
+Records not read: ``unreadable: [[kind, name], …]`` marks those aggregates (``policy`` or
+``principal``) as having a record a newer release wrote (``LedgerState.unreadable``)."""
 
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ from ledger.core.events import (
 )
 from ledger.core.lifecycle import FirstAnswer, decide_again, decide_signed, register_anchors
 from ledger.core.signing import key_id_of
+from ledger.core.state import with_unreadable
 from ledger.keys import public_bytes, sign
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -255,6 +259,9 @@ def first_answer(before: dict[str, Any], command: Any) -> FirstAnswer:
 def run_case(case: dict[str, Any]) -> None:
     ids = (f"evt-{i}" for i in itertools.count())
     state = apply(EMPTY_STATE, case.get("given", []), ids)
+    # ``unreadable: [[kind, name], …]``: aggregates with a record a newer release wrote, which
+    # the processor could not read (LedgerState.unreadable).
+    state = with_unreadable(state, frozenset(tuple(a) for a in case.get("unreadable", [])))
     expect = case["expect"]
     if "when" in case:
         command = build_command(case["when"], 999)
