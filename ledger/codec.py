@@ -408,6 +408,7 @@ class Codec:
         self._current: dict[type, _Current] = {}
         self._writers: dict[bytes, _Writer] = {}
         self._older: dict[type, list[_Older]] = {}
+        self._older_files: list[tuple[type, bytes, Path]] = []
         current_by_name: dict[str, dict[str, Any]] = {}
         for cls in EVENT_TYPES:
             path = directory / f"{cls.__name__}.avsc"
@@ -457,6 +458,8 @@ class Codec:
                 # since and types every field it has as today (a review: an event's `==` does
                 # not tell `True` from `1`, so a changed type must not pass the written check).
                 older = cls in OLDEST_FORM_TYPES and _only_lacks(parsed, current_by_name[name])
+                if older:
+                    self._older_files.append((cls, header_fp, path))
                 fast_older, write_older = (
                     _compile_older(parsed, cls) if compiled_codecs and older else (None, None)
                 )
@@ -583,6 +586,12 @@ class Codec:
     def type_of(self, data: bytes | bytearray | memoryview) -> str:
         """The record name (e.g. ``"DecisionRecorded"``) of ``data``, from its header alone."""
         return self._writer_of(data).name
+
+    def older_forms(self) -> tuple[tuple[type, bytes, Path], ...]:
+        """The older schemas governance events and commands are written in when their later
+        fields are unset (and read in place, their later fields ``None``): ``(event type,
+        8-byte fingerprint as on the wire, schema file)``, oldest first per type."""
+        return tuple(self._older_files)
 
     def fingerprint_of(self, event_type: type) -> int:
         """CRC-64-AVRO fingerprint of the current schema of ``event_type``, as an unsigned int."""

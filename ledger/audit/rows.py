@@ -12,11 +12,13 @@ VARCHAR, ``bytes`` → BLOB, anything nested → JSON holding exactly
 
 Two ways to a row, with the same result (a test holds them to that):
 
-- the fast path, for records written with a current schema: a function compiled once per event
-  type and topic from the schema reads the Avro body straight into the row (timestamps as
-  integers, nested fields into their JSON form, then their canonical text);
-- the reference path, for everything else (records written with an older schema, and anything
-  the fast path finds malformed): the codec decodes the event, and each field is rendered from
+- the fast path, for records written with a current schema, or with an older form a governance
+  event or command is written in (:meth:`~ledger.codec.Codec.older_forms`; the fields it
+  lacks NULL): a function compiled once per schema and topic reads the Avro body straight
+  into the row (timestamps as integers, nested fields into their JSON form, then their
+  canonical text);
+- the reference path, for everything else (records written with another older schema, and
+  anything the fast path finds malformed): the codec decodes the event, and each field is rendered from
   the Python value.
 
 A record neither path can decode still gets a row: ``event_type`` and every field NULL, the
@@ -594,8 +596,9 @@ def _compile_decoder(
             source.raw(f["type"], to, 1)
     source.emit(1, "if p != L:")
     source.emit(2, "raise _Malformed('bytes after the body')")
-    items = [
-        by_field[c.field] if c.field in own and own[c.field] is c else "None" for c in fmt.columns
+    items = [  # a field an older schema lacks (added since): NULL
+        by_field[c.field] if c.field in by_field and own[c.field] is c else "None"
+        for c in fmt.columns
     ]
     source.emit(1, f"return (*h, _name, d, {', '.join(items)})")
     text = "def decode(d, p, h):\n    L = len(d)\n" + "\n".join(source.lines) + "\n"
@@ -773,7 +776,9 @@ def _native_decoder(
         else:
             fields.append(program.value(f["type"], None, json=False))
     index = {f["name"]: i for i, f in enumerate(schema["fields"])}
-    columns = [index[c.field] if c.field in own and own[c.field] is c else -1 for c in fmt.columns]
+    columns = [  # a field an older schema lacks (added since): NULL
+        index[c.field] if c.field in index and own[c.field] is c else -1 for c in fmt.columns
+    ]
     row = _vm.Row(cls.__name__, fields, columns)
     return typing.cast(_Decode, row.decode)
 
@@ -804,15 +809,25 @@ class RowMaker:
         by_name = {
             cls.__name__: (topic, fmt) for topic, fmt in self.formats.items() for cls in fmt.types
         }
-        for name in by_name:
-            raw = json.loads((schemas / f"{name}.avsc").read_text(encoding="utf-8"))
-            cls = next(c for c in _events.EVENT_TYPES if c.__name__ == name)
-            header = self.codec.fingerprint_of(cls).to_bytes(8, "little")
+        # The current schemas, and the older forms governance events and commands are written
+        # in (Codec.older_forms: nearly every governance record since 2026-12-07).
+        forms = [
+            (
+                cls,
+                self.codec.fingerprint_of(cls).to_bytes(8, "little"),
+                schemas / f"{cls.__name__}.avsc",
+            )
+            for cls in _events.EVENT_TYPES
+            if cls.__name__ in by_name
+        ]
+        forms += [form for form in self.codec.older_forms() if form[0].__name__ in by_name]
+        make = _native_decoder if self.native else _python_decoder
+        for cls, header, path in forms:
+            raw = json.loads(path.read_text(encoding="utf-8"))
             named: dict[str, Any] = {}
             parsed = typing.cast(
                 dict[str, Any], parse_schema(_strip_logical(raw), named_schemas=named)
             )
-            make = _native_decoder if self.native else _python_decoder
             self._fast[header] = {
                 topic: make(parsed, named, cls, fmt)
                 for topic, fmt in self.formats.items()
