@@ -232,6 +232,27 @@ def named_query(name: str) -> NamedQuery:
 
 
 _UNIT_WORDS: Final = {"s": "sec", "m": "min", "h": "hour", "d": "day", "w": "week"}
+_UNITS_SAID: Final = {
+    **{word: unit for unit, word in _UNIT_WORDS.items()},
+    **{f"{word}s": unit for unit, word in _UNIT_WORDS.items()},
+    **{unit: unit for unit in _UNIT_WORDS},
+    "second": "s",
+    "seconds": "s",
+    "minute": "m",
+    "minutes": "m",
+    "hr": "h",
+    "hrs": "h",
+}
+"""How long ago a reader may write, unit by unit (``10m``, ``10min``, ``2 hours``)."""
+_BSD_UNITS: Final = {"s": "S", "m": "M", "h": "H", "d": "d", "w": "w"}
+
+
+def _how_long_ago(raw: str) -> tuple[str, str] | None:
+    """``(count, unit)`` of a "how long ago" (``10m``, ``10min``, ``2 hours``), else ``None``."""
+    text = raw.strip().lower()
+    digits = len(text) - len(text.lstrip("0123456789"))
+    count, unit = text[:digits], _UNITS_SAID.get(text[digits:].strip())
+    return (count, unit) if count and unit is not None else None
 
 
 def _parse_value(param: Param, raw: str) -> Any:
@@ -247,8 +268,7 @@ def _parse_value(param: Param, raw: str) -> Any:
     try:
         return parse_instant(raw)
     except ValueError:
-        count, unit = raw.strip()[:-1], raw.strip()[-1:]
-        ago = count.isascii() and count.isdigit() and unit in _UNIT_WORDS
+        ago = _how_long_ago(raw)
         raise UsageError(
             f"parameter {param.name} must be an ISO 8601 time (e.g. 2026-11-26T12:00:00Z), "
             f"got {raw!r}"
@@ -256,8 +276,9 @@ def _parse_value(param: Param, raw: str) -> Any:
                 # An auditor's walkthrough: `--since 1h` is taken, so `at=1h` was tried too; a
                 # parameter names an instant of the export's past, not of the reader's now.
                 f" (how long ago is for options such as --since; the instant: "
-                f"`date -u -d '{count} {_UNIT_WORDS[unit]} ago' +%FT%TZ`)"
-                if ago
+                f"`date -u -d '{ago[0]} {_UNIT_WORDS[ago[1]]} ago' +%FT%TZ`, on macOS "
+                f"`date -u -v-{ago[0]}{_BSD_UNITS[ago[1]]} +%FT%TZ`)"
+                if ago is not None
                 else ""
             )
         ) from None

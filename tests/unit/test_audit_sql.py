@@ -752,7 +752,15 @@ BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
         lambda e, t: ["audit", "run", "active_policies_at", "--param", "at=90m", "--from", str(e)],
         2,
         "(how long ago is for options such as --since; the instant: "
-        "`date -u -d '90 min ago' +%FT%TZ`)",
+        "`date -u -d '90 min ago' +%FT%TZ`, on macOS `date -u -v-90M +%FT%TZ`)",
+    ),
+    (  # as a reader writes it, not only as --since takes it
+        lambda e, t: [
+            *("audit", "run", "active_policies_at", "--param", "at=2 hours"),
+            *("--from", str(e)),
+        ],
+        2,
+        "`date -u -d '2 hour ago' +%FT%TZ`, on macOS `date -u -v-2H +%FT%TZ`)",
     ),
     (
         lambda e, t: [
