@@ -614,10 +614,10 @@ class LedgerClient:
         """Stop waiting for the answer to ``request_id`` (after giving up on it)."""
         self._transport.forget(request_id)
 
-    def _refuse_if_closed(self) -> None:
+    def _refuse_if_closed(self, face: str = "LedgerClient") -> None:
         if self._closed:
             raise ClientClosed(
-                "this ledger client is closed: make a new LedgerClient (one per process, shared "
+                f"this ledger client is closed: make a new {face} (one per process, shared "
                 "by its threads, closed when the process ends)"
             )
 
@@ -1227,7 +1227,11 @@ class AsyncLedgerClient:
     async def _ready(self) -> None:
         """:meth:`LedgerClient._ready` without blocking the event loop: a transport that must
         recover first (restart a listener) does so in a worker thread."""
-        self._sync._refuse_if_closed()
+        self._sync._refuse_if_closed(
+            "AsyncLedgerClient (`await AsyncLedgerClient.connect(config)`)"
+            if self._owns
+            else "LedgerClient and its face"
+        )
         if not self._sync._transport.healthy:
             await asyncio.to_thread(self._sync._ready)
 

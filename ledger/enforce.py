@@ -94,7 +94,14 @@ def enforce(
         checked_wait(timeout, "@enforce timeout")
     if isinstance(honours, str):
         raise UsageError(f"honours={honours!r} is one text: give the constraint keys as a set")
-    understood = None if honours is None else frozenset(honours)
+    given = () if honours is None else list(honours)
+    if not all(isinstance(key, str) for key in given):
+        odd = next(key for key in given if not isinstance(key, str))
+        raise UsageError(
+            f"honours holds {odd!r}, a {type(odd).__name__}: give the constraint keys as texts "
+            "(a policy's constraint names)"
+        )
+    understood = None if honours is None else frozenset(given)
     supplied = ("constraints",) if decision_param is None else ("constraints", decision_param)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:

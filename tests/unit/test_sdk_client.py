@@ -757,7 +757,8 @@ def test_a_closed_asyncio_client_raises_client_closed_at_once() -> None:
         )
         await client.close()
         started = time.monotonic()
-        with pytest.raises(ClientClosed):
+        # It names the class to make again (an agent engineer's walkthrough: it said LedgerClient).
+        with pytest.raises(ClientClosed, match="make a new AsyncLedgerClient"):
             await client.evaluate(action="a", principal=AGENT, resource="r")
         with pytest.raises(ClientClosed):
             await client.submit_async(action="a", principal=AGENT, resource="r", default="deny")
