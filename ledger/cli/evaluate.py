@@ -23,7 +23,7 @@ from ledger.cli.output import (
 )
 from ledger.core.events import Determination
 from ledger.core.facts import parse_facts_json
-from ledger.core.governing import why_ungoverned
+from ledger.core.governing import governing_policy, why_ungoverned
 from ledger.errors import LedgerError, UsageError
 
 __all__ = ["evaluate_cmd"]
@@ -134,17 +134,21 @@ def evaluate_cmd(
             ["position", json_cell(decision.governance_position)],
         ],
     )
-    if decision.reason_code == "ungoverned_action":
-        _hint_ungoverned(bootstrap, action)
+    if decision.reason_code in ("ungoverned_action", "no_authority"):
+        _hint_ungoverned(bootstrap, action, resource, decision.reason_code == "no_authority")
 
 
-def _hint_ungoverned(bootstrap: str | None, action: str) -> None:
+def _hint_ungoverned(bootstrap: str | None, action: str, resource: str, denied: bool) -> None:
     """Say on stderr which versions govern ``action`` without deciding, or what was probably
     meant (the core's :func:`~ledger.core.governing.why_ungoverned`); nothing when the
-    governance history cannot be read."""
+    governance history cannot be read. ``denied`` (``no_authority``, answered before any policy
+    is looked up): only for an action no deployed policy governs (an agent engineer's
+    walkthrough: `refnd.issue`, outside the grant's `refund.*`, got no word on the typo)."""
     try:
         state, _ = current_state(bootstrap)
     except LedgerError:
+        return
+    if denied and governing_policy(state, action, resource) is not None:
         return
     hint = why_ungoverned(state, action)
     if hint is not None:

@@ -1070,3 +1070,48 @@ def test_evaluate_hints_at_what_governs_an_ungoverned_action(
     done = CliRunner().invoke(cli, [*args, "--resource", "account:1"])
     assert done.exit_code == 0, done.output
     assert "hint: refund v1 (shadow) governs refund.issue but decides nothing" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("action", "principal", "hint"),
+    [
+        ("refnd.issue", "agent:a", "hint: did you mean refund.issue? (an action a deployed"),
+        ("refund.issue", "agent:nobody", None),  # governed: the denial is about authority
+    ],
+)
+def test_evaluate_hints_at_a_misspelt_action_answered_no_authority(
+    monkeypatch: pytest.MonkeyPatch, action: str, principal: str, hint: str | None
+) -> None:
+    # An agent engineer's walkthrough: `refnd.issue`, outside the grant's `refund.*`, was
+    # answered no_authority with no word on the typo.
+    from contextlib import contextmanager
+
+    import ledger.cli.evaluate as evaluate
+    from ledger.client import ClientConfig, LedgerClient
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND.read_text())
+    ledger.grant("agent:a", "refund.*", "account:*")
+    answer = LedgerClient(ClientConfig(actor="agent:a"), transport=ledger).evaluate(
+        action=action, principal=principal, resource="account:1"
+    )
+    assert answer.reason_code == "no_authority"
+
+    class Client:
+        def evaluate(self, **kwargs: Any) -> Any:
+            return answer
+
+    @contextmanager
+    def client(*args: Any) -> Any:
+        yield Client()
+
+    monkeypatch.setattr(evaluate, "ledger_client", client)
+    monkeypatch.setattr(evaluate, "current_state", lambda bootstrap: (ledger.state, []))
+    args = ["evaluate", "--action", action, "--principal", principal]
+    done = CliRunner().invoke(cli, [*args, "--resource", "account:1"])
+    assert done.exit_code == 0, done.output
+    if hint is None:
+        assert "hint:" not in done.stderr
+    else:
+        assert hint in done.stderr
