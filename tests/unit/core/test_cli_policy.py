@@ -1037,24 +1037,11 @@ def test_evaluate_async_says_where_its_decision_and_correction_are_read(
     )
 
 
-def test_evaluate_hints_at_what_governs_an_ungoverned_action(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # An agent engineer's walkthrough: a policy left in shadow answered "no active policy
-    # governs X", the same as a misspelt action.
+def _answered(monkeypatch: pytest.MonkeyPatch, ledger: Any, answer: Any) -> None:
+    """`ledger evaluate` answered ``answer``, with ``ledger``'s state as the history read."""
     from contextlib import contextmanager
 
     import ledger.cli.evaluate as evaluate
-    from ledger.client import ClientConfig, LedgerClient
-    from ledger.testing import LocalLedger
-
-    ledger = LocalLedger()
-    ledger.deploy(REFUND.read_text(), stage="shadow")
-    ledger.grant("agent:a", "refund.*", "account:*")
-    answer = LedgerClient(ClientConfig(actor="agent:a"), transport=ledger).evaluate(
-        action="refund.issue", principal="agent:a", resource="account:1"
-    )
-    assert answer.reason_code == "ungoverned_action"
 
     class Client:
         def evaluate(self, **kwargs: Any) -> Any:
@@ -1066,6 +1053,25 @@ def test_evaluate_hints_at_what_governs_an_ungoverned_action(
 
     monkeypatch.setattr(evaluate, "ledger_client", client)
     monkeypatch.setattr(evaluate, "current_state", lambda bootstrap: (ledger.state, []))
+
+
+def test_evaluate_hints_at_what_governs_an_ungoverned_action(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An agent engineer's walkthrough: a policy left in shadow answered "no active policy
+    # governs X", the same as a misspelt action.
+    from ledger.client import ClientConfig, LedgerClient
+    from ledger.testing import LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND.read_text(), stage="shadow")
+    ledger.grant("agent:a", "refund.*", "account:*")
+    answer = LedgerClient(ClientConfig(actor="agent:a"), transport=ledger).evaluate(
+        action="refund.issue", principal="agent:a", resource="account:1"
+    )
+    assert answer.reason_code == "ungoverned_action"
+
+    _answered(monkeypatch, ledger, answer)
     args = ["evaluate", "--action", "refund.issue", "--principal", "agent:a"]
     done = CliRunner().invoke(cli, [*args, "--resource", "account:1"])
     assert done.exit_code == 0, done.output
@@ -1084,9 +1090,6 @@ def test_evaluate_hints_at_a_misspelt_action_answered_no_authority(
 ) -> None:
     # An agent engineer's walkthrough: `refnd.issue`, outside the grant's `refund.*`, was
     # answered no_authority with no word on the typo.
-    from contextlib import contextmanager
-
-    import ledger.cli.evaluate as evaluate
     from ledger.client import ClientConfig, LedgerClient
     from ledger.testing import LocalLedger
 
@@ -1098,16 +1101,7 @@ def test_evaluate_hints_at_a_misspelt_action_answered_no_authority(
     )
     assert answer.reason_code == "no_authority"
 
-    class Client:
-        def evaluate(self, **kwargs: Any) -> Any:
-            return answer
-
-    @contextmanager
-    def client(*args: Any) -> Any:
-        yield Client()
-
-    monkeypatch.setattr(evaluate, "ledger_client", client)
-    monkeypatch.setattr(evaluate, "current_state", lambda bootstrap: (ledger.state, []))
+    _answered(monkeypatch, ledger, answer)
     args = ["evaluate", "--action", action, "--principal", principal]
     done = CliRunner().invoke(cli, [*args, "--resource", "account:1"])
     assert done.exit_code == 0, done.output
