@@ -320,6 +320,11 @@ class Settings:
       ``$LEDGER_HOME/credentials``, written by ``ledger up``); set, it is used whatever the broker.
     - ``audit_memory``: what DuckDB may hold for one reader of an export
       (``$LEDGER_AUDIT_MEMORY``; ``None``: :data:`ledger.audit.sql.QUERY_MEMORY`).
+    - ``governance_skip``: governance records (``TOPIC/PARTITION@OFFSET``) of a schema no
+      release knows that the operator has judged no release's (``ledger actor verify`` calls
+      them DAMAGED): the processors skip them instead of holding their policy or principal
+      (``$LEDGER_GOVERNANCE_SKIP``, comma-separated).
+
 
     :meth:`to_env` is the inverse of :meth:`from_env`: the environment a child process (a
     processor worker) needs to build the same settings.
@@ -335,6 +340,7 @@ class Settings:
     key_store: Path | None = None
     credentials_dir: Path | None = None
     audit_memory: str | None = None
+    governance_skip: frozenset[str] = frozenset()
 
     @property
     def credentials(self) -> Path:
@@ -385,6 +391,9 @@ class Settings:
                 else None
             ),
             audit_memory=audit_memory_from_env(env),
+            governance_skip=frozenset(
+                s.strip() for s in env.get("LEDGER_GOVERNANCE_SKIP", "").split(",") if s.strip()
+            ),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]  # clean holds only Settings fields, of their types, which a dict cannot say
@@ -409,4 +418,6 @@ class Settings:
             env["LEDGER_CREDENTIALS"] = str(self.credentials_dir)
         if self.audit_memory is not None:
             env["LEDGER_AUDIT_MEMORY"] = self.audit_memory
+        if self.governance_skip:
+            env["LEDGER_GOVERNANCE_SKIP"] = ",".join(sorted(self.governance_skip))
         return env

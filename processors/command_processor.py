@@ -103,6 +103,7 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         memory=handler.applied,  # kept in the snapshot with the state
         freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
         security=settings.security,
+        skip=settings.governance_skip,
         snapshot=snapshot_file(state_dir(settings, APP_ID), handler.applied),
     )
     anchored = asyncio.Event()

@@ -56,6 +56,7 @@ from processors.outputs import (
     OutputLimit,
     ProcessorStats,
     error_note,
+    unreadable_advice,
 )
 from processors.request_handler import CHECKPOINT_EVERY, RecentIds, RequestHandler
 from processors.request_loop import CHECKPOINT_INTERVAL, RequestLoop
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, bootstrap: str, evaluator_id: str | None =
         topics=settings.topics,
         codec=codec,
         security=settings.security,
+        skip=settings.governance_skip,
         compile_deployed=True,  # the request path never waits for a promoted version to compile
         freeze_when_caught_up=True,  # its long-lived state, out of the collector's scans
         # Its next start reads the events after this state, not the whole history; named by
@@ -196,7 +198,7 @@ def errors_warning(since: DecisionCounts, seconds: float) -> str | None:
         f"{note} in the last {seconds:.0f} s: a policy version that fails on its requests "
         "(`ledger policy rollback NAME --reason WHY --by ACTOR` restores the version before), "
         "or requests whose facts "
-        "it refuses (invalid_facts)"
+        "it refuses (invalid_facts)" + unreadable_advice(since)
     )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.pids import process_state, stopped_by_signal
-from processors.outputs import DecisionCounts, error_note
+from processors.outputs import DecisionCounts, error_note, unreadable_advice
 
 __all__ = [
     "Heartbeat",
@@ -34,6 +34,7 @@ __all__ = [
     "age",
     "errors_dominate",
     "stopped_by_signal",
+    "unreadable_advice",
 ]
 
 STALE_AFTER = 5.0
@@ -137,9 +138,14 @@ class Heartbeat:
 
     governance_newer: int | None = None
     """Governance records it skipped because a newer release wrote them (a schema it does not
-    know): it decides and governs without them (an operator's upgrade drill: an older
-    evaluator beside newer ones decided under a policy's earlier version, `ps` green).
+    know; an operator's upgrade drill: an older evaluator beside newer ones decided under a
+    policy's earlier version, `ps` green): nothing they could change is decided or changed.
     ``None``: of a version that wrote none."""
+
+    governance_unread: list[str] | None = None
+    """Whose records those are, in words (``policy 'refund'``, ``principal 'agent:a'``; ten at
+    most, then how many more): nothing is decided or changed on them (``None``: of a version
+    that wrote none)."""
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
@@ -163,6 +169,7 @@ class Heartbeat:
             out, group = data.get("out_of_group_since"), data.get("group_state")
             recent, span = data.get("recent"), data.get("recent_seconds")
             client, newer = data.get("client_id"), data.get("governance_newer")
+            unread = data.get("governance_unread")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -178,6 +185,7 @@ class Heartbeat:
                 recent_seconds=None if span is None else float(span),
                 client_id=None if client is None else str(client),
                 governance_newer=None if newer is None else int(newer),
+                governance_unread=None if unread is None else [str(u) for u in unread][:11],
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 
@@ -23,6 +23,8 @@ __all__ = [
     "DecisionCounts",
     "DecisionWindow",
     "ErrorKey",
+    "UNREADABLE_ADVICE",
+    "unreadable_advice",
     "error_note",
     "ERRORS_LOGGED",
     "ERRORS_AT_LEAST",
@@ -169,6 +171,22 @@ class DecisionCounts:
         ]
         more = len(self.errors) - most
         return "; ".join(said) + (f"; {more} more" if more > 0 else "")
+
+
+UNREADABLE_ADVICE: Final = (
+    "; governance_unreadable: this evaluator cannot read governance records a newer release "
+    "wrote (`ledger ps` names whose): run that release's processors; a rollback is refused "
+    "as well"
+)
+"""What the log and ``ps`` add when ``governance_unreadable`` answers are among the errors (a
+review: they advised a rollback, which such a command processor refuses too)."""
+
+
+def unreadable_advice(counts: DecisionCounts) -> str:
+    """:data:`UNREADABLE_ADVICE` when ``counts`` holds ``governance_unreadable`` errors, else
+    ``""``."""
+    found = any(reason == "governance_unreadable" for reason, _, _ in counts.errors)
+    return UNREADABLE_ADVICE if found else ""
 
 
 def error_note(counts: DecisionCounts, *, share: float, policies_only: bool = False) -> str | None:

@@ -193,6 +193,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     recent_seconds=None if span is None else round(span, 1),
                     client_id=processor.client_id,
                     governance_newer=follower.newer,
+                    governance_unread=follower.unread_aggregates(),
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

@@ -247,9 +247,8 @@ def _unread_note(
         full = evaluate_batch(
             read_all, request, now=decision.occurred_at, evaluator_id=decision.evaluator_id
         )
-    whose = ", ".join(
-        f"policy {name}" if kind == POLICY else f"{name}'s authority"
-        for kind, name in sorted(lacked)
+    whose = ", ".join(  # a policy's: which one is not recorded (any may change the choice)
+        sorted({"a policy" if kind == POLICY else f"{name}'s authority" for kind, name in lacked})
     )
     return (
         f"its evaluator could not read a governance record of {whose} (a newer release wrote "

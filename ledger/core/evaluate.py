@@ -86,9 +86,9 @@ from ledger.core.state import (
     PRINCIPAL,
     LedgerState,
     PolicyRecord,
+    any_unread,
     authority_unread,
     bucket,
-    unread,
 )
 from ledger.core.text import clipped
 
@@ -122,8 +122,9 @@ principal (:func:`asker_problem`)."""
 
 GOVERNANCE_UNREADABLE: Final = "governance_unreadable"
 """``reason_code`` of an ``error`` decision an evaluator gave because the governance records
-of the request's principal (or a role it holds), or of the policy governing its action,
-include one it cannot read: a newer release wrote it (``LedgerState.unreadable``)."""
+of the request's principal (or a role it holds), or of any policy (which policy governs an
+action is chosen across them all), include one it cannot read: a newer release wrote it
+(``LedgerState.unreadable``)."""
 
 REASON_CODES: Final[dict[str, str]] = {
     "no_authority": "deny: no grant of the principal or its roles covers the action on the resource now",
@@ -142,9 +143,9 @@ REASON_CODES: Final[dict[str, str]] = {
     "limits; nothing was evaluated",
     INVALID_REQUEST: "error: the request's requested_by is not a kind:name principal (the "
     "SDK sends its ClientConfig.actor, which must be one); nothing was evaluated",
-    GOVERNANCE_UNREADABLE: "error: a governance record of the principal's authority or of the "
-    "governing policy is one this evaluator cannot read (a newer release wrote it): it does "
-    "not decide on an earlier state",
+    GOVERNANCE_UNREADABLE: "error: a governance record of the principal's authority (or of a "
+    "role it holds), or of any policy, is one this evaluator cannot read (a newer release "
+    "wrote it): it does not decide on an earlier state",
 }
 """Every ``reason_code`` a decision can carry, with its meaning."""
 
@@ -360,6 +361,7 @@ def evaluate(
             writer,
             _ERROR,
             GOVERNANCE_UNREADABLE,
+            # (A record of no readable key is named so too: it may be of this principal's.)
             _unreadable_reason(f"{principal}'s authority (its own or a role's it holds)"),
             facts,
             context,
@@ -426,7 +428,10 @@ def evaluate(
             limits=limits,
         )
     record = governing_policy(state, action, key)
-    if state.unreadable and record is not None and unread(state, POLICY, record.name):
+    if state.unreadable and record is not None and any_unread(state, POLICY):
+        # Not only this policy's: a record of another may deploy a version that takes the
+        # action, or widen what one governs (a review: the action's own policy was checked,
+        # and an unread deployment of a stricter one went unseen).
         return DecisionRecorded(
             event_id=decision_id(request_id),
             occurred_at=now,
@@ -438,7 +443,12 @@ def evaluate(
             principal=principal,
             resource=resource,
             determination=_ERROR,
-            reasons=(_unreadable_reason(f"policy {record.name}"),),
+            reasons=(
+                "a governance record of a policy is one this evaluator cannot read (a newer "
+                "release wrote it): which policy governs the action, with which version and "
+                "rules, may have changed with it; it does not decide on an earlier state; run "
+                "that release's evaluators (`ledger ps` names this one, its log the records)",
+            ),
             reason_code=GOVERNANCE_UNREADABLE,
             policy=record.name,
             grant_id=grant.grant_id,
@@ -524,8 +534,9 @@ def _unreadable_reason(whose: str) -> str:
 def unread_by(decision: DecisionRecorded | BatchDecisionRecorded) -> frozenset[tuple[str, str]]:
     """The aggregates ``decision`` (or a pre-evaluation's items) was answered
     ``governance_unreadable`` for, as ``LedgerState.unreadable`` names them: the policy it
-    names, else its principal (whose authority, or a role's, lacked a record: marking the
-    principal answers so again). Reproduction re-decides with them (:func:`with_unreadable`)."""
+    names (some policy's record was lacking: marking the one that governed answers so again),
+    else its principal (whose authority, or a role's, lacked a record: marking the principal
+    answers so again). Reproduction re-decides with them (:func:`with_unreadable`)."""
     answers = decision.decisions if isinstance(decision, BatchDecisionRecorded) else (decision,)
     return frozenset(
         (POLICY, d.policy) if d.policy is not None else (PRINCIPAL, decision.principal)

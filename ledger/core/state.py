@@ -86,6 +86,8 @@ __all__ = [
     "with_unreadable",
     "unread",
     "authority_unread",
+    "any_unread",
+    "every_unread",
     "POLICY",
     "PRINCIPAL",
     "aggregate_of",
@@ -522,6 +524,20 @@ def unread(state: LedgerState, kind: str, name: str) -> bool:
     :func:`with_unreadable`)."""
     marked = state.unreadable
     return bool(marked) and ((kind, name) in marked or (kind, "") in marked)
+
+
+def every_unread(state: LedgerState, kind: str) -> str | None:
+    """``every policy (a record of no readable key)`` when a record of no readable key marks
+    every aggregate of ``kind`` (see :func:`with_unreadable`), else ``None``: what messages
+    name instead of the one aggregate they were asked about."""
+    return f"every {kind} (a record of no readable key)" if (kind, "") in state.unreadable else None
+
+
+def any_unread(state: LedgerState, kind: str) -> bool:
+    """Whether an aggregate of ``kind`` has a record ``state`` lacks: what is read across every
+    aggregate of the kind (which policy governs an action; grant ids, keys, a role's members)
+    may have changed with it."""
+    return any(k == kind for k, _ in state.unreadable)
 
 
 def authority_unread(state: LedgerState, principal: str) -> bool:

@@ -281,6 +281,7 @@ class GovernanceFollower:
         snapshot: Path | None = None,
         snapshot_after: int = SNAPSHOT_AFTER,
         memory: SnapshotMemory | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> None:
         if snapshot is not None and on_event is not None:
             raise ValueError(
@@ -311,6 +312,7 @@ class GovernanceFollower:
         (``ledger ps`` says so). Their aggregates (the records' keys) are published with the
         state (``LedgerState.unreadable``): nothing is decided or changed on them."""
         self._unreadable: frozenset[tuple[str, str]] = frozenset()
+        self._skip = skip  # TOPIC/PARTITION@OFFSET: records the operator judged no release's
         self.from_snapshot = 0
         """Events in the snapshot the state started from (0: it started from the beginning)."""
         self._snapshot = snapshot
@@ -821,15 +823,25 @@ class GovernanceFollower:
         if caught_up is not None:
             state = caught_up.result()
         elif not events:
-            if self.state.unreadable == self._unreadable:
+            if not positions and self.state.unreadable == self._unreadable:
                 return
-            state = self.state  # only a record it could not read: published as lacking
+            state = self.state  # only records it could not read: published as lacking them
         state = with_unreadable(with_positions(state, positions), self._unreadable)
         if touched:
             # Before the state is published: the first request a new version decides does not
             # wait for it to compile.
             compile_deployed(state, sorted(touched))
         self.state = state
+
+    def unread_aggregates(self, limit: int = 10) -> list[str]:
+        """The aggregates with a record this follower could not read (a newer release's), in
+        words, at most ``limit`` (and how many more), for ``ledger ps``."""
+        shown = [
+            f"{kind} {name[:100]!r}" if name else f"every {kind} (a record of no readable key)"
+            for kind, name in sorted(self._unreadable)
+        ]
+        more = len(shown) - limit
+        return shown[:limit] + ([f"{more} more"] if more > 0 else [])
 
     def _aggregate(self, record: Any) -> tuple[str, str]:
         """The aggregate a governance record is of, ``(kind, name)``, from its topic and key
@@ -849,21 +861,50 @@ class GovernanceFollower:
         positions, tails = self._positions, self._tails
         decode, codec = decode_governance, self._codec
         for key, records in fetched:
-            last = None
+            last = marked = None
             for record in records:
                 try:
                     events.append(decode(codec, record.value()))
                 except CodecError as exc:
                     self.undecodable += 1
-                    if isinstance(exc, UnknownSchemaError):
-                        self.newer += 1
-                        self._unreadable |= {self._aggregate(record)}
-                    log.error("undecodable governance record %s@%s: %s", key, record.offset(), exc)
+                    if not isinstance(exc, UnknownSchemaError):
+                        log.error(
+                            "undecodable governance record %s@%s: %s", key, record.offset(), exc
+                        )
+                        continue
+                    if f"{key}@{record.offset()}" in self._skip:
+                        log.warning(
+                            "governance record %s@%s skipped, as LEDGER_GOVERNANCE_SKIP says "
+                            "(judged no release's): %s",
+                            key,
+                            record.offset(),
+                            exc,
+                        )
+                        continue
+                    self.newer += 1
+                    kind, name = self._aggregate(record)
+                    self._unreadable |= {(kind, name)}
+                    marked = record
+                    log.error(
+                        "governance record %s@%s of %s %s is of a schema this release does not "
+                        "know (a newer release's?): nothing is decided or changed on that %s "
+                        "until the newer release runs: %s",
+                        key,
+                        record.offset(),
+                        kind,
+                        repr(name[:200]) if name else "(no readable key: every one)",
+                        kind,
+                        exc,
+                    )
                     continue
                 last = record
             if last is not None:
                 positions[key] = last.offset()
                 tails[key] = (last.offset(), last.value())
+            if marked is not None and (last is None or marked.offset() > last.offset()):
+                # Decisions cite it (marked, not folded): an export's reader that knows its
+                # schema reproduces them with it (their note says what it changes).
+                positions[key] = marked.offset()
         unread = self._local_unread
         if unread:
             for event in events:

@@ -60,6 +60,7 @@ from processors.heartbeat import (
     age,
     errors_dominate,
     stopped_by_signal,
+    unreadable_advice,
 )
 
 __all__ = [
@@ -176,6 +177,8 @@ class ProcessStatus:
     """The span ``recent`` covers (60 s, less in an evaluator's first minute)."""
     governance_newer: int | None = None
     """Governance records it skipped because a newer release wrote them, from its heartbeat."""
+    governance_unread: list[str] | None = None
+    """Whose records those are, in words (ten at most), from its heartbeat."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -308,6 +311,7 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         client_id=beat.client_id if problem is None else None,
         recent_seconds=beat.recent_seconds if problem is None else None,
         governance_newer=beat.governance_newer,
+        governance_unread=beat.governance_unread,
     )
 
 
@@ -550,11 +554,16 @@ def behind_a_newer_release(procs: list[ProcessStatus]) -> list[str]:
     change the answer (``LedgerState.unreadable``); one of an earlier release decides on."""
     return [
         f"{p.name} cannot read {p.governance_newer} governance record(s) a newer release wrote "
-        "(a schema it does not know; its log names them): it answers error "
-        "(governance_unreadable) to requests of their policies and principals, and refuses "
-        "commands on them. Run the newer release's processors (`ledger down "
-        "--keep-broker && ledger up` with it); a record forged by someone holding the command "
-        "processor's credential reads so too (`ledger actor verify` names it)"
+        f"(a schema it does not know), of {', '.join(p.governance_unread or ['what its log names'])}: "
+        + (
+            "it refuses the commands those records could change"
+            if p.name == "command-processor"
+            else "it answers error to the requests those records could change"
+        )
+        + " (governance_unreadable). Run the newer release's processors (`ledger down "
+        "--keep-broker && ledger up` with it); a record no release wrote (forged with the "
+        "command processor's credential, or a bug's) reads so too: `ledger actor verify` "
+        "names it DAMAGED (README: Rolling back)"
         for p in procs
         if p.running and p.governance_newer
     ]
@@ -581,7 +590,7 @@ def erroring(procs: list[ProcessStatus]) -> str | None:
         f"{note} in the last {span:.0f} s: requests are answered, but not decided; a policy "
         "that fails on its requests is rolled back with `ledger policy rollback NAME --reason "
         "WHY --by ACTOR` (an actor holding ledger.policy.rollback on it, or an administrator; "
-        "the evaluators' logs say more)"
+        "the evaluators' logs say more)" + unreadable_advice(total)
     )
 
 

@@ -182,6 +182,20 @@ def test_the_evaluator_logs_a_warning_naming_the_codes_and_versions() -> None:
         since.count("allow", None, "refund", 3)
     assert errors_warning(since, 30.0) is None  # under a tenth
     assert since.describe() == "460 allow, 40 error"
+    assert "governance_unreadable" not in (said or "")
+
+
+def test_the_warning_for_governance_unreadable_answers_names_the_newer_release() -> None:
+    # A review: it advised only a rollback, which such a command processor refuses as well.
+    since = DecisionCounts()
+    for _ in range(5):
+        since.count("error", "governance_unreadable", "refund", None)
+    said = errors_warning(since, 30.0) or ""
+    assert said.endswith(
+        "; governance_unreadable: this evaluator cannot read governance records a newer "
+        "release wrote (`ledger ps` names whose): run that release's processors; a rollback "
+        "is refused as well"
+    ), said
 
 
 def test_a_heartbeat_carries_its_recent_decisions_and_one_without_them_still_reads(

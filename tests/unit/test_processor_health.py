@@ -85,6 +85,7 @@ def _beat(
     at: float | None = None,
     client: str | None = None,
     newer: int | None = None,
+    unread: list[str] | None = None,
 ) -> None:
     now = time.time() if at is None else at
     Heartbeat(
@@ -102,6 +103,7 @@ def _beat(
         recent_seconds=None if recent is None else 60.0,
         client_id=client,
         governance_newer=newer,
+        governance_unread=unread,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -351,12 +353,25 @@ def test_ps_says_a_processor_skips_governance_records_a_newer_release_wrote(
     assert behind.exit_code == 1, behind.output
     assert (
         "evaluator cannot read 2 governance record(s) a newer release wrote (a schema it does "
-        "not know; its log names them): it answers error (governance_unreadable) to requests "
-        "of their policies and principals, and refuses commands on them"
+        "not know), of what its log names: it answers error to the requests those records "
+        "could change (governance_unreadable)"
     ) in behind.stderr
     shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
     assert {p["name"]: p for p in shown["processors"]}["evaluator"]["governance_newer"] == 2
     assert any("cannot read 2 governance record(s)" in p for p in shown["problems"])
+    # Whose records (a review: the operator was not told which policies or principals), and
+    # what each processor does about them.
+    unread = ["policy 'refund'", "principal 'agent:a'"]
+    _beat(settings, both["command-processor"], name="command-processor", newer=2, unread=unread)
+    behind = runner.invoke(cli, ["ps"])
+    assert (
+        "command-processor cannot read 2 governance record(s) a newer release wrote (a schema "
+        "it does not know), of policy 'refund', principal 'agent:a': it refuses the commands "
+        "those records could change (governance_unreadable)"
+    ) in behind.stderr, behind.output
+    shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
+    procs = {p["name"]: p for p in shown["processors"]}
+    assert procs["command-processor"]["governance_unread"] == unread
 
 
 def test_up_waits_until_the_evaluators_hold_every_request_partition(

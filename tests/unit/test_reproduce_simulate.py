@@ -352,7 +352,8 @@ def test_a_decision_whose_history_lacks_a_record_before_its_position_says_so(
 @pytest.mark.parametrize(
     ("lacking", "whose"),
     [
-        ((("policy", "refund"),), "policy refund"),
+        ((("policy", "refund"),), "a policy"),
+        ((("policy", "another"),), "a policy"),  # any policy's: which governs may change
         ((("principal", AGENT),), f"{AGENT}'s authority"),
     ],
 )

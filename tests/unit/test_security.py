@@ -52,6 +52,11 @@ def test_security_comes_from_the_environment_and_goes_back_to_it() -> None:
     assert settings.security == security
     assert Settings.from_env(settings.to_env()).security == security
     assert KafkaSecurity.from_env({}) is None  # nothing configured: discover
+    # The records an operator judged no release's reach the processors `ledger up` starts.
+    skip = {"LEDGER_GOVERNANCE_SKIP": " ledger.policy-events/0@3, ,ledger.grant-events/1@7"}
+    settings = Settings.from_env(skip)
+    assert settings.governance_skip == {"ledger.policy-events/0@3", "ledger.grant-events/1@7"}
+    assert Settings.from_env(settings.to_env()).governance_skip == settings.governance_skip
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import assert_never
+from typing import Final, assert_never
 
 from ledger.core.events import (
     ApprovePolicyVersion,
@@ -42,7 +42,15 @@ from ledger.core.lifecycle.grant_rules import (
 from ledger.core.lifecycle.policy_rules import _approve, _promote, _propose, _retire, _rollback
 from ledger.core.lifecycle.rejections import Rejection, _reject, clipped
 from ledger.core.limits import DEFAULT_LIMITS, Limits
-from ledger.core.state import POLICY, PRINCIPAL, LedgerState, authority_unread, unread
+from ledger.core.state import (
+    POLICY,
+    PRINCIPAL,
+    LedgerState,
+    any_unread,
+    authority_unread,
+    every_unread,
+    unread,
+)
 
 __all__ = ["decide", "unfinished"]
 
@@ -106,9 +114,18 @@ def decide(
 
 def _unreadable(state: LedgerState, command: Command) -> str | None:
     """What ``command`` reads or changes that has a record ``state`` lacks
-    (``LedgerState.unreadable``), in words; ``None``: nothing."""
+    (``LedgerState.unreadable``), in words; ``None``: nothing.
+
+    Not only its own aggregate's (a review): a policy change is checked against what every
+    policy governs (who may take an action over), so none is made while any policy lacks a
+    record; a grant, a role assigned or a key registered is checked across every principal
+    (a role's grants and members, grant ids and keys used once), so none is made while any
+    principal lacks one. A revocation of a principal's grant, role or key reads that
+    principal's records only: it is refused only when they lack one, so an operator can still
+    take authority away."""
+    every = every_unread(state, PRINCIPAL)
     if authority_unread(state, command.actor):
-        return f"{clipped(command.actor)}'s authority (its own or a role's it holds)"
+        return every or f"{clipped(command.actor)}'s authority (its own or a role's it holds)"
     match command:
         case (
             ProposePolicyVersion()
@@ -118,17 +135,36 @@ def _unreadable(state: LedgerState, command: Command) -> str | None:
             | RetirePolicy()
         ):
             name = command.policy or ""
-            return f"policy {clipped(name)}" if unread(state, POLICY, name) else None
-        case IssueGrant() | AssignRole() | RevokeRole() | RegisterActorKey() | RevokeActorKey():
+            if (POLICY, name) in state.unreadable:
+                return f"policy {clipped(name)}"
+            if any_unread(state, POLICY):
+                return every_unread(state, POLICY) or _ANOTHER_POLICY
+            return None
+        case IssueGrant() | AssignRole() | RegisterActorKey():
+            if (PRINCIPAL, command.principal) in state.unreadable:
+                return clipped(command.principal)
+            return (every or _ANOTHER_PRINCIPAL) if any_unread(state, PRINCIPAL) else None
+        case RevokeRole() | RevokeActorKey():
             principal = command.principal
         case RevokeGrant():
             holder = _find_grant(state, command.grant_id)
-            if holder is None:  # unknown here (perhaps issued in the unread record): refused
-                return None
+            if holder is None:  # perhaps issued in a record not read: not "unknown" yet
+                return (every or _ANOTHER_PRINCIPAL) if any_unread(state, PRINCIPAL) else None
             principal = holder.principal
         case _:
             assert_never(command)
-    return clipped(principal) if unread(state, PRINCIPAL, principal) else None
+    if not unread(state, PRINCIPAL, principal):
+        return None
+    return every if (PRINCIPAL, principal) not in state.unreadable else clipped(principal)
+
+
+_ANOTHER_POLICY: Final = (
+    "another policy (a policy change is checked against what every policy governs)"
+)
+_ANOTHER_PRINCIPAL: Final = (
+    "another principal (a grant, a role assigned or a key registered is checked across every "
+    "principal: a role's grants and members, grant ids and keys used once)"
+)
 
 
 def unfinished(

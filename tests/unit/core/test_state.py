@@ -842,7 +842,7 @@ def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch:
     codec = default_codec()
     newer = codec.encode(EVENTS[0])[:2] + b"\xee" * 8 + codec.encode(EVENTS[0])[10:]
     values = [codec.encode(e) for e in EVENTS] + [b"not an event", newer]
-    records = [_message(value=v, offset=10 + i) for i, v in enumerate(values)]
+    records = [_message(value=v, offset=10 + i, key=b"agent:x") for i, v in enumerate(values)]
     results = []
     for bulk in (1, 10**9):
         monkeypatch.setattr(governance, "BULK_FOLD", bulk)
@@ -856,12 +856,63 @@ def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch:
         )
         assert seen == EVENTS and follower.applied == len(EVENTS) and follower.undecodable == 2
         assert follower.newer == 1  # a schema a newer release wrote: `ledger ps` says so
+        # Its aggregate (its key) is marked: nothing is decided or changed on it.
+        assert follower.state.unreadable == {("principal", "agent:x")}
+        assert follower.unread_aggregates() == ["principal 'agent:x'"]
         assert dict(follower.state.position) == {
             "ledger.grant-events/0": 18,
-            "ledger.grant-events/1": 10 + len(EVENTS) - 1,  # the last decoded record
+            # The newer release's record is cited (marked, not folded); the garbage one not.
+            "ledger.grant-events/1": 10 + len(EVENTS) + 1,
         }
         results.append(summary(follower.state))
     assert results[0] == results[1] == summary(FINAL)
+
+
+def test_the_follower_marks_what_it_cannot_read_and_keeps_the_marks() -> None:
+    # A review: the follower's marking, the keys' mapping and the marks kept through an event
+    # applied locally (the command processor's own) were covered by no unit test.
+    from ledger.codec import default_codec
+    from ledger.core.state import unread
+    from ledger.kafka.governance import GovernanceFollower
+    from ledger.settings import TopicNames
+
+    codec = default_codec()
+    good = codec.encode(EVENTS[0])
+    newer = good[:2] + b"\xee" * 8 + good[10:]
+    topics = TopicNames()
+    follower = GovernanceFollower(bootstrap="127.0.0.1:1", topics=topics, codec=codec)
+    for offset, key in enumerate((b"refund", b"\xff\xfe", None)):
+        follower.apply_fetched(
+            [
+                (
+                    "ledger.policy-events/0",
+                    [_message(value=newer, offset=offset, topic=topics.policy_events, key=key)],
+                )
+            ]
+        )
+    # Published although nothing was folded; a key that is no name stands for every policy.
+    assert follower.state.unreadable == {("policy", "refund"), ("policy", "")}
+    assert unread(follower.state, "policy", "billing")
+    assert follower.unread_aggregates() == [
+        "every policy (a record of no readable key)",
+        "policy 'refund'",
+    ]
+    assert follower.state.position == {"ledger.policy-events/0": 2}
+    follower.apply_local(EVENTS[0])  # folded here: the marks stay
+    assert follower.state.policies and follower.state.unreadable == {
+        ("policy", "refund"),
+        ("policy", ""),
+    }
+    follower.apply_fetched([("ledger.grant-events/0", [_message(value=good, offset=0)])])
+    assert follower.state.unreadable == {("policy", "refund"), ("policy", "")}
+    # One the operator judged no release's (`actor verify`: DAMAGED) is skipped, as garbage.
+    skipping = GovernanceFollower(
+        bootstrap="127.0.0.1:1", topics=topics, codec=codec, skip=frozenset({"x/0@4"})
+    )
+    skipping.apply_fetched(
+        [("x/0", [_message(value=newer, offset=o, topic=topics.policy_events) for o in (4, 5)])]
+    )
+    assert skipping.state.unreadable == {("policy", "")} and skipping.newer == 1
 
 
 def test_a_version_not_compiled_yet_stays_so_through_copies_and_pickles() -> None:
@@ -1463,12 +1514,18 @@ def _until_ready(follower: Any) -> Any:
     return follower
 
 
-def _message(*, value: bytes | None, offset: int, topic: str = "ledger.grant-events") -> Any:
+def _message(
+    *,
+    value: bytes | None,
+    offset: int,
+    topic: str = "ledger.grant-events",
+    key: bytes | None = None,
+) -> Any:
     """A fetched record as librdkafka hands it over (the follower reads ``value()`` and
-    ``offset()``)."""
+    ``offset()``, and the ``topic()`` and ``key()`` of one it cannot read)."""
     from confluent_kafka import Message
 
-    return Message(topic=topic, partition=0, offset=offset, value=value)
+    return Message(topic=topic, partition=0, offset=offset, value=value, key=key)
 
 
 def _stand_in_log(monkeypatch: Any, on_fetch: Any = None) -> tuple[Any, Any, list[Any]]:
