@@ -353,7 +353,16 @@ def current_state(bootstrap: str | None) -> tuple[LedgerState, list[HistoryEntry
     """The governance state now, and the history it was folded from (read from Kafka)."""
     settings = load_settings(bootstrap)
     address, security = connection(settings, "auditor")
-    history = load_history(address, settings.topics, security=security)
+    unread: list[str] = []
+    history = load_history(address, settings.topics, security=security, unread=unread)
+    if unread:  # a review: `policy show` printed an earlier state, exit 0, with no word
+        more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""
+        click.echo(
+            f"warning: {len(unread)} governance record(s) are of a schema this ledger does not "
+            f"know, a newer release's ({', '.join(unread[:3])}{more}): what is shown lacks "
+            "them; use the newer release's ledger command",
+            err=True,
+        )
     return state_at(history), history
 
 

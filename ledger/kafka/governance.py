@@ -57,7 +57,6 @@ from ledger.kafka.reading import (
     rdkafka_end_offset,
     rdkafka_partitions,
     read_raw,
-    read_topic,
 )
 from ledger.kafka.snapshots import (
     SnapshotMemory,
@@ -140,17 +139,32 @@ def read_governance(
     *,
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
+    unread: list[str] | None = None,
 ) -> Iterator[HistoryEntry]:
     """Governance events in log order, each with its position key and offset.
 
     Policy and grant topics are read to their current ends. Each has one partition, so the
     order within each is the order of the ledger; the two streams are independent aggregates.
-    Records that are not governance events are skipped (the processors never write them).
+    Records that are not governance events are skipped (the processors never write them); one
+    of a schema this ledger does not know (a newer release's) is added to ``unread``, when
+    given, as ``TOPIC/PARTITION@OFFSET (policy 'refund')``: what is shown lacks it.
     """
+    codec = codec or default_codec()
     governance = [topics.policy_events, topics.grant_events]
-    for rec in read_topic(bootstrap, governance, codec=codec, security=security):
-        if isinstance(rec.event, GOVERNANCE_EVENT_TYPES):
-            yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, rec.event)  # type: ignore[arg-type]  # isinstance of a tuple of types above does not narrow to the union
+    for rec in read_raw(bootstrap, governance, security=security):
+        try:
+            event = decode_governance(codec, rec.value)
+        except UnknownSchemaError:
+            if unread is not None:
+                kind = "policy" if rec.topic == topics.policy_events else "principal"
+                name = (rec.key or b"").decode("utf-8", "replace")[:100]
+                unread.append(
+                    f"{position_key(rec.topic, rec.partition)}@{rec.offset} ({kind} {name!r})"
+                )
+            continue
+        except CodecError:
+            continue
+        yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, event)
 
 
 def load_history(
@@ -159,9 +173,11 @@ def load_history(
     *,
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
+    unread: list[str] | None = None,
 ) -> list[HistoryEntry]:
-    """Every governance event in the ledger, in log order."""
-    return list(read_governance(bootstrap, topics, codec=codec, security=security))
+    """Every governance event in the ledger, in log order (``unread``: as
+    :func:`read_governance`'s)."""
+    return list(read_governance(bootstrap, topics, codec=codec, security=security, unread=unread))
 
 
 def command_witnesses(

@@ -136,6 +136,14 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
         # decided before elsewhere; no command changes them on the earlier state.
         assert _asked(runner, "agent:a")["reason_code"] == "governance_unreadable"
         assert _asked(runner, "agent:b")["reason_code"] == "no_authority"
+        # The CLI's own reading says what it shows lacks (a review: an earlier state, exit 0).
+        listed = runner.invoke(cli, ["grant", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert (
+            "warning: 2 governance record(s) are of a schema this ledger does not know, a newer "
+            f"release's ({settings.topics.policy_events}/0@"
+        ) in listed.stderr
+        assert "(policy 'refund')" in listed.stderr and "(principal 'agent:a')" in listed.stderr
         for command in (
             ["grant", "issue", "--to", "agent:a", "--actions", "x.*", "--resource", "*"],
             ["policy", "approve", "refund", "1"],
