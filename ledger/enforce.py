@@ -94,7 +94,12 @@ def enforce(
         checked_wait(timeout, "@enforce timeout")
     if isinstance(honours, str):
         raise UsageError(f"honours={honours!r} is one text: give the constraint keys as a set")
-    given = () if honours is None else list(honours)
+    try:
+        given = () if honours is None else list(honours)
+    except TypeError:
+        raise UsageError(
+            f"honours={honours!r} is not a set of constraint keys: give them as a set of texts"
+        ) from None
     if not all(isinstance(key, str) for key in given):
         odd = next(key for key in given if not isinstance(key, str))
         raise UsageError(

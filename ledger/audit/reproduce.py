@@ -252,8 +252,8 @@ def _unread_note(
     )
     return (
         f"its evaluator could not read a governance record of {whose} (a newer release wrote "
-        f"it; `ledger ps` says so of such an evaluator): re-decided so; with every record the "
-        f"history holds, it is {_outcome(full)}"
+        f"it; `ledger ps` says so of such an evaluator): re-decided so; with every record of "
+        f"its position the history holds, it is {_outcome(full)}"
     )
 
 

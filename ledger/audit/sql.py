@@ -275,7 +275,7 @@ def _parse_value(param: Param, raw: str) -> Any:
             + (
                 # An auditor's walkthrough: `--since 1h` is taken, so `at=1h` was tried too; a
                 # parameter names an instant of the export's past, not of the reader's now.
-                f" (how long ago is for options such as --since; the instant: "
+                f" (how long ago, written 30m, 1h or 7d, is for options such as --since; the instant: "
                 f"`date -u -d '{ago[0]} {_UNIT_WORDS[ago[1]]} ago' +%FT%TZ`, on macOS "
                 f"`date -u -v-{ago[0]}{_BSD_UNITS[ago[1]]} +%FT%TZ`)"
                 if ago is not None

@@ -349,13 +349,19 @@ def submit(
     return result
 
 
-def current_state(bootstrap: str | None) -> tuple[LedgerState, list[HistoryEntry]]:
-    """The governance state now, and the history it was folded from (read from Kafka)."""
+def current_state(
+    bootstrap: str | None, *, warn: bool = True
+) -> tuple[LedgerState, list[HistoryEntry]]:
+    """The governance state now, and the history it was folded from (read from Kafka);
+    ``warn``: say on stderr what it lacks (records of a schema this ledger does not know, but
+    those ``LEDGER_GOVERNANCE_SKIP`` names)."""
     settings = load_settings(bootstrap)
     address, security = connection(settings, "auditor")
     unread: list[str] = []
-    history = load_history(address, settings.topics, security=security, unread=unread)
-    if unread:  # a review: `policy show` printed an earlier state, exit 0, with no word
+    history = load_history(
+        address, settings.topics, security=security, unread=unread, skip=settings.governance_skip
+    )
+    if unread and warn:  # a review: `policy show` printed an earlier state, exit 0, with no word
         more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""
         click.echo(
             f"warning: {len(unread)} governance record(s) are of a schema this ledger does not "

@@ -145,7 +145,7 @@ def _hint_ungoverned(bootstrap: str | None, action: str, resource: str, denied: 
     is looked up): only for an action no deployed policy governs (an agent engineer's
     walkthrough: `refnd.issue`, outside the grant's `refund.*`, got no word on the typo)."""
     try:
-        state, _ = current_state(bootstrap)
+        state, _ = current_state(bootstrap, warn=False)  # a hint: no warning beside it
     except LedgerError:
         return
     if denied and governing_policy(state, action, resource) is not None:

@@ -71,8 +71,12 @@ def up_cmd(
         insecure=insecure,
         wait=wait,
     )
+    procs = stack.processes(settings)
+    # Up, but failing closed where it cannot read: said here too, not only by `ps` (a review).
+    for problem in stack.behind_a_newer_release(procs):
+        click.echo(f"warning: {problem}", err=True)
     if as_json:
-        print_json({"bootstrap": address, "processors": _json(stack.processes(settings))})
+        print_json({"bootstrap": address, "processors": _json(procs)})
     else:
         click.echo(f"ledger is up on {address}")
 

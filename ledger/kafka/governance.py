@@ -140,6 +140,7 @@ def read_governance(
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
     unread: list[str] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Iterator[HistoryEntry]:
     """Governance events in log order, each with its position key and offset.
 
@@ -147,7 +148,8 @@ def read_governance(
     order within each is the order of the ledger; the two streams are independent aggregates.
     Records that are not governance events are skipped (the processors never write them); one
     of a schema this ledger does not know (a newer release's) is added to ``unread``, when
-    given, as ``TOPIC/PARTITION@OFFSET (policy 'refund')``: what is shown lacks it.
+    given, as ``TOPIC/PARTITION@OFFSET (policy 'refund')``: what is shown lacks it (unless
+    ``skip`` names it: ``LEDGER_GOVERNANCE_SKIP``, judged no release's).
     """
     codec = codec or default_codec()
     governance = [topics.policy_events, topics.grant_events]
@@ -155,12 +157,12 @@ def read_governance(
         try:
             event = decode_governance(codec, rec.value)
         except UnknownSchemaError:
-            if unread is not None:
-                kind = "policy" if rec.topic == topics.policy_events else "principal"
+            where = f"{position_key(rec.topic, rec.partition)}@{rec.offset}"
+            if unread is not None and where not in skip:
+                kind = POLICY if rec.topic == topics.policy_events else PRINCIPAL
                 name = (rec.key or b"").decode("utf-8", "replace")[:100]
-                unread.append(
-                    f"{position_key(rec.topic, rec.partition)}@{rec.offset} ({kind} {name!r})"
-                )
+                whose = f"{kind} {name!r}" if name else f"every {kind}: no readable key"
+                unread.append(f"{where} ({whose})")
             continue
         except CodecError:
             continue
@@ -174,10 +176,13 @@ def load_history(
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
     unread: list[str] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> list[HistoryEntry]:
-    """Every governance event in the ledger, in log order (``unread``: as
+    """Every governance event in the ledger, in log order (``unread`` and ``skip``: as
     :func:`read_governance`'s)."""
-    return list(read_governance(bootstrap, topics, codec=codec, security=security, unread=unread))
+    return list(
+        read_governance(bootstrap, topics, codec=codec, security=security, unread=unread, skip=skip)
+    )
 
 
 def command_witnesses(
@@ -877,7 +882,7 @@ class GovernanceFollower:
         positions, tails = self._positions, self._tails
         decode, codec = decode_governance, self._codec
         for key, records in fetched:
-            last = marked = None
+            last = None
             for record in records:
                 try:
                     events.append(decode(codec, record.value()))
@@ -899,8 +904,9 @@ class GovernanceFollower:
                         continue
                     self.newer += 1
                     kind, name = self._aggregate(record)
+                    # Marked, not cited: a decision's position names only records folded (a
+                    # review: one citing it did not reproduce with this release's reader).
                     self._unreadable |= {(kind, name)}
-                    marked = record
                     log.error(
                         "governance record %s@%s of %s %s is of a schema this release does not "
                         "know (a newer release's?): nothing is decided or changed on that %s "
@@ -917,10 +923,7 @@ class GovernanceFollower:
             if last is not None:
                 positions[key] = last.offset()
                 tails[key] = (last.offset(), last.value())
-            if marked is not None and (last is None or marked.offset() > last.offset()):
-                # Decisions cite it (marked, not folded): an export's reader that knows its
-                # schema reproduces them with it (their note says what it changes).
-                positions[key] = marked.offset()
+
         unread = self._local_unread
         if unread:
             for event in events:

@@ -40,6 +40,16 @@ def _asked(runner: CliRunner, principal: str) -> dict[str, Any]:
     return decision
 
 
+def _unread_count(runner: CliRunner, count: int, what: str) -> None:
+    """Wait until every processor's heartbeat counts ``count`` governance records unread."""
+    _until(
+        lambda: all(p["governance_newer"] == count for p in _ps(runner)[1].values()),
+        60,
+        what,
+        runner,
+    )
+
+
 def _until(check: Any, seconds: float, what: str, runner: CliRunner) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -114,11 +124,18 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
 
         address, security = connection(settings, "command-processor")
         producer = make_rdkafka_producer(address, security=security)
+        written: list[str] = []  # TOPIC/PARTITION@OFFSET, as the log and the skip name them
+
+        def delivered(error: Any, message: Any) -> None:
+            assert error is None, error
+            written.append(f"{message.topic()}/{message.partition()}@{message.offset()}")
+
+        unknown = MAGIC + b"\xee" * 8 + b"\x00"
         producer.produce(
-            settings.topics.policy_events, MAGIC + b"\xee" * 8 + b"\x00", b"refund", partition=0
+            settings.topics.policy_events, unknown, b"refund", partition=0, on_delivery=delivered
         )
-        producer.produce(settings.topics.grant_events, MAGIC + b"\xee" * 8 + b"\x00", b"agent:a")
-        assert producer.flush(30) == 0
+        producer.produce(settings.topics.grant_events, unknown, b"agent:a", on_delivery=delivered)
+        assert producer.flush(30) == 0 and len(written) == 2
         said = "cannot read 2 governance record(s) a newer release wrote"
         behind = _until(
             lambda: (
@@ -134,8 +151,14 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
         assert behind.exit_code == 1
         # Fail closed where those records could change the answer (their keys name them), as
         # decided before elsewhere; no command changes them on the earlier state.
-        assert _asked(runner, "agent:a")["reason_code"] == "governance_unreadable"
+        refused = _asked(runner, "agent:a")
+        assert refused["reason_code"] == "governance_unreadable"
         assert _asked(runner, "agent:b")["reason_code"] == "no_authority"
+        # It reproduces with this release's reader, which cannot read the record either (a
+        # review: a position citing the record made every such decision "not reproduced").
+        again = runner.invoke(cli, ["replay", "--decision", refused["event_id"]])
+        assert again.exit_code == 0, again.output
+        assert "reproduces: error (governance_unreadable)" in again.output, again.output
         # The CLI's own reading says what it shows lacks (a review: an earlier state, exit 0).
         listed = runner.invoke(cli, ["grant", "list"])
         assert listed.exit_code == 0, listed.output
@@ -157,14 +180,19 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
         by_hand = None
         # No snapshot hides it at a restart.
         assert runner.invoke(cli, ["down", "--keep-broker"]).exit_code == 0
-        assert runner.invoke(cli, ["up"]).exit_code == 0
-        _until(
-            lambda: all(p["governance_newer"] == 2 for p in _ps(runner)[1].values()),
-            60,
-            "the count again after a restart",
-            runner,
-        )
+        restarted = runner.invoke(cli, ["up"])
+        assert restarted.exit_code == 0, restarted.output
+        assert f"warning: evaluator {said}" in restarted.stderr, restarted.output  # `up` says it
+        _unread_count(runner, 2, "the count again after a restart")
         assert _asked(runner, "agent:a")["reason_code"] == "governance_unreadable"
+        # Records judged no release's are skipped when the operator lists them, at every start.
+        assert runner.invoke(cli, ["down", "--keep-broker"]).exit_code == 0
+        skip = {"LEDGER_GOVERNANCE_SKIP": ",".join(written)}
+        assert runner.invoke(cli, ["up"], env=skip).exit_code == 0
+        _unread_count(runner, 0, "nothing unread once skipped")
+        assert _asked(runner, "agent:a")["reason_code"] == "no_authority"
+        listed = runner.invoke(cli, ["grant", "list"], env=skip)
+        assert listed.exit_code == 0 and "warning" not in listed.stderr, listed.output
     finally:
         if by_hand is not None:
             by_hand.terminate()

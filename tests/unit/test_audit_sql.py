@@ -751,7 +751,7 @@ BAD: list[tuple[Callable[[Path, Path], list[str]], int, str]] = [
     (
         lambda e, t: ["audit", "run", "active_policies_at", "--param", "at=90m", "--from", str(e)],
         2,
-        "(how long ago is for options such as --since; the instant: "
+        "(how long ago, written 30m, 1h or 7d, is for options such as --since; the instant: "
         "`date -u -d '90 min ago' +%FT%TZ`, on macOS `date -u -v-90M +%FT%TZ`)",
     ),
     (  # as a reader writes it, not only as --since takes it

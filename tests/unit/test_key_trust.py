@@ -495,3 +495,32 @@ def test_an_unknown_key_refusal_names_the_retired_keys_the_processor_left_out() 
     ledger.handler.left_out = {}
     answer, _ = ledger.send(_grant_all_as("agent:low", LOW))
     assert answer.code == "unknown_actor_key" and "left out" not in answer.reason
+
+
+def test_a_key_a_delegate_registered_acts_on_nothing_while_the_delegates_records_are_unread() -> (
+    None
+):
+    # A review: a command signed with a key agent:low registered is held to agent:low's
+    # authority, which an unread record (a newer release's revocation of its grant) may have
+    # changed; only the actor's own was checked, and the command was accepted on an earlier
+    # state (kept by the newer release: its aggregate was not the one marked).
+    from ledger.core.events import CommandRejected, RevokeGrant
+    from ledger.core.state import with_unreadable
+
+    ledger = _setup()
+    _admin_grants(ledger, "agent:low", ("ledger.*",), "*", "g-low")
+    _admin_grants(ledger, "agent:victim", ("refund.issue",), "*", "g-victim")
+    mine = Ed25519PrivateKey.generate()
+    _plant(ledger, _register("agent:low", "human:ops", public_bytes(mine), LOW))
+    lacking = ledger.state
+    ledger.state = with_unreadable(lacking, frozenset({("principal", "agent:low")}))
+    revoke = RevokeGrant(
+        event_id=new_id(), occurred_at=utcnow(), actor="human:ops", grant_id="g-victim"
+    )
+    answer, events = ledger.send(sign(revoke, mine))
+    assert isinstance(answer, CommandRejected) and answer.code == "governance_unreadable", answer
+    assert "agent:low's authority (it registered the key that signed the command)" in answer.reason
+    assert events == []
+    ledger.state = lacking  # all read: as before, the registrar's authority decides
+    answer, _ = ledger.send(sign(dataclasses.replace(revoke, event_id=new_id()), mine))
+    assert isinstance(answer, CommandAccepted), answer

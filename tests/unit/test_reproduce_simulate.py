@@ -378,8 +378,8 @@ def test_a_decision_its_evaluator_gave_lacking_a_newer_releases_record_reproduce
     assert result.reproduces, result.differences
     assert result.note == (
         f"its evaluator could not read a governance record of {whose} (a newer release wrote "
-        "it; `ledger ps` says so of such an evaluator): re-decided so; with every record the "
-        f"history holds, it is {recorded.determination.value} (rule_matched)"
+        "it; `ledger ps` says so of such an evaluator): re-decided so; with every record of "
+        f"its position the history holds, it is {recorded.determination.value} (rule_matched)"
     )
     # A forged one is not taken for it.
     forged = dataclasses.replace(decided, determination=Determination.DENY)
@@ -402,7 +402,7 @@ def test_a_pre_evaluation_its_evaluator_gave_lacking_a_record_reproduces_with_a_
     result = reproduce(decided, request, entries)
     assert result.reproduces, result.differences
     assert result.note is not None and result.note.endswith(
-        "with every record the history holds, it is "
+        "with every record of its position the history holds, it is "
         + ", ".join(f"{d.item_id}: {d.determination.value}" for d in recorded.decisions)
     )
 

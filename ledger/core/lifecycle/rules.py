@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final, assert_never
 
+from ledger.core.authority import key_registrar
 from ledger.core.events import (
     ApprovePolicyVersion,
     AssignRole,
@@ -78,7 +79,7 @@ def decide(
                 f"its {name} is {len(text):,} characters; at most {limits.command_text_chars:,} "
                 "are accepted (command_text_chars): keep the detail elsewhere and name it here",
             )
-    lacking = _unreadable(state, command) if state.unreadable else None
+    lacking = _unreadable(state, command, admins) if state.unreadable else None
     if lacking is not None:
         return _reject(
             "governance_unreadable",
@@ -112,7 +113,7 @@ def decide(
             assert_never(command)
 
 
-def _unreadable(state: LedgerState, command: Command) -> str | None:
+def _unreadable(state: LedgerState, command: Command, admins: frozenset[str]) -> str | None:
     """What ``command`` reads or changes that has a record ``state`` lacks
     (``LedgerState.unreadable``), in words; ``None``: nothing.
 
@@ -126,6 +127,13 @@ def _unreadable(state: LedgerState, command: Command) -> str | None:
     every = every_unread(state, PRINCIPAL)
     if authority_unread(state, command.actor):
         return every or f"{clipped(command.actor)}'s authority (its own or a role's it holds)"
+    # A key a delegate registered acts no further than the delegate may (a review: its
+    # authority was read on an earlier state).
+    registrar = key_registrar(state, command.actor, command.key_id, admins)
+    if registrar is not None and authority_unread(state, registrar):
+        return every or (
+            f"{clipped(registrar)}'s authority (it registered the key that signed the command)"
+        )
     match command:
         case (
             ProposePolicyVersion()

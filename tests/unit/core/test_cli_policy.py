@@ -1052,7 +1052,7 @@ def _answered(monkeypatch: pytest.MonkeyPatch, ledger: Any, answer: Any) -> None
         yield Client()
 
     monkeypatch.setattr(evaluate, "ledger_client", client)
-    monkeypatch.setattr(evaluate, "current_state", lambda bootstrap: (ledger.state, []))
+    monkeypatch.setattr(evaluate, "current_state", lambda bootstrap, **_: (ledger.state, []))
 
 
 def test_evaluate_hints_at_what_governs_an_ungoverned_action(
