@@ -236,7 +236,8 @@ class CommandHandler:
     def remember_answer(self, result: CommandAccepted | CommandRejected, now: datetime) -> None:
         """Note an answer (the start-up read of recent answers calls this, and every rejection
         the handler writes): the rejection of an authenticated command is remembered for
-        :data:`REMEMBER_REJECTIONS` after it was answered."""
+        :data:`REMEMBER_REJECTIONS` after it was answered (but ``governance_unreadable``: no
+        decision)."""
         cutoff = now - REMEMBER_REJECTIONS
         rejected = self.rejected
         while rejected and next(iter(rejected.values()))[0] < cutoff:
@@ -244,6 +245,10 @@ class CommandHandler:
         if (
             isinstance(result, CommandRejected)
             and result.code not in AUTHENTICATION_CODES
+            # Not decided, for records this processor could not read: the one that reads them
+            # decides a copy afresh (a review: the newer release, run as told, answered a copy
+            # with the older one's refusal, naming itself as the release to run).
+            and result.code != "governance_unreadable"
             and result.occurred_at >= cutoff
         ):
             if result.command_id not in rejected and len(rejected) >= REMEMBER_MOST:

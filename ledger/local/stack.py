@@ -550,13 +550,14 @@ def behind_a_newer_release(procs: list[ProcessStatus]) -> list[str]:
     """A problem for each running processor that skipped governance records a newer release
     wrote (an operator's upgrade drill: an older evaluator beside newer ones decided under
     refund v1 while they decided under v3, `ps` green). Of this release on, such a processor
-    answers ``error`` / ``governance_unreadable`` and refuses commands where those records could
-    change the answer (``LedgerState.unreadable``); one of an earlier release decides on."""
+    answers ``error`` / ``governance_unreadable`` where those records could change the answer,
+    and refuses every command (``LedgerState.unreadable``); one of an earlier release decides
+    on."""
     return [
         f"{p.name} cannot read {p.governance_newer} governance record(s) a newer release wrote "
         f"(a schema it does not know), of {', '.join(p.governance_unread or ['what its log names'])}: "
         + (
-            "it refuses the commands those records could change"
+            "it refuses every command"
             if p.name == "command-processor"
             else "it answers error to the requests those records could change"
         )

@@ -284,6 +284,23 @@ def test_after_a_restart_recent_rejections_are_remembered_from_the_answers() -> 
     assert events == []
 
 
+def test_a_refusal_for_records_not_read_is_not_remembered_a_copy_is_decided_afresh() -> None:
+    # A review: the newer release, run as told, answered a copy of a command refused
+    # governance_unreadable by the older one with that refusal, naming itself as the release
+    # to run. Such a refusal decided nothing.
+    before = Ledger()
+    before.state = with_unreadable(before.state, frozenset({("principal", "agent:other")}))
+    captured = sign(issue("g-1"), ADMIN_KEY)
+    first, _ = before.send(captured)
+    assert isinstance(first, CommandRejected) and first.code == "governance_unreadable"
+    assert first.command_id not in before.handler.rejected
+
+    after = Ledger()  # the newer release: the start-up read hands it the recent answers
+    after.handler.remember_answer(first, utcnow())
+    again, events = after.send(captured)
+    assert isinstance(again, CommandAccepted) and len(events) == 1, again
+
+
 def test_an_unauthenticated_rejection_does_not_block_the_genuine_command_with_that_id() -> None:
     ledger = Ledger()
     genuine = sign(issue(), ADMIN_KEY)
@@ -351,11 +368,15 @@ def test_a_trust_anchor_is_not_written_for_a_principal_with_a_record_the_process
     None
 ):
     # Its event would be numbered after the sequence this processor knows, which the record a
-    # newer release wrote may already hold: the newer release would drop it.
+    # newer release wrote may already hold: the newer release would drop it. Nor for another
+    # (a review): the unread record may have registered its key to someone else.
     anchors = {"human:admin": public_bytes(ADMIN_KEY), "human:bob": public_bytes(OTHER_KEY)}
-    lacking = with_unreadable(EMPTY_STATE, frozenset({("principal", "human:admin")}))
-    written = register_anchors(lacking, anchors, now=utcnow(), new_id=new_id)
-    assert [e.principal for e in written] == ["human:bob"]
+    for marked in ("human:admin", "human:carol"):
+        lacking = with_unreadable(EMPTY_STATE, frozenset({("principal", marked)}))
+        assert register_anchors(lacking, anchors, now=utcnow(), new_id=new_id) == ()
+    policy_only = with_unreadable(EMPTY_STATE, frozenset({("policy", "refund")}))
+    written = register_anchors(policy_only, anchors, now=utcnow(), new_id=new_id)
+    assert [e.principal for e in written] == ["human:admin", "human:bob"]
     assert [
         e.principal for e in register_anchors(EMPTY_STATE, anchors, now=utcnow(), new_id=new_id)
     ] == [

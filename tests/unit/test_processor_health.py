@@ -366,8 +366,8 @@ def test_ps_says_a_processor_skips_governance_records_a_newer_release_wrote(
     behind = runner.invoke(cli, ["ps"])
     assert (
         "command-processor cannot read 2 governance record(s) a newer release wrote (a schema "
-        "it does not know), of policy 'refund', principal 'agent:a': it refuses the commands "
-        "those records could change (governance_unreadable)"
+        "it does not know), of policy 'refund', principal 'agent:a': it refuses every command "
+        "(governance_unreadable)"
     ) in behind.stderr, behind.output
     shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
     procs = {p["name"]: p for p in shown["processors"]}

@@ -34,7 +34,7 @@ from ledger.core.signing import (
     verify_signature,
     within_validity,
 )
-from ledger.core.state import PRINCIPAL, LedgerState, actor_key, key_owner, unread
+from ledger.core.state import PRINCIPAL, LedgerState, actor_key, any_unread, key_owner
 
 __all__ = [
     "authenticate",
@@ -353,8 +353,8 @@ def register_anchors(
             continue
         if weak_key(public_key) is not None:  # it could sign nothing (verify_signature)
             continue
-        if unread(state, PRINCIPAL, principal):  # numbered anew otherwise (with_unreadable)
-            continue
+        if any_unread(state, PRINCIPAL):  # its key may be another's, or its sequence taken, in
+            continue  # a record not read (with_unreadable; a review)
         record = state.principals.get(principal)
         sequence = sequences.get(principal, record.sequence if record is not None else 0) + 1
         sequences[principal] = sequence

@@ -47,10 +47,8 @@ from ledger.core.state import (
     POLICY,
     PRINCIPAL,
     LedgerState,
-    any_unread,
     authority_unread,
     every_unread,
-    unread,
 )
 
 __all__ = ["decide", "unfinished"]
@@ -113,17 +111,15 @@ def decide(
             assert_never(command)
 
 
-def _unreadable(state: LedgerState, command: Command, admins: frozenset[str]) -> str | None:
-    """What ``command`` reads or changes that has a record ``state`` lacks
-    (``LedgerState.unreadable``), in words; ``None``: nothing.
-
-    Not only its own aggregate's (a review): a policy change is checked against what every
-    policy governs (who may take an action over), so none is made while any policy lacks a
-    record; a grant, a role assigned or a key registered is checked across every principal
-    (a role's grants and members, grant ids and keys used once), so none is made while any
-    principal lacks one. A revocation of a principal's grant, role or key reads that
-    principal's records only: it is refused only when they lack one, so an operator can still
-    take authority away."""
+def _unreadable(state: LedgerState, command: Command, admins: frozenset[str]) -> str:
+    """What of ``command`` has a record ``state`` lacks (``LedgerState.unreadable``), in words:
+    the actor's authority, the authority of whoever registered the key that signed it, its
+    own policy or principal, else whatever the unread records are of. Every command is refused
+    while any record is unread, not only those of its aggregate (three reviews): a command is
+    checked against the whole log (what every policy governs, a role's grants and members,
+    grant ids, keys and command ids used once), and the ids of the commands whose events those
+    records hold cannot be known, so a command reusing one would be accepted where the newer
+    release refuses it."""
     every = every_unread(state, PRINCIPAL)
     if authority_unread(state, command.actor):
         return every or f"{clipped(command.actor)}'s authority (its own or a role's it holds)"
@@ -134,6 +130,16 @@ def _unreadable(state: LedgerState, command: Command, admins: frozenset[str]) ->
         return every or (
             f"{clipped(registrar)}'s authority (it registered the key that signed the command)"
         )
+    own = _aggregate(state, command)
+    if own is not None and own in state.unreadable:
+        kind, name = own
+        return f"policy {clipped(name)}" if kind == POLICY else clipped(name)
+    return every_unread(state, POLICY) or every or _ANOTHER
+
+
+def _aggregate(state: LedgerState, command: Command) -> tuple[str, str] | None:
+    """The aggregate ``command`` changes, ``(kind, name)`` (``None``: a grant revoked that is
+    not in ``state``)."""
     match command:
         case (
             ProposePolicyVersion()
@@ -142,36 +148,19 @@ def _unreadable(state: LedgerState, command: Command, admins: frozenset[str]) ->
             | RollbackPolicy()
             | RetirePolicy()
         ):
-            name = command.policy or ""
-            if (POLICY, name) in state.unreadable:
-                return f"policy {clipped(name)}"
-            if any_unread(state, POLICY):
-                return every_unread(state, POLICY) or _ANOTHER_POLICY
-            return None
-        case IssueGrant() | AssignRole() | RegisterActorKey():
-            if (PRINCIPAL, command.principal) in state.unreadable:
-                return clipped(command.principal)
-            return (every or _ANOTHER_PRINCIPAL) if any_unread(state, PRINCIPAL) else None
-        case RevokeRole() | RevokeActorKey():
-            principal = command.principal
+            return POLICY, command.policy or ""
+        case IssueGrant() | AssignRole() | RegisterActorKey() | RevokeRole() | RevokeActorKey():
+            return PRINCIPAL, command.principal
         case RevokeGrant():
             holder = _find_grant(state, command.grant_id)
-            if holder is None:  # perhaps issued in a record not read: not "unknown" yet
-                return (every or _ANOTHER_PRINCIPAL) if any_unread(state, PRINCIPAL) else None
-            principal = holder.principal
+            return None if holder is None else (PRINCIPAL, holder.principal)
         case _:
             assert_never(command)
-    if not unread(state, PRINCIPAL, principal):
-        return None
-    return every if (PRINCIPAL, principal) not in state.unreadable else clipped(principal)
 
 
-_ANOTHER_POLICY: Final = (
-    "another policy (a policy change is checked against what every policy governs)"
-)
-_ANOTHER_PRINCIPAL: Final = (
-    "another principal (a grant, a role assigned or a key registered is checked across every "
-    "principal: a role's grants and members, grant ids and keys used once)"
+_ANOTHER: Final = (
+    "another policy or principal (a command is checked against the whole log: what every "
+    "policy governs, a role's grants and members, grant ids, keys and command ids used once)"
 )
 
 
