@@ -355,17 +355,10 @@ def evaluate(
                 state, request, writer, _ERROR, INVALID_REQUEST, malformed, limits=limits
             )
     if state.unreadable and authority_unread(state, principal):
-        return _before_policy(
-            state,
-            request,
-            writer,
-            _ERROR,
-            GOVERNANCE_UNREADABLE,
-            # (A record of no readable key is named so too: it may be of this principal's.)
-            _unreadable_reason(f"{principal}'s authority (its own or a role's it holds)"),
-            facts,
-            context,
-            limits=limits,
+        # (A record of no readable key is named so too: it may be of this principal's.)
+        whose = f"{principal}'s authority (its own or a role's it holds)"
+        return _unreadable(
+            state, request, writer, _unreadable_reason(whose), facts, context, limits
         )
     work = MatchWork(meter, limits.evaluation_cost) if work is None else work
     found = authorize_request(
@@ -432,33 +425,14 @@ def evaluate(
         # Not only this policy's: a record of another may deploy a version that takes the
         # action, or widen what one governs (a review: the action's own policy was checked,
         # and an unread deployment of a stricter one went unseen).
-        return DecisionRecorded(
-            event_id=decision_id(request_id),
-            occurred_at=now,
-            actor=actor,
-            request_id=request_id,
-            requested_at=request.occurred_at,
-            requested_by=requested_by,
-            action=action,
-            principal=principal,
-            resource=resource,
-            determination=_ERROR,
-            reasons=(
-                "a governance record of a policy is one this evaluator cannot read (a newer "
-                "release wrote it): which policy governs the action, with which version and "
-                "rules, may have changed with it; it does not decide on an earlier state; run "
-                "that release's evaluators (`ledger ps` names this one, its log the records)",
-            ),
-            reason_code=GOVERNANCE_UNREADABLE,
-            policy=record.name,
-            grant_id=grant.grant_id,
-            facts=facts,
-            context=context,
-            mode=request.mode,
-            default=request.default,
-            evaluator_id=evaluator_id,
-            governance_position=state.position,
+        reason = (
+            "a governance record of a policy is one this evaluator cannot read (a newer release "
+            "wrote it): which policy governs the action, with which version and rules, may have "
+            "changed with it; it does not decide on an earlier state; run that release's "
+            "evaluators (`ledger ps` names this one, its log the records)"
         )
+        at = (record.name, grant.grant_id)
+        return _unreadable(state, request, writer, reason, facts, context, limits, at)
     version, stage, b = (
         (None, None, None) if record is None else _choose(state, record, action, key)
     )
@@ -523,6 +497,31 @@ def evaluate(
     )
 
 
+def _unreadable(
+    state: LedgerState,
+    request: EvaluationRequested,
+    writer: tuple[datetime, str, str, str],
+    reason: str,
+    facts: Mapping[str, Any],
+    context: Mapping[str, Any],
+    limits: Limits,
+    found: tuple[str, str] | None = None,
+) -> DecisionRecorded:
+    """``error`` / ``governance_unreadable``, for ``reason`` (see :func:`_before_policy`)."""
+    return _before_policy(
+        state,
+        request,
+        writer,
+        _ERROR,
+        GOVERNANCE_UNREADABLE,
+        reason,
+        facts,
+        context,
+        limits=limits,
+        found=found,
+    )
+
+
 def _unreadable_reason(whose: str) -> str:
     return (
         f"the governance records of {whose} include one this evaluator cannot read (a newer "
@@ -580,12 +579,16 @@ def _before_policy(
     context: Mapping[str, Any] = _EMPTY,
     *,
     limits: Limits,
+    found: tuple[str, str] | None = None,
 ) -> DecisionRecorded:
     """An answer given before any policy ran (names over their limits, the grant conditions'
-    budget spent, no grant): no policy, version or grant in it. ``writer`` is (now, actor,
-    evaluator id, who asked as the decision records it); a name over ``limits`` is recorded
-    cut (:func:`~ledger.core.limits.recorded_name`)."""
+    budget spent, no grant): no policy, version or grant in it; ``found``, the policy that
+    governs and the grant that authorized, when the answer was given at the policy step
+    (``governance_unreadable``: no rule ran). ``writer`` is (now, actor, evaluator id, who
+    asked as the decision records it); a name over ``limits`` is recorded cut
+    (:func:`~ledger.core.limits.recorded_name`)."""
     now, actor, evaluator_id, requested_by = writer
+    policy, grant_id = found if found is not None else (None, None)
     return DecisionRecorded(
         event_id=decision_id(request.event_id),
         occurred_at=now,
@@ -599,6 +602,8 @@ def _before_policy(
         determination=determination,
         reasons=reason if isinstance(reason, tuple) else (reason,),
         reason_code=reason_code,
+        policy=policy,
+        grant_id=grant_id,
         facts=facts,
         context=context,
         mode=request.mode,
