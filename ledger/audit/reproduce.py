@@ -19,7 +19,7 @@ compared and a list looked up in a list charged less, ``startsWith`` of a list o
 
 A decision an evaluator answered ``governance_unreadable`` (it could not read a governance
 record a newer release wrote: ``LedgerState.unreadable``) is re-decided lacking what it names,
-with a note saying what it is with every record the history holds.
+with a note saying what it is with every record of its position the history holds.
 """
 
 from __future__ import annotations

@@ -510,8 +510,8 @@ def with_unreadable(state: LedgerState, unreadable: frozenset[tuple[str, str]]) 
     a processor of an earlier release skipped records a newer one wrote (a schema it does not
     know). The operators' upgrade drill: such an evaluator decided under a policy's earlier
     version while the newer ones decided under its next, and its command processor numbered
-    the policy's events anew. On such a state the core decides nothing those records could change (``error`` /
-    ``governance_unreadable``) and refuses every command."""
+    the policy's events anew. On such a state the core decides nothing those records could
+    change (``error`` / ``governance_unreadable``) and refuses every command."""
     if unreadable == state.unreadable:
         return state
     new = replace(state, unreadable=unreadable)
