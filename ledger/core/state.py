@@ -537,7 +537,15 @@ def any_unread(state: LedgerState, kind: str) -> bool:
     """Whether an aggregate of ``kind`` has a record ``state`` lacks: what is read across every
     aggregate of the kind (which policy governs an action; grant ids, keys, a role's members)
     may have changed with it."""
-    return any(k == kind for k, _ in state.unreadable)
+    return bool(state.unreadable) and kind in _kinds(state.unreadable)
+
+
+@functools.lru_cache(maxsize=8)
+def _kinds(marked: frozenset[tuple[str, str]]) -> frozenset[str]:
+    """The kinds in ``marked``, found once per set (a frozenset keeps its hash): checked per
+    request while anything is marked, and a log full of keys a newer release wrote must not
+    make each request scan them all."""
+    return frozenset(kind for kind, _ in marked)
 
 
 def authority_unread(state: LedgerState, principal: str) -> bool:
