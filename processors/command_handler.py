@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, Final
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 from ledger.codec import Codec
 from ledger.core.events import (
@@ -41,12 +41,15 @@ from ledger.core.lifecycle import (
 )
 from ledger.core.limits import DEFAULT_LIMITS, id_refusal
 from ledger.core.state import LedgerState, aggregate_of
-from ledger.errors import CodecError
+from ledger.errors import CodecError, UnknownSchemaError
 from ledger.ids import new_id, utcnow
 from ledger.settings import Settings
 from processors.dead_letters import DeadLetters, decode_as
 from processors.inflight import InFlight
 from processors.outputs import Output, OutputLimit, ProcessorStats
+
+if TYPE_CHECKING:
+    from ledger.kafka.reading import RawRecord
 
 __all__ = [
     "ACTOR",
@@ -71,6 +74,12 @@ REMEMBER_MOST: Final = 200_000
 """Rejections remembered at most (each with its reason cut to 1,000 bytes of UTF-8: ~300 MB at
 the very worst); beyond, the oldest are forgotten early, and a copy of one re-sent within its
 validity is decided again."""
+_UNREAD_ANSWER: Final = Rejection(
+    code="governance_unreadable",
+    message="a newer release answered this command id (its answer is of a schema this command "
+    "processor cannot read): it is not decided again on an earlier release; run that release's "
+    "command processor (`ledger ps` names this one)",
+)
 
 
 @dataclass
@@ -238,10 +247,6 @@ class CommandHandler:
         the handler writes): the rejection of an authenticated command is remembered for
         :data:`REMEMBER_REJECTIONS` after it was answered (but ``governance_unreadable``: no
         decision)."""
-        cutoff = now - REMEMBER_REJECTIONS
-        rejected = self.rejected
-        while rejected and next(iter(rejected.values()))[0] < cutoff:
-            rejected.popitem(last=False)
         if (
             isinstance(result, CommandRejected)
             and result.code not in AUTHENTICATION_CODES
@@ -249,9 +254,43 @@ class CommandHandler:
             # decides a copy afresh (a review: the newer release, run as told, answered a copy
             # with the older one's refusal, naming itself as the release to run).
             and result.code != "governance_unreadable"
-            and result.occurred_at >= cutoff
         ):
-            if result.command_id not in rejected and len(rejected) >= REMEMBER_MOST:
+            rejection = Rejection(code=result.code, message=_cut_bytes(result.reason))
+            self._remember(result.command_id, result.occurred_at, rejection, now)
+
+    def recall(self, records: Iterable[RawRecord], now: datetime) -> int:
+        """Remember the recent answers ``records`` hold (the start-up read of the answers
+        topic): each as :meth:`remember_answer` does, and each of a schema this release does
+        not know (a newer release's, whose rejection it cannot read) as a
+        ``governance_unreadable`` refusal of its command id, so a copy is not decided again on
+        an earlier release (where the newer one rejected it, the earlier one could accept a
+        copy sent again). Returns how many answers it could not read and keeps."""
+        unread = 0
+        for record in records:
+            try:
+                answer = self.codec.decode(record.value)  # type: ignore[arg-type]  # None: a CodecError
+            except UnknownSchemaError:
+                command_id = (record.key or b"").decode("utf-8", "replace")
+                if id_refusal(command_id, "command") is None:
+                    at = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+                    unread += self._remember(command_id, at, _UNREAD_ANSWER, now)
+                continue
+            except CodecError:  # damaged: only the command processor writes answers
+                continue
+            if isinstance(answer, CommandAccepted | CommandRejected):
+                self.remember_answer(answer, now)
+        return unread
+
+    def _remember(self, command_id: str, at: datetime, rejection: Rejection, now: datetime) -> bool:
+        """Keep ``rejection`` as ``command_id``'s answer, given at ``at``, for
+        :data:`REMEMBER_REJECTIONS` after it (forgetting those older, and the oldest past
+        :data:`REMEMBER_MOST`); whether it is kept (not too old)."""
+        cutoff = now - REMEMBER_REJECTIONS
+        rejected = self.rejected
+        while rejected and next(iter(rejected.values()))[0] < cutoff:
+            rejected.popitem(last=False)
+        if at >= cutoff:
+            if command_id not in rejected and len(rejected) >= REMEMBER_MOST:
                 # A flood of refused commands: keep the newest.
                 rejected.popitem(last=False)
                 if not self._forgetting:
@@ -262,10 +301,9 @@ class CommandHandler:
                         REMEMBER_MOST,
                         REMEMBER_REJECTIONS,
                     )
-            rejected[result.command_id] = (
-                result.occurred_at,
-                Rejection(code=result.code, message=_cut_bytes(result.reason)),
-            )
+            rejected[command_id] = (at, rejection)
+            return True
+        return False
 
     def first_answer(self, command_id: str) -> FirstAnswer | None:
         """What the ledger answered ``command_id`` first, if it remembers."""

@@ -36,10 +36,6 @@ import asyncio
 import logging
 
 from ledger.codec import default_codec
-from ledger.core.events import (
-    CommandAccepted,
-    CommandRejected,
-)
 from ledger.core.lifecycle import (
     register_anchors,
 )
@@ -50,7 +46,7 @@ from ledger.kafka.acls import PROCESSOR_GROUPS
 from ledger.kafka.clients import make_rdkafka_producer
 from ledger.kafka.governance import GovernanceFollower
 from ledger.kafka.offsets import claim_commits_past_end
-from ledger.kafka.reading import read_topic
+from ledger.kafka.reading import read_raw
 from ledger.kafka.snapshots import snapshot_file
 from ledger.keys import KeyStore, printable_text
 from ledger.settings import Settings
@@ -164,16 +160,14 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
         since_ms = int((now - REMEMBER_REJECTIONS).timestamp() * 1000)
         try:
             answers = await asyncio.to_thread(
-                lambda: [
-                    r.event
-                    for r in read_topic(
+                lambda: list(
+                    read_raw(
                         bootstrap,
                         [settings.topics.command_results],
-                        codec=codec,
                         security=settings.security,
                         since_ms=since_ms,
                     )
-                ]
+                )
             )
         except Exception:  # answering without them would reopen the replay window: stop
             die(
@@ -182,10 +176,16 @@ def create_app(settings: Settings, *, bootstrap: str) -> Processor:
                 "create --acls` as an admin): not answering commands without them",
                 settings.topics.command_results,
             )
-        for answer in answers:
-            if isinstance(answer, CommandAccepted | CommandRejected):
-                handler.remember_answer(answer, now)
+        unread = handler.recall(answers, now)
         log.info("start-up: %d recent rejections remembered", len(handler.rejected))
+        if unread:
+            log.warning(
+                "start-up: %d recent answer(s) on %s are of a schema this release does not "
+                "know (a newer release's): a command sent again with one of their ids is "
+                "refused (governance_unreadable) until that release's command processor runs",
+                unread,
+                settings.topics.command_results,
+            )
         recalled.set()
 
     commands = CommandLoop(

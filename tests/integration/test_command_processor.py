@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc, wait_for
 
+from ledger.codec import MAGIC
 from ledger.core.events import (
     ApprovePolicyVersion,
     CommandRejected,
@@ -124,6 +125,50 @@ def test_a_rejected_command_sent_again_after_a_restart_gets_its_first_rejection(
     assert [(type(a), a.code) for a in answers] == [(CommandRejected, "not_approved")] * 2
     events = stack.records(stack.topics.policy_events)
     assert not any(isinstance(e, PolicyVersionPromoted) for e in events)
+
+
+def test_a_command_a_newer_release_answered_is_refused_by_an_earlier_one_after_a_restart(
+    stack_factory,
+):
+    # Rolled back past the answers' form: an answer the processor cannot read (a newer
+    # release's rejection) must not let a copy of its command be decided again, and accepted.
+    stack = stack_factory(processors=("command-processor",))
+    stack.grant_defaults()
+    admin = stack.client(ADMIN)
+    stack.propose(admin, policy_doc("refund", action="refund.issue"), by=ALICE)
+    stack.approve(admin, "refund", 1, by=BOB)  # a promotion would be accepted
+    captured = stack.signed(admin, _promotion())
+    assert stack.stop("command-processor")
+    producer = stack.producer("command-processor")
+    try:  # the newer release's answer to it: a schema this release does not know
+        newer = MAGIC + b"\xee" * 8 + b"\x00"
+        producer.send(stack.topics.command_results, key=captured.event_id.encode(), value=newer)
+        producer.flush(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+    stack.start("command-processor")
+    again = stack.client(ADMIN)
+    with pytest.raises(CommandRejectedError) as refused:
+        again.submit_command(captured, timeout=60)
+    assert refused.value.code == "governance_unreadable", refused.value
+    assert "a newer release answered this command id" in str(refused.value)
+    assert "1 recent answer(s)" in stack.logs()
+    events = stack.records(stack.topics.policy_events)
+    assert not any(isinstance(e, PolicyVersionPromoted) for e in events)
+    # Only that command: another promotion is decided.
+    again.submit_command(stack.signed(again, _promotion()), timeout=30)
+
+
+def _promotion() -> PromotePolicyVersion:
+    return PromotePolicyVersion(
+        event_id=new_id(),
+        occurred_at=utcnow(),
+        actor=ADMIN,
+        policy="refund",
+        version=1,
+        stage=Stage.ACTIVE,
+    )
 
 
 def test_a_commit_past_the_commands_end_answers_no_old_command_again(stack_factory):

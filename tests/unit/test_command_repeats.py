@@ -32,6 +32,7 @@ from ledger.core.lifecycle import REJECTION_CODES, KeyTrust, register_anchors
 from ledger.core.signing import key_id_of, verify_history
 from ledger.core.state import EMPTY_STATE, LedgerState, fold, with_positions, with_unreadable
 from ledger.ids import new_id, utcnow
+from ledger.kafka.reading import RawRecord
 from ledger.kafka.snapshots import SnapshotUnusable, read_snapshot, write_snapshot
 from ledger.keys import public_bytes, sign
 from ledger.settings import Settings
@@ -277,7 +278,7 @@ def test_after_a_restart_recent_rejections_are_remembered_from_the_answers() -> 
     first, _ = before.send(captured)
 
     after = Ledger()  # a restarted processor: the start-up read hands it the recent answers
-    after.handler.remember_answer(first, utcnow())
+    assert after.handler.recall([answer_record(first)], utcnow()) == 0
     after.send(sign(issue("g-1"), ADMIN_KEY))
     again, events = after.send(captured)
     assert isinstance(again, CommandRejected) and again.code == "unknown_grant"
@@ -296,9 +297,42 @@ def test_a_refusal_for_records_not_read_is_not_remembered_a_copy_is_decided_afre
     assert first.command_id not in before.handler.rejected
 
     after = Ledger()  # the newer release: the start-up read hands it the recent answers
-    after.handler.remember_answer(first, utcnow())
+    after.handler.recall([answer_record(first)], utcnow())
     again, events = after.send(captured)
     assert isinstance(again, CommandAccepted) and len(events) == 1, again
+
+
+def test_a_command_a_newer_release_answered_is_refused_not_decided_again_after_a_rollback() -> None:
+    # A rejection written in a schema this release does not know (a newer release's) cannot be
+    # recalled: decided again, the command the newer release rejected would be accepted.
+    captured = sign(revoke("g-1"), ADMIN_KEY)
+    now = utcnow()
+    newer = answer_record(None, key=captured.event_id, at=now - timedelta(minutes=1))
+    stale = answer_record(None, key="c-long-ago", at=now - REMEMBER_REJECTIONS * 2)
+    unkeyed = answer_record(None, key="", at=now)
+    rolled_back = Ledger()
+    assert rolled_back.handler.recall([newer, stale, unkeyed], now) == 1
+    rolled_back.send(sign(issue("g-1"), ADMIN_KEY))  # the revoke would go through now
+    again, events = rolled_back.send(captured)
+    assert isinstance(again, CommandRejected) and again.code == "governance_unreadable"
+    assert "newer release answered this command id" in again.reason
+    assert events == [] and "g-1" in grants(rolled_back.state)
+    assert list(rolled_back.handler.rejected) == [captured.event_id]  # the stale one forgotten
+
+    other, _ = rolled_back.send(sign(revoke("g-1"), ADMIN_KEY))  # any other id: decided
+    assert isinstance(other, CommandAccepted)
+
+
+def answer_record(answer: Any, *, key: str = "", at: Any = None) -> RawRecord:
+    """``answer`` as the start-up read hands it over; ``None``: an answer of a schema this
+    release does not know (a newer release's), keyed by ``key`` and written at ``at``."""
+    if answer is None:
+        value = b"\xc3\x01" + bytes(range(1, 9)) + b"a newer release's answer"
+    else:
+        value, key, at = CODEC.encode(answer), answer.command_id, answer.occurred_at
+    return RawRecord(
+        "ledger.command-results", 0, 0, int(at.timestamp() * 1000), value, key=key.encode()
+    )
 
 
 def test_an_unauthenticated_rejection_does_not_block_the_genuine_command_with_that_id() -> None:

@@ -54,7 +54,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "stale_command": "the command was signed too long ago (or too far ahead of the ledger's clock)",
     "invalid_key": "the key is not a 32-byte Ed25519 public key with its own id, or belongs to someone",
     "duplicate_command_id": "another command already used this command id: sign the command again (a new id)",
-    "governance_unreadable": "the governance log holds a record this command processor cannot read (a newer release wrote it): every command is refused until that release's command processor runs",
+    "governance_unreadable": "the governance log holds a record this command processor cannot read (a newer release wrote it): every command is refused until that release's command processor runs (or a newer release answered this command id, in an answer it cannot read: this command is not decided again)",
     "cut_short": "a command cut short by a restart could not be finished (stale by then, or its aggregate changed since): do what the message names again",
 }
 """Every code :func:`decide` can return, with what it means."""
