@@ -96,17 +96,7 @@ def test_a_rejected_command_sent_again_after_a_restart_gets_its_first_rejection(
     stack.grant_defaults()
     admin = stack.client(ADMIN)
     stack.propose(admin, policy_doc("refund", action="refund.issue"), by=ALICE)
-    captured = stack.signed(
-        admin,
-        PromotePolicyVersion(
-            event_id=new_id(),
-            occurred_at=utcnow(),
-            actor=ADMIN,
-            policy="refund",
-            version=1,
-            stage=Stage.ACTIVE,
-        ),
-    )
+    captured = stack.signed(admin, _promotion())
     with pytest.raises(CommandRejectedError) as first:
         admin.submit_command(captured)
     assert first.value.code == "not_approved"
