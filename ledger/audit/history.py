@@ -21,8 +21,8 @@ from ledger.codec import Codec, default_codec
 from ledger.core.events import CommandAccepted, GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.core.text import clipped
-from ledger.errors import CodecError, ExportError
-from ledger.kafka.governance import decode_governance, not_governance
+from ledger.errors import CodecError, ExportError, UnknownSchemaError
+from ledger.kafka.governance import decode_governance, not_governance, note_unread
 from ledger.kafka.reading import position_key
 from ledger.settings import TopicNames
 
@@ -30,15 +30,21 @@ __all__ = ["load_export_history", "check_export_history", "governance_gap_note"]
 
 
 def load_export_history(
-    export_dir: ExportPath, *, codec: Codec | None = None
+    export_dir: ExportPath,
+    *,
+    codec: Codec | None = None,
+    unread: list[str] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> list[HistoryEntry]:
     """Every governance event of the export at ``export_dir``, in log order.
 
     Raises :class:`~ledger.errors.ExportError` when the directory holds no export. Records that
     are not governance events are skipped, as a read from Kafka skips them
-    (:func:`check_export_history` reports them).
+    (:func:`check_export_history` reports them); one of a schema this ledger does not know is
+    added to ``unread``, as :func:`~ledger.kafka.governance.read_governance` adds it (``skip``:
+    as there).
     """
-    return _read(export_dir, codec, check=False)[0]
+    return _read(export_dir, codec, check=False, unread=unread, skip=skip)[0]
 
 
 def check_export_history(
@@ -56,7 +62,12 @@ def check_export_history(
 
 
 def _read(
-    export_dir: ExportPath, codec: Codec | None, *, check: bool
+    export_dir: ExportPath,
+    codec: Codec | None,
+    *,
+    check: bool,
+    unread: list[str] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> tuple[list[HistoryEntry], list[str]]:
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
@@ -99,6 +110,8 @@ def _read(
             except CodecError as exc:
                 if check:
                     problems.append(not_governance(where, exc))
+                elif unread is not None and isinstance(exc, UnknownSchemaError):
+                    note_unread(unread, skip, topic, partition, offset, topics, row["key"])
                 continue
             if check:
                 disagree = columns_disagree(event, row)
@@ -116,7 +129,7 @@ def _read(
     return [HistoryEntry(position_key(t, p), o, e) for t, p, o, e in found], problems
 
 
-_LOG_COLUMNS: Final = ["topic", "partition", "offset", "record"]
+_LOG_COLUMNS: Final = ["topic", "partition", "offset", "key", "record"]
 
 
 def _answers_unwritten(

@@ -97,8 +97,11 @@ class LedgerSource(Protocol):
         :func:`answered` for which one a decision answered)."""
         ...
 
-    def history(self) -> list[HistoryEntry]:
-        """Every governance event in log order, with where it was read."""
+    def history(
+        self, *, unread: list[str] | None = None, skip: frozenset[str] = frozenset()
+    ) -> list[HistoryEntry]:
+        """Every governance event in log order, with where it was read (``unread`` and
+        ``skip``: as :func:`~ledger.kafka.governance.read_governance`'s)."""
         ...
 
     def decided_between(
@@ -245,8 +248,17 @@ class KafkaSource:
             and positioned.event.event_id == request_id
         ]
 
-    def history(self) -> list[HistoryEntry]:
-        return load_history(self.bootstrap, self.topics, codec=self.codec, security=self.security)
+    def history(
+        self, *, unread: list[str] | None = None, skip: frozenset[str] = frozenset()
+    ) -> list[HistoryEntry]:
+        return load_history(
+            self.bootstrap,
+            self.topics,
+            codec=self.codec,
+            security=self.security,
+            unread=unread,
+            skip=skip,
+        )
 
     def decided_between(
         self, since: datetime | None = None, until: datetime | None = None
@@ -566,8 +578,11 @@ class ExportSource:
             and e.event_id == request_id  # as its record says, whatever its columns say
         ]
 
-    def history(self) -> list[HistoryEntry]:
-        return load_export_history(self.path, codec=self._codec)  # the one reader of it
+    def history(
+        self, *, unread: list[str] | None = None, skip: frozenset[str] = frozenset()
+    ) -> list[HistoryEntry]:
+        # the one reader of it
+        return load_export_history(self.path, codec=self._codec, unread=unread, skip=skip)
 
     def witnesses(self) -> Witnesses:
         """When the broker received each exported signed command (its record's time; whether

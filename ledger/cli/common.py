@@ -4,12 +4,13 @@ rules are the core's."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -357,11 +358,29 @@ def current_state(
     those ``LEDGER_GOVERNANCE_SKIP`` names)."""
     settings = load_settings(bootstrap)
     address, security = connection(settings, "auditor")
-    unread: list[str] = []
-    history = load_history(
-        address, settings.topics, security=security, unread=unread, skip=settings.governance_skip
+    history = read_history(
+        functools.partial(load_history, address, settings.topics, security=security), warn=warn
     )
-    if unread and warn:  # a review: `policy show` printed an earlier state, exit 0, with no word
+    return state_at(history), history
+
+
+class HistoryReader(Protocol):
+    """Reads the governance history (``load_history``, a source's ``history``), noting in
+    ``unread`` the records of a schema this ledger does not know but those ``skip`` names."""
+
+    def __call__(
+        self, *, unread: list[str] | None = ..., skip: frozenset[str] = ...
+    ) -> list[HistoryEntry]: ...
+
+
+def read_history(read: HistoryReader, *, warn: bool = True) -> list[HistoryEntry]:
+    """The governance history ``read`` reads; ``warn``: say on stderr what it lacks (records
+    of a schema this ledger does not know, but those ``LEDGER_GOVERNANCE_SKIP`` names): every
+    command that shows or decides from the history reads it here (a review: `policy show`, then
+    a red team: `replay --at`, printed an earlier state, exit 0, with no word)."""
+    unread: list[str] = []
+    history = read(unread=unread, skip=load_settings().governance_skip)
+    if unread and warn:
         more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""
         click.echo(
             f"warning: {len(unread)} governance record(s) are of a schema this ledger does not "
@@ -369,7 +388,7 @@ def current_state(
             "them; use the newer release's ledger command",
             err=True,
         )
-    return state_at(history), history
+    return history
 
 
 def canary_cell(row: Mapping[str, Any]) -> str:

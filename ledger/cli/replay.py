@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ledger.cli.common import (
     parse_time,
     policy_rows,
     print_memberships,
+    read_history,
     role_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
@@ -178,14 +180,16 @@ def replay_cmd(
         from ledger.audit.history import load_export_history  # pyarrow: only when asked for
         from ledger.audit.manifest import read_manifest
 
-        history = load_export_history(source)
+        history = read_history(functools.partial(load_export_history, source))
         manifest = read_manifest(source)  # there: the history was read from it
         note_incomplete(source, manifest)
         read_at = manifest.read_instant() if manifest is not None else None
     else:
         settings = load_settings(bootstrap)
         address, security = connection(settings, "auditor")
-        history = load_history(address, settings.topics, security=security)
+        history = read_history(
+            functools.partial(load_history, address, settings.topics, security=security)
+        )
     state = state_at(history, instant)
     note = _outside(history, instant, source, read_at)
     if note is not None:

@@ -27,7 +27,13 @@ from ledger.audit.sources import (
     draw,
     no_decision,
 )
-from ledger.cli.common import after_the_read, connection, load_settings, note_incomplete
+from ledger.cli.common import (
+    after_the_read,
+    connection,
+    load_settings,
+    note_incomplete,
+    read_history,
+)
 from ledger.cli.output import json_cell, policy_label, print_json, print_table, printable
 from ledger.core.events import BatchDecisionRecorded, item_ref_splits
 from ledger.core.jsonform import format_timestamp
@@ -110,7 +116,7 @@ def reproduce_decision(
             f"decision {decision.event_id}: its request {decision.request_id} is not in the "
             f"ledger at {source.where}, so it cannot be re-evaluated"
         )
-    result = reproduce(decision, request, source.history())
+    result = reproduce(decision, request, read_history(source.history))
     copies_note = (
         f"{len(copies)} requests carry the id {decision.request_id} (a repeat, or a copy "
         "someone else wrote); re-evaluated the one the decision answered"
@@ -287,7 +293,7 @@ def reproduce_decisions(
             f"reading the requests of {len(decisions):,} decisions and the history", err=True
         )
     requests = source.requests_for({d.request_id for d in decisions})
-    history = source.history()
+    history = read_history(source.history)
     found = reproduce_many(
         decisions, requests, history, progress=_Progress(len(decisions)) if decisions else None
     )

@@ -24,6 +24,7 @@ from ledger.cli.common import (
     from_option,
     load_settings,
     note_incomplete,
+    read_history,
     read_text_file,
     time_window,
 )
@@ -102,7 +103,7 @@ def simulate_cmd(
     report = simulate(
         policy,
         single_pairs(source.pairs(since=start, until=end)),
-        governance=lambda: state_at(source.history(), end),
+        governance=lambda: state_at(read_history(source.history), end),
     )
     if from_dir is not None:
         note_incomplete(from_dir)

@@ -530,7 +530,24 @@ def every_unread(state: LedgerState, kind: str) -> str | None:
     """``every policy (a record of no readable key)`` when a record of no readable key marks
     every aggregate of ``kind`` (see :func:`with_unreadable`), else ``None``: what messages
     name instead of the one aggregate they were asked about."""
-    return f"every {kind} (a record of no readable key)" if (kind, "") in state.unreadable else None
+    return unread_words(kind, "") if (kind, "") in state.unreadable else None
+
+
+def unread_words(kind: str, name: str) -> str:
+    """An aggregate with a record unread, in words: ``policy 'refund'``, or (name ``""``, a
+    record of no readable key) ``every policy (a record of no readable key)``."""
+    return f"{kind} {name[:100]!r}" if name else f"every {kind} (a record of no readable key)"
+
+
+def unread_aggregate(kind: str, key: bytes | None) -> tuple[str, str]:
+    """The aggregate of ``kind`` an unread governance record is of, from its Kafka key: the
+    policy or principal it names, or ``""`` for a key that is no name (none, or not UTF-8),
+    which stands for every aggregate of the kind (one rule for the processors and the CLI: a
+    red team saw them name such a record differently)."""
+    try:
+        return kind, key.decode("utf-8") if key else ""
+    except UnicodeDecodeError:
+        return kind, ""
 
 
 def any_unread(state: LedgerState, kind: str) -> bool:

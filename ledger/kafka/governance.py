@@ -45,6 +45,8 @@ from ledger.core.state import (
     aggregate_of,
     compile_deployed,
     fold,
+    unread_aggregate,
+    unread_words,
     with_positions,
     with_unreadable,
 )
@@ -157,16 +159,32 @@ def read_governance(
         try:
             event = decode_governance(codec, rec.value)
         except UnknownSchemaError:
-            where = f"{position_key(rec.topic, rec.partition)}@{rec.offset}"
-            if unread is not None and where not in skip:
-                kind = POLICY if rec.topic == topics.policy_events else PRINCIPAL
-                name = (rec.key or b"").decode("utf-8", "replace")[:100]
-                whose = f"{kind} {name!r}" if name else f"every {kind}: no readable key"
-                unread.append(f"{where} ({whose})")
+            if unread is not None:
+                note_unread(unread, skip, rec.topic, rec.partition, rec.offset, topics, rec.key)
             continue
         except CodecError:
             continue
         yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, event)
+
+
+def note_unread(
+    unread: list[str],
+    skip: frozenset[str],
+    topic: str,
+    partition: int,
+    offset: int,
+    topics: TopicNames,
+    key: bytes | str | None,
+) -> None:
+    """Add a governance record of a schema this ledger does not know to ``unread``, as
+    ``TOPIC/PARTITION@OFFSET (policy 'refund')``, unless ``skip`` names it
+    (``LEDGER_GOVERNANCE_SKIP``: judged no release's). ``key``: its Kafka key (an export's
+    ``key`` column holds it as text)."""
+    where = f"{position_key(topic, partition)}@{offset}"
+    if where not in skip:
+        kind = POLICY if topic == topics.policy_events else PRINCIPAL
+        raw = key.encode() if isinstance(key, str) else key
+        unread.append(f"{where} ({unread_words(*unread_aggregate(kind, raw))})")
 
 
 def load_history(
@@ -857,22 +875,16 @@ class GovernanceFollower:
     def unread_aggregates(self, limit: int = 10) -> list[str]:
         """The aggregates with a record this follower could not read (a newer release's), in
         words, at most ``limit`` (and how many more), for ``ledger ps``."""
-        shown = [
-            f"{kind} {name[:100]!r}" if name else f"every {kind} (a record of no readable key)"
-            for kind, name in sorted(self._unreadable)
-        ]
+        shown = [unread_words(kind, name) for kind, name in sorted(self._unreadable)]
         more = len(shown) - limit
         return shown[:limit] + ([f"{more} more"] if more > 0 else [])
 
     def _aggregate(self, record: Any) -> tuple[str, str]:
         """The aggregate a governance record is of, ``(kind, name)``, from its topic and key
-        (name ``""``: a key that is no name, which stands for every aggregate of the kind)."""
-        kind = POLICY if record.topic() == self._topics[0] else PRINCIPAL
-        key = record.key()
-        try:
-            return kind, key.decode("utf-8") if key else ""
-        except UnicodeDecodeError:
-            return kind, ""
+        (:func:`~ledger.core.state.unread_aggregate`)."""
+        return unread_aggregate(
+            POLICY if record.topic() == self._topics[0] else PRINCIPAL, record.key()
+        )
 
     def _decode(self, fetched: list[tuple[str, list[Any]]]) -> list[GovernanceEvent]:
         """The governance events of ``fetched`` (librdkafka messages, or anything with their
@@ -881,6 +893,7 @@ class GovernanceFollower:
         events: list[GovernanceEvent] = []
         positions, tails = self._positions, self._tails
         decode, codec = decode_governance, self._codec
+        marked: set[tuple[str, str]] = set()
         for key, records in fetched:
             last = None
             for record in records:
@@ -903,19 +916,17 @@ class GovernanceFollower:
                         )
                         continue
                     self.newer += 1
-                    kind, name = self._aggregate(record)
+                    aggregate = self._aggregate(record)
                     # Marked, not cited: a decision's position names only records folded (a
                     # review: one citing it did not reproduce with this release's reader).
-                    self._unreadable |= {(kind, name)}
+                    marked.add(aggregate)
                     log.error(
-                        "governance record %s@%s of %s %s is of a schema this release does not "
-                        "know (a newer release's?): nothing is decided or changed on that %s "
-                        "until the newer release runs: %s",
+                        "governance record %s@%s of %s is of a schema this release does not "
+                        "know (a newer release's?): nothing it could change is decided or "
+                        "changed until the newer release runs: %s",
                         key,
                         record.offset(),
-                        kind,
-                        repr(name[:200]) if name else "(no readable key: every one)",
-                        kind,
+                        unread_words(*aggregate),
                         exc,
                     )
                     continue
@@ -923,6 +934,8 @@ class GovernanceFollower:
             if last is not None:
                 positions[key] = last.offset()
                 tails[key] = (last.offset(), last.value())
+        if marked - self._unreadable:  # once a fetch: a set rebuilt per record grew as n²
+            self._unreadable = self._unreadable | marked
 
         unread = self._local_unread
         if unread:

@@ -167,6 +167,23 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
             f"release's ({settings.topics.policy_events}/0@"
         ) in listed.stderr
         assert "(policy 'refund')" in listed.stderr and "(principal 'agent:a')" in listed.stderr
+        # So do `replay --at` and the commands that reproduce, from Kafka and from an export (a
+        # red team: `replay --at` showed the earlier state, exit 0, with no word).
+        exported = tmp_path / "export"
+        done = runner.invoke(cli, ["export", "--out", str(exported)])
+        assert done.exit_code == 0, done.output
+        from_export = ["--from", str(exported)]
+        for args in (["--at", "2100-01-01T00:00:00Z"], []):
+            for source in ([], from_export):
+                shown = runner.invoke(cli, ["replay", *args, *source])
+                assert shown.exit_code == 0, shown.output
+                assert "warning: 2 governance record(s) are of a schema" in shown.stderr, (
+                    args,
+                    source,
+                    shown.output,
+                )
+                assert "(principal 'agent:a')" in shown.stderr, shown.output
+
         for command in (
             ["grant", "issue", "--to", "agent:a", "--actions", "x.*", "--resource", "*"],
             ["policy", "approve", "refund", "1"],
@@ -193,6 +210,8 @@ def test_ps_shows_recent_decisions_and_a_hand_started_evaluators_partitions(
         assert _asked(runner, "agent:a")["reason_code"] == "no_authority"
         listed = runner.invoke(cli, ["grant", "list"], env=skip)
         assert listed.exit_code == 0 and "warning" not in listed.stderr, listed.output
+        shown = runner.invoke(cli, ["replay", *from_export], env=skip)
+        assert shown.exit_code == 0 and "warning" not in shown.stderr, shown.output
     finally:
         if by_hand is not None:
             by_hand.terminate()

@@ -915,6 +915,28 @@ def test_the_follower_marks_what_it_cannot_read_and_keeps_the_marks() -> None:
     assert skipping.state.unreadable == {("policy", "")} and skipping.newer == 1
 
 
+def test_the_cli_names_what_it_cannot_read_as_the_processors_do() -> None:
+    # A red team: a key that is not UTF-8 stands for every principal in the processors, while
+    # the CLI's warning named one principal, '\ufffd\ufffdagent'.
+    from ledger.kafka.governance import note_unread
+    from ledger.settings import TopicNames
+
+    topics = TopicNames()
+    unread: list[str] = []
+    for key in (b"\xff\xfeagent", None, b"agent:a", "refund"):
+        topic = topics.policy_events if key == "refund" else topics.grant_events
+        note_unread(unread, frozenset({"ledger.grant-events/0@9"}), topic, 0, 7, topics, key)
+    note_unread(
+        unread, frozenset({"ledger.grant-events/0@9"}), topics.grant_events, 0, 9, topics, None
+    )
+    assert unread == [
+        "ledger.grant-events/0@7 (every principal (a record of no readable key))",
+        "ledger.grant-events/0@7 (every principal (a record of no readable key))",
+        "ledger.grant-events/0@7 (principal 'agent:a')",
+        "ledger.policy-events/0@7 (policy 'refund')",
+    ]  # and the skipped one is left out
+
+
 def test_no_snapshot_is_written_past_a_record_the_follower_cannot_read(tmp_path: Any) -> None:
     # A review: the guard survived every unit test when mutated away. A snapshot past such a
     # record would hide it from the next start (its marks, and the count `ledger ps` says).
