@@ -147,6 +147,14 @@ class Heartbeat:
     most, then how many more): nothing is decided or changed on them (``None``: of a version
     that wrote none)."""
 
+    governance_damaged: int | None = None
+    """Governance records it skipped that are no governance event of any schema it knows (cut
+    short, empty, not Avro), but those ``LEDGER_GOVERNANCE_SKIP`` names: it decides and
+    governs without whatever they held (``None``: of a version that wrote none)."""
+
+    governance_damaged_at: list[str] | None = None
+    """Where the first five of those are (``TOPIC/PARTITION@OFFSET``)."""
+
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically: a reader never sees half a heartbeat."""
         partial = path.with_name(path.name + ".partial")
@@ -170,6 +178,7 @@ class Heartbeat:
             recent, span = data.get("recent"), data.get("recent_seconds")
             client, newer = data.get("client_id"), data.get("governance_newer")
             unread = data.get("governance_unread")
+            damaged, damaged_at = data.get("governance_damaged"), data.get("governance_damaged_at")
             return cls(
                 pid=int(data["pid"]),
                 bootstrap=str(data["bootstrap"]),
@@ -186,6 +195,10 @@ class Heartbeat:
                 client_id=None if client is None else str(client),
                 governance_newer=None if newer is None else int(newer),
                 governance_unread=None if unread is None else [str(u) for u in unread][:11],
+                governance_damaged=None if damaged is None else int(damaged),
+                governance_damaged_at=(
+                    None if damaged_at is None else [str(u) for u in damaged_at][:5]
+                ),
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None

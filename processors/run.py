@@ -194,6 +194,8 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
                     client_id=processor.client_id,
                     governance_newer=follower.newer,
                     governance_unread=follower.unread_aggregates(),
+                    governance_damaged=follower.damaged,
+                    governance_damaged_at=follower.damaged_at,
                 )
                 if processor.alive():  # a stuck request thread shows as a missing beat
                     try:

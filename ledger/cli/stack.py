@@ -73,7 +73,7 @@ def up_cmd(
     )
     procs = stack.processes(settings)
     # Up, but failing closed where it cannot read: said here too, not only by `ps` (a review).
-    for problem in stack.behind_a_newer_release(procs):
+    for problem in stack.behind_a_newer_release(procs) + stack.damaged_governance(procs):
         click.echo(f"warning: {problem}", err=True)
     if as_json:
         print_json({"bootstrap": address, "processors": _json(procs)})
@@ -173,7 +173,7 @@ def ps_cmd(as_json: bool) -> None:
     erroring = stack.erroring(procs)
     if erroring is not None:
         problems.append(erroring)
-    problems += stack.behind_a_newer_release(procs)
+    problems += stack.behind_a_newer_release(procs) + stack.damaged_governance(procs)
     other = [p.name for p in procs if p.same_code is False]
     # Asked only of a broker known to answer, so `ps` stays quick: the local one that answered
     # above, another while a processor talking to it is healthy. Not only while an evaluator

@@ -350,6 +350,12 @@ class GovernanceFollower:
         """Of those, records of a schema this release does not know: a newer release's
         (``ledger ps`` says so). Their aggregates (the records' keys) are published with the
         state (``LedgerState.unreadable``): nothing is decided or changed on them."""
+        self.damaged = 0
+        """Of those, records of no schema this release knows as a governance event's (cut short,
+        empty, not Avro: damaged, or forged with the command processor's credential), but those
+        ``skip`` names: the state lacks whatever they held; ``ledger ps`` says so."""
+        self.damaged_at: list[str] = []
+        """Where the first five of those are (``TOPIC/PARTITION@OFFSET``)."""
         self._unreadable: frozenset[tuple[str, str]] = frozenset()
         self._skip = skip  # TOPIC/PARTITION@OFFSET: records the operator judged no release's
         self.from_snapshot = 0
@@ -692,14 +698,16 @@ class GovernanceFollower:
         path, state = self._snapshot, self.state
         if path is None or self._unsaved == 0:
             return
-        if self.newer:
-            # Past records a newer release wrote, the state lacks them: a snapshot would hide
-            # them from the next start, whose count `ledger ps` says (a review).
+        if self.newer or self.damaged:
+            # Past records a newer release wrote, or damaged ones, the state lacks them: a
+            # snapshot would hide them from the next start, whose count `ledger ps` says (a
+            # review).
             if not live:
                 log.warning(
                     "governance snapshot not written: %d governance record(s) a newer release "
-                    "wrote cannot be read by this one",
+                    "wrote and %d damaged one(s) cannot be read by this one (`ledger ps`)",
                     self.newer,
+                    self.damaged,
                 )
             return
         if self._on_disk and self._unsaved < self._snapshot_after:
@@ -901,12 +909,8 @@ class GovernanceFollower:
                     events.append(decode(codec, record.value()))
                 except CodecError as exc:
                     self.undecodable += 1
-                    if not isinstance(exc, UnknownSchemaError):
-                        log.error(
-                            "undecodable governance record %s@%s: %s", key, record.offset(), exc
-                        )
-                        continue
-                    if f"{key}@{record.offset()}" in self._skip:
+                    where = f"{key}@{record.offset()}"
+                    if where in self._skip:
                         log.warning(
                             "governance record %s@%s skipped, as LEDGER_GOVERNANCE_SKIP says "
                             "(judged no release's): %s",
@@ -914,6 +918,14 @@ class GovernanceFollower:
                             record.offset(),
                             exc,
                         )
+                        continue
+                    if not isinstance(exc, UnknownSchemaError):
+                        # Not skipped unnoticed (a red team: a genuine GrantRevoked cut short
+                        # was dropped, `ps` green): `ledger ps` names it until it is judged.
+                        self.damaged += 1
+                        if len(self.damaged_at) < 5:
+                            self.damaged_at.append(where)
+                        log.error("undecodable governance record %s: %s", where, exc)
                         continue
                     self.newer += 1
                     aggregate = self._aggregate(record)

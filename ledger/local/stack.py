@@ -179,6 +179,10 @@ class ProcessStatus:
     """Governance records it skipped because a newer release wrote them, from its heartbeat."""
     governance_unread: list[str] | None = None
     """Whose records those are, in words (ten at most), from its heartbeat."""
+    governance_damaged: int | None = None
+    """Damaged governance records it skipped (no governance event), from its heartbeat."""
+    governance_damaged_at: list[str] | None = None
+    """Where the first five of those are, from its heartbeat."""
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -312,6 +316,8 @@ def _status(settings: Settings, name: str, expected: str | None, now: float) -> 
         recent_seconds=beat.recent_seconds if problem is None else None,
         governance_newer=beat.governance_newer,
         governance_unread=beat.governance_unread,
+        governance_damaged=beat.governance_damaged,
+        governance_damaged_at=beat.governance_damaged_at,
     )
 
 
@@ -567,6 +573,23 @@ def behind_a_newer_release(procs: list[ProcessStatus]) -> list[str]:
         "names it DAMAGED (README: Rolling back)"
         for p in procs
         if p.running and p.governance_newer
+    ]
+
+
+def damaged_governance(procs: list[ProcessStatus]) -> list[str]:
+    """A problem for each running processor that skipped governance records that are no
+    governance event (a red team: a genuine grant revocation cut short was dropped, and the
+    processors decided without it, `ps` green)."""
+    return [
+        f"{p.name} skipped {p.governance_damaged} damaged governance record(s) (no governance "
+        f"event: cut short, empty or not Avro), at {', '.join(p.governance_damaged_at or [])}"
+        f"{', …' if p.governance_damaged > len(p.governance_damaged_at or []) else ''}: it "
+        "decides and governs without what they held. `ledger actor verify` says what each is "
+        "(DAMAGED); if one was a genuine event, the governance log has lost it: restore the "
+        "ledger from a backup (README: Backing up and restoring); once judged, list them in LEDGER_GOVERNANCE_SKIP "
+        "for every processor (README: Rolling back)"
+        for p in procs
+        if p.running and p.governance_damaged
     ]
 
 

@@ -86,6 +86,7 @@ def _beat(
     client: str | None = None,
     newer: int | None = None,
     unread: list[str] | None = None,
+    damaged: list[str] | None = None,
 ) -> None:
     now = time.time() if at is None else at
     Heartbeat(
@@ -104,6 +105,8 @@ def _beat(
         client_id=client,
         governance_newer=newer,
         governance_unread=unread,
+        governance_damaged=None if damaged is None else len(damaged) + 1,
+        governance_damaged_at=damaged,
     ).write(settings.home / "run" / f"{name}.ready")
 
 
@@ -372,6 +375,27 @@ def test_ps_says_a_processor_skips_governance_records_a_newer_release_wrote(
     shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
     procs = {p["name"]: p for p in shown["processors"]}
     assert procs["command-processor"]["governance_unread"] == unread
+
+
+def test_ps_says_a_processor_skipped_damaged_governance_records(
+    settings: Settings, both: dict[str, int]
+) -> None:
+    # A red team: a genuine grant revocation cut short was skipped as undecodable, and the
+    # processors decided without it, `ps` green.
+    _beat(settings, both["evaluator"], damaged=[])  # 1 skipped, where not said
+    runner = CliRunner()
+    _beat(settings, both["command-processor"], name="command-processor")
+    damaged = runner.invoke(cli, ["ps"])
+    assert damaged.exit_code == 1, damaged.output
+    assert "evaluator skipped 1 damaged governance record(s)" in damaged.stderr
+    _beat(settings, both["evaluator"], damaged=["ledger.grant-events/0@6"])
+    shown = json.loads(runner.invoke(cli, ["ps", "--json"]).stdout)
+    said = [p for p in shown["problems"] if "damaged" in p]
+    assert len(said) == 1 and "skipped 2 damaged governance record(s)" in said[0], said
+    assert "at ledger.grant-events/0@6, …: it decides and governs without" in said[0], said
+    assert "`ledger actor verify`" in said[0] and "LEDGER_GOVERNANCE_SKIP" in said[0]
+    _beat(settings, both["evaluator"])  # judged and skipped: nothing to say
+    assert runner.invoke(cli, ["ps"]).exit_code == 0
 
 
 def test_up_waits_until_the_evaluators_hold_every_request_partition(

@@ -856,6 +856,9 @@ def test_the_follower_folds_a_large_batch_in_bulk_to_the_same_state(monkeypatch:
         )
         assert seen == EVENTS and follower.applied == len(EVENTS) and follower.undecodable == 2
         assert follower.newer == 1  # a schema a newer release wrote: `ledger ps` says so
+        assert follower.damaged == 1 and follower.damaged_at == [
+            f"ledger.grant-events/1@{10 + len(EVENTS)}"
+        ]
         # Its aggregate (its key) is marked: nothing is decided or changed on it.
         assert follower.state.unreadable == {("principal", "agent:x")}
         assert follower.unread_aggregates() == ["principal 'agent:x'"]
@@ -907,12 +910,17 @@ def test_the_follower_marks_what_it_cannot_read_and_keeps_the_marks() -> None:
     assert follower.state.unreadable == {("policy", "refund"), ("policy", "")}
     # One the operator judged no release's (`actor verify`: DAMAGED) is skipped, as garbage.
     skipping = GovernanceFollower(
-        bootstrap="127.0.0.1:1", topics=topics, codec=codec, skip=frozenset({"x/0@4"})
+        bootstrap="127.0.0.1:1", topics=topics, codec=codec, skip=frozenset({"x/0@4", "x/0@6"})
     )
     skipping.apply_fetched(
         [("x/0", [_message(value=newer, offset=o, topic=topics.policy_events) for o in (4, 5)])]
     )
     assert skipping.state.unreadable == {("policy", "")} and skipping.newer == 1
+    # So is a damaged record judged so; one not judged is counted, where `ps` names it.
+    skipping.apply_fetched(
+        [("x/0", [_message(value=b"cut", offset=o, topic=topics.policy_events) for o in (6, 7)])]
+    )
+    assert skipping.damaged == 1 and skipping.damaged_at == ["x/0@7"]
 
 
 def test_the_cli_names_what_it_cannot_read_as_the_processors_do() -> None:
@@ -1187,10 +1195,13 @@ def test_a_follower_resumes_from_its_snapshot_to_the_state_a_full_replay_gives(
     records = [_message(value=value, offset=i) for i, value in enumerate(values)]
     path = tmp_path / "governance.snapshot"
 
-    def follow(served: list[Any], snapshot: Path | None) -> Any:
+    # Judged by the operator (listed to skip): else no snapshot is written past them (below).
+    judged = frozenset(f"{topics.grant_events}/0@{o}" for o in (5, len(values) - 1))
+
+    def follow(served: list[Any], snapshot: Path | None, skip: frozenset[str] = judged) -> Any:
         log[:] = served
         follower = governance.GovernanceFollower(
-            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=snapshot
+            bootstrap="127.0.0.1:1", topics=topics, codec=codec, snapshot=snapshot, skip=skip
         )
         return _until_ready(follower)
 
@@ -1209,6 +1220,9 @@ def test_a_follower_resumes_from_its_snapshot_to_the_state_a_full_replay_gives(
     fresh = tmp_path / "after-newer.snapshot"
     behind = follow([*records[:3], _message(value=newer, offset=3)], fresh)
     assert behind.newer == 1 and not fresh.exists()
+    # Nor past a damaged one not judged (a red team: `ps` was green after it was skipped).
+    damaged = follow(records[:7], fresh, frozenset())
+    assert damaged.damaged == 1 and not fresh.exists()
 
 
 class _Ids:
