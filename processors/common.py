@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import faust
 
+from ledger.core.text import clipped
 from ledger.errors import ProcessorError
 from ledger.files import private_dir
 from ledger.kafka.clients import ssl_context
@@ -156,7 +157,17 @@ def die(exit_code: int, message: str, *args: Any) -> NoReturn:
     write. Whatever input had no written outcome is re-delivered on restart; request and
     command ids make that idempotent.
     """
-    log.critical(message, *args, exc_info=sys.exc_info()[0] is not None)
+    failure = sys.exc_info()[1]
+    if failure is not None:
+        # The cause on the line itself: `ps` and `up` quote this line (an operator's
+        # walkthrough: "the request loop failed", the PermissionError a traceback below).
+        if not args:
+            message = message.replace("%", "%%")
+        message, args = (
+            message + ": %s",
+            (*args, clipped(f"{type(failure).__name__}: {failure}", 300)),
+        )
+    log.critical(message, *args, exc_info=failure is not None)
     os._exit(exit_code)
 
 

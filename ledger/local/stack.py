@@ -479,6 +479,11 @@ def ended_unannounced(log: str | Path) -> str | None:
             started = at
         elif record is not None and record[1].startswith(_STOPPED):
             stopped = at
+    # A start that failed before its run began (the processor's one `error:` line, printed
+    # after the last run's `stopped:`): an operator's walkthrough saw only "not running".
+    failed = [at for at, line in enumerate(lines) if line.startswith(b"error: ")]
+    if failed and failed[-1] > max(started, stopped):
+        return f"its last start failed: {_said(lines[failed[-1]])}"
     if started < 0:
         return None
     given = lines[started].partition(_STARTING)[2].split(b",", 1)[0][:12]
@@ -496,14 +501,18 @@ def ended_unannounced(log: str | Path) -> str | None:
     if stopped > started and not fatal:
         return None
     if fatal:
-        last = fatal[-1].decode("utf-8", "replace").strip()
-        said = "".join(c if c.isprintable() else "?" for c in last[:1000])  # for a terminal
-        said = said if len(said) <= 240 else said[:240] + "…"
-        return f"its last run (pid {pid}) ended on an error its log holds: {said}"
+        return f"its last run (pid {pid}) ended on an error its log holds: {_said(fatal[-1])}"
     return (
         f"its last run (pid {pid}) ended without `stopped:` in its log: it was killed (SIGKILL, "
         "or the kernel's out-of-memory killer: `dmesg` says)"
     )
+
+
+def _said(line: bytes) -> str:
+    """A log line as ``ps`` quotes it: printable (for a terminal), at most 240 characters."""
+    last = line.rstrip(b"\r").decode("utf-8", "replace").strip()
+    said = "".join(c if c.isprintable() else "?" for c in last[:1000])
+    return said if len(said) <= 240 else said[:240] + "…"
 
 
 def requests_waiting(
@@ -972,10 +981,15 @@ def _await_requests_held(
 
 
 def _not_healthy(sick: list[ProcessStatus]) -> ProcessorError:
-    return ProcessorError(
-        "not healthy: " + "; ".join(f"{p.name}: {p.problem} (log: {p.log})" for p in sick),
-        code="unhealthy",
-    )
+    """What ``up`` says of processors unhealthy after it (re)started them: for one no longer
+    running, what its log says ended it, as ``ps`` says (an operator's walkthrough: an
+    evaluator that died on its first request was only "not running")."""
+
+    def why(p: ProcessStatus) -> str:
+        ended = None if p.running else ended_unannounced(p.log)
+        return f"{p.name}: {p.problem}{f': {ended}' if ended else ''} (log: {p.log})"
+
+    return ProcessorError("not healthy: " + "; ".join(why(p) for p in sick), code="unhealthy")
 
 
 def other_code(names: list[str], running: list[str] | None = None) -> str:

@@ -204,3 +204,32 @@ def test_a_processor_log_line_quoting_a_client_cannot_pass_for_a_record_of_its_o
     assert said is not None and said.startswith(
         "its last run (pid 41) ended without `stopped:` in its log: it was killed"
     ), text
+
+
+def test_a_processor_that_stops_on_a_failure_names_its_cause_on_the_line_ps_quotes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's walkthrough: `ps` quoted "the evaluator's request loop failed", and the
+    # PermissionError behind it was in the traceback below, which `ps` does not quote.
+    import logging
+
+    from processors import common
+
+    def exit_now(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(common.os, "_exit", exit_now)
+    with caplog.at_level(logging.CRITICAL), pytest.raises(SystemExit):
+        try:
+            raise PermissionError(1, "Operation not permitted", "/home/inflight/requests.1")
+        except PermissionError:
+            common.die(5, "the evaluator's request loop failed at 100%")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert line == (
+        "the evaluator's request loop failed at 100%: PermissionError: [Errno 1] Operation not "
+        "permitted: '/home/inflight/requests.1'"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.CRITICAL), pytest.raises(SystemExit):
+        common.die(5, "no failure here: %s", "as given")  # outside a handler: as it was
+    assert [r.getMessage() for r in caplog.records] == ["no failure here: as given"]

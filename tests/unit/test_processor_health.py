@@ -1493,6 +1493,32 @@ def test_down_json_carries_the_workers_that_had_ended_and_the_count(
     assert json.loads(said.stdout) == {"stopped": [], "ended": [], "evaluators": 0}
 
 
+def test_up_says_why_a_processor_it_started_is_no_longer_running(tmp_path: Path) -> None:
+    # An operator's walkthrough: an evaluator that died on its first request was "not
+    # running (log: …)" in `up`'s error, where `ps` quoted the error its log holds.
+    log = tmp_path / "evaluator.log"
+    log.write_text(
+        "[t] evaluator INFO ledger.processor: starting: pid 7, code c from f, Kafka at k\n"
+        "[t] evaluator CRITICAL ledger.processors: the evaluator's request loop failed: "
+        "PermissionError: [Errno 1] Operation not permitted: 'inflight/x'\n"
+    )
+    gone = stack.ProcessStatus(
+        name="evaluator",
+        pid=None,
+        running=False,
+        healthy=False,
+        problem="not running",
+        log=str(log),
+    )
+    said = str(stack._not_healthy([gone]))
+    assert said.startswith(
+        "not healthy: evaluator: not running: its last run (pid 7) ended on an error its log "
+        "holds: [t] evaluator CRITICAL ledger.processors: the evaluator's request loop failed: "
+        "PermissionError"
+    ), said
+    assert said.endswith(f"(log: {log})")
+
+
 def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Path) -> None:
     # A chaos drill: after a kill -9 (or the OOM killer), `ps` said only "not running", and its
     # log, which the troubleshooting table points at, holds no error: it just stops.
@@ -1507,6 +1533,22 @@ def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Pa
         "its last run (pid 42) ended without `stopped:` in its log: it was killed"
     )
     assert stack.ended_unannounced(tmp_path / "none.log") is None  # no log: nothing to say
+    # An operator's walkthrough: a start that failed before its run began (its folder not
+    # writable) printed its one `error:` line after the last run's `stopped:`; `ps` said only
+    # "not running".
+    failed = tmp_path / "failed.log"
+    failed.write_text(
+        start.format(40)
+        + "[t] evaluator INFO ledger.processor: stopped: pid 40\n"
+        + "error: evaluator: cannot write in /h/faust (Operation not permitted): … [processor_error]\n"
+    )
+    assert stack.ended_unannounced(failed) == (
+        "its last start failed: error: evaluator: cannot write in /h/faust (Operation not "
+        "permitted): … [processor_error]"
+    )
+    with failed.open("a") as more:  # started again since: that run is what is said
+        more.write(start.format(41) + "[t] evaluator INFO ledger.processor: stopped: pid 41\n")
+    assert stack.ended_unannounced(failed) is None
     # The review: a processor that stops itself (`die`, no `stopped:` line) or crashes says why
     # in its log: that is named, not the OOM killer.
     with log.open("a") as more:
