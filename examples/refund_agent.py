@@ -29,7 +29,7 @@ no ledger to talk to at all it exits with one line saying what to do.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +44,19 @@ SUSPENDED: dict[str, Value] = {"tenure_days": 400, "prior_refunds_12m": 0, "stan
 CORRECTION_WAIT = 5.0
 
 
+def refund_facts(account: str, amount: Decimal, customer: Mapping[str, Value]) -> dict[str, Value]:
+    """The facts, named one by one: the amount the ledger decides on is the argument the body
+    refunds. Never spread a mapping the caller fills over them (``{"amount": amount,
+    **customer}``): a ``customer`` carrying its own ``"amount"`` had the ledger decide, and
+    record, an amount of 1 while the body refunded 5,000 (a red team)."""
+    return {
+        "amount": amount,
+        "tenure_days": customer["tenure_days"],
+        "prior_refunds_12m": customer["prior_refunds_12m"],
+        "standing": customer["standing"],
+    }
+
+
 def refund_tool(client: LedgerClient) -> Callable[..., str]:
     """The governed tool, guarded by ``client``."""
 
@@ -52,7 +65,7 @@ def refund_tool(client: LedgerClient) -> Callable[..., str]:
         action="refund.issue",
         principal=AGENT,
         resource=lambda account, amount, customer: f"account:{account}",
-        facts=lambda account, amount, customer: {"amount": amount, **customer},
+        facts=refund_facts,
         honours={"refund_method"},  # any other constraint: DecisionDenied, never ignored
     )
     def issue_refund(

@@ -4,8 +4,8 @@
 
     @enforce(client, action="refund.issue", principal="agent:refund-bot",
              resource=lambda account: f"account:{account}",
-             facts=lambda amount, facts: {"amount": amount, **facts})
-    def issue_refund(account: str, amount: Decimal, *, facts: dict, constraints: dict) -> str:
+             facts=lambda amount, tenure_days: {"amount": amount, "tenure_days": tenure_days})
+    def issue_refund(account: str, amount: Decimal, tenure_days: int, *, constraints: dict) -> str:
         method = constraints.get("refund_method", "cash")
         ...
 

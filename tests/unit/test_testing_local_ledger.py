@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -1515,3 +1516,23 @@ def test_a_local_ledger_remembers_as_many_answered_requests_as_an_evaluator_work
     assert client.send_request(asked[0]).result(1).request_id == asked[0].event_id  # forgotten
     with pytest.raises(TimeoutError):
         client.send_request(asked[2]).result(0.1)  # remembered: dropped
+
+
+def test_the_shipped_refund_tool_decides_on_the_amount_it_refunds(
+    ledger: LocalLedger, client: LedgerClient
+) -> None:
+    # A red team: examples/refund_agent.py (and the README's first @enforce sample) spread the
+    # caller's `customer` over the facts, so a customer carrying "amount": "1" had the ledger
+    # decide, and record, a refund of 1 while the body refunded 5,000.
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "refund_agent.py"
+    spec = importlib.util.spec_from_file_location("refund_agent_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    issue_refund = example.refund_tool(client)
+    with pytest.raises(DecisionDenied):
+        issue_refund("42", Decimal("5000"), {**example.LOYAL, "amount": "1"})
+    assert ledger.decisions[-1].facts["amount"] == Decimal("5000")
+    assert issue_refund("42", Decimal("120.50"), example.LOYAL).startswith("refunded 120.50")
