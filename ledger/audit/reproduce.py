@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.audit.sources import Decision, Request, answered
-from ledger.core.answering import REDUCED_FIELDS
+from ledger.core.answering import REDUCED_FIELDS, WRITER_FIELDS
 from ledger.core.cel import rules_before
 from ledger.core.evaluate import (
     INVALID_REQUEST,
@@ -60,9 +60,6 @@ __all__ = [
     "reproduce",
     "reproduce_many",
 ]
-
-WRITER_FIELDS: Final = ("latency_us", "evaluator_id", "chain_id", "chain_seq", "prev_hash", "hash")
-"""Written by the evaluator instance, not decided: never compared."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,7 +35,7 @@ from ledger.audit.export import ExportPath, Manifest, read_manifest
 from ledger.audit.history import load_export_history
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
-from ledger.core.answering import answers_batch
+from ledger.core.answering import answers_batch, same_decision
 from ledger.core.evaluate import item_request
 from ledger.core.events import (
     COMMAND_TYPES,
@@ -87,9 +87,10 @@ class LedgerSource(Protocol):
         """The decision with this decision id (or of this request id); UsageError if none."""
         ...
 
-    def decisions(self, ids: Collection[str]) -> dict[str, Decision]:
-        """For each of ``ids``, the first decision recorded with it as its decision id or
-        request id, in one read; ids that name none are left out."""
+    def decisions(self, ids: Collection[str]) -> dict[str, list[Decision]]:
+        """For each of ``ids``, the decisions recorded with it as their decision id or request
+        id, in one read, each once (:func:`~ledger.core.answering.same_decision`: a repeat is
+        not another), earliest decided first; ids that name none are left out."""
         ...
 
     def requests(self, request_id: str) -> list[Request]:
@@ -143,6 +144,20 @@ def no_decision(decision_id: str, where: str) -> UsageError:
         f"no decision {decision_id!r} in the ledger at {where} (give a decision id or request "
         "id; `ledger decisions` lists them)"
     )
+
+
+def _first(source: LedgerSource, decision_id: str) -> Decision:
+    """The earliest decision ``decision_id`` names in ``source``; UsageError if none."""
+    found = source.decisions([decision_id]).get(decision_id)
+    if not found:
+        raise no_decision(decision_id, source.where)
+    return found[0]
+
+
+def _add_distinct(kept: list[Decision], event: Decision) -> None:
+    """Add ``event`` to ``kept`` unless it is one of them written again."""
+    if not any(same_decision(event, d) for d in kept):
+        kept.append(event)
 
 
 def answered(decision: Decision, copies: Sequence[Request]) -> Request:
@@ -221,21 +236,20 @@ class KafkaSource:
         return self.bootstrap
 
     def decision(self, decision_id: str) -> Decision:
-        found = self.decisions([decision_id]).get(decision_id)
-        if found is None:
-            raise no_decision(decision_id, self.where)
-        return found
+        return _first(self, decision_id)
 
-    def decisions(self, ids: Collection[str]) -> dict[str, Decision]:
-        wanted, found = set(ids), dict[str, Decision]()
+    def decisions(self, ids: Collection[str]) -> dict[str, list[Decision]]:
+        wanted, found = set(ids), dict[str, list[Decision]]()
         for positioned in read_topic(
             self.bootstrap, [self.topics.decisions], codec=self.codec, security=self.security
         ):
             event = positioned.event
             if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
                 for named in {event.event_id, event.request_id} & wanted:
-                    found.setdefault(named, event)  # the first recorded, as pairs() takes it
-        return found
+                    _add_distinct(found.setdefault(named, []), event)
+        # Earliest decided first (read order on a tie), as an export orders them: a reader's
+        # partition order is the requester's choice (`reply_partition`).
+        return {k: sorted(v, key=lambda d: d.occurred_at) for k, v in found.items()}
 
     def requests(self, request_id: str) -> list[Request]:
         topic = [self.topics.evaluation_requests]
@@ -456,12 +470,9 @@ class ExportSource:
             return None
 
     def decision(self, decision_id: str) -> Decision:
-        found = self.decisions([decision_id]).get(decision_id)
-        if found is None:
-            raise no_decision(decision_id, self.where)
-        return found
+        return _first(self, decision_id)
 
-    def decisions(self, ids: Collection[str]) -> dict[str, Decision]:
+    def decisions(self, ids: Collection[str]) -> dict[str, list[Decision]]:
         wanted = sorted(set(ids))
         rows = self._query(
             self.topics.decisions,
@@ -470,18 +481,18 @@ class ExportSource:
             [wanted, wanted],
             as_dicts=True,
         )
-        found: dict[str, Decision] = {}
+        found: dict[str, list[Decision]] = {}
         # The columns found the rows; the records say what they are (a row whose id columns
         # were altered beside its record is not taken for another decision).
         for row in rows:
             event = self._decode(row["record"])
             if not isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
                 continue
-            named = {event.event_id, event.request_id}.intersection(wanted).difference(found)
-            if not named:
-                continue
-            self._check_row(event, row)
-            found.update(dict.fromkeys(named, event))
+            named = {event.event_id, event.request_id}.intersection(wanted)
+            if named:
+                self._check_row(event, row)
+            for name in named:
+                _add_distinct(found.setdefault(name, []), event)
         return found
 
     def _check_row(self, event: Decision, row: dict[str, Any]) -> None:

@@ -43,19 +43,29 @@ from ledger.errors import NotReproduced, UsageError
 __all__ = ["reproduce_decision", "reproduce_decisions"]
 
 
-def _named(named: Mapping[str, Decision], decision_id: str) -> list[tuple[Decision, str]]:
+def _named(named: Mapping[str, Sequence[Decision]], decision_id: str) -> list[tuple[Decision, str]]:
     """The decisions ``decision_id`` names among ``named`` (read for it and its
     :func:`item_ref_splits`), each with what it is: its decision, or one item of a
-    pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch)."""
+    pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch). Several
+    under one id (its request decided again with another request: a copy someone wrote under
+    its id) are each named with when they were decided and what."""
     found: list[tuple[Decision, str]] = []
-    if (own := named.get(decision_id)) is not None:
-        found.append((own, f"decision {own.event_id} of request {own.request_id}"))
+    own = named.get(decision_id, ())
+    for decision in own:
+        when = (
+            f", decided {format_timestamp(decision.occurred_at)}: {_summary(decision)}"
+            if len(own) > 1
+            else ""
+        )
+        found.append(
+            (decision, f"decision {decision.event_id} of request {decision.request_id}{when}")
+        )
     for batch_id, item in item_ref_splits(decision_id):
-        batch = named.get(batch_id)
-        if isinstance(batch, BatchDecisionRecorded) and any(
-            i.item_id == item for i in batch.decisions
-        ):
-            found.append((batch, f"item {item} of pre-evaluation {batch_id}"))
+        for batch in named.get(batch_id, ()):
+            if isinstance(batch, BatchDecisionRecorded) and any(
+                i.item_id == item for i in batch.decisions
+            ):
+                found.append((batch, f"item {item} of pre-evaluation {batch_id}"))
     return found
 
 
@@ -74,6 +84,8 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
         raise no_decision(decision_id, source.where)
     if len(found) > 1:
         listed = "; ".join(what for _, what in found)
+        if len({d.event_id for d, _ in found}) == 1:
+            raise UsageError(_decided_again(decision_id, found[0][0].request_id, listed))
         raise UsageError(
             f"{quoted(decision_id, 80)} names {len(found)} decisions ({listed}): ids are "
             "free text; pass the decision id (`ledger decisions --request` lists them with --json)"
@@ -82,6 +94,20 @@ def _find(source: LedgerSource, decision_id: str) -> Decision:
     if decision.request_id != decision_id and decision.event_id != decision_id:
         click.echo(f"{decision_id} is {what}: reproducing the batch", err=True)
     return decision
+
+
+def _decided_again(decision_id: str, request_id: str, listed: str) -> str:
+    """Why a decision id that names several decisions is not reproduced as one: which one is
+    meant only the auditor can say (a red team: one was taken silently, the copy's allow for
+    the agent's deny, by the order Kafka's partitions were read)."""
+    return (
+        f"{quoted(decision_id, 80)} names several decisions: its request was decided again "
+        f"with another request under its id (a copy someone holding the agent credential "
+        f"wrote, or the request sent again with other facts): {listed}. `ledger decisions "
+        f"--request {quoted(request_id, 80)} --json` shows each with its facts; `ledger replay "
+        "--decisions --since TIME --until TIME` reproduces each; `ledger audit run "
+        "requests_decided_twice` lists every such request"
+    )
 
 
 def _source(from_dir: Path | None, bootstrap: str | None) -> LedgerSource:
@@ -199,6 +225,10 @@ def _summary(decision: Any) -> str:
 
 NO_SUCH = "no such decision"
 SEVERAL = "the id names several decisions (pass the decision id)"
+DECIDED_AGAIN = (
+    "the decision id names several decisions: its request was decided again with another "
+    "request under its id (`ledger decisions --request ID --json` shows each)"
+)
 _SHOWN = 20  # rows of each table in the text output; --json lists every decision
 _PROGRESS_EVERY_S = 2.0
 _SAY_START = 1_000  # decisions: a run this long says on stderr what it is reading
@@ -215,8 +245,11 @@ def _from_ids(source: LedgerSource, ids: Sequence[str]) -> tuple[list[Decision],
         found = _named(named, decision_id)
         if len(found) == 1:
             decisions.setdefault(found[0][0].event_id, found[0][0])
+        elif not found:
+            unresolved[decision_id] = NO_SUCH
         else:
-            unresolved[decision_id] = NO_SUCH if not found else SEVERAL
+            one_id = len({d.event_id for d, _ in found}) == 1
+            unresolved[decision_id] = DECIDED_AGAIN if one_id else SEVERAL
     return list(decisions.values()), unresolved
 
 

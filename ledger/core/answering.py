@@ -37,6 +37,7 @@ from ledger.core.events import (
     EvaluationRequested,
 )
 from ledger.core.facts import facts_recorded_as, same_values
+from ledger.core.jsonform import to_json_value
 from ledger.core.limits import DEFAULT_LIMITS, Limits, record_fits
 from ledger.core.state import LedgerState
 from ledger.errors import CodecError
@@ -47,12 +48,37 @@ __all__ = [
     "answers_request",
     "answers_batch",
     "REDUCED_FIELDS",
+    "WRITER_FIELDS",
+    "same_decision",
     "without_trace",
     "batch_without_trace",
     "batch_surely_too_large",
 ]
 
 _ERROR: Final = Determination.ERROR
+
+WRITER_FIELDS: Final = ("latency_us", "evaluator_id", "chain_id", "chain_seq", "prev_hash", "hash")
+"""Written by the evaluator instance, not decided: never compared."""
+
+
+def same_decision(
+    one: DecisionRecorded | BatchDecisionRecorded, other: DecisionRecorded | BatchDecisionRecorded
+) -> bool:
+    """Whether two records under one decision id are one decision written twice (a worker that
+    decided its request again): equal but for what only the writer knows
+    (:data:`WRITER_FIELDS`) and when. A copy of the request under its id with other facts
+    (anyone holding the agent credential can send one) is decided under the same decision id:
+    that is another decision, which a reader must not take for this one (a red team: `replay
+    --decision` of a deny reproduced the copy's allow)."""
+    if type(one) is not type(other):
+        return False
+    if one == other:
+        return True
+    apart = {*WRITER_FIELDS, "occurred_at"}
+    mine, theirs = to_json_value(one), to_json_value(other)
+    return {k: v for k, v in mine.items() if k not in apart} == {
+        k: v for k, v in theirs.items() if k not in apart
+    }
 
 
 class Answered(NamedTuple):

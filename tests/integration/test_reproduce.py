@@ -207,8 +207,8 @@ def _several_at_once(source: LedgerSource, decisions: list[Any]) -> None:
     wanted = [decisions[0].event_id, decisions[1].request_id, decisions[-1].event_id, "nope"]
     found = source.decisions(wanted)
     assert set(found) == set(wanted) - {"nope"}
-    assert all(found[w] == source.decision(w) for w in found)
-    assert found[decisions[1].request_id] == decisions[1]
+    assert all(found[w] == [source.decision(w)] for w in found)
+    assert found[decisions[1].request_id] == [decisions[1]]
 
 
 def test_several_decisions_are_found_in_one_read_from_kafka_and_an_export(run: Run) -> None:

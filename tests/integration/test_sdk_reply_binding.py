@@ -20,9 +20,11 @@ import threading
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from harness import AGENT, GOOD_FACTS, LedgerStack, policy_doc, wait_for
 
 import ledger.client
+from ledger.cli.app import cli
 from ledger.codec import default_codec
 from ledger.core.events import DecisionRecorded, Determination, EvaluationRequested
 from ledger.enforce import DecisionDenied, enforce
@@ -109,3 +111,13 @@ def test_a_copy_under_the_request_id_decided_first_is_never_taken(
         ("account:1", Determination.ALLOW),
         ("account:40", Determination.DENY),
     ], stack.logs()
+    # One decision id for both (it comes from the request id): reproducing it from Kafka names
+    # both, and takes neither for the other (a red team: the copy's allow "reproduced" for the
+    # victim's deny, as Kafka's partition order gave it first).
+    assert decided[0].event_id == decided[1].event_id
+    replayed = CliRunner().invoke(
+        cli, ["replay", "--decision", decided[0].event_id], env=stack.cli_env()
+    )
+    assert replayed.exit_code == 2, replayed.output
+    assert "names several decisions: its request was decided again" in replayed.stderr
+    assert ": allow (" in replayed.stderr and ": deny (suspended" in replayed.stderr

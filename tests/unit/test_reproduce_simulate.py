@@ -48,6 +48,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.history import state_at_position
+from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle import Rejection, decide
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.policy import parse_policy
@@ -793,6 +794,44 @@ def test_a_window_takes_the_copy_the_decision_answered_not_a_copy_dated_inside_i
     assert honest.request_id not in ids
 
 
+def test_a_decision_id_its_request_copy_was_decided_under_too_is_not_reproduced_as_one(
+    history: History, tmp_path: Path
+) -> None:
+    # A red team: a copy of an agent's request under its id, with other facts, is decided
+    # under the same decision id; `replay --decision` took whichever Kafka's partition order
+    # gave first (the requester picks the partition), the copy's allow for the agent's deny,
+    # "reproduces", exit 0. Now both are named; a decision written twice is still one.
+    honest = next(
+        d for d in history.decisions if isinstance(d, DecisionRecorded) and d.principal == AGENT
+    )
+    [record] = [
+        r
+        for r in history.records
+        if r.topic == TOPICS.decisions and CODEC.decode(r.value) == honest
+    ]
+    later = honest.occurred_at + timedelta(milliseconds=120)
+    again = dataclasses.replace(honest, occurred_at=later, latency_us=7, evaluator_id="other")
+    other = (
+        Determination.DENY
+        if honest.determination is not Determination.DENY
+        else Determination.ALLOW
+    )
+    copy = dataclasses.replace(honest, occurred_at=later, determination=other)
+    for extra, named in ((again, [honest]), (copy, [honest, copy])):
+        out = tmp_path / f"with-{len(named)}"
+        forged = Exported(
+            TOPICS.decisions, 0, 10_000, record.timestamp_ms, record.key, CODEC.encode(extra)
+        )
+        write_export(out, [*history.records, forged], TOPICS)
+        source = ExportSource(out)
+        assert source.decisions([honest.event_id]) == {honest.event_id: named}
+        assert source.decision(honest.event_id) == honest  # the earliest
+    refused = one_error_line(run("replay", "--decision", honest.event_id, "--from", str(out)), 2)
+    assert "names several decisions: its request was decided again" in refused, refused
+    assert f"decided {format_timestamp(later)}: {other.value}" in refused, refused
+    assert "requests_decided_twice" in refused
+
+
 def test_request_rows_whose_id_columns_were_swapped_are_read_by_their_records(
     history: History, tmp_path: Path
 ) -> None:
@@ -877,12 +916,12 @@ def test_a_request_id_that_reads_as_another_batchs_item_is_refused_as_ambiguous(
         def __init__(self, *recorded: Any) -> None:
             self.recorded, self.reads = recorded, 0
 
-        def decisions(self, ids: Any) -> dict[str, Any]:
+        def decisions(self, ids: Any) -> dict[str, list[Any]]:
             self.reads += 1
-            found: dict[str, Any] = {}
+            found: dict[str, list[Any]] = {}
             for d in self.recorded:
                 for named in {d.event_id, d.request_id} & set(ids):
-                    found.setdefault(named, d)
+                    found.setdefault(named, []).append(d)
             return found
 
     assert _find(Source(batch), ref) is batch  # the item alone: its batch
