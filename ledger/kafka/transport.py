@@ -279,11 +279,28 @@ def refuse_oversized(
     record the ledger carries, key and framing counted as Kafka counts them (the core's
     ``record_fits``): said before it is sent (librdkafka would refuse it with
     ``MSG_SIZE_TOO_LARGE``, read as an outage), and the same in the in-memory test doubles."""
-    if not record_fits(message_key(message), value, limits.record_bytes):
+    key = message_key(message)
+    if not record_fits(key, value, limits.record_bytes):
+        # What made it large: a name (a red team: a 900,000-character resource, which is the
+        # record's key too, was told to send smaller facts), else the facts and context.
+        size, largest, keyed = 0, "", False
+        for field in dataclasses.fields(message):
+            text = getattr(message, field.name)
+            if isinstance(text, str):
+                encoded = text.encode("utf-8", "surrogatepass")
+                counted = len(encoded) * (2 if encoded == key else 1)
+                if counted > size:
+                    size, largest, keyed = counted, field.name, encoded == key
+        fix = (
+            f"its {largest} alone takes {size:,} bytes"
+            + (" (it is the record's key too)" if keyed else "")
+            + ": name it shorter (an id, not the content)"
+            if size * 2 > limits.record_bytes
+            else "send smaller facts and context (a reference to a document, not the document)"
+        )
         raise UsageError(
             f"the {type(message).__name__} is {len(value):,} bytes encoded, over what a ledger "
-            f"record of {limits.record_bytes:,} bytes holds with its key and framing: send "
-            "smaller facts and context (a reference to a document, not the document)"
+            f"record of {limits.record_bytes:,} bytes holds with its key and framing: {fix}"
         )
 
 

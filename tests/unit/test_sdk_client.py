@@ -993,6 +993,7 @@ def test_a_credential_the_acls_refuse_is_access_denied_naming_the_user() -> None
 def test_a_request_too_large_with_its_key_is_refused_before_kafka_refuses_it() -> None:
     # The same walkthrough: a request whose value alone fit 1,000,000 bytes but not with its key
     # and framing failed as "KafkaUnavailable … Message size too large", an outage to the agent.
+    from ledger.codec import default_codec
     from ledger.core.limits import DEFAULT_LIMITS, RECORD_FRAMING
     from ledger.kafka.transport import refuse_oversized
 
@@ -1002,6 +1003,19 @@ def test_a_request_too_large_with_its_key_is_refused_before_kafka_refuses_it() -
     refuse_oversized(asked, b"x" * room)
     with pytest.raises(UsageError, match="over what a ledger record of 1,000,000 bytes holds"):
         refuse_oversized(asked, b"x" * (room + 1))
+    with pytest.raises(UsageError, match="send smaller facts and context"):
+        refuse_oversized(asked, b"x" * (room + 1))
+    # A red team: a 900,000-character resource (the record's key too) was told to send smaller
+    # facts; the name that made it large is named.
+    huge = request.request(action="a.b", principal=AGENT, resource="r:" + "x" * 600_000)
+    with pytest.raises(
+        UsageError,
+        match=r"its resource alone takes 1,200,004 bytes \(it is the record's key too\): name it shorter",
+    ):
+        refuse_oversized(huge, default_codec().encode(huge))
+    long = request.request(action="a.b", principal="agent:" + "a" * 1_100_000, resource="r:1")
+    with pytest.raises(UsageError, match="its principal alone takes 1,100,006 bytes: name it"):
+        refuse_oversized(long, default_codec().encode(long))
 
 
 def test_sending_one_request_twice_is_refused_rather_than_orphaning_the_first_wait() -> None:
