@@ -111,6 +111,7 @@ def _document(report: VerifyReport) -> dict[str, Any]:
         "problem_count": report.problem_count,
         "problems": report.problems,
         "recent": report.recent,
+        "decided_again": report.decided_again,
         "seconds": round(report.seconds, 3),
     }
 
@@ -175,6 +176,13 @@ def _print(report: VerifyReport) -> None:
             "before the export read the ledger were not held to their answers, corrections "
             "and requests, which may not have been written yet: export again in a minute and "
             "verify that to check them)"
+        )
+    if report.decided_again:
+        click.echo(
+            f"  ({report.decided_again} request id(s) answered more than once: a retry decided "
+            "again, or a copy of a request someone holding the agent credential wrote under its "
+            "id, with facts of their choosing; `ledger audit run requests_decided_twice` lists "
+            "each answer and whether it differs from the first)"
         )
     open_chains = [c for c in report.chains if not c.final and c.unconfirmed]
     if report.intact and open_chains:

@@ -17,6 +17,7 @@ comes again as it was sent is): it is decided too, as asked, and the victim gets
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ WAIT = 40.0  # the victim's timeout: the evaluator starts well within it
 
 
 def test_a_copy_under_the_request_id_decided_first_is_never_taken(
-    stack_factory: Any, monkeypatch: pytest.MonkeyPatch
+    stack_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     stack: LedgerStack = stack_factory(processors=("command-processor",))
     stack.grant_defaults()
@@ -121,3 +122,9 @@ def test_a_copy_under_the_request_id_decided_first_is_never_taken(
     assert replayed.exit_code == 2, replayed.output
     assert "names several decisions: its request was decided again" in replayed.stderr
     assert ": allow (" in replayed.stderr and ": deny (suspended" in replayed.stderr
+    # `audit verify` says so too (a red team: 939 such ids, "intact", and no word).
+    out = tmp_path / "export"
+    exported = CliRunner().invoke(cli, ["export", "--out", str(out)], env=stack.cli_env())
+    assert exported.exit_code == 0, exported.output
+    verified = CliRunner().invoke(cli, ["audit", "verify", "--from", str(out)], env=stack.cli_env())
+    assert "1 request id(s) answered more than once" in verified.stdout, verified.output
