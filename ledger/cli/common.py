@@ -23,7 +23,7 @@ from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import InstantOutOfRange, format_timestamp, parse_instant, zone_given
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
-from ledger.discovery import resolve_bootstrap, resolve_security
+from ledger.discovery import read_credentials, resolve_bootstrap, resolve_security
 from ledger.errors import CodecError, FactsError, UsageError
 from ledger.files import UnreadableFile, read_bounded
 from ledger.ids import new_id, utcnow
@@ -257,6 +257,20 @@ def connection(settings: Settings, role: Role) -> tuple[str, KafkaSecurity]:
     """Where Kafka is, and ``role``'s credential for it (see :mod:`ledger.discovery`)."""
     address = resolve_bootstrap(settings, start="ledger up")  # as `ps` and the SDK advise
     return address, resolve_security(settings, role, bootstrap=address)
+
+
+def reader_role(settings: Settings) -> Role:
+    """The role that reads the decisions: ``auditor``, or ``agent`` where only the agent's
+    credential is at hand ($LEDGER_CREDENTIALS holding agent.json alone, a developer's
+    machine: the agent role reads ``ledger.decisions`` too; a red team: every hint sent such a
+    user to `ledger decisions --request`, which then asked for the auditor's password)."""
+    if settings.credentials_dir is None or settings.security is not None:
+        return "auditor"
+    if read_credentials(settings, "auditor") is None and (
+        read_credentials(settings, "agent") is not None
+    ):
+        return "agent"
+    return "auditor"
 
 
 @contextmanager

@@ -15,7 +15,13 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import bootstrap_option, connection, load_settings, time_window
+from ledger.cli.common import (
+    bootstrap_option,
+    connection,
+    load_settings,
+    reader_role,
+    time_window,
+)
 from ledger.cli.output import (
     VERSION,
     handle_errors,
@@ -159,7 +165,15 @@ def decisions_cmd(
             or (end and decided_at >= end)
         )
 
-    address, security = connection(settings, "auditor")
+    role = reader_role(settings)
+    address, security = connection(settings, role)
+    if role == "agent":
+        click.echo(
+            "note: no auditor credential in $LEDGER_CREDENTIALS: reading the decisions with "
+            "the agent's (it reads them too); why a request has none is not looked up",
+            err=True,
+        )
+    full = role == "auditor"  # the requests and dead letters: the auditor's to read
     click.echo(f"reading {settings.topics.decisions}…", err=True)
     found: list[tuple[Any, list[list[Any]]]] = []  # (record, its table rows)
     answered = False  # a decision of --request, whatever the other filters say
@@ -250,7 +264,7 @@ def decisions_cmd(
             )
         if request_id and not found:
             click.echo(
-                f"note: {_none_of(request_id, named_decision, address, security, settings, answered)}",
+                f"note: {_none_of(request_id, named_decision, address, security, settings, answered, full=full)}",
                 err=True,
             )
         if decision_id and not found:
@@ -304,7 +318,7 @@ def decisions_cmd(
     )
     if request_id and not found:
         click.echo(
-            f"note: {_none_of(request_id, named_decision, address, security, settings, answered)}",
+            f"note: {_none_of(request_id, named_decision, address, security, settings, answered, full=full)}",
             err=True,
         )
     if decision_id and not found:
@@ -322,8 +336,11 @@ def _none_of(
     security: Any,
     settings: Settings,
     answered: bool,
+    *,
+    full: bool = True,
 ) -> str:
-    """Why ``--request`` found nothing: the id is a decision's own (an agent engineer's
+    """Why ``--request`` found nothing (``full``: reading the requests and dead letters, the
+    auditor's to read, if it comes to that): the id is a decision's own (an agent engineer's
     walkthrough: the decision id agents are told to log, given as --request), or as
     :func:`_why_none` finds."""
     if named_decision:
@@ -331,7 +348,7 @@ def _none_of(
             f"{clipped(request_id, 80)} is a decision's id, not a request's: "
             f"`ledger decisions --decision {clipped(request_id, 80)}` shows it"
         )
-    return _why_none(address, security, settings, request_id, answered)
+    return _why_none(address, security, settings, request_id, answered, full=full)
 
 
 def _no_decision(decision_id: str, found: bool) -> str:
@@ -473,7 +490,13 @@ def _utc(t: datetime) -> str:
 
 
 def _why_none(
-    address: str, security: Any, settings: Settings, request_id: str, answered: bool
+    address: str,
+    security: Any,
+    settings: Settings,
+    request_id: str,
+    answered: bool,
+    *,
+    full: bool = True,
 ) -> str:
     """Why ``--request`` found nothing: the other filters left its decision out, or it has
     none (:func:`_undecided`)."""
@@ -481,6 +504,12 @@ def _why_none(
         return (
             f"request {quoted(request_id, 80)} was decided, but not as the other "
             "filters ask: drop them to see its decision"
+        )
+    if not full:
+        return (
+            f"no decision for request {quoted(request_id, 80)} (yet): whether it was asked, "
+            "dead-lettered or is still waiting for an evaluator, the auditor's credential "
+            "tells (`ledger decisions --request` with auditor.json in $LEDGER_CREDENTIALS)"
         )
     return _undecided(address, security, settings, request_id)
 

@@ -615,3 +615,29 @@ def test_a_decision_records_who_asked(shared_stack: LedgerStack) -> None:
         action="refund.issue", principal=STRANGER, resource="account:1", facts=GOOD_FACTS
     )
     assert decision.requested_by == AGENT and decision.principal == STRANGER
+
+
+def test_ledger_decisions_reads_with_the_agent_credential_alone(
+    shared_stack: LedgerStack, agent: LedgerClient, tmp_path: Path
+) -> None:
+    # A red team: on a developer's machine holding only agent.json, every SDK and CLI hint
+    # pointed at `ledger decisions --request`, which then asked for the auditor's password; the
+    # agent role reads ledger.decisions (not the requests or dead letters).
+    import shutil
+
+    decision = agent.evaluate(
+        action="refund.issue", principal=AGENT, resource="account:1", facts=GOOD_FACTS
+    )
+    only = tmp_path / "agent-only"
+    only.mkdir(mode=0o700)
+    shutil.copy2(shared_stack.settings.credentials / "agent.json", only / "agent.json")
+    env = {**shared_stack.cli_env(), "LEDGER_CREDENTIALS": str(only)}
+    shown = CliRunner().invoke(
+        cli, ["decisions", "--request", decision.request_id, "--json"], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert [d["event_id"] for d in json.loads(shown.stdout)] == [decision.event_id]
+    assert "no auditor credential in $LEDGER_CREDENTIALS" in shown.stderr
+    unknown = CliRunner().invoke(cli, ["decisions", "--request", "no-such-request"], env=env)
+    assert "no decision for request 'no-such-request' (yet)" in unknown.stderr, unknown.output
+    assert "Traceback" not in unknown.output
