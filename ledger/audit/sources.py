@@ -35,7 +35,7 @@ from ledger.audit.export import ExportPath, Manifest, read_manifest
 from ledger.audit.history import load_export_history
 from ledger.audit.manifest import listed_file, no_export
 from ledger.codec import Codec, default_codec
-from ledger.core.answering import answers_batch, same_decision
+from ledger.core.answering import answers_batch, same_question
 from ledger.core.evaluate import item_request
 from ledger.core.events import (
     COMMAND_TYPES,
@@ -89,8 +89,9 @@ class LedgerSource(Protocol):
 
     def decisions(self, ids: Collection[str]) -> dict[str, list[Decision]]:
         """For each of ``ids``, the decisions recorded with it as their decision id or request
-        id, in one read, each once (:func:`~ledger.core.answering.same_decision`: a repeat is
-        not another), earliest decided first; ids that name none are left out."""
+        id, in one read, earliest decided first, each request once (a request decided again
+        is its first decision: :func:`~ledger.core.answering.same_question`; a copy of it with
+        other facts is another); ids that name none are left out."""
         ...
 
     def requests(self, request_id: str) -> list[Request]:
@@ -154,10 +155,15 @@ def _first(source: LedgerSource, decision_id: str) -> Decision:
     return found[0]
 
 
-def _add_distinct(kept: list[Decision], event: Decision) -> None:
-    """Add ``event`` to ``kept`` unless it is one of them written again."""
-    if not any(same_decision(event, d) for d in kept):
-        kept.append(event)
+def _distinct(decisions: list[Decision]) -> list[Decision]:
+    """``decisions`` (earliest first) without those that answered the same request as an
+    earlier one (:func:`~ledger.core.answering.same_question`): a request decided again
+    counts once, as its first decision."""
+    kept: list[Decision] = []
+    for decision in decisions:
+        if not any(same_question(decision, d) for d in kept):
+            kept.append(decision)
+    return kept
 
 
 def answered(decision: Decision, copies: Sequence[Request]) -> Request:
@@ -246,10 +252,10 @@ class KafkaSource:
             event = positioned.event
             if isinstance(event, (DecisionRecorded, BatchDecisionRecorded)):
                 for named in {event.event_id, event.request_id} & wanted:
-                    _add_distinct(found.setdefault(named, []), event)
+                    found.setdefault(named, []).append(event)
         # Earliest decided first (read order on a tie), as an export orders them: a reader's
         # partition order is the requester's choice (`reply_partition`).
-        return {k: sorted(v, key=lambda d: d.occurred_at) for k, v in found.items()}
+        return {k: _distinct(sorted(v, key=lambda d: d.occurred_at)) for k, v in found.items()}
 
     def requests(self, request_id: str) -> list[Request]:
         topic = [self.topics.evaluation_requests]
@@ -492,8 +498,8 @@ class ExportSource:
             if named:
                 self._check_row(event, row)
             for name in named:
-                _add_distinct(found.setdefault(name, []), event)
-        return found
+                found.setdefault(name, []).append(event)
+        return {k: _distinct(v) for k, v in found.items()}
 
     def _check_row(self, event: Decision, row: dict[str, Any]) -> None:
         """What analysts query must be what is reproduced: a row whose columns were changed

@@ -49,7 +49,7 @@ __all__ = [
     "answers_batch",
     "REDUCED_FIELDS",
     "WRITER_FIELDS",
-    "same_decision",
+    "same_question",
     "without_trace",
     "batch_without_trace",
     "batch_surely_too_large",
@@ -61,24 +61,44 @@ WRITER_FIELDS: Final = ("latency_us", "evaluator_id", "chain_id", "chain_seq", "
 """Written by the evaluator instance, not decided: never compared."""
 
 
-def same_decision(
+_ASKED: Final = (
+    "request_id",
+    "requested_at",
+    "requested_by",
+    "principal",
+    "action",
+    "resource",
+    "facts",
+    "context",
+    "mode",
+    "default",
+)
+"""What a decision records of the request it answered (a pre-evaluation's items: their ids,
+actions and resources)."""
+_ITEM_ASKED: Final = ("item_id", "action", "resource")
+
+
+def same_question(
     one: DecisionRecorded | BatchDecisionRecorded, other: DecisionRecorded | BatchDecisionRecorded
 ) -> bool:
-    """Whether two records under one decision id are one decision written twice (a worker that
-    decided its request again): equal but for what only the writer knows
-    (:data:`WRITER_FIELDS`) and when. A copy of the request under its id with other facts
-    (anyone holding the agent credential can send one) is decided under the same decision id:
-    that is another decision, which a reader must not take for this one (a red team: `replay
-    --decision` of a deny reproduced the copy's allow)."""
+    """Whether two decisions under one decision id answered the same request: one request
+    decided again (re-sent after a restart, or by another worker), which counts once, whatever
+    the governance position or answer of each. A copy of the request under its id with other
+    facts (anyone holding the agent credential can send one) is decided under the same
+    decision id too: that answered another question, and a reader must not take it for the
+    first (a red team: `replay --decision` of a deny reproduced the copy's allow). A field one
+    record lacks (``None``: an older release's, ``requested_by``) is not held against it."""
     if type(one) is not type(other):
         return False
-    if one == other:
-        return True
-    apart = {*WRITER_FIELDS, "occurred_at"}
     mine, theirs = to_json_value(one), to_json_value(other)
-    return {k: v for k, v in mine.items() if k not in apart} == {
-        k: v for k, v in theirs.items() if k not in apart
-    }
+    if isinstance(one, BatchDecisionRecorded):
+        items = [
+            [{k: i.get(k) for k in _ITEM_ASKED} for i in d["decisions"]] for d in (mine, theirs)
+        ]
+        return mine.get("principal") == theirs.get("principal") and items[0] == items[1]
+    return all(
+        mine.get(k) is None or theirs.get(k) is None or mine.get(k) == theirs.get(k) for k in _ASKED
+    )
 
 
 class Answered(NamedTuple):

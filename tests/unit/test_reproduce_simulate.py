@@ -800,7 +800,9 @@ def test_a_decision_id_its_request_copy_was_decided_under_too_is_not_reproduced_
     # A red team: a copy of an agent's request under its id, with other facts, is decided
     # under the same decision id; `replay --decision` took whichever Kafka's partition order
     # gave first (the requester picks the partition), the copy's allow for the agent's deny,
-    # "reproduces", exit 0. Now both are named; a decision written twice is still one.
+    # "reproduces", exit 0. Now both are named; the request decided again is still one (a
+    # review: one re-decided after a restart, past another governance event, was refused as
+    # "a copy someone wrote").
     honest = next(
         d for d in history.decisions if isinstance(d, DecisionRecorded) and d.principal == AGENT
     )
@@ -810,15 +812,20 @@ def test_a_decision_id_its_request_copy_was_decided_under_too_is_not_reproduced_
         if r.topic == TOPICS.decisions and CODEC.decode(r.value) == honest
     ]
     later = honest.occurred_at + timedelta(milliseconds=120)
-    again = dataclasses.replace(honest, occurred_at=later, latency_us=7, evaluator_id="other")
+    moved = {k: v + 1 for k, v in honest.governance_position.items()}
+    again = dataclasses.replace(
+        honest, occurred_at=later, latency_us=7, evaluator_id="other", governance_position=moved
+    )
     other = (
         Determination.DENY
         if honest.determination is not Determination.DENY
         else Determination.ALLOW
     )
-    copy = dataclasses.replace(honest, occurred_at=later, determination=other)
-    for extra, named in ((again, [honest]), (copy, [honest, copy])):
-        out = tmp_path / f"with-{len(named)}"
+    facts = {**honest.facts, "amount": "1.00"}
+    copy = dataclasses.replace(honest, occurred_at=later, determination=other, facts=facts)
+    answered_again = dataclasses.replace(again, determination=other)  # the state moved on
+    for extra, named in ((again, [honest]), (answered_again, [honest]), (copy, [honest, copy])):
+        out = tmp_path / f"with-{extra.determination.value}-{len(named)}"
         forged = Exported(
             TOPICS.decisions, 0, 10_000, record.timestamp_ms, record.key, CODEC.encode(extra)
         )
