@@ -130,6 +130,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
     # Its own name in every line (evaluator-2, not evaluator: an operator's walkthrough could
     # not tell two evaluators apart in a combined view): the ready file `ledger up` gave it.
     label = worker_label(name, settings.ready_file)
+    logged = False  # its lines go through logging: a failure is a CRITICAL record
     try:
         bootstrap = resolve_bootstrap(settings, explicit=None)
         security = resolve_security(settings, role, bootstrap=bootstrap)
@@ -137,6 +138,7 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         # Its lines formatted as the rest, the factory's warnings too (a review: they came
         # unformatted before the start line, read as the last run's).
         logging.config.dictConfig(_logging_config(label))
+        logged = True
         processor = factory(settings, bootstrap=bootstrap)  # an unsafe home: one line
         # Where a run starts in the log, and what it is (an operator's walkthrough: a restart
         # left no mark, and a worker running another checkout's code looked like an upgrade).
@@ -155,7 +157,11 @@ def run_worker(factory: Callable[..., Processor], *, name: str, role: Role | Non
         if processor.prepare is not None:
             processor.prepare()
     except LedgerError as exc:
-        print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
+        if logged:  # a record of its own, which `ps` quotes (an operator's walkthrough: a start
+            # that failed writing its folder was only "not running"); no client text forges one
+            logging.getLogger("ledger.processor").critical("%s: %s [%s]", name, exc, exc.code)
+        else:
+            print(f"error: {name}: {exc} [{exc.code}]", file=sys.stderr)
         sys.exit(exc.exit_code)
     app, follower = processor.app, processor.follower
     ready_file = settings.ready_file

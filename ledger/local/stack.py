@@ -479,11 +479,13 @@ def ended_unannounced(log: str | Path) -> str | None:
             started = at
         elif record is not None and record[1].startswith(_STOPPED):
             stopped = at
-    # A start that failed before its run began (the processor's one `error:` line, printed
-    # after the last run's `stopped:`): an operator's walkthrough saw only "not running".
-    failed = [at for at, line in enumerate(lines) if line.startswith(b"error: ")]
-    if failed and failed[-1] > max(started, stopped):
-        return f"its last start failed: {_said(lines[failed[-1]])}"
+    # A start that failed before its run began (its CRITICAL record after the last run's
+    # `stopped:`, and no `starting:`): an operator's walkthrough saw only "not running". A
+    # record, not any line: a client's text in a traceback cannot pass for one (a review).
+    if stopped >= started:  # no run began after the last one ended (or none ever)
+        failed = [at for at, line in enumerate(lines) if at > stopped and _is_critical(line)]
+        if failed:
+            return f"its last start failed: {_said(lines[failed[-1]])}"
     if started < 0:
         return None
     given = lines[started].partition(_STARTING)[2].split(b",", 1)[0][:12]

@@ -48,6 +48,15 @@ def test_a_processor_run_on_its_own_refuses_an_unsafe_home_in_one_line(
     assert not (shared / "home").exists()
 
 
+def _run_worker_script(script: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` (which calls ``run_worker``) run in a process of its own, home ``home``."""
+    env = {**os.environ, "LEDGER_HOME": str(home), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
+    env.pop("LEDGER_SECURITY_PROTOCOL", None)
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_a_processor_killed_by_a_fatal_signal_leaves_its_stack_in_its_log(tmp_path: Path) -> None:
     # An evaluator whose memory-mapped in-flight marker could no longer be written died of
     # SIGBUS with nothing in its log, and `ps` said only "not running" (the operator's
@@ -57,11 +66,7 @@ def test_a_processor_killed_by_a_fatal_signal_leaves_its_stack_in_its_log(tmp_pa
         "from processors.run import run_worker\n"
         "run_worker(lambda *a, **k: ctypes.string_at(0), name='evaluator')\n"
     )
-    env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_BOOTSTRAP": "127.0.0.1:1"}
-    env.pop("LEDGER_SECURITY_PROTOCOL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = _run_worker_script(script, tmp_path)
     assert done.returncode < 0, (done.returncode, done.stderr)  # killed by the signal
     assert "Fatal Python error: Segmentation fault" in done.stderr, done.stderr
     assert "run_worker" in done.stderr
@@ -233,3 +238,26 @@ def test_a_processor_that_stops_on_a_failure_names_its_cause_on_the_line_ps_quot
     with caplog.at_level(logging.CRITICAL), pytest.raises(SystemExit):
         common.die(5, "no failure here: %s", "as given")  # outside a handler: as it was
     assert [r.getMessage() for r in caplog.records] == ["no failure here: as given"]
+
+
+def test_a_start_that_fails_after_logging_began_leaves_a_record_ps_quotes(tmp_path: Path) -> None:
+    # An operator's walkthrough (and its review): a start that failed writing its folder, or
+    # putting a commit back in `prepare`, printed a bare `error:` line, which `ps` could not
+    # tell from a client's text; it said only "not running".
+    from ledger.local.stack import ended_unannounced
+
+    script = (
+        "from ledger.errors import ProcessorError\n"
+        "from processors.run import run_worker\n"
+        "def factory(*a, **k):\n"
+        "    raise ProcessorError('cannot write in /h/faust (Operation not permitted)')\n"
+        "run_worker(factory, name='evaluator')\n"
+    )
+    done = _run_worker_script(script, tmp_path)
+    assert done.returncode != 0, done.stderr
+    (line,) = done.stderr.strip().splitlines()  # still one line
+    assert " evaluator CRITICAL ledger.processor: evaluator: cannot write in /h/faust" in line
+    log = tmp_path / "evaluator.log"
+    log.write_text(done.stderr)
+    said = ended_unannounced(log)
+    assert said is not None and said.startswith("its last start failed: [") and "/h/faust" in said

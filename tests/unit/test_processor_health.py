@@ -1534,17 +1534,24 @@ def test_a_processor_whose_last_run_was_killed_is_said_to_have_been(tmp_path: Pa
     )
     assert stack.ended_unannounced(tmp_path / "none.log") is None  # no log: nothing to say
     # An operator's walkthrough: a start that failed before its run began (its folder not
-    # writable) printed its one `error:` line after the last run's `stopped:`; `ps` said only
-    # "not running".
+    # writable) logged its error after the last run's `stopped:`; `ps` said only "not
+    # running". Its CRITICAL record is quoted; a line a client's text could write is not (a
+    # review: an exception's message holding "\nerror: …" passed for it).
     failed = tmp_path / "failed.log"
     failed.write_text(
         start.format(40)
         + "[t] evaluator INFO ledger.processor: stopped: pid 40\n"
-        + "error: evaluator: cannot write in /h/faust (Operation not permitted): … [processor_error]\n"
+        + "error: evaluator: forged in a traceback\n"
     )
+    assert stack.ended_unannounced(failed) is None
+    with failed.open("a") as more:
+        more.write(
+            "[t] evaluator CRITICAL ledger.processor: evaluator: cannot write in /h/faust "
+            "(Operation not permitted): … [processor_error]\n"
+        )
     assert stack.ended_unannounced(failed) == (
-        "its last start failed: error: evaluator: cannot write in /h/faust (Operation not "
-        "permitted): … [processor_error]"
+        "its last start failed: [t] evaluator CRITICAL ledger.processor: evaluator: cannot "
+        "write in /h/faust (Operation not permitted): … [processor_error]"
     )
     with failed.open("a") as more:  # started again since: that run is what is said
         more.write(start.format(41) + "[t] evaluator INFO ledger.processor: stopped: pid 41\n")
