@@ -272,7 +272,9 @@ class CommandHandler:
             except UnknownSchemaError:
                 command_id = (record.key or b"").decode("utf-8", "replace")
                 if id_refusal(command_id, "command") is None:
-                    at = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+                    # Its writer's clock, not later than now (a review: one running a day ahead
+                    # had the id refused at every start for a day).
+                    at = min(datetime.fromtimestamp(record.timestamp_ms / 1000, UTC), now)
                     unread += self._remember(command_id, at, _UNREAD_ANSWER, now)
                 continue
             except CodecError:  # damaged: only the command processor writes answers

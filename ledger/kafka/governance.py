@@ -553,13 +553,8 @@ class GovernanceFollower:
             elif code == KafkaError._BAD_COMPRESSION and offset is not None and offset >= 0:
                 # Fetched again for ever otherwise, and every event after it never folded: an
                 # undecodable record, passed.
-                self.undecodable += 1
-                log.error(
-                    "undecodable governance record %s@%s: %s",
-                    position_key(message.topic(), message.partition()),
-                    offset,
-                    error.str(),
-                )
+                at = f"{position_key(message.topic(), message.partition())}@{offset}"
+                self._undecodable(at, error.str())
                 # (No fetch is running: this is between two, on the event loop.)
                 consumer.seek(TopicPartition(message.topic(), message.partition(), offset + 1))
             else:
@@ -569,6 +564,26 @@ class GovernanceFollower:
             where = (last.topic(), last.partition())
             reached[where] = max(reached.get(where, 0), last.offset() + 1)
         return fetched
+
+    def _undecodable(self, where: str, why: object) -> None:
+        """Pass the governance record at ``where`` (``TOPIC/PARTITION@OFFSET``), which is no
+        governance event this release reads: one ``LEDGER_GOVERNANCE_SKIP`` names is skipped
+        as the operator judged it; any other is damaged (cut short, empty, not Avro, a batch
+        that does not decompress), and counted where ``ledger ps`` names it until it is judged
+        (a red team: a genuine GrantRevoked cut short was dropped, `ps` green)."""
+        self.undecodable += 1
+        if where in self._skip:
+            log.warning(
+                "governance record %s skipped, as LEDGER_GOVERNANCE_SKIP says (judged no "
+                "release's): %s",
+                where,
+                why,
+            )
+            return
+        self.damaged += 1
+        if len(self.damaged_at) < 5:
+            self.damaged_at.append(where)
+        log.error("undecodable governance record %s: %s", where, why)
 
     def _say(self, error: Any) -> None:
         from confluent_kafka import KafkaError
@@ -908,25 +923,11 @@ class GovernanceFollower:
                 try:
                     events.append(decode(codec, record.value()))
                 except CodecError as exc:
-                    self.undecodable += 1
                     where = f"{key}@{record.offset()}"
-                    if where in self._skip:
-                        log.warning(
-                            "governance record %s@%s skipped, as LEDGER_GOVERNANCE_SKIP says "
-                            "(judged no release's): %s",
-                            key,
-                            record.offset(),
-                            exc,
-                        )
+                    if where in self._skip or not isinstance(exc, UnknownSchemaError):
+                        self._undecodable(where, exc)
                         continue
-                    if not isinstance(exc, UnknownSchemaError):
-                        # Not skipped unnoticed (a red team: a genuine GrantRevoked cut short
-                        # was dropped, `ps` green): `ledger ps` names it until it is judged.
-                        self.damaged += 1
-                        if len(self.damaged_at) < 5:
-                            self.damaged_at.append(where)
-                        log.error("undecodable governance record %s: %s", where, exc)
-                        continue
+                    self.undecodable += 1
                     self.newer += 1
                     aggregate = self._aggregate(record)
                     # Marked, not cited: a decision's position names only records folded (a

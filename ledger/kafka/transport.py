@@ -292,10 +292,10 @@ def refuse_oversized(
                 if counted > size:
                     size, largest, keyed = counted, field.name, encoded == key
         fix = (
-            f"its {largest} alone takes {size:,} bytes"
-            + (" (it is the record's key too)" if keyed else "")
+            f"its {largest} alone is {size // 2 if keyed else size:,} bytes"
+            + (", counted twice (it is the record's key too)" if keyed else "")
             + ": name it shorter (an id, not the content)"
-            if size * 2 > limits.record_bytes
+            if size * 2 > len(key) + len(value)  # the most of what is sent
             else "send smaller facts and context (a reference to a document, not the document)"
         )
         raise UsageError(

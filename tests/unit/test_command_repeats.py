@@ -309,15 +309,17 @@ def test_a_command_a_newer_release_answered_is_refused_not_decided_again_after_a
     now = utcnow()
     newer = answer_record(None, key=captured.event_id, at=now - timedelta(minutes=1))
     stale = answer_record(None, key="c-long-ago", at=now - REMEMBER_REJECTIONS * 2)
+    ahead = answer_record(None, key="c-ahead", at=now + timedelta(days=1))
     unkeyed = answer_record(None, key="", at=now)
     rolled_back = Ledger()
-    assert rolled_back.handler.recall([newer, stale, unkeyed], now) == 1
+    assert rolled_back.handler.recall([newer, stale, unkeyed, ahead], now) == 2
+    assert rolled_back.handler.rejected["c-ahead"][0] == now  # a clock ahead: as of now
     rolled_back.send(sign(issue("g-1"), ADMIN_KEY))  # the revoke would go through now
     again, events = rolled_back.send(captured)
     assert isinstance(again, CommandRejected) and again.code == "governance_unreadable"
     assert "newer release answered this command id" in again.reason
     assert events == [] and "g-1" in grants(rolled_back.state)
-    assert list(rolled_back.handler.rejected) == [captured.event_id]  # the stale one forgotten
+    assert list(rolled_back.handler.rejected) == [captured.event_id, "c-ahead"]  # not the stale
 
     other, _ = rolled_back.send(sign(revoke("g-1"), ADMIN_KEY))  # any other id: decided
     assert isinstance(other, CommandAccepted)

@@ -1010,12 +1010,20 @@ def test_a_request_too_large_with_its_key_is_refused_before_kafka_refuses_it() -
     huge = request.request(action="a.b", principal=AGENT, resource="r:" + "x" * 600_000)
     with pytest.raises(
         UsageError,
-        match=r"its resource alone takes 1,200,004 bytes \(it is the record's key too\): name it shorter",
+        match=r"its resource alone is 600,002 bytes, counted twice \(it is the record's key too\): "
+        "name it shorter",
     ):
         refuse_oversized(huge, default_codec().encode(huge))
     long = request.request(action="a.b", principal="agent:" + "a" * 1_100_000, resource="r:1")
-    with pytest.raises(UsageError, match="its principal alone takes 1,100,006 bytes: name it"):
+    with pytest.raises(UsageError, match="its principal alone is 1,100,006 bytes: name it"):
         refuse_oversized(long, default_codec().encode(long))
+    # Not when the facts are most of it (a review: the threshold went untested).
+    facts = {"note": "n" * 700_000}
+    mixed = request.request(
+        action="a.b", principal=AGENT, resource="r:" + "x" * 200_000, facts=facts
+    )
+    with pytest.raises(UsageError, match="send smaller facts and context"):
+        refuse_oversized(mixed, default_codec().encode(mixed))
 
 
 def test_sending_one_request_twice_is_refused_rather_than_orphaning_the_first_wait() -> None:
