@@ -21,8 +21,8 @@ from ledger.codec import Codec, default_codec
 from ledger.core.events import CommandAccepted, GovernanceEvent
 from ledger.core.history import HistoryEntry, offset_gaps
 from ledger.core.text import clipped
-from ledger.errors import CodecError, ExportError, UnknownSchemaError
-from ledger.kafka.governance import decode_governance, not_governance, note_unread
+from ledger.errors import CodecError, ExportError
+from ledger.kafka.governance import Lacking, decode_governance, not_governance
 from ledger.kafka.reading import position_key
 from ledger.settings import TopicNames
 
@@ -33,18 +33,16 @@ def load_export_history(
     export_dir: ExportPath,
     *,
     codec: Codec | None = None,
-    unread: list[str] | None = None,
-    skip: frozenset[str] = frozenset(),
+    lacking: Lacking | None = None,
 ) -> list[HistoryEntry]:
     """Every governance event of the export at ``export_dir``, in log order.
 
     Raises :class:`~ledger.errors.ExportError` when the directory holds no export. Records that
     are not governance events are skipped, as a read from Kafka skips them
-    (:func:`check_export_history` reports them); one of a schema this ledger does not know is
-    added to ``unread``, as :func:`~ledger.kafka.governance.read_governance` adds it (``skip``:
-    as there).
+    (:func:`check_export_history` reports them) and noted in ``lacking``, as
+    :func:`~ledger.kafka.governance.read_governance` notes them.
     """
-    return _read(export_dir, codec, check=False, unread=unread, skip=skip)[0]
+    return _read(export_dir, codec, check=False, lacking=lacking)[0]
 
 
 def check_export_history(
@@ -66,8 +64,7 @@ def _read(
     codec: Codec | None,
     *,
     check: bool,
-    unread: list[str] | None = None,
-    skip: frozenset[str] = frozenset(),
+    lacking: Lacking | None = None,
 ) -> tuple[list[HistoryEntry], list[str]]:
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
@@ -110,8 +107,8 @@ def _read(
             except CodecError as exc:
                 if check:
                     problems.append(not_governance(where, exc))
-                elif unread is not None and isinstance(exc, UnknownSchemaError):
-                    note_unread(unread, skip, topic, partition, offset, topics, row["key"])
+                elif lacking is not None:
+                    lacking.note(exc, topic, partition, offset, topics, row["key"])
                 continue
             if check:
                 disagree = columns_disagree(event, row)

@@ -50,7 +50,7 @@ from ledger.core.jsonform import to_json_value
 from ledger.core.limits import recorded_name
 from ledger.core.signing import Witnesses, witnesses_from
 from ledger.errors import CodecError, ExportError, TamperDetected, UsageError
-from ledger.kafka.governance import load_history
+from ledger.kafka.governance import Lacking, load_history
 from ledger.kafka.reading import read_topic
 from ledger.settings import KafkaSecurity, TopicNames
 
@@ -99,11 +99,9 @@ class LedgerSource(Protocol):
         :func:`answered` for which one a decision answered)."""
         ...
 
-    def history(
-        self, *, unread: list[str] | None = None, skip: frozenset[str] = frozenset()
-    ) -> list[HistoryEntry]:
-        """Every governance event in log order, with where it was read (``unread`` and
-        ``skip``: as :func:`~ledger.kafka.governance.read_governance`'s)."""
+    def history(self, *, lacking: Lacking | None = None) -> list[HistoryEntry]:
+        """Every governance event in log order, with where it was read (``lacking``: as
+        :func:`~ledger.kafka.governance.read_governance`'s)."""
         ...
 
     def decided_between(
@@ -268,16 +266,13 @@ class KafkaSource:
             and positioned.event.event_id == request_id
         ]
 
-    def history(
-        self, *, unread: list[str] | None = None, skip: frozenset[str] = frozenset()
-    ) -> list[HistoryEntry]:
+    def history(self, *, lacking: Lacking | None = None) -> list[HistoryEntry]:
         return load_history(
             self.bootstrap,
             self.topics,
             codec=self.codec,
             security=self.security,
-            unread=unread,
-            skip=skip,
+            lacking=lacking,
         )
 
     def decided_between(
@@ -595,11 +590,9 @@ class ExportSource:
             and e.event_id == request_id  # as its record says, whatever its columns say
         ]
 
-    def history(
-        self, *, unread: list[str] | None = None, skip: frozenset[str] = frozenset()
-    ) -> list[HistoryEntry]:
+    def history(self, *, lacking: Lacking | None = None) -> list[HistoryEntry]:
         # the one reader of it
-        return load_export_history(self.path, codec=self._codec, unread=unread, skip=skip)
+        return load_export_history(self.path, codec=self._codec, lacking=lacking)
 
     def witnesses(self) -> Witnesses:
         """When the broker received each exported signed command (its record's time; whether

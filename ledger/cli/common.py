@@ -27,7 +27,7 @@ from ledger.discovery import read_credentials, resolve_bootstrap, resolve_securi
 from ledger.errors import CodecError, FactsError, UsageError
 from ledger.files import UnreadableFile, read_bounded
 from ledger.ids import new_id, utcnow
-from ledger.kafka.governance import load_history
+from ledger.kafka.governance import Lacking, load_history
 from ledger.keys import KeyStore, sign
 from ledger.settings import KafkaSecurity, Role, Settings
 
@@ -379,12 +379,10 @@ def current_state(
 
 
 class HistoryReader(Protocol):
-    """Reads the governance history (``load_history``, a source's ``history``), noting in
-    ``unread`` the records of a schema this ledger does not know but those ``skip`` names."""
+    """Reads the governance history (``load_history``, a source's ``history``), noting what it
+    passes over in ``lacking``."""
 
-    def __call__(
-        self, *, unread: list[str] | None = ..., skip: frozenset[str] = ...
-    ) -> list[HistoryEntry]: ...
+    def __call__(self, *, lacking: Lacking | None = ...) -> list[HistoryEntry]: ...
 
 
 def read_history(read: HistoryReader, *, warn: bool = True) -> list[HistoryEntry]:
@@ -392,17 +390,30 @@ def read_history(read: HistoryReader, *, warn: bool = True) -> list[HistoryEntry
     of a schema this ledger does not know, but those ``LEDGER_GOVERNANCE_SKIP`` names): every
     command that shows or decides from the history reads it here (a review: `policy show`, then
     a red team: `replay --at`, printed an earlier state, exit 0, with no word)."""
-    unread: list[str] = []
-    history = read(unread=unread, skip=load_settings().governance_skip)
+    lacking = Lacking(skip=load_settings().governance_skip)
+    history = read(lacking=lacking)
+    unread, damaged = lacking.newer, lacking.damaged
     if unread and warn:
-        more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""
         click.echo(
             f"warning: {len(unread)} governance record(s) are of a schema this ledger does not "
-            f"know, a newer release's ({', '.join(unread[:3])}{more}): what is shown lacks "
-            "them; use the newer release's ledger command",
+            f"know, a newer release's ({_some(unread)}): what is shown lacks them; use the "
+            "newer release's ledger command",
+            err=True,
+        )
+    if damaged and warn:
+        click.echo(
+            f"warning: {len(damaged)} governance record(s) are damaged, no governance event "
+            f"(cut short, empty or not Avro: {_some(damaged)}): what is shown lacks whatever "
+            "they held; `ledger actor verify` says what each is (README: the 3 a.m. table)",
             err=True,
         )
     return history
+
+
+def _some(items: list[str]) -> str:
+    """The first three of ``items``, and how many more."""
+    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+    return ", ".join(items[:3]) + more
 
 
 def canary_cell(row: Mapping[str, Any]) -> str:

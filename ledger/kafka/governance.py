@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -77,6 +78,7 @@ __all__ = [
     "decode_governance",
     "read_governance",
     "load_history",
+    "Lacking",
     "GovernanceFollower",
 ]
 
@@ -141,50 +143,60 @@ def read_governance(
     *,
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
-    unread: list[str] | None = None,
-    skip: frozenset[str] = frozenset(),
+    lacking: Lacking | None = None,
 ) -> Iterator[HistoryEntry]:
     """Governance events in log order, each with its position key and offset.
 
     Policy and grant topics are read to their current ends. Each has one partition, so the
     order within each is the order of the ledger; the two streams are independent aggregates.
-    Records that are not governance events are skipped (the processors never write them); one
-    of a schema this ledger does not know (a newer release's) is added to ``unread``, when
-    given, as ``TOPIC/PARTITION@OFFSET (policy 'refund')``: what is shown lacks it (unless
-    ``skip`` names it: ``LEDGER_GOVERNANCE_SKIP``, judged no release's).
+    Records that are not governance events are skipped, as the processors skip them, and
+    noted in ``lacking``, when given (:class:`Lacking`): what is shown lacks them.
     """
     codec = codec or default_codec()
     governance = [topics.policy_events, topics.grant_events]
     for rec in read_raw(bootstrap, governance, security=security):
         try:
             event = decode_governance(codec, rec.value)
-        except UnknownSchemaError:
-            if unread is not None:
-                note_unread(unread, skip, rec.topic, rec.partition, rec.offset, topics, rec.key)
-            continue
-        except CodecError:
+        except CodecError as exc:
+            if lacking is not None:
+                lacking.note(exc, rec.topic, rec.partition, rec.offset, topics, rec.key)
             continue
         yield HistoryEntry(position_key(rec.topic, rec.partition), rec.offset, event)
 
 
-def note_unread(
-    unread: list[str],
-    skip: frozenset[str],
-    topic: str,
-    partition: int,
-    offset: int,
-    topics: TopicNames,
-    key: bytes | str | None,
-) -> None:
-    """Add a governance record of a schema this ledger does not know to ``unread``, as
-    ``TOPIC/PARTITION@OFFSET (policy 'refund')``, unless ``skip`` names it
-    (``LEDGER_GOVERNANCE_SKIP``: judged no release's). ``key``: its Kafka key (an export's
-    ``key`` column holds it as text)."""
-    where = f"{position_key(topic, partition)}@{offset}"
-    if where not in skip:
-        kind = POLICY if topic == topics.policy_events else PRINCIPAL
-        raw = key.encode() if isinstance(key, str) else key
-        unread.append(f"{where} ({unread_words(*unread_aggregate(kind, raw))})")
+@dataclass
+class Lacking:
+    """What a read of the governance history passed over, as the processors pass it, but what
+    ``skip`` names (``LEDGER_GOVERNANCE_SKIP``: judged no release's): records of a schema this
+    ledger does not know (``newer``: a newer release's, as ``TOPIC/PARTITION@OFFSET (policy
+    'refund')``), and damaged ones (``damaged``: no governance event of any schema, cut short,
+    empty or not Avro, as ``TOPIC/PARTITION@OFFSET``). What is shown lacks them (a review:
+    `ps` named the damaged ones while the commands reading the same history said nothing)."""
+
+    skip: frozenset[str] = frozenset()
+    newer: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+
+    def note(
+        self,
+        failure: CodecError,
+        topic: str,
+        partition: int,
+        offset: int,
+        topics: TopicNames,
+        key: bytes | str | None,
+    ) -> None:
+        """Note the record at ``offset`` that did not decode (``failure``); ``key``: its
+        Kafka key (an export's ``key`` column holds it as text)."""
+        where = f"{position_key(topic, partition)}@{offset}"
+        if where in self.skip:
+            return
+        if isinstance(failure, UnknownSchemaError):
+            kind = POLICY if topic == topics.policy_events else PRINCIPAL
+            raw = key.encode() if isinstance(key, str) else key
+            self.newer.append(f"{where} ({unread_words(*unread_aggregate(kind, raw))})")
+        else:
+            self.damaged.append(where)
 
 
 def load_history(
@@ -193,14 +205,11 @@ def load_history(
     *,
     codec: Codec | None = None,
     security: KafkaSecurity | None = None,
-    unread: list[str] | None = None,
-    skip: frozenset[str] = frozenset(),
+    lacking: Lacking | None = None,
 ) -> list[HistoryEntry]:
-    """Every governance event in the ledger, in log order (``unread`` and ``skip``: as
+    """Every governance event in the ledger, in log order (``lacking``: as
     :func:`read_governance`'s)."""
-    return list(
-        read_governance(bootstrap, topics, codec=codec, security=security, unread=unread, skip=skip)
-    )
+    return list(read_governance(bootstrap, topics, codec=codec, security=security, lacking=lacking))
 
 
 def command_witnesses(

@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from harness import ADMIN, AGENT, ALICE, BOB, GOOD_FACTS, policy_doc, wait_for
 
+from ledger.cli.app import cli
 from ledger.core.events import Determination
 from ledger.local.stack import damaged_governance, processes
 from processors.heartbeat import Heartbeat
@@ -70,6 +72,13 @@ def test_a_grant_record_with_a_non_utf8_header_key_stops_no_processor(stack_fact
     # dropped, `ps` green), and where.
     said = damaged_governance(processes(stack.settings, bootstrap=stack.bootstrap))
     assert len(said) == 2 and all(f"at {topic}/0@{offset}:" in s for s in said), said
+    # And the commands that read the same history say what it lacks (the review).
+    listed = CliRunner().invoke(cli, ["grant", "list"], env=stack.cli_env())
+    assert listed.exit_code == 0, listed.output
+    assert (
+        f"1 governance record(s) are damaged, no governance event (cut short, empty or not Avro: {topic}/0@{offset})"
+        in listed.stderr
+    )
 
     # What `ps` judges by, the broker's last answer, keeps moving: heard all along, not only
     # at the start.
