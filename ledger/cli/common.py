@@ -392,27 +392,28 @@ def read_history(read: HistoryReader, *, warn: bool = True) -> list[HistoryEntry
     a red team: `replay --at`, printed an earlier state, exit 0, with no word)."""
     lacking = Lacking(skip=load_settings().governance_skip)
     history = read(lacking=lacking)
-    unread, damaged = lacking.newer, lacking.damaged
-    if unread and warn:
+    newer, damaged = lacking.counts["newer"], lacking.counts["damaged"]
+    if newer and warn:
         click.echo(
-            f"warning: {len(unread)} governance record(s) are of a schema this ledger does not "
-            f"know, a newer release's ({_some(unread)}): what is shown lacks them; use the "
-            "newer release's ledger command",
+            f"warning: {newer} governance record(s) are of a schema this ledger does not "
+            f"know, a newer release's ({_some(lacking.newer, newer)}): what is shown lacks "
+            "them; use the newer release's ledger command",
             err=True,
         )
     if damaged and warn:
         click.echo(
-            f"warning: {len(damaged)} governance record(s) are damaged, no governance event "
-            f"(cut short, empty or not Avro: {_some(damaged)}): what is shown lacks whatever "
-            "they held; `ledger actor verify` says what each is (README: the 3 a.m. table)",
+            f"warning: {damaged} governance record(s) are damaged, no governance event "
+            f"(cut short, empty or not Avro: {_some(lacking.damaged, damaged)}): what is shown "
+            "lacks whatever they held; `ledger actor verify` says what each is (README: the "
+            "3 a.m. table)",
             err=True,
         )
     return history
 
 
-def _some(items: list[str]) -> str:
-    """The first three of ``items``, and how many more."""
-    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+def _some(items: list[str], count: int) -> str:
+    """The first three of ``items``, and how many more of ``count``."""
+    more = f" and {count - 3} more" if count > 3 else ""
     return ", ".join(items[:3]) + more
 
 

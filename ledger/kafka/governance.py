@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from ledger.codec import Codec, default_codec
 from ledger.core.collector import collector_paused
@@ -170,12 +170,15 @@ class Lacking:
     ``skip`` names (``LEDGER_GOVERNANCE_SKIP``: judged no release's): records of a schema this
     ledger does not know (``newer``: a newer release's, as ``TOPIC/PARTITION@OFFSET (policy
     'refund')``), and damaged ones (``damaged``: no governance event of any schema, cut short,
-    empty or not Avro, as ``TOPIC/PARTITION@OFFSET``). What is shown lacks them (a review:
-    `ps` named the damaged ones while the commands reading the same history said nothing)."""
+    empty or not Avro, as ``TOPIC/PARTITION@OFFSET``), the first :data:`SHOWN` of each, and
+    how many (``counts``). What is shown lacks them (a review: `ps` named the damaged ones
+    while the commands reading the same history said nothing)."""
 
+    SHOWN: ClassVar[int] = 10
     skip: frozenset[str] = frozenset()
     newer: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"newer": 0, "damaged": 0})
 
     def note(
         self,
@@ -191,7 +194,12 @@ class Lacking:
         where = f"{position_key(topic, partition)}@{offset}"
         if where in self.skip:
             return
-        if isinstance(failure, UnknownSchemaError):
+        newer = isinstance(failure, UnknownSchemaError)
+        which = "newer" if newer else "damaged"
+        self.counts[which] += 1  # a flood of them is counted, not held
+        if self.counts[which] > self.SHOWN:
+            return
+        if newer:
             kind = POLICY if topic == topics.policy_events else PRINCIPAL
             raw = key.encode() if isinstance(key, str) else key
             self.newer.append(f"{where} ({unread_words(*unread_aggregate(kind, raw))})")

@@ -941,6 +941,9 @@ def test_the_cli_names_what_it_cannot_read_as_the_processors_do() -> None:
     lacking.note(CodecError("truncated record"), topics.grant_events, 0, 8, topics, b"agent:a")
     lacking.note(CodecError("truncated record"), topics.grant_events, 0, 9, topics, b"agent:a")
     assert lacking.damaged == ["ledger.grant-events/0@8"]
+    for offset in range(100, 200):  # a flood is counted, the first few kept
+        lacking.note(CodecError("junk"), topics.grant_events, 0, offset, topics, None)
+    assert lacking.counts == {"newer": 4, "damaged": 101} and len(lacking.damaged) == 10
     assert lacking.newer == [
         "ledger.grant-events/0@7 (every principal (a record of no readable key))",
         "ledger.grant-events/0@7 (every principal (a record of no readable key))",
