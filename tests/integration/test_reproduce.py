@@ -40,6 +40,7 @@ from ledger.core.events import (
     RollbackPolicy,
     Stage,
 )
+from ledger.core.jsonform import format_timestamp
 from ledger.ids import new_id, utcnow
 
 pytestmark = pytest.mark.integration
@@ -448,8 +449,10 @@ def test_checkpoints_name_each_chain_head(run: Run) -> None:
 
 def test_a_copied_request_id_misleads_neither_replay_nor_simulate_from_kafka(run: Run) -> None:
     """Any agent can read request ids on ``ledger.decisions`` and write a copy of one, with
-    other facts, to the request topic's first partition (read first); the evaluator ignores it
-    as a repeat. Replay and simulation from Kafka use the copy the decision answered. (Last in
+    other facts, to the request topic's first partition (read first); the evaluator decides it
+    too (only a record sent again as it was is a repeat), under the same decision id. Replay
+    names both rather than take one for the other (a red team: it reproduced the one Kafka's
+    partition order gave first); simulation uses the copy each decision answered. (Last in
     this module: the copy stays in the broker's log.)"""
     from ledger.kafka.reading import read_topic
 
@@ -474,10 +477,19 @@ def test_a_copied_request_id_misleads_neither_replay_nor_simulate_from_kafka(run
         producer.flush(timeout=10)
     finally:
         producer.close()
+    wait_for(
+        lambda: [
+            d
+            for d in run.stack.records(run.stack.topics.decisions)
+            if isinstance(d, DecisionRecorded) and d.request_id == copy.event_id
+        ][1:],
+        timeout=60,
+        what="the copy decided",
+    )
     result = run.cli("replay", "--decision", decision.event_id, "--json")
-    assert result.exit_code == 0, result.stdout + result.stderr
-    data = json.loads(result.stdout)
-    assert data["reproduces"] is True and data["request_copies"] == 2
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "names several decisions: its request was decided again" in result.stderr
+    assert f"decided {format_timestamp(decision.occurred_at)}: " in result.stderr
     args = ["policy", "simulate", str(run.v2_file), "--until", run.v1_until.isoformat(), "--json"]
     simulated = json.loads(run.cli(*args).stdout)
     expected = {"allow -> allow_with_constraints": run.v1_flips}
