@@ -254,6 +254,10 @@ def ps_cmd(as_json: bool) -> None:
                 "check $LEDGER_HOME",
                 err=True,
             )
+        elif problems and fixable and (no_admin := stack.no_admin(settings)) is not None:
+            # A developer's machine pointed at its team's ledger with the agent credential
+            # alone: `up` would be refused (a red team: this line advised it).
+            click.echo(no_admin, err=True)
         elif problems and fixable:
             click.echo(
                 "`ledger up` starts what is not running and restarts what does not recover",

@@ -841,6 +841,23 @@ def _log_killed(log: Path, name: str, pid: int, when: str) -> None:
         file.write(line)
 
 
+def no_admin(settings: Settings) -> str | None:
+    """Why `ledger up` cannot run here, when it is for want of the admin credential: another
+    Kafka named and $LEDGER_CREDENTIALS without admin.json, a developer's machine that talks to
+    its team's ledger with the agent credential alone (a damaged admin.json is named by
+    :func:`~ledger.discovery.read_credentials` itself). ``None`` otherwise."""
+    if settings.bootstrap is None or settings.security is not None:
+        return None
+    if settings.credentials_dir is None or credentials_file(settings, "admin").exists():
+        return None
+    return (
+        f"no admin credential in $LEDGER_CREDENTIALS ({settings.credentials_dir}): `ledger up` "
+        f"cannot run from this machine; the ledger at {settings.bootstrap} is run by its "
+        "operator, whose `ledger ps` says its health (an agent needs no `ledger up`: the SDK "
+        "and `ledger evaluate` talk to that ledger)"
+    )
+
+
 def up(
     settings: Settings,
     *,
@@ -867,6 +884,11 @@ def up(
     credential) unless ``insecure``. Everything written under ``$LEDGER_HOME`` is private to
     its owner (0700 directories, 0600 files).
     """
+    # Before a word of creating anything: a developer's machine holding only the agent
+    # credential was told "creating topics on …" of its team's ledger, then refused (a red team).
+    cannot = no_admin(settings)
+    if cannot is not None:
+        raise UsageError(cannot)
     low = low_disk(settings)
     if low is not None:  # first: a broker that cannot write fails with its own words later
         progress(f"warning: {low}")
@@ -891,8 +913,8 @@ def _up(
         status = broker.start(settings, progress=progress, insecure=insecure)
         assert status.bootstrap is not None
         bootstrap = status.bootstrap
-    progress(f"creating topics on {bootstrap}…")
     admin = resolve_security(settings, "admin", bootstrap=bootstrap)
+    progress(f"creating topics on {bootstrap}…")
     for report in create_topics(bootstrap, topic_specs(settings), security=admin):
         note = report.kept_note()
         if note is not None:

@@ -1650,3 +1650,35 @@ def test_a_broker_stopped_by_a_signal_runs_and_is_said_to_be_stopped(
     halted.clear()  # a process that runs and does not accept: not running, as before
     assert not broker.status(settings).running
     assert broker.not_answering(4242) == f"the broker (pid 4242) {broker.NOT_ANSWERING}"
+
+
+def test_an_agent_only_machine_is_not_told_to_run_up(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A red team: a developer's laptop pointed at its team's ledger ($LEDGER_BOOTSTRAP) with the
+    # agent credential alone was told "`ledger up` starts what is not running"; `up` then said
+    # "creating topics on <the team's broker>…" before it was refused.
+    creds = tmp_path / "agent-only"
+    creds.mkdir(mode=0o700)
+    (creds / "agent.json").write_text(
+        json.dumps({"sasl_plain_username": "agent", "sasl_plain_password": "pw"})
+    )
+    (creds / "agent.json").chmod(0o600)
+    monkeypatch.setenv("LEDGER_CREDENTIALS", str(creds))
+    runner = CliRunner()
+    ps = runner.invoke(cli, ["ps"])
+    assert ps.exit_code == 1, ps.output  # nothing of this home runs: still said
+    assert "`ledger up` starts what is not running" not in ps.stderr
+    assert f"`ledger up` cannot run from this machine; the ledger at {KAFKA}" in ps.stderr
+    up = runner.invoke(cli, ["up"])
+    assert up.exit_code == 2, up.output
+    assert "no admin credential in $LEDGER_CREDENTIALS" in up.stderr
+    assert "creating topics" not in up.stderr
+    assert not (settings.home / "run").exists()  # nothing written for a ledger it cannot run
+    # With the admin credential at hand, `ps` advises `up` again.
+    (creds / "admin.json").write_text(
+        json.dumps({"sasl_plain_username": "admin", "sasl_plain_password": "pw"})
+    )
+    (creds / "admin.json").chmod(0o600)
+    again = runner.invoke(cli, ["ps"])
+    assert "`ledger up` starts what is not running" in again.stderr, again.stderr
