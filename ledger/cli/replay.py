@@ -57,6 +57,14 @@ __all__ = ["replay_cmd"]
     help="Reproduce this recorded decision (decision or request id) instead.",
 )
 @click.option(
+    "--which",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --decision, when ID names several decisions (its request decided again under "
+    "its id): reproduce the Nth, numbered as the refusal lists them, earliest first.",
+)
+@click.option(
     "--decisions",
     "many",
     is_flag=True,
@@ -103,6 +111,7 @@ def replay_cmd(
     principal: str | None,
     source: Path | None,
     decision_id: str | None,
+    which: int | None,
     many: bool,
     since: str | None,
     until: str | None,
@@ -164,6 +173,8 @@ def replay_cmd(
             as_json=as_json,
         )
         return
+    if which is not None and decision_id is None:
+        raise UsageError("--which picks one of the decisions --decision ID names: give --decision")
     given = [flag for flag, value in batch_only.items() if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)} go with --decisions (reproduce many decisions)")
@@ -172,7 +183,7 @@ def replay_cmd(
             raise UsageError(
                 "--decision reproduces one decision: leave out --at, --policy and --principal"
             )
-        reproduce_decision(decision_id, source, bootstrap, as_json)
+        reproduce_decision(decision_id, source, bootstrap, as_json, which)
         return
     instant = parse_time(at, "--at") or utcnow()
     read_at: datetime | None = None  # when the export read the ledger

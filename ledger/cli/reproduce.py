@@ -74,23 +74,33 @@ def _looked_up(ids: Sequence[str]) -> list[str]:
     return [*ids, *(batch_id for i in ids for batch_id, _ in item_ref_splits(i))]
 
 
-def _find(source: LedgerSource, decision_id: str) -> Decision:
+def _find(source: LedgerSource, decision_id: str, which: int | None = None) -> Decision:
     """The decision ``decision_id`` names: a decision or request id, or one item of a
     pre-evaluation as `ledger decisions` prints it (``REQUEST#ITEM``: its batch is reproduced,
     every item with it). Ids are free text, so a text that names more than one (a request whose
-    own id reads as another's item) is refused, naming each, never one taken for the other."""
+    own id reads as another's item, or a request decided again) is refused, naming each in
+    order, never one taken for the other, unless ``which`` picks one (1: the first named)."""
     found = _named(source.decisions(_looked_up([decision_id])), decision_id)  # one read
     if not found:
         raise no_decision(decision_id, source.where)
-    if len(found) > 1:
-        listed = "; ".join(what for _, what in found)
+    if which is not None and which > len(found):
+        raise UsageError(
+            f"--which {which}: {quoted(decision_id, 80)} names "
+            + (f"{len(found)} decisions (--which 1 to {len(found)})" if len(found) > 1 else "one "
+               "decision: leave out --which")
+        )  # fmt: skip
+    if len(found) > 1 and which is None:
+        listed = "; ".join(f"{n}) {what}" for n, (_, what) in enumerate(found, 1))
         if len({d.event_id for d, _ in found}) == 1:
             raise UsageError(_decided_again(decision_id, found[0][0].request_id, listed))
         raise UsageError(
             f"{quoted(decision_id, 80)} names {len(found)} decisions ({listed}): ids are "
-            "free text; pass the decision id (`ledger decisions --request` lists them with --json)"
+            "free text; pass the decision id (`ledger decisions --request` lists them with "
+            "--json), or --which N for the Nth named here"
         )
-    ((decision, what),) = found
+    decision, what = found[(which or 1) - 1]
+    if len(found) > 1:
+        click.echo(f"reproducing {which}) of {len(found)}: {what}", err=True)
     if decision.request_id != decision_id and decision.event_id != decision_id:
         click.echo(f"{decision_id} is {what}: reproducing the batch", err=True)
     return decision
@@ -104,9 +114,9 @@ def _decided_again(decision_id: str, request_id: str, listed: str) -> str:
         f"{quoted(decision_id, 80)} names several decisions: its request was decided again "
         f"with another request under its id (a copy someone holding the agent credential "
         f"wrote, or the request sent again with other facts): {listed}. `ledger decisions "
-        f"--request {quoted(request_id, 80)} --json` shows each with its facts; `ledger replay "
-        "--decisions --since TIME --until TIME` reproduces each; `ledger audit run "
-        "requests_decided_twice` lists every such request"
+        f"--request {quoted(request_id, 80)} --json` shows each with its facts; --which N "
+        "reproduces the Nth listed here; `ledger audit run requests_decided_twice` lists "
+        "every such request"
     )
 
 
@@ -130,11 +140,16 @@ def _differences(result: Reproduction) -> list[dict[str, Any]]:
 
 
 def reproduce_decision(
-    decision_id: str, from_dir: Path | None, bootstrap: str | None, as_json: bool
+    decision_id: str,
+    from_dir: Path | None,
+    bootstrap: str | None,
+    as_json: bool,
+    which: int | None = None,
 ) -> None:
-    """``replay --decision``: find the decision and its request, re-decide, compare, print."""
+    """``replay --decision``: find the decision and its request, re-decide, compare, print
+    (``which``: the Nth of several decisions the id names, as its refusal lists them)."""
     source = _source(from_dir, bootstrap)
-    decision = _find(source, decision_id)
+    decision = _find(source, decision_id, which)
     copies = source.requests(decision.request_id)
     request = answered(decision, copies) if copies else None
     if request is None:

@@ -837,6 +837,19 @@ def test_a_decision_id_its_request_copy_was_decided_under_too_is_not_reproduced_
     assert "names several decisions: its request was decided again" in refused, refused
     assert f"decided {format_timestamp(later)}: {other.value}" in refused, refused
     assert "requests_decided_twice" in refused
+    assert "1) decision" in refused and "; 2) decision" in refused, refused
+    # --which picks one, numbered as listed: the agent's own reproduces; the copy, whose
+    # request is not in the ledger (only its decision was written), is not reproduced.
+    first = run("replay", "--decision", honest.event_id, "--which", "1", "--from", str(out))
+    assert first.exit_code == 0, first.output
+    assert "reproduces" in first.stdout and "reproducing 1) of 2" in first.stderr
+    second = run("replay", "--decision", honest.event_id, "--which", "2", "--from", str(out))
+    assert second.exit_code == 12, second.output
+    assert f"reproducing 2) of 2: decision {honest.event_id}" in second.stderr
+    too_far = run("replay", "--decision", honest.event_id, "--which", "3", "--from", str(out))
+    assert "names 2 decisions (--which 1 to 2)" in one_error_line(too_far, 2)
+    alone = run("replay", "--which", "1", "--from", str(out))
+    assert "give --decision" in one_error_line(alone, 2)
 
 
 def test_request_rows_whose_id_columns_were_swapped_are_read_by_their_records(
