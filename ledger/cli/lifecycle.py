@@ -320,6 +320,10 @@ def rollback(
     (after v1) and v4 as canary, a rollback ends the canary AND makes v1 active again. To end
     only a canary, keeping the active version, name it: `--to 3`. Only with no earlier active
     version (v1 active, v2 as canary) does a bare rollback end the canary alone.
+
+    It is judged against what you saw: when someone else changed the active or canary version
+    after this command was made (two people rolling back at once), it is refused
+    (deployment_changed, exit 4), not taken a step further back.
     """
     command = RollbackPolicy(
         event_id=new_id(),

@@ -221,6 +221,11 @@ class PolicyRecord:
     shadows: tuple[int, ...] = ()
     retired: bool = False
     history: tuple[int, ...] = ()
+    deployed_at: datetime | None = None
+    """When the versions that decide (active, canary and its percent) last changed, or the
+    policy was retired: a promotion, a rollback, a retirement (``None``: never)."""
+    deployed_by: str | None = None
+    """Who made that change (the event's actor)."""
 
     @property
     def latest(self) -> int:
@@ -886,6 +891,8 @@ class _PolicyDraft:
         "active",
         "canary",
         "canary_percent",
+        "deployed_at",
+        "deployed_by",
         "history",
         "name",
         "pending",
@@ -906,6 +913,8 @@ class _PolicyDraft:
         self.shadows = record.shadows
         self.retired = record.retired
         self.history = list(record.history)  # appended to in place; a tuple again when frozen
+        self.deployed_at = record.deployed_at
+        self.deployed_by = record.deployed_by
 
     def stage_of(self, version: int) -> Stage:
         changed = self.pending.get(version)
@@ -953,6 +962,8 @@ class _PolicyDraft:
             shadows=self.shadows,
             retired=self.retired,
             history=tuple(self.history),
+            deployed_at=self.deployed_at,
+            deployed_by=self.deployed_by,
         )
 
 
@@ -1008,13 +1019,12 @@ def _apply_policy(
 ) -> None:
     """The policy rules: change ``draft`` by ``event`` (the next in its sequence), in place."""
     draft.sequence = event.sequence
-    versions = draft.versions
     match event:
         case PolicyVersionProposed():
             draft.pending.pop(event.version, None)
-            versions[event.version] = event  # built when the draft is frozen
+            draft.versions[event.version] = event  # built when the draft is frozen
         case PolicyVersionApproved():
-            if event.version not in versions:
+            if event.version not in draft.versions:
                 return
             stage = draft.stage_of(event.version)
             draft.change(
@@ -1023,6 +1033,22 @@ def _apply_policy(
                 approved_by=event.actor,
                 approved_at=event.occurred_at,
             )
+        case PolicyVersionPromoted() | PolicyRolledBack() | PolicyRetired():
+            deployed = (draft.active, draft.canary, draft.canary_percent, draft.retired)
+            _deploy(draft, event)
+            # What a rollback or promotion signed before it did not see (policy_rules).
+            if deployed != (draft.active, draft.canary, draft.canary_percent, draft.retired):
+                draft.deployed_at, draft.deployed_by = event.occurred_at, event.actor
+        case _:
+            assert_never(event)
+
+
+def _deploy(
+    draft: _PolicyDraft, event: PolicyVersionPromoted | PolicyRolledBack | PolicyRetired
+) -> None:
+    """The rules of the events that change which versions are deployed, in place."""
+    versions = draft.versions
+    match event:
         case PolicyVersionPromoted():
             v, stage = event.version, event.stage
             if v not in versions or stage not in _PROMOTABLE:

@@ -950,7 +950,9 @@ def test_a_request_id_that_reads_as_another_batchs_item_is_refused_as_ambiguous(
         _find(source, f"{ref}#and#more")  # however many '#' the text holds, one read
     assert source.reads == 1
     assert _find(Source(decoy), ref) is decoy  # the request alone
-    with pytest.raises(UsageError, match=r"names 2 decisions \(decision .* of request .*; item "):
+    with pytest.raises(
+        UsageError, match=r"names 2 decisions \(1\) decision .* of request .*; 2\) item "
+    ):
         _find(Source(batch, decoy), ref)
     with pytest.raises(UsageError, match="no decision"):
         _find(Source(batch), f"{batch.request_id}#no-such-item")

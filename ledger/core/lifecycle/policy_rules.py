@@ -31,8 +31,9 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.governing import takeovers
+from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle.commands import _allowed
-from ledger.core.lifecycle.rejections import Rejection, _reject, _shown
+from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
 from ledger.core.policy import parse_policy
 from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
@@ -109,6 +110,14 @@ def _propose(
             return _reject(
                 "already_applied", f"identical to {policy.name} version {latest.version}"
             )
+        same = _proposed_since(record, c, policy.content_hash)
+        if same is not None:
+            return _reject(
+                "already_applied",
+                f"identical to {policy.name} version {same.version}, which {clipped(same.author)} "
+                f"proposed at {format_timestamp(same.proposed_at)}, after this proposal was "
+                "signed (the same document sent twice at once)",
+            )
     return (
         PolicyVersionProposed(
             event_id=new_id(),
@@ -125,6 +134,24 @@ def _propose(
             note=c.note,
         ),
     )
+
+
+def _proposed_since(
+    record: PolicyRecord, c: ProposePolicyVersion, content_hash: str
+) -> PolicyVersion | None:
+    """A version of ``record`` with ``content_hash`` proposed after ``c`` was signed: the same
+    document proposed twice at once (two governors, a retry racing its first send) became two
+    versions to review (a review of concurrent governance). The versions are numbered in the
+    order they were proposed, so only those since are read."""
+    for number in range(record.latest, 0, -1):
+        version = record.versions.get(number)
+        if version is None:
+            continue
+        if version.proposed_at <= c.occurred_at:
+            return None
+        if version.content_hash == content_hash:
+            return version
+    return None
 
 
 def _live_version(
@@ -267,6 +294,10 @@ def _promote(
                 "invalid_stage",
                 f"{c.policy} v{c.version} is active; roll back or promote another first",
             )
+    if c.stage is not Stage.SHADOW or record.canary == c.version:  # changes what decides
+        unseen = _unseen_change(record, c, "promotion")
+        if unseen is not None:
+            return unseen
     if c.stage is not Stage.SHADOW:  # a shadow decides nothing, so takes nothing over
         denied = _taking_over(state, c, c.version, now, admins)
         if denied:
@@ -303,6 +334,7 @@ def _rollback(
         return record
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
+    unseen = _unseen_change(record, c, "rollback")
     if c.to_version is not None:
         target = record.versions.get(c.to_version)
         if target is None:
@@ -312,11 +344,15 @@ def _rollback(
         if record.active == c.to_version and record.canary is None:
             return _reject("already_applied", f"{c.policy} v{c.to_version} is already active")
         to = c.to_version  # the active one itself while a canary runs: the canary goes
+    elif unseen is not None:  # before where it would go: from what its sender saw, elsewhere
+        return unseen
     else:
         previous = record.rollback_target()
         if previous is None:
             return _reject("no_previous_version", _nothing_before(c.policy, record))
         to = previous
+    if unseen is not None:
+        return unseen
     denied = _taking_over(state, c, to, now, admins)
     if denied:
         return denied
@@ -333,6 +369,42 @@ def _rollback(
             reason=c.reason,
         ),
     )
+
+
+def _unseen_change(
+    record: PolicyRecord, c: PromotePolicyVersion | RollbackPolicy, what: str
+) -> Rejection | None:
+    """Refused when the versions that decide changed after ``c`` was signed, by another actor,
+    whom its sender could not have seen act: two governors rolling back one bad version at once
+    walked the policy back two versions, or three; a rollback meant to undo v4 undid the fix
+    promoted a moment before it, making v4 active again; a second canary replaced one its
+    sender never saw (a review of concurrent governance). An actor's own changes are not
+    unseen: its commands signed together and sent in turn are one intent. ``None``: nothing
+    unseen."""
+    at, by = record.deployed_at, record.deployed_by
+    if at is None or at <= c.occurred_at or by == c.actor:
+        return None
+    deployed = _deployment(record)
+    return _reject(
+        "deployment_changed",
+        f"{c.policy}'s deployment changed after this {what} was signed "
+        f"({format_timestamp(c.occurred_at)}): {clipped(by or '?')} made it {deployed} at "
+        f"{format_timestamp(at)}. A {what} is judged against what its sender saw: look again "
+        f"(`ledger policy show {_shown(c.policy, 80)}`) and send it anew if it is still wanted "
+        "(if nothing changed in between, the signer's clock is behind the command processor's)",
+    )
+
+
+def _deployment(record: PolicyRecord) -> str:
+    """What decides for ``record`` now, in words: ``v3 active, v4 canary at 10%``."""
+    if record.retired:
+        return "retired"
+    parts = (
+        [f"v{record.active} active"] if record.active is not None else ["without an active version"]
+    )
+    if record.canary is not None:
+        parts.append(f"v{record.canary} canary at {record.canary_percent}%")
+    return ", ".join(parts)
 
 
 def _taking_over(

@@ -72,6 +72,8 @@ def _refund_v2() -> str:
 def _document(ref: str) -> str:
     if ref == "refund-v2":
         return _refund_v2()
+    if ref == "refund-v3":
+        return DOCUMENTS["refund"].replace("amount < 750", "amount < 900")
     return DOCUMENTS.get(ref, ref)
 
 
