@@ -5,10 +5,13 @@
 --   delivers only the first answer it reads). One row per answer of such an id, first answer
 --   first;
 --   `differs` says whether it answered another question (principal, action, resource or
---   facts) or another determination than the first.
+--   facts) or another determination than the first; for a pre-evaluation, which records its
+--   items' names and answers but not their facts, whether any item was named or answered
+--   otherwise (a copy with other facts shows there).
 WITH answers AS (
     SELECT request_id, event_id AS decision_id, occurred_at AS decided_at, event_type, principal,
-           action, resource, determination, facts, requested_by, evaluator_id, chain_id,
+           action, resource, determination, facts, decisions, requested_by, evaluator_id,
+           chain_id,
            partition, "offset",
            count(*) OVER (PARTITION BY request_id) AS answers,
            -- by the writers' clocks: answers on other partitions have no order but time (a
@@ -26,6 +29,8 @@ SELECT request_id, answer, answers, decision_id, decided_at, event_type, princip
            OR resource IS DISTINCT FROM first_value(resource) OVER w
            OR CAST(facts AS VARCHAR) IS DISTINCT FROM CAST(first_value(facts) OVER w AS VARCHAR)
            OR determination IS DISTINCT FROM first_value(determination) OVER w
+           OR CAST(decisions AS VARCHAR)
+               IS DISTINCT FROM CAST(first_value(decisions) OVER w AS VARCHAR)
        ) AS differs
 FROM answers
 WHERE answers > 1

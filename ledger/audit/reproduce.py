@@ -58,6 +58,7 @@ __all__ = [
     "Reproduction",
     "Reproductions",
     "reproduce",
+    "reproduce_answered",
     "reproduce_many",
 ]
 
@@ -509,6 +510,37 @@ class Reproductions:
     decisions' positions only grow)."""
 
 
+def reproduce_answered(
+    decision: Decision,
+    copies: Sequence[Request],
+    history: Iterable[HistoryEntry],
+    *,
+    state: LedgerState | None = None,
+    held: HeldOffsets | None = None,
+) -> Reproduction:
+    """:func:`reproduce` ``decision`` against the copy of its request it answered
+    (:func:`~ledger.audit.sources.answered`, ``copies`` not empty). A pre-evaluation records
+    its items' names but not their facts, so copies of one under its id with other facts look
+    alike to that choice: the copy it answered is then the one whose re-evaluation reproduces
+    it (a red team: a copy's answer "reproduced" against the agent's own request would not,
+    and the agent's against the copy's). ``state``/``held`` as for :func:`reproduce`."""
+    entries = history if isinstance(history, (list, tuple)) else list(history)
+    if state is None:
+        state = state_at_position(entries, decision.governance_position)
+    if held is None:
+        held = HeldOffsets.of(entries)
+    best = answered(decision, copies)
+    first = reproduce(decision, best, (), state=state, held=held)
+    if first.reproduces or not isinstance(decision, BatchDecisionRecorded):
+        return first
+    for other in copies:
+        if other is not best and isinstance(other, BatchEvaluationRequested):
+            again = reproduce(decision, other, (), state=state, held=held)
+            if again.reproduces:
+                return again
+    return first
+
+
 def reproduce_many(
     decisions: Sequence[Decision],
     requests: Mapping[str, Sequence[Request]],
@@ -540,7 +572,7 @@ def reproduce_many(
             state = folder.state_at(decision.governance_position)
             found[index] = Checked(
                 decision=decision,
-                reproduction=reproduce(decision, request, (), state=state, held=held),
+                reproduction=reproduce_answered(decision, copies, (), state=state, held=held),
                 copies=len(copies),
             )
         if progress is not None:

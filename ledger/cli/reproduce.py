@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ledger.audit.reproduce import Checked, Reproduction, reproduce, reproduce_many
+from ledger.audit.reproduce import Checked, Reproduction, reproduce_answered, reproduce_many
 from ledger.audit.sources import (
     Decision,
     ExportSource,
@@ -157,7 +157,7 @@ def reproduce_decision(
             f"decision {decision.event_id}: its request {decision.request_id} is not in the "
             f"ledger at {source.where}, so it cannot be re-evaluated"
         )
-    result = reproduce(decision, request, read_history(source.history))
+    result = reproduce_answered(decision, copies, read_history(source.history))
     copies_note = (
         f"{len(copies)} requests carry the id {decision.request_id} (a repeat, or a copy "
         "someone else wrote); re-evaluated the one the decision answered"

@@ -87,7 +87,14 @@ def same_question(
     facts (anyone holding the agent credential can send one) is decided under the same
     decision id too: that answered another question, and a reader must not take it for the
     first (a red team: `replay --decision` of a deny reproduced the copy's allow). A field one
-    record lacks (``None``: an older release's, ``requested_by``) is not held against it."""
+    record lacks (``None``: an older release's, ``requested_by``) is not held against it.
+
+    A pre-evaluation records its items' names, not their facts: two of its answers at one
+    governance position that answer an item otherwise were asked other facts (the same
+    request is decided the same way on the same state), and are not the same question (a red
+    team: a copy that turned every item from allow to deny passed for the request decided
+    again). At different positions a difference may be the governance's, and is not held
+    against them."""
     if type(one) is not type(other):
         return False
     mine, theirs = to_json_value(one), to_json_value(other)
@@ -95,7 +102,15 @@ def same_question(
         items = [
             [{k: i.get(k) for k in _ITEM_ASKED} for i in d["decisions"]] for d in (mine, theirs)
         ]
-        return mine.get("principal") == theirs.get("principal") and items[0] == items[1]
+        if mine.get("principal") != theirs.get("principal") or items[0] != items[1]:
+            return False
+        if mine.get("governance_position") != theirs.get("governance_position"):
+            return True
+        return all(
+            {k: v for k, v in i.items() if k not in _ITEM_ASKED}
+            == {k: v for k, v in j.items() if k not in _ITEM_ASKED}
+            for i, j in zip(mine["decisions"], theirs["decisions"], strict=True)
+        )
     return all(
         mine.get(k) is None or theirs.get(k) is None or mine.get(k) == theirs.get(k) for k in _ASKED
     )

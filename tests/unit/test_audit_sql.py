@@ -1227,18 +1227,36 @@ def test_requests_decided_twice_lists_every_answer_of_an_id_answered_again(
     )
     # A client's own retry, answered alike by a second worker.
     retry = dataclasses.replace(other, event_id="dec-2-again", occurred_at=at(4))
+    # A pre-evaluation decided again alike, and one a copy with other facts answered otherwise
+    # (a red team: a batch records no facts, and every such copy read `differs = false`).
+    batch_again = dataclasses.replace(BATCH, occurred_at=BATCH.occurred_at + timedelta(seconds=1))
+    flipped = tuple(
+        dataclasses.replace(i, determination=Determination.DENY, rule="suspended")
+        for i in BATCH.decisions
+    )
+    copy = dataclasses.replace(
+        BATCH, request_id="breq-2", occurred_at=BATCH.occurred_at + timedelta(seconds=2)
+    )
+    copied = dataclasses.replace(
+        copy, occurred_at=copy.occurred_at + timedelta(seconds=1), decisions=flipped
+    )
     directory = tmp_path / "export"
-    write_events(directory, TOPICS, [(TOPICS.decisions, e) for e in (first, other, again, retry)])
+    decided = (first, other, again, retry, BATCH, batch_again, copy, copied)
+    write_events(directory, TOPICS, [(TOPICS.decisions, e) for e in decided])
     found = rows(directory, "requests_decided_twice")
     assert [
         (r["request_id"], r["answer"], r["answers"], r["decision_id"], r["differs"]) for r in found
     ] == [
+        ("breq-1", 1, 2, "bdec-1", False),
+        ("breq-1", 2, 2, "bdec-1", False),
+        ("breq-2", 1, 2, "bdec-1", False),
+        ("breq-2", 2, 2, "bdec-1", True),
         ("req-1", 1, 2, "dec-1", False),
         ("req-1", 2, 2, "dec-1-again", True),
         ("req-2", 1, 2, "dec-2", False),
         ("req-2", 2, 2, "dec-2-again", False),
     ]
-    assert [r["determination"] for r in found[:2]] == ["deny", "allow"]
+    assert [r["determination"] for r in found[4:6]] == ["deny", "allow"]
 
 
 def _v1_active(policy: str, v1: str) -> list[tuple[int, Command]]:

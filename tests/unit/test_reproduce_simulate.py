@@ -852,6 +852,47 @@ def test_a_decision_id_its_request_copy_was_decided_under_too_is_not_reproduced_
     assert "give --decision" in one_error_line(alone, 2)
 
 
+def test_a_pre_evaluation_copied_under_its_id_with_other_facts_is_named_not_taken_for_it(
+    history: History, export: Path, tmp_path: Path
+) -> None:
+    # A red team: a copy of an agent's pre-evaluation under its id, with other facts, turned
+    # every item to deny; a batch records no facts, so the copy's answer passed for the request
+    # decided again: `replay --decision` reproduced one and said nothing of the other.
+    recorded = next(d for d in history.decisions if isinstance(d, BatchDecisionRecorded))
+    source = ExportSource(export)
+    [request] = source.requests(recorded.request_id)
+    assert isinstance(request, BatchEvaluationRequested)
+    copy = dataclasses.replace(
+        request,
+        occurred_at=request.occurred_at + timedelta(milliseconds=50),
+        items=tuple(dataclasses.replace(i, facts=SAME_DENY) for i in request.items),
+    )
+    state = state_at_position(source.history(), recorded.governance_position)
+    later = recorded.occurred_at + timedelta(milliseconds=60)
+    answered_copy = evaluate_batch(state, copy, now=later, evaluator_id="evaluator-s")
+    assert answered_copy.event_id == recorded.event_id  # the id comes from the request's
+    assert {d.determination for d in answered_copy.decisions} == {Determination.DENY}
+    key = recorded.request_id.encode()
+    stamp = int(later.timestamp() * 1000)
+    out = tmp_path / "with-copy"
+    forged = [
+        Exported(TOPICS.evaluation_requests, 0, 10_000, stamp, key, CODEC.encode(copy)),
+        Exported(TOPICS.decisions, 0, 10_000, stamp, key, CODEC.encode(answered_copy)),
+    ]
+    write_export(out, [*history.records, *forged], TOPICS)
+    found = ExportSource(out).decisions([recorded.event_id])[recorded.event_id]
+    assert [d.occurred_at for d in found] == [recorded.occurred_at, later]
+    refused = one_error_line(run("replay", "--decision", recorded.event_id, "--from", str(out)), 2)
+    assert "names several decisions: its request was decided again" in refused, refused
+    # Each reproduces, against the request it answered (found by re-evaluating each copy).
+    for which in ("1", "2"):
+        chosen = run(
+            "replay", "--decision", recorded.event_id, "--which", which, "--from", str(out)
+        )
+        assert chosen.exit_code == 0, chosen.output
+        assert "reproduces: 2 batch items" in chosen.stdout
+
+
 def test_request_rows_whose_id_columns_were_swapped_are_read_by_their_records(
     history: History, tmp_path: Path
 ) -> None:
