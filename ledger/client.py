@@ -566,7 +566,11 @@ class LedgerClient:
 
     @staticmethod
     def is_stale(answer: BatchDecisionRecorded, position: Mapping[str, int]) -> bool:
-        """True when ``position`` (the current governance position) has moved past the answer's."""
+        """True when ``position`` (the current governance position) has moved past the answer's.
+
+        Time is not a governance change: a grant's window opening or closing writes no event,
+        so an item allowed under a grant that has ended since still reads as fresh here; decide
+        an action again before acting on it where grants may end while a workflow runs."""
         return any(offset > answer.governance_position.get(k, -1) for k, offset in position.items())
 
     # ------------------------------------------------------------------ governance commands
