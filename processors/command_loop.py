@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -138,6 +140,27 @@ class Outbox:
             self._producer.flush(5)
 
 
+def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
+    """The commands consumer's group settings. A static member of its group
+    (``group.instance.id``: this host and ledger home): a command processor killed (SIGKILL,
+    OOM) and started again takes its partition back at once, where a new member waited out
+    the dead one's 10 s session, and every command sent meanwhile with it; the CLI's default
+    10 s wait ran out on the first command after `ledger up` (a review of concurrent
+    governance: 9.9-10.4 s from the kill to the first answer). A second command processor on
+    the same host and home (by hand: `ledger up` starts one) fences the first, which stops
+    with Kafka's fatal error; one elsewhere waits as a member of the group, as before."""
+    home = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+    return {
+        "group.id": group_id,
+        "client.id": group_id,
+        "group.instance.id": f"{group_id}@{socket.gethostname()}:{home}",
+        # A processor that dies without leaving the group, and is not started again here,
+        # holds the commands for at most 10 s (as Faust's consumer had it).
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+    }
+
+
 class CommandLoop:
     """Reads ``ledger.commands`` and answers each command in turn (see the module docstring).
 
@@ -175,14 +198,7 @@ class CommandLoop:
         consumer = make_rdkafka_consumer(
             self._bootstrap,
             security=self._settings.security,
-            **{
-                "group.id": self._group_id,
-                "client.id": self._group_id,
-                # As Faust's consumer had them: a processor that dies without leaving the group
-                # holds the commands for at most 10 s after its restart.
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-            },
+            **consumer_config(self._settings, self._group_id),
         )
         # One thread makes every call on the consumer, its close too: a stop that cancels this
         # task while a fetch waits in librdkafka must not close the consumer under that fetch.
@@ -198,7 +214,9 @@ class CommandLoop:
                 if self._refusing is not None:
                     await self._probe_refusal(loop)
         finally:
-            # Leaves the group (a successor gets the commands at once), after any fetch.
+            # After any fetch. A static member does not leave its group: its successor of the
+            # same identity (a restart here) takes its place at once; another waits out the
+            # session (consumer_config).
             with contextlib.suppress(Exception):
                 self._io.submit(consumer.close).result(timeout=_CLOSE_WAIT)
             self._io.shutdown(wait=False)
