@@ -248,7 +248,10 @@ class CommandLoop:
                     message.value(),
                 )
                 await self._answer(record)
-            elif error.fatal():
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                # The consumer is unusable, its partition held by no one here: stop, so the
+                # operator hears of it (`ps`), not go on healthy and answering nothing (a static
+                # member fenced by another with its identity came as _FATAL, not fatal()).
                 raise KafkaException(error)
             elif error.code() == KafkaError._BAD_COMPRESSION and (
                 message.offset() is not None and message.offset() >= 0

@@ -318,7 +318,7 @@ class RequestLoop:
                 for message in messages:
                     error = message.error()
                     if error is not None:
-                        if error.fatal():
+                        if error.fatal() or error.code() == KafkaError._FATAL:  # as commands'
                             raise KafkaException(error)
                         offset = message.offset()
                         if (

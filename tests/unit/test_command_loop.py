@@ -90,7 +90,9 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return said
 
 
-_SETTINGS = SimpleNamespace(security=None, topics=SimpleNamespace(commands="ledger.commands"))
+_SETTINGS = SimpleNamespace(
+    security=None, topics=SimpleNamespace(commands="ledger.commands"), home="/nonexistent/home"
+)
 
 
 def _loop(log: list[Any], handler: _Handler, producer: _Producer) -> CommandLoop:
@@ -180,6 +182,42 @@ def test_a_consumer_error_commits_nothing_and_is_said_once_in_a_while(
     assert [r.getMessage() for r in caplog.records] == [
         "command consumer: Broker: transport failure"
     ]
+
+
+def test_a_fenced_consumer_stops_the_loop_not_said_and_carried_on() -> None:
+    # A second command processor with this one's identity (a static member) fences it:
+    # librdkafka reports _FATAL, whose fatal() is false; the loop logged a warning and went on,
+    # `ps` saying healthy while no command was read.
+    from confluent_kafka import KafkaError, KafkaException
+
+    class _Fenced:
+        def fatal(self) -> bool:
+            return False
+
+        def code(self) -> int:
+            return int(KafkaError._FATAL)
+
+        def str(self) -> str:
+            return "Fatal error: Broker: Static consumer fenced by other consumer"
+
+    log: list[Any] = []
+    loop = _loop(log, _Handler(Step()), _Producer(log))
+    with pytest.raises(KafkaException):
+        asyncio.run(loop._take(_Consumer(log), [_Message(-1001, error=_Fenced())]))
+    assert log == []  # nothing committed
+
+
+def test_the_commands_consumer_is_a_static_member_named_by_host_and_home(tmp_path: Any) -> None:
+    from ledger.settings import Settings
+    from processors.command_loop import consumer_config
+
+    here = consumer_config(Settings(home=tmp_path / "a"), "g")
+    assert here == consumer_config(Settings(home=tmp_path / "a"), "g")  # a restart: the same
+    assert here["group.instance.id"].startswith("g@")
+    assert (
+        here["group.instance.id"]
+        != consumer_config(Settings(home=tmp_path / "b"), "g")["group.instance.id"]
+    )
 
 
 def test_a_lone_command_is_fetched_at_once_not_after_the_fetch_wait() -> None:
