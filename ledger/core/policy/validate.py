@@ -62,6 +62,7 @@ MAX_PROBLEMS: Final = 100
 """Problems listed for one document at most; validation stops there (time and memory stay
 bounded for a document of thousands of broken rules, and nobody fixes more at once)."""
 _ACTION_RE: Final = re.compile(r"^[A-Za-z0-9_.\-*?:/]+$")
+_LEADING_ZERO: Final = re.compile(r"[-+]?0[0-9_]")
 
 
 class Marks:
@@ -74,6 +75,7 @@ class Marks:
         self.plain: set[tuple[Any, ...]] = set()  # scalars written without quotes
         self.cut_by_comment: set[tuple[Any, ...]] = set()  # plain scalars a `#` comment ends
         self.base60: dict[tuple[Any, ...], str] = {}  # `12:30`, a number to YAML 1.1: its text
+        self.older_numbers: dict[tuple[Any, ...], str] = {}  # `0100`, `1_000`, `0x1F`: its text
 
     def at(self, path: tuple[Any, ...]) -> tuple[int | None, int | None]:
         while path:
@@ -131,13 +133,26 @@ class Validator:
 
     def base60(self) -> None:
         """A problem for each unquoted base-60 number of the document (a policy owner's
-        walkthrough: `time: 12:30` validated, and agents received 750)."""
+        walkthrough: `time: 12:30` validated, and agents received 750), and each other number
+        YAML 1.1 reads by its own rules (``0100``, ``1_000``, ``0x1F``)."""
         for path, text in self.marks.base60.items():
             self.add(
                 f"the unquoted {text} is read by YAML as a number in base 60 (12:30 is 750): "
                 f'quote it, "{text}", for a time or any text',
                 path,
             )
+        # A semantics review: `max: 0100` was 64 (and `010` in a test case 8) while `010` in a
+        # condition is 10, and nothing said so.
+        for path, text in self.marks.older_numbers.items():
+            self.add(
+                f"the unquoted {text} is a number YAML reads by older rules ("
+                + ("a leading 0 makes it octal: 0100 is 64" if _LEADING_ZERO.match(text) else
+                   "0x is hexadecimal, 0b binary" if "x" in text.lower() or "b" in text.lower()
+                   else "its _ is dropped: 1_000 is 1000")
+                + "), which conditions and JSON do not: write the number plainly (100, 1000), "
+                f'or quote it, "{text}", for text',
+                path,
+            )  # fmt: skip
 
     def raise_if_any(self) -> None:
         if self.problems:

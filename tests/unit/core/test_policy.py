@@ -770,6 +770,42 @@ def test_an_unquoted_time_is_refused_not_read_as_a_base_60_number() -> None:
         parse_test_cases(cases, filename="refund.tests.yaml")
 
 
+def test_a_number_older_yaml_reads_otherwise_is_refused_not_read_as_octal() -> None:
+    # A semantics review: `max: 0100` was 64, `010` in a test case 8, while `010` in a
+    # condition is 10; `1_000` and `0x1F` were read silently too. Plain numbers pass; a recorded
+    # version that held one loads as before.
+    from ledger.core.policy import check_policy, parse_test_cases
+
+    def doc(constraints: str) -> str:
+        return REFUND.replace(
+            "constraints: {refund_method: credit}", f"constraints: {constraints}", 1
+        )
+
+    for written, why in (
+        ("0100", "a leading 0 makes it octal"),
+        ("-010", "a leading 0 makes it octal"),
+        ("1_000", "its _ is dropped"),
+        ("1_0", "its _ is dropped"),
+        ("0x1F", "0x is hexadecimal"),
+        ("0b11", "0b binary"),
+    ):
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(doc(f"{{refund_method: credit, n: {written}}}"), filename="p.yaml")
+        [problem] = caught.value.problems
+        assert problem.message.startswith(f"the unquoted {written} is a number YAML reads by older")
+        assert why in problem.message and f'quote it, "{written}"' in problem.message
+    policy, _ = check_policy(
+        doc("{refund_method: credit, a: 0, b: 100, c: -3, d: 0.5}"), filename="p.yaml"
+    )
+    assert policy.rules[2].constraints["b"] == 100
+    recorded = parse_policy(doc("{refund_method: credit, n: 0100}"), new_document=False)
+    assert recorded.rules[2].constraints["n"] == 64
+    cases = "policy: refund\ncases:\n  - name: x\n    facts: {tenure_days: 010}\n"
+    cases += "    expect: {determination: allow}\n"
+    with pytest.raises(PolicyError, match=r"the unquoted 010 is a number YAML reads by older"):
+        parse_test_cases(cases, filename="refund.tests.yaml")
+
+
 def test_a_long_constraint_value_is_refused_for_its_size_without_a_costly_look() -> None:
     # A review: 128,000 digits then an `x` held the command processor 88 s in a backtracking
     # number pattern, before the constraints' size limit was looked at. Longer text than any
