@@ -712,16 +712,16 @@ def test_a_condition_a_yaml_comment_cut_says_so() -> None:
     parse_policy(quoted, filename="p.yaml")  # no problem: the comment is after the value
 
 
+def doc(constraints: str) -> str:
+    """REFUND with its credit-only rule's ``constraints`` written as given."""
+    return REFUND.replace("constraints: {refund_method: credit}", f"constraints: {constraints}", 1)
+
+
 def test_ambiguous_words_are_caught_in_lists_through_aliases_and_in_every_case() -> None:
     # A review: `[email, no]`, `1.e3`, and `facts: &c {notify: no}` used as `constraints: *c`
     # passed; `policy get` wrote a quoted "y" unquoted, and its file was then refused.
     from ledger.core.policy import check_policy
     from ledger.core.policy.canonical import document_yaml
-
-    def doc(constraints: str) -> str:
-        return REFUND.replace(
-            "constraints: {refund_method: credit}", f"constraints: {constraints}", 1
-        )
 
     for written, said in (
         ("{refund_method: credit, ch: [email, no]}", "item 2: the unquoted no"),
@@ -745,11 +745,6 @@ def test_an_unquoted_time_is_refused_not_read_as_a_base_60_number() -> None:
     # A policy owner's walkthrough: `time: 12:30` validated, and agents received 750 (YAML
     # 1.1's base 60). Quoted, it is text; a recorded version that held one loads as before.
     from ledger.core.policy import check_policy
-
-    def doc(constraints: str) -> str:
-        return REFUND.replace(
-            "constraints: {refund_method: credit}", f"constraints: {constraints}", 1
-        )
 
     for written in ("12:30", "1:30.5", "-1:05"):
         with pytest.raises(PolicyError) as caught:
@@ -775,11 +770,6 @@ def test_a_number_older_yaml_reads_otherwise_is_refused_not_read_as_octal() -> N
     # condition is 10; `1_000` and `0x1F` were read silently too. Plain numbers pass; a recorded
     # version that held one loads as before.
     from ledger.core.policy import check_policy, parse_test_cases
-
-    def doc(constraints: str) -> str:
-        return REFUND.replace(
-            "constraints: {refund_method: credit}", f"constraints: {constraints}", 1
-        )
 
     for written, why in (
         ("0100", "a leading 0 makes it octal"),
