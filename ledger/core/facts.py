@@ -42,6 +42,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal, TypeAlias
 
 from ledger.core import boundedjson
+from ledger.core.cel.lexical import FINER_THAN_MICROSECONDS, finer_than_microseconds
 from ledger.core.cel.runtime import INT64_MAX, INT64_MIN
 from ledger.core.events import Value
 from ledger.core.limits import DEFAULT_LIMITS, Limits
@@ -356,6 +357,8 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                     dt = datetime.fromisoformat(v)
                 except ValueError:
                     return _Bad(f"expected an ISO 8601 timestamp, got {_show(v)}")
+                if finer_than_microseconds(v):
+                    return _Bad(f"timestamp {_show(v)} {FINER_THAN_MICROSECONDS}")
             else:
                 return _Bad(f"expected a timestamp, got {_got(v)}")
             if dt.tzinfo is None or dt.utcoffset() is None:

@@ -872,11 +872,14 @@ class _Compiler:
         if name in ("timestamp", "duration"):
             if len(args) != 1 or not isinstance(args[0].const, str):
                 raise self.fail(node, f"{name}() needs one literal string")
+            # Finer than a microsecond: refused in a policy proposed now; a recorded version and
+            # a grant's condition (compiled again by a replay) are read as they were accepted.
+            exact = self.new_document and self.facts is not None
             try:
                 value: object = (
-                    parse_timestamp(args[0].const)
+                    parse_timestamp(args[0].const, exact=exact)
                     if name == "timestamp"
-                    else parse_duration(args[0].const)
+                    else parse_duration(args[0].const, exact=exact)
                 )
             except (ValueError, OverflowError) as exc:
                 raise self.fail(node, str(exc)) from exc

@@ -95,8 +95,9 @@ _DURATION_HELP: Final = ' (units h, m, s, ms, us, ns, as in "1h30m"; no days: 30
 """What an invalid duration's message adds (a policy owner wrote ``duration("30d")``)."""
 
 
-def parse_duration(text: str) -> _dt.timedelta:
-    """CEL duration text (``"1h30m"``, ``"-2.5s"``, ``"90m"``) → timedelta."""
+def parse_duration(text: str, *, exact: bool = True) -> _dt.timedelta:
+    """CEL duration text (``"1h30m"``, ``"-2.5s"``, ``"90m"``) → timedelta. ``exact``: refuse
+    one finer than a microsecond (false: cut there, as a version recorded before was read)."""
     sign = -1 if text.startswith("-") else 1
     body = text[1:] if text[:1] in "+-" else text
     pos, micros = 0, Decimal(0)
@@ -109,6 +110,11 @@ def parse_duration(text: str) -> _dt.timedelta:
         pos = m.end()
     if pos != len(body):
         raise ValueError(f"invalid duration {text!r}{_DURATION_HELP}")
+    if exact and micros != int(micros):  # a semantics review: `999ns` was 0, silently
+        raise ValueError(
+            f"duration {text!r} is not a whole number of microseconds, the finest time the "
+            "ledger keeps: write it in us (1us) or coarser"
+        )
     try:
         return _dt.timedelta(microseconds=int(micros) * sign)
     except OverflowError:  # timedelta holds at most 999,999,999 days
@@ -118,8 +124,9 @@ def parse_duration(text: str) -> _dt.timedelta:
         ) from None
 
 
-def parse_timestamp(text: str) -> _dt.datetime:
-    """RFC 3339 text with a zone (``Z`` or offset) → aware UTC datetime."""
+def parse_timestamp(text: str, *, exact: bool = True) -> _dt.datetime:
+    """RFC 3339 text with a zone (``Z`` or offset) → aware UTC datetime. ``exact``: refuse one
+    finer than a microsecond (false: cut there, as a version recorded before was read)."""
     try:
         value = _dt.datetime.fromisoformat(text)
     except ValueError:  # Python's "Invalid isoformat string" (a policy owner's walkthrough)
@@ -131,7 +138,25 @@ def parse_timestamp(text: str) -> _dt.datetime:
         raise ValueError(
             f"timestamp {text!r} has no time zone: write it as {timestamp_example(text)}"
         )
+    if exact and finer_than_microseconds(text):
+        raise ValueError(f"timestamp {text!r} {FINER_THAN_MICROSECONDS}")
     return value.astimezone(_dt.UTC)
+
+
+_FRACTION: Final = re.compile(r":[0-9]{2}[.,]([0-9]{7,})")
+FINER_THAN_MICROSECONDS: Final = (
+    "is more precise than a microsecond, the finest time the ledger keeps: write at most six "
+    "digits after the seconds' point"
+)
+
+
+def finer_than_microseconds(text: str) -> bool:
+    """Does timestamp ``text`` carry a fraction of a second finer than a microsecond (a digit
+    past the sixth that is not 0)? Python reads it cut to microseconds; CEL keeps nanoseconds
+    (a semantics review: `00:00:00Z < timestamp("…00.0000001Z")` was false, and a fact sent
+    as `…00.000000999Z` was recorded as `…00.000000Z`)."""
+    found = _FRACTION.search(text)
+    return found is not None and found.group(1)[6:].strip("0") != ""
 
 
 _DATE_START: Final = re.compile(r"\d{4}-\d{2}-\d{2}")

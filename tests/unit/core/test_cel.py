@@ -353,3 +353,24 @@ def test_the_number_in_quotes_hint_matches_as_before_and_skips_long_text() -> No
     with pytest.raises(PolicyError) as raised:
         compile_condition(f'amount <= "{"1" * 41}"', facts=facts)
     assert "without quotes" not in str(raised.value)  # text this long is no number one wrote
+
+
+def test_a_time_finer_than_a_microsecond_is_refused_in_a_new_policy_not_cut() -> None:
+    # A semantics review: `ts < timestamp("…00.0000001Z")` was false for `…00Z` (the literal cut
+    # to microseconds), and `ts + duration("999ns") == ts` true; CEL keeps nanoseconds.
+    for text, said in (
+        ('at < timestamp("2025-01-01T00:00:00.0000001Z")', "more precise than a microsecond"),
+        ('at + duration("999ns") == at', "not a whole number of microseconds"),
+    ):
+        with pytest.raises(PolicyError, match=said):
+            compile_condition(text, facts=FACTS)
+        # A version recorded before loads and decides as it was accepted.
+        recorded = compile_condition(text, facts=FACTS, new_document=False)
+        moment = {"at": datetime(2025, 1, 1, tzinfo=UTC)}
+        assert recorded.evaluate(moment, {}) is ("duration" in text)
+    # Digits that say nothing finer are fine; so is a whole number of microseconds.
+    assert ev(
+        'at == timestamp("2025-01-01T00:00:00.000001000Z")',
+        {"at": datetime(2025, 1, 1, 0, 0, 0, 1, tzinfo=UTC)},
+    )
+    assert parse_duration("1000ns") == timedelta(microseconds=1)

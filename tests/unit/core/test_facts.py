@@ -254,3 +254,12 @@ def test_a_value_of_the_wrong_kind_is_named_in_jsons_words_and_old_wordings_stil
     _, reasons = check(FactSpec(name="t", type="enum", values=("gold",)), 5)
     assert reasons == ("t: expected one of: gold; got the whole number 5",)
     assert earlier_wording(reasons[0], "t: expected one of: gold; got int 5")
+
+
+def test_a_timestamp_fact_finer_than_a_microsecond_is_invalid_not_cut() -> None:
+    # A semantics review: `…00.000000999Z` was decided and recorded as `…00.000000Z`.
+    spec = FactSpec(name="at", type="timestamp")
+    (finer,) = check(spec, "2025-01-01T00:00:00.000000999Z")[1]
+    assert "is more precise than a microsecond" in finer
+    assert not check(spec, "2025-01-01T00:00:00.000001000Z")[1]
+    assert not check(spec, "2025-01-01T00:00:00.123456Z")[1]
