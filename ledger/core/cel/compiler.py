@@ -425,7 +425,8 @@ class _Compiler:
             raise self.fail(token, f"invalid number {text!r}") from exc
         if kind in ("STRING_LIT", "MLSTRING_LIT"):
             try:
-                return self.const(_decode_string(text), "string")
+                strict = self.new_document and self.facts is not None  # as for a timestamp
+                return self.const(_decode_string(text, strict=strict), "string")
             except ValueError as exc:
                 raise self.fail(token, f"invalid string literal: {exc}") from None
         if kind == "BOOL_LIT":

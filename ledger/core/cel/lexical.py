@@ -58,7 +58,9 @@ _ESCAPES: Final = {
     "?": "?",
 }
 _ESCAPE_RE: Final = re.compile(
-    r"\\(?:([abfnrtv\"'\\`?])|([0-3][0-7]{2})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))"
+    r"\\(?:([abfnrtv\"'\\`?])|([0-3][0-7]{2})|[xX]([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})"
+    r"|(.|$))",
+    re.DOTALL,
 )
 _DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)")
 _DURATION_UNITS: Final[dict[str, int | Decimal]] = {
@@ -71,7 +73,10 @@ _DURATION_UNITS: Final[dict[str, int | Decimal]] = {
 }
 
 
-def _decode_string(token: str) -> str:
+def _decode_string(token: str, *, strict: bool = True) -> str:
+    """A CEL string literal's text. ``strict``: a backslash before anything CEL does not
+    escape is refused, as CEL refuses it (a semantics review: `"a\\qb"` was kept as written);
+    false keeps it, as a version recorded before was read. ``\\X41`` is ``A``, as ``\\x41``."""
     raw = token[0] in "rR"
     body = token[1:] if raw else token
     quote = 3 if body[:3] in ('"""', "'''") else 1
@@ -80,9 +85,17 @@ def _decode_string(token: str) -> str:
         return body
 
     def repl(m: re.Match[str]) -> str:
-        simple, octal, hex2, u4, u8 = m.groups()
+        simple, octal, hex2, u4, u8, other = m.groups()
         if simple is not None:
             return _ESCAPES[simple]
+        if other is not None or (not strict and m.group(0)[1] == "X"):
+            if strict:
+                shown = "a \\ at the end" if not other else "\\" + repr(other)[1:-1]
+                raise ValueError(
+                    f"{shown} is no escape CEL knows (\\n \\t \\\\ \\\" \\' \\xHH "
+                    "\\uHHHH …): write \\\\ for a backslash, or use a raw string, r'…'"
+                )
+            return m.group(0)  # as a version recorded before read it
         code = int(octal, 8) if octal else int(hex2 or u4 or u8, 16)
         if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
             raise ValueError(f"escape {m.group(0)} is not a Unicode character")

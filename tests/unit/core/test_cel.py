@@ -374,3 +374,17 @@ def test_a_time_finer_than_a_microsecond_is_refused_in_a_new_policy_not_cut() ->
         {"at": datetime(2025, 1, 1, 0, 0, 0, 1, tzinfo=UTC)},
     )
     assert parse_duration("1000ns") == timedelta(microseconds=1)
+
+
+def test_string_escapes_are_cels_and_an_unknown_one_is_refused_in_a_new_policy() -> None:
+    # A semantics review: `"\X41"` is "A" in CEL but was kept as written; `"a\qb"`, a syntax
+    # error in CEL, was accepted as the text `a\qb`.
+    assert ev(r'name == "\X41"', {"name": "A"}) and ev(r'name == "\x41"', {"name": "A"})
+    for text in (r'name == "a\qb"', r'name.matches("^\d+$")'):
+        with pytest.raises(PolicyError, match="is no escape CEL knows"):
+            compile_condition(text, facts=FACTS)
+    assert ev(r'name.matches(r"^\d+$")', {"name": "42"})  # a raw string, as CEL writes it
+    assert ev(r'name.matches("^\\d+$")', {"name": "42"})
+    # A version recorded before reads as it was accepted: the backslash kept, \X too.
+    recorded = compile_condition(r'name == "a\qb\X41"', facts=FACTS, new_document=False)
+    assert recorded.evaluate({"name": r"a\qb\X41"}, {})
