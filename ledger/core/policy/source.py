@@ -91,6 +91,11 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
     # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
     # recursion is as deep as the document, which the loader bounded.
     marks.values[path] = _mark(node)
+    if isinstance(node, yaml.ScalarNode) and node.style == "|":
+        # A literal block's text starts on the line after its `|`: a problem on the block's
+        # third line was said one line early (a semantics review).
+        line, _ = _mark(node)
+        marks.values[path] = (line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.ScalarNode) and not node.style:  # written without quotes
         marks.plain.add(path)
         if _comment_follows(node):

@@ -854,3 +854,23 @@ def test_the_escape_named_for_a_character_beyond_ffff_is_one_cel_reads() -> None
     )
     with pytest.raises(PolicyError, match=re.escape("(\\U000e0020)")):
         parse_policy(document, filename="p.yaml")
+
+
+def test_a_problem_in_a_literal_block_condition_is_said_at_its_own_line() -> None:
+    # A semantics review: an undeclared fact on a `when: |` block's third line was said one line
+    # early (at the `|` line for the block's first line).
+    document = (
+        "policy: ml\ngoverns: [ml.x]\nowner: o\nfacts:\n  amount: int\nrules:\n  - id: r1\n"
+        "    when: |\n      amount > 1 &&\n      amount < 100 &&\n      bogus < 1000\n"
+        "    effect: allow\ndefault: {effect: deny}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document, filename="p.yaml")
+    [problem] = caught.value.problems
+    assert "undeclared fact 'bogus'" in problem.message and problem.line == 11
+    first = document.replace("      amount > 1 &&\n", "      bogus > 1 &&\n", 1).replace(
+        "bogus < 1000", "amount < 1000"
+    )
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(first, filename="p.yaml")
+    assert [p.line for p in caught.value.problems] == [9]
