@@ -198,6 +198,22 @@ def int_value(v: Any) -> int | None:
     return None
 
 
+BEYOND_64_BITS: Final = (
+    "is outside the 64-bit range of an int fact (-9223372036854775808 to 9223372036854775807): "
+    "send a decimal fact for larger numbers"
+)
+
+
+def _whole_beyond_64_bits(v: Any) -> bool:
+    """A whole number ``int_value`` refused for its size alone (its exponent bounded first,
+    as there: a huge one would take long to make an int of)."""
+    if type(v) is int:
+        return True  # an int reaching here is out of range
+    if type(v) is not Decimal or not v.is_finite() or int(v.as_tuple().exponent) < 0:
+        return False
+    return v.adjusted() < 4_300 and not INT64_MIN <= int(v) <= INT64_MAX
+
+
 def decimal_digits(d: Decimal) -> int:
     """Significant digits of ``d``'s coefficient (``Decimal("0.0120")`` has 3, ``0`` has 1), in
     time linear in them: ``as_tuple()`` would make a Python int per digit."""
@@ -262,6 +278,9 @@ def _converter(spec: FactSpec, limits: Limits) -> Callable[[Any], Any]:
                 return bounded(v)
             whole = int_value(v)  # 1e18 from JSON: the int it is
             if whole is None:
+                if _whole_beyond_64_bits(v):  # a semantics review: "expected an int" of a whole
+                    shown = _got(v).removeprefix("the number ")
+                    return _Bad(f"{shown} {BEYOND_64_BITS}")
                 return _Bad(f"expected an int, got {_got(v)}")
             return bounded(whole)
 

@@ -10,7 +10,7 @@ import re
 from typing import Any, Final
 
 from ledger.core.cel import DECIMAL_DIGITS_REASON, DECIMAL_EXPONENT_REASON, TYPE_NAMES_OF_PYTHON
-from ledger.core.facts import PYTHON_KINDS
+from ledger.core.facts import BEYOND_64_BITS, PYTHON_KINDS
 
 __all__ = ["earlier_wording"]
 
@@ -26,6 +26,11 @@ _IN_PYTHONS_WORDS_TOO: Final = (
 _TEXT_FUNCTIONS: Final = "a text function's value not text, in Python's words (before 2026-12-07)"
 _SHARE: Final = r".+ v\d+ \((?:active|canary, \d+% of requests)\) decides this request's share "
 _EARLIER_WORDINGS: Final = (
+    (
+        re.compile(r"(?P<fact>.+): (?P<n>\S+) " + re.escape(BEYOND_64_BITS)),
+        re.compile(r"(?P<fact>.+): expected an int, got the number (?P<n>\S+)"),
+        "an int fact beyond 64 bits, worded as no int (before 2026-12-07, evening)",
+    ),
     (
         re.compile(_SHARE + r"and does not govern (?P<action>.+)"),
         re.compile(r"no active policy governs (?P<action>.+)"),

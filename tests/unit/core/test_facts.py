@@ -263,3 +263,22 @@ def test_a_timestamp_fact_finer_than_a_microsecond_is_invalid_not_cut() -> None:
     assert "is more precise than a microsecond" in finer
     assert not check(spec, "2025-01-01T00:00:00.000001000Z")[1]
     assert not check(spec, "2025-01-01T00:00:00.123456Z")[1]
+
+
+def test_a_whole_number_beyond_64_bits_is_said_to_be_so_not_no_int() -> None:
+    # A semantics review: Decimal("9223372036854775808") was "expected an int, got the number
+    # 9223372036854775808": a whole number, refused for its range, which the reason did not say.
+    from ledger.core.wordings import earlier_wording
+
+    spec = FactSpec(name="i", type="int")
+    (beyond,) = check(spec, Decimal("9223372036854775808"))[1]
+    assert beyond == (
+        "i: 9223372036854775808 is outside the 64-bit range of an int fact "
+        "(-9223372036854775808 to 9223372036854775807): send a decimal fact for larger numbers"
+    )
+    assert check(spec, Decimal("9223372036854775807"))[0] == {"i": 2**63 - 1}
+    (fraction,) = check(spec, Decimal("1.5"))[1]
+    assert fraction == "i: expected an int, got the number 1.5"
+    before = "i: expected an int, got the number 9223372036854775808"
+    assert earlier_wording(beyond, before) is not None  # recorded decisions still reproduce
+    assert earlier_wording(beyond, "i: expected an int, got the number 1") is None

@@ -39,7 +39,9 @@ def test_a_whole_decimal_within_64_bits_is_an_int_facts_value() -> None:
         True,
     ):
         _, reasons = validate_facts(spec, {"n": refused})
-        assert reasons and "expected an int" in reasons[0], refused
+        beyond = refused == Decimal("1E+19")  # a whole number: its range is said
+        said = "outside the 64-bit range" if beyond else "expected an int"
+        assert reasons and said in reasons[0], refused
     # Bounds hold for the converted value as for an int.
     assert validate_facts(spec, {"n": Decimal("-1E+3")})[1] == ("n: -1000 is below the minimum 0",)
     lowest = validate_facts(
