@@ -398,6 +398,16 @@ def test_a_trust_anchor_written_into_the_log_by_anyone_but_the_configuration_sig
     assert events == []
     answer, _ = ledger.send(sign(issue("g-genuine"), ADMIN_KEY))  # the configured one signs
     assert isinstance(answer, CommandAccepted), answer
+    # The same key, retired by a rotation as the README says (its .pub in retired/), is told
+    # so: a review of concurrent governance read "else someone wrote it into the log".
+    ledger.handler.trust = KeyTrust(
+        anchors={"human:admin": public_bytes(ADMIN_KEY)},
+        known={"human:admin": frozenset({public_bytes(OTHER_KEY)})},
+    )
+    answer, events = ledger.send(sign(issue("g-retired"), OTHER_KEY))
+    assert isinstance(answer, CommandRejected) and answer.code == "unknown_actor_key", answer
+    assert "is a retired trust anchor of human:admin" in answer.reason, answer.reason
+    assert "sign with its current key" in answer.reason and events == []
 
 
 def test_a_trust_anchor_is_not_written_for_a_principal_with_a_record_the_processor_cannot_read() -> (

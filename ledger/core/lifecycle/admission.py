@@ -100,6 +100,14 @@ def authenticate(
         and key.registered_with is None
         and anchors.get(command.actor) != key.public_key
     ):
+        if _among(known, command.actor, bytes(key.public_key)):
+            # A review: a rotation done as the README says read like a forgery.
+            return _reject(
+                "unknown_actor_key",
+                f"{what}: key {command.key_id} is a retired trust anchor of "
+                f"{clipped(command.actor)} (its .pub is in the key store's retired/ folder): "
+                "a rotated anchor signs nothing more; sign with its current key",
+            )
         return _reject(
             "unknown_actor_key",
             f"{what}: key {command.key_id} is a trust anchor of {clipped(command.actor)} in the "
@@ -154,6 +162,16 @@ def fresh(command: Command, now: datetime) -> Rejection | None:
         "minutes a signed command is valid for: sign it again (a check of the signer's clock "
         "may be due)",
     )
+
+
+def _among(
+    known: Mapping[str, bytes | Collection[bytes]] | None, actor: str, public_key: bytes
+) -> bool:
+    """Is ``public_key`` one of ``actor``'s keys in ``known`` (the key store's retired keys)?"""
+    held = (known or {}).get(actor)
+    if held is None:
+        return False
+    return public_key == held if isinstance(held, bytes) else public_key in held
 
 
 def decide_signed(
