@@ -52,6 +52,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeAlias, TypeVar, cast
@@ -565,12 +566,19 @@ class LedgerClient:
         return self._transport.governance_position()
 
     @staticmethod
-    def is_stale(answer: BatchDecisionRecorded, position: Mapping[str, int]) -> bool:
-        """True when ``position`` (the current governance position) has moved past the answer's.
-
-        Time is not a governance change: a grant's window opening or closing writes no event,
-        so an item allowed under a grant that has ended since still reads as fresh here; decide
-        an action again before acting on it where grants may end while a workflow runs."""
+    def is_stale(
+        answer: BatchDecisionRecorded,
+        position: Mapping[str, int],
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """True when ``position`` (the current governance position) has moved past the
+        answer's, or when ``now`` (default: the current time) has reached its ``stale_after``,
+        when a grant of the principal, or of a role it holds, begins or ends its validity
+        window: time changes the answer then, and no governance event says so (a red team: an
+        answer allowed under a grant that had since ended read as fresh)."""
+        if answer.stale_after is not None and (now or utcnow()) >= answer.stale_after:
+            return True
         return any(offset > answer.governance_position.get(k, -1) for k, offset in position.items())
 
     # ------------------------------------------------------------------ governance commands

@@ -175,7 +175,7 @@ def reproduce(
             break
     if lacked:
         notes.append(_unread_note(decision, request, read_all, lacked, asker_checked))
-    ignored: tuple[str, ...] = WRITER_FIELDS
+    ignored: tuple[str, ...] = WRITER_FIELDS + _not_recorded(decision)
     if _reduced(decision):
         ignored = WRITER_FIELDS + REDUCED_FIELDS
         notes.append(
@@ -265,13 +265,23 @@ def _over_budget(decision: Decision) -> bool:
 _OVER_BUDGET: Final = "evaluation_budget_exceeded"
 
 
+def _not_recorded(decision: Decision) -> tuple[str, ...]:
+    """Fields added since ``decision`` was recorded, which it therefore lacks: a
+    pre-evaluation's ``stale_after`` (2026-12-07), null on one written before."""
+    if isinstance(decision, BatchDecisionRecorded) and decision.stale_after is None:
+        return ("stale_after",)
+    return ()
+
+
 def _same(recorded: Decision, again: Decision) -> bool:
     """Does ``again`` give every field ``recorded`` holds but the writer's (and a reduced
     trace's), its reasons perhaps in an earlier release's wording (a review: a decision
     recorded in an older wording, for a principal now over budget, was not re-decided under
     the earlier cost model, and did not reproduce)?"""
     a, b = to_json_value(recorded), to_json_value(again)
-    ignored = WRITER_FIELDS + (REDUCED_FIELDS if _reduced(recorded) else ())
+    ignored = (
+        WRITER_FIELDS + _not_recorded(recorded) + (REDUCED_FIELDS if _reduced(recorded) else ())
+    )
     differences = tuple(
         Difference(field=k, recorded=a.get(k), reproduced=b.get(k))
         for k in a

@@ -336,6 +336,20 @@ def effective_grants(state: LedgerState, principal: str) -> tuple[Grant, ...]:
     return result
 
 
+def next_window_edge(state: LedgerState, principal: str, now: datetime) -> datetime | None:
+    """The first instant after ``now`` at which a grant of ``principal``, or of a role it
+    holds, begins or ends its validity window (``None``: none ahead). What it may do changes
+    then, and no governance event says so: a pre-evaluation's answer is stale from it (a red
+    team: one allowed under a grant since ended read as fresh)."""
+    edges = [
+        edge
+        for grant in effective_grants(state, principal)
+        for edge in (grant.valid_from, grant.valid_until)
+        if edge is not None and edge > now
+    ]
+    return min(edges, default=None)
+
+
 class Authorization(NamedTuple):
     """What :func:`authorize_request` found."""
 

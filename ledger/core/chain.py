@@ -68,9 +68,10 @@ CHAIN_FIELDS: Final = ("chain_id", "chain_seq", "prev_hash", "hash")
 
 CHAINED_TYPES: Final[tuple[type, ...]] = (DecisionRecorded, BatchDecisionRecorded)
 """The record types of the decisions topic, each a link of its writer's chain."""
-LATE_FIELDS: Final = ("requested_by",)
+LATE_FIELDS: Final = ("requested_by", "stale_after")
 """Fields added to chained records after chains began: ``DecisionRecorded`` v2 (in
-``schemas/history``) has the chain but not ``requested_by``. A record its writer hashed before a
+``schemas/history``) has the chain but not ``requested_by``, ``BatchDecisionRecorded`` v2 not
+``stale_after``. A record its writer hashed before a
 field existed reads back with that field null, so while it is null the record's hash may also
 be that of its form without it (:func:`form_hashes`). A value that is not null is covered as
 every field is: setting it to null breaks the link."""

@@ -47,6 +47,7 @@ from ledger.core.authority import (
     PRINCIPAL_FORM,
     authorize_request,
     effective_grants,
+    next_window_edge,
     unauthorized_reason,
     valid_principal,
 )
@@ -930,6 +931,7 @@ def _batch_answer(
         decisions=decisions,
         governance_position=state.position,
         evaluator_id=evaluator_id,
+        stale_after=next_window_edge(state, request.principal, now),
     )
 
 

@@ -743,6 +743,11 @@ class BatchDecisionRecorded:
     hash: str | None = None
     chain_id: str | None = None
     chain_seq: int | None = None
+    stale_after: datetime | None = None
+    """When a grant of the principal (or of a role it holds) next begins or ends its validity
+    window: time changes the answer then, and no governance event says so (a red team: a
+    cached answer allowed under a grant since ended read as fresh). ``None``: no such edge
+    ahead, or a record written before the field existed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -335,3 +335,23 @@ def test_values_the_writer_in_c_leaves_to_python_still_hash_the_same() -> None:
     with pytest.raises(_canonical.Unsupported):
         _canonical.text(record, "hash")
     assert canonical_text(record) == expected_text(record)
+
+
+def test_a_batch_hashed_before_stale_after_existed_still_links_and_one_with_it_is_covered() -> None:
+    # BatchDecisionRecorded v2 had no stale_after: read back now, it is null, and the record's
+    # hash is that of its form without it. A stale_after set is covered like every field.
+    from ledger.core.chain import form_hashes
+
+    linked, _ = link(batch(), ChainHead("c"))
+    form = to_json_value(linked)
+    del form["hash"]
+    old = form_hash({k: v for k, v in form.items() if k != "stale_after"})
+    assert old in form_hashes(form)
+    later = datetime(2031, 1, 1, tzinfo=UTC)
+    stamped, _ = link(batch(stale_after=later), ChainHead("c"))
+    assert stamped.hash != linked.hash and stamped.hash == record_hash(stamped)
+    nulled = dataclasses.replace(stamped, stale_after=None)
+    assert record_hash(nulled) != stamped.hash
+    unlinked = to_json_value(nulled)
+    del unlinked["hash"]
+    assert stamped.hash not in form_hashes(unlinked)  # nulling it breaks the link

@@ -2307,3 +2307,26 @@ def test_audit_shell_runs_duckdb_with_the_views_and_removes_its_init_file(
     done = CliRunner().invoke(cli, ["audit", "shell", "--from", str(export)])
     assert done.exit_code == 128 + 1, done.output
     assert not Path((tmp_path / "seen.sql.name").read_text().strip()).exists()
+
+
+def test_a_pre_evaluation_recorded_before_stale_after_reproduces_and_one_after_is_compared(
+    history: History, export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stale_after (2026-12-07) is null on a pre-evaluation recorded before it existed: not held
+    # against the reproduction; a recorded one is compared as every other field is.
+    import importlib
+
+    evaluating = importlib.import_module("ledger.core.evaluate")  # the module, not its function
+    edge = datetime(2031, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(evaluating, "next_window_edge", lambda state, principal, now: edge)
+    source = ExportSource(export)
+    entries = source.history()
+    recorded = next(d for d in history.decisions if isinstance(d, BatchDecisionRecorded))
+    [request] = source.requests(recorded.request_id)
+    assert recorded.stale_after is None
+    assert reproduce(recorded, request, entries).reproduces  # recorded before the field
+    same = dataclasses.replace(recorded, stale_after=edge)
+    assert reproduce(same, request, entries).reproduces
+    other = dataclasses.replace(recorded, stale_after=edge + timedelta(seconds=1))
+    result = reproduce(other, request, entries)
+    assert [d.field for d in result.differences] == ["stale_after"]

@@ -1536,3 +1536,32 @@ def test_the_shipped_refund_tool_decides_on_the_amount_it_refunds(
         issue_refund("42", Decimal("5000"), {**example.LOYAL, "amount": "1"})
     assert ledger.decisions[-1].facts["amount"] == Decimal("5000")
     assert issue_refund("42", Decimal("120.50"), example.LOYAL).startswith("refunded 120.50")
+
+
+def test_a_pre_evaluation_is_stale_when_a_grant_window_opens_or_closes() -> None:
+    # A red team: an answer allowed under a grant that had since ended still read as fresh
+    # (expiry writes no governance event); the answer now says when time changes it.
+    now = [datetime(2030, 1, 1, tzinfo=UTC)]
+    ledger = LocalLedger(clock=lambda: now[0])
+    ledger.deploy_file(REFUND)
+    ends = now[0] + timedelta(seconds=30)
+    later = now[0] + timedelta(hours=1)
+    ledger.grant(AGENT, "refund.*", "account:*", valid_until=ends)
+    ledger.grant(AGENT, "email.*", "customer:*", valid_from=later)
+    ledger.grant("agent:other", "refund.*", "account:*", valid_until=now[0] + timedelta(seconds=1))
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+    items = [
+        {"action": "refund.issue", "resource": "account:1", "facts": {**LOYAL, "amount": "10"}}
+    ]
+    answer = client.preevaluate(AGENT, items)
+    assert answer.decisions[0].determination is Determination.ALLOW
+    assert answer.stale_after == ends  # its own grants' first edge, not another principal's
+    position = client.governance_position()
+    assert not client.is_stale(answer, position, now=ends - timedelta(microseconds=1))
+    assert client.is_stale(answer, position, now=ends)
+    now[0] = ends
+    assert client.preevaluate(AGENT, items).decisions[0].reason_code == "no_authority"
+    after = client.preevaluate(AGENT, items)
+    assert after.stale_after == later  # the next edge: the email grant's start
+    now[0] = later + timedelta(seconds=1)
+    assert client.preevaluate(AGENT, items).stale_after is None  # no edge ahead
