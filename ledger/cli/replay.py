@@ -26,7 +26,7 @@ from ledger.cli.common import (
     role_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
-from ledger.cli.reproduce import reproduce_decision, reproduce_decisions
+
 from ledger.core.authority import capabilities
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import format_timestamp
@@ -142,6 +142,9 @@ def replay_cmd(
     many reproduce, differ and cannot be reproduced (and why); --json lists every decision.
     Exit 12 (not_reproduced) when any differs or cannot be reproduced.
     """
+    # The audit readers (pyarrow), only when asked for (as `policy simulate`'s).
+    from ledger.cli.reproduce import reproduce_decision, reproduce_decisions
+
     batch_only = {
         "--since": since,
         "--until": until,

@@ -14,8 +14,7 @@ from typing import Any
 
 import click
 
-from ledger.audit.manifest import read_manifest
-from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
+
 from ledger.cli.common import (
     FROM_INSTEAD_OF_KAFKA,
     after_the_read,
@@ -91,6 +90,10 @@ def simulate_cmd(
     requests decided before any policy ran (no_authority ...) are skipped. Nothing is written;
     nothing needs to be deployed.
     """
+    # pyarrow and the audit readers, only when asked for: every `ledger` command imports this
+    # module, and a rollback's start paid for them (a review: 2-4 s of CLI before the command).
+    from ledger.audit.sources import ExportSource, KafkaSource, LedgerSource, single_pairs
+
     policy = parse_policy(read_text_file(file, what="policy file"), filename=str(file))
     start, end = time_window(since, until)
     settings = load_settings(bootstrap)
@@ -222,6 +225,8 @@ def _last(from_dir: Path | None) -> str | None:
     walkthrough: "to now" of an export that stopped an hour before)."""
     if from_dir is None:
         return None
+    from ledger.audit.manifest import read_manifest  # as above: only when asked for
+
     manifest = read_manifest(from_dir)
     read = manifest.read_time() if manifest is not None else None
     return f"its read at {read}" if read else "its last read"

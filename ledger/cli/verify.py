@@ -9,14 +9,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ledger.audit.verify import VerifyReport, verify_export
 from ledger.cli.common import from_option, load_settings
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
 from ledger.errors import ExportError, TamperDetected
+
+if TYPE_CHECKING:  # the checking (pyarrow, DuckDB) is imported when a verification runs
+    from ledger.audit.verify import VerifyReport
 
 __all__ = ["COMMANDS", "verify_cmd"]
 
@@ -60,6 +62,8 @@ def verify_cmd(
     # 20 s of silence over 157,505).
     if sys.stderr.isatty():
         click.echo(f"verifying the decision chains of {path}…", err=True)
+    from ledger.audit.verify import verify_export  # every `ledger` command imports this module
+
     report = verify_export(path, allow_unchained=allow_unchained, workers=workers)
     if as_json:
         print_json(_document(report))

@@ -72,6 +72,16 @@ def test_the_kafka_wing_does_not_load_the_processors() -> None:
     assert not bad, f"ledger.kafka loads {bad}"
 
 
+def test_the_command_line_loads_no_pyarrow_until_a_command_needs_it() -> None:
+    # A review of concurrent governance: an emergency rollback's CLI spent its first seconds
+    # loading pyarrow and the audit readers (policy simulate's, replay --decision's, audit
+    # verify's), which every command imported, needed or not.
+    loaded = _loaded_by(["ledger.cli.app"])
+    assert "ledger.cli.app" in loaded
+    bad = sorted(m for m in loaded if m.startswith(("pyarrow", "ledger.audit.")))
+    assert not bad, f"`ledger` loads {bad[:5]} before any command runs"
+
+
 HANDLERS = [
     "processors.outputs",
     "processors.command_handler",
