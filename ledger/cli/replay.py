@@ -26,7 +26,6 @@ from ledger.cli.common import (
     role_rows,
 )
 from ledger.cli.output import handle_errors, json_option, print_json, print_table
-
 from ledger.core.authority import capabilities
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import format_timestamp

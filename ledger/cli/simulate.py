@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-
 from ledger.cli.common import (
     FROM_INSTEAD_OF_KAFKA,
     after_the_read,
