@@ -56,6 +56,7 @@ from ledger.core.events import (
     COMMAND_TYPES,
     EVENT_TYPES,
     GOVERNANCE_EVENT_TYPES,
+    BatchDecisionRecorded,
     Event,
     Value,
 )
@@ -66,10 +67,15 @@ __all__ = ["MAGIC", "Codec", "default_codec"]
 MAGIC = b"\xc3\x01"
 """The two marker bytes that open every Avro single-object encoded record."""
 
-OLDEST_FORM_TYPES: frozenset[type] = frozenset(GOVERNANCE_EVENT_TYPES + COMMAND_TYPES)
+OLDEST_FORM_TYPES: frozenset[type] = frozenset(
+    (*GOVERNANCE_EVENT_TYPES, *COMMAND_TYPES, BatchDecisionRecorded)
+)
 """Types written in the oldest of their schemas that holds the event whole (governance events
 and commands, which every processor of a ledger must read, are rare enough to pay for the
-check; the request path's records are always written in their current form)."""
+check; so is a pre-evaluation's answer, which an agent's SDK of the release before
+``stale_after`` must read while the evaluators are upgraded first (a review: every one of
+its pre-evaluations failed on the unknown schema). The sync path's records are always written
+in their current form)."""
 
 _HEADER_LEN = len(MAGIC) + 8
 

@@ -21,10 +21,11 @@ from ledger.core.authority import PRINCIPAL_FORM, Grant, valid_principal
 from ledger.core.events import Command, CommandAccepted, EvaluationRequested
 from ledger.core.history import HistoryEntry, state_at
 from ledger.core.jsonform import InstantOutOfRange, format_timestamp, parse_instant, zone_given
+from ledger.core.lifecycle import deployment_change_times
 from ledger.core.limits import DEFAULT_LIMITS
 from ledger.core.state import LedgerState
 from ledger.discovery import read_credentials, resolve_bootstrap, resolve_security
-from ledger.errors import CodecError, FactsError, UsageError
+from ledger.errors import CodecError, CommandRejectedError, FactsError, UsageError
 from ledger.files import UnreadableFile, read_bounded
 from ledger.ids import new_id, utcnow
 from ledger.kafka.governance import Lacking, load_history
@@ -355,13 +356,37 @@ def submit(
     store = KeyStore(load_settings(bootstrap).keys)
     with ledger_client(bootstrap, command.actor, role="governance") as client:
         command = sign(command, store.private_key(command.actor))
-        result = client.submit_command(command, timeout=timeout)
+        try:
+            result = client.submit_command(command, timeout=timeout)
+        except CommandRejectedError as refused:
+            behind = _clock_behind(refused)
+            if behind is None:
+                raise
+            raise CommandRejectedError(f"{refused}; {behind}", code=refused.code) from None
     if as_json:
         print_json({**(extra or {}), **to_jsonable(result)})
     else:
         version = f" {version_label} {result.version}" if result.version is not None else ""
         click.echo(f"accepted: {what}{version} ({result.message or 'no change'})")
     return result
+
+
+def _clock_behind(refused: CommandRejectedError) -> str | None:
+    """What to add to a ``deployment_changed`` refusal when this machine's clock is behind the
+    command processor's (the change it did not see is dated after this clock's now): sending
+    it again is refused until this clock passes the change (a review: a signer 90 s behind
+    was refused again and again, told to send it anew)."""
+    if refused.code != "deployment_changed":
+        return None
+    times = deployment_change_times(str(refused))
+    now = utcnow()
+    if times is None or times[1] <= now:
+        return None
+    return (
+        f"this machine's clock ({format_timestamp(now)}) is behind the command processor's "
+        f"by at least {(times[1] - now).total_seconds():.1f} s: it is refused again until "
+        "this clock passes the change; set the clock right (NTP), then send it"
+    )
 
 
 def current_state(

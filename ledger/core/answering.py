@@ -106,6 +106,10 @@ def same_question(
             return False
         if mine.get("governance_position") != theirs.get("governance_position"):
             return True
+        first, later = sorted((one, other), key=lambda d: d.occurred_at)
+        assert isinstance(first, BatchDecisionRecorded)
+        if first.stale_after is not None and later.occurred_at >= first.stale_after:
+            return True  # a grant's window opened or closed between them (a review)
         return all(
             {k: v for k, v in i.items() if k not in _ITEM_ASKED}
             == {k: v for k, v in j.items() if k not in _ITEM_ASKED}

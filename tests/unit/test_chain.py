@@ -355,3 +355,22 @@ def test_a_batch_hashed_before_stale_after_existed_still_links_and_one_with_it_i
     unlinked = to_json_value(nulled)
     del unlinked["hash"]
     assert stamped.hash not in form_hashes(unlinked)  # nulling it breaks the link
+
+
+def test_a_pre_evaluation_answered_otherwise_past_its_stale_after_is_the_same_question() -> None:
+    # Two answers of one pre-evaluation at one governance position that differ were asked
+    # other facts, unless a grant's window opened or closed between them (a review: a request
+    # decided again after a crash, past its grant's end, passed for a copy someone wrote).
+    from ledger.core.answering import same_question
+
+    edge = T + timedelta(seconds=30)
+    first = batch(stale_after=edge)
+    denied = tuple(
+        dataclasses.replace(i, determination=Determination.DENY, constraints={})
+        for i in first.decisions
+    )
+    before = dataclasses.replace(first, occurred_at=edge - timedelta(seconds=1), decisions=denied)
+    after = dataclasses.replace(first, occurred_at=edge, decisions=denied)
+    assert not same_question(first, before)  # same state, same time window: other facts
+    assert same_question(first, after) and same_question(after, first)
+    assert not same_question(batch(), dataclasses.replace(batch(), decisions=denied))

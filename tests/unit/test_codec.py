@@ -23,6 +23,7 @@ from ledger.codec import MAGIC, Codec, default_codec
 from ledger.core import events
 from ledger.core.events import (
     EVENT_TYPES,
+    BatchDecisionRecorded,
     BatchItem,
     BatchItemDecision,
     DecisionRecorded,
@@ -476,7 +477,17 @@ def test_a_governance_event_is_written_in_the_oldest_form_that_holds_it_whole() 
     command = dataclasses.replace(build(PromotePolicyVersion, full=True), note=None)
     assert codec.encode(command)[:10] == MAGIC + fingerprint("PromotePolicyVersion.v2")
     assert codec.decode(codec.encode(command)) == command
-    # Not the request path's records: those are always written in their current form.
+    # A pre-evaluation's answer without stale_after: the form an SDK of the release before it
+    # reads (a review: every pre-evaluation of such an agent failed on the unknown schema).
+    batch = dataclasses.replace(
+        build(BatchDecisionRecorded, full=True), stale_after=None, chain_id="c", chain_seq=1
+    )
+    assert codec.encode(batch)[:10] == MAGIC + fingerprint("BatchDecisionRecorded.v2")
+    assert codec.decode(codec.encode(batch)) == batch
+    ahead = dataclasses.replace(batch, stale_after=datetime(2031, 1, 1, tzinfo=UTC))
+    current = codec.fingerprint_of(BatchDecisionRecorded).to_bytes(8, "little")
+    assert codec.encode(ahead)[:10] == MAGIC + current
+    # Not the sync path's records: those are always written in their current form.
     decision = build(DecisionRecorded, full=False)
     assert codec.encode(decision)[2:10] == codec.fingerprint_of(DecisionRecorded).to_bytes(
         8, "little"

@@ -181,9 +181,14 @@ class _Compiler:
         limits: Limits,
         optional: Collection[str] | None,
         new_document: bool = True,
+        new_grant: bool = False,
     ) -> None:
         self.text = text
         self.new_document = new_document  # false: the checks that came later are left out
+        # Literals held to the rules added since (2026-12-07): a new policy's, a grant's being
+        # admitted; not a recorded version's, nor a grant a replay compiles again (a review:
+        # grant conditions got none of it).
+        self.exact_literals = new_grant or (new_document and facts is not None)
         self.facts = facts  # None: dynamic mode (grant conditions), every identifier is a dyn fact
         self.enums = enums
         self.limits = limits
@@ -425,7 +430,7 @@ class _Compiler:
             raise self.fail(token, f"invalid number {text!r}") from exc
         if kind in ("STRING_LIT", "MLSTRING_LIT"):
             try:
-                strict = self.new_document and self.facts is not None  # as for a timestamp
+                strict = self.exact_literals  # as for a timestamp
                 return self.const(_decode_string(text, strict=strict), "string")
             except ValueError as exc:
                 raise self.fail(token, f"invalid string literal: {exc}") from None
@@ -875,7 +880,7 @@ class _Compiler:
                 raise self.fail(node, f"{name}() needs one literal string")
             # Finer than a microsecond: refused in a policy proposed now; a recorded version and
             # a grant's condition (compiled again by a replay) are read as they were accepted.
-            exact = self.new_document and self.facts is not None
+            exact = self.exact_literals
             try:
                 value: object = (
                     parse_timestamp(args[0].const, exact=exact)
@@ -1026,6 +1031,7 @@ def compile_condition(
     limits: Limits = DEFAULT_LIMITS,
     optional: Collection[str] | None = None,
     new_document: bool = True,
+    new_grant: bool = False,
 ) -> CompiledCondition:
     """Parse, check and compile one CEL condition.
 
@@ -1037,7 +1043,10 @@ def compile_condition(
     present before any condition runs); ``None`` means any of them may be. ``new_document``
     false (a recorded version read back) leaves out the checks added after versions could have
     been accepted (a declared fact compared with ``null``): such a version loads, and decides,
-    as it did when it was accepted.
+    as it did when it was accepted. ``new_grant``: a grant's condition being admitted (not one
+    a replay compiles again): its literals are held to the rules of a new policy's (times to
+    the microsecond, string escapes CEL knows).
+
 
     The result's function is the plain, left-to-right Python form of the condition. When a side
     of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
@@ -1062,7 +1071,7 @@ def compile_condition(
                 )
             ]
         )
-    compiler = _Compiler(text, facts, enums or {}, limits, optional, new_document)
+    compiler = _Compiler(text, facts, enums or {}, limits, optional, new_document, new_grant)
     try:
         tree = _parse(text)
         result = compiler.walk(tree)

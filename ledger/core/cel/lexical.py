@@ -88,7 +88,13 @@ def _decode_string(token: str, *, strict: bool = True) -> str:
         simple, octal, hex2, u4, u8, other = m.groups()
         if simple is not None:
             return _ESCAPES[simple]
-        if other is not None or (not strict and m.group(0)[1] == "X"):
+        if strict and m.group(0)[1] == "X":  # CEL's, but read as two characters before
+            raise ValueError(
+                f"write {m.group(0).replace('X', 'x', 1)}, with a lowercase x: a version "
+                f"recorded before the ledger knew {m.group(0)[:2]} reads it as two characters, "
+                "so the version would decide otherwise than its tests"
+            )
+        if other is not None or m.group(0)[1] == "X":
             if strict:
                 shown = "a \\ at the end" if not other else "\\" + repr(other)[1:-1]
                 raise ValueError(
@@ -156,7 +162,7 @@ def parse_timestamp(text: str, *, exact: bool = True) -> _dt.datetime:
     return value.astimezone(_dt.UTC)
 
 
-_FRACTION: Final = re.compile(r":[0-9]{2}[.,]([0-9]{7,})")
+_FRACTION: Final = re.compile(r"[0-9]{2}[.,]([0-9]{7,})")  # `:SS.` and basic `HHMMSS.` alike
 FINER_THAN_MICROSECONDS: Final = (
     "is more precise than a microsecond, the finest time the ledger keeps: write at most six "
     "digits after the seconds' point"

@@ -73,7 +73,7 @@ from ledger.core.lifecycle.commands import (
     command_aggregate,
     named_proposal,
 )
-from ledger.core.lifecycle.policy_rules import CANARY_PERCENTS
+from ledger.core.lifecycle.policy_rules import CANARY_PERCENTS, deployment_change_times
 from ledger.core.lifecycle.rejections import (
     AUTHENTICATION_CODES,
     REJECTION_CODES,
@@ -109,4 +109,5 @@ __all__ = [
     "EventStream",
     "taken_out_of_service",
     "CANARY_PERCENTS",
+    "deployment_change_times",
 ]

@@ -21,7 +21,6 @@ from typing import Final
 from ledger.core.authority import (
     PRINCIPAL_FORM,
     NotChecked,
-    compile_grant_condition,
     effective_grants,
     first_not_held,
     grant_from_event,
@@ -34,6 +33,7 @@ from ledger.core.authority import (
     unproven_cover,
     valid_principal,
 )
+from ledger.core.cel import compile_condition
 from ledger.core.ed25519 import weak_key
 from ledger.core.events import (
     ActorKeyRegistered,
@@ -135,7 +135,7 @@ def _issue(
         return _reject("invalid_grant", unfit)
     if c.condition:
         try:
-            compile_grant_condition(c.condition)
+            compile_condition(c.condition, facts=None, new_grant=True)
         except PolicyError as exc:
             return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
     used = grant_id_use(state, c.grant_id)

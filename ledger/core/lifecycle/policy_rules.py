@@ -11,6 +11,7 @@ and :mod:`.commands`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Final
@@ -31,7 +32,7 @@ from ledger.core.events import (
     Stage,
 )
 from ledger.core.governing import takeovers
-from ledger.core.jsonform import format_timestamp
+from ledger.core.jsonform import format_timestamp, parse_instant
 from ledger.core.lifecycle.commands import _allowed
 from ledger.core.lifecycle.rejections import Rejection, _reject, _shown, clipped
 from ledger.core.limits import Limits
@@ -39,7 +40,7 @@ from ledger.core.policy import parse_policy
 from ledger.core.state import LedgerState, PolicyRecord, PolicyVersion
 from ledger.errors import PolicyError
 
-__all__ = ["CANARY_PERCENTS"]  # the rules are reached through decide (.rules)
+__all__ = ["CANARY_PERCENTS", "deployment_change_times"]  # the rules: through decide (.rules)
 
 CANARY_PERCENTS: Final = range(1, 100)
 """The shares of requests a canary may take, in percent (the CLI checks a flag against it)."""
@@ -378,11 +379,16 @@ def _unseen_change(
     whom its sender could not have seen act: two governors rolling back one bad version at once
     walked the policy back two versions, or three; a rollback meant to undo v4 undid the fix
     promoted a moment before it, making v4 active again; a second canary replaced one its
-    sender never saw (a review of concurrent governance). An actor's own changes are not
-    unseen: its commands signed together and sent in turn are one intent. ``None``: nothing
-    unseen."""
+    sender never saw (a review of concurrent governance). A command naming its version does not
+    count its actor's own changes (its commands signed together and sent in turn are one
+    intent); a rollback naming none does, being judged against what is active (a review: one
+    automation identity rolling back twice at once walked the policy back two versions).
+    ``None``: nothing unseen."""
     at, by = record.deployed_at, record.deployed_by
-    if at is None or at <= c.occurred_at or by == c.actor:
+    if at is None or at <= c.occurred_at:
+        return None
+    bare = isinstance(c, RollbackPolicy) and c.to_version is None
+    if by == c.actor and not bare:
         return None
     deployed = _deployment(record)
     return _reject(
@@ -393,6 +399,25 @@ def _unseen_change(
         f"(`ledger policy show {_shown(c.policy, 80)}`) and send it anew if it is still wanted "
         "(if nothing changed in between, the signer's clock is behind the command processor's)",
     )
+
+
+_CHANGED_AT: Final = re.compile(
+    r"'s deployment changed after this \w+ was signed \((\S+)\): .+? at (\S+)\. "
+)
+
+
+def deployment_change_times(message: str) -> tuple[datetime, datetime] | None:
+    """When a command refused ``deployment_changed`` was signed, and when the change it did
+    not see was made, from its rejection's message (:func:`_unseen_change` writes it): a
+    command-line tool compares them with its own clock, to say when its machine's runs behind
+    (a review: a signer 90 s behind was refused again and again, told to send it anew)."""
+    found = _CHANGED_AT.search(message)
+    if found is None:
+        return None
+    try:
+        return parse_instant(found.group(1)), parse_instant(found.group(2))
+    except ValueError:
+        return None
 
 
 def _deployment(record: PolicyRecord) -> str:

@@ -379,12 +379,25 @@ def test_a_time_finer_than_a_microsecond_is_refused_in_a_new_policy_not_cut() ->
 def test_string_escapes_are_cels_and_an_unknown_one_is_refused_in_a_new_policy() -> None:
     # A semantics review: `"\X41"` is "A" in CEL but was kept as written; `"a\qb"`, a syntax
     # error in CEL, was accepted as the text `a\qb`.
-    assert ev(r'name == "\X41"', {"name": "A"}) and ev(r'name == "\x41"', {"name": "A"})
+    assert ev(r'name == "\x41"', {"name": "A"})
+    # \X is CEL's too, but versions recorded before read it as two characters: a new one is
+    # told to write \x, so that no version decides otherwise than its tests (a review).
+    with pytest.raises(PolicyError, match=r"write \\x41, with a lowercase x"):
+        compile_condition(r'name == "\X41"', facts=FACTS)
     for text in (r'name == "a\qb"', r'name.matches("^\d+$")'):
         with pytest.raises(PolicyError, match="is no escape CEL knows"):
             compile_condition(text, facts=FACTS)
     assert ev(r'name.matches(r"^\d+$")', {"name": "42"})  # a raw string, as CEL writes it
     assert ev(r'name.matches("^\\d+$")', {"name": "42"})
-    # A version recorded before reads as it was accepted: the backslash kept, \X too.
+    # A version recorded before reads as it was accepted: the backslash kept, \X too; and a
+    # grant's condition being admitted is held to the same rules, not one a replay compiles.
+    for text in (
+        r'name == "a\qb"',
+        r'name == "\X41"',
+        'at < timestamp("2025-01-01T00:00:00.0000001Z")',
+    ):
+        with pytest.raises(PolicyError):
+            compile_condition(text, facts=None, new_grant=True)
+        compile_condition(text, facts=None)
     recorded = compile_condition(r'name == "a\qb\X41"', facts=FACTS, new_document=False)
     assert recorded.evaluate({"name": r"a\qb\X41"}, {})

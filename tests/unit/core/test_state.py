@@ -2154,7 +2154,11 @@ def test_a_deployment_that_takes_actions_over_or_replaces_a_version_says_so() ->
         "PolicyVersionPromoted; v1 was active: it is superseded"
     )
     back = ledger.submit_command(
-        RollbackPolicy(event_id="rb2", occurred_at=T0, actor=ADMIN, policy="refund", reason="y")
+        # Signed now, after the promotions it undoes (a rollback naming no version signed
+        # before a change, even its actor's own, is refused: deployment_changed).
+        RollbackPolicy(
+            event_id="rb2", occurred_at=datetime.now(UTC), actor=ADMIN, policy="refund", reason="y"
+        )
     )
     # A version made active again says what a promotion to active says (a policy owner's
     # walkthrough: a rollback reviving an overlapping policy said nothing).
