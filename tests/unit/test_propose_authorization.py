@@ -212,13 +212,13 @@ def test_a_grant_from_an_actor_without_authority_is_refused_before_its_condition
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     compiled: list[str] = []
-    real = grant_rules.compile_grant_condition
+    real = grant_rules.admit_grant_condition
 
     def recording(text: str) -> Any:
         compiled.append(text)
         return real(text)
 
-    monkeypatch.setattr(grant_rules, "compile_grant_condition", recording)
+    monkeypatch.setattr(grant_rules, "admit_grant_condition", recording)
     condition = " || ".join(["amount < 5"] * 300)  # costly to compile, under condition_chars
     refused = decide(
         EMPTY_STATE, issue("agent:nobody", condition=condition), now=T0, new_id=ids().__next__

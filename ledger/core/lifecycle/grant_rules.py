@@ -21,6 +21,7 @@ from typing import Final
 from ledger.core.authority import (
     PRINCIPAL_FORM,
     NotChecked,
+    admit_grant_condition,
     effective_grants,
     first_not_held,
     grant_from_event,
@@ -33,7 +34,6 @@ from ledger.core.authority import (
     unproven_cover,
     valid_principal,
 )
-from ledger.core.cel import compile_condition
 from ledger.core.ed25519 import weak_key
 from ledger.core.events import (
     ActorKeyRegistered,
@@ -135,7 +135,7 @@ def _issue(
         return _reject("invalid_grant", unfit)
     if c.condition:
         try:
-            compile_condition(c.condition, facts=None, new_grant=True)
+            admit_grant_condition(c.condition)
         except PolicyError as exc:
             return _reject("invalid_condition", "; ".join(str(p) for p in exc.problems))
     used = grant_id_use(state, c.grant_id)
