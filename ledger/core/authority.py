@@ -127,6 +127,9 @@ def admit_grant_condition(text: str) -> CompiledCondition:
     in a new grant, which could then never apply). What passes reads the same either way, so
     the grant built when its event is folded takes this compiled form (one parse per grant
     command: a red team's 1,100 conditions were parsed again on every command)."""
+    held = _ADMITTED.get(text)
+    if held is not None:  # admitted before: the same text passes the same rules
+        return held
     compiled = compile_condition(text, facts=None, new_grant=True)
     if len(_ADMITTED) >= _ADMITTED_HELD:
         _ADMITTED.pop(next(iter(_ADMITTED)))  # the oldest admitted: a bounded hand-over
