@@ -1,0 +1,315 @@
+"""``ledger command status ID``: what became of a governance command, by its id.
+
+A command whose answer did not come in time (exit 8, the command processor down or slow) may
+still be applied: an operator needs to know whether it reached Kafka, whether it was applied
+or refused, and so whether sending it again would do it twice. This reads the command answers
+(``ledger.command-results``), and, with a credential that may (the auditor's, an operator's
+machine), the commands themselves and the dead letters, without a consumer group; ``--wait``
+reads on until the answer comes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import click
+
+from ledger.cli.common import bootstrap_option, connection, load_settings
+from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json
+from ledger.codec import default_codec
+from ledger.core.events import (
+    COMMAND_TYPES,
+    CommandAccepted,
+    CommandRejected,
+    DeadLetter,
+    Event,
+)
+from ledger.core.jsonform import format_timestamp
+from ledger.core.lifecycle.commands import command_aggregate
+from ledger.core.text import clipped, quoted
+from ledger.discovery import read_credentials
+from ledger.errors import (
+    CodecError,
+    CommandRejectedError,
+    KafkaAccessDenied,
+    LedgerError,
+    LedgerTimeout,
+    TopicMissing,
+
+    UsageError,
+)
+from ledger.kafka.reading import read_raw
+from ledger.kafka.topics import COMMANDS_KEPT
+from ledger.settings import Role, Settings
+
+__all__ = ["group"]
+
+State = Literal["accepted", "rejected", "dead_lettered", "waiting", "not_sent", "not_answered"]
+
+_POLL_EVERY = 0.5
+"""Seconds between two reads of what came since, while ``--wait`` waits."""
+_LONGEST_WAIT = 3600.0
+
+
+@click.group("command", cls=HelpfulGroup)
+def group() -> None:
+    """Governance commands already sent: what became of one."""
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What the topics hold of one command id: its first copy in the commands topic (and
+    where), its answers, and a dead letter of that copy."""
+
+    command: Any = None
+    sent_ms: int | None = None
+    offset: int | None = None
+    answers: list[CommandAccepted | CommandRejected] = field(default_factory=list)
+    letter: DeadLetter | None = None
+    letters: dict[int, DeadLetter] = field(default_factory=dict)  # by commands offset
+
+    def state(self, commands_read: bool) -> State:
+        if self.answers:
+            return "accepted" if isinstance(self.answers[0], CommandAccepted) else "rejected"
+        if self.letter is not None:
+            return "dead_lettered"
+        if not commands_read:
+            return "not_answered"
+        return "waiting" if self.command is not None else "not_sent"
+
+
+@group.command("status")
+@click.argument("command_id")
+@click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(0, _LONGEST_WAIT),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait up to this long for the answer of a command not answered yet.",
+)
+@bootstrap_option
+@json_option
+@handle_errors
+def status_cmd(command_id: str, wait: float, bootstrap: str | None, as_json: bool) -> None:
+    """Whether the command COMMAND_ID (the id a timed-out command printed) was applied,
+    refused, is still waiting for the command processor, or never reached Kafka: before
+    sending a command again, so it is not applied twice.
+
+    \b
+    exit 0  accepted (applied, or nothing to change)
+    exit 4  refused, or dead-lettered: never applied
+    exit 8  in ledger.commands and not answered yet (the command processor applies it when it
+            runs: do not send it again), or not answered and this credential cannot read
+            ledger.commands
+    exit 1  not in ledger.commands: it never reached Kafka, and nothing will apply it
+
+    Commands and their answers are kept 7 days. Reading ledger.commands needs the auditor's
+    credential (an operator's machine has it); with the governance credential alone only the
+    answers are read. --json prints the status document whatever it is.
+    """
+    if not command_id.strip() or len(command_id) > 256:
+        raise UsageError("COMMAND_ID is the id a command printed (at most 256 characters)")
+    settings = load_settings(bootstrap)
+    role = _reading_role(settings)
+    address, security = connection(settings, role)
+    topics = settings.topics
+    every = [topics.command_results]
+    if role == "auditor":
+        every += [topics.commands, topics.dead_letters]
+    seen = _Seen()
+    starts: dict[tuple[str, int], int] = {}
+    since_ms = int((time.time() - COMMANDS_KEPT.total_seconds()) * 1000)
+    deadline = time.monotonic() + wait
+    said_waiting = False
+    while True:
+        ends: dict[tuple[str, int], int] = {}
+        try:
+            _read(address, security, every, command_id, seen, starts, ends, since_ms, settings)
+        except (KafkaAccessDenied, TopicMissing):
+            if len(every) == 1:
+                raise
+            # A credential that may read the answers only (a cluster's own, for governance):
+            # the answers are read, whether a command was sent is not known.
+            every = [topics.command_results]
+            continue
+        starts.update(ends)
+        state = seen.state(commands_read=len(every) > 1)
+        if state not in ("waiting", "not_answered") or time.monotonic() >= deadline:
+            break
+        if not said_waiting and not as_json:
+            click.echo(
+                f"waiting up to {wait:g} s for the command processor's answer (Ctrl-C stops "
+                "waiting; it changes nothing)…",
+                err=True,
+            )
+            said_waiting = True
+        time.sleep(min(_POLL_EVERY, max(0.0, deadline - time.monotonic())))
+    _report(command_id, seen, state, wait, settings, as_json)
+
+
+def _reading_role(settings: Settings) -> Role:
+    """The auditor's credential where there is one (it reads the commands and dead letters
+    too), else the governance one, which reads the answers."""
+    if settings.credentials_dir is None or settings.security is not None:
+        return "auditor"
+    return "auditor" if read_credentials(settings, "auditor") is not None else "governance"
+
+
+def _read(
+    address: str,
+    security: Any,
+    topics: list[str],
+    command_id: str,
+    seen: _Seen,
+    starts: dict[tuple[str, int], int],
+    ends: dict[tuple[str, int], int],
+    since_ms: int,
+    settings: Settings,
+) -> None:
+    """Read ``topics`` from ``starts`` (the first time: the last 7 days) to their ends now,
+    noting in ``seen`` what concerns ``command_id``."""
+    codec = default_codec()
+    names = settings.topics
+    for record in read_raw(
+        address,
+        topics,
+        security=security,
+        idle_timeout=0.5,
+        patience=30.0,
+        since_ms=None if starts else since_ms,
+        starts=starts,
+        ends=ends,
+    ):
+        try:
+            event: Event = codec.decode(record.value)  # type: ignore[arg-type]  # None: CodecError
+        except CodecError:
+            continue
+        if isinstance(event, (CommandAccepted, CommandRejected)):
+            if event.command_id == command_id:
+                seen.answers.append(event)
+        elif isinstance(event, DeadLetter):
+            if event.source_topic == names.commands:
+                seen.letters[event.offset] = event
+        elif (
+            isinstance(event, COMMAND_TYPES)
+            and record.topic == names.commands
+            and event.event_id == command_id
+            and seen.command is None
+        ):
+            seen.command, seen.sent_ms, seen.offset = event, record.timestamp_ms, record.offset
+    if seen.offset is not None:
+        seen.letter = seen.letters.get(seen.offset)
+    seen.letters = {k: v for k, v in seen.letters.items() if k == seen.offset}
+
+
+def _what(seen: _Seen) -> str:
+    """The command in words: ``RollbackPolicy on 'refund' by human:bob``."""
+    if seen.command is None:
+        if not seen.answers:
+            return ""
+        first = seen.answers[0]
+        return (
+            f"{first.command_type} on {quoted(first.aggregate, 80)} by {clipped(first.actor, 80)}"
+        )
+    command = seen.command
+    return (
+        f"{type(command).__name__} on {quoted(command_aggregate(command), 80)} by "
+        f"{clipped(command.actor, 80)}"
+    )
+
+
+def _report(
+    command_id: str, seen: _Seen, state: State, wait: float, settings: Settings, as_json: bool
+) -> None:
+    shown = clipped(command_id, 80)
+    what = _what(seen)
+    answer = seen.answers[0] if seen.answers else None
+    if as_json:
+        print_json(_document(command_id, seen, state))
+    if isinstance(answer, CommandAccepted):
+        if not as_json:
+            version = f", version {answer.version}" if answer.version is not None else ""
+            click.echo(
+                f"accepted at {format_timestamp(answer.occurred_at)}: {what}{version} "
+                f"({answer.message or 'no change'})"
+            )
+        return
+    if isinstance(answer, CommandRejected):
+        raise CommandRejectedError(
+            f"refused at {format_timestamp(answer.occurred_at)}: {what}: {answer.reason}",
+            code=answer.code,
+        )
+    keep = f"{COMMANDS_KEPT.days} days"
+    commands = settings.topics.commands
+    if seen.letter is not None:
+        raise CommandRejectedError(
+            f"{shown} ({what}) was dead-lettered at "
+            f"{format_timestamp(seen.letter.occurred_at)}, never applied: "
+            f"{clipped(seen.letter.reason, 300)} (a command processor of an earlier release "
+            "cannot read a newer command: `ledger ps`)",
+            code=seen.letter.code,
+        )
+    waited = f"within {wait:g} s" if wait else "yet"
+    if state == "waiting":
+        raise LedgerTimeout(
+            f"{shown} ({what}) is in {commands} since {_sent(seen) or '?'} and not answered "
+            f"{waited}: the command "
+            "processor applies it when it runs (`ledger ps`); do not send it again, wait for "
+            f"it (`ledger command status {shown} --wait 60`)",
+            request_id=command_id,
+            sent=True,
+        )
+    if state == "not_answered":
+        raise LedgerTimeout(
+            f"no answer to {shown} in the last {keep} {waited}; whether it reached {commands} "
+            "cannot be read with the governance credential (the auditor's can): if it did, the "
+            "command processor applies it when it runs (`ledger ps`); check `ledger policy "
+            "show` or `ledger grant list` before sending it again",
+            request_id=command_id,
+        )
+    raise LedgerError(
+        f"{shown} is not in {commands} (it keeps {keep}) and has no answer: it never reached "
+        "Kafka, and nothing will apply it; send the command again",
+        code="not_sent",
+    )
+
+
+def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:
+    answer = seen.answers[0] if seen.answers else None
+    command = seen.command
+    return {
+        "command_id": command_id,
+        "status": state,
+        "command_type": type(command).__name__
+        if command is not None
+        else (answer.command_type if answer is not None else None),
+        "aggregate": command_aggregate(command)
+        if command is not None
+        else (answer.aggregate if answer is not None else None),
+        "actor": command.actor if command is not None else (answer.actor if answer else None),
+        "sent_at": _sent(seen),
+        "offset": seen.offset,
+        "answered_at": format_timestamp(answer.occurred_at) if answer is not None else None,
+        "code": answer.code
+        if isinstance(answer, CommandRejected)
+        else (seen.letter.code if seen.letter is not None else None),
+        "reason": answer.reason
+        if isinstance(answer, CommandRejected)
+        else (seen.letter.reason if seen.letter is not None else None),
+        "message": answer.message if isinstance(answer, CommandAccepted) else None,
+        "version": answer.version if isinstance(answer, CommandAccepted) else None,
+        "event_ids": list(answer.event_ids) if isinstance(answer, CommandAccepted) else [],
+        "answers": len(seen.answers),
+    }
+
+
+def _sent(seen: _Seen) -> str | None:
+    """When the command's copy was written to Kafka (its record's timestamp)."""
+    if seen.sent_ms is None:
+        return None
+    return format_timestamp(datetime.fromtimestamp(seen.sent_ms / 1000, UTC))
