@@ -1030,10 +1030,10 @@ def _timeout(
         )
     if what == "command result":
         later = (
-            "it was sent and may still be applied when the command processor is back (see "
-            "`ledger policy show` or `ledger grant list` before sending it again); a command "
-            "processor of an earlier release dead-letters a command it cannot read (`ledger "
-            "ps` shows its `code`)"
+            "it was sent and may still be applied when the command processor is back: before "
+            f"sending it again, see what became of it (`ledger command status {key} --wait "
+            "60`); a command processor of an earlier release dead-letters a command it cannot "
+            "read (`ledger ps` shows its `code`)"
         )
     else:
         later = (

@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "SENDING"]
+
+SENDING: list[str] = []
+"""The id of the governance command this process is sending (``submit`` notes it before it
+sends): an interruption while it waits for its answer names it, for `ledger command status`."""
 
 
 def main() -> None:
@@ -34,6 +38,11 @@ def _interrupted(args: Sequence[str]) -> str:
         return (
             f"interrupted: {where} is incomplete (each file it lists is whole); {again} again "
             "completes it"
+        )
+    if SENDING:
+        return (
+            f"interrupted: command {SENDING[-1]} may have been sent: before sending it again, "
+            f"see what became of it (`ledger command status {SENDING[-1]} --wait 60`)"
         )
     return (
         "interrupted: nothing is half-written; a query may be run again, but a governance "

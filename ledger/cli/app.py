@@ -13,6 +13,7 @@ from ledger.cli import (
     actors,
     audit,
     broker,
+    commandstatus,
     credentials,
     decisions,
     evaluate,
@@ -76,6 +77,7 @@ cli.add_command(replay.replay_cmd)
 cli.add_command(decisions.decisions_cmd)
 cli.add_command(credentials.group)
 cli.add_command(actors.group)
+cli.add_command(commandstatus.group)
 cli.add_command(export.export_cmd)
 audit.add_commands(*verify.COMMANDS)
 cli.add_command(audit.group)

@@ -38,7 +38,6 @@ from ledger.errors import (
     LedgerError,
     LedgerTimeout,
     TopicMissing,
-
     UsageError,
 )
 from ledger.kafka.reading import read_raw

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
+from ledger.cli import SENDING
 from ledger.cli.output import json_option, print_json, print_table, to_jsonable
 from ledger.client import ClientConfig, LedgerClient
 from ledger.codec import default_codec
@@ -356,6 +357,7 @@ def submit(
     store = KeyStore(load_settings(bootstrap).keys)
     with ledger_client(bootstrap, command.actor, role="governance") as client:
         command = sign(command, store.private_key(command.actor))
+        SENDING.append(command.event_id)
         try:
             result = client.submit_command(command, timeout=timeout)
         except CommandRejectedError as refused:

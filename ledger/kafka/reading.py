@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -254,13 +254,16 @@ def read_raw(
     since_ms: int | None = None,
     ends: dict[tuple[str, int], int] | None = None,
     patience: float | None = None,
+    starts: Mapping[tuple[str, int], int] | None = None,
 ) -> Iterator[RawRecord]:
     """Every record of ``topics`` from the beginning to the end offsets seen at the start
     (with ``since_ms``: from each partition's first record stamped at or after it), as bytes.
 
     Reads without a consumer group (nothing is committed) and stops at the end offsets captured
     when it began, so the result is a consistent prefix of the log. Given ``ends``, it is
-    filled with those end offsets, by ``(topic, partition)``, before the first record. Each
+    filled with those end offsets, by ``(topic, partition)``, before the first record; given
+    ``starts`` (such end offsets of an earlier read), each partition named in it is read from
+    there, so a reader that waits for a record reads only what came since. Each
     fetch waits up to ``idle_timeout`` seconds for records; a read that gets nothing for
     ``patience`` seconds while records are left fails (:class:`~ledger.errors.KafkaUnavailable`),
     else it waits for them (``None``, the default). A record whose batch does not decompress
@@ -284,7 +287,8 @@ def read_raw(
         for topic in names:
             for partition in rdkafka_partitions(consumer, topic, bootstrap=bootstrap):
                 low, high = rdkafka_watermarks(consumer, TopicPartition(topic, partition))
-                left[(topic, partition)] = [low, high]
+                start = max(low, starts.get((topic, partition), low)) if starts else low
+                left[(topic, partition)] = [start, high]
         if ends is not None:
             ends.update({where: high for where, (_, high) in left.items()})
         if since_ms is not None and left:

@@ -12,6 +12,7 @@ administrator, as ``examples/demo.sh`` does.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -640,3 +641,85 @@ def test_replay_of_a_principal_includes_the_grants_it_holds_through_its_roles(le
     assert (("report.read",), "role:replay_auditor") in via_replay
     assert via_replay == via_list
     assert replayed["roles"] == {dave: ["role:replay_auditor"]}
+
+
+# --------------------------------------------------------------------------- command status
+
+
+TIMED_OUT = 8
+
+
+def _timed_out_id(ledger: Ledger, *args: str) -> str:
+    """Run a command that must time out (the command processor is down); the command id its
+    message names, in the `ledger command status` it advises."""
+    said = ledger(*args, "--timeout", "1", expect=TIMED_OUT).stderr
+    found = re.search(r"`ledger command status (\S+) --wait 60`", said)
+    assert found, said
+    return found.group(1)
+
+
+def test_command_status_says_what_became_of_a_command_that_timed_out(
+    ledger: Ledger, tmp_path: Path
+):
+    """An operator at 3 a.m.: a rollback timed out with the command processor down, and only
+    `policy show` could hint whether sending it again would apply it twice. `ledger command
+    status` reads the commands, their answers and dead letters, and waits with --wait."""
+    never = ledger("command", "status", "no-such-command", expect=1).stderr
+    assert "never reached Kafka" in never and "[not_sent]" in never, never
+    governance_only = tmp_path / "governance-only"
+    governance_only.mkdir(mode=0o700)
+    source = Path(ledger.env["LEDGER_CREDENTIALS"]) / "governance.json"
+    (governance_only / "governance.json").write_bytes(source.read_bytes())
+    (governance_only / "governance.json").chmod(0o600)
+
+    stack = ledger.stack
+    assert stack.stop("command-processor")
+    try:
+        issued = _timed_out_id(
+            ledger,
+            "grant", "issue", "--to", "agent:status-bot", "--actions", "status.read",
+            "--resource", "report:*", "--by", ADMIN,
+        )  # fmt: skip
+        refused = _timed_out_id(
+            ledger, "policy", "rollback", "no-such-policy", "--by", ADMIN, "--reason", "test"
+        )
+        waiting = ledger("command", "status", issued, expect=TIMED_OUT)
+        assert "is in " in waiting.stderr and "do not send it again" in waiting.stderr
+        document = json.loads(
+            ledger("command", "status", refused, "--json", expect=TIMED_OUT).stdout
+        )
+        assert (document["status"], document["command_type"], document["actor"]) == (
+            "waiting",
+            "RollbackPolicy",
+            ADMIN,
+        ), document
+        assert document["sent_at"] is not None and document["answers"] == 0
+        # The governance credential reads the answers, not the commands: it cannot tell.
+        unsure = CliRunner().invoke(
+            cli,
+            ["command", "status", issued, "--json"],
+            env={**ledger.env, "LEDGER_CREDENTIALS": str(governance_only)},
+            catch_exceptions=False,
+        )
+        assert unsure.exit_code == TIMED_OUT, unsure.stderr
+        assert json.loads(unsure.stdout)["status"] == "not_answered"
+    finally:
+        stack.start("command-processor")
+
+    accepted = ledger.json("command", "status", issued, "--wait", "60")
+    assert (accepted["status"], accepted["command_type"], accepted["aggregate"]) == (
+        "accepted",
+        "IssueGrant",
+        "agent:status-bot",
+    ), accepted
+    assert accepted["answered_at"] >= accepted["sent_at"] and len(accepted["event_ids"]) == 1
+    said = ledger("command", "status", refused, "--wait", "60", expect=REJECTED).stderr
+    assert "[unknown_policy]" in said and "RollbackPolicy on 'no-such-policy'" in said, said
+    # The answers alone, with the governance credential, once they are there.
+    known = CliRunner().invoke(
+        cli,
+        ["command", "status", issued],
+        env={**ledger.env, "LEDGER_CREDENTIALS": str(governance_only)},
+        catch_exceptions=False,
+    )
+    assert known.exit_code == 0 and known.stdout.startswith("accepted at "), known.stdout

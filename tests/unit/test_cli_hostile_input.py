@@ -768,3 +768,27 @@ def test_a_read_window_takes_how_long_ago_and_a_grant_window_does_not(
     assert done.exit_code == 2, done.output
     assert "--until '1h' is not an ISO 8601 time" in done.stderr
     assert "how long ago" not in done.stderr
+
+
+def test_a_ctrl_c_while_a_command_waits_for_its_answer_names_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An operator's walkthrough: Ctrl-C on a rollback left only "check `policy show`"; the
+    # command's id, which `ledger command status` reads, was nowhere.
+    import ledger.cli
+    import ledger.cli.app as app
+
+    def interrupted() -> None:
+        ledger.cli.SENDING.append("cmd-0193")  # as `submit` does before it sends
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ledger.cli, "SENDING", [])
+    monkeypatch.setattr(app, "main", interrupted)
+    monkeypatch.setattr("sys.argv", ["ledger", "policy", "rollback", "refund"])
+    with pytest.raises(SystemExit) as stopped:
+        ledger.cli.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        "interrupted: command cmd-0193 may have been sent: before sending it again, see what "
+        "became of it (`ledger command status cmd-0193 --wait 60`)"
+    )

@@ -81,9 +81,11 @@ def _comment_follows(node: yaml.ScalarNode) -> bool:
 
 _NUMBER_TAGS: Final = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _INT_TAG: Final = "tag:yaml.org,2002:int"
+_FLOAT_TAG: Final = "tag:yaml.org,2002:float"
 _OLDER_NUMBER: Final = re.compile(r"[-+]?(?:0[0-9_]|0[xXbB]|[0-9]*_)")
 """An integer YAML 1.1 (PyYAML) reads otherwise than YAML 1.2, JSON and CEL: a leading zero
-(``0100``: octal 64), a ``_`` between digits (``1_000``), ``0x``/``0b`` notation."""
+(``0100``: octal 64), a ``_`` between digits (``1_000``), ``0x``/``0b`` notation; and a float
+with a ``_`` (``1_000.50``), which YAML 1.2 and JSON read as text and a condition refuses."""
 
 
 def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited: set[int]) -> None:
@@ -102,7 +104,9 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
             marks.cut_by_comment.add(path)
         if node.tag in _NUMBER_TAGS and ":" in node.value:
             marks.base60[path] = str(node.value)[:40]  # `12:30`: YAML 1.1's 750
-        elif node.tag == _INT_TAG and _OLDER_NUMBER.match(node.value):
+        elif (node.tag == _INT_TAG and _OLDER_NUMBER.match(node.value)) or (
+            node.tag == _FLOAT_TAG and "_" in node.value
+        ):
             marks.older_numbers[path] = str(node.value)[:40]  # `0100`: YAML 1.1's 64
     if id(node) in visited:
         return

@@ -148,7 +148,7 @@ class Validator:
                 f"the unquoted {text} is a number YAML reads by older rules ("
                 + ("a leading 0 makes it octal: 0100 is 64" if _LEADING_ZERO.match(text) else
                    "0x is hexadecimal, 0b binary" if "x" in text.lower() or "b" in text.lower()
-                   else "its _ is dropped: 1_000 is 1000")
+                   else f"its _ is dropped: {text} is {text.replace('_', '')}")
                 + "), which conditions and JSON do not: write the number plainly (100, 1000), "
                 f'or quote it, "{text}", for text',
                 path,

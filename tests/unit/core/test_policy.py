@@ -776,6 +776,7 @@ def test_a_number_older_yaml_reads_otherwise_is_refused_not_read_as_octal() -> N
         ("-010", "a leading 0 makes it octal"),
         ("1_000", "its _ is dropped"),
         ("1_0", "its _ is dropped"),
+        ("1_000.50", "its _ is dropped: 1_000.50 is 1000.50"),  # a review's Low: it validated
         ("0x1F", "0x is hexadecimal"),
         ("0b11", "0b binary"),
     ):

@@ -66,11 +66,12 @@ default: {effect: allow, constraints: {cap: 0.3}}
     ids=["refund", "refund-v2", "numbers"],
 )
 def test_policies_already_recorded_keep_their_content_hash(source: str, recorded: str) -> None:
-    assert parse_policy(source).content_hash == recorded
+    # Read as a recorded version is: NUMBERS' `1_000.5` is refused in a new document since.
+    assert parse_policy(source, new_document=False).content_hash == recorded
 
 
 def test_numbers_a_float_holds_are_read_and_stored_as_before() -> None:
-    p = parse_policy(NUMBERS)
+    p = parse_policy(NUMBERS, new_document=False)
     assert (p.facts["amount"].minimum, p.facts["amount"].maximum) == (
         Decimal("0.1"),
         Decimal("5000.0"),
