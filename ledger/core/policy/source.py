@@ -88,6 +88,22 @@ _OLDER_NUMBER: Final = re.compile(r"[-+]?(?:0[0-9_]|0[xXbB]|[0-9]*_)")
 with a ``_`` (``1_000.50``), which YAML 1.2 and JSON read as text and a condition refuses."""
 
 
+def _folded_lines(node: yaml.ScalarNode) -> list[tuple[int, int]]:
+    """The lines a folded block scalar (``>``) was written on, after its indicator's line: each
+    as (line number, length without its indentation), blank ones left out."""
+    start, end = node.start_mark, node.end_mark
+    buffer = getattr(start, "buffer", None)
+    if not isinstance(buffer, str):
+        return []
+    text = buffer[start.pointer : end.pointer]
+    lines = []
+    for i, written in enumerate(text.split("\n")[1:], start=start.line + 2):
+        stripped = written.strip(" \t")
+        if stripped:
+            lines.append((i, len(stripped)))
+    return lines
+
+
 def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited: set[int]) -> None:
     # Each node is walked once: a node reached again through an alias is marked where it was
     # written (its anchor) and not descended into, so aliases cannot multiply this walk. The
@@ -98,6 +114,15 @@ def _collect_marks(node: yaml.Node, path: tuple[Any, ...], marks: Marks, visited
         # third line was said one line early (a semantics review).
         line, _ = _mark(node)
         marks.values[path] = (line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.ScalarNode) and node.style == ">":
+        # Once per node: an alias of it (a path more) reuses its lines, never reads them again.
+        folded = marks.folded_nodes.get(id(node))
+        if folded is None:
+            folded = marks.folded_nodes[id(node)] = _folded_lines(node)
+        if folded:
+            marks.values[path] = (folded[0][0], node.start_mark.column + 1)
+            if "\n" not in node.value.rstrip("\n"):  # one line of text: mapped back exactly
+                marks.folded[path] = folded
     if isinstance(node, yaml.ScalarNode) and not node.style:  # written without quotes
         marks.plain.add(path)
         if _comment_follows(node):

@@ -76,6 +76,10 @@ class Marks:
         self.cut_by_comment: set[tuple[Any, ...]] = set()  # plain scalars a `#` comment ends
         self.base60: dict[tuple[Any, ...], str] = {}  # `12:30`, a number to YAML 1.1: its text
         self.older_numbers: dict[tuple[Any, ...], str] = {}  # `0100`, `1_000`, `0x1F`: its text
+        # A folded block (`when: >`) YAML joined into one line: each of its lines, as (line
+        # number, length without its indentation), to say a problem at its own line.
+        self.folded: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+        self.folded_nodes: dict[int, list[tuple[int, int]]] = {}  # the same, by YAML node
 
     def at(self, path: tuple[Any, ...]) -> tuple[int | None, int | None]:
         while path:
@@ -88,6 +92,19 @@ class Marks:
 
     def value_at(self, path: tuple[Any, ...]) -> tuple[int | None, int | None]:
         return self.values.get(path) or self.at(path)
+
+    def in_folded(self, path: tuple[Any, ...], column: int) -> tuple[int, int] | None:
+        """The line, and the column on it, of ``column`` of a folded block's one line of
+        text (its lines joined by a space each); ``None`` when ``path`` is no such block."""
+        lines = self.folded.get(path)
+        if not lines:
+            return None
+        at = column - 1
+        for line, length in lines:
+            if at <= length:
+                return line, at + 1
+            at -= length + 1
+        return lines[-1][0], lines[-1][1] + 1
 
 
 class Validator:
@@ -663,7 +680,15 @@ class Validator:
                     where = f" (at column {p.column} of the condition)"
                 where += cut
                 abs_line = line
-                if line is not None and p.line is not None and p.line > 1:
+                folded = (
+                    self.marks.in_folded(path, p.column)
+                    if p.column is not None and p.line in (None, 1)
+                    else None
+                )
+                if folded is not None:  # a review: said at the `>` line, at a joined column
+                    abs_line, on_line = folded
+                    where = f" (at column {on_line} of its line){cut}"
+                elif line is not None and p.line is not None and p.line > 1:
                     abs_line = line + p.line - 1
                 self.add(
                     p.message + where,

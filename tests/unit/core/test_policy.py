@@ -875,3 +875,19 @@ def test_a_problem_in_a_literal_block_condition_is_said_at_its_own_line() -> Non
     with pytest.raises(PolicyError) as caught:
         parse_policy(first, filename="p.yaml")
     assert [p.line for p in caught.value.problems] == [9]
+
+
+@pytest.mark.parametrize("indicator", [">", ">-", ">+"])
+def test_a_problem_in_a_folded_block_condition_is_said_at_its_own_line(indicator: str) -> None:
+    # A review's Low: YAML joins a `when: >` block's lines into one, and a problem on its third
+    # line was said at the `>` line, at a column of the joined text nobody wrote.
+    document = (
+        "policy: ml\ngoverns: [ml.x]\nowner: o\nfacts:\n  amount: int\nrules:\n  - id: r1\n"
+        f"    when: {indicator}\n      amount > 1 &&\n      amount < 100 &&  bogus < 1000\n"
+        "    effect: allow\ndefault: {effect: deny}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document, filename="p.yaml")
+    [problem] = caught.value.problems
+    assert "undeclared fact 'bogus'" in problem.message and problem.line == 10
+    assert problem.message.endswith("(at column 18 of its line)"), problem.message
