@@ -346,7 +346,12 @@ def retire(
     name: str, by: str, reason: str, bootstrap: str | None, timeout: float, as_json: bool
 ) -> None:
     """Retire a policy: its actions go to another policy that governs them, else become
-    ungoverned, and so denied (the answer notes the policies that may now decide them)."""
+    ungoverned, and so denied (the answer notes the policies that may now decide them).
+
+    It is judged against what you saw: when someone else changed the active or canary version
+    after this command was made (a fix promoted meanwhile), it is refused (deployment_changed,
+    exit 4).
+    """
     command = RetirePolicy(
         event_id=new_id(),
         occurred_at=utcnow(),

@@ -373,13 +373,14 @@ def _rollback(
 
 
 def _unseen_change(
-    record: PolicyRecord, c: PromotePolicyVersion | RollbackPolicy, what: str
+    record: PolicyRecord, c: PromotePolicyVersion | RollbackPolicy | RetirePolicy, what: str
 ) -> Rejection | None:
     """Refused when the versions that decide changed after ``c`` was signed, by another actor,
     whom its sender could not have seen act: two governors rolling back one bad version at once
     walked the policy back two versions, or three; a rollback meant to undo v4 undid the fix
     promoted a moment before it, making v4 active again; a second canary replaced one its
-    sender never saw (a review of concurrent governance). A command naming its version does not
+    sender never saw (a review of concurrent governance); a retirement took out of service the
+    fix promoted a moment before it. A command naming its version (or a retirement) does not
     count its actor's own changes (its commands signed together and sent in turn are one
     intent); a rollback naming none does, being judged against what is active (a review: one
     automation identity rolling back twice at once walked the policy back two versions).
@@ -493,6 +494,11 @@ def _retire(
         return _reject("missing_reason", "retiring a policy needs a reason")
     if record.retired:
         return _reject("already_applied", f"{c.policy} is already retired")
+    # A review's Low: a retirement signed before another governor promoted a fix took the fix
+    # out of service too, unseen; it is judged against what its sender saw, as a rollback is.
+    unseen = _unseen_change(record, c, "retirement")
+    if unseen is not None:
+        return unseen
     return (
         PolicyRetired(
             event_id=new_id(),
