@@ -4,12 +4,13 @@ A command whose answer did not come in time (exit 8, the command processor down 
 still be applied: an operator needs to know whether it reached Kafka, whether it was applied
 or refused, and so whether sending it again would do it twice. This reads the command answers
 (``ledger.command-results``), and, with a credential that may (the auditor's, an operator's
-machine), the commands themselves and the dead letters, without a consumer group; ``--wait``
-reads on until the answer comes.
+machine), the commands themselves, and the dead letters written after the command, without a
+consumer group; ``--wait`` reads on, only what came since, until the answer comes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,9 +120,10 @@ def status_cmd(command_id: str, wait: float, bootstrap: str | None, as_json: boo
     topics = settings.topics
     every = [topics.command_results]
     if role == "auditor":
-        every += [topics.commands, topics.dead_letters]
+        every.append(topics.commands)
     seen = _Seen()
     starts: dict[tuple[str, int], int] = {}
+    letters_from: dict[tuple[str, int], int] = {}
     since_ms = int((time.time() - COMMANDS_KEPT.total_seconds()) * 1000)
     deadline = time.monotonic() + wait
     said_waiting = False
@@ -137,6 +139,24 @@ def status_cmd(command_id: str, wait: float, bootstrap: str | None, as_json: boo
             every = [topics.command_results]
             continue
         starts.update(ends)
+        if len(every) > 1 and seen.command is not None and not seen.answers:
+            # Its dead letter, if any, was written after it: read from then only (the dead
+            # letters hold every request's too, which a flood of bad requests makes many).
+            ends = {}
+            sent = (seen.sent_ms or 0) - 60_000
+            with contextlib.suppress(KafkaAccessDenied, TopicMissing):
+                _read(
+                    address,
+                    security,
+                    [topics.dead_letters],
+                    command_id,
+                    seen,
+                    letters_from,
+                    ends,
+                    sent,
+                    settings,
+                )
+                letters_from.update(ends)
         state = seen.state(commands_read=len(every) > 1)
         if state not in ("waiting", "not_answered") or time.monotonic() >= deadline:
             break
