@@ -1,0 +1,78 @@
+"""New ``matches`` patterns are held to a small RE2 program, one document's together: RE2
+builds a large class's program at ~0.3 µs an instruction, and a red team's proposals of 101
+``\\pL{1000}`` patterns held the command processor ~7 s each. Recorded versions and grants
+load as they were accepted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import re2
+
+from ledger.core.authority import admit_grant_condition, compile_grant_condition
+from ledger.core.cel.runtime import Meter
+from ledger.core.policy import parse_policy
+from ledger.errors import PolicyError
+
+
+def _doc(*conditions: str) -> str:
+    rules = "".join(
+        f"  - id: r{i}\n    when: {when}\n    effect: allow\n" for i, when in enumerate(conditions)
+    )
+    return (
+        "policy: p\ngoverns: [p.do]\nowner: o\nfacts:\n  c: string\n"
+        f"rules:\n{rules}default: {{effect: deny}}\n"
+    )
+
+
+@pytest.fixture
+def compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The patterns RE2 is asked to compile."""
+    asked: list[str] = []
+    real = re2.compile
+
+    def counted(pattern: Any, *args: Any) -> Any:
+        asked.append(pattern)
+        return real(pattern, *args)
+
+    monkeypatch.setattr(re2, "compile", counted)
+    return asked
+
+
+def test_a_new_pattern_whose_program_is_too_large_is_a_problem_a_recorded_one_loads() -> None:
+    document = _doc("c.matches('^\\\\pL{100}$')")
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document, filename="p.yaml")
+    [problem] = caught.value.problems
+    assert problem.line == 8 and "regular expression too large for RE2" in problem.message
+    assert "(\\pL+, with size() for the length)" in problem.message, problem.message
+    recorded = parse_policy(document, new_document=False)  # accepted before: loads, decides
+    assert recorded.run({"c": "a" * 100})[0].rule == "r0"
+
+
+def test_a_documents_patterns_share_one_budget_and_past_it_none_is_compiled(
+    compiles: list[str],
+) -> None:
+    costly = [f"c.matches('\\\\pL{{1000}}{i}')" for i in range(101)]
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(_doc(*costly), filename="p.yaml")
+    *problems, stopped = caught.value.problems
+    assert len(problems) == 100 and stopped.message.startswith("stopped after 100 problems")
+    # Each failure is charged what it cost; once the total is spent, the rest are not compiled.
+    assert len(compiles) == 2, compiles
+    assert all("limit regex_program" in p.message for p in problems[2:]), problems[2]
+
+
+def test_one_pattern_written_in_many_rules_is_compiled_once(compiles: list[str]) -> None:
+    same = "c.matches('^[A-Z]{2}[0-9]{6}$')"
+    policy = parse_policy(_doc(*[same] * 20, "c.matches('^\\\\pL{2,12}$') && size(c) > 1"))
+    assert len(policy.rules) == 21
+    assert compiles == ["^[A-Z]{2}[0-9]{6}$", "^\\pL{2,12}$"]
+
+
+def test_a_grant_condition_being_admitted_is_held_to_it_one_recorded_is_not() -> None:
+    text = "resource_id.matches('^\\\\pL{100}$')"
+    with pytest.raises(PolicyError, match="too large for RE2"):
+        admit_grant_condition(text)
+    assert compile_grant_condition(text).fn({"resource_id": "a" * 100}, {}, Meter(10**6))
