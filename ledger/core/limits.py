@@ -52,6 +52,14 @@ class Limits:
     proposals: a version recorded before this limit existed still loads
     (:func:`ledger.core.state.load_document`)."""
     regex_chars: int = 1_024
+    regex_program: int = 32_768
+    """RE2 instructions the ``matches`` patterns of one new policy document (or of one grant
+    condition being admitted) may compile to together; each new pattern at most ~16,000 (RE2's
+    memory for it held to 256 KiB). RE2 builds a large class's program at ~0.3 µs per
+    instruction: a red team's proposals of 101 ``\\pL{1000}`` patterns held the command processor
+    ~7 s each, and a valid ``\\pL{400}`` took 150-220 ms to compile in every processor. A version
+    recorded before this limit still loads."""
+
     policy_governs: int = 256
     """Entries of one policy's ``governs`` list. Each is a pattern that every evaluator matches
     actions against, re-indexed at each governance change: 36,000 short globs (in a document

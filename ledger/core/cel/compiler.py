@@ -39,7 +39,7 @@ from ledger.core.cel.syntax import _UNWRAP, _parse, _Problem, layout_form
 from ledger.core.limits import DEFAULT_LIMITS, Limits
 from ledger.errors import PolicyError, PolicyProblem
 
-__all__ = ["CompiledCondition", "compile_condition"]
+__all__ = ["CompiledCondition", "RegexBudget", "compile_condition"]
 
 # Static types are plain strings: "int", "double", "decimal", "string", "bool", "null",
 # "timestamp", "duration", "list<T>", "dyn" (unknown until run time: context values).
@@ -53,6 +53,31 @@ _RE2_OPTIONS: Final = re2.Options()
 _RE2_OPTIONS.never_capture = True
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 8 << 20
+_RE2_NEW: Final = re2.Options()
+_RE2_NEW.never_capture = True
+_RE2_NEW.log_errors = False
+_RE2_NEW.max_mem = 256 << 10
+"""A new pattern's (a proposal's, a grant's being admitted): RE2 builds a large class's
+program slowly (~0.3 µs per instruction: ``\\pL{400}``, 478,000 instructions, took 150-220 ms,
+and ``\\pL{1000}`` ~50 ms to fail at 8 MiB), and a red team's proposals of 101 such patterns
+held the command processor ~7 s each. At 256 KiB, ~16,000 instructions (``\\pL{13}``,
+``.{1000}`` is 8,000): ~4 ms to compile at most, ~1.3 ms to fail. A recorded version's and a
+grant's a replay compiles again keep 8 MiB: they load as they were accepted."""
+_NEW_FAILURE_CHARGE: Final = (256 << 10) // 16
+"""What a new pattern RE2 found too large is charged to :class:`RegexBudget` (about the
+instructions 256 KiB holds: its compile did that much work before it failed)."""
+
+
+class RegexBudget:
+    """The RE2 instructions the new ``matches`` patterns of one policy document (or one grant
+    condition) may compile to together (``limits.regex_program``), and the patterns compiled so
+    far, by text (one written in several rules is compiled once, and charged once)."""
+
+    __slots__ = ("compiled", "left")
+
+    def __init__(self, instructions: int) -> None:
+        self.left = instructions
+        self.compiled: dict[str, tuple[Any, int]] = {}
 
 
 _NEGATE: Final[dict[str, tuple[str, int]]] = {
@@ -182,6 +207,7 @@ class _Compiler:
         optional: Collection[str] | None,
         new_document: bool = True,
         new_grant: bool = False,
+        regex_budget: RegexBudget | None = None,
     ) -> None:
         self.text = text
         self.new_document = new_document  # false: the checks that came later are left out
@@ -189,6 +215,11 @@ class _Compiler:
         # admitted; not a recorded version's, nor a grant a replay compiles again (a review:
         # grant conditions got none of it).
         self.exact_literals = new_grant or (new_document and facts is not None)
+        # New patterns are held to a smaller RE2 program, together (a red team's).
+        self.regex_budget = (
+            (regex_budget or RegexBudget(limits.regex_program)) if self.exact_literals else None
+        )
+        self.patterns: dict[str, tuple[Any, int]] = {}  # both walks of one condition: once
         self.facts = facts  # None: dynamic mode (grant conditions), every identifier is a dyn fact
         self.enums = enums
         self.limits = limits
@@ -785,8 +816,22 @@ class _Compiler:
                 f"regular expression of {len(text):,} characters; at most {limit:,} are accepted "
                 "(limit regex_chars): shorten it or split the test",
             )
+        known = self.patterns.get(text)
+        if known is not None:  # the commutative walk compiles nothing again
+            return known
+        budget = self.regex_budget
+        if budget is not None and text in budget.compiled:
+            self.patterns[text] = budget.compiled[text]
+            return budget.compiled[text]
+        if budget is not None and budget.left <= 0:
+            raise self.fail(
+                node,
+                "regular expression not compiled: the patterns before it take the "
+                f"{self.limits.regex_program:,} RE2 instructions a document's patterns may "
+                "take together (limit regex_program); use fewer or simpler ones",
+            )
         try:
-            pattern = re2.compile(text, _RE2_OPTIONS)
+            pattern = re2.compile(text, _RE2_OPTIONS if budget is None else _RE2_NEW)
         except UnicodeEncodeError:
             raise self.fail(
                 node, "regular expression is not Unicode text (it holds a lone surrogate)"
@@ -795,12 +840,25 @@ class _Compiler:
             detail = exc.args[0] if exc.args else "cannot compile"
             if isinstance(detail, bytes):
                 detail = detail.decode("utf-8", "replace")
+            if budget is not None and "too large" in str(detail):
+                budget.left -= _NEW_FAILURE_CHARGE
+                raise self.fail(
+                    node,
+                    "regular expression too large for RE2 (at most ~16,000 instructions; "
+                    "\\pL{100} takes 120,000): repeat a large class less (\\pL+, with size() "
+                    "for the length) or use a smaller one ([A-Za-z])",
+                ) from None
             raise self.fail(
                 node,
                 f"invalid regular expression for RE2 (CEL's dialect: no backreferences, no "
                 f"lookaround, \\z not \\Z): {detail}",
             ) from None
-        return pattern, 1 + pattern.programsize // _RE2_INSTRUCTIONS_PER_WEIGHT
+        compiled = pattern, 1 + pattern.programsize // _RE2_INSTRUCTIONS_PER_WEIGHT
+        self.patterns[text] = compiled
+        if budget is not None:
+            budget.left -= pattern.programsize
+            budget.compiled[text] = compiled
+        return compiled
 
     def size(self, node: Any, e: _Expr) -> _Expr:
         if e.type in ("string", "dyn") or e.type.startswith("list<"):
@@ -1032,31 +1090,35 @@ def compile_condition(
     optional: Collection[str] | None = None,
     new_document: bool = True,
     new_grant: bool = False,
+    regex_budget: RegexBudget | None = None,
 ) -> CompiledCondition:
     """Parse, check and compile one CEL condition.
 
-    ``facts`` maps each declared fact to its CEL type (``int``, ``decimal``, ``double``,
-    ``string``, ``bool``, ``timestamp``, ``list<string>``); ``None`` means dynamic mode (grant
-    conditions): any identifier is a request fact of unknown type. ``enums`` names the string
-    facts whose values are a closed set, so a comparison with a value outside it is reported.
-    ``optional`` names the facts that may be absent from a request (the others are checked
-    present before any condition runs); ``None`` means any of them may be. ``new_document``
-    false (a recorded version read back) leaves out the checks added after versions could have
-    been accepted (a declared fact compared with ``null``): such a version loads, and decides,
-    as it did when it was accepted. ``new_grant``: a grant's condition being admitted (not one
-    a replay compiles again): its literals are held to the rules of a new policy's (times to
-    the microsecond, string escapes CEL knows).
+        ``facts`` maps each declared fact to its CEL type (``int``, ``decimal``, ``double``,
+        ``string``, ``bool``, ``timestamp``, ``list<string>``); ``None`` means dynamic mode (grant
+        conditions): any identifier is a request fact of unknown type. ``enums`` names the string
+        facts whose values are a closed set, so a comparison with a value outside it is reported.
+        ``optional`` names the facts that may be absent from a request (the others are checked
+        present before any condition runs); ``None`` means any of them may be. ``new_document``
+        false (a recorded version read back) leaves out the checks added after versions could have
+        been accepted (a declared fact compared with ``null``): such a version loads, and decides,
+        as it did when it was accepted. ``new_grant``: a grant's condition being admitted (not one
+        a replay compiles again): its literals are held to the rules of a new policy's (times to
+        the microsecond, string escapes CEL knows), and so are the ``matches`` patterns of both: to
+    a smaller RE2 program each, and all those sharing ``regex_budget`` (one policy document's; by
+    default the condition's own) to ``limits.regex_program`` instructions together.
 
 
-    The result's function is the plain, left-to-right Python form of the condition. When a side
-    of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
-    commutative form is compiled too, and run only if the plain one raised: whenever the plain
-    form returns, its answer is CEL's, so requests that meet no absence or fault pay nothing.
 
-    Raises :class:`~ledger.errors.PolicyError` with one problem (``field="when"``, CEL line and
-    column) if the condition is longer than ``limits.condition_chars``, does not parse, uses
-    something outside the subset, references an undeclared fact, is ill-typed, or has a
-    ``matches`` pattern RE2 cannot compile (or longer than ``limits.regex_chars``).
+        The result's function is the plain, left-to-right Python form of the condition. When a side
+        of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
+        commutative form is compiled too, and run only if the plain one raised: whenever the plain
+        form returns, its answer is CEL's, so requests that meet no absence or fault pay nothing.
+
+        Raises :class:`~ledger.errors.PolicyError` with one problem (``field="when"``, CEL line and
+        column) if the condition is longer than ``limits.condition_chars``, does not parse, uses
+        something outside the subset, references an undeclared fact, is ill-typed, or has a
+        ``matches`` pattern RE2 cannot compile (or longer than ``limits.regex_chars``).
     """
     if not isinstance(text, str) or not text.strip():
         raise PolicyError([PolicyProblem(message="condition is empty", field="when")])
@@ -1071,7 +1133,9 @@ def compile_condition(
                 )
             ]
         )
-    compiler = _Compiler(text, facts, enums or {}, limits, optional, new_document, new_grant)
+    compiler = _Compiler(
+        text, facts, enums or {}, limits, optional, new_document, new_grant, regex_budget
+    )
     try:
         tree = _parse(text)
         result = compiler.walk(tree)

@@ -32,6 +32,7 @@ from ledger.core.cel import (
     CompiledCondition,
     compile_condition,
 )
+from ledger.core.cel.compiler import RegexBudget
 from ledger.core.events import Determination, Value
 from ledger.core.facts import FACT_TYPES, FactSpec, FactType, cel_type, int_value
 from ledger.core.globs import compile_globs, glob_problems
@@ -117,6 +118,8 @@ class Validator:
         self.marks = marks
         self.limits = limits
         self.new_document = new_document  # false: a recorded version (see compile_condition)
+        # Every new pattern of the document together (a red team's: 101 costly ones).
+        self.regex_budget = RegexBudget(limits.regex_program) if new_document else None
         self.problems: list[PolicyProblem] = []
 
     def add(
@@ -665,6 +668,7 @@ class Validator:
                 limits=self.limits,
                 optional=optional,
                 new_document=self.new_document,
+                regex_budget=self.regex_budget,
             )
         except PolicyError as exc:
             line, column = self.marks.value_at(path)
