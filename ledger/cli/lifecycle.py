@@ -298,7 +298,7 @@ def promote(
     "to_version",
     type=VERSION,
     default=None,
-    help="Version to restore (default: the previously active one).",
+    help="Version to restore, one that was active before (default: the previously active one).",
 )
 @click.option("--by", "by", required=True, help="Who rolls back.")
 @reason_option

@@ -226,6 +226,9 @@ class PolicyRecord:
     policy was retired: a promotion, a rollback, a retirement (``None``: never)."""
     deployed_by: str | None = None
     """Who made that change (the event's actor)."""
+    activated: frozenset[int] = frozenset()
+    """Every version that was ever active (promoted to active, or rolled back to): what a
+    rollback may name (``history`` loses a version rolled back from)."""
 
     @property
     def latest(self) -> int:
@@ -888,6 +891,7 @@ class _PolicyDraft:
     """
 
     __slots__ = (
+        "activated",
         "active",
         "canary",
         "canary_percent",
@@ -915,6 +919,7 @@ class _PolicyDraft:
         self.history = list(record.history)  # appended to in place; a tuple again when frozen
         self.deployed_at = record.deployed_at
         self.deployed_by = record.deployed_by
+        self.activated = record.activated  # a new frozenset when one is added (rarely)
 
     def stage_of(self, version: int) -> Stage:
         changed = self.pending.get(version)
@@ -964,6 +969,7 @@ class _PolicyDraft:
             history=tuple(self.history),
             deployed_at=self.deployed_at,
             deployed_by=self.deployed_by,
+            activated=self.activated,
         )
 
 
@@ -1072,6 +1078,8 @@ def _deploy(
                     draft.canary, draft.canary_percent = None, None
                 draft.active = v
                 draft.history.append(v)
+                if v not in draft.activated:
+                    draft.activated = draft.activated | {v}
             draft.set_stage(v, stage)
             draft.retired = False
         case PolicyRolledBack():
@@ -1083,6 +1091,8 @@ def _deploy(
                 history.pop()
             if not history or history[-1] != to:
                 history.append(to)
+            if to not in draft.activated:
+                draft.activated = draft.activated | {to}
             if draft.active is not None and draft.active != to:
                 draft.set_stage(draft.active, _SUPERSEDED)
             if draft.canary is not None and draft.canary != to:

@@ -342,6 +342,16 @@ def _rollback(
             return _reject("unknown_version", f"{c.policy} has no version {c.to_version}")
         if target.approved_by is None:
             return _reject("not_approved", f"{c.policy} v{c.to_version} was never approved")
+        if c.to_version not in record.activated:
+            # A red team's: a holder of the rollback grant alone made a version never deployed
+            # active, a promotion without the promote grant, past canary.
+            return _reject(
+                "never_active",
+                f"{c.policy} v{c.to_version} was never active: a rollback restores a version "
+                f"that was{_restorable(record)}; to make v{c.to_version} active, promote it "
+                f"(`ledger policy promote {_shown(c.policy, 80)} {c.to_version} --to active`, "
+                "which needs ledger.policy.promote)",
+            )
         if record.active == c.to_version and record.canary is None:
             return _reject("already_applied", f"{c.policy} v{c.to_version} is already active")
         to = c.to_version  # the active one itself while a canary runs: the canary goes
@@ -463,17 +473,39 @@ def _nothing_before(policy: str, record: PolicyRecord) -> str:
     """Why a rollback naming no version has nowhere to go, and what would: a rollback goes
     back one step of the active versions' history, and each rollback takes a step off it."""
     now = f"v{record.active} is active" if record.active is not None else "nothing is active"
-    others = sorted(
-        (v for v, version in record.versions.items() if version.approved_by and v != record.active),
-        reverse=True,
-    )
+    others = _once_active(record)
     if not others:
-        return f"{policy} has no earlier active version to roll back to ({now}, and no other version is approved)"
+        return (
+            f"{policy} has no earlier active version to roll back to ({now}, and no other "
+            "version was ever active)"
+        )
     shown = ", ".join(f"v{v}" for v in others[:5]) + (", …" if len(others) > 5 else "")
     return (
         f"{policy} has no earlier active version to roll back to ({now}, and no version "
         f"active before it is left to go back to): name the version to restore (`--to N`); "
-        f"approved: {shown}"
+        f"active before: {shown}"
+    )
+
+
+def _once_active(record: PolicyRecord) -> list[int]:
+    """The versions a rollback may name, newest first: once active, approved, not active now."""
+    return sorted(
+        (
+            v
+            for v in record.activated
+            if v != record.active and v in record.versions and record.versions[v].approved_by
+        ),
+        reverse=True,
+    )
+
+
+def _restorable(record: PolicyRecord) -> str:
+    """`` (here: v3, v1)``, the versions a rollback may name, or nothing."""
+    others = _once_active(record)
+    if not others:
+        return ""
+    return (
+        " (here: " + ", ".join(f"v{v}" for v in others[:5]) + (", …)" if len(others) > 5 else ")")
     )
 
 

@@ -36,6 +36,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "invalid_stage": "promotion target is not shadow, canary or active, or conflicts with the version's stage",
     "invalid_percent": "canary needs a percent from 1 to 99; other stages take none",
     "no_previous_version": "there is no earlier active version to roll back to",
+    "never_active": "a rollback names a version that was never active: promote it instead",
     "no_active_version": "a canary needs an active version to share traffic with",
     "missing_reason": "rollback, retire and revoking a key need a reason",
     "already_applied": "the command would change nothing (already in that state)",

@@ -2371,11 +2371,14 @@ def test_a_deployment_says_what_it_will_not_decide_or_observe() -> None:
         "note: v2 does not govern refund.void, which v1 (active) does: in its share (30%) those "
         "requests are denied ungoverned_action (no other deployed policy governs them)"
     ) in canary
-    rolled = ledger.submit_command(
-        RollbackPolicy(
-            event_id="rb", occurred_at=T0, actor=ADMIN, policy="refund", reason="x", to_version=2
-        )
-    ).message
+    promote("refund", 2, Stage.ACTIVE)  # a rollback restores a version once active only
+    for n, back_to in enumerate((1, 2)):
+        rolled = ledger.submit_command(
+            RollbackPolicy(
+                event_id=f"rb{n}", occurred_at=T0, actor=ADMIN, policy="refund", reason="x",
+                to_version=back_to,
+            )
+        ).message  # fmt: skip
     assert "note: v2 does not govern refund.void, which v1 (active) does: from now on" in rolled
     # A shadow of a policy another one outranks on an action observes nothing of it.
     other = REFUND.replace("policy: refund", "policy: aaa-refund", 1)  # the lower name decides
