@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -34,6 +32,7 @@ from typing import Any, Final
 from ledger.core.events import GovernanceEvent
 from ledger.core.state import LedgerState
 from ledger.kafka.clients import access_denied, make_rdkafka_consumer
+from ledger.kafka.groups import static_instance_id
 from ledger.kafka.reading import fetch_arrived
 from ledger.settings import Settings
 from processors.command_handler import CommandHandler
@@ -149,11 +148,10 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
     governance: 9.9-10.4 s from the kill to the first answer). A second command processor on
     the same host and home (by hand: `ledger up` starts one) fences the first, which stops
     with Kafka's fatal error; one elsewhere waits as a member of the group, as before."""
-    home = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
     return {
         "group.id": group_id,
         "client.id": group_id,
-        "group.instance.id": f"{group_id}@{socket.gethostname()}:{home}",
+        "group.instance.id": static_instance_id(settings, group_id),
         # A processor that dies without leaving the group, and is not started again here,
         # holds the commands for at most 10 s (as Faust's consumer had it).
         "session.timeout.ms": 10_000,

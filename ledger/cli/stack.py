@@ -170,6 +170,11 @@ def ps_cmd(as_json: bool) -> None:
     )
     if unheld is not None:
         problems.append(unheld)
+    foreign = stack.commands_held_elsewhere(
+        settings, procs, bootstrap=stack.kafka_address(settings) if answering or not local else None
+    )
+    if foreign is not None:
+        problems.append(foreign)
     erroring = stack.erroring(procs)
     if erroring is not None:
         problems.append(erroring)

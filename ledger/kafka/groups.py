@@ -4,21 +4,43 @@ this home did not start holds from those of no one)."""
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from typing import Any
 
 from ledger.errors import KafkaUnavailable
 from ledger.kafka.clients import make_admin
-from ledger.settings import KafkaSecurity
+from ledger.settings import KafkaSecurity, Settings
 
-__all__ = ["partitions_by_client", "records_waiting"]
+__all__ = ["partitions_by_client", "members_holding", "static_instance_id", "records_waiting"]
+
+
+def static_instance_id(settings: Settings, group: str) -> str:
+    """The ``group.instance.id`` of a static member of ``group`` run by this host and ledger
+    home (the command processor's: ``processors.command_loop.consumer_config``), which ``ps``
+    looks for among the group's members."""
+    home = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+    return f"{group}@{socket.gethostname()}:{home}"
 
 
 def partitions_by_client(
     bootstrap: str, group: str, topic: str, *, security: KafkaSecurity | None = None
 ) -> dict[str, int]:
     """Client id → how many partitions of ``topic`` the broker has assigned its members in
-    consumer group ``group`` (classic protocol; a client that rejoined may be two members for a
-    while), members holding none included; none for a group the broker does not know. :class:`~ledger.errors.KafkaUnavailable` (or another :class:`LedgerError`)
+    consumer group ``group`` (:func:`members_holding`, summed by client id)."""
+    held: dict[str, int] = {}
+    for client, _, count in members_holding(bootstrap, group, topic, security=security):
+        held[client] = held.get(client, 0) + count
+    return held
+
+
+def members_holding(
+    bootstrap: str, group: str, topic: str, *, security: KafkaSecurity | None = None
+) -> list[tuple[str, str | None, int]]:
+    """Each member of consumer group ``group``: its client id, its ``group.instance.id`` (a
+    static member's; ``None``), and how many partitions of ``topic`` the broker has assigned it
+    (classic protocol; a client that rejoined may be two members for a while), members holding
+    none included; none for a group the broker does not know. :class:`~ledger.errors.KafkaUnavailable` (or another :class:`LedgerError`)
     when the broker cannot be asked: unreachable, the group's coordinator unknown, not allowed
     to describe the group."""
     from kafka.errors import KafkaError
@@ -34,14 +56,17 @@ def partitions_by_client(
     found = described.get(group) or {}
     error = found.get("error")
     if error and "GroupIdNotFound" in str(error):
-        return {}  # no member, ever or any more
+        return []  # no member, ever or any more
     if error:
         raise KafkaUnavailable(f"cannot describe consumer group {group}: {error}")
-    held: dict[str, int] = {}
-    for member in found.get("members") or ():
-        client = str(member.get("client_id") or "")
-        held[client] = held.get(client, 0) + _count(member.get("member_assignment"), topic)
-    return held
+    return [
+        (
+            str(member.get("client_id") or ""),
+            member.get("group_instance_id") or None,
+            _count(member.get("member_assignment"), topic),
+        )
+        for member in found.get("members") or ()
+    ]
 
 
 def _count(assignment: Any, topic: str) -> int:

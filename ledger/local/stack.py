@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+from ledger.core.text import clipped
 from ledger.discovery import (
     credential_fingerprint,
     credentials_file,
@@ -47,7 +48,12 @@ from ledger.errors import KafkaAccessDenied, LedgerError, ProcessorError, UsageE
 from ledger.files import open_private, private_dir, private_umask, write_private
 from ledger.kafka.acls import PROCESSOR_GROUPS, ensure_acls
 from ledger.kafka.clients import check_reachable
-from ledger.kafka.groups import partitions_by_client, records_waiting
+from ledger.kafka.groups import (
+    members_holding,
+    partitions_by_client,
+    records_waiting,
+    static_instance_id,
+)
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.kafka.topics import create_topics, topic_specs
 from ledger.keys import KeyStore, printable_text
@@ -79,6 +85,7 @@ __all__ = [
     "erroring",
     "low_disk",
     "held_elsewhere",
+    "commands_held_elsewhere",
     "requests_waiting",
     "request_holders",
 ]
@@ -561,6 +568,38 @@ def request_holders(
         else None
     )
     return unheld_requests(procs, elsewhere=elsewhere), note
+
+
+def commands_held_elsewhere(
+    settings: Settings, procs: list[ProcessStatus], *, bootstrap: str | None
+) -> str | None:
+    """A problem when this home's command processor is healthy but the broker has given the
+    commands partition to another member of its group: a command processor this home did not
+    start applies the commands, and this one waits. An operator's upgrade drill: an earlier
+    release's, started by hand beside the upgraded one, took the partition and kept it; the new
+    one sat idle and healthy, `ps` green, while the earlier release's rules decided (a document
+    the new rules refuse was accepted). ``None``: ours holds it, nobody does (a rebalance), or
+    the broker was not asked (not reachable, no admin credential)."""
+    if bootstrap is None or not any(p.healthy and p.name == "command-processor" for p in procs):
+        return None
+    group = settings.topics.group(PROCESSOR_GROUPS["command-processor"])
+    ours = static_instance_id(settings, group)
+    try:
+        admin = resolve_security(settings, "admin", bootstrap=bootstrap)
+        members = members_holding(bootstrap, group, settings.topics.commands, security=admin)
+    except LedgerError:
+        return None
+    others = [(client, instance) for client, instance, held in members if held and instance != ours]
+    if not others:
+        return None
+    client, instance = others[0]
+    who = f"instance {instance}" if instance else f"client id {client or '?'}, not a static member"
+    return (
+        f"the commands partition is held by a command processor this home did not start "
+        f"({clipped(who, 120)}): it applies the commands, by its own release's rules, and this "
+        "home's waits; stop that one (never run command processors of two releases side by "
+        "side), and this one takes the partition at once"
+    )
 
 
 def behind_a_newer_release(procs: list[ProcessStatus]) -> list[str]:

@@ -21,6 +21,9 @@ from ledger.core.events import (
 from ledger.errors import CommandRejectedError
 from ledger.ids import new_id, utcnow
 from ledger.kafka.clients import rdkafka_config
+from ledger.kafka.groups import members_holding
+from ledger.local.stack import commands_held_elsewhere, processes
+from ledger.settings import Settings
 from processors.command_loop import consumer_config
 from processors.command_processor import APP_ID as COMMAND_PROCESSOR_APP
 
@@ -76,12 +79,18 @@ def test_restarted_command_processor_rebuilds_its_state_from_the_ledger(stack_fa
         admin, policy_doc("refund", action="refund.issue", auto_below=400), by=BOB, timeout=60
     )
     assert fourth.version == 4
-    members = _group_members(stack, stack.settings.topics.group(COMMAND_PROCESSOR_APP))
-    assert [m.group_instance_id for m in members] == [
-        consumer_config(stack.settings, stack.settings.topics.group(COMMAND_PROCESSOR_APP))[
-            "group.instance.id"
-        ]
-    ], members
+    group = stack.settings.topics.group(COMMAND_PROCESSOR_APP)
+    members = _group_members(stack, group)
+    ours = consumer_config(stack.settings, group)["group.instance.id"]
+    assert [m.group_instance_id for m in members] == [ours], members
+    # What `ps` reads: this home's command processor holds the commands partition.
+    held = members_holding(
+        stack.bootstrap, group, stack.topics.commands, security=stack.security("admin")
+    )
+    assert held == [(group, ours, 1)], held
+    settings = Settings.from_env(stack.cli_env())
+    procs = processes(settings, bootstrap=stack.bootstrap)
+    assert commands_held_elsewhere(settings, procs, bootstrap=stack.bootstrap) is None
 
     agent = stack.client(AGENT)
     decision = stack.evaluate_settled(

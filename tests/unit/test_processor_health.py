@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from ledger.cli.app import cli
 from ledger.errors import LedgerError, ProcessorError
+from ledger.kafka.groups import static_instance_id
 from ledger.kafka.snapshots import installed_fingerprint
 from ledger.local import stack
 from ledger.local.processes import alive, spawn_detached
@@ -1682,3 +1683,37 @@ def test_an_agent_only_machine_is_not_told_to_run_up(
     (creds / "admin.json").chmod(0o600)
     again = runner.invoke(cli, ["ps"])
     assert "`ledger up` starts what is not running" in again.stderr, again.stderr
+
+
+def test_a_command_processor_this_home_did_not_start_holding_the_commands_is_a_problem(
+    settings: Settings, both: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's upgrade drill: an earlier release's command processor, started by hand
+    # beside the upgraded one, took the commands partition and kept it; the new one sat idle
+    # and healthy, `ps` green, while the earlier release's rules accepted what the new refuse.
+    group = settings.topics.group("ledger-command-processor")
+    ours = static_instance_id(settings, group)
+    asked: list[tuple[str, str, str]] = []
+
+    def members(holding: list[tuple[str, str | None, int]]) -> Any:
+        def described(bootstrap: str, group: str, topic: str, **kw: object) -> Any:
+            asked.append((bootstrap, group, topic))
+            return holding
+
+        return described
+
+    monkeypatch.setattr(stack, "members_holding", members([(group, ours, 1)]))
+    assert CliRunner().invoke(cli, ["ps"]).exit_code == 0
+    assert asked == [(KAFKA, group, settings.topics.commands)]
+    monkeypatch.setattr(
+        stack, "members_holding", members([(group, ours, 0), ("ledger-command-processor", None, 1)])
+    )
+    said = CliRunner().invoke(cli, ["ps"])
+    assert said.exit_code == 1
+    assert (
+        "the commands partition is held by a command processor this home did not start (client "
+        "id ledger-command-processor, not a static member): it applies the commands, by its own "
+        "release's rules, and this home's waits"
+    ) in said.stderr, said.stderr
+    monkeypatch.setattr(stack, "members_holding", members([(group, ours, 0), (group, None, 0)]))
+    assert CliRunner().invoke(cli, ["ps"]).exit_code == 0  # nobody holds it: a rebalance
