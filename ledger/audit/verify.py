@@ -91,7 +91,14 @@ from ledger.audit.sources import (
 from ledger.audit.sql import first_line
 from ledger.audit.writer import span_union
 from ledger.codec import Codec, default_codec
-from ledger.core.chain import CHAINED_TYPES, canonical_text, form_hashes, form_text, text_hash
+from ledger.core.chain import (
+    CHAINED_TYPES,
+    canonical_text,
+    form_hashes,
+    form_text,
+    hashed_text,
+    text_hash,
+)
 from ledger.core.history import log_gaps
 from ledger.core.jsonform import format_timestamp, parse_instant, to_json_value
 from ledger.core.text import clipped
@@ -288,7 +295,11 @@ def _checked_decisions(
                     digest = hashes[i]
                     if event.hash != digest or keys[i] != event.request_id:
                         raise Slow
-                    if not (digest is None and chain_ids[i] is None) and text_hash(text) != digest:
+                    if (
+                        not (digest is None and chain_ids[i] is None)
+                        and text_hash(text) != digest
+                        and text_hash(hashed_text(event)) != digest  # a late field left out
+                    ):
                         raise Slow
                     form = {
                         "chain_id": event.chain_id,

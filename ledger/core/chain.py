@@ -53,6 +53,7 @@ __all__ = [
     "form_text",
     "text_hash",
     "record_hash",
+    "hashed_text",
     "canonical_text",
     "link",
     "checkpoint",
@@ -181,13 +182,13 @@ def _writer(hint: Any) -> _Text:
     return _any_text
 
 
-_text_writers: dict[type, Callable[[Any], str]] = {}
+_text_writers: dict[tuple[type, tuple[str, ...]], Callable[[Any], str]] = {}
 
 
-def _text_writer(cls: type) -> Callable[[Any], str]:
-    built = _text_writers.get(cls)
+def _text_writer(cls: type, leave_out: tuple[str, ...]) -> Callable[[Any], str]:
+    built = _text_writers.get((cls, leave_out))
     if built is None:
-        built = _text_writers[cls] = _build_text_writer(cls)
+        built = _text_writers[(cls, leave_out)] = _build_text_writer(cls, leave_out)
     return built
 
 
@@ -209,14 +210,14 @@ _INLINE: Final[dict[Callable[[Any], str], str]] = {
 }
 
 
-def _build_text_writer(cls: type) -> Callable[[Any], str]:
+def _build_text_writer(cls: type, leave_out: tuple[str, ...] = ("hash",)) -> Callable[[Any], str]:
     """Straight-line code for one record type: one list display of the members' texts, in
     sorted key order, joined once — no per-field loop or dict at run time. Field names come
     from the dataclass, never from input."""
     hints = typing.get_type_hints(cls, vars(_events))
     names: dict[str, Any] = {"_e": _encode_str, "_UTC": UTC}
     items: list[str] = []
-    fields = sorted(f.name for f in dataclasses.fields(cls) if f.name != "hash")
+    fields = sorted(f.name for f in dataclasses.fields(cls) if f.name not in leave_out)
     for index, name in enumerate(fields):
         write = _writer(hints[name])
         names[f"_w{index}"] = write
@@ -247,7 +248,7 @@ def canonical_text(record: Any) -> str:
             return text
         except _native.Unsupported:
             pass  # a value the writer in C leaves to this one
-    return _text_writer(type(record))(record)
+    return _text_writer(type(record), ("hash",))(record)
 
 
 # --------------------------------------------------------------------------- hashing
@@ -284,9 +285,20 @@ def form_hashes(form: Mapping[str, Any]) -> tuple[str, ...]:
 _digest = text_hash
 
 
+def hashed_text(record: Any) -> str:
+    """The text a writer hashes for ``record``: :func:`canonical_text`, but without
+    ``stale_after`` while it is null. Such a pre-evaluation's answer is written in the form
+    before the field (``BatchDecisionRecorded`` v2) so that the release before reads it, and
+    that release hashes what it reads: an upgrade drill found every such answer "altered"
+    (exit 11) to the earlier release's `audit verify`. :func:`form_hashes` accepts both."""
+    if type(record) is BatchDecisionRecorded and record.stale_after is None:
+        return _text_writer(BatchDecisionRecorded, ("hash", "stale_after"))(record)
+    return canonical_text(record)
+
+
 def record_hash(record: DecisionRecorded | BatchDecisionRecorded) -> str:
     """What ``record.hash`` must be, from the record's other fields."""
-    return _digest(canonical_text(record))
+    return _digest(hashed_text(record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +337,7 @@ def link(
     object.__setattr__(stamped, "chain_id", head.chain_id)
     object.__setattr__(stamped, "chain_seq", seq)
     object.__setattr__(stamped, "prev_hash", head.hash)
-    digest = _digest(canonical_text(stamped))
+    digest = _digest(hashed_text(stamped))
     object.__setattr__(stamped, "hash", digest)
     return stamped, ChainHead(head.chain_id, seq, digest)
 

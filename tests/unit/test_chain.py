@@ -23,6 +23,8 @@ from ledger.core.chain import (
     canonical_text,
     checkpoint,
     form_hash,
+    form_hashes,
+    hashed_text,
     link,
     record_hash,
 )
@@ -87,9 +89,12 @@ def batch(**changes: Any) -> BatchDecisionRecorded:
 
 
 def reference_hash(record: Any) -> str:
-    """The scheme as the README gives it to third parties, with nothing but json and hashlib."""
+    """The scheme as the README gives it to third parties, with nothing but json and hashlib
+    (a pre-evaluation's null ``stale_after`` left out: it is written in the form before it)."""
     form = to_json_value(record)
     del form["hash"]
+    if isinstance(record, BatchDecisionRecorded) and form.get("stale_after") is None:
+        del form["stale_after"]
     text = json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -294,7 +299,7 @@ def test_the_text_writer_in_c_writes_the_python_writers_text(record: DecisionRec
     before the year 1000, a subclass of a plain value) hashes the same through it."""
     from ledger.core import _canonical, chain
 
-    python = chain._text_writer(type(record))(record)
+    python = chain._text_writer(type(record), ("hash",))(record)
     assert python == expected_text(record)
     try:
         native = _canonical.text(record, "hash")
@@ -374,3 +379,22 @@ def test_a_pre_evaluation_answered_otherwise_past_its_stale_after_is_the_same_qu
     assert not same_question(first, before)  # same state, same time window: other facts
     assert same_question(first, after) and same_question(after, first)
     assert not same_question(batch(), dataclasses.replace(batch(), decisions=denied))
+
+
+def test_an_answer_without_stale_after_hashes_as_the_release_before_reads_it() -> None:
+    # An upgrade drill: answers without `stale_after` are written in the form before it, so
+    # the release before reads them, and it hashes what it reads; hashed with
+    # "stale_after": null, every one read as altered (exit 11) to its `audit verify`.
+    earlier, _ = link(batch(), ChainHead("c"))
+    form = to_json_value(earlier)
+    before = {k: v for k, v in form.items() if k not in ("hash", "stale_after")}
+    text = json.dumps(before, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert earlier.hash == "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert earlier.hash in form_hashes(form)  # this release's verifier: either form
+    # One hashed with the null member (the release of 2026-12-07, evening) still verifies here.
+    with_null = form_hash({k: v for k, v in form.items() if k != "hash"})
+    assert with_null in form_hashes(form) and with_null != earlier.hash
+    # A value is covered as every field is.
+    later = batch(stale_after=T + timedelta(hours=1))
+    stamped, _ = link(later, ChainHead("c"))
+    assert stamped.hash == reference_hash(stamped) and '"stale_after"' in hashed_text(stamped)
