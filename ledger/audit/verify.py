@@ -1156,7 +1156,9 @@ def _unanswered(row: Mapping[str, Any], before: datetime) -> Problem:
         found=f"{row['unanswered']} request(s) of this partition received before "
         f"{format_timestamp(before)} have no decision and no dead letter, this one the first",
         expected="a decision or a dead letter for each (decisions deleted from the export, or "
-        "never made: an evaluator down, see `ledger ps`)",
+        "never made: an evaluator down, see `ledger ps`; or an earlier release's `ledger export` "
+        "could not read them and left their rows empty: export again with this release into a "
+        "new folder, and verify that)",
     )
 
 
