@@ -244,7 +244,14 @@ def ps_cmd(as_json: bool) -> None:
             click.echo(f"note: {unasked}", err=True)
         if other:  # healthy or not, it answers with the old code: not a health problem
             click.echo(stack.other_code(other, [p.name for p in procs if p.running]), err=True)
-        if problems and not settings.home.exists():
+        no_admin = stack.no_admin(settings) if problems and fixable else None
+        if no_admin is not None:
+            # A developer's machine pointed at its team's ledger with the agent credential
+            # alone: `up` would be refused (a red team: this line advised it). First: such a
+            # machine has usually no home of its own either (a README check: the missing
+            # home's line, which speaks of `ledger up`, came first).
+            click.echo(no_admin, err=True)
+        elif problems and not settings.home.exists():
             # Nothing ever ran with this home: a mistyped $LEDGER_HOME, or another user's
             # environment (sudo), where `ledger up` would start a second, empty ledger.
             click.echo(
@@ -259,10 +266,6 @@ def ps_cmd(as_json: bool) -> None:
                 "check $LEDGER_HOME",
                 err=True,
             )
-        elif problems and fixable and (no_admin := stack.no_admin(settings)) is not None:
-            # A developer's machine pointed at its team's ledger with the agent credential
-            # alone: `up` would be refused (a red team: this line advised it).
-            click.echo(no_admin, err=True)
         elif problems and fixable:
             click.echo(
                 "`ledger up` starts what is not running and restarts what does not recover",

@@ -1671,6 +1671,11 @@ def test_an_agent_only_machine_is_not_told_to_run_up(
     assert ps.exit_code == 1, ps.output  # nothing of this home runs: still said
     assert "`ledger up` starts what is not running" not in ps.stderr
     assert f"`ledger up` cannot run from this machine; the ledger at {KAFKA}" in ps.stderr
+    # Such a machine has usually no ledger home at all (a README check: the missing home's
+    # line, which speaks of `ledger up` starting a ledger there, came instead).
+    nowhere = runner.invoke(cli, ["ps"], env={"LEDGER_HOME": str(tmp_path / "never-made")})
+    assert nowhere.exit_code == 1 and "`ledger up` cannot run from this machine" in nowhere.stderr
+    assert "does not exist" not in nowhere.stderr, nowhere.stderr
     up = runner.invoke(cli, ["up"])
     assert up.exit_code == 2, up.output
     assert "no admin credential in $LEDGER_CREDENTIALS" in up.stderr
