@@ -44,6 +44,7 @@ from ledger.core.events import (
     Command,
     DecisionRecorded,
     EvaluationRequested,
+    item_ref,
 )
 from ledger.core.history import HistoryEntry
 from ledger.core.jsonform import to_json_value
@@ -693,7 +694,9 @@ def single_pairs(
         # last one's answer, and an id recorded cut lost its item (a maintainability review).
         for item, answer in zip(request.items, decision.decisions, strict=True):
             single = item_request(request, item)  # as the evaluator decided it
-            rid = single.event_id
+            # Named as every reader names an item (a README check: simulate showed the
+            # evaluator's REQUEST/ITEM, which `decisions`, `replay` and the queries do not take).
+            rid = item_ref(request.event_id, item.item_id)
             yield (
                 single,
                 DecisionRecorded(

@@ -167,7 +167,7 @@ def simulate(
 
 def _change(request: EvaluationRequested, old: DecisionRecorded, new: PolicyOutcome) -> Change:
     return Change(
-        request_id=request.event_id,
+        request_id=old.request_id,  # an item of a pre-evaluation as readers name it: REQUEST#ITEM
         action=request.action,
         resource=request.resource,
         principal=request.principal,

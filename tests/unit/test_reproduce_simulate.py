@@ -2252,6 +2252,9 @@ def test_a_pre_evaluation_is_taken_item_by_item_in_order() -> None:
         ("refund.issue", "refund.issue", Determination.DENY),
         ("refund.view", "refund.view", Determination.ALLOW),
     ]
+    # Each decided as the evaluator did (its canary key `b1/x`), named as readers name an
+    # item (a README check: simulate showed `b1/x`, which `decisions` and `replay` do not take).
+    assert [(r.event_id, d.request_id) for r, d in pairs] == [("b1/x", "b1#x")] * 2
     # An answer that is not this request's (another copy under its id) pairs nothing.
     other = dataclasses.replace(decided, decisions=decided.decisions[:1])
     assert list(single_pairs([(request, other)])) == []
