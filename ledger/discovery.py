@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Final
 
 from ledger.errors import KafkaUnavailable, UsageError
 from ledger.files import (
@@ -185,6 +186,17 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
             f"cannot read the {role} credential {path}: {exc}; for the local broker, delete it "
             "and run `ledger up`, which writes a new one and gives the broker its password"
         ) from None
+    unknown = (
+        sorted(str(k) for k in data if k not in _CREDENTIAL_KEYS) if isinstance(data, dict) else []
+    )
+    if unknown:
+        # Refused, as a variable the protocol would not use is (a README check: a misspelt
+        # key was ignored, and the connection went without it).
+        raise UsageError(
+            f"the {role} credential {path}: unknown key {unknown[0][:80]!r}; a "
+            f"credential file holds {', '.join(sorted(_CREDENTIAL_KEYS))} (`ledger credentials "
+            f"show {role} --json` prints one)"
+        )
     try:
         # Read as the variables are: without a protocol, it follows from the settings given.
         return KafkaSecurity.inferred(
@@ -201,7 +213,31 @@ def read_credentials(settings: Settings, role: Role) -> KafkaSecurity | None:
     except (AttributeError, TypeError) as exc:
         raise UsageError(f"the {role} credential {path} is not an object: {exc}") from None
     except UsageError as exc:
-        raise UsageError(f"the {role} credential {path}: {exc}") from None
+        said = str(exc)
+        for variable, key in _FILE_KEYS.items():  # the file's own keys, not the variables
+            said = said.replace(variable, key)
+        raise UsageError(f"the {role} credential {path}: {said}") from None
+
+
+_CREDENTIAL_KEYS: Final = frozenset(
+    {
+        "bootstrap_servers",  # `ledger credentials show ROLE --json` writes it; not read here
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+    }
+)
+_FILE_KEYS: Final = {
+    "$LEDGER_SECURITY_PROTOCOL": "security_protocol",
+    "$LEDGER_SASL_MECHANISM": "sasl_mechanism",
+    "$LEDGER_SASL_USERNAME": "sasl_plain_username",
+    "$LEDGER_SASL_PASSWORD": "sasl_plain_password",
+}
+"""What a credential file's problem says in place of the variables' names."""
 
 
 def local_is_secured(settings: Settings) -> bool:

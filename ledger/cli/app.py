@@ -58,7 +58,7 @@ def cli() -> None:
     """Decision Ledger: policies, authority and audit for AI agents, as events on Kafka.
 
     Offline policy work (policy validate/test/eval) needs nothing running. Everything else talks
-    to Kafka at --bootstrap (default $LEDGER_BOOTSTRAP, else the local broker of
+    to Kafka at each command's --bootstrap (default $LEDGER_BOOTSTRAP, else the local broker of
     `ledger broker start` / `ledger up`).
     """
     use_query_memory(audit_memory_from_env())

@@ -233,6 +233,25 @@ def test_a_credential_file_reads_like_the_variables(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match=r"the agent credential .*agent\.json: PLAINTEXT does not"):
         resolve_security(given, "agent")
+    # A README check: a missing password was told to set the variables, not the file's key,
+    # and a misspelt key was ignored.
+    write_private(
+        directory / "agent.json",
+        json.dumps({"sasl_plain_username": "agent", "sasl_plain_pasword": "pw"}),
+    )
+    with pytest.raises(UsageError) as refused:
+        resolve_security(given, "agent")
+    assert "unknown key 'sasl_plain_pasword'" in str(refused.value)
+    write_private(directory / "agent.json", json.dumps({"sasl_plain_username": "agent"}))
+    with pytest.raises(UsageError) as refused:
+        resolve_security(given, "agent")
+    assert "(set sasl_plain_username and sasl_plain_password)" in str(refused.value), refused.value
+    # What `ledger credentials show agent --json` prints is a credential file.
+    shown = {"bootstrap_servers": "127.0.0.1:9092", **kafka_python_config(KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="agent", password="pw"
+    ))}  # fmt: skip
+    write_private(directory / "agent.json", json.dumps(shown))
+    assert resolve_security(given, "agent").password == "pw"
 
 
 @pytest.mark.parametrize("planted", ["/dev/zero", "fifo", "large"])
