@@ -36,7 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from ledger.core.text import clipped
 from ledger.discovery import (
     credential_fingerprint,
     credentials_file,
@@ -596,7 +595,7 @@ def commands_held_elsewhere(
     who = f"instance {instance}" if instance else f"client id {client or '?'}, not a static member"
     return (
         f"the commands partition is held by a command processor this home did not start "
-        f"({clipped(who, 120)}): it applies the commands, by its own release's rules, and this "
+        f"({who[:120]}): it applies the commands, by its own release's rules, and this "
         "home's waits; stop that one (never run command processors of two releases side by "
         "side), and this one takes the partition at once"
     )
