@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from ledger.core.events import (
 )
 from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle.commands import command_aggregate
+from ledger.core.signing import COMMAND_VALID_FOR
 from ledger.core.text import clipped, quoted
 from ledger.discovery import read_credentials
 from ledger.errors import (
@@ -41,13 +43,16 @@ from ledger.errors import (
     TopicMissing,
     UsageError,
 )
+from ledger.ids import utcnow
 from ledger.kafka.reading import read_raw
 from ledger.kafka.topics import COMMANDS_KEPT
 from ledger.settings import Role, Settings
 
 __all__ = ["group"]
 
-State = Literal["accepted", "rejected", "dead_lettered", "waiting", "not_sent", "not_answered"]
+State = Literal[
+    "accepted", "rejected", "dead_lettered", "waiting", "expired", "not_sent", "not_answered"
+]
 
 _POLL_EVERY = 0.5
 """Seconds between two reads of what came since, while ``--wait`` waits."""
@@ -71,14 +76,20 @@ class _Seen:
     letter: DeadLetter | None = None
     letters: dict[int, DeadLetter] = field(default_factory=dict)  # by commands offset
 
-    def state(self, commands_read: bool) -> State:
+    def state(self, commands_read: bool, now: datetime | None = None) -> State:
         if self.answers:
             return "accepted" if isinstance(self.answers[0], CommandAccepted) else "rejected"
         if self.letter is not None:
             return "dead_lettered"
         if not commands_read:
             return "not_answered"
-        return "waiting" if self.command is not None else "not_sent"
+        if self.command is None:
+            return "not_sent"
+        # Past its validity the command processor refuses it stale_command when it runs: it
+        # will never be applied (a review: after an outage of more than 10 minutes, this said
+        # to wait for it).
+        expires = self.command.occurred_at + COMMAND_VALID_FOR
+        return "expired" if (now or utcnow()) >= expires else "waiting"
 
 
 @group.command("status")
@@ -106,7 +117,8 @@ def status_cmd(command_id: str, wait: float, bootstrap: str | None, as_json: boo
     exit 8  in ledger.commands and not answered yet (the command processor applies it when it
             runs: do not send it again), or not answered and this credential cannot read
             ledger.commands
-    exit 1  not in ledger.commands: it never reached Kafka, and nothing will apply it
+    exit 1  not in ledger.commands: it never reached Kafka, and nothing will apply it; or
+            waiting past its 10 minutes of validity (expired): it never will be applied
 
     Commands and their answers are kept 7 days. Reading ledger.commands needs the auditor's
     credential (an operator's machine has it); with the governance credential alone only the
@@ -231,10 +243,8 @@ def _what(seen: _Seen) -> str:
     if seen.command is None:
         if not seen.answers:
             return ""
-        first = seen.answers[0]
-        return (
-            f"{first.command_type} on {quoted(first.aggregate, 80)} by {clipped(first.actor, 80)}"
-        )
+        first = seen.answers[0]  # its actor is the processor that answered: the sender unknown
+        return f"{first.command_type} on {quoted(first.aggregate, 80)}"
     command = seen.command
     return (
         f"{type(command).__name__} on {quoted(command_aggregate(command), 80)} by "
@@ -275,13 +285,23 @@ def _report(
         )
     waited = f"within {wait:g} s" if wait else "yet"
     if state == "waiting":
+        until = format_timestamp(seen.command.occurred_at + COMMAND_VALID_FOR)
         raise LedgerTimeout(
             f"{shown} ({what}) is in {commands} since {_sent(seen) or '?'} and not answered "
-            f"{waited}: the command "
-            "processor applies it when it runs (`ledger ps`); do not send it again, wait for "
-            f"it (`ledger command status {shown} --wait 60`)",
+            f"{waited}: the command processor applies it when it runs (`ledger ps`) until "
+            f"{until} (10 minutes after it was signed; after, it refuses it stale_command); do "
+            f"not send it again meanwhile, wait for it (`ledger command status {shown} --wait "
+            "60`)",
             request_id=command_id,
             sent=True,
+        )
+    if state == "expired":
+        raise LedgerError(
+            f"{shown} ({what}) is in {commands} since {_sent(seen) or '?'}, not answered, and "
+            f"was signed at {format_timestamp(seen.command.occurred_at)}, more than 10 minutes "
+            "ago: the command processor refuses it stale_command when it runs, so it will "
+            "never be applied; send the command anew (it is signed again, under a new id)",
+            code="expired",
         )
     if state == "not_answered":
         raise LedgerTimeout(
@@ -291,11 +311,32 @@ def _report(
             "show` or `ledger grant list` before sending it again",
             request_id=command_id,
         )
+    made = _made_at(command_id)
+    if made is not None and made < utcnow() - COMMANDS_KEPT:
+        raise LedgerError(
+            f"{shown} was made at {format_timestamp(made)} (by its id), more than {keep} ago: "
+            f"{commands} and its answers keep {keep}, so what became of it cannot be read here; "
+            "see `ledger policy show` / `ledger grant list`, or an export's commands and "
+            "command_results",
+            code="too_old",
+        )
     raise LedgerError(
         f"{shown} is not in {commands} (it keeps {keep}) and has no answer: it never reached "
-        "Kafka, and nothing will apply it; send the command again",
+        "Kafka, and nothing will apply it (check the id: a mistyped one reads the same); send "
+        "the command again",
         code="not_sent",
     )
+
+
+def _made_at(command_id: str) -> datetime | None:
+    """When a UUIDv7 id (the CLI's and the SDK's) was made, from its first 48 bits."""
+    try:
+        parsed = uuid.UUID(command_id)
+    except ValueError:
+        return None
+    if parsed.version != 7:
+        return None
+    return datetime.fromtimestamp((parsed.int >> 80) / 1000, UTC)
 
 
 def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:
@@ -310,7 +351,7 @@ def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:
         "aggregate": command_aggregate(command)
         if command is not None
         else (answer.aggregate if answer is not None else None),
-        "actor": command.actor if command is not None else (answer.actor if answer else None),
+        "actor": command.actor if command is not None else None,  # an answer's is the processor
         "sent_at": _sent(seen),
         "offset": seen.offset,
         "answered_at": format_timestamp(answer.occurred_at) if answer is not None else None,

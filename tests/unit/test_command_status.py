@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,42 @@ def test_the_first_answer_counts_before_a_dead_letter_and_the_record_itself() ->
 def test_without_an_answer_it_tells_waiting_from_never_sent(
     seen: _Seen, commands_read: bool, state: str, error: type[LedgerError]
 ) -> None:
-    assert seen.state(commands_read=commands_read) == state
+    now = AT + timedelta(minutes=9)  # within the command's 10 minutes of validity
+    assert seen.state(commands_read=commands_read, now=now) == state
     with pytest.raises(error) as said:
-        _report("cmd-1", seen, seen.state(commands_read=commands_read), 5, SETTINGS, False)
+        _report("cmd-1", seen, state, 5, SETTINGS, False)
     assert type(said.value) is error
     assert ("do not send it again" in str(said.value)) == (state == "waiting")
     assert ("send the command again" in str(said.value)) == (state == "not_sent")
+    if state == "waiting":
+        assert "until 2026-12-07T21:10:00.000000Z (10 minutes after it was signed" in str(
+            said.value
+        )
+
+
+def test_a_command_waiting_past_its_validity_will_never_be_applied_and_says_so() -> None:
+    # A review: after an outage of more than 10 minutes, a waiting command was said to be
+    # applied when the command processor runs; it refused it stale_command.
+    seen = _Seen(command=ROLLBACK, sent_ms=0, offset=3)
+    assert seen.state(commands_read=True, now=AT + timedelta(minutes=10)) == "expired"
+    with pytest.raises(LedgerError) as said:
+        _report("cmd-1", seen, "expired", 0, SETTINGS, as_json=False)
+    assert said.value.code == "expired" and said.value.exit_code == 1
+    assert "it will never be applied; send the command anew" in str(said.value)
+
+
+def test_an_id_older_than_what_kafka_keeps_is_not_called_never_sent() -> None:
+    old = str(uuid.UUID(int=(1_700_000_000_000 << 80) | (0x7 << 76) | (0b10 << 62)))
+    with pytest.raises(LedgerError) as said:
+        _report(old, _Seen(), "not_sent", 0, SETTINGS, as_json=False)
+    assert said.value.code == "too_old" and "was made at 2023-11-14T22:13:20" in str(said.value)
+
+
+def test_with_the_answers_alone_the_sender_is_not_the_processor_that_answered() -> None:
+    # A review: with the governance credential, the answer's actor (the command processor)
+    # was named as the command's sender.
+    seen = _Seen(answers=[_refused()])
+    with pytest.raises(CommandRejectedError) as refused:
+        _report("cmd-1", seen, "rejected", 0, SETTINGS, as_json=False)
+    assert "RollbackPolicy on 'refund':" in str(refused.value)
+    assert "command-processor" not in str(refused.value)
