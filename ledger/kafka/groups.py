@@ -18,8 +18,14 @@ __all__ = ["partitions_by_client", "members_holding", "static_instance_id", "rec
 def static_instance_id(settings: Settings, group: str) -> str:
     """The ``group.instance.id`` of a static member of ``group`` run by this host and ledger
     home (the command processor's: ``processors.command_loop.consumer_config``), which ``ps``
-    looks for among the group's members."""
-    home = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+    looks for among the group's members. The home's real path: `ps` through a link to it
+    (which the README supports) took the home's own command processor for another's (a
+    review); `up` starts processors through the real path."""
+    try:
+        real = settings.home.resolve()
+    except OSError:  # a loop of links: as given
+        real = settings.home
+    home = hashlib.sha256(str(real).encode()).hexdigest()[:12]
     return f"{group}@{socket.gethostname()}:{home}"
 
 

@@ -1722,3 +1722,14 @@ def test_a_command_processor_this_home_did_not_start_holding_the_commands_is_a_p
     ) in said.stderr, said.stderr
     monkeypatch.setattr(stack, "members_holding", members([(group, ours, 0), (group, None, 0)]))
     assert CliRunner().invoke(cli, ["ps"]).exit_code == 0  # nobody holds it: a rebalance
+
+
+def test_the_static_instance_id_is_the_homes_through_a_link_too(tmp_path: Path) -> None:
+    # A review: `ps` through a link to the home (which the README supports) took the home's
+    # own command processor for another's, and exited 1.
+    real = tmp_path / "home"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    group = "ledger-command-processor"
+    ours = static_instance_id(Settings(home=real), group)
+    assert static_instance_id(Settings(home=tmp_path / "link"), group) == ours
