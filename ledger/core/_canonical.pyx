@@ -39,7 +39,7 @@ import_datetime()
 cdef object _quote = json.encoder.encode_basestring  # the C one when the json module has it
 cdef object _UTC = timezone.utc
 cdef object _Enum = enum.Enum
-cdef dict _names = {}  # (class, field left out) -> the members' '{"name":' / ',"name":' texts
+cdef dict _names = {}  # (class, fields left out) -> the members' '{"name":' / ',"name":' texts
 
 
 class Unsupported(TypeError):
@@ -53,7 +53,8 @@ cdef tuple _members(object cls, object skip):
     if found is None:
         if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
             raise Unsupported("not a dataclass")
-        names = sorted(f.name for f in dataclasses.fields(cls) if f.name != skip)
+        left_out = skip if type(skip) is tuple else (skip,)
+        names = sorted(f.name for f in dataclasses.fields(cls) if f.name not in left_out)
         prefixes = tuple(
             ("{" if i == 0 else ",") + _quote(name) + ":" for i, name in enumerate(names)
         )
@@ -171,7 +172,8 @@ cdef int _value(object value, list out) except -1:
 
 
 def text(record, skip=None):
-    """The canonical JSON text of ``record``'s JSON form, without its field ``skip``."""
+    """The canonical JSON text of ``record``'s JSON form, without its field ``skip`` (a name,
+    or a tuple of names)."""
     cdef list out = []
     _object(record, skip, out)
     return "".join(out)

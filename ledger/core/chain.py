@@ -292,8 +292,17 @@ def hashed_text(record: Any) -> str:
     that release hashes what it reads: an upgrade drill found every such answer "altered"
     (exit 11) to the earlier release's `audit verify`. :func:`form_hashes` accepts both."""
     if type(record) is BatchDecisionRecorded and record.stale_after is None:
-        return _text_writer(BatchDecisionRecorded, ("hash", "stale_after"))(record)
+        if _native is not None:
+            try:
+                text: str = _native.text(record, _WITHOUT_STALE_AFTER)
+                return text
+            except _native.Unsupported:
+                pass  # a value the writer in C leaves to this one
+        return _text_writer(BatchDecisionRecorded, _WITHOUT_STALE_AFTER)(record)
     return canonical_text(record)
+
+
+_WITHOUT_STALE_AFTER: Final = ("hash", "stale_after")
 
 
 def record_hash(record: DecisionRecorded | BatchDecisionRecorded) -> str:
