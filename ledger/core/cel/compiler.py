@@ -853,10 +853,16 @@ class _Compiler:
                 f"invalid regular expression for RE2 (CEL's dialect: no backreferences, no "
                 f"lookaround, \\z not \\Z): {detail}",
             ) from None
-        compiled = pattern, 1 + pattern.programsize // _RE2_INSTRUCTIONS_PER_WEIGHT
+        weight = 1 + pattern.programsize // _RE2_INSTRUCTIONS_PER_WEIGHT
+        if budget is not None:
+            charged = pattern.programsize
+            # Matched with the memory a recorded one has (a review: RE2's smaller memory for
+            # a new pattern left its matching little room, 10-100x slower where it was kept).
+            pattern = re2.compile(text, _RE2_OPTIONS)
+        compiled = pattern, weight
         self.patterns[text] = compiled
         if budget is not None:
-            budget.left -= pattern.programsize
+            budget.left -= charged
             budget.compiled[text] = compiled
         return compiled
 

@@ -349,7 +349,8 @@ def _rollback(
                 "never_active",
                 f"{c.policy} v{c.to_version} was never active: a rollback restores a version "
                 f"that was{_restorable(record)}; to make v{c.to_version} active, promote it "
-                f"(`ledger policy promote {_shown(c.policy, 80)} {c.to_version} --to active`, "
+                f"(`ledger policy promote {_shown(c.policy, 80)} {c.to_version} --to active "
+                f"--by YOU`, "
                 "which needs ledger.policy.promote)",
             )
         if record.active == c.to_version and record.canary is None:

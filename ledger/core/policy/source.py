@@ -98,9 +98,11 @@ def _folded_lines(node: yaml.ScalarNode) -> list[tuple[int, int]]:
     text = buffer[start.pointer : end.pointer]
     lines = []
     for i, written in enumerate(text.split("\n")[1:], start=start.line + 2):
-        stripped = written.strip(" \t")
-        if stripped:
-            lines.append((i, len(stripped)))
+        # As YAML folds it: a line's indentation goes, its trailing white space stays (a
+        # review: trailing spaces, tabs and a Windows line end threw the column, then the line).
+        content = written.removesuffix("\r").lstrip(" ")
+        if content.strip(" \t"):
+            lines.append((i, len(content)))
     return lines
 
 

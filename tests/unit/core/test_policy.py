@@ -891,3 +891,10 @@ def test_a_problem_in_a_folded_block_condition_is_said_at_its_own_line(indicator
     [problem] = caught.value.problems
     assert "undeclared fact 'bogus'" in problem.message and problem.line == 10
     assert problem.message.endswith("(at column 18 of its line)"), problem.message
+    # A review: trailing spaces and tabs (which YAML keeps) and Windows line ends threw it.
+    untidy = document.replace("amount > 1 &&\n", "amount > 1 && \t \n", 1)
+    for variant in (untidy, untidy.replace("\n", "\r\n")):
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(variant, filename="p.yaml")
+        [problem] = caught.value.problems
+        assert problem.line == 10 and problem.message.endswith("(at column 18 of its line)")
