@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from pathlib import Path
 from typing import Any
 
 from ledger.errors import KafkaUnavailable
@@ -22,9 +23,9 @@ def static_instance_id(settings: Settings, group: str) -> str:
     (which the README supports) took the home's own command processor for another's (a
     review); `up` starts processors through the real path."""
     try:
-        real = settings.home.resolve()
+        real = Path(settings.home).resolve()
     except OSError:  # a loop of links: as given
-        real = settings.home
+        real = Path(settings.home)
     home = hashlib.sha256(str(real).encode()).hexdigest()[:12]
     return f"{group}@{socket.gethostname()}:{home}"
 

@@ -278,6 +278,9 @@ def test_a_stop_during_a_fetch_closes_the_consumer_only_once_the_fetch_returned(
     async def scenario() -> None:
         task = asyncio.create_task(loop.run(ready))
         while not polling.is_set():
+            # A loop that failed before its first fetch fails here, not waits for ever (a run
+            # hung when the consumer's settings raised).
+            assert not task.done(), task
             await asyncio.sleep(0.01)
         threading.Timer(0.2, release.set).start()  # the fetch returns while the stop waits
         task.cancel()
