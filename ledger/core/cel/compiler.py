@@ -1100,31 +1100,29 @@ def compile_condition(
 ) -> CompiledCondition:
     """Parse, check and compile one CEL condition.
 
-        ``facts`` maps each declared fact to its CEL type (``int``, ``decimal``, ``double``,
-        ``string``, ``bool``, ``timestamp``, ``list<string>``); ``None`` means dynamic mode (grant
-        conditions): any identifier is a request fact of unknown type. ``enums`` names the string
-        facts whose values are a closed set, so a comparison with a value outside it is reported.
-        ``optional`` names the facts that may be absent from a request (the others are checked
-        present before any condition runs); ``None`` means any of them may be. ``new_document``
-        false (a recorded version read back) leaves out the checks added after versions could have
-        been accepted (a declared fact compared with ``null``): such a version loads, and decides,
-        as it did when it was accepted. ``new_grant``: a grant's condition being admitted (not one
-        a replay compiles again): its literals are held to the rules of a new policy's (times to
-        the microsecond, string escapes CEL knows), and so are the ``matches`` patterns of both: to
-    a smaller RE2 program each, and all those sharing ``regex_budget`` (one policy document's; by
-    default the condition's own) to ``limits.regex_program`` instructions together.
+    ``facts`` maps each declared fact to its CEL type (``int``, ``decimal``, ``double``,
+    ``string``, ``bool``, ``timestamp``, ``list<string>``); ``None`` means dynamic mode (grant
+    conditions): any identifier is a request fact of unknown type. ``enums`` names the string
+    facts whose values are a closed set, so a comparison with a value outside it is reported.
+    ``optional`` names the facts that may be absent from a request (the others are checked
+    present before any condition runs); ``None`` means any of them may be. ``new_document``
+    false (a recorded version read back) leaves out the checks added after versions could have
+    been accepted (a declared fact compared with ``null``): such a version loads, and decides,
+    as it did when it was accepted. ``new_grant``: a grant's condition being admitted (not one
+    a replay compiles again): its literals are held to the rules of a new policy's (times to
+    the microsecond, string escapes CEL knows), and so are the ``matches`` patterns of both: to
+    a smaller RE2 program each, and all those sharing ``regex_budget`` (one policy document's;
+    by default the condition's own) to ``limits.regex_program`` instructions together.
 
+    The result's function is the plain, left-to-right Python form of the condition. When a side
+    of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
+    commutative form is compiled too, and run only if the plain one raised: whenever the plain
+    form returns, its answer is CEL's, so requests that meet no absence or fault pay nothing.
 
-
-        The result's function is the plain, left-to-right Python form of the condition. When a side
-        of ``||``/``&&`` (or a macro's predicate) other than the last can raise, a second,
-        commutative form is compiled too, and run only if the plain one raised: whenever the plain
-        form returns, its answer is CEL's, so requests that meet no absence or fault pay nothing.
-
-        Raises :class:`~ledger.errors.PolicyError` with one problem (``field="when"``, CEL line and
-        column) if the condition is longer than ``limits.condition_chars``, does not parse, uses
-        something outside the subset, references an undeclared fact, is ill-typed, or has a
-        ``matches`` pattern RE2 cannot compile (or longer than ``limits.regex_chars``).
+    Raises :class:`~ledger.errors.PolicyError` with one problem (``field="when"``, CEL line and
+    column) if the condition is longer than ``limits.condition_chars``, does not parse, uses
+    something outside the subset, references an undeclared fact, is ill-typed, or has a
+    ``matches`` pattern RE2 cannot compile (or longer than ``limits.regex_chars``).
     """
     if not isinstance(text, str) or not text.strip():
         raise PolicyError([PolicyProblem(message="condition is empty", field="when")])
