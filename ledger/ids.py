@@ -1,6 +1,7 @@
 """Ids and the clock of the adapters. The core never reads either: they are passed to it.
 
 - :func:`new_id` — a time-ordered UUIDv7 string, so ids sort by creation time (exports, lookups).
+- :func:`id_made_at` — when such an id was made, read back from it.
 - :func:`utcnow` — the current instant, aware UTC.
 """
 
@@ -10,7 +11,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-__all__ = ["new_id", "utcnow"]
+__all__ = ["new_id", "id_made_at", "utcnow"]
 
 
 def new_id() -> str:
@@ -23,6 +24,18 @@ def new_id() -> str:
     value |= 0b10 << 62  # RFC 4122 variant
     value |= rand & ((1 << 62) - 1)
     return str(uuid.UUID(int=value))
+
+
+def id_made_at(value: str) -> datetime | None:
+    """When a UUIDv7 id (:func:`new_id`'s) was made, from its first 48 bits; ``None`` for
+    any other id (an SDK caller may choose its own)."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return None
+    if parsed.version != 7:
+        return None
+    return datetime.fromtimestamp((parsed.int >> 80) / 1000, UTC)
 
 
 def utcnow() -> datetime:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -43,7 +42,7 @@ from ledger.errors import (
     TopicMissing,
     UsageError,
 )
-from ledger.ids import utcnow
+from ledger.ids import id_made_at, utcnow
 from ledger.kafka.reading import read_raw
 from ledger.kafka.topics import COMMANDS_KEPT
 from ledger.settings import Role, Settings
@@ -311,7 +310,7 @@ def _report(
             "show` or `ledger grant list` before sending it again",
             request_id=command_id,
         )
-    made = _made_at(command_id)
+    made = id_made_at(command_id)
     if made is not None and made < utcnow() - COMMANDS_KEPT:
         raise LedgerError(
             f"{shown} was made at {format_timestamp(made)} (by its id), more than {keep} ago: "
@@ -326,17 +325,6 @@ def _report(
         "the command again",
         code="not_sent",
     )
-
-
-def _made_at(command_id: str) -> datetime | None:
-    """When a UUIDv7 id (the CLI's and the SDK's) was made, from its first 48 bits."""
-    try:
-        parsed = uuid.UUID(command_id)
-    except ValueError:
-        return None
-    if parsed.version != 7:
-        return None
-    return datetime.fromtimestamp((parsed.int >> 80) / 1000, UTC)
 
 
 def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:

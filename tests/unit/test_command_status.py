@@ -117,3 +117,12 @@ def test_with_the_answers_alone_the_sender_is_not_the_processor_that_answered() 
         _report("cmd-1", seen, "rejected", 0, SETTINGS, as_json=False)
     assert "RollbackPolicy on 'refund':" in str(refused.value)
     assert "command-processor" not in str(refused.value)
+
+
+def test_a_new_id_says_when_it_was_made_and_another_id_says_nothing() -> None:
+    from ledger.ids import id_made_at, new_id, utcnow
+
+    before = utcnow()
+    made = id_made_at(new_id())
+    assert made is not None and abs((made - before).total_seconds()) < 60
+    assert id_made_at("cmd-1") is None and id_made_at(str(uuid.uuid4())) is None
