@@ -680,12 +680,24 @@ class LocalLedger:
         return self.deploy(Path(path).read_text(encoding="utf-8"), **options)
 
     def rollback(
-        self, policy: str, *, reason: str, to_version: int | None = None, by: str = ADMIN
+        self,
+        policy: str,
+        *,
+        reason: str,
+        to_version: int | None = None,
+        from_version: int | None = None,
+        by: str = ADMIN,
     ) -> int:
-        """Re-activate the previous active version of ``policy`` (or ``to_version``); returns
-        the version active again."""
+        """Re-activate the previous active version of ``policy`` (or ``to_version``), refused
+        unless ``from_version`` (if given) is the active one; returns the version active again."""
         done = self.submit_command(
-            RollbackPolicy(**self._stamp(by), policy=policy, reason=reason, to_version=to_version)
+            RollbackPolicy(
+                **self._stamp(by),
+                policy=policy,
+                reason=reason,
+                to_version=to_version,
+                from_version=from_version,
+            )
         )
         assert done.version is not None
         return done.version

@@ -300,6 +300,14 @@ def promote(
     default=None,
     help="Version to restore, one that was active before (default: the previously active one).",
 )
+@click.option(
+    "--from",
+    "from_version",
+    type=VERSION,
+    default=None,
+    help="The active version you mean to undo (as `policy show` shows it): refused if another "
+    "is active by then, whatever the clocks say.",
+)
 @click.option("--by", "by", required=True, help="Who rolls back.")
 @reason_option
 @ledger_options
@@ -307,6 +315,7 @@ def promote(
 def rollback(
     name: str,
     to_version: int | None,
+    from_version: int | None,
     by: str,
     reason: str,
     bootstrap: str | None,
@@ -323,7 +332,8 @@ def rollback(
 
     It is judged against what you saw: when someone else changed the active or canary version
     after this command was made (two people rolling back at once), it is refused
-    (deployment_changed, exit 4), not taken a step further back.
+    (deployment_changed, exit 4), not taken a step further back. `--from N` says what you saw
+    without relying on clocks: the rollback is refused unless vN is still the active version.
     """
     command = RollbackPolicy(
         event_id=new_id(),
@@ -332,6 +342,7 @@ def rollback(
         policy=name,
         reason=reason,
         to_version=to_version,
+        from_version=from_version,
     )
     submit(bootstrap, timeout, as_json, command, f"rolled back {name}", version_label="to version")
 

@@ -195,7 +195,9 @@ class PromotePolicyVersion:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RollbackPolicy:
-    """Re-activate the previous active version, or ``to_version``. Needs a reason, not approval."""
+    """Re-activate the previous active version, or ``to_version``. Needs a reason, not approval.
+    ``from_version``: the version its sender saw active and means to undo; refused when another
+    is active (``None``: judged by the signing time alone)."""
 
     event_id: str
     occurred_at: datetime
@@ -203,6 +205,7 @@ class RollbackPolicy:
     policy: str
     reason: str
     to_version: int | None = None
+    from_version: int | None = None
     key_id: str | None = None
     signature: bytes | None = None
 

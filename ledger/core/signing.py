@@ -114,7 +114,9 @@ __all__ = [
 DOMAIN: Final = "decision-ledger/command/v1"
 UNSIGNED_FIELDS: Final = frozenset({"key_id", "signature"})
 """The fields a signature does not cover: the signature itself, and which key made it."""
-SIGNED_WHEN_SET: Final = frozenset({("PromotePolicyVersion", "note")})
+SIGNED_WHEN_SET: Final = frozenset(
+    {("PromotePolicyVersion", "note"), ("RollbackPolicy", "from_version")}
+)
 """Fields added to a command after signing began: covered when set, left out of the signed
 bytes when empty, so a command signed by a client from before the field existed still
 verifies. An event's value for one is compared with the signed command's even when the
@@ -284,13 +286,15 @@ _FILLED_IN: Final = frozenset(
     {
         ("ActorKeyRevoked", "actor_key_id"),
         ("PolicyRolledBack", "to_version"),
+        ("PolicyRolledBack", "from_version"),
         ("PolicyVersionProposed", "policy"),
     }
 )
 """Fields a command may leave empty for the processor to fill in: revoking an actor's keys
 without naming one revokes each (one event per key); a rollback without ``--to`` goes to the
-version active before; a proposal recorded before proposals had to name their policy took its
-document's name (compared below)."""
+version active before, and one without ``--from`` records the version it replaced; a proposal
+recorded before proposals had to name their policy took its document's name (compared
+below)."""
 
 
 def _differs(command: Mapping[str, Any], event: GovernanceEvent) -> str | None:

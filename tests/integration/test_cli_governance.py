@@ -214,9 +214,15 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     assert second["determination"] == Determination.ALLOW_WITH_CONSTRAINTS.value
     assert second["constraints"] == {"refund_method": "credit"}
 
+    # --from names the version its sender means to undo: refused when another is active.
+    said = ledger.rejected(
+        "policy", "rollback", "refund", "--from", "1", "--by", BOB, "--reason", "too much store credit",
+        code="deployment_changed",
+    )  # fmt: skip
+    assert "this rollback was sent to undo v1, but refund is now v2 active" in said, said
     rolled = ledger.json(
-        "policy", "rollback", "refund", "--by", BOB, "--reason", "too much store credit"
-    )
+        "policy", "rollback", "refund", "--from", "2", "--by", BOB, "--reason", "too much store credit",
+    )  # fmt: skip
     assert (rolled["command_type"], rolled["aggregate"]) == ("RollbackPolicy", "refund")
     assert rolled["version"] == 1  # the answer says which version is active again
     third = ledger.evaluate(sdk, **ask, facts=FACTS_300)
@@ -230,6 +236,7 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     last = ledger.json("policy", "show", "refund")["events"][-1]
     assert (last["actor"], last["reason"]) == (BOB, "too much store credit")
     assert (last["from_version"], last["to_version"]) == (2, 1)
+    assert json.loads(last["signed_command"])["command"]["from_version"] == 2
 
     # A policy owner starts the next version from the active one, and sees what changed.
     printed = ledger("policy", "get", "refund").stdout  # the active one: v1

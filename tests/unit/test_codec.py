@@ -32,6 +32,7 @@ from ledger.core.events import (
     Mode,
     PolicyVersionPromoted,
     PromotePolicyVersion,
+    RollbackPolicy,
     ShadowResult,
     Stage,
 )
@@ -477,6 +478,12 @@ def test_a_governance_event_is_written_in_the_oldest_form_that_holds_it_whole() 
     command = dataclasses.replace(build(PromotePolicyVersion, full=True), note=None)
     assert codec.encode(command)[:10] == MAGIC + fingerprint("PromotePolicyVersion.v2")
     assert codec.decode(codec.encode(command)) == command
+    # A rollback without --from: the form a command processor of the release before it reads.
+    rollback = dataclasses.replace(build(RollbackPolicy, full=True), from_version=None)
+    assert codec.encode(rollback)[:10] == MAGIC + fingerprint("RollbackPolicy.v2")
+    seen = dataclasses.replace(rollback, from_version=3)
+    assert codec.encode(seen)[2:10] == codec.fingerprint_of(RollbackPolicy).to_bytes(8, "little")
+    assert codec.decode(codec.encode(seen)) == seen
     # A pre-evaluation's answer without stale_after: the form an SDK of the release before it
     # reads (a review: every pre-evaluation of such an agent failed on the unknown schema).
     batch = dataclasses.replace(

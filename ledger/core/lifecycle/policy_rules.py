@@ -335,6 +335,8 @@ def _rollback(
         return record
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
+    if c.from_version is not None and record.active != c.from_version:
+        return _reject("deployment_changed", _not_from(record, c.from_version))
     unseen = _unseen_change(record, c, "rollback")
     if c.to_version is not None:
         target = record.versions.get(c.to_version)
@@ -410,6 +412,26 @@ def _unseen_change(
         f"{format_timestamp(at)}. A {what} is judged against what its sender saw: look again "
         f"(`ledger policy show {_shown(c.policy, 80)}`) and send it anew if it is still wanted "
         "(if nothing changed in between, the signer's clock is behind the command processor's)",
+    )
+
+
+def _not_from(record: PolicyRecord, seen: int) -> str:
+    """Why a rollback sent to undo v``seen`` (``--from``) is refused: another version is
+    active. Judged by the versions, not the clocks: two governors undoing one bad version at
+    once roll it back once, even when the second signed after the first was applied."""
+    at, by = record.deployed_at, record.deployed_by
+    since = (
+        f" ({clipped(by or '?')} made it so at {format_timestamp(at)})" if at is not None else ""
+    )
+    which = (
+        f" (v{seen} is its canary: `--from` names the active version)"
+        if record.canary == seen
+        else ""
+    )
+    return (
+        f"this rollback was sent to undo v{seen}, but {record.name} is now "
+        f"{_deployment(record)}{since}{which}: look again (`ledger policy show "
+        f"{_shown(record.name, 80)}`) and send it anew if it is still wanted"
     )
 
 

@@ -41,7 +41,7 @@ REJECTION_CODES: Final[dict[str, str]] = {
     "missing_reason": "rollback, retire and revoking a key need a reason",
     "already_applied": "the command would change nothing (already in that state)",
     "policy_retired": "the policy is retired",
-    "deployment_changed": "the policy's deployed versions changed after a rollback, retirement or promotion was signed, by another actor, whose change its sender could not have seen: look again, and send it anew if still wanted",
+    "deployment_changed": "the policy's deployed versions changed after a rollback, retirement or promotion was signed, by another actor, whose change its sender could not have seen (or a rollback's --from version is no longer the active one): look again, and send it anew if still wanted",
     "invalid_principal": f"a principal must be {PRINCIPAL_FORM}",
     "invalid_role": "a role must be role:<name>",
     "invalid_grant": "the grant has no actions, an empty resource or an empty validity window",

@@ -129,6 +129,7 @@ def _build(kind: str, args: dict[str, Any], n: int) -> Command:
                 **common,
                 policy=args["policy"],
                 to_version=args.get("to"),
+                from_version=args.get("from"),
                 reason=args.get("reason", ""),
             )
         case "retire":

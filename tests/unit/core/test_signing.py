@@ -302,6 +302,53 @@ def test_a_promotions_note_is_signed_when_set_and_an_older_clients_command_still
         assert not forged.ok and "note" in str(forged.problem)
 
 
+def test_a_rollbacks_from_version_is_signed_when_set_and_proven_against_its_event():
+    """`from_version` (`policy rollback --from`) came to RollbackPolicy after signing began:
+    a rollback without it is signed as before (no `from_version` key), and its event's
+    `from_version` is the processor's to fill in; one with it covers it, and an event that
+    rolled back from another version than the signed command's is unproven."""
+    from ledger.core.events import PolicyRolledBack, RollbackPolicy
+    from ledger.core.jsonform import canonical_json
+    from ledger.core.signing import verify_event
+
+    plain = RollbackPolicy(
+        event_id="c-1", occurred_at=T0, actor=ADMIN, policy="refund", reason="v3 is bad"
+    )
+    older = json.loads((ROOT / "schemas" / "history" / "RollbackPolicy.v2.avsc").read_text())
+    before = {
+        f["name"]: getattr(plain, f["name"])
+        for f in older["fields"]
+        if f["name"] not in ("key_id", "signature")
+    }
+    assert signed_bytes(plain) == canonical_json(
+        {"domain": DOMAIN, "type": "RollbackPolicy", "command": before}
+    )
+    seen = replace(plain, from_version=3)
+    assert json.loads(signed_bytes(seen))["command"]["from_version"] == 3
+
+    state, _ = anchored()
+    for command in (plain, seen):
+        signed = sign(command, ADMIN_KEY)
+        event = PolicyRolledBack(
+            event_id="e-1",
+            occurred_at=T0,
+            actor=ADMIN,
+            command_id="c-1",
+            policy="refund",
+            sequence=4,
+            from_version=3,
+            to_version=2,
+            reason="v3 is bad",
+            command_key_id=signed.key_id,
+            command_signature=signed.signature,
+            signed_command=signed_bytes(signed).decode(),
+        )
+        assert verify_event(state, event).ok
+        if command.from_version is not None:
+            forged = verify_event(state, replace(event, from_version=2))
+            assert not forged.ok and "from_version" in str(forged.problem)
+
+
 def test_a_signed_event_its_actor_had_no_authority_for_is_not_proven():
     # A red team rewrote the command processor's snapshot to give human:mallory (no grant in
     # the history) everything; her grants were accepted, and `actor verify` proved every event:
