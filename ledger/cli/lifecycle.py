@@ -256,6 +256,15 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str | None) -> i
     default=None,
     help="Why now (kept in the ledger beside who and when, e.g. 'a week in shadow, no diffs').",
 )
+@click.option(
+    "--replacing",
+    "previous_version",
+    type=VERSION,
+    default=None,
+    help="The version you see in that stage (the active one, or the canary) and mean to "
+    "replace, as `policy show` shows it: refused if another holds it by then, whatever the "
+    "clocks say.",
+)
 @ledger_options
 @handle_errors
 def promote(
@@ -265,18 +274,24 @@ def promote(
     percent: int | None,
     by: str,
     note: str | None,
+    previous_version: int | None,
     bootstrap: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
     """Promote a version to shadow (recorded, never enforced), canary (--percent) or active.
 
-    Only an approved version may become canary or active.
+    Only an approved version may become canary or active. It is judged against what you saw:
+    when someone else changed the active or canary version after this command was made, it is
+    refused (deployment_changed, exit 4); `--replacing N` says what you saw without relying on
+    clocks.
     """
     if stage == "canary" and percent is None:
         raise UsageError("--to canary needs --percent N (1-99)")
     if stage != "canary" and percent is not None:
         raise UsageError("--percent applies only to --to canary")
+    if stage == "shadow" and previous_version is not None:
+        raise UsageError("a shadow replaces no version: --replacing applies to canary and active")
     command = PromotePolicyVersion(
         event_id=new_id(),
         occurred_at=utcnow(),
@@ -286,6 +301,7 @@ def promote(
         stage=Stage(stage),
         percent=percent,
         note=note,
+        previous_version=previous_version,
     )
     share = f" ({percent}% of requests)" if percent is not None else ""
     submit(bootstrap, timeout, as_json, command, f"{name} v{version} → {stage}{share}")

@@ -179,7 +179,9 @@ class ApprovePolicyVersion:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PromotePolicyVersion:
-    """Move a version to shadow, canary (with ``percent`` 1-99) or active."""
+    """Move a version to shadow, canary (with ``percent`` 1-99) or active.
+    ``previous_version``: the version its sender saw in that stage and means to replace;
+    refused when another holds it (``None``: judged by the signing time alone)."""
 
     event_id: str
     occurred_at: datetime
@@ -189,6 +191,7 @@ class PromotePolicyVersion:
     stage: Stage
     percent: int | None = None
     note: str | None = None
+    previous_version: int | None = None
     key_id: str | None = None
     signature: bytes | None = None
 

@@ -115,7 +115,11 @@ DOMAIN: Final = "decision-ledger/command/v1"
 UNSIGNED_FIELDS: Final = frozenset({"key_id", "signature"})
 """The fields a signature does not cover: the signature itself, and which key made it."""
 SIGNED_WHEN_SET: Final = frozenset(
-    {("PromotePolicyVersion", "note"), ("RollbackPolicy", "from_version")}
+    {
+        ("PromotePolicyVersion", "note"),
+        ("PromotePolicyVersion", "previous_version"),
+        ("RollbackPolicy", "from_version"),
+    }
 )
 """Fields added to a command after signing began: covered when set, left out of the signed
 bytes when empty, so a command signed by a client from before the field existed still
@@ -287,12 +291,14 @@ _FILLED_IN: Final = frozenset(
         ("ActorKeyRevoked", "actor_key_id"),
         ("PolicyRolledBack", "to_version"),
         ("PolicyRolledBack", "from_version"),
+        ("PolicyVersionPromoted", "previous_version"),
         ("PolicyVersionProposed", "policy"),
     }
 )
 """Fields a command may leave empty for the processor to fill in: revoking an actor's keys
 without naming one revokes each (one event per key); a rollback without ``--to`` goes to the
-version active before, and one without ``--from`` records the version it replaced; a proposal
+version active before, and one without ``--from`` (a promotion without ``--replacing``)
+records the version it replaced; a proposal
 recorded before proposals had to name their policy took its document's name (compared
 below)."""
 

@@ -199,8 +199,13 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
     v2_file.write_text(REFUND_FILE.read_text().replace("amount < 500", "amount < 200", 1))
     assert ledger.propose(str(v2_file)) == 2
     ledger.json("policy", "approve", "refund", "2", "--by", BOB)
+    said = ledger.rejected(
+        "policy", "promote", "refund", "2", "--to", "active", "--by", BOB, "--replacing", "3",
+        code="deployment_changed",
+    )  # fmt: skip
+    assert "this promotion was sent to replace v3 as active, but refund is now v1 active" in said
     ledger.json(
-        "policy", "promote", "refund", "2", "--to", "active", "--by", BOB,
+        "policy", "promote", "refund", "2", "--to", "active", "--by", BOB, "--replacing", "1",
         "--note", "stricter limit after the March review",
     )  # fmt: skip
     promoted = ledger.json("policy", "show", "refund")["events"][-1]
@@ -209,6 +214,7 @@ def test_policy_lifecycle_propose_approve_promote_evaluate_rollback(
         "stricter limit after the March review",
     )
     assert json.loads(promoted["signed_command"])["command"]["note"] == promoted["note"]
+    assert json.loads(promoted["signed_command"])["command"]["previous_version"] == 1
     second = ledger.evaluate(sdk, **ask, facts=FACTS_300)
     assert (second["policy_version"], second["rule"]) == (2, "credit-only")
     assert second["determination"] == Determination.ALLOW_WITH_CONSTRAINTS.value

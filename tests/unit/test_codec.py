@@ -475,10 +475,16 @@ def test_a_governance_event_is_written_in_the_oldest_form_that_holds_it_whole() 
         assert codec.decode(data) == event
         assert_same_values(codec.decode(data), event)
     # Commands too (an older command processor dead-lettered a newer CLI's every promotion).
-    command = dataclasses.replace(build(PromotePolicyVersion, full=True), note=None)
+    command = dataclasses.replace(
+        build(PromotePolicyVersion, full=True), note=None, previous_version=None
+    )
     assert codec.encode(command)[:10] == MAGIC + fingerprint("PromotePolicyVersion.v2")
     assert codec.decode(codec.encode(command)) == command
-    # A rollback without --from: the form a command processor of the release before it reads.
+    # A promotion with a note but without --replacing, and a rollback without --from: the forms
+    # a command processor of the release before them reads.
+    noted = dataclasses.replace(build(PromotePolicyVersion, full=True), previous_version=None)
+    assert noted.note is not None
+    assert codec.encode(noted)[:10] == MAGIC + fingerprint("PromotePolicyVersion.v3")
     rollback = dataclasses.replace(build(RollbackPolicy, full=True), from_version=None)
     assert codec.encode(rollback)[:10] == MAGIC + fingerprint("RollbackPolicy.v2")
     seen = dataclasses.replace(rollback, from_version=3)

@@ -295,6 +295,21 @@ def _promote(
                 "invalid_stage",
                 f"{c.policy} v{c.version} is active; roll back or promote another first",
             )
+    if c.previous_version is not None:
+        if c.stage is Stage.SHADOW:
+            return _reject(
+                "invalid_stage",
+                "a shadow replaces no version: promote to shadow without naming one it replaces",
+            )
+        held = record.previous_for(c.stage, c.version)
+        if held != c.previous_version:
+            return _reject(
+                "deployment_changed",
+                _changed_from(
+                    record,
+                    f"promotion was sent to replace v{c.previous_version} as {c.stage.value}",
+                ),
+            )
     if c.stage is not Stage.SHADOW or record.canary == c.version:  # changes what decides
         unseen = _unseen_change(record, c, "promotion")
         if unseen is not None:
@@ -336,7 +351,14 @@ def _rollback(
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
     if c.from_version is not None and record.active != c.from_version:
-        return _reject("deployment_changed", _not_from(record, c.from_version))
+        return _reject(
+            "deployment_changed",
+            _changed_from(
+                record,
+                f"rollback was sent to undo v{c.from_version}",
+                canary=c.from_version == record.canary,
+            ),
+        )
     unseen = _unseen_change(record, c, "rollback")
     if c.to_version is not None:
         target = record.versions.get(c.to_version)
@@ -415,21 +437,20 @@ def _unseen_change(
     )
 
 
-def _not_from(record: PolicyRecord, seen: int) -> str:
-    """Why a rollback sent to undo v``seen`` (``--from``) is refused: another version is
-    active. Judged by the versions, not the clocks: two governors undoing one bad version at
-    once roll it back once, even when the second signed after the first was applied."""
+def _changed_from(record: PolicyRecord, sent: str, *, canary: bool = False) -> str:
+    """Why a command that named the version it saw (a rollback's ``--from``, a promotion's
+    ``--replacing``) is refused: another version holds that stage now. Judged by the versions,
+    not the clocks: two governors undoing one bad version at once roll it back once, even when
+    the second signed after the first was applied."""
     at, by = record.deployed_at, record.deployed_by
     since = (
         f" ({clipped(by or '?')} made it so at {format_timestamp(at)})" if at is not None else ""
     )
     which = (
-        f" (v{seen} is its canary: `--from` names the active version)"
-        if record.canary == seen
-        else ""
+        f" (v{record.canary} is its canary: `--from` names the active version)" if canary else ""
     )
     return (
-        f"this rollback was sent to undo v{seen}, but {record.name} is now "
+        f"this {sent}, but {record.name} is now "
         f"{_deployment(record)}{since}{which}: look again (`ledger policy show "
         f"{_shown(record.name, 80)}`) and send it anew if it is still wanted"
     )

@@ -74,6 +74,8 @@ def _document(ref: str) -> str:
         return _refund_v2()
     if ref == "refund-v3":
         return DOCUMENTS["refund"].replace("amount < 750", "amount < 900")
+    if ref == "refund-v4":
+        return DOCUMENTS["refund"].replace("amount < 750", "amount < 800")
     return DOCUMENTS.get(ref, ref)
 
 
@@ -123,6 +125,7 @@ def _build(kind: str, args: dict[str, Any], n: int) -> Command:
                 version=args["version"],
                 stage=Stage(args["to"]),
                 percent=args.get("percent"),
+                previous_version=args.get("replacing"),
             )
         case "rollback":
             return RollbackPolicy(

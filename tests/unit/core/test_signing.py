@@ -349,6 +349,40 @@ def test_a_rollbacks_from_version_is_signed_when_set_and_proven_against_its_even
             assert not forged.ok and "from_version" in str(forged.problem)
 
 
+def test_a_promotions_previous_version_is_signed_when_set_and_proven_against_its_event():
+    """`previous_version` (`policy promote --replacing`), as a rollback's `from_version`."""
+    from ledger.core.events import PolicyVersionPromoted, PromotePolicyVersion, Stage
+    from ledger.core.signing import verify_event
+
+    plain = PromotePolicyVersion(
+        event_id="c-1", occurred_at=T0, actor=ADMIN, policy="refund", version=3, stage=Stage.ACTIVE
+    )
+    assert "previous_version" not in json.loads(signed_bytes(plain))["command"]
+    seen = replace(plain, previous_version=2)
+    assert json.loads(signed_bytes(seen))["command"]["previous_version"] == 2
+    state, _ = anchored()
+    for command in (plain, seen):
+        signed = sign(command, ADMIN_KEY)
+        event = PolicyVersionPromoted(
+            event_id="e-1",
+            occurred_at=T0,
+            actor=ADMIN,
+            command_id="c-1",
+            policy="refund",
+            sequence=5,
+            version=3,
+            stage=Stage.ACTIVE,
+            previous_version=2,
+            command_key_id=signed.key_id,
+            command_signature=signed.signature,
+            signed_command=signed_bytes(signed).decode(),
+        )
+        assert verify_event(state, event).ok
+        if command.previous_version is not None:
+            forged = verify_event(state, replace(event, previous_version=1))
+            assert not forged.ok and "previous_version" in str(forged.problem)
+
+
 def test_a_signed_event_its_actor_had_no_authority_for_is_not_proven():
     # A red team rewrote the command processor's snapshot to give human:mallory (no grant in
     # the history) everything; her grants were accepted, and `actor verify` proved every event:
