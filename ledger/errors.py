@@ -243,7 +243,7 @@ class DecisionDenied(LedgerError):
         allowed); by default the message gives the determination and the decision's reasons."""
         self.decision = decision
         if reason is None:
-            why = "; ".join(decision.reasons) or decision.reason_code
+            why = "; ".join(decision.reasons) or _rule_of(decision) or decision.reason_code
             reason = f"{decision.determination.value} ({why or decision.determination.value})"
             if decision.reason_code == "ungoverned_action":
                 # An agent engineer's walkthrough: a misspelt action and a policy left in shadow
@@ -266,6 +266,19 @@ class DecisionDenied(LedgerError):
         super().__init__(
             f"{decision.action} on {decision.resource} by {decision.principal}: {reason}"
         )
+
+
+def _rule_of(decision: DecisionRecorded) -> str | None:
+    """Which rule, or which policy's default, decided, for a denial whose policy gave no
+    reason (an agent engineer's walkthrough: the model read only `deny (rule_matched)`)."""
+    if decision.policy is None:
+        return None
+    version = f"{decision.policy} v{decision.policy_version}"
+    if decision.rule is not None:
+        return f"rule {decision.rule} of {version}, {decision.reason_code}"
+    if decision.reason_code == "default_applied":
+        return f"the default of {version}, default_applied"
+    return None
 
 
 class TamperDetected(LedgerError):

@@ -579,6 +579,32 @@ def test_a_denied_call_never_runs_the_tool(client: LedgerClient) -> None:
     assert ran == []
 
 
+def test_a_denial_without_a_reason_names_the_rule_or_default_that_decided() -> None:
+    # An agent engineer's walkthrough: a rule without `reason:` reached the model as
+    # `deny (rule_matched)`, which tells it nothing; the rule's id and policy now say it.
+    ledger = LocalLedger()
+    ledger.deploy(
+        "policy: bulk\ngoverns: [bulk.delete]\nowner: data\nfacts: {rows: {type: int}}\n"
+        "rules:\n  - {id: too-many, when: rows > 5, effect: deny}\n"
+        "  - {id: few, when: rows > 2, effect: allow}\ndefault: {effect: deny}\n"
+    )
+    ledger.grant(AGENT, "bulk.*", "*")
+    client = LedgerClient(ClientConfig(actor=AGENT), transport=ledger)
+
+    @enforce(
+        client, action="bulk.delete", principal=AGENT, resource="t:1", facts=lambda n: {"rows": n}
+    )
+    def delete(n: int) -> None:
+        raise AssertionError("never runs")
+
+    with pytest.raises(DecisionDenied) as rule:
+        delete(9)
+    assert str(rule.value).endswith(": deny (rule too-many of bulk v1, rule_matched)"), rule.value
+    with pytest.raises(DecisionDenied) as default:
+        delete(1)
+    assert str(default.value).endswith(": deny (the default of bulk v1, default_applied)")
+
+
 def test_error_decisions_and_missing_authority_are_refusals_too(client: LedgerClient) -> None:
     ran: list[Any] = []
     with pytest.raises(DecisionDenied) as invalid:
