@@ -374,6 +374,7 @@ def why_ungoverned(state: LedgerState, action: str) -> str | None:
     when neither. An agent engineer's walkthrough: a policy left in shadow and a misspelt action
     were answered alike, "no active policy governs X", with no word on either."""
     waiting: list[str] = []
+    unapproved = shadow = False
     deployed: set[str] = set()
     for record in state.policies.values():
         if record.retired:
@@ -384,14 +385,24 @@ def why_ungoverned(state: LedgerState, action: str) -> str | None:
                 deployed.update(g for g in version.governs if not any(c in g for c in "*?["))
             elif version.stage in _WAITING and version.governs_action(action):
                 waiting.append(f"{record.name} v{number} ({version.stage.value})")
+                unapproved |= version.approved_by is None
+                shadow |= version.stage is Stage.SHADOW
     if waiting:
         shown = ", ".join(waiting[:3]) + (
             f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
         )
+        # An agent engineer's walkthrough: a draft was told to be promoted, and the promotion
+        # was refused not_approved.
+        step = (
+            "approve it (`ledger policy approve NAME VERSION --by …`, someone other than its "
+            "author), then promote it"
+            if unapproved
+            else "promote one"
+        )
         return (
-            f"{shown} governs {action} but decides nothing (a shadow only records what it would "
-            "say): promote one to canary or active, `ledger policy promote NAME VERSION --to "
-            "active --by …`"
+            f"{shown} governs {action} but decides nothing"
+            f"{' (a shadow only records what it would say)' if shadow else ''}: {step} to canary "
+            "or active, `ledger policy promote NAME VERSION --to active --by …`"
         )
     names = sorted(deployed)[:1000]
     close = difflib.get_close_matches(action[:200], names, n=1, cutoff=0.75)

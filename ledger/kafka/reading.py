@@ -120,12 +120,27 @@ def _partitions(client: Any, topic: str, bootstrap: str | None, timeout: float) 
         if refused or login:
             user = getattr(client, "user", None)
             raise refused_login(user, refused[0] if refused else error, bootstrap) from exc
+        if hasattr(client, "user") and client.user is None:
+            # An agent engineer's walkthrough: a ClientConfig built by hand has no security,
+            # and a secured broker (what `ledger up` starts) drops the plain connection; the
+            # words sent them to check Kafka and variables that config never reads.
+            credentials = (
+                "this client connects without credentials (a `ClientConfig` built without "
+                "`security=`), which a secured ledger, the default of `ledger up`, refuses "
+                "the same way: build it with `ClientConfig.from_env(actor=…)`, which reads "
+                "$LEDGER_HOME's or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD, or pass "
+                "`security=KafkaSecurity(…)`"
+            )
+        else:
+            credentials = (
+                "a broker that refuses this client's credentials looks the same to librdkafka "
+                "(check `ledger credentials show ROLE`, or "
+                "$LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
+            )
         raise KafkaUnavailable(
             f"cannot read Kafka's metadata{where}: {error}: is Kafka running there (`ledger "
-            "ps`, `ledger broker status`)? A broker that refuses this client's credentials "
-            "looks the same to librdkafka (check `ledger credentials show ROLE`, or "
-            "$LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD), and so does an address where "
-            "something other than Kafka answers"
+            f"ps`, `ledger broker status`)? {credentials[0].upper()}{credentials[1:]}; and an "
+            "address where something other than Kafka answers looks the same too"
         ) from exc
     if meta is not None and meta.error is not None and meta.error.code() == _NOT_AUTHORIZED:
         # A broker with ACLs does not tell a client whether a topic it may not use exists.

@@ -1211,6 +1211,36 @@ def test_a_refused_login_seen_before_is_not_blamed_for_a_later_outage() -> None:
         rdkafka_partitions(Producer(refusing=True), "t", timeout=0.6)
 
 
+def test_a_client_without_credentials_that_kafka_drops_is_told_to_bring_some() -> None:
+    # An agent engineer's walkthrough: ClientConfig(actor=…, bootstrap=…) built by hand has no
+    # security; the secured broker drops it, and the words blamed Kafka and pointed at
+    # $LEDGER_SASL_* variables that config never reads.
+    from confluent_kafka import KafkaError, KafkaException
+
+    from ledger.errors import KafkaUnavailable
+    from ledger.kafka.reading import rdkafka_partitions
+
+    class Producer:
+        def __init__(self, user: str | None) -> None:
+            self.refused: list[str] = []
+            self.user = user
+
+        def list_topics(self, topic: str, timeout: float) -> Any:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+        def poll(self, timeout: float) -> None:
+            return None
+
+    with pytest.raises(KafkaUnavailable) as plain:
+        rdkafka_partitions(Producer(None), "t", timeout=0.3)
+    assert "without credentials (a `ClientConfig` built without `security=`)" in str(plain.value)
+    assert "ClientConfig.from_env(actor=…)" in str(plain.value)
+    with pytest.raises(KafkaUnavailable) as secured:
+        rdkafka_partitions(Producer("agent"), "t", timeout=0.3)
+    assert "refuses this client's credentials" in str(secured.value)
+    assert "without credentials" not in str(secured.value)
+
+
 def test_closing_a_wrapping_face_leaves_the_shared_client_open() -> None:
     # An agent engineer's walkthrough: `async with AsyncLedgerClient.wrapping(client)` closed
     # the process's shared client; every tool guarded by it raised ClientClosed until a restart.

@@ -2922,7 +2922,7 @@ def test_an_ungoverned_action_is_explained_by_what_governs_it_without_deciding()
     # An agent engineer's walkthrough: a policy left in shadow, and a misspelt action, were
     # answered alike, "no active policy governs X", with no word on either.
     from ledger.core.governing import why_ungoverned
-    from ledger.testing import LocalLedger
+    from ledger.testing import ADMIN, LocalLedger
 
     ledger = LocalLedger()
     assert why_ungoverned(ledger.state, "refund.issue") is None  # nothing anywhere
@@ -2932,7 +2932,24 @@ def test_an_ungoverned_action_is_explained_by_what_governs_it_without_deciding()
     ledger.deploy(shadowed, stage="shadow")
     said = why_ungoverned(ledger.state, "record.delete")
     assert said is not None and said.startswith("deletes v1 (shadow) governs record.delete but ")
-    assert "promote one to canary or active" in said
+    # Promoted to shadow unapproved (a shadow needs no approval): approved before it decides.
+    assert "(a shadow only records what it would say): approve it (`ledger policy approve" in said
+    drafted = shadowed.replace("policy: deletes", "policy: drafts", 1).replace(
+        "record.delete", "record.purge", 1
+    )
+    ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp(ADMIN), policy="drafts", document=drafted)
+    )
+    said = why_ungoverned(ledger.state, "record.purge")
+    assert said is not None and said.startswith("drafts v1 (draft) governs record.purge but ")
+    assert "a shadow" not in said and "approve it (`ledger policy approve NAME VERSION" in said
+    approved = drafted.replace("policy: drafts", "policy: ready", 1).replace(
+        "record.purge", "record.wipe", 1
+    )
+    ledger.deploy(approved, stage="draft")  # proposed and approved
+    said = why_ungoverned(ledger.state, "record.wipe")
+    assert said is not None and said.startswith("ready v1 (approved) governs record.wipe but ")
+    assert "promote one to canary or active" in said and "approve it" not in said
     ledger.deploy(REFUND)
     assert why_ungoverned(ledger.state, "refund.isue") == (
         "did you mean refund.issue? (an action a deployed policy governs)"
