@@ -42,7 +42,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _avro_fingerprint
@@ -144,7 +144,14 @@ def _encode_value(value: Any) -> tuple[str, Any]:
     module = getattr(kind, "__module__", "builtins")
     name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
     hint = ": pass value.item() for a numpy or pandas scalar" if hasattr(value, "item") else ""
-    raise CodecError(f"unsupported value type {name}{hint}")
+    if isinstance(value, dict):  # an agent engineer's walkthrough: a nested object
+        hint = ": values are flat (give each field its own name, e.g. customer_tier)"
+    raise CodecError(f"unsupported value type {name}{hint}; {_VALUE_TYPES}")
+
+
+_VALUE_TYPES: Final = (
+    "a value is null, a bool, an int, a float, a Decimal, a str, an aware datetime or a list of str"
+)
 
 
 def _decode_value(raw: Any) -> Value:

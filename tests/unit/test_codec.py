@@ -388,7 +388,13 @@ def test_decodes_memoryview_and_bytearray(codec: Codec, valid: bytes) -> None:
             {"occurred_at": datetime(1, 1, 1, 0, 1, tzinfo=timezone(timedelta(hours=5)))},
             r"occurred_at: 0001-01-01T00:01:00\+05:00 is outside the years 1-9999 in UTC",
         ),
-        ({"facts": {"ids": {1, 2}}}, r"facts: key 'ids': unsupported value type set"),
+        ({"facts": {"ids": {1, 2}}}, r"facts: key 'ids': unsupported value type set; a value is "),
+        # An agent engineer's walkthrough: a nested object was refused without the way out.
+        (
+            {"facts": {"customer": {"a": 1}}},
+            r"unsupported value type dict: values are flat \(give each field its own name, e\.g\. "
+            r"customer_tier\); a value is null, a bool, an int, a float, a Decimal, a str",
+        ),
         # A README check: numpy's bool_ (its class named `bool`) read "unsupported value type bool"
         (
             {"facts": {"ok": type("bool", (), {"item": bool, "__module__": "numpy"})()}},
