@@ -282,9 +282,14 @@ def refused_login(
     'agent': DETAIL (check the credentials …)"; the address and user are named when known."""
     where = f" at {bootstrap}" if bootstrap else ""
     who = f"user {user!r}" if user else "this client"
+    # An agent engineer's walkthrough: librdkafka's error printed whole (`KafkaError{code=…,
+    # val=…,str="…"}`) made a 450-character line; its text says it all.
+    text = getattr(detail, "str", None)
+    said = text() if callable(text) else detail
+    role = user if user and user.isidentifier() else "ROLE"
     return KafkaAccessDenied(
-        f"Kafka{where} refused to authenticate {who}: {detail} (check the credentials: "
-        "`ledger credentials show ROLE`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
+        f"Kafka{where} refused to authenticate {who}: {said} (check the credentials: "
+        f"`ledger credentials show {role}`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
     )
 
 

@@ -957,6 +957,16 @@ def test_a_refused_login_is_said_in_one_wording_whichever_library_met_it() -> No
     assert str(by_librdkafka).startswith("Kafka at h:9 refused to authenticate user 'agent': bad")
     assert str(by_librdkafka).endswith("$LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)")
     assert str(refused_login(None, "bad")).startswith("Kafka refused to authenticate this client")
+    # An agent engineer's walkthrough: librdkafka's error was printed whole, and the role left
+    # for the reader to guess.
+    from confluent_kafka import KafkaError
+
+    raw = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid credentials")
+    said = str(refused_login("agent", raw, "h:9"))
+    assert said.startswith(
+        "Kafka at h:9 refused to authenticate user 'agent': SASL authentication error: invalid "
+        "credentials (check the credentials: `ledger credentials show agent`, or "
+    ), said
 
 
 def test_a_credential_the_acls_refuse_is_access_denied_naming_the_user() -> None:
