@@ -59,10 +59,11 @@ run ledger policy diff refund 1 2     # what the approver is asked to approve
 run ledger policy approve refund 2 --by human:bob
 run ledger policy promote refund 2 --to canary --percent 30 --by human:bob
 run ledger policy list
-run ledger policy promote refund 2 --to active --by human:bob
+# --replacing / --from name the version you saw: refused if someone changed it meanwhile.
+run ledger policy promote refund 2 --to active --replacing 1 --by human:bob
 run ledger evaluate --action refund.issue --principal agent:refund-bot --resource account:42 --facts "$FACTS"
 BEFORE_ROLLBACK=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
-run ledger policy rollback refund --by human:bob --reason "v2 refuses too many loyal customers"
+run ledger policy rollback refund --from 2 --by human:bob --reason "v2 refuses too many loyal customers"
 run ledger evaluate --action refund.issue --principal agent:refund-bot --resource account:42 --facts "$FACTS"
 
 run ledger policy show refund

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -132,6 +132,25 @@ def _source(from_dir: Path | None, bootstrap: str | None) -> LedgerSource:
     return KafkaSource(address, settings.topics, security=security)
 
 
+_FROM_REQUEST: Final = ("action", "principal", "resource", "facts", "context", "requested_by")
+"""A decision's fields copied from its request: the decision's are hash-chained."""
+
+
+def _request_altered(differences: list[dict[str, Any]], copies: int, where: str) -> str | None:
+    """What to say when the request re-evaluated differs from what its decision recorded of it
+    (an auditor's walkthrough: a request rewritten in an export, record bytes and columns, passed
+    `audit verify` and `actor verify`, and `replay` sent them back to `audit verify`)."""
+    fields = [d["field"] for d in differences if d["field"] in _FROM_REQUEST]
+    if not fields or copies > 1:
+        return None
+    return (
+        f"the request at {where} differs from what its decision recorded of it "
+        f"({', '.join(fields)}), and the decision's fields are hash-chained (`ledger audit "
+        "verify` checks decisions, not requests): the request record was altered or replaced "
+        "after it was decided"
+    )
+
+
 def _differences(result: Reproduction) -> list[dict[str, Any]]:
     return [
         {"field": d.field, "recorded": d.recorded, "reproduced": d.reproduced}
@@ -165,6 +184,7 @@ def reproduce_decision(
         else None
     )
     differences = _differences(result)
+    altered = _request_altered(differences, len(copies), source.where)
     if as_json:
         print_json(
             {
@@ -178,6 +198,7 @@ def reproduce_decision(
                 "differences": differences,
                 "not_compared": list(result.ignored),
                 "note": result.note,
+                "request_altered": altered,
                 "request_copies": len(copies),
                 "source": source.where,
             }
@@ -191,9 +212,9 @@ def reproduce_decision(
             f"{json_cell(decision.governance_position)}, re-evaluated from {source.where}:"
         )
         click.echo(printable(header, None, one_line=True))
-        for note in (result.note, copies_note):
+        for note in (result.note, copies_note, altered):
             if note:
-                click.echo(f"  note: {note}")
+                click.echo(f"  note: {printable(note, None, one_line=True)}")
         if differences:
             print_table(
                 ["field", "recorded", "reproduced"],
@@ -206,7 +227,8 @@ def reproduce_decision(
         click.echo(f"  not compared (the writer's own): {', '.join(result.ignored)}")
     if not result.reproduces:
         names = ", ".join(d.field for d in result.differences)
-        raise NotReproduced(f"decision {decision.event_id} does not reproduce: {names} differ")
+        why = "; its request record was altered or replaced (see the note)" if altered else ""
+        raise NotReproduced(f"decision {decision.event_id} does not reproduce: {names} differ{why}")
     if not as_json:
         click.echo(f"  reproduces: {_summary(result.recorded)}")
 

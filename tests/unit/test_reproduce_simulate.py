@@ -646,6 +646,48 @@ def test_replay_decision_that_was_altered_exits_12(
     assert json.loads(result.stdout)["differences"][0]["field"] == "determination"
 
 
+def test_replay_says_a_request_rewritten_in_the_export_was_altered(
+    history: History, tmp_path: Path
+) -> None:
+    # An auditor's walkthrough: a request rewritten in the export (record and columns alike)
+    # passed `audit verify` and `actor verify`; replay said "facts differ" and nothing more.
+    # The decision's own copy of the facts is hash-chained, so the request is what changed.
+    honest = next(
+        d
+        for d in history.decisions
+        if isinstance(d, DecisionRecorded)
+        and d.principal == AGENT
+        and d.facts != SAME_DENY
+        and d.occurred_at < history.marks["v1 only until"]
+    )
+    [original] = [
+        r
+        for r in history.records
+        if r.topic == TOPICS.evaluation_requests and r.key == honest.request_id.encode()
+    ]
+    request = CODEC.decode(original.value)
+    assert isinstance(request, EvaluationRequested)
+    altered = dataclasses.replace(
+        original, value=CODEC.encode(dataclasses.replace(request, facts=SAME_DENY))
+    )
+    out = tmp_path / "export"
+    write_export(out, [altered if r is original else r for r in history.records], TOPICS)
+    result = run("replay", "--decision", honest.event_id, "--from", str(out))
+    line = one_error_line(result, 12)
+    assert "facts differ; its request record was altered or replaced (see the note)" in line
+    assert "note: the request at " in result.stdout
+    assert "differs from what its decision recorded of it (facts), and the decision's fields " in (
+        result.stdout
+    )
+    as_json = run("replay", "--decision", honest.event_id, "--from", str(out), "--json")
+    assert "was altered or replaced" in json.loads(as_json.stdout)["request_altered"]
+    # An honest export says nothing of the kind.
+    honest_out = tmp_path / "honest"
+    write_export(honest_out, history.records, TOPICS)
+    fine = run("replay", "--decision", honest.event_id, "--from", str(honest_out), "--json")
+    assert fine.exit_code == 0 and json.loads(fine.stdout)["request_altered"] is None
+
+
 def test_replay_decision_whose_row_disagrees_with_its_record_exits_11(
     history: History, tmp_path: Path
 ) -> None:
