@@ -562,18 +562,26 @@ def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     )
 
 
+def _request_of(
+    history: History, decision: DecisionRecorded
+) -> tuple[Exported, EvaluationRequested]:
+    """The exported record of ``decision``'s request, and the request."""
+    [original] = [
+        r
+        for r in history.records
+        if r.topic == TOPICS.evaluation_requests and r.key == decision.request_id.encode()
+    ]
+    request = CODEC.decode(original.value)
+    assert isinstance(request, EvaluationRequested)
+    return original, request
+
+
 def _with_copy(
     history: History, honest: DecisionRecorded, out: Path, **changes: Any
 ) -> tuple[EvaluationRequested, EvaluationRequested]:
     """Write the history and a copy of ``honest``'s request (with ``changes``) on partition 0,
     where it is read first, to an export at ``out``; returns (the request, the copy)."""
-    [original] = [
-        r
-        for r in history.records
-        if r.topic == TOPICS.evaluation_requests and r.key == honest.request_id.encode()
-    ]
-    request = CODEC.decode(original.value)
-    assert isinstance(request, EvaluationRequested)
+    original, request = _request_of(history, honest)
     copy = dataclasses.replace(request, **changes)
     forged = Exported(
         TOPICS.evaluation_requests,
@@ -660,13 +668,7 @@ def test_replay_says_a_request_rewritten_in_the_export_was_altered(
         and d.facts != SAME_DENY
         and d.occurred_at < history.marks["v1 only until"]
     )
-    [original] = [
-        r
-        for r in history.records
-        if r.topic == TOPICS.evaluation_requests and r.key == honest.request_id.encode()
-    ]
-    request = CODEC.decode(original.value)
-    assert isinstance(request, EvaluationRequested)
+    original, request = _request_of(history, honest)
     altered = dataclasses.replace(
         original, value=CODEC.encode(dataclasses.replace(request, facts=SAME_DENY))
     )
