@@ -49,7 +49,7 @@ from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle import CANARY_PERCENTS, taken_out_of_service
 from ledger.core.policy import Policy, check_policy, parse_policy
 from ledger.core.policy.canonical import content_hash, document_yaml
-from ledger.core.policytests import run_case
+from ledger.core.policytests import run_case, unreached_rules
 from ledger.core.state import EMPTY_STATE, PolicyVersion, fold
 from ledger.errors import (
     LedgerTimeout,
@@ -142,7 +142,8 @@ def _own_cases_pass(
     """Run the cases a policy file brings with it, and ``tests_files``' (a policy owner's
     walkthrough: versions whose own tests failed, one letting blocked accounts be refunded,
     were proposed without a word); :class:`PolicyTestsFailed` naming the first failure when
-    any fails. Returns the warning said when there is no case at all."""
+    any fails. Returns the warning said when there is no case at all, or the note that names
+    the rules no case reaches."""
     try:
         cases = cases_for(file, policy, tests_files)
     except (PolicyError, UsageError) as exc:
@@ -152,7 +153,7 @@ def _own_cases_pass(
             f"fix the tests of {policy.name} (`ledger policy test {checked}` reads them), or "
             "propose with --skip-tests"
         ) from exc
-    failed, started = [], time.monotonic()
+    failed, results, started = [], [], time.monotonic()
     for n, case in enumerate(cases):  # each bounded by the evaluation budget; all of them here
         if time.monotonic() - started > TEST_TIMEOUT:
             raise LedgerTimeout(
@@ -161,6 +162,7 @@ def _own_cases_pass(
                 "propose with --skip-tests"
             )
         result = run_case(policy, case)
+        results.append(result)
         if not result.passed:
             failed.append(result)
     also = "".join(f" --tests {t}" for t in tests_files)
@@ -173,7 +175,20 @@ def _own_cases_pass(
         )
     if cases:
         click.echo(f"tested  {file}: {len(cases)} passed", err=True)
-        return None
+        unreached = unreached_rules(policy, results)
+        if not unreached:
+            return None
+        # An auditor's walkthrough: `policy test` said which rules no case reaches, and the
+        # proposal, which its approver acts on, did not.
+        shown = ", ".join(unreached[:10]) + (
+            f" and {len(unreached) - 10} more" if len(unreached) > 10 else ""
+        )
+        uncovered = PolicyProblem(
+            message=f"no case is decided by rule {shown}: write a case that reaches each rule",
+            file=str(file),
+        )
+        click.echo(f"note  {uncovered}", err=True)
+        return uncovered
     # A warning (a policy owner's walkthrough: `policy get`'s file, which has no cases,
     # went through after the owner had seen the current version's cases fail against it).
     untested = PolicyProblem(

@@ -265,10 +265,19 @@ class Impossible:
 
     def message(self) -> str:
         """The warning in a policy owner's words (said of the rule, which is named beside it)."""
+        if _DECLARED in self.low or _DECLARED in self.high:
+            return (
+                f"never matches: no value is both {self.low} and {self.high}: requests "
+                "outside the declared bounds are refused before any rule is read; check the "
+                "number, or the fact's min/max"
+            )
         return (
             f"never matches: no value is both {self.low} and {self.high}; did you mean || "
             "(either one), or the other comparison?"
         )
+
+
+_DECLARED: Final = "(its declared "
 
 
 _BOUND: Final = re.compile(
@@ -278,6 +287,13 @@ _BOUND: Final = re.compile(
 )
 _FLIPPED: Final = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq"}
 _SYMBOL: Final = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
+
+
+def _declared(bound: int | Decimal | float | None, kind: str) -> Decimal | float | None:
+    """A fact's declared ``min`` or ``max`` as :func:`_clash` compares numbers of its type."""
+    if bound is None:
+        return None
+    return float(bound) if kind == "float" else Decimal(bound)
 
 
 def impossible_rules(policy: Policy) -> tuple[Impossible, ...]:
@@ -328,6 +344,16 @@ def _clash(terms: frozenset[str], facts: Mapping[str, FactSpec]) -> tuple[str, s
             high = highs.get(name)
             if high is None or value < high[0] or (value == high[0] and op == "lt"):
                 highs[name] = (value, op != "lt", written)
+    # An auditor's walkthrough: `sent_today < 0` of a fact declared `min: 0` was valid without
+    # a word; a request outside the declared bounds is invalid_facts before any rule is read.
+    for name in {*lows, *highs}:
+        spec = facts[name]
+        floor, ceiling = _declared(spec.minimum, spec.type), _declared(spec.maximum, spec.type)
+        low, high = lows.get(name), highs.get(name)
+        if floor is not None and (low is None or floor > low[0]):
+            lows[name] = (floor, True, f"{name} >= {spec.minimum} {_DECLARED}min)")
+        if ceiling is not None and (high is None or ceiling < high[0]):
+            highs[name] = (ceiling, True, f"{name} <= {spec.maximum} {_DECLARED}max)")
     for name, (least, least_in, least_text) in lows.items():
         above = highs.get(name)
         if above is None:

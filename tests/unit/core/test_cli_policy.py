@@ -825,6 +825,20 @@ def test_propose_runs_the_policys_own_cases_first(tmp_path: Path) -> None:
     code, _, err = run(*propose)  # the cases pass: on to Kafka, which is not there
     assert f"tested  {policy}: " in err and "passed" in err
     assert code not in (0, 1) and "policy_tests_failed" not in err
+    assert "no case is decided by rule" not in err  # every rule reached
+
+    # An auditor's walkthrough: `policy test` named the rules no case reaches; propose did not.
+    tests.write_text(
+        "policy: refund\ncases:\n  - name: s\n"
+        "    facts: {tenure_days: 1, amount: '1', prior_refunds_12m: 0, standing: suspended}\n"
+        "    expect: {determination: deny, rule: suspended}\n"
+    )
+    code, _, err = run(*propose)
+    assert (
+        f"note  {policy}: no case is decided by rule auto-refund, credit-only: write a case "
+        "that reaches each rule" in err
+    ), err
+    assert code not in (0, 1)
 
     tests.write_text(
         cases.replace("{determination: deny, rule: suspended}", "{determination: allow}")

@@ -444,6 +444,36 @@ def test_a_rule_warned_impossible_holds_for_no_value(alts: list[list[str]]) -> N
             assert outcome.rule != "r0", (when, b)
 
 
+def test_a_rule_outside_its_facts_declared_bounds_is_warned_of() -> None:
+    # An auditor's walkthrough: `sent_today < 0` of a fact declared `min: 0` validated without
+    # a word, its deny rule dead (a request with -1 is invalid_facts before any rule is read).
+    from ledger.core.policy.lint import impossible_rules
+
+    head = (
+        "policy: p\ngoverns: [p.act]\nowner: team\nfacts:\n"
+        "  sent: {type: int, min: 0}\n  hour: {type: int, min: 0, max: 23}\n"
+        "  rate: {type: float, max: 1.5}\n"
+    )
+    for when, warned in (
+        ("sent < 0", "no value is both sent >= 0 (its declared min) and sent < 0"),
+        ("hour >= 24", "no value is both hour >= 24 and hour <= 23 (its declared max)"),
+        ("rate > 1.5", "no value is both rate > 1.5 and rate <= 1.5 (its declared max)"),
+        ("hour < 9 || hour >= 25", None),  # one alternative can hold
+        ("sent <= 0", None),  # exactly 0
+        ("hour >= 23", None),
+    ):
+        policy = parse_policy(
+            head + yaml.safe_dump({"rules": [{"id": "r", "effect": "deny", "when": when}],
+                                   "default": {"effect": "allow"}}, sort_keys=False)
+        )  # fmt: skip
+        found = [i.message() for i in impossible_rules(policy)]
+        if warned is None:
+            assert found == [], when
+        else:
+            assert len(found) == 1 and warned in found[0], (when, found)
+            assert "refused before any rule is read; check the number, or the fact's" in found[0]
+
+
 def test_bounds_are_compared_as_the_runtime_compares_them_with_the_fact() -> None:
     # A review: a float fact (compared as binary floats) and an int fact against a fraction
     # were warned "never matches", and matched.
