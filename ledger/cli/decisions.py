@@ -180,7 +180,9 @@ def decisions_cmd(
     named_decision = False  # --request named a decision's own id
     decision_found = False  # --decision's, whatever the other filters say
     seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
-    shadows: set[int] = set()  # versions of --policy seen observing as a shadow
+    # Versions of --policy by whether they were last seen observing as a shadow (an auditor's
+    # walkthrough: a version back in shadow after deciding as canary got no word).
+    last_shadow: dict[int, bool] = {}
     principals: set[str] = set()  # who decisions were about (a typo in --principal)
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
@@ -200,9 +202,10 @@ def decisions_cmd(
                     versions = seen.setdefault(made.policy, set())
                     if made.policy_version is not None and made.policy == policy:
                         versions.add(made.policy_version)
+                        last_shadow[made.policy_version] = False
             if isinstance(d, DecisionRecorded):
-                shadows.update(
-                    s.version
+                last_shadow.update(
+                    (s.version, True)
                     for s in d.shadow_results
                     if s.policy == policy and s.stage == Stage.SHADOW
                 )
@@ -244,6 +247,7 @@ def decisions_cmd(
         if several is not None:
             click.echo(f"note: {several}", err=True)
     if policy and not found:
+        shadows = {version for version, shadow in last_shadow.items() if shadow}
         unseen = _unseen(policy, policy_version, seen, shadows)
         if unseen is not None:
             click.echo(f"note: {unseen}", err=True)
@@ -374,20 +378,27 @@ def _unseen(
     policy: str, version: int | None, seen: dict[str, set[int]], shadows: set[int]
 ) -> str | None:
     """Why ``--policy``/``--version`` found nothing, when no decision names them at all (a typo
-    read as "no traffic" or "no disagreements"), or the version only observed, as a shadow
-    (``shadows``): what it would have said is where ``--disagreeing`` looks."""
+    read as "no traffic" or "no disagreements"), or the version observes, as a shadow, at its
+    last sight (``shadows``): what it would have said is where ``--disagreeing`` looks."""
     if policy not in seen:
         close = difflib.get_close_matches(policy[:100], sorted(seen)[:1000], n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"no decision in the ledger names policy {quoted(policy, 80)}{hint}"
-    if version is not None and version not in seen[policy]:
-        made = ", ".join(f"v{v}" for v in sorted(seen[policy])) or "none"
-        if version in shadows:
-            return (
-                f"no decision was made by {policy} v{version}: it is a shadow, which decides "
-                f"nothing (versions that decided: {made}); `ledger decisions --policy {policy} "
-                "--disagreeing` (no --version) shows what it would have said where it differs"
-            )
+    if version is None:
+        return None
+    made = ", ".join(f"v{v}" for v in sorted(seen[policy])) or "none"
+    if version in shadows:
+        before = (
+            " (it decided in another stage before: widen --since, or drop it, for those)"
+            if version in seen[policy]
+            else f" (versions that decided: {made})"
+        )
+        return (
+            f"no decision was made by {policy} v{version} here: it is a shadow, which decides "
+            f"nothing{before}; `ledger decisions --policy {policy} --disagreeing` (no "
+            "--version) shows what it would have said where it differs"
+        )
+    if version not in seen[policy]:
         return f"no decision was made by {policy} v{version} (versions that decided: {made})"
     return None
 

@@ -1531,13 +1531,30 @@ def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_i
     )
     monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
     said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "4"])
-    assert "no decision was made by refund v4: it is a shadow" in said.output, said.output
+    assert "no decision was made by refund v4 here: it is a shadow" in said.output, said.output
     assert "`ledger decisions --policy refund --disagreeing` (no --version)" in said.output
     said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "3"])
     assert "shadow" not in said.output  # a version never seen is not called one
     assert decisions._disagreements(record) == (
         "refund v4 (shadow): deny (version 4 does not govern refund.void)"
     )
+    # An auditor's walkthrough: a version that decided as a canary, then went back to shadow,
+    # got no word for a window of its shadow days.
+    earlier = dataclasses.replace(
+        record, event_id="d0", request_id="r0", occurred_at=T0 - timedelta(days=1),
+        policy_version=4, shadow_results=(),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        decisions,
+        "read_topic",
+        lambda *a, **k: iter([SimpleNamespace(event=earlier), SimpleNamespace(event=record)]),
+    )
+    since = (T0 - timedelta(hours=1)).isoformat()
+    said = CliRunner().invoke(
+        decisions.decisions_cmd, ["--policy", "refund", "--version", "4", "--since", since]
+    )
+    assert "no decision was made by refund v4 here: it is a shadow" in said.output, said.output
+    assert "(it decided in another stage before: widen --since, or drop it" in said.output
 
 
 # --------------------------------------------------------------------------- many at once
