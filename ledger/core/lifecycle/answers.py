@@ -133,7 +133,7 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             if record is None
             else _dropped(state, record, event.version, None, event.governs, upcoming=True)
         )
-        return [*dropped, *(n for n in said if n)]
+        return [*dropped, *(n for n in said if n), *_same_as_earlier(record, event)]
     if isinstance(event, PolicyVersionApproved):
         record = state.policies.get(event.policy)
         version = None if record is None else record.versions.get(event.version)
@@ -177,6 +177,24 @@ def _notes(state: LedgerState, event: GovernanceEvent) -> list[str]:
             return taken_out_of_service(record, event, active_idle=active_idle) + notes
     # What leaves service first: an owner looks for it, and the overlap notes can be long.
     return taken_out_of_service(record, event) + notes
+
+
+def _same_as_earlier(record: PolicyRecord | None, event: PolicyVersionProposed) -> list[str]:
+    """A proposal of an earlier version's very document (an auditor's walkthrough: restoring
+    v1 by proposing its file again made v3, to be approved again, two versions under one
+    content hash, without a word)."""
+    if record is None:
+        return []
+    same = [v for n, v in sorted(record.versions.items()) if v.content_hash == event.content_hash]
+    if not same:
+        return []
+    earlier = same[0].version
+    back = (
+        f": `ledger policy rollback {event.policy} --to {earlier}` restores it without an approval"
+        if earlier in record.activated and not record.retired
+        else ""
+    )
+    return [f"note: v{event.version} is identical to v{earlier} (same content hash){back}"]
 
 
 def _idle(state: LedgerState, record: PolicyRecord) -> str | None:

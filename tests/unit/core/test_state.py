@@ -2918,6 +2918,33 @@ def test_widening_a_canary_says_its_share_changes() -> None:
     assert "the canary v2's share goes from 10% to 50% of requests" in widened, widened
 
 
+def test_a_proposal_of_an_earlier_versions_document_says_which_and_how_to_restore_it() -> None:
+    # An auditor's walkthrough: restoring v1 by proposing its file again made v3, to be
+    # approved again, two versions under one content hash, without a word.
+    from ledger.testing import ADMIN, LocalLedger
+
+    ledger = LocalLedger()
+    ledger.deploy(REFUND)
+    ledger.deploy(REFUND.replace("amount < 750", "amount < 900", 1))
+    again = ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp(ADMIN), policy="refund", document=REFUND)
+    )
+    assert (
+        "note: v3 is identical to v1 (same content hash): `ledger policy rollback refund --to 1` "
+        "restores it without an approval" in again.message
+    ), again.message
+    never = REFUND.replace("amount < 750", "amount < 600", 1)
+    ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp(ADMIN), policy="refund", document=never)
+    )  # v4, never active
+    ledger.deploy(REFUND.replace("amount < 750", "amount < 800", 1))  # v5
+    once_more = ledger.submit_command(
+        ProposePolicyVersion(**ledger._stamp(ADMIN), policy="refund", document=never)
+    )
+    assert "note: v6 is identical to v4 (same content hash)" in once_more.message
+    assert "rollback" not in once_more.message.split("identical to v4")[1]
+
+
 def test_an_ungoverned_action_is_explained_by_what_governs_it_without_deciding() -> None:
     # An agent engineer's walkthrough: a policy left in shadow, and a misspelt action, were
     # answered alike, "no active policy governs X", with no word on either.
