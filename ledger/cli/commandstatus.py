@@ -11,15 +11,16 @@ consumer group; ``--wait`` reads on, only what came since, until the answer come
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import click
 
 from ledger.cli.common import bootstrap_option, connection, load_settings
-from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json
+from ledger.cli.output import HelpfulGroup, handle_errors, json_option, print_json, printable
 from ledger.codec import default_codec
 from ledger.core.events import (
     COMMAND_TYPES,
@@ -37,6 +38,7 @@ from ledger.errors import (
     CodecError,
     CommandRejectedError,
     KafkaAccessDenied,
+    KafkaUnavailable,
     LedgerError,
     LedgerTimeout,
     TopicMissing,
@@ -71,9 +73,23 @@ class _Seen:
     command: Any = None
     sent_ms: int | None = None
     offset: int | None = None
+    partition: int | None = None
+    raw: bytes = b""  # the command's record as written: its dead letter holds these bytes
     answers: list[CommandAccepted | CommandRejected] = field(default_factory=list)
     letter: DeadLetter | None = None
-    letters: dict[int, DeadLetter] = field(default_factory=dict)  # by commands offset
+    letters: dict[int, list[DeadLetter]] = field(default_factory=dict)  # by commands offset
+
+    def letter_of(self, letter: DeadLetter) -> bool:
+        """Whether ``letter`` is the dead letter of this command's record: the same partition
+        and offset, and the same bytes (or their SHA-256, for a letter too large to hold
+        them). A red team: letters written to ledger.commands by the governance credential,
+        naming offsets commands would later take, made a waiting grant read "dead-lettered,
+        never applied", and sent again, it was applied twice."""
+        if letter.partition != self.partition or letter.offset != self.offset:
+            return False
+        if letter.value is not None:
+            return letter.value == self.raw
+        return letter.value_sha256 == hashlib.sha256(self.raw).hexdigest()
 
     def state(self, commands_read: bool, now: datetime | None = None) -> State:
         if self.answers:
@@ -149,25 +165,30 @@ def status_cmd(command_id: str, wait: float, bootstrap: str | None, as_json: boo
             # the answers are read, whether a command was sent is not known.
             every = [topics.command_results]
             continue
+        except KafkaUnavailable as exc:
+            _still_waiting(exc, command_id, seen, settings)
         starts.update(ends)
         if len(every) > 1 and seen.command is not None and not seen.answers:
             # Its dead letter, if any, was written after it: read from then only (the dead
             # letters hold every request's too, which a flood of bad requests makes many).
             ends = {}
             sent = (seen.sent_ms or 0) - 60_000
-            with contextlib.suppress(KafkaAccessDenied, TopicMissing):
-                _read(
-                    address,
-                    security,
-                    [topics.dead_letters],
-                    command_id,
-                    seen,
-                    letters_from,
-                    ends,
-                    sent,
-                    settings,
-                )
-                letters_from.update(ends)
+            try:
+                with contextlib.suppress(KafkaAccessDenied, TopicMissing):
+                    _read(
+                        address,
+                        security,
+                        [topics.dead_letters],
+                        command_id,
+                        seen,
+                        letters_from,
+                        ends,
+                        sent,
+                        settings,
+                    )
+                    letters_from.update(ends)
+            except KafkaUnavailable as exc:
+                _still_waiting(exc, command_id, seen, settings)
         state = seen.state(commands_read=len(every) > 1)
         if state not in ("waiting", "not_answered") or time.monotonic() >= deadline:
             break
@@ -188,6 +209,22 @@ def _reading_role(settings: Settings) -> Role:
     if settings.credentials_dir is None or settings.security is not None:
         return "auditor"
     return "auditor" if read_credentials(settings, "auditor") is not None else "governance"
+
+
+def _still_waiting(
+    exc: KafkaUnavailable, command_id: str, seen: _Seen, settings: Settings
+) -> NoReturn:
+    """Kafka stopped answering: said with what was known of the command (a red team: `--wait`
+    on a waiting command, the broker then stopped, ended in a bare kafka_unavailable,
+    forgetting that the command waits and must not be sent again)."""
+    if seen.command is None or seen.answers:
+        raise exc
+    shown = clipped(command_id, 80)
+    raise KafkaUnavailable(
+        f"{exc}; {shown} was in {settings.topics.commands} since {_sent(seen) or '?'}, not "
+        "answered, when Kafka stopped answering: do not send it again; ask again once Kafka "
+        f"is back (`ledger command status {shown} --wait 60`)"
+    ) from exc
 
 
 def _read(
@@ -219,21 +256,28 @@ def _read(
             event: Event = codec.decode(record.value)  # type: ignore[arg-type]  # None: CodecError
         except CodecError:
             continue
+        # Each kind only from the topic only its writer may write (a red team: answers and
+        # dead letters the governance credential wrote into ledger.commands were believed).
         if isinstance(event, (CommandAccepted, CommandRejected)):
-            if event.command_id == command_id:
+            if record.topic == names.command_results and event.command_id == command_id:
                 seen.answers.append(event)
         elif isinstance(event, DeadLetter):
-            if event.source_topic == names.commands:
-                seen.letters[event.offset] = event
+            if record.topic == names.dead_letters and event.source_topic == names.commands:
+                seen.letters.setdefault(event.offset, []).append(event)
         elif (
             isinstance(event, COMMAND_TYPES)
             and record.topic == names.commands
             and event.event_id == command_id
             and seen.command is None
         ):
-            seen.command, seen.sent_ms, seen.offset = event, record.timestamp_ms, record.offset
-    if seen.offset is not None:
-        seen.letter = seen.letters.get(seen.offset)
+            seen.command, seen.sent_ms = event, record.timestamp_ms
+            seen.offset, seen.partition = record.offset, record.partition
+            seen.raw = record.value or b""
+    if seen.offset is not None and seen.letter is None:
+        seen.letter = next(
+            (letter for letter in seen.letters.get(seen.offset, ()) if seen.letter_of(letter)),
+            None,
+        )
     seen.letters = {k: v for k, v in seen.letters.items() if k == seen.offset}
 
 
@@ -262,10 +306,11 @@ def _report(
     if isinstance(answer, CommandAccepted):
         if not as_json:
             version = f", version {answer.version}" if answer.version is not None else ""
-            click.echo(
+            said = (
                 f"accepted at {format_timestamp(answer.occurred_at)}: {what}{version} "
                 f"({answer.message or 'no change'})"
             )
+            click.echo(printable(said, None))  # a red team: an actor's \r and escapes
         return
     if isinstance(answer, CommandRejected):
         raise CommandRejectedError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,3 +127,119 @@ def test_a_new_id_says_when_it_was_made_and_another_id_says_nothing() -> None:
     made = id_made_at(new_id())
     assert made is not None and abs((made - before).total_seconds()) < 60
     assert id_made_at("cmd-1") is None and id_made_at(str(uuid.uuid4())) is None
+
+
+def _records(*records: tuple[str, int, object]) -> list[object]:
+    """RawRecords of ``(topic, offset, event or bytes)``, on partition 0."""
+    from ledger.codec import default_codec
+    from ledger.kafka.reading import RawRecord
+
+    codec = default_codec()
+    return [
+        RawRecord(
+            topic=topic,
+            partition=0,
+            offset=offset,
+            timestamp_ms=0,
+            value=value if isinstance(value, bytes) else codec.encode(value),  # type: ignore[arg-type]
+        )
+        for topic, offset, value in records
+    ]
+
+
+def _read_from(monkeypatch: pytest.MonkeyPatch, records: list[object]) -> _Seen:
+    import ledger.cli.commandstatus as commandstatus
+
+    monkeypatch.setattr(commandstatus, "read_raw", lambda *a, **k: iter(records))
+    seen = _Seen()
+    topics = SETTINGS.topics
+    every = [topics.command_results, topics.commands, topics.dead_letters]
+    commandstatus._read("h:9", None, every, "cmd-1", seen, {}, {}, 0, SETTINGS)
+    return seen
+
+
+def test_answers_and_dead_letters_count_only_from_their_own_topics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A red team: with the governance credential alone, dead letters written into
+    # ledger.commands naming offsets later commands took made a waiting grant read
+    # "dead-lettered, never applied" (sent again: two grants), and a CommandAccepted written
+    # there made a waiting revocation read "accepted" until it expired unapplied.
+    from dataclasses import replace
+
+    from ledger.codec import default_codec
+    from ledger.core.events import CommandAccepted
+
+    topics = SETTINGS.topics
+    accepted = CommandAccepted(
+        event_id="a-1", occurred_at=AT, actor="command-processor", command_id="cmd-1",
+        command_type="RollbackPolicy", aggregate="refund", event_ids=("e-1",),
+    )  # fmt: skip
+    forged = [(topics.commands, 3, _letter(5)), (topics.commands, 4, accepted)]
+    seen = _read_from(monkeypatch, _records(*forged, (topics.commands, 5, ROLLBACK)))
+    assert (seen.offset, seen.letter, seen.answers) == (5, None, [])
+    assert seen.state(commands_read=True, now=AT) == "waiting"
+
+    raw = default_codec().encode(ROLLBACK)
+    other = replace(_letter(5), value=b"another record's bytes")
+    genuine = replace(_letter(5), value=raw)
+    seen = _read_from(
+        monkeypatch,
+        _records(
+            (topics.dead_letters, 0, other),
+            (topics.commands, 5, ROLLBACK),
+        ),
+    )
+    assert seen.letter is None  # names its offset, holds other bytes
+    seen = _read_from(
+        monkeypatch,
+        _records((topics.commands, 5, ROLLBACK), (topics.dead_letters, 1, genuine)),
+    )
+    assert seen.letter == genuine and seen.state(commands_read=True) == "dead_lettered"
+    digest = replace(
+        _letter(5), value=None, truncated=True, value_sha256=hashlib.sha256(raw).hexdigest()
+    )
+    seen = _read_from(
+        monkeypatch, _records((topics.dead_letters, 2, digest), (topics.commands, 5, ROLLBACK))
+    )
+    assert seen.letter == digest  # a letter too large for the bytes, by their SHA-256
+    seen = _read_from(
+        monkeypatch, _records((topics.command_results, 9, accepted), (topics.commands, 5, ROLLBACK))
+    )
+    assert seen.answers == [accepted] and seen.state(commands_read=True) == "accepted"
+
+
+def test_an_accepted_answer_is_printed_with_its_control_characters_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ledger.core.events import CommandAccepted
+
+    accepted = CommandAccepted(
+        event_id="a-1", occurred_at=AT, actor="command-processor", command_id="cmd-1",
+        command_type="RollbackPolicy", aggregate="refund", event_ids=("e-1",),
+        message="done\r\x1b[2K\x1b[32mOK",
+    )  # fmt: skip
+    seen = _Seen(command=ROLLBACK, offset=5, answers=[accepted])
+    _report("cmd-1", seen, "accepted", 0, SETTINGS, as_json=False)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "done" in out, repr(out)
+
+
+def test_kafka_going_away_while_a_command_waits_says_it_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ledger.cli.commandstatus as commandstatus
+    from ledger.errors import KafkaUnavailable
+
+    seen = _Seen(command=ROLLBACK, sent_ms=0, offset=5)
+    with pytest.raises(KafkaUnavailable) as gone:
+        commandstatus._still_waiting(
+            KafkaUnavailable("cannot reach Kafka"), "cmd-1", seen, SETTINGS
+        )
+    said = str(gone.value)
+    assert said.startswith("cannot reach Kafka; cmd-1 was in ") and "do not send it again" in said
+    with pytest.raises(KafkaUnavailable) as bare:
+        commandstatus._still_waiting(
+            KafkaUnavailable("cannot reach Kafka"), "cmd-1", _Seen(), SETTINGS
+        )
+    assert str(bare.value) == "cannot reach Kafka"
