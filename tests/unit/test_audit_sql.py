@@ -655,8 +655,9 @@ def test_a_named_query_says_when_a_value_is_not_in_the_export(export_dir: Path) 
     assert done.exit_code == 0, done.output
     assert "0 row(s)" in done.stderr
     notes = [line for line in done.stderr.splitlines() if line.startswith("note:")]
-    assert notes == [
-        "note: policy 'refnud' is not in this export (looked in policy_log.policy); list them: "
+    assert notes == [  # an auditor's walkthrough: `ledger decisions` said what was meant
+        "note: policy 'refnud' is not in this export (looked in policy_log.policy) (did you "
+        "mean 'refund'?); list them: "
         'ledger audit sql "SELECT DISTINCT policy FROM policy_log ORDER BY 1"'
     ]
     done = invoke(
