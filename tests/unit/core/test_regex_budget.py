@@ -85,3 +85,26 @@ def test_a_new_pattern_matches_with_the_memory_a_recorded_one_has() -> None:
     admitted = admit_grant_condition("resource_id.matches('^(\\\\pL|\\\\pN){10}!$')")
     patterns = [v for v in admitted.fn.__globals__.values() if isinstance(v, re2._Regexp)]
     assert patterns and all(p.options.max_mem == 8 << 20 for p in patterns), patterns
+
+
+def test_unicode_classes_are_charged_and_no_pattern_takes_the_budget_past_its_limit(
+    compiles: list[str],
+) -> None:
+    # A red team: `(?i)\PL{0}` a hundred times compiles to 4 instructions in ~15 ms (RE2
+    # parses each class, then drops it), and three `(?i)\pL{13}` of 15,565 instructions each
+    # were accepted together, 46,695 against the 32,768 of regex_program.
+    dropped = "(?i)\\\\PL{0}" * 100
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(_doc(*[f"c.matches('{dropped}x{i}')" for i in range(10)]), filename="p.yaml")
+    first, *rest = caught.value.problems
+    assert "it takes 25,60" in first.message and "each \\p or \\P class counts 256" in first.message
+    assert all("limit regex_program" in p.message for p in rest)
+    assert len(compiles) == 3  # the first (twice: checked, then for matching), the second
+    del compiles[:]
+    wide = "(?i)\\\\pL{13}"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(_doc(*[f"c.matches('{wide}x{i}')" for i in range(3)]), filename="p.yaml")
+    [third] = caught.value.problems
+    assert third.rule == "r2" and "past what the patterns before it left" in third.message
+    ordinary = parse_policy(_doc("c.matches('^\\\\pL+$')", "c.matches('^[a-z]+@[a-z]+$')"))
+    assert ordinary.run({"c": "abc"})[0].rule == "r0"
