@@ -221,11 +221,7 @@ class Heartbeat:
             if stopped_by_signal(
                 self.pid
             ):  # an operator's walkthrough: a SIGSTOP read as a full disk
-                return (
-                    f"no heartbeat for {beat_age:.0f} s: it is stopped by a signal (SIGSTOP, or "
-                    f"Ctrl-Z in its terminal): `kill -CONT {self.pid}` resumes it; `ledger up` "
-                    "(or your supervisor) replaces it"
-                )
+                return self._stopped(f"no heartbeat for {beat_age:.0f} s")
             if _stuck_in_kernel(self.pid):  # a chaos drill: a frozen cgroup read as a stuck loop
                 return (
                     f"no heartbeat for {beat_age:.0f} s: it is stuck in the kernel (state D, "
@@ -244,6 +240,10 @@ class Heartbeat:
             )
         if fetch_age is None or fetch_age > stale_after:
             silent = "ever" if fetch_age is None else f"for {fetch_age:.0f} s"
+            if stopped_by_signal(self.pid):
+                # An operator's drill: its last answer from Kafka goes stale a second or so
+                # before its heartbeat does, and `ps` blamed a healthy broker meanwhile.
+                return self._stopped(f"no answer from Kafka {silent}")
             return f"no answer from Kafka at {self.bootstrap} {silent}"
         out = None if self.out_of_group_since is None else age(now, self.out_of_group_since)
         if out is not None and out > OUT_OF_GROUP_AFTER:
@@ -252,6 +252,12 @@ class Heartbeat:
                 "holds no request partition and answers nothing (`ledger up` restarts it)"
             )
         return None
+
+    def _stopped(self, silent: str) -> str:
+        return (
+            f"{silent}: it is stopped by a signal (SIGSTOP, or Ctrl-Z in its terminal): `kill "
+            f"-CONT {self.pid}` resumes it; `ledger up` (or your supervisor) replaces it"
+        )
 
 
 def _stuck_in_kernel(pid: int) -> bool:

@@ -140,6 +140,11 @@ def test_a_processor_stopped_by_a_signal_is_said_to_be(settings: Settings, evalu
         problem = _evaluator(settings).problem or ""
         assert "it is stopped by a signal (SIGSTOP" in problem
         assert f"`kill -CONT {evaluator}` resumes it" in problem
+        # An operator's drill: its last answer from Kafka goes stale before its heartbeat,
+        # and for those seconds `ps` blamed a healthy broker.
+        _beat(settings, evaluator, age=1, fetch_age=30)
+        problem = _evaluator(settings).problem or ""
+        assert problem.startswith("no answer from Kafka for 30 s: it is stopped by a signal")
     finally:
         os.kill(evaluator, signal.SIGCONT)
 
