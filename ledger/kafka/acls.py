@@ -14,7 +14,8 @@ topics or change ACLs (nothing grants ``DELETE``, ``CREATE`` or ``ALTER``).
 | ``exporter``, ``auditor`` | — | every ledger topic (chain-checkpoints included) |
 
 Consumer groups: each processor its own (``<prefix>ledger-<processor>``), the exporter's
-``<prefix>ledger-exporter…``, and every other role groups named ``<prefix><role>.…``.
+``<prefix>ledger-exporter…``, and every other role groups named ``<prefix><role>.…``; every
+role may describe ``ledger-unused``, the group assign-only readers name and never join.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ledger.errors import KafkaUnavailable
-from ledger.kafka.clients import kafka_failure, make_admin
-from ledger.settings import KafkaSecurity, Role, TopicNames
+from ledger.kafka.clients import UNUSED_GROUP, kafka_failure, make_admin
+from ledger.settings import ROLES, KafkaSecurity, Role, TopicNames
 
 __all__ = ["Permission", "acl_table", "ensure_acls", "PROCESSOR_GROUPS"]
 
@@ -77,6 +78,10 @@ def acl_table(topics: TopicNames) -> tuple[Permission, ...]:
         rows.append(Permission(role, "group", t.group(group), "READ", prefixed=role == "exporter"))
     for role in ("agent", "governance", "auditor"):
         rows.append(Permission(role, "group", t.group(f"{role}."), "READ", prefixed=True))
+    # The group assign-only readers name and never join: librdkafka asks for its coordinator.
+    rows.extend(
+        Permission(role, "group", UNUSED_GROUP, "DESCRIBE") for role in ROLES if role != "admin"
+    )
     return tuple(sorted(rows))
 
 
