@@ -152,7 +152,7 @@ def ps_cmd(as_json: bool) -> None:
     # `broker status` and `up` said it does not answer (an operator's walkthrough).
     answering, refusal = broker.answering(settings, b) if b.running and local else (b.running, None)
     if local and not b.running:
-        problems.insert(0, "the broker is not running")
+        problems.insert(0, broker.not_running(b))
     elif local and not answering:
         problems.insert(0, broker.not_answering(b.pid))
     elif refusal is not None:  # answers: not to be restarted (a README check)

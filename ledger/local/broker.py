@@ -551,6 +551,31 @@ def status(settings: Settings) -> BrokerStatus:
     )
 
 
+_CLEAN_END: Final = "shut down completely"
+"""What the broker's log says last when it stopped cleanly (its request handlers' last line)."""
+
+
+def not_running(status: BrokerStatus) -> str:
+    """The local broker is not running: said with how its last run ended, when its log ends
+    otherwise than a clean shutdown does (an operator's drill: a broker killed with SIGKILL
+    read exactly as one stopped with `ledger broker stop`, as a processor's end no longer did)."""
+    path = Path(status.log_file) if status.log_file else None
+    if path is None:
+        return "the broker is not running"
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 8192))
+            tail = log.read().decode(errors="replace")
+    except OSError:
+        return "the broker is not running"
+    if not tail.strip() or any(_CLEAN_END in line for line in tail.strip().splitlines()[-20:]):
+        return "the broker is not running"
+    return (
+        f"the broker is not running, and its log ({path}) does not end in a clean shutdown: it "
+        "was killed (SIGKILL, the OOM killer) or it crashed; the end of its log says which"
+    )
+
+
 NOT_ANSWERING: Final = (
     "accepts connections but does not answer Kafka requests (still starting, hung, or stopped "
     "with SIGSTOP): wait a few seconds; if it persists, `ledger broker stop && ledger up` "

@@ -1738,3 +1738,39 @@ def test_the_static_instance_id_is_the_homes_through_a_link_too(tmp_path: Path) 
     group = "ledger-command-processor"
     ours = static_instance_id(Settings(home=real), group)
     assert static_instance_id(Settings(home=tmp_path / "link"), group) == ours
+
+
+def test_a_broker_whose_log_does_not_end_in_a_clean_shutdown_was_killed_or_crashed(
+    tmp_path: Path,
+) -> None:
+    # An operator's drill: a broker killed with SIGKILL read exactly as one stopped cleanly.
+    from ledger.local.broker import BrokerStatus, not_running
+
+    log = tmp_path / "broker.log"
+
+    def said() -> str:
+        return not_running(
+            BrokerStatus(
+                running=False,
+                bootstrap=None,
+                pid=None,
+                kafka_version="4",
+                log_dir="",
+                log_file=str(log),
+            )
+        )
+
+    assert said() == "the broker is not running"  # no log: never ran here
+    log.write_text(
+        "[…] INFO [data-plane Kafka Request Handler on Controller 1] shut down completely "
+        "(kafka.server.KafkaRequestHandlerPool)\n"
+    )
+    assert said() == "the broker is not running"
+    with log.open("a") as more:
+        more.write(
+            "[…] INFO [Partition ledger.decisions-0 broker=1] Log loaded (kafka.cluster.Partition)\n"
+        )
+    assert said().startswith(
+        f"the broker is not running, and its log ({log}) does not end in a clean shutdown: it "
+        "was killed (SIGKILL, the OOM killer) or it crashed"
+    )
