@@ -1766,10 +1766,8 @@ def test_a_broker_whose_log_does_not_end_in_a_clean_shutdown_was_killed_or_crash
         "(kafka.server.KafkaRequestHandlerPool)\n"
     )
     assert said() == "the broker is not running"
-    with log.open("a") as more:
-        more.write(
-            "[…] INFO [Partition ledger.decisions-0 broker=1] Log loaded (kafka.cluster.Partition)\n"
-        )
+    with log.open("a") as more:  # started again (many lines), then killed
+        more.writelines(f"[…] INFO [Partition p-{n} broker=1] Log loaded\n" for n in range(25))
     assert said().startswith(
         f"the broker is not running, and its log ({log}) does not end in a clean shutdown: it "
         "was killed (SIGKILL, the OOM killer) or it crashed"
