@@ -38,6 +38,8 @@ class Problem:
     at: datetime | None = None
     subject: str = "decision"
     """What was found wrong: a ``decision``, a ``checkpoint`` or a ``file`` of the export."""
+    file: str | None = None
+    """The export's file holding the row (relative to the export), for a row found altered."""
 
     def __str__(self) -> str:
         if self.subject == "file":  # a whole file: its finding starts with its path

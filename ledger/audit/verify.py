@@ -49,7 +49,7 @@ import os
 import stat
 import time
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
@@ -585,6 +585,22 @@ _PARALLEL_FROM: Final = 50_000
 """Decision rows from which verification spreads the chains over worker processes."""
 
 
+def _in_file(problem: Problem, manifest: Manifest) -> Problem:
+    """``problem``, an altered row, with the manifest's file that holds it (an auditor's
+    walkthrough: a tampered row was named by its Kafka coordinates, and the file to look at
+    had to be found through the manifest by hand)."""
+    if problem.kind != "altered" or problem.topic is None or problem.offset is None:
+        return problem
+    for entry in manifest.files:
+        if (
+            entry.get("topic") == problem.topic
+            and entry.get("partition") == problem.partition
+            and entry.get("first_offset", 0) <= problem.offset <= entry.get("last_offset", -1)
+        ):
+            return replace(problem, file=str(entry.get("path")))
+    return problem
+
+
 def verify_export(
     path: ExportPath,
     *,
@@ -766,7 +782,7 @@ def verify_export(
                 f"{cp.head_hash}",
             )
         )
-    problems = _first_first(rows)
+    problems = [_in_file(p, manifest) for p in _first_first(rows)]
     # A gap between a partition's rows is tampering even where its chain names it instead
     # (the offsets' own finding is then left out of the list above).
     within = any(inner and p.kind == "missing" for p, inner in [*offset_problems, *governance_gaps])

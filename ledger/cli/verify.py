@@ -144,7 +144,8 @@ def _print(report: VerifyReport) -> None:
                 [
                     p.kind,
                     p.decision_id or "-",
-                    f"{p.topic}[{p.partition}]@{p.offset}" if p.topic else "-",
+                    (f"{p.topic}[{p.partition}]@{p.offset}" if p.topic else "-")
+                    + (f" in {p.file}" if p.file else ""),
                     f"{p.chain_id} #{p.chain_seq}" if p.chain_id else "-",
                     p.found,
                     p.expected,

@@ -402,6 +402,9 @@ def test_an_altered_queryable_column_is_named(ledger: Ledger, export: Path) -> N
     assert 'determination="deny"' in p.found and 'determination="allow"' in p.expected
     assert "record bytes" in p.expected
     assert len(verify(export).problems) == 1  # its place in the chain is not reported twice
+    # An auditor's walkthrough: the file holding it had to be found through the manifest.
+    assert p.file is not None and p.file.startswith(f"topic={TOPICS.decisions}/")
+    assert (export / p.file).is_file()
 
 
 def test_an_altered_fact_inside_the_facts_column_is_named(ledger: Ledger, export: Path) -> None:
