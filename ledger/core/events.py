@@ -128,6 +128,13 @@ class Determination(enum.StrEnum):
     ALLOW_WITH_CONSTRAINTS = "allow_with_constraints"
     ERROR = "error"
 
+    @property
+    def permits(self) -> bool:
+        """Whether the action may go ahead: ``allow``, or ``allow_with_constraints`` on its
+        terms (honour them); never ``deny`` nor ``error`` (an agent engineer's walkthrough:
+        code testing ``!= DENY`` acted on an ``error``)."""
+        return self in (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)
+
 
 class Mode(enum.StrEnum):
     """Integration pattern of an evaluation request (DESIGN §8)."""
@@ -700,6 +707,12 @@ class DecisionRecorded:
     chain_seq: int | None = None
     requested_by: str | None = None
 
+    @property
+    def permitted(self) -> bool:
+        """Whether the action may go ahead (:attr:`Determination.permits`): ``allow``, or
+        ``allow_with_constraints``, whose ``constraints`` must then be honoured."""
+        return self.determination.permits
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchItemDecision:
@@ -714,6 +727,11 @@ class BatchItemDecision:
     policy_version: int | None = None
     rule: str | None = None
     grant_id: str | None = None
+
+    @property
+    def permitted(self) -> bool:
+        """Whether the item's action may go ahead (:attr:`Determination.permits`)."""
+        return self.determination.permits
 
 
 def item_ref(request_id: str, item_id: str) -> str:

@@ -605,6 +605,23 @@ def test_a_denial_without_a_reason_names_the_rule_or_default_that_decided() -> N
     assert str(default.value).endswith(": deny (the default of bulk v1, default_applied)")
 
 
+def test_permitted_is_true_for_allow_and_constrained_allow_only(client: LedgerClient) -> None:
+    # An agent engineer's walkthrough: with no such helper, code testing `!= DENY` acted on an
+    # `error` answer.
+    asked = {"action": "refund.issue", "principal": AGENT, "resource": "account:1"}
+    allow = client.evaluate(**asked, facts={**LOYAL, "amount": Decimal("20")})
+    constrained = client.evaluate(**asked, facts={**LOYAL, "amount": Decimal("600")})
+    deny = client.evaluate(**asked, facts={**SUSPENDED, "amount": Decimal("20")})
+    error = client.evaluate(**asked, facts={**LOYAL, "amount": "lots"})
+    assert [d.determination for d in (allow, constrained, deny, error)] == list(
+        map(Determination, ["allow", "allow_with_constraints", "deny", "error"])
+    )
+    assert [d.permitted for d in (allow, constrained, deny, error)] == [True, True, False, False]
+    batch = client.preevaluate(AGENT, [{"action": "refund.issue", "resource": "account:1",
+                                        "facts": {**LOYAL, "amount": Decimal("20")}}])  # fmt: skip
+    assert batch.decisions[0].permitted
+
+
 def test_error_decisions_and_missing_authority_are_refusals_too(client: LedgerClient) -> None:
     ran: list[Any] = []
     with pytest.raises(DecisionDenied) as invalid:
