@@ -48,7 +48,7 @@ from decimal import Decimal
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from ledger.client import AsyncLedgerClient, LedgerClient, checked_wait
-from ledger.core.events import DecisionRecorded, Determination, Value
+from ledger.core.events import DecisionRecorded, Value
 from ledger.errors import DecisionDenied, UsageError
 
 __all__ = ["enforce", "DecisionDenied"]
@@ -56,7 +56,6 @@ __all__ = ["enforce", "DecisionDenied"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_ALLOWING = (Determination.ALLOW, Determination.ALLOW_WITH_CONSTRAINTS)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -182,7 +181,7 @@ def enforce(
             }
 
         def admit(decision: DecisionRecorded, kwargs: dict[str, Any]) -> None:
-            if decision.determination not in _ALLOWING:
+            if not decision.permitted:
                 raise DecisionDenied(decision)
             if understood is not None and not understood.issuperset(decision.constraints):
                 unknown = ", ".join(sorted(set(decision.constraints) - understood))
