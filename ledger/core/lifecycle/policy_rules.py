@@ -302,6 +302,15 @@ def _promote(
                 "a shadow replaces no version: promote to shadow without naming one it replaces",
             )
         held = record.previous_for(c.stage, c.version)
+        if held is None and c.previous_version == c.version:
+            # A red team's: a canary's own percent changed with `--replacing` naming it; the
+            # event records the version replaced, none here, so the check cannot hold it.
+            return _reject(
+                "invalid_stage",
+                f"{c.policy} v{c.version} holds that stage already and replaces no version: "
+                "`--replacing` names the version it would take the stage from; to change a "
+                "canary's percent, leave it out",
+            )
         if held != c.previous_version:
             return _reject(
                 "deployment_changed",
@@ -310,7 +319,9 @@ def _promote(
                     f"promotion was sent to replace v{c.previous_version} as {c.stage.value}",
                 ),
             )
-    if c.stage is not Stage.SHADOW or record.canary == c.version:  # changes what decides
+    # Naming the version it replaces, it is judged by that instead of by the clocks (a
+    # review: a signer 60 s behind, naming exactly what decides, was refused by the clock rule).
+    if c.previous_version is None and (c.stage is not Stage.SHADOW or record.canary == c.version):
         unseen = _unseen_change(record, c, "promotion")
         if unseen is not None:
             return unseen
@@ -359,7 +370,8 @@ def _rollback(
                 canary=c.from_version == record.canary,
             ),
         )
-    unseen = _unseen_change(record, c, "rollback")
+    # Naming the version it undoes (`--from`), it is judged by that instead of by the clocks.
+    unseen = None if c.from_version is not None else _unseen_change(record, c, "rollback")
     if c.to_version is not None:
         target = record.versions.get(c.to_version)
         if target is None:
