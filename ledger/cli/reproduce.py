@@ -140,14 +140,21 @@ def _request_altered(differences: list[dict[str, Any]], copies: int, where: str)
     """What to say when the request re-evaluated differs from what its decision recorded of it
     (an auditor's walkthrough: a request rewritten in an export, record bytes and columns, passed
     `audit verify` and `actor verify`, and `replay` sent them back to `audit verify`)."""
-    fields = [d["field"] for d in differences if d["field"] in _FROM_REQUEST]
+    # A field the decision holds None for is left out: a decision written before the field
+    # existed (requested_by, before 2026-12-05) records none of it (a review: such a decision
+    # was called proof of an altered request).
+    fields = [
+        d["field"]
+        for d in differences
+        if d["field"] in _FROM_REQUEST and d["recorded"] not in (None, {}, "")
+    ]
     if not fields or copies > 1:
         return None
     return (
         f"the request at {where} differs from what its decision recorded of it "
-        f"({', '.join(fields)}), and the decision's fields are hash-chained (`ledger audit "
-        "verify` checks decisions, not requests): the request record was altered or replaced "
-        "after it was decided"
+        f"({', '.join(fields)}); the decision's fields are hash-chained, so if `ledger audit "
+        "verify` finds the decision intact (it checks decisions, not requests), the request "
+        "record was altered or replaced after it was decided"
     )
 
 
@@ -227,7 +234,11 @@ def reproduce_decision(
         click.echo(f"  not compared (the writer's own): {', '.join(result.ignored)}")
     if not result.reproduces:
         names = ", ".join(d.field for d in result.differences)
-        why = "; its request record was altered or replaced (see the note)" if altered else ""
+        why = (
+            "; its request record differs from what the decision recorded (see the note)"
+            if altered
+            else ""
+        )
         raise NotReproduced(f"decision {decision.event_id} does not reproduce: {names} differ{why}")
     if not as_json:
         click.echo(f"  reproduces: {_summary(result.recorded)}")

@@ -676,9 +676,9 @@ def test_replay_says_a_request_rewritten_in_the_export_was_altered(
     write_export(out, [altered if r is original else r for r in history.records], TOPICS)
     result = run("replay", "--decision", honest.event_id, "--from", str(out))
     line = one_error_line(result, 12)
-    assert "facts differ; its request record was altered or replaced (see the note)" in line
+    assert "facts differ; its request record differs from what the decision recorded" in line
     assert "note: the request at " in result.stdout
-    assert "differs from what its decision recorded of it (facts), and the decision's fields " in (
+    assert "differs from what its decision recorded of it (facts); the decision's fields " in (
         result.stdout
     )
     as_json = run("replay", "--decision", honest.event_id, "--from", str(out), "--json")
@@ -688,6 +688,21 @@ def test_replay_says_a_request_rewritten_in_the_export_was_altered(
     write_export(honest_out, history.records, TOPICS)
     fine = run("replay", "--decision", honest.event_id, "--from", str(honest_out), "--json")
     assert fine.exit_code == 0 and json.loads(fine.stdout)["request_altered"] is None
+    # A review: a decision recorded before requested_by existed holds none of it; that is no
+    # sign of an altered request.
+    [recorded] = [
+        r
+        for r in history.records
+        if r.topic == TOPICS.decisions and CODEC.decode(r.value).event_id == honest.event_id
+    ]
+    older = dataclasses.replace(
+        recorded,
+        value=CODEC.encode(dataclasses.replace(CODEC.decode(recorded.value), requested_by=None)),
+    )
+    older_out = tmp_path / "older"
+    write_export(older_out, [older if r is recorded else r for r in history.records], TOPICS)
+    old = run("replay", "--decision", honest.event_id, "--from", str(older_out), "--json")
+    assert old.exit_code == 12 and json.loads(old.stdout)["request_altered"] is None, old.stdout
 
 
 def test_replay_decision_whose_row_disagrees_with_its_record_exits_11(
