@@ -286,7 +286,7 @@ def refused_login(
     # val=…,str="…"}`) made a 450-character line; its text says it all.
     text = getattr(detail, "str", None)
     said = text() if callable(text) else detail
-    role = user if user and user.isidentifier() else "ROLE"
+    role = user if user and user.replace("-", "_").isidentifier() else "ROLE"
     return KafkaAccessDenied(
         f"Kafka{where} refused to authenticate {who}: {said} (check the credentials: "
         f"`ledger credentials show {role}`, or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
@@ -570,7 +570,7 @@ def _made(kind: str, bootstrap: str, config: dict[str, Any]) -> Any:
 
     def on_error(error: Any) -> None:
         if error.code() in login and len(refused) < 10:
-            refused.append(str(error))
+            refused.append(error.str())  # its words, not its repr (a review)
 
     config.setdefault("error_cb", on_error)
     try:

@@ -963,6 +963,19 @@ def test_a_refused_login_is_said_in_one_wording_whichever_library_met_it() -> No
 
     raw = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid credentials")
     said = str(refused_login("agent", raw, "h:9"))
+    assert "ledger credentials show command-processor" in str(
+        refused_login("command-processor", raw, "h:9")
+    )
+    # A review: the clients keep the refusals their error callback sees, and kept the repr.
+    from ledger.kafka.clients import _made
+
+    config: dict[str, Any] = {"bootstrap.servers": "127.0.0.1:1", "group.id": "x"}
+    client = _made("Consumer", "127.0.0.1:1", config)
+    try:
+        config["error_cb"](raw)
+        assert client.refused == ["SASL authentication error: invalid credentials"]
+    finally:
+        client.close()
     assert said.startswith(
         "Kafka at h:9 refused to authenticate user 'agent': SASL authentication error: invalid "
         "credentials (check the credentials: `ledger credentials show agent`, or "
