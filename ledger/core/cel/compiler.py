@@ -66,10 +66,27 @@ grant's a replay compiles again keep 8 MiB: they load as they were accepted."""
 _NEW_FAILURE_CHARGE: Final = (256 << 10) // 16
 """What a new pattern RE2 found too large is charged to :class:`RegexBudget` (about the
 instructions 256 KiB holds: its compile did that much work before it failed)."""
-_UNICODE_CLASS_CHARGE: Final = 256
+_UNICODE_CLASS_CHARGE: Final = 64
 """What each ``\\p``/``\\P`` class of a new pattern is charged beside its program: RE2 parses
-and folds the class (~0.15 ms for ``(?i)\\PL``) even where the program drops it (``{0}``), so
-a document's patterns hold at most ~128 of them."""
+the class (~0.05 ms for ``\\pL``) even where the program drops it (``{0}``). A review: 256
+refused a policy of 12 name patterns of six classes each, compiled in ~14 ms."""
+_FOLDED_CLASS_CHARGE: Final = 256
+"""The same in a pattern that folds case (``(?i)``): RE2 folds each class, ~0.23 ms for
+``(?i)\\PL`` (a red team's hundred of them, 4 instructions, took 15-23 ms)."""
+_REPEAT_CHARGE_PER: Final = 16
+"""A counted repetition of a new pattern is charged its bound over this (a red team's
+``(?:a{0,1000}){0}`` sixty times, 4 instructions, took ~3 ms to compile: RE2's simplifier
+expands the inner repetition before the outer ``{0}`` drops it)."""
+_FOLDS: Final = re.compile(r"\(\?[a-zA-Z]*i")
+_COUNTED: Final = re.compile(r"\{([0-9]{1,6})(?:,([0-9]{0,6}))?\}")
+
+
+def _parse_charge(text: str) -> int:
+    """What a new pattern's parse costs RE2 beyond its program (see the charges above)."""
+    classes = text.count("\\p") + text.count("\\P")
+    per = _FOLDED_CLASS_CHARGE if _FOLDS.search(text) else _UNICODE_CLASS_CHARGE
+    repeats = sum(int(hi or lo) for lo, hi in _COUNTED.findall(text))
+    return classes * per + repeats // _REPEAT_CHARGE_PER
 
 
 class RegexBudget:
@@ -861,9 +878,7 @@ class _Compiler:
         if budget is not None:
             # A red team: `(?i)\PL{0}` a hundred times compiles to 4 instructions in 15 ms,
             # RE2's time going to parsing the Unicode classes it then drops: each is charged.
-            charged = pattern.programsize + _UNICODE_CLASS_CHARGE * (
-                text.count("\\p") + text.count("\\P")
-            )
+            charged = pattern.programsize + _parse_charge(text)
             if charged > budget.left:  # a red team: the last pattern went past the limit
                 budget.left = 0
                 raise self.fail(
@@ -871,8 +886,9 @@ class _Compiler:
                     f"regular expression not accepted: it takes {charged:,} of the "
                     f"{self.limits.regex_program:,} RE2 instructions a document's patterns may "
                     "take together (limit regex_program; each \\p or \\P class counts "
-                    f"{_UNICODE_CLASS_CHARGE}), past what the patterns before it left; use "
-                    "fewer or simpler ones",
+                    f"{_UNICODE_CLASS_CHARGE}, {_FOLDED_CLASS_CHARGE} under (?i), and a counted "
+                    f"repetition its bound / {_REPEAT_CHARGE_PER}), past what the patterns before "
+                    "it left; use fewer or simpler ones",
                 )
             # Matched with the memory a recorded one has (a review: RE2's smaller memory for
             # a new pattern left its matching little room, 10-100x slower where it was kept).
