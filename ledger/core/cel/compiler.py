@@ -851,6 +851,10 @@ class _Compiler:
                 f"{self.limits.regex_program:,} RE2 instructions a document's patterns may "
                 "take together (limit regex_program); use fewer or simpler ones",
             )
+        parse = 0 if budget is None else _parse_charge(text)
+        if budget is not None and parse > budget.left:  # known before compiling it
+            budget.left = 0
+            raise self._over_budget(node, parse)
         try:
             pattern = re2.compile(text, _RE2_OPTIONS if budget is None else _RE2_NEW)
         except UnicodeEncodeError:
@@ -878,18 +882,10 @@ class _Compiler:
         if budget is not None:
             # A red team: `(?i)\PL{0}` a hundred times compiles to 4 instructions in 15 ms,
             # RE2's time going to parsing the Unicode classes it then drops: each is charged.
-            charged = pattern.programsize + _parse_charge(text)
+            charged = pattern.programsize + parse
             if charged > budget.left:  # a red team: the last pattern went past the limit
                 budget.left = 0
-                raise self.fail(
-                    node,
-                    f"regular expression not accepted: it takes {charged:,} of the "
-                    f"{self.limits.regex_program:,} RE2 instructions a document's patterns may "
-                    "take together (limit regex_program; each \\p or \\P class counts "
-                    f"{_UNICODE_CLASS_CHARGE}, {_FOLDED_CLASS_CHARGE} under (?i), and a counted "
-                    f"repetition its bound / {_REPEAT_CHARGE_PER}), past what the patterns before "
-                    "it left; use fewer or simpler ones",
-                )
+                raise self._over_budget(node, charged)
             # Matched with the memory a recorded one has (a review: RE2's smaller memory for
             # a new pattern left its matching little room, 10-100x slower where it was kept).
             pattern = re2.compile(text, _RE2_OPTIONS)
@@ -899,6 +895,17 @@ class _Compiler:
             budget.left -= charged
             budget.compiled[text] = compiled
         return compiled
+
+    def _over_budget(self, node: Any, charged: int) -> _Problem:
+        return self.fail(
+            node,
+            f"regular expression not accepted: it takes {charged:,} of the "
+            f"{self.limits.regex_program:,} RE2 instructions a document's patterns may take "
+            "together (limit regex_program; each \\p or \\P class counts "
+            f"{_UNICODE_CLASS_CHARGE}, {_FOLDED_CLASS_CHARGE} under (?i), and a counted "
+            f"repetition its bound / {_REPEAT_CHARGE_PER}), past what the patterns before it "
+            "left; use fewer or simpler ones",
+        )
 
     def size(self, node: Any, e: _Expr) -> _Expr:
         if e.type in ("string", "dyn") or e.type.startswith("list<"):
