@@ -65,10 +65,15 @@ def group() -> None:
     """Governance commands already sent: what became of one."""
 
 
+_COPIES_KEPT = 16
+"""Copies of one id in ledger.commands whose bytes are kept to match their dead letters."""
+
+
 @dataclass(slots=True)
 class _Seen:
-    """What the topics hold of one command id: its first copy in the commands topic (and
-    where), its answers, and a dead letter of that copy."""
+    """What the topics hold of one command id: its copies in the commands topic (the first's
+    where and what; anyone with the governance credential may write one under any id), its
+    answers, and the dead letters of those copies."""
 
     command: Any = None
     sent_ms: int | None = None
@@ -78,33 +83,55 @@ class _Seen:
     answers: list[CommandAccepted | CommandRejected] = field(default_factory=list)
     letter: DeadLetter | None = None
     letters: dict[int, list[DeadLetter]] = field(default_factory=dict)  # by commands offset
+    copies: int = 0  # how many copies of the id ledger.commands holds
+    lettered: int = 0  # how many of them were dead-lettered
+    signed_last: datetime | None = None  # the latest signing time among them
+    kept: list[tuple[int, int, bytes]] = field(default_factory=list)  # (partition, offset, raw)
 
-    def letter_of(self, letter: DeadLetter) -> bool:
-        """Whether ``letter`` is the dead letter of this command's record: the same partition
-        and offset, and the same bytes (or their SHA-256, for a letter too large to hold
-        them). A red team: letters written to ledger.commands by the governance credential,
-        naming offsets commands would later take, made a waiting grant read "dead-lettered,
-        never applied", and sent again, it was applied twice."""
-        if letter.partition != self.partition or letter.offset != self.offset:
-            return False
-        if letter.value is not None:
-            return letter.value == self.raw
-        return letter.value_sha256 == hashlib.sha256(self.raw).hexdigest()
+    @property
+    def answer(self) -> CommandAccepted | CommandRejected | None:
+        """The answer that says what became of the command: an acceptance, if any (only the
+        command processor writes answers, and it accepts only an authenticated command; a red
+        team's unsigned copy, sent first under the id, made an applied command read "refused,
+        never applied"), else the first refusal."""
+        accepted = next((a for a in self.answers if isinstance(a, CommandAccepted)), None)
+        return accepted or (self.answers[0] if self.answers else None)
 
     def state(self, commands_read: bool, now: datetime | None = None) -> State:
-        if self.answers:
-            return "accepted" if isinstance(self.answers[0], CommandAccepted) else "rejected"
+        answer = self.answer
+        if isinstance(answer, CommandAccepted):
+            return "accepted"
+        # A copy neither answered nor dead-lettered waits: a refusal or a letter may be another
+        # copy's (one written before it under its id).
+        pending = self.copies > len(self.answers) + self.lettered
+        if commands_read and self.command is not None and pending:
+            return self._waiting(now)
+        if answer is not None:
+            return "rejected"
         if self.letter is not None:
             return "dead_lettered"
         if not commands_read:
             return "not_answered"
-        if self.command is None:
-            return "not_sent"
-        # Past its validity the command processor refuses it stale_command when it runs: it
-        # will never be applied (a review: after an outage of more than 10 minutes, this said
-        # to wait for it).
-        expires = self.command.occurred_at + COMMAND_VALID_FOR
-        return "expired" if (now or utcnow()) >= expires else "waiting"
+        return "not_sent" if self.command is None else self._waiting(now)
+
+    def _waiting(self, now: datetime | None) -> State:
+        """Waiting, or past its validity, when the command processor refuses it stale_command
+        as it runs (a review: after an outage of more than 10 minutes, this said to wait)."""
+        signed = self.signed_last or self.command.occurred_at
+        return "expired" if (now or utcnow()) >= signed + COMMAND_VALID_FOR else "waiting"
+
+
+def _letter_of(letter: DeadLetter, partition: int, offset: int, raw: bytes) -> bool:
+    """Whether ``letter`` is the dead letter of the command record at ``partition``/``offset``
+    holding ``raw``: the same place, and the same bytes (or their SHA-256, for a letter too
+    large to hold them). A red team: letters written to ledger.commands by the governance
+    credential, naming offsets commands would later take, made a waiting grant read
+    "dead-lettered, never applied", and sent again, it was applied twice."""
+    if letter.partition != partition or letter.offset != offset:
+        return False
+    if letter.value is not None:
+        return letter.value == raw
+    return letter.value_sha256 == hashlib.sha256(raw).hexdigest()
 
 
 @group.command("status")
@@ -168,7 +195,7 @@ def status_cmd(command_id: str, wait: float, bootstrap: str | None, as_json: boo
         except KafkaUnavailable as exc:
             _still_waiting(exc, command_id, seen, settings)
         starts.update(ends)
-        if len(every) > 1 and seen.command is not None and not seen.answers:
+        if len(every) > 1 and seen.command is not None and seen.state(True) != "accepted":
             # Its dead letter, if any, was written after it: read from then only (the dead
             # letters hold every request's too, which a flood of bad requests makes many).
             ends = {}
@@ -268,26 +295,43 @@ def _read(
             isinstance(event, COMMAND_TYPES)
             and record.topic == names.commands
             and event.event_id == command_id
-            and seen.command is None
         ):
-            seen.command, seen.sent_ms = event, record.timestamp_ms
-            seen.offset, seen.partition = record.offset, record.partition
-            seen.raw = record.value or b""
-    if seen.offset is not None and seen.letter is None:
-        seen.letter = next(
-            (letter for letter in seen.letters.get(seen.offset, ()) if seen.letter_of(letter)),
-            None,
+            raw = record.value or b""
+            if seen.command is None:
+                seen.command, seen.sent_ms = event, record.timestamp_ms
+                seen.offset, seen.partition, seen.raw = record.offset, record.partition, raw
+            seen.copies += 1
+            if seen.signed_last is None or event.occurred_at > seen.signed_last:
+                seen.signed_last = event.occurred_at
+            if len(seen.kept) < _COPIES_KEPT:
+                seen.kept.append((record.partition, record.offset, raw))
+    matched = [
+        letter
+        for partition, offset, raw in seen.kept
+        if (
+            letter := next(
+                (x for x in seen.letters.get(offset, ()) if _letter_of(x, partition, offset, raw)),
+                None,
+            )
         )
-    seen.letters = {k: v for k, v in seen.letters.items() if k == seen.offset}
+        is not None
+    ]
+    seen.lettered = len(matched)
+    seen.letter = matched[0] if matched else None
+    held = {offset for _, offset, _ in seen.kept}
+    seen.letters = {k: v for k, v in seen.letters.items() if k in held}
 
 
 def _what(seen: _Seen) -> str:
-    """The command in words: ``RollbackPolicy on 'refund' by human:bob``."""
-    if seen.command is None:
-        if not seen.answers:
+    """The command in words: ``RollbackPolicy on 'refund' by human:bob``. With several copies
+    of the id, the answer's words (the first copy may be anyone's, written before it)."""
+    answer = seen.answer
+    if seen.command is None or (seen.copies > 1 and answer is not None):
+        if answer is None:
             return ""
-        first = seen.answers[0]  # its actor is the processor that answered: the sender unknown
-        return f"{first.command_type} on {quoted(first.aggregate, 80)}"
+        # Its actor is the processor that answered: the sender unknown.
+        several = f" ({seen.copies} copies of the id were sent)" if seen.copies > 1 else ""
+        return f"{answer.command_type} on {quoted(answer.aggregate, 80)}{several}"
     command = seen.command
     return (
         f"{type(command).__name__} on {quoted(command_aggregate(command), 80)} by "
@@ -300,7 +344,7 @@ def _report(
 ) -> None:
     shown = clipped(command_id, 80)
     what = _what(seen)
-    answer = seen.answers[0] if seen.answers else None
+    answer = seen.answer
     if as_json:
         print_json(_document(command_id, seen, state))
     if isinstance(answer, CommandAccepted):
@@ -323,8 +367,13 @@ def _report(
         raise CommandRejectedError(
             f"{shown} ({what}) was dead-lettered at "
             f"{format_timestamp(seen.letter.occurred_at)}, never applied: "
-            f"{clipped(seen.letter.reason, 300)} (a command processor of an earlier release "
-            "cannot read a newer command: `ledger ps`)",
+            f"{clipped(seen.letter.reason, 300)}"
+            + (
+                " (a command processor of an earlier release cannot read a newer command: "
+                "`ledger ps`)"
+                if seen.letter.code == "unknown_schema"
+                else ""
+            ),
             code=seen.letter.code,
         )
     waited = f"within {wait:g} s" if wait else "yet"
@@ -373,7 +422,7 @@ def _report(
 
 
 def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:
-    answer = seen.answers[0] if seen.answers else None
+    answer = seen.answer
     command = seen.command
     return {
         "command_id": command_id,
@@ -398,6 +447,7 @@ def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:
         "version": answer.version if isinstance(answer, CommandAccepted) else None,
         "event_ids": list(answer.event_ids) if isinstance(answer, CommandAccepted) else [],
         "answers": len(seen.answers),
+        "copies": seen.copies,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def test_a_dead_lettered_command_was_never_applied_and_says_why() -> None:
     assert refused.value.code == "unknown_schema" and refused.value.exit_code == 4
     assert "RollbackPolicy on 'refund' by human:bob" in str(refused.value)
     assert "never applied: a command of a newer release" in str(refused.value)
+    assert "an earlier release cannot read a newer command" in str(refused.value)  # its code
+    other = replace(_letter(7), code="id_too_long", reason="its id is over 256 characters")
+    with pytest.raises(CommandRejectedError) as long_id:
+        _report("cmd-1", _Seen(command=ROLLBACK, letter=other), "dead_lettered", 0, SETTINGS, False)
+    assert "earlier release" not in str(long_id.value)  # a review: said of every letter
 
 
 def test_the_first_answer_counts_before_a_dead_letter_and_the_record_itself() -> None:
@@ -243,3 +249,45 @@ def test_kafka_going_away_while_a_command_waits_says_it_waits(
             KafkaUnavailable("cannot reach Kafka"), "cmd-1", _Seen(), SETTINGS
         )
     assert str(bare.value) == "cannot reach Kafka"
+
+
+def test_an_applied_command_reads_accepted_whatever_copies_of_its_id_came_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Red team 15: an unsigned copy written under the id before the genuine command (an SDK
+    # caller's id can be known in advance) was answered first, refused, and an applied
+    # command read "refused, never applied" (exit 4): sent again, it was applied twice.
+    from dataclasses import replace
+
+    from ledger.core.events import CommandAccepted
+
+    topics = SETTINGS.topics
+    forged = replace(ROLLBACK, reason="forged")
+    accepted = CommandAccepted(
+        event_id="a-1", occurred_at=AT, actor="command-processor", command_id="cmd-1",
+        command_type="RollbackPolicy", aggregate="refund", event_ids=("e-1",),
+    )  # fmt: skip
+    records = _records(
+        (topics.commands, 4, forged),
+        (topics.commands, 5, ROLLBACK),
+        (topics.command_results, 0, _refused()),
+        (topics.command_results, 1, accepted),
+    )
+    seen = _read_from(monkeypatch, records)
+    assert (seen.copies, seen.answer) == (2, accepted)
+    assert seen.state(commands_read=True, now=AT) == "accepted"
+    assert _what_of(seen) == "RollbackPolicy on 'refund' (2 copies of the id were sent)"
+    # The genuine one not answered yet (the processor down): it waits, whatever the first
+    # copy's refusal says.
+    seen = _read_from(monkeypatch, records[:3])
+    assert seen.state(commands_read=True, now=AT) == "waiting"
+    # Every copy answered, none accepted: refused.
+    refused_again = (topics.command_results, 2, replace(_refused(), event_id="r-2"))
+    seen = _read_from(monkeypatch, [*records[:3], *_records(refused_again)])
+    assert seen.state(commands_read=True, now=AT) == "rejected"
+
+
+def _what_of(seen: _Seen) -> str:
+    from ledger.cli.commandstatus import _what
+
+    return _what(seen)
