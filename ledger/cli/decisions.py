@@ -182,7 +182,14 @@ def decisions_cmd(
     seen: dict[str, set[int]] = {}  # policy -> versions that decided (a typo in --policy)
     # Versions of --policy by whether they were last seen observing as a shadow (an auditor's
     # walkthrough: a version back in shadow after deciding as canary got no word).
-    last_shadow: dict[int, bool] = {}
+    # By the record's time, not the order partitions are read in (a review: the hint came or
+    # not by which partition was read last).
+    last_shadow: dict[int, tuple[int, bool]] = {}
+
+    def sight(version: int, at: int, shadow: bool) -> None:
+        if version not in last_shadow or last_shadow[version][0] <= at:
+            last_shadow[version] = (at, shadow)
+
     principals: set[str] = set()  # who decisions were about (a typo in --principal)
     for positioned in read_topic(address, [settings.topics.decisions], security=security):
         d = positioned.event
@@ -202,13 +209,11 @@ def decisions_cmd(
                     versions = seen.setdefault(made.policy, set())
                     if made.policy_version is not None and made.policy == policy:
                         versions.add(made.policy_version)
-                        last_shadow[made.policy_version] = False
+                        sight(made.policy_version, positioned.timestamp_ms, False)
             if isinstance(d, DecisionRecorded):
-                last_shadow.update(
-                    (s.version, True)
-                    for s in d.shadow_results
-                    if s.policy == policy and s.stage == Stage.SHADOW
-                )
+                for s in d.shadow_results:
+                    if s.policy == policy and s.stage == Stage.SHADOW:
+                        sight(s.version, positioned.timestamp_ms, True)
         if request_id and isinstance(d, (DecisionRecorded, BatchDecisionRecorded)):
             answered = (
                 answered
@@ -247,7 +252,7 @@ def decisions_cmd(
         if several is not None:
             click.echo(f"note: {several}", err=True)
     if policy and not found:
-        shadows = {version for version, shadow in last_shadow.items() if shadow}
+        shadows = {version for version, (_, shadow) in last_shadow.items() if shadow}
         unseen = _unseen(policy, policy_version, seen, shadows)
         if unseen is not None:
             click.echo(f"note: {unseen}", err=True)

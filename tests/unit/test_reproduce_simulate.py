@@ -1311,7 +1311,8 @@ def test_ledger_decisions_finds_the_asked_policy_past_ten_thousand_others(
                 event_id=f"d{i}", occurred_at=T0, actor="service:evaluator", request_id=f"r{i}",
                 requested_at=T0, action="a.b", principal="agent:a", resource="x",
                 determination=Determination.ALLOW, policy=policy, policy_version=version,
-            )
+            ),
+            timestamp_ms=0,
         )  # fmt: skip
 
     records = [made(i, f"team-{i:05d}") for i in range(10_000)]
@@ -1521,6 +1522,11 @@ def _history_of(led: Any) -> list[Any]:
     return history
 
 
+def _ms(event: Any) -> int:
+    """A decision's record time as Kafka's timestamp (milliseconds)."""
+    return int(event.occurred_at.timestamp() * 1000)
+
+
 def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_it_denies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1542,7 +1548,9 @@ def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_i
         shadow_results=(narrowed,),
     )  # fmt: skip
     monkeypatch.setattr(
-        decisions, "read_topic", lambda *a, **k: iter([SimpleNamespace(event=record)])
+        decisions,
+        "read_topic",
+        lambda *a, **k: iter([SimpleNamespace(event=record, timestamp_ms=_ms(record))]),
     )
     monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
     said = CliRunner().invoke(decisions.decisions_cmd, ["--policy", "refund", "--version", "4"])
@@ -1562,7 +1570,12 @@ def test_ledger_decisions_points_a_shadows_version_to_disagreeing_and_says_why_i
     monkeypatch.setattr(
         decisions,
         "read_topic",
-        lambda *a, **k: iter([SimpleNamespace(event=earlier), SimpleNamespace(event=record)]),
+        lambda *a, **k: iter(  # read in the other order: time decides, not the order read
+            [
+                SimpleNamespace(event=record, timestamp_ms=_ms(record)),
+                SimpleNamespace(event=earlier, timestamp_ms=_ms(earlier)),
+            ]
+        ),
     )
     since = (T0 - timedelta(hours=1)).isoformat()
     said = CliRunner().invoke(
@@ -2162,7 +2175,8 @@ def test_ledger_decisions_disagreeing_lists_a_shadow_that_changes_only_constrain
                 principal="agent:a", resource="x", determination=awc, rule="credit-capped",
                 constraints={"max_refund": cap, "method": "credit"}, policy="refunds",
                 policy_version=1, shadow_results=(said,),
-            )
+            ),
+            timestamp_ms=0,
         )  # fmt: skip
 
     records = [
@@ -2272,7 +2286,9 @@ def test_a_decisions_reasons_are_printed_escaped_and_only_for_the_items_shown(
         principal="agent:a", decisions=items,
     )  # fmt: skip
     monkeypatch.setattr(
-        decisions, "read_topic", lambda *a, **k: iter([SimpleNamespace(event=batch)])
+        decisions,
+        "read_topic",
+        lambda *a, **k: iter([SimpleNamespace(event=batch, timestamp_ms=_ms(batch))]),
     )
     monkeypatch.setattr(decisions, "connection", lambda *a, **k: ("127.0.0.1:9092", None))
     shown = CliRunner().invoke(decisions.decisions_cmd, ["--request", "req-b#1"])
