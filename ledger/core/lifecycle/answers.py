@@ -189,11 +189,15 @@ def _same_as_earlier(record: PolicyRecord | None, event: PolicyVersionProposed) 
     if not same:
         return []
     earlier = same[0].version
-    back = (
-        f": `ledger policy rollback {event.policy} --to {earlier}` restores it without an approval"
-        if earlier in record.activated and not record.retired
-        else ""
-    )
+    if record.active == earlier and not record.retired:  # a review: a rollback to it is refused
+        back = ", the active version"
+    elif earlier in record.activated and not record.retired:
+        back = (
+            f": `ledger policy rollback {event.policy} --to {earlier} --by YOU --reason WHY` "
+            "restores it without an approval"
+        )
+    else:
+        back = ""
     return [f"note: v{event.version} is identical to v{earlier} (same content hash){back}"]
 
 

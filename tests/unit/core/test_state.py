@@ -2930,8 +2930,8 @@ def test_a_proposal_of_an_earlier_versions_document_says_which_and_how_to_restor
         ProposePolicyVersion(**ledger._stamp(ADMIN), policy="refund", document=REFUND)
     )
     assert (
-        "note: v3 is identical to v1 (same content hash): `ledger policy rollback refund --to 1` "
-        "restores it without an approval" in again.message
+        "note: v3 is identical to v1 (same content hash): `ledger policy rollback refund --to 1 "
+        "--by YOU --reason WHY` restores it without an approval" in again.message
     ), again.message
     never = REFUND.replace("amount < 750", "amount < 600", 1)
     ledger.submit_command(
@@ -2943,6 +2943,15 @@ def test_a_proposal_of_an_earlier_versions_document_says_which_and_how_to_restor
     )
     assert "note: v6 is identical to v4 (same content hash)" in once_more.message
     assert "rollback" not in once_more.message.split("identical to v4")[1]
+    # A review: the earlier identical version being the active one, its rollback is refused.
+    active = ledger.submit_command(
+        ProposePolicyVersion(
+            **ledger._stamp(ADMIN),
+            policy="refund",
+            document=REFUND.replace("amount < 750", "amount < 800", 1),
+        )
+    )
+    assert "note: v7 is identical to v5 (same content hash), the active version" in active.message
 
 
 def test_an_ungoverned_action_is_explained_by_what_governs_it_without_deciding() -> None:
