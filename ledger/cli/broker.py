@@ -110,4 +110,7 @@ def status_cmd(as_json: bool) -> None:
     if refusal is not None:
         fail(broker.admin_refused(settings, status, refusal))
     if not status.running:
+        said = broker.not_running(status)
+        if said != "the broker is not running":  # a review: only ps told killed from stopped
+            fail(said)
         raise SystemExit(1)

@@ -224,3 +224,20 @@ def test_the_broker_moves_off_its_port_only_for_sockets_of_this_user_seen_there(
             ephemeral = client.getsockname()[1]
             assert port_holders(ephemeral) == {os.getuid()}
             _refuse_held_by_another(ephemeral)
+
+
+def test_broker_status_says_a_broker_whose_log_ends_uncleanly_was_killed_or_crashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: only `ps` told a killed broker from a stopped one.
+    log = tmp_path / "broker.log"
+    log.write_text("".join(f"[…] INFO [Partition p-{n} broker=1] Log loaded\n" for n in range(30)))
+    down = broker.BrokerStatus(
+        running=False, bootstrap=None, pid=None, kafka_version="4.4.0",
+        log_dir=str(tmp_path), log_file=str(log), secured=True,
+    )  # fmt: skip
+    monkeypatch.setattr(broker, "status", lambda settings: down)
+    monkeypatch.setenv("LEDGER_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(cli, ["broker", "status"])
+    assert result.exit_code == 1
+    assert "does not end in a clean shutdown: it was killed" in result.stderr, result.stderr
