@@ -361,6 +361,12 @@ def _rollback(
         return record
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
+    if c.from_version is not None and record.retired:  # a review: "send it anew", forever
+        return _reject(
+            "deployment_changed",
+            f"this rollback was sent to undo v{c.from_version}, but {record.name} is retired: "
+            "a rollback revives it; leave `--from` out to revive it",
+        )
     if c.from_version is not None and record.active != c.from_version:
         return _reject(
             "deployment_changed",
