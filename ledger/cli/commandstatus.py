@@ -244,7 +244,7 @@ def _still_waiting(
     """Kafka stopped answering: said with what was known of the command (a red team: `--wait`
     on a waiting command, the broker then stopped, ended in a bare kafka_unavailable,
     forgetting that the command waits and must not be sent again)."""
-    if seen.command is None or seen.answers:
+    if seen.command is None or seen.state(commands_read=True) != "waiting":
         raise exc
     shown = clipped(command_id, 80)
     raise KafkaUnavailable(

@@ -236,8 +236,9 @@ def test_kafka_going_away_while_a_command_waits_says_it_waits(
 ) -> None:
     import ledger.cli.commandstatus as commandstatus
     from ledger.errors import KafkaUnavailable
+    from ledger.ids import utcnow
 
-    seen = _Seen(command=ROLLBACK, sent_ms=0, offset=5)
+    seen = _Seen(command=replace(ROLLBACK, occurred_at=utcnow()), sent_ms=0, offset=5, copies=1)
     with pytest.raises(KafkaUnavailable) as gone:
         commandstatus._still_waiting(
             KafkaUnavailable("cannot reach Kafka"), "cmd-1", seen, SETTINGS
