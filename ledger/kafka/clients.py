@@ -274,6 +274,13 @@ def _rdkafka_denied(
     return None
 
 
+def error_words(error: object) -> object:
+    """A librdkafka error's own words (its ``str()`` method), not its repr (an agent
+    engineer's walkthrough: ``KafkaError{code=…,val=…,str="…"}`` made a 450-character line)."""
+    said = getattr(error, "str", None)
+    return said() if callable(said) else error
+
+
 def refused_login(
     user: str | None, detail: object, bootstrap: str | None = None
 ) -> KafkaAccessDenied:
@@ -282,10 +289,7 @@ def refused_login(
     'agent': DETAIL (check the credentials …)"; the address and user are named when known."""
     where = f" at {bootstrap}" if bootstrap else ""
     who = f"user {user!r}" if user else "this client"
-    # An agent engineer's walkthrough: librdkafka's error printed whole (`KafkaError{code=…,
-    # val=…,str="…"}`) made a 450-character line; its text says it all.
-    text = getattr(detail, "str", None)
-    said = text() if callable(text) else detail
+    said = error_words(detail)
     role = user if user and user.replace("-", "_").isidentifier() else "ROLE"
     return KafkaAccessDenied(
         f"Kafka{where} refused to authenticate {who}: {said} (check the credentials: "

@@ -28,6 +28,7 @@ from ledger.errors import CodecError, KafkaUnavailable, TopicMissing
 from ledger.kafka.clients import (
     METADATA_TIMEOUT,
     access_denied,
+    error_words,
     kafka_failure,
     make_rdkafka_consumer,
     refused_login,
@@ -106,13 +107,6 @@ def rdkafka_partitions(
         time.sleep(0.1)
 
 
-def _words(error: object) -> object:
-    """A librdkafka error's own words (its ``str()`` method), not its repr (``KafkaError{code=
-    …,val=…,str="…"}``, which made the line unreadable)."""
-    said = getattr(error, "str", None)
-    return said() if callable(said) else error
-
-
 def _partitions(client: Any, topic: str, bootstrap: str | None, timeout: float) -> list[int]:
     from confluent_kafka import KafkaError, KafkaException
 
@@ -145,7 +139,7 @@ def _partitions(client: Any, topic: str, bootstrap: str | None, timeout: float) 
                 "$LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD)"
             )
         raise KafkaUnavailable(
-            f"cannot read Kafka's metadata{where}: {_words(error)}: is Kafka running there (`ledger "
+            f"cannot read Kafka's metadata{where}: {error_words(error)}: is Kafka running there (`ledger "
             f"ps`, `ledger broker status`)? {credentials[0].upper()}{credentials[1:]}; and an "
             "address where something other than Kafka answers looks the same too"
         ) from exc
