@@ -298,8 +298,8 @@ def promote(
 
     Only an approved version may become canary or active. It is judged against what you saw:
     when someone else changed the active or canary version after this command was made, it is
-    refused (deployment_changed, exit 4); `--replacing N` says what you saw without relying on
-    clocks.
+    refused (deployment_changed, exit 4). `--replacing N` adds a check that needs no clock:
+    refused unless vN still holds that stage.
     """
     if stage == "canary" and percent is None:
         raise UsageError("--to canary needs --percent N (1-99)")
@@ -363,8 +363,9 @@ def rollback(
 
     It is judged against what you saw: when someone else changed the active or canary version
     after this command was made (two people rolling back at once), it is refused
-    (deployment_changed, exit 4), not taken a step further back. `--from N` says what you saw
-    without relying on clocks: the rollback is refused unless vN is still the active version.
+    (deployment_changed, exit 4), not taken a step further back. `--from N` adds a check that
+    needs no clock: the rollback is refused unless vN is still the active version (a second
+    rollback signed just after the first was applied, which the clock rule lets through).
     """
     command = RollbackPolicy(
         event_id=new_id(),

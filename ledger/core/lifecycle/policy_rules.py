@@ -319,9 +319,10 @@ def _promote(
                     f"promotion was sent to replace v{c.previous_version} as {c.stage.value}",
                 ),
             )
-    # Naming the version it replaces, it is judged by that instead of by the clocks (a
-    # review: a signer 60 s behind, naming exactly what decides, was refused by the clock rule).
-    if c.previous_version is None and (c.stage is not Stage.SHADOW or record.canary == c.version):
+    # Naming the version it replaces adds a check that needs no clock; the clock rule stays
+    # beside it for the stage it does not name (a second review: without it, a canary started
+    # after the command was signed was replaced, and an A-B-A re-promotion undone).
+    if c.stage is not Stage.SHADOW or record.canary == c.version:
         unseen = _unseen_change(record, c, "promotion")
         if unseen is not None:
             return unseen
@@ -376,8 +377,9 @@ def _rollback(
                 canary=c.from_version == record.canary,
             ),
         )
-    # Naming the version it undoes (`--from`), it is judged by that instead of by the clocks.
-    unseen = None if c.from_version is not None else _unseen_change(record, c, "rollback")
+    # `--from` adds a check that needs no clock; the clock rule stays beside it (a second
+    # review: without it, a canary started after signing was ended, an A-B-A re-promotion undone).
+    unseen = _unseen_change(record, c, "rollback")
     if c.to_version is not None:
         target = record.versions.get(c.to_version)
         if target is None:
