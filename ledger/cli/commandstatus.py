@@ -31,7 +31,7 @@ from ledger.core.events import (
 )
 from ledger.core.jsonform import format_timestamp
 from ledger.core.lifecycle.commands import command_aggregate
-from ledger.core.signing import COMMAND_VALID_FOR
+from ledger.core.signing import CLOCK_SKEW, COMMAND_VALID_FOR
 from ledger.core.text import clipped, quoted
 from ledger.discovery import read_credentials
 from ledger.errors import (
@@ -65,8 +65,9 @@ def group() -> None:
     """Governance commands already sent: what became of one."""
 
 
-_COPIES_KEPT = 16
-"""Copies of one id in ledger.commands whose bytes are kept to match their dead letters."""
+_COPIES_KEPT = 4096
+"""Copies of one id in ledger.commands whose digests are kept to match their dead letters (a
+second review: with 16, a 17th dead-lettered copy read as one still waiting)."""
 
 
 @dataclass(slots=True)
@@ -79,14 +80,14 @@ class _Seen:
     sent_ms: int | None = None
     offset: int | None = None
     partition: int | None = None
-    raw: bytes = b""  # the command's record as written: its dead letter holds these bytes
+    raw: bytes = b""  # the first copy's record as written
     answers: list[CommandAccepted | CommandRejected] = field(default_factory=list)
     letter: DeadLetter | None = None
     letters: dict[int, list[DeadLetter]] = field(default_factory=dict)  # by commands offset
     copies: int = 0  # how many copies of the id ledger.commands holds
     lettered: int = 0  # how many of them were dead-lettered
-    signed_last: datetime | None = None  # the latest signing time among them
-    kept: list[tuple[int, int, bytes]] = field(default_factory=list)  # (partition, offset, raw)
+    # (partition, offset, SHA-256 of the bytes, signed at) of each copy, the first _COPIES_KEPT
+    kept: list[tuple[int, int, str, datetime]] = field(default_factory=list)
 
     @property
     def answer(self) -> CommandAccepted | CommandRejected | None:
@@ -114,24 +115,34 @@ class _Seen:
             return "not_answered"
         return "not_sent" if self.command is None else self._waiting(now)
 
+    def valid_until(self, now: datetime | None = None) -> datetime:
+        """Until when a copy of the command may still be applied: 10 minutes after the latest
+        signing time among its copies, leaving out one signed further ahead of ``now`` than a
+        signer's clock may be, which the processor refuses (a second review: a copy forged a
+        year ahead kept an expired command "waiting")."""
+        latest = (now or utcnow()) + CLOCK_SKEW
+        signed = [at for *_, at in self.kept if at <= latest] or [self.command.occurred_at]
+        return max(signed) + COMMAND_VALID_FOR
+
     def _waiting(self, now: datetime | None) -> State:
         """Waiting, or past its validity, when the command processor refuses it stale_command
         as it runs (a review: after an outage of more than 10 minutes, this said to wait)."""
-        signed = self.signed_last or self.command.occurred_at
-        return "expired" if (now or utcnow()) >= signed + COMMAND_VALID_FOR else "waiting"
+        now = now or utcnow()
+        return "expired" if now >= self.valid_until(now) else "waiting"
 
 
-def _letter_of(letter: DeadLetter, partition: int, offset: int, raw: bytes) -> bool:
+def _letter_of(letter: DeadLetter, partition: int, offset: int, digest: str) -> bool:
     """Whether ``letter`` is the dead letter of the command record at ``partition``/``offset``
-    holding ``raw``: the same place, and the same bytes (or their SHA-256, for a letter too
-    large to hold them). A red team: letters written to ledger.commands by the governance
-    credential, naming offsets commands would later take, made a waiting grant read
-    "dead-lettered, never applied", and sent again, it was applied twice."""
+    whose bytes have the SHA-256 ``digest``: the same place, and the same bytes (or their
+    digest, for a letter too large to hold them). A red team: letters written to
+    ledger.commands by the governance credential, naming offsets commands would later take,
+    made a waiting grant read "dead-lettered, never applied", and sent again, it was applied
+    twice."""
     if letter.partition != partition or letter.offset != offset:
         return False
     if letter.value is not None:
-        return letter.value == raw
-    return letter.value_sha256 == hashlib.sha256(raw).hexdigest()
+        return hashlib.sha256(letter.value).hexdigest() == digest
+    return letter.value_sha256 == digest
 
 
 @group.command("status")
@@ -301,16 +312,19 @@ def _read(
                 seen.command, seen.sent_ms = event, record.timestamp_ms
                 seen.offset, seen.partition, seen.raw = record.offset, record.partition, raw
             seen.copies += 1
-            if seen.signed_last is None or event.occurred_at > seen.signed_last:
-                seen.signed_last = event.occurred_at
             if len(seen.kept) < _COPIES_KEPT:
-                seen.kept.append((record.partition, record.offset, raw))
+                digest = hashlib.sha256(raw).hexdigest()
+                seen.kept.append((record.partition, record.offset, digest, event.occurred_at))
     matched = [
         letter
-        for partition, offset, raw in seen.kept
+        for partition, offset, digest, _ in seen.kept
         if (
             letter := next(
-                (x for x in seen.letters.get(offset, ()) if _letter_of(x, partition, offset, raw)),
+                (
+                    x
+                    for x in seen.letters.get(offset, ())
+                    if _letter_of(x, partition, offset, digest)
+                ),
                 None,
             )
         )
@@ -318,7 +332,7 @@ def _read(
     ]
     seen.lettered = len(matched)
     seen.letter = matched[0] if matched else None
-    held = {offset for _, offset, _ in seen.kept}
+    held = {offset for _, offset, _, _ in seen.kept}
     seen.letters = {k: v for k, v in seen.letters.items() if k in held}
 
 
@@ -326,13 +340,15 @@ def _what(seen: _Seen) -> str:
     """The command in words: ``RollbackPolicy on 'refund' by human:bob``. With several copies
     of the id, the answer's words (the first copy may be anyone's, written before it)."""
     answer = seen.answer
+    several = f" ({seen.copies} copies of the id were sent)" if seen.copies > 1 else ""
     if seen.command is None or (seen.copies > 1 and answer is not None):
         if answer is None:
             return ""
         # Its actor is the processor that answered: the sender unknown.
-        several = f" ({seen.copies} copies of the id were sent)" if seen.copies > 1 else ""
         return f"{answer.command_type} on {quoted(answer.aggregate, 80)}{several}"
     command = seen.command
+    if several:  # which copy is whose is not known: the first may be anyone's (a review)
+        return f"{type(command).__name__} on {quoted(command_aggregate(command), 80)}{several}"
     return (
         f"{type(command).__name__} on {quoted(command_aggregate(command), 80)} by "
         f"{clipped(command.actor, 80)}"
@@ -347,7 +363,9 @@ def _report(
     answer = seen.answer
     if as_json:
         print_json(_document(command_id, seen, state))
-    if isinstance(answer, CommandAccepted):
+    # By the state (a second review: a refusal of another copy, checked first, said "refused,
+    # never applied" while the genuine copy waited, and it was applied twice).
+    if state == "accepted" and isinstance(answer, CommandAccepted):
         if not as_json:
             version = f", version {answer.version}" if answer.version is not None else ""
             said = (
@@ -356,14 +374,14 @@ def _report(
             )
             click.echo(printable(said, None))  # a red team: an actor's \r and escapes
         return
-    if isinstance(answer, CommandRejected):
+    if state == "rejected" and isinstance(answer, CommandRejected):
         raise CommandRejectedError(
             f"refused at {format_timestamp(answer.occurred_at)}: {what}: {answer.reason}",
             code=answer.code,
         )
     keep = f"{COMMANDS_KEPT.days} days"
     commands = settings.topics.commands
-    if seen.letter is not None:
+    if state == "dead_lettered" and seen.letter is not None:
         raise CommandRejectedError(
             f"{shown} ({what}) was dead-lettered at "
             f"{format_timestamp(seen.letter.occurred_at)}, never applied: "
@@ -378,7 +396,7 @@ def _report(
         )
     waited = f"within {wait:g} s" if wait else "yet"
     if state == "waiting":
-        until = format_timestamp(seen.command.occurred_at + COMMAND_VALID_FOR)
+        until = format_timestamp(seen.valid_until())
         raise LedgerTimeout(
             f"{shown} ({what}) is in {commands} since {_sent(seen) or '?'} and not answered "
             f"{waited}: the command processor applies it when it runs (`ledger ps`) until "
@@ -433,7 +451,8 @@ def _document(command_id: str, seen: _Seen, state: State) -> dict[str, Any]:
         "aggregate": command_aggregate(command)
         if command is not None
         else (answer.aggregate if answer is not None else None),
-        "actor": command.actor if command is not None else None,  # an answer's is the processor
+        # An answer's actor is the processor; of several copies, which is whose is not known.
+        "actor": command.actor if command is not None and seen.copies <= 1 else None,
         "sent_at": _sent(seen),
         "offset": seen.offset,
         "answered_at": format_timestamp(answer.occurred_at) if answer is not None else None,

@@ -292,3 +292,62 @@ def _what_of(seen: _Seen) -> str:
     from ledger.cli.commandstatus import _what
 
     return _what(seen)
+
+
+def test_a_copy_refused_before_the_genuine_one_waits_in_what_is_said_and_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A second review: state() said waiting, but the report checked the other copy's refusal
+    # first: "refused, never applied" (exit 4), sent again, applied twice.
+    from ledger.ids import utcnow
+
+    topics = SETTINGS.topics
+    now = utcnow()
+    genuine = replace(ROLLBACK, occurred_at=now)
+    forged = replace(genuine, actor="human:mallory", reason="forged")
+    seen = _read_from(
+        monkeypatch,
+        _records(
+            (topics.commands, 4, forged),
+            (topics.commands, 5, genuine),
+            (topics.command_results, 0, _refused()),
+        ),
+    )
+    state = seen.state(commands_read=True)
+    assert state == "waiting"
+    with pytest.raises(LedgerTimeout) as waits:
+        _report("cmd-1", seen, state, 0, SETTINGS, as_json=False)
+    assert waits.value.exit_code == 8 and "do not send it again" in str(waits.value)
+    assert "mallory" not in str(waits.value)  # which copy is whose is not known
+    from ledger.cli.commandstatus import _document
+
+    assert _document("cmd-1", seen, state)["actor"] is None
+
+
+def test_a_copy_signed_far_ahead_does_not_keep_an_expired_command_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A second review: a copy forged a year ahead kept an expired command "waiting … until" a
+    # time already past; the processor refuses a copy signed that far ahead.
+    from ledger.ids import utcnow
+
+    topics = SETTINGS.topics
+    now = utcnow()
+    old = replace(ROLLBACK, occurred_at=now - timedelta(minutes=11))
+    ahead = replace(old, occurred_at=now + timedelta(days=365), reason="forged")
+    seen = _read_from(monkeypatch, _records((topics.commands, 5, old), (topics.commands, 6, ahead)))
+    assert seen.state(commands_read=True, now=now) == "expired"
+
+
+def test_every_dead_lettered_copy_counts_past_sixteen(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second review: with the bytes of 16 copies kept, a 17th dead-lettered copy read as one
+    # still waiting (--json) while the text said dead-lettered.
+    from ledger.codec import default_codec
+
+    topics = SETTINGS.topics
+    raw = default_codec().encode(ROLLBACK)
+    copies = [(topics.commands, n, ROLLBACK) for n in range(20)]
+    letters = [(topics.dead_letters, 100 + n, replace(_letter(n), value=raw)) for n in range(20)]
+    seen = _read_from(monkeypatch, _records(*copies, *letters))
+    assert (seen.copies, seen.lettered) == (20, 20)
+    assert seen.state(commands_read=True) == "dead_lettered"
