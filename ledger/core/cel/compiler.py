@@ -70,14 +70,15 @@ _UNICODE_CLASS_CHARGE: Final = 64
 """What each ``\\p``/``\\P`` class of a new pattern is charged beside its program: RE2 parses
 the class (~0.05 ms for ``\\pL``) even where the program drops it (``{0}``). A review: 256
 refused a policy of 12 name patterns of six classes each, compiled in ~14 ms."""
-_FOLDED_CLASS_CHARGE: Final = 256
+_FOLDED_CLASS_CHARGE: Final = 128
 """The same in a pattern that folds case (``(?i)``): RE2 folds each class, ~0.23 ms for
-``(?i)\\PL`` (a red team's hundred of them, 4 instructions, took 15-23 ms)."""
+``(?i)\\PL`` (a red team's hundred of them, 4 instructions, took 15-23 ms), far less for most
+(a second review: 256 refused twelve case-folding name patterns that compile in ~7 ms)."""
 _REPEAT_CHARGE_PER: Final = 16
 """A counted repetition of a new pattern is charged its bound over this (a red team's
 ``(?:a{0,1000}){0}`` sixty times, 4 instructions, took ~3 ms to compile: RE2's simplifier
 expands the inner repetition before the outer ``{0}`` drops it)."""
-_FOLDS: Final = re.compile(r"\(\?[a-zA-Z]*i")
+_FOLDS: Final = re.compile(r"(?<!\\)\(\?[a-zA-Z]*i")  # not an escaped paren: `\(?item`
 _COUNTED: Final = re.compile(r"\{([0-9]{1,6})(?:,([0-9]{0,6}))?\}")
 
 
