@@ -144,9 +144,7 @@ def _request_altered(differences: list[dict[str, Any]], copies: int, where: str)
     # existed (requested_by, before 2026-12-05) records none of it (a review: such a decision
     # was called proof of an altered request).
     fields = [
-        d["field"]
-        for d in differences
-        if d["field"] in _FROM_REQUEST and d["recorded"] not in (None, {}, "")
+        d["field"] for d in differences if d["field"] in _FROM_REQUEST and d["recorded"] is not None
     ]
     if not fields or copies > 1:
         return None

@@ -126,11 +126,11 @@ def _partitions(client: Any, topic: str, bootstrap: str | None, timeout: float) 
             # and a secured broker (what `ledger up` starts) drops the plain connection; the
             # words sent them to check Kafka and variables that config never reads.
             credentials = (
-                "this client connects without credentials (a `ClientConfig` built without "
-                "`security=`), which a secured ledger, the default of `ledger up`, refuses "
-                "the same way: build it with `ClientConfig.from_env(actor=…)`, which reads "
-                "$LEDGER_HOME's or $LEDGER_SASL_USERNAME/$LEDGER_SASL_PASSWORD, or pass "
-                "`security=KafkaSecurity(…)`"
+                "this client connects without credentials, which a secured ledger, the "
+                "default of `ledger up`, refuses the same way (the SDK: a `ClientConfig` built "
+                "without `security=`: build it with `ClientConfig.from_env(actor=…)`, or pass "
+                "`security=KafkaSecurity(…)`; the CLI: set $LEDGER_SASL_USERNAME and "
+                "$LEDGER_SASL_PASSWORD, or $LEDGER_HOME, for this address)"
             )
         else:
             credentials = (

@@ -1256,7 +1256,8 @@ def test_a_client_without_credentials_that_kafka_drops_is_told_to_bring_some() -
 
     with pytest.raises(KafkaUnavailable) as plain:
         rdkafka_partitions(Producer(None), "t", timeout=0.3)
-    assert "without credentials (a `ClientConfig` built without `security=`)" in str(plain.value)
+    assert "without credentials, which a secured ledger" in str(plain.value)
+    assert "a `ClientConfig` built without `security=`" in str(plain.value)
     assert "ClientConfig.from_env(actor=…)" in str(plain.value)
     with pytest.raises(KafkaUnavailable) as secured:
         rdkafka_partitions(Producer("agent"), "t", timeout=0.3)

@@ -188,8 +188,9 @@ def _same_as_earlier(record: PolicyRecord | None, event: PolicyVersionProposed) 
     same = [v for n, v in sorted(record.versions.items()) if v.content_hash == event.content_hash]
     if not same:
         return []
-    earlier = same[0].version
-    if record.active == earlier and not record.retired:  # a review: a rollback to it is refused
+    active = next((v.version for v in same if v.version == record.active), None)
+    earlier = same[0].version if active is None else active
+    if active is not None and not record.retired:  # a review: a rollback to it is refused
         back = ", the active version"
     elif earlier in record.activated and not record.retired:
         back = (

@@ -363,10 +363,12 @@ def _rollback(
     if not c.reason or not c.reason.strip():
         return _reject("missing_reason", "a rollback needs a reason")
     if c.from_version is not None and record.retired:  # a review: "send it anew", forever
+        by, at = record.deployed_by, record.deployed_at
+        when = f" by {clipped(by or '?')} at {format_timestamp(at)}" if at is not None else ""
         return _reject(
             "deployment_changed",
-            f"this rollback was sent to undo v{c.from_version}, but {record.name} is retired: "
-            "a rollback revives it; leave `--from` out to revive it",
+            f"this rollback was sent to undo v{c.from_version}, but {record.name} was "
+            f"retired{when}: a rollback without `--from` revives it, if that is what you mean",
         )
     if c.from_version is not None and record.active != c.from_version:
         return _reject(
