@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.codec import default_codec
@@ -302,85 +303,71 @@ def test_a_promotions_note_is_signed_when_set_and_an_older_clients_command_still
         assert not forged.ok and "note" in str(forged.problem)
 
 
-def test_a_rollbacks_from_version_is_signed_when_set_and_proven_against_its_event():
-    """`from_version` (`policy rollback --from`) came to RollbackPolicy after signing began:
-    a rollback without it is signed as before (no `from_version` key), and its event's
-    `from_version` is the processor's to fill in; one with it covers it, and an event that
-    rolled back from another version than the signed command's is unproven."""
-    from ledger.core.events import PolicyRolledBack, RollbackPolicy
+def _the_version_seen(kind: str) -> tuple[Any, Any, str, int, int]:
+    """A command without its version-seen field, the event it produced, the field, its value
+    and a value the event could be forged to."""
+    from ledger.core.events import (
+        PolicyRolledBack,
+        PolicyVersionPromoted,
+        PromotePolicyVersion,
+        RollbackPolicy,
+        Stage,
+    )
+
+    stamp = {"event_id": "c-1", "occurred_at": T0, "actor": ADMIN, "policy": "refund"}
+    made = {"event_id": "e-1", "occurred_at": T0, "actor": ADMIN, "command_id": "c-1"}
+    if kind == "rollback":
+        command: Any = RollbackPolicy(**stamp, reason="v3 is bad")
+        event: Any = PolicyRolledBack(
+            **made, policy="refund", sequence=4, from_version=3, to_version=2, reason="v3 is bad"
+        )
+        return command, event, "from_version", 3, 2
+    command = PromotePolicyVersion(**stamp, version=3, stage=Stage.ACTIVE)
+    event = PolicyVersionPromoted(
+        **made, policy="refund", sequence=5, version=3, stage=Stage.ACTIVE, previous_version=2
+    )
+    return command, event, "previous_version", 2, 1
+
+
+@pytest.mark.parametrize("kind", ["rollback", "promotion"])
+def test_the_version_a_command_names_is_signed_when_set_and_proven_against_its_event(
+    kind: str,
+) -> None:
+    """`from_version` (`policy rollback --from`) and `previous_version` (`policy promote
+    --replacing`) came after signing began: a command without one is signed as before (no such
+    key: its older schema's fields, for the rollback), and its event's value is the
+    processor's to fill in; one with it covers it, and an event whose value differs from the
+    signed command's is unproven."""
     from ledger.core.jsonform import canonical_json
     from ledger.core.signing import verify_event
 
-    plain = RollbackPolicy(
-        event_id="c-1", occurred_at=T0, actor=ADMIN, policy="refund", reason="v3 is bad"
-    )
-    older = json.loads((ROOT / "schemas" / "history" / "RollbackPolicy.v2.avsc").read_text())
-    before = {
-        f["name"]: getattr(plain, f["name"])
-        for f in older["fields"]
-        if f["name"] not in ("key_id", "signature")
-    }
-    assert signed_bytes(plain) == canonical_json(
-        {"domain": DOMAIN, "type": "RollbackPolicy", "command": before}
-    )
-    seen = replace(plain, from_version=3)
-    assert json.loads(signed_bytes(seen))["command"]["from_version"] == 3
-
+    plain, event, name, value, forged_value = _the_version_seen(kind)
+    assert name not in json.loads(signed_bytes(plain))["command"]
+    if kind == "rollback":
+        older = json.loads((ROOT / "schemas" / "history" / "RollbackPolicy.v2.avsc").read_text())
+        before = {
+            f["name"]: getattr(plain, f["name"])
+            for f in older["fields"]
+            if f["name"] not in ("key_id", "signature")
+        }
+        assert signed_bytes(plain) == canonical_json(
+            {"domain": DOMAIN, "type": "RollbackPolicy", "command": before}
+        )
+    seen = replace(plain, **{name: value})
+    assert json.loads(signed_bytes(seen))["command"][name] == value
     state, _ = anchored()
     for command in (plain, seen):
         signed = sign(command, ADMIN_KEY)
-        event = PolicyRolledBack(
-            event_id="e-1",
-            occurred_at=T0,
-            actor=ADMIN,
-            command_id="c-1",
-            policy="refund",
-            sequence=4,
-            from_version=3,
-            to_version=2,
-            reason="v3 is bad",
+        proven = replace(
+            event,
             command_key_id=signed.key_id,
             command_signature=signed.signature,
             signed_command=signed_bytes(signed).decode(),
         )
-        assert verify_event(state, event).ok
-        if command.from_version is not None:
-            forged = verify_event(state, replace(event, from_version=2))
-            assert not forged.ok and "from_version" in str(forged.problem)
-
-
-def test_a_promotions_previous_version_is_signed_when_set_and_proven_against_its_event():
-    """`previous_version` (`policy promote --replacing`), as a rollback's `from_version`."""
-    from ledger.core.events import PolicyVersionPromoted, PromotePolicyVersion, Stage
-    from ledger.core.signing import verify_event
-
-    plain = PromotePolicyVersion(
-        event_id="c-1", occurred_at=T0, actor=ADMIN, policy="refund", version=3, stage=Stage.ACTIVE
-    )
-    assert "previous_version" not in json.loads(signed_bytes(plain))["command"]
-    seen = replace(plain, previous_version=2)
-    assert json.loads(signed_bytes(seen))["command"]["previous_version"] == 2
-    state, _ = anchored()
-    for command in (plain, seen):
-        signed = sign(command, ADMIN_KEY)
-        event = PolicyVersionPromoted(
-            event_id="e-1",
-            occurred_at=T0,
-            actor=ADMIN,
-            command_id="c-1",
-            policy="refund",
-            sequence=5,
-            version=3,
-            stage=Stage.ACTIVE,
-            previous_version=2,
-            command_key_id=signed.key_id,
-            command_signature=signed.signature,
-            signed_command=signed_bytes(signed).decode(),
-        )
-        assert verify_event(state, event).ok
-        if command.previous_version is not None:
-            forged = verify_event(state, replace(event, previous_version=1))
-            assert not forged.ok and "previous_version" in str(forged.problem)
+        assert verify_event(state, proven).ok
+        if getattr(command, name) is not None:
+            forged = verify_event(state, replace(proven, **{name: forged_value}))
+            assert not forged.ok and name in str(forged.problem)
 
 
 def test_a_signed_event_its_actor_had_no_authority_for_is_not_proven():
