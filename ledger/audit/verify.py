@@ -782,7 +782,7 @@ def verify_export(
                 f"{cp.head_hash}",
             )
         )
-    problems = [_in_file(p, manifest) for p in _first_first(rows)]
+    problems = _first_first(rows)
     # A gap between a partition's rows is tampering even where its chain names it instead
     # (the offsets' own finding is then left out of the list above).
     within = any(inner and p.kind == "missing" for p, inner in [*offset_problems, *governance_gaps])
@@ -793,7 +793,7 @@ def verify_export(
         checkpoints=sum(len(v) for v in marks.values()),
         unchained=sum(p.unchained for p in parts),
         chains=tuple(chains),
-        problems=tuple(problems[:_KEEP_PROBLEMS]),
+        problems=tuple(_in_file(p, manifest) for p in problems[:_KEEP_PROBLEMS]),
         problem_count=len(problems),
         seconds=time.perf_counter() - started,
         complete=manifest.complete,
