@@ -461,9 +461,9 @@ def _unseen_change(
 
 def _changed_from(record: PolicyRecord, sent: str, *, canary: bool = False) -> str:
     """Why a command that named the version it saw (a rollback's ``--from``, a promotion's
-    ``--replacing``) is refused: another version holds that stage now. Judged by the versions,
-    not the clocks: two governors undoing one bad version at once roll it back once, even when
-    the second signed after the first was applied."""
+    ``--replacing``) is refused: another version holds that stage now. A check by the versions,
+    beside the clock rule: two governors undoing one bad version at once roll it back once, even
+    when the second signed after the first was applied."""
     at, by = record.deployed_at, record.deployed_by
     since = (
         f" ({clipped(by or '?')} made it so at {format_timestamp(at)})" if at is not None else ""
