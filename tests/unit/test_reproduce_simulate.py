@@ -562,6 +562,20 @@ def test_replay_decision_from_an_export(history: History, export: Path) -> None:
     )
 
 
+def _early_agent_decision(
+    history: History, also: Callable[[DecisionRecorded], bool]
+) -> DecisionRecorded:
+    """The first of the agent's single decisions made while v1 alone decided, meeting ``also``."""
+    return next(
+        d
+        for d in history.decisions
+        if isinstance(d, DecisionRecorded)
+        and d.principal == AGENT
+        and d.occurred_at < history.marks["v1 only until"]
+        and also(d)
+    )
+
+
 def _request_of(
     history: History, decision: DecisionRecorded
 ) -> tuple[Exported, EvaluationRequested]:
@@ -602,14 +616,7 @@ def test_a_copy_of_a_request_id_with_other_facts_misleads_neither_replay_nor_sim
     # facts, written where it is read first (partition 0), is ignored by the evaluator as a
     # repeat, but replay took it for the request ("does not reproduce: facts differ", exit
     # 12) and simulate counted the id twice, once with the copy's facts.
-    honest = next(
-        d
-        for d in history.decisions
-        if isinstance(d, DecisionRecorded)
-        and d.principal == AGENT
-        and zlib.crc32(d.request_id.encode()) % 3 != 0
-        and d.occurred_at < history.marks["v1 only until"]
-    )
+    honest = _early_agent_decision(history, lambda d: zlib.crc32(d.request_id.encode()) % 3 != 0)
     out = tmp_path / "export"
     request, copy = _with_copy(history, honest, out, facts=SAME_DENY)  # same id and time
     source = ExportSource(out)
@@ -660,14 +667,7 @@ def test_replay_says_a_request_rewritten_in_the_export_was_altered(
     # An auditor's walkthrough: a request rewritten in the export (record and columns alike)
     # passed `audit verify` and `actor verify`; replay said "facts differ" and nothing more.
     # The decision's own copy of the facts is hash-chained, so the request is what changed.
-    honest = next(
-        d
-        for d in history.decisions
-        if isinstance(d, DecisionRecorded)
-        and d.principal == AGENT
-        and d.facts != SAME_DENY
-        and d.occurred_at < history.marks["v1 only until"]
-    )
+    honest = _early_agent_decision(history, lambda d: d.facts != SAME_DENY)
     original, request = _request_of(history, honest)
     altered = dataclasses.replace(
         original, value=CODEC.encode(dataclasses.replace(request, facts=SAME_DENY))
